@@ -43,16 +43,17 @@ __all__ = [
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> tuple[Tensor, int, int]:
-    """Reflect-pad ``(B, C, H, W)`` on the bottom/right so H and W divide by ``multiple``.
+    """Pad ``(B, C, H, W)`` on the bottom/right so H and W divide by ``multiple``.
 
     Returns the padded tensor and the original H, W (for the crop after the net).
     """
     h, w = x.shape[-2], x.shape[-1]
     pad_h = (multiple - h % multiple) % multiple
     pad_w = (multiple - w % multiple) % multiple
-    # Reflect rather than zero padding: a black border would look like a strong edge to the net
-    # and it would "sharpen" it into the crop.
-    x = F.pad(x, (0, pad_w, 0, pad_h), mode="reflect")
+    # Edge replication, not zeros: a black border would look like a strong edge to the net and
+    # it would "sharpen" it into the crop. Not reflection either: a 16 px frame needs 16 px of
+    # padding for a multiple of 32, more than reflection can give.
+    x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
     return x, h, w
 
 
@@ -301,7 +302,9 @@ class StudentSpec:
 STUDENTS: dict[str, StudentSpec] = {}
 
 
-def register_student(name: str, build: Callable[..., StudentBase], config: object, description: str) -> None:
+def register_student(
+    name: str, build: Callable[..., StudentBase], config: object, description: str
+) -> None:
     """Add a named variant; ``config`` is the dataclass instance holding its defaults."""
     STUDENTS[name] = StudentSpec(build=build, config=config, description=description)
 

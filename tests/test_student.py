@@ -1,0 +1,103 @@
+"""Student registry: every variant honours the model contract at odd sizes and trains."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.models.student import (  # noqa: E402
+    ShuffleUNetConfig,
+    create_student,
+    list_students,
+    pad_to_multiple,
+)
+
+VARIANTS = list_students()
+
+
+def test_registry_has_the_required_variants() -> None:
+    assert {"unet", "fast", "hq", "tiny"} <= set(VARIANTS)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("size", [(16, 16), (37, 53), (61, 17)])
+def test_forward_keeps_odd_sizes(name: str, size: tuple[int, int]) -> None:
+    model = create_student(name).eval()
+    x = torch.rand(2, 3, *size)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_untrained_student_is_identity(name: str) -> None:
+    # The zero-initialised residual head makes a fresh student exactly the identity: training
+    # starts from "never worse than the input".
+    model = create_student(name).eval()
+    x = torch.rand(1, 3, 40, 72)
+    with torch.no_grad():
+        assert torch.allclose(model(x), x)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_backward_reaches_every_parameter(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_student(name)
+    # Perturb the zero-initialised head so gradients flow back through the whole net.
+    for p in model.parameters():
+        p.data.add_(torch.randn_like(p) * 1e-2)
+    x = torch.rand(1, 3, 48, 80)
+    loss = (model(x) - x.flip(-1)).abs().mean()
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing, f"no gradient for {missing}"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_features_are_returned(name: str) -> None:
+    model = create_student(name).eval()
+    out, feats = model(torch.rand(1, 3, 64, 64), return_features=True)
+    assert out.shape == (1, 3, 64, 64)
+    assert feats and all(f.ndim == 4 and f.shape[0] == 1 for f in feats)
+
+
+def test_reported_cost_and_size() -> None:
+    fast = create_student("fast")
+    hq = create_student("hq")
+    # The design targets: fast is about 1 K multiply-adds per pixel or less, hq fits in 5 MB.
+    assert fast.macs_per_pixel() <= 1000
+    assert hq.count_params() * 4 < 5_000_000
+    assert hq.macs_per_pixel() > 5 * fast.macs_per_pixel()
+    # The counter is a real count: a 1x1 conv of 3->3 channels costs 9 MACs per pixel.
+    tiny = create_student("tiny")
+    assert tiny.macs_per_pixel() == pytest.approx(tiny.macs_per_pixel((64, 64)), rel=1e-6)
+
+
+def test_macs_count_matches_hand_count() -> None:
+    cfg = dict(
+        stem_scale=2, widths=(8,), enc_blocks=(0,), body_blocks=0, dec_blocks=(), stem_kernel=3
+    )
+    model = create_student("tiny", **cfg)
+    # stem 1x1 12->8 and head 1x1 8->12 at 1/4 of the pixels, two depthwise 3x3 on 8 channels.
+    expected = (12 * 8 + 8 * 12 + 2 * 9 * 8) / 4
+    assert model.macs_per_pixel() == pytest.approx(expected)
+
+
+def test_pad_to_multiple_replicates_edges_and_reports_size() -> None:
+    x = torch.arange(16 * 17, dtype=torch.float32).reshape(1, 1, 16, 17)
+    y, h, w = pad_to_multiple(x, 8)
+    assert (h, w) == (16, 17) and y.shape == (1, 1, 16, 24)
+    assert torch.equal(y[..., :17], x)
+    assert torch.equal(y[..., 0, 17:], x[..., 0, 16:17].expand(1, 1, 7))  # edge, not zeros
+
+
+def test_unknown_variant_and_keys_are_refused() -> None:
+    with pytest.raises(KeyError, match="unknown student 'nope'"):
+        create_student("nope")
+    with pytest.raises(TypeError, match="unknown config keys"):
+        create_student("fast", colour=3)
+    with pytest.raises(ValueError, match="enc_blocks"):
+        create_student("fast", enc_blocks=(1,))
+    assert ShuffleUNetConfig().stem_scale == 4
