@@ -1,0 +1,1009 @@
+"""Inference backends: one small protocol, a plain registry, and `auto` selection.
+
+A backend turns one RGB frame into its sharpened twin:
+
+    be = create_backend("auto", model="weights/student_fast.onnx")
+    print(be.provider)            # what really runs, e.g. "OpenVINO · CPU · bf16"
+    out = be.process(rgb)         # (H, W, 3) uint8 -> (H, W, 3) uint8, same shape
+    be.close()
+
+Backends: ``onnx`` (ONNX Runtime: TensorRT → CUDA → DirectML → CoreML → CPU), ``openvino``
+(native runtime, static shapes compiled per frame size), ``torch`` (TorchScript; CUDA fp16
+channels_last), ``unsharp`` (classic unsharp mask, the baseline) and ``passthrough``.
+Blending with `strength` is the pipeline's job, not the backend's.
+
+Model files are verified against the `manifest.json` beside them before any runtime sees them
+(see `engine.manifest`), and checked against the model contract in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import os
+import sys
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from engine.manifest import (
+    _SUFFIX_FORMAT,
+    ManifestEntry,
+    ModelError,
+    ModelIntegrityError,
+    verify_file,
+)
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendError",
+    "ModelError",
+    "ModelIntegrityError",
+    "ModelFile",
+    "OnnxBackend",
+    "OpenVinoBackend",
+    "PassthroughBackend",
+    "TorchBackend",
+    "UnsharpBackend",
+    "check_onnxruntime_install",
+    "create_backend",
+    "list_backends",
+    "open_model",
+    "register_backend",
+    "resolve_default_model",
+    "weights_dir",
+]
+
+MIN_SIZE = 16  # contract: models accept any H, W >= 16; smaller frames are padded up to it
+
+ORT_GPU_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "DmlExecutionProvider",
+    "CoreMLExecutionProvider",
+)
+ORT_PROVIDER_ORDER = (*ORT_GPU_PROVIDERS, "CPUExecutionProvider")
+DEVICES = ("auto", "cpu", "gpu", "cuda")
+
+
+class BackendError(RuntimeError):
+    """A backend cannot be created or cannot run (runtime missing, no device, all failed)."""
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the pipeline calls. `process` may return an internal buffer reused next call."""
+
+    name: str  # registry name
+    provider: str  # what really runs, human readable
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        """`(H, W, 3)` uint8 RGB, C-contiguous -> `(H, W, 3)` uint8 RGB, same shape."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- model files
+
+
+def weights_dir() -> Path:
+    """The shipped weights folder (`$SHARPCAM_WEIGHTS` overrides the repo's `weights/`)."""
+    env = os.environ.get("SHARPCAM_WEIGHTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "weights"
+
+
+def resolve_default_model(prefer_gpu: bool) -> Path | None:
+    """The shipped model for this machine: `student.onnx` when a GPU provider is active, else
+    `student_fast.onnx`; whichever exists when the preferred one does not; None when neither.
+    """
+    names = ("student.onnx", "student_fast.onnx")
+    if not prefer_gpu:
+        names = names[::-1]
+    for name in names:
+        path = weights_dir() / name
+        if path.is_file():
+            return path
+    return None
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    """A model file that passed the manifest check (done once per load, never per frame)."""
+
+    path: Path
+    format: str  # onnx | torchscript
+    entry: ManifestEntry | None  # None: no manifest lists it (a user's own model)
+
+
+def open_model(model: str | Path | ModelFile) -> ModelFile:
+    """Verify a model file against the `manifest.json` beside it.
+
+    Raises:
+        ModelError: ``model file not found: PATH``, or an unreadable manifest.
+        ModelIntegrityError: listed in the manifest with a different sha256.
+    """
+    if isinstance(model, ModelFile):
+        return model
+    path = Path(model).expanduser()
+    entry = verify_file(path)
+    if entry is None:
+        warnings.warn(
+            f"{path}: not listed in a manifest.json beside it; loading it unverified",
+            stacklevel=3,
+        )
+    fmt = entry.format if entry else _SUFFIX_FORMAT.get(path.suffix.lower(), "onnx")
+    return ModelFile(path=path, format=fmt, entry=entry)
+
+
+def _shape_str(shape: Sequence[Any]) -> str:
+    return "(" + ", ".join(str(d) for d in shape) + ")"
+
+
+def _check_contract(
+    path: Path,
+    inputs: Sequence[tuple[str, Sequence[Any], str]],
+    outputs: Sequence[tuple[str, Sequence[Any], str]],
+) -> None:
+    """Refuse a model that breaks the contract: one input, one output, `(1, 3, H, W)` float.
+
+    Each tensor is `(name, shape, dtype)`; a dimension is an int when static, else a str.
+    """
+    pre = f"{path}: breaks the model contract:"
+    for side, tensors in (("input", inputs), ("output", outputs)):
+        if len(tensors) != 1:
+            names = ", ".join(repr(t[0]) for t in tensors)
+            raise ModelError(f"{pre} expected 1 {side}, got {len(tensors)} ({names})")
+        name, shape, dtype = tensors[0]
+        if len(shape) != 4:
+            raise ModelError(
+                f"{pre} {side} {name!r} must be 4-D (1, 3, H, W), got {_shape_str(shape)}"
+            )
+        if isinstance(shape[1], int) and shape[1] != 3:
+            raise ModelError(
+                f"{pre} {side} {name!r} must have 3 channels (1, 3, H, W), got {_shape_str(shape)}"
+            )
+        if isinstance(shape[0], int) and shape[0] != 1:
+            raise ModelError(
+                f"{pre} {side} {name!r} must have batch 1 (1, 3, H, W), got {_shape_str(shape)}"
+            )
+        if dtype not in ("float32", "float16"):
+            raise ModelError(f"{pre} {side} {name!r} must be float32 or float16, got {dtype}")
+
+
+def _require(module: str, backend: str, hint: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendError(f"backend {backend!r} needs {module!r}: {hint} ({exc})") from exc
+
+
+def physical_cores() -> int:
+    """Physical cores this process may use (hyper-threads share one core's FPUs)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    logical = len(cpus) or os.cpu_count() or 1
+    try:
+        import psutil  # optional; counts cores on every OS
+
+        n = psutil.cpu_count(logical=False)
+        if n:
+            return max(1, min(n, logical))
+    except ImportError:
+        pass
+    if sys.platform.startswith("linux") and cpus:
+        cores = set()
+        for cpu in cpus:
+            f = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+            try:
+                cores.add(f.read_text().strip())
+            except OSError:
+                return logical
+        return max(1, len(cores))
+    return logical
+
+
+def user_cache_dir() -> Path:
+    """Per-user cache folder for SharpCam (TensorRT engines live under it)."""
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Caches"
+    else:
+        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "sharpcam"
+
+
+# --------------------------------------------------------------------------- base classes
+
+
+class _BackendBase:
+    """Idempotent close and context manager for every built-in backend."""
+
+    name = "base"
+    provider = "?"
+    needs_model = False
+    _closed = False
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether the runtime this backend needs can be imported."""
+        return True
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self) -> _BackendBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.provider!r}>"
+
+
+def _check_frame(rgb: np.ndarray) -> None:
+    # Attribute checks only: cheap enough for the hot path, and they turn a bad frame into a
+    # readable message instead of a runtime's stack trace.
+    if (
+        not isinstance(rgb, np.ndarray)
+        or rgb.dtype != np.uint8
+        or rgb.ndim != 3
+        or rgb.shape[2] != 3
+    ):
+        got = (rgb.shape, rgb.dtype) if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ValueError(f"expected (H, W, 3) uint8, got {got}")
+
+
+class _ModelBackend(_BackendBase):
+    """Shared frame handling for backends that run a model: checks and tiny-frame padding."""
+
+    needs_model = True
+    model: ModelFile
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        """`(H, W, 3)` uint8 RGB -> `(H, W, 3)` uint8 RGB (a buffer reused by the next call)."""
+        if self._closed:
+            raise BackendError(f"{self.name} backend is closed")
+        _check_frame(rgb)
+        h, w = rgb.shape[:2]
+        if h >= MIN_SIZE and w >= MIN_SIZE:
+            return self._infer(np.ascontiguousarray(rgb))
+        # The contract only promises H, W >= 16: pad tiny frames (thumbnails, tests) and crop.
+        big = cv2.copyMakeBorder(
+            rgb, 0, max(0, MIN_SIZE - h), 0, max(0, MIN_SIZE - w), cv2.BORDER_REPLICATE
+        )
+        return np.ascontiguousarray(self._infer(big)[:h, :w])
+
+    def _infer(self, rgb: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class _FrameBuffers:
+    """Preallocated buffers for one frame size: uint8 HWC <-> float NCHW, via cv2 fast paths.
+
+    Reallocated only when the frame size changes, so the hot loop allocates nothing.
+    `nchw` is `(1, 3, H, W)` of `dtype`; `out` is `(H, W, 3)` uint8.
+    """
+
+    def __init__(self, dtype: np.dtype) -> None:
+        self.dtype = np.dtype(dtype)
+        self.size: tuple[int, int] | None = None
+
+    def ensure(self, h: int, w: int) -> bool:
+        """Allocate for `(h, w)`; True when the buffers were (re)allocated."""
+        if self.size == (h, w):
+            return False
+        self.size = (h, w)
+        self.nchw = np.empty((1, 3, h, w), self.dtype)
+        self.out_nchw = np.empty((1, 3, h, w), self.dtype)
+        self.out = np.empty((h, w, 3), np.uint8)
+        self._planes_u8 = [np.empty((h, w), np.uint8) for _ in range(3)]
+        self._plane_f32 = np.empty((h, w), np.float32)
+        return True
+
+    def to_nchw(self, rgb: np.ndarray) -> np.ndarray:
+        """`(H, W, 3)` uint8 -> `self.nchw` `(1, 3, H, W)` in [0, 1]."""
+        # cv2.split writes into the given planes; one contiguous multiply per plane beats a
+        # strided numpy transpose by ~2x.
+        cv2.split(rgb, mv=self._planes_u8)
+        scale = np.float32(1.0 / 255.0)
+        for c in range(3):
+            np.multiply(self._planes_u8[c], scale, out=self.nchw[0, c], casting="unsafe")
+        return self.nchw
+
+    def from_nchw(self, y: np.ndarray) -> np.ndarray:
+        """`(1, 3, H, W)` float in [0, 1] -> `self.out` `(H, W, 3)` uint8 (clamped, rounded)."""
+        for c in range(3):
+            plane = y[0, c]
+            if plane.dtype != np.float32:
+                np.copyto(self._plane_f32, plane)
+                plane = self._plane_f32
+            # dtype=CV_8U saturates and rounds: clip(y * 255 + 0.5) in one pass.
+            cv2.multiply(plane, 255.0, dst=self._planes_u8[c], dtype=cv2.CV_8U)
+        cv2.merge(self._planes_u8, dst=self.out)
+        return self.out
+
+
+# --------------------------------------------------------------------------- ONNX Runtime
+
+
+class OnnxBackend(_ModelBackend):
+    """ONNX Runtime with the fastest execution provider this machine really brings up.
+
+    Args:
+        model: a contract `.onnx` file (or an already verified `ModelFile`).
+        device: ``auto`` (GPU providers first, then CPU), ``cpu``, or ``gpu``/``cuda`` (GPU
+            providers only; fails when none comes up).
+        threads: CPU intra-op threads (default: physical cores).
+        providers: explicit provider names, overriding `device`.
+        io_binding: bind preallocated host buffers for input and output (default: on).
+        trt_cache_dir: TensorRT engine cache (default: `<user cache>/sharpcam/tensorrt`).
+    """
+
+    name = "onnx"
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("onnxruntime") is not None
+
+    def __init__(
+        self,
+        *,
+        model: str | Path | ModelFile,
+        device: str = "auto",
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        io_binding: bool | None = None,
+        trt_cache_dir: str | Path | None = None,
+    ) -> None:
+        ort = _require("onnxruntime", "onnx", "pip install onnxruntime (or onnxruntime-gpu)")
+        if device not in DEVICES:
+            raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
+        self.model = open_model(model)
+        available = ort.get_available_providers()
+        if providers is None:
+            wanted = {
+                "auto": ORT_PROVIDER_ORDER,
+                "cpu": ("CPUExecutionProvider",),
+            }.get(device, ORT_GPU_PROVIDERS)
+        else:
+            wanted = tuple(providers)
+        chosen = [p for p in wanted if p in available]
+        if not chosen:
+            raise BackendError(
+                f"onnxruntime has none of the providers {list(wanted)} "
+                f"(available: {available}); for a GPU install onnxruntime-gpu"
+            )
+
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.intra_op_num_threads = threads or physical_cores()
+        # No spin-waiting after each run: same speed measured here, and the capture and sink
+        # threads need those cycles on small CPUs.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3  # provider fall-back chatter is reported through .provider
+        with_options: list[Any] = []
+        for p in chosen:
+            if p == "TensorrtExecutionProvider":
+                cache = Path(trt_cache_dir or user_cache_dir() / "tensorrt")
+                cache.mkdir(parents=True, exist_ok=True)
+                with_options.append(
+                    (
+                        p,
+                        {
+                            "trt_fp16_enable": True,
+                            "trt_engine_cache_enable": True,
+                            "trt_engine_cache_path": str(cache),
+                            "trt_timing_cache_enable": True,
+                            "trt_timing_cache_path": str(cache),
+                        },
+                    )
+                )
+            elif p == "DmlExecutionProvider":
+                # DirectML cannot run with memory patterns or parallel execution.
+                so.enable_mem_pattern = False
+                so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+                with_options.append(p)
+            else:
+                with_options.append(p)
+        try:
+            self._session = ort.InferenceSession(
+                str(self.model.path), sess_options=so, providers=with_options
+            )
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
+            raise ModelError(f"cannot load model {self.model.path}: {exc}") from exc
+
+        # onnxruntime-gpu lists CUDA even on machines without a GPU: the session is the truth.
+        self.providers = list(self._session.get_providers())
+        self.provider = f"ONNX Runtime · {self.providers[0]}"
+        if (
+            device in ("gpu", "cuda")
+            and providers is None
+            and self.providers[0] not in ORT_GPU_PROVIDERS
+        ):
+            self._session = None
+            raise BackendError(
+                f"no GPU provider came up (asked for {chosen}, session got {self.providers})"
+            )
+
+        ins, outs = self._session.get_inputs(), self._session.get_outputs()
+        _check_contract(
+            self.model.path,
+            [(i.name, _ort_shape(i.shape), _ort_dtype(i.type)) for i in ins],
+            [(o.name, _ort_shape(o.shape), _ort_dtype(o.type)) for o in outs],
+        )
+        self._in_name, self._out_name = ins[0].name, outs[0].name
+        self._static_hw = tuple(d for d in _ort_shape(ins[0].shape)[2:] if isinstance(d, int))
+        self._buf = _FrameBuffers(
+            np.float16 if _ort_dtype(ins[0].type) == "float16" else np.float32
+        )
+        # Binding our own buffers costs nothing on CPU either (measured) and spares ORT the
+        # per-frame output allocation, so it is on by default everywhere.
+        self._use_binding = True if io_binding is None else io_binding
+        self._binding: Any = None
+        self._ort = ort
+
+    def _bind(self) -> None:
+        b = self._session.io_binding()
+        buf = self._buf
+        # Both ends bound to our host buffers: ORT copies to/from the device inside the run,
+        # and nothing is allocated or re-bound per frame.
+        b.bind_input(self._in_name, "cpu", 0, buf.dtype, buf.nchw.shape, buf.nchw.ctypes.data)
+        b.bind_output(
+            self._out_name, "cpu", 0, buf.dtype, buf.out_nchw.shape, buf.out_nchw.ctypes.data
+        )
+        self._binding = b
+
+    def run_nchw(self, x: np.ndarray) -> np.ndarray:
+        """The model on one tensor: `(1, 3, H, W)` float in [0, 1] -> same shape (no reuse)."""
+        return self._session.run([self._out_name], {self._in_name: x})[0]
+
+    def _infer(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        if self._buf.ensure(h, w):
+            if len(self._static_hw) == 2 and self._static_hw != (h, w):
+                raise BackendError(
+                    f"{self.model.path} has a fixed input size {self._static_hw}, "
+                    f"frame is {(h, w)}: export it with dynamic H and W"
+                )
+            if self._use_binding:
+                self._bind()
+        x = self._buf.to_nchw(rgb)
+        if self._binding is not None:
+            self._session.run_with_iobinding(self._binding)
+            y = self._buf.out_nchw
+        else:
+            y = self._session.run([self._out_name], {self._in_name: x})[0]
+        return self._buf.from_nchw(y)
+
+    def close(self) -> None:
+        self._binding = None
+        self._session = None
+        super().close()
+
+
+def _ort_shape(shape: Sequence[Any]) -> list[int | str]:
+    return [d if isinstance(d, int) else str(d or "?") for d in shape]
+
+
+def _ort_dtype(t: str) -> str:
+    return {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(t, t)
+
+
+# --------------------------------------------------------------------------- OpenVINO
+
+
+class OpenVinoBackend(_ModelBackend):
+    """Native OpenVINO runtime; each frame size gets its own static-shape compiled model.
+
+    Static shapes run much faster than dynamic ones in OpenVINO, so the model is reshaped to
+    the frame's size on first use and the compiled result cached (`cache_size` sizes, LRU).
+    Pre/post-processing (uint8 HWC <-> float NCHW, clamp, round) is compiled into the graph
+    with OpenVINO's PrePostProcessor, so `process` hands the frame over without a copy.
+
+    Args:
+        model: a contract `.onnx` (or OpenVINO IR `.xml`) file.
+        device: ``auto``/``cpu`` -> ``CPU``; ``gpu`` -> ``GPU`` (Intel graphics).
+        threads: inference threads (default: OpenVINO's choice, physical cores).
+        precision: ``None`` lets OpenVINO choose (bf16 on CPUs with native bf16, else f32),
+            ``"f32"`` or ``"bf16"`` force it. The chosen one is shown in `provider`.
+    """
+
+    name = "openvino"
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("openvino") is not None
+
+    def __init__(
+        self,
+        *,
+        model: str | Path | ModelFile,
+        device: str = "auto",
+        threads: int | None = None,
+        precision: str | None = None,
+        cache_size: int = 4,
+    ) -> None:
+        ov = _require("openvino", "openvino", "pip install openvino (extra: sharpcam[openvino])")
+        if device not in DEVICES:
+            raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
+        if precision not in (None, "f32", "bf16", "f16"):
+            raise BackendError(f"precision must be None, 'f32', 'bf16' or 'f16', got {precision!r}")
+        self.model = open_model(model)
+        self._ov = ov
+        self._core = ov.Core()
+        self.device = "CPU" if device in ("auto", "cpu") else "GPU"
+        if self.device not in self._core.available_devices:
+            raise BackendError(
+                f"OpenVINO device {self.device} not available "
+                f"(available: {self._core.available_devices})"
+            )
+        try:
+            self._model = self._core.read_model(str(self.model.path))
+        except Exception as exc:
+            raise ModelError(f"cannot load model {self.model.path}: {exc}") from exc
+        _check_contract(
+            self.model.path,
+            [(p.get_any_name(), _ov_shape(p), _ov_dtype(p)) for p in self._model.inputs],
+            [(p.get_any_name(), _ov_shape(p), _ov_dtype(p)) for p in self._model.outputs],
+        )
+        self._config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if precision:
+            self._config["INFERENCE_PRECISION_HINT"] = precision
+        if threads:
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
+        self._cache_size = max(1, cache_size)
+        self._compiled: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
+        self.precision = precision
+        self.provider = f"OpenVINO · {self.device}"
+        # Compile once at a small size now: a model OpenVINO cannot run fails here (where
+        # `auto` can fall back), and `provider` can say which precision really runs.
+        self._request_for(MIN_SIZE * 4, MIN_SIZE * 4)
+
+    def _build(self, h: int, w: int) -> Any:
+        """The model reshaped to `(1, 3, h, w)` with uint8 NHWC in and out: `(1, h, w, 3)`."""
+        import openvino.opset13 as ops
+        from openvino.preprocess import PrePostProcessor
+
+        ov = self._ov
+        model = self._model.clone()
+        model.reshape({model.inputs[0]: ov.PartialShape([1, 3, h, w])})
+        ppp = PrePostProcessor(model)
+        ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+        ppp.input().model().set_layout(ov.Layout("NCHW"))
+        ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+        ppp.output().model().set_layout(ov.Layout("NCHW"))
+        ppp.output().tensor().set_layout(ov.Layout("NHWC"))
+
+        def to_u8(node: Any) -> Any:
+            # Same arithmetic as the other backends: clip(y * 255 + 0.5), then truncate.
+            y = ops.convert(node, "f32")
+            y = ops.add(ops.multiply(y, np.float32(255.0)), np.float32(0.5))
+            return ops.convert(ops.clamp(y, 0.0, 255.0), "u8").output(0)
+
+        ppp.output().postprocess().custom(to_u8)
+        return ppp.build()
+
+    def _request_for(self, h: int, w: int) -> Any:
+        key = (h, w)
+        hit = self._compiled.get(key)
+        if hit is not None:
+            self._compiled.move_to_end(key)
+            return hit[1]
+        try:
+            compiled = self._core.compile_model(self._build(h, w), self.device, self._config)
+        except Exception as exc:
+            raise BackendError(
+                f"OpenVINO cannot compile {self.model.path} at {w}x{h}: {exc}"
+            ) from exc
+        request = compiled.create_infer_request()
+        self._compiled[key] = (compiled, request)
+        while len(self._compiled) > self._cache_size:
+            self._compiled.popitem(last=False)
+        if self.device == "CPU":
+            prec = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+            self.inference_precision = {
+                "<Type: 'float32'>": "f32",
+                "<Type: 'bfloat16'>": "bf16",
+            }.get(prec, prec)
+            self.provider = f"OpenVINO · {self.device} · {self.inference_precision}"
+        return request
+
+    def _infer(self, rgb: np.ndarray) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        request = self._request_for(h, w)
+        # share_inputs: the frame is read in place; share_outputs: the result is the request's
+        # own buffer (valid until the next frame of this size, as the protocol allows).
+        request.infer({0: rgb[None]}, share_inputs=True, share_outputs=True)
+        return request.get_output_tensor(0).data[0]
+
+    def close(self) -> None:
+        self._compiled.clear()
+        super().close()
+
+
+def _ov_dtype(port: Any) -> str:
+    t = port.get_element_type().get_type_name()
+    return {"f32": "float32", "f16": "float16"}.get(t, t)
+
+
+def _ov_shape(port: Any) -> list[int | str]:
+    ps = port.get_partial_shape()
+    if ps.rank.is_dynamic:
+        return ["..."]
+    return [d.get_length() if d.is_static else "?" for d in ps]
+
+
+# --------------------------------------------------------------------------- PyTorch
+
+
+class TorchBackend(_ModelBackend):
+    """A TorchScript model (`torch.jit.save`) in PyTorch: CUDA fp16 channels_last, else CPU fp32.
+
+    Args:
+        model: a TorchScript archive (`.pt`, `.ts`, ...). A pickled `nn.Module` is accepted as a
+            fallback with a warning, because unpickling runs code.
+        device: ``auto`` (CUDA when available), ``cpu``, ``gpu``/``cuda``.
+        half: fp16 on CUDA (default True; ignored on CPU).
+        threads: ignored (torch's thread pool is process-wide; set it with torch.set_num_threads).
+    """
+
+    name = "torch"
+
+    @classmethod
+    def available(cls) -> bool:
+        return importlib.util.find_spec("torch") is not None
+
+    def __init__(
+        self,
+        *,
+        model: str | Path | ModelFile,
+        device: str = "auto",
+        threads: int | None = None,
+        half: bool = True,
+    ) -> None:
+        torch = _require("torch", "torch", "pip install 'sharpcam[train]' (or torch alone)")
+        if device not in DEVICES:
+            raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
+        self.model = open_model(model)
+        cuda = torch.cuda.is_available()
+        if device in ("gpu", "cuda") and not cuda:
+            raise BackendError("torch backend: CUDA is not available in this PyTorch build")
+        self._torch = torch
+        self._device = torch.device("cuda" if cuda and device != "cpu" else "cpu")
+        self._dtype = torch.float16 if (self._device.type == "cuda" and half) else torch.float32
+        self._net = self._load(torch)
+        self._net = self._net.to(self._device, self._dtype).eval()
+        if self._device.type == "cuda":
+            try:
+                self._net = self._net.to(memory_format=torch.channels_last)
+            except (TypeError, RuntimeError):
+                pass  # some scripted modules refuse; channels_last input still helps cuDNN
+        precision = "fp16" if self._dtype == torch.float16 else "fp32"
+        self.provider = f"PyTorch · {self._device.type} {precision}"
+        self._size: tuple[int, int] | None = None
+        self._probe()
+
+    def _load(self, torch: Any) -> Any:
+        path = self.model.path
+        try:
+            with warnings.catch_warnings():
+                # torch >= 2.10 flags TorchScript as deprecated; it is still the portable
+                # ONNX-free format that trainers export, so loading it is deliberate.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(str(path), map_location="cpu")
+        except Exception as jit_exc:
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", FutureWarning)
+                    obj = torch.load(str(path), map_location="cpu", weights_only=False)
+            except Exception as exc:
+                raise ModelError(f"cannot load model {path}: not TorchScript ({jit_exc})") from exc
+            if not isinstance(obj, torch.nn.Module):
+                raise ModelError(
+                    f"cannot load model {path}: holds a {type(obj).__name__}, not a model "
+                    "(a state dict needs its architecture: export TorchScript with torch.jit.save)"
+                ) from jit_exc
+            warnings.warn(f"{path}: pickled nn.Module, not TorchScript", stacklevel=4)
+            return obj
+
+    def _probe(self) -> None:
+        """TorchScript has no static signature: run a tiny frame to check the contract."""
+        torch = self._torch
+        x = torch.zeros(
+            1, 3, MIN_SIZE * 2, MIN_SIZE * 2 + 1, device=self._device, dtype=self._dtype
+        )
+        try:
+            with torch.inference_mode():
+                y = self._net(x)
+        except Exception as exc:
+            raise ModelError(
+                f"{self.model.path}: breaks the model contract: a (1, 3, H, W) input fails: {exc}"
+            ) from exc
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
+            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ModelError(
+                f"{self.model.path}: breaks the model contract: output must be {tuple(x.shape)} "
+                f"like the input, got {got}"
+            )
+
+    def _infer(self, rgb: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        h, w = rgb.shape[:2]
+        if self._size != (h, w):
+            self._size = (h, w)
+            cuda = self._device.type == "cuda"
+            self._host_in = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=cuda)
+            self._host_out = torch.empty((h, w, 3), dtype=torch.uint8, pin_memory=cuda)
+            self._out_np = self._host_out.numpy()
+            # NCHW view of an HWC buffer: already channels_last strides, no transpose copy.
+            self._x = torch.empty((h, w, 3), dtype=self._dtype, device=self._device).permute(
+                2, 0, 1
+            )[None]
+        with torch.inference_mode():
+            src = torch.from_numpy(rgb)
+            if self._device.type == "cuda":
+                self._host_in.copy_(src)
+                src = self._host_in.to(self._device, non_blocking=True)
+            self._x.copy_(src.permute(2, 0, 1)[None]).mul_(1.0 / 255.0)
+            y = self._net(self._x)
+            y = y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)
+            self._host_out.copy_(y[0].permute(1, 2, 0))
+        return self._out_np
+
+    def run_nchw(self, x: np.ndarray) -> np.ndarray:
+        """The model on one tensor: `(1, 3, H, W)` float in [0, 1] -> same shape, float32."""
+        torch = self._torch
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x)).to(self._device, self._dtype)
+            return self._net(t).float().cpu().numpy()
+
+    def close(self) -> None:
+        self._net = None
+        super().close()
+
+
+# --------------------------------------------------------------------------- classic
+
+
+class UnsharpBackend(_BackendBase):
+    """Classic unsharp mask: `out = in + amount * (in - gaussian(in, radius))`, saturated.
+
+    The baseline every learned result is compared to. No model, pure OpenCV.
+    """
+
+    name = "unsharp"
+    provider = "unsharp mask · OpenCV"
+
+    def __init__(self, *, amount: float = 1.0, radius: float = 2.0, **_ignored: Any) -> None:
+        if amount < 0 or radius <= 0:
+            raise BackendError(f"unsharp needs amount >= 0 and radius > 0, got {amount}, {radius}")
+        self.amount = float(amount)
+        self.radius = float(radius)
+        self._size: tuple[int, int] | None = None
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        """`(H, W, 3)` uint8 -> `(H, W, 3)` uint8 (a buffer reused by the next call)."""
+        _check_frame(rgb)
+        if self._size != rgb.shape[:2]:
+            self._size = rgb.shape[:2]
+            self._blur = np.empty_like(rgb)
+            self._out = np.empty_like(rgb)
+        cv2.GaussianBlur(rgb, (0, 0), self.radius, dst=self._blur)
+        cv2.addWeighted(rgb, 1.0 + self.amount, self._blur, -self.amount, 0.0, dst=self._out)
+        return self._out
+
+
+class PassthroughBackend(_BackendBase):
+    """Returns the frame unchanged (the fallback when no model can run)."""
+
+    name = "passthrough"
+    provider = "passthrough"
+
+    def __init__(self, **_ignored: Any) -> None:
+        pass
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb
+
+
+# --------------------------------------------------------------------------- registry
+
+
+BACKENDS: dict[str, type] = {
+    "onnx": OnnxBackend,
+    "openvino": OpenVinoBackend,
+    "torch": TorchBackend,
+    "unsharp": UnsharpBackend,
+    "passthrough": PassthroughBackend,
+}
+
+
+def register_backend(name: str, cls: type) -> None:
+    """Add (or replace) a backend class under `name`; it is built as `cls(**options)`."""
+    if not name or name == "auto":
+        raise ValueError(f"invalid backend name {name!r}")
+    BACKENDS[name] = cls
+
+
+def list_backends() -> list[str]:
+    """Registered backends whose runtime is importable here (without ``auto``)."""
+    out = []
+    for name, cls in BACKENDS.items():
+        check: Callable[[], bool] | None = getattr(cls, "available", None)
+        if check is None or check():
+            out.append(name)
+    return out
+
+
+def _accepts(cls: type, key: str) -> bool:
+    params = inspect.signature(cls).parameters
+    return key in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _build(name: str, model: Any, device: str, threads: int | None, options: dict) -> Any:
+    try:
+        cls = BACKENDS[name]
+    except KeyError:
+        raise BackendError(
+            f"unknown backend {name!r}; known: auto, {', '.join(BACKENDS)}"
+        ) from None
+    kwargs = dict(options)
+    for key, value in (("device", device), ("threads", threads)):
+        if _accepts(cls, key):
+            kwargs[key] = value
+    if getattr(cls, "needs_model", False) or (model is not None and _accepts(cls, "model")):
+        kwargs["model"] = model
+    return cls(**kwargs)
+
+
+def _no_model_error() -> ModelError:
+    return ModelError(
+        f"no model given and none in {weights_dir()} "
+        "(expected student_fast.onnx or student.onnx): pass --model PATH"
+    )
+
+
+def create_backend(
+    name: str = "auto",
+    *,
+    model: str | Path | None = None,
+    device: str = "auto",
+    threads: int | None = None,
+    **options: Any,
+) -> Backend:
+    """Build a backend by registry name, or the fastest that starts here with ``auto``.
+
+    Args:
+        name: ``auto`` or a `BACKENDS` key.
+        model: model file; default: the shipped one for the device (`resolve_default_model`).
+        device: ``auto`` | ``cpu`` | ``gpu``.
+        threads: CPU threads for the runtime (default: physical cores).
+        options: passed to the backend class (e.g. ``precision="f32"`` for OpenVINO).
+
+    Raises:
+        ModelError: the model is missing, corrupt or breaks the contract.
+        ModelIntegrityError: the model does not match its manifest's sha256.
+        BackendError: the backend cannot start (for ``auto``: every failure, one per line).
+    """
+    if device not in DEVICES:
+        raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
+    if name != "auto":
+        cls = BACKENDS.get(name)
+        if cls is not None and getattr(cls, "needs_model", False):
+            if model is None:
+                gpu = device in ("gpu", "cuda") or (device == "auto" and _ort_gpu_listed())
+                model = resolve_default_model(prefer_gpu=gpu)
+                if model is None:
+                    raise _no_model_error()
+            if getattr(cls, "available", lambda: True)():
+                model = open_model(model)  # verified once, here
+        return _build(name, model, device, threads, options)
+    return _create_auto(model, device, threads, options)
+
+
+def _ort_gpu_listed() -> bool:
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False
+    import onnxruntime as ort
+
+    return any(p in ORT_GPU_PROVIDERS for p in ort.get_available_providers())
+
+
+def _create_auto(model: Any, device: str, threads: int | None, options: dict) -> Backend:
+    """Try backends in order of expected speed; the first that starts wins."""
+    verified: dict[Path, ModelFile] = {}
+
+    def model_for(gpu: bool) -> ModelFile:
+        path = Path(model) if model is not None else resolve_default_model(prefer_gpu=gpu)
+        if path is None:
+            raise _no_model_error()
+        if path not in verified:
+            verified[path] = open_model(path)  # each distinct file hashed once
+        return verified[path]
+
+    attempts: list[tuple[str, str, bool]] = []  # (backend, device, model for GPU)
+    explicit_fmt = None
+    if model is not None:
+        explicit_fmt = model_for(False).format
+    want_gpu, want_cpu = device in ("auto", "gpu", "cuda"), device in ("auto", "cpu")
+    if explicit_fmt == "torchscript":
+        attempts.append(("torch", device, True))
+    else:
+        if want_gpu and _ort_gpu_listed():
+            attempts.append(("onnx", "gpu", True))
+        if want_cpu:
+            attempts += [("openvino", "cpu", False), ("onnx", "cpu", False)]
+    if not attempts:
+        raise BackendError(f"auto: no backend can run on device {device!r} here")
+
+    failures: list[tuple[str, BaseException]] = []
+    for backend, dev, gpu in attempts:
+        label = f"{backend} ({dev})"
+        cls = BACKENDS.get(backend)
+        if cls is None or not cls.available():
+            failures.append((label, BackendError(f"{backend} runtime is not installed")))
+            continue
+        try:
+            mf = model_for(gpu)
+            opts = {k: v for k, v in options.items() if _accepts(cls, k)}
+            return _build(backend, mf, dev, threads, opts)
+        except ModelIntegrityError:
+            raise
+        except Exception as exc:  # collected: auto reports every failure together
+            failures.append((label, exc))
+    # A broken model fails every runtime the same way: say that, not "no backend".
+    model_errors = [e for _, e in failures if isinstance(e, ModelError)]
+    if model_errors and len(model_errors) == len(failures):
+        raise model_errors[0]
+    lines = "\n".join(f"  {label}: {exc}" for label, exc in failures)
+    raise BackendError(f"no backend could start:\n{lines}")
+
+
+# --------------------------------------------------------------------------- install check
+
+_ORT_DISTRIBUTIONS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-directml",
+    "onnxruntime-openvino",
+    "onnxruntime-silicon",
+)
+
+
+def _installed_distributions() -> set[str]:
+    names = set()
+    for dist in metadata.distributions():
+        name = (dist.metadata.get("Name") or "").lower().replace("_", "-")
+        if name:
+            names.add(name)
+    return names
+
+
+def check_onnxruntime_install() -> str | None:
+    """A warning when several onnxruntime builds are installed together, else None.
+
+    They all install the same `onnxruntime` module, so the last one installed silently
+    overwrites parts of the others (typically the GPU providers vanish).
+    """
+    found = [d for d in _ORT_DISTRIBUTIONS if d in _installed_distributions()]
+    if len(found) < 2:
+        return None
+    keep = next((d for d in found if d != "onnxruntime"), found[-1])
+    return (
+        f"{' and '.join(found)} are installed together; they ship the same 'onnxruntime' "
+        f"module and break each other. Fix: pip uninstall -y {' '.join(found)} && "
+        f"pip install {keep}"
+    )

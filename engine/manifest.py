@@ -1,0 +1,266 @@
+"""`weights/manifest.json`: what each shipped model file is, and the sha256 that proves it.
+
+The format (schema ``sharpcam-manifest/1``) is fixed in docs/ARCHITECTURE.md; `training/`'s
+export writes the same JSON through `write_manifest`. The engine reads the manifest that sits
+beside a model file: a listed file must match its sha256 or it is refused.
+
+    entry = verify_file("weights/student_fast.onnx")   # ManifestEntry, or None when unlisted
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "sharpcam-manifest/1"
+MANIFEST_NAME = "manifest.json"
+_CHUNK = 1 << 20  # hashing stream size: constant memory for models of any size
+
+FORMATS = ("onnx", "torchscript")
+_SUFFIX_FORMAT = {
+    ".onnx": "onnx",
+    ".pt": "torchscript",
+    ".pth": "torchscript",
+    ".ts": "torchscript",
+    ".torchscript": "torchscript",
+    ".jit": "torchscript",
+}
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, unreadable, corrupt or breaks the model contract."""
+
+
+class ModelIntegrityError(ModelError):
+    """A model file listed in its manifest does not match the listed sha256."""
+
+
+@dataclass
+class TensorSpec:
+    """One side of the model contract as the manifest states it (`input` or `output`)."""
+
+    name: str = "input"
+    dtype: str = "float32"  # float32 | float16
+    layout: str = "NCHW"
+    color: str = "RGB"
+    range: tuple[float, float] = (0, 1)
+    min_size: int | None = None  # input only: smallest H and W the model accepts
+    multiple: int | None = None  # input only: the model pads internally to this multiple
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name,
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "color": self.color,
+            "range": list(self.range),
+        }
+        if self.min_size is not None:
+            d["min_size"] = self.min_size
+        if self.multiple is not None:
+            d["multiple"] = self.multiple
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TensorSpec:
+        rng = d.get("range", (0, 1))
+        return cls(
+            name=str(d.get("name", "input")),
+            dtype=str(d.get("dtype", "float32")),
+            layout=str(d.get("layout", "NCHW")),
+            color=str(d.get("color", "RGB")),
+            range=(rng[0], rng[1]),
+            min_size=d.get("min_size"),
+            multiple=d.get("multiple"),
+        )
+
+
+@dataclass
+class ManifestEntry:
+    """One file of `manifest.json["files"]`; `file` is its name inside the weights folder."""
+
+    file: str
+    sha256: str
+    bytes: int = 0
+    format: str = "onnx"  # onnx | torchscript
+    precision: str = "fp32"  # fp32 | fp16
+    variant: str = ""  # student registry name
+    device: str = "cpu"  # what it is meant for: cpu | gpu
+    input: TensorSpec = field(default_factory=lambda: TensorSpec("input", min_size=16))
+    output: TensorSpec = field(default_factory=lambda: TensorSpec("output"))
+    params: int | None = None
+    macs_per_pixel: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    config_digest: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept on a round trip
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "sha256": self.sha256,
+            "bytes": self.bytes,
+            "format": self.format,
+            "precision": self.precision,
+            "variant": self.variant,
+            "device": self.device,
+            "input": self.input.to_dict(),
+            "output": self.output.to_dict(),
+            "params": self.params,
+            "macs_per_pixel": self.macs_per_pixel,
+            "metrics": self.metrics,
+            "config_digest": self.config_digest,
+        }
+        d.update(self.extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, file: str, d: Mapping[str, Any]) -> ManifestEntry:
+        known = {f for f in cls.__dataclass_fields__ if f not in ("file", "extra")}
+        return cls(
+            file=file,
+            sha256=str(d["sha256"]).lower(),
+            bytes=int(d.get("bytes", 0)),
+            format=str(d.get("format", _SUFFIX_FORMAT.get(Path(file).suffix.lower(), "onnx"))),
+            precision=str(d.get("precision", "fp32")),
+            variant=str(d.get("variant", "")),
+            device=str(d.get("device", "cpu")),
+            input=TensorSpec.from_dict(d.get("input", {"name": "input"})),
+            output=TensorSpec.from_dict(d.get("output", {"name": "output"})),
+            params=d.get("params"),
+            macs_per_pixel=d.get("macs_per_pixel"),
+            metrics=dict(d.get("metrics") or {}),
+            config_digest=d.get("config_digest"),
+            extra={k: v for k, v in d.items() if k not in known},
+        )
+
+
+@dataclass
+class Manifest:
+    """A parsed `manifest.json`; `path` is where it was read from (None when built in memory)."""
+
+    files: dict[str, ManifestEntry] = field(default_factory=dict)
+    schema: str = SCHEMA
+    path: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "files": {n: e.to_dict() for n, e in self.files.items()}}
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _is_sha256(s: Any) -> bool:
+    return isinstance(s, str) and len(s) == 64 and all(c in "0123456789abcdefABCDEF" for c in s)
+
+
+def load_manifest(directory: str | Path) -> Manifest | None:
+    """Read `directory/manifest.json`; None when there is none.
+
+    Raises:
+        ModelError: the manifest exists but is not valid JSON or not schema
+            ``sharpcam-manifest/1`` (the message names the file and the reason).
+    """
+    path = Path(directory) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelError(f"cannot read manifest {path}: {exc}") from exc
+    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+        got = raw.get("schema") if isinstance(raw, dict) else type(raw).__name__
+        raise ModelError(f"manifest {path}: expected schema {SCHEMA!r}, got {got!r}")
+    files = raw.get("files")
+    if not isinstance(files, dict):
+        raise ModelError(f"manifest {path}: 'files' must be an object")
+    entries: dict[str, ManifestEntry] = {}
+    for name, d in files.items():
+        if not isinstance(d, dict) or not _is_sha256(d.get("sha256")):
+            raise ModelError(f"manifest {path}: entry {name!r} has no valid sha256")
+        try:
+            entries[name] = ManifestEntry.from_dict(name, d)
+        except (TypeError, ValueError, KeyError, IndexError) as exc:
+            raise ModelError(f"manifest {path}: entry {name!r} is malformed: {exc}") from exc
+    return Manifest(files=entries, schema=SCHEMA, path=path)
+
+
+def verify_file(path: str | Path) -> ManifestEntry | None:
+    """Check a model file against the manifest beside it.
+
+    Returns:
+        The file's `ManifestEntry` when it is listed and its sha256 matches; None when there is
+        no manifest beside it or the file is not listed (the caller decides whether to warn).
+
+    Raises:
+        ModelError: the file does not exist, or the manifest is unreadable.
+        ModelIntegrityError: the file is listed and its sha256 differs.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    manifest = load_manifest(path.parent)
+    if manifest is None or path.name not in manifest.files:
+        return None
+    entry = manifest.files[path.name]
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise ModelIntegrityError(
+            f"model file {path} does not match {manifest.path}: "
+            f"expected sha256 {entry.sha256}, got {actual} "
+            "(the file is damaged or was replaced; re-download or re-export it)"
+        )
+    return entry
+
+
+def make_entry(path: str | Path, **fields: Any) -> ManifestEntry:
+    """A `ManifestEntry` for an existing file: sha256, size and format filled in from the file.
+
+    `fields` override any attribute (`input`/`output` may be `TensorSpec`s or dicts).
+    """
+    path = Path(path)
+    for side in ("input", "output"):
+        if isinstance(fields.get(side), Mapping):
+            fields[side] = TensorSpec.from_dict(fields[side])
+    base: dict[str, Any] = {
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "format": _SUFFIX_FORMAT.get(path.suffix.lower(), "onnx"),
+    }
+    base.update(fields)
+    return ManifestEntry(file=path.name, **base)
+
+
+def write_manifest(
+    directory: str | Path,
+    entries: Iterable[ManifestEntry] | Mapping[str, ManifestEntry],
+    *,
+    merge: bool = False,
+) -> Path:
+    """Write `directory/manifest.json` atomically and return its path.
+
+    Args:
+        entries: the files to list (a mapping's keys are ignored: each entry's `file` names it).
+        merge: keep entries already in the manifest that `entries` does not replace.
+    """
+    directory = Path(directory)
+    if isinstance(entries, Mapping):
+        entries = entries.values()
+    manifest = (load_manifest(directory) if merge else None) or Manifest()
+    for e in entries:
+        manifest.files[e.file] = e
+    path = directory / MANIFEST_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n", encoding="utf-8")
+    # Atomic replace: a reader never sees a half-written manifest (it would refuse the models).
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,473 @@
+"""Inference backends: parity across runtimes, odd sizes, model checks, registry and `auto`."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("onnx", reason="tests build their contract models with the onnx package")
+
+from contract_models import (  # noqa: E402
+    make_bad_onnx_model,
+    make_onnx_model,
+    make_torch_model,
+    write_manifest,
+)
+
+import engine.backends as backends  # noqa: E402
+from engine.backends import (  # noqa: E402
+    BACKENDS,
+    Backend,
+    BackendError,
+    ModelError,
+    ModelIntegrityError,
+    OnnxBackend,
+    PassthroughBackend,
+    check_onnxruntime_install,
+    create_backend,
+    list_backends,
+    register_backend,
+    resolve_default_model,
+)
+from engine.manifest import sha256_file  # noqa: E402
+
+HAS_OPENVINO = backends.OpenVinoBackend.available()
+HAS_TORCH = backends.TorchBackend.available()
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
+needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (train extra)")
+
+ODD_H, ODD_W = 721, 1279
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Contract models in a folder with a matching manifest (so no unverified warnings)."""
+    d = tmp_path_factory.mktemp("models")
+    files = {
+        "identity.onnx": make_onnx_model(d / "identity.onnx", "identity", multiple=8),
+        "conv.onnx": make_onnx_model(d / "conv.onnx", "conv", multiple=8),
+        "conv_fp16.onnx": make_onnx_model(d / "conv_fp16.onnx", "conv", dtype="float16"),
+        "sharpen.onnx": make_onnx_model(d / "sharpen.onnx", "sharpen", multiple=16),
+    }
+    if HAS_TORCH:
+        files["conv.pt"] = make_torch_model(d / "conv.pt", "conv", multiple=8)
+    write_manifest(d, list(files))
+    return files
+
+
+@pytest.fixture(scope="module")
+def frame():
+    """A natural-looking `(721, 1279, 3)` uint8 RGB frame: gradients, edges and noise."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[0:ODD_H, 0:ODD_W].astype(np.float32)
+    img = np.stack([xx / ODD_W, yy / ODD_H, 0.5 + 0.5 * np.sin(xx / 17.0) * np.cos(yy / 23.0)], -1)
+    img[200:400, 300:700] = [0.9, 0.1, 0.2]  # hard edges
+    img += rng.normal(0, 0.03, img.shape).astype(np.float32)
+    return np.ascontiguousarray(np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8))
+
+
+def model_backends() -> list:
+    out = [pytest.param("onnx", {}, id="onnx")]
+    out.append(pytest.param("openvino", {"precision": "f32"}, id="openvino", marks=needs_openvino))
+    return out
+
+
+def _make(name: str, models: dict, kind: str = "conv", **kw):
+    if name == "torch":
+        return create_backend("torch", model=models["conv.pt"], **kw)
+    return create_backend(name, model=models[f"{kind}.onnx"], **kw)
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def test_parity_onnx_openvino_torch_at_odd_size(models, frame):
+    """Same contract model, every runtime: uint8 outputs within 1 of ONNX Runtime's."""
+    ref_be = _make("onnx", models)
+    ref = ref_be.process(frame).copy()
+    assert ref.shape == frame.shape and ref.dtype == np.uint8
+    assert np.abs(ref.astype(int) - frame).mean() > 2  # the model really changes the frame
+    others = []
+    if HAS_OPENVINO:
+        others.append(_make("openvino", models, precision="f32"))
+    if HAS_TORCH:
+        others.append(_make("torch", models))
+    if not others:
+        pytest.skip("neither openvino nor torch is installed")
+    for be in others:
+        out = be.process(frame)
+        assert out.shape == frame.shape, be.provider
+        diff = np.abs(out.astype(int) - ref)
+        assert diff.max() <= 1, f"{be.provider}: max diff {diff.max()}"
+        be.close()
+    ref_be.close()
+
+
+@needs_torch
+def test_float_parity_onnx_torch_and_eager(models, frame):
+    """fp32 outputs of ONNX Runtime, TorchScript and the eager module agree to 1e-4."""
+    import torch
+    from contract_models import make_torch_module
+
+    x = np.ascontiguousarray(frame.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    y_ort = _make("onnx", models).run_nchw(x)
+    y_ts = _make("torch", models).run_nchw(x)
+    with torch.no_grad():
+        y_eager = make_torch_module("conv", 8)(torch.from_numpy(x)).numpy()
+    assert y_ort.shape == x.shape
+    assert np.abs(y_ort - y_eager).max() <= 1e-4
+    assert np.abs(y_ts - y_eager).max() <= 1e-4
+
+
+@pytest.mark.parametrize(("name", "kw"), model_backends())
+def test_uint8_path_matches_float_model(models, frame, name, kw):
+    """process() == floor(clip(model(frame / 255)) * 255 + 0.5): pre/post add no error
+    (truncating instead of rounding would miss on about half the pixels)."""
+    x = np.ascontiguousarray(frame.transpose(2, 0, 1)[None], dtype=np.float32) / 255.0
+    y = _make("onnx", models).run_nchw(x)  # fp32 reference for every runtime
+    want = np.floor(np.clip(y[0].transpose(1, 2, 0), 0, 1) * 255 + 0.5)
+    diff = np.abs(_make(name, models, **kw).process(frame).astype(int) - want)
+    # only values within float noise of a .5 tie may round the other way
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+@needs_openvino
+def test_openvino_default_precision_close_to_onnx(models, frame):
+    """OpenVINO's own precision choice (bf16 on CPUs that have it) stays within 2 levels."""
+    ref = _make("onnx", models).process(frame).astype(int)
+    be = _make("openvino", models)
+    assert be.inference_precision in ("f32", "bf16", "f16")
+    assert be.inference_precision in be.provider
+    diff = np.abs(be.process(frame).astype(int) - ref)
+    assert diff.max() <= 2 and diff.mean() < 0.25
+
+
+@pytest.mark.parametrize(("name", "kw"), model_backends())
+def test_fp16_model(models, frame, name, kw):
+    ref = _make(name, models, **kw).process(frame).astype(int)
+    out = create_backend(name, model=models["conv_fp16.onnx"], **kw).process(frame)
+    assert out.shape == frame.shape
+    assert np.abs(out.astype(int) - ref).max() <= 2  # fp16 I/O: a level of rounding more
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def _all_model_backends(models) -> list:
+    out = [_make("onnx", models, kind="identity")]
+    if HAS_OPENVINO:
+        out.append(_make("openvino", models, kind="identity", precision="f32"))
+    return out
+
+
+@pytest.mark.parametrize("size", [(17, 33), (16, 16), (10, 7), (1, 1), (97, 130)])
+def test_identity_model_is_exact_at_odd_sizes(models, size):
+    """Identity contract model through every runtime returns the frame bit for bit
+    (so channel order, padding, cropping and rounding are all right)."""
+    rng = np.random.default_rng(size[0])
+    rgb = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+    for be in _all_model_backends(models):
+        out = be.process(rgb)
+        assert out.shape == rgb.shape, be.provider
+        np.testing.assert_array_equal(out, rgb, err_msg=be.provider)
+
+
+@needs_torch
+def test_torch_identity_exact_at_odd_size(tmp_path):
+    path = make_torch_model(tmp_path / "id.pt", "identity")
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    with pytest.warns(UserWarning, match="unverified"):
+        be = create_backend("torch", model=path)
+    assert be.provider == "PyTorch · cpu fp32"
+    np.testing.assert_array_equal(be.process(rgb), rgb)
+
+
+@pytest.mark.parametrize(("name", "kw"), model_backends())
+def test_size_change_mid_stream(models, name, kw):
+    """Each size gives what a fresh backend gives for it, also when a size comes back."""
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, s, dtype=np.uint8) for s in [(64, 80, 3), (48, 97, 3)]]
+    be = _make(name, models, **kw)
+    outs = [be.process(f).copy() for f in (frames[0], frames[1], frames[0])]
+    for f, out in zip((frames[0], frames[1], frames[0]), outs, strict=True):
+        fresh = _make(name, models, **kw).process(f)
+        assert out.shape == f.shape
+        np.testing.assert_array_equal(out, fresh)
+
+
+def test_bad_frame_is_refused_with_shape_in_message(models):
+    be = _make("onnx", models)
+    with pytest.raises(ValueError, match=r"expected \(H, W, 3\) uint8, got \(\(36, 64, 4\)"):
+        be.process(np.zeros((36, 64, 4), np.uint8))
+    with pytest.raises(ValueError, match="expected"):
+        be.process(np.zeros((36, 64, 3), np.float32))
+
+
+def test_closed_backend_refuses_frames_and_close_is_idempotent(models):
+    be = _make("onnx", models)
+    with be:
+        pass
+    be.close()
+    with pytest.raises(BackendError, match="closed"):
+        be.process(np.zeros((32, 32, 3), np.uint8))
+
+
+def test_io_binding_and_plain_run_agree(models, frame):
+    bound = OnnxBackend(model=models["conv.onnx"], io_binding=True)
+    plain = OnnxBackend(model=models["conv.onnx"], io_binding=False)
+    assert bound._binding is None  # bound lazily, once per size
+    a = bound.process(frame).copy()
+    assert bound._binding is not None
+    np.testing.assert_array_equal(a, plain.process(frame))
+
+
+# --------------------------------------------------------------------------- classic
+
+
+def _high_freq_energy(rgb: np.ndarray) -> float:
+    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
+
+
+def test_unsharp_increases_high_frequency_energy(frame):
+    blurred = cv2.GaussianBlur(frame, (0, 0), 2.0)
+    be = create_backend("unsharp")
+    out = be.process(blurred)
+    assert be.provider == "unsharp mask · OpenCV"
+    assert out.shape == blurred.shape and out.dtype == np.uint8
+    assert _high_freq_energy(out) > 1.5 * _high_freq_energy(blurred)
+    # amount 0 is the identity: the mask only ever adds `amount` of the detail.
+    np.testing.assert_array_equal(create_backend("unsharp", amount=0.0).process(blurred), blurred)
+
+
+def test_passthrough_is_identity(frame):
+    be = create_backend("passthrough")
+    out = be.process(frame)
+    np.testing.assert_array_equal(out, frame)
+    assert be.provider == "passthrough" and be.name == "passthrough"
+
+
+# --------------------------------------------------------------------------- auto
+
+
+def test_auto_picks_a_working_backend_and_reports_provider(models, frame):
+    be = create_backend("auto", model=models["conv.onnx"])
+    assert isinstance(be, Backend)
+    assert be.name in BACKENDS
+    assert be.provider and be.provider != "?"
+    if HAS_OPENVINO:  # no GPU provider here: OpenVINO is the fastest CPU runtime
+        assert be.name == "openvino" and be.provider.startswith("OpenVINO · CPU")
+    assert be.process(frame).shape == frame.shape
+
+
+def test_auto_with_torchscript_model_uses_torch(models):
+    if not HAS_TORCH:
+        pytest.skip("torch is not installed (train extra)")
+    be = create_backend("auto", model=models["conv.pt"])
+    assert be.name == "torch"
+
+
+def test_auto_reports_every_failure(models, monkeypatch):
+    class Broken:
+        needs_model = True
+
+        def __init__(self, *, model, device="auto", threads=None):
+            raise RuntimeError("simulated runtime crash")
+
+        @classmethod
+        def available(cls):
+            return True
+
+    monkeypatch.setitem(BACKENDS, "openvino", Broken)
+    monkeypatch.setitem(BACKENDS, "onnx", Broken)
+    with pytest.raises(BackendError) as info:
+        create_backend("auto", model=models["conv.onnx"])
+    msg = str(info.value)
+    assert msg.startswith("no backend could start:")
+    assert "openvino (cpu): simulated runtime crash" in msg
+    assert "onnx (cpu): simulated runtime crash" in msg
+
+
+def test_gpu_provider_listed_but_not_coming_up(models, monkeypatch, frame):
+    """onnxruntime-gpu lists CUDA on machines without a GPU: the session's list decides."""
+    import onnxruntime as ort
+
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ORT warns that CUDA is not really there
+        with pytest.raises(BackendError, match=r"no GPU provider came up .*CPUExecutionProvider"):
+            OnnxBackend(model=models["conv.onnx"], device="gpu")
+        be = create_backend("auto", model=models["conv.onnx"])
+    assert "CUDA" not in be.provider  # fell through to a CPU runtime that really works
+    assert be.process(frame).shape == frame.shape
+
+
+def test_auto_gpu_only_without_gpu(models):
+    with pytest.raises(BackendError, match="auto: no backend can run on device 'gpu' here"):
+        create_backend("auto", model=models["conv.onnx"], device="gpu")
+
+
+def test_default_model_from_weights_dir(tmp_path, monkeypatch, frame):
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    assert resolve_default_model(prefer_gpu=False) is None
+    with pytest.raises(ModelError, match="no model given and none in"):
+        create_backend("auto")
+    make_onnx_model(tmp_path / "student.onnx", "identity")
+    assert resolve_default_model(prefer_gpu=False) == tmp_path / "student.onnx"  # fallback
+    make_onnx_model(tmp_path / "student_fast.onnx", "sharpen")
+    assert resolve_default_model(prefer_gpu=False) == tmp_path / "student_fast.onnx"
+    assert resolve_default_model(prefer_gpu=True) == tmp_path / "student.onnx"
+    write_manifest(tmp_path, ["student.onnx", "student_fast.onnx"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a listed, matching model loads without a warning
+        be = create_backend("onnx", device="cpu")
+    assert be.model.path == tmp_path / "student_fast.onnx"
+    assert be.model.entry is not None and be.model.entry.sha256
+
+
+# --------------------------------------------------------------------------- model files
+
+
+MODEL_BACKENDS = ["onnx", pytest.param("openvino", marks=needs_openvino)]
+
+
+@pytest.mark.parametrize("name", [*MODEL_BACKENDS, "auto"])
+def test_sha256_mismatch_is_refused(tmp_path, name):
+    path = make_onnx_model(tmp_path / "student_fast.onnx", "identity")
+    write_manifest(tmp_path, {"student_fast.onnx": {"sha256": "0" * 64}})
+    with pytest.raises(ModelIntegrityError) as info:
+        create_backend(name, model=path)
+    msg = str(info.value)
+    assert str(path) in msg and "0" * 64 in msg
+    assert sha256_file(path) in msg
+
+
+@pytest.mark.parametrize("name", [*MODEL_BACKENDS, "auto"])
+def test_missing_model_file(tmp_path, name):
+    path = tmp_path / "gone.onnx"
+    with pytest.raises(ModelError) as info:
+        create_backend(name, model=path)
+    assert str(info.value) == f"model file not found: {path}"
+
+
+@pytest.mark.parametrize("name", [*MODEL_BACKENDS, "auto"])
+def test_corrupt_model_file_names_file_and_reason(tmp_path, name):
+    path = tmp_path / "broken.onnx"
+    path.write_bytes(b"\x08\x07this is not a protobuf model" * 10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # unverified: no manifest beside it
+        with pytest.raises(ModelError) as info:
+            create_backend(name, model=path)
+    msg = str(info.value)
+    assert msg.startswith(f"cannot load model {path}: ") and len(msg) > len(str(path)) + 25
+
+
+def test_model_without_manifest_warns(tmp_path):
+    path = make_onnx_model(tmp_path / "mine.onnx", "identity")
+    with pytest.warns(UserWarning, match=r"mine\.onnx: not listed in a manifest\.json"):
+        create_backend("onnx", model=path)
+
+
+@pytest.mark.parametrize("name", MODEL_BACKENDS)
+@pytest.mark.parametrize(
+    ("problem", "message"),
+    [
+        ("two_inputs", "expected 1 input, got 2 ('input', 'extra')"),
+        ("two_outputs", "expected 1 output, got 2 ('output', 'extra')"),
+        ("channels", "input 'input' must have 3 channels (1, 3, H, W), got (1, 4, "),
+        ("rank", "input 'input' must be 4-D (1, 3, H, W), got (3, "),
+    ],
+)
+def test_contract_violations_are_refused(tmp_path, name, problem, message):
+    path = make_bad_onnx_model(tmp_path / f"{problem}.onnx", problem)
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend(name, model=path)
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: breaks the model contract: ")
+    assert message in msg
+
+
+@needs_torch
+def test_torchscript_contract_violation_is_refused(tmp_path):
+    import torch
+
+    class FourChannels(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([x, x[:, :1]], 1)
+
+    path = tmp_path / "four.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(FourChannels()).save(str(path))
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(
+        ModelError, match=r"breaks the model contract: output must be \(1, 3, 32, 33\)"
+    ):
+        create_backend("torch", model=path)
+
+
+def test_torch_missing_gives_clear_error(tmp_path, monkeypatch):
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"x")
+    write_manifest(tmp_path, [path.name])
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(BackendError, match=r"backend 'torch' needs 'torch': pip install"):
+        create_backend("torch", model=path)
+
+
+# --------------------------------------------------------------------------- registry
+
+
+def test_register_backend_and_create(monkeypatch):
+    monkeypatch.setattr(backends, "BACKENDS", dict(BACKENDS))
+
+    class Invert(PassthroughBackend):
+        name = "invert"
+        provider = "numpy invert"
+
+        def __init__(self, *, device: str = "auto") -> None:
+            self.device = device
+
+        def process(self, rgb):
+            return 255 - rgb
+
+    register_backend("invert", Invert)
+    assert "invert" in list_backends()
+    be = create_backend("invert", device="cpu")
+    assert isinstance(be, Invert) and be.device == "cpu"
+    np.testing.assert_array_equal(be.process(np.zeros((2, 2, 3), np.uint8)), 255)
+    with pytest.raises(ValueError):
+        register_backend("auto", Invert)
+
+
+def test_unknown_backend_lists_known():
+    with pytest.raises(BackendError, match=r"unknown backend 'nope'; known: auto, onnx"):
+        create_backend("nope")
+
+
+def test_list_backends_only_importable(monkeypatch):
+    names = list_backends()
+    assert {"onnx", "unsharp", "passthrough"} <= set(names)
+    assert ("openvino" in names) == HAS_OPENVINO
+    monkeypatch.setattr(backends.TorchBackend, "available", classmethod(lambda cls: False))
+    assert "torch" not in list_backends()
+
+
+# --------------------------------------------------------------------------- install check
+
+
+def test_check_onnxruntime_install(monkeypatch):
+    monkeypatch.setattr(backends, "_installed_distributions", lambda: {"numpy", "onnxruntime"})
+    assert check_onnxruntime_install() is None
+    monkeypatch.setattr(
+        backends, "_installed_distributions", lambda: {"onnxruntime", "onnxruntime-gpu"}
+    )
+    msg = check_onnxruntime_install()
+    assert "onnxruntime and onnxruntime-gpu are installed together" in msg
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in msg

@@ -1,0 +1,156 @@
+"""`engine.manifest`: the JSON format, sha256 streaming, and verification of model files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from engine.manifest import (
+    MANIFEST_NAME,
+    SCHEMA,
+    ManifestEntry,
+    ModelError,
+    ModelIntegrityError,
+    TensorSpec,
+    load_manifest,
+    make_entry,
+    sha256_file,
+    verify_file,
+    write_manifest,
+)
+
+ENTRY_KEYS = {
+    "sha256",
+    "bytes",
+    "format",
+    "precision",
+    "variant",
+    "device",
+    "input",
+    "output",
+    "params",
+    "macs_per_pixel",
+    "metrics",
+    "config_digest",
+}
+
+
+@pytest.fixture()
+def model_file(tmp_path):
+    path = tmp_path / "student_fast.onnx"
+    path.write_bytes(bytes(range(256)) * 9000)  # > 2 MiB: the hash streams several chunks
+    return path
+
+
+def test_sha256_streams_whole_file(model_file):
+    assert sha256_file(model_file) == hashlib.sha256(model_file.read_bytes()).hexdigest()
+
+
+def test_written_json_has_the_documented_shape(model_file):
+    entry = make_entry(
+        model_file,
+        variant="fast",
+        input=TensorSpec("input", min_size=16, multiple=16),
+        params=1234,
+        macs_per_pixel=987.0,
+        metrics={"psnr": 30.1},
+        config_digest="ab" * 32,
+    )
+    path = write_manifest(model_file.parent, [entry])
+    raw = json.loads(path.read_text())
+    assert raw["schema"] == SCHEMA
+    d = raw["files"]["student_fast.onnx"]
+    assert set(d) == ENTRY_KEYS
+    assert d["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
+    assert d["bytes"] == model_file.stat().st_size
+    assert d["format"] == "onnx"
+    assert d["input"] == {
+        "name": "input",
+        "dtype": "float32",
+        "layout": "NCHW",
+        "color": "RGB",
+        "range": [0, 1],
+        "min_size": 16,
+        "multiple": 16,
+    }
+    assert d["output"] == {
+        "name": "output",
+        "dtype": "float32",
+        "layout": "NCHW",
+        "color": "RGB",
+        "range": [0, 1],
+    }
+    loaded = load_manifest(model_file.parent)
+    assert loaded.files["student_fast.onnx"] == entry
+
+
+def test_unknown_keys_survive_a_round_trip(model_file):
+    write_manifest(model_file.parent, [make_entry(model_file, extra={"licence": "MIT"})])
+    raw = json.loads((model_file.parent / MANIFEST_NAME).read_text())
+    assert raw["files"][model_file.name]["licence"] == "MIT"
+    entry = load_manifest(model_file.parent).files[model_file.name]
+    assert entry.extra == {"licence": "MIT"}
+
+
+def test_merge_keeps_other_entries(model_file, tmp_path):
+    other = tmp_path / "student.onnx"
+    other.write_bytes(b"gpu model")
+    write_manifest(tmp_path, [make_entry(model_file)])
+    write_manifest(tmp_path, [make_entry(other)], merge=True)
+    assert set(load_manifest(tmp_path).files) == {"student_fast.onnx", "student.onnx"}
+    write_manifest(tmp_path, [make_entry(other)])
+    assert set(load_manifest(tmp_path).files) == {"student.onnx"}
+
+
+def test_verify_matching_file_returns_entry(model_file):
+    write_manifest(model_file.parent, [make_entry(model_file, variant="fast")])
+    entry = verify_file(model_file)
+    assert isinstance(entry, ManifestEntry) and entry.variant == "fast"
+
+
+def test_verify_unlisted_or_no_manifest_is_none(model_file, tmp_path):
+    assert verify_file(model_file) is None  # no manifest at all
+    other = tmp_path / "mine.onnx"
+    other.write_bytes(b"x")
+    write_manifest(tmp_path, [make_entry(other)])
+    assert verify_file(model_file) is None  # manifest exists, file not listed
+
+
+def test_verify_mismatch_names_file_and_both_hashes(model_file):
+    write_manifest(model_file.parent, [make_entry(model_file)])
+    expected = sha256_file(model_file)
+    model_file.write_bytes(model_file.read_bytes()[:-1] + b"\x00")  # one byte changed
+    actual = sha256_file(model_file)
+    with pytest.raises(ModelIntegrityError) as info:
+        verify_file(model_file)
+    msg = str(info.value)
+    assert str(model_file) in msg and expected in msg and actual in msg
+    assert isinstance(info.value, ModelError)
+
+
+def test_verify_missing_file(tmp_path):
+    path = tmp_path / "nope.onnx"
+    with pytest.raises(ModelError, match="^model file not found: ") as info:
+        verify_file(path)
+    assert str(info.value) == f"model file not found: {path}"
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("{not json", "cannot read manifest"),
+        ('{"schema": "other/9", "files": {}}', "expected schema 'sharpcam-manifest/1'"),
+        ('{"schema": "sharpcam-manifest/1", "files": []}', "'files' must be an object"),
+        (
+            '{"schema": "sharpcam-manifest/1", "files": {"student_fast.onnx": {"sha256": "xyz"}}}',
+            "entry 'student_fast.onnx' has no valid sha256",
+        ),
+    ],
+)
+def test_bad_manifest_is_a_model_error_naming_it(model_file, text, reason):
+    (model_file.parent / MANIFEST_NAME).write_text(text)
+    with pytest.raises(ModelError, match=reason) as info:
+        verify_file(model_file)
+    assert str(model_file.parent / MANIFEST_NAME) in str(info.value)
