@@ -1,0 +1,129 @@
+"""The engine's one frame format, and the conversion every source applies at its boundary.
+
+Inside the engine a frame is always ``(H, W, 3) uint8 RGB``, C-contiguous. Whatever a camera,
+a video decoder or an image file hands over (BGR, grey, BGRA, 16-bit, float) is converted once,
+by :func:`to_rgb8`, where it enters; nothing downstream checks or converts again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = ["Frame", "to_rgb8", "resize_to", "image_size"]
+
+_SHAPE_ERROR = "expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got {}"
+
+
+@dataclass(slots=True)
+class Frame:
+    """One frame travelling through the engine.
+
+    Attributes:
+        image: ``(H, W, 3) uint8 RGB``, C-contiguous. Sources hand out a fresh (or never
+            written) array per frame; the engine never writes into a source's array.
+        index: 0-based position of the frame in its source.
+        t_capture: ``time.perf_counter()`` when the frame was captured or decoded; the origin of
+            the end-to-end latency the engine reports.
+    """
+
+    image: np.ndarray
+    index: int
+    t_capture: float
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(W, H)`` of the image, the order OpenCV and the rest of the API use for sizes."""
+        return (self.image.shape[1], self.image.shape[0])
+
+
+def image_size(img: np.ndarray) -> tuple[int, int]:
+    """``(W, H)`` of an ``(H, W, ...)`` image."""
+    return (int(img.shape[1]), int(img.shape[0]))
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """Map any supported dtype to uint8 keeping the channel layout ``(H, W[, C])``."""
+    dt = img.dtype
+    if dt == np.uint8:
+        return img
+    if dt == np.uint16:
+        # Full 16-bit range -> 8 bits with rounding (65535 -> 255, 32768 -> 128).
+        return cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)
+    if dt == np.bool_:
+        return img.view(np.uint8) * np.uint8(255)
+    if np.issubdtype(dt, np.floating):
+        # Float images are [0, 1] by convention (OpenCV, skimage, the model contract).
+        f = img.astype(np.float32, copy=False)
+        return np.clip(f * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+    raise TypeError(f"expected a uint8, uint16, bool or float image, got {dt}")
+
+
+def to_rgb8(img: np.ndarray, *, bgr: bool = True, inplace: bool = False) -> np.ndarray:
+    """Convert an image to the engine format ``(H, W, 3) uint8 RGB``, C-contiguous.
+
+    Args:
+        img: ``(H, W)`` or ``(H, W, 1)`` grey, ``(H, W, 3)`` colour or ``(H, W, 4)`` colour
+            with alpha (dropped, not composited). dtype uint8, uint16 (full range), bool, or
+            float in [0, 1] (clipped). Any H, W >= 1, any strides.
+        bgr: channel order of colour input: True for OpenCV's BGR/BGRA (what ``imread`` and
+            ``VideoCapture`` return), False for RGB/RGBA.
+        inplace: allow swapping the channels of a contiguous ``(H, W, 3) uint8`` BGR input in
+            its own memory (the caller gives up the array); saves one allocation per frame.
+
+    Returns:
+        ``(H, W, 3) uint8 RGB`` C-contiguous. An input already in that format with
+        ``bgr=False`` is returned as is (no copy).
+
+    Raises:
+        TypeError: not a numpy array, or an unsupported dtype.
+        ValueError: a shape that is not an image (message
+            ``expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got (...)``), or empty.
+    """
+    if not isinstance(img, np.ndarray):
+        raise TypeError(f"expected a numpy array image, got {type(img).__name__}")
+    shape = tuple(img.shape)
+    if not (img.ndim == 2 or (img.ndim == 3 and shape[2] in (1, 3, 4))):
+        raise ValueError(_SHAPE_ERROR.format(shape))
+    if shape[0] == 0 or shape[1] == 0:
+        raise ValueError(f"expected a non-empty image, got {shape}")
+
+    owned = False  # True once img is a temporary of ours, so converting in place is safe
+    if not img.flags.c_contiguous:
+        img = np.ascontiguousarray(img)
+        owned = True
+    if img.dtype != np.uint8:
+        img = _to_uint8(img)
+        owned = True
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img.reshape(img.shape[0], img.shape[1])
+
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if bgr else cv2.COLOR_RGBA2RGB)
+    if not bgr:
+        return img
+    if inplace or owned:
+        # A 3-channel swap reads each pixel before writing it, so dst may alias src.
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def resize_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Resize ``(H, W, C)`` ``img`` to ``size`` ``(W, H)``; returns ``img`` itself when it fits.
+
+    ``out`` (``(H', W', C)`` of the target size, same dtype) is written into when given, so a
+    sink that always resizes allocates its buffer once. Area interpolation when shrinking
+    (no aliasing), bilinear when enlarging.
+    """
+    w, h = size
+    if img.shape[1] == w and img.shape[0] == h:
+        return img
+    shrinking = w * h < img.shape[0] * img.shape[1]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    if out is not None and out.shape[:2] == (h, w) and out.dtype == img.dtype:
+        return cv2.resize(img, (w, h), dst=out, interpolation=interp)
+    return cv2.resize(img, (w, h), interpolation=interp)

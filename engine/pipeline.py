@@ -1,0 +1,614 @@
+"""The engine: capture, inference and output on three threads.
+
+::
+
+    source.read() ─▶ [in] ─▶ backend.process + strength blend ─▶ [out] ─▶ sinks, preview
+      capture thread          inference thread                      output thread
+
+Live mode links the threads with latest-frame slots of capacity one: a new frame overwrites
+the one waiting (counted in ``dropped``), so a slow model lowers the frame rate but never lets
+frames pile up into latency. Offline mode links them with small bounded FIFOs: the producer
+waits for room, every frame is processed in order and none is lost; the end of the source
+drains the pipeline, closes the sinks and sets :attr:`Engine.done`.
+
+Threads are daemons joined with a deadline, so :meth:`Engine.stop` returns within its timeout
+even while a slow model call finishes (Ctrl-C). The output thread owns the sinks and closes
+them when it ends; the capture thread owns the source likewise.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import cv2
+import numpy as np
+
+from engine.frames import Frame
+from engine.sinks import FrameSink
+from engine.sources import FrameSource
+from engine.stats import EngineStats, StatsRecorder
+
+__all__ = ["Engine"]
+
+log = logging.getLogger(__name__)
+
+_END = object()  # what a channel's get() returns once closed and empty, or aborted
+
+
+class _Channel:
+    """Hand-off between two threads: a latest-value slot (``overwrite``) or a bounded FIFO.
+
+    ``put`` returns ``(accepted, displaced)``: in overwrite mode ``displaced`` is the item a
+    full slot gave up; in FIFO mode ``put`` waits for room instead. ``close()`` lets getters
+    drain what is left, then get ``_END``; ``abort()`` empties the channel and wakes everyone.
+    """
+
+    def __init__(self, capacity: int, *, overwrite: bool):
+        self._items: deque[Any] = deque()
+        self._capacity = max(1, capacity)
+        self._overwrite = overwrite
+        self._cond = threading.Condition()
+        self._closed = False
+        self._aborted = False
+
+    def put(self, item: Any) -> tuple[bool, Any]:
+        with self._cond:
+            displaced = None
+            if self._overwrite:
+                if len(self._items) >= self._capacity:
+                    displaced = self._items.popleft()
+            else:
+                while len(self._items) >= self._capacity and not (self._closed or self._aborted):
+                    self._cond.wait()
+            if self._closed or self._aborted:
+                return False, displaced
+            self._items.append(item)
+            self._cond.notify_all()
+            return True, displaced
+
+    def get(self) -> Any:
+        with self._cond:
+            while not self._items and not (self._closed or self._aborted):
+                self._cond.wait()
+            if self._aborted or not self._items:
+                return _END
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def abort(self) -> list[Any]:
+        with self._cond:
+            self._aborted = True
+            left = list(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return left
+
+
+class _BufferPool:
+    """Recycled ``(H, W, 3) uint8`` output buffers, so the hot loop does not allocate.
+
+    The inference thread takes one per frame and the output thread gives it back once the
+    sinks wrote it. A backend may reuse its own output buffer on the next call, so its result
+    is always copied (or blended) into a pool buffer before crossing to another thread.
+    """
+
+    def __init__(self, keep: int = 8):
+        self._free: list[np.ndarray] = []
+        self._keep = keep
+        self._lock = threading.Lock()
+
+    def acquire(self, shape: tuple[int, ...]) -> np.ndarray:
+        with self._lock:
+            while self._free:
+                buf = self._free.pop()
+                if buf.shape == shape:
+                    return buf
+        return np.empty(shape, np.uint8)
+
+    def release(self, buf: np.ndarray) -> None:
+        with self._lock:
+            if len(self._free) < self._keep:
+                self._free.append(buf)
+
+
+class _Work:
+    """A frame on its way out: the original, the processed one, and whether it is pooled."""
+
+    __slots__ = ("original", "processed", "pooled")
+
+    def __init__(self, original: Frame, processed: Frame, pooled: bool):
+        self.original = original
+        self.processed = processed
+        self.pooled = pooled
+
+
+class Engine:
+    """Run ``source -> backend -> sinks`` on three threads.
+
+    Args:
+        source: a :class:`engine.sources.FrameSource` (any object with ``read()``, ``close()``;
+            ``interrupt()``, ``reconnects``, ``last_wait_s``, ``frame_count`` are used if
+            present).
+        backend: object with ``name``, ``provider``, ``process(rgb) -> rgb`` on
+            ``(H, W, 3) uint8 RGB`` and ``close()``; ``None`` passes frames through.
+        sinks: where processed frames go (more can be added while running).
+        live: latest-frame slots, drops instead of queues (default: ``source.live``); False
+            processes every frame in order through bounded queues.
+        strength: blend of model output over input in [0, 1] (0 = the input, backend skipped).
+        enabled: False passes frames through without calling the backend.
+        on_stats: called with an :class:`EngineStats` every ``stats_interval`` seconds from a
+            stats thread, and once more at the end.
+        on_preview: ``on_preview(original, processed)`` at most ``preview_fps`` times a second
+            from the output thread; both frames are the callback's to keep.
+        on_error: called with every exception a worker meets (source, backend, sink or
+            callback). Without it errors are logged. :attr:`errors` keeps them all.
+        queue_size: capacity of each offline FIFO.
+        warning: a warning to show from the start (e.g. "model missing, passthrough").
+        close_backend: close the backend when the inference thread ends (after its last call).
+
+    In live mode a backend that raises is reported once, and the engine keeps streaming in
+    passthrough with ``stats().warning`` set; in offline mode any backend or sink error stops
+    the run (a silently incomplete output file is worse than none).
+    """
+
+    def __init__(
+        self,
+        source: FrameSource,
+        backend: Any,
+        *,
+        sinks: Iterable[FrameSink] = (),
+        live: bool | None = None,
+        strength: float = 1.0,
+        enabled: bool = True,
+        on_stats: Callable[[EngineStats], Any] | None = None,
+        on_preview: Callable[[Frame, Frame], Any] | None = None,
+        preview_fps: float = 15.0,
+        on_error: Callable[[BaseException], Any] | None = None,
+        stats_interval: float = 0.5,
+        queue_size: int = 4,
+        warning: str | None = None,
+        close_backend: bool = False,
+    ):
+        self.source = source
+        self._backend = backend
+        self._sinks: list[FrameSink] = list(sinks)
+        self.live = bool(getattr(source, "live", True) if live is None else live)
+        self._strength = 1.0
+        self.set_strength(strength)
+        self._enabled = bool(enabled)
+        self._on_stats = on_stats
+        self._on_preview = on_preview
+        self._preview_period = 1.0 / preview_fps if preview_fps and preview_fps > 0 else 0.0
+        self._on_error = on_error
+        self._stats_interval = max(0.05, float(stats_interval))
+        self._warning = warning
+        self._failure_warning: str | None = None  # set when the backend fails (live mode)
+        self._close_backend = close_backend
+
+        capacity = 1 if self.live else queue_size
+        self._in = _Channel(capacity, overwrite=self.live)
+        self._out = _Channel(capacity, overwrite=self.live)
+        self._pool = _BufferPool(keep=capacity + 4)
+        self._stats = StatsRecorder()
+
+        self._lock = threading.Lock()  # engine state: start/stop, backend swap, errors
+        self._sinks_lock = threading.Lock()  # held while writing: remove_sink waits for it
+        self._pending_backend: Any = None
+        self._passthrough = False  # the backend failed in live mode
+        self._errors: list[BaseException] = []
+        self._threads: list[threading.Thread] = []
+        self._started = False
+        self._stopping = False
+        self._running = False
+        self._done = threading.Event()  # output finished: sinks closed, nothing more comes
+        self._halt = threading.Event()  # done or stop(): ends the stats thread
+        self._next_preview = 0.0
+
+    # ------------------------------------------------------------------ control
+
+    def start(self) -> None:
+        """Start the threads. An engine runs once; make a new one to run again."""
+        with self._lock:
+            if self._started or self._stopping:
+                raise RuntimeError("engine already started; create a new Engine to run again")
+            self._started = True
+            self._running = True
+        self._stats = StatsRecorder()
+        targets = [
+            ("capture", self._capture_loop),
+            ("inference", self._infer_loop),
+            ("output", self._output_loop),
+        ]
+        if self._on_stats is not None:
+            targets.append(("stats", self._stats_loop))
+        self._threads = [
+            threading.Thread(target=fn, name=f"sharpcam-{name}", daemon=True)
+            for name, fn in targets
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop, join the threads within ``timeout`` seconds in all, close sinks and source.
+
+        Idempotent. Returns True when every thread ended in time. A thread still inside a slow
+        ``backend.process`` call is left to finish it (daemon); the sinks and the source are
+        closed by their own threads, which do not wait for the model, so an output file is
+        complete when this returns.
+        """
+        deadline = time.perf_counter() + max(0.0, timeout)
+        with self._lock:
+            self._stopping = True
+            self._running = False
+        self._abort()
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me:
+                t.join(max(0.0, deadline - time.perf_counter()))
+        alive = [t for t in self._threads if t.is_alive() and t is not me]
+        threads = {t.name.removeprefix("sharpcam-"): t for t in self._threads}
+        if "capture" not in threads or not threads["capture"].is_alive():
+            self._close_source()
+        if "output" not in threads or not threads["output"].is_alive():
+            self._close_sinks()
+            self._done.set()
+        if not self._started:
+            self._done.set()
+        self._running = False
+        return not alive
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the run is over (source ended and drained, or stopped); True if it is."""
+        if not self._started and not self._stopping:
+            raise RuntimeError("engine not started")
+        return self._done.wait(timeout)
+
+    @property
+    def done(self) -> threading.Event:
+        """Set when the output thread finished: every frame written, sinks closed."""
+        return self._done
+
+    @property
+    def running(self) -> bool:
+        return self._running and not self._done.is_set()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ settings
+
+    def set_strength(self, strength: float) -> None:
+        """Blend of model output over input, clamped to [0, 1]; applies from the next frame."""
+        s = float(strength)
+        self._strength = 0.0 if s != s else min(1.0, max(0.0, s))  # NaN -> 0
+
+    @property
+    def strength(self) -> float:
+        return self._strength
+
+    def set_enabled(self, enabled: bool) -> None:
+        """False: frames pass through unprocessed and the backend is not called."""
+        self._enabled = bool(enabled)
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    def set_backend(self, backend: Any) -> None:
+        """Swap the backend between two frames. The replaced backend is closed by the engine
+        (on the inference thread, after its last call), and a passthrough fallback is lifted."""
+        with self._lock:
+            infer = next((t for t in self._threads if t.name == "sharpcam-inference"), None)
+            if infer is not None and infer.is_alive():
+                old, self._pending_backend = self._pending_backend, backend
+            else:
+                old, self._backend = self._backend, backend
+                self._passthrough = False
+                self._failure_warning = None
+        if old is not None and old is not backend:
+            _close_quietly(old)
+
+    @property
+    def backend(self) -> Any:
+        return self._backend
+
+    def add_sink(self, sink: FrameSink) -> None:
+        """Start writing to ``sink`` from the next frame (thread-safe)."""
+        with self._sinks_lock:
+            if sink not in self._sinks:
+                self._sinks.append(sink)
+
+    def remove_sink(self, sink: FrameSink, *, close: bool = True) -> bool:
+        """Stop writing to ``sink`` (thread-safe; waits for a write in progress to finish) and
+        close it unless ``close=False``. Returns False if it was not attached."""
+        with self._sinks_lock:
+            try:
+                self._sinks.remove(sink)
+            except ValueError:
+                return False
+        if close:
+            try:
+                sink.close()
+            except Exception as exc:
+                self._report(exc)
+        return True
+
+    @property
+    def sinks(self) -> tuple[FrameSink, ...]:
+        with self._sinks_lock:
+            return tuple(self._sinks)
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Every exception reported so far, oldest first."""
+        with self._lock:
+            return list(self._errors)
+
+    # ------------------------------------------------------------------ stats
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the current statistics."""
+        backend = self._backend
+        if backend is None or self._passthrough:
+            name, provider = "passthrough", ""
+        else:
+            name = str(getattr(backend, "name", type(backend).__name__))
+            provider = str(getattr(backend, "provider", ""))
+        warnings = [w for w in (self._warning, self._failure_warning) if w]
+        if getattr(self.source, "reconnecting", False):
+            warnings.append("camera lost, reconnecting")
+        return self._stats.snapshot(
+            mode="live" if self.live else "offline",
+            running=self.running,
+            frames_total=getattr(self.source, "frame_count", None),
+            reconnects=int(getattr(self.source, "reconnects", 0) or 0),
+            backend=name,
+            provider=provider,
+            enabled=self._enabled,
+            strength=self._strength,
+            warning="; ".join(warnings) or None,
+        )
+
+    def latencies_ms(self) -> list[float]:
+        """The recent capture-to-sink latencies in ms (up to 240), oldest first."""
+        return self._stats.latencies()
+
+    # ------------------------------------------------------------------ workers
+
+    def _capture_loop(self) -> None:
+        src = self.source
+        read = src.read
+        try:
+            while not self._stopping:
+                t0 = time.perf_counter()
+                frame = read()
+                if frame is None:
+                    break
+                t1 = time.perf_counter()
+                waited = getattr(src, "last_wait_s", 0.0) or 0.0
+                self._stats.frame_in(t1, max(0.0, t1 - t0 - waited) * 1000.0)
+                accepted, displaced = self._in.put(frame)
+                if displaced is not None:
+                    self._stats.frame_dropped()
+                if not accepted:
+                    break
+        except BaseException as exc:
+            # A failed source ends the stream; what is in flight still drains to the sinks.
+            self._report(exc)
+        finally:
+            self._in.close()
+            self._close_source()
+
+    def _infer_loop(self) -> None:
+        try:
+            while True:
+                frame = self._in.get()
+                if frame is _END:
+                    break
+                if self._pending_backend is not None:
+                    self._swap_backend()
+                work = self._process(frame)
+                accepted, displaced = self._out.put(work)
+                if displaced is not None:
+                    self._stats.frame_dropped()
+                    if displaced.pooled:
+                        self._pool.release(displaced.processed.image)
+                if not accepted:
+                    break
+        except BaseException as exc:
+            # Stop reading, but let the frames already processed reach the sinks.
+            self._report(exc)
+            self._stop_input()
+        finally:
+            self._out.close()
+            if self._close_backend:
+                for backend in (self._backend, self._pending_backend):
+                    if backend is not None:
+                        _close_quietly(backend)
+
+    def _swap_backend(self) -> None:
+        with self._lock:
+            old, self._backend = self._backend, self._pending_backend
+            self._pending_backend = None
+            self._passthrough = False
+            self._failure_warning = None
+        if old is not None and old is not self._backend:
+            _close_quietly(old)
+
+    def _process(self, frame: Frame) -> _Work:
+        """Run the backend and blend; passthrough when off, at strength 0 or after a failure."""
+        backend = self._backend
+        strength = self._strength
+        if backend is None or not self._enabled or strength <= 0.0 or self._passthrough:
+            return _Work(frame, frame, False)
+        src = frame.image
+        t0 = time.perf_counter()
+        try:
+            result = backend.process(src)
+            if result.shape != src.shape or result.dtype != np.uint8:
+                raise ValueError(
+                    f"backend {getattr(backend, 'name', backend)!r} returned "
+                    f"{tuple(result.shape)} {result.dtype}, expected {tuple(src.shape)} uint8"
+                )
+        except Exception as exc:
+            if not self.live:
+                raise
+            self._passthrough = True
+            name = getattr(backend, "name", type(backend).__name__)
+            self._failure_warning = f"backend {name} failed ({exc}); passing frames through"
+            self._report(exc)
+            return _Work(frame, frame, False)
+        buf = self._pool.acquire(src.shape)
+        if strength >= 1.0:
+            np.copyto(buf, result)
+        else:
+            cv2.addWeighted(src, 1.0 - strength, result, strength, 0.0, dst=buf)
+        self._stats.inferred((time.perf_counter() - t0) * 1000.0)
+        return _Work(frame, Frame(buf, frame.index, frame.t_capture), True)
+
+    def _output_loop(self) -> None:
+        try:
+            while True:
+                work = self._out.get()
+                if work is _END:
+                    break
+                out = work.processed
+                t0 = time.perf_counter()
+                self._write_sinks(out)
+                t1 = time.perf_counter()
+                self._stats.frame_out(
+                    t1, (t1 - t0) * 1000.0, (t1 - out.t_capture) * 1000.0, out.size
+                )
+                if self._on_preview is not None and t1 >= self._next_preview:
+                    self._next_preview = t1 + self._preview_period
+                    self._preview(work)
+                if work.pooled:
+                    self._pool.release(out.image)
+        except BaseException as exc:
+            self._fail(exc)
+        finally:
+            self._close_sinks()
+            self._running = False
+            self._done.set()
+            self._halt.set()
+
+    def _write_sinks(self, frame: Frame) -> None:
+        failed: list[tuple[FrameSink, Exception]] = []
+        with self._sinks_lock:
+            for sink in self._sinks:
+                try:
+                    sink.write(frame)
+                except Exception as exc:
+                    failed.append((sink, exc))
+            for sink, _ in failed:
+                self._sinks.remove(sink)
+        for sink, exc in failed:
+            # A broken sink is dropped so the others keep going (live); offline the output is
+            # now incomplete, so the run stops with the error reported.
+            self._report(exc)
+            _close_quietly(sink)
+        if failed and not self.live:
+            self._abort()
+
+    def _preview(self, work: _Work) -> None:
+        original = work.original
+        processed = work.processed
+        if work.pooled:
+            # The pooled buffer goes back for the next frame; the GUI gets its own copy.
+            processed = Frame(processed.image.copy(), processed.index, processed.t_capture)
+        try:
+            self._on_preview(original, processed)  # type: ignore[misc]
+        except Exception as exc:
+            self._on_preview = None  # a broken callback would fail on every frame
+            self._report(exc)
+
+    def _stats_loop(self) -> None:
+        while not self._halt.wait(self._stats_interval):
+            self._emit_stats()
+        # The final snapshot should carry the final counts: give the output thread a moment
+        # to finish its last frame (it does not wait for the model, so this is short).
+        self._done.wait(0.2)
+        self._emit_stats()
+
+    def _emit_stats(self) -> None:
+        cb = self._on_stats
+        if cb is None:
+            return
+        try:
+            cb(self.stats())
+        except Exception as exc:
+            self._on_stats = None
+            self._report(exc)
+
+    # ------------------------------------------------------------------ teardown
+
+    def _stop_input(self) -> None:
+        """Stop the capture side: interrupt the source, drop frames not yet processed."""
+        self._stopping = True
+        interrupt = getattr(self.source, "interrupt", None)
+        if interrupt is not None:
+            try:
+                interrupt()
+            except Exception as exc:
+                self._report(exc)
+        self._in.abort()
+
+    def _abort(self) -> None:
+        """Make every thread wind down now: interrupt the source, empty and wake the channels."""
+        self._halt.set()
+        self._stop_input()
+        for work in self._out.abort():
+            if work.pooled:
+                self._pool.release(work.processed.image)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._report(exc)
+        self._abort()
+
+    def _report(self, exc: BaseException) -> None:
+        with self._lock:
+            self._errors.append(exc)
+        cb = self._on_error
+        if cb is None:
+            log.error("engine error: %s", exc, exc_info=exc)
+            return
+        try:
+            cb(exc)
+        except Exception:
+            log.exception("on_error callback failed while reporting %r", exc)
+
+    def _close_source(self) -> None:
+        try:
+            self.source.close()
+        except Exception as exc:
+            self._report(exc)
+
+    def _close_sinks(self) -> None:
+        with self._sinks_lock:
+            sinks, self._sinks = self._sinks, []
+        for sink in sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                self._report(exc)
+
+
+def _close_quietly(obj: Any) -> None:
+    try:
+        obj.close()
+    except Exception:
+        log.exception("closing %r failed", obj)

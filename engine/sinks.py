@@ -1,0 +1,346 @@
+"""Frame sinks: a virtual camera, a video file, image files, or a callback.
+
+A sink takes :class:`engine.frames.Frame` objects (``(H, W, 3) uint8 RGB``) in ``write()``,
+resizes frames of another size to its own, and is closed exactly once however often
+``close()`` is called. The engine writes from its output thread; the arrays it passes may be
+reused for a later frame once ``write()`` returns, so a sink that keeps a frame copies it.
+
+The virtual camera lives in :mod:`engine.virtualcam` (imported on demand: loading pyvirtualcam's
+native backend is not needed to write a file).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from engine.frames import Frame, resize_to
+from engine.sources import IMAGE_EXTENSIONS
+
+__all__ = [
+    "SINKS",
+    "VIDEO_CODECS",
+    "CallbackSink",
+    "FrameSink",
+    "ImageSink",
+    "SinkError",
+    "VideoFileSink",
+    "open_sink",
+    "register_sink",
+    "sink_kind",
+]
+
+#: Container extension -> FourCC this OpenCV build can write (no H.264 here).
+VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+
+
+class SinkError(RuntimeError):
+    """A sink cannot be opened or written; the message names the file or device."""
+
+
+@runtime_checkable
+class FrameSink(Protocol):
+    """What the engine needs from a sink.
+
+    Attributes:
+        size: ``(W, H)`` the sink writes; ``None`` for sinks that keep each frame's size.
+    """
+
+    size: tuple[int, int] | None
+
+    def write(self, frame: Frame) -> None:
+        """Consume ``frame.image`` ``(H, W, 3) uint8 RGB`` before returning (no reference kept)."""
+        ...
+
+    def close(self) -> None:
+        """Flush and release; idempotent. A video file is complete and playable afterwards."""
+        ...
+
+    def describe(self) -> str:
+        """One human line, e.g. ``"video out.mp4 · 1280x720 @ 30 fps (mp4v)"``."""
+        ...
+
+
+class _SinkBase:
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"  # type: ignore[attr-defined]
+
+
+def _check_size(size: tuple[int, int] | None, what: str) -> tuple[int, int]:
+    if size is None:
+        raise ValueError(f"{what} needs a frame size (W, H)")
+    w, h = (int(v) for v in size)
+    if w < 1 or h < 1:
+        raise ValueError(f"expected a positive (W, H) size, got {tuple(size)}")
+    return (w, h)
+
+
+class VideoFileSink(_SinkBase):
+    """A video file, mp4v for .mp4/.m4v/.mov, MJPG for .avi/.mkv (or ``fourcc``).
+
+    Frames go to a hidden ``.NAME.partial.EXT`` beside the target, renamed to the target on
+    ``close()``, so a file with the real name is always complete and playable (Ctrl-C runs
+    ``close()`` through the engine's ``stop()``); a partial file left by a killed process never
+    hides as a finished one. A sink closed without any frame leaves no file.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike[str],
+        size: tuple[int, int],
+        fps: float = 30.0,
+        fourcc: str | None = None,
+    ):
+        self.path = Path(path)
+        self.size = _check_size(size, "a video file sink")
+        self.fps = float(fps) if fps and fps > 0 else 30.0
+        ext = self.path.suffix.lower()
+        self.fourcc = fourcc or VIDEO_CODECS.get(ext)
+        if self.fourcc is None:
+            raise SinkError(
+                f"cannot write video {self.path}: unknown extension {ext or '(none)'!r}; "
+                f"use one of {', '.join(VIDEO_CODECS)}"
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create folder for {self.path}: {exc}") from exc
+        self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self._writer: Any = cv2.VideoWriter(
+            str(self._partial), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
+        )
+        if not self._writer.isOpened():
+            self._writer.release()
+            self._partial.unlink(missing_ok=True)
+            raise SinkError(f"cannot write video {self.path} with codec {self.fourcc}")
+        w, h = self.size
+        self._resized = np.empty((h, w, 3), np.uint8)
+        self._bgr = np.empty((h, w, 3), np.uint8)
+        self._lock = threading.Lock()
+        self.frames_written = 0
+
+    def write(self, frame: Frame) -> None:
+        with self._lock:
+            if self._writer is None:
+                raise SinkError(f"video {self.path} is closed")
+            img = resize_to(frame.image, self.size, out=self._resized)
+            self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr))
+            self.frames_written += 1
+
+    def close(self) -> None:
+        with self._lock:
+            writer, self._writer = self._writer, None
+            if writer is None:
+                return
+            writer.release()
+            if self.frames_written == 0:
+                self._partial.unlink(missing_ok=True)
+                return
+            try:
+                os.replace(self._partial, self.path)
+            except OSError as exc:
+                raise SinkError(f"cannot finish video {self.path}: {exc}") from exc
+
+    def describe(self) -> str:
+        w, h = self.size
+        return f"video {self.path.name} · {w}x{h} @ {self.fps:g} fps ({self.fourcc})"
+
+
+class ImageSink(_SinkBase):
+    """Image files: numbered ``frame_000000.png`` ... in a folder, or one image path.
+
+    Args:
+        path: a folder (created) for numbered files, or a file with an image extension, which
+            holds the latest frame written (one frame for a still image in, one out).
+        size: resize to ``(W, H)``; ``None`` keeps each frame's size.
+        ext: extension of numbered files.
+        prefix: file name prefix of numbered files.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike[str],
+        size: tuple[int, int] | None = None,
+        ext: str = ".png",
+        prefix: str = "frame_",
+    ):
+        self.path = Path(path)
+        self.size = None if size is None else _check_size(size, "an image sink")
+        self.single = self.path.suffix.lower() in IMAGE_EXTENSIONS and not self.path.is_dir()
+        self.ext = (self.path.suffix if self.single else ext).lower()
+        if not self.ext.startswith("."):
+            self.ext = "." + self.ext
+        self.prefix = prefix
+        folder = self.path.parent if self.single else self.path
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create folder {folder}: {exc}") from exc
+        self.frames_written = 0
+        self._closed = False
+
+    def target(self, n: int) -> Path:
+        """Where the ``n``-th written frame goes."""
+        return self.path if self.single else self.path / f"{self.prefix}{n:06d}{self.ext}"
+
+    def write(self, frame: Frame) -> None:
+        if self._closed:
+            raise SinkError(f"image sink {self.path} is closed")
+        img = frame.image if self.size is None else resize_to(frame.image, self.size)
+        target = self.target(self.frames_written)
+        ok, data = cv2.imencode(self.ext, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise SinkError(f"cannot encode {target} as {self.ext}")
+        try:
+            data.tofile(str(target))  # tofile, not imwrite: non-ASCII paths on Windows
+        except OSError as exc:
+            raise SinkError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        self.frames_written += 1
+
+    def close(self) -> None:
+        self._closed = True
+
+    def describe(self) -> str:
+        where = self.path.name if self.single else f"{self.path}/{self.prefix}NNNNNN{self.ext}"
+        return f"images {where}"
+
+
+class CallbackSink(_SinkBase):
+    """Calls ``callback(frame)`` for every frame (a preview, a recorder in tests).
+
+    The frame's array may be reused after the call returns: copy it to keep it.
+    """
+
+    def __init__(self, *, callback: Callable[[Frame], Any], size: tuple[int, int] | None = None):
+        if not callable(callback):
+            raise TypeError(f"expected a callable, got {type(callback).__name__}")
+        self.callback = callback
+        self.size = None if size is None else _check_size(size, "a callback sink")
+        self._resized: np.ndarray | None = None
+        self._closed = False
+
+    def write(self, frame: Frame) -> None:
+        if self._closed:
+            return
+        if self.size is not None and frame.size != self.size:
+            w, h = self.size
+            if self._resized is None:
+                self._resized = np.empty((h, w, 3), np.uint8)
+            frame = Frame(
+                resize_to(frame.image, self.size, out=self._resized), frame.index, frame.t_capture
+            )
+        self.callback(frame)
+
+    def close(self) -> None:
+        self._closed = True
+
+    def describe(self) -> str:
+        return f"callback {getattr(self.callback, '__name__', type(self.callback).__name__)}"
+
+
+# --------------------------------------------------------------------------- registry
+
+#: A sink factory: ``factory(spec, *, size, fps, **options) -> FrameSink``.
+SinkFactory = Callable[..., FrameSink]
+
+
+def _virtual_factory(spec: Any, *, size: Any, fps: float, **options: Any) -> FrameSink:
+    from engine.virtualcam import VirtualCameraSink
+
+    text = str(spec)
+    if text.startswith("virtual:") and "device" not in options:
+        options["device"] = text.split(":", 1)[1] or None
+    return VirtualCameraSink(size=_check_size(size, "a virtual camera"), fps=fps, **options)
+
+
+def _video_factory(spec: Any, *, size: Any, fps: float, **options: Any) -> FrameSink:
+    return VideoFileSink(path=spec, size=size, fps=fps, **options)
+
+
+def _images_factory(spec: Any, *, size: Any, fps: float, **options: Any) -> FrameSink:
+    del fps
+    return ImageSink(path=spec, size=size, **options)
+
+
+def _callback_factory(spec: Any, *, size: Any, fps: float, **options: Any) -> FrameSink:
+    del fps
+    return CallbackSink(callback=spec, size=size, **options)
+
+
+#: kind -> factory; :func:`open_sink` picks the kind from the spec unless told.
+SINKS: dict[str, SinkFactory] = {
+    "virtual": _virtual_factory,
+    "video": _video_factory,
+    "images": _images_factory,
+    "callback": _callback_factory,
+}
+
+
+def register_sink(kind: str, factory: SinkFactory) -> None:
+    """Add or replace a sink kind (``open_sink(spec, kind=kind, ...)`` then opens it)."""
+    SINKS[kind] = factory
+
+
+def sink_kind(spec: str | os.PathLike[str] | Callable[[Frame], Any]) -> str:
+    """The kind :func:`open_sink` would use: virtual, video, images or callback."""
+    if callable(spec):
+        return "callback"
+    text = os.fspath(spec)
+    if text == "virtual" or text.startswith("virtual:"):
+        return "virtual"
+    p = Path(text)
+    ext = p.suffix.lower()
+    if ext in VIDEO_CODECS:
+        return "video"
+    if ext in IMAGE_EXTENSIONS or p.is_dir() or text.endswith(("/", os.sep)) or not ext:
+        return "images"
+    raise SinkError(
+        f"cannot tell what to write to {text}: give a video ({', '.join(VIDEO_CODECS)}), "
+        f"an image ({', '.join(sorted(IMAGE_EXTENSIONS))}), a folder, or 'virtual'"
+    )
+
+
+def open_sink(
+    spec: str | os.PathLike[str] | Callable[[Frame], Any],
+    *,
+    size: tuple[int, int] | None,
+    fps: float = 30.0,
+    kind: str | None = None,
+    **options: Any,
+) -> FrameSink:
+    """Open a sink from a user's spec.
+
+    Args:
+        spec: ``"virtual"`` (or ``"virtual:DEVICE"``), a video path (.mp4 -> mp4v,
+            .avi -> MJPG), an image path, a folder (numbered PNGs), or a callable.
+        size: ``(W, H)`` of the output (required for video and the virtual camera; images and
+            callbacks keep each frame's size when ``None``).
+        fps: frame rate written into a video / announced to the virtual camera.
+        kind: force a kind (``virtual``, ``video``, ``images``, ``callback`` or registered).
+        **options: passed to the sink (``device``, ``backend``, ``fmt`` for the virtual
+            camera; ``fourcc`` for video; ``ext``, ``prefix`` for images).
+
+    Raises:
+        engine.virtualcam.VirtualCameraUnavailable: no virtual camera (message has guidance).
+        SinkError: the file cannot be written (message names it).
+    """
+    kind = kind or sink_kind(spec)
+    try:
+        factory = SINKS[kind]
+    except KeyError:
+        raise ValueError(f"unknown sink kind {kind!r}; known: {', '.join(SINKS)}") from None
+    return factory(spec, size=size, fps=fps, **options)

@@ -1,0 +1,765 @@
+"""Frame sources: a camera, a video file, a still image or a folder of images.
+
+Every source hands out :class:`engine.frames.Frame` objects (``(H, W, 3) uint8 RGB``) from
+``read()`` until it returns ``None`` (end of stream). Live sources deliver in real time: a
+camera at its own rate, a file paced against the wall clock at its FPS. Offline sources deliver
+as fast as they are read. The pipeline calls ``read()`` from its capture thread only;
+``interrupt()`` may be called from any thread and makes a pending or later ``read()`` return
+``None`` promptly (pacing and reconnect waits are ``Event.wait`` calls, not sleeps).
+
+>>> src = open_source("clip.mp4", live=False)            # doctest: +SKIP
+>>> with src:                                            # doctest: +SKIP
+...     while (frame := src.read()) is not None: ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from engine.frames import Frame, image_size, resize_to, to_rgb8
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SOURCES",
+    "CameraInfo",
+    "CameraNotFoundError",
+    "CameraSource",
+    "FrameSource",
+    "ImageFolderSource",
+    "ImageSource",
+    "SourceError",
+    "VideoFileSource",
+    "list_cameras",
+    "open_source",
+    "read_image",
+    "register_source",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".exr"}
+)
+DEFAULT_FPS = 30.0
+
+
+class SourceError(RuntimeError):
+    """A source cannot be opened or read; the message names the file or device."""
+
+
+class CameraNotFoundError(SourceError):
+    """The requested camera does not exist. ``available`` lists the cameras that do."""
+
+    def __init__(self, message: str, available: list[CameraInfo]):
+        super().__init__(message)
+        self.available = available
+
+
+@runtime_checkable
+class FrameSource(Protocol):
+    """What the engine needs from a source.
+
+    Attributes:
+        size: ``(W, H)`` of the frames (of the first frame where they vary).
+        fps: the rate the source delivers at when live (its own rate for files and cameras).
+        frame_count: frames the source will deliver, ``None`` when unknown or endless.
+        live: True when frames arrive in real time (cameras, paced files).
+        reconnects: times a lost device came back (0 for files).
+        last_wait_s: seconds the last ``read()`` spent waiting (pacing, camera exposure,
+            reconnect back-off) rather than working; the engine subtracts it from capture time.
+    """
+
+    size: tuple[int, int]
+    fps: float
+    frame_count: int | None
+    live: bool
+    reconnects: int
+    last_wait_s: float
+
+    def read(self) -> Frame | None:
+        """The next frame, or ``None`` at the end of the stream or after :meth:`interrupt`.
+
+        Raises :class:`SourceError` when the source fails for good. Every frame has a fresh
+        image array (or one nobody writes into): the engine never modifies it.
+        """
+        ...
+
+    def interrupt(self) -> None:
+        """Wake a blocked ``read()`` and make it (and later ones) return ``None``."""
+        ...
+
+    def close(self) -> None:
+        """Release the device or file; idempotent."""
+        ...
+
+    def describe(self) -> str:
+        """One human line, e.g. ``"camera 0 · 1280x720 @ 30 fps"``."""
+        ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _SourceBase:
+    """Shared plumbing: the interrupt event, frame numbering, context manager, idempotent close."""
+
+    size: tuple[int, int]
+    fps: float
+    frame_count: int | None
+    live: bool
+
+    def __init__(self) -> None:
+        self._interrupt = threading.Event()
+        self._closed = False
+        self._next_index = 0
+        self.reconnects = 0
+        self.last_wait_s = 0.0
+
+    def _emit(self, image: np.ndarray, t_capture: float) -> Frame:
+        frame = Frame(image=image, index=self._next_index, t_capture=t_capture)
+        self._next_index += 1
+        return frame
+
+    def interrupt(self) -> None:
+        self._interrupt.set()
+
+    def close(self) -> None:
+        self._interrupt.set()
+        if not self._closed:
+            self._closed = True
+            self._release()
+
+    def _release(self) -> None:  # pragma: no cover - overridden where there is something
+        pass
+
+    def __enter__(self) -> _SourceBase:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self.read()) is not None:  # type: ignore[attr-defined]
+            yield frame
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.describe()}>"  # type: ignore[attr-defined]
+
+
+class _Pacer:
+    """Releases one frame per period against the wall clock; waits are interruptible.
+
+    Falling behind (a slow disk, a stalled machine) does not cause a burst of catch-up frames:
+    after more than ``max_lag_s`` late the schedule restarts from now.
+    """
+
+    def __init__(self, fps: float, interrupt: threading.Event, max_lag_s: float = 0.25):
+        self.period = 1.0 / fps
+        self._interrupt = interrupt
+        self._max_lag = max_lag_s
+        self._due: float | None = None
+
+    def wait(self) -> float | None:
+        """Block until the next frame is due; seconds waited, or None when interrupted."""
+        now = time.perf_counter()
+        if self._due is None:
+            self._due = now
+        delay = self._due - now
+        if delay > 0:
+            if self._interrupt.wait(delay):
+                return None
+        elif -delay > self._max_lag:
+            self._due = now
+        self._due += self.period
+        return max(delay, 0.0)
+
+
+def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    w, h = (int(v) for v in size)
+    if w < 1 or h < 1:
+        raise ValueError(f"expected a positive (W, H) size, got {tuple(size)}")
+    return (w, h)
+
+
+def _valid_fps(value: float | None) -> float | None:
+    if value is None:
+        return None
+    value = float(value)
+    # OpenCV reports 0, nan or absurd rates for streams that do not declare one.
+    return value if math.isfinite(value) and 0.5 <= value <= 1000.0 else None
+
+
+def read_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image file as ``(H, W, 3) uint8 RGB`` (grey, alpha, 16-bit converted).
+
+    Reads through ``np.fromfile`` + ``cv2.imdecode`` so non-ASCII paths work on Windows too.
+    Raises :class:`SourceError` naming the file when it is missing or not a decodable image.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SourceError(f"image file not found: {p}")
+    try:
+        data = np.fromfile(str(p), dtype=np.uint8)
+    except OSError as exc:
+        raise SourceError(f"cannot read image file {p}: {exc.strerror or exc}") from exc
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if img is None:
+        raise SourceError(f"cannot read image file {p}: not an image OpenCV can decode")
+    try:
+        return to_rgb8(img, bgr=True, inplace=True)
+    except (TypeError, ValueError) as exc:
+        raise SourceError(f"cannot use image file {p}: {exc}") from exc
+
+
+def _natural_key(name: str) -> list[Any]:
+    # frame2.png before frame10.png, as a person numbers files.
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+# --------------------------------------------------------------------------- cameras
+
+
+def _make_capture(target: int | str, api: int) -> Any:
+    """Open an OpenCV capture. Module level so tests can substitute a fake device."""
+    return cv2.VideoCapture(target, api)
+
+
+def _camera_apis() -> list[int]:
+    """The OS's native capture APIs, best first (CAP_ANY would pick GStreamer or slow paths)."""
+    if sys.platform.startswith("linux"):
+        return [cv2.CAP_V4L2, cv2.CAP_ANY]
+    if sys.platform == "win32":
+        # DirectShow opens fast and honours MJPG; Media Foundation is the fallback.
+        return [cv2.CAP_DSHOW, cv2.CAP_MSMF]
+    if sys.platform == "darwin":
+        return [cv2.CAP_AVFOUNDATION]
+    return [cv2.CAP_ANY]
+
+
+@contextlib.contextmanager
+def _quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's warnings while probing devices that may not exist."""
+    logging_mod = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_mod is None:
+        yield
+        return
+    old = logging_mod.getLogLevel()
+    logging_mod.setLogLevel(logging_mod.LOG_LEVEL_ERROR)
+    try:
+        yield
+    finally:
+        logging_mod.setLogLevel(old)
+
+
+@dataclass(frozen=True)
+class CameraInfo:
+    """A camera found by :func:`list_cameras`."""
+
+    index: int  # OpenCV index, what ``open_source(str(index))`` opens
+    path: str | None  # device node on Linux ("/dev/video0"), else None
+    name: str  # human name where the OS tells it ("Integrated Camera"), else "camera N"
+
+    def __str__(self) -> str:
+        where = f" ({self.path})" if self.path else ""
+        return f"{self.index}: {self.name}{where}"
+
+
+def _linux_camera_name(index: int) -> str | None:
+    try:
+        return Path(f"/sys/class/video4linux/video{index}/name").read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _probe_camera(index: int) -> bool:
+    """Whether camera ``index`` opens. Module level so tests can fake the machine's cameras."""
+    if sys.platform.startswith("linux") and not os.path.exists(f"/dev/video{index}"):
+        return False  # no node: skip a slow, noisy open attempt
+    with _quiet_opencv():
+        for api in _camera_apis():
+            cap = _make_capture(index, api)
+            try:
+                if cap.isOpened():
+                    return True
+            finally:
+                cap.release()
+    return False
+
+
+def list_cameras(max_index: int = 10) -> list[CameraInfo]:
+    """Cameras that open, probing OpenCV indices ``0 .. max_index - 1``."""
+    found = []
+    linux = sys.platform.startswith("linux")
+    for index in range(max_index):
+        if not _probe_camera(index):
+            continue
+        path = f"/dev/video{index}" if linux else None
+        name = (_linux_camera_name(index) if linux else None) or f"camera {index}"
+        found.append(CameraInfo(index=index, path=path, name=name))
+    return found
+
+
+def _parse_camera(device: int | str) -> tuple[int | str, int | None]:
+    """``(what to open, OpenCV index if known)`` for ``0``, ``"0"`` or ``"/dev/video0"``."""
+    if isinstance(device, int):
+        return device, device
+    text = str(device).strip()
+    if text.isdigit():
+        return int(text), int(text)
+    m = re.fullmatch(r"/dev/video(\d+)", text)
+    return text, (int(m.group(1)) if m else None)
+
+
+class CameraSource(_SourceBase):
+    """A camera through OpenCV with the OS's native API, reconnecting when it disappears.
+
+    Args:
+        device: OpenCV index (``0`` or ``"0"``) or device path (``"/dev/video2"``).
+        size: requested ``(W, H)``; the camera may pick another, ``size`` reports what it gave.
+        fps: requested rate; ``fps`` reports what the driver says.
+        fourcc: requested pixel format; MJPG is what USB cameras need for 1080p30 (raw YUYV
+            does not fit through USB 2 at that size). ``None`` leaves the driver's default.
+        reconnect: when reads fail, keep reopening the device with exponential back-off
+            (``backoff = (first, longest)`` seconds) instead of raising; every successful
+            return counts in ``reconnects``.
+    """
+
+    live = True
+    frame_count = None
+
+    def __init__(
+        self,
+        *,
+        device: int | str,
+        size: tuple[int, int] | None = None,
+        fps: float | None = None,
+        fourcc: str | None = "MJPG",
+        reconnect: bool = True,
+        backoff: tuple[float, float] = (0.25, 2.0),
+    ):
+        super().__init__()
+        self._target, self._index = _parse_camera(device)
+        self._label = f"camera {device}"
+        self._requested = (_check_size(size), _valid_fps(fps), fourcc)
+        self._reconnect = reconnect
+        self._backoff = backoff
+        self.reconnecting = False  # True while the device is gone and being reopened
+        self._lock = threading.Lock()  # read() vs close() on the capture object
+        self._cap: Any = self._open()
+        if self._cap is None:
+            raise self._not_found()
+        first = self._grab()
+        if first is None:
+            self._cap.release()
+            raise SourceError(f"{self._label} opened but delivers no frames")
+        self._pending: Frame | None = first
+        self.size = first.size
+        self.fps = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or self._requested[1] or DEFAULT_FPS
+
+    def _not_found(self) -> SourceError:
+        available = list_cameras()
+        listing = ", ".join(str(c) for c in available) if available else "none found"
+        missing = self._index is not None and all(c.index != self._index for c in available)
+        if isinstance(self._target, str) and not os.path.exists(self._target):
+            missing = True
+        if missing:
+            return CameraNotFoundError(
+                f"{self._label} does not exist; available cameras: {listing}", available
+            )
+        return SourceError(
+            f"{self._label} exists but cannot be opened (in use by another application?); "
+            f"available cameras: {listing}"
+        )
+
+    def _open(self) -> Any:
+        size, fps, fourcc = self._requested
+        with _quiet_opencv():
+            for api in _camera_apis():
+                cap = _make_capture(self._target, api)
+                if not cap.isOpened():
+                    cap.release()
+                    continue
+                # Order matters for V4L2: the format first, then size and rate, so the driver
+                # validates the size against the MJPG mode list rather than YUYV's.
+                if fourcc:
+                    cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+                if size is not None:
+                    cap.set(cv2.CAP_PROP_FRAME_WIDTH, size[0])
+                    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, size[1])
+                if fps is not None:
+                    cap.set(cv2.CAP_PROP_FPS, fps)
+                # Keep one frame in the driver queue: a deeper queue is latency, never quality.
+                cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+                return cap
+        return None
+
+    def _grab(self) -> Frame | None:
+        """One frame from the open device, or None when the read failed."""
+        with self._lock:
+            if self._cap is None:
+                return None
+            t0 = time.perf_counter()
+            ok = self._cap.grab()  # waits for the sensor: not work, counted as waiting
+            t1 = time.perf_counter()
+            if not ok:
+                return None
+            ok, img = self._cap.retrieve()  # the decode (MJPG) happens here
+        if not ok or img is None or img.size == 0:
+            return None
+        self.last_wait_s += t1 - t0
+        return self._emit(to_rgb8(img, bgr=True, inplace=True), t1)
+
+    def read(self) -> Frame | None:
+        self.last_wait_s = 0.0
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            return frame
+        delay = self._backoff[0]
+        while not self._interrupt.is_set():
+            frame = self._grab()
+            if frame is not None:
+                if self.reconnecting:
+                    self.reconnecting = False
+                    self.reconnects += 1
+                    log.info("%s is back (reconnect %d)", self._label, self.reconnects)
+                return frame
+            if self._interrupt.is_set():
+                break
+            if not self._reconnect:
+                raise SourceError(f"{self._label} stopped delivering frames")
+            if not self.reconnecting:
+                log.warning("%s lost; reconnecting", self._label)
+                self.reconnecting = True
+            with self._lock:
+                if self._cap is not None:
+                    self._cap.release()
+                    self._cap = None
+            t0 = time.perf_counter()
+            if self._interrupt.wait(delay):
+                break
+            self.last_wait_s += time.perf_counter() - t0
+            delay = min(delay * 2.0, self._backoff[1])
+            cap = self._open()
+            with self._lock:
+                if self._closed:
+                    if cap is not None:
+                        cap.release()
+                    break
+                self._cap = cap
+        return None
+
+    def _release(self) -> None:
+        with self._lock:
+            if self._cap is not None:
+                self._cap.release()
+                self._cap = None
+
+    def describe(self) -> str:
+        return f"{self._label} · {self.size[0]}x{self.size[1]} @ {self.fps:g} fps"
+
+
+# --------------------------------------------------------------------------- files
+
+
+class VideoFileSource(_SourceBase):
+    """A video file. Live: paced at the file's own FPS against the wall clock (nothing is
+    skipped here; the pipeline's latest-frame slot drops what inference cannot keep up with).
+    Offline: decoded as fast as it is read.
+
+    Args:
+        path: the video file.
+        live: pace to real time.
+        size: resize frames to this ``(W, H)``; ``None`` keeps the file's size.
+        fps: used only when the file does not declare a rate (default 30).
+        loop: start again at the end instead of ending (a demo clip as an endless camera).
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike[str],
+        live: bool = True,
+        size: tuple[int, int] | None = None,
+        fps: float | None = None,
+        loop: bool = False,
+    ):
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"video file not found: {self.path}")
+        self.live = live
+        self._loop = loop
+        self._resize = _check_size(size)
+        with _quiet_opencv():
+            self._cap = _make_capture(str(self.path), cv2.CAP_ANY)
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise SourceError(
+                f"cannot open video file {self.path}: not a video, or a codec OpenCV cannot decode"
+            )
+        ok, img = self._cap.read()
+        if not ok or img is None:
+            self._cap.release()
+            raise SourceError(f"cannot read video file {self.path}: no decodable frames")
+        self._first: np.ndarray | None = img
+        self.fps = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or _valid_fps(fps) or DEFAULT_FPS
+        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(count) if math.isfinite(count) and count > 0 and not loop else None
+        self.size = self._resize or image_size(img)
+        self._pacer = _Pacer(self.fps, self._interrupt) if live else None
+
+    def _decode(self) -> np.ndarray | None:
+        if self._first is not None:
+            img, self._first = self._first, None
+            return img
+        ok, img = self._cap.read()
+        if ok and img is not None:
+            return img
+        if self._loop and self._next_index > 0:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, img = self._cap.read()
+            if ok and img is not None:
+                return img
+        return None
+
+    def read(self) -> Frame | None:
+        self.last_wait_s = 0.0
+        if self._interrupt.is_set() or self._closed:
+            return None
+        if self._pacer is not None:
+            waited = self._pacer.wait()
+            if waited is None:
+                return None
+            self.last_wait_s = waited
+        img = self._decode()
+        if img is None:
+            return None
+        rgb = to_rgb8(img, bgr=True, inplace=True)
+        if self._resize is not None:
+            rgb = resize_to(rgb, self._resize)
+        return self._emit(rgb, time.perf_counter())
+
+    def _release(self) -> None:
+        self._cap.release()
+
+    def describe(self) -> str:
+        count = f", {self.frame_count} frames" if self.frame_count else ""
+        mode = "live" if self.live else "offline"
+        return f"video {self.path.name} · {self.size[0]}x{self.size[1]} @ {self.fps:g} fps{count} ({mode})"
+
+
+class ImageSource(_SourceBase):
+    """A still image. Live: the same image repeated at ``fps`` (default 30), endlessly.
+    Offline: one frame."""
+
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike[str],
+        live: bool = True,
+        size: tuple[int, int] | None = None,
+        fps: float | None = None,
+    ):
+        super().__init__()
+        self.path = Path(path)
+        image = read_image(self.path)
+        resize = _check_size(size)
+        if resize is not None:
+            image = resize_to(image, resize)
+        # Shared by every frame: nobody writes into source images (see FrameSource.read).
+        self._image = image
+        self.live = live
+        self.size = image_size(image)
+        self.fps = _valid_fps(fps) or DEFAULT_FPS
+        self.frame_count = None if live else 1
+        self._pacer = _Pacer(self.fps, self._interrupt) if live else None
+
+    def read(self) -> Frame | None:
+        self.last_wait_s = 0.0
+        if self._interrupt.is_set() or self._closed:
+            return None
+        if self._pacer is None:
+            if self._next_index >= 1:
+                return None
+        else:
+            waited = self._pacer.wait()
+            if waited is None:
+                return None
+            self.last_wait_s = waited
+        return self._emit(self._image, time.perf_counter())
+
+    def describe(self) -> str:
+        rate = f" repeated @ {self.fps:g} fps" if self.live else ""
+        return f"image {self.path.name} · {self.size[0]}x{self.size[1]}{rate}"
+
+
+class ImageFolderSource(_SourceBase):
+    """The images of a folder in natural order (``2.png`` before ``10.png``).
+
+    Offline: every image once, each at its own size unless ``size`` is given. Live: paced at
+    ``fps`` (default 30); ``loop`` starts again at the first image.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | os.PathLike[str],
+        live: bool = True,
+        size: tuple[int, int] | None = None,
+        fps: float | None = None,
+        loop: bool = False,
+    ):
+        super().__init__()
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise SourceError(f"image folder not found: {self.path}")
+        self.files = sorted(
+            (
+                p
+                for p in self.path.iterdir()
+                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+            ),
+            key=lambda p: _natural_key(p.name),
+        )
+        if not self.files:
+            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise SourceError(f"no images in folder {self.path} (looked for {exts})")
+        self._resize = _check_size(size)
+        self._first: np.ndarray | None = self._load(0)
+        self.live = live
+        self._loop = loop
+        self.size = image_size(self._first)
+        self.fps = _valid_fps(fps) or DEFAULT_FPS
+        self.frame_count = None if loop else len(self.files)
+        self._pacer = _Pacer(self.fps, self._interrupt) if live else None
+        self._pos = 0
+
+    def _load(self, i: int) -> np.ndarray:
+        image = read_image(self.files[i])
+        return resize_to(image, self._resize) if self._resize is not None else image
+
+    def read(self) -> Frame | None:
+        self.last_wait_s = 0.0
+        if self._interrupt.is_set() or self._closed:
+            return None
+        if self._pos >= len(self.files):
+            if not self._loop:
+                return None
+            self._pos = 0
+        if self._pacer is not None:
+            waited = self._pacer.wait()
+            if waited is None:
+                return None
+            self.last_wait_s = waited
+        if self._first is not None:
+            image, self._first = self._first, None
+        else:
+            image = self._load(self._pos)
+        self._pos += 1
+        return self._emit(image, time.perf_counter())
+
+    def describe(self) -> str:
+        return f"folder {self.path.name} · {len(self.files)} images · first {self.size[0]}x{self.size[1]}"
+
+
+# --------------------------------------------------------------------------- registry
+
+#: A source factory: ``factory(spec, *, live, size, fps, **options) -> FrameSource``.
+SourceFactory = Callable[..., FrameSource]
+
+
+def _camera_factory(spec: Any, *, live: bool, size: Any, fps: Any, **options: Any) -> FrameSource:
+    del live  # a camera is live by nature
+    return CameraSource(device=spec, size=size, fps=fps, **options)
+
+
+def _file_factory(cls: type) -> SourceFactory:
+    def factory(spec: Any, *, live: bool, size: Any, fps: Any, **options: Any) -> FrameSource:
+        return cls(path=spec, live=live, size=size, fps=fps, **options)
+
+    factory.__name__ = f"open_{cls.__name__}"
+    return factory
+
+
+#: kind -> factory; :func:`open_source` picks the kind from the spec unless told.
+SOURCES: dict[str, SourceFactory] = {
+    "camera": _camera_factory,
+    "video": _file_factory(VideoFileSource),
+    "image": _file_factory(ImageSource),
+    "folder": _file_factory(ImageFolderSource),
+}
+
+
+def register_source(kind: str, factory: SourceFactory) -> None:
+    """Add or replace a source kind (``open_source(spec, kind=kind, ...)`` then opens it)."""
+    SOURCES[kind] = factory
+
+
+def source_kind(spec: int | str | os.PathLike[str]) -> str:
+    """The kind :func:`open_source` would use: camera, folder, image or video."""
+    if isinstance(spec, int):
+        return "camera"
+    text = os.fspath(spec)
+    if text.strip().isdigit() or text.startswith("/dev/video"):
+        return "camera"
+    p = Path(text)
+    if p.is_dir():
+        return "folder"
+    if p.suffix.lower() in IMAGE_EXTENSIONS:
+        return "image"
+    return "video"
+
+
+def open_source(
+    spec: int | str | os.PathLike[str],
+    *,
+    live: bool,
+    size: tuple[int, int] | None = None,
+    fps: float | None = None,
+    kind: str | None = None,
+    **options: Any,
+) -> FrameSource:
+    """Open a frame source from a user's spec.
+
+    Args:
+        spec: camera index (``0``, ``"0"``), device path (``"/dev/video0"``), a video file,
+            an image file, or a folder of images.
+        live: real-time delivery (cameras always are; files are paced at their FPS) versus as
+            fast as possible, every frame (offline processing).
+        size: ``(W, H)`` requested from a camera; files are resized to it when given.
+        fps: requested from a camera; the repeat rate for images and folders; only a fallback
+            for video files (they play at their own rate).
+        kind: force ``"camera"``, ``"video"``, ``"image"``, ``"folder"`` or a registered kind.
+        **options: passed to the source (``loop=True`` for files, ``fourcc``, ``reconnect``
+            and ``backoff`` for cameras).
+
+    Raises:
+        SourceError: missing or unreadable file (named in the message).
+        CameraNotFoundError: the camera does not exist (the message lists those that do).
+    """
+    kind = kind or source_kind(spec)
+    try:
+        factory = SOURCES[kind]
+    except KeyError:
+        raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(SOURCES)}") from None
+    if kind != "camera" and not isinstance(spec, int):
+        p = Path(os.fspath(spec))
+        if not p.exists():
+            raise SourceError(f"no such file or folder: {p}")
+    return factory(spec, live=live, size=size, fps=fps, **options)

@@ -1,0 +1,478 @@
+"""The engine's threads: live drops instead of queues, offline keeps every frame in order, stop()
+honours its timeout, errors reach on_error, settings and sinks change while running."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import pyvirtualcam
+
+from engine import Engine, EngineStats, Frame, open_sink, open_source
+from engine.sinks import CallbackSink, SinkError
+from engine.sources import SourceError
+
+W, H, BITS = 128, 32, 8  # 8 blocks of 16 px: frame index stamped in binary, codec-proof
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def stamp(i: int) -> np.ndarray:
+    """``(H, W, 3) uint8`` whose block b is white when bit b of ``i`` is set."""
+    img = np.zeros((H, W, 3), np.uint8)
+    for b in range(BITS):
+        if i >> b & 1:
+            img[:, b * 16 : (b + 1) * 16] = 255
+    return img
+
+
+def unstamp(img: np.ndarray, inverted: bool = False) -> int:
+    bits = [img[:, b * 16 + 4 : b * 16 + 12].mean() > 127 for b in range(BITS)]
+    return sum(1 << b for b, v in enumerate(bits) if v != inverted)
+
+
+def stamped_video(path: Path, n: int, fps: float = 25.0) -> Path:
+    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    for i in range(n):
+        writer.write(stamp(i))  # black/white: BGR == RGB
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    return frames
+
+
+def still(tmp_path: Path, value: int = 100, size=(W, H)) -> Path:
+    path = tmp_path / "still.png"
+    cv2.imwrite(str(path), np.full((size[1], size[0], 3), value, np.uint8))
+    return path
+
+
+class Invert:
+    """255 - x into ONE internal buffer reused on every call, as fast backends do."""
+
+    name, provider = "invert", "numpy"
+
+    def __init__(self) -> None:
+        self.buf: np.ndarray | None = None
+        self.calls = 0
+        self.closed = False
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.buf is None or self.buf.shape != rgb.shape:
+            self.buf = np.empty_like(rgb)
+        np.subtract(255, rgb, out=self.buf)
+        return self.buf
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Constant(Invert):
+    name = "constant"
+
+    def __init__(self, value: int) -> None:
+        super().__init__()
+        self.value = value
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return np.full_like(rgb, self.value)
+
+
+class Slow(Invert):
+    """Each call after the first ``fast_calls`` blocks for ``delay`` s (on an Event, so a test
+    can release it early); ``entered`` is set when a slow call begins."""
+
+    name = "slow"
+
+    def __init__(self, delay: float, fast_calls: int = 0) -> None:
+        super().__init__()
+        self.delay = delay
+        self.fast_calls = fast_calls
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if self.calls >= self.fast_calls:
+            self.entered.set()
+            self.release.wait(self.delay)
+        return super().process(rgb)
+
+
+class Failing(Invert):
+    name = "failing"
+
+    def __init__(self, fail_at: int) -> None:
+        super().__init__()
+        self.fail_at = fail_at
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if self.calls + 1 >= self.fail_at:
+            self.calls += 1
+            raise RuntimeError(f"model exploded on call {self.calls}")
+        return super().process(rgb)
+
+
+class Recorder:
+    """A sink counting frames; ``when(n)`` gives an Event set once ``n`` frames arrived."""
+
+    size = None
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        self.values: list[int] = []
+        self.closed = 0
+        self._cond = threading.Condition()
+
+    def write(self, frame: Frame) -> None:
+        with self._cond:
+            self.indices.append(frame.index)
+            self.values.append(int(frame.image[0, 0, 0]))
+            self._cond.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 5.0) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.indices) >= n, timeout)
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def describe(self) -> str:
+        return "recorder"
+
+
+# --------------------------------------------------------------------------- offline
+
+
+@pytest.mark.parametrize("ext", [".avi", ".mp4"])
+def test_offline_keeps_every_frame_in_order(tmp_path, ext):
+    n = 60
+    src = open_source(stamped_video(tmp_path / f"in{ext}", n), live=False)
+    out = tmp_path / f"out{ext}"
+    errors: list[BaseException] = []
+    backend = Invert()
+    eng = Engine(
+        src,
+        backend,
+        sinks=[open_sink(out, size=src.size, fps=src.fps)],
+        live=False,
+        queue_size=2,
+        on_error=errors.append,
+    )
+    assert eng.live is False
+    eng.start()
+    assert eng.wait(30), "offline run did not finish"
+    assert eng.stop() is True
+    assert errors == []
+    frames = read_video(out)
+    assert len(frames) == n and frames[0].shape == (H, W, 3)
+    assert [unstamp(f, inverted=True) for f in frames] == list(range(n))
+    stats = eng.stats()
+    assert (stats.frames_in, stats.frames_out, stats.dropped) == (n, n, 0)
+    assert stats.mode == "offline" and not stats.running and stats.frames_total == n
+    assert backend.calls == n
+
+
+def test_offline_to_virtual_camera_every_frame(tmp_path):
+    """A recording pyvirtualcam backend gets every frame through the real pyvirtualcam.Camera."""
+    sent: list[np.ndarray] = []
+
+    class RecordingCamera:
+        def __init__(self, *, width, height, fps, fourcc, device, **kw):
+            self.shape = (height, width, 3)
+
+        def send(self, frame):
+            sent.append(frame.reshape(self.shape).copy())
+
+        def close(self):
+            pass
+
+        def device(self):
+            return "recorder"
+
+        def native_fourcc(self):
+            return None
+
+    pyvirtualcam.register_backend("sharpcam-test-pipeline", RecordingCamera)
+    try:
+        n = 40
+        src = open_source(stamped_video(tmp_path / "in.avi", n), live=False)
+        sink = open_sink("virtual", size=src.size, fps=30, backend="sharpcam-test-pipeline")
+        with Engine(src, Invert(), sinks=[sink], live=False) as eng:
+            eng.start()
+            assert eng.wait(30)
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop("sharpcam-test-pipeline", None)
+    assert [unstamp(f, inverted=True) for f in sent] == list(range(n))
+
+
+def test_offline_backend_failure_stops_and_reports(tmp_path):
+    src = open_source(stamped_video(tmp_path / "in.avi", 30), live=False)
+    errors: list[BaseException] = []
+    rec = Recorder()
+    eng = Engine(src, Failing(fail_at=5), sinks=[rec], live=False, on_error=errors.append)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert len(errors) == 1 and "model exploded on call 5" in str(errors[0])
+    assert eng.errors == errors
+    assert rec.indices == [0, 1, 2, 3] and rec.closed == 1
+
+
+def test_source_failure_reaches_on_error_and_finishes(tmp_path):
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((8, 8, 3), i, np.uint8))
+    (tmp_path / "img2.png").write_bytes(b"broken")
+    errors: list[BaseException] = []
+    rec = Recorder()
+    eng = Engine(open_source(tmp_path, live=False), Invert(), sinks=[rec], on_error=errors.append)
+    eng.start()
+    assert eng.wait(10), "a failing source must not hang the pipeline"
+    eng.stop()
+    assert len(errors) == 1 and isinstance(errors[0], SourceError) and "img2.png" in str(errors[0])
+    assert rec.indices == [0, 1] and rec.closed == 1
+
+
+def test_offline_sink_failure_stops_and_reports(tmp_path):
+    class Broken(Recorder):
+        def write(self, frame):
+            if frame.index == 3:
+                raise SinkError("disk full")
+            super().write(frame)
+
+    src = open_source(stamped_video(tmp_path / "in.avi", 30), live=False)
+    errors: list[BaseException] = []
+    sink = Broken()
+    eng = Engine(src, Invert(), sinks=[sink], live=False, on_error=errors.append)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert [str(e) for e in errors] == ["disk full"]
+    assert sink.indices == [0, 1, 2] and sink.closed == 1
+
+
+# --------------------------------------------------------------------------- live
+
+
+def test_live_slow_backend_drops_instead_of_queueing(tmp_path):
+    delay = 0.04
+    src = open_source(still(tmp_path), live=True, fps=200)
+    rec = Recorder()
+    eng = Engine(src, Slow(delay), sinks=[rec], live=True)
+    assert eng.live is True
+    eng.start()
+    assert rec.wait_for(12, timeout=10)
+    stats = eng.stats()
+    latencies = eng.latencies_ms()
+    assert eng.stop(timeout=1.0)
+    assert stats.dropped > 0, "a slow model must make live mode drop frames"
+    assert stats.frames_in > 2 * stats.frames_out
+    # Queued frames would add delay per frame; dropped ones keep latency about one model call
+    # (plus up to one call waiting in the slot). Generous bound for a loaded CI machine.
+    assert stats.latency_ms_p95 < 4 * delay * 1000, stats
+    assert latencies[-1] < 4 * delay * 1000, latencies
+    assert stats.infer_ms >= delay * 1000 * 0.9
+    assert rec.closed == 1
+
+
+def test_stop_returns_within_timeout_while_backend_is_slow(tmp_path):
+    src = open_source(still(tmp_path), live=True, fps=100)
+    backend = Slow(delay=30.0, fast_calls=3)  # three frames, then the model hangs
+    out = tmp_path / "out.avi"
+    sink = open_sink(out, size=src.size, fps=30)
+    rec = Recorder()
+    eng = Engine(src, backend, sinks=[sink, rec])
+    eng.start()
+    assert backend.entered.wait(5)
+    assert rec.wait_for(3)
+    t0 = time.perf_counter()
+    joined = eng.stop(timeout=0.5)
+    elapsed = time.perf_counter() - t0
+    assert elapsed < 0.5 + 0.25, elapsed
+    assert joined is False  # the inference thread is still inside the 30 s call
+    assert eng.done.is_set() and rec.closed == 1, "sinks are closed without waiting for the model"
+    frames = read_video(out)  # what Ctrl-C leaves behind is a complete, playable file
+    assert len(frames) == 3 and frames[0].shape == (H, W, 3)
+    assert eng.stop(timeout=0.1) is False  # idempotent, still honest
+    backend.release.set()  # let the daemon thread finish its call
+    assert eng.stop(timeout=5.0) is True
+
+
+def test_live_backend_failure_reports_once_then_passes_through(tmp_path):
+    src = open_source(still(tmp_path, value=100), live=True, fps=100)
+    errors: list[BaseException] = []
+    failed = threading.Event()
+    rec = Recorder()
+
+    def on_error(exc):
+        errors.append(exc)
+        failed.set()
+
+    eng = Engine(src, Failing(fail_at=3), sinks=[rec], on_error=on_error)
+    eng.start()
+    assert failed.wait(5)
+    n = len(rec.indices)
+    assert rec.wait_for(n + 5), "frames keep flowing after the model failed"
+    stats = eng.stats()
+    eng.stop()
+    assert len(errors) == 1 and "model exploded" in str(errors[0])
+    assert stats.backend == "passthrough" and "passing frames through" in stats.warning
+    # Inverted until the failure, raw after it; never mixed.
+    first_raw = rec.values.index(100)
+    assert first_raw >= 1 and set(rec.values[:first_raw]) == {155}
+    assert set(rec.values[first_raw:]) == {100}
+
+
+def test_live_source_end_finishes(tmp_path):
+    src = open_source(stamped_video(tmp_path / "in.avi", 5, fps=100), live=True)
+    rec = Recorder()
+    eng = Engine(src, Invert(), sinks=[rec])
+    eng.start()
+    assert eng.wait(5)
+    assert not eng.running and rec.closed == 1
+    assert eng.stop() is True
+    assert 1 <= len(rec.indices) <= 5 and rec.indices == sorted(rec.indices)
+
+
+def test_add_and_remove_sinks_while_running(tmp_path):
+    src = open_source(still(tmp_path), live=True, fps=200)
+    a, b = Recorder(), Recorder()
+    eng = Engine(src, Invert(), sinks=[a])
+    eng.start()
+    assert a.wait_for(5)
+    eng.add_sink(b)
+    assert b.wait_for(5)
+    assert eng.remove_sink(a) is True and a.closed == 1
+    count_a = len(a.indices)
+    assert b.wait_for(len(b.indices) + 5)
+    assert len(a.indices) == count_a, "a removed sink gets no more frames"
+    assert eng.remove_sink(a) is False
+    assert eng.sinks == (b,)
+    eng.stop()
+    assert b.closed == 1 and a.closed == 1
+
+
+def test_strength_blend_and_enabled(tmp_path):
+    def run(**kw) -> tuple[int, Constant]:
+        backend = Constant(200)
+        rec = Recorder()
+        eng = Engine(open_source(still(tmp_path, 100), live=False), backend, sinks=[rec], **kw)
+        eng.start()
+        assert eng.wait(5)
+        eng.stop()
+        return rec.values[0], backend
+
+    value, backend = run(strength=0.25)
+    assert abs(value - 125) <= 1 and backend.calls == 1
+    value, backend = run(enabled=False)
+    assert value == 100 and backend.calls == 0
+    value, backend = run(strength=0.0)
+    assert value == 100 and backend.calls == 0
+
+    eng = Engine(open_source(still(tmp_path), live=False), Constant(0))
+    eng.set_strength(7)
+    assert eng.strength == 1.0
+    eng.set_strength(-1)
+    assert eng.strength == 0.0
+    eng.set_enabled(False)
+    assert eng.stats().enabled is False
+    eng.stop()
+
+
+def test_set_backend_while_running_closes_old(tmp_path):
+    src = open_source(still(tmp_path, value=100), live=True, fps=200)
+    rec = Recorder()
+    first, second = Invert(), Constant(7)
+    eng = Engine(src, first, sinks=[rec])
+    eng.start()
+    assert rec.wait_for(3)
+    eng.set_backend(second)
+    assert rec.wait_for(len(rec.indices) + 5)
+    stats = eng.stats()
+    eng.stop()
+    assert first.closed and stats.backend == "constant"
+    assert rec.values[0] == 155 and rec.values[-1] == 7
+
+
+def test_stats_and_throttled_preview(tmp_path):
+    src = open_source(still(tmp_path), live=True, fps=100)
+    snapshots: list[EngineStats] = []
+    previews: list[tuple[Frame, Frame]] = []
+    enough = threading.Event()
+
+    def on_stats(s):
+        snapshots.append(s)
+        if len(snapshots) >= 4:
+            enough.set()
+
+    eng = Engine(
+        src,
+        Invert(),
+        sinks=[Recorder()],
+        on_stats=on_stats,
+        stats_interval=0.1,
+        on_preview=lambda o, p: previews.append((o, p)),
+        preview_fps=10,
+    )
+    t0 = time.perf_counter()
+    eng.start()
+    assert enough.wait(5)
+    eng.stop()
+    elapsed = time.perf_counter() - t0
+    live = snapshots[3]  # emitted before stop() was called
+    assert live.running and live.mode == "live" and live.backend == "invert"
+    assert live.provider == "numpy" and live.size == (W, H) and live.fps_out > 0
+    assert snapshots[-1].running is False, "a final snapshot follows the stop"
+    assert 1 <= len(previews) <= elapsed * 10 + 2
+    original, processed = previews[0]
+    assert isinstance(original, Frame) and original.index == processed.index
+    np.testing.assert_array_equal(processed.image, 255 - original.image)
+    if len(previews) > 1:
+        assert not np.shares_memory(previews[0][1].image, previews[1][1].image)
+    assert "fps" in live.summary()
+
+
+def test_lifecycle_guards(tmp_path):
+    rec = Recorder()
+    src = open_source(still(tmp_path), live=False)
+    eng = Engine(src, Invert(), sinks=[rec])
+    with pytest.raises(RuntimeError, match="not started"):
+        eng.wait(0)
+    assert eng.stop() is True  # never started: closes what it was given
+    assert rec.closed == 1 and eng.done.is_set()
+    with pytest.raises(RuntimeError, match="already started"):
+        eng.start()  # its source and sinks are closed: a stopped engine cannot run
+
+    eng = Engine(open_source(still(tmp_path), live=False), None, sinks=[Recorder()])
+    eng.start()
+    with pytest.raises(RuntimeError, match="already started"):
+        eng.start()
+    assert eng.wait(5) and eng.stats().backend == "passthrough"
+    assert eng.stop() and eng.stop()
+
+
+def test_callback_sink_in_engine_resizes(tmp_path):
+    got: list[tuple[int, int]] = []
+    sink = CallbackSink(callback=lambda f: got.append(f.size), size=(16, 8))
+    eng = Engine(open_source(still(tmp_path), live=False), Invert(), sinks=[sink])
+    eng.start()
+    assert eng.wait(5)
+    eng.stop()
+    assert got == [(16, 8)]

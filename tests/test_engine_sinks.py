@@ -1,0 +1,247 @@
+"""Sinks: the virtual camera through the real pyvirtualcam.Camera, video files, image files."""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import pyvirtualcam
+
+from engine.frames import Frame
+from engine.sinks import (
+    CallbackSink,
+    ImageSink,
+    SinkError,
+    VideoFileSink,
+    open_sink,
+    sink_kind,
+)
+from engine.virtualcam import (
+    VirtualCameraSink,
+    VirtualCameraUnavailable,
+    virtual_camera_guidance,
+    virtual_camera_status,
+)
+
+RECORDER = "sharpcam-test-recorder"
+
+
+class RecordingCamera:
+    """A pyvirtualcam backend that keeps what it is sent (the Backend interface, duck-typed)."""
+
+    instances: list[RecordingCamera] = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw):
+        self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+        self._device = device or "/dev/recorder0"
+        self.frames: list[np.ndarray] = []
+        self.closed = 0
+        RecordingCamera.instances.append(self)
+
+    def send(self, frame: np.ndarray) -> None:
+        # pyvirtualcam hands over a 1-D C-contiguous view; keep a copy shaped as an image.
+        assert frame.ndim == 1 and frame.flags.c_contiguous
+        self.frames.append(frame.reshape(self.height, self.width, 3).copy())
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def device(self) -> str:
+        return self._device
+
+    def native_fourcc(self):
+        return self.fourcc
+
+
+class BrokenCamera:
+    def __init__(self, **kw):
+        raise RuntimeError("no loopback device here")
+
+
+@pytest.fixture
+def recorder():
+    RecordingCamera.instances.clear()
+    pyvirtualcam.register_backend(RECORDER, RecordingCamera)
+    yield RecordingCamera
+    pyvirtualcam.camera.BACKENDS.pop(RECORDER, None)
+
+
+def frame(i: int, size=(32, 24), value=None) -> Frame:
+    w, h = size
+    img = np.full((h, w, 3), i if value is None else value, np.uint8)
+    img[0, 0] = (i, 255 - i, 7)
+    return Frame(img, i, 0.0)
+
+
+# --------------------------------------------------------------------------- virtual camera
+
+
+def test_virtual_sink_sends_every_frame_through_pyvirtualcam(recorder):
+    with open_sink("virtual", size=(32, 24), fps=30, backend=RECORDER, device="/dev/video42") as s:
+        assert isinstance(s, VirtualCameraSink)
+        assert s.backend == RECORDER and s.device == "/dev/video42"
+        for i in range(20):
+            s.write(frame(i))
+        assert s.frames_sent == 20
+    cam = recorder.instances[-1]
+    assert cam.fourcc == pyvirtualcam.util.encode_fourcc(pyvirtualcam.PixelFormat.RGB.value)
+    assert (cam.width, cam.height) == (32, 24) and cam.fps == 30
+    assert len(cam.frames) == 20
+    for i, got in enumerate(cam.frames):
+        np.testing.assert_array_equal(got, frame(i).image)
+    assert cam.closed == 1
+
+
+def test_virtual_sink_resizes_and_converts_to_bgr(recorder):
+    with VirtualCameraSink(size=(16, 12), backend=RECORDER, fmt="BGR") as s:
+        img = np.zeros((48, 64, 3), np.uint8)
+        img[..., 0] = 200  # red in RGB
+        s.write(Frame(img, 0, 0.0))
+    sent = recorder.instances[-1].frames[0]
+    assert sent.shape == (12, 16, 3)
+    assert (sent[..., 2] == 200).all() and (sent[..., 0] == 0).all()
+
+
+def test_virtual_sink_close_is_idempotent(recorder):
+    s = VirtualCameraSink(size=(8, 8), backend=RECORDER)
+    s.close()
+    s.close()
+    assert recorder.instances[-1].closed == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        s.write(frame(0, (8, 8)))
+
+
+def test_no_virtual_camera_raises_with_guidance(monkeypatch):
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"broken": BrokenCamera})
+    with pytest.raises(VirtualCameraUnavailable) as info:
+        open_sink("virtual", size=(64, 48), fps=30)
+    msg = str(info.value)
+    assert "no loopback device here" in msg
+    assert virtual_camera_guidance() in msg
+    assert isinstance(info.value, SinkError)
+
+
+def test_unknown_virtual_backend_lists_known(monkeypatch):
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"broken": BrokenCamera})
+    with pytest.raises(VirtualCameraUnavailable, match="available: broken"):
+        VirtualCameraSink(size=(8, 8), backend="nope")
+
+
+def test_guidance_per_os():
+    linux = virtual_camera_guidance("linux")
+    assert "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=SharpCam" in linux
+    for platform in ("win32", "darwin"):
+        text = virtual_camera_guidance(platform)
+        assert "OBS Studio >= 30" in text and "virtual camera once" in text
+
+
+def test_virtual_camera_status(monkeypatch, recorder):
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"broken": BrokenCamera})
+    ok, msg = virtual_camera_status()
+    assert not ok and virtual_camera_guidance() in msg
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {RECORDER: RecordingCamera})
+    ok, msg = virtual_camera_status()
+    assert ok and "/dev/recorder0" in msg and RECORDER in msg
+    assert recorder.instances[-1].closed == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="v4l2loopback is Linux only")
+def test_real_v4l2loopback_missing_gives_guidance(monkeypatch):
+    # On a machine without the module (CI) pyvirtualcam's own backend fails; with it, it works.
+    only_native = {k: v for k, v in pyvirtualcam.camera.BACKENDS.items() if k == "v4l2loopback"}
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", only_native)
+    ok, msg = virtual_camera_status()
+    assert ok or "sudo modprobe v4l2loopback" in msg
+
+
+# --------------------------------------------------------------------------- video
+
+
+def read_video(path):
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(img)
+    cap.release()
+    return frames
+
+
+@pytest.mark.parametrize("ext,codec", [(".avi", "MJPG"), (".mp4", "mp4v")])
+def test_video_sink_writes_playable_file(tmp_path, ext, codec):
+    path = tmp_path / "sub" / f"out{ext}"
+    sink = open_sink(path, size=(64, 48), fps=25)
+    assert isinstance(sink, VideoFileSink) and sink.fourcc == codec
+    for i in range(10):
+        sink.write(frame(i * 20, size=(64, 48)))
+    sink.write(frame(250, size=(33, 17)))  # another size: resized, not refused
+    assert not path.exists(), "the real name appears only when the file is complete"
+    sink.close()
+    sink.close()
+    frames = read_video(path)
+    assert len(frames) == 11 and frames[0].shape == (48, 64, 3)
+    greys = [float(np.median(f)) for f in frames[:10]]
+    assert all(abs(g - 20 * i) <= 6 for i, g in enumerate(greys)), greys  # codec drift
+    assert list(tmp_path.joinpath("sub").iterdir()) == [path], "no partial file left behind"
+
+
+def test_video_sink_without_frames_leaves_nothing(tmp_path):
+    with VideoFileSink(path=tmp_path / "x.avi", size=(16, 16)):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_sink_errors(tmp_path):
+    with pytest.raises(SinkError, match="unknown extension"):
+        VideoFileSink(path=tmp_path / "x.xyz", size=(16, 16))
+    with pytest.raises(ValueError, match="needs a frame size"):
+        open_sink(tmp_path / "x.mp4", size=None)
+    sink = VideoFileSink(path=tmp_path / "y.avi", size=(16, 16))
+    sink.close()
+    with pytest.raises(SinkError, match="closed"):
+        sink.write(frame(0, (16, 16)))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_image_sink_folder_numbered(tmp_path):
+    out = tmp_path / "frames"
+    with open_sink(str(out) + "/", size=None) as sink:
+        assert isinstance(sink, ImageSink) and not sink.single
+        for i in range(3):
+            sink.write(frame(i * 50, size=(7 + i, 5)))  # each frame keeps its own size
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == ["frame_000000.png", "frame_000001.png", "frame_000002.png"]
+    for i, f in enumerate(files):
+        img = cv2.imread(str(f))
+        assert img.shape == (5, 7 + i, 3)
+        np.testing.assert_array_equal(img[0, 0], [7, 255 - i * 50, i * 50])  # BGR on disk
+
+
+def test_image_sink_single_file_resized(tmp_path):
+    path = tmp_path / "one.png"
+    with open_sink(path, size=(10, 6)) as sink:
+        assert sink.single
+        sink.write(frame(9, size=(40, 24), value=99))
+    img = cv2.imread(str(path))
+    assert img.shape == (6, 10, 3) and int(np.median(img)) == 99
+
+
+def test_callback_sink_and_kinds(tmp_path):
+    got = []
+    sink = open_sink(lambda f: got.append(f.index), size=None)
+    assert isinstance(sink, CallbackSink)
+    sink.write(frame(3))
+    sink.close()
+    sink.write(frame(4))  # closed: ignored
+    assert got == [3]
+    assert sink_kind("virtual") == "virtual" and sink_kind("virtual:/dev/video9") == "virtual"
+    assert sink_kind("a.MP4") == "video" and sink_kind("b.jpg") == "images"
+    assert sink_kind(tmp_path) == "images"
+    with pytest.raises(SinkError, match="cannot tell what to write"):
+        sink_kind("out.docx")

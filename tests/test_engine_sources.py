@@ -1,0 +1,423 @@
+"""Frame conversion and sources: cameras (faked at the OpenCV boundary), videos, images, folders."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import sources
+from engine.frames import Frame, resize_to, to_rgb8
+from engine.sources import (
+    CameraNotFoundError,
+    CameraSource,
+    ImageFolderSource,
+    ImageSource,
+    SourceError,
+    VideoFileSource,
+    list_cameras,
+    open_source,
+    read_image,
+    source_kind,
+)
+
+# --------------------------------------------------------------------------- helpers
+
+
+def write_video(path: Path, n: int, size=(64, 48), fps=25.0, fourcc="MJPG") -> Path:
+    """A clip whose frame i is a flat grey of value 4*i (BGR), so order is checkable."""
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (w, h))
+    assert writer.isOpened()
+    for i in range(n):
+        writer.write(np.full((h, w, 3), 4 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def write_png(path: Path, img: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+# --------------------------------------------------------------------------- to_rgb8
+
+
+def test_to_rgb8_bgr_swaps_channels_and_keeps_input():
+    bgr = np.zeros((5, 7, 3), np.uint8)
+    bgr[..., 0] = 10  # blue
+    bgr[..., 2] = 200  # red
+    out = to_rgb8(bgr)
+    assert out.shape == (5, 7, 3) and out.dtype == np.uint8 and out.flags.c_contiguous
+    assert (out[..., 0] == 200).all() and (out[..., 2] == 10).all()
+    assert (bgr[..., 0] == 10).all(), "without inplace=True the caller's array is untouched"
+
+
+def test_to_rgb8_rgb_passthrough_is_no_copy():
+    rgb = np.random.default_rng(0).integers(0, 256, (9, 11, 3), dtype=np.uint8)
+    assert to_rgb8(rgb, bgr=False) is rgb
+
+
+def test_to_rgb8_inplace_reuses_memory():
+    bgr = np.random.default_rng(1).integers(0, 256, (6, 5, 3), dtype=np.uint8)
+    expected = bgr[..., ::-1].copy()
+    out = to_rgb8(bgr, inplace=True)
+    assert np.shares_memory(out, bgr)
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("shape", [(17, 31), (17, 31, 1)])
+def test_to_rgb8_grey_odd_size(shape):
+    grey = np.arange(np.prod(shape), dtype=np.uint8).reshape(shape)
+    out = to_rgb8(grey)
+    assert out.shape == (17, 31, 3)
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], grey.reshape(17, 31))
+
+
+def test_to_rgb8_bgra_and_rgba_drop_alpha():
+    bgra = np.zeros((3, 5, 4), np.uint8)
+    bgra[..., 0], bgra[..., 1], bgra[..., 2], bgra[..., 3] = 1, 2, 3, 77
+    np.testing.assert_array_equal(to_rgb8(bgra)[0, 0], [3, 2, 1])
+    np.testing.assert_array_equal(to_rgb8(bgra, bgr=False)[0, 0], [1, 2, 3])
+
+
+def test_to_rgb8_16bit_full_range():
+    img = np.array([[0, 257, 32768, 65535]], np.uint16)
+    out = to_rgb8(img)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255])
+
+
+def test_to_rgb8_float_and_bool():
+    f = np.array([[-0.5, 0.0, 0.5, 1.0, 2.0]], np.float64)
+    np.testing.assert_array_equal(to_rgb8(f)[0, :, 1], [0, 0, 128, 255, 255])
+    b = np.array([[True, False]])
+    np.testing.assert_array_equal(to_rgb8(b)[0, :, 2], [255, 0])
+
+
+def test_to_rgb8_non_contiguous():
+    big = np.random.default_rng(2).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    view = big[::2, 1::3]
+    out = to_rgb8(view, bgr=False)
+    assert out.flags.c_contiguous
+    np.testing.assert_array_equal(out, view)
+
+
+@pytest.mark.parametrize(
+    "shape", [(4, 4, 2), (4, 4, 5), (2, 4, 4, 3), (12,)], ids=["2ch", "5ch", "4d", "1d"]
+)
+def test_to_rgb8_rejects_non_images_with_exact_message(shape):
+    with pytest.raises(ValueError) as info:
+        to_rgb8(np.zeros(shape, np.uint8))
+    assert str(info.value) == (
+        f"expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got {shape}"
+    )
+
+
+def test_to_rgb8_rejects_bad_dtype_empty_and_non_arrays():
+    with pytest.raises(TypeError, match="got int32"):
+        to_rgb8(np.zeros((4, 4, 3), np.int32))
+    with pytest.raises(ValueError, match="non-empty"):
+        to_rgb8(np.zeros((0, 4, 3), np.uint8))
+    with pytest.raises(TypeError, match="numpy array image, got list"):
+        to_rgb8([[1, 2], [3, 4]])
+
+
+def test_resize_to_uses_out_buffer_and_skips_same_size():
+    img = np.zeros((10, 20, 3), np.uint8)
+    assert resize_to(img, (20, 10)) is img
+    out = np.empty((5, 7, 3), np.uint8)
+    assert resize_to(img, (7, 5), out=out) is out
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_read_image_converts_16bit_grey_odd_size(tmp_path):
+    grey16 = (np.arange(13 * 7, dtype=np.uint16).reshape(13, 7) * 700).astype(np.uint16)
+    path = write_png(tmp_path / "g16.png", grey16)
+    img = read_image(path)
+    assert img.shape == (13, 7, 3) and img.dtype == np.uint8
+    np.testing.assert_array_equal(img[..., 0], cv2.convertScaleAbs(grey16, alpha=255 / 65535))
+
+
+def test_read_image_bgra(tmp_path):
+    bgra = np.zeros((9, 5, 4), np.uint8)
+    bgra[..., 2] = 250  # red
+    bgra[..., 3] = 128
+    img = read_image(write_png(tmp_path / "a.png", bgra))
+    assert img.shape == (9, 5, 3)
+    np.testing.assert_array_equal(img[0, 0], [250, 0, 0])
+
+
+def test_still_image_offline_is_one_frame(tmp_path):
+    path = write_png(tmp_path / "x.png", np.full((8, 12, 3), 9, np.uint8))
+    with open_source(path, live=False) as src:
+        assert isinstance(src, ImageSource) and src.frame_count == 1 and src.size == (12, 8)
+        first = src.read()
+        assert isinstance(first, Frame) and first.index == 0 and first.image.shape == (8, 12, 3)
+        assert src.read() is None
+
+
+def test_still_image_live_repeats_at_requested_fps(tmp_path):
+    path = write_png(tmp_path / "x.png", np.zeros((8, 12, 3), np.uint8))
+    with open_source(str(path), live=True, fps=100, size=(6, 4)) as src:
+        assert src.frame_count is None and src.size == (6, 4)
+        t0 = time.perf_counter()
+        frames = [src.read() for _ in range(11)]
+        elapsed = time.perf_counter() - t0
+    assert [f.index for f in frames] == list(range(11))
+    assert all(f.image.shape == (4, 6, 3) for f in frames)
+    # 10 periods of 10 ms after the first frame; pacing never runs ahead of the clock.
+    assert elapsed >= 0.09
+
+
+def test_folder_natural_order_and_every_image(tmp_path):
+    for i in (10, 2, 1):
+        write_png(tmp_path / f"f{i}.png", np.full((4, 4, 3), i, np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    with open_source(tmp_path, live=False) as src:
+        assert isinstance(src, ImageFolderSource) and src.frame_count == 3
+        values = [int(f.image[0, 0, 0]) for f in src]
+    assert values == [1, 2, 10]
+
+
+def test_folder_with_unreadable_image_names_it(tmp_path):
+    write_png(tmp_path / "a1.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "a2.png").write_bytes(b"this is no png")
+    with open_source(tmp_path, live=False) as src:
+        assert src.read() is not None
+        with pytest.raises(SourceError, match="a2.png"):
+            src.read()
+
+
+def test_empty_folder_is_an_error(tmp_path):
+    with pytest.raises(SourceError, match="no images in folder"):
+        open_source(tmp_path, live=False)
+
+
+# --------------------------------------------------------------------------- files: errors
+
+
+@pytest.mark.parametrize("name", ["missing.mp4", "missing.png", "missing_dir/"])
+def test_missing_file_names_it(tmp_path, name):
+    target = tmp_path / name
+    with pytest.raises(SourceError) as info:
+        open_source(target, live=False)
+    assert str(target).rstrip("/") in str(info.value)
+
+
+def test_missing_file_direct_constructors_name_it(tmp_path):
+    for cls in (VideoFileSource, ImageSource, ImageFolderSource):
+        with pytest.raises(SourceError, match="nothing_here"):
+            cls(path=tmp_path / "nothing_here", live=False)
+
+
+@pytest.mark.parametrize("name", ["garbage.mp4", "garbage.png"])
+def test_unreadable_file_names_it(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(b"\x00\x01 definitely not media " * 50)
+    with pytest.raises(SourceError) as info:
+        open_source(path, live=False)
+    assert str(path) in str(info.value)
+
+
+def test_source_kind():
+    assert source_kind(0) == "camera"
+    assert source_kind("1") == "camera"
+    assert source_kind("/dev/video3") == "camera"
+    assert source_kind("a/b.JPG") == "image"
+    assert source_kind("clip.mp4") == "video"
+
+
+# --------------------------------------------------------------------------- video
+
+
+def test_video_offline_every_frame_in_order(tmp_path):
+    path = write_video(tmp_path / "v.avi", 12)
+    with open_source(path, live=False) as src:
+        assert isinstance(src, VideoFileSource)
+        assert src.size == (64, 48) and src.fps == pytest.approx(25.0) and src.frame_count == 12
+        frames = list(src)
+    assert [f.index for f in frames] == list(range(12))
+    grey = [int(np.median(f.image)) for f in frames]
+    assert all(abs(g - 4 * i) <= 2 for i, g in enumerate(grey)), grey
+    assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
+
+
+def test_video_live_is_paced_and_interruptible(tmp_path):
+    path = write_video(tmp_path / "v.avi", 6, fps=50.0)
+    with open_source(path, live=True) as src:
+        t0 = time.perf_counter()
+        frames = list(src)
+        elapsed = time.perf_counter() - t0
+        assert len(frames) == 6
+        assert elapsed >= 5 / 50 * 0.9  # five periods between six frames
+        assert src.last_wait_s >= 0.0
+
+
+def test_video_live_interrupt_wakes_a_waiting_read(tmp_path):
+    path = write_video(tmp_path / "v.avi", 3, fps=1.0)  # one frame per second
+    src = open_source(path, live=True)
+    assert src.read() is not None
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(src.read()))
+    t0 = time.perf_counter()
+    reader.start()
+    src.interrupt()
+    reader.join(2.0)
+    assert not reader.is_alive() and got == [None]
+    assert time.perf_counter() - t0 < 0.9  # did not sit out the 1 s period
+    src.close()
+    src.close()  # idempotent
+
+
+def test_video_loop_and_resize(tmp_path):
+    path = write_video(tmp_path / "v.avi", 3)
+    with open_source(path, live=False, loop=True, size=(32, 24)) as src:
+        frames = [src.read() for _ in range(7)]
+        assert src.frame_count is None
+    assert [f.index for f in frames] == list(range(7))
+    assert all(f.image.shape == (24, 32, 3) for f in frames)
+
+
+# --------------------------------------------------------------------------- cameras (faked)
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture: opened or not, a number of good frames, then failures."""
+
+    def __init__(self, target, api, *, opened=True, frames=10**9, value=0, log=None):
+        self.target, self.api = target, api
+        self.opened = opened
+        self.frames_left = frames
+        self.value = value
+        self.props: dict[int, float] = {}
+        self.released = False
+        if log is not None:
+            log.append(self)
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return self.opened and not self.released
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def get(self, prop):
+        return {cv2.CAP_PROP_FPS: 30.0}.get(prop, self.props.get(prop, 0.0))
+
+    def grab(self):
+        if not self.isOpened() or self.frames_left <= 0:
+            return False
+        self.frames_left -= 1
+        return True
+
+    def retrieve(self):
+        return True, np.full((24, 32, 3), self.value, np.uint8)
+
+    def read(self):
+        return (self.grab() and self.retrieve()[0]), np.full((24, 32, 3), self.value, np.uint8)
+
+    def release(self):
+        self.released = True
+
+
+def test_camera_requests_format_size_rate_and_small_buffer(monkeypatch):
+    made: list[FakeCapture] = []
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, log=made))
+    with open_source("0", live=True, size=(1920, 1080), fps=30) as cam:
+        assert isinstance(cam, CameraSource) and cam.live and cam.frame_count is None
+        assert cam.size == (32, 24)  # what the device delivers, not what was asked
+        frame = cam.read()
+        assert frame.index == 0 and frame.image.shape == (24, 32, 3)
+        assert cam.read().index == 1
+    props = made[0].props
+    assert made[0].target == 0 and made[0].api == sources._camera_apis()[0]
+    assert props[cv2.CAP_PROP_FOURCC] == cv2.VideoWriter_fourcc(*"MJPG")
+    assert (props[cv2.CAP_PROP_FRAME_WIDTH], props[cv2.CAP_PROP_FRAME_HEIGHT]) == (1920, 1080)
+    assert props[cv2.CAP_PROP_FPS] == 30 and props[cv2.CAP_PROP_BUFFERSIZE] == 1
+    assert made[0].released
+
+
+def test_missing_camera_lists_available_ones(monkeypatch):
+    monkeypatch.setattr(sources, "_probe_camera", lambda i: i in (0, 2))
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, opened=False))
+    assert [c.index for c in list_cameras(max_index=5)] == [0, 2]
+    with pytest.raises(CameraNotFoundError) as info:
+        open_source("7", live=True)
+    msg = str(info.value)
+    assert "camera 7 does not exist" in msg and "available cameras: 0:" in msg and "2:" in msg
+    assert [c.index for c in info.value.available] == [0, 2]
+
+
+def test_missing_camera_when_there_are_none(monkeypatch):
+    monkeypatch.setattr(sources, "_probe_camera", lambda i: False)
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, opened=False))
+    with pytest.raises(CameraNotFoundError, match="available cameras: none found"):
+        open_source(3, live=True)
+
+
+def test_camera_reconnects_after_unplug(monkeypatch):
+    # Open #1 delivers 3 frames then dies (unplugged); open #2 fails (still gone);
+    # open #3 works again with a different picture.
+    plan = iter(
+        [
+            dict(frames=3, value=10),
+            dict(opened=False),
+            dict(frames=10**9, value=20),
+        ]
+    )
+    made: list[FakeCapture] = []
+
+    def factory(target, api):
+        return FakeCapture(target, api, log=made, **next(plan, dict(opened=False)))
+
+    monkeypatch.setattr(sources, "_make_capture", factory)
+    cam = CameraSource(device=0, backoff=(0.001, 0.005))
+    values = [int(cam.read().image[0, 0, 0]) for _ in range(6)]
+    assert values == [10, 10, 10, 20, 20, 20]
+    assert cam.reconnects == 1 and not cam.reconnecting
+    assert made[0].released and len(made) == 3
+    cam.close()
+    assert made[-1].released
+
+
+def test_camera_reconnect_wait_is_interruptible(monkeypatch):
+    lost = threading.Event()
+
+    class DyingCapture(FakeCapture):
+        def grab(self):
+            ok = super().grab()
+            if not ok:
+                lost.set()  # read() is about to enter its back-off wait
+            return ok
+
+    plan = iter([dict(frames=1)])
+    monkeypatch.setattr(
+        sources, "_make_capture", lambda t, a: DyingCapture(t, a, **next(plan, dict(opened=False)))
+    )
+    cam = CameraSource(device=0, backoff=(5.0, 5.0))
+    assert cam.read() is not None
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(cam.read()))
+    reader.start()
+    assert lost.wait(2.0)
+    t0 = time.perf_counter()
+    cam.interrupt()
+    reader.join(2.0)
+    assert got == [None] and time.perf_counter() - t0 < 1.0
+    cam.close()
+
+
+def test_camera_without_reconnect_raises(monkeypatch):
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, frames=1))
+    cam = CameraSource(device="/dev/video0", reconnect=False)
+    assert cam.read() is not None
+    with pytest.raises(SourceError, match="stopped delivering"):
+        cam.read()
+    cam.close()
