@@ -1,0 +1,110 @@
+"""The choices in the camera and resolution pickers.
+
+Camera names come from QtMultimedia's ``QMediaDevices.videoInputs()`` (the names a person sees
+in their OS, e.g. "Logitech BRIO"); where QtMultimedia is missing or finds nothing, the engine's
+OpenCV probing (``engine.list_cameras``) fills in. The bundled demo clip is always offered last,
+so the app works at once on a machine without a camera.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEMO_ID = "demo"
+DEMO_CLIP = Path(__file__).resolve().parents[1] / "assets" / "demo.mp4"
+
+
+@dataclass(frozen=True)
+class CameraChoice:
+    """One entry of the camera picker.
+
+    ``source`` is what ``engine.open_source`` receives: an OpenCV index ("0"), a device path
+    ("/dev/video0"), or a file path for the demo clip.
+    """
+
+    id: str  # stable key remembered in settings
+    name: str  # what the picker shows
+    source: str  # what the engine opens
+    is_demo: bool = False
+
+
+@dataclass(frozen=True)
+class ResolutionChoice:
+    label: str
+    size: tuple[int, int]
+    fps: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.size[0]}x{self.size[1]}@{self.fps}"
+
+
+RESOLUTIONS: tuple[ResolutionChoice, ...] = (
+    ResolutionChoice("720p · 30 fps", (1280, 720), 30),
+    ResolutionChoice("1080p · 30 fps", (1920, 1080), 30),
+    ResolutionChoice("720p · 60 fps", (1280, 720), 60),
+    ResolutionChoice("480p · 30 fps", (640, 480), 30),
+    ResolutionChoice("360p · 30 fps", (640, 360), 30),
+)
+DEFAULT_RESOLUTION = RESOLUTIONS[0]
+
+
+def demo_choice(clip: Path | str = DEMO_CLIP) -> CameraChoice:
+    return CameraChoice(id=DEMO_ID, name="Demo clip (bundled)", source=str(clip), is_demo=True)
+
+
+def list_camera_choices(*, use_qt: bool = True, probe_opencv: bool = True) -> list[CameraChoice]:
+    """Cameras found on this machine, then the demo clip (always present)."""
+    cameras: list[CameraChoice] = []
+    if use_qt:
+        cameras = _qt_cameras()
+    if not cameras and probe_opencv:
+        cameras = _opencv_cameras()
+    return [*cameras, demo_choice()]
+
+
+def _qt_cameras() -> list[CameraChoice]:
+    try:
+        from PySide6.QtMultimedia import QMediaDevices
+    except ImportError as exc:  # e.g. libpulse missing on a minimal Linux
+        log.info("QtMultimedia unavailable (%s); probing cameras with OpenCV", exc)
+        return []
+    out = []
+    for i, dev in enumerate(QMediaDevices.videoInputs()):
+        dev_id = bytes(dev.id().data()).decode(errors="replace")
+        # Linux ids are device paths OpenCV opens directly; elsewhere (DirectShow/MSMF, AVFoundation)
+        # OpenCV's index follows the same enumeration order as Qt's list.
+        source = (
+            dev_id if sys.platform.startswith("linux") and dev_id.startswith("/dev/") else str(i)
+        )
+        out.append(
+            CameraChoice(
+                id=dev_id or str(i), name=dev.description() or f"Camera {i}", source=source
+            )
+        )
+    return out
+
+
+def _opencv_cameras() -> list[CameraChoice]:
+    try:
+        from engine import list_cameras
+    except ImportError:
+        return []
+    try:
+        found = list_cameras()
+    except Exception as exc:  # probing must never keep the window from opening
+        log.warning("camera probing failed: %s", exc)
+        return []
+    out = []
+    for cam in found:
+        index = getattr(cam, "index", None)
+        path = getattr(cam, "path", None) or getattr(cam, "device", None)
+        source = str(path if path is not None else index)
+        name = getattr(cam, "name", None) or f"Camera {source}"
+        out.append(CameraChoice(id=source, name=str(name), source=source))
+    return out

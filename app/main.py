@@ -1,0 +1,146 @@
+"""Start the SharpCam window: ``python main.py`` (no command) ends up in :func:`run_app`.
+
+``--screenshot OUT.png --quit-after SECONDS`` runs the window on a source, saves a picture of it
+and quits, printing the final engine statistics: handy for bug reports, docs and tests.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QEventLoop, QLoggingCategory, QTimer
+from PySide6.QtWidgets import QApplication
+
+from app.camera_list import list_camera_choices
+from app.engine_bridge import EngineBridge
+from app.settings import APPLICATION, ORGANIZATION, load_settings, open_store
+from app.window import MainWindow, app_icon, format_stats
+
+# How long a screenshot waits past --quit-after for the first frame before giving up.
+FIRST_FRAME_GRACE_S = 10.0
+DEFAULT_SCREENSHOT_DELAY_S = 3.0
+
+
+def run_app(
+    options: Mapping[str, Any] | None = None,
+    /,
+    *,
+    source: str | None = None,
+    screenshot: str | None = None,
+    quit_after: float | None = None,
+    backend: str | None = "auto",
+    model: str | None = None,
+    settings_path: str | None = None,
+    api: Any = None,
+    tray: bool = True,
+    virtual_backend: str | None = None,
+) -> int:
+    """Open the window and run until it closes; returns the process exit code.
+
+    Args:
+        options: the same keys as the keyword arguments, as a mapping (what ``main.py`` passes);
+            keyword arguments given explicitly take precedence over its values.
+        source: camera index/device or video path; None = the remembered or first camera,
+            else the demo clip.
+        screenshot: save a PNG of the window here just before quitting.
+        quit_after: close the window after this many seconds (default 3 with ``screenshot``)
+            and print the final statistics line.
+        backend, model: inference backend (None = remembered, "auto" by default) and model file.
+        settings_path: an ``.ini`` settings store instead of the user's (tests, portable use).
+        api: the engine module (tests pass a fake); default ``engine``.
+        tray: offer a system-tray icon where the platform has one.
+        virtual_backend: the pyvirtualcam backend for the virtual camera (tests).
+    """
+    if options:
+        given = {k: v for k, v in options.items() if v is not None}
+        source = given.get("source", source)
+        screenshot = given.get("screenshot", screenshot)
+        quit_after = given.get("quit_after", quit_after)
+        backend = given.get("backend", backend)
+        model = given.get("model", model)
+        settings_path = given.get("settings_path", settings_path)
+    if screenshot and quit_after is None:
+        quit_after = DEFAULT_SCREENSHOT_DELAY_S
+
+    # QtMultimedia logs every optional codec library it cannot find; none matter here.
+    QLoggingCategory.setFilterRules("qt.multimedia*=false\nqt.qpa.*.warning=false")
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(sys.argv[:1])
+        app.setStyle("Fusion")
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName("SharpCam")
+    app.setWindowIcon(app_icon())
+
+    store = open_store(settings_path)
+    settings = load_settings(store)
+    bridge = EngineBridge(api=api, virtual_backend=virtual_backend)
+    window = MainWindow(
+        bridge,
+        store=store,
+        settings=settings,
+        cameras=list_camera_choices(),
+        source=source,
+        backend=backend,
+        model=model,
+        tray=tray,
+    )
+    window.show()
+    t0 = time.perf_counter()
+    window.start_stream()
+
+    result = {"code": 0}
+    if quit_after is not None:
+        deadline = t0 + float(quit_after)
+
+        def finish() -> None:
+            # A screenshot without video is useless: give a slow first frame a little longer.
+            if screenshot and not window.preview.has_frame():
+                if time.perf_counter() < deadline + FIRST_FRAME_GRACE_S:
+                    QTimer.singleShot(100, finish)
+                    return
+                print("sharpcam: no frame arrived before the screenshot", file=sys.stderr)
+                result["code"] = 1
+            if screenshot:
+                out = Path(screenshot)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                if not window.grab().save(str(out)):
+                    print(f"sharpcam: cannot write screenshot {out}", file=sys.stderr)
+                    result["code"] = 1
+            window.close()
+
+        QTimer.singleShot(int(float(quit_after) * 1000), finish)
+
+    loop = QEventLoop()
+    window.closed.connect(loop.quit)
+    loop.exec()
+    if quit_after is not None:
+        print(final_stats_line(window, time.perf_counter() - t0))
+    if not getattr(window, "stopped_in_time", True):
+        print("sharpcam: the engine did not stop within 2 s", file=sys.stderr)
+        result["code"] = 1
+    window.deleteLater()
+    bridge.deleteLater()
+    return result["code"]
+
+
+def final_stats_line(window: MainWindow, elapsed_s: float) -> str:
+    """The engine's last statistics as one line, printed when the app quits by itself."""
+    cam = window.current_camera()
+    stats = getattr(window, "final_stats", None)
+    size = window.bridge.last_frame_size
+    size_txt = f"{size[0]}x{size[1]}" if size else "?"
+    avg = ""
+    if stats is not None and getattr(stats, "elapsed_s", 0) > 0:
+        # The status line's rate is a 2 s window; the run average is what a benchmark compares.
+        avg = f" · run avg {stats.frames_out / stats.elapsed_s:.1f} fps ({stats.frames_out} frames)"
+    return (
+        f"sharpcam app: {cam.name} {size_txt} · {format_stats(stats)}{avg} · "
+        f"{window.bridge.backend_label} · preview frames {window.preview.frames_shown} "
+        f"in {elapsed_s:.1f} s"
+    )

@@ -1,0 +1,243 @@
+"""The live preview: before/after with a draggable split, side by side, or after only.
+
+A view: it paints the two most recent ``QImage`` s it was given and reports where the person
+dragged the divider. It never talks to the engine. Mirroring happens only here, at paint time,
+so what others receive through the virtual camera is never mirrored.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPaintEvent,
+    QPen,
+    QTransform,
+)
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+VIEW_MODES = ("split", "side", "after")
+
+_BG = QColor("#0b0d12")
+_WINDOW_BG = QColor("#0f1117")
+_ACCENT = QColor("#38bdf8")
+
+
+class PreviewWidget(QWidget):
+    """Paints ``original`` and ``processed`` frames.
+
+    Modes: ``"split"`` shows the original left of a draggable divider and the processed frame
+    right of it (the same pixels, so the divider is a true A/B); ``"side"`` shows both whole,
+    next to each other; ``"after"`` shows the processed frame only.
+    """
+
+    split_changed = Signal(float)  # divider position, fraction of the image width in [0, 1]
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._original: QImage | None = None
+        self._processed: QImage | None = None
+        self._mode = "split"
+        self._split = 0.5
+        self._mirror = False
+        self._dragging = False
+        self._placeholder = "Starting camera…"
+        self.frames_shown = 0  # painted frame count; tests and the FPS readout use it
+        self.setMinimumSize(QSize(480, 270))
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMouseTracking(True)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+
+    # --- commands ------------------------------------------------------------------------------
+    def set_frames(self, original: QImage, processed: QImage) -> None:
+        """Show a new pair (both ``QImage`` s own their pixels; the caller copied them)."""
+        self._original = original
+        self._processed = processed
+        self.frames_shown += 1
+        self.update()
+
+    def clear(self, placeholder: str) -> None:
+        self._original = self._processed = None
+        self._placeholder = placeholder
+        self.update()
+
+    def set_mode(self, mode: str) -> None:
+        if mode not in VIEW_MODES:
+            raise ValueError(f"view mode must be one of {VIEW_MODES}, got {mode!r}")
+        self._mode = mode
+        self.update()
+
+    def set_split(self, fraction: float) -> None:
+        self._split = min(max(float(fraction), 0.0), 1.0)
+        self.update()
+
+    def set_mirror(self, mirror: bool) -> None:
+        self._mirror = bool(mirror)
+        self.update()
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @property
+    def split(self) -> float:
+        return self._split
+
+    @property
+    def mirror(self) -> bool:
+        return self._mirror
+
+    def has_frame(self) -> bool:
+        return self._processed is not None
+
+    # --- geometry ------------------------------------------------------------------------------
+    def _fit(self, area: QRectF, w: int, h: int) -> QRectF:
+        """Largest rect with aspect ``w:h`` centred in ``area`` (letterbox)."""
+        if w <= 0 or h <= 0:
+            return area
+        scale = min(area.width() / w, area.height() / h)
+        fw, fh = w * scale, h * scale
+        return QRectF(
+            area.x() + (area.width() - fw) / 2, area.y() + (area.height() - fh) / 2, fw, fh
+        )
+
+    def image_rect(self) -> QRectF:
+        """Where the frame is drawn in split/after modes (widget coordinates)."""
+        img = self._processed
+        if img is None:
+            return QRectF(self.rect())
+        return self._fit(QRectF(self.rect()).adjusted(12, 12, -12, -12), img.width(), img.height())
+
+    # --- painting ------------------------------------------------------------------------------
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        p.fillRect(self.rect(), _WINDOW_BG)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(_BG)
+        p.drawRoundedRect(QRectF(self.rect()), 14, 14)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        if self._processed is None or self._original is None:
+            self._paint_placeholder(p)
+            p.end()
+            return
+        if self._mode == "side":
+            self._paint_side(p)
+        elif self._mode == "after":
+            self._paint_image(p, self._processed, self.image_rect())
+            self._badge(p, self.image_rect(), "AFTER", right=True)
+        else:
+            self._paint_split(p)
+        p.end()
+
+    def _paint_image(
+        self, p: QPainter, img: QImage, target: QRectF, clip: QRectF | None = None
+    ) -> None:
+        p.save()
+        path = QPainterPath()
+        path.addRoundedRect(target, 10, 10)
+        p.setClipPath(path)
+        if clip is not None:
+            p.setClipRect(clip, Qt.ClipOperation.IntersectClip)
+        if self._mirror:
+            # Flip about the target's vertical centre line: a mirror, as people expect of a selfie.
+            t = QTransform()
+            t.translate(target.center().x(), 0).scale(-1, 1).translate(-target.center().x(), 0)
+            p.setTransform(t, True)
+        p.drawImage(target, img)
+        p.restore()
+
+    def _paint_split(self, p: QPainter) -> None:
+        r = self.image_rect()
+        x = r.left() + self._split * r.width()
+        left = QRectF(r.left(), r.top(), x - r.left(), r.height())
+        right = QRectF(x, r.top(), r.right() - x, r.height())
+        self._paint_image(p, self._original, r, left)  # type: ignore[arg-type]
+        self._paint_image(p, self._processed, r, right)  # type: ignore[arg-type]
+        # Divider with a round grab handle.
+        p.setPen(QPen(QColor(255, 255, 255, 230), 2))
+        p.drawLine(QPointF(x, r.top()), QPointF(x, r.bottom()))
+        c = QPointF(x, r.center().y())
+        p.setBrush(QColor(255, 255, 255, 235))
+        p.setPen(QPen(QColor(0, 0, 0, 60), 1))
+        p.drawEllipse(c, 16, 16)
+        p.setPen(QPen(QColor("#0f172a"), 2))
+        for sign in (-1, 1):
+            tip = QPointF(c.x() + sign * 9, c.y())
+            p.drawLine(tip, QPointF(c.x() + sign * 4, c.y() - 5))
+            p.drawLine(tip, QPointF(c.x() + sign * 4, c.y() + 5))
+        self._badge(p, r, "BEFORE", right=False)
+        self._badge(p, r, "AFTER", right=True)
+
+    def _paint_side(self, p: QPainter) -> None:
+        area = QRectF(self.rect()).adjusted(12, 12, -12, -12)
+        half = (area.width() - 12) / 2
+        for i, (img, label) in enumerate(((self._original, "BEFORE"), (self._processed, "AFTER"))):
+            cell = QRectF(area.left() + i * (half + 12), area.top(), half, area.height())
+            r = self._fit(cell, img.width(), img.height())  # type: ignore[union-attr]
+            self._paint_image(p, img, r)  # type: ignore[arg-type]
+            self._badge(p, r, label, right=False)
+
+    def _badge(self, p: QPainter, r: QRectF, text: str, *, right: bool) -> None:
+        font = QFont(self.font())
+        font.setPointSizeF(8.5)
+        font.setBold(True)
+        font.setLetterSpacing(QFont.SpacingType.AbsoluteSpacing, 1.2)
+        p.setFont(font)
+        fm = p.fontMetrics()
+        w, h = fm.horizontalAdvance(text) + 20, fm.height() + 8
+        x = r.right() - w - 12 if right else r.left() + 12
+        box = QRectF(x, r.top() + 12, w, h)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(
+            QColor(15, 23, 42, 190)
+            if not right
+            else QColor(_ACCENT.red(), _ACCENT.green(), _ACCENT.blue(), 220)
+        )
+        p.drawRoundedRect(box, h / 2, h / 2)
+        p.setPen(QColor("white") if not right else QColor("#0b1220"))
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+    def _paint_placeholder(self, p: QPainter) -> None:
+        p.setPen(QColor("#64748b"))
+        font = QFont(self.font())
+        font.setPointSizeF(13)
+        p.setFont(font)
+        p.drawText(QRect(self.rect()), Qt.AlignmentFlag.AlignCenter, self._placeholder)
+
+    # --- dragging the divider ------------------------------------------------------------------
+    def _near_divider(self, x: float) -> bool:
+        r = self.image_rect()
+        return abs(x - (r.left() + self._split * r.width())) < 24
+
+    def _split_at(self, x: float) -> float:
+        r = self.image_rect()
+        return 0.5 if r.width() <= 0 else min(max((x - r.left()) / r.width(), 0.0), 1.0)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+        if self._mode == "split" and event.button() == Qt.MouseButton.LeftButton:
+            # Clicking anywhere on the image moves the divider there, then dragging follows.
+            self._dragging = True
+            self.set_split(self._split_at(event.position().x()))
+            self.split_changed.emit(self._split)
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+        x = event.position().x()
+        if self._dragging:
+            self.set_split(self._split_at(x))
+            self.split_changed.emit(self._split)
+        elif self._mode == "split" and self._near_divider(x):
+            self.setCursor(Qt.CursorShape.SplitHCursor)
+        else:
+            self.unsetCursor()
+        super().mouseMoveEvent(event)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
+        self._dragging = False
+        super().mouseReleaseEvent(event)

@@ -1,0 +1,96 @@
+"""What the window remembers between runs, stored with ``QSettings``.
+
+One dataclass holds every remembered choice; ``load_settings``/``save_settings`` move it in and
+out of a ``QSettings`` store. The default store is the platform's native one under
+organisation "SharpCam", application "SharpCam". Tests (and ``run_app(settings_path=...)``)
+pass an ``.ini`` path instead so they never touch a person's real settings.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, fields
+
+from PySide6.QtCore import QByteArray, QSettings
+
+ORGANIZATION = "SharpCam"
+APPLICATION = "SharpCam"
+# An .ini path here redirects the store, e.g. for tests or a portable install.
+SETTINGS_ENV = "SHARPCAM_SETTINGS"
+
+
+@dataclass
+class AppSettings:
+    source: str = ""  # camera id ("0", "/dev/video0") or "demo"; "" = first camera, else demo
+    resolution: str = "1280x720"  # requested capture size, WxH
+    fps: int = 30  # requested capture rate
+    backend: str = "auto"  # engine backend name
+    enabled: bool = True  # sharpening on (off = passthrough, for instant A/B)
+    strength: float = 1.0  # blend of input and output, [0, 1]
+    view_mode: str = "split"  # "split" (draggable before/after) | "side" (side by side) | "after"
+    split: float = 0.5  # position of the before/after divider, fraction of the width
+    mirror: bool = True  # mirror the preview only; the virtual camera is never mirrored
+    virtual_camera: bool = False  # start the virtual camera with the app
+    geometry: bytes = b""  # QMainWindow.saveGeometry()
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``resolution`` as ``(width, height)``."""
+        w, h = (int(v) for v in self.resolution.lower().split("x"))
+        return w, h
+
+
+def open_store(path: str | None = None) -> QSettings:
+    """The settings store: an ``.ini`` file at ``path`` (or ``$SHARPCAM_SETTINGS``), else native."""
+    path = path or os.environ.get(SETTINGS_ENV)
+    if path:
+        return QSettings(path, QSettings.Format.IniFormat)
+    return QSettings(
+        QSettings.Format.NativeFormat, QSettings.Scope.UserScope, ORGANIZATION, APPLICATION
+    )
+
+
+def load_settings(store: QSettings) -> AppSettings:
+    """Read every field, falling back to its default when missing or unreadable."""
+    out = AppSettings()
+    for f in fields(AppSettings):
+        default = getattr(out, f.name)
+        raw = store.value(f.name, None)
+        if raw is None:
+            continue
+        try:
+            setattr(out, f.name, _coerce(raw, default))
+        except (TypeError, ValueError):
+            # A hand-edited or older store must never stop the app from starting.
+            continue
+    out.strength = min(max(out.strength, 0.0), 1.0)
+    out.split = min(max(out.split, 0.0), 1.0)
+    if out.view_mode not in ("split", "side", "after"):
+        out.view_mode = "split"
+    try:
+        out.size  # noqa: B018 - validates the WxH string
+    except ValueError:
+        out.resolution = AppSettings.resolution
+    return out
+
+
+def save_settings(store: QSettings, settings: AppSettings) -> None:
+    """Write every field and flush to disk."""
+    for name, value in asdict(settings).items():
+        store.setValue(name, QByteArray(value) if isinstance(value, bytes) else value)
+    store.sync()
+
+
+def _coerce(raw: object, default: object) -> object:
+    # INI stores everything as strings; the native stores may keep types. Normalise both.
+    if isinstance(default, bool):
+        if isinstance(raw, str):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        return bool(raw)
+    if isinstance(default, int):
+        return int(raw)  # type: ignore[arg-type]
+    if isinstance(default, float):
+        return float(raw)  # type: ignore[arg-type]
+    if isinstance(default, bytes):
+        return bytes(raw.data()) if isinstance(raw, QByteArray) else bytes(raw)  # type: ignore[arg-type]
+    return str(raw)

@@ -1,0 +1,703 @@
+"""The main window: preview on the left, controls on the right, live statistics below.
+
+Views paint and send commands to :class:`app.engine_bridge.EngineBridge`; they never touch the
+engine or its threads. Every choice is written back to the settings store when the window
+closes, and closing stops the engine (threads joined within 2 s).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QByteArray, QPointF, QRectF, QSettings, QSize, Qt, Signal
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QColor,
+    QGuiApplication,
+    QIcon,
+    QKeySequence,
+    QPainter,
+    QPaintEvent,
+)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QPlainTextEdit,
+    QPushButton,
+    QSlider,
+    QSystemTrayIcon,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.camera_list import RESOLUTIONS, CameraChoice, ResolutionChoice, demo_choice
+from app.engine_bridge import EngineBridge, UserMessage
+from app.preview import PreviewWidget
+from app.settings import AppSettings, save_settings
+
+ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"
+STOP_TIMEOUT_S = 2.0
+
+STYLE = """
+QMainWindow, QWidget#central { background: #0f1117; }
+QWidget { color: #e2e8f0; font-size: 10pt; }
+QFrame#sidebar { background: #161a23; border-left: 1px solid #232938; }
+QLabel#title { font-size: 15pt; font-weight: 700; color: #f8fafc; }
+QLabel#subtitle { color: #94a3b8; font-size: 9pt; }
+QLabel#section { color: #7dd3fc; font-size: 8pt; font-weight: 700; letter-spacing: 1px;
+                 margin-top: 10px; }
+QLabel#hint { color: #94a3b8; font-size: 8.5pt; }
+QLabel#value { color: #f1f5f9; font-weight: 600; }
+QComboBox { background: #1e2430; border: 1px solid #2c3446; border-radius: 7px;
+            padding: 6px 10px; min-height: 20px; }
+QComboBox:disabled { color: #64748b; }
+QComboBox::drop-down { border: none; width: 26px; }
+QComboBox::down-arrow { image: url(@CHEVRON@); width: 12px; height: 12px; }
+QComboBox QAbstractItemView { background: #1e2430; border: 1px solid #2c3446;
+                              selection-background-color: #0ea5e9; }
+QPushButton { background: #1e2430; border: 1px solid #2c3446; border-radius: 7px;
+              padding: 6px 12px; }
+QPushButton:hover { border-color: #38bdf8; }
+QPushButton:checked { background: #0ea5e9; color: #0b1220; border-color: #0ea5e9;
+                      font-weight: 600; }
+QPushButton#primary { background: #0ea5e9; color: #0b1220; border: none; font-weight: 600; }
+QSlider::groove:horizontal { height: 6px; background: #2c3446; border-radius: 3px; }
+QSlider::sub-page:horizontal { background: #38bdf8; border-radius: 3px; }
+QSlider::handle:horizontal { background: #f8fafc; width: 16px; height: 16px; margin: -6px 0;
+                             border-radius: 8px; }
+QSlider::sub-page:horizontal:disabled { background: #475569; }
+QCheckBox { spacing: 8px; }
+QStatusBar { background: #0b0d12; color: #cbd5e1; border-top: 1px solid #232938; }
+QStatusBar QLabel { padding: 2px 8px; }
+QFrame#banner { border-radius: 9px; }
+QFrame#banner[severity="warning"] { background: #3b2f0b; border: 1px solid #a16207; }
+QFrame#banner[severity="error"] { background: #3f1212; border: 1px solid #b91c1c; }
+QFrame#banner QLabel { color: #fde68a; }
+QFrame#banner[severity="error"] QLabel { color: #fecaca; }
+QPlainTextEdit { background: #0b0d12; border: 1px solid #2c3446; border-radius: 7px;
+                 font-family: monospace; }
+"""
+
+
+STYLE = STYLE.replace("@CHEVRON@", (ICON_PATH.parent / "chevron-down.svg").as_posix())
+
+
+def app_icon() -> QIcon:
+    return QIcon(str(ICON_PATH))
+
+
+class ToggleSwitch(QCheckBox):
+    """An on/off switch (a checkbox painted as a pill), for settings that act at once."""
+
+    def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
+        super().__init__(text, parent)
+        self.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.setMinimumHeight(26)
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        fm = self.fontMetrics()
+        return QSize(52 + 10 + fm.horizontalAdvance(self.text()), 26)
+
+    def hitButton(self, pos: Any) -> bool:  # noqa: N802 - Qt API
+        return self.rect().contains(pos)
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        track = QRectF(1, (self.height() - 22) / 2, 42, 22)
+        on = self.isChecked()
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor("#0ea5e9") if on else QColor("#334155"))
+        if not self.isEnabled():
+            p.setOpacity(0.5)
+        p.drawRoundedRect(track, 11, 11)
+        knob_x = track.right() - 11 if on else track.left() + 11
+        p.setBrush(QColor("#f8fafc"))
+        p.drawEllipse(QPointF(knob_x, track.center().y()), 8.5, 8.5)
+        p.setPen(QColor("#e2e8f0"))
+        p.drawText(
+            QRectF(track.right() + 10, 0, self.width() - track.right() - 10, self.height()),
+            Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft,
+            self.text(),
+        )
+        p.end()
+
+
+class MessageBanner(QFrame):
+    """An in-window message with advice; the stream keeps running underneath."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("banner")
+        self.setProperty("severity", "warning")
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(12, 8, 8, 8)
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        lay.addWidget(self.text, 1)
+        close = QPushButton("Dismiss")
+        close.clicked.connect(self.hide)
+        lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
+        self.kind = ""
+        self.hide()
+
+    def show_message(self, msg: UserMessage) -> None:
+        self.kind = msg.kind
+        self.setProperty("severity", "error" if msg.kind in ("model", "engine") else "warning")
+        self.style().unpolish(self)
+        self.style().polish(self)
+        self.text.setText(f"<b>{_html(msg.text)}</b><br>{_html(msg.advice)}")
+        self.show()
+
+
+class VirtualCameraDialog(QDialog):
+    """Setup steps for a virtual camera on this OS, with Retry. Non-modal (``show()``)."""
+
+    retry_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Set up the virtual camera")
+        self.setMinimumSize(620, 380)
+        lay = QVBoxLayout(self)
+        head = QLabel(
+            "<b>No virtual camera found</b><br>Zoom, Teams and Meet see SharpCam through "
+            "a virtual camera. Create one once, then press Retry."
+        )
+        head.setWordWrap(True)
+        lay.addWidget(head)
+        self.steps = QPlainTextEdit()
+        self.steps.setReadOnly(True)
+        lay.addWidget(self.steps, 1)
+        row = QHBoxLayout()
+        copy = QPushButton("Copy steps")
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.steps.toPlainText()))
+        self.retry_button = QPushButton("Retry")
+        self.retry_button.setObjectName("primary")
+        self.retry_button.clicked.connect(self.retry_requested)
+        close = QPushButton("Close")
+        close.clicked.connect(self.reject)
+        row.addWidget(copy)
+        row.addStretch(1)
+        row.addWidget(close)
+        row.addWidget(self.retry_button)
+        lay.addLayout(row)
+
+    def set_guidance(self, text: str) -> None:
+        self.steps.setPlainText(text)
+
+
+class MainWindow(QMainWindow):
+    """The SharpCam window.
+
+    Args:
+        bridge: the engine bridge (owns the engine).
+        store, settings: the settings store and the values read from it.
+        cameras: picker entries (the demo clip included).
+        source: a source forced from the command line (camera index or file), or None.
+        backend, model: the inference backend and model file.
+        tray: create a system-tray icon when the platform has a tray.
+    """
+
+    closed = Signal()
+
+    def __init__(
+        self,
+        bridge: EngineBridge,
+        *,
+        store: QSettings,
+        settings: AppSettings,
+        cameras: list[CameraChoice],
+        source: str | None = None,
+        backend: str | None = None,
+        model: str | None = None,
+        tray: bool = True,
+    ) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.store = store
+        self.settings = settings
+        self.backend = backend or settings.backend
+        self.model = model
+        self.cameras = list(cameras)
+        if not any(c.is_demo for c in self.cameras):
+            self.cameras.append(demo_choice())
+        if source is not None:
+            self._add_cli_source(source)
+        self.virtual_dialog: VirtualCameraDialog | None = None
+        self.tray: QSystemTrayIcon | None = None
+        self._closing = False
+        self._last_stats: Any = None
+
+        self.setWindowTitle("SharpCam")
+        self.setWindowIcon(app_icon())
+        self.setStyleSheet(STYLE)
+        self.resize(1240, 700)
+        if settings.geometry:
+            self.restoreGeometry(QByteArray(settings.geometry))
+
+        self._build_ui()
+        self._build_actions()
+        self._select_initial_source(source)
+        self._apply_settings_to_controls()
+        self._connect_bridge()
+        if tray:
+            self._build_tray()
+
+    # --- construction --------------------------------------------------------------------------
+    def _add_cli_source(self, source: str) -> None:
+        if self._find_source(source) is not None:
+            return
+        is_file = not source.isdigit() and not source.startswith("/dev/")
+        name = f"File: {Path(source).name}" if is_file else f"Camera {source}"
+        self.cameras.insert(0, CameraChoice(id=source, name=name, source=source, is_demo=is_file))
+
+    def _find_source(self, source: str) -> CameraChoice | None:
+        """The picker entry for a camera id/index or a file path (compared resolved)."""
+        for c in self.cameras:
+            if source in (c.id, c.source):
+                return c
+            if c.is_demo and Path(c.source).resolve() == Path(source).resolve():
+                return c
+        return None
+
+    def _build_ui(self) -> None:
+        central = QWidget()
+        central.setObjectName("central")
+        root = QHBoxLayout(central)
+        root.setContentsMargins(0, 0, 0, 0)
+        root.setSpacing(0)
+
+        left = QVBoxLayout()
+        left.setContentsMargins(14, 14, 14, 14)
+        left.setSpacing(10)
+        self.banner = MessageBanner()
+        left.addWidget(self.banner)
+        self.preview = PreviewWidget()
+        left.addWidget(self.preview, 1)
+        info = QHBoxLayout()
+        self.source_info = QLabel("")
+        self.source_info.setObjectName("hint")
+        tip = QLabel("Drag the divider to compare · Space toggles sharpening")
+        tip.setObjectName("hint")
+        info.addWidget(self.source_info, 1)
+        info.addWidget(tip)
+        left.addLayout(info)
+        root.addLayout(left, 1)
+
+        side = QFrame()
+        side.setObjectName("sidebar")
+        side.setFixedWidth(320)
+        lay = QVBoxLayout(side)
+        lay.setContentsMargins(20, 18, 20, 18)
+        lay.setSpacing(8)
+
+        head = QHBoxLayout()
+        logo = QLabel()
+        logo.setPixmap(app_icon().pixmap(40, 40))
+        head.addWidget(logo)
+        titles = QVBoxLayout()
+        titles.setSpacing(0)
+        title = QLabel("SharpCam")
+        title.setObjectName("title")
+        subtitle = QLabel("Motion deblur for video calls")
+        subtitle.setObjectName("subtitle")
+        titles.addWidget(title)
+        titles.addWidget(subtitle)
+        head.addLayout(titles, 1)
+        lay.addLayout(head)
+
+        lay.addWidget(_section("CAMERA"))
+        self.camera_combo = QComboBox()
+        for cam in self.cameras:
+            self.camera_combo.addItem(cam.name, cam.id)
+        lay.addWidget(self.camera_combo)
+        self.resolution_combo = QComboBox()
+        for res in RESOLUTIONS:
+            self.resolution_combo.addItem(res.label, res.key)
+        lay.addWidget(self.resolution_combo)
+
+        lay.addWidget(_section("SHARPENING"))
+        self.enable_switch = ToggleSwitch("Sharpen video")
+        self.enable_switch.setToolTip("Instant before/after (Space)")
+        row = QHBoxLayout()
+        row.addWidget(self.enable_switch, 1)
+        key = QLabel("Space")
+        key.setObjectName("hint")
+        row.addWidget(key)
+        lay.addLayout(row)
+        srow = QHBoxLayout()
+        slabel = QLabel("Strength")
+        self.strength_value = QLabel("100 %")
+        self.strength_value.setObjectName("value")
+        srow.addWidget(slabel, 1)
+        srow.addWidget(self.strength_value)
+        lay.addLayout(srow)
+        self.strength_slider = QSlider(Qt.Orientation.Horizontal)
+        self.strength_slider.setRange(0, 100)
+        self.strength_slider.setPageStep(10)
+        lay.addWidget(self.strength_slider)
+        self.backend_value = QLabel("—")
+        self.backend_value.setObjectName("hint")
+        lay.addWidget(self.backend_value)
+
+        lay.addWidget(_section("PREVIEW"))
+        vrow = QHBoxLayout()
+        vrow.setSpacing(6)
+        self.view_group = QButtonGroup(self)
+        self.view_group.setExclusive(True)
+        self.view_buttons: dict[str, QPushButton] = {}
+        for mode, label in (("split", "Split"), ("side", "Side by side"), ("after", "After")):
+            b = QPushButton(label)
+            b.setCheckable(True)
+            b.setProperty("mode", mode)
+            self.view_group.addButton(b)
+            self.view_buttons[mode] = b
+            vrow.addWidget(b)
+        lay.addLayout(vrow)
+        self.mirror_check = ToggleSwitch("Mirror preview")
+        lay.addWidget(self.mirror_check)
+        mirror_hint = QLabel("Only your preview is mirrored — others see you unmirrored.")
+        mirror_hint.setObjectName("hint")
+        mirror_hint.setWordWrap(True)
+        lay.addWidget(mirror_hint)
+
+        lay.addWidget(_section("VIRTUAL CAMERA"))
+        self.virtual_switch = ToggleSwitch("Send to video calls")
+        lay.addWidget(self.virtual_switch)
+        self.virtual_status = QLabel("Off")
+        self.virtual_status.setObjectName("hint")
+        self.virtual_status.setWordWrap(True)
+        lay.addWidget(self.virtual_status)
+
+        lay.addStretch(1)
+        foot = QLabel("Ctrl+Q quits · settings are remembered")
+        foot.setObjectName("hint")
+        lay.addWidget(foot)
+        root.addWidget(side)
+        self.setCentralWidget(central)
+
+        sb = self.statusBar()
+        sb.setSizeGripEnabled(False)
+        self.live_label = QLabel()
+        self._set_live("starting")
+        self.stats_label = QLabel("—")
+        self.provider_label = QLabel("—")
+        sb.addWidget(self.live_label)
+        sb.addWidget(self.stats_label, 1)
+        sb.addPermanentWidget(self.provider_label)
+
+    def _build_actions(self) -> None:
+        self.toggle_action = QAction("Sharpening", self)
+        self.toggle_action.setCheckable(True)
+        self.toggle_action.setShortcut(QKeySequence(Qt.Key.Key_Space))
+        self.toggle_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        self.toggle_action.toggled.connect(self.enable_switch.setChecked)
+        self.addAction(self.toggle_action)
+        self.quit_action = QAction("Quit SharpCam", self)
+        self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        self.quit_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
+        self.quit_action.triggered.connect(self.close)
+        self.addAction(self.quit_action)
+
+    def _build_tray(self) -> None:
+        if not QSystemTrayIcon.isSystemTrayAvailable():
+            return
+        tray = QSystemTrayIcon(app_icon(), self)
+        tray.setToolTip("SharpCam")
+        menu = QMenu(self)
+        menu.addAction(self.toggle_action)
+        self.tray_virtual_action = QAction("Virtual camera", self)
+        self.tray_virtual_action.setCheckable(True)
+        self.tray_virtual_action.toggled.connect(self.virtual_switch.setChecked)
+        menu.addAction(self.tray_virtual_action)
+        menu.addSeparator()
+        show = menu.addAction("Show SharpCam")
+        show.triggered.connect(self._raise)
+        menu.addAction(self.quit_action)
+        tray.setContextMenu(menu)
+        tray.activated.connect(
+            lambda reason: (
+                self._raise() if reason == QSystemTrayIcon.ActivationReason.Trigger else None
+            )
+        )
+        tray.show()
+        self.tray = tray
+
+    def _select_initial_source(self, cli_source: str | None) -> None:
+        wanted = cli_source or self.settings.source
+        choice = self._find_source(wanted) if wanted else None
+        idx = self.camera_combo.findData(choice.id) if choice is not None else -1
+        if idx < 0:
+            # First real camera; the demo clip when there is none.
+            idx = 0
+        self.camera_combo.setCurrentIndex(idx)
+
+    def _apply_settings_to_controls(self) -> None:
+        s = self.settings
+        key = f"{s.resolution}@{s.fps}"
+        idx = self.resolution_combo.findData(key)
+        self.resolution_combo.setCurrentIndex(max(idx, 0))
+        self.enable_switch.setChecked(s.enabled)
+        self.toggle_action.setChecked(s.enabled)
+        self.strength_slider.setValue(round(s.strength * 100))
+        self.strength_value.setText(f"{round(s.strength * 100)} %")
+        self.view_buttons[s.view_mode].setChecked(True)
+        self.preview.set_mode(s.view_mode)
+        self.preview.set_split(s.split)
+        self.mirror_check.setChecked(s.mirror)
+        self.preview.set_mirror(s.mirror)
+        self._update_resolution_enabled()
+
+        self.camera_combo.currentIndexChanged.connect(self._on_source_changed)
+        self.resolution_combo.currentIndexChanged.connect(self._on_source_changed)
+        self.enable_switch.toggled.connect(self._on_enabled)
+        self.strength_slider.valueChanged.connect(self._on_strength)
+        self.view_group.buttonClicked.connect(self._on_view_mode)
+        self.mirror_check.toggled.connect(self._on_mirror)
+        self.preview.split_changed.connect(self._on_split)
+        self.virtual_switch.toggled.connect(self._on_virtual_toggled)
+
+    def _connect_bridge(self) -> None:
+        b = self.bridge
+        b.preview_ready.connect(self._on_preview)
+        b.stats_updated.connect(self._on_stats)
+        b.message.connect(self.show_message)
+        b.backend_changed.connect(self._on_backend)
+        b.running_changed.connect(self._on_running)
+        b.virtual_camera_changed.connect(self._on_virtual_changed)
+        b.virtual_camera_missing.connect(self.show_virtual_camera_help)
+
+    # --- starting the stream -------------------------------------------------------------------
+    def current_camera(self) -> CameraChoice:
+        cam_id = self.camera_combo.currentData()
+        return next(c for c in self.cameras if c.id == cam_id)
+
+    def current_resolution(self) -> ResolutionChoice:
+        key = self.resolution_combo.currentData()
+        return next(r for r in RESOLUTIONS if r.key == key)
+
+    def start_stream(self) -> bool:
+        """(Re)start the engine with the current picker choices."""
+        cam = self.current_camera()
+        res = self.current_resolution()
+        self.preview.clear(f"Opening {cam.name}…")
+        self._set_live("starting")
+        # Files play at their own size; the resolution picker is for cameras.
+        size = None if cam.is_demo else res.size
+        ok = self.bridge.start(
+            cam.source,
+            size=size,
+            fps=res.fps,
+            backend=self.backend,
+            model=self.model,
+            strength=self.strength_slider.value() / 100.0,
+            enabled=self.enable_switch.isChecked(),
+            loop=cam.is_demo,
+            fallback_source=demo_choice().source,
+        )
+        if ok and self.settings.virtual_camera and not self.bridge.virtual_camera_on:
+            self.virtual_switch.setChecked(True)
+        if not ok:
+            self.preview.clear("No video. Pick another camera or the demo clip.")
+        return ok
+
+    # --- slots: controls -> bridge -------------------------------------------------------------
+    def _on_source_changed(self) -> None:
+        self._update_resolution_enabled()
+        self.start_stream()
+
+    def _update_resolution_enabled(self) -> None:
+        is_file = self.current_camera().is_demo
+        self.resolution_combo.setEnabled(not is_file)
+        self.resolution_combo.setToolTip("Video files play at their own size" if is_file else "")
+
+    def _on_enabled(self, on: bool) -> None:
+        self.bridge.set_enabled(on)
+        self.toggle_action.setChecked(on)
+        self.strength_slider.setEnabled(on)
+
+    def _on_strength(self, value: int) -> None:
+        self.strength_value.setText(f"{value} %")
+        self.bridge.set_strength(value / 100.0)
+
+    def _on_view_mode(self, button: QPushButton) -> None:
+        self.preview.set_mode(str(button.property("mode")))
+
+    def _on_mirror(self, on: bool) -> None:
+        self.preview.set_mirror(on)
+
+    def _on_split(self, fraction: float) -> None:
+        self.settings.split = fraction
+
+    def _on_virtual_toggled(self, on: bool) -> None:
+        if on == self.bridge.virtual_camera_on:
+            return
+        self.bridge.set_virtual_camera(on)
+
+    # --- slots: bridge -> views ----------------------------------------------------------------
+    def _on_preview(self) -> None:
+        pair = self.bridge.take_preview()
+        if pair is not None:
+            if not self.preview.has_frame():
+                cam = self.current_camera()
+                w, h = pair[1].width(), pair[1].height()
+                self.source_info.setText(f"{cam.name} · {w}×{h}")
+            self.preview.set_frames(*pair)
+
+    def _on_stats(self, stats: Any) -> None:
+        self._last_stats = stats
+        self.stats_label.setText(format_stats(stats))
+        # The engine ends on its own when a source fails for good (camera gone for good).
+        self._set_live("live" if getattr(stats, "running", True) else "stopped")
+
+    def _on_backend(self, label: str) -> None:
+        self.backend_value.setText(f"Running on {label}")
+        self.provider_label.setText(label)
+
+    def _on_running(self, running: bool) -> None:
+        self._set_live("live" if running else "stopped")
+
+    def _set_live(self, state: str) -> None:
+        color, text = {
+            "live": ("#22c55e", "Live"),
+            "starting": ("#f59e0b", "Starting"),
+            "stopped": ("#64748b", "Stopped"),
+        }[state]
+        self.live_label.setText(f'<span style="color:{color}">●</span>&nbsp;{text}')
+        self.live_state = state
+
+    def _on_virtual_changed(self, on: bool, device: str) -> None:
+        self.virtual_switch.blockSignals(True)
+        self.virtual_switch.setChecked(on)
+        self.virtual_switch.blockSignals(False)
+        if getattr(self, "tray_virtual_action", None) is not None:
+            self.tray_virtual_action.blockSignals(True)
+            self.tray_virtual_action.setChecked(on)
+            self.tray_virtual_action.blockSignals(False)
+        if on:
+            self.virtual_status.setText(
+                f"On · sending to <b>{_html(device)}</b><br>"
+                "Pick it as the camera in Zoom, Teams or Meet."
+            )
+            if self.virtual_dialog is not None:
+                self.virtual_dialog.accept()
+        else:
+            self.virtual_status.setText("Off")
+
+    def show_message(self, msg: UserMessage) -> None:
+        """Show an error or warning in the window; nothing stops."""
+        self.banner.show_message(msg)
+
+    def show_virtual_camera_help(self, guidance: str) -> VirtualCameraDialog:
+        """Show (non-modally) the virtual-camera setup steps with a Retry button."""
+        if self.virtual_dialog is None:
+            self.virtual_dialog = VirtualCameraDialog(self)
+            self.virtual_dialog.retry_requested.connect(
+                lambda: self.bridge.set_virtual_camera(True)
+            )
+        self.virtual_dialog.set_guidance(guidance)
+        self.virtual_dialog.show()
+        self.virtual_dialog.raise_()
+        self.virtual_status.setText("No virtual camera on this computer — see the setup steps.")
+        return self.virtual_dialog
+
+    def _raise(self) -> None:
+        self.showNormal()
+        self.raise_()
+        self.activateWindow()
+
+    # --- closing -------------------------------------------------------------------------------
+    def collect_settings(self) -> AppSettings:
+        s = self.settings
+        cam = self.current_camera()
+        res = self.current_resolution()
+        # A one-off file from the command line is not remembered as the camera.
+        if cam.id in {c.id for c in self.cameras if not c.is_demo} or cam.id == "demo":
+            s.source = cam.id
+        s.resolution = f"{res.size[0]}x{res.size[1]}"
+        s.fps = res.fps
+        s.enabled = self.enable_switch.isChecked()
+        s.strength = self.strength_slider.value() / 100.0
+        s.view_mode = self.preview.mode
+        s.split = self.preview.split
+        s.mirror = self.mirror_check.isChecked()
+        s.virtual_camera = self.bridge.virtual_camera_on
+        s.geometry = bytes(self.saveGeometry().data())
+        return s
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        if not self._closing:
+            self._closing = True
+            save_settings(self.store, self.collect_settings())
+            self.final_stats = self.bridge.stats()
+            self.stopped_in_time = self.bridge.stop(timeout=STOP_TIMEOUT_S)
+            if self.virtual_dialog is not None:
+                self.virtual_dialog.close()
+            if self.tray is not None:
+                self.tray.hide()
+            self.closed.emit()
+        event.accept()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def format_stats(stats: Any) -> str:
+    """One status-bar line from an engine stats snapshot, e.g.
+    ``29.9 fps · latency 34 ms (p95 41 ms) · dropped 3``."""
+    if stats is None:
+        return "—"
+    fps = _first(stats, "fps_out", "fps", "output_fps")
+    p50 = _first(stats, "latency_ms_p50", "latency_p50_ms", "latency_ms")
+    p95 = _first(stats, "latency_ms_p95", "latency_p95_ms")
+    dropped = _first(stats, "dropped", "frames_dropped", "dropped_frames")
+    parts = []
+    if fps is not None:
+        parts.append(f"{fps:.1f} fps")
+    if p50 is not None:
+        lat = f"latency {p50:.0f} ms"
+        if p95 is not None:
+            lat += f" (p95 {p95:.0f} ms)"
+        parts.append(lat)
+    if dropped is not None:
+        parts.append(f"dropped {int(dropped)}")
+    return " · ".join(parts) if parts else "—"
+
+
+def _first(obj: Any, *names: str) -> Any:
+    for n in names:
+        v = getattr(obj, n, None)
+        if v is not None:
+            return v
+    return None
+
+
+def _section(text: str) -> QLabel:
+    label = QLabel(text)
+    label.setObjectName("section")
+    return label
+
+
+def _html(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+__all__ = [
+    "MainWindow",
+    "MessageBanner",
+    "ToggleSwitch",
+    "VirtualCameraDialog",
+    "app_icon",
+    "format_stats",
+]

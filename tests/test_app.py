@@ -1,0 +1,503 @@
+"""The desktop app on the real engine: demo clip in, preview, controls, virtual camera, closing.
+
+pytest-qt with ``QT_QPA_PLATFORM=offscreen`` (set in conftest); one QApplication per session
+through the ``qtbot`` fixture. Every window runs the real :class:`engine.Engine` on the bundled
+demo clip; waits are on signals and conditions, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+pytest.importorskip("pytestqt")
+
+import pyvirtualcam  # noqa: E402
+from PySide6.QtCore import QPoint, Qt  # noqa: E402
+from PySide6.QtGui import QColor, QImage  # noqa: E402
+
+from app.camera_list import DEMO_CLIP, demo_choice, list_camera_choices  # noqa: E402
+from app.engine_bridge import (  # noqa: E402
+    EngineBridge,
+    backend_label,
+    describe_error,
+    frame_to_qimage,
+    virtual_camera_guidance,
+)
+from app.preview import PreviewWidget  # noqa: E402
+from app.settings import AppSettings, load_settings, open_store, save_settings  # noqa: E402
+from app.window import MainWindow  # noqa: E402
+
+pytestmark = pytest.mark.timeout(60)
+
+FRAME_TIMEOUT_MS = 15_000  # first frame: engine start + decoder open on a busy 2-core CI box
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def qimage_to_array(img: QImage) -> np.ndarray:
+    """``QImage`` -> ``(H, W, 3) uint8 RGB`` copy."""
+    img = img.convertToFormat(QImage.Format.Format_RGB888)
+    w, h, bpl = img.width(), img.height(), img.bytesPerLine()
+    buf = np.frombuffer(img.constBits(), np.uint8, count=bpl * h).reshape(h, bpl)
+    return buf[:, : 3 * w].reshape(h, w, 3).copy()
+
+
+def clip_frame(index: int = 0) -> np.ndarray:
+    """Frame ``index`` of the demo clip as ``(H, W, 3) uint8 RGB``."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(DEMO_CLIP))
+    try:
+        for _ in range(index + 1):
+            ok, bgr = cap.read()
+            assert ok
+    finally:
+        cap.release()
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class Recorder(pyvirtualcam.Backend):
+    """A pyvirtualcam backend that keeps every frame sent through ``pyvirtualcam.Camera``."""
+
+    frames: list[np.ndarray] = []
+    closed = threading.Event()
+    fail_next = 0  # constructions that raise (a missing device), counted down
+
+    def __init__(self, width, height, fps, fourcc, device, **kwargs) -> None:  # noqa: ANN001
+        if Recorder.fail_next > 0:
+            Recorder.fail_next -= 1
+            raise RuntimeError("no v4l2loopback device found")
+        self._device = device or "SharpCam Test Camera"
+        self._width, self._height = width, height
+
+    def send(self, frame: np.ndarray) -> None:
+        # pyvirtualcam hands backends the flat native buffer (RGB here, as nothing is converted).
+        Recorder.frames.append(frame.reshape(self._height, self._width, 3).copy())
+
+    def close(self) -> None:
+        Recorder.closed.set()
+
+    def device(self) -> str:
+        return self._device
+
+    def native_fourcc(self):  # noqa: ANN201
+        return None
+
+
+VIRTUAL_BACKEND = "sharpcam-app-test-recorder"
+pyvirtualcam.register_backend(VIRTUAL_BACKEND, Recorder)
+
+
+@pytest.fixture
+def recorder():
+    Recorder.frames = []
+    Recorder.closed = threading.Event()
+    Recorder.fail_next = 0
+    yield Recorder
+    Recorder.fail_next = 0
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    """Build a window on the real engine and start it; closed (engine stopped) at teardown.
+
+    The fixture keeps the windows itself: qtbot only holds weak references, and a window
+    collected before teardown would never get its closeEvent.
+    """
+    windows: list[MainWindow] = []
+
+    def make(
+        backend: str = "unsharp",
+        model: str | None = None,
+        settings: AppSettings | None = None,
+        source: str | None = None,
+        api=None,  # noqa: ANN001
+    ) -> MainWindow:
+        store = open_store(str(tmp_path / "settings.ini"))
+        if settings is not None:
+            save_settings(store, settings)
+        bridge = EngineBridge(api=api, stats_interval_ms=100, virtual_backend=VIRTUAL_BACKEND)
+        window = MainWindow(
+            bridge,
+            store=store,
+            settings=load_settings(store),
+            cameras=[demo_choice()],
+            source=source,
+            backend=backend,
+            model=model,
+            tray=False,
+        )
+        qtbot.addWidget(window)
+        windows.append(window)
+        window.show()
+        assert window.start_stream()
+        return window
+
+    yield make
+    for window in windows:
+        window.close()
+        assert window.bridge.engine is None
+
+
+def wait_frames(qtbot, window: MainWindow, n: int = 3) -> None:
+    start = window.preview.frames_shown
+    qtbot.waitUntil(lambda: window.preview.frames_shown >= start + n, timeout=FRAME_TIMEOUT_MS)
+
+
+def fresh_pair(qtbot, window: MainWindow) -> tuple[np.ndarray, np.ndarray]:
+    """The next ``(original, processed)`` preview pair produced after this call."""
+    bridge = window.bridge
+    got: list = []
+
+    def grab() -> None:
+        pair = bridge._latest
+        if pair is not None:
+            got.append(pair)
+
+    # Wait for two new previews so the pair surely reflects settings changed before the call.
+    start = bridge.previews_received
+    qtbot.waitUntil(lambda: bridge.previews_received >= start + 2, timeout=FRAME_TIMEOUT_MS)
+    with qtbot.waitSignal(bridge.preview_ready, timeout=FRAME_TIMEOUT_MS, raising=False):
+        pass
+    grab()
+    if not got:
+        # The GUI took it already: the preview widget holds the same pair.
+        got.append((window.preview._original, window.preview._processed))
+    orig, proc = got[-1]
+    return qimage_to_array(orig), qimage_to_array(proc)
+
+
+def mean_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(np.abs(a.astype(np.int16) - b.astype(np.int16))))
+
+
+# --------------------------------------------------------------------------- window on the engine
+
+
+def test_window_opens_on_demo_clip_and_preview_frames_arrive(qtbot, make_window):
+    window = make_window()
+    wait_frames(qtbot, window, 3)
+    assert window.current_camera().is_demo
+    assert window.preview.has_frame()
+    assert window.bridge.last_frame_size == (640, 360)
+    assert window.bridge.engine is not None and window.bridge.engine.running
+    assert window.provider_label.text() == "Unsharp mask · OpenCV"
+
+
+def test_switch_and_slider_change_what_the_engine_does(qtbot, make_window):
+    window = make_window(backend="unsharp")
+    engine = window.bridge.engine
+    wait_frames(qtbot, window, 2)
+
+    orig, proc = fresh_pair(qtbot, window)
+    assert engine.enabled and engine.strength == 1.0
+    full = mean_abs_diff(orig, proc)
+    assert full > 1.0, "unsharp at strength 1 must change the frame"
+
+    # Space (the window's shortcut action) turns sharpening off: frames pass through untouched.
+    assert window.toggle_action.shortcut().toString() == "Space"
+    window.toggle_action.trigger()
+    assert not window.enable_switch.isChecked()
+    assert engine.enabled is False and engine.stats().enabled is False
+    orig, proc = fresh_pair(qtbot, window)
+    assert np.array_equal(orig, proc)
+
+    # And back on, at half strength: the change is about half of the full one.
+    window.enable_switch.setChecked(True)
+    window.strength_slider.setValue(50)
+    assert engine.enabled is True
+    assert engine.strength == pytest.approx(0.5)
+    assert window.strength_value.text() == "50 %"
+    orig, proc = fresh_pair(qtbot, window)
+    half = mean_abs_diff(orig, proc)
+    assert 0.3 * full < half < 0.75 * full
+
+    window.strength_slider.setValue(0)
+    assert engine.strength == 0.0
+    orig, proc = fresh_pair(qtbot, window)
+    assert np.array_equal(orig, proc)
+
+
+def test_stats_label_updates(qtbot, make_window):
+    window = make_window()
+    qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
+    first = window.stats_label.text()
+    assert "latency" in first and "dropped" in first
+    with qtbot.waitSignal(window.bridge.stats_updated, timeout=5000) as blocker:
+        pass
+    assert blocker.args[0].frames_out > 0
+    assert window.live_state == "live"
+    qtbot.waitUntil(lambda: window.stats_label.text() != first, timeout=5000)
+
+
+def test_virtual_camera_toggle_sends_unmirrored_frames(qtbot, make_window, recorder):
+    window = make_window(backend="passthrough")
+    wait_frames(qtbot, window, 1)
+    assert window.mirror_check.isChecked()  # the preview is mirrored (the default)...
+    window.virtual_switch.setChecked(True)
+    assert window.bridge.virtual_camera_on
+    assert "SharpCam Test Camera" in window.virtual_status.text()
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 5, timeout=FRAME_TIMEOUT_MS)
+    sent = recorder.frames[-1]
+    assert sent.shape == (360, 640, 3) and sent.dtype == np.uint8
+    # ...but what others receive is not: it matches the clip, not its mirror image.
+    ref = clip_frame(0)
+    assert mean_abs_diff(sent, ref) < 0.5 * mean_abs_diff(sent, ref[:, ::-1])
+
+    window.virtual_switch.setChecked(False)
+    assert recorder.closed.is_set()
+    assert not window.bridge.virtual_camera_on
+    assert window.virtual_status.text() == "Off"
+
+
+def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_window, recorder):
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    recorder.fail_next = 1
+    window.virtual_switch.setChecked(True)
+    dialog = window.virtual_dialog
+    assert dialog is not None and dialog.isVisible()  # shown with show(), not a blocking exec()
+    assert not dialog.isModal()
+    assert not window.virtual_switch.isChecked()
+    text = dialog.steps.toPlainText()
+    if sys.platform.startswith("linux"):
+        assert "sudo modprobe v4l2loopback devices=1 exclusive_caps=1 card_label=SharpCam" in text
+    else:
+        assert "OBS" in text
+    assert "no v4l2loopback device found" in text  # the real cause is shown too
+    # The stream kept going while the dialog is open.
+    wait_frames(qtbot, window, 2)
+
+    dialog.retry_button.click()  # the device exists now
+    assert window.bridge.virtual_camera_on
+    assert window.virtual_switch.isChecked()
+    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=2000)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+
+
+def test_model_failure_is_shown_and_the_stream_continues(qtbot, make_window, tmp_path):
+    window = make_window(backend="onnx", model=str(tmp_path / "missing.onnx"))
+    assert window.banner.isVisible()
+    assert window.banner.kind == "model"
+    assert "passthrough" in window.banner.text.text().lower()
+    wait_frames(qtbot, window, 3)
+    assert window.provider_label.text() == "Passthrough"
+
+
+class _LosingCamera:
+    """A real demo-clip source that reports a lost camera after a few frames, like
+    ``CameraSource`` does while it reconnects (``reconnecting`` is what the engine reads)."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self._inner = inner
+        self.frames = 0
+
+    @property
+    def reconnecting(self) -> bool:
+        return self.frames >= 5
+
+    def read(self):  # noqa: ANN201
+        frame = self._inner.read()
+        self.frames += 1
+        return frame
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - size, fps, close, interrupt, ...
+        return getattr(self._inner, name)
+
+
+def test_camera_lost_is_shown_while_the_stream_continues(qtbot, make_window):
+    import engine
+
+    api = types.SimpleNamespace(
+        open_source=lambda *a, **k: _LosingCamera(engine.open_source(*a, **k)),
+        create_backend=engine.create_backend,
+        open_sink=engine.open_sink,
+        Engine=engine.Engine,
+    )
+    window = make_window(api=api)
+    qtbot.waitUntil(window.banner.isVisible, timeout=FRAME_TIMEOUT_MS)
+    assert window.banner.kind == "camera"
+    assert "reconnect" in window.banner.text.text().lower()
+    wait_frames(qtbot, window, 3)  # the preview keeps running
+
+
+def test_onnx_contract_model_runs_in_the_app(qtbot, make_window, tmp_path):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")  # noqa: F841 - contract_models builds graphs with it
+    from tests.contract_models import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "sharpen.onnx", kind="sharpen")
+    window = make_window(backend="onnx", model=str(model))
+    # No manifest beside this model: it runs, and the window says it is unverified.
+    assert window.banner.isVisible() and window.banner.kind == "warning"
+    wait_frames(qtbot, window, 2)
+    assert window.provider_label.text().startswith("ONNX Runtime · CPU")
+    orig, proc = fresh_pair(qtbot, window)
+    assert mean_abs_diff(orig, proc) > 0.5
+
+
+def test_closing_stops_the_engine_within_2_seconds(qtbot, make_window):
+    before = {t.ident for t in threading.enumerate()}
+    window = make_window()
+    wait_frames(qtbot, window, 2)
+    engine = window.bridge.engine
+    workers = [t for t in threading.enumerate() if t.ident not in before]
+    assert workers, "the engine runs its own threads"
+    t0 = time.perf_counter()
+    window.close()
+    assert time.perf_counter() - t0 < 2.0
+    assert window.stopped_in_time
+    assert window.bridge.engine is None and not engine.running
+    assert not any(t.is_alive() for t in workers)
+
+
+def test_space_key_toggles_sharpening(qtbot, make_window):
+    window = make_window()
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    window.strength_slider.setFocus()
+    qtbot.keyClick(window.strength_slider, Qt.Key.Key_Space)
+    assert window.bridge.engine.enabled is False
+    qtbot.keyClick(window.strength_slider, Qt.Key.Key_Space)
+    assert window.bridge.engine.enabled is True
+
+
+def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch):
+    from PySide6.QtWidgets import QSystemTrayIcon
+
+    monkeypatch.setattr(QSystemTrayIcon, "isSystemTrayAvailable", staticmethod(lambda: True))
+    window = make_window()
+    window._build_tray()
+    assert window.tray is not None
+    labels = [a.text() for a in window.tray.contextMenu().actions() if a.text()]
+    assert labels == ["Sharpening", "Virtual camera", "Show SharpCam", "Quit SharpCam"]
+    window.toggle_action.trigger()  # the tray shares this action with the Space shortcut
+    assert window.bridge.engine.enabled is False
+    with qtbot.waitSignal(window.closed, timeout=3000):
+        window.quit_action.trigger()
+    assert not window.tray.isVisible()
+
+
+def test_ctrl_q_quits(qtbot, make_window):
+    window = make_window()
+    assert window.quit_action.shortcut().toString() == "Ctrl+Q"
+    with qtbot.waitSignal(window.closed, timeout=3000):
+        window.quit_action.trigger()
+    assert window.bridge.engine is None
+
+
+def test_settings_are_remembered(qtbot, make_window, tmp_path):
+    window = make_window()
+    window.strength_slider.setValue(35)
+    window.view_buttons["side"].click()
+    window.mirror_check.setChecked(False)
+    window.enable_switch.setChecked(False)
+    window.close()
+    saved = load_settings(open_store(str(tmp_path / "settings.ini")))
+    assert saved.strength == pytest.approx(0.35)
+    assert saved.view_mode == "side"
+    assert saved.mirror is False and saved.enabled is False
+    assert saved.source == "demo"
+
+    again = make_window()  # the same store: the controls come back as they were
+    assert again.strength_slider.value() == 35
+    assert again.preview.mode == "side" and not again.preview.mirror
+    assert again.bridge.engine.enabled is False
+
+
+def test_run_app_screenshot_writes_png(qtbot, tmp_path, capsys):
+    from app.main import run_app
+
+    out = tmp_path / "shot.png"
+    code = run_app(
+        source=str(DEMO_CLIP),
+        screenshot=str(out),
+        quit_after=1.0,
+        backend="unsharp",
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+    )
+    assert code == 0
+    img = QImage(str(out))
+    assert not img.isNull() and img.width() >= 800 and img.height() >= 450
+    # The preview really shows video, not the dark placeholder: the centre is bright and varied.
+    centre = qimage_to_array(img.copy(img.width() // 4, img.height() // 3, 200, 150))
+    assert centre.std() > 10
+    line = capsys.readouterr().out
+    assert "sharpcam app:" in line and "fps" in line and "640x360" in line
+
+
+# --------------------------------------------------------------------------- views and helpers
+
+
+def test_preview_split_drag_and_mirror(qtbot):
+    w = PreviewWidget()
+    qtbot.addWidget(w)
+    w.resize(660, 380)
+    w.show()
+    # Original: red left half / blue right half. Processed: all green.
+    orig = np.zeros((90, 160, 3), np.uint8)
+    orig[:, :80] = (255, 0, 0)
+    orig[:, 80:] = (0, 0, 255)
+    proc = np.zeros_like(orig)
+    proc[:] = (0, 255, 0)
+    w.set_frames(frame_to_qimage(orig), frame_to_qimage(proc))
+
+    r = w.image_rect()
+    y = int(r.center().y())
+    with qtbot.waitSignal(w.split_changed) as blocker:
+        qtbot.mousePress(
+            w, Qt.MouseButton.LeftButton, pos=QPoint(int(r.left() + 0.8 * r.width()), y)
+        )
+    assert blocker.args[0] == pytest.approx(0.8, abs=0.01)
+    qtbot.mouseRelease(w, Qt.MouseButton.LeftButton)
+
+    def colour_at(fx: float) -> QColor:
+        return w.grab().toImage().pixelColor(int(r.left() + fx * r.width()), y + 30)
+
+    assert colour_at(0.2).red() > 200  # before, left of the divider
+    assert colour_at(0.9).green() > 200  # after, right of it
+    w.set_mirror(True)
+    assert colour_at(0.2).blue() > 200  # the original is flipped left-right
+    w.set_mode("after")
+    assert colour_at(0.2).green() > 200 and colour_at(0.9).green() > 200
+
+
+def test_frame_to_qimage_copies_the_buffer():
+    arr = np.full((4, 5, 3), 7, np.uint8)
+    img = frame_to_qimage(arr)
+    arr[:] = 200  # the engine reuses its buffers
+    assert img.pixelColor(0, 0).red() == 7
+    with pytest.raises(ValueError, match=r"expected \(H, W, 3\) uint8"):
+        frame_to_qimage(np.zeros((4, 5, 4), np.uint8))
+
+
+def test_describe_error_and_labels():
+    from engine.backends import ModelError
+
+    assert describe_error(ModelError("weights/student.onnx not found")).kind == "model"
+    assert describe_error(RuntimeError("CUDAExecutionProvider failed to start")).kind == "gpu"
+    assert describe_error(RuntimeError("camera lost, reconnecting")).kind == "camera"
+    assert "modprobe v4l2loopback" in virtual_camera_guidance("linux")
+    assert "OBS Studio" in virtual_camera_guidance("win32")
+    assert "Privacy & Security" in virtual_camera_guidance("darwin")
+    assert backend_label(name="onnx", provider="ONNX Runtime · CPUExecutionProvider") == (
+        "ONNX Runtime · CPU"
+    )
+    assert backend_label(name="openvino", provider="OpenVINO · CPU") == "OpenVINO · CPU"
+    assert backend_label(name="passthrough", provider="") == "Passthrough"
+
+
+def test_camera_list_always_offers_the_demo_clip(qtbot):
+    choices = list_camera_choices()
+    assert choices[-1].is_demo and Path(choices[-1].source) == DEMO_CLIP
+    assert DEMO_CLIP.is_file()
