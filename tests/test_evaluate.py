@@ -1,0 +1,259 @@
+"""Metrics on known inputs, and `python -m training.evaluate` end to end on data made here."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from training import data as D
+from training import evaluate as EV
+from training.metrics import PerceptualDistance, ms_ssim, psnr, ssim, unsharp_mask
+from training.models.dmphn import DMPHN
+from training.models.student import create_student
+
+torch.set_num_threads(2)
+
+
+# --------------------------------------------------------------------------------------------
+# metrics
+# --------------------------------------------------------------------------------------------
+
+
+def test_psnr_known_values() -> None:
+    x = torch.rand(2, 3, 32, 32) * 0.8
+    assert psnr(x, x).tolist() == [100.0, 100.0]  # identical: capped, finite
+    assert psnr(x + 0.1, x)[0].item() == pytest.approx(20.0, abs=1e-3)  # MSE 0.01
+    assert psnr(x + 0.01, x)[1].item() == pytest.approx(40.0, abs=1e-3)
+    with pytest.raises(ValueError, match=r"equal shape, got \(2, 3, 32, 32\) and \(2, 3, 32, 31\)"):
+        psnr(x, x[..., :31])
+
+
+def test_ssim_and_ms_ssim() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 3, 192, 192, generator=g)
+    assert ssim(x, x).item() == pytest.approx(1.0, abs=1e-6)
+    assert ms_ssim(x, x).item() == pytest.approx(1.0, abs=1e-5)
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    assert ssim(noisy, x).item() < 0.97
+    assert ms_ssim(noisy, x).item() < 1.0
+    assert math.isnan(ms_ssim(x[..., :64, :64], x[..., :64, :64]).item())  # too small for 5 scales
+
+
+def _fake_vgg19n(path: Path) -> Path:
+    """A random state dict laid out like the normalised VGG-19 (keys 0, 2, 5, 9, 12, 16)."""
+    torch.manual_seed(0)
+    shapes = {
+        0: (3, 3, 1, 1),
+        2: (64, 3, 3, 3),
+        5: (64, 64, 3, 3),
+        9: (128, 64, 3, 3),
+        12: (128, 128, 3, 3),
+        16: (256, 128, 3, 3),
+    }
+    sd = {}
+    for i, shape in shapes.items():
+        sd[f"{i}.weight"] = torch.randn(shape) * 0.1
+        sd[f"{i}.bias"] = torch.zeros(shape[0])
+    torch.save(sd, path)
+    return path
+
+
+def test_perceptual_distance(tmp_path: Path) -> None:
+    pd = PerceptualDistance(_fake_vgg19n(tmp_path / "vgg.pth"))
+    assert pd.available, pd.reason
+    x = torch.rand(2, 3, 40, 40)
+    assert pd(x, x).tolist() == [0.0, 0.0]
+    assert (pd(x.flip(-1), x) > 0).all()
+    missing = PerceptualDistance(tmp_path / "nope.pth")
+    assert not missing.available and "nope.pth" in missing.reason
+    assert math.isnan(missing(x, x)[0].item())
+
+
+def test_unsharp_mask_formula() -> None:
+    flat = np.full((20, 20, 3), 0.4, np.float32)
+    assert np.allclose(unsharp_mask(flat), flat, atol=1e-6)  # nothing to sharpen
+    img = np.zeros((21, 21, 3), np.float32)
+    img[:, 10:] = 0.5
+    out = unsharp_mask(img, amount=1.0, sigma=2.0)
+    expected = np.clip(2 * img - cv2.GaussianBlur(img, (0, 0), 2.0), 0, 1)
+    assert np.allclose(out, expected, atol=1e-6)
+    assert out[5, 11, 0] > 0.5  # overshoot on the bright side of the edge
+
+
+# --------------------------------------------------------------------------------------------
+# data kinds
+# --------------------------------------------------------------------------------------------
+
+
+def test_parse_data() -> None:
+    assert EV.parse_data("raw:/a/b").first == 240
+    spec = EV.parse_data("raw:/a:b:250-260")
+    assert (spec.path, spec.first, spec.last) == ("/a:b", 250, 260)
+    assert EV.parse_data("pairs:x,y").sharp_dir == "y"
+    assert EV.parse_data("demo:").kind == "demo"
+    with pytest.raises(ValueError, match="bad --data"):
+        EV.parse_data("zip:/x")
+
+
+def _write(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(D.to_uint8(img), cv2.COLOR_RGB2BGR))
+
+
+def test_raw_windows_stay_inside_range(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(1, 41):
+        _write(tmp_path / "seq" / f"{i:06d}.png", rng.uniform(0, 1, (24, 32, 3)).astype(np.float32))
+    samples = list(EV.iter_samples(EV.parse_data(f"raw:{tmp_path / 'seq'}:5-25"), windows=(7, 11)))
+    # Centres from first+10 every 20 frames: only 15; both windows fit in 5-25; two modes each.
+    assert sorted((s.set, s.name) for s in samples) == [
+        ("raw-linear", "seq_c015_w11"),
+        ("raw-linear", "seq_c015_w7"),
+        ("raw-plain", "seq_c015_w11"),
+        ("raw-plain", "seq_c015_w7"),
+    ]
+    frames = [D.load_image(tmp_path / "seq" / f"{i:06d}.png") for i in range(12, 19)]
+    plain = next(s for s in samples if s.name.endswith("w7") and s.set == "raw-plain")
+    assert np.allclose(plain.blurry, np.mean(frames, axis=0), atol=1e-5)
+    assert np.array_equal(plain.sharp, frames[3])
+    linear = next(s for s in samples if s.name.endswith("w7") and s.set == "raw-linear")
+    assert not np.allclose(linear.blurry, plain.blurry, atol=1e-3)
+    only_plain = list(
+        EV.iter_samples(EV.parse_data(f"raw:{tmp_path / 'seq'}:5-25"), mode="plain", windows=(7,))
+    )
+    assert [s.set for s in only_plain] == ["raw-plain"]
+
+
+def test_lai_kernel_is_centred(tmp_path: Path) -> None:
+    """An off-centre delta kernel must leave the image unchanged (no shift)."""
+    sharp = np.random.default_rng(1).uniform(0, 1, (40, 50, 3)).astype(np.float32)
+    _write(tmp_path / "lai" / "sharp" / "a.png", sharp)
+    k = np.zeros((9, 9, 3), np.float32)
+    k[1, 2] = 1.0
+    _write(tmp_path / "lai" / "kernels" / "k.png", k)
+    (s,) = list(EV.iter_samples(EV.parse_data(f"lai:{tmp_path / 'lai'}")))
+    assert s.name == "a_k"
+    assert np.abs(s.blurry - s.sharp).max() < 1e-5
+
+
+# --------------------------------------------------------------------------------------------
+# end to end
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evaldata")
+    folders = D.make_synthetic_dataset(root, 1, frames=32, size=(96, 80), seed=3, n_photos=0)
+    # A GoPro-layout folder and a plain pairs folder from the same frames.
+    seq = sorted(folders["raw"].glob("seq_00/*.png"))
+    frames = [D.load_image(p) for p in seq[:9]]
+    for sub, linear in (("blur", False), ("blur_gamma", True)):
+        _write(
+            root / "GOPRO" / "test" / "s1" / sub / "0001.png",
+            D.temporal_average(frames, linear=linear),
+        )
+    _write(root / "GOPRO" / "test" / "s1" / "sharp" / "0001.png", frames[4])
+    _write(root / "pairs" / "blur" / "x.png", D.temporal_average(frames[:7], linear=False))
+    _write(root / "pairs" / "sharp" / "x.png", frames[3])
+    # A student checkpoint and a (random) DMPHN teacher in the released file layout.
+    torch.manual_seed(0)
+    student = create_student("tiny")
+    torch.save({"model": student.state_dict(), "config": {"student": "tiny"}}, root / "best.pt")
+    teacher = DMPHN()
+    tdir = root / "dmphn"
+    tdir.mkdir()
+    for part in (
+        "encoder_lv1",
+        "encoder_lv2",
+        "encoder_lv3",
+        "decoder_lv1",
+        "decoder_lv2",
+        "decoder_lv3",
+    ):
+        torch.save(getattr(teacher, part).state_dict(), tdir / f"{part}.pkl")
+    return {
+        "root": root,
+        "raw": folders["raw"] / "seq_00",
+        "ckpt": root / "best.pt",
+        "teacher": tdir,
+    }
+
+
+def test_evaluate_cli_end_to_end(
+    dataset: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = dataset["root"]
+    args = [
+        "--model", str(dataset["ckpt"]),
+        "--data", f"raw:{dataset['raw']}:1-30",
+        "--data", f"gopro:{root / 'GOPRO'}",
+        "--data", f"pairs:{root / 'pairs' / 'blur'},{root / 'pairs' / 'sharp'}",
+        "--teacher", "dmphn", "--teacher-weights", str(dataset["teacher"]),
+        "--cache-dir", str(tmp_path / "cache"),
+        "--vgg-weights", str(_fake_vgg19n(tmp_path / "vgg.pth")),
+        "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert EV.main(args) == 0
+    first = capsys.readouterr().out
+    assert "1 computed" not in first and "0 from cache" in first
+
+    out = tmp_path / "out"
+    methods = ["blurry", "unsharp", "best_model", "teacher_dmphn"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"][0] == "blurry" and summary["methods"][1] == "unsharp"
+    assert summary["methods"][3] == "teacher_dmphn" and len(summary["methods"]) == 4
+    assert set(summary["sets"]) == {
+        "raw-plain",
+        "raw-linear",
+        "gopro-plain",
+        "gopro-linear",
+        "pairs",
+    }
+    raw = summary["sets"]["raw-plain"]
+    assert raw["n"] == 2  # centre 11, windows 7 and 11
+    assert raw["methods"]["blurry"]["delta_psnr"] == 0.0
+    assert raw["methods"]["blurry"]["psnr"] < 60  # the average really is blurry
+    assert raw["methods"]["blurry"]["perceptual"] > 0
+
+    with open(out / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * (2 + 2 + 1 + 1 + 1)
+    per_method = {r["method"] for r in rows}
+    assert per_method == {summary["methods"][2], *[m for m in methods if m != "best_model"]}
+    blurry_raw = [
+        float(r["psnr"]) for r in rows if r["set"] == "raw-plain" and r["method"] == "blurry"
+    ]
+    assert np.mean(blurry_raw) == pytest.approx(raw["methods"]["blurry"]["psnr"], abs=1e-4)
+
+    md = (out / "summary.md").read_text()
+    assert "| blurry |" in md and "| unsharp |" in md and "| teacher_dmphn |" in md
+    grid = cv2.imread(str(out / "grid_raw-plain.png"))
+    assert grid is not None and grid.shape[1] > 3 * 80  # blurry | student | teacher | sharp
+
+    # Second run: every teacher output comes from the disk cache.
+    assert EV.main(args) == 0
+    second = capsys.readouterr().out
+    assert "teacher: 0 computed" in second
+
+
+def test_evaluate_onnx_model_and_demo(tmp_path: Path) -> None:
+    from training.export import export_onnx
+
+    model = create_student("tiny").eval()
+    export_onnx(model, tmp_path / "m.onnx")
+    label, run = EV.load_model_runner(tmp_path / "m.onnx")
+    assert label == "m"
+    (sample,) = list(EV.iter_samples(EV.parse_data("demo:"), max_size=96, limit=1))
+    with torch.no_grad():
+        ref = model(torch.from_numpy(sample.blurry.transpose(2, 0, 1))[None]).clamp(0, 1)[0]
+    assert np.abs(run(sample.blurry) - ref.permute(1, 2, 0).numpy()).max() < 1e-4
+    assert psnr(torch.from_numpy(sample.blurry)[None].permute(0, 3, 1, 2),
+                torch.from_numpy(sample.sharp)[None].permute(0, 3, 1, 2)).item() < 40  # fmt: skip

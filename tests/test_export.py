@@ -1,0 +1,182 @@
+"""Export: ONNX fp32/fp16 and TorchScript match eager PyTorch at 721x1279; the manifest is the
+engine's format with correct sha256s."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from training import export as E
+from training.models.student import create_student
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, Path]:
+    """A tiny student checkpoint exported through the CLI, with a metrics file."""
+    root = tmp_path_factory.mktemp("export")
+    torch.manual_seed(1)
+    model = create_student("tiny")
+    # Make the residual visible so parity compares real outputs, not the identity.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    config = {"student": "tiny", "student_kwargs": {}, "lr": 5e-5}
+    ckpt = root / "best.pt"
+    torch.save({"model": model.state_dict(), "config": config, "epoch": 3}, ckpt)
+    metrics = root / "summary.json"
+    metrics.write_text(
+        json.dumps({"sets": {"raw-plain": {"n": 6, "methods": {"best": {"psnr": 30.0}}}}})
+    )
+    out = root / "weights"
+    out.mkdir()
+    # Another model's entry already in the manifest must survive the update.
+    (out / "manifest.json").write_text(
+        json.dumps({"schema": E.SCHEMA, "files": {"other.onnx": {"sha256": "a" * 64, "bytes": 1}}})
+    )
+    rc = E.main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--out",
+            str(out),
+            "--name",
+            "student_fast",
+            "--metrics",
+            str(metrics),
+        ]
+    )
+    assert rc == 0
+    return out, model.eval(), ckpt
+
+
+def test_files_and_parity(exported: tuple[Path, torch.nn.Module, Path]) -> None:
+    out, model, _ = exported
+    import onnxruntime as ort
+
+    for name in ("student_fast.onnx", "student_fast_fp16.onnx", "student_fast.ts"):
+        assert (out / name).is_file(), name
+    x = torch.rand(1, 3, 721, 1279)
+    with torch.no_grad():
+        ref = model(x).clamp(0, 1).numpy()
+    assert np.abs(ref - x.numpy()).max() > 1e-3  # the student really changes the image
+
+    sess = ort.InferenceSession(str(out / "student_fast.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input"]
+    assert [o.name for o in sess.get_outputs()] == ["output"]
+    assert sess.get_inputs()[0].shape[2:] == ["height", "width"]  # dynamic H and W
+    got = sess.run(None, {"input": x.numpy()})[0]
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() <= E.FP32_TOLERANCE
+    assert got.min() >= 0.0 and got.max() <= 1.0  # clamped in the graph
+
+    sess16 = ort.InferenceSession(
+        str(out / "student_fast_fp16.onnx"), providers=["CPUExecutionProvider"]
+    )
+    assert "float16" in sess16.get_inputs()[0].type
+    got16 = sess16.run(None, {"input": x.numpy().astype(np.float16)})[0]
+    assert got16.dtype == np.float16 and np.abs(got16.astype(np.float32) - ref).max() < 1e-2
+
+    ts = torch.jit.load(str(out / "student_fast.ts"))
+    small = torch.rand(1, 3, 19, 33)  # another size: nothing was fixed at export time
+    with torch.no_grad():
+        assert (ts(x) - torch.from_numpy(ref)).abs().max() <= E.FP32_TOLERANCE
+        assert ts(small).shape == small.shape
+
+
+def test_manifest_format(exported: tuple[Path, torch.nn.Module, Path]) -> None:
+    out, model, _ = exported
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["schema"] == "sharpcam-manifest/1"
+    assert set(manifest["files"]) == {
+        "other.onnx",
+        "student_fast.onnx",
+        "student_fast_fp16.onnx",
+        "student_fast.ts",
+    }
+    expected_digest = hashlib.sha256(
+        json.dumps(
+            {"student": "tiny", "student_kwargs": {}, "lr": 5e-5},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+    ).hexdigest()
+    for name, entry in manifest["files"].items():
+        if name == "other.onnx":
+            continue
+        data = (out / name).read_bytes()
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+        assert entry["bytes"] == len(data)
+        assert entry["format"] == ("torchscript" if name.endswith(".ts") else "onnx")
+        fp16 = name.endswith("_fp16.onnx")
+        assert entry["precision"] == ("fp16" if fp16 else "fp32")
+        assert entry["variant"] == "tiny" and entry["device"] == "cpu"
+        assert entry["input"] == {
+            "name": "input",
+            "dtype": "float16" if fp16 else "float32",
+            "layout": "NCHW",
+            "color": "RGB",
+            "range": [0, 1],
+            "min_size": 16,
+            "multiple": model.multiple,
+        }
+        assert entry["output"]["name"] == "output" and entry["output"]["range"] == [0, 1]
+        assert entry["params"] == model.count_params()
+        assert entry["macs_per_pixel"] == pytest.approx(model.macs_per_pixel(), abs=0.1)
+        assert entry["metrics"]["sets"]["raw-plain"]["n"] == 6
+        assert entry["config_digest"] == expected_digest
+        assert set(entry["parity_max_abs_diff"]) == {"721x1279", "37x53"}
+
+
+def test_manifest_readable_by_engine(exported: tuple[Path, torch.nn.Module, Path]) -> None:
+    out, _, _ = exported
+    manifest_mod = pytest.importorskip("engine.manifest")
+    entry = manifest_mod.verify_file(out / "student_fast.onnx")
+    assert entry is not None and entry.variant == "tiny" and entry.input.multiple is not None
+
+
+def test_parity_failure_is_loud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = create_student("tiny").eval()
+    monkeypatch.setattr(E, "FP32_TOLERANCE", -1.0)  # nothing can pass: the check must raise
+    with pytest.raises(E.ExportError, match="differs from PyTorch"):
+        E.export_all(
+            model,
+            tmp_path,
+            name="m",
+            variant="tiny",
+            config={},
+            fp16=False,
+            torchscript=False,
+            check_size=(33, 47),
+        )
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_load_student_errors(tmp_path: Path) -> None:
+    sd = create_student("tiny").state_dict()
+    path = tmp_path / "raw.pt"
+    torch.save(sd, path)
+    with pytest.raises(E.ExportError, match="holds no config"):
+        E.load_student(path)
+    model, variant, _ = E.load_student(path, variant="tiny")
+    assert variant == "tiny"
+    with pytest.raises(E.ExportError, match="does not match student 'fast'"):
+        E.load_student(path, variant="fast")
+
+
+def test_opset_17_uses_an_exporter_that_honours_it(tmp_path: Path) -> None:
+    import onnx
+
+    model = create_student("tiny").eval()
+    used = E.export_onnx(model, tmp_path / "m.onnx", opset=17)
+    assert used in ("dynamo", "torchscript")
+    opsets = {o.domain: o.version for o in onnx.load(str(tmp_path / "m.onnx")).opset_import}
+    assert opsets[""] == 17
+    diffs = E.check_onnx(model, tmp_path / "m.onnx", [(33, 47), (16, 16)])
+    assert max(diffs.values()) <= E.FP32_TOLERANCE

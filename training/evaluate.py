@@ -1,0 +1,717 @@
+"""Evaluate students beside the blurry input, unsharp mask and (optionally) the teacher.
+
+    python -m training.evaluate --model runs/fast/best.pt --data raw:../shared/data/train/gopro_raw_240fps/GOPR0477_11_00 \\
+        --teacher dmphn --teacher-weights ../shared/weights/teachers/dmphn_1_2_4 --out runs/eval/fast
+    python -m training.evaluate --model weights/student_fast.onnx --data demo: --teacher dmphn --out assets/demo
+
+Models: trainer checkpoints (``.pt`` with the config inside) run in PyTorch; ``.onnx`` files run
+in ONNX Runtime exactly as shipped (fp16 files get float16 input). ``--model`` may be repeated.
+
+Data (``--data``, repeatable), each giving one or two sets:
+  * ``raw:DIR[:first-last]`` held-out raw high-frame-rate frames (default 240-299): windows of
+    ``--windows`` frames (odd, 7-13) centred every ``--raw-stride`` frames from ``first+10``,
+    entirely inside the range; sharp = centre frame; sets ``raw-plain`` / ``raw-linear``
+    (sRGB average / linear-light average, per ``--plain/--linear/--both``).
+  * ``gopro:DIR`` GoPro layout (``.../<seq>/{blur,blur_gamma,sharp}``, searched below DIR);
+    sets ``gopro-plain`` (``blur``) / ``gopro-linear`` (``blur_gamma``).
+  * ``lai:DIR`` Lai et al. 2016: ``DIR/sharp`` x ``DIR/kernels``, blurred here with each kernel
+    centred on its centre of mass (an off-centre kernel would also shift the image).
+  * ``demo:`` scikit-image's sample images with synthetic hand shake (the README picture).
+  * ``pairs:BLUR_DIR,SHARP_DIR`` any folders of blurry/sharp images matched by file name.
+
+Outputs in ``--out``: ``per_image.csv``, ``summary.json``, ``summary.md`` and one
+``grid_<set>.png`` (crops: blurry | student | teacher | sharp) per set. Teacher outputs are
+cached on disk keyed by the teacher, its weights and the input's content hash, so re-runs cost
+only the students.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from training import data as D
+from training.metrics import PerceptualDistance, ms_ssim, psnr, ssim, unsharp_mask
+
+log = logging.getLogger("training.evaluate")
+
+__all__ = [
+    "Sample",
+    "DataSpec",
+    "evaluate",
+    "iter_samples",
+    "load_model_runner",
+    "main",
+    "parse_data",
+]
+
+_REPO = Path(__file__).resolve().parents[1]
+METRICS = ("psnr", "ssim", "ms_ssim", "perceptual")
+RAW_DEFAULT_RANGE = (240, 299)  # the held-out frames of the raw GoPro sequence
+DEMO_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
+
+
+@dataclass
+class Sample:
+    """One evaluation pair: ``blurry`` and ``sharp`` float32 ``(H, W, 3)`` RGB in [0, 1]."""
+
+    set: str
+    name: str
+    blurry: np.ndarray
+    sharp: np.ndarray
+
+
+@dataclass
+class DataSpec:
+    kind: str  # raw | gopro | lai | demo | pairs
+    path: str
+    first: int = RAW_DEFAULT_RANGE[0]
+    last: int = RAW_DEFAULT_RANGE[1]
+    blur_dir: str = ""
+    sharp_dir: str = ""
+
+
+def parse_data(spec: str) -> DataSpec:
+    """``raw:DIR[:first-last]``, ``gopro:DIR``, ``lai:DIR``, ``demo:``, ``pairs:BLUR,SHARP``."""
+    kind, sep, rest = spec.partition(":")
+    if not sep or kind not in ("raw", "gopro", "lai", "demo", "pairs"):
+        raise ValueError(
+            f"bad --data {spec!r}: expected raw:DIR[:first-last], gopro:DIR, lai:DIR, demo: "
+            "or pairs:BLUR_DIR,SHARP_DIR"
+        )
+    if kind == "raw":
+        m = re.fullmatch(r"(.*):(\d+)-(\d+)", rest)
+        if m:
+            first, last = int(m.group(2)), int(m.group(3))
+            if first > last:
+                raise ValueError(f"bad frame range in {spec!r}: {first} > {last}")
+            return DataSpec("raw", m.group(1), first=first, last=last)
+        return DataSpec("raw", rest)
+    if kind == "pairs":
+        blur_dir, comma, sharp_dir = rest.partition(",")
+        if not comma:
+            raise ValueError(f"bad --data {spec!r}: expected pairs:BLUR_DIR,SHARP_DIR")
+        return DataSpec("pairs", rest, blur_dir=blur_dir, sharp_dir=sharp_dir)
+    if kind != "demo" and not rest:
+        raise ValueError(f"bad --data {spec!r}: {kind} needs a folder")
+    return DataSpec(kind, rest)
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+
+
+def _fit(img: np.ndarray, max_size: int) -> np.ndarray:
+    """Downscale ``(H, W, 3)`` so its longest side is at most ``max_size`` (area filter)."""
+    h, w = img.shape[:2]
+    if max_size and max(h, w) > max_size:
+        s = max_size / max(h, w)
+        img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def _center_crop(img: np.ndarray, crop: int) -> np.ndarray:
+    if not crop:
+        return img
+    h, w = img.shape[:2]
+    ch, cw = min(crop, h), min(crop, w)
+    y, x = (h - ch) // 2, (w - cw) // 2
+    return img[y : y + ch, x : x + cw]
+
+
+def _modes(mode: str) -> list[tuple[str, bool]]:
+    """(suffix, linear) for --plain / --linear / --both."""
+    return {"plain": [("plain", False)], "linear": [("linear", True)]}.get(
+        mode, [("plain", False), ("linear", True)]
+    )
+
+
+def demo_kernel(seed: int, size: int = 15) -> np.ndarray:
+    """A hand-shake PSF about ``size`` px across: a smooth curved path (a drift plus two slow
+    wobbles, as a hand moves during a 1/30 s exposure), rasterised, centred, summing to 1."""
+    rng = np.random.default_rng(seed)
+    t = np.linspace(0.0, 1.0, 400)
+    angle = rng.uniform(0, 2 * math.pi)
+    path = np.exp(1j * angle) * (t - 0.5)
+    for _ in range(2):
+        amp = rng.uniform(0.1, 0.3)
+        path += (
+            amp
+            * np.exp(1j * rng.uniform(0, 2 * math.pi))
+            * np.sin(2 * math.pi * rng.uniform(0.5, 1.5) * t + rng.uniform(0, 2 * math.pi))
+        )
+    extent = max(np.ptp(path.real), np.ptp(path.imag), 1e-6)
+    return D.trajectory_to_psf(path * (size - 3) / extent, size=size, exposure=1.0)
+
+
+def iter_samples(
+    spec: DataSpec,
+    *,
+    mode: str = "both",
+    windows: Sequence[int] = (7, 11),
+    raw_stride: int = 20,
+    max_size: int = 1280,
+    crop: int = 0,
+    limit: int = 0,
+) -> Iterator[Sample]:
+    """Yield the samples of one ``--data`` spec (lazily: one pair in memory at a time)."""
+    counts: dict[str, int] = {}
+
+    def emit(set_name: str, name: str, blurry: np.ndarray, sharp: np.ndarray) -> Sample | None:
+        if limit and counts.get(set_name, 0) >= limit:
+            return None
+        counts[set_name] = counts.get(set_name, 0) + 1
+        return Sample(
+            set_name,
+            name,
+            np.ascontiguousarray(_center_crop(blurry, crop), dtype=np.float32),
+            np.ascontiguousarray(_center_crop(sharp, crop), dtype=np.float32),
+        )
+
+    if spec.kind == "raw":
+        for w in windows:
+            if w % 2 != 1 or w < 3:
+                raise ValueError(f"raw windows must be odd and >= 3, got {w}")
+        centres = set(range(spec.first + 10, spec.last + 1, raw_stride))
+        found = D.raw_frame_windows(spec.path, first=spec.first, last=spec.last, sizes=windows)
+        if not found:
+            raise FileNotFoundError(
+                f"no frame windows in {spec.path} frames {spec.first}-{spec.last}"
+            )
+        seq = Path(spec.path).name
+        for paths, centre in found:
+            if centre not in centres:
+                continue
+            frames = [D.load_image_u8(p) for p in paths]
+            if any(f is None for f in frames):
+                log.warning("skipping window centred on %d: unreadable frame", centre)
+                continue
+            frames = [_fit(f, max_size) for f in frames]
+            sharp = frames[len(frames) // 2].astype(np.float32) / 255.0
+            for suffix, linear in _modes(mode):
+                blurry = D.temporal_average(frames, linear=linear)
+                s = emit(f"raw-{suffix}", f"{seq}_c{centre:03d}_w{len(paths)}", blurry, sharp)
+                if s:
+                    yield s
+    elif spec.kind == "gopro":
+        root = Path(spec.path)
+        sharp_dirs = sorted(p for p in root.rglob("sharp") if p.is_dir())
+        if root.name == "sharp":
+            sharp_dirs = [root]
+        if not sharp_dirs:
+            raise FileNotFoundError(f"no GoPro-layout '<seq>/sharp' folders under {root}")
+        for suffix, linear in _modes(mode):
+            blur_name = "blur_gamma" if linear else "blur"
+            for sd in sharp_dirs:
+                for bp in D.list_images(sd.parent / blur_name, recursive=False):
+                    sp = sd / bp.name
+                    b, s_img = D.load_image(bp), D.load_image(sp) if sp.is_file() else None
+                    if b is None or s_img is None:
+                        continue
+                    s = emit(
+                        f"gopro-{suffix}",
+                        f"{sd.parent.name}_{bp.stem}",
+                        _fit(b, max_size),
+                        _fit(s_img, max_size),
+                    )
+                    if s:
+                        yield s
+    elif spec.kind == "lai":
+        root = Path(spec.path)
+        kernels = [
+            (p.stem, D.center_kernel(D.load_image(p).mean(axis=2)))
+            for p in D.list_images(root / "kernels")
+        ]
+        if not kernels:
+            raise FileNotFoundError(f"no kernels in {root / 'kernels'}")
+        for sp in D.list_images(root / "sharp"):
+            sharp = D.load_image(sp)
+            if sharp is None:
+                continue
+            sharp = _fit(sharp, max_size)
+            for kname, k in kernels:
+                blurry = np.clip(D.blur_with_kernel(sharp, k), 0.0, 1.0)
+                s = emit("lai", f"{sp.stem}_{kname}", blurry, sharp)
+                if s:
+                    yield s
+    elif spec.kind == "demo":
+        from skimage import data as skdata
+
+        for i, name in enumerate(DEMO_IMAGES):
+            try:
+                img = getattr(skdata, name)()
+            except Exception as exc:  # noqa: BLE001 - a sample missing from this install
+                log.warning("skipping demo image %s: %s", name, exc)
+                continue
+            if img.ndim != 3 or img.shape[2] < 3:
+                continue
+            sharp = _fit(img[:, :, :3].astype(np.float32) / 255.0, max_size)
+            blurry = np.clip(D.blur_with_kernel(sharp, demo_kernel(seed=i)), 0.0, 1.0)
+            # A webcam's blur comes with its noise: mild, seeded, so the picture is reproducible.
+            blurry = D.add_noise(blurry, np.random.default_rng(100 + i), gaussian_sigma=0.005)
+            s = emit("demo", name, blurry, sharp)
+            if s:
+                yield s
+    elif spec.kind == "pairs":
+        for bp in D.list_images(spec.blur_dir, recursive=False):
+            sp = Path(spec.sharp_dir) / bp.name
+            if not sp.is_file():
+                log.warning("no sharp image for %s in %s", bp.name, spec.sharp_dir)
+                continue
+            b, s_img = D.load_image(bp), D.load_image(sp)
+            if b is None or s_img is None or b.shape != s_img.shape:
+                log.warning("skipping pair %s: unreadable or sizes differ", bp.name)
+                continue
+            s = emit("pairs", bp.stem, _fit(b, max_size), _fit(s_img, max_size))
+            if s:
+                yield s
+
+
+# --------------------------------------------------------------------------------------------
+# models
+# --------------------------------------------------------------------------------------------
+
+Runner = Callable[[np.ndarray], np.ndarray]  # (H, W, 3) float32 [0, 1] -> same
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()
+
+
+def _to_image(t: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+
+
+def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runner]:
+    """``(label, run)`` for a trainer checkpoint ``.pt`` or an ``.onnx`` file."""
+    path = Path(path)
+    label = path.stem if path.stem not in ("best", "last") else f"{path.parent.name}_{path.stem}"
+    if path.suffix.lower() == ".onnx":
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        dtype = np.float16 if "float16" in sess.get_inputs()[0].type else np.float32
+
+        def run_onnx(img: np.ndarray) -> np.ndarray:
+            x = img.transpose(2, 0, 1)[None].astype(dtype)
+            y = sess.run(None, {"input": x})[0][0].astype(np.float32)
+            return np.ascontiguousarray(np.clip(y.transpose(1, 2, 0), 0.0, 1.0))
+
+        return label, run_onnx
+
+    from training.export import load_student
+
+    model, _variant, _cfg = load_student(path)
+
+    @torch.no_grad()
+    def run_torch(img: np.ndarray) -> np.ndarray:
+        return _to_image(model(_to_tensor(img)))
+
+    return label, run_torch
+
+
+def _weights_fingerprint(weights: Path) -> str:
+    files = sorted(weights.rglob("*")) if weights.is_dir() else [weights]
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode())
+            h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
+
+
+class CachedTeacher:
+    """Teacher outputs cached as float16 ``.npy`` files keyed by teacher, weights and input."""
+
+    def __init__(
+        self, name: str, weights: str | Path | None, cache_dir: Path, threads: int = 0
+    ) -> None:
+        from training.teachers import default_weights
+
+        self.name = name
+        self.weights = Path(weights) if weights else default_weights(name)
+        if self.weights is None:
+            raise FileNotFoundError(f"no weights for teacher {name!r}: pass --teacher-weights")
+        self.cache_dir = cache_dir / f"{name}_{_weights_fingerprint(self.weights)}"
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._model: torch.nn.Module | None = None
+        self.hits = self.misses = 0
+        self.seconds = 0.0
+
+    def _key(self, img: np.ndarray) -> str:
+        h = hashlib.sha256(str(img.shape).encode())
+        h.update(np.ascontiguousarray(img, dtype=np.float32).tobytes())
+        return h.hexdigest()
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        path = self.cache_dir / f"{self._key(img)}.npy"
+        if path.is_file():
+            try:
+                self.hits += 1
+                return np.load(path).astype(np.float32)
+            except (OSError, ValueError):
+                log.warning("damaged teacher cache entry %s: recomputing", path)
+        if self._model is None:
+            from training.teachers import load_teacher
+
+            self._model = load_teacher(self.name, weights=self.weights)
+        self.misses += 1
+        t = time.perf_counter()
+        with torch.no_grad():
+            out = _to_image(self._model(_to_tensor(img)))
+        self.seconds += time.perf_counter() - t
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
+        np.save(tmp, out.astype(np.float16))
+        os.replace(tmp, path)  # atomic: a concurrent or killed run never sees half a file
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def _best_crop(sharp: np.ndarray, size: int) -> tuple[int, int, int]:
+    """(y, x, side) of the square crop with the most gradient energy (where blur shows)."""
+    h, w = sharp.shape[:2]
+    side = min(size, h, w)
+    grey = cv2.cvtColor(sharp, cv2.COLOR_RGB2GRAY)
+    mag = np.abs(cv2.Sobel(grey, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    ii = cv2.integral(mag)
+    best, by, bx = -1.0, 0, 0
+    step = max(8, side // 4)
+    for y in range(0, h - side + 1, step):
+        for x in range(0, w - side + 1, step):
+            e = ii[y + side, x + side] - ii[y, x + side] - ii[y + side, x] + ii[y, x]
+            if e > best:
+                best, by, bx = e, y, x
+    return by, bx, side
+
+
+def _label(img: np.ndarray, text: str) -> np.ndarray:
+    """uint8 RGB crop with a white caption band on top."""
+    band = np.full((22, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(band, text, (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([band, img])
+
+
+def write_grid(rows: list[list[tuple[str, np.ndarray]]], path: Path) -> None:
+    """Rows of (caption, uint8 crop) as one PNG; every crop in a row has the same size."""
+    if not rows:
+        return
+    side = max(c.shape[0] for row in rows for _, c in row)
+    lines = []
+    for row in rows:
+        cells = []
+        for caption, crop in row:
+            if crop.shape[0] != side:
+                crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_NEAREST)
+            cells.append(_label(crop, caption))
+            cells.append(np.full((side + 22, 4, 3), 255, np.uint8))
+        lines.append(np.hstack(cells[:-1]))
+        lines.append(np.full((4, lines[-1].shape[1], 3), 255, np.uint8))
+    grid = np.vstack(lines[:-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+
+
+def _metric_row(
+    pred: np.ndarray,
+    sharp: np.ndarray,
+    perceptual: PerceptualDistance | None,
+    sharp_features: list[torch.Tensor] | None = None,
+) -> dict[str, float]:
+    p, s = _to_tensor(pred), _to_tensor(sharp)
+    row = {
+        "psnr": float(psnr(p, s)[0]),
+        "ssim": float(ssim(p, s)[0]),
+        "ms_ssim": float(ms_ssim(p, s)[0]),
+        "perceptual": math.nan,
+    }
+    if perceptual is not None and perceptual.available:
+        row["perceptual"] = float(perceptual(p, s, sharp_features)[0])
+    return row
+
+
+def _mean(values: list[float]) -> float | None:
+    vals = [v for v in values if not math.isnan(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def evaluate(
+    samples: Iterator[Sample],
+    methods: list[tuple[str, Runner]],
+    out_dir: Path,
+    *,
+    teacher: CachedTeacher | None = None,
+    perceptual: PerceptualDistance | None = None,
+    grid_rows: int = 4,
+    grid_crop: int = 192,
+    meta: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run every method on every sample; write CSV, summary (JSON + markdown) and grids.
+
+    ``methods`` are the students ``(label, run)``; ``blurry`` and ``unsharp`` are always added
+    first and the teacher (``teacher_<name>``) last. Returns the summary dict.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_methods: list[tuple[str, Runner]] = [("blurry", lambda x: x), ("unsharp", unsharp_mask)]
+    all_methods += methods
+    if teacher is not None:
+        all_methods.append((f"teacher_{teacher.name}", teacher))
+    student = methods[0][0] if methods else None
+
+    rows: list[dict[str, Any]] = []
+    grids: dict[str, list[list[tuple[str, np.ndarray]]]] = {}
+    timings: dict[str, list[float]] = {}
+    for sample in samples:
+        outputs: dict[str, np.ndarray] = {}
+        # The sharp image's VGG features are the same for every method: compute them once.
+        sharp_features = (
+            perceptual.features(_to_tensor(sample.sharp))
+            if perceptual is not None and perceptual.available
+            else None
+        )
+        for label, run in all_methods:
+            t = time.perf_counter()
+            outputs[label] = run(sample.blurry)
+            timings.setdefault(label, []).append(time.perf_counter() - t)
+            row = {"set": sample.set, "image": sample.name, "method": label}
+            row.update(_metric_row(outputs[label], sample.sharp, perceptual, sharp_features))
+            rows.append(row)
+        log.info(
+            "%s %s: %s",
+            sample.set,
+            sample.name,
+            "  ".join(f"{r['method']} {r['psnr']:.2f}" for r in rows[-len(all_methods) :]),
+        )
+        grid = grids.setdefault(sample.set, [])
+        if len(grid) < grid_rows:
+            y, x, side = _best_crop(sample.sharp, grid_crop)
+            psnr_of = {r["method"]: r["psnr"] for r in rows[-len(all_methods) :]}
+            cols = ["blurry"] + ([student] if student else [])
+            cols += [f"teacher_{teacher.name}"] if teacher is not None else []
+            row_cells = []
+            for c in cols:
+                crop = D.to_uint8(outputs[c][y : y + side, x : x + side])
+                row_cells.append((f"{c.removeprefix('teacher_')} {psnr_of[c]:.2f} dB", crop))
+            row_cells.append(
+                (
+                    f"sharp ({sample.name})"[:40],
+                    D.to_uint8(sample.sharp[y : y + side, x : x + side]),
+                )
+            )
+            grid.append(row_cells)
+
+    if not rows:
+        raise RuntimeError("no samples were evaluated (empty or unreadable data)")
+
+    with open(out_dir / "per_image.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["set", "image", "method", *METRICS])
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+
+    sets: dict[str, Any] = {}
+    for set_name in dict.fromkeys(r["set"] for r in rows):
+        set_rows = [r for r in rows if r["set"] == set_name]
+        table: dict[str, Any] = {}
+        for label, _ in all_methods:
+            mrows = [r for r in set_rows if r["method"] == label]
+            table[label] = {m: _mean([r[m] for r in mrows]) for m in METRICS}
+        base = table["blurry"]["psnr"]
+        for label in table:
+            table[label]["delta_psnr"] = table[label]["psnr"] - base
+        sets[set_name] = {"n": len(set_rows) // len(all_methods), "methods": table}
+
+    summary: dict[str, Any] = {
+        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "methods": [label for label, _ in all_methods],
+        "sets": sets,
+        "seconds_per_image": {k: float(np.mean(v)) for k, v in timings.items()},
+        "perceptual": "VGG L1 distance"
+        if perceptual is not None and perceptual.available
+        else (f"unavailable: {perceptual.reason}" if perceptual is not None else "off"),
+    }
+    if teacher is not None:
+        summary["teacher"] = {"name": teacher.name, "weights": str(teacher.weights)}
+    summary.update(meta or {})
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out_dir / "summary.md").write_text(summary_markdown(summary))
+    for set_name, grid in grids.items():
+        write_grid(grid, out_dir / f"grid_{set_name}.png")
+    return summary
+
+
+def _fmt(v: float | None, digits: int) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """One markdown table per set: method, PSNR, gain over blurry, SSIM, MS-SSIM, perceptual."""
+    lines = []
+    for set_name, s in summary["sets"].items():
+        lines += [
+            f"### {set_name} ({s['n']} images)",
+            "",
+            "| method | PSNR (dB) | vs blurry | SSIM | MS-SSIM | perceptual (lower better) |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for label, m in s["methods"].items():
+            lines.append(
+                f"| {label} | {_fmt(m['psnr'], 2)} | {m['delta_psnr']:+.2f} | {_fmt(m['ssim'], 4)} "
+                f"| {_fmt(m['ms_ssim'], 4)} | {_fmt(m['perceptual'], 4)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _default_vgg() -> Path | None:
+    shared = Path(os.environ.get("SHARPCAM_SHARED", _REPO.parent / "shared"))
+    p = shared / "weights" / "vgg19_normalised" / "vgg_normalised_conv3_1.pth"
+    return p if p.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training.evaluate",
+        description="PSNR / SSIM / MS-SSIM / perceptual distance of students beside the blurry "
+        "input, unsharp mask and the teacher.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Data (")[1].split("Outputs")[0].join(["Data (", ""]),
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        type=Path,
+        help="checkpoint .pt or .onnx (repeatable)",
+    )
+    p.add_argument("--data", action="append", required=True, help="data spec (repeatable)")
+    p.add_argument("--teacher", help="teacher registry name (dmphn, restormer)")
+    p.add_argument("--teacher-weights", type=Path, help="teacher weights (file or folder)")
+    p.add_argument(
+        "--cache-dir", type=Path, default=Path.home() / ".cache" / "sharpcam" / "teacher_eval"
+    )
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--plain", dest="mode", action="store_const", const="plain", help="sRGB average only"
+    )
+    g.add_argument(
+        "--linear", dest="mode", action="store_const", const="linear", help="linear-light only"
+    )
+    g.add_argument("--both", dest="mode", action="store_const", const="both", help="both (default)")
+    p.set_defaults(mode="both")
+    p.add_argument("--windows", default="7,11", help="raw: window sizes, odd, 7-13 (default 7,11)")
+    p.add_argument("--raw-stride", type=int, default=20, help="raw: frames between window centres")
+    p.add_argument(
+        "--max-size", type=int, default=1280, help="downscale longest side to this (0 = off)"
+    )
+    p.add_argument(
+        "--crop", type=int, default=0, help="centre crop of this side, px (0 = whole image)"
+    )
+    p.add_argument(
+        "--limit", type=int, default=0, help="at most this many images per set (0 = all)"
+    )
+    p.add_argument(
+        "--vgg-weights",
+        type=Path,
+        default=_default_vgg(),
+        help="VGG file for the perceptual distance",
+    )
+    p.add_argument("--no-perceptual", action="store_true", help="skip the perceptual distance")
+    p.add_argument("--grid-rows", type=int, default=4)
+    p.add_argument("--grid-crop", type=int, default=192)
+    p.add_argument("--threads", type=int, default=0, help="torch / ORT CPU threads (0 = default)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="output folder (default runs/eval/<time>)"
+    )
+    args = p.parse_args(argv)
+    # Only this module's progress at INFO: libraries (onnxscript's optimiser) are chatty there.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        specs = [parse_data(s) for s in args.data]
+        windows = [int(w) for w in args.windows.split(",") if w.strip()]
+    except ValueError as exc:
+        p.error(str(exc))
+    out = args.out or Path("runs/eval") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+    methods = [load_model_runner(m, threads=args.threads) for m in args.model]
+    teacher = (
+        CachedTeacher(args.teacher, args.teacher_weights, args.cache_dir) if args.teacher else None
+    )
+    perceptual = None if args.no_perceptual else PerceptualDistance(args.vgg_weights)
+    if perceptual is not None and not perceptual.available:
+        log.warning("perceptual distance unavailable: %s", perceptual.reason)
+
+    def all_samples() -> Iterator[Sample]:
+        for spec in specs:
+            yield from iter_samples(
+                spec,
+                mode=args.mode,
+                windows=windows,
+                raw_stride=args.raw_stride,
+                max_size=args.max_size,
+                crop=args.crop,
+                limit=args.limit,
+            )
+
+    meta = {
+        "data": args.data,
+        "models": [str(m) for m in args.model],
+        "options": {
+            "windows": windows,
+            "raw_stride": args.raw_stride,
+            "max_size": args.max_size,
+            "crop": args.crop,
+            "limit": args.limit,
+            "mode": args.mode,
+        },
+    }
+    summary = evaluate(
+        all_samples(),
+        methods,
+        out,
+        teacher=teacher,
+        perceptual=perceptual,
+        grid_rows=args.grid_rows,
+        grid_crop=args.grid_crop,
+        meta=meta,
+    )
+    print(summary_markdown(summary))
+    if teacher is not None:
+        print(
+            f"teacher: {teacher.misses} computed ({teacher.seconds:.0f} s), {teacher.hits} from cache"
+        )
+    print(f"results in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

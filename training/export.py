@@ -1,0 +1,594 @@
+"""Export a student to ONNX (fp32 + fp16) and TorchScript, prove each against eager PyTorch, and
+write the engine's `manifest.json`.
+
+    python -m training.export --checkpoint runs/fast/best.pt --out weights --name student_fast
+    python -m training.export --variant tiny --random-init --out /tmp/w      # tests, smoke
+
+Each exported graph follows the model contract of docs/ARCHITECTURE.md: one input ``input``
+``(1, 3, H, W)`` RGB in [0, 1] with dynamic H and W, one output ``output`` of the same shape,
+clamped to [0, 1] inside the graph; the fp16 file has float16 input and output. Every file is run
+at 721x1279 (odd, so the padding path is exercised) and compared with eager PyTorch: fp32 ONNX
+must be within 1e-4 (max abs) or the export fails; fp16's difference is reported. A second,
+small odd size checks that H and W really are dynamic and nothing was baked in at trace time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from training.models.student import create_student
+
+log = logging.getLogger("training.export")
+
+__all__ = [
+    "CHECK_SIZE",
+    "FP32_TOLERANCE",
+    "ExportError",
+    "ExportResult",
+    "ExportWrapper",
+    "config_digest",
+    "export_all",
+    "export_onnx",
+    "export_torchscript",
+    "load_student",
+    "main",
+    "manifest_entry",
+    "sha256_file",
+    "update_manifest",
+]
+
+SCHEMA = "sharpcam-manifest/1"  # docs/ARCHITECTURE.md; engine/manifest.py reads the same JSON
+CHECK_SIZE = (721, 1279)  # (H, W): odd on both sides, near 720p
+SECOND_SIZE = (37, 53)  # a different odd size: proves the graph is not fixed to CHECK_SIZE
+FP32_TOLERANCE = 1e-4
+MIN_SIZE = 16
+_CHUNK = 1 << 20
+
+
+class ExportError(RuntimeError):
+    """An exported model failed its parity check or could not be written."""
+
+
+class ExportWrapper(nn.Module):
+    """The exported function: ``clamp(student(x), 0, 1)``, ``(B, 3, H, W) -> (B, 3, H, W)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.model(x), 0.0, 1.0)
+
+
+@dataclass
+class ExportResult:
+    """What one export run produced; ``parity`` maps file name to max abs diffs per size."""
+
+    files: dict[str, Path] = field(default_factory=dict)
+    parity: dict[str, dict[str, float]] = field(default_factory=dict)
+    exporter: str = ""  # ONNX exporter that worked: "dynamo" or "torchscript"
+    torchscript_method: str = ""  # "script" or "trace"
+    manifest: Path | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+# --------------------------------------------------------------------------------------------
+
+
+def _find_variant(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Student variant name and constructor overrides from a trainer's resolved config.
+
+    `training.config.TrainConfig` stores them as ``student`` and ``student_kwargs``; a nested
+    ``model: {name: ...}`` section is accepted too.
+    """
+    if isinstance(config.get("student"), str):
+        return config["student"], dict(config.get("student_kwargs") or {})
+    section = config.get("model")
+    if isinstance(section, str):
+        return section, {}
+    if isinstance(section, Mapping) and isinstance(section.get("name"), str):
+        return section["name"], dict(section.get("kwargs") or {})
+    raise ExportError(
+        "cannot find the student variant in the checkpoint's config "
+        f"(looked for config['student']); top-level keys: {sorted(config)}"
+    )
+
+
+def load_student(
+    checkpoint: str | Path | None = None,
+    *,
+    variant: str | None = None,
+    random_init: bool = False,
+    seed: int = 0,
+) -> tuple[nn.Module, str, dict[str, Any]]:
+    """Build a student in eval mode; returns ``(model, variant, resolved_config)``.
+
+    ``checkpoint`` is a trainer checkpoint (``{"model": state_dict, "config": {...}}``, variant
+    read from the config) or a bare state dict (then ``variant`` is required). With
+    ``random_init`` no checkpoint is read and the weights come from ``seed``.
+    """
+    config: dict[str, Any] = {}
+    state: Mapping[str, torch.Tensor] | None = None
+    if checkpoint is not None and not random_init:
+        ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+        if isinstance(ckpt, Mapping) and "model" in ckpt and isinstance(ckpt["model"], Mapping):
+            state = ckpt["model"]
+            config = dict(ckpt.get("config") or {})
+        elif isinstance(ckpt, Mapping):
+            state = ckpt
+        else:
+            raise ExportError(
+                f"{checkpoint}: expected a dict checkpoint, got {type(ckpt).__name__}"
+            )
+        overrides: dict[str, Any] = {}
+        if variant is None:
+            if not config:
+                raise ExportError(f"{checkpoint} holds no config: pass --variant")
+            variant, overrides = _find_variant(config)
+        model = create_student(variant, **overrides)
+        # EMA / DDP checkpoints prefix keys with "module."
+        if state and all(k.startswith("module.") for k in state):
+            state = {k[len("module.") :]: v for k, v in state.items()}
+        try:
+            result = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            raise ExportError(f"{checkpoint} does not match student {variant!r}: {exc}") from exc
+        if result.missing_keys or result.unexpected_keys:
+            raise ExportError(
+                f"{checkpoint} does not match student {variant!r}: missing keys "
+                f"{result.missing_keys}, unexpected keys {result.unexpected_keys}"
+            )
+    else:
+        if variant is None:
+            raise ExportError("pass --checkpoint, or --variant with --random-init")
+        torch.manual_seed(seed)
+        model = create_student(variant)
+        config = {"student": variant, "student_kwargs": {}, "random_init": True, "seed": seed}
+    model.eval()
+    return model, variant, config
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """sha256 of the resolved config as canonical JSON (sorted keys, no spaces), the same digest
+    as `training.config.config_digest`."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# exporters
+# --------------------------------------------------------------------------------------------
+
+
+def _name_dynamic_dims(path: Path) -> None:
+    """Give input and output the same readable dim names (batch 1, 3, "height", "width").
+
+    The dynamo exporter names output dims by symbolic expressions of the padding arithmetic; the
+    output size equals the input size by contract, so say so in the graph.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) != 4:
+            continue
+        dims[0].Clear()
+        dims[0].dim_value = 1
+        dims[1].Clear()
+        dims[1].dim_value = 3
+        for d, name in ((dims[2], "height"), (dims[3], "width")):
+            d.Clear()
+            d.dim_param = name
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def export_onnx(model: nn.Module, path: str | Path, *, opset: int = 18) -> str:
+    """Write ``ExportWrapper(model)`` as ONNX with dynamic H, W; returns the exporter used.
+
+    Tries torch's dynamo exporter (``torch.export`` with ``dynamic_shapes``), the default since
+    torch 2.9; falls back to the TorchScript-based exporter (``dynamo=False``) where that fails.
+    The dynamo path writes opset 18 natively: asking it for 17 makes it down-convert, which fails
+    on ``Pad``; so ``opset=17`` goes to the legacy exporter first (it honours 17).
+    """
+    path = Path(path)
+    wrapper = ExportWrapper(model).eval()
+    x = torch.rand(1, 3, 64, 96)
+    errors = []
+    h = torch.export.Dim("height", min=MIN_SIZE, max=8192)
+    w = torch.export.Dim("width", min=MIN_SIZE, max=8192)
+    attempts = [
+        (
+            "dynamo",
+            dict(dynamo=True, dynamic_shapes={"x": {2: h, 3: w}}, opset_version=max(opset, 18)),
+        ),
+        (
+            "torchscript",
+            dict(
+                dynamo=False,
+                opset_version=opset,
+                dynamic_axes={
+                    "input": {2: "height", 3: "width"},
+                    "output": {2: "height", 3: "width"},
+                },
+            ),
+        ),
+    ]
+    if opset < 18:
+        attempts.reverse()  # only the TorchScript-based exporter writes opset 17 as asked
+    for name, kwargs in attempts:
+        try:
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")
+                _quiet_export(wrapper, x, path, kwargs)
+            _name_dynamic_dims(path)
+            return name
+        except Exception as exc:  # noqa: BLE001 - try the next exporter, report all at the end
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            path.unlink(missing_ok=True)
+    raise ExportError("every ONNX exporter failed:\n  " + "\n  ".join(errors))
+
+
+def _quiet_export(wrapper: nn.Module, x: torch.Tensor, path: Path, kwargs: dict) -> None:
+    """torch.onnx.export with its progress chatter sent to the log instead of stdout."""
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        torch.onnx.export(
+            wrapper,
+            (x,),
+            str(path),
+            input_names=["input"],
+            output_names=["output"],
+            **kwargs,
+        )
+    if buf.getvalue().strip():
+        log.debug("%s", buf.getvalue().strip())
+
+
+def convert_fp16(src: str | Path, dst: str | Path) -> None:
+    """fp32 ONNX -> fp16 ONNX with float16 input and output (the contract's ``*_fp16.onnx``)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(src))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model16 = convert_float_to_float16(model, keep_io_types=False)
+    onnx.save(model16, str(dst))
+
+
+def export_torchscript(model: nn.Module, path: str | Path) -> str:
+    """Write ``ExportWrapper(model)`` as TorchScript; returns "script" or "trace".
+
+    Scripting keeps the padding arithmetic general; tracing is the fallback (its shape
+    arithmetic is recorded from tensor sizes, and the parity check at two sizes proves it).
+    """
+    wrapper = ExportWrapper(model).eval()
+    errors = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.script(wrapper)
+        scripted.save(str(path))
+        return "script"
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"script: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            traced = torch.jit.trace(wrapper, torch.rand(1, 3, 64, 96), check_trace=False)
+        traced.save(str(path))
+        return "trace"
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"trace: {type(exc).__name__}: {exc}")
+    raise ExportError("TorchScript export failed:\n  " + "\n  ".join(errors))
+
+
+# --------------------------------------------------------------------------------------------
+# parity
+# --------------------------------------------------------------------------------------------
+
+
+def _inputs(sizes: list[tuple[int, int]], seed: int = 0) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(1, 3, h, w, generator=g) for h, w in sizes]
+
+
+def check_onnx(
+    model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], *, fp16: bool = False
+) -> dict[str, float]:
+    """Max abs diff between ONNX Runtime and eager ``clamp(model(x))`` at each size."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    names = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
+    if names != (["input"], ["output"]):
+        raise ExportError(f"{path}: expected input 'input' and output 'output', got {names}")
+    wrapper = ExportWrapper(model).eval()
+    out: dict[str, float] = {}
+    for x in _inputs(sizes):
+        with torch.no_grad():
+            ref = wrapper(x).numpy()
+        feed = x.numpy().astype(np.float16 if fp16 else np.float32)
+        got = sess.run(None, {"input": feed})[0]
+        if got.shape != ref.shape:
+            raise ExportError(f"{path}: output shape {got.shape} for input {feed.shape}")
+        out[f"{x.shape[2]}x{x.shape[3]}"] = float(np.abs(got.astype(np.float32) - ref).max())
+    return out
+
+
+def check_torchscript(
+    model: nn.Module, path: str | Path, sizes: list[tuple[int, int]]
+) -> dict[str, float]:
+    loaded = torch.jit.load(str(path), map_location="cpu").eval()
+    wrapper = ExportWrapper(model).eval()
+    out: dict[str, float] = {}
+    for x in _inputs(sizes):
+        with torch.no_grad():
+            ref, got = wrapper(x), loaded(x)
+        if got.shape != ref.shape:
+            raise ExportError(f"{path}: output shape {tuple(got.shape)} for input {tuple(x.shape)}")
+        out[f"{x.shape[2]}x{x.shape[3]}"] = float((got - ref).abs().max())
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# manifest
+# --------------------------------------------------------------------------------------------
+
+
+def manifest_entry(
+    path: Path,
+    *,
+    fmt: str,
+    precision: str,
+    variant: str,
+    device: str,
+    multiple: int,
+    params: int,
+    macs_per_pixel: float,
+    metrics: Mapping[str, Any],
+    digest: str,
+    parity: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """One ``files`` entry of `manifest.json`, exactly the keys of docs/ARCHITECTURE.md."""
+    dtype = "float16" if precision == "fp16" else "float32"
+    entry: dict[str, Any] = {
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "format": fmt,
+        "precision": precision,
+        "variant": variant,
+        "device": device,
+        "input": {
+            "name": "input",
+            "dtype": dtype,
+            "layout": "NCHW",
+            "color": "RGB",
+            "range": [0, 1],
+            "min_size": MIN_SIZE,
+            "multiple": multiple,
+        },
+        "output": {
+            "name": "output",
+            "dtype": dtype,
+            "layout": "NCHW",
+            "color": "RGB",
+            "range": [0, 1],
+        },
+        "params": params,
+        "macs_per_pixel": round(float(macs_per_pixel), 1),
+        "metrics": dict(metrics),
+        "config_digest": digest,
+    }
+    if parity is not None:
+        entry["parity_max_abs_diff"] = dict(parity)  # extra key: the engine keeps unknown keys
+    return entry
+
+
+def update_manifest(directory: str | Path, entries: Mapping[str, Mapping[str, Any]]) -> Path:
+    """Merge ``entries`` into ``directory/manifest.json`` (other files kept), atomically."""
+    path = Path(directory) / "manifest.json"
+    manifest: dict[str, Any] = {"schema": SCHEMA, "files": {}}
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ExportError(f"existing {path} is not valid JSON: {exc}") from exc
+        if old.get("schema") != SCHEMA:
+            raise ExportError(f"existing {path} has schema {old.get('schema')!r}, not {SCHEMA!r}")
+        manifest["files"].update(old.get("files", {}))
+    manifest["files"].update({k: dict(v) for k, v in entries.items()})
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _metrics_for(metrics_file: str | Path | None) -> dict[str, Any]:
+    """The ``metrics`` block: a `training.evaluate` summary.json reduced to its tables."""
+    if metrics_file is None:
+        return {}
+    data = json.loads(Path(metrics_file).read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "sets" in data:
+        keep = {"sets": data["sets"]}
+        for key in ("teacher", "data", "generated"):
+            if key in data:
+                keep[key] = data[key]
+        return keep
+    return data if isinstance(data, dict) else {"value": data}
+
+
+# --------------------------------------------------------------------------------------------
+# the whole export
+# --------------------------------------------------------------------------------------------
+
+
+def export_all(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    name: str,
+    variant: str,
+    config: Mapping[str, Any],
+    fp16: bool = True,
+    torchscript: bool = True,
+    opset: int = 18,
+    device: str | None = None,
+    metrics: Mapping[str, Any] | None = None,
+    check_size: tuple[int, int] = CHECK_SIZE,
+) -> ExportResult:
+    """Export ``model`` under ``out_dir`` as ``{name}.onnx`` (+ ``{name}_fp16.onnx``,
+    ``{name}.ts``), check each against eager PyTorch, and update ``out_dir/manifest.json``.
+
+    Raises:
+        ExportError: fp32 ONNX differs from PyTorch by more than 1e-4, or TorchScript by more
+            than 1e-4, or an export fails; nothing is added to the manifest then.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model = model.float().eval()
+    sizes = [check_size, SECOND_SIZE]
+    result = ExportResult()
+
+    onnx_path = out / f"{name}.onnx"
+    result.exporter = export_onnx(model, onnx_path, opset=opset)
+    result.files[onnx_path.name] = onnx_path
+    result.parity[onnx_path.name] = check_onnx(model, onnx_path, sizes)
+    worst = max(result.parity[onnx_path.name].values())
+    if not worst <= FP32_TOLERANCE:
+        raise ExportError(
+            f"{onnx_path}: ONNX Runtime differs from PyTorch by {worst:.3g} (max abs) > "
+            f"{FP32_TOLERANCE:g}: {result.parity[onnx_path.name]}"
+        )
+
+    if fp16:
+        fp16_path = out / f"{name}_fp16.onnx"
+        convert_fp16(onnx_path, fp16_path)
+        result.files[fp16_path.name] = fp16_path
+        result.parity[fp16_path.name] = check_onnx(model, fp16_path, sizes, fp16=True)
+
+    if torchscript:
+        ts_path = out / f"{name}.ts"
+        result.torchscript_method = export_torchscript(model, ts_path)
+        result.files[ts_path.name] = ts_path
+        result.parity[ts_path.name] = check_torchscript(model, ts_path, sizes)
+        worst = max(result.parity[ts_path.name].values())
+        if not worst <= FP32_TOLERANCE:
+            raise ExportError(f"{ts_path}: TorchScript differs from PyTorch by {worst:.3g}")
+
+    params = sum(p.numel() for p in model.parameters())
+    macs = float(model.macs_per_pixel()) if hasattr(model, "macs_per_pixel") else 0.0
+    multiple = int(getattr(model, "multiple", 1))
+    device = device or ("gpu" if variant == "hq" else "cpu")
+    digest = config_digest(config)
+    entries = {}
+    for fname, path in result.files.items():
+        entries[fname] = manifest_entry(
+            path,
+            fmt="torchscript" if path.suffix == ".ts" else "onnx",
+            precision="fp16" if fname.endswith("_fp16.onnx") else "fp32",
+            variant=variant,
+            device=device,
+            multiple=multiple,
+            params=params,
+            macs_per_pixel=macs,
+            metrics=metrics or {},
+            digest=digest,
+            parity=result.parity[fname],
+        )
+    result.manifest = update_manifest(out, entries)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training.export",
+        description="Export a student to ONNX (fp32, fp16) and TorchScript, checked against "
+        "PyTorch at 721x1279, and update DIR/manifest.json.",
+    )
+    p.add_argument("--checkpoint", type=Path, help="trainer checkpoint .pt ({'model', 'config'})")
+    p.add_argument("--variant", help="student variant (read from the checkpoint when omitted)")
+    p.add_argument(
+        "--random-init", action="store_true", help="no checkpoint: seeded random weights"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output folder (holds manifest.json)")
+    p.add_argument("--name", default="student", help="file stem (default: student)")
+    p.add_argument("--no-fp16", dest="fp16", action="store_false", help="skip the fp16 ONNX")
+    p.add_argument("--fp16", dest="fp16", action="store_true", default=True, help="(default)")
+    p.add_argument("--no-torchscript", dest="torchscript", action="store_false")
+    p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
+    p.add_argument("--device", choices=("cpu", "gpu"), help="manifest 'device' (default: hq=gpu)")
+    p.add_argument("--metrics", type=Path, help="summary.json written by training.evaluate")
+    args = p.parse_args(argv)
+    # Only this module's progress at INFO: libraries (onnxscript's optimiser) are chatty there.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    log.setLevel(logging.INFO)
+    if args.opset < 17:
+        p.error("--opset must be >= 17")
+    if args.checkpoint is None and not args.random_init:
+        p.error("pass --checkpoint PATH, or --variant NAME --random-init")
+
+    model, variant, config = load_student(
+        args.checkpoint, variant=args.variant, random_init=args.random_init, seed=args.seed
+    )
+    try:
+        result = export_all(
+            model,
+            args.out,
+            name=args.name,
+            variant=variant,
+            config=config,
+            fp16=args.fp16,
+            torchscript=args.torchscript,
+            opset=args.opset,
+            device=args.device,
+            metrics=_metrics_for(args.metrics),
+        )
+    except ExportError as exc:
+        print(f"export failed: {exc}", file=sys.stderr)
+        return 1
+    ts = f", TorchScript by {result.torchscript_method}" if result.torchscript_method else ""
+    print(f"student {variant!r} -> {args.out} (ONNX exporter: {result.exporter}{ts})")
+    for fname, diffs in result.parity.items():
+        shown = ", ".join(f"{k}: {v:.2e}" for k, v in diffs.items())
+        print(f"  {fname:28s} max abs diff vs PyTorch  {shown}")
+    print(f"  manifest: {result.manifest}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

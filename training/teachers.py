@@ -1,0 +1,225 @@
+"""Teacher registry: the trainer and the evaluator ask for a teacher by name, never by class.
+
+    teacher = load_teacher("dmphn", weights="../shared/weights/teachers/dmphn_1_2_4")
+    out, feats = teacher(x, return_features=True)   # x (B, 3, H, W) in [0, 1]
+
+Every teacher is returned frozen (``requires_grad=False``) and in eval mode, takes ``(B, 3, H, W)``
+RGB in [0, 1] of any size and returns ``(B, 3, H, W)`` in about [0, 1] (not clamped), plus a list
+of feature tensors for feature distillation; ``teacher.feature_channels`` gives their channels.
+
+``fetch_weights`` gets a weights file from a URL or a local path and checks its sha256, so a
+user can point the trainer at Restormer's official release.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from training.models.dmphn import DMPHN, load_dmphn
+from training.models.restormer import Restormer, load_restormer
+
+__all__ = [
+    "TEACHERS",
+    "TeacherSpec",
+    "WeightsError",
+    "default_weights",
+    "fetch_weights",
+    "freeze",
+    "list_teachers",
+    "load_teacher",
+    "sha256_file",
+]
+
+_REPO = Path(__file__).resolve().parents[1]
+_CHUNK = 1 << 20
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be found, downloaded, or did not match their expected sha256."""
+
+
+@dataclass(frozen=True)
+class TeacherSpec:
+    """How to build and load one teacher."""
+
+    build: Callable[[], nn.Module]  # random-init network (tests, shapes)
+    load: Callable[[Path, str | torch.device], nn.Module]  # from a weights file or folder
+    description: str
+    weights_hint: str  # where the weights come from, for error messages
+    default_weights: str | None = None  # path relative to the shared folder, when there is one
+
+
+def _shared_dir() -> Path:
+    return Path(os.environ.get("SHARPCAM_SHARED", _REPO.parent / "shared"))
+
+
+TEACHERS: dict[str, TeacherSpec] = {
+    "dmphn": TeacherSpec(
+        build=DMPHN,
+        load=lambda path, device: load_dmphn(path, device=device),
+        description="DMPHN 1-2-4 (Zhang et al., CVPR 2019), GoPro-trained, 5.4 M parameters",
+        weights_hint="a folder with encoder_lv{1,2,3}.pkl and decoder_lv{1,2,3}.pkl",
+        default_weights="weights/teachers/dmphn_1_2_4",
+    ),
+    "restormer": TeacherSpec(
+        build=Restormer,
+        load=lambda path, device: load_restormer(path, device=device),
+        description="Restormer (Zamir et al., CVPR 2022), official motion_deblurring.pth, 26.1 M",
+        weights_hint=(
+            "motion_deblurring.pth from "
+            "https://github.com/swz30/Restormer/releases/download/v1.0/motion_deblurring.pth"
+        ),
+    ),
+}
+
+
+def list_teachers() -> list[str]:
+    return sorted(TEACHERS)
+
+
+def default_weights(name: str) -> Path | None:
+    """The weights this machine has for teacher ``name`` (under ``$SHARPCAM_SHARED``), if any."""
+    spec = TEACHERS[name]
+    if spec.default_weights is None:
+        return None
+    path = _shared_dir() / spec.default_weights
+    return path if path.exists() else None
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Eval mode and no gradients: a teacher is never trained."""
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model
+
+
+def load_teacher(
+    name: str,
+    weights: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    sha256: str | None = None,
+    random_init: bool = False,
+) -> nn.Module:
+    """Build teacher ``name`` and load its weights; returned frozen and in eval mode.
+
+    Args:
+        weights: a file, a folder (DMPHN) or a URL (downloaded and cached by `fetch_weights`).
+            None uses the shared folder's copy when there is one.
+        sha256: expected digest of a weights *file* (checked before loading).
+        random_init: skip loading (shapes and tests only; the outputs mean nothing).
+    """
+    if name not in TEACHERS:
+        raise KeyError(f"unknown teacher {name!r}; known: {', '.join(list_teachers())}")
+    spec = TEACHERS[name]
+    if random_init:
+        return freeze(spec.build()).to(device)
+    if weights is None:
+        weights = default_weights(name)
+        if weights is None:
+            raise WeightsError(f"teacher {name!r} needs weights: {spec.weights_hint}")
+    path = Path(weights) if Path(weights).is_dir() else fetch_weights(weights, sha256=sha256)
+    return freeze(spec.load(path, device))
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_sha(path: Path, sha256: str | None, source: str) -> None:
+    if sha256 is None:
+        return
+    actual = sha256_file(path)
+    if actual.lower() != sha256.lower():
+        raise WeightsError(
+            f"sha256 mismatch for {source}: expected {sha256.lower()}, got {actual} "
+            "(the file is damaged, incomplete or not the one you meant)"
+        )
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sharpcam" / "weights"
+
+
+def fetch_weights(
+    url_or_path: str | Path, *, sha256: str | None = None, dest_dir: str | Path | None = None
+) -> Path:
+    """Return a local weights file for ``url_or_path``, verified against ``sha256`` when given.
+
+    A local path is checked in place. A URL (``http(s)://``, ``file://``) is streamed into a temp
+    file in ``dest_dir`` (default ``~/.cache/sharpcam/weights``) and renamed once complete and
+    verified, so an interrupted download never leaves a file that looks valid. A file already in
+    ``dest_dir`` that matches ``sha256`` is reused without downloading.
+
+    Raises:
+        WeightsError: missing file, failed download, or sha256 mismatch (the message has both).
+    """
+    text = str(url_or_path)
+    scheme = urllib.parse.urlparse(text).scheme
+    if scheme not in ("http", "https", "file", "ftp"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise WeightsError(f"weights file not found: {path}")
+        _check_sha(path, sha256, str(path))
+        return path
+
+    dest_dir = Path(dest_dir) if dest_dir is not None else _default_cache()
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    name = Path(urllib.parse.unquote(urllib.parse.urlparse(text).path)).name or "weights.bin"
+    dest = dest_dir / name
+    if dest.is_file() and sha256 is not None:
+        try:
+            _check_sha(dest, sha256, str(dest))
+            return dest
+        except WeightsError:
+            pass  # stale or damaged copy: download again
+
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=dest_dir)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(text, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0)
+            _stream(resp, out, total, name)
+        _check_sha(tmp, sha256, text)
+        os.replace(tmp, dest)
+    except WeightsError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as exc:  # URLError is an OSError
+        tmp.unlink(missing_ok=True)
+        raise WeightsError(f"cannot download {text}: {exc}") from exc
+    return dest
+
+
+def _stream(src, dst, total: int, label: str) -> None:
+    """Copy ``src`` to ``dst`` in chunks with a tqdm bar (plain copy when tqdm is absent)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a training dependency
+        shutil.copyfileobj(src, dst, _CHUNK)
+        return
+    with tqdm(
+        total=total or None, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False
+    ) as bar:
+        while chunk := src.read(_CHUNK):
+            dst.write(chunk)
+            bar.update(len(chunk))
