@@ -1,0 +1,656 @@
+"""SharpCam command line: the desktop app, live streaming, offline processing, benchmark, devices.
+
+    python main.py                         start the desktop app (GUI options below)
+    python main.py run --source 0 --output virtual
+    python main.py process IN OUT          video -> video, image -> image, folder -> folder
+    python main.py bench [--json]
+    python main.py devices
+
+Exit codes: 0 success (also after Ctrl-C or SIGTERM in ``run``: that is the normal way to end a
+live stream, and the output file is closed and playable), 1 runtime error (missing file, bad
+model, no virtual camera, camera not found), 2 usage error (bad option or ``--size`` syntax),
+130 ``process`` interrupted by Ctrl-C (its output is closed but incomplete).
+Errors are one line on stderr, never a traceback (set ``SHARPCAM_DEBUG=1`` to get one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+PROG = "sharpcam"
+BACKEND_CHOICES = ("auto", "onnx", "openvino", "torch", "unsharp", "passthrough")
+#: Environment variable naming a pyvirtualcam backend for ``--output virtual`` (tests register a
+#: recording backend with ``pyvirtualcam.register_backend`` and select it this way).
+VIRTUAL_BACKEND_ENV = "SHARPCAM_VIRTUAL_BACKEND"
+STATUS_PERIOD_TTY = 0.25  # s between in-place status refreshes on a terminal
+STATUS_PERIOD_PIPE = 5.0  # s between status lines when stdout/stderr is not a terminal
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr with exit code ``code`` (1 runtime, 2 usage)."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"1280x720"`` -> ``(1280, 720)`` (width, height); raises ``ArgumentTypeError`` otherwise."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: expected WIDTHxHEIGHT, e.g. 1280x720")
+    w, h = int(m.group(1)), int(m.group(2))
+    if w < 16 or h < 16:
+        raise argparse.ArgumentTypeError(f"bad size {text!r}: width and height must be >= 16")
+    return w, h
+
+
+def parse_size_list(text: str) -> list[tuple[int, int]]:
+    """``"640x360,1280x720"`` -> ``[(640, 360), (1280, 720)]``."""
+    return [parse_size(part) for part in text.split(",") if part.strip()]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"strength must be in [0, 1], got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """ArgumentParser whose usage errors are one line (plus the usage) and exit code 2."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        raise CliError(f"{self.prog}: error: {message}", code=2)
+
+
+def _add_model_options(p: argparse.ArgumentParser, default_backend: str = "auto") -> None:
+    p.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        default=default_backend,
+        help=f"inference backend (default: {default_backend}: the fastest available)",
+    )
+    p.add_argument("--model", metavar="PATH", help="model file (default: the shipped weights)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sharpcam`` argument parser (subcommands run, process, bench, devices; none = GUI)."""
+    parser = _Parser(
+        prog=PROG,
+        description="SharpCam: real-time motion deblurring for video calls. "
+        "Without a command, starts the desktop app.",
+        epilog="Exit codes: 0 ok (also Ctrl-C in 'run'), 1 runtime error, 2 usage error.",
+    )
+    gui = parser.add_argument_group("desktop app options (no command)")
+    gui.add_argument("--source", metavar="SRC", help="camera index or video/image path")
+    gui.add_argument("--screenshot", metavar="OUT.png", help="save a screenshot of the window")
+    gui.add_argument("--quit-after", metavar="SECONDS", type=_positive_float, help="quit after")
+    gui.add_argument("--backend", choices=BACKEND_CHOICES, help="inference backend")
+    gui.add_argument("--model", metavar="PATH", help="model file")
+
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="live: camera or video -> virtual camera or file")
+    run.add_argument(
+        "--source", required=True, metavar="0|PATH", help="camera index/device or video"
+    )
+    run.add_argument(
+        "--output", required=True, metavar="virtual|PATH", help="'virtual' camera or a video file"
+    )
+    _add_model_options(run)
+    run.add_argument(
+        "--size", type=parse_size, metavar="WxH", help="capture size (camera: 1280x720)"
+    )
+    run.add_argument("--fps", type=_positive_float, default=30.0, help="capture FPS (default 30)")
+    run.add_argument(
+        "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
+    )
+    run.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after")
+    # Hidden: which pyvirtualcam backend 'virtual' uses (tests register a recording one).
+    run.add_argument("--virtual-backend", help=argparse.SUPPRESS)
+
+    proc = sub.add_parser(
+        "process", help="offline: video -> video, image -> image, folder -> folder, every frame"
+    )
+    proc.add_argument("input", metavar="IN", help="video file, image file or folder of images")
+    proc.add_argument("output", metavar="OUT", help="video file, image file or folder")
+    _add_model_options(proc)
+    proc.add_argument(
+        "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
+    )
+
+    bench = sub.add_parser("bench", help="model-only vs. full-pipeline speed per backend and size")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.add_argument(
+        "--size",
+        type=parse_size_list,
+        action="append",
+        metavar="WxH[,WxH]",
+        help="frame size, repeatable or comma list (default 640x360,1280x720)",
+    )
+    bench.add_argument(
+        "--frames", type=_positive_int, default=None, help="timed frames per measure (default 30)"
+    )
+    bench.add_argument(
+        "--backend",
+        action="append",
+        choices=BACKEND_CHOICES,
+        help="repeatable (default: every available model backend + unsharp)",
+    )
+    bench.add_argument("--model", metavar="PATH", help="model file (default: the shipped weights)")
+
+    sub.add_parser("devices", help="list cameras, virtual camera and ONNX Runtime providers")
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _eprint(*parts: object) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def _describe_backend(backend: Any) -> str:
+    name = str(getattr(backend, "name", type(backend).__name__))
+    provider = getattr(backend, "provider", None)
+    return f"{name} · {provider}" if provider and provider != name else name
+
+
+def _open_source(spec: str, *, live: bool, size: tuple[int, int] | None, fps: float | None) -> Any:
+    """``engine.open_source`` with its errors turned into one-line ``CliError``s."""
+    from engine.sources import CameraNotFoundError, SourceError, open_source
+
+    try:
+        return open_source(spec, live=live, size=size, fps=fps)
+    except (CameraNotFoundError, SourceError) as exc:
+        raise CliError(str(exc)) from exc  # the engine's messages name the file / list cameras
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot open {spec}: {exc}") from exc
+
+
+def _open_backend(name: str, model: str | None, *, live: bool) -> tuple[Any, str | None]:
+    """Create the backend; live, a failure falls back to passthrough with a warning.
+
+    Returns ``(backend, warning or None)``. Offline any failure is fatal (``CliError``): output
+    that is silently unprocessed would be worse than no output.
+    """
+    from engine.backends import create_backend
+
+    if model is not None and not Path(model).is_file():
+        problem: Exception | None = FileNotFoundError(f"model file not found: {model}")
+    else:
+        problem = None
+        try:
+            return create_backend(name, model=model), None
+        except Exception as exc:  # missing, corrupt or sha256-mismatched model; no runtime
+            problem = exc
+    if not live or name == "passthrough":
+        raise CliError(f"cannot start backend '{name}': {problem}")
+    warning = f"WARNING: {name} backend failed ({problem}); streaming unprocessed (passthrough)"
+    return create_backend("passthrough"), warning
+
+
+class _StatusLine:
+    """The live status: redrawn in place on a terminal, one line every few seconds otherwise."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.period = STATUS_PERIOD_TTY if self.tty else STATUS_PERIOD_PIPE
+        self._last = -1e9
+        self._width = 0
+
+    def due(self, now: float) -> bool:
+        return now - self._last >= self.period
+
+    def show(self, text: str, now: float) -> None:
+        self._last = now
+        if self.tty:
+            # A line wider than the terminal wraps, and \r then redraws only its last row.
+            text = text[: max(20, shutil.get_terminal_size().columns - 1)]
+            pad = " " * max(0, self._width - len(text))  # erase the tail of a longer line
+            self.stream.write("\r" + text + pad)
+            self._width = len(text)
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def note(self, text: str) -> None:
+        """A line of its own (a warning in full), above the status line."""
+        if self.tty and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self._width = 0
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty and self._width:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def format_status(stats: Any, warning: str | None = None, width: int = 90) -> str:
+    """One status line from an ``engine.EngineStats`` snapshot.
+
+    A warning (start-up ``warning`` or the engine's own, e.g. a model that failed mid-stream)
+    is appended as ``WARNING: ...``, cut to ``width`` characters; :func:`cmd_run` prints each
+    warning in full once on its own line.
+    """
+    who = stats.backend
+    if stats.provider and stats.provider != stats.backend:
+        who += f" · {stats.provider}"
+    text = (
+        f"in {stats.fps_in:5.1f} fps · out {stats.fps_out:5.1f} fps · "
+        f"latency p50 {stats.latency_ms_p50:4.0f} ms p95 {stats.latency_ms_p95:4.0f} ms · "
+        f"drops {stats.dropped} · reconnects {stats.reconnects} · {who}"
+    )
+    warn = "; ".join(
+        dict.fromkeys(w.removeprefix("WARNING: ") for w in (warning, stats.warning) if w)
+    )
+    if warn:
+        if len(warn) > width:
+            warn = warn[: width - 3] + "..."
+        text += f" · WARNING: {warn}"
+    return text
+
+
+def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
+    """SIGINT/SIGTERM set ``stop`` (the main loop notices within 50 ms). Returns the undo.
+
+    A second Ctrl-C gets Python's default KeyboardInterrupt, for a stuck shutdown.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+
+    def restore() -> None:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+    return restore
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """No command: start the desktop app, or print help when the app is not available."""
+    try:
+        from app.main import run_app
+    except ImportError:
+        parser.print_help()
+        return 0
+    options = {
+        "source": args.source,
+        "screenshot": args.screenshot,
+        "quit_after": args.quit_after,
+        "backend": args.backend,
+        "model": args.model,
+    }
+    return int(run_app(options, virtual_backend=os.environ.get(VIRTUAL_BACKEND_ENV)) or 0)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Live: stream until --duration, the end of a video source, Ctrl-C or SIGTERM.
+
+    A model that fails to load (or fails mid-stream) never stops the stream: frames go out
+    unprocessed and the status line carries the WARNING.
+    """
+    from engine.pipeline import Engine
+    from engine.sinks import SinkError, open_sink
+    from engine.sources import source_kind
+    from engine.virtualcam import VirtualCameraUnavailable
+
+    camera = source_kind(args.source) == "camera"
+    size = args.size or ((1280, 720) if camera else None)
+    source = _open_source(args.source, live=True, size=size, fps=args.fps)
+    engine = None
+    sink = None
+    try:
+        backend, warning = _open_backend(args.backend, args.model, live=True)
+        sink_options: dict[str, Any] = {}
+        if args.output == "virtual" or args.output.startswith("virtual:"):
+            vbackend = args.virtual_backend or os.environ.get(VIRTUAL_BACKEND_ENV)
+            if vbackend:
+                sink_options["backend"] = vbackend
+        try:
+            sink = open_sink(args.output, size=source.size, fps=source.fps, **sink_options)
+        except (VirtualCameraUnavailable, SinkError, ValueError) as exc:
+            raise CliError(str(exc)) from exc
+
+        engine = Engine(
+            source,
+            backend,
+            sinks=[sink],
+            live=True,
+            strength=args.strength,
+            warning=warning,
+            close_backend=True,
+            on_error=lambda exc: None,  # shown through stats().warning / engine.errors
+        )
+        stop = threading.Event()
+        restore = _install_stop_signals(stop)
+        status = _StatusLine()
+        _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
+        if warning:
+            _eprint(warning)
+        seen_warnings = {warning.removeprefix("WARNING: ")} if warning else set()
+        t0 = time.perf_counter()
+        engine.start()
+        try:
+            while not stop.is_set() and not engine.done.is_set():
+                now = time.perf_counter()
+                if args.duration is not None and now - t0 >= args.duration:
+                    break
+                if status.due(now):
+                    stats = engine.stats()
+                    if stats.warning and stats.warning not in seen_warnings:
+                        seen_warnings.add(stats.warning)
+                        status.note(f"WARNING: {stats.warning}")
+                    status.show(format_status(stats, warning), now)
+                stop.wait(0.05)
+        finally:
+            engine.stop(timeout=1.0)
+            status.show(format_status(engine.stats(), warning), time.perf_counter())
+            status.finish()
+            restore()
+        stats = engine.stats()
+        if stats.frames_out == 0 and engine.errors:
+            raise CliError(f"stream failed: {engine.errors[0]}")
+        if stop.is_set():
+            _eprint(f"{PROG}: stopped ({stats.frames_out} frames out)")
+        return 0
+    finally:
+        if engine is None:  # the engine closes them itself once it ran
+            if sink is not None:
+                sink.close()
+            source.close()
+
+
+class _NamedImageSink:
+    """Folder -> folder: each processed image keeps its input file's name (and format)."""
+
+    size = None
+
+    def __init__(self, out_dir: Path, names: Sequence[str]) -> None:
+        self.out_dir = out_dir
+        self.names = list(names)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.frames_written = 0
+
+    def write(self, frame: Any) -> None:
+        import cv2
+
+        target = self.out_dir / self.names[frame.index]
+        ok, data = cv2.imencode(target.suffix, cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise OSError(f"cannot encode {target}")
+        data.tofile(str(target))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return f"folder {self.out_dir}"
+
+
+def _open_process_sink(kind: str, source: Any, out: str) -> Any:
+    """The sink matching the input kind: video -> video, image -> image, folder -> folder."""
+    from engine.sinks import VIDEO_CODECS, SinkError, open_sink, sink_kind
+    from engine.sources import IMAGE_EXTENSIONS
+
+    ext = Path(out).suffix.lower()
+    try:
+        if kind == "video":
+            if ext not in VIDEO_CODECS:
+                raise CliError(
+                    f"output {out} must be a video file ({', '.join(VIDEO_CODECS)}) for a video input",
+                    code=2,
+                )
+            return open_sink(out, size=source.size, fps=source.fps)
+        if kind == "image":
+            if ext not in IMAGE_EXTENSIONS:
+                exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+                raise CliError(f"output {out} must be an image file ({exts}) for an image input", 2)
+            return open_sink(out, size=None, kind="images")
+        if kind == "folder":
+            if Path(out).exists() and not Path(out).is_dir() or sink_kind(out) == "video":
+                raise CliError(f"output {out} must be a folder for a folder input", code=2)
+            return _NamedImageSink(Path(out), [p.name for p in source.files])
+    except (SinkError, OSError, ValueError) as exc:
+        raise CliError(str(exc)) from exc
+    raise CliError(f"cannot process a {kind} input: give a video, an image or a folder", code=2)
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    """Offline: every frame, in order, with a progress bar; any model problem is fatal."""
+    from tqdm import tqdm
+
+    from engine.pipeline import Engine
+    from engine.sources import source_kind
+
+    kind = source_kind(args.input)
+    if kind == "camera":
+        raise CliError("process reads files; for a camera use: run --source N --output FILE", 2)
+    if Path(args.input).resolve() == Path(args.output).resolve():
+        raise CliError(f"output {args.output} would overwrite the input", code=2)
+    source = _open_source(args.input, live=False, size=None, fps=None)
+    engine = None
+    sink = None
+    try:
+        backend, _ = _open_backend(args.backend, args.model, live=False)
+        sink = _open_process_sink(kind, source, args.output)
+        engine = Engine(
+            source,
+            backend,
+            sinks=[sink],
+            live=False,
+            strength=args.strength,
+            close_backend=True,
+            on_error=lambda exc: None,  # collected in engine.errors, reported below
+        )
+        total = source.frame_count
+        stop = threading.Event()
+        restore = _install_stop_signals(stop)
+        _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
+        engine.start()
+        try:
+            with tqdm(total=total, unit="frame", desc="process", file=sys.stderr) as bar:
+                while not stop.is_set() and not engine.done.is_set():
+                    stop.wait(0.1)
+                    bar.update(engine.stats().frames_out - bar.n)
+                bar.update(engine.stats().frames_out - bar.n)
+        finally:
+            engine.stop(timeout=5.0)
+            restore()
+        written = engine.stats().frames_out
+        if engine.errors:
+            raise CliError(f"processing failed after {written} frames: {engine.errors[0]}")
+        if stop.is_set():
+            _eprint(
+                f"{PROG}: interrupted: {written} of {total or '?'} frames written to {args.output}"
+            )
+            return 130
+        if total is not None and written != total:
+            raise CliError(f"only {written} of {total} frames were written to {args.output}")
+        _eprint(f"{written} frame{'s' if written != 1 else ''} -> {args.output}")
+        return 0
+    finally:
+        if engine is None:
+            if sink is not None:
+                sink.close()
+            source.close()
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Model-only vs. pipeline speed for each backend and size; a table or one JSON object."""
+    from engine import bench
+
+    sizes = [s for group in args.size for s in group] if args.size else list(bench.DEFAULT_SIZES)
+    sizes = list(dict.fromkeys(sizes))
+    frames = args.frames or bench.DEFAULT_FRAMES
+    if args.model is not None and not Path(args.model).is_file():
+        raise CliError(f"model file not found: {args.model}")
+    backends = list(dict.fromkeys(args.backend)) if args.backend else None
+
+    def progress(text: str) -> None:
+        _eprint(f"bench: {text} ...")
+
+    try:
+        report = bench.run_bench(backends, sizes, frames, args.model, on_progress=progress)
+    except CliError:
+        raise
+    except Exception as exc:  # a backend that was asked for by name cannot start
+        raise CliError(str(exc)) from exc
+    if args.json:
+        for note in report.notes:
+            _eprint(f"note: {note}")
+        print(json.dumps(report.as_json_dict(), indent=2))
+    else:
+        print(bench.format_table(report))
+    return 0
+
+
+def _camera_size(index: int) -> str:
+    """The resolution a camera opens at by default, or ``"?"`` when it will not open now."""
+    from engine.sources import open_source
+
+    try:
+        src = open_source(str(index), live=True, reconnect=False)
+    except Exception:
+        return "?"
+    try:
+        return f"{src.size[0]}x{src.size[1]} @ {src.fps:g} fps"
+    finally:
+        src.close()
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """Cameras, whether a virtual camera is usable (with per-OS advice), ORT providers."""
+    from engine.backends import check_onnxruntime_install, list_backends
+    from engine.sources import list_cameras
+    from engine.virtualcam import virtual_camera_status
+
+    cams = list_cameras()
+    print("Cameras:")
+    if not cams:
+        print("  none found (use a video file: run --source clip.mp4 ...)")
+    for cam in cams:
+        print(f"  {cam} · {_camera_size(cam.index)}")
+
+    vbackend = os.environ.get(VIRTUAL_BACKEND_ENV)
+    ok, message = virtual_camera_status(backend=vbackend)
+    print("Virtual camera:")
+    print("  " + ("usable: " if ok else "NOT usable: ") + message.replace("\n", "\n  "))
+
+    print(f"Backends available: {', '.join(list_backends())}")
+    try:
+        import onnxruntime
+
+        print(
+            f"ONNX Runtime {onnxruntime.__version__} providers: "
+            f"{', '.join(onnxruntime.get_available_providers())}"
+        )
+    except Exception as exc:  # a broken or missing runtime is what this command diagnoses
+        print(f"ONNX Runtime: not usable ({exc})")
+    warning = check_onnxruntime_install()
+    if warning:
+        print(f"WARNING: {warning}")
+    return 0
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, *rest: Any
+) -> None:
+    # Library warnings (an unverified model, a fallback) as one readable line, no source dump.
+    _eprint(f"{PROG}: warning: {message}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python main.py`` and the ``sharpcam`` console script; returns the exit code."""
+    warnings.showwarning = _show_warning
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            return cmd_gui(args, parser)
+        command = {
+            "run": cmd_run,
+            "process": cmd_process,
+            "bench": cmd_bench,
+            "devices": cmd_devices,
+        }
+        return command[args.command](args)
+    except CliError as exc:
+        msg = str(exc)
+        _eprint(msg if msg.startswith(f"{PROG}") else f"{PROG}: error: {msg}")
+        return exc.code
+    except KeyboardInterrupt:
+        _eprint(f"{PROG}: interrupted")
+        return 130
+    except SystemExit as exc:  # argparse --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except Exception as exc:
+        if os.environ.get("SHARPCAM_DEBUG"):
+            traceback.print_exc()
+        _eprint(f"{PROG}: error: {type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

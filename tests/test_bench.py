@@ -1,0 +1,135 @@
+"""engine.bench: the clip, the on-demand pipeline measure, and the report the CLI prints."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from engine import bench
+from engine.backends import create_backend
+from engine.manifest import ModelError
+from tests.contract_models import make_onnx_model
+
+
+def test_make_bench_clip_is_a_real_moving_textured_video(tmp_path: Path) -> None:
+    for name in ("c.mp4", "c.avi"):
+        path = bench.make_bench_clip(tmp_path / name, (96, 64), 12)
+        cap = cv2.VideoCapture(str(path))
+        frames = []
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                break
+            frames.append(img)
+        cap.release()
+        assert len(frames) == 12
+        assert frames[0].shape == (64, 96, 3)
+        assert frames[0].std() > 20  # textured, not flat
+        assert np.abs(frames[0].astype(int) - frames[6].astype(int)).mean() > 5  # moving
+
+
+def test_machine_info_describes_cpu_cores_and_versions() -> None:
+    info = bench.machine_info()
+    assert info["cores"] >= 1 and info["usable_cores"] >= 1
+    assert isinstance(info["cpu"], str) and info["cpu"]
+    assert info["versions"]["opencv"] == cv2.__version__
+    assert "numpy" in info["versions"]
+
+
+class _SlowBackend:
+    """Sleeps like a model that takes ``ms`` per frame; records the order of frames seen."""
+
+    name = "slow"
+    provider = "sleep"
+
+    def __init__(self, ms: float) -> None:
+        self.ms = ms
+        self.calls = 0
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        time.sleep(self.ms / 1000.0)
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("schedule", bench.SCHEDULES)
+def test_pipeline_reads_on_demand_so_nothing_is_decoded_for_nothing(
+    schedule: str, tmp_path: Path
+) -> None:
+    # An unpaced file into live slots would decode far ahead and drop nearly everything; read
+    # on demand, every frame of the clip is processed once, in order, at the model's pace.
+    clip = bench.make_bench_clip(tmp_path / "c.mp4", (64, 48), 10)
+    slow = _SlowBackend(15.0)
+    m = bench.measure_pipeline(slow, clip, frames=7, warmup=2, schedule=schedule)
+    assert not m.errors
+    assert m.frames_out == 10 and slow.calls == 10
+    assert len(m.intervals_ms) == 6 and len(m.latencies_ms) == 7
+    assert 1000 / m.fps == pytest.approx(15.0, abs=8.0)
+    lat = float(np.median(m.latencies_ms))
+    if schedule == "prefetch":
+        # decoded as the previous model call starts: waits a whole call in the slot
+        assert lat > 24.0
+    else:
+        # serial and just-in-time: a frame waits for little more than its own model call
+        assert lat < 24.0
+
+
+def test_unknown_schedule_is_refused() -> None:
+    with pytest.raises(ValueError, match="schedule"):
+        bench.GatedBackend(_SlowBackend(1.0), bench.DemandGate(), schedule="eager")
+
+
+def test_run_bench_results_have_exactly_the_keys_and_consistent_numbers() -> None:
+    report = bench.run_bench(["passthrough", "unsharp"], sizes=[(64, 48), (80, 48)], frames=3)
+    assert [(r.backend, r.size) for r in report.results] == [
+        ("passthrough", "64x48"),
+        ("unsharp", "64x48"),
+        ("passthrough", "80x48"),
+        ("unsharp", "80x48"),
+    ]
+    for r in report.results:
+        d = r.as_dict()
+        assert tuple(d) == bench.RESULT_KEYS
+        assert d["model_ms"] > 0 and d["pipeline_fps"] > 0
+        assert d["model_fps"] == pytest.approx(1000.0 / d["model_ms"], rel=0.01)
+        assert d["overhead_ratio"] == pytest.approx(d["pipeline_fps"] / d["model_fps"], rel=0.02)
+        assert 0 <= d["latency_ms_p50"] <= d["latency_ms_p95"]
+    out = report.as_json_dict()
+    assert set(out) == {"machine", "results"}
+    assert out["machine"]["backends"]["unsharp"].startswith("unsharp")
+    table = bench.format_table(report)
+    assert "overhead" in table and "passthrough" in table and "80x48" in table
+
+
+def test_run_bench_skips_model_backends_without_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))  # no shipped weights
+    report = bench.run_bench(None, sizes=[(64, 48)], frames=3)
+    assert [r.backend for r in report.results] == ["unsharp"]
+    assert any("no model" in n and "onnx" in n for n in report.notes)
+    # asked for by name, a model backend without a model is an error, not a note
+    with pytest.raises(ModelError):
+        bench.run_bench(["onnx"], sizes=[(64, 48)], frames=3)
+
+
+def test_run_bench_with_a_contract_model(tmp_path: Path) -> None:
+    model = make_onnx_model(tmp_path / "m.onnx", kind="sharpen")
+    report = bench.run_bench(["onnx"], sizes=[(64, 48)], frames=3, model=model)
+    (row,) = report.results
+    assert row.backend == "onnx"
+    assert "ONNX Runtime" in report.machine["backends"]["onnx"]
+
+
+def test_measure_model_reports_the_median() -> None:
+    backend = create_backend("unsharp")
+    median, times = bench.measure_model(backend, (64, 48), frames=5, warmup=1)
+    assert len(times) == 5
+    assert median == pytest.approx(float(np.median(times)))

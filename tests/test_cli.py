@@ -1,0 +1,401 @@
+"""The command line: `python main.py run | process | bench | devices`, and its error handling.
+
+Most tests run the real CLI in a subprocess (exit codes, stderr, no traceback, signals); the
+virtual camera ones call `main()` in-process, because the recording pyvirtualcam backend they
+register only exists in this interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+import main as cli
+from engine.bench import RESULT_KEYS
+from tests.contract_models import make_onnx_model, write_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+BITS = 6  # frame index stamped as 6 black/white 16x16 blocks along the top edge
+BLOCK = 16
+W, H = 128, 96
+
+
+def stamped_frame(index: int) -> np.ndarray:
+    """``(H, W, 3) uint8 RGB``: a texture with ``index`` written in binary blocks on top."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    img = np.stack([(xx * 2 + index) % 256, (yy * 3) % 256, ((xx + yy) * 5) % 256], -1)
+    img = img.astype(np.uint8)
+    img[:BLOCK, : BITS * BLOCK] = 0
+    for b in range(BITS):
+        if index >> b & 1:
+            img[:BLOCK, b * BLOCK : (b + 1) * BLOCK] = 255
+    return img
+
+
+def read_stamp(img: np.ndarray) -> int:
+    """Decode the index of :func:`stamped_frame` from an image (compression-tolerant)."""
+    value = 0
+    q = BLOCK // 4
+    for b in range(BITS):
+        cell = img[q : BLOCK - q, b * BLOCK + q : (b + 1) * BLOCK - q]
+        if cell.mean() > 127:
+            value |= 1 << b
+    return value
+
+
+def write_video(path: Path, frames: int, fps: float = 30.0) -> Path:
+    fourcc = "MJPG" if path.suffix == ".avi" else "mp4v"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (W, H))
+    assert writer.isOpened()
+    for i in range(frames):
+        writer.write(cv2.cvtColor(stamped_frame(i), cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def read_video(path: Path) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"{path} does not open"
+    frames = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames
+
+
+def run_cli(*args: str, timeout: float = 60.0, env: dict[str, str] | None = None) -> Any:
+    """``python main.py ARGS`` from the repository root; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "main.py", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def assert_clean_failure(proc: Any, *needles: str, code: int | None = None) -> None:
+    """Non-zero exit, every needle in stderr, and no Python traceback."""
+    assert proc.returncode != 0, proc.stderr
+    if code is not None:
+        assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_video(tmp_path_factory.mktemp("clip") / "stamped.avi", 24)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A verified model, a sha256-mismatched one and a corrupt one (each with a manifest)."""
+    root = tmp_path_factory.mktemp("models")
+    good = make_onnx_model(root / "good" / "m.onnx", kind="sharpen")
+    write_manifest(good.parent, ["m.onnx"])
+    bad = make_onnx_model(root / "bad" / "m.onnx", kind="sharpen")
+    write_manifest(bad.parent, {"m.onnx": {"sha256": "0" * 64}})
+    corrupt = root / "corrupt" / "m.onnx"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"this is not a protobuf" * 10)
+    return {"good": good, "bad": bad, "corrupt": corrupt}
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_size() -> None:
+    assert cli.parse_size("1280x720") == (1280, 720)
+    assert cli.parse_size(" 640X360 ") == (640, 360)
+    assert cli.parse_size_list("64x48,1280x720") == [(64, 48), (1280, 720)]
+    for bad in ("1280", "x720", "12x8", "axb", "1280x720x3"):
+        with pytest.raises(Exception, match="bad size"):
+            cli.parse_size(bad)
+
+
+def test_bad_size_is_usage_error_without_traceback(clip: Path, tmp_path: Path) -> None:
+    proc = run_cli(
+        "run", "--source", str(clip), "--output", str(tmp_path / "o.mp4"), "--size", "12x"
+    )
+    assert_clean_failure(proc, "bad size '12x'", code=2)
+    proc = run_cli("bench", "--size", "640by360")
+    assert_clean_failure(proc, "640by360", code=2)
+
+
+def test_no_command_starts_the_app_with_the_gui_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    seen: dict[str, Any] = {}
+
+    def run_app(options: dict[str, Any], **kw: Any) -> int:
+        seen.update(options)
+        return 7
+
+    fake = types.ModuleType("app.main")
+    fake.run_app = run_app  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.main", fake)
+    code = cli.main(["--source", "clip.mp4", "--screenshot", "s.png", "--quit-after", "2"])
+    assert code == 7
+    assert seen["source"] == "clip.mp4"
+    assert seen["screenshot"] == "s.png"
+    assert seen["quit_after"] == 2.0
+
+
+# --------------------------------------------------------------------------- process
+
+
+def test_process_video_keeps_count_size_and_order(clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.mp4"
+    proc = run_cli("process", str(clip), str(out), "--backend", "unsharp")
+    assert proc.returncode == 0, proc.stderr
+    frames = read_video(out)
+    assert len(frames) == 24
+    assert frames[0].shape == (H, W, 3)
+    assert [read_stamp(f) for f in frames] == list(range(24))
+    # processed, not copied: unsharp raises local contrast in the textured part
+    src = read_video(clip)
+    assert not np.allclose(frames[5][BLOCK:].astype(float), src[5][BLOCK:].astype(float), atol=3)
+
+
+def test_process_image_and_folder(tmp_path: Path) -> None:
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), cv2.cvtColor(stamped_frame(9), cv2.COLOR_RGB2BGR))
+    proc = run_cli("process", str(img), str(tmp_path / "out.png"), "--backend", "unsharp")
+    assert proc.returncode == 0, proc.stderr
+    out = cv2.imread(str(tmp_path / "out.png"))
+    assert out.shape == (H, W, 3)
+    assert read_stamp(cv2.cvtColor(out, cv2.COLOR_BGR2RGB)) == 9
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    names = ["f2.png", "f10.png", "f1.jpg"]
+    for i, name in enumerate(names):
+        cv2.imwrite(str(folder / name), cv2.cvtColor(stamped_frame(i)[: 48 + i], cv2.COLOR_RGB2BGR))
+    proc = run_cli("process", str(folder), str(tmp_path / "sharp"), "--backend", "unsharp")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (tmp_path / "sharp").iterdir()) == sorted(names)
+    for i, name in enumerate(names):
+        assert cv2.imread(str(tmp_path / "sharp" / name)).shape == (48 + i, W, 3)
+
+
+def test_process_with_a_verified_model(clip: Path, models: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out.avi"
+    proc = run_cli(
+        "process", str(clip), str(out), "--backend", "onnx", "--model", str(models["good"])
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_video(out)) == 24
+
+
+@pytest.mark.parametrize("which", ["missing", "corrupt", "bad"])
+def test_process_bad_model_is_fatal(
+    which: str, clip: Path, models: dict[str, Path], tmp_path: Path
+) -> None:
+    model = tmp_path / "nope.onnx" if which == "missing" else models[which]
+    out = tmp_path / "out.mp4"
+    proc = run_cli("process", str(clip), str(out), "--backend", "onnx", "--model", str(model))
+    needle = {"missing": "nope.onnx", "corrupt": "m.onnx", "bad": "sha256"}[which]
+    assert_clean_failure(proc, needle, code=1)
+    assert not out.exists()  # no silently unprocessed output
+
+
+def test_missing_and_unreadable_inputs_are_named(tmp_path: Path) -> None:
+    proc = run_cli("process", str(tmp_path / "nothere.mp4"), str(tmp_path / "o.mp4"))
+    assert_clean_failure(proc, "nothere.mp4", code=1)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    proc = run_cli("process", str(broken), str(tmp_path / "o.png"), "--backend", "unsharp")
+    assert_clean_failure(proc, "broken.png", code=1)
+    proc = run_cli(
+        "run", "--source", str(tmp_path / "gone.avi"), "--output", str(tmp_path / "o.avi")
+    )
+    assert_clean_failure(proc, "gone.avi", code=1)
+
+
+def test_missing_camera_lists_the_available_ones(tmp_path: Path) -> None:
+    proc = run_cli(
+        "run", "--source", "9", "--output", str(tmp_path / "o.mp4"), "--backend", "unsharp"
+    )
+    assert_clean_failure(proc, "camera 9", "available cameras", code=1)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def test_run_to_file_with_duration(tmp_path: Path) -> None:
+    long_clip = write_video(tmp_path / "long.avi", 300)  # 10 s at 30 fps, paced live
+    out = tmp_path / "live.mp4"
+    t0 = time.perf_counter()
+    proc = run_cli(
+        "run", "--source", str(long_clip), "--output", str(out), "--backend", "unsharp",
+        "--duration", "1.5",
+    )  # fmt: skip
+    elapsed = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr
+    assert elapsed < 8.0
+    frames = read_video(out)
+    assert 20 <= len(frames) <= 60  # ~1.5 s of a 30 fps clip
+    stamps = [read_stamp(f) for f in frames]
+    assert stamps == sorted(stamps)  # live may drop, never reorder
+    assert "fps" in proc.stderr and "unsharp" in proc.stderr
+
+
+def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path) -> None:
+    long_clip = write_video(tmp_path / "long.avi", 300)
+    out = tmp_path / "live.avi"
+    p = subprocess.Popen(
+        [sys.executable, "main.py", "run", "--source", str(long_clip), "--output", str(out),
+         "--backend", "unsharp"],
+        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert p.stderr is not None
+        line = p.stderr.readline()  # "video long.avi ... -> ..." once the engine is set up
+        assert "long.avi" in line, line
+        time.sleep(1.0)  # let frames flow into the file
+        p.send_signal(signal.SIGINT)
+        t0 = time.perf_counter()
+        code = p.wait(timeout=5)
+        elapsed = time.perf_counter() - t0
+    finally:
+        if p.poll() is None:
+            p.kill()
+    rest = p.stderr.read()
+    assert code == 0, rest
+    assert elapsed < 2.0
+    assert "Traceback" not in rest
+    frames = read_video(out)
+    assert len(frames) >= 10
+    assert [read_stamp(f) for f in frames] == sorted(read_stamp(f) for f in frames)
+
+
+def test_run_with_mismatched_model_streams_in_passthrough(
+    clip: Path, models: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "live.avi"
+    proc = run_cli(
+        "run", "--source", str(clip), "--output", str(out), "--backend", "onnx",
+        "--model", str(models["bad"]),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "WARNING" in proc.stderr and "sha256" in proc.stderr
+    assert "passthrough" in proc.stderr
+    frames = read_video(out)
+    assert len(frames) >= 20  # the whole 24-frame clip streamed (live may drop a few)
+    src = read_video(clip)
+    # unprocessed: the output is the input frame (up to MJPG re-encoding)
+    i = read_stamp(frames[-1])
+    assert np.abs(frames[-1].astype(int) - src[i].astype(int)).mean() < 4
+
+
+class _RecordingCamera:
+    """A pyvirtualcam backend that keeps every frame sent through the real Camera."""
+
+    frames: list[np.ndarray] = []
+
+    def __init__(self, *, width: int, height: int, fps: float, fourcc: int, device: Any, **kw: Any):
+        self.width, self.height = width, height
+
+    def close(self) -> None:
+        pass
+
+    def send(self, frame: np.ndarray) -> None:
+        _RecordingCamera.frames.append(frame.reshape(self.height, self.width, 3).copy())
+
+    def device(self) -> str:
+        return "recording"
+
+    def native_fourcc(self) -> None:
+        return None
+
+
+class _MissingCamera(_RecordingCamera):
+    def __init__(self, **kw: Any):
+        raise RuntimeError("no loopback device here")
+
+
+def test_run_to_virtual_camera(clip: Path) -> None:
+    import pyvirtualcam
+
+    pyvirtualcam.register_backend("sharpcam-test-rec", _RecordingCamera)
+    _RecordingCamera.frames = []
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", "virtual", "--backend", "unsharp",
+         "--virtual-backend", "sharpcam-test-rec"]
+    )  # fmt: skip
+    assert code == 0
+    got = _RecordingCamera.frames
+    assert len(got) >= 20
+    assert got[0].shape == (H, W, 3)
+    stamps = [read_stamp(f) for f in got]
+    assert stamps == sorted(stamps) and stamps[-1] == 23
+
+
+def test_no_virtual_camera_prints_guidance(clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import pyvirtualcam
+
+    pyvirtualcam.register_backend("sharpcam-test-missing", _MissingCamera)
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", "virtual", "--backend", "unsharp",
+         "--virtual-backend", "sharpcam-test-missing"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "no loopback device here" in err
+    assert ("v4l2loopback" in err) or ("OBS" in err)
+    assert "Traceback" not in err
+
+
+# --------------------------------------------------------------------------- bench, devices
+
+
+def test_bench_json_has_exactly_the_keys(models: dict[str, Path]) -> None:
+    proc = run_cli(
+        "bench", "--json", "--frames", "3", "--size", "64x48", "--backend", "onnx",
+        "--backend", "unsharp", "--model", str(models["good"]),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)  # exactly one JSON object on stdout
+    assert set(report) == {"machine", "results"}
+    assert report["machine"]["cores"] >= 1 and "versions" in report["machine"]
+    assert [r["backend"] for r in report["results"]] == ["onnx", "unsharp"]
+    for r in report["results"]:
+        assert tuple(r) == RESULT_KEYS
+        assert r["size"] == "64x48"
+        assert r["model_fps"] > 0 and r["pipeline_fps"] > 0
+        assert r["overhead_ratio"] == pytest.approx(r["pipeline_fps"] / r["model_fps"], rel=0.02)
+        assert 0 <= r["latency_ms_p50"] <= r["latency_ms_p95"]
+
+
+def test_bench_without_model_benchmarks_unsharp_with_a_note(tmp_path: Path) -> None:
+    proc = run_cli(
+        "bench", "--frames", "3", "--size", "64x48", env={"SHARPCAM_WEIGHTS": str(tmp_path)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "unsharp" in proc.stdout and "64x48" in proc.stdout
+    assert "no model" in proc.stdout and "skipped" in proc.stdout
+
+
+def test_devices_reports_cameras_virtual_camera_and_providers() -> None:
+    proc = run_cli("devices")
+    assert proc.returncode == 0, proc.stderr
+    assert "Cameras:" in proc.stdout
+    assert "Virtual camera:" in proc.stdout
+    assert "CPUExecutionProvider" in proc.stdout
