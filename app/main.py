@@ -6,6 +6,7 @@ and quits, printing the final engine statistics: handy for bug reports, docs and
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -23,6 +24,24 @@ from app.window import MainWindow, app_icon, format_stats
 # How long a screenshot waits past --quit-after for the first frame before giving up.
 FIRST_FRAME_GRACE_S = 10.0
 DEFAULT_SCREENSHOT_DELAY_S = 3.0
+
+
+def missing_display(
+    env: Mapping[str, str] | None = None, platform: str = sys.platform
+) -> str | None:
+    """Why the window cannot open, or None. Qt aborts the whole process (no exception, a core
+    dump) when Linux has no display, so the app checks first and says what to do instead."""
+    env = os.environ if env is None else env
+    if not platform.startswith("linux") or env.get("QT_QPA_PLATFORM"):
+        return None
+    if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
+        return None
+    return (
+        "no display: the SharpCam window needs a desktop session (DISPLAY or WAYLAND_DISPLAY "
+        "is not set). On a headless machine use the command line instead, e.g. "
+        "`python main.py run --source 0 --output virtual` or "
+        "`python main.py process IN OUT`, or start the window under `xvfb-run`."
+    )
 
 
 def run_app(
@@ -70,6 +89,10 @@ def run_app(
     QLoggingCategory.setFilterRules("qt.multimedia*=false\nqt.qpa.*.warning=false")
     app = QApplication.instance()
     if app is None:
+        problem = missing_display()
+        if problem:
+            print(f"sharpcam: {problem}", file=sys.stderr)
+            return 1
         app = QApplication(sys.argv[:1])
         app.setStyle("Fusion")
     app.setOrganizationName(ORGANIZATION)

@@ -494,7 +494,11 @@ class Engine:
                     t1, (t1 - t0) * 1000.0, (t1 - out.t_capture) * 1000.0, out.size
                 )
                 if self._on_preview is not None and t1 >= self._next_preview:
-                    self._next_preview = t1 + self._preview_period
+                    # Schedule from the previous deadline, not from now: frames arrive with jitter,
+                    # and "now + period" would skip every other frame at preview_fps == camera fps.
+                    self._next_preview = max(
+                        self._next_preview + self._preview_period, t1 - self._preview_period
+                    )
                     self._preview(work)
                 if work.pooled:
                     self._pool.release(out.image)

@@ -260,7 +260,9 @@ def _quiet_opencv() -> Iterator[None]:
         yield
         return
     old = logging_mod.getLogLevel()
-    logging_mod.setLogLevel(logging_mod.LOG_LEVEL_ERROR)
+    # SILENT, not ERROR: a missing index makes V4L2 log "Camera index out of range" at ERROR
+    # level, which would land on the user's terminal beside our own, clearer message.
+    logging_mod.setLogLevel(getattr(logging_mod, "LOG_LEVEL_SILENT", logging_mod.LOG_LEVEL_ERROR))
     try:
         yield
     finally:

@@ -501,3 +501,14 @@ def test_camera_list_always_offers_the_demo_clip(qtbot):
     choices = list_camera_choices()
     assert choices[-1].is_demo and Path(choices[-1].source) == DEMO_CLIP
     assert DEMO_CLIP.is_file()
+
+
+def test_missing_display_is_explained_instead_of_aborting() -> None:
+    from app.main import missing_display
+
+    assert "no display" in missing_display({}, "linux")
+    assert "xvfb-run" in missing_display({}, "linux")
+    assert missing_display({"DISPLAY": ":0"}, "linux") is None
+    assert missing_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
+    assert missing_display({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
+    assert missing_display({}, "win32") is None

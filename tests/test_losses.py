@@ -1,0 +1,166 @@
+"""Loss terms on known inputs: identical images give 0, different images more; module == function."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from training.config import LossConfig
+from training.losses import (
+    DistillLoss,
+    EdgeLoss,
+    FeatureAdapters,
+    L1Loss,
+    LabLoss,
+    MSSSIMLoss,
+    SSIMLoss,
+    VGGFeatures,
+    VGGLoss,
+    distill_loss,
+    edge_loss,
+    l1_loss,
+    lab_loss,
+    ms_ssim_loss,
+    ms_ssim_value,
+    ssim_loss,
+    ssim_value,
+)
+
+PAIRS = [
+    (l1_loss, L1Loss()),
+    (ssim_loss, SSIMLoss()),
+    (ms_ssim_loss, MSSSIMLoss()),
+    (edge_loss, EdgeLoss()),
+    (lab_loss, LabLoss()),
+]
+
+
+def _images(size: int = 48, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    a = torch.rand(2, 3, size, size, generator=g)
+    b = (a + 0.2 * torch.rand(2, 3, size, size, generator=g)).clamp(0, 1)
+    return a, b
+
+
+@pytest.mark.parametrize(
+    ("fn", "module"), PAIRS, ids=lambda x: getattr(x, "__name__", type(x).__name__)
+)
+@pytest.mark.parametrize("size", [37, 48, 200])
+def test_zero_on_identical_positive_on_different(fn, module, size: int) -> None:
+    a, b = _images(size)
+    assert float(fn(a, a)) == pytest.approx(0.0, abs=1e-5)
+    assert float(fn(a, b)) > 1e-3
+    assert torch.equal(fn(a, b), module(a, b))
+
+
+def test_ssim_one_for_identical_and_ms_ssim_small_patches() -> None:
+    a, b = _images(64)
+    assert float(ssim_value(a, a)) == pytest.approx(1.0, abs=1e-5)
+    # 64 px is below pytorch-msssim's 160 px: fewer scales, still 1 for identical images.
+    assert float(ms_ssim_value(a, a)) == pytest.approx(1.0, abs=1e-5)
+    assert 0 < float(ms_ssim_value(a, b)) < 1
+
+
+def test_charbonnier_close_to_l1_and_zero() -> None:
+    a, b = _images()
+    assert float(l1_loss(a, a, charbonnier=1e-3)) == pytest.approx(0.0, abs=1e-7)
+    assert float(l1_loss(a, b, charbonnier=1e-3)) == pytest.approx(float(l1_loss(a, b)), abs=2e-3)
+
+
+def test_distill_mask_skips_samples_without_teacher() -> None:
+    a, b = _images()
+    t = b.clone()
+    t[1] = 0.0  # sample 1 has no teacher output: must be ignored
+    mask = torch.tensor([True, False])
+    assert float(distill_loss(a, t, mask)) == pytest.approx(
+        float((a[0] - b[0]).abs().mean()), rel=1e-5
+    )
+    assert float(distill_loss(a, t, torch.tensor([False, False]))) == 0.0
+    assert float(distill_loss(a, a)) == 0.0
+
+
+def _vgg19n_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    layout = {
+        "0": (3, 3, 1),
+        "2": (64, 3, 3),
+        "5": (64, 64, 3),
+        "9": (128, 64, 3),
+        "12": (128, 128, 3),
+        "16": (256, 128, 3),
+    }
+    sd = {}
+    for k, (o, i, ks) in layout.items():
+        conv = nn.Conv2d(i, o, ks)
+        sd[f"{k}.weight"], sd[f"{k}.bias"] = conv.weight.detach(), conv.bias.detach()
+    return sd
+
+
+def _vgg16_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    cfg = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512]
+    sd, idx, cin = {}, 0, 3
+    for v in cfg:
+        if v == "M":
+            idx += 1
+            continue
+        conv = nn.Conv2d(cin, int(v), 3, padding=1)
+        sd[f"features.{idx}.weight"], sd[f"features.{idx}.bias"] = (
+            conv.weight.detach(),
+            conv.bias.detach(),
+        )
+        idx += 2
+        cin = int(v)
+    return sd
+
+
+@pytest.mark.parametrize(
+    ("maker", "kind"), [(_vgg19n_state, "vgg19_normalised"), (_vgg16_state, "vgg16")]
+)
+def test_vgg_loss_both_state_dict_formats(tmp_path: Path, maker, kind: str) -> None:
+    path = tmp_path / "vgg.pth"
+    torch.save(maker(), path)
+    layers = ["relu1_2", "relu2_2", "relu3_1"]
+    feats = VGGFeatures(path, layers)
+    assert feats.kind == kind
+    a, b = _images(40)
+    out = feats(a)
+    assert [f.shape[1] for f in out] == [64, 128, 256]
+    assert [f.shape[-1] for f in out] == [40, 20, 10]
+    loss = VGGLoss(path, layers)
+    assert float(loss(a, a)) == 0.0
+    assert float(loss(a, b)) > 0.0
+    assert not any(p.requires_grad for p in loss.parameters())
+
+
+def test_vgg_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="loss.vgg_weights"):
+        DistillLoss(LossConfig(vgg=0.1, vgg_weights=str(tmp_path / "nope.pth")))
+
+
+def test_feature_adapters_match_channels_and_sizes() -> None:
+    s = [torch.rand(2, 8, 16, 16), torch.rand(2, 16, 8, 8)]
+    t = [torch.rand(2, 32, 32, 32), torch.rand(2, 64, 8, 8)]
+    ad = FeatureAdapters(s, t)
+    assert ad.pairs == [(0, 0), (1, 1)]
+    loss = ad(s, t)
+    loss.backward()
+    assert float(loss) > 0 and all(p.grad is not None for p in ad.parameters())
+
+
+def test_distill_loss_total_is_weighted_sum(tmp_path: Path) -> None:
+    cfg = LossConfig(l1=1.0, ssim=0.1, ms_ssim=0.2, edge=0.5, lab=0.3, distill=0.7)
+    a, b = _images(64)
+    teacher = (b * 0.9).clamp(0, 1)
+    terms = DistillLoss(cfg)(a, b, teacher, torch.tensor([True, True]))
+    weights = {"l1": 1.0, "ssim": 0.1, "ms_ssim": 0.2, "edge": 0.5, "lab": 0.3, "distill": 0.7}
+    assert set(terms) == {"total", *weights}
+    expect = sum(w * float(terms[k]) for k, w in weights.items())
+    assert float(terms["total"]) == pytest.approx(expect, rel=1e-5)
+    no_teacher = DistillLoss(cfg)(a, b)
+    assert "distill" not in no_teacher
+    same = DistillLoss(cfg)(a, a, a)
+    assert float(same["total"]) == pytest.approx(0.0, abs=1e-5)

@@ -1,0 +1,114 @@
+"""Training config: defaults, YAML, --key=value overrides, rejection messages, curriculum."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from training.config import (
+    ConfigError,
+    StageConfig,
+    TrainConfig,
+    config_digest,
+    config_from_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+    stage_at,
+    total_epochs,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+
+
+def test_defaults_are_the_papers() -> None:
+    cfg = TrainConfig()
+    assert [(s.patch, s.epochs, s.batch) for s in cfg.stages] == [
+        (128, 12, 4),
+        (256, 20, 2),
+        (288, 5, 1),
+    ]
+    assert cfg.lr == 5e-5
+    assert cfg.data.raw_train_range == [1, 239] and cfg.data.raw_val_range == [240, 299]
+
+
+def test_override_parsing_nested_lists_and_flags() -> None:
+    got = parse_overrides(
+        ["--loss.vgg=0.1", "--data.raw_windows=[7, 9]", "--resume", "--out_dir=runs/x"]
+    )
+    assert got == {
+        "loss": {"vgg": 0.1},
+        "data": {"raw_windows": [7, 9]},
+        "resume": True,
+        "out_dir": "runs/x",
+    }
+    cfg = load_config(
+        None, ["--loss.vgg=0.1", "--lr=5e-3", "--stages=[{patch: 64, epochs: 2, batch: 3}]"]
+    )
+    assert cfg.loss.vgg == 0.1
+    assert cfg.lr == 5e-3  # YAML 1.1 reads 5e-3 as a string; the float field takes it
+    assert cfg.stages == [StageConfig(64, 2, 3)]
+
+
+def test_yaml_then_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(yaml.safe_dump({"lr": 0.001, "loss": {"ssim": 0.5}, "data": {"raw_scale": 0.5}}))
+    cfg = load_config(p, ["--loss.ssim=0.25"])
+    assert cfg.lr == 0.001 and cfg.loss.ssim == 0.25 and cfg.data.raw_scale == 0.5
+    assert cfg.loss.l1 == 1.0  # untouched defaults stay
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--lossx=1"], "unknown config key lossx"),
+        (["--loss.vggg=1"], "unknown config key loss.vggg"),
+        (["--lr=fast"], "lr: expected float, got str 'fast'"),
+        (["--steps_per_epoch=1.5"], "steps_per_epoch: expected int, got float 1.5"),
+        (["--resume=3"], "resume: expected bool, got int 3"),
+        (["--data.raw_dirs=abc"], "data.raw_dirs: expected a list, got str 'abc'"),
+        (
+            ["--stages=[{patch: 64, epochs: 1, batch: 1, extra: 2}]"],
+            "unknown config key stages[0].extra",
+        ),
+        (["--scheduler=linear"], "scheduler: expected one of cosine, plateau, none"),
+        (["--data.raw_windows=[8]"], "odd"),
+    ],
+)
+def test_rejects_bad_keys_and_types(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, overrides)
+    assert message in str(exc.value)
+
+
+def test_saved_config_round_trips_and_digest(tmp_path: Path) -> None:
+    cfg = load_config(None, ["--lr=0.002", "--loss.edge=0.3"])
+    save_config(cfg, tmp_path / "config.yaml")
+    again = load_config(tmp_path / "config.yaml")
+    assert again == cfg
+    assert config_digest(again) == config_digest(cfg)
+    assert config_digest(load_config(None, ["--lr=0.003", "--loss.edge=0.3"])) != config_digest(cfg)
+    # Run-control fields do not change what is trained: resuming keeps the digest.
+    assert config_digest(
+        load_config(None, ["--lr=0.002", "--loss.edge=0.3", "--resume"])
+    ) == config_digest(cfg)
+
+
+def test_curriculum_is_a_pure_function_of_epoch() -> None:
+    cfg = TrainConfig()
+    assert total_epochs(cfg) == 37
+    expected = [0] * 12 + [1] * 20 + [2] * 5
+    assert [stage_at(cfg, e)[0] for e in range(37)] == expected
+    assert stage_at(cfg, 11)[1].patch == 128 and stage_at(cfg, 12)[1].patch == 256
+    assert stage_at(cfg, 36)[1] == StageConfig(288, 5, 1)
+    assert stage_at(cfg, 100)[0] == 2  # past the end: the last stage
+    assert [stage_at(cfg, e) for e in range(37)] == [stage_at(cfg, e) for e in range(37)]
+
+
+@pytest.mark.parametrize("name", ["paper", "smoke", "fast", "hq"])
+def test_shipped_configs_load(name: str) -> None:
+    cfg = load_config(CONFIGS / f"{name}.yaml")
+    assert isinstance(cfg, TrainConfig)
+    assert config_from_dict(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())) == cfg

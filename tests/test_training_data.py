@@ -1,0 +1,224 @@
+"""Training data: averaging, kernels, PSFs, sharpness filter, leakage guard, corrupt files, augmentation."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from training.data import (
+    DeblurDataset,
+    LeakageError,
+    RawSequence,
+    SkipCounter,
+    SynthParams,
+    TeacherCache,
+    augment_pair,
+    blur_with_kernel,
+    center_kernel,
+    check_leakage,
+    content_hash,
+    load_image,
+    load_photos,
+    make_synthetic_dataset,
+    random_psf,
+    random_trajectory,
+    raw_frame_windows,
+    sharpness,
+    temporal_average,
+    trajectory_to_psf,
+)
+
+
+def _com(k: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.mgrid[0 : k.shape[0], 0 : k.shape[1]]
+    return float((k * ys).sum() / k.sum()), float((k * xs).sum() / k.sum())
+
+
+def test_temporal_average_plain_and_linear() -> None:
+    black = np.zeros((4, 4, 3), np.float32)
+    white = np.ones((4, 4, 3), np.float32)
+    assert np.allclose(temporal_average([black, white], linear=False), 0.5)
+    assert np.allclose(
+        temporal_average([black, white], linear=True, gamma=2.2), 0.5 ** (1 / 2.2), atol=1e-6
+    )
+    u8 = [np.full((2, 2, 3), 255, np.uint8), np.zeros((2, 2, 3), np.uint8)]
+    assert np.allclose(temporal_average(u8, linear=False), 0.5)
+    same = [np.full((2, 2, 3), 0.3, np.float32)] * 3
+    assert np.allclose(temporal_average(same, linear=True), 0.3, atol=1e-6)
+
+
+def test_raw_frame_windows_stay_inside_the_range(tmp_path: Path) -> None:
+    for i in range(1, 31):
+        cv2.imwrite(str(tmp_path / f"{i:06d}.png"), np.full((4, 4, 3), i, np.uint8))
+    wins = raw_frame_windows(tmp_path, first=1, last=20, sizes=(7, 9))
+    assert len(wins) == (20 - 7 + 1) + (20 - 9 + 1)
+    for paths, centre in wins:
+        numbers = [int(p.stem) for p in paths]
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        assert 1 <= numbers[0] and numbers[-1] <= 20
+        assert centre == numbers[len(numbers) // 2]
+    val = raw_frame_windows(tmp_path, first=21, last=30, sizes=(7,))
+    assert all(int(p.stem) >= 21 for paths, _ in val for p in paths)
+
+
+def test_center_kernel_moves_centre_of_mass_to_centre() -> None:
+    k = np.zeros((15, 15))
+    k[2, 3] = 1.0
+    k[2, 6] = 3.0
+    c = center_kernel(k)
+    assert c.shape[0] % 2 == 1 and c.shape[1] % 2 == 1
+    assert c.sum() == pytest.approx(1.0, abs=1e-6)
+    cy, cx = _com(c)
+    assert cy == pytest.approx(c.shape[0] // 2, abs=1e-3)
+    assert cx == pytest.approx(c.shape[1] // 2, abs=1e-3)
+
+
+def test_blur_with_centred_kernel_does_not_shift() -> None:
+    img = np.zeros((41, 41, 3), np.float32)
+    img[20, 20] = 1.0
+    k = np.zeros((9, 9))
+    k[1, 1:8] = 1.0  # off-centre line
+    out = blur_with_kernel(img, center_kernel(k))
+    cy, cx = _com(out[:, :, 0])
+    assert (cy, cx) == (pytest.approx(20, abs=1e-3), pytest.approx(20, abs=1e-3))
+    # A one-hot kernel right of centre is a convolution: the image moves right, not left.
+    shift = np.zeros((3, 3), np.float32)
+    shift[1, 2] = 1
+    assert np.argwhere(blur_with_kernel(img, shift)[:, :, 0] > 0.5).tolist() == [[20, 21]]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_trajectory_psf_sums_to_one_within_size(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    traj = random_trajectory(rng, length=40.0, n_steps=64)
+    assert np.abs(np.diff(traj)).sum() == pytest.approx(40.0, rel=1e-6)
+    psf = trajectory_to_psf(traj, size=21, exposure=0.8)
+    assert psf.sum() == pytest.approx(1.0, abs=1e-5)
+    assert max(psf.shape) <= 21 and (psf >= 0).all()
+    cy, cx = _com(psf)
+    assert (cy, cx) == (
+        pytest.approx(psf.shape[0] // 2, abs=0.51),
+        pytest.approx(psf.shape[1] // 2, abs=0.51),
+    )
+    p = random_psf(rng, max_size=15, exposure=(0.5, 1.0))
+    assert max(p.shape) <= 15 and p.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def _textured(h: int = 96, w: int = 96, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.uniform(0, 255, (h, w, 3))).astype(np.uint8)
+
+
+def test_sharpness_filter_rejects_flat_patches_and_counts() -> None:
+    flat = np.full((96, 96, 3), 128, np.uint8)
+    assert sharpness(flat) == 0.0 and sharpness(_textured()) > 0.1
+    params = SynthParams(
+        noise_prob=0, jpeg_prob=0, sharpness_threshold=0.05, max_tries=4, psf_max_size=5
+    )
+    ds = DeblurDataset(photos=[flat], weights=(0, 1, 0), params=params, patch=32)
+    item = ds[0]
+    assert int(item["rejected"]) == 3  # every try flat; the last is kept so a run never stalls
+    ds = DeblurDataset(photos=[_textured()], weights=(0, 1, 0), params=params, patch=32)
+    assert int(ds[0]["rejected"]) == 0
+
+
+def test_leakage_guard_names_overlapping_files(tmp_path: Path) -> None:
+    img = _textured(32, 32)
+    train_p, eval_p, other_p = tmp_path / "train.png", tmp_path / "eval.png", tmp_path / "other.png"
+    cv2.imwrite(str(train_p), img)
+    cv2.imwrite(str(eval_p), img)  # the same pixels under another name
+    cv2.imwrite(str(other_p), _textured(32, 32, seed=1))
+    assert content_hash(train_p) == content_hash(load_image(train_p))
+    with pytest.raises(LeakageError) as exc:
+        check_leakage([train_p, other_p], [eval_p])
+    assert "train.png" in str(exc.value) and "eval.png" in str(exc.value)
+    assert "other.png" not in str(exc.value)
+    check_leakage([other_p], [eval_p])  # no overlap: passes
+
+
+def test_corrupt_file_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    cv2.imwrite(str(tmp_path / "good.png"), _textured(64, 64))
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    skips = SkipCounter()
+    with caplog.at_level(logging.WARNING):
+        images, paths = load_photos([tmp_path], skips=skips)
+        assert load_image(tmp_path / "bad.png") is None
+    assert [p.name for p in paths] == ["good.png"] and len(images) == 1
+    assert sorted(Path(p).name for p in skips.corrupt_files) == ["bad.png", "empty.jpg"]
+    assert "bad.png" in caplog.text
+
+
+def test_augmentation_keeps_pairs_aligned() -> None:
+    a = _textured(16, 24).astype(np.float32) / 255
+    b = a + 0.25
+    for seed in range(8):
+        out_a, out_b = augment_pair([a, b], np.random.default_rng(seed))
+        assert np.allclose(out_b - out_a, 0.25)
+    shapes = {augment_pair([a], np.random.default_rng(s))[0].shape for s in range(16)}
+    assert shapes == {(16, 24, 3), (24, 16, 3)}  # 90-degree rotations happen
+
+
+def test_dataset_is_a_pure_function_of_index_and_makes_real_blur(tmp_path: Path) -> None:
+    dirs = make_synthetic_dataset(tmp_path, 1, frames=20, size=(80, 64), n_photos=2)
+    seq = RawSequence.load(dirs["raw"] / "seq_00", first=1, last=15)
+    assert seq.numbers == list(range(1, 16))
+    frames = seq.frames[:7]
+    blur = temporal_average(frames, linear=False)
+    assert np.abs(blur - frames[3] / 255.0).mean() > 0.005  # the content moves: averaging blurs
+    photos, _ = load_photos([dirs["photos"]])
+    ds = DeblurDataset(raw=[seq], photos=photos, weights=(0.5, 0.5, 0), patch=48, seed=3)
+    a, b = ds[11], ds[11]
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in ("blur", "sharp"))
+    assert not np.array_equal(ds[12]["blur"].numpy(), a["blur"].numpy())
+    assert (
+        a["blur"].shape == (3, 48, 48)
+        and 0 <= float(a["blur"].min())
+        and float(a["blur"].max()) <= 1
+    )
+    # Training windows never reach past the loaded range (frames 16-20 are held out).
+    assert max(s + 13 for s in seq.windows(13)) <= len(seq.frames)
+
+
+def test_teacher_cache_lookup_and_sample() -> None:
+    rng = np.random.default_rng(0)
+    blur = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    sharp, teacher = blur[::-1].copy(), (255 - blur)
+    cache = TeacherCache(blur, sharp, teacher, [content_hash(b) for b in blur])
+    hit = cache.lookup(blur[1].astype(np.float32) / 255)
+    assert hit is not None and np.allclose(hit, teacher[1] / 255.0)
+    assert cache.lookup(np.zeros((32, 32, 3), np.float32)) is None
+    b, s, t = cache.sample(rng, 16)
+    assert b.shape == s.shape == t.shape == (16, 16, 3)
+    assert np.allclose(t, 1.0 - b, atol=1e-6)  # the three crops come from the same place
+
+
+def test_barely_blurred_patches_are_rejected() -> None:
+    from training.data import DeblurDataset, SynthParams, psnr_np
+
+    # A smooth scene: small shake kernels barely change it, so without the filter many patches
+    # come out above 30 dB (nothing to learn), and with it none do.
+    rng = np.random.default_rng(0)
+    img = cv2.resize((rng.random((12, 12, 3)) * 255).astype(np.uint8), (96, 96))
+
+    def patch_psnrs(max_blur_psnr: float) -> list[float]:
+        params = SynthParams(
+            max_blur_psnr=max_blur_psnr,
+            max_tries=50,
+            noise_prob=0.0,
+            jpeg_prob=0.0,
+            sharpness_threshold=0.0,
+        )
+        ds = DeblurDataset(photos=[img], weights=(0.0, 1.0, 0.0), params=params, patch=32, seed=1)
+        items = [ds[i] for i in range(20)]
+        return [
+            psnr_np(it["blur"].permute(1, 2, 0).numpy(), it["sharp"].permute(1, 2, 0).numpy())
+            for it in items
+        ]
+
+    assert sum(p > 30.0 for p in patch_psnrs(0.0)) >= 10
+    assert max(patch_psnrs(30.0)) <= 30.0

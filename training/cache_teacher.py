@@ -1,0 +1,157 @@
+"""Run the frozen teacher once over a fixed set of training patches and store its outputs.
+
+    python -m training.cache_teacher --config training/configs/fast.yaml [--key=value ...]
+        [--count N] [--max_minutes M]
+
+On a CPU the teacher (DMPHN: ~0.75 M multiply-adds per pixel, 1-2 s per 256 px patch) cannot run
+every step, so the trainer draws ``teacher.cache_fraction`` of each batch from this cache and
+distils on those. Patches come from the same synthesis as training (its own sample stream),
+stored as uint8 ``(N, P, P, 3)`` blurry / sharp / teacher arrays keyed by the blurry patch's
+content hash. The file is rewritten atomically after every chunk, so an interrupted run resumes
+where it stopped when started again with the same settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from training.config import ConfigError, TrainConfig, config_to_dict, load_config
+from training.data import DeblurDataset, content_hash, to_uint8
+
+log = logging.getLogger("training.cache_teacher")
+
+CACHE_STREAM = 7_919  # the cache's own sample stream (the "rank" slot): never a training rank
+
+
+def cache_meta(cfg: TrainConfig) -> dict:
+    """What the cached patches depend on; a file with other settings is not extended."""
+    return {
+        "teacher": cfg.teacher.name,
+        "teacher_weights": cfg.teacher.weights,
+        "patch": cfg.teacher.cache_patch,
+        "seed": cfg.seed,
+        "data": {k: v for k, v in config_to_dict(cfg.data).items() if k != "num_workers"},
+    }
+
+
+def build_cache(
+    cfg: TrainConfig,
+    *,
+    teacher: torch.nn.Module | None = None,
+    dataset: DeblurDataset | None = None,
+    out: str | Path | None = None,
+    count: int | None = None,
+    max_minutes: float = 0.0,
+    device: str | torch.device = "cpu",
+) -> Path:
+    """Compute (or extend) the teacher cache file; returns its path."""
+    out = Path(out or cfg.teacher.cache_path)
+    if not str(out):
+        raise ConfigError("teacher.cache_path is empty: where should the cache go?")
+    count = int(count or cfg.teacher.cache_count)
+    P = cfg.teacher.cache_patch
+    if teacher is None:
+        from training.teachers import load_teacher
+
+        teacher = load_teacher(cfg.teacher.name, weights=cfg.teacher.weights or None, device=device)
+    if dataset is None:
+        from training.train import build_data
+
+        dataset, _, _ = build_data(cfg, rank=CACHE_STREAM)
+    dataset.rank = CACHE_STREAM
+    dataset.patch = P
+    meta = cache_meta(cfg)
+    blur, sharp, outs, keys = [], [], [], []
+    if out.is_file():
+        old = torch.load(str(out), map_location="cpu", weights_only=True)
+        if old.get("meta") == meta:
+            blur, sharp, outs = [list(old[k].numpy()) for k in ("blur", "sharp", "teacher")]
+            keys = list(old["keys"])
+            log.info("extending %s: %d of %d patches present", out, len(keys), count)
+        else:
+            log.warning("%s was made with other settings: starting a new cache", out)
+    t0 = time.monotonic()
+    index = len(keys)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    while len(keys) < count:
+        n = min(cfg.teacher.cache_batch, count - len(keys))
+        items = [dataset[index + i] for i in range(n)]
+        index += n
+        # Quantise first: the teacher sees exactly the uint8 patch the trainer will read back.
+        b_u8 = [to_uint8(it["blur"].permute(1, 2, 0).numpy()) for it in items]
+        s_u8 = [to_uint8(it["sharp"].permute(1, 2, 0).numpy()) for it in items]
+        x = torch.from_numpy(np.stack(b_u8)).permute(0, 3, 1, 2).float().div(255).to(device)
+        with torch.no_grad():
+            y = teacher(x).float().clamp(0, 1).cpu()
+        t_u8 = (y.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        blur += b_u8
+        sharp += s_u8
+        outs += list(t_u8)
+        keys += [content_hash(b) for b in b_u8]
+        _save(out, blur, sharp, outs, keys, meta)
+        rate = (time.monotonic() - t0) / max(1, len(keys))
+        log.info("teacher cache: %d/%d patches (%.1f s per patch)", len(keys), count, rate)
+        if max_minutes and time.monotonic() - t0 > max_minutes * 60:
+            log.info("time budget reached; run again to extend the cache")
+            break
+    if not keys:
+        _save(out, blur, sharp, outs, keys, meta)
+    return out
+
+
+def _save(out: Path, blur, sharp, outs, keys, meta) -> None:
+    def stack(a):
+        if not a:
+            return torch.zeros(0, 1, 1, 3, dtype=torch.uint8)
+        return torch.from_numpy(np.stack(a))
+
+    data = {
+        "blur": stack(blur),
+        "sharp": stack(sharp),
+        "teacher": stack(outs),
+        "keys": keys,
+        "meta": meta,
+    }
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(data, tmp)
+    os.replace(tmp, out)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", help="training YAML config (teacher.* and data.* are used)")
+    parser.add_argument(
+        "--count", type=int, default=0, help="patches (default teacher.cache_count)"
+    )
+    parser.add_argument("--out", default="", help="cache file (default teacher.cache_path)")
+    parser.add_argument("--max_minutes", type=float, default=0.0, help="stop after this long")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(args.config, rest)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = (
+        args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    return build_cache(
+        cfg,
+        out=args.out or None,
+        count=args.count or None,
+        max_minutes=args.max_minutes,
+        device=device,
+    )
+
+
+if __name__ == "__main__":
+    main()

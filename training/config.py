@@ -1,0 +1,409 @@
+"""Training configuration: dataclass defaults (the paper's), YAML files, ``--key=value`` overrides.
+
+``load_config("training/configs/fast.yaml", ["--loss.vgg=0.1", "--out_dir=runs/x"])`` returns a
+``TrainConfig``. Unknown keys and values of the wrong type are rejected with the exact key path.
+The resolved config is saved as ``config.yaml`` in the run folder and inside every checkpoint;
+``config_digest`` is the sha256 recorded in the weights manifest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file or override names an unknown key or gives a value of the wrong type."""
+
+
+@dataclass
+class StageConfig:
+    """One curriculum stage."""
+
+    patch: int = 128  # square training patch side, px
+    epochs: int = 12  # epochs spent in this stage
+    batch: int = 4  # patches per optimiser step (per process under DDP)
+
+
+def _paper_stages() -> list[StageConfig]:
+    # The paper's curriculum: small patches first, then larger ones with fewer per batch.
+    return [StageConfig(128, 12, 4), StageConfig(256, 20, 2), StageConfig(288, 5, 1)]
+
+
+@dataclass
+class DataConfig:
+    """Where training data comes from and how blur, noise and patches are synthesised."""
+
+    raw_dirs: list[str] = field(default_factory=list)  # folders of consecutive high-fps frames
+    raw_train_range: list[int] = field(
+        default_factory=lambda: [1, 239]
+    )  # frame numbers for training windows
+    raw_val_range: list[int] = field(
+        default_factory=lambda: [240, 299]
+    )  # held-out frames, validation only
+    raw_windows: list[int] = field(
+        default_factory=lambda: [7, 9, 11, 13]
+    )  # odd window sizes averaged
+    raw_scale: float = 1.0  # resize raw frames once at load (0.5: 720p -> 360p, blur halves)
+    linear_fraction: float = 0.3  # share of raw averages made in linear light (GoPro blur_gamma)
+    gamma: float = 2.2  # sRGB <-> linear exponent for the linear-light average
+    photo_dirs: list[str] = field(default_factory=list)  # sharp photos for camera-shake synthesis
+    exclude: list[str] = field(
+        default_factory=list
+    )  # globs of photos left out (e.g. found by the leakage guard)
+    photo_max_side: int = 1024  # photos larger than this are downscaled once at load
+    photo_scale: list[float] = field(
+        default_factory=lambda: [1.0, 1.0]
+    )  # random rescale of photo crops
+    kernel_dir: str = ""  # folder of real blur kernels (Lai-style images); "" = trajectories only
+    real_kernel_fraction: float = 0.0  # share of photo samples blurred with a real kernel
+    psf_max_size: int = 31  # largest synthetic camera-shake PSF side, px
+    exposure: list[float] = field(
+        default_factory=lambda: [0.5, 1.0]
+    )  # fraction of the trajectory exposed
+    gopro_dir: str = ""  # GOPRO_Large root ({train,test}/<seq>/{blur,blur_gamma,sharp}); "" = none
+    gopro_blur: str = "blur"  # which GoPro blurry set: blur | blur_gamma
+    raw_weight: float = 0.7  # sampling weight of raw-frame temporal averages
+    photo_weight: float = 0.3  # sampling weight of shake-synthesised photos
+    gopro_weight: float = 0.0  # sampling weight of GoPro pairs
+    noise_prob: float = 0.8  # probability a blurry patch gets sensor noise
+    noise_sigma: list[float] = field(
+        default_factory=lambda: [0.0, 0.02]
+    )  # Gaussian read-noise std range
+    poisson_prob: float = 0.3  # probability of shot noise on top
+    poisson_peak: list[float] = field(
+        default_factory=lambda: [200.0, 2000.0]
+    )  # photons at white, range
+    jpeg_prob: float = 0.5  # probability of a JPEG round trip
+    jpeg_quality: list[int] = field(default_factory=lambda: [50, 95])  # JPEG quality range
+    sharpness_threshold: float = (
+        0.02  # min mean Sobel magnitude of the sharp patch (flat ones rejected)
+    )
+    # > 0: reject patches whose blurry input is already within this PSNR (dB) of the sharp one.
+    # Most raw-frame windows of a hand-held clip barely move; without this the loss is dominated
+    # by patches with nothing to deblur and the student learns next to nothing (measured).
+    max_blur_psnr: float = 0.0
+    max_tries: int = 10  # draws before a flat (or barely blurred) patch is accepted anyway
+    augment: bool = True  # random flips and 90-degree rotations
+    eval_dirs: list[str] = field(
+        default_factory=list
+    )  # evaluation images checked by the leakage guard
+    leakage_check: bool = True  # hash every training and evaluation image; refuse overlap
+    val_windows: list[int] = field(
+        default_factory=lambda: [7, 11]
+    )  # window sizes of the validation set
+    val_count: int = 4  # validation centres per window size (and per averaging mode)
+    val_crop: int = 256  # centre crop of validation frames, px (0 = whole frame)
+    num_workers: int = 0  # DataLoader worker processes
+
+
+@dataclass
+class LossConfig:
+    """Weight of every loss term (0 disables it) and their settings."""
+
+    l1: float = 1.0  # pixel L1 to the sharp target
+    charbonnier: float = 0.0  # > 0: Charbonnier epsilon instead of plain L1
+    ssim: float = 0.0  # weight of 1 - SSIM
+    ms_ssim: float = 0.0  # weight of 1 - MS-SSIM (fewer scales on small patches)
+    edge: float = 0.0  # Sobel edge L1
+    lab: float = 0.0  # LAB colour consistency on low-passed images
+    vgg: float = 0.0  # VGG perceptual
+    vgg_weights: str = ""  # VGG state dict: the normalised VGG-19 or torchvision's VGG16 file
+    vgg_layers: list[str] = field(
+        default_factory=lambda: ["relu1_2", "relu2_2", "relu3_1"]
+    )  # features compared
+    distill: float = 0.0  # L1 to the teacher's output (patches that have one)
+    feature: float = 0.0  # feature matching to the teacher's features (online teacher only)
+
+
+@dataclass
+class TeacherConfig:
+    """The frozen teacher and where its outputs come from."""
+
+    name: str = "dmphn"  # teacher registry name: dmphn | restormer; "" = no teacher
+    weights: str = ""  # teacher weights path (folder for dmphn, .pth for restormer)
+    mode: str = "auto"  # auto (online on GPU, else cache if present) | online | cache | off
+    cache_path: str = ""  # teacher cache file from python -m training.cache_teacher
+    cache_fraction: float = 0.25  # share of each batch drawn from the cached patches
+    cache_count: int = 256  # patches cache_teacher computes
+    cache_patch: int = 256  # side of the cached patches, px
+    cache_batch: int = 4  # teacher batch size inside cache_teacher
+    # Cached patches where the teacher beats the blurry input by less than this (dB) are left out:
+    # DMPHN amplifies webcam noise and JPEG blocks, and distilling that would teach the student to.
+    cache_min_gain: float = 0.5
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; the YAML files override these defaults (the paper's)."""
+
+    student: str = "unet"  # student registry name (training.models.student)
+    student_kwargs: dict[str, Any] = field(default_factory=dict)  # constructor overrides
+    stages: list[StageConfig] = field(default_factory=_paper_stages)  # curriculum
+    steps_per_epoch: int = 1000  # optimiser steps per epoch (synthetic data is endless)
+    lr: float = 5e-5  # Adam learning rate (peak)
+    min_lr: float = 1e-7  # cosine floor
+    warmup_steps: int = 0  # linear warm-up steps
+    weight_decay: float = 0.0  # Adam weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam betas
+    scheduler: str = "cosine"  # cosine | plateau | none
+    plateau_factor: float = 0.5  # ReduceLROnPlateau factor (on validation PSNR)
+    plateau_patience: int = 3  # ReduceLROnPlateau patience, epochs
+    grad_clip: float = 1.0  # max gradient norm (0 = off)
+    early_stop: int = 0  # stop after this many epochs without a better validation PSNR (0 = off)
+    amp: bool = True  # mixed precision + GradScaler (CUDA only)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: int = 0  # torch CPU threads (0 = leave the default)
+    seed: int = 0  # seed of everything (data samples are a pure function of it)
+    out_dir: str = "runs/train"  # run folder: last.pt, best.pt, config.yaml, log.csv, curves.png
+    ckpt_every: int = 1  # write last.pt every N epochs (best.pt whenever validation improves)
+    val_every: int = 1  # validate every N epochs
+    resume: bool = False  # continue from out_dir/last.pt
+    max_minutes: float = (
+        0.0  # time budget of this invocation; stops cleanly with a checkpoint (0 = none)
+    )
+    stop_after_steps: int = (
+        0  # stop (resumably) after this many steps in this invocation (0 = none)
+    )
+    data: DataConfig = field(default_factory=DataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Type-checked construction from dicts
+# --------------------------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against annotation ``tp``; build nested dataclasses; ints pass as floats."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"{key}: expected a mapping for {tp.__name__}, got {type(value).__name__} {value!r}"
+            )
+        return _from_dict(tp, value, prefix=key + ".")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp,) = typing.get_args(tp)[:1] or (Any,)
+        return [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+    if tp is Any:
+        return value
+    if tp is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected None, got {type(value).__name__} {value!r}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected bool, got {type(value).__name__} {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            # YAML 1.1 reads "5e-3" (no dot) as a string; take it as the number it means.
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected str, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{key}: unsupported config type {tp!r}")
+
+
+def _from_dict(cls: type, data: dict[str, Any], *, prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]!s}"
+            + (f" (and {', '.join(prefix + u for u in unknown[1:])})" if len(unknown) > 1 else "")
+            + f"; valid keys here: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+_CHOICES = {
+    "scheduler": ("cosine", "plateau", "none"),
+    "teacher.mode": ("auto", "online", "cache", "off"),
+    "data.gopro_blur": ("blur", "blur_gamma"),
+}
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """Check values a type cannot express (choices, ranges, odd windows); returns ``cfg``."""
+    for key, choices in _CHOICES.items():
+        obj: Any = cfg
+        for part in key.split("."):
+            obj = getattr(obj, part)
+        if obj not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {obj!r}")
+    if not cfg.stages:
+        raise ConfigError("stages: the curriculum needs at least one stage")
+    for i, s in enumerate(cfg.stages):
+        if s.patch < 16 or s.epochs < 0 or s.batch < 1:
+            raise ConfigError(f"stages[{i}]: need patch >= 16, epochs >= 0, batch >= 1, got {s}")
+    for w in cfg.data.raw_windows + cfg.data.val_windows:
+        if w < 1 or w % 2 == 0:
+            raise ConfigError(f"data windows must be odd and positive, got {w}")
+    for key in (
+        "raw_train_range",
+        "raw_val_range",
+        "noise_sigma",
+        "poisson_peak",
+        "jpeg_quality",
+        "exposure",
+        "photo_scale",
+    ):
+        v = getattr(cfg.data, key)
+        if len(v) != 2 or v[0] > v[1]:
+            raise ConfigError(f"data.{key}: expected [low, high] with low <= high, got {v}")
+    if cfg.steps_per_epoch < 1:
+        raise ConfigError(f"steps_per_epoch: expected >= 1, got {cfg.steps_per_epoch}")
+    return cfg
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A ``TrainConfig`` from a (possibly partial) nested dict; missing keys keep their defaults."""
+    return validate_config(_from_dict(TrainConfig, data or {}))
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (lists, not tuples) of a config dataclass."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+# Fields that steer one invocation, not what is trained: a resumed run keeps its digest.
+RUN_CONTROL_KEYS = ("resume", "max_minutes", "stop_after_steps", "out_dir", "threads")
+
+
+def config_digest(cfg: TrainConfig) -> str:
+    """sha256 of the canonical JSON of the resolved config (recorded in the weights manifest),
+    leaving out the run-control fields ``RUN_CONTROL_KEYS``."""
+    data = {k: v for k, v in config_to_dict(cfg).items() if k not in RUN_CONTROL_KEYS}
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# YAML + overrides
+# --------------------------------------------------------------------------------------------
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """``["--loss.vgg=0.1", "--stages=[...]", "--resume"]`` -> nested dict.
+
+    Values are parsed as YAML (``0.1``, ``true``, ``[1, 2]``, ``{a: 1}``); a bare ``--flag`` means
+    ``true``. Dots separate nested keys.
+    """
+    out: dict[str, Any] = {}
+    for arg in args:
+        if not arg.startswith("--"):
+            raise ConfigError(f"expected --key=value, got {arg!r}")
+        body = arg[2:]
+        if "=" in body:
+            key, raw = body.split("=", 1)
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError as exc:
+                raise ConfigError(f"cannot parse value of --{key}: {raw!r} ({exc})") from None
+            if value is None and raw.strip().lower() not in ("null", "~", "none"):
+                value = raw
+        else:
+            key, value = body, True
+        if not key:
+            raise ConfigError(f"empty key in {arg!r}")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--{key}: {part} is both a value and a section")
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and k != "student_kwargs":
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Defaults <- YAML file <- ``--key=value`` overrides, type-checked."""
+    data: dict[str, Any] = {}
+    if path:
+        text = Path(path).read_text()
+        loaded = yaml.safe_load(text)
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        data = loaded or {}
+    if overrides:
+        data = _merge(data, parse_overrides(overrides))
+    return config_from_dict(data)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.replace(path)
+
+
+def total_epochs(cfg: TrainConfig) -> int:
+    return sum(s.epochs for s in cfg.stages)
+
+
+def stage_at(cfg: TrainConfig, epoch: int) -> tuple[int, StageConfig]:
+    """The curriculum stage ``(index, stage)`` of 0-based ``epoch`` (pure function; past the end,
+    the last stage)."""
+    if not cfg.stages:
+        raise ConfigError("stages: the curriculum needs at least one stage")
+    start = 0
+    for i, s in enumerate(cfg.stages):
+        if epoch < start + s.epochs:
+            return i, s
+        start += s.epochs
+    return len(cfg.stages) - 1, cfg.stages[-1]

@@ -1,0 +1,1044 @@
+"""Training data: real temporal-average blur, synthetic camera shake, webcam degradations.
+
+Three sources feed the student, mixed by weight (``DataConfig``):
+
+* ``raw``: folders of consecutive high-frame-rate frames (GoPro's raw 240 fps video). A random
+  odd window of 7-13 frames is averaged into the blurry input and its centre frame is the sharp
+  target, exactly how GoPro made its pairs: either the plain sRGB average (GoPro's ``blur``) or
+  the average in linear light (``blur_gamma``).
+* ``photos``: sharp photographs blurred by a random camera-shake PSF (Boracchi & Foi 2012
+  trajectories) or by a real kernel from a folder (Lai et al.).
+* ``gopro``: the GoPro dataset layout ``GOPRO_Large/{train,test}/<seq>/{blur,blur_gamma,sharp}``.
+
+Every blurry patch then gets what a webcam stream adds: sensor noise and JPEG compression.
+
+Speed on two CPU cores: each source image is decoded once and kept in memory as uint8; a sample
+crops first and synthesises only the crop. A sample is a pure function of ``(seed, rank, index)``
+so resumed runs see exactly the same data and no generator state has to be saved.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class LeakageError(RuntimeError):
+    """Training and evaluation data share an image."""
+
+
+# --------------------------------------------------------------------------------------------
+# Image I/O and hashing
+# --------------------------------------------------------------------------------------------
+
+
+def list_images(root: str | Path, *, recursive: bool = True) -> list[Path]:
+    """Image files under ``root`` (sorted, so ordering is stable across machines)."""
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def load_image_u8(path: str | Path) -> np.ndarray | None:
+    """Decode an image to ``(H, W, 3)`` uint8 RGB; ``None`` (with a warning) if unreadable.
+
+    16-bit files are scaled down, grey is expanded, alpha dropped.
+    """
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except (OSError, cv2.error) as exc:  # a missing or unreadable file must not stop a run
+        log.warning("skipping unreadable image %s: %s", path, exc)
+        return None
+    if img is None or img.size == 0:
+        log.warning("skipping corrupt or unreadable image %s", path)
+        return None
+    if img.dtype == np.uint16:
+        img = (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        log.warning("skipping image %s with unsupported dtype %s", path, img.dtype)
+        return None
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return np.ascontiguousarray(img)
+
+
+def load_image(path: str | Path) -> np.ndarray | None:
+    """Decode an image to float32 RGB ``(H, W, 3)`` in [0, 1]; ``None`` with a warning if unreadable."""
+    img = load_image_u8(path)
+    return None if img is None else img.astype(np.float32) / 255.0
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    """float [0, 1] or uint8 ``(H, W, C)`` -> uint8 (rounded, clipped)."""
+    if img.dtype == np.uint8:
+        return img
+    return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def content_hash(path_or_array: str | Path | np.ndarray) -> str:
+    """sha256 of an image's decoded pixels (with its shape), so re-saved copies still collide.
+
+    A path is decoded first; a file that cannot be decoded is hashed by its bytes. Float arrays are
+    quantised to uint8 first, so a file and its ``load_image`` result hash the same.
+    """
+    if isinstance(path_or_array, np.ndarray):
+        arr = to_uint8(path_or_array)
+    else:
+        decoded = load_image_u8(path_or_array)
+        if decoded is None:
+            return hashlib.sha256(Path(path_or_array).read_bytes()).hexdigest()
+        arr = decoded
+    arr = np.ascontiguousarray(arr)
+    h = hashlib.sha256(str(arr.shape).encode())
+    h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _hash_items(items: Mapping[str, str] | Iterable[Any]) -> dict[str, str]:
+    if isinstance(items, Mapping):
+        return {str(k): str(v) for k, v in items.items()}
+    out: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, tuple) and len(item) == 2:
+            out[str(item[0])] = str(item[1])
+        else:
+            out[str(item)] = content_hash(item)
+    return out
+
+
+def check_leakage(
+    train_items: Mapping[str, str] | Iterable[Any], eval_items: Mapping[str, str] | Iterable[Any]
+) -> None:
+    """Refuse to train when a training image is also an evaluation image.
+
+    Items are a ``{name: content_hash}`` mapping, ``(name, hash)`` pairs or image paths (hashed
+    here). Raises ``LeakageError`` naming every overlapping pair.
+    """
+    train = _hash_items(train_items)
+    evals = _hash_items(eval_items)
+    by_hash: dict[str, list[str]] = {}
+    for name, h in evals.items():
+        by_hash.setdefault(h, []).append(name)
+    overlaps = [(t, e) for t, h in train.items() for e in by_hash.get(h, [])]
+    if overlaps:
+        shown = "\n".join(f"  {t}  ==  {e}" for t, e in overlaps[:20])
+        more = f"\n  ... and {len(overlaps) - 20} more" if len(overlaps) > 20 else ""
+        raise LeakageError(
+            f"{len(overlaps)} training image(s) also appear in the evaluation data; "
+            f"refusing to train:\n{shown}{more}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Temporal averaging (GoPro) and raw frame windows
+# --------------------------------------------------------------------------------------------
+
+
+def temporal_average(
+    frames: Sequence[np.ndarray], *, linear: bool, gamma: float = 2.2
+) -> np.ndarray:
+    """Average frames ``(H, W, 3)`` into a blurry frame, float32 in [0, 1].
+
+    ``linear=False`` is the plain average of the sRGB values (GoPro's ``blur``);
+    ``linear=True`` averages ``x ** gamma`` and maps back with ``** (1 / gamma)`` (``blur_gamma``),
+    closer to how a sensor integrates light. uint8 frames are scaled to [0, 1] first.
+    """
+    if len(frames) == 0:
+        raise ValueError("temporal_average needs at least one frame")
+    acc: np.ndarray | None = None
+    for f in frames:
+        x = f.astype(np.float32) / 255.0 if f.dtype == np.uint8 else f.astype(np.float32)
+        if linear:
+            x = np.power(np.clip(x, 0.0, 1.0), gamma)
+        acc = x if acc is None else acc + x
+    assert acc is not None
+    acc /= len(frames)
+    if linear:
+        acc = np.power(np.clip(acc, 0.0, 1.0), 1.0 / gamma)
+    return acc.astype(np.float32)
+
+
+def raw_frame_windows(
+    frame_dir: str | Path, *, first: int, last: int, sizes: Sequence[int] = (7, 9, 11, 13)
+) -> list[tuple[list[Path], int]]:
+    """Every window of consecutive frames lying entirely inside frames ``[first, last]``.
+
+    Frames are the images of ``frame_dir`` sorted by name and numbered from 1. Returns
+    ``(paths, centre)`` pairs, ``centre`` the 1-based number of the middle frame, for each odd
+    size in ``sizes`` and each admissible centre.
+    """
+    paths = list_images(frame_dir, recursive=False)
+    first = max(1, first)
+    last = min(len(paths), last)
+    out: list[tuple[list[Path], int]] = []
+    for size in sizes:
+        if size % 2 != 1:
+            raise ValueError(f"window sizes must be odd, got {size}")
+        half = size // 2
+        for centre in range(first + half, last - half + 1):
+            out.append((paths[centre - half - 1 : centre + half], centre))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Camera-shake kernels
+# --------------------------------------------------------------------------------------------
+
+
+def center_kernel(kernel: np.ndarray) -> np.ndarray:
+    """Normalise a blur kernel to sum 1 and move its centre of mass to its centre pixel.
+
+    The result has odd height and width and is padded as needed, so convolving with it blurs
+    without translating the image. Grey or RGB (averaged) kernels accepted.
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    if k.ndim == 3:
+        k = k.mean(axis=2)
+    k = np.clip(k, 0.0, None)
+    total = k.sum()
+    if total <= 0:
+        raise ValueError("kernel has no positive mass")
+    k = k / total
+    h, w = k.shape
+    ys, xs = np.mgrid[0:h, 0:w]
+    cy, cx = float((k * ys).sum()), float((k * xs).sum())
+    # The output is centred on the centre of mass: make it large enough to hold the kernel.
+    half_h = int(math.ceil(max(cy, h - 1 - cy))) + 1
+    half_w = int(math.ceil(max(cx, w - 1 - cx))) + 1
+    out_h, out_w = 2 * half_h + 1, 2 * half_w + 1
+    shift = np.float64([[1, 0, half_w - cx], [0, 1, half_h - cy]])
+    out = cv2.warpAffine(
+        k, shift, (out_w, out_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+    out = np.clip(out, 0.0, None)
+    # Trim all-zero borders symmetrically so the centre stays in the middle.
+    rows = np.flatnonzero(out.sum(axis=1) > 1e-12)
+    cols = np.flatnonzero(out.sum(axis=0) > 1e-12)
+    ty = min(rows[0], out_h - 1 - rows[-1])
+    tx = min(cols[0], out_w - 1 - cols[-1])
+    out = out[ty : out_h - ty, tx : out_w - tx]
+    return (out / out.sum()).astype(np.float32)
+
+
+def blur_with_kernel(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve ``(H, W, C)`` float image with a 2-D kernel (reflect border), float32 out.
+
+    ``cv2.filter2D`` computes correlation, so the kernel is flipped to make it a convolution.
+    """
+    k = np.ascontiguousarray(np.asarray(kernel, dtype=np.float32)[::-1, ::-1])
+    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    kh, kw = k.shape
+    anchor = (kw // 2, kh // 2)
+    if kh % 2 == 0 or kw % 2 == 0:
+        k = center_kernel(k[::-1, ::-1])[::-1, ::-1].copy()
+        anchor = (k.shape[1] // 2, k.shape[0] // 2)
+    out = cv2.filter2D(x, -1, k, anchor=anchor, borderType=cv2.BORDER_REFLECT)
+    if out.ndim == 2 and x.ndim == 3:
+        out = out[:, :, None]
+    return out
+
+
+def random_trajectory(
+    rng: np.random.Generator,
+    *,
+    length: float,
+    n_steps: int = 2000,
+    anxiety: float | None = None,
+) -> np.ndarray:
+    """A camera-shake trajectory (Boracchi & Foi 2012): a random walk with inertia and jerks.
+
+    Returns complex positions ``(n_steps,)`` in pixels, total path length about ``length``.
+    ``anxiety`` in [0, 1] sets how often and how hard the hand jerks (random if ``None``).
+    """
+    if anxiety is None:
+        anxiety = float(rng.uniform(0.0, 1.0))
+    centripetal = 0.7 * rng.uniform(0.0, 1.0)
+    gaussian_term = 10.0 * rng.uniform(0.0, 1.0)
+    freq_big_shakes = 0.2 * rng.uniform(0.0, 1.0) * anxiety
+    init_angle = rng.uniform(0.0, 2.0 * math.pi)
+    v = np.exp(1j * init_angle) * (length / (n_steps - 1))
+    v0 = v
+    x = np.zeros(n_steps, dtype=np.complex128)
+    for t in range(n_steps - 1):
+        if rng.uniform() < freq_big_shakes * anxiety:
+            next_dir = 2.0 * v / (abs(v) + 1e-12)
+            next_dir *= np.exp(1j * (math.pi + (rng.uniform() - 0.5)))
+        else:
+            next_dir = 0.0
+        dv = next_dir + anxiety * (
+            gaussian_term * (rng.normal() + 1j * rng.normal()) - centripetal * x[t]
+        ) * (length / (n_steps - 1))
+        v = v + dv
+        v = (v / (abs(v) + 1e-12)) * (length / (n_steps - 1))
+        x[t + 1] = x[t] + v
+    del v0
+    return x
+
+
+def trajectory_to_psf(
+    traj: np.ndarray, *, size: int, exposure: float = 1.0, subsample: int = 4
+) -> np.ndarray:
+    """Rasterise the first ``exposure`` fraction of a trajectory into a ``(size, size)`` PSF.
+
+    Positions are splatted bilinearly at sub-pixel precision; the trajectory is scaled down if it
+    does not fit; the PSF sums to 1 and is centred on its centre of mass.
+    """
+    if size % 2 == 0:
+        size += 1
+    n = max(2, int(round(len(traj) * float(np.clip(exposure, 0.05, 1.0)))))
+    pts = traj[:n]
+    pts = pts - (pts.real.mean() + 1j * pts.imag.mean())
+    extent = max(np.abs(pts.real).max(), np.abs(pts.imag).max(), 1e-6)
+    limit = (size - 3) / 2.0
+    if extent > limit:
+        pts = pts * (limit / extent)
+    c = size // 2
+    hi = size * subsample
+    grid = np.zeros((hi, hi), dtype=np.float64)
+    xs = (pts.real + c + 0.5) * subsample - 0.5
+    ys = (pts.imag + c + 0.5) * subsample - 0.5
+    x0 = np.floor(xs).astype(int)
+    y0 = np.floor(ys).astype(int)
+    fx, fy = xs - x0, ys - y0
+    for dy, dx, w in (
+        (0, 0, (1 - fx) * (1 - fy)),
+        (0, 1, fx * (1 - fy)),
+        (1, 0, (1 - fx) * fy),
+        (1, 1, fx * fy),
+    ):
+        yy, xx = np.clip(y0 + dy, 0, hi - 1), np.clip(x0 + dx, 0, hi - 1)
+        np.add.at(grid, (yy, xx), w)
+    psf = grid.reshape(size, subsample, size, subsample).sum(axis=(1, 3))
+    psf = center_kernel(psf)
+    if psf.shape[0] > size or psf.shape[1] > size:  # centring padded it: crop back around centre
+        ph, pw = psf.shape
+        oy, ox = max(0, (ph - size) // 2), max(0, (pw - size) // 2)
+        psf = psf[oy : oy + min(size, ph), ox : ox + min(size, pw)]
+        psf = psf / psf.sum()
+    return psf.astype(np.float32)
+
+
+def random_psf(
+    rng: np.random.Generator, *, max_size: int, exposure: tuple[float, float]
+) -> np.ndarray:
+    """A random camera-shake PSF of at most ``max_size`` pixels (odd), summing to 1."""
+    size = int(rng.integers(5, max(6, max_size + 1)))
+    size = size if size % 2 == 1 else size - 1
+    # With 64 steps (Boracchi & Foi's size) the walk keeps some direction; longer paths than
+    # the PSF are scaled down to fit, which gives the straight-ish strokes of real shake.
+    length = float(rng.uniform(0.75, 3.0)) * size
+    traj = random_trajectory(rng, length=length, n_steps=64)
+    return trajectory_to_psf(traj, size=size, exposure=float(rng.uniform(*exposure)))
+
+
+def load_kernels(folder: str | Path) -> list[np.ndarray]:
+    """Real blur kernels (images) from a folder, centred and normalised; unreadable ones skipped."""
+    kernels = []
+    for p in list_images(folder):
+        img = load_image(p)
+        if img is None:
+            continue
+        kernels.append(center_kernel(img.mean(axis=2)))
+    return kernels
+
+
+# --------------------------------------------------------------------------------------------
+# Webcam degradations, sharpness, augmentation
+# --------------------------------------------------------------------------------------------
+
+
+def add_noise(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    gaussian_sigma: float,
+    poisson_peak: float | None = None,
+) -> np.ndarray:
+    """Sensor noise on a float ``(H, W, 3)`` image: Poisson shot noise at ``poisson_peak``
+    photons for white (if given), then Gaussian read noise with std ``gaussian_sigma``."""
+    out = img.astype(np.float32)
+    if poisson_peak is not None and poisson_peak > 0:
+        out = rng.poisson(np.clip(out, 0, 1) * poisson_peak).astype(np.float32) / poisson_peak
+    if gaussian_sigma > 0:
+        out = out + rng.normal(0.0, gaussian_sigma, size=out.shape).astype(np.float32)
+    return np.clip(out, 0.0, 1.0)
+
+
+def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
+    """Round-trip a float RGB image through JPEG at ``quality`` (what a webcam stream does)."""
+    u8 = cv2.cvtColor(to_uint8(img), cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(".jpg", u8, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        return img
+    dec = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    return cv2.cvtColor(dec, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+
+
+def psnr_np(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of two float ``(H, W, C)`` images in [0, 1] (100 for identical ones)."""
+    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
+    return 100.0 if mse <= 1e-10 else 10.0 * math.log10(1.0 / mse)
+
+
+def sharpness(img: np.ndarray) -> float:
+    """Mean Sobel gradient magnitude of the luma of an ``(H, W, 3)`` image, on a [0, 1] scale."""
+    x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
+    grey = x @ np.float32([0.299, 0.587, 0.114])
+    gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
+    return float(np.sqrt(gx * gx + gy * gy).mean())
+
+
+def augment_pair(images: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Apply one random flip / 90-degree rotation to every ``(H, W, C)`` image alike."""
+    k = int(rng.integers(0, 4))
+    flip = bool(rng.integers(0, 2))
+    out = []
+    for img in images:
+        x = np.rot90(img, k, axes=(0, 1))
+        if flip:
+            x = x[:, ::-1]
+        out.append(np.ascontiguousarray(x))
+    return out
+
+
+def _resize(img: np.ndarray, scale: float) -> np.ndarray:
+    if scale == 1.0:
+        return img
+    h, w = img.shape[:2]
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+
+
+# --------------------------------------------------------------------------------------------
+# Sources kept in memory
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SkipCounter:
+    """How many files were skipped as unreadable and patches rejected as flat."""
+
+    corrupt_files: list[str] = field(default_factory=list)
+    flat_patches: int = 0
+
+
+@dataclass
+class RawSequence:
+    """Consecutive frames of one high-frame-rate video, decoded (uint8 RGB) and kept in memory.
+
+    ``frames[i]`` is frame number ``numbers[i]`` (1-based, by sorted file name).
+    """
+
+    name: str
+    frames: list[np.ndarray]
+    numbers: list[int]
+    paths: list[Path]
+
+    @classmethod
+    def load(
+        cls,
+        folder: str | Path,
+        *,
+        first: int,
+        last: int,
+        scale: float = 1.0,
+        skips: SkipCounter | None = None,
+        hashes: dict[str, str] | None = None,
+    ) -> RawSequence:
+        """Decode frames ``first..last`` of ``folder`` (a corrupt frame breaks the windows over it).
+
+        ``hashes`` (if given) receives ``{path: content_hash}`` of the decoded frames.
+        """
+        paths = list_images(folder, recursive=False)
+        frames, numbers, used = [], [], []
+        for number, p in enumerate(paths, start=1):
+            if number < first or number > last:
+                continue
+            img = load_image_u8(p)
+            if img is None:
+                if skips is not None:
+                    skips.corrupt_files.append(str(p))
+                continue
+            if hashes is not None:
+                hashes[str(p)] = content_hash(img)
+            frames.append(_resize(img, scale))
+            numbers.append(number)
+            used.append(p)
+        return cls(name=str(folder), frames=frames, numbers=numbers, paths=used)
+
+    def windows(self, size: int) -> list[int]:
+        """Start positions (into ``frames``) of windows of ``size`` truly consecutive frames."""
+        out = []
+        for s in range(0, len(self.frames) - size + 1):
+            if self.numbers[s + size - 1] - self.numbers[s] == size - 1:
+                out.append(s)
+        return out
+
+
+def load_photos(
+    folders: Sequence[str | Path],
+    *,
+    max_side: int = 0,
+    min_side: int = 32,
+    skips: SkipCounter | None = None,
+    exclude: Sequence[str] = (),
+    hashes: dict[str, str] | None = None,
+) -> tuple[list[np.ndarray], list[Path]]:
+    """Decode every image under ``folders`` to uint8 RGB (longest side cut to ``max_side`` if > 0).
+
+    Paths matching a glob of ``exclude`` (e.g. ``*/curban100/img_049.jpg``) are left out.
+    """
+    images, paths = [], []
+    for folder in folders:
+        for p in list_images(folder):
+            if any(p.match(pattern) or fnmatch.fnmatch(str(p), pattern) for pattern in exclude):
+                continue
+            img = load_image_u8(p)
+            if img is None:
+                if skips is not None:
+                    skips.corrupt_files.append(str(p))
+                continue
+            if hashes is not None:
+                hashes[str(p)] = content_hash(img)
+            if max_side and max(img.shape[:2]) > max_side:
+                img = _resize(img, max_side / max(img.shape[:2]))
+            if min(img.shape[:2]) < min_side:
+                log.warning("skipping %s: smaller than %d px", p, min_side)
+                continue
+            images.append(img)
+            paths.append(p)
+    return images, paths
+
+
+def gopro_pairs(root: str | Path, split: str, *, blur: str = "blur") -> list[tuple[Path, Path]]:
+    """``(blurry, sharp)`` paths of the GoPro layout ``root/{split}/<seq>/{blur,blur_gamma,sharp}``."""
+    if blur not in ("blur", "blur_gamma"):
+        raise ValueError(f"blur must be 'blur' or 'blur_gamma', got {blur!r}")
+    base = Path(root) / split
+    if not base.is_dir():
+        raise FileNotFoundError(f"no GoPro split folder {base}")
+    pairs = []
+    for seq in sorted(p for p in base.iterdir() if p.is_dir()):
+        for bp in list_images(seq / blur, recursive=False):
+            sp = seq / "sharp" / bp.name
+            if sp.is_file():
+                pairs.append((bp, sp))
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------
+# The synthesising dataset
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SynthParams:
+    """Knobs of sample synthesis (filled from ``training.config.DataConfig``)."""
+
+    raw_windows: tuple[int, ...] = (7, 9, 11, 13)
+    linear_fraction: float = 0.3
+    gamma: float = 2.2
+    psf_max_size: int = 31
+    exposure: tuple[float, float] = (0.5, 1.0)
+    real_kernel_fraction: float = 0.0
+    photo_scale: tuple[float, float] = (1.0, 1.0)
+    noise_prob: float = 0.8
+    noise_sigma: tuple[float, float] = (0.0, 0.02)
+    poisson_prob: float = 0.3
+    poisson_peak: tuple[float, float] = (200.0, 2000.0)
+    jpeg_prob: float = 0.5
+    jpeg_quality: tuple[int, int] = (50, 95)
+    sharpness_threshold: float = 0.02
+    max_blur_psnr: float = 0.0
+    max_tries: int = 10
+    augment: bool = True
+
+
+class DeblurDataset(Dataset):
+    """Infinite stream of ``(blurry, sharp)`` patches; item ``i`` is a pure function of the seed.
+
+    ``dataset[i]`` returns a dict: ``blur`` and ``sharp`` float32 ``(3, P, P)`` in [0, 1],
+    ``teacher`` ``(3, P, P)`` (zeros unless a cached teacher output exists for this patch),
+    ``has_teacher`` bool, ``source`` int (0 raw, 1 photo, 2 gopro, 3 cache), ``rejected`` int
+    (flat patches thrown away on the way).
+    """
+
+    SOURCES = ("raw", "photo", "gopro", "cache")
+
+    def __init__(
+        self,
+        *,
+        raw: Sequence[RawSequence] = (),
+        photos: Sequence[np.ndarray] = (),
+        gopro: Sequence[tuple[Path, Path]] = (),
+        kernels: Sequence[np.ndarray] = (),
+        weights: tuple[float, float, float] = (1.0, 0.0, 0.0),
+        params: SynthParams | None = None,
+        patch: int = 128,
+        seed: int = 0,
+        rank: int = 0,
+        teacher_cache: TeacherCache | None = None,
+        cache_fraction: float = 0.0,
+    ) -> None:
+        self.raw = list(raw)
+        self.photos = list(photos)
+        self.gopro = list(gopro)
+        self.kernels = list(kernels)
+        self.params = params or SynthParams()
+        self.patch = int(patch)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.cache = teacher_cache
+        self.cache_fraction = float(cache_fraction) if teacher_cache is not None else 0.0
+        present = (bool(self.raw), bool(self.photos), bool(self.gopro))
+        w = np.array([wt if ok else 0.0 for wt, ok in zip(weights, present, strict=True)], float)
+        if w.sum() <= 0:
+            raise ValueError(
+                "no training source: every source with a positive weight is empty "
+                f"(raw sequences {len(self.raw)}, photos {len(self.photos)}, gopro pairs {len(self.gopro)})"
+            )
+        self.weights = w / w.sum()
+        # Windows per (sequence, size) computed once: they depend only on which frames loaded.
+        self._raw_windows = {
+            (si, size): seq.windows(size)
+            for si, seq in enumerate(self.raw)
+            for size in self.params.raw_windows
+        }
+
+    def __len__(self) -> int:  # the stream is infinite; samplers hand out the indices
+        return 2**62
+
+    def rng_for(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.rank, int(index)])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        rng = self.rng_for(index)
+        p = self.params
+        P = self.patch
+        if self.cache is not None and rng.uniform() < self.cache_fraction:
+            blur, sharp, teacher = self.cache.sample(rng, P)
+            return _pack(blur, sharp, teacher, source=3, rejected=0)
+        source = int(rng.choice(3, p=self.weights))
+        rejected = 0
+        for attempt in range(max(1, p.max_tries)):
+            blur, sharp = (self._raw, self._photo, self._gopro)[source](rng, P)
+            if attempt == p.max_tries - 1:
+                break
+            if sharpness(sharp) >= p.sharpness_threshold and (
+                p.max_blur_psnr <= 0 or psnr_np(blur, sharp) <= p.max_blur_psnr
+            ):
+                break
+            rejected += 1
+        blur = self._webcam(blur, rng)
+        if p.augment:
+            blur, sharp = augment_pair([blur, sharp], rng)
+        teacher = None
+        if self.cache is not None:
+            teacher = self.cache.lookup(blur)
+        return _pack(blur, sharp, teacher, source=source, rejected=rejected)
+
+    # Each synthesiser returns float32 (P, P, 3) blurry and sharp crops.
+
+    def _raw(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        options = [
+            (si, size)
+            for si in range(len(self.raw))
+            for size in p.raw_windows
+            if self._raw_windows[(si, size)]
+        ]
+        if not options:
+            raise ValueError("raw sequences are too short for any window size")
+        si, size = options[int(rng.integers(len(options)))]
+        starts = self._raw_windows[(si, size)]
+        s = starts[int(rng.integers(len(starts)))]
+        frames = self.raw[si].frames[s : s + size]
+        h, w = frames[0].shape[:2]
+        ph, pw = min(P, h), min(P, w)
+        y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        crops = [f[y : y + ph, x : x + pw] for f in frames]
+        blur = temporal_average(
+            crops, linear=bool(rng.uniform() < p.linear_fraction), gamma=p.gamma
+        )
+        sharp = crops[size // 2].astype(np.float32) / 255.0
+        return _fit(blur, P), _fit(sharp, P)
+
+    def _photo(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        img = self.photos[int(rng.integers(len(self.photos)))]
+        if self.kernels and rng.uniform() < p.real_kernel_fraction:
+            k = self.kernels[int(rng.integers(len(self.kernels)))]
+        else:
+            k = random_psf(rng, max_size=p.psf_max_size, exposure=p.exposure)
+        scale = float(rng.uniform(*p.photo_scale))
+        m = max(k.shape) // 2 + 1
+        need = int(math.ceil((P + 2 * m) / scale))
+        h, w = img.shape[:2]
+        ch, cw = min(need, h), min(need, w)
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = img[y : y + ch, x : x + cw].astype(np.float32) / 255.0
+        crop = _resize(crop, scale)
+        blurred = blur_with_kernel(crop, k)
+        hh, ww = crop.shape[:2]
+        oy, ox = max(0, (hh - P) // 2), max(0, (ww - P) // 2)
+        sharp = crop[oy : oy + P, ox : ox + P]
+        blur = blurred[oy : oy + P, ox : ox + P]
+        return _fit(blur, P), _fit(sharp, P)
+
+    def _gopro(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
+        for _ in range(10):
+            bp, sp = self.gopro[int(rng.integers(len(self.gopro)))]
+            b, s = load_image(bp), load_image(sp)
+            if b is not None and s is not None and b.shape == s.shape:
+                break
+        else:
+            raise RuntimeError("ten unreadable GoPro pairs in a row")
+        h, w = b.shape[:2]
+        ph, pw = min(P, h), min(P, w)
+        y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        return _fit(b[y : y + ph, x : x + pw], P), _fit(s[y : y + ph, x : x + pw], P)
+
+    def _webcam(self, blur: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        p = self.params
+        if rng.uniform() < p.noise_prob:
+            peak = float(rng.uniform(*p.poisson_peak)) if rng.uniform() < p.poisson_prob else None
+            blur = add_noise(
+                blur, rng, gaussian_sigma=float(rng.uniform(*p.noise_sigma)), poisson_peak=peak
+            )
+        if rng.uniform() < p.jpeg_prob:
+            blur = jpeg_compress(blur, int(rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1)))
+        return blur
+
+
+def _fit(img: np.ndarray, P: int) -> np.ndarray:
+    """Reflect-pad an image smaller than ``P`` up to ``(P, P)`` (small sources still batch)."""
+    h, w = img.shape[:2]
+    if h >= P and w >= P:
+        return np.ascontiguousarray(img[:P, :P], dtype=np.float32)
+    img = cv2.copyMakeBorder(img, 0, max(0, P - h), 0, max(0, P - w), cv2.BORDER_REFLECT_101)
+    return np.ascontiguousarray(img[:P, :P], dtype=np.float32)
+
+
+def _chw(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+
+
+def _pack(blur, sharp, teacher, *, source: int, rejected: int) -> dict[str, Any]:
+    has_teacher = teacher is not None
+    return {
+        "blur": _chw(blur),
+        "sharp": _chw(sharp),
+        "teacher": _chw(teacher) if has_teacher else torch.zeros(3, *blur.shape[:2]),
+        "has_teacher": torch.tensor(has_teacher),
+        "source": torch.tensor(source),
+        "rejected": torch.tensor(rejected),
+    }
+
+
+class IndexBatches(Sampler[list[int]]):
+    """Batches of consecutive sample indices ``start, start+1, ...``: the data position is one int.
+
+    With ``world_size > 1`` each rank takes its own interleaved indices so ranks never repeat.
+    """
+
+    def __init__(
+        self, *, start: int, n_batches: int, batch: int, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.start, self.n_batches, self.batch = start, n_batches, batch
+        self.rank, self.world_size = rank, world_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in range(self.n_batches):
+            base = self.start + b * self.batch
+            yield [(base + i) * self.world_size + self.rank for i in range(self.batch)]
+
+    def __len__(self) -> int:
+        return self.n_batches
+
+
+# --------------------------------------------------------------------------------------------
+# Teacher cache: teacher outputs for a fixed set of patches, keyed by the blurry patch's hash
+# --------------------------------------------------------------------------------------------
+
+
+class TeacherCache:
+    """Cached ``(blurry, sharp, teacher)`` uint8 patches ``(N, P, P, 3)`` keyed by blurry content hash."""
+
+    def __init__(
+        self, blur: np.ndarray, sharp: np.ndarray, teacher: np.ndarray, keys: list[str]
+    ) -> None:
+        if not (blur.shape == sharp.shape == teacher.shape) or len(keys) != len(blur):
+            raise ValueError(
+                f"inconsistent teacher cache: blur {blur.shape}, sharp {sharp.shape}, "
+                f"teacher {teacher.shape}, {len(keys)} keys"
+            )
+        self.blur, self.sharp, self.teacher, self.keys = blur, sharp, teacher, keys
+        self.index = {k: i for i, k in enumerate(keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    @property
+    def patch(self) -> int:
+        return int(self.blur.shape[1]) if len(self) else 0
+
+    @classmethod
+    def load(cls, path: str | Path, *, min_gain_db: float | None = None) -> TeacherCache:
+        """Read a cache written by ``python -m training.cache_teacher``; entries whose stored key
+        does not match their content are dropped with a warning, and so are those where the
+        teacher beats the blurry input by less than ``min_gain_db`` (when given)."""
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        blur, sharp, teacher = (data[k].numpy() for k in ("blur", "sharp", "teacher"))
+        keys = list(data["keys"])
+        good = [i for i, k in enumerate(keys) if content_hash(blur[i]) == k]
+        if len(good) != len(keys):
+            log.warning(
+                "teacher cache %s: %d entries do not match their key, dropped",
+                path,
+                len(keys) - len(good),
+            )
+        if min_gain_db is not None:
+            kept = [
+                i
+                for i in good
+                if psnr_np(teacher[i] / 255.0, sharp[i] / 255.0)
+                - psnr_np(blur[i] / 255.0, sharp[i] / 255.0)
+                >= min_gain_db
+            ]
+            log.info(
+                "teacher cache %s: %d of %d patches kept (teacher gains >= %.2f dB over blurry)",
+                path,
+                len(kept),
+                len(good),
+                min_gain_db,
+            )
+            good = kept
+        return cls(blur[good], sharp[good], teacher[good], [keys[i] for i in good])
+
+    def lookup(self, blur: np.ndarray) -> np.ndarray | None:
+        """Teacher output (float ``(H, W, 3)``) for exactly this blurry patch, if cached."""
+        i = self.index.get(content_hash(blur))
+        return None if i is None else self.teacher[i].astype(np.float32) / 255.0
+
+    def sample(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A random cached triple cropped to ``P`` (pads if the cache patches are smaller)."""
+        i = int(rng.integers(len(self)))
+        h, w = self.blur.shape[1:3]
+        ph, pw = min(P, h), min(P, w)
+        y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+        out = [
+            _fit(a[i, y : y + ph, x : x + pw].astype(np.float32) / 255.0, P)
+            for a in (self.blur, self.sharp, self.teacher)
+        ]
+        return out[0], out[1], out[2]
+
+
+# --------------------------------------------------------------------------------------------
+# Validation sets
+# --------------------------------------------------------------------------------------------
+
+
+def raw_validation_pairs(
+    seq: RawSequence,
+    *,
+    sizes: Sequence[int] = (7, 11),
+    count: int = 6,
+    crop: int = 0,
+    linear_modes: Sequence[bool] = (False, True),
+    gamma: float = 2.2,
+) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """A fixed validation set from held-out frames: ``count`` evenly spaced centres per window
+    size and averaging mode; centre crop of ``crop`` px (0 = whole frame). Returns
+    ``(blurry, sharp, name)`` float32 ``(H, W, 3)``."""
+    out = []
+    for size in sizes:
+        starts = seq.windows(size)
+        if not starts:
+            continue
+        picks = np.unique(
+            np.linspace(0, len(starts) - 1, num=min(count, len(starts))).round().astype(int)
+        )
+        for pi in picks:
+            s = starts[pi]
+            frames = seq.frames[s : s + size]
+            h, w = frames[0].shape[:2]
+            if crop:
+                ch, cw = min(crop, h), min(crop, w)
+                y, x = (h - ch) // 2, (w - cw) // 2
+                frames = [f[y : y + ch, x : x + cw] for f in frames]
+            sharp = frames[size // 2].astype(np.float32) / 255.0
+            for linear in linear_modes:
+                blur = temporal_average(frames, linear=linear, gamma=gamma)
+                name = f"{Path(seq.name).name}_c{seq.numbers[s + size // 2]}_w{size}_{'lin' if linear else 'plain'}"
+                out.append((blur, sharp, name))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Procedural data for tests and the smoke config
+# --------------------------------------------------------------------------------------------
+
+
+def procedural_scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random sharp scene ``(h, w, 3)`` uint8: textured background, shapes, lines and text."""
+    img = np.empty((h, w, 3), np.uint8)
+    base = rng.integers(40, 216, size=3)
+    img[:] = base
+    # A low-frequency texture so the background is not flat.
+    noise = cv2.resize(
+        rng.uniform(-40, 40, size=(h // 16 + 2, w // 16 + 2, 3)).astype(np.float32), (w, h)
+    )
+    img = np.clip(img.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+    # Checkerboard patch: strong edges at every orientation.
+    cs = int(rng.integers(4, 12))
+    cy, cx = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
+    yy, xx = np.mgrid[0 : h // 3, 0 : w // 3]
+    board = (((yy // cs) + (xx // cs)) % 2 * 200 + 28).astype(np.uint8)
+    img[cy : cy + h // 3, cx : cx + w // 3] = board[: h - cy, : w - cx, None][: h // 3, : w // 3]
+    for _ in range(int(rng.integers(8, 20))):
+        color = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        kind = int(rng.integers(4))
+        p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        p2 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        if kind == 0:
+            cv2.rectangle(img, p1, p2, color, -1 if rng.uniform() < 0.5 else 2)
+        elif kind == 1:
+            cv2.circle(
+                img,
+                p1,
+                int(rng.integers(3, max(4, min(h, w) // 4))),
+                color,
+                -1 if rng.uniform() < 0.5 else 2,
+            )
+        elif kind == 2:
+            cv2.line(img, p1, p2, color, int(rng.integers(1, 4)), cv2.LINE_AA)
+        else:
+            text = "".join(chr(int(c)) for c in rng.integers(65, 91, size=int(rng.integers(3, 8))))
+            cv2.putText(
+                img,
+                text,
+                p1,
+                cv2.FONT_HERSHEY_SIMPLEX,
+                float(rng.uniform(0.4, 1.2)),
+                color,
+                int(rng.integers(1, 3)),
+                cv2.LINE_AA,
+            )
+    return img
+
+
+def make_synthetic_dataset(
+    out_dir: str | Path,
+    n: int,
+    *,
+    frames: int = 40,
+    size: tuple[int, int] = (160, 120),
+    seed: int = 0,
+    n_photos: int | None = None,
+    speed: float = 0.8,
+) -> dict[str, Path]:
+    """Write a small dataset made here: ``n`` raw-frame-like sequences and sharp photos.
+
+    ``raw/seq_XX/000001.png ...``: a procedural scene (plus scikit-image samples when available)
+    panned along a smooth random path at about ``speed`` px per frame, so averaging consecutive
+    frames makes real motion blur. ``photos/*.png``: sharp procedural scenes and scikit-image's
+    sample images. ``eval/*.png``: a few other scenes (for the leakage guard). Returns the folders.
+    """
+    out = Path(out_dir)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    raw_root, photo_root, eval_root = out / "raw", out / "photos", out / "eval"
+    for d in (raw_root, photo_root, eval_root):
+        d.mkdir(parents=True, exist_ok=True)
+    samples = _skimage_samples()
+    for si in range(n):
+        margin = int(speed * frames) + 8
+        big_h, big_w = h + 2 * margin, w + 2 * margin
+        if samples and si % 2 == 1:
+            scene = cv2.resize(
+                samples[si % len(samples)], (big_w, big_h), interpolation=cv2.INTER_AREA
+            )
+        else:
+            scene = procedural_scene(rng, big_h, big_w)
+        seq_dir = raw_root / f"seq_{si:02d}"
+        seq_dir.mkdir(exist_ok=True)
+        angle = rng.uniform(0, 2 * math.pi)
+        turn = rng.uniform(-0.05, 0.05)
+        pos = np.zeros(2)
+        for t in range(frames):
+            angle += turn + rng.normal(0, 0.03)
+            pos += speed * np.array([math.cos(angle), math.sin(angle)]) * rng.uniform(0.6, 1.4)
+            pos = np.clip(pos, -margin + 2, margin - 2)
+            m = np.float32([[1, 0, -(margin + pos[0])], [0, 1, -(margin + pos[1])]])
+            frame = cv2.warpAffine(
+                scene, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
+            cv2.imwrite(str(seq_dir / f"{t + 1:06d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    n_photos = n_photos if n_photos is not None else max(4, n * 2)
+    for i in range(n_photos):
+        if samples and i < len(samples):
+            img = samples[i]
+        else:
+            img = procedural_scene(rng, h * 2, w * 2)
+        cv2.imwrite(str(photo_root / f"photo_{i:03d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    for i in range(2):
+        img = procedural_scene(rng, h, w)
+        cv2.imwrite(str(eval_root / f"eval_{i:03d}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    return {"raw": raw_root, "photos": photo_root, "eval": eval_root}
+
+
+def _skimage_samples() -> list[np.ndarray]:
+    """A few of scikit-image's bundled colour sample images (uint8 RGB), if it is installed."""
+    try:
+        from skimage import data as skdata
+    except ImportError:
+        return []
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket"):
+        try:
+            img = getattr(skdata, name)()
+        except Exception:  # noqa: BLE001 - a missing sample must not break data generation
+            continue
+        if img.ndim == 3 and img.shape[2] == 3:
+            out.append(np.ascontiguousarray(img[:, :, :3]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.data --make-synthetic DIR [--sequences N]``: the smoke config's data."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--make-synthetic", metavar="DIR", required=True)
+    parser.add_argument("--sequences", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    dirs = make_synthetic_dataset(args.make_synthetic, args.sequences, seed=args.seed)
+    print("\n".join(f"{k}: {v}" for k, v in dirs.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,787 @@
+"""Distil a deblurring student from a frozen teacher.
+
+    python -m training.train --config training/configs/fast.yaml [--key=value ...] [--resume]
+    torchrun --nproc_per_node=2 -m training.train --config ... (DDP: gloo on CPU, nccl on CUDA)
+
+Reads top to bottom: config, data, teacher (frozen), student, losses, optimiser, loop. The
+curriculum (patch size, batch) and the cosine learning rate are pure functions of the epoch and
+step; every sample is a pure function of ``(seed, rank, sample index)``; so a checkpoint holding
+the weights, optimiser, scheduler, scaler, RNG states and the position resumes exactly.
+
+The run folder (``--out_dir``) holds ``last.pt``, ``best.pt``, ``config.yaml``, ``log.csv`` and
+``curves.png``. ``--max_minutes`` stops cleanly with a resumable checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from training.config import (
+    ConfigError,
+    TrainConfig,
+    config_digest,
+    config_to_dict,
+    load_config,
+    save_config,
+    stage_at,
+    total_epochs,
+)
+from training.data import (
+    DeblurDataset,
+    IndexBatches,
+    RawSequence,
+    SkipCounter,
+    SynthParams,
+    TeacherCache,
+    check_leakage,
+    content_hash,
+    gopro_pairs,
+    list_images,
+    load_image_u8,
+    load_kernels,
+    load_photos,
+    raw_validation_pairs,
+)
+from training.losses import DistillLoss
+
+log = logging.getLogger("training.train")
+
+
+# --------------------------------------------------------------------------------------------
+# Pure functions of the schedule
+# --------------------------------------------------------------------------------------------
+
+
+def lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Learning-rate multiplier at optimiser ``step``: linear warm-up, then cosine to ``min_lr``
+    over all epochs (``scheduler: cosine``) or constant (``plateau``/``none``)."""
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.scheduler != "cosine":
+        return 1.0
+    total = max(1, total_epochs(cfg) * cfg.steps_per_epoch - cfg.warmup_steps)
+    t = min(1.0, max(0.0, (step - cfg.warmup_steps) / total))
+    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+# --------------------------------------------------------------------------------------------
+# Data assembly
+# --------------------------------------------------------------------------------------------
+
+
+def teacher_gain_mask(
+    teacher_out: torch.Tensor, blur: torch.Tensor, sharp: torch.Tensor, min_gain_db: float
+) -> torch.Tensor:
+    """``(B,)`` bool: where the teacher's output ``(B, 3, H, W)`` beats the blurry input by at
+    least ``min_gain_db`` PSNR against the sharp target. Distillation only follows the teacher
+    there (the same rule the teacher cache applies when it is loaded): a GoPro-trained teacher
+    amplifies webcam noise and JPEG blocks, and the student should not learn that."""
+    eps = 1e-10
+    mse_t = (teacher_out.float().clamp(0, 1) - sharp.float()).pow(2).flatten(1).mean(1)
+    mse_b = (blur.float() - sharp.float()).pow(2).flatten(1).mean(1)
+    gain_db = 10.0 * torch.log10((mse_b + eps) / (mse_t + eps))
+    return gain_db >= min_gain_db
+
+
+def synth_params(cfg: TrainConfig) -> SynthParams:
+    d = cfg.data
+    return SynthParams(
+        raw_windows=tuple(d.raw_windows),
+        linear_fraction=d.linear_fraction,
+        gamma=d.gamma,
+        psf_max_size=d.psf_max_size,
+        exposure=(d.exposure[0], d.exposure[1]),
+        real_kernel_fraction=d.real_kernel_fraction,
+        photo_scale=(d.photo_scale[0], d.photo_scale[1]),
+        noise_prob=d.noise_prob,
+        noise_sigma=(d.noise_sigma[0], d.noise_sigma[1]),
+        poisson_prob=d.poisson_prob,
+        poisson_peak=(d.poisson_peak[0], d.poisson_peak[1]),
+        jpeg_prob=d.jpeg_prob,
+        jpeg_quality=(d.jpeg_quality[0], d.jpeg_quality[1]),
+        sharpness_threshold=d.sharpness_threshold,
+        max_blur_psnr=d.max_blur_psnr,
+        max_tries=d.max_tries,
+        augment=d.augment,
+    )
+
+
+def build_data(
+    cfg: TrainConfig, *, rank: int = 0, teacher_cache: TeacherCache | None = None
+) -> tuple[DeblurDataset, list[tuple[np.ndarray, np.ndarray, str]], SkipCounter]:
+    """Decode every source once, run the leakage guard, and build the training stream and the
+    fixed validation set ``[(blurry, sharp, name)]`` (float32 ``(H, W, 3)``)."""
+    d = cfg.data
+    skips = SkipCounter()
+    lo, hi = d.raw_train_range
+    vlo, vhi = d.raw_val_range
+    if d.raw_dirs and not (hi < vlo or vhi < lo):
+        raise ConfigError(
+            f"data.raw_train_range {d.raw_train_range} overlaps data.raw_val_range {d.raw_val_range}"
+        )
+    train_hashes: dict[str, str] = {}
+    eval_hashes: dict[str, str] = {}
+    raw, raw_val = [], []
+    for folder in d.raw_dirs:
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"data.raw_dirs: no folder {folder}")
+        raw.append(
+            RawSequence.load(
+                folder, first=lo, last=hi, scale=d.raw_scale, skips=skips, hashes=train_hashes
+            )
+        )
+        raw_val.append(
+            RawSequence.load(
+                folder, first=vlo, last=vhi, scale=d.raw_scale, skips=skips, hashes=eval_hashes
+            )
+        )
+    photos, photo_paths = load_photos(
+        d.photo_dirs, max_side=d.photo_max_side, skips=skips, exclude=d.exclude, hashes=train_hashes
+    )
+    for folder in d.photo_dirs:
+        if not Path(folder).exists():
+            raise FileNotFoundError(f"data.photo_dirs: no folder {folder}")
+    kernels = load_kernels(d.kernel_dir) if d.kernel_dir else []
+    gopro = []
+    if d.gopro_dir:
+        gopro = gopro_pairs(d.gopro_dir, "train", blur=d.gopro_blur)
+        test_dir = Path(d.gopro_dir) / "test"
+        # Lazily decoded GoPro images are guarded by their file bytes (decoding thousands of
+        # 720p PNGs only to hash them would cost minutes).
+        for bp, sp in gopro:
+            for p in (bp, sp):
+                train_hashes[str(p)] = _file_hash(p)
+        if test_dir.is_dir():
+            for p in list_images(test_dir):
+                eval_hashes[str(p)] = _file_hash(p)
+    for folder in d.eval_dirs:
+        for p in list_images(folder):
+            img = load_image_u8(p)
+            if img is None:
+                skips.corrupt_files.append(str(p))
+                continue
+            eval_hashes[str(p)] = content_hash(img)
+    if d.leakage_check:
+        check_leakage(train_hashes, eval_hashes)
+    dataset = DeblurDataset(
+        raw=raw,
+        photos=photos,
+        gopro=gopro,
+        kernels=kernels,
+        weights=(d.raw_weight, d.photo_weight, d.gopro_weight),
+        params=synth_params(cfg),
+        patch=cfg.stages[0].patch,
+        seed=cfg.seed,
+        rank=rank,
+        teacher_cache=teacher_cache,
+        cache_fraction=cfg.teacher.cache_fraction,
+    )
+    val: list[tuple[np.ndarray, np.ndarray, str]] = []
+    for seq in raw_val:
+        val += raw_validation_pairs(
+            seq, sizes=d.val_windows, count=d.val_count, crop=d.val_crop, gamma=d.gamma
+        )
+    if not val:
+        # No held-out frames: a fixed synthetic set from a stream training never draws from.
+        log.warning(
+            "no held-out raw frames: validating on fixed synthetic samples of the training sources"
+        )
+        vds = DeblurDataset(
+            raw=raw,
+            photos=photos,
+            gopro=gopro,
+            kernels=kernels,
+            weights=(d.raw_weight, d.photo_weight, d.gopro_weight),
+            params=synth_params(cfg),
+            patch=d.val_crop or 256,
+            seed=cfg.seed,
+            rank=-1,
+        )
+        for i in range(max(4, 2 * d.val_count)):
+            item = vds[i]
+            val.append(
+                (
+                    item["blur"].permute(1, 2, 0).numpy(),
+                    item["sharp"].permute(1, 2, 0).numpy(),
+                    f"synthetic_{i}",
+                )
+            )
+    log.info(
+        "data: %d raw sequences (%d frames), %d photos, %d kernels, %d GoPro pairs; %d validation "
+        "images; %d training / %d evaluation images hashed, no overlap; %d unreadable files skipped",
+        len(raw),
+        sum(len(s.frames) for s in raw),
+        len(photos),
+        len(kernels),
+        len(gopro),
+        len(val),
+        len(train_hashes),
+        len(eval_hashes),
+        len(skips.corrupt_files),
+    )
+    return dataset, val, skips
+
+
+def _file_hash(path: Path) -> str:
+    import hashlib
+
+    return "file:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _worker_init(_: int) -> None:
+    # Workers synthesise with numpy/OpenCV; extra threads there only fight the training threads.
+    # (OpenCV's own thread count is set in the parent before the fork: calling
+    # cv2.setNumThreads in a forked child whose parent already used OpenCV's pool deadlocks.)
+    torch.set_num_threads(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
+
+
+def save_atomic(obj: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temp file then ``os.replace``: a crash never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [
+            np_state[0],
+            np_state[1].tolist(),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint of this trainer (``weights_only=True``: nothing but tensors and plain data)."""
+    return torch.load(str(path), map_location=map_location, weights_only=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation, logs, plot
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, val: list, device: torch.device) -> dict[str, float]:
+    """Mean PSNR/SSIM of the model and of the blurry input over the fixed validation set."""
+    from training.metrics import psnr, ssim
+
+    was_training = model.training
+    model.eval()
+    acc = {"val_psnr": 0.0, "val_ssim": 0.0, "blurry_psnr": 0.0, "blurry_ssim": 0.0}
+    for blur, sharp, _ in val:
+        b = torch.from_numpy(blur).permute(2, 0, 1)[None].to(device)
+        s = torch.from_numpy(sharp).permute(2, 0, 1)[None].to(device)
+        out = model(b).float().clamp(0, 1)
+        acc["val_psnr"] += float(psnr(out, s)[0])
+        acc["val_ssim"] += float(ssim(out, s)[0])
+        acc["blurry_psnr"] += float(psnr(b, s)[0])
+        acc["blurry_ssim"] += float(ssim(b, s)[0])
+    model.train(was_training)
+    return {k: v / max(1, len(val)) for k, v in acc.items()}
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+    """Training loss terms (log scale) and validation PSNR against the blurry input, per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return
+    epochs = [r["epoch"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for k in rows[-1]:
+        if k.startswith("loss_"):
+            ys = [r.get(k, float("nan")) for r in rows]
+            ax1.plot(epochs, ys, label=k.removeprefix("loss_"))
+    ax1.set_yscale("log")
+    ax1.set_xlabel("epoch")
+    ax1.set_title("training loss terms")
+    ax1.legend(fontsize=8)
+    vrows = [r for r in rows if r.get("val_psnr") not in (None, "")]
+    if vrows:
+        ax2.plot([r["epoch"] for r in vrows], [r["val_psnr"] for r in vrows], "o-", label="student")
+        ax2.plot(
+            [r["epoch"] for r in vrows],
+            [r["blurry_psnr"] for r in vrows],
+            "--",
+            label="blurry input",
+        )
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("PSNR (dB)")
+    ax2.set_title("validation")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=90)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig) -> dict[str, Any]:
+    """Run (or resume) training; returns ``{"steps": [total loss per step run here],
+    "epochs": [log rows], "stopped": reason, "out_dir": path}``."""
+    # ---- processes and device --------------------------------------------------------------
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ddp = world > 1
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+    if ddp and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    rank = dist.get_rank() if ddp else 0
+    if ddp and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    master = rank == 0
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    random.seed(cfg.seed + rank)
+    np.random.seed((cfg.seed + rank) % 2**32)
+    torch.manual_seed(cfg.seed + rank)
+    use_amp = cfg.amp and device.type == "cuda"
+    out_dir = Path(cfg.out_dir)
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out_dir / "config.yaml")
+    cfg_dict, digest = config_to_dict(cfg), config_digest(cfg)
+    t_start = time.monotonic()
+
+    # ---- teacher (frozen): online on a GPU, else its cached outputs --------------------------
+    mode = cfg.teacher.mode if cfg.teacher.name else "off"
+    if mode == "auto":
+        if device.type == "cuda":
+            mode = "online"
+        elif cfg.teacher.cache_path and Path(cfg.teacher.cache_path).is_file():
+            mode = "cache"
+        else:
+            mode = "off"
+            if cfg.loss.distill > 0 or cfg.loss.feature > 0:
+                log.warning(
+                    "no GPU and no teacher cache at %r: distillation terms are off for this run "
+                    "(make one with python -m training.cache_teacher)",
+                    cfg.teacher.cache_path,
+                )
+    teacher, cache = None, None
+    if mode == "online":
+        from training.teachers import load_teacher
+
+        teacher = load_teacher(cfg.teacher.name, weights=cfg.teacher.weights or None, device=device)
+    elif mode == "cache":
+        if not Path(cfg.teacher.cache_path).is_file():
+            raise FileNotFoundError(
+                f"teacher.mode=cache but no cache file {cfg.teacher.cache_path}"
+            )
+        cache = TeacherCache.load(cfg.teacher.cache_path, min_gain_db=cfg.teacher.cache_min_gain)
+        log.info(
+            "teacher cache: %d patches of %d px from %s",
+            len(cache),
+            cache.patch,
+            cfg.teacher.cache_path,
+        )
+
+    # ---- data ------------------------------------------------------------------------------
+    if cfg.data.num_workers > 0:
+        import cv2
+
+        # OpenCV's thread pool does not survive fork(): workers would hang in it.
+        cv2.setNumThreads(1)
+    dataset, val_set, skips = build_data(cfg, rank=rank, teacher_cache=cache)
+
+    # ---- student -----------------------------------------------------------------------------
+    from training.models.student import create_student
+
+    student = create_student(cfg.student, **cfg.student_kwargs).to(device)
+    if master:
+        log.info(
+            "student %s: %d params, %.0f multiply-adds per pixel",
+            cfg.student,
+            student.count_params(),
+            student.macs_per_pixel(),
+        )
+    model: torch.nn.Module = student
+    if ddp:
+        model = torch.nn.parallel.DistributedDataParallel(
+            student, device_ids=[device.index] if device.type == "cuda" else None
+        )
+
+    # ---- losses ------------------------------------------------------------------------------
+    loss_fn = DistillLoss(cfg.loss).to(device)
+    use_features = teacher is not None and cfg.loss.feature > 0
+    if use_features:
+        with torch.no_grad():
+            probe = torch.rand(1, 3, 64, 64, device=device)
+            _, sf = student(probe, return_features=True)
+            _, tf = teacher(probe, return_features=True)
+        loss_fn.init_adapters(sf, tf)
+    adapter_params = list(loss_fn.adapters.parameters()) if loss_fn.adapters is not None else []
+
+    # ---- optimiser, schedule, scaler -----------------------------------------------------------
+    optimizer = torch.optim.Adam(
+        list(student.parameters()) + adapter_params,
+        lr=cfg.lr,
+        betas=(cfg.betas[0], cfg.betas[1]),
+        weight_decay=cfg.weight_decay,
+    )
+    if cfg.scheduler == "plateau":
+        scheduler: Any = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer,
+            mode="max",
+            factor=cfg.plateau_factor,
+            patience=cfg.plateau_patience,
+            min_lr=cfg.min_lr,
+        )
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    # ---- resume ------------------------------------------------------------------------------
+    epoch, step_in_epoch, global_step, sample_counter = 0, 0, 0, 0
+    best_psnr, bad_epochs = -math.inf, 0
+    rows: list[dict[str, Any]] = []
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    epoch_time = 0.0
+    if cfg.resume and (out_dir / "last.pt").is_file():
+        ck = load_checkpoint(out_dir / "last.pt", map_location=device)
+        student.load_state_dict(ck["model"])
+        if loss_fn.adapters is not None and ck.get("adapters"):
+            loss_fn.adapters.load_state_dict(ck["adapters"])
+        optimizer.load_state_dict(ck["optimizer"])
+        scheduler.load_state_dict(ck["scheduler"])
+        scaler.load_state_dict(ck["scaler"])
+        epoch, step_in_epoch = ck["epoch"], ck["step_in_epoch"]
+        global_step, sample_counter = ck["global_step"], ck["sample_counter"]
+        best_psnr, bad_epochs = ck["best_psnr"], ck["bad_epochs"]
+        rows, sums, counts = list(ck["rows"]), dict(ck["sums"]), dict(ck["counts"])
+        epoch_time = ck.get("epoch_time", 0.0)
+        set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
+        if ck.get("config_digest") != digest and master:
+            log.warning(
+                "resuming with a different config than the checkpoint's (digest %s != %s)",
+                digest[:12],
+                str(ck.get("config_digest"))[:12],
+            )
+        log.info(
+            "resumed from %s at epoch %d step %d", out_dir / "last.pt", epoch + 1, step_in_epoch
+        )
+    elif cfg.resume:
+        log.warning("--resume given but %s does not exist: starting fresh", out_dir / "last.pt")
+
+    def checkpoint(kind: str) -> None:
+        if ddp:
+            rngs: Any = [None] * world
+            dist.all_gather_object(rngs, rng_state())
+        else:
+            rngs = rng_state()
+        if not master:
+            return
+        state = {
+            "model": student.state_dict(),
+            "adapters": loss_fn.adapters.state_dict() if loss_fn.adapters is not None else {},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rngs,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": global_step,
+            "sample_counter": sample_counter,
+            "best_psnr": best_psnr,
+            "bad_epochs": bad_epochs,
+            "rows": rows,
+            "sums": sums,
+            "counts": counts,
+            "epoch_time": epoch_time,
+            "config": cfg_dict,
+            "config_digest": digest,
+            "variant": cfg.student,
+            "student_kwargs": dict(cfg.student_kwargs),
+        }
+        save_atomic(state, out_dir / f"{kind}.pt")
+
+    # ---- loop ----------------------------------------------------------------------------------
+    n_epochs = total_epochs(cfg)
+    steps_run: list[float] = []
+    stopped = "finished"
+    run_steps = 0
+    model.train()
+    while epoch < n_epochs:
+        stage_idx, stage = stage_at(cfg, epoch)
+        dataset.patch = stage.patch
+        loader = DataLoader(
+            dataset,
+            batch_sampler=IndexBatches(
+                start=sample_counter,
+                n_batches=cfg.steps_per_epoch - step_in_epoch,
+                batch=stage.batch,
+                rank=rank,
+                world_size=world,
+            ),
+            num_workers=cfg.data.num_workers,
+            worker_init_fn=_worker_init if cfg.data.num_workers > 0 else None,
+            pin_memory=device.type == "cuda",
+        )
+        t_epoch = time.monotonic()
+        stop_now = False
+        bar = _progress(
+            loader,
+            desc=f"epoch {epoch + 1}/{n_epochs} ({stage.patch}px x{stage.batch})",
+            total=cfg.steps_per_epoch,
+            initial=step_in_epoch,
+            disable=not master,
+        )
+        for batch in bar:
+            blur = batch["blur"].to(device, non_blocking=True)
+            sharp = batch["sharp"].to(device, non_blocking=True)
+            t_out, t_mask, t_feats = None, None, None
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+                if teacher is not None:
+                    with torch.no_grad():
+                        if use_features:
+                            t_out, t_feats = teacher(blur, return_features=True)
+                        else:
+                            t_out = teacher(blur)
+                    t_mask = teacher_gain_mask(t_out, blur, sharp, cfg.teacher.cache_min_gain)
+                elif cache is not None:
+                    t_out = batch["teacher"].to(device, non_blocking=True)
+                    t_mask = batch["has_teacher"].to(device)
+                if use_features:
+                    out, s_feats = model(blur, return_features=True)
+                else:
+                    out, s_feats = model(blur), None
+            terms = loss_fn(out, sharp, t_out, t_mask, s_feats, t_feats)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(terms["total"]).backward()
+            if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            if cfg.scheduler != "plateau":
+                scheduler.step()
+            global_step += 1
+            step_in_epoch += 1
+            run_steps += 1
+            sample_counter += stage.batch
+            total = float(terms["total"].detach())
+            steps_run.append(total)
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+                counts[k] = counts.get(k, 0) + 1
+            sums["rejected"] = sums.get("rejected", 0.0) + float(batch["rejected"].sum())
+            sums["cached"] = sums.get("cached", 0.0) + float((batch["source"] == 3).sum())
+            if master and hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{total:.4f}", refresh=False)
+            if not math.isfinite(total):
+                raise FloatingPointError(
+                    f"loss became {total} at step {global_step}: lower lr or check data"
+                )
+            stop_now = _should_stop(cfg, t_start, run_steps, ddp, device)
+            if stop_now and step_in_epoch < cfg.steps_per_epoch:
+                break
+        epoch_time += time.monotonic() - t_epoch
+        if step_in_epoch < cfg.steps_per_epoch:  # interrupted mid-epoch: save the position
+            checkpoint("last")
+            stopped = (
+                "time budget" if cfg.max_minutes > 0 and not cfg.stop_after_steps else "step limit"
+            )
+            if master:
+                log.info(
+                    "stopped (%s) at epoch %d step %d; --resume continues",
+                    stopped,
+                    epoch + 1,
+                    step_in_epoch,
+                )
+            break
+
+        # ---- end of epoch: validate, log, checkpoint ----------------------------------------
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "stage": stage_idx + 1,
+            "patch": stage.patch,
+            "batch": stage.batch,
+            "step": global_step,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        for k in sums:
+            if k not in ("rejected", "cached"):
+                row[f"loss_{k}"] = sums[k] / max(1, counts.get(k, 1))
+        row["flat_rejected"] = int(sums.get("rejected", 0))
+        row["cached_patches"] = int(sums.get("cached", 0))
+        row["patches_per_s"] = cfg.steps_per_epoch * stage.batch * world / max(1e-9, epoch_time)
+        row["epoch_s"] = epoch_time
+        improved = False
+        metric = torch.tensor([float("nan")], device=device)
+        if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == n_epochs:
+            if master:
+                row.update(validate(student, val_set, device))
+                metric[0] = row["val_psnr"]
+            if ddp:
+                dist.broadcast(metric, src=0)
+            if math.isfinite(float(metric[0])):
+                if float(metric[0]) > best_psnr:
+                    best_psnr, bad_epochs, improved = float(metric[0]), 0, True
+                else:
+                    bad_epochs += 1
+                if cfg.scheduler == "plateau":
+                    scheduler.step(float(metric[0]))
+        rows.append(row)
+        epoch += 1
+        step_in_epoch, sums, counts, epoch_time = 0, {}, {}, 0.0
+        if master:
+            log.info(_format_row(row))
+            write_csv(rows, out_dir / "log.csv")
+            plot_curves(rows, out_dir / "curves.png")
+        if improved:
+            checkpoint("best")
+        if epoch % cfg.ckpt_every == 0 or epoch == n_epochs or stop_now:
+            checkpoint("last")
+        if cfg.early_stop and bad_epochs >= cfg.early_stop:
+            stopped = "early stop"
+            if epoch % cfg.ckpt_every != 0:
+                checkpoint("last")
+            if master:
+                log.info("early stop: no better validation PSNR for %d epochs", bad_epochs)
+            break
+        if stop_now:
+            stopped = (
+                "time budget" if cfg.max_minutes > 0 and not cfg.stop_after_steps else "step limit"
+            )
+            if master:
+                log.info("stopped (%s) after epoch %d; --resume continues", stopped, epoch)
+            break
+    if master:
+        log.info(
+            "%s: %d steps in %.1f min; %d unreadable files skipped; run folder %s",
+            stopped,
+            run_steps,
+            (time.monotonic() - t_start) / 60,
+            len(skips.corrupt_files),
+            out_dir,
+        )
+    return {
+        "steps": steps_run,
+        "epochs": rows,
+        "stopped": stopped,
+        "out_dir": str(out_dir),
+        "skipped_files": list(skips.corrupt_files),
+    }
+
+
+def _should_stop(
+    cfg: TrainConfig, t_start: float, run_steps: int, ddp: bool, device: torch.device
+) -> bool:
+    stop = bool(cfg.stop_after_steps and run_steps >= cfg.stop_after_steps)
+    if cfg.max_minutes > 0 and time.monotonic() - t_start > cfg.max_minutes * 60:
+        stop = True
+    if ddp:  # every rank must stop at the same step or the collectives hang
+        flag = torch.tensor([1.0 if stop else 0.0], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        stop = bool(flag.item() > 0)
+    return stop
+
+
+def _progress(it, **kw):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return it
+    return tqdm(it, mininterval=5.0, dynamic_ncols=True, leave=False, file=sys.stderr, **kw)
+
+
+def _format_row(row: dict[str, Any]) -> str:
+    parts = [f"epoch {row['epoch']} (stage {row['stage']}, {row['patch']}px x{row['batch']})"]
+    parts += [f"{k.removeprefix('loss_')} {v:.4f}" for k, v in row.items() if k.startswith("loss_")]
+    if "val_psnr" in row:
+        parts.append(
+            f"val PSNR {row['val_psnr']:.2f} dB (blurry {row['blurry_psnr']:.2f}) "
+            f"SSIM {row['val_ssim']:.4f} (blurry {row['blurry_ssim']:.4f})"
+        )
+    parts.append(f"lr {row['lr']:.2e}")
+    parts.append(f"{row['patches_per_s']:.1f} patches/s")
+    parts.append(f"flat {row['flat_rejected']}")
+    parts.append(f"{row['epoch_s']:.0f} s")
+    return " | ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(
+        description="Distil a deblurring student. Any config field can be overridden with "
+        "--key=value (nested with dots, e.g. --loss.vgg=0.1); --resume continues out_dir/last.pt."
+    )
+    parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        cfg = load_config(args.config, rest)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    try:
+        return train(cfg)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
