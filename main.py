@@ -338,7 +338,7 @@ def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "backend": args.backend,
         "model": args.model,
     }
-    return int(run_app(**options, virtual_backend=os.environ.get(VIRTUAL_BACKEND_ENV)) or 0)
+    return int(run_app(options, virtual_backend=os.environ.get(VIRTUAL_BACKEND_ENV)) or 0)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

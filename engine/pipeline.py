@@ -493,12 +493,13 @@ class Engine:
                 self._stats.frame_out(
                     t1, (t1 - t0) * 1000.0, (t1 - out.t_capture) * 1000.0, out.size
                 )
-                if self._on_preview is not None and t1 >= self._next_preview:
-                    # Schedule from the previous deadline, not from now: frames arrive with jitter,
-                    # and "now + period" would skip every other frame at preview_fps == camera fps.
-                    self._next_preview = max(
-                        self._next_preview + self._preview_period, t1 - self._preview_period
-                    )
+                slack = 0.5 * self._preview_period
+                if self._on_preview is not None and t1 + slack >= self._next_preview:
+                    # Deadlines one period after the previous deadline (not after "now"), with
+                    # half a period of slack: frames arrive with jitter, and "now + period"
+                    # skipped every other frame at preview_fps == camera fps. Never more than
+                    # half a period behind, so a stall is not followed by a burst.
+                    self._next_preview = max(self._next_preview, t1 - slack) + self._preview_period
                     self._preview(work)
                 if work.pooled:
                     self._pool.release(out.image)

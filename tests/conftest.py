@@ -23,7 +23,9 @@ def _has_cuda() -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    skip_shared = pytest.mark.skip(reason=f"needs the research data in {SHARED} (not on this machine)")
+    skip_shared = pytest.mark.skip(
+        reason=f"needs the research data in {SHARED} (not on this machine)"
+    )
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     has_shared = (SHARED / "README.md").is_file()
     has_gpu = _has_cuda() if any("gpu" in item.keywords for item in items) else False

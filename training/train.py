@@ -432,12 +432,21 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 f"teacher.mode=cache but no cache file {cfg.teacher.cache_path}"
             )
         cache = TeacherCache.load(cfg.teacher.cache_path, min_gain_db=cfg.teacher.cache_min_gain)
-        log.info(
-            "teacher cache: %d patches of %d px from %s",
-            len(cache),
-            cache.patch,
-            cfg.teacher.cache_path,
-        )
+        if not len(cache):
+            log.warning(
+                "teacher cache %s: no patch where the teacher beats the input by %.2f dB; "
+                "distillation terms are off for this run",
+                cfg.teacher.cache_path,
+                cfg.teacher.cache_min_gain,
+            )
+            cache = None
+        else:
+            log.info(
+                "teacher cache: %d patches of %d px from %s",
+                len(cache),
+                cache.patch,
+                cfg.teacher.cache_path,
+            )
 
     # ---- data ------------------------------------------------------------------------------
     if cfg.data.num_workers > 0:
