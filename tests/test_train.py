@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from training.cache_teacher import build_cache
-from training.config import TrainConfig, load_config
+from training.config import ConfigError, TrainConfig, load_config
 from training.data import make_synthetic_dataset
 from training.train import load_checkpoint, lr_factor, train
 
@@ -88,6 +88,37 @@ def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> Non
     for name in ("last.pt", "best.pt", "config.yaml", "log.csv", "curves.png"):
         assert (tmp_path / "full" / name).is_file(), name
     assert not list((tmp_path / "full").glob("*.tmp"))
+
+
+def test_init_from_starts_a_fresh_run_from_trained_weights(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    train(_tiny(synth, tmp_path / "pre"))
+    pre = load_checkpoint(tmp_path / "pre" / "last.pt")
+    # Zero steps: the checkpoint written is the initial student, so it must equal the source.
+    res = train(
+        _tiny(
+            synth,
+            tmp_path / "fine",
+            f"--init_from={tmp_path / 'pre' / 'last.pt'}",
+            "--max_minutes=0.00001",
+            "--lr=0",
+            "--warmup_steps=0",
+        )
+    )
+    assert res["stopped"] == "time budget"
+    fine = load_checkpoint(tmp_path / "fine" / "last.pt")
+    assert fine["global_step"] == 1, "a fresh schedule, not the source run's position"
+    assert all(torch.equal(pre["model"][k], fine["model"][k]) for k in pre["model"])
+    with pytest.raises(ConfigError, match="holds a 'tiny' student"):
+        train(
+            _tiny(
+                synth,
+                tmp_path / "bad",
+                f"--init_from={tmp_path / 'pre' / 'last.pt'}",
+                "--student=fast",
+            )
+        )
 
 
 def test_time_budget_stops_with_a_checkpoint(synth: dict[str, Path], tmp_path: Path) -> None:

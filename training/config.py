@@ -167,6 +167,9 @@ class TrainConfig:
     ckpt_every: int = 1  # write last.pt every N epochs (best.pt whenever validation improves)
     val_every: int = 1  # validate every N epochs
     resume: bool = False  # continue from out_dir/last.pt
+    # Fine-tuning: start the student from this checkpoint's weights (best.pt/last.pt of another
+    # run); optimiser, schedule and epochs start fresh. "" = from scratch. Ignored with --resume.
+    init_from: str = ""
     max_minutes: float = (
         0.0  # time budget of this invocation; stops cleanly with a checkpoint (0 = none)
     )

@@ -460,6 +460,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from training.models.student import create_student
 
     student = create_student(cfg.student, **cfg.student_kwargs).to(device)
+    if cfg.init_from and not cfg.resume:
+        init = load_checkpoint(cfg.init_from)
+        if init.get("variant", cfg.student) != cfg.student:
+            raise ConfigError(
+                f"init_from {cfg.init_from} holds a {init.get('variant')!r} student, "
+                f"not {cfg.student!r}"
+            )
+        student.load_state_dict(init["model"])
+        if master:
+            log.info("student initialised from %s", cfg.init_from)
     if master:
         log.info(
             "student %s: %d params, %.0f multiply-adds per pixel",
