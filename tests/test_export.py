@@ -62,6 +62,8 @@ def test_files_and_parity(exported: tuple[Path, torch.nn.Module, Path]) -> None:
 
     for name in ("student_fast.onnx", "student_fast_fp16.onnx", "student_fast.ts"):
         assert (out / name).is_file(), name
+    # one self-contained file per model: nothing beside it that the manifest would not hash
+    assert not list(out.glob("*.data"))
     x = torch.rand(1, 3, 721, 1279)
     with torch.no_grad():
         ref = model(x).clamp(0, 1).numpy()

@@ -206,6 +206,10 @@ def _name_dynamic_dims(path: Path) -> None:
             d.dim_param = name
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
+    # The dynamo exporter writes the weights beside the graph (NAME.onnx.data); onnx.load pulled
+    # them in and onnx.save embedded them, so the side file is stale: ship one self-contained,
+    # hashable file.
+    Path(str(path) + ".data").unlink(missing_ok=True)
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, opset: int = 18) -> str:
