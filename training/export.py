@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from training.models.student import create_student
+from training.teachers import sha256_file
 
 log = logging.getLogger("training.export")
 
@@ -57,7 +58,6 @@ CHECK_SIZE = (721, 1279)  # (H, W): odd on both sides, near 720p
 SECOND_SIZE = (37, 53)  # a different odd size: proves the graph is not fixed to CHECK_SIZE
 FP32_TOLERANCE = 1e-4
 MIN_SIZE = 16
-_CHUNK = 1 << 20
 
 
 class ExportError(RuntimeError):
@@ -169,14 +169,6 @@ def config_digest(config: Mapping[str, Any]) -> str:
     as `training.config.config_digest`."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------
