@@ -429,6 +429,7 @@ def update_manifest(directory: str | Path, entries: Mapping[str, Mapping[str, An
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the manifest ships with the weights
     os.replace(tmp, path)
     return path
 
