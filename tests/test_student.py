@@ -101,3 +101,28 @@ def test_unknown_variant_and_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="enc_blocks"):
         create_student("fast", enc_blocks=(1,))
     assert ShuffleUNetConfig().stem_scale == 4
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_export_parity(name: str, tmp_path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    from training.export import FP32_TOLERANCE, export_onnx
+
+    torch.manual_seed(0)
+    model = create_student(name).eval()
+    # Real, non-identity weights: the fresh student is exactly the identity and would hide a
+    # broken graph behind a trivially matching output.
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    path = tmp_path / f"{name}.onnx"
+    export_onnx(model, path)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for h, w in ((67, 97), (16, 33)):
+        x = torch.rand(1, 3, h, w)
+        with torch.no_grad():
+            ref = model(x).clamp(0, 1).numpy()
+        got = sess.run(None, {"input": x.numpy()})[0]
+        assert got.shape == ref.shape
+        assert abs(ref - x.numpy()).max() > 1e-3
+        assert abs(got - ref).max() <= FP32_TOLERANCE
