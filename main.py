@@ -357,6 +357,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     source = _open_source(args.source, live=True, size=size, fps=args.fps)
     engine = None
     sink = None
+    backend = None
     try:
         backend, warning = _open_backend(args.backend, args.model, live=True)
         sink_options: dict[str, Any] = {}
@@ -415,6 +416,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         if engine is None:  # the engine closes them itself once it ran
             if sink is not None:
                 sink.close()
+            if backend is not None:
+                backend.close()
             source.close()
 
 
@@ -489,6 +492,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     source = _open_source(args.input, live=False, size=None, fps=None)
     engine = None
     sink = None
+    backend = None
     try:
         backend, _ = _open_backend(args.backend, args.model, live=False)
         sink = _open_process_sink(kind, source, args.output)
@@ -524,13 +528,17 @@ def cmd_process(args: argparse.Namespace) -> int:
             )
             return 130
         if total is not None and written != total:
-            raise CliError(f"only {written} of {total} frames were written to {args.output}")
+            # The source ended without an error, so every decoded frame was written: the
+            # container's frame count is only an estimate for some files (VFR, AVI, edit lists).
+            _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
         _eprint(f"{written} frame{'s' if written != 1 else ''} -> {args.output}")
         return 0
     finally:
         if engine is None:
             if sink is not None:
                 sink.close()
+            if backend is not None:
+                backend.close()
             source.close()
 
 

@@ -86,18 +86,19 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
             "SharpCam keeps running on the CPU. Update the GPU driver or the onnxruntime-gpu "
             "package to get the GPU back.",
         )
+    if context == "virtual_camera" or "virtual" in low:
+        return UserMessage(
+            "virtual_camera",
+            f"Virtual camera problem: {msg}",
+            "See the setup steps, then press Retry.",
+        )
+    # After the virtual-camera branch: "virtual camera" also contains "camera".
     if context == "camera" or "camera" in low or "capture" in low or "source" in low:
         return UserMessage(
             "camera",
             f"Camera problem: {msg}",
             "SharpCam keeps trying to reconnect. Check the cable, close other apps that use the "
             "camera, or pick another camera above.",
-        )
-    if context == "virtual_camera" or "virtual" in low:
-        return UserMessage(
-            "virtual_camera",
-            f"Virtual camera problem: {msg}",
-            "See the setup steps, then press Retry.",
         )
     return UserMessage(
         "engine", f"{name}: {msg}", "The stream keeps running. If this repeats, restart SharpCam."
@@ -433,6 +434,12 @@ class EngineBridge(QObject):
         except Exception as exc:  # a stats hiccup must not kill the GUI timer
             log.debug("stats failed: %s", exc)
             return
+        sinks = getattr(self._engine, "sinks", None)
+        if self._virtual_sink is not None and sinks is not None and self._virtual_sink not in sinks:
+            # The engine drops a sink whose write failed (v4l2loopback unloaded, OBS's camera
+            # stopped): the switch must not go on saying "sending".
+            self._virtual_sink = None
+            self.virtual_camera_changed.emit(False, "")
         # The engine may fall back (backend failed -> passthrough): say what really runs.
         label = backend_label(
             name=getattr(st, "backend", None), provider=getattr(st, "provider", None)

@@ -451,6 +451,7 @@ class MainWindow(QMainWindow):
         self.enable_switch.setChecked(s.enabled)
         self.toggle_action.setChecked(s.enabled)
         self.strength_slider.setValue(round(s.strength * 100))
+        self.strength_slider.setEnabled(s.enabled)  # toggled is connected only after this
         self.strength_value.setText(f"{round(s.strength * 100)} %")
         self.view_buttons[s.view_mode].setChecked(True)
         self.preview.set_mode(s.view_mode)

@@ -472,14 +472,15 @@ class OnnxBackend(_ModelBackend):
 
     def _infer(self, rgb: np.ndarray) -> np.ndarray:
         h, w = rgb.shape[:2]
-        if self._buf.ensure(h, w):
-            if len(self._static_hw) == 2 and self._static_hw != (h, w):
-                raise BackendError(
-                    f"{self.model.path} has a fixed input size {self._static_hw}, "
-                    f"frame is {(h, w)}: export it with dynamic H and W"
-                )
-            if self._use_binding:
-                self._bind()
+        # Checked before the buffers change size: a refused frame must leave the binding intact
+        # (ensure() would free the old buffers the I/O binding still points at).
+        if len(self._static_hw) == 2 and self._static_hw != (h, w):
+            raise BackendError(
+                f"{self.model.path} has a fixed input size {self._static_hw}, "
+                f"frame is {(h, w)}: export it with dynamic H and W"
+            )
+        if self._buf.ensure(h, w) and self._use_binding:
+            self._bind()
         x = self._buf.to_nchw(rgb)
         if self._binding is not None:
             self._session.run_with_iobinding(self._binding)

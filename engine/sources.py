@@ -429,7 +429,7 @@ class CameraSource(_SourceBase):
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0
-        if self._pending is not None:
+        if self._pending is not None and not self._interrupt.is_set():
             frame, self._pending = self._pending, None
             return frame
         delay = self._backoff[0]

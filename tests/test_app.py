@@ -487,6 +487,12 @@ def test_describe_error_and_labels():
     assert describe_error(ModelError("weights/student.onnx not found")).kind == "model"
     assert describe_error(RuntimeError("CUDAExecutionProvider failed to start")).kind == "gpu"
     assert describe_error(RuntimeError("camera lost, reconnecting")).kind == "camera"
+    from engine import VirtualCameraUnavailable
+
+    # "virtual camera" contains "camera": the virtual-camera advice must still win.
+    vc = VirtualCameraUnavailable("cannot open a virtual camera: no v4l2 loopback device")
+    assert describe_error(vc).kind == "virtual_camera"
+    assert describe_error(vc, context="virtual_camera").kind == "virtual_camera"
     assert "modprobe v4l2loopback" in virtual_camera_guidance("linux")
     assert "OBS Studio" in virtual_camera_guidance("win32")
     assert "Privacy & Security" in virtual_camera_guidance("darwin")

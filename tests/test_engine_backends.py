@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -471,3 +472,28 @@ def test_check_onnxruntime_install(monkeypatch):
     msg = check_onnxruntime_install()
     assert "onnxruntime and onnxruntime-gpu are installed together" in msg
     assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in msg
+
+
+def test_refused_frame_size_leaves_the_onnx_backend_usable(tmp_path: Path) -> None:
+    # A fixed-size model refuses other sizes, again and again, and still runs its own size:
+    # the refusal must not leave the I/O binding pointing at freed buffers.
+    onnx = pytest.importorskip("onnx")
+    path = make_onnx_model(tmp_path / "fixed.onnx", kind="identity")
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        dims[2].Clear()
+        dims[2].dim_value = 32
+        dims[3].Clear()
+        dims[3].dim_value = 32
+    onnx.save(model, str(path))
+    with pytest.warns(UserWarning):
+        backend = create_backend("onnx", model=path)
+    ok = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(backend.process(ok), ok)
+    wrong = np.zeros((48, 48, 3), np.uint8)
+    for _ in range(3):
+        with pytest.raises(BackendError, match="fixed input size"):
+            backend.process(wrong)
+    assert np.array_equal(backend.process(ok), ok)
+    backend.close()
