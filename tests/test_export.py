@@ -158,6 +158,8 @@ def test_parity_failure_is_loud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             check_size=(33, 47),
         )
     assert not (tmp_path / "manifest.json").exists()
+    # nothing half-done is left where the engine would find it
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
 def test_load_student_errors(tmp_path: Path) -> None:

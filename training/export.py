@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import warnings
@@ -84,6 +85,7 @@ class ExportResult:
     exporter: str = ""  # ONNX exporter that worked: "dynamo" or "torchscript"
     torchscript_method: str = ""  # "script" or "trace"
     manifest: Path | None = None
+    entries: dict[str, dict[str, Any]] = field(default_factory=dict)  # manifest entries written
 
 
 # --------------------------------------------------------------------------------------------
@@ -476,6 +478,48 @@ def export_all(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Everything is written and checked in a staging folder first and moved into place only
+    # when every check passed: a failed re-export must not leave a new model beside a manifest
+    # that still lists the old one's sha256 (the engine would refuse it).
+    stage = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
+    try:
+        result = _export_checked(
+            model,
+            stage,
+            name=name,
+            variant=variant,
+            config=config,
+            fp16=fp16,
+            torchscript=torchscript,
+            opset=opset,
+            device=device,
+            metrics=metrics,
+            check_size=check_size,
+        )
+        for fname, path in list(result.files.items()):
+            os.replace(path, out / fname)
+            result.files[fname] = out / fname
+        result.manifest = update_manifest(out, result.entries)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return result
+
+
+def _export_checked(
+    model: nn.Module,
+    out: Path,
+    *,
+    name: str,
+    variant: str,
+    config: Mapping[str, Any],
+    fp16: bool,
+    torchscript: bool,
+    opset: int,
+    device: str | None,
+    metrics: Mapping[str, Any] | None,
+    check_size: tuple[int, int],
+) -> ExportResult:
+    """The exports and their parity checks, all inside ``out``; raises ExportError on failure."""
     model = model.float().eval()
     sizes = [check_size, SECOND_SIZE]
     result = ExportResult()
@@ -526,7 +570,7 @@ def export_all(
             digest=digest,
             parity=result.parity[fname],
         )
-    result.manifest = update_manifest(out, entries)
+    result.entries = entries
     return result
 
 
