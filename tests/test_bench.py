@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from videos import read_video  # noqa: E402
 
 from engine import bench
 from engine.backends import create_backend
@@ -18,14 +19,7 @@ from tests.contract_models import make_onnx_model
 def test_make_bench_clip_is_a_real_moving_textured_video(tmp_path: Path) -> None:
     for name in ("c.mp4", "c.avi"):
         path = bench.make_bench_clip(tmp_path / name, (96, 64), 12)
-        cap = cv2.VideoCapture(str(path))
-        frames = []
-        while True:
-            ok, img = cap.read()
-            if not ok:
-                break
-            frames.append(img)
-        cap.release()
+        frames = read_video(path)
         assert len(frames) == 12
         assert frames[0].shape == (64, 96, 3)
         assert frames[0].std() > 20  # textured, not flat

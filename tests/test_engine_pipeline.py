@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import pyvirtualcam
+from videos import read_video  # noqa: E402
 
 from engine import Engine, EngineStats, Frame, open_sink, open_source
 from engine.sinks import CallbackSink, SinkError
@@ -43,18 +44,6 @@ def stamped_video(path: Path, n: int, fps: float = 25.0) -> Path:
         writer.write(stamp(i))  # black/white: BGR == RGB
     writer.release()
     return path
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
-    return frames
 
 
 def still(tmp_path: Path, value: int = 100, size=(W, H)) -> Path:

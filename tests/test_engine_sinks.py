@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 import pyvirtualcam
+from videos import read_video  # noqa: E402
 
 from engine.frames import Frame
 from engine.sinks import (
@@ -157,18 +158,6 @@ def test_real_v4l2loopback_missing_gives_guidance(monkeypatch):
 
 
 # --------------------------------------------------------------------------- video
-
-
-def read_video(path):
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        frames.append(img)
-    cap.release()
-    return frames
 
 
 @pytest.mark.parametrize("ext,codec", [(".avi", "MJPG"), (".mp4", "mp4v")])

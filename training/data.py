@@ -424,6 +424,21 @@ def augment_pair(images: Sequence[np.ndarray], rng: np.random.Generator) -> list
     return out
 
 
+def _load_tracked(
+    path: Path, skips: SkipCounter | None, hashes: dict[str, str] | None
+) -> np.ndarray | None:
+    """Decode ``path`` (uint8 RGB); an unreadable file is counted in ``skips`` and gives None,
+    a readable one has its content hash recorded in ``hashes`` for the leakage guard."""
+    img = load_image_u8(path)
+    if img is None:
+        if skips is not None:
+            skips.corrupt_files.append(str(path))
+        return None
+    if hashes is not None:
+        hashes[str(path)] = content_hash(img)
+    return img
+
+
 def _resize(img: np.ndarray, scale: float) -> np.ndarray:
     if scale == 1.0:
         return img
@@ -477,13 +492,9 @@ class RawSequence:
         for number, p in enumerate(paths, start=1):
             if number < first or number > last:
                 continue
-            img = load_image_u8(p)
+            img = _load_tracked(p, skips, hashes)
             if img is None:
-                if skips is not None:
-                    skips.corrupt_files.append(str(p))
                 continue
-            if hashes is not None:
-                hashes[str(p)] = content_hash(img)
             frames.append(_resize(img, scale))
             numbers.append(number)
             used.append(p)
@@ -516,13 +527,9 @@ def load_photos(
         for p in list_images(folder):
             if any(p.match(pattern) or fnmatch.fnmatch(str(p), pattern) for pattern in exclude):
                 continue
-            img = load_image_u8(p)
+            img = _load_tracked(p, skips, hashes)
             if img is None:
-                if skips is not None:
-                    skips.corrupt_files.append(str(p))
                 continue
-            if hashes is not None:
-                hashes[str(p)] = content_hash(img)
             if max_side and max(img.shape[:2]) > max_side:
                 img = _resize(img, max_side / max(img.shape[:2]))
             if min(img.shape[:2]) < min_side:

@@ -178,13 +178,16 @@ def build_data(
             eval_hashes[str(p)] = content_hash(img)
     if d.leakage_check:
         check_leakage(train_hashes, eval_hashes)
-    dataset = DeblurDataset(
+    sources = dict(
         raw=raw,
         photos=photos,
         gopro=gopro,
         kernels=kernels,
         weights=(d.raw_weight, d.photo_weight, d.gopro_weight),
         params=synth_params(cfg),
+    )
+    dataset = DeblurDataset(
+        **sources,
         patch=cfg.stages[0].patch,
         seed=cfg.seed,
         rank=rank,
@@ -202,12 +205,7 @@ def build_data(
             "no held-out raw frames: validating on fixed synthetic samples of the training sources"
         )
         vds = DeblurDataset(
-            raw=raw,
-            photos=photos,
-            gopro=gopro,
-            kernels=kernels,
-            weights=(d.raw_weight, d.photo_weight, d.gopro_weight),
-            params=synth_params(cfg),
+            **sources,
             patch=d.val_crop or 256,
             seed=cfg.seed,
             rank=-1,
