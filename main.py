@@ -521,7 +521,9 @@ def cmd_process(args: argparse.Namespace) -> int:
             restore()
         written = engine.stats().frames_out
         if engine.errors:
-            raise CliError(f"processing failed after {written} frames: {engine.errors[0]}")
+            kept = getattr(sink, "kept_path", None)
+            where = f"; the frames written are kept in {kept}" if kept is not None else ""
+            raise CliError(f"processing failed after {written} frames: {engine.errors[0]}{where}")
         if stop.is_set():
             _eprint(
                 f"{PROG}: interrupted: {written} of {total or '?'} frames written to {args.output}"

@@ -525,7 +525,14 @@ class Engine:
             # A broken sink is dropped so the others keep going (live); offline the output is
             # now incomplete, so the run stops with the error reported.
             self._report(exc)
-            _close_quietly(sink)
+            abort = None if self.live else getattr(sink, "abort", None)
+            if abort is not None:
+                try:
+                    abort()
+                except Exception:
+                    log.exception("aborting %r failed", sink)
+            else:
+                _close_quietly(sink)
         if failed and not self.live:
             self._abort()
 
@@ -605,9 +612,18 @@ class Engine:
     def _close_sinks(self) -> None:
         with self._sinks_lock:
             sinks, self._sinks = self._sinks, []
+        # Offline, any error means frames are missing: sinks that can tell an incomplete
+        # output from a finished one (a video file) are aborted, not closed. A stop() is the
+        # user's choice and closes normally.
+        with self._lock:
+            incomplete = not self.live and bool(self._errors)
         for sink in sinks:
+            abort = getattr(sink, "abort", None) if incomplete else None
             try:
-                sink.close()
+                if abort is not None:
+                    abort()
+                else:
+                    sink.close()
             except Exception as exc:
                 self._report(exc)
 

@@ -62,6 +62,9 @@ class FrameSink(Protocol):
         """Flush and release; idempotent. A video file is complete and playable afterwards."""
         ...
 
+    # Optional: ``abort()`` closes a sink whose output is known to be incomplete (an offline
+    # run that failed). The engine calls it instead of ``close()`` when a sink has it.
+
     def describe(self) -> str:
         """One human line, e.g. ``"video out.mp4 · 1280x720 @ 30 fps (mp4v)"``."""
         ...
@@ -94,6 +97,10 @@ class VideoFileSink(_SinkBase):
     ``close()``, so a file with the real name is always complete and playable (Ctrl-C runs
     ``close()`` through the engine's ``stop()``); a partial file left by a killed process never
     hides as a finished one. A sink closed without any frame leaves no file.
+
+    ``abort()`` (a failed offline run) keeps the frames written so far as a playable
+    ``NAME.incomplete.EXT`` (:attr:`kept_path`) and leaves an existing file at ``path`` alone:
+    an incomplete result never replaces a complete one, and nothing written is thrown away.
     """
 
     def __init__(
@@ -131,6 +138,7 @@ class VideoFileSink(_SinkBase):
         self._bgr = np.empty((h, w, 3), np.uint8)
         self._lock = threading.Lock()
         self.frames_written = 0
+        self.kept_path: Path | None = None  # where close()/abort() left the frames
 
     def write(self, frame: Frame) -> None:
         with self._lock:
@@ -141,6 +149,18 @@ class VideoFileSink(_SinkBase):
             self.frames_written += 1
 
     def close(self) -> None:
+        self._finish(self.path)
+
+    def abort(self) -> None:
+        """Close as incomplete: the frames so far go to :attr:`incomplete_path`, not ``path``."""
+        self._finish(self.incomplete_path)
+
+    @property
+    def incomplete_path(self) -> Path:
+        """``out.mp4`` -> ``out.incomplete.mp4``."""
+        return self.path.with_name(f"{self.path.stem}.incomplete{self.path.suffix}")
+
+    def _finish(self, target: Path) -> None:
         with self._lock:
             writer, self._writer = self._writer, None
             if writer is None:
@@ -150,9 +170,10 @@ class VideoFileSink(_SinkBase):
                 self._partial.unlink(missing_ok=True)
                 return
             try:
-                os.replace(self._partial, self.path)
+                os.replace(self._partial, target)
             except OSError as exc:
-                raise SinkError(f"cannot finish video {self.path}: {exc}") from exc
+                raise SinkError(f"cannot finish video {target}: {exc}") from exc
+            self.kept_path = target
 
     def describe(self) -> str:
         w, h = self.size

@@ -216,6 +216,39 @@ def test_process_bad_model_is_fatal(
     assert not out.exists()  # no silently unprocessed output
 
 
+def test_process_failing_midway_keeps_frames_and_the_earlier_output(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import engine.backends
+
+    class Explodes:
+        name, provider = "explodes", "test"
+
+        def __init__(self, **_options: Any) -> None:
+            self.calls = 0
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            self.calls += 1
+            if self.calls > 10:
+                raise RuntimeError("out of memory on frame 10")
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", Explodes)
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"yesterday's result")
+    code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "out of memory on frame 10" in err and "out.incomplete.avi" in err, err
+    assert "Traceback" not in err
+    assert out.read_bytes() == b"yesterday's result"
+    kept = read_video(tmp_path / "out.incomplete.avi")
+    assert [read_stamp(f) for f in kept] == list(range(10))
+
+
 def test_missing_and_unreadable_inputs_are_named(tmp_path: Path) -> None:
     proc = run_cli("process", str(tmp_path / "nothere.mp4"), str(tmp_path / "o.mp4"))
     assert_clean_failure(proc, "nothere.mp4", code=1)

@@ -225,6 +225,34 @@ def test_offline_backend_failure_stops_and_reports(tmp_path):
     assert rec.indices == [0, 1, 2, 3] and rec.closed == 1
 
 
+def test_offline_failure_keeps_the_frames_as_incomplete_not_as_the_output(tmp_path):
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"previous result")
+    src = open_source(stamped_video(tmp_path / "in.avi", 30), live=False)
+    sink = open_sink(out, size=src.size, fps=25)
+    eng = Engine(src, Failing(fail_at=5), sinks=[sink], live=False, on_error=lambda e: None)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert out.read_bytes() == b"previous result", "an incomplete run replaced the output"
+    kept = tmp_path / "out.incomplete.avi"
+    assert [unstamp(f, inverted=True) for f in read_video(kept)] == [0, 1, 2, 3]
+
+
+def test_stop_closes_offline_output_normally(tmp_path):
+    src = open_source(stamped_video(tmp_path / "in.avi", 200), live=False)
+    out = tmp_path / "out.avi"
+    sink = open_sink(out, size=src.size, fps=25)
+    eng = Engine(src, Invert(), sinks=[sink], live=False)
+    eng.start()
+    deadline = time.monotonic() + 10
+    while eng.stats().frames_out < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert eng.stop(timeout=2.0)
+    n = len(read_video(out))  # the user stopped it: a playable file under its own name
+    assert n >= 3 and not (tmp_path / "out.incomplete.avi").exists()
+
+
 def test_source_failure_reaches_on_error_and_finishes(tmp_path):
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((8, 8, 3), i, np.uint8))

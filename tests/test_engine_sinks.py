@@ -178,6 +178,23 @@ def test_video_sink_writes_playable_file(tmp_path, ext, codec):
     assert list(tmp_path.joinpath("sub").iterdir()) == [path], "no partial file left behind"
 
 
+def test_video_sink_abort_keeps_frames_and_never_replaces_a_finished_file(tmp_path):
+    path = tmp_path / "out.mp4"
+    path.write_bytes(b"an earlier, complete result")
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    for i in range(4):
+        sink.write(frame(i * 50, size=(64, 48)))
+    sink.abort()
+    sink.close()  # closing after an abort changes nothing
+    assert path.read_bytes() == b"an earlier, complete result"
+    kept = tmp_path / "out.incomplete.mp4"
+    assert sink.kept_path == kept
+    frames = read_video(kept)
+    assert len(frames) == 4
+    assert [round(float(np.median(f)) / 50) for f in frames] == [0, 1, 2, 3]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.incomplete.mp4", "out.mp4"]
+
+
 def test_video_sink_without_frames_leaves_nothing(tmp_path):
     with VideoFileSink(path=tmp_path / "x.avi", size=(16, 16)):
         pass
