@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="frame size, repeatable or comma list (default 640x360,1280x720)",
     )
     bench.add_argument(
-        "--frames", type=_positive_int, default=None, help="timed frames per measure (default 30)"
+        "--frames", type=_positive_int, default=None, help="timed frames per measure (default 120)"
     )
     bench.add_argument(
         "--backend",
