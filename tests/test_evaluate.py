@@ -257,3 +257,22 @@ def test_evaluate_onnx_model_and_demo(tmp_path: Path) -> None:
     assert np.abs(run(sample.blurry) - ref.permute(1, 2, 0).numpy()).max() < 1e-4
     assert psnr(torch.from_numpy(sample.blurry)[None].permute(0, 3, 1, 2),
                 torch.from_numpy(sample.sharp)[None].permute(0, 3, 1, 2)).item() < 40  # fmt: skip
+
+
+def test_same_named_models_get_their_own_rows_and_nan_output_is_refused(tmp_path: Path) -> None:
+    samples = list(EV.iter_samples(EV.parse_data("demo:"), max_size=96, limit=2))
+    brighter = ("student_fast", lambda x: np.clip(x * 1.1, 0, 1))
+    same = ("student_fast", lambda x: x.copy())
+    summary = EV.evaluate(iter(samples), [brighter, same], tmp_path / "a")
+    table = summary["sets"][samples[0].set]["methods"]
+    assert summary["methods"] == ["blurry", "unsharp", "student_fast", "student_fast_2"]
+    assert table["student_fast_2"]["psnr"] == pytest.approx(table["blurry"]["psnr"])
+    assert table["student_fast"]["psnr"] != pytest.approx(table["blurry"]["psnr"])
+
+    def broken(x: np.ndarray) -> np.ndarray:
+        y = x.copy()
+        y[0, 0, 0] = np.nan
+        return y
+
+    with pytest.raises(RuntimeError, match="broken produced non-finite pixels"):
+        EV.evaluate(iter(samples), [("broken", broken)], tmp_path / "b")

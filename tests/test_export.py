@@ -134,6 +134,10 @@ def test_manifest_format(exported: tuple[Path, torch.nn.Module, Path]) -> None:
         assert entry["metrics"]["sets"]["raw-plain"]["n"] == 6
         assert entry["config_digest"] == expected_digest
         assert set(entry["parity_max_abs_diff"]) == {"721x1279", "37x53"}
+        # only the fp32 ONNX file was evaluated: the others say whose numbers they carry
+        assert entry.get("metrics_of") == (
+            None if name == "student_fast.onnx" else "student_fast.onnx"
+        )
 
 
 def test_manifest_readable_by_engine(exported: tuple[Path, torch.nn.Module, Path]) -> None:
@@ -159,6 +163,23 @@ def test_parity_failure_is_loud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         )
     assert not (tmp_path / "manifest.json").exists()
     # nothing half-done is left where the engine would find it
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_fp16_parity_failure_is_loud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = create_student("tiny").eval()
+    monkeypatch.setattr(E, "FP16_TOLERANCE", -1.0)
+    with pytest.raises(E.ExportError, match="fp16 ONNX differs from PyTorch"):
+        E.export_all(
+            model,
+            tmp_path,
+            name="m",
+            variant="tiny",
+            config={},
+            fp16=True,
+            torchscript=False,
+            check_size=(33, 47),
+        )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

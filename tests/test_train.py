@@ -121,6 +121,31 @@ def test_init_from_starts_a_fresh_run_from_trained_weights(
         )
 
 
+def test_init_from_with_resume_on_a_first_launch_uses_the_init(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # A preemptible fine-tune is launched the same way every time: --resume --init_from=X.
+    # The first launch has no last.pt to resume, so it must start from X, not from scratch.
+    train(_tiny(synth, tmp_path / "pre"))
+    pre = load_checkpoint(tmp_path / "pre" / "last.pt")
+    args = [f"--init_from={tmp_path / 'pre' / 'last.pt'}", "--resume", "--lr=0", "--warmup_steps=0"]
+    train(_tiny(synth, tmp_path / "fine", "--max_minutes=0.00001", *args))
+    fine = load_checkpoint(tmp_path / "fine" / "last.pt")
+    assert all(torch.equal(pre["model"][k], fine["model"][k]) for k in pre["model"])
+    # The second launch resumes its own run (step 1 -> more), not the init again.
+    res = train(_tiny(synth, tmp_path / "fine", "--stop_after_steps=1", *args))
+    assert load_checkpoint(tmp_path / "fine" / "last.pt")["global_step"] == 2
+    assert len(res["steps"]) == 1
+
+
+def test_without_held_out_frames_validation_uses_a_separate_synthetic_stream(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    res = train(_tiny(synth, tmp_path / "photos", "--data.raw_dirs=[]"))
+    assert res["stopped"] == "finished"
+    assert all(math.isfinite(row["val_psnr"]) for row in res["epochs"])
+
+
 def test_time_budget_stops_with_a_checkpoint(synth: dict[str, Path], tmp_path: Path) -> None:
     res = train(_tiny(synth, tmp_path / "budget", "--max_minutes=0.00001"))
     assert res["stopped"] == "time budget" and len(res["steps"]) == 1

@@ -478,10 +478,18 @@ def evaluate(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     all_methods: list[tuple[str, Runner]] = [("blurry", lambda x: x), ("unsharp", unsharp_mask)]
-    all_methods += methods
+    taken = {"blurry", "unsharp"}
+    for label, run in methods:
+        # Two files named alike (runs/a/student_fast.onnx, weights/student_fast.onnx) would
+        # otherwise share one row of the summary, averaged together.
+        unique, n = label, 2
+        while unique in taken:
+            unique, n = f"{label}_{n}", n + 1
+        taken.add(unique)
+        all_methods.append((unique, run))
     if teacher is not None:
         all_methods.append((f"teacher_{teacher.name}", teacher))
-    student = methods[0][0] if methods else None
+    student = all_methods[2][0] if methods else None
 
     rows: list[dict[str, Any]] = []
     grids: dict[str, list[list[tuple[str, np.ndarray]]]] = {}
@@ -498,6 +506,9 @@ def evaluate(
             t = time.perf_counter()
             outputs[label] = run(sample.blurry)
             timings.setdefault(label, []).append(time.perf_counter() - t)
+            if not np.isfinite(outputs[label]).all():
+                # A NaN score would drop out of the average and flatter the model.
+                raise RuntimeError(f"{label} produced non-finite pixels on {sample.name}")
             row = {"set": sample.set, "image": sample.name, "method": label}
             row.update(_metric_row(outputs[label], sample.sharp, perceptual, sharp_features))
             rows.append(row)

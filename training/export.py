@@ -39,6 +39,7 @@ log = logging.getLogger("training.export")
 
 __all__ = [
     "CHECK_SIZE",
+    "FP16_TOLERANCE",
     "FP32_TOLERANCE",
     "ExportError",
     "ExportResult",
@@ -58,6 +59,9 @@ SCHEMA = "sharpcam-manifest/1"  # docs/ARCHITECTURE.md; engine/manifest.py reads
 CHECK_SIZE = (721, 1279)  # (H, W): odd on both sides, near 720p
 SECOND_SIZE = (37, 53)  # a different odd size: proves the graph is not fixed to CHECK_SIZE
 FP32_TOLERANCE = 1e-4
+# fp16 weights and activations: measured 5.7e-4 on the shipped students; 1e-2 (2.5 steps of
+# 1/255) still catches a broken conversion (overflow, NaN) long before it is visible.
+FP16_TOLERANCE = 1e-2
 MIN_SIZE = 16
 
 
@@ -540,6 +544,12 @@ def _export_checked(
         convert_fp16(onnx_path, fp16_path)
         result.files[fp16_path.name] = fp16_path
         result.parity[fp16_path.name] = check_onnx(model, fp16_path, sizes, fp16=True)
+        worst = max(result.parity[fp16_path.name].values())
+        if not worst <= FP16_TOLERANCE:  # also refuses NaN
+            raise ExportError(
+                f"{fp16_path}: fp16 ONNX differs from PyTorch by {worst:.3g} (max abs) > "
+                f"{FP16_TOLERANCE:g}: {result.parity[fp16_path.name]}"
+            )
 
     if torchscript:
         ts_path = out / f"{name}.ts"
@@ -570,6 +580,10 @@ def _export_checked(
             digest=digest,
             parity=result.parity[fname],
         )
+        if metrics and fname != onnx_path.name:
+            # Only the fp32 ONNX file was evaluated; the others carry its numbers because
+            # their parity (above) bounds how far they can differ from it.
+            entries[fname]["metrics_of"] = onnx_path.name
     result.entries = entries
     return result
 

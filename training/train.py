@@ -60,6 +60,10 @@ from training.losses import DistillLoss
 
 log = logging.getLogger("training.train")
 
+# The fallback validation set's sample stream (the dataset's "rank" slot): never a training
+# rank (0..world-1) nor the teacher cache's stream, so validation never repeats a training draw.
+VAL_STREAM = 104_729
+
 
 # --------------------------------------------------------------------------------------------
 # Pure functions of the schedule
@@ -208,7 +212,7 @@ def build_data(
             **sources,
             patch=d.val_crop or 256,
             seed=cfg.seed,
-            rank=-1,
+            rank=VAL_STREAM,
         )
         for i in range(max(4, 2 * d.val_count)):
             item = vds[i]
@@ -458,7 +462,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     from training.models.student import create_student
 
     student = create_student(cfg.student, **cfg.student_kwargs).to(device)
-    if cfg.init_from and not cfg.resume:
+    resuming = cfg.resume and (out_dir / "last.pt").is_file()
+    if cfg.init_from and not resuming:  # a first launch with --resume still starts from init
         init = load_checkpoint(cfg.init_from)
         if init.get("variant", cfg.student) != cfg.student:
             raise ConfigError(
