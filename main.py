@@ -386,7 +386,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         if warning:
             _eprint(warning)
-        seen_warnings = {warning.removeprefix("WARNING: ")} if warning else set()
+        seen_warnings: set[str] = set()
         t0 = time.perf_counter()
         engine.start()
         try:
@@ -394,11 +394,19 @@ def cmd_run(args: argparse.Namespace) -> int:
                 now = time.perf_counter()
                 if args.duration is not None and now - t0 >= args.duration:
                     break
+                if engine.failed_sinks:
+                    break  # the only output is gone: streaming on would write nowhere
                 if status.due(now):
                     stats = engine.stats()
-                    if stats.warning and stats.warning not in seen_warnings:
-                        seen_warnings.add(stats.warning)
-                        status.note(f"WARNING: {stats.warning}")
+                    # stats().warning starts with the start-up warning (printed above):
+                    # only what came later is news, printed once, with one prefix.
+                    news = stats.warning or ""
+                    if warning and news.startswith(warning):
+                        news = news[len(warning) :].removeprefix("; ")
+                    news = news.removeprefix("WARNING: ")
+                    if news and news not in seen_warnings:
+                        seen_warnings.add(news)
+                        status.note(f"WARNING: {news}")
                     status.show(format_status(stats, warning), now)
                 stop.wait(0.05)
         finally:
@@ -407,6 +415,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             status.finish()
             restore()
         stats = engine.stats()
+        if engine.failed_sinks:
+            failed, exc = engine.failed_sinks[0]
+            raise CliError(
+                f"output {failed.describe()} failed after {stats.frames_out} frames: {exc}"
+            )
         if stats.frames_out == 0 and engine.errors:
             raise CliError(f"stream failed: {engine.errors[0]}")
         if stop.is_set():

@@ -101,11 +101,12 @@ def weights_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "weights"
 
 
-def resolve_default_model(prefer_gpu: bool) -> Path | None:
+def resolve_default_model(prefer_gpu: bool, suffix: str = ".onnx") -> Path | None:
     """The shipped model for this machine: `student.onnx` when a GPU provider is active, else
     `student_fast.onnx`; whichever exists when the preferred one does not; None when neither.
+    ``suffix=".ts"`` picks the TorchScript files (`student.ts`, `student_fast.ts`) instead.
     """
-    names = ("student.onnx", "student_fast.onnx")
+    names = (f"student{suffix}", f"student_fast{suffix}")
     if not prefer_gpu:
         names = names[::-1]
     for name in names:
@@ -662,10 +663,18 @@ class TorchBackend(_ModelBackend):
     """
 
     name = "torch"
+    model_suffix = ".ts"  # the shipped file this backend runs when no model is given
 
     @classmethod
     def available(cls) -> bool:
         return importlib.util.find_spec("torch") is not None
+
+    @classmethod
+    def gpu_listed(cls) -> bool:
+        """Whether ``device="auto"`` would run on CUDA here."""
+        import torch
+
+        return bool(torch.cuda.is_available())
 
     def __init__(
         self,
@@ -905,8 +914,9 @@ def create_backend(
         cls = BACKENDS.get(name)
         if cls is not None and getattr(cls, "needs_model", False):
             if model is None:
-                gpu = device in ("gpu", "cuda") or (device == "auto" and _ort_gpu_listed())
-                model = resolve_default_model(prefer_gpu=gpu)
+                probe = getattr(cls, "gpu_listed", _ort_gpu_listed)
+                gpu = device in ("gpu", "cuda") or (device == "auto" and probe())
+                model = resolve_default_model(gpu, suffix=getattr(cls, "model_suffix", ".onnx"))
                 if model is None:
                     raise _no_model_error()
             if getattr(cls, "available", lambda: True)():

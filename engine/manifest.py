@@ -209,9 +209,17 @@ def verify_file(path: str | Path) -> ManifestEntry | None:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     manifest = load_manifest(path.parent)
-    if manifest is None or path.name not in manifest.files:
+    if manifest is None:
         return None
-    entry = manifest.files[path.name]
+    name = path.name
+    if name not in manifest.files:
+        # On a case-insensitive file system (Windows, macOS) `Student_Fast.onnx` opens the
+        # listed `student_fast.onnx`: it must not pass as an unlisted file and skip the check.
+        same = [k for k in manifest.files if (path.parent / k).is_file() and _same(path, k)]
+        if not same:
+            return None
+        name = same[0]
+    entry = manifest.files[name]
     actual = sha256_file(path)
     if actual != entry.sha256:
         raise ModelIntegrityError(
@@ -220,6 +228,13 @@ def verify_file(path: str | Path) -> ManifestEntry | None:
             "(the file is damaged or was replaced; re-download or re-export it)"
         )
     return entry
+
+
+def _same(path: Path, listed: str) -> bool:
+    try:
+        return os.path.samefile(path, path.parent / listed)
+    except OSError:
+        return False
 
 
 def make_entry(path: str | Path, **fields: Any) -> ManifestEntry:

@@ -194,6 +194,11 @@ class Engine:
         self._stats_interval = max(0.05, float(stats_interval))
         self._warning = warning
         self._failure_warning: str | None = None  # set when the backend fails (live mode)
+        self._sink_warning: str | None = None  # set when a sink fails and is dropped
+        self._failed_sinks: list[tuple[FrameSink, BaseException]] = []
+        # Offline: a source, backend, sink or output failure lost frames (callback errors and
+        # errors while closing do not), so sinks that can tell are aborted as incomplete.
+        self._frames_lost = False
         self._close_backend = close_backend
 
         capacity = 1 if self.live else queue_size
@@ -203,7 +208,9 @@ class Engine:
         self._stats = StatsRecorder()
 
         self._lock = threading.Lock()  # engine state: start/stop, backend swap, errors
-        self._sinks_lock = threading.Lock()  # held while writing: remove_sink waits for it
+        # Held while writing, so remove_sink waits for a write in progress; reentrant, so a
+        # sink's own write (a callback) may add or remove sinks, itself included.
+        self._sinks_lock = threading.RLock()
         self._pending_backend: Any = None
         self._passthrough = False  # the backend failed in live mode
         self._errors: list[BaseException] = []
@@ -353,6 +360,12 @@ class Engine:
             return tuple(self._sinks)
 
     @property
+    def failed_sinks(self) -> list[tuple[FrameSink, BaseException]]:
+        """Sinks dropped because ``write`` raised, with the exception, oldest first."""
+        with self._lock:
+            return list(self._failed_sinks)
+
+    @property
     def errors(self) -> list[BaseException]:
         """Every exception reported so far, oldest first."""
         with self._lock:
@@ -368,7 +381,7 @@ class Engine:
         else:
             name = str(getattr(backend, "name", type(backend).__name__))
             provider = str(getattr(backend, "provider", ""))
-        warnings = [w for w in (self._warning, self._failure_warning) if w]
+        warnings = [w for w in (self._warning, self._failure_warning, self._sink_warning) if w]
         if getattr(self.source, "reconnecting", False):
             warnings.append("camera lost, reconnecting")
         return self._stats.snapshot(
@@ -408,6 +421,7 @@ class Engine:
                     break
         except BaseException as exc:
             # A failed source ends the stream; what is in flight still drains to the sinks.
+            self._frames_lost = True
             self._report(exc)
         finally:
             self._in.close()
@@ -431,6 +445,7 @@ class Engine:
                     break
         except BaseException as exc:
             # Stop reading, but let the frames already processed reach the sinks.
+            self._frames_lost = True
             self._report(exc)
             self._stop_input()
         finally:
@@ -514,16 +529,23 @@ class Engine:
     def _write_sinks(self, frame: Frame) -> None:
         failed: list[tuple[FrameSink, Exception]] = []
         with self._sinks_lock:
-            for sink in self._sinks:
+            for sink in tuple(self._sinks):
+                if sink not in self._sinks:  # removed by an earlier sink's write
+                    continue
                 try:
                     sink.write(frame)
                 except Exception as exc:
                     failed.append((sink, exc))
             for sink, _ in failed:
-                self._sinks.remove(sink)
+                if sink in self._sinks:
+                    self._sinks.remove(sink)
         for sink, exc in failed:
-            # A broken sink is dropped so the others keep going (live); offline the output is
-            # now incomplete, so the run stops with the error reported.
+            # A broken sink is dropped so the others keep going (live), and says so in the
+            # stats' warning; offline the output is now incomplete, so the run stops.
+            with self._lock:
+                self._failed_sinks.append((sink, exc))
+            self._sink_warning = f"output {_describe(sink)} failed ({exc}); no longer written"
+            self._frames_lost = True
             self._report(exc)
             abort = None if self.live else getattr(sink, "abort", None)
             if abort is not None:
@@ -588,6 +610,7 @@ class Engine:
                 self._pool.release(work.processed.image)
 
     def _fail(self, exc: BaseException) -> None:
+        self._frames_lost = True
         self._report(exc)
         self._abort()
 
@@ -612,11 +635,10 @@ class Engine:
     def _close_sinks(self) -> None:
         with self._sinks_lock:
             sinks, self._sinks = self._sinks, []
-        # Offline, any error means frames are missing: sinks that can tell an incomplete
-        # output from a finished one (a video file) are aborted, not closed. A stop() is the
-        # user's choice and closes normally.
-        with self._lock:
-            incomplete = not self.live and bool(self._errors)
+        # Offline, a failure that lost frames leaves the output incomplete: sinks that can
+        # tell an incomplete output from a finished one (a video file) are aborted, not
+        # closed. A stop() is the user's choice and closes normally.
+        incomplete = not self.live and self._frames_lost
         for sink in sinks:
             abort = getattr(sink, "abort", None) if incomplete else None
             try:
@@ -626,6 +648,13 @@ class Engine:
                     sink.close()
             except Exception as exc:
                 self._report(exc)
+
+
+def _describe(obj: Any) -> str:
+    try:
+        return str(obj.describe())
+    except Exception:
+        return type(obj).__name__
 
 
 def _close_quietly(obj: Any) -> None:

@@ -329,6 +329,9 @@ def test_run_with_mismatched_model_streams_in_passthrough(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "WARNING" in proc.stderr and "sha256" in proc.stderr
+    # said once, with one prefix (the status line must not repeat the start-up warning)
+    warning_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("WARNING")]
+    assert len(warning_lines) == 1 and "WARNING: WARNING" not in proc.stderr, proc.stderr
     assert "passthrough" in proc.stderr
     frames = read_video(out)
     assert len(frames) >= 20  # the whole 24-frame clip streamed (live may drop a few)
@@ -359,6 +362,15 @@ class _RecordingCamera:
         return None
 
 
+class _UnpluggedCamera(_RecordingCamera):
+    """Takes three frames, then the device is gone."""
+
+    def send(self, frame: np.ndarray) -> None:
+        if len(_RecordingCamera.frames) >= 3:
+            raise RuntimeError("device /dev/video9 vanished")
+        super().send(frame)
+
+
 class _MissingCamera(_RecordingCamera):
     def __init__(self, **kw: Any):
         raise RuntimeError("no loopback device here")
@@ -379,6 +391,23 @@ def test_run_to_virtual_camera(clip: Path) -> None:
     assert got[0].shape == (H, W, 3)
     stamps = [read_stamp(f) for f in got]
     assert stamps == sorted(stamps) and stamps[-1] == 23
+
+
+def test_run_stops_and_fails_when_its_output_fails(
+    clip: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyvirtualcam
+
+    pyvirtualcam.register_backend("sharpcam-test-unplugged", _UnpluggedCamera)
+    _RecordingCamera.frames = []
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", "virtual", "--backend", "unsharp",
+         "--virtual-backend", "sharpcam-test-unplugged"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "vanished" in err and "failed after" in err and "Traceback" not in err
+    assert len(_RecordingCamera.frames) == 3
 
 
 def test_no_virtual_camera_prints_guidance(clip: Path, capsys: pytest.CaptureFixture[str]) -> None:

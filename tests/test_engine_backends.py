@@ -331,6 +331,18 @@ def test_default_model_from_weights_dir(tmp_path, monkeypatch, frame):
     assert be.model.entry is not None and be.model.entry.sha256
 
 
+@needs_torch
+def test_torch_backend_defaults_to_the_shipped_torchscript(tmp_path, monkeypatch, frame):
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    make_onnx_model(tmp_path / "student_fast.onnx", "identity")
+    make_torch_model(tmp_path / "student_fast.ts", "identity")
+    write_manifest(tmp_path, ["student_fast.onnx", "student_fast.ts"])
+    assert resolve_default_model(False, suffix=".ts") == tmp_path / "student_fast.ts"
+    be = create_backend("torch", device="cpu")
+    assert be.model.path == tmp_path / "student_fast.ts"
+    assert np.array_equal(be.process(frame), frame)
+
+
 # --------------------------------------------------------------------------- model files
 
 

@@ -130,6 +130,17 @@ def test_verify_mismatch_names_file_and_both_hashes(model_file):
     assert isinstance(info.value, ModelError)
 
 
+def test_another_name_for_a_listed_file_is_still_checked(model_file):
+    # What a case-insensitive file system does with `Student_Fast.onnx`, made here with a link.
+    write_manifest(model_file.parent, [make_entry(model_file, variant="fast")])
+    alias = model_file.parent / "Student_Fast.onnx"
+    alias.symlink_to(model_file.name)
+    assert verify_file(alias).variant == "fast"
+    model_file.write_bytes(model_file.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ModelIntegrityError):
+        verify_file(alias)
+
+
 def test_verify_missing_file(tmp_path):
     path = tmp_path / "nope.onnx"
     with pytest.raises(ModelError, match="^model file not found: ") as info:

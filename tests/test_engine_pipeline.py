@@ -253,6 +253,65 @@ def test_stop_closes_offline_output_normally(tmp_path):
     assert n >= 3 and not (tmp_path / "out.incomplete.avi").exists()
 
 
+def test_a_callback_error_does_not_mark_a_complete_output_incomplete(tmp_path):
+    src = open_source(stamped_video(tmp_path / "in.avi", 20), live=False)
+    out = tmp_path / "out.avi"
+    sink = open_sink(out, size=src.size, fps=25)
+
+    def preview(original, processed):
+        raise RuntimeError("GUI went away")
+
+    errors: list[BaseException] = []
+    eng = Engine(
+        src, Invert(), sinks=[sink], live=False, on_preview=preview, on_error=errors.append
+    )
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert [str(e) for e in errors] == ["GUI went away"]
+    assert [unstamp(f, inverted=True) for f in read_video(out)] == list(range(20))
+    assert not (tmp_path / "out.incomplete.avi").exists()
+
+
+def test_a_sink_may_detach_itself_from_its_own_write(tmp_path):
+    src = open_source(stamped_video(tmp_path / "in.avi", 12), live=False)
+    got: list[int] = []
+    rec = Recorder()
+
+    def take_three(frame):
+        got.append(frame.index)
+        if len(got) == 3:
+            eng.remove_sink(me)  # "record three frames, then stop recording"
+
+    me = CallbackSink(callback=take_three)
+    eng = Engine(src, Invert(), sinks=[me, rec], live=False)
+    eng.start()
+    assert eng.wait(10), "the output thread deadlocked on its own sink lock"
+    assert eng.stop(timeout=2.0)
+    assert got == [0, 1, 2] and rec.indices == list(range(12))
+
+
+def test_live_sink_failure_is_visible_and_recorded(tmp_path):
+    class Unplugged(Recorder):
+        def write(self, frame):
+            if frame.index >= 2:
+                raise SinkError("virtual camera vanished")
+            super().write(frame)
+
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink = Unplugged()
+    keep = Recorder()
+    with Engine(src, Invert(), sinks=[sink, keep], live=True, on_error=lambda e: None) as eng:
+        eng.start()
+        deadline = time.monotonic() + 5
+        while not eng.failed_sinks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ((failed, exc),) = eng.failed_sinks
+        assert failed is sink and "vanished" in str(exc)
+        assert "failed (virtual camera vanished)" in (eng.stats().warning or "")
+        assert eng.sinks == (keep,)  # the others keep going
+
+
 def test_source_failure_reaches_on_error_and_finishes(tmp_path):
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((8, 8, 3), i, np.uint8))
