@@ -230,7 +230,7 @@ def _open_backend(name: str, model: str | None, *, live: bool) -> tuple[Any, str
             problem = exc
     if not live or name == "passthrough":
         raise CliError(f"cannot start backend '{name}': {problem}")
-    warning = f"WARNING: {name} backend failed ({problem}); streaming unprocessed (passthrough)"
+    warning = f"{name} backend failed ({problem}); streaming unprocessed (passthrough)"
     return create_backend("passthrough"), warning
 
 
@@ -273,12 +273,12 @@ class _StatusLine:
             self.stream.flush()
 
 
-def format_status(stats: Any, warning: str | None = None, width: int = 90) -> str:
+def format_status(stats: Any, width: int = 90) -> str:
     """One status line from an ``engine.EngineStats`` snapshot.
 
-    A warning (start-up ``warning`` or the engine's own, e.g. a model that failed mid-stream)
-    is appended as ``WARNING: ...``, cut to ``width`` characters; :func:`cmd_run` prints each
-    warning in full once on its own line.
+    The engine's warning (the start-up one it was given and its own, e.g. a model that failed
+    mid-stream) is appended as ``WARNING: ...``, cut to ``width`` characters; :func:`cmd_run`
+    prints each warning in full once on its own line.
     """
     who = stats.backend
     if stats.provider and stats.provider != stats.backend:
@@ -288,9 +288,7 @@ def format_status(stats: Any, warning: str | None = None, width: int = 90) -> st
         f"latency p50 {stats.latency_ms_p50:4.0f} ms p95 {stats.latency_ms_p95:4.0f} ms · "
         f"drops {stats.dropped} · reconnects {stats.reconnects} · {who}"
     )
-    warn = "; ".join(
-        dict.fromkeys(w.removeprefix("WARNING: ") for w in (warning, stats.warning) if w)
-    )
+    warn = stats.warning
     if warn:
         if len(warn) > width:
             warn = warn[: width - 3] + "..."
@@ -385,7 +383,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         status = _StatusLine()
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         if warning:
-            _eprint(warning)
+            _eprint(f"WARNING: {warning}")
         seen_warnings: set[str] = set()
         t0 = time.perf_counter()
         engine.start()
@@ -401,17 +399,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                     # stats().warning starts with the start-up warning (printed above):
                     # only what came later is news, printed once, with one prefix.
                     news = stats.warning or ""
-                    if warning and news.startswith(warning):
-                        news = news[len(warning) :].removeprefix("; ")
-                    news = news.removeprefix("WARNING: ")
+                    if warning:
+                        news = news.removeprefix(warning).removeprefix("; ")
                     if news and news not in seen_warnings:
                         seen_warnings.add(news)
                         status.note(f"WARNING: {news}")
-                    status.show(format_status(stats, warning), now)
+                    status.show(format_status(stats), now)
                 stop.wait(0.05)
         finally:
             engine.stop(timeout=1.0)
-            status.show(format_status(engine.stats(), warning), time.perf_counter())
+            status.show(format_status(engine.stats()), time.perf_counter())
             status.finish()
             restore()
         stats = engine.stats()

@@ -194,7 +194,6 @@ class Engine:
         self._stats_interval = max(0.05, float(stats_interval))
         self._warning = warning
         self._failure_warning: str | None = None  # set when the backend fails (live mode)
-        self._sink_warning: str | None = None  # set when a sink fails and is dropped
         self._failed_sinks: list[tuple[FrameSink, BaseException]] = []
         # Offline: a source, backend, sink or output failure lost frames (callback errors and
         # errors while closing do not), so sinks that can tell are aborted as incomplete.
@@ -381,7 +380,13 @@ class Engine:
         else:
             name = str(getattr(backend, "name", type(backend).__name__))
             provider = str(getattr(backend, "provider", ""))
-        warnings = [w for w in (self._warning, self._failure_warning, self._sink_warning) if w]
+        warnings = [w for w in (self._warning, self._failure_warning) if w]
+        with self._lock:
+            failed = self._failed_sinks[-1] if self._failed_sinks else None
+        if failed is not None:
+            warnings.append(
+                f"output {_describe(failed[0])} failed ({failed[1]}); no longer written"
+            )
         if getattr(self.source, "reconnecting", False):
             warnings.append("camera lost, reconnecting")
         return self._stats.snapshot(
@@ -544,17 +549,9 @@ class Engine:
             # stats' warning; offline the output is now incomplete, so the run stops.
             with self._lock:
                 self._failed_sinks.append((sink, exc))
-            self._sink_warning = f"output {_describe(sink)} failed ({exc}); no longer written"
             self._frames_lost = True
             self._report(exc)
-            abort = None if self.live else getattr(sink, "abort", None)
-            if abort is not None:
-                try:
-                    abort()
-                except Exception:
-                    log.exception("aborting %r failed", sink)
-            else:
-                _close_quietly(sink)
+            self._end_sink(sink)
         if failed and not self.live:
             self._abort()
 
@@ -635,19 +632,22 @@ class Engine:
     def _close_sinks(self) -> None:
         with self._sinks_lock:
             sinks, self._sinks = self._sinks, []
-        # Offline, a failure that lost frames leaves the output incomplete: sinks that can
-        # tell an incomplete output from a finished one (a video file) are aborted, not
-        # closed. A stop() is the user's choice and closes normally.
-        incomplete = not self.live and self._frames_lost
         for sink in sinks:
-            abort = getattr(sink, "abort", None) if incomplete else None
-            try:
-                if abort is not None:
-                    abort()
-                else:
-                    sink.close()
-            except Exception as exc:
-                self._report(exc)
+            self._end_sink(sink)
+
+    def _end_sink(self, sink: FrameSink) -> None:
+        """Close ``sink``; offline after a failure that lost frames, abort it instead when it
+        can tell an incomplete output from a finished one (a video file). A stop() is the
+        user's choice and closes normally."""
+        incomplete = not self.live and self._frames_lost
+        abort = getattr(sink, "abort", None) if incomplete else None
+        try:
+            if abort is not None:
+                abort()
+            else:
+                sink.close()
+        except Exception as exc:
+            self._report(exc)
 
 
 def _describe(obj: Any) -> str:

@@ -147,39 +147,31 @@ def test_manifest_readable_by_engine(exported: tuple[Path, torch.nn.Module, Path
     assert entry is not None and entry.variant == "tiny" and entry.input.multiple is not None
 
 
-def test_parity_failure_is_loud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    "tolerance,fp16,message",
+    [
+        ("FP32_TOLERANCE", False, "ONNX Runtime differs"),
+        ("FP16_TOLERANCE", True, "fp16 ONNX differs"),
+    ],
+)
+def test_parity_failure_is_loud(
+    tolerance: str, fp16: bool, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = create_student("tiny").eval()
-    monkeypatch.setattr(E, "FP32_TOLERANCE", -1.0)  # nothing can pass: the check must raise
-    with pytest.raises(E.ExportError, match="differs from PyTorch"):
+    monkeypatch.setattr(E, tolerance, -1.0)  # nothing can pass: the check must raise
+    with pytest.raises(E.ExportError, match=message):
         E.export_all(
             model,
             tmp_path,
             name="m",
             variant="tiny",
             config={},
-            fp16=False,
+            fp16=fp16,
             torchscript=False,
             check_size=(33, 47),
         )
     assert not (tmp_path / "manifest.json").exists()
     # nothing half-done is left where the engine would find it
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
-
-
-def test_fp16_parity_failure_is_loud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    model = create_student("tiny").eval()
-    monkeypatch.setattr(E, "FP16_TOLERANCE", -1.0)
-    with pytest.raises(E.ExportError, match="fp16 ONNX differs from PyTorch"):
-        E.export_all(
-            model,
-            tmp_path,
-            name="m",
-            variant="tiny",
-            config={},
-            fp16=True,
-            torchscript=False,
-            check_size=(33, 47),
-        )
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.config import ConfigError, TrainConfig, config_to_dict, load_config
+from training.config import ConfigError, TrainConfig, config_to_dict, parse_cli
 from training.data import DeblurDataset, content_hash, to_uint8
 
 log = logging.getLogger("training.cache_teacher")
@@ -133,12 +133,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", default="", help="cache file (default teacher.cache_path)")
     parser.add_argument("--max_minutes", type=float, default=0.0, help="stop after this long")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        cfg = load_config(args.config, rest)
-    except ConfigError as exc:
-        parser.error(str(exc))
+    args, cfg = parse_cli(parser, argv)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = (

@@ -387,6 +387,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return config_from_dict(data)
 
 
+def parse_cli(parser: Any, argv: list[str] | None = None) -> tuple[Any, TrainConfig]:
+    """``(args, cfg)`` for a command line: ``parser``'s own options (it must define
+    ``--config``), the rest as ``--key=value`` overrides of that config. A bad config or
+    override is a usage error (``parser.error``, exit 2). Sets up the INFO log format too."""
+    import logging
+
+    args, rest = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        return args, load_config(args.config, rest)
+    except ConfigError as exc:
+        parser.error(str(exc))  # exits
+
+
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     path = Path(path)

@@ -35,7 +35,7 @@ from training.config import (
     TrainConfig,
     config_digest,
     config_to_dict,
-    load_config,
+    parse_cli,
     save_config,
     stage_at,
     total_epochs,
@@ -792,12 +792,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--key=value (nested with dots, e.g. --loss.vgg=0.1); --resume continues out_dir/last.pt."
     )
     parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
-    args, rest = parser.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        cfg = load_config(args.config, rest)
-    except ConfigError as exc:
-        parser.error(str(exc))
+    _, cfg = parse_cli(parser, argv)
     try:
         return train(cfg)
     finally:
