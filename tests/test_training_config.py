@@ -112,3 +112,22 @@ def test_shipped_configs_load(name: str) -> None:
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert isinstance(cfg, TrainConfig)
     assert config_from_dict(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())) == cfg
+
+
+def test_command_line_config_errors_are_usage_errors(tmp_path, capsys):
+    import argparse
+
+    from training.config import parse_cli
+
+    parser = argparse.ArgumentParser(prog="train")
+    parser.add_argument("--config")
+    for argv, needle in [
+        (["--config", str(tmp_path / "nope.yaml")], "cannot read config"),
+        (["--bogus=1"], "unknown config key bogus"),
+    ]:
+        with pytest.raises(SystemExit) as info:
+            parse_cli(parser, argv)
+        assert info.value.code == 2
+        assert needle in capsys.readouterr().err
+    args, cfg = parse_cli(parser, ["--lr=0.5"])
+    assert args.config is None and cfg.lr == 0.5

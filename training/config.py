@@ -399,6 +399,8 @@ def parse_cli(parser: Any, argv: list[str] | None = None) -> tuple[Any, TrainCon
         return args, load_config(args.config, rest)
     except ConfigError as exc:
         parser.error(str(exc))  # exits
+    except OSError as exc:
+        parser.error(f"cannot read config {args.config}: {exc.strerror or exc}")
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
