@@ -63,6 +63,7 @@ log = logging.getLogger("training.train")
 # The fallback validation set's sample stream (the dataset's "rank" slot): never a training
 # rank (0..world-1) nor the teacher cache's stream, so validation never repeats a training draw.
 VAL_STREAM = 104_729
+WARM_STEPS = 10  # steps left out of the logged throughput
 
 
 # --------------------------------------------------------------------------------------------
@@ -586,6 +587,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     steps_run: list[float] = []
     stopped = "finished"
     run_steps = 0
+    # Throughput is timed from the WARM_STEPS-th step on (cuDNN autotuning, worker start-up and
+    # allocator growth happen before it): what a short probe run needs to size a schedule.
+    t_warm: float | None = None
     model.train()
     while epoch < n_epochs:
         stage_idx, stage = stage_at(cfg, epoch)
@@ -644,6 +648,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             global_step += 1
             step_in_epoch += 1
             run_steps += 1
+            if run_steps == WARM_STEPS:
+                t_warm = time.monotonic()
             sample_counter += stage.batch
             total = float(terms["total"].detach())
             steps_run.append(total)
@@ -732,16 +738,23 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if master:
                 log.info("stopped (%s) after epoch %d; --resume continues", stopped, epoch)
             break
+    steps_per_s = None
+    if t_warm is not None and run_steps > WARM_STEPS:
+        steps_per_s = (run_steps - WARM_STEPS) / max(1e-9, time.monotonic() - t_warm)
     if master:
         log.info(
-            "%s: %d steps in %.1f min; %d unreadable files skipped; run folder %s",
+            "%s: %d steps in %.1f min (%s steps/s after the first %d); %d unreadable files "
+            "skipped; run folder %s",
             stopped,
             run_steps,
             (time.monotonic() - t_start) / 60,
+            f"{steps_per_s:.2f}" if steps_per_s is not None else "n/a",
+            WARM_STEPS,
             len(skips.corrupt_files),
             out_dir,
         )
     return {
+        "steps_per_s": steps_per_s,
         "steps": steps_run,
         "epochs": rows,
         "stopped": stopped,

@@ -343,6 +343,29 @@ register_student(
     ShuffleUNetConfig(),
     "CPU real time at 720p: unshuffle-4 stem, blocks at 1/8-1/32 with 5x5 depthwise kernels",
 )
+# Two larger CPU candidates, each ~1.5x the `fast` latency at 720p under OpenVINO (15 -> 21-24 ms
+# measured here), for when `fast` runs out of capacity: `fast` squeezes each 4x4x3 cell into 16
+# channels at its stem, which caps the fine detail it can put back.
+register_student(
+    "fast_l",
+    ShuffleUNet,
+    ShuffleUNetConfig(
+        widths=(24, 48, 96, 160), enc_blocks=(1, 1, 2, 0), body_blocks=4, dec_blocks=(1, 1, 2)
+    ),
+    "larger CPU candidate: fast's unshuffle-4 stem, wider (24-160) and one more block per level",
+)
+register_student(
+    "fast_s2",
+    ShuffleUNet,
+    ShuffleUNetConfig(
+        stem_scale=2,
+        widths=(12, 24, 48, 96, 128),
+        enc_blocks=(0, 0, 1, 1, 0),
+        body_blocks=4,
+        dec_blocks=(0, 0, 1, 1),
+    ),
+    "larger CPU candidate: unshuffle-2 stem (no stem bottleneck), five levels down to 1/32",
+)
 register_student(
     "hq",
     ShuffleUNet,

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# What ran on the lent GPU machine (one H200, 16 cores; its python3 has torch but not kornia or
+# pytorch-msssim, which travel as wheels in .whl/). One call of at most 10 minutes:
+#   1. decode the carried data subset (python -m training.carry pack, run here beforehand);
+#   2. probe: the three runs side by side for PROBE_STEPS steps, to measure their steps/s;
+#   3. train them side by side, each schedule sized from its probe rate to end in the budget;
+#   4. slim the checkpoints into $OUT (before anything else can time out);
+#   5. time the hq student at 1920x1080 and 1280x720 through the engine (TorchScript, CUDA fp16,
+#      and ONNX Runtime on CUDA when that provider comes up).
+# Usage there: bash training/gpu_session.sh  (OUT, TRAIN_S, EXTRA may be set; a CPU dry run:
+#   OUT=out/dry TRAIN_S=60 PROBE_STEPS=12 EXTRA="--device=cpu --data.num_workers=1 ..." bash ...)
+set -u
+T0=$(date +%s)
+OUT=${OUT:-out/gpu_session}
+TRAIN_S=${TRAIN_S:-390}        # wall seconds the real runs may use, start-up included
+PROBE_STEPS=${PROBE_STEPS:-60}
+EXTRA=${EXTRA:-}
+BENCH=${BENCH:-1}
+mkdir -p "$OUT" runs
+export PYTHONUNBUFFERED=1
+exec > >(tee -a "$OUT/session.log") 2>&1
+elapsed() { echo $(( $(date +%s) - T0 )); }
+
+if ! python3 -c "import kornia, pytorch_msssim" 2>/dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+nproc
+python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ort', o.__version__, o.get_available_providers())"
+python3 -m training.carry unpack || exit 1
+echo "[$(elapsed) s] data ready"
+
+D=data_cache
+COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --data.eval_dirs=[]
+ --loss.vgg_weights=$D/vgg/vgg_normalised_conv3_1.pth --teacher.weights=$D/dmphn $EXTRA"
+declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
+                [fast_l]="training/configs/gpu_fast.yaml --student=fast_l"
+                [fast_s2]="training/configs/gpu_fast.yaml --student=fast_s2")
+NAMES="hq fast_l fast_s2"
+
+# ---- probe -----------------------------------------------------------------------------------
+pids=()
+for n in $NAMES; do
+  # shellcheck disable=SC2086
+  python3 -m training.train --config ${CFG[$n]} $COMMON --out_dir=runs/probe_$n \
+    --stop_after_steps=$PROBE_STEPS >"runs/probe_$n.log" 2>&1 &
+  pids+=($!)
+done
+wait "${pids[@]}"  # not a bare wait: that would also wait for the tee above
+declare -A RATE
+for n in $NAMES; do
+  RATE[$n]=$(grep -oE "\(([0-9.]+) steps/s" "runs/probe_$n.log" | grep -oE "[0-9.]+" | tail -1)
+  echo "probe $n: ${RATE[$n]:-FAILED} steps/s"
+  [ -n "${RATE[$n]}" ] || tail -30 "runs/probe_$n.log"
+done
+echo "[$(elapsed) s] probe done"
+
+# ---- train -----------------------------------------------------------------------------------
+pids=()
+left=$(( TRAIN_S - $(elapsed) + 60 ))   # the first minute (setup + probe) is not TRAIN_S's
+for n in $NAMES; do
+  rate=${RATE[$n]:-}
+  extra=""
+  # A failed probe (mixed precision never ran on a GPU before this session): retry in fp32,
+  # sized for a guessed 4 steps/s; max_minutes still ends it in time.
+  [ -n "$rate" ] || { rate=4; extra="--amp=false"; }
+  # 8 epochs; start-up, 8 validations and checkpoints take ~35 s of the budget, 10 % margin.
+  spe=$(python3 -c "print(max(20, int(($left - 35) * $rate * 0.9 / 8)))")
+  mins=$(python3 -c "print(round(($left - 5) / 60, 2))")
+  echo "train $n: steps_per_epoch=$spe (x8), max_minutes=$mins"
+  # shellcheck disable=SC2086
+  python3 -m training.train --config ${CFG[$n]} $COMMON --out_dir=runs/gpu_$n \
+    --steps_per_epoch=$spe --max_minutes=$mins $extra >"runs/gpu_$n.log" 2>&1 &
+  pids+=($!)
+done
+[ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
+echo "[$(elapsed) s] training done"
+for n in $NAMES; do
+  echo "== $n"; grep -E "epoch [0-9]+ \(|steps in|Error|error" "runs/gpu_$n.log" | tail -12
+done
+
+# ---- results into $OUT (slim: weights, log rows and config; no optimiser state) ---------------
+python3 - "$OUT" $NAMES <<'PY'
+import sys, tarfile, torch
+from pathlib import Path
+out = Path(sys.argv[1])
+keep = ("model", "rows", "config", "variant", "student_kwargs", "epoch", "global_step", "best_psnr")
+for n in sys.argv[2:]:
+    run = Path(f"runs/gpu_{n}")
+    with tarfile.open(out / f"run_{n}.tar", "w") as tar:
+        for kind in ("last", "best"):
+            p = run / f"{kind}.pt"
+            if p.is_file():
+                ck = torch.load(p, map_location="cpu", weights_only=True)
+                torch.save({k: ck[k] for k in keep if k in ck}, run / f"{kind}_slim.pt")
+                tar.add(run / f"{kind}_slim.pt", arcname=f"gpu_{n}/{kind}.pt")
+        for f in ("log.csv", "config.yaml", "curves.png"):
+            if (run / f).is_file():
+                tar.add(run / f, arcname=f"gpu_{n}/{f}")
+        for f in (Path(f"runs/gpu_{n}.log"), Path(f"runs/probe_{n}.log")):
+            if f.is_file():
+                tar.add(f, arcname=f"gpu_{n}/{f.name}")
+PY
+ls -la "$OUT"
+echo "[$(elapsed) s] results saved"
+
+# ---- 1080p / 720p timing of the hq student through the engine ---------------------------------
+if [ "$BENCH" = 1 ]; then
+  timeout 60 python3 main.py bench --backend torch --model weights/student.ts \
+    --size 1920x1080 --size 1280x720 --frames 120 --json >"$OUT/bench_torch_cuda.json" \
+    || echo "torch bench failed"
+  cat "$OUT/bench_torch_cuda.json"
+  if python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
+    timeout 60 python3 main.py bench --backend onnx --model weights/student_fp16.onnx \
+      --size 1920x1080 --frames 120 --json >"$OUT/bench_onnx_cuda.json" || echo "onnx bench failed"
+    cat "$OUT/bench_onnx_cuda.json"
+  fi
+fi
+echo "[$(elapsed) s] end"
