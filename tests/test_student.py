@@ -66,8 +66,10 @@ def test_features_are_returned(name: str) -> None:
 def test_reported_cost_and_size() -> None:
     fast = create_student("fast")
     hq = create_student("hq")
-    # The design targets: fast is about 1 K multiply-adds per pixel or less, hq fits in 5 MB.
-    assert fast.macs_per_pixel() <= 1000
+    # The design targets: fast stays within ~2.5 K multiply-adds per pixel (~26 ms per 720p
+    # frame under OpenVINO on two cores), hq fits in 5 MB.
+    assert fast.macs_per_pixel() <= 2500
+    assert create_student("fast_s").macs_per_pixel() < fast.macs_per_pixel()
     assert hq.count_params() * 4 < 5_000_000
     assert hq.macs_per_pixel() > 5 * fast.macs_per_pixel()
     # The counter is a real count: a 1x1 conv of 3->3 channels costs 9 MACs per pixel.

@@ -16,7 +16,7 @@ from torch import nn
 from training.cache_teacher import build_cache
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import make_synthetic_dataset
-from training.train import load_checkpoint, lr_factor, train
+from training.train import WARM_STEPS, load_checkpoint, lr_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "training" / "configs" / "smoke.yaml"
@@ -77,6 +77,7 @@ def test_lr_schedule_is_a_pure_function_of_step() -> None:
 def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> None:
     full = train(_tiny(synth, tmp_path / "full"))
     assert len(full["steps"]) == 6 and full["stopped"] == "finished"
+    assert full["steps_per_s"] is None  # no steps after the warm-up ones to time
     first = train(_tiny(synth, tmp_path / "split", "--stop_after_steps=4"))  # stops mid-epoch 2
     assert first["stopped"] == "step limit" and len(first["steps"]) == 4
     second = train(_tiny(synth, tmp_path / "split", "--resume"))
@@ -253,3 +254,11 @@ def test_teacher_gain_mask_keeps_only_samples_the_teacher_improves() -> None:
     )
     assert teacher_gain_mask(teacher, blur, sharp, 0.5).tolist() == [True, False, False]
     assert teacher_gain_mask(teacher, blur, sharp, -100.0).all()
+
+
+def test_throughput_is_timed_after_the_warm_up_steps(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    res = train(_tiny(synth, tmp_path / "rate", "--steps_per_epoch=7"))
+    assert len(res["steps"]) == 14 > WARM_STEPS
+    assert res["steps_per_s"] is not None and res["steps_per_s"] > 0

@@ -30,21 +30,42 @@ PHOTO_SHARE = 0.3
 EXCLUDE = {("curban100", "img_049.jpg"), ("curban100", "img_098.jpg")}
 
 
-def pack(shared: Path, out: Path, crf: int = 12, seed: int = 0) -> None:
-    """Write ``out/{gopro.mkv, photos/, dmphn/, vgg/}`` from ``shared``."""
+def pack(shared: Path, out: Path, *, crf: int = 12, seed: int = 0, codec: str = "auto") -> Path:
+    """Write ``out/{gopro.mkv|gopro.avi, photos/, dmphn/, vgg/}`` from ``shared``; returns the
+    video's path. ``codec``: ``x264`` (ffmpeg, the small one), ``mjpg`` (OpenCV alone, ~8x
+    larger) or ``auto`` (x264 when ffmpeg is on the PATH)."""
     import torch
 
-    if shutil.which("ffmpeg") is None:
-        raise SystemExit("pack needs ffmpeg (apt-get install ffmpeg)")
+    if codec == "auto":
+        codec = "x264" if shutil.which("ffmpeg") else "mjpg"
+    if codec not in ("x264", "mjpg"):
+        raise ValueError(f"codec must be auto, x264 or mjpg, got {codec!r}")
     out.mkdir(parents=True, exist_ok=True)
     raw = shared / "data/train/gopro_raw_240fps" / RAW_SEQ
-    n_frames = len(list(raw.glob("*.jpg")))
-    subprocess.run(
-        ["ffmpeg", "-loglevel", "error", "-y", "-framerate", "240", "-start_number", "1"]
-        + ["-i", str(raw / "%06d.jpg"), "-frames:v", str(n_frames), "-c:v", "libx264"]
-        + ["-preset", "slow", "-crf", str(crf), "-pix_fmt", "yuv444p", str(out / "gopro.mkv")],
-        check=True,
-    )
+    frames = sorted(raw.glob("*.jpg"))
+    if not frames:
+        raise FileNotFoundError(f"no raw frames (*.jpg) in {raw}")
+    for stale in out.glob("gopro.*"):
+        stale.unlink()
+    if codec == "x264":
+        if shutil.which("ffmpeg") is None:
+            raise RuntimeError("codec x264 needs ffmpeg on the PATH (apt-get install ffmpeg)")
+        video = out / "gopro.mkv"
+        subprocess.run(
+            ["ffmpeg", "-loglevel", "error", "-y", "-framerate", "240", "-start_number", "1"]
+            + ["-i", str(raw / "%06d.jpg"), "-frames:v", str(len(frames)), "-c:v", "libx264"]
+            + ["-preset", "slow", "-crf", str(crf), "-pix_fmt", "yuv444p", str(video)],
+            check=True,
+        )
+    else:
+        video = out / "gopro.avi"
+        first = cv2.imread(str(frames[0]))
+        h, w = first.shape[:2]
+        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 240, (w, h))
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
+        for p in frames:
+            writer.write(cv2.imread(str(p)))
+        writer.release()
     rng = random.Random(seed)
     photos = shared / "data/train/photos"
     for folder in sorted(p for p in photos.iterdir() if p.is_dir()):
@@ -68,13 +89,17 @@ def pack(shared: Path, out: Path, crf: int = 12, seed: int = 0) -> None:
         )
     (out / "vgg").mkdir(exist_ok=True)
     shutil.copy2(shared / "weights/vgg19_normalised/vgg_normalised_conv3_1.pth", out / "vgg")
+    return video
 
 
 def unpack(out: Path) -> int:
-    """Decode ``out/gopro.mkv`` into ``out/raw/<seq>/000001.png ...``; returns the frame count."""
+    """Decode ``out/gopro.{mkv,avi}`` into ``out/raw/<seq>/000001.png ...``; returns the count."""
+    videos = [p for p in (out / "gopro.mkv", out / "gopro.avi") if p.is_file()]
+    if not videos:
+        raise FileNotFoundError(f"no gopro.mkv or gopro.avi in {out} (run pack first)")
     dst = out / "raw" / RAW_SEQ
     dst.mkdir(parents=True, exist_ok=True)
-    cap = cv2.VideoCapture(str(out / "gopro.mkv"))
+    cap = cv2.VideoCapture(str(videos[0]))
     n = 0
     while True:
         ok, frame = cap.read()
@@ -84,7 +109,7 @@ def unpack(out: Path) -> int:
         cv2.imwrite(str(dst / f"{n:06d}.png"), frame, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     cap.release()
     if n == 0:
-        raise SystemExit(f"could not decode {out / 'gopro.mkv'} (no H.264 decoder in OpenCV?)")
+        raise RuntimeError(f"could not decode {videos[0]} (no decoder for it in this OpenCV?)")
     return n
 
 
@@ -93,9 +118,12 @@ def main() -> None:
     ap.add_argument("action", choices=["pack", "unpack"])
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--out", type=Path, default=Path("data_cache"))
+    ap.add_argument("--codec", choices=("auto", "x264", "mjpg"), default="auto")
     args = ap.parse_args()
     if args.action == "pack":
-        pack(args.shared, args.out)
+        print(
+            f"wrote {pack(args.shared, args.out, codec=args.codec)} and {args.out}/{{photos,dmphn,vgg}}"
+        )
     else:
         print(f"decoded {unpack(args.out)} frames into {args.out / 'raw' / RAW_SEQ}")
 

@@ -34,10 +34,15 @@ echo "[$(elapsed) s] data ready"
 D=data_cache
 COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --data.eval_dirs=[]
  --loss.vgg_weights=$D/vgg/vgg_normalised_conv3_1.pth --teacher.weights=$D/dmphn $EXTRA"
+# The call of 2026-11-30 ran `fast` under its candidate name `fast_l` (renamed once it won).
 declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
-                [fast_l]="training/configs/gpu_fast.yaml --student=fast_l"
-                [fast_s2]="training/configs/gpu_fast.yaml --student=fast_s2")
-NAMES="hq fast_l fast_s2"
+                [fast]="training/configs/gpu_fast.yaml --student=fast"
+                [fast_s2]="training/configs/gpu_fast.yaml --student=fast_s2"
+                # second call (NAMES=fast2): fast alone, from the first call's weights (carried
+                # as training/checkpoints/student_fast.pt), with every core for the data workers
+                [fast2]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
+ --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14")
+NAMES=${NAMES:-hq fast fast_s2}
 
 # ---- probe -----------------------------------------------------------------------------------
 pids=()

@@ -12,11 +12,14 @@ Variants live in one registry (``STUDENTS``), timm style::
 
 * ``unet`` — the source paper's student: a U-Net of depthwise separable convolutions with skip
   connections, fixed so the output has the input's size, plus a global residual.
-* ``fast`` — CPU real time at 1280x720 (~920 multiply-adds per pixel): a pixel-unshuffle stem
-  takes the image to 1/4 scale at once, blocks with 5x5 depthwise kernels work at 1/8, 1/16 and
-  1/32 (motion blur spans tens of pixels, so the receptive field must too: it covers the whole
-  frame), pixel-shuffle back out, residual. Chosen by timing candidates with OpenVINO at 720p:
-  channels at the fine levels cost far more time per multiply-add than at the coarse ones.
+* ``fast`` — CPU real time at 1280x720 (~2,460 multiply-adds per pixel): a pixel-unshuffle stem
+  takes the image to 1/4 scale at once, blocks with 5x5 depthwise kernels work at 1/4 to 1/32
+  (motion blur spans tens of pixels, so the receptive field must too: it covers the whole
+  frame), pixel-shuffle back out, residual. Chosen by timing candidates with OpenVINO at 720p
+  (channels at the fine levels cost far more time per multiply-add than at the coarse ones)
+  and then by held-out PSNR after equal GPU minutes.
+* ``fast_s`` — the first, smaller CPU student (~920 multiply-adds per pixel); ``fast_s2`` — a
+  candidate that lost to ``fast``.
 * ``hq`` — the GPU student (1080p, < 5 MB): the same design, wider and deeper.
 * ``tiny`` — a few thousand parameters, for tests and the smoke configuration.
 """
@@ -340,20 +343,21 @@ register_student(
 register_student(
     "fast",
     ShuffleUNet,
-    ShuffleUNetConfig(),
-    "CPU real time at 720p: unshuffle-4 stem, blocks at 1/8-1/32 with 5x5 depthwise kernels",
-)
-# Two larger CPU candidates, each ~1.5x the `fast` latency at 720p under OpenVINO (15 -> 21-24 ms
-# measured here), for when `fast` runs out of capacity: `fast` squeezes each 4x4x3 cell into 16
-# channels at its stem, which caps the fine detail it can put back.
-register_student(
-    "fast_l",
-    ShuffleUNet,
     ShuffleUNetConfig(
         widths=(24, 48, 96, 160), enc_blocks=(1, 1, 2, 0), body_blocks=4, dec_blocks=(1, 1, 2)
     ),
-    "larger CPU candidate: fast's unshuffle-4 stem, wider (24-160) and one more block per level",
+    "CPU real time at 720p: unshuffle-4 stem, widths 24-160, 5x5 depthwise blocks at 1/4-1/32",
 )
+# The first CPU student (~1.5x cheaper than `fast`, ~0.3 dB worse on held-out blur): its stem
+# squeezes each 4x4x3 cell into 16 channels, which caps the fine detail it can put back.
+register_student(
+    "fast_s",
+    ShuffleUNet,
+    ShuffleUNetConfig(),
+    "smaller CPU student: unshuffle-4 stem, widths 16-128, blocks at 1/8-1/32",
+)
+# Tried against `fast` at the same latency (trained side by side for the same GPU minutes): no
+# stem bottleneck, but too few channels per level; it lost by 0.3 dB. Kept so the run reproduces.
 register_student(
     "fast_s2",
     ShuffleUNet,
@@ -364,7 +368,7 @@ register_student(
         body_blocks=4,
         dec_blocks=(0, 0, 1, 1),
     ),
-    "larger CPU candidate: unshuffle-2 stem (no stem bottleneck), five levels down to 1/32",
+    "CPU candidate that lost to fast: unshuffle-2 stem, five levels down to 1/32",
 )
 register_student(
     "hq",

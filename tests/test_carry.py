@@ -1,0 +1,85 @@
+"""The carried training subset: pack a small fake ``shared`` tree, unpack it, check what arrives."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from training import carry
+
+
+def _fake_shared(root: Path, n_frames: int = 12) -> Path:
+    rng = np.random.default_rng(0)
+    raw = root / "data/train/gopro_raw_240fps" / carry.RAW_SEQ
+    raw.mkdir(parents=True)
+    base = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (128, 96))
+    for i in range(1, n_frames + 1):
+        frame = np.roll(base, 2 * i, axis=1)  # a smooth pan, like consecutive 240 fps frames
+        cv2.imwrite(str(raw / f"{i:06d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    photos = root / "data/train/photos"
+    for folder, count in (("cset5", 5), ("curban100", 4)):
+        (photos / folder).mkdir(parents=True)
+        for j in range(count):
+            img = rng.integers(0, 256, (300, 800 if j == 0 else 200, 3), dtype=np.uint8)
+            cv2.imwrite(str(photos / folder / f"img_{j:03d}.jpg"), img)
+    cv2.imwrite(str(photos / "curban100" / "img_049.jpg"), base)  # a Lai image: never packed
+    teacher = root / "weights/teachers/dmphn_1_2_4"
+    teacher.mkdir(parents=True)
+    for part in ("encoder_lv1", "decoder_lv1"):
+        torch.save({"w": torch.randn(4, 3), "n": torch.tensor(3)}, teacher / f"{part}.pkl")
+    vgg = root / "weights/vgg19_normalised"
+    vgg.mkdir(parents=True)
+    torch.save({"0.weight": torch.randn(3, 3, 1, 1)}, vgg / "vgg_normalised_conv3_1.pth")
+    return root
+
+
+@pytest.mark.parametrize(
+    "codec",
+    [
+        "mjpg",
+        pytest.param(
+            "x264",
+            marks=pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg here"),
+        ),
+    ],
+)
+def test_pack_then_unpack_round_trips(tmp_path: Path, codec: str) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    out = tmp_path / "cache"
+    video = carry.pack(shared, out, codec=codec)
+    assert video.suffix == (".mkv" if codec == "x264" else ".avi")
+    assert carry.unpack(out) == 12
+    frames = sorted((out / "raw" / carry.RAW_SEQ).glob("*.png"))
+    assert [p.name for p in frames[:2]] == ["000001.png", "000002.png"]
+    for i in (1, 7, 12):
+        ref = cv2.imread(
+            str(shared / "data/train/gopro_raw_240fps" / carry.RAW_SEQ / f"{i:06d}.jpg")
+        )
+        got = cv2.imread(str(frames[i - 1]))
+        mse = np.mean((ref.astype(np.float64) - got) ** 2)
+        assert 10 * np.log10(255**2 / max(mse, 1e-10)) > 30, f"frame {i} decoded too far off"
+    # 30 % of each folder, at least two; the Lai overlap is never among them; longest side 640.
+    assert len(list((out / "photos/cset5").glob("*.jpg"))) == 2
+    urban = sorted(p.name for p in (out / "photos/curban100").glob("*.jpg"))
+    assert len(urban) == 2 and "img_049.jpg" not in urban
+    assert all(max(cv2.imread(str(p)).shape[:2]) <= 640 for p in (out / "photos").rglob("*.jpg"))
+    sd = torch.load(out / "dmphn/encoder_lv1.pkl", weights_only=True)
+    assert sd["w"].dtype == torch.float16 and sd["n"].dtype == torch.int64
+    assert (out / "vgg/vgg_normalised_conv3_1.pth").is_file()
+
+
+def test_unpack_without_a_video_says_so(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="run pack first"):
+        carry.unpack(tmp_path)
+
+
+def test_pack_refuses_an_unknown_codec_and_missing_frames(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="codec must be"):
+        carry.pack(tmp_path, tmp_path / "o", codec="h265")
+    with pytest.raises(FileNotFoundError, match="no raw frames"):
+        carry.pack(tmp_path, tmp_path / "o", codec="mjpg")
