@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -22,12 +23,14 @@ def _fake_shared(root: Path, n_frames: int = 12) -> Path:
         frame = np.roll(base, 2 * i, axis=1)  # a smooth pan, like consecutive 240 fps frames
         cv2.imwrite(str(raw / f"{i:06d}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
     photos = root / "data/train/photos"
-    for folder, count in (("cset5", 5), ("curban100", 4)):
-        (photos / folder).mkdir(parents=True)
-        for j in range(count):
-            img = rng.integers(0, 256, (300, 800 if j == 0 else 200, 3), dtype=np.uint8)
-            cv2.imwrite(str(photos / folder / f"img_{j:03d}.jpg"), img)
-    cv2.imwrite(str(photos / "curban100" / "img_049.jpg"), base)  # a Lai image: never packed
+    (photos / "cset5").mkdir(parents=True)
+    for j in range(5):
+        img = rng.integers(0, 256, (300, 800 if j == 0 else 200, 3), dtype=np.uint8)
+        cv2.imwrite(str(photos / "cset5" / f"img_{j:03d}.jpg"), img)
+    # Two Lai benchmark images and one other: only the other may travel.
+    (photos / "curban100").mkdir(parents=True)
+    for name in ("img_049.jpg", "img_050.jpg", "img_098.jpg"):
+        cv2.imwrite(str(photos / "curban100" / name), base)
     teacher = root / "weights/teachers/dmphn_1_2_4"
     teacher.mkdir(parents=True)
     for part in ("encoder_lv1", "decoder_lv1"):
@@ -65,12 +68,53 @@ def test_pack_then_unpack_round_trips(tmp_path: Path, codec: str) -> None:
         assert 10 * np.log10(255**2 / max(mse, 1e-10)) > 30, f"frame {i} decoded too far off"
     # 30 % of each folder, at least two; the Lai overlap is never among them; longest side 640.
     assert len(list((out / "photos/cset5").glob("*.jpg"))) == 2
-    urban = sorted(p.name for p in (out / "photos/curban100").glob("*.jpg"))
-    assert len(urban) == 2 and "img_049.jpg" not in urban
+    assert [p.name for p in (out / "photos/curban100").glob("*.jpg")] == ["img_050.jpg"]
     assert all(max(cv2.imread(str(p)).shape[:2]) <= 640 for p in (out / "photos").rglob("*.jpg"))
     sd = torch.load(out / "dmphn/encoder_lv1.pkl", weights_only=True)
     assert sd["w"].dtype == torch.float16 and sd["n"].dtype == torch.int64
     assert (out / "vgg/vgg_normalised_conv3_1.pth").is_file()
+    meta = json.loads((out / "carry.json").read_text())
+    assert (
+        meta["frames"] == 12
+        and meta["codec"] == codec
+        and "curban100/img_050.jpg" in meta["photos"]
+    )
+
+
+def test_repack_and_unpack_replace_what_was_there(tmp_path: Path) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    out = tmp_path / "cache"
+    (out / "photos/old_source").mkdir(parents=True)
+    (out / "photos/old_source/x.jpg").write_bytes(b"stale")
+    (out / f"raw/{carry.RAW_SEQ}").mkdir(parents=True)
+    (out / f"raw/{carry.RAW_SEQ}/000099.png").write_bytes(b"stale")
+    carry.pack(shared, out, codec="mjpg")
+    assert not (out / "photos/old_source").exists()
+    assert carry.unpack(out) == 12
+    assert len(list((out / f"raw/{carry.RAW_SEQ}").iterdir())) == 12
+
+
+def test_unpack_refuses_a_short_decode(tmp_path: Path) -> None:
+    # A frame lost in decoding would shift every frame number and the held-out range with them.
+    out = tmp_path / "cache"
+    carry.pack(_fake_shared(tmp_path / "shared"), out, codec="mjpg")
+    meta = json.loads((out / "carry.json").read_text())
+    (out / "carry.json").write_text(json.dumps(meta | {"frames": 13}))
+    with pytest.raises(RuntimeError, match="decoded 12 frames .* packed 13"):
+        carry.unpack(out)
+
+
+def test_pack_refuses_gaps_in_the_frame_numbers_and_missing_weights(tmp_path: Path) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    raw = shared / "data/train/gopro_raw_240fps" / carry.RAW_SEQ
+    (raw / "000005.jpg").rename(raw / "000013.jpg")
+    with pytest.raises(ValueError, match="found 000006.jpg"):
+        carry.pack(shared, tmp_path / "o", codec="mjpg")
+    (raw / "000013.jpg").rename(raw / "000005.jpg")
+    for f in (shared / "weights/teachers/dmphn_1_2_4").glob("*.pkl"):
+        f.unlink()
+    with pytest.raises(FileNotFoundError, match="no DMPHN state dicts"):
+        carry.pack(shared, tmp_path / "o", codec="mjpg")
 
 
 def test_unpack_without_a_video_says_so(tmp_path: Path) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -257,8 +259,14 @@ def test_teacher_gain_mask_keeps_only_samples_the_teacher_improves() -> None:
 
 
 def test_throughput_is_timed_after_the_warm_up_steps(
-    synth: dict[str, Path], tmp_path: Path
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    res = train(_tiny(synth, tmp_path / "rate", "--steps_per_epoch=7"))
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        res = train(_tiny(synth, tmp_path / "rate", "--steps_per_epoch=7"))
     assert len(res["steps"]) == 14 > WARM_STEPS
     assert res["steps_per_s"] is not None and res["steps_per_s"] > 0
+    # training/gpu_session.sh sizes its schedules from this line, with this pattern.
+    script = (REPO / "training" / "gpu_session.sh").read_text()
+    assert 'grep -oE "\\(([0-9.]+) steps/s"' in script
+    found = re.findall(r"\(([0-9.]+) steps/s", caplog.text)
+    assert found and float(found[-1]) == pytest.approx(res["steps_per_s"], abs=0.01)

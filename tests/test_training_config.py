@@ -107,10 +107,13 @@ def test_curriculum_is_a_pure_function_of_epoch() -> None:
     assert [stage_at(cfg, e) for e in range(37)] == [stage_at(cfg, e) for e in range(37)]
 
 
-@pytest.mark.parametrize("name", ["paper", "smoke", "fast", "hq"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in CONFIGS.glob("*.yaml")))
 def test_shipped_configs_load(name: str) -> None:
+    from training.models.student import STUDENTS
+
     cfg = load_config(CONFIGS / f"{name}.yaml")
     assert isinstance(cfg, TrainConfig)
+    assert cfg.student in STUDENTS
     assert config_from_dict(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())) == cfg
 
 

@@ -1,18 +1,25 @@
 #!/usr/bin/env bash
 # What ran on the lent GPU machine (one H200, 16 cores; its python3 has torch but not kornia or
-# pytorch-msssim, which travel as wheels in .whl/). One call of at most 10 minutes:
-#   1. decode the carried data subset (python -m training.carry pack, run here beforehand);
-#   2. probe: the three runs side by side for PROBE_STEPS steps, to measure their steps/s;
+# pytorch-msssim). One call of at most 10 minutes:
+#   1. decode the carried data subset;
+#   2. probe: the runs in NAMES side by side for PROBE_STEPS steps, to measure their steps/s;
 #   3. train them side by side, each schedule sized from its probe rate to end in the budget;
 #   4. slim the checkpoints into $OUT (before anything else can time out);
-#   5. time the hq student at 1920x1080 and 1280x720 through the engine (TorchScript, CUDA fp16,
-#      and ONNX Runtime on CUDA when that provider comes up).
-# Usage there: bash training/gpu_session.sh  (OUT, TRAIN_S, EXTRA may be set; a CPU dry run:
-#   OUT=out/dry TRAIN_S=60 PROBE_STEPS=12 EXTRA="--device=cpu --data.num_workers=1 ..." bash ...)
+#   5. (BENCH=1) time the hq student at 1920x1080 and 1280x720 through the engine (TorchScript,
+#      CUDA fp16; and ONNX Runtime when its CUDA provider comes up).
+# Before, here: python -m training.carry pack (the data, into data_cache/), and the wheels of
+# kornia, kornia_rs and pytorch-msssim for that machine's Python 3.12 into .whl/
+#   (pip download --no-deps --only-binary=:all: --python-version 3.12 --platform
+#    manylinux2014_x86_64 -d .whl kornia kornia_rs pytorch-msssim).
+# Carried: data_cache/{gopro.mkv,photos,dmphn,vgg,carry.json} and .whl (both git-ignored).
+# Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60),
+# PROBE_STEPS, BENCH, OUT, EXTRA (more --key=value for every run). A CPU dry run:
+#   OUT=out/dry TRAIN_S=150 PROBE_STEPS=14 BENCH=0 EXTRA='--device=cpu --data.num_workers=1
+#   --stages=[{"patch":64,"epochs":8,"batch":2}] --data.val_count=1 --threads=1' bash ...
 set -u
 T0=$(date +%s)
 OUT=${OUT:-out/gpu_session}
-TRAIN_S=${TRAIN_S:-390}        # wall seconds the real runs may use, start-up included
+TRAIN_S=${TRAIN_S:-390}  # training ends ~TRAIN_S + 60 s after the start (setup + probe ~60 s)
 PROBE_STEPS=${PROBE_STEPS:-60}
 EXTRA=${EXTRA:-}
 BENCH=${BENCH:-1}
@@ -21,28 +28,35 @@ export PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/session.log") 2>&1
 elapsed() { echo $(( $(date +%s) - T0 )); }
 
+# The call of 2026-11-30 ran `fast` under its candidate name `fast_l` (renamed once it won).
+declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
+                [fast]="training/configs/gpu_fast.yaml --student=fast"
+                [fast_s2]="training/configs/gpu_fast.yaml --student=fast_s2"
+                # second call (NAMES=fast2): fast alone, from the first call's last.pt, with
+                # every core for the data workers. That call carried it as
+                # training/checkpoints/student_fast.pt, which now holds the second call's result.
+                [fast2]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
+ --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14")
+NAMES=${NAMES:-hq fast fast_s2}
+EPOCHS=8  # the gpu_*.yaml stages' epochs: steps_per_epoch is what the probe sizes
+for n in $NAMES; do
+  [ -n "${CFG[$n]:-}" ] || { echo "unknown run $n; known: ${!CFG[*]}"; exit 2; }
+done
+
 if ! python3 -c "import kornia, pytorch_msssim" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 nproc
-python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'ort', o.__version__, o.get_available_providers())"
+python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__,
+  'cuda', torch.cuda.is_available(), 'ort', o.__version__, o.get_available_providers())"
 python3 -m training.carry unpack || exit 1
 echo "[$(elapsed) s] data ready"
 
 D=data_cache
 COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --data.eval_dirs=[]
  --loss.vgg_weights=$D/vgg/vgg_normalised_conv3_1.pth --teacher.weights=$D/dmphn $EXTRA"
-# The call of 2026-11-30 ran `fast` under its candidate name `fast_l` (renamed once it won).
-declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
-                [fast]="training/configs/gpu_fast.yaml --student=fast"
-                [fast_s2]="training/configs/gpu_fast.yaml --student=fast_s2"
-                # second call (NAMES=fast2): fast alone, from the first call's weights (carried
-                # as training/checkpoints/student_fast.pt), with every core for the data workers
-                [fast2]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
- --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14")
-NAMES=${NAMES:-hq fast fast_s2}
 
 # ---- probe -----------------------------------------------------------------------------------
 pids=()
@@ -52,7 +66,7 @@ for n in $NAMES; do
     --stop_after_steps=$PROBE_STEPS >"runs/probe_$n.log" 2>&1 &
   pids+=($!)
 done
-wait "${pids[@]}"  # not a bare wait: that would also wait for the tee above
+[ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"  # never a bare wait: it would wait for the tee
 declare -A RATE
 for n in $NAMES; do
   RATE[$n]=$(grep -oE "\(([0-9.]+) steps/s" "runs/probe_$n.log" | grep -oE "[0-9.]+" | tail -1)
@@ -70,10 +84,10 @@ for n in $NAMES; do
   # A failed probe (mixed precision never ran on a GPU before this session): retry in fp32,
   # sized for a guessed 4 steps/s; max_minutes still ends it in time.
   [ -n "$rate" ] || { rate=4; extra="--amp=false"; }
-  # 8 epochs; start-up, 8 validations and checkpoints take ~35 s of the budget, 10 % margin.
-  spe=$(python3 -c "print(max(20, int(($left - 35) * $rate * 0.9 / 8)))")
-  mins=$(python3 -c "print(round(($left - 5) / 60, 2))")
-  echo "train $n: steps_per_epoch=$spe (x8), max_minutes=$mins"
+  # Start-up, validations and checkpoints take ~35 s of the budget; 10 % margin.
+  spe=$(python3 -c "print(max(20, int(($left - 35) * $rate * 0.9 / $EPOCHS)))")
+  mins=$(python3 -c "print(max(0.5, round(($left - 5) / 60, 2)))")  # <= 0 would mean no limit
+  echo "train $n: steps_per_epoch=$spe (x$EPOCHS), max_minutes=$mins"
   # shellcheck disable=SC2086
   python3 -m training.train --config ${CFG[$n]} $COMMON --out_dir=runs/gpu_$n \
     --steps_per_epoch=$spe --max_minutes=$mins $extra >"runs/gpu_$n.log" 2>&1 &
@@ -116,7 +130,8 @@ if [ "$BENCH" = 1 ]; then
     --size 1920x1080 --size 1280x720 --frames 120 --json >"$OUT/bench_torch_cuda.json" \
     || echo "torch bench failed"
   cat "$OUT/bench_torch_cuda.json"
-  if python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
+  if python3 -c "import onnxruntime as o, sys
+sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
     timeout 60 python3 main.py bench --backend onnx --model weights/student_fp16.onnx \
       --size 1920x1080 --frames 120 --json >"$OUT/bench_onnx_cuda.json" || echo "onnx bench failed"
     cat "$OUT/bench_onnx_cuda.json"

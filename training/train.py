@@ -590,6 +590,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # Throughput is timed from the WARM_STEPS-th step on (cuDNN autotuning, worker start-up and
     # allocator growth happen before it): what a short probe run needs to size a schedule.
     t_warm: float | None = None
+    paused = 0.0  # seconds of validation, logs and checkpoints since t_warm (not throughput)
     model.train()
     while epoch < n_epochs:
         stage_idx, stage = stage_at(cfg, epoch)
@@ -683,6 +684,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             break
 
         # ---- end of epoch: validate, log, checkpoint ----------------------------------------
+        t_end = time.monotonic()
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "stage": stage_idx + 1,
@@ -724,6 +726,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             checkpoint("best")
         if epoch % cfg.ckpt_every == 0 or epoch == n_epochs or stop_now:
             checkpoint("last")
+        if t_warm is not None:
+            paused += time.monotonic() - t_end
         if cfg.early_stop and bad_epochs >= cfg.early_stop:
             stopped = "early stop"
             if epoch % cfg.ckpt_every != 0:
@@ -740,10 +744,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             break
     steps_per_s = None
     if t_warm is not None and run_steps > WARM_STEPS:
-        steps_per_s = (run_steps - WARM_STEPS) / max(1e-9, time.monotonic() - t_warm)
+        steps_per_s = (run_steps - WARM_STEPS) / max(1e-9, time.monotonic() - t_warm - paused)
     if master:
         log.info(
-            "%s: %d steps in %.1f min (%s steps/s after the first %d); %d unreadable files "
+            "%s: %d steps in %.1f min (%s steps/s after the first %d, validation excluded); "
+            "%d unreadable files "
             "skipped; run folder %s",
             stopped,
             run_steps,

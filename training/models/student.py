@@ -20,7 +20,7 @@ Variants live in one registry (``STUDENTS``), timm style::
   and then by held-out PSNR after equal GPU minutes.
 * ``fast_s`` — the first, smaller CPU student (~920 multiply-adds per pixel); ``fast_s2`` — a
   candidate that lost to ``fast``.
-* ``hq`` — the GPU student (1080p, < 5 MB): the same design, wider and deeper.
+* ``hq`` — the GPU student (1080p, < 5 MB): the same design from a 1/2-scale stem, wider.
 * ``tiny`` — a few thousand parameters, for tests and the smoke configuration.
 """
 
@@ -348,8 +348,9 @@ register_student(
     ),
     "CPU real time at 720p: unshuffle-4 stem, widths 24-160, 5x5 depthwise blocks at 1/4-1/32",
 )
-# The first CPU student (~1.5x cheaper than `fast`, ~0.3 dB worse on held-out blur): its stem
-# squeezes each 4x4x3 cell into 16 channels, which caps the fine detail it can put back.
+# The first CPU student (2.7x fewer multiply-adds than `fast`, 1.2-1.6x faster under OpenVINO at
+# 720p, 0.45 / 0.19 dB worse on held-out blur): its stem squeezes each 4x4x3 cell into 16
+# channels, which caps the fine detail it can put back.
 register_student(
     "fast_s",
     ShuffleUNet,
@@ -357,7 +358,8 @@ register_student(
     "smaller CPU student: unshuffle-4 stem, widths 16-128, blocks at 1/8-1/32",
 )
 # Tried against `fast` at the same latency (trained side by side for the same GPU minutes): no
-# stem bottleneck, but too few channels per level; it lost by 0.3 dB. Kept so the run reproduces.
+# stem bottleneck, but too few channels per level; 0.24 dB behind on validation. Kept so the run
+# reproduces.
 register_student(
     "fast_s2",
     ShuffleUNet,

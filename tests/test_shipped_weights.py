@@ -1,0 +1,53 @@
+"""The files in weights/ are what the manifest and the registry say they are, and the committed
+training checkpoints are the weights inside them (so --init_from continues what ships)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from engine import manifest as manifest_mod
+from training.models.student import STUDENTS, create_student
+from training.train import load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+WEIGHTS = REPO / "weights"
+ENTRIES = json.loads((WEIGHTS / "manifest.json").read_text())["files"]
+CHECKPOINTS = {"student_fast.onnx": "student_fast.pt", "student.onnx": "student_hq.pt"}
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_manifest_entry_matches_file_and_registry(name: str) -> None:
+    entry = ENTRIES[name]
+    assert manifest_mod.verify_file(WEIGHTS / name).variant == entry["variant"]  # sha256 too
+    assert entry["variant"] in STUDENTS
+    model = create_student(entry["variant"])
+    assert entry["params"] == model.count_params()
+    assert entry["macs_per_pixel"] == pytest.approx(model.macs_per_pixel(), abs=0.1)
+    assert entry["input"]["multiple"] == model.multiple
+
+
+def test_the_gpu_student_is_under_5_mb_and_both_defaults_ship() -> None:
+    assert {"student.onnx", "student_fast.onnx"} <= set(ENTRIES)
+    assert ENTRIES["student.onnx"]["variant"] == "hq"
+    assert ENTRIES["student_fast.onnx"]["variant"] == "fast"
+    assert (WEIGHTS / "student.onnx").stat().st_size < 5_000_000
+
+
+@pytest.mark.parametrize("onnx_name", sorted(CHECKPOINTS))
+def test_committed_checkpoint_is_the_shipped_model(onnx_name: str) -> None:
+    ck = load_checkpoint(REPO / "training" / "checkpoints" / CHECKPOINTS[onnx_name])
+    assert ck["variant"] == ENTRIES[onnx_name]["variant"]
+    model = create_student(ck["variant"], **ck.get("student_kwargs", {})).eval()
+    model.load_state_dict(ck["model"])  # strict: every key, every shape
+    x = np.random.default_rng(0).random((1, 3, 37, 53), dtype=np.float32)
+    with torch.no_grad():
+        eager = model(torch.from_numpy(x)).clamp(0, 1).numpy()
+    sess = ort.InferenceSession(str(WEIGHTS / onnx_name), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"input": x})
+    assert np.abs(out - eager).max() < 1e-4
