@@ -81,7 +81,7 @@ left=$(( TRAIN_S - $(elapsed) + 60 ))   # the first minute (setup + probe) is no
 for n in $NAMES; do
   rate=${RATE[$n]:-}
   extra=""
-  # A failed probe (mixed precision never ran on a GPU before this session): retry in fp32,
+  # A probe that crashed gets one fp32 try (fp16 autocast is the likeliest GPU-only failure),
   # sized for a guessed 4 steps/s; max_minutes still ends it in time.
   [ -n "$rate" ] || { rate=4; extra="--amp=false"; }
   # Start-up, validations and checkpoints take ~35 s of the budget; 10 % margin.

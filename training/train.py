@@ -590,6 +590,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     # Throughput is timed from the WARM_STEPS-th step on (cuDNN autotuning, worker start-up and
     # allocator growth happen before it): what a short probe run needs to size a schedule.
     t_warm: float | None = None
+    t_last = 0.0  # end of the latest step: checkpoints after the last one are not throughput
     paused = 0.0  # seconds of validation, logs and checkpoints since t_warm (not throughput)
     model.train()
     while epoch < n_epochs:
@@ -649,8 +650,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             global_step += 1
             step_in_epoch += 1
             run_steps += 1
+            t_last = time.monotonic()
             if run_steps == WARM_STEPS:
-                t_warm = time.monotonic()
+                t_warm = t_last
             sample_counter += stage.batch
             total = float(terms["total"].detach())
             steps_run.append(total)
@@ -744,12 +746,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             break
     steps_per_s = None
     if t_warm is not None and run_steps > WARM_STEPS:
-        steps_per_s = (run_steps - WARM_STEPS) / max(1e-9, time.monotonic() - t_warm - paused)
+        steps_per_s = (run_steps - WARM_STEPS) / max(1e-9, t_last - t_warm - paused)
     if master:
         log.info(
             "%s: %d steps in %.1f min (%s steps/s after the first %d, validation excluded); "
-            "%d unreadable files "
-            "skipped; run folder %s",
+            "%d unreadable files skipped; run folder %s",
             stopped,
             run_steps,
             (time.monotonic() - t_start) / 60,
