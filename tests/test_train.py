@@ -18,7 +18,7 @@ from torch import nn
 from training.cache_teacher import build_cache
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import make_synthetic_dataset
-from training.train import WARM_STEPS, load_checkpoint, lr_factor, train
+from training.train import WARM_STEPS, _device_share, load_checkpoint, lr_factor, train
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "training" / "configs" / "smoke.yaml"
@@ -91,6 +91,34 @@ def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> Non
     for name in ("last.pt", "best.pt", "config.yaml", "log.csv", "curves.png"):
         assert (tmp_path / "full" / name).is_file(), name
     assert not list((tmp_path / "full").glob("*.tmp"))
+
+
+def test_device_share_of_a_batch() -> None:
+    assert [_device_share(16, w) for w in (0.0, 0.7, 1.0)] == [0, 11, 16]
+    assert _device_share(2, 0.01) == 1  # a positive share always gets a sample ...
+    assert _device_share(2, 0.99) == 1  # ... and so do the other sources
+
+
+@pytest.mark.parametrize("photo_weight", [0.3, 0.0])
+def test_raw_on_device_trains_and_resumes_exactly(
+    synth: dict[str, Path], tmp_path: Path, photo_weight: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    extra = ("--data.raw_on_device=true", f"--data.photo_weight={photo_weight}")
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        full = train(_tiny(synth, tmp_path / "full", *extra))
+    assert "raw source on cpu" in caplog.text
+    share = "100 %" if photo_weight == 0 else "70 %"
+    assert f"{share} of each batch" in caplog.text
+    assert len(full["steps"]) == 6 and all(math.isfinite(v) for v in full["steps"])
+    first = train(_tiny(synth, tmp_path / "split", *extra, "--stop_after_steps=4"))
+    second = train(_tiny(synth, tmp_path / "split", *extra, "--resume"))
+    assert first["steps"] + second["steps"] == full["steps"]
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # the device draws are not the workers' draws: the same run without the flag differs
+    plain = train(_tiny(synth, tmp_path / "plain", f"--data.photo_weight={photo_weight}"))
+    assert plain["steps"] != full["steps"]
 
 
 def test_init_from_starts_a_fresh_run_from_trained_weights(

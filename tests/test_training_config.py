@@ -52,6 +52,21 @@ def test_override_parsing_nested_lists_and_flags() -> None:
     assert cfg.stages == [StageConfig(64, 2, 3)]
 
 
+def test_off_on_yes_no_stay_words(tmp_path: Path) -> None:
+    # YAML 1.1 would read these as booleans; teacher.mode takes the word "off".
+    assert parse_overrides(["--teacher.mode=off", "--x=yes", "--amp=true"]) == {
+        "teacher": {"mode": "off"},
+        "x": "yes",
+        "amp": True,
+    }
+    p = tmp_path / "c.yaml"
+    p.write_text("teacher:\n  mode: off\namp: false\n")
+    cfg = load_config(p)
+    assert cfg.teacher.mode == "off" and cfg.amp is False
+    with pytest.raises(ConfigError, match="expected bool"):
+        load_config(None, ["--amp=on"])
+
+
 def test_yaml_then_overrides(tmp_path: Path) -> None:
     p = tmp_path / "c.yaml"
     p.write_text(yaml.safe_dump({"lr": 0.001, "loss": {"ssim": 0.5}, "data": {"raw_scale": 0.5}}))

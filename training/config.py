@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -103,6 +104,9 @@ class DataConfig:
     val_count: int = 4  # validation centres per window size (and per averaging mode)
     val_crop: int = 256  # centre crop of validation frames, px (0 = whole frame)
     num_workers: int = 0  # DataLoader worker processes
+    # Synthesise the raw-frame source on the training device (training.device_data) instead of
+    # in the workers: on a GPU the workers could not keep up (no JPEG on those samples).
+    raw_on_device: bool = False
 
 
 @dataclass
@@ -330,6 +334,24 @@ def config_digest(cfg: TrainConfig) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class _YamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans, which
+    turned ``--teacher.mode=off`` into ``False`` and a type error."""
+
+
+_YamlLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_YamlLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_overrides(args: list[str]) -> dict[str, Any]:
     """``["--loss.vgg=0.1", "--stages=[...]", "--resume"]`` -> nested dict.
 
@@ -344,7 +366,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
         if "=" in body:
             key, raw = body.split("=", 1)
             try:
-                value = yaml.safe_load(raw) if raw != "" else ""
+                value = _yaml_load(raw) if raw != "" else ""
             except yaml.YAMLError as exc:
                 raise ConfigError(f"cannot parse value of --{key}: {raw!r} ({exc})") from None
             if value is None and raw.strip().lower() not in ("null", "~", "none"):
@@ -378,7 +400,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path:
         text = Path(path).read_text()
-        loaded = yaml.safe_load(text)
+        loaded = _yaml_load(text)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded or {}

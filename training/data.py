@@ -635,6 +635,17 @@ class DeblurDataset(Dataset):
             for size in self.params.raw_windows
         }
 
+    def split_off_raw(self) -> float:
+        """Stop drawing raw samples here (another sampler makes them); return their share.
+
+        Afterwards ``self.weights`` covers the other sources only (all zero if there are none).
+        """
+        share = float(self.weights[0])
+        rest = self.weights.copy()
+        rest[0] = 0.0
+        self.weights = rest / rest.sum() if rest.sum() > 0 else rest
+        return share
+
     def __len__(self) -> int:  # the stream is infinite; samplers hand out the indices
         return 2**62
 

@@ -11,9 +11,10 @@
 # kornia, kornia_rs and pytorch-msssim for that machine's Python 3.12 into .whl/
 #   (pip download --no-deps --only-binary=:all: --python-version 3.12 --platform
 #    manylinux2014_x86_64 -d .whl kornia kornia_rs pytorch-msssim).
-# Carried: data_cache/{gopro.mkv,photos,dmphn,vgg,carry.json} and .whl (both git-ignored).
+# Carried (git-ignored; 6 carry paths): data_cache/gopro.mkv, data_cache/carry.json,
+# data_cache/photos, data_cache/dmphn, data_cache/vgg and .whl (not data_cache/raw: decoded there).
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60),
-# PROBE_STEPS, BENCH, OUT, EXTRA (more --key=value for every run). A CPU dry run:
+# PROBE_STEPS, BENCH, OUT, RAW_ON_DEVICE, EXTRA (more --key=value for every run). A CPU dry run:
 #   OUT=out/dry TRAIN_S=150 PROBE_STEPS=14 BENCH=0 EXTRA='--device=cpu --data.num_workers=1
 #   --stages=[{"patch":64,"epochs":8,"batch":2}] --data.val_count=1 --threads=1' bash ...
 set -u
@@ -36,8 +37,12 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
                 # every core for the data workers. That call carried it as
                 # training/checkpoints/student_fast.pt, which now holds the second call's result.
                 [fast2]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
- --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14")
-NAMES=${NAMES:-hq fast fast_s2}
+ --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14"
+                # Next: both shipped students continued, raw frames on the GPU (RAW_ON_DEVICE).
+                [hq_cont]="training/configs/gpu_hq.yaml"
+                [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
+ --init_from=training/checkpoints/student_fast.pt --warmup_steps=50")
+NAMES=${NAMES:-hq_cont fast_cont}
 EPOCHS=8  # the gpu_*.yaml stages' epochs: steps_per_epoch is what the probe sizes
 for n in $NAMES; do
   [ -n "${CFG[$n]:-}" ] || { echo "unknown run $n; known: ${!CFG[*]}"; exit 2; }
@@ -56,7 +61,12 @@ echo "[$(elapsed) s] data ready"
 
 D=data_cache
 COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --data.eval_dirs=[]
- --loss.vgg_weights=$D/vgg/vgg_normalised_conv3_1.pth --teacher.weights=$D/dmphn $EXTRA"
+ --loss.vgg_weights=$D/vgg/vgg_normalised_conv3_1.pth --teacher.weights=$D/dmphn"
+# The 2026-11-30 calls were data-bound (17-23 raw patches/s per worker, GPU idle): the raw source
+# now runs on the GPU (training/device_data.py) and each trainer keeps 2 intra-op threads, so
+# the workers only make the photo samples. RAW_ON_DEVICE=0 is what those calls ran.
+[ "${RAW_ON_DEVICE:-1}" = 1 ] && COMMON="$COMMON --data.raw_on_device=true --threads=2"
+COMMON="$COMMON $EXTRA"
 
 # ---- probe -----------------------------------------------------------------------------------
 pids=()

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import logging
 import math
 import os
 import random
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +248,38 @@ def _file_hash(path: Path) -> str:
     return "file:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def _device_share(batch: int, share: float) -> int:
+    """How many of ``batch`` samples the device sampler makes for a source ``share`` in [0, 1]:
+    at least one when the share is positive, at least one left for the others when it is < 1."""
+    if share <= 0:
+        return 0
+    if share >= 1:
+        return batch
+    return min(batch - 1, max(1, round(batch * share)))
+
+
+def _with_device_raw(
+    batch: dict[str, Any], raw: tuple[torch.Tensor, torch.Tensor, int], device: torch.device
+) -> dict[str, Any]:
+    """Append device-made raw samples to a worker batch (which may be empty)."""
+    blur, sharp, rejected = raw
+    n = blur.shape[0]
+    extra = {
+        "blur": blur,
+        "sharp": sharp,
+        "teacher": torch.zeros_like(blur),
+        "has_teacher": torch.zeros(n, dtype=torch.bool, device=device),
+        "source": torch.zeros(n, dtype=torch.long, device=device),  # 0 = raw
+    }
+    if not batch:
+        return {**extra, "rejected": torch.tensor([rejected], device=device)}
+    out = {k: torch.cat([batch[k].to(device, non_blocking=True), v]) for k, v in extra.items()}
+    out["rejected"] = torch.cat(
+        [batch["rejected"].to(device), torch.tensor([rejected], device=device)]
+    )
+    return out
+
+
 def _worker_init(_: int) -> None:
     # Workers synthesise with numpy/OpenCV; extra threads there only fight the training threads.
     # (OpenCV's own thread count is set in the parent before the fork: calling
@@ -458,6 +492,22 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         # OpenCV's thread pool does not survive fork(): workers would hang in it.
         cv2.setNumThreads(1)
     dataset, val_set, skips = build_data(cfg, rank=rank, teacher_cache=cache)
+    raw_sampler = None
+    raw_share = 0.0
+    if cfg.data.raw_on_device and dataset.raw:
+        from training.device_data import DeviceRawSampler
+
+        raw_sampler = DeviceRawSampler(
+            dataset.raw, dataset.params, device, seed=cfg.seed, rank=rank
+        )
+        raw_share = dataset.split_off_raw()
+        if master:
+            log.info(
+                "raw source on %s: %.0f MB of frames, %.0f %% of each batch",
+                device,
+                raw_sampler.nbytes / 1e6,
+                100 * raw_share,
+            )
 
     # ---- student -----------------------------------------------------------------------------
     from training.models.student import create_student
@@ -596,19 +646,26 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     while epoch < n_epochs:
         stage_idx, stage = stage_at(cfg, epoch)
         dataset.patch = stage.patch
-        loader = DataLoader(
-            dataset,
-            batch_sampler=IndexBatches(
-                start=sample_counter,
-                n_batches=cfg.steps_per_epoch - step_in_epoch,
-                batch=stage.batch,
-                rank=rank,
-                world_size=world,
-            ),
-            num_workers=cfg.data.num_workers,
-            worker_init_fn=_worker_init if cfg.data.num_workers > 0 else None,
-            pin_memory=device.type == "cuda",
-        )
+        n_raw = _device_share(stage.batch, raw_share) if raw_sampler is not None else 0
+        n_loader = stage.batch - n_raw
+        n_batches = cfg.steps_per_epoch - step_in_epoch
+        loader: Iterable[dict[str, Any]]
+        if n_loader == 0:  # everything comes from the device sampler
+            loader = itertools.repeat({}, n_batches)
+        else:
+            loader = DataLoader(
+                dataset,
+                batch_sampler=IndexBatches(
+                    start=sample_counter,
+                    n_batches=n_batches,
+                    batch=n_loader,
+                    rank=rank,
+                    world_size=world,
+                ),
+                num_workers=cfg.data.num_workers,
+                worker_init_fn=_worker_init if cfg.data.num_workers > 0 else None,
+                pin_memory=device.type == "cuda",
+            )
         t_epoch = time.monotonic()
         stop_now = False
         bar = _progress(
@@ -619,6 +676,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             disable=not master,
         )
         for batch in bar:
+            if raw_sampler is not None:
+                batch = _with_device_raw(
+                    batch, raw_sampler.sample(n_raw, stage.patch, global_step), device
+                )
             blur = batch["blur"].to(device, non_blocking=True)
             sharp = batch["sharp"].to(device, non_blocking=True)
             t_out, t_mask, t_feats = None, None, None
@@ -653,7 +714,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             t_last = time.monotonic()
             if run_steps == WARM_STEPS:
                 t_warm = t_last
-            sample_counter += stage.batch
+            sample_counter += n_loader
             total = float(terms["total"].detach())
             steps_run.append(total)
             for k, v in terms.items():

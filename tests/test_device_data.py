@@ -1,0 +1,132 @@
+"""Raw-frame blur made on the training device: same definitions as the worker path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.data import RawSequence, SynthParams, psnr_np, sharpness, temporal_average
+from training.device_data import DeviceRawSampler, psnr_batch, sharpness_batch
+
+H, W = 40, 48
+
+
+def _coded_sequence(n: int = 20) -> RawSequence:
+    """Frame i: red = 8 i, green = row, blue = column, so a patch tells where it came from."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = [
+        np.stack([np.full((H, W), 8 * i), yy * 5, xx * 5], axis=-1).astype(np.uint8)
+        for i in range(n)
+    ]
+    return RawSequence(name="coded", frames=frames, numbers=list(range(1, n + 1)), paths=[])
+
+
+def _params(**kw: object) -> SynthParams:
+    base = dict(
+        raw_windows=(5, 7),
+        linear_fraction=0.0,
+        noise_prob=0.0,
+        jpeg_prob=0.0,
+        sharpness_threshold=0.0,
+        max_blur_psnr=0.0,
+        augment=False,
+    )
+    base.update(kw)
+    return SynthParams(**base)  # type: ignore[arg-type]
+
+
+def test_batched_metrics_match_the_worker_definitions() -> None:
+    rng = np.random.default_rng(3)
+    imgs = [rng.uniform(size=(33, 47, 3)).astype(np.float32) for _ in range(3)]
+    noisy = [np.clip(a + rng.normal(0, 0.03 * (i + 1), a.shape), 0, 1) for i, a in enumerate(imgs)]
+    t = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2)
+    tn = torch.from_numpy(np.stack(noisy)).permute(0, 3, 1, 2).float()
+    assert sharpness_batch(t).tolist() == pytest.approx([sharpness(a) for a in imgs], rel=1e-5)
+    assert psnr_batch(t, tn).tolist() == pytest.approx(
+        [psnr_np(a, b) for a, b in zip(imgs, noisy, strict=True)], rel=1e-5
+    )
+    assert float(psnr_batch(t, t)[0]) == 100.0
+
+
+def test_plain_average_is_a_window_of_one_crop_around_its_centre() -> None:
+    seq = _coded_sequence()
+    s = DeviceRawSampler([seq], _params(), "cpu", seed=1)
+    blur, sharp, rejected = s.sample(12, 32, step=0)
+    assert blur.shape == sharp.shape == (12, 3, 32, 32) and rejected == 0
+    # red rises by 8 per frame: the plain mean of a centred window is the centre frame's red
+    torch.testing.assert_close(blur[:, 0], sharp[:, 0], atol=1e-6, rtol=0)
+    centre = sharp[:, 0, 0, 0] * 255 / 8
+    assert torch.all((centre - centre.round()).abs() < 1e-4)
+    assert centre.min() >= 2 and centre.max() <= 16  # windows of 5 / 7 inside frames 0-19
+    # green / blue: one crop position for all frames, rows and columns in order
+    torch.testing.assert_close(blur[:, 1:], sharp[:, 1:])
+    rows = sharp[:, 1, :, 0] * 255 / 5
+    torch.testing.assert_close(rows - rows[:, :1], torch.arange(32.0).expand(12, 32))
+
+
+def test_linear_light_average_matches_temporal_average() -> None:
+    seq = _coded_sequence()
+    s = DeviceRawSampler([seq], _params(raw_windows=(7,), linear_fraction=1.0), "cpu", seed=2)
+    blur, sharp, _ = s.sample(4, 32, step=5)
+    for b, c in zip(blur, sharp, strict=True):
+        i = round(float(c[0, 0, 0]) * 255 / 8)
+        y, x = round(float(c[1, 0, 0]) * 255 / 5), round(float(c[2, 0, 0]) * 255 / 5)
+        crops = [f[y : y + 32, x : x + 32] for f in seq.frames[i - 3 : i + 4]]
+        want = temporal_average(crops, linear=True)
+        np.testing.assert_allclose(b.permute(1, 2, 0).numpy(), want, atol=1e-5)
+        assert float(b[0].mean()) > float(c[0].mean())  # the power mean lies above the centre
+
+
+def test_same_step_same_batch_and_steps_differ() -> None:
+    seq = _coded_sequence()
+    p = _params(noise_prob=1.0, noise_sigma=(0.02, 0.02), augment=True, linear_fraction=0.5)
+    a = DeviceRawSampler([seq], p, "cpu", seed=4).sample(6, 32, step=9)
+    b = DeviceRawSampler([seq], p, "cpu", seed=4).sample(6, 32, step=9)
+    c = DeviceRawSampler([seq], p, "cpu", seed=4).sample(6, 32, step=10)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert not torch.equal(a[0], c[0])
+
+
+def test_filters_reject_static_patches_but_still_fill_the_batch() -> None:
+    still = RawSequence(
+        name="still",
+        frames=[np.full((H, W, 3), 120, np.uint8)] * 12,
+        numbers=list(range(1, 13)),
+        paths=[],
+    )
+    s = DeviceRawSampler([still], _params(max_blur_psnr=30.0, max_tries=3), "cpu")
+    blur, sharp, rejected = s.sample(4, 16, step=0)
+    assert blur.shape[0] == 4 and rejected == 2 * 10  # two over-drawn rounds of 10, all refused
+    rng = np.random.default_rng(0)
+    flicker = RawSequence(
+        name="flicker",
+        frames=[rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(12)],
+        numbers=list(range(1, 13)),
+        paths=[],
+    )
+    moving = DeviceRawSampler([flicker], _params(max_blur_psnr=30.0), "cpu")
+    assert moving.sample(4, 16, step=0)[2] == 0  # every average is far from its centre frame
+
+
+def test_noise_has_the_asked_strength_and_stays_in_range() -> None:
+    p = _params(noise_prob=1.0, noise_sigma=(0.05, 0.05), poisson_prob=0.0)
+    s = DeviceRawSampler([_coded_sequence()], p, "cpu", seed=5)
+    clean = DeviceRawSampler([_coded_sequence()], _params(), "cpu", seed=5)
+    noisy_b, _, _ = s.sample(8, 32, step=1)
+    clean_b, _, _ = clean.sample(8, 32, step=1)
+    assert noisy_b.min() >= 0 and noisy_b.max() <= 1
+    d = (noisy_b - clean_b)[clean_b.gt(0.2) & clean_b.lt(0.8)]
+    assert float(d.std()) == pytest.approx(0.05, rel=0.1)
+
+
+def test_bad_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="no raw window"):
+        DeviceRawSampler([_coded_sequence(4)], _params(), "cpu")
+    s = DeviceRawSampler([_coded_sequence()], _params(), "cpu")
+    with pytest.raises(ValueError, match="too small"):
+        s.sample(2, 128, step=0)
+    with pytest.raises(ValueError, match="n >= 1"):
+        s.sample(0, 16, step=0)
+    # crops a little smaller than the patch are reflect-padded, as the workers do
+    assert s.sample(2, 64, step=0)[0].shape == (2, 3, 64, 64)

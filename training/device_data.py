@@ -1,0 +1,202 @@
+"""Raw-frame blur synthesised on the training device instead of in DataLoader workers.
+
+On the lent H200 the students were data-bound: each CPU worker averaged 17-23 raw-frame windows
+per second while the GPU idled. The raw frames of a clip fit in device memory as uint8 (299
+frames of 1280x720 are 0.8 GB), and a temporal average is a sum of crops, so the whole raw source
+(crop, plain or linear-light average, the flat / barely-blurred patch filter, sensor noise,
+flips and rotations) runs here as batched tensor ops. Photos, GoPro pairs and the teacher cache
+stay in the workers (``training.data.DeblurDataset``); ``training.train`` concatenates the two
+parts of each batch when ``data.raw_on_device`` is set.
+
+What differs from the worker path: JPEG compression (an entropy coder, no tensor op) is not
+applied to device samples; noise, filters and augmentation follow the same definitions.
+
+A batch is a pure function of ``(seed, rank, step)``: resumed runs need no generator state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from training.data import RawSequence, SynthParams
+
+RAW_STREAM = 7_919  # keeps device draws apart from the workers' streams with the same seed
+
+_LUMA = (0.299, 0.587, 0.114)
+_SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+
+
+def sharpness_batch(x: Tensor) -> Tensor:
+    """Mean Sobel gradient magnitude of the luma, per image: ``(B, 3, H, W)`` -> ``(B,)``.
+
+    The batched twin of ``training.data.sharpness`` (3x3 Sobel, reflected border).
+    """
+    w = x.new_tensor(_LUMA).view(1, 3, 1, 1)
+    grey = (x * w).sum(1, keepdim=True)
+    kx = x.new_tensor(_SOBEL_X).view(1, 1, 3, 3)
+    k = torch.cat([kx, kx.transpose(2, 3)])
+    g = F.conv2d(F.pad(grey, (1, 1, 1, 1), mode="reflect"), k)
+    return g.pow(2).sum(1).sqrt().mean((1, 2))
+
+
+def psnr_batch(a: Tensor, b: Tensor) -> Tensor:
+    """PSNR in dB per image of ``(B, C, H, W)`` tensors in [0, 1] (100 for identical ones)."""
+    mse = (a.float() - b.float()).pow(2).mean((1, 2, 3))
+    return torch.where(mse <= 1e-10, torch.full_like(mse, 100.0), -10.0 * torch.log10(mse))
+
+
+class DeviceRawSampler:
+    """Blurry/sharp patches from temporal averages of raw frames kept on ``device``.
+
+    ``sample(n, patch, step)`` returns ``blur`` and ``sharp`` float32 ``(n, 3, P, P)`` in [0, 1]
+    on ``device`` and the number of candidate patches the filters rejected.
+    """
+
+    def __init__(
+        self,
+        sequences: Sequence[RawSequence],
+        params: SynthParams,
+        device: torch.device | str,
+        *,
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
+        self.params = params
+        self.device = torch.device(device)
+        self.seed, self.rank = int(seed), int(rank)
+        # (N, 3, H, W) uint8 per sequence; frames of one sequence share a size.
+        self.frames = [
+            torch.from_numpy(np.stack(seq.frames)).permute(0, 3, 1, 2).contiguous().to(self.device)
+            for seq in sequences
+            if seq.frames
+        ]
+        self.options = [
+            (si, size, np.asarray(starts))
+            for si, seq in enumerate(s for s in sequences if s.frames)
+            for size in params.raw_windows
+            if (starts := seq.windows(size))
+        ]
+        if not self.options:
+            raise ValueError(
+                f"no raw window of sizes {tuple(params.raw_windows)} fits the "
+                f"{sum(len(s.frames) for s in sequences)} frames given"
+            )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(f.numel() for f in self.frames)
+
+    def _candidates(self, rng: np.random.Generator, k: int, patch: int) -> tuple[Tensor, Tensor]:
+        p = self.params
+        blur, sharp = [], []
+        for _ in range(k):
+            si, size, starts = self.options[int(rng.integers(len(self.options)))]
+            s = int(starts[int(rng.integers(len(starts)))])
+            frames = self.frames[si]
+            h, w = frames.shape[-2:]
+            ph, pw = min(patch, h), min(patch, w)
+            y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+            crops = frames[s : s + size, :, y : y + ph, x : x + pw].float().div_(255.0)
+            if rng.uniform() < p.linear_fraction:
+                b = crops.pow_(p.gamma).mean(0).clamp_(0.0, 1.0).pow_(1.0 / p.gamma)
+                c = frames[s + size // 2, :, y : y + ph, x : x + pw].float().div_(255.0)
+            else:
+                b = crops.mean(0)
+                c = crops[size // 2]
+            blur.append(b)
+            sharp.append(c)
+        return _fit(torch.stack(blur), patch), _fit(torch.stack(sharp), patch)
+
+    def _keep(self, blur: Tensor, sharp: Tensor) -> Tensor:
+        """Which candidates pass the flat-patch and too-little-blur filters, ``(B,)`` bool."""
+        p = self.params
+        ok = sharpness_batch(sharp) >= p.sharpness_threshold
+        if p.max_blur_psnr > 0:
+            ok &= psnr_batch(blur, sharp) <= p.max_blur_psnr
+        return ok
+
+    def _webcam(self, blur: Tensor, rng: np.random.Generator, gen: torch.Generator) -> Tensor:
+        p = self.params
+        n = blur.shape[0]
+        noisy = rng.uniform(size=n) < p.noise_prob
+        shot = noisy & (rng.uniform(size=n) < p.poisson_prob)
+        sigma = np.where(noisy, rng.uniform(*p.noise_sigma, size=n), 0.0)
+        peak = np.where(shot, rng.uniform(*p.poisson_peak, size=n), 1.0)
+        if shot.any():
+            pk = blur.new_tensor(peak).view(n, 1, 1, 1)
+            counts = torch.poisson(blur.clamp(0.0, 1.0) * pk, generator=gen) / pk
+            blur = torch.where(blur.new_tensor(shot).bool().view(n, 1, 1, 1), counts, blur)
+        if noisy.any():
+            noise = torch.randn(blur.shape, generator=gen, device=blur.device, dtype=blur.dtype)
+            blur = blur + noise * blur.new_tensor(sigma).view(n, 1, 1, 1)
+        return blur.clamp_(0.0, 1.0)
+
+    @torch.no_grad()
+    def sample(self, n: int, patch: int, step: int) -> tuple[Tensor, Tensor, int]:
+        if n <= 0:
+            raise ValueError(f"sample needs n >= 1, got {n}")
+        p = self.params
+        rng = np.random.default_rng([self.seed, self.rank, RAW_STREAM, int(step)])
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(int(rng.integers(2**62)))
+        kept_b: list[Tensor] = []
+        kept_s: list[Tensor] = []
+        have, rejected = 0, 0
+        tries = max(1, p.max_tries)
+        for attempt in range(tries):
+            need = n - have
+            # Raw windows pass the blur filter about 40 % of the time (most of a clip barely
+            # moves): over-draw so one or two rounds usually fill the batch.
+            k = need if attempt == tries - 1 else max(need, math.ceil(need * 2.5))
+            blur, sharp = self._candidates(rng, k, patch)
+            if attempt == tries - 1:  # as the workers do: the last draw is taken as it is
+                kept_b.append(blur)
+                kept_s.append(sharp)
+                have += k
+                break
+            ok = self._keep(blur, sharp)
+            idx = torch.nonzero(ok).flatten()[:need]
+            rejected += int(k - int(ok.sum()))
+            if idx.numel():
+                kept_b.append(blur[idx])
+                kept_s.append(sharp[idx])
+                have += int(idx.numel())
+            if have >= n:
+                break
+        blur, sharp = torch.cat(kept_b)[:n], torch.cat(kept_s)[:n]
+        blur = self._webcam(blur, rng, gen)
+        if p.augment:
+            blur, sharp = _augment(blur, sharp, rng)
+        return blur.contiguous(), sharp.contiguous(), rejected
+
+
+def _fit(x: Tensor, patch: int) -> Tensor:
+    """Reflect-pad ``(B, C, h, w)`` crops smaller than ``patch`` up to ``(patch, patch)``."""
+    h, w = x.shape[-2:]
+    if h >= patch and w >= patch:
+        return x
+    if 2 * h <= patch or 2 * w <= patch:
+        raise ValueError(f"frames of {h}x{w} are too small for {patch} px patches")
+    return F.pad(x, (0, max(0, patch - w), 0, max(0, patch - h)), mode="reflect")
+
+
+def _augment(blur: Tensor, sharp: Tensor, rng: np.random.Generator) -> tuple[Tensor, Tensor]:
+    """One random 90-degree rotation and horizontal flip per pair, alike on both."""
+    ks = rng.integers(0, 4, size=blur.shape[0])
+    flips = rng.integers(0, 2, size=blur.shape[0]).astype(bool)
+    out_b, out_s = [], []
+    for i in range(blur.shape[0]):
+        b, s = blur[i], sharp[i]
+        if ks[i]:
+            b, s = torch.rot90(b, int(ks[i]), dims=(1, 2)), torch.rot90(s, int(ks[i]), dims=(1, 2))
+        if flips[i]:
+            b, s = b.flip(2), s.flip(2)
+        out_b.append(b)
+        out_s.append(s)
+    return torch.stack(out_b), torch.stack(out_s)
