@@ -18,7 +18,14 @@ from torch import nn
 from training.cache_teacher import build_cache
 from training.config import ConfigError, TrainConfig, load_config
 from training.data import make_synthetic_dataset
-from training.train import WARM_STEPS, _device_share, load_checkpoint, lr_factor, train
+from training.train import (
+    WARM_STEPS,
+    _device_share,
+    load_checkpoint,
+    lr_factor,
+    train,
+    update_ema,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "training" / "configs" / "smoke.yaml"
@@ -91,6 +98,34 @@ def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> Non
     for name in ("last.pt", "best.pt", "config.yaml", "log.csv", "curves.png"):
         assert (tmp_path / "full" / name).is_file(), name
     assert not list((tmp_path / "full").glob("*.tmp"))
+
+
+def test_ema_update_is_the_moving_average() -> None:
+    ema, model = nn.Linear(2, 1), nn.Linear(2, 1)
+    with torch.no_grad():
+        ema.weight.fill_(1.0)
+        model.weight.fill_(3.0)
+    update_ema(ema, model, 0.9, step=1000)
+    assert torch.allclose(ema.weight, torch.full_like(ema.weight, 0.9 * 1 + 0.1 * 3))
+    update_ema(ema, model, 0.9, step=0)  # ramp: d = 1 / 10
+    assert torch.allclose(ema.weight, torch.full_like(ema.weight, 0.1 * 1.2 + 0.9 * 3))
+
+
+def test_ema_run_resumes_exactly_and_keeps_both_weights(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    full = train(_tiny(synth, tmp_path / "full", "--ema=0.9"))
+    train(_tiny(synth, tmp_path / "split", "--ema=0.9", "--stop_after_steps=4"))
+    second = train(_tiny(synth, tmp_path / "split", "--ema=0.9", "--resume"))
+    assert full["steps"][4:] == second["steps"]
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "split" / "last.pt")
+    for key in ("model", "model_raw"):
+        assert all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+    assert any(not torch.equal(a["model"][k], a["model_raw"][k]) for k in a["model"])
+    off = train(_tiny(synth, tmp_path / "off"))
+    assert off["steps"] == full["steps"]  # the average does not touch training
+    assert "model_raw" not in load_checkpoint(tmp_path / "off" / "last.pt")
 
 
 def test_device_share_of_a_batch() -> None:

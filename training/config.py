@@ -162,6 +162,9 @@ class TrainConfig:
     plateau_factor: float = 0.5  # ReduceLROnPlateau factor (on validation PSNR)
     plateau_patience: int = 3  # ReduceLROnPlateau patience, epochs
     grad_clip: float = 1.0  # max gradient norm (0 = off)
+    # > 0: an exponential moving average of the student's weights (this decay per step) is what
+    # validation measures and what checkpoints keep as "model" (the raw weights: "model_raw").
+    ema: float = 0.0
     early_stop: int = 0  # stop after this many epochs without a better validation PSNR (0 = off)
     amp: bool = True  # mixed precision + GradScaler (CUDA only)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

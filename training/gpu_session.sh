@@ -38,10 +38,11 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
                 # training/checkpoints/student_fast.pt, which now holds the second call's result.
                 [fast2]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
  --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14"
-                # Next: both shipped students continued, raw frames on the GPU (RAW_ON_DEVICE).
-                [hq_cont]="training/configs/gpu_hq.yaml"
+                # Next: both shipped students continued, raw frames on the GPU (RAW_ON_DEVICE),
+                # validating and keeping a moving average of the weights.
+                [hq_cont]="training/configs/gpu_hq.yaml --ema=0.999"
                 [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
- --init_from=training/checkpoints/student_fast.pt --warmup_steps=50")
+ --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --ema=0.999")
 NAMES=${NAMES:-hq_cont fast_cont}
 EPOCHS=8  # the gpu_*.yaml stages' epochs: steps_per_epoch is what the probe sizes
 for n in $NAMES; do
@@ -140,6 +141,15 @@ if [ "$BENCH" = 1 ]; then
     --size 1920x1080 --size 1280x720 --frames 120 --json >"$OUT/bench_torch_cuda.json" \
     || echo "torch bench failed"
   cat "$OUT/bench_torch_cuda.json"
+  # The 2026-11-30 call measured the pipeline at 21 FPS at both sizes with a 4.5 ms model, while
+  # passthrough runs at 189 / 509 FPS on the 2-core VM: is it the decode on this machine, or 16
+  # OpenMP threads (torch's host copies) spinning against the decoder's threads?
+  timeout 60 python3 main.py bench --backend passthrough --size 1920x1080 --size 1280x720 \
+    --frames 120 --json >"$OUT/bench_passthrough.json" || echo "passthrough bench failed"
+  OMP_NUM_THREADS=2 timeout 60 python3 main.py bench --backend torch --model weights/student.ts \
+    --size 1920x1080 --size 1280x720 --frames 120 --json >"$OUT/bench_torch_cuda_omp2.json" \
+    || echo "torch bench (OMP_NUM_THREADS=2) failed"
+  grep -hE '"(size|model_ms|pipeline_fps)"' "$OUT/bench_passthrough.json" "$OUT/bench_torch_cuda_omp2.json"
   if python3 -c "import onnxruntime as o, sys
 sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
     timeout 60 python3 main.py bench --backend onnx --model weights/student_fp16.onnx \

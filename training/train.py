@@ -15,6 +15,7 @@ The run folder (``--out_dir``) holds ``last.pt``, ``best.pt``, ``config.yaml``, 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import itertools
 import logging
@@ -246,6 +247,17 @@ def _file_hash(path: Path) -> str:
     import hashlib
 
     return "file:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@torch.no_grad()
+def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """``ema <- d * ema + (1 - d) * model``; ``d`` ramps up as ``(1 + step) / (10 + step)`` so the
+    first steps of a fresh run are not averaged with the initial weights for long."""
+    d = min(decay, (1.0 + step) / (10.0 + step))
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1.0 - d)
+    for e, b in zip(ema.buffers(), model.buffers(), strict=True):
+        e.copy_(b)
 
 
 def _device_share(batch: int, share: float) -> int:
@@ -531,6 +543,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             student.count_params(),
             student.macs_per_pixel(),
         )
+    # The average starts from the initial weights; resume restores it below.
+    ema_model = copy.deepcopy(student).requires_grad_(False) if cfg.ema > 0 else None
     model: torch.nn.Module = student
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -576,7 +590,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     epoch_time = 0.0
     if cfg.resume and (out_dir / "last.pt").is_file():
         ck = load_checkpoint(out_dir / "last.pt", map_location=device)
-        student.load_state_dict(ck["model"])
+        student.load_state_dict(ck.get("model_raw", ck["model"]))
+        if ema_model is not None:
+            ema_model.load_state_dict(ck["model"])
         if loss_fn.adapters is not None and ck.get("adapters"):
             loss_fn.adapters.load_state_dict(ck["adapters"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -609,7 +625,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if not master:
             return
         state = {
-            "model": student.state_dict(),
+            "model": (ema_model or student).state_dict(),
+            **({"model_raw": student.state_dict()} if ema_model is not None else {}),
             "adapters": loss_fn.adapters.state_dict() if loss_fn.adapters is not None else {},
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -706,6 +723,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
             scaler.step(optimizer)
             scaler.update()
+            if ema_model is not None:
+                update_ema(ema_model, student, cfg.ema, global_step)
             if cfg.scheduler != "plateau":
                 scheduler.step()
             global_step += 1
@@ -767,7 +786,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metric = torch.tensor([float("nan")], device=device)
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == n_epochs:
             if master:
-                row.update(validate(student, val_set, device))
+                row.update(validate(ema_model or student, val_set, device))
                 metric[0] = row["val_psnr"]
             if ddp:
                 dist.broadcast(metric, src=0)
