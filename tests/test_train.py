@@ -132,6 +132,20 @@ def test_device_share_of_a_batch() -> None:
     assert [_device_share(16, w) for w in (0.0, 0.7, 1.0)] == [0, 11, 16]
     assert _device_share(2, 0.01) == 1  # a positive share always gets a sample ...
     assert _device_share(2, 0.99) == 1  # ... and so do the other sources
+    assert [_device_share(1, w) for w in (0.3, 0.7)] == [0, 1]  # batch 1: the nearest
+
+
+def test_split_off_raw_keeps_the_cache_share() -> None:
+    from training.data import DeblurDataset, RawSequence
+
+    seq = RawSequence(name="s", frames=[], numbers=[], paths=[])
+    ds = DeblurDataset(raw=[seq], photos=[torch.zeros(8, 8, 3).numpy()], weights=(0.7, 0.3, 0.0))
+    ds.cache_fraction = 0.25  # as a teacher cache would set it
+    share = ds.split_off_raw()
+    assert share == pytest.approx(0.75 * 0.7)  # raw's share of all samples, cache drawn first
+    assert ds.weights.tolist() == [0.0, 1.0, 0.0]
+    # the workers' part of the batch: cached patches keep 25 % of the whole
+    assert (1 - share) * ds.cache_fraction == pytest.approx(0.25)
 
 
 @pytest.mark.parametrize("photo_weight", [0.3, 0.0])
@@ -154,6 +168,16 @@ def test_raw_on_device_trains_and_resumes_exactly(
     # the device draws are not the workers' draws: the same run without the flag differs
     plain = train(_tiny(synth, tmp_path / "plain", f"--data.photo_weight={photo_weight}"))
     assert plain["steps"] != full["steps"]
+
+
+def test_raw_on_device_without_raw_samples_leaves_the_frames_alone(
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # raw frames only for validation: nothing to put on the device, no zero-size draws
+    extra = ("--data.raw_on_device=true", "--data.raw_weight=0")
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        res = train(_tiny(synth, tmp_path / "noraw", *extra))
+    assert "raw source on" not in caplog.text and len(res["steps"]) == 6
 
 
 def test_init_from_starts_a_fresh_run_from_trained_weights(

@@ -307,6 +307,8 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"data.{key}: expected [low, high] with low <= high, got {v}")
     if cfg.steps_per_epoch < 1:
         raise ConfigError(f"steps_per_epoch: expected >= 1, got {cfg.steps_per_epoch}")
+    if not 0.0 <= cfg.ema < 1.0:
+        raise ConfigError(f"ema: expected a decay in [0, 1) (0 = off), got {cfg.ema}")
     return cfg
 
 

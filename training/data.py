@@ -636,14 +636,18 @@ class DeblurDataset(Dataset):
         }
 
     def split_off_raw(self) -> float:
-        """Stop drawing raw samples here (another sampler makes them); return their share.
+        """Stop drawing raw samples here (another sampler makes them); return their share of
+        all samples.
 
-        Afterwards ``self.weights`` covers the other sources only (all zero if there are none).
+        Afterwards ``self.weights`` covers the other sources only (all zero if there are none),
+        and ``cache_fraction`` is raised so that cached patches keep their share of the whole.
         """
-        share = float(self.weights[0])
+        cf = self.cache_fraction
+        share = (1.0 - cf) * float(self.weights[0])
         rest = self.weights.copy()
         rest[0] = 0.0
         self.weights = rest / rest.sum() if rest.sum() > 0 else rest
+        self.cache_fraction = min(1.0, cf / (1.0 - share)) if share < 1.0 else 0.0
         return share
 
     def __len__(self) -> int:  # the stream is infinite; samplers hand out the indices

@@ -8,8 +8,9 @@ flips and rotations) runs here as batched tensor ops. Photos, GoPro pairs and th
 stay in the workers (``training.data.DeblurDataset``); ``training.train`` concatenates the two
 parts of each batch when ``data.raw_on_device`` is set.
 
-What differs from the worker path: JPEG compression (an entropy coder, no tensor op) is not
-applied to device samples; noise, filters and augmentation follow the same definitions.
+Noise, filters and augmentation follow the worker path's definitions. JPEG (an entropy coder,
+no tensor op) round-trips through OpenCV on the host for the few samples that draw it (p
+``jpeg_prob``), so the input distribution stays the workers'.
 
 A batch is a pure function of ``(seed, rank, step)``: resumed runs need no generator state.
 """
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.data import RawSequence, SynthParams
+from training.data import RawSequence, SynthParams, jpeg_compress
 
 RAW_STREAM = 7_919  # keeps device draws apart from the workers' streams with the same seed
 
@@ -55,7 +56,8 @@ class DeviceRawSampler:
     """Blurry/sharp patches from temporal averages of raw frames kept on ``device``.
 
     ``sample(n, patch, step)`` returns ``blur`` and ``sharp`` float32 ``(n, 3, P, P)`` in [0, 1]
-    on ``device`` and the number of candidate patches the filters rejected.
+    on ``device`` and the number of candidate patches the filters refused (candidates are drawn
+    in batches, so this counts every refused one, not retries per accepted sample).
     """
 
     def __init__(
@@ -109,9 +111,9 @@ class DeviceRawSampler:
             else:
                 b = crops.mean(0)
                 c = crops[size // 2]
-            blur.append(b)
-            sharp.append(c)
-        return _fit(torch.stack(blur), patch), _fit(torch.stack(sharp), patch)
+            blur.append(_fit(b, patch))  # per crop: sequences may differ in size
+            sharp.append(_fit(c, patch))
+        return torch.stack(blur), torch.stack(sharp)
 
     def _keep(self, blur: Tensor, sharp: Tensor) -> Tensor:
         """Which candidates pass the flat-patch and too-little-blur filters, ``(B,)`` bool."""
@@ -135,14 +137,27 @@ class DeviceRawSampler:
         if noisy.any():
             noise = torch.randn(blur.shape, generator=gen, device=blur.device, dtype=blur.dtype)
             blur = blur + noise * blur.new_tensor(sigma).view(n, 1, 1, 1)
-        return blur.clamp_(0.0, 1.0)
+        blur = blur.clamp_(0.0, 1.0)
+        jpeg = np.flatnonzero(rng.uniform(size=n) < p.jpeg_prob)
+        if jpeg.size:
+            qualities = rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1, size=jpeg.size)
+            host = blur[torch.from_numpy(jpeg).to(blur.device)].permute(0, 2, 3, 1).cpu().numpy()
+            back = np.stack(
+                [jpeg_compress(h, int(q)) for h, q in zip(host, qualities, strict=True)]
+            )
+            blur[torch.from_numpy(jpeg).to(blur.device)] = (
+                torch.from_numpy(back).to(blur.device).permute(0, 3, 1, 2)
+            )
+        return blur
 
     @torch.no_grad()
     def sample(self, n: int, patch: int, step: int) -> tuple[Tensor, Tensor, int]:
         if n <= 0:
             raise ValueError(f"sample needs n >= 1, got {n}")
         p = self.params
-        rng = np.random.default_rng([self.seed, self.rank, RAW_STREAM, int(step)])
+        # RAW_STREAM last: numpy pads short seed lists with zeros, so the workers' keys
+        # [seed, rank, index] never meet it.
+        rng = np.random.default_rng([self.seed, self.rank, int(step), RAW_STREAM])
         gen = torch.Generator(device=self.device)
         gen.manual_seed(int(rng.integers(2**62)))
         kept_b: list[Tensor] = []
@@ -177,7 +192,7 @@ class DeviceRawSampler:
 
 
 def _fit(x: Tensor, patch: int) -> Tensor:
-    """Reflect-pad ``(B, C, h, w)`` crops smaller than ``patch`` up to ``(patch, patch)``."""
+    """Reflect-pad ``(..., C, h, w)`` crops smaller than ``patch`` up to ``(patch, patch)``."""
     h, w = x.shape[-2:]
     if h >= patch and w >= patch:
         return x

@@ -262,12 +262,13 @@ def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step:
 
 def _device_share(batch: int, share: float) -> int:
     """How many of ``batch`` samples the device sampler makes for a source ``share`` in [0, 1]:
-    at least one when the share is positive, at least one left for the others when it is < 1."""
+    the nearest count, but never all or none of a batch of two or more unless the share is."""
     if share <= 0:
         return 0
     if share >= 1:
         return batch
-    return min(batch - 1, max(1, round(batch * share)))
+    n = round(batch * share)
+    return min(batch - 1, max(1, n)) if batch >= 2 else n
 
 
 def _with_device_raw(
@@ -506,7 +507,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     dataset, val_set, skips = build_data(cfg, rank=rank, teacher_cache=cache)
     raw_sampler = None
     raw_share = 0.0
-    if cfg.data.raw_on_device and dataset.raw:
+    if cfg.data.raw_on_device and dataset.raw and dataset.weights[0] > 0:
         from training.device_data import DeviceRawSampler
 
         raw_sampler = DeviceRawSampler(
@@ -693,7 +694,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             disable=not master,
         )
         for batch in bar:
-            if raw_sampler is not None:
+            if n_raw > 0:
+                assert raw_sampler is not None
                 batch = _with_device_raw(
                     batch, raw_sampler.sample(n_raw, stage.patch, global_step), device
                 )
