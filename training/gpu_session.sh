@@ -13,6 +13,9 @@
 #    manylinux2014_x86_64 -d .whl kornia kornia_rs pytorch-msssim).
 # Carried (git-ignored; 6 carry paths): data_cache/gopro.mkv, data_cache/carry.json,
 # data_cache/photos, data_cache/dmphn, data_cache/vgg and .whl (not data_cache/raw: decoded there).
+# The next lent GPU (15 min of device time; 10 min per call), both shipped students continued:
+#   call 1: BENCH=0 TRAIN_S=450 bash training/gpu_session.sh   (~8.5 min)
+#   call 2: NAMES= BENCH=1 bash training/gpu_session.sh        (benchmarks only, ~3 min)
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60),
 # PROBE_STEPS, BENCH, OUT, RAW_ON_DEVICE, EXTRA (more --key=value for every run). A CPU dry run:
 #   OUT=out/dry TRAIN_S=150 PROBE_STEPS=14 BENCH=0 EXTRA='--device=cpu --data.num_workers=1
@@ -43,7 +46,7 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
                 [hq_cont]="training/configs/gpu_hq.yaml --ema=0.999"
                 [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
  --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --ema=0.999")
-NAMES=${NAMES:-hq_cont fast_cont}
+NAMES=${NAMES-hq_cont fast_cont}  # NAMES= (empty): no training, only BENCH
 EPOCHS=8  # the gpu_*.yaml stages' epochs: steps_per_epoch is what the probe sizes
 for n in $NAMES; do
   [ -n "${CFG[$n]:-}" ] || { echo "unknown run $n; known: ${!CFG[*]}"; exit 2; }
@@ -57,8 +60,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
 nproc
 python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__,
   'cuda', torch.cuda.is_available(), 'ort', o.__version__, o.get_available_providers())"
-python3 -m training.carry unpack || exit 1
-echo "[$(elapsed) s] data ready"
+if [ -n "$NAMES" ]; then
+  python3 -m training.carry unpack || exit 1
+  echo "[$(elapsed) s] data ready"
+fi
 
 D=data_cache
 COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --data.eval_dirs=[]
