@@ -42,10 +42,12 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
                 [fast2]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
  --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14"
                 # Next: both shipped students continued, raw frames on the GPU (RAW_ON_DEVICE),
-                # validating and keeping a moving average of the weights.
-                [hq_cont]="training/configs/gpu_hq.yaml --ema=0.999"
+                # validating and keeping a moving average of the weights; 2 x (6 photo workers
+                # + 2 trainer threads) = the 16 cores.
+                [hq_cont]="training/configs/gpu_hq.yaml --ema=0.999 --data.num_workers=6"
                 [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
- --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --ema=0.999")
+ --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --ema=0.999
+ --data.num_workers=6")
 NAMES=${NAMES-hq_cont fast_cont}  # NAMES= (empty): no training, only BENCH
 EPOCHS=8  # the gpu_*.yaml stages' epochs: steps_per_epoch is what the probe sizes
 for n in $NAMES; do
