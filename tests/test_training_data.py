@@ -222,3 +222,36 @@ def test_barely_blurred_patches_are_rejected() -> None:
 
     assert sum(p > 30.0 for p in patch_psnrs(0.0)) >= 10
     assert max(patch_psnrs(30.0)) <= 30.0
+
+
+def test_window_blur_stats_measures_motion_per_range(tmp_path: Path, capsys) -> None:
+    from training.data import main, window_blur_stats
+
+    still = [np.full((24, 32, 3), 90, np.uint8)] * 10
+    rng = np.random.default_rng(0)
+    moving = [rng.integers(0, 256, (24, 32, 3), dtype=np.uint8) for _ in range(10)]
+    seq = RawSequence(name="s", frames=still + moving, numbers=list(range(1, 21)), paths=[])
+    rows = window_blur_stats(seq, [3], ranges={"a": (1, 10), "b": (11, 20)}, step=1)
+    assert [(r["range"], r["windows"]) for r in rows] == [("a 1-10", 8), ("b 11-20", 8)]
+    assert rows[0]["mean_db"] == 100.0 and rows[1]["mean_db"] < 15  # still vs noise frames
+    # the command line, on frames written to disk
+    for i, f in enumerate(still + moving, start=1):
+        cv2.imwrite(str(tmp_path / f"{i:04d}.png"), f)
+    main(
+        [
+            "--blur-stats",
+            str(tmp_path),
+            "--windows",
+            "3,5",
+            "--train",
+            "1,10",
+            "--held-out",
+            "11,20",
+        ]
+    )
+    table = capsys.readouterr().out
+    assert (
+        "| 3 | train 1-10 | 2 | 100.00 |" in table
+    )  # every 4th of 8 windows and "| 5 | held-out 11-20 |" in table
+    with pytest.raises(SystemExit):
+        main(["--blur-stats", str(tmp_path), "--windows", "4"])

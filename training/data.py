@@ -1049,17 +1049,84 @@ def _skimage_samples() -> list[np.ndarray]:
     return out
 
 
+def window_blur_stats(
+    seq: RawSequence, sizes: Sequence[int], *, ranges: Mapping[str, tuple[int, int]], step: int = 4
+) -> list[dict[str, Any]]:
+    """How blurred plain temporal averages of ``seq`` are: per window size and frame range, the
+    PSNR of the average against its centre frame, over every ``step``-th centre whose window
+    lies inside the range. Returns rows ``{size, range, windows, mean_db, p10_db, min_db}``."""
+    out: list[dict[str, Any]] = []
+    number_at = {n: i for i, n in enumerate(seq.numbers)}
+    for size in sizes:
+        starts = seq.windows(size)
+        for label, (lo, hi) in ranges.items():
+            values = []
+            for s in starts[::step]:
+                first, last = seq.numbers[s], seq.numbers[s + size - 1]
+                if first < lo or last > hi or first not in number_at:
+                    continue
+                frames = seq.frames[s : s + size]
+                blur = temporal_average(frames, linear=False)
+                values.append(psnr_np(blur, frames[size // 2].astype(np.float32) / 255.0))
+            if values:
+                v = np.asarray(values)
+                out.append(
+                    dict(
+                        size=size,
+                        range=f"{label} {lo}-{hi}",
+                        windows=len(v),
+                        mean_db=round(float(v.mean()), 2),
+                        p10_db=round(float(np.percentile(v, 10)), 2),
+                        min_db=round(float(v.min()), 2),
+                    )
+                )
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m training.data --make-synthetic DIR [--sequences N]``: the smoke config's data."""
+    """``python -m training.data --make-synthetic DIR [--sequences N]``: the smoke config's data.
+    ``python -m training.data --blur-stats FRAME_DIR``: how blurred its temporal averages are."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("--make-synthetic", metavar="DIR", required=True)
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--make-synthetic", metavar="DIR")
+    what.add_argument("--blur-stats", metavar="FRAME_DIR")
     parser.add_argument("--sequences", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--windows", default="7,13,21", help="window sizes for --blur-stats")
+    parser.add_argument("--train", default="1,239", help="training frame range for --blur-stats")
+    parser.add_argument("--held-out", default="240,299", help="held-out frame range")
+    parser.add_argument("--step", type=int, default=4, help="every STEP-th window centre")
     args = parser.parse_args(argv)
-    dirs = make_synthetic_dataset(args.make_synthetic, args.sequences, seed=args.seed)
-    print("\n".join(f"{k}: {v}" for k, v in dirs.items()))
+    if args.make_synthetic:
+        dirs = make_synthetic_dataset(args.make_synthetic, args.sequences, seed=args.seed)
+        print("\n".join(f"{k}: {v}" for k, v in dirs.items()))
+        return
+    try:
+        sizes = [int(w) for w in args.windows.split(",")]
+        tr = tuple(int(v) for v in args.train.split(","))
+        ho = tuple(int(v) for v in args.held_out.split(","))
+        if len(tr) != 2 or len(ho) != 2 or any(w < 1 or w % 2 == 0 for w in sizes):
+            raise ValueError
+    except ValueError:
+        parser.error("--windows takes odd sizes (7,13,21); --train / --held-out take FIRST,LAST")
+    if not Path(args.blur_stats).is_dir():
+        parser.error(f"--blur-stats: no folder {args.blur_stats}")
+    seq = RawSequence.load(args.blur_stats, first=min(tr[0], ho[0]), last=max(tr[1], ho[1]))
+    rows = window_blur_stats(
+        seq,
+        sizes,
+        ranges={"train": tr, "held-out": ho},
+        step=max(1, args.step),  # type: ignore[dict-item]
+    )
+    print("| window | frames | windows | mean dB | p10 dB | min dB |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['size']} | {r['range']} | {r['windows']} | {r['mean_db']:.2f} | "
+            f"{r['p10_db']:.2f} | {r['min_db']:.2f} |"
+        )
 
 
 if __name__ == "__main__":
