@@ -163,3 +163,35 @@ def test_bad_inputs_are_refused() -> None:
         s.sample(0, 16, step=0)
     # crops a little smaller than the patch are reflect-padded, as the workers do
     assert s.sample(2, 64, step=0)[0].shape == (2, 3, 64, 64)
+
+
+def test_command_line_times_both_paths(tmp_path, capsys) -> None:
+    import cv2
+
+    from training.device_data import main
+
+    rng = np.random.default_rng(1)
+    for i in range(1, 15):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), rng.integers(0, 256, (24, 32, 3), np.uint8))
+    main(
+        [
+            str(tmp_path),
+            "--device",
+            "cpu",
+            "--last",
+            "14",
+            "--patch",
+            "16",
+            "--batch",
+            "2",
+            "--steps",
+            "2",
+            "--worker-samples",
+            "2",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert out.startswith("14 frames (0 MB) on cpu; 16 px raw patches: device sampler ")
+    assert "one worker" in out
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "missing")])

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -215,3 +216,60 @@ def _augment(blur: Tensor, sharp: Tensor, rng: np.random.Generator) -> tuple[Ten
         out_b.append(b)
         out_s.append(s)
     return torch.stack(out_b), torch.stack(out_s)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m training.device_data FRAME_DIR [--device cuda]``: raw patches per second from
+    this sampler and from one worker's path (``DeblurDataset``), same filters, same patch size."""
+    import argparse
+    import time
+
+    from training.data import DeblurDataset
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("frames", help="a folder of consecutive raw frames")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--first", type=int, default=1)
+    parser.add_argument("--last", type=int, default=239)
+    parser.add_argument("--patch", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=11, help="raw samples per step")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--worker-samples", type=int, default=40)
+    args = parser.parse_args(argv)
+    if not Path(args.frames).is_dir():
+        parser.error(f"no folder {args.frames}")
+    # The GPU configs' raw-sample settings (training/configs/gpu_*.yaml).
+    params = SynthParams(
+        noise_prob=0.5,
+        noise_sigma=(0.0, 0.015),
+        poisson_prob=0.1,
+        jpeg_prob=0.3,
+        jpeg_quality=(70, 95),
+        max_blur_psnr=30.0,
+        max_tries=20,
+    )
+    seq = RawSequence.load(args.frames, first=args.first, last=args.last)
+    sampler = DeviceRawSampler([seq], params, args.device)
+    sampler.sample(args.batch, args.patch, step=0)  # warm-up
+    sync = torch.cuda.synchronize if sampler.device.type == "cuda" else (lambda: None)
+    sync()
+    t0, rejected = time.perf_counter(), 0
+    for step in range(1, args.steps + 1):
+        rejected += sampler.sample(args.batch, args.patch, step)[2]
+    sync()
+    dev_rate = args.steps * args.batch / (time.perf_counter() - t0)
+    dataset = DeblurDataset(raw=[seq], params=params, patch=args.patch)
+    t0 = time.perf_counter()
+    for i in range(args.worker_samples):
+        dataset[i]
+    worker_rate = args.worker_samples / (time.perf_counter() - t0)
+    print(
+        f"{len(seq.frames)} frames ({sampler.nbytes / 1e6:.0f} MB) on {sampler.device}; "
+        f"{args.patch} px raw patches: device sampler {dev_rate:.1f}/s "
+        f"({rejected / (args.steps * args.batch):.1f} refused per kept), "
+        f"one worker {worker_rate:.1f}/s (torch threads {torch.get_num_threads()})"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -65,6 +65,9 @@ python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__,
 if [ -n "$NAMES" ]; then
   python3 -m training.carry unpack || exit 1
   echo "[$(elapsed) s] data ready"
+  # raw patches/s: the GPU sampler against one worker's path (what bound the 2026-11-30 calls)
+  timeout 60 python3 -m training.device_data data_cache/raw/GOPR0477_11_00 \
+    || echo "device_data timing failed"
 fi
 
 D=data_cache
