@@ -105,7 +105,7 @@ class DataConfig:
     val_crop: int = 256  # centre crop of validation frames, px (0 = whole frame)
     num_workers: int = 0  # DataLoader worker processes
     # Synthesise the raw-frame source on the training device (training.device_data) instead of
-    # in the workers: on a GPU the workers could not keep up (no JPEG on those samples).
+    # in the workers: on a GPU the workers could not keep up.
     raw_on_device: bool = False
 
 

@@ -1056,14 +1056,13 @@ def window_blur_stats(
     PSNR of the average against its centre frame, over every ``step``-th centre whose window
     lies inside the range. Returns rows ``{size, range, windows, mean_db, p10_db, min_db}``."""
     out: list[dict[str, Any]] = []
-    number_at = {n: i for i, n in enumerate(seq.numbers)}
     for size in sizes:
         starts = seq.windows(size)
         for label, (lo, hi) in ranges.items():
             values = []
             for s in starts[::step]:
                 first, last = seq.numbers[s], seq.numbers[s + size - 1]
-                if first < lo or last > hi or first not in number_at:
+                if first < lo or last > hi:
                     continue
                 frames = seq.frames[s : s + size]
                 blur = temporal_average(frames, linear=False)
@@ -1105,21 +1104,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     try:
         sizes = [int(w) for w in args.windows.split(",")]
-        tr = tuple(int(v) for v in args.train.split(","))
-        ho = tuple(int(v) for v in args.held_out.split(","))
-        if len(tr) != 2 or len(ho) != 2 or any(w < 1 or w % 2 == 0 for w in sizes):
+        t0, t1 = (int(v) for v in args.train.split(","))
+        h0, h1 = (int(v) for v in args.held_out.split(","))
+        if any(w < 1 or w % 2 == 0 for w in sizes):
             raise ValueError
     except ValueError:
         parser.error("--windows takes odd sizes (7,13,21); --train / --held-out take FIRST,LAST")
     if not Path(args.blur_stats).is_dir():
         parser.error(f"--blur-stats: no folder {args.blur_stats}")
-    seq = RawSequence.load(args.blur_stats, first=min(tr[0], ho[0]), last=max(tr[1], ho[1]))
-    rows = window_blur_stats(
-        seq,
-        sizes,
-        ranges={"train": tr, "held-out": ho},
-        step=max(1, args.step),  # type: ignore[dict-item]
-    )
+    seq = RawSequence.load(args.blur_stats, first=min(t0, h0), last=max(t1, h1))
+    ranges = {"train": (t0, t1), "held-out": (h0, h1)}
+    rows = window_blur_stats(seq, sizes, ranges=ranges, step=max(1, args.step))
     print("| window | frames | windows | mean dB | p10 dB | min dB |")
     print("|---:|---|---:|---:|---:|---:|")
     for r in rows:
