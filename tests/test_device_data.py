@@ -195,3 +195,5 @@ def test_command_line_times_both_paths(tmp_path, capsys) -> None:
     assert "one worker" in out
     with pytest.raises(SystemExit):
         main([str(tmp_path / "missing")])
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--config", str(tmp_path / "missing.yaml")])

@@ -142,13 +142,12 @@ class DeviceRawSampler:
         jpeg = np.flatnonzero(rng.uniform(size=n) < p.jpeg_prob)
         if jpeg.size:
             qualities = rng.integers(p.jpeg_quality[0], p.jpeg_quality[1] + 1, size=jpeg.size)
-            host = blur[torch.from_numpy(jpeg).to(blur.device)].permute(0, 2, 3, 1).cpu().numpy()
+            idx = torch.from_numpy(jpeg).to(blur.device)
+            host = blur[idx].permute(0, 2, 3, 1).cpu().numpy()
             back = np.stack(
                 [jpeg_compress(h, int(q)) for h, q in zip(host, qualities, strict=True)]
             )
-            blur[torch.from_numpy(jpeg).to(blur.device)] = (
-                torch.from_numpy(back).to(blur.device).permute(0, 3, 1, 2)
-            )
+            blur[idx] = torch.from_numpy(back).to(blur.device).permute(0, 3, 1, 2)
         return blur
 
     @torch.no_grad()
@@ -167,8 +166,9 @@ class DeviceRawSampler:
         tries = max(1, p.max_tries)
         for attempt in range(tries):
             need = n - have
-            # Raw windows pass the blur filter about 40 % of the time (most of a clip barely
-            # moves): over-draw so one or two rounds usually fill the batch.
+            # About a third of raw windows pass the blur filter (most of a clip barely moves;
+            # `python -m training.device_data` prints the ratio): over-draw so one or two
+            # rounds usually fill the batch.
             k = need if attempt == tries - 1 else max(need, math.ceil(need * 2.5))
             blur, sharp = self._candidates(rng, k, patch)
             if attempt == tries - 1:  # as the workers do: the last draw is taken as it is
@@ -228,6 +228,11 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("frames", help="a folder of consecutive raw frames")
+    parser.add_argument(
+        "--config",
+        default=str(Path(__file__).parent / "configs" / "gpu_fast.yaml"),
+        help="training config whose data settings (windows, filters, noise, JPEG) to use",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--first", type=int, default=1)
     parser.add_argument("--last", type=int, default=239)
@@ -238,16 +243,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not Path(args.frames).is_dir():
         parser.error(f"no folder {args.frames}")
-    # The GPU configs' raw-sample settings (training/configs/gpu_*.yaml).
-    params = SynthParams(
-        noise_prob=0.5,
-        noise_sigma=(0.0, 0.015),
-        poisson_prob=0.1,
-        jpeg_prob=0.3,
-        jpeg_quality=(70, 95),
-        max_blur_psnr=30.0,
-        max_tries=20,
-    )
+    if not Path(args.config).is_file():
+        parser.error(f"no config {args.config}")
+    from training.config import load_config
+    from training.train import synth_params
+
+    params = synth_params(load_config(args.config))
     seq = RawSequence.load(args.frames, first=args.first, last=args.last)
     sampler = DeviceRawSampler([seq], params, args.device)
     sampler.sample(args.batch, args.patch, step=0)  # warm-up

@@ -546,6 +546,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         )
     # The average starts from the initial weights; resume restores it below.
     ema_model = copy.deepcopy(student).requires_grad_(False) if cfg.ema > 0 else None
+    # What validation measures and checkpoints keep as "model" (an explicit None test: a
+    # module's truth value is its length when it is a container).
+    kept = ema_model if ema_model is not None else student
     model: torch.nn.Module = student
     if ddp:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -626,7 +629,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if not master:
             return
         state = {
-            "model": (ema_model or student).state_dict(),
+            "model": kept.state_dict(),
             **({"model_raw": student.state_dict()} if ema_model is not None else {}),
             "adapters": loss_fn.adapters.state_dict() if loss_fn.adapters is not None else {},
             "optimizer": optimizer.state_dict(),
@@ -788,7 +791,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         metric = torch.tensor([float("nan")], device=device)
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == n_epochs:
             if master:
-                row.update(validate(ema_model or student, val_set, device))
+                row.update(validate(kept, val_set, device))
                 metric[0] = row["val_psnr"]
             if ddp:
                 dist.broadcast(metric, src=0)
