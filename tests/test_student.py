@@ -9,6 +9,7 @@ torch = pytest.importorskip("torch")
 from training.models.student import (  # noqa: E402
     ShuffleUNetConfig,
     create_student,
+    grow_from,
     list_students,
     pad_to_multiple,
 )
@@ -103,6 +104,46 @@ def test_unknown_variant_and_keys_are_refused() -> None:
     with pytest.raises(ValueError, match="enc_blocks"):
         create_student("fast", enc_blocks=(1,))
     assert ShuffleUNetConfig().stem_scale == 4
+
+
+def _trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    # Untrained students are the identity; random weights everywhere make the check meaningful.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model.eval()
+
+
+def test_grown_student_starts_as_the_source_function() -> None:
+    source = _trained_like(create_student("tiny"))
+    grown = _trained_like(create_student("tiny", body_blocks=2, dec_blocks=(2,)), seed=1)
+    added = grow_from(grown, source.state_dict())
+    assert added == ["decoders.0.1", "encoders.1.1", "encoders.1.2"]
+    x = torch.rand(2, 3, 37, 53)
+    with torch.no_grad():
+        assert torch.equal(grown(x), source(x))
+    # It is a real growth: the added blocks train and change the output.
+    grown.train()
+    loss = (grown(x) - x.flip(-1)).abs().mean()
+    loss.backward()
+    assert grown.get_submodule("encoders.1.2").project.weight.grad.abs().sum() > 0
+
+    big = create_student("fast")
+    assert len(grow_from(create_student("fast_plus"), big.state_dict())) == 8
+
+
+def test_growth_refuses_what_is_not_a_growth() -> None:
+    tiny = create_student("tiny")
+    with pytest.raises(ValueError, match="not a growth"):  # other widths
+        grow_from(create_student("tiny", widths=(8, 24)), tiny.state_dict())
+    with pytest.raises(ValueError, match="encoders.1.0.expand.weight .* absent"):  # shallower
+        grow_from(create_student("tiny", enc_blocks=(0, 0)), tiny.state_dict())
+    # A tensor the source lacks, outside the blocks it adds, would be left at random init.
+    for lost in ("head.bias", "encoders.1.0.dw.weight"):
+        partial = {k: v for k, v in tiny.state_dict().items() if k != lost}
+        with pytest.raises(ValueError, match=f"{lost} is missing"):
+            grow_from(create_student("tiny", body_blocks=1), partial)
 
 
 @pytest.mark.parametrize("name", VARIANTS)

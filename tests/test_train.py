@@ -211,6 +211,39 @@ def test_init_from_starts_a_fresh_run_from_trained_weights(
         )
 
 
+def test_init_from_a_shallower_student_grows_it(synth: dict[str, Path], tmp_path: Path) -> None:
+    train(_tiny(synth, tmp_path / "pre"))
+    pre = load_checkpoint(tmp_path / "pre" / "last.pt")
+    deeper = "--student_kwargs={body_blocks: 1, dec_blocks: [2]}"
+    # Zero steps: the checkpoint written is the grown student before any update.
+    train(
+        _tiny(
+            synth,
+            tmp_path / "grown",
+            f"--init_from={tmp_path / 'pre' / 'last.pt'}",
+            deeper,
+            "--max_minutes=0.00001",
+            "--lr=0",
+            "--warmup_steps=0",
+        )
+    )
+    grown = load_checkpoint(tmp_path / "grown" / "last.pt")
+    assert grown["student_kwargs"] == {"body_blocks": 1, "dec_blocks": [2]}
+    assert all(torch.equal(pre["model"][k], grown["model"][k]) for k in pre["model"])
+    added = sorted(set(grown["model"]) - set(pre["model"]))
+    assert added and all(k.startswith(("encoders.1.1.", "decoders.0.1.")) for k in added)
+    assert not grown["model"]["decoders.0.1.project.weight"].any()
+    with pytest.raises(ConfigError, match="does not grow from it"):
+        train(
+            _tiny(
+                synth,
+                tmp_path / "narrower",
+                f"--init_from={tmp_path / 'pre' / 'last.pt'}",
+                "--student_kwargs={widths: [8, 24]}",
+            )
+        )
+
+
 def test_init_from_with_resume_on_a_first_launch_uses_the_init(
     synth: dict[str, Path], tmp_path: Path
 ) -> None:

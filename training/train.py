@@ -523,20 +523,36 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             )
 
     # ---- student -----------------------------------------------------------------------------
-    from training.models.student import create_student
+    from training.models.student import create_student, grow_from
 
     student = create_student(cfg.student, **cfg.student_kwargs).to(device)
     resuming = cfg.resume and (out_dir / "last.pt").is_file()
     if cfg.init_from and not resuming:  # a first launch with --resume still starts from init
         init = load_checkpoint(cfg.init_from)
-        if init.get("variant", cfg.student) != cfg.student:
-            raise ConfigError(
-                f"init_from {cfg.init_from} holds a {init.get('variant')!r} student, "
-                f"not {cfg.student!r}"
-            )
-        student.load_state_dict(init["model"])
-        if master:
-            log.info("student initialised from %s", cfg.init_from)
+        source = init.get("variant", cfg.student)
+        source_kwargs = dict(init.get("student_kwargs") or {})
+        if source == cfg.student and source_kwargs == dict(cfg.student_kwargs):
+            student.load_state_dict(init["model"])
+            if master:
+                log.info("student initialised from %s", cfg.init_from)
+        else:
+            # A deeper variant of the same family starts as the source's exact function.
+            try:
+                added = grow_from(student, init["model"])  # type: ignore[arg-type]
+            except (ValueError, AttributeError) as e:
+                raise ConfigError(
+                    f"init_from {cfg.init_from} holds a {source!r} student {source_kwargs}, not "
+                    f"{cfg.student!r} {dict(cfg.student_kwargs)}, and it does not grow from it ({e})"
+                ) from e
+            if master:
+                log.info(
+                    "student grown from the %s in %s: %d blocks added (%s), each starting as "
+                    "the identity",
+                    source,
+                    cfg.init_from,
+                    len(added),
+                    ", ".join(added),
+                )
     if master:
         log.info(
             "student %s: %d params, %.0f multiply-adds per pixel",
