@@ -51,3 +51,14 @@ def test_committed_checkpoint_is_the_shipped_model(onnx_name: str) -> None:
     sess = ort.InferenceSession(str(WEIGHTS / onnx_name), providers=["CPUExecutionProvider"])
     (out,) = sess.run(None, {"input": x})
     assert np.abs(out - eager).max() < 1e-4
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "training" / "checkpoints").glob("*.pt")), ids=lambda p: p.name
+)
+def test_every_committed_checkpoint_loads_into_its_variant(path: Path) -> None:
+    # training/gpu_session.sh continues from these with --init_from (strict load).
+    ck = load_checkpoint(path)
+    model = create_student(ck["variant"], **ck.get("student_kwargs", {}))
+    model.load_state_dict(ck["model"])
+    assert all(torch.isfinite(v).all() for v in ck["model"].values())

@@ -13,7 +13,8 @@
 #    manylinux2014_x86_64 -d .whl kornia kornia_rs pytorch-msssim).
 # Carried (git-ignored; 6 carry paths): data_cache/gopro.mkv, data_cache/carry.json,
 # data_cache/photos, data_cache/dmphn, data_cache/vgg and .whl (not data_cache/raw: decoded there).
-# The next lent GPU (15 min of device time; 10 min per call), both shipped students continued:
+# The next lent GPU (15 min of device time; 10 min per call), both shipped students and
+# fast_plus (grown from fast on the CPU) continued:
 #   call 1: BENCH=0 TRAIN_S=450 bash training/gpu_session.sh   (~8.5 min)
 #   call 2: NAMES= BENCH=1 bash training/gpu_session.sh        (benchmarks only, ~3 min)
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60),
@@ -42,13 +43,18 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
                 [fast2]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
  --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14"
                 # Next: both shipped students continued, raw frames on the GPU (RAW_ON_DEVICE),
-                # validating and keeping a moving average of the weights; 2 x (6 photo workers
-                # + 2 trainer threads) = the 16 cores.
+                # validating and keeping a moving average of the weights; 6 + 4 + 4 photo workers
+                # and 3 x 2 trainer threads on the 16 cores (photos are 30 % of the samples).
                 [hq_cont]="training/configs/gpu_hq.yaml --ema=0.999 --data.num_workers=6"
                 [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
  --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --ema=0.999
- --data.num_workers=6")
-NAMES=${NAMES-hq_cont fast_cont}  # NAMES= (empty): no training, only BENCH
+ --data.num_workers=4"
+                # fast_plus (fast with more blocks), continued from its CPU run: beside
+                # fast_cont it says what the extra blocks buy at equal GPU minutes.
+                [plus_cont]="training/configs/gpu_fast.yaml --student=fast_plus --lr=1.0e-3
+ --init_from=training/checkpoints/student_fast_plus.pt --warmup_steps=50 --ema=0.999
+ --data.num_workers=4")
+NAMES=${NAMES-hq_cont fast_cont plus_cont}  # NAMES= (empty): no training, only BENCH
 EPOCHS=8  # the gpu_*.yaml stages' epochs: steps_per_epoch is what the probe sizes
 for n in $NAMES; do
   [ -n "${CFG[$n]:-}" ] || { echo "unknown run $n; known: ${!CFG[*]}"; exit 2; }

@@ -19,7 +19,8 @@ Variants live in one registry (``STUDENTS``), timm style::
   (channels at the fine levels cost far more time per multiply-add than at the coarse ones)
   and then by held-out PSNR after equal GPU minutes.
 * ``fast_s`` — the first, smaller CPU student (~920 multiply-adds per pixel); ``fast_s2`` — a
-  candidate that lost to ``fast``.
+  candidate that lost to ``fast``; ``fast_plus`` — ``fast`` with more blocks, grown from its
+  weights (``grow_from``).
 * ``hq`` — the GPU student (1080p, < 5 MB): the same design from a 1/2-scale stem, wider.
 * ``tiny`` — a few thousand parameters, for tests and the smoke configuration.
 """
