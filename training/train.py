@@ -914,10 +914,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
     _, cfg = parse_cli(parser, argv)
     try:
-        return train(cfg)
-    finally:
+        result = train(cfg)
+    except BaseException:
         if dist.is_initialized():
-            dist.destroy_process_group()
+            dist.destroy_process_group()  # no barrier: the other rank may never reach it
+        raise
+    if dist.is_initialized():
+        # Leave together: a rank that tears its gloo connections down while the other is still
+        # finishing can make that one abort at exit (seen once in CI as SIGABRT after training).
+        dist.barrier()
+        dist.destroy_process_group()
+    return result
 
 
 if __name__ == "__main__":
