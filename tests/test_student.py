@@ -139,6 +139,8 @@ def test_growth_refuses_what_is_not_a_growth() -> None:
         grow_from(create_student("tiny", widths=(8, 24)), tiny.state_dict())
     with pytest.raises(ValueError, match="encoders.1.0.expand.weight .* absent"):  # shallower
         grow_from(create_student("tiny", enc_blocks=(0, 0)), tiny.state_dict())
+    with pytest.raises(ValueError, match="only ShuffleUNet students grow, not DSUNet"):
+        grow_from(create_student("unet", convs_per_level=3), create_student("unet").state_dict())
     # A tensor the source lacks, outside the blocks it adds, would be left at random init.
     for lost in ("head.bias", "encoders.1.0.dw.weight"):
         partial = {k: v for k, v in tiny.state_dict().items() if k != lost}

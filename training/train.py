@@ -538,8 +538,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         else:
             # A deeper variant of the same family starts as the source's exact function.
             try:
-                added = grow_from(student, init["model"])  # type: ignore[arg-type]
-            except (ValueError, AttributeError) as e:
+                added = grow_from(student, init["model"])
+            except ValueError as e:
                 raise ConfigError(
                     f"init_from {cfg.init_from} holds a {source!r} student {source_kwargs}, not "
                     f"{cfg.student!r} {dict(cfg.student_kwargs)}, and it does not grow from it ({e})"

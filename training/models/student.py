@@ -219,7 +219,7 @@ class ShuffleUNet(StudentBase):
 _BLOCK_KEY = re.compile(r"^(encoders|decoders)\.(\d+)\.(\d+)\.")
 
 
-def grow_from(model: ShuffleUNet, source: dict[str, Tensor]) -> list[str]:
+def grow_from(model: nn.Module, source: dict[str, Tensor]) -> list[str]:
     """Load a shallower ShuffleUNet's weights into ``model``, which adds blocks to its stages.
 
     ``source`` is the state dict of a net with the same stem, widths and kernels and at most as
@@ -227,8 +227,10 @@ def grow_from(model: ShuffleUNet, source: dict[str, Tensor]) -> list[str]:
     blocks, which follow the source's blocks in each stage, get a zero ``project`` conv, so the
     grown net computes exactly what the source did and training can only add to it (net2net).
     Returns the names of the added blocks; raises ``ValueError`` if ``model`` is not a growth of
-    ``source`` (a missing, extra or reshaped tensor anywhere else).
+    ``source`` (not a ShuffleUNet, or a missing, extra or reshaped tensor anywhere else).
     """
+    if not isinstance(model, ShuffleUNet):
+        raise ValueError(f"only ShuffleUNet students grow, not {type(model).__name__}")
     target = model.state_dict()
     problems = [
         f"{k} {tuple(v.shape)} vs {tuple(target[k].shape) if k in target else 'absent'}"
