@@ -98,6 +98,7 @@ def test_parse_data() -> None:
     assert (spec.path, spec.first, spec.last) == ("/a:b", 250, 260)
     assert EV.parse_data("pairs:x,y").sharp_dir == "y"
     assert EV.parse_data("demo:").kind == "demo"
+    assert EV.parse_data("camera:/x").path == "/x"
     with pytest.raises(ValueError, match="bad --data"):
         EV.parse_data("zip:/x")
 
@@ -242,6 +243,36 @@ def test_evaluate_cli_end_to_end(
     assert EV.main(args) == 0
     second = capsys.readouterr().out
     assert "teacher: 0 computed" in second
+
+
+def test_camera_set_films_each_image_and_blurs_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        _write(tmp_path / "imgs" / f"{name}.png", D.procedural_scene(rng, 120, 160) / 255.0)
+    spec = EV.parse_data(f"camera:{tmp_path / 'imgs'}")
+    samples = list(EV.iter_samples(spec, windows=(7, 13), max_size=140))
+    assert [(s.set, s.name) for s in samples[:2]] == [
+        ("camera-plain", "a_w7"),
+        ("camera-linear", "a_w7"),
+    ]
+    assert len(samples) == 8  # 2 images x 2 windows x 2 averages
+    for s in samples:
+        assert s.blurry.shape == s.sharp.shape and s.blurry.shape[0] == s.blurry.shape[1]
+        assert s.blurry.dtype == np.float32 and 0 <= s.blurry.min() and s.blurry.max() <= 1
+    # the centre frame is the sharp target: a crop of the image, untouched by resampling
+    img = D.load_image_u8(tmp_path / "imgs" / "a.png")
+    img = EV._fit(img, 140)
+    side = samples[0].sharp.shape[0]
+    y, x = img.shape[0] // 2 - side // 2, img.shape[1] // 2 - side // 2
+    assert np.array_equal(D.to_uint8(samples[0].sharp), img[y : y + side, x : x + side])
+    p7 = [D.psnr_np(s.blurry, s.sharp) for s in samples if s.name == "a_w7"]
+    p13 = [D.psnr_np(s.blurry, s.sharp) for s in samples if s.name == "a_w13"]
+    assert max(p7) < 40 and np.mean(p13) < np.mean(p7)  # longer windows blur more
+    # seeded: the same files give the same set
+    again = list(EV.iter_samples(spec, windows=(7, 13), max_size=140))
+    assert all(np.array_equal(a.blurry, b.blurry) for a, b in zip(samples, again, strict=True))
+    with pytest.raises(FileNotFoundError, match="no images"):
+        list(EV.iter_samples(EV.parse_data(f"camera:{tmp_path / 'none'}")))
 
 
 def test_evaluate_onnx_model_and_demo(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from training.data import (
     DeblurDataset,
@@ -255,3 +256,124 @@ def test_window_blur_stats_measures_motion_per_range(tmp_path: Path, capsys) -> 
     )  # every 4th of 8 windows and "| 5 | held-out 11-20 |" in table
     with pytest.raises(SystemExit):
         main(["--blur-stats", str(tmp_path), "--windows", "4"])
+
+
+def make_texture(h: int, w: int, *, seed: int) -> np.ndarray:
+    """A procedural scene with edges at every scale (uint8 RGB), as the demo material has."""
+    from training.data import procedural_scene
+
+    return procedural_scene(np.random.default_rng(seed), h, w)
+
+
+def test_camera_path_centre_frame_is_identity_and_speed_is_per_frame() -> None:
+    from training.data import camera_path
+
+    rng = np.random.default_rng(3)
+    maps = camera_path(rng, frames=9, speed=(2.0, 2.0), turn=0.0, zoom=0.0, curve=0.0)
+    assert maps.shape == (9, 2, 3)
+    assert np.array_equal(maps[4], [[1, 0, 0], [0, 1, 0]])
+    steps = np.linalg.norm(np.diff(maps[:, :, 2], axis=0), axis=1)
+    assert np.allclose(steps, 2.0)  # constant speed along a straight line without curve
+    assert np.allclose(maps[:, :, :2], np.eye(2))  # no roll or zoom asked for
+    bent = camera_path(rng, frames=13, speed=(1.0, 3.0), turn=0.5, zoom=0.01)
+    assert not np.allclose(bent[0, :, :2], np.eye(2))  # roll and zoom change the linear part
+    for bad in (0, 8):
+        with pytest.raises(ValueError, match="odd"):
+            camera_path(rng, frames=bad, speed=(1.0, 2.0))
+    with pytest.raises(ValueError, match="speed"):
+        camera_path(rng, frames=7, speed=(3.0, 1.0))
+
+
+def test_render_camera_motion_shifts_the_scene_exactly_by_whole_pixels() -> None:
+    from training.data import camera_path_margin, render_camera_motion
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (80, 90, 3), dtype=np.uint8)
+    maps = np.zeros((3, 2, 3))
+    maps[:, :, :2] = np.eye(2)
+    maps[:, 0, 2] = [-2.0, 0.0, 2.0]  # frame k sees the scene 2k px to the right
+    frames = render_camera_motion(img, maps, centre=(40, 45), size=32)
+    assert [f.shape for f in frames] == [(32, 32, 3)] * 3 and frames[0].dtype == np.uint8
+    assert np.array_equal(frames[1], img[24:56, 29:61])  # the centre frame is an exact crop
+    assert np.array_equal(frames[0], img[24:56, 27:59])
+    assert np.array_equal(frames[2], img[24:56, 31:63])
+    assert camera_path_margin(maps, 32) == 2 + 2
+    with pytest.raises(ValueError, match=r"\(N, 2, 3\)"):
+        render_camera_motion(img, maps[:, :, :2], centre=(40, 45), size=32)
+    with pytest.raises(ValueError, match=r"\(H, W, 3\)"):
+        render_camera_motion(img[..., 0], maps, centre=(40, 45), size=32)
+
+
+def test_camera_motion_photo_samples_blur_more_with_speed() -> None:
+    from training.data import psnr_np
+
+    photos = [make_texture(200, 240, seed=s) for s in range(3)]
+
+    def mean_psnr(speed: tuple[float, float]) -> float:
+        params = SynthParams(
+            camera_fraction=1.0,
+            camera_speed=speed,
+            camera_turn=0.0,
+            camera_zoom=0.0,
+            noise_prob=0,
+            jpeg_prob=0,
+            max_tries=1,
+        )
+        ds = DeblurDataset(photos=photos, weights=(0, 1, 0), params=params, patch=64, seed=1)
+        items = [ds[i] for i in range(12)]
+        for it in items:
+            assert it["blur"].shape == it["sharp"].shape == (3, 64, 64) and it["source"] == 1
+        return float(np.mean([psnr_np(it["blur"].numpy(), it["sharp"].numpy()) for it in items]))
+
+    still, slow, fast = mean_psnr((0.0, 0.0)), mean_psnr((0.5, 1.0)), mean_psnr((3.0, 4.0))
+    assert still == 100.0  # a still camera averages identical frames: no blur at all
+    assert slow > fast + 3.0
+    # a sample is a pure function of its index, whichever path made it
+    params = SynthParams(camera_fraction=0.5, noise_prob=0, jpeg_prob=0)
+    ds = DeblurDataset(photos=photos, weights=(0, 1, 0), params=params, patch=48, seed=2)
+    assert all(torch.equal(ds[i]["blur"], ds[i]["blur"]) for i in range(6))
+
+
+def test_camera_fraction_zero_keeps_the_shake_stream_unchanged() -> None:
+    photos = [make_texture(120, 140, seed=9)]
+    base = SynthParams(noise_prob=0, jpeg_prob=0)
+    a = DeblurDataset(photos=photos, weights=(0, 1, 0), params=base, patch=48, seed=5)
+    b = DeblurDataset(
+        photos=photos,
+        weights=(0, 1, 0),
+        params=SynthParams(noise_prob=0, jpeg_prob=0, camera_speed=(2.0, 3.0)),
+        patch=48,
+        seed=5,
+    )
+    assert all(torch.equal(a[i]["blur"], b[i]["blur"]) for i in range(5))
+
+
+def test_camera_config_is_checked_and_reaches_the_synthesiser() -> None:
+    from training.config import ConfigError, load_config
+    from training.train import synth_params
+
+    cfg = load_config(None, ["--data.camera_fraction=0.4", "--data.camera_speed=[1.0, 2.0]"])
+    p = synth_params(cfg)
+    assert p.camera_fraction == 0.4 and p.camera_speed == (1.0, 2.0)
+    assert (p.camera_turn, p.camera_zoom) == (cfg.data.camera_turn, cfg.data.camera_zoom)
+    with pytest.raises(ConfigError, match="camera_fraction"):
+        load_config(None, ["--data.camera_fraction=1.5"])
+    with pytest.raises(ConfigError, match="camera_speed"):
+        load_config(None, ["--data.camera_speed=[3.0, 1.0]"])
+
+
+def test_frame_motion_stats_sees_a_pan(tmp_path: Path, capsys) -> None:
+    from training.data import frame_motion_stats, main
+
+    scene = make_texture(120, 200, seed=4)
+    still = [scene[20:84, 20:148].copy() for _ in range(6)]
+    pan = [scene[20:84, 20 + 3 * k : 148 + 3 * k].copy() for k in range(1, 7)]  # 3 px per frame
+    seq = RawSequence(name="s", frames=still + pan, numbers=list(range(1, 13)), paths=[])
+    rows = frame_motion_stats(seq, ranges={"still": (1, 6), "pan": (7, 12)}, step=1)
+    assert [(r["range"], r["pairs"]) for r in rows] == [("still 1-6", 5), ("pan 7-12", 5)]
+    assert rows[0]["median_px"] < 0.3 and abs(rows[1]["median_px"] - 3.0) < 0.6
+    for i, f in enumerate(still + pan, start=1):
+        cv2.imwrite(str(tmp_path / f"{i:04d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    main(["--motion-stats", str(tmp_path), "--train", "1,6", "--held-out", "7,12", "--step", "1"])
+    out = capsys.readouterr().out
+    assert "| train 1-6 | 5 |" in out and "| held-out 7-12 | 5 |" in out

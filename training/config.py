@@ -70,6 +70,15 @@ class DataConfig:
     exposure: list[float] = field(
         default_factory=lambda: [0.5, 1.0]
     )  # fraction of the trajectory exposed
+    # Share of photo samples filmed by a simulated moving camera and averaged over a raw window
+    # (raw_windows, linear_fraction) instead of convolved with a shake PSF. The one raw clip
+    # moves its camera only in its last frames (python -m training.data --motion-stats).
+    camera_fraction: float = 0.0
+    camera_speed: list[float] = field(
+        default_factory=lambda: [0.25, 3.0]
+    )  # px per frame at 240 fps (held-out clip: median 1-1.6)
+    camera_turn: float = 0.1  # largest roll, degrees per frame
+    camera_zoom: float = 0.002  # largest relative change of scale per frame
     gopro_dir: str = ""  # GOPRO_Large root ({train,test}/<seq>/{blur,blur_gamma,sharp}); "" = none
     gopro_blur: str = "blur"  # which GoPro blurry set: blur | blur_gamma
     raw_weight: float = 0.7  # sampling weight of raw-frame temporal averages
@@ -301,10 +310,16 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         "jpeg_quality",
         "exposure",
         "photo_scale",
+        "camera_speed",
     ):
         v = getattr(cfg.data, key)
         if len(v) != 2 or v[0] > v[1]:
             raise ConfigError(f"data.{key}: expected [low, high] with low <= high, got {v}")
+    if not 0.0 <= cfg.data.camera_fraction <= 1.0 or cfg.data.camera_speed[0] < 0:
+        raise ConfigError(
+            "data.camera_fraction: expected a share in [0, 1] and data.camera_speed >= 0, got "
+            f"{cfg.data.camera_fraction} and {cfg.data.camera_speed}"
+        )
     if cfg.steps_per_epoch < 1:
         raise ConfigError(f"steps_per_epoch: expected >= 1, got {cfg.steps_per_epoch}")
     if not 0.0 <= cfg.ema < 1.0:

@@ -7,7 +7,9 @@ Three sources feed the student, mixed by weight (``DataConfig``):
   target, exactly how GoPro made its pairs: either the plain sRGB average (GoPro's ``blur``) or
   the average in linear light (``blur_gamma``).
 * ``photos``: sharp photographs blurred by a random camera-shake PSF (Boracchi & Foi 2012
-  trajectories) or by a real kernel from a folder (Lai et al.).
+  trajectories) or by a real kernel from a folder (Lai et al.), or (``camera_fraction``) filmed
+  by a simulated moving camera, frame by frame, and averaged like the raw frames: GoPro-style
+  whole-frame blur on content the one raw clip does not have.
 * ``gopro``: the GoPro dataset layout ``GOPRO_Large/{train,test}/<seq>/{blur,blur_gamma,sharp}``.
 
 Every blurry patch then gets what a webcam stream adds: sensor noise and JPEG compression.
@@ -353,6 +355,90 @@ def random_psf(
     return trajectory_to_psf(traj, size=size, exposure=float(rng.uniform(*exposure)))
 
 
+# Curvature of a simulated camera path: the per-frame acceleration is drawn with a standard
+# deviation of this fraction of the speed, so paths bend as a walking hand-held camera's do
+# without turning back inside 13 frames (1/20 s).
+CAMERA_CURVE = 0.15
+
+
+def camera_path(
+    rng: np.random.Generator,
+    *,
+    frames: int,
+    speed: tuple[float, float],
+    turn: float = 0.0,
+    zoom: float = 0.0,
+    curve: float = CAMERA_CURVE,
+) -> np.ndarray:
+    """A short random camera motion over ``frames`` (odd) consecutive video frames.
+
+    Returns ``(frames, 2, 3)`` float64 maps ``[A | d]``: frame ``k`` sees the point ``A @ x + d``
+    of the scene where the centre frame sees ``x`` (coordinates relative to the patch centre). The
+    centre frame is exactly ``[I | 0]``. Translation moves ``speed`` px per frame (uniform in the
+    range) in a random direction, bent by a random acceleration; ``turn`` is the largest roll in
+    degrees per frame and ``zoom`` the largest relative change of scale per frame.
+    """
+    if frames < 1 or frames % 2 != 1:
+        raise ValueError(f"frames must be a positive odd number, got {frames}")
+    if not 0.0 <= speed[0] <= speed[1]:
+        raise ValueError(f"speed must be a range 0 <= low <= high, got {speed}")
+    h = frames // 2
+    k = np.arange(-h, h + 1, dtype=np.float64)
+    s = float(rng.uniform(speed[0], speed[1]))
+    theta = float(rng.uniform(0.0, 2.0 * math.pi))
+    v = s * np.array([math.cos(theta), math.sin(theta)])
+    a = s * curve * rng.normal(size=2)
+    d = k[:, None] * v + 0.5 * (k**2)[:, None] * a
+    phi = np.deg2rad(float(rng.uniform(-turn, turn))) * k
+    scale = 1.0 + float(rng.uniform(-zoom, zoom)) * k
+    cos, sin = np.cos(phi) * scale, np.sin(phi) * scale
+    maps = np.zeros((frames, 2, 3))
+    maps[:, 0, 0], maps[:, 0, 1], maps[:, 1, 0], maps[:, 1, 1] = cos, -sin, sin, cos
+    maps[:, :, 2] = d
+    maps[h] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]  # exact: no rounding in the sharp target
+    return maps
+
+
+def camera_path_margin(maps: np.ndarray, size: int) -> int:
+    """Pixels the frames of ``maps`` ``(N, 2, 3)`` reach beyond a ``size`` x ``size`` patch."""
+    c = size / 2.0
+    corners = np.array([[-c, -c], [-c, c], [c, -c], [c, c]])
+    moved = np.einsum("nij,kj->nki", maps[:, :, :2], corners) + maps[:, None, :, 2]
+    return int(math.ceil(float(np.abs(moved - corners[None]).max()))) + 2
+
+
+def render_camera_motion(
+    img: np.ndarray, maps: np.ndarray, *, centre: tuple[int, int], size: int
+) -> list[np.ndarray]:
+    """The ``size`` x ``size`` frames a camera following ``maps`` ``(N, 2, 3)`` (``camera_path``)
+    records of the flat scene ``img`` ``(H, W, 3)``, centred on pixel ``centre = (y, x)``.
+
+    Returns ``N`` arrays ``(size, size, 3)`` of ``img``'s dtype; the centre frame (identity map) is
+    an exact crop. Bicubic resampling; pixels beyond the image are mirrored.
+    """
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got {img.shape}")
+    if maps.ndim != 3 or maps.shape[1:] != (2, 3):
+        raise ValueError(f"expected maps of shape (N, 2, 3), got {maps.shape}")
+    half = size // 2
+    out = []
+    for m in maps:
+        a = m[:, :2]
+        # Output pixel x (patch coordinates) reads the scene at centre + A (x - half) + d.
+        origin = np.array([centre[1], centre[0]], dtype=np.float64) + m[:, 2] - a @ [half, half]
+        inverse = np.concatenate([a, origin[:, None]], axis=1)
+        out.append(
+            cv2.warpAffine(
+                img,
+                inverse,
+                (size, size),
+                flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                borderMode=cv2.BORDER_REFLECT_101,
+            )
+        )
+    return out
+
+
 def load_kernels(folder: str | Path) -> list[np.ndarray]:
     """Real blur kernels (images) from a folder, centred and normalised; unreadable ones skipped."""
     kernels = []
@@ -570,6 +656,10 @@ class SynthParams:
     gamma: float = 2.2
     psf_max_size: int = 31
     exposure: tuple[float, float] = (0.5, 1.0)
+    camera_fraction: float = 0.0
+    camera_speed: tuple[float, float] = (0.25, 3.0)
+    camera_turn: float = 0.1
+    camera_zoom: float = 0.002
     real_kernel_fraction: float = 0.0
     photo_scale: tuple[float, float] = (1.0, 1.0)
     noise_prob: float = 0.8
@@ -711,6 +801,9 @@ class DeblurDataset(Dataset):
     def _photo(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         img = self.photos[int(rng.integers(len(self.photos)))]
+        # Drawn only when enabled, so runs without camera motion keep their exact sample stream.
+        if p.camera_fraction > 0 and rng.uniform() < p.camera_fraction:
+            return self._camera(rng, img, P)
         if self.kernels and rng.uniform() < p.real_kernel_fraction:
             k = self.kernels[int(rng.integers(len(self.kernels)))]
         else:
@@ -729,6 +822,30 @@ class DeblurDataset(Dataset):
         sharp = crop[oy : oy + P, ox : ox + P]
         blur = blurred[oy : oy + P, ox : ox + P]
         return _fit(blur, P), _fit(sharp, P)
+
+    def _camera(
+        self, rng: np.random.Generator, img: np.ndarray, P: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """A photo filmed by a moving camera and averaged over a GoPro window: whole-frame,
+        spatially varying blur like the raw clip's held-out frames, on any content."""
+        p = self.params
+        n = int(p.raw_windows[int(rng.integers(len(p.raw_windows)))])
+        maps = camera_path(
+            rng, frames=n, speed=p.camera_speed, turn=p.camera_turn, zoom=p.camera_zoom
+        )
+        scale = float(rng.uniform(*p.photo_scale))
+        need = int(math.ceil((P + 2 * camera_path_margin(maps, P)) / scale))
+        h, w = img.shape[:2]
+        ch, cw = min(need, h), min(need, w)
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        crop = _resize(img[y : y + ch, x : x + cw], scale)
+        frames = render_camera_motion(
+            crop, maps, centre=(crop.shape[0] // 2, crop.shape[1] // 2), size=P
+        )
+        blur = temporal_average(
+            frames, linear=bool(rng.uniform() < p.linear_fraction), gamma=p.gamma
+        )
+        return blur, frames[n // 2].astype(np.float32) / 255.0
 
     def _gopro(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
         for _ in range(10):
@@ -1082,15 +1199,49 @@ def window_blur_stats(
     return out
 
 
+def frame_motion_stats(
+    seq: RawSequence, *, ranges: Mapping[str, tuple[int, int]], step: int = 4
+) -> list[dict[str, Any]]:
+    """How far the pixels of ``seq`` move from one frame to the next (Farneback optical flow on
+    grey frames), per frame range, over every ``step``-th consecutive pair inside it. A pair's
+    median magnitude is whole-frame (camera) motion; its 90th percentile also sees moving objects.
+    Returns rows ``{range, pairs, median_px, p90_px, max_p90_px}`` (medians over the pairs)."""
+    out: list[dict[str, Any]] = []
+    for label, (lo, hi) in ranges.items():
+        medians, p90s = [], []
+        for i in range(0, len(seq.frames) - 1, step):
+            a, b = seq.numbers[i], seq.numbers[i + 1]
+            if b != a + 1 or a < lo or b > hi:
+                continue
+            g0, g1 = (cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in seq.frames[i : i + 2])
+            flow = cv2.calcOpticalFlowFarneback(g0, g1, None, 0.5, 4, 21, 3, 5, 1.1, 0)
+            mag = np.hypot(flow[..., 0], flow[..., 1])
+            medians.append(float(np.median(mag)))
+            p90s.append(float(np.percentile(mag, 90)))
+        if medians:
+            out.append(
+                dict(
+                    range=f"{label} {lo}-{hi}",
+                    pairs=len(medians),
+                    median_px=round(float(np.median(medians)), 2),
+                    p90_px=round(float(np.median(p90s)), 2),
+                    max_p90_px=round(float(np.max(p90s)), 2),
+                )
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m training.data --make-synthetic DIR [--sequences N]``: the smoke config's data.
-    ``python -m training.data --blur-stats FRAME_DIR``: how blurred its temporal averages are."""
+    ``python -m training.data --blur-stats FRAME_DIR``: how blurred its temporal averages are.
+    ``python -m training.data --motion-stats FRAME_DIR``: how fast its frames move (optical flow)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--make-synthetic", metavar="DIR")
     what.add_argument("--blur-stats", metavar="FRAME_DIR")
+    what.add_argument("--motion-stats", metavar="FRAME_DIR")
     parser.add_argument("--sequences", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--windows", default="7,13,21", help="window sizes for --blur-stats")
@@ -1110,10 +1261,20 @@ def main(argv: list[str] | None = None) -> None:
             raise ValueError
     except ValueError:
         parser.error("--windows takes odd sizes (7,13,21); --train / --held-out take FIRST,LAST")
-    if not Path(args.blur_stats).is_dir():
-        parser.error(f"--blur-stats: no folder {args.blur_stats}")
-    seq = RawSequence.load(args.blur_stats, first=min(t0, h0), last=max(t1, h1))
+    folder = args.blur_stats or args.motion_stats
+    if not Path(folder).is_dir():
+        parser.error(f"no folder {folder}")
+    seq = RawSequence.load(folder, first=min(t0, h0), last=max(t1, h1))
     ranges = {"train": (t0, t1), "held-out": (h0, h1)}
+    if args.motion_stats:
+        print("| frames | pairs | median px/frame | p90 px/frame | largest p90 |")
+        print("|---|---:|---:|---:|---:|")
+        for r in frame_motion_stats(seq, ranges=ranges, step=max(1, args.step)):
+            print(
+                f"| {r['range']} | {r['pairs']} | {r['median_px']:.2f} | {r['p90_px']:.2f} | "
+                f"{r['max_p90_px']:.2f} |"
+            )
+        return
     rows = window_blur_stats(seq, sizes, ranges=ranges, step=max(1, args.step))
     print("| window | frames | windows | mean dB | p10 dB | min dB |")
     print("|---:|---|---:|---:|---:|---:|")

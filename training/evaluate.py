@@ -17,6 +17,10 @@ Data (``--data``, repeatable), each giving one or two sets:
   * ``lai:DIR`` Lai et al. 2016: ``DIR/sharp`` x ``DIR/kernels``, blurred here with each kernel
     centred on its centre of mass (an off-centre kernel would also shift the image).
   * ``demo:`` scikit-image's sample images with synthetic hand shake (the README picture).
+  * ``camera:DIR`` every sharp image in DIR filmed by a simulated moving camera (seeded per image
+    and window, ``CAMERA_SPEED`` px per frame) and averaged over ``--windows`` frames as the raw
+    frames are: GoPro-style whole-frame blur on content other than the one raw clip. Sets
+    ``camera-plain`` / ``camera-linear``; a square centre crop whose frames all stay inside.
   * ``pairs:BLUR_DIR,SHARP_DIR`` any folders of blurry/sharp images matched by file name.
 
 Outputs in ``--out``: ``per_image.csv``, ``summary.json``, ``summary.md`` and one
@@ -65,6 +69,10 @@ __all__ = [
 _REPO = Path(__file__).resolve().parents[1]
 METRICS = ("psnr", "ssim", "ms_ssim", "perceptual")
 RAW_DEFAULT_RANGE = (240, 299)  # the held-out frames of the raw GoPro sequence
+# Speed of the camera: evaluation (px per 240 fps frame): around the held-out frames' whole-frame
+# motion (median 1.5, p90 2.7: python -m training.data --motion-stats).
+CAMERA_SPEED = (1.0, 3.0)
+CAMERA_TURN, CAMERA_ZOOM = 0.1, 0.002  # degrees and relative scale per frame, at most
 DEMO_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
 
@@ -80,7 +88,7 @@ class Sample:
 
 @dataclass
 class DataSpec:
-    kind: str  # raw | gopro | lai | demo | pairs
+    kind: str  # raw | gopro | lai | demo | camera | pairs
     path: str
     first: int = RAW_DEFAULT_RANGE[0]
     last: int = RAW_DEFAULT_RANGE[1]
@@ -89,12 +97,13 @@ class DataSpec:
 
 
 def parse_data(spec: str) -> DataSpec:
-    """``raw:DIR[:first-last]``, ``gopro:DIR``, ``lai:DIR``, ``demo:``, ``pairs:BLUR,SHARP``."""
+    """``raw:DIR[:first-last]``, ``gopro:DIR``, ``lai:DIR``, ``demo:``, ``camera:DIR``,
+    ``pairs:BLUR,SHARP``."""
     kind, sep, rest = spec.partition(":")
-    if not sep or kind not in ("raw", "gopro", "lai", "demo", "pairs"):
+    if not sep or kind not in ("raw", "gopro", "lai", "demo", "camera", "pairs"):
         raise ValueError(
-            f"bad --data {spec!r}: expected raw:DIR[:first-last], gopro:DIR, lai:DIR, demo: "
-            "or pairs:BLUR_DIR,SHARP_DIR"
+            f"bad --data {spec!r}: expected raw:DIR[:first-last], gopro:DIR, lai:DIR, demo:, "
+            "camera:DIR or pairs:BLUR_DIR,SHARP_DIR"
         )
     if kind == "raw":
         m = re.fullmatch(r"(.*):(\d+)-(\d+)", rest)
@@ -270,6 +279,34 @@ def iter_samples(
             s = emit("demo", name, blurry, sharp)
             if s:
                 yield s
+    elif spec.kind == "camera":
+        paths = D.list_images(spec.path)
+        if not paths:
+            raise FileNotFoundError(f"no images in {spec.path}")
+        for i, path in enumerate(paths):
+            img = D.load_image_u8(path)
+            if img is None:
+                log.warning("skipping unreadable %s", path)
+                continue
+            img = _fit(img, max_size)
+            for w in windows:
+                rng = np.random.default_rng([i, w])
+                maps = D.camera_path(
+                    rng, frames=w, speed=CAMERA_SPEED, turn=CAMERA_TURN, zoom=CAMERA_ZOOM
+                )
+                side = min(img.shape[:2]) - 2 * D.camera_path_margin(maps, min(img.shape[:2]))
+                side -= side % 2
+                if side < 32:
+                    log.warning("skipping %s: too small for a %d-frame camera path", path, w)
+                    continue
+                h, w_img = img.shape[:2]
+                frames = D.render_camera_motion(img, maps, centre=(h // 2, w_img // 2), size=side)
+                sharp = frames[w // 2].astype(np.float32) / 255.0
+                for suffix, linear in _modes(mode):
+                    blurry = D.temporal_average(frames, linear=linear)
+                    s = emit(f"camera-{suffix}", f"{path.stem}_w{w}", blurry, sharp)
+                    if s:
+                        yield s
     elif spec.kind == "pairs":
         for bp in D.list_images(spec.blur_dir, recursive=False):
             sp = Path(spec.sharp_dir) / bp.name
