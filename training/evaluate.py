@@ -69,8 +69,8 @@ __all__ = [
 _REPO = Path(__file__).resolve().parents[1]
 METRICS = ("psnr", "ssim", "ms_ssim", "perceptual")
 RAW_DEFAULT_RANGE = (240, 299)  # the held-out frames of the raw GoPro sequence
-# Speed of the camera: evaluation (px per 240 fps frame): around the held-out frames' whole-frame
-# motion (median 1.5, p90 2.7: python -m training.data --motion-stats).
+# The camera: set's speed in px per 240 fps frame: around the held-out frames' whole-frame motion
+# (median 1.5, p90 2.7 px: python -m training.data --motion-stats).
 CAMERA_SPEED = (1.0, 3.0)
 CAMERA_TURN, CAMERA_ZOOM = 0.1, 0.002  # degrees and relative scale per frame, at most
 DEMO_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
