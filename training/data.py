@@ -808,20 +808,26 @@ class DeblurDataset(Dataset):
             k = self.kernels[int(rng.integers(len(self.kernels)))]
         else:
             k = random_psf(rng, max_size=p.psf_max_size, exposure=p.exposure)
-        scale = float(rng.uniform(*p.photo_scale))
-        m = max(k.shape) // 2 + 1
-        need = int(math.ceil((P + 2 * m) / scale))
-        h, w = img.shape[:2]
-        ch, cw = min(need, h), min(need, w)
-        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        crop = img[y : y + ch, x : x + cw].astype(np.float32) / 255.0
-        crop = _resize(crop, scale)
+        crop, scale = self._photo_crop(rng, img, P, max(k.shape) // 2 + 1)
+        crop = _resize(crop.astype(np.float32) / 255.0, scale)
         blurred = blur_with_kernel(crop, k)
         hh, ww = crop.shape[:2]
         oy, ox = max(0, (hh - P) // 2), max(0, (ww - P) // 2)
         sharp = crop[oy : oy + P, ox : ox + P]
         blur = blurred[oy : oy + P, ox : ox + P]
         return _fit(blur, P), _fit(sharp, P)
+
+    def _photo_crop(
+        self, rng: np.random.Generator, img: np.ndarray, P: int, margin: int
+    ) -> tuple[np.ndarray, float]:
+        """A random rescale factor of ``photo_scale`` and the (unscaled, uint8) crop of ``img``
+        that holds a ``P`` px patch plus ``margin`` px on each side after that rescale."""
+        scale = float(rng.uniform(*self.params.photo_scale))
+        need = int(math.ceil((P + 2 * margin) / scale))
+        h, w = img.shape[:2]
+        ch, cw = min(need, h), min(need, w)
+        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
+        return img[y : y + ch, x : x + cw], scale
 
     def _camera(
         self, rng: np.random.Generator, img: np.ndarray, P: int
@@ -833,12 +839,8 @@ class DeblurDataset(Dataset):
         maps = camera_path(
             rng, frames=n, speed=p.camera_speed, turn=p.camera_turn, zoom=p.camera_zoom
         )
-        scale = float(rng.uniform(*p.photo_scale))
-        need = int(math.ceil((P + 2 * camera_path_margin(maps, P)) / scale))
-        h, w = img.shape[:2]
-        ch, cw = min(need, h), min(need, w)
-        y, x = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
-        crop = _resize(img[y : y + ch, x : x + cw], scale)
+        crop, scale = self._photo_crop(rng, img, P, camera_path_margin(maps, P))
+        crop = _resize(crop, scale)
         frames = render_camera_motion(
             crop, maps, centre=(crop.shape[0] // 2, crop.shape[1] // 2), size=P
         )

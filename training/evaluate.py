@@ -289,17 +289,17 @@ def iter_samples(
                 log.warning("skipping unreadable %s", path)
                 continue
             img = _fit(img, max_size)
+            h, w_img = img.shape[:2]
             for w in windows:
                 rng = np.random.default_rng([i, w])
                 maps = D.camera_path(
                     rng, frames=w, speed=CAMERA_SPEED, turn=CAMERA_TURN, zoom=CAMERA_ZOOM
                 )
-                side = min(img.shape[:2]) - 2 * D.camera_path_margin(maps, min(img.shape[:2]))
+                side = min(h, w_img) - 2 * D.camera_path_margin(maps, min(h, w_img))
                 side -= side % 2
                 if side < 32:
                     log.warning("skipping %s: too small for a %d-frame camera path", path, w)
                     continue
-                h, w_img = img.shape[:2]
                 frames = D.render_camera_motion(img, maps, centre=(h // 2, w_img // 2), size=side)
                 sharp = frames[w // 2].astype(np.float32) / 255.0
                 for suffix, linear in _modes(mode):
