@@ -86,9 +86,11 @@ COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --
 [ "${RAW_ON_DEVICE:-1}" = 1 ] && COMMON="$COMMON --data.raw_on_device=true --threads=2"
 # Half the samples from photos, 70 % of those filmed by a simulated moving camera: on two CPU
 # cores this lifted `fast` on the held-out frames, where the clip's camera moves (MODEL_CARD,
-# cpu_fast_camera). CAMERA=0 is the mix the earlier calls ran (raw 0.7, photos 0.3, shake only).
+# cpu_fast_camera), and half of the temporal averages in linear light, as a sensor integrates
+# (cpu_fast_camera2). CAMERA=0 is the mix the earlier calls ran (raw 0.7, photos 0.3, shake only,
+# 30 % linear).
 [ "${CAMERA:-1}" = 1 ] && COMMON="$COMMON --data.raw_weight=0.5 --data.photo_weight=0.5
- --data.camera_fraction=0.7"
+ --data.camera_fraction=0.7 --data.linear_fraction=0.5"
 COMMON="$COMMON $EXTRA"
 
 # ---- probe -----------------------------------------------------------------------------------
