@@ -290,12 +290,13 @@ def iter_samples(
                 continue
             img = _fit(img, max_size)
             h, w_img = img.shape[:2]
+            short = min(h, w_img)
             for w in windows:
                 rng = np.random.default_rng([i, w])
                 maps = D.camera_path(
                     rng, frames=w, speed=CAMERA_SPEED, turn=CAMERA_TURN, zoom=CAMERA_ZOOM
                 )
-                side = min(h, w_img) - 2 * D.camera_path_margin(maps, min(h, w_img))
+                side = short - 2 * D.camera_path_margin(maps, short)
                 side -= side % 2
                 if side < 32:
                     log.warning("skipping %s: too small for a %d-frame camera path", path, w)

@@ -89,8 +89,8 @@ COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --
 # cpu_fast_camera), and half of the temporal averages in linear light, as a sensor integrates
 # (cpu_fast_camera2). CAMERA=0 is the mix the earlier calls ran (raw 0.7, photos 0.3, shake only,
 # 30 % linear).
-[ "${CAMERA:-1}" = 1 ] && COMMON="$COMMON --data.raw_weight=0.5 --data.photo_weight=0.5
- --data.camera_fraction=0.7 --data.linear_fraction=0.5"
+CAMERA_MIX="--data.raw_weight=0.5 --data.photo_weight=0.5 --data.camera_fraction=0.7"
+[ "${CAMERA:-1}" = 1 ] && COMMON="$COMMON $CAMERA_MIX --data.linear_fraction=0.5"
 COMMON="$COMMON $EXTRA"
 
 # ---- probe -----------------------------------------------------------------------------------
