@@ -1,0 +1,92 @@
+"""Weight averaging: exact weighted means, a checkpoint export reads, loud refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from training import average as A
+from training import export as E
+from training.models.student import create_student
+
+
+def _checkpoint(path: Path, seed: int, variant: str = "tiny", *, prefix: str = "") -> dict:
+    torch.manual_seed(seed)
+    model = create_student(variant)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    state = {prefix + k: v for k, v in model.state_dict().items()}
+    torch.save(
+        {"model": state, "config": {"student": variant, "student_kwargs": {}}, "epoch": seed},
+        path,
+    )
+    return model.state_dict()
+
+
+def test_weighted_mean_and_export_reads_it(tmp_path: Path) -> None:
+    a = _checkpoint(tmp_path / "a.pt", 1)
+    b = _checkpoint(tmp_path / "b.pt", 2, prefix="module.")  # a DDP-style checkpoint
+    out = tmp_path / "soup" / "soup.pt"
+    rc = A.main(
+        [str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--weights", "3,1", "--out", str(out)]
+    )
+    assert rc == 0
+    soup = torch.load(out, map_location="cpu", weights_only=True)
+    assert soup["variant"] == "tiny"
+    assert [s["weight"] for s in soup["averaged_from"]] == [0.75, 0.25]
+    assert all(len(s["sha256"]) == 64 for s in soup["averaged_from"])
+    assert set(soup["model"]) == set(a)
+    for k in a:
+        torch.testing.assert_close(soup["model"][k], 0.75 * a[k] + 0.25 * b[k])
+    assert not torch.equal(soup["model"]["stem.weight"], a["stem.weight"])
+
+    model, variant, _ = E.load_student(out)
+    assert variant == "tiny"
+    ref = create_student("tiny").eval()
+    ref.load_state_dict({k: 0.75 * a[k] + 0.25 * b[k] for k in a})
+    x = torch.rand(1, 3, 37, 45)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), ref(x))
+
+
+def test_equal_weights_by_default() -> None:
+    s1 = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
+    s2 = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(3)}
+    out = A.average_state_dicts([s1, s2])
+    torch.testing.assert_close(out["w"], torch.tensor([2.0, 4.0]))
+    assert out["n"].dtype == torch.int64 and int(out["n"]) == 3
+
+
+def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _checkpoint(tmp_path / "a.pt", 1)
+    _checkpoint(tmp_path / "b.pt", 2)
+    _checkpoint(tmp_path / "f.pt", 3, variant="fast")
+    torch.save({"stem.weight": torch.zeros(1)}, tmp_path / "bare.pt")
+    pa, pb = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
+    with pytest.raises(A.AverageError, match="holds student 'fast'"):
+        A.average_checkpoints([pa, str(tmp_path / "f.pt")])
+    with pytest.raises(A.AverageError, match="not a trainer checkpoint"):
+        A.average_checkpoints([pa, str(tmp_path / "bare.pt")])
+    with pytest.raises(A.AverageError, match="at least two"):
+        A.average_checkpoints([pa])
+    with pytest.raises(A.AverageError, match="2 weights for 3"):
+        A.average_checkpoints([pa, pb, pa], [1.0, 1.0])
+    for bad in ([1.0, -1.0], [0.0, 0.0], [float("nan"), 1.0]):
+        with pytest.raises(A.AverageError, match="weights must be"):
+            A.average_checkpoints([pa, pb], bad)
+    with pytest.raises(A.AverageError, match="shape"):
+        A.average_state_dicts([{"w": torch.zeros(2)}, {"w": torch.zeros(3)}])
+    with pytest.raises(A.AverageError, match="different parameters"):
+        A.average_state_dicts([{"w": torch.zeros(2)}, {"v": torch.zeros(2)}])
+    with pytest.raises(A.AverageError, match="non-float"):
+        A.average_state_dicts([{"n": torch.tensor(1)}, {"n": torch.tensor(2)}])
+
+    out = tmp_path / "never.pt"
+    assert A.main([pa, pb, "--weights", "1,x", "--out", str(out)]) == 2
+    assert A.main([pa, str(tmp_path / "missing.pt"), "--out", str(out)]) == 2
+    assert not out.exists()
+    err = capsys.readouterr().err
+    assert "not numbers" in err and "no such checkpoint" in err

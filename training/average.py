@@ -1,0 +1,165 @@
+"""Average the weights of several checkpoints of one student (a "model soup").
+
+    python -m training.average runs/a/last.pt runs/b/last.pt --out runs/soup/soup.pt
+    python -m training.average A.pt B.pt --weights 0.7,0.3 --out soup.pt
+
+Fine-tunes that start from the same weights stay in one basin of the loss, so the weighted
+mean of their parameters is itself a working network that often keeps the strengths of each
+(Wortsman et al., "Model soups", ICML 2022). The result is a trainer-style checkpoint (``model``,
+``config``, ``variant``, ``student_kwargs``) that `training.export` and `training.evaluate`
+read like any other, plus ``averaged_from``: each source's path, sha256 and weight. Whether a
+soup is better than its ingredients is for `training.evaluate` to say; nothing here guesses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.export import ExportError, _find_variant
+from training.teachers import sha256_file
+
+log = logging.getLogger("training.average")
+
+__all__ = ["AverageError", "average_checkpoints", "average_state_dicts"]
+
+
+class AverageError(ValueError):
+    """The checkpoints cannot be averaged (different students, shapes or bad weights)."""
+
+
+def _normalised(weights: Sequence[float] | None, n: int) -> list[float]:
+    if weights is None:
+        return [1.0 / n] * n
+    if len(weights) != n:
+        raise AverageError(f"{len(weights)} weights for {n} checkpoints")
+    if any(not w >= 0 for w in weights) or sum(weights) <= 0:  # `not >=` also catches NaN
+        raise AverageError(f"weights must be >= 0 with a positive sum, got {list(weights)}")
+    total = float(sum(weights))
+    return [float(w) / total for w in weights]
+
+
+def average_state_dicts(
+    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float] | None = None
+) -> dict[str, torch.Tensor]:
+    """Weighted mean of state dicts with identical keys and shapes.
+
+    Floating-point tensors are averaged in float64 and cast back to their dtype; any other
+    tensor (an integer counter) must be equal in every state and is copied.
+    """
+    if not states:
+        raise AverageError("nothing to average")
+    w = _normalised(weights, len(states))
+    keys = list(states[0])
+    for i, s in enumerate(states[1:], start=1):
+        if set(s) != set(keys):
+            diff = sorted(set(s) ^ set(keys))
+            raise AverageError(f"checkpoint {i} has different parameters: {diff[:5]}")
+    out: dict[str, torch.Tensor] = {}
+    for k in keys:
+        ref = states[0][k]
+        for i, s in enumerate(states[1:], start=1):
+            if s[k].shape != ref.shape:
+                raise AverageError(
+                    f"{k}: shape {tuple(s[k].shape)} in checkpoint {i}, {tuple(ref.shape)} in 0"
+                )
+        if ref.is_floating_point():
+            acc = torch.zeros(ref.shape, dtype=torch.float64)
+            for wi, s in zip(w, states, strict=True):
+                acc += wi * s[k].detach().to("cpu", torch.float64)
+            out[k] = acc.to(ref.dtype)
+        else:
+            if any(not torch.equal(s[k].cpu(), ref.cpu()) for s in states[1:]):
+                raise AverageError(f"{k}: non-float tensor differs between checkpoints")
+            out[k] = ref.detach().cpu().clone()
+    return out
+
+
+def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # DDP / EMA wrappers prefix every key with "module."
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module.") :]: v for k, v in state.items()}
+    return dict(state)
+
+
+def average_checkpoints(
+    paths: Sequence[str | Path], weights: Sequence[float] | None = None
+) -> dict[str, Any]:
+    """Load trainer checkpoints of one student and return their averaged checkpoint."""
+    if len(paths) < 2:
+        raise AverageError(f"give at least two checkpoints, got {len(paths)}")
+    w = _normalised(weights, len(paths))
+    ckpts = []
+    for p in paths:
+        ck = torch.load(Path(p), map_location="cpu", weights_only=True)
+        if not isinstance(ck, Mapping) or not isinstance(ck.get("model"), Mapping):
+            raise AverageError(f"{p}: not a trainer checkpoint (no 'model' state dict)")
+        if not isinstance(ck.get("variant"), str):
+            try:  # checkpoints written before the trainer stored `variant` carry it in config
+                ck["variant"], ck["student_kwargs"] = _find_variant(ck.get("config") or {})
+            except ExportError as exc:
+                raise AverageError(f"{p}: {exc}") from None
+        ckpts.append(ck)
+    first = ckpts[0]
+    for p, ck in zip(paths[1:], ckpts[1:], strict=True):
+        same = (ck["variant"], ck.get("student_kwargs") or {}) == (
+            first["variant"],
+            first.get("student_kwargs") or {},
+        )
+        if not same:
+            raise AverageError(
+                f"{p} holds student {ck['variant']!r} {ck.get('student_kwargs') or {}}, "
+                f"{paths[0]} holds {first['variant']!r} {first.get('student_kwargs') or {}}"
+            )
+    model = average_state_dicts([_strip_module(ck["model"]) for ck in ckpts], w)
+    return {
+        "model": model,
+        "config": dict(first.get("config") or {}),
+        "variant": first["variant"],
+        "student_kwargs": dict(first.get("student_kwargs") or {}),
+        "averaged_from": [
+            {"path": str(p), "sha256": sha256_file(Path(p)), "weight": wi}
+            for p, wi in zip(paths, w, strict=True)
+        ],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m training.average", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("checkpoints", nargs="+", type=Path, help="trainer checkpoints of one student")
+    p.add_argument("--weights", help="comma-separated, one per checkpoint (default: equal)")
+    p.add_argument("--out", type=Path, required=True, help="where to write the averaged .pt")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        weights = None
+        if args.weights:
+            try:
+                weights = [float(x) for x in args.weights.split(",")]
+            except ValueError:
+                raise AverageError(f"--weights: not numbers: {args.weights!r}") from None
+        for c in args.checkpoints:
+            if not c.is_file():
+                raise AverageError(f"{c}: no such checkpoint")
+        soup = average_checkpoints(args.checkpoints, weights)
+    except AverageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(soup, args.out)
+    for src in soup["averaged_from"]:
+        log.info("%.3f x %s", src["weight"], src["path"])
+    log.info("wrote %s (%s)", args.out, soup["variant"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
