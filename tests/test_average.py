@@ -68,7 +68,7 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pa, pb = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
     with pytest.raises(A.AverageError, match="holds student 'fast'"):
         A.average_checkpoints([pa, str(tmp_path / "f.pt")])
-    with pytest.raises(A.AverageError, match="not a trainer checkpoint"):
+    with pytest.raises(A.AverageError, match="holds no config"):
         A.average_checkpoints([pa, str(tmp_path / "bare.pt")])
     with pytest.raises(A.AverageError, match="at least two"):
         A.average_checkpoints([pa])

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from training.export import ExportError, _find_variant
+from training.export import ExportError, load_student
 from training.teachers import sha256_file
 
 log = logging.getLogger("training.average")
@@ -81,48 +81,36 @@ def average_state_dicts(
     return out
 
 
-def _strip_module(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    # DDP / EMA wrappers prefix every key with "module."
-    if state and all(k.startswith("module.") for k in state):
-        return {k[len("module.") :]: v for k, v in state.items()}
-    return dict(state)
-
-
 def average_checkpoints(
     paths: Sequence[str | Path], weights: Sequence[float] | None = None
 ) -> dict[str, Any]:
-    """Load trainer checkpoints of one student and return their averaged checkpoint."""
+    """Load trainer checkpoints of one student and return their averaged checkpoint.
+
+    Each is read by `training.export.load_student`, the loader export uses, so whatever it
+    accepts (``module.`` prefixes, variant from the config) averages, and what it refuses fails
+    here the same way.
+    """
     if len(paths) < 2:
         raise AverageError(f"give at least two checkpoints, got {len(paths)}")
     w = _normalised(weights, len(paths))
-    ckpts = []
+    loaded = []
     for p in paths:
-        ck = torch.load(Path(p), map_location="cpu", weights_only=True)
-        if not isinstance(ck, Mapping) or not isinstance(ck.get("model"), Mapping):
-            raise AverageError(f"{p}: not a trainer checkpoint (no 'model' state dict)")
-        if not isinstance(ck.get("variant"), str):
-            try:  # checkpoints written before the trainer stored `variant` carry it in config
-                ck["variant"], ck["student_kwargs"] = _find_variant(ck.get("config") or {})
-            except ExportError as exc:
-                raise AverageError(f"{p}: {exc}") from None
-        ckpts.append(ck)
-    first = ckpts[0]
-    for p, ck in zip(paths[1:], ckpts[1:], strict=True):
-        same = (ck["variant"], ck.get("student_kwargs") or {}) == (
-            first["variant"],
-            first.get("student_kwargs") or {},
-        )
-        if not same:
+        try:
+            model, variant, config = load_student(p)
+        except ExportError as exc:
+            raise AverageError(str(exc)) from None
+        loaded.append((model.state_dict(), variant, config.get("student_kwargs") or {}, config))
+    _, variant, kwargs, config = loaded[0]
+    for p, (_, v, kw, _) in zip(paths[1:], loaded[1:], strict=True):
+        if (v, kw) != (variant, kwargs):
             raise AverageError(
-                f"{p} holds student {ck['variant']!r} {ck.get('student_kwargs') or {}}, "
-                f"{paths[0]} holds {first['variant']!r} {first.get('student_kwargs') or {}}"
+                f"{p} holds student {v!r} {kw}, {paths[0]} holds {variant!r} {kwargs}"
             )
-    model = average_state_dicts([_strip_module(ck["model"]) for ck in ckpts], w)
     return {
-        "model": model,
-        "config": dict(first.get("config") or {}),
-        "variant": first["variant"],
-        "student_kwargs": dict(first.get("student_kwargs") or {}),
+        "model": average_state_dicts([state for state, *_ in loaded], w),
+        "config": config,
+        "variant": variant,
+        "student_kwargs": dict(kwargs),
         "averaged_from": [
             {"path": str(p), "sha256": sha256_file(Path(p)), "weight": wi}
             for p, wi in zip(paths, w, strict=True)
