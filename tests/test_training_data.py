@@ -377,3 +377,49 @@ def test_frame_motion_stats_sees_a_pan(tmp_path: Path, capsys) -> None:
     main(["--motion-stats", str(tmp_path), "--train", "1,6", "--held-out", "7,12", "--step", "1"])
     out = capsys.readouterr().out
     assert "| train 1-6 | 5 |" in out and "| held-out 7-12 | 5 |" in out
+
+
+def test_raw_camera_films_the_clip_with_a_moving_camera() -> None:
+    from training.config import ConfigError, load_config
+    from training.data import RawSequence, psnr_np
+    from training.train import synth_params
+
+    # A still scene from a still camera: the clip alone gives no blur at all.
+    scene = make_texture(120, 150, seed=4)
+    seq = RawSequence(name="still", frames=[scene] * 9, numbers=list(range(1, 10)), paths=[])
+
+    def items(raw_camera: float, speed: tuple[float, float]) -> list[dict]:
+        params = SynthParams(
+            raw_windows=(7, 9),
+            raw_camera_fraction=raw_camera,
+            camera_speed=speed,
+            noise_prob=0,
+            jpeg_prob=0,
+            max_tries=1,
+            augment=False,
+        )
+        ds = DeblurDataset(raw=[seq], weights=(1, 0, 0), params=params, patch=48, seed=3)
+        return [ds[i] for i in range(8)]
+
+    def mean_psnr(its: list[dict]) -> float:
+        return float(np.mean([psnr_np(it["blur"].numpy(), it["sharp"].numpy()) for it in its]))
+
+    assert mean_psnr(items(0.0, (2.0, 3.0))) == 100.0
+    moving = items(1.0, (2.0, 3.0))
+    assert mean_psnr(moving) < 30.0
+    assert mean_psnr(items(1.0, (0.25, 0.5))) > mean_psnr(moving) + 3.0
+    # the target is an exact crop of the centre frame, not a resampled one
+    flat = scene.astype(np.float32) / 255.0
+    for it in moving:
+        sharp = it["sharp"].numpy().transpose(1, 2, 0)
+        hits = [
+            (y, x)
+            for y in range(scene.shape[0] - 47)
+            for x in range(scene.shape[1] - 47)
+            if np.array_equal(flat[y : y + 48, x : x + 48], sharp)
+        ]
+        assert len(hits) == 1
+    cfg = load_config(None, ["--data.raw_camera_fraction=0.6"])
+    assert synth_params(cfg).raw_camera_fraction == 0.6
+    with pytest.raises(ConfigError, match="raw_camera_fraction"):
+        load_config(None, ["--data.raw_camera_fraction=-0.1"])

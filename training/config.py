@@ -74,6 +74,9 @@ class DataConfig:
     # (raw_windows, linear_fraction) instead of convolved with a shake PSF. The one raw clip
     # moves its camera only in its last frames (python -m training.data --motion-stats).
     camera_fraction: float = 0.0
+    # Share of raw-clip windows re-filmed by the same simulated camera, frame k through its map k,
+    # so the clip's real scene motion also comes with camera motion (hand-held video).
+    raw_camera_fraction: float = 0.0
     camera_speed: list[float] = field(
         default_factory=lambda: [0.25, 3.0]
     )  # px per frame at 240 fps (held-out clip: median 1-1.6)
@@ -319,6 +322,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(
             "data.camera_fraction: expected a share in [0, 1] and data.camera_speed >= 0, got "
             f"{cfg.data.camera_fraction} and {cfg.data.camera_speed}"
+        )
+    if not 0.0 <= cfg.data.raw_camera_fraction <= 1.0:
+        raise ConfigError(
+            f"data.raw_camera_fraction: expected a share in [0, 1], got {cfg.data.raw_camera_fraction}"
         )
     if cfg.steps_per_epoch < 1:
         raise ConfigError(f"steps_per_epoch: expected >= 1, got {cfg.steps_per_epoch}")

@@ -657,6 +657,7 @@ class SynthParams:
     psf_max_size: int = 31
     exposure: tuple[float, float] = (0.5, 1.0)
     camera_fraction: float = 0.0
+    raw_camera_fraction: float = 0.0
     camera_speed: tuple[float, float] = (0.25, 3.0)
     camera_turn: float = 0.1
     camera_zoom: float = 0.002
@@ -789,14 +790,40 @@ class DeblurDataset(Dataset):
         s = starts[int(rng.integers(len(starts)))]
         frames = self.raw[si].frames[s : s + size]
         h, w = frames[0].shape[:2]
-        ph, pw = min(P, h), min(P, w)
-        y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
-        crops = [f[y : y + ph, x : x + pw] for f in frames]
+        # Drawn only when enabled, so runs without it keep their exact sample stream.
+        if p.raw_camera_fraction > 0 and rng.uniform() < p.raw_camera_fraction:
+            crops = self._raw_camera(rng, frames, P)
+        else:
+            ph, pw = min(P, h), min(P, w)
+            y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
+            crops = [f[y : y + ph, x : x + pw] for f in frames]
         blur = temporal_average(
             crops, linear=bool(rng.uniform() < p.linear_fraction), gamma=p.gamma
         )
         sharp = crops[size // 2].astype(np.float32) / 255.0
         return _fit(blur, P), _fit(sharp, P)
+
+    def _raw_camera(
+        self, rng: np.random.Generator, frames: Sequence[np.ndarray], P: int
+    ) -> list[np.ndarray]:
+        """The window ``frames`` as a hand-held camera would have recorded it: frame ``k`` is seen
+        through map ``k`` of a ``camera_path``, so the scene's own motion (people, cars) and the
+        camera's add up, as in hand-held video. The clip's training frames have a still camera
+        (``--motion-stats``), so without this its real motion is never seen with camera blur."""
+        p = self.params
+        maps = camera_path(
+            rng, frames=len(frames), speed=p.camera_speed, turn=p.camera_turn, zoom=p.camera_zoom
+        )
+        h, w = frames[0].shape[:2]
+        m = camera_path_margin(maps, P)
+        # Mirrored borders stand in where a small frame cannot hold the path's margin.
+        ylo, yhi = min(m + P // 2, h // 2), max(h - m - (P - P // 2), h // 2)
+        xlo, xhi = min(m + P // 2, w // 2), max(w - m - (P - P // 2), w // 2)
+        centre = (int(rng.integers(ylo, yhi + 1)), int(rng.integers(xlo, xhi + 1)))
+        return [
+            render_camera_motion(f, maps[k : k + 1], centre=centre, size=P)[0]
+            for k, f in enumerate(frames)
+        ]
 
     def _photo(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
         p = self.params

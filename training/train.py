@@ -115,6 +115,7 @@ def synth_params(cfg: TrainConfig) -> SynthParams:
         psf_max_size=d.psf_max_size,
         exposure=(d.exposure[0], d.exposure[1]),
         camera_fraction=d.camera_fraction,
+        raw_camera_fraction=d.raw_camera_fraction,
         camera_speed=(d.camera_speed[0], d.camera_speed[1]),
         camera_turn=d.camera_turn,
         camera_zoom=d.camera_zoom,
