@@ -789,11 +789,11 @@ class DeblurDataset(Dataset):
         starts = self._raw_windows[(si, size)]
         s = starts[int(rng.integers(len(starts)))]
         frames = self.raw[si].frames[s : s + size]
-        h, w = frames[0].shape[:2]
         # Drawn only when enabled, so runs without it keep their exact sample stream.
         if p.raw_camera_fraction > 0 and rng.uniform() < p.raw_camera_fraction:
             crops = self._raw_camera(rng, frames, P)
         else:
+            h, w = frames[0].shape[:2]
             ph, pw = min(P, h), min(P, w)
             y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
             crops = [f[y : y + ph, x : x + pw] for f in frames]
