@@ -126,11 +126,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok (also Ctrl-C in 'run'), 1 runtime error, 2 usage error.",
     )
     gui = parser.add_argument_group("desktop app options (no command)")
-    gui.add_argument("--source", metavar="SRC", help="camera index or video/image path")
-    gui.add_argument("--screenshot", metavar="OUT.png", help="save a screenshot of the window")
-    gui.add_argument("--quit-after", metavar="SECONDS", type=_positive_float, help="quit after")
-    gui.add_argument("--backend", choices=BACKEND_CHOICES, help="inference backend")
-    gui.add_argument("--model", metavar="PATH", help="model file")
+    # Own dests: a command's options of the same name would silently overwrite these.
+    gui.add_argument(
+        "--source", dest="gui_source", metavar="SRC", help="camera index or video/image path"
+    )
+    gui.add_argument(
+        "--screenshot", dest="gui_screenshot", metavar="OUT.png", help="save a window screenshot"
+    )
+    gui.add_argument(
+        "--quit-after",
+        dest="gui_quit_after",
+        metavar="SECONDS",
+        type=_positive_float,
+        help="quit after",
+    )
+    gui.add_argument(
+        "--backend", dest="gui_backend", choices=BACKEND_CHOICES, help="inference backend"
+    )
+    gui.add_argument("--model", dest="gui_model", metavar="PATH", help="model file")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -330,11 +343,11 @@ def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.print_help()
         return 0
     options = {
-        "source": args.source,
-        "screenshot": args.screenshot,
-        "quit_after": args.quit_after,
-        "backend": args.backend,
-        "model": args.model,
+        "source": args.gui_source,
+        "screenshot": args.gui_screenshot,
+        "quit_after": args.gui_quit_after,
+        "backend": args.gui_backend,
+        "model": args.gui_model,
     }
     return int(run_app(options, virtual_backend=os.environ.get(VIRTUAL_BACKEND_ENV)) or 0)
 
@@ -346,7 +359,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     unprocessed and the status line carries the WARNING.
     """
     from engine.pipeline import Engine
-    from engine.sinks import SinkError, open_sink
+    from engine.sinks import SinkError, open_sink, sink_kind
     from engine.sources import source_kind
     from engine.virtualcam import VirtualCameraUnavailable
 
@@ -364,6 +377,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             if vbackend:
                 sink_options["backend"] = vbackend
         try:
+            if sink_kind(args.output) == "video":
+                sink_options["timed"] = True  # dropped frames must not speed the file up
             sink = open_sink(args.output, size=source.size, fps=source.fps, **sink_options)
         except (VirtualCameraUnavailable, SinkError, ValueError) as exc:
             raise CliError(str(exc)) from exc
@@ -417,8 +432,17 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(
                 f"output {failed.describe()} failed after {stats.frames_out} frames: {exc}"
             )
-        if stats.frames_out == 0 and engine.errors:
-            raise CliError(f"stream failed: {engine.errors[0]}")
+        if engine.errors and not stop.is_set():
+            # The stream ended on its own after an error (a camera unplugged, an unreadable
+            # file): say so and exit non-zero rather than pass as a finished run.
+            raise CliError(
+                f"{len(engine.errors)} error(s) in the stream ({stats.frames_out} frames out); "
+                f"first: {engine.errors[0]}"
+            )
+        if engine.errors:
+            _eprint(
+                f"{PROG}: {len(engine.errors)} error(s) in the stream; first: {engine.errors[0]}"
+            )
         if stop.is_set():
             _eprint(f"{PROG}: stopped ({stats.frames_out} frames out)")
         return 0
@@ -535,9 +559,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             where = f"; the frames written are kept in {kept}" if kept is not None else ""
             raise CliError(f"processing failed after {written} frames: {engine.errors[0]}{where}")
         if stop.is_set():
-            _eprint(
-                f"{PROG}: interrupted: {written} of {total or '?'} frames written to {args.output}"
-            )
+            kept = getattr(sink, "kept_path", None) or args.output
+            _eprint(f"{PROG}: interrupted: {written} of {total or '?'} frames written to {kept}")
             return 130
         if total is not None and written != total:
             # The source ended without an error, so every decoded frame was written: the
@@ -649,6 +672,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if args.command is None:
             return cmd_gui(args, parser)
+        misplaced = [
+            f"--{name.removeprefix('gui_').replace('_', '-')}"
+            for name, value in vars(args).items()
+            if name.startswith("gui_") and value is not None
+        ]
+        if misplaced:
+            parser.error(
+                f"{', '.join(misplaced)} before '{args.command}' is a desktop-app option; "
+                f"put command options after the command: {PROG} {args.command} {misplaced[0]} ..."
+            )
         command = {
             "run": cmd_run,
             "process": cmd_process,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Frame", "to_rgb8", "resize_to", "image_size"]
+__all__ = ["Frame", "to_rgb8", "resize_to", "image_size", "even_size"]
 
 _SHAPE_ERROR = "expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got {}"
 
@@ -110,6 +110,13 @@ def to_rgb8(img: np.ndarray, *, bgr: bool = True, inplace: bool = False) -> np.n
         # A 3-channel swap reads each pixel before writing it, so dst may alias src.
         return cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=img)
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def even_size(size: tuple[int, int]) -> tuple[int, int]:
+    """``(W, H)`` rounded down to even sides, at least 2: video encoders with 4:2:0 chroma (mp4v,
+    the virtual cameras' I420 / NV12) need them, and OpenCV would crop odd ones silently."""
+    w, h = size
+    return (max(2, w - w % 2), max(2, h - h % 2))
 
 
 def resize_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:

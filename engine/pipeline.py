@@ -257,6 +257,10 @@ class Engine:
         with self._lock:
             self._stopping = True
             self._running = False
+            if not self.live and self._started and not self._done.is_set():
+                # Offline, stopped before the source ended: the output lacks the rest of the
+                # frames, so it must not take the name of (or replace) a finished one.
+                self._frames_lost = True
         self._abort()
         me = threading.current_thread()
         for t in self._threads:
@@ -636,9 +640,9 @@ class Engine:
             self._end_sink(sink)
 
     def _end_sink(self, sink: FrameSink) -> None:
-        """Close ``sink``; offline after a failure that lost frames, abort it instead when it
-        can tell an incomplete output from a finished one (a video file). A stop() is the
-        user's choice and closes normally."""
+        """Close ``sink``; offline after a failure that lost frames or a stop() before the end,
+        abort it instead when it can tell an incomplete output from a finished one (a video
+        file). Live streams have no end to miss: a stop() closes them normally."""
         incomplete = not self.live and self._frames_lost
         abort = getattr(sink, "abort", None) if incomplete else None
         try:

@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, resize_to
+from engine.frames import Frame, even_size, resize_to
 from engine.sources import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -94,9 +94,16 @@ class VideoFileSink(_SinkBase):
     """A video file, mp4v for .mp4/.m4v/.mov, MJPG for .avi/.mkv (or ``fourcc``).
 
     Frames go to a hidden ``.NAME.partial.EXT`` beside the target, renamed to the target on
-    ``close()``, so a file with the real name is always complete and playable (Ctrl-C runs
-    ``close()`` through the engine's ``stop()``); a partial file left by a killed process never
-    hides as a finished one. A sink closed without any frame leaves no file.
+    ``close()``, so a file with the real name is always complete and playable (Ctrl-C on a live
+    stream closes it through the engine's ``stop()``; an offline run stopped early is aborted
+    as incomplete); a partial file left by a killed process never hides as a finished one. A sink closed without any frame leaves no file. Odd sizes are
+    rounded down to even sides (frames are resized to :attr:`size`).
+
+    ``timed=True`` (a live stream) keeps the file's clock: a live engine drops frames when the
+    model is slower than the source, and a file that stores every frame it gets at a constant
+    ``fps`` would play too fast. Each frame goes to the slot of its ``t_capture`` on the ``fps``
+    grid; slots a dropped frame left empty repeat the previous frame, and a frame whose slot is
+    already written is skipped. Gaps longer than ``MAX_GAP_S`` (a stalled camera) are shortened.
 
     ``abort()`` (a failed offline run) keeps the frames written so far as a playable
     ``NAME.incomplete.EXT`` (:attr:`kept_path`) and leaves an existing file at ``path`` alone:
@@ -110,9 +117,11 @@ class VideoFileSink(_SinkBase):
         size: tuple[int, int],
         fps: float = 30.0,
         fourcc: str | None = None,
+        timed: bool = False,
     ):
         self.path = Path(path)
-        self.size = _check_size(size, "a video file sink")
+        self.size = even_size(_check_size(size, "a video file sink"))
+        self.timed = bool(timed)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         ext = self.path.suffix.lower()
         self.fourcc = fourcc or VIDEO_CODECS.get(ext)
@@ -137,16 +146,39 @@ class VideoFileSink(_SinkBase):
         self._resized = np.empty((h, w, 3), np.uint8)
         self._bgr = np.empty((h, w, 3), np.uint8)
         self._lock = threading.Lock()
-        self.frames_written = 0
+        self.frames_written = 0  # frames stored in the file, repeats included
+        self.frames_skipped = 0  # timed: frames whose slot was already written
         self.kept_path: Path | None = None  # where close()/abort() left the frames
+        self._t0: float | None = None  # timed: t_capture of slot 0
+        self._next_slot = 0
+
+    MAX_GAP_S = 2.0
 
     def write(self, frame: Frame) -> None:
         with self._lock:
             if self._writer is None:
                 raise SinkError(f"video {self.path} is closed")
+            repeats = 0
+            if self.timed:
+                if self._t0 is None:
+                    self._t0 = frame.t_capture
+                slot = round((frame.t_capture - self._t0) * self.fps)
+                if slot < self._next_slot:
+                    self.frames_skipped += 1
+                    return
+                repeats = min(slot - self._next_slot, round(self.MAX_GAP_S * self.fps))
+                self._next_slot = slot + 1
+            # _bgr still holds the previous frame: it fills the slots the engine dropped.
+            for _ in range(repeats if self.frames_written else 0):
+                self._put(self._bgr)
             img = resize_to(frame.image, self.size, out=self._resized)
-            self._writer.write(cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr))
-            self.frames_written += 1
+            self._put(cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr))
+
+    def _put(self, bgr: np.ndarray) -> None:
+        # VideoWriter.write reports a failed encode or a full disk only through its result.
+        if self._writer.write(bgr) is False:
+            raise SinkError(f"cannot write frame {self.frames_written} to video {self.path}")
+        self.frames_written += 1
 
     def close(self) -> None:
         self._finish(self.path)

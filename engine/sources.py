@@ -568,7 +568,8 @@ class VideoFileSource(_SourceBase):
 
 class ImageSource(_SourceBase):
     """A still image. Live: the same image repeated at ``fps`` (default 30), endlessly.
-    Offline: one frame."""
+    Offline: one frame. ``loop`` is accepted as for the other file sources (a caller need not
+    know which kind of file it opens); a live image repeats either way."""
 
     def __init__(
         self,
@@ -577,7 +578,9 @@ class ImageSource(_SourceBase):
         live: bool = True,
         size: tuple[int, int] | None = None,
         fps: float | None = None,
+        loop: bool = False,
     ):
+        del loop
         super().__init__()
         self.path = Path(path)
         image = read_image(self.path)

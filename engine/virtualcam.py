@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.frames import Frame, resize_to
+from engine.frames import Frame, even_size, resize_to
 from engine.sinks import SinkError
 
 __all__ = [
@@ -90,7 +90,8 @@ class VirtualCameraSink:
     ):
         import pyvirtualcam  # imported here: loading the native backend costs at startup
 
-        self.size = (int(size[0]), int(size[1]))
+        # pyvirtualcam converts to I420/NV12/YUYV, whose chroma planes assume even sides.
+        self.size = even_size((int(size[0]), int(size[1])))
         self.fps = float(fps)
         self._fmt = _pixel_format(fmt)
         if self._fmt not in (pyvirtualcam.PixelFormat.RGB, pyvirtualcam.PixelFormat.BGR):

@@ -158,6 +158,17 @@ def test_no_command_starts_the_app_with_the_gui_options(monkeypatch: pytest.Monk
     assert seen["quit_after"] == 2.0
 
 
+def test_app_options_before_a_command_are_a_usage_error(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # argparse would let the command's default (--backend auto) silently replace them.
+    code = cli.main(["--backend", "passthrough", "process", str(clip), str(tmp_path / "o.avi")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "--backend before 'process'" in err and "Traceback" not in err
+    assert not (tmp_path / "o.avi").exists()
+
+
 # --------------------------------------------------------------------------- process
 
 
@@ -408,6 +419,27 @@ def test_run_stops_and_fails_when_its_output_fails(
     assert code == 1, err
     assert "vanished" in err and "failed after" in err and "Traceback" not in err
     assert len(_RecordingCamera.frames) == 3
+
+
+def test_run_fails_when_its_source_fails_midway(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.sources import SourceError, VideoFileSource
+
+    real_read = VideoFileSource.read
+
+    def unplugged(self: VideoFileSource) -> Any:
+        if self._next_index >= 5:
+            raise SourceError("camera unplugged")
+        return real_read(self)
+
+    monkeypatch.setattr(VideoFileSource, "read", unplugged)
+    out = tmp_path / "live.avi"
+    code = cli.main(["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "camera unplugged" in err and "Traceback" not in err
+    assert [read_stamp(f) for f in read_video(out)][:1] == [0]  # what was streamed is kept
 
 
 def test_no_virtual_camera_prints_guidance(clip: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -239,9 +239,10 @@ def test_offline_failure_keeps_the_frames_as_incomplete_not_as_the_output(tmp_pa
     assert [unstamp(f, inverted=True) for f in read_video(kept)] == [0, 1, 2, 3]
 
 
-def test_stop_closes_offline_output_normally(tmp_path):
+def test_stop_before_the_end_keeps_offline_output_as_incomplete(tmp_path):
     src = open_source(stamped_video(tmp_path / "in.avi", 200), live=False)
     out = tmp_path / "out.avi"
+    out.write_bytes(b"previous result")
     sink = open_sink(out, size=src.size, fps=25)
     eng = Engine(src, Invert(), sinks=[sink], live=False)
     eng.start()
@@ -249,8 +250,21 @@ def test_stop_closes_offline_output_normally(tmp_path):
     while eng.stats().frames_out < 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert eng.stop(timeout=2.0)
-    n = len(read_video(out))  # the user stopped it: a playable file under its own name
-    assert n >= 3 and not (tmp_path / "out.incomplete.avi").exists()
+    # A truncated result must neither pass as finished nor replace a finished one.
+    assert out.read_bytes() == b"previous result"
+    kept = [unstamp(f, inverted=True) for f in read_video(tmp_path / "out.incomplete.avi")]
+    assert len(kept) >= 3 and kept == list(range(len(kept)))
+
+
+def test_stop_after_the_end_keeps_the_offline_output(tmp_path):
+    src = open_source(stamped_video(tmp_path / "in.avi", 12), live=False)
+    out = tmp_path / "out.avi"
+    eng = Engine(src, Invert(), sinks=[open_sink(out, size=src.size, fps=25)], live=False)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert [unstamp(f, inverted=True) for f in read_video(out)] == list(range(12))
+    assert not (tmp_path / "out.incomplete.avi").exists()
 
 
 def test_a_callback_error_does_not_mark_a_complete_output_incomplete(tmp_path):

@@ -212,6 +212,69 @@ def test_video_sink_errors(tmp_path):
         sink.write(frame(0, (16, 16)))
 
 
+def test_video_sink_rounds_odd_sizes_down_to_even(tmp_path):
+    path = tmp_path / "odd.mp4"
+    with VideoFileSink(path=path, size=(33, 17), fps=25) as sink:
+        assert sink.size == (32, 16)
+        for i in range(3):
+            sink.write(frame(i * 60, size=(33, 17)))
+    frames = read_video(path)
+    assert len(frames) == 3 and frames[0].shape == (16, 32, 3)
+
+
+def test_video_sink_reports_a_failed_write(tmp_path, monkeypatch):
+    sink = VideoFileSink(path=tmp_path / "full.avi", size=(16, 16))
+    sink.write(frame(0, (16, 16)))
+
+    class DiskFull:
+        def __init__(self, real):
+            self.real = real
+
+        def write(self, img):
+            return False  # what cv2.VideoWriter.write returns when the encode or write fails
+
+        def release(self):
+            self.real.release()
+
+    monkeypatch.setattr(sink, "_writer", DiskFull(sink._writer))
+    with pytest.raises(SinkError, match="cannot write frame 1"):
+        sink.write(frame(1, (16, 16)))
+    assert sink.frames_written == 1
+    sink.abort()
+
+
+def test_timed_video_sink_keeps_the_live_clock(tmp_path):
+    """Frames the live engine dropped leave slots that repeat the previous frame; a frame whose
+    slot is taken is skipped; so the file plays at the speed it was filmed."""
+    path = tmp_path / "live.avi"
+    fps = 10.0
+    times = [0.0, 0.1, 0.4, 0.42, 0.5, 0.9]  # slots 0, 1, 4, 4 (taken), 5, 9
+    with VideoFileSink(path=path, size=(32, 24), fps=fps, timed=True) as sink:
+        for i, t in enumerate(times):
+            img = np.full((24, 32, 3), 40 * i, np.uint8)
+            sink.write(Frame(img, i, 1000.0 + t))  # t_capture is perf_counter(): any origin
+        assert sink.frames_skipped == 1
+    got = [round(float(np.median(f)) / 40) for f in read_video(path)]
+    assert got == [0, 1, 1, 1, 2, 4, 4, 4, 4, 5]
+    assert len(got) / fps == pytest.approx(times[-1] + 1 / fps)
+
+
+def test_untimed_video_sink_keeps_every_frame(tmp_path):
+    path = tmp_path / "all.avi"
+    with VideoFileSink(path=path, size=(32, 24), fps=10) as sink:
+        for i, t in enumerate([0.0, 0.0, 0.5, 0.5]):
+            sink.write(Frame(np.full((24, 32, 3), 40 * i, np.uint8), i, t))
+    assert [round(float(np.median(f)) / 40) for f in read_video(path)] == [0, 1, 2, 3]
+
+
+def test_virtual_sink_opens_odd_sizes_as_even(recorder):
+    with VirtualCameraSink(size=(33, 17), backend=RECORDER) as s:
+        s.write(frame(5, size=(33, 17)))
+    cam = recorder.instances[-1]
+    assert (cam.width, cam.height) == (32, 16)
+    assert cam.frames[0].shape == (16, 32, 3)
+
+
 # --------------------------------------------------------------------------- images
 
 

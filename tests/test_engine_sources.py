@@ -163,6 +163,16 @@ def test_still_image_offline_is_one_frame(tmp_path):
         assert src.read() is None
 
 
+def test_every_file_source_takes_loop(tmp_path):
+    """The app opens any file the user names with ``loop=True`` (the demo clip's behaviour);
+    a still image must accept it too, not fail as a "camera problem"."""
+    path = write_png(tmp_path / "x.png", np.full((8, 12, 3), 9, np.uint8))
+    with open_source(str(path), live=True, fps=200, loop=True) as src:
+        assert isinstance(src, ImageSource)
+        frames = [src.read() for _ in range(3)]
+        assert [f.index for f in frames] == [0, 1, 2]
+
+
 def test_still_image_live_repeats_at_requested_fps(tmp_path):
     path = write_png(tmp_path / "x.png", np.zeros((8, 12, 3), np.uint8))
     with open_source(str(path), live=True, fps=100, size=(6, 4)) as src:
