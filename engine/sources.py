@@ -431,7 +431,10 @@ class CameraSource(_SourceBase):
         self.last_wait_s = 0.0
         if self._pending is not None and not self._interrupt.is_set():
             frame, self._pending = self._pending, None
-            return frame
+            # The probe frame from opening is stale once a model took seconds to load: a live
+            # source hands out only what the camera sees now.
+            if time.perf_counter() - frame.t_capture < 2.0 / self.fps:
+                return frame
         delay = self._backoff[0]
         while not self._interrupt.is_set():
             frame = self._grab()

@@ -354,6 +354,21 @@ def test_camera_requests_format_size_rate_and_small_buffer(monkeypatch):
     assert made[0].released
 
 
+def test_camera_drops_its_probe_frame_once_stale(monkeypatch):
+    values = iter(range(1, 100))
+
+    class Counting(FakeCapture):
+        def retrieve(self):
+            return True, np.full((24, 32, 3), next(values), np.uint8)
+
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: Counting(t, a))
+    with open_source("0", live=True, fps=30) as cam:
+        time.sleep(0.2)  # a backend loading: the frame grabbed while opening is 0.2 s old
+        frame = cam.read()
+        assert int(frame.image[0, 0, 0]) == 2 and frame.index == 1
+        assert time.perf_counter() - frame.t_capture < 0.05
+
+
 def test_missing_camera_lists_available_ones(monkeypatch):
     monkeypatch.setattr(sources, "_probe_camera", lambda i: i in (0, 2))
     monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, opened=False))
