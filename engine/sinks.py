@@ -96,8 +96,9 @@ class VideoFileSink(_SinkBase):
     Frames go to a hidden ``.NAME.partial.EXT`` beside the target, renamed to the target on
     ``close()``, so a file with the real name is always complete and playable (Ctrl-C on a live
     stream closes it through the engine's ``stop()``; an offline run stopped early is aborted
-    as incomplete); a partial file left by a killed process never hides as a finished one. A sink closed without any frame leaves no file. Odd sizes are
-    rounded down to even sides (frames are resized to :attr:`size`).
+    as incomplete); a partial file left by a killed process never hides as a finished one. A
+    sink closed without any frame leaves no file. Odd sizes are rounded down to even sides
+    (frames are resized to :attr:`size`).
 
     ``timed=True`` (a live stream) keeps the file's clock: a live engine drops frames when the
     model is slower than the source, and a file that stores every frame it gets at a constant
