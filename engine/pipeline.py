@@ -195,8 +195,9 @@ class Engine:
         self._warning = warning
         self._failure_warning: str | None = None  # set when the backend fails (live mode)
         self._failed_sinks: list[tuple[FrameSink, BaseException]] = []
-        # Offline: a source, backend, sink or output failure lost frames (callback errors and
-        # errors while closing do not), so sinks that can tell are aborted as incomplete.
+        # Offline: a source, backend, sink or output failure, or a stop() before the source's
+        # end, lost frames (callback errors and errors while closing do not), so sinks that can
+        # tell are aborted as incomplete.
         self._frames_lost = False
         self._close_backend = close_backend
 

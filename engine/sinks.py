@@ -167,10 +167,11 @@ class VideoFileSink(_SinkBase):
                 if slot < self._next_slot:
                     self.frames_skipped += 1
                     return
-                repeats = min(slot - self._next_slot, round(self.MAX_GAP_S * self.fps))
+                # _bgr still holds the previous frame (if any): it fills the dropped slots.
+                gap = min(slot - self._next_slot, round(self.MAX_GAP_S * self.fps))
+                repeats = gap if self.frames_written else 0
                 self._next_slot = slot + 1
-            # _bgr still holds the previous frame: it fills the slots the engine dropped.
-            for _ in range(repeats if self.frames_written else 0):
+            for _ in range(repeats):
                 self._put(self._bgr)
             img = resize_to(frame.image, self.size, out=self._resized)
             self._put(cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr))
