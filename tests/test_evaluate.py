@@ -144,6 +144,35 @@ def test_lai_kernel_is_centred(tmp_path: Path) -> None:
     assert np.abs(s.blurry - s.sharp).max() < 1e-5
 
 
+def test_gopro_root_scores_only_its_test_split(tmp_path: Path) -> None:
+    img = np.random.default_rng(2).uniform(0, 1, (32, 48, 3)).astype(np.float32)
+    for split in ("train", "test"):
+        for sub in ("blur", "sharp"):
+            _write(tmp_path / "GOPRO" / split / f"{split}_seq" / sub / "0001.png", img)
+    samples = list(EV.iter_samples(EV.parse_data(f"gopro:{tmp_path / 'GOPRO'}"), mode="plain"))
+    assert [s.name for s in samples] == ["test_seq_0001"]
+    # a folder of sequences without the split level still works
+    samples = list(
+        EV.iter_samples(EV.parse_data(f"gopro:{tmp_path / 'GOPRO' / 'train'}"), mode="plain")
+    )
+    assert [s.name for s in samples] == ["train_seq_0001"]
+
+
+def test_bad_lai_and_pairs_folders_fail_loudly(tmp_path: Path) -> None:
+    _write(tmp_path / "lai" / "sharp" / "a.png", np.zeros((20, 20, 3), np.float32))
+    (tmp_path / "lai" / "kernels").mkdir()
+    (tmp_path / "lai" / "kernels" / "k.png").write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="unreadable blur kernel"):
+        list(EV.iter_samples(EV.parse_data(f"lai:{tmp_path / 'lai'}")))
+    spec = EV.parse_data(f"pairs:{tmp_path / 'nope'},{tmp_path / 'lai' / 'sharp'}")
+    with pytest.raises(FileNotFoundError, match="pairs: no folder"):
+        list(EV.iter_samples(spec))
+    (tmp_path / "empty").mkdir()
+    spec = EV.parse_data(f"pairs:{tmp_path / 'empty'},{tmp_path / 'lai' / 'sharp'}")
+    with pytest.raises(FileNotFoundError, match="pairs: no images"):
+        list(EV.iter_samples(spec))
+
+
 # --------------------------------------------------------------------------------------------
 # end to end
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,8 @@ import pytest
 import torch
 
 from training import export as E
+from training.config import config_digest as train_config_digest
+from training.config import config_from_dict, config_to_dict, load_config
 from training.models.student import create_student
 
 torch.set_num_threads(2)
@@ -54,6 +56,21 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.M
     )
     assert rc == 0
     return out, model.eval(), ckpt
+
+
+def test_config_digest_is_the_trainers() -> None:
+    # A resumed run (other run-control keys) is the same run: the manifest must say so.
+    cfg = load_config(None, ["--student=tiny", "--lr=0.002"])
+    resumed = load_config(None, ["--student=tiny", "--lr=0.002", "--resume", "--max_minutes=5"])
+    assert E.config_digest(config_to_dict(resumed)) == train_config_digest(cfg)
+    assert E.config_digest(config_to_dict(cfg)) != E.config_digest(
+        config_to_dict(load_config(None, ["--student=tiny", "--lr=0.003"]))
+    )
+    # --random-init has no training config: its small dict is hashed as it is
+    rand = {"student": "tiny", "student_kwargs": {}, "random_init": True, "seed": 0}
+    assert len(E.config_digest(rand)) == 64 and E.config_digest(rand) != E.config_digest(
+        {**rand, "seed": 1}
+    )
 
 
 def test_files_and_parity(exported: tuple[Path, torch.nn.Module, Path]) -> None:
@@ -102,13 +119,10 @@ def test_manifest_format(exported: tuple[Path, torch.nn.Module, Path]) -> None:
         "student_fast_fp16.onnx",
         "student_fast.ts",
     }
-    expected_digest = hashlib.sha256(
-        json.dumps(
-            {"student": "tiny", "student_kwargs": {}, "lr": 5e-5},
-            sort_keys=True,
-            separators=(",", ":"),
-        ).encode()
-    ).hexdigest()
+    # the trainer's digest of the checkpoint's config, not a hash of the dict as stored
+    expected_digest = train_config_digest(
+        config_from_dict({"student": "tiny", "student_kwargs": {}, "lr": 5e-5})
+    )
     for name, entry in manifest["files"].items():
         if name == "other.onnx":
             continue

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -390,3 +391,76 @@ def test_throughput_is_timed_after_the_warm_up_steps(
     assert 'grep -oE "\\(([0-9.]+) steps/s"' in script
     found = re.findall(r"\(([0-9.]+) steps/s", caplog.text)
     assert found and float(found[-1]) == pytest.approx(res["steps_per_s"], abs=0.01)
+
+
+def test_a_mistyped_eval_folder_is_an_error_not_a_silent_guard(synth, tmp_path: Path) -> None:
+    from training.train import build_data
+
+    cfg = _tiny(synth, tmp_path / "run", f"--data.eval_dirs=[{tmp_path / 'evall'}]")
+    with pytest.raises(FileNotFoundError, match="data.eval_dirs: no folder"):
+        build_data(cfg)
+
+
+def _gopro_layout(root: Path, seqs: dict[str, np.ndarray]) -> None:
+    import cv2
+
+    for name, img in seqs.items():
+        for sub in ("blur", "sharp"):
+            (root / "train" / name / sub).mkdir(parents=True)
+            cv2.imwrite(str(root / "train" / name / sub / "000001.png"), img)
+
+
+def test_gopro_guard_drops_held_out_sequences_and_catches_copies_in_eval(
+    synth, tmp_path: Path
+) -> None:
+    import shutil
+
+    from training.data import LeakageError
+    from training.train import build_data
+
+    rng = np.random.default_rng(0)
+    imgs = {n: rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for n in ("seq_00", "GOPR_other")}
+    gopro = tmp_path / "GOPRO_Large"
+    _gopro_layout(gopro, imgs)
+    extra = (f"--data.gopro_dir={gopro}", "--data.gopro_weight=0.2")
+    # seq_00 is one of the raw folders, whose frames are partly held out: its GoPro pairs go
+    dataset, _, _ = build_data(_tiny(synth, tmp_path / "run", *extra))
+    assert [bp.parent.parent.name for bp, _ in dataset.gopro] == ["GOPR_other"]
+    # a GoPro training image copied into an evaluation folder is found (by its file bytes)
+    ev = tmp_path / "eval"
+    ev.mkdir()
+    shutil.copy(gopro / "train" / "GOPR_other" / "sharp" / "000001.png", ev / "x.png")
+    cfg = _tiny(synth, tmp_path / "run", *extra, f"--data.eval_dirs=[{synth['eval']},{ev}]")
+    with pytest.raises(LeakageError, match="x.png"):
+        build_data(cfg)
+
+
+def test_teacher_cache_from_other_sources_is_refused(
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.cache_teacher import check_cache_meta
+    from training.data import TeacherCache
+
+    cache = tmp_path / "cache.pt"
+    common = (
+        f"--teacher.cache_path={cache}",
+        "--teacher.mode=cache",
+        "--teacher.name=fake",
+        "--teacher.cache_count=2",
+        "--teacher.cache_patch=32",
+        "--teacher.cache_min_gain=-100",
+    )
+    build_cache(_tiny(synth, tmp_path / "run", *common), teacher=_FakeTeacher())
+    # a photo excluded since (the leakage guard found it) may still sit in the cache: refused
+    later = _tiny(synth, tmp_path / "run", *common, "--data.exclude=['*/photo_000.png']")
+    with pytest.raises(ConfigError, match=r"other sources(.|\n)*data.exclude"):
+        train(later)
+    meta = TeacherCache.load(cache).meta
+    with pytest.raises(ConfigError, match="teacher.teacher: cache 'fake'"):
+        check_cache_meta(meta, _tiny(synth, tmp_path / "run", *common, "--teacher.name=dmphn"))
+    with pytest.raises(ConfigError, match="records no settings"):
+        check_cache_meta({}, later)
+    # other synthesis settings only change how new patches would look: a warning
+    with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
+        check_cache_meta(meta, _tiny(synth, tmp_path / "run", *common, "--data.noise_prob=0.1"))
+    assert "noise_prob" in caplog.text

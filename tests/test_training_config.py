@@ -90,6 +90,24 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         ),
         (["--scheduler=linear"], "scheduler: expected one of cosine, plateau, none"),
         (["--data.raw_windows=[8]"], "odd"),
+        (["--data.raw_scale=0"], "data.raw_scale: expected a number > 0"),
+        (["--data.linear_fraction=1.7"], "data.linear_fraction: expected a share in [0, 1]"),
+        (["--data.noise_prob=-1"], "data.noise_prob: expected a share in [0, 1]"),
+        (
+            ["--data.jpeg_quality=[0, 400]"],
+            "data.jpeg_quality: expected [low, high] within [0, 100]",
+        ),
+        (["--data.photo_scale=[0, 0]"], "data.photo_scale: expected numbers > 0"),
+        (["--data.raw_weight=-0.5"], "data.raw_weight: expected a number >= 0"),
+        (["--data.raw_weight=0", "--data.photo_weight=0"], "at least one must be > 0"),
+        (["--teacher.cache_fraction=3.0"], "teacher.cache_fraction: expected a share in [0, 1]"),
+        (["--lr=nan"], "lr: expected a finite number"),
+        (["--lr=-0.1"], "lr: expected a number >= 0"),
+        (["--betas=[0.9, 1.0]"], "betas: expected two numbers in (0, 1)"),
+        (
+            ["--data.raw_on_device=true", "--data.raw_camera_fraction=0.5"],
+            "raw_camera_fraction > 0 needs the raw source in the data workers",
+        ),
     ],
 )
 def test_rejects_bad_keys_and_types(overrides: list[str], message: str) -> None:

@@ -41,6 +41,48 @@ def cache_meta(cfg: TrainConfig) -> dict:
     }
 
 
+# Settings that decide which images a cached patch may come from: a cache made with others can
+# hold patches of photos since excluded or of held-out frames, past the leakage guard.
+SOURCE_KEYS = ("raw_dirs", "raw_train_range", "photo_dirs", "exclude", "gopro_dir", "eval_dirs")
+
+
+def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> None:
+    """Refuse a teacher cache made from other sources or by another teacher than ``cfg`` names
+    (``ConfigError``); other differing synthesis settings are only logged."""
+    if not meta:
+        raise ConfigError(
+            f"teacher cache {path} records no settings (made before they were recorded?): "
+            "rebuild it with python -m training.cache_teacher"
+        )
+    want = cache_meta(cfg)
+    wrong = [
+        f"teacher.{k}: cache {meta.get(k)!r}, config {want[k]!r}"
+        for k in ("teacher", "teacher_weights")
+        if meta.get(k) != want[k]
+    ]
+    have_data, want_data = meta.get("data", {}), want["data"]
+    wrong += [
+        f"data.{k}: cache {have_data.get(k)!r}, config {want_data.get(k)!r}"
+        for k in SOURCE_KEYS
+        if have_data.get(k) != want_data.get(k)
+    ]
+    if wrong:
+        raise ConfigError(
+            f"teacher cache {path} was made from other sources; rebuild it "
+            "(python -m training.cache_teacher):\n  " + "\n  ".join(wrong)
+        )
+    other = sorted(
+        k for k in set(have_data) | set(want_data) if have_data.get(k) != want_data.get(k)
+    )
+    if other:
+        log.warning(
+            "teacher cache %s was synthesised with other data settings (%s): its patches are "
+            "used as they are",
+            path,
+            ", ".join(other),
+        )
+
+
 def build_cache(
     cfg: TrainConfig,
     *,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import types
 import typing
@@ -331,7 +332,87 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"steps_per_epoch: expected >= 1, got {cfg.steps_per_epoch}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"ema: expected a decay in [0, 1) (0 = off), got {cfg.ema}")
+    _check_ranges(cfg)
+    if cfg.data.raw_on_device and cfg.data.raw_camera_fraction > 0:
+        # The device sampler has no simulated camera: the re-filmed share would silently vanish.
+        raise ConfigError(
+            "data.raw_camera_fraction > 0 needs the raw source in the data workers: "
+            "set data.raw_on_device=false or data.raw_camera_fraction=0"
+        )
     return cfg
+
+
+# Shares and probabilities in [0, 1]; values that must be > 0 or >= 0 (a zero scale makes every
+# frame 1x1, a zero photo scale divides by zero later, a negative weight breaks the sampler).
+_SHARES = (
+    "data.linear_fraction",
+    "data.real_kernel_fraction",
+    "data.noise_prob",
+    "data.poisson_prob",
+    "data.jpeg_prob",
+    "teacher.cache_fraction",
+)
+_POSITIVE = ("data.raw_scale", "data.gamma", "data.photo_max_side")
+_NON_NEGATIVE = (
+    "lr",
+    "min_lr",
+    "weight_decay",
+    "grad_clip",
+    "warmup_steps",
+    "max_minutes",
+    "stop_after_steps",
+    "data.raw_weight",
+    "data.photo_weight",
+    "data.gopro_weight",
+    "data.max_blur_psnr",
+    "data.sharpness_threshold",
+    "data.camera_turn",
+    "data.camera_zoom",
+    "data.psf_max_size",
+)
+
+
+def _get(cfg: TrainConfig, key: str) -> Any:
+    obj: Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _check_ranges(cfg: TrainConfig) -> None:
+    """Ranges of the numeric settings, so that a typo fails here and not as odd data an hour in."""
+    for key in _SHARES + _POSITIVE + _NON_NEGATIVE:
+        v = float(_get(cfg, key))
+        if not math.isfinite(v):
+            raise ConfigError(f"{key}: expected a finite number, got {v}")
+    for key in _SHARES:
+        if not 0.0 <= _get(cfg, key) <= 1.0:
+            raise ConfigError(f"{key}: expected a share in [0, 1], got {_get(cfg, key)}")
+    for key in _POSITIVE:
+        if not _get(cfg, key) > 0:
+            raise ConfigError(f"{key}: expected a number > 0, got {_get(cfg, key)}")
+    for key in _NON_NEGATIVE:
+        if _get(cfg, key) < 0:
+            raise ConfigError(f"{key}: expected a number >= 0, got {_get(cfg, key)}")
+    d = cfg.data
+    if d.raw_weight + d.photo_weight + d.gopro_weight <= 0:
+        raise ConfigError("data.raw_weight + photo_weight + gopro_weight: at least one must be > 0")
+    if not 0 <= d.jpeg_quality[0] <= d.jpeg_quality[1] <= 100:
+        raise ConfigError(
+            f"data.jpeg_quality: expected [low, high] within [0, 100], got {d.jpeg_quality}"
+        )
+    for key in ("photo_scale", "poisson_peak", "exposure"):
+        v = getattr(d, key)
+        if not all(math.isfinite(x) and x > 0 for x in v):
+            raise ConfigError(f"data.{key}: expected numbers > 0, got {v}")
+    if d.exposure[1] > 1.0:
+        raise ConfigError(
+            f"data.exposure: a fraction of the trajectory, at most 1, got {d.exposure}"
+        )
+    if d.noise_sigma[0] < 0:
+        raise ConfigError(f"data.noise_sigma: expected >= 0, got {d.noise_sigma}")
+    if len(cfg.betas) != 2 or not all(0 < b < 1 for b in cfg.betas):
+        raise ConfigError(f"betas: expected two numbers in (0, 1), got {cfg.betas}")
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

@@ -956,7 +956,12 @@ class TeacherCache:
     """Cached ``(blurry, sharp, teacher)`` uint8 patches ``(N, P, P, 3)`` keyed by blurry content hash."""
 
     def __init__(
-        self, blur: np.ndarray, sharp: np.ndarray, teacher: np.ndarray, keys: list[str]
+        self,
+        blur: np.ndarray,
+        sharp: np.ndarray,
+        teacher: np.ndarray,
+        keys: list[str],
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         if not (blur.shape == sharp.shape == teacher.shape) or len(keys) != len(blur):
             raise ValueError(
@@ -964,6 +969,7 @@ class TeacherCache:
                 f"teacher {teacher.shape}, {len(keys)} keys"
             )
         self.blur, self.sharp, self.teacher, self.keys = blur, sharp, teacher, keys
+        self.meta = dict(meta or {})  # the settings it was made with (cache_teacher.cache_meta)
         self.index = {k: i for i, k in enumerate(keys)}
 
     def __len__(self) -> int:
@@ -1004,7 +1010,9 @@ class TeacherCache:
                 min_gain_db,
             )
             good = kept
-        return cls(blur[good], sharp[good], teacher[good], [keys[i] for i in good])
+        return cls(
+            blur[good], sharp[good], teacher[good], [keys[i] for i in good], data.get("meta")
+        )
 
     def lookup(self, blur: np.ndarray) -> np.ndarray | None:
         """Teacher output (float ``(H, W, 3)``) for exactly this blurry patch, if cached."""

@@ -222,6 +222,9 @@ def iter_samples(
                     yield s
     elif spec.kind == "gopro":
         root = Path(spec.path)
+        if (root / "test").is_dir():
+            # GOPRO_Large's root: its training split must not be scored with the test split
+            root = root / "test"
         sharp_dirs = sorted(p for p in root.rglob("sharp") if p.is_dir())
         if root.name == "sharp":
             sharp_dirs = [root]
@@ -245,10 +248,12 @@ def iter_samples(
                         yield s
     elif spec.kind == "lai":
         root = Path(spec.path)
-        kernels = [
-            (p.stem, D.center_kernel(D.load_image(p).mean(axis=2)))
-            for p in D.list_images(root / "kernels")
-        ]
+        kernels = []
+        for p in D.list_images(root / "kernels"):
+            k = D.load_image(p)
+            if k is None:
+                raise ValueError(f"unreadable blur kernel {p}")
+            kernels.append((p.stem, D.center_kernel(k.mean(axis=2))))
         if not kernels:
             raise FileNotFoundError(f"no kernels in {root / 'kernels'}")
         for sp in D.list_images(root / "sharp"):
@@ -309,7 +314,13 @@ def iter_samples(
                     if s:
                         yield s
     elif spec.kind == "pairs":
-        for bp in D.list_images(spec.blur_dir, recursive=False):
+        for folder in (spec.blur_dir, spec.sharp_dir):
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"pairs: no folder {folder}")
+        blurs = D.list_images(spec.blur_dir, recursive=False)
+        if not blurs:
+            raise FileNotFoundError(f"pairs: no images in {spec.blur_dir}")
+        for bp in blurs:
             sp = Path(spec.sharp_dir) / bp.name
             if not sp.is_file():
                 log.warning("no sharp image for %s in %s", bp.name, spec.sharp_dir)

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from training.config import RUN_CONTROL_KEYS, ConfigError, config_from_dict
+from training.config import config_digest as train_digest
 from training.models.student import create_student
 from training.teachers import sha256_file
 
@@ -171,10 +173,15 @@ def load_student(
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
-    """sha256 of the resolved config as canonical JSON (sorted keys, no spaces), the same digest
-    as `training.config.config_digest`."""
-    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    """The trainer's digest of a checkpoint's config (`training.config.config_digest`: run-control
+    keys such as ``resume`` left out), so the manifest names the run that made the weights. A
+    config that is not a training config (``--random-init``) is hashed as canonical JSON."""
+    try:
+        return train_digest(config_from_dict(dict(config)))
+    except ConfigError:
+        data = {k: v for k, v in config.items() if k not in RUN_CONTROL_KEYS}
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

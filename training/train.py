@@ -173,9 +173,23 @@ def build_data(
     gopro = []
     if d.gopro_dir:
         gopro = gopro_pairs(d.gopro_dir, "train", blur=d.gopro_blur)
+        # GoPro's training split holds whole sequences, held-out raw frames included (the raw
+        # clip GOPR0477_11_00 is one of them): a sequence named like a raw folder goes.
+        held_out = {Path(folder).name for folder in d.raw_dirs}
+        dropped = [bp for bp, _ in gopro if bp.parent.parent.name in held_out]
+        if dropped:
+            gopro = [(bp, sp) for bp, sp in gopro if bp.parent.parent.name not in held_out]
+            log.warning(
+                "GoPro training pairs: %d of sequence(s) %s left out, their frames %d-%d are "
+                "held out for validation",
+                len(dropped),
+                ", ".join(sorted({bp.parent.parent.name for bp in dropped})),
+                vlo,
+                vhi,
+            )
         test_dir = Path(d.gopro_dir) / "test"
         # Lazily decoded GoPro images are guarded by their file bytes (decoding thousands of
-        # 720p PNGs only to hash them would cost minutes).
+        # 720p PNGs only to hash them would cost minutes); evaluation images get both hashes.
         for bp, sp in gopro:
             for p in (bp, sp):
                 train_hashes[str(p)] = _file_hash(p)
@@ -183,12 +197,20 @@ def build_data(
             for p in list_images(test_dir):
                 eval_hashes[str(p)] = _file_hash(p)
     for folder in d.eval_dirs:
-        for p in list_images(folder):
+        # A mistyped folder would otherwise turn the guard off without a word.
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"data.eval_dirs: no folder {folder}")
+        paths = list_images(folder)
+        if not paths:
+            log.warning("data.eval_dirs: no images in %s, nothing to guard there", folder)
+        for p in paths:
             img = load_image_u8(p)
             if img is None:
                 skips.corrupt_files.append(str(p))
                 continue
             eval_hashes[str(p)] = content_hash(img)
+            if gopro:
+                eval_hashes[f"{p} (file)"] = _file_hash(p)
     if d.leakage_check:
         check_leakage(train_hashes, eval_hashes)
     sources = dict(
@@ -487,6 +509,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 f"teacher.mode=cache but no cache file {cfg.teacher.cache_path}"
             )
         cache = TeacherCache.load(cfg.teacher.cache_path, min_gain_db=cfg.teacher.cache_min_gain)
+        from training.cache_teacher import check_cache_meta
+
+        check_cache_meta(cache.meta, cfg, cfg.teacher.cache_path)
         if not len(cache):
             log.warning(
                 "teacher cache %s: no patch where the teacher beats the input by %.2f dB; "
