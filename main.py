@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="repeatable (default: every available model backend + unsharp)",
     )
     bench.add_argument("--model", metavar="PATH", help="model file (default: the shipped weights)")
+    bench.add_argument(
+        "--precision",
+        choices=("f32", "bf16", "f16"),
+        help="OpenVINO's inference precision (default: its choice, bf16 on CPUs that have it; "
+        "f32 measures a CPU without bf16)",
+    )
 
     sub.add_parser("devices", help="list cameras, virtual camera and ONNX Runtime providers")
     return parser
@@ -587,12 +593,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.model is not None and not Path(args.model).is_file():
         raise CliError(f"model file not found: {args.model}")
     backends = list(dict.fromkeys(args.backend)) if args.backend else None
+    if args.precision and backends is not None and "openvino" not in backends:
+        raise CliError("--precision applies to the openvino backend: add --backend openvino")
 
     def progress(text: str) -> None:
         _eprint(f"bench: {text} ...")
 
     try:
-        report = bench.run_bench(backends, sizes, frames, args.model, on_progress=progress)
+        report = bench.run_bench(
+            backends, sizes, frames, args.model, on_progress=progress, precision=args.precision
+        )
     except CliError:
         raise
     except Exception as exc:  # a backend that was asked for by name cannot start

@@ -243,6 +243,9 @@ def format_table(report: BenchReport) -> str:
     fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
     m = report.machine
     lines = [f"machine: {m.get('cpu')} · {m.get('usable_cores')} cores · {m.get('os')}"]
+    shown = {k: v for k, v in (m.get("backends") or {}).items() if v}
+    if shown:
+        lines.append("runs on: " + " | ".join(f"{k} = {v}" for k, v in shown.items()))
     lines.append(fmt.format(*head))
     lines.append(fmt.format(*("-" * w for w in widths)))
     lines.extend(fmt.format(*row) for row in rows)
@@ -565,6 +568,7 @@ def run_bench(
     schedule: str = "jit",
     workdir: str | os.PathLike[str] | None = None,
     on_progress: Callable[[str], Any] | None = None,
+    precision: str | None = None,
 ) -> BenchReport:
     """Benchmark ``backends`` at ``sizes``; see the module docstring for what is measured.
 
@@ -580,6 +584,8 @@ def run_bench(
         schedule: when the next frame is decoded (:data:`SCHEDULES`, see :class:`GatedBackend`).
         workdir: where the temporary clips go (default: a fresh temporary folder).
         on_progress: called with a short text before each measure (for a progress line).
+        precision: OpenVINO's inference precision (``"f32"``, ``"bf16"``, ``"f16"``; None = its
+            choice, bf16 where the CPU has it). ``"f32"`` measures what a CPU without bf16 gets.
 
     Raises:
         engine.manifest.ModelError, engine.backends.BackendError: with ``strict``, a backend
@@ -608,7 +614,8 @@ def run_bench(
     opened: list[tuple[str, Any]] = []
     for name in names:
         try:
-            backend = create_backend(name, model=model)
+            options = {"precision": precision} if precision and name == "openvino" else {}
+            backend = create_backend(name, model=model, **options)
         except Exception as exc:
             if strict:
                 raise

@@ -7,6 +7,7 @@ register only exists in this interpreter.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import signal
@@ -485,6 +486,23 @@ def test_bench_without_model_benchmarks_unsharp_with_a_note(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert "unsharp" in proc.stdout and "64x48" in proc.stdout
     assert "no model" in proc.stdout and "skipped" in proc.stdout
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
+)
+def test_bench_precision_forces_openvinos_and_shows_what_ran(models: dict[str, Path]) -> None:
+    proc = run_cli(
+        "bench", "--frames", "3", "--size", "64x48", "--backend", "openvino",
+        "--precision", "f32", "--model", str(models["good"]),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "runs on: openvino = OpenVINO · CPU · f32" in proc.stdout
+    # for a backend list without OpenVINO the option means nothing: a usage error, not ignored
+    proc = run_cli(
+        "bench", "--backend", "onnx", "--precision", "f32", "--model", str(models["good"])
+    )
+    assert proc.returncode != 0 and "--precision applies to the openvino backend" in proc.stderr
 
 
 def test_devices_reports_cameras_virtual_camera_and_providers() -> None:
