@@ -331,6 +331,30 @@ def test_default_model_from_weights_dir(tmp_path, monkeypatch, frame):
     assert be.model.entry is not None and be.model.entry.sha256
 
 
+@needs_openvino
+@pytest.mark.parametrize("bf16", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
+def test_openvino_defaults_to_int8_only_where_it_would_run_f32(tmp_path, monkeypatch, bf16):
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(B._BF16, "CPU", bf16)
+    names = ["student_fast.onnx", "student_fast_int8.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, names)
+    want = "student_fast.onnx" if bf16 else "student_fast_int8.onnx"
+    assert create_backend("openvino", device="cpu").model.path.name == want
+    assert create_backend("auto", device="cpu").model.path.name == want
+    # ONNX Runtime runs the int8 graph slower than the float one; a forced precision keeps it
+    assert create_backend("onnx", device="cpu").model.path.name == "student_fast.onnx"
+    forced = create_backend("openvino", device="cpu", precision="f32")
+    assert forced.model.path.name == "student_fast.onnx"
+    # no int8 file shipped: the float model, whatever the CPU
+    (tmp_path / "student_fast_int8.onnx").unlink()
+    write_manifest(tmp_path, names[:1])
+    assert create_backend("openvino", device="cpu").model.path.name == "student_fast.onnx"
+
+
 @needs_torch
 def test_torch_backend_defaults_to_the_shipped_torchscript(tmp_path, monkeypatch, frame):
     monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))

@@ -211,3 +211,50 @@ def test_opset_17_uses_an_exporter_that_honours_it(tmp_path: Path) -> None:
     assert opsets[""] == 17
     diffs = E.check_onnx(model, tmp_path / "m.onnx", [(33, 47), (16, 16)])
     assert max(diffs.values()) <= E.FP32_TOLERANCE
+
+
+def test_int8_export_is_quantized_checked_and_listed(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    import cv2
+    import onnx
+    import onnxruntime as ort
+
+    _, model, ckpt = exported
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):  # smooth scenes, as frames are: noise would make every range extreme
+        small = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+        cv2.imwrite(
+            str(calib / f"{i}.png"), cv2.resize(small, (128, 96), interpolation=cv2.INTER_CUBIC)
+        )
+    out = tmp_path / "w"
+    args = ["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast"]
+    rc = E.main([*args, "--no-fp16", "--no-torchscript", "--int8", "--calib", str(calib)])
+    assert rc == 0
+    path = out / "student_fast_int8.onnx"
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    entry = json.loads((out / "manifest.json").read_text())["files"]["student_fast_int8.onnx"]
+    assert entry["precision"] == "int8" and entry["input"]["dtype"] == "float32"
+    assert min(entry["parity_psnr_db"].values()) >= E.INT8_MIN_PSNR
+    # the same frames through ONNX Runtime: close to eager PyTorch, and not the float graph
+    x = E.calibration_frames(calib, size=(96, 128))[0]
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x})[0]
+    with torch.no_grad():
+        ref = E.ExportWrapper(model).eval()(torch.from_numpy(x)).numpy()
+    err = np.abs(got - ref)
+    assert 0 < err.max() and -10 * np.log10(np.mean(err**2)) >= E.INT8_MIN_PSNR
+    # a calibration source that is not there fails before anything lands
+    rc = E.main(
+        [*args, "--int8", "--calib", str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "x")]
+    )
+    assert rc == 1 and not (tmp_path / "x" / "student_fast.onnx").exists()
+
+
+def test_default_calibration_is_the_projects_demo_clip() -> None:
+    frames = E.calibration_frames(count=3, size=(64, 96))
+    assert len(frames) == 3 and frames[0].shape == (1, 3, 64, 96) and frames[0].dtype == np.float32
+    assert 0.05 < float(np.mean(frames[0])) < 0.95 and not np.array_equal(frames[0], frames[2])
