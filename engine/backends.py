@@ -945,9 +945,7 @@ def create_backend(
                 gpu = device in ("gpu", "cuda") or (device == "auto" and probe())
                 # int8 only where OpenVINO would otherwise run float32 (ONNX Runtime runs
                 # its QDQ graph slower than the float one: 114 against 98 ms at 720p here).
-                int8 = (
-                    name == "openvino" and not gpu and prefer_int8(options.get("precision"))
-                )
+                int8 = name == "openvino" and not gpu and prefer_int8(options.get("precision"))
                 model = resolve_default_model(
                     gpu, suffix=getattr(cls, "model_suffix", ".onnx"), int8=int8
                 )
