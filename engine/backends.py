@@ -127,9 +127,10 @@ _BF16: dict[str, bool] = {}
 def prefer_int8(precision: str | None = None) -> bool:
     """Whether OpenVINO's default model here is the int8 student: only when OpenVINO chooses
     the precision itself (``precision`` None) and would pick float32, the CPU having no native
-    bf16. There int8 is ~1.5x faster (model-only 33 against 49 ms at 1280x720 on these
-    machines); where bf16 runs the gain is ~8 % and the float model keeps the 0.03-0.1 dB that
-    int8 costs. A forced precision keeps the float model: the caller chose the runtime."""
+    bf16. There int8 is faster (measured forcing f32 on a 2-core Xeon, medians of 3: model-only
+    31.5 against 40.2 ms at 1280x720, 6.8 against 10.6 ms at 640x360); where bf16 runs it gains
+    nothing (33.7 against 33.6 ms) and the float model keeps the 0.04-0.09 dB that int8 costs
+    on held-out blur. A forced precision keeps the float model: the caller chose the runtime."""
     if precision is not None:
         return False
     if "CPU" not in _BF16:
@@ -944,7 +945,7 @@ def create_backend(
                 probe = getattr(cls, "gpu_listed", _ort_gpu_listed)
                 gpu = device in ("gpu", "cuda") or (device == "auto" and probe())
                 # int8 only where OpenVINO would otherwise run float32 (ONNX Runtime runs
-                # its QDQ graph slower than the float one: 114 against 98 ms at 720p here).
+                # its QDQ graph slower than the float one: 86-103 against 68-92 ms at 720p here).
                 int8 = name == "openvino" and not gpu and prefer_int8(options.get("precision"))
                 model = resolve_default_model(
                     gpu, suffix=getattr(cls, "model_suffix", ".onnx"), int8=int8

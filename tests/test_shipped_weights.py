@@ -62,3 +62,23 @@ def test_every_committed_checkpoint_loads_into_its_variant(path: Path) -> None:
     model = create_student(ck["variant"], **ck.get("student_kwargs", {}))
     model.load_state_dict(ck["model"])
     assert all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+def test_shipped_int8_student_is_the_quantized_fast_checkpoint() -> None:
+    import onnx
+
+    from training.export import INT8_MIN_PSNR, calibration_frames
+
+    assert ENTRIES["student_fast_int8.onnx"]["precision"] == "int8"
+    path = WEIGHTS / "student_fast_int8.onnx"
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    ck = load_checkpoint(REPO / "training" / "checkpoints" / "student_fast.pt")
+    model = create_student(ck["variant"], **ck.get("student_kwargs", {})).eval()
+    model.load_state_dict(ck["model"])
+    (x,) = calibration_frames(count=1, size=(96, 160))
+    with torch.no_grad():
+        eager = model(torch.from_numpy(x)).clamp(0, 1).numpy()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = sess.run(None, {"input": x})
+    psnr = -10 * np.log10(np.mean((out.astype(np.float64) - eager) ** 2))
+    assert INT8_MIN_PSNR <= psnr < 90  # close to the float student, and really quantized
