@@ -649,6 +649,16 @@ def cmd_devices(args: argparse.Namespace) -> int:
     print("  " + ("usable: " if ok else "NOT usable: ") + message.replace("\n", "\n  "))
 
     print(f"Backends available: {', '.join(list_backends())}")
+    if "openvino" in list_backends():
+        from engine.backends import prefer_int8, resolve_default_model
+
+        int8 = prefer_int8()
+        model = resolve_default_model(prefer_gpu=False, int8=int8)
+        print(
+            "OpenVINO on this CPU: "
+            + ("float32 (no native bf16)" if int8 else "bf16 (native)")
+            + f"; default CPU model: {model.name if model else 'none shipped'}"
+        )
     try:
         import onnxruntime
 

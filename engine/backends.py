@@ -589,6 +589,9 @@ class OpenVinoBackend(_ModelBackend):
             [(p.get_any_name(), _ov_shape(p), _ov_dtype(p)) for p in self._model.inputs],
             [(p.get_any_name(), _ov_shape(p), _ov_dtype(p)) for p in self._model.outputs],
         )
+        # OpenVINO reads an ONNX QDQ graph as FakeQuantize ops: say so, or an int8 model
+        # chosen by `prefer_int8` would look like the float one in the status line.
+        self.quantized = any(op.get_type_name() == "FakeQuantize" for op in self._model.get_ops())
         self._config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
         if precision:
             self._config["INFERENCE_PRECISION_HINT"] = precision
@@ -649,6 +652,8 @@ class OpenVinoBackend(_ModelBackend):
                 "<Type: 'bfloat16'>": "bf16",
             }.get(prec, prec)
             self.provider = f"OpenVINO · {self.device} · {self.inference_precision}"
+            if self.quantized:
+                self.provider += " · int8"
         return request
 
     def _infer(self, rgb: np.ndarray) -> np.ndarray:

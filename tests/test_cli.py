@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -511,3 +512,10 @@ def test_devices_reports_cameras_virtual_camera_and_providers() -> None:
     assert "Cameras:" in proc.stdout
     assert "Virtual camera:" in proc.stdout
     assert "CPUExecutionProvider" in proc.stdout
+    if importlib.util.find_spec("openvino") is not None:
+        # which precision OpenVINO picks here, and so which shipped file the CPU path loads
+        assert re.search(
+            r"OpenVINO on this CPU: (bf16 \(native\); default CPU model: student_fast\.onnx"
+            r"|float32 \(no native bf16\); default CPU model: student_fast_int8\.onnx)",
+            proc.stdout,
+        ), proc.stdout

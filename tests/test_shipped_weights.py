@@ -3,6 +3,7 @@ training checkpoints are the weights inside them (so --init_from continues what 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -82,3 +83,18 @@ def test_shipped_int8_student_is_the_quantized_fast_checkpoint() -> None:
     (out,) = sess.run(None, {"input": x})
     psnr = -10 * np.log10(np.mean((out.astype(np.float64) - eager) ** 2))
     assert INT8_MIN_PSNR <= psnr < 90  # close to the float student, and really quantized
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("openvino") is None, reason="openvino is not installed"
+)
+def test_openvino_says_when_it_runs_the_int8_student() -> None:
+    from engine.backends import create_backend
+
+    int8 = create_backend("openvino", model=WEIGHTS / "student_fast_int8.onnx", device="cpu")
+    flt = create_backend("openvino", model=WEIGHTS / "student_fast.onnx", device="cpu")
+    assert int8.provider.endswith(" · int8") and "int8" not in flt.provider
+    frame = np.full((48, 64, 3), 128, np.uint8)
+    frame[:, 32:] = 30  # an edge: both must sharpen it alike
+    diff = np.abs(int8.process(frame).astype(int) - flt.process(frame).astype(int))
+    assert diff.max() <= 8
