@@ -198,8 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--precision",
         choices=("f32", "bf16", "f16"),
-        help="OpenVINO's inference precision (default: its choice, bf16 on CPUs that have it; "
-        "f32 measures a CPU without bf16)",
+        help="force OpenVINO's inference precision (default: its choice, bf16 on CPUs that have "
+        "it); the default model is then always the float one: with --precision f32 add --model "
+        "weights/student_fast_int8.onnx to time what a CPU without bf16 runs",
     )
 
     sub.add_parser("devices", help="list cameras, virtual camera and ONNX Runtime providers")
@@ -650,14 +651,12 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     print(f"Backends available: {', '.join(list_backends())}")
     if "openvino" in list_backends():
-        from engine.backends import prefer_int8, resolve_default_model
+        from engine.backends import openvino_cpu_precision, prefer_int8, resolve_default_model
 
-        int8 = prefer_int8()
-        model = resolve_default_model(prefer_gpu=False, int8=int8)
+        model = resolve_default_model(prefer_gpu=False, int8=prefer_int8())
         print(
-            "OpenVINO on this CPU: "
-            + ("float32 (no native bf16)" if int8 else "bf16 (native)")
-            + f"; default CPU model: {model.name if model else 'none shipped'}"
+            f"OpenVINO on this CPU: {openvino_cpu_precision() or 'unknown'} precision; "
+            f"default CPU model: {model.name if model else 'none shipped'}"
         )
     try:
         import onnxruntime

@@ -38,6 +38,7 @@ from engine.manifest import (
     ManifestEntry,
     ModelError,
     ModelIntegrityError,
+    load_manifest,
     verify_file,
 )
 
@@ -112,8 +113,8 @@ def resolve_default_model(
     names: tuple[str, ...] = (f"student{suffix}", f"student_fast{suffix}")
     if not prefer_gpu:
         names = names[::-1]
-        if int8 and suffix == ".onnx":
-            names = ("student_fast_int8.onnx", *names)
+        if int8 and suffix == ".onnx" and _int8_matches_float():
+            names = (INT8_NAME, *names)
     for name in names:
         path = weights_dir() / name
         if path.is_file():
@@ -121,27 +122,60 @@ def resolve_default_model(
     return None
 
 
-_BF16: dict[str, bool] = {}
+INT8_NAME = "student_fast_int8.onnx"
+_CPU_PRECISION: dict[str, str | None] = {}
+
+
+def _int8_matches_float() -> bool:
+    """The int8 file is the float CPU student's weights: the manifest gives both the same
+    training-config digest (a leftover int8 file of older weights must not win)."""
+    try:
+        manifest = load_manifest(weights_dir())
+    except ModelError:
+        return False  # the float model's own load reports the manifest problem
+    if manifest is None:
+        return True  # unverified files: open_model warns about each
+    int8, flt = manifest.files.get(INT8_NAME), manifest.files.get("student_fast.onnx")
+    if int8 is None or flt is None:
+        return int8 is None  # an unlisted int8 file beside a listed float one: not ours
+    if int8.config_digest != flt.config_digest:
+        warnings.warn(
+            f"{INT8_NAME} was exported from other weights than student_fast.onnx "
+            "(config digests differ); using the float model",
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+def openvino_cpu_precision() -> str | None:
+    """The precision OpenVINO picks by itself on this CPU: ``"bf16"`` (AVX512-BF16 / AMX),
+    ``"f16"`` (some ARM), ``"f32"`` (the rest, AVX2-VNNI-2 CPUs included, though they list a
+    BF16 capability); None without OpenVINO. Asked once, no model compiled."""
+    if "CPU" not in _CPU_PRECISION:
+        try:
+            import openvino as ov
+
+            hint = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
+            _CPU_PRECISION["CPU"] = next(
+                (short for long, short in _OV_TYPES.items() if long in hint), hint
+            )
+        except Exception:  # noqa: BLE001 - no OpenVINO or no CPU plugin
+            _CPU_PRECISION["CPU"] = None
+    return _CPU_PRECISION["CPU"]
+
+
+_OV_TYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
 
 
 def prefer_int8(precision: str | None = None) -> bool:
     """Whether OpenVINO's default model here is the int8 student: only when OpenVINO chooses
-    the precision itself (``precision`` None) and would pick float32, the CPU having no native
-    bf16. There int8 is faster (measured forcing f32 on a 2-core Xeon, medians of 3: model-only
-    31.5 against 40.2 ms at 1280x720, 6.8 against 10.6 ms at 640x360); where bf16 runs it gains
-    nothing (33.7 against 33.6 ms) and the float model keeps the 0.04-0.09 dB that int8 costs
-    on held-out blur. A forced precision keeps the float model: the caller chose the runtime."""
-    if precision is not None:
-        return False
-    if "CPU" not in _BF16:
-        try:
-            import openvino as ov
-
-            caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-            _BF16["CPU"] = "BF16" in caps
-        except Exception:  # noqa: BLE001 - no OpenVINO or no CPU plugin: nothing to prefer
-            _BF16["CPU"] = True
-    return not _BF16["CPU"]
+    the precision itself (``precision`` None) and picks float32 (`openvino_cpu_precision`).
+    There int8 is faster (forcing f32 on a 2-core Xeon, medians of 3: model-only 31.5 against
+    40.2 ms at 1280x720, 6.8 against 10.6 ms at 640x360); beside bf16 it gains nothing (33.7
+    against 33.6 ms) and the float model keeps the 0.04-0.09 dB that int8 costs on held-out
+    blur. A forced precision keeps the float model: the caller chose the runtime."""
+    return precision is None and openvino_cpu_precision() == "f32"
 
 
 @dataclass(frozen=True)
@@ -957,6 +991,17 @@ def create_backend(
                 )
                 if model is None:
                     raise _no_model_error()
+                if int8 and model.name == INT8_NAME:
+                    try:
+                        return _build(name, open_model(model), device, threads, options)
+                    except (ModelError, BackendError) as exc:
+                        # the float student beside it is the same network: use it
+                        warnings.warn(
+                            f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=2
+                        )
+                        model = resolve_default_model(gpu)
+                        if model is None:
+                            raise
             if getattr(cls, "available", lambda: True)():
                 model = open_model(model)  # verified once, here
         return _build(name, model, device, threads, options)
@@ -975,10 +1020,13 @@ def _create_auto(model: Any, device: str, threads: int | None, options: dict) ->
     """Try backends in order of expected speed; the first that starts wins."""
     verified: dict[Path, ModelFile] = {}
 
+    def model_path(gpu: bool, int8: bool = False) -> Path | None:
+        if model is not None:
+            return Path(model)
+        return resolve_default_model(prefer_gpu=gpu, int8=int8)
+
     def model_for(gpu: bool, int8: bool = False) -> ModelFile:
-        path = (
-            Path(model) if model is not None else resolve_default_model(prefer_gpu=gpu, int8=int8)
-        )
+        path = model_path(gpu, int8)
         if path is None:
             raise _no_model_error()
         if path not in verified:
@@ -1009,9 +1057,15 @@ def _create_auto(model: Any, device: str, threads: int | None, options: dict) ->
             continue
         try:
             opts = {k: v for k, v in options.items() if _accepts(cls, k)}
-            int8 = backend == "openvino" and prefer_int8(opts.get("precision"))
-            mf = model_for(gpu, int8)
-            return _build(backend, mf, dev, threads, opts)
+            int8 = backend == "openvino" and model is None and prefer_int8(opts.get("precision"))
+            if int8 and model_path(gpu, True).name == INT8_NAME:
+                try:
+                    return _build(backend, model_for(gpu, True), dev, threads, opts)
+                except (ModelError, BackendError) as exc:
+                    warnings.warn(
+                        f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=2
+                    )
+            return _build(backend, model_for(gpu), dev, threads, opts)
         except ModelIntegrityError:
             raise
         except Exception as exc:  # collected: auto reports every failure together

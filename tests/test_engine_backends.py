@@ -337,7 +337,7 @@ def test_openvino_defaults_to_int8_only_where_it_would_run_f32(tmp_path, monkeyp
     import engine.backends as B
 
     monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(B._BF16, "CPU", bf16)
+    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "bf16" if bf16 else "f32")
     names = ["student_fast.onnx", "student_fast_int8.onnx"]
     for name in names:
         make_onnx_model(tmp_path / name, "identity")
@@ -353,6 +353,40 @@ def test_openvino_defaults_to_int8_only_where_it_would_run_f32(tmp_path, monkeyp
     (tmp_path / "student_fast_int8.onnx").unlink()
     write_manifest(tmp_path, names[:1])
     assert create_backend("openvino", device="cpu").model.path.name == "student_fast.onnx"
+
+
+@needs_openvino
+def test_a_bad_or_foreign_int8_file_falls_back_to_the_float_student(tmp_path, monkeypatch):
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "f32")
+    names = ["student_fast.onnx", "student_fast_int8.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    # exported from other weights (a leftover): the digests differ, the float file wins
+    write_manifest(
+        tmp_path, {names[0]: {"config_digest": "a" * 64}, names[1]: {"config_digest": "b" * 64}}
+    )
+    with pytest.warns(UserWarning, match="other weights"):
+        assert create_backend("openvino", device="cpu").model.path.name == names[0]
+    # damaged after shipping (sha256 differs): a warning and the float file, not "no model"
+    write_manifest(tmp_path, names)
+    (tmp_path / names[1]).write_bytes(b"damaged")
+    for name in ("openvino", "auto"):
+        with pytest.warns(UserWarning, match="student_fast_int8.onnx not usable"):
+            be = create_backend(name, device="cpu")
+        assert be.name == "openvino" and be.model.path.name == names[0]
+
+
+@needs_openvino
+def test_openvino_cpu_precision_is_asked_of_openvino(monkeypatch):
+    import engine.backends as B
+
+    monkeypatch.setattr(B, "_CPU_PRECISION", {})
+    got = B.openvino_cpu_precision()
+    assert got in ("bf16", "f16", "f32")
+    assert B.prefer_int8() == (got == "f32") and B.prefer_int8("f32") is False
 
 
 @needs_torch

@@ -239,6 +239,8 @@ def test_int8_export_is_quantized_checked_and_listed(
     entry = json.loads((out / "manifest.json").read_text())["files"]["student_fast_int8.onnx"]
     assert entry["precision"] == "int8" and entry["input"]["dtype"] == "float32"
     assert min(entry["parity_psnr_db"].values()) >= E.INT8_MIN_PSNR
+    assert min(entry["parity_residual_snr_db"].values()) >= E.INT8_MIN_SNR
+    assert "metrics_of" not in entry and entry["metrics"] == {}  # never the float file's numbers
     # the same frames through ONNX Runtime: close to eager PyTorch, and not the float graph
     x = E.calibration_frames(calib, size=(96, 128))[0]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -258,3 +260,38 @@ def test_default_calibration_is_the_projects_demo_clip() -> None:
     frames = E.calibration_frames(count=3, size=(64, 96))
     assert len(frames) == 3 and frames[0].shape == (1, 3, 64, 96) and frames[0].dtype == np.float32
     assert 0.05 < float(np.mean(frames[0])) < 0.95 and not np.array_equal(frames[0], frames[2])
+
+
+def test_int8_that_does_not_deblur_is_refused(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contract_models import make_onnx_model
+
+    _, _, ckpt = exported
+    # a "quantized" graph that passes the image through: ~33 dB PSNR to the student's output
+    monkeypatch.setattr(
+        E, "quantize_int8", lambda src, dst, frames: make_onnx_model(dst, "identity")
+    )
+    out = tmp_path / "w"
+    args = ["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast"]
+    assert E.main([*args, "--no-fp16", "--no-torchscript", "--int8"]) == 1
+    assert (
+        not (out / "student_fast_int8.onnx").exists() and not (out / "student_fast.onnx").exists()
+    )
+
+
+def test_reexport_removes_files_of_the_family_it_did_not_make(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    _, _, ckpt = exported
+    out = tmp_path / "w"
+    args = ["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast"]
+    assert E.main([*args, "--no-torchscript", "--int8"]) == 0
+    assert {"student_fast_fp16.onnx", "student_fast_int8.onnx"} <= set(
+        json.loads((out / "manifest.json").read_text())["files"]
+    )
+    # new weights exported without --int8 / fp16: the old ones must not stay listed or on disk
+    assert E.main([*args, "--no-fp16", "--no-torchscript"]) == 0
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert set(files) == {"student_fast.onnx"}
+    assert sorted(p.name for p in out.glob("*.onnx")) == ["student_fast.onnx"]

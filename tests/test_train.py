@@ -397,7 +397,7 @@ def test_a_mistyped_eval_folder_is_an_error_not_a_silent_guard(synth, tmp_path: 
     from training.train import build_data
 
     cfg = _tiny(synth, tmp_path / "run", f"--data.eval_dirs=[{tmp_path / 'evall'}]")
-    with pytest.raises(FileNotFoundError, match="data.eval_dirs: no folder"):
+    with pytest.raises(FileNotFoundError, match="data.eval_dirs: no folder or file"):
         build_data(cfg)
 
 

@@ -103,7 +103,7 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         (["--teacher.cache_fraction=3.0"], "teacher.cache_fraction: expected a share in [0, 1]"),
         (["--lr=nan"], "lr: expected a finite number"),
         (["--lr=-0.1"], "lr: expected a number >= 0"),
-        (["--betas=[0.9, 1.0]"], "betas: expected two numbers in (0, 1)"),
+        (["--betas=[0.9, 1.0]"], "betas: expected two numbers in [0, 1)"),
         (
             ["--data.raw_on_device=true", "--data.raw_camera_fraction=0.5"],
             "raw_camera_fraction > 0 needs the raw source in the data workers",
@@ -114,6 +114,14 @@ def test_rejects_bad_keys_and_types(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(None, overrides)
     assert message in str(exc.value)
+
+
+def test_range_checks_keep_the_documented_special_values() -> None:
+    # 0 = no cap / off, and Adam's beta1 = 0 (no momentum) are valid settings
+    cfg = load_config(
+        None, ["--data.photo_max_side=0", "--data.max_blur_psnr=-1", "--betas=[0.0, 0.99]"]
+    )
+    assert cfg.data.photo_max_side == 0 and cfg.betas == [0.0, 0.99]
 
 
 def test_saved_config_round_trips_and_digest(tmp_path: Path) -> None:

@@ -352,7 +352,7 @@ _SHARES = (
     "data.jpeg_prob",
     "teacher.cache_fraction",
 )
-_POSITIVE = ("data.raw_scale", "data.gamma", "data.photo_max_side")
+_POSITIVE = ("data.raw_scale", "data.gamma")
 _NON_NEGATIVE = (
     "lr",
     "min_lr",
@@ -364,7 +364,7 @@ _NON_NEGATIVE = (
     "data.raw_weight",
     "data.photo_weight",
     "data.gopro_weight",
-    "data.max_blur_psnr",
+    "data.photo_max_side",
     "data.sharpness_threshold",
     "data.camera_turn",
     "data.camera_zoom",
@@ -411,8 +411,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
         )
     if d.noise_sigma[0] < 0:
         raise ConfigError(f"data.noise_sigma: expected >= 0, got {d.noise_sigma}")
-    if len(cfg.betas) != 2 or not all(0 < b < 1 for b in cfg.betas):
-        raise ConfigError(f"betas: expected two numbers in (0, 1), got {cfg.betas}")
+    if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
+        raise ConfigError(f"betas: expected two numbers in [0, 1), got {cfg.betas}")
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:

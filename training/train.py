@@ -198,8 +198,8 @@ def build_data(
                 eval_hashes[str(p)] = _file_hash(p)
     for folder in d.eval_dirs:
         # A mistyped folder would otherwise turn the guard off without a word.
-        if not Path(folder).is_dir():
-            raise FileNotFoundError(f"data.eval_dirs: no folder {folder}")
+        if not Path(folder).exists():
+            raise FileNotFoundError(f"data.eval_dirs: no folder or file {folder}")
         paths = list_images(folder)
         if not paths:
             log.warning("data.eval_dirs: no images in %s, nothing to guard there", folder)
