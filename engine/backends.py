@@ -173,7 +173,7 @@ def prefer_int8(precision: str | None = None) -> bool:
     the precision itself (``precision`` None) and picks float32 (`openvino_cpu_precision`).
     There int8 is faster (forcing f32 on a 2-core Xeon, medians of 3: model-only 31.5 against
     40.2 ms at 1280x720, 6.8 against 10.6 ms at 640x360); beside bf16 it gains nothing (33.7
-    against 33.6 ms) and the float model keeps the 0.04-0.09 dB that int8 costs on held-out
+    against 33.6 ms) and the float model keeps the up to 0.08 dB that int8 costs on held-out
     blur. A forced precision keeps the float model: the caller chose the runtime."""
     return precision is None and openvino_cpu_precision() == "f32"
 
