@@ -591,6 +591,12 @@ class OpenVinoBackend(_ModelBackend):
     def available(cls) -> bool:
         return importlib.util.find_spec("openvino") is not None
 
+    @classmethod
+    def gpu_listed(cls) -> bool:
+        # device "auto" runs on the CPU here (an Intel GPU only when asked for): whether ONNX
+        # Runtime lists CUDA says nothing about it, and the GPU student would crawl on a CPU.
+        return False
+
     def __init__(
         self,
         *,

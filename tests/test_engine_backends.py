@@ -356,6 +356,22 @@ def test_openvino_defaults_to_int8_only_where_it_would_run_f32(tmp_path, monkeyp
 
 
 @needs_openvino
+def test_openvino_on_a_cuda_machine_keeps_the_cpu_student(tmp_path, monkeypatch):
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "bf16")
+    monkeypatch.setattr(B, "_ort_gpu_listed", lambda: True)  # ONNX Runtime lists CUDA
+    names = ["student.onnx", "student_fast.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, names)
+    # OpenVINO's "auto" device is the CPU: the GPU student (6x the work) must not go there
+    be = create_backend("openvino", device="auto")
+    assert be.device == "CPU" and be.model.path.name == "student_fast.onnx"
+
+
+@needs_openvino
 def test_a_bad_or_foreign_int8_file_falls_back_to_the_float_student(tmp_path, monkeypatch):
     import engine.backends as B
 

@@ -295,3 +295,15 @@ def test_reexport_removes_files_of_the_family_it_did_not_make(
     files = json.loads((out / "manifest.json").read_text())["files"]
     assert set(files) == {"student_fast.onnx"}
     assert sorted(p.name for p in out.glob("*.onnx")) == ["student_fast.onnx"]
+
+
+def test_an_unusable_manifest_stops_the_export_before_files_move(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    _, _, ckpt = exported
+    out = tmp_path / "w"
+    out.mkdir()
+    (out / "manifest.json").write_text("{not json")
+    args = ["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast"]
+    assert E.main([*args, "--no-fp16", "--no-torchscript"]) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]

@@ -570,6 +570,20 @@ def manifest_entry(
     return entry
 
 
+def _existing_files(path: Path) -> dict[str, Any]:
+    """The ``files`` of an existing manifest (none: empty); ExportError when it is unusable."""
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"existing {path} is not valid JSON: {exc}") from exc
+    if not isinstance(old, dict) or old.get("schema") != SCHEMA:
+        got = old.get("schema") if isinstance(old, dict) else type(old).__name__
+        raise ExportError(f"existing {path} has schema {got!r}, not {SCHEMA!r}")
+    return dict(old.get("files", {}))
+
+
 def update_manifest(
     directory: str | Path,
     entries: Mapping[str, Mapping[str, Any]],
@@ -578,15 +592,7 @@ def update_manifest(
     """Merge ``entries`` into ``directory/manifest.json`` (other files kept, those named in
     ``remove`` dropped), atomically."""
     path = Path(directory) / "manifest.json"
-    manifest: dict[str, Any] = {"schema": SCHEMA, "files": {}}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ExportError(f"existing {path} is not valid JSON: {exc}") from exc
-        if old.get("schema") != SCHEMA:
-            raise ExportError(f"existing {path} has schema {old.get('schema')!r}, not {SCHEMA!r}")
-        manifest["files"].update(old.get("files", {}))
+    manifest: dict[str, Any] = {"schema": SCHEMA, "files": dict(_existing_files(path))}
     for fname in remove:
         manifest["files"].pop(fname, None)
     manifest["files"].update({k: dict(v) for k, v in entries.items()})
@@ -663,6 +669,9 @@ def export_all(
             int8=int8,
             calib=calib,
         )
+        # Checked before anything moves: new files beside a manifest that cannot take them
+        # would be refused by the engine (sha256 of the old ones).
+        _existing_files(out / "manifest.json")
         for fname, path in list(result.files.items()):
             os.replace(path, out / fname)
             result.files[fname] = out / fname
