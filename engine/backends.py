@@ -156,16 +156,18 @@ def openvino_cpu_precision() -> str | None:
         try:
             import openvino as ov
 
-            hint = str(ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT"))
-            _CPU_PRECISION["CPU"] = next(
-                (short for long, short in _OV_TYPES.items() if long in hint), hint
-            )
+            hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+            _CPU_PRECISION["CPU"] = _ov_precision_name(hint)
         except Exception:  # noqa: BLE001 - no OpenVINO or no CPU plugin
             _CPU_PRECISION["CPU"] = None
     return _CPU_PRECISION["CPU"]
 
 
-_OV_TYPES = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
+def _ov_precision_name(hint: Any) -> str:
+    """OpenVINO's element type (``<Type: 'bfloat16'>``) as the short name used here: bf16."""
+    text = str(hint)
+    names = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
+    return next((short for long, short in names.items() if f"'{long}'" in text), text)
 
 
 def prefer_int8(precision: str | None = None) -> bool:
@@ -686,11 +688,9 @@ class OpenVinoBackend(_ModelBackend):
         while len(self._compiled) > self._cache_size:
             self._compiled.popitem(last=False)
         if self.device == "CPU":
-            prec = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-            self.inference_precision = {
-                "<Type: 'float32'>": "f32",
-                "<Type: 'bfloat16'>": "bf16",
-            }.get(prec, prec)
+            self.inference_precision = _ov_precision_name(
+                compiled.get_property("INFERENCE_PRECISION_HINT")
+            )
             self.provider = f"OpenVINO · {self.device} · {self.inference_precision}"
             if self.quantized:
                 self.provider += " · int8"
@@ -991,27 +991,31 @@ def create_backend(
                 gpu = device in ("gpu", "cuda") or (device == "auto" and probe())
                 # int8 only where OpenVINO would otherwise run float32 (ONNX Runtime runs
                 # its QDQ graph slower than the float one: 86-103 against 68-92 ms at 720p here).
-                int8 = name == "openvino" and not gpu and prefer_int8(options.get("precision"))
-                model = resolve_default_model(
-                    gpu, suffix=getattr(cls, "model_suffix", ".onnx"), int8=int8
-                )
+                if name == "openvino" and not gpu and prefer_int8(options.get("precision")):
+                    backend = _try_int8(name, device, threads, options)
+                    if backend is not None:
+                        return backend
+                model = resolve_default_model(gpu, suffix=getattr(cls, "model_suffix", ".onnx"))
                 if model is None:
                     raise _no_model_error()
-                if int8 and model.name == INT8_NAME:
-                    try:
-                        return _build(name, open_model(model), device, threads, options)
-                    except (ModelError, BackendError) as exc:
-                        # the float student beside it is the same network: use it
-                        warnings.warn(
-                            f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=2
-                        )
-                        model = resolve_default_model(gpu)
-                        if model is None:
-                            raise
             if getattr(cls, "available", lambda: True)():
                 model = open_model(model)  # verified once, here
         return _build(name, model, device, threads, options)
     return _create_auto(model, device, threads, options)
+
+
+def _try_int8(name: str, device: str, threads: int | None, options: dict) -> Backend | None:
+    """The shipped int8 CPU student on backend ``name``; None when it does not ship (or belongs
+    to other weights), and None with a warning when it is damaged or will not start: the float
+    student beside it is the same network."""
+    path = resolve_default_model(prefer_gpu=False, int8=True)
+    if path is None or path.name != INT8_NAME:
+        return None
+    try:
+        return _build(name, open_model(path), device, threads, options)
+    except (ModelError, BackendError) as exc:
+        warnings.warn(f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=3)
+        return None
 
 
 def _ort_gpu_listed() -> bool:
@@ -1026,13 +1030,8 @@ def _create_auto(model: Any, device: str, threads: int | None, options: dict) ->
     """Try backends in order of expected speed; the first that starts wins."""
     verified: dict[Path, ModelFile] = {}
 
-    def model_path(gpu: bool, int8: bool = False) -> Path | None:
-        if model is not None:
-            return Path(model)
-        return resolve_default_model(prefer_gpu=gpu, int8=int8)
-
-    def model_for(gpu: bool, int8: bool = False) -> ModelFile:
-        path = model_path(gpu, int8)
+    def model_for(gpu: bool) -> ModelFile:
+        path = Path(model) if model is not None else resolve_default_model(prefer_gpu=gpu)
         if path is None:
             raise _no_model_error()
         if path not in verified:
@@ -1063,14 +1062,10 @@ def _create_auto(model: Any, device: str, threads: int | None, options: dict) ->
             continue
         try:
             opts = {k: v for k, v in options.items() if _accepts(cls, k)}
-            int8 = backend == "openvino" and model is None and prefer_int8(opts.get("precision"))
-            if int8 and model_path(gpu, True).name == INT8_NAME:
-                try:
-                    return _build(backend, model_for(gpu, True), dev, threads, opts)
-                except (ModelError, BackendError) as exc:
-                    warnings.warn(
-                        f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=2
-                    )
+            if backend == "openvino" and model is None and prefer_int8(opts.get("precision")):
+                built = _try_int8(backend, dev, threads, opts)
+                if built is not None:
+                    return built
             return _build(backend, model_for(gpu), dev, threads, opts)
         except ModelIntegrityError:
             raise

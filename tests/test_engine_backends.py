@@ -396,6 +396,17 @@ def test_a_bad_or_foreign_int8_file_falls_back_to_the_float_student(tmp_path, mo
 
 
 @needs_openvino
+def test_no_weights_on_an_f32_cpu_is_the_no_model_error(tmp_path, monkeypatch):
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "f32")  # the int8 path is tried first
+    for name in ("openvino", "auto"):
+        with pytest.raises(ModelError, match="no model given and none in"):
+            create_backend(name, device="cpu")
+
+
+@needs_openvino
 def test_openvino_cpu_precision_is_asked_of_openvino(monkeypatch):
     import engine.backends as B
 

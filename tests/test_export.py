@@ -213,6 +213,11 @@ def test_opset_17_uses_an_exporter_that_honours_it(tmp_path: Path) -> None:
     assert max(diffs.values()) <= E.FP32_TOLERANCE
 
 
+def _export(ckpt: Path, out: Path, *flags: str) -> int:
+    """The export CLI on ``ckpt`` into ``out`` as ``student_fast``; its exit code."""
+    return E.main(["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast", *flags])
+
+
 def test_int8_export_is_quantized_checked_and_listed(
     exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path
 ) -> None:
@@ -230,9 +235,7 @@ def test_int8_export_is_quantized_checked_and_listed(
             str(calib / f"{i}.png"), cv2.resize(small, (128, 96), interpolation=cv2.INTER_CUBIC)
         )
     out = tmp_path / "w"
-    args = ["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast"]
-    rc = E.main([*args, "--no-fp16", "--no-torchscript", "--int8", "--calib", str(calib)])
-    assert rc == 0
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--int8", "--calib", str(calib)) == 0
     path = out / "student_fast_int8.onnx"
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -250,9 +253,7 @@ def test_int8_export_is_quantized_checked_and_listed(
     err = np.abs(got - ref)
     assert 0 < err.max() and -10 * np.log10(np.mean(err**2)) >= E.INT8_MIN_PSNR
     # a calibration source that is not there fails before anything lands
-    rc = E.main(
-        [*args, "--int8", "--calib", str(tmp_path / "nothing.mp4"), "--out", str(tmp_path / "x")]
-    )
+    rc = _export(ckpt, tmp_path / "x", "--int8", "--calib", str(tmp_path / "nothing.mp4"))
     assert rc == 1 and not (tmp_path / "x" / "student_fast.onnx").exists()
 
 
@@ -273,8 +274,7 @@ def test_int8_that_does_not_deblur_is_refused(
         E, "quantize_int8", lambda src, dst, frames: make_onnx_model(dst, "identity")
     )
     out = tmp_path / "w"
-    args = ["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast"]
-    assert E.main([*args, "--no-fp16", "--no-torchscript", "--int8"]) == 1
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--int8") == 1
     assert (
         not (out / "student_fast_int8.onnx").exists() and not (out / "student_fast.onnx").exists()
     )
@@ -285,13 +285,12 @@ def test_reexport_removes_files_of_the_family_it_did_not_make(
 ) -> None:
     _, _, ckpt = exported
     out = tmp_path / "w"
-    args = ["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast"]
-    assert E.main([*args, "--no-torchscript", "--int8"]) == 0
+    assert _export(ckpt, out, "--no-torchscript", "--int8") == 0
     assert {"student_fast_fp16.onnx", "student_fast_int8.onnx"} <= set(
         json.loads((out / "manifest.json").read_text())["files"]
     )
     # new weights exported without --int8 / fp16: the old ones must not stay listed or on disk
-    assert E.main([*args, "--no-fp16", "--no-torchscript"]) == 0
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript") == 0
     files = json.loads((out / "manifest.json").read_text())["files"]
     assert set(files) == {"student_fast.onnx"}
     assert sorted(p.name for p in out.glob("*.onnx")) == ["student_fast.onnx"]
@@ -304,6 +303,5 @@ def test_an_unusable_manifest_stops_the_export_before_files_move(
     out = tmp_path / "w"
     out.mkdir()
     (out / "manifest.json").write_text("{not json")
-    args = ["--checkpoint", str(ckpt), "--out", str(out), "--name", "student_fast"]
-    assert E.main([*args, "--no-fp16", "--no-torchscript"]) == 1
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript") == 1
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]

@@ -293,9 +293,7 @@ _CHOICES = {
 def validate_config(cfg: TrainConfig) -> TrainConfig:
     """Check values a type cannot express (choices, ranges, odd windows); returns ``cfg``."""
     for key, choices in _CHOICES.items():
-        obj: Any = cfg
-        for part in key.split("."):
-            obj = getattr(obj, part)
+        obj = _get(cfg, key)
         if obj not in choices:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {obj!r}")
     if not cfg.stages:
@@ -381,19 +379,17 @@ def _get(cfg: TrainConfig, key: str) -> Any:
 
 def _check_ranges(cfg: TrainConfig) -> None:
     """Ranges of the numeric settings, so that a typo fails here and not as odd data an hour in."""
-    for key in _SHARES + _POSITIVE + _NON_NEGATIVE:
-        v = float(_get(cfg, key))
-        if not math.isfinite(v):
-            raise ConfigError(f"{key}: expected a finite number, got {v}")
-    for key in _SHARES:
-        if not 0.0 <= _get(cfg, key) <= 1.0:
-            raise ConfigError(f"{key}: expected a share in [0, 1], got {_get(cfg, key)}")
-    for key in _POSITIVE:
-        if not _get(cfg, key) > 0:
-            raise ConfigError(f"{key}: expected a number > 0, got {_get(cfg, key)}")
-    for key in _NON_NEGATIVE:
-        if _get(cfg, key) < 0:
-            raise ConfigError(f"{key}: expected a number >= 0, got {_get(cfg, key)}")
+    for keys, ok, want in (
+        (_SHARES, lambda v: 0.0 <= v <= 1.0, "a share in [0, 1]"),
+        (_POSITIVE, lambda v: v > 0, "a number > 0"),
+        (_NON_NEGATIVE, lambda v: v >= 0, "a number >= 0"),
+    ):
+        for key in keys:
+            v = _get(cfg, key)
+            if not math.isfinite(v):
+                raise ConfigError(f"{key}: expected a finite number, got {v}")
+            if not ok(v):
+                raise ConfigError(f"{key}: expected {want}, got {v}")
     d = cfg.data
     if d.raw_weight + d.photo_weight + d.gopro_weight <= 0:
         raise ConfigError("data.raw_weight + photo_weight + gopro_weight: at least one must be > 0")

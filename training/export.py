@@ -350,15 +350,20 @@ def _inputs(sizes: list[tuple[int, int]], seed: int = 0) -> list[torch.Tensor]:
     return [torch.rand(1, 3, h, w, generator=g) for h, w in sizes]
 
 
-def check_onnx(
-    model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], *, fp16: bool = False
-) -> dict[str, float]:
-    """Max abs diff between ONNX Runtime and eager ``clamp(model(x))`` at each size."""
+def _cpu_session(path: str | Path) -> Any:
+    """A quiet ONNX Runtime CPU session: the checks compare numbers, not providers."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_onnx(
+    model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], *, fp16: bool = False
+) -> dict[str, float]:
+    """Max abs diff between ONNX Runtime and eager ``clamp(model(x))`` at each size."""
+    sess = _cpu_session(path)
     names = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
     if names != (["input"], ["output"]):
         raise ExportError(f"{path}: expected input 'input' and output 'output', got {names}")
@@ -468,11 +473,7 @@ def check_int8(
     input (~33 dB from it), so PSNR alone would pass a graph that does nothing; the residual SNR
     compares the int8 correction ``got - x`` with the float one ``ref - x`` (0 dB: no correction
     or a wrong one)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess = _cpu_session(path)
     wrapper = ExportWrapper(model).eval()
     psnr: dict[str, float] = {}
     snr: dict[str, float] = {}
@@ -512,13 +513,10 @@ def check_torchscript(
 
 
 def _precision_of(fname: str) -> str:
-    return (
-        "fp16"
-        if fname.endswith("_fp16.onnx")
-        else "int8"
-        if fname.endswith("_int8.onnx")
-        else "fp32"
-    )
+    for suffix, precision in (("_fp16.onnx", "fp16"), ("_int8.onnx", "int8")):
+        if fname.endswith(suffix):
+            return precision
+    return "fp32"
 
 
 def manifest_entry(
@@ -592,7 +590,7 @@ def update_manifest(
     """Merge ``entries`` into ``directory/manifest.json`` (other files kept, those named in
     ``remove`` dropped), atomically."""
     path = Path(directory) / "manifest.json"
-    manifest: dict[str, Any] = {"schema": SCHEMA, "files": dict(_existing_files(path))}
+    manifest: dict[str, Any] = {"schema": SCHEMA, "files": _existing_files(path)}
     for fname in remove:
         manifest["files"].pop(fname, None)
     manifest["files"].update({k: dict(v) for k, v in entries.items()})
@@ -772,6 +770,8 @@ def _export_checked(
     device = device or ("gpu" if variant == "hq" else "cpu")
     digest = config_digest(config)
     entries = {}
+    # methods with a column of their own in the evaluation summary (named by file stem)
+    named = {m for st in (metrics or {}).get("sets", {}).values() for m in st.get("methods", {})}
     for fname, path in result.files.items():
         entries[fname] = manifest_entry(
             path,
@@ -789,9 +789,6 @@ def _export_checked(
         if fname in result.parity_psnr:
             entries[fname]["parity_psnr_db"] = result.parity_psnr[fname]
             entries[fname]["parity_residual_snr_db"] = result.parity_snr[fname]
-        named = {
-            m for st in (metrics or {}).get("sets", {}).values() for m in st.get("methods", {})
-        }
         if fname.endswith("_int8.onnx"):
             # int8 is not bounded tightly enough by its parity to borrow the float file's
             # numbers: it keeps the summary only when the summary has its own column.
