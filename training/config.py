@@ -178,9 +178,6 @@ class TrainConfig:
     # > 0: an exponential moving average of the student's weights (this decay per step) is what
     # validation measures and what checkpoints keep as "model" (the raw weights: "model_raw").
     ema: float = 0.0
-    # Quantization-aware fine-tuning (training.qat): the convolutions the int8 export quantizes
-    # round their weights and activations in training, so the weights lose less in int8.
-    qat: bool = False
     early_stop: int = 0  # stop after this many epochs without a better validation PSNR (0 = off)
     amp: bool = True  # mixed precision + GradScaler (CUDA only)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -590,12 +590,6 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             student.count_params(),
             student.macs_per_pixel(),
         )
-    if cfg.qat:
-        from training.qat import prepare_qat
-
-        swapped = prepare_qat(student)
-        if master:
-            log.info("quantization-aware: %d convolutions round as in int8", len(swapped))
     # The average starts from the initial weights; resume restores it below.
     ema_model = copy.deepcopy(student).requires_grad_(False) if cfg.ema > 0 else None
     # What validation measures and checkpoints keep as "model" (an explicit None test: a
