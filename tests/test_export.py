@@ -244,6 +244,17 @@ def test_int8_export_is_quantized_checked_and_listed(
     assert min(entry["parity_psnr_db"].values()) >= E.INT8_MIN_PSNR
     assert min(entry["parity_residual_snr_db"].values()) >= E.INT8_MIN_SNR
     assert "metrics_of" not in entry and entry["metrics"] == {}  # never the float file's numbers
+    # the convolutions listed as float are exactly the Conv nodes without int8 weights
+    graph = onnx.load(str(path)).graph
+    made_by = {o: n.op_type for n in graph.node for o in n.output}
+    float_nodes = [
+        n.name
+        for n in graph.node
+        if n.op_type == "Conv" and made_by.get(n.input[1]) != "DequantizeLinear"
+    ]
+    kept = entry["float_convs"]
+    assert kept == E.int8_float_modules(model) and len(kept) >= 2
+    assert float_nodes == E.onnx_conv_nodes(model, out / "student_fast.onnx", kept)
     # the same frames through ONNX Runtime: close to eager PyTorch, and not the float graph
     x = E.calibration_frames(calib, size=(96, 128))[0]
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -255,6 +266,27 @@ def test_int8_export_is_quantized_checked_and_listed(
     # a calibration source that is not there fails before anything lands
     rc = _export(ckpt, tmp_path / "x", "--int8", "--calib", str(tmp_path / "nothing.mp4"))
     assert rc == 1 and not (tmp_path / "x" / "student_fast.onnx").exists()
+
+
+def test_int8_keeps_the_first_last_and_finest_scale_convolutions_float(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = create_student("fast").eval()
+    for p in model.parameters():  # distinct weights, as trained ones are (init zeros some)
+        p.data.normal_(0, 0.05)
+    kept = E.int8_float_modules(model)
+    finest = ["stem_dw", "encoders.0.0.expand", "encoders.0.0.dw", "encoders.0.0.project"]
+    finest += ["downs.0", "decoders.2.0.expand", "decoders.2.0.dw", "decoders.2.0.project"]
+    assert kept == ["stem", *finest, "head_dw", "head"]
+    assert E.int8_float_modules(create_student("tiny"))[0] == "stem"
+    path = tmp_path / "fast.onnx"
+    E.export_onnx(model, path)
+    nodes = E.onnx_conv_nodes(model, path, kept)
+    assert len(set(nodes)) == len(kept)
+    with pytest.raises(E.ExportError, match="no Conv node with the weights of head"):
+        other = create_student("fast")
+        other.load_state_dict(model.state_dict())
+        other.head.weight.data += 1
+        E.onnx_conv_nodes(other, path, ["stem", "head"])
 
 
 def test_default_calibration_is_the_projects_demo_clip() -> None:
