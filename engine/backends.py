@@ -171,13 +171,14 @@ def _ov_precision_name(hint: Any) -> str:
 
 
 def prefer_int8(precision: str | None = None) -> bool:
-    """Whether OpenVINO's default model here is the int8 student: only when OpenVINO chooses
-    the precision itself (``precision`` None) and picks float32 (`openvino_cpu_precision`).
-    There int8 is faster (forcing f32 on a 2-core Xeon, medians of 3: model-only 31.5 against
-    40.2 ms at 1280x720, 6.8 against 10.6 ms at 640x360); beside bf16 it gains nothing (33.7
-    against 33.6 ms) and the float model keeps the up to 0.08 dB that int8 costs on held-out
-    blur. A forced precision keeps the float model: the caller chose the runtime."""
-    return precision is None and openvino_cpu_precision() == "f32"
+    """Whether OpenVINO's default model here is the int8 student: when OpenVINO chooses the
+    precision itself (``precision`` None) and picks float32 or bf16 (`openvino_cpu_precision`),
+    the x86 cases measured. On a 2-core Xeon, model-only ms at 1280x720, medians: forced f32
+    36.4 (int8) against 51.0 (float); its own bf16 32.4 against 37.4; on held-out blur through
+    this backend int8 costs 0.01-0.02 dB (the int8 file keeps its finest scale in float). ARM's
+    f16 keeps the float model: not measured there. A forced precision keeps the float model:
+    the caller chose the runtime."""
+    return precision is None and openvino_cpu_precision() in ("f32", "bf16")
 
 
 @dataclass(frozen=True)

@@ -515,7 +515,7 @@ def test_devices_reports_cameras_virtual_camera_and_providers() -> None:
     if importlib.util.find_spec("openvino") is not None:
         # which precision OpenVINO picks here, and so which shipped file the CPU path loads
         assert re.search(
-            r"OpenVINO on this CPU: (bf16|f16) precision; default CPU model: student_fast\.onnx"
-            r"|OpenVINO on this CPU: f32 precision; default CPU model: student_fast_int8\.onnx",
+            r"OpenVINO on this CPU: f16 precision; default CPU model: student_fast\.onnx"
+            r"|OpenVINO on this CPU: (f32|bf16) precision; default CPU model: student_fast_int8\.onnx",
             proc.stdout,
         ), proc.stdout

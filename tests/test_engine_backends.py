@@ -332,17 +332,17 @@ def test_default_model_from_weights_dir(tmp_path, monkeypatch, frame):
 
 
 @needs_openvino
-@pytest.mark.parametrize("bf16", [True, False], ids=["cpu-with-bf16", "cpu-without-bf16"])
-def test_openvino_defaults_to_int8_only_where_it_would_run_f32(tmp_path, monkeypatch, bf16):
+@pytest.mark.parametrize("precision", ["bf16", "f32", "f16"])
+def test_openvino_defaults_to_int8_where_it_runs_f32_or_bf16(tmp_path, monkeypatch, precision):
     import engine.backends as B
 
     monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "bf16" if bf16 else "f32")
+    monkeypatch.setitem(B._CPU_PRECISION, "CPU", precision)
     names = ["student_fast.onnx", "student_fast_int8.onnx"]
     for name in names:
         make_onnx_model(tmp_path / name, "identity")
     write_manifest(tmp_path, names)
-    want = "student_fast.onnx" if bf16 else "student_fast_int8.onnx"
+    want = "student_fast.onnx" if precision == "f16" else "student_fast_int8.onnx"
     assert create_backend("openvino", device="cpu").model.path.name == want
     assert create_backend("auto", device="cpu").model.path.name == want
     # ONNX Runtime runs the int8 graph slower than the float one; a forced precision keeps it
@@ -413,7 +413,7 @@ def test_openvino_cpu_precision_is_asked_of_openvino(monkeypatch):
     monkeypatch.setattr(B, "_CPU_PRECISION", {})
     got = B.openvino_cpu_precision()
     assert got in ("bf16", "f16", "f32")
-    assert B.prefer_int8() == (got == "f32") and B.prefer_int8("f32") is False
+    assert B.prefer_int8() == (got in ("f32", "bf16")) and B.prefer_int8("f32") is False
 
 
 @needs_torch
