@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 torch = pytest.importorskip("torch")
+F = pytest.importorskip("torch.nn.functional")
 
 from training.models.student import (  # noqa: E402
     ShuffleUNetConfig,
@@ -113,6 +114,26 @@ def _trained_like(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         for p in model.parameters():
             p.copy_(torch.randn(p.shape, generator=g) * 0.1)
     return model.eval()
+
+
+@pytest.mark.parametrize("name", ["fast", "hq"])
+def test_the_strided_stem_is_pixel_unshuffle_then_1x1_and_old_weights_load(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_student(name).eval()
+    s = model.cfg.stem_scale
+    w, b = model.stem.weight, model.stem.bias
+    old = w.detach().reshape(w.shape[0], 3 * s * s, 1, 1)  # how the unshuffle stem stored it
+    x = torch.rand(2, 3, 8 * s, 12 * s)
+    with torch.no_grad():
+        assert torch.allclose(model.stem(x), F.conv2d(F.pixel_unshuffle(x, s), old, b), atol=1e-6)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["stem.weight"] = old
+    fresh = create_student(name)
+    fresh.load_state_dict(state)  # strict: the old shape is viewed, not refused
+    assert torch.equal(fresh.stem.weight, w.detach())
+    grown = create_student("fast_plus")
+    if name == "fast":
+        assert grow_from(grown, state) and torch.equal(grown.stem.weight, w.detach())
 
 
 def test_grown_student_starts_as_the_source_function() -> None:

@@ -101,6 +101,36 @@ def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> Non
     assert not list((tmp_path / "full").glob("*.tmp"))
 
 
+def test_a_run_from_before_the_strided_stem_resumes_exactly(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    from training.models.student import create_student
+
+    train(_tiny(synth, tmp_path / "full"))
+    train(_tiny(synth, tmp_path / "old", "--stop_after_steps=4"))
+    # Rewrite the checkpoint as the pixel-unshuffle stem stored it: weight and Adam moments
+    # (C, 3*s*s, 1, 1) instead of (C, 3, s, s), the same numbers.
+    path = tmp_path / "old" / "last.pt"
+    ck = torch.load(path, map_location="cpu", weights_only=False)
+    names = [n for n, _ in create_student("tiny").named_parameters()]
+    index = names.index("stem.weight")
+    for key in ("model", "model_raw"):
+        if key in ck:
+            w = ck[key]["stem.weight"]
+            ck[key]["stem.weight"] = w.reshape(w.shape[0], -1, 1, 1)
+    moments = ck["optimizer"]["state"][index]
+    for k in ("exp_avg", "exp_avg_sq"):
+        moments[k] = moments[k].reshape(moments[k].shape[0], -1, 1, 1)
+    assert ck["model"]["stem.weight"].shape[1] == 48
+    torch.save(ck, path)
+    second = train(_tiny(synth, tmp_path / "old", "--resume"))
+    assert len(second["steps"]) == 2
+    a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
+    b = load_checkpoint(path)["model"]
+    assert b["stem.weight"].shape == a["stem.weight"].shape
+    assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+
+
 def test_ema_update_is_the_moving_average() -> None:
     ema, model = nn.Linear(2, 1), nn.Linear(2, 1)
     with torch.no_grad():

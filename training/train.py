@@ -646,6 +646,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         if loss_fn.adapters is not None and ck.get("adapters"):
             loss_fn.adapters.load_state_dict(ck["adapters"])
         optimizer.load_state_dict(ck["optimizer"])
+        # Runs from before the stem became a strided conv keep its Adam moments in the old
+        # shape of the same numbers (the weights were viewed on load): view them alike.
+        for p, state in optimizer.state.items():
+            for k, v in state.items():
+                if torch.is_tensor(v) and v.shape != p.shape and v.numel() == p.numel():
+                    state[k] = v.reshape(p.shape)
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
         epoch, step_in_epoch = ck["epoch"], ck["step_in_epoch"]
