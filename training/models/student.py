@@ -14,9 +14,8 @@ Variants live in one registry (``STUDENTS``), timm style::
   connections, fixed so the output has the input's size, plus a global residual.
 * ``fast`` — CPU real time at 1280x720 (~2,460 multiply-adds per pixel): a 4x4 stride-4 stem
   (pixel-unshuffle and a 1x1 conv in one op) takes the image to 1/4 scale at once, blocks
-  with 5x5 depthwise kernels work at 1/4 to 1/32
-  (motion blur spans tens of pixels, so the receptive field must too: it covers the whole
-  frame), pixel-shuffle back out, residual. Chosen by timing candidates with OpenVINO at 720p
+  with 5x5 depthwise kernels work at 1/4 to 1/32 (motion blur spans tens of pixels, so the
+  receptive field must too: it covers the whole frame), pixel-shuffle back out, residual. Chosen by timing candidates with OpenVINO at 720p
   (channels at the fine levels cost far more time per multiply-add than at the coarse ones)
   and then by held-out PSNR after equal GPU minutes.
 * ``fast_s`` — the first, smaller CPU student (~920 multiply-adds per pixel); ``fast_s2`` — a
@@ -170,7 +169,7 @@ class ShuffleUNet(StudentBase):
         self.stem = nn.Conv2d(3, widths[0], s, stride=s)
         self.register_load_state_dict_pre_hook(_stem_weights_as_conv)
         # A depthwise conv at the stem scale ties neighbouring s x s cells together: without it
-        # the 1x1 stem is a per-cell transform and leaves cell-boundary artefacts.
+        # the stem is a per-cell transform and leaves cell-boundary artefacts.
         self.stem_dw = nn.Conv2d(
             widths[0], widths[0], cfg.stem_kernel, padding=cfg.stem_kernel // 2, groups=widths[0]
         )
