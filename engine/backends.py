@@ -990,8 +990,8 @@ def create_backend(
             if model is None:
                 probe = getattr(cls, "gpu_listed", _ort_gpu_listed)
                 gpu = device in ("gpu", "cuda") or (device == "auto" and probe())
-                # int8 only where OpenVINO would otherwise run float32 (ONNX Runtime runs
-                # its QDQ graph slower than the float one: 86-103 against 68-92 ms at 720p here).
+                # int8 only under OpenVINO (`prefer_int8`): ONNX Runtime runs its QDQ graph
+                # slower than the float one (86-103 against 68-92 ms at 720p here).
                 if name == "openvino" and not gpu and prefer_int8(options.get("precision")):
                     backend = _try_int8(name, device, threads, options)
                     if backend is not None:

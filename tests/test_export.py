@@ -296,17 +296,21 @@ def test_default_calibration_is_the_projects_demo_clip() -> None:
 
 
 def test_int8_that_does_not_deblur_is_refused(
-    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    exported: tuple[Path, torch.nn.Module, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     from contract_models import make_onnx_model
 
     _, _, ckpt = exported
     # a "quantized" graph that passes the image through: ~33 dB PSNR to the student's output
     monkeypatch.setattr(
-        E, "quantize_int8", lambda src, dst, frames: make_onnx_model(dst, "identity")
+        E, "quantize_int8", lambda src, dst, frames, keep_float: make_onnx_model(dst, "identity")
     )
     out = tmp_path / "w"
     assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--int8") == 1
+    assert "int8 output too far from PyTorch's" in capsys.readouterr().err
     assert (
         not (out / "student_fast_int8.onnx").exists() and not (out / "student_fast.onnx").exists()
     )

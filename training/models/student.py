@@ -15,9 +15,10 @@ Variants live in one registry (``STUDENTS``), timm style::
 * ``fast`` — CPU real time at 1280x720 (~2,460 multiply-adds per pixel): a 4x4 stride-4 stem
   (pixel-unshuffle and a 1x1 conv in one op) takes the image to 1/4 scale at once, blocks
   with 5x5 depthwise kernels work at 1/4 to 1/32 (motion blur spans tens of pixels, so the
-  receptive field must too: it covers the whole frame), pixel-shuffle back out, residual. Chosen by timing candidates with OpenVINO at 720p
-  (channels at the fine levels cost far more time per multiply-add than at the coarse ones)
-  and then by held-out PSNR after equal GPU minutes.
+  receptive field must too: it covers the whole frame), pixel-shuffle back out, residual.
+  Chosen by timing candidates with OpenVINO at 720p (channels at the fine levels cost far
+  more time per multiply-add than at the coarse ones) and then by held-out PSNR after equal
+  GPU minutes.
 * ``fast_s`` — the first, smaller CPU student (~920 multiply-adds per pixel); ``fast_s2`` — a
   candidate that lost to ``fast``; ``fast_plus`` — ``fast`` with more blocks, grown from its
   weights (``grow_from``).
