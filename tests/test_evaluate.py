@@ -336,3 +336,48 @@ def test_same_named_models_get_their_own_rows_and_nan_output_is_refused(tmp_path
 
     with pytest.raises(RuntimeError, match="broken produced non-finite pixels"):
         EV.evaluate(iter(samples), [("broken", broken)], tmp_path / "b")
+
+
+class _Teacher:
+    """Stands in for ``CachedTeacher``: a fixed 3x3 sharpening, so its output differs from
+    the blurry input and from every method below."""
+
+    name = "standin"
+    weights = Path("standin.pth")
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        blur = cv2.GaussianBlur(img, (0, 0), 1.0)
+        return np.clip(img + 1.5 * (img - blur), 0, 1).astype(np.float32)
+
+
+def test_real_blur_is_scored_against_the_teacher(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    for sub in ("paper_a", "paper_b"):  # the same file name in two folders keeps two rows
+        _write(tmp_path / "real" / sub / "01.png", D.procedural_scene(rng, 64, 96))
+    spec = EV.parse_data(f"real:{tmp_path / 'real'}")
+    samples = list(EV.iter_samples(spec))
+    assert sorted(s.name for s in samples) == ["paper_a_01", "paper_b_01"]
+    assert all(s.sharp is None and s.set == EV.REAL_SET for s in samples)
+
+    teacher = _Teacher()
+    halfway = ("halfway", lambda x: (x + teacher(x)) / 2)
+    # The stand-in changes a flat frame by far less than REAL_SHARP_DB: it counts as sharp.
+    flat = EV.Sample(EV.REAL_SET, "flat", np.full((48, 48, 3), 0.5, np.float32), None)
+    summary = EV.evaluate(iter([*samples, flat]), [halfway], tmp_path / "out", teacher=teacher)  # type: ignore[arg-type]
+    blurred = summary["sets"]["real-vs-teacher-blurred"]
+    # The teacher is the reference, so it has no row; a method half way to it gains ~6 dB.
+    assert list(blurred["methods"]) == ["blurry", "unsharp", "halfway"]
+    assert blurred["n"] == 2 and summary["sets"]["real-vs-teacher-sharp"]["n"] == 1
+    assert blurred["methods"]["halfway"]["delta_psnr"] == pytest.approx(
+        20 * math.log10(2), abs=0.05
+    )
+    assert "reference: the teacher's output" in (tmp_path / "out" / "summary.md").read_text()
+    assert (tmp_path / "out" / "grid_real-vs-teacher-blurred.png").is_file()
+
+    with pytest.raises(ValueError, match="no ground truth: pass --teacher"):
+        EV.evaluate(iter(samples), [halfway], tmp_path / "none")
+    with pytest.raises(FileNotFoundError, match="real: no folder"):
+        list(EV.iter_samples(EV.parse_data(f"real:{tmp_path / 'missing'}")))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="real: no images"):
+        list(EV.iter_samples(EV.parse_data(f"real:{tmp_path / 'empty'}")))

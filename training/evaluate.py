@@ -22,6 +22,13 @@ Data (``--data``, repeatable), each giving one or two sets:
     frames are: GoPro-style whole-frame blur on content other than the one raw clip. Sets
     ``camera-plain`` / ``camera-linear``; a square centre crop whose frames all stay inside.
   * ``pairs:BLUR_DIR,SHARP_DIR`` any folders of blurry/sharp images matched by file name.
+  * ``real:DIR`` real blurry images with no ground truth (searched below DIR): the teacher's
+    output is the reference (needs ``--teacher``), so the set ``real-vs-teacher`` measures how far
+    each method moves towards what a GoPro-trained network makes of real blur of other scenes,
+    the one check of that kind possible without sharp frames. It rewards copying the teacher's
+    own mistakes too; read it beside the sets with ground truth. Images the teacher changes by
+    less than ``REAL_SHARP_DB`` go to ``real-vs-teacher-sharp`` (does a method leave sharp frames
+    alone?), the rest to ``real-vs-teacher-blurred``.
 
 Outputs in ``--out``: ``per_image.csv``, ``summary.json``, ``summary.md`` and one
 ``grid_<set>.png`` (crops: blurry | student | teacher | sharp) per set. Teacher outputs are
@@ -73,22 +80,30 @@ RAW_DEFAULT_RANGE = (240, 299)  # the held-out frames of the raw GoPro sequence
 # (median 1.5, p90 2.7 px: python -m training.data --motion-stats).
 CAMERA_SPEED = (1.0, 3.0)
 CAMERA_TURN, CAMERA_ZOOM = 0.1, 0.002  # degrees and relative scale per frame, at most
+REAL_SET = "real-vs-teacher"  # real blur, no ground truth: scored against the teacher's output
+# Real images the teacher changes by less than this (PSNR of its output against the input) are
+# nearly sharp already (some sample folders hold other papers' deblurred results): they form
+# their own set, which tells whether a method leaves sharp frames alone, not whether it deblurs.
+REAL_SHARP_DB = 30.0
 DEMO_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
 
 @dataclass
 class Sample:
-    """One evaluation pair: ``blurry`` and ``sharp`` float32 ``(H, W, 3)`` RGB in [0, 1]."""
+    """One evaluation pair: ``blurry`` and ``sharp`` float32 ``(H, W, 3)`` RGB in [0, 1].
+
+    ``sharp`` is None for real blur without ground truth: ``evaluate`` then scores against the
+    teacher's output."""
 
     set: str
     name: str
     blurry: np.ndarray
-    sharp: np.ndarray
+    sharp: np.ndarray | None
 
 
 @dataclass
 class DataSpec:
-    kind: str  # raw | gopro | lai | demo | camera | pairs
+    kind: str  # raw | gopro | lai | demo | camera | pairs | real
     path: str
     first: int = RAW_DEFAULT_RANGE[0]
     last: int = RAW_DEFAULT_RANGE[1]
@@ -98,12 +113,12 @@ class DataSpec:
 
 def parse_data(spec: str) -> DataSpec:
     """``raw:DIR[:first-last]``, ``gopro:DIR``, ``lai:DIR``, ``demo:``, ``camera:DIR``,
-    ``pairs:BLUR,SHARP``."""
+    ``pairs:BLUR,SHARP``, ``real:DIR``."""
     kind, sep, rest = spec.partition(":")
-    if not sep or kind not in ("raw", "gopro", "lai", "demo", "camera", "pairs"):
+    if not sep or kind not in ("raw", "gopro", "lai", "demo", "camera", "pairs", "real"):
         raise ValueError(
             f"bad --data {spec!r}: expected raw:DIR[:first-last], gopro:DIR, lai:DIR, demo:, "
-            "camera:DIR or pairs:BLUR_DIR,SHARP_DIR"
+            "camera:DIR, pairs:BLUR_DIR,SHARP_DIR or real:DIR"
         )
     if kind == "raw":
         m = re.fullmatch(r"(.*):(\d+)-(\d+)", rest)
@@ -184,7 +199,9 @@ def iter_samples(
     """Yield the samples of one ``--data`` spec (lazily: one pair in memory at a time)."""
     counts: dict[str, int] = {}
 
-    def emit(set_name: str, name: str, blurry: np.ndarray, sharp: np.ndarray) -> Sample | None:
+    def emit(
+        set_name: str, name: str, blurry: np.ndarray, sharp: np.ndarray | None
+    ) -> Sample | None:
         if limit and counts.get(set_name, 0) >= limit:
             return None
         counts[set_name] = counts.get(set_name, 0) + 1
@@ -192,7 +209,9 @@ def iter_samples(
             set_name,
             name,
             np.ascontiguousarray(_center_crop(blurry, crop), dtype=np.float32),
-            np.ascontiguousarray(_center_crop(sharp, crop), dtype=np.float32),
+            None
+            if sharp is None
+            else np.ascontiguousarray(_center_crop(sharp, crop), dtype=np.float32),
         )
 
     if spec.kind == "raw":
@@ -330,6 +349,23 @@ def iter_samples(
                 log.warning("skipping pair %s: unreadable or sizes differ", bp.name)
                 continue
             s = emit("pairs", bp.stem, _fit(b, max_size), _fit(s_img, max_size))
+            if s:
+                yield s
+    elif spec.kind == "real":
+        root = Path(spec.path)
+        if not root.is_dir():
+            raise FileNotFoundError(f"real: no folder {spec.path}")
+        paths = D.list_images(root)
+        if not paths:
+            raise FileNotFoundError(f"real: no images in {spec.path}")
+        for path in paths:
+            img = D.load_image(path)
+            if img is None:
+                log.warning("skipping unreadable %s", path)
+                continue
+            # Names keep the sub-folder: sample folders from different papers reuse file names.
+            name = path.relative_to(root).with_suffix("").as_posix().replace("/", "_")
+            s = emit(REAL_SET, name, _fit(img, max_size), None)
             if s:
                 yield s
 
@@ -545,42 +581,60 @@ def evaluate(
     timings: dict[str, list[float]] = {}
     for sample in samples:
         outputs: dict[str, np.ndarray] = {}
+        sample_methods = all_methods
+        set_name = sample.set
+        reference = sample.sharp
+        has_truth = reference is not None
+        if not has_truth:
+            if teacher is None:
+                raise ValueError(
+                    f"{set_name} {sample.name} has no ground truth: pass --teacher, whose "
+                    "output is the reference for real blur"
+                )
+            teacher_label = f"teacher_{teacher.name}"
+            reference = outputs[teacher_label] = teacher(sample.blurry)
+            change = float(psnr(_to_tensor(sample.blurry), _to_tensor(reference))[0])
+            set_name += "-sharp" if change >= REAL_SHARP_DB else "-blurred"
+            # Scored against itself the teacher would read infinite dB.
+            sample_methods = [m for m in all_methods if m[0] != teacher_label]
         # The sharp image's VGG features are the same for every method: compute them once.
         sharp_features = (
-            perceptual.features(_to_tensor(sample.sharp))
+            perceptual.features(_to_tensor(reference))
             if perceptual is not None and perceptual.available
             else None
         )
-        for label, run in all_methods:
+        for label, run in sample_methods:
             t = time.perf_counter()
             outputs[label] = run(sample.blurry)
             timings.setdefault(label, []).append(time.perf_counter() - t)
             if not np.isfinite(outputs[label]).all():
                 # A NaN score would drop out of the average and flatter the model.
                 raise RuntimeError(f"{label} produced non-finite pixels on {sample.name}")
-            row = {"set": sample.set, "image": sample.name, "method": label}
-            row.update(_metric_row(outputs[label], sample.sharp, perceptual, sharp_features))
+            row = {"set": set_name, "image": sample.name, "method": label}
+            row.update(_metric_row(outputs[label], reference, perceptual, sharp_features))
             rows.append(row)
         log.info(
             "%s %s: %s",
-            sample.set,
+            set_name,
             sample.name,
-            "  ".join(f"{r['method']} {r['psnr']:.2f}" for r in rows[-len(all_methods) :]),
+            "  ".join(f"{r['method']} {r['psnr']:.2f}" for r in rows[-len(sample_methods) :]),
         )
-        grid = grids.setdefault(sample.set, [])
+        grid = grids.setdefault(set_name, [])
         if len(grid) < grid_rows:
-            y, x, side = _best_crop(sample.sharp, grid_crop)
-            psnr_of = {r["method"]: r["psnr"] for r in rows[-len(all_methods) :]}
+            y, x, side = _best_crop(reference, grid_crop)
+            psnr_of = {r["method"]: r["psnr"] for r in rows[-len(sample_methods) :]}
             cols = ["blurry"] + ([student] if student else [])
-            cols += [f"teacher_{teacher.name}"] if teacher is not None else []
+            # Without ground truth the teacher is the last column, in the place of the sharp one.
+            cols += [f"teacher_{teacher.name}"] if teacher is not None and has_truth else []
             row_cells = []
             for c in cols:
                 crop = D.to_uint8(outputs[c][y : y + side, x : x + side])
                 row_cells.append((f"{c.removeprefix('teacher_')} {psnr_of[c]:.2f} dB", crop))
+            last = "sharp" if has_truth or teacher is None else f"teacher {teacher.name}"
             row_cells.append(
                 (
-                    f"sharp ({sample.name})"[:40],
-                    D.to_uint8(sample.sharp[y : y + side, x : x + side]),
+                    f"{last} ({sample.name})"[:40],
+                    D.to_uint8(reference[y : y + side, x : x + side]),
                 )
             )
             grid.append(row_cells)
@@ -600,11 +654,12 @@ def evaluate(
         table: dict[str, Any] = {}
         for label, _ in all_methods:
             mrows = [r for r in set_rows if r["method"] == label]
-            table[label] = {m: _mean([r[m] for r in mrows]) for m in METRICS}
+            if mrows:  # the teacher has no row on real blur, where it is the reference
+                table[label] = {m: _mean([r[m] for r in mrows]) for m in METRICS}
         base = table["blurry"]["psnr"]
         for label in table:
             table[label]["delta_psnr"] = table[label]["psnr"] - base
-        sets[set_name] = {"n": len(set_rows) // len(all_methods), "methods": table}
+        sets[set_name] = {"n": len(set_rows) // len(table), "methods": table}
 
     summary: dict[str, Any] = {
         "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -633,8 +688,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     """One markdown table per set: method, PSNR, gain over blurry, SSIM, MS-SSIM, perceptual."""
     lines = []
     for set_name, s in summary["sets"].items():
+        real = set_name.startswith(REAL_SET)
+        ref = "; reference: the teacher's output, no ground truth" if real else ""
         lines += [
-            f"### {set_name} ({s['n']} images)",
+            f"### {set_name} ({s['n']} images{ref})",
             "",
             "| method | PSNR (dB) | vs blurry | SSIM | MS-SSIM | perceptual (lower better) |",
             "|---|---:|---:|---:|---:|---:|",
