@@ -361,18 +361,18 @@ def test_real_blur_is_scored_against_the_teacher(tmp_path: Path) -> None:
 
     teacher = _Teacher()
     halfway = ("halfway", lambda x: (x + teacher(x)) / 2)
-    # The stand-in changes a flat frame by far less than REAL_SHARP_DB: it counts as sharp.
+    # The stand-in changes a flat frame by far less than REAL_KEPT_DB: it counts as kept.
     flat = EV.Sample(EV.REAL_SET, "flat", np.full((48, 48, 3), 0.5, np.float32), None)
     summary = EV.evaluate(iter([*samples, flat]), [halfway], tmp_path / "out", teacher=teacher)  # type: ignore[arg-type]
-    blurred = summary["sets"]["real-vs-teacher-blurred"]
+    changed = summary["sets"]["real-vs-teacher-changed"]
     # The teacher is the reference, so it has no row; a method half way to it gains ~6 dB.
-    assert list(blurred["methods"]) == ["blurry", "unsharp", "halfway"]
-    assert blurred["n"] == 2 and summary["sets"]["real-vs-teacher-sharp"]["n"] == 1
-    assert blurred["methods"]["halfway"]["delta_psnr"] == pytest.approx(
+    assert list(changed["methods"]) == ["blurry", "unsharp", "halfway"]
+    assert changed["n"] == 2 and summary["sets"]["real-vs-teacher-kept"]["n"] == 1
+    assert changed["methods"]["halfway"]["delta_psnr"] == pytest.approx(
         20 * math.log10(2), abs=0.05
     )
     assert "reference: the teacher's output" in (tmp_path / "out" / "summary.md").read_text()
-    assert (tmp_path / "out" / "grid_real-vs-teacher-blurred.png").is_file()
+    assert (tmp_path / "out" / "grid_real-vs-teacher-changed.png").is_file()
 
     with pytest.raises(ValueError, match="no ground truth: pass --teacher"):
         EV.evaluate(iter(samples), [halfway], tmp_path / "none")

@@ -27,8 +27,8 @@ Data (``--data``, repeatable), each giving one or two sets:
     each method moves towards what a GoPro-trained network makes of real blur of other scenes,
     the one check of that kind possible without sharp frames. It rewards copying the teacher's
     own mistakes too; read it beside the sets with ground truth. Images the teacher changes by
-    less than ``REAL_SHARP_DB`` go to ``real-vs-teacher-sharp`` (does a method leave sharp frames
-    alone?), the rest to ``real-vs-teacher-blurred``.
+    less than ``REAL_KEPT_DB`` (sharp already, or blur beyond it) go to ``real-vs-teacher-kept``,
+    the rest to ``real-vs-teacher-changed``.
 
 Outputs in ``--out``: ``per_image.csv``, ``summary.json``, ``summary.md`` and one
 ``grid_<set>.png`` (crops: blurry | student | teacher | sharp) per set. Teacher outputs are
@@ -82,9 +82,10 @@ CAMERA_SPEED = (1.0, 3.0)
 CAMERA_TURN, CAMERA_ZOOM = 0.1, 0.002  # degrees and relative scale per frame, at most
 REAL_SET = "real-vs-teacher"  # real blur, no ground truth: scored against the teacher's output
 # Real images the teacher changes by less than this (PSNR of its output against the input) are
-# nearly sharp already (some sample folders hold other papers' deblurred results): they form
-# their own set, which tells whether a method leaves sharp frames alone, not whether it deblurs.
-REAL_SHARP_DB = 30.0
+# ones it leaves nearly as they are: sharp already (some sample folders hold other papers'
+# deblurred results) or blurred beyond what it handles. They form their own set, which tells how
+# much a method changes such frames, not whether it deblurs.
+REAL_KEPT_DB = 30.0
 DEMO_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry")
 
 
@@ -594,7 +595,7 @@ def evaluate(
             teacher_label = f"teacher_{teacher.name}"
             reference = outputs[teacher_label] = teacher(sample.blurry)
             change = float(psnr(_to_tensor(sample.blurry), _to_tensor(reference))[0])
-            set_name += "-sharp" if change >= REAL_SHARP_DB else "-blurred"
+            set_name += "-kept" if change >= REAL_KEPT_DB else "-changed"
             # Scored against itself the teacher would read infinite dB.
             sample_methods = [m for m in all_methods if m[0] != teacher_label]
         # The sharp image's VGG features are the same for every method: compute them once.
