@@ -380,11 +380,12 @@ def test_smoke_config_trains_and_beats_the_blurry_input(
     elapsed = time.monotonic() - t0
     rows = res["epochs"]
     assert res["stopped"] == "finished" and len(rows) == 4
-    assert elapsed < 120, f"smoke run took {elapsed:.0f} s"
+    assert elapsed < 180, f"smoke run took {elapsed:.0f} s"
     last = rows[-1]
     assert math.isfinite(last["loss_total"])
     # Training makes the student sharpen: it beats its starting point (the identity = the blurry
-    # input) on the held-out frames, and the training loss fell.
+    # input) on the held-out frames, and the training loss fell. At 150 steps per epoch the gain
+    # was 0.0195 dB on one CPU and a hair above 0.02 on others; 250 give ~0.07 dB.
     assert last["val_psnr"] > last["blurry_psnr"] + 0.02, (last["val_psnr"], last["blurry_psnr"])
     assert last["val_ssim"] > last["blurry_ssim"]
     assert rows[-1]["loss_l1"] < rows[0]["loss_l1"] * 1.05
