@@ -339,8 +339,8 @@ def test_same_named_models_get_their_own_rows_and_nan_output_is_refused(tmp_path
 
 
 class _Teacher:
-    """Stands in for ``CachedTeacher``: a fixed 3x3 sharpening, so its output differs from
-    the blurry input and from every method below."""
+    """Stands in for ``CachedTeacher``: a fixed unsharp mask (Gaussian sigma 1), so its output
+    differs from the blurry input and from every method below."""
 
     name = "standin"
     weights = Path("standin.pth")

@@ -23,9 +23,9 @@ Data (``--data``, repeatable), each giving one or two sets:
     ``camera-plain`` / ``camera-linear``; a square centre crop whose frames all stay inside.
   * ``pairs:BLUR_DIR,SHARP_DIR`` any folders of blurry/sharp images matched by file name.
   * ``real:DIR`` real blurry images with no ground truth (searched below DIR): the teacher's
-    output is the reference (needs ``--teacher``), so the set ``real-vs-teacher`` measures how far
-    each method moves towards what a GoPro-trained network makes of real blur of other scenes,
-    the one check of that kind possible without sharp frames. It rewards copying the teacher's
+    output is the reference (needs ``--teacher``), so these sets measure how far each method
+    moves towards what a GoPro-trained network makes of real blur of other scenes, the one check
+    of that kind possible without sharp frames. It rewards copying the teacher's
     own mistakes too; read it beside the sets with ground truth. Images the teacher changes by
     less than ``REAL_KEPT_DB`` (sharp already, or blur beyond it) go to ``real-vs-teacher-kept``,
     the rest to ``real-vs-teacher-changed``.
