@@ -89,6 +89,15 @@ def _strength(text: str) -> float:
     return value
 
 
+def _scale(text: str) -> float | str:
+    from engine.backends import BackendError, parse_scale
+
+    try:
+        return parse_scale(text)
+    except BackendError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -163,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
     )
     run.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after")
+    run.add_argument(
+        "--scale",
+        type=_scale,
+        default="auto",
+        metavar="S|auto",
+        help="processing scale in (0, 1]: the model runs on a frame this much smaller and its "
+        "correction is upsampled (default auto: full size while the model keeps up with the "
+        "source's FPS, smaller steps down to 0.5 when it does not)",
+    )
     # Hidden: which pyvirtualcam backend 'virtual' uses (tests register a recording one).
     run.add_argument("--virtual-backend", help=argparse.SUPPRESS)
 
@@ -174,6 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(proc)
     proc.add_argument(
         "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
+    )
+    proc.add_argument(
+        "--scale",
+        type=_scale,
+        default=1.0,
+        metavar="S",
+        help="processing scale in (0, 1] (default 1: full size; offline there is no hurry)",
     )
 
     bench = sub.add_parser("bench", help="model-only vs. full-pipeline speed per backend and size")
@@ -201,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="force OpenVINO's inference precision (default: its choice, bf16 on CPUs that have "
         "it); the default model is then always the float one: with --precision f32 add --model "
         "weights/student_fast_int8.onnx to time what a CPU without bf16 runs",
+    )
+
+    bench.add_argument(
+        "--scale",
+        type=_scale,
+        action="append",
+        metavar="S|auto",
+        help="processing scale in (0, 1], repeatable (default 1): the model runs on a frame "
+        "this much smaller and its correction is upsampled; auto adapts to 30 FPS",
     )
 
     sub.add_parser("devices", help="list cameras, virtual camera and ONNX Runtime providers")
@@ -232,7 +266,14 @@ def _open_source(spec: str, *, live: bool, size: tuple[int, int] | None, fps: fl
         raise CliError(f"cannot open {spec}: {exc}") from exc
 
 
-def _open_backend(name: str, model: str | None, *, live: bool) -> tuple[Any, str | None]:
+def _open_backend(
+    name: str,
+    model: str | None,
+    *,
+    live: bool,
+    scale: float | str = 1.0,
+    target_fps: float = 30.0,
+) -> tuple[Any, str | None]:
     """Create the backend; live, a failure falls back to passthrough with a warning.
 
     Returns ``(backend, warning or None)``. Offline any failure is fatal (``CliError``): output
@@ -245,7 +286,7 @@ def _open_backend(name: str, model: str | None, *, live: bool) -> tuple[Any, str
     else:
         problem = None
         try:
-            return create_backend(name, model=model), None
+            return create_backend(name, model=model, scale=scale, target_fps=target_fps), None
         except Exception as exc:  # missing, corrupt or sha256-mismatched model; no runtime
             problem = exc
     if not live or name == "passthrough":
@@ -377,7 +418,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     sink = None
     backend = None
     try:
-        backend, warning = _open_backend(args.backend, args.model, live=True)
+        fps = getattr(source, "fps", None) or args.fps
+        backend, warning = _open_backend(
+            args.backend, args.model, live=True, scale=args.scale, target_fps=fps
+        )
         sink_options: dict[str, Any] = {}
         if args.output == "virtual" or args.output.startswith("virtual:"):
             vbackend = args.virtual_backend or os.environ.get(VIRTUAL_BACKEND_ENV)
@@ -535,7 +579,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     sink = None
     backend = None
     try:
-        backend, _ = _open_backend(args.backend, args.model, live=False)
+        backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)
         sink = _open_process_sink(kind, source, args.output)
         engine = Engine(
             source,
@@ -602,7 +646,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     try:
         report = bench.run_bench(
-            backends, sizes, frames, args.model, on_progress=progress, precision=args.precision
+            backends,
+            sizes,
+            frames,
+            args.model,
+            on_progress=progress,
+            precision=args.precision,
+            scales=list(dict.fromkeys(args.scale or [1.0])),
         )
     except CliError:
         raise

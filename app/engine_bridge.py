@@ -252,6 +252,7 @@ class EngineBridge(QObject):
         enabled: bool = True,
         loop: bool = False,
         fallback_source: str | None = None,
+        scale: float | str = "auto",
     ) -> bool:
         """(Re)start the engine on ``source``; returns True when it runs.
 
@@ -259,6 +260,8 @@ class EngineBridge(QObject):
         instead; a backend that fails to load is reported and ``passthrough`` is used, so the
         window always shows video. ``loop`` replays a file source at its end (the demo clip
         behaves like an endless camera); the fallback always loops.
+        ``scale`` is the processing scale (``auto``: full size while the model keeps up with
+        the source's frame rate, smaller when it does not; see ``engine.backends.ScaledBackend``).
         """
         want_virtual = self._virtual_sink is not None
         self.stop()
@@ -285,7 +288,9 @@ class EngineBridge(QObject):
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                be = api.create_backend(backend, model=model)
+                be = api.create_backend(
+                    backend, model=model, scale=scale, target_fps=getattr(src, "fps", 0) or fps
+                )
             for w in caught:
                 # e.g. a model without a manifest beside it: it runs, but unverified.
                 self.message.emit(

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
+import logging
 import os
 import sys
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -73,6 +75,8 @@ ORT_GPU_PROVIDERS = (
 )
 ORT_PROVIDER_ORDER = (*ORT_GPU_PROVIDERS, "CPUExecutionProvider")
 DEVICES = ("auto", "cpu", "gpu", "cuda")
+
+log = logging.getLogger(__name__)
 
 
 class BackendError(RuntimeError):
@@ -607,7 +611,7 @@ class OpenVinoBackend(_ModelBackend):
         device: str = "auto",
         threads: int | None = None,
         precision: str | None = None,
-        cache_size: int = 4,
+        cache_size: int = 8,
     ) -> None:
         ov = _require("openvino", "openvino", "pip install openvino (extra: sharpcam[openvino])")
         if device not in DEVICES:
@@ -903,6 +907,174 @@ class PassthroughBackend(_BackendBase):
         return rgb
 
 
+# --------------------------------------------------------------------------- processing scale
+
+#: Processing scales ``auto`` steps through, largest first.
+SCALE_LADDER: tuple[float, ...] = (1.0, 0.875, 0.75, 0.625, 0.5)
+
+
+def scaled_size(size: tuple[int, int], scale: float, multiple: int = 1) -> tuple[int, int]:
+    """``(W, H)`` of a frame of ``size`` (W, H) processed at ``scale``, each side >= 16.
+
+    Below full size each side is rounded to the nearest ``multiple`` (the model's padding
+    multiple): the model pads up to it anyway, so real pixels cost no more than padding
+    (1280x720 at 0.75 -> 960x544, not 960x540 padded to 544).
+    """
+    w, h = size
+    if scale >= 1.0:
+        return w, h
+
+    def side(n: int) -> int:
+        m = max(1, multiple)
+        r = m * round(n * scale / m)
+        if r < MIN_SIZE:  # a small frame: the exact size, at least the contract's minimum
+            r = max(MIN_SIZE, round(n * scale))
+        return min(n, r)
+
+    return side(w), side(h)
+
+
+def parse_scale(value: float | str) -> float | str:
+    """``"auto"`` or a number in (0, 1] (``"0.75"`` is read as 0.75); anything else raises."""
+    if isinstance(value, str):
+        if value.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(value)
+        except ValueError:
+            raise BackendError(
+                f"scale must be 'auto' or a number in (0, 1], got {value!r}"
+            ) from None
+    scale = float(value)
+    if not 0.0 < scale <= 1.0:
+        raise BackendError(f"scale must be 'auto' or a number in (0, 1], got {value!r}")
+    return scale
+
+
+class ScaledBackend(_BackendBase):
+    """Runs another backend at a lower processing resolution and adds its correction back.
+
+    ``out = in + up(inner(down(in)) - down(in))``: the model sees a ``scale``-sized frame (its
+    cost falls with the pixel count, ~``scale**2``), and only the *correction* it makes is
+    upsampled, so the input's own detail stays at full resolution. Both resizes are bilinear
+    (for 2x exactly the 2x2 mean); the correction travels as int16, so nothing is clipped before
+    the final saturating add. Measured on held-out GoPro blur (``python -m training.evaluate
+    --scale``): the fast student keeps most of its gain at 0.875 and 0.75 (model card, Speed).
+
+    ``scale="auto"`` adapts to the machine: it starts at full resolution and steps down
+    :data:`SCALE_LADDER` while the recent call time (running mean) exceeds the frame budget
+    ``0.9 / target_fps``; it steps back up when the time predicted for the larger scale (the
+    current one times the pixel ratio) is under 80 % of the budget, and not within
+    ``recover_s`` of having stepped down from there, so it cannot oscillate faster than that.
+    Each size is a static shape to OpenVINO: the first call at a new scale compiles.
+
+    Shapes: ``(H, W, 3) uint8 -> (H, W, 3) uint8``; the result is a buffer reused next call.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        scale: float | str = "auto",
+        *,
+        target_fps: float = 30.0,
+        min_scale: float = SCALE_LADDER[-1],
+        recover_s: float = 10.0,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        parsed = parse_scale(scale)
+        if not target_fps > 0:
+            raise BackendError(f"target_fps must be > 0, got {target_fps!r}")
+        self.inner = backend
+        self.name = str(getattr(backend, "name", type(backend).__name__))
+        self.adaptive = parsed == "auto"
+        self._ladder = [s for s in SCALE_LADDER if s >= min_scale] or [SCALE_LADDER[0]]
+        self._level = 0
+        self._scale = self._ladder[0] if self.adaptive else float(parsed)
+        self.budget_s = 0.9 / float(target_fps)
+        self._recover_s = float(recover_s)
+        self._clock = clock
+        self._mean_s: float | None = None
+        self._calls = 0  # at the current scale
+        self._left: dict[float, float] = {}  # scale -> when auto last stepped down from it
+        self._out: np.ndarray | None = None
+        entry = getattr(getattr(backend, "model", None), "entry", None)
+        self.multiple = int(getattr(getattr(entry, "input", None), "multiple", None) or 1)
+
+    @property
+    def scale(self) -> float:
+        """The processing scale in use now (changes over time with ``auto``)."""
+        return self._scale
+
+    @property
+    def provider(self) -> str:  # type: ignore[override]
+        # Only a reduced scale is news: "auto" at full size runs exactly the wrapped backend.
+        inner = str(getattr(self.inner, "provider", ""))
+        mode = "auto " if self.adaptive else ""
+        return f"{inner} · {mode}{self._scale:g}x" if self._scale < 1.0 else inner
+
+    def __getattr__(self, item: str) -> Any:
+        # model, quantized, inference_precision...: what the wrapped backend says about itself.
+        if item == "inner":
+            raise AttributeError(item)
+        return getattr(self.inner, item)
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB -> ``(H, W, 3)`` uint8 RGB at the current scale."""
+        if self._closed:
+            raise BackendError(f"{self.name} backend is closed")
+        _check_frame(rgb)
+        t0 = self._clock()
+        out = self._run(rgb, self._scale)
+        if self.adaptive:
+            self._adapt(self._clock() - t0)
+        return out
+
+    def _run(self, rgb: np.ndarray, scale: float) -> np.ndarray:
+        h, w = rgb.shape[:2]
+        sw, sh = scaled_size((w, h), scale, self.multiple)
+        if (sw, sh) == (w, h):
+            return self.inner.process(rgb)
+        small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        result = self.inner.process(small)
+        correction = cv2.subtract(result, small, dtype=cv2.CV_16S)
+        correction = cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR)
+        if self._out is None or self._out.shape != rgb.shape:
+            self._out = np.empty_like(rgb)
+        return cv2.add(rgb, correction, dst=self._out, dtype=cv2.CV_8U)
+
+    def _adapt(self, seconds: float) -> None:
+        self._calls += 1
+        if self._calls == 1:
+            return  # the first call at a scale may include compiling the model for its size
+        m = self._mean_s
+        self._mean_s = seconds if m is None else 0.8 * m + 0.2 * seconds
+        level, now = self._level, self._clock()
+        if self._calls > 8 and self._mean_s > self.budget_s and level + 1 < len(self._ladder):
+            self._left[self._scale] = now
+            self._step(level + 1)
+        elif self._calls > 30 and level > 0:
+            up = self._ladder[level - 1]
+            predicted = self._mean_s * (up / self._scale) ** 2
+            recent = now - self._left.get(up, -np.inf) < self._recover_s
+            if predicted < 0.8 * self.budget_s and not recent:
+                self._step(level - 1)
+
+    def _step(self, level: int) -> None:
+        log.info("processing scale %g -> %g", self._scale, self._ladder[level])
+        self._level = level
+        self._scale = self._ladder[level]
+        self._mean_s = None
+        self._calls = 0
+
+    def close(self) -> None:
+        if not self._closed:
+            self.inner.close()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<ScaledBackend {self.provider!r}>"
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -966,6 +1138,8 @@ def create_backend(
     model: str | Path | None = None,
     device: str = "auto",
     threads: int | None = None,
+    scale: float | str = 1.0,
+    target_fps: float = 30.0,
     **options: Any,
 ) -> Backend:
     """Build a backend by registry name, or the fastest that starts here with ``auto``.
@@ -975,6 +1149,9 @@ def create_backend(
         model: model file; default: the shipped one for the device (`resolve_default_model`).
         device: ``auto`` | ``cpu`` | ``gpu``.
         threads: CPU threads for the runtime (default: physical cores).
+        scale: processing scale in (0, 1], or ``"auto"`` to fit ``target_fps``: below 1 the
+            backend is wrapped in a :class:`ScaledBackend` (a lower-resolution model call).
+        target_fps: the frame rate ``scale="auto"`` keeps up with (the camera's).
         options: passed to the backend class (e.g. ``precision="f32"`` for OpenVINO).
 
     Raises:
@@ -984,6 +1161,8 @@ def create_backend(
     """
     if device not in DEVICES:
         raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
+    parsed = parse_scale(scale)  # bad input fails before any runtime starts
+    backend: Backend | None = None
     if name != "auto":
         cls = BACKENDS.get(name)
         if cls is not None and getattr(cls, "needs_model", False):
@@ -994,15 +1173,20 @@ def create_backend(
                 # slower than the float one (86-103 against 68-92 ms at 720p here).
                 if name == "openvino" and not gpu and prefer_int8(options.get("precision")):
                     backend = _try_int8(name, device, threads, options)
-                    if backend is not None:
-                        return backend
-                model = resolve_default_model(gpu, suffix=getattr(cls, "model_suffix", ".onnx"))
-                if model is None:
-                    raise _no_model_error()
-            if getattr(cls, "available", lambda: True)():
+                if backend is None:
+                    suffix = getattr(cls, "model_suffix", ".onnx")
+                    model = resolve_default_model(gpu, suffix=suffix)
+                    if model is None:
+                        raise _no_model_error()
+            if backend is None and getattr(cls, "available", lambda: True)():
                 model = open_model(model)  # verified once, here
-        return _build(name, model, device, threads, options)
-    return _create_auto(model, device, threads, options)
+        if backend is None:
+            backend = _build(name, model, device, threads, options)
+    else:
+        backend = _create_auto(model, device, threads, options)
+    if parsed == 1.0 or name == "passthrough":
+        return backend
+    return ScaledBackend(backend, parsed, target_fps=target_fps)
 
 
 def _try_int8(name: str, device: str, threads: int | None, options: dict) -> Backend | None:

@@ -569,6 +569,7 @@ def run_bench(
     workdir: str | os.PathLike[str] | None = None,
     on_progress: Callable[[str], Any] | None = None,
     precision: str | None = None,
+    scales: Sequence[float | str] = (1.0,),
 ) -> BenchReport:
     """Benchmark ``backends`` at ``sizes``; see the module docstring for what is measured.
 
@@ -586,6 +587,8 @@ def run_bench(
         on_progress: called with a short text before each measure (for a progress line).
         precision: OpenVINO's inference precision (``"f32"``, ``"bf16"``, ``"f16"``; None = its
             choice, bf16 where the CPU has it). ``"f32"`` measures what a CPU without bf16 gets.
+        scales: processing scales (:class:`engine.backends.ScaledBackend`; ``"auto"`` adapts
+            to 30 FPS); each backend is measured at each, labelled ``name @0.75x`` below 1.
 
     Raises:
         engine.manifest.ModelError, engine.backends.BackendError: with ``strict``, a backend
@@ -613,16 +616,20 @@ def run_bench(
 
     opened: list[tuple[str, Any]] = []
     for name in names:
-        try:
-            options = {"precision": precision} if precision and name == "openvino" else {}
-            backend = create_backend(name, model=model, **options)
-        except Exception as exc:
-            if strict:
-                raise
-            report.notes.append(f"{name} skipped: {exc}")
-            continue
-        opened.append((name, backend))
-        providers[getattr(backend, "name", name)] = str(getattr(backend, "provider", ""))
+        for scale in scales:
+            try:
+                options = {"precision": precision} if precision and name == "openvino" else {}
+                backend = create_backend(name, model=model, scale=scale, **options)
+            except Exception as exc:
+                if strict:
+                    raise
+                report.notes.append(f"{name} skipped: {exc}")
+                break
+            label = str(getattr(backend, "name", name))
+            if scale != 1.0:
+                label += f" @{scale}" if scale == "auto" else f" @{float(scale):g}x"
+            opened.append((label, backend))
+            providers[label] = str(getattr(backend, "provider", ""))
 
     with tempfile.TemporaryDirectory(prefix="sharpcam-bench-", dir=workdir) as tmp:
         try:
@@ -631,8 +638,7 @@ def run_bench(
                 clip = make_bench_clip(
                     Path(tmp) / f"clip_{format_size(size)}.mp4", size, warmup + per_round + 3
                 )
-                for name, backend in opened:
-                    label = str(getattr(backend, "name", name))
+                for label, backend in opened:
                     say(f"{label} {format_size(size)}")
                     report.results.append(
                         bench_backend(

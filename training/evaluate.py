@@ -386,6 +386,44 @@ def _to_image(t: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(t[0].detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
 
 
+def processing_size(w: int, h: int, scale: float, multiple: int = 32) -> tuple[int, int]:
+    """``(W, H)`` the app's ``--scale`` runs the model at: each side ``scale`` times smaller,
+    rounded to the nearest ``multiple`` (the model pads to it), >= 16, never above the input.
+
+    The engine computes the same (``engine.backends.scaled_size``; training does not import
+    the engine, and ``tests/test_scale.py`` checks the two agree)."""
+    if scale >= 1.0:
+        return w, h
+
+    def side(n: int) -> int:
+        r = multiple * round(n * scale / multiple)
+        if r < 16:
+            r = max(16, round(n * scale))
+        return min(n, r)
+
+    return side(w), side(h)
+
+
+def at_scale(run: Runner, scale: float, multiple: int = 32) -> Runner:
+    """``run`` at a lower processing resolution, as the app does: ``x + up(run(down(x)) -
+    down(x))`` with bilinear resizes, so only the model's correction loses resolution.
+
+    ``(H, W, 3)`` float32 in [0, 1] -> same. ``scale`` 1 returns ``run`` itself."""
+    if not 0.0 < scale <= 1.0:
+        raise ValueError(f"scale must be in (0, 1], got {scale}")
+    if scale == 1.0:
+        return run
+
+    def run_scaled(img: np.ndarray) -> np.ndarray:
+        h, w = img.shape[:2]
+        size = processing_size(w, h, scale, multiple)
+        small = cv2.resize(img, size, interpolation=cv2.INTER_LINEAR)
+        correction = cv2.resize(run(small) - small, (w, h), interpolation=cv2.INTER_LINEAR)
+        return np.clip(img + correction, 0.0, 1.0)
+
+    return run_scaled
+
+
 def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runner]:
     """``(label, run)`` for a trainer checkpoint ``.pt`` or an ``.onnx`` file."""
     path = Path(path)
@@ -762,6 +800,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-perceptual", action="store_true", help="skip the perceptual distance")
     p.add_argument("--grid-rows", type=int, default=4)
     p.add_argument("--grid-crop", type=int, default=192)
+    p.add_argument(
+        "--scale",
+        type=float,
+        action="append",
+        help="also run every model at this processing scale in (0, 1], as the app's --scale "
+        "does (repeatable; rows named MODEL@0.75x)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch / ORT CPU threads (0 = default)")
     p.add_argument(
         "--out", type=Path, default=None, help="output folder (default runs/eval/<time>)"
@@ -780,7 +825,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     out = args.out or Path("runs/eval") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
-    methods = [load_model_runner(m, threads=args.threads) for m in args.model]
+    for scale in args.scale or []:
+        if not 0.0 < scale <= 1.0:
+            p.error(f"--scale must be in (0, 1], got {scale}")
+    methods = []
+    for m in args.model:
+        label, run = load_model_runner(m, threads=args.threads)
+        methods.append((label, run))
+        methods += [(f"{label}@{s:g}x", at_scale(run, s)) for s in args.scale or [] if s != 1.0]
     teacher = (
         CachedTeacher(args.teacher, args.teacher_weights, args.cache_dir) if args.teacher else None
     )
