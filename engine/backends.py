@@ -54,14 +54,18 @@ __all__ = [
     "OnnxBackend",
     "OpenVinoBackend",
     "PassthroughBackend",
+    "SCALE_LADDER",
+    "ScaledBackend",
     "TorchBackend",
     "UnsharpBackend",
     "check_onnxruntime_install",
     "create_backend",
     "list_backends",
     "open_model",
+    "parse_scale",
     "register_backend",
     "resolve_default_model",
+    "scaled_size",
     "weights_dir",
 ]
 
