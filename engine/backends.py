@@ -1000,7 +1000,7 @@ class ScaledBackend(_BackendBase):
         self._mean_s: float | None = None
         self._calls = 0  # at the current scale
         self._left: dict[float, float] = {}  # scale -> when auto last stepped down from it
-        self._out: np.ndarray | None = None
+        self._buffers: tuple[np.ndarray, ...] | None = None
         entry = getattr(getattr(backend, "model", None), "entry", None)
         self.multiple = int(getattr(getattr(entry, "input", None), "multiple", None) or 1)
 
@@ -1038,13 +1038,24 @@ class ScaledBackend(_BackendBase):
         sw, sh = scaled_size((w, h), scale, self.multiple)
         if (sw, sh) == (w, h):
             return self.inner.process(rgb)
-        small = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_LINEAR)
+        if (
+            self._buffers is None
+            or self._buffers[0].shape[:2] != (sh, sw)
+            or (self._buffers[3].shape != rgb.shape)
+        ):
+            # Reallocated only when the frame or the scale changes: nothing per frame.
+            self._buffers = (
+                np.empty((sh, sw, 3), np.uint8),  # the small frame the model sees
+                np.empty((sh, sw, 3), np.int16),  # its correction
+                np.empty((h, w, 3), np.int16),  # the correction upsampled
+                np.empty((h, w, 3), np.uint8),  # the result
+            )
+        small, correction, upsampled, out = self._buffers
+        cv2.resize(rgb, (sw, sh), dst=small, interpolation=cv2.INTER_LINEAR)
         result = self.inner.process(small)
-        correction = cv2.subtract(result, small, dtype=cv2.CV_16S)
-        correction = cv2.resize(correction, (w, h), interpolation=cv2.INTER_LINEAR)
-        if self._out is None or self._out.shape != rgb.shape:
-            self._out = np.empty_like(rgb)
-        return cv2.add(rgb, correction, dst=self._out, dtype=cv2.CV_8U)
+        cv2.subtract(result, small, dst=correction, dtype=cv2.CV_16S)
+        cv2.resize(correction, (w, h), dst=upsampled, interpolation=cv2.INTER_LINEAR)
+        return cv2.add(rgb, upsampled, dst=out, dtype=cv2.CV_8U)
 
     def _adapt(self, seconds: float) -> None:
         self._calls += 1

@@ -228,8 +228,15 @@ def test_cli_scale_option_is_checked(capsys: pytest.CaptureFixture[str]) -> None
 
 
 def test_evaluate_at_scale_rows(tmp_path: Path) -> None:
-    from training.evaluate import at_scale
+    from training.evaluate import at_scale, model_multiple
     from training.evaluate import main as evaluate_main
+
+    # Rounded like the app: to the multiple the shipped manifest states for each file.
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    assert model_multiple(weights / "student_fast.onnx") == 32
+    assert model_multiple(weights / "student.onnx") == 16
+    (tmp_path / "own.onnx").write_bytes(b"")
+    assert model_multiple(tmp_path / "own.onnx") == 1  # unlisted, as the engine treats it
 
     identity = at_scale(lambda x: x, 0.5)
     img = np.random.default_rng(0).random((40, 64, 3), dtype=np.float32)

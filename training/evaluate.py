@@ -424,6 +424,22 @@ def at_scale(run: Runner, scale: float, multiple: int = 32) -> Runner:
     return run_scaled
 
 
+def model_multiple(path: str | Path) -> int:
+    """The multiple the app rounds ``--scale`` sizes to for this model file: its manifest's
+    ``input.multiple`` beside an ``.onnx`` (1 when no manifest lists it, as in the engine), the
+    network's own for a checkpoint."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        from training.export import _existing_files
+
+        entry = _existing_files(path.parent / "manifest.json").get(path.name, {})
+        return int(entry.get("input", {}).get("multiple") or 1)
+    from training.export import load_student
+
+    model, _variant, _cfg = load_student(path)
+    return int(getattr(model, "multiple", 1))
+
+
 def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runner]:
     """``(label, run)`` for a trainer checkpoint ``.pt`` or an ``.onnx`` file."""
     path = Path(path)
@@ -832,7 +848,9 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.model:
         label, run = load_model_runner(m, threads=args.threads)
         methods.append((label, run))
-        methods += [(f"{label}@{s:g}x", at_scale(run, s)) for s in args.scale or [] if s != 1.0]
+        scales = [s for s in args.scale or [] if s != 1.0]
+        multiple = model_multiple(m) if scales else 1
+        methods += [(f"{label}@{s:g}x", at_scale(run, s, multiple)) for s in scales]
     teacher = (
         CachedTeacher(args.teacher, args.teacher_weights, args.cache_dir) if args.teacher else None
     )
