@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, fields
 
 from PySide6.QtCore import QByteArray, QSettings
 
+from engine.backends import BackendError, parse_scale
+
 ORGANIZATION = "SharpCam"
 APPLICATION = "SharpCam"
 # An .ini path here redirects the store, e.g. for tests or a portable install.
@@ -27,6 +29,7 @@ class AppSettings:
     backend: str = "auto"  # engine backend name
     enabled: bool = True  # sharpening on (off = passthrough, for instant A/B)
     strength: float = 1.0  # blend of input and output, [0, 1]
+    scale: str = "auto"  # processing scale: "auto" or a number in (0, 1] ("0.75")
     view_mode: str = "split"  # "split" (draggable before/after) | "side" (side by side) | "after"
     split: float = 0.5  # position of the before/after divider, fraction of the width
     mirror: bool = True  # mirror the preview only; the virtual camera is never mirrored
@@ -38,6 +41,11 @@ class AppSettings:
         """``resolution`` as ``(width, height)``."""
         w, h = (int(v) for v in self.resolution.lower().split("x"))
         return w, h
+
+
+def format_scale(scale: float | str) -> str:
+    """The stored form of a processing scale: ``"auto"`` or the shortest number (``"0.75"``)."""
+    return scale if isinstance(scale, str) else f"{scale:g}"
 
 
 def open_store(path: str | None = None) -> QSettings:
@@ -67,6 +75,10 @@ def load_settings(store: QSettings) -> AppSettings:
     out.split = min(max(out.split, 0.0), 1.0)
     if out.view_mode not in ("split", "side", "after"):
         out.view_mode = "split"
+    try:
+        out.scale = format_scale(parse_scale(out.scale))
+    except BackendError:
+        out.scale = AppSettings.scale
     try:
         out.size  # noqa: B018 - validates the WxH string
     except ValueError:

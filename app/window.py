@@ -42,7 +42,8 @@ from PySide6.QtWidgets import (
 from app.camera_list import RESOLUTIONS, CameraChoice, ResolutionChoice, demo_choice
 from app.engine_bridge import EngineBridge, UserMessage
 from app.preview import PreviewWidget
-from app.settings import AppSettings, save_settings
+from app.settings import AppSettings, format_scale, save_settings
+from engine.backends import SCALE_LADDER
 
 ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"
 STOP_TIMEOUT_S = 2.0
@@ -347,8 +348,17 @@ class MainWindow(QMainWindow):
         self.strength_slider.setRange(0, 100)
         self.strength_slider.setPageStep(10)
         lay.addWidget(self.strength_slider)
+        self.scale_combo = QComboBox()
+        self.scale_combo.setToolTip(
+            "The model runs on a smaller copy of each frame and only its correction is enlarged:"
+            " faster, a little less sharp. Auto picks the largest size that keeps up."
+        )
+        for scale in ("auto", *SCALE_LADDER):
+            self.scale_combo.addItem(scale_label(scale), format_scale(scale))
+        lay.addWidget(self.scale_combo)
         self.backend_value = QLabel("—")
         self.backend_value.setObjectName("hint")
+        self.backend_value.setWordWrap(True)  # "… · int8 · auto 0.75x" is wider than the sidebar
         lay.addWidget(self.backend_value)
 
         lay.addWidget(_section("PREVIEW"))
@@ -448,6 +458,10 @@ class MainWindow(QMainWindow):
         key = f"{s.resolution}@{s.fps}"
         idx = self.resolution_combo.findData(key)
         self.resolution_combo.setCurrentIndex(max(idx, 0))
+        if self.scale_combo.findData(s.scale) < 0:
+            # A scale set by hand (settings file) that is not on the ladder is still offered.
+            self.scale_combo.addItem(scale_label(float(s.scale)), s.scale)
+        self.scale_combo.setCurrentIndex(self.scale_combo.findData(s.scale))
         self.enable_switch.setChecked(s.enabled)
         self.toggle_action.setChecked(s.enabled)
         self.strength_slider.setValue(round(s.strength * 100))
@@ -462,6 +476,7 @@ class MainWindow(QMainWindow):
 
         self.camera_combo.currentIndexChanged.connect(self._on_source_changed)
         self.resolution_combo.currentIndexChanged.connect(self._on_source_changed)
+        self.scale_combo.currentIndexChanged.connect(self._on_scale_changed)
         self.enable_switch.toggled.connect(self._on_enabled)
         self.strength_slider.valueChanged.connect(self._on_strength)
         self.view_group.buttonClicked.connect(self._on_view_mode)
@@ -488,6 +503,10 @@ class MainWindow(QMainWindow):
         key = self.resolution_combo.currentData()
         return next(r for r in RESOLUTIONS if r.key == key)
 
+    def current_scale(self) -> str:
+        """The processing scale picked: ``"auto"`` or a number as text (``"0.75"``)."""
+        return str(self.scale_combo.currentData())
+
     def start_stream(self) -> bool:
         """(Re)start the engine with the current picker choices."""
         cam = self.current_camera()
@@ -506,6 +525,7 @@ class MainWindow(QMainWindow):
             enabled=self.enable_switch.isChecked(),
             loop=cam.is_demo,
             fallback_source=demo_choice().source,
+            scale=self.current_scale(),
         )
         if ok and self.settings.virtual_camera and not self.bridge.virtual_camera_on:
             self.virtual_switch.setChecked(True)
@@ -516,6 +536,10 @@ class MainWindow(QMainWindow):
     # --- slots: controls -> bridge -------------------------------------------------------------
     def _on_source_changed(self) -> None:
         self._update_resolution_enabled()
+        self.start_stream()
+
+    def _on_scale_changed(self) -> None:
+        # The scale wraps the backend when it is created, so a new one means a restart.
         self.start_stream()
 
     def _update_resolution_enabled(self) -> None:
@@ -630,6 +654,7 @@ class MainWindow(QMainWindow):
         s.fps = res.fps
         s.enabled = self.enable_switch.isChecked()
         s.strength = self.strength_slider.value() / 100.0
+        s.scale = self.current_scale()
         s.view_mode = self.preview.mode
         s.split = self.preview.split
         s.mirror = self.mirror_check.isChecked()
@@ -674,6 +699,15 @@ def format_stats(stats: Any) -> str:
     if dropped is not None:
         parts.append(f"dropped {int(dropped)}")
     return " · ".join(parts) if parts else "—"
+
+
+def scale_label(scale: float | str) -> str:
+    """The picker's text for a processing scale, e.g. ``Processing: 75 % size``."""
+    if scale == "auto":
+        return "Processing: auto size (keeps up)"
+    if float(scale) >= 1.0:
+        return "Processing: full size"
+    return f"Processing: {float(scale) * 100:g} % size"
 
 
 def _first(obj: Any, *names: str) -> Any:

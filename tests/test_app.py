@@ -414,6 +414,46 @@ def test_settings_are_remembered(qtbot, make_window, tmp_path):
     assert again.bridge.engine.enabled is False
 
 
+def test_processing_scale_picker_restarts_the_engine_at_that_scale(qtbot, make_window, tmp_path):
+    window = make_window(backend="unsharp")
+    assert window.current_scale() == "auto"  # the default
+    wait_frames(qtbot, window, 2)
+    orig, proc = fresh_pair(qtbot, window)
+    full = mean_abs_diff(orig, proc)
+
+    first_engine = window.bridge.engine
+    window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    assert window.scale_combo.currentText() == "Processing: 50 % size"
+    assert window.bridge.engine is not first_engine and not first_engine.running
+    wait_frames(qtbot, window, 2)
+    assert window.provider_label.text() == "Unsharp mask · OpenCV · 0.5x"
+    assert window.bridge.last_frame_size == (640, 360)  # still sent at the source's size
+    orig, proc = fresh_pair(qtbot, window)
+    # What the engine's ScaledBackend makes of this frame at 0.5, and not the full-size result.
+    from engine.backends import ScaledBackend, create_backend
+
+    expected = ScaledBackend(create_backend("unsharp"), 0.5).process(orig)
+    assert mean_abs_diff(proc, expected) < 0.05
+    assert abs(mean_abs_diff(orig, proc) - full) > 0.5
+
+    window.close()
+    assert load_settings(open_store(str(tmp_path / "settings.ini"))).scale == "0.5"
+    again = make_window(backend="unsharp")
+    assert again.current_scale() == "0.5"
+    wait_frames(qtbot, again, 1)
+    assert again.provider_label.text().endswith("· 0.5x")
+
+
+def test_a_hand_edited_scale_is_checked_and_kept_when_valid(qtbot, make_window, tmp_path):
+    store = open_store(str(tmp_path / "odd.ini"))
+    for raw, loaded in (("0.8", "0.8"), ("AUTO", "auto"), ("1.5", "auto"), ("big", "auto")):
+        store.setValue("scale", raw)
+        assert load_settings(store).scale == loaded, raw
+    window = make_window(settings=AppSettings(scale="0.8"))
+    assert window.current_scale() == "0.8"
+    assert window.scale_combo.currentText() == "Processing: 80 % size"
+
+
 def test_run_app_screenshot_writes_png(qtbot, tmp_path, capsys):
     from app.main import run_app
 
