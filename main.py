@@ -98,6 +98,14 @@ def _scale(text: str) -> float | str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _fixed_scale(text: str) -> float:
+    # Offline, "auto" would make the output depend on how busy the machine was.
+    value = _scale(text)
+    if value == "auto":
+        raise argparse.ArgumentTypeError("process takes a fixed scale in (0, 1], not 'auto'")
+    return float(value)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -195,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     proc.add_argument(
         "--scale",
-        type=_scale,
+        type=_fixed_scale,
         default=1.0,
         metavar="S",
         help="processing scale in (0, 1] (default 1: full size; offline there is no hurry)",

@@ -594,7 +594,12 @@ def run_bench(
         engine.manifest.ModelError, engine.backends.BackendError: with ``strict``, a backend
             that cannot start.
     """
-    from engine.backends import create_backend, resolve_default_model, weights_dir
+    from engine.backends import (
+        ScaledBackend,
+        create_backend,
+        resolve_default_model,
+        weights_dir,
+    )
 
     if strict is None:
         strict = backends is not None
@@ -626,8 +631,12 @@ def run_bench(
                 report.notes.append(f"{name} skipped: {exc}")
                 break
             label = str(getattr(backend, "name", name))
-            if scale != 1.0:
+            if isinstance(backend, ScaledBackend):
                 label += f" @{scale}" if scale == "auto" else f" @{float(scale):g}x"
+            if any(label == seen for seen, _ in opened):
+                # passthrough is never scaled: one row for it, whatever the scales asked.
+                backend.close()
+                continue
             opened.append((label, backend))
             providers[label] = str(getattr(backend, "provider", ""))
 

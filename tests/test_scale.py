@@ -209,8 +209,11 @@ def test_create_backend_wraps_only_below_full_scale_and_refuses_bad_scales() -> 
 
 
 def test_bench_measures_each_scale_as_its_own_row() -> None:
-    report = bench.run_bench(["unsharp"], sizes=[(128, 72)], frames=3, scales=[1.0, 0.5])
-    assert [r.backend for r in report.results] == ["unsharp", "unsharp @0.5x"]
+    report = bench.run_bench(
+        ["passthrough", "unsharp"], sizes=[(128, 72)], frames=3, scales=[1.0, 0.5]
+    )
+    # passthrough is never scaled, so it gets one row, without a scale in its name.
+    assert [r.backend for r in report.results] == ["passthrough", "unsharp", "unsharp @0.5x"]
     assert report.machine["backends"]["unsharp @0.5x"].endswith("0.5x")
     assert all(r.pipeline_fps and r.pipeline_fps > 0 for r in report.results)
 
@@ -225,6 +228,9 @@ def test_cli_scale_option_is_checked(capsys: pytest.CaptureFixture[str]) -> None
     with pytest.raises(main.CliError) as err:
         main.build_parser().parse_args(["process", "a.mp4", "b.mp4", "--scale", "1.5"])
     assert err.value.code == 2 and "scale must be" in str(err.value)
+    # Offline output must not depend on how busy the machine was.
+    with pytest.raises(main.CliError, match="not 'auto'"):
+        main.build_parser().parse_args(["process", "a.mp4", "b.mp4", "--scale", "auto"])
 
 
 def test_evaluate_at_scale_rows(tmp_path: Path) -> None:
