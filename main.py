@@ -79,6 +79,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _fps(text: str) -> float:
+    from engine.sources import FPS_RANGE
+
+    lo, hi = FPS_RANGE
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    # Sources treat a rate outside this range as "not given" and fall back to 30: refuse it
+    # here rather than run at another rate than the one asked for.
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"fps must be in [{lo:g}, {hi:g}], got {text!r}")
+    return value
+
+
 def _strength(text: str) -> float:
     try:
         value = float(text)
@@ -175,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--size", type=parse_size, metavar="WxH", help="capture size (camera: 1280x720)"
     )
-    run.add_argument("--fps", type=_positive_float, default=30.0, help="capture FPS (default 30)")
+    run.add_argument("--fps", type=_fps, default=30.0, help="capture FPS (default 30)")
     run.add_argument(
         "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
     )
@@ -420,6 +435,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from engine.virtualcam import VirtualCameraUnavailable
 
     camera = source_kind(args.source) == "camera"
+    if (
+        not camera
+        and not (args.output == "virtual" or args.output.startswith("virtual:"))
+        and Path(args.source).resolve() == Path(args.output).resolve()
+    ):
+        # The finished recording would replace the very file (or fill the folder) it reads.
+        raise CliError(f"output {args.output} would overwrite the input", code=2)
     size = args.size or ((1280, 720) if camera else None)
     source = _open_source(args.source, live=True, size=size, fps=args.fps)
     engine = None
@@ -526,13 +548,9 @@ class _NamedImageSink:
         self.frames_written = 0
 
     def write(self, frame: Any) -> None:
-        import cv2
+        from engine.sinks import write_image
 
-        target = self.out_dir / self.names[frame.index]
-        ok, data = cv2.imencode(target.suffix, cv2.cvtColor(frame.image, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise OSError(f"cannot encode {target}")
-        data.tofile(str(target))
+        write_image(self.out_dir / self.names[frame.index], frame.image)
         self.frames_written += 1
 
     def close(self) -> None:

@@ -513,11 +513,12 @@ class Engine:
                     break
                 out = work.processed
                 t0 = time.perf_counter()
-                self._write_sinks(out)
+                written = self._write_sinks(out)
                 t1 = time.perf_counter()
-                self._stats.frame_out(
-                    t1, (t1 - t0) * 1000.0, (t1 - out.t_capture) * 1000.0, out.size
-                )
+                if written:
+                    self._stats.frame_out(
+                        t1, (t1 - t0) * 1000.0, (t1 - out.t_capture) * 1000.0, out.size
+                    )
                 slack = 0.5 * self._preview_period
                 if self._on_preview is not None and t1 + slack >= self._next_preview:
                     # Deadlines one period after the previous deadline (not after "now"), with
@@ -536,14 +537,18 @@ class Engine:
             self._done.set()
             self._halt.set()
 
-    def _write_sinks(self, frame: Frame) -> None:
+    def _write_sinks(self, frame: Frame) -> bool:
+        """Write ``frame`` to every sink; False when it reached none because writes failed
+        (then it does not count in ``frames_out``: "failed after N frames" must be true)."""
         failed: list[tuple[FrameSink, Exception]] = []
+        wrote = 0
         with self._sinks_lock:
             for sink in tuple(self._sinks):
                 if sink not in self._sinks:  # removed by an earlier sink's write
                     continue
                 try:
                     sink.write(frame)
+                    wrote += 1
                 except Exception as exc:
                     failed.append((sink, exc))
             for sink, _ in failed:
@@ -559,6 +564,7 @@ class Engine:
             self._end_sink(sink)
         if failed and not self.live:
             self._abort()
+        return wrote > 0 or not failed
 
     def _preview(self, work: _Work) -> None:
         original = work.original

@@ -34,6 +34,7 @@ __all__ = [
     "open_sink",
     "register_sink",
     "sink_kind",
+    "write_image",
 ]
 
 #: Container extension -> FourCC this OpenCV build can write (no H.264 here).
@@ -131,6 +132,10 @@ class VideoFileSink(_SinkBase):
                 f"cannot write video {self.path}: unknown extension {ext or '(none)'!r}; "
                 f"use one of {', '.join(VIDEO_CODECS)}"
             )
+        if self.path.is_dir():
+            # Found only at close(), the rename would fail after all the work was done and
+            # leave it in the hidden partial file.
+            raise SinkError(f"cannot write video {self.path}: it is a folder")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -214,6 +219,38 @@ class VideoFileSink(_SinkBase):
         return f"video {self.path.name} · {w}x{h} @ {self.fps:g} fps ({self.fourcc})"
 
 
+#: Image formats that hold grey only: colour frames are converted to grey for them.
+_GREY_ONLY = frozenset({".pgm"})
+
+
+def write_image(target: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+    """Write ``rgb`` ``(H, W, 3) uint8 RGB`` to ``target`` in the format of its extension.
+
+    The file is written beside the target under a hidden name and renamed when complete, so a
+    failed write (disk full) never leaves a truncated image under the target's name, nor
+    destroys an earlier image there. Raises :class:`SinkError` naming the file.
+    """
+    target = Path(target)
+    ext = target.suffix.lower()
+    code = cv2.COLOR_RGB2GRAY if ext in _GREY_ONLY else cv2.COLOR_RGB2BGR
+    try:
+        ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, code))
+    except cv2.error as exc:  # no encoder for the extension in this OpenCV build (.exr)
+        raise SinkError(
+            f"cannot encode {target} as {ext}: {getattr(exc, 'err', None) or exc}"
+        ) from exc
+    if not ok:
+        raise SinkError(f"cannot encode {target} as {ext}")
+    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    try:
+        data.tofile(str(partial))  # tofile, not imwrite: non-ASCII paths on Windows
+        os.replace(partial, target)
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise SinkError(f"cannot write {target}: {exc.strerror or exc}") from exc
+    return target
+
+
 class ImageSink(_SinkBase):
     """Image files: numbered ``frame_000000.png`` ... in a folder, or one image path.
 
@@ -256,14 +293,7 @@ class ImageSink(_SinkBase):
         if self._closed:
             raise SinkError(f"image sink {self.path} is closed")
         img = frame.image if self.size is None else resize_to(frame.image, self.size)
-        target = self.target(self.frames_written)
-        ok, data = cv2.imencode(self.ext, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
-        if not ok:
-            raise SinkError(f"cannot encode {target} as {self.ext}")
-        try:
-            data.tofile(str(target))  # tofile, not imwrite: non-ASCII paths on Windows
-        except OSError as exc:
-            raise SinkError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        write_image(self.target(self.frames_written), img)
         self.frames_written += 1
 
     def close(self) -> None:

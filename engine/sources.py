@@ -55,6 +55,9 @@ IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".exr"}
 )
 DEFAULT_FPS = 30.0
+#: The frame rates a source honours; OpenCV reports 0, nan or absurd rates for streams that do
+#: not declare one, so anything outside is treated as "not given".
+FPS_RANGE = (0.5, 1000.0)
 
 
 class SourceError(RuntimeError):
@@ -201,8 +204,7 @@ def _valid_fps(value: float | None) -> float | None:
     if value is None:
         return None
     value = float(value)
-    # OpenCV reports 0, nan or absurd rates for streams that do not declare one.
-    return value if math.isfinite(value) and 0.5 <= value <= 1000.0 else None
+    return value if math.isfinite(value) and FPS_RANGE[0] <= value <= FPS_RANGE[1] else None
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -641,7 +643,11 @@ class ImageFolderSource(_SourceBase):
             (
                 p
                 for p in self.path.iterdir()
-                if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                # Hidden files are not frames: macOS's "._NAME.png" metadata twins on shared
+                # drives, a killed writer's ".NAME.partial.png".
+                if p.suffix.lower() in IMAGE_EXTENSIONS
+                and not p.name.startswith(".")
+                and p.is_file()
             ),
             key=lambda p: _natural_key(p.name),
         )

@@ -208,6 +208,19 @@ def test_process_image_and_folder(tmp_path: Path) -> None:
         assert cv2.imread(str(tmp_path / "sharp" / name)).shape == (48 + i, W, 3)
 
 
+def test_process_folder_with_a_grey_only_format(tmp_path: Path) -> None:
+    # Each output keeps its input's name and format; PGM cannot hold the RGB result as is.
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(stamped_frame(1), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(folder / "b.pgm"), cv2.cvtColor(stamped_frame(2), cv2.COLOR_RGB2GRAY))
+    proc = run_cli("process", str(folder), str(tmp_path / "sharp"), "--backend", "unsharp")
+    assert proc.returncode == 0, proc.stderr
+    grey = cv2.imread(str(tmp_path / "sharp" / "b.pgm"), cv2.IMREAD_UNCHANGED)
+    assert grey.shape == (H, W)
+    assert read_stamp(grey) == 2
+
+
 def test_process_with_a_verified_model(clip: Path, models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out.avi"
     proc = run_cli(
@@ -301,6 +314,29 @@ def test_run_to_file_with_duration(tmp_path: Path) -> None:
     stamps = [read_stamp(f) for f in frames]
     assert stamps == sorted(stamps)  # live may drop, never reorder
     assert "fps" in proc.stderr and "unsharp" in proc.stderr
+
+
+def test_run_refuses_to_overwrite_its_input(clip: Path, tmp_path: Path) -> None:
+    # The finished recording used to replace the source video it was reading.
+    source = tmp_path / "in.avi"
+    source.write_bytes(clip.read_bytes())
+    proc = run_cli(
+        "run", "--source", str(source), "--output", str(tmp_path / "." / "in.avi"),
+        "--backend", "unsharp", "--duration", "0.5",
+    )  # fmt: skip
+    assert_clean_failure(proc, "would overwrite the input", code=2)
+    assert source.read_bytes() == clip.read_bytes()
+
+
+@pytest.mark.parametrize("fps", ["0.25", "inf", "5000"])
+def test_run_fps_the_sources_would_ignore_is_a_usage_error(
+    fps: str, clip: Path, tmp_path: Path
+) -> None:
+    # A rate outside the sources' range used to be replaced by 30 fps without a word.
+    out = tmp_path / "o.mp4"
+    code = cli.main(["run", "--source", str(clip), "--output", str(out), "--fps", fps])
+    assert code == 2
+    assert not out.exists()
 
 
 def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path) -> None:

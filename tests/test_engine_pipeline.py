@@ -358,6 +358,24 @@ def test_offline_sink_failure_stops_and_reports(tmp_path):
     assert sink.indices == [0, 1, 2] and sink.closed == 1
 
 
+def test_a_frame_no_sink_could_write_is_not_counted_out(tmp_path):
+    # `process` reports "failed after N frames" from frames_out: N must be what was written.
+    class Broken(Recorder):
+        def write(self, frame):
+            if frame.index == 3:
+                raise SinkError("disk full")
+            super().write(frame)
+
+    src = open_source(stamped_video(tmp_path / "in.avi", 30), live=False)
+    sink = Broken()
+    eng = Engine(src, Invert(), sinks=[sink], live=False, on_error=lambda e: None)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert sink.indices == [0, 1, 2]
+    assert eng.stats().frames_out == 3
+
+
 # --------------------------------------------------------------------------- live
 
 

@@ -212,6 +212,14 @@ def test_video_sink_errors(tmp_path):
         sink.write(frame(0, (16, 16)))
 
 
+def test_video_sink_refuses_a_folder_before_any_frame(tmp_path):
+    # The rename onto a folder used to fail only at close(): every frame lost in a hidden file.
+    (tmp_path / "out.mp4").mkdir()
+    with pytest.raises(SinkError, match="out.mp4: it is a folder"):
+        VideoFileSink(path=tmp_path / "out.mp4", size=(32, 24))
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
 def test_video_sink_rounds_odd_sizes_down_to_even(tmp_path):
     path = tmp_path / "odd.mp4"
     with VideoFileSink(path=path, size=(33, 17), fps=25) as sink:
@@ -299,6 +307,36 @@ def test_image_sink_single_file_resized(tmp_path):
         sink.write(frame(9, size=(40, 24), value=99))
     img = cv2.imread(str(path))
     assert img.shape == (6, 10, 3) and int(np.median(img)) == 99
+
+
+def test_image_sink_writes_grey_only_formats(tmp_path):
+    # PGM holds grey only: a colour frame used to fail to encode ("expects gray image").
+    path = tmp_path / "one.pgm"
+    with open_sink(path, size=None) as sink:
+        sink.write(frame(0, size=(10, 6), value=80))
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img.shape == (6, 10) and int(np.median(img)) == 80
+
+
+def test_image_sink_failed_write_keeps_the_earlier_file(tmp_path, monkeypatch):
+    import engine.sinks
+
+    class HalfWritten:
+        """What imencode returns, whose tofile() runs out of disk half way."""
+
+        def tofile(self, target: str) -> None:
+            with open(target, "wb") as f:
+                f.write(b"\x89PNG trunc")
+            raise OSError(28, "No space left on device")
+
+    path = tmp_path / "out.png"
+    path.write_bytes(b"yesterday's result")
+    monkeypatch.setattr(engine.sinks.cv2, "imencode", lambda ext, img: (True, HalfWritten()))
+    sink = open_sink(path, size=None)
+    with pytest.raises(SinkError, match="No space left"):
+        sink.write(frame(0))
+    assert path.read_bytes() == b"yesterday's result"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no partial left behind
 
 
 def test_callback_sink_and_kinds(tmp_path):

@@ -196,6 +196,17 @@ def test_folder_natural_order_and_every_image(tmp_path):
     assert values == [1, 2, 10]
 
 
+def test_folder_skips_hidden_files(tmp_path):
+    # A macOS metadata twin ("._f1.png") or a killed writer's partial file used to stop the run.
+    for i in (1, 2):
+        write_png(tmp_path / f"f{i}.png", np.full((4, 4, 3), i, np.uint8))
+    (tmp_path / "._f1.png").write_bytes(b"\x00\x05\x16\x07Mac OS X")
+    (tmp_path / ".f3.partial.png").write_bytes(b"\x89PNG truncated")
+    with open_source(tmp_path, live=False) as src:
+        assert src.frame_count == 2
+        assert [int(f.image[0, 0, 0]) for f in src] == [1, 2]
+
+
 def test_folder_with_unreadable_image_names_it(tmp_path):
     write_png(tmp_path / "a1.png", np.zeros((4, 4, 3), np.uint8))
     (tmp_path / "a2.png").write_bytes(b"this is no png")
