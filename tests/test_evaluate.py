@@ -381,3 +381,24 @@ def test_real_blur_is_scored_against_the_teacher(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="real: no images"):
         list(EV.iter_samples(EV.parse_data(f"real:{tmp_path / 'empty'}")))
+
+
+def test_cached_teacher_gives_the_same_output_computed_and_from_its_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.teachers as T
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "w.pkl").write_bytes(b"stand-in")
+    torch.manual_seed(0)
+    net = T.freeze(torch.nn.Conv2d(3, 3, 3, padding=1))
+    monkeypatch.setattr(T, "load_teacher", lambda *args, **kwargs: net)
+    teacher = EV.CachedTeacher("dmphn", weights, tmp_path / "cache")
+    img = np.random.default_rng(0).random((20, 24, 3), dtype=np.float32)
+    first, again = teacher(img), teacher(img)
+    assert (teacher.misses, teacher.hits) == (1, 1)
+    # A re-run reads the cache: its scores (and the real-blur kept/changed split) must be the
+    # first run's, not those of the float16-rounded copy.
+    assert first.dtype == again.dtype == np.float32
+    assert np.array_equal(first, again)

@@ -189,6 +189,51 @@ def test_parity_failure_is_loud(
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+class _NaNAtSecondSize:
+    """An ONNX Runtime session whose graph breaks (all NaN) at the second check size only."""
+
+    def __init__(self, session: object) -> None:
+        self.session = session
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.session, name)
+
+    def run(self, names: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        out = self.session.run(names, feed)
+        if feed["input"].shape[2] == E.SECOND_SIZE[0]:
+            out[0] = np.full_like(out[0], np.nan)
+        return out
+
+
+@pytest.mark.parametrize(
+    "broken,message", [("m.onnx", "ONNX Runtime differs"), ("m_fp16.onnx", "fp16 ONNX differs")]
+)
+def test_nan_at_the_second_check_size_fails_the_parity_check(
+    broken: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Right at 33x47, NaN at 37x53: the worst difference is NaN, not the 33x47 one (Python's
+    # max() returns its first argument when the second is NaN).
+    real_session = E._cpu_session
+
+    def session(path: str | Path) -> object:
+        s = real_session(path)
+        return _NaNAtSecondSize(s) if Path(path).name == broken else s
+
+    monkeypatch.setattr(E, "_cpu_session", session)
+    with pytest.raises(E.ExportError, match=message):
+        E.export_all(
+            create_student("tiny").eval(),
+            tmp_path,
+            name="m",
+            variant="tiny",
+            config={},
+            fp16=True,
+            torchscript=False,
+            check_size=(33, 47),
+        )
+    assert not (tmp_path / "manifest.json").exists()
+
+
 def test_load_student_errors(tmp_path: Path) -> None:
     sd = create_student("tiny").state_dict()
     path = tmp_path / "raw.pt"

@@ -84,6 +84,21 @@ def test_lr_schedule_is_a_pure_function_of_step() -> None:
     ]
 
 
+def test_plateau_scheduler_keeps_the_warm_up(synth: dict[str, Path], tmp_path: Path) -> None:
+    cfg = _tiny(
+        synth,
+        tmp_path / "plateau",
+        "--scheduler=plateau",
+        "--lr=0.01",
+        "--warmup_steps=100",
+        "--stages=[{patch: 32, epochs: 1, batch: 1}]",
+    )
+    rows = train(cfg)["epochs"]
+    # 3 steps into a 100-step warm-up the rate is still a few hundredths of lr, not lr.
+    assert rows[-1]["lr"] == pytest.approx(0.01 * lr_factor(2, cfg))
+    assert rows[-1]["lr"] == pytest.approx(0.0003)
+
+
 def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> None:
     full = train(_tiny(synth, tmp_path / "full"))
     assert len(full["steps"]) == 6 and full["stopped"] == "finished"
@@ -369,6 +384,77 @@ def test_ddp_two_processes_gloo(synth: dict[str, Path], tmp_path: Path) -> None:
     assert ck["epoch"] == 2 and ck["global_step"] == 4
     assert isinstance(ck["rng"], list) and len(ck["rng"]) == 2  # one RNG state per rank
     assert "epoch 2" in proc.stderr
+
+
+# Run under torchrun: trains with an online teacher and feature matching, then every rank saves
+# the feature adapters it ended with (only rank 0 writes checkpoints, so they would not show).
+_DDP_ADAPTERS_SCRIPT = """
+import os, sys
+from pathlib import Path
+import torch
+import torch.distributed as dist
+import training.train as T
+from training.config import load_config
+
+made = []
+
+class Recording(T.DistillLoss):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        made.append(self)
+
+T.DistillLoss = Recording
+T.train(load_config(sys.argv[1], sys.argv[3:]))
+torch.save(made[0].adapters.state_dict(), Path(sys.argv[2]) / f"adapters{os.environ['RANK']}.pt")
+dist.barrier()
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_ddp_keeps_the_feature_adapters_identical_on_every_rank(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    from training.models.dmphn import _PARTS, DMPHN
+
+    torch.manual_seed(0)
+    teacher = DMPHN()
+    weights = tmp_path / "dmphn"
+    weights.mkdir()
+    for part in _PARTS:
+        torch.save(getattr(teacher, part).state_dict(), weights / f"{part}.pkl")
+    script = tmp_path / "ddp_adapters.py"
+    script.write_text(_DDP_ADAPTERS_SCRIPT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29519",
+        str(script),
+        str(SMOKE),
+        str(tmp_path),
+        *_data_overrides(synth),
+        f"--out_dir={tmp_path / 'ddp'}",
+        "--student=tiny",
+        "--device=cpu",
+        "--steps_per_epoch=2",
+        "--stages=[{patch: 32, epochs: 1, batch: 1}]",
+        "--data.val_count=1",
+        "--data.val_crop=32",
+        "--teacher.name=dmphn",
+        f"--teacher.weights={weights}",
+        "--teacher.mode=online",
+        "--loss.distill=1.0",
+        "--loss.feature=0.1",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = (torch.load(tmp_path / f"adapters{r}.pt") for r in (0, 1))
+    assert set(a) == set(b) and a
+    # Trained like the student: one set of weights, whichever rank saves the checkpoint.
+    assert all(torch.equal(a[k], b[k]) for k in a), {k: float((a[k] - b[k]).abs().max()) for k in a}
 
 
 @pytest.mark.slow

@@ -522,10 +522,13 @@ class CachedTeacher:
         with torch.no_grad():
             out = _to_image(self._model(_to_tensor(img)))
         self.seconds += time.perf_counter() - t
+        # Scored as stored: a first run and a cached re-run must give the same numbers (and
+        # the same kept / changed split of real blur, which is thresholded on this output).
+        out = out.astype(np.float16)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
-        np.save(tmp, out.astype(np.float16))
+        np.save(tmp, out)
         os.replace(tmp, path)  # atomic: a concurrent or killed run never sees half a file
-        return out
+        return out.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------

@@ -360,6 +360,20 @@ def _cpu_session(path: str | Path) -> Any:
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+def _worst(diffs: Mapping[str, float]) -> float:
+    """The largest of ``diffs`` (max abs differences per size), NaN when any is NaN.
+
+    Not Python's ``max``: every comparison with NaN is False, so it returns NaN only when NaN
+    comes first, and a graph that breaks at the second check size would pass its parity check.
+    """
+    return float(np.max(np.asarray(list(diffs.values()), dtype=np.float64)))
+
+
+def _least(values: Mapping[str, float]) -> float:
+    """The smallest of ``values`` (dB per frame), NaN when any is NaN (see ``_worst``)."""
+    return float(np.min(np.asarray(list(values.values()), dtype=np.float64)))
+
+
 def check_onnx(
     model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], *, fp16: bool = False
 ) -> dict[str, float]:
@@ -778,7 +792,7 @@ def _export_checked(
     result.exporter = export_onnx(model, onnx_path, opset=opset)
     result.files[onnx_path.name] = onnx_path
     result.parity[onnx_path.name] = check_onnx(model, onnx_path, sizes)
-    worst = max(result.parity[onnx_path.name].values())
+    worst = _worst(result.parity[onnx_path.name])
     if not worst <= FP32_TOLERANCE:
         raise ExportError(
             f"{onnx_path}: ONNX Runtime differs from PyTorch by {worst:.3g} (max abs) > "
@@ -790,7 +804,7 @@ def _export_checked(
         convert_fp16(onnx_path, fp16_path)
         result.files[fp16_path.name] = fp16_path
         result.parity[fp16_path.name] = check_onnx(model, fp16_path, sizes, fp16=True)
-        worst = max(result.parity[fp16_path.name].values())
+        worst = _worst(result.parity[fp16_path.name])
         if not worst <= FP16_TOLERANCE:  # also refuses NaN
             raise ExportError(
                 f"{fp16_path}: fp16 ONNX differs from PyTorch by {worst:.3g} (max abs) > "
@@ -802,7 +816,7 @@ def _export_checked(
         result.torchscript_method = export_torchscript(model, ts_path)
         result.files[ts_path.name] = ts_path
         result.parity[ts_path.name] = check_torchscript(model, ts_path, sizes)
-        worst = max(result.parity[ts_path.name].values())
+        worst = _worst(result.parity[ts_path.name])
         if not worst <= FP32_TOLERANCE:
             raise ExportError(f"{ts_path}: TorchScript differs from PyTorch by {worst:.3g}")
 
@@ -820,7 +834,7 @@ def _export_checked(
         psnr, snr = check_int8(model, int8_path, check_set)
         result.parity_psnr[int8_path.name] = psnr
         result.parity_snr[int8_path.name] = snr
-        if not (min(psnr.values()) >= INT8_MIN_PSNR and min(snr.values()) >= INT8_MIN_SNR):
+        if not (_least(psnr) >= INT8_MIN_PSNR and _least(snr) >= INT8_MIN_SNR):
             raise ExportError(
                 f"{int8_path}: int8 output too far from PyTorch's on frames left out of "
                 f"calibration (need PSNR >= {INT8_MIN_PSNR:g} dB and residual SNR >= "

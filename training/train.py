@@ -320,6 +320,16 @@ def _with_device_raw(
     return out
 
 
+def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average the gradients of ``params`` over the DDP ranks (what DDP does for the modules it
+    wraps), so parameters outside the wrapper stay identical on every rank."""
+    for p in params:
+        if p.grad is None:  # every rank must join each all_reduce, used or not
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad.div_(world)
+
+
 def _worker_init(_: int) -> None:
     # Workers synthesise with numpy/OpenCV; extra threads there only fight the training threads.
     # (OpenCV's own thread count is set in the parent before the fork: calling
@@ -611,6 +621,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             _, tf = teacher(probe, return_features=True)
         loss_fn.init_adapters(sf, tf)
     adapter_params = list(loss_fn.adapters.parameters()) if loss_fn.adapters is not None else []
+    if ddp:
+        # The adapters are trained beside the student but are not inside its DDP wrapper: each
+        # rank drew its own initial weights (seed + rank) and would step on its own gradients.
+        # Start them from rank 0's, as DDP does for the student; gradients are averaged below.
+        for p in adapter_params:
+            dist.broadcast(p.data, src=0)
 
     # ---- optimiser, schedule, scaler -----------------------------------------------------------
     optimizer = torch.optim.Adam(
@@ -775,9 +791,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             terms = loss_fn(out, sharp, t_out, t_mask, s_feats, t_feats)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["total"]).backward()
+            if ddp and adapter_params:
+                _average_grads(adapter_params, world)
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
+            if cfg.scheduler == "plateau" and global_step <= cfg.warmup_steps:
+                # ReduceLROnPlateau has no warm-up and only LambdaLR applies lr_factor's: ramp
+                # here, a pure function of the step like lr_factor (so resume needs no state).
+                # Validation cannot lower the rate before the warm-up has reached lr.
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(global_step, cfg)
             scaler.step(optimizer)
             scaler.update()
             if ema_model is not None:
