@@ -66,6 +66,20 @@ def test_raw_frame_windows_stay_inside_the_range(tmp_path: Path) -> None:
     assert all(int(p.stem) >= 21 for paths, _ in val for p in paths)
 
 
+def test_raw_frames_without_zero_padding_keep_time_order(tmp_path: Path) -> None:
+    # 1.png .. 30.png sort as text 1, 10, 11, ..., 2, 20, ...: windows would average frames out
+    # of time order, and frame 21-30 (held out here) would land in "training" positions.
+    for i in range(1, 31):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((4, 4, 3), i, np.uint8))
+    for paths, centre in raw_frame_windows(tmp_path, first=1, last=20, sizes=(7,)):
+        numbers = [int(p.stem) for p in paths]
+        assert numbers == list(range(centre - 3, centre + 4))
+        assert numbers[-1] <= 20
+    seq = RawSequence.load(tmp_path, first=21, last=30)
+    assert [int(p.stem) for p in seq.paths] == list(range(21, 31))
+    assert [int(f[0, 0, 0]) for f in seq.frames] == list(range(21, 31))
+
+
 def test_center_kernel_moves_centre_of_mass_to_centre() -> None:
     k = np.zeros((15, 15))
     k[2, 3] = 1.0

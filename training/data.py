@@ -25,6 +25,7 @@ import fnmatch
 import hashlib
 import logging
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,20 @@ def list_images(root: str | Path, *, recursive: bool = True) -> list[Path]:
         return [root]
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in root.glob(pattern) if p.suffix.lower() in IMAGE_EXTS and p.is_file())
+
+
+def _natural_key(name: str) -> list[Any]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_frames(folder: str | Path) -> list[Path]:
+    """The frames of a raw clip in time order: its images sorted by the numbers in their names.
+
+    Raw frames are numbered by their position in this list (1-239 train, 240-299 held out), so a
+    clip named ``1.png .. 299.png`` must not sort as text (``10.png`` before ``2.png``): that
+    would average frames out of time order and move held-out frames into training windows.
+    """
+    return sorted(list_images(folder, recursive=False), key=lambda p: _natural_key(p.name))
 
 
 def load_image_u8(path: str | Path) -> np.ndarray | None:
@@ -187,11 +202,11 @@ def raw_frame_windows(
 ) -> list[tuple[list[Path], int]]:
     """Every window of consecutive frames lying entirely inside frames ``[first, last]``.
 
-    Frames are the images of ``frame_dir`` sorted by name and numbered from 1. Returns
+    Frames are the images of ``frame_dir`` in ``list_frames`` order, numbered from 1. Returns
     ``(paths, centre)`` pairs, ``centre`` the 1-based number of the middle frame, for each odd
     size in ``sizes`` and each admissible centre.
     """
-    paths = list_images(frame_dir, recursive=False)
+    paths = list_frames(frame_dir)
     first = max(1, first)
     last = min(len(paths), last)
     out: list[tuple[list[Path], int]] = []
@@ -550,7 +565,7 @@ class SkipCounter:
 class RawSequence:
     """Consecutive frames of one high-frame-rate video, decoded (uint8 RGB) and kept in memory.
 
-    ``frames[i]`` is frame number ``numbers[i]`` (1-based, by sorted file name).
+    ``frames[i]`` is frame number ``numbers[i]`` (1-based, in ``list_frames`` order).
     """
 
     name: str
@@ -573,7 +588,7 @@ class RawSequence:
 
         ``hashes`` (if given) receives ``{path: content_hash}`` of the decoded frames.
         """
-        paths = list_images(folder, recursive=False)
+        paths = list_frames(folder)
         frames, numbers, used = [], [], []
         for number, p in enumerate(paths, start=1):
             if number < first or number > last:
