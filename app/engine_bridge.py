@@ -20,7 +20,7 @@ import sys
 import threading
 import types
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -158,6 +158,8 @@ class EngineBridge(QObject):
         stats_updated(object): an engine stats snapshot (``EngineStats``), every
             ``stats_interval_ms``.
         message(object): a :class:`UserMessage` to show; the stream keeps going.
+        message_cleared(object): a :class:`UserMessage` emitted earlier no longer applies (the
+            camera came back, the engine was restarted).
         running_changed(bool): the engine started or stopped.
         backend_changed(str): the "Backend · Provider" label actually in use.
         virtual_camera_changed(bool, str): virtual camera on/off and its device name.
@@ -167,6 +169,7 @@ class EngineBridge(QObject):
     preview_ready = Signal()
     stats_updated = Signal(object)
     message = Signal(object)
+    message_cleared = Signal(object)
     running_changed = Signal(bool)
     backend_changed = Signal(str)
     virtual_camera_changed = Signal(bool, str)
@@ -205,7 +208,9 @@ class EngineBridge(QObject):
         self.previews_received = 0  # previews delivered by the engine (any thread)
         self.last_frame_size: tuple[int, int] | None = None  # (W, H) of the latest preview
         self._label = "—"
-        self._warnings_shown: set[str] = set()
+        # Each part of the engine's stats warning already shown, with the message that showed it.
+        self._warnings_shown: dict[str, UserMessage] = {}
+        self.using_fallback = False  # the source failed to open and the fallback (demo) plays
         self._stats_timer = QTimer(self)
         self._stats_timer.setInterval(stats_interval_ms)
         self._stats_timer.timeout.connect(self._poll_stats)
@@ -270,21 +275,40 @@ class EngineBridge(QObject):
         self._enabled = enabled
         api = self._api
         src = None
+        self.using_fallback = False
         try:
             src = api.open_source(source, live=True, size=size, fps=fps, **_loop_opt(loop))
         except Exception as exc:
-            self.message.emit(describe_error(exc, context="camera"))
+            msg = describe_error(exc, context="camera")
+            fallback_error = None
             if fallback_source is not None and fallback_source != source:
                 try:
                     src = api.open_source(
                         fallback_source, live=True, size=None, fps=fps, **_loop_opt(True)
                     )
+                    self.using_fallback = True
                 except Exception as exc2:
-                    self.message.emit(describe_error(exc2, context="camera"))
+                    fallback_error = exc2
+            if self.using_fallback:
+                # Nothing retries a camera that failed to open: the advice must not promise a
+                # reconnect, and must say that the picture (also what calls receive) is the demo.
+                msg = replace(
+                    msg,
+                    advice="Showing the demo clip instead. Close other apps that use the camera, "
+                    "check the cable, then pick the camera again above.",
+                )
+            self.message.emit(msg)
+            if fallback_error is not None:
+                self.message.emit(describe_error(fallback_error, context="camera"))
         if src is None:
+            if want_virtual:
+                # Nothing runs to send to: the switch must not go on saying "sending".
+                self._virtual_device = ""
+                self.virtual_camera_changed.emit(False, "")
             return False
         be = None
         warning = None
+        model_msg: UserMessage | None = None
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -292,19 +316,25 @@ class EngineBridge(QObject):
                     backend, model=model, scale=scale, target_fps=getattr(src, "fps", 0) or fps
                 )
             for w in caught:
-                # e.g. a model without a manifest beside it: it runs, but unverified.
-                self.message.emit(
-                    UserMessage(
-                        "warning",
-                        str(w.message),
-                        "It runs, but SharpCam could not verify it. Ship a manifest.json with "
-                        "its sha256 beside the model to silence this.",
+                text = str(w.message)
+                if "using the float model" in text:
+                    # A damaged (or foreign) int8 file: verified and rejected, the float one
+                    # runs; advice about adding a manifest would be wrong.
+                    advice = (
+                        "SharpCam keeps sharpening with the float model, a little slower. "
+                        "Reinstall the weights to get the faster int8 model back."
                     )
-                )
+                else:
+                    # e.g. a model without a manifest beside it: it runs, but unverified.
+                    advice = (
+                        "It runs, but SharpCam could not verify it. Ship a manifest.json with "
+                        "its sha256 beside the model to silence this."
+                    )
+                self.message.emit(UserMessage("warning", text, advice))
         except Exception as exc:
-            msg = describe_error(exc, context="model")
-            self.message.emit(msg)
-            warning = msg.text
+            model_msg = describe_error(exc, context="model")
+            self.message.emit(model_msg)
+            warning = model_msg.text
             be = api.create_backend("passthrough")
         try:
             eng = api.Engine(
@@ -325,10 +355,15 @@ class EngineBridge(QObject):
             self.message.emit(describe_error(exc))
             _close_quietly(be)
             _close_quietly(src)
+            if want_virtual:
+                self._virtual_device = ""
+                self.virtual_camera_changed.emit(False, "")
             return False
         self._source, self._backend, self._engine = src, be, eng
         self._label = backend_label(be)
-        self._warnings_shown = {warning} if warning else set()
+        if warning and model_msg is not None:
+            # The engine repeats this warning in its stats: it was shown already.
+            self._warnings_shown = dict.fromkeys(_warning_parts(warning), model_msg)
         self.backend_changed.emit(self._label)
         self._stats_timer.start()
         self.running_changed.emit(True)
@@ -348,6 +383,10 @@ class EngineBridge(QObject):
         with self._lock:
             self._latest = None
             self._pending = False
+        # What the stopped engine warned about (camera lost, output failed) no longer applies.
+        shown, self._warnings_shown = self._warnings_shown, {}
+        for msg in _unique(shown.values()):
+            self.message_cleared.emit(msg)
         self.running_changed.emit(False)
         return joined
 
@@ -426,10 +465,7 @@ class EngineBridge(QObject):
 
     # --- GUI-thread slots ----------------------------------------------------------------------
     def _on_worker_error(self, exc: BaseException) -> None:
-        msg = describe_error(exc)
-        # Warnings also come through stats().warning; show each thing once.
-        self._warnings_shown.add(msg.text)
-        self.message.emit(msg)
+        self.message.emit(describe_error(exc))
 
     def _poll_stats(self) -> None:
         if self._engine is None:
@@ -452,12 +488,24 @@ class EngineBridge(QObject):
         if label != "—" and label != self._label:
             self._label = label
             self.backend_changed.emit(label)
-        warning = getattr(st, "warning", None)
-        if warning:
-            for part in str(warning).split("; "):
-                if part not in self._warnings_shown:
-                    self._warnings_shown.add(part)
-                    self.message.emit(describe_error(RuntimeError(part)))
+        parts = _warning_parts(getattr(st, "warning", None))
+        # The engine joins its warnings with "; ", and some contain "; " themselves ("output ...
+        # failed (...); no longer written"): the parts new in one poll are one message, never a
+        # fragment ("RuntimeError: no longer written") that hides the real one.
+        new = [p for p in parts if p not in self._warnings_shown]
+        if new:
+            msg = describe_error(RuntimeError("; ".join(new)))
+            self._warnings_shown.update(dict.fromkeys(new, msg))
+            self.message.emit(msg)
+        # A warning that cleared (the camera is back) is taken down, and shown again if it
+        # returns: a second loss of the camera must be as visible as the first.
+        gone = {p: m for p, m in self._warnings_shown.items() if p not in parts}
+        for p in gone:
+            del self._warnings_shown[p]
+        still = set(map(id, self._warnings_shown.values()))
+        for msg in _unique(gone.values()):
+            if id(msg) not in still:
+                self.message_cleared.emit(msg)
         self.stats_updated.emit(st)
 
     def _output_size(self) -> tuple[int, int]:
@@ -498,6 +546,18 @@ def backend_label(
         # The engine already says "Runtime · device"; only tidy the capitalisation.
         return prov[0].upper() + prov[1:]
     return f"{title} · {prov}"
+
+
+def _warning_parts(warning: object) -> list[str]:
+    return str(warning).split("; ") if warning else []
+
+
+def _unique(msgs: Any) -> list[UserMessage]:
+    # By identity: equal texts may come from different polls, each shown (and cleared) once.
+    out: dict[int, UserMessage] = {}
+    for m in msgs:
+        out.setdefault(id(m), m)
+    return list(out.values())
 
 
 def _loop_opt(loop: bool) -> dict[str, Any]:

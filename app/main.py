@@ -154,7 +154,6 @@ def run_app(
 
 def final_stats_line(window: MainWindow, elapsed_s: float) -> str:
     """The engine's last statistics as one line, printed when the app quits by itself."""
-    cam = window.current_camera()
     stats = getattr(window, "final_stats", None)
     size = window.bridge.last_frame_size
     size_txt = f"{size[0]}x{size[1]}" if size else "?"
@@ -163,7 +162,7 @@ def final_stats_line(window: MainWindow, elapsed_s: float) -> str:
         # The status line's rate is a 2 s window; the run average is what a benchmark compares.
         avg = f" · run avg {stats.frames_out / stats.elapsed_s:.1f} fps ({stats.frames_out} frames)"
     return (
-        f"sharpcam app: {cam.name} {size_txt} · {format_stats(stats)}{avg} · "
+        f"sharpcam app: {window.shown_source_name()} {size_txt} · {format_stats(stats)}{avg} · "
         f"{window.bridge.backend_label} · preview frames {window.preview.frames_shown} "
         f"in {elapsed_s:.1f} s"
     )

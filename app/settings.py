@@ -8,6 +8,7 @@ pass an ``.ini`` path instead so they never touch a person's real settings.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, fields
 
@@ -102,7 +103,12 @@ def _coerce(raw: object, default: object) -> object:
     if isinstance(default, int):
         return int(raw)  # type: ignore[arg-type]
     if isinstance(default, float):
-        return float(raw)  # type: ignore[arg-type]
+        value = float(raw)  # type: ignore[arg-type]
+        if not math.isfinite(value):
+            # "nan" parses, survives clamping (comparisons with NaN are all False) and crashes
+            # the window at round(strength * 100).
+            raise ValueError(f"not a finite number: {raw!r}")
+        return value
     if isinstance(default, bytes):
         return bytes(raw.data()) if isinstance(raw, QByteArray) else bytes(raw)  # type: ignore[arg-type]
     return str(raw)

@@ -150,10 +150,12 @@ class MessageBanner(QFrame):
         close.clicked.connect(self.hide)
         lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
         self.kind = ""
+        self.message: UserMessage | None = None
         self.hide()
 
     def show_message(self, msg: UserMessage) -> None:
         self.kind = msg.kind
+        self.message = msg
         self.setProperty("severity", "error" if msg.kind in ("model", "engine") else "warning")
         self.style().unpolish(self)
         self.style().polish(self)
@@ -237,6 +239,9 @@ class MainWindow(QMainWindow):
             self._add_cli_source(source)
         self.virtual_dialog: VirtualCameraDialog | None = None
         self.tray: QSystemTrayIcon | None = None
+        # The remembered virtual camera is turned on once, at the first start that runs; later
+        # restarts keep whatever the person chose since (the bridge carries it over).
+        self._restore_virtual = settings.virtual_camera
         self._closing = False
         self._last_stats: Any = None
 
@@ -489,6 +494,7 @@ class MainWindow(QMainWindow):
         b.preview_ready.connect(self._on_preview)
         b.stats_updated.connect(self._on_stats)
         b.message.connect(self.show_message)
+        b.message_cleared.connect(self._on_message_cleared)
         b.backend_changed.connect(self._on_backend)
         b.running_changed.connect(self._on_running)
         b.virtual_camera_changed.connect(self._on_virtual_changed)
@@ -527,11 +533,22 @@ class MainWindow(QMainWindow):
             fallback_source=demo_choice().source,
             scale=self.current_scale(),
         )
-        if ok and self.settings.virtual_camera and not self.bridge.virtual_camera_on:
-            self.virtual_switch.setChecked(True)
+        if ok and self._restore_virtual:
+            self._restore_virtual = False
+            if not self.bridge.virtual_camera_on:
+                self.virtual_switch.setChecked(True)
         if not ok:
             self.preview.clear("No video. Pick another camera or the demo clip.")
+            # No engine was started, so no running_changed comes to end "Starting".
+            self._set_live("stopped")
         return ok
+
+    def shown_source_name(self) -> str:
+        """What the preview really shows: the picked camera, or the demo clip standing in."""
+        cam = self.current_camera()
+        if self.bridge.using_fallback:
+            return f"{demo_choice().name}: {cam.name} unavailable"
+        return cam.name
 
     # --- slots: controls -> bridge -------------------------------------------------------------
     def _on_source_changed(self) -> None:
@@ -575,9 +592,8 @@ class MainWindow(QMainWindow):
         pair = self.bridge.take_preview()
         if pair is not None:
             if not self.preview.has_frame():
-                cam = self.current_camera()
                 w, h = pair[1].width(), pair[1].height()
-                self.source_info.setText(f"{cam.name} · {w}×{h}")
+                self.source_info.setText(f"{self.shown_source_name()} · {w}×{h}")
             self.preview.set_frames(*pair)
 
     def _on_stats(self, stats: Any) -> None:
@@ -623,6 +639,11 @@ class MainWindow(QMainWindow):
     def show_message(self, msg: UserMessage) -> None:
         """Show an error or warning in the window; nothing stops."""
         self.banner.show_message(msg)
+
+    def _on_message_cleared(self, msg: UserMessage) -> None:
+        # Only the message that is still up: a newer one stays until it clears itself.
+        if self.banner.message is msg:
+            self.banner.hide()
 
     def show_virtual_camera_help(self, guidance: str) -> VirtualCameraDialog:
         """Show (non-modally) the virtual-camera setup steps with a Retry button."""

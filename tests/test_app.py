@@ -330,6 +330,172 @@ def test_camera_lost_is_shown_while_the_stream_continues(qtbot, make_window):
     wait_frames(qtbot, window, 3)  # the preview keeps running
 
 
+def _engine_api(**overrides):  # noqa: ANN003, ANN202
+    """The real engine module's four entry points, some replaced."""
+    import engine
+
+    api = {
+        "open_source": engine.open_source,
+        "create_backend": engine.create_backend,
+        "open_sink": engine.open_sink,
+        "Engine": engine.Engine,
+    }
+    api.update(overrides)
+    return types.SimpleNamespace(**api)
+
+
+class _FlakyCamera(_LosingCamera):
+    """Loses the camera twice (frames 5-19 and 40-54) and gets it back each time."""
+
+    @property
+    def reconnecting(self) -> bool:
+        return 5 <= self.frames < 20 or 40 <= self.frames < 55
+
+
+def test_a_camera_lost_again_is_shown_again_and_cleared_when_back(qtbot, make_window):
+    import engine
+
+    window = make_window(
+        api=_engine_api(open_source=lambda *a, **k: _FlakyCamera(engine.open_source(*a, **k)))
+    )
+    for _ in range(2):  # the second loss must be as visible as the first
+        qtbot.waitUntil(window.banner.isVisible, timeout=FRAME_TIMEOUT_MS)
+        assert window.banner.kind == "camera"
+        # Back: the banner must not go on saying "lost" over a live picture.
+        qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=FRAME_TIMEOUT_MS)
+    assert window.bridge.engine.source.frames >= 55
+
+
+def test_a_failed_output_is_reported_whole_not_as_fragments(
+    qtbot, make_window, recorder, monkeypatch
+):
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    messages = []
+    window.bridge.message.connect(messages.append)
+
+    def unplugged(self, frame) -> None:  # noqa: ANN001
+        raise RuntimeError("v4l2loopback device gone")
+
+    monkeypatch.setattr(Recorder, "send", unplugged)
+    qtbot.waitUntil(lambda: not window.virtual_switch.isChecked(), timeout=FRAME_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.banner.kind == "virtual_camera", timeout=5000)
+    # The engine's warning "output ... failed (...); no longer written" contains its own "; ".
+    assert not any(m.text.endswith("no longer written") and m.kind == "engine" for m in messages)
+    qtbot.wait(400)  # a few more stats polls: nothing may replace it with a fragment
+    assert window.banner.kind == "virtual_camera"
+    assert "v4l2loopback device gone" in window.banner.text.text()
+
+
+def test_virtual_camera_turned_off_stays_off_when_the_engine_restarts(qtbot, make_window, recorder):
+    window = make_window(settings=AppSettings(virtual_camera=True))
+    assert window.bridge.virtual_camera_on  # remembered: on at start
+    window.virtual_switch.setChecked(False)
+    assert not window.bridge.virtual_camera_on
+    # A restart (processing size, camera, resolution) must not send video to calls again.
+    window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    assert not window.bridge.virtual_camera_on
+    assert not window.virtual_switch.isChecked()
+    # Turned on in this session, it survives a restart.
+    window.virtual_switch.setChecked(True)
+    window.scale_combo.setCurrentIndex(window.scale_combo.findData("auto"))
+    assert window.bridge.virtual_camera_on and window.virtual_switch.isChecked()
+
+
+def test_a_camera_that_fails_to_open_is_not_passed_off_as_the_demo_clip(qtbot, make_window):
+    import engine
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if Path(source) != DEMO_CLIP:
+            raise RuntimeError(f"camera {source} is busy")
+        return engine.open_source(source, **kwargs)
+
+    window = make_window(source="0", api=_engine_api(open_source=open_source))
+    wait_frames(qtbot, window, 1)
+    assert window.camera_combo.currentText() == "Camera 0"
+    assert window.bridge.using_fallback
+    # What plays is the demo clip, and nothing retries the camera: say so.
+    assert window.source_info.text().startswith("Demo clip")
+    assert window.banner.kind == "camera"
+    assert "demo clip" in window.banner.text.text().lower()
+    assert "keeps trying to reconnect" not in window.banner.text.text()
+
+
+def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
+    qtbot, make_window, recorder
+):
+    import engine
+
+    opened = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if opened:
+            raise RuntimeError("camera busy")
+        opened.append(args)
+        return engine.open_source(*args, **kwargs)
+
+    window = make_window(api=_engine_api(open_source=open_source))
+    window.virtual_switch.setChecked(True)
+    assert window.bridge.virtual_camera_on
+    # The restart finds neither the camera nor the demo clip.
+    window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    assert not window.bridge.is_running
+    assert window.live_state == "stopped"
+    assert not window.virtual_switch.isChecked()
+    assert "sending" not in window.virtual_status.text()
+
+
+def test_no_video_on_the_first_start_does_not_stay_starting(qtbot, tmp_path):
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("camera busy")
+
+    store = open_store(str(tmp_path / "settings.ini"))
+    window = MainWindow(
+        EngineBridge(api=_engine_api(open_source=open_source)),
+        store=store,
+        settings=load_settings(store),
+        cameras=[demo_choice()],
+        backend="unsharp",
+        tray=False,
+    )
+    qtbot.addWidget(window)
+    window.show()
+    assert not window.start_stream()
+    assert window.live_state == "stopped"
+    window.close()
+
+
+def test_a_damaged_int8_model_gets_advice_that_fits(qtbot, make_window):
+    import warnings
+
+    import engine
+
+    def create_backend(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        # What engine.backends._try_int8 warns when the shipped int8 file fails its sha256.
+        warnings.warn(
+            "student_fast_int8.onnx not usable (model file does not match manifest.json); "
+            "using the float model",
+            stacklevel=2,
+        )
+        return engine.create_backend("unsharp")
+
+    window = make_window(api=_engine_api(create_backend=create_backend))
+    assert window.banner.kind == "warning"
+    text = window.banner.text.text()
+    assert "float model" in text and "Ship a manifest.json" not in text
+
+
+def test_non_finite_numbers_in_a_settings_file_fall_back_to_defaults(qtbot, make_window, tmp_path):
+    store = open_store(str(tmp_path / "corrupt.ini"))
+    store.setValue("strength", "nan")
+    store.setValue("split", "inf")
+    loaded = load_settings(store)
+    assert loaded.strength == AppSettings.strength and loaded.split == AppSettings.split
+    window = make_window(settings=loaded)  # used to crash at round(nan * 100)
+    assert window.strength_slider.value() == 100
+
+
 def test_onnx_contract_model_runs_in_the_app(qtbot, make_window, tmp_path):
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")  # noqa: F841 - contract_models builds graphs with it
@@ -547,6 +713,43 @@ def test_camera_list_always_offers_the_demo_clip(qtbot):
     choices = list_camera_choices()
     assert choices[-1].is_demo and Path(choices[-1].source) == DEMO_CLIP
     assert DEMO_CLIP.is_file()
+
+
+def test_long_streaming_does_not_exhaust_the_references_of_none_and_true() -> None:
+    # PySide6 6.12.0 on CPython < 3.12 loses a reference to None on every void Qt call (about 45
+    # per painted preview frame) and to True on every Signal.emit: the window aborted with
+    # "Fatal Python error: none_dealloc" after 15-20 s of video. A subprocess, so that a
+    # regression aborts that process and not this test session.
+    import subprocess
+
+    script = """
+import numpy as np
+import app  # noqa: F401 - what every entry point into the window imports first
+from PySide6.QtWidgets import QApplication
+from app.engine_bridge import EngineBridge, frame_to_qimage
+from app.preview import PreviewWidget
+
+qapp = QApplication([])
+w = PreviewWidget()
+w.resize(480, 270)
+w.show()
+img = frame_to_qimage(np.full((90, 160, 3), 128, np.uint8))
+w.set_frames(img, img)
+for _ in range(1000):  # paints: about 45,000 lost references to None, ~5x its count at start
+    w.grab()
+bridge = EngineBridge(api=object())
+for _ in range(50_000):
+    bridge.preview_ready.emit()
+print("survived")
+"""
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert proc.returncode == 0 and "survived" in proc.stdout, proc.stderr[-2000:]
 
 
 def test_missing_display_is_explained_instead_of_aborting() -> None:
