@@ -90,7 +90,8 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
         return UserMessage(
             "virtual_camera",
             f"Virtual camera problem: {msg}",
-            "See the setup steps, then press Retry.",
+            "Turn the virtual camera on again in the sidebar; if it cannot start, SharpCam "
+            "shows the setup steps.",
         )
     # After the virtual-camera branch: "virtual camera" also contains "camera".
     if context == "camera" or "camera" in low or "capture" in low or "source" in low:

@@ -195,6 +195,7 @@ class Engine:
         self._warning = warning
         self._failure_warning: str | None = None  # set when the backend fails (live mode)
         self._failed_sinks: list[tuple[FrameSink, BaseException]] = []
+        self._failures_warned_from = 0  # failed_sinks before this were followed by add_sink
         # Offline: a source, backend, sink or output failure, or a stop() before the source's
         # end, lost frames (callback errors and errors while closing do not), so sinks that can
         # tell are aborted as incomplete.
@@ -338,10 +339,16 @@ class Engine:
         return self._backend
 
     def add_sink(self, sink: FrameSink) -> None:
-        """Start writing to ``sink`` from the next frame (thread-safe)."""
+        """Start writing to ``sink`` from the next frame (thread-safe).
+
+        The stats stop warning about outputs that failed before: the new output replaces them
+        (the app's virtual camera turned on again), and a failure of its own must read as new.
+        """
         with self._sinks_lock:
             if sink not in self._sinks:
                 self._sinks.append(sink)
+        with self._lock:
+            self._failures_warned_from = len(self._failed_sinks)
 
     def remove_sink(self, sink: FrameSink, *, close: bool = True) -> bool:
         """Stop writing to ``sink`` (thread-safe; waits for a write in progress to finish) and
@@ -387,7 +394,11 @@ class Engine:
             provider = str(getattr(backend, "provider", ""))
         warnings = [w for w in (self._warning, self._failure_warning) if w]
         with self._lock:
-            failed = self._failed_sinks[-1] if self._failed_sinks else None
+            failed = (
+                self._failed_sinks[-1]
+                if len(self._failed_sinks) > self._failures_warned_from
+                else None
+            )
         if failed is not None:
             warnings.append(
                 f"output {_describe(failed[0])} failed ({failed[1]}); no longer written"

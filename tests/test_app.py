@@ -388,6 +388,34 @@ def test_a_failed_output_is_reported_whole_not_as_fragments(
     assert "v4l2loopback device gone" in window.banner.text.text()
 
 
+def test_a_lost_virtual_camera_turned_on_again_clears_its_banner_and_a_new_loss_shows(
+    qtbot, make_window, recorder, monkeypatch
+):
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    send = Recorder.send
+
+    def unplugged(self, frame) -> None:  # noqa: ANN001
+        raise RuntimeError("v4l2loopback device gone")
+
+    monkeypatch.setattr(Recorder, "send", unplugged)
+    qtbot.waitUntil(lambda: window.banner.kind == "virtual_camera", timeout=FRAME_TIMEOUT_MS)
+    # The advice names what exists in the window (no Retry button comes with the banner).
+    assert "Retry" not in window.banner.text.text()
+    monkeypatch.setattr(Recorder, "send", send)
+    window.virtual_switch.setChecked(True)
+    assert window.bridge.virtual_camera_on
+    qtbot.waitUntil(lambda: window.banner.isHidden(), timeout=5000)
+    n = len(recorder.frames)
+    qtbot.waitUntil(lambda: len(recorder.frames) > n + 2, timeout=FRAME_TIMEOUT_MS)
+    # Lost a second time: as visible as the first.
+    monkeypatch.setattr(Recorder, "send", unplugged)
+    qtbot.waitUntil(lambda: not window.virtual_switch.isChecked(), timeout=FRAME_TIMEOUT_MS)
+    qtbot.waitUntil(lambda: window.banner.kind == "virtual_camera", timeout=5000)
+    assert not window.banner.isHidden()
+
+
 def test_virtual_camera_turned_off_stays_off_when_the_engine_restarts(qtbot, make_window, recorder):
     window = make_window(settings=AppSettings(virtual_camera=True))
     assert window.bridge.virtual_camera_on  # remembered: on at start
