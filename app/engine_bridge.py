@@ -65,6 +65,15 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
     name = type(exc).__name__
     msg = str(exc).strip() or name
     low = f"{name} {msg} {context}".lower()
+    if "passing frames through" in low:
+        # The engine's own words for a model that loaded, ran, then failed: it did load, and
+        # nothing falls back to the CPU; the video is unsharpened until the engine restarts.
+        return UserMessage(
+            "model",
+            f"Sharpening stopped: {msg}",
+            "The video keeps flowing unsharpened. Changing the camera or the processing size "
+            "restarts the model; if it stops again, reinstall SharpCam's weights.",
+        )
     if context == "model" or "integrity" in low or "onnx" in low or "model" in low:
         if "cuda" in low or "tensorrt" in low or "provider" in low or "directml" in low:
             return UserMessage(

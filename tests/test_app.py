@@ -721,6 +721,14 @@ def test_describe_error_and_labels():
     assert describe_error(ModelError("weights/student.onnx not found")).kind == "model"
     assert describe_error(RuntimeError("CUDAExecutionProvider failed to start")).kind == "gpu"
     assert describe_error(RuntimeError("camera lost, reconnecting")).kind == "camera"
+    # A model that failed mid-stream did load, and on any device the video goes unsharpened.
+    for failed in (
+        "backend onnx failed (ONNXRuntimeError: bad alloc); passing frames through",
+        "backend onnx failed (CUDA error: an illegal memory access); passing frames through",
+    ):
+        msg = describe_error(RuntimeError(failed))
+        assert msg.kind == "model" and msg.text.startswith("Sharpening stopped")
+        assert "could not be loaded" not in msg.text and "unsharpened" in msg.advice
     from engine import VirtualCameraUnavailable
 
     # "virtual camera" contains "camera": the virtual-camera advice must still win.
