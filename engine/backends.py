@@ -25,7 +25,7 @@ import os
 import sys
 import time
 import warnings
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
@@ -107,7 +107,9 @@ class Backend(Protocol):
 def weights_dir() -> Path:
     """The shipped weights folder (`$SHARPCAM_WEIGHTS` overrides the repo's `weights/`)."""
     env = os.environ.get("SHARPCAM_WEIGHTS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "weights"
+    # expanduser: a service file or an IDE run configuration hands "~/..." over unexpanded
+    # (only a shell expands it), and --model paths are expanded too.
+    return Path(env).expanduser() if env else Path(__file__).resolve().parents[1] / "weights"
 
 
 def resolve_default_model(
@@ -145,7 +147,9 @@ def _int8_matches_float() -> bool:
         return True  # unverified files: open_model warns about each
     int8, flt = manifest.files.get(INT8_NAME), manifest.files.get("student_fast.onnx")
     if int8 is None or flt is None:
-        return int8 is None  # an unlisted int8 file beside a listed float one: not ours
+        # An unlisted int8 file beside a listed float one is not ours (and would load
+        # unverified); a listed int8 file beside an unlisted float one has nothing to match.
+        return False
     if int8.config_digest != flt.config_digest:
         warnings.warn(
             f"{INT8_NAME} was exported from other weights than student_fast.onnx "
@@ -891,8 +895,10 @@ class UnsharpBackend(_BackendBase):
         _check_frame(rgb)
         if self._size != rgb.shape[:2]:
             self._size = rgb.shape[:2]
-            self._blur = np.empty_like(rgb)
-            self._out = np.empty_like(rgb)
+            # Not empty_like: it copies a Fortran-ordered frame's layout, and OpenCV refuses a
+            # dst that is not C-contiguous.
+            self._blur = np.empty(rgb.shape, np.uint8)
+            self._out = np.empty(rgb.shape, np.uint8)
         cv2.GaussianBlur(rgb, (0, 0), self.radius, dst=self._blur)
         cv2.addWeighted(rgb, 1.0 + self.amount, self._blur, -self.amount, 0.0, dst=self._out)
         return self._out
@@ -966,7 +972,8 @@ class ScaledBackend(_BackendBase):
     --scale``): the fast student keeps most of its gain at 0.875 and 0.75 (model card, Speed).
 
     ``scale="auto"`` adapts to the machine: it starts at full resolution and steps down
-    :data:`SCALE_LADDER` while the recent call time (running mean) exceeds the frame budget
+    :data:`SCALE_LADDER` while the recent call time (the median of the last :attr:`RECENT`
+    calls: one stall or one compile at a new frame size does not count) exceeds the frame budget
     ``0.9 / target_fps``; it steps back up when the time predicted for the larger scale (the
     current one times the pixel ratio) is under 80 % of the budget, and not within
     ``recover_s`` of having stepped down from there, so it cannot oscillate faster than that.
@@ -974,6 +981,8 @@ class ScaledBackend(_BackendBase):
 
     Shapes: ``(H, W, 3) uint8 -> (H, W, 3) uint8``; the result is a buffer reused next call.
     """
+
+    RECENT = 9  # calls whose median `auto` judges by
 
     def __init__(
         self,
@@ -997,7 +1006,7 @@ class ScaledBackend(_BackendBase):
         self.budget_s = 0.9 / float(target_fps)
         self._recover_s = float(recover_s)
         self._clock = clock
-        self._mean_s: float | None = None
+        self._recent: deque[float] = deque(maxlen=self.RECENT)  # call times at this scale
         self._calls = 0  # at the current scale
         self._left: dict[float, float] = {}  # scale -> when auto last stepped down from it
         self._buffers: tuple[np.ndarray, ...] | None = None
@@ -1061,15 +1070,18 @@ class ScaledBackend(_BackendBase):
         self._calls += 1
         if self._calls == 1:
             return  # the first call at a scale may include compiling the model for its size
-        m = self._mean_s
-        self._mean_s = seconds if m is None else 0.8 * m + 0.2 * seconds
+        self._recent.append(seconds)
+        # A median, not a mean: one slow call (a GC pause, another app's burst, OpenVINO
+        # compiling for a new frame size) would pull a mean over the budget and cost
+        # `recover_s` at a lower resolution; a sustained slowdown moves the median as fast.
+        typical = float(np.median(self._recent))
         level, now = self._level, self._clock()
-        if self._calls > 8 and self._mean_s > self.budget_s and level + 1 < len(self._ladder):
+        if self._calls > 8 and typical > self.budget_s and level + 1 < len(self._ladder):
             self._left[self._scale] = now
             self._step(level + 1)
         elif self._calls > 30 and level > 0:
             up = self._ladder[level - 1]
-            predicted = self._mean_s * (up / self._scale) ** 2
+            predicted = typical * (up / self._scale) ** 2
             recent = now - self._left.get(up, -np.inf) < self._recover_s
             if predicted < 0.8 * self.budget_s and not recent:
                 self._step(level - 1)
@@ -1078,7 +1090,7 @@ class ScaledBackend(_BackendBase):
         log.info("processing scale %g -> %g", self._scale, self._ladder[level])
         self._level = level
         self._scale = self._ladder[level]
-        self._mean_s = None
+        self._recent.clear()
         self._calls = 0
 
     def close(self) -> None:
@@ -1180,10 +1192,13 @@ def create_backend(
     backend: Backend | None = None
     if name != "auto":
         cls = BACKENDS.get(name)
+        cpu_model: Path | None = None  # the default model to use if the GPU does not come up
         if cls is not None and getattr(cls, "needs_model", False):
             if model is None:
                 probe = getattr(cls, "gpu_listed", _ort_gpu_listed)
                 gpu = device in ("gpu", "cuda") or (device == "auto" and probe())
+                if gpu and device == "auto":
+                    cpu_model = resolve_default_model(False, getattr(cls, "model_suffix", ".onnx"))
                 # int8 only under OpenVINO (`prefer_int8`): ONNX Runtime runs its QDQ graph
                 # slower than the float one (86-103 against 68-92 ms at 720p here).
                 if name == "openvino" and not gpu and prefer_int8(options.get("precision")):
@@ -1197,6 +1212,17 @@ def create_backend(
                 model = open_model(model)  # verified once, here
         if backend is None:
             backend = _build(name, model, device, threads, options)
+            providers = getattr(backend, "providers", None)
+            if (
+                cpu_model is not None
+                and providers
+                and providers[0] not in ORT_GPU_PROVIDERS
+                and cpu_model != getattr(model, "path", model)
+            ):
+                # onnxruntime-gpu lists CUDA on machines without a GPU, so the GPU student was
+                # picked; the session fell back to the CPU, where it costs ~6x the CPU student.
+                backend.close()
+                backend = _build(name, open_model(cpu_model), device, threads, options)
     else:
         backend = _create_auto(model, device, threads, options)
     if parsed == 1.0 or name == "passthrough":

@@ -597,6 +597,7 @@ def run_bench(
     from engine.backends import (
         ScaledBackend,
         create_backend,
+        parse_scale,
         resolve_default_model,
         weights_dir,
     )
@@ -620,28 +621,33 @@ def run_bench(
         names = [n for n in names if n not in skipped]
 
     opened: list[tuple[str, Any]] = []
-    for name in names:
-        for scale in scales:
-            try:
-                options = {"precision": precision} if precision and name == "openvino" else {}
-                backend = create_backend(name, model=model, scale=scale, **options)
-            except Exception as exc:
-                if strict:
-                    raise
-                report.notes.append(f"{name} skipped: {exc}")
-                break
-            label = str(getattr(backend, "name", name))
-            if isinstance(backend, ScaledBackend):
-                label += f" @{scale}" if scale == "auto" else f" @{float(scale):g}x"
-            if any(label == seen for seen, _ in opened):
-                # passthrough is never scaled: one row for it, whatever the scales asked.
-                backend.close()
-                continue
-            opened.append((label, backend))
-            providers[label] = str(getattr(backend, "provider", ""))
+    try:
+        for name in names:
+            for scale in scales:
+                try:
+                    options = {"precision": precision} if precision and name == "openvino" else {}
+                    backend = create_backend(name, model=model, scale=scale, **options)
+                except Exception as exc:
+                    if strict:
+                        raise
+                    report.notes.append(f"{name} skipped: {exc}")
+                    break
+                label = str(getattr(backend, "name", name))
+                if name == "auto" and label in names:
+                    # `auto` next to the backend it picks (openvino) may be another model or
+                    # precision (int8 vs --precision f32): both rows, told apart.
+                    label = f"auto ({label})"
+                if isinstance(backend, ScaledBackend):
+                    parsed = parse_scale(scale)  # "Auto" and "0.75" as create_backend read them
+                    label += f" @{parsed}" if parsed == "auto" else f" @{float(parsed):g}x"
+                if any(label == seen for seen, _ in opened):
+                    # passthrough is never scaled: one row for it, whatever the scales asked.
+                    backend.close()
+                    continue
+                opened.append((label, backend))
+                providers[label] = str(getattr(backend, "provider", ""))
 
-    with tempfile.TemporaryDirectory(prefix="sharpcam-bench-", dir=workdir) as tmp:
-        try:
+        with tempfile.TemporaryDirectory(prefix="sharpcam-bench-", dir=workdir) as tmp:
             for size in sizes:
                 per_round = max(2, -(-frames // rounds))
                 clip = make_bench_clip(
@@ -661,10 +667,12 @@ def run_bench(
                             label=label,
                         )
                     )
-        finally:
-            for _name, backend in opened:
-                try:
-                    backend.close()
-                except Exception:  # closing a runtime never hides the results
-                    pass
+    finally:
+        # Also when a backend asked for by name fails to start after others did: their
+        # sessions (and device memory) must not outlive the call.
+        for _name, backend in opened:
+            try:
+                backend.close()
+            except Exception:  # closing a runtime never hides the results
+                pass
     return report

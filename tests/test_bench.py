@@ -127,3 +127,52 @@ def test_measure_model_reports_the_median() -> None:
     median, times = bench.measure_model(backend, (64, 48), frames=5, warmup=1)
     assert len(times) == 5
     assert median == pytest.approx(float(np.median(times)))
+
+
+def test_run_bench_labels_a_scale_as_create_backend_reads_it() -> None:
+    # "Auto" is what parse_scale (and so create_backend) accepts; the label must not choke on it
+    report = bench.run_bench(
+        ["unsharp"], sizes=[(64, 48)], frames=2, rounds=1, scales=["Auto", "0.5"]
+    )
+    assert [r.backend for r in report.results] == ["unsharp @auto", "unsharp @0.5x"]
+
+
+def test_run_bench_closes_what_it_opened_when_a_named_backend_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine import backends
+
+    opened: list[_SlowBackend] = []
+
+    class Tracked(_SlowBackend):
+        def __init__(self, **_options: object) -> None:
+            super().__init__(0.0)
+            self.closed = False
+            opened.append(self)
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setitem(backends.BACKENDS, "tracked", Tracked)
+    with pytest.raises(backends.BackendError, match="unknown backend 'nope'"):
+        bench.run_bench(["tracked", "nope"], sizes=[(64, 48)], frames=2, rounds=1)
+    assert len(opened) == 1 and opened[0].closed
+
+
+def test_auto_and_the_backend_it_picks_are_both_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import backends
+
+    if not backends.OpenVinoBackend.available():
+        pytest.skip("openvino is not installed")
+    if backends.resolve_default_model(prefer_gpu=False, int8=True) is None:
+        pytest.skip("no shipped weights")
+    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")  # auto takes the int8 student
+    # --backend auto --backend openvino --precision f32: auto runs the int8 student at
+    # OpenVINO's own precision, the named one the float student at f32; one row must not
+    # stand for both
+    report = bench.run_bench(
+        ["auto", "openvino"], sizes=[(64, 48)], frames=2, rounds=1, precision="f32"
+    )
+    assert [r.backend for r in report.results] == ["auto (openvino)", "openvino"]
+    runs_on = report.machine["backends"]
+    assert runs_on["auto (openvino)"].endswith("int8") and "int8" not in runs_on["openvino"]

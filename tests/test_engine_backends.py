@@ -245,6 +245,26 @@ def test_unsharp_increases_high_frequency_energy(frame):
     np.testing.assert_array_equal(create_backend("unsharp", amount=0.0).process(blurred), blurred)
 
 
+def test_every_backend_takes_frames_of_any_memory_layout(models, frame):
+    """A transposed (Fortran-ordered) or strided view gives what its contiguous copy gives."""
+    small = np.ascontiguousarray(frame[:90, :120])
+    views = {
+        "fortran": np.asfortranarray(small),
+        "strided": np.ascontiguousarray(np.repeat(small, 2, axis=1))[:, ::2],
+        "flipped": np.ascontiguousarray(small[:, ::-1])[:, ::-1],
+    }
+    for make in (
+        lambda: create_backend("unsharp"),
+        lambda: create_backend("unsharp", scale=0.5),
+        lambda: _make("onnx", models, kind="sharpen"),
+    ):
+        want = make().process(small).copy()
+        for layout, view in views.items():
+            assert np.array_equal(view, small)
+            be = make()  # a fresh backend: its buffers are sized on this first frame
+            np.testing.assert_array_equal(be.process(view), want, err_msg=f"{be!r} {layout}")
+
+
 def test_passthrough_is_identity(frame):
     be = create_backend("passthrough")
     out = be.process(frame)
@@ -306,6 +326,25 @@ def test_gpu_provider_listed_but_not_coming_up(models, monkeypatch, frame):
         be = create_backend("auto", model=models["conv.onnx"])
     assert "CUDA" not in be.provider  # fell through to a CPU runtime that really works
     assert be.process(frame).shape == frame.shape
+
+
+def test_onnx_default_model_follows_the_provider_that_came_up(tmp_path, monkeypatch):
+    """onnxruntime-gpu without a GPU: the session runs on the CPU, so the CPU student runs."""
+    import onnxruntime as ort
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    names = ["student.onnx", "student_fast.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ORT warns that CUDA is not really there
+        be = create_backend("onnx", device="auto")
+    assert be.providers[0] == "CPUExecutionProvider"
+    assert be.model.path.name == "student_fast.onnx"  # not the GPU student on a CPU
+    be.close()
 
 
 def test_auto_gpu_only_without_gpu(models):
@@ -393,6 +432,23 @@ def test_a_bad_or_foreign_int8_file_falls_back_to_the_float_student(tmp_path, mo
         with pytest.warns(UserWarning, match="student_fast_int8.onnx not usable"):
             be = create_backend(name, device="cpu")
         assert be.name == "openvino" and be.model.path.name == names[0]
+
+
+@needs_openvino
+def test_an_unlisted_int8_file_beside_a_listed_float_student_is_not_loaded(tmp_path, monkeypatch):
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "f32")  # where int8 would be preferred
+    make_onnx_model(tmp_path / "student_fast.onnx", "identity")
+    write_manifest(tmp_path, ["student_fast.onnx"])
+    # a leftover of another export, or a file dropped in: no sha256 vouches for it
+    make_onnx_model(tmp_path / "student_fast_int8.onnx", "sharpen")
+    for name in ("openvino", "auto"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no "loading it unverified"
+            be = create_backend(name, device="cpu")
+        assert be.model.path.name == "student_fast.onnx" and be.model.entry is not None
 
 
 @needs_openvino

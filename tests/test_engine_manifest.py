@@ -165,3 +165,18 @@ def test_bad_manifest_is_a_model_error_naming_it(model_file, text, reason):
     with pytest.raises(ModelError, match=reason) as info:
         verify_file(model_file)
     assert str(model_file.parent / MANIFEST_NAME) in str(info.value)
+
+
+def test_sharpcam_weights_may_start_with_a_tilde(model_file, tmp_path, monkeypatch):
+    # A service file or an IDE run configuration passes "~/..." unexpanded: only a shell
+    # expands it, and --model paths are expanded too.
+    from engine.backends import resolve_default_model, weights_dir
+
+    home = tmp_path / "home"
+    (home / "models").mkdir(parents=True)
+    (home / "models" / "student_fast.onnx").write_bytes(model_file.read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("USERPROFILE", str(home))  # what expanduser reads on Windows
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", "~/models")
+    assert weights_dir() == home / "models"
+    assert resolve_default_model(prefer_gpu=False) == home / "models" / "student_fast.onnx"

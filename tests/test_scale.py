@@ -251,3 +251,30 @@ def test_evaluate_at_scale_rows(tmp_path: Path) -> None:
         at_scale(lambda x: x, 1.5)
     with pytest.raises(SystemExit):
         evaluate_main(["--data", "demo:", "--scale", "0", "--out", str(tmp_path)])
+
+
+def test_auto_does_not_step_down_for_one_slow_call() -> None:
+    clock = FakeClock()
+    # 15 ms a call, half the 30 ms budget, but one call takes 150 ms: a GC pause, another app's
+    # burst, or OpenVINO compiling for a new frame size (a camera that came back at another
+    # resolution). Stepping down for it would cost `recover_s` at a lower resolution.
+    stall = {"left": -1}
+
+    def cost(pixels: int) -> float:
+        stall["left"] -= 1
+        return 0.150 if stall["left"] == 0 else 0.015
+
+    inner = Recorder(cost=cost, clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=10.0)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(50):
+        be.process(frame)
+    stall["left"] = 1
+    for _ in range(50):
+        be.process(frame)
+        assert be.scale == 1.0
+    # a real slowdown still steps down within a handful of calls
+    inner.cost = lambda pixels: 0.040 if pixels == 128 * 72 else 0.015
+    for _ in range(10):
+        be.process(frame)
+    assert be.scale == 0.875
