@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -72,7 +74,8 @@ def test_pack_then_unpack_round_trips(tmp_path: Path, codec: str) -> None:
     assert all(max(cv2.imread(str(p)).shape[:2]) <= 640 for p in (out / "photos").rglob("*.jpg"))
     sd = torch.load(out / "dmphn/encoder_lv1.pkl", weights_only=True)
     assert sd["w"].dtype == torch.float16 and sd["n"].dtype == torch.int64
-    assert (out / "vgg/vgg_normalised_conv3_1.pth").is_file()
+    vgg = torch.load(out / "vgg/vgg_normalised_conv3_1.pth", weights_only=True)
+    assert vgg["0.weight"].dtype == torch.float16  # half the bytes; the loss loads it into fp32
     meta = json.loads((out / "carry.json").read_text())
     assert (
         meta["frames"] == 12
@@ -127,3 +130,50 @@ def test_pack_refuses_an_unknown_codec_and_missing_frames(tmp_path: Path) -> Non
         carry.pack(tmp_path, tmp_path / "o", codec="h265")
     with pytest.raises(FileNotFoundError, match="no raw frames"):
         carry.pack(tmp_path, tmp_path / "o", codec="mjpg")
+
+
+def test_travel_sizes_count_the_tracked_files_beside_the_carry_paths(tmp_path: Path) -> None:
+    # The GPU machine's 64 MiB covers the tracked files too (~40 MiB of weights and checkpoints
+    # here): a carry that fits alone can still get the call refused.
+    out = tmp_path / "repo/data_cache"
+    carry.pack(_fake_shared(tmp_path / "shared"), out, codec="mjpg", photo_quality=70)
+    assert json.loads((out / "carry.json").read_text())["photo_quality"] == 70
+    repo = tmp_path / "repo"
+    (repo / "w.bin").write_bytes(b"x" * 1000)
+    (repo / "untracked.bin").write_bytes(b"x" * 7)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", "w.bin"], check=True)
+    (repo / ".whl").mkdir()
+    (repo / ".whl/k.whl").write_bytes(b"x" * 10)
+    sizes = carry.travel_sizes(out, repo, (repo / ".whl",))
+    assert sizes["tracked"] == 1000 and sizes[str(repo / ".whl")] == 10
+    assert set(sizes) == {"tracked", str(repo / ".whl")} | {
+        str(out / n) for n in ("gopro.avi", "carry.json", "photos", "dmphn", "vgg")
+    }
+    assert sizes[str(out / "dmphn")] == sum(f.stat().st_size for f in (out / "dmphn").iterdir())
+
+
+def test_gpu_session_needs_no_wheels_to_benchmark_and_stubs_kornia_rs() -> None:
+    # A benchmark-only call (NAMES=) carries no .whl: the install must not run (its glob would
+    # fail and end the call before the benchmarks). Without the 5.3 MB kornia_rs wheel, a stub.
+    script = (Path(__file__).parents[1] / "training/gpu_session.sh").read_text()
+    assert 'if [ -n "$NAMES" ] && ! python3 -c "import kornia, pytorch_msssim"' in script
+    assert 'echo "io = None' in script and ">/tmp/site/kornia_rs.py" in script
+
+
+def test_the_kornia_rs_stub_lets_the_losses_import(tmp_path: Path) -> None:
+    # What gpu_session.sh writes when the kornia_rs wheel stayed behind, ahead on the path.
+    (tmp_path / "kornia_rs.py").write_text("io = None  # stub written by training/gpu_session.sh\n")
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); import kornia_rs, torch;"
+        "assert kornia_rs.io is None; from training import losses;"
+        "x = torch.rand(1, 3, 16, 16); print(float(losses.edge_loss(x, x) + losses.lab_loss(x, x)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        cwd=Path(__file__).parents[1],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) == 0.0

@@ -4,15 +4,19 @@ unpack it there.
     python -m training.carry pack   [--shared ../shared] [--out data_cache]   # here
     python -m training.carry unpack [--out data_cache]                         # on the GPU box
 
-Only the working tree and a few carried folders (64 MiB in all) reach the GPU machine, and the
-raw 240 fps frames alone are 57 MB of JPEG. Consecutive 240 fps frames differ little, so an
-H.264 4:4:4 encode at CRF 12 keeps all 299 of them in ~6 MB at 42-44 dB against the JPEGs (the
-synthesised blur is 26 dB away from sharp, so the codec's error is far below what the student
-learns). Without ffmpeg, OpenCV's MJPG is the fallback (~2x larger). Photos: a seeded 30 % of
-each source folder, longest side 640 px, re-encoded as JPEG q92. Teacher: fp16 copies of the
-DMPHN state dicts (the teacher runs under fp16 autocast anyway). ``carry.json`` records what was
-packed, and ``unpack`` checks the decoded frame count against it. The folder is ignored by git
-(``/data_cache/``): nothing from ``../shared`` is committed.
+Only the working tree and a few carried folders reach the GPU machine, 64 MiB in all, the
+tracked files (~37 MiB of them: weights/, training/checkpoints/) included; the raw 240 fps frames
+alone are 57 MB of JPEG. Consecutive 240 fps frames differ little, so an H.264 4:4:4 encode at
+CRF 16 keeps all 299 of them in ~2.9 MB at 39-44 dB (mean 42.6) against the JPEGs (CRF 12: 7 MB,
+40.6-44.5 dB; the synthesised blur is 26 dB away from sharp, so the codec's error is far below
+what the student learns). ffmpeg comes from the PATH or the imageio-ffmpeg package (`pip install
+--target /tmp/iioff imageio-ffmpeg` and PYTHONPATH=/tmp/iioff); without either, OpenCV's MJPG is
+the fallback (~14 MB: too large to travel beside the tracked files). Photos: a seeded 30 % of
+each source folder, longest side 640 px, re-encoded as JPEG q85 (6.8 MB; q92: 9.6 MB). Teacher
+and VGG: fp16 copies of their state dicts (the teacher runs under fp16 autocast anyway; the VGG
+loads them back into fp32). ``carry.json`` records what was packed, and ``unpack`` checks the
+decoded frame count against it; ``pack`` prints what the carry paths and the tracked files add
+up to. The folder is ignored by git (``/data_cache/``): nothing from ``../shared`` is committed.
 """
 
 from __future__ import annotations
@@ -30,7 +34,11 @@ import numpy as np
 RAW_SEQ = "GOPR0477_11_00"
 PHOTO_SIDE = 640
 PHOTO_SHARE = 0.3
-PHOTO_QUALITY = 92
+PHOTO_QUALITY = 85
+CRF = 16
+LIMIT = 64 * 2**20  # what travels to the GPU machine: tracked files + carried paths
+# What gpu_session.sh's training call carries (gopro.avi instead where pack fell back to MJPG).
+CARRY = ("gopro.mkv", "carry.json", "photos", "dmphn", "vgg")
 # The two Urban100 photos the leakage guard found among the Lai benchmark's sharp images.
 EXCLUDE = {("curban100", "img_049.jpg"), ("curban100", "img_098.jpg")}
 SUBDIRS = ("photos", "dmphn", "vgg", "raw")
@@ -56,14 +64,33 @@ def _raw_frames(raw: Path) -> list[Path]:
     return frames
 
 
-def pack(shared: Path, out: Path, *, crf: int = 12, seed: int = 0, codec: str = "auto") -> Path:
+def _ffmpeg() -> str | None:
+    """ffmpeg on the PATH, else the binary of the imageio-ffmpeg package when it is importable."""
+    exe = shutil.which("ffmpeg")
+    if exe is None:
+        try:
+            import imageio_ffmpeg  # type: ignore[import-not-found]
+
+            exe = imageio_ffmpeg.get_ffmpeg_exe()
+        except (ImportError, RuntimeError):
+            return None
+    return exe
+
+
+def pack(
+    shared: Path,
+    out: Path,
+    *,
+    crf: int = CRF,
+    seed: int = 0,
+    codec: str = "auto",
+    photo_quality: int = PHOTO_QUALITY,
+) -> Path:
     """Write ``out/{gopro.mkv|gopro.avi, photos/, dmphn/, vgg/, carry.json}`` from ``shared``
     (replacing what an earlier pack left there); returns the video's path. ``codec``: ``x264``
-    (ffmpeg), ``mjpg`` (OpenCV alone) or ``auto`` (x264 when ffmpeg is on the PATH)."""
-    import torch
-
+    (ffmpeg), ``mjpg`` (OpenCV alone) or ``auto`` (x264 when ffmpeg is found: see ``_ffmpeg``)."""
     if codec == "auto":
-        codec = "x264" if shutil.which("ffmpeg") else "mjpg"
+        codec = "x264" if _ffmpeg() else "mjpg"
     if codec not in ("x264", "mjpg"):
         raise ValueError(f"codec must be auto, x264 or mjpg, got {codec!r}")
     frames = _raw_frames(shared / "data/train/gopro_raw_240fps" / RAW_SEQ)
@@ -81,11 +108,15 @@ def pack(shared: Path, out: Path, *, crf: int = 12, seed: int = 0, codec: str = 
         shutil.rmtree(out / sub, ignore_errors=True)
 
     if codec == "x264":
-        if shutil.which("ffmpeg") is None:
-            raise RuntimeError("codec x264 needs ffmpeg on the PATH (apt-get install ffmpeg)")
+        ffmpeg = _ffmpeg()
+        if ffmpeg is None:
+            raise RuntimeError(
+                "codec x264 needs ffmpeg on the PATH or the imageio-ffmpeg package "
+                "(pip install --target /tmp/iioff imageio-ffmpeg; PYTHONPATH=/tmp/iioff)"
+            )
         video = out / "gopro.mkv"
         subprocess.run(
-            ["ffmpeg", "-loglevel", "error", "-y", "-framerate", "240", "-start_number", "1"]
+            [ffmpeg, "-loglevel", "error", "-y", "-framerate", "240", "-start_number", "1"]
             + ["-i", str(frames[0].parent / "%06d.jpg"), "-frames:v", str(len(frames))]
             + ["-c:v", "libx264", "-preset", "slow", "-crf", str(crf), "-pix_fmt", "yuv444p"]
             + [str(video)],
@@ -115,20 +146,51 @@ def pack(shared: Path, out: Path, *, crf: int = 12, seed: int = 0, codec: str = 
                 img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
             dst = out / "photos" / folder.name / f"{p.stem}.jpg"
             dst.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(dst), img, [cv2.IMWRITE_JPEG_QUALITY, PHOTO_QUALITY])
+            cv2.imwrite(str(dst), img, [cv2.IMWRITE_JPEG_QUALITY, photo_quality])
             photos.append(f"{folder.name}/{p.name}")
 
     (out / "dmphn").mkdir()
     for f in teacher:
-        sd = torch.load(f, map_location="cpu", weights_only=True)
-        half = {k: v.half() if v.is_floating_point() else v for k, v in sd.items()}
-        torch.save(half, out / "dmphn" / f.name)
+        _save_half(f, out / "dmphn" / f.name)
     (out / "vgg").mkdir()
-    shutil.copy2(vgg, out / "vgg")
+    _save_half(vgg, out / "vgg" / vgg.name)
     manifest = {"sequence": RAW_SEQ, "frames": len(frames), "video": video.name, "codec": codec}
-    manifest |= {"crf": crf if codec == "x264" else None, "seed": seed, "photos": sorted(photos)}
+    manifest |= {"crf": crf if codec == "x264" else None, "seed": seed}
+    manifest |= {"photo_quality": photo_quality, "photos": sorted(photos)}
     (out / "carry.json").write_text(json.dumps(manifest, indent=1))
     return video
+
+
+def _save_half(src: Path, dst: Path) -> None:
+    import torch
+
+    sd = torch.load(src, map_location="cpu", weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in sd.items()}, dst)
+
+
+def _size(p: Path) -> int:
+    if p.is_file():
+        return p.stat().st_size
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def travel_sizes(out: Path, repo: Path, extra: tuple[Path, ...] = ()) -> dict[str, int]:
+    """Bytes of each carry path (``out``'s CARRY entries, the video whichever codec wrote it, and
+    ``extra``, e.g. ``.whl``) and of the files git tracks in ``repo`` (``tracked``): what the GPU
+    machine's 64 MiB limit counts (untracked, unignored files count too)."""
+    sizes: dict[str, int] = {}
+    for name in CARRY + ("gopro.avi",):
+        if (out / name).exists():
+            sizes[str(out / name)] = _size(out / name)
+    for p in extra:
+        if p.exists():
+            sizes[str(p)] = _size(p)
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=repo, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    files = (repo / f.decode() for f in listed if f)
+    sizes["tracked"] = sum(f.stat().st_size for f in files if f.is_file())
+    return sizes
 
 
 def unpack(out: Path) -> int:
@@ -166,11 +228,28 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--out", type=Path, default=Path("data_cache"))
     ap.add_argument("--codec", choices=("auto", "x264", "mjpg"), default="auto")
+    ap.add_argument("--crf", type=int, default=CRF, help="x264 quality (lower: larger, closer)")
+    ap.add_argument("--photo-quality", type=int, default=PHOTO_QUALITY, help="JPEG quality")
     args = ap.parse_args()
     try:
         if args.action == "pack":
-            video = pack(args.shared, args.out, codec=args.codec)
+            video = pack(
+                args.shared,
+                args.out,
+                codec=args.codec,
+                crf=args.crf,
+                photo_quality=args.photo_quality,
+            )
             print(f"wrote {video} and {args.out}/{{photos,dmphn,vgg,carry.json}}")
+            try:
+                sizes = travel_sizes(args.out, Path("."), (Path(".whl"),))
+            except (OSError, subprocess.CalledProcessError):
+                return  # not in a git checkout: nothing to add up
+            for k, v in sizes.items():
+                print(f"  {v / 2**20:7.2f} MiB  {k}")
+            total = sum(sizes.values())
+            verdict = "fits" if total <= LIMIT else "OVER the limit: the call would be refused"
+            print(f"  {total / 2**20:7.2f} MiB  in all, of {LIMIT / 2**20:.0f} MiB: {verdict}")
         else:
             print(f"decoded {unpack(args.out)} frames into {args.out / 'raw' / RAW_SEQ}")
     except (OSError, ValueError, RuntimeError) as exc:
