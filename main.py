@@ -507,6 +507,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             status.show(format_status(engine.stats()), time.perf_counter())
             status.finish()
             restore()
+            _join_before_exit(engine)
         stats = engine.stats()
         if engine.failed_sinks:
             failed, exc = engine.failed_sinks[0]
@@ -534,6 +535,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             if backend is not None:
                 backend.close()
             source.close()
+
+
+#: How long `run` and `process` wait, after the output is complete, for a model call still in
+#: progress (a compile for a new processing size takes 1-2 s on two cores).
+JOIN_TIMEOUT_S = 30.0
+
+
+def _join_before_exit(engine: Any) -> None:
+    """Let the engine's threads end before the interpreter does: one still inside a native
+    call at shutdown aborts the process (exit 134) though the output is complete."""
+    if not engine.join(timeout=JOIN_TIMEOUT_S):
+        _eprint(f"{PROG}: note: the model was still busy after {JOIN_TIMEOUT_S:g} s; exiting")
 
 
 class _NamedImageSink:
@@ -630,6 +643,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         finally:
             engine.stop(timeout=5.0)
             restore()
+            _join_before_exit(engine)
         written = engine.stats().frames_out
         if engine.errors:
             kept = getattr(sink, "kept_path", None)

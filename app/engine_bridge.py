@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 import types
 import warnings
 from dataclasses import dataclass, replace
@@ -220,6 +221,7 @@ class EngineBridge(QObject):
         self._label = "—"
         # Each part of the engine's stats warning already shown, with the message that showed it.
         self._warnings_shown: dict[str, UserMessage] = {}
+        self._lingering: list[Any] = []  # stopped engines whose threads had not ended yet
         self.using_fallback = False  # the source failed to open and the fallback (demo) plays
         self._stats_timer = QTimer(self)
         self._stats_timer.setInterval(stats_interval_ms)
@@ -389,6 +391,8 @@ class EngineBridge(QObject):
         if eng is None:
             return True
         joined = bool(eng.stop(timeout=timeout))
+        # Kept to be joined before the process exits (see join()).
+        self._lingering = [e for e in self._lingering if not e.join(0)] + ([] if joined else [eng])
         self._source = None
         with self._lock:
             self._latest = None
@@ -409,6 +413,16 @@ class EngineBridge(QObject):
         self._enabled = bool(enabled)
         if self._engine is not None:
             self._engine.set_enabled(self._enabled)
+
+    def join(self, timeout: float) -> bool:
+        """Wait for engines stopped late (a model call still in progress) to end; True when none
+        is left. Before the process exits: a thread inside a native call at interpreter shutdown
+        aborts the process."""
+        deadline = time.monotonic() + timeout
+        self._lingering = [
+            e for e in self._lingering if not e.join(max(0.0, deadline - time.monotonic()))
+        ]
+        return not self._lingering
 
     def set_virtual_camera(self, on: bool) -> bool:
         """Turn the virtual camera output on or off; returns the resulting state.

@@ -280,6 +280,21 @@ class Engine:
         self._running = False
         return not alive
 
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for every engine thread to end (call after :meth:`stop`); True when none is left.
+
+        Before the process exits: a thread still inside a native call when the interpreter shuts
+        down (OpenVINO compiling the model for a new processing size under ``--scale auto``)
+        aborts the whole process ("terminate called without an active exception", exit 134),
+        after the output was complete.
+        """
+        deadline = None if timeout is None else time.perf_counter() + max(0.0, timeout)
+        me = threading.current_thread()
+        for t in self._threads:
+            if t is not me:
+                t.join(None if deadline is None else max(0.0, deadline - time.perf_counter()))
+        return not any(t.is_alive() for t in self._threads if t is not me)
+
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the run is over (source ended and drained, or stopped); True if it is."""
         if not self._started and not self._stopping:

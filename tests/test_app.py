@@ -554,6 +554,34 @@ def test_closing_stops_the_engine_within_2_seconds(qtbot, make_window):
     assert not any(t.is_alive() for t in workers)
 
 
+def test_an_engine_stopped_late_is_joined_before_the_app_exits(qtbot, make_window, monkeypatch):
+    # A model call still in progress when the window closes (OpenVINO compiling for a new
+    # processing size): the process must not exit under it (that aborts it, exit 134).
+    from engine import backends
+
+    release, entered = threading.Event(), threading.Event()
+
+    class Stuck:
+        name, provider = "stuck", "test"
+
+        def process(self, rgb):  # noqa: ANN001, ANN202
+            entered.set()
+            release.wait(30)
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(backends.BACKENDS, "stuck", Stuck)
+    window = make_window(backend="stuck")
+    assert entered.wait(10)
+    window.close()
+    assert not window.stopped_in_time  # the 2 s close does not wait for the model
+    assert window.bridge.join(timeout=0.2) is False
+    threading.Timer(0.2, release.set).start()
+    assert window.bridge.join(timeout=10.0) is True
+
+
 def test_space_key_toggles_sharpening(qtbot, make_window):
     window = make_window()
     with qtbot.waitActive(window):

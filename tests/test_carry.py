@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +48,8 @@ def _fake_shared(root: Path, n_frames: int = 12) -> Path:
         "mjpg",
         pytest.param(
             "x264",
-            marks=pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="no ffmpeg here"),
+            # the same lookup pack() makes: the PATH, else the imageio-ffmpeg package
+            marks=pytest.mark.skipif(carry._ffmpeg() is None, reason="no ffmpeg here"),
         ),
     ],
 )
@@ -82,6 +82,22 @@ def test_pack_then_unpack_round_trips(tmp_path: Path, codec: str) -> None:
         and meta["codec"] == codec
         and "curban100/img_050.jpg" in meta["photos"]
     )
+
+
+def test_without_ffmpeg_auto_packs_mjpg_and_x264_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What CI (no ffmpeg) and the x264 round trip above cannot show: the fallback itself.
+    monkeypatch.setattr(carry, "_ffmpeg", lambda: None)
+    shared = _fake_shared(tmp_path / "shared")
+    out = tmp_path / "cache"
+    video = carry.pack(shared, out, codec="auto")
+    assert video == out / "gopro.avi"
+    assert json.loads((out / "carry.json").read_text())["codec"] == "mjpg"
+    assert carry.unpack(out) == 12
+    with pytest.raises(RuntimeError, match="codec x264 needs ffmpeg"):
+        carry.pack(shared, tmp_path / "cache2", codec="x264")
+    assert not (tmp_path / "cache2" / "gopro.mkv").exists()
 
 
 def test_repack_and_unpack_replace_what_was_there(tmp_path: Path) -> None:

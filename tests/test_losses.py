@@ -70,6 +70,29 @@ def test_charbonnier_close_to_l1_and_zero() -> None:
     assert float(l1_loss(a, b, charbonnier=1e-3)) == pytest.approx(float(l1_loss(a, b)), abs=2e-3)
 
 
+def test_edge_loss_sees_gradients_not_brightness() -> None:
+    # A uniform brightness offset changes every pixel (L1 = 0.1) but no edge: Sobel-based
+    # edge loss must ignore it, and must see a pattern whose edges differ.
+    a, _ = _images()
+    a = a * 0.8
+    assert float(l1_loss(a, a + 0.1)) == pytest.approx(0.1, abs=1e-5)
+    assert float(edge_loss(a, a + 0.1)) == pytest.approx(0.0, abs=1e-5)
+    assert float(edge_loss(a, a.flip(-1))) > 0.05
+
+
+def test_lab_loss_known_value_and_judges_colour_not_detail() -> None:
+    # sRGB grey 0.5 has L* = 53.39, a* = b* = 0; black is L* = 0: mean |d| / 100 = 53.39 / 300.
+    grey, black = torch.full((1, 3, 16, 16), 0.5), torch.zeros(1, 3, 16, 16)
+    assert float(lab_loss(grey, black)) == pytest.approx(53.389 / 300, abs=1e-3)
+    # A +-0.1 one-pixel checkerboard (detail) vs a colour cast of the same size: the low-pass
+    # makes the loss blind to the first and not to the second.
+    base = torch.full((1, 3, 48, 48), 0.5)
+    checker = ((torch.arange(48)[:, None] + torch.arange(48)[None, :]) % 2).float() * 0.2 - 0.1
+    cast = torch.tensor([0.1, 0.0, -0.1]).view(1, 3, 1, 1)
+    assert float(lab_loss(base + checker, base)) < 1e-3
+    assert float(lab_loss(base + cast, base)) > 0.05
+
+
 def test_distill_mask_skips_samples_without_teacher() -> None:
     a, b = _images()
     t = b.clone()
@@ -160,6 +183,17 @@ def test_distill_loss_total_is_weighted_sum(tmp_path: Path) -> None:
     assert set(terms) == {"total", *weights}
     expect = sum(w * float(terms[k]) for k, w in weights.items())
     assert float(terms["total"]) == pytest.approx(expect, rel=1e-5)
+    # Each term is the named loss between the right tensors (not just any number summed):
+    # l1 and distill against hand-written L1, the others against their own tested functions.
+    assert float(terms["l1"]) == pytest.approx(float((a - b).abs().mean()), rel=1e-5)
+    assert float(terms["distill"]) == pytest.approx(float((a - teacher).abs().mean()), rel=1e-5)
+    for name, fn in [
+        ("ssim", ssim_loss),
+        ("ms_ssim", ms_ssim_loss),
+        ("edge", edge_loss),
+        ("lab", lab_loss),
+    ]:
+        assert float(terms[name]) == pytest.approx(float(fn(a, b)), rel=1e-5), name
     no_teacher = DistillLoss(cfg)(a, b)
     assert "distill" not in no_teacher
     same = DistillLoss(cfg)(a, a, a)
