@@ -526,7 +526,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 f"{PROG}: {len(engine.errors)} error(s) in the stream; first: {engine.errors[0]}"
             )
         if stop.is_set():
-            _eprint(f"{PROG}: stopped ({stats.frames_out} frames out)")
+            written = getattr(sink, "frames_written", None)
+            # A timed recording repeats the frames the model had no time for: say both counts,
+            # or the file's length contradicts the message.
+            extra = (
+                f"; {written} in {args.output} at the source's clock"
+                if written is not None and written != stats.frames_out
+                else ""
+            )
+            _eprint(f"{PROG}: stopped ({stats.frames_out} frames out{extra})")
         return 0
     finally:
         if engine is None:  # the engine closes them itself once it ran

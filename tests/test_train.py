@@ -581,3 +581,25 @@ def test_teacher_cache_from_other_sources_is_refused(
     with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
         check_cache_meta(meta, _tiny(synth, tmp_path / "run", *common, "--data.noise_prob=0.1"))
     assert "noise_prob" in caplog.text
+
+
+def test_missing_data_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
+    # A clone without ../shared beside it: a setup problem, said in one line with exit status 2.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--config",
+            "training/configs/fast.yaml",
+            f"--data.raw_dirs=[{tmp_path / 'nowhere'}]",
+            f"--out_dir={tmp_path / 'run'}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert "nowhere" in proc.stderr and "../shared" in proc.stderr

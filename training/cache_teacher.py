@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -191,4 +192,15 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    main()
+    from training.teachers import WeightsError
+
+    try:
+        main()
+    except (FileNotFoundError, WeightsError) as exc:
+        # Missing data or weights is a setup problem, not a crash: one line, exit status 2.
+        print(
+            f"cache_teacher: {exc}\n(the configs read the research data from ../shared beside the "
+            "repository; point data.* or teacher.weights elsewhere with --key=value)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
