@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,35 @@ def list_camera_choices(*, use_qt: bool = True, probe_opencv: bool = True) -> li
         cameras = _qt_cameras()
     if not cameras and probe_opencv:
         cameras = _opencv_cameras()
-    return [*cameras, demo_choice()]
+    return [*_distinct_names(_virtual_last(cameras)), demo_choice()]
+
+
+#: Names virtual cameras report (lower case): SharpCam's own v4l2loopback device (card_label),
+#: v4l2loopback's default, and OBS's, which SharpCam drives on Windows and macOS.
+VIRTUAL_CAMERA_NAMES = ("sharpcam", "dummy video device", "obs virtual camera", "obs-camera")
+
+
+def _virtual_last(cameras: list[CameraChoice]) -> list[CameraChoice]:
+    """Virtual cameras after the real ones, marked: SharpCam's own output listed first would be
+    the default source, and the app would sharpen its own picture in a loop."""
+
+    def virtual(cam: CameraChoice) -> bool:
+        return any(v in cam.name.lower() for v in VIRTUAL_CAMERA_NAMES)
+
+    real = [c for c in cameras if not virtual(c)]
+    loops = [replace(c, name=f"{c.name} (virtual camera)") for c in cameras if virtual(c)]
+    return real + loops
+
+
+def _distinct_names(cameras: list[CameraChoice]) -> list[CameraChoice]:
+    """Two cameras of the same model report the same name: number the later ones
+    ("HD Webcam", "HD Webcam (2)") so the picker can tell them apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for cam in cameras:
+        n = seen[cam.name] = seen.get(cam.name, 0) + 1
+        out.append(cam if n == 1 else replace(cam, name=f"{cam.name} ({n})"))
+    return out
 
 
 def _qt_cameras() -> list[CameraChoice]:

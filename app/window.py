@@ -270,8 +270,10 @@ class MainWindow(QMainWindow):
 
     def _find_source(self, source: str) -> CameraChoice | None:
         """The picker entry for a camera id/index or a file path (compared resolved)."""
+        # On Linux the picker lists cameras by device node: index "2" is "/dev/video2".
+        names = {source, f"/dev/video{source}"} if source.isdigit() else {source}
         for c in self.cameras:
-            if source in (c.id, c.source):
+            if names & {c.id, c.source}:
                 return c
             if c.is_demo and Path(c.source).resolve() == Path(source).resolve():
                 return c
@@ -593,7 +595,17 @@ class MainWindow(QMainWindow):
         if pair is not None:
             if not self.preview.has_frame():
                 w, h = pair[1].width(), pair[1].height()
-                self.source_info.setText(f"{self.shown_source_name()} · {w}×{h}")
+                info = f"{self.shown_source_name()} · {w}×{h}"
+                rw, rh = self.current_resolution().size
+                if not self.current_camera().is_demo and not self.bridge.using_fallback:
+                    # A camera picks its nearest mode: the picker must not pass for what it gave.
+                    other = (w, h) != (rw, rh)
+                    if other:
+                        info += f" (not {rw}×{rh}: the camera's nearest)"
+                    self.resolution_combo.setToolTip(
+                        f"The camera does not offer {rw}×{rh}; it sends {w}×{h}." if other else ""
+                    )
+                self.source_info.setText(info)
             self.preview.set_frames(*pair)
 
     def _on_stats(self, stats: Any) -> None:

@@ -23,7 +23,12 @@ import pyvirtualcam  # noqa: E402
 from PySide6.QtCore import QPoint, Qt  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
 
-from app.camera_list import DEMO_CLIP, demo_choice, list_camera_choices  # noqa: E402
+from app.camera_list import (  # noqa: E402
+    DEMO_CLIP,
+    CameraChoice,
+    demo_choice,
+    list_camera_choices,
+)
 from app.engine_bridge import (  # noqa: E402
     EngineBridge,
     backend_label,
@@ -448,6 +453,126 @@ def test_a_camera_that_fails_to_open_is_not_passed_off_as_the_demo_clip(qtbot, m
     assert window.banner.kind == "camera"
     assert "demo clip" in window.banner.text.text().lower()
     assert "keeps trying to reconnect" not in window.banner.text.text()
+
+
+class _Camera720p:
+    """Stands in for cv2.VideoCapture on a camera that only has 1280x720, whatever is asked."""
+
+    def __init__(self, target, api) -> None:  # noqa: ANN001
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return not self.released
+
+    def set(self, prop, value) -> bool:  # noqa: ANN001
+        return True
+
+    def get(self, prop) -> float:  # noqa: ANN001
+        return 30.0
+
+    def grab(self) -> bool:
+        time.sleep(1 / 30)
+        return not self.released
+
+    def retrieve(self):  # noqa: ANN201
+        return True, np.full((720, 1280, 3), 90, np.uint8)
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_the_resolution_picker_says_when_the_camera_gives_another_size(
+    qtbot, make_window, monkeypatch
+):
+    from engine import sources
+
+    monkeypatch.setattr(sources, "_make_capture", _Camera720p)
+    window = make_window(settings=AppSettings(resolution="1920x1080", fps=30), source="0")
+    wait_frames(qtbot, window, 1)
+    assert window.resolution_combo.currentText() == "1080p · 30 fps"
+    # The picker still shows the choice, and the window says what the camera really sends.
+    assert window.source_info.text() == "Camera 0 · 1280×720 (not 1920×1080: the camera's nearest)"
+    assert "does not offer 1920×1080" in window.resolution_combo.toolTip()
+    window.resolution_combo.setCurrentIndex(window.resolution_combo.findData("1280x720@30"))
+    wait_frames(qtbot, window, 1)
+    assert window.source_info.text() == "Camera 0 · 1280×720"
+    assert window.resolution_combo.toolTip() == ""
+
+
+def test_a_camera_index_from_the_command_line_is_the_listed_camera(qtbot, tmp_path):
+    # On Linux the picker lists "/dev/video2"; `--source 2` is the same camera, not a new entry.
+    cams = [
+        CameraChoice("/dev/video0", "Integrated Camera", "/dev/video0"),
+        CameraChoice("/dev/video2", "Logitech BRIO", "/dev/video2"),
+        demo_choice(),
+    ]
+    store = open_store(str(tmp_path / "settings.ini"))
+    kwargs = dict(store=store, cameras=cams, tray=False)
+    window = MainWindow(EngineBridge(api=object()), settings=AppSettings(), source="2", **kwargs)
+    qtbot.addWidget(window)
+    names = [window.camera_combo.itemText(i) for i in range(window.camera_combo.count())]
+    assert names == ["Integrated Camera", "Logitech BRIO", "Demo clip (bundled)"]
+    assert window.camera_combo.currentText() == "Logitech BRIO"
+    saved = window.collect_settings()
+    assert saved.source == "/dev/video2"
+    again = MainWindow(EngineBridge(api=object()), settings=saved, **kwargs)
+    qtbot.addWidget(again)
+    assert again.camera_combo.currentText() == "Logitech BRIO"  # the next start, no --source
+
+
+def test_two_cameras_of_the_same_model_get_distinct_names(qtbot, monkeypatch):
+    from PySide6.QtCore import QByteArray
+
+    class Device:
+        def __init__(self, dev_id: str, name: str) -> None:
+            self._id, self._name = dev_id, name
+
+        def id(self) -> QByteArray:
+            return QByteArray(self._id.encode())
+
+        def description(self) -> str:
+            return self._name
+
+    devices = [Device(f"/dev/video{i}", "HD Pro Webcam C920") for i in (0, 2, 4)]
+    fake = types.ModuleType("PySide6.QtMultimedia")
+    fake.QMediaDevices = types.SimpleNamespace(videoInputs=lambda: devices)
+    monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
+    choices = list_camera_choices()
+    assert [c.name for c in choices] == [
+        "HD Pro Webcam C920",
+        "HD Pro Webcam C920 (2)",
+        "HD Pro Webcam C920 (3)",
+        "Demo clip (bundled)",
+    ]
+    assert [c.id for c in choices[:3]] == ["/dev/video0", "/dev/video2", "/dev/video4"]
+
+
+def test_virtual_cameras_are_listed_after_the_real_ones(qtbot, monkeypatch):
+    # SharpCam's own output (v4l2loopback "SharpCam", OBS Virtual Camera) listed first would be
+    # the default source: the app would sharpen its own picture in a loop.
+    from PySide6.QtCore import QByteArray
+
+    class Device:
+        def __init__(self, dev_id: str, name: str) -> None:
+            self._id, self._name = dev_id, name
+
+        def id(self) -> QByteArray:
+            return QByteArray(self._id.encode())
+
+        def description(self) -> str:
+            return self._name
+
+    devices = [Device("/dev/video0", "SharpCam"), Device("/dev/video2", "Integrated Camera")]
+    fake = types.ModuleType("PySide6.QtMultimedia")
+    fake.QMediaDevices = types.SimpleNamespace(videoInputs=lambda: devices)
+    monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
+    choices = list_camera_choices()
+    assert [c.name for c in choices] == [
+        "Integrated Camera",
+        "SharpCam (virtual camera)",
+        "Demo clip (bundled)",
+    ]
+    assert [c.source for c in choices[:2]] == ["/dev/video2", "/dev/video0"]
 
 
 def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
