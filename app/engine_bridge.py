@@ -444,7 +444,10 @@ class EngineBridge(QObject):
             self.virtual_camera_changed.emit(False, "")
             return False
         size = self._output_size()
-        kwargs: dict[str, Any] = {"size": size, "fps": self._fps}
+        # The rate the source really delivers (a camera asked for 60 may give 30): calls must
+        # not be promised frames that never come.
+        fps = float(getattr(self._source, "fps", 0) or 0) or self._fps
+        kwargs: dict[str, Any] = {"size": size, "fps": fps}
         if self._virtual_backend:
             kwargs["backend"] = self._virtual_backend
         try:

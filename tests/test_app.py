@@ -76,6 +76,7 @@ class Recorder(pyvirtualcam.Backend):
     frames: list[np.ndarray] = []
     closed = threading.Event()
     fail_next = 0  # constructions that raise (a missing device), counted down
+    opened_fps: float | None = None  # the rate the last camera was opened with
 
     def __init__(self, width, height, fps, fourcc, device, **kwargs) -> None:  # noqa: ANN001
         if Recorder.fail_next > 0:
@@ -83,6 +84,7 @@ class Recorder(pyvirtualcam.Backend):
             raise RuntimeError("no v4l2loopback device found")
         self._device = device or "SharpCam Test Camera"
         self._width, self._height = width, height
+        Recorder.opened_fps = fps
 
     def send(self, frame: np.ndarray) -> None:
         # pyvirtualcam hands backends the flat native buffer (RGB here, as nothing is converted).
@@ -419,6 +421,15 @@ def test_a_lost_virtual_camera_turned_on_again_clears_its_banner_and_a_new_loss_
     qtbot.waitUntil(lambda: not window.virtual_switch.isChecked(), timeout=FRAME_TIMEOUT_MS)
     qtbot.waitUntil(lambda: window.banner.kind == "virtual_camera", timeout=5000)
     assert not window.banner.isHidden()
+
+
+def test_virtual_camera_announces_the_rate_the_source_delivers(qtbot, make_window, recorder):
+    # The picker may ask for 60 fps; the demo clip (like many cameras) gives 30.
+    window = make_window(settings=AppSettings(resolution="1280x720", fps=60))
+    assert window.current_resolution().fps == 60
+    window.virtual_switch.setChecked(True)
+    assert window.bridge.virtual_camera_on
+    assert Recorder.opened_fps == pytest.approx(30.0)  # the demo clip's rate
 
 
 def test_virtual_camera_turned_off_stays_off_when_the_engine_restarts(qtbot, make_window, recorder):
