@@ -155,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="SharpCam: real-time motion deblurring for video calls. "
         "Without a command, starts the desktop app.",
-        epilog="Exit codes: 0 ok (also Ctrl-C in 'run'), 1 runtime error, 2 usage error.",
+        epilog="Exit codes: 0 ok (also Ctrl-C in 'run'), 1 runtime error, 2 usage error, "
+        "130 'process' interrupted (its output kept as NAME.incomplete.EXT).",
     )
     gui = parser.add_argument_group("desktop app options (no command)")
     # Own dests: a command's options of the same name would silently overwrite these.
