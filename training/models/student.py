@@ -414,8 +414,9 @@ register_student(
     "CPU real time at 720p: stride-4 stem, widths 24-160, 5x5 depthwise blocks at 1/4-1/32",
 )
 # The first CPU student (2.7x fewer multiply-adds than `fast`, 1.2-1.6x faster under OpenVINO at
-# 720p, 0.45 / 0.19 dB worse on held-out blur): its stem squeezes each 4x4x3 cell into 16
-# channels, which caps the fine detail it can put back.
+# 720p; on held-out blur 0.45 / 0.19 dB worse than `fast` as the GPU left it, 0.77 / 1.03 dB
+# worse than the shipped one): its stem squeezes each 4x4x3 cell into 16 channels, which caps
+# the fine detail it can put back.
 register_student(
     "fast_s",
     ShuffleUNet,
