@@ -552,6 +552,24 @@ def test_gopro_guard_drops_held_out_sequences_and_catches_copies_in_eval(
         build_data(cfg)
 
 
+def test_leakage_guard_in_build_data_catches_cropped_eval_copies(synth, tmp_path: Path) -> None:
+    import cv2
+
+    from training.data import LeakageError, list_images
+    from training.train import build_data
+
+    eval_img = cv2.imread(str(list_images(synth["eval"])[0]))
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "ok.png"), cv2.imread(str(list_images(synth["photos"])[-1])))
+    # an evaluation image missing its last rows, re-saved: no content hash matches it
+    cv2.imwrite(str(photos / "cropped.jpg"), eval_img[:-3], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    extra = [f"--data.photo_dirs=[{photos}]"]
+    with pytest.raises(LeakageError, match="cropped.jpg"):
+        build_data(_tiny(synth, tmp_path / "run", *extra))
+    build_data(_tiny(synth, tmp_path / "run", *extra, "--data.exclude=['*/cropped.jpg']"))
+
+
 def test_teacher_cache_from_other_sources_is_refused(
     synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -22,9 +22,12 @@ from training.data import (
     center_kernel,
     check_leakage,
     content_hash,
+    image_signature,
     load_image,
+    load_image_u8,
     load_photos,
     make_synthetic_dataset,
+    procedural_scene,
     random_psf,
     random_trajectory,
     raw_frame_windows,
@@ -153,6 +156,43 @@ def test_leakage_guard_names_overlapping_files(tmp_path: Path) -> None:
     assert "train.png" in str(exc.value) and "eval.png" in str(exc.value)
     assert "other.png" not in str(exc.value)
     check_leakage([other_p], [eval_p])  # no overlap: passes
+
+
+def test_leakage_guard_on_arrays_keeps_every_image() -> None:
+    # Two images whose abridged str() is the same must not collapse into one entry.
+    a = np.zeros((64, 64, 3), np.uint8)
+    b = a.copy()
+    b[30, 30] = 255
+    with pytest.raises(LeakageError, match="image #0"):
+        check_leakage([b, a], [b])
+
+
+def test_leakage_guard_catches_a_slightly_cropped_copy(tmp_path: Path) -> None:
+    # ../shared's Lai sharp image manmade_02 is Urban100's img_051 with 3 more rows (and manmade_03
+    # img_024 less 6 px a side, re-compressed): different pixels, so no content hash matches.
+    rng = np.random.default_rng(3)
+    scene = cv2.cvtColor(procedural_scene(rng, 240, 360), cv2.COLOR_RGB2BGR)
+    other = cv2.cvtColor(procedural_scene(rng, 240, 360), cv2.COLOR_RGB2BGR)
+    eval_p, crop_p, inner_p, other_p = (
+        tmp_path / n for n in ("eval.png", "crop.jpg", "inner.jpg", "other.png")
+    )
+    cv2.imwrite(str(eval_p), scene)
+    cv2.imwrite(str(crop_p), scene[:-3], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(inner_p), scene[6:-6, 6:-6], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    cv2.imwrite(str(other_p), other)
+    train = [crop_p, inner_p, other_p]
+    check_leakage(train, [eval_p])  # the exact hashes alone see nothing
+    sigs = {str(p): image_signature(load_image_u8(p)) for p in train}
+    with pytest.raises(LeakageError) as exc:
+        check_leakage(
+            train,
+            [eval_p],
+            train_signatures=sigs,
+            eval_signatures={str(eval_p): image_signature(load_image_u8(eval_p))},
+        )
+    msg = str(exc.value)
+    assert "crop.jpg" in msg and "inner.jpg" in msg and "eval.png" in msg
+    assert "other.png" not in msg
 
 
 def test_corrupt_file_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -53,6 +53,7 @@ from training.data import (
     check_leakage,
     content_hash,
     gopro_pairs,
+    image_signature,
     list_images,
     load_image_u8,
     load_kernels,
@@ -196,6 +197,7 @@ def build_data(
         if test_dir.is_dir():
             for p in list_images(test_dir):
                 eval_hashes[str(p)] = _file_hash(p)
+    eval_signatures: dict[str, np.ndarray] = {}
     for folder in d.eval_dirs:
         # A mistyped folder would otherwise turn the guard off without a word.
         if not Path(folder).exists():
@@ -209,10 +211,22 @@ def build_data(
                 skips.corrupt_files.append(str(p))
                 continue
             eval_hashes[str(p)] = content_hash(img)
+            if d.leakage_check:
+                eval_signatures[str(p)] = image_signature(img)
             if gopro:
                 eval_hashes[f"{p} (file)"] = _file_hash(p)
     if d.leakage_check:
-        check_leakage(train_hashes, eval_hashes)
+        # Exact hashes miss a photo that is a slightly cropped or rescaled copy of an evaluation
+        # image (Lai's sharp set holds such crops of Urban100 photos): thumbnails catch those.
+        photo_signatures = {
+            str(p): image_signature(img) for p, img in zip(photo_paths, photos, strict=True)
+        }
+        check_leakage(
+            train_hashes,
+            eval_hashes,
+            train_signatures=photo_signatures,
+            eval_signatures=eval_signatures,
+        )
     sources = dict(
         raw=raw,
         photos=photos,
