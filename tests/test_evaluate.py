@@ -338,6 +338,16 @@ def test_same_named_models_get_their_own_rows_and_nan_output_is_refused(tmp_path
         EV.evaluate(iter(samples), [("broken", broken)], tmp_path / "b")
 
 
+def test_rerun_into_the_same_folder_leaves_no_grid_of_the_earlier_run(tmp_path: Path) -> None:
+    (sample,) = list(EV.iter_samples(EV.parse_data("demo:"), max_size=96, limit=1))
+    EV.evaluate(iter([sample]), [], tmp_path)
+    assert (tmp_path / "grid_demo.png").is_file()
+    other = EV.Sample("pairs", "x", sample.blurry, sample.sharp)
+    summary = EV.evaluate(iter([other]), [], tmp_path)
+    assert list(summary["sets"]) == ["pairs"]
+    assert sorted(p.name for p in tmp_path.glob("grid_*.png")) == ["grid_pairs.png"]
+
+
 class _Teacher:
     """Stands in for ``CachedTeacher``: a fixed unsharp mask (Gaussian sigma 1), so its output
     differs from the blurry input and from every method below."""

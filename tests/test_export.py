@@ -334,6 +334,38 @@ def test_int8_keeps_the_first_last_and_finest_scale_convolutions_float(tmp_path:
         E.onnx_conv_nodes(other, path, ["stem", "head"])
 
 
+def test_int8_float_convolutions_with_equal_weights_map_to_their_own_nodes(
+    tmp_path: Path,
+) -> None:
+    import onnx
+
+    from training.models.student import grow_from
+
+    # Equal widths at both scales: the zero `project` of the block grown at the coarse level
+    # (quantized) and of the one grown at the finest (kept float) have the same weights.
+    kwargs = {"widths": (8, 8), "dec_blocks": (2,), "enc_blocks": (1, 2)}
+    torch.manual_seed(0)
+    source = create_student("tiny", widths=(8, 8), enc_blocks=(1, 1))
+    for p in source.parameters():
+        p.data.normal_(0, 0.05)
+    model = create_student("tiny", **kwargs)
+    assert grow_from(model, source.state_dict()) == ["decoders.0.1", "encoders.1.1"]
+    model.eval()
+    kept = E.int8_float_modules(model)
+    assert "decoders.0.1.project" in kept and "encoders.1.1.project" not in kept
+    path = tmp_path / "m.onnx"
+    E.export_onnx(model, path)
+    node_of = dict(zip(kept, E.onnx_conv_nodes(model, path, kept), strict=True))
+    # Read the graph: the node kept for a block's `project` convolves relu(its own `dw`).
+    graph = onnx.load(str(path)).graph
+    nodes = {n.name: n for n in graph.node}
+    made_by = {o: n for n in graph.node for o in n.output}
+    for block in ("decoders.0.0", "decoders.0.1"):
+        relu = made_by[nodes[node_of[f"{block}.project"]].input[0]]
+        assert relu.op_type == "Relu"
+        assert made_by[relu.input[0]].name == node_of[f"{block}.dw"]
+
+
 def test_default_calibration_is_the_projects_demo_clip() -> None:
     frames = E.calibration_frames(count=3, size=(64, 96))
     assert len(frames) == 3 and frames[0].shape == (1, 3, 64, 96) and frames[0].dtype == np.float32

@@ -735,6 +735,11 @@ def evaluate(
     (out_dir / "summary.md").write_text(summary_markdown(summary))
     for set_name, grid in grids.items():
         write_grid(grid, out_dir / f"grid_{set_name}.png")
+    # An earlier run into the same folder may have scored other sets: its grids would sit
+    # beside this summary as if they were this run's.
+    for stale in out_dir.glob("grid_*.png"):
+        if stale.name not in {f"grid_{name}.png" for name in grids}:
+            stale.unlink()
     return summary
 
 

@@ -473,24 +473,99 @@ def int8_float_modules(model: nn.Module, probe: int = 128) -> list[str]:
     return [n for i, n in enumerate(order) if i in (0, len(order) - 1) or area[n] == finest]
 
 
+def _conv_call_order(model: nn.Module, probe: int = 128) -> list[str]:
+    """Names of ``model``'s convolutions in the order a forward pass calls them."""
+    order: list[str] = []
+
+    def hook(name: str):
+        def record(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+            if name not in order:
+                order.append(name)
+
+        return record
+
+    hooks = [
+        m.register_forward_hook(hook(n))
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+    ]
+    try:
+        with torch.no_grad():
+            p = next(model.parameters())
+            model(torch.rand(1, 3, probe, probe, device=p.device, dtype=p.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
 def onnx_conv_nodes(model: nn.Module, onnx_path: str | Path, modules: list[str]) -> list[str]:
     """The ONNX Conv node names of ``model``'s convolutions ``modules``, matched by their weights
-    (exporters name nodes as they like); ExportError when one is not found."""
+    and biases (exporters name nodes as they like); ExportError when one is not found.
+
+    Convolutions with identical weights and biases (the zero ``project`` convs of blocks added
+    by ``grow_from``, an untrained zero head) cannot be told apart by value: among those, the
+    k-th one the model calls is the k-th such node of the graph (nodes are in execution order).
+    """
     import onnx
     from onnx import numpy_helper
 
     graph = onnx.load(str(onnx_path)).graph
     weights = {i.name: i for i in graph.initializer}
-    wanted = {n: model.get_submodule(n).weight.detach().cpu().numpy() for n in modules}
-    found: dict[str, str] = {}
+    made_by = {o: node for node in graph.node for o in node.output}
+
+    def value(name: str) -> np.ndarray | None:
+        """A constant tensor: an initializer, or one behind Identity nodes (the exporters
+        share equal initializers that way) or a Constant node; None when computed."""
+        for _ in range(len(graph.node) + 1):
+            if name in weights:
+                return numpy_helper.to_array(weights[name])
+            node = made_by.get(name)
+            if node is None:
+                return None
+            if node.op_type == "Constant":
+                attrs = [a for a in node.attribute if a.name == "value"]
+                return numpy_helper.to_array(attrs[0].t) if attrs else None
+            if node.op_type != "Identity":
+                return None
+            name = node.input[0]
+        return None
+
+    def same(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+        return all(x.shape == y.shape and np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+    def with_bias(w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        # no bias is a zero bias: the exporter's optimiser drops bias inputs that are all zero
+        return w, np.zeros(w.shape[0], dtype=w.dtype) if b is None else b
+
+    def module_params(name: str) -> tuple[np.ndarray, np.ndarray]:
+        conv = model.get_submodule(name)
+        bias = None if conv.bias is None else conv.bias.detach().cpu().numpy()
+        return with_bias(conv.weight.detach().cpu().numpy(), bias)
+
+    nodes: list[tuple[str, tuple[np.ndarray, np.ndarray]]] = []
     for node in graph.node:
-        if node.op_type != "Conv" or node.input[1] not in weights:
+        if node.op_type != "Conv":
             continue
-        w = numpy_helper.to_array(weights[node.input[1]])
-        for name, mw in wanted.items():
-            if name not in found and mw.shape == w.shape and np.array_equal(mw, w):
-                found[name] = node.name
-                break
+        w = value(node.input[1])
+        bias = value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if w is None or (bias is None and len(node.input) > 2 and node.input[2]):
+            continue
+        nodes.append((node.name, with_bias(w, bias)))
+    order = _conv_call_order(model)
+    params = {n: module_params(n) for n in dict.fromkeys([*order, *modules])}
+    found: dict[str, str] = {}
+    for name in modules:
+        twins = [n for n in order if same(params[n], params[name])]
+        matches = [n for n, wb in nodes if same(wb, params[name])]
+        if not matches:
+            continue
+        if name not in twins or len(twins) != len(matches):
+            raise ExportError(
+                f"{onnx_path}: cannot tell which Conv node is {name}: {len(matches)} node(s) "
+                f"and {len(twins)} convolution(s) ({', '.join(twins)}) have its weights"
+            )
+        found[name] = matches[twins.index(name)]
     missing = [n for n in modules if n not in found]
     if missing:
         raise ExportError(f"{onnx_path}: no Conv node with the weights of {', '.join(missing)}")
