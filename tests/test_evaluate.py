@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -240,6 +241,9 @@ def test_evaluate_cli_end_to_end(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["methods"][0] == "blurry" and summary["methods"][1] == "unsharp"
     assert summary["methods"][3] == "teacher_dmphn" and len(summary["methods"]) == 4
+    # which bytes the row measured (training.export --metrics checks it against what it ships)
+    digest = hashlib.sha256(dataset["ckpt"].read_bytes()).hexdigest()
+    assert summary["model_sha256"] == {summary["methods"][2]: digest}
     assert set(summary["sets"]) == {
         "raw-plain",
         "raw-linear",

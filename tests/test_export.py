@@ -418,3 +418,25 @@ def test_an_unusable_manifest_stops_the_export_before_files_move(
     (out / "manifest.json").write_text("{not json")
     assert _export(ckpt, out, "--no-fp16", "--no-torchscript") == 1
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+
+
+def test_metrics_measured_on_other_bytes_are_refused(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # New weights exported with an old summary would ship the old numbers as theirs.
+    _, _, ckpt = exported
+    first = tmp_path / "first"
+    assert _export(ckpt, first, "--no-fp16", "--no-torchscript") == 0
+    sha = hashlib.sha256((first / "student_fast.onnx").read_bytes()).hexdigest()
+    table = {"raw-plain": {"n": 1, "methods": {"student_fast": {"psnr": 30.0}}}}
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({"sets": table, "model_sha256": {"student_fast": "0" * 64}}))
+    out = tmp_path / "w"
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--metrics", str(stale)) == 1
+    assert "different file" in capsys.readouterr().err
+    assert not (out / "student_fast.onnx").exists()  # nothing shipped under the wrong numbers
+    fresh = tmp_path / "fresh.json"
+    fresh.write_text(json.dumps({"sets": table, "model_sha256": {"student_fast": sha}}))
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--metrics", str(fresh)) == 0
+    entry = json.loads((out / "manifest.json").read_text())["files"]["student_fast.onnx"]
+    assert entry["sha256"] == sha and entry["metrics"]["sets"] == table

@@ -440,10 +440,16 @@ def model_multiple(path: str | Path) -> int:
     return int(getattr(model, "multiple", 1))
 
 
+def load_model_label(path: str | Path) -> str:
+    """A model's row name: its file stem (``runs/x/last.pt``: ``x_last``)."""
+    path = Path(path)
+    return path.stem if path.stem not in ("best", "last") else f"{path.parent.name}_{path.stem}"
+
+
 def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runner]:
     """``(label, run)`` for a trainer checkpoint ``.pt`` or an ``.onnx`` file."""
     path = Path(path)
-    label = path.stem if path.stem not in ("best", "last") else f"{path.parent.name}_{path.stem}"
+    label = load_model_label(path)
     if path.suffix.lower() == ".onnx":
         import onnxruntime as ort
 
@@ -878,9 +884,19 @@ def main(argv: list[str] | None = None) -> int:
                 limit=args.limit,
             )
 
+    from training.teachers import sha256_file
+
+    # Which bytes each row measured: `training.export --metrics` refuses a summary whose row
+    # for a file name was measured on other bytes (new weights under an old summary).
+    shas: dict[str, str | None] = {}
+    for m in args.model:
+        label = load_model_label(m)
+        digest = sha256_file(m)
+        shas[label] = digest if shas.get(label, digest) == digest else None  # None: two files
     meta = {
         "data": args.data,
         "models": [str(m) for m in args.model],
+        "model_sha256": shas,
         "options": {
             "windows": windows,
             "raw_stride": args.raw_stride,

@@ -759,7 +759,7 @@ def _metrics_for(metrics_file: str | Path | None) -> dict[str, Any]:
     data = json.loads(Path(metrics_file).read_text(encoding="utf-8"))
     if isinstance(data, dict) and "sets" in data:
         keep = {"sets": data["sets"]}
-        for key in ("teacher", "data", "generated"):
+        for key in ("teacher", "data", "generated", "model_sha256"):
             if key in data:
                 keep[key] = data[key]
         return keep
@@ -951,6 +951,17 @@ def _export_checked(
             # Only the fp32 ONNX file was evaluated; the others carry its numbers because
             # their parity (above) bounds how far they can differ from it.
             entries[fname]["metrics_of"] = onnx_path.name
+    measured = (metrics or {}).get("model_sha256") or {}
+    for fname, entry in entries.items():
+        stem = Path(fname).stem
+        if entry.get("metrics") and stem in measured and measured[stem] != entry["sha256"]:
+            # The summary's row for this file name was measured on other bytes: shipping its
+            # numbers beside these weights would misreport them.
+            raise ExportError(
+                f"the --metrics summary's row {stem!r} was measured on a different file "
+                f"(sha256 {str(measured[stem])[:12]}…, this export {entry['sha256'][:12]}…): "
+                "evaluate the exported file, then export again with that summary"
+            )
     result.entries = entries
     return result
 
