@@ -14,9 +14,18 @@ from __future__ import annotations
 import ctypes
 import sys
 
-# What 3.12+ treats as immortal is of this order; at 10^5 lost references a second it lasts
-# for decades.
-_HEADROOM = 1 << 40
+
+def headroom(refcnt_bytes: int) -> int:
+    """The count to add for a reference count field of ``refcnt_bytes`` bytes.
+
+    What 3.12+ treats as immortal is of this order: 2**40 on 64-bit builds (at 10^5 lost
+    references a second it lasts for decades), 2**29 on 32-bit ones (3.12 uses 2**30 - 1 there),
+    where 2**40 does not fit: ctypes truncates it silently to 0, and nothing would be raised.
+    """
+    return 1 << 40 if refcnt_bytes >= 8 else 1 << (8 * refcnt_bytes - 3)
+
+
+_HEADROOM = headroom(ctypes.sizeof(ctypes.c_ssize_t))
 
 
 def keep_singletons_alive() -> bool:

@@ -31,6 +31,7 @@ class CameraChoice:
     name: str  # what the picker shows
     source: str  # what the engine opens
     is_demo: bool = False
+    is_virtual: bool = False  # a virtual camera (maybe SharpCam's own output): never the default
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,11 @@ def _virtual_last(cameras: list[CameraChoice]) -> list[CameraChoice]:
         return any(v in cam.name.lower() for v in VIRTUAL_CAMERA_NAMES)
 
     real = [c for c in cameras if not virtual(c)]
-    loops = [replace(c, name=f"{c.name} (virtual camera)") for c in cameras if virtual(c)]
+    loops = [
+        replace(c, name=f"{c.name} (virtual camera)", is_virtual=True)
+        for c in cameras
+        if virtual(c)
+    ]
     return real + loops
 
 

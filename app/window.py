@@ -456,8 +456,11 @@ class MainWindow(QMainWindow):
         choice = self._find_source(wanted) if wanted else None
         idx = self.camera_combo.findData(choice.id) if choice is not None else -1
         if idx < 0:
-            # First real camera; the demo clip when there is none.
-            idx = 0
+            # First real camera; the demo clip when there is none. Never a virtual camera: one
+            # may be SharpCam's own output (v4l2loopback, or OBS Virtual Camera, listed on
+            # Windows even while nothing drives it), and the app would sharpen itself in a loop.
+            first = next((c for c in self.cameras if not c.is_virtual), self.cameras[0])
+            idx = max(self.camera_combo.findData(first.id), 0)
         self.camera_combo.setCurrentIndex(idx)
 
     def _apply_settings_to_controls(self) -> None:

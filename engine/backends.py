@@ -972,8 +972,9 @@ class ScaledBackend(_BackendBase):
     --scale``): the fast student keeps most of its gain at 0.875 and 0.75 (model card, Speed).
 
     ``scale="auto"`` adapts to the machine: it starts at full resolution and steps down
-    :data:`SCALE_LADDER` while the recent call time (the median of the last :attr:`RECENT`
-    calls: one stall or one compile at a new frame size does not count) exceeds the frame budget
+    :data:`SCALE_LADDER` while the recent call time (the mean of the last :attr:`RECENT` calls
+    without the slowest: one stall or one compile at a new frame size does not count) exceeds
+    the frame budget
     ``0.9 / target_fps``; it steps back up when the time predicted for the larger scale (the
     current one times the pixel ratio) is under 80 % of the budget, and not within
     ``recover_s`` of having stepped down from there, so it cannot oscillate faster than that.
@@ -982,7 +983,7 @@ class ScaledBackend(_BackendBase):
     Shapes: ``(H, W, 3) uint8 -> (H, W, 3) uint8``; the result is a buffer reused next call.
     """
 
-    RECENT = 9  # calls whose median `auto` judges by
+    RECENT = 9  # calls whose mean (less the slowest) `auto` judges by
 
     def __init__(
         self,
@@ -1071,10 +1072,12 @@ class ScaledBackend(_BackendBase):
         if self._calls == 1:
             return  # the first call at a scale may include compiling the model for its size
         self._recent.append(seconds)
-        # A median, not a mean: one slow call (a GC pause, another app's burst, OpenVINO
-        # compiling for a new frame size) would pull a mean over the budget and cost
-        # `recover_s` at a lower resolution; a sustained slowdown moves the median as fast.
-        typical = float(np.median(self._recent))
+        # The mean without the slowest call: one slow call (a GC pause, another app's burst,
+        # OpenVINO compiling for a new frame size) would pull a plain mean over the budget and
+        # cost `recover_s` at a lower resolution. Not a median: with call times of two kinds
+        # (every other call slow) it jumps between them from one call to the next, steps down
+        # though the mean fits and back up every `recover_s`, and misses 4 slow calls in 9.
+        typical = (sum(self._recent) - max(self._recent)) / max(1, len(self._recent) - 1)
         level, now = self._level, self._clock()
         if self._calls > 8 and typical > self.budget_s and level + 1 < len(self._ladder):
             self._left[self._scale] = now

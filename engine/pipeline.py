@@ -359,11 +359,13 @@ class Engine:
         The stats stop warning about outputs that failed before: the new output replaces them
         (the app's virtual camera turned on again), and a failure of its own must read as new.
         """
+        # Before the sink is listed: the output thread may write it (and see it fail) at once,
+        # and that failure must count as new.
+        with self._lock:
+            self._failures_warned_from = len(self._failed_sinks)
         with self._sinks_lock:
             if sink not in self._sinks:
                 self._sinks.append(sink)
-        with self._lock:
-            self._failures_warned_from = len(self._failed_sinks)
 
     def remove_sink(self, sink: FrameSink, *, close: bool = True) -> bool:
         """Stop writing to ``sink`` (thread-safe; waits for a write in progress to finish) and

@@ -7,6 +7,7 @@ demo clip; waits are on signals and conditions, never fixed sleeps.
 
 from __future__ import annotations
 
+import ctypes
 import sys
 import threading
 import time
@@ -586,6 +587,45 @@ def test_virtual_cameras_are_listed_after_the_real_ones(qtbot, monkeypatch):
     assert [c.source for c in choices[:2]] == ["/dev/video2", "/dev/video0"]
 
 
+def test_a_virtual_camera_alone_is_never_the_default_source(qtbot, monkeypatch, tmp_path):
+    # A machine without a webcam but with SharpCam's loopback device (or OBS Virtual Camera,
+    # which Windows lists even while nothing drives it): the default must be the demo clip,
+    # not the app's own output.
+    from PySide6.QtCore import QByteArray
+
+    class Device:
+        def id(self) -> QByteArray:
+            return QByteArray(b"/dev/video0")
+
+        def description(self) -> str:
+            return "SharpCam"
+
+    fake = types.ModuleType("PySide6.QtMultimedia")
+    fake.QMediaDevices = types.SimpleNamespace(videoInputs=lambda: [Device()])
+    monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
+    store = open_store(str(tmp_path / "settings.ini"))
+    window = MainWindow(
+        EngineBridge(api=object()),
+        store=store,
+        settings=AppSettings(),
+        cameras=list_camera_choices(),
+        tray=False,
+    )
+    qtbot.addWidget(window)
+    assert window.camera_combo.count() == 2
+    assert window.current_camera().is_demo
+    # Picked by hand (or remembered), it is still offered.
+    again = MainWindow(
+        EngineBridge(api=object()),
+        store=store,
+        settings=AppSettings(source="/dev/video0"),
+        cameras=list_camera_choices(),
+        tray=False,
+    )
+    qtbot.addWidget(again)
+    assert again.camera_combo.currentText() == "SharpCam (virtual camera)"
+
+
 def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
     qtbot, make_window, recorder
 ):
@@ -961,3 +1001,27 @@ def test_missing_display_is_explained_instead_of_aborting() -> None:
     assert missing_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
     assert missing_display({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
     assert missing_display({}, "win32") is None
+
+
+@pytest.mark.parametrize("field", [ctypes.c_int32, ctypes.c_int64])
+def test_singleton_headroom_fits_the_reference_count_field(field):
+    # ob_refcnt is a Py_ssize_t: 4 bytes on 32-bit builds, where 2**40 was truncated to 0 by
+    # ctypes (silently) and None kept its ordinary count.
+    from app._refcounts import headroom
+
+    count = field(4000)  # a typical count for None at start-up
+    count.value += headroom(ctypes.sizeof(field))
+    raised = count.value - 4000
+    assert raised >= 1 << 29, "at least days of PySide6 6.12's lost references"
+    limit = 1 << (8 * ctypes.sizeof(field) - 1)
+    assert count.value + (1 << 28) < limit, "later increments must not wrap it negative"
+
+
+def test_keep_singletons_alive_raises_the_counts_once():
+    from app._refcounts import _HEADROOM, keep_singletons_alive
+
+    keep_singletons_alive()  # already done by `import app`: idempotent
+    if sys.version_info < (3, 12) and not hasattr(sys, "getobjects"):
+        for obj in (None, True, False):
+            assert sys.getrefcount(obj) >= _HEADROOM // 2
+        assert keep_singletons_alive() is False

@@ -495,6 +495,53 @@ def test_add_and_remove_sinks_while_running(tmp_path):
     assert b.closed == 1 and a.closed == 1
 
 
+def test_a_sink_that_fails_at_once_after_add_sink_is_still_warned_about(tmp_path):
+    # add_sink hides the failures of earlier outputs from the stats' warning. A new sink whose
+    # very first write fails (the output thread can write it as soon as it is listed) must not
+    # be counted among them: the app's banner would never say the output is gone.
+    class Broken(Recorder):
+        def write(self, frame):
+            raise SinkError("device gone")
+
+        def describe(self) -> str:
+            return "broken"
+
+    src = open_source(still(tmp_path), live=True, fps=200)
+    a = Recorder()
+    eng = Engine(src, Invert(), sinks=[a], on_error=lambda e: None)
+
+    class Gate:
+        """The engine's sinks lock; add_sink's release of it waits until a frame was written
+        to the new sink (the widest the race can open)."""
+
+        def __init__(self, inner) -> None:
+            self.inner, self.armed = inner, False
+
+        def __enter__(self):
+            self.inner.acquire()
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self.inner.release()
+            if self.armed and threading.current_thread() is threading.main_thread():
+                self.armed = False
+                deadline = time.perf_counter() + 5.0
+                while not eng.failed_sinks and time.perf_counter() < deadline:
+                    time.sleep(0.005)
+
+    gate = Gate(eng._sinks_lock)
+    eng._sinks_lock = gate
+    eng.start()
+    try:
+        assert a.wait_for(3)
+        gate.armed = True
+        eng.add_sink(Broken())
+        assert eng.failed_sinks
+        assert "output broken failed" in (eng.stats().warning or "")
+    finally:
+        eng.stop()
+
+
 def test_strength_blend_and_enabled(tmp_path):
     def run(**kw) -> tuple[int, Constant]:
         backend = Constant(200)

@@ -278,3 +278,33 @@ def test_auto_does_not_step_down_for_one_slow_call() -> None:
     for _ in range(10):
         be.process(frame)
     assert be.scale == 0.875
+
+
+def test_auto_judges_calls_of_two_kinds_by_their_mean() -> None:
+    clock = FakeClock()
+    # Every other call takes 40 ms, the others 10 ms: 25 ms on average, under the 30 ms budget,
+    # so full size keeps up. A median of the last 9 jumped between 40 and 10 from one call to
+    # the next: it stepped down at once and back up every recover_s, compiling each time.
+    calls = {"n": 0}
+
+    def cost(pixels: int) -> float:
+        calls["n"] += 1
+        return (0.040 if calls["n"] % 2 else 0.010) * pixels / (128 * 72)
+
+    inner = Recorder(cost=cost, clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=10.0)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(1000):
+        be.process(frame)
+        assert be.scale == 1.0
+
+    # Four slow calls in nine (80 ms, the others 5 ms: 38 ms on average) must count; the
+    # median saw only the fast ones and stayed at full size, a third of the frames dropped.
+    def four_in_nine(pixels: int) -> float:
+        calls["n"] += 1
+        return (0.080 if calls["n"] % 9 < 4 else 0.005) * pixels / (128 * 72)
+
+    inner.cost = four_in_nine
+    for _ in range(40):
+        be.process(frame)
+    assert be.scale < 1.0
