@@ -416,3 +416,38 @@ def test_cached_teacher_gives_the_same_output_computed_and_from_its_cache(
     # first run's, not those of the float16-rounded copy.
     assert first.dtype == again.dtype == np.float32
     assert np.array_equal(first, again)
+
+
+def test_rerun_removes_only_the_grids_the_earlier_run_wrote(tmp_path: Path) -> None:
+    # --out may be a folder of the user's: a file of theirs named grid_*.png is not a stale grid.
+    (sample,) = list(EV.iter_samples(EV.parse_data("demo:"), max_size=96, limit=1))
+    mine = tmp_path / "grid_my_notes.png"
+    mine.write_bytes(b"the user's file")
+    EV.evaluate(iter([sample]), [], tmp_path)
+    other = EV.Sample("pairs", "x", sample.blurry, sample.sharp)
+    EV.evaluate(iter([other]), [], tmp_path, grid_rows=0)  # no grid this time: none may stay
+    assert sorted(p.name for p in tmp_path.glob("grid_*.png")) == ["grid_my_notes.png"]
+    assert mine.read_bytes() == b"the user's file"
+
+
+def test_model_sha256_names_rows_as_the_summary_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two files of one name get rows `student` and `student_2`: each row keeps its own file's
+    # sha256 (a shared None made training.export refuse the row of the right file too).
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    files = [tmp_path / "a/student.onnx", tmp_path / "b/student.onnx"]
+    for i, f in enumerate(files):
+        f.write_bytes(b"model %d" % i)
+    monkeypatch.setattr(EV, "load_model_runner", lambda m, threads=0: (Path(m).stem, lambda x: x))
+    out = tmp_path / "out"
+    args = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--no-perceptual"]
+    args += ["--model", str(files[0]), "--model", str(files[1]), "--out", str(out)]
+    assert EV.main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"] == ["blurry", "unsharp", "student", "student_2"]
+    assert summary["model_sha256"] == {
+        "student": hashlib.sha256(b"model 0").hexdigest(),
+        "student_2": hashlib.sha256(b"model 1").hexdigest(),
+    }

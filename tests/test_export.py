@@ -440,3 +440,25 @@ def test_metrics_measured_on_other_bytes_are_refused(
     assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--metrics", str(fresh)) == 0
     entry = json.loads((out / "manifest.json").read_text())["files"]["student_fast.onnx"]
     assert entry["sha256"] == sha and entry["metrics"]["sets"] == table
+
+
+def test_a_fresh_summary_of_the_onnx_file_exports_with_torchscript_and_fp16(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    # student_fast.onnx and student_fast.ts share the row name `student_fast`: a summary that
+    # measured the ONNX file is this export's, not "a different file" because of the .ts.
+    _, _, ckpt = exported
+    first = tmp_path / "first"
+    assert _export(ckpt, first) == 0
+    assert (first / "student_fast.ts").is_file() and (first / "student_fast_fp16.onnx").is_file()
+    sha = hashlib.sha256((first / "student_fast.onnx").read_bytes()).hexdigest()
+    table = {"raw-plain": {"n": 1, "methods": {"student_fast": {"psnr": 30.0}}}}
+    fresh = tmp_path / "fresh.json"
+    fresh.write_text(json.dumps({"sets": table, "model_sha256": {"student_fast": sha}}))
+    out = tmp_path / "w"
+    assert _export(ckpt, out, "--metrics", str(fresh)) == 0
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    assert files["student_fast.ts"]["metrics"]["sets"] == table
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps({"sets": table, "model_sha256": {"student_fast": "0" * 64}}))
+    assert _export(ckpt, tmp_path / "w2", "--metrics", str(stale)) == 1

@@ -99,6 +99,32 @@ def test_plateau_scheduler_keeps_the_warm_up(synth: dict[str, Path], tmp_path: P
     assert rows[-1]["lr"] == pytest.approx(0.0003)
 
 
+def test_plateau_reduction_right_after_the_warm_up_is_kept(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # Validation PSNR never improves after the first epoch: with patience 0, the validation at
+    # the end of epoch 2 (step 6, where the 6-step warm-up ends) halves the rate. The warm-up
+    # must not put it back at lr on step 6 (its factor there is 1, the rate reached already).
+    def flat(model: nn.Module, val: list, device: torch.device) -> dict[str, float]:
+        return {"val_psnr": 20.0, "blurry_psnr": 19.0, "val_ssim": 0.5, "blurry_ssim": 0.4}
+
+    monkeypatch.setattr(T, "validate", flat)
+    cfg = _tiny(
+        synth,
+        tmp_path / "plateau",
+        "--scheduler=plateau",
+        "--lr=0.01",
+        "--warmup_steps=6",
+        "--plateau_patience=0",
+        "--plateau_factor=0.5",
+        "--stages=[{patch: 32, epochs: 3, batch: 1}]",
+    )
+    rows = train(cfg)["epochs"]
+    assert [r["lr"] for r in rows] == pytest.approx([0.005, 0.01, 0.005])
+
+
 def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> None:
     full = train(_tiny(synth, tmp_path / "full"))
     assert len(full["steps"]) == 6 and full["stopped"] == "finished"
@@ -621,3 +647,47 @@ def test_missing_data_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> Non
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     assert "nowhere" in proc.stderr and "../shared" in proc.stderr
+
+
+_MID_RUN_SCRIPT = """
+import runpy, sys
+import torch
+
+def step(*args, **kwargs):  # a file gone while training runs (or a bug), not missing data
+    raise FileNotFoundError("mid-run: no such file /tmp/vanished")
+
+torch.optim.Adam.step = step
+sys.argv = ["training.train", *sys.argv[1:]]
+runpy.run_module("training.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_file_error_while_training_keeps_its_traceback(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # The one-line "point data.* elsewhere" exit is for set-up; a FileNotFoundError raised once
+    # training runs is a failure of the run, and its traceback must show where it came from.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _MID_RUN_SCRIPT,
+            "--config",
+            str(SMOKE),
+            *_data_overrides(synth),
+            f"--out_dir={tmp_path / 'run'}",
+            "--student=tiny",
+            "--steps_per_epoch=1",
+            "--stages=[{patch: 32, epochs: 1, batch: 1}]",
+            "--data.val_count=1",
+            "--data.val_crop=32",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "Traceback" in proc.stderr and "mid-run" in proc.stderr
+    assert "../shared" not in proc.stderr

@@ -477,3 +477,13 @@ def test_raw_camera_films_the_clip_with_a_moving_camera() -> None:
     assert synth_params(cfg).raw_camera_fraction == 0.6
     with pytest.raises(ConfigError, match="raw_camera_fraction"):
         load_config(None, ["--data.raw_camera_fraction=-0.1"])
+
+
+def test_frame_order_is_natural_for_any_names(tmp_path: Path) -> None:
+    from training.data import list_frames
+
+    names = ["b.png", "A.png", "f10.png", "f9.png", "9.png", "10.png", "1²2.png", "x1y2.png"]
+    for n in names:
+        cv2.imwrite(str(tmp_path / n), np.zeros((4, 4, 3), np.uint8))
+    got = [p.name for p in list_frames(tmp_path)]
+    assert got == ["1²2.png", "9.png", "10.png", "A.png", "b.png", "f9.png", "f10.png", "x1y2.png"]

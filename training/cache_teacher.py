@@ -27,6 +27,9 @@ from training.config import ConfigError, TrainConfig, config_to_dict, parse_cli
 from training.data import DeblurDataset, content_hash, to_uint8
 
 log = logging.getLogger("training.cache_teacher")
+# Set once build_cache() has its teacher and data: a FileNotFoundError after that is a failure
+# of the run, shown with its traceback, not the one-line missing-data message.
+_setup_done = False
 
 CACHE_STREAM = 7_919  # the cache's own sample stream (the "rank" slot): never a training rank
 
@@ -95,6 +98,8 @@ def build_cache(
     device: str | torch.device = "cpu",
 ) -> Path:
     """Compute (or extend) the teacher cache file; returns its path."""
+    global _setup_done
+    _setup_done = False
     out = Path(out or cfg.teacher.cache_path)
     if not str(out):
         raise ConfigError("teacher.cache_path is empty: where should the cache go?")
@@ -123,6 +128,7 @@ def build_cache(
     t0 = time.monotonic()
     index = len(keys)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _setup_done = True
     while len(keys) < count:
         n = min(cfg.teacher.cache_batch, count - len(keys))
         items = [dataset[index + i] for i in range(n)]
@@ -197,6 +203,8 @@ if __name__ == "__main__":
     try:
         main()
     except (FileNotFoundError, WeightsError) as exc:
+        if _setup_done:
+            raise  # raised while caching, not by missing data: the traceback says where
         # Missing data or weights is a setup problem, not a crash: one line, exit status 2.
         print(
             f"cache_teacher: {exc}\n(the configs read the research data from ../shared beside the "

@@ -60,7 +60,10 @@ def list_images(root: str | Path, *, recursive: bool = True) -> list[Path]:
 
 
 def _natural_key(name: str) -> list[Any]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+    # Odd parts are the runs of digits re.split captured; not str.isdigit(), which also takes
+    # digits int() refuses (a lone "²" between two numbers would raise).
+    parts = re.split(r"(\d+)", name)
+    return [int(t) if i % 2 else t.lower() for i, t in enumerate(parts)]
 
 
 def list_frames(folder: str | Path) -> list[Path]:
@@ -180,8 +183,12 @@ def near_duplicates(
     *,
     threshold: float = NEAR_DUPLICATE_SCORE,
 ) -> list[tuple[str, str, float]]:
-    """``(train, eval, score)`` of image pairs that are the same picture up to a crop of a few
-    per cent per side, a rescale or re-compression, which content hashes cannot see.
+    """``(train, eval, score)`` of image pairs that are the same picture up to a small crop, a
+    rescale or re-compression, which content hashes cannot see.
+
+    Measured on Lai's 25 sharp images: crops of 1 % per side (or 3 % off one side) score >= 0.96;
+    2 % per side already misses some (a crop rescales the thumbnail and nothing searches other
+    scales), and flipped or rotated copies are never found.
 
     Both mappings hold ``image_signature`` thumbnails; the centre of each thumbnail is looked for
     in the other (normalised cross-correlation), and a best score ``>= threshold`` is a match.

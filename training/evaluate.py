@@ -609,6 +609,22 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def unique_labels(labels: list[str]) -> list[str]:
+    """The methods' row names: ``labels`` with ``_2``, ``_3`` ... added where a name is taken
+    (``blurry`` and ``unsharp`` always are)."""
+    taken = {"blurry", "unsharp"}
+    out = []
+    for label in labels:
+        # Two files named alike (runs/a/student_fast.onnx, weights/student_fast.onnx) would
+        # otherwise share one row of the summary, averaged together.
+        unique, n = label, 2
+        while unique in taken:
+            unique, n = f"{label}_{n}", n + 1
+        taken.add(unique)
+        out.append(unique)
+    return out
+
+
 def evaluate(
     samples: Iterator[Sample],
     methods: list[tuple[str, Runner]],
@@ -627,15 +643,8 @@ def evaluate(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     all_methods: list[tuple[str, Runner]] = [("blurry", lambda x: x), ("unsharp", unsharp_mask)]
-    taken = {"blurry", "unsharp"}
-    for label, run in methods:
-        # Two files named alike (runs/a/student_fast.onnx, weights/student_fast.onnx) would
-        # otherwise share one row of the summary, averaged together.
-        unique, n = label, 2
-        while unique in taken:
-            unique, n = f"{label}_{n}", n + 1
-        taken.add(unique)
-        all_methods.append((unique, run))
+    labels = unique_labels([label for label, _ in methods])
+    all_methods += [(label, run) for label, (_, run) in zip(labels, methods, strict=True)]
     if teacher is not None:
         all_methods.append((f"teacher_{teacher.name}", teacher))
     student = all_methods[2][0] if methods else None
@@ -737,15 +746,22 @@ def evaluate(
     if teacher is not None:
         summary["teacher"] = {"name": teacher.name, "weights": str(teacher.weights)}
     summary.update(meta or {})
+    # An earlier run into the same folder may have scored other sets: its grids would sit
+    # beside this summary as if they were this run's. Only the grids its summary names go
+    # (--out may be a folder of the user's, with other files called grid_*.png).
+    earlier: list[str] = []
+    try:
+        earlier = list(json.loads((out_dir / "summary.json").read_text())["sets"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out_dir / "summary.md").write_text(summary_markdown(summary))
     for set_name, grid in grids.items():
         write_grid(grid, out_dir / f"grid_{set_name}.png")
-    # An earlier run into the same folder may have scored other sets: its grids would sit
-    # beside this summary as if they were this run's.
-    for stale in out_dir.glob("grid_*.png"):
-        if stale.name not in {f"grid_{name}.png" for name in grids}:
-            stale.unlink()
+    for name in earlier:
+        stale = out_dir / f"grid_{name}.png"
+        if not grids.get(name) and stale.parent == out_dir:  # none written for it this time
+            stale.unlink(missing_ok=True)
     return summary
 
 
@@ -859,8 +875,10 @@ def main(argv: list[str] | None = None) -> int:
         if not 0.0 < scale <= 1.0:
             p.error(f"--scale must be in (0, 1], got {scale}")
     methods = []
+    file_rows = []  # (index in methods, model file)
     for m in args.model:
         label, run = load_model_runner(m, threads=args.threads)
+        file_rows.append((len(methods), m))
         methods.append((label, run))
         scales = [s for s in args.scale or [] if s != 1.0]
         multiple = model_multiple(m) if scales else 1
@@ -887,12 +905,10 @@ def main(argv: list[str] | None = None) -> int:
     from training.teachers import sha256_file
 
     # Which bytes each row measured: `training.export --metrics` refuses a summary whose row
-    # for a file name was measured on other bytes (new weights under an old summary).
-    shas: dict[str, str | None] = {}
-    for m in args.model:
-        label = load_model_label(m)
-        digest = sha256_file(m)
-        shas[label] = digest if shas.get(label, digest) == digest else None  # None: two files
+    # for a file name was measured on other bytes (new weights under an old summary). Rows are
+    # named as evaluate() names them: a second file of the same name is `<name>_2`.
+    labels = unique_labels([label for label, _ in methods])
+    shas = {labels[i]: sha256_file(m) for i, m in file_rows}
     meta = {
         "data": args.data,
         "models": [str(m) for m in args.model],

@@ -477,9 +477,17 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+# Set when train() has finished its set-up: from then on a FileNotFoundError is a failure of the
+# run (a checkpoint folder removed under it, a bug), not missing data, and `python -m
+# training.train` shows its traceback instead of the one-line set-up message.
+_setup_done = False
+
+
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training; returns ``{"steps": [total loss per step run here],
     "epochs": [log rows], "stopped": reason, "out_dir": path}``."""
+    global _setup_done
+    _setup_done = False
     # ---- processes and device --------------------------------------------------------------
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1
@@ -736,6 +744,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         save_atomic(state, out_dir / f"{kind}.pt")
 
     # ---- loop ----------------------------------------------------------------------------------
+    _setup_done = True
     n_epochs = total_epochs(cfg)
     steps_run: list[float] = []
     stopped = "finished"
@@ -810,10 +819,12 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             if cfg.grad_clip > 0:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
-            if cfg.scheduler == "plateau" and global_step <= cfg.warmup_steps:
+            if cfg.scheduler == "plateau" and global_step < cfg.warmup_steps:
                 # ReduceLROnPlateau has no warm-up and only LambdaLR applies lr_factor's: ramp
                 # here, a pure function of the step like lr_factor (so resume needs no state).
-                # Validation cannot lower the rate before the warm-up has reached lr.
+                # Validation cannot lower the rate before the warm-up has reached lr. Not at
+                # step warmup_steps: lr is reached one step earlier, and a validation in between
+                # may have lowered it since.
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(global_step, cfg)
             scaler.step(optimizer)
@@ -1007,6 +1018,8 @@ if __name__ == "__main__":
     try:
         main()
     except (FileNotFoundError, WeightsError) as exc:
+        if _setup_done:
+            raise  # raised while training, not by missing data: the traceback says where
         # Missing data or weights is a setup problem, not a crash: one line, exit status 2.
         print(
             f"train: {exc}\n(the configs read the research data from ../shared beside the "
