@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -198,6 +197,7 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
+    from training.config import exit_missing_data
     from training.teachers import WeightsError
 
     try:
@@ -205,10 +205,4 @@ if __name__ == "__main__":
     except (FileNotFoundError, WeightsError) as exc:
         if _setup_done:
             raise  # raised while caching, not by missing data: the traceback says where
-        # Missing data or weights is a setup problem, not a crash: one line, exit status 2.
-        print(
-            f"cache_teacher: {exc}\n(the configs read the research data from ../shared beside the "
-            "repository; point data.* or teacher.weights elsewhere with --key=value)",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
+        exit_missing_data("cache_teacher", exc)

@@ -13,11 +13,12 @@ import hashlib
 import json
 import math
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -552,3 +553,14 @@ def stage_at(cfg: TrainConfig, epoch: int) -> tuple[int, StageConfig]:
             return i, s
         start += s.epochs
     return len(cfg.stages) - 1, cfg.stages[-1]
+
+
+def exit_missing_data(prog: str, exc: BaseException) -> NoReturn:
+    """Report data or weights missing at start-up in one line and exit with status 2: a setup
+    problem (no ``../shared`` beside the clone), not a crash worth a traceback."""
+    print(
+        f"{prog}: {exc}\n(the configs read the research data from ../shared beside the "
+        "repository; point data.* or teacher.weights elsewhere with --key=value)",
+        file=sys.stderr,
+    )
+    raise SystemExit(2) from None

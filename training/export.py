@@ -446,6 +446,17 @@ def int8_float_modules(model: nn.Module, probe: int = 128) -> list[str]:
     int8 correction's SNR against the float one rose from 18-19 to 23-24 dB) for about a fifth of
     its multiply-adds. A model of two or fewer convolutions is quantized whole.
     """
+    area = _conv_input_areas(model, probe)
+    order = list(area)
+    if len(order) <= 2:
+        return []
+    finest = max(area[n] for n in order[1:-1])
+    return [n for i, n in enumerate(order) if i in (0, len(order) - 1) or area[n] == finest]
+
+
+def _conv_input_areas(model: nn.Module, probe: int = 128) -> dict[str, int]:
+    """``{name: input H*W}`` of ``model``'s convolutions, in the order a forward pass on a
+    ``probe`` x ``probe`` frame first calls them."""
     area: dict[str, int] = {}
 
     def hook(name: str):
@@ -466,37 +477,12 @@ def int8_float_modules(model: nn.Module, probe: int = 128) -> list[str]:
     finally:
         for h in hooks:
             h.remove()
-    order = list(area)  # dicts keep insertion order: the call order
-    if len(order) <= 2:
-        return []
-    finest = max(area[n] for n in order[1:-1])
-    return [n for i, n in enumerate(order) if i in (0, len(order) - 1) or area[n] == finest]
+    return area  # dicts keep insertion order: the call order
 
 
 def _conv_call_order(model: nn.Module, probe: int = 128) -> list[str]:
     """Names of ``model``'s convolutions in the order a forward pass calls them."""
-    order: list[str] = []
-
-    def hook(name: str):
-        def record(mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            if name not in order:
-                order.append(name)
-
-        return record
-
-    hooks = [
-        m.register_forward_hook(hook(n))
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Conv2d)
-    ]
-    try:
-        with torch.no_grad():
-            p = next(model.parameters())
-            model(torch.rand(1, 3, probe, probe, device=p.device, dtype=p.dtype))
-    finally:
-        for h in hooks:
-            h.remove()
-    return order
+    return list(_conv_input_areas(model, probe))
 
 
 def onnx_conv_nodes(model: nn.Module, onnx_path: str | Path, modules: list[str]) -> list[str]:

@@ -1013,6 +1013,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    from training.config import exit_missing_data
     from training.teachers import WeightsError
 
     try:
@@ -1020,10 +1021,4 @@ if __name__ == "__main__":
     except (FileNotFoundError, WeightsError) as exc:
         if _setup_done:
             raise  # raised while training, not by missing data: the traceback says where
-        # Missing data or weights is a setup problem, not a crash: one line, exit status 2.
-        print(
-            f"train: {exc}\n(the configs read the research data from ../shared beside the "
-            "repository; point data.* or teacher.weights elsewhere with --key=value)",
-            file=sys.stderr,
-        )
-        raise SystemExit(2) from None
+        exit_missing_data("train", exc)
