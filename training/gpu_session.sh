@@ -12,7 +12,8 @@
 # writes a 14 MB gopro.avi that cannot travel), and the wheels of kornia and pytorch-msssim for
 # that machine's Python 3.12 into .whl/ (not kornia_rs: 5.3 MB; a stub stands in, below)
 #   (pip download --no-deps --only-binary=:all: --python-version 3.12 --platform
-#    manylinux2014_x86_64 -d .whl kornia pytorch-msssim).
+#    manylinux2014_x86_64 -d .whl kornia==0.9.0 pytorch-msssim==1.0.0; the kornia_rs stub below
+#    was checked with kornia 0.9.0).
 # Carried by the training call (git-ignored; 6 carry paths): data_cache/gopro.mkv,
 # data_cache/carry.json, data_cache/photos, data_cache/dmphn, data_cache/vgg and .whl (not
 # data_cache/raw: decoded there). The 64 MiB limit counts the tracked files too (37 MiB): pack
