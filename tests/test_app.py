@@ -532,7 +532,8 @@ def test_a_camera_index_from_the_command_line_is_the_listed_camera(qtbot, tmp_pa
     assert again.camera_combo.currentText() == "Logitech BRIO"  # the next start, no --source
 
 
-def test_two_cameras_of_the_same_model_get_distinct_names(qtbot, monkeypatch):
+def _fake_qt_cameras(monkeypatch, devices: list[tuple[str, str]]) -> None:  # noqa: ANN001
+    """Make QtMultimedia list ``devices`` as ``(id, description)`` pairs, as a machine would."""
     from PySide6.QtCore import QByteArray
 
     class Device:
@@ -545,10 +546,14 @@ def test_two_cameras_of_the_same_model_get_distinct_names(qtbot, monkeypatch):
         def description(self) -> str:
             return self._name
 
-    devices = [Device(f"/dev/video{i}", "HD Pro Webcam C920") for i in (0, 2, 4)]
+    listed = [Device(i, n) for i, n in devices]
     fake = types.ModuleType("PySide6.QtMultimedia")
-    fake.QMediaDevices = types.SimpleNamespace(videoInputs=lambda: devices)
+    fake.QMediaDevices = types.SimpleNamespace(videoInputs=lambda: listed)
     monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
+
+
+def test_two_cameras_of_the_same_model_get_distinct_names(qtbot, monkeypatch):
+    _fake_qt_cameras(monkeypatch, [(f"/dev/video{i}", "HD Pro Webcam C920") for i in (0, 2, 4)])
     choices = list_camera_choices()
     assert [c.name for c in choices] == [
         "HD Pro Webcam C920",
@@ -562,22 +567,9 @@ def test_two_cameras_of_the_same_model_get_distinct_names(qtbot, monkeypatch):
 def test_virtual_cameras_are_listed_after_the_real_ones(qtbot, monkeypatch):
     # SharpCam's own output (v4l2loopback "SharpCam", OBS Virtual Camera) listed first would be
     # the default source: the app would sharpen its own picture in a loop.
-    from PySide6.QtCore import QByteArray
-
-    class Device:
-        def __init__(self, dev_id: str, name: str) -> None:
-            self._id, self._name = dev_id, name
-
-        def id(self) -> QByteArray:
-            return QByteArray(self._id.encode())
-
-        def description(self) -> str:
-            return self._name
-
-    devices = [Device("/dev/video0", "SharpCam"), Device("/dev/video2", "Integrated Camera")]
-    fake = types.ModuleType("PySide6.QtMultimedia")
-    fake.QMediaDevices = types.SimpleNamespace(videoInputs=lambda: devices)
-    monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
+    _fake_qt_cameras(
+        monkeypatch, [("/dev/video0", "SharpCam"), ("/dev/video2", "Integrated Camera")]
+    )
     choices = list_camera_choices()
     assert [c.name for c in choices] == [
         "Integrated Camera",
@@ -591,18 +583,7 @@ def test_a_virtual_camera_alone_is_never_the_default_source(qtbot, monkeypatch, 
     # A machine without a webcam but with SharpCam's loopback device (or OBS Virtual Camera,
     # which Windows lists even while nothing drives it): the default must be the demo clip,
     # not the app's own output.
-    from PySide6.QtCore import QByteArray
-
-    class Device:
-        def id(self) -> QByteArray:
-            return QByteArray(b"/dev/video0")
-
-        def description(self) -> str:
-            return "SharpCam"
-
-    fake = types.ModuleType("PySide6.QtMultimedia")
-    fake.QMediaDevices = types.SimpleNamespace(videoInputs=lambda: [Device()])
-    monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
+    _fake_qt_cameras(monkeypatch, [("/dev/video0", "SharpCam")])
     store = open_store(str(tmp_path / "settings.ini"))
     window = MainWindow(
         EngineBridge(api=object()),
