@@ -30,6 +30,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+# Before anything imports cv2 (the engine and the app do, lazily): on Windows each C runtime
+# copies the environment when it loads, so OpenCV never sees a value set later. Hardware
+# transforms make Media Foundation, the first camera API on Windows, take seconds to open many
+# webcams (opencv/opencv#17687). setdefault so a user's own value wins.
+os.environ.setdefault("OPENCV_VIDEOIO_MSMF_ENABLE_HW_TRANSFORMS", "0")
+
 PROG = "sharpcam"
 BACKEND_CHOICES = ("auto", "onnx", "openvino", "torch", "unsharp", "passthrough")
 #: Environment variable naming a pyvirtualcam backend for ``--output virtual`` (tests register a
@@ -424,6 +430,21 @@ def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     return int(run_app(options, virtual_backend=os.environ.get(VIRTUAL_BACKEND_ENV)) or 0)
 
 
+def _same_path(source: str, output: str) -> bool:
+    """Whether writing ``output`` would replace (or fill) ``source``.
+
+    resolve() alone misses a case-folded name on a case-insensitive volume (macOS, Windows:
+    ``Clip.mp4`` vs ``clip.mp4``) and a hard link; samefile compares the files themselves but
+    needs both to exist, so a new output falls back to comparing resolved paths.
+    """
+    try:
+        if os.path.samefile(source, output):
+            return True
+    except (OSError, ValueError):
+        pass  # one of them does not exist (yet), or the name is not a valid path
+    return Path(source).resolve() == Path(output).resolve()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Live: stream until --duration, the end of a video source, Ctrl-C or SIGTERM.
 
@@ -431,16 +452,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     unprocessed and the status line carries the WARNING.
     """
     from engine.pipeline import Engine
-    from engine.sinks import SinkError, open_sink, sink_kind
+    from engine.sinks import SinkError, is_virtual_spec, open_sink, sink_kind
     from engine.sources import source_kind
     from engine.virtualcam import VirtualCameraUnavailable
 
     camera = source_kind(args.source) == "camera"
-    if (
-        not camera
-        and not (args.output == "virtual" or args.output.startswith("virtual:"))
-        and Path(args.source).resolve() == Path(args.output).resolve()
-    ):
+    virtual = is_virtual_spec(args.output)
+    if not camera and not virtual and _same_path(args.source, args.output):
         # The finished recording would replace the very file (or fill the folder) it reads.
         raise CliError(f"output {args.output} would overwrite the input", code=2)
     size = args.size or ((1280, 720) if camera else None)
@@ -454,7 +472,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             args.backend, args.model, live=True, scale=args.scale, target_fps=fps
         )
         sink_options: dict[str, Any] = {}
-        if args.output == "virtual" or args.output.startswith("virtual:"):
+        if virtual:
             vbackend = args.virtual_backend or os.environ.get(VIRTUAL_BACKEND_ENV)
             if vbackend:
                 sink_options["backend"] = vbackend
@@ -620,7 +638,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     kind = source_kind(args.input)
     if kind == "camera":
         raise CliError("process reads files; for a camera use: run --source N --output FILE", 2)
-    if Path(args.input).resolve() == Path(args.output).resolve():
+    if _same_path(args.input, args.output):
         raise CliError(f"output {args.output} would overwrite the input", code=2)
     source = _open_source(args.input, live=False, size=None, fps=None)
     engine = None

@@ -110,8 +110,9 @@ def _qt_cameras() -> list[CameraChoice]:
     out = []
     for i, dev in enumerate(QMediaDevices.videoInputs()):
         dev_id = bytes(dev.id().data()).decode(errors="replace")
-        # Linux ids are device paths OpenCV opens directly; elsewhere (DirectShow/MSMF, AVFoundation)
-        # OpenCV's index follows the same enumeration order as Qt's list.
+        # Linux ids are device paths OpenCV opens directly; elsewhere OpenCV's index follows the
+        # same enumeration order as Qt's list (Media Foundation on Windows, which the engine tries
+        # before DirectShow for that reason; AVFoundation on macOS).
         source = (
             dev_id if sys.platform.startswith("linux") and dev_id.startswith("/dev/") else str(i)
         )

@@ -540,7 +540,7 @@ class EngineBridge(QObject):
         size = getattr(self._source, "size", None)
         if size:
             return int(size[0]), int(size[1])
-        # The virtual camera sink resizes whatever arrives, so a guess is safe here.
+        # The virtual camera sink letterboxes whatever arrives, so a guess is safe here.
         return self.last_frame_size or (1280, 720)
 
 

@@ -130,7 +130,7 @@ class PreviewWidget(QWidget):
             self._paint_side(p)
         elif self._mode == "after":
             self._paint_image(p, self._processed, self.image_rect())
-            self._badge(p, self.image_rect(), "AFTER", right=True)
+            self._badge(p, self.image_rect(), "AFTER", right=True, processed=True)
         else:
             self._paint_split(p)
         p.end()
@@ -171,19 +171,28 @@ class PreviewWidget(QWidget):
             tip = QPointF(c.x() + sign * 9, c.y())
             p.drawLine(tip, QPointF(c.x() + sign * 4, c.y() - 5))
             p.drawLine(tip, QPointF(c.x() + sign * 4, c.y() + 5))
-        self._badge(p, r, "BEFORE", right=False)
-        self._badge(p, r, "AFTER", right=True)
+        self._badge(p, r, "BEFORE", right=False, processed=False)
+        self._badge(p, r, "AFTER", right=True, processed=True)
 
-    def _paint_side(self, p: QPainter) -> None:
+    def side_rects(self) -> tuple[QRectF, QRectF]:
+        """Where the original and the processed frames are drawn in side mode (widget coords)."""
         area = QRectF(self.rect()).adjusted(12, 12, -12, -12)
         half = (area.width() - 12) / 2
-        for i, (img, label) in enumerate(((self._original, "BEFORE"), (self._processed, "AFTER"))):
+        rects = []
+        for i, img in enumerate((self._original, self._processed)):
             cell = QRectF(area.left() + i * (half + 12), area.top(), half, area.height())
-            r = self._fit(cell, img.width(), img.height())  # type: ignore[union-attr]
-            self._paint_image(p, img, r)  # type: ignore[arg-type]
-            self._badge(p, r, label, right=False)
+            rects.append(cell if img is None else self._fit(cell, img.width(), img.height()))
+        return rects[0], rects[1]
 
-    def _badge(self, p: QPainter, r: QRectF, text: str, *, right: bool) -> None:
+    def _paint_side(self, p: QPainter) -> None:
+        before, after = self.side_rects()
+        self._paint_image(p, self._original, before)  # type: ignore[arg-type]
+        self._paint_image(p, self._processed, after)  # type: ignore[arg-type]
+        # Both badges sit top-left of their frame: only the style tells them apart.
+        self._badge(p, before, "BEFORE", right=False, processed=False)
+        self._badge(p, after, "AFTER", right=False, processed=True)
+
+    def _badge(self, p: QPainter, r: QRectF, text: str, *, right: bool, processed: bool) -> None:
         font = QFont(self.font())
         font.setPointSizeF(8.5)
         font.setBold(True)
@@ -195,12 +204,12 @@ class PreviewWidget(QWidget):
         box = QRectF(x, r.top() + 12, w, h)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(
-            QColor(15, 23, 42, 190)
-            if not right
-            else QColor(_ACCENT.red(), _ACCENT.green(), _ACCENT.blue(), 220)
+            QColor(_ACCENT.red(), _ACCENT.green(), _ACCENT.blue(), 220)
+            if processed
+            else QColor(15, 23, 42, 190)
         )
         p.drawRoundedRect(box, h / 2, h / 2)
-        p.setPen(QColor("white") if not right else QColor("#0b1220"))
+        p.setPen(QColor("#0b1220") if processed else QColor("white"))
         p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
 
     def _paint_placeholder(self, p: QPainter) -> None:

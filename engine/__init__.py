@@ -12,11 +12,18 @@ only sources or sinks should not pay for.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
-from engine.frames import Frame, to_rgb8
-from engine.pipeline import Engine
-from engine.sinks import (
+# Before any engine module imports cv2: on Windows each C runtime copies the environment when it
+# loads, so OpenCV never sees a value set after ``import cv2``. With hardware transforms on, Media
+# Foundation (the first camera API on Windows) takes seconds to open many webcams
+# (opencv/opencv#17687). setdefault so a user's own value wins; main.py does the same.
+os.environ.setdefault("OPENCV_VIDEOIO_MSMF_ENABLE_HW_TRANSFORMS", "0")
+
+from engine.frames import Frame, to_rgb8  # noqa: E402
+from engine.pipeline import Engine  # noqa: E402
+from engine.sinks import (  # noqa: E402
     SINKS,
     CallbackSink,
     FrameSink,
@@ -26,7 +33,7 @@ from engine.sinks import (
     open_sink,
     register_sink,
 )
-from engine.sources import (
+from engine.sources import (  # noqa: E402
     SOURCES,
     CameraInfo,
     CameraNotFoundError,
@@ -36,8 +43,8 @@ from engine.sources import (
     open_source,
     register_source,
 )
-from engine.stats import EngineStats
-from engine.virtualcam import (
+from engine.stats import EngineStats  # noqa: E402
+from engine.virtualcam import (  # noqa: E402
     VirtualCameraSink,
     VirtualCameraUnavailable,
     virtual_camera_status,

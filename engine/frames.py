@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Frame", "to_rgb8", "resize_to", "image_size", "even_size"]
+__all__ = ["Frame", "to_rgb8", "resize_to", "fit_to", "image_size", "even_size"]
 
 _SHAPE_ERROR = "expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got {}"
 
@@ -134,3 +134,47 @@ def resize_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = N
     if out is not None and out.shape[:2] == (h, w) and out.dtype == img.dtype:
         return cv2.resize(img, (w, h), dst=out, interpolation=interp)
     return cv2.resize(img, (w, h), interpolation=interp)
+
+
+def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
+    """Scale ``img`` to fit ``size`` keeping its aspect ratio, centred on black bars.
+
+    Letterbox (bars top and bottom) or pillarbox (bars left and right): nothing of the picture
+    is cut and nothing is stretched, for outputs whose size cannot follow the source's (a
+    virtual camera keeps the size it was opened at). Area interpolation when shrinking, bilinear
+    when enlarging, as :func:`resize_to`.
+
+    Args:
+        img: ``(H, W)`` or ``(H, W, C)`` image, any dtype OpenCV resizes.
+        size: ``(W', H')`` of the result.
+        out: ``(H', W'[, C])`` buffer of ``img``'s dtype, written into when given so a sink
+            allocates once. Its earlier content does not matter: the bars are cleared on every
+            call, since the previous frame may have had another aspect ratio.
+
+    Returns:
+        ``(H', W'[, C])``: ``img`` itself when it already has ``size``, else ``out`` when it
+        was given and matches, else a new array.
+    """
+    w, h = size
+    ih, iw = img.shape[:2]
+    if iw == w and ih == h:
+        return img
+    # The limiting side fills the frame exactly; the other is rounded and never overflows it.
+    if w * ih <= h * iw:  # relatively wider than the frame: full width, bars top and bottom
+        fw, fh = w, min(h, max(1, round(ih * w / iw)))
+    else:
+        fw, fh = min(w, max(1, round(iw * h / ih))), h
+    x0, y0 = (w - fw) // 2, (h - fh) // 2
+    shape = (h, w, *img.shape[2:])
+    if out is None or out.shape != shape or out.dtype != img.dtype:
+        out = np.zeros(shape, img.dtype)
+    else:
+        # Clearing only the bars costs a fraction of a full fill; the picture overwrites the rest.
+        out[:y0] = 0
+        out[y0 + fh :] = 0
+        out[y0 : y0 + fh, :x0] = 0
+        out[y0 : y0 + fh, x0 + fw :] = 0
+    interp = cv2.INTER_AREA if fw * fh < iw * ih else cv2.INTER_LINEAR
+    # cv2.resize writes straight into the strided view of the picture's area, no copy.
+    cv2.resize(img, (fw, fh), dst=out[y0 : y0 + fh, x0 : x0 + fw], interpolation=interp)
+    return out

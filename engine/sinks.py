@@ -1,9 +1,10 @@
 """Frame sinks: a virtual camera, a video file, image files, or a callback.
 
 A sink takes :class:`engine.frames.Frame` objects (``(H, W, 3) uint8 RGB``) in ``write()``,
-resizes frames of another size to its own, and is closed exactly once however often
-``close()`` is called. The engine writes from its output thread; the arrays it passes may be
-reused for a later frame once ``write()`` returns, so a sink that keeps a frame copies it.
+resizes frames of another size to its own (the virtual camera letterboxes them instead), and is
+closed exactly once however often ``close()`` is called. The engine writes from its output
+thread; the arrays it passes may be reused for a later frame once ``write()`` returns, so a sink
+that keeps a frame copies it.
 
 The virtual camera lives in :mod:`engine.virtualcam` (imported on demand: loading pyvirtualcam's
 native backend is not needed to write a file).
@@ -347,7 +348,7 @@ def _virtual_factory(spec: Any, *, size: Any, fps: float, **options: Any) -> Fra
     from engine.virtualcam import VirtualCameraSink
 
     text = str(spec)
-    if text.startswith("virtual:") and "device" not in options:
+    if is_virtual_spec(text) and ":" in text and "device" not in options:
         options["device"] = text.split(":", 1)[1] or None
     return VirtualCameraSink(size=_check_size(size, "a virtual camera"), fps=fps, **options)
 
@@ -380,12 +381,24 @@ def register_sink(kind: str, factory: SinkFactory) -> None:
     SINKS[kind] = factory
 
 
+def is_virtual_spec(spec: object) -> bool:
+    """Whether ``spec`` names the virtual camera: ``virtual`` or ``virtual:DEVICE``, any case.
+
+    Any case because ``--output VIRTUAL`` used to write a folder named VIRTUAL; only the keyword
+    folds, the device after the colon is passed on as typed.
+    """
+    if not isinstance(spec, str):
+        return False
+    head, sep, _ = spec.partition(":")
+    return head.lower() == "virtual" and (bool(sep) or spec == head)
+
+
 def sink_kind(spec: str | os.PathLike[str] | Callable[[Frame], Any]) -> str:
     """The kind :func:`open_sink` would use: virtual, video, images or callback."""
     if callable(spec):
         return "callback"
     text = os.fspath(spec)
-    if text == "virtual" or text.startswith("virtual:"):
+    if is_virtual_spec(text):
         return "virtual"
     p = Path(text)
     ext = p.suffix.lower()
@@ -410,8 +423,8 @@ def open_sink(
     """Open a sink from a user's spec.
 
     Args:
-        spec: ``"virtual"`` (or ``"virtual:DEVICE"``), a video path (.mp4 -> mp4v,
-            .avi -> MJPG), an image path, a folder (numbered PNGs), or a callable.
+        spec: ``"virtual"`` (or ``"virtual:DEVICE"``; the keyword in any case), a video path
+            (.mp4 -> mp4v, .avi -> MJPG), an image path, a folder (numbered PNGs), or a callable.
         size: ``(W, H)`` of the output (required for video and the virtual camera; images and
             callbacks keep each frame's size when ``None``).
         fps: frame rate written into a video / announced to the virtual camera.

@@ -247,8 +247,13 @@ def _camera_apis() -> list[int]:
     if sys.platform.startswith("linux"):
         return [cv2.CAP_V4L2, cv2.CAP_ANY]
     if sys.platform == "win32":
-        # DirectShow opens fast and honours MJPG; Media Foundation is the fallback.
-        return [cv2.CAP_DSHOW, cv2.CAP_MSMF]
+        # Media Foundation first: OpenCV's MSMF indexes devices in the order MFEnumDeviceSources
+        # lists them, the same list Qt's QMediaDevices shows, so the app's camera i is MSMF's i.
+        # DirectShow's list also holds DirectShow-only virtual cameras (OBS Virtual Camera, our
+        # own output), so its index i can be another device - or a feedback loop. MSMF's slow
+        # open is avoided by OPENCV_VIDEOIO_MSMF_ENABLE_HW_TRANSFORMS=0 (see engine/__init__.py);
+        # DirectShow stays as the fallback for devices MSMF cannot open.
+        return [cv2.CAP_MSMF, cv2.CAP_DSHOW]
     if sys.platform == "darwin":
         return [cv2.CAP_AVFOUNDATION]
     return [cv2.CAP_ANY]

@@ -71,17 +71,28 @@ class EngineStats:
 
 
 class _Rate:
-    """Events per second over the last ``window_s`` seconds."""
+    """Events per second over the last ``window_s`` seconds, falling when events stop."""
 
     def __init__(self, window_s: float, maxlen: int = 1024):
         self.window_s = window_s
         self.times: deque[float] = deque(maxlen=maxlen)
 
     def rate(self, now: float) -> float:
+        """The rate at ``now`` (the clock of the recorded times), 0 with under 2 events.
+
+        Steady: ``(events - 1)`` intervals over the time from the first to the last event in
+        the window. Once the wait since the last event outlasts the mean interval, the excess
+        counts too: otherwise a stalled stream kept its last rate until the window emptied
+        (a GUI showing "30 fps" for 2 s while nothing was sent). Waits up to one mean interval
+        count for nothing, so ordinary jitter does not make the number flicker.
+        """
         recent = [t for t in self.times if t >= now - self.window_s]
         if len(recent) < 2 or recent[-1] <= recent[0]:
             return 0.0
-        return (len(recent) - 1) / (recent[-1] - recent[0])
+        intervals = len(recent) - 1
+        span = recent[-1] - recent[0]
+        overdue = max(0.0, (now - recent[-1]) - span / intervals)
+        return intervals / (span + overdue)
 
 
 def _median(values: deque[float]) -> float:

@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from engine.frames import Frame, even_size, resize_to
+from engine.frames import Frame, even_size, fit_to
 from engine.sinks import SinkError
 
 __all__ = [
@@ -67,7 +67,9 @@ class VirtualCameraSink:
     """Frames to a virtual camera via the real ``pyvirtualcam.Camera``.
 
     Args:
-        size: ``(W, H)`` the camera is opened at; frames of another size are resized.
+        size: ``(W, H)`` the camera is opened at. It cannot change while open (v4l2loopback,
+            OBS), so frames of another size are scaled to fit and letterboxed (black bars),
+            never stretched.
         fps: the rate announced to the device (the pipeline decides the real rate).
         device: a specific device ("/dev/video10", "OBS Virtual Camera"); None = first usable.
         backend: a specific pyvirtualcam backend ("v4l2loopback", "obs", "unitycapture" or a
@@ -119,7 +121,7 @@ class VirtualCameraSink:
         self.device = self._cam.device
         self.backend = self._cam.backend
         w, h = self.size
-        self._resized = np.empty((h, w, 3), np.uint8)
+        self._fitted = np.empty((h, w, 3), np.uint8)
         self._bgr = (
             np.empty((h, w, 3), np.uint8) if self._fmt is pyvirtualcam.PixelFormat.BGR else None
         )
@@ -129,10 +131,10 @@ class VirtualCameraSink:
         return 0 if self._cam is None else int(self._cam.frames_sent)
 
     def write(self, frame: Frame) -> None:
-        """Send ``frame.image`` ``(H, W, 3) uint8 RGB``; resized to ``size`` if needed."""
+        """Send ``frame.image`` ``(H, W, 3) uint8 RGB``; letterboxed to ``size`` if needed."""
         if self._cam is None:
             raise RuntimeError("virtual camera sink is closed")
-        img = resize_to(frame.image, self.size, out=self._resized)
+        img = fit_to(frame.image, self.size, out=self._fitted)
         if self._bgr is not None:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr)
         self._cam.send(img)

@@ -891,6 +891,29 @@ def test_preview_split_drag_and_mirror(qtbot):
     assert colour_at(0.2).green() > 200 and colour_at(0.9).green() > 200
 
 
+def test_preview_side_by_side_badges_have_their_own_styles(qtbot):
+    """Side mode: BEFORE in the dark style, AFTER in the accent style (both sit top-left)."""
+    w = PreviewWidget()
+    qtbot.addWidget(w)
+    w.resize(820, 320)
+    w.show()
+    grey = np.full((90, 160, 3), 128, np.uint8)
+    w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    w.set_mode("side")
+    shot = qimage_to_array(w.grab().toImage()).astype(int)
+
+    def badge_pixels(r) -> np.ndarray:
+        x, y = int(r.left()) + 12, int(r.top()) + 12  # the badge's top-left corner
+        return shot[y : y + 16, x : x + 40].reshape(-1, 3)
+
+    before, after = (badge_pixels(r) for r in w.side_rects())
+    r, g, b = before.T
+    accent = (after[:, 2] > 180) & (after[:, 0] < 120)  # #38bdf8 over the grey frame
+    assert accent.mean() > 0.3, "the AFTER badge is not in the accent style"
+    assert not ((b > 180) & (r < 120)).any(), "the BEFORE badge is in the accent style"
+    assert ((r < 90) & (g < 90) & (b < 90)).mean() > 0.3, "the BEFORE badge is not dark"
+
+
 def test_frame_to_qimage_copies_the_buffer():
     arr = np.full((4, 5, 3), 7, np.uint8)
     img = frame_to_qimage(arr)

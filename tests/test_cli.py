@@ -328,6 +328,31 @@ def test_run_refuses_to_overwrite_its_input(clip: Path, tmp_path: Path) -> None:
     assert source.read_bytes() == clip.read_bytes()
 
 
+@pytest.mark.parametrize("command", ["run", "process"])
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_an_output_that_is_the_input_by_another_name_is_refused(
+    command: str, link: str, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # resolve() alone let a hard link through (and a case-folded name on macOS / Windows
+    # volumes): the output would have replaced the input while it was being read.
+    source = tmp_path / "in.avi"
+    source.write_bytes(clip.read_bytes())
+    other = tmp_path / "other.avi"
+    if link == "hard":
+        os.link(source, other)
+    else:
+        other.symlink_to(source)
+    if command == "run":
+        argv = ["run", "--source", str(source), "--output", str(other), "--duration", "0.5"]
+    else:
+        argv = ["process", str(source), str(other)]
+    code = cli.main([*argv, "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "would overwrite the input" in err and "Traceback" not in err
+    assert source.read_bytes() == clip.read_bytes()
+
+
 @pytest.mark.parametrize("fps", ["0.25", "inf", "5000"])
 def test_run_fps_the_sources_would_ignore_is_a_usage_error(
     fps: str, clip: Path, tmp_path: Path
@@ -440,6 +465,25 @@ def test_run_to_virtual_camera(clip: Path) -> None:
     assert got[0].shape == (H, W, 3)
     stamps = [read_stamp(f) for f in got]
     assert stamps == sorted(stamps) and stamps[-1] == 23
+
+
+@pytest.mark.parametrize("spec", ["VIRTUAL", "Virtual"])
+def test_run_to_virtual_camera_in_any_case(
+    spec: str, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--output VIRTUAL` used to write a folder of PNGs named VIRTUAL instead of streaming.
+    import pyvirtualcam
+
+    pyvirtualcam.register_backend("sharpcam-test-rec", _RecordingCamera)
+    _RecordingCamera.frames = []
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", spec, "--backend", "unsharp",
+         "--virtual-backend", "sharpcam-test-rec"]
+    )  # fmt: skip
+    assert code == 0
+    assert len(_RecordingCamera.frames) >= 20
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_run_stops_and_fails_when_its_output_fails(

@@ -10,7 +10,7 @@ import pytest
 import pyvirtualcam
 from videos import read_video  # noqa: E402
 
-from engine.frames import Frame
+from engine.frames import Frame, fit_to, resize_to
 from engine.sinks import (
     CallbackSink,
     ImageSink,
@@ -103,6 +103,76 @@ def test_virtual_sink_resizes_and_converts_to_bgr(recorder):
     sent = recorder.instances[-1].frames[0]
     assert sent.shape == (12, 16, 3)
     assert (sent[..., 2] == 200).all() and (sent[..., 0] == 0).all()
+
+
+def picture(size: tuple[int, int]) -> np.ndarray:
+    """``(H, W, 3)`` gradient with no black pixel, so bars are told apart from the picture."""
+    w, h = size
+    img = np.empty((h, w, 3), np.uint8)
+    img[..., 0] = np.linspace(40, 250, w, dtype=np.uint8)[None, :]
+    img[..., 1] = np.linspace(40, 250, h, dtype=np.uint8)[:, None]
+    img[..., 2] = 90
+    return img
+
+
+def assert_boxed(out: np.ndarray, img: np.ndarray, box: tuple[int, int, int, int]) -> None:
+    """``out`` is ``img`` scaled undistorted into ``box`` ``(x, y, w, h)``, black elsewhere."""
+    x, y, w, h = box
+    inside = np.zeros(out.shape[:2], bool)
+    inside[y : y + h, x : x + w] = True
+    assert (out[~inside] == 0).all(), "the bars are not black"
+    content = out[y : y + h, x : x + w]
+    assert (content.max(axis=2) > 0).all(), "part of the picture is black"
+    np.testing.assert_array_equal(content, resize_to(img, (w, h)))
+
+
+def test_fit_to_same_size_is_the_image_itself():
+    img = picture((64, 36))
+    assert fit_to(img, (64, 36)) is img
+    assert fit_to(img, (64, 36), out=np.empty_like(img)) is img
+
+
+def test_fit_to_pillarboxes_4_3_into_16_9():
+    img = picture((64, 48))
+    out = fit_to(img, (128, 72))
+    assert out.shape == (72, 128, 3)
+    # 4:3 at full height is 96 wide: (128 - 96) / 2 = 16 black columns each side.
+    assert_boxed(out, img, (16, 0, 96, 72))
+
+
+def test_fit_to_letterboxes_16_9_into_4_3():
+    img = picture((128, 72))
+    out = fit_to(img, (64, 48))
+    assert out.shape == (48, 64, 3)
+    # 16:9 at full width is 36 high: (48 - 36) / 2 = 6 black rows above and below.
+    assert_boxed(out, img, (0, 6, 64, 36))
+
+
+def test_fit_to_reused_out_keeps_the_bars_black():
+    out = np.full((72, 128, 3), 255, np.uint8)  # stale content must not survive in the bars
+    tall, wide, same = picture((48, 48)), picture((256, 72)), picture((64, 36))
+    assert fit_to(tall, (128, 72), out=out) is out
+    assert_boxed(out, tall, (28, 0, 72, 72))
+    assert fit_to(wide, (128, 72), out=out) is out  # where the picture was is now a bar
+    assert_boxed(out, wide, (0, 18, 128, 36))
+    assert fit_to(same, (128, 72), out=out) is out  # same aspect: no bars at all
+    assert_boxed(out, same, (0, 0, 128, 72))
+    assert fit_to(tall, (128, 72), out=out) is out
+    assert_boxed(out, tall, (28, 0, 72, 72))
+
+
+def test_virtual_sink_letterboxes_frames_of_another_aspect(recorder):
+    """The camera keeps its opening size; a 4:3 frame in a 16:9 camera is pillarboxed."""
+    narrow, full = picture((64, 48)), picture((128, 72))
+    with VirtualCameraSink(size=(128, 72), backend=RECORDER) as s:
+        s.write(Frame(narrow, 0, 0.0))
+        s.write(Frame(full, 1, 0.0))
+        s.write(Frame(narrow, 2, 0.0))
+    sent = recorder.instances[-1].frames
+    assert len(sent) == 3 and all(f.shape == (72, 128, 3) for f in sent)
+    assert_boxed(sent[0], narrow, (16, 0, 96, 72))
+    np.testing.assert_array_equal(sent[1], full)
+    assert_boxed(sent[2], narrow, (16, 0, 96, 72))
 
 
 def test_virtual_sink_close_is_idempotent(recorder):
@@ -339,6 +409,16 @@ def test_image_sink_failed_write_keeps_the_earlier_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no partial left behind
 
 
+def test_virtual_keyword_folds_case_but_not_the_device(monkeypatch):
+    import engine.virtualcam
+
+    opened = []
+    monkeypatch.setattr(engine.virtualcam, "VirtualCameraSink", lambda **kw: opened.append(kw))
+    open_sink("Virtual:/dev/Video9", size=(64, 48))
+    open_sink("VIRTUAL", size=(64, 48))
+    assert [kw.get("device") for kw in opened] == ["/dev/Video9", None]
+
+
 def test_callback_sink_and_kinds(tmp_path):
     got = []
     sink = open_sink(lambda f: got.append(f.index), size=None)
@@ -348,6 +428,8 @@ def test_callback_sink_and_kinds(tmp_path):
     sink.write(frame(4))  # closed: ignored
     assert got == [3]
     assert sink_kind("virtual") == "virtual" and sink_kind("virtual:/dev/video9") == "virtual"
+    assert sink_kind("VIRTUAL") == "virtual" and sink_kind("Virtual:/dev/video9") == "virtual"
+    assert sink_kind("virtually") == "images" and sink_kind("virtual.mp4") == "video"
     assert sink_kind("a.MP4") == "video" and sink_kind("b.jpg") == "images"
     assert sink_kind(tmp_path) == "images"
     with pytest.raises(SinkError, match="cannot tell what to write"):

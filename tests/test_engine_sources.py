@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -400,6 +403,20 @@ def test_missing_camera_lists_available_ones(monkeypatch):
     assert [c.index for c in info.value.available] == [0, 2]
 
 
+def test_windows_opens_and_lists_cameras_with_media_foundation_first(monkeypatch):
+    # The app numbers cameras as Qt lists them, which on Windows is Media Foundation's list.
+    # DirectShow used to be tried first, and its list also holds DirectShow-only virtual cameras
+    # (OBS Virtual Camera, SharpCam's own output), so index i could open another device.
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    assert sources._camera_apis() == [cv2.CAP_MSMF, cv2.CAP_DSHOW]
+    made: list[FakeCapture] = []
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, log=made))
+    assert [c.index for c in list_cameras(max_index=1)] == [0]  # the listing probes the same way
+    with open_source("0", live=True) as cam:
+        cam.read()
+    assert [c.api for c in made] == [cv2.CAP_MSMF, cv2.CAP_MSMF]
+
+
 def test_missing_camera_when_there_are_none(monkeypatch):
     monkeypatch.setattr(sources, "_probe_camera", lambda i: False)
     monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, opened=False))
@@ -466,3 +483,50 @@ def test_camera_without_reconnect_raises(monkeypatch):
     with pytest.raises(SourceError, match="stopped delivering"):
         cam.read()
     cam.close()
+
+
+# --------------------------------------------------------------------------- OpenCV environment
+
+MSMF_ENV = "OPENCV_VIDEOIO_MSMF_ENABLE_HW_TRANSFORMS"
+REPO = Path(__file__).resolve().parents[1]
+#: Prints the variable as it stood when cv2 was first imported, after importing the given module.
+_SEEN_AT_CV2_IMPORT = """
+import os, sys
+seen = []
+
+class Spy:
+    def find_spec(self, name, path=None, target=None):
+        if name == "cv2" and not seen:
+            seen.append(os.environ.get({env!r}))
+        return None
+
+sys.meta_path.insert(0, Spy())
+import {module}
+import cv2
+print(seen[0] if seen else "cv2 imported before the spy")
+"""
+
+
+def env_seen_by_cv2(module: str, value: str | None) -> str:
+    """What ``import {module}`` leaves in the environment when cv2 loads (fresh interpreter)."""
+    env = {k: v for k, v in os.environ.items() if k != MSMF_ENV}
+    if value is not None:
+        env[MSMF_ENV] = value
+    code = _SEEN_AT_CV2_IMPORT.format(env=MSMF_ENV, module=module)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+@pytest.mark.parametrize("module", ["engine", "engine.sources", "main"])
+def test_msmf_hardware_transforms_are_off_before_cv2_loads(module):
+    # On Windows each C runtime copies the environment when it loads: the variable only reaches
+    # OpenCV if it is set before cv2 is first imported. Without it MSMF, the first camera API on
+    # Windows, takes seconds to open many webcams (opencv/opencv#17687).
+    assert env_seen_by_cv2(module, None) == "0"
+
+
+def test_a_users_msmf_setting_is_kept():
+    assert env_seen_by_cv2("engine", "1") == "1"

@@ -133,6 +133,25 @@ def test_raw_windows_stay_inside_range(tmp_path: Path) -> None:
     assert [s.set for s in only_plain] == ["raw-plain"]
 
 
+def test_raw_limit_scores_every_window_size(tmp_path: Path) -> None:
+    """--limit takes whole centres, each with all its windows, not the smallest windows only."""
+    rng = np.random.default_rng(0)
+    for i in range(1, 61):
+        _write(tmp_path / "seq" / f"{i:06d}.png", rng.uniform(0, 1, (16, 16, 3)).astype(np.float32))
+    spec = EV.parse_data(f"raw:{tmp_path / 'seq'}:1-60")
+    samples = list(EV.iter_samples(spec, mode="plain", windows=(7, 11), limit=2))
+    assert [s.name for s in samples] == ["seq_c011_w7", "seq_c011_w11"]
+    everything = list(EV.iter_samples(spec, mode="plain", windows=(7, 11)))
+    assert [s.name for s in everything] == [
+        "seq_c011_w7",
+        "seq_c011_w11",
+        "seq_c031_w7",
+        "seq_c031_w11",
+        "seq_c051_w7",
+        "seq_c051_w11",
+    ]
+
+
 def test_lai_kernel_is_centred(tmp_path: Path) -> None:
     """An off-centre delta kernel must leave the image unchanged (no shift)."""
     sharp = np.random.default_rng(1).uniform(0, 1, (40, 50, 3)).astype(np.float32)

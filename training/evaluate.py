@@ -226,6 +226,9 @@ def iter_samples(
                 f"no frame windows in {spec.path} frames {spec.first}-{spec.last}"
             )
         seq = Path(spec.path).name
+        # Centre by centre, every window of each: a --limit then scores each window size,
+        # not only the smallest one that raw_frame_windows lists first.
+        found = sorted(found, key=lambda pc: (pc[1], len(pc[0])))
         for paths, centre in found:
             if centre not in centres:
                 continue

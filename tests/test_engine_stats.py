@@ -1,0 +1,58 @@
+"""Statistics: the frame rates follow the stream, and fall when it stops."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from engine.stats import StatsRecorder, _Rate
+
+FPS = 30.0
+
+
+def steady(seconds: float, fps: float = FPS, start: float = 100.0) -> _Rate:
+    """A 2 s window fed ``seconds`` of events at ``fps`` from ``start``."""
+    r = _Rate(2.0)
+    r.times.extend(start + i / fps for i in range(round(seconds * fps) + 1))
+    return r
+
+
+def test_rate_of_a_steady_stream_ignores_jitter():
+    r = steady(3.0)
+    last = r.times[-1]
+    assert r.rate(last) == pytest.approx(FPS)
+    # The next frame is not late yet: no change while waiting less than one interval.
+    assert r.rate(last + 0.9 / FPS) == pytest.approx(FPS)
+
+
+def test_rate_falls_when_events_stop():
+    r = steady(3.0)
+    last = r.times[-1]
+    rates = [r.rate(last + gap) for gap in (0.0, 0.25, 0.5, 1.0, 1.5, 1.9)]
+    assert rates == sorted(rates, reverse=True) and len(set(rates)) == len(rates)
+    # Half a second without frames: about the frames of the last 2 s over those 2 s, not 30.
+    assert rates[2] == pytest.approx(1.5 * FPS / 2.0, rel=0.05)
+    assert rates[3] == pytest.approx(1.0 * FPS / 2.0, rel=0.05)
+    assert rates[-1] < 2.0
+    assert r.rate(last + 2.01) == 0.0  # the window holds no event
+
+
+def test_rate_needs_two_events():
+    r = _Rate(2.0)
+    assert r.rate(5.0) == 0.0
+    r.times.append(5.0)
+    assert r.rate(5.0) == 0.0
+
+
+def test_snapshot_fps_reflects_a_stalled_stream():
+    rec = StatsRecorder(window_s=2.0)
+    now = time.perf_counter()
+    # Half a second at 30 fps that ended a second ago: nothing has moved since.
+    for i in range(16):
+        t = now - 1.5 + i / FPS
+        rec.frame_in(t, 1.0)
+        rec.frame_out(t, 1.0, 20.0, (64, 48))
+    snap = rec.snapshot()
+    assert snap.frames_in == snap.frames_out == 16
+    assert 0.0 < snap.fps_in < FPS / 2 and 0.0 < snap.fps_out < FPS / 2
