@@ -3,7 +3,9 @@
 The engine calls back from its worker threads; widgets may only be touched from the GUI thread.
 :class:`EngineBridge` is a ``QObject`` living in the GUI thread: engine callbacks only copy data
 and emit signals (Qt queues cross-thread emissions to the receiver's thread), and the window's
-commands (start, strength, on/off, virtual camera) arrive as plain method calls.
+commands (start, strength, on/off, virtual camera) arrive as plain method calls. Only a start
+has slow parts (opening a camera, compiling a model): those run on a short-lived worker thread,
+and the engine is started back in the GUI thread (:attr:`EngineBridge.start_finished`).
 
 Previews follow the latest-frame rule of the engine itself: the callback stores the newest
 ``(original, processed)`` pair and emits :attr:`EngineBridge.preview_ready` only when the GUI has
@@ -21,7 +23,8 @@ import threading
 import time
 import types
 import warnings
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,6 +32,9 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QImage
 
 log = logging.getLogger(__name__)
+
+# How long a start waits for the previous one's camera open before opening its own anyway.
+OPEN_WAIT_S = 15.0
 
 
 def frame_to_qimage(image: np.ndarray) -> QImage:
@@ -175,6 +181,9 @@ class EngineBridge(QObject):
         backend_changed(str): the "Backend · Provider" label actually in use.
         virtual_camera_changed(bool, str): virtual camera on/off and its device name.
         virtual_camera_missing(str): no virtual camera; the argument is the setup guidance.
+        start_finished(bool): the latest :meth:`start` ended: True when the engine runs (after
+            its running_changed(True)), False when there is no video. Not emitted for a start
+            superseded by a newer one or cancelled by :meth:`stop`.
     """
 
     preview_ready = Signal()
@@ -185,9 +194,11 @@ class EngineBridge(QObject):
     backend_changed = Signal(str)
     virtual_camera_changed = Signal(bool, str)
     virtual_camera_missing = Signal(str)
+    start_finished = Signal(bool)
 
     # Emitted from worker threads; connected (queued) to GUI-thread slots.
     _error_from_worker = Signal(object)
+    _opened = Signal(object)  # a _StartRequest whose source and backend are open
 
     def __init__(
         self,
@@ -227,6 +238,11 @@ class EngineBridge(QObject):
         self._stats_timer.setInterval(stats_interval_ms)
         self._stats_timer.timeout.connect(self._poll_stats)
         self._error_from_worker.connect(self._on_worker_error)
+        # Starts: the newest generation wins; older results are closed when they arrive.
+        self._generation = 0
+        self._opening: _StartRequest | None = None  # the start whose result is awaited
+        self._openers: list[tuple[threading.Thread, _StartRequest]] = []  # for join()
+        self._opened.connect(self._on_opened)
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -270,8 +286,17 @@ class EngineBridge(QObject):
         loop: bool = False,
         fallback_source: str | None = None,
         scale: float | str = "auto",
-    ) -> bool:
-        """(Re)start the engine on ``source``; returns True when it runs.
+        wait: bool = False,
+    ) -> bool | None:
+        """(Re)start the engine on ``source``.
+
+        The running engine is stopped first (a camera cannot be opened twice). Opening the
+        source and loading the backend can take seconds (a Media Foundation camera, an OpenVINO
+        compile), so by default they run on a worker thread and this returns None at once;
+        :attr:`start_finished` says how it ended. A newer :meth:`start` or a :meth:`stop`
+        before then supersedes this one: what it opened is closed and nothing is emitted for
+        it. ``wait=True`` does it all in the calling thread and returns True when the engine
+        runs (no event loop needed).
 
         A source that fails to open is reported and ``fallback_source`` (the demo clip) is used
         instead; a backend that fails to load is reported and ``passthrough`` is used, so the
@@ -280,115 +305,70 @@ class EngineBridge(QObject):
         ``scale`` is the processing scale (``auto``: full size while the model keeps up with
         the source's frame rate, smaller when it does not; see ``engine.backends.ScaledBackend``).
         """
-        want_virtual = self._virtual_sink is not None
+        # Read before stop(): a restart keeps the virtual camera on, also when it supersedes a
+        # start that had not finished yet (the sink is gone then, the wish is not).
+        want_virtual = self._virtual_sink is not None or (
+            self._opening is not None and self._opening.want_virtual
+        )
         self.stop()
+        self.using_fallback = False
         self._fps = fps
         self._strength = strength
         self._enabled = enabled
-        api = self._api
-        src = None
-        self.using_fallback = False
-        try:
-            src = api.open_source(source, live=True, size=size, fps=fps, **_loop_opt(loop))
-        except Exception as exc:
-            msg = describe_error(exc, context="camera")
-            fallback_error = None
-            if fallback_source is not None and fallback_source != source:
-                try:
-                    src = api.open_source(
-                        fallback_source, live=True, size=None, fps=fps, **_loop_opt(True)
-                    )
-                    self.using_fallback = True
-                except Exception as exc2:
-                    fallback_error = exc2
-            if self.using_fallback:
-                # Nothing retries a camera that failed to open: the advice must not promise a
-                # reconnect, and must say that the picture (also what calls receive) is the demo.
-                msg = replace(
-                    msg,
-                    advice="Showing the demo clip instead. Close other apps that use the camera, "
-                    "check the cable, then pick the camera again above.",
-                )
-            self.message.emit(msg)
-            if fallback_error is not None:
-                self.message.emit(describe_error(fallback_error, context="camera"))
-        if src is None:
-            if want_virtual:
-                # Nothing runs to send to: the switch must not go on saying "sending".
-                self._virtual_device = ""
-                self.virtual_camera_changed.emit(False, "")
-            return False
-        be = None
-        warning = None
-        model_msg: UserMessage | None = None
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                be = api.create_backend(
-                    backend, model=model, scale=scale, target_fps=getattr(src, "fps", 0) or fps
-                )
-            for w in caught:
-                text = str(w.message)
-                if "using the float model" in text:
-                    # A damaged (or foreign) int8 file: verified and rejected, the float one
-                    # runs; advice about adding a manifest would be wrong.
-                    advice = (
-                        "SharpCam keeps sharpening with the float model, a little slower. "
-                        "Reinstall the weights to get the faster int8 model back."
-                    )
-                else:
-                    # e.g. a model without a manifest beside it: it runs, but unverified.
-                    advice = (
-                        "It runs, but SharpCam could not verify it. Ship a manifest.json with "
-                        "its sha256 beside the model to silence this."
-                    )
-                self.message.emit(UserMessage("warning", text, advice))
-        except Exception as exc:
-            model_msg = describe_error(exc, context="model")
-            self.message.emit(model_msg)
-            warning = model_msg.text
-            be = api.create_backend("passthrough")
-        try:
-            eng = api.Engine(
-                src,
-                be,
-                sinks=[],
-                live=True,
-                strength=strength,
-                enabled=enabled,
-                on_preview=self._on_preview,
-                preview_fps=self._preview_fps,
-                on_error=self._on_error,
-                warning=warning,
-                close_backend=True,
-            )
-            eng.start()
-        except Exception as exc:
-            self.message.emit(describe_error(exc))
-            _close_quietly(be)
-            _close_quietly(src)
-            if want_virtual:
-                self._virtual_device = ""
-                self.virtual_camera_changed.emit(False, "")
-            return False
-        self._source, self._backend, self._engine = src, be, eng
-        self._label = backend_label(be)
-        if warning and model_msg is not None:
-            # The engine repeats this warning in its stats: it was shown already.
-            self._warnings_shown = dict.fromkeys(_warning_parts(warning), model_msg)
-        self.backend_changed.emit(self._label)
-        self._stats_timer.start()
-        self.running_changed.emit(True)
-        if want_virtual:
-            self.set_virtual_camera(True)
-        return True
+        req = _StartRequest(
+            generation=self._generation,
+            source=source,
+            size=size,
+            fps=fps,
+            backend=backend,
+            model=model,
+            loop=loop,
+            fallback_source=fallback_source,
+            scale=scale,
+            want_virtual=want_virtual,
+        )
+        # The previous start may still be opening the same camera: each start waits for it.
+        prev = self._openers[-1] if self._openers else None
+        self._openers = [(t, r) for t, r in self._openers if t.is_alive() or not r.claimed]
+        if wait:
+            self._after_previous(prev)
+            _open_request(self._api, req)
+            self._claim(req)
+            return self._finish_start(req)
+        self._opening = req
+        thread = threading.Thread(
+            target=self._open_in_worker,
+            args=(req, prev),
+            name=f"sharpcam-open-{req.generation}",
+            # A camera driver that never returns must not keep the process alive at exit;
+            # join() gives it a bounded wait first.
+            daemon=True,
+        )
+        self._openers.append((thread, req))
+        thread.start()
+        return None
+
+    @property
+    def starting(self) -> bool:
+        """A :meth:`start` is opening its source and backend; :attr:`start_finished` follows."""
+        return self._opening is not None
 
     def stop(self, timeout: float = 2.0) -> bool:
-        """Stop the engine and join its threads; True when everything joined within ``timeout``."""
+        """Stop the engine and join its threads; True when everything joined within ``timeout``.
+
+        A start still opening is cancelled: what it opens is closed when it arrives.
+        """
         self._stats_timer.stop()
+        cancelled = self._opening is not None
+        self._opening = None
+        with self._lock:
+            # Any result still on its way is stale from here on (see _on_opened).
+            self._generation += 1
         eng, self._engine = self._engine, None
         self._virtual_sink = None  # the engine closes its sinks
         if eng is None:
+            if cancelled:
+                self.running_changed.emit(False)  # the window must not stay "Starting"
             return True
         joined = bool(eng.stop(timeout=timeout))
         # Kept to be joined before the process exits (see join()).
@@ -415,21 +395,40 @@ class EngineBridge(QObject):
             self._engine.set_enabled(self._enabled)
 
     def join(self, timeout: float) -> bool:
-        """Wait for engines stopped late (a model call still in progress) to end; True when none
-        is left. Before the process exits: a thread inside a native call at interpreter shutdown
-        aborts the process."""
+        """Wait for engines stopped late (a model call still in progress) and for starts still
+        opening (a camera, a model compile) to end; True when none is left. Before the process
+        exits: a thread inside a native call at interpreter shutdown aborts the process.
+        What a cancelled start opened is closed here if its result never reached the event loop.
+        """
         deadline = time.monotonic() + timeout
+        for thread, _ in self._openers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        still: list[tuple[threading.Thread, _StartRequest]] = []
+        for thread, req in self._openers:
+            if thread.is_alive():
+                still.append((thread, req))  # it closes its result itself: it is stale
+            elif self._is_stale(req) and self._claim(req):
+                req.close()
+        self._openers = still
         self._lingering = [
             e for e in self._lingering if not e.join(max(0.0, deadline - time.monotonic()))
         ]
-        return not self._lingering
+        return not self._lingering and not self._openers
 
     def set_virtual_camera(self, on: bool) -> bool:
         """Turn the virtual camera output on or off; returns the resulting state.
 
         When no virtual camera exists, emits :attr:`virtual_camera_missing` with the OS's
-        setup steps and stays off.
+        setup steps and stays off. While a start is opening, the choice is kept and applied
+        when it finishes (False until then).
         """
+        if self._opening is not None:
+            # Applied when the start finishes (it carries the wish over, like a restart does).
+            self._opening.want_virtual = on
+            if not on:
+                self._virtual_device = ""
+                self.virtual_camera_changed.emit(False, "")
+            return False
         if not on:
             sink, self._virtual_sink = self._virtual_sink, None
             if sink is not None and self._engine is not None:
@@ -490,6 +489,109 @@ class EngineBridge(QObject):
     def _on_error(self, exc: BaseException) -> None:
         self._error_from_worker.emit(exc)
 
+    # --- starting (worker thread, then the GUI thread) ------------------------------------------
+    def _claim(self, req: _StartRequest) -> bool:
+        """True for the one caller that gets to use or close ``req``'s result."""
+        with self._lock:
+            if req.claimed:
+                return False
+            req.claimed = True
+            return True
+
+    def _is_stale(self, req: _StartRequest) -> bool:
+        """A newer start or a stop came after ``req`` (any thread; once True, always True)."""
+        with self._lock:
+            return req.generation != self._generation
+
+    def _after_previous(self, prev: tuple[threading.Thread, _StartRequest] | None) -> None:
+        """Wait for the previous start's opener and close what it opened, so that a camera is
+        never opened while a superseded start still holds it."""
+        if prev is None:
+            return
+        thread, old = prev
+        # Bounded: a driver that never returns must not block every later start.
+        thread.join(OPEN_WAIT_S)
+        if not thread.is_alive() and self._is_stale(old) and self._claim(old):
+            old.close()  # it reached the event loop's queue before it went stale
+
+    def _open_in_worker(
+        self, req: _StartRequest, prev: tuple[threading.Thread, _StartRequest] | None
+    ) -> None:
+        self._after_previous(prev)
+        if not self._is_stale(req):  # superseded while waiting: nothing to open
+            _open_request(self._api, req, stale=lambda: self._is_stale(req))
+        if self._is_stale(req):
+            # Superseded or stopped while opening: close it here, off the GUI thread.
+            if self._claim(req):
+                req.close()
+            return
+        try:
+            self._opened.emit(req)  # queued: _on_opened runs in the GUI thread
+        except RuntimeError:  # the bridge was deleted meanwhile
+            if self._claim(req):
+                req.close()
+
+    def _on_opened(self, req: _StartRequest) -> None:
+        if not self._claim(req):
+            return  # join() closed it already
+        if req.generation != self._generation:
+            req.close()  # a newer start or a stop came after the worker's check
+            return
+        self._opening = None
+        self._finish_start(req)
+
+    def _finish_start(self, req: _StartRequest) -> bool:
+        """Start the engine on what ``req`` opened and say so, in the GUI thread."""
+        self.using_fallback = req.using_fallback
+        for msg in req.messages:
+            self.message.emit(msg)
+        src, be = req.src, req.be
+        if src is None or be is None:
+            req.close()
+            if req.want_virtual:
+                # Nothing runs to send to: the switch must not go on saying "sending".
+                self._virtual_device = ""
+                self.virtual_camera_changed.emit(False, "")
+            self.start_finished.emit(False)
+            return False
+        api = self._api
+        try:
+            eng = api.Engine(
+                src,
+                be,
+                sinks=[],
+                live=True,
+                # The current values: the slider may have moved while the camera opened.
+                strength=self._strength,
+                enabled=self._enabled,
+                on_preview=self._on_preview,
+                preview_fps=self._preview_fps,
+                on_error=self._on_error,
+                warning=req.warning,
+                close_backend=True,
+            )
+            eng.start()
+        except Exception as exc:
+            self.message.emit(describe_error(exc))
+            req.close()
+            if req.want_virtual:
+                self._virtual_device = ""
+                self.virtual_camera_changed.emit(False, "")
+            self.start_finished.emit(False)
+            return False
+        self._source, self._backend, self._engine = src, be, eng
+        self._label = backend_label(be)
+        if req.warning and req.model_msg is not None:
+            # The engine repeats this warning in its stats: it was shown already.
+            self._warnings_shown = dict.fromkeys(_warning_parts(req.warning), req.model_msg)
+        self.backend_changed.emit(self._label)
+        self._stats_timer.start()
+        self.running_changed.emit(True)
+        if req.want_virtual:
+            self.set_virtual_camera(True)
+        self.start_finished.emit(True)
+        return True
+
     # --- GUI-thread slots ----------------------------------------------------------------------
     def _on_worker_error(self, exc: BaseException) -> None:
         self.message.emit(describe_error(exc))
@@ -542,6 +644,111 @@ class EngineBridge(QObject):
             return int(size[0]), int(size[1])
         # The virtual camera sink letterboxes whatever arrives, so a guess is safe here.
         return self.last_frame_size or (1280, 720)
+
+
+@dataclass(eq=False)
+class _StartRequest:
+    """One :meth:`EngineBridge.start`: what to open, then what was opened (by the worker)."""
+
+    generation: int
+    source: str
+    size: tuple[int, int] | None
+    fps: float
+    backend: str
+    model: str | None
+    loop: bool
+    fallback_source: str | None
+    scale: float | str
+    want_virtual: bool  # GUI thread only
+    src: Any = None
+    be: Any = None
+    using_fallback: bool = False
+    messages: list[UserMessage] = field(default_factory=list)  # to emit, in order
+    warning: str | None = None  # for the engine's stats: the model failed, passthrough runs
+    model_msg: UserMessage | None = None
+    claimed: bool = False  # under the bridge's lock: the result was used or closed
+
+    def close(self) -> None:
+        _close_quietly(self.be)
+        _close_quietly(self.src)
+        self.src = self.be = None
+
+
+def _open_request(api: Any, req: _StartRequest, stale: Callable[[], bool] = lambda: False) -> None:
+    """Open ``req``'s source (or the fallback) and backend (or passthrough), collecting the
+    messages to show. Any thread, no Qt: this is the slow part of a start. A start that went
+    ``stale`` meanwhile skips the backend (a model compile for nothing)."""
+    try:
+        _open_source(api, req)
+        if req.src is not None and not stale():
+            _open_backend(api, req)
+    except Exception as exc:  # the passthrough fallback itself failed: no video, said why
+        req.messages.append(describe_error(exc))
+        req.close()
+
+
+def _open_source(api: Any, req: _StartRequest) -> None:
+    source, fallback_source, fps = req.source, req.fallback_source, req.fps
+    try:
+        req.src = api.open_source(source, live=True, size=req.size, fps=fps, **_loop_opt(req.loop))
+        return
+    except Exception as exc:
+        msg = describe_error(exc, context="camera")
+    fallback_error = None
+    if fallback_source is not None and fallback_source != source:
+        try:
+            req.src = api.open_source(
+                fallback_source, live=True, size=None, fps=fps, **_loop_opt(True)
+            )
+            req.using_fallback = True
+        except Exception as exc2:
+            fallback_error = exc2
+    if req.using_fallback:
+        # Nothing retries a camera that failed to open: the advice must not promise a
+        # reconnect, and must say that the picture (also what calls receive) is the demo.
+        msg = replace(
+            msg,
+            advice="Showing the demo clip instead. Close other apps that use the camera, "
+            "check the cable, then pick the camera again above.",
+        )
+    req.messages.append(msg)
+    if fallback_error is not None:
+        req.messages.append(describe_error(fallback_error, context="camera"))
+
+
+def _open_backend(api: Any, req: _StartRequest) -> None:
+    try:
+        # catch_warnings swaps process-wide state: safe because openers run one at a time
+        # (_after_previous); a warning another thread raises meanwhile is shown here too.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            req.be = api.create_backend(
+                req.backend,
+                model=req.model,
+                scale=req.scale,
+                target_fps=getattr(req.src, "fps", 0) or req.fps,
+            )
+        for w in caught:
+            text = str(w.message)
+            if "using the float model" in text:
+                # A damaged (or foreign) int8 file: verified and rejected, the float one
+                # runs; advice about adding a manifest would be wrong.
+                advice = (
+                    "SharpCam keeps sharpening with the float model, a little slower. "
+                    "Reinstall the weights to get the faster int8 model back."
+                )
+            else:
+                # e.g. a model without a manifest beside it: it runs, but unverified.
+                advice = (
+                    "It runs, but SharpCam could not verify it. Ship a manifest.json with "
+                    "its sha256 beside the model to silence this."
+                )
+            req.messages.append(UserMessage("warning", text, advice))
+    except Exception as exc:
+        req.model_msg = describe_error(exc, context="model")
+        req.messages.append(req.model_msg)
+        req.warning = req.model_msg.text
+        req.be = api.create_backend("passthrough")
 
 
 _BACKEND_NAMES = {

@@ -504,6 +504,7 @@ class MainWindow(QMainWindow):
         b.running_changed.connect(self._on_running)
         b.virtual_camera_changed.connect(self._on_virtual_changed)
         b.virtual_camera_missing.connect(self.show_virtual_camera_help)
+        b.start_finished.connect(self._on_start_finished)
 
     # --- starting the stream -------------------------------------------------------------------
     def current_camera(self) -> CameraChoice:
@@ -518,12 +519,16 @@ class MainWindow(QMainWindow):
         """The processing scale picked: ``"auto"`` or a number as text (``"0.75"``)."""
         return str(self.scale_combo.currentData())
 
-    def start_stream(self) -> bool:
-        """(Re)start the engine with the current picker choices."""
+    def start_stream(self, *, wait: bool = False) -> bool | None:
+        """(Re)start the engine with the current picker choices.
+
+        Returns at once (None) while the camera and model open on a worker thread; the window
+        stays responsive and :meth:`_on_start_finished` takes over. ``wait=True`` blocks until
+        the engine runs and returns True when it does.
+        """
         cam = self.current_camera()
         res = self.current_resolution()
         self.preview.clear(f"Opening {cam.name}…")
-        self._set_live("starting")
         # Files play at their own size; the resolution picker is for cameras.
         size = None if cam.is_demo else res.size
         ok = self.bridge.start(
@@ -537,7 +542,14 @@ class MainWindow(QMainWindow):
             loop=cam.is_demo,
             fallback_source=demo_choice().source,
             scale=self.current_scale(),
+            wait=wait,
         )
+        if self.bridge.starting:
+            # After start(): stopping the previous engine said "Stopped".
+            self._set_live("starting")
+        return ok
+
+    def _on_start_finished(self, ok: bool) -> None:
         if ok and self._restore_virtual:
             self._restore_virtual = False
             if not self.bridge.virtual_camera_on:
@@ -546,7 +558,6 @@ class MainWindow(QMainWindow):
             self.preview.clear("No video. Pick another camera or the demo clip.")
             # No engine was started, so no running_changed comes to end "Starting".
             self._set_live("stopped")
-        return ok
 
     def shown_source_name(self) -> str:
         """What the preview really shows: the picked camera, or the demo clip standing in."""
@@ -588,7 +599,9 @@ class MainWindow(QMainWindow):
         self.settings.split = fraction
 
     def _on_virtual_toggled(self, on: bool) -> None:
-        if on == self.bridge.virtual_camera_on:
+        self._restore_virtual = False  # the person's choice wins over the remembered one
+        # While a start opens, the bridge keeps the choice for when it runs.
+        if on == self.bridge.virtual_camera_on and not self.bridge.starting:
             return
         self.bridge.set_virtual_camera(on)
 
@@ -694,7 +707,10 @@ class MainWindow(QMainWindow):
         s.view_mode = self.preview.mode
         s.split = self.preview.split
         s.mirror = self.mirror_check.isChecked()
-        s.virtual_camera = self.bridge.virtual_camera_on
+        s.virtual_camera = self.bridge.virtual_camera_on or (
+            # Closed while a start was still opening: what it would have turned on.
+            self.bridge.starting and (self._restore_virtual or self.virtual_switch.isChecked())
+        )
         s.geometry = bytes(self.saveGeometry().data())
         return s
 

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import types
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ pytest.importorskip("PySide6")
 pytest.importorskip("pytestqt")
 
 import pyvirtualcam  # noqa: E402
-from PySide6.QtCore import QPoint, Qt  # noqa: E402
+from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
 
 from app.camera_list import (  # noqa: E402
@@ -129,6 +130,7 @@ def make_window(qtbot, tmp_path):
         settings: AppSettings | None = None,
         source: str | None = None,
         api=None,  # noqa: ANN001
+        start: bool = True,
     ) -> MainWindow:
         store = open_store(str(tmp_path / "settings.ini"))
         if settings is not None:
@@ -147,13 +149,23 @@ def make_window(qtbot, tmp_path):
         qtbot.addWidget(window)
         windows.append(window)
         window.show()
-        assert window.start_stream()
+        if start:
+            with started(qtbot, window):
+                window.start_stream()  # as the app does: the camera opens on a worker thread
         return window
 
     yield make
     for window in windows:
         window.close()
         assert window.bridge.engine is None
+
+
+@contextmanager
+def started(qtbot, window: MainWindow, ok: bool = True):  # noqa: ANN201
+    """Wait for the start begun in the ``with`` block to finish (``ok``: with video)."""
+    with qtbot.waitSignal(window.bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as blocker:
+        yield
+    assert blocker.args == [ok]
 
 
 def wait_frames(qtbot, window: MainWindow, n: int = 3) -> None:
@@ -439,12 +451,14 @@ def test_virtual_camera_turned_off_stays_off_when_the_engine_restarts(qtbot, mak
     window.virtual_switch.setChecked(False)
     assert not window.bridge.virtual_camera_on
     # A restart (processing size, camera, resolution) must not send video to calls again.
-    window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    with started(qtbot, window):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
     assert not window.bridge.virtual_camera_on
     assert not window.virtual_switch.isChecked()
     # Turned on in this session, it survives a restart.
     window.virtual_switch.setChecked(True)
-    window.scale_combo.setCurrentIndex(window.scale_combo.findData("auto"))
+    with started(qtbot, window):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("auto"))
     assert window.bridge.virtual_camera_on and window.virtual_switch.isChecked()
 
 
@@ -505,7 +519,8 @@ def test_the_resolution_picker_says_when_the_camera_gives_another_size(
     # The picker still shows the choice, and the window says what the camera really sends.
     assert window.source_info.text() == "Camera 0 · 1280×720 (not 1920×1080: the camera's nearest)"
     assert "does not offer 1920×1080" in window.resolution_combo.toolTip()
-    window.resolution_combo.setCurrentIndex(window.resolution_combo.findData("1280x720@30"))
+    with started(qtbot, window):
+        window.resolution_combo.setCurrentIndex(window.resolution_combo.findData("1280x720@30"))
     wait_frames(qtbot, window, 1)
     assert window.source_info.text() == "Camera 0 · 1280×720"
     assert window.resolution_combo.toolTip() == ""
@@ -624,7 +639,8 @@ def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
     window.virtual_switch.setChecked(True)
     assert window.bridge.virtual_camera_on
     # The restart finds neither the camera nor the demo clip.
-    window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    with started(qtbot, window, ok=False):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
     assert not window.bridge.is_running
     assert window.live_state == "stopped"
     assert not window.virtual_switch.isChecked()
@@ -646,9 +662,253 @@ def test_no_video_on_the_first_start_does_not_stay_starting(qtbot, tmp_path):
     )
     qtbot.addWidget(window)
     window.show()
-    assert not window.start_stream()
+    with started(qtbot, window, ok=False):
+        assert window.start_stream() is None
+        assert window.live_state == "starting"
     assert window.live_state == "stopped"
+    assert "No video" in window.preview._placeholder
     window.close()
+
+
+# --------------------------------------------------------------------------- starting off the GUI thread
+
+
+class _Closing:
+    """A real source or backend that records its ``close()``: a superseded start must leave no
+    camera open and no model loaded."""
+
+    def __init__(self, inner, tag: str, closed: list[str]) -> None:  # noqa: ANN001
+        self._inner, self.tag, self._closed = inner, tag, closed
+
+    def close(self) -> None:
+        self._closed.append(self.tag)
+        self._inner.close()
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - read, size, fps, name, process, ...
+        return getattr(self._inner, name)
+
+
+class _SlowApi:
+    """The real engine behind a slow camera open and a slow model load, counting what it made.
+
+    ``open_delay`` / ``backend_delay`` stand in for a Media Foundation camera and an OpenVINO
+    compile; ``backend_entered`` is set when the n-th start reaches the model."""
+
+    def __init__(self, open_delay: float = 0.0, backend_delay: float = 0.0) -> None:
+        import engine
+
+        self._engine = engine
+        self.open_delay, self.backend_delay = open_delay, backend_delay
+        self.closed: list[str] = []
+        self.sources: list[_Closing] = []
+        self.backends: list[_Closing] = []
+        self.engines: list = []
+        self.backend_entered = threading.Event()
+        self.open_sink = engine.open_sink
+
+    def open_source(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        time.sleep(self.open_delay)
+        src = _Closing(
+            self._engine.open_source(*args, **kwargs), f"src{len(self.sources)}", self.closed
+        )
+        self.sources.append(src)
+        return src
+
+    def create_backend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.backend_entered.set()
+        time.sleep(self.backend_delay)
+        inner = self._engine.create_backend(*args, **kwargs)
+        be = _Closing(inner, f"be{len(self.backends)}", self.closed)
+        self.backends.append(be)
+        return be
+
+    def Engine(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201, N802 - the engine's name
+        eng = self._engine.Engine(*args, **kwargs)
+        self.engines.append(eng)
+        return eng
+
+
+@pytest.fixture
+def make_bridge(qtbot):
+    """A bridge on its own (no window); stopped and joined at teardown."""
+    bridges: list[EngineBridge] = []
+
+    def make(api) -> EngineBridge:  # noqa: ANN001
+        bridge = EngineBridge(api=api, stats_interval_ms=100)
+        bridges.append(bridge)
+        return bridge
+
+    yield make
+    for bridge in bridges:
+        bridge.stop()
+        assert bridge.join(timeout=10.0)
+
+
+def _start_demo(bridge: EngineBridge, **kwargs):  # noqa: ANN003, ANN202
+    return bridge.start(str(DEMO_CLIP), backend="unsharp", loop=True, **kwargs)
+
+
+def _record(bridge: EngineBridge) -> tuple[list[bool], list[bool]]:
+    """Every ``running_changed`` and ``start_finished`` the bridge emits, in order."""
+    running: list[bool] = []
+    finished: list[bool] = []
+    bridge.running_changed.connect(running.append)
+    bridge.start_finished.connect(finished.append)
+    return running, finished
+
+
+def test_the_window_stays_responsive_while_a_camera_opens(qtbot, make_window):
+    api = _SlowApi(open_delay=1.0)
+    window = make_window(api=api, start=False)
+    opened = threading.Event()
+    api.backend_entered = opened  # the source is open once the model load begins
+    ticks: list[bool] = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(opened.is_set()))
+    timer.start(20)
+    with started(qtbot, window):
+        t0 = time.perf_counter()
+        assert window.start_stream() is None
+        assert time.perf_counter() - t0 < 0.5, "start_stream waited for the camera"
+        assert window.live_state == "starting"
+        assert window.bridge.starting and not window.bridge.is_running
+    timer.stop()
+    # The event loop ran (timers, repaints of "Opening …") while the camera was opening.
+    assert ticks.count(False) >= 5
+    assert window.live_state == "live" and window.bridge.is_running
+    wait_frames(qtbot, window, 2)
+
+
+@pytest.mark.parametrize("when", ["while_opening", "opened_but_not_delivered"])
+def test_a_newer_start_supersedes_one_still_opening(qtbot, make_bridge, when):
+    api = _SlowApi(backend_delay=0.4)
+    bridge = make_bridge(api)
+    running, finished = _record(bridge)
+    assert _start_demo(bridge) is None
+    if when == "while_opening":
+        # The first start has its source and is loading the model when the second comes.
+        assert api.backend_entered.wait(10)
+    else:
+        # Its result is queued for the event loop, which has not run yet.
+        bridge._openers[-1][0].join(10)
+        assert len(api.backends) == 1
+    assert _start_demo(bridge) is None
+    qtbot.waitUntil(lambda: bool(finished), timeout=FRAME_TIMEOUT_MS)
+    qtbot.wait(300)  # nothing more may come for the first start
+    assert finished == [True]
+    assert running.count(True) == 1
+    assert len(api.engines) == 1, "never two engines"
+    assert bridge.engine is api.engines[0] and bridge.engine.running
+    assert bridge.engine.source is api.sources[1]
+    # The superseded start's camera and model were closed, the running one's were not.
+    assert set(api.closed) == {"be0", "src0"}
+
+
+def test_stop_while_a_camera_opens_cancels_the_start(qtbot, make_bridge):
+    api = _SlowApi(backend_delay=0.4)
+    bridge = make_bridge(api)
+    running, finished = _record(bridge)
+    assert _start_demo(bridge) is None
+    assert api.backend_entered.wait(10)
+    assert bridge.stop()
+    assert not bridge.starting
+    assert running == [False]  # the window leaves "Starting"
+    # At exit: join() waits for the opener, which closes what it opened.
+    assert bridge.join(timeout=10.0)
+    assert set(api.closed) == {"be0", "src0"}
+    qtbot.wait(300)
+    assert api.engines == [] and finished == [] and not bridge.is_running
+
+
+def test_a_result_queued_when_the_app_exits_is_closed_by_join(qtbot, make_bridge):
+    # The opener finished and queued its result, then the window closed: the event loop that
+    # would deliver it never runs again, so join() must close the camera.
+    api = _SlowApi()
+    bridge = make_bridge(api)
+    _, finished = _record(bridge)
+    assert _start_demo(bridge) is None
+    bridge._openers[-1][0].join(10)
+    bridge.stop()
+    assert bridge.join(timeout=5.0)
+    assert set(api.closed) == {"be0", "src0"}
+    qtbot.wait(100)  # the queued result arrives late: it is ignored
+    assert api.engines == [] and finished == []
+
+
+def test_closing_the_window_while_a_camera_opens(qtbot, make_window):
+    api = _SlowApi(open_delay=0.5)
+    window = make_window(api=api, start=False)
+    assert window.start_stream() is None
+    window.close()
+    assert window.live_state == "stopped"
+    assert window.bridge.join(timeout=10.0)
+    assert api.closed == ["src0"]  # the model was not loaded for a start already cancelled
+    qtbot.wait(100)
+    assert api.engines == [] and window.bridge.engine is None
+
+
+def test_a_camera_that_fails_to_open_falls_back_to_the_demo_clip_asynchronously(qtbot, make_window):
+    import engine
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        time.sleep(0.3)
+        if Path(source) != DEMO_CLIP:
+            raise RuntimeError(f"camera {source} is busy")
+        return engine.open_source(source, **kwargs)
+
+    window = make_window(source="0", api=_engine_api(open_source=open_source), start=False)
+    with started(qtbot, window):
+        assert window.start_stream() is None
+        assert not window.banner.isVisible()  # nothing is known yet
+    assert window.bridge.using_fallback
+    assert window.banner.isVisible() and window.banner.kind == "camera"
+    assert "demo clip" in window.banner.text.text().lower()
+    wait_frames(qtbot, window, 1)
+    assert window.source_info.text().startswith("Demo clip")
+
+
+def test_start_with_wait_runs_synchronously(qtbot, make_bridge, make_window):
+    api = _SlowApi(open_delay=0.3)
+    bridge = make_bridge(api)
+    running, finished = _record(bridge)
+    # No event loop runs here: the engine is up when start() returns.
+    assert _start_demo(bridge, wait=True) is True
+    assert bridge.is_running and not bridge.starting and bridge.engine.running
+    assert running == [True] and finished == [True]
+    # It also supersedes an asynchronous start still opening, and closes what that opened.
+    assert _start_demo(bridge) is None
+    assert _start_demo(bridge, wait=True) is True
+    assert len(api.engines) == 2 and bridge.engine is api.engines[1]
+    assert bridge.engine.source is api.sources[2]
+    # Closed: the first engine's (it stopped) and the superseded camera (its model was never
+    # loaded: the start was stale once the camera opened).
+    assert set(api.closed) == {"be0", "src0", "src1"}
+    assert finished == [True, True]
+
+    window = make_window(start=False)
+    assert window.start_stream(wait=True) is True
+    assert window.live_state == "live" and window.bridge.is_running
+
+
+def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
+    qtbot, make_window, recorder
+):
+    api = _SlowApi(open_delay=0.3)
+    window = make_window(api=api)
+    window.virtual_switch.setChecked(True)
+    assert window.bridge.virtual_camera_on
+    with started(qtbot, window):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.75"))
+        assert window.virtual_switch.isChecked()  # a restart is not "off"
+    assert window.bridge.virtual_camera_on and window.virtual_switch.isChecked()
+    assert window.provider_label.text().endswith("· 0.75x")
+    # Turned off while a restart opens: it stays off when the restart finishes.
+    with started(qtbot, window):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("auto"))
+        window.virtual_switch.setChecked(False)
+    assert not window.bridge.virtual_camera_on and not window.virtual_switch.isChecked()
+    assert window.virtual_status.text() == "Off"
 
 
 def test_a_damaged_int8_model_gets_advice_that_fits(qtbot, make_window):
@@ -801,7 +1061,8 @@ def test_processing_scale_picker_restarts_the_engine_at_that_scale(qtbot, make_w
     full = mean_abs_diff(orig, proc)
 
     first_engine = window.bridge.engine
-    window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    with started(qtbot, window):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
     assert window.scale_combo.currentText() == "Processing: 50 % size"
     assert window.bridge.engine is not first_engine and not first_engine.running
     wait_frames(qtbot, window, 2)
