@@ -1,10 +1,10 @@
 """Frame sinks: a virtual camera, a video file, image files, or a callback.
 
 A sink takes :class:`engine.frames.Frame` objects (``(H, W, 3) uint8 RGB``) in ``write()``,
-resizes frames of another size to its own (the virtual camera letterboxes them instead), and is
-closed exactly once however often ``close()`` is called. The engine writes from its output
-thread; the arrays it passes may be reused for a later frame once ``write()`` returns, so a sink
-that keeps a frame copies it.
+fits frames of another size to its own (the virtual camera and video files letterbox them,
+image and callback sinks resize them), and is closed exactly once however often ``close()`` is
+called. The engine writes from its output thread; the arrays it passes may be reused for a
+later frame once ``write()`` returns, so a sink that keeps a frame copies it.
 
 The virtual camera lives in :mod:`engine.virtualcam` (imported on demand: loading pyvirtualcam's
 native backend is not needed to write a file).
@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, even_size, resize_to
+from engine.frames import Frame, even_size, fit_to, resize_to
 from engine.sources import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -100,7 +100,7 @@ class VideoFileSink(_SinkBase):
     stream closes it through the engine's ``stop()``; an offline run stopped early is aborted
     as incomplete); a partial file left by a killed process never hides as a finished one. A
     sink closed without any frame leaves no file. Odd sizes are rounded down to even sides
-    (frames are resized to :attr:`size`).
+    (frames are fitted to :attr:`size`: letterboxed when their aspect ratio differs).
 
     ``timed=True`` (a live stream) keeps the file's clock: a live engine drops frames when the
     model is slower than the source, and a file that stores every frame it gets at a constant
@@ -179,7 +179,9 @@ class VideoFileSink(_SinkBase):
                 self._next_slot = slot + 1
             for _ in range(repeats):
                 self._put(self._bgr)
-            img = resize_to(frame.image, self.size, out=self._resized)
+            # Letterboxed, never stretched: a camera that comes back at another resolution
+            # (or a folder of photos of mixed shapes) keeps its proportions in the file.
+            img = fit_to(frame.image, self.size, out=self._resized)
             self._put(cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr))
 
     def _put(self, bgr: np.ndarray) -> None:

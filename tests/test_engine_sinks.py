@@ -175,6 +175,27 @@ def test_virtual_sink_letterboxes_frames_of_another_aspect(recorder):
     assert_boxed(sent[2], narrow, (16, 0, 96, 72))
 
 
+def test_fit_to_treats_a_one_pixel_bar_as_rounding():
+    """An odd camera into its even-sided output: the picture fills it, no black edge line."""
+    img = picture((641, 361))
+    out = fit_to(img, (640, 360))
+    np.testing.assert_array_equal(out, resize_to(img, (640, 360)))
+    assert (out[:, -1].max(axis=1) > 0).all() and (out[-1].max(axis=1) > 0).all()
+
+
+def test_video_sink_letterboxes_frames_of_another_aspect(tmp_path):
+    """A camera back at 4:3 in a 16:9 recording keeps its proportions: black side bars."""
+    path = tmp_path / "out.avi"
+    with VideoFileSink(path=path, size=(128, 72), fps=25) as sink:
+        sink.write(Frame(np.full((72, 128, 3), 200, np.uint8), 0, 0.0))
+        sink.write(Frame(np.full((48, 64, 3), 200, np.uint8), 1, 0.0))
+    wide, narrow = read_video(path)
+    assert float(wide.mean()) > 190
+    # 4:3 at height 72 is 96 wide: 16 black columns each side (MJPG blurs the edge a little).
+    assert float(narrow[:, :12].max()) < 20 and float(narrow[:, -12:].max()) < 20
+    assert float(narrow[:, 20:108].min()) > 180
+
+
 def test_virtual_sink_close_is_idempotent(recorder):
     s = VirtualCameraSink(size=(8, 8), backend=RECORDER)
     s.close()
