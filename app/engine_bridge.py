@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 import types
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -504,13 +503,16 @@ class EngineBridge(QObject):
             return req.generation != self._generation
 
     def _after_previous(self, prev: tuple[threading.Thread, _StartRequest] | None) -> None:
-        """Wait for the previous start's opener and close what it opened, so that a camera is
-        never opened while a superseded start still holds it."""
+        """Wait until the previous start holds no camera, so that a camera is never opened
+        while a superseded start still holds it; its model compile is not waited for."""
         if prev is None:
             return
         thread, old = prev
+        if self._is_stale(old):
+            old.release_source()  # closes its camera now if its open has returned
         # Bounded: a driver that never returns must not block every later start.
-        thread.join(OPEN_WAIT_S)
+        if not old.released.wait(OPEN_WAIT_S):
+            log.warning("the previous camera open has not returned after %.0f s", OPEN_WAIT_S)
         if not thread.is_alive() and self._is_stale(old) and self._claim(old):
             old.close()  # it reached the event loop's queue before it went stale
 
@@ -518,7 +520,10 @@ class EngineBridge(QObject):
         self, req: _StartRequest, prev: tuple[threading.Thread, _StartRequest] | None
     ) -> None:
         self._after_previous(prev)
-        if not self._is_stale(req):  # superseded while waiting: nothing to open
+        if self._is_stale(req):  # superseded while waiting: nothing to open
+            req.source_opened()
+            req.released.set()
+        else:
             _open_request(self._api, req, stale=lambda: self._is_stale(req))
         if self._is_stale(req):
             # Superseded or stopped while opening: close it here, off the GUI thread.
@@ -579,6 +584,8 @@ class EngineBridge(QObject):
                 self.virtual_camera_changed.emit(False, "")
             self.start_finished.emit(False)
             return False
+        req.adopted = True
+        req.released.set()  # the engine owns the camera now: the next start stops it first
         self._source, self._backend, self._engine = src, be, eng
         self._label = backend_label(be)
         if req.warning and req.model_msg is not None:
@@ -667,11 +674,36 @@ class _StartRequest:
     warning: str | None = None  # for the engine's stats: the model failed, passthrough runs
     model_msg: UserMessage | None = None
     claimed: bool = False  # under the bridge's lock: the result was used or closed
+    adopted: bool = False  # an engine took src and be (its stop() closes them)
+    # Set once this start holds no camera: its source closed, never opened, or adopted (the
+    # next start's stop() stops that engine first). The next start opens only after it.
+    released: threading.Event = field(default_factory=threading.Event)
+    _src_lock: threading.Lock = field(default_factory=threading.Lock)
+    _source_done: bool = False  # the worker's open_source returned (src is final)
+
+    def source_opened(self) -> None:
+        """The worker's source phase is over: :meth:`release_source` may close ``src`` now."""
+        with self._src_lock:
+            self._source_done = True
+
+    def release_source(self) -> None:
+        """Close the source now (the start went stale), even while its model still compiles:
+        the next start must not wait for a compile nobody needs to get the camera. Before the
+        worker's open returns this does nothing: the worker releases it then."""
+        with self._src_lock:
+            if not self._source_done:
+                return
+            src = None if self.adopted else self.src
+            if not self.adopted:
+                self.src = None
+        _close_quietly(src)
+        self.released.set()
 
     def close(self) -> None:
         _close_quietly(self.be)
         _close_quietly(self.src)
         self.src = self.be = None
+        self.released.set()
 
 
 def _open_request(api: Any, req: _StartRequest, stale: Callable[[], bool] = lambda: False) -> None:
@@ -680,8 +712,16 @@ def _open_request(api: Any, req: _StartRequest, stale: Callable[[], bool] = lamb
     ``stale`` meanwhile skips the backend (a model compile for nothing)."""
     try:
         _open_source(api, req)
-        if req.src is not None and not stale():
-            _open_backend(api, req)
+    finally:
+        req.source_opened()
+    if stale():
+        req.release_source()  # superseded while the camera opened: free it at once
+        return
+    if req.src is None:
+        req.released.set()
+        return
+    try:
+        _open_backend(api, req)
     except Exception as exc:  # the passthrough fallback itself failed: no video, said why
         req.messages.append(describe_error(exc))
         req.close()
@@ -717,19 +757,19 @@ def _open_source(api: Any, req: _StartRequest) -> None:
 
 
 def _open_backend(api: Any, req: _StartRequest) -> None:
+    from engine.backends import collect_warnings
+
     try:
-        # catch_warnings swaps process-wide state: safe because openers run one at a time
-        # (_after_previous); a warning another thread raises meanwhile is shown here too.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        # Only this thread's backend warnings: the GUI thread goes on meanwhile, and Python's
+        # warnings machinery (catch_warnings) is process-wide.
+        with collect_warnings() as caught:
             req.be = api.create_backend(
                 req.backend,
                 model=req.model,
                 scale=req.scale,
                 target_fps=getattr(req.src, "fps", 0) or req.fps,
             )
-        for w in caught:
-            text = str(w.message)
+        for text in caught:
             if "using the float model" in text:
                 # A damaged (or foreign) int8 file: verified and rejected, the float one
                 # runs; advice about adding a manifest would be wrong.

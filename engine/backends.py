@@ -18,6 +18,8 @@ Model files are verified against the `manifest.json` beside them before any runt
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import importlib.util
 import inspect
 import logging
@@ -26,7 +28,7 @@ import sys
 import time
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -59,6 +61,7 @@ __all__ = [
     "TorchBackend",
     "UnsharpBackend",
     "check_onnxruntime_install",
+    "collect_warnings",
     "create_backend",
     "list_backends",
     "open_model",
@@ -66,6 +69,7 @@ __all__ = [
     "register_backend",
     "resolve_default_model",
     "scaled_size",
+    "warn_user",
     "weights_dir",
 ]
 
@@ -81,6 +85,41 @@ ORT_PROVIDER_ORDER = (*ORT_GPU_PROVIDERS, "CPUExecutionProvider")
 DEVICES = ("auto", "cpu", "gpu", "cuda")
 
 log = logging.getLogger(__name__)
+
+
+# Where warn_user sends its messages in this thread (or asyncio task), None: Python warnings.
+_COLLECTED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "sharpcam_backend_warnings", default=None
+)
+
+
+@contextlib.contextmanager
+def collect_warnings() -> Iterator[list[str]]:
+    """Collect what building a backend warns a person about, in this thread only.
+
+    Inside the block, :func:`warn_user` appends its message to the yielded list instead of
+    issuing a Python warning. The app loads models on a worker thread while its GUI thread runs:
+    ``warnings.catch_warnings`` swaps process-wide state (it would record the GUI thread's
+    warnings, and two overlapping uses restore each other's filters in the wrong order), and
+    the once-per-location filter would hide a warning the second time a model loads.
+    """
+    collected: list[str] = []
+    token = _COLLECTED.set(collected)
+    try:
+        yield collected
+    finally:
+        _COLLECTED.reset(token)
+
+
+def warn_user(message: str, stacklevel: int = 2) -> None:
+    """Warn about something a person should know (a model loaded unverified, the int8 file
+    refused): to :func:`collect_warnings`' list when one is active here, else
+    ``warnings.warn(message, stacklevel=stacklevel)`` as seen from the caller."""
+    collected = _COLLECTED.get()
+    if collected is not None:
+        collected.append(str(message))
+        return
+    warnings.warn(message, stacklevel=stacklevel + 1)
 
 
 class BackendError(RuntimeError):
@@ -151,7 +190,7 @@ def _int8_matches_float() -> bool:
         # unverified); a listed int8 file beside an unlisted float one has nothing to match.
         return False
     if int8.config_digest != flt.config_digest:
-        warnings.warn(
+        warn_user(
             f"{INT8_NAME} was exported from other weights than student_fast.onnx "
             "(config digests differ); using the float model",
             stacklevel=3,
@@ -214,7 +253,7 @@ def open_model(model: str | Path | ModelFile) -> ModelFile:
     path = Path(model).expanduser()
     entry = verify_file(path)
     if entry is None:
-        warnings.warn(
+        warn_user(
             f"{path}: not listed in a manifest.json beside it; loading it unverified",
             stacklevel=3,
         )
@@ -812,7 +851,7 @@ class TorchBackend(_ModelBackend):
                     f"cannot load model {path}: holds a {type(obj).__name__}, not a model "
                     "(a state dict needs its architecture: export TorchScript with torch.jit.save)"
                 ) from jit_exc
-            warnings.warn(f"{path}: pickled nn.Module, not TorchScript", stacklevel=4)
+            warn_user(f"{path}: pickled nn.Module, not TorchScript", stacklevel=4)
             return obj
 
     def _probe(self) -> None:
@@ -1243,7 +1282,7 @@ def _try_int8(name: str, device: str, threads: int | None, options: dict) -> Bac
     try:
         return _build(name, open_model(path), device, threads, options)
     except (ModelError, BackendError) as exc:
-        warnings.warn(f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=3)
+        warn_user(f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=3)
         return None
 
 

@@ -677,12 +677,13 @@ class _Closing:
     """A real source or backend that records its ``close()``: a superseded start must leave no
     camera open and no model loaded."""
 
-    def __init__(self, inner, tag: str, closed: list[str]) -> None:  # noqa: ANN001
-        self._inner, self.tag, self._closed = inner, tag, closed
+    def __init__(self, inner, tag: str, closed: list[str], delay: float = 0.0) -> None:  # noqa: ANN001
+        self._inner, self.tag, self._closed, self._delay = inner, tag, closed, delay
 
     def close(self) -> None:
-        self._closed.append(self.tag)
+        time.sleep(self._delay)  # a camera release can take a while (Media Foundation)
         self._inner.close()
+        self._closed.append(self.tag)  # recorded once the handle is really gone
 
     def __getattr__(self, name: str):  # noqa: ANN204 - read, size, fps, name, process, ...
         return getattr(self._inner, name)
@@ -694,11 +695,19 @@ class _SlowApi:
     ``open_delay`` / ``backend_delay`` stand in for a Media Foundation camera and an OpenVINO
     compile; ``backend_entered`` is set when the n-th start reaches the model."""
 
-    def __init__(self, open_delay: float = 0.0, backend_delay: float = 0.0) -> None:
+    def __init__(
+        self, open_delay: float = 0.0, backend_delay: float = 0.0, close_delay: float = 0.0
+    ) -> None:
         import engine
 
         self._engine = engine
-        self.open_delay, self.backend_delay = open_delay, backend_delay
+        self.open_delay, self.backend_delay, self.close_delay = (
+            open_delay,
+            backend_delay,
+            close_delay,
+        )
+        self.overlaps: list[list[str]] = []  # sources still open when another one opened
+        self.opened_at: list[float] = []
         self.closed: list[str] = []
         self.sources: list[_Closing] = []
         self.backends: list[_Closing] = []
@@ -708,8 +717,15 @@ class _SlowApi:
 
     def open_source(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         time.sleep(self.open_delay)
+        held = [s.tag for s in self.sources if s.tag not in self.closed]
+        if held:
+            self.overlaps.append(held)
+        self.opened_at.append(time.perf_counter())
         src = _Closing(
-            self._engine.open_source(*args, **kwargs), f"src{len(self.sources)}", self.closed
+            self._engine.open_source(*args, **kwargs),
+            f"src{len(self.sources)}",
+            self.closed,
+            self.close_delay,
         )
         self.sources.append(src)
         return src
@@ -802,6 +818,57 @@ def test_a_newer_start_supersedes_one_still_opening(qtbot, make_bridge, when):
     assert bridge.engine.source is api.sources[1]
     # The superseded start's camera and model were closed, the running one's were not.
     assert set(api.closed) == {"be0", "src0"}
+
+
+def test_a_superseded_camera_is_released_before_the_next_opens_not_after_its_compile(
+    qtbot, make_bridge
+):
+    """A resolution switch while the model compiles: the old camera handle is closed (slowly)
+    before the new one opens, and the new start does not wait for the old compile."""
+    api = _SlowApi(backend_delay=3.0, close_delay=0.3)
+    bridge = make_bridge(api)
+    _, finished = _record(bridge)
+    assert _start_demo(bridge) is None
+    assert api.backend_entered.wait(10)
+    t0 = time.perf_counter()
+    assert _start_demo(bridge) is None
+    qtbot.waitUntil(lambda: len(api.sources) == 2, timeout=FRAME_TIMEOUT_MS)
+    assert api.overlaps == [], "a camera opened while the superseded handle was still open"
+    assert api.opened_at[1] - t0 < 2.0, "the new start waited for the old model compile"
+    qtbot.waitUntil(lambda: finished == [True], timeout=FRAME_TIMEOUT_MS)
+    assert bridge.engine.source is api.sources[1]
+
+
+def test_a_model_load_does_not_take_the_gui_threads_warnings(qtbot, make_bridge, recwarn):
+    """Warnings raised elsewhere while a model loads are neither shown as the model's nor
+    lost, and the process's warning filters are as they were."""
+    import warnings
+
+    import engine
+    from engine.backends import warn_user
+
+    loading, warned = threading.Event(), threading.Event()
+
+    def create_backend(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        loading.set()
+        assert warned.wait(10)
+        warn_user("the model's own warning")
+        return engine.create_backend("unsharp")
+
+    bridge = make_bridge(_engine_api(create_backend=create_backend))
+    shown: list[str] = []
+    bridge.message.connect(lambda m: shown.append(m.text))
+    _, finished = _record(bridge)
+    filters = list(warnings.filters)
+    assert _start_demo(bridge) is None
+    assert loading.wait(10)
+    warnings.warn("something unrelated", UserWarning, stacklevel=1)  # the GUI thread's own
+    warned.set()
+    qtbot.waitUntil(lambda: finished == [True], timeout=FRAME_TIMEOUT_MS)
+    assert shown == ["the model's own warning"]
+    # It went where this thread's warnings go (pytest's recorder here), not to the model's.
+    assert "something unrelated" in [str(w.message) for w in recwarn.list]
+    assert warnings.filters == filters
 
 
 def test_stop_while_a_camera_opens_cancels_the_start(qtbot, make_bridge):
@@ -912,16 +979,14 @@ def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
 
 
 def test_a_damaged_int8_model_gets_advice_that_fits(qtbot, make_window):
-    import warnings
-
     import engine
+    from engine.backends import warn_user
 
     def create_backend(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         # What engine.backends._try_int8 warns when the shipped int8 file fails its sha256.
-        warnings.warn(
+        warn_user(
             "student_fast_int8.onnx not usable (model file does not match manifest.json); "
-            "using the float model",
-            stacklevel=2,
+            "using the float model"
         )
         return engine.create_backend("unsharp")
 
