@@ -142,8 +142,8 @@ def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None
     Letterbox (bars top and bottom) or pillarbox (bars left and right): nothing of the picture
     is cut and nothing is stretched, for outputs whose size cannot follow the source's (a
     virtual camera keeps the size it was opened at, a video file its first frame's). Bars that
-    would be at most 1 % of a side (and at most 2 px on small frames) are rounding: the picture
-    fills the frame then, as :func:`resize_to` would. Area interpolation when shrinking, bilinear
+    would be at most 1 % of a side (rounded to whole pixels) are rounding: the picture fills the
+    frame then, as :func:`resize_to` would. Area interpolation when shrinking, bilinear
     when enlarging, as :func:`resize_to`.
 
     Args:
@@ -166,9 +166,9 @@ def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None
         fw, fh = w, min(h, max(1, round(ih * w / iw)))
     else:
         fw, fh = min(w, max(1, round(iw * h / ih))), h
-    # A bar of a pixel or two is rounding, not another aspect ratio (an odd 641x361 camera into
+    # A bar of a pixel (1 % on large frames) is rounding, not another aspect ratio (an odd 641x361 camera into
     # its even 640x360 output): stretch by that pixel rather than draw a black line at the edge.
-    if w - fw <= max(2, w // 100) and h - fh <= max(2, h // 100):
+    if w - fw <= 0.01 * w + 0.5 and h - fh <= 0.01 * h + 0.5:
         fw, fh = w, h
     x0, y0 = (w - fw) // 2, (h - fh) // 2
     shape = (h, w, *img.shape[2:])

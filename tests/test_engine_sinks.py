@@ -181,6 +181,9 @@ def test_fit_to_treats_a_one_pixel_bar_as_rounding():
     out = fit_to(img, (640, 360))
     np.testing.assert_array_equal(out, resize_to(img, (640, 360)))
     assert (out[:, -1].max(axis=1) > 0).all() and (out[-1].max(axis=1) > 0).all()
+    # On a tiny frame two pixels are another aspect ratio, not rounding: 4x3 into 4x2 is boxed.
+    small = fit_to(picture((4, 3)), (4, 2))
+    assert (small[:, -1] == 0).all() and (small[:, :3].max(axis=2) > 0).all()
 
 
 def test_video_sink_letterboxes_frames_of_another_aspect(tmp_path):
