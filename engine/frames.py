@@ -166,8 +166,8 @@ def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None
         fw, fh = w, min(h, max(1, round(ih * w / iw)))
     else:
         fw, fh = min(w, max(1, round(iw * h / ih))), h
-    # A bar of a pixel (1 % on large frames) is rounding, not another aspect ratio (an odd 641x361 camera into
-    # its even 640x360 output): stretch by that pixel rather than draw a black line at the edge.
+    # A bar of up to 1 % is rounding, not another aspect ratio (an odd 641x361 camera into its
+    # even 640x360 output): stretch by that pixel rather than draw a black line at the edge.
     if w - fw <= 0.01 * w + 0.5 and h - fh <= 0.01 * h + 0.5:
         fw, fh = w, h
     x0, y0 = (w - fw) // 2, (h - fh) // 2
