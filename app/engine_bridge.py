@@ -241,6 +241,7 @@ class EngineBridge(QObject):
         self._generation = 0
         self._opening: _StartRequest | None = None  # the start whose result is awaited
         self._openers: list[tuple[threading.Thread, _StartRequest]] = []  # for join()
+        self._closers: list[threading.Thread] = []  # closing stale results, for join()
         self._opened.connect(self._on_opened)
 
     # --- state ---------------------------------------------------------------------------------
@@ -329,6 +330,7 @@ class EngineBridge(QObject):
         # The previous start may still be opening the same camera: each start waits for it.
         prev = self._openers[-1] if self._openers else None
         self._openers = [(t, r) for t, r in self._openers if t.is_alive() or not r.claimed]
+        self._closers = [c for c in self._closers if c.is_alive()]
         if wait:
             self._after_previous(prev)
             _open_request(self._api, req)
@@ -409,10 +411,13 @@ class EngineBridge(QObject):
             elif self._is_stale(req) and self._claim(req):
                 req.close()
         self._openers = still
+        for closer in self._closers:
+            closer.join(max(0.0, deadline - time.monotonic()))
+        self._closers = [c for c in self._closers if c.is_alive()]
         self._lingering = [
             e for e in self._lingering if not e.join(max(0.0, deadline - time.monotonic()))
         ]
-        return not self._lingering and not self._openers
+        return not self._lingering and not self._openers and not self._closers
 
     def set_virtual_camera(self, on: bool) -> bool:
         """Turn the virtual camera output on or off; returns the resulting state.
@@ -540,7 +545,11 @@ class EngineBridge(QObject):
         if not self._claim(req):
             return  # join() closed it already
         if req.generation != self._generation:
-            req.close()  # a newer start or a stop came after the worker's check
+            # A newer start or a stop came after the worker's check. A camera release can take
+            # a while: not on the GUI thread (join() waits for it at exit).
+            closer = threading.Thread(target=req.close, name="sharpcam-close", daemon=True)
+            self._closers.append(closer)
+            closer.start()
             return
         self._opening = None
         self._finish_start(req)
@@ -680,6 +689,7 @@ class _StartRequest:
     released: threading.Event = field(default_factory=threading.Event)
     _src_lock: threading.Lock = field(default_factory=threading.Lock)
     _source_done: bool = False  # the worker's open_source returned (src is final)
+    _src_closing: bool = False  # a thread took src and is closing it: it sets `released`
 
     def source_opened(self) -> None:
         """The worker's source phase is over: :meth:`release_source` may close ``src`` now."""
@@ -693,16 +703,31 @@ class _StartRequest:
         with self._src_lock:
             if not self._source_done:
                 return
-            src = None if self.adopted else self.src
-            if not self.adopted:
-                self.src = None
-        _close_quietly(src)
-        self.released.set()
+        self._release_source()
 
     def close(self) -> None:
-        _close_quietly(self.be)
-        _close_quietly(self.src)
-        self.src = self.be = None
+        """Close what this start opened (its result was claimed: nothing else will use it)."""
+        with self._src_lock:
+            self._source_done = True  # the worker is done with it when anyone closes all
+            be, self.be = self.be, None
+        _close_quietly(be)
+        self._release_source()
+
+    def _release_source(self) -> None:
+        # Taken under the lock, so exactly one thread closes the source, and only that thread
+        # says `released`, after the close returns: a second caller must not let the next
+        # start open the camera while the first is still closing it.
+        with self._src_lock:
+            if self.adopted:
+                self.released.set()  # the engine owns it; the next start stops that first
+                return
+            src, self.src = self.src, None
+            if src is None:
+                if not self._src_closing:
+                    self.released.set()  # never opened, or closed already
+                return
+            self._src_closing = True
+        _close_quietly(src)
         self.released.set()
 
 

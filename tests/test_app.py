@@ -839,6 +839,38 @@ def test_a_superseded_camera_is_released_before_the_next_opens_not_after_its_com
     assert bridge.engine.source is api.sources[1]
 
 
+def test_a_source_is_closed_once_and_released_only_after_its_close_returns():
+    """Two threads releasing a stale start's camera (its worker and the next start): one closes
+    it, once, and the next start may open the camera only when that close has returned."""
+    from app.engine_bridge import _StartRequest
+
+    closing, finish = threading.Event(), threading.Event()
+    closes: list[str] = []
+
+    class SlowSource:
+        def close(self) -> None:
+            closes.append(threading.current_thread().name)
+            closing.set()
+            assert finish.wait(10)  # a slow camera release
+
+    req = _StartRequest(
+        generation=0, source="0", size=None, fps=30.0, backend="unsharp", model=None,
+        loop=False, fallback_source=None, scale=1.0, want_virtual=False,
+    )  # fmt: skip
+    req.src = SlowSource()
+    req.source_opened()
+    first = threading.Thread(target=req.close, name="worker")
+    first.start()
+    assert closing.wait(10)
+    req.release_source()  # the next start, while the worker is still closing
+    assert not req.released.is_set(), "released while the camera was still closing"
+    finish.set()
+    first.join(10)
+    assert req.released.is_set() and closes == ["worker"]
+    req.close()
+    assert closes == ["worker"]
+
+
 def test_a_model_load_does_not_take_the_gui_threads_warnings(qtbot, make_bridge, recwarn):
     """Warnings raised elsewhere while a model loads are neither shown as the model's nor
     lost, and the process's warning filters are as they were."""
