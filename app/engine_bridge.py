@@ -561,13 +561,7 @@ class EngineBridge(QObject):
             self.message.emit(msg)
         src, be = req.src, req.be
         if src is None or be is None:
-            req.close()
-            if req.want_virtual:
-                # Nothing runs to send to: the switch must not go on saying "sending".
-                self._virtual_device = ""
-                self.virtual_camera_changed.emit(False, "")
-            self.start_finished.emit(False)
-            return False
+            return self._start_failed(req)
         api = self._api
         try:
             eng = api.Engine(
@@ -587,12 +581,7 @@ class EngineBridge(QObject):
             eng.start()
         except Exception as exc:
             self.message.emit(describe_error(exc))
-            req.close()
-            if req.want_virtual:
-                self._virtual_device = ""
-                self.virtual_camera_changed.emit(False, "")
-            self.start_finished.emit(False)
-            return False
+            return self._start_failed(req)
         req.adopted = True
         req.released.set()  # the engine owns the camera now: the next start stops it first
         self._source, self._backend, self._engine = src, be, eng
@@ -607,6 +596,16 @@ class EngineBridge(QObject):
             self.set_virtual_camera(True)
         self.start_finished.emit(True)
         return True
+
+    def _start_failed(self, req: _StartRequest) -> bool:
+        """No video from ``req``: close what it opened and say so; returns False."""
+        req.close()
+        if req.want_virtual:
+            # Nothing runs to send to: the switch must not go on saying "sending".
+            self._virtual_device = ""
+            self.virtual_camera_changed.emit(False, "")
+        self.start_finished.emit(False)
+        return False
 
     # --- GUI-thread slots ----------------------------------------------------------------------
     def _on_worker_error(self, exc: BaseException) -> None:
