@@ -25,6 +25,7 @@ import inspect
 import logging
 import os
 import sys
+import threading
 import time
 import warnings
 from collections import OrderedDict, deque
@@ -86,6 +87,11 @@ DEVICES = ("auto", "cpu", "gpu", "cuda")
 
 log = logging.getLogger(__name__)
 
+
+# catch_warnings swaps process-wide state and restores it on exit: two threads inside it at once
+# (two models loading on the app's worker threads) restore each other's filters in the wrong
+# order and leave them swapped for good. Every use here takes this lock.
+_CATCH_WARNINGS = threading.Lock()
 
 # Where warn_user sends its messages in this thread (or asyncio task), None: Python warnings.
 _COLLECTED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
@@ -834,14 +840,14 @@ class TorchBackend(_ModelBackend):
     def _load(self, torch: Any) -> Any:
         path = self.model.path
         try:
-            with warnings.catch_warnings():
+            with _CATCH_WARNINGS, warnings.catch_warnings():
                 # torch >= 2.10 flags TorchScript as deprecated; it is still the portable
                 # ONNX-free format that trainers export, so loading it is deliberate.
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return torch.jit.load(str(path), map_location="cpu")
         except Exception as jit_exc:
             try:
-                with warnings.catch_warnings():
+                with _CATCH_WARNINGS, warnings.catch_warnings():
                     warnings.simplefilter("ignore", FutureWarning)
                     obj = torch.load(str(path), map_location="cpu", weights_only=False)
             except Exception as exc:

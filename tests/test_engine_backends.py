@@ -187,6 +187,51 @@ def test_torch_identity_exact_at_odd_size(tmp_path):
     np.testing.assert_array_equal(be.process(rgb), rgb)
 
 
+@needs_torch
+def test_torch_models_loading_on_two_threads_leave_the_warning_filters_intact(
+    tmp_path, monkeypatch
+):
+    """The app loads models on worker threads: two TorchScript loads at once must not be inside
+    catch_warnings together (they would restore each other's filters in the wrong order)."""
+    import threading
+    import time
+    import warnings
+
+    import torch
+
+    from engine.backends import collect_warnings
+
+    path = make_torch_model(tmp_path / "id.pt", "identity")
+    real_load, active, most = torch.jit.load, [0], [0]
+    lock = threading.Lock()
+
+    def slow_load(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.2)
+        try:
+            return real_load(*args, **kwargs)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(torch.jit, "load", slow_load)
+    filters = list(warnings.filters)
+
+    def load() -> None:
+        with collect_warnings():  # as the app does; the model has no manifest
+            create_backend("torch", model=path).close()
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert most[0] == 1, "two loads were inside catch_warnings at once"
+    assert warnings.filters == filters
+
+
 @pytest.mark.parametrize(("name", "kw"), model_backends())
 def test_size_change_mid_stream(models, name, kw):
     """Each size gives what a fresh backend gives for it, also when a size comes back."""
