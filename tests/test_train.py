@@ -625,6 +625,18 @@ def test_teacher_cache_from_other_sources_is_refused(
     with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
         check_cache_meta(meta, _tiny(synth, tmp_path / "run", *common, "--data.noise_prob=0.1"))
     assert "noise_prob" in caplog.text
+    # The same folders under another spelling are the same sources: no rebuild, no warning.
+    alias = tmp_path / "alias"
+    alias.symlink_to(synth["photos"].parent, target_is_directory=True)
+    respelled = {k: alias / v.relative_to(synth["photos"].parent) for k, v in synth.items()}
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
+        check_cache_meta(meta, _tiny(respelled, tmp_path / "run", *common))
+    assert "other data settings" not in caplog.text
+    other = tmp_path / "other_photos"
+    other.mkdir()
+    with pytest.raises(ConfigError, match="data.photo_dirs"):
+        check_cache_meta(meta, _tiny({**synth, "photos": other}, tmp_path / "run", *common))
 
 
 def test_missing_data_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:

@@ -47,6 +47,27 @@ def cache_meta(cfg: TrainConfig) -> dict:
 # Settings that decide which images a cached patch may come from: a cache made with others can
 # hold patches of photos since excluded or of held-out frames, past the leakage guard.
 SOURCE_KEYS = ("raw_dirs", "raw_train_range", "photo_dirs", "exclude", "gopro_dir", "eval_dirs")
+# Of those (and the teacher's weights), the ones that name files: compared as the files they name.
+PATH_KEYS = ("raw_dirs", "photo_dirs", "gopro_dir", "eval_dirs", "teacher_weights")
+
+
+def _same_setting(key: str, cached: object, wanted: object) -> bool:
+    """Whether a cache's recorded setting is the config's. Paths compare as the files they name
+    (``../shared/x`` and ``/work/shared/x`` from the repository root are one folder, and so are a
+    symlink and its target), so the same data under another spelling does not force a rebuild."""
+    if cached == wanted:
+        return True
+    if key not in PATH_KEYS:
+        return False
+
+    def real(v: object) -> object:
+        if isinstance(v, str) and v:
+            return os.path.realpath(v)
+        if isinstance(v, list | tuple):
+            return [real(x) for x in v]
+        return v
+
+    return real(cached) == real(wanted)
 
 
 def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> None:
@@ -61,13 +82,13 @@ def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> Non
     wrong = [
         f"teacher.{k}: cache {meta.get(k)!r}, config {want[k]!r}"
         for k in ("teacher", "teacher_weights")
-        if meta.get(k) != want[k]
+        if not _same_setting(k, meta.get(k), want[k])
     ]
     have_data, want_data = meta.get("data", {}), want["data"]
     wrong += [
         f"data.{k}: cache {have_data.get(k)!r}, config {want_data.get(k)!r}"
         for k in SOURCE_KEYS
-        if have_data.get(k) != want_data.get(k)
+        if not _same_setting(k, have_data.get(k), want_data.get(k))
     ]
     if wrong:
         raise ConfigError(
@@ -75,7 +96,9 @@ def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> Non
             "(python -m training.cache_teacher):\n  " + "\n  ".join(wrong)
         )
     other = sorted(
-        k for k in set(have_data) | set(want_data) if have_data.get(k) != want_data.get(k)
+        k
+        for k in set(have_data) | set(want_data)
+        if not _same_setting(k, have_data.get(k), want_data.get(k))
     )
     if other:
         log.warning(
