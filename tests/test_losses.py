@@ -13,6 +13,7 @@ from training.losses import (
     DistillLoss,
     EdgeLoss,
     FeatureAdapters,
+    FFTLoss,
     L1Loss,
     LabLoss,
     MSSSIMLoss,
@@ -21,6 +22,7 @@ from training.losses import (
     VGGLoss,
     distill_loss,
     edge_loss,
+    fft_loss,
     l1_loss,
     lab_loss,
     ms_ssim_loss,
@@ -35,6 +37,7 @@ PAIRS = [
     (ms_ssim_loss, MSSSIMLoss()),
     (edge_loss, EdgeLoss()),
     (lab_loss, LabLoss()),
+    (fft_loss, FFTLoss()),
 ]
 
 
@@ -174,12 +177,36 @@ def test_feature_adapters_match_channels_and_sizes() -> None:
     assert float(loss) > 0 and all(p.grad is not None for p in ad.parameters())
 
 
+def test_fft_loss_known_values() -> None:
+    h, w = 16, 24
+    base = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(3))
+    bins = h * (w // 2 + 1) * 2  # rfft2 bins, real and imaginary parts each
+    # A constant offset is one DC coefficient of size a * sqrt(HW) (orthonormal FFT).
+    a = 0.1
+    expect = a * (h * w) ** 0.5 / bins
+    assert float(fft_loss(base + a, base)) == pytest.approx(expect, rel=1e-5)
+    # Detail at the highest frequency (a pixel checkerboard) costs exactly as much as that offset,
+    # where a blur-blind average would charge it nothing.
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    checker = a * (1 - 2 * ((yy + xx) % 2)).float()
+    assert float(fft_loss(base + checker, base)) == pytest.approx(expect, rel=1e-5)
+    assert float(fft_loss(base, base)) == 0.0
+
+
 def test_distill_loss_total_is_weighted_sum(tmp_path: Path) -> None:
-    cfg = LossConfig(l1=1.0, ssim=0.1, ms_ssim=0.2, edge=0.5, lab=0.3, distill=0.7)
+    cfg = LossConfig(l1=1.0, ssim=0.1, ms_ssim=0.2, edge=0.5, lab=0.3, fft=0.05, distill=0.7)
     a, b = _images(64)
     teacher = (b * 0.9).clamp(0, 1)
     terms = DistillLoss(cfg)(a, b, teacher, torch.tensor([True, True]))
-    weights = {"l1": 1.0, "ssim": 0.1, "ms_ssim": 0.2, "edge": 0.5, "lab": 0.3, "distill": 0.7}
+    weights = {
+        "l1": 1.0,
+        "ssim": 0.1,
+        "ms_ssim": 0.2,
+        "edge": 0.5,
+        "lab": 0.3,
+        "fft": 0.05,
+        "distill": 0.7,
+    }
     assert set(terms) == {"total", *weights}
     expect = sum(w * float(terms[k]) for k, w in weights.items())
     assert float(terms["total"]) == pytest.approx(expect, rel=1e-5)
@@ -192,6 +219,7 @@ def test_distill_loss_total_is_weighted_sum(tmp_path: Path) -> None:
         ("ms_ssim", ms_ssim_loss),
         ("edge", edge_loss),
         ("lab", lab_loss),
+        ("fft", fft_loss),
     ]:
         assert float(terms[name]) == pytest.approx(float(fn(a, b)), rel=1e-5), name
     no_teacher = DistillLoss(cfg)(a, b)

@@ -133,6 +133,7 @@ class LossConfig:
     ms_ssim: float = 0.0  # weight of 1 - MS-SSIM (fewer scales on small patches)
     edge: float = 0.0  # Sobel edge L1
     lab: float = 0.0  # LAB colour consistency on low-passed images
+    fft: float = 0.0  # L1 between the images' 2-D FFTs (detail weighs as much as the mean)
     vgg: float = 0.0  # VGG perceptual
     vgg_weights: str = ""  # VGG state dict: the normalised VGG-19 or torchvision's VGG16 file
     vgg_layers: list[str] = field(
