@@ -38,6 +38,7 @@ __all__ = ["Engine"]
 log = logging.getLogger(__name__)
 
 _END = object()  # what a channel's get() returns once closed and empty, or aborted
+_NO_SWAP = object()  # no backend swap waits (None is a backend too: passthrough)
 
 
 class _Channel:
@@ -212,7 +213,7 @@ class Engine:
         # Held while writing, so remove_sink waits for a write in progress; reentrant, so a
         # sink's own write (a callback) may add or remove sinks, itself included.
         self._sinks_lock = threading.RLock()
-        self._pending_backend: Any = None
+        self._pending_backend: Any = _NO_SWAP
         self._passthrough = False  # the backend failed in live mode
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
@@ -336,8 +337,9 @@ class Engine:
         return self._enabled
 
     def set_backend(self, backend: Any) -> None:
-        """Swap the backend between two frames. The replaced backend is closed by the engine
-        (on the inference thread, after its last call), and a passthrough fallback is lifted."""
+        """Swap the backend between two frames (``None``: pass frames through). The replaced
+        backend is closed by the engine (on the inference thread, after its last call), and a
+        passthrough fallback is lifted."""
         with self._lock:
             infer = next((t for t in self._threads if t.name == "sharpcam-inference"), None)
             if infer is not None and infer.is_alive():
@@ -346,7 +348,7 @@ class Engine:
                 old, self._backend = self._backend, backend
                 self._passthrough = False
                 self._failure_warning = None
-        if old is not None and old is not backend:
+        if old is not None and old is not _NO_SWAP and old is not backend:
             _close_quietly(old)
 
     @property
@@ -384,8 +386,10 @@ class Engine:
 
     @property
     def sinks(self) -> tuple[FrameSink, ...]:
-        with self._sinks_lock:
-            return tuple(self._sinks)
+        # Not under _sinks_lock: that is held for a whole write, and the app's GUI thread polls
+        # this, so a stalled virtual camera froze the window (it could not even be closed). The
+        # list is only changed in place or replaced, and copying it is atomic.
+        return tuple(self._sinks)
 
     @property
     def failed_sinks(self) -> list[tuple[FrameSink, BaseException]]:
@@ -471,7 +475,7 @@ class Engine:
                 frame = self._in.get()
                 if frame is _END:
                     break
-                if self._pending_backend is not None:
+                if self._pending_backend is not _NO_SWAP:
                     self._swap_backend()
                 work = self._process(frame)
                 accepted, displaced = self._out.put(work)
@@ -490,13 +494,13 @@ class Engine:
             self._out.close()
             if self._close_backend:
                 for backend in (self._backend, self._pending_backend):
-                    if backend is not None:
+                    if backend is not None and backend is not _NO_SWAP:
                         _close_quietly(backend)
 
     def _swap_backend(self) -> None:
         with self._lock:
             old, self._backend = self._backend, self._pending_backend
-            self._pending_backend = None
+            self._pending_backend = _NO_SWAP
             self._passthrough = False
             self._failure_warning = None
         if old is not None and old is not self._backend:

@@ -326,6 +326,36 @@ def test_live_sink_failure_is_visible_and_recorded(tmp_path):
         assert eng.sinks == (keep,)  # the others keep going
 
 
+def test_the_sink_list_answers_while_a_sink_write_is_stalled(tmp_path):
+    # The app's GUI thread reads `sinks` on every stats poll: a virtual camera whose send()
+    # hangs must not freeze the window too (it could not even be closed then).
+    class Stalled(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = threading.Event()
+            self.release = threading.Event()
+
+        def write(self, frame):
+            super().write(frame)
+            self.entered.set()
+            self.release.wait(30)
+
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink = Stalled()
+    eng = Engine(src, Invert(), sinks=[sink])
+    eng.start()
+    try:
+        assert sink.entered.wait(5)
+        answer: list[tuple] = []
+        reader = threading.Thread(target=lambda: answer.append(eng.sinks), daemon=True)
+        reader.start()
+        reader.join(1.0)
+        assert answer == [(sink,)], "reading the sinks waited for the stalled write"
+    finally:
+        sink.release.set()
+        eng.stop()
+
+
 def test_source_failure_reaches_on_error_and_finishes(tmp_path):
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((8, 8, 3), i, np.uint8))
@@ -582,6 +612,23 @@ def test_set_backend_while_running_closes_old(tmp_path):
     eng.stop()
     assert first.closed and stats.backend == "constant"
     assert rec.values[0] == 155 and rec.values[-1] == 7
+
+
+def test_set_backend_none_while_running_passes_frames_through(tmp_path):
+    # None is the documented passthrough backend; it once read as "no swap pending" and the
+    # old model went on running.
+    src = open_source(still(tmp_path, value=100), live=True, fps=200)
+    rec = Recorder()
+    first = Invert()
+    eng = Engine(src, first, sinks=[rec])
+    eng.start()
+    assert rec.wait_for(3)
+    eng.set_backend(None)
+    assert rec.wait_for(len(rec.indices) + 5)
+    stats = eng.stats()
+    eng.stop()
+    assert first.closed and stats.backend == "passthrough"
+    assert rec.values[0] == 155 and rec.values[-1] == 100
 
 
 def test_stats_and_throttled_preview(tmp_path):
