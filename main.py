@@ -35,6 +35,11 @@ from typing import Any
 # transforms make Media Foundation, the first camera API on Windows, take seconds to open many
 # webcams (opencv/opencv#17687). setdefault so a user's own value wins.
 os.environ.setdefault("OPENCV_VIDEOIO_MSMF_ENABLE_HW_TRANSFORMS", "0")
+if not os.environ.get("SHARPCAM_DEBUG"):
+    # OpenCV and FFmpeg print their own lines ("moov atom not found", "IHDR chunk shall be
+    # first") above the one-line error that already names the file and the problem.
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "FATAL")
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
 
 PROG = "sharpcam"
 BACKEND_CHOICES = ("auto", "onnx", "openvino", "torch", "unsharp", "passthrough")
@@ -72,7 +77,12 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def parse_size_list(text: str) -> list[tuple[int, int]]:
     """``"640x360,1280x720"`` -> ``[(640, 360), (1280, 720)]``."""
-    return [parse_size(part) for part in text.split(",") if part.strip()]
+    sizes = [parse_size(part) for part in text.split(",") if part.strip()]
+    if not sizes:
+        # An empty list (a shell variable that expanded to nothing) benchmarked nothing and
+        # printed an empty table with exit code 0.
+        raise argparse.ArgumentTypeError(f"bad size list {text!r}: expected WxH[,WxH...]")
+    return sizes
 
 
 def _positive_float(text: str) -> float:
@@ -497,6 +507,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         restore = _install_stop_signals(stop)
         status = _StatusLine()
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
+        _note_lost_audio(args.source, args.output)
         if warning:
             _eprint(f"WARNING: {warning}")
         seen_warnings: set[str] = set()
@@ -530,8 +541,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         stats = engine.stats()
         if engine.failed_sinks:
             failed, exc = engine.failed_sinks[0]
+            kept = getattr(failed, "kept_path", None)
+            where = f"; the frames written are kept in {kept}" if kept is not None else ""
             raise CliError(
-                f"output {failed.describe()} failed after {stats.frames_out} frames: {exc}"
+                f"output {failed.describe()} failed after {stats.frames_out} frames: {exc}{where}"
             )
         if engine.errors and not stop.is_set():
             # The stream ended on its own after an error (a camera unplugged, an unreadable
@@ -574,6 +587,17 @@ def _join_before_exit(engine: Any) -> None:
     call at shutdown aborts the process (exit 134) though the output is complete."""
     if not engine.join(timeout=JOIN_TIMEOUT_S):
         _eprint(f"{PROG}: note: the model was still busy after {JOIN_TIMEOUT_S:g} s; exiting")
+
+
+def _note_lost_audio(source: str, output: str) -> None:
+    """Say that a video's sound track does not reach the output (OpenCV writes pictures only)."""
+    from engine.sinks import VIDEO_CODECS
+    from engine.sources import source_kind, video_has_audio
+
+    if source_kind(source) != "video" or Path(output).suffix.lower() not in VIDEO_CODECS:
+        return
+    if video_has_audio(source):
+        _eprint(f"{PROG}: note: {output} will have no sound: the audio of {source} is not copied")
 
 
 class _NamedImageSink:
@@ -660,6 +684,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         stop = threading.Event()
         restore = _install_stop_signals(stop)
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
+        _note_lost_audio(args.input, args.output)
         engine.start()
         try:
             with tqdm(total=total, unit="frame", desc="process", file=sys.stderr) as bar:

@@ -12,6 +12,7 @@ native backend is not needed to write a file).
 
 from __future__ import annotations
 
+import glob
 import os
 import threading
 from collections.abc import Callable
@@ -111,6 +112,7 @@ class VideoFileSink(_SinkBase):
     ``abort()`` (a failed offline run) keeps the frames written so far as a playable
     ``NAME.incomplete.EXT`` (:attr:`kept_path`) and leaves an existing file at ``path`` alone:
     an incomplete result never replaces a complete one, and nothing written is thrown away.
+    After a failed write, ``close()`` keeps the file there too.
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class VideoFileSink(_SinkBase):
         self.frames_written = 0  # frames stored in the file, repeats included
         self.frames_skipped = 0  # timed: frames whose slot was already written
         self.kept_path: Path | None = None  # where close()/abort() left the frames
+        self.failed = False  # a write failed: the file is incomplete whatever ends it
         self._t0: float | None = None  # timed: t_capture of slot 0
         self._next_slot = 0
 
@@ -187,11 +190,15 @@ class VideoFileSink(_SinkBase):
     def _put(self, bgr: np.ndarray) -> None:
         # VideoWriter.write reports a failed encode or a full disk only through its result.
         if self._writer.write(bgr) is False:
+            self.failed = True
             raise SinkError(f"cannot write frame {self.frames_written} to video {self.path}")
         self.frames_written += 1
 
     def close(self) -> None:
-        self._finish(self.path)
+        # After a failed write (disk full) the file lacks frames, and an mp4 its index: the
+        # live engine closes a failed sink, and the real name would then replace an earlier,
+        # complete file with one that does not play.
+        self._finish(self.incomplete_path if self.failed else self.path)
 
     def abort(self) -> None:
         """Close as incomplete: the frames so far go to :attr:`incomplete_path`, not ``path``."""
@@ -281,6 +288,15 @@ class ImageSink(_SinkBase):
             self.ext = "." + self.ext
         self.prefix = prefix
         folder = self.path.parent if self.single else self.path
+        if not self.single and folder.is_dir():
+            # Numbering starts at 0 again: a shorter new run would overwrite the start of an
+            # earlier one and leave its tail, one sequence that mixes two recordings.
+            earlier = next(folder.glob(f"{glob.escape(prefix)}[0-9]*{glob.escape(self.ext)}"), None)
+            if earlier is not None:
+                raise SinkError(
+                    f"folder {folder} already holds frames ({earlier.name}): "
+                    "give an empty or new folder"
+                )
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -47,6 +47,7 @@ __all__ = [
     "open_source",
     "read_image",
     "register_source",
+    "video_has_audio",
 ]
 
 log = logging.getLogger(__name__)
@@ -220,13 +221,70 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(str(p), dtype=np.uint8)
     except OSError as exc:
         raise SourceError(f"cannot read image file {p}: {exc.strerror or exc}") from exc
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    # Not IMREAD_UNCHANGED: it also skips the EXIF orientation, so a phone's portrait photo
+    # came out on its side. These flags keep grey and 16-bit; alpha is dropped either way.
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
+    img = cv2.imdecode(data, flags) if data.size else None
     if img is None:
         raise SourceError(f"cannot read image file {p}: not an image OpenCV can decode")
     try:
         return to_rgb8(img, bgr=True, inplace=True)
     except (TypeError, ValueError) as exc:
         raise SourceError(f"cannot use image file {p}: {exc}") from exc
+
+
+def _mp4_has_audio(f: Any, size: int) -> bool | None:
+    # ISO media (mp4, mov, m4v): a 'soun' handler in the moov box, which a camera writes at
+    # the end of the file: walk the top-level boxes to it rather than read the whole file.
+    pos = 0
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(16)
+        length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        if length == 1:
+            length = int.from_bytes(head[8:16], "big")
+        elif length == 0:
+            length = size - pos
+        if length < 8:
+            return None
+        if kind == b"moov":
+            f.seek(pos)
+            moov = f.read(min(length, 64 << 20))
+            i = moov.find(b"hdlr")
+            while i >= 0:
+                if moov[i + 12 : i + 16] == b"soun":
+                    return True
+                i = moov.find(b"hdlr", i + 4)
+            return False
+        pos += length
+    return None
+
+
+def video_has_audio(path: str | os.PathLike[str]) -> bool | None:
+    """Whether a video file holds a sound track: True, False, or None when it cannot tell.
+
+    OpenCV reads and writes pictures only, so a processed copy has no sound: callers say so
+    rather than drop it silently. Reads the container headers of MP4/MOV/M4V and AVI files;
+    other containers (Matroska, WebM) give None.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            size = f.seek(0, os.SEEK_END)
+            if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+                return _mp4_has_audio(f, size)
+            if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+                f.seek(0)
+                hdrl = f.read(1 << 16)  # the stream headers open the file
+                i = hdrl.find(b"strh")
+                while i >= 0:
+                    if hdrl[i + 8 : i + 12] == b"auds":
+                        return True
+                    i = hdrl.find(b"strh", i + 4)
+                return False
+    except OSError:
+        pass
+    return None
 
 
 def _natural_key(name: str) -> list[Any]:

@@ -139,6 +139,9 @@ def test_bad_size_is_usage_error_without_traceback(clip: Path, tmp_path: Path) -
     assert_clean_failure(proc, "bad size '12x'", code=2)
     proc = run_cli("bench", "--size", "640by360")
     assert_clean_failure(proc, "640by360", code=2)
+    # An empty list used to benchmark nothing: an empty table and exit code 0.
+    for empty in ("", ","):
+        assert_clean_failure(run_cli("bench", "--size", empty), "bad size list", code=2)
 
 
 def test_no_command_starts_the_app_with_the_gui_options(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -185,6 +188,21 @@ def test_process_video_keeps_count_size_and_order(clip: Path, tmp_path: Path) ->
     # processed, not copied: unsharp raises local contrast in the textured part
     src = read_video(clip)
     assert not np.allclose(frames[5][BLOCK:].astype(float), src[5][BLOCK:].astype(float), atol=3)
+
+
+def test_process_says_the_sound_track_is_not_copied(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_engine_sources import write_avi_with_sound
+
+    # A recorded call's sound used to vanish from the processed copy without a word.
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    assert cli.main(["process", str(call), str(tmp_path / "out.mp4"), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "no sound" in err and "call.avi" in err, err
+    assert len(read_video(tmp_path / "out.mp4")) == 6
+    assert cli.main(["process", str(clip), str(tmp_path / "o.avi"), "--backend", "unsharp"]) == 0
+    assert "no sound" not in capsys.readouterr().err
 
 
 def test_process_image_and_folder(tmp_path: Path) -> None:
@@ -286,6 +304,19 @@ def test_missing_and_unreadable_inputs_are_named(tmp_path: Path) -> None:
         "run", "--source", str(tmp_path / "gone.avi"), "--output", str(tmp_path / "o.avi")
     )
     assert_clean_failure(proc, "gone.avi", code=1)
+
+
+def test_a_corrupt_input_is_one_line_on_stderr(tmp_path: Path) -> None:
+    # FFmpeg's and OpenCV's own log lines used to come before the error, which says it all.
+    video = tmp_path / "broken.mp4"
+    video.write_bytes(b"not a video" * 50)
+    image = tmp_path / "broken.png"
+    image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 100)
+    env = {"SHARPCAM_DEBUG": ""}
+    for broken in (video, image):
+        proc = run_cli("process", str(broken), str(tmp_path / f"o{broken.suffix}"), env=env)
+        assert_clean_failure(proc, broken.name, code=1)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_missing_camera_lists_the_available_ones(tmp_path: Path) -> None:
@@ -501,6 +532,41 @@ def test_run_stops_and_fails_when_its_output_fails(
     assert code == 1, err
     assert "vanished" in err and "failed after" in err and "Traceback" not in err
     assert len(_RecordingCamera.frames) == 3
+
+
+def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The live engine closes a failed output: its broken file used to take the real name.
+    real_writer = cv2.VideoWriter
+
+    class FillsUp:
+        def __init__(self, *args: Any) -> None:
+            self.real = real_writer(*args)
+            self.writes = 0
+
+        def isOpened(self) -> bool:  # noqa: N802 - cv2's name
+            return self.real.isOpened()
+
+        def write(self, img: np.ndarray) -> Any:
+            self.writes += 1
+            return False if self.writes > 5 else self.real.write(img)
+
+        def release(self) -> None:
+            self.real.release()
+
+    long_clip = write_video(tmp_path / "long.avi", 60)
+    monkeypatch.setattr(cv2, "VideoWriter", FillsUp)
+    out = tmp_path / "rec.avi"
+    out.write_bytes(b"yesterday's recording")
+    code = cli.main(
+        ["run", "--source", str(long_clip), "--output", str(out), "--backend", "unsharp"]
+    )
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "failed after" in err and "rec.incomplete.avi" in err and "Traceback" not in err
+    assert out.read_bytes() == b"yesterday's recording"
+    assert len(read_video(tmp_path / "rec.incomplete.avi")) == 5
 
 
 def test_run_fails_when_its_source_fails_midway(

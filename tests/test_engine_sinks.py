@@ -345,6 +345,24 @@ def test_video_sink_reports_a_failed_write(tmp_path, monkeypatch):
     sink.abort()
 
 
+def test_video_sink_closed_after_a_failed_write_keeps_the_earlier_file(tmp_path, monkeypatch):
+    # A live run closes (not aborts) an output whose write failed: the broken file used to
+    # take the real name, replacing yesterday's recording with one that does not play.
+    path = tmp_path / "rec.avi"
+    path.write_bytes(b"yesterday's recording")
+    sink = VideoFileSink(path=path, size=(16, 16))
+    sink.write(frame(0, (16, 16)))
+    real = sink._writer
+    monkeypatch.setattr(sink, "_writer", type("Full", (), {"write": lambda self, img: False})())
+    with pytest.raises(SinkError, match="cannot write frame 1"):
+        sink.write(frame(1, (16, 16)))
+    sink._writer = real
+    sink.close()
+    assert path.read_bytes() == b"yesterday's recording"
+    assert sink.kept_path == tmp_path / "rec.incomplete.avi"
+    assert len(read_video(sink.kept_path)) == 1
+
+
 def test_timed_video_sink_keeps_the_live_clock(tmp_path):
     """Frames the live engine dropped leave slots that repeat the previous frame; a frame whose
     slot is taken is skipped; so the file plays at the speed it was filmed."""
@@ -392,6 +410,22 @@ def test_image_sink_folder_numbered(tmp_path):
         img = cv2.imread(str(f))
         assert img.shape == (5, 7 + i, 3)
         np.testing.assert_array_equal(img[0, 0], [7, 255 - i * 50, i * 50])  # BGR on disk
+
+
+def test_image_sink_refuses_a_folder_with_earlier_frames(tmp_path):
+    # A second, shorter run used to overwrite frame_000000.. and leave the first run's tail:
+    # one numbered sequence mixing two recordings.
+    out = tmp_path / "frames"
+    with open_sink(out, size=None) as sink:
+        for i in range(3):
+            sink.write(frame(i))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(SinkError, match="already holds frames"):
+        open_sink(out, size=None)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("not a frame")
+    open_sink(tmp_path / "other", size=None).close()  # other files are no conflict
 
 
 def test_image_sink_single_file_resized(tmp_path):

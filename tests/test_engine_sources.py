@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -26,6 +27,7 @@ from engine.sources import (
     open_source,
     read_image,
     source_kind,
+    video_has_audio,
 )
 
 # --------------------------------------------------------------------------- helpers
@@ -39,6 +41,42 @@ def write_video(path: Path, n: int, size=(64, 48), fps=25.0, fourcc="MJPG") -> P
     for i in range(n):
         writer.write(np.full((h, w, 3), 4 * i, np.uint8))
     writer.release()
+    return path
+
+
+def write_avi_with_sound(path: Path, n: int = 6, size=(64, 48), fps: int = 10) -> Path:
+    """A playable MJPG AVI with a PCM sound track (OpenCV cannot write one; no ffmpeg here).
+    Frame i is a flat grey of value 20*i."""
+    w, h = size
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return tag + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
+
+    def riff_list(kind: bytes, body: bytes) -> bytes:
+        return b"LIST" + struct.pack("<I", len(body) + 4) + kind + body
+
+    rate = 8000
+    per_frame = rate // fps
+    avih = struct.pack("<10I4I", 1_000_000 // fps, 0, 0, 0x10, n, 0, 2, 0, w, h, 0, 0, 0, 0)
+    vstrh = b"vidsMJPG" + struct.pack(
+        "<IHHIIIIIIIIhhhh", 0, 0, 0, 0, 1, fps, 0, n, 0, 2**32 - 1, 0, 0, 0, w, h
+    )
+    vstrf = struct.pack("<IiiHH4sIiiII", 40, w, h, 1, 24, b"MJPG", w * h * 3, 0, 0, 0, 0)
+    astrh = b"auds\0\0\0\0" + struct.pack(
+        "<IHHIIIIIIIIhhhh", 0, 0, 0, 0, 1, rate, 0, per_frame * n, 0, 2**32 - 1, 2, 0, 0, 0, 0
+    )
+    astrf = struct.pack("<HHIIHHH", 1, 1, rate, rate * 2, 2, 16, 0)
+    hdrl = chunk(b"avih", avih)
+    hdrl += riff_list(b"strl", chunk(b"strh", vstrh) + chunk(b"strf", vstrf))
+    hdrl += riff_list(b"strl", chunk(b"strh", astrh) + chunk(b"strf", astrf))
+    movi, idx1 = b"", b""
+    for i in range(n):
+        jpeg = cv2.imencode(".jpg", np.full((h, w, 3), 20 * i, np.uint8))[1].tobytes()
+        for tag, data in ((b"00dc", jpeg), (b"01wb", bytes(2 * per_frame))):
+            idx1 += tag + struct.pack("<III", 0x10, 4 + len(movi), len(data))
+            movi += chunk(tag, data)
+    body = b"AVI " + riff_list(b"hdrl", hdrl) + riff_list(b"movi", movi) + chunk(b"idx1", idx1)
+    path.write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
     return path
 
 
@@ -165,6 +203,21 @@ def test_read_image_bgra(tmp_path):
     np.testing.assert_array_equal(img[0, 0], [250, 0, 0])
 
 
+def test_read_image_applies_the_exif_orientation(tmp_path):
+    # A phone stores a portrait photo as landscape pixels plus "rotate 90" in its EXIF; every
+    # viewer shows it upright, and so must the processed copy (which carries no EXIF).
+    bgr = np.zeros((40, 80, 3), np.uint8)
+    bgr[:, :40] = (0, 0, 255)  # left half red
+    jpeg = cv2.imencode(".jpg", bgr)[1].tobytes()
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + bytes(4)
+    exif = b"Exif\0\0" + b"II*\0" + struct.pack("<I", 8) + ifd
+    path = tmp_path / "portrait.jpg"
+    path.write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpeg[2:])
+    img = read_image(path)
+    assert img.shape == (80, 40, 3)  # upright, as cv2.imread shows it
+    assert img[5, 20, 0] > 200 and img[-5, 20, 0] < 50  # red on top after the turn
+
+
 def test_still_image_offline_is_one_frame(tmp_path):
     path = write_png(tmp_path / "x.png", np.full((8, 12, 3), 9, np.uint8))
     with open_source(path, live=False) as src:
@@ -279,6 +332,35 @@ def test_video_offline_every_frame_in_order(tmp_path):
     grey = [int(np.median(f.image)) for f in frames]
     assert all(abs(g - 4 * i) <= 2 for i, g in enumerate(grey)), grey
     assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
+
+
+def _box(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def test_video_has_audio_reads_the_container_headers(tmp_path):
+    avi = write_avi_with_sound(tmp_path / "call.avi")
+    with open_source(avi, live=False) as src:  # a real, decodable file
+        assert src.frame_count == 6 and len(list(src)) == 6
+    assert video_has_audio(avi) is True
+    assert video_has_audio(write_video(tmp_path / "mute.avi", 3)) is False
+    assert video_has_audio(write_video(tmp_path / "mute.mp4", 3, fourcc="mp4v")) is False
+
+    def hdlr(handler: bytes) -> bytes:
+        return _box(b"hdlr", bytes(8) + handler + bytes(12) + b"\0")
+
+    def mp4(*handlers: bytes) -> bytes:
+        traks = b"".join(_box(b"trak", _box(b"mdia", hdlr(h))) for h in handlers)
+        # mdat before moov, as a camera writes it: the walk must skip the media data.
+        return _box(b"ftyp", b"isom" + bytes(4)) + _box(b"mdat", bytes(5000)) + _box(b"moov", traks)
+
+    (tmp_path / "call.mp4").write_bytes(mp4(b"vide", b"soun"))
+    (tmp_path / "video.mov").write_bytes(mp4(b"vide"))
+    assert video_has_audio(tmp_path / "call.mp4") is True
+    assert video_has_audio(tmp_path / "video.mov") is False
+    (tmp_path / "junk.mp4").write_bytes(b"garbage" * 10)
+    assert video_has_audio(tmp_path / "junk.mp4") is None
+    assert video_has_audio(tmp_path / "nothere.mp4") is None
 
 
 def test_video_live_is_paced_and_interruptible(tmp_path):
