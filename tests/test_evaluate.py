@@ -178,6 +178,18 @@ def test_gopro_root_scores_only_its_test_split(tmp_path: Path) -> None:
     assert [s.name for s in samples] == ["train_seq_0001"]
 
 
+def test_gopro_pair_of_different_sizes_is_skipped_not_a_crash(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    seq = tmp_path / "gopro" / "seq"
+    for name, sharp_shape in (("0001.png", (32, 48, 3)), ("0002.png", (40, 48, 3))):
+        _write(seq / "blur" / name, rng.uniform(0, 1, (32, 48, 3)).astype(np.float32))
+        _write(seq / "sharp" / name, rng.uniform(0, 1, sharp_shape).astype(np.float32))
+    spec = EV.parse_data(f"gopro:{tmp_path / 'gopro'}")
+    # The pair that differs would stop evaluate() at its metrics, after every earlier image.
+    samples = list(EV.iter_samples(spec, mode="plain"))
+    assert [s.name for s in samples] == ["seq_0001"]
+
+
 def test_bad_lai_and_pairs_folders_fail_loudly(tmp_path: Path) -> None:
     _write(tmp_path / "lai" / "sharp" / "a.png", np.zeros((20, 20, 3), np.float32))
     (tmp_path / "lai" / "kernels").mkdir()

@@ -246,6 +246,28 @@ def test_load_student_errors(tmp_path: Path) -> None:
         E.load_student(path, variant="fast")
 
 
+def test_a_checkpoint_of_another_variant_is_a_one_line_failure(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": create_student("tiny").state_dict(), "config": {"student": "tiny"}}, ckpt)
+    # exit status 1 and "export failed: ...", as for a failed parity check, not a traceback
+    assert _export(ckpt, tmp_path / "w", "--variant", "fast") == 1
+    assert "export failed:" in capsys.readouterr().err
+    assert not (tmp_path / "w" / "manifest.json").exists()
+
+
+def test_naming_the_checkpoints_own_variant_keeps_its_constructor_overrides(
+    tmp_path: Path,
+) -> None:
+    grown = {"body_blocks": 1, "dec_blocks": [2]}  # a student grown by --init_from
+    ckpt = tmp_path / "last.pt"
+    state = create_student("tiny", **grown).state_dict()
+    torch.save({"model": state, "config": {"student": "tiny", "student_kwargs": grown}}, ckpt)
+    model, variant, _ = E.load_student(ckpt, variant="tiny")
+    assert variant == "tiny" and set(model.state_dict()) == set(state)
+
+
 def test_opset_17_uses_an_exporter_that_honours_it(tmp_path: Path) -> None:
     import onnx
 

@@ -125,6 +125,29 @@ def test_plateau_reduction_right_after_the_warm_up_is_kept(
     assert [r["lr"] for r in rows] == pytest.approx([0.005, 0.01, 0.005])
 
 
+def test_a_resumed_run_that_stopped_early_stays_stopped(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # Validation never improves after the first epoch: early_stop=1 ends the run after epoch 2.
+    def flat(model: nn.Module, val: list, device: torch.device) -> dict[str, float]:
+        return {"val_psnr": 20.0, "blurry_psnr": 19.0, "val_ssim": 0.5, "blurry_ssim": 0.4}
+
+    monkeypatch.setattr(T, "validate", flat)
+    args = ("--early_stop=1", "--stages=[{patch: 32, epochs: 4, batch: 2}]")
+    first = train(_tiny(synth, tmp_path / "es", *args))
+    assert first["stopped"] == "early stop" and len(first["epochs"]) == 2
+    before = load_checkpoint(tmp_path / "es" / "last.pt")
+    # A job relaunched the same way (always with --resume) must not train another epoch.
+    again = train(_tiny(synth, tmp_path / "es", *args, "--resume"))
+    assert again["stopped"] == "early stop" and again["steps"] == []
+    after = load_checkpoint(tmp_path / "es" / "last.pt")
+    assert (
+        (after["epoch"], after["global_step"]) == (before["epoch"], before["global_step"]) == (2, 6)
+    )
+
+
 def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> None:
     full = train(_tiny(synth, tmp_path / "full"))
     assert len(full["steps"]) == 6 and full["stopped"] == "finished"
@@ -637,6 +660,39 @@ def test_teacher_cache_from_other_sources_is_refused(
     other.mkdir()
     with pytest.raises(ConfigError, match="data.photo_dirs"):
         check_cache_meta(meta, _tiny({**synth, "photos": other}, tmp_path / "run", *common))
+
+
+def test_an_interrupted_cache_build_extends_under_another_spelling_of_its_folders(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    cache = tmp_path / "cache.pt"
+    common = (
+        f"--teacher.cache_path={cache}",
+        "--teacher.name=fake",
+        "--teacher.cache_patch=32",
+        "--teacher.cache_batch=1",
+    )
+    build_cache(
+        _tiny(synth, tmp_path / "run", *common, "--teacher.cache_count=2"), teacher=_FakeTeacher()
+    )
+    first = torch.load(cache, weights_only=True)
+    alias = tmp_path / "alias"
+    alias.symlink_to(synth["photos"].parent, target_is_directory=True)
+    respelled = {k: alias / v.relative_to(synth["photos"].parent) for k, v in synth.items()}
+    seen: list[int] = []
+
+    class Counting(_FakeTeacher):
+        def forward(self, x: torch.Tensor, return_features: bool = False):
+            seen.append(x.shape[0])
+            return super().forward(x, return_features)
+
+    # Started again (the same folders, named another way) with a larger count: only the
+    # missing patch is computed; the teacher's work so far is kept, not redone from patch 0.
+    cfg = _tiny(respelled, tmp_path / "run", *common, "--teacher.cache_count=3")
+    build_cache(cfg, teacher=Counting())
+    assert sum(seen) == 1
+    data = torch.load(cache, weights_only=True)
+    assert data["keys"][:2] == first["keys"] and len(data["keys"]) == 3
 
 
 def test_missing_data_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:

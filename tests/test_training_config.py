@@ -104,6 +104,10 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         (["--lr=nan"], "lr: expected a finite number"),
         (["--lr=-0.1"], "lr: expected a number >= 0"),
         (["--betas=[0.9, 1.0]"], "betas: expected two numbers in [0, 1)"),
+        # divisors at the end of every epoch: 0 crashed after the first one had trained
+        (["--val_every=0"], "val_every: expected >= 1, got 0"),
+        (["--ckpt_every=0"], "ckpt_every: expected >= 1, got 0"),
+        (["--early_stop=-1"], "early_stop: expected a number >= 0"),
         (
             ["--data.raw_on_device=true", "--data.raw_camera_fraction=0.5"],
             "raw_camera_fraction > 0 needs the raw source in the data workers",

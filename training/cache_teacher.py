@@ -70,6 +70,21 @@ def _same_setting(key: str, cached: object, wanted: object) -> bool:
     return real(cached) == real(wanted)
 
 
+def _same_meta(have: dict, want: dict) -> bool:
+    """Whether a cache file's settings ``have`` are ``want`` (``cache_meta``), its paths compared
+    as the files they name: an interrupted build started again under another spelling of the
+    same folders extends the file instead of recomputing every patch."""
+    have_data, want_data = have.get("data"), want.get("data")
+    if not isinstance(have_data, dict) or not isinstance(want_data, dict):
+        return have == want
+    return all(
+        _same_setting(k, have.get(k), want.get(k)) for k in set(have) | set(want) if k != "data"
+    ) and all(
+        _same_setting(k, have_data.get(k), want_data.get(k))
+        for k in set(have_data) | set(want_data)
+    )
+
+
 def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> None:
     """Refuse a teacher cache made from other sources or by another teacher than ``cfg`` names
     (``ConfigError``); other differing synthesis settings are only logged."""
@@ -141,7 +156,7 @@ def build_cache(
     blur, sharp, outs, keys = [], [], [], []
     if out.is_file():
         old = torch.load(str(out), map_location="cpu", weights_only=True)
-        if old.get("meta") == meta:
+        if _same_meta(old.get("meta") or {}, meta):
             blur, sharp, outs = [list(old[k].numpy()) for k in ("blur", "sharp", "teacher")]
             keys = list(old["keys"])
             log.info("extending %s: %d of %d patches present", out, len(keys), count)

@@ -328,8 +328,10 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(
             f"data.raw_camera_fraction: expected a share in [0, 1], got {cfg.data.raw_camera_fraction}"
         )
-    if cfg.steps_per_epoch < 1:
-        raise ConfigError(f"steps_per_epoch: expected >= 1, got {cfg.steps_per_epoch}")
+    # Checked here, not at the end of the first epoch, where they are divisors (and an hour in).
+    for key in ("steps_per_epoch", "val_every", "ckpt_every"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key}: expected >= 1, got {getattr(cfg, key)}")
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"ema: expected a decay in [0, 1) (0 = off), got {cfg.ema}")
     _check_ranges(cfg)
@@ -361,6 +363,7 @@ _NON_NEGATIVE = (
     "warmup_steps",
     "max_minutes",
     "stop_after_steps",
+    "early_stop",  # a negative count would stop after the first validation, silently
     "data.raw_weight",
     "data.photo_weight",
     "data.gopro_weight",

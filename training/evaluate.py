@@ -261,6 +261,10 @@ def iter_samples(
                     b, s_img = D.load_image(bp), D.load_image(sp) if sp.is_file() else None
                     if b is None or s_img is None:
                         continue
+                    if b.shape != s_img.shape:
+                        # as for pairs: one odd pair must not end a long run with a shape error
+                        log.warning("skipping %s: sizes differ from %s", bp, sp)
+                        continue
                     s = emit(
                         f"gopro-{suffix}",
                         f"{sd.parent.name}_{bp.stem}",

@@ -169,6 +169,10 @@ def load_student(
             if not config:
                 raise ExportError(f"{checkpoint} holds no config: pass --variant")
             variant, overrides = _find_variant(config)
+        elif config.get("student") == variant:
+            # The checkpoint's own variant named on the command line: the constructor overrides
+            # it was trained with (a grown student's extra blocks) still describe its weights.
+            overrides = dict(config.get("student_kwargs") or {})
         model = create_student(variant, **overrides)
         # EMA / DDP checkpoints prefix keys with "module."
         if state and all(k.startswith("module.") for k in state):
@@ -997,10 +1001,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is None and not args.random_init:
         p.error("pass --checkpoint PATH, or --variant NAME --random-init")
 
-    model, variant, config = load_student(
-        args.checkpoint, variant=args.variant, random_init=args.random_init, seed=args.seed
-    )
     try:
+        # A checkpoint that does not fit the variant is refused like a failed parity check:
+        # one line and exit status 1, not a traceback.
+        model, variant, config = load_student(
+            args.checkpoint, variant=args.variant, random_init=args.random_init, seed=args.seed
+        )
         result = export_all(
             model,
             args.out,

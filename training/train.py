@@ -748,6 +748,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     n_epochs = total_epochs(cfg)
     steps_run: list[float] = []
     stopped = "finished"
+    if cfg.early_stop and bad_epochs >= cfg.early_stop:
+        # Resumed after its early stop: the run is over. Training on would overwrite last.pt at
+        # every launch of a job that is always started with --resume.
+        stopped = "early stop"
+        if master:
+            log.info(
+                "early stop reached before this launch (%d epochs without a better "
+                "validation PSNR): nothing to train",
+                bad_epochs,
+            )
     run_steps = 0
     # Throughput is timed from the WARM_STEPS-th step on (cuDNN autotuning, worker start-up and
     # allocator growth happen before it): what a short probe run needs to size a schedule.
@@ -755,7 +765,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     t_last = 0.0  # end of the latest step: checkpoints after the last one are not throughput
     paused = 0.0  # seconds of validation, logs and checkpoints since t_warm (not throughput)
     model.train()
-    while epoch < n_epochs:
+    while epoch < n_epochs and stopped == "finished":
         stage_idx, stage = stage_at(cfg, epoch)
         dataset.patch = stage.patch
         n_raw = _device_share(stage.batch, raw_share) if raw_sampler is not None else 0
