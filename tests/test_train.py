@@ -148,6 +148,33 @@ def test_a_resumed_run_that_stopped_early_stays_stopped(
     )
 
 
+def test_a_wrong_student_fails_before_the_data_is_built(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # Building the data takes minutes on real data: a typo in the student must not wait for it.
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("build_data ran before the student was checked")
+
+    monkeypatch.setattr(T, "build_data", no_data)
+    with pytest.raises(KeyError, match="nosuch"):
+        train(_tiny(synth, tmp_path / "typo", "--student=nosuch"))
+
+
+def test_a_failed_resume_keeps_the_runs_config(synth: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stop_after_steps=2"))
+    saved = (out / "config.yaml").read_text()
+    # Another student cannot load this last.pt: the run's own record of its settings must stay.
+    with pytest.raises(RuntimeError):
+        train(_tiny(synth, out, "--resume", "--student=fast_s"))
+    assert (out / "config.yaml").read_text() == saved
+    # A resume that loads writes the config it continues with.
+    train(_tiny(synth, out, "--resume", "--lr=0.0005"))
+    assert "lr: 0.0005" in (out / "config.yaml").read_text()
+
+
 def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> None:
     full = train(_tiny(synth, tmp_path / "full"))
     assert len(full["steps"]) == 6 and full["stopped"] == "finished"

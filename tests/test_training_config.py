@@ -108,6 +108,10 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         (["--val_every=0"], "val_every: expected >= 1, got 0"),
         (["--ckpt_every=0"], "ckpt_every: expected >= 1, got 0"),
         (["--early_stop=-1"], "early_stop: expected a number >= 0"),
+        (["--data.val_count=-1"], "data.val_count: expected a number >= 0"),
+        (["--data.num_workers=-1"], "data.num_workers: expected a number >= 0"),
+        # 2 would raise the LR on every plateau; torch says so only after the data is built
+        (["--plateau_factor=2"], "plateau_factor: expected a factor in (0, 1)"),
         (
             ["--data.raw_on_device=true", "--data.raw_camera_fraction=0.5"],
             "raw_camera_fraction > 0 needs the raw source in the data workers",

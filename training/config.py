@@ -372,6 +372,8 @@ _NON_NEGATIVE = (
     "data.camera_turn",
     "data.camera_zoom",
     "data.psf_max_size",
+    "data.val_count",
+    "data.num_workers",
 )
 
 
@@ -412,6 +414,8 @@ def _check_ranges(cfg: TrainConfig) -> None:
         )
     if d.noise_sigma[0] < 0:
         raise ConfigError(f"data.noise_sigma: expected >= 0, got {d.noise_sigma}")
+    if not 0.0 < cfg.plateau_factor < 1.0:
+        raise ConfigError(f"plateau_factor: expected a factor in (0, 1), got {cfg.plateau_factor}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):
         raise ConfigError(f"betas: expected two numbers in [0, 1), got {cfg.betas}")
 

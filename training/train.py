@@ -509,9 +509,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed + rank)
     use_amp = cfg.amp and device.type == "cuda"
     out_dir = Path(cfg.out_dir)
+    resuming = cfg.resume and (out_dir / "last.pt").is_file()
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, out_dir / "config.yaml")
+        if not resuming:  # a resume writes it once last.pt loads: a failed one keeps the old
+            save_config(cfg, out_dir / "config.yaml")
     cfg_dict, digest = config_to_dict(cfg), config_digest(cfg)
     t_start = time.monotonic()
 
@@ -560,35 +562,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 cfg.teacher.cache_path,
             )
 
-    # ---- data ------------------------------------------------------------------------------
-    if cfg.data.num_workers > 0:
-        import cv2
-
-        # OpenCV's thread pool does not survive fork(): workers would hang in it.
-        cv2.setNumThreads(1)
-    dataset, val_set, skips = build_data(cfg, rank=rank, teacher_cache=cache)
-    raw_sampler = None
-    raw_share = 0.0
-    if cfg.data.raw_on_device and dataset.raw and dataset.weights[0] > 0:
-        from training.device_data import DeviceRawSampler
-
-        raw_sampler = DeviceRawSampler(
-            dataset.raw, dataset.params, device, seed=cfg.seed, rank=rank
-        )
-        raw_share = dataset.split_off_raw()
-        if master:
-            log.info(
-                "raw source on %s: %.0f MB of frames, %.0f %% of each batch",
-                device,
-                raw_sampler.nbytes / 1e6,
-                100 * raw_share,
-            )
-
-    # ---- student -----------------------------------------------------------------------------
+    # ---- student (before the data, so a wrong name or device fails in seconds) ------------
     from training.models.student import create_student, grow_from
 
     student = create_student(cfg.student, **cfg.student_kwargs).to(device)
-    resuming = cfg.resume and (out_dir / "last.pt").is_file()
     if cfg.init_from and not resuming:  # a first launch with --resume still starts from init
         init = load_checkpoint(cfg.init_from)
         source = init.get("variant", cfg.student)
@@ -622,6 +599,30 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             student.count_params(),
             student.macs_per_pixel(),
         )
+    # ---- data ------------------------------------------------------------------------------
+    if cfg.data.num_workers > 0:
+        import cv2
+
+        # OpenCV's thread pool does not survive fork(): workers would hang in it.
+        cv2.setNumThreads(1)
+    dataset, val_set, skips = build_data(cfg, rank=rank, teacher_cache=cache)
+    raw_sampler = None
+    raw_share = 0.0
+    if cfg.data.raw_on_device and dataset.raw and dataset.weights[0] > 0:
+        from training.device_data import DeviceRawSampler
+
+        raw_sampler = DeviceRawSampler(
+            dataset.raw, dataset.params, device, seed=cfg.seed, rank=rank
+        )
+        raw_share = dataset.split_off_raw()
+        if master:
+            log.info(
+                "raw source on %s: %.0f MB of frames, %.0f %% of each batch",
+                device,
+                raw_sampler.nbytes / 1e6,
+                100 * raw_share,
+            )
+
     # The average starts from the initial weights; resume restores it below.
     ema_model = copy.deepcopy(student).requires_grad_(False) if cfg.ema > 0 else None
     # What validation measures and checkpoints keep as "model" (an explicit None test: a
@@ -676,7 +677,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     epoch_time = 0.0
-    if cfg.resume and (out_dir / "last.pt").is_file():
+    if resuming:
         ck = load_checkpoint(out_dir / "last.pt", map_location=device)
         student.load_state_dict(ck.get("model_raw", ck["model"]))
         if ema_model is not None:
@@ -707,6 +708,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         log.info(
             "resumed from %s at epoch %d step %d", out_dir / "last.pt", epoch + 1, step_in_epoch
         )
+        if master:
+            save_config(cfg, out_dir / "config.yaml")
     elif cfg.resume:
         log.warning("--resume given but %s does not exist: starting fresh", out_dir / "last.pt")
 
