@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,20 @@ def _distinct_names(cameras: list[CameraChoice]) -> list[CameraChoice]:
         n = seen[cam.name] = seen.get(cam.name, 0) + 1
         out.append(cam if n == 1 else replace(cam, name=f"{cam.name} ({n})"))
     return out
+
+
+def watch_cameras(on_change: Callable[[list[CameraChoice]], None], parent: Any) -> Any:
+    """Call ``on_change`` with the new choices whenever a camera is plugged in or unplugged;
+    returns the watching ``QMediaDevices`` (owned by ``parent``), or None without QtMultimedia.
+    """
+    try:
+        from PySide6.QtMultimedia import QMediaDevices
+    except ImportError:
+        return None  # OpenCV probing cannot tell: the list stays as it was at start
+    devices = QMediaDevices(parent)
+    # Qt's list only: re-probing with OpenCV would open the camera in use.
+    devices.videoInputsChanged.connect(lambda: on_change(list_camera_choices(probe_opencv=False)))
+    return devices
 
 
 def _qt_cameras() -> list[CameraChoice]:

@@ -778,6 +778,13 @@ def _open_source(api: Any, req: _StartRequest) -> None:
     req.messages.append(msg)
     if fallback_error is not None:
         req.messages.append(describe_error(fallback_error, context="camera"))
+    if not req.using_fallback:
+        # No video at all, and nothing retries: the generic advice's reconnect never comes.
+        advice = (
+            "Close other apps that use the camera, check the cable, then pick the camera "
+            "again above, or pick the demo clip."
+        )
+        req.messages = [replace(m, advice=advice) for m in req.messages]
 
 
 def _open_backend(api: Any, req: _StartRequest) -> None:

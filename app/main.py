@@ -16,7 +16,7 @@ from typing import Any
 from PySide6.QtCore import QEventLoop, QLoggingCategory, QTimer
 from PySide6.QtWidgets import QApplication
 
-from app.camera_list import list_camera_choices
+from app.camera_list import list_camera_choices, watch_cameras
 from app.engine_bridge import EngineBridge
 from app.settings import APPLICATION, ORGANIZATION, load_settings, open_store
 from app.window import MainWindow, app_icon, format_stats
@@ -113,6 +113,7 @@ def run_app(
         model=model,
         tray=tray,
     )
+    watch_cameras(window.set_cameras, window)
     window.show()
     t0 = time.perf_counter()
     window.start_stream()

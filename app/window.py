@@ -10,7 +10,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QByteArray, QPointF, QRectF, QSettings, QSize, Qt, Signal
+from PySide6.QtCore import (
+    QByteArray,
+    QEvent,
+    QObject,
+    QPointF,
+    QRectF,
+    QSettings,
+    QSize,
+    Qt,
+    Signal,
+)
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
@@ -22,6 +32,7 @@ from PySide6.QtGui import (
     QPaintEvent,
 )
 from PySide6.QtWidgets import (
+    QAbstractButton,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -68,8 +79,8 @@ QComboBox QAbstractItemView { background: #1e2430; border: 1px solid #2c3446;
 QPushButton { background: #1e2430; border: 1px solid #2c3446; border-radius: 7px;
               padding: 6px 12px; }
 QPushButton:hover { border-color: #38bdf8; }
-QPushButton:checked { background: #0ea5e9; color: #0b1220; border-color: #0ea5e9;
-                      font-weight: 600; }
+/* Not bold: the wider text cut "Side by side" off in the fixed-width sidebar. */
+QPushButton:checked { background: #0ea5e9; color: #0b1220; border-color: #0ea5e9; }
 QPushButton#primary { background: #0ea5e9; color: #0b1220; border: none; font-weight: 600; }
 QSlider::groove:horizontal { height: 6px; background: #2c3446; border-radius: 3px; }
 QSlider::sub-page:horizontal { background: #38bdf8; border-radius: 3px; }
@@ -235,6 +246,8 @@ class MainWindow(QMainWindow):
         self.cameras = list(cameras)
         if not any(c.is_demo for c in self.cameras):
             self.cameras.append(demo_choice())
+        self._cli_choice: CameraChoice | None = None
+        self._absent_source = ""  # a remembered camera not plugged in at start
         if source is not None:
             self._add_cli_source(source)
         self.virtual_dialog: VirtualCameraDialog | None = None
@@ -260,13 +273,46 @@ class MainWindow(QMainWindow):
         if tray:
             self._build_tray()
 
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if (
+            event.type() == QEvent.Type.ShortcutOverride
+            and event.key() == Qt.Key.Key_Space  # type: ignore[attr-defined]
+            and event.modifiers() == Qt.KeyboardModifier.NoModifier  # type: ignore[attr-defined]
+        ):
+            event.accept()  # the focused button takes Space instead of the sharpening shortcut
+            return True
+        return super().eventFilter(watched, event)
+
     # --- construction --------------------------------------------------------------------------
     def _add_cli_source(self, source: str) -> None:
         if self._find_source(source) is not None:
             return
         is_file = not source.isdigit() and not source.startswith("/dev/")
         name = f"File: {Path(source).name}" if is_file else f"Camera {source}"
-        self.cameras.insert(0, CameraChoice(id=source, name=name, source=source, is_demo=is_file))
+        self._cli_choice = CameraChoice(id=source, name=name, source=source, is_demo=is_file)
+        self.cameras.insert(0, self._cli_choice)
+
+    def set_cameras(self, cameras: list[CameraChoice]) -> None:
+        """Offer ``cameras`` (one was plugged in or unplugged) without restarting the stream.
+
+        The camera in use stays picked, and listed even when it was unplugged: the engine is
+        reconnecting to it, and jumping to another would restart the stream mid-call.
+        """
+        current = self.current_camera()
+        new = list(cameras)
+        if not any(c.is_demo for c in new):
+            new.append(demo_choice())
+        if self._cli_choice is not None and self._cli_choice.id not in {c.id for c in new}:
+            new.insert(0, self._cli_choice)
+        if current.id not in {c.id for c in new}:
+            new.insert(0, current)
+        self.cameras = new
+        self.camera_combo.blockSignals(True)
+        self.camera_combo.clear()
+        for cam in new:
+            self.camera_combo.addItem(cam.name, cam.id)
+        self.camera_combo.setCurrentIndex(self.camera_combo.findData(current.id))
+        self.camera_combo.blockSignals(False)
 
     def _find_source(self, source: str) -> CameraChoice | None:
         """The picker entry for a camera id/index or a file path (compared resolved)."""
@@ -421,6 +467,11 @@ class MainWindow(QMainWindow):
         self.toggle_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         self.toggle_action.toggled.connect(self.enable_switch.setChecked)
         self.addAction(self.toggle_action)
+        for button in self.findChildren(QAbstractButton):
+            # A click must not take the focus (Space after it is for sharpening), Tab does:
+            # then Space presses the button, the only key that does for a keyboard user.
+            button.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+            button.installEventFilter(self)
         self.quit_action = QAction("Quit SharpCam", self)
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         self.quit_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
@@ -461,6 +512,10 @@ class MainWindow(QMainWindow):
             # Windows even while nothing drives it), and the app would sharpen itself in a loop.
             first = next((c for c in self.cameras if not c.is_virtual), self.cameras[0])
             idx = max(self.camera_combo.findData(first.id), 0)
+            if not cli_source:
+                # The remembered camera is unplugged today: the stand-in must not replace it
+                # in the settings, or the next start would not pick it when it is back.
+                self._absent_source = self.settings.source
         self.camera_combo.setCurrentIndex(idx)
 
     def _apply_settings_to_controls(self) -> None:
@@ -485,6 +540,7 @@ class MainWindow(QMainWindow):
         self._update_resolution_enabled()
 
         self.camera_combo.currentIndexChanged.connect(self._on_source_changed)
+        self.camera_combo.currentIndexChanged.connect(self._on_camera_picked)
         self.resolution_combo.currentIndexChanged.connect(self._on_source_changed)
         self.scale_combo.currentIndexChanged.connect(self._on_scale_changed)
         self.enable_switch.toggled.connect(self._on_enabled)
@@ -558,6 +614,11 @@ class MainWindow(QMainWindow):
             self.preview.clear("No video. Pick another camera or the demo clip.")
             # No engine was started, so no running_changed comes to end "Starting".
             self._set_live("stopped")
+            # The previous engine's rate, backend and frame size would pass for a live stream.
+            self.stats_label.setText("—")
+            self.backend_value.setText("—")
+            self.provider_label.setText("—")
+            self.source_info.setText("")
 
     def shown_source_name(self) -> str:
         """What the preview really shows: the picked camera, or the demo clip standing in."""
@@ -570,6 +631,9 @@ class MainWindow(QMainWindow):
     def _on_source_changed(self) -> None:
         self._update_resolution_enabled()
         self.start_stream()
+
+    def _on_camera_picked(self) -> None:
+        self._absent_source = ""  # the person's choice is remembered from now on
 
     def _on_scale_changed(self) -> None:
         # The scale wraps the backend when it is created, so a new one means a restart.
@@ -697,7 +761,9 @@ class MainWindow(QMainWindow):
         cam = self.current_camera()
         res = self.current_resolution()
         # A one-off file from the command line is not remembered as the camera.
-        if cam.id in {c.id for c in self.cameras if not c.is_demo} or cam.id == "demo":
+        if self._absent_source:
+            s.source = self._absent_source
+        elif cam.id in {c.id for c in self.cameras if not c.is_demo} or cam.id == "demo":
             s.source = cam.id
         s.resolution = f"{res.size[0]}x{res.size[1]}"
         s.fps = res.fps

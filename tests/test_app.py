@@ -24,6 +24,7 @@ pytest.importorskip("pytestqt")
 import pyvirtualcam  # noqa: E402
 from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
 
 from app.camera_list import (  # noqa: E402
     DEMO_CLIP,
@@ -547,6 +548,32 @@ def test_a_camera_index_from_the_command_line_is_the_listed_camera(qtbot, tmp_pa
     assert again.camera_combo.currentText() == "Logitech BRIO"  # the next start, no --source
 
 
+def test_a_remembered_camera_unplugged_at_start_is_still_remembered(qtbot, tmp_path):
+    # The person's external webcam, left at home one day: the built-in one stands in, but the
+    # next start with the webcam plugged in must pick the webcam again.
+    laptop = [CameraChoice("/dev/video0", "Integrated Camera", "/dev/video0"), demo_choice()]
+    store = open_store(str(tmp_path / "settings.ini"))
+    kwargs = dict(store=store, tray=False)
+    away = MainWindow(
+        EngineBridge(api=object()),
+        settings=AppSettings(source="/dev/video2"),
+        cameras=laptop,
+        **kwargs,
+    )
+    qtbot.addWidget(away)
+    assert away.current_camera().name == "Integrated Camera"
+    saved = away.collect_settings()
+    assert saved.source == "/dev/video2"
+    docked = [laptop[0], CameraChoice("/dev/video2", "Logitech BRIO", "/dev/video2"), laptop[1]]
+    back = MainWindow(EngineBridge(api=object()), settings=saved, cameras=docked, **kwargs)
+    qtbot.addWidget(back)
+    assert back.current_camera().name == "Logitech BRIO"
+    # A camera picked by hand that day is what is remembered.
+    away.bridge.start = lambda *a, **k: None  # no engine here
+    away.camera_combo.setCurrentIndex(1)
+    assert away.collect_settings().source == "demo"
+
+
 def _fake_qt_cameras(monkeypatch, devices: list[tuple[str, str]]) -> None:  # noqa: ANN001
     """Make QtMultimedia list ``devices`` as ``(id, description)`` pairs, as a machine would."""
     from PySide6.QtCore import QByteArray
@@ -565,6 +592,50 @@ def _fake_qt_cameras(monkeypatch, devices: list[tuple[str, str]]) -> None:  # no
     fake = types.ModuleType("PySide6.QtMultimedia")
     fake.QMediaDevices = types.SimpleNamespace(videoInputs=lambda: listed)
     monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
+
+
+def test_a_camera_plugged_in_or_unplugged_while_open_updates_the_picker(
+    qtbot, monkeypatch, tmp_path
+):
+    from PySide6.QtCore import QObject, Signal
+
+    from app.camera_list import watch_cameras
+
+    _fake_qt_cameras(monkeypatch, [("/dev/video0", "Integrated Camera")])
+    fake = sys.modules["PySide6.QtMultimedia"]
+    listed = fake.QMediaDevices.videoInputs()
+
+    class Devices(QObject):
+        videoInputsChanged = Signal()  # noqa: N815 - Qt's name
+        videoInputs = staticmethod(lambda: listed)  # noqa: N815
+
+    fake.QMediaDevices = Devices
+    store = open_store(str(tmp_path / "settings.ini"))
+    starts = []
+    bridge = EngineBridge(api=object())
+    monkeypatch.setattr(bridge, "start", lambda *a, **k: starts.append(a))
+    window = MainWindow(
+        bridge, store=store, settings=AppSettings(), cameras=list_camera_choices(), tray=False
+    )
+    qtbot.addWidget(window)
+    watcher = watch_cameras(window.set_cameras, window)
+    assert window.current_camera().name == "Integrated Camera"
+
+    def names() -> list[str]:
+        return [window.camera_combo.itemText(i) for i in range(window.camera_combo.count())]
+
+    # The webcam a person plugs in after opening SharpCam is offered at once.
+    listed.append(type(listed[0])("/dev/video2", "Logitech BRIO"))
+    watcher.videoInputsChanged.emit()
+    assert names() == ["Integrated Camera", "Logitech BRIO", "Demo clip (bundled)"]
+    # The camera in use, unplugged, stays picked (the engine reconnects) and nothing restarts.
+    del listed[0]
+    watcher.videoInputsChanged.emit()
+    assert window.current_camera().name == "Integrated Camera"
+    assert "Logitech BRIO" in names()
+    assert starts == []
+    window.camera_combo.setCurrentIndex(names().index("Logitech BRIO"))
+    assert starts[-1][0] == "/dev/video2"
 
 
 def test_two_cameras_of_the_same_model_get_distinct_names(qtbot, monkeypatch):
@@ -647,6 +718,31 @@ def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
     assert "sending" not in window.virtual_status.text()
 
 
+def test_no_video_after_a_restart_leaves_no_stale_rate_backend_or_source(qtbot, make_window):
+    import engine
+
+    opened = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        if opened:
+            raise RuntimeError("camera busy")
+        opened.append(args)
+        return engine.open_source(*args, **kwargs)
+
+    window = make_window(api=_engine_api(open_source=open_source))
+    wait_frames(qtbot, window, 1)
+    qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
+    with started(qtbot, window, ok=False):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    assert window.live_state == "stopped"
+    # "Stopped" beside "30.1 fps", "Running on Unsharp mask" and "Demo clip · 640×360" from the
+    # engine that is gone told a person the video was still flowing.
+    assert "fps" not in window.stats_label.text()
+    assert "Running" not in window.backend_value.text()
+    assert window.provider_label.text() == "—"
+    assert "640" not in window.source_info.text()
+
+
 def test_no_video_on_the_first_start_does_not_stay_starting(qtbot, tmp_path):
     def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("camera busy")
@@ -667,6 +763,10 @@ def test_no_video_on_the_first_start_does_not_stay_starting(qtbot, tmp_path):
         assert window.live_state == "starting"
     assert window.live_state == "stopped"
     assert "No video" in window.preview._placeholder
+    # Nothing retries a camera that did not open: the banner must not promise a reconnect.
+    assert window.banner.kind == "camera"
+    assert "reconnect" not in window.banner.text.text()
+    assert "pick" in window.banner.text.text().lower()
     window.close()
 
 
@@ -1105,6 +1205,55 @@ def test_space_key_toggles_sharpening(qtbot, make_window):
     assert window.bridge.engine.enabled is False
     qtbot.keyClick(window.strength_slider, Qt.Key.Key_Space)
     assert window.bridge.engine.enabled is True
+
+
+def test_space_presses_a_switch_reached_with_tab_and_a_click_keeps_space_for_sharpening(
+    qtbot, make_window, recorder
+):
+    window = make_window()
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    # Keyboard only: Tab to a switch or button, Space presses it (Space was always taken by
+    # sharpening, so the virtual camera, mirror and view modes could not be used at all).
+    window.virtual_switch.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(window.virtual_switch, Qt.Key.Key_Space)
+    assert window.bridge.virtual_camera_on
+    assert window.bridge.engine.enabled is True
+    window.view_buttons["side"].setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(window.view_buttons["side"], Qt.Key.Key_Space)
+    assert window.preview.mode == "side"
+    assert window.bridge.engine.enabled is True
+    # With the mouse: a click does not take the focus, so Space still toggles sharpening.
+    window.strength_slider.setFocus()
+    qtbot.mouseClick(window.view_buttons["after"], Qt.MouseButton.LeftButton)
+    assert window.preview.mode == "after"
+    focused = QApplication.focusWidget()
+    qtbot.keyClick(focused, Qt.Key.Key_Space)
+    assert window.bridge.engine.enabled is False
+    assert window.preview.mode == "after"
+
+
+def test_the_picked_view_mode_button_shows_its_whole_label(qtbot, make_window):
+    from PySide6.QtWidgets import QPushButton
+
+    def text_width(button: QPushButton) -> int:
+        # The checked button is sky blue with dark text: the span of the dark columns.
+        img = qimage_to_array(button.grab().toImage())
+        cols = np.where((img[3:-3, 3:-3, 2] < 100).any(axis=0))[0]
+        return int(cols.max() - cols.min() + 1)
+
+    window = make_window(start=False)  # the default size; the sidebar is fixed-width anyway
+    for button in window.view_buttons.values():
+        button.click()
+        qtbot.wait(20)
+        roomy = QPushButton(button.text())
+        roomy.setCheckable(True)
+        roomy.setChecked(True)
+        roomy.setStyleSheet(window.styleSheet())
+        roomy.resize(400, button.height())
+        qtbot.addWidget(roomy)
+        # Bold when checked, "Side by side" outgrew its button and showed as "ide by sid".
+        assert text_width(button) >= text_width(roomy) - 1, f"{button.text()!r} is cut off"
 
 
 def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch):
