@@ -201,7 +201,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--source", required=True, metavar="0|PATH", help="camera index/device or video"
     )
     run.add_argument(
-        "--output", required=True, metavar="virtual|PATH", help="'virtual' camera or a video file"
+        "--output",
+        required=True,
+        metavar="virtual|PATH",
+        help="'virtual' camera, a video file, or a folder (numbered PNGs)",
     )
     _add_model_options(run)
     run.add_argument(
