@@ -302,6 +302,15 @@ def _check_contract(
             raise ModelError(f"{pre} {side} {name!r} must be float32 or float16, got {dtype}")
 
 
+def _one_line(exc: BaseException) -> str:
+    """A runtime's error message as one line. OpenVINO's spans several, most of them the C++
+    source locations it passed through (``Exception from src/...cpp:84:``), and errors reach a
+    person as one line (the CLI's stderr, the app's warning)."""
+    lines = (line.strip() for line in str(exc).splitlines())
+    kept = [line for line in lines if line and not line.startswith("Exception from ")]
+    return " ".join(kept) or type(exc).__name__
+
+
 def _require(module: str, backend: str, hint: str) -> Any:
     try:
         return importlib.import_module(module)
@@ -518,22 +527,28 @@ class OnnxBackend(_ModelBackend):
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         so.log_severity_level = 3  # provider fall-back chatter is reported through .provider
         with_options: list[Any] = []
+        uncached: Path | None = None  # a TensorRT cache folder that cannot be written
         for p in chosen:
             if p == "TensorrtExecutionProvider":
                 cache = Path(trt_cache_dir or user_cache_dir() / "tensorrt")
-                cache.mkdir(parents=True, exist_ok=True)
-                with_options.append(
-                    (
-                        p,
-                        {
-                            "trt_fp16_enable": True,
-                            "trt_engine_cache_enable": True,
-                            "trt_engine_cache_path": str(cache),
-                            "trt_timing_cache_enable": True,
-                            "trt_timing_cache_path": str(cache),
-                        },
+                trt: dict[str, Any] = {"trt_fp16_enable": True}
+                try:
+                    cache.mkdir(parents=True, exist_ok=True)
+                    writable = os.access(cache, os.W_OK)
+                except OSError:
+                    writable = False
+                if writable:
+                    trt.update(
+                        trt_engine_cache_enable=True,
+                        trt_engine_cache_path=str(cache),
+                        trt_timing_cache_enable=True,
+                        trt_timing_cache_path=str(cache),
                     )
-                )
+                else:
+                    # A read-only home (a sandbox, a service account) is no reason to refuse a
+                    # model that runs; and onnxruntime-gpu lists TensorRT even without a GPU.
+                    uncached = cache
+                with_options.append((p, trt))
             elif p == "DmlExecutionProvider":
                 # DirectML cannot run with memory patterns or parallel execution.
                 so.enable_mem_pattern = False
@@ -546,11 +561,17 @@ class OnnxBackend(_ModelBackend):
                 str(self.model.path), sess_options=so, providers=with_options
             )
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-            raise ModelError(f"cannot load model {self.model.path}: {exc}") from exc
+            raise ModelError(f"cannot load model {self.model.path}: {_one_line(exc)}") from exc
 
         # onnxruntime-gpu lists CUDA even on machines without a GPU: the session is the truth.
         self.providers = list(self._session.get_providers())
         self.provider = f"ONNX Runtime · {self.providers[0]}"
+        if uncached is not None and self.providers[0] == "TensorrtExecutionProvider":
+            warn_user(
+                f"TensorRT engine cache {uncached} is not writable; "
+                "TensorRT rebuilds its engines at every start",
+                stacklevel=3,
+            )
         if (
             device in ("gpu", "cuda")
             and providers is None
@@ -680,10 +701,17 @@ class OpenVinoBackend(_ModelBackend):
                 f"OpenVINO device {self.device} not available "
                 f"(available: {self._core.available_devices})"
             )
+        if self.model.path.suffix.lower() != ".xml" and not _ov_reads_onnx(self.model.path):
+            # read_model would try every frontend it has, and TensorFlow's prints its parse
+            # errors of a non-ONNX file straight to stderr, around the one-line error below.
+            raise ModelError(
+                f"cannot load model {self.model.path}: not an ONNX model "
+                "(damaged, truncated or in another format)"
+            )
         try:
             self._model = self._core.read_model(str(self.model.path))
         except Exception as exc:
-            raise ModelError(f"cannot load model {self.model.path}: {exc}") from exc
+            raise ModelError(f"cannot load model {self.model.path}: {_one_line(exc)}") from exc
         _check_contract(
             self.model.path,
             [(p.get_any_name(), _ov_shape(p), _ov_dtype(p)) for p in self._model.inputs],
@@ -739,8 +767,18 @@ class OpenVinoBackend(_ModelBackend):
             compiled = self._core.compile_model(self._build(h, w), self.device, self._config)
         except Exception as exc:
             raise BackendError(
-                f"OpenVINO cannot compile {self.model.path} at {w}x{h}: {exc}"
+                f"OpenVINO cannot compile {self.model.path} at {w}x{h}: {_one_line(exc)}"
             ) from exc
+        out = compiled.outputs[0].get_partial_shape()
+        out_shape = tuple(out.to_shape()) if out.is_static else (1, h, w, 3)
+        if out_shape != (1, h, w, 3):
+            # Dynamic H and W say nothing about the output's size until reshaped; unchecked,
+            # `process` would hand back a frame of another size than the one it was given.
+            got = _shape_str((out_shape[0], out_shape[3], *out_shape[1:3]))
+            raise ModelError(
+                f"{self.model.path}: breaks the model contract: output must be (1, 3, {h}, {w}) "
+                f"like the input, got {got}"
+            )
         request = compiled.create_infer_request()
         self._compiled[key] = (compiled, request)
         while len(self._compiled) > self._cache_size:
@@ -765,6 +803,16 @@ class OpenVinoBackend(_ModelBackend):
     def close(self) -> None:
         self._compiled.clear()
         super().close()
+
+
+def _ov_reads_onnx(path: Path) -> bool:
+    """Whether OpenVINO's ONNX frontend takes the file (it looks at the header only)."""
+    try:
+        from openvino.frontend import FrontEndManager
+
+        return bool(FrontEndManager().load_by_framework("onnx").supported(str(path)))
+    except Exception:  # noqa: BLE001 - no ONNX frontend here: read_model decides and says why
+        return True
 
 
 def _ov_dtype(port: Any) -> str:
@@ -1200,10 +1248,12 @@ def _build(name: str, model: Any, device: str, threads: int | None, options: dic
     return cls(**kwargs)
 
 
-def _no_model_error() -> ModelError:
+def _no_model_error(suffix: str = ".onnx") -> ModelError:
+    # The names of the files that were looked for: the torch backend wants `.ts` files, and
+    # naming the `.onnx` ones that sit right there sends a person looking in the wrong place.
     return ModelError(
         f"no model given and none in {weights_dir()} "
-        "(expected student_fast.onnx or student.onnx): pass --model PATH"
+        f"(expected student_fast{suffix} or student{suffix}): pass --model PATH"
     )
 
 
@@ -1255,7 +1305,7 @@ def create_backend(
                     suffix = getattr(cls, "model_suffix", ".onnx")
                     model = resolve_default_model(gpu, suffix=suffix)
                     if model is None:
-                        raise _no_model_error()
+                        raise _no_model_error(suffix)
             if backend is None and getattr(cls, "available", lambda: True)():
                 model = open_model(model)  # verified once, here
         if backend is None:

@@ -75,9 +75,15 @@ class TensorSpec:
             layout=str(d.get("layout", "NCHW")),
             color=str(d.get("color", "RGB")),
             range=(rng[0], rng[1]),
-            min_size=d.get("min_size"),
-            multiple=d.get("multiple"),
+            min_size=_optional_int(d.get("min_size")),
+            multiple=_optional_int(d.get("multiple")),
         )
+
+
+def _optional_int(value: Any) -> int | None:
+    # Checked here, where a bad value is a malformed entry naming the manifest, rather than
+    # as a bare int() error when a reduced --scale first rounds a frame size to the multiple.
+    return None if value is None else int(value)
 
 
 @dataclass
@@ -189,7 +195,8 @@ def load_manifest(directory: str | Path) -> Manifest | None:
             raise ModelError(f"manifest {path}: entry {name!r} has no valid sha256")
         try:
             entries[name] = ManifestEntry.from_dict(name, d)
-        except (TypeError, ValueError, KeyError, IndexError) as exc:
+        # AttributeError: "input" or "output" that is not an object (null, a list).
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
             raise ModelError(f"manifest {path}: entry {name!r} is malformed: {exc}") from exc
     return Manifest(files=entries, schema=SCHEMA, path=path)
 

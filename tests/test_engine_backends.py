@@ -507,6 +507,16 @@ def test_no_weights_on_an_f32_cpu_is_the_no_model_error(tmp_path, monkeypatch):
             create_backend(name, device="cpu")
 
 
+@needs_torch
+def test_torch_without_its_files_names_the_files_it_looked_for(tmp_path, monkeypatch):
+    # The ONNX student sits right there; the message named it as what was expected.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    make_onnx_model(tmp_path / "student_fast.onnx", "identity")
+    write_manifest(tmp_path, ["student_fast.onnx"])
+    with pytest.raises(ModelError, match=r"expected student_fast\.ts or student\.ts\)"):
+        create_backend("torch", device="cpu")
+
+
 @needs_openvino
 def test_openvino_cpu_precision_is_asked_of_openvino(monkeypatch):
     import engine.backends as B
@@ -564,6 +574,32 @@ def test_corrupt_model_file_names_file_and_reason(tmp_path, name):
             create_backend(name, model=path)
     msg = str(info.value)
     assert msg.startswith(f"cannot load model {path}: ") and len(msg) > len(str(path)) + 25
+
+
+@pytest.mark.parametrize("name", [*MODEL_BACKENDS, "auto"])
+@pytest.mark.parametrize("damage", ["truncated", "torchscript", "text"])
+def test_unloadable_model_is_one_line_with_no_runtime_noise(tmp_path, capfd, name, damage):
+    # OpenVINO's messages span several lines of C++ source locations, and for a file that is
+    # not ONNX its TensorFlow frontend printed parse errors straight to stderr; errors reach a
+    # person as one line (the CLI's stderr, the app's warning).
+    good = make_onnx_model(tmp_path / "good.onnx", "conv", multiple=8).read_bytes()
+    path = tmp_path / "student_fast.onnx"
+    path.write_bytes(
+        {
+            "truncated": good[: len(good) // 2],
+            "torchscript": b"PK\x03\x04" + bytes(range(256)) * 4,  # a zip archive's header
+            "text": b"hello",
+        }[damage]
+    )
+    write_manifest(tmp_path, [path.name])  # listed and matching: the damage is the export's
+    capfd.readouterr()
+    with pytest.raises(ModelError) as info:
+        create_backend(name, model=path, device="cpu")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"cannot load model {path}: "), msg
+    assert "Exception from src" not in msg
+    err = capfd.readouterr().err
+    assert "GraphDef" not in err and "text_format" not in err, err
 
 
 def test_model_without_manifest_warns(tmp_path):
@@ -695,3 +731,59 @@ def test_refused_frame_size_leaves_the_onnx_backend_usable(tmp_path: Path) -> No
             backend.process(wrong)
     assert np.array_equal(backend.process(ok), ok)
     backend.close()
+
+
+def test_an_unwritable_tensorrt_cache_does_not_stop_onnx_runtime(tmp_path, monkeypatch, models):
+    # onnxruntime-gpu lists TensorRT even on machines without a GPU, and a read-only home (a
+    # sandbox, a service account) made OnnxBackend die creating the engine cache folder.
+    import onnxruntime as ort
+
+    listed = ort.get_available_providers()
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", *listed]
+    )
+    given: list = []
+    session = ort.InferenceSession
+
+    def record(path, sess_options=None, providers=None, **kw):
+        given.extend(providers)
+        return session(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", record)
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    monkeypatch.setenv("LOCALAPPDATA", str(blocker))
+    monkeypatch.setattr(backends.Path, "home", lambda: blocker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # TensorRT did not come up: nothing to warn about
+        be = create_backend("onnx", model=models["identity.onnx"], device="auto")
+    assert be.provider == "ONNX Runtime · CPUExecutionProvider"
+    trt = dict(p for p in given if isinstance(p, tuple))["TensorrtExecutionProvider"]
+    assert trt == {"trt_fp16_enable": True}  # no cache options pointing into the file
+    frame = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    assert np.array_equal(be.process(frame), frame)
+
+
+@needs_openvino
+def test_openvino_refuses_a_model_whose_output_is_another_size(tmp_path):
+    # Dynamic H and W say nothing about the output's size: OpenVINO returned a half-size frame
+    # from `process` instead of refusing the model when it loads (where `auto` falls back).
+    from contract_models import _save_onnx
+    from onnx import TensorProto, helper
+
+    def vi(name: str, hw: list) -> object:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, *hw])
+
+    pool = helper.make_node(
+        "AveragePool", ["input"], ["output"], kernel_shape=[2, 2], strides=[2, 2]
+    )
+    graph = helper.make_graph([pool], "half", [vi("input", ["H", "W"])], [vi("output", ["h", "w"])])
+    path = _save_onnx(graph, tmp_path / "half.onnx")
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend("openvino", model=path)
+    assert str(info.value) == (
+        f"{path}: breaks the model contract: output must be (1, 3, 64, 64) like the input, "
+        "got (1, 3, 32, 32)"
+    )

@@ -167,6 +167,27 @@ def test_bad_manifest_is_a_model_error_naming_it(model_file, text, reason):
     assert str(model_file.parent / MANIFEST_NAME) in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"input": None}, "'NoneType' object has no attribute 'get'"),
+        ({"output": [1, 3]}, "'list' object has no attribute 'get'"),
+        ({"input": {"multiple": "x"}}, "invalid literal for int"),
+        ({"input": {"min_size": [16]}}, "int"),
+    ],
+)
+def test_malformed_tensor_spec_is_a_model_error_naming_the_entry(model_file, fields, reason):
+    # A raw AttributeError named no file; a bad multiple surfaced only as a bare int() error
+    # once a reduced --scale rounded a frame size to it.
+    entry = {"sha256": sha256_file(model_file), **fields}
+    doc = {"schema": SCHEMA, "files": {model_file.name: entry}}
+    (model_file.parent / MANIFEST_NAME).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="entry 'student_fast.onnx' is malformed") as info:
+        verify_file(model_file)
+    assert str(model_file.parent / MANIFEST_NAME) in str(info.value)
+    assert reason in str(info.value)
+
+
 def test_sharpcam_weights_may_start_with_a_tilde(model_file, tmp_path, monkeypatch):
     # A service file or an IDE run configuration passes "~/..." unexpanded: only a shell
     # expands it, and --model paths are expanded too.
