@@ -780,9 +780,11 @@ def _open_source(api: Any, req: _StartRequest) -> None:
         req.messages.append(describe_error(fallback_error, context="camera"))
     if not req.using_fallback:
         # No video at all, and nothing retries: the generic advice's reconnect never comes.
+        # The demo clip is offered only where it was not what failed to open.
+        demo_failed = fallback_error is not None or source == fallback_source
         advice = (
             "Close other apps that use the camera, check the cable, then pick the camera "
-            "again above, or pick the demo clip."
+            "again above" + ("." if demo_failed else ", or pick the demo clip.")
         )
         req.messages = [replace(m, advice=advice) for m in req.messages]
 

@@ -971,6 +971,31 @@ def test_a_source_is_closed_once_and_released_only_after_its_close_returns():
     assert closes == ["worker"]
 
 
+def test_no_video_advice_offers_the_demo_clip_only_where_it_did_not_fail() -> None:
+    # With the demo clip failing too (or picked and failing), "pick the demo clip" sent a
+    # person to the one choice already known not to play.
+    from app.engine_bridge import _open_source, _StartRequest
+
+    def request(source: str, fallback: str | None) -> _StartRequest:
+        req = _StartRequest(
+            generation=0, source=source, size=None, fps=30.0, backend="unsharp", model=None,
+            loop=False, fallback_source=fallback, scale=1.0, want_virtual=False,
+        )  # fmt: skip
+        _open_source(_engine_api(open_source=broken), req)
+        return req
+
+    def broken(source: str, **kwargs: object) -> None:
+        raise RuntimeError(f"cannot open {source}")
+
+    demo = demo_choice().source
+    for req in (request("0", demo), request(demo, demo)):
+        assert req.src is None and req.messages
+        assert all("demo clip" not in m.advice for m in req.messages), req.messages
+    # No demo clip tried: it is still worth offering.
+    (msg,) = request("0", None).messages
+    assert "pick the demo clip" in msg.advice
+
+
 def test_a_model_load_does_not_take_the_gui_threads_warnings(qtbot, make_bridge, recwarn):
     """Warnings raised elsewhere while a model loads are neither shown as the model's nor
     lost, and the process's warning filters are as they were."""
