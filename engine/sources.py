@@ -233,6 +233,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise SourceError(f"cannot use image file {p}: {exc}") from exc
 
 
+_MOOV_READ_LIMIT = 64 << 20  # hours of video have a moov this large; bounded memory
+
+
 def _mp4_has_audio(f: Any, size: int) -> bool | None:
     # ISO media (mp4, mov, m4v): a 'soun' handler in the moov box, which a camera writes at
     # the end of the file: walk the top-level boxes to it rather than read the whole file.
@@ -249,13 +252,13 @@ def _mp4_has_audio(f: Any, size: int) -> bool | None:
             return None
         if kind == b"moov":
             f.seek(pos)
-            moov = f.read(min(length, 64 << 20))
+            moov = f.read(min(length, _MOOV_READ_LIMIT))
             i = moov.find(b"hdlr")
             while i >= 0:
                 if moov[i + 12 : i + 16] == b"soun":
                     return True
                 i = moov.find(b"hdlr", i + 4)
-            return False
+            return False if len(moov) == length else None  # not all read: cannot tell
         pos += length
     return None
 

@@ -338,7 +338,7 @@ def _box(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", 8 + len(body)) + kind + body
 
 
-def test_video_has_audio_reads_the_container_headers(tmp_path):
+def test_video_has_audio_reads_the_container_headers(tmp_path, monkeypatch):
     avi = write_avi_with_sound(tmp_path / "call.avi")
     with open_source(avi, live=False) as src:  # a real, decodable file
         assert src.frame_count == 6 and len(list(src)) == 6
@@ -358,6 +358,12 @@ def test_video_has_audio_reads_the_container_headers(tmp_path):
     (tmp_path / "video.mov").write_bytes(mp4(b"vide"))
     assert video_has_audio(tmp_path / "call.mp4") is True
     assert video_has_audio(tmp_path / "video.mov") is False
+    # A moov larger than what is read (hours of video) says nothing about the rest of it.
+    (tmp_path / "long.mp4").write_bytes(mp4(*[b"vide"] * 40, b"soun"))
+    monkeypatch.setattr(sources, "_MOOV_READ_LIMIT", 200)
+    assert video_has_audio(tmp_path / "long.mp4") is None
+    monkeypatch.undo()
+    assert video_has_audio(tmp_path / "long.mp4") is True
     (tmp_path / "junk.mp4").write_bytes(b"garbage" * 10)
     assert video_has_audio(tmp_path / "junk.mp4") is None
     assert video_has_audio(tmp_path / "nothere.mp4") is None
