@@ -126,6 +126,25 @@ def test_trajectory_psf_sums_to_one_within_size(seed: int) -> None:
     assert max(p.shape) <= 15 and p.sum() == pytest.approx(1.0, abs=1e-5)
 
 
+def test_time_centred_psf_puts_mid_exposure_at_the_centre() -> None:
+    # An accelerating stroke along x (positions t^2): its middle sample sits 2 px behind the
+    # centre of mass, so the two centrings give targets 2 px apart.
+    traj = np.array([0.0, 1.0, 4.0, 9.0, 16.0]) + 0j
+    by_mass = trajectory_to_psf(traj, size=41)
+    by_time = trajectory_to_psf(traj, size=41, centre="time")
+    assert by_time.sum() == pytest.approx(1.0, abs=1e-5) and by_time.shape == (41, 41)
+    assert by_time[20, 20] == pytest.approx(0.2, abs=1e-4)  # the middle sample, at the centre
+    assert _com(by_time) == (pytest.approx(20, abs=1e-3), pytest.approx(22, abs=1e-3))
+    my, mx = (n // 2 for n in by_mass.shape)  # mass centring may trim empty rows
+    assert _com(by_mass) == (pytest.approx(my, abs=0.51), pytest.approx(mx, abs=0.51))
+    # The convention reaches the training samples through the config.
+    rng = np.random.default_rng(0)
+    p = random_psf(rng, max_size=31, exposure=(1.0, 1.0), centre="time")
+    assert p.sum() == pytest.approx(1.0, abs=1e-5)
+    with pytest.raises(ValueError, match="centre"):
+        trajectory_to_psf(traj, size=41, centre="middle")
+
+
 def _textured(h: int = 96, w: int = 96, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return (rng.uniform(0, 255, (h, w, 3))).astype(np.uint8)

@@ -69,6 +69,9 @@ class DataConfig:
     kernel_dir: str = ""  # folder of real blur kernels (Lai-style images); "" = trajectories only
     real_kernel_fraction: float = 0.0  # share of photo samples blurred with a real kernel
     psf_max_size: int = 31  # largest synthetic camera-shake PSF side, px
+    # Where a synthetic PSF is centred: its centre of mass, or mid-exposure ("time"), the GoPro
+    # convention the clip, the simulated camera and the evaluations follow.
+    psf_centre: str = "mass"
     exposure: list[float] = field(
         default_factory=lambda: [0.5, 1.0]
     )  # fraction of the trajectory exposed
@@ -289,6 +292,7 @@ _CHOICES = {
     "scheduler": ("cosine", "plateau", "none"),
     "teacher.mode": ("auto", "online", "cache", "off"),
     "data.gopro_blur": ("blur", "blur_gamma"),
+    "data.psf_centre": ("mass", "time"),
 }
 
 

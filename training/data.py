@@ -393,18 +393,31 @@ def random_trajectory(
 
 
 def trajectory_to_psf(
-    traj: np.ndarray, *, size: int, exposure: float = 1.0, subsample: int = 4
+    traj: np.ndarray,
+    *,
+    size: int,
+    exposure: float = 1.0,
+    subsample: int = 4,
+    centre: str = "mass",
 ) -> np.ndarray:
     """Rasterise the first ``exposure`` fraction of a trajectory into a ``(size, size)`` PSF.
 
     Positions are splatted bilinearly at sub-pixel precision; the trajectory is scaled down if it
-    does not fit; the PSF sums to 1 and is centred on its centre of mass.
+    does not fit; the PSF sums to 1. ``centre="mass"`` centres it on its centre of mass;
+    ``"time"`` puts the middle of the exposure at the centre, so the sharp target is the scene at
+    mid-exposure, as in the GoPro data (its centre frame) and the raw clip's windows; the two
+    differ by over a pixel when the shake accelerates.
     """
+    if centre not in ("mass", "time"):
+        raise ValueError(f"centre must be 'mass' or 'time', got {centre!r}")
     if size % 2 == 0:
         size += 1
     n = max(2, int(round(len(traj) * float(np.clip(exposure, 0.05, 1.0)))))
     pts = traj[:n]
-    pts = pts - (pts.real.mean() + 1j * pts.imag.mean())
+    if centre == "time":
+        pts = pts - 0.5 * (pts[(n - 1) // 2] + pts[n // 2])
+    else:
+        pts = pts - (pts.real.mean() + 1j * pts.imag.mean())
     extent = max(np.abs(pts.real).max(), np.abs(pts.imag).max(), 1e-6)
     limit = (size - 3) / 2.0
     if extent > limit:
@@ -426,6 +439,8 @@ def trajectory_to_psf(
         yy, xx = np.clip(y0 + dy, 0, hi - 1), np.clip(x0 + dx, 0, hi - 1)
         np.add.at(grid, (yy, xx), w)
     psf = grid.reshape(size, subsample, size, subsample).sum(axis=(1, 3))
+    if centre == "time":
+        return (psf / psf.sum()).astype(np.float32)
     psf = center_kernel(psf)
     if psf.shape[0] > size or psf.shape[1] > size:  # centring padded it: crop back around centre
         ph, pw = psf.shape
@@ -436,16 +451,21 @@ def trajectory_to_psf(
 
 
 def random_psf(
-    rng: np.random.Generator, *, max_size: int, exposure: tuple[float, float]
+    rng: np.random.Generator,
+    *,
+    max_size: int,
+    exposure: tuple[float, float],
+    centre: str = "mass",
 ) -> np.ndarray:
-    """A random camera-shake PSF of at most ``max_size`` pixels (odd), summing to 1."""
+    """A random camera-shake PSF of at most ``max_size`` pixels (odd), summing to 1, centred as
+    ``trajectory_to_psf``'s ``centre`` says."""
     size = int(rng.integers(5, max(6, max_size + 1)))
     size = size if size % 2 == 1 else size - 1
     # With 64 steps (Boracchi & Foi's size) the walk keeps some direction; longer paths than
     # the PSF are scaled down to fit, which gives the straight-ish strokes of real shake.
     length = float(rng.uniform(0.75, 3.0)) * size
     traj = random_trajectory(rng, length=length, n_steps=64)
-    return trajectory_to_psf(traj, size=size, exposure=float(rng.uniform(*exposure)))
+    return trajectory_to_psf(traj, size=size, exposure=float(rng.uniform(*exposure)), centre=centre)
 
 
 # Curvature of a simulated camera path: the per-frame acceleration is drawn with a standard
@@ -755,6 +775,7 @@ class SynthParams:
     camera_turn: float = 0.1
     camera_zoom: float = 0.002
     real_kernel_fraction: float = 0.0
+    psf_centre: str = "mass"
     photo_scale: tuple[float, float] = (1.0, 1.0)
     noise_prob: float = 0.8
     noise_sigma: tuple[float, float] = (0.0, 0.02)
@@ -927,7 +948,7 @@ class DeblurDataset(Dataset):
         if self.kernels and rng.uniform() < p.real_kernel_fraction:
             k = self.kernels[int(rng.integers(len(self.kernels)))]
         else:
-            k = random_psf(rng, max_size=p.psf_max_size, exposure=p.exposure)
+            k = random_psf(rng, max_size=p.psf_max_size, exposure=p.exposure, centre=p.psf_centre)
         crop, scale = self._photo_crop(rng, img, P, max(k.shape) // 2 + 1)
         crop = _resize(crop.astype(np.float32) / 255.0, scale)
         blurred = blur_with_kernel(crop, k)

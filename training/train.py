@@ -121,6 +121,7 @@ def synth_params(cfg: TrainConfig) -> SynthParams:
         camera_turn=d.camera_turn,
         camera_zoom=d.camera_zoom,
         real_kernel_fraction=d.real_kernel_fraction,
+        psf_centre=d.psf_centre,
         photo_scale=(d.photo_scale[0], d.photo_scale[1]),
         noise_prob=d.noise_prob,
         noise_sigma=(d.noise_sigma[0], d.noise_sigma[1]),
