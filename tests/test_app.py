@@ -14,6 +14,7 @@ import time
 import types
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -693,9 +694,8 @@ def test_a_virtual_camera_alone_is_never_the_default_source(qtbot, monkeypatch, 
     assert again.camera_combo.currentText() == "SharpCam (virtual camera)"
 
 
-def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
-    qtbot, make_window, recorder
-):
+def _opens_once() -> Any:
+    """An ``open_source`` whose first call opens and every later one fails (camera busy)."""
     import engine
 
     opened = []
@@ -706,7 +706,13 @@ def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
         opened.append(args)
         return engine.open_source(*args, **kwargs)
 
-    window = make_window(api=_engine_api(open_source=open_source))
+    return open_source
+
+
+def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
+    qtbot, make_window, recorder
+):
+    window = make_window(api=_engine_api(open_source=_opens_once()))
     window.virtual_switch.setChecked(True)
     assert window.bridge.virtual_camera_on
     # The restart finds neither the camera nor the demo clip.
@@ -719,17 +725,7 @@ def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
 
 
 def test_no_video_after_a_restart_leaves_no_stale_rate_backend_or_source(qtbot, make_window):
-    import engine
-
-    opened = []
-
-    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        if opened:
-            raise RuntimeError("camera busy")
-        opened.append(args)
-        return engine.open_source(*args, **kwargs)
-
-    window = make_window(api=_engine_api(open_source=open_source))
+    window = make_window(api=_engine_api(open_source=_opens_once()))
     wait_frames(qtbot, window, 1)
     qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
     with started(qtbot, window, ok=False):

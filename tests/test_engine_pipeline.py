@@ -599,36 +599,28 @@ def test_strength_blend_and_enabled(tmp_path):
     eng.stop()
 
 
-def test_set_backend_while_running_closes_old(tmp_path):
-    src = open_source(still(tmp_path, value=100), live=True, fps=200)
-    rec = Recorder()
-    first, second = Invert(), Constant(7)
-    eng = Engine(src, first, sinks=[rec])
-    eng.start()
-    assert rec.wait_for(3)
-    eng.set_backend(second)
-    assert rec.wait_for(len(rec.indices) + 5)
-    stats = eng.stats()
-    eng.stop()
-    assert first.closed and stats.backend == "constant"
-    assert rec.values[0] == 155 and rec.values[-1] == 7
-
-
-def test_set_backend_none_while_running_passes_frames_through(tmp_path):
-    # None is the documented passthrough backend; it once read as "no swap pending" and the
-    # old model went on running.
+@pytest.mark.parametrize(
+    ("make_second", "name", "last"),
+    [
+        (lambda: Constant(7), "constant", 7),
+        # None is the documented passthrough backend; it once read as "no swap pending" and
+        # the old model went on running.
+        (lambda: None, "passthrough", 100),
+    ],
+)
+def test_set_backend_while_running_closes_old(tmp_path, make_second, name, last):
     src = open_source(still(tmp_path, value=100), live=True, fps=200)
     rec = Recorder()
     first = Invert()
     eng = Engine(src, first, sinks=[rec])
     eng.start()
     assert rec.wait_for(3)
-    eng.set_backend(None)
+    eng.set_backend(make_second())
     assert rec.wait_for(len(rec.indices) + 5)
     stats = eng.stats()
     eng.stop()
-    assert first.closed and stats.backend == "passthrough"
-    assert rec.values[0] == 155 and rec.values[-1] == 100
+    assert first.closed and stats.backend == name
+    assert rec.values[0] == 155 and rec.values[-1] == last
 
 
 def test_stats_and_throttled_preview(tmp_path):

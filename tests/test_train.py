@@ -99,6 +99,11 @@ def test_plateau_scheduler_keeps_the_warm_up(synth: dict[str, Path], tmp_path: P
     assert rows[-1]["lr"] == pytest.approx(0.0003)
 
 
+def _flat_validation(model: nn.Module, val: list, device: torch.device) -> dict[str, float]:
+    """A validation whose PSNR never improves: plateau and early-stop logic without training."""
+    return {"val_psnr": 20.0, "blurry_psnr": 19.0, "val_ssim": 0.5, "blurry_ssim": 0.4}
+
+
 def test_plateau_reduction_right_after_the_warm_up_is_kept(
     synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -107,10 +112,7 @@ def test_plateau_reduction_right_after_the_warm_up_is_kept(
     # Validation PSNR never improves after the first epoch: with patience 0, the validation at
     # the end of epoch 2 (step 6, where the 6-step warm-up ends) halves the rate. The warm-up
     # must not put it back at lr on step 6 (its factor there is 1, the rate reached already).
-    def flat(model: nn.Module, val: list, device: torch.device) -> dict[str, float]:
-        return {"val_psnr": 20.0, "blurry_psnr": 19.0, "val_ssim": 0.5, "blurry_ssim": 0.4}
-
-    monkeypatch.setattr(T, "validate", flat)
+    monkeypatch.setattr(T, "validate", _flat_validation)
     cfg = _tiny(
         synth,
         tmp_path / "plateau",
@@ -131,10 +133,7 @@ def test_a_resumed_run_that_stopped_early_stays_stopped(
     import training.train as T
 
     # Validation never improves after the first epoch: early_stop=1 ends the run after epoch 2.
-    def flat(model: nn.Module, val: list, device: torch.device) -> dict[str, float]:
-        return {"val_psnr": 20.0, "blurry_psnr": 19.0, "val_ssim": 0.5, "blurry_ssim": 0.4}
-
-    monkeypatch.setattr(T, "validate", flat)
+    monkeypatch.setattr(T, "validate", _flat_validation)
     args = ("--early_stop=1", "--stages=[{patch: 32, epochs: 4, batch: 2}]")
     first = train(_tiny(synth, tmp_path / "es", *args))
     assert first["stopped"] == "early stop" and len(first["epochs"]) == 2
