@@ -548,6 +548,31 @@ def bench_backend(
 # --------------------------------------------------------------------------- the benchmark
 
 
+class _ScaleTally:
+    """Counts the calls an adaptive :class:`engine.backends.ScaledBackend` makes at each scale."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.calls: dict[float, int] = {}
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        scale = float(self.backend.scale)  # read before: a call may step the scale for the next
+        self.calls[scale] = self.calls.get(scale, 0) + 1
+        return self.backend.process(rgb)
+
+    def describe(self) -> str:
+        """``"scale 1x for 12 calls, 0.75x for 30 (last 0.75x)"``, largest scale first."""
+        parts = [f"{s:g}x for {n}" for s, n in sorted(self.calls.items(), reverse=True)]
+        if not parts:
+            return "no calls"
+        return f"scale {', '.join(parts)} calls (last {float(self.backend.scale):g}x)"
+
+    def __getattr__(self, item: str) -> Any:
+        if item == "backend":
+            raise AttributeError(item)
+        return getattr(self.backend, item)
+
+
 def default_backends() -> list[str]:
     """Every model backend whose runtime is installed, then ``unsharp``."""
     from engine.backends import list_backends
@@ -655,9 +680,11 @@ def run_bench(
                 )
                 for label, backend in opened:
                     say(f"{label} {format_size(size)}")
+                    adaptive = isinstance(backend, ScaledBackend) and backend.adaptive
+                    measured = _ScaleTally(backend) if adaptive else backend
                     report.results.append(
                         bench_backend(
-                            backend,
+                            measured,
                             size,
                             clip,
                             frames,
@@ -667,6 +694,11 @@ def run_bench(
                             label=label,
                         )
                     )
+                    if isinstance(measured, _ScaleTally):
+                        # An `auto` row's times mix every scale it passed through: say which.
+                        report.notes.append(
+                            f"{label} at {format_size(size)}: {measured.describe()}"
+                        )
     finally:
         # Also when a backend asked for by name fails to start after others did: their
         # sessions (and device memory) must not outlive the call.

@@ -176,3 +176,19 @@ def test_auto_and_the_backend_it_picks_are_both_measured(monkeypatch: pytest.Mon
     assert [r.backend for r in report.results] == ["auto (openvino)", "openvino"]
     runs_on = report.machine["backends"]
     assert runs_on["auto (openvino)"].endswith("int8") and "int8" not in runs_on["openvino"]
+
+
+def test_an_auto_row_says_which_scales_its_times_mix(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import backends
+
+    # 40 ms a call against auto's 27 ms budget (0.9 / 30 FPS): it steps down after its first
+    # nine calls, so the row's times come from several scales and the note must say so.
+    monkeypatch.setitem(backends.BACKENDS, "slow", lambda **_o: _SlowBackend(40.0))
+    report = bench.run_bench(
+        ["slow"], sizes=[(64, 48)], frames=16, rounds=1, warmup=1, scales=["auto"]
+    )
+    (row,) = report.results
+    assert row.backend.endswith("@auto")
+    (note,) = [n for n in report.notes if n.startswith(row.backend)]
+    assert "at 64x48: scale 1x for " in note
+    assert "0.875x for" in note or "0.75x for" in note, note
