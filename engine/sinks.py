@@ -12,8 +12,8 @@ native backend is not needed to write a file).
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -291,7 +291,9 @@ class ImageSink(_SinkBase):
         if not self.single and folder.is_dir():
             # Numbering starts at 0 again: a shorter new run would overwrite the start of an
             # earlier one and leave its tail, one sequence that mixes two recordings.
-            earlier = next(folder.glob(f"{glob.escape(prefix)}[0-9]*{glob.escape(self.ext)}"), None)
+            # Only names this sink writes (frame_000123.png): `frame_4k_reference.png` is not one.
+            own = re.compile(rf"{re.escape(prefix)}[0-9]{{6,}}{re.escape(self.ext)}", re.IGNORECASE)
+            earlier = next((p for p in sorted(folder.iterdir()) if own.fullmatch(p.name)), None)
             if earlier is not None:
                 raise SinkError(
                     f"folder {folder} already holds frames ({earlier.name}): "

@@ -425,7 +425,16 @@ def test_image_sink_refuses_a_folder_with_earlier_frames(tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("not a frame")
-    open_sink(tmp_path / "other", size=None).close()  # other files are no conflict
+    # Names that only start like a frame are a person's files, not an earlier run's frames.
+    cv2.imwrite(str(tmp_path / "other" / "frame_4k_reference.png"), np.zeros((2, 2, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "other" / "frame_12.png"), np.zeros((2, 2, 3), np.uint8))
+    with open_sink(tmp_path / "other", size=None) as sink:  # other files are no conflict
+        sink.write(frame(1))
+    assert (tmp_path / "other" / "frame_000000.png").is_file()
+    (tmp_path / "upper").mkdir()
+    (tmp_path / "upper" / "frame_000007.PNG").write_bytes(b"")
+    with pytest.raises(SinkError, match="frame_000007.PNG"):
+        open_sink(tmp_path / "upper", size=None)
 
 
 def test_image_sink_single_file_resized(tmp_path):
