@@ -61,6 +61,7 @@ __all__ = [
     "ScaledBackend",
     "TorchBackend",
     "UnsharpBackend",
+    "carry_warnings",
     "check_onnxruntime_install",
     "collect_warnings",
     "create_backend",
@@ -93,15 +94,38 @@ log = logging.getLogger(__name__)
 # order and leave them swapped for good. Every use here takes this lock.
 _CATCH_WARNINGS = threading.Lock()
 
+
+class _Collector:
+    """One :func:`collect_warnings` block's messages. Threads carried into it (see
+    :func:`carry_warnings`) append from their own threads, and may outlive the block."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        self.open = True
+        self.lock = threading.Lock()
+
+    def add(self, message: str) -> bool:
+        """Append while the block runs; False once it has ended (nobody reads the list then)."""
+        with self.lock:
+            if self.open:
+                self.messages.append(message)
+            return self.open
+
+    def close(self) -> None:
+        with self.lock:
+            self.open = False
+
+
 # Where warn_user sends its messages in this thread (or asyncio task), None: Python warnings.
-_COLLECTED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+_COLLECTED: contextvars.ContextVar[_Collector | None] = contextvars.ContextVar(
     "sharpcam_backend_warnings", default=None
 )
 
 
 @contextlib.contextmanager
 def collect_warnings() -> Iterator[list[str]]:
-    """Collect what building a backend warns a person about, in this thread only.
+    """Collect what building a backend warns a person about, in this thread only (and in the
+    threads it starts through :func:`carry_warnings`).
 
     Inside the block, :func:`warn_user` appends its message to the yielded list instead of
     issuing a Python warning. The app loads models on a worker thread while its GUI thread runs:
@@ -109,21 +133,40 @@ def collect_warnings() -> Iterator[list[str]]:
     warnings, and two overlapping uses restore each other's filters in the wrong order), and
     the once-per-location filter would hide a warning the second time a model loads.
     """
-    collected: list[str] = []
-    token = _COLLECTED.set(collected)
+    collector = _Collector()
+    token = _COLLECTED.set(collector)
     try:
-        yield collected
+        yield collector.messages
     finally:
+        collector.close()
         _COLLECTED.reset(token)
+
+
+def carry_warnings(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` bound to this thread's :func:`collect_warnings` block, for another thread to run.
+
+    A new thread starts with an empty context (Python < 3.14), so a :func:`warn_user` in a
+    thread that a backend starts while it loads (``threading.Thread(target=fn)``, an executor)
+    went to Python's warnings instead of the loading thread's list. Start it with
+    ``target=carry_warnings(fn)``: its warnings are collected like the caller's own, and a
+    warning it issues after the block has ended becomes a Python warning instead of being lost.
+    """
+    context = contextvars.copy_context()
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # A context can be entered by one thread at a time: each call gets its own copy (the
+        # collector inside is the same object, so every copy appends to the caller's list).
+        return context.copy().run(fn, *args, **kwargs)
+
+    return run
 
 
 def warn_user(message: str, stacklevel: int = 2) -> None:
     """Warn about something a person should know (a model loaded unverified, the int8 file
     refused): to :func:`collect_warnings`' list when one is active here, else
     ``warnings.warn(message, stacklevel=stacklevel)`` as seen from the caller."""
-    collected = _COLLECTED.get()
-    if collected is not None:
-        collected.append(str(message))
+    collector = _COLLECTED.get()
+    if collector is not None and collector.add(str(message)):
         return
     warnings.warn(message, stacklevel=stacklevel + 1)
 
@@ -276,9 +319,11 @@ def _check_contract(
     inputs: Sequence[tuple[str, Sequence[Any], str]],
     outputs: Sequence[tuple[str, Sequence[Any], str]],
 ) -> None:
-    """Refuse a model that breaks the contract: one input, one output, `(1, 3, H, W)` float.
+    """Refuse a model that breaks the contract: one input, one output, `(1, 3, H, W)` float,
+    the output as large as the input.
 
-    Each tensor is `(name, shape, dtype)`; a dimension is an int when static, else a str.
+    Each tensor is `(name, shape, dtype)`; a dimension is an int when static, else a str (a
+    symbol's name, or ``"?"`` for an unnamed one).
     """
     pre = f"{path}: breaks the model contract:"
     for side, tensors in (("input", inputs), ("output", outputs)):
@@ -300,6 +345,32 @@ def _check_contract(
             )
         if dtype not in ("float32", "float16"):
             raise ModelError(f"{pre} {side} {name!r} must be float32 or float16, got {dtype}")
+    _check_output_size(pre, inputs[0][1], outputs[0][0], outputs[0][1])
+
+
+def _check_output_size(
+    pre: str, in_shape: Sequence[Any], out_name: str, out_shape: Sequence[Any]
+) -> None:
+    """Refuse an output whose declared H or W cannot follow the input's: a fixed size where the
+    input's differs or is dynamic, or the input's other spatial symbol (`(1, 3, W, H)`).
+
+    Judged from declarations only: a trial run would make TensorRT build an engine for one
+    more size. Unnamed or unrelated symbols say nothing, and such a model loads.
+    """
+    named = {d for d in in_shape[2:] if isinstance(d, str) and d not in ("?", "...")}
+    for axis in (2, 3):
+        i, o = in_shape[axis], out_shape[axis]
+        if isinstance(o, int):
+            bad = o != i  # also a dynamic input: any other frame size comes back resized
+        else:
+            bad = o != i and o in named  # the symbols of one model name one value each
+        if bad:
+            # An unnamed dynamic dimension reads as the letter the contract gives it.
+            want = [d if d != "?" else hw for d, hw in zip(in_shape[2:], "HW", strict=True)]
+            raise ModelError(
+                f"{pre} output {out_name!r} must be {_shape_str((1, 3, *want))} "
+                f"like the input, got {_shape_str(out_shape)}"
+            )
 
 
 def _one_line(exc: BaseException) -> str:
@@ -426,11 +497,15 @@ class _FrameBuffers:
     """Preallocated buffers for one frame size: uint8 HWC <-> float NCHW, via cv2 fast paths.
 
     Reallocated only when the frame size changes, so the hot loop allocates nothing.
-    `nchw` is `(1, 3, H, W)` of `dtype`; `out` is `(H, W, 3)` uint8.
+    `nchw` is `(1, 3, H, W)` of `dtype`, `out_nchw` of `out_dtype` (default: `dtype`); `out` is
+    `(H, W, 3)` uint8.
     """
 
-    def __init__(self, dtype: np.dtype) -> None:
+    def __init__(self, dtype: np.dtype, out_dtype: np.dtype | None = None) -> None:
         self.dtype = np.dtype(dtype)
+        # The contract lets each end be float32 or float16 on its own; a bound output of the
+        # input's type failed the first frame of a float32-in, float16-out model.
+        self.out_dtype = np.dtype(out_dtype if out_dtype is not None else dtype)
         self.size: tuple[int, int] | None = None
 
     def ensure(self, h: int, w: int) -> bool:
@@ -439,7 +514,7 @@ class _FrameBuffers:
             return False
         self.size = (h, w)
         self.nchw = np.empty((1, 3, h, w), self.dtype)
-        self.out_nchw = np.empty((1, 3, h, w), self.dtype)
+        self.out_nchw = np.empty((1, 3, h, w), self.out_dtype)
         self.out = np.empty((h, w, 3), np.uint8)
         self._planes_u8 = [np.empty((h, w), np.uint8) for _ in range(3)]
         self._plane_f32 = np.empty((h, w), np.float32)
@@ -590,9 +665,7 @@ class OnnxBackend(_ModelBackend):
         )
         self._in_name, self._out_name = ins[0].name, outs[0].name
         self._static_hw = tuple(d for d in _ort_shape(ins[0].shape)[2:] if isinstance(d, int))
-        self._buf = _FrameBuffers(
-            np.float16 if _ort_dtype(ins[0].type) == "float16" else np.float32
-        )
+        self._buf = _FrameBuffers(_ort_np_dtype(ins[0].type), _ort_np_dtype(outs[0].type))
         # Binding our own buffers costs nothing on CPU either (measured) and spares ORT the
         # per-frame output allocation, so it is on by default everywhere.
         self._use_binding = True if io_binding is None else io_binding
@@ -606,7 +679,7 @@ class OnnxBackend(_ModelBackend):
         # and nothing is allocated or re-bound per frame.
         b.bind_input(self._in_name, "cpu", 0, buf.dtype, buf.nchw.shape, buf.nchw.ctypes.data)
         b.bind_output(
-            self._out_name, "cpu", 0, buf.dtype, buf.out_nchw.shape, buf.out_nchw.ctypes.data
+            self._out_name, "cpu", 0, buf.out_dtype, buf.out_nchw.shape, buf.out_nchw.ctypes.data
         )
         self._binding = b
 
@@ -645,6 +718,10 @@ def _ort_shape(shape: Sequence[Any]) -> list[int | str]:
 
 def _ort_dtype(t: str) -> str:
     return {"tensor(float)": "float32", "tensor(float16)": "float16"}.get(t, t)
+
+
+def _ort_np_dtype(t: str) -> type:
+    return np.float16 if _ort_dtype(t) == "float16" else np.float32
 
 
 # --------------------------------------------------------------------------- OpenVINO

@@ -787,3 +787,173 @@ def test_openvino_refuses_a_model_whose_output_is_another_size(tmp_path):
         f"{path}: breaks the model contract: output must be (1, 3, 64, 64) like the input, "
         "got (1, 3, 32, 32)"
     )
+
+
+# --------------------------------------------------------------------------- output contract
+
+
+def _declared_model(path: Path, kind: str) -> Path:
+    """A model whose declared output is what ``kind`` names; its graph computes just that."""
+    from contract_models import _save_onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def vi(name: str, shape: list, elem: int = TensorProto.FLOAT) -> object:
+        return helper.make_tensor_value_info(name, elem, shape)
+
+    inits: list = []
+    dynamic = [1, 3, "H", "W"]
+    if kind == "fixed":  # any frame comes back 32x32
+        sizes = numpy_helper.from_array(np.array([1, 3, 32, 32], np.int64), "sizes")
+        nodes = [helper.make_node("Resize", ["input", "", "", "sizes"], ["output"])]
+        inputs, outputs, inits = [vi("input", dynamic)], [vi("output", [1, 3, 32, 32])], [sizes]
+    elif kind == "fixed_both":  # a fixed-size model that halves its frame
+        pool = helper.make_node(
+            "AveragePool", ["input"], ["output"], kernel_shape=[2, 2], strides=[2, 2]
+        )
+        nodes, inputs, outputs = (
+            [pool],
+            [vi("input", [1, 3, 32, 32])],
+            [vi("output", [1, 3, 16, 16])],
+        )
+    elif kind == "swapped":  # (1, 3, W, H): wrong for every frame that is not square
+        nodes = [helper.make_node("Transpose", ["input"], ["output"], perm=[0, 1, 3, 2])]
+        inputs, outputs = [vi("input", dynamic)], [vi("output", [1, 3, "W", "H"])]
+    elif kind == "channels":  # a fourth (zero) channel
+        pads = numpy_helper.from_array(np.array([0, 0, 0, 0, 0, 1, 0, 0], np.int64), "pads")
+        nodes = [helper.make_node("Pad", ["input", "pads"], ["output"])]
+        inputs, outputs, inits = [vi("input", dynamic)], [vi("output", [1, 4, "H", "W"])], [pads]
+    elif kind == "uint8":
+        nodes = [helper.make_node("Cast", ["input"], ["output"], to=TensorProto.UINT8)]
+        inputs, outputs = [vi("input", dynamic)], [vi("output", dynamic, TensorProto.UINT8)]
+    elif kind == "symbolic":  # every output dimension a symbol of its own: nothing to judge
+        nodes = [helper.make_node("Identity", ["input"], ["output"])]
+        inputs, outputs = [vi("input", ["n", "c", "H", "W"])], [vi("output", ["a", "b", "h", "w"])]
+    elif kind == "float16_out":  # float32 in, float16 out: each end float, as the contract allows
+        nodes = [helper.make_node("Cast", ["input"], ["output"], to=TensorProto.FLOAT16)]
+        inputs, outputs = [vi("input", dynamic)], [vi("output", dynamic, TensorProto.FLOAT16)]
+    else:
+        raise ValueError(kind)
+    graph = helper.make_graph(nodes, kind, inputs, outputs, initializer=inits)
+    path = _save_onnx(graph, path)
+    write_manifest(path.parent, [path.name])
+    return path
+
+
+@pytest.fixture
+def no_trial_run(monkeypatch):
+    """Fails a test whose backend runs its ONNX Runtime session while it loads."""
+    import onnxruntime as ort
+
+    loading = [True]
+
+    def guard(real):  # noqa: ANN001, ANN202
+        def run(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            assert not loading[0], "the model ran while loading (TensorRT builds an engine)"
+            return real(self, *args, **kwargs)
+
+        return run
+
+    for method in ("run", "run_with_iobinding"):
+        monkeypatch.setattr(
+            ort.InferenceSession, method, guard(getattr(ort.InferenceSession, method))
+        )
+    yield loading
+    loading[0] = False
+
+
+@pytest.mark.parametrize(
+    ("kind", "got"),
+    [
+        ("fixed", "must be (1, 3, H, W) like the input, got (1, 3, 32, 32)"),
+        ("fixed_both", "must be (1, 3, 32, 32) like the input, got (1, 3, 16, 16)"),
+        ("swapped", "must be (1, 3, H, W) like the input, got (1, 3, W, H)"),
+        ("channels", "must have 3 channels (1, 3, H, W), got (1, 4, H, W)"),
+        ("uint8", "must be float32 or float16, got tensor(uint8)"),
+    ],
+)
+def test_onnx_runtime_refuses_an_output_that_breaks_the_contract_at_load(
+    tmp_path, no_trial_run, kind, got
+):
+    # Judged from the session's declarations: a fixed or swapped output size loaded and failed
+    # at the first frame instead, with ONNX Runtime's several-line message.
+    path = _declared_model(tmp_path / f"{kind}.onnx", kind)
+    with pytest.raises(ModelError) as info:
+        create_backend("onnx", model=path)
+    assert str(info.value) == f"{path}: breaks the model contract: output 'output' {got}"
+
+
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_onnx_runtime_loads_what_its_declarations_cannot_judge(tmp_path, no_trial_run, io_binding):
+    path = _declared_model(tmp_path / "symbolic.onnx", "symbolic")
+    be = OnnxBackend(model=path, io_binding=io_binding)
+    no_trial_run[0] = False
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(be.process(rgb), rgb)
+
+
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_onnx_runtime_runs_a_float16_output_behind_a_float32_input(tmp_path, io_binding):
+    # Each end may be float32 or float16: the bound output buffer had the input's type and the
+    # first frame failed ("Unexpected output data type").
+    path = _declared_model(tmp_path / "float16_out.onnx", "float16_out")
+    be = OnnxBackend(model=path, io_binding=io_binding)
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(be.process(rgb), rgb)  # k / 255 survives float16 rounding
+
+
+# --------------------------------------------------------------------------- person warnings
+
+
+def test_warnings_from_threads_a_backend_starts_reach_collect_warnings(monkeypatch):
+    """A new thread starts with an empty context: a backend's loader thread warned past the
+    caller's collect_warnings into Python's warnings, which the app never shows."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from engine.backends import carry_warnings, collect_warnings, warn_user
+
+    monkeypatch.setattr(backends, "BACKENDS", dict(BACKENDS))
+
+    class Threaded(PassthroughBackend):
+        name = "threaded"
+
+        def __init__(self) -> None:
+            loader = threading.Thread(target=carry_warnings(warn_user), args=("from a thread",))
+            loader.start()
+            loader.join()
+            # one carried callable run by two pool threads at once, each in its own context
+            barrier = threading.Barrier(2)
+
+            def both(text: str) -> None:
+                barrier.wait(5)
+                warn_user(text)
+
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(carry_warnings(both), ["from a pool", "from a pool"]))
+
+    register_backend("threaded", Threaded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # none may escape as a Python warning
+        with collect_warnings() as caught:
+            create_backend("threaded")
+    assert caught == ["from a thread", "from a pool", "from a pool"]
+
+
+def test_a_carried_warning_after_its_block_ended_is_a_python_warning():
+    import threading
+
+    from engine.backends import carry_warnings, collect_warnings, warn_user
+
+    ended = threading.Event()
+
+    def late() -> None:
+        ended.wait(5)
+        warn_user("after the block")
+
+    with pytest.warns(UserWarning, match="after the block"):
+        with collect_warnings() as caught:
+            thread = threading.Thread(target=carry_warnings(late))
+            thread.start()
+        ended.set()
+        thread.join(5)
+    assert caught == []  # a list nobody reads any more is no place for it
