@@ -257,14 +257,26 @@ def test_a_checkpoint_of_another_variant_is_a_one_line_failure(
     assert not (tmp_path / "w" / "manifest.json").exists()
 
 
+GROWN = {"body_blocks": 1, "dec_blocks": [2]}  # a student grown by --init_from
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"student": "tiny", "student_kwargs": GROWN},
+        {"model": {"name": "tiny", "kwargs": GROWN}},
+    ],
+    ids=["student", "model-section"],
+)
+@pytest.mark.parametrize("named", [None, "tiny"], ids=["from-config", "named"])
 def test_naming_the_checkpoints_own_variant_keeps_its_constructor_overrides(
-    tmp_path: Path,
+    tmp_path: Path, config: dict, named: str | None
 ) -> None:
-    grown = {"body_blocks": 1, "dec_blocks": [2]}  # a student grown by --init_from
     ckpt = tmp_path / "last.pt"
-    state = create_student("tiny", **grown).state_dict()
-    torch.save({"model": state, "config": {"student": "tiny", "student_kwargs": grown}}, ckpt)
-    model, variant, _ = E.load_student(ckpt, variant="tiny")
+    state = create_student("tiny", **GROWN).state_dict()
+    assert set(state) != set(create_student("tiny").state_dict())  # the overrides matter
+    torch.save({"model": state, "config": config}, ckpt)
+    model, variant, _ = E.load_student(ckpt, variant=named)
     assert variant == "tiny" and set(model.state_dict()) == set(state)
 
 

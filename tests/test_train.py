@@ -191,6 +191,44 @@ def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> Non
     assert not list((tmp_path / "full").glob("*.tmp"))
 
 
+def test_resuming_a_run_from_before_a_new_config_key_warns_only_of_real_changes(
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import hashlib
+    import json
+    import shutil
+
+    from training.config import RUN_CONTROL_KEYS
+
+    old = tmp_path / "old"
+    train(_tiny(synth, old, "--stop_after_steps=2"))
+    # The checkpoint as a run started before data.psf_centre and loss.fft existed wrote it.
+    ck = load_checkpoint(old / "last.pt")
+    del ck["config"]["data"]["psf_centre"], ck["config"]["loss"]["fft"]
+    kept = {k: v for k, v in ck["config"].items() if k not in RUN_CONTROL_KEYS}
+    text = json.dumps(kept, sort_keys=True, separators=(",", ":"))
+    ck["config_digest"] = hashlib.sha256(text.encode()).hexdigest()
+    torch.save(ck, old / "last.pt")
+    shutil.copytree(old, tmp_path / "changed")
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        train(_tiny(synth, old, "--stop_after_steps=1", "--resume"))
+    assert "different config" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        train(
+            _tiny(
+                synth,
+                tmp_path / "changed",
+                "--stop_after_steps=1",
+                "--resume",
+                "--loss.edge=0.3",
+                "--data.psf_centre=time",
+            )
+        )
+    warned = [r.getMessage() for r in caplog.records if "different config" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].endswith(": data.psf_centre, loss.edge")
+
+
 def test_a_run_from_before_the_strided_stem_resumes_exactly(
     synth: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -719,6 +757,57 @@ def test_an_interrupted_cache_build_extends_under_another_spelling_of_its_folder
     assert sum(seen) == 1
     data = torch.load(cache, weights_only=True)
     assert data["keys"][:2] == first["keys"] and len(data["keys"]) == 3
+
+
+def test_an_interrupted_cache_build_from_before_a_new_data_key_is_extended(
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.cache_teacher import check_cache_meta
+
+    cache = tmp_path / "cache.pt"
+    common = (
+        f"--teacher.cache_path={cache}",
+        "--teacher.name=fake",
+        "--teacher.cache_patch=32",
+        "--teacher.cache_batch=1",
+    )
+    build_cache(
+        _tiny(synth, tmp_path / "run", *common, "--teacher.cache_count=2"), teacher=_FakeTeacher()
+    )
+    # As a build started before data.psf_centre existed wrote it, with validation and
+    # trainer-side settings that cannot change a cached patch set otherwise.
+    old = torch.load(cache, weights_only=True)
+    del old["meta"]["data"]["psf_centre"]
+    old["meta"]["data"].update(val_count=5, val_windows=[3], val_crop=0, raw_on_device=True)
+    torch.save(old, cache)
+    seen: list[int] = []
+
+    class Counting(_FakeTeacher):
+        def forward(self, x: torch.Tensor, return_features: bool = False):
+            seen.append(x.shape[0])
+            return super().forward(x, return_features)
+
+    cfg = _tiny(synth, tmp_path / "run", *common, "--teacher.cache_count=3")
+    with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
+        check_cache_meta(old["meta"], cfg, cache)
+    assert "other data settings" not in caplog.text
+    build_cache(cfg, teacher=Counting())
+    assert sum(seen) == 1
+    data = torch.load(cache, weights_only=True)
+    assert data["keys"][:2] == old["keys"] and len(data["keys"]) == 3
+    # A missing key the config sets away from its default, or a patch setting that differs,
+    # is a real change: warned of at training, and a build starts over.
+    for change in ("--data.psf_centre=time", "--data.noise_prob=0.1"):
+        torch.save(old, cache)
+        seen.clear()
+        caplog.clear()
+        cfg = _tiny(synth, tmp_path / "run", *common, "--teacher.cache_count=3", change)
+        with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
+            check_cache_meta(old["meta"], cfg, cache)
+        key = change[len("--data.") : change.index("=")]
+        assert f"other data settings ({key})" in caplog.text
+        build_cache(cfg, teacher=Counting())
+        assert sum(seen) == 3, change
 
 
 def test_missing_data_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from training.config import (
+    RUN_CONTROL_KEYS,
     ConfigError,
     StageConfig,
     TrainConfig,
+    config_changes,
     config_digest,
     config_from_dict,
+    config_to_dict,
     load_config,
     parse_overrides,
     save_config,
@@ -143,6 +148,39 @@ def test_saved_config_round_trips_and_digest(tmp_path: Path) -> None:
     assert config_digest(
         load_config(None, ["--lr=0.002", "--loss.edge=0.3", "--resume"])
     ) == config_digest(cfg)
+
+
+def test_a_key_added_since_a_config_was_saved_is_no_change_at_its_default() -> None:
+    cfg = load_config(None, ["--lr=0.002", "--out_dir=runs/a"])
+    # Saved before data.psf_centre, loss.fft and a stage's batch existed (all at their defaults
+    # now; StageConfig's batch default is the first stage's): its digest is not cfg's.
+    saved = config_to_dict(cfg)
+    del saved["data"]["psf_centre"], saved["loss"]["fft"], saved["stages"][0]["batch"]
+    old_digest = hashlib.sha256(
+        json.dumps(
+            {k: v for k, v in saved.items() if k not in RUN_CONTROL_KEYS},
+            sort_keys=True,
+            separators=(",", ":"),
+        ).encode()
+    ).hexdigest()
+    assert old_digest != config_digest(cfg)
+    assert config_changes(saved, cfg) == []
+    # Run-control fields are no change either, as in the digest.
+    assert config_changes(saved, load_config(None, ["--lr=0.002", "--resume", "--threads=1"])) == []
+    # Real changes are still found, a new key set away from its default among them.
+    later = load_config(
+        None,
+        ["--lr=0.001", "--data.psf_centre=time", "--loss.fft=0.1", "--stages=[{batch: 2}]"],
+    )
+    assert config_changes(saved, later) == ["data.psf_centre", "loss.fft", "lr", "stages"]
+    two = load_config(None, ["--lr=0.002", "--stages=[{batch: 4}, {batch: 3}]"])
+    saved["stages"] = config_to_dict(two)["stages"]
+    del saved["stages"][0]["batch"]
+    saved["stages"][1]["batch"] = 2
+    assert config_changes(saved, two) == ["stages[1].batch"]
+    # A key this code no longer knows was removed since: what it did is unknown, so a change.
+    saved["data"]["retired"] = 1
+    assert config_changes(saved, two) == ["data.retired", "stages[1].batch"]
 
 
 def test_curriculum_is_a_pure_function_of_epoch() -> None:

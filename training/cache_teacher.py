@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.config import ConfigError, TrainConfig, config_to_dict, parse_cli
+from training.config import ConfigError, DataConfig, TrainConfig, config_to_dict, parse_cli
 from training.data import DeblurDataset, content_hash, to_uint8
 
 log = logging.getLogger("training.cache_teacher")
@@ -42,6 +42,37 @@ def cache_meta(cfg: TrainConfig) -> dict:
         "seed": cfg.seed,
         "data": {k: v for k, v in config_to_dict(cfg.data).items() if k != "num_workers"},
     }
+
+
+# Data settings the cached patches provably do not depend on: build_data reads the val_* ones
+# only for the validation set (its own DeblurDataset and stream), and the cache is drawn in this
+# process from the CPU dataset whatever the trainer's workers or raw_on_device would do. Settings
+# that steer the leakage guard (eval_dirs, raw_val_range, leakage_check) are not here: they do
+# not change a patch but decide which patches may be kept.
+NON_PATCH_KEYS = ("num_workers", "raw_on_device", "val_windows", "val_count", "val_crop")
+_DATA_DEFAULTS = config_to_dict(DataConfig())
+
+
+def _cached_data(have_data: dict, key: str) -> object:
+    """A cache's recorded data setting; one it lacks was added to the code after the cache was
+    made, and a new setting's default is the old behaviour, so the default stands in for it."""
+    if key in have_data:
+        return have_data[key]
+    return _DATA_DEFAULTS.get(key)
+
+
+def _differing_data(have_data: dict, want_data: dict) -> list[str]:
+    """Data settings of a cache ``have_data`` that are not the config's ``want_data``, settings
+    that cannot change a cached patch left out."""
+    return sorted(
+        k
+        for k in set(have_data) | set(want_data)
+        if k not in NON_PATCH_KEYS
+        and (
+            k not in want_data  # removed from the code since: what it did is unknown
+            or not _same_setting(k, _cached_data(have_data, k), want_data[k])
+        )
+    )
 
 
 # Settings that decide which images a cached patch may come from: a cache made with others can
@@ -79,10 +110,7 @@ def _same_meta(have: dict, want: dict) -> bool:
         return have == want
     return all(
         _same_setting(k, have.get(k), want.get(k)) for k in set(have) | set(want) if k != "data"
-    ) and all(
-        _same_setting(k, have_data.get(k), want_data.get(k))
-        for k in set(have_data) | set(want_data)
-    )
+    ) and not _differing_data(have_data, want_data)
 
 
 def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> None:
@@ -103,18 +131,14 @@ def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> Non
     wrong += [
         f"data.{k}: cache {have_data.get(k)!r}, config {want_data.get(k)!r}"
         for k in SOURCE_KEYS
-        if not _same_setting(k, have_data.get(k), want_data.get(k))
+        if not _same_setting(k, _cached_data(have_data, k), want_data.get(k))
     ]
     if wrong:
         raise ConfigError(
             f"teacher cache {path} was made from other sources; rebuild it "
             "(python -m training.cache_teacher):\n  " + "\n  ".join(wrong)
         )
-    other = sorted(
-        k
-        for k in set(have_data) | set(want_data)
-        if not _same_setting(k, have_data.get(k), want_data.get(k))
-    )
+    other = _differing_data(have_data, want_data)
     if other:
         log.warning(
             "teacher cache %s was synthesised with other data settings (%s): its patches are "

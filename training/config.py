@@ -16,6 +16,7 @@ import re
 import sys
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -444,6 +445,56 @@ def config_digest(cfg: TrainConfig) -> str:
     data = {k: v for k, v in config_to_dict(cfg).items() if k not in RUN_CONTROL_KEYS}
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_changes(saved: Mapping[str, Any], cfg: TrainConfig) -> list[str]:
+    """Key paths (``lr``, ``loss.fft``, ``stages[1].batch``) where ``cfg`` differs from a config
+    saved earlier (a checkpoint's ``config``), run-control fields ``RUN_CONTROL_KEYS`` left out.
+
+    A key missing from ``saved`` was added to the code after it was saved; new keys default to
+    the old behaviour, so one at its default is no change. A key ``saved`` has that this code
+    does not know was removed since: a change, as nothing says what the old value did."""
+    current = config_to_dict(cfg)
+    for key in RUN_CONTROL_KEYS:
+        current.pop(key, None)
+    saved = {k: v for k, v in saved.items() if k not in RUN_CONTROL_KEYS}
+    return _changes(TrainConfig, saved, current, "")
+
+
+def _changes(
+    cls: type, saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str
+) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    # Defaults of the class itself: a stage missing a key gets StageConfig's default when
+    # loaded, not the paper's curriculum's.
+    defaults = config_to_dict(cls())
+    out: list[str] = []
+    for k in sorted(set(saved) | set(current), key=str):
+        key = prefix + str(k)
+        if k not in current:
+            out.append(key)
+            continue
+        now = current[k]
+        if k not in saved:
+            if now != defaults[k]:
+                out.append(key)
+            continue
+        was, tp = saved[k], hints[k]
+        (item_tp,) = typing.get_args(tp)[:1] or (None,)
+        if dataclasses.is_dataclass(tp) and isinstance(was, Mapping):
+            out += _changes(tp, was, now, key + ".")
+        elif (
+            typing.get_origin(tp) is list
+            and dataclasses.is_dataclass(item_tp)
+            and isinstance(was, list)
+            and len(was) == len(now)
+            and all(isinstance(w, Mapping) for w in was)
+        ):
+            for i, (w, n) in enumerate(zip(was, now, strict=True)):
+                out += _changes(item_tp, w, n, f"{key}[{i}].")
+        elif was != now:
+            out.append(key)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

@@ -169,10 +169,16 @@ def load_student(
             if not config:
                 raise ExportError(f"{checkpoint} holds no config: pass --variant")
             variant, overrides = _find_variant(config)
-        elif config.get("student") == variant:
+        elif config:
             # The checkpoint's own variant named on the command line: the constructor overrides
-            # it was trained with (a grown student's extra blocks) still describe its weights.
-            overrides = dict(config.get("student_kwargs") or {})
+            # it was trained with (a grown student's extra blocks) still describe its weights,
+            # in whichever form the config records them.
+            try:
+                own, own_overrides = _find_variant(config)
+            except ExportError:
+                own, own_overrides = None, {}
+            if own == variant:
+                overrides = own_overrides
         model = create_student(variant, **overrides)
         # EMA / DDP checkpoints prefix keys with "module."
         if state and all(k.startswith("module.") for k in state):

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from training.config import (
     ConfigError,
     TrainConfig,
+    config_changes,
     config_digest,
     config_to_dict,
     parse_cli,
@@ -701,11 +702,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         epoch_time = ck.get("epoch_time", 0.0)
         set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
         if ck.get("config_digest") != digest and master:
-            log.warning(
-                "resuming with a different config than the checkpoint's (digest %s != %s)",
-                digest[:12],
-                str(ck.get("config_digest"))[:12],
-            )
+            saved = ck.get("config")
+            # A digest also changes when a key is added to the code: compare the settings, so a
+            # run started before that key existed resumes without a false alarm.
+            changed = config_changes(saved, cfg) if isinstance(saved, dict) else ["(not saved)"]
+            if changed:
+                log.warning(
+                    "resuming with a different config than the checkpoint's (digest %s != %s): %s",
+                    digest[:12],
+                    str(ck.get("config_digest"))[:12],
+                    ", ".join(changed),
+                )
         log.info(
             "resumed from %s at epoch %d step %d", out_dir / "last.pt", epoch + 1, step_in_epoch
         )
