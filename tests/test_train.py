@@ -708,6 +708,10 @@ def test_teacher_cache_from_other_sources_is_refused(
         check_cache_meta(meta, _tiny(synth, tmp_path / "run", *common, "--teacher.name=dmphn"))
     with pytest.raises(ConfigError, match="records no settings"):
         check_cache_meta({}, later)
+    # A source key the cache predates reads as its default (no exclusions), also in the message.
+    older = {**meta, "data": {k: v for k, v in meta["data"].items() if k != "exclude"}}
+    with pytest.raises(ConfigError, match=r"data.exclude: cache \[\], config \['\*/photo_000"):
+        check_cache_meta(older, later)
     # other synthesis settings only change how new patches would look: a warning
     with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
         check_cache_meta(meta, _tiny(synth, tmp_path / "run", *common, "--data.noise_prob=0.1"))

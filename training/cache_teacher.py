@@ -129,7 +129,7 @@ def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> Non
     ]
     have_data, want_data = meta.get("data", {}), want["data"]
     wrong += [
-        f"data.{k}: cache {have_data.get(k)!r}, config {want_data.get(k)!r}"
+        f"data.{k}: cache {_cached_data(have_data, k)!r}, config {want_data.get(k)!r}"
         for k in SOURCE_KEYS
         if not _same_setting(k, _cached_data(have_data, k), want_data.get(k))
     ]
