@@ -121,6 +121,20 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
     )
 
 
+def ended_message(exc: BaseException | None) -> UserMessage:
+    """The message for a stream that ended on its own (``exc``: what ended it, or None when the
+    source sent no more frames): the cause, and that nothing restarts it. The generic advice
+    ("keeps trying to reconnect", "the stream keeps running") would be false then.
+    """
+    advice = (
+        "The video stopped and SharpCam does not retry it. Check the cable and close other apps "
+        "that use the camera, then pick the camera again above (or the demo clip)."
+    )
+    if exc is None:
+        return UserMessage("camera", "The video stopped: the source sends no more frames.", advice)
+    return replace(describe_error(exc), advice=advice)
+
+
 def virtual_camera_guidance(platform: str | None = None) -> str:
     """Exact steps to create a virtual camera on this OS (plain text, one step per line)."""
     platform = platform or sys.platform
@@ -183,6 +197,9 @@ class EngineBridge(QObject):
         start_finished(bool): the latest :meth:`start` ended: True when the engine runs (after
             its running_changed(True)), False when there is no video. Not emitted for a start
             superseded by a newer one or cancelled by :meth:`stop`.
+        stream_ended(object): the engine ended on its own (its source failed or ended), with
+            the :class:`UserMessage` shown for it; running_changed(False) and, when it was on,
+            virtual_camera_changed(False, "") came before. Nothing restarts it.
     """
 
     preview_ready = Signal()
@@ -194,10 +211,12 @@ class EngineBridge(QObject):
     virtual_camera_changed = Signal(bool, str)
     virtual_camera_missing = Signal(str)
     start_finished = Signal(bool)
+    stream_ended = Signal(object)
 
     # Emitted from worker threads; connected (queued) to GUI-thread slots.
     _error_from_worker = Signal(object)
     _opened = Signal(object)  # a _StartRequest whose source and backend are open
+    _engine_done = Signal(object)  # an engine whose run is over (ended, or stopped)
 
     def __init__(
         self,
@@ -243,6 +262,9 @@ class EngineBridge(QObject):
         self._openers: list[tuple[threading.Thread, _StartRequest]] = []  # for join()
         self._closers: list[threading.Thread] = []  # closing stale results, for join()
         self._opened.connect(self._on_opened)
+        self._engine_done.connect(self._on_engine_done)
+        # The message shown for the error that ends the current engine, when it came first.
+        self._end_message: tuple[BaseException, UserMessage] | None = None
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -360,6 +382,7 @@ class EngineBridge(QObject):
         A start still opening is cancelled: what it opens is closed when it arrives.
         """
         self._stats_timer.stop()
+        self._end_message = None
         cancelled = self._opening is not None
         self._opening = None
         with self._lock:
@@ -436,8 +459,12 @@ class EngineBridge(QObject):
         if not on:
             sink, self._virtual_sink = self._virtual_sink, None
             if sink is not None and self._engine is not None:
-                self._engine.remove_sink(sink)
-            _close_quietly(sink)
+                # Not remove_sink: it waits for the write in progress, and a device hung in
+                # send() froze the window. The engine closes the sink once that write returns;
+                # False means it dropped (and closed) the sink itself after a failed write.
+                self._engine.detach_sink(sink)
+            else:
+                _close_quietly(sink)
             self._virtual_device = ""
             self.virtual_camera_changed.emit(False, "")
             return False
@@ -492,6 +519,23 @@ class EngineBridge(QObject):
 
     def _on_error(self, exc: BaseException) -> None:
         self._error_from_worker.emit(exc)
+
+    def _watch_end(self, eng: Any) -> None:
+        """Say (queued) when ``eng``'s run is over. A thread, not the stats poll: the engine
+        reports the error that ends it before its run is over, and queued signals arrive in the
+        order they were emitted, so the end is always handled after that error."""
+        done = getattr(eng, "done", None)
+        if done is None:
+            return
+
+        def watch() -> None:
+            done.wait()
+            try:
+                self._engine_done.emit(eng)
+            except RuntimeError:  # the bridge was deleted meanwhile (the app exits)
+                pass
+
+        threading.Thread(target=watch, name="sharpcam-watch", daemon=True).start()
 
     # --- starting (worker thread, then the GUI thread) ------------------------------------------
     def _claim(self, req: _StartRequest) -> bool:
@@ -582,6 +626,7 @@ class EngineBridge(QObject):
         except Exception as exc:
             self.message.emit(describe_error(exc))
             return self._start_failed(req)
+        self._watch_end(eng)
         req.adopted = True
         req.released.set()  # the engine owns the camera now: the next start stops it first
         self._source, self._backend, self._engine = src, be, eng
@@ -609,7 +654,34 @@ class EngineBridge(QObject):
 
     # --- GUI-thread slots ----------------------------------------------------------------------
     def _on_worker_error(self, exc: BaseException) -> None:
+        eng = self._engine
+        if eng is not None and exc is getattr(eng, "failure", None):
+            # The error that ends the stream: said as such at once (the end follows).
+            msg = ended_message(exc)
+            self._end_message = (exc, msg)
+            self.message.emit(msg)
+            return
         self.message.emit(describe_error(exc))
+
+    def _on_engine_done(self, eng: Any) -> None:
+        if eng is not self._engine:
+            return  # stopped by stop() (a restart, the window closing): not an end of its own
+        failure = getattr(eng, "failure", None)
+        shown, self._end_message = self._end_message, None
+        had_virtual = self._virtual_sink is not None
+        # Its threads are over: this joins them at once and forgets the engine, so nothing is
+        # sent to it any more (a virtual camera turned on now would show "On" over nothing).
+        self.stop()
+        if had_virtual:
+            # The engine closed the sink with its other outputs when its run ended.
+            self._virtual_device = ""
+            self.virtual_camera_changed.emit(False, "")
+        if shown is not None and shown[0] is failure:
+            msg = shown[1]
+        else:
+            msg = ended_message(failure)
+            self.message.emit(msg)
+        self.stream_ended.emit(msg)
 
     def _poll_stats(self) -> None:
         if self._engine is None:

@@ -25,6 +25,8 @@ from PySide6.QtGui import (
     QAction,
     QCloseEvent,
     QColor,
+    QFont,
+    QFontMetrics,
     QGuiApplication,
     QIcon,
     QKeySequence,
@@ -58,6 +60,8 @@ from engine.backends import SCALE_LADDER
 
 ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"
 STOP_TIMEOUT_S = 2.0
+SIDEBAR_WIDTH = 320
+SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
 
 STYLE = """
 QMainWindow, QWidget#central { background: #0f1117; }
@@ -142,6 +146,22 @@ class ToggleSwitch(QCheckBox):
             self.text(),
         )
         p.end()
+
+
+class Sidebar(QFrame):
+    """The fixed-width control column.
+
+    Its wrapped labels (the virtual camera's status, the backend line) take more lines than
+    their minimum size says, and Qt leaves height-for-width out of a window's minimum size: at
+    the window's minimum height their last lines were cut off. The width is fixed, so the
+    height they need is known, and it is what the sidebar asks for at least.
+    """
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        hint = super().minimumSizeHint()
+        if self.layout() is None or not self.hasHeightForWidth():
+            return hint
+        return QSize(hint.width(), max(hint.height(), self.heightForWidth(self.minimumWidth())))
 
 
 class MessageBanner(QFrame):
@@ -349,11 +369,12 @@ class MainWindow(QMainWindow):
         left.addLayout(info)
         root.addLayout(left, 1)
 
-        side = QFrame()
+        side = Sidebar()
         side.setObjectName("sidebar")
-        side.setFixedWidth(320)
+        side.setFixedWidth(SIDEBAR_WIDTH)
+        self.sidebar = side
         lay = QVBoxLayout(side)
-        lay.setContentsMargins(20, 18, 20, 18)
+        lay.setContentsMargins(SIDEBAR_MARGIN, 18, SIDEBAR_MARGIN, 18)
         lay.setSpacing(8)
 
         head = QHBoxLayout()
@@ -372,11 +393,16 @@ class MainWindow(QMainWindow):
         lay.addLayout(head)
 
         lay.addWidget(_section("CAMERA"))
+        # Screen readers announce a picker by its accessible name; without one, by its current
+        # entry alone ("Demo clip", "1280×720 · 30 fps"), which does not say what it chooses.
+        # (Qt's Linux AT-SPI bridge names a combo box by its entry all the same.)
         self.camera_combo = QComboBox()
+        self.camera_combo.setAccessibleName("Camera")
         for cam in self.cameras:
             self.camera_combo.addItem(cam.name, cam.id)
         lay.addWidget(self.camera_combo)
         self.resolution_combo = QComboBox()
+        self.resolution_combo.setAccessibleName("Camera resolution and frame rate")
         for res in RESOLUTIONS:
             self.resolution_combo.addItem(res.label, res.key)
         lay.addWidget(self.resolution_combo)
@@ -398,10 +424,14 @@ class MainWindow(QMainWindow):
         srow.addWidget(self.strength_value)
         lay.addLayout(srow)
         self.strength_slider = QSlider(Qt.Orientation.Horizontal)
+        # The "Strength" label beside it is not tied to it: a screen reader said a bare number.
+        self.strength_slider.setAccessibleName("Sharpening strength")
+        self.strength_slider.setAccessibleDescription("Percent of the sharpened picture")
         self.strength_slider.setRange(0, 100)
         self.strength_slider.setPageStep(10)
         lay.addWidget(self.strength_slider)
         self.scale_combo = QComboBox()
+        self.scale_combo.setAccessibleName("Processing size")
         self.scale_combo.setToolTip(
             "The model runs on a smaller copy of each frame and only its correction is enlarged:"
             " faster, a little less sharp. Auto picks the largest size that keeps up."
@@ -541,6 +571,7 @@ class MainWindow(QMainWindow):
 
         self.camera_combo.currentIndexChanged.connect(self._on_source_changed)
         self.camera_combo.currentIndexChanged.connect(self._on_camera_picked)
+        self.camera_combo.activated.connect(self._on_camera_activated)
         self.resolution_combo.currentIndexChanged.connect(self._on_source_changed)
         self.scale_combo.currentIndexChanged.connect(self._on_scale_changed)
         self.enable_switch.toggled.connect(self._on_enabled)
@@ -561,6 +592,7 @@ class MainWindow(QMainWindow):
         b.virtual_camera_changed.connect(self._on_virtual_changed)
         b.virtual_camera_missing.connect(self.show_virtual_camera_help)
         b.start_finished.connect(self._on_start_finished)
+        b.stream_ended.connect(self._on_stream_ended)
 
     # --- starting the stream -------------------------------------------------------------------
     def current_camera(self) -> CameraChoice:
@@ -611,14 +643,22 @@ class MainWindow(QMainWindow):
             if not self.bridge.virtual_camera_on:
                 self.virtual_switch.setChecked(True)
         if not ok:
-            self.preview.clear("No video. Pick another camera or the demo clip.")
             # No engine was started, so no running_changed comes to end "Starting".
-            self._set_live("stopped")
-            # The previous engine's rate, backend and frame size would pass for a live stream.
-            self.stats_label.setText("—")
-            self.backend_value.setText("—")
-            self.provider_label.setText("—")
-            self.source_info.setText("")
+            self._show_no_video("No video. Pick another camera or the demo clip.")
+
+    def _on_stream_ended(self, msg: UserMessage) -> None:
+        # The banner shows the cause (the bridge emitted it); the picture must not stay as if
+        # it were live.
+        self._show_no_video("The video stopped. Pick the camera again above to restart it.")
+
+    def _show_no_video(self, placeholder: str) -> None:
+        self.preview.clear(placeholder)
+        self._set_live("stopped")
+        # The previous engine's rate, backend and frame size would pass for a live stream.
+        self.stats_label.setText("—")
+        self.backend_value.setText("—")
+        self.provider_label.setText("—")
+        self.source_info.setText("")
 
     def shown_source_name(self) -> str:
         """What the preview really shows: the picked camera, or the demo clip standing in."""
@@ -634,6 +674,15 @@ class MainWindow(QMainWindow):
 
     def _on_camera_picked(self) -> None:
         self._absent_source = ""  # the person's choice is remembered from now on
+
+    def _on_camera_activated(self, index: int) -> None:
+        # Picking the camera already shown does not change the index, so nothing restarted:
+        # after the stream ended, or with the demo clip standing in for a camera that failed to
+        # open, that is how a person retries it (the messages say so).
+        if self.bridge.starting or index != self.camera_combo.currentIndex():
+            return  # a new pick restarts through currentIndexChanged
+        if not self.bridge.is_running or self.bridge.using_fallback:
+            self.start_stream()
 
     def _on_scale_changed(self) -> None:
         # The scale wraps the backend when it is created, so a new one means a restart.
@@ -719,14 +768,27 @@ class MainWindow(QMainWindow):
             self.tray_virtual_action.setChecked(on)
             self.tray_virtual_action.blockSignals(False)
         if on:
+            # A device name without spaces cannot wrap and ran off the fixed-width sidebar:
+            # shortened to one line there, in full in the tooltip.
             self.virtual_status.setText(
-                f"On · sending to <b>{_html(device)}</b><br>"
+                f"On · sending to <b>{_html(self._elided_device(device))}</b><br>"
                 "Pick it as the camera in Zoom, Teams or Meet."
             )
+            self.virtual_status.setToolTip(device)
             if self.virtual_dialog is not None:
                 self.virtual_dialog.accept()
         else:
             self.virtual_status.setText("Off")
+            self.virtual_status.setToolTip("")
+
+    def _elided_device(self, device: str) -> str:
+        """``device`` shortened in the middle (names differ at either end) to one line of the
+        sidebar, in the bold it is shown in."""
+        self.virtual_status.ensurePolished()  # the style sheet's font, also before the show
+        font = QFont(self.virtual_status.font())
+        font.setBold(True)
+        width = SIDEBAR_WIDTH - 2 * SIDEBAR_MARGIN - 2  # 2: the sidebar's border, and rounding
+        return QFontMetrics(font).elidedText(device, Qt.TextElideMode.ElideMiddle, width)
 
     def show_message(self, msg: UserMessage) -> None:
         """Show an error or warning in the window; nothing stops."""

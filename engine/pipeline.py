@@ -13,7 +13,9 @@ drains the pipeline, closes the sinks and sets :attr:`Engine.done`.
 
 Threads are daemons joined with a deadline, so :meth:`Engine.stop` returns within its timeout
 even while a slow model call finishes (Ctrl-C). The output thread owns the sinks and closes
-them when it ends; the capture thread owns the source likewise.
+them when it ends; the capture thread owns the source likewise. A sink taken out with
+:meth:`Engine.detach_sink` is closed by a short-lived helper thread once the write in progress
+returns, so the caller (the app's GUI thread) never waits for a stalled device.
 """
 
 from __future__ import annotations
@@ -201,6 +203,7 @@ class Engine:
         # end, lost frames (callback errors and errors while closing do not), so sinks that can
         # tell are aborted as incomplete.
         self._frames_lost = False
+        self._failure: BaseException | None = None  # what ended the run early
         self._close_backend = close_backend
 
         capacity = 1 if self.live else queue_size
@@ -210,9 +213,14 @@ class Engine:
         self._stats = StatsRecorder()
 
         self._lock = threading.Lock()  # engine state: start/stop, backend swap, errors
-        # Held while writing, so remove_sink waits for a write in progress; reentrant, so a
-        # sink's own write (a callback) may add or remove sinks, itself included.
+        # Held for a whole pass of writes, so remove_sink waits for a write in progress;
+        # reentrant, so a sink's own write (a callback) may add or remove sinks, itself included.
         self._sinks_lock = threading.RLock()
+        # Held only for a moment, around every change of the sink list and the closer list:
+        # add_sink and detach_sink must not wait for a stalled write under _sinks_lock. Taken
+        # after _sinks_lock where both are held, never before it.
+        self._list_lock = threading.Lock()
+        self._closers: list[threading.Thread] = []  # closing detached sinks
         self._pending_backend: Any = _NO_SWAP
         self._passthrough = False  # the backend failed in live mode
         self._errors: list[BaseException] = []
@@ -269,7 +277,6 @@ class Engine:
         for t in self._threads:
             if t is not me:
                 t.join(max(0.0, deadline - time.perf_counter()))
-        alive = [t for t in self._threads if t.is_alive() and t is not me]
         threads = {t.name.removeprefix("sharpcam-"): t for t in self._threads}
         if "capture" not in threads or not threads["capture"].is_alive():
             self._close_source()
@@ -279,6 +286,13 @@ class Engine:
         if not self._started:
             self._done.set()
         self._running = False
+        # Detached sinks still closing (after a write in progress): the caller may release
+        # the device next (the app's next start), so they get the rest of the deadline too.
+        closers = self._pending_closers()
+        for t in closers:
+            if t is not me:
+                t.join(max(0.0, deadline - time.perf_counter()))
+        alive = [t for t in (*self._threads, *closers) if t.is_alive() and t is not me]
         return not alive
 
     def join(self, timeout: float | None = None) -> bool:
@@ -291,10 +305,11 @@ class Engine:
         """
         deadline = None if timeout is None else time.perf_counter() + max(0.0, timeout)
         me = threading.current_thread()
-        for t in self._threads:
+        threads = [*self._threads, *self._pending_closers()]
+        for t in threads:
             if t is not me:
                 t.join(None if deadline is None else max(0.0, deadline - time.perf_counter()))
-        return not any(t.is_alive() for t in self._threads if t is not me)
+        return not any(t.is_alive() for t in threads if t is not me)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the run is over (source ended and drained, or stopped); True if it is."""
@@ -310,6 +325,15 @@ class Engine:
     @property
     def running(self) -> bool:
         return self._running and not self._done.is_set()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The exception that ended the run before the source's end (the source's ``read``
+        raised, a worker failed, offline: a sink failed); None while running, after the
+        source's end, and when :meth:`stop` ended the run. Set before it is reported to
+        ``on_error``, so a callback can tell an error that ends the stream from one the stream
+        goes on after."""
+        return self._failure
 
     def __enter__(self) -> Engine:
         return self
@@ -365,24 +389,69 @@ class Engine:
         # and that failure must count as new.
         with self._lock:
             self._failures_warned_from = len(self._failed_sinks)
-        with self._sinks_lock:
+        # Not under _sinks_lock: a write stalled there (a hung virtual camera) would freeze the
+        # caller too. The writer lists the sinks afresh for every frame, so this one is written
+        # from the next frame on.
+        with self._list_lock:
             if sink not in self._sinks:
                 self._sinks.append(sink)
 
     def remove_sink(self, sink: FrameSink, *, close: bool = True) -> bool:
         """Stop writing to ``sink`` (thread-safe; waits for a write in progress to finish) and
-        close it unless ``close=False``. Returns False if it was not attached."""
-        with self._sinks_lock:
-            try:
-                self._sinks.remove(sink)
-            except ValueError:
+        close it unless ``close=False``. Returns False if it was not attached.
+
+        A caller that must not block on a stalled sink (a GUI thread) uses :meth:`detach_sink`.
+        """
+        with self._sinks_lock, self._list_lock:
+            if sink not in self._sinks:
                 return False
+            self._sinks.remove(sink)
         if close:
             try:
                 sink.close()
             except Exception as exc:
                 self._report(exc)
         return True
+
+    def detach_sink(self, sink: FrameSink) -> bool:
+        """Stop writing to ``sink`` and close it, without waiting for a write in progress.
+
+        Returns at once (thread-safe). Later frames do not go to ``sink``; the pass of writes
+        under way, if any, may still write it once, and a helper thread closes it when that
+        pass is over (a device must not be closed under its own ``send``): exactly once, also
+        when the engine stops meanwhile. :meth:`stop` and :meth:`join` wait for that close
+        within their timeouts; an error it raises goes to ``on_error`` like any other.
+
+        Returns False if ``sink`` was not attached (the engine dropped it after a failed write
+        and closed it, or its run ended and closed it): nothing is closed then.
+        """
+        with self._list_lock:
+            if sink not in self._sinks:
+                return False
+            self._sinks.remove(sink)
+            closer = threading.Thread(
+                target=self._close_detached, args=(sink,), name="sharpcam-close-sink", daemon=True
+            )
+            self._closers = [t for t in self._closers if t.is_alive()]
+            self._closers.append(closer)
+            # Started under the lock: stop() must never find it listed but not started (an
+            # unstarted thread cannot be joined).
+            closer.start()
+        return True
+
+    def _close_detached(self, sink: FrameSink) -> None:
+        # The output thread holds _sinks_lock for a whole pass of writes: once it is free, the
+        # write that may have used this sink has returned, and no later pass lists it.
+        with self._sinks_lock:
+            pass
+        try:
+            sink.close()
+        except Exception as exc:
+            self._report(exc)
+
+    def _pending_closers(self) -> list[threading.Thread]:
+        with self._list_lock:
+            return list(self._closers)
 
     @property
     def sinks(self) -> tuple[FrameSink, ...]:
@@ -464,6 +533,7 @@ class Engine:
         except BaseException as exc:
             # A failed source ends the stream; what is in flight still drains to the sinks.
             self._frames_lost = True
+            self._set_failure(exc)
             self._report(exc)
         finally:
             self._in.close()
@@ -488,6 +558,7 @@ class Engine:
         except BaseException as exc:
             # Stop reading, but let the frames already processed reach the sinks.
             self._frames_lost = True
+            self._set_failure(exc)
             self._report(exc)
             self._stop_input()
         finally:
@@ -573,6 +644,7 @@ class Engine:
         """Write ``frame`` to every sink; False when it reached none because writes failed
         (then it does not count in ``frames_out``: "failed after N frames" must be true)."""
         failed: list[tuple[FrameSink, Exception]] = []
+        dropped: list[tuple[FrameSink, Exception]] = []
         wrote = 0
         with self._sinks_lock:
             for sink in tuple(self._sinks):
@@ -583,18 +655,27 @@ class Engine:
                     wrote += 1
                 except Exception as exc:
                     failed.append((sink, exc))
-            for sink, _ in failed:
-                if sink in self._sinks:
-                    self._sinks.remove(sink)
+            with self._list_lock:
+                for sink, exc in failed:
+                    if sink in self._sinks:
+                        self._sinks.remove(sink)
+                        dropped.append((sink, exc))
         for sink, exc in failed:
+            if not any(sink is d for d, _ in dropped):
+                # Taken out during its own write (detach_sink, or remove_sink from a callback):
+                # whoever took it closes it, and nobody lost an output they still wanted.
+                self._report(exc)
+                continue
             # A broken sink is dropped so the others keep going (live), and says so in the
             # stats' warning; offline the output is now incomplete, so the run stops.
             with self._lock:
                 self._failed_sinks.append((sink, exc))
             self._frames_lost = True
+            if not self.live:
+                self._set_failure(exc)
             self._report(exc)
             self._end_sink(sink)
-        if failed and not self.live:
+        if dropped and not self.live:
             self._abort()
         return wrote > 0 or not failed
 
@@ -651,8 +732,14 @@ class Engine:
 
     def _fail(self, exc: BaseException) -> None:
         self._frames_lost = True
+        self._set_failure(exc)
         self._report(exc)
         self._abort()
+
+    def _set_failure(self, exc: BaseException) -> None:
+        with self._lock:
+            if self._failure is None and not self._stopping:
+                self._failure = exc
 
     def _report(self, exc: BaseException) -> None:
         with self._lock:
@@ -673,7 +760,7 @@ class Engine:
             self._report(exc)
 
     def _close_sinks(self) -> None:
-        with self._sinks_lock:
+        with self._sinks_lock, self._list_lock:
             sinks, self._sinks = self._sinks, []
         for sink in sinks:
             self._end_sink(sink)

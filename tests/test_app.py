@@ -25,7 +25,7 @@ pytest.importorskip("pytestqt")
 import pyvirtualcam  # noqa: E402
 from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
-from PySide6.QtWidgets import QApplication  # noqa: E402
+from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
 from app.camera_list import (  # noqa: E402
     DEMO_CLIP,
@@ -276,9 +276,45 @@ def test_virtual_camera_toggle_sends_unmirrored_frames(qtbot, make_window, recor
     assert mean_abs_diff(sent, ref) < 0.5 * mean_abs_diff(sent, ref[:, ::-1])
 
     window.virtual_switch.setChecked(False)
-    assert recorder.closed.is_set()
     assert not window.bridge.virtual_camera_on
     assert window.virtual_status.text() == "Off"
+    # Closed by the engine once the write in progress returned (not on the GUI thread).
+    qtbot.waitUntil(recorder.closed.is_set, timeout=5000)
+
+
+def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
+    qtbot, make_window, recorder, monkeypatch
+):
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    entered, release = threading.Event(), threading.Event()
+    send = Recorder.send
+
+    def hung(self, frame) -> None:  # noqa: ANN001 - a device that stopped answering
+        entered.set()
+        release.wait(10)
+        send(self, frame)
+
+    monkeypatch.setattr(Recorder, "send", hung)
+    assert entered.wait(5)
+    try:
+        t0 = time.perf_counter()
+        window.virtual_switch.setChecked(False)
+        assert time.perf_counter() - t0 < 1.0, "the window froze until the device answered"
+        assert not window.bridge.virtual_camera_on
+        assert window.virtual_status.text() == "Off"
+        assert not recorder.closed.is_set(), "closed under the send still in progress"
+        # On again while the old device still hangs: no wait either.
+        t0 = time.perf_counter()
+        window.virtual_switch.setChecked(True)
+        assert time.perf_counter() - t0 < 1.0, "the window froze until the device answered"
+        assert window.bridge.virtual_camera_on
+    finally:
+        release.set()
+    qtbot.waitUntil(recorder.closed.is_set, timeout=5000)  # the first device, once it returned
+    n = len(recorder.frames)
+    qtbot.waitUntil(lambda: len(recorder.frames) > n + 2, timeout=FRAME_TIMEOUT_MS)
 
 
 def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_window, recorder):
@@ -388,6 +424,72 @@ def test_a_camera_lost_again_is_shown_again_and_cleared_when_back(qtbot, make_wi
     assert window.bridge.engine.source.frames >= 55
 
 
+class _DyingCamera:
+    """A real demo-clip source whose ``read()`` raises once ``die`` is set, as a camera that
+    stops for good does (``CameraSource`` without reconnects)."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self._inner = inner
+        self.die = threading.Event()
+
+    def read(self):  # noqa: ANN201
+        if self.die.is_set():
+            from engine.sources import SourceError
+
+            raise SourceError("Camera 0 stopped delivering frames")
+        return self._inner.read()
+
+    def __getattr__(self, name: str):  # noqa: ANN204 - size, fps, close, interrupt, ...
+        return getattr(self._inner, name)
+
+
+def test_a_stream_that_ends_on_its_own_says_so_and_turns_the_virtual_camera_off(
+    qtbot, make_window, recorder
+):
+    import engine
+
+    cameras: list[_DyingCamera] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        cameras.append(_DyingCamera(engine.open_source(*args, **kwargs)))
+        return cameras[-1]
+
+    window = make_window(backend="passthrough", api=_engine_api(open_source=open_source))
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    messages: list = []
+    window.bridge.message.connect(messages.append)
+    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS):
+        cameras[-1].die.set()
+    # Not even for a moment before the end was handled.
+    assert messages and not any("reconnect" in m.advice.lower() for m in messages), messages
+    assert window.live_state == "stopped"
+    assert window.bridge.engine is None
+    assert window.banner.isVisible() and window.banner.kind == "camera"
+    text = window.banner.text.text()
+    assert "stopped delivering frames" in text  # the error itself
+    # Nothing retries a source whose read failed: no promise of a reconnect or of a stream.
+    assert "reconnect" not in text.lower() and "keeps running" not in text.lower()
+    assert "pick the camera again" in text.lower()
+    # The engine closed the virtual camera with its other outputs: the switch says so.
+    assert recorder.closed.is_set()
+    assert not window.bridge.virtual_camera_on
+    assert not window.virtual_switch.isChecked() and window.virtual_status.text() == "Off"
+    assert "fps" not in window.stats_label.text()
+    assert not window.preview.has_frame()
+    qtbot.wait(300)  # more stats polls: nothing may bring the promise back
+    assert "reconnect" not in window.banner.text.text().lower()
+    # Nothing would be sent: turning the virtual camera on must not say "sending".
+    window.virtual_switch.setChecked(True)
+    assert not window.virtual_switch.isChecked()
+    assert "sending" not in window.virtual_status.text()
+    # Picking the camera again, as the message says, restarts it.
+    with started(qtbot, window):
+        window.camera_combo.activated.emit(window.camera_combo.currentIndex())
+    wait_frames(qtbot, window, 2)
+    assert window.live_state == "live" and len(cameras) == 2
+
+
 def test_a_failed_output_is_reported_whole_not_as_fragments(
     qtbot, make_window, recorder, monkeypatch
 ):
@@ -467,7 +569,10 @@ def test_virtual_camera_turned_off_stays_off_when_the_engine_restarts(qtbot, mak
 def test_a_camera_that_fails_to_open_is_not_passed_off_as_the_demo_clip(qtbot, make_window):
     import engine
 
+    asked: list[str] = []
+
     def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        asked.append(str(source))
         if Path(source) != DEMO_CLIP:
             raise RuntimeError(f"camera {source} is busy")
         return engine.open_source(source, **kwargs)
@@ -481,6 +586,12 @@ def test_a_camera_that_fails_to_open_is_not_passed_off_as_the_demo_clip(qtbot, m
     assert window.banner.kind == "camera"
     assert "demo clip" in window.banner.text.text().lower()
     assert "keeps trying to reconnect" not in window.banner.text.text()
+    # As the advice says, picking the camera again (the one shown) tries it again.
+    assert "pick the camera again" in window.banner.text.text()
+    tried = len(asked)
+    with started(qtbot, window):
+        window.camera_combo.activated.emit(window.camera_combo.currentIndex())
+    assert asked[tried] == "0"
 
 
 class _Camera720p:
@@ -1275,6 +1386,79 @@ def test_the_picked_view_mode_button_shows_its_whole_label(qtbot, make_window):
         qtbot.addWidget(roomy)
         # Bold when checked, "Side by side" outgrew its button and showed as "ide by sid".
         assert text_width(button) >= text_width(roomy) - 1, f"{button.text()!r} is cut off"
+
+
+def test_the_sidebar_pickers_and_slider_have_accessible_names(qtbot, make_window):
+    from PySide6.QtGui import QAccessible
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QComboBox
+
+    window = make_window(start=False)
+
+    def spoken(widget) -> str:  # noqa: ANN001 - what a screen reader announces it as
+        iface = QAccessible.queryAccessibleInterface(widget)
+        assert iface is not None
+        return iface.text(QAccessible.Text.Name)
+
+    # Without a name a picker was announced by its current entry ("Demo clip"), the slider by
+    # its number alone: what they choose was not said.
+    expected = {
+        window.camera_combo: "Camera",
+        window.resolution_combo: "Camera resolution and frame rate",
+        window.scale_combo: "Processing size",
+        window.strength_slider: "Sharpening strength",
+    }
+    for widget, name in expected.items():
+        assert widget.accessibleName() == name
+        # Qt's AT-SPI bridge (Linux) names a combo box by its current entry whatever its
+        # accessible name; Windows and macOS read the name.
+        if not (isinstance(widget, QComboBox) and sys.platform.startswith("linux")):
+            assert spoken(widget) == name
+    controls = [
+        w
+        for w in window.sidebar.findChildren(QWidget)
+        # Not the pickers' own popup lists (windows of their own).
+        if isinstance(w, (QComboBox, QAbstractSlider, QAbstractButton)) and w.window() is window
+    ]
+    names = [w.accessibleName() or spoken(w) for w in controls]
+    assert all(names) and len(set(names)) == len(names), names
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "OBS Virtual Camera for SharpCam output in Zoom, Teams, Meet and every other app",
+        "SharpCam_Virtual_Camera_v4l2loopback_device_number_10_for_Zoom_Teams_and_Meet",
+    ],
+)
+def test_at_the_minimum_size_no_sidebar_line_is_cut_off_by_a_long_virtual_camera_name(
+    qtbot, make_window, device
+):
+    from PySide6.QtGui import QTextDocument, QTextOption
+    from PySide6.QtWidgets import QLabel
+
+    window = make_window(start=False)
+    window.bridge.virtual_camera_changed.emit(True, device)
+    window.resize(1, 1)  # clamped to the minimum size
+    qtbot.waitUntil(lambda: window.size() == window.minimumSize(), timeout=2000)
+    qtbot.wait(50)  # the layout settles
+    side = window.sidebar
+    bottom = side.contentsRect().bottom() - side.layout().contentsMargins().bottom()
+    for label in side.findChildren(QLabel):
+        geo = label.geometry()
+        need = label.heightForWidth(geo.width()) if label.wordWrap() else label.sizeHint().height()
+        assert geo.height() >= need, f"{label.text()!r} has {geo.height()} px of {need}"
+        assert label.mapTo(side, label.rect().bottomLeft()).y() <= bottom, label.text()
+    status = window.virtual_status
+    doc = QTextDocument()
+    option = doc.defaultTextOption()
+    option.setWrapMode(QTextOption.WrapMode.WordWrap)  # as QLabel wraps: a word runs over
+    doc.setDefaultTextOption(option)
+    doc.setDefaultFont(status.font())
+    doc.setHtml(status.text())
+    doc.setTextWidth(status.width())
+    assert doc.idealWidth() <= status.width(), "the name runs off the sidebar"
+    assert status.toolTip() == device  # in full where it was shortened
+    assert "Pick it as the camera" in status.text()
 
 
 def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch):

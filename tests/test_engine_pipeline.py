@@ -356,6 +356,211 @@ def test_the_sink_list_answers_while_a_sink_write_is_stalled(tmp_path):
         eng.stop()
 
 
+class Stalled(Recorder):
+    """A sink whose writes hang until ``release`` (a virtual camera whose device stopped
+    answering); ``entered`` is set when a write began. ``fail`` makes the write raise once it
+    is released; ``close_delay`` and ``close_error`` make its close slow or fail."""
+
+    def __init__(self, fail: bool = False, close_delay: float = 0.0, close_error=None) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fail, self.close_delay, self.close_error = fail, close_delay, close_error
+        self.writing = False
+
+    def write(self, frame):
+        self.writing = True
+        try:
+            super().write(frame)
+            self.entered.set()
+            self.release.wait(30)
+            if self.fail:
+                raise SinkError("device gone")
+        finally:
+            self.writing = False
+
+    def close(self) -> None:
+        assert not self.writing, "closed under its own write"
+        time.sleep(self.close_delay)
+        super().close()
+        if self.close_error is not None:
+            raise self.close_error
+
+
+def wait_until(cond, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def in_thread(fn, timeout: float = 1.0):  # noqa: ANN001, ANN201
+    """``fn()``'s result if it returned within ``timeout`` s, else fail (without hanging)."""
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(fn()), daemon=True)
+    t.start()
+    t.join(timeout)
+    assert result, f"{fn} blocked for more than {timeout} s"
+    return result[0]
+
+
+def test_detach_sink_does_not_wait_for_a_stalled_write_and_closes_the_sink_after_it(tmp_path):
+    # The app's virtual camera switch: turned off while the device hangs in send(), the GUI
+    # thread must not hang with it, and the device must not be closed under that send().
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink, other = Stalled(), Recorder()
+    eng = Engine(src, Invert(), sinks=[sink, other])
+    eng.start()
+    try:
+        assert sink.entered.wait(5)
+        assert in_thread(lambda: eng.detach_sink(sink)) is True
+        assert eng.sinks == (other,)
+        time.sleep(0.1)
+        assert sink.closed == 0, "closed while its write was still in progress"
+        written = len(sink.indices)
+        sink.release.set()
+        assert wait_until(lambda: sink.closed == 1)
+        assert other.wait_for(len(other.indices) + 5)
+        assert len(sink.indices) == written, "a detached sink gets no more frames"
+        assert eng.detach_sink(sink) is False  # not attached any more: nothing is closed
+    finally:
+        sink.release.set()
+        assert eng.stop(timeout=2.0)
+    assert sink.closed == 1 and other.closed == 1
+
+
+def test_a_sink_detached_during_a_stalled_write_is_closed_once_when_the_engine_stops(tmp_path):
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink = Stalled()
+    eng = Engine(src, Invert(), sinks=[sink])
+    eng.start()
+    assert sink.entered.wait(5)
+    assert eng.detach_sink(sink)
+    assert eng.stop(timeout=0.3) is False  # the write, and so the close, still pending
+    assert sink.closed == 0
+    sink.release.set()
+    assert eng.join(5.0), "join() waits for the pending close"
+    assert sink.closed == 1
+    assert eng.stop(timeout=1.0) is True
+    assert sink.closed == 1
+
+
+def test_stop_waits_for_the_close_of_a_detached_sink(tmp_path):
+    # The app stops the engine, then opens the same device again (a restart): a close still
+    # running behind stop()'s back would collide with that open.
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink = Stalled(close_delay=0.3)
+    sink.release.set()  # writes do not hang here; only the close is slow
+    eng = Engine(src, Invert(), sinks=[sink])
+    eng.start()
+    assert sink.wait_for(2)
+    assert eng.detach_sink(sink)
+    assert eng.stop(timeout=3.0) is True
+    assert sink.closed == 1, "stop() returned before the detached sink was closed"
+
+
+def test_a_detached_sinks_close_error_reaches_on_error(tmp_path):
+    src = open_source(still(tmp_path), live=True, fps=100)
+    boom = SinkError("close failed")
+    sink = Stalled(close_error=boom)
+    sink.release.set()
+    errors: list[BaseException] = []
+    eng = Engine(src, Invert(), sinks=[sink], on_error=errors.append)
+    eng.start()
+    try:
+        assert sink.wait_for(2)
+        assert eng.detach_sink(sink)
+        assert wait_until(lambda: errors == [boom])
+    finally:
+        assert eng.stop(timeout=2.0)
+    assert sink.closed == 1 and errors == [boom]
+
+
+def test_a_detached_sink_whose_stalled_write_then_fails_is_closed_once(tmp_path):
+    # Turned off, then the hung send() fails: reported, closed by the detach alone (not once
+    # more as a failed output), and not warned about as an output lost against the user's will.
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink, other = Stalled(fail=True), Recorder()
+    errors: list[BaseException] = []
+    eng = Engine(src, Invert(), sinks=[sink, other], on_error=errors.append)
+    eng.start()
+    try:
+        assert sink.entered.wait(5)
+        assert eng.detach_sink(sink)
+        sink.release.set()
+        assert wait_until(lambda: sink.closed >= 1)
+        assert wait_until(lambda: [str(e) for e in errors] == ["device gone"])
+        assert other.wait_for(len(other.indices) + 3)
+        assert eng.failed_sinks == []
+        assert "failed" not in (eng.stats().warning or "")
+    finally:
+        assert eng.stop(timeout=2.0)
+    assert sink.closed == 1
+
+
+def test_add_sink_does_not_wait_for_a_stalled_write(tmp_path):
+    # The app's switch turned on again while the old device still hangs in send().
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink, new = Stalled(), Recorder()
+    eng = Engine(src, Invert(), sinks=[sink])
+    eng.start()
+    try:
+        assert sink.entered.wait(5)
+        assert eng.detach_sink(sink)
+        in_thread(lambda: eng.add_sink(new))
+        assert eng.sinks == (new,)
+        sink.release.set()
+        assert new.wait_for(3)
+    finally:
+        sink.release.set()
+        assert eng.stop(timeout=2.0)
+    assert sink.closed == 1 and new.closed == 1
+
+
+class Dying:
+    """A live source whose ``read`` raises after ``n`` frames (a camera that stops for good)."""
+
+    def __init__(self, inner, n: int = 3) -> None:  # noqa: ANN001
+        self.inner, self.n, self.reads = inner, n, 0
+
+    def read(self):  # noqa: ANN201
+        self.reads += 1
+        if self.reads > self.n:
+            raise SourceError("camera 0 stopped delivering frames")
+        return self.inner.read()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+
+def test_the_failure_that_ended_a_live_run_is_known_when_it_is_reported(tmp_path):
+    # The app must not promise a reconnect for an error that ends the stream: it asks the
+    # engine whether the error it is told about is the one that ends it.
+    seen: list[tuple[BaseException, BaseException | None]] = []
+    src = Dying(open_source(still(tmp_path), live=True, fps=100))
+    rec = Recorder()
+    eng = Engine(src, Invert(), sinks=[rec], on_error=lambda e: seen.append((e, eng.failure)))
+    assert eng.failure is None
+    eng.start()
+    assert eng.wait(5)
+    ((exc, failure),) = seen
+    assert isinstance(exc, SourceError) and failure is exc and eng.failure is exc
+    assert rec.closed == 1 and rec.indices
+    eng.stop()
+    assert eng.failure is exc
+
+    # A normal end and a stop() are no failures.
+    eng = Engine(open_source(stamped_video(tmp_path / "in.avi", 3, fps=100), live=True), None)
+    eng.start()
+    assert eng.wait(5) and eng.failure is None
+    eng = Engine(open_source(still(tmp_path), live=True, fps=100), Invert(), sinks=[Recorder()])
+    eng.start()
+    eng.stop()
+    assert eng.failure is None
+
+
 def test_source_failure_reaches_on_error_and_finishes(tmp_path):
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((8, 8, 3), i, np.uint8))
@@ -541,7 +746,7 @@ def test_a_sink_that_fails_at_once_after_add_sink_is_still_warned_about(tmp_path
     eng = Engine(src, Invert(), sinks=[a], on_error=lambda e: None)
 
     class Gate:
-        """The engine's sinks lock; add_sink's release of it waits until a frame was written
+        """The engine's sink-list lock; add_sink's release of it waits until a frame was written
         to the new sink (the widest the race can open)."""
 
         def __init__(self, inner) -> None:
@@ -559,8 +764,8 @@ def test_a_sink_that_fails_at_once_after_add_sink_is_still_warned_about(tmp_path
                 while not eng.failed_sinks and time.perf_counter() < deadline:
                     time.sleep(0.005)
 
-    gate = Gate(eng._sinks_lock)
-    eng._sinks_lock = gate
+    gate = Gate(eng._list_lock)
+    eng._list_lock = gate
     eng.start()
     try:
         assert a.wait_for(3)
