@@ -62,6 +62,10 @@ class CliError(Exception):
 
 
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+#: The largest side ``--size`` takes: 8K (DCI 8192x4320). A typo like 100000x100000 used to be
+#: accepted and every frame resized to it: 30 GB a frame, an allocation failure mid-stream or
+#: the out-of-memory killer.
+MAX_SIDE = 8192
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -72,7 +76,22 @@ def parse_size(text: str) -> tuple[int, int]:
     w, h = int(m.group(1)), int(m.group(2))
     if w < 16 or h < 16:
         raise argparse.ArgumentTypeError(f"bad size {text!r}: width and height must be >= 16")
+    if w > MAX_SIDE or h > MAX_SIDE:
+        raise argparse.ArgumentTypeError(
+            f"bad size {text!r}: width and height must be <= {MAX_SIDE}"
+        )
     return w, h
+
+
+def _path(text: str) -> str:
+    """A file, folder or device argument; an empty one is a usage error.
+
+    ``Path("")`` is the current folder: ``--output ""`` (a shell variable that expanded to
+    nothing) wrote numbered PNGs into it, and ``--source ""`` streamed its images.
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a path, got an empty string")
+    return text
 
 
 def parse_size_list(text: str) -> list[tuple[int, int]]:
@@ -121,6 +140,10 @@ def _strength(text: str) -> float:
 
 
 def _scale(text: str) -> float | str:
+    if text.strip().lower() == "auto":
+        # argparse converts the string default "auto" on every parse: importing the engine
+        # (OpenCV, a second) there kept `run`'s Ctrl-C handling from starting for that long.
+        return "auto"
     from engine.backends import BackendError, parse_scale
 
     try:
@@ -162,7 +185,9 @@ def _add_model_options(p: argparse.ArgumentParser, default_backend: str = "auto"
         default=default_backend,
         help=f"inference backend (default: {default_backend}: the fastest available)",
     )
-    p.add_argument("--model", metavar="PATH", help="model file (default: the shipped weights)")
+    p.add_argument(
+        "--model", type=_path, metavar="PATH", help="model file (default: the shipped weights)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,10 +202,18 @@ def build_parser() -> argparse.ArgumentParser:
     gui = parser.add_argument_group("desktop app options (no command)")
     # Own dests: a command's options of the same name would silently overwrite these.
     gui.add_argument(
-        "--source", dest="gui_source", metavar="SRC", help="camera index or video/image path"
+        "--source",
+        dest="gui_source",
+        type=_path,
+        metavar="SRC",
+        help="camera index or video/image path",
     )
     gui.add_argument(
-        "--screenshot", dest="gui_screenshot", metavar="OUT.png", help="save a window screenshot"
+        "--screenshot",
+        dest="gui_screenshot",
+        type=_path,
+        metavar="OUT.png",
+        help="save a window screenshot",
     )
     gui.add_argument(
         "--quit-after",
@@ -192,17 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     gui.add_argument(
         "--backend", dest="gui_backend", choices=BACKEND_CHOICES, help="inference backend"
     )
-    gui.add_argument("--model", dest="gui_model", metavar="PATH", help="model file")
+    gui.add_argument("--model", dest="gui_model", type=_path, metavar="PATH", help="model file")
 
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     run = sub.add_parser("run", help="live: camera or video -> virtual camera or file")
     run.add_argument(
-        "--source", required=True, metavar="0|PATH", help="camera index/device or video"
+        "--source", required=True, type=_path, metavar="0|PATH", help="camera index/device or video"
     )
     run.add_argument(
         "--output",
         required=True,
+        type=_path,
         metavar="virtual|PATH",
         help="'virtual' camera, a video file, or a folder (numbered PNGs)",
     )
@@ -230,8 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     proc = sub.add_parser(
         "process", help="offline: video -> video, image -> image, folder -> folder, every frame"
     )
-    proc.add_argument("input", metavar="IN", help="video file, image file or folder of images")
-    proc.add_argument("output", metavar="OUT", help="video file, image file or folder")
+    proc.add_argument(
+        "input", type=_path, metavar="IN", help="video file, image file or folder of images"
+    )
+    proc.add_argument("output", type=_path, metavar="OUT", help="video file, image file or folder")
     _add_model_options(proc)
     proc.add_argument(
         "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
@@ -262,7 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=BACKEND_CHOICES,
         help="repeatable (default: every available model backend + unsharp)",
     )
-    bench.add_argument("--model", metavar="PATH", help="model file (default: the shipped weights)")
+    bench.add_argument(
+        "--model", type=_path, metavar="PATH", help="model file (default: the shipped weights)"
+    )
     bench.add_argument(
         "--precision",
         choices=("f32", "bf16", "f16"),
@@ -287,6 +325,11 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- helpers
 
 
+def _frames(n: int) -> str:
+    """``"1 frame"``, ``"2 frames"``."""
+    return f"{n} frame{'' if n == 1 else 's'}"
+
+
 def _eprint(*parts: object) -> None:
     print(*parts, file=sys.stderr, flush=True)
 
@@ -309,6 +352,13 @@ def _open_source(spec: str, *, live: bool, size: tuple[int, int] | None, fps: fl
         raise CliError(f"cannot open {spec}: {exc}") from exc
 
 
+def _missing_model(model: str) -> str:
+    """Why ``--model PATH`` (not a file) cannot load, in the user's words."""
+    if Path(model).is_dir():
+        return f"model {model} is a folder: give the model file in it"
+    return f"model file not found: {model}"
+
+
 def _open_backend(
     name: str,
     model: str | None,
@@ -325,7 +375,7 @@ def _open_backend(
     from engine.backends import create_backend
 
     if model is not None and not Path(model).is_file():
-        problem: Exception | None = FileNotFoundError(f"model file not found: {model}")
+        problem: Exception | None = FileNotFoundError(_missing_model(model))
     else:
         problem = None
         try:
@@ -433,6 +483,13 @@ def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ImportError:
         parser.print_help()
         return 0
+    if args.gui_source is not None:
+        from engine.sources import source_kind
+
+        if source_kind(args.gui_source) != "camera" and not Path(args.gui_source).exists():
+            # The app fell back to the demo clip and exited 0: a bug report's
+            # `--screenshot shot.png --quit-after 5` showed another source than the one named.
+            raise CliError(f"no such file or folder: {args.gui_source}")
     options = {
         "source": args.gui_source,
         "screenshot": args.gui_screenshot,
@@ -458,32 +515,97 @@ def _same_path(source: str, output: str) -> bool:
     return Path(source).resolve() == Path(output).resolve()
 
 
+def _check_not_input(source: str, output: str) -> None:
+    """Refuse (usage error) an output that would replace or fill ``source``.
+
+    A video output is written under a hidden ``.NAME.partial.EXT`` and, when it fails or is
+    interrupted, kept as ``NAME.incomplete.EXT`` (:class:`engine.sinks.VideoFileSink`): those
+    names replace a file too. ``process clip.incomplete.mp4 clip.mp4`` (finishing what an
+    interrupted run kept) replaced its own input when interrupted again, and
+    ``process .clip.partial.mp4 clip.mp4`` truncated the input it was reading.
+    """
+    from engine.sinks import VIDEO_CODECS
+
+    if _same_path(source, output):
+        raise CliError(f"output {output} would overwrite the input", code=2)
+    out = Path(output)
+    if out.suffix.lower() not in VIDEO_CODECS:
+        return
+    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
+    incomplete = out.with_name(f"{out.stem}.incomplete{out.suffix}")
+    for path, role in (
+        (partial, "is where it is written until it is complete"),
+        (incomplete, "is where its frames are kept if it fails or is interrupted"),
+    ):
+        if _same_path(source, str(path)):
+            raise CliError(
+                f"output {output} would overwrite the input: {path.name} {role}; "
+                "rename the input or give another output name",
+                code=2,
+            )
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Live: stream until --duration, the end of a video source, Ctrl-C or SIGTERM.
 
     A model that fails to load (or fails mid-stream) never stops the stream: frames go out
     unprocessed and the status line carries the WARNING.
     """
+    # From the start, not only once streaming: Ctrl-C while OpenCV loads, a camera opens or
+    # the model compiles (seconds) used to end `run` with 130, where Ctrl-C in `run` is 0.
+    stop = threading.Event()
+    restore = _install_stop_signals(stop)
+    try:
+        from engine.sinks import SinkError, is_virtual_spec, sink_kind
+        from engine.sources import source_kind
+
+        camera = source_kind(args.source) == "camera"
+        virtual = is_virtual_spec(args.output)
+        if not camera and not virtual:
+            # The finished recording would replace the very file (or fill the folder) it reads.
+            _check_not_input(args.source, args.output)
+        try:
+            sink_kind(args.output)  # an output it cannot write (out.txt): before the model
+        except SinkError as exc:
+            raise CliError(str(exc), code=2) from exc
+        return _run_stream(args, stop, restore, camera=camera, virtual=virtual)
+    finally:
+        restore()
+
+
+def _run_stream(
+    args: argparse.Namespace,
+    stop: threading.Event,
+    restore: Callable[[], None],
+    *,
+    camera: bool,
+    virtual: bool,
+) -> int:
+    """:func:`cmd_run` once its arguments are checked; ``stop`` is set by Ctrl-C / SIGTERM,
+    ``restore`` gives the signals back (idempotent)."""
     from engine.pipeline import Engine
-    from engine.sinks import SinkError, is_virtual_spec, open_sink, sink_kind
-    from engine.sources import source_kind
+    from engine.sinks import SinkError, open_sink, sink_kind
     from engine.virtualcam import VirtualCameraUnavailable
 
-    camera = source_kind(args.source) == "camera"
-    virtual = is_virtual_spec(args.output)
-    if not camera and not virtual and _same_path(args.source, args.output):
-        # The finished recording would replace the very file (or fill the folder) it reads.
-        raise CliError(f"output {args.output} would overwrite the input", code=2)
+    def stopped_early() -> bool:
+        if stop.is_set():
+            _eprint(f"{PROG}: stopped before streaming began")
+        return stop.is_set()
+
     size = args.size or ((1280, 720) if camera else None)
     source = _open_source(args.source, live=True, size=size, fps=args.fps)
     engine = None
     sink = None
     backend = None
     try:
+        if stopped_early():
+            return 0
         fps = getattr(source, "fps", None) or args.fps
         backend, warning = _open_backend(
             args.backend, args.model, live=True, scale=args.scale, target_fps=fps
         )
+        if stopped_early():
+            return 0
         sink_options: dict[str, Any] = {}
         if virtual:
             vbackend = args.virtual_backend or os.environ.get(VIRTUAL_BACKEND_ENV)
@@ -495,6 +617,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             sink = open_sink(args.output, size=source.size, fps=source.fps, **sink_options)
         except (VirtualCameraUnavailable, SinkError, ValueError) as exc:
             raise CliError(str(exc)) from exc
+        if stopped_early():
+            return 0
 
         engine = Engine(
             source,
@@ -506,8 +630,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             close_backend=True,
             on_error=lambda exc: None,  # shown through stats().warning / engine.errors
         )
-        stop = threading.Event()
-        restore = _install_stop_signals(stop)
         status = _StatusLine()
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         _note_lost_audio(args.source, args.output)
@@ -539,15 +661,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             engine.stop(timeout=1.0)
             status.show(format_status(engine.stats()), time.perf_counter())
             status.finish()
-            restore()
+            restore()  # Ctrl-C is Python's again: it ends a shutdown that hangs in the join
             _join_before_exit(engine)
         stats = engine.stats()
         if engine.failed_sinks:
             failed, exc = engine.failed_sinks[0]
             kept = getattr(failed, "kept_path", None)
             where = f"; the frames written are kept in {kept}" if kept is not None else ""
+            # The sink's own count: the engine's frames_out also counts the frames it handed
+            # on in the moment between the failure and the stop (a folder that refused its
+            # first frame was "failed after 2 frames").
+            written = getattr(failed, "frames_written", None)
+            count = stats.frames_out if written is None else written
             raise CliError(
-                f"output {failed.describe()} failed after {stats.frames_out} frames: {exc}{where}"
+                f"output {failed.describe()} failed after {_frames(count)}: {exc}{where}"
             )
         if engine.errors and not stop.is_set():
             # The stream ended on its own after an error (a camera unplugged, an unreadable
@@ -609,9 +736,14 @@ class _NamedImageSink:
     size = None
 
     def __init__(self, out_dir: Path, names: Sequence[str]) -> None:
+        from engine.sinks import SinkError
+
         self.out_dir = out_dir
         self.names = list(names)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # was "[Errno 13] Permission denied: '...'" and nothing else
+            raise SinkError(f"cannot create folder {out_dir}: {exc.strerror or exc}") from exc
         self.frames_written = 0
 
     def write(self, frame: Any) -> None:
@@ -627,32 +759,56 @@ class _NamedImageSink:
         return f"folder {self.out_dir}"
 
 
-def _open_process_sink(kind: str, source: Any, out: str) -> Any:
-    """The sink matching the input kind: video -> video, image -> image, folder -> folder."""
-    from engine.sinks import VIDEO_CODECS, SinkError, open_sink, sink_kind
+def _check_process_output(kind: str, out: str) -> None:
+    """Usage errors in ``process``'s output (exit 2), found before the model loads."""
+    import cv2
+
+    from engine.sinks import VIDEO_CODECS, SinkError, sink_kind
     from engine.sources import IMAGE_EXTENSIONS
 
-    ext = Path(out).suffix.lower()
+    path = Path(out)
+    ext = path.suffix.lower()
+    if kind == "video":
+        if ext not in VIDEO_CODECS:
+            raise CliError(
+                f"output {out} must be a video file ({', '.join(VIDEO_CODECS)}) for a video input",
+                code=2,
+            )
+    elif kind == "image":
+        if ext not in IMAGE_EXTENSIONS:
+            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+            raise CliError(f"output {out} must be an image file ({exts}) for an image input", 2)
+        if path.is_dir():
+            # The image sink took a folder named like an image for a frame folder: the result
+            # went to out.png/frame_000000.png and the summary said "1 frame -> out.png".
+            raise CliError(f"output {out} is a folder; give an image file name", code=2)
+        if not cv2.haveImageWriter(out):
+            # .exr without the codec in this OpenCV build: found only after the model ran.
+            raise CliError(f"output {out}: this OpenCV cannot write {ext} images", code=2)
+    elif kind == "folder":
+        try:
+            video = sink_kind(out) == "video"
+        except SinkError as exc:  # out.txt: neither a folder nor a file it writes
+            raise CliError(str(exc), code=2) from exc
+        if path.exists() and not path.is_dir() or video:
+            raise CliError(f"output {out} must be a folder for a folder input", code=2)
+    else:
+        raise CliError(f"cannot process a {kind} input: give a video, an image or a folder", 2)
+
+
+def _open_process_sink(kind: str, source: Any, out: str) -> Any:
+    """The sink matching the input kind: video -> video, image -> image, folder -> folder
+    (``out`` already passed :func:`_check_process_output`)."""
+    from engine.sinks import SinkError, open_sink
+
     try:
         if kind == "video":
-            if ext not in VIDEO_CODECS:
-                raise CliError(
-                    f"output {out} must be a video file ({', '.join(VIDEO_CODECS)}) for a video input",
-                    code=2,
-                )
             return open_sink(out, size=source.size, fps=source.fps)
         if kind == "image":
-            if ext not in IMAGE_EXTENSIONS:
-                exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-                raise CliError(f"output {out} must be an image file ({exts}) for an image input", 2)
             return open_sink(out, size=None, kind="images")
-        if kind == "folder":
-            if Path(out).exists() and not Path(out).is_dir() or sink_kind(out) == "video":
-                raise CliError(f"output {out} must be a folder for a folder input", code=2)
-            return _NamedImageSink(Path(out), [p.name for p in source.files])
+        return _NamedImageSink(Path(out), [p.name for p in source.files])
     except (SinkError, OSError, ValueError) as exc:
         raise CliError(str(exc)) from exc
-    raise CliError(f"cannot process a {kind} input: give a video, an image or a folder", code=2)
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -665,13 +821,13 @@ def cmd_process(args: argparse.Namespace) -> int:
     kind = source_kind(args.input)
     if kind == "camera":
         raise CliError("process reads files; for a camera use: run --source N --output FILE", 2)
-    if _same_path(args.input, args.output):
-        raise CliError(f"output {args.output} would overwrite the input", code=2)
+    _check_not_input(args.input, args.output)
     source = _open_source(args.input, live=False, size=None, fps=None)
     engine = None
     sink = None
     backend = None
     try:
+        _check_process_output(kind, args.output)
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)
         sink = _open_process_sink(kind, source, args.output)
         engine = Engine(
@@ -703,16 +859,26 @@ def cmd_process(args: argparse.Namespace) -> int:
         if engine.errors:
             kept = getattr(sink, "kept_path", None)
             where = f"; the frames written are kept in {kept}" if kept is not None else ""
-            raise CliError(f"processing failed after {written} frames: {engine.errors[0]}{where}")
+            raise CliError(f"processing failed after {_frames(written)}: {engine.errors[0]}{where}")
         if stop.is_set():
-            kept = getattr(sink, "kept_path", None) or args.output
-            _eprint(f"{PROG}: interrupted: {written} of {total or '?'} frames written to {kept}")
+            kept = getattr(sink, "kept_path", None)
+            if kept is None and written == 0:
+                # "0 of 180 frames written to out.mp4" named an earlier result as this one's.
+                _eprint(
+                    f"{PROG}: interrupted before the first frame was done; nothing written"
+                    + (f", {args.output} left as it was" if Path(args.output).exists() else "")
+                )
+            else:
+                _eprint(
+                    f"{PROG}: interrupted: {written} of {total or '?'} frames written to "
+                    f"{kept or args.output}"
+                )
             return 130
         if total is not None and written != total:
             # The source ended without an error, so every decoded frame was written: the
             # container's frame count is only an estimate for some files (VFR, AVI, edit lists).
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
-        _eprint(f"{written} frame{'s' if written != 1 else ''} -> {args.output}")
+        _eprint(f"{_frames(written)} -> {args.output}")
         return 0
     finally:
         if engine is None:
@@ -731,10 +897,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     sizes = list(dict.fromkeys(sizes))
     frames = args.frames or bench.DEFAULT_FRAMES
     if args.model is not None and not Path(args.model).is_file():
-        raise CliError(f"model file not found: {args.model}")
+        raise CliError(_missing_model(args.model))
     backends = list(dict.fromkeys(args.backend)) if args.backend else None
     if args.precision and backends is not None and "openvino" not in backends:
-        raise CliError("--precision applies to the openvino backend: add --backend openvino")
+        raise CliError("--precision applies to the openvino backend: add --backend openvino", 2)
 
     def progress(text: str) -> None:
         _eprint(f"bench: {text} ...")

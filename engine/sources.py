@@ -224,7 +224,17 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     # Not IMREAD_UNCHANGED: it also skips the EXIF orientation, so a phone's portrait photo
     # came out on its side. These flags keep grey and 16-bit; alpha is dropped either way.
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
-    img = cv2.imdecode(data, flags) if data.size else None
+    try:
+        img = cv2.imdecode(data, flags) if data.size else None
+    except cv2.error as exc:
+        # A header declaring more pixels than OpenCV decodes (CV_IO_MAX_IMAGE_PIXELS, 2^30)
+        # raised an assertion that reached the user as "error: OpenCV(5.0.0) ...".
+        why = (
+            "its declared size is larger than OpenCV decodes"
+            if "CV_IO_MAX_IMAGE_PIXELS" in str(exc)
+            else f"not an image OpenCV can decode ({getattr(exc, 'err', None) or exc})"
+        )
+        raise SourceError(f"cannot read image file {p}: {why}") from exc
     if img is None:
         raise SourceError(f"cannot read image file {p}: not an image OpenCV can decode")
     try:
@@ -576,6 +586,13 @@ class VideoFileSource(_SourceBase):
         self.path = Path(path)
         if not self.path.is_file():
             raise SourceError(f"video file not found: {self.path}")
+        try:
+            with open(self.path, "rb"):
+                pass
+        except OSError as exc:
+            # OpenCV says only "not opened": an unreadable file was reported as "not a video,
+            # or a codec OpenCV cannot decode".
+            raise SourceError(f"cannot read video file {self.path}: {exc.strerror or exc}") from exc
         self.live = live
         self._loop = loop
         self._resize = _check_size(size)
@@ -705,10 +722,14 @@ class ImageFolderSource(_SourceBase):
         self.path = Path(path)
         if not self.path.is_dir():
             raise SourceError(f"image folder not found: {self.path}")
+        try:
+            entries = list(self.path.iterdir())
+        except OSError as exc:  # was "[Errno 13] Permission denied: '...'" and nothing else
+            raise SourceError(f"cannot read folder {self.path}: {exc.strerror or exc}") from exc
         self.files = sorted(
             (
                 p
-                for p in self.path.iterdir()
+                for p in entries
                 # Hidden files are not frames: macOS's "._NAME.png" metadata twins on shared
                 # drives, a killed writer's ".NAME.partial.png".
                 if p.suffix.lower() in IMAGE_EXTENSIONS

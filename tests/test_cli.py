@@ -130,6 +130,47 @@ def test_parse_size() -> None:
     for bad in ("1280", "x720", "12x8", "axb", "1280x720x3"):
         with pytest.raises(Exception, match="bad size"):
             cli.parse_size(bad)
+    assert cli.parse_size("8192x4320") == (8192, 4320)
+
+
+@pytest.mark.parametrize("size", ["100000x100000", "8193x720", "1280x9000"])
+def test_a_size_past_8k_is_a_usage_error(size: str, clip: Path, tmp_path: Path) -> None:
+    # 100000x100000 used to be accepted: every frame resized to 30 GB, an allocation failure
+    # mid-stream (or the out-of-memory killer) instead of a usage error.
+    out = tmp_path / "o.avi"
+    code = cli.main(["run", "--source", str(clip), "--output", str(out), "--size", size])
+    assert code == 2
+    assert not out.exists()
+    with pytest.raises(Exception, match="<= 8192"):
+        cli.parse_size_list(f"640x360,{size}")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--source", "{clip}", "--output", "", "--backend", "unsharp", "--duration", "1"],
+        ["run", "--source", "", "--output", "o.avi", "--backend", "unsharp", "--duration", "1"],
+        ["process", "{clip}", " ", "--backend", "unsharp"],
+        ["process", "", "o.avi", "--backend", "unsharp"],
+        ["process", "{clip}", "o.avi", "--backend", "unsharp", "--model", ""],
+    ],
+)
+def test_an_empty_path_is_a_usage_error(
+    argv: list[str],
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Path("") is the current folder: `--output ""` (an empty shell variable) wrote numbered
+    # PNGs into it, and `--source ""` streamed the images found there.
+    (tmp_path / "still.png").write_bytes(cv2.imencode(".png", stamped_frame(1))[1].tobytes())
+    monkeypatch.chdir(tmp_path)
+    code = cli.main([a.replace("{clip}", str(clip)) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "expected a path, got an empty string" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["still.png"]
 
 
 def test_bad_size_is_usage_error_without_traceback(clip: Path, tmp_path: Path) -> None:
@@ -144,7 +185,9 @@ def test_bad_size_is_usage_error_without_traceback(clip: Path, tmp_path: Path) -
         assert_clean_failure(run_cli("bench", "--size", empty), "bad size list", code=2)
 
 
-def test_no_command_starts_the_app_with_the_gui_options(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_command_starts_the_app_with_the_gui_options(
+    clip: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import types
 
     seen: dict[str, Any] = {}
@@ -156,11 +199,29 @@ def test_no_command_starts_the_app_with_the_gui_options(monkeypatch: pytest.Monk
     fake = types.ModuleType("app.main")
     fake.run_app = run_app  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "app.main", fake)
-    code = cli.main(["--source", "clip.mp4", "--screenshot", "s.png", "--quit-after", "2"])
+    code = cli.main(["--source", str(clip), "--screenshot", "s.png", "--quit-after", "2"])
     assert code == 7
-    assert seen["source"] == "clip.mp4"
+    assert seen["source"] == str(clip)
     assert seen["screenshot"] == "s.png"
     assert seen["quit_after"] == 2.0
+    assert cli.main(["--source", "0", "--quit-after", "2"]) == 7  # cameras are the app's to find
+
+
+def test_the_app_on_a_missing_file_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    # The app fell back to the demo clip and exited 0: a bug report's screenshot showed
+    # another source than the one named.
+    fake = types.ModuleType("app.main")
+    fake.run_app = lambda options, **kw: pytest.fail("the app started")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.main", fake)
+    missing = tmp_path / "nope.mp4"
+    code = cli.main(["--source", str(missing), "--screenshot", "s.png", "--quit-after", "2"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert f"no such file or folder: {missing}" in err and "Traceback" not in err
 
 
 def test_app_options_before_a_command_are_a_usage_error(
@@ -293,6 +354,138 @@ def test_process_failing_midway_keeps_frames_and_the_earlier_output(
     assert [read_stamp(f) for f in kept] == list(range(10))
 
 
+@pytest.mark.parametrize("command", ["run", "process"])
+@pytest.mark.parametrize("name", [".out.partial.avi", "out.incomplete.avi"])
+def test_an_output_whose_working_files_are_the_input_is_refused(
+    command: str, name: str, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # out.avi is written to .out.partial.avi and kept as out.incomplete.avi when it fails:
+    # `process .out.partial.avi out.avi` truncated the input it was reading (and exited 0
+    # with 4 of 180 frames), and `process out.incomplete.avi out.avi` interrupted again
+    # replaced its own input.
+    source = tmp_path / name
+    source.write_bytes(clip.read_bytes())
+    out = tmp_path / "out.avi"
+    if command == "run":
+        argv = ["run", "--source", str(source), "--output", str(out), "--duration", "1"]
+    else:
+        argv = ["process", str(source), str(out)]
+    code = cli.main([*argv, "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "would overwrite the input" in err and name in err
+    assert source.read_bytes() == clip.read_bytes()
+    assert not out.exists()
+
+
+def test_the_working_file_names_checked_are_the_video_sinks(tmp_path: Path) -> None:
+    from engine.sinks import VideoFileSink
+
+    sink = VideoFileSink(path=tmp_path / "out.avi", size=(W, H))
+    try:
+        for by_product in (sink._partial, sink.incomplete_path):
+            with pytest.raises(cli.CliError, match="would overwrite the input"):
+                cli._check_not_input(str(by_product), str(sink.path))
+    finally:
+        sink.close()
+    cli._check_not_input(str(tmp_path / "out.png"), str(tmp_path / "out.avi"))  # no clash
+
+
+def test_process_image_to_a_folder_named_like_an_image_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It wrote out.png/frame_000000.png and said "1 frame -> out.png".
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), stamped_frame(3))
+    folder = tmp_path / "out.png"
+    folder.mkdir()
+    code = cli.main(["process", str(img), str(folder), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "is a folder" in err
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.skipif(cv2.haveImageWriter("x.exr"), reason="this OpenCV writes EXR")
+def test_process_to_an_image_format_opencv_cannot_write_fails_before_the_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It loaded the model and processed the frame, then failed (exit 1) on the encode.
+    import engine.backends
+
+    def no_model(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(engine.backends, "create_backend", no_model)
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), stamped_frame(3))
+    code = cli.main(["process", str(img), str(tmp_path / "out.exr")])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "cannot write .exr" in err
+
+
+def test_process_into_a_folder_that_cannot_be_made_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), stamped_frame(1))
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"a file where a folder would go")
+    code = cli.main(["process", str(folder), str(blocker / "out"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    # was "sharpcam: error: [Errno 20] Not a directory: '.../file/out'"
+    assert f"cannot create folder {blocker / 'out'}: Not a directory" in err, err
+
+
+def test_a_model_folder_is_named_as_one(clip: Path, tmp_path: Path) -> None:
+    proc = run_cli("process", str(clip), str(tmp_path / "o.avi"), "--model", str(tmp_path))
+    assert_clean_failure(proc, f"model {tmp_path} is a folder", code=1)
+    proc = run_cli("bench", "--model", str(tmp_path))
+    assert_clean_failure(proc, f"model {tmp_path} is a folder", code=1)
+
+
+class _InterruptsItsFirstCall:
+    """A backend whose first model call gets Ctrl-C and outlives the process's patience."""
+
+    name, provider = "interrupted", "test"
+
+    def __init__(self, **_options: Any) -> None:
+        self.calls = 0
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.0)
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def test_process_interrupted_before_its_first_frame_names_no_output(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "interrupted: 0 of 24 frames written to out.avi" named yesterday's result as this one's.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsFirstCall)
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"yesterday's result")
+    code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 130, err
+    if "interrupted:" in err:  # the engine finished the frame in hand after all
+        assert "out.incomplete.avi" in err, err
+    else:
+        assert "nothing written" in err and f"{out} left as it was" in err, err
+        assert "written to" not in err, err
+    assert out.read_bytes() == b"yesterday's result"
+
+
 def test_missing_and_unreadable_inputs_are_named(tmp_path: Path) -> None:
     proc = run_cli("process", str(tmp_path / "nothere.mp4"), str(tmp_path / "o.mp4"))
     assert_clean_failure(proc, "nothere.mp4", code=1)
@@ -345,6 +538,80 @@ def test_run_to_file_with_duration(tmp_path: Path) -> None:
     stamps = [read_stamp(f) for f in frames]
     assert stamps == sorted(stamps)  # live may drop, never reorder
     assert "fps" in proc.stderr and "unsharp" in proc.stderr
+
+
+def test_run_output_it_cannot_write_is_a_usage_error(clip: Path, tmp_path: Path) -> None:
+    # exit 1 after the model loaded, where `process` says the same with 2 at once
+    proc = run_cli("run", "--source", str(clip), "--output", str(tmp_path / "o.txt"))
+    assert_clean_failure(proc, "cannot tell what to write to", code=2)
+    assert cli.main(["bench", "--backend", "unsharp", "--precision", "f32"]) == 2
+
+
+class _InterruptedWhileLoading:
+    """A backend whose load (seconds for a real one) gets Ctrl-C."""
+
+    name, provider = "loading", "test"
+
+    def __init__(self, **_options: Any) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)  # the handler runs here, as it would during a compile
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_ctrl_c_while_starting_is_exit_0(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C in `run` is exit 0; while the model loaded it was a KeyboardInterrupt and 130.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptedWhileLoading)
+    out = tmp_path / "live.avi"
+    code = cli.main(["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "stopped before streaming began" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
+def test_parsing_run_loads_no_engine() -> None:
+    # argparse converted --scale's default "auto" by importing the engine (OpenCV, ~1 s)
+    # before `run` could take over Ctrl-C: a Ctrl-C in that second exited 130, not 0.
+    code = (
+        "import sys, main; "
+        "main.build_parser().parse_args(['run', '--source', 'a.mp4', '--output', 'b.mp4']); "
+        "sys.exit(3 if 'cv2' in sys.modules or 'engine' in sys.modules else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_run_output_failure_counts_the_frames_the_output_took(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A folder that refused its first frame was "failed after 2 frames": the engine counts
+    # the frames it hands on between the failure and the stop.
+    import engine.sinks
+    from engine.sinks import SinkError
+
+    def full(target: Any, rgb: np.ndarray) -> Path:
+        raise SinkError(f"cannot write {target}: No space left on device")
+
+    monkeypatch.setattr(engine.sinks, "write_image", full)
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), stamped_frame(2))
+    code = cli.main(
+        ["run", "--source", str(still), "--output", str(tmp_path / "frames"), "--fps", "1000",
+         "--backend", "unsharp", "--duration", "2"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "failed after 0 frames: " in err and "No space left" in err, err
 
 
 def test_run_refuses_to_overwrite_its_input(clip: Path, tmp_path: Path) -> None:
@@ -649,7 +916,7 @@ def test_bench_precision_forces_openvinos_and_shows_what_ran(models: dict[str, P
     proc = run_cli(
         "bench", "--backend", "onnx", "--precision", "f32", "--model", str(models["good"])
     )
-    assert proc.returncode != 0 and "--precision applies to the openvino backend" in proc.stderr
+    assert proc.returncode == 2 and "--precision applies to the openvino backend" in proc.stderr
 
 
 def test_devices_reports_cameras_virtual_camera_and_providers() -> None:

@@ -311,6 +311,67 @@ def test_unreadable_file_names_it(tmp_path, name):
     assert str(path) in str(info.value)
 
 
+def _png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header declares ``width`` x ``height`` RGB and whose data is one row."""
+    import zlib
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" + bytes(3 * width))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_an_image_declaring_more_pixels_than_opencv_reads_is_a_source_error(tmp_path):
+    # cv2.imdecode raised its assertion (CV_IO_MAX_IMAGE_PIXELS): the user saw
+    # "error: error: OpenCV(5.0.0) .../loadsave.cpp:79: error: (-215:Assertion failed) ...".
+    path = _png_header_only(tmp_path / "huge.png", 100_000, 100_000)
+    with pytest.raises(SourceError, match="huge.png: its declared size is larger than OpenCV"):
+        read_image(path)
+    with pytest.raises(SourceError, match="huge.png"):
+        open_source(path, live=False)
+    write_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    with open_source(tmp_path, live=False) as src:  # a folder reads it mid-run
+        assert src.read() is not None
+        with pytest.raises(SourceError, match="huge.png"):
+            src.read()
+
+
+def test_a_video_it_may_not_read_says_so(tmp_path, monkeypatch):
+    # OpenCV only says "not opened": a file without read permission was "not a video, or a
+    # codec OpenCV cannot decode". (Faked: the tests may run as root, who reads anything.)
+    path = write_video(tmp_path / "locked.avi", 3)
+    real_open = open
+
+    def guarded(file, *args, **kwargs):
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "open", guarded, raising=False)
+    with pytest.raises(SourceError, match="cannot read video file .*locked.avi: Permission denied"):
+        open_source(path, live=False)
+
+
+def test_a_folder_it_may_not_list_says_so(tmp_path, monkeypatch):
+    # was a bare "[Errno 13] Permission denied: '...'"
+    write_png(tmp_path / "a.png", np.zeros((4, 4, 3), np.uint8))
+    real_iterdir = Path.iterdir
+
+    def guarded(self):
+        if self == tmp_path:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", guarded)
+    with pytest.raises(SourceError, match=f"cannot read folder {tmp_path}: Permission denied"):
+        open_source(tmp_path, live=False)
+
+
 def test_source_kind():
     assert source_kind(0) == "camera"
     assert source_kind("1") == "camera"
