@@ -878,3 +878,16 @@ def test_a_file_error_while_training_keeps_its_traceback(
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "Traceback" in proc.stderr and "mid-run" in proc.stderr
     assert "../shared" not in proc.stderr
+
+
+def test_the_progress_bar_stays_out_of_a_log_file(tmp_path: Path) -> None:
+    # A background run's log (stderr to a file) filled with carriage-return bar updates; the
+    # epoch lines carry the same figures.
+    code = (
+        "import sys; from training.train import _progress\n"
+        "assert sum(_progress(range(50), desc='epoch 1/1')) == 1225\n"
+    )
+    log = tmp_path / "train.log"
+    with open(log, "w") as fh:
+        subprocess.run([sys.executable, "-c", code], stderr=fh, check=True, cwd=REPO)
+    assert log.read_text() == ""

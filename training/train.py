@@ -994,7 +994,11 @@ def _progress(it, **kw):
         from tqdm import tqdm
     except ImportError:
         return it
-    return tqdm(it, mininterval=5.0, dynamic_ncols=True, leave=False, file=sys.stderr, **kw)
+    # disable=None: no bar when stderr is not a terminal. In a log file (a background run) it
+    # was thousands of carriage-return updates; the epoch lines say what it said.
+    return tqdm(
+        it, mininterval=5.0, dynamic_ncols=True, leave=False, file=sys.stderr, disable=None, **kw
+    )
 
 
 def _format_row(row: dict[str, Any]) -> str:
