@@ -90,3 +90,16 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert not out.exists()
     err = capsys.readouterr().err
     assert "not numbers" in err and "no such checkpoint" in err
+
+
+def test_infinite_or_huge_weights_do_not_make_a_soup_of_nan_or_zeros() -> None:
+    states = [{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}]
+    # inf / inf normalised to NaN: every parameter of the soup was NaN.
+    for bad in ([float("inf"), 1.0], [1.0, float("-inf")]):
+        with pytest.raises(A.AverageError, match="finite"):
+            A.average_state_dicts(states, bad)
+    # A plain sum of these overflowed to inf and both weights became 0: a soup of zeros.
+    out = A.average_state_dicts(states, [1e308, 1e308])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0]))
+    out = A.average_state_dicts(states, [3e307, 1e307])  # 0.75 / 0.25, exactly
+    assert torch.allclose(out["w"], torch.tensor([1.5, 3.0]))

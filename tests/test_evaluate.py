@@ -482,3 +482,166 @@ def test_model_sha256_names_rows_as_the_summary_does(
         "student": hashlib.sha256(b"model 0").hexdigest(),
         "student_2": hashlib.sha256(b"model 1").hexdigest(),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# review fixes: window centres, the teacher cache, ONNX input names, CLI refusals
+# --------------------------------------------------------------------------------------------
+
+
+def _raw_clip(folder: Path, n: int, shape: tuple[int, int] = (16, 16)) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(1, n + 1):
+        _write(folder / f"{i:06d}.png", rng.uniform(0, 1, (*shape, 3)).astype(np.float32))
+    return folder
+
+
+def test_raw_scores_every_window_size_at_the_same_centres(tmp_path: Path) -> None:
+    # Centres 11, 31, 51 in frames 1-60: a 21-frame window fits 11 and 31, not 51 (41-61).
+    # Scoring 51 for the 7-frame window only made the set's mean lean towards short windows.
+    seq = _raw_clip(tmp_path / "seq", 60)
+    spec = EV.parse_data(f"raw:{seq}:1-60")
+    names = [s.name for s in EV.iter_samples(spec, mode="plain", windows=(7, 21))]
+    assert names == ["seq_c011_w7", "seq_c011_w21", "seq_c031_w7", "seq_c031_w21"]
+    # A repeated size is scored once, not twice (which doubled its weight and the set's n).
+    names = [s.name for s in EV.iter_samples(spec, mode="plain", windows=(7, 7))]
+    assert names == ["seq_c011_w7", "seq_c031_w7", "seq_c051_w7"]
+    with pytest.raises(FileNotFoundError, match="holds a 63-frame window"):
+        list(EV.iter_samples(spec, mode="plain", windows=(7, 63)))
+    with pytest.raises(ValueError, match="stride"):
+        list(EV.iter_samples(spec, mode="plain", windows=(7,), raw_stride=0))
+
+
+def test_raw_windows_read_only_frames_inside_the_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seq = _raw_clip(tmp_path / "seq", 40)
+    read: list[int] = []
+    load = D.load_image_u8
+
+    def spy(path: str | Path) -> np.ndarray | None:
+        read.append(int(Path(path).stem))
+        return load(path)
+
+    monkeypatch.setattr(D, "load_image_u8", spy)
+    samples = list(EV.iter_samples(EV.parse_data(f"raw:{seq}:20-40"), windows=(7, 13)))
+    # Centre 30 only (from 20+10, every 20); the 13-frame window spans 24-36.
+    assert {s.name for s in samples} == {"seq_c030_w7", "seq_c030_w13"}
+    assert min(read) == 24 and max(read) == 36
+    sharp = D.load_image(seq / "000030.png")
+    assert all(np.array_equal(s.sharp, sharp) for s in samples)
+
+
+def test_camera_refuses_even_windows(tmp_path: Path) -> None:
+    # An even window has no centre frame to be the sharp target (refused before any image is
+    # read; `camera_path` refuses it too).
+    _write(
+        tmp_path / "imgs" / "a.png", D.procedural_scene(np.random.default_rng(0), 96, 96) / 255.0
+    )
+    spec = EV.parse_data(f"camera:{tmp_path / 'imgs'}")
+    with pytest.raises(ValueError, match="odd"):
+        list(EV.iter_samples(spec, windows=(8,)))
+
+
+def _standin_teacher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[EV.CachedTeacher, torch.nn.Module]:
+    import training.teachers as T
+
+    weights = tmp_path / "weights"
+    weights.mkdir(exist_ok=True)
+    (weights / "w.pkl").write_bytes(b"stand-in")
+    torch.manual_seed(0)
+    net = T.freeze(torch.nn.Conv2d(3, 3, 3, padding=1))
+    monkeypatch.setattr(T, "load_teacher", lambda *args, **kwargs: net)
+    return EV.CachedTeacher("dmphn", weights, tmp_path / "cache"), net
+
+
+def test_cached_teacher_recomputes_empty_or_misshapen_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    teacher, _ = _standin_teacher(tmp_path, monkeypatch)
+    img = np.random.default_rng(0).random((20, 24, 3), dtype=np.float32)
+    expected = teacher(img)
+    entry = teacher.cache_dir / f"{teacher._key(img)}.npy"
+    assert entry.is_file()
+    # An empty file (np.load raises EOFError, not ValueError) stopped the whole evaluation.
+    entry.write_bytes(b"")
+    again = EV.CachedTeacher("dmphn", teacher.weights, tmp_path / "cache")
+    assert np.array_equal(again(img), expected)
+    # A damaged entry is a miss, not a hit as well: the printed counts add up to the images.
+    assert (again.hits, again.misses) == (0, 1)
+    np.save(entry, np.zeros((4, 4, 3), np.float16))  # a readable array of the wrong shape
+    third = EV.CachedTeacher("dmphn", teacher.weights, tmp_path / "cache")
+    assert np.array_equal(third(img), expected) and (third.hits, third.misses) == (0, 1)
+    assert np.array_equal(third(img), expected) and (third.hits, third.misses) == (1, 1)
+
+
+def test_cached_teacher_refuses_unknown_names_and_missing_weights(tmp_path: Path) -> None:
+    (tmp_path / "w").mkdir()
+    with pytest.raises(ValueError, match="unknown teacher 'nope'"):
+        EV.CachedTeacher("nope", tmp_path / "w", tmp_path / "cache")
+    # Every missing path had one fingerprint (of no file), so one cache folder.
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        EV.CachedTeacher("dmphn", tmp_path / "missing", tmp_path / "cache")
+
+
+def test_onnx_runner_feeds_the_files_own_input_name(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("frames", TensorProto.FLOAT, [1, 3, None, None])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, None, None])
+    half = helper.make_tensor("half", TensorProto.FLOAT, [], [0.5])
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["frames", "half"], ["out"])], "g", [x], [y], [half]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "other.onnx")
+    _, run = EV.load_model_runner(tmp_path / "other.onnx")
+    img = np.random.default_rng(0).random((17, 23, 3), dtype=np.float32)
+    np.testing.assert_allclose(run(img), img * 0.5, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--data", "demo:", "--windows", "8"], "windows must be odd"),
+        (["--data", "demo:", "--windows", "7,x"], "--windows: not whole numbers"),
+        (["--data", "demo:", "--raw-stride", "0"], "--raw-stride must be >= 1"),
+        (["--data", "demo:", "--crop", "-5"], "--crop must be >= 0"),
+        (["--data", "demo:", "--max-size", "-1"], "--max-size must be >= 0"),
+        (["--data", "demo:", "--limit", "-1"], "--limit must be >= 0"),
+        (["--data", "demo:", "--grid-crop", "0"], "--grid-crop must be >= 1"),
+        (["--data", "raw:{tmp}/missing"], "no such folder"),
+        (["--data", "pairs:{tmp},{tmp}/missing"], "no such folder"),
+        (["--data", "raw:{tmp}/seq:300-400"], "no frame windows"),
+        (["--data", "demo:", "--data", "real:{tmp}/seq"], "pass --teacher"),
+        (["--data", "demo:", "--model", "{tmp}/missing.onnx"], "no such file"),
+        (["--data", "demo:", "--teacher", "nope", "--teacher-weights", "{tmp}"], "unknown teacher"),
+        (["--data", "demo:", "--teacher", "dmphn", "--teacher-weights", "{tmp}/x"], "no such file"),
+    ],
+)
+def test_cli_refuses_bad_input_before_any_model_runs(
+    extra: list[str],
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Each was a traceback (or a silent run): several only after the models had loaded, or
+    # after every --data set before the bad one had been scored.
+    _raw_clip(tmp_path / "seq", 30)
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(EV, "load_model_runner", no_model)
+    monkeypatch.setattr(EV, "evaluate", no_model)
+    args = ["--no-perceptual", "--max-size", "64", "--out", str(tmp_path / "out")]
+    args += [a.replace("{tmp}", str(tmp_path)) for a in extra]  # the later option wins
+    with pytest.raises(SystemExit) as exc:
+        EV.main(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err

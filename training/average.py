@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,10 +40,17 @@ def _normalised(weights: Sequence[float] | None, n: int) -> list[float]:
         return [1.0 / n] * n
     if len(weights) != n:
         raise AverageError(f"{len(weights)} weights for {n} checkpoints")
-    if any(not w >= 0 for w in weights) or sum(weights) <= 0:  # `not >=` also catches NaN
-        raise AverageError(f"weights must be >= 0 with a positive sum, got {list(weights)}")
-    total = float(sum(weights))
-    return [float(w) / total for w in weights]
+    # `not >=` also catches NaN; an infinite weight normalised to NaN (inf / inf), a soup of NaN.
+    if any(not 0 <= w < math.inf for w in weights) or not any(w > 0 for w in weights):
+        raise AverageError(
+            f"weights must be finite and >= 0 with a positive sum, got {list(weights)}"
+        )
+    # Scaled by the largest first: a plain sum of huge weights (1e308, 1e308) overflows to inf
+    # and every weight became 0, a soup of zeros.
+    top = float(max(weights))
+    scaled = [float(w) / top for w in weights]
+    total = sum(scaled)
+    return [w / total for w in scaled]
 
 
 def average_state_dicts(

@@ -10,8 +10,9 @@ in ONNX Runtime exactly as shipped (fp16 files get float16 input). ``--model`` m
 Data (``--data``, repeatable), each giving one or two sets:
   * ``raw:DIR[:first-last]`` held-out raw high-frame-rate frames (default 240-299): windows of
     ``--windows`` frames (odd, 7-13) centred every ``--raw-stride`` frames from ``first+10``,
-    entirely inside the range; sharp = centre frame; sets ``raw-plain`` / ``raw-linear``
-    (sRGB average / linear-light average, per ``--plain/--linear/--both``).
+    entirely inside the range (the centres the largest window fits, the same for every size);
+    sharp = centre frame; sets ``raw-plain`` / ``raw-linear`` (sRGB average / linear-light
+    average, per ``--plain/--linear/--both``).
   * ``gopro:DIR`` GoPro layout (``.../<seq>/{blur,blur_gamma,sharp}``, searched below DIR);
     sets ``gopro-plain`` (``blur``) / ``gopro-linear`` (``blur_gamma``).
   * ``lai:DIR`` Lai et al. 2016: ``DIR/sharp`` x ``DIR/kernels``, blurred here with each kernel
@@ -76,6 +77,7 @@ __all__ = [
 _REPO = Path(__file__).resolve().parents[1]
 METRICS = ("psnr", "ssim", "ms_ssim", "perceptual")
 RAW_DEFAULT_RANGE = (240, 299)  # the held-out frames of the raw GoPro sequence
+RAW_FIRST_OFFSET = 10  # raw: the first window centre is this many frames after the range's first
 # The camera: set's speed in px per 240 fps frame: around the held-out frames' whole-frame motion
 # (median 1.5, p90 2.7 px: python -m training.data --motion-stats).
 CAMERA_SPEED = (1.0, 3.0)
@@ -187,6 +189,43 @@ def demo_kernel(seed: int, size: int = 15) -> np.ndarray:
     return D.trajectory_to_psf(path * (size - 3) / extent, size=size, exposure=1.0)
 
 
+def check_windows(windows: Sequence[int]) -> None:
+    """Raise ValueError unless ``windows`` is a non-empty list of odd sizes >= 3: the sharp
+    target is the centre frame, which an even window does not have."""
+    if not windows:
+        raise ValueError("no window sizes given")
+    for w in windows:
+        if w % 2 != 1 or w < 3:
+            raise ValueError(f"windows must be odd and >= 3, got {w}")
+
+
+def raw_centres(first: int, last: int, windows: Sequence[int], stride: int) -> list[int]:
+    """The centres (1-based frame numbers) scored in frames ``[first, last]``: every ``stride``
+    frames from ``first + RAW_FIRST_OFFSET``, keeping those around which the *largest* window
+    fits inside the range, so every window size is scored on the same frames (a centre that
+    only the small windows fit would weigh the set's mean towards them)."""
+    nominal = range(first + RAW_FIRST_OFFSET, last + 1, stride)
+    first = max(1, first)
+
+    def fits(c: int, size: int) -> bool:
+        return c - size // 2 >= first and c + size // 2 <= last
+
+    kept = [c for c in nominal if fits(c, max(windows))]
+    # A centre that no window fits (at the range's end) was never scored; one that only the
+    # smaller windows fit used to be, for them alone: say so.
+    partly = [c for c in nominal if c not in kept and fits(c, min(windows))]
+    if partly:
+        log.warning(
+            "raw: centres %s dropped for every window: a %d-frame window does not fit them "
+            "inside frames %d-%d",
+            partly,
+            max(windows),
+            first,
+            last,
+        )
+    return kept
+
+
 def iter_samples(
     spec: DataSpec,
     *,
@@ -215,15 +254,28 @@ def iter_samples(
             else np.ascontiguousarray(_center_crop(sharp, crop), dtype=np.float32),
         )
 
+    if spec.kind in ("raw", "camera"):
+        check_windows(windows)
+        # "7,7" would score every window twice (and count it twice in the set's n).
+        windows = list(dict.fromkeys(windows))
     if spec.kind == "raw":
-        for w in windows:
-            if w % 2 != 1 or w < 3:
-                raise ValueError(f"raw windows must be odd and >= 3, got {w}")
-        centres = set(range(spec.first + 10, spec.last + 1, raw_stride))
+        if raw_stride < 1:
+            raise ValueError(f"raw stride must be >= 1, got {raw_stride}")
         found = D.raw_frame_windows(spec.path, first=spec.first, last=spec.last, sizes=windows)
         if not found:
             raise FileNotFoundError(
                 f"no frame windows in {spec.path} frames {spec.first}-{spec.last}"
+            )
+        centres = set(
+            raw_centres(
+                spec.first, min(spec.last, len(D.list_frames(spec.path))), windows, raw_stride
+            )
+        )
+        if not centres:
+            raise FileNotFoundError(
+                f"no centre in {spec.path} frames {spec.first}-{spec.last} (from "
+                f"{spec.first + RAW_FIRST_OFFSET}, every {raw_stride}) holds a "
+                f"{max(windows)}-frame window"
             )
         seq = Path(spec.path).name
         # Centre by centre, every window of each: a --limit then scores each window size,
@@ -465,11 +517,12 @@ def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runne
         if threads:
             opts.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        dtype = np.float16 if "float16" in sess.get_inputs()[0].type else np.float32
+        inp = sess.get_inputs()[0]
+        dtype = np.float16 if "float16" in inp.type else np.float32
 
         def run_onnx(img: np.ndarray) -> np.ndarray:
             x = img.transpose(2, 0, 1)[None].astype(dtype)
-            y = sess.run(None, {"input": x})[0][0].astype(np.float32)
+            y = sess.run(None, {inp.name: x})[0][0].astype(np.float32)
             return np.ascontiguousarray(np.clip(y.transpose(1, 2, 0), 0.0, 1.0))
 
         return label, run_onnx
@@ -501,12 +554,18 @@ class CachedTeacher:
     def __init__(
         self, name: str, weights: str | Path | None, cache_dir: Path, threads: int = 0
     ) -> None:
-        from training.teachers import default_weights
+        from training.teachers import TEACHERS, default_weights
 
         self.name = name
+        if name not in TEACHERS:
+            # Found here, not at the first image the cache lacks, after the students ran on it.
+            raise ValueError(f"unknown teacher {name!r}; known: {', '.join(sorted(TEACHERS))}")
         self.weights = Path(weights) if weights else default_weights(name)
         if self.weights is None:
             raise FileNotFoundError(f"no weights for teacher {name!r}: pass --teacher-weights")
+        if not self.weights.exists():
+            # Its fingerprint would be that of no file at all, the same for every missing path.
+            raise FileNotFoundError(f"teacher weights {self.weights}: no such file or folder")
         self.cache_dir = cache_dir / f"{name}_{_weights_fingerprint(self.weights)}"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._model: torch.nn.Module | None = None
@@ -522,10 +581,13 @@ class CachedTeacher:
         path = self.cache_dir / f"{self._key(img)}.npy"
         if path.is_file():
             try:
+                cached = np.load(path)
+            except (OSError, ValueError, EOFError):  # EOFError: an empty file
+                cached = None
+            if cached is not None and cached.shape == img.shape:
                 self.hits += 1
-                return np.load(path).astype(np.float32)
-            except (OSError, ValueError):
-                log.warning("damaged teacher cache entry %s: recomputing", path)
+                return cached.astype(np.float32)
+            log.warning("damaged teacher cache entry %s: recomputing", path)
         if self._model is None:
             from training.teachers import load_teacher
 
@@ -869,18 +931,76 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     log.setLevel(logging.INFO)
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    # Everything a run can be refused for is checked here, before a model is loaded: a bad
+    # option found at its first use fails with a traceback, and may do so only after the
+    # earlier --data sets (or the students' work on a first image) have run.
     try:
         specs = [parse_data(s) for s in args.data]
-        windows = [int(w) for w in args.windows.split(",") if w.strip()]
+        try:
+            windows = [int(w) for w in args.windows.split(",") if w.strip()]
+        except ValueError:
+            raise ValueError(f"--windows: not whole numbers: {args.windows!r}") from None
+        check_windows(windows)
     except ValueError as exc:
         p.error(str(exc))
-    out = args.out or Path("runs/eval") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-
+    windows = list(dict.fromkeys(windows))
+    for flag, value, least in (
+        ("--raw-stride", args.raw_stride, 1),
+        ("--max-size", args.max_size, 0),
+        ("--crop", args.crop, 0),
+        ("--limit", args.limit, 0),
+        ("--grid-rows", args.grid_rows, 0),
+        ("--grid-crop", args.grid_crop, 1),
+        ("--threads", args.threads, 0),
+    ):
+        if value < least:
+            p.error(f"{flag} must be >= {least}, got {value}")
+    for spec, text in zip(specs, args.data, strict=True):
+        folders = [spec.blur_dir, spec.sharp_dir] if spec.kind == "pairs" else [spec.path]
+        for folder in folders if spec.kind != "demo" else []:
+            if not Path(folder).exists():
+                p.error(f"--data {text}: no such folder {folder}")
+        if spec.kind == "real" and not args.teacher:
+            p.error(
+                f"--data {text}: real blur has no ground truth; pass --teacher, whose "
+                "output is the reference"
+            )
+    for m in args.model:
+        if not m.is_file():
+            p.error(f"--model {m}: no such file")
     for scale in args.scale or []:
         if not 0.0 < scale <= 1.0:
             p.error(f"--scale must be in (0, 1], got {scale}")
+    teacher = None
+    if args.teacher:
+        try:
+            teacher = CachedTeacher(args.teacher, args.teacher_weights, args.cache_dir)
+        except (ValueError, FileNotFoundError) as exc:
+            p.error(f"--teacher: {exc}")
+
+    def samples_of(spec: DataSpec) -> Iterator[Sample]:
+        return iter_samples(
+            spec,
+            mode=args.mode,
+            windows=windows,
+            raw_stride=args.raw_stride,
+            max_size=args.max_size,
+            crop=args.crop,
+            limit=args.limit,
+        )
+
+    # Each set's first sample, now: a folder without images (or a raw range without windows)
+    # otherwise stops the run only when its turn comes, after every set before it.
+    for spec, text in zip(specs, args.data, strict=True):
+        try:
+            next(samples_of(spec))
+        except StopIteration:
+            p.error(f"--data {text}: no readable samples")
+        except (FileNotFoundError, ValueError) as exc:
+            p.error(f"--data {text}: {exc}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = args.out or Path("runs/eval") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     methods = []
     file_rows = []  # (index in methods, model file)
     for m in args.model:
@@ -890,24 +1010,13 @@ def main(argv: list[str] | None = None) -> int:
         scales = [s for s in args.scale or [] if s != 1.0]
         multiple = model_multiple(m) if scales else 1
         methods += [(f"{label}@{s:g}x", at_scale(run, s, multiple)) for s in scales]
-    teacher = (
-        CachedTeacher(args.teacher, args.teacher_weights, args.cache_dir) if args.teacher else None
-    )
     perceptual = None if args.no_perceptual else PerceptualDistance(args.vgg_weights)
     if perceptual is not None and not perceptual.available:
         log.warning("perceptual distance unavailable: %s", perceptual.reason)
 
     def all_samples() -> Iterator[Sample]:
         for spec in specs:
-            yield from iter_samples(
-                spec,
-                mode=args.mode,
-                windows=windows,
-                raw_stride=args.raw_stride,
-                max_size=args.max_size,
-                crop=args.crop,
-                limit=args.limit,
-            )
+            yield from samples_of(spec)
 
     from training.teachers import sha256_file
 
