@@ -252,6 +252,9 @@ class EngineBridge(QObject):
         self._warnings_shown: dict[str, UserMessage] = {}
         self._lingering: list[Any] = []  # stopped engines whose threads had not ended yet
         self.using_fallback = False  # the source failed to open and the fallback (demo) plays
+        # Why the latest start's source did not open (None when it did): the engine's own words,
+        # for a caller that reports it outside the window (run_app's scripted mode).
+        self.source_error: BaseException | None = None
         self._stats_timer = QTimer(self)
         self._stats_timer.setInterval(stats_interval_ms)
         self._stats_timer.timeout.connect(self._poll_stats)
@@ -320,10 +323,11 @@ class EngineBridge(QObject):
         it. ``wait=True`` does it all in the calling thread and returns True when the engine
         runs (no event loop needed).
 
-        A source that fails to open is reported and ``fallback_source`` (the demo clip) is used
-        instead; a backend that fails to load is reported and ``passthrough`` is used, so the
-        window always shows video. ``loop`` replays a file source at its end (the demo clip
-        behaves like an endless camera); the fallback always loops.
+        A source that fails to open is reported (also as :attr:`source_error`) and
+        ``fallback_source`` (the demo clip), when given, is used instead; a backend that fails to
+        load is reported and ``passthrough`` is used, so the window shows video unless there is
+        no fallback source. ``loop`` replays a file source at its end (the demo clip behaves like
+        an endless camera); the fallback always loops.
         ``scale`` is the processing scale (``auto``: full size while the model keeps up with
         the source's frame rate, smaller when it does not; see ``engine.backends.ScaledBackend``).
         """
@@ -334,6 +338,7 @@ class EngineBridge(QObject):
         )
         self.stop()
         self.using_fallback = False
+        self.source_error = None
         self._fps = fps
         self._strength = strength
         self._enabled = enabled
@@ -601,6 +606,7 @@ class EngineBridge(QObject):
     def _finish_start(self, req: _StartRequest) -> bool:
         """Start the engine on what ``req`` opened and say so, in the GUI thread."""
         self.using_fallback = req.using_fallback
+        self.source_error = req.source_error
         for msg in req.messages:
             self.message.emit(msg)
         src, be = req.src, req.be
@@ -750,6 +756,7 @@ class _StartRequest:
     src: Any = None
     be: Any = None
     using_fallback: bool = False
+    source_error: BaseException | None = None  # why `source` did not open
     messages: list[UserMessage] = field(default_factory=list)  # to emit, in order
     warning: str | None = None  # for the engine's stats: the model failed, passthrough runs
     model_msg: UserMessage | None = None
@@ -829,6 +836,7 @@ def _open_source(api: Any, req: _StartRequest) -> None:
         req.src = api.open_source(source, live=True, size=req.size, fps=fps, **_loop_opt(req.loop))
         return
     except Exception as exc:
+        req.source_error = exc
         msg = describe_error(exc, context="camera")
     fallback_error = None
     if fallback_source is not None and fallback_source != source:

@@ -68,6 +68,9 @@ def run_app(
         screenshot: save a PNG of the window here just before quitting.
         quit_after: close the window after this many seconds (default 3 with ``screenshot``)
             and print the final statistics line.
+            With either of these (scripted mode) a start without video ends the run at once with
+            exit code 1 and the reason on stderr, and a ``source`` that fails to open is not
+            replaced by the demo clip: the picture must be of the source named.
         backend, model: inference backend (None = remembered, "auto" by default) and model file.
         settings_path: an ``.ini`` settings store instead of the user's (tests, portable use).
         api: the engine module (tests pass a fake); default ``engine``.
@@ -82,10 +85,14 @@ def run_app(
         backend = given.get("backend", backend)
         model = given.get("model", model)
         settings_path = given.get("settings_path", settings_path)
+    scripted = bool(screenshot) or quit_after is not None
     if screenshot and quit_after is None:
         quit_after = DEFAULT_SCREENSHOT_DELAY_S
 
     # QtMultimedia logs every optional codec library it cannot find; none matter here.
+    # Under QT_QPA_PLATFORM=offscreen, "This plugin does not support propagateSizeHints()" is
+    # left: that plugin has no window manager to pass the window's size limits to, and Qt logs
+    # it uncategorised, where a rule would silence every Qt warning. Real displays never say it.
     QLoggingCategory.setFilterRules("qt.multimedia*=false\nqt.qpa.*.warning=false")
     app = QApplication.instance()
     if app is None:
@@ -112,17 +119,35 @@ def run_app(
         backend=backend,
         model=model,
         tray=tray,
+        # The interactive window shows the demo clip with a message; a script has nobody to
+        # read that message, and its screenshot would pass the demo clip off as the source.
+        demo_fallback=not (scripted and source is not None),
     )
     watch_cameras(window.set_cameras, window)
     window.show()
     t0 = time.perf_counter()
+
+    result: dict[str, Any] = {"code": 0, "failed": False}
+    if scripted:
+
+        def on_start_finished(ok: bool) -> None:
+            if ok or result["failed"]:
+                return
+            result["failed"] = True
+            result["code"] = 1
+            print(f"sharpcam: error: {no_video_reason(window)}", file=sys.stderr)
+            # Not from inside the bridge's own signal: it is still finishing that start.
+            QTimer.singleShot(0, window.close)
+
+        window.bridge.start_finished.connect(on_start_finished)
     window.start_stream()
 
-    result = {"code": 0}
     if quit_after is not None:
         deadline = t0 + float(quit_after)
 
         def finish() -> None:
+            if result["failed"]:
+                return  # the window closed already; nothing to picture
             # A screenshot without video is useless: give a slow first frame a little longer.
             if screenshot and not window.preview.has_frame():
                 if time.perf_counter() < deadline + FIRST_FRAME_GRACE_S:
@@ -143,7 +168,7 @@ def run_app(
     loop = QEventLoop()
     window.closed.connect(loop.quit)
     loop.exec()
-    if quit_after is not None:
+    if quit_after is not None and not result["failed"]:
         print(final_stats_line(window, time.perf_counter() - t0))
     if not getattr(window, "stopped_in_time", True):
         print("sharpcam: the engine did not stop within 2 s", file=sys.stderr)
@@ -155,6 +180,18 @@ def run_app(
     window.deleteLater()
     bridge.deleteLater()
     return result["code"]
+
+
+def no_video_reason(window: MainWindow) -> str:
+    """Why the window's latest start has no video, in one line."""
+    error = window.bridge.source_error
+    if error is not None:
+        # The engine's words name the source and the problem, as `run --source` prints them.
+        return " ".join(str(error).split()) or type(error).__name__
+    msg = window.banner.message
+    if msg is not None:  # the model or the engine failed: what the banner says
+        return " ".join(msg.text.split())
+    return f"no video from {window.current_camera().name}"
 
 
 def final_stats_line(window: MainWindow, elapsed_s: float) -> str:

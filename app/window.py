@@ -241,6 +241,8 @@ class MainWindow(QMainWindow):
         source: a source forced from the command line (camera index or file), or None.
         backend, model: the inference backend and model file.
         tray: create a system-tray icon when the platform has a tray.
+        demo_fallback: play the demo clip, with a message, when the picked source fails to open;
+            False leaves no video instead (:attr:`EngineBridge.start_finished` False).
     """
 
     closed = Signal()
@@ -256,9 +258,11 @@ class MainWindow(QMainWindow):
         backend: str | None = None,
         model: str | None = None,
         tray: bool = True,
+        demo_fallback: bool = True,
     ) -> None:
         super().__init__()
         self.bridge = bridge
+        self.demo_fallback = demo_fallback
         self.store = store
         self.settings = settings
         self.backend = backend or settings.backend
@@ -392,17 +396,23 @@ class MainWindow(QMainWindow):
         head.addLayout(titles, 1)
         lay.addLayout(head)
 
-        lay.addWidget(_section("CAMERA"))
+        camera_heading = _section("CAMERA")
+        lay.addWidget(camera_heading)
         # Screen readers announce a picker by its accessible name; without one, by its current
         # entry alone ("Demo clip", "1280×720 · 30 fps"), which does not say what it chooses.
-        # (Qt's Linux AT-SPI bridge names a combo box by its entry all the same.)
+        # Qt's Linux AT-SPI bridge names a combo box by its entry all the same and says what it
+        # is for only through a label whose buddy it is: each picker gets one of those too.
         self.camera_combo = QComboBox()
         self.camera_combo.setAccessibleName("Camera")
+        camera_heading.setBuddy(self.camera_combo)
         for cam in self.cameras:
             self.camera_combo.addItem(cam.name, cam.id)
         lay.addWidget(self.camera_combo)
+        self.resolution_label = QLabel("Resolution")
+        lay.addWidget(self.resolution_label)
         self.resolution_combo = QComboBox()
         self.resolution_combo.setAccessibleName("Camera resolution and frame rate")
+        self.resolution_label.setBuddy(self.resolution_combo)
         for res in RESOLUTIONS:
             self.resolution_combo.addItem(res.label, res.key)
         lay.addWidget(self.resolution_combo)
@@ -424,13 +434,16 @@ class MainWindow(QMainWindow):
         srow.addWidget(self.strength_value)
         lay.addLayout(srow)
         self.strength_slider = QSlider(Qt.Orientation.Horizontal)
-        # The "Strength" label beside it is not tied to it: a screen reader said a bare number.
+        # Untied to the "Strength" label above it, a screen reader said a bare number.
         self.strength_slider.setAccessibleName("Sharpening strength")
+        slabel.setBuddy(self.strength_slider)
         self.strength_slider.setAccessibleDescription("Percent of the sharpened picture")
         self.strength_slider.setRange(0, 100)
         self.strength_slider.setPageStep(10)
         lay.addWidget(self.strength_slider)
         self.scale_combo = QComboBox()
+        # No label of its own (one would repeat its entries' "Processing:" right above them):
+        # its entries say what it sets, also where the entry is all a screen reader says.
         self.scale_combo.setAccessibleName("Processing size")
         self.scale_combo.setToolTip(
             "The model runs on a smaller copy of each frame and only its correction is enlarged:"
@@ -628,7 +641,7 @@ class MainWindow(QMainWindow):
             strength=self.strength_slider.value() / 100.0,
             enabled=self.enable_switch.isChecked(),
             loop=cam.is_demo,
-            fallback_source=demo_choice().source,
+            fallback_source=demo_choice().source if self.demo_fallback else None,
             scale=self.current_scale(),
             wait=wait,
         )

@@ -1390,7 +1390,7 @@ def test_the_picked_view_mode_button_shows_its_whole_label(qtbot, make_window):
 
 def test_the_sidebar_pickers_and_slider_have_accessible_names(qtbot, make_window):
     from PySide6.QtGui import QAccessible
-    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QComboBox
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QComboBox, QLabel
 
     window = make_window(start=False)
 
@@ -1399,20 +1399,30 @@ def test_the_sidebar_pickers_and_slider_have_accessible_names(qtbot, make_window
         assert iface is not None
         return iface.text(QAccessible.Text.Name)
 
+    def labelled_by(widget) -> list[QLabel]:  # noqa: ANN001
+        # Qt's label relation, which Linux's AT-SPI bridge passes on as "labelled-by": there a
+        # combo box's name is its current entry whatever its accessible name, and the label is
+        # what says what it chooses.
+        iface = QAccessible.queryAccessibleInterface(widget)
+        return [rel.object() for rel, _ in iface.relations(QAccessible.Relation.Label)]
+
     # Without a name a picker was announced by its current entry ("Demo clip"), the slider by
     # its number alone: what they choose was not said.
     expected = {
-        window.camera_combo: "Camera",
-        window.resolution_combo: "Camera resolution and frame rate",
-        window.scale_combo: "Processing size",
-        window.strength_slider: "Sharpening strength",
+        window.camera_combo: ("Camera", "CAMERA"),
+        window.resolution_combo: ("Camera resolution and frame rate", "Resolution"),
+        window.strength_slider: ("Sharpening strength", "Strength"),
     }
-    for widget, name in expected.items():
+    for widget, (name, label) in expected.items():
         assert widget.accessibleName() == name
-        # Qt's AT-SPI bridge (Linux) names a combo box by its current entry whatever its
-        # accessible name; Windows and macOS read the name.
-        if not (isinstance(widget, QComboBox) and sys.platform.startswith("linux")):
-            assert spoken(widget) == name
+        labels = labelled_by(widget)
+        assert [lb.text() for lb in labels] == [label], name
+        assert labels[0].isVisibleTo(window) and labels[0].buddy() is widget
+    assert spoken(window.strength_slider) == "Sharpening strength"
+    # The processing picker has no label of its own: each entry says what it sets.
+    scale = window.scale_combo
+    assert scale.accessibleName() == "Processing size"
+    assert all(scale.itemText(i).startswith("Processing: ") for i in range(scale.count()))
     controls = [
         w
         for w in window.sidebar.findChildren(QWidget)
@@ -1565,6 +1575,117 @@ def test_run_app_screenshot_writes_png(qtbot, tmp_path, capsys):
     assert centre.std() > 10
     line = capsys.readouterr().out
     assert "sharpcam app:" in line and "fps" in line and "640x360" in line
+
+
+def _opens_recorded(asked: list[str]):  # noqa: ANN202
+    """The real engine, each ``open_source`` call's source appended to ``asked``."""
+    import engine
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        asked.append(str(source))
+        return engine.open_source(source, **kwargs)
+
+    return _engine_api(open_source=open_source)
+
+
+def test_a_named_source_that_fails_to_open_ends_a_scripted_run_with_its_reason(
+    qtbot, tmp_path, capsys
+):
+    from app.main import run_app
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(np.random.default_rng(0).integers(0, 256, 20_000, np.uint8).tobytes())
+    out = tmp_path / "shot.png"
+    asked: list[str] = []
+    t0 = time.perf_counter()
+    code = run_app(
+        source=str(broken),
+        screenshot=str(out),
+        quit_after=5.0,
+        backend="unsharp",
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+        api=_opens_recorded(asked),
+    )
+    # It fell back to the demo clip and exited 0: the screenshot showed another source than
+    # the one named.
+    assert code == 1
+    assert asked == [str(broken)], "the demo clip must not stand in for it"
+    assert not out.exists()
+    assert time.perf_counter() - t0 < 5.0, "it must not wait for --quit-after to say so"
+    captured = capsys.readouterr()
+    assert captured.err.splitlines() == [
+        f"sharpcam: error: cannot open video file {broken}: not a video, or a codec OpenCV "
+        "cannot decode"
+    ]
+    assert "sharpcam app:" not in captured.out  # no statistics of a stream that never ran
+
+
+def test_the_interactive_app_still_shows_the_demo_clip_for_a_source_that_fails(
+    qtbot, tmp_path, capsys
+):
+    from app.main import run_app
+
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    seen: dict[str, Any] = {}
+
+    def close_once_the_demo_plays() -> None:
+        # run_app owns the window: found among the top-level widgets, closed as a person would.
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, MainWindow) and w.isVisible() and w.preview.has_frame():
+                seen.update(fallback=w.bridge.using_fallback, banner=w.banner.isVisible())
+                seen["text"] = w.banner.text.text().lower()
+                poll.stop()
+                w.close()
+
+    poll = QTimer()
+    poll.timeout.connect(close_once_the_demo_plays)
+    poll.start(50)
+    code = run_app(
+        source=str(broken),
+        backend="unsharp",
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+    )
+    poll.stop()
+    assert code == 0
+    assert seen["fallback"] and seen["banner"]
+    assert "demo clip" in seen["text"] and "broken.mp4" in seen["text"]
+    assert "sharpcam: error" not in capsys.readouterr().err
+
+
+def test_main_py_exits_non_zero_for_a_named_source_it_cannot_decode(tmp_path):
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes((repo / "assets" / "demo.mp4").read_bytes()[:300_000])  # truncated
+    out = tmp_path / "s.png"
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "SHARPCAM_SETTINGS": str(tmp_path / "settings.ini"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "main.py", "--source", str(broken), "--screenshot", str(out)]
+        + ["--quit-after", "3"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert not out.exists()
+    # The offscreen platform plugin's own line (it has no window manager to pass a window's
+    # size limits to; see app/main.py) is not the app's output.
+    lines = [line for line in proc.stderr.splitlines() if "propagateSizeHints" not in line]
+    assert lines == [
+        f"sharpcam: error: cannot open video file {broken}: not a video, or a codec "
+        "OpenCV cannot decode"
+    ]
 
 
 # --------------------------------------------------------------------------- views and helpers
