@@ -8,14 +8,17 @@
 
 Exit codes: 0 success (also after Ctrl-C or SIGTERM in ``run``: that is the normal way to end a
 live stream, and the output file is closed and playable), 1 runtime error (missing file, bad
-model, no virtual camera, camera not found), 2 usage error (bad option or ``--size`` syntax),
-130 ``process`` interrupted by Ctrl-C (its output is closed but incomplete).
-Errors are one line on stderr, never a traceback (set ``SHARPCAM_DEBUG=1`` to get one).
+model, no virtual camera, camera not found, images of a folder skipped), 2 usage error (bad option
+or ``--size`` syntax, ``--model`` for a backend that runs none), 130 ``process`` interrupted by
+Ctrl-C (its output is closed but incomplete).
+Errors are one line on stderr, never a traceback (set ``SHARPCAM_DEBUG=1`` to get one); a folder's
+skipped images get one line each before it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import re
@@ -43,6 +46,9 @@ if not os.environ.get("SHARPCAM_DEBUG"):
 
 PROG = "sharpcam"
 BACKEND_CHOICES = ("auto", "onnx", "openvino", "torch", "unsharp", "passthrough")
+#: Backends that run no model file (engine.bench.MODEL_BACKENDS are the others; not imported:
+#: parsing loads no engine).
+MODELLESS_BACKENDS = ("unsharp", "passthrough")
 #: Environment variable naming a pyvirtualcam backend for ``--output virtual`` (tests register a
 #: recording backend with ``pyvirtualcam.register_backend`` and select it this way).
 VIRTUAL_BACKEND_ENV = "SHARPCAM_VIRTUAL_BACKEND"
@@ -340,12 +346,14 @@ def _describe_backend(backend: Any) -> str:
     return f"{name} · {provider}" if provider and provider != name else name
 
 
-def _open_source(spec: str, *, live: bool, size: tuple[int, int] | None, fps: float | None) -> Any:
+def _open_source(
+    spec: str, *, live: bool, size: tuple[int, int] | None, fps: float | None, **options: Any
+) -> Any:
     """``engine.open_source`` with its errors turned into one-line ``CliError``s."""
     from engine.sources import CameraNotFoundError, SourceError, open_source
 
     try:
-        return open_source(spec, live=live, size=size, fps=fps)
+        return open_source(spec, live=live, size=size, fps=fps, **options)
     except (CameraNotFoundError, SourceError) as exc:
         raise CliError(str(exc)) from exc  # the engine's messages name the file / list cameras
     except (OSError, ValueError) as exc:
@@ -483,6 +491,8 @@ def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     except ImportError:
         parser.print_help()
         return 0
+    if args.gui_screenshot is not None:
+        _check_screenshot_name(args.gui_screenshot)
     if args.gui_source is not None:
         from engine.sources import source_kind
 
@@ -498,6 +508,29 @@ def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         "model": args.gui_model,
     }
     return int(run_app(options, virtual_backend=os.environ.get(VIRTUAL_BACKEND_ENV)) or 0)
+
+
+def _check_screenshot_name(name: str) -> None:
+    """A usage error unless Qt can save ``--screenshot NAME``: found only after the app had run.
+
+    The app saves with ``QPixmap.save(name)``, which takes the format from the lower-cased
+    extension, so the rule is that extension among Qt's image writers.
+    """
+    try:
+        from PySide6.QtGui import QImageWriter
+    except ImportError:  # the app cannot start either; it says why
+        return
+    formats = sorted({bytes(f).decode().lower() for f in QImageWriter.supportedImageFormats()})
+    ext = Path(name).suffix.lower().removeprefix(".")
+    if Path(name).is_dir():
+        raise CliError(f"--screenshot {name} is a folder; give an image file name", code=2)
+    if ext not in formats:
+        given = f"a .{ext} file" if ext else "a name without an extension"
+        raise CliError(
+            f"--screenshot {name}: Qt cannot save {given}; use an image extension "
+            f"({', '.join(formats)})",
+            code=2,
+        )
 
 
 def _same_path(source: str, output: str) -> bool:
@@ -658,6 +691,12 @@ def _run_stream(
                     status.show(format_status(stats), now)
                 stop.wait(0.05)
         finally:
+            if not engine.done.is_set() and not engine.failed_sinks:
+                # Stopped (--duration, Ctrl-C, SIGTERM), not ended: a timed recording lasts
+                # until now, however few frames the model finished by then.
+                mark_stop = getattr(sink, "mark_stop", None)
+                if mark_stop is not None:
+                    mark_stop(time.perf_counter())
             engine.stop(timeout=1.0)
             status.show(format_status(engine.stats()), time.perf_counter())
             status.finish()
@@ -730,16 +769,64 @@ def _note_lost_audio(source: str, output: str) -> None:
         _eprint(f"{PROG}: note: {output} will have no sound: the audio of {source} is not copied")
 
 
+#: Write errors that no later image escapes: the folder cannot take more files, so the run
+#: stops rather than fail (and list) every image left.
+_OUTPUT_FULL_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EROFS, getattr(errno, "EDQUOT", errno.ENOSPC)}  # no quotas everywhere
+)
+
+
+class _PerImageBackend:
+    """Folder processing: the model failing on one image skips that image (listed at the end)
+    rather than end the run, as it must for a video (a video's frames cannot have gaps).
+
+    The offline engine calls ``process`` once per frame, in order (for every frame, or for none
+    at strength 0), so call n is frame n: :attr:`failures` maps that index to the error. The
+    image itself is returned in its place, for :class:`_NamedImageSink` not to write.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+        self._calls = 0
+        self.failures: dict[int, str] = {}
+
+    def __getattr__(self, name: str) -> Any:  # name, provider, close(): the wrapped backend's
+        if name.startswith("_"):  # not delegated: _backend itself, before __init__ set it
+            raise AttributeError(name)
+        return getattr(self._backend, name)
+
+    def process(self, rgb: Any) -> Any:
+        index = self._calls
+        self._calls += 1
+        try:
+            result = self._backend.process(rgb)
+            shape, dtype = getattr(result, "shape", None), getattr(result, "dtype", None)
+            if shape != rgb.shape or dtype != rgb.dtype:
+                raise ValueError(f"the model returned {shape} {dtype} for {rgb.shape} {rgb.dtype}")
+        except Exception as exc:
+            self.failures[index] = str(exc) or type(exc).__name__
+            return rgb
+        return result
+
+
 class _NamedImageSink:
-    """Folder -> folder: each processed image keeps its input file's name (and format)."""
+    """Folder -> folder: each processed image keeps its input file's name (and format).
+
+    An image the model failed on (``failures``, from :class:`_PerImageBackend`) or that cannot
+    be written is skipped and listed in :attr:`skipped` as ``(input file, message)``: each
+    output is a file of its own, and the others are still wanted. A full or read-only disk
+    still ends the run.
+    """
 
     size = None
 
-    def __init__(self, out_dir: Path, names: Sequence[str]) -> None:
+    def __init__(self, out_dir: Path, source: Any, failures: dict[int, str]) -> None:
         from engine.sinks import SinkError
 
         self.out_dir = out_dir
-        self.names = list(names)
+        self.source = source  # an ImageFolderSource: frame_files names each frame's file
+        self.failures = failures
+        self.skipped: list[tuple[Path, str]] = []
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # was "[Errno 13] Permission denied: '...'" and nothing else
@@ -747,9 +834,21 @@ class _NamedImageSink:
         self.frames_written = 0
 
     def write(self, frame: Any) -> None:
-        from engine.sinks import write_image
+        from engine.sinks import SinkError, write_image
 
-        write_image(self.out_dir / self.names[frame.index], frame.image)
+        file = self.source.frame_files[frame.index]
+        problem = self.failures.get(frame.index)
+        if problem is not None:
+            self.skipped.append((file, f"cannot process {file}: {problem}"))
+            return
+        try:
+            write_image(self.out_dir / file.name, frame.image)
+        except SinkError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and cause.errno in _OUTPUT_FULL_ERRNOS:
+                raise
+            self.skipped.append((file, str(exc)))
+            return
         self.frames_written += 1
 
     def close(self) -> None:
@@ -757,6 +856,23 @@ class _NamedImageSink:
 
     def describe(self) -> str:
         return f"folder {self.out_dir}"
+
+
+#: How many skipped images `process` names one by one; the rest are counted.
+MAX_SKIPPED_LISTED = 20
+
+
+def _report_skipped(source: Any, sink: Any) -> int:
+    """Name the images a folder run skipped (unreadable, failed, unwritable), in folder
+    order, at most :data:`MAX_SKIPPED_LISTED`; returns how many were skipped."""
+    skipped = [*getattr(source, "skipped", ()), *getattr(sink, "skipped", ())]
+    order = {file: i for i, file in enumerate(getattr(source, "files", ()))}
+    skipped.sort(key=lambda item: order.get(item[0], len(order)))
+    for _, message in skipped[:MAX_SKIPPED_LISTED]:
+        _eprint(f"{PROG}: skipped: {message}")
+    if len(skipped) > MAX_SKIPPED_LISTED:
+        _eprint(f"{PROG}: ... and {len(skipped) - MAX_SKIPPED_LISTED} more skipped")
+    return len(skipped)
 
 
 def _check_process_output(kind: str, out: str) -> None:
@@ -796,9 +912,10 @@ def _check_process_output(kind: str, out: str) -> None:
         raise CliError(f"cannot process a {kind} input: give a video, an image or a folder", 2)
 
 
-def _open_process_sink(kind: str, source: Any, out: str) -> Any:
+def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
     """The sink matching the input kind: video -> video, image -> image, folder -> folder
-    (``out`` already passed :func:`_check_process_output`)."""
+    (``out`` already passed :func:`_check_process_output`; a folder's ``backend`` is a
+    :class:`_PerImageBackend`)."""
     from engine.sinks import SinkError, open_sink
 
     try:
@@ -806,13 +923,15 @@ def _open_process_sink(kind: str, source: Any, out: str) -> Any:
             return open_sink(out, size=source.size, fps=source.fps)
         if kind == "image":
             return open_sink(out, size=None, kind="images")
-        return _NamedImageSink(Path(out), [p.name for p in source.files])
+        return _NamedImageSink(Path(out), source, backend.failures)
     except (SinkError, OSError, ValueError) as exc:
         raise CliError(str(exc)) from exc
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    """Offline: every frame, in order, with a progress bar; any model problem is fatal."""
+    """Offline: every frame, in order, with a progress bar; any model problem is fatal, except
+    that a folder skips (and names at the end, exit 1) an image it cannot read, process or
+    write."""
     from tqdm import tqdm
 
     from engine.pipeline import Engine
@@ -822,14 +941,20 @@ def cmd_process(args: argparse.Namespace) -> int:
     if kind == "camera":
         raise CliError("process reads files; for a camera use: run --source N --output FILE", 2)
     _check_not_input(args.input, args.output)
-    source = _open_source(args.input, live=False, size=None, fps=None)
+    folder = kind == "folder"
+    # A folder's images are separate pictures: one that cannot be read is skipped and named
+    # at the end, where it used to stop the run with the rest of the folder undone.
+    options = {"skip_unreadable": True} if folder else {}
+    source = _open_source(args.input, live=False, size=None, fps=None, **options)
     engine = None
     sink = None
     backend = None
     try:
         _check_process_output(kind, args.output)
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)
-        sink = _open_process_sink(kind, source, args.output)
+        if folder:
+            backend = _PerImageBackend(backend)
+        sink = _open_process_sink(kind, source, args.output, backend)
         engine = Engine(
             source,
             backend,
@@ -844,18 +969,24 @@ def cmd_process(args: argparse.Namespace) -> int:
         restore = _install_stop_signals(stop)
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         _note_lost_audio(args.input, args.output)
+
+        def done() -> int:  # frames handled, skipped images included: the bar reaches its end
+            return engine.stats().frames_out + len(getattr(source, "skipped", ()))
+
         engine.start()
         try:
             with tqdm(total=total, unit="frame", desc="process", file=sys.stderr) as bar:
                 while not stop.is_set() and not engine.done.is_set():
                     stop.wait(0.1)
-                    bar.update(engine.stats().frames_out - bar.n)
-                bar.update(engine.stats().frames_out - bar.n)
+                    bar.update(done() - bar.n)
+                bar.update(done() - bar.n)
         finally:
             engine.stop(timeout=5.0)
             restore()
             _join_before_exit(engine)
-        written = engine.stats().frames_out
+        # The engine counts a skipped image as handed to the output; the sink knows better.
+        written = sink.frames_written if folder else engine.stats().frames_out
+        skipped = _report_skipped(source, sink) if folder else 0
         if engine.errors:
             kept = getattr(sink, "kept_path", None)
             where = f"; the frames written are kept in {kept}" if kept is not None else ""
@@ -874,6 +1005,12 @@ def cmd_process(args: argparse.Namespace) -> int:
                     f"{kept or args.output}"
                 )
             return 130
+        if skipped:
+            # Exit 1 so that a script notices; every image written is complete and kept.
+            raise CliError(
+                f"{skipped} of {len(source.files)} images skipped; {written} written to "
+                f"{args.output}"
+            )
         if total is not None and written != total:
             # The source ended without an error, so every decoded frame was written: the
             # container's frame count is only an estimate for some files (VFR, AVI, edit lists).
@@ -987,6 +1124,26 @@ def cmd_devices(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
+def _check_model_applies(args: argparse.Namespace) -> None:
+    """``--model`` with only backends that run no model is a usage error: it was ignored, and
+    the output looked like the model's (``--backend unsharp --model mine.onnx``)."""
+    if args.command is None:
+        backends, model = [args.gui_backend], args.gui_model
+    else:
+        backend = getattr(args, "backend", None)
+        model = getattr(args, "model", None)
+        # bench's --backend is repeatable: the model is used if any of them runs one.
+        backends = backend if isinstance(backend, list) else [backend]
+    if model is None or None in backends or any(b not in MODELLESS_BACKENDS for b in backends):
+        return
+    names = " and ".join(f"--backend {b}" for b in dict.fromkeys(backends))
+    raise CliError(
+        f"--model is not used by {names}: {'they run' if len(set(backends)) > 1 else 'it runs'} "
+        "no model; drop --model or pick a model backend (auto, onnx, openvino, torch)",
+        code=2,
+    )
+
+
 def _show_warning(
     message: Warning | str, category: type[Warning], filename: str, lineno: int, *rest: Any
 ) -> None:
@@ -1000,6 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        _check_model_applies(args)
         if args.command is None:
             return cmd_gui(args, parser)
         misplaced = [

@@ -12,6 +12,7 @@ native backend is not needed to write a file).
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import threading
@@ -108,6 +109,9 @@ class VideoFileSink(_SinkBase):
     ``fps`` would play too fast. Each frame goes to the slot of its ``t_capture`` on the ``fps``
     grid; slots a dropped frame left empty repeat the previous frame, and a frame whose slot is
     already written is skipped. Gaps longer than ``MAX_GAP_S`` (a stalled camera) are shortened.
+    A stream stopped by its user (:meth:`mark_stop`) lasts until the stop: ``close()`` repeats
+    the last frame over the slots the model had no time to fill (a still image behind a slow
+    model was a one-frame file after ``--duration 2``); a source that ended needs no such tail.
 
     ``abort()`` (a failed offline run) keeps the frames written so far as a playable
     ``NAME.incomplete.EXT`` (:attr:`kept_path`) and leaves an existing file at ``path`` alone:
@@ -139,11 +143,24 @@ class VideoFileSink(_SinkBase):
             # Found only at close(), the rename would fail after all the work was done and
             # leave it in the hidden partial file.
             raise SinkError(f"cannot write video {self.path}: it is a folder")
+        folder = self.path.parent
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SinkError(f"cannot create folder for {self.path}: {exc}") from exc
+            raise SinkError(
+                f"cannot write video {self.path}: cannot create folder {folder}: "
+                f"{exc.strerror or exc}"
+            ) from exc
         self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        # OpenCV's writer says only "not opened", which read as a codec problem: a folder it
+        # may not write, a read-only volume or a name too long fail here with their own words.
+        try:
+            with open(self._partial, "wb"):
+                pass
+        except OSError as exc:
+            raise SinkError(
+                f"cannot write video {self.path}: {_write_problem(exc, folder)}"
+            ) from exc
         self._writer: Any = cv2.VideoWriter(
             str(self._partial), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
         )
@@ -161,6 +178,7 @@ class VideoFileSink(_SinkBase):
         self.failed = False  # a write failed: the file is incomplete whatever ends it
         self._t0: float | None = None  # timed: t_capture of slot 0
         self._next_slot = 0
+        self._t_stop: float | None = None  # timed: the stream was stopped then (mark_stop)
 
     MAX_GAP_S = 2.0
 
@@ -194,11 +212,36 @@ class VideoFileSink(_SinkBase):
             raise SinkError(f"cannot write frame {self.frames_written} to video {self.path}")
         self.frames_written += 1
 
+    def mark_stop(self, t_stop: float) -> None:
+        """The live stream was stopped at ``t_stop`` (``time.perf_counter()``, the clock of
+        ``t_capture``): ``close()`` holds the last frame until then. Only for ``timed``."""
+        with self._lock:
+            self._t_stop = t_stop
+
+    def _hold_last_frame(self) -> None:
+        with self._lock:
+            if (
+                self._writer is None
+                or self.failed
+                or self._t_stop is None
+                or self._t0 is None
+                or not self.frames_written
+            ):
+                return
+            end = round((self._t_stop - self._t0) * self.fps)  # slots before the stop
+            gap = min(end - self._next_slot, round(self.MAX_GAP_S * self.fps))
+            for _ in range(max(0, gap)):
+                self._put(self._bgr)  # _bgr holds the last frame written
+                self._next_slot += 1
+
     def close(self) -> None:
-        # After a failed write (disk full) the file lacks frames, and an mp4 its index: the
-        # live engine closes a failed sink, and the real name would then replace an earlier,
-        # complete file with one that does not play.
-        self._finish(self.incomplete_path if self.failed else self.path)
+        try:
+            self._hold_last_frame()
+        finally:
+            # After a failed write (disk full) the file lacks frames, and an mp4 its index: the
+            # live engine closes a failed sink, and the real name would then replace an
+            # earlier, complete file with one that does not play.
+            self._finish(self.incomplete_path if self.failed else self.path)
 
     def abort(self) -> None:
         """Close as incomplete: the frames so far go to :attr:`incomplete_path`, not ``path``."""
@@ -227,6 +270,17 @@ class VideoFileSink(_SinkBase):
     def describe(self) -> str:
         w, h = self.size
         return f"video {self.path.name} · {w}x{h} @ {self.fps:g} fps ({self.fourcc})"
+
+
+def _write_problem(exc: OSError, folder: Path) -> str:
+    """Why a file in ``folder`` cannot be created, from the error creating it."""
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"no permission to write in folder {folder}"
+    if exc.errno == errno.EROFS:
+        return f"folder {folder} is on a read-only file system"
+    if exc.errno == errno.ENOENT:
+        return f"folder {folder} does not exist"
+    return str(exc.strerror or exc)
 
 
 #: Image formats that hold grey only: colour frames are converted to grey for them.

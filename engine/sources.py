@@ -707,6 +707,13 @@ class ImageFolderSource(_SourceBase):
 
     Offline: every image once, each at its own size unless ``size`` is given. Live: paced at
     ``fps`` (default 30); ``loop`` starts again at the first image.
+
+    An image that cannot be read raises :class:`SourceError` from ``read()`` (and from the
+    constructor for the first one), which ends the stream. With ``skip_unreadable=True`` it is
+    passed over instead and listed in :attr:`skipped` as ``(file, message)``; only a folder
+    without a single readable image is an error then. :attr:`frame_files` names the file of
+    each frame delivered (frame ``i`` came from ``frame_files[i]``; not kept when looping):
+    once an image is skipped, frame indices no longer follow :attr:`files`.
     """
 
     def __init__(
@@ -717,6 +724,7 @@ class ImageFolderSource(_SourceBase):
         size: tuple[int, int] | None = None,
         fps: float | None = None,
         loop: bool = False,
+        skip_unreadable: bool = False,
     ):
         super().__init__()
         self.path = Path(path)
@@ -742,25 +750,50 @@ class ImageFolderSource(_SourceBase):
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise SourceError(f"no images in folder {self.path} (looked for {exts})")
         self._resize = _check_size(size)
-        self._first: np.ndarray | None = self._load(0)
+        self._skip = skip_unreadable
+        self.skipped: list[tuple[Path, str]] = []
+        self._bad: set[int] = set()  # positions in files found unreadable (skip mode)
+        self.frame_files: list[Path] = []
         self.live = live
         self._loop = loop
+        self._pos = 0
+        self._first: np.ndarray | None = self._next_image()
+        if self._first is None:
+            first = self.skipped[0][1]
+            raise SourceError(
+                f"no readable images in folder {self.path}: all {len(self.files)} failed; "
+                f"first: {first}"
+            )
         self.size = image_size(self._first)
         self.fps = _valid_fps(fps) or DEFAULT_FPS
         self.frame_count = None if loop else len(self.files)
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
-        self._pos = 0
 
     def _load(self, i: int) -> np.ndarray:
         image = read_image(self.files[i])
         return resize_to(image, self._resize) if self._resize is not None else image
+
+    def _next_image(self) -> np.ndarray | None:
+        """The image at ``_pos`` or, skipping, the next readable one; None past the last file.
+        Leaves ``_pos`` on the file the image came from."""
+        while self._pos < len(self.files):
+            if self._pos not in self._bad:
+                try:
+                    return self._load(self._pos)
+                except SourceError as exc:
+                    if not self._skip:
+                        raise
+                    self._bad.add(self._pos)  # a looping source meets it again: listed once
+                    self.skipped.append((self.files[self._pos], str(exc)))
+            self._pos += 1
+        return None
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0
         if self._interrupt.is_set() or self._closed:
             return None
         if self._pos >= len(self.files):
-            if not self._loop:
+            if not self._loop or len(self._bad) == len(self.files):
                 return None
             self._pos = 0
         if self._pacer is not None:
@@ -771,7 +804,14 @@ class ImageFolderSource(_SourceBase):
         if self._first is not None:
             image, self._first = self._first, None
         else:
-            image = self._load(self._pos)
+            image = self._next_image()
+            if image is None and self._loop and len(self._bad) < len(self.files):
+                self._pos = 0  # the files after the last readable one were all skipped
+                image = self._next_image()
+            if image is None:
+                return None
+        if not self._loop:  # a looping source repeats its files: the list would grow forever
+            self.frame_files.append(self.files[self._pos])
         self._pos += 1
         return self._emit(image, time.perf_counter())
 
@@ -847,8 +887,8 @@ def open_source(
         fps: requested from a camera; the repeat rate for images and folders; only a fallback
             for video files (they play at their own rate).
         kind: force ``"camera"``, ``"video"``, ``"image"``, ``"folder"`` or a registered kind.
-        **options: passed to the source (``loop=True`` for files, ``fourcc``, ``reconnect``
-            and ``backoff`` for cameras).
+        **options: passed to the source (``loop=True`` for files, ``skip_unreadable=True``
+            for folders, ``fourcc``, ``reconnect`` and ``backoff`` for cameras).
 
     Raises:
         SourceError: missing or unreadable file (named in the message).

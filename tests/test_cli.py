@@ -7,6 +7,7 @@ register only exists in this interpreter.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import os
@@ -222,6 +223,80 @@ def test_the_app_on_a_missing_file_is_an_error(
     err = capsys.readouterr().err
     assert code == 1
     assert f"no such file or folder: {missing}" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--source", "IN", "--output", "OUT.avi", "--backend", "passthrough"],
+        ["process", "IN", "OUT.avi", "--backend", "unsharp"],
+        ["bench", "--backend", "unsharp", "--backend", "passthrough"],
+        ["--backend", "unsharp"],
+    ],
+)
+def test_a_model_for_a_backend_that_runs_none_is_a_usage_error(
+    argv: list[str],
+    clip: Path,
+    models: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import types
+
+    # The model was silently ignored: the output looked like that model's work.
+    fake = types.ModuleType("app.main")
+    fake.run_app = lambda options, **kw: pytest.fail("the app started")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.main", fake)
+    out = tmp_path / "OUT.avi"
+    argv = [str(clip) if a == "IN" else str(out) if a == "OUT.avi" else a for a in argv]
+    code = cli.main([*argv, "--model", str(models["good"])])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--model is not used by --backend" in err and "no model" in err, err
+    assert not out.exists()
+
+
+def test_a_model_with_a_model_backend_among_others_is_fine(
+    models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import bench
+
+    ran: dict[str, Any] = {}
+
+    def run_bench(backends: Any, sizes: Any, frames: Any, model: Any, **kw: Any) -> Any:
+        ran.update(backends=backends, model=model)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bench, "run_bench", run_bench)
+    argv = ["bench", "--backend", "unsharp", "--backend", "onnx", "--model", str(models["good"])]
+    assert cli.main(argv) == 1
+    assert ran == {"backends": ["unsharp", "onnx"], "model": str(models["good"])}
+
+
+@pytest.mark.parametrize("name", ["shot.txt", "shot", "SHOT.PDF"])
+def test_a_screenshot_qt_cannot_save_is_a_usage_error(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    # The app ran for --quit-after seconds and only then said "cannot write screenshot".
+    started: list[Any] = []
+    fake = types.ModuleType("app.main")
+    fake.run_app = lambda options, **kw: started.append(options) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.main", fake)
+    code = cli.main(["--screenshot", str(tmp_path / name), "--quit-after", "1"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"--screenshot {tmp_path / name}: Qt cannot save" in err and "png" in err, err
+    assert started == []
+    code = cli.main(["--screenshot", str(tmp_path), "--quit-after", "1"])
+    assert code == 2 and "is a folder" in capsys.readouterr().err
+    # What QPixmap.save takes: the extension in any case.
+    for ok in ("shot.png", "shot.JPG", "shot.jpeg", "shot.bmp"):
+        assert cli.main(["--screenshot", str(tmp_path / ok), "--quit-after", "1"]) == 0
+    assert len(started) == 4
 
 
 def test_app_options_before_a_command_are_a_usage_error(
@@ -486,6 +561,127 @@ def test_process_interrupted_before_its_first_frame_names_no_output(
     assert out.read_bytes() == b"yesterday's result"
 
 
+class _FailsOnStamp3:
+    """A backend that fails on the image stamped 3 (out of memory on one large photo, say)."""
+
+    name, provider = "fails-on-3", "test"
+
+    def __init__(self, **_options: Any) -> None:
+        pass
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if read_stamp(rgb) == 3:
+            raise RuntimeError("out of memory")
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def _photo_folder(folder: Path, stamps: range) -> Path:
+    folder.mkdir()
+    for i in stamps:
+        cv2.imwrite(str(folder / f"p{i}.png"), cv2.cvtColor(stamped_frame(i), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def test_process_folder_skips_the_images_it_cannot_read_or_process_and_names_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One corrupt photo stopped the run: exit 1 and half a folder with nothing marking it.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _FailsOnStamp3)
+    folder = _photo_folder(tmp_path / "in", range(7))
+    (folder / "p0.png").write_bytes(b"\x89PNG not really")  # the first one: the source opens
+    (folder / "p5.png").write_bytes(b"")
+    out = tmp_path / "out"
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err
+    skipped = [line for line in err.splitlines() if line.startswith("sharpcam: skipped: ")]
+    assert len(skipped) == 3, err  # one line per image, in folder order
+    assert f"cannot read image file {folder / 'p0.png'}" in skipped[0]
+    assert f"cannot process {folder / 'p3.png'}: out of memory" in skipped[1]
+    assert f"cannot read image file {folder / 'p5.png'}" in skipped[2]
+    assert err.rstrip().endswith(f"3 of 7 images skipped; 4 written to {out}"), err
+    # Everything else is there, each under its own name and from its own input.
+    assert sorted(p.name for p in out.iterdir()) == ["p1.png", "p2.png", "p4.png", "p6.png"]
+    for name in ("p1", "p2", "p4", "p6"):
+        img = cv2.cvtColor(cv2.imread(str(out / f"{name}.png")), cv2.COLOR_BGR2RGB)
+        assert read_stamp(img) == int(name[1:])
+
+
+def test_process_folder_names_no_more_than_the_first_skipped_images(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _photo_folder(tmp_path / "in", range(1))
+    for i in range(cli.MAX_SKIPPED_LISTED + 5):
+        (folder / f"q{i}.png").write_bytes(b"")
+    code = cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.count("sharpcam: skipped: ") == cli.MAX_SKIPPED_LISTED
+    assert "... and 5 more skipped" in err
+    assert f"{cli.MAX_SKIPPED_LISTED + 5} of {cli.MAX_SKIPPED_LISTED + 6} images skipped" in err
+
+
+def test_process_folder_skips_an_image_it_cannot_write_but_stops_on_a_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import engine.sinks
+    from engine.sinks import SinkError
+
+    real_write = engine.sinks.write_image
+    folder = _photo_folder(tmp_path / "in", range(4))
+
+    def refuses_p1(target: Any, rgb: np.ndarray) -> Path:
+        if Path(target).name == "p1.png":
+            raise SinkError(f"cannot encode {target} as .png")
+        return real_write(target, rgb)
+
+    monkeypatch.setattr(engine.sinks, "write_image", refuses_p1)
+    out = tmp_path / "out"
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"sharpcam: skipped: cannot encode {out / 'p1.png'} as .png" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p2.png", "p3.png"]
+
+    def disk_full(target: Any, rgb: np.ndarray) -> Path:
+        # No later image escapes: failing (and listing) every one of them helps nobody.
+        if Path(target).name == "p0.png":
+            return real_write(target, rgb)
+        raise SinkError(f"cannot write {target}: No space left") from OSError(
+            errno.ENOSPC, "No space left on device"
+        )
+
+    monkeypatch.setattr(engine.sinks, "write_image", disk_full)
+    out = tmp_path / "out2"
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "processing failed after" in err and "No space left" in err, err
+    assert "skipped" not in err
+    assert [p.name for p in out.iterdir()] == ["p0.png"]
+
+
+def test_process_folder_interrupted_is_still_130_and_names_what_it_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsFirstCall)
+    folder = _photo_folder(tmp_path / "in", range(1, 20))
+    (folder / "p0.png").write_bytes(b"")
+    code = cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 130, err
+    assert f"sharpcam: skipped: cannot read image file {folder / 'p0.png'}" in err, err
+    assert "interrupted" in err and "Traceback" not in err
+
+
 def test_missing_and_unreadable_inputs_are_named(tmp_path: Path) -> None:
     proc = run_cli("process", str(tmp_path / "nothere.mp4"), str(tmp_path / "o.mp4"))
     assert_clean_failure(proc, "nothere.mp4", code=1)
@@ -538,6 +734,50 @@ def test_run_to_file_with_duration(tmp_path: Path) -> None:
     stamps = [read_stamp(f) for f in frames]
     assert stamps == sorted(stamps)  # live may drop, never reorder
     assert "fps" in proc.stderr and "unsharp" in proc.stderr
+
+
+class _SlowAfterItsFirstFrame:
+    """A model that takes 2 s a frame once it has done one (a large frame on a slow CPU)."""
+
+    name, provider = "slow", "test"
+
+    def __init__(self, **_options: Any) -> None:
+        self.calls = 0
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls > 1:
+            time.sleep(2.0)
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_stopped_recording_lasts_until_the_stop(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run --source one.png --output r.mp4 --duration 2` made a one-frame file: it ended at the
+    # last frame the model finished, where README says the recording keeps the source's clock.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _SlowAfterItsFirstFrame)
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), cv2.cvtColor(stamped_frame(5), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "r.avi"
+    argv = ["run", "--source", str(still), "--output", str(out), "--backend", "unsharp"]
+    assert cli.main([*argv, "--duration", "1.5"]) == 0
+    err = capsys.readouterr().err
+    frames = read_video(out)
+    assert 30 <= len(frames) <= 52, (len(frames), err)  # ~1.5 s at 30 fps, not 1 frame
+    assert {read_stamp(f) for f in frames} == {5}
+
+    # A source that ends on its own ends the file there: no tail of repeats.
+    out = tmp_path / "clip.avi"
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", engine.backends.UnsharpBackend)
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
+    assert cli.main([*argv, "--duration", "30"]) == 0
+    assert len(read_video(out)) <= 24 + 1
 
 
 def test_run_output_it_cannot_write_is_a_usage_error(clip: Path, tmp_path: Path) -> None:

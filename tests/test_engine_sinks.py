@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -377,6 +382,109 @@ def test_timed_video_sink_keeps_the_live_clock(tmp_path):
     got = [round(float(np.median(f)) / 40) for f in read_video(path)]
     assert got == [0, 1, 1, 1, 2, 4, 4, 4, 4, 5]
     assert len(got) / fps == pytest.approx(times[-1] + 1 / fps)
+
+
+def test_a_stopped_timed_video_holds_its_last_frame_until_the_stop(tmp_path):
+    """`run --source still.png --output r.mp4 --duration 2` behind a slow model made a one-frame
+    file: the file ended at the last frame the model finished, not when the stream stopped."""
+    path = tmp_path / "live.avi"
+    fps = 10.0
+    with VideoFileSink(path=path, size=(32, 24), fps=fps, timed=True) as sink:
+        for i, t in enumerate([0.0, 0.1]):
+            sink.write(Frame(np.full((24, 32, 3), 40 * i, np.uint8), i, 1000.0 + t))
+        sink.mark_stop(1000.0 + 1.0)
+    got = [round(float(np.median(f)) / 40) for f in read_video(path)]
+    assert got == [0] + [1] * 9  # one second at 10 fps, the last frame held
+    assert sink.frames_written == 10
+
+
+def test_a_timed_video_not_stopped_or_aborted_gets_no_tail(tmp_path):
+    # A source that ended (no mark_stop) ends the file at its last frame; an aborted or untimed
+    # file ignores the stop time.
+    for timed, end in [(True, "close"), (True, "abort"), (False, "close")]:
+        path = tmp_path / f"{timed}-{end}.avi"
+        sink = VideoFileSink(path=path, size=(32, 24), fps=10.0, timed=timed)
+        sink.write(Frame(np.zeros((24, 32, 3), np.uint8), 0, 1000.0))
+        if end == "abort":
+            sink.mark_stop(1002.0)
+            sink.abort()
+            path = sink.incomplete_path
+        else:
+            if not timed:
+                sink.mark_stop(1002.0)
+            sink.close()
+        assert len(read_video(path)) == 1, (timed, end)
+
+
+@pytest.mark.parametrize(
+    "code,needle",
+    [
+        (errno.EACCES, "no permission to write in folder {}"),
+        (errno.EROFS, "folder {} is on a read-only"),
+    ],
+)
+def test_a_video_in_a_folder_it_may_not_write_names_the_cause(tmp_path, monkeypatch, code, needle):
+    # It was "cannot write video X with codec mp4v": OpenCV's writer says only "not opened".
+    import engine.sinks
+
+    real_open = open
+
+    def refused(file, *args, **kwargs):
+        if Path(file).parent == tmp_path:
+            raise OSError(code, os.strerror(code), str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(engine.sinks, "open", refused, raising=False)
+    with pytest.raises(SinkError) as info:
+        VideoFileSink(path=tmp_path / "out.mp4", size=(32, 24))
+    assert f"cannot write video {tmp_path / 'out.mp4'}: {needle.format(tmp_path)}" in str(
+        info.value
+    )
+    assert "codec" not in str(info.value)
+
+
+def _without_root_powers() -> list[str] | None:
+    """A command prefix that runs a process as one who may not write everywhere, or None."""
+    if not hasattr(os, "geteuid"):
+        return None
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        return None
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]
+    probe = subprocess.run([*prefix, "true"], capture_output=True)
+    return prefix if probe.returncode == 0 else None
+
+
+def test_a_video_in_a_read_only_folder_says_so_for_real(tmp_path):
+    prefix = _without_root_powers()
+    if prefix is None:
+        pytest.skip("cannot run a process that root's powers do not let write anywhere")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    code = (
+        "import sys\n"
+        "from engine.sinks import SinkError, VideoFileSink\n"
+        "try:\n"
+        "    VideoFileSink(path=sys.argv[1], size=(32, 24))\n"
+        "except SinkError as exc:\n"
+        "    print(exc)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    for target, needle in [
+        (folder / "out.mp4", f"no permission to write in folder {folder}"),
+        (folder / "sub" / "out.mp4", f"cannot create folder {folder / 'sub'}: Permission denied"),
+    ]:
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(target)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+        )
+        assert needle in proc.stdout and "codec" not in proc.stdout, proc.stdout + proc.stderr
+    assert list(folder.iterdir()) == []
 
 
 def test_untimed_video_sink_keeps_every_frame(tmp_path):

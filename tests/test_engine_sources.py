@@ -280,6 +280,49 @@ def test_folder_with_unreadable_image_names_it(tmp_path):
             src.read()
 
 
+def _folder_with_bad_images(folder: Path) -> None:
+    """a1, a3, a5 readable (grey 1, 3, 5); a0 garbage, a2 a truncated PNG, a6 empty."""
+    for i in (1, 3, 5):
+        write_png(folder / f"a{i}.png", np.full((4, 4, 3), i, np.uint8))
+    (folder / "a0.png").write_bytes(b"this is no png")
+    (folder / "a2.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 40)
+    (folder / "a6.png").write_bytes(b"")
+
+
+def test_folder_skipping_unreadable_images_lists_them(tmp_path):
+    # One corrupt photo used to end `process DIR OUT` with the rest of the folder undone.
+    _folder_with_bad_images(tmp_path)
+    with open_source(tmp_path, live=False, skip_unreadable=True) as src:
+        assert src.frame_count == 6 and src.size == (4, 4)  # the first readable image's
+        frames = list(src)
+        assert [int(f.image[0, 0, 0]) for f in frames] == [1, 3, 5]
+        assert [f.index for f in frames] == [0, 1, 2]
+        # Frame indices no longer follow the files: each frame's file is named.
+        assert [p.name for p in src.frame_files] == ["a1.png", "a3.png", "a5.png"]
+        assert [p.name for p, _ in src.skipped] == ["a0.png", "a2.png", "a6.png"]
+        for file, message in src.skipped:
+            assert f"cannot read image file {file}" in message
+
+
+def test_a_looping_folder_lists_a_skipped_image_once(tmp_path):
+    _folder_with_bad_images(tmp_path)
+    with open_source(tmp_path, live=False, loop=True, skip_unreadable=True) as src:
+        values = [int(src.read().image[0, 0, 0]) for _ in range(7)]
+        assert values == [1, 3, 5, 1, 3, 5, 1]
+        assert len(src.skipped) == 3
+        assert src.frame_files == []  # a looping source would grow it forever
+
+
+def test_a_folder_without_a_readable_image_is_an_error_even_skipping(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"this is no png")
+    (tmp_path / "b.jpg").write_bytes(b"")
+    with pytest.raises(SourceError, match=r"no readable images in folder .*all 2 failed.*a\.png"):
+        open_source(tmp_path, live=False, skip_unreadable=True)
+    # Without skipping, the first unreadable image is the error, as before.
+    with pytest.raises(SourceError, match=r"cannot read image file .*a\.png"):
+        open_source(tmp_path, live=False)
+
+
 def test_empty_folder_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="no images in folder"):
         open_source(tmp_path, live=False)
