@@ -954,6 +954,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)
         if folder:
             backend = _PerImageBackend(backend)
+        existed = Path(args.output).exists()  # a folder output is made by its sink
         sink = _open_process_sink(kind, source, args.output, backend)
         engine = Engine(
             source,
@@ -997,7 +998,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                 # "0 of 180 frames written to out.mp4" named an earlier result as this one's.
                 _eprint(
                     f"{PROG}: interrupted before the first frame was done; nothing written"
-                    + (f", {args.output} left as it was" if Path(args.output).exists() else "")
+                    + (f", {args.output} left as it was" if existed else "")
                 )
             else:
                 _eprint(

@@ -68,9 +68,10 @@ def run_app(
         screenshot: save a PNG of the window here just before quitting.
         quit_after: close the window after this many seconds (default 3 with ``screenshot``)
             and print the final statistics line.
-            With either of these (scripted mode) a start without video ends the run at once with
-            exit code 1 and the reason on stderr, and a ``source`` that fails to open is not
-            replaced by the demo clip: the picture must be of the source named.
+            With either of these (scripted mode) a start without video, or a stream that ends on
+            its own (the source failed mid-run), ends the run at once with exit code 1 and the
+            reason on stderr, and a ``source`` that fails to open is not replaced by the demo
+            clip: the picture must be of the source named.
         backend, model: inference backend (None = remembered, "auto" by default) and model file.
         settings_path: an ``.ini`` settings store instead of the user's (tests, portable use).
         api: the engine module (tests pass a fake); default ``engine``.
@@ -130,16 +131,23 @@ def run_app(
     result: dict[str, Any] = {"code": 0, "failed": False}
     if scripted:
 
-        def on_start_finished(ok: bool) -> None:
-            if ok or result["failed"]:
+        def fail(reason: str) -> None:
+            if result["failed"]:
                 return
             result["failed"] = True
             result["code"] = 1
-            print(f"sharpcam: error: {no_video_reason(window)}", file=sys.stderr)
+            print(f"sharpcam: error: {reason}", file=sys.stderr)
             # Not from inside the bridge's own signal: it is still finishing that start.
             QTimer.singleShot(0, window.close)
 
+        def on_start_finished(ok: bool) -> None:
+            if not ok:
+                fail(no_video_reason(window))
+
         window.bridge.start_finished.connect(on_start_finished)
+        # A stream that ended on its own (the source failed mid-run) is over for good: waiting
+        # for --quit-after, then for a frame to picture, ended in "no frame arrived".
+        window.bridge.stream_ended.connect(lambda msg: fail(" ".join(msg.text.split())))
     window.start_stream()
 
     if quit_after is not None:

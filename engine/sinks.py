@@ -307,7 +307,10 @@ def write_image(target: str | os.PathLike[str], rgb: np.ndarray) -> Path:
         raise SinkError(f"cannot encode {target} as {ext}")
     partial = target.with_name(f".{target.stem}.partial{target.suffix}")
     try:
-        data.tofile(str(partial))  # tofile, not imwrite: non-ASCII paths on Windows
+        # Not imwrite: non-ASCII paths on Windows. Not ndarray.tofile either: a full disk was
+        # "N requested and M written" with no errno, which callers could not tell apart.
+        with open(partial, "wb") as f:
+            f.write(data)
         os.replace(partial, target)
     except OSError as exc:
         partial.unlink(missing_ok=True)

@@ -1621,6 +1621,39 @@ def test_a_named_source_that_fails_to_open_ends_a_scripted_run_with_its_reason(
     assert "sharpcam app:" not in captured.out  # no statistics of a stream that never ran
 
 
+def test_a_stream_that_ends_during_a_scripted_run_ends_it_with_its_reason(qtbot, tmp_path, capsys):
+    import engine
+    from app.main import run_app
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        camera = _DyingCamera(engine.open_source(*args, **kwargs))
+        threading.Timer(0.5, camera.die.set).start()  # a few frames, then the camera stops
+        return camera
+
+    out = tmp_path / "shot.png"
+    t0 = time.perf_counter()
+    code = run_app(
+        source=str(DEMO_CLIP),
+        screenshot=str(out),
+        quit_after=6.0,
+        backend="passthrough",
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+        api=_engine_api(open_source=open_source),
+    )
+    # It waited --quit-after and then FIRST_FRAME_GRACE_S for a frame of a stream that was
+    # over, and said "no frame arrived" of a stream that had sent frames (without
+    # --screenshot: exit 0, and statistics of nothing).
+    assert code == 1
+    assert time.perf_counter() - t0 < 6.0, "it must not wait for --quit-after to say so"
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("sharpcam:")]
+    assert len(errors) == 1 and "stopped delivering frames" in errors[0], captured.err
+    assert "no frame arrived" not in captured.err
+    assert not out.exists()
+    assert "sharpcam app:" not in captured.out
+
+
 def test_the_interactive_app_still_shows_the_demo_clip_for_a_source_that_fails(
     qtbot, tmp_path, capsys
 ):

@@ -667,6 +667,26 @@ def test_process_folder_skips_an_image_it_cannot_write_but_stops_on_a_full_disk(
     assert [p.name for p in out.iterdir()] == ["p0.png"]
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_process_folder_stops_when_the_disk_is_really_full(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A real full disk, not an OSError made up with errno ENOSPC: numpy's tofile() reported
+    # it as "13984 requested and 8192 written" with no errno, so every image left was
+    # skipped (and listed) one by one instead of the run stopping. /dev/full fails every
+    # write with ENOSPC; p1's working file leads there.
+    folder = _photo_folder(tmp_path / "in", range(4))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".p1.partial.png").symlink_to("/dev/full")
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "processing failed after 1 frame" in err and "No space left" in err, err
+    assert "skipped" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png"]
+
+
 def test_process_folder_interrupted_is_still_130_and_names_what_it_skipped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -680,6 +700,23 @@ def test_process_folder_interrupted_is_still_130_and_names_what_it_skipped(
     assert code == 130, err
     assert f"sharpcam: skipped: cannot read image file {folder / 'p0.png'}" in err, err
     assert "interrupted" in err and "Traceback" not in err
+
+
+def test_process_folder_interrupted_before_its_first_image_calls_no_new_folder_old(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import engine.backends
+
+    # The output folder is made when the run starts: "out left as it was" said of a folder
+    # this run had just made that it was someone's earlier result.
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsFirstCall)
+    folder = _photo_folder(tmp_path / "in", range(3))
+    out = tmp_path / "out"
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 130, err
+    assert "nothing written" in err, err
+    assert "left as it was" not in err, err
 
 
 def test_missing_and_unreadable_inputs_are_named(tmp_path: Path) -> None:

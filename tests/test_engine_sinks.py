@@ -566,17 +566,27 @@ def test_image_sink_writes_grey_only_formats(tmp_path):
 def test_image_sink_failed_write_keeps_the_earlier_file(tmp_path, monkeypatch):
     import engine.sinks
 
-    class HalfWritten:
-        """What imencode returns, whose tofile() runs out of disk half way."""
+    real_open = open
 
-        def tofile(self, target: str) -> None:
-            with open(target, "wb") as f:
-                f.write(b"\x89PNG trunc")
+    class HalfWritten:
+        """A file whose disk runs out half way through the image."""
+
+        def __init__(self, target, mode: str) -> None:  # noqa: ANN001
+            self.file = real_open(target, mode)
+
+        def __enter__(self):  # noqa: ANN204
+            return self
+
+        def __exit__(self, *exc) -> None:  # noqa: ANN002
+            self.file.close()
+
+        def write(self, data) -> None:  # noqa: ANN001
+            self.file.write(bytes(data)[:10])
             raise OSError(28, "No space left on device")
 
     path = tmp_path / "out.png"
     path.write_bytes(b"yesterday's result")
-    monkeypatch.setattr(engine.sinks.cv2, "imencode", lambda ext, img: (True, HalfWritten()))
+    monkeypatch.setattr(engine.sinks, "open", HalfWritten, raising=False)
     sink = open_sink(path, size=None)
     with pytest.raises(SinkError, match="No space left"):
         sink.write(frame(0))
