@@ -248,15 +248,36 @@ def _int8_matches_float() -> bool:
     return True
 
 
+_OV_CORE: Any = None
+_OV_CORE_LOCK = threading.Lock()
+
+
+def _ov_core() -> Any:
+    """The process's one ``openvino.Core``, made on first use and never destroyed.
+
+    OpenVINO's CPU plugin gives the compiling thread an alternate signal stack and, when its
+    ``Core`` is destroyed, puts back the one it found. Two cores closed in the order they were
+    opened (``bench`` closing its rows, the app swapping models) left the thread pointing at an
+    unmapped stack, and the next Ctrl-C (Python's handlers run on that stack) was a segfault.
+    One core for every backend leaves nothing to put back; compiled models still go with
+    their backend.
+    """
+    global _OV_CORE
+    with _OV_CORE_LOCK:
+        if _OV_CORE is None:
+            import openvino as ov
+
+            _OV_CORE = ov.Core()
+        return _OV_CORE
+
+
 def openvino_cpu_precision() -> str | None:
     """The precision OpenVINO picks by itself on this CPU: ``"bf16"`` (AVX512-BF16 / AMX),
     ``"f16"`` (some ARM), ``"f32"`` (the rest, AVX2-VNNI-2 CPUs included, though they list a
     BF16 capability); None without OpenVINO. Asked once, no model compiled."""
     if "CPU" not in _CPU_PRECISION:
         try:
-            import openvino as ov
-
-            hint = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT")
+            hint = _ov_core().get_property("CPU", "INFERENCE_PRECISION_HINT")
             _CPU_PRECISION["CPU"] = _ov_precision_name(hint)
         except Exception:  # noqa: BLE001 - no OpenVINO or no CPU plugin
             _CPU_PRECISION["CPU"] = None
@@ -771,7 +792,7 @@ class OpenVinoBackend(_ModelBackend):
             raise BackendError(f"precision must be None, 'f32', 'bf16' or 'f16', got {precision!r}")
         self.model = open_model(model)
         self._ov = ov
-        self._core = ov.Core()
+        self._core = _ov_core()
         self.device = "CPU" if device in ("auto", "cpu") else "GPU"
         if self.device not in self._core.available_devices:
             raise BackendError(

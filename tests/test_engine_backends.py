@@ -957,3 +957,45 @@ def test_a_carried_warning_after_its_block_ended_is_a_python_warning():
         ended.set()
         thread.join(5)
     assert caught == []  # a list nobody reads any more is no place for it
+
+
+@needs_openvino
+def test_ctrl_c_after_openvino_backends_closed_in_opening_order_is_not_a_segfault(
+    tmp_path: Path,
+) -> None:
+    # OpenVINO gives the compiling thread an alternate signal stack per Core and puts back the
+    # previous one when that Core goes: two closed first-in first-out (bench's rows) left an
+    # unmapped stack registered, and Python's Ctrl-C handler ran on it (exit -11, no traceback).
+    import subprocess
+    import textwrap
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    script = textwrap.dedent(
+        f"""
+        import os, signal, time
+        import numpy as np
+        from engine.backends import OpenVinoBackend
+        frame = np.zeros((64, 64, 3), np.uint8)
+        first, second = OpenVinoBackend(model={str(model)!r}), OpenVinoBackend(model={str(model)!r})
+        first.process(frame); second.process(frame)
+        first.close(); del first
+        second.close(); del second
+        import gc; gc.collect()
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            print("interrupted")
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "interrupted", (
+        proc.returncode,
+        proc.stderr[-2000:],
+    )
