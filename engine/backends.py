@@ -259,8 +259,8 @@ def _ov_core() -> Any:
     ``Core`` is destroyed, puts back the one it found. Two cores closed in the order they were
     opened (``bench`` closing its rows, the app swapping models) left the thread pointing at an
     unmapped stack, and the next Ctrl-C (Python's handlers run on that stack) was a segfault.
-    One core for every backend leaves nothing to put back; compiled models still go with
-    their backend.
+    One core for every backend (what OpenVINO recommends anyway: each Core loads its own
+    plugins) leaves nothing to put back; compiled models still go with their backend.
     """
     global _OV_CORE
     with _OV_CORE_LOCK:

@@ -886,6 +886,7 @@ def test_the_progress_bar_stays_out_of_a_log_file(tmp_path: Path) -> None:
     code = (
         "import sys; from training.train import _progress\n"
         "assert sum(_progress(range(50), desc='epoch 1/1')) == 1225\n"
+        "assert sum(_progress(range(50), desc='epoch 1/1', disable=False)) == 1225\n"
     )
     log = tmp_path / "train.log"
     with open(log, "w") as fh:

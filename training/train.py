@@ -994,10 +994,11 @@ def _progress(it, **kw):
         from tqdm import tqdm
     except ImportError:
         return it
-    # disable=None: no bar when stderr is not a terminal. In a log file (a background run) it
-    # was thousands of carriage-return updates; the epoch lines say what it said.
+    # No bar when stderr is not a terminal (tqdm's disable=None): in a log file (a background
+    # run) it was thousands of carriage-return updates; the epoch lines say what it said.
+    disable = True if kw.pop("disable", False) else None
     return tqdm(
-        it, mininterval=5.0, dynamic_ncols=True, leave=False, file=sys.stderr, disable=None, **kw
+        it, mininterval=5.0, dynamic_ncols=True, leave=False, file=sys.stderr, disable=disable, **kw
     )
 
 
