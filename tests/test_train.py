@@ -443,6 +443,28 @@ class _FakeTeacher(nn.Module):
         return (y, [x.mean(1, keepdim=True).repeat(1, 4, 1, 1)]) if return_features else y
 
 
+class _CountingTeacher(_FakeTeacher):
+    """A fake teacher that records how many patches each call computes (in ``seen``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        self.seen.append(x.shape[0])
+        return super().forward(x, return_features)
+
+
+def _cache_options(cache: Path) -> tuple[str, ...]:
+    """A one-patch-per-call fake-teacher cache at ``cache``."""
+    return (
+        f"--teacher.cache_path={cache}",
+        "--teacher.name=fake",
+        "--teacher.cache_patch=32",
+        "--teacher.cache_batch=1",
+    )
+
+
 def test_teacher_cache_feeds_distillation(synth: dict[str, Path], tmp_path: Path) -> None:
     cache = tmp_path / "cache.pt"
     cfg = _tiny(
@@ -734,12 +756,7 @@ def test_an_interrupted_cache_build_extends_under_another_spelling_of_its_folder
     synth: dict[str, Path], tmp_path: Path
 ) -> None:
     cache = tmp_path / "cache.pt"
-    common = (
-        f"--teacher.cache_path={cache}",
-        "--teacher.name=fake",
-        "--teacher.cache_patch=32",
-        "--teacher.cache_batch=1",
-    )
+    common = _cache_options(cache)
     build_cache(
         _tiny(synth, tmp_path / "run", *common, "--teacher.cache_count=2"), teacher=_FakeTeacher()
     )
@@ -747,18 +764,12 @@ def test_an_interrupted_cache_build_extends_under_another_spelling_of_its_folder
     alias = tmp_path / "alias"
     alias.symlink_to(synth["photos"].parent, target_is_directory=True)
     respelled = {k: alias / v.relative_to(synth["photos"].parent) for k, v in synth.items()}
-    seen: list[int] = []
-
-    class Counting(_FakeTeacher):
-        def forward(self, x: torch.Tensor, return_features: bool = False):
-            seen.append(x.shape[0])
-            return super().forward(x, return_features)
-
     # Started again (the same folders, named another way) with a larger count: only the
     # missing patch is computed; the teacher's work so far is kept, not redone from patch 0.
     cfg = _tiny(respelled, tmp_path / "run", *common, "--teacher.cache_count=3")
-    build_cache(cfg, teacher=Counting())
-    assert sum(seen) == 1
+    counting = _CountingTeacher()
+    build_cache(cfg, teacher=counting)
+    assert sum(counting.seen) == 1
     data = torch.load(cache, weights_only=True)
     assert data["keys"][:2] == first["keys"] and len(data["keys"]) == 3
 
@@ -769,12 +780,7 @@ def test_an_interrupted_cache_build_from_before_a_new_data_key_is_extended(
     from training.cache_teacher import check_cache_meta
 
     cache = tmp_path / "cache.pt"
-    common = (
-        f"--teacher.cache_path={cache}",
-        "--teacher.name=fake",
-        "--teacher.cache_patch=32",
-        "--teacher.cache_batch=1",
-    )
+    common = _cache_options(cache)
     build_cache(
         _tiny(synth, tmp_path / "run", *common, "--teacher.cache_count=2"), teacher=_FakeTeacher()
     )
@@ -784,34 +790,28 @@ def test_an_interrupted_cache_build_from_before_a_new_data_key_is_extended(
     del old["meta"]["data"]["psf_centre"]
     old["meta"]["data"].update(val_count=5, val_windows=[3], val_crop=0, raw_on_device=True)
     torch.save(old, cache)
-    seen: list[int] = []
-
-    class Counting(_FakeTeacher):
-        def forward(self, x: torch.Tensor, return_features: bool = False):
-            seen.append(x.shape[0])
-            return super().forward(x, return_features)
-
     cfg = _tiny(synth, tmp_path / "run", *common, "--teacher.cache_count=3")
     with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
         check_cache_meta(old["meta"], cfg, cache)
     assert "other data settings" not in caplog.text
-    build_cache(cfg, teacher=Counting())
-    assert sum(seen) == 1
+    counting = _CountingTeacher()
+    build_cache(cfg, teacher=counting)
+    assert sum(counting.seen) == 1
     data = torch.load(cache, weights_only=True)
     assert data["keys"][:2] == old["keys"] and len(data["keys"]) == 3
     # A missing key the config sets away from its default, or a patch setting that differs,
     # is a real change: warned of at training, and a build starts over.
     for change in ("--data.psf_centre=time", "--data.noise_prob=0.1"):
         torch.save(old, cache)
-        seen.clear()
         caplog.clear()
         cfg = _tiny(synth, tmp_path / "run", *common, "--teacher.cache_count=3", change)
         with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
             check_cache_meta(old["meta"], cfg, cache)
         key = change[len("--data.") : change.index("=")]
         assert f"other data settings ({key})" in caplog.text
-        build_cache(cfg, teacher=Counting())
-        assert sum(seen) == 3, change
+        counting = _CountingTeacher()
+        build_cache(cfg, teacher=counting)
+        assert sum(counting.seen) == 3, change
 
 
 def test_missing_data_is_a_one_line_error_not_a_traceback(tmp_path: Path) -> None:
