@@ -655,11 +655,12 @@ class Engine:
                     wrote += 1
                 except Exception as exc:
                     failed.append((sink, exc))
-            with self._list_lock:
-                for sink, exc in failed:
-                    if sink in self._sinks:
-                        self._sinks.remove(sink)
-                        dropped.append((sink, exc))
+            if failed:  # the list lock only when there is something to drop: not per frame
+                with self._list_lock:
+                    for sink, exc in failed:
+                        if sink in self._sinks:
+                            self._sinks.remove(sink)
+                            dropped.append((sink, exc))
         for sink, exc in failed:
             if not any(sink is d for d, _ in dropped):
                 # Taken out during its own write (detach_sink, or remove_sink from a callback):
