@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-__all__ = ["Frame", "to_rgb8", "resize_to", "fit_to", "image_size", "even_size"]
+__all__ = ["Frame", "check_rgb8", "to_rgb8", "resize_to", "fit_to", "image_size", "even_size"]
 
 _SHAPE_ERROR = "expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got {}"
 
@@ -37,6 +37,30 @@ class Frame:
     def size(self) -> tuple[int, int]:
         """``(W, H)`` of the image, the order OpenCV and the rest of the API use for sizes."""
         return (self.image.shape[1], self.image.shape[0])
+
+
+def check_rgb8(image: object, what: str) -> np.ndarray:
+    """``image`` itself when it is an engine frame's ``(H, W, 3) uint8`` array, else an error
+    naming ``what`` (a sink: ``"video out.mp4"``) and what was given.
+
+    For the outputs' boundary: a frame of another layout written straight to a sink (not
+    through the engine, whose frames always fit) reached the encoder, which wrote grey or
+    16-bit frames as garbage and raised an OpenCV assertion for float ones.
+
+    Raises:
+        TypeError: not a numpy array, or not uint8 (as ``pyvirtualcam`` does for a dtype).
+        ValueError: not ``(H, W, 3)``, or empty.
+    """
+    if not isinstance(image, np.ndarray):
+        raise TypeError(
+            f"{what}: expected an (H, W, 3) uint8 RGB frame, got {type(image).__name__}"
+        )
+    got = f"{tuple(image.shape)} {image.dtype}"
+    if image.dtype != np.uint8:
+        raise TypeError(f"{what}: expected an (H, W, 3) uint8 RGB frame, got {got}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"{what}: expected an (H, W, 3) uint8 RGB frame, got {got}")
+    return image
 
 
 def image_size(img: np.ndarray) -> tuple[int, int]:

@@ -203,6 +203,10 @@ class Engine:
         # end, lost frames (callback errors and errors while closing do not), so sinks that can
         # tell are aborted as incomplete.
         self._frames_lost = False
+        self._frames_captured = 0  # frames the capture thread handed on
+        self._frames_handled = 0  # frames the output thread took (written or not)
+        self._source_ended = False  # read() returned None, not because of a stop
+        self._last_capture: float | None = None
         self._failure: BaseException | None = None  # what ended the run early
         self._close_backend = close_backend
 
@@ -221,8 +225,16 @@ class Engine:
         # after _sinks_lock where both are held, never before it.
         self._list_lock = threading.Lock()
         self._closers: list[threading.Thread] = []  # closing detached sinks
+        # False once no pass of writes will list a new sink (the output thread closed its sinks,
+        # or stop() began): add_sink then closes the sink at once. Under _list_lock.
+        self._accepting_sinks = True
+        self._writing: FrameSink | None = None  # the sink in a write now; set under _list_lock
         self._pending_backend: Any = _NO_SWAP
         self._passthrough = False  # the backend failed in live mode
+        # Under _lock: the inference thread may still call the backend or take a pending swap;
+        # and whether close_backend's closing happened (a backend set after it is closed at once).
+        self._infer_running = False
+        self._backends_closed = False
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -235,13 +247,12 @@ class Engine:
     # ------------------------------------------------------------------ control
 
     def start(self) -> None:
-        """Start the threads. An engine runs once; make a new one to run again."""
-        with self._lock:
-            if self._started or self._stopping:
-                raise RuntimeError("engine already started; create a new Engine to run again")
-            self._started = True
-            self._running = True
-        self._stats = StatsRecorder()
+        """Start the threads. An engine runs once; make a new one to run again.
+
+        Raises what starting a thread raised (``RuntimeError: can't start new thread``) after
+        the engine stopped what it had started and closed its source, sinks and (with
+        ``close_backend``) backend: a failed start leaves nothing open.
+        """
         targets = [
             ("capture", self._capture_loop),
             ("inference", self._infer_loop),
@@ -249,12 +260,29 @@ class Engine:
         ]
         if self._on_stats is not None:
             targets.append(("stats", self._stats_loop))
-        self._threads = [
-            threading.Thread(target=fn, name=f"sharpcam-{name}", daemon=True)
-            for name, fn in targets
-        ]
-        for t in self._threads:
-            t.start()
+        # Listed and started under the lock: a stop() from another thread during start-up found
+        # no thread to join, returned True, and the threads started after it.
+        with self._lock:
+            if self._started or self._stopping:
+                raise RuntimeError("engine already started; create a new Engine to run again")
+            self._started = True
+            self._running = True
+            self._infer_running = True
+            self._stats = StatsRecorder()
+            error: BaseException | None = None
+            try:
+                for name, fn in targets:
+                    t = threading.Thread(target=fn, name=f"sharpcam-{name}", daemon=True)
+                    t.start()
+                    # Only started threads are listed: joining an unstarted one raises.
+                    self._threads.append(t)
+            except BaseException as exc:
+                error = exc
+                if not any(t.name == "sharpcam-inference" for t in self._threads):
+                    self._infer_running = False
+        if error is not None:
+            self.stop(timeout=1.0)
+            raise error
 
     def stop(self, timeout: float = 1.0) -> bool:
         """Stop, join the threads within ``timeout`` seconds in all, close sinks and source.
@@ -262,17 +290,21 @@ class Engine:
         Idempotent. Returns True when every thread ended in time. A thread still inside a slow
         ``backend.process`` call is left to finish it (daemon); the sinks and the source are
         closed by their own threads, which do not wait for the model, so an output file is
-        complete when this returns.
+        complete when this returns. A sink stalled in ``write`` is closed by the output thread
+        once that write returns; the other sinks are closed here when the time is up.
         """
         deadline = time.perf_counter() + max(0.0, timeout)
         with self._lock:
             self._stopping = True
             self._running = False
-            if not self.live and self._started and not self._done.is_set():
-                # Offline, stopped before the source ended: the output lacks the rest of the
-                # frames, so it must not take the name of (or replace) a finished one.
-                self._frames_lost = True
+        # Whether an offline output is complete is the output thread's to judge when it ends
+        # (all the source's frames written, or not): judged here, a stop() that came while it
+        # closed the sinks of a finished run turned complete files into incomplete ones.
         self._abort()
+        with self._list_lock:
+            # No pass of writes starts after the abort: a sink added from now on is closed at
+            # once rather than listed where nothing writes or closes it.
+            self._accepting_sinks = False
         me = threading.current_thread()
         for t in self._threads:
             if t is not me:
@@ -280,11 +312,13 @@ class Engine:
         threads = {t.name.removeprefix("sharpcam-"): t for t in self._threads}
         if "capture" not in threads or not threads["capture"].is_alive():
             self._close_source()
+        if "inference" not in threads:
+            self._end_backends()  # never ran: with close_backend, the backend is still ours
         if "output" not in threads or not threads["output"].is_alive():
             self._close_sinks()
             self._done.set()
-        if not self._started:
-            self._done.set()
+        elif threads["output"] is not me:
+            self._close_idle_sinks()
         self._running = False
         # Detached sinks still closing (after a write in progress): the caller may release
         # the device next (the app's next start), so they get the rest of the deadline too.
@@ -335,6 +369,13 @@ class Engine:
         goes on after."""
         return self._failure
 
+    @property
+    def last_capture(self) -> float | None:
+        """``t_capture`` of the newest frame the source delivered (``time.perf_counter()``),
+        None before the first. What a timed recording's ``mark_stop`` takes to tell a model
+        still busy at the stop from a camera that had stalled before it."""
+        return self._last_capture
+
     def __enter__(self) -> Engine:
         return self
 
@@ -364,37 +405,54 @@ class Engine:
         """Swap the backend between two frames (``None``: pass frames through). The replaced
         backend is closed by the engine (on the inference thread, after its last call), and a
         passthrough fallback is lifted."""
+        late = None
         with self._lock:
-            infer = next((t for t in self._threads if t.name == "sharpcam-inference"), None)
-            if infer is not None and infer.is_alive():
+            # The flag, not the thread's liveness: a thread past its last frame but not yet
+            # ended took no swap and closed only the backends it had found.
+            if self._infer_running:
                 old, self._pending_backend = self._pending_backend, backend
             else:
                 old, self._backend = self._backend, backend
                 self._passthrough = False
                 self._failure_warning = None
+                if self._backends_closed:
+                    # The run is over and closed its backend (close_backend): nothing will call
+                    # this one, and nothing would close it later.
+                    old, late = _NO_SWAP, backend
         if old is not None and old is not _NO_SWAP and old is not backend:
             _close_quietly(old)
+        if late is not None:
+            _close_quietly(late)
 
     @property
     def backend(self) -> Any:
         return self._backend
 
-    def add_sink(self, sink: FrameSink) -> None:
-        """Start writing to ``sink`` from the next frame (thread-safe).
+    def add_sink(self, sink: FrameSink) -> bool:
+        """Start writing to ``sink`` from the next frame (thread-safe); True when attached.
 
         The stats stop warning about outputs that failed before: the new output replaces them
         (the app's virtual camera turned on again), and a failure of its own must read as new.
+
+        Once the run is over (the source ended and the sinks were closed, or :meth:`stop` was
+        called) no frame will reach ``sink``: it is closed at once and False is returned, so a
+        device or file is never left open waiting for a :meth:`stop` that may never come.
         """
-        # Before the sink is listed: the output thread may write it (and see it fail) at once,
-        # and that failure must count as new.
-        with self._lock:
-            self._failures_warned_from = len(self._failed_sinks)
+        if self._accepting_sinks:  # a hint; decided under _list_lock below
+            # Before the sink is listed: the output thread may write it (and see it fail) at
+            # once, and that failure must count as new.
+            with self._lock:
+                self._failures_warned_from = len(self._failed_sinks)
         # Not under _sinks_lock: a write stalled there (a hung virtual camera) would freeze the
         # caller too. The writer lists the sinks afresh for every frame, so this one is written
         # from the next frame on.
         with self._list_lock:
-            if sink not in self._sinks:
+            attached = self._accepting_sinks
+            if attached and sink not in self._sinks:
                 self._sinks.append(sink)
+        if not attached:
+            self._end_sink(sink)
+        return attached
 
     def remove_sink(self, sink: FrameSink, *, close: bool = True) -> bool:
         """Stop writing to ``sink`` (thread-safe; waits for a write in progress to finish) and
@@ -521,7 +579,11 @@ class Engine:
                 t0 = time.perf_counter()
                 frame = read()
                 if frame is None:
+                    # An interrupted read() returns None too: only one no stop asked for is
+                    # the source's end.
+                    self._source_ended = not self._stopping
                     break
+                self._last_capture = frame.t_capture
                 t1 = time.perf_counter()
                 waited = getattr(src, "last_wait_s", 0.0) or 0.0
                 self._stats.frame_in(t1, max(0.0, t1 - t0 - waited) * 1000.0)
@@ -530,6 +592,7 @@ class Engine:
                     self._stats.frame_dropped()
                 if not accepted:
                     break
+                self._frames_captured += 1
         except BaseException as exc:
             # A failed source ends the stream; what is in flight still drains to the sinks.
             self._frames_lost = True
@@ -563,10 +626,28 @@ class Engine:
             self._stop_input()
         finally:
             self._out.close()
-            if self._close_backend:
-                for backend in (self._backend, self._pending_backend):
-                    if backend is not None and backend is not _NO_SWAP:
-                        _close_quietly(backend)
+            self._end_backends()
+
+    def _end_backends(self) -> None:
+        """The inference side is over (its thread ended, or never ran): a swap it did not take
+        is made, so the replaced backend is closed as :meth:`set_backend` promises; with
+        ``close_backend`` the last backend is closed, once."""
+        close: list[Any] = []
+        with self._lock:
+            self._infer_running = False
+            if self._pending_backend is not _NO_SWAP:
+                replaced, self._backend = self._backend, self._pending_backend
+                self._pending_backend = _NO_SWAP
+                if replaced is not self._backend:
+                    close.append(replaced)
+            if self._close_backend and not self._backends_closed:
+                self._backends_closed = True
+                close.append(self._backend)
+        done: list[Any] = []
+        for backend in close:
+            if backend is not None and not any(backend is d for d in done):
+                done.append(backend)
+                _close_quietly(backend)
 
     def _swap_backend(self) -> None:
         with self._lock:
@@ -587,10 +668,19 @@ class Engine:
         t0 = time.perf_counter()
         try:
             result = backend.process(src)
-            if result.shape != src.shape or result.dtype != np.uint8:
+            if (
+                not isinstance(result, np.ndarray)
+                or result.shape != src.shape
+                or result.dtype != np.uint8
+            ):
+                got = (
+                    f"{tuple(result.shape)} {result.dtype}"
+                    if isinstance(result, np.ndarray)
+                    else type(result).__name__
+                )
                 raise ValueError(
-                    f"backend {getattr(backend, 'name', backend)!r} returned "
-                    f"{tuple(result.shape)} {result.dtype}, expected {tuple(src.shape)} uint8"
+                    f"backend {getattr(backend, 'name', backend)!r} returned {got}, "
+                    f"expected {tuple(src.shape)} uint8"
                 )
         except Exception as exc:
             if not self.live:
@@ -614,6 +704,7 @@ class Engine:
                 work = self._out.get()
                 if work is _END:
                     break
+                self._frames_handled += 1
                 out = work.processed
                 t0 = time.perf_counter()
                 written = self._write_sinks(out)
@@ -635,6 +726,13 @@ class Engine:
         except BaseException as exc:
             self._fail(exc)
         finally:
+            # Judged here, before the sinks are closed: complete only when the source ended on
+            # its own and every frame it gave reached this thread. A stop() in the middle makes
+            # the output incomplete; one that comes after the last frame does not.
+            if not self.live and not (
+                self._source_ended and self._frames_handled == self._frames_captured
+            ):
+                self._frames_lost = True
             self._close_sinks()
             self._running = False
             self._done.set()
@@ -648,14 +746,21 @@ class Engine:
         wrote = 0
         with self._sinks_lock:
             for sink in tuple(self._sinks):
-                if sink not in self._sinks:  # removed by an earlier sink's write
-                    continue
+                # The check and _writing under the list lock, the write outside it (a sink's
+                # write may add or remove sinks): stop() closes every listed sink but _writing
+                # when this write stalls, and one it closed is never written after.
+                with self._list_lock:
+                    if sink not in self._sinks:  # removed by an earlier write, or stop()
+                        continue
+                    self._writing = sink
                 try:
                     sink.write(frame)
                     wrote += 1
                 except Exception as exc:
                     failed.append((sink, exc))
-            if failed:  # the list lock only when there is something to drop: not per frame
+                finally:
+                    self._writing = None
+            if failed:
                 with self._list_lock:
                     for sink, exc in failed:
                         if sink in self._sinks:
@@ -760,9 +865,24 @@ class Engine:
         except Exception as exc:
             self._report(exc)
 
+    def _close_idle_sinks(self) -> None:
+        """stop() ran out of time while the output thread is stuck (a virtual camera hung in
+        ``send``, a preview callback that does not return): every sink it is not writing is
+        closed now, so a recording beside a hung device is finished and playable; the one in
+        the stalled write is closed by that thread once the write returns."""
+        with self._list_lock:
+            busy = self._writing
+            idle = [s for s in self._sinks if s is not busy]
+            self._sinks = [s for s in self._sinks if s is busy]
+        if idle and not self.live:
+            self._frames_lost = True  # stopped before the output thread got to the end
+        for sink in idle:
+            self._end_sink(sink)
+
     def _close_sinks(self) -> None:
         with self._sinks_lock, self._list_lock:
             sinks, self._sinks = self._sinks, []
+            self._accepting_sinks = False
         for sink in sinks:
             self._end_sink(sink)
 

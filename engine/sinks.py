@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, even_size, fit_to, resize_to
+from engine.frames import Frame, check_rgb8, even_size, fit_to, resize_to
 from engine.sources import IMAGE_EXTENSIONS
 
 __all__ = [
@@ -108,10 +108,14 @@ class VideoFileSink(_SinkBase):
     model is slower than the source, and a file that stores every frame it gets at a constant
     ``fps`` would play too fast. Each frame goes to the slot of its ``t_capture`` on the ``fps``
     grid; slots a dropped frame left empty repeat the previous frame, and a frame whose slot is
-    already written is skipped. Gaps longer than ``MAX_GAP_S`` (a stalled camera) are shortened.
-    A stream stopped by its user (:meth:`mark_stop`) lasts until the stop: ``close()`` repeats
-    the last frame over the slots the model had no time to fill (a still image behind a slow
-    model was a one-frame file after ``--duration 2``); a source that ended needs no such tail.
+    already written is skipped. Time in which the source delivered nothing (a stalled camera)
+    is shortened to ``MAX_GAP_S``; time it delivered frames the engine dropped is not, however
+    long (a model that takes seconds a frame on a loaded CPU): the frame indices tell the two
+    apart, each frame dropped in between standing for one slot (``fps`` is the source's rate,
+    as ``run`` opens it). A stream stopped by its user (:meth:`mark_stop`) lasts until the
+    stop: ``close()`` repeats the last frame over the slots the model had no time to fill (a
+    still image behind a slow model was a one-frame file after ``--duration 2``); a source
+    that ended needs no such tail.
 
     ``abort()`` (a failed offline run) keeps the frames written so far as a playable
     ``NAME.incomplete.EXT`` (:attr:`kept_path`) and leaves an existing file at ``path`` alone:
@@ -139,6 +143,10 @@ class VideoFileSink(_SinkBase):
                 f"cannot write video {self.path}: unknown extension {ext or '(none)'!r}; "
                 f"use one of {', '.join(VIDEO_CODECS)}"
             )
+        if not isinstance(self.fourcc, str) or len(self.fourcc) != 4:
+            # Checked before any file exists: VideoWriter_fourcc's TypeError came after the
+            # hidden partial file was made, and left it behind.
+            raise ValueError(f"a FourCC is 4 characters (e.g. 'MJPG'), got {self.fourcc!r}")
         if self.path.is_dir():
             # Found only at close(), the rename would fail after all the work was done and
             # leave it in the hidden partial file.
@@ -161,16 +169,23 @@ class VideoFileSink(_SinkBase):
             raise SinkError(
                 f"cannot write video {self.path}: {_write_problem(exc, folder)}"
             ) from exc
-        self._writer: Any = cv2.VideoWriter(
-            str(self._partial), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
-        )
-        if not self._writer.isOpened():
-            self._writer.release()
+        writer: Any = None
+        try:
+            writer = cv2.VideoWriter(
+                str(self._partial), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
+            )
+            if not writer.isOpened():
+                raise SinkError(f"cannot write video {self.path} with codec {self.fourcc}")
+            w, h = self.size
+            self._resized = np.empty((h, w, 3), np.uint8)
+            self._bgr = np.empty((h, w, 3), np.uint8)
+        except BaseException:
+            # Nobody gets a sink to close: the writer and the hidden file are ours to remove.
+            if writer is not None:
+                writer.release()
             self._partial.unlink(missing_ok=True)
-            raise SinkError(f"cannot write video {self.path} with codec {self.fourcc}")
-        w, h = self.size
-        self._resized = np.empty((h, w, 3), np.uint8)
-        self._bgr = np.empty((h, w, 3), np.uint8)
+            raise
+        self._writer: Any = writer
         self._lock = threading.Lock()
         self.frames_written = 0  # frames stored in the file, repeats included
         self.frames_skipped = 0  # timed: frames whose slot was already written
@@ -178,11 +193,14 @@ class VideoFileSink(_SinkBase):
         self.failed = False  # a write failed: the file is incomplete whatever ends it
         self._t0: float | None = None  # timed: t_capture of slot 0
         self._next_slot = 0
+        self._last_index: int | None = None  # timed: Frame.index of the last frame given
         self._t_stop: float | None = None  # timed: the stream was stopped then (mark_stop)
 
     MAX_GAP_S = 2.0
 
     def write(self, frame: Frame) -> None:
+        # Before anything is written: a refused frame leaves the file as it was.
+        check_rgb8(frame.image, f"video {self.path.name}")
         with self._lock:
             if self._writer is None:
                 raise SinkError(f"video {self.path} is closed")
@@ -190,12 +208,18 @@ class VideoFileSink(_SinkBase):
             if self.timed:
                 if self._t0 is None:
                     self._t0 = frame.t_capture
+                dropped = 0 if self._last_index is None else frame.index - self._last_index - 1
+                self._last_index = frame.index
                 slot = round((frame.t_capture - self._t0) * self.fps)
                 if slot < self._next_slot:
                     self.frames_skipped += 1
                     return
+                # Only the part of the gap no dropped frame accounts for is a stall: capping the
+                # whole gap cut a model's slow seconds out of the file (`run --duration 6` behind
+                # a 2.6 s model call made a 4 s file).
+                stall_cap = max(0, dropped) + round(self.MAX_GAP_S * self.fps)
                 # _bgr still holds the previous frame (if any): it fills the dropped slots.
-                gap = min(slot - self._next_slot, round(self.MAX_GAP_S * self.fps))
+                gap = min(slot - self._next_slot, stall_cap)
                 repeats = gap if self.frames_written else 0
                 self._next_slot = slot + 1
             for _ in range(repeats):
@@ -212,11 +236,18 @@ class VideoFileSink(_SinkBase):
             raise SinkError(f"cannot write frame {self.frames_written} to video {self.path}")
         self.frames_written += 1
 
-    def mark_stop(self, t_stop: float) -> None:
+    def mark_stop(self, t_stop: float, *, last_capture: float | None = None) -> None:
         """The live stream was stopped at ``t_stop`` (``time.perf_counter()``, the clock of
-        ``t_capture``): ``close()`` holds the last frame until then. Only for ``timed``."""
+        ``t_capture``): ``close()`` holds the last frame until then. Only for ``timed``.
+
+        ``last_capture`` (:attr:`engine.pipeline.Engine.last_capture`): when the source last
+        delivered a frame. Given, a source that had stalled before the stop holds its last
+        frame ``MAX_GAP_S`` past that at most, as a stall inside the file does.
+        """
         with self._lock:
             self._t_stop = t_stop
+            if last_capture is not None:
+                self._t_stop = min(t_stop, last_capture + self.MAX_GAP_S)
 
     def _hold_last_frame(self) -> None:
         with self._lock:
@@ -229,8 +260,11 @@ class VideoFileSink(_SinkBase):
             ):
                 return
             end = round((self._t_stop - self._t0) * self.fps)  # slots before the stop
-            gap = min(end - self._next_slot, round(self.MAX_GAP_S * self.fps))
-            for _ in range(max(0, gap)):
+            # Not capped at MAX_GAP_S past the last frame written: the frames after it were
+            # still in the model (seconds a frame on a loaded CPU) while the source went on, and
+            # capped, `run --duration S` made files seconds shorter than S. A source that had
+            # stalled is told apart by mark_stop's last_capture.
+            for _ in range(max(0, end - self._next_slot)):
                 self._put(self._bgr)  # _bgr holds the last frame written
                 self._next_slot += 1
 
@@ -370,6 +404,7 @@ class ImageSink(_SinkBase):
     def write(self, frame: Frame) -> None:
         if self._closed:
             raise SinkError(f"image sink {self.path} is closed")
+        check_rgb8(frame.image, f"images {self.path.name}")
         img = frame.image if self.size is None else resize_to(frame.image, self.size)
         write_image(self.target(self.frames_written), img)
         self.frames_written += 1

@@ -444,13 +444,21 @@ class CameraSource(_SourceBase):
         self._cap: Any = self._open()
         if self._cap is None:
             raise self._not_found()
-        first = self._grab()
-        if first is None:
+        try:
+            first = self._grab()
+            if first is None:
+                raise SourceError(f"{self._label} opened but delivers no frames")
+            self._pending: Frame | None = first
+            self.size = first.size
+            self.fps = (
+                _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or self._requested[1] or DEFAULT_FPS
+            )
+        except BaseException:
+            # Nobody gets a source to close: the device would stay taken until the process ends
+            # (the app's next start could not open it).
             self._cap.release()
-            raise SourceError(f"{self._label} opened but delivers no frames")
-        self._pending: Frame | None = first
-        self.size = first.size
-        self.fps = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or self._requested[1] or DEFAULT_FPS
+            self._cap = None
+            raise
 
     def _not_found(self) -> SourceError:
         available = list_cameras()
@@ -503,7 +511,13 @@ class CameraSource(_SourceBase):
         if not ok or img is None or img.size == 0:
             return None
         self.last_wait_s += t1 - t0
-        return self._emit(to_rgb8(img, bgr=True, inplace=True), t1)
+        try:
+            rgb = to_rgb8(img, bgr=True, inplace=True)
+        except (TypeError, ValueError) as exc:
+            # A driver that hands over raw data OpenCV did not convert (a 2-channel YUYV
+            # buffer): the error must name the camera, not only the array.
+            raise SourceError(f"{self._label} delivers frames SharpCam cannot use: {exc}") from exc
+        return self._emit(rgb, t1)
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0
@@ -598,20 +612,25 @@ class VideoFileSource(_SourceBase):
         self._resize = _check_size(size)
         with _quiet_opencv():
             self._cap = _make_capture(str(self.path), cv2.CAP_ANY)
-        if not self._cap.isOpened():
-            self._cap.release()
-            raise SourceError(
-                f"cannot open video file {self.path}: not a video, or a codec OpenCV cannot decode"
+        try:
+            if not self._cap.isOpened():
+                raise SourceError(
+                    f"cannot open video file {self.path}: not a video, or a codec OpenCV "
+                    "cannot decode"
+                )
+            ok, img = self._cap.read()
+            if not ok or img is None:
+                raise SourceError(f"cannot read video file {self.path}: no decodable frames")
+            self._first: np.ndarray | None = img
+            self.fps = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or _valid_fps(fps) or DEFAULT_FPS
+            count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            self.frame_count = (
+                int(count) if math.isfinite(count) and count > 0 and not loop else None
             )
-        ok, img = self._cap.read()
-        if not ok or img is None:
-            self._cap.release()
-            raise SourceError(f"cannot read video file {self.path}: no decodable frames")
-        self._first: np.ndarray | None = img
-        self.fps = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or _valid_fps(fps) or DEFAULT_FPS
-        count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        self.frame_count = int(count) if math.isfinite(count) and count > 0 and not loop else None
-        self.size = self._resize or image_size(img)
+            self.size = self._resize or image_size(img)
+        except BaseException:
+            self._cap.release()  # nobody gets a source to close
+            raise
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
 
     def _decode(self) -> np.ndarray | None:

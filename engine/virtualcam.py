@@ -7,13 +7,14 @@ so the error carries the per-OS steps rather than the backends' raw messages alo
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
 import cv2
 import numpy as np
 
-from engine.frames import Frame, even_size, fit_to
+from engine.frames import Frame, check_rgb8, even_size, fit_to
 from engine.sinks import SinkError
 
 __all__ = [
@@ -78,6 +79,7 @@ class VirtualCameraSink:
             "BGR" (converted into a preallocated buffer).
 
     Raises:
+        ValueError: a size or rate no device can take (checked before any device is opened).
         VirtualCameraUnavailable: no device could be opened; message has per-OS guidance.
     """
 
@@ -92,9 +94,18 @@ class VirtualCameraSink:
     ):
         import pyvirtualcam  # imported here: loading the native backend costs at startup
 
+        w, h = (int(v) for v in size)
+        if w < 1 or h < 1:
+            # even_size would have opened a 2-pixel-wide camera for a size of 0 or less.
+            raise ValueError(f"expected a positive (W, H) size, got {tuple(size)}")
+        fps = float(fps)
+        if not (math.isfinite(fps) and fps > 0):
+            # pyvirtualcam divides by it: 0 read as "cannot open a virtual camera" with the
+            # steps to install one; NaN and negative rates reached the device.
+            raise ValueError(f"expected a positive frame rate, got {fps}")
         # pyvirtualcam converts to I420/NV12/YUYV, whose chroma planes assume even sides.
-        self.size = even_size((int(size[0]), int(size[1])))
-        self.fps = float(fps)
+        self.size = even_size((w, h))
+        self.fps = fps
         self._fmt = _pixel_format(fmt)
         if self._fmt not in (pyvirtualcam.PixelFormat.RGB, pyvirtualcam.PixelFormat.BGR):
             raise ValueError(f"unsupported virtual camera pixel format {fmt!r}; use RGB or BGR")
@@ -118,22 +129,33 @@ class VirtualCameraSink:
             raise VirtualCameraUnavailable(
                 f"cannot open {what}: {detail}\n{virtual_camera_guidance()}"
             ) from exc
-        self.device = self._cam.device
-        self.backend = self._cam.backend
-        w, h = self.size
-        self._fitted = np.empty((h, w, 3), np.uint8)
-        self._bgr = (
-            np.empty((h, w, 3), np.uint8) if self._fmt is pyvirtualcam.PixelFormat.BGR else None
-        )
+        self._sent_before_close = 0
+        try:
+            self.device = self._cam.device
+            self.backend = self._cam.backend
+            w, h = self.size
+            self._fitted = np.empty((h, w, 3), np.uint8)
+            self._bgr = (
+                np.empty((h, w, 3), np.uint8) if self._fmt is pyvirtualcam.PixelFormat.BGR else None
+            )
+        except BaseException:
+            self.close()  # nobody gets a sink to close: the device would stay taken
+            raise
 
     @property
     def frames_sent(self) -> int:
-        return 0 if self._cam is None else int(self._cam.frames_sent)
+        """Frames sent so far, also after :meth:`close`."""
+        cam = self._cam
+        return self._sent_before_close if cam is None else int(cam.frames_sent)
 
     def write(self, frame: Frame) -> None:
-        """Send ``frame.image`` ``(H, W, 3) uint8 RGB``; letterboxed to ``size`` if needed."""
+        """Send ``frame.image`` ``(H, W, 3) uint8 RGB``; letterboxed to ``size`` if needed.
+
+        Raises TypeError or ValueError, naming the device, for a frame of another layout.
+        """
         if self._cam is None:
             raise RuntimeError("virtual camera sink is closed")
+        check_rgb8(frame.image, f"virtual camera {self.device}")
         img = fit_to(frame.image, self.size, out=self._fitted)
         if self._bgr is not None:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr)
@@ -142,6 +164,7 @@ class VirtualCameraSink:
     def close(self) -> None:
         cam, self._cam = getattr(self, "_cam", None), None
         if cam is not None:
+            self._sent_before_close = int(cam.frames_sent)
             cam.close()
 
     def describe(self) -> str:

@@ -893,3 +893,219 @@ def test_callback_sink_in_engine_resizes(tmp_path):
     assert eng.wait(5)
     eng.stop()
     assert got == [(16, 8)]
+
+
+# --------------------------------------------------------------------------- end of a run
+
+
+def test_a_sink_added_after_the_run_ended_is_closed_at_once(tmp_path):
+    # The source ended and the engine closed its sinks; nobody may ever call stop(). A sink
+    # added now gets no frame: it used to stay open (a virtual camera device held, a video
+    # file's hidden partial left) until a stop() that never came.
+    src = open_source(stamped_video(tmp_path / "in.avi", 3, fps=100), live=True)
+    eng = Engine(src, Invert(), sinks=[Recorder()])
+    eng.start()
+    assert eng.wait(5)
+    late = Recorder()
+    video = open_sink(tmp_path / "late.avi", size=(W, H), fps=25)
+    assert eng.add_sink(late) is False
+    assert eng.add_sink(video) is False
+    assert late.closed == 1 and eng.sinks == ()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi"], "the video was not closed"
+
+    # Likewise after stop(), with the output thread stalled in a write that never returns.
+    sink = Stalled()
+    eng = Engine(open_source(still(tmp_path), live=True, fps=100), Invert(), sinks=[sink])
+    eng.start()
+    try:
+        assert sink.entered.wait(5)
+        assert eng.stop(timeout=0.2) is False
+        after = Recorder()
+        assert eng.add_sink(after) is False and after.closed == 1
+    finally:
+        sink.release.set()
+        assert eng.join(5.0)
+    assert eng.add_sink(Recorder()) is False
+
+
+def test_an_added_sink_is_written_and_closed_with_the_others(tmp_path):
+    # The other side of the rule above: while the run lasts, add_sink attaches.
+    src = open_source(still(tmp_path), live=True, fps=200)
+    eng = Engine(src, Invert(), sinks=[])
+    eng.start()
+    added = Recorder()
+    assert eng.add_sink(added) is True
+    assert added.wait_for(3)
+    assert eng.stop(timeout=2.0)
+    assert added.closed == 1
+
+
+def test_a_backend_the_engine_owns_is_closed_when_it_never_ran(tmp_path):
+    # A caller that fails between Engine() and start() (or never starts) calls stop(): the
+    # model session (hundreds of MB for OpenVINO) was left open with close_backend=True.
+    backend = Invert()
+    eng = Engine(open_source(still(tmp_path), live=True), backend, close_backend=True)
+    assert eng.stop() is True
+    assert backend.closed
+    # Not owned: not closed.
+    backend = Invert()
+    Engine(open_source(still(tmp_path), live=True), backend).stop()
+    assert not backend.closed
+
+
+def test_a_backend_set_after_the_run_ended_is_closed(tmp_path):
+    first, late = Invert(), Invert()
+    src = open_source(stamped_video(tmp_path / "in.avi", 3, fps=100), live=True)
+    eng = Engine(src, first, sinks=[Recorder()], close_backend=True)
+    eng.start()
+    assert eng.wait(5) and eng.join(5.0)
+    assert first.closed
+    eng.set_backend(late)  # nothing will call it, and nothing else would close it
+    assert late.closed
+
+
+class _ClosingGate:
+    """Wraps the engine's output channel: its close() (the inference thread's last act before
+    it hands its backends over) waits until the test lets it go."""
+
+    def __init__(self, channel) -> None:  # noqa: ANN001
+        self.channel = channel
+        self.closing = threading.Event()
+        self.go = threading.Event()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.go.wait(5)
+        self.channel.close()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.channel, name)
+
+
+def test_a_backend_set_as_the_inference_thread_ends_is_not_lost(tmp_path):
+    # set_backend saw the thread alive, queued the swap, and the thread ended without taking
+    # it: the replaced backend was never closed (set_backend says the engine closes it).
+    first, second = Invert(), Invert()
+    src = open_source(stamped_video(tmp_path / "in.avi", 3, fps=100), live=True)
+    eng = Engine(src, first, sinks=[Recorder()])
+    gate = _ClosingGate(eng._out)
+    eng._out = gate
+    eng.start()
+    assert gate.closing.wait(5)
+    eng.set_backend(second)
+    gate.go.set()
+    assert eng.wait(5) and eng.join(5.0)
+    assert first.closed and not second.closed  # close_backend=False: the caller owns it
+    assert eng.backend is second
+
+
+def test_a_stop_while_a_finished_offline_run_closes_its_sinks_keeps_the_output(tmp_path):
+    # Ctrl-C as `process` finishes: every frame was written and the engine was closing its
+    # outputs when stop() came, which marked the run incomplete, so the next output was kept as
+    # NAME.incomplete.EXT instead of taking its name.
+    closing, go = threading.Event(), threading.Event()
+
+    class SlowClose(Recorder):
+        def close(self) -> None:
+            closing.set()
+            go.wait(5)
+            super().close()
+
+    src = open_source(stamped_video(tmp_path / "in.avi", 12), live=False)
+    out = tmp_path / "out.avi"
+    slow = SlowClose()
+    eng = Engine(src, Invert(), sinks=[slow, open_sink(out, size=src.size, fps=25)], live=False)
+    eng.start()
+    assert closing.wait(10)
+    eng.stop(timeout=0.1)
+    go.set()
+    assert eng.wait(5)
+    assert slow.indices == list(range(12))
+    assert [unstamp(f, inverted=True) for f in read_video(out)] == list(range(12))
+    assert not (tmp_path / "out.incomplete.avi").exists()
+
+
+def test_a_failing_start_leaves_nothing_running_or_open(tmp_path, monkeypatch):
+    # "can't start new thread" on the third thread: stop() then raised on joining a thread
+    # that was never started, and the source, sinks and owned backend stayed open.
+    real_start = threading.Thread.start
+
+    def start(self):  # noqa: ANN001, ANN202
+        if self.name == "sharpcam-output":
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    src = open_source(still(tmp_path), live=True, fps=100)
+    backend, rec = Invert(), Recorder()
+    eng = Engine(src, backend, sinks=[rec], close_backend=True)
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        eng.start()
+    monkeypatch.undo()
+    assert eng.join(5.0)
+    assert rec.closed == 1 and backend.closed and src._closed
+    assert eng.done.is_set() and not eng.running
+    assert eng.stop() is True
+
+
+def test_a_stop_during_start_waits_for_the_threads_it_must_join(tmp_path, monkeypatch):
+    # stop() from another thread (a window closed while the app starts the engine) found no
+    # thread yet, returned True, and the threads were started after it.
+    real_start = threading.Thread.start
+    returned_early: list[bool] = []
+    result: list[bool] = []
+
+    def start(self):  # noqa: ANN001, ANN202
+        if self.name == "sharpcam-capture" and not returned_early:
+            stopper = threading.Thread(target=lambda: result.append(eng.stop(timeout=5.0)))
+            real_start(stopper)
+            stopper.join(0.3)  # long enough for a stop() that does not wait
+            returned_early.append(bool(result))
+            self._stopper = stopper
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    eng = Engine(open_source(still(tmp_path), live=True, fps=100), Invert(), sinks=[Recorder()])
+    eng.start()
+    monkeypatch.undo()
+    stopper = eng._threads[0]._stopper
+    stopper.join(10.0)
+    assert returned_early == [False], "stop() returned while start() was starting threads"
+    assert result == [True]
+    assert not any(t.is_alive() for t in eng._threads)
+
+
+def test_a_backend_returning_no_array_is_named_clearly(tmp_path):
+    class Broken(Invert):
+        def process(self, rgb):
+            return None
+
+    errors: list[BaseException] = []
+    eng = Engine(open_source(still(tmp_path), live=False), Broken(), on_error=errors.append)
+    eng.start()
+    assert eng.wait(5)
+    eng.stop()
+    assert [str(e) for e in errors] == [
+        f"backend 'invert' returned NoneType, expected {(H, W, 3)} uint8"
+    ]
+
+
+def test_stop_finishes_a_recording_beside_a_sink_stalled_in_its_write(tmp_path):
+    # One output thread writes every sink: a virtual camera hung in send() kept a recording
+    # beside it open after stop(), unplayable under its hidden partial name, until the hung
+    # write returned (if ever; the process exits first).
+    src = open_source(still(tmp_path), live=True, fps=100)
+    out = tmp_path / "rec.avi"
+    video, hung = open_sink(out, size=src.size, fps=30), Stalled()
+    eng = Engine(src, Invert(), sinks=[video, hung])
+    eng.start()
+    try:
+        assert hung.entered.wait(5)
+        assert eng.stop(timeout=0.3) is False  # the output thread is still in the hung write
+        assert len(read_video(out)) >= 1, "the recording was not finished by stop()"
+        assert hung.closed == 0, "closed under its own write"
+        assert eng.sinks == (hung,)
+    finally:
+        hung.release.set()
+    assert eng.join(5.0) and hung.closed == 1
+    assert eng.errors == []  # nothing was written to a sink stop() had closed

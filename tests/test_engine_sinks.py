@@ -619,3 +619,141 @@ def test_callback_sink_and_kinds(tmp_path):
     assert sink_kind(tmp_path) == "images"
     with pytest.raises(SinkError, match="cannot tell what to write"):
         sink_kind("out.docx")
+
+
+# --------------------------------------------------------------------------- review: timing
+
+
+def _timed(path: Path, shots: list[tuple[int, float]], stop=None, last_capture=None) -> list[int]:
+    """Write frames ``(index, t)`` (the n-th shot grey 40 * n) to a timed 10 fps video, mark the
+    stop when given, close; the order number of the shot behind each frame of the file."""
+    with VideoFileSink(path=path, size=(32, 24), fps=10.0, timed=True) as sink:
+        for n, (index, t) in enumerate(shots):
+            sink.write(Frame(np.full((24, 32, 3), 40 * n, np.uint8), index, 1000.0 + t))
+        if stop is not None:
+            sink.mark_stop(1000.0 + stop, last_capture=last_capture)
+    return [round(float(np.median(f)) / 40) for f in read_video(path)]
+
+
+def test_a_timed_video_keeps_the_seconds_a_slow_model_took(tmp_path):
+    # `run --duration 6` behind a model taking 2.6 s a frame (a loaded CPU) made a 4 s file:
+    # every gap over 2 s was cut to 2 s as if the camera had stalled, and so was the tail.
+    # Here the engine dropped frames 2..30 (the source went on) while the model ran 3 s.
+    got = _timed(tmp_path / "slow.avi", [(0, 0.0), (1, 0.1), (31, 3.1)], stop=6.0)
+    assert len(got) == 60, "6 s at 10 fps"
+    assert got == [0] + [1] * 30 + [2] * 29
+
+
+def test_a_timed_video_still_shortens_a_stalled_source(tmp_path):
+    # Consecutive indices 10 s apart: the source delivered nothing in between (a camera
+    # reconnecting), which is shortened to MAX_GAP_S as before.
+    got = _timed(tmp_path / "stall.avi", [(0, 0.0), (1, 10.0)])
+    assert got == [0] * 21 + [1]
+    # A stop long after the source stalled holds MAX_GAP_S past its last frame, when told.
+    got = _timed(tmp_path / "tail.avi", [(0, 0.0)], stop=30.0, last_capture=1000.5)
+    assert len(got) == 25
+
+
+# --------------------------------------------------------------------------- review: boundaries
+
+BAD_FRAMES = [
+    (np.zeros((24, 32), np.uint8), ValueError, r"\(24, 32\) uint8"),
+    (np.zeros((24, 32, 4), np.uint8), ValueError, r"\(24, 32, 4\) uint8"),
+    (np.zeros((24, 32, 3), np.float32), TypeError, r"\(24, 32, 3\) float32"),
+    (np.zeros((24, 32, 3), np.uint16), TypeError, r"\(24, 32, 3\) uint16"),
+    (np.zeros((0, 32, 3), np.uint8), ValueError, r"\(0, 32, 3\) uint8"),
+    ([[0]], TypeError, "list"),
+]
+
+
+@pytest.mark.parametrize("bad,error,got", BAD_FRAMES)
+def test_a_video_sink_refuses_a_frame_of_another_layout_and_keeps_its_file(
+    tmp_path, bad, error, got
+):
+    # Grey and 16-bit frames were encoded as garbage, a float one raised an OpenCV assertion.
+    path = tmp_path / "out.avi"
+    sink = VideoFileSink(path=path, size=(32, 24), fps=10)
+    sink.write(frame(100, size=(32, 24)))
+    with pytest.raises(
+        error, match=rf"video out.avi: expected an \(H, W, 3\) uint8 RGB frame, got {got}"
+    ):
+        sink.write(Frame(bad, 1, 0.0))
+    sink.write(frame(200, size=(32, 24)))
+    sink.close()
+    assert not sink.failed and sink.kept_path == path
+    assert [round(float(np.median(f)) / 100) for f in read_video(path)] == [1, 2]
+
+
+@pytest.mark.parametrize("bad,error,got", BAD_FRAMES)
+def test_virtual_and_image_sinks_refuse_a_frame_of_another_layout(
+    recorder, tmp_path, bad, error, got
+):
+    with VirtualCameraSink(size=(32, 24), backend=RECORDER, device="/dev/video7") as s:
+        with pytest.raises(error, match=rf"virtual camera /dev/video7: expected .*{got}"):
+            s.write(Frame(bad, 0, 0.0))
+    assert recorder.instances[-1].frames == []
+    sink = ImageSink(path=tmp_path / "frames")
+    with pytest.raises(error, match=rf"images frames: expected .*{got}"):
+        sink.write(Frame(bad, 0, 0.0))
+    assert list((tmp_path / "frames").iterdir()) == []
+
+
+def test_a_bad_fourcc_leaves_no_hidden_file(tmp_path, monkeypatch):
+    # The FourCC's TypeError came after the hidden partial file was made, and left it there.
+    with pytest.raises(ValueError, match="FourCC is 4 characters"):
+        VideoFileSink(path=tmp_path / "x.avi", size=(32, 24), fourcc="MJP")
+    assert list(tmp_path.iterdir()) == []
+
+    # Whatever fails once that file exists removes it again.
+    def broken_writer(*args):  # noqa: ANN002, ANN202
+        raise cv2.error("VideoWriter exploded")
+
+    monkeypatch.setattr(cv2, "VideoWriter", broken_writer)
+    with pytest.raises(cv2.error, match="exploded"):
+        VideoFileSink(path=tmp_path / "y.avi", size=(32, 24))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "size,fps,match",
+    [
+        ((0, 0), 30, "positive \\(W, H\\) size"),
+        ((-4, 24), 30, "positive \\(W, H\\) size"),
+        ((32, 24), 0, "positive frame rate"),
+        ((32, 24), float("nan"), "positive frame rate"),
+        ((32, 24), -1, "positive frame rate"),
+    ],
+)
+def test_virtual_sink_checks_size_and_rate_before_opening_a_device(recorder, size, fps, match):
+    # (0, 0) opened a 2x2 camera; fps 0 said "cannot open a virtual camera" with the steps to
+    # install one; NaN and negative rates reached the device.
+    with pytest.raises(ValueError, match=match):
+        VirtualCameraSink(size=size, fps=fps, backend=RECORDER)
+    assert recorder.instances == []
+
+
+def test_virtual_sink_that_fails_after_opening_releases_the_device(recorder):
+    class NoName(RecordingCamera):
+        def device(self) -> str:
+            raise RuntimeError("device name unavailable")
+
+    pyvirtualcam.register_backend("sharpcam-test-noname", NoName)
+    held: list[BaseException] = []
+    try:
+        VirtualCameraSink(size=(32, 24), backend="sharpcam-test-noname")
+    except RuntimeError as exc:
+        # Kept, as a caller that shows the error later does: its traceback keeps the half-made
+        # sink alive, and pyvirtualcam's own close on garbage collection never comes.
+        held.append(exc)
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop("sharpcam-test-noname", None)
+    assert "device name unavailable" in str(held[0])
+    assert [cam.closed for cam in recorder.instances] == [1]
+
+
+def test_virtual_sink_counts_its_frames_after_close(recorder):
+    s = VirtualCameraSink(size=(8, 8), backend=RECORDER)
+    for i in range(3):
+        s.write(frame(i, (8, 8)))
+    s.close()
+    assert s.frames_sent == 3  # was 0 once closed

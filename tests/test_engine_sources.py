@@ -722,3 +722,51 @@ def test_msmf_hardware_transforms_are_off_before_cv2_loads(module):
 
 def test_a_users_msmf_setting_is_kept():
     assert env_seen_by_cv2("engine", "1") == "1"
+
+
+# --------------------------------------------------------------------------- review: failure paths
+
+
+def test_a_camera_with_frames_it_cannot_use_says_so_and_is_released(monkeypatch):
+    # A driver that hands over raw 2-channel YUYV: the bare to_rgb8 ValueError named no camera,
+    # and the capture opened for the probe frame stayed open (the device taken until exit).
+    made: list[FakeCapture] = []
+
+    class Raw(FakeCapture):
+        def retrieve(self):
+            return True, np.zeros((24, 32, 2), np.uint8)
+
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: Raw(t, a, log=made))
+    with pytest.raises(SourceError, match=r"camera 0 delivers frames .*\(24, 32, 2\)"):
+        CameraSource(device=0)
+    assert made and all(c.released for c in made)
+
+
+def test_a_camera_whose_frames_turn_unusable_mid_stream_names_it(monkeypatch):
+    class Turns(FakeCapture):
+        calls = 0
+
+        def retrieve(self):
+            Turns.calls += 1
+            shape = (24, 32, 3) if Turns.calls <= 1 else (24, 32, 2)
+            return True, np.zeros(shape, np.uint8)
+
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: Turns(t, a))
+    with CameraSource(device="/dev/video3") as cam:
+        with pytest.raises(SourceError, match="camera /dev/video3 delivers frames"):
+            for _ in range(3):  # the probe frame first, unless it went stale meanwhile
+                cam.read()
+
+
+def test_a_video_whose_first_decode_raises_is_released(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "v.avi", 3)
+    made: list[FakeCapture] = []
+
+    class Corrupt(FakeCapture):
+        def read(self):
+            raise cv2.error("corrupt stream")
+
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: Corrupt(t, a, log=made))
+    with pytest.raises(cv2.error, match="corrupt stream"):
+        VideoFileSource(path=path, live=False)
+    assert made and made[0].released
