@@ -3,9 +3,11 @@
 The engine calls back from its worker threads; widgets may only be touched from the GUI thread.
 :class:`EngineBridge` is a ``QObject`` living in the GUI thread: engine callbacks only copy data
 and emit signals (Qt queues cross-thread emissions to the receiver's thread), and the window's
-commands (start, strength, on/off, virtual camera) arrive as plain method calls. Only a start
-has slow parts (opening a camera, compiling a model): those run on a short-lived worker thread,
-and the engine is started back in the GUI thread (:attr:`EngineBridge.start_finished`).
+commands (start, strength, on/off, virtual camera) arrive as plain method calls. The slow parts
+run on short-lived worker threads: a start's (opening a camera, compiling a model; the engine is
+started back in the GUI thread, :attr:`EngineBridge.start_finished`) and a stop's (joining the
+engine's threads, which may wait for a model call or a stalled output); only closing the window
+waits for a stop, bounded.
 
 Previews follow the latest-frame rule of the engine itself: the callback stores the newest
 ``(original, processed)`` pair and emits :attr:`EngineBridge.preview_ready` only when the GUI has
@@ -17,23 +19,26 @@ The engine module is injected (``api=``) so tests can hand in a fake; by default
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QTimer, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage
 
 log = logging.getLogger(__name__)
 
 # How long a start waits for the previous one's camera open before opening its own anyway.
 OPEN_WAIT_S = 15.0
+# How long a stopped engine's threads get to end (on a worker, except when the window closes).
+STOP_TIMEOUT_S = 2.0
 
 
 def frame_to_qimage(image: np.ndarray) -> QImage:
@@ -192,14 +197,21 @@ class EngineBridge(QObject):
             camera came back, the engine was restarted).
         running_changed(bool): the engine started or stopped.
         backend_changed(str): the "Backend · Provider" label actually in use.
-        virtual_camera_changed(bool, str): virtual camera on/off and its device name.
+        virtual_camera_changed(bool, str): the virtual camera device open (sending) or not, and
+            its device name. Not sending is not the same as not wanted: see
+            :attr:`virtual_camera_wanted`, which a restart, a start without video and a stream
+            that ended keep (it is sent again once video runs).
+        virtual_camera_closing_changed(bool): True while a virtual camera device that was
+            turned off is still closing (its driver stalled in a write), False once every one
+            has closed (:attr:`virtual_camera_closing`).
         virtual_camera_missing(str): no virtual camera; the argument is the setup guidance.
         start_finished(bool): the latest :meth:`start` ended: True when the engine runs (after
             its running_changed(True)), False when there is no video. Not emitted for a start
             superseded by a newer one or cancelled by :meth:`stop`.
         stream_ended(object): the engine ended on its own (its source failed or ended), with
             the :class:`UserMessage` shown for it; running_changed(False) and, when it was on,
-            virtual_camera_changed(False, "") came before. Nothing restarts it.
+            virtual_camera_changed(False, "") came before. Nothing restarts it; the engine is
+            joined on a worker thread, and the next :meth:`start` opens its source only after.
     """
 
     preview_ready = Signal()
@@ -209,12 +221,14 @@ class EngineBridge(QObject):
     running_changed = Signal(bool)
     backend_changed = Signal(str)
     virtual_camera_changed = Signal(bool, str)
+    virtual_camera_closing_changed = Signal(bool)
     virtual_camera_missing = Signal(str)
     start_finished = Signal(bool)
     stream_ended = Signal(object)
 
     # Emitted from worker threads; connected (queued) to GUI-thread slots.
-    _error_from_worker = Signal(object)
+    _error_from_worker = Signal(object, object)  # (the engine's feed token, the exception)
+    _sink_closed = Signal(object)  # a _WatchedSink whose device close returned
     _opened = Signal(object)  # a _StartRequest whose source and backend are open
     _engine_done = Signal(object)  # an engine whose run is over (ended, or stopped)
 
@@ -237,12 +251,20 @@ class EngineBridge(QObject):
         self._engine: Any = None
         self._source: Any = None
         self._backend: Any = None
-        self._virtual_sink: Any = None
+        self._virtual_sink: _WatchedSink | None = None
         self._virtual_device = ""
+        # The virtual camera is wanted: sent to whenever an engine runs. Only a command changes
+        # it, or a device that cannot be opened or written (the person has to act then).
+        self._want_virtual = False
+        self._closing_sinks: set[_WatchedSink] = set()  # turned off, their close not returned
         self._fps = 30.0
         self._strength = 1.0
         self._enabled = True
         self._lock = threading.Lock()
+        # The running engine's token for its callbacks. A stopped engine is joined on a worker
+        # and runs on for a moment: its late previews and errors must not pass for the next
+        # stream's ("Opening…" replaced by an old frame, an old camera's error in the banner).
+        self._feed: object | None = None
         self._latest: tuple[QImage, QImage] | None = None
         self._pending = False
         self.previews_received = 0  # previews delivered by the engine (any thread)
@@ -250,7 +272,10 @@ class EngineBridge(QObject):
         self._label = "—"
         # Each part of the engine's stats warning already shown, with the message that showed it.
         self._warnings_shown: dict[str, UserMessage] = {}
-        self._lingering: list[Any] = []  # stopped engines whose threads had not ended yet
+        # Every message shown about the latest start and its stream, still up: a new start takes
+        # them down ("The video stopped" stayed over the video the person had just restarted).
+        self._said: list[UserMessage] = []
+        self._stopping: list[_Stopping] = []  # stopped engines, until all their threads ended
         self.using_fallback = False  # the source failed to open and the fallback (demo) plays
         # Why the latest start's source did not open (None when it did): the engine's own words,
         # for a caller that reports it outside the window (run_app's scripted mode).
@@ -259,6 +284,9 @@ class EngineBridge(QObject):
         self._stats_timer.setInterval(stats_interval_ms)
         self._stats_timer.timeout.connect(self._poll_stats)
         self._error_from_worker.connect(self._on_worker_error)
+        # Queued also when the GUI thread closes a sink itself: the slot must find the sink
+        # already listed as closing, whichever thread closed it.
+        self._sink_closed.connect(self._on_sink_closed, Qt.ConnectionType.QueuedConnection)
         # Starts: the newest generation wins; older results are closed when they arrive.
         self._generation = 0
         self._opening: _StartRequest | None = None  # the start whose result is awaited
@@ -288,7 +316,18 @@ class EngineBridge(QObject):
 
     @property
     def virtual_camera_on(self) -> bool:
+        """A virtual camera device is open and the engine sends to it."""
         return self._virtual_sink is not None
+
+    @property
+    def virtual_camera_wanted(self) -> bool:
+        """The virtual camera was turned on (and not off since): sent to whenever video runs."""
+        return self._want_virtual
+
+    @property
+    def virtual_camera_closing(self) -> bool:
+        """A virtual camera device turned off is still closing (a stalled driver)."""
+        return bool(self._closing_sinks)
 
     @property
     def virtual_camera_device(self) -> str:
@@ -315,7 +354,8 @@ class EngineBridge(QObject):
     ) -> bool | None:
         """(Re)start the engine on ``source``.
 
-        The running engine is stopped first (a camera cannot be opened twice). Opening the
+        The running engine is stopped first, without waiting for its threads: the source is
+        opened once it has released its own (a camera cannot be opened twice). Opening the
         source and loading the backend can take seconds (a Media Foundation camera, an OpenVINO
         compile), so by default they run on a worker thread and this returns None at once;
         :attr:`start_finished` says how it ended. A newer :meth:`start` or a :meth:`stop`
@@ -331,12 +371,10 @@ class EngineBridge(QObject):
         ``scale`` is the processing scale (``auto``: full size while the model keeps up with
         the source's frame rate, smaller when it does not; see ``engine.backends.ScaledBackend``).
         """
-        # Read before stop(): a restart keeps the virtual camera on, also when it supersedes a
-        # start that had not finished yet (the sink is gone then, the wish is not).
-        want_virtual = self._virtual_sink is not None or (
-            self._opening is not None and self._opening.want_virtual
-        )
-        self.stop()
+        # Not waiting for the engine's threads here (up to seconds: a model call, a stalled
+        # output): the new source opens only once the stopped engines released theirs.
+        self.stop(wait=False)
+        self._take_down(self._said)
         self.using_fallback = False
         self.source_error = None
         self._fps = fps
@@ -352,7 +390,7 @@ class EngineBridge(QObject):
             loop=loop,
             fallback_source=fallback_source,
             scale=scale,
-            want_virtual=want_virtual,
+            after=[s.done for s in self._stopping if not s.done.is_set()],
         )
         # The previous start may still be opening the same camera: each start waits for it.
         prev = self._openers[-1] if self._openers else None
@@ -360,6 +398,7 @@ class EngineBridge(QObject):
         self._closers = [c for c in self._closers if c.is_alive()]
         if wait:
             self._after_previous(prev)
+            _wait_stopped(req.after)
             _open_request(self._api, req)
             self._claim(req)
             return self._finish_start(req)
@@ -381,11 +420,17 @@ class EngineBridge(QObject):
         """A :meth:`start` is opening its source and backend; :attr:`start_finished` follows."""
         return self._opening is not None
 
-    def stop(self, timeout: float = 2.0) -> bool:
-        """Stop the engine and join its threads; True when everything joined within ``timeout``.
+    def stop(self, timeout: float = STOP_TIMEOUT_S, *, wait: bool = True) -> bool:
+        """Stop the engine; a start still opening is cancelled (what it opens is closed when it
+        arrives).
 
-        A start still opening is cancelled: what it opens is closed when it arrives.
+        ``wait=True`` (the window closing) joins the engine's threads, and those of engines
+        stopped earlier that are still stopping, within ``timeout`` in all; True when every
+        one ended in time. ``wait=False`` (a restart, a stream that ended) returns at once with
+        True: a worker thread joins the engine, the next :meth:`start` opens its source only
+        after that (a camera is never opened twice), and :meth:`join` waits for it at exit.
         """
+        deadline = time.monotonic() + max(0.0, timeout)
         self._stats_timer.stop()
         self._end_message = None
         cancelled = self._opening is not None
@@ -393,25 +438,45 @@ class EngineBridge(QObject):
         with self._lock:
             # Any result still on its way is stale from here on (see _on_opened).
             self._generation += 1
+            self._feed = None
+            self._latest = None
+            self._pending = False
         eng, self._engine = self._engine, None
-        self._virtual_sink = None  # the engine closes its sinks
+        self._source = None
+        # The engine closes its sinks when it stops; the wish for a virtual camera stays.
+        had_virtual = self._release_virtual()
+        self._stopping = [s for s in self._stopping if not s.finished()]
+        earlier = [s for s in self._stopping if not s.done.is_set()]
+        current = None
+        if eng is not None:
+            current = _Stopping(eng, timeout)
+            if wait:
+                current.run()
+            else:
+                current.thread = threading.Thread(
+                    target=current.run, name="sharpcam-stop", daemon=True
+                )
+                current.thread.start()
+            self._stopping.append(current)
+        if had_virtual:
+            self.virtual_camera_changed.emit(False, "")
         if eng is None:
             if cancelled:
                 self.running_changed.emit(False)  # the window must not stay "Starting"
+        else:
+            # What the stopped engine warned about (camera lost, output failed) no longer
+            # applies.
+            shown, self._warnings_shown = self._warnings_shown, {}
+            self._take_down(shown.values())
+            self.running_changed.emit(False)
+        if not wait:
             return True
-        joined = bool(eng.stop(timeout=timeout))
-        # Kept to be joined before the process exits (see join()).
-        self._lingering = [e for e in self._lingering if not e.join(0)] + ([] if joined else [eng])
-        self._source = None
-        with self._lock:
-            self._latest = None
-            self._pending = False
-        # What the stopped engine warned about (camera lost, output failed) no longer applies.
-        shown, self._warnings_shown = self._warnings_shown, {}
-        for msg in _unique(shown.values()):
-            self.message_cleared.emit(msg)
-        self.running_changed.emit(False)
-        return joined
+        ok = current is None or current.in_time
+        for s in earlier:
+            if s.thread is not None:
+                s.thread.join(max(0.0, deadline - time.monotonic()))
+            ok = ok and s.done.is_set() and s.in_time
+        return ok
 
     def set_strength(self, strength: float) -> None:
         self._strength = min(max(float(strength), 0.0), 1.0)
@@ -442,42 +507,38 @@ class EngineBridge(QObject):
         for closer in self._closers:
             closer.join(max(0.0, deadline - time.monotonic()))
         self._closers = [c for c in self._closers if c.is_alive()]
-        self._lingering = [
-            e for e in self._lingering if not e.join(max(0.0, deadline - time.monotonic()))
+        for s in self._stopping:
+            if s.thread is not None:
+                s.thread.join(max(0.0, deadline - time.monotonic()))
+        self._stopping = [
+            s
+            for s in self._stopping
+            if not (s.done.is_set() and s.engine.join(max(0.0, deadline - time.monotonic())))
         ]
-        return not self._lingering and not self._openers and not self._closers
+        return not self._stopping and not self._openers and not self._closers
 
     def set_virtual_camera(self, on: bool) -> bool:
-        """Turn the virtual camera output on or off; returns the resulting state.
+        """Turn the virtual camera output on or off; returns whether a device is open now.
 
-        When no virtual camera exists, emits :attr:`virtual_camera_missing` with the OS's
-        setup steps and stays off. While a start is opening, the choice is kept and applied
-        when it finishes (False until then).
+        The choice is kept (:attr:`virtual_camera_wanted`) across restarts, a start without
+        video and a stream that ended: the device is opened whenever an engine runs. When no
+        virtual camera exists, emits :attr:`virtual_camera_missing` with the OS's setup steps
+        and drops the wish (the person has to set one up first).
         """
-        if self._opening is not None:
-            # Applied when the start finishes (it carries the wish over, like a restart does).
-            self._opening.want_virtual = on
-            if not on:
-                self._virtual_device = ""
-                self.virtual_camera_changed.emit(False, "")
-            return False
+        self._want_virtual = bool(on)
         if not on:
-            sink, self._virtual_sink = self._virtual_sink, None
-            if sink is not None and self._engine is not None:
-                # Not remove_sink: it waits for the write in progress, and a device hung in
-                # send() froze the window. The engine closes the sink once that write returns;
-                # False means it dropped (and closed) the sink itself after a failed write.
-                self._engine.detach_sink(sink)
-            else:
-                _close_quietly(sink)
-            self._virtual_device = ""
+            self._release_virtual()
             self.virtual_camera_changed.emit(False, "")
             return False
         if self._virtual_sink is not None:
             return True
         if self._engine is None:
+            # Nothing runs now (a start opening, no video): sent to once something does.
             self.virtual_camera_changed.emit(False, "")
             return False
+        return self._open_virtual()
+
+    def _open_virtual(self) -> bool:
         size = self._output_size()
         # The rate the source really delivers (a camera asked for 60 may give 30): calls must
         # not be promised frames that never come.
@@ -488,18 +549,62 @@ class EngineBridge(QObject):
         try:
             sink = self._api.open_sink("virtual", **kwargs)
         except Exception as exc:
+            self._want_virtual = False
             detail = str(exc).strip()
             guidance = virtual_camera_guidance()
             if detail:
                 guidance = f"{guidance}\n\nDetails: {detail.splitlines()[0]}"
+            if self._closing_sinks:
+                # The device may simply still be held by the connection turned off before.
+                guidance += (
+                    "\n\nThe virtual camera turned off before has not closed yet (its driver "
+                    "is not answering); Retry once the sidebar no longer says it is closing."
+                )
             self.virtual_camera_changed.emit(False, "")
             self.virtual_camera_missing.emit(guidance)
             return False
-        self._virtual_sink = sink
+        watched = _WatchedSink(sink, self._say_sink_closed)
+        if self._engine.add_sink(watched) is False:
+            # The run is over (its end is on its way to _on_engine_done) and the engine closed
+            # the device at once: nothing would be sent. Still wanted: on with the next video.
+            self.virtual_camera_changed.emit(False, "")
+            return False
+        self._virtual_sink = watched
         self._virtual_device = str(getattr(sink, "device", "") or "virtual camera")
-        self._engine.add_sink(sink)
         self.virtual_camera_changed.emit(True, self._virtual_device)
         return True
+
+    def _release_virtual(self) -> bool:
+        """Stop sending to the virtual camera device (the wish is left as it is); True when one
+        was open. A running engine closes it once a write in progress returns, a stopped one
+        with its other outputs: :attr:`virtual_camera_closing` is True until that close
+        returns, so the window does not say "Off" while a stalled device is still open."""
+        sink, self._virtual_sink = self._virtual_sink, None
+        self._virtual_device = ""
+        if sink is None:
+            return False
+        if self._engine is not None:
+            # Not remove_sink: it waits for the write in progress, and a device hung in send()
+            # froze the window. False: the engine dropped (and closed) it after a failed write.
+            self._engine.detach_sink(sink)
+        if not sink.closed.is_set():
+            was_closing = bool(self._closing_sinks)
+            self._closing_sinks.add(sink)
+            if not was_closing:
+                self.virtual_camera_closing_changed.emit(True)
+        return True
+
+    def _say_sink_closed(self, sink: _WatchedSink) -> None:
+        try:
+            self._sink_closed.emit(sink)  # any thread; queued to the GUI thread
+        except RuntimeError:  # the bridge was deleted meanwhile (the app exits)
+            pass
+
+    def _on_sink_closed(self, sink: _WatchedSink) -> None:
+        if sink in self._closing_sinks:
+            self._closing_sinks.discard(sink)
+            if not self._closing_sinks:
+                self.virtual_camera_closing_changed.emit(False)
 
     def take_preview(self) -> tuple[QImage, QImage] | None:
         """The newest ``(original, processed)`` pair, or None; re-arms :attr:`preview_ready`."""
@@ -509,11 +614,15 @@ class EngineBridge(QObject):
         return pair
 
     # --- engine callbacks (worker threads: copy and signal, nothing else) ----------------------
-    def _on_preview(self, original: Any, processed: Any) -> None:
+    def _on_preview(self, feed: object, original: Any, processed: Any) -> None:
+        if feed is not self._feed:
+            return  # a stopped engine's last frames (checked again below, under the lock)
         # Copy now: the engine reuses these buffers as soon as we return.
         orig_img = frame_to_qimage(original.image)
         proc_img = frame_to_qimage(processed.image)
         with self._lock:
+            if feed is not self._feed:
+                return
             self._latest = (orig_img, proc_img)
             self.previews_received += 1
             self.last_frame_size = (proc_img.width(), proc_img.height())
@@ -522,8 +631,11 @@ class EngineBridge(QObject):
         if notify:
             self.preview_ready.emit()
 
-    def _on_error(self, exc: BaseException) -> None:
-        self._error_from_worker.emit(exc)
+    def _on_error(self, feed: object, exc: BaseException) -> None:
+        try:
+            self._error_from_worker.emit(feed, exc)
+        except RuntimeError:  # the bridge was deleted meanwhile (the app exits)
+            pass
 
     def _watch_end(self, eng: Any) -> None:
         """Say (queued) when ``eng``'s run is over. A thread, not the stats poll: the engine
@@ -574,6 +686,7 @@ class EngineBridge(QObject):
         self, req: _StartRequest, prev: tuple[threading.Thread, _StartRequest] | None
     ) -> None:
         self._after_previous(prev)
+        _wait_stopped(req.after)
         if self._is_stale(req):  # superseded while waiting: nothing to open
             req.source_opened()
             req.released.set()
@@ -608,11 +721,14 @@ class EngineBridge(QObject):
         self.using_fallback = req.using_fallback
         self.source_error = req.source_error
         for msg in req.messages:
-            self.message.emit(msg)
+            self._say(msg)
         src, be = req.src, req.be
         if src is None or be is None:
             return self._start_failed(req)
         api = self._api
+        feed = object()
+        with self._lock:
+            self._feed = feed
         try:
             eng = api.Engine(
                 src,
@@ -622,15 +738,17 @@ class EngineBridge(QObject):
                 # The current values: the slider may have moved while the camera opened.
                 strength=self._strength,
                 enabled=self._enabled,
-                on_preview=self._on_preview,
+                on_preview=functools.partial(self._on_preview, feed),
                 preview_fps=self._preview_fps,
-                on_error=self._on_error,
+                on_error=functools.partial(self._on_error, feed),
                 warning=req.warning,
                 close_backend=True,
             )
             eng.start()
         except Exception as exc:
-            self.message.emit(describe_error(exc))
+            with self._lock:
+                self._feed = None
+            self._say(describe_error(exc))
             return self._start_failed(req)
         self._watch_end(eng)
         req.adopted = True
@@ -643,50 +761,46 @@ class EngineBridge(QObject):
         self.backend_changed.emit(self._label)
         self._stats_timer.start()
         self.running_changed.emit(True)
-        if req.want_virtual:
-            self.set_virtual_camera(True)
+        if self._want_virtual:
+            self._open_virtual()
         self.start_finished.emit(True)
         return True
 
     def _start_failed(self, req: _StartRequest) -> bool:
-        """No video from ``req``: close what it opened and say so; returns False."""
+        """No video from ``req``: close what it opened and say so; returns False. A wanted
+        virtual camera stays wanted: it comes on with the next start that has video."""
         req.close()
-        if req.want_virtual:
-            # Nothing runs to send to: the switch must not go on saying "sending".
-            self._virtual_device = ""
-            self.virtual_camera_changed.emit(False, "")
         self.start_finished.emit(False)
         return False
 
     # --- GUI-thread slots ----------------------------------------------------------------------
-    def _on_worker_error(self, exc: BaseException) -> None:
+    def _on_worker_error(self, feed: object, exc: BaseException) -> None:
+        if feed is not self._feed:
+            log.info("error from a stopped engine: %s", exc)
+            return
         eng = self._engine
         if eng is not None and exc is getattr(eng, "failure", None):
             # The error that ends the stream: said as such at once (the end follows).
             msg = ended_message(exc)
             self._end_message = (exc, msg)
-            self.message.emit(msg)
+            self._say(msg)
             return
-        self.message.emit(describe_error(exc))
+        self._say(describe_error(exc))
 
     def _on_engine_done(self, eng: Any) -> None:
         if eng is not self._engine:
             return  # stopped by stop() (a restart, the window closing): not an end of its own
         failure = getattr(eng, "failure", None)
         shown, self._end_message = self._end_message, None
-        had_virtual = self._virtual_sink is not None
-        # Its threads are over: this joins them at once and forgets the engine, so nothing is
-        # sent to it any more (a virtual camera turned on now would show "On" over nothing).
-        self.stop()
-        if had_virtual:
-            # The engine closed the sink with its other outputs when its run ended.
-            self._virtual_device = ""
-            self.virtual_camera_changed.emit(False, "")
+        # Forgotten at once, so nothing is sent to it any more; joined on a worker: a model
+        # call or a stalled output still ending must not freeze the window. A wanted virtual
+        # camera stays wanted: it comes back with the video.
+        self.stop(wait=False)
         if shown is not None and shown[0] is failure:
             msg = shown[1]
         else:
             msg = ended_message(failure)
-            self.message.emit(msg)
+            self._say(msg)
         self.stream_ended.emit(msg)
 
     def _poll_stats(self) -> None:
@@ -697,11 +811,14 @@ class EngineBridge(QObject):
         except Exception as exc:  # a stats hiccup must not kill the GUI timer
             log.debug("stats failed: %s", exc)
             return
-        sinks = getattr(self._engine, "sinks", None)
-        if self._virtual_sink is not None and sinks is not None and self._virtual_sink not in sinks:
+        sink = self._virtual_sink
+        failed = getattr(self._engine, "failed_sinks", ())
+        if sink is not None and any(f is sink for f, _ in failed):
             # The engine drops a sink whose write failed (v4l2loopback unloaded, OBS's camera
-            # stopped): the switch must not go on saying "sending".
-            self._virtual_sink = None
+            # stopped): the switch must not go on saying "sending", and nothing may turn it on
+            # again by itself (it would fail again): the banner asks the person to.
+            self._want_virtual = False
+            self._release_virtual()
             self.virtual_camera_changed.emit(False, "")
         # The engine may fall back (backend failed -> passthrough): say what really runs.
         label = backend_label(
@@ -718,17 +835,27 @@ class EngineBridge(QObject):
         if new:
             msg = describe_error(RuntimeError("; ".join(new)))
             self._warnings_shown.update(dict.fromkeys(new, msg))
-            self.message.emit(msg)
+            self._say(msg)
         # A warning that cleared (the camera is back) is taken down, and shown again if it
         # returns: a second loss of the camera must be as visible as the first.
         gone = {p: m for p, m in self._warnings_shown.items() if p not in parts}
         for p in gone:
             del self._warnings_shown[p]
         still = set(map(id, self._warnings_shown.values()))
-        for msg in _unique(gone.values()):
-            if id(msg) not in still:
-                self.message_cleared.emit(msg)
+        self._take_down(m for m in gone.values() if id(m) not in still)
         self.stats_updated.emit(st)
+
+    def _say(self, msg: UserMessage) -> None:
+        self._said.append(msg)
+        self.message.emit(msg)
+
+    def _take_down(self, msgs: Iterable[UserMessage]) -> None:
+        """Say that ``msgs`` no longer apply (each once)."""
+        gone = _unique(msgs)
+        ids = {id(m) for m in gone}
+        self._said = [m for m in self._said if id(m) not in ids]
+        for msg in gone:
+            self.message_cleared.emit(msg)
 
     def _output_size(self) -> tuple[int, int]:
         """``(W, H)`` the virtual camera must accept: what the source really delivers."""
@@ -752,7 +879,8 @@ class _StartRequest:
     loop: bool
     fallback_source: str | None
     scale: float | str
-    want_virtual: bool  # GUI thread only
+    # Set when the engines stopped before this start have released their source and outputs.
+    after: list[threading.Event] = field(default_factory=list)
     src: Any = None
     be: Any = None
     using_fallback: bool = False
@@ -807,6 +935,70 @@ class _StartRequest:
             self._src_closing = True
         _close_quietly(src)
         self.released.set()
+
+
+@dataclass(eq=False)
+class _Stopping:
+    """An engine being stopped: :meth:`run` (a worker thread, or the caller when it waits)."""
+
+    engine: Any
+    timeout: float
+    thread: threading.Thread | None = None
+    done: threading.Event = field(default_factory=threading.Event)  # its stop() returned
+    in_time: bool = False  # every thread of it ended within the timeout
+
+    def run(self) -> None:
+        try:
+            self.in_time = bool(self.engine.stop(timeout=self.timeout))
+        except Exception as exc:
+            log.warning("stopping the engine failed: %s", exc)
+        finally:
+            self.done.set()
+
+    def finished(self) -> bool:
+        """Stopped, and none of its threads is left (a model call, a sink still closing)."""
+        return self.done.is_set() and bool(self.engine.join(0))
+
+
+class _WatchedSink:
+    """The virtual camera sink as the engine gets it: says when its device has really closed,
+    whoever closed it (the engine's helper after a detach, the engine at its end or after a
+    failed write). Everything else is the sink's own."""
+
+    def __init__(self, sink: Any, on_closed: Callable[[_WatchedSink], None]) -> None:
+        self.sink = sink
+        self.closed = threading.Event()
+        self._on_closed = on_closed
+
+    def write(self, frame: Any) -> None:
+        self.sink.write(frame)
+
+    def close(self) -> None:
+        try:
+            self.sink.close()
+        finally:
+            first = not self.closed.is_set()
+            self.closed.set()
+            if first:
+                self._on_closed(self)
+
+    def describe(self) -> str:
+        describe = getattr(self.sink, "describe", None)
+        return str(describe()) if describe is not None else type(self.sink).__name__
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "sink":  # not set yet (a copy in the making): no recursion
+            raise AttributeError(name)
+        return getattr(self.sink, name)
+
+
+def _wait_stopped(events: Iterable[threading.Event]) -> None:
+    """Wait (bounded) until the engines stopped before a start released their camera."""
+    deadline = time.monotonic() + OPEN_WAIT_S
+    for event in events:
+        if not event.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("a stopped engine has not released its camera after %.0f s", OPEN_WAIT_S)
+            return
 
 
 def _open_request(api: Any, req: _StartRequest, stale: Callable[[], bool] = lambda: False) -> None:

@@ -32,6 +32,7 @@ from PySide6.QtGui import (
     QKeySequence,
     QPainter,
     QPaintEvent,
+    QPen,
 )
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -86,11 +87,19 @@ QPushButton:hover { border-color: #38bdf8; }
 /* Not bold: the wider text cut "Side by side" off in the fixed-width sidebar. */
 QPushButton:checked { background: #0ea5e9; color: #0b1220; border-color: #0ea5e9; }
 QPushButton#primary { background: #0ea5e9; color: #0b1220; border: none; font-weight: 600; }
+/* Keyboard focus must be visible (Tab reaches every control). The style sheet's borders replace
+   the platform's focus frame, so without these a keyboard user could not tell where Tab went.
+   2 px borders with 1 px less padding: the controls keep their size when focused. */
+QPushButton:focus { border: 2px solid #e0f2fe; padding: 5px 11px; }
+QPushButton#primary:focus { border: 2px solid #e0f2fe; padding: 4px 10px; }
+QComboBox:focus { border: 2px solid #e0f2fe; padding: 5px 9px; }
 QSlider::groove:horizontal { height: 6px; background: #2c3446; border-radius: 3px; }
 QSlider::sub-page:horizontal { background: #38bdf8; border-radius: 3px; }
 QSlider::handle:horizontal { background: #f8fafc; width: 16px; height: 16px; margin: -6px 0;
                              border-radius: 8px; }
 QSlider::sub-page:horizontal:disabled { background: #475569; }
+QSlider { border: 2px solid transparent; border-radius: 8px; padding: 2px 4px; }
+QSlider:focus { border-color: #e0f2fe; }
 QCheckBox { spacing: 8px; }
 QStatusBar { background: #0b0d12; color: #cbd5e1; border-top: 1px solid #232938; }
 QStatusBar QLabel { padding: 2px 8px; }
@@ -114,14 +123,17 @@ def app_icon() -> QIcon:
 class ToggleSwitch(QCheckBox):
     """An on/off switch (a checkbox painted as a pill), for settings that act at once."""
 
+    HEIGHT = 30  # the track and, around it, the keyboard focus ring
+    TRACK_X = 4  # room for the ring left of the track
+
     def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
         super().__init__(text, parent)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
-        self.setMinimumHeight(26)
+        self.setMinimumHeight(self.HEIGHT)
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         fm = self.fontMetrics()
-        return QSize(52 + 10 + fm.horizontalAdvance(self.text()), 26)
+        return QSize(self.TRACK_X + 42 + 10 + fm.horizontalAdvance(self.text()) + 4, self.HEIGHT)
 
     def hitButton(self, pos: Any) -> bool:  # noqa: N802 - Qt API
         return self.rect().contains(pos)
@@ -129,8 +141,13 @@ class ToggleSwitch(QCheckBox):
     def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt API
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
-        track = QRectF(1, (self.height() - 22) / 2, 42, 22)
+        track = QRectF(self.TRACK_X, (self.height() - 22) / 2, 42, 22)
         on = self.isChecked()
+        if self.hasFocus():
+            # Painted by hand, so no style draws its focus frame: Tab must show where it went.
+            p.setPen(QPen(QColor("#e0f2fe"), 2))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.drawRoundedRect(track.adjusted(-3, -3, 3, 3), 14, 14)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(QColor("#0ea5e9") if on else QColor("#334155"))
         if not self.isEnabled():
@@ -276,9 +293,11 @@ class MainWindow(QMainWindow):
             self._add_cli_source(source)
         self.virtual_dialog: VirtualCameraDialog | None = None
         self.tray: QSystemTrayIcon | None = None
-        # The remembered virtual camera is turned on once, at the first start that runs; later
-        # restarts keep whatever the person chose since (the bridge carries it over).
-        self._restore_virtual = settings.virtual_camera
+        # What the person chose for the virtual camera, and what is remembered: only their own
+        # switching changes it. The bridge turns the camera off by itself (a device that fails,
+        # a stream that ends), and such an "off" saved made the next launch start without it.
+        self._virtual_pref = settings.virtual_camera
+        self._virtual_shown: tuple[bool, str] = (False, "")  # the bridge's last on/off, device
         self._closing = False
         self._last_stats: Any = None
 
@@ -294,6 +313,9 @@ class MainWindow(QMainWindow):
         self._select_initial_source(source)
         self._apply_settings_to_controls()
         self._connect_bridge()
+        if settings.virtual_camera:
+            # Wanted from the start: the bridge sends to it once the first start runs.
+            self.bridge.set_virtual_camera(True)
         if tray:
             self._build_tray()
 
@@ -303,7 +325,7 @@ class MainWindow(QMainWindow):
             and event.key() == Qt.Key.Key_Space  # type: ignore[attr-defined]
             and event.modifiers() == Qt.KeyboardModifier.NoModifier  # type: ignore[attr-defined]
         ):
-            event.accept()  # the focused button takes Space instead of the sharpening shortcut
+            event.accept()  # the focused button or picker takes Space, not the shortcut
             return True
         return super().eventFilter(watched, event)
 
@@ -510,11 +532,18 @@ class MainWindow(QMainWindow):
         self.toggle_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         self.toggle_action.toggled.connect(self.enable_switch.setChecked)
         self.addAction(self.toggle_action)
-        for button in self.findChildren(QAbstractButton):
+        controls: list[QWidget] = [
+            *self.findChildren(QAbstractButton),
+            # A picker reached with Tab opens its list with Space, which the shortcut took:
+            # sharpening went off instead, and the list could not be opened from the keyboard.
+            *self.findChildren(QComboBox),
+        ]
+        for control in controls:
             # A click must not take the focus (Space after it is for sharpening), Tab does:
-            # then Space presses the button, the only key that does for a keyboard user.
-            button.setFocusPolicy(Qt.FocusPolicy.TabFocus)
-            button.installEventFilter(self)
+            # then Space presses the button (opens the picker), the only key that does for a
+            # keyboard user.
+            control.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+            control.installEventFilter(self)
         self.quit_action = QAction("Quit SharpCam", self)
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         self.quit_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
@@ -530,6 +559,8 @@ class MainWindow(QMainWindow):
         menu.addAction(self.toggle_action)
         self.tray_virtual_action = QAction("Virtual camera", self)
         self.tray_virtual_action.setCheckable(True)
+        # Built after the remembered choice was applied to the switch: start in its state.
+        self.tray_virtual_action.setChecked(self.virtual_switch.isChecked())
         self.tray_virtual_action.toggled.connect(self.virtual_switch.setChecked)
         menu.addAction(self.tray_virtual_action)
         menu.addSeparator()
@@ -603,6 +634,7 @@ class MainWindow(QMainWindow):
         b.backend_changed.connect(self._on_backend)
         b.running_changed.connect(self._on_running)
         b.virtual_camera_changed.connect(self._on_virtual_changed)
+        b.virtual_camera_closing_changed.connect(lambda _closing: self._show_virtual_state())
         b.virtual_camera_missing.connect(self.show_virtual_camera_help)
         b.start_finished.connect(self._on_start_finished)
         b.stream_ended.connect(self._on_stream_ended)
@@ -651,10 +683,6 @@ class MainWindow(QMainWindow):
         return ok
 
     def _on_start_finished(self, ok: bool) -> None:
-        if ok and self._restore_virtual:
-            self._restore_virtual = False
-            if not self.bridge.virtual_camera_on:
-                self.virtual_switch.setChecked(True)
         if not ok:
             # No engine was started, so no running_changed comes to end "Starting".
             self._show_no_video("No video. Pick another camera or the demo clip.")
@@ -666,11 +694,8 @@ class MainWindow(QMainWindow):
 
     def _show_no_video(self, placeholder: str) -> None:
         self.preview.clear(placeholder)
-        self._set_live("stopped")
         # The previous engine's rate, backend and frame size would pass for a live stream.
-        self.stats_label.setText("—")
-        self.backend_value.setText("—")
-        self.provider_label.setText("—")
+        self._on_running(False)
         self.source_info.setText("")
 
     def shown_source_name(self) -> str:
@@ -725,11 +750,14 @@ class MainWindow(QMainWindow):
         self.settings.split = fraction
 
     def _on_virtual_toggled(self, on: bool) -> None:
-        self._restore_virtual = False  # the person's choice wins over the remembered one
-        # While a start opens, the bridge keeps the choice for when it runs.
-        if on == self.bridge.virtual_camera_on and not self.bridge.starting:
-            return
+        self._set_virtual(on)
+
+    def _set_virtual(self, on: bool) -> None:
+        """The person turns the virtual camera on or off (switch, tray, the setup's Retry)."""
         self.bridge.set_virtual_camera(on)
+        if self.bridge.virtual_camera_wanted == on:
+            # Not a turn-on that found no virtual camera: that changed nothing they could use.
+            self._virtual_pref = on
 
     # --- slots: bridge -> views ----------------------------------------------------------------
     def _on_preview(self) -> None:
@@ -762,6 +790,12 @@ class MainWindow(QMainWindow):
 
     def _on_running(self, running: bool) -> None:
         self._set_live("live" if running else "stopped")
+        if not running:
+            # A restart (another camera, size or processing scale) takes a while: "Starting"
+            # beside the stopped engine's rate and backend passed them off as the new one's.
+            self.stats_label.setText("—")
+            self.backend_value.setText("—")
+            self.provider_label.setText("—")
 
     def _set_live(self, state: str) -> None:
         color, text = {
@@ -773,13 +807,21 @@ class MainWindow(QMainWindow):
         self.live_state = state
 
     def _on_virtual_changed(self, on: bool, device: str) -> None:
+        self._virtual_shown = (on, device)
+        self._show_virtual_state()
+
+    def _show_virtual_state(self) -> None:
+        """The switch says what is wanted, the line under it what really happens."""
+        on, device = self._virtual_shown
+        wanted = on or self.bridge.virtual_camera_wanted
         self.virtual_switch.blockSignals(True)
-        self.virtual_switch.setChecked(on)
+        self.virtual_switch.setChecked(wanted)
         self.virtual_switch.blockSignals(False)
         if getattr(self, "tray_virtual_action", None) is not None:
             self.tray_virtual_action.blockSignals(True)
-            self.tray_virtual_action.setChecked(on)
+            self.tray_virtual_action.setChecked(wanted)
             self.tray_virtual_action.blockSignals(False)
+        self.virtual_status.setToolTip("")
         if on:
             # A device name without spaces cannot wrap and ran off the fixed-width sidebar:
             # shortened to one line there, in full in the tooltip.
@@ -790,9 +832,15 @@ class MainWindow(QMainWindow):
             self.virtual_status.setToolTip(device)
             if self.virtual_dialog is not None:
                 self.virtual_dialog.accept()
+        elif wanted:
+            # A start opening, no video, or the video stopped: calls get nothing until it runs.
+            self.virtual_status.setText("On · waiting for video; nothing is sent until it plays.")
+        elif self.bridge.virtual_camera_closing:
+            # Turned off, but the device is still open until its driver answers: video calls
+            # may still list it (and show its last frame).
+            self.virtual_status.setText("Turning off · waiting for the virtual camera to close…")
         else:
             self.virtual_status.setText("Off")
-            self.virtual_status.setToolTip("")
 
     def _elided_device(self, device: str) -> str:
         """``device`` shortened in the middle (names differ at either end) to one line of the
@@ -816,9 +864,7 @@ class MainWindow(QMainWindow):
         """Show (non-modally) the virtual-camera setup steps with a Retry button."""
         if self.virtual_dialog is None:
             self.virtual_dialog = VirtualCameraDialog(self)
-            self.virtual_dialog.retry_requested.connect(
-                lambda: self.bridge.set_virtual_camera(True)
-            )
+            self.virtual_dialog.retry_requested.connect(lambda: self._set_virtual(True))
         self.virtual_dialog.set_guidance(guidance)
         self.virtual_dialog.show()
         self.virtual_dialog.raise_()
@@ -848,10 +894,7 @@ class MainWindow(QMainWindow):
         s.view_mode = self.preview.mode
         s.split = self.preview.split
         s.mirror = self.mirror_check.isChecked()
-        s.virtual_camera = self.bridge.virtual_camera_on or (
-            # Closed while a start was still opening: what it would have turned on.
-            self.bridge.starting and (self._restore_virtual or self.virtual_switch.isChecked())
-        )
+        s.virtual_camera = self._virtual_pref
         s.geometry = bytes(self.saveGeometry().data())
         return s
 

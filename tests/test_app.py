@@ -303,7 +303,7 @@ def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
         window.virtual_switch.setChecked(False)
         assert time.perf_counter() - t0 < 1.0, "the window froze until the device answered"
         assert not window.bridge.virtual_camera_on
-        assert window.virtual_status.text() == "Off"
+        assert window.virtual_status.text().startswith("Turning off")
         assert not recorder.closed.is_set(), "closed under the send still in progress"
         # On again while the old device still hangs: no wait either.
         t0 = time.perf_counter()
@@ -315,6 +315,42 @@ def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
     qtbot.waitUntil(recorder.closed.is_set, timeout=5000)  # the first device, once it returned
     n = len(recorder.frames)
     qtbot.waitUntil(lambda: len(recorder.frames) > n + 2, timeout=FRAME_TIMEOUT_MS)
+
+
+def test_the_virtual_camera_says_turning_off_until_a_stalled_device_has_closed(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # "Off" under the switch while the device was still open (its driver stuck in a write):
+    # video calls still listed it, and showed its last frame.
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    entered, release = threading.Event(), threading.Event()
+    send = Recorder.send
+
+    def hung(self, frame) -> None:  # noqa: ANN001
+        entered.set()
+        release.wait(10)
+        send(self, frame)
+
+    monkeypatch.setattr(Recorder, "send", hung)
+    assert entered.wait(5)
+    said: list[tuple[bool, bool]] = []  # (closing, the device really closed) at each signal
+    window.bridge.virtual_camera_closing_changed.connect(
+        lambda closing: said.append((closing, recorder.closed.is_set()))
+    )
+    try:
+        window.virtual_switch.setChecked(False)
+        assert not window.virtual_switch.isChecked()  # the choice is made: off
+        assert window.bridge.virtual_camera_closing
+        assert window.virtual_status.text().startswith("Turning off")
+        qtbot.wait(200)  # stats polls and queued events: none may say "Off" yet
+        assert window.virtual_status.text().startswith("Turning off")
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: window.virtual_status.text() == "Off", timeout=5000)
+    assert said == [(True, False), (False, True)]
+    assert not window.bridge.virtual_camera_closing
 
 
 def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_window, recorder):
@@ -443,7 +479,7 @@ class _DyingCamera:
         return getattr(self._inner, name)
 
 
-def test_a_stream_that_ends_on_its_own_says_so_and_turns_the_virtual_camera_off(
+def test_a_stream_that_ends_on_its_own_says_so_and_the_virtual_camera_waits_for_video(
     qtbot, make_window, recorder
 ):
     import engine
@@ -471,23 +507,210 @@ def test_a_stream_that_ends_on_its_own_says_so_and_turns_the_virtual_camera_off(
     # Nothing retries a source whose read failed: no promise of a reconnect or of a stream.
     assert "reconnect" not in text.lower() and "keeps running" not in text.lower()
     assert "pick the camera again" in text.lower()
-    # The engine closed the virtual camera with its other outputs: the switch says so.
-    assert recorder.closed.is_set()
+    # The engine closed the virtual camera with its other outputs: the line under the switch
+    # says nothing is sent. The switch stays on: the person did not turn it off, and the
+    # video calls get the picture back when the video does (as after a restart).
+    qtbot.waitUntil(recorder.closed.is_set, timeout=5000)
     assert not window.bridge.virtual_camera_on
-    assert not window.virtual_switch.isChecked() and window.virtual_status.text() == "Off"
+    assert window.virtual_switch.isChecked()
+    assert "sending" not in window.virtual_status.text()
+    assert "waiting for video" in window.virtual_status.text()
     assert "fps" not in window.stats_label.text()
     assert not window.preview.has_frame()
     qtbot.wait(300)  # more stats polls: nothing may bring the promise back
     assert "reconnect" not in window.banner.text.text().lower()
-    # Nothing would be sent: turning the virtual camera on must not say "sending".
-    window.virtual_switch.setChecked(True)
-    assert not window.virtual_switch.isChecked()
-    assert "sending" not in window.virtual_status.text()
-    # Picking the camera again, as the message says, restarts it.
+    # Picking the camera again, as the message says, restarts it, and calls get it again.
+    sent = len(recorder.frames)
     with started(qtbot, window):
         window.camera_combo.activated.emit(window.camera_combo.currentIndex())
     wait_frames(qtbot, window, 2)
     assert window.live_state == "live" and len(cameras) == 2
+    # "The video stopped" over the video that plays again: taken down by the restart.
+    assert not window.banner.isVisible()
+    assert window.bridge.virtual_camera_on and "sending" in window.virtual_status.text()
+    qtbot.waitUntil(lambda: len(recorder.frames) > sent + 2, timeout=FRAME_TIMEOUT_MS)
+
+
+def test_the_virtual_camera_turned_on_as_the_stream_ends_does_not_say_sending(
+    qtbot, make_window, recorder
+):
+    import engine
+
+    cameras: list[_DyingCamera] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        cameras.append(_DyingCamera(engine.open_source(*args, **kwargs)))
+        return cameras[-1]
+
+    window = make_window(backend="passthrough", api=_engine_api(open_source=open_source))
+    ended = window.bridge.engine
+    cameras[-1].die.set()
+    # The run is over, and the window has not heard yet (its end is queued): the person
+    # turns the virtual camera on in between.
+    assert ended.done.wait(FRAME_TIMEOUT_MS / 1000)
+    window.virtual_switch.setChecked(True)
+    assert recorder.closed.is_set(), "the engine leaves no device open for a run that is over"
+    assert not window.bridge.virtual_camera_on
+    assert "sending" not in window.virtual_status.text()
+    assert window.virtual_switch.isChecked()  # wanted: it comes on with the next video
+    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS):
+        pass
+    with started(qtbot, window):
+        window.camera_combo.activated.emit(window.camera_combo.currentIndex())
+    assert window.bridge.virtual_camera_on
+
+
+class _SlowStop:
+    """The real engine whose ``stop()`` waits for ``release`` first, as one whose stop waits
+    for a model call or a stalled output does (seconds, on whichever thread calls it)."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.stopped_at: list[float] = []
+
+    def engine_class(self) -> type:
+        import engine
+
+        slow = self
+
+        class Engine(engine.Engine):
+            def stop(self, timeout: float = 1.0) -> bool:
+                slow.entered.set()
+                slow.release.wait(5)
+                try:
+                    return super().stop(timeout)
+                finally:
+                    slow.stopped_at.append(time.perf_counter())
+
+        return Engine
+
+
+def test_a_stream_that_ends_on_its_own_is_stopped_without_freezing_the_window(qtbot, make_window):
+    import engine
+
+    cameras: list[_DyingCamera] = []
+    opened_at: list[float] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        opened_at.append(time.perf_counter())
+        cameras.append(_DyingCamera(engine.open_source(*args, **kwargs)))
+        return cameras[-1]
+
+    slow = _SlowStop()
+    api = _engine_api(open_source=open_source, Engine=slow.engine_class())
+    window = make_window(backend="passthrough", api=api)
+    try:
+        with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS):
+            cameras[-1].die.set()
+        assert slow.entered.wait(5)
+        # The end was handled (and the window painted) while the engine was still stopping:
+        # it used to be joined on the GUI thread, a frozen window for up to 2 s per part.
+        assert not slow.stopped_at, "the window waited for the engine to stop"
+        assert window.live_state == "stopped" and window.bridge.engine is None
+        # Picking the camera again: the window goes on at once, and the camera is opened only
+        # once the stopped engine has let go of it.
+        with started(qtbot, window):
+            t0 = time.perf_counter()
+            window.camera_combo.activated.emit(window.camera_combo.currentIndex())
+            assert time.perf_counter() - t0 < 0.5
+            assert window.live_state == "starting"
+            qtbot.wait(300)  # long enough for an open that does not wait
+            assert len(opened_at) == 1, "opened while the stopped engine still held it"
+            slow.release.set()
+        assert opened_at[1] >= slow.stopped_at[0]
+        wait_frames(qtbot, window, 2)
+    finally:
+        slow.release.set()
+    assert window.bridge.join(timeout=10.0)
+
+
+def test_a_restart_neither_freezes_the_window_nor_shows_the_stopped_stream(qtbot, make_window):
+    import engine
+
+    cameras: list[_DyingCamera] = []
+    opened_at: list[float] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        opened_at.append(time.perf_counter())
+        cameras.append(_DyingCamera(engine.open_source(*args, **kwargs)))
+        return cameras[-1]
+
+    slow = _SlowStop()
+    window = make_window(api=_engine_api(open_source=open_source, Engine=slow.engine_class()))
+    wait_frames(qtbot, window, 2)
+    messages: list = []
+    window.bridge.message.connect(messages.append)
+    try:
+        with started(qtbot, window):
+            t0 = time.perf_counter()
+            window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+            assert time.perf_counter() - t0 < 0.5, "the window waited for the engine to stop"
+            assert slow.entered.wait(5)
+            # The old engine runs on until its stop gets going: its frames must not replace
+            # "Opening…", and its camera's end is not the new stream's.
+            cameras[0].die.set()
+            qtbot.wait(300)
+            assert not window.preview.has_frame(), "a frame of the stopped stream was shown"
+            assert messages == [], messages
+            assert window.live_state == "starting"
+            assert len(opened_at) == 1, "opened while the stopped engine still held it"
+            slow.release.set()
+        assert opened_at[1] >= slow.stopped_at[0]
+        wait_frames(qtbot, window, 2)
+        assert window.live_state == "live" and not window.banner.isVisible()
+    finally:
+        slow.release.set()
+
+
+def test_the_remembered_virtual_camera_changes_only_when_the_person_switches_it(
+    qtbot, make_window, recorder, monkeypatch, tmp_path
+):
+    import engine
+
+    def saved() -> bool:
+        return load_settings(open_store(str(tmp_path / "settings.ini"))).virtual_camera
+
+    # The stream ends on its own: the camera is off for the calls, the choice is not.
+    cameras: list[_DyingCamera] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        cameras.append(_DyingCamera(engine.open_source(*args, **kwargs)))
+        return cameras[-1]
+
+    window = make_window(
+        settings=AppSettings(virtual_camera=True), api=_engine_api(open_source=open_source)
+    )
+    assert window.bridge.virtual_camera_on
+    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS):
+        cameras[-1].die.set()
+    window.close()
+    assert saved() is True, "the next launch would start without the virtual camera"
+
+    # The device fails (v4l2loopback unloaded): off now, and still remembered as wanted.
+    window = make_window(settings=AppSettings(virtual_camera=True))
+    assert window.bridge.virtual_camera_on
+
+    def unplugged(self, frame) -> None:  # noqa: ANN001
+        raise RuntimeError("v4l2loopback device gone")
+
+    monkeypatch.setattr(Recorder, "send", unplugged)
+    qtbot.waitUntil(lambda: not window.virtual_switch.isChecked(), timeout=FRAME_TIMEOUT_MS)
+    window.close()
+    assert saved() is True
+
+    # Turned on where no virtual camera exists: nothing the person could use changed.
+    window = make_window(settings=AppSettings(virtual_camera=False))
+    recorder.fail_next = 1
+    window.virtual_switch.setChecked(True)
+    assert window.virtual_dialog is not None and not window.virtual_switch.isChecked()
+    window.close()
+    assert saved() is False
+
+    # The person's own switching is what is remembered.
+    window = make_window(settings=AppSettings(virtual_camera=True))
+    window.virtual_switch.setChecked(False)
+    window.close()
+    assert saved() is False
 
 
 def test_a_failed_output_is_reported_whole_not_as_fragments(
@@ -820,7 +1043,7 @@ def _opens_once() -> Any:
     return open_source
 
 
-def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
+def test_no_video_at_all_says_stopped_and_that_nothing_is_sent_to_calls(
     qtbot, make_window, recorder
 ):
     window = make_window(api=_engine_api(open_source=_opens_once()))
@@ -831,8 +1054,10 @@ def test_no_video_at_all_says_stopped_and_turns_the_virtual_camera_switch_off(
         window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
     assert not window.bridge.is_running
     assert window.live_state == "stopped"
-    assert not window.virtual_switch.isChecked()
+    # Still wanted (the next start with video sends again), but nothing is sent now.
+    assert window.virtual_switch.isChecked() and not window.bridge.virtual_camera_on
     assert "sending" not in window.virtual_status.text()
+    assert "waiting for video" in window.virtual_status.text()
 
 
 def test_no_video_after_a_restart_leaves_no_stale_rate_backend_or_source(qtbot, make_window):
@@ -1062,7 +1287,7 @@ def test_a_source_is_closed_once_and_released_only_after_its_close_returns():
 
     req = _StartRequest(
         generation=0, source="0", size=None, fps=30.0, backend="unsharp", model=None,
-        loop=False, fallback_source=None, scale=1.0, want_virtual=False,
+        loop=False, fallback_source=None, scale=1.0,
     )  # fmt: skip
     req.src = SlowSource()
     req.source_opened()
@@ -1086,7 +1311,7 @@ def test_no_video_advice_offers_the_demo_clip_only_where_it_did_not_fail() -> No
     def request(source: str, fallback: str | None) -> _StartRequest:
         req = _StartRequest(
             generation=0, source=source, size=None, fps=30.0, backend="unsharp", model=None,
-            loop=False, fallback_source=fallback, scale=1.0, want_virtual=False,
+            loop=False, fallback_source=fallback, scale=1.0,
         )  # fmt: skip
         _open_source(_engine_api(open_source=broken), req)
         return req
@@ -1178,6 +1403,45 @@ def test_closing_the_window_while_a_camera_opens(qtbot, make_window):
     assert api.engines == [] and window.bridge.engine is None
 
 
+def test_a_restart_shows_no_rate_or_backend_of_the_stopped_engine(qtbot, make_window):
+    window = make_window(api=_SlowApi(open_delay=0.5))
+    qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
+    assert window.provider_label.text() == "Unsharp mask · OpenCV"
+    with started(qtbot, window):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        assert window.live_state == "starting"
+        # "Starting · 30.0 fps" and "Running on Unsharp mask · OpenCV" while the new engine
+        # (at another scale) was still opening.
+        assert "fps" not in window.stats_label.text()
+        assert "Running" not in window.backend_value.text()
+        assert window.provider_label.text() == "—"
+    assert window.provider_label.text() == "Unsharp mask · OpenCV · 0.5x"
+    qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
+
+
+def test_a_message_about_the_previous_source_is_taken_down_when_another_plays(qtbot, make_window):
+    import engine
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if Path(source) != DEMO_CLIP:
+            raise RuntimeError(f"camera {source} is busy")
+        return engine.open_source(source, **kwargs)
+
+    window = make_window(source="0", api=_engine_api(open_source=open_source))
+    assert window.bridge.using_fallback
+    assert window.banner.isVisible() and "camera 0 is busy" in window.banner.text.text()
+    # The person picks the demo clip itself: "Camera problem … showing the demo clip
+    # instead" stayed up over a choice that works.
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo"))
+    assert not window.bridge.using_fallback
+    assert not window.banner.isVisible()
+    # Picking the busy camera again says so again.
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("0"))
+    assert window.banner.isVisible() and "camera 0 is busy" in window.banner.text.text()
+
+
 def test_a_camera_that_fails_to_open_falls_back_to_the_demo_clip_asynchronously(qtbot, make_window):
     import engine
 
@@ -1210,10 +1474,12 @@ def test_start_with_wait_runs_synchronously(qtbot, make_bridge, make_window):
     assert _start_demo(bridge) is None
     assert _start_demo(bridge, wait=True) is True
     assert len(api.engines) == 2 and bridge.engine is api.engines[1]
-    assert bridge.engine.source is api.sources[2]
-    # Closed: the first engine's (it stopped) and the superseded camera (its model was never
-    # loaded: the start was stale once the camera opened).
-    assert set(api.closed) == {"be0", "src0", "src1"}
+    assert bridge.engine.source is api.sources[-1]
+    # Closed: the first engine's (it stopped) and the superseded camera when it got to open
+    # it (it waits for the first engine to release its camera, and may be stale by then);
+    # never a model for it: the start was stale once its camera opened.
+    assert len(api.sources) in (2, 3)
+    assert set(api.closed) == {"be0"} | {src.tag for src in api.sources[:-1]}
     assert finished == [True, True]
 
     window = make_window(start=False)
@@ -1365,6 +1631,56 @@ def test_space_presses_a_switch_reached_with_tab_and_a_click_keeps_space_for_sha
     assert window.preview.mode == "after"
 
 
+def test_keyboard_focus_is_visible_on_every_sidebar_control(qtbot, make_window):
+    # The style sheet's borders replace the platform's focus frame, and the switches are
+    # painted by hand: Tab moved the focus, and nothing on screen said where it went.
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QComboBox
+
+    window = make_window(start=False)
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    controls = [
+        w
+        for w in window.sidebar.findChildren(QWidget)
+        if isinstance(w, (QComboBox, QAbstractSlider, QAbstractButton))
+        and w.window() is window
+        and w.isEnabled()  # not the resolution picker: the demo clip plays at its own size
+        and w.focusPolicy() & Qt.FocusPolicy.TabFocus
+    ]
+    assert len(controls) >= 9
+    window.preview.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # somewhere else to be
+    for w in controls:
+        window.preview.setFocus()
+        qtbot.waitUntil(lambda: not w.hasFocus(), timeout=1000)  # noqa: B023
+        unfocused = qimage_to_array(w.grab().toImage())
+        w.setFocus(Qt.FocusReason.TabFocusReason)
+        qtbot.waitUntil(w.hasFocus, timeout=1000)
+        focused = qimage_to_array(w.grab().toImage())
+        assert focused.shape == unfocused.shape, w.accessibleName() or w.text()
+        changed = np.any(focused != unfocused, axis=2).mean()
+        assert changed > 0.02, f"{w.accessibleName() or w.text()!r}: focus not shown"
+
+
+def test_space_opens_a_picker_reached_with_tab(qtbot, make_window):
+    # Space is how a keyboard user opens a picker's list; the sharpening shortcut took it, so
+    # Tab to the camera picker and Space turned sharpening off and opened nothing.
+    window = make_window()
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    for combo in (window.camera_combo, window.scale_combo):
+        combo.setFocus(Qt.FocusReason.TabFocusReason)
+        qtbot.keyClick(combo, Qt.Key.Key_Space)
+        assert combo.view().isVisible(), combo.accessibleName()
+        assert window.bridge.engine.enabled is True
+        combo.hidePopup()
+        qtbot.waitUntil(lambda: not combo.view().isVisible(), timeout=2000)  # noqa: B023
+    # With the mouse, a picker does not keep the focus: Space is for sharpening again.
+    window.strength_slider.setFocus()
+    qtbot.mouseClick(window.scale_combo, Qt.MouseButton.LeftButton)
+    window.scale_combo.hidePopup()
+    assert not window.scale_combo.hasFocus()
+
+
 def test_the_picked_view_mode_button_shows_its_whole_label(qtbot, make_window):
     from PySide6.QtWidgets import QPushButton
 
@@ -1471,7 +1787,7 @@ def test_at_the_minimum_size_no_sidebar_line_is_cut_off_by_a_long_virtual_camera
     assert "Pick it as the camera" in status.text()
 
 
-def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch):
+def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch, recorder):
     from PySide6.QtWidgets import QSystemTrayIcon
 
     monkeypatch.setattr(QSystemTrayIcon, "isSystemTrayAvailable", staticmethod(lambda: True))
@@ -1480,11 +1796,33 @@ def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch):
     assert window.tray is not None
     labels = [a.text() for a in window.tray.contextMenu().actions() if a.text()]
     assert labels == ["Sharpening", "Virtual camera", "Show SharpCam", "Quit SharpCam"]
+    assert not window.tray_virtual_action.isChecked()
+    window.tray_virtual_action.trigger()
+    assert window.virtual_switch.isChecked() and window.bridge.virtual_camera_on
     window.toggle_action.trigger()  # the tray shares this action with the Space shortcut
     assert window.bridge.engine.enabled is False
     with qtbot.waitSignal(window.closed, timeout=3000):
         window.quit_action.trigger()
     assert not window.tray.isVisible()
+
+
+def test_the_tray_menu_starts_with_the_remembered_virtual_camera(qtbot, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QSystemTrayIcon
+
+    monkeypatch.setattr(QSystemTrayIcon, "isSystemTrayAvailable", staticmethod(lambda: True))
+    bridge = EngineBridge(api=object())  # no engine: the window as it opens, before any video
+    window = MainWindow(
+        bridge,
+        store=open_store(str(tmp_path / "settings.ini")),
+        settings=AppSettings(virtual_camera=True),
+        cameras=[demo_choice()],
+        tray=True,
+    )
+    qtbot.addWidget(window)
+    assert window.virtual_switch.isChecked() and bridge.virtual_camera_wanted
+    # Unchecked beside a checked switch: the first click there did nothing visible.
+    assert window.tray_virtual_action.isChecked()
+    window.tray.hide()
 
 
 def test_ctrl_q_quits(qtbot, make_window):
