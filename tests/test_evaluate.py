@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -102,6 +103,14 @@ def test_parse_data() -> None:
     assert EV.parse_data("camera:/x").path == "/x"
     with pytest.raises(ValueError, match="bad --data"):
         EV.parse_data("zip:/x")
+
+
+@pytest.mark.parametrize("spec", ["raw:", "raw::240-299", "pairs:,sharp", "pairs:blur,", "real:"])
+def test_parse_data_refuses_an_empty_folder(spec: str) -> None:
+    # Path("") is the current directory: `raw:` searched it for frames and failed later with
+    # "no frame windows in  frames 240-299"; `pairs:,sharp` read the blurry images from there.
+    with pytest.raises(ValueError, match="needs a folder"):
+        EV.parse_data(spec)
 
 
 def _write(path: Path, img: np.ndarray) -> None:
@@ -621,6 +630,25 @@ def test_onnx_runner_feeds_the_files_own_input_name(tmp_path: Path) -> None:
         (["--data", "demo:", "--model", "{tmp}/missing.onnx"], "no such file"),
         (["--data", "demo:", "--teacher", "nope", "--teacher-weights", "{tmp}"], "unknown teacher"),
         (["--data", "demo:", "--teacher", "dmphn", "--teacher-weights", "{tmp}/x"], "no such file"),
+        # Weights that exist but are not the teacher's: refused before the students run, not
+        # a traceback at the first image the cache lacks.
+        (
+            ["--data", "demo:", "--teacher", "dmphn", "--teacher-weights", "{tmp}"],
+            "DMPHN weights incomplete",
+        ),
+        (
+            [
+                "--data",
+                "demo:",
+                "--teacher",
+                "restormer",
+                "--teacher-weights",
+                "{tmp}/seq/000001.png",
+            ],
+            "is not a PyTorch checkpoint",
+        ),
+        (["--data", "raw:"], "needs a folder"),
+        (["--data", "pairs:,{tmp}/seq"], "needs a folder"),
     ],
 )
 def test_cli_refuses_bad_input_before_any_model_runs(
@@ -640,8 +668,117 @@ def test_cli_refuses_bad_input_before_any_model_runs(
     monkeypatch.setattr(EV, "load_model_runner", no_model)
     monkeypatch.setattr(EV, "evaluate", no_model)
     args = ["--no-perceptual", "--max-size", "64", "--out", str(tmp_path / "out")]
+    args += ["--cache-dir", str(tmp_path / "cache")]  # never the user's teacher cache
     args += [a.replace("{tmp}", str(tmp_path)) for a in extra]  # the later option wins
     with pytest.raises(SystemExit) as exc:
         EV.main(args)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# review fixes: the teacher cache keys on the teacher's code, non-finite references, held-out
+# frames
+# --------------------------------------------------------------------------------------------
+
+_FAKE_TEACHER = """
+from torch import nn
+
+
+class Net(nn.Module):
+    \"\"\"A stand-in teacher{doc}.\"\"\"
+
+    def forward(self, x):
+        return x * {factor}  # {comment}
+"""
+
+
+def _install_fake_teacher(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, factor: float, doc: str = "", comment: str = ""
+) -> None:
+    """Write the fake teacher's module, import it afresh and register it as teacher "fake",
+    as a new process would find it after an edit."""
+    import importlib.util
+    import sys
+
+    import training.teachers as T
+
+    source = tmp_path / "fake_teacher_net.py"
+    source.write_text(_FAKE_TEACHER.format(factor=factor, doc=doc, comment=comment))
+    spec = importlib.util.spec_from_file_location("fake_teacher_net", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "fake_teacher_net", module)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(
+        T.TEACHERS,
+        "fake",
+        T.TeacherSpec(
+            build=module.Net,
+            load=lambda path, device: module.Net(),
+            description="a stand-in",
+            weights_hint="any folder",
+        ),
+    )
+
+
+def test_cached_teacher_recomputes_after_a_change_to_the_teachers_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "w.pkl").write_bytes(b"the same weights throughout")
+    img = np.random.default_rng(0).random((16, 24, 3), dtype=np.float32) * 0.5
+    _install_fake_teacher(tmp_path, monkeypatch, factor=2.0)
+    first = EV.CachedTeacher("fake", weights, tmp_path / "cache")
+    assert np.allclose(first(img), img * 2.0, atol=2e-3) and first.misses == 1
+    # Reworded comments and docstrings compute the same: the cache still serves.
+    _install_fake_teacher(tmp_path, monkeypatch, factor=2.0, doc=" (reworded)", comment="why")
+    again = EV.CachedTeacher("fake", weights, tmp_path / "cache")
+    assert again.cache_dir == first.cache_dir
+    assert np.allclose(again(img), img * 2.0, atol=2e-3) and (again.hits, again.misses) == (1, 0)
+    # A change to what the network computes, same weights: the old outputs are not served
+    # (they were, and the teacher's column scored code that no longer existed).
+    _install_fake_teacher(tmp_path, monkeypatch, factor=0.5)
+    changed = EV.CachedTeacher("fake", weights, tmp_path / "cache")
+    assert changed.cache_dir != first.cache_dir
+    assert np.allclose(changed(img), img * 0.5, atol=2e-3) and changed.misses == 1
+
+
+def test_real_blur_refuses_a_non_finite_teacher_reference(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    samples = [
+        EV.Sample(
+            EV.REAL_SET, name, (D.procedural_scene(rng, 48, 64) / 255.0).astype(np.float32), None
+        )
+        for name in ("good", "bad")
+    ]
+
+    class BrokenOnOne(_Teacher):
+        def __call__(self, img: np.ndarray) -> np.ndarray:
+            out = super().__call__(img)
+            if img is samples[1].blurry:
+                out[0, 0, 0] = np.nan
+            return out
+
+    # Every score against a NaN reference is NaN, and the set's means skip NaN: the image left
+    # the table silently while the set's n still counted it.
+    with pytest.raises(RuntimeError, match="teacher_standin produced non-finite pixels on bad"):
+        EV.evaluate(iter(samples), [], tmp_path / "out", teacher=BrokenOnOne())  # type: ignore[arg-type]
+
+
+def test_raw_frames_of_the_training_range_are_flagged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seq = _raw_clip(tmp_path / "seq", 40)
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        samples = list(EV.iter_samples(EV.parse_data(f"raw:{seq}:1-40"), windows=(7,)))
+    # The set is named raw-plain / raw-linear whatever its frames: nothing else says that
+    # these windows (8-14 and 28-34) are frames the students were trained on.
+    assert samples and "8-34 include frames the students train on (1-239" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        # The model card's held-out windows: centres 250-290, up to 13 frames.
+        assert EV.check_raw_range_held_out(244, 296)
+        assert not EV.check_raw_range_held_out(236, 250)
+    assert "236-250" in caplog.text and "244-296" not in caplog.text

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 
-from training.models.dmphn import DMPHN
+from training.models.dmphn import DMPHN, load_dmphn
 from training.models.restormer import Restormer, load_restormer
 from training.teachers import (
     TEACHERS,
     WeightsError,
+    code_fingerprint,
     fetch_weights,
     list_teachers,
     load_teacher,
+    teacher_code_fingerprint,
 )
 
 torch.set_num_threads(2)
@@ -174,3 +177,164 @@ def test_dmphn_loads_shared_weights(shared_dir: Path) -> None:
     with torch.no_grad():
         y = model(x)
     assert (y - x).abs().mean() < 0.02
+
+
+# --------------------------------------------------------------------------------------------
+# review fixes: Restormer's dual-pixel skip, loader errors, the teachers' code in cache keys
+# --------------------------------------------------------------------------------------------
+
+
+def test_restormer_dual_pixel_skip_comes_from_the_patch_embedding() -> None:
+    # The release adds skip_conv(patch_embed(x)), not skip_conv(encoder_level1(...)): the
+    # official dual-pixel defocus weights would have run a different network here.
+    torch.manual_seed(0)
+    model = Restormer(
+        inp_channels=6,
+        dual_pixel_task=True,
+        dim=8,
+        num_blocks=[1, 1, 1, 1],
+        num_refinement_blocks=1,
+        heads=[1, 1, 1, 1],
+    ).eval()
+    seen: dict[str, torch.Tensor] = {}
+    model.patch_embed.register_forward_hook(lambda m, i, o: seen.__setitem__("embedded", o))
+    model.refinement.register_forward_hook(lambda m, i, o: seen.__setitem__("refined", o))
+    x = torch.rand(1, 6, 16, 24)
+    with torch.no_grad():
+        y = model(x)
+        expected = model.output(seen["refined"] + model.skip_conv(seen["embedded"]))
+    torch.testing.assert_close(y, expected)
+
+
+def test_restormer_loader_names_the_file_and_the_problem(
+    restormer: Restormer, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "motion_deblurring.pth"
+    garbage.write_bytes(b"an HTML error page, not weights")
+    # torch's own message advised weights_only=False, i.e. running the file's code.
+    with pytest.raises(RuntimeError, match="motion_deblurring.pth is not a PyTorch checkpoint"):
+        load_restormer(garbage)
+    with pytest.raises(RuntimeError, match="is a folder"):
+        load_teacher("restormer", weights=tmp_path)  # was IsADirectoryError from torch.load
+    trainer_style = tmp_path / "trainer.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "epoch": 3}, trainer_style)
+    with pytest.raises(RuntimeError, match=r"holds no state dict.*\['epoch', 'model'\]"):
+        load_restormer(trainer_style)
+    bias_free = tmp_path / "gaussian_color_denoising_blind.pth"
+    sd = {k: v for k, v in restormer.state_dict().items() if not k.endswith(".body.bias")}
+    torch.save({"params": sd}, bias_free)
+    with pytest.raises(RuntimeError, match="BiasFree LayerNorm checkpoint"):
+        load_restormer(bias_free)
+
+
+def test_dmphn_loader_names_a_damaged_part(tmp_path: Path) -> None:
+    model = DMPHN()
+    for part in ("encoder_lv1", "encoder_lv2", "encoder_lv3"):
+        torch.save(getattr(model, part).state_dict(), tmp_path / f"{part}.pkl")
+    for part in ("decoder_lv1", "decoder_lv3"):
+        torch.save(getattr(model, part).state_dict(), tmp_path / f"{part}.pkl")
+    (tmp_path / "decoder_lv2.pkl").write_bytes(b"cut short by a failed copy")
+    with pytest.raises(RuntimeError, match=r"decoder_lv2.pkl is not a PyTorch state dict"):
+        load_dmphn(tmp_path)
+    torch.save([1, 2], tmp_path / "decoder_lv2.pkl")
+    with pytest.raises(RuntimeError, match=r"decoder_lv2.pkl holds list, not a state dict"):
+        load_dmphn(tmp_path)
+
+
+def test_code_fingerprint_ignores_comments_docstrings_and_layout_not_code() -> None:
+    a = 'def f(x):\n    """Doc."""\n    return x * 2  # double\n'
+    b = '# header\ndef f(x):\n    """Other words."""\n\n    return (\n        x * 2\n    )\n'
+    c = "def f(x):\n    return x * 3\n"
+    assert code_fingerprint(a) == code_fingerprint(b) != code_fingerprint(c)
+    # A method's source as inspect.getsource gives it, indented, is the same code.
+    indented = "    def g(self):\n        return 1\n"
+    assert code_fingerprint(indented) == code_fingerprint("def g(self):\n    return 1\n")
+    assert code_fingerprint(a, c) != code_fingerprint(c, a)
+
+
+def test_teacher_code_fingerprint_is_the_networks_module() -> None:
+    import training.models.dmphn as dmphn_module
+
+    source = Path(dmphn_module.__file__).read_text()
+    assert teacher_code_fingerprint("dmphn") == code_fingerprint(source)
+    assert teacher_code_fingerprint("restormer") != teacher_code_fingerprint("dmphn")
+    assert teacher_code_fingerprint("nope") == ""
+
+
+class _Patches:
+    """Stands in for the training dataset build_cache draws from: patch ``i`` is seeded by
+    ``i``, so a resumed build continues the same stream."""
+
+    rank = 0
+    patch = 0
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        img = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(i))
+        return {"blur": img, "sharp": img}
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen += x.shape[0]
+        return x
+
+
+def test_training_teacher_cache_records_and_checks_the_teachers_code(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.cache_teacher import build_cache, check_cache_meta
+    from training.config import ConfigError, TrainConfig
+
+    cfg = TrainConfig()
+    cache = tmp_path / "cache.pt"
+
+    def build(count: int) -> int:
+        teacher = _Counting()
+        build_cache(cfg, teacher=teacher, dataset=_Patches(), out=cache, count=count)  # type: ignore[arg-type]
+        return teacher.seen
+
+    def rewrite_meta(**changes: object) -> dict:
+        data = torch.load(cache, weights_only=True)
+        data["meta"].update(changes)
+        data["meta"] = {k: v for k, v in data["meta"].items() if v is not None}
+        torch.save(data, cache)
+        return data["meta"]
+
+    assert build(2) == 2
+    meta = torch.load(cache, weights_only=True)["meta"]
+    assert meta["teacher_code"] == teacher_code_fingerprint("dmphn")
+    check_cache_meta(meta, cfg, cache)
+    # Made by other code of the same teacher, same weights: its targets are stale. The trainer
+    # refuses it (it used to distil on them), and a build starts over instead of extending it.
+    stale = rewrite_meta(teacher_code="0" * 64)
+    with pytest.raises(ConfigError, match="teacher code: the dmphn network's code changed"):
+        check_cache_meta(stale, cfg, cache)
+    assert build(3) == 3
+    # Made before the code was recorded: which code made it is unknown. Used with a warning
+    # (not thrown away), extended, and still not claimed for this code.
+    older = rewrite_meta(teacher_code=None)
+    with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
+        check_cache_meta(older, cfg, cache)
+    assert "does not record the teacher's code" in caplog.text
+    assert build(4) == 1
+    assert "teacher_code" not in torch.load(cache, weights_only=True)["meta"]
+
+
+def test_load_teacher_refuses_a_digest_it_cannot_check(tmp_path: Path) -> None:
+    model = DMPHN()
+    for part in (
+        "encoder_lv1",
+        "encoder_lv2",
+        "encoder_lv3",
+        "decoder_lv1",
+        "decoder_lv2",
+        "decoder_lv3",
+    ):
+        torch.save(getattr(model, part).state_dict(), tmp_path / f"{part}.pkl")
+    assert not load_teacher("dmphn", weights=tmp_path).training
+    # A folder has no one digest: the sha256 was ignored and the caller thought it verified.
+    with pytest.raises(WeightsError, match="a digest verifies one weights file"):
+        load_teacher("dmphn", weights=tmp_path, sha256="0" * 64)

@@ -35,9 +35,14 @@ CACHE_STREAM = 7_919  # the cache's own sample stream (the "rank" slot): never a
 
 def cache_meta(cfg: TrainConfig) -> dict:
     """What the cached patches depend on; a file with other settings is not extended."""
+    from training.teachers import teacher_code_fingerprint
+
     return {
         "teacher": cfg.teacher.name,
         "teacher_weights": cfg.teacher.weights,
+        # The network's code, as for the evaluator's cache: after a fix in
+        # training/models/dmphn.py the cached targets are what the old code computed.
+        "teacher_code": teacher_code_fingerprint(cfg.teacher.name),
         "patch": cfg.teacher.cache_patch,
         "seed": cfg.seed,
         "data": {k: v for k, v in config_to_dict(cfg.data).items() if k != "num_workers"},
@@ -75,6 +80,8 @@ def _differing_data(have_data: dict, want_data: dict) -> list[str]:
     )
 
 
+TEACHER_CODE = "teacher_code"  # cache_meta's key for training.teachers.teacher_code_fingerprint
+
 # Settings that decide which images a cached patch may come from: a cache made with others can
 # hold patches of photos since excluded or of held-out frames, past the leakage guard.
 SOURCE_KEYS = ("raw_dirs", "raw_train_range", "photo_dirs", "exclude", "gopro_dir", "eval_dirs")
@@ -108,8 +115,11 @@ def _same_meta(have: dict, want: dict) -> bool:
     have_data, want_data = have.get("data"), want.get("data")
     if not isinstance(have_data, dict) or not isinstance(want_data, dict):
         return have == want
+    # A cache from before the teacher's code was recorded: which code made it is unknown, and
+    # starting it over would throw away hours of teacher time on a CPU for a mere suspicion.
+    unknown = {"data"} | ({TEACHER_CODE} if TEACHER_CODE not in have else set())
     return all(
-        _same_setting(k, have.get(k), want.get(k)) for k in set(have) | set(want) if k != "data"
+        _same_setting(k, have.get(k), want.get(k)) for k in (set(have) | set(want)) - unknown
     ) and not _differing_data(have_data, want_data)
 
 
@@ -127,6 +137,17 @@ def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> Non
         for k in ("teacher", "teacher_weights")
         if not _same_setting(k, meta.get(k), want[k])
     ]
+    if TEACHER_CODE not in meta:
+        log.warning(
+            "teacher cache %s does not record the teacher's code (made before it was): its "
+            "outputs are used as they are; rebuild it if the teacher's network code changed since",
+            path,
+        )
+    elif meta[TEACHER_CODE] != want[TEACHER_CODE]:
+        wrong.append(
+            f"teacher code: the {cfg.teacher.name} network's code changed since the cache was "
+            f"made (cache {meta[TEACHER_CODE][:12]!r}, now {want[TEACHER_CODE][:12]!r})"
+        )
     have_data, want_data = meta.get("data", {}), want["data"]
     wrong += [
         f"data.{k}: cache {_cached_data(have_data, k)!r}, config {want_data.get(k)!r}"
@@ -180,9 +201,14 @@ def build_cache(
     blur, sharp, outs, keys = [], [], [], []
     if out.is_file():
         old = torch.load(str(out), map_location="cpu", weights_only=True)
-        if _same_meta(old.get("meta") or {}, meta):
+        old_meta = old.get("meta") or {}
+        if _same_meta(old_meta, meta):
             blur, sharp, outs = [list(old[k].numpy()) for k in ("blur", "sharp", "teacher")]
             keys = list(old["keys"])
+            if TEACHER_CODE not in old_meta:
+                # Its patches so far came from code it did not record: claiming this code made
+                # them would hide that from the trainer's check.
+                meta = {k: v for k, v in meta.items() if k != TEACHER_CODE}
             log.info("extending %s: %d of %d patches present", out, len(keys), count)
         else:
             log.warning("%s was made with other settings: starting a new cache", out)

@@ -33,8 +33,8 @@ Data (``--data``, repeatable), each giving one or two sets:
 
 Outputs in ``--out``: ``per_image.csv``, ``summary.json``, ``summary.md`` and one
 ``grid_<set>.png`` (crops: blurry | student | teacher | sharp) per set. Teacher outputs are
-cached on disk keyed by the teacher, its weights and the input's content hash, so re-runs cost
-only the students.
+cached on disk keyed by the teacher, its code (``teacher_code_key``), its weights and the
+input's content hash, so re-runs cost only the students.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ import argparse
 import csv
 import datetime as _dt
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -67,6 +68,7 @@ log = logging.getLogger("training.evaluate")
 __all__ = [
     "Sample",
     "DataSpec",
+    "check_raw_range_held_out",
     "evaluate",
     "iter_samples",
     "load_model_runner",
@@ -123,22 +125,27 @@ def parse_data(spec: str) -> DataSpec:
             f"bad --data {spec!r}: expected raw:DIR[:first-last], gopro:DIR, lai:DIR, demo:, "
             "camera:DIR, pairs:BLUR_DIR,SHARP_DIR or real:DIR"
         )
+    first, last = RAW_DEFAULT_RANGE
+    blur_dir = sharp_dir = ""
+    folders = [rest]
     if kind == "raw":
         m = re.fullmatch(r"(.*):(\d+)-(\d+)", rest)
         if m:
-            first, last = int(m.group(2)), int(m.group(3))
+            rest, first, last = m.group(1), int(m.group(2)), int(m.group(3))
             if first > last:
                 raise ValueError(f"bad frame range in {spec!r}: {first} > {last}")
-            return DataSpec("raw", m.group(1), first=first, last=last)
-        return DataSpec("raw", rest)
-    if kind == "pairs":
+        folders = [rest]
+    elif kind == "pairs":
         blur_dir, comma, sharp_dir = rest.partition(",")
         if not comma:
             raise ValueError(f"bad --data {spec!r}: expected pairs:BLUR_DIR,SHARP_DIR")
-        return DataSpec("pairs", rest, blur_dir=blur_dir, sharp_dir=sharp_dir)
-    if kind != "demo" and not rest:
+        folders = [blur_dir, sharp_dir]
+    elif kind == "demo":
+        folders = []
+    # An empty folder is the current directory to Path(""), which was then searched for images.
+    if not all(folders):
         raise ValueError(f"bad --data {spec!r}: {kind} needs a folder")
-    return DataSpec(kind, rest)
+    return DataSpec(kind, rest, first=first, last=last, blur_dir=blur_dir, sharp_dir=sharp_dir)
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,6 +233,30 @@ def raw_centres(first: int, last: int, windows: Sequence[int], stride: int) -> l
     return kept
 
 
+def check_raw_range_held_out(first: int, last: int, path: str | Path = "") -> bool:
+    """Whether raw frames ``first..last`` stay clear of the trainer's training frames
+    (``data.raw_train_range``, 1-239); warns when they do not.
+
+    The raw sets are named alike whatever range they come from, so frames the students were
+    trained on would be scored and read as held-out."""
+    from training.config import DataConfig
+
+    train_first, train_last = DataConfig().raw_train_range
+    if first > train_last or last < train_first:
+        return True
+    log.warning(
+        "raw: %s frames %d-%d include frames the students train on (%d-%d, data.raw_train_range):"
+        " these scores are not held-out; the held-out frames are %d-%d",
+        path,
+        first,
+        last,
+        train_first,
+        train_last,
+        *RAW_DEFAULT_RANGE,
+    )
+    return False
+
+
 def iter_samples(
     spec: DataSpec,
     *,
@@ -277,6 +308,9 @@ def iter_samples(
                 f"{spec.first + RAW_FIRST_OFFSET}, every {raw_stride}) holds a "
                 f"{max(windows)}-frame window"
             )
+        check_raw_range_held_out(
+            min(centres) - max(windows) // 2, max(centres) + max(windows) // 2, spec.path
+        )
         seq = Path(spec.path).name
         # Centre by centre, every window of each: a --limit then scores each window size,
         # not only the smallest one that raw_frame_windows lists first.
@@ -548,8 +582,30 @@ def _weights_fingerprint(weights: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def _teacher_output(model: torch.nn.Module, img: np.ndarray) -> np.ndarray:
+    """The teacher's output for ``img`` as the cache stores it and every run scores it."""
+    with torch.no_grad():
+        out = _to_image(model(_to_tensor(img)))
+    # Scored as stored: a first run and a cached re-run must give the same numbers (and the
+    # same kept / changed split of real blur, which is thresholded on this output).
+    return out.astype(np.float16)
+
+
+def teacher_code_key(name: str) -> str:
+    """Digest of the code teacher ``name``'s cached outputs depend on: the module of its network
+    (comments, docstrings and formatting aside: ``training.teachers.code_fingerprint``) and the
+    conversions here between an image and what the cache stores."""
+    from training.teachers import code_fingerprint, teacher_code_fingerprint
+
+    here = code_fingerprint(
+        *(inspect.getsource(f) for f in (_to_tensor, _to_image, _teacher_output))
+    )
+    return hashlib.sha256(f"{teacher_code_fingerprint(name)}:{here}".encode()).hexdigest()
+
+
 class CachedTeacher:
-    """Teacher outputs cached as float16 ``.npy`` files keyed by teacher, weights and input."""
+    """Teacher outputs cached as float16 ``.npy`` files keyed by teacher, its code, its weights
+    and the input."""
 
     def __init__(
         self, name: str, weights: str | Path | None, cache_dir: Path, threads: int = 0
@@ -566,11 +622,24 @@ class CachedTeacher:
         if not self.weights.exists():
             # Its fingerprint would be that of no file at all, the same for every missing path.
             raise FileNotFoundError(f"teacher weights {self.weights}: no such file or folder")
-        self.cache_dir = cache_dir / f"{name}_{_weights_fingerprint(self.weights)}"
+        # The code is in the key as well as the weights: after a change to the network's code
+        # (a fix in training/models/dmphn.py) the cache would otherwise keep serving what the
+        # old code computed, and the teacher column would score code that no longer exists.
+        self.code = teacher_code_key(name)[:12]
+        self.cache_dir = cache_dir / f"{name}_{_weights_fingerprint(self.weights)}_{self.code}"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._model: torch.nn.Module | None = None
         self.hits = self.misses = 0
         self.seconds = 0.0
+
+    def load(self) -> torch.nn.Module:
+        """The teacher network, loaded on first use; call it early to have wrong weights refused
+        before any model runs (raises ``FileNotFoundError`` or ``RuntimeError``)."""
+        if self._model is None:
+            from training.teachers import load_teacher
+
+            self._model = load_teacher(self.name, weights=self.weights)
+        return self._model
 
     def _key(self, img: np.ndarray) -> str:
         h = hashlib.sha256(str(img.shape).encode())
@@ -588,18 +657,11 @@ class CachedTeacher:
                 self.hits += 1
                 return cached.astype(np.float32)
             log.warning("damaged teacher cache entry %s: recomputing", path)
-        if self._model is None:
-            from training.teachers import load_teacher
-
-            self._model = load_teacher(self.name, weights=self.weights)
+        model = self.load()
         self.misses += 1
         t = time.perf_counter()
-        with torch.no_grad():
-            out = _to_image(self._model(_to_tensor(img)))
+        out = _teacher_output(model, img)
         self.seconds += time.perf_counter() - t
-        # Scored as stored: a first run and a cached re-run must give the same numbers (and
-        # the same kept / changed split of real blur, which is thresholded on this output).
-        out = out.astype(np.float16)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
         np.save(tmp, out)
         os.replace(tmp, path)  # atomic: a concurrent or killed run never sees half a file
@@ -735,6 +797,12 @@ def evaluate(
                 )
             teacher_label = f"teacher_{teacher.name}"
             reference = outputs[teacher_label] = teacher(sample.blurry)
+            if not np.isfinite(reference).all():
+                # Every method's score against it would be NaN, which the set's means drop:
+                # the image would vanish from the table without a word.
+                raise RuntimeError(
+                    f"teacher_{teacher.name} produced non-finite pixels on {sample.name}"
+                )
             change = float(psnr(_to_tensor(sample.blurry), _to_tensor(reference))[0])
             set_name += "-kept" if change >= REAL_KEPT_DB else "-changed"
             # Scored against itself the teacher would read infinite dB.
@@ -814,6 +882,8 @@ def evaluate(
     }
     if teacher is not None:
         summary["teacher"] = {"name": teacher.name, "weights": str(teacher.weights)}
+        if getattr(teacher, "code", None):
+            summary["teacher"]["code"] = teacher.code
     summary.update(meta or {})
     # An earlier run into the same folder may have scored other sets: its grids would sit
     # beside this summary as if they were this run's. Only the grids its summary names go
@@ -975,7 +1045,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.teacher:
         try:
             teacher = CachedTeacher(args.teacher, args.teacher_weights, args.cache_dir)
-        except (ValueError, FileNotFoundError) as exc:
+            # Loaded now even when every output is cached (a second or so): a folder without
+            # the teacher's files, or a checkpoint of another network, otherwise stopped the
+            # run with a traceback at the first uncached image, after the students ran on it.
+            teacher.load()
+        except (ValueError, FileNotFoundError, RuntimeError) as exc:
             p.error(f"--teacher: {exc}")
 
     def samples_of(spec: DataSpec) -> Iterator[Sample]:

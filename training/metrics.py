@@ -29,6 +29,7 @@ __all__ = [
 ]
 
 PSNR_CAP = 100.0  # dB reported for identical images (MSE 0), so means stay finite
+_RANGE_SLACK = 1e-3  # a target this far outside [0, 1] is rounding, not another data range
 
 # The engine's `unsharp` backend defaults (engine/backends.py `UnsharpBackend`: amount 1.0,
 # radius 2.0). Duplicated rather than imported: training never imports engine
@@ -43,6 +44,17 @@ def _check(pred: torch.Tensor, target: torch.Tensor) -> None:
             f"expected two (B, C, H, W) tensors of equal shape, got {tuple(pred.shape)} "
             f"and {tuple(target.shape)}"
         )
+    # Every metric here assumes data range 1. A uint8 tensor (or a float one in [0, 255]) gave
+    # a number that looked like a result: the prediction clamped to [0, 1] against a target
+    # up to 255. The prediction is clamped by design (what a user sees); the target must be
+    # in range already.
+    if not pred.is_floating_point() or not target.is_floating_point():
+        raise ValueError(f"expected float tensors in [0, 1], got {pred.dtype} and {target.dtype}")
+    if target.numel() == 0:
+        raise ValueError(f"expected images with pixels, got shape {tuple(target.shape)}")
+    lo, hi = float(target.min()), float(target.max())
+    if lo < -_RANGE_SLACK or hi > 1.0 + _RANGE_SLACK:
+        raise ValueError(f"expected a target in [0, 1], got values in [{lo:g}, {hi:g}]")
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor, cap: float = PSNR_CAP) -> torch.Tensor:

@@ -8,16 +8,20 @@ RGB in [0, 1] of any size and returns ``(B, 3, H, W)`` in about [0, 1] (not clam
 of feature tensors for feature distillation; ``teacher.feature_channels`` gives their channels.
 
 ``fetch_weights`` gets a weights file from a URL or a local path and checks its sha256, so a
-user can point the trainer at Restormer's official release.
+user can point the trainer at Restormer's official release. ``teacher_code_fingerprint`` names
+the code a teacher's outputs depend on, so caches of those outputs go stale when it changes.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import inspect
 import os
 import shutil
 import sys
 import tempfile
+import textwrap
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -34,12 +38,14 @@ __all__ = [
     "TEACHERS",
     "TeacherSpec",
     "WeightsError",
+    "code_fingerprint",
     "default_weights",
     "fetch_weights",
     "freeze",
     "list_teachers",
     "load_teacher",
     "sha256_file",
+    "teacher_code_fingerprint",
 ]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -131,8 +137,77 @@ def load_teacher(
         weights = default_weights(name)
         if weights is None:
             raise WeightsError(f"teacher {name!r} needs weights: {spec.weights_hint}")
-    path = Path(weights) if Path(weights).is_dir() else fetch_weights(weights, sha256=sha256)
+    if Path(weights).is_dir():
+        if sha256 is not None:
+            # Skipped without a word before: the caller believed the weights were verified.
+            raise WeightsError(
+                f"sha256 given for {weights}, a folder: a digest verifies one weights file"
+            )
+        path = Path(weights)
+    else:
+        path = fetch_weights(weights, sha256=sha256)
     return freeze(spec.load(path, device))
+
+
+def _strip_docstrings(tree: ast.AST) -> None:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+
+
+def _canonical(node: object) -> str:
+    # Not ast.dump: its text changes between Python versions (3.13 leaves out empty fields, 3.12
+    # added type_params), and an interpreter upgrade alone would then look like new teacher
+    # code. Empty fields are left out here in every version.
+    if isinstance(node, ast.AST):
+        fields = [
+            f"{name}={_canonical(value)}"
+            for name, value in ast.iter_fields(node)
+            if value is not None and not (isinstance(value, list) and not value)
+        ]
+        return f"{type(node).__name__}({','.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(v) for v in node) + "]"
+    return repr(node)
+
+
+def code_fingerprint(*sources: str) -> str:
+    """Hex digest of Python source texts as the interpreter reads them: comments, docstrings
+    and formatting do not count, any change to what the code does does.
+
+    Caches of a teacher's outputs key on it: keyed on the raw text, every reworded comment
+    would throw away hours of teacher time on a CPU."""
+    h = hashlib.sha256()
+    for source in sources:
+        # dedent: inspect.getsource of a method keeps its class indentation
+        tree = ast.parse(textwrap.dedent(source))
+        _strip_docstrings(tree)
+        h.update(_canonical(tree).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def teacher_code_fingerprint(name: str) -> str:
+    """``code_fingerprint`` of the module that defines teacher ``name``'s network and loader
+    (``training/models/dmphn.py`` for ``dmphn``), read from disk now; ``""`` for a name that is
+    not a registered teacher.
+
+    Code the module imports from elsewhere is not covered: the networks are self-contained."""
+    spec = TEACHERS.get(name)
+    if spec is None:
+        return ""
+    module = inspect.getmodule(spec.build)
+    source_file = inspect.getsourcefile(module) if module is not None else None
+    if source_file is None:
+        raise RuntimeError(f"teacher {name!r}: cannot find the source of its network")
+    return code_fingerprint(Path(source_file).read_text(encoding="utf-8"))
 
 
 def sha256_file(path: str | Path) -> str:

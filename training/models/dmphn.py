@@ -180,9 +180,19 @@ class DMPHN(nn.Module):
                 + ", ".join(f"{p}.pkl" for p in missing)
             )
         for part in _PARTS:
-            sd = torch.load(
-                weights_dir / f"{part}.pkl", map_location=map_location, weights_only=True
-            )
+            path = weights_dir / f"{part}.pkl"
+            try:
+                sd = torch.load(path, map_location=map_location, weights_only=True)
+            except OSError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
+                # torch's own message suggests weights_only=False, which would run whatever
+                # code the file holds.
+                raise RuntimeError(
+                    f"{path} is not a PyTorch state dict ({type(exc).__name__})"
+                ) from exc
+            if not isinstance(sd, dict):
+                raise RuntimeError(f"{path} holds {type(sd).__name__}, not a state dict")
             result = getattr(self, part).load_state_dict(sd, strict=False)
             if result.missing_keys or result.unexpected_keys:
                 raise RuntimeError(

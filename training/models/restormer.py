@@ -17,7 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Restormer", "RestormerConfig", "load_restormer", "load_state_dict_strict"]
+__all__ = [
+    "Restormer",
+    "RestormerConfig",
+    "load_checkpoint",
+    "load_restormer",
+    "load_state_dict_strict",
+]
 
 
 @dataclass
@@ -246,7 +252,8 @@ class Restormer(nn.Module):
             mode = "reflect" if (ph < h and pw < w) else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
 
-        enc1 = self.encoder_level1(self.patch_embed(x))
+        embedded = self.patch_embed(x)
+        enc1 = self.encoder_level1(embedded)
         enc2 = self.encoder_level2(self.down1_2(enc1))
         enc3 = self.encoder_level3(self.down2_3(enc2))
         latent = self.latent(self.down3_4(enc3))
@@ -258,7 +265,9 @@ class Restormer(nn.Module):
         dec1 = self.refinement(self.decoder_level1(torch.cat([self.up2_1(dec2), enc1], 1)))
 
         if self.dual_pixel_task:
-            out = self.output(dec1 + self.skip_conv(enc1))
+            # The release skips from the patch embedding, not from the first encoder stage:
+            # its dual-pixel weights were trained that way.
+            out = self.output(dec1 + self.skip_conv(embedded))
         else:
             out = self.output(dec1) + x
         out = out[..., :h, :w]
@@ -267,7 +276,9 @@ class Restormer(nn.Module):
         return out
 
 
-def load_state_dict_strict(model: nn.Module, checkpoint: dict, source: str = "checkpoint") -> None:
+def load_state_dict_strict(
+    model: nn.Module, checkpoint: object, source: str = "checkpoint"
+) -> None:
     """Load ``checkpoint`` (``{"params": sd}``, ``{"state_dict": sd}`` or a raw state dict) strictly.
 
     Raises ``RuntimeError`` naming every missing and unexpected key, and shape mismatches.
@@ -277,6 +288,12 @@ def load_state_dict_strict(model: nn.Module, checkpoint: dict, source: str = "ch
         if isinstance(checkpoint, dict) and key in checkpoint and isinstance(checkpoint[key], dict):
             sd = checkpoint[key]
             break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        found = f"keys {sorted(map(str, sd))[:8]}" if isinstance(sd, dict) else type(sd).__name__
+        raise RuntimeError(
+            f"{source} holds no state dict (a dict of tensors, or one under 'params', "
+            f"'params_ema' or 'state_dict'): found {found}"
+        )
     # DataParallel checkpoints prefix every key with "module."
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module.") :]: v for k, v in sd.items()}
@@ -289,18 +306,44 @@ def load_state_dict_strict(model: nn.Module, checkpoint: dict, source: str = "ch
         if tuple(sd[k].shape) != tuple(own[k].shape)
     ]
     if missing or unexpected or shapes:
+        hint = ""
+        if missing and all(
+            k.endswith("norm1.body.bias") or k.endswith("norm2.body.bias") for k in missing
+        ):
+            # The denoising releases have the same layers without LayerNorm biases.
+            hint = (
+                " (a BiasFree LayerNorm checkpoint: Restormer's denoising weights, "
+                "not motion_deblurring.pth?)"
+            )
         raise RuntimeError(
-            f"{source} does not match {type(model).__name__}: "
+            f"{source} does not match {type(model).__name__}{hint}: "
             f"missing keys {missing}; unexpected keys {unexpected}; shape mismatches {shapes}"
         )
     model.load_state_dict(sd, strict=True)
 
 
+def load_checkpoint(path: str | Path) -> object:
+    """``torch.load`` of a weights file (tensors only), with errors that name the file.
+
+    torch's own message for a file that is not a checkpoint suggests ``weights_only=False``,
+    which would run whatever code a downloaded file holds."""
+    path = Path(path)
+    if path.is_dir():
+        raise RuntimeError(f"{path} is a folder: expected one weights file (.pth)")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pickle, zip and torch errors alike
+        raise RuntimeError(
+            f"{path} is not a PyTorch checkpoint of tensors ({type(exc).__name__})"
+        ) from exc
+
+
 def load_restormer(weights: str | Path, device: str | torch.device = "cpu") -> Restormer:
     """Build Restormer with official defaults and load ``weights`` (e.g. `motion_deblurring.pth`)."""
     model = Restormer()
-    ckpt = torch.load(Path(weights), map_location="cpu", weights_only=True)
-    load_state_dict_strict(model, ckpt, source=str(weights))
+    load_state_dict_strict(model, load_checkpoint(weights), source=str(weights))
     model.to(device).eval()
     for p in model.parameters():
         p.requires_grad_(False)
