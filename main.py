@@ -8,9 +8,10 @@
 
 Exit codes: 0 success (also after Ctrl-C or SIGTERM in ``run``: that is the normal way to end a
 live stream, and the output file is closed and playable), 1 runtime error (missing file, bad
-model, no virtual camera, camera not found, images of a folder skipped), 2 usage error (bad option
-or ``--size`` syntax, ``--model`` for a backend that runs none), 130 ``process`` interrupted by
-Ctrl-C (its output is closed but incomplete).
+model, no virtual camera, camera not found, images of a folder skipped, a video with frames that
+could not be decoded: what was done is kept), 2 usage error (bad option or ``--size`` syntax,
+``--model`` for a backend that runs none), 130 ``process`` interrupted by Ctrl-C (its output is
+closed but incomplete).
 Errors are one line on stderr, never a traceback (set ``SHARPCAM_DEBUG=1`` to get one); a folder's
 skipped images get one line each before it.
 """
@@ -25,10 +26,12 @@ import re
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -244,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         type=_path,
         metavar="virtual|PATH",
-        help="'virtual' camera, a video file, or a folder (numbered PNGs)",
+        help="'virtual' (the first usable virtual camera; 'virtual:DEVICE' names one, e.g. "
+        "virtual:/dev/video10), a video file, or a folder (numbered PNGs)",
     )
     _add_model_options(run)
     run.add_argument(
@@ -598,9 +602,11 @@ def cmd_run(args: argparse.Namespace) -> int:
             # The finished recording would replace the very file (or fill the folder) it reads.
             _check_not_input(args.source, args.output)
         try:
-            sink_kind(args.output)  # an output it cannot write (out.txt): before the model
+            kind = sink_kind(args.output)  # an output it cannot write (out.txt): before the model
         except SinkError as exc:
             raise CliError(str(exc), code=2) from exc
+        if kind == "video":
+            _check_video_output_not_folder(args.output)
         return _run_stream(args, stop, restore, camera=camera, virtual=virtual)
     finally:
         restore()
@@ -769,6 +775,87 @@ def _note_lost_audio(source: str, output: str) -> None:
         _eprint(f"{PROG}: note: {output} will have no sound: the audio of {source} is not copied")
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_detail(f: Any) -> list[str]:
+    """What the PNG open in ``f`` holds beyond 8-bit RGB, from its chunk headers before the
+    image data (the data itself is skipped, not read)."""
+    head = f.read(26)
+    if len(head) < 26 or not head.startswith(_PNG_SIGNATURE):
+        return []
+    detail = []
+    depth, colour = head[24], head[25]  # IHDR, the first chunk
+    if colour in (4, 6):
+        detail.append("the alpha channel")
+    pos = 8
+    for _ in range(1000):  # a damaged file's lengths could lead anywhere
+        f.seek(pos)
+        chunk = f.read(8)
+        if len(chunk) < 8 or chunk[4:] == b"IDAT":
+            break
+        if chunk[4:] == b"tRNS":  # a palette's or a single colour's transparency
+            detail.append("the transparency")
+            break
+        pos += int.from_bytes(chunk[:4], "big") + 12
+    if depth == 16:
+        detail.append("the 16-bit depth")
+    return detail
+
+
+def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
+    """What ``path`` holds that the engine's 8-bit RGB frames drop (alpha, depth beyond 8 bits).
+
+    PNG from its header (no decoding); other formats by decoding the file again, only with
+    ``decode`` (one image: cheap; a folder of photos: a second decode of each). JPEG is 8-bit
+    RGB or grey. [] when nothing is lost or the file does not say.
+    """
+    import cv2
+    import numpy as np
+
+    ext = path.suffix.lower()
+    try:
+        if ext == ".png":
+            with open(path, "rb") as f:
+                return _png_detail(f)
+        if not decode or ext in (".jpg", ".jpeg"):
+            return []
+        img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    except (OSError, cv2.error):
+        return []  # the source has opened it: an error here only costs the note
+    if img is None:
+        return []
+    detail = []
+    if img.ndim == 3 and img.shape[2] in (2, 4):
+        detail.append("the alpha channel")
+    if img.dtype == np.uint16:
+        detail.append("the 16-bit depth")
+    elif img.dtype.kind == "f":
+        detail.append("the floating-point values")
+    return detail
+
+
+def _note_lost_image_detail(kind: str, source: Any, output: str) -> None:
+    """Say that an image's alpha channel or depth beyond 8 bits does not reach the output (the
+    engine works in 8-bit RGB): a transparent PNG came back opaque without a word."""
+    if kind == "image":
+        detail = _image_detail_lost(Path(source.path), decode=True)
+        if detail:
+            _eprint(
+                f"{PROG}: note: {output} will be 8-bit RGB, without {' and '.join(detail)} "
+                f"of {Path(source.path).name}"
+            )
+    elif kind == "folder":
+        # Headers only: decoding every photo twice to say so would cost more than it tells.
+        hits = [f for f in source.files if _image_detail_lost(f, decode=False)]
+        if hits:
+            _eprint(
+                f"{PROG}: note: the outputs are 8-bit RGB: {len(hits)} of the "
+                f"{len(source.files)} images lose an alpha channel, transparency or 16-bit "
+                f"depth (first: {hits[0].name})"
+            )
+
+
 #: Write errors that no later image escapes: the folder cannot take more files, so the run
 #: stops rather than fail (and list) every image left.
 _OUTPUT_FULL_ERRNOS = frozenset(
@@ -776,18 +863,75 @@ _OUTPUT_FULL_ERRNOS = frozenset(
 )
 
 
+class _FrameTags:
+    """Which source frame each image array is, for as long as the array lives.
+
+    Keyed by the array's identity, with a weak reference that drops the entry when the array
+    is freed: a later array at the same address is never taken for an earlier frame, and the
+    images the backend is never called on (strength 0) are not kept alive.
+    """
+
+    def __init__(self) -> None:
+        # Reentrant: a garbage collection inside the block can free an array and run its
+        # callback, which takes the lock, in the same thread.
+        self._lock = threading.RLock()
+        self._tags: dict[int, tuple[weakref.ref[Any], int]] = {}
+
+    def tag(self, image: Any, index: int) -> None:
+        key = id(image)
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            with self._lock:
+                if self._tags.get(key, (None,))[0] is ref:
+                    del self._tags[key]
+
+        with self._lock:
+            self._tags[key] = (weakref.ref(image, forget), index)
+
+    def index_of(self, image: Any) -> int | None:
+        """The frame index ``image`` was read as; None for an array no frame was read as."""
+        with self._lock:
+            entry = self._tags.get(id(image))
+        if entry is None or entry[0]() is not image:
+            return None
+        return entry[1]
+
+
+class _TaggedSource:
+    """A source whose frames' images are recorded in ``tags`` as they are read; everything
+    else is the wrapped source's."""
+
+    def __init__(self, source: Any, tags: _FrameTags) -> None:
+        self._source = source
+        self._tags = tags
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not delegated: _source itself, before __init__ set it
+            raise AttributeError(name)
+        return getattr(self._source, name)
+
+    def read(self) -> Any:
+        frame = self._source.read()
+        if frame is not None:
+            self._tags.tag(frame.image, frame.index)
+        return frame
+
+
 class _PerImageBackend:
     """Folder processing: the model failing on one image skips that image (listed at the end)
     rather than end the run, as it must for a video (a video's frames cannot have gaps).
 
-    The offline engine calls ``process`` once per frame, in order (for every frame, or for none
-    at strength 0), so call n is frame n: :attr:`failures` maps that index to the error. The
-    image itself is returned in its place, for :class:`_NamedImageSink` not to write.
+    :attr:`failures` maps the failed image's frame index to the error. The index comes from
+    the image array itself (``tags``, filled by :class:`_TaggedSource`), not from counting
+    calls: the engine makes no call for a frame at strength 0 or while disabled, and from
+    such a frame on a count would blame (and skip) a good image and write the failed one
+    unprocessed under its name. The image itself is returned in its place, for
+    :class:`_NamedImageSink` not to write.
     """
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, tags: _FrameTags) -> None:
         self._backend = backend
-        self._calls = 0
+        self._tags = tags
         self.failures: dict[int, str] = {}
 
     def __getattr__(self, name: str) -> Any:  # name, provider, close(): the wrapped backend's
@@ -796,14 +940,17 @@ class _PerImageBackend:
         return getattr(self._backend, name)
 
     def process(self, rgb: Any) -> Any:
-        index = self._calls
-        self._calls += 1
         try:
             result = self._backend.process(rgb)
             shape, dtype = getattr(result, "shape", None), getattr(result, "dtype", None)
             if shape != rgb.shape or dtype != rgb.dtype:
                 raise ValueError(f"the model returned {shape} {dtype} for {rgb.shape} {rgb.dtype}")
         except Exception as exc:
+            index = self._tags.index_of(rgb)
+            if index is None:
+                # Not an image the source handed out (the engine copied it): skipping by guess
+                # could write this image unprocessed under its name, so the run fails instead.
+                raise
             self.failures[index] = str(exc) or type(exc).__name__
             return rgb
         return result
@@ -815,7 +962,7 @@ class _NamedImageSink:
     An image the model failed on (``failures``, from :class:`_PerImageBackend`) or that cannot
     be written is skipped and listed in :attr:`skipped` as ``(input file, message)``: each
     output is a file of its own, and the others are still wanted. A full or read-only disk
-    still ends the run.
+    still ends the run, and a folder it may not write in ends it before the first image.
     """
 
     size = None
@@ -831,6 +978,13 @@ class _NamedImageSink:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # was "[Errno 13] Permission denied: '...'" and nothing else
             raise SinkError(f"cannot create folder {out_dir}: {exc.strerror or exc}") from exc
+        try:
+            # An existing folder it may not write in: every image went through the model,
+            # then failed to write and was listed as skipped (minutes to hours of work).
+            with tempfile.TemporaryFile(dir=out_dir, prefix=".sharpcam-"):
+                pass
+        except OSError as exc:
+            raise SinkError(f"cannot write in folder {out_dir}: {exc.strerror or exc}") from exc
         self.frames_written = 0
 
     def write(self, frame: Any) -> None:
@@ -890,6 +1044,7 @@ def _check_process_output(kind: str, out: str) -> None:
                 f"output {out} must be a video file ({', '.join(VIDEO_CODECS)}) for a video input",
                 code=2,
             )
+        _check_video_output_not_folder(out)
     elif kind == "image":
         if ext not in IMAGE_EXTENSIONS:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
@@ -910,6 +1065,13 @@ def _check_process_output(kind: str, out: str) -> None:
             raise CliError(f"output {out} must be a folder for a folder input", code=2)
     else:
         raise CliError(f"cannot process a {kind} input: give a video, an image or a folder", 2)
+
+
+def _check_video_output_not_folder(out: str) -> None:
+    """A usage error (exit 2) for a video output that is an existing folder (``clips.mp4/``),
+    as for an image output: the video sink refused it only once the model had loaded, exit 1."""
+    if Path(out).is_dir():
+        raise CliError(f"output {out} is a folder; give a video file name", code=2)
 
 
 def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
@@ -952,12 +1114,15 @@ def cmd_process(args: argparse.Namespace) -> int:
     try:
         _check_process_output(kind, args.output)
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)
+        engine_source = source
         if folder:
-            backend = _PerImageBackend(backend)
+            tags = _FrameTags()
+            engine_source = _TaggedSource(source, tags)
+            backend = _PerImageBackend(backend, tags)
         existed = Path(args.output).exists()  # a folder output is made by its sink
         sink = _open_process_sink(kind, source, args.output, backend)
         engine = Engine(
-            source,
+            engine_source,
             backend,
             sinks=[sink],
             live=False,
@@ -970,6 +1135,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         restore = _install_stop_signals(stop)
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         _note_lost_audio(args.input, args.output)
+        _note_lost_image_detail(kind, source, args.output)
 
         def done() -> int:  # frames handled, skipped images included: the bar reaches its end
             return engine.stats().frames_out + len(getattr(source, "skipped", ()))
@@ -1012,9 +1178,19 @@ def cmd_process(args: argparse.Namespace) -> int:
                 f"{skipped} of {len(source.files)} images skipped; {written} written to "
                 f"{args.output}"
             )
-        if total is not None and written != total:
-            # The source ended without an error, so every decoded frame was written: the
-            # container's frame count is only an estimate for some files (VFR, AVI, edit lists).
+        if total is not None and written < total:
+            # The decoder stops without an error at a damaged or truncated part: that ended
+            # with a note and exit 0, and a script took the video as complete. Exit 1 like a
+            # folder with unreadable images; what was decoded is all there and kept. A file
+            # that counts frames it never presents (an MP4 edit list trimming its start) ends
+            # here too: telling the two apart needs the last frame's time against the
+            # stream's duration, which the video source does not report.
+            raise CliError(
+                f"only {written} of the {total} frames {args.input} announced could be decoded "
+                f"(damaged or truncated?); {_frames(written)} written to {args.output}"
+            )
+        if total is not None and written > total:
+            # Nothing lost: some containers' frame count is an estimate (VFR, edit lists).
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
         _eprint(f"{_frames(written)} -> {args.output}")
         return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import importlib.util
+import io
 import json
 import os
 import re
@@ -122,6 +123,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 # --------------------------------------------------------------------------- parsing
+
+
+def test_run_help_says_how_to_name_a_virtual_camera(capsys: pytest.CaptureFixture[str]) -> None:
+    # `virtual:DEVICE` was only in the README: with two loopback devices, --help gave no way
+    # to pick the one the call app shows.
+    assert cli.main(["run", "--help"]) == 0
+    assert "virtual:DEVICE" in " ".join(capsys.readouterr().out.split())
 
 
 def test_parse_size() -> None:
@@ -326,6 +334,27 @@ def test_process_video_keeps_count_size_and_order(clip: Path, tmp_path: Path) ->
     assert not np.allclose(frames[5][BLOCK:].astype(float), src[5][BLOCK:].astype(float), atol=3)
 
 
+def test_process_of_a_video_that_stops_decoding_early_exits_1_and_keeps_what_it_decoded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A cut-off download ended with a note and exit 0: a script took the half video it wrote
+    # for the whole one.
+    full = write_video(tmp_path / "full.avi", 60).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full[: len(full) // 2])
+    decodable = len(read_video(cut))
+    assert 0 < decodable < 60
+    out = tmp_path / "out.avi"
+    code = cli.main(["process", str(cut), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.rstrip().endswith(
+        f"sharpcam: error: only {decodable} of the 60 frames {cut} announced could be decoded "
+        f"(damaged or truncated?); {decodable} frames written to {out}"
+    ), err
+    assert [read_stamp(f) for f in read_video(out)] == list(range(decodable))
+
+
 def test_process_says_the_sound_track_is_not_copied(
     clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -360,6 +389,71 @@ def test_process_image_and_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "sharp").iterdir()) == sorted(names)
     for i, name in enumerate(names):
         assert cv2.imread(str(tmp_path / "sharp" / name)).shape == (48 + i, W, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "channels", "dtype", "lost"),
+    [
+        ("a.png", 4, np.uint8, "the alpha channel"),
+        ("d.png", 3, np.uint16, "the 16-bit depth"),
+        ("ad.png", 4, np.uint16, "the alpha channel and the 16-bit depth"),
+        ("g.png", 1, np.uint16, "the 16-bit depth"),
+        ("a.tif", 4, np.uint8, "the alpha channel"),
+        ("d.tif", 3, np.uint16, "the 16-bit depth"),
+        ("plain.png", 3, np.uint8, None),
+        ("grey.png", 1, np.uint8, None),
+        ("plain.tif", 3, np.uint8, None),
+    ],
+)
+def test_process_says_what_an_image_loses_on_the_way_to_8_bit_rgb(
+    name: str,
+    channels: int,
+    dtype: Any,
+    lost: str | None,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A transparent PNG came back opaque (and a 16-bit one 8-bit) without a word.
+    rgb = stamped_frame(4)
+    img = {1: rgb[..., 0], 3: rgb, 4: np.dstack([rgb, rgb[..., :1]])}[channels]
+    img = img.astype(dtype) * (257 if dtype == np.uint16 else 1)
+    cv2.imwrite(str(tmp_path / name), img)
+    out = tmp_path / "out.png"
+    assert cli.main(["process", str(tmp_path / name), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    if lost is None:
+        assert "note:" not in err, err
+    else:
+        assert f"sharpcam: note: {out} will be 8-bit RGB, without {lost} of {name}\n" in err, err
+    assert read_stamp(cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)) == 4
+
+
+def test_process_folder_says_how_many_images_lose_alpha_or_depth(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = _photo_folder(tmp_path / "in", range(3))
+    rgb = stamped_frame(7)
+    cv2.imwrite(str(folder / "p7.png"), np.dstack([rgb, rgb[..., :1]]))
+    cv2.imwrite(str(folder / "p8.png"), rgb.astype(np.uint16) * 257)
+    assert cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "sharpcam: note: the outputs are 8-bit RGB: 2 of the 5 images lose an alpha channel, "
+        "transparency or 16-bit depth (first: p7.png)"
+    ) in err, err
+
+
+def test_a_png_palette_with_transparency_is_noticed_from_its_header() -> None:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + b"\0\0\0\0"  # CRC not read
+
+    ihdr = (16).to_bytes(4, "big") * 2 + bytes([8, 3, 0, 0, 0])  # 8-bit, palette
+    head = cli._PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"PLTE", bytes(6))
+    transparent = head + chunk(b"tRNS", b"\0") + chunk(b"IDAT", b"")
+    assert cli._png_detail(io.BytesIO(transparent)) == ["the transparency"]
+    # A tRNS after the image data is not the image's (and is never read that far).
+    opaque = head + chunk(b"IDAT", b"") + chunk(b"tRNS", b"\0")
+    assert cli._png_detail(io.BytesIO(opaque)) == []
 
 
 def test_process_folder_with_a_grey_only_format(tmp_path: Path) -> None:
@@ -478,6 +572,32 @@ def test_process_image_to_a_folder_named_like_an_image_is_refused(
     err = capsys.readouterr().err
     assert code == 2, err
     assert "is a folder" in err
+    assert list(folder.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["process", "run"])
+def test_a_video_output_that_is_a_folder_is_a_usage_error_before_the_model_loads(
+    command: str,
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Exit 1 from the video sink once the model had loaded (seconds), where an image output
+    # that is a folder was already a usage error found at once.
+    def no_model(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the model loaded before the output was checked")
+
+    monkeypatch.setattr(cli, "_open_backend", no_model)
+    folder = tmp_path / "out.mp4"
+    folder.mkdir()
+    args = [str(clip), str(folder)] if command == "process" else ["--source", str(clip)]
+    if command == "run":
+        args += ["--output", str(folder)]
+    code = cli.main([command, *args, "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"sharpcam: error: output {folder} is a folder; give a video file name" in err, err
     assert list(folder.iterdir()) == []
 
 
@@ -667,6 +787,43 @@ def test_process_folder_skips_an_image_it_cannot_write_but_stops_on_a_full_disk(
     assert [p.name for p in out.iterdir()] == ["p0.png"]
 
 
+def test_process_folder_into_a_folder_it_may_not_write_stops_before_the_first_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every image went through the model, failed to write, and was listed as skipped.
+    # (Made up: a folder that refuses root cannot be made portably.)
+    import tempfile
+
+    import engine.backends
+
+    folder = _photo_folder(tmp_path / "in", range(3))
+    out = tmp_path / "out"
+    out.mkdir()
+    real = tempfile.TemporaryFile
+
+    def refuses_out(*args: Any, **kwargs: Any) -> Any:
+        if Path(kwargs.get("dir") or ".") == out:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, **kwargs)
+
+    calls = []
+
+    class Counts(_FailsOnStamp3):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            calls.append(read_stamp(rgb))
+            return rgb
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuses_out)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", Counts)
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.rstrip().endswith(
+        f"sharpcam: error: cannot write in folder {out}: Permission denied"
+    ), err
+    assert calls == [] and list(out.iterdir()) == []
+
+
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 def test_process_folder_stops_when_the_disk_is_really_full(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -685,6 +842,71 @@ def test_process_folder_stops_when_the_disk_is_really_full(
     assert "processing failed after 1 frame" in err and "No space left" in err, err
     assert "skipped" not in err
     assert sorted(p.name for p in out.iterdir()) == ["p0.png"]
+
+
+def test_process_folder_blames_the_image_the_model_failed_on_when_a_call_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import engine.backends
+    from engine.pipeline import Engine
+
+    # Failures were matched to images by counting model calls. The engine makes none for a
+    # frame at strength 0 (or while disabled): from such a frame on, the count names the
+    # next image, so the failed one is written unprocessed and a good one is skipped.
+    real_process = Engine._process
+
+    def no_model_for_frame_1(self: Engine, frame: Any) -> Any:
+        if frame.index != 1:
+            return real_process(self, frame)
+        strength = self.strength
+        self.set_strength(0.0)
+        try:
+            return real_process(self, frame)
+        finally:
+            self.set_strength(strength)
+
+    monkeypatch.setattr(Engine, "_process", no_model_for_frame_1)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _FailsOnStamp3)
+    folder = _photo_folder(tmp_path / "in", range(5))
+    out = tmp_path / "out"
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"sharpcam: skipped: cannot process {folder / 'p3.png'}: out of memory" in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "p2.png", "p4.png"]
+    for name in ("p0", "p1", "p2", "p4"):
+        img = cv2.cvtColor(cv2.imread(str(out / f"{name}.png")), cv2.COLOR_BGR2RGB)
+        assert read_stamp(img) == int(name[1:])
+
+
+def test_a_model_failure_on_an_image_no_frame_was_read_as_fails_the_run() -> None:
+    # Skipping needs to know which file failed: an array the source never handed out (a copy
+    # the engine made) cannot be named, and guessing could write it unprocessed.
+    tags = cli._FrameTags()
+    backend = cli._PerImageBackend(_FailsOnStamp3(), tags)
+    read = stamped_frame(3)
+    tags.tag(read, 7)
+    assert backend.process(read) is read
+    assert backend.failures == {7: "out of memory"}
+    with pytest.raises(RuntimeError, match="out of memory"):
+        backend.process(read.copy())
+    assert backend.failures == {7: "out of memory"}
+
+
+def test_frame_tags_keep_no_image_alive() -> None:
+    # Images the model is never called on (strength 0) must not pile up in memory.
+    import gc
+    import weakref
+
+    tags = cli._FrameTags()
+    image = stamped_frame(1)
+    alive = weakref.ref(image)
+    tags.tag(image, 0)
+    assert tags.index_of(image) == 0
+    del image
+    gc.collect()
+    assert alive() is None
+    assert tags._tags == {}
 
 
 def test_process_folder_interrupted_is_still_130_and_names_what_it_skipped(

@@ -602,6 +602,57 @@ def test_unloadable_model_is_one_line_with_no_runtime_noise(tmp_path, capfd, nam
     assert "GraphDef" not in err and "text_format" not in err, err
 
 
+@pytest.mark.parametrize(
+    ("name", "file", "fmt", "use"),
+    [
+        ("onnx", "m.ts", "a TorchScript file", "the torch backend for it, or a .onnx file"),
+        pytest.param(
+            "openvino",
+            "m.ts",
+            "a TorchScript file",
+            "the torch backend for it, or a .onnx file",
+            marks=needs_openvino,
+        ),
+        pytest.param(
+            "torch",
+            "m.onnx",
+            "an ONNX file",
+            "the onnx or openvino backend for it, or a .ts file",
+            marks=needs_torch,
+        ),
+        # The manifest's word where the suffix says nothing.
+        ("onnx", "m.bin", "a TorchScript file", "the torch backend for it, or a .onnx file"),
+    ],
+)
+def test_a_model_in_the_other_format_names_both_formats(tmp_path, name, file, fmt, use):
+    # `--backend torch --model weights/student_fast.onnx` ended in "PytorchStreamReader failed
+    # reading zip archive: failed finding central directory ... checkpoint file is corrupted",
+    # and the onnx backend given a .ts file in "INVALID_PROTOBUF".
+    path = make_onnx_model(tmp_path / file, "identity") if file.endswith(".onnx") else None
+    if path is None:
+        path = tmp_path / file
+        path.write_bytes(b"PK\x03\x04" + bytes(64))
+    write_manifest(
+        tmp_path, {file: {"format": "onnx" if file.endswith(".onnx") else "torchscript"}}
+    )
+    runs = "TorchScript" if name == "torch" else "ONNX"
+    with pytest.raises(ModelError) as info:
+        create_backend(name, model=path)
+    assert str(info.value) == (
+        f"cannot load model {path}: it is {fmt} and the {name} backend runs {runs} models "
+        f"(use {use})"
+    )
+
+
+def test_a_model_whose_format_nothing_states_is_left_to_the_runtime(tmp_path):
+    # No manifest entry and a suffix that says nothing: no refusal by guess.
+    path = make_onnx_model(tmp_path / "mine.model", "identity")
+    with pytest.warns(UserWarning, match="loading it unverified"):
+        be = create_backend("onnx", model=path)
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    assert np.array_equal(be.process(rgb), rgb)
+
+
 def test_model_without_manifest_warns(tmp_path):
     path = make_onnx_model(tmp_path / "mine.onnx", "identity")
     with pytest.warns(UserWarning, match=r"mine\.onnx: not listed in a manifest\.json"):
@@ -784,8 +835,32 @@ def test_openvino_refuses_a_model_whose_output_is_another_size(tmp_path):
     with pytest.raises(ModelError) as info:
         create_backend("openvino", model=path)
     assert str(info.value) == (
-        f"{path}: breaks the model contract: output must be (1, 3, 64, 64) like the input, "
-        "got (1, 3, 32, 32)"
+        f"{path}: breaks the model contract: output must be (1, 3, 64, 96) like the input, "
+        "got (1, 3, 32, 48)"
+    )
+
+
+@needs_openvino
+def test_openvino_refuses_a_model_that_swaps_h_and_w_under_other_names_at_load(tmp_path):
+    # Output (1, 3, "h", "w") computed as a transpose: nothing declared says it is wrong, and
+    # the square probe at load passed it; the first frame of a video that is not square failed
+    # (offline: the run; live: passthrough from then on) instead of the load, where `auto`
+    # falls back to another backend.
+    from contract_models import _save_onnx
+    from onnx import TensorProto, helper
+
+    def vi(name: str, hw: list) -> object:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, *hw])
+
+    swap = helper.make_node("Transpose", ["input"], ["output"], perm=[0, 1, 3, 2])
+    graph = helper.make_graph([swap], "swap", [vi("input", ["H", "W"])], [vi("output", ["h", "w"])])
+    path = _save_onnx(graph, tmp_path / "swap.onnx")
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend("openvino", model=path)
+    assert str(info.value) == (
+        f"{path}: breaks the model contract: output must be (1, 3, 64, 96) like the input, "
+        "got (1, 3, 96, 64)"
     )
 
 
