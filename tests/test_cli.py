@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ import pytest
 
 import main as cli
 from engine.bench import RESULT_KEYS
+from engine.frames import Frame
 from tests.contract_models import make_onnx_model, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -334,11 +336,12 @@ def test_process_video_keeps_count_size_and_order(clip: Path, tmp_path: Path) ->
     assert not np.allclose(frames[5][BLOCK:].astype(float), src[5][BLOCK:].astype(float), atol=3)
 
 
-def test_process_of_a_video_that_stops_decoding_early_exits_1_and_keeps_what_it_decoded(
+def test_process_of_a_video_that_stops_decoding_early_warns_and_keeps_what_it_decoded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A cut-off download ended with a note and exit 0: a script took the half video it wrote
-    # for the whole one.
+    # Exit 0, not 1: complete files announce more frames than they present too (an MP4 cut by
+    # stream copy, a WebM starting late), and OpenCV cannot tell them from a cut-off one. The
+    # warning must name both counts and where the frames went.
     full = write_video(tmp_path / "full.avi", 60).read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(full[: len(full) // 2])
@@ -347,11 +350,12 @@ def test_process_of_a_video_that_stops_decoding_early_exits_1_and_keeps_what_it_
     out = tmp_path / "out.avi"
     code = cli.main(["process", str(cut), str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
-    assert code == 1, err
-    assert err.rstrip().endswith(
-        f"sharpcam: error: only {decodable} of the 60 frames {cut} announced could be decoded "
-        f"(damaged or truncated?); {decodable} frames written to {out}"
-    ), err
+    assert code == 0, err
+    assert (
+        f"WARNING: {cut} announced 60 frames and {decodable} could be decoded (damaged or "
+        f"truncated, or a count the container only estimates); {decodable} frames written "
+        f"to {out}"
+    ) in err, err
     assert [read_stamp(f) for f in read_video(out)] == list(range(decodable))
 
 
@@ -1076,6 +1080,110 @@ def test_run_ctrl_c_while_starting_is_exit_0(
     assert "stopped before streaming began" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+
+
+class _ClosingSpy:
+    """A passthrough backend that says whether it was closed."""
+
+    name, provider = "spy", "test"
+    closed: list[bool] = []
+
+    def __init__(self, **_options: Any) -> None:
+        pass
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb
+
+    def close(self) -> None:
+        _ClosingSpy.closed.append(True)
+
+
+@pytest.mark.parametrize("command", ["run", "process"])
+def test_an_error_before_the_engine_starts_closes_source_output_and_model(
+    command: str,
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The engine existed but never started: the cleanup left the closing to it, and nothing
+    # closed the model, the camera or the hidden .partial file of the output.
+    import engine.backends
+    import engine.sources
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("probe failed")
+
+    closed_sources: list[object] = []
+    real_close = engine.sources.VideoFileSource.close
+
+    def spy_close(self: Any) -> None:
+        closed_sources.append(self)
+        real_close(self)
+
+    _ClosingSpy.closed = []
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _ClosingSpy)
+    monkeypatch.setattr(engine.sources.VideoFileSource, "close", spy_close)
+    monkeypatch.setattr(cli, "_note_lost_audio", broken)
+    out = tmp_path / "out" / "o.avi"
+    argv = (
+        ["run", "--source", str(clip), "--output", str(out)]
+        if command == "run"
+        else ["process", str(clip), str(out)]
+    )
+    code = cli.main([*argv, "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1 and "probe failed" in err, err
+    assert _ClosingSpy.closed and closed_sources
+    leftovers = sorted(p.name for p in out.parent.iterdir()) if out.parent.exists() else []
+    assert leftovers == []  # no .o.partial.avi
+
+
+class _StallingCamera:
+    """A live source that delivers three frames at 10 fps, then none until closed (a camera
+    that stopped delivering without an error)."""
+
+    live = True
+    fps = 10.0
+    size = (W, H)
+    last_wait_s = 0.0
+
+    def __init__(self) -> None:
+        self._closed = threading.Event()
+        self._i = 0
+
+    def describe(self) -> str:
+        return "stalling camera"
+
+    def read(self) -> Frame | None:
+        if self._i >= 3:
+            self._closed.wait()
+            return None
+        time.sleep(0.1)
+        self._i += 1
+        return Frame(stamped_frame(self._i - 1), self._i - 1, time.perf_counter())
+
+    def interrupt(self) -> None:
+        self._closed.set()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+def test_run_duration_after_a_camera_stalled_holds_its_last_frame_only_briefly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --duration 3.5 after a camera gave its last frame at 0.3 s: the recording repeated that
+    # frame up to the stop (35 slots) rather than the 2 s a stall inside the file gets.
+    monkeypatch.setattr(cli, "_open_source", lambda *a, **k: _StallingCamera())
+    out = tmp_path / "rec.avi"
+    code = cli.main(
+        ["run", "--source", "0", "--output", str(out), "--backend", "unsharp",
+         "--duration", "3.5"]
+    )  # fmt: skip
+    assert code == 0
+    frames = read_video(out)
+    assert 18 <= len(frames) <= 26, len(frames)  # 2 s past the frame at ~0.2 s after the first
 
 
 def test_parsing_run_loads_no_engine() -> None:
