@@ -1451,8 +1451,19 @@ def _check_format(name: str, cls: type, model: ModelFile) -> None:
         return
     others = [n for n, c in BACKENDS.items() if getattr(c, "model_format", None) == known]
     use = f"the {' or '.join(others)} backend for it, or " if others else ""
+    what = _FORMATS[known][0]
+    if model.entry is None and model.path.suffix.lower() in (".pt", ".pth"):
+        # Also a training checkpoint's suffix (runs/*/best.pt), which no backend runs: the
+        # torch backend would refuse it as "a dict, not a model".
+        what = "a PyTorch file"
+        use = (
+            f"the {' or '.join(others)} backend for a TorchScript one; a training checkpoint "
+            "is exported first with python -m training.export; or "
+            if others
+            else ""
+        )
     raise ModelError(
-        f"cannot load model {model.path}: it is {_FORMATS[known][0]} and the {name} backend "
+        f"cannot load model {model.path}: it is {what} and the {name} backend "
         f"runs {_FORMATS[runs][1]} models (use {use}a {_FORMATS[runs][2]} file)"
     )
 

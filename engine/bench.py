@@ -472,11 +472,15 @@ def _on_worker_thread(fn: Callable[[threading.Event], Any]) -> Any:
     threading.Thread(target=run, name="bench-model", daemon=True).start()
     # An event, not Thread.join: Python 3.11's join, interrupted, marks the thread as ended
     # (bpo-45274's fix releases a lock it never held), and a second join returns at once.
+    # Polled: on Windows before Python 3.14 a wait without a timeout cannot be interrupted, and
+    # Ctrl-C would come only after the whole block of calls.
     try:
-        done.wait()
+        while not done.wait(0.2):
+            pass
     except BaseException:
         stop.set()
-        done.wait()
+        while not done.wait(0.2):
+            pass
         raise
     ok, value = outcome[0]
     if not ok:

@@ -1074,3 +1074,15 @@ def test_ctrl_c_after_openvino_backends_closed_in_opening_order_is_not_a_segfaul
         proc.returncode,
         proc.stderr[-2000:],
     )
+
+
+def test_a_pt_file_given_to_the_onnx_backend_is_not_called_torchscript(tmp_path):
+    # A trainer checkpoint (runs/fast/best.pt) was "a TorchScript file ... use the torch backend
+    # for it", which then refused it as a dict: the message must cover both kinds of .pt.
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"PK\x03\x04" + bytes(64))
+    with pytest.raises(ModelError) as info:
+        create_backend("onnx", model=path)
+    msg = str(info.value)
+    assert "it is a PyTorch file" in msg and "TorchScript file" not in msg, msg
+    assert "python -m training.export" in msg and "a .onnx file" in msg, msg

@@ -338,3 +338,34 @@ def test_load_teacher_refuses_a_digest_it_cannot_check(tmp_path: Path) -> None:
     # A folder has no one digest: the sha256 was ignored and the caller thought it verified.
     with pytest.raises(WeightsError, match="a digest verifies one weights file"):
         load_teacher("dmphn", weights=tmp_path, sha256="0" * 64)
+
+
+def test_code_fingerprint_reads_a_bom_and_crlf_file_as_the_interpreter_does(
+    tmp_path: Path,
+) -> None:
+    # A module saved with a byte-order mark (Windows editors) imports fine, but ast.parse of
+    # its text raised SyntaxError: the evaluation stopped with a traceback.
+    from training.teachers import read_source
+
+    text = "def f(x):\n    return x + 1\n"
+    plain, marked = tmp_path / "plain.py", tmp_path / "marked.py"
+    plain.write_bytes(text.encode())
+    marked.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode())
+    assert code_fingerprint(read_source(marked)) == code_fingerprint(read_source(plain))
+
+
+def test_code_fingerprint_ignores_empty_parts_of_an_fstring() -> None:
+    # Python 3.12.1 parses f"{b!r:>{w}}" with an extra empty Constant in the format spec; the
+    # fingerprint (a cache key) must not change with the interpreter.
+    import ast
+
+    from training.teachers import _canonical
+
+    tree = ast.parse('f"{b!r:>{w}}"')
+    spec = next(n for n in ast.walk(tree) if isinstance(n, ast.FormattedValue)).format_spec
+    assert isinstance(spec, ast.JoinedStr)
+    before = _canonical(tree)
+    spec.values.append(ast.Constant(value=""))
+    assert _canonical(tree) == before
+    spec.values.append(ast.Constant(value="x"))
+    assert _canonical(tree) != before

@@ -377,6 +377,20 @@ def test_render_camera_motion_shifts_the_scene_exactly_by_whole_pixels() -> None
         render_camera_motion(img[..., 0], maps, centre=(40, 45), size=32)
 
 
+def test_upscaled_photo_samples_stay_in_range() -> None:
+    # photo_scale above 1 upscales float crops with cubic interpolation, whose ringing made
+    # sharp targets of -0.08..1.09; validation (metrics refuse such targets) then crashed.
+    rng = np.random.default_rng(0)
+    photos = [procedural_scene(rng, 240, 320) for _ in range(2)]
+    params = SynthParams(photo_scale=(1.5, 2.0))
+    ds = DeblurDataset(photos=photos, weights=(0, 1, 0), params=params, patch=64, seed=0)
+    for i in range(6):
+        item = ds[i]
+        for key in ("blur", "sharp"):
+            t = item[key]
+            assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0, (i, key)
+
+
 def test_camera_motion_photo_samples_blur_more_with_speed() -> None:
     from training.data import psnr_np
 

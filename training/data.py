@@ -643,7 +643,12 @@ def _resize(img: np.ndarray, scale: float) -> np.ndarray:
         return img
     h, w = img.shape[:2]
     size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    out = cv2.resize(img, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC)
+    if out.dtype.kind == "f":
+        # Cubic upscaling rings past the edges of the range (-0.08..1.09 on a procedural scene):
+        # those would be sharp targets no image can have (uint8 saturates by itself).
+        np.clip(out, 0.0, 1.0, out=out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------

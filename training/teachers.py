@@ -166,6 +166,11 @@ def _canonical(node: object) -> str:
     # Not ast.dump: its text changes between Python versions (3.13 leaves out empty fields, 3.12
     # added type_params), and an interpreter upgrade alone would then look like new teacher
     # code. Empty fields are left out here in every version.
+    if isinstance(node, ast.JoinedStr):
+        # 3.12.1's parser adds an empty Constant to a format spec with a nested field
+        # (f"{b!r:>{w}}"); 3.10, 3.11 and 3.13 do not. It changes nothing the code does.
+        parts = [v for v in node.values if not (isinstance(v, ast.Constant) and v.value == "")]
+        return f"JoinedStr(values={_canonical(parts)})" if parts else "JoinedStr()"
     if isinstance(node, ast.AST):
         fields = [
             f"{name}={_canonical(value)}"
@@ -207,7 +212,13 @@ def teacher_code_fingerprint(name: str) -> str:
     source_file = inspect.getsourcefile(module) if module is not None else None
     if source_file is None:
         raise RuntimeError(f"teacher {name!r}: cannot find the source of its network")
-    return code_fingerprint(Path(source_file).read_text(encoding="utf-8"))
+    return code_fingerprint(read_source(Path(source_file)))
+
+
+def read_source(path: Path) -> str:
+    """A Python file's text as the interpreter reads it: a UTF-8 byte-order mark (which Python
+    accepts and ``ast.parse`` of the decoded text does not) dropped, line endings universal."""
+    return path.read_text(encoding="utf-8-sig")
 
 
 def sha256_file(path: str | Path) -> str:
