@@ -126,6 +126,16 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
     )
 
 
+def close_failed_message(exc: BaseException) -> UserMessage:
+    """The message for a virtual camera device whose close raised: it may still be held."""
+    return UserMessage(
+        "virtual_camera",
+        f"The virtual camera did not close properly: {str(exc).strip() or type(exc).__name__}",
+        "Video calls may still list it, and turning it on again may fail until its driver lets "
+        "go of it; SharpCam then shows the setup steps.",
+    )
+
+
 def ended_message(exc: BaseException | None) -> UserMessage:
     """The message for a stream that ended on its own (``exc``: what ended it, or None when the
     source sent no more frames): the cause, and that nothing restarts it. The generic advice
@@ -257,6 +267,9 @@ class EngineBridge(QObject):
         # it, or a device that cannot be opened or written (the person has to act then).
         self._want_virtual = False
         self._closing_sinks: set[_WatchedSink] = set()  # turned off, their close not returned
+        # Said since a device last opened: a virtual camera whose close failed (it may still be
+        # held), taken down once one opens again.
+        self._close_failures: list[UserMessage] = []
         self._fps = 30.0
         self._strength = 1.0
         self._enabled = True
@@ -427,8 +440,11 @@ class EngineBridge(QObject):
         ``wait=True`` (the window closing) joins the engine's threads, and those of engines
         stopped earlier that are still stopping, within ``timeout`` in all; True when every
         one ended in time. ``wait=False`` (a restart, a stream that ended) returns at once with
-        True: a worker thread joins the engine, the next :meth:`start` opens its source only
-        after that (a camera is never opened twice), and :meth:`join` waits for it at exit.
+        True: a worker thread stops the engine and waits until every thread of it has ended
+        (a capture thread stuck in a driver's read closes the camera only when that read
+        returns), and the next :meth:`start` opens its source only after that, so a camera is
+        never opened twice; after ``OPEN_WAIT_S`` it opens anyway, and the log says so.
+        :meth:`join` waits for those workers at exit.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         self._stats_timer.stop()
@@ -454,7 +470,9 @@ class EngineBridge(QObject):
                 current.run()
             else:
                 current.thread = threading.Thread(
-                    target=current.run, name="sharpcam-stop", daemon=True
+                    target=functools.partial(current.run, until_released=True),
+                    name="sharpcam-stop",
+                    daemon=True,
                 )
                 current.thread.start()
             self._stopping.append(current)
@@ -560,6 +578,10 @@ class EngineBridge(QObject):
                     "\n\nThe virtual camera turned off before has not closed yet (its driver "
                     "is not answering); Retry once the sidebar no longer says it is closing."
                 )
+            elif self._close_failures:
+                # Steps to create a device the computer has would mislead: say what went wrong.
+                said = self._close_failures[-1].text.rstrip(".")
+                guidance += f"\n\n{said}. Its driver may still hold it."
             self.virtual_camera_changed.emit(False, "")
             self.virtual_camera_missing.emit(guidance)
             return False
@@ -571,6 +593,9 @@ class EngineBridge(QObject):
             return False
         self._virtual_sink = watched
         self._virtual_device = str(getattr(sink, "device", "") or "virtual camera")
+        # It opened: a failed close before did not keep it, and the warning would mislead.
+        failures, self._close_failures = self._close_failures, []
+        self._take_down(failures)
         self.virtual_camera_changed.emit(True, self._virtual_device)
         return True
 
@@ -775,6 +800,14 @@ class EngineBridge(QObject):
 
     # --- GUI-thread slots ----------------------------------------------------------------------
     def _on_worker_error(self, feed: object, exc: BaseException) -> None:
+        if isinstance(exc, VirtualCameraCloseError):
+            # Said also when its engine was stopped already (a restart, the stream's end, closes
+            # the device): a driver that failed to let go may make the next turn-on fail, a
+            # restart's own included, and the setup steps alone would not say why.
+            msg = close_failed_message(exc)
+            self._close_failures.append(msg)
+            self._say(msg)
+            return
         if feed is not self._feed:
             log.info("error from a stopped engine: %s", exc)
             return
@@ -944,20 +977,48 @@ class _Stopping:
     engine: Any
     timeout: float
     thread: threading.Thread | None = None
-    done: threading.Event = field(default_factory=threading.Event)  # its stop() returned
-    in_time: bool = False  # every thread of it ended within the timeout
+    # Set once :meth:`run` is over: with ``until_released``, every thread of the engine has
+    # ended (its camera and outputs are closed) or OPEN_WAIT_S passed. What a start waits for.
+    done: threading.Event = field(default_factory=threading.Event)
+    in_time: bool = False  # every thread of it ended (within the timeout, or the wait after)
 
-    def run(self) -> None:
+    def run(self, *, until_released: bool = False) -> None:
+        """Stop the engine (``timeout``); with ``until_released``, then wait for its threads.
+
+        ``stop()`` returning is not the camera released: a capture thread stuck in a driver's
+        ``read()`` (deaf to ``interrupt()``) outlives the timeout, and closes the camera only
+        once that read returns; a sink stalled in a write is closed by its thread the same way.
+        All its threads, not only the capture thread: the engine does not say which one holds
+        what, and a model call still running holds the cores (or the GPU memory) the next
+        model loads on. Bounded, counted from the stop, by the time a start waits anyway.
+        """
+        began = time.monotonic()
         try:
             self.in_time = bool(self.engine.stop(timeout=self.timeout))
         except Exception as exc:
             log.warning("stopping the engine failed: %s", exc)
+        try:
+            if until_released and not self.in_time:
+                left = max(0.0, began + OPEN_WAIT_S - time.monotonic())
+                self.in_time = bool(self.engine.join(left))
+                if not self.in_time:
+                    log.warning(
+                        "a stopped engine has not released its camera or outputs %.0f s after "
+                        "its stop began (a driver not answering); the next start opens anyway",
+                        OPEN_WAIT_S,
+                    )
+        except Exception as exc:
+            log.warning("waiting for the stopped engine failed: %s", exc)
         finally:
             self.done.set()
 
     def finished(self) -> bool:
         """Stopped, and none of its threads is left (a model call, a sink still closing)."""
         return self.done.is_set() and bool(self.engine.join(0))
+
+
+class VirtualCameraCloseError(RuntimeError):
+    """The virtual camera device raised while it closed (the device's error is the cause)."""
 
 
 class _WatchedSink:
@@ -976,6 +1037,10 @@ class _WatchedSink:
     def close(self) -> None:
         try:
             self.sink.close()
+        except Exception as exc:
+            # Its own type: the bridge drops a stopped engine's errors (its stream is gone), but
+            # the device outlives the stream, and the next turn-on may fail on it.
+            raise VirtualCameraCloseError(str(exc).strip() or type(exc).__name__) from exc
         finally:
             first = not self.closed.is_set()
             self.closed.set()
@@ -993,11 +1058,16 @@ class _WatchedSink:
 
 
 def _wait_stopped(events: Iterable[threading.Event]) -> None:
-    """Wait (bounded) until the engines stopped before a start released their camera."""
+    """Wait (bounded) until the engines stopped before a start released their camera
+    (:attr:`_Stopping.done`, which gives up itself after ``OPEN_WAIT_S``; this bound is for a
+    ``stop()`` that never returns)."""
     deadline = time.monotonic() + OPEN_WAIT_S
     for event in events:
         if not event.wait(max(0.0, deadline - time.monotonic())):
-            log.warning("a stopped engine has not released its camera after %.0f s", OPEN_WAIT_S)
+            log.warning(
+                "a stopped engine has not released its camera after %.0f s; opening anyway",
+                OPEN_WAIT_S,
+            )
             return
 
 

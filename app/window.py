@@ -230,22 +230,33 @@ class VirtualCameraDialog(QDialog):
         self.steps = QPlainTextEdit()
         self.steps.setReadOnly(True)
         lay.addWidget(self.steps, 1)
+        self.remembered = QLabel(
+            "SharpCam remembers the virtual camera as on, so it tried to start it with the "
+            "video. <b>Close</b> forgets that (it is not tried again at the next launch); "
+            "<b>Retry</b> tries again."
+        )
+        self.remembered.setWordWrap(True)
+        self.remembered.hide()
+        lay.addWidget(self.remembered)
         row = QHBoxLayout()
         copy = QPushButton("Copy steps")
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.steps.toPlainText()))
         self.retry_button = QPushButton("Retry")
         self.retry_button.setObjectName("primary")
         self.retry_button.clicked.connect(self.retry_requested)
-        close = QPushButton("Close")
-        close.clicked.connect(self.reject)
+        self.close_button = QPushButton("Close")
+        self.close_button.clicked.connect(self.reject)
         row.addWidget(copy)
         row.addStretch(1)
-        row.addWidget(close)
+        row.addWidget(self.close_button)
         row.addWidget(self.retry_button)
         lay.addLayout(row)
 
-    def set_guidance(self, text: str) -> None:
+    def set_guidance(self, text: str, *, remembered: bool = False) -> None:
+        """``remembered``: the device the remembered choice asked for is missing, and Close is
+        the person's answer to that (the choice is forgotten), which they must be told."""
         self.steps.setPlainText(text)
+        self.remembered.setVisible(remembered)
 
 
 class MainWindow(QMainWindow):
@@ -293,10 +304,20 @@ class MainWindow(QMainWindow):
             self._add_cli_source(source)
         self.virtual_dialog: VirtualCameraDialog | None = None
         self.tray: QSystemTrayIcon | None = None
-        # What the person chose for the virtual camera, and what is remembered: only their own
-        # switching changes it. The bridge turns the camera off by itself (a device that fails,
-        # a stream that ends), and such an "off" saved made the next launch start without it.
+        # What the person chose for the virtual camera, and what is remembered: only what they
+        # do changes it. The bridge turns the camera off by itself (a device that fails
+        # mid-stream, a stream that ends), and such an "off" saved made the next launch start
+        # without it. But a turn-on of theirs that finds no device is remembered as off, as the
+        # switch shows it: a remembered "on" nothing in the window showed brought the setup
+        # dialog back at every launch, with no way to stop it.
         self._virtual_pref = settings.virtual_camera
+        # An open the person did not ask for just now (the remembered choice at launch, or one
+        # kept across a restart, opened with the video) found no device: the setup dialog asks
+        # them, and the choice stays remembered until they answer. Closing the dialog is an
+        # answer (off: not asked again at every launch); quitting with it still open is not, so
+        # a driver not loaded yet at launch does not silently forget the choice.
+        self._virtual_asking = False
+        self._virtual_by_person = False  # the person's own turn-on or off is under way
         self._virtual_shown: tuple[bool, str] = (False, "")  # the bridge's last on/off, device
         self._closing = False
         self._last_stats: Any = None
@@ -754,10 +775,20 @@ class MainWindow(QMainWindow):
 
     def _set_virtual(self, on: bool) -> None:
         """The person turns the virtual camera on or off (switch, tray, the setup's Retry)."""
-        self.bridge.set_virtual_camera(on)
-        if self.bridge.virtual_camera_wanted == on:
-            # Not a turn-on that found no virtual camera: that changed nothing they could use.
-            self._virtual_pref = on
+        self._virtual_asking = False  # answered
+        self._virtual_by_person = True
+        try:
+            self.bridge.set_virtual_camera(on)
+        finally:
+            self._virtual_by_person = False
+        # As the switch shows it now: off after a turn-on that found no virtual camera.
+        self._virtual_pref = self.bridge.virtual_camera_wanted
+
+    def _on_virtual_dialog_rejected(self) -> None:
+        # The window's own closing closes the dialog too: that is no answer (saved before).
+        if self._virtual_asking and not self._closing:
+            self._virtual_asking = False
+            self._virtual_pref = self.bridge.virtual_camera_wanted
 
     # --- slots: bridge -> views ----------------------------------------------------------------
     def _on_preview(self) -> None:
@@ -862,10 +893,13 @@ class MainWindow(QMainWindow):
 
     def show_virtual_camera_help(self, guidance: str) -> VirtualCameraDialog:
         """Show (non-modally) the virtual-camera setup steps with a Retry button."""
+        if not self._virtual_by_person and self._virtual_pref:
+            self._virtual_asking = True  # an open they did not ask for just now
         if self.virtual_dialog is None:
             self.virtual_dialog = VirtualCameraDialog(self)
             self.virtual_dialog.retry_requested.connect(lambda: self._set_virtual(True))
-        self.virtual_dialog.set_guidance(guidance)
+            self.virtual_dialog.rejected.connect(self._on_virtual_dialog_rejected)
+        self.virtual_dialog.set_guidance(guidance, remembered=self._virtual_asking)
         self.virtual_dialog.show()
         self.virtual_dialog.raise_()
         self.virtual_status.setText("No virtual camera on this computer — see the setup steps.")
