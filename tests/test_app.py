@@ -1353,6 +1353,8 @@ class _SlowApi:
         self.engines: list = []
         self.backend_entered = threading.Event()
         self.open_sink = engine.open_sink
+        self._lock = threading.Lock()
+        self._backend_calls = 0
 
     def open_source(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         time.sleep(self.open_delay)
@@ -1370,10 +1372,15 @@ class _SlowApi:
         return src
 
     def create_backend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        # Named in the order the starts asked, not in the order the loads finished: two loads
+        # overlap, and on a loaded CPU the superseded one can finish last.
+        with self._lock:
+            tag = f"be{self._backend_calls}"
+            self._backend_calls += 1
         self.backend_entered.set()
         time.sleep(self.backend_delay)
         inner = self._engine.create_backend(*args, **kwargs)
-        be = _Closing(inner, f"be{len(self.backends)}", self.closed)
+        be = _Closing(inner, tag, self.closed)
         self.backends.append(be)
         return be
 
