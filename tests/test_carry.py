@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import cv2
@@ -163,9 +165,14 @@ def test_travel_sizes_count_the_tracked_files_beside_the_carry_paths(tmp_path: P
     (repo / ".whl/k.whl").write_bytes(b"x" * 10)
     sizes = carry.travel_sizes(out, repo, (repo / ".whl",))
     assert sizes["tracked"] == 1000 and sizes[str(repo / ".whl")] == 10
-    assert set(sizes) == {"tracked", str(repo / ".whl")} | {
+    # Untracked files git does not ignore travel too; the carry paths are not counted twice.
+    assert sizes["untracked"] == 7
+    assert set(sizes) == {"tracked", "untracked", str(repo / ".whl")} | {
         str(out / n) for n in ("gopro.avi", "carry.json", "photos", "dmphn", "vgg")
     }
+    (repo / ".gitignore").write_text("untracked.bin\n")
+    sizes = carry.travel_sizes(out, repo, (repo / ".whl",))
+    assert sizes["untracked"] == len("untracked.bin\n")  # .gitignore itself is untracked
     assert sizes[str(out / "dmphn")] == sum(f.stat().st_size for f in (out / "dmphn").iterdir())
 
 
@@ -193,3 +200,152 @@ def test_the_kornia_rs_stub_lets_the_losses_import(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert float(done.stdout) == 0.0
+
+
+# ---- training/gpu_session.sh, run here with stand-ins for the trainer and the data steps -------
+
+_FAKE_TRAIN = r"""
+import os, sys
+from pathlib import Path
+
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+out = Path(args["out_dir"])
+kind, name = out.name.split("_", 1)
+with open(os.environ["FAKE_CALLS"], "a") as f:
+    f.write(" ".join(sys.argv[1:]) + "\n")
+out.mkdir(parents=True, exist_ok=True)
+if kind == "probe":
+    rate = os.environ.get("FAKE_RATE_" + name)
+    if rate is None:
+        sys.exit("RuntimeError: the probe crashed")
+    print(f"step limit: 60 steps in 0.5 min ({rate} steps/s after the first 10, ...)")
+    sys.exit(0)
+import torch
+
+torch.save({"model": {"w": torch.zeros(1)}, "config": {"student": name}}, out / "last.pt")
+print("time budget: 100 steps in 5.0 min (2.00 steps/s after the first 10, ...)")
+sys.exit(int(os.environ.get("FAKE_EXIT_" + name, "0")))
+"""
+
+
+def _session_tree(tmp_path: Path) -> Path:
+    """A folder the script runs in: the repository's training/, a fake carry, a fake python3
+    that stands in for the trainer, the unpack and the sampler timing (the rest is real)."""
+    repo = Path(__file__).parents[1]
+    root = tmp_path / "tree"
+    root.mkdir()
+    (root / "training").symlink_to(repo / "training", target_is_directory=True)
+    for sub in ("photos/cset5", "dmphn", "vgg"):
+        (root / "data_cache" / sub).mkdir(parents=True)
+    (root / "data_cache/vgg/vgg_normalised_conv3_1.pth").write_bytes(b"")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "python3"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" = "-m" ]; then\n'
+        '  case "$2" in\n'
+        f'    training.train) shift 2; exec {sys.executable} -c "$FAKE_TRAIN" "$@" ;;\n'
+        '    training.carry) echo "decoded (fake)"; exit 0 ;;\n'
+        '    training.device_data) echo "timing (fake)"; exit "${FAKE_SAMPLER_EXIT:-0}" ;;\n'
+        "  esac\n"
+        "fi\n"
+        f'exec {sys.executable} "$@"\n'
+    )
+    fake.chmod(0o755)
+    return root
+
+
+def _run_session(root: Path, **env: str) -> subprocess.CompletedProcess:
+    import os
+
+    repo = Path(__file__).parents[1]
+    full = dict(os.environ, PATH=f"{root.parent / 'bin'}:{os.environ['PATH']}", BENCH="0")
+    full |= {"FAKE_TRAIN": _FAKE_TRAIN, "FAKE_CALLS": str(root / "calls.txt"), "OUT": "out"}
+    full |= env
+    return subprocess.run(
+        ["bash", str(repo / "training/gpu_session.sh")],
+        cwd=root,
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.slow
+def test_gpu_session_reports_a_failed_run_and_sizes_from_the_configs_epochs(
+    tmp_path: Path,
+) -> None:
+    root = _session_tree(tmp_path)
+    # What an earlier call on the same (warm) machine left: never packed as this call's.
+    (root / "runs/gpu_fast_cont").mkdir(parents=True)
+    (root / "runs/gpu_fast_cont/best.pt").write_bytes(b"stale")
+    done = _run_session(
+        root,
+        NAMES="fast_cont plus_cont",
+        TRAIN_S="3000",
+        EXTRA='--stages=[{"patch":64,"epochs":4,"batch":2}]',
+        FAKE_RATE_fast_cont="2.5",  # plus_cont's probe crashes: no rate
+        FAKE_EXIT_plus_cont="1",
+        # The device sampler's first run on the GPU failed: every run would fail alike.
+        FAKE_SAMPLER_EXIT="1",
+    )
+    log = (root / "out/session.log").read_text()
+    # A run that failed is the call's exit status, after everything was saved.
+    assert done.returncode == 1, log[-3000:]
+    assert "== plus_cont: exit 1 (failed)" in log and "== fast_cont: exit 0" in log
+    assert "training failed: plus_cont" in log
+    assert "probe plus_cont: FAILED steps/s (exit 1)" in log
+    calls = (root / "calls.txt").read_text().splitlines()
+    probes = [c for c in calls if "--out_dir=runs/probe_" in c]
+    assert len(probes) == 2 and all("--max_minutes=2.5" in c.split() for c in probes)
+    # Sized by the epochs of the config the runs train with (4 here), not a fixed 8.
+    m = re.search(r"train fast_cont: steps_per_epoch=(\d+) \(x4\), max_minutes=([\d.]+)", log)
+    assert m, log
+    left = float(m[2]) * 60 + 5
+    assert abs(int(m[1]) - (left - 35) * 2.5 * 0.9 / 4) <= 2
+    assert "device_data failed (exit 1): raw samples from the data workers" in log
+    assert all(
+        c.split().index("--data.raw_on_device=false") > c.split().index("--data.raw_on_device=true")
+        for c in calls
+    )
+    train_plus = next(c for c in calls if "--out_dir=runs/gpu_plus_cont" in c)
+    assert "--amp=false" in train_plus  # the crashed probe's fp32 retry
+    with tarfile.open(root / "out/run_fast_cont.tar") as tar:
+        assert sorted(tar.getnames()) == [
+            "gpu_fast_cont/gpu_fast_cont.log",
+            "gpu_fast_cont/last.pt",
+            "gpu_fast_cont/probe_fast_cont.log",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        # the device sampler has no simulated camera: the trainer refuses this pair
+        ({"EXTRA": "--data.raw_camera_fraction=0.5"}, "run fast_cont: config refused"),
+        ({"EXTRA": "--data.nosuch=1"}, "unknown config key data.nosuch"),
+        ({"PROBE_STEPS": "10"}, "PROBE_STEPS=10: must be above 10"),
+    ],
+)
+def test_gpu_session_refuses_bad_settings_before_any_work(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
+    root = _session_tree(tmp_path)
+    done = _run_session(root, NAMES="fast_cont", **env)
+    log = (root / "out/session.log").read_text()
+    assert done.returncode == 2 and message in log, log
+    assert not (root / "calls.txt").exists()  # no probe, no training
+
+
+def test_gpu_session_names_a_carry_path_left_out(tmp_path: Path) -> None:
+    import shutil
+
+    root = _session_tree(tmp_path)
+    shutil.rmtree(root / "data_cache/vgg")
+    done = _run_session(root, NAMES="hq_cont fast_cont")
+    log = (root / "out/session.log").read_text()
+    assert done.returncode == 2, log
+    assert "missing here (a carry path left out?): loss.vgg_weights=data_cache/vgg/" in log
+    assert not (root / "calls.txt").exists()

@@ -108,6 +108,20 @@ def test_distill_mask_skips_samples_without_teacher() -> None:
     assert float(distill_loss(a, a)) == 0.0
 
 
+def test_distill_ignores_a_non_finite_teacher_output_it_leaves_out() -> None:
+    # An fp16 teacher output that overflowed: the gain mask leaves it out, and neither the loss
+    # nor the student's gradient may see it.
+    a, b = _images()
+    a = a.clone().requires_grad_(True)
+    t = b.clone()
+    t[1, 0, 0, 0], t[1, 1, 2, 3] = float("nan"), float("inf")
+    loss = distill_loss(a, t, torch.tensor([True, False]))
+    expected = float((a[0] - b[0]).abs().mean().detach())
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
+    loss.backward()
+    assert torch.isfinite(a.grad).all() and not a.grad[1].any()
+
+
 def _vgg19n_state() -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
     layout = {

@@ -435,6 +435,102 @@ def test_time_budget_stops_with_a_checkpoint(synth: dict[str, Path], tmp_path: P
     assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (0, 1, 1)
 
 
+def test_the_stop_reason_is_the_limit_reached_not_the_limits_set(
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # gpu_session.sh's probes set both: one that ran out of time read as having done its steps.
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        res = train(
+            _tiny(synth, tmp_path / "both", "--stop_after_steps=100", "--max_minutes=0.00001")
+        )
+    assert res["stopped"] == "time budget" and len(res["steps"]) == 1
+    # ... and the last line says how far the schedule got (2 epochs of 3 steps here)
+    assert "time budget: 1 steps in" in caplog.text and "schedule at step 1 of 6" in caplog.text
+    res = train(_tiny(synth, tmp_path / "steps", "--stop_after_steps=2", "--max_minutes=60"))
+    assert res["stopped"] == "step limit" and len(res["steps"]) == 2
+
+
+def test_a_resume_with_another_lr_follows_it(synth: dict[str, Path], tmp_path: Path) -> None:
+    # The warning and config.yaml say the run goes on with the new rate: the old peak with the
+    # new floor (min_lr / lr) ended the run at ten times min_lr here.
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stop_after_steps=2", "--lr=0.01"))
+    cfg = _tiny(synth, out, "--resume", "--lr=0.001", "--weight_decay=0.01")
+    rows = train(cfg)["epochs"]
+    assert [r["lr"] for r in rows] == pytest.approx([0.001 * lr_factor(s, cfg) for s in (3, 6)])
+    assert rows[-1]["lr"] == pytest.approx(cfg.min_lr)
+    group = load_checkpoint(out / "last.pt")["optimizer"]["param_groups"][0]
+    assert group["weight_decay"] == 0.01 and group["initial_lr"] == 0.001
+    # Unchanged settings resume exactly (test_resume_continues_exactly); and so does a rate
+    # changed back: the schedule is a function of the step and the config alone.
+    again = _tiny(synth, tmp_path / "again", "--stop_after_steps=2", "--lr=0.001")
+    first = train(again)
+    second = train(_tiny(synth, tmp_path / "again", "--resume", "--lr=0.001"))
+    full = train(_tiny(synth, tmp_path / "full", "--lr=0.001"))
+    assert first["steps"] + second["steps"] == full["steps"]
+
+
+def test_a_run_saved_without_amp_resumes_with_it(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CPU run (no AMP: an empty scaler state) continued on the GPU (AMP on): an enabled
+    # GradScaler refuses to load an empty state. CPU AMP's scaler stands in for CUDA's here.
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stop_after_steps=2"))
+    assert load_checkpoint(out / "last.pt")["scaler"] == {}
+    real = torch.amp.GradScaler
+    monkeypatch.setattr(torch.amp, "GradScaler", lambda device, enabled: real("cpu"))
+    res = train(_tiny(synth, out, "--resume"))
+    assert len(res["steps"]) == 4 and all(math.isfinite(v) for v in res["steps"])
+    assert load_checkpoint(out / "last.pt")["scaler"]["scale"] > 0
+
+
+def test_resume_reads_the_checkpoint_on_the_cpu(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Mapped to a GPU, the RNG states are CUDA tensors that torch.set_rng_state refuses (every
+    # resume on the GPU failed) and Adam's step counts sync the host on every step. The real
+    # failure needs CUDA: test_resume_on_the_gpu_continues_exactly.
+    import training.train as T
+
+    seen: list[object] = []
+    real = T.load_checkpoint
+
+    def spy(path, map_location="cpu"):
+        seen.append(map_location)
+        return real(path, map_location)
+
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stop_after_steps=2"))
+    monkeypatch.setattr(T, "load_checkpoint", spy)
+    train(_tiny(synth, out, "--resume", "--device=cpu"))
+    assert seen == ["cpu"] and isinstance(seen[0], str)
+
+
+def test_a_weights_only_checkpoint_is_refused_with_what_to_do(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # gpu_session.sh brings its runs back slimmed to the weights: continuing one on the CPU
+    # with --resume must say to use --init_from, not fail on a missing key.
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stop_after_steps=2"))
+    ck = load_checkpoint(out / "last.pt")
+    torch.save({k: ck[k] for k in ("model", "config", "variant", "epoch")}, out / "last.pt")
+    with pytest.raises(ConfigError, match="weights only.*--init_from"):
+        train(_tiny(synth, out, "--resume"))
+
+
+@pytest.mark.gpu
+def test_resume_on_the_gpu_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> None:
+    # AMP, the EMA and the device sampler: what gpu_session.sh's runs use.
+    extra = ("--device=cuda", "--amp=true", "--ema=0.9", "--data.raw_on_device=true")
+    full = train(_tiny(synth, tmp_path / "full", *extra))
+    first = train(_tiny(synth, tmp_path / "split", *extra, "--stop_after_steps=4"))
+    second = train(_tiny(synth, tmp_path / "split", *extra, "--resume"))
+    assert first["steps"] + second["steps"] == pytest.approx(full["steps"], rel=1e-5)
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["global_step"] == 6
+
+
 class _FakeTeacher(nn.Module):
     """Stands in for DMPHN: a fixed, cheap 'deblur' (the test checks plumbing, not quality)."""
 

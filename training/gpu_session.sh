@@ -23,8 +23,10 @@
 #   call 1: BENCH=0 TRAIN_S=450 bash training/gpu_session.sh   (~8.5 min)
 #   call 2: NAMES= BENCH=1 bash training/gpu_session.sh        (benchmarks only, ~3 min)
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60),
-# PROBE_STEPS, BENCH, OUT, RAW_ON_DEVICE, CAMERA, EXTRA (more --key=value for every run). A CPU
-# dry run:
+# PROBE_STEPS (above 10), PROBE_S (the probe's time limit), BENCH, OUT, RAW_ON_DEVICE, CAMERA,
+# EXTRA (more --key=value for every run). Each run's config is checked (and the files it names
+# that travel in the carry) before any data is decoded; the exit status is 1 when a training
+# run failed (its results are saved all the same), 2 for bad settings. A CPU dry run:
 #   OUT=out/dry TRAIN_S=150 PROBE_STEPS=14 BENCH=0 EXTRA='--device=cpu --data.num_workers=1
 #   --stages=[{"patch":64,"epochs":8,"batch":2}] --data.val_count=1 --threads=1' bash ...
 set -u
@@ -32,6 +34,7 @@ T0=$(date +%s)
 OUT=${OUT:-out/gpu_session}
 TRAIN_S=${TRAIN_S:-390}  # training ends ~TRAIN_S + 60 s after the start (setup + probe ~60 s)
 PROBE_STEPS=${PROBE_STEPS:-60}
+PROBE_S=${PROBE_S:-150}  # ~70 s on the H200 with 3 runs; a stalled probe must not eat the call
 EXTRA=${EXTRA:-}
 BENCH=${BENCH:-1}
 mkdir -p "$OUT" runs
@@ -61,9 +64,66 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
  --init_from=training/checkpoints/student_fast_plus.pt --warmup_steps=50 --ema=0.999
  --data.num_workers=4")
 NAMES=${NAMES-hq_cont fast_cont plus_cont}  # NAMES= (empty): no training, only BENCH
-EPOCHS=8  # the gpu_*.yaml stages' epochs: steps_per_epoch is what the probe sizes
 for n in $NAMES; do
   [ -n "${CFG[$n]:-}" ] || { echo "unknown run $n; known: ${!CFG[*]}"; exit 2; }
+done
+# The trainer times its rate from step 11 on (WARM_STEPS): a shorter probe measures nothing and
+# every run would fall back to a guessed rate in fp32.
+if ! [ "$PROBE_STEPS" -gt 10 ] 2>/dev/null; then
+  echo "PROBE_STEPS=$PROBE_STEPS: must be above 10"
+  exit 2
+fi
+
+D=data_cache
+COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --data.eval_dirs=[]
+ --loss.vgg_weights=$D/vgg/vgg_normalised_conv3_1.pth --teacher.weights=$D/dmphn"
+# The 2026-11-30 calls were data-bound (17-23 raw patches/s per worker, GPU idle): the raw source
+# now runs on the GPU (training/device_data.py) and each trainer keeps 2 intra-op threads, so
+# the workers only make the photo samples. RAW_ON_DEVICE=0 is what those calls ran.
+[ "${RAW_ON_DEVICE:-1}" = 1 ] && COMMON="$COMMON --data.raw_on_device=true --threads=2"
+# Half the samples from photos, 70 % of those filmed by a simulated moving camera: on two CPU
+# cores this lifted `fast` on the held-out frames, where the clip's camera moves (MODEL_CARD,
+# cpu_fast_camera), and half of the temporal averages in linear light, as a sensor integrates
+# (cpu_fast_camera2). CAMERA=0 is the mix the earlier calls ran (raw 0.7, photos 0.3, shake only,
+# 30 % linear).
+CAMERA_MIX="--data.raw_weight=0.5 --data.photo_weight=0.5 --data.camera_fraction=0.7"
+[ "${CAMERA:-1}" = 1 ] && COMMON="$COMMON $CAMERA_MIX --data.linear_fraction=0.5"
+COMMON="$COMMON $EXTRA"
+
+# ---- each run's config, before any minute goes to data or the probe --------------------------
+# A typo in EXTRA or an override the trainer refuses (data.raw_camera_fraction with
+# RAW_ON_DEVICE=1) failed every probe and its fp32 retry, a minute or two in; a carry path left
+# out (photos, teacher, VGG) only when the runs read it. Prints the schedule's epochs, which the
+# sizing below divides by (EXTRA may change the stages).
+preflight() {  # $1: run name; then its config file and overrides
+  python3 - "$@" <<'PY'
+import sys
+from pathlib import Path
+
+from training.config import ConfigError, load_config, total_epochs
+
+name, path, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
+try:
+    cfg = load_config(path, overrides)
+except (ConfigError, OSError) as exc:
+    sys.exit(f"run {name}: config refused: {exc}")
+need = [("init_from", cfg.init_from)]
+if cfg.teacher.name and cfg.teacher.mode != "off":
+    need.append(("teacher.weights", cfg.teacher.weights))
+if cfg.loss.vgg > 0:
+    need.append(("loss.vgg_weights", cfg.loss.vgg_weights))
+if cfg.data.photo_weight > 0:
+    need += [("data.photo_dirs", p) for p in cfg.data.photo_dirs]
+missing = [f"{key}={value}" for key, value in need if value and not Path(value).exists()]
+if missing:
+    sys.exit(f"run {name}: missing here (a carry path left out?): {', '.join(missing)}")
+print(total_epochs(cfg))
+PY
+}
+declare -A EPOCHS
+for n in $NAMES; do
+  # shellcheck disable=SC2086
+  EPOCHS[$n]=$(preflight "$n" ${CFG[$n]} $COMMON) || exit 2
 done
 
 # Only training imports kornia and pytorch_msssim: a benchmark-only call (NAMES=) carries no .whl.
@@ -83,40 +143,41 @@ python3 -c "import torch, onnxruntime as o; print('torch', torch.__version__,
 if [ -n "$NAMES" ]; then
   python3 -m training.carry unpack || exit 1
   echo "[$(elapsed) s] data ready"
-  # raw patches/s: the GPU sampler against one worker's path (what bound the 2026-11-30 calls)
-  timeout 60 python3 -m training.device_data data_cache/raw/GOPR0477_11_00 \
-    || echo "device_data timing failed"
+  # raw patches/s: the GPU sampler against one worker's path (what bound the 2026-11-30 calls).
+  # It is the sampler's first run on a GPU: where it fails, every run would fail alike (their
+  # fp32 retries too), so they make the raw samples in the workers instead, as those calls did.
+  timeout 60 python3 -m training.device_data data_cache/raw/GOPR0477_11_00
+  rc=$?
+  if [ $rc != 0 ] && [ "${RAW_ON_DEVICE:-1}" = 1 ]; then
+    echo "device_data failed (exit $rc): raw samples from the data workers (RAW_ON_DEVICE=0)"
+    COMMON="$COMMON --data.raw_on_device=false"
+  fi
 fi
 
-D=data_cache
-COMMON="--data.raw_dirs=[$D/raw/GOPR0477_11_00] --data.photo_dirs=[$D/photos] --data.eval_dirs=[]
- --loss.vgg_weights=$D/vgg/vgg_normalised_conv3_1.pth --teacher.weights=$D/dmphn"
-# The 2026-11-30 calls were data-bound (17-23 raw patches/s per worker, GPU idle): the raw source
-# now runs on the GPU (training/device_data.py) and each trainer keeps 2 intra-op threads, so
-# the workers only make the photo samples. RAW_ON_DEVICE=0 is what those calls ran.
-[ "${RAW_ON_DEVICE:-1}" = 1 ] && COMMON="$COMMON --data.raw_on_device=true --threads=2"
-# Half the samples from photos, 70 % of those filmed by a simulated moving camera: on two CPU
-# cores this lifted `fast` on the held-out frames, where the clip's camera moves (MODEL_CARD,
-# cpu_fast_camera), and half of the temporal averages in linear light, as a sensor integrates
-# (cpu_fast_camera2). CAMERA=0 is the mix the earlier calls ran (raw 0.7, photos 0.3, shake only,
-# 30 % linear).
-CAMERA_MIX="--data.raw_weight=0.5 --data.photo_weight=0.5 --data.camera_fraction=0.7"
-[ "${CAMERA:-1}" = 1 ] && COMMON="$COMMON $CAMERA_MIX --data.linear_fraction=0.5"
-COMMON="$COMMON $EXTRA"
-
 # ---- probe -----------------------------------------------------------------------------------
+# runs/ outlives a call on a warm machine: an earlier call's best.pt or log.csv must not be
+# packed as this call's when a run fails before it writes its own.
+for n in $NAMES; do rm -rf "runs/probe_$n" "runs/gpu_$n" "runs/probe_$n.log" "runs/gpu_$n.log"; done
+pmins=$(python3 -c "print(round($PROBE_S / 60, 2))")
 pids=()
 for n in $NAMES; do
+  # The trainer stops itself at PROBE_S and still prints its rate; the watchdog is for a hang.
   # shellcheck disable=SC2086
-  python3 -m training.train --config ${CFG[$n]} $COMMON --out_dir=runs/probe_$n \
-    --stop_after_steps=$PROBE_STEPS >"runs/probe_$n.log" 2>&1 &
+  timeout -k 5 $((PROBE_S + 30)) python3 -m training.train --config ${CFG[$n]} $COMMON \
+    --out_dir=runs/probe_$n --stop_after_steps=$PROBE_STEPS --max_minutes=$pmins \
+    >"runs/probe_$n.log" 2>&1 &
   pids+=($!)
 done
-[ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"  # never a bare wait: it would wait for the tee
-declare -A RATE
+declare -A RATE RC
+i=0
+for n in $NAMES; do  # one wait per run (never a bare wait: it would wait for the tee)
+  wait "${pids[$i]}"
+  RC[$n]=$?
+  i=$((i + 1))
+done
 for n in $NAMES; do
   RATE[$n]=$(grep -oE "\(([0-9.]+) steps/s" "runs/probe_$n.log" | grep -oE "[0-9.]+" | tail -1)
-  echo "probe $n: ${RATE[$n]:-FAILED} steps/s"
+  echo "probe $n: ${RATE[$n]:-FAILED} steps/s (exit ${RC[$n]})"
   [ -n "${RATE[$n]}" ] || tail -30 "runs/probe_$n.log"
 done
 echo "[$(elapsed) s] probe done"
@@ -131,22 +192,39 @@ for n in $NAMES; do
   # sized for a guessed 4 steps/s; max_minutes still ends it in time.
   [ -n "$rate" ] || { rate=4; extra="--amp=false"; }
   # Start-up, validations and checkpoints take ~35 s of the budget; 10 % margin.
-  spe=$(python3 -c "print(max(20, int(($left - 35) * $rate * 0.9 / $EPOCHS)))")
+  spe=$(python3 -c "print(max(20, int(($left - 35) * $rate * 0.9 / ${EPOCHS[$n]})))")
   mins=$(python3 -c "print(max(0.5, round(($left - 5) / 60, 2)))")  # <= 0 would mean no limit
-  echo "train $n: steps_per_epoch=$spe (x$EPOCHS), max_minutes=$mins"
+  echo "train $n: steps_per_epoch=$spe (x${EPOCHS[$n]}), max_minutes=$mins"
+  # max_minutes stops it between steps, with a checkpoint; the watchdog is for a hung step or
+  # loader, so that the results below are still saved inside the call.
   # shellcheck disable=SC2086
-  python3 -m training.train --config ${CFG[$n]} $COMMON --out_dir=runs/gpu_$n \
-    --steps_per_epoch=$spe --max_minutes=$mins $extra >"runs/gpu_$n.log" 2>&1 &
+  timeout -k 5 $((left + 45)) python3 -m training.train --config ${CFG[$n]} $COMMON \
+    --out_dir=runs/gpu_$n --steps_per_epoch=$spe --max_minutes=$mins $extra \
+    >"runs/gpu_$n.log" 2>&1 &
   pids+=($!)
 done
-[ ${#pids[@]} -eq 0 ] || wait "${pids[@]}"
+i=0
+failed=""
+for n in $NAMES; do
+  wait "${pids[$i]}"
+  RC[$n]=$?
+  i=$((i + 1))
+  [ "${RC[$n]}" = 0 ] || failed="$failed $n"
+done
 echo "[$(elapsed) s] training done"
 for n in $NAMES; do
-  echo "== $n"; grep -E "epoch [0-9]+ \(|steps in|Error|error" "runs/gpu_$n.log" | tail -12
+  case ${RC[$n]} in
+    0) why="" ;;
+    124 | 137) why=" (stopped by the watchdog: a hung step or loader)" ;;
+    *) why=" (failed)" ;;
+  esac
+  echo "== $n: exit ${RC[$n]}$why"
+  grep -E "epoch [0-9]+ \(|steps in|Error|error" "runs/gpu_$n.log" | tail -12
+  [ "${RC[$n]}" = 0 ] || tail -5 "runs/gpu_$n.log"
 done
 
 # ---- results into $OUT (slim: weights, log rows and config; no optimiser state) ---------------
-python3 - "$OUT" $NAMES <<'PY'
+python3 - "$OUT" $NAMES <<'PY' || echo "saving the results failed"
 import sys, tarfile, torch
 from pathlib import Path
 out = Path(sys.argv[1])
@@ -195,3 +273,7 @@ sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
   fi
 fi
 echo "[$(elapsed) s] end"
+if [ -n "$failed" ]; then
+  echo "training failed:$failed (exit status above; what they saved is in $OUT)"
+  exit 1
+fi

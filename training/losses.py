@@ -116,11 +116,15 @@ def distill_loss(
     0 when no sample has a teacher output."""
     if mask is None:
         return (pred - teacher).abs().mean()
-    m = mask.to(pred.dtype).view(-1, 1, 1, 1)
-    n = m.sum() * pred[0].numel()
+    keep = mask.bool().view(-1, 1, 1, 1)
+    n = keep.sum() * pred[0].numel()
     if n == 0:
         return pred.sum() * 0.0
-    return ((pred - teacher).abs() * m).sum() / n
+    # Left-out samples are replaced, not multiplied by 0: a teacher output that overflowed under
+    # fp16 autocast (inf/NaN; teacher_gain_mask leaves it out) made NaN * 0 = NaN, in the loss
+    # and in every gradient, and one such patch ended a GPU run.
+    teacher = torch.where(keep, teacher, pred.detach())
+    return (pred - teacher).abs().sum() / n
 
 
 def _odd_at_most(n: int) -> int:

@@ -336,6 +336,33 @@ def _with_device_raw(
     return out
 
 
+def _apply_optimiser_settings(
+    optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig, global_step: int
+) -> None:
+    """After a resume: the optimiser and schedule settings of ``cfg``, not the checkpoint's.
+
+    Loading their states brings back the saved rate, betas, weight decay and plateau settings,
+    while ``lr_factor`` reads ``cfg``: a run resumed with another ``--lr`` took the old peak with
+    the new floor (``min_lr / lr``) and ended at neither rate, though its config.yaml and the
+    resume warning said the new one. The rate is re-derived at ``global_step``, which is what
+    the scheduler held when the settings did not change.
+    """
+    for group in optimizer.param_groups:
+        group["betas"] = (cfg.betas[0], cfg.betas[1])
+        group["weight_decay"] = cfg.weight_decay
+    if cfg.scheduler == "plateau":
+        # Its rate is its state (reductions so far); the limits it applies are the config's.
+        scheduler.min_lrs = [cfg.min_lr] * len(optimizer.param_groups)
+        scheduler.factor = cfg.plateau_factor
+        scheduler.patience = cfg.plateau_patience
+        return
+    scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = cfg.lr
+        group["lr"] = cfg.lr * lr_factor(global_step, cfg)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
 def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
     """Average the gradients of ``params`` over the DDP ranks (what DDP does for the modules it
     wraps), so parameters outside the wrapper stay identical on every rank."""
@@ -388,9 +415,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     n = state["numpy"]
     np.random.set_state((n[0], np.array(n[1], dtype=np.uint32), n[2], n[3], n[4]))
-    torch.set_rng_state(state["torch"])
+    # CPU tensors whatever map_location the checkpoint was read with: both generators refuse
+    # others ("RNG state must be a torch.ByteTensor").
+    torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        # As many as there are GPUs here: a checkpoint from a machine with more has one per GPU.
+        cuda = state["cuda"][: torch.cuda.device_count()]
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -680,7 +711,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     counts: dict[str, int] = {}
     epoch_time = 0.0
     if resuming:
-        ck = load_checkpoint(out_dir / "last.pt", map_location=device)
+        # Read on the CPU whatever the device: the RNG states must be CPU tensors (a CUDA map
+        # failed every GPU resume), and Adam keeps its step counts there (on the GPU each of
+        # them was read back to the host on every step). Weights and moments still move to
+        # their parameters' device as they load.
+        ck = load_checkpoint(out_dir / "last.pt")
+        if "optimizer" not in ck:
+            # What comes back from a GPU call (gpu_session.sh slims it to fit) or ships in
+            # training/checkpoints: a bare KeyError said nothing of what to do instead.
+            raise ConfigError(
+                f"{out_dir / 'last.pt'} holds weights only (no optimiser, schedule or position): "
+                "it cannot be resumed; start a run from it with --init_from"
+            )
         student.load_state_dict(ck.get("model_raw", ck["model"]))
         if ema_model is not None:
             ema_model.load_state_dict(ck["model"])
@@ -694,9 +736,13 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 if torch.is_tensor(v) and v.shape != p.shape and v.numel() == p.numel():
                     state[k] = v.reshape(p.shape)
         scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
+        if ck["scaler"]:
+            # A run saved without AMP (the CPU) has no scaler state, and an enabled GradScaler
+            # refuses an empty one: a CPU run resumed on the GPU starts a fresh scale instead.
+            scaler.load_state_dict(ck["scaler"])
         epoch, step_in_epoch = ck["epoch"], ck["step_in_epoch"]
         global_step, sample_counter = ck["global_step"], ck["sample_counter"]
+        _apply_optimiser_settings(optimizer, scheduler, cfg, global_step)
         best_psnr, bad_epochs = ck["best_psnr"], ck["bad_epochs"]
         rows, sums, counts = list(ck["rows"]), dict(ck["sums"]), dict(ck["counts"])
         epoch_time = ck.get("epoch_time", 0.0)
@@ -800,7 +846,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 pin_memory=device.type == "cuda",
             )
         t_epoch = time.monotonic()
-        stop_now = False
+        stop_now = ""  # why this launch stops after the current step ("" = it goes on)
         bar = _progress(
             loader,
             desc=f"epoch {epoch + 1}/{n_epochs} ({stage.patch}px x{stage.batch})",
@@ -880,9 +926,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         epoch_time += time.monotonic() - t_epoch
         if step_in_epoch < cfg.steps_per_epoch:  # interrupted mid-epoch: save the position
             checkpoint("last")
-            stopped = (
-                "time budget" if cfg.max_minutes > 0 and not cfg.stop_after_steps else "step limit"
-            )
+            stopped = stop_now or "the loader ended early"
             if master:
                 log.info(
                     "stopped (%s) at epoch %d step %d; --resume continues",
@@ -945,9 +989,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 log.info("early stop: no better validation PSNR for %d epochs", bad_epochs)
             break
         if stop_now:
-            stopped = (
-                "time budget" if cfg.max_minutes > 0 and not cfg.stop_after_steps else "step limit"
-            )
+            stopped = stop_now
             if master:
                 log.info("stopped (%s) after epoch %d; --resume continues", stopped, epoch)
             break
@@ -955,14 +997,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if t_warm is not None and run_steps > WARM_STEPS:
         steps_per_s = (run_steps - WARM_STEPS) / max(1e-9, t_last - t_warm - paused)
     if master:
+        # Where the schedule stands says whether a time-budget stop cut the cosine short (the
+        # GPU sessions size it to end inside the budget; this is what tells they did).
         log.info(
             "%s: %d steps in %.1f min (%s steps/s after the first %d, validation excluded); "
-            "%d unreadable files skipped; run folder %s",
+            "schedule at step %d of %d; %d unreadable files skipped; run folder %s",
             stopped,
             run_steps,
             (time.monotonic() - t_start) / 60,
             f"{steps_per_s:.2f}" if steps_per_s is not None else "n/a",
             WARM_STEPS,
+            global_step,
+            n_epochs * cfg.steps_per_epoch,
             len(skips.corrupt_files),
             out_dir,
         )
@@ -976,17 +1022,25 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+_STOP_REASONS = ("", "step limit", "time budget")
+
+
 def _should_stop(
     cfg: TrainConfig, t_start: float, run_steps: int, ddp: bool, device: torch.device
-) -> bool:
-    stop = bool(cfg.stop_after_steps and run_steps >= cfg.stop_after_steps)
+) -> str:
+    """Why this launch stops after the step just taken: "" (it goes on), "step limit" or
+    "time budget". Said by what was reached, not by which limits are set: a probe with both
+    that ran out of time was reported as having reached its step count."""
+    stop = 0
+    if cfg.stop_after_steps and run_steps >= cfg.stop_after_steps:
+        stop = 1
     if cfg.max_minutes > 0 and time.monotonic() - t_start > cfg.max_minutes * 60:
-        stop = True
+        stop = 2
     if ddp:  # every rank must stop at the same step or the collectives hang
-        flag = torch.tensor([1.0 if stop else 0.0], device=device)
+        flag = torch.tensor([float(stop)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        stop = bool(flag.item() > 0)
-    return stop
+        stop = int(flag.item())
+    return _STOP_REASONS[stop]
 
 
 def _progress(it, **kw):
