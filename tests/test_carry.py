@@ -223,6 +223,8 @@ if kind == "probe":
 import torch
 
 torch.save({"model": {"w": torch.zeros(1)}, "config": {"student": name}}, out / "last.pt")
+if os.environ.get("FAKE_BAD_CKPT_" + name):
+    (out / "last.pt").write_bytes(b"not a checkpoint")
 print("time budget: 100 steps in 5.0 min (2.00 steps/s after the first 10, ...)")
 sys.exit(int(os.environ.get("FAKE_EXIT_" + name, "0")))
 """
@@ -327,6 +329,14 @@ def test_gpu_session_reports_a_failed_run_and_sizes_from_the_configs_epochs(
         ({"EXTRA": "--data.raw_camera_fraction=0.5"}, "run fast_cont: config refused"),
         ({"EXTRA": "--data.nosuch=1"}, "unknown config key data.nosuch"),
         ({"PROBE_STEPS": "10"}, "PROBE_STEPS=10: must be above 10"),
+        # shell arithmetic in every backgrounded probe failed on these, after the data step
+        ({"PROBE_S": "1.5"}, "PROBE_S=1.5: must be a positive whole number of seconds"),
+        ({"PROBE_S": "0"}, "PROBE_S=0: must be a positive whole number of seconds"),
+        # split into words, the value reached the config loader in pieces (a bare YAML error)
+        (
+            {"EXTRA": "--stages=[{patch: 256, epochs: 8, batch: 16}]"},
+            "EXTRA is split on spaces ('256,' is not a --key=value)",
+        ),
     ],
 )
 def test_gpu_session_refuses_bad_settings_before_any_work(
@@ -349,3 +359,58 @@ def test_gpu_session_names_a_carry_path_left_out(tmp_path: Path) -> None:
     assert done.returncode == 2, log
     assert "missing here (a carry path left out?): loss.vgg_weights=data_cache/vgg/" in log
     assert not (root / "calls.txt").exists()
+
+
+@pytest.mark.slow
+def test_gpu_session_sizes_the_watchdog_from_the_runs_time_limit(tmp_path: Path) -> None:
+    # Past the budget (the probe ran long), left is negative while max_minutes keeps its 0.5 min
+    # floor: a watchdog sized from left refused to start the run (timeout's exit 125), had no
+    # limit, or killed it before its own stop.
+    import shutil
+
+    root = _session_tree(tmp_path)
+    wrapper = root.parent / "bin/timeout"
+    wrapper.write_text(
+        f'#!/usr/bin/env bash\necho "$@" >>"$FAKE_TIMEOUTS"\nexec {shutil.which("timeout")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    done = _run_session(
+        root,
+        NAMES="fast_cont",
+        TRAIN_S="-200",
+        FAKE_RATE_fast_cont="2.5",
+        FAKE_TIMEOUTS=str(root / "timeouts.txt"),
+    )
+    log = (root / "out/session.log").read_text()
+    assert done.returncode == 0, log[-3000:]
+    assert "max_minutes=0.5, watchdog 80 s" in log and "== fast_cont: exit 0" in log
+    train = [t for t in (root / "timeouts.txt").read_text().splitlines() if "runs/gpu_" in t]
+    assert len(train) == 1 and train[0].startswith("-k 5 80 python3 -m training.train ")
+    assert "--max_minutes=0.5" in train[0].split()
+
+
+@pytest.mark.slow
+def test_gpu_session_tells_the_watchdog_from_a_kill_and_a_failed_save(tmp_path: Path) -> None:
+    root = _session_tree(tmp_path)
+    done = _run_session(
+        root,
+        NAMES="fast_cont plus_cont",
+        FAKE_RATE_fast_cont="2.5",
+        FAKE_RATE_plus_cont="2.5",
+        FAKE_EXIT_fast_cont="124",
+        FAKE_EXIT_plus_cont="137",  # SIGKILL: the watchdog's -k, or the OOM killer
+    )
+    log = (root / "out/session.log").read_text()
+    assert done.returncode == 1, log[-3000:]
+    assert "== fast_cont: exit 124 (stopped by the watchdog: a hung step or loader)" in log
+    assert "== plus_cont: exit 137 (killed: the watchdog's -k or out of memory)" in log
+    # Every run ended well, but nothing could be saved: not an exit 0.
+    (tmp_path / "save").mkdir()
+    root = _session_tree(tmp_path / "save")
+    done = _run_session(
+        root, NAMES="fast_cont", FAKE_RATE_fast_cont="2.5", FAKE_BAD_CKPT_fast_cont="1"
+    )
+    log = (root / "out/session.log").read_text()
+    assert done.returncode == 1, log[-3000:]
+    assert "== fast_cont: exit 0" in log and "results saved" not in log
+    assert "saving the results failed (its error above)" in log

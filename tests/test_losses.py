@@ -191,6 +191,50 @@ def test_feature_adapters_match_channels_and_sizes() -> None:
     assert float(loss) > 0 and all(p.grad is not None for p in ad.parameters())
 
 
+def test_feature_term_leaves_out_samples_with_non_finite_teacher_features() -> None:
+    # An fp16 teacher that overflowed on some samples: only the others may reach the term and
+    # the gradients (of the adapters and of the student's features alike).
+    torch.manual_seed(0)
+    s = [torch.rand(3, 8, 16, 16, requires_grad=True), torch.rand(3, 16, 8, 8, requires_grad=True)]
+    t = [torch.rand(3, 32, 32, 32), torch.rand(3, 64, 8, 8)]
+    ad = FeatureAdapters(s, t)
+    t[0][1, 0, 0, 0] = float("nan")
+    t[1][2, 3, 1, 1] = float("inf")
+    loss = ad(s, t)
+    first = ad([x[:1] for x in s], [x[:1] for x in t])
+    assert float(loss.detach()) == pytest.approx(float(first.detach()), rel=1e-5)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in ad.parameters())
+    assert all(torch.isfinite(x.grad).all() and not x.grad[1:].any() for x in s)
+    assert s[0].grad[0].any()
+    # A sample the mask leaves out is dropped too; none left is 0, with finite gradients.
+    keep_none = ad(s, t, torch.tensor([False, True, True]))
+    assert float(keep_none.detach()) == 0.0
+    ad.zero_grad()
+    keep_none.backward()
+    assert all(torch.isfinite(p.grad).all() for p in ad.parameters())
+
+
+def test_distill_loss_feature_term_drops_a_sample_whose_teacher_output_overflowed() -> None:
+    # Its features stayed finite, but its output did not: teacher_gain_mask leaves the output
+    # out, and the feature term must not follow that sample's features either.
+    torch.manual_seed(0)
+    a, b = _images(32)
+    sf = [torch.rand(2, 8, 16, 16, requires_grad=True)]
+    tf = [torch.rand(2, 16, 16, 16)]
+    fn = DistillLoss(LossConfig(l1=1.0, feature=0.5, distill=1.0))
+    fn.init_adapters(sf, tf)
+    teacher = b.clone()
+    teacher[1, 0, 3, 3] = float("inf")
+    terms = fn(a, b, teacher, torch.tensor([True, False]), sf, tf)
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert fn.adapters is not None
+    only_first = fn.adapters([x[:1] for x in sf], [x[:1] for x in tf])
+    assert float(terms["feature"].detach()) == pytest.approx(float(only_first.detach()), rel=1e-5)
+    terms["total"].backward()
+    assert torch.isfinite(sf[0].grad).all() and not sf[0].grad[1].any()
+
+
 def test_fft_loss_known_values() -> None:
     h, w = 16, 24
     base = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(3))

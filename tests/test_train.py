@@ -727,6 +727,24 @@ def test_teacher_gain_mask_keeps_only_samples_the_teacher_improves() -> None:
     assert teacher_gain_mask(teacher, blur, sharp, -100.0).all()
 
 
+def test_teacher_gain_mask_leaves_out_an_overflowed_output() -> None:
+    # fp16 overflow: the clamp would make +-inf a valid pixel and let the sample through, and
+    # distill_loss would be inf. A NaN output fails the PSNR test by itself.
+    from training.losses import distill_loss
+    from training.train import teacher_gain_mask
+
+    torch.manual_seed(0)
+    sharp = torch.rand(4, 3, 16, 16)
+    blur = (sharp + 0.2 * torch.randn_like(sharp)).clamp(0, 1)
+    teacher = sharp.clone()
+    teacher[0, 0, 5, 5] = float("inf")
+    teacher[1, 2, 1, 1] = float("-inf")
+    teacher[2] = float("nan")
+    mask = teacher_gain_mask(teacher, blur, sharp, 0.5)
+    assert mask.tolist() == [False, False, False, True]
+    assert torch.isfinite(distill_loss(blur, teacher, mask))
+
+
 def test_throughput_is_timed_after_the_warm_up_steps(
     synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

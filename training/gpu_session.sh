@@ -23,10 +23,12 @@
 #   call 1: BENCH=0 TRAIN_S=450 bash training/gpu_session.sh   (~8.5 min)
 #   call 2: NAMES= BENCH=1 bash training/gpu_session.sh        (benchmarks only, ~3 min)
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60),
-# PROBE_STEPS (above 10), PROBE_S (the probe's time limit), BENCH, OUT, RAW_ON_DEVICE, CAMERA,
-# EXTRA (more --key=value for every run). Each run's config is checked (and the files it names
-# that travel in the carry) before any data is decoded; the exit status is 1 when a training
-# run failed (its results are saved all the same), 2 for bad settings. A CPU dry run:
+# PROBE_STEPS (above 10), PROBE_S (the probe's time limit, whole seconds), BENCH, OUT,
+# RAW_ON_DEVICE, CAMERA, EXTRA (more --key=value for every run; split on spaces, so a value
+# holds none: --stages=[{"patch":256,"epochs":8,"batch":16}], not [{patch: 256, ...}]). Each
+# run's config is checked (and the files it names that travel in the carry) before any data is
+# decoded; the exit status is 1 when a training run failed (its results are saved all the same)
+# or saving the results failed, 2 for bad settings. A CPU dry run:
 #   OUT=out/dry TRAIN_S=150 PROBE_STEPS=14 BENCH=0 EXTRA='--device=cpu --data.num_workers=1
 #   --stages=[{"patch":64,"epochs":8,"batch":2}] --data.val_count=1 --threads=1' bash ...
 set -u
@@ -71,6 +73,12 @@ done
 # every run would fall back to a guessed rate in fp32.
 if ! [ "$PROBE_STEPS" -gt 10 ] 2>/dev/null; then
   echo "PROBE_STEPS=$PROBE_STEPS: must be above 10"
+  exit 2
+fi
+# Shell arithmetic sizes the probe's watchdog: anything else failed in each backgrounded probe,
+# after the data was decoded (a leading 0 would read as octal).
+if ! [[ $PROBE_S =~ ^[1-9][0-9]*$ ]]; then
+  echo "PROBE_S=$PROBE_S: must be a positive whole number of seconds"
   exit 2
 fi
 
@@ -120,6 +128,19 @@ if missing:
 print(total_epochs(cfg))
 PY
 }
+# The overrides travel as words: a value with spaces in it reached the config loader in pieces,
+# refused with a YAML error that did not say why.
+read -r -d "" -a extra_words <<<"$EXTRA"  # every line: EXTRA may span several
+for w in "${extra_words[@]}"; do
+  case $w in
+    --*) ;;
+    *)
+      echo "EXTRA is split on spaces ('$w' is not a --key=value): write YAML/JSON without spaces," \
+        'e.g. --stages=[{"patch":256,"epochs":8,"batch":16}]'
+      exit 2
+      ;;
+  esac
+done
 declare -A EPOCHS
 for n in $NAMES; do
   # shellcheck disable=SC2086
@@ -194,11 +215,15 @@ for n in $NAMES; do
   # Start-up, validations and checkpoints take ~35 s of the budget; 10 % margin.
   spe=$(python3 -c "print(max(20, int(($left - 35) * $rate * 0.9 / ${EPOCHS[$n]})))")
   mins=$(python3 -c "print(max(0.5, round(($left - 5) / 60, 2)))")  # <= 0 would mean no limit
-  echo "train $n: steps_per_epoch=$spe (x${EPOCHS[$n]}), max_minutes=$mins"
+  # From mins, not left: past the budget, left + 45 went to or below 0 (timeout refused to start
+  # the run, or had no limit) while mins keeps its 0.5 floor, and a watchdog under it killed a
+  # run before its own clean stop.
+  wd=$(python3 -c "print(round($mins * 60) + 50)")
+  echo "train $n: steps_per_epoch=$spe (x${EPOCHS[$n]}), max_minutes=$mins, watchdog ${wd} s"
   # max_minutes stops it between steps, with a checkpoint; the watchdog is for a hung step or
   # loader, so that the results below are still saved inside the call.
   # shellcheck disable=SC2086
-  timeout -k 5 $((left + 45)) python3 -m training.train --config ${CFG[$n]} $COMMON \
+  timeout -k 5 "$wd" python3 -m training.train --config ${CFG[$n]} $COMMON \
     --out_dir=runs/gpu_$n --steps_per_epoch=$spe --max_minutes=$mins $extra \
     >"runs/gpu_$n.log" 2>&1 &
   pids+=($!)
@@ -215,7 +240,9 @@ echo "[$(elapsed) s] training done"
 for n in $NAMES; do
   case ${RC[$n]} in
     0) why="" ;;
-    124 | 137) why=" (stopped by the watchdog: a hung step or loader)" ;;
+    124) why=" (stopped by the watchdog: a hung step or loader)" ;;
+    # SIGKILL: the watchdog's -k after a TERM it ignored, or the kernel's OOM killer.
+    137) why=" (killed: the watchdog's -k or out of memory)" ;;
     *) why=" (failed)" ;;
   esac
   echo "== $n: exit ${RC[$n]}$why"
@@ -224,7 +251,8 @@ for n in $NAMES; do
 done
 
 # ---- results into $OUT (slim: weights, log rows and config; no optimiser state) ---------------
-python3 - "$OUT" $NAMES <<'PY' || echo "saving the results failed"
+save_failed=""
+python3 - "$OUT" $NAMES <<'PY' || save_failed=1
 import sys, tarfile, torch
 from pathlib import Path
 out = Path(sys.argv[1])
@@ -246,7 +274,11 @@ for n in sys.argv[2:]:
                 tar.add(f, arcname=f"gpu_{n}/{f.name}")
 PY
 ls -la "$OUT"
-echo "[$(elapsed) s] results saved"
+if [ -n "$save_failed" ]; then
+  echo "[$(elapsed) s] saving the results failed"
+else
+  echo "[$(elapsed) s] results saved"
+fi
 
 # ---- 1080p / 720p timing of the hq student through the engine ---------------------------------
 if [ "$BENCH" = 1 ]; then
@@ -273,7 +305,14 @@ sys.exit('CUDAExecutionProvider' not in o.get_available_providers())"; then
   fi
 fi
 echo "[$(elapsed) s] end"
+status=0
 if [ -n "$failed" ]; then
   echo "training failed:$failed (exit status above; what they saved is in $OUT)"
-  exit 1
+  status=1
 fi
+# An exit 0 said the results were in $OUT when they were not.
+if [ -n "$save_failed" ]; then
+  echo "saving the results failed (its error above): $OUT lacks some or all run_*.tar"
+  status=1
+fi
+exit $status

@@ -349,15 +349,29 @@ def feature_loss(
     teacher: Sequence[torch.Tensor],
     adapters: nn.ModuleList,
     pairs: Sequence[tuple[int, int]],
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean L1 between ``adapter_k(student[i])``, resized to the teacher's size, and ``teacher[j]``."""
+    """Mean L1 between ``adapter_k(student[i])``, resized to the teacher's size, and ``teacher[j]``,
+    over the samples ``mask`` ``(B,)`` marks (all if ``None``) whose paired teacher features are
+    all finite; 0 when none is left."""
+    keep = torch.ones(student[0].shape[0], dtype=torch.bool, device=student[0].device)
+    if mask is not None:
+        keep = keep & mask.bool().to(keep.device)
+    for _, j in pairs:
+        keep = keep & torch.isfinite(teacher[j]).flatten(1).all(1)
+    keep4 = keep.view(-1, 1, 1, 1)
+    n_keep = keep.sum().clamp(min=1)  # a tensor: no device sync per step
     total = student[0].new_zeros(())
     for adapter, (i, j) in zip(adapters, pairs, strict=True):
         s = adapter(student[i].float())
         t = teacher[j].detach().float()
         if s.shape[-2:] != t.shape[-2:]:
             s = F.interpolate(s, size=t.shape[-2:], mode="bilinear", align_corners=False)
-        total = total + (s - t).abs().mean()
+        # An fp16 teacher that overflowed (inf/NaN) on one sample made the whole term, and every
+        # gradient through it, NaN. Its features are replaced, not multiplied by 0 (NaN * 0 is
+        # NaN): |s - s| is 0 with a zero gradient.
+        t = torch.where(keep4, t, s.detach())
+        total = total + (s - t).abs().sum() / (n_keep * s[0].numel())
     return total / max(1, len(pairs))
 
 
@@ -372,9 +386,12 @@ class FeatureAdapters(nn.Module):
         )
 
     def forward(
-        self, student: Sequence[torch.Tensor], teacher: Sequence[torch.Tensor]
+        self,
+        student: Sequence[torch.Tensor],
+        teacher: Sequence[torch.Tensor],
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return feature_loss(student, teacher, self.adapters, self.pairs)
+        return feature_loss(student, teacher, self.adapters, self.pairs, mask)
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,8 +458,11 @@ class DistillLoss(nn.Module):
             terms["distill"] = distill_loss(pred, teacher.float(), teacher_mask)
             weights["distill"] = c.distill
         if c.feature > 0 and self.adapters is not None and student_feats and teacher_feats:
+            # A sample whose teacher output overflowed has suspect features even where they
+            # stayed finite (teacher_gain_mask leaves its output out too).
+            finite = None if teacher is None else torch.isfinite(teacher).flatten(1).all(1)
             terms["feature"], weights["feature"] = (
-                self.adapters(student_feats, teacher_feats),
+                self.adapters(student_feats, teacher_feats, finite),
                 c.feature,
             )
         total = sum(weights[k] * v for k, v in terms.items())

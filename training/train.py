@@ -97,15 +97,19 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
 def teacher_gain_mask(
     teacher_out: torch.Tensor, blur: torch.Tensor, sharp: torch.Tensor, min_gain_db: float
 ) -> torch.Tensor:
-    """``(B,)`` bool: where the teacher's output ``(B, 3, H, W)`` beats the blurry input by at
-    least ``min_gain_db`` PSNR against the sharp target. Distillation only follows the teacher
-    there (the same rule the teacher cache applies when it is loaded): a GoPro-trained teacher
-    amplifies webcam noise and JPEG blocks, and the student should not learn that."""
+    """``(B,)`` bool: where the teacher's output ``(B, 3, H, W)`` is finite and beats the blurry
+    input by at least ``min_gain_db`` PSNR against the sharp target. Distillation only follows
+    the teacher there (the same rule the teacher cache applies when it is loaded): a
+    GoPro-trained teacher amplifies webcam noise and JPEG blocks, and the student should not
+    learn that."""
     eps = 1e-10
     mse_t = (teacher_out.float().clamp(0, 1) - sharp.float()).pow(2).flatten(1).mean(1)
     mse_b = (blur.float() - sharp.float()).pow(2).flatten(1).mean(1)
     gain_db = 10.0 * torch.log10((mse_b + eps) / (mse_t + eps))
-    return gain_db >= min_gain_db
+    # The clamp turns an fp16 overflow (+-inf) into 0 or 1, which can pass the gain test, and
+    # distill_loss then becomes inf: such an output is never a teacher worth following.
+    finite = torch.isfinite(teacher_out).flatten(1).all(1)
+    return (gain_db >= min_gain_db) & finite
 
 
 def synth_params(cfg: TrainConfig) -> SynthParams:
