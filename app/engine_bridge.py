@@ -221,7 +221,8 @@ class EngineBridge(QObject):
         stream_ended(object): the engine ended on its own (its source failed or ended), with
             the :class:`UserMessage` shown for it; running_changed(False) and, when it was on,
             virtual_camera_changed(False, "") came before. Nothing restarts it; the engine is
-            joined on a worker thread, and the next :meth:`start` opens its source only after.
+            stopped on a worker thread, and the next :meth:`start` opens its source only once the
+            engine's has closed.
     """
 
     preview_ready = Signal()
@@ -259,7 +260,7 @@ class EngineBridge(QObject):
         self._preview_fps = preview_fps
         self._virtual_backend = virtual_backend
         self._engine: Any = None
-        self._source: Any = None
+        self._source: _WatchedSource | None = None
         self._backend: Any = None
         self._virtual_sink: _WatchedSink | None = None
         self._virtual_device = ""
@@ -288,7 +289,8 @@ class EngineBridge(QObject):
         # Every message shown about the latest start and its stream, still up: a new start takes
         # them down ("The video stopped" stayed over the video the person had just restarted).
         self._said: list[UserMessage] = []
-        self._stopping: list[_Stopping] = []  # stopped engines, until all their threads ended
+        # Stopped engines, until all their threads ended (join() waits for them at exit).
+        self._stopping: list[_Stopping] = []
         self.using_fallback = False  # the source failed to open and the fallback (demo) plays
         # Why the latest start's source did not open (None when it did): the engine's own words,
         # for a caller that reports it outside the window (run_app's scripted mode).
@@ -305,6 +307,9 @@ class EngineBridge(QObject):
         self._opening: _StartRequest | None = None  # the start whose result is awaited
         self._openers: list[tuple[threading.Thread, _StartRequest]] = []  # for join()
         self._closers: list[threading.Thread] = []  # closing stale results, for join()
+        # (engine, thread) saying when each engine's run is over: stop(wait=True) and join()
+        # wait for those of stopped engines too (they end as soon as the engine's done is set).
+        self._watchers: list[tuple[Any, threading.Thread]] = []
         self._opened.connect(self._on_opened)
         self._engine_done.connect(self._on_engine_done)
         # The message shown for the error that ends the current engine, when it came first.
@@ -388,6 +393,8 @@ class EngineBridge(QObject):
         # output): the new source opens only once the stopped engines released theirs.
         self.stop(wait=False)
         self._take_down(self._said)
+        # Taken down with the rest: a later turn-on's setup steps must not cite it.
+        self._close_failures = []
         self.using_fallback = False
         self.source_error = None
         self._fps = fps
@@ -403,7 +410,7 @@ class EngineBridge(QObject):
             loop=loop,
             fallback_source=fallback_source,
             scale=scale,
-            after=[s.done for s in self._stopping if not s.done.is_set()],
+            after=[s for s in self._stopping if not s.released()],
         )
         # The previous start may still be opening the same camera: each start waits for it.
         prev = self._openers[-1] if self._openers else None
@@ -438,13 +445,13 @@ class EngineBridge(QObject):
         arrives).
 
         ``wait=True`` (the window closing) joins the engine's threads, and those of engines
-        stopped earlier that are still stopping, within ``timeout`` in all; True when every
-        one ended in time. ``wait=False`` (a restart, a stream that ended) returns at once with
-        True: a worker thread stops the engine and waits until every thread of it has ended
-        (a capture thread stuck in a driver's read closes the camera only when that read
-        returns), and the next :meth:`start` opens its source only after that, so a camera is
-        never opened twice; after ``OPEN_WAIT_S`` it opens anyway, and the log says so.
-        :meth:`join` waits for those workers at exit.
+        stopped earlier, within ``timeout`` in all; True when every one ended in time.
+        ``wait=False`` (a restart, a stream that ended) returns at once with True: a worker
+        thread stops the engine. Either way the next :meth:`start` opens its source only once
+        the stopped engine's source has closed (a capture thread stuck in a driver's read
+        closes the camera only when that read returns), so a camera is never opened twice;
+        after ``OPEN_WAIT_S`` it opens anyway, and the log says so. It does not wait for a
+        model call still running. :meth:`join` waits for every thread at exit.
         """
         deadline = time.monotonic() + max(0.0, timeout)
         self._stats_timer.stop()
@@ -458,24 +465,29 @@ class EngineBridge(QObject):
             self._latest = None
             self._pending = False
         eng, self._engine = self._engine, None
-        self._source = None
+        src, self._source = self._source, None
         # The engine closes its sinks when it stops; the wish for a virtual camera stays.
         had_virtual = self._release_virtual()
         self._stopping = [s for s in self._stopping if not s.finished()]
-        earlier = [s for s in self._stopping if not s.done.is_set()]
+        earlier = list(self._stopping)
         current = None
         if eng is not None:
-            current = _Stopping(eng, timeout)
+            current = _Stopping(
+                eng,
+                timeout,
+                source_closed=src.closed if src is not None else _set_event(),
+                sinks=tuple(s for s in self._closing_sinks if s.engine is eng),
+            )
+            # Listed before it runs: a start that follows a stop(wait=True) at once must also
+            # wait for a camera that a read stuck past the stop still holds.
+            self._stopping.append(current)
             if wait:
                 current.run()
             else:
                 current.thread = threading.Thread(
-                    target=functools.partial(current.run, until_released=True),
-                    name="sharpcam-stop",
-                    daemon=True,
+                    target=current.run, name="sharpcam-stop", daemon=True
                 )
                 current.thread.start()
-            self._stopping.append(current)
         if had_virtual:
             self.virtual_camera_changed.emit(False, "")
         if eng is None:
@@ -493,8 +505,21 @@ class EngineBridge(QObject):
         for s in earlier:
             if s.thread is not None:
                 s.thread.join(max(0.0, deadline - time.monotonic()))
-            ok = ok and s.done.is_set() and s.in_time
-        return ok
+            ok = (
+                ok
+                and s.done.is_set()
+                and bool(s.engine.join(max(0.0, deadline - time.monotonic())))
+            )
+        return self._join_watchers(deadline) and ok
+
+    def _join_watchers(self, deadline: float) -> bool:
+        """Wait (until ``deadline``) for the end-watchers of engines whose run is over: each
+        ends right after its engine's done is set, and none may outlive the window's close."""
+        for e, t in list(self._watchers):
+            if getattr(e, "done", None) is not None and e.done.is_set():
+                t.join(max(0.0, deadline - time.monotonic()))
+        self._watchers = [(e, t) for e, t in self._watchers if t.is_alive()]
+        return all(not (e.done.is_set()) for e, _ in self._watchers)
 
     def set_strength(self, strength: float) -> None:
         self._strength = min(max(float(strength), 0.0), 1.0)
@@ -533,7 +558,8 @@ class EngineBridge(QObject):
             for s in self._stopping
             if not (s.done.is_set() and s.engine.join(max(0.0, deadline - time.monotonic())))
         ]
-        return not self._stopping and not self._openers and not self._closers
+        watched = self._join_watchers(deadline)
+        return not self._stopping and not self._openers and not self._closers and watched
 
     def set_virtual_camera(self, on: bool) -> bool:
         """Turn the virtual camera output on or off; returns whether a device is open now.
@@ -585,7 +611,7 @@ class EngineBridge(QObject):
             self.virtual_camera_changed.emit(False, "")
             self.virtual_camera_missing.emit(guidance)
             return False
-        watched = _WatchedSink(sink, self._say_sink_closed)
+        watched = _WatchedSink(sink, self._say_sink_closed, engine=self._engine)
         if self._engine.add_sink(watched) is False:
             # The run is over (its end is on its way to _on_engine_done) and the engine closed
             # the device at once: nothing would be sent. Still wanted: on with the next video.
@@ -677,7 +703,10 @@ class EngineBridge(QObject):
             except RuntimeError:  # the bridge was deleted meanwhile (the app exits)
                 pass
 
-        threading.Thread(target=watch, name="sharpcam-watch", daemon=True).start()
+        thread = threading.Thread(target=watch, name="sharpcam-watch", daemon=True)
+        self._watchers = [(e, t) for e, t in self._watchers if t.is_alive()]
+        self._watchers.append((eng, thread))
+        thread.start()
 
     # --- starting (worker thread, then the GUI thread) ------------------------------------------
     def _claim(self, req: _StartRequest) -> bool:
@@ -747,9 +776,10 @@ class EngineBridge(QObject):
         self.source_error = req.source_error
         for msg in req.messages:
             self._say(msg)
-        src, be = req.src, req.be
-        if src is None or be is None:
+        if req.src is None or req.be is None:
             return self._start_failed(req)
+        # The next start opens its camera once this close has returned (see _Stopping).
+        src, be = _WatchedSource(req.src), req.be
         api = self._api
         feed = object()
         with self._lock:
@@ -801,6 +831,11 @@ class EngineBridge(QObject):
     # --- GUI-thread slots ----------------------------------------------------------------------
     def _on_worker_error(self, feed: object, exc: BaseException) -> None:
         if isinstance(exc, VirtualCameraCloseError):
+            if self._virtual_sink is not None and exc.sink is not self._virtual_sink:
+                # An old device, and the one turned on since works: the banner would say that
+                # calls may not get the video while they do, and nothing would take it down.
+                log.warning("a virtual camera turned off before did not close properly: %s", exc)
+                return
             # Said also when its engine was stopped already (a restart, the stream's end, closes
             # the device): a driver that failed to let go may make the next turn-on fail, a
             # restart's own included, and the setup steps alone would not say why.
@@ -912,8 +947,8 @@ class _StartRequest:
     loop: bool
     fallback_source: str | None
     scale: float | str
-    # Set when the engines stopped before this start have released their source and outputs.
-    after: list[threading.Event] = field(default_factory=list)
+    # The engines stopped before this start that still held their camera or virtual camera.
+    after: list[_Stopping] = field(default_factory=list)
     src: Any = None
     be: Any = None
     using_fallback: bool = False
@@ -976,49 +1011,79 @@ class _Stopping:
 
     engine: Any
     timeout: float
+    # Set once the engine's source has closed: the camera is free for the next start.
+    source_closed: threading.Event
+    # The virtual camera devices still closing when it was stopped (a new one may not open
+    # while the old one is held).
+    sinks: tuple[_WatchedSink, ...] = ()
+    began: float = field(default_factory=time.monotonic)
     thread: threading.Thread | None = None
-    # Set once :meth:`run` is over: with ``until_released``, every thread of the engine has
-    # ended (its camera and outputs are closed) or OPEN_WAIT_S passed. What a start waits for.
-    done: threading.Event = field(default_factory=threading.Event)
-    in_time: bool = False  # every thread of it ended (within the timeout, or the wait after)
+    done: threading.Event = field(default_factory=threading.Event)  # :meth:`run` is over
+    in_time: bool = False  # every thread of it ended within the timeout
 
-    def run(self, *, until_released: bool = False) -> None:
-        """Stop the engine (``timeout``); with ``until_released``, then wait for its threads.
-
-        ``stop()`` returning is not the camera released: a capture thread stuck in a driver's
-        ``read()`` (deaf to ``interrupt()``) outlives the timeout, and closes the camera only
-        once that read returns; a sink stalled in a write is closed by its thread the same way.
-        All its threads, not only the capture thread: the engine does not say which one holds
-        what, and a model call still running holds the cores (or the GPU memory) the next
-        model loads on. Bounded, counted from the stop, by the time a start waits anyway.
-        """
-        began = time.monotonic()
+    def run(self) -> None:
         try:
             self.in_time = bool(self.engine.stop(timeout=self.timeout))
         except Exception as exc:
             log.warning("stopping the engine failed: %s", exc)
-        try:
-            if until_released and not self.in_time:
-                left = max(0.0, began + OPEN_WAIT_S - time.monotonic())
-                self.in_time = bool(self.engine.join(left))
-                if not self.in_time:
-                    log.warning(
-                        "a stopped engine has not released its camera or outputs %.0f s after "
-                        "its stop began (a driver not answering); the next start opens anyway",
-                        OPEN_WAIT_S,
-                    )
-        except Exception as exc:
-            log.warning("waiting for the stopped engine failed: %s", exc)
         finally:
             self.done.set()
+
+    def released(self) -> bool:
+        return self.source_closed.is_set() and all(s.closed.is_set() for s in self.sinks)
+
+    def wait_released(self) -> None:
+        """Wait until the stopped engine holds neither the camera nor a virtual camera device.
+
+        The camera only, not every thread: a model call still running (an OpenVINO recompile)
+        holds no camera and must not delay a restart by seconds. ``stop()`` returning would not
+        do either: a capture thread stuck in a driver's ``read()`` (deaf to ``interrupt()``)
+        outlives the stop's timeout and closes the camera only once that read returns. Bounded,
+        counted from the stop: by ``OPEN_WAIT_S`` for the camera; by the stop's own timeout for
+        the devices, as ``stop()`` gave them before (a hung one stays hung, and turning the
+        virtual camera on says so).
+        """
+        if not self.source_closed.wait(max(0.0, self.began + OPEN_WAIT_S - time.monotonic())):
+            log.warning(
+                "a stopped engine has not released its camera %.0f s after its stop began (a "
+                "driver not answering); the next start opens anyway",
+                OPEN_WAIT_S,
+            )
+        for sink in self.sinks:
+            if not sink.closed.wait(max(0.0, self.began + self.timeout - time.monotonic())):
+                log.info("a stopped engine's virtual camera device has not closed yet")
+                return
 
     def finished(self) -> bool:
         """Stopped, and none of its threads is left (a model call, a sink still closing)."""
         return self.done.is_set() and bool(self.engine.join(0))
 
 
+class _WatchedSource:
+    """The source as the engine gets it: says when its ``close()`` has returned, whichever
+    thread closed it (the capture thread once its read returns, or ``stop()``). Everything
+    else (``read``, ``interrupt``, ``fps``, ...) is the source's own."""
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+        self.closed = threading.Event()
+
+    def close(self) -> None:
+        try:
+            self.source.close()
+        finally:
+            self.closed.set()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "source":  # not set yet (a copy in the making): no recursion
+            raise AttributeError(name)
+        return getattr(self.source, name)
+
+
 class VirtualCameraCloseError(RuntimeError):
     """The virtual camera device raised while it closed (the device's error is the cause)."""
+
+    sink: _WatchedSink | None = None  # the device that failed to close
 
 
 class _WatchedSink:
@@ -1026,10 +1091,13 @@ class _WatchedSink:
     whoever closed it (the engine's helper after a detach, the engine at its end or after a
     failed write). Everything else is the sink's own."""
 
-    def __init__(self, sink: Any, on_closed: Callable[[_WatchedSink], None]) -> None:
+    def __init__(
+        self, sink: Any, on_closed: Callable[[_WatchedSink], None], *, engine: Any = None
+    ) -> None:
         self.sink = sink
         self.closed = threading.Event()
         self._on_closed = on_closed
+        self.engine = engine  # the engine it was given to
 
     def write(self, frame: Any) -> None:
         self.sink.write(frame)
@@ -1040,7 +1108,9 @@ class _WatchedSink:
         except Exception as exc:
             # Its own type: the bridge drops a stopped engine's errors (its stream is gone), but
             # the device outlives the stream, and the next turn-on may fail on it.
-            raise VirtualCameraCloseError(str(exc).strip() or type(exc).__name__) from exc
+            error = VirtualCameraCloseError(str(exc).strip() or type(exc).__name__)
+            error.sink = self
+            raise error from exc
         finally:
             first = not self.closed.is_set()
             self.closed.set()
@@ -1057,18 +1127,17 @@ class _WatchedSink:
         return getattr(self.sink, name)
 
 
-def _wait_stopped(events: Iterable[threading.Event]) -> None:
-    """Wait (bounded) until the engines stopped before a start released their camera
-    (:attr:`_Stopping.done`, which gives up itself after ``OPEN_WAIT_S``; this bound is for a
-    ``stop()`` that never returns)."""
-    deadline = time.monotonic() + OPEN_WAIT_S
-    for event in events:
-        if not event.wait(max(0.0, deadline - time.monotonic())):
-            log.warning(
-                "a stopped engine has not released its camera after %.0f s; opening anyway",
-                OPEN_WAIT_S,
-            )
-            return
+def _set_event() -> threading.Event:
+    event = threading.Event()
+    event.set()
+    return event
+
+
+def _wait_stopped(stopped: Iterable[_Stopping]) -> None:
+    """Wait (bounded, see :meth:`_Stopping.wait_released`) until the engines stopped before a
+    start let go of the camera and the virtual camera device."""
+    for s in stopped:
+        s.wait_released()
 
 
 def _open_request(api: Any, req: _StartRequest, stale: Callable[[], bool] = lambda: False) -> None:

@@ -415,6 +415,112 @@ def test_a_virtual_camera_that_fails_to_close_in_a_restart_is_said(
     assert not window.banner.isVisible()
 
 
+def test_a_restart_opens_the_virtual_camera_only_once_the_old_device_has_closed(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The restart waits for the stopped engine's camera, not for all of its threads; its
+    # virtual camera device still closing must not be opened a second time meanwhile.
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    init, close, answer = Recorder.__init__, Recorder.close, threading.Event()
+    opened_at: list[float] = []
+    closed_at: list[float] = []
+
+    def recording_init(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        opened_at.append(time.perf_counter())
+        init(self, *args, **kwargs)
+
+    def slow_close(self) -> None:  # noqa: ANN001
+        if not closed_at:
+            answer.wait(5)  # the driver takes a moment to let go
+        close(self)
+        closed_at.append(time.perf_counter())
+
+    monkeypatch.setattr(Recorder, "__init__", recording_init)
+    monkeypatch.setattr(Recorder, "close", slow_close)
+    try:
+        with started(qtbot, window):
+            window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+            qtbot.wait(500)  # long enough for a start that does not wait for the device
+            assert not opened_at, "opened while the old device was still closing"
+            answer.set()
+    finally:
+        answer.set()
+    assert window.bridge.virtual_camera_on
+    assert opened_at[0] >= closed_at[0]
+
+
+def test_an_old_virtual_camera_failing_to_close_while_the_new_one_works_is_only_logged(
+    qtbot, make_window, recorder, monkeypatch, caplog
+):
+    # Off, then on again at once: the new device opens, and the old one's close fails a moment
+    # later. The banner said that calls may not get the video while they did, and stayed up.
+    from app.engine_bridge import VirtualCameraCloseError
+
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    close, answer, calls = Recorder.close, threading.Event(), [0]
+
+    def slow_failing_close(self) -> None:  # noqa: ANN001
+        calls[0] += 1
+        if calls[0] == 1:
+            answer.wait(5)  # the driver takes a while to answer ...
+            raise RuntimeError("v4l2loopback: device or resource busy")  # ... then fails
+        close(self)
+
+    monkeypatch.setattr(Recorder, "close", slow_failing_close)
+    engine = window.bridge.engine
+    with caplog.at_level("WARNING", logger="app.engine_bridge"):
+        window.virtual_switch.setChecked(False)
+        window.virtual_switch.setChecked(True)
+        assert window.bridge.virtual_camera_on
+        answer.set()
+        qtbot.waitUntil(
+            lambda: any(isinstance(e, VirtualCameraCloseError) for e in engine.errors),
+            timeout=5000,
+        )
+        qtbot.wait(200)  # the error's queued signal
+    assert window.bridge.virtual_camera_on
+    assert not window.banner.isVisible(), window.banner.message
+    assert "did not close properly: v4l2loopback: device or resource busy" in caplog.text
+    sent = len(recorder.frames)
+    qtbot.waitUntil(lambda: len(recorder.frames) > sent + 2, timeout=FRAME_TIMEOUT_MS)
+
+
+def test_a_close_failure_taken_down_by_a_restart_is_not_cited_by_a_later_turn_on(
+    qtbot, make_window, recorder, monkeypatch
+):
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    close, calls = Recorder.close, [0]
+
+    def close_fails(self) -> None:  # noqa: ANN001
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("v4l2loopback: device or resource busy")
+        close(self)
+
+    monkeypatch.setattr(Recorder, "close", close_fails)
+    window.virtual_switch.setChecked(False)
+    qtbot.waitUntil(
+        lambda: window.banner.isVisible() and "did not close" in window.banner.message.text,
+        timeout=5000,
+    )
+    with started(qtbot, window):
+        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    assert not window.banner.isVisible()
+    recorder.fail_next = 1
+    window.virtual_switch.setChecked(True)
+    dialog = window.virtual_dialog
+    assert dialog is not None and dialog.isVisible()
+    steps = dialog.steps.toPlainText()
+    assert "no v4l2loopback device found" in steps
+    assert "did not close" not in steps, steps
+
+
 def test_model_failure_is_shown_and_the_stream_continues(qtbot, make_window, tmp_path):
     window = make_window(backend="onnx", model=str(tmp_path / "missing.onnx"))
     assert window.banner.isVisible()
@@ -499,11 +605,17 @@ def test_a_camera_lost_again_is_shown_again_and_cleared_when_back(qtbot, make_wi
 
 class _DyingCamera:
     """A real demo-clip source whose ``read()`` raises once ``die`` is set, as a camera that
-    stops for good does (``CameraSource`` without reconnects)."""
+    stops for good does (``CameraSource`` without reconnects). ``closed_at``: when each
+    ``close()`` returned."""
 
     def __init__(self, inner) -> None:  # noqa: ANN001
         self._inner = inner
         self.die = threading.Event()
+        self.closed_at: list[float] = []
+
+    def close(self) -> None:
+        self._inner.close()
+        self.closed_at.append(time.perf_counter())
 
     def read(self):  # noqa: ANN201
         if self.die.is_set():
@@ -644,17 +756,17 @@ def test_a_stream_that_ends_on_its_own_is_stopped_without_freezing_the_window(qt
         # it used to be joined on the GUI thread, a frozen window for up to 2 s per part.
         assert not slow.stopped_at, "the window waited for the engine to stop"
         assert window.live_state == "stopped" and window.bridge.engine is None
-        # Picking the camera again: the window goes on at once, and the camera is opened only
-        # once the stopped engine has let go of it.
+        # Picking the camera again: the window goes on at once. The dead camera was closed by
+        # its own capture thread: it opens again without waiting for the stop.
         with started(qtbot, window):
             t0 = time.perf_counter()
             window.camera_combo.activated.emit(window.camera_combo.currentIndex())
             assert time.perf_counter() - t0 < 0.5
             assert window.live_state == "starting"
-            qtbot.wait(300)  # long enough for an open that does not wait
-            assert len(opened_at) == 1, "opened while the stopped engine still held it"
+            qtbot.waitUntil(lambda: len(opened_at) == 2, timeout=5000)
+            assert not slow.stopped_at, "the open waited for the stop"
+            assert opened_at[1] >= cameras[0].closed_at[0], "opened while it was still open"
             slow.release.set()
-        assert opened_at[1] >= slow.stopped_at[0]
         wait_frames(qtbot, window, 2)
     finally:
         slow.release.set()
@@ -666,9 +778,12 @@ def test_a_restart_neither_freezes_the_window_nor_shows_the_stopped_stream(qtbot
 
     cameras: list[_DyingCamera] = []
     opened_at: list[float] = []
+    reopen = threading.Event()
 
     def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         opened_at.append(time.perf_counter())
+        if len(opened_at) > 1:
+            reopen.wait(5)  # a camera slow to open: "Opening…" stays up meanwhile
         cameras.append(_DyingCamera(engine.open_source(*args, **kwargs)))
         return cameras[-1]
 
@@ -683,19 +798,24 @@ def test_a_restart_neither_freezes_the_window_nor_shows_the_stopped_stream(qtbot
             window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
             assert time.perf_counter() - t0 < 0.5, "the window waited for the engine to stop"
             assert slow.entered.wait(5)
-            # The old engine runs on until its stop gets going: its frames must not replace
-            # "Opening…", and its camera's end is not the new stream's.
+            # The old engine runs on until its stop gets going, reading the camera: its frames
+            # must not replace "Opening…", and the camera must not be opened meanwhile.
+            qtbot.wait(300)
+            assert len(opened_at) == 1, "opened while the stopped engine still held it"
+            # Its camera's end (which closes it) is not the new stream's.
             cameras[0].die.set()
+            qtbot.waitUntil(lambda: len(opened_at) == 2, timeout=5000)
+            assert opened_at[1] >= cameras[0].closed_at[0], "opened while it was still open"
             qtbot.wait(300)
             assert not window.preview.has_frame(), "a frame of the stopped stream was shown"
             assert messages == [], messages
             assert window.live_state == "starting"
-            assert len(opened_at) == 1, "opened while the stopped engine still held it"
+            reopen.set()
             slow.release.set()
-        assert opened_at[1] >= slow.stopped_at[0]
         wait_frames(qtbot, window, 2)
         assert window.live_state == "live" and not window.banner.isVisible()
     finally:
+        reopen.set()
         slow.release.set()
 
 
@@ -797,6 +917,72 @@ def test_a_camera_stuck_for_good_delays_a_restart_only_so_long_and_the_log_says_
         wait_frames(qtbot, window, 2)
     finally:
         cameras[0].release.set()
+    assert window.bridge.join(timeout=10.0)
+
+
+def test_a_start_right_after_a_stop_that_waited_opens_the_camera_only_once_released(
+    qtbot, make_window
+):
+    # stop() with its default wait=True returns after its timeout with a read still stuck in
+    # the driver: a start at once opened the camera while that read held it.
+    window, cameras, opened_at, stops = _stuck_camera_window(make_window)
+    wait_frames(qtbot, window, 2)
+    cameras[0].stuck.set()
+    assert cameras[0].inside.wait(5)
+    try:
+        assert window.bridge.stop() is False
+        with started(qtbot, window):
+            window.start_stream()
+            qtbot.wait(300)  # long enough for an open that does not wait
+            assert len(opened_at) == 1, "opened while the stopped engine still held it"
+            assert not cameras[0].closed_at
+            cameras[0].release.set()
+        assert opened_at[1] >= cameras[0].closed_at[0]
+        wait_frames(qtbot, window, 2)
+    finally:
+        cameras[0].release.set()
+    assert window.bridge.join(timeout=10.0)
+
+
+def test_a_restart_does_not_wait_for_a_model_call_in_progress(qtbot, make_window, monkeypatch):
+    # A model call of seconds (an OpenVINO recompile) holds no camera: the restart waited for
+    # every thread of the stopped engine, "Opening…" for up to OPEN_WAIT_S (15 s).
+    import engine
+    from engine import backends
+
+    release, entered = threading.Event(), threading.Event()
+
+    class Stuck:
+        name, provider = "stuck", "test"
+
+        def process(self, rgb):  # noqa: ANN001, ANN202
+            entered.set()
+            release.wait(30)
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    opened_at: list[float] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        opened_at.append(time.perf_counter())
+        return engine.open_source(*args, **kwargs)
+
+    monkeypatch.setitem(backends.BACKENDS, "stuck", Stuck)
+    window = make_window(backend="stuck", api=_engine_api(open_source=open_source))
+    old = window.bridge.engine
+    try:
+        assert entered.wait(10)
+        with started(qtbot, window):
+            window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+            # Under OPEN_WAIT_S, which the open waited before.
+            qtbot.waitUntil(lambda: len(opened_at) == 2, timeout=10_000)
+            assert not old.join(0), "the model call is still in progress"
+            release.set()
+        wait_frames(qtbot, window, 2)
+    finally:
+        release.set()
     assert window.bridge.join(timeout=10.0)
 
 
@@ -1461,7 +1647,7 @@ def test_a_newer_start_supersedes_one_still_opening(qtbot, make_bridge, when):
     assert running.count(True) == 1
     assert len(api.engines) == 1, "never two engines"
     assert bridge.engine is api.engines[0] and bridge.engine.running
-    assert bridge.engine.source is api.sources[1]
+    assert bridge.engine.source.source is api.sources[1]
     # The superseded start's camera and model were closed, the running one's were not.
     assert set(api.closed) == {"be0", "src0"}
 
@@ -1482,7 +1668,7 @@ def test_a_superseded_camera_is_released_before_the_next_opens_not_after_its_com
     assert api.overlaps == [], "a camera opened while the superseded handle was still open"
     assert api.opened_at[1] - t0 < 2.0, "the new start waited for the old model compile"
     qtbot.waitUntil(lambda: finished == [True], timeout=FRAME_TIMEOUT_MS)
-    assert bridge.engine.source is api.sources[1]
+    assert bridge.engine.source.source is api.sources[1]
 
 
 def test_a_source_is_closed_once_and_released_only_after_its_close_returns():
@@ -1688,7 +1874,7 @@ def test_start_with_wait_runs_synchronously(qtbot, make_bridge, make_window):
     assert _start_demo(bridge) is None
     assert _start_demo(bridge, wait=True) is True
     assert len(api.engines) == 2 and bridge.engine is api.engines[1]
-    assert bridge.engine.source is api.sources[-1]
+    assert bridge.engine.source.source is api.sources[-1]
     # Closed: the first engine's (it stopped) and the superseded camera when it got to open
     # it (it waits for the first engine to release its camera, and may be stale by then);
     # never a model for it: the start was stale once its camera opened.
@@ -1777,7 +1963,7 @@ def test_closing_stops_the_engine_within_2_seconds(qtbot, make_window):
     assert time.perf_counter() - t0 < 2.0
     assert window.stopped_in_time
     assert window.bridge.engine is None and not engine.running
-    assert not any(t.is_alive() for t in workers)
+    assert not any(t.is_alive() for t in workers), [t.name for t in workers if t.is_alive()]
 
 
 def test_an_engine_stopped_late_is_joined_before_the_app_exits(qtbot, make_window, monkeypatch):
