@@ -944,12 +944,9 @@ def test_a_start_right_after_a_stop_that_waited_opens_the_camera_only_once_relea
     assert window.bridge.join(timeout=10.0)
 
 
-def test_a_restart_does_not_wait_for_a_model_call_in_progress(qtbot, make_window, monkeypatch):
-    # A model call of seconds (an OpenVINO recompile) holds no camera: the restart waited for
-    # every thread of the stopped engine, "Opening…" for up to OPEN_WAIT_S (15 s).
-    import engine
-    from engine import backends
-
+def _stuck_backend() -> tuple[type, threading.Event, threading.Event]:
+    """A backend class whose model call blocks until ``release`` is set (a call of seconds: an
+    OpenVINO compile for a new size), with ``entered`` set once a call began."""
     release, entered = threading.Event(), threading.Event()
 
     class Stuck:
@@ -962,6 +959,17 @@ def test_a_restart_does_not_wait_for_a_model_call_in_progress(qtbot, make_window
 
         def close(self) -> None:
             pass
+
+    return Stuck, release, entered
+
+
+def test_a_restart_does_not_wait_for_a_model_call_in_progress(qtbot, make_window, monkeypatch):
+    # A model call of seconds (an OpenVINO recompile) holds no camera: the restart waited for
+    # every thread of the stopped engine, "Opening…" for up to OPEN_WAIT_S (15 s).
+    import engine
+    from engine import backends
+
+    Stuck, release, entered = _stuck_backend()
 
     opened_at: list[float] = []
 
@@ -1971,18 +1979,7 @@ def test_an_engine_stopped_late_is_joined_before_the_app_exits(qtbot, make_windo
     # processing size): the process must not exit under it (that aborts it, exit 134).
     from engine import backends
 
-    release, entered = threading.Event(), threading.Event()
-
-    class Stuck:
-        name, provider = "stuck", "test"
-
-        def process(self, rgb):  # noqa: ANN001, ANN202
-            entered.set()
-            release.wait(30)
-            return rgb
-
-        def close(self) -> None:
-            pass
+    Stuck, release, entered = _stuck_backend()
 
     monkeypatch.setitem(backends.BACKENDS, "stuck", Stuck)
     window = make_window(backend="stuck")
