@@ -8,8 +8,8 @@
 
 Exit codes: 0 success (also after Ctrl-C or SIGTERM in ``run``: that is the normal way to end a
 live stream, and the output file is closed and playable), 1 runtime error (missing file, bad
-model, no virtual camera, camera not found, images of a folder skipped, a video with frames that
-could not be decoded: what was done is kept), 2 usage error (bad option or ``--size`` syntax,
+model, no virtual camera, camera not found, images of a folder skipped, a video whose decoding failed
+partway: what was done is kept; fewer frames than a video's container announces is a warning), 2 usage error (bad option or ``--size`` syntax,
 ``--model`` for a backend that runs none), 130 ``process`` interrupted by Ctrl-C (its output is
 closed but incomplete).
 Errors are one line on stderr, never a traceback (set ``SHARPCAM_DEBUG=1`` to get one); a folder's

@@ -516,10 +516,10 @@ class EngineBridge(QObject):
         """Wait (until ``deadline``) for the end-watchers of engines whose run is over: each
         ends right after its engine's done is set, and none may outlive the window's close."""
         for e, t in list(self._watchers):
-            if getattr(e, "done", None) is not None and e.done.is_set():
+            if e.done.is_set():  # only engines with a done event are watched
                 t.join(max(0.0, deadline - time.monotonic()))
         self._watchers = [(e, t) for e, t in self._watchers if t.is_alive()]
-        return all(not (e.done.is_set()) for e, _ in self._watchers)
+        return not any(e.done.is_set() for e, _ in self._watchers)
 
     def set_strength(self, strength: float) -> None:
         self._strength = min(max(float(strength), 0.0), 1.0)
@@ -1035,7 +1035,7 @@ class _Stopping:
     def wait_released(self) -> None:
         """Wait until the stopped engine holds neither the camera nor a virtual camera device.
 
-        The camera only, not every thread: a model call still running (an OpenVINO recompile)
+        The camera and the virtual camera devices only, not every thread: a model call still running (an OpenVINO recompile)
         holds no camera and must not delay a restart by seconds. ``stop()`` returning would not
         do either: a capture thread stuck in a driver's ``read()`` (deaf to ``interrupt()``)
         outlives the stop's timeout and closes the camera only once that read returns. Bounded,

@@ -55,11 +55,15 @@ def check_rgb8(image: object, what: str) -> np.ndarray:
         raise TypeError(
             f"{what}: expected an (H, W, 3) uint8 RGB frame, got {type(image).__name__}"
         )
-    got = f"{tuple(image.shape)} {image.dtype}"
+    # The message only when raising: this runs for every frame of every sink.
     if image.dtype != np.uint8:
-        raise TypeError(f"{what}: expected an (H, W, 3) uint8 RGB frame, got {got}")
+        raise TypeError(
+            f"{what}: expected an (H, W, 3) uint8 RGB frame, got {tuple(image.shape)} {image.dtype}"
+        )
     if image.ndim != 3 or image.shape[2] != 3 or image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"{what}: expected an (H, W, 3) uint8 RGB frame, got {got}")
+        raise ValueError(
+            f"{what}: expected an (H, W, 3) uint8 RGB frame, got {tuple(image.shape)} {image.dtype}"
+        )
     return image
 
 

@@ -229,6 +229,7 @@ class Engine:
         # or stop() began): add_sink then closes the sink at once. Under _list_lock.
         self._accepting_sinks = True
         self._writing: FrameSink | None = None  # the sink in a write now; set under _list_lock
+        # (cleared after the write without it)
         self._pending_backend: Any = _NO_SWAP
         self._passthrough = False  # the backend failed in live mode
         # Under _lock: the inference thread may still call the backend or take a pending swap;
@@ -474,9 +475,9 @@ class Engine:
     def detach_sink(self, sink: FrameSink) -> bool:
         """Stop writing to ``sink`` and close it, without waiting for a write in progress.
 
-        Returns at once (thread-safe). Later frames do not go to ``sink``; the pass of writes
-        under way, if any, may still write it once, and a helper thread closes it when that
-        pass is over (a device must not be closed under its own ``send``): exactly once, also
+        Returns at once (thread-safe). Later frames do not go to ``sink``; a write already in
+        progress may still finish on it, and a helper thread closes it when that pass of writes
+        is over (a device must not be closed under its own ``send``): exactly once, also
         when the engine stops meanwhile. :meth:`stop` and :meth:`join` wait for that close
         within their timeouts; an error it raises goes to ``on_error`` like any other.
 
