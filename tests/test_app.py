@@ -378,24 +378,31 @@ def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_windo
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
 
 
+def _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch):  # noqa: ANN001, ANN202
+    """A window sending to the recording virtual camera, whose next ``close()`` raises a busy
+    driver's error once (later closes work)."""
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    close, calls = Recorder.close, [0]
+
+    def close_fails(self) -> None:  # noqa: ANN001
+        calls[0] += 1
+        if calls[0] == 1:
+            raise RuntimeError("v4l2loopback: device or resource busy")
+        close(self)
+
+    monkeypatch.setattr(Recorder, "close", close_fails)
+    return window
+
+
 def test_a_virtual_camera_that_fails_to_close_in_a_restart_is_said(
     qtbot, make_window, recorder, monkeypatch
 ):
     # A restart closes the device with the stopped engine, whose errors are dropped (its stream
     # is gone): a driver that did not let go went unsaid, and the restart's own turn-on then
     # failed with setup steps for a device the computer has.
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
-    close, fails = Recorder.close, [1]
-
-    def close_fails(self) -> None:  # noqa: ANN001
-        if fails[0]:
-            fails[0] -= 1
-            raise RuntimeError("v4l2loopback: device or resource busy")
-        close(self)
-
-    monkeypatch.setattr(Recorder, "close", close_fails)
+    window = _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch)
     recorder.fail_next = 1  # and it cannot be opened again
     messages: list = []
     window.bridge.message.connect(messages.append)
@@ -492,18 +499,7 @@ def test_an_old_virtual_camera_failing_to_close_while_the_new_one_works_is_only_
 def test_a_close_failure_taken_down_by_a_restart_is_not_cited_by_a_later_turn_on(
     qtbot, make_window, recorder, monkeypatch
 ):
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
-    close, calls = Recorder.close, [0]
-
-    def close_fails(self) -> None:  # noqa: ANN001
-        calls[0] += 1
-        if calls[0] == 1:
-            raise RuntimeError("v4l2loopback: device or resource busy")
-        close(self)
-
-    monkeypatch.setattr(Recorder, "close", close_fails)
+    window = _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch)
     window.virtual_switch.setChecked(False)
     qtbot.waitUntil(
         lambda: window.banner.isVisible() and "did not close" in window.banner.message.text,
