@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import traceback
+import unicodedata
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
@@ -565,6 +566,8 @@ def _check_not_input(source: str, output: str) -> None:
 
     if _same_path(source, output):
         raise CliError(f"output {output} would overwrite the input", code=2)
+    if Path(source).is_dir():
+        _check_not_input_image(source, output)
     out = Path(output)
     if out.suffix.lower() not in VIDEO_CODECS:
         return
@@ -578,6 +581,63 @@ def _check_not_input(source: str, output: str) -> None:
             raise CliError(
                 f"output {output} would overwrite the input: {path.name} {role}; "
                 "rename the input or give another output name",
+                code=2,
+            )
+
+
+def _check_not_feedback(source: str, device: str | None, *, picked: bool = False) -> None:
+    """Refuse (usage error) a virtual camera ``device`` that is the camera ``source``: the
+    stream would read its own output back, each frame deblurred again, forever.
+
+    ``picked``: the device is the one ``--output virtual`` chose, not one the user named.
+    """
+    from engine.virtualcam import is_source_device
+
+    if not is_source_device(device, source):
+        return
+    which = f"the virtual camera it picked, {device}," if picked else f"virtual camera {device}"
+    node = os.path.realpath(device) if device else device
+    also = f" ({node})" if node != device else ""  # a /dev/v4l/by-id link: say which node
+    raise CliError(
+        f"{which}{also} is the source {source}: the stream would read its own output; give "
+        "another --source or name another device with --output virtual:DEVICE",
+        code=2,
+    )
+
+
+def _is_image_file_name(out: str) -> bool:
+    """Whether ``out`` names one image file (``shot.png``), not a folder of numbered frames."""
+    from engine.sources import IMAGE_EXTENSIONS
+
+    return Path(out).suffix.lower() in IMAGE_EXTENSIONS and not Path(out).is_dir()
+
+
+def _check_image_writer(out: str) -> None:
+    """A usage error for an image file this OpenCV has no writer for (``.exr`` without the
+    codec): found otherwise only once the model had run on the frame."""
+    import cv2
+
+    if not cv2.haveImageWriter(out):
+        ext = Path(out).suffix.lower()
+        raise CliError(f"output {out}: this OpenCV cannot write {ext} images", code=2)
+
+
+def _check_not_input_image(folder: str, output: str) -> None:
+    """Refuse an output file that is one of the images of the input ``folder`` (by any name):
+    ``run --source photos --output photos/b.png`` wrote each frame over b.png, which the
+    stream then read back in place of the photo."""
+    from engine.sources import IMAGE_EXTENSIONS
+
+    if not Path(output).is_file():
+        return  # a new file: the folder's images were listed before it exists
+    for entry in Path(folder).iterdir():
+        # The files ImageFolderSource reads: image extensions, not hidden.
+        if entry.suffix.lower() not in IMAGE_EXTENSIONS or entry.name.startswith("."):
+            continue
+        if _same_path(str(entry), output):
+            raise CliError(
+                f"output {output} would overwrite {entry.name}, an image of the input folder "
+                f"{folder}",
                 code=2,
             )
 
@@ -598,7 +658,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         camera = source_kind(args.source) == "camera"
         virtual = is_virtual_spec(args.output)
-        if not camera and not virtual:
+        if virtual:
+            # Named: before the camera opens. 'virtual' alone: once the device is picked.
+            _check_not_feedback(args.source, args.output.partition(":")[2] or None)
+        elif not camera:
             # The finished recording would replace the very file (or fill the folder) it reads.
             _check_not_input(args.source, args.output)
         try:
@@ -607,6 +670,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise CliError(str(exc), code=2) from exc
         if kind == "video":
             _check_video_output_not_folder(args.output)
+        elif kind == "images" and _is_image_file_name(args.output):
+            # `run --output shot.exr` streamed, then failed on the first frame (exit 1).
+            _check_image_writer(args.output)
         return _run_stream(args, stop, restore, camera=camera, virtual=virtual)
     finally:
         restore()
@@ -656,6 +722,8 @@ def _run_stream(
             sink = open_sink(args.output, size=source.size, fps=source.fps, **sink_options)
         except (VirtualCameraUnavailable, SinkError, ValueError) as exc:
             raise CliError(str(exc)) from exc
+        if virtual:
+            _check_not_feedback(args.source, getattr(sink, "device", None), picked=True)
         if stopped_early():
             return 0
 
@@ -1041,8 +1109,6 @@ def _report_skipped(source: Any, sink: Any) -> int:
 
 def _check_process_output(kind: str, out: str) -> None:
     """Usage errors in ``process``'s output (exit 2), found before the model loads."""
-    import cv2
-
     from engine.sinks import VIDEO_CODECS, SinkError, sink_kind
     from engine.sources import IMAGE_EXTENSIONS
 
@@ -1063,9 +1129,7 @@ def _check_process_output(kind: str, out: str) -> None:
             # The image sink took a folder named like an image for a frame folder: the result
             # went to out.png/frame_000000.png and the summary said "1 frame -> out.png".
             raise CliError(f"output {out} is a folder; give an image file name", code=2)
-        if not cv2.haveImageWriter(out):
-            # .exr without the codec in this OpenCV build: found only after the model ran.
-            raise CliError(f"output {out}: this OpenCV cannot write {ext} images", code=2)
+        _check_image_writer(out)
     elif kind == "folder":
         try:
             video = sink_kind(out) == "video"
@@ -1075,6 +1139,61 @@ def _check_process_output(kind: str, out: str) -> None:
             raise CliError(f"output {out} must be a folder for a folder input", code=2)
     else:
         raise CliError(f"cannot process a {kind} input: give a video, an image or a folder", 2)
+
+
+def _folds_case(folder: Path) -> bool:
+    """Whether ``folder`` (or, not made yet, the folder it will be made in) takes two names
+    that differ only in case for one file: macOS and Windows volumes, a FAT or exFAT drive."""
+    where = folder
+    while not where.is_dir():
+        if where.parent == where:
+            return False
+        where = where.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".sharpcam-case-") as probe:
+            name = Path(probe.name).name
+            return os.path.samefile(probe.name, where / name.swapcase())
+    except OSError:
+        return False  # no such file: names keep their case; or the sink will say why not
+
+
+def _check_folder_outputs(files: Sequence[Path], out_dir: Path) -> None:
+    """Usage errors (exit 2) in a folder run's outputs, before the model loads: two images
+    written to one output file, or an input that is a link to an output it would overwrite.
+
+    Each image keeps its name, so names are unique in the input folder; but ``A.png`` and
+    ``a.png`` (from a Linux folder) are one file in a folder that folds case, and the second
+    result silently replaced the first.
+    """
+    fold = _folds_case(out_dir)
+
+    def key(name: str) -> str:
+        # NFC too: APFS and HFS+ also take either Unicode form of a name for one file.
+        return unicodedata.normalize("NFC", name).lower() if fold else name
+
+    written: dict[str, Path] = {}
+    for file in files:
+        first = written.setdefault(key(file.name), file)
+        if first is not file:
+            raise CliError(
+                f"{first.name} and {file.name} would both be written to "
+                f"{out_dir / first.name}: folder {out_dir} does not tell names apart by case; "
+                "rename one of them or give an output folder on another drive",
+                code=2,
+            )
+    if not out_dir.is_dir():
+        return
+    for file in files:
+        # A link into the output folder: its target is replaced by a result, before or after
+        # the link is read (then as a result, to be deblurred twice).
+        real = Path(os.path.realpath(file))
+        first = written.get(key(real.name))
+        if first is not None and _same_path(str(real.parent), str(out_dir)):
+            raise CliError(
+                f"input {file} is a link to {real}, which this run would overwrite with the "
+                f"result of {first.name}",
+                code=2,
+            )
 
 
 def _check_video_output_not_folder(out: str) -> None:
@@ -1123,6 +1242,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     backend = None
     try:
         _check_process_output(kind, args.output)
+        if folder:
+            _check_folder_outputs(source.files, Path(args.output))
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)
         engine_source = source
         if folder:

@@ -16,9 +16,9 @@ import errno
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -120,7 +120,9 @@ class VideoFileSink(_SinkBase):
     ``abort()`` (a failed offline run) keeps the frames written so far as a playable
     ``NAME.incomplete.EXT`` (:attr:`kept_path`) and leaves an existing file at ``path`` alone:
     an incomplete result never replaces a complete one, and nothing written is thrown away.
-    After a failed write, ``close()`` keeps the file there too.
+    After a failed write, ``close()`` keeps the file there too. Neither working name replaces
+    a file that already has it: the hidden file is then ``.NAME.partial-2.EXT``, the kept one
+    ``NAME.incomplete-2.EXT`` (and so on).
     """
 
     def __init__(
@@ -159,16 +161,15 @@ class VideoFileSink(_SinkBase):
                 f"cannot write video {self.path}: cannot create folder {folder}: "
                 f"{exc.strerror or exc}"
             ) from exc
-        self._partial = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
         # OpenCV's writer says only "not opened", which read as a codec problem: a folder it
         # may not write, a read-only volume or a name too long fail here with their own words.
         try:
-            with open(self._partial, "wb"):
-                pass
+            self._partial, file = _create_partial(self.path)
         except OSError as exc:
             raise SinkError(
                 f"cannot write video {self.path}: {_write_problem(exc, folder)}"
             ) from exc
+        file.close()  # OpenCV writes it by name
         writer: Any = None
         try:
             writer = cv2.VideoWriter(
@@ -283,8 +284,20 @@ class VideoFileSink(_SinkBase):
 
     @property
     def incomplete_path(self) -> Path:
-        """``out.mp4`` -> ``out.incomplete.mp4``."""
+        """``out.mp4`` -> ``out.incomplete.mp4`` (where the frames of a run that did not
+        finish go, unless a file has that name: :attr:`kept_path` says where they went)."""
         return self.path.with_name(f"{self.path.stem}.incomplete{self.path.suffix}")
+
+    def _free_incomplete_path(self) -> Path:
+        # The file there holds the frames of an earlier run that did not finish (or is the
+        # user's): a second interrupted run replaced an hour's kept frames with a second's.
+        for path in _numbered(self.incomplete_path):
+            if not os.path.lexists(path):
+                return path
+        raise SinkError(
+            f"cannot keep the frames of {self.path}: {_MAX_NUMBERED} files named like "
+            f"{self.incomplete_path.name} are in the way"
+        )
 
     def _finish(self, target: Path) -> None:
         with self._lock:
@@ -296,6 +309,8 @@ class VideoFileSink(_SinkBase):
                 self._partial.unlink(missing_ok=True)
                 return
             try:
+                if target == self.incomplete_path:
+                    target = self._free_incomplete_path()
                 os.replace(self._partial, target)
             except OSError as exc:
                 raise SinkError(f"cannot finish video {target}: {exc}") from exc
@@ -304,6 +319,39 @@ class VideoFileSink(_SinkBase):
     def describe(self) -> str:
         w, h = self.size
         return f"video {self.path.name} · {w}x{h} @ {self.fps:g} fps ({self.fourcc})"
+
+
+#: How many numbered names (``-2``, ``-3``, ...) a working or kept file tries when its own is
+#: taken.
+_MAX_NUMBERED = 1000
+
+
+def _numbered(path: Path) -> Iterator[Path]:
+    """``a.partial.mp4``, then ``a.partial-2.mp4``, ``a.partial-3.mp4``, ..."""
+    yield path
+    for n in range(2, _MAX_NUMBERED + 1):
+        yield path.with_name(f"{path.stem}-{n}{path.suffix}")
+
+
+def _create_partial(target: Path) -> tuple[Path, BinaryIO]:
+    """A new hidden working file beside ``target``, open for writing: ``.NAME.partial.EXT``,
+    or a numbered one when that name is taken.
+
+    Created exclusively: an existing file of that name is another run's working file, the
+    frames a killed run left, or the input itself (``process .a.partial.png a.png`` moved its
+    input onto the output), and opening it for writing truncated it. An exclusive create also
+    refuses to follow a symbolic link there. Raises ``OSError`` when the folder takes no file.
+    """
+    first = target.with_name(f".{target.stem}.partial{target.suffix}")
+    for path in _numbered(first):
+        try:
+            return path, open(path, "xb")
+        except FileExistsError:
+            continue
+    raise SinkError(
+        f"cannot write {target}: {_MAX_NUMBERED} working files named like {first.name} are "
+        "in the way"
+    )
 
 
 def _write_problem(exc: OSError, folder: Path) -> str:
@@ -324,9 +372,10 @@ _GREY_ONLY = frozenset({".pgm"})
 def write_image(target: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     """Write ``rgb`` ``(H, W, 3) uint8 RGB`` to ``target`` in the format of its extension.
 
-    The file is written beside the target under a hidden name and renamed when complete, so a
-    failed write (disk full) never leaves a truncated image under the target's name, nor
-    destroys an earlier image there. Raises :class:`SinkError` naming the file.
+    The file is written beside the target under a new hidden name (:func:`_create_partial`)
+    and renamed when complete, so a failed write (disk full) never leaves a truncated image
+    under the target's name, nor destroys an earlier image there. Raises :class:`SinkError`
+    naming the file.
     """
     target = Path(target)
     ext = target.suffix.lower()
@@ -339,15 +388,17 @@ def write_image(target: str | os.PathLike[str], rgb: np.ndarray) -> Path:
         ) from exc
     if not ok:
         raise SinkError(f"cannot encode {target} as {ext}")
-    partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+    partial: Path | None = None
     try:
         # Not imwrite: non-ASCII paths on Windows. Not ndarray.tofile either: a full disk was
         # "N requested and M written" with no errno, which callers could not tell apart.
-        with open(partial, "wb") as f:
-            f.write(data)
+        partial, file = _create_partial(target)
+        with file:
+            file.write(data)
         os.replace(partial, target)
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise SinkError(f"cannot write {target}: {exc.strerror or exc}") from exc
     return target
 

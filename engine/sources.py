@@ -43,6 +43,7 @@ __all__ = [
     "ImageSource",
     "SourceError",
     "VideoFileSource",
+    "camera_device_path",
     "list_cameras",
     "open_source",
     "read_image",
@@ -404,6 +405,16 @@ def _parse_camera(device: int | str) -> tuple[int | str, int | None]:
         return int(text), int(text)
     m = re.fullmatch(r"/dev/video(\d+)", text)
     return text, (int(m.group(1)) if m else None)
+
+
+def camera_device_path(device: int | str) -> str | None:
+    """The device file camera ``device`` opens (``2`` -> ``"/dev/video2"`` on Linux, where
+    OpenCV's V4L2 index is the node's number; a path as given), None for an index elsewhere
+    (Windows and macOS cameras have no file)."""
+    target, index = _parse_camera(device)
+    if isinstance(target, str):
+        return target
+    return f"/dev/video{index}" if sys.platform.startswith("linux") else None
 
 
 class CameraSource(_SourceBase):

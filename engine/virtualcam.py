@@ -8,6 +8,8 @@ so the error carries the per-OS steps rather than the backends' raw messages alo
 from __future__ import annotations
 
 import math
+import os
+import stat
 import sys
 from typing import Any
 
@@ -16,10 +18,12 @@ import numpy as np
 
 from engine.frames import Frame, check_rgb8, even_size, fit_to
 from engine.sinks import SinkError
+from engine.sources import camera_device_path
 
 __all__ = [
     "VirtualCameraSink",
     "VirtualCameraUnavailable",
+    "is_source_device",
     "virtual_camera_guidance",
     "virtual_camera_status",
 ]
@@ -175,6 +179,26 @@ class VirtualCameraSink:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def is_source_device(device: str | None, source: int | str) -> bool:
+    """Whether virtual camera ``device`` (``"/dev/video10"``) is the device camera ``source``
+    (an index or a path) reads: a stream that sends what it reads would read it back.
+
+    Compared as files: ``/dev/v4l/by-id/...`` and other links resolve to their node, and two
+    nodes of one device (the same major and minor numbers) are one device. False for devices
+    without a file (OBS Virtual Camera on Windows and macOS).
+    """
+    source_path = camera_device_path(source)
+    if not device or source_path is None:
+        return False
+    if os.path.realpath(device) == os.path.realpath(source_path):
+        return True
+    try:
+        a, b = os.stat(device), os.stat(source_path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISCHR(a.st_mode) and stat.S_ISCHR(b.st_mode) and a.st_rdev == b.st_rdev
 
 
 def virtual_camera_status(

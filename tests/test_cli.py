@@ -551,6 +551,122 @@ def test_an_output_whose_working_files_are_the_input_is_refused(
     assert not out.exists()
 
 
+def test_process_an_image_named_like_its_outputs_working_file_keeps_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # d.png is written to .d.partial.png first: the input of that name was overwritten with
+    # the result and then moved onto d.png (exit 0, the input gone).
+    source = tmp_path / ".d.partial.png"
+    cv2.imwrite(str(source), cv2.cvtColor(stamped_frame(5), cv2.COLOR_RGB2BGR))
+    before = source.read_bytes()
+    out = tmp_path / "d.png"
+    assert cli.main(["process", str(source), str(out), "--backend", "unsharp"]) == 0
+    assert source.read_bytes() == before
+    assert read_stamp(cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)) == 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".d.partial.png", "d.png"]
+
+
+def _case_folding_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make output folders behave as on macOS, Windows or a FAT drive: names fold case."""
+    import engine.sinks
+
+    real_write_image = engine.sinks.write_image
+
+    def folded(target: Any, rgb: Any) -> Any:
+        target = Path(target)
+        return real_write_image(target.with_name(target.name.lower()), rgb)
+
+    monkeypatch.setattr(engine.sinks, "write_image", folded)
+    monkeypatch.setattr(cli, "_folds_case", lambda folder: True)
+
+
+def test_process_folder_refuses_two_images_that_fold_to_one_output_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A.png and a.png (a Linux folder) into a folder that folds case: the second result
+    # replaced the first, exit 0, "2 frames -> out".
+    _case_folding_output(monkeypatch)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, name in enumerate(["A.png", "a.png", "b.png"]):
+        cv2.imwrite(str(folder / name), cv2.cvtColor(stamped_frame(i), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "A.png and a.png would both be written to" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_folds_case_says_no_for_a_folder_that_keeps_case(tmp_path: Path) -> None:
+    # A probe that said yes here would refuse every A.png + a.png folder on Linux.
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "Keep").write_bytes(b"")
+    if (probe / "keep").exists():
+        pytest.skip("this temporary folder folds case")
+    assert cli._folds_case(tmp_path) is False
+    assert cli._folds_case(tmp_path / "new" / "deeper") is False  # probed where it will be made
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["probe"]  # the probe file is gone
+
+
+def test_process_folder_refuses_an_input_that_links_to_an_output_it_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # in/b.png -> out/a.png: a.png's result replaced the only copy of the photo b.png stands
+    # for (read before or after, then deblurred twice).
+    folder = _photo_folder(tmp_path / "in", range(2))
+    out = tmp_path / "out"
+    out.mkdir()
+    cv2.imwrite(str(out / "p0.png"), cv2.cvtColor(stamped_frame(9), cv2.COLOR_RGB2BGR))
+    before = (out / "p0.png").read_bytes()
+    (folder / "q.png").symlink_to(out / "p0.png")
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"input {folder / 'q.png'} is a link to {out / 'p0.png'}" in err, err
+    assert "result of p0.png" in err
+    assert (out / "p0.png").read_bytes() == before
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png"]
+
+
+@pytest.mark.parametrize("how", ["same", "symbolic"])
+def test_run_refuses_an_image_output_that_is_an_image_of_its_input_folder(
+    how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run --source photos --output photos/p1.png` wrote every frame over p1.png, which the
+    # stream then read back in place of the photo.
+    folder = _photo_folder(tmp_path / "in", range(3))
+    before = (folder / "p1.png").read_bytes()
+    out = folder / "p1.png"
+    if how == "symbolic":
+        out = tmp_path / "latest.png"
+        out.symlink_to(folder / "p1.png")
+    code = cli.main(
+        ["run", "--source", str(folder), "--output", str(out), "--backend", "unsharp",
+         "--duration", "1"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "would overwrite p1.png, an image of the input folder" in err, err
+    assert (folder / "p1.png").read_bytes() == before
+
+
+@pytest.mark.skipif(cv2.haveImageWriter("x.exr"), reason="this OpenCV writes .exr")
+def test_run_to_an_image_opencv_cannot_write_is_a_usage_error(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It streamed, then failed on the first frame: exit 1, "failed after 0 frames".
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", str(tmp_path / "x.exr"), "--backend",
+         "unsharp"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "cannot write .exr images" in err and "->" not in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_working_file_names_checked_are_the_video_sinks(tmp_path: Path) -> None:
     from engine.sinks import VideoFileSink
 
@@ -830,16 +946,26 @@ def test_process_folder_into_a_folder_it_may_not_write_stops_before_the_first_im
 
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 def test_process_folder_stops_when_the_disk_is_really_full(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A real full disk, not an OSError made up with errno ENOSPC: numpy's tofile() reported
     # it as "13984 requested and 8192 written" with no errno, so every image left was
     # skipped (and listed) one by one instead of the run stopping. /dev/full fails every
-    # write with ENOSPC; p1's working file leads there.
+    # write with ENOSPC; p1's working file is opened there (a link at its name is no longer
+    # followed: the sink never writes into a file that exists).
+    import engine.sinks
+
+    real_open = open
+
+    def full_for_p1(file: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if Path(file).name.startswith(".p1.partial"):
+            return real_open("/dev/full", "wb")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(engine.sinks, "open", full_for_p1, raising=False)
     folder = _photo_folder(tmp_path / "in", range(4))
     out = tmp_path / "out"
     out.mkdir()
-    (out / ".p1.partial.png").symlink_to("/dev/full")
     code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
     assert code == 1, err
@@ -1389,6 +1515,71 @@ def test_run_to_virtual_camera_in_any_case(
     assert code == 0
     assert len(_RecordingCamera.frames) >= 20
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "source,device",
+    [
+        ("/dev/video7", "/dev/video7"),
+        ("/dev/video7", "LINK"),  # /dev/v4l/by-id/... names the node through a link
+        pytest.param(
+            "7",
+            "/dev/video7",
+            marks=pytest.mark.skipif(
+                not sys.platform.startswith("linux"), reason="index N is /dev/videoN on Linux"
+            ),
+        ),
+    ],
+)
+def test_run_refuses_a_virtual_camera_that_is_its_source(
+    source: str, device: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The stream would read its own output back, deblurring each frame again and again.
+    if device == "LINK":
+        link = tmp_path / "usb-SharpCam-video-index0"
+        link.symlink_to("/dev/video7")
+        device = str(link)
+    code = cli.main(
+        ["run", "--source", source, "--output", f"virtual:{device}", "--backend", "unsharp"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"virtual camera {device}" in err and "would read its own output" in err, err
+    assert "does not exist" not in err  # refused before the camera was opened
+
+
+class _LoopbackCamera(_RecordingCamera):
+    """The first free virtual camera pyvirtualcam picks: /dev/video7."""
+
+    def device(self) -> str:
+        return "/dev/video7"
+
+
+def test_run_refuses_the_virtual_camera_it_picked_when_that_is_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run --source /dev/video7 --output virtual` where /dev/video7 is the loopback device
+    # itself: the device is known only once pyvirtualcam has picked it.
+    import pyvirtualcam
+
+    import engine.sources
+
+    still = tmp_path / "still.png"  # what the camera delivers (there is none here)
+    cv2.imwrite(str(still), cv2.cvtColor(stamped_frame(3), cv2.COLOR_RGB2BGR))
+    real_open_source = engine.sources.open_source
+    monkeypatch.setattr(
+        engine.sources, "open_source", lambda spec, **kw: real_open_source(str(still), **kw)
+    )
+    pyvirtualcam.register_backend("sharpcam-test-loopback", _LoopbackCamera)
+    _RecordingCamera.frames = []
+    code = cli.main(
+        ["run", "--source", "/dev/video7", "--output", "virtual", "--backend", "unsharp",
+         "--virtual-backend", "sharpcam-test-loopback", "--duration", "0.5"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "the virtual camera it picked, /dev/video7, is the source /dev/video7" in err, err
+    assert _RecordingCamera.frames == []
 
 
 def test_run_stops_and_fails_when_its_output_fails(

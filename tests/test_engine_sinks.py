@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -292,6 +293,52 @@ def test_video_sink_abort_keeps_frames_and_never_replaces_a_finished_file(tmp_pa
     assert len(frames) == 4
     assert [round(float(np.median(f)) / 50) for f in frames] == [0, 1, 2, 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.incomplete.mp4", "out.mp4"]
+
+
+def test_video_sink_never_truncates_a_file_with_its_working_name(tmp_path):
+    # The hidden working file was opened for writing whatever was there: the frames a killed
+    # run left (an MJPG .avi of them still plays), another run's working file, or the input
+    # through a link of that name.
+    path = tmp_path / "out.avi"
+    leftover = tmp_path / ".out.partial.avi"
+    leftover.write_bytes(b"frames of a killed run")
+    other = tmp_path / "input.avi"
+    other.write_bytes(b"the input")
+    (tmp_path / ".out.partial-2.avi").symlink_to(other)
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    assert sink._partial == tmp_path / ".out.partial-3.avi"
+    for i in range(3):
+        sink.write(frame(i * 80, size=(64, 48)))
+    sink.close()
+    assert leftover.read_bytes() == b"frames of a killed run"
+    assert other.read_bytes() == b"the input"
+    assert len(read_video(path)) == 3
+    assert not sink._partial.exists()
+
+
+@pytest.mark.parametrize("end", ["abort", "failed write"])
+def test_a_second_incomplete_run_keeps_the_frames_the_first_one_kept(tmp_path, monkeypatch, end):
+    # The kept file of an earlier run (an hour of frames) was replaced by the next run's
+    # (a second of them) when that one was interrupted too.
+    path = tmp_path / "out.avi"
+    earlier = tmp_path / "out.incomplete.avi"
+    earlier.write_bytes(b"an hour of frames")
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    for i in range(2):
+        sink.write(frame(i * 80, size=(64, 48)))
+    if end == "abort":
+        sink.abort()
+    else:
+        real = sink._writer
+        monkeypatch.setattr(sink, "_writer", type("Full", (), {"write": lambda self, img: False})())
+        with pytest.raises(SinkError, match="cannot write frame 2"):
+            sink.write(frame(200, size=(64, 48)))
+        sink._writer = real
+        sink.close()
+    assert earlier.read_bytes() == b"an hour of frames"
+    assert sink.kept_path == tmp_path / "out.incomplete-2.avi"
+    assert len(read_video(sink.kept_path)) == 2
+    assert not path.exists()
 
 
 def test_video_sink_without_frames_leaves_nothing(tmp_path):
@@ -594,6 +641,28 @@ def test_image_sink_failed_write_keeps_the_earlier_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no partial left behind
 
 
+def test_write_image_never_truncates_a_file_with_its_working_name(tmp_path):
+    # `process .a.partial.png a.png` wrote the result into its input and then moved the
+    # input onto a.png: the input was gone. A link of that name led the write elsewhere.
+    from engine.sinks import write_image
+
+    mine = tmp_path / ".a.partial.png"
+    mine.write_bytes(b"my own file")
+    other = tmp_path / "elsewhere.png"
+    other.write_bytes(b"not to be touched")
+    (tmp_path / ".a.partial-2.png").symlink_to(other)
+    write_image(tmp_path / "a.png", frame(90).image)
+    assert mine.read_bytes() == b"my own file"
+    assert other.read_bytes() == b"not to be touched"
+    assert int(np.median(cv2.imread(str(tmp_path / "a.png")))) == 90
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".a.partial-2.png",
+        ".a.partial.png",
+        "a.png",
+        "elsewhere.png",
+    ]
+
+
 def test_virtual_keyword_folds_case_but_not_the_device(monkeypatch):
     import engine.virtualcam
 
@@ -757,3 +826,27 @@ def test_virtual_sink_counts_its_frames_after_close(recorder):
         s.write(frame(i, (8, 8)))
     s.close()
     assert s.frames_sent == 3  # was 0 once closed
+
+
+def test_a_virtual_camera_is_its_source_by_any_name(tmp_path):
+    from engine.virtualcam import is_source_device
+
+    link = tmp_path / "usb-SharpCam-video-index0"
+    link.symlink_to("/dev/video7")  # as /dev/v4l/by-id/ names a node
+    assert is_source_device("/dev/video7", "/dev/video7")
+    assert is_source_device(str(link), "/dev/video7")
+    assert is_source_device("/dev/video7", str(link))
+    assert not is_source_device("/dev/video8", "/dev/video7")
+    assert not is_source_device(None, "/dev/video7")
+    assert not is_source_device("OBS Virtual Camera", "/dev/video7")
+    if sys.platform.startswith("linux"):  # OpenCV's V4L2 index N is /dev/videoN
+        assert is_source_device("/dev/video7", "7") and is_source_device(str(link), 7)
+        assert not is_source_device("/dev/video17", "7")
+    if Path("/dev/null").exists() and hasattr(os, "mknod"):
+        twin = tmp_path / "null-twin"  # another node of one device: same major and minor
+        try:
+            os.mknod(twin, 0o600 | stat.S_IFCHR, os.stat("/dev/null").st_rdev)
+        except OSError:
+            pass  # not allowed here
+        else:
+            assert is_source_device(str(twin), "/dev/null")
