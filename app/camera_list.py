@@ -9,11 +9,14 @@ so the app works at once on a machine without a camera.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from engine.virtualcam import is_source_device
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ def list_camera_choices(*, use_qt: bool = True, probe_opencv: bool = True) -> li
     return [*_distinct_names(_virtual_last(cameras)), demo_choice()]
 
 
+#: What the picker adds to a virtual camera's name.
+VIRTUAL_SUFFIX = " (virtual camera)"
 #: Names virtual cameras report (lower case): SharpCam's own v4l2loopback device (card_label),
 #: v4l2loopback's default, and OBS's, which SharpCam drives on Windows and macOS.
 VIRTUAL_CAMERA_NAMES = ("sharpcam", "dummy video device", "obs virtual camera", "obs-camera")
@@ -85,11 +90,26 @@ def _virtual_last(cameras: list[CameraChoice]) -> list[CameraChoice]:
 
     real = [c for c in cameras if not virtual(c)]
     loops = [
-        replace(c, name=f"{c.name} (virtual camera)", is_virtual=True)
-        for c in cameras
-        if virtual(c)
+        replace(c, name=f"{c.name}{VIRTUAL_SUFFIX}", is_virtual=True) for c in cameras if virtual(c)
     ]
     return real + loops
+
+
+def reads_virtual_device(source: str, name: str, device: str) -> bool:
+    """Whether the camera ``source`` (``name`` in the picker) is the virtual camera ``device``
+    SharpCam sends to, as pyvirtualcam names it: a path on Linux ("/dev/video10"), a name
+    elsewhere ("OBS Virtual Camera", "Unity Video Capture"). Reading it would show SharpCam its
+    own picture in a loop. Another virtual camera (another app's output) is a camera like any.
+    """
+    if not device:
+        return False
+    if device.startswith("/dev/"):
+        return is_source_device(device, source)
+    # Windows and macOS open cameras by index: only the name the picker shows can tell, without
+    # what the picker adds to it (the virtual-camera note, "(2)" for a second of that name).
+    base = re.sub(r"(?: \(\d+\))?$", "", name)
+    base = base.removesuffix(VIRTUAL_SUFFIX)
+    return base.strip().casefold() == device.strip().casefold()
 
 
 def _distinct_names(cameras: list[CameraChoice]) -> list[CameraChoice]:

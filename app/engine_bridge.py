@@ -5,9 +5,10 @@ The engine calls back from its worker threads; widgets may only be touched from 
 and emit signals (Qt queues cross-thread emissions to the receiver's thread), and the window's
 commands (start, strength, on/off, virtual camera) arrive as plain method calls. The slow parts
 run on short-lived worker threads: a start's (opening a camera, compiling a model; the engine is
-started back in the GUI thread, :attr:`EngineBridge.start_finished`) and a stop's (joining the
-engine's threads, which may wait for a model call or a stalled output); only closing the window
-waits for a stop, bounded.
+started back in the GUI thread, :attr:`EngineBridge.start_finished`), a stop's (joining the
+engine's threads, which may wait for a model call or a stalled output) and a virtual camera
+device's open (a driver that takes seconds, or hangs; the device is handed to the engine back in
+the GUI thread); only closing the window waits for a stop, bounded.
 
 Previews follow the latest-frame rule of the engine itself: the callback stores the newest
 ``(original, processed)`` pair and emits :attr:`EngineBridge.preview_ready` only when the GUI has
@@ -32,6 +33,8 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage
+
+from app.camera_list import reads_virtual_device
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +139,18 @@ def close_failed_message(exc: BaseException) -> UserMessage:
     )
 
 
+def feedback_loop_message(camera: str, device: str) -> UserMessage:
+    """The message for a virtual camera not sent to: ``device`` is the ``camera`` SharpCam
+    reads, so it would show its own picture in a loop."""
+    return UserMessage(
+        "virtual_camera",
+        f"Not sent to video calls: SharpCam reads its video from {camera}, the virtual camera "
+        f"({device}) it would send to.",
+        "Sending there would show SharpCam its own picture in a loop, so the virtual camera is "
+        "off. Pick your real camera above, then turn “Send to video calls” on again.",
+    )
+
+
 def ended_message(exc: BaseException | None) -> UserMessage:
     """The message for a stream that ended on its own (``exc``: what ended it, or None when the
     source sent no more frames): the cause, and that nothing restarts it. The generic advice
@@ -210,10 +225,11 @@ class EngineBridge(QObject):
         virtual_camera_changed(bool, str): the virtual camera device open (sending) or not, and
             its device name. Not sending is not the same as not wanted: see
             :attr:`virtual_camera_wanted`, which a restart, a start without video and a stream
-            that ended keep (it is sent again once video runs).
+            that ended keep (it is sent again once video runs). Also emitted (False) when an
+            open begins on its worker thread (:attr:`virtual_camera_opening`).
         virtual_camera_closing_changed(bool): True while a virtual camera device that was
-            turned off is still closing (its driver stalled in a write), False once every one
-            has closed (:attr:`virtual_camera_closing`).
+            turned off is still closing (its driver stalled in a write) or still opening, False
+            once every one has closed (:attr:`virtual_camera_closing`).
         virtual_camera_missing(str): no virtual camera; the argument is the setup guidance.
         start_finished(bool): the latest :meth:`start` ended: True when the engine runs (after
             its running_changed(True)), False when there is no video. Not emitted for a start
@@ -242,6 +258,7 @@ class EngineBridge(QObject):
     _sink_closed = Signal(object)  # a _WatchedSink whose device close returned
     _opened = Signal(object)  # a _StartRequest whose source and backend are open
     _engine_done = Signal(object)  # an engine whose run is over (ended, or stopped)
+    _virtual_opened = Signal(object)  # a _VirtualOpen whose open_sink returned (or raised)
 
     def __init__(
         self,
@@ -268,6 +285,16 @@ class EngineBridge(QObject):
         # it, or a device that cannot be opened or written (the person has to act then).
         self._want_virtual = False
         self._closing_sinks: set[_WatchedSink] = set()  # turned off, their close not returned
+        # Device opens run on worker threads. The one whose device the running engine gets:
+        self._virtual_opening: _VirtualOpen | None = None
+        self._last_virtual_open: _VirtualOpen | None = None  # the next open waits for its release
+        self._virtual_opens: list[tuple[threading.Thread, _VirtualOpen]] = []  # for join()
+        # Superseded (turned off, the engine stopped) while their driver still opens.
+        self._cancelled_opens: set[_VirtualOpen] = set()
+        self._answering_turn_on = False  # see answering_turn_on
+        # (source, picker name) the running engine reads, None for the fallback clip: the
+        # virtual camera must not send to the device it reads (its own picture in a loop).
+        self._playing: tuple[str, str] | None = None
         # Said since a device last opened: a virtual camera whose close failed (it may still be
         # held), taken down once one opens again.
         self._close_failures: list[UserMessage] = []
@@ -312,6 +339,7 @@ class EngineBridge(QObject):
         self._watchers: list[tuple[Any, threading.Thread]] = []
         self._opened.connect(self._on_opened)
         self._engine_done.connect(self._on_engine_done)
+        self._virtual_opened.connect(self._on_virtual_opened)
         # The message shown for the error that ends the current engine, when it came first.
         self._end_message: tuple[BaseException, UserMessage] | None = None
 
@@ -343,9 +371,23 @@ class EngineBridge(QObject):
         return self._want_virtual
 
     @property
+    def virtual_camera_opening(self) -> bool:
+        """A virtual camera device opens on a worker thread for the running engine;
+        :attr:`virtual_camera_changed` (or :attr:`virtual_camera_missing`) follows."""
+        return self._virtual_opening is not None
+
+    @property
     def virtual_camera_closing(self) -> bool:
-        """A virtual camera device turned off is still closing (a stalled driver)."""
-        return bool(self._closing_sinks)
+        """A virtual camera device turned off is still closing (a stalled driver), or its open,
+        superseded, has not returned yet (it is closed once it does)."""
+        return bool(self._closing_sinks or self._cancelled_opens)
+
+    @property
+    def answering_turn_on(self) -> bool:
+        """True while the signals that end an open a :meth:`set_virtual_camera` turn-on asked
+        for are emitted (the device opened, was missing or refused): they answer that command,
+        as they did when the device opened inside it, not a start's reopening."""
+        return self._answering_turn_on
 
     @property
     def virtual_camera_device(self) -> str:
@@ -368,6 +410,7 @@ class EngineBridge(QObject):
         loop: bool = False,
         fallback_source: str | None = None,
         scale: float | str = "auto",
+        source_name: str = "",
         wait: bool = False,
     ) -> bool | None:
         """(Re)start the engine on ``source``.
@@ -388,6 +431,9 @@ class EngineBridge(QObject):
         an endless camera); the fallback always loops.
         ``scale`` is the processing scale (``auto``: full size while the model keeps up with
         the source's frame rate, smaller when it does not; see ``engine.backends.ScaledBackend``).
+        ``source_name`` is the source's name in the camera picker: where pyvirtualcam names a
+        device rather than giving its path (OBS Virtual Camera), that is how the virtual camera
+        knows not to send to the device the engine reads.
         """
         # Not waiting for the engine's threads here (up to seconds: a model call, a stalled
         # output): the new source opens only once the stopped engines released theirs.
@@ -410,6 +456,7 @@ class EngineBridge(QObject):
             loop=loop,
             fallback_source=fallback_source,
             scale=scale,
+            source_name=source_name,
             after=[s for s in self._stopping if not s.released()],
         )
         # The previous start may still be opening the same camera: each start waits for it.
@@ -421,7 +468,7 @@ class EngineBridge(QObject):
             _wait_stopped(req.after)
             _open_request(self._api, req)
             self._claim(req)
-            return self._finish_start(req)
+            return self._finish_start(req, wait=True)
         self._opening = req
         thread = threading.Thread(
             target=self._open_in_worker,
@@ -466,6 +513,7 @@ class EngineBridge(QObject):
             self._pending = False
         eng, self._engine = self._engine, None
         src, self._source = self._source, None
+        self._playing = None
         # The engine closes its sinks when it stops; the wish for a virtual camera stays.
         had_virtual = self._release_virtual()
         self._stopping = [s for s in self._stopping if not s.finished()]
@@ -532,8 +580,9 @@ class EngineBridge(QObject):
             self._engine.set_enabled(self._enabled)
 
     def join(self, timeout: float) -> bool:
-        """Wait for engines stopped late (a model call still in progress) and for starts still
-        opening (a camera, a model compile) to end; True when none is left. Before the process
+        """Wait for engines stopped late (a model call still in progress), for starts still
+        opening (a camera, a model compile) and for virtual camera devices still opening or
+        closing to end; True when none is left. Before the process
         exits: a thread inside a native call at interpreter shutdown aborts the process.
         What a cancelled start opened is closed here if its result never reached the event loop.
         """
@@ -547,6 +596,15 @@ class EngineBridge(QObject):
             elif self._is_stale(req) and self._claim(req):
                 req.close()
         self._openers = still
+        for thread, _ in self._virtual_opens:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        opening: list[tuple[threading.Thread, _VirtualOpen]] = []
+        for thread, vreq in self._virtual_opens:
+            if thread.is_alive():
+                opening.append((thread, vreq))  # it closes its device itself: it is cancelled
+            elif vreq.cancelled.is_set() and self._claim(vreq):
+                self._close_opened(vreq)  # its result never reached the event loop
+        self._virtual_opens = opening
         for closer in self._closers:
             closer.join(max(0.0, deadline - time.monotonic()))
         self._closers = [c for c in self._closers if c.is_alive()]
@@ -559,15 +617,24 @@ class EngineBridge(QObject):
             if not (s.done.is_set() and s.engine.join(max(0.0, deadline - time.monotonic())))
         ]
         watched = self._join_watchers(deadline)
-        return not self._stopping and not self._openers and not self._closers and watched
+        return (
+            not self._stopping
+            and not self._openers
+            and not self._virtual_opens
+            and not self._closers
+            and watched
+        )
 
     def set_virtual_camera(self, on: bool) -> bool:
         """Turn the virtual camera output on or off; returns whether a device is open now.
 
         The choice is kept (:attr:`virtual_camera_wanted`) across restarts, a start without
-        video and a stream that ended: the device is opened whenever an engine runs. When no
-        virtual camera exists, emits :attr:`virtual_camera_missing` with the OS's setup steps
-        and drops the wish (the person has to set one up first).
+        video and a stream that ended: the device is opened whenever an engine runs. The open
+        runs on a worker thread (a driver may take seconds, or hang), so a turn-on returns False
+        at once; :attr:`virtual_camera_changed` says when the device is open. When no virtual
+        camera exists, emits :attr:`virtual_camera_missing` with the OS's setup steps and drops
+        the wish (the person has to set one up first), as it does when the device is the camera
+        the engine reads (it would send SharpCam its own picture in a loop; a message says so).
         """
         self._want_virtual = bool(on)
         if not on:
@@ -576,73 +643,215 @@ class EngineBridge(QObject):
             return False
         if self._virtual_sink is not None:
             return True
+        if self._virtual_opening is not None:
+            self._virtual_opening.asked = True  # its outcome answers this turn-on now
+            return False
         if self._engine is None:
             # Nothing runs now (a start opening, no video): sent to once something does.
             self.virtual_camera_changed.emit(False, "")
             return False
-        return self._open_virtual()
+        self._open_virtual(asked=True)
+        return False
 
-    def _open_virtual(self) -> bool:
+    def _open_virtual(self, *, asked: bool, wait: bool = False) -> None:
+        """Open a virtual camera device for the running engine on a worker thread (``wait``:
+        in this one); :meth:`_on_virtual_opened` hands it to the engine in the GUI thread."""
         size = self._output_size()
         # The rate the source really delivers (a camera asked for 60 may give 30): calls must
         # not be promised frames that never come.
         fps = float(getattr(self._source, "fps", 0) or 0) or self._fps
-        kwargs: dict[str, Any] = {"size": size, "fps": fps}
+        options: dict[str, Any] = {"size": size, "fps": fps}
         if self._virtual_backend:
-            kwargs["backend"] = self._virtual_backend
+            options["backend"] = self._virtual_backend
+        req = _VirtualOpen(engine=self._engine, options=options, asked=asked)
+        # An open superseded a moment ago may still be in its driver: the same device must not
+        # be opened twice at once (the second open fails "busy", or waits with it).
+        prev, self._last_virtual_open = self._last_virtual_open, req
+        self._virtual_opening = req
+        self._virtual_opens = [
+            (t, r) for t, r in self._virtual_opens if t.is_alive() or not r.claimed
+        ]
+        if wait:
+            self._run_virtual_open(req, prev)
+            self._on_virtual_opened(req)
+            return
+        thread = threading.Thread(
+            target=self._open_virtual_in_worker,
+            args=(req, prev),
+            name="sharpcam-virtual-open",
+            # A driver that never returns must not keep the process alive at exit; join()
+            # gives it a bounded wait first.
+            daemon=True,
+        )
+        self._virtual_opens.append((thread, req))
+        thread.start()
+        self.virtual_camera_changed.emit(False, "")  # not sending yet: "opening"
+
+    def _run_virtual_open(self, req: _VirtualOpen, prev: _VirtualOpen | None) -> None:
+        """The slow part of an open (any thread, no Qt): wait for ``prev`` to hold no device,
+        then open ``req``'s, unless it was superseded meanwhile."""
+        if prev is not None and not prev.released.wait(OPEN_WAIT_S):
+            log.warning(
+                "the previous virtual camera open has not returned after %.0f s (a driver not "
+                "answering); opening anyway",
+                OPEN_WAIT_S,
+            )
+        if req.cancelled.is_set():
+            return  # turned off, or its engine stopped, while it waited: nothing to open
         try:
-            sink = self._api.open_sink("virtual", **kwargs)
+            req.sink = self._api.open_sink("virtual", **req.options)
         except Exception as exc:
+            req.error = exc
+
+    def _open_virtual_in_worker(self, req: _VirtualOpen, prev: _VirtualOpen | None) -> None:
+        self._run_virtual_open(req, prev)
+        if req.cancelled.is_set() and self._claim(req):
+            # Superseded while its driver opened: closed here, off the GUI thread, and also
+            # when the window has closed and no event loop runs any more (join() waits).
+            self._close_opened(req)
+        try:
+            self._virtual_opened.emit(req)  # queued: the GUI thread uses it, or forgets it
+        except RuntimeError:  # the bridge was deleted meanwhile (the app exits)
+            if self._claim(req):
+                self._close_opened(req)
+
+    def _close_opened(self, req: _VirtualOpen, watched: _WatchedSink | None = None) -> None:
+        """Close the device ``req`` opened (any thread); then it holds none (``released``)."""
+        try:
+            if req.sink is not None:
+                if watched is None:
+                    watched = _WatchedSink(req.sink, self._say_sink_closed, engine=req.engine)
+                watched.close()
+        except VirtualCameraCloseError as exc:
+            # As for a device the engine closed: it may still be held, and the next turn-on
+            # may fail on it, which the setup steps alone would not explain.
+            self._on_error(None, exc)
+        finally:
+            req.released.set()
+
+    def _close_in_background(self, req: _VirtualOpen) -> None:
+        """Close the device ``req`` opened on a worker thread (a driver may take a while to let
+        go); :attr:`virtual_camera_closing` says so until it has. GUI thread."""
+        if req.sink is None:
+            req.released.set()
+            return
+        watched = _WatchedSink(req.sink, self._say_sink_closed, engine=req.engine)
+        self._track_closing(watched)
+        closer = threading.Thread(
+            target=self._close_opened, args=(req, watched), name="sharpcam-close", daemon=True
+        )
+        self._closers = [c for c in self._closers if c.is_alive()]
+        self._closers.append(closer)
+        closer.start()
+
+    def _on_virtual_opened(self, req: _VirtualOpen) -> None:
+        current = req is self._virtual_opening
+        if current:
+            self._virtual_opening = None
+        was_closing = self.virtual_camera_closing
+        self._cancelled_opens.discard(req)
+        if not self._claim(req):
+            pass  # closed already: by its worker (it was superseded meanwhile) or by join()
+        elif not current:
+            # Superseded after its worker looked (turned off, the engine stopped or restarted).
+            self._close_in_background(req)
+        else:
+            self._answering_turn_on = req.asked
+            try:
+                self._send_to_opened(req)
+            finally:
+                self._answering_turn_on = False
+        if was_closing and not self.virtual_camera_closing:
+            self.virtual_camera_closing_changed.emit(False)
+
+    def _send_to_opened(self, req: _VirtualOpen) -> None:
+        """Give the running engine the device ``req`` opened for it (GUI thread), or say why
+        not."""
+        if req.error is not None:
+            req.released.set()
+            self._say_missing(req.error)
+            return
+        sink = req.sink
+        device = str(getattr(sink, "device", "") or "virtual camera")
+        if self._playing is not None and reads_virtual_device(*self._playing, device):
+            # The engine reads this very device (another app may have been feeding it): sending
+            # there would show SharpCam its own picture in a loop. Off, and said why: nothing
+            # is wrong with the device, and the setup steps would mislead.
             self._want_virtual = False
-            detail = str(exc).strip()
-            guidance = virtual_camera_guidance()
-            if detail:
-                guidance = f"{guidance}\n\nDetails: {detail.splitlines()[0]}"
-            if self._closing_sinks:
-                # The device may simply still be held by the connection turned off before.
-                guidance += (
-                    "\n\nThe virtual camera turned off before has not closed yet (its driver "
-                    "is not answering); Retry once the sidebar no longer says it is closing."
-                )
-            elif self._close_failures:
-                # Steps to create a device the computer has would mislead: say what went wrong.
-                said = self._close_failures[-1].text.rstrip(".")
-                guidance += f"\n\n{said}. Its driver may still hold it."
+            self._close_in_background(req)
             self.virtual_camera_changed.emit(False, "")
-            self.virtual_camera_missing.emit(guidance)
-            return False
+            self._say(feedback_loop_message(self._playing[1] or self._playing[0], device))
+            return
         watched = _WatchedSink(sink, self._say_sink_closed, engine=self._engine)
-        if self._engine.add_sink(watched) is False:
+        added = self._engine.add_sink(watched)
+        req.released.set()  # the engine owns the device now (or closed it already)
+        if added is False:
             # The run is over (its end is on its way to _on_engine_done) and the engine closed
             # the device at once: nothing would be sent. Still wanted: on with the next video.
             self.virtual_camera_changed.emit(False, "")
-            return False
+            return
         self._virtual_sink = watched
-        self._virtual_device = str(getattr(sink, "device", "") or "virtual camera")
+        self._virtual_device = device
         # It opened: a failed close before did not keep it, and the warning would mislead.
         failures, self._close_failures = self._close_failures, []
         self._take_down(failures)
         self.virtual_camera_changed.emit(True, self._virtual_device)
+
+    def _say_missing(self, exc: BaseException) -> None:
+        """No virtual camera device could be opened: the wish is dropped, the steps shown."""
+        self._want_virtual = False
+        detail = str(exc).strip()
+        guidance = virtual_camera_guidance()
+        if detail:
+            guidance = f"{guidance}\n\nDetails: {detail.splitlines()[0]}"
+        if self.virtual_camera_closing:
+            # The device may simply still be held by the connection turned off before.
+            guidance += (
+                "\n\nThe virtual camera turned off before has not closed yet (its driver "
+                "is not answering); Retry once the sidebar no longer says it is closing."
+            )
+        elif self._close_failures:
+            # Steps to create a device the computer has would mislead: say what went wrong.
+            said = self._close_failures[-1].text.rstrip(".")
+            guidance += f"\n\n{said}. Its driver may still hold it."
+        self.virtual_camera_changed.emit(False, "")
+        self.virtual_camera_missing.emit(guidance)
+
+    def _cancel_virtual_open(self) -> bool:
+        """Supersede the open in progress, if any (its device is closed once it opens)."""
+        req, self._virtual_opening = self._virtual_opening, None
+        if req is None:
+            return False
+        req.cancelled.set()
+        was_closing = self.virtual_camera_closing
+        self._cancelled_opens.add(req)
+        if not was_closing:
+            self.virtual_camera_closing_changed.emit(True)
         return True
 
+    def _track_closing(self, sink: _WatchedSink) -> None:
+        was_closing = self.virtual_camera_closing
+        self._closing_sinks.add(sink)
+        if not was_closing:
+            self.virtual_camera_closing_changed.emit(True)
+
     def _release_virtual(self) -> bool:
-        """Stop sending to the virtual camera device (the wish is left as it is); True when one
-        was open. A running engine closes it once a write in progress returns, a stopped one
-        with its other outputs: :attr:`virtual_camera_closing` is True until that close
-        returns, so the window does not say "Off" while a stalled device is still open."""
+        """Stop sending to the virtual camera device, and supersede an open in progress (the
+        wish is left as it is); True when one was open or opening. A running engine closes it
+        once a write in progress returns, a stopped one with its other outputs:
+        :attr:`virtual_camera_closing` is True until that close returns, so the window does not
+        say "Off" while a stalled device is still open."""
+        cancelled = self._cancel_virtual_open()
         sink, self._virtual_sink = self._virtual_sink, None
         self._virtual_device = ""
         if sink is None:
-            return False
+            return cancelled
         if self._engine is not None:
             # Not remove_sink: it waits for the write in progress, and a device hung in send()
             # froze the window. False: the engine dropped (and closed) it after a failed write.
             self._engine.detach_sink(sink)
         if not sink.closed.is_set():
-            was_closing = bool(self._closing_sinks)
-            self._closing_sinks.add(sink)
-            if not was_closing:
-                self.virtual_camera_closing_changed.emit(True)
+            self._track_closing(sink)
         return True
 
     def _say_sink_closed(self, sink: _WatchedSink) -> None:
@@ -654,7 +863,7 @@ class EngineBridge(QObject):
     def _on_sink_closed(self, sink: _WatchedSink) -> None:
         if sink in self._closing_sinks:
             self._closing_sinks.discard(sink)
-            if not self._closing_sinks:
+            if not self.virtual_camera_closing:
                 self.virtual_camera_closing_changed.emit(False)
 
     def take_preview(self) -> tuple[QImage, QImage] | None:
@@ -709,7 +918,7 @@ class EngineBridge(QObject):
         thread.start()
 
     # --- starting (worker thread, then the GUI thread) ------------------------------------------
-    def _claim(self, req: _StartRequest) -> bool:
+    def _claim(self, req: _StartRequest | _VirtualOpen) -> bool:
         """True for the one caller that gets to use or close ``req``'s result."""
         with self._lock:
             if req.claimed:
@@ -770,8 +979,9 @@ class EngineBridge(QObject):
         self._opening = None
         self._finish_start(req)
 
-    def _finish_start(self, req: _StartRequest) -> bool:
-        """Start the engine on what ``req`` opened and say so, in the GUI thread."""
+    def _finish_start(self, req: _StartRequest, *, wait: bool = False) -> bool:
+        """Start the engine on what ``req`` opened and say so, in the GUI thread (``wait``:
+        the wanted virtual camera device, too, is opened in it)."""
         self.using_fallback = req.using_fallback
         self.source_error = req.source_error
         for msg in req.messages:
@@ -809,6 +1019,7 @@ class EngineBridge(QObject):
         req.adopted = True
         req.released.set()  # the engine owns the camera now: the next start stops it first
         self._source, self._backend, self._engine = src, be, eng
+        self._playing = None if req.using_fallback else (req.source, req.source_name)
         self._label = backend_label(be)
         if req.warning and req.model_msg is not None:
             # The engine repeats this warning in its stats: it was shown already.
@@ -817,7 +1028,7 @@ class EngineBridge(QObject):
         self._stats_timer.start()
         self.running_changed.emit(True)
         if self._want_virtual:
-            self._open_virtual()
+            self._open_virtual(asked=False, wait=wait)
         self.start_finished.emit(True)
         return True
 
@@ -947,6 +1158,7 @@ class _StartRequest:
     loop: bool
     fallback_source: str | None
     scale: float | str
+    source_name: str = ""  # the source's name in the camera picker
     # The engines stopped before this start that still held their camera or virtual camera.
     after: list[_Stopping] = field(default_factory=list)
     src: Any = None
@@ -1003,6 +1215,24 @@ class _StartRequest:
             self._src_closing = True
         _close_quietly(src)
         self.released.set()
+
+
+@dataclass(eq=False)
+class _VirtualOpen:
+    """One virtual camera device open (a worker thread: a driver may take seconds, or hang):
+    what to open for which engine, then what came of it."""
+
+    engine: Any  # the engine to send to once the device is open
+    options: dict[str, Any]  # open_sink's keyword arguments
+    asked: bool  # a set_virtual_camera(True) asked for it (not a start reopening it)
+    sink: Any = None  # the device, once open
+    error: BaseException | None = None  # why it did not open
+    claimed: bool = False  # under the bridge's lock: the device was used or closed
+    # Superseded (turned off, its engine stopped): its device is closed as soon as it opens.
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Set once it holds no device: the open failed, the device closed, or an engine took it
+    # (the engine closes it). The next open waits for it.
+    released: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(eq=False)

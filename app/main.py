@@ -181,10 +181,13 @@ def run_app(
     if not getattr(window, "stopped_in_time", True):
         print("sharpcam: the engine did not stop within 2 s", file=sys.stderr)
         result["code"] = 1
-    # The window is gone; the process must not exit while a model call or a camera open is
-    # still in progress.
+    # The window is gone; the process must not exit while a model call, a camera open or a
+    # virtual camera device's open or close is still in progress.
     if not bridge.join(timeout=30.0):
-        print("sharpcam: the model or camera was still busy after 30 s; exiting", file=sys.stderr)
+        print(
+            "sharpcam: the model, camera or virtual camera was still busy after 30 s; exiting",
+            file=sys.stderr,
+        )
     window.deleteLater()
     bridge.deleteLater()
     return result["code"]

@@ -1,17 +1,22 @@
 """The live preview: before/after with a draggable split, side by side, or after only.
 
 A view: it paints the two most recent ``QImage`` s it was given and reports where the person
-dragged the divider. It never talks to the engine. Mirroring happens only here, at paint time,
-so what others receive through the virtual camera is never mirrored.
+dragged the divider, or moved it with the keys (Tab reaches it in split mode). It never talks to
+the engine. Mirroring happens only here, at paint time, so what others receive through the
+virtual camera is never mirrored.
 """
 
 from __future__ import annotations
 
+import math
+
 from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
+    QFocusEvent,
     QFont,
     QImage,
+    QKeyEvent,
     QMouseEvent,
     QPainter,
     QPainterPath,
@@ -26,6 +31,12 @@ VIEW_MODES = ("split", "side", "after")
 _BG = QColor("#0b0d12")
 _WINDOW_BG = QColor("#0f1117")
 _ACCENT = QColor("#38bdf8")
+_FOCUS = QColor("#e0f2fe")  # the window's keyboard focus ring
+
+#: How far one arrow key moves the divider, as a fraction of the picture's width.
+SPLIT_STEP = 0.05
+#: How far PageUp / PageDown move it.
+SPLIT_PAGE_STEP = 0.25
 
 
 class PreviewWidget(QWidget):
@@ -34,6 +45,10 @@ class PreviewWidget(QWidget):
     Modes: ``"split"`` shows the original left of a draggable divider and the processed frame
     right of it (the same pixels, so the divider is a true A/B); ``"side"`` shows both whole,
     next to each other; ``"after"`` shows the processed frame only.
+
+    In split mode the divider is also a keyboard control, as a slider is: Tab reaches it (a ring
+    shows it has the focus), Left / Right move it by :data:`SPLIT_STEP`, PageDown / PageUp by
+    :data:`SPLIT_PAGE_STEP`, Home / End to the edges.
     """
 
     split_changed = Signal(float)  # divider position, fraction of the image width in [0, 1]
@@ -52,6 +67,11 @@ class PreviewWidget(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(True)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        # Tab, not a click: a click is for dragging, and Space after it stays the window's
+        # shortcut for sharpening, as with every other control of the window.
+        self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+        self.setAccessibleName("Before and after divider")
+        self._describe_split()
 
     # --- commands ------------------------------------------------------------------------------
     def set_frames(self, original: QImage, processed: QImage) -> None:
@@ -70,11 +90,25 @@ class PreviewWidget(QWidget):
         if mode not in VIEW_MODES:
             raise ValueError(f"view mode must be one of {VIEW_MODES}, got {mode!r}")
         self._mode = mode
+        # Only where there is a divider to move: Tab must not stop at a control that is not
+        # on screen.
+        self.setFocusPolicy(Qt.FocusPolicy.TabFocus if mode == "split" else Qt.FocusPolicy.NoFocus)
+        if mode != "split" and self.hasFocus():
+            # To no other control: Space, which would press that one, stays for sharpening.
+            self.clearFocus()
         self.update()
 
     def set_split(self, fraction: float) -> None:
         self._split = min(max(float(fraction), 0.0), 1.0)
+        self._describe_split()
         self.update()
+
+    def _describe_split(self) -> None:
+        # Read out by screen readers, with the name: where the divider is, and how to move it.
+        self.setAccessibleDescription(
+            f"{round(self._split * 100)} % of the picture shows the camera before sharpening, "
+            "the rest after. Left and Right arrows move the divider, Home and End to the edges."
+        )
 
     def set_mirror(self, mirror: bool) -> None:
         self._mirror = bool(mirror)
@@ -171,6 +205,12 @@ class PreviewWidget(QWidget):
             tip = QPointF(c.x() + sign * 9, c.y())
             p.drawLine(tip, QPointF(c.x() + sign * 4, c.y() - 5))
             p.drawLine(tip, QPointF(c.x() + sign * 4, c.y() + 5))
+        if self.hasFocus():
+            # The ring the window's other controls show when Tab reaches them, around the
+            # handle the keys move.
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.setPen(QPen(_FOCUS, 2))
+            p.drawEllipse(c, 20, 20)
         self._badge(p, r, "BEFORE", right=False, processed=False)
         self._badge(p, r, "AFTER", right=True, processed=True)
 
@@ -213,6 +253,11 @@ class PreviewWidget(QWidget):
         p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
 
     def _paint_placeholder(self, p: QPainter) -> None:
+        if self.hasFocus():
+            # No divider to ring before the first frame: the keys still move it (remembered).
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            p.setPen(QPen(_FOCUS, 2))
+            p.drawRoundedRect(QRectF(self.rect()).adjusted(1, 1, -1, -1), 14, 14)
         p.setPen(QColor("#64748b"))
         font = QFont(self.font())
         font.setPointSizeF(13)
@@ -250,3 +295,38 @@ class PreviewWidget(QWidget):
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 - Qt API
         self._dragging = False
         super().mouseReleaseEvent(event)
+
+    # --- moving the divider with the keys ------------------------------------------------------
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API
+        target = self._split_for_key(event.key()) if self._mode == "split" else None
+        if target is None:
+            super().keyPressEvent(event)  # Tab, Space (sharpening) and the rest go on
+            return
+        if target != self._split:
+            self.set_split(target)
+            self.split_changed.emit(self._split)
+        event.accept()
+
+    def _split_for_key(self, key: int) -> float | None:
+        """Where ``key`` moves the divider; None for a key that does not move it."""
+        # The arrows stop at whole steps, as a slider's do: from 0.48 (dragged there) Right
+        # goes to 0.50 and Left to 0.45. The tolerance absorbs 0.55 / 0.05 = 11.000000000000002.
+        at = self._split / SPLIT_STEP
+        moves = {
+            Qt.Key.Key_Left: (math.ceil(at - 1e-6) - 1) * SPLIT_STEP,
+            Qt.Key.Key_Right: (math.floor(at + 1e-6) + 1) * SPLIT_STEP,
+            Qt.Key.Key_PageDown: self._split - SPLIT_PAGE_STEP,
+            Qt.Key.Key_PageUp: self._split + SPLIT_PAGE_STEP,
+            Qt.Key.Key_Home: 0.0,
+            Qt.Key.Key_End: 1.0,
+        }
+        target = moves.get(key)  # type: ignore[call-overload]  # an int equals its Qt.Key
+        return None if target is None else round(min(max(target, 0.0), 1.0), 6)
+
+    def focusInEvent(self, event: QFocusEvent) -> None:  # noqa: N802 - Qt API
+        super().focusInEvent(event)
+        self.update()  # the focus ring
+
+    def focusOutEvent(self, event: QFocusEvent) -> None:  # noqa: N802 - Qt API
+        super().focusOutEvent(event)
+        self.update()

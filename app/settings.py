@@ -87,11 +87,17 @@ def load_settings(store: QSettings) -> AppSettings:
     return out
 
 
-def save_settings(store: QSettings, settings: AppSettings) -> None:
-    """Write every field and flush to disk."""
+def save_settings(store: QSettings, settings: AppSettings) -> bool:
+    """Write every field to ``store``'s location and flush to disk; False when that failed (a
+    folder that cannot be written, a full disk). Never raises for that."""
+    # Through a new handle on the same location (the process shares its cache with ``store``):
+    # a QSettings keeps the first error it met for good, and every later save through it would
+    # be reported failed, also once the disk has room again.
+    out = QSettings(store.fileName(), store.format())
     for name, value in asdict(settings).items():
-        store.setValue(name, QByteArray(value) if isinstance(value, bytes) else value)
-    store.sync()
+        out.setValue(name, QByteArray(value) if isinstance(value, bytes) else value)
+    out.sync()
+    return out.status() == QSettings.Status.NoError
 
 
 def _coerce(raw: object, default: object) -> object:

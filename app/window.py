@@ -1,12 +1,14 @@
 """The main window: preview on the left, controls on the right, live statistics below.
 
 Views paint and send commands to :class:`app.engine_bridge.EngineBridge`; they never touch the
-engine or its threads. Every choice is written back to the settings store when the window
-closes, and closing stops the engine (threads joined within 2 s).
+engine or its threads. Every choice is written back to the settings store shortly after it is
+made (a crash or a kill loses nothing) and when the window closes, and closing stops the engine
+(threads joined within 2 s).
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from PySide6.QtCore import (
     QSettings,
     QSize,
     Qt,
+    QTimer,
     Signal,
 )
 from PySide6.QtGui import (
@@ -30,9 +33,11 @@ from PySide6.QtGui import (
     QGuiApplication,
     QIcon,
     QKeySequence,
+    QMoveEvent,
     QPainter,
     QPaintEvent,
     QPen,
+    QResizeEvent,
 )
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -53,16 +58,27 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.camera_list import RESOLUTIONS, CameraChoice, ResolutionChoice, demo_choice
+from app.camera_list import (
+    RESOLUTIONS,
+    CameraChoice,
+    ResolutionChoice,
+    demo_choice,
+    reads_virtual_device,
+)
 from app.engine_bridge import EngineBridge, UserMessage
 from app.preview import PreviewWidget
 from app.settings import AppSettings, format_scale, save_settings
 from engine.backends import SCALE_LADDER
 
+log = logging.getLogger(__name__)
+
 ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"
 STOP_TIMEOUT_S = 2.0
 SIDEBAR_WIDTH = 320
 SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
+# A change is saved this long after the last one: a slider dragged, a window resized or the
+# divider moved with the keys writes once, not at every step.
+SAVE_DELAY_MS = 500
 
 STYLE = """
 QMainWindow, QWidget#central { background: #0f1117; }
@@ -289,6 +305,14 @@ class MainWindow(QMainWindow):
         demo_fallback: bool = True,
     ) -> None:
         super().__init__()
+        # Every change is saved shortly after it is made (a crash or a kill lost them all when
+        # they were saved only on close); restarted by each change, so a slider dragged through
+        # a hundred values writes once.
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(SAVE_DELAY_MS)
+        self._save_timer.timeout.connect(self.save_now)
+        self._save_problem: UserMessage | None = None  # shown while saving fails
         self.bridge = bridge
         self.demo_fallback = demo_fallback
         self.store = store
@@ -321,6 +345,9 @@ class MainWindow(QMainWindow):
         self._virtual_shown: tuple[bool, str] = (False, "")  # the bridge's last on/off, device
         self._closing = False
         self._last_stats: Any = None
+        # The camera the picker stands on: a pick that is refused goes back to it.
+        self._camera_id = ""
+        self._refusal: UserMessage | None = None  # the banner's refusal of a pick, while up
 
         self.setWindowTitle("SharpCam")
         self.setWindowIcon(app_icon())
@@ -409,7 +436,7 @@ class MainWindow(QMainWindow):
         info = QHBoxLayout()
         self.source_info = QLabel("")
         self.source_info.setObjectName("hint")
-        tip = QLabel("Drag the divider to compare · Space toggles sharpening")
+        tip = QLabel("Drag the divider (or ← →) to compare · Space toggles sharpening")
         tip.setObjectName("hint")
         info.addWidget(self.source_info, 1)
         info.addWidget(tip)
@@ -612,6 +639,7 @@ class MainWindow(QMainWindow):
                 # in the settings, or the next start would not pick it when it is back.
                 self._absent_source = self.settings.source
         self.camera_combo.setCurrentIndex(idx)
+        self._camera_id = self.camera_combo.currentData()
 
     def _apply_settings_to_controls(self) -> None:
         s = self.settings
@@ -634,8 +662,7 @@ class MainWindow(QMainWindow):
         self.preview.set_mirror(s.mirror)
         self._update_resolution_enabled()
 
-        self.camera_combo.currentIndexChanged.connect(self._on_source_changed)
-        self.camera_combo.currentIndexChanged.connect(self._on_camera_picked)
+        self.camera_combo.currentIndexChanged.connect(self._on_camera_changed)
         self.camera_combo.activated.connect(self._on_camera_activated)
         self.resolution_combo.currentIndexChanged.connect(self._on_source_changed)
         self.scale_combo.currentIndexChanged.connect(self._on_scale_changed)
@@ -645,6 +672,17 @@ class MainWindow(QMainWindow):
         self.mirror_check.toggled.connect(self._on_mirror)
         self.preview.split_changed.connect(self._on_split)
         self.virtual_switch.toggled.connect(self._on_virtual_toggled)
+        for changed in (
+            self.camera_combo.currentIndexChanged,
+            self.resolution_combo.currentIndexChanged,
+            self.scale_combo.currentIndexChanged,
+            self.enable_switch.toggled,
+            self.strength_slider.valueChanged,
+            self.view_group.buttonClicked,
+            self.mirror_check.toggled,
+            self.preview.split_changed,
+        ):
+            changed.connect(self._schedule_save)
 
     def _connect_bridge(self) -> None:
         b = self.bridge
@@ -682,6 +720,10 @@ class MainWindow(QMainWindow):
         """
         cam = self.current_camera()
         res = self.current_resolution()
+        if self._refusal is not None:
+            # Another camera (or this one, the virtual camera off now) is what opens.
+            self._on_message_cleared(self._refusal)
+            self._refusal = None
         self.preview.clear(f"Opening {cam.name}…")
         # Files play at their own size; the resolution picker is for cameras.
         size = None if cam.is_demo else res.size
@@ -696,6 +738,7 @@ class MainWindow(QMainWindow):
             loop=cam.is_demo,
             fallback_source=demo_choice().source if self.demo_fallback else None,
             scale=self.current_scale(),
+            source_name=cam.name,
             wait=wait,
         )
         if self.bridge.starting:
@@ -727,12 +770,17 @@ class MainWindow(QMainWindow):
         return cam.name
 
     # --- slots: controls -> bridge -------------------------------------------------------------
+    def _on_camera_changed(self) -> None:
+        cam = self.current_camera()
+        if self._refuse_own_output(cam):
+            return
+        self._camera_id = cam.id
+        self._absent_source = ""  # the person's choice is remembered from now on
+        self._on_source_changed()
+
     def _on_source_changed(self) -> None:
         self._update_resolution_enabled()
         self.start_stream()
-
-    def _on_camera_picked(self) -> None:
-        self._absent_source = ""  # the person's choice is remembered from now on
 
     def _on_camera_activated(self, index: int) -> None:
         # Picking the camera already shown does not change the index, so nothing restarted:
@@ -741,7 +789,30 @@ class MainWindow(QMainWindow):
         if self.bridge.starting or index != self.camera_combo.currentIndex():
             return  # a new pick restarts through currentIndexChanged
         if not self.bridge.is_running or self.bridge.using_fallback:
-            self.start_stream()
+            if not self._refuse_own_output(self.current_camera()):
+                self.start_stream()
+
+    def _refuse_own_output(self, cam: CameraChoice) -> bool:
+        """Refuse ``cam`` when it is the virtual camera device SharpCam sends to now: the engine
+        would read its own output and sharpen it again, in a loop (and a v4l2loopback device
+        read while written gives back what was written a moment ago). The picker goes back to
+        the camera in use, which plays on, and the banner says why and what to do instead.
+        A virtual camera SharpCam does not send to (another app's output) opens as any."""
+        device = self.bridge.virtual_camera_device if self.bridge.virtual_camera_on else ""
+        if not reads_virtual_device(cam.source, cam.name, device):
+            return False
+        self.camera_combo.blockSignals(True)
+        self.camera_combo.setCurrentIndex(max(self.camera_combo.findData(self._camera_id), 0))
+        self.camera_combo.blockSignals(False)
+        self._refusal = UserMessage(
+            "camera",
+            f"{cam.name} was not opened: it is the virtual camera SharpCam sends its video to.",
+            "Reading it would show SharpCam its own picture in a loop; the video stays as it "
+            "was. Pick your real camera, or turn “Send to video calls” off first to read that "
+            "virtual camera.",
+        )
+        self.show_message(self._refusal)
+        return True
 
     def _on_scale_changed(self) -> None:
         # The scale wraps the backend when it is created, so a new one means a restart.
@@ -781,14 +852,17 @@ class MainWindow(QMainWindow):
             self.bridge.set_virtual_camera(on)
         finally:
             self._virtual_by_person = False
-        # As the switch shows it now: off after a turn-on that found no virtual camera.
+        # As the switch shows it now: off after a turn-on that found no virtual camera. The
+        # device opens on a worker thread: how that ends updates it too (_on_virtual_changed).
         self._virtual_pref = self.bridge.virtual_camera_wanted
+        self._schedule_save()
 
     def _on_virtual_dialog_rejected(self) -> None:
         # The window's own closing closes the dialog too: that is no answer (saved before).
         if self._virtual_asking and not self._closing:
             self._virtual_asking = False
             self._virtual_pref = self.bridge.virtual_camera_wanted
+            self._schedule_save()
 
     # --- slots: bridge -> views ----------------------------------------------------------------
     def _on_preview(self) -> None:
@@ -839,6 +913,14 @@ class MainWindow(QMainWindow):
 
     def _on_virtual_changed(self, on: bool, device: str) -> None:
         self._virtual_shown = (on, device)
+        if (
+            self.bridge.answering_turn_on
+            and self._virtual_pref != self.bridge.virtual_camera_wanted
+        ):
+            # The person's turn-on ended off (no device, or the camera being read): remembered
+            # as the switch shows it, as when the device opened inside the turn-on.
+            self._virtual_pref = self.bridge.virtual_camera_wanted
+            self._schedule_save()
         self._show_virtual_state()
 
     def _show_virtual_state(self) -> None:
@@ -863,6 +945,9 @@ class MainWindow(QMainWindow):
             self.virtual_status.setToolTip(device)
             if self.virtual_dialog is not None:
                 self.virtual_dialog.accept()
+        elif self.bridge.virtual_camera_opening:
+            # A driver that takes its time (or hangs) must not pass for "waiting for video".
+            self.virtual_status.setText("On · opening the virtual camera…")
         elif wanted:
             # A start opening, no video, or the video stopped: calls get nothing until it runs.
             self.virtual_status.setText("On · waiting for video; nothing is sent until it plays.")
@@ -893,7 +978,8 @@ class MainWindow(QMainWindow):
 
     def show_virtual_camera_help(self, guidance: str) -> VirtualCameraDialog:
         """Show (non-modally) the virtual-camera setup steps with a Retry button."""
-        if not self._virtual_by_person and self._virtual_pref:
+        by_person = self._virtual_by_person or self.bridge.answering_turn_on
+        if not by_person and self._virtual_pref:
             self._virtual_asking = True  # an open they did not ask for just now
         if self.virtual_dialog is None:
             self.virtual_dialog = VirtualCameraDialog(self)
@@ -932,10 +1018,52 @@ class MainWindow(QMainWindow):
         s.geometry = bytes(self.saveGeometry().data())
         return s
 
+    def _schedule_save(self, *_: object) -> None:
+        if not self._closing:
+            self._save_timer.start()  # restarted: written once the changes pause
+
+    def save_now(self) -> bool:
+        """Write every choice to the settings store now; False when that failed. The window
+        goes on either way, and says so once until a save works again (the next change tries
+        again): a full disk or a folder that cannot be written must not end a call."""
+        self._save_timer.stop()
+        try:
+            ok = save_settings(self.store, self.collect_settings())
+        except Exception:  # nothing that goes wrong in a save may take the window down
+            log.exception("saving the settings failed")
+            ok = False
+        if ok:
+            if self._save_problem is not None:
+                self._on_message_cleared(self._save_problem)
+                self._save_problem = None
+            return True
+        where = self.store.fileName()
+        log.warning("the settings could not be saved to %s", where)
+        if self._save_problem is None and not self._closing:
+            self._save_problem = UserMessage(
+                "settings",
+                f"Your settings could not be saved to {where}.",
+                "SharpCam keeps running with them, but will have forgotten them at the next "
+                "start. Check that the folder can be written and the disk has room; SharpCam "
+                "tries again at your next change.",
+            )
+            self.show_message(self._save_problem)
+        return False
+
+    def moveEvent(self, event: QMoveEvent) -> None:  # noqa: N802 - Qt API
+        super().moveEvent(event)
+        if self.isVisible():
+            self._schedule_save()  # the geometry, too, survives a crash
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        if self.isVisible():
+            self._schedule_save()
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         if not self._closing:
             self._closing = True
-            save_settings(self.store, self.collect_settings())
+            self.save_now()
             self.final_stats = self.bridge.stats()
             self.stopped_in_time = self.bridge.stop(timeout=STOP_TIMEOUT_S)
             if self.virtual_dialog is not None:

@@ -42,7 +42,7 @@ from app.engine_bridge import (  # noqa: E402
 )
 from app.preview import PreviewWidget  # noqa: E402
 from app.settings import AppSettings, load_settings, open_store, save_settings  # noqa: E402
-from app.window import MainWindow  # noqa: E402
+from app.window import SAVE_DELAY_MS, MainWindow  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,12 +81,13 @@ class Recorder(pyvirtualcam.Backend):
     closed = threading.Event()
     fail_next = 0  # constructions that raise (a missing device), counted down
     opened_fps: float | None = None  # the rate the last camera was opened with
+    device_name = "SharpCam Test Camera"  # what the device says it is, when none is asked for
 
     def __init__(self, width, height, fps, fourcc, device, **kwargs) -> None:  # noqa: ANN001
         if Recorder.fail_next > 0:
             Recorder.fail_next -= 1
             raise RuntimeError("no v4l2loopback device found")
-        self._device = device or "SharpCam Test Camera"
+        self._device = device or Recorder.device_name
         self._width, self._height = width, height
         Recorder.opened_fps = fps
 
@@ -115,6 +116,7 @@ def recorder():
     Recorder.fail_next = 0
     yield Recorder
     Recorder.fail_next = 0
+    Recorder.device_name = "SharpCam Test Camera"
 
 
 @pytest.fixture
@@ -133,8 +135,10 @@ def make_window(qtbot, tmp_path):
         source: str | None = None,
         api=None,  # noqa: ANN001
         start: bool = True,
+        cameras: list[CameraChoice] | None = None,
+        store_path: Path | None = None,
     ) -> MainWindow:
-        store = open_store(str(tmp_path / "settings.ini"))
+        store = open_store(str(store_path or tmp_path / "settings.ini"))
         if settings is not None:
             save_settings(store, settings)
         bridge = EngineBridge(api=api, stats_interval_ms=100, virtual_backend=VIRTUAL_BACKEND)
@@ -142,7 +146,7 @@ def make_window(qtbot, tmp_path):
             bridge,
             store=store,
             settings=load_settings(store),
-            cameras=[demo_choice()],
+            cameras=cameras or [demo_choice()],
             source=source,
             backend=backend,
             model=model,
@@ -164,10 +168,17 @@ def make_window(qtbot, tmp_path):
 
 @contextmanager
 def started(qtbot, window: MainWindow, ok: bool = True):  # noqa: ANN201
-    """Wait for the start begun in the ``with`` block to finish (``ok``: with video)."""
+    """Wait for the start begun in the ``with`` block to finish (``ok``: with video), and for
+    the virtual camera device it opens, when wanted, to be open (or refused)."""
     with qtbot.waitSignal(window.bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as blocker:
         yield
     assert blocker.args == [ok]
+    virtual_settled(qtbot, window)
+
+
+def virtual_settled(qtbot, window: MainWindow) -> None:
+    """Wait until no virtual camera device is opening (its open runs on a worker thread)."""
+    qtbot.waitUntil(lambda: not window.bridge.virtual_camera_opening, timeout=FRAME_TIMEOUT_MS)
 
 
 def wait_frames(qtbot, window: MainWindow, n: int = 3) -> None:
@@ -266,6 +277,7 @@ def test_virtual_camera_toggle_sends_unmirrored_frames(qtbot, make_window, recor
     wait_frames(qtbot, window, 1)
     assert window.mirror_check.isChecked()  # the preview is mirrored (the default)...
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     assert "SharpCam Test Camera" in window.virtual_status.text()
     qtbot.waitUntil(lambda: len(recorder.frames) >= 5, timeout=FRAME_TIMEOUT_MS)
@@ -287,6 +299,7 @@ def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
 ):
     window = make_window(backend="passthrough")
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     entered, release = threading.Event(), threading.Event()
     send = Recorder.send
@@ -309,6 +322,7 @@ def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
         t0 = time.perf_counter()
         window.virtual_switch.setChecked(True)
         assert time.perf_counter() - t0 < 1.0, "the window froze until the device answered"
+        virtual_settled(qtbot, window)
         assert window.bridge.virtual_camera_on
     finally:
         release.set()
@@ -324,6 +338,7 @@ def test_the_virtual_camera_says_turning_off_until_a_stalled_device_has_closed(
     # video calls still listed it, and showed its last frame.
     window = make_window(backend="passthrough")
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     entered, release = threading.Event(), threading.Event()
     send = Recorder.send
@@ -358,6 +373,7 @@ def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_windo
     wait_frames(qtbot, window, 1)
     recorder.fail_next = 1
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     dialog = window.virtual_dialog
     assert dialog is not None and dialog.isVisible()  # shown with show(), not a blocking exec()
     assert not dialog.isModal()
@@ -372,6 +388,7 @@ def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_windo
     wait_frames(qtbot, window, 2)
 
     dialog.retry_button.click()  # the device exists now
+    virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     assert window.virtual_switch.isChecked()
     qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=2000)
@@ -383,6 +400,7 @@ def _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypa
     driver's error once (later closes work)."""
     window = make_window(backend="passthrough")
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     close, calls = Recorder.close, [0]
 
@@ -418,6 +436,7 @@ def test_a_virtual_camera_that_fails_to_close_in_a_restart_is_said(
     )
     # It opens again: the warning that it may not is taken down.
     dialog.retry_button.click()
+    virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     assert not window.banner.isVisible()
 
@@ -429,6 +448,7 @@ def test_a_restart_opens_the_virtual_camera_only_once_the_old_device_has_closed(
     # virtual camera device still closing must not be opened a second time meanwhile.
     window = make_window(backend="passthrough")
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     init, close, answer = Recorder.__init__, Recorder.close, threading.Event()
     opened_at: list[float] = []
@@ -467,6 +487,7 @@ def test_an_old_virtual_camera_failing_to_close_while_the_new_one_works_is_only_
 
     window = make_window(backend="passthrough")
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     close, answer, calls = Recorder.close, threading.Event(), [0]
 
@@ -482,6 +503,7 @@ def test_an_old_virtual_camera_failing_to_close_while_the_new_one_works_is_only_
     with caplog.at_level("WARNING", logger="app.engine_bridge"):
         window.virtual_switch.setChecked(False)
         window.virtual_switch.setChecked(True)
+        virtual_settled(qtbot, window)
         assert window.bridge.virtual_camera_on
         answer.set()
         qtbot.waitUntil(
@@ -510,6 +532,7 @@ def test_a_close_failure_taken_down_by_a_restart_is_not_cited_by_a_later_turn_on
     assert not window.banner.isVisible()
     recorder.fail_next = 1
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     dialog = window.virtual_dialog
     assert dialog is not None and dialog.isVisible()
     steps = dialog.steps.toPlainText()
@@ -637,6 +660,7 @@ def test_a_stream_that_ends_on_its_own_says_so_and_the_virtual_camera_waits_for_
 
     window = make_window(backend="passthrough", api=_engine_api(open_source=open_source))
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     messages: list = []
     window.bridge.message.connect(messages.append)
@@ -693,13 +717,15 @@ def test_the_virtual_camera_turned_on_as_the_stream_ends_does_not_say_sending(
     # The run is over, and the window has not heard yet (its end is queued): the person
     # turns the virtual camera on in between.
     assert ended.done.wait(FRAME_TIMEOUT_MS / 1000)
-    window.virtual_switch.setChecked(True)
-    assert recorder.closed.is_set(), "the engine leaves no device open for a run that is over"
+    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS):
+        window.virtual_switch.setChecked(True)
+        # The device opens on a worker thread: its result and the end reach the window in
+        # either order, and neither may leave it open or said to be sending.
+        virtual_settled(qtbot, window)
+    qtbot.waitUntil(recorder.closed.is_set, timeout=5000)  # no device left open for it
     assert not window.bridge.virtual_camera_on
     assert "sending" not in window.virtual_status.text()
     assert window.virtual_switch.isChecked()  # wanted: it comes on with the next video
-    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS):
-        pass
     with started(qtbot, window):
         window.camera_combo.activated.emit(window.camera_combo.currentIndex())
     assert window.bridge.virtual_camera_on
@@ -1030,6 +1056,7 @@ def test_the_remembered_virtual_camera_changes_only_when_the_person_switches_it(
     window = make_window(settings=AppSettings(virtual_camera=False))
     recorder.fail_next = 1
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     assert window.virtual_dialog is not None and not window.virtual_switch.isChecked()
     window.close()
     assert saved() is False
@@ -1088,6 +1115,7 @@ def test_a_turn_on_the_person_makes_that_finds_no_device_is_remembered_as_off(
         window = make_window(settings=AppSettings(virtual_camera=False))
         window.bridge.stop()
         window.virtual_switch.setChecked(True)
+        virtual_settled(qtbot, window)
         assert window.virtual_switch.isChecked()
         with started(qtbot, window):
             window.start_stream()
@@ -1100,8 +1128,10 @@ def test_a_turn_on_the_person_makes_that_finds_no_device_is_remembered_as_off(
         assert dialog is not None and dialog.isVisible()
         if how == "switch":  # the tray's item toggles the same switch
             window.virtual_switch.setChecked(True)
+            virtual_settled(qtbot, window)
         else:
             dialog.retry_button.click()
+            virtual_settled(qtbot, window)
         assert dialog.isVisible() and dialog.remembered.isHidden()  # off now: nothing to say
     assert not window.virtual_switch.isChecked()
     window.close()  # the dialog may still be open: the person's failed turn-on was an answer
@@ -1115,6 +1145,7 @@ def test_a_failed_output_is_reported_whole_not_as_fragments(
 ):
     window = make_window(backend="passthrough")
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     messages = []
     window.bridge.message.connect(messages.append)
@@ -1137,6 +1168,7 @@ def test_a_lost_virtual_camera_turned_on_again_clears_its_banner_and_a_new_loss_
 ):
     window = make_window(backend="passthrough")
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     send = Recorder.send
 
@@ -1149,6 +1181,7 @@ def test_a_lost_virtual_camera_turned_on_again_clears_its_banner_and_a_new_loss_
     assert "Retry" not in window.banner.text.text()
     monkeypatch.setattr(Recorder, "send", send)
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     qtbot.waitUntil(lambda: window.banner.isHidden(), timeout=5000)
     n = len(recorder.frames)
@@ -1165,6 +1198,7 @@ def test_virtual_camera_announces_the_rate_the_source_delivers(qtbot, make_windo
     window = make_window(settings=AppSettings(resolution="1280x720", fps=60))
     assert window.current_resolution().fps == 60
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     assert Recorder.opened_fps == pytest.approx(30.0)  # the demo clip's rate
 
@@ -1181,6 +1215,7 @@ def test_virtual_camera_turned_off_stays_off_when_the_engine_restarts(qtbot, mak
     assert not window.virtual_switch.isChecked()
     # Turned on in this session, it survives a restart.
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     with started(qtbot, window):
         window.scale_combo.setCurrentIndex(window.scale_combo.findData("auto"))
     assert window.bridge.virtual_camera_on and window.virtual_switch.isChecked()
@@ -1445,6 +1480,7 @@ def test_no_video_at_all_says_stopped_and_that_nothing_is_sent_to_calls(
 ):
     window = make_window(api=_engine_api(open_source=_opens_once()))
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     # The restart finds neither the camera nor the demo clip.
     with started(qtbot, window, ok=False):
@@ -1897,6 +1933,7 @@ def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
     api = _SlowApi(open_delay=0.3)
     window = make_window(api=api)
     window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     with started(qtbot, window):
         window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
@@ -1910,6 +1947,252 @@ def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
         window.virtual_switch.setChecked(False)
     assert not window.bridge.virtual_camera_on and not window.virtual_switch.isChecked()
     assert window.virtual_status.text() == "Off"
+
+
+# --------------------------------------------------------------------------- virtual camera driver
+
+
+def _hanging_first_open(monkeypatch):  # noqa: ANN001, ANN202
+    """The recording virtual camera's first open hangs in its driver until ``release`` (or
+    5 s); later opens do not. Returns ``(entered, release, begun, closed_at)``: set once the
+    first open is in the driver; when each open began; when each device closed."""
+    init, close = Recorder.__init__, Recorder.close
+    entered, release = threading.Event(), threading.Event()
+    begun: list[float] = []
+    closed_at: list[float] = []
+
+    def hanging_init(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        begun.append(time.perf_counter())
+        if len(begun) == 1:
+            entered.set()
+            release.wait(5)
+        init(self, *args, **kwargs)
+
+    def recording_close(self) -> None:  # noqa: ANN001
+        close(self)
+        closed_at.append(time.perf_counter())
+
+    monkeypatch.setattr(Recorder, "__init__", hanging_init)
+    monkeypatch.setattr(Recorder, "close", recording_close)
+    return entered, release, begun, closed_at
+
+
+def test_a_virtual_camera_driver_slow_to_open_does_not_freeze_the_window(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The device was opened on the GUI thread: a driver taking its time (or hung) froze the
+    # window, the preview included, until it answered.
+    window = make_window(backend="passthrough")
+    entered, release, _, _ = _hanging_first_open(monkeypatch)
+    try:
+        t0 = time.perf_counter()
+        window.virtual_switch.setChecked(True)
+        assert time.perf_counter() - t0 < 1.0, "the window froze until the driver answered"
+        assert entered.wait(5)
+        assert window.virtual_switch.isChecked() and not window.bridge.virtual_camera_on
+        assert window.virtual_status.text() == "On · opening the virtual camera…"
+        wait_frames(qtbot, window, 3)  # the preview goes on meanwhile
+        release.set()
+        virtual_settled(qtbot, window)
+    finally:
+        release.set()
+    assert window.bridge.virtual_camera_on and "sending" in window.virtual_status.text()
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+
+
+@pytest.mark.parametrize("how", ["off", "off_and_on", "restart"])
+def test_a_virtual_camera_superseded_while_its_driver_opens_is_closed_once_it_opens(
+    qtbot, make_window, recorder, monkeypatch, how
+):
+    window = make_window(backend="passthrough")
+    entered, release, begun, closed_at = _hanging_first_open(monkeypatch)
+    try:
+        t0 = time.perf_counter()
+        window.virtual_switch.setChecked(True)
+        assert entered.wait(5)
+        if how == "restart":
+            with qtbot.waitSignal(window.bridge.start_finished, timeout=FRAME_TIMEOUT_MS):
+                window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        else:
+            window.virtual_switch.setChecked(False)
+            # Not "Off" while the driver may still open it (calls may list it).
+            assert window.virtual_status.text().startswith("Turning off")
+            if how == "off_and_on":
+                window.virtual_switch.setChecked(True)
+        assert time.perf_counter() - t0 < 1.0, "the window waited for the driver"
+        qtbot.wait(300)  # long enough for a second open that does not wait for the first
+        assert len(begun) == 1, "opened again while the first open still held the device"
+        release.set()
+        # Closed once its driver answered: it was never sent to.
+        qtbot.waitUntil(lambda: len(closed_at) == 1, timeout=5000)
+        if how == "off":
+            qtbot.waitUntil(lambda: window.virtual_status.text() == "Off", timeout=5000)
+            assert not window.bridge.virtual_camera_on and not recorder.frames
+            assert len(begun) == 1
+            return
+        virtual_settled(qtbot, window)
+    finally:
+        release.set()
+    # Still wanted: the next device opened, once the first had closed, and is sent to.
+    assert window.bridge.virtual_camera_on and window.virtual_switch.isChecked()
+    assert len(begun) == 2 and begun[1] >= closed_at[0]
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+
+
+def test_closing_the_window_while_the_virtual_camera_opens_still_releases_the_device(
+    qtbot, make_window, recorder, monkeypatch
+):
+    window = make_window(backend="passthrough")
+    entered, release, _, closed_at = _hanging_first_open(monkeypatch)
+    try:
+        window.virtual_switch.setChecked(True)
+        assert entered.wait(5)
+        t0 = time.perf_counter()
+        window.close()
+        assert time.perf_counter() - t0 < 2.5, "closing waited for the driver"
+        assert window.bridge.engine is None
+        assert window.bridge.join(timeout=0.2) is False  # the open is still in the driver
+        release.set()
+        # No event loop is needed (the app's has ended by then): the open closes it itself.
+        assert window.bridge.join(timeout=10.0) is True
+    finally:
+        release.set()
+    assert len(closed_at) == 1 and not recorder.frames
+
+
+# --------------------------------------------------------------------------- feedback loops
+
+
+def _devices_play_the_demo_clip() -> tuple[list[str], Any]:
+    """An ``open_source`` on which every camera device (a path or an index) plays the demo
+    clip, with the sources it was asked for."""
+    import engine
+
+    asked: list[str] = []
+
+    def open_source(source, *, live, size=None, fps=None, **options):  # noqa: ANN001, ANN003, ANN202
+        asked.append(str(source))
+        if str(source).startswith("/dev/") or str(source).isdigit():
+            return engine.open_source(str(DEMO_CLIP), live=live, fps=fps, loop=True)
+        return engine.open_source(source, live=live, size=size, fps=fps, **options)
+
+    return asked, open_source
+
+
+SHARPCAM_LOOPBACK = CameraChoice(
+    id="/dev/video10", name="SharpCam (virtual camera)", source="/dev/video10", is_virtual=True
+)
+OTHER_LOOPBACK = CameraChoice(
+    id="/dev/video11",
+    name="OBS Virtual Camera (virtual camera)",
+    source="/dev/video11",
+    is_virtual=True,
+)
+
+
+def test_reads_virtual_device_is_only_the_device_sent_to() -> None:
+    from app.camera_list import reads_virtual_device
+
+    # Linux: pyvirtualcam names the device by its path.
+    assert reads_virtual_device("/dev/video10", "SharpCam (virtual camera)", "/dev/video10")
+    assert reads_virtual_device("10", "Camera 10", "/dev/video10")  # OpenCV's index of it
+    assert reads_virtual_device("/dev/../dev/video10", "Camera", "/dev/video10")
+    assert not reads_virtual_device("/dev/video11", "OBS Virtual Camera", "/dev/video10")
+    assert not reads_virtual_device("/dev/video0", "HD Webcam", "/dev/video10")
+    assert not reads_virtual_device(str(DEMO_CLIP), "Demo clip (bundled)", "/dev/video10")
+    assert not reads_virtual_device("/dev/video10", "SharpCam (virtual camera)", "")
+    # Windows and macOS: by its name, whatever the picker added to it.
+    obs = "OBS Virtual Camera"
+    assert reads_virtual_device("2", "OBS Virtual Camera (virtual camera)", obs)
+    assert reads_virtual_device("3", "OBS Virtual Camera (virtual camera) (2)", obs)
+    assert reads_virtual_device("1", "Unity Video Capture", "Unity Video Capture")
+    assert not reads_virtual_device("1", "Unity Video Capture", obs)
+    assert not reads_virtual_device("0", "HD Webcam", obs)
+
+
+def test_the_virtual_camera_sharpcam_sends_to_cannot_be_picked_as_the_camera(
+    qtbot, make_window, recorder
+):
+    # Picked as the camera while SharpCam sends to it: SharpCam read its own output, sharpened
+    # it again and sent it back, in a loop.
+    recorder.device_name = SHARPCAM_LOOPBACK.source
+    asked, open_source = _devices_play_the_demo_clip()
+    window = make_window(
+        backend="passthrough",
+        api=_engine_api(open_source=open_source),
+        cameras=[demo_choice(), SHARPCAM_LOOPBACK, OTHER_LOOPBACK],
+    )
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_device == "/dev/video10"
+    playing, opened = window.bridge.engine, len(asked)
+    window.camera_combo.setCurrentIndex(window.camera_combo.findData(SHARPCAM_LOOPBACK.id))
+    # Refused: the picker is back on what plays, and nothing restarted or opened.
+    assert window.current_camera().is_demo
+    assert window.bridge.engine is playing and not window.bridge.starting
+    assert asked[opened:] == []
+    assert window.banner.isVisible() and window.banner.kind == "camera"
+    text = window.banner.text.text()
+    assert "SharpCam (virtual camera) was not opened" in text
+    assert "loop" in text and "turn “Send to video calls” off" in text
+    assert window.bridge.virtual_camera_on  # sending goes on
+    wait_frames(qtbot, window, 2)
+
+    # Another app's virtual camera is a camera like any other, and is still sent from.
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(OTHER_LOOPBACK.id))
+    assert asked[-1] == "/dev/video11" and window.current_camera() == OTHER_LOOPBACK
+    assert window.bridge.virtual_camera_device == "/dev/video10"
+    assert not window.banner.isVisible()  # the refusal no longer applies
+    # With sending off, SharpCam's own device may be read (another app may feed it then).
+    window.virtual_switch.setChecked(False)
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(SHARPCAM_LOOPBACK.id))
+    assert asked[-1] == "/dev/video10"
+
+
+@pytest.mark.parametrize("how", ["switch", "launch"])
+@pytest.mark.parametrize("device", ["/dev/video10", "OBS Virtual Camera"])
+def test_the_virtual_camera_does_not_send_to_the_camera_being_read(
+    qtbot, make_window, recorder, tmp_path, how, device
+):
+    # Reading the device the virtual camera opens (v4l2loopback's by its path; OBS's, which
+    # Windows lists as a camera too, by its name): sending there made a loop.
+    camera = SHARPCAM_LOOPBACK
+    if not device.startswith("/dev/"):
+        camera = CameraChoice(
+            id="obs", name=f"{device} (virtual camera)", source="1", is_virtual=True
+        )
+    recorder.device_name = device
+    _, open_source = _devices_play_the_demo_clip()
+    window = make_window(
+        backend="passthrough",
+        api=_engine_api(open_source=open_source),
+        cameras=[demo_choice(), camera],
+        settings=AppSettings(source=camera.id, virtual_camera=how == "launch"),
+    )
+    assert window.current_camera() == camera and not window.bridge.using_fallback
+    if how == "switch":
+        window.virtual_switch.setChecked(True)
+        virtual_settled(qtbot, window)
+    assert not window.bridge.virtual_camera_on and not window.virtual_switch.isChecked()
+    assert window.virtual_status.text() in (
+        "Off",
+        "Turning off · waiting for the virtual camera to close…",
+    )
+    msg = window.banner.message
+    assert window.banner.isVisible() and msg.kind == "virtual_camera", msg
+    assert msg.text.startswith("Not sent to video calls") and device in msg.text
+    assert "loop" in msg.advice and "Pick your real camera" in msg.advice
+    assert window.virtual_dialog is None  # nothing is wrong with the device: no setup steps
+    qtbot.waitUntil(recorder.closed.is_set, timeout=5000)  # opened, and closed unused
+    assert recorder.frames == []
+    wait_frames(qtbot, window, 2)  # the video plays on
+    window.close()
+    # The person's turn-on is remembered as the switch shows it; the remembered choice stays
+    # (the next launch may read the real camera).
+    remembered = load_settings(open_store(str(tmp_path / "settings.ini"))).virtual_camera
+    assert remembered is (how == "launch")
 
 
 def test_a_damaged_int8_model_gets_advice_that_fits(qtbot, make_window):
@@ -2008,6 +2291,7 @@ def test_space_presses_a_switch_reached_with_tab_and_a_click_keeps_space_for_sha
     # sharpening, so the virtual camera, mirror and view modes could not be used at all).
     window.virtual_switch.setFocus(Qt.FocusReason.TabFocusReason)
     qtbot.keyClick(window.virtual_switch, Qt.Key.Key_Space)
+    virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     assert window.bridge.engine.enabled is True
     window.view_buttons["side"].setFocus(Qt.FocusReason.TabFocusReason)
@@ -2072,6 +2356,57 @@ def test_space_opens_a_picker_reached_with_tab(qtbot, make_window):
     qtbot.mouseClick(window.scale_combo, Qt.MouseButton.LeftButton)
     window.scale_combo.hidePopup()
     assert not window.scale_combo.hasFocus()
+
+
+def test_the_before_after_divider_is_reached_with_tab_and_moved_with_the_keys(
+    qtbot, make_window, tmp_path
+):
+    # The divider could only be dragged with a mouse.
+    from PySide6.QtGui import QAccessible
+
+    window = make_window()
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    preview = window.preview
+    for _ in range(40):  # Tab through the window until the divider has the focus
+        if preview.hasFocus():
+            break
+        qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key.Key_Tab)
+    assert preview.hasFocus(), "Tab does not reach the divider"
+    iface = QAccessible.queryAccessibleInterface(preview)
+    assert iface.text(QAccessible.Text.Name) == "Before and after divider"
+    assert preview.accessibleDescription().startswith("50 % of the picture shows the camera")
+    assert "arrows" in preview.accessibleDescription()
+    moved: list[float] = []
+    preview.split_changed.connect(moved.append)
+    keys = [
+        Qt.Key.Key_Right,
+        Qt.Key.Key_Left,
+        Qt.Key.Key_Left,
+        Qt.Key.Key_Home,
+        Qt.Key.Key_Left,  # at the edge: nothing moves
+        Qt.Key.Key_End,
+        Qt.Key.Key_PageDown,
+    ]
+    for key in keys:
+        qtbot.keyClick(preview, key)
+    assert moved == [0.55, 0.5, 0.45, 0.0, 1.0, 0.75]
+    assert preview.split == 0.75
+    assert preview.accessibleDescription().startswith("75 %")
+    preview.set_split(0.48)  # dragged there: the arrows stop at whole steps, as a slider's do
+    qtbot.keyClick(preview, Qt.Key.Key_Right)
+    assert preview.split == 0.5
+    # Space is still the window's: sharpening off.
+    qtbot.keyClick(preview, Qt.Key.Key_Space)
+    assert window.bridge.engine.enabled is False
+    # Where no divider is shown, Tab does not stop at it.
+    window.view_buttons["after"].click()
+    assert not preview.hasFocus()
+    assert not preview.focusPolicy() & Qt.FocusPolicy.TabFocus
+    window.view_buttons["split"].click()
+    assert preview.focusPolicy() & Qt.FocusPolicy.TabFocus
+    window.close()
+    assert load_settings(open_store(str(tmp_path / "settings.ini"))).split == 0.5
 
 
 def test_the_picked_view_mode_button_shows_its_whole_label(qtbot, make_window):
@@ -2191,6 +2526,7 @@ def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch, recorder):
     assert labels == ["Sharpening", "Virtual camera", "Show SharpCam", "Quit SharpCam"]
     assert not window.tray_virtual_action.isChecked()
     window.tray_virtual_action.trigger()
+    virtual_settled(qtbot, window)
     assert window.virtual_switch.isChecked() and window.bridge.virtual_camera_on
     window.toggle_action.trigger()  # the tray shares this action with the Space shortcut
     assert window.bridge.engine.enabled is False
@@ -2243,6 +2579,75 @@ def test_settings_are_remembered(qtbot, make_window, tmp_path):
     assert again.strength_slider.value() == 35
     assert again.preview.mode == "side" and not again.preview.mirror
     assert again.bridge.engine.enabled is False
+
+
+def _settings_on_disk(path: Path) -> str:
+    """The settings file as written (not the process's cache of it, which another QSettings
+    on the same file would read)."""
+    return path.read_text() if path.is_file() else ""
+
+
+def test_a_change_is_saved_soon_after_it_is_made_and_once_for_a_drag(
+    qtbot, make_window, tmp_path, monkeypatch
+):
+    # Saved only when the window closed: a crash or a kill lost every change of the session.
+    import app.window as window_module
+
+    writes: list[float] = []
+    save = window_module.save_settings
+
+    def counted(store, settings) -> bool:  # noqa: ANN001
+        writes.append(time.perf_counter())
+        return save(store, settings)
+
+    monkeypatch.setattr(window_module, "save_settings", counted)
+    window = make_window()
+    qtbot.wait(SAVE_DELAY_MS + 300)  # what showing the window may have saved
+    writes.clear()
+    for value in range(99, 30, -1):  # a slider dragged through 69 values
+        window.strength_slider.setValue(value)
+    window.mirror_check.setChecked(False)
+    window.view_buttons["side"].click()
+    assert writes == [], "written at every step"
+    qtbot.waitUntil(lambda: len(writes) == 1, timeout=5000)
+    qtbot.wait(SAVE_DELAY_MS + 300)
+    assert len(writes) == 1, "written more than once for one drag"
+    # On disk while the window is still open: killed now, the next start has them.
+    text = _settings_on_disk(tmp_path / "settings.ini")
+    assert "strength=0.31" in text and "mirror=false" in text and "view_mode=side" in text
+    assert window.bridge.engine.running
+
+
+def test_settings_that_cannot_be_saved_are_said_once_and_the_window_goes_on(
+    qtbot, make_window, tmp_path
+):
+    # A folder that cannot be written (or a full disk): the person must learn that their
+    # settings will be lost, without the video or the window going down.
+    folder = tmp_path / "not-a-folder"
+    folder.write_text("")  # a file where the settings' folder should be: nothing is written
+    path = folder / "settings.ini"
+    window = make_window(store_path=path)
+    window.strength_slider.setValue(40)
+    qtbot.waitUntil(
+        lambda: window.banner.isVisible() and window.banner.kind == "settings", timeout=5000
+    )
+    said = window.banner.message
+    assert str(path) in said.text and "could not be saved" in said.text
+    assert "keeps running" in said.advice
+    wait_frames(qtbot, window, 2)  # the video goes on
+    window.strength_slider.setValue(45)
+    qtbot.wait(SAVE_DELAY_MS + 300)  # that save, too, fails
+    assert window.save_now() is False
+    assert window.banner.message is said  # said once, not at every change
+    # The folder can be written again: the next change is saved and the message goes.
+    folder.unlink()
+    folder.mkdir()
+    window.strength_slider.setValue(50)
+    qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=5000)
+    assert "strength=0.5" in _settings_on_disk(path)
+    window.strength_slider.setValue(55)
+    window.close()  # saved on close too, with nothing pending
+    assert "strength=0.55" in _settings_on_disk(path)
 
 
 def test_processing_scale_picker_restarts_the_engine_at_that_scale(qtbot, make_window, tmp_path):
@@ -2486,6 +2891,31 @@ def test_preview_split_drag_and_mirror(qtbot):
     assert colour_at(0.2).blue() > 200  # the original is flipped left-right
     w.set_mode("after")
     assert colour_at(0.2).green() > 200 and colour_at(0.9).green() > 200
+
+
+def test_preview_shows_when_the_divider_has_the_keyboard_focus(qtbot):
+    # The window's other controls show a ring when Tab reaches them; the divider showed none.
+    w = PreviewWidget()
+    qtbot.addWidget(w)
+    w.resize(660, 380)
+    w.show()
+    with qtbot.waitActive(w):
+        w.activateWindow()
+    grey = np.full((90, 160, 3), 90, np.uint8)
+    w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    w.clearFocus()
+    qtbot.waitUntil(lambda: not w.hasFocus(), timeout=1000)
+    unfocused = qimage_to_array(w.grab().toImage()).astype(int)
+    w.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.waitUntil(w.hasFocus, timeout=1000)
+    focused = qimage_to_array(w.grab().toImage()).astype(int)
+    changed = np.any(np.abs(focused - unfocused) > 40, axis=2)
+    assert changed.sum() > 60, "the focus is not shown"
+    # Around the handle the keys move, nothing else.
+    r = w.image_rect()
+    ys, xs = np.nonzero(changed)
+    dist = np.hypot(xs - (r.left() + w.split * r.width()), ys - r.center().y())
+    assert dist.max() < 24
 
 
 def test_preview_side_by_side_badges_have_their_own_styles(qtbot):
