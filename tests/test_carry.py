@@ -332,6 +332,13 @@ def test_gpu_session_reports_a_failed_run_and_sizes_from_the_configs_epochs(
         # shell arithmetic in every backgrounded probe failed on these, after the data step
         ({"PROBE_S": "1.5"}, "PROBE_S=1.5: must be a positive whole number of seconds"),
         ({"PROBE_S": "0"}, "PROBE_S=0: must be a positive whole number of seconds"),
+        # ... and on these in the training runs' sizing ("abc" read as 0), after the probe too
+        ({"TRAIN_S": "abc"}, "TRAIN_S=abc: must be a positive whole number of seconds"),
+        ({"TRAIN_S": "450.5"}, "TRAIN_S=450.5: must be a positive whole number of seconds"),
+        ({"TRAIN_S": "0450"}, "TRAIN_S=0450: must be a positive whole number of seconds"),
+        # no training left after the probe: every run overran the call at its 0.5-minute floor
+        ({"TRAIN_S": "125"}, "TRAIN_S=125: too small for the set-up and the probe (PROBE_S=150"),
+        ({"TRAIN_S": "300", "PROBE_S": "400"}, "must be above 375"),
         # split into words, the value reached the config loader in pieces (a bare YAML error)
         (
             {"EXTRA": "--stages=[{patch: 256, epochs: 8, batch: 16}]"},
@@ -374,12 +381,22 @@ def test_gpu_session_sizes_the_watchdog_from_the_runs_time_limit(tmp_path: Path)
         f'#!/usr/bin/env bash\necho "$@" >>"$FAKE_TIMEOUTS"\nexec {shutil.which("timeout")} "$@"\n'
     )
     wrapper.chmod(0o755)
+    # The clock: the script's start (its first `date +%s`), then 1000 s on, as after a probe
+    # that ran long (the default TRAIN_S=390 leaves 390 - 1000 + 60 s).
+    clock = root.parent / "bin/date"
+    clock.write_text(
+        "#!/usr/bin/env bash\n"
+        f'now=$({shutil.which("date")} "$@")\n'
+        'if [ -e "$FAKE_STARTED" ]; then echo $((now + 1000)); else touch "$FAKE_STARTED"; '
+        'echo "$now"; fi\n'
+    )
+    clock.chmod(0o755)
     done = _run_session(
         root,
         NAMES="fast_cont",
-        TRAIN_S="-200",
         FAKE_RATE_fast_cont="2.5",
         FAKE_TIMEOUTS=str(root / "timeouts.txt"),
+        FAKE_STARTED=str(root / "started"),
     )
     log = (root / "out/session.log").read_text()
     assert done.returncode == 0, log[-3000:]
@@ -394,16 +411,24 @@ def test_gpu_session_tells_the_watchdog_from_a_kill_and_a_failed_save(tmp_path: 
     root = _session_tree(tmp_path)
     done = _run_session(
         root,
-        NAMES="fast_cont plus_cont",
+        NAMES="fast_cont plus_cont hq_cont",
         FAKE_RATE_fast_cont="2.5",
         FAKE_RATE_plus_cont="2.5",
+        FAKE_RATE_hq_cont="2.5",
+        # The trainer stops on the watchdog's TERM after its step, with a checkpoint (timeout
+        # still exits 124); a hung one gets the -k's SIGKILL.
         FAKE_EXIT_fast_cont="124",
         FAKE_EXIT_plus_cont="137",  # SIGKILL: the watchdog's -k, or the OOM killer
+        FAKE_EXIT_hq_cont="143",  # a TERM from elsewhere: the trainer's own status for it
     )
     log = (root / "out/session.log").read_text()
     assert done.returncode == 1, log[-3000:]
-    assert "== fast_cont: exit 124 (stopped by the watchdog: a hung step or loader)" in log
-    assert "== plus_cont: exit 137 (killed: the watchdog's -k or out of memory)" in log
+    assert (
+        "== fast_cont: exit 124 (stopped by the watchdog after a stall; last.pt saved once "
+        "training had begun)" in log
+    )
+    assert "== plus_cont: exit 137 (killed: hung past the watchdog's TERM, or out of memory)" in log
+    assert "== hq_cont: exit 143 (interrupted, last.pt saved)" in log
     # Every run ended well, but nothing could be saved: not an exit 0.
     (tmp_path / "save").mkdir()
     root = _session_tree(tmp_path / "save")

@@ -6,6 +6,7 @@ import logging
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ from training.data import make_synthetic_dataset
 from training.train import (
     WARM_STEPS,
     _device_share,
+    _worker_init,
     load_checkpoint,
     lr_factor,
     train,
@@ -520,6 +522,81 @@ def test_a_weights_only_checkpoint_is_refused_with_what_to_do(
         train(_tiny(synth, out, "--resume"))
 
 
+def test_a_resume_switching_from_plateau_to_cosine_follows_the_cosine(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # LambdaLR cannot load ReduceLROnPlateau's state (KeyError 'lr_lambdas'); and its step count
+    # is the step's, not the number of validations the plateau scheduler counted.
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--scheduler=plateau", "--stop_after_steps=2", "--lr=0.01"))
+    cfg = _tiny(synth, out, "--resume", "--lr=0.01")
+    rows = train(cfg)["epochs"]
+    assert [r["lr"] for r in rows] == pytest.approx([0.01 * lr_factor(s, cfg) for s in (3, 6)])
+    assert load_checkpoint(out / "last.pt")["scheduler"]["last_epoch"] == 6
+
+
+def _signal_in_step(monkeypatch: pytest.MonkeyPatch, sig: int, at: int) -> None:
+    """Send ``sig`` to this process in the middle of optimiser step ``at`` (1-based)."""
+    real = torch.optim.Adam.step
+    seen: list[None] = []
+
+    def step(self, *args, **kwargs):
+        seen.append(None)
+        if len(seen) == at:
+            os.kill(os.getpid(), sig)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+
+
+@pytest.mark.parametrize(
+    ("sig", "at", "position"),
+    [
+        pytest.param(signal.SIGINT, 4, (1, 1), id="SIGINT-mid-epoch"),  # 3 steps an epoch
+        # the last step of epoch 1: its validation is left to the resumed run
+        pytest.param(signal.SIGTERM, 3, (0, 3), id="SIGTERM-last-step-of-an-epoch"),
+    ],
+)
+def test_a_signal_stops_after_its_step_with_a_checkpoint_that_resumes_exactly(
+    synth: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    sig: int,
+    at: int,
+    position: tuple[int, int],
+) -> None:
+    # Ctrl-C (or a watchdog's TERM) printed a traceback and lost everything since the last
+    # epoch's last.pt (10-15 minutes on the CPU).
+    full = train(_tiny(synth, tmp_path / "full"))
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    _signal_in_step(monkeypatch, sig, at)
+    split = tmp_path / "split"
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        first = train(_tiny(synth, split))
+    monkeypatch.undo()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers
+    name = signal.Signals(sig).name
+    assert first["stopped"] == f"interrupted by {name}" and first["exit_status"] == 128 + sig
+    assert len(first["steps"]) == at
+    epoch, step = position
+    assert f"stopped (interrupted by {name}) at epoch {epoch + 1} step {step}" in caplog.text
+    ck = load_checkpoint(split / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (epoch, step, at)
+    second = train(_tiny(synth, split, "--resume"))
+    assert second["stopped"] == "finished" and second["exit_status"] == 0
+    # The same steps, learning rates, validations and weights as the run left alone.
+    assert first["steps"] + second["steps"] == full["steps"]
+
+    def record(rows: list[dict]) -> list[tuple]:
+        return [(r["epoch"], r["step"], r["lr"], r["val_psnr"], r["loss_total"]) for r in rows]
+
+    assert record(second["epochs"]) == record(full["epochs"])
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(split / "last.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 @pytest.mark.gpu
 def test_resume_on_the_gpu_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> None:
     # AMP, the EMA and the device sampler: what gpu_session.sh's runs use.
@@ -615,6 +692,59 @@ def test_ddp_two_processes_gloo(synth: dict[str, Path], tmp_path: Path) -> None:
     assert ck["epoch"] == 2 and ck["global_step"] == 4
     assert isinstance(ck["rng"], list) and len(ck["rng"]) == 2  # one RNG state per rank
     assert "epoch 2" in proc.stderr
+
+
+# Run under torchrun: rank 0 alone gets a SIGTERM in the middle of optimiser step 3.
+_DDP_SIGNAL_SCRIPT = """
+import os, runpy, signal, sys
+import torch
+
+real_step = torch.optim.Adam.step
+steps = []
+
+def step(self, *args, **kwargs):
+    steps.append(None)
+    if len(steps) == 3 and os.environ["RANK"] == "0":
+        os.kill(os.getpid(), signal.SIGTERM)
+    return real_step(self, *args, **kwargs)
+
+torch.optim.Adam.step = step
+sys.argv = ["training.train", *sys.argv[1:]]
+runpy.run_module("training.train", run_name="__main__", alter_sys=True)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_ranks_stop_together_on_a_signal_to_one(synth: dict[str, Path], tmp_path: Path) -> None:
+    # A rank that stopped alone would leave the other waiting in its next all-reduce for ever.
+    script = tmp_path / "ddp_signal.py"
+    script.write_text(_DDP_SIGNAL_SCRIPT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--master_port=29521",
+        str(script),
+        "--config",
+        str(SMOKE),
+        *_data_overrides(synth),
+        f"--out_dir={tmp_path / 'ddp'}",
+        "--student=tiny",
+        "--steps_per_epoch=2",
+        "--stages=[{patch: 32, epochs: 2, batch: 2}]",
+        "--data.val_count=1",
+        "--data.val_crop=32",
+    ]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert "stopped (interrupted by SIGTERM) at epoch 2 step 1" in proc.stderr, proc.stderr[-3000:]
+    # The first rank out exits with the signal's status; torchrun then TERMs the other, by then
+    # past the save (main() leaves through a barrier).
+    assert proc.returncode != 0 and "exitcode  : 143" in proc.stderr, proc.stderr[-3000:]
+    ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 1, 3)
+    assert len(ck["rng"]) == 2
 
 
 # Run under torchrun: trains with an online teacher and feature matching, then every rank saves
@@ -1006,3 +1136,168 @@ def test_the_progress_bar_stays_out_of_a_log_file(tmp_path: Path) -> None:
     with open(log, "w") as fh:
         subprocess.run([sys.executable, "-c", code], stderr=fh, check=True, cwd=REPO)
     assert log.read_text() == ""
+
+
+class _SignalledSamples(torch.utils.data.Dataset):
+    """Sample 0 is made while the worker gets ``sig``, as the whole process group does from a
+    Ctrl-C in a terminal or from timeout's TERM."""
+
+    def __init__(self, sig: int) -> None:
+        self.sig = sig
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> int:
+        if i == 0:
+            os.kill(os.getpid(), self.sig)
+        return i
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_data_workers_leave_a_signal_to_the_main_process(sig: int) -> None:
+    # A worker that died of it (SIGTERM) or left on its KeyboardInterrupt failed the main
+    # process's next batch ("killed by signal", "exited unexpectedly"): the main process stops
+    # after its step, with a checkpoint, and shuts the workers down itself.
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(
+        _SignalledSamples(sig), batch_size=1, num_workers=1, worker_init_fn=_worker_init
+    )
+    assert [int(b) for b in loader] == [0, 1, 2, 3]
+
+
+# A run of `python -m training.train` in which a signal comes in the middle of optimiser step
+# AT, sent to the whole process group (DataLoader workers too) as Ctrl-C in a terminal or
+# timeout's TERM are. With STUCK_SAVE, the save that follows is stuck on a hung disk (half a
+# temp file written) when the same signal comes again.
+_SIGNAL_SCRIPT = """
+import os, runpy, sys, time
+import torch
+
+sig, at, stuck_save = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "STUCK_SAVE"
+real_step, real_save = torch.optim.Adam.step, torch.save
+steps = []
+
+def step(self, *args, **kwargs):
+    steps.append(None)
+    if len(steps) == at:
+        os.killpg(0, sig)
+    return real_step(self, *args, **kwargs)
+
+def save(obj, f, *args, **kwargs):
+    if stuck_save and len(steps) >= at:
+        with open(f, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        os.killpg(0, sig)
+        time.sleep(120)
+    return real_save(obj, f, *args, **kwargs)
+
+torch.optim.Adam.step, torch.save = step, save
+sys.argv = ["training.train", *sys.argv[4:]]
+runpy.run_module("training.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def _run_signalled(
+    synth: dict[str, Path], out: Path, sig: int, at: int, how: str, *extra: str
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SIGNAL_SCRIPT,
+            str(int(sig)),
+            str(at),
+            how,
+            "--config",
+            str(SMOKE),
+            *_data_overrides(synth),
+            f"--out_dir={out}",
+            "--student=tiny",
+            "--steps_per_epoch=3",
+            "--stages=[{patch: 32, epochs: 2, batch: 2}]",
+            "--data.val_count=1",
+            "--data.val_crop=32",
+            *extra,
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,  # its own process group: the signal reaches no one else
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_to_the_process_group_exits_with_its_status_and_no_traceback(
+    synth: dict[str, Path], tmp_path: Path, sig: int
+) -> None:
+    # The data worker gets it too: one that died of it failed the main process's next batch
+    # (KeyboardInterrupt in the worker, "DataLoader worker ... killed by signal" in the main).
+    out = tmp_path / "run"
+    proc = _run_signalled(synth, out, sig, 4, "-", "--data.num_workers=1")
+    name = signal.Signals(sig).name
+    assert proc.returncode == 128 + sig, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "KeyboardInterrupt" not in proc.stderr
+    assert f"{name}: stopping after this step with a checkpoint" in proc.stderr
+    assert f"stopped (interrupted by {name}) at epoch 2 step 1; --resume continues" in proc.stderr
+    assert f"interrupted by {name}: 4 steps in" in proc.stderr
+    ck = load_checkpoint(out / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 1, 4)
+    assert not list(out.glob("*.tmp"))
+
+
+def test_a_second_signal_stops_a_stuck_save_at_once_and_last_pt_stays_whole(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    proc = _run_signalled(synth, out, signal.SIGINT, 4, "STUCK_SAVE")
+    # Ended by the second SIGINT itself (not after the 120 s stuck save, not a traceback).
+    assert proc.returncode == -signal.SIGINT, proc.stderr[-3000:]
+    assert time.monotonic() - t0 < 100
+    assert "Traceback" not in proc.stderr
+    # The half-written temp file was never renamed: last.pt is epoch 1's, whole.
+    assert (out / "last.pt.tmp").read_bytes() == b"half a checkpoint"
+    ck = load_checkpoint(out / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 0, 3)
+
+
+_SETUP_INTERRUPT_SCRIPT = """
+import os, runpy, signal, sys
+import training.data
+
+def build(*args, **kwargs):  # Ctrl-C while the data is decoded (minutes on the real data)
+    os.kill(os.getpid(), signal.SIGINT)
+
+training.data.DeblurDataset.__init__ = build
+sys.argv = ["training.train", *sys.argv[1:]]
+runpy.run_module("training.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_during_set_up_is_one_line_and_status_130(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _SETUP_INTERRUPT_SCRIPT,
+            "--config",
+            str(SMOKE),
+            *_data_overrides(synth),
+            f"--out_dir={tmp_path / 'run'}",
+            "--student=tiny",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "interrupted during set-up: nothing trained, nothing saved" in proc.stderr

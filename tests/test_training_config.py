@@ -57,6 +57,15 @@ def test_override_parsing_nested_lists_and_flags() -> None:
     assert cfg.stages == [StageConfig(64, 2, 3)]
 
 
+def test_a_section_override_after_some_of_its_keys_keeps_them() -> None:
+    # The section replaced the keys given before it: num_workers went back to 0 silently.
+    cfg = load_config(None, ["--data.num_workers=2", "--data={photo_weight: 1}"])
+    assert (cfg.data.num_workers, cfg.data.photo_weight) == (2, 1.0)
+    # A student's constructor arguments stay one unit, as they do over the YAML's.
+    got = parse_overrides(["--student_kwargs.width=8", "--student_kwargs={depth: 2}"])
+    assert got == {"student_kwargs": {"depth": 2}}
+
+
 def test_off_on_yes_no_stay_words(tmp_path: Path) -> None:
     # YAML 1.1 would read these as booleans; teacher.mode takes the word "off".
     assert parse_overrides(["--teacher.mode=off", "--x=yes", "--amp=true"]) == {
@@ -115,6 +124,9 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         (["--early_stop=-1"], "early_stop: expected a number >= 0"),
         (["--data.val_count=-1"], "data.val_count: expected a number >= 0"),
         (["--data.num_workers=-1"], "data.num_workers: expected a number >= 0"),
+        # a term is on where its weight is > 0: these turned it off without a word
+        (["--loss.ssim=-0.1"], "loss.ssim: expected a number >= 0"),
+        (["--loss.vgg=nan"], "loss.vgg: expected a finite number"),
         # 2 would raise the LR on every plateau; torch says so only after the data is built
         (["--plateau_factor=2"], "plateau_factor: expected a factor in (0, 1)"),
         (

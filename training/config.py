@@ -379,6 +379,18 @@ _NON_NEGATIVE = (
     "data.psf_max_size",
     "data.val_count",
     "data.num_workers",
+    # A term (or Charbonnier's epsilon) is on where > 0: a negative or NaN one turned it off
+    # without a word.
+    "loss.l1",
+    "loss.charbonnier",
+    "loss.ssim",
+    "loss.ms_ssim",
+    "loss.edge",
+    "loss.lab",
+    "loss.fft",
+    "loss.vgg",
+    "loss.distill",
+    "loss.feature",
 )
 
 
@@ -549,7 +561,16 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--{key}: {part} is both a value and a section")
-        node[parts[-1]] = value
+        last = parts[-1]
+        if (
+            isinstance(value, dict)
+            and isinstance(node.get(last), dict)
+            and last != "student_kwargs"
+        ):
+            # A section after some of its keys (--data.num_workers=2 --data={photo_weight: 1})
+            # replaced them without a word; it merges, as it does into the YAML's section.
+            value = _merge(node[last], value)
+        node[last] = value
     return out
 
 

@@ -22,9 +22,9 @@
 # fast_plus (grown from fast on the CPU) continued:
 #   call 1: BENCH=0 TRAIN_S=450 bash training/gpu_session.sh   (~8.5 min)
 #   call 2: NAMES= BENCH=1 bash training/gpu_session.sh        (benchmarks only, ~3 min)
-# Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60),
-# PROBE_STEPS (above 10), PROBE_S (the probe's time limit, whole seconds), BENCH, OUT,
-# RAW_ON_DEVICE, CAMERA, EXTRA (more --key=value for every run; split on spaces, so a value
+# Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60; above
+# PROBE_S - 25), PROBE_STEPS (above 10), PROBE_S (the probe's time limit, whole seconds), BENCH,
+# OUT, RAW_ON_DEVICE, CAMERA, EXTRA (more --key=value for every run; split on spaces, so a value
 # holds none: --stages=[{"patch":256,"epochs":8,"batch":16}], not [{patch: 256, ...}]). Each
 # run's config is checked (and the files it names that travel in the carry) before any data is
 # decoded; the exit status is 1 when a training run failed (its results are saved all the same)
@@ -79,6 +79,19 @@ fi
 # after the data was decoded (a leading 0 would read as octal).
 if ! [[ $PROBE_S =~ ^[1-9][0-9]*$ ]]; then
   echo "PROBE_S=$PROBE_S: must be a positive whole number of seconds"
+  exit 2
+fi
+# TRAIN_S too, in the training runs' sizing: there "abc" read as 0 and "1.5" failed every run,
+# after the data and the probe. The set-up and the probe (up to PROBE_S) come out of TRAIN_S + 60,
+# and each run's start-up, validations and checkpoints 35 s more (the sizing below): with less,
+# no training is left and every run overruns the call at its 0.5-minute floor.
+if ! [[ $TRAIN_S =~ ^[1-9][0-9]*$ ]]; then
+  echo "TRAIN_S=$TRAIN_S: must be a positive whole number of seconds"
+  exit 2
+fi
+if [ $((TRAIN_S + 60)) -le $((PROBE_S + 35)) ]; then
+  echo "TRAIN_S=$TRAIN_S: too small for the set-up and the probe (PROBE_S=$PROBE_S, from" \
+    "TRAIN_S + 60) and the runs' 35 s start-up: must be above $((PROBE_S - 25))"
   exit 2
 fi
 
@@ -221,7 +234,8 @@ for n in $NAMES; do
   wd=$(python3 -c "print(round($mins * 60) + 50)")
   echo "train $n: steps_per_epoch=$spe (x${EPOCHS[$n]}), max_minutes=$mins, watchdog ${wd} s"
   # max_minutes stops it between steps, with a checkpoint; the watchdog is for a hung step or
-  # loader, so that the results below are still saved inside the call.
+  # loader, so that the results below are still saved inside the call (its TERM stops a run
+  # that is only slow after the step, with a checkpoint too; -k 5 ends a hung one).
   # shellcheck disable=SC2086
   timeout -k 5 "$wd" python3 -m training.train --config ${CFG[$n]} $COMMON \
     --out_dir=runs/gpu_$n --steps_per_epoch=$spe --max_minutes=$mins $extra \
@@ -240,9 +254,14 @@ echo "[$(elapsed) s] training done"
 for n in $NAMES; do
   case ${RC[$n]} in
     0) why="" ;;
-    124) why=" (stopped by the watchdog: a hung step or loader)" ;;
-    # SIGKILL: the watchdog's -k after a TERM it ignored, or the kernel's OOM killer.
-    137) why=" (killed: the watchdog's -k or out of memory)" ;;
+    # The watchdog's TERM, 50 s past the run's max_minutes (a stalled step, loader or
+    # validation): the trainer stops after its step and saves last.pt.
+    124) why=" (stopped by the watchdog after a stall; last.pt saved once training had begun)" ;;
+    # SIGKILL: the watchdog's -k, when the run could not finish its step and save within 5 s
+    # of the TERM (a hung step, loader or save), or the kernel's OOM killer.
+    137) why=" (killed: hung past the watchdog's TERM, or out of memory)" ;;
+    # SIGINT or SIGTERM from elsewhere: stopped after a step, last.pt saved.
+    130 | 143) why=" (interrupted, last.pt saved)" ;;
     *) why=" (failed)" ;;
   esac
   echo "== $n: exit ${RC[$n]}$why"

@@ -9,12 +9,15 @@ step; every sample is a pure function of ``(seed, rank, sample index)``; so a ch
 the weights, optimiser, scheduler, scaler, RNG states and the position resumes exactly.
 
 The run folder (``--out_dir``) holds ``last.pt``, ``best.pt``, ``config.yaml``, ``log.csv`` and
-``curves.png``. ``--max_minutes`` stops cleanly with a resumable checkpoint.
+``curves.png``. ``--max_minutes`` stops cleanly with a resumable checkpoint, and so does Ctrl-C
+(SIGINT) or SIGTERM (``timeout``, a watchdog): the step in hand finishes, ``last.pt`` is saved
+and the process exits with 130 or 143 (128 + the signal); a second one ends it at once, unsaved.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import csv
 import itertools
@@ -22,9 +25,11 @@ import logging
 import math
 import os
 import random
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -382,6 +387,63 @@ def _worker_init(_: int) -> None:
     # (OpenCV's own thread count is set in the parent before the fork: calling
     # cv2.setNumThreads in a forked child whose parent already used OpenCV's pool deadlocks.)
     torch.set_num_threads(1)
+    # Ctrl-C reaches the terminal's whole process group and timeout's TERM its own group: the
+    # workers too. One that died of it failed the main process's next batch ("worker exited
+    # unexpectedly", "killed by signal") with a traceback and no checkpoint; the main process
+    # finishes its step and shuts the workers down itself. (The loader's terminate() after a
+    # shutdown a worker did not answer in 5 s is ignored too: that worker ends once it sees the
+    # done event or its parent gone.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# Why a run stopped on a signal, and the status `python -m training.train` exits with then:
+# 128 + the signal's number, what a shell reports for a process the signal ended.
+_SIGNAL_STOPS = {
+    "interrupted by SIGTERM": 128 + signal.SIGTERM,
+    "interrupted by SIGINT": 128 + signal.SIGINT,
+}
+
+
+@contextlib.contextmanager
+def _stop_signals(announce: bool) -> Iterator[list[int]]:
+    """SIGINT and SIGTERM while the loop runs: the first is appended to the yielded list (the
+    loop stops after the step in hand and saves ``last.pt``) and puts the defaults back, so a
+    second ends the process at once wherever it is stuck (a save on a hung disk: ``last.pt``
+    stays whole, written as a temp file then renamed). The handlers are restored on exit."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received  # Python sets handlers from the main thread only
+        return
+    owner = os.getpid()
+    previous: dict[int, Any] = {}
+
+    def handler(signum: int, frame: Any) -> None:
+        if os.getpid() != owner:
+            return  # a DataLoader worker forked with this handler, before _worker_init ran
+        received.append(signum)
+        for sig in previous:
+            signal.signal(sig, signal.SIG_DFL)
+        if announce:
+            # os.write, not logging: a handler that writes to a stream the main thread was
+            # writing to when the signal came fails with "reentrant call".
+            name = signal.Signals(signum).name
+            os.write(
+                2,
+                f"\n{name}: stopping after this step with a checkpoint (a second signal "
+                "stops at once, unsaved)\n".encode(),
+            )
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        # A shell starts background jobs with SIGINT ignored: Ctrl-C there is not for them.
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            # None: a handler not set from Python; the default is what it was.
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
 
 
 # --------------------------------------------------------------------------------------------
@@ -522,7 +584,14 @@ _setup_done = False
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run (or resume) training; returns ``{"steps": [total loss per step run here],
-    "epochs": [log rows], "stopped": reason, "out_dir": path}``."""
+    "epochs": [log rows], "stopped": reason, "exit_status": 0 or 128 + the signal that stopped
+    it, "out_dir": path}``."""
+    # The loop's signal handlers go back however the run ends (a test, a caller's own handlers).
+    with contextlib.ExitStack() as on_exit:
+        return _train(cfg, on_exit)
+
+
+def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     global _setup_done
     _setup_done = False
     # ---- processes and device --------------------------------------------------------------
@@ -739,7 +808,16 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             for k, v in state.items():
                 if torch.is_tensor(v) and v.shape != p.shape and v.numel() == p.numel():
                     state[k] = v.reshape(p.shape)
-        scheduler.load_state_dict(ck["scheduler"])
+        if cfg.scheduler == "plateau":
+            # Its reductions so far. A cosine run continued on plateau (no such state) goes on
+            # from the rate it had reached.
+            if "num_bad_epochs" in ck["scheduler"]:
+                scheduler.load_state_dict(ck["scheduler"])
+        else:
+            # LambdaLR's state is its step count, which is global_step: a plateau run continued
+            # on cosine failed on its state (KeyError 'lr_lambdas'), and loaded as its count it
+            # would restart the cosine from the plateau's number of validations.
+            scheduler.last_epoch = ck["global_step"]
         if ck["scaler"]:
             # A run saved without AMP (the CPU) has no scaler state, and an enabled GradScaler
             # refuses an empty one: a CPU run resumed on the GPU starts a fresh scale instead.
@@ -806,6 +884,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
     # ---- loop ----------------------------------------------------------------------------------
     _setup_done = True
+    # From here a SIGINT or SIGTERM stops after its step with a checkpoint (before, there is
+    # nothing to save: Ctrl-C ends the set-up at once).
+    signals = on_exit.enter_context(_stop_signals(announce=master))
     n_epochs = total_epochs(cfg)
     steps_run: list[float] = []
     stopped = "finished"
@@ -831,9 +912,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         dataset.patch = stage.patch
         n_raw = _device_share(stage.batch, raw_share) if raw_sampler is not None else 0
         n_loader = stage.batch - n_raw
-        n_batches = cfg.steps_per_epoch - step_in_epoch
+        # None left: a run stopped by a signal after the epoch's last step (the epoch's end is
+        # this launch's), or resumed with fewer steps_per_epoch.
+        n_batches = max(0, cfg.steps_per_epoch - step_in_epoch)
         loader: Iterable[dict[str, Any]]
-        if n_loader == 0:  # everything comes from the device sampler
+        if n_loader == 0 or n_batches == 0:  # all from the device sampler, or nothing to make
             loader = itertools.repeat({}, n_batches)
         else:
             loader = DataLoader(
@@ -924,11 +1007,14 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
                 raise FloatingPointError(
                     f"loss became {total} at step {global_step}: lower lr or check data"
                 )
-            stop_now = _should_stop(cfg, t_start, run_steps, ddp, device)
-            if stop_now and step_in_epoch < cfg.steps_per_epoch:
+            stop_now = _should_stop(cfg, t_start, run_steps, ddp, device, signals)
+            # A signal stops before the epoch's end too: its validation can take a while, and
+            # a watchdog's kill follows its TERM within seconds.
+            if stop_now and (step_in_epoch < cfg.steps_per_epoch or stop_now in _SIGNAL_STOPS):
                 break
         epoch_time += time.monotonic() - t_epoch
-        if step_in_epoch < cfg.steps_per_epoch:  # interrupted mid-epoch: save the position
+        # Stopped mid-epoch (or by a signal after its last step): save the position.
+        if step_in_epoch < cfg.steps_per_epoch or stop_now in _SIGNAL_STOPS:
             checkpoint("last")
             stopped = stop_now or "the loader ended early"
             if master:
@@ -979,16 +1065,19 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
             log.info(_format_row(row))
             write_csv(rows, out_dir / "log.csv")
             plot_curves(rows, out_dir / "curves.png")
+        if not stop_now and epoch < n_epochs:
+            # A signal (or the time budget) reached during validation, logs and plots stops
+            # here, not a step into the next epoch.
+            stop_now = _should_stop(cfg, t_start, run_steps, ddp, device, signals)
+        early = bool(cfg.early_stop) and bad_epochs >= cfg.early_stop
         if improved:
             checkpoint("best")
-        if epoch % cfg.ckpt_every == 0 or epoch == n_epochs or stop_now:
+        if epoch % cfg.ckpt_every == 0 or epoch == n_epochs or stop_now or early:
             checkpoint("last")
         if t_warm is not None:
             paused += time.monotonic() - t_end
-        if cfg.early_stop and bad_epochs >= cfg.early_stop:
+        if early:
             stopped = "early stop"
-            if epoch % cfg.ckpt_every != 0:
-                checkpoint("last")
             if master:
                 log.info("early stop: no better validation PSNR for %d epochs", bad_epochs)
             break
@@ -1021,25 +1110,34 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "steps": steps_run,
         "epochs": rows,
         "stopped": stopped,
+        "exit_status": _SIGNAL_STOPS.get(stopped, 0),
         "out_dir": str(out_dir),
         "skipped_files": list(skips.corrupt_files),
     }
 
 
-_STOP_REASONS = ("", "step limit", "time budget")
+_STOP_REASONS = ("", "step limit", "time budget", *_SIGNAL_STOPS)
 
 
 def _should_stop(
-    cfg: TrainConfig, t_start: float, run_steps: int, ddp: bool, device: torch.device
+    cfg: TrainConfig,
+    t_start: float,
+    run_steps: int,
+    ddp: bool,
+    device: torch.device,
+    signals: list[int],
 ) -> str:
-    """Why this launch stops after the step just taken: "" (it goes on), "step limit" or
-    "time budget". Said by what was reached, not by which limits are set: a probe with both
-    that ran out of time was reported as having reached its step count."""
+    """Why this launch stops after the step just taken: "" (it goes on), "step limit", "time
+    budget" or "interrupted by SIG..." (``signals``: those received, from ``_stop_signals``).
+    Said by what was reached, not by which limits are set: a probe with both that ran out of
+    time was reported as having reached its step count."""
     stop = 0
     if cfg.stop_after_steps and run_steps >= cfg.stop_after_steps:
         stop = 1
     if cfg.max_minutes > 0 and time.monotonic() - t_start > cfg.max_minutes * 60:
         stop = 2
+    if signals:
+        stop = _STOP_REASONS.index(f"interrupted by {signal.Signals(signals[0]).name}")
     if ddp:  # every rank must stop at the same step or the collectives hang
         flag = torch.tensor([float(stop)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -1101,8 +1199,18 @@ if __name__ == "__main__":
     from training.teachers import WeightsError
 
     try:
-        main()
+        result = main()
+    except KeyboardInterrupt:
+        # Ctrl-C outside the loop, which stops on it with a checkpoint: during the set-up
+        # (nothing trained yet) or the last log lines. A traceback said nothing more.
+        print(
+            "training.train: interrupted"
+            + ("" if _setup_done else " during set-up: nothing trained, nothing saved"),
+            file=sys.stderr,
+        )
+        raise SystemExit(128 + signal.SIGINT) from None
     except (FileNotFoundError, WeightsError) as exc:
         if _setup_done:
             raise  # raised while training, not by missing data: the traceback says where
         exit_missing_data("train", exc)
+    raise SystemExit(result["exit_status"])
