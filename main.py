@@ -630,7 +630,11 @@ def _check_not_input_image(folder: str, output: str) -> None:
 
     if not Path(output).is_file():
         return  # a new file: the folder's images were listed before it exists
-    for entry in Path(folder).iterdir():
+    try:
+        entries = list(Path(folder).iterdir())
+    except OSError:
+        return  # a folder it may not list: the source says so when it opens it
+    for entry in entries:
         # The files ImageFolderSource reads: image extensions, not hidden.
         if entry.suffix.lower() not in IMAGE_EXTENSIONS or entry.name.startswith("."):
             continue

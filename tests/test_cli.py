@@ -652,6 +652,33 @@ def test_run_refuses_an_image_output_that_is_an_image_of_its_input_folder(
     assert (folder / "p1.png").read_bytes() == before
 
 
+def test_run_from_a_folder_it_may_not_list_says_so_in_its_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The check for an output among the folder's images listed it first: "PermissionError:
+    # [Errno 13] Permission denied: '...'" in place of the source's own message. (Faked: the
+    # tests may run as root, whom no folder refuses.)
+    folder = _photo_folder(tmp_path / "in", range(2))
+    out = tmp_path / "latest.png"
+    cv2.imwrite(str(out), cv2.cvtColor(stamped_frame(7), cv2.COLOR_RGB2BGR))
+    real_iterdir = Path.iterdir
+
+    def iterdir(self: Path) -> Any:
+        if self == folder:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)
+    code = cli.main(
+        ["run", "--source", str(folder), "--output", str(out), "--backend", "unsharp",
+         "--duration", "1"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"cannot read folder {folder}: Permission denied" in err, err
+    assert "PermissionError" not in err and "Errno" not in err, err
+
+
 @pytest.mark.skipif(cv2.haveImageWriter("x.exr"), reason="this OpenCV writes .exr")
 def test_run_to_an_image_opencv_cannot_write_is_a_usage_error(
     clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

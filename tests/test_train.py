@@ -1200,8 +1200,16 @@ runpy.run_module("training.train", run_name="__main__", alter_sys=True)
 
 
 def _run_signalled(
-    synth: dict[str, Path], out: Path, sig: int, at: int, how: str, *extra: str
+    synth: dict[str, Path],
+    out: Path,
+    sig: int,
+    at: int,
+    how: str,
+    *extra: str,
+    output: int | None = None,
 ) -> subprocess.CompletedProcess:
+    """``output``: a file descriptor for stdout and stderr both (``2>&1 | tee``); by default
+    they are captured."""
     return subprocess.run(
         [
             sys.executable,
@@ -1223,7 +1231,8 @@ def _run_signalled(
         ],
         cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
+        stdout=subprocess.PIPE if output is None else output,
+        stderr=subprocess.PIPE if output is None else output,
         text=True,
         timeout=300,
         start_new_session=True,  # its own process group: the signal reaches no one else
@@ -1247,6 +1256,24 @@ def test_a_signal_to_the_process_group_exits_with_its_status_and_no_traceback(
     ck = load_checkpoint(out / "last.pt")
     assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 1, 4)
     assert not list(out.glob("*.tmp"))
+
+
+def test_a_signal_still_saves_when_its_output_pipe_closed_on_the_same_ctrl_c(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # `python -m training.train ... 2>&1 | tee run.log`: Ctrl-C ends tee too, and the note the
+    # handler wrote to the closed pipe raised BrokenPipeError inside the step (exit 1, no
+    # checkpoint). Logging already carries on past a closed stderr; the stop must as well.
+    read, write = os.pipe()
+    os.close(read)
+    out = tmp_path / "run"
+    try:
+        proc = _run_signalled(synth, out, signal.SIGINT, 4, "-", output=write)
+    finally:
+        os.close(write)
+    assert proc.returncode == 130
+    ck = load_checkpoint(out / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 1, 4)
 
 
 def test_a_second_signal_stops_a_stuck_save_at_once_and_last_pt_stays_whole(
@@ -1301,3 +1328,33 @@ def test_ctrl_c_during_set_up_is_one_line_and_status_130(
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert "interrupted during set-up: nothing trained, nothing saved" in proc.stderr
+
+
+def test_ctrl_c_during_set_up_is_status_130_when_its_output_pipe_closed_too(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # `... | tee log`: the same Ctrl-C ends tee, and printing the one line raised
+    # BrokenPipeError (exit 1, where a script waits for 130).
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                _SETUP_INTERRUPT_SCRIPT,
+                "--config",
+                str(SMOKE),
+                *_data_overrides(synth),
+                f"--out_dir={tmp_path / 'run'}",
+                "--student=tiny",
+            ],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            stdout=write,
+            stderr=write,
+            timeout=300,
+        )
+    finally:
+        os.close(write)
+    assert proc.returncode == 130

@@ -260,8 +260,9 @@ for n in $NAMES; do
     # SIGKILL: the watchdog's -k, when the run could not finish its step and save within 5 s
     # of the TERM (a hung step, loader or save), or the kernel's OOM killer.
     137) why=" (killed: hung past the watchdog's TERM, or out of memory)" ;;
-    # SIGINT or SIGTERM from elsewhere: stopped after a step, last.pt saved.
-    130 | 143) why=" (interrupted, last.pt saved)" ;;
+    # SIGINT or SIGTERM from elsewhere: stopped after a step, last.pt saved; in the set-up
+    # (the data, the teacher) the trainer has no handler yet and ends with nothing saved.
+    130 | 143) why=" (interrupted; last.pt saved once training had begun)" ;;
     *) why=" (failed)" ;;
   esac
   echo "== $n: exit ${RC[$n]}$why"

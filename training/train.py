@@ -428,11 +428,14 @@ def _stop_signals(announce: bool) -> Iterator[list[int]]:
             # os.write, not logging: a handler that writes to a stream the main thread was
             # writing to when the signal came fails with "reentrant call".
             name = signal.Signals(signum).name
-            os.write(
-                2,
+            note = (
                 f"\n{name}: stopping after this step with a checkpoint (a second signal "
-                "stops at once, unsaved)\n".encode(),
+                "stops at once, unsaved)\n"
             )
+            # An error here is raised in the middle of the step: `... | tee log` loses its
+            # reader to the same Ctrl-C (EPIPE), and the run died without its checkpoint.
+            with contextlib.suppress(OSError):
+                os.write(2, note.encode())
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         # A shell starts background jobs with SIGINT ignored: Ctrl-C there is not for them.
@@ -1202,12 +1205,14 @@ if __name__ == "__main__":
         result = main()
     except KeyboardInterrupt:
         # Ctrl-C outside the loop, which stops on it with a checkpoint: during the set-up
-        # (nothing trained yet) or the last log lines. A traceback said nothing more.
-        print(
-            "training.train: interrupted"
-            + ("" if _setup_done else " during set-up: nothing trained, nothing saved"),
-            file=sys.stderr,
-        )
+        # (nothing trained yet) or the last log lines. A traceback said nothing more. The
+        # status stands when the line cannot be written (`| tee log` ended by the same Ctrl-C).
+        with contextlib.suppress(OSError):
+            print(
+                "training.train: interrupted"
+                + ("" if _setup_done else " during set-up: nothing trained, nothing saved"),
+                file=sys.stderr,
+            )
         raise SystemExit(128 + signal.SIGINT) from None
     except (FileNotFoundError, WeightsError) as exc:
         if _setup_done:
