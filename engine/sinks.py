@@ -348,6 +348,12 @@ def _create_partial(target: Path) -> tuple[Path, BinaryIO]:
             return path, open(path, "xb")
         except FileExistsError:
             continue
+        except PermissionError:
+            # Windows answers an exclusive create on a folder of that name with "access
+            # denied", not "exists": the name is taken, not the folder closed to us.
+            if os.path.isdir(path):
+                continue
+            raise
     raise SinkError(
         f"cannot write {target}: {_MAX_NUMBERED} working files named like {first.name} are "
         "in the way"

@@ -663,6 +663,27 @@ def test_write_image_never_truncates_a_file_with_its_working_name(tmp_path):
     ]
 
 
+def test_a_folder_with_the_working_name_is_passed_as_windows_reports_it(tmp_path, monkeypatch):
+    # Windows refuses an exclusive create on a folder with "access denied", which read as the
+    # output folder being closed to us; the name is only taken, and the next one is free.
+    import builtins
+
+    from engine.sinks import write_image
+
+    real_open = builtins.open
+
+    def windows_open(path, mode="r", *args, **kwargs):
+        if "x" in mode and Path(path).is_dir():
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", windows_open)
+    (tmp_path / ".a.partial.png").mkdir()
+    write_image(tmp_path / "a.png", frame(90).image)
+    assert int(np.median(cv2.imread(str(tmp_path / "a.png")))) == 90
+    assert (tmp_path / ".a.partial.png").is_dir()
+
+
 def test_virtual_keyword_folds_case_but_not_the_device(monkeypatch):
     import engine.virtualcam
 
