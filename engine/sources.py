@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import stat
 import sys
 import threading
 import time
@@ -403,7 +404,9 @@ def _parse_camera(device: int | str) -> tuple[int | str, int | None]:
     text = str(device).strip()
     if text.isdigit():
         return int(text), int(text)
-    m = re.fullmatch(r"/dev/video(\d+)", text)
+    # A link (/dev/v4l/by-id/...) names its node's index too, for the camera's name and list.
+    node = os.path.realpath(text) if os.path.islink(text) else text
+    m = re.fullmatch(r"/dev/video(\d+)", node)
     return text, (int(m.group(1)) if m else None)
 
 
@@ -890,11 +893,22 @@ def source_kind(spec: int | str | os.PathLike[str]) -> str:
     if text.strip().isdigit() or text.startswith("/dev/video"):
         return "camera"
     p = Path(text)
+    if _is_device_file(p):
+        # /dev/v4l/by-id/usb-...-video-index0, the name that survives replugging: a camera,
+        # which a video decoder would have "opened" and then read nothing from.
+        return "camera"
     if p.is_dir():
         return "folder"
     if p.suffix.lower() in IMAGE_EXTENSIONS:
         return "image"
     return "video"
+
+
+def _is_device_file(path: Path) -> bool:
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
 
 
 def open_source(

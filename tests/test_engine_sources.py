@@ -423,6 +423,21 @@ def test_source_kind():
     assert source_kind("clip.mp4") == "video"
 
 
+def test_a_device_link_is_a_camera_with_its_nodes_index(tmp_path):
+    # /dev/v4l/by-id/usb-...-video-index0 (the name that survives replugging) was taken for a
+    # video file: the decoder read nothing from it and the run ended at once.
+    from engine.sources import _parse_camera
+
+    by_id = tmp_path / "usb-Logitech_BRIO-video-index0"
+    by_id.symlink_to("/dev/null")  # a character device, as a camera node is
+    assert source_kind(by_id) == "camera"
+    assert source_kind("/dev/null") == "camera"
+    node = tmp_path / "usb-Other-video-index0"
+    node.symlink_to("/dev/video3")
+    assert _parse_camera(str(node)) == (str(node), 3)
+    assert _parse_camera("/dev/video5") == ("/dev/video5", 5)
+
+
 # --------------------------------------------------------------------------- video
 
 
