@@ -93,7 +93,15 @@ def save_settings(store: QSettings, settings: AppSettings) -> bool:
     # Through a new handle on the same location (the process shares its cache with ``store``):
     # a QSettings keeps the first error it met for good, and every later save through it would
     # be reported failed, also once the disk has room again.
-    out = QSettings(store.fileName(), store.format())
+    if store.organizationName():
+        # Built as ``store`` was, not on its file: macOS keeps a store named by organisation and
+        # application in its preferences daemon, which a write to the .plist file bypasses (the
+        # next launch reads the daemon's copy, without the change).
+        out = QSettings(
+            store.format(), store.scope(), store.organizationName(), store.applicationName()
+        )
+    else:
+        out = QSettings(store.fileName(), store.format())
     for name, value in asdict(settings).items():
         out.setValue(name, QByteArray(value) if isinstance(value, bytes) else value)
     out.sync()

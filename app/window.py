@@ -693,7 +693,10 @@ class MainWindow(QMainWindow):
         b.backend_changed.connect(self._on_backend)
         b.running_changed.connect(self._on_running)
         b.virtual_camera_changed.connect(self._on_virtual_changed)
-        b.virtual_camera_closing_changed.connect(lambda _closing: self._show_virtual_state())
+        # A method of the window, not a lambda: Qt drops the connection when the window is
+        # destroyed, and a device closing (or an open returning) later must not reach its
+        # deleted widgets, as the bridge outlives it while a driver still answers.
+        b.virtual_camera_closing_changed.connect(self._on_virtual_closing_changed)
         b.virtual_camera_missing.connect(self.show_virtual_camera_help)
         b.start_finished.connect(self._on_start_finished)
         b.stream_ended.connect(self._on_stream_ended)
@@ -921,6 +924,9 @@ class MainWindow(QMainWindow):
             # as the switch shows it, as when the device opened inside the turn-on.
             self._virtual_pref = self.bridge.virtual_camera_wanted
             self._schedule_save()
+        self._show_virtual_state()
+
+    def _on_virtual_closing_changed(self, _closing: bool) -> None:
         self._show_virtual_state()
 
     def _show_virtual_state(self) -> None:

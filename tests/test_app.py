@@ -2060,6 +2060,43 @@ def test_closing_the_window_while_the_virtual_camera_opens_still_releases_the_de
     assert len(closed_at) == 1 and not recorder.frames
 
 
+def test_a_virtual_camera_open_that_returns_after_the_window_is_gone_reaches_no_widget(
+    qtbot, recorder, monkeypatch, tmp_path
+):
+    # The open's end reaches the bridge, which outlives the window (a worker holds it): what it
+    # says about the closing device went to the deleted window's widgets and raised there.
+    from PySide6.QtCore import QEvent
+
+    store = open_store(str(tmp_path / "settings.ini"))
+    bridge = EngineBridge(stats_interval_ms=100, virtual_backend=VIRTUAL_BACKEND)
+    window = MainWindow(
+        bridge,
+        store=store,
+        settings=load_settings(store),
+        cameras=[demo_choice()],
+        backend="passthrough",
+        tray=False,
+    )
+    window.show()
+    with started(qtbot, window):
+        window.start_stream()
+    entered, release, _, closed_at = _hanging_first_open(monkeypatch)
+    try:
+        window.virtual_switch.setChecked(True)
+        assert entered.wait(5)
+        window.close()
+        window.deleteLater()
+        QApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete.value)
+        release.set()
+        qtbot.waitUntil(lambda: len(closed_at) == 1, timeout=5000)
+        # The open's end, queued to the bridge, is handled (and would raise in a dead slot).
+        qtbot.waitUntil(lambda: not bridge.virtual_camera_closing, timeout=5000)
+    finally:
+        release.set()
+        assert bridge.join(timeout=10.0)
+    assert not recorder.frames
+
+
 # --------------------------------------------------------------------------- feedback loops
 
 
@@ -2648,6 +2685,44 @@ def test_settings_that_cannot_be_saved_are_said_once_and_the_window_goes_on(
     window.strength_slider.setValue(55)
     window.close()  # saved on close too, with nothing pending
     assert "strength=0.55" in _settings_on_disk(path)
+
+
+def test_the_platform_store_is_written_as_it_is_read_not_through_its_file(
+    qtbot, tmp_path, monkeypatch
+):
+    # The store SharpCam reads at launch is built from its organisation and application; saves
+    # went through a handle on its file name instead. On macOS that writes the .plist behind
+    # the preferences daemon, which keeps its own copy and gives that to the next launch.
+    import os
+
+    from PySide6.QtCore import QSettings
+
+    import app.settings as settings_module
+
+    built: list[tuple] = []
+
+    class Recorded(QSettings):
+        def __init__(self, *args: Any) -> None:
+            built.append(args)
+            super().__init__(*args)
+
+    ini, user = QSettings.Format.IniFormat, QSettings.Scope.UserScope
+    default = os.path.dirname(os.path.dirname(QSettings(ini, user, "o", "a").fileName()))
+    QSettings.setPath(ini, user, str(tmp_path))  # not the real settings of whoever runs this
+    try:
+        store = QSettings(ini, user, "SharpCamTest", "SharpCamTest")
+        monkeypatch.setattr(settings_module, "QSettings", Recorded)
+        assert save_settings(store, AppSettings(strength=0.25)) is True
+        assert built and all(args[0] == ini and args[2:] == ("SharpCamTest",) * 2 for args in built)
+        assert load_settings(QSettings(ini, user, "SharpCamTest", "SharpCamTest")).strength == 0.25
+        # A store named by its file (--settings, tests) is written through its file.
+        built.clear()
+        path = str(tmp_path / "named.ini")
+        assert save_settings(QSettings(path, ini), AppSettings(strength=0.5)) is True
+        assert [args[0] for args in built] == [path]
+        assert load_settings(QSettings(path, ini)).strength == 0.5
+    finally:
+        QSettings.setPath(ini, user, default)
 
 
 def test_processing_scale_picker_restarts_the_engine_at_that_scale(qtbot, make_window, tmp_path):
