@@ -139,6 +139,31 @@ def close_failed_message(exc: BaseException) -> UserMessage:
     )
 
 
+def open_failed_message(exc: BaseException) -> UserMessage:
+    """The message for a virtual camera open that failed on an unexpected error (a fault in
+    SharpCam, not a missing device: the setup steps would send the person to install a driver
+    they may well have)."""
+    return UserMessage(
+        "virtual_camera",
+        "The virtual camera could not be turned on: unexpected error "
+        f"({type(exc).__name__}: {_first_line(exc)})",
+        "This is most likely a fault in SharpCam, not a missing driver; the video keeps "
+        "running without it. The log has the details (start SharpCam from a terminal to see "
+        "them): please include them when you report it.",
+    )
+
+
+def _expected_open_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is how a virtual camera open says there is no usable device (none set
+    up, busy, refused by the OS), rather than a fault in SharpCam (a ``TypeError``, ...).
+
+    By type name, as :func:`describe_error` matches: the engine says ``VirtualCameraUnavailable``
+    (a ``SinkError``), and an injected engine need not share its classes.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    return bool(names & {"VirtualCameraUnavailable", "SinkError"}) or isinstance(exc, OSError)
+
+
 def feedback_loop_message(camera: str, device: str) -> UserMessage:
     """The message for a virtual camera not sent to: ``device`` is the ``camera`` SharpCam
     reads, so it would show its own picture in a loop."""
@@ -298,6 +323,8 @@ class EngineBridge(QObject):
         # Said since a device last opened: a virtual camera whose close failed (it may still be
         # held), taken down once one opens again.
         self._close_failures: list[UserMessage] = []
+        # Said since a device last opened: an open that failed on an unexpected error.
+        self._open_failure: UserMessage | None = None
         self._fps = 30.0
         self._strength = 1.0
         self._enabled = True
@@ -441,6 +468,7 @@ class EngineBridge(QObject):
         self._take_down(self._said)
         # Taken down with the rest: a later turn-on's setup steps must not cite it.
         self._close_failures = []
+        self._open_failure = None
         self.using_fallback = False
         self.source_error = None
         self._fps = fps
@@ -631,10 +659,14 @@ class EngineBridge(QObject):
         The choice is kept (:attr:`virtual_camera_wanted`) across restarts, a start without
         video and a stream that ended: the device is opened whenever an engine runs. The open
         runs on a worker thread (a driver may take seconds, or hang), so a turn-on returns False
-        at once; :attr:`virtual_camera_changed` says when the device is open. When no virtual
-        camera exists, emits :attr:`virtual_camera_missing` with the OS's setup steps and drops
-        the wish (the person has to set one up first), as it does when the device is the camera
-        the engine reads (it would send SharpCam its own picture in a loop; a message says so).
+        at once; :attr:`virtual_camera_changed` says when the device is open. A device turned
+        off a moment ago is given up to ``OPEN_WAIT_S`` to close first (a driver may refuse a
+        second open as busy). When no virtual camera exists, emits
+        :attr:`virtual_camera_missing` with the OS's setup steps and drops the wish (the person
+        has to set one up first), as it does when the device is the camera the engine reads (it
+        would send SharpCam its own picture in a loop; a message says so). An open that fails
+        on an unexpected error drops it too, with a :attr:`message` that says so (and the log
+        its traceback), not the setup steps.
         """
         self._want_virtual = bool(on)
         if not on:
@@ -664,8 +696,9 @@ class EngineBridge(QObject):
         if self._virtual_backend:
             options["backend"] = self._virtual_backend
         req = _VirtualOpen(engine=self._engine, options=options, asked=asked)
-        # An open superseded a moment ago may still be in its driver: the same device must not
-        # be opened twice at once (the second open fails "busy", or waits with it).
+        # An open superseded a moment ago may still be in its driver, a device turned off may
+        # still be closing: the same device must not be opened twice at once (the second open
+        # fails "busy", or waits with it).
         prev, self._last_virtual_open = self._last_virtual_open, req
         self._virtual_opening = req
         self._virtual_opens = [
@@ -688,11 +721,12 @@ class EngineBridge(QObject):
         self.virtual_camera_changed.emit(False, "")  # not sending yet: "opening"
 
     def _run_virtual_open(self, req: _VirtualOpen, prev: _VirtualOpen | None) -> None:
-        """The slow part of an open (any thread, no Qt): wait for ``prev`` to hold no device,
-        then open ``req``'s, unless it was superseded meanwhile."""
+        """The slow part of an open (any thread, no Qt): wait for ``prev`` to hold no device
+        (its open returned, and its device closed), then open ``req``'s, unless it was
+        superseded meanwhile."""
         if prev is not None and not prev.released.wait(OPEN_WAIT_S):
             log.warning(
-                "the previous virtual camera open has not returned after %.0f s (a driver not "
+                "the previous virtual camera device has not closed after %.0f s (a driver not "
                 "answering); opening anyway",
                 OPEN_WAIT_S,
             )
@@ -702,6 +736,12 @@ class EngineBridge(QObject):
             req.sink = self._api.open_sink("virtual", **req.options)
         except Exception as exc:
             req.error = exc
+            # The window shows the setup steps or a short message: a bug report needs the cause.
+            if _expected_open_error(exc):
+                log.warning("the virtual camera did not open: %s", _first_line(exc))
+                log.debug("the virtual camera's open failed", exc_info=True)
+            else:
+                log.exception("opening the virtual camera failed on an unexpected error")
 
     def _open_virtual_in_worker(self, req: _VirtualOpen, prev: _VirtualOpen | None) -> None:
         self._run_virtual_open(req, prev)
@@ -769,7 +809,10 @@ class EngineBridge(QObject):
         not."""
         if req.error is not None:
             req.released.set()
-            self._say_missing(req.error)
+            if _expected_open_error(req.error):
+                self._say_missing(req.error)
+            else:
+                self._say_open_failed(req.error)
             return
         sink = req.sink
         device = str(getattr(sink, "device", "") or "virtual camera")
@@ -782,9 +825,12 @@ class EngineBridge(QObject):
             self.virtual_camera_changed.emit(False, "")
             self._say(feedback_loop_message(self._playing[1] or self._playing[0], device))
             return
-        watched = _WatchedSink(sink, self._say_sink_closed, engine=self._engine)
+        # `released` once the engine has closed the device (turned off, stopped): the next open
+        # waits for that, as a driver still closing it may refuse a new open as busy.
+        watched = _WatchedSink(
+            sink, self._say_sink_closed, engine=self._engine, closed=req.released
+        )
         added = self._engine.add_sink(watched)
-        req.released.set()  # the engine owns the device now (or closed it already)
         if added is False:
             # The run is over (its end is on its way to _on_engine_done) and the engine closed
             # the device at once: nothing would be sent. Still wanted: on with the next video.
@@ -792,8 +838,12 @@ class EngineBridge(QObject):
             return
         self._virtual_sink = watched
         self._virtual_device = device
-        # It opened: a failed close before did not keep it, and the warning would mislead.
+        # It opened: a failed close before did not keep it, and the warning would mislead;
+        # nor does a failed open before apply any more.
         failures, self._close_failures = self._close_failures, []
+        if self._open_failure is not None:
+            failures.append(self._open_failure)
+            self._open_failure = None
         self._take_down(failures)
         self.virtual_camera_changed.emit(True, self._virtual_device)
 
@@ -816,6 +866,14 @@ class EngineBridge(QObject):
             guidance += f"\n\n{said}. Its driver may still hold it."
         self.virtual_camera_changed.emit(False, "")
         self.virtual_camera_missing.emit(guidance)
+
+    def _say_open_failed(self, exc: BaseException) -> None:
+        """The device did not open on an unexpected error: the wish is dropped, as for a
+        missing device, and the banner says so (the log has the traceback)."""
+        self._want_virtual = False
+        self.virtual_camera_changed.emit(False, "")
+        self._open_failure = open_failed_message(exc)
+        self._say(self._open_failure)
 
     def _cancel_virtual_open(self) -> bool:
         """Supersede the open in progress, if any (its device is closed once it opens)."""
@@ -1230,8 +1288,8 @@ class _VirtualOpen:
     claimed: bool = False  # under the bridge's lock: the device was used or closed
     # Superseded (turned off, its engine stopped): its device is closed as soon as it opens.
     cancelled: threading.Event = field(default_factory=threading.Event)
-    # Set once it holds no device: the open failed, the device closed, or an engine took it
-    # (the engine closes it). The next open waits for it.
+    # Set once it holds no device: the open failed, or the device closed (also the engine's
+    # close, after it was turned off or its engine stopped). The next open waits for it.
     released: threading.Event = field(default_factory=threading.Event)
 
 
@@ -1322,10 +1380,16 @@ class _WatchedSink:
     failed write). Everything else is the sink's own."""
 
     def __init__(
-        self, sink: Any, on_closed: Callable[[_WatchedSink], None], *, engine: Any = None
+        self,
+        sink: Any,
+        on_closed: Callable[[_WatchedSink], None],
+        *,
+        engine: Any = None,
+        closed: threading.Event | None = None,
     ) -> None:
         self.sink = sink
-        self.closed = threading.Event()
+        # ``closed``: an event of the caller's to set, too (a _VirtualOpen's `released`).
+        self.closed = closed if closed is not None else threading.Event()
         self._on_closed = on_closed
         self.engine = engine  # the engine it was given to
 
@@ -1511,6 +1575,12 @@ def _unique(msgs: Any) -> list[UserMessage]:
 def _loop_opt(loop: bool) -> dict[str, Any]:
     # Only file sources take ``loop``; cameras would reject the unknown option.
     return {"loop": True} if loop else {}
+
+
+def _first_line(exc: BaseException) -> str:
+    # The engine's "no virtual camera" errors go on with the setup steps, line after line.
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _close_quietly(obj: Any) -> None:

@@ -48,7 +48,9 @@ class PreviewWidget(QWidget):
 
     In split mode the divider is also a keyboard control, as a slider is: Tab reaches it (a ring
     shows it has the focus), Left / Right move it by :data:`SPLIT_STEP`, PageDown / PageUp by
-    :data:`SPLIT_PAGE_STEP`, Home / End to the edges.
+    :data:`SPLIT_PAGE_STEP`, Home / End to the edges. The ring shows only where the keyboard is
+    in use, as a browser's ``:focus-visible``: focus that came by Tab (or Backtab, a shortcut),
+    or a key that moved the divider; not focus the window gave it as it opened.
     """
 
     split_changed = Signal(float)  # divider position, fraction of the image width in [0, 1]
@@ -61,6 +63,7 @@ class PreviewWidget(QWidget):
         self._split = 0.5
         self._mirror = False
         self._dragging = False
+        self._focus_visible = False  # the ring is drawn (see the class docstring)
         self._placeholder = "Starting camera…"
         self.frames_shown = 0  # painted frame count; tests and the FPS readout use it
         self.setMinimumSize(QSize(480, 270))
@@ -205,7 +208,7 @@ class PreviewWidget(QWidget):
             tip = QPointF(c.x() + sign * 9, c.y())
             p.drawLine(tip, QPointF(c.x() + sign * 4, c.y() - 5))
             p.drawLine(tip, QPointF(c.x() + sign * 4, c.y() + 5))
-        if self.hasFocus():
+        if self._ring_shown():
             # The ring the window's other controls show when Tab reaches them, around the
             # handle the keys move.
             p.setBrush(Qt.BrushStyle.NoBrush)
@@ -253,7 +256,7 @@ class PreviewWidget(QWidget):
         p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
 
     def _paint_placeholder(self, p: QPainter) -> None:
-        if self.hasFocus():
+        if self._ring_shown():
             # No divider to ring before the first frame: the keys still move it (remembered).
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.setPen(QPen(_FOCUS, 2))
@@ -302,6 +305,11 @@ class PreviewWidget(QWidget):
         if target is None:
             super().keyPressEvent(event)  # Tab, Space (sharpening) and the rest go on
             return
+        if not self._focus_visible:
+            # The keyboard is in use here now (the window may have opened with the focus on
+            # the divider): what the keys move must show that it has the focus.
+            self._focus_visible = True
+            self.update()
         if target != self._split:
             self.set_split(target)
             self.split_changed.emit(self._split)
@@ -323,10 +331,40 @@ class PreviewWidget(QWidget):
         target = moves.get(key)  # type: ignore[call-overload]  # an int equals its Qt.Key
         return None if target is None else round(min(max(target, 0.0), 1.0), 6)
 
+    def _ring_shown(self) -> bool:
+        return self._focus_visible and self.hasFocus()
+
     def focusInEvent(self, event: QFocusEvent) -> None:  # noqa: N802 - Qt API
         super().focusInEvent(event)
+        reason = event.reason()
+        if reason in _KEYBOARD_FOCUS:
+            self._focus_visible = True
+        elif reason not in _FOCUS_COMING_BACK:
+            # Given by the program (the window's first focus) or a click, not by a key: a
+            # ring there stood around the divider before anyone pressed one, in every
+            # screenshot.
+            self._focus_visible = False
         self.update()  # the focus ring
 
     def focusOutEvent(self, event: QFocusEvent) -> None:  # noqa: N802 - Qt API
         super().focusOutEvent(event)
+        if event.reason() not in _FOCUS_COMING_BACK:
+            # Gone (Tab went on, the view changed): focus the program gives back later is no
+            # keyboard's.
+            self._focus_visible = False
         self.update()
+
+
+#: Focus reasons that mean the keyboard brought the focus: the ring shows.
+_KEYBOARD_FOCUS = (
+    Qt.FocusReason.TabFocusReason,
+    Qt.FocusReason.BacktabFocusReason,
+    Qt.FocusReason.ShortcutFocusReason,
+)
+#: Focus that comes back to where it was (another window was active, a menu was open): the ring
+#: stays as it was. Also how Qt gives a window's first control the focus as the window first
+#: activates: no ring then, as no key was pressed.
+_FOCUS_COMING_BACK = (
+    Qt.FocusReason.ActiveWindowFocusReason,
+    Qt.FocusReason.PopupFocusReason,
+)

@@ -360,6 +360,13 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._select_initial_source(source)
         self._apply_settings_to_controls()
+        # The divider takes the first focus: its keys (← →, as the hint under the preview says)
+        # work at once, and it leaves Space to sharpening (it shows no ring until a key is
+        # used). With no divider shown, no control takes it: left to Qt, the first control in
+        # the Tab order got it as the window opened, the camera picker, which took Space to
+        # open its list and showed its focus ring before anyone pressed a key.
+        first = self.preview if self.preview.mode == "split" else self
+        first.setFocus(Qt.FocusReason.OtherFocusReason)
         self._connect_bridge()
         if settings.virtual_camera:
             # Wanted from the start: the bridge sends to it once the first start runs.

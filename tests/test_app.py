@@ -318,15 +318,17 @@ def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
         assert not window.bridge.virtual_camera_on
         assert window.virtual_status.text().startswith("Turning off")
         assert not recorder.closed.is_set(), "closed under the send still in progress"
-        # On again while the old device still hangs: no wait either.
+        # On again while the old device still hangs: no wait either. The new device opens on
+        # its worker once the old one has closed (test_a_virtual_camera_turned_off_and_on_...).
         t0 = time.perf_counter()
         window.virtual_switch.setChecked(True)
         assert time.perf_counter() - t0 < 1.0, "the window froze until the device answered"
-        virtual_settled(qtbot, window)
-        assert window.bridge.virtual_camera_on
+        assert window.virtual_status.text() == "On · opening the virtual camera…"
     finally:
         release.set()
     qtbot.waitUntil(recorder.closed.is_set, timeout=5000)  # the first device, once it returned
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on
     n = len(recorder.frames)
     qtbot.waitUntil(lambda: len(recorder.frames) > n + 2, timeout=FRAME_TIMEOUT_MS)
 
@@ -366,6 +368,109 @@ def test_the_virtual_camera_says_turning_off_until_a_stalled_device_has_closed(
     qtbot.waitUntil(lambda: window.virtual_status.text() == "Off", timeout=5000)
     assert said == [(True, False), (False, True)]
     assert not window.bridge.virtual_camera_closing
+
+
+def test_a_virtual_camera_turned_off_and_on_again_opens_once_the_old_device_has_closed(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # Off, then on again at once while the video runs: the new device opened while the driver
+    # was still closing the old one, and a driver that refuses a second open (busy) turned the
+    # camera off with the setup steps, for a device that exists.
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    init, close, answer = Recorder.__init__, Recorder.close, threading.Event()
+    held = [1]  # devices open: one device at a time, as v4l2loopback with exclusive_caps
+
+    def exclusive_init(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+        if held[0]:
+            raise RuntimeError("v4l2loopback: device or resource busy")
+        init(self, *args, **kwargs)
+        held[0] += 1
+
+    def stalled_close(self) -> None:  # noqa: ANN001
+        answer.wait(5)  # the driver takes a moment to let go
+        close(self)
+        held[0] -= 1
+
+    monkeypatch.setattr(Recorder, "__init__", exclusive_init)
+    monkeypatch.setattr(Recorder, "close", stalled_close)
+    try:
+        t0 = time.perf_counter()
+        window.virtual_switch.setChecked(False)
+        window.virtual_switch.setChecked(True)
+        assert time.perf_counter() - t0 < 1.0, "the window waited for the driver"
+        qtbot.wait(500)  # long enough for an open that does not wait for the close
+        assert window.virtual_dialog is None, window.virtual_dialog.steps.toPlainText()
+        assert window.virtual_switch.isChecked() and not window.bridge.virtual_camera_on
+        assert window.virtual_status.text() == "On · opening the virtual camera…"
+        answer.set()
+        virtual_settled(qtbot, window)
+    finally:
+        answer.set()
+    assert window.bridge.virtual_camera_on and window.virtual_dialog is None
+    assert held == [1]
+    sent = len(recorder.frames)
+    qtbot.waitUntil(lambda: len(recorder.frames) > sent + 2, timeout=FRAME_TIMEOUT_MS)
+
+
+def test_a_virtual_camera_that_cannot_open_says_why_in_the_log(
+    qtbot, make_window, recorder, caplog
+):
+    # Every failed open showed the setup steps and nothing else: a bug report had no cause.
+    window = make_window(backend="passthrough")
+    recorder.fail_next = 1
+    with caplog.at_level("DEBUG", logger="app.engine_bridge"):
+        window.virtual_switch.setChecked(True)
+        virtual_settled(qtbot, window)
+    assert window.virtual_dialog is not None and window.virtual_dialog.isVisible()
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, caplog.text
+    line = warnings[0].getMessage()
+    assert "no v4l2loopback device found" in line and "\n" not in line  # one line, no steps
+    assert not any(r.levelname == "ERROR" for r in caplog.records), caplog.text
+    # The traceback only at debug level: an expected failure, which the dialog explains.
+    assert any(r.levelname == "DEBUG" and r.exc_info for r in caplog.records)
+
+
+def test_a_virtual_camera_open_that_fails_unexpectedly_is_logged_not_a_missing_driver(
+    qtbot, make_window, recorder, caplog
+):
+    # A fault in SharpCam (here a TypeError) showed the steps to install a driver the person
+    # had, and nothing in the log said what went wrong.
+    import engine
+
+    calls = [0]
+
+    def open_sink(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls[0] += 1
+        if calls[0] == 1:
+            raise TypeError("open_sink() got an unexpected keyword argument 'colour'")
+        return engine.open_sink(*args, **kwargs)
+
+    window = make_window(backend="passthrough", api=_engine_api(open_sink=open_sink))
+    messages: list = []
+    window.bridge.message.connect(messages.append)
+    with caplog.at_level("WARNING", logger="app.engine_bridge"):
+        window.virtual_switch.setChecked(True)
+        virtual_settled(qtbot, window)
+    assert window.virtual_dialog is None, "the setup steps for a fault of SharpCam's"
+    assert not window.virtual_switch.isChecked() and not window.bridge.virtual_camera_on
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and errors[0].exc_info is not None, caplog.text
+    assert "unexpected keyword argument 'colour'" in caplog.text  # with its traceback
+    assert window.banner.isVisible() and window.banner.message is messages[-1]
+    said = messages[-1]
+    assert said.kind == "virtual_camera" and "unexpected error" in said.text
+    assert "TypeError: open_sink() got an unexpected keyword argument 'colour'" in said.text
+    assert "log" in said.advice and "driver" in said.advice
+    wait_frames(qtbot, window, 2)  # the video goes on
+    # Turned on again, it opens: the message no longer applies.
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on
+    assert not window.banner.isVisible()
 
 
 def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_window, recorder):
@@ -499,6 +604,8 @@ def test_an_old_virtual_camera_failing_to_close_while_the_new_one_works_is_only_
         close(self)
 
     monkeypatch.setattr(Recorder, "close", slow_failing_close)
+    # A driver slower to close than a new open waits for (test_a_virtual_camera_turned_off_...).
+    monkeypatch.setattr("app.engine_bridge.OPEN_WAIT_S", 0.3)
     engine = window.bridge.engine
     with caplog.at_level("WARNING", logger="app.engine_bridge"):
         window.virtual_switch.setChecked(False)
@@ -2446,6 +2553,45 @@ def test_the_before_after_divider_is_reached_with_tab_and_moved_with_the_keys(
     assert load_settings(open_store(str(tmp_path / "settings.ini"))).split == 0.5
 
 
+@pytest.mark.parametrize("mode", ["split", "side"])
+def test_the_window_opens_with_no_focus_ring_and_space_for_sharpening(qtbot, make_window, mode):
+    # Once the divider took the keyboard, it was the first control in the Tab order: Qt gave
+    # it the focus as the window opened, and its ring stood around it in every screenshot
+    # before anyone pressed a key. In side mode the camera picker got it: ring, and Space
+    # opened its list instead of turning sharpening off.
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSlider, QComboBox
+
+    window = make_window(settings=AppSettings(view_mode=mode), start=False)
+    preview = window.preview
+    grey = np.full((90, 160, 3), 90, np.uint8)
+    preview.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))  # a still picture
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    first = QApplication.focusWidget()
+    assert not isinstance(first, (QComboBox, QAbstractSlider, QAbstractButton)), first
+    at_launch = qimage_to_array(window.grab().toImage()).astype(int)
+    qtbot.keyClick(first or window, Qt.Key.Key_Space)
+    assert not window.enable_switch.isChecked(), "Space did not reach the sharpening switch"
+    qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key.Key_Space)
+    assert window.enable_switch.isChecked()
+    if mode != "split":
+        return
+    assert first is preview  # its keys work at once, as the hint under the preview says
+    window.camera_combo.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.waitUntil(lambda: not preview.hasFocus(), timeout=1000)
+    unfocused = qimage_to_array(preview.grab().toImage()).astype(int)
+    where = preview.mapTo(window, QPoint(0, 0))
+    launch_preview = at_launch[
+        where.y() : where.y() + preview.height(), where.x() : where.x() + preview.width()
+    ]
+    assert np.array_equal(launch_preview, unfocused), "a focus ring showed at launch"
+    # Tab (here Backtab, from the picker after it) brings the ring.
+    qtbot.keyClick(window.camera_combo, Qt.Key.Key_Backtab)
+    assert preview.hasFocus()
+    tabbed = qimage_to_array(preview.grab().toImage()).astype(int)
+    assert np.any(np.abs(tabbed - unfocused) > 40, axis=2).sum() > 60, "Tab shows no ring"
+
+
 def test_the_picked_view_mode_button_shows_its_whole_label(qtbot, make_window):
     from PySide6.QtWidgets import QPushButton
 
@@ -2991,6 +3137,45 @@ def test_preview_shows_when_the_divider_has_the_keyboard_focus(qtbot):
     ys, xs = np.nonzero(changed)
     dist = np.hypot(xs - (r.left() + w.split * r.width()), ys - r.center().y())
     assert dist.max() < 24
+
+
+def test_preview_rings_the_divider_only_where_the_keyboard_is_in_use(qtbot):
+    # As a browser's :focus-visible: focus the program gives (the window's first) shows no
+    # ring, Tab does, and so does a key that moves the divider.
+    w = PreviewWidget()
+    qtbot.addWidget(w)
+    w.resize(660, 380)
+    w.show()
+    with qtbot.waitActive(w):
+        w.activateWindow()
+    grey = np.full((90, 160, 3), 90, np.uint8)
+    w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    w.clearFocus()
+    qtbot.waitUntil(lambda: not w.hasFocus(), timeout=1000)
+
+    unfocused = qimage_to_array(w.grab().toImage()).astype(int)
+
+    def ring() -> int:
+        # Pixels changed since the focus was elsewhere (the divider ends where it was).
+        img = qimage_to_array(w.grab().toImage()).astype(int)
+        return int(np.any(np.abs(img - unfocused) > 40, axis=2).sum())
+
+    w.setFocus(Qt.FocusReason.OtherFocusReason)
+    qtbot.waitUntil(w.hasFocus, timeout=1000)
+    assert ring() == 0, "a ring for focus no key brought"
+    qtbot.keyClick(w, Qt.Key.Key_Right)
+    qtbot.keyClick(w, Qt.Key.Key_Left)
+    assert w.split == 0.5
+    assert ring() > 60, "the keys move the divider and no ring says it has the focus"
+    w.clearFocus()
+    qtbot.waitUntil(lambda: not w.hasFocus(), timeout=1000)
+    w.setFocus(Qt.FocusReason.OtherFocusReason)  # given back by the program: no ring again
+    qtbot.waitUntil(w.hasFocus, timeout=1000)
+    assert ring() == 0
+    w.clearFocus()
+    w.setFocus(Qt.FocusReason.BacktabFocusReason)
+    qtbot.waitUntil(w.hasFocus, timeout=1000)
+    assert ring() > 60
 
 
 def test_preview_side_by_side_badges_have_their_own_styles(qtbot):
