@@ -1116,6 +1116,12 @@ class EngineBridge(QObject):
             log.info("error from a stopped engine: %s", exc)
             return
         eng = self._engine
+        if eng is not None and any(e is exc for _, e in getattr(eng, "failed_sinks", ())):
+            # A dropped output: the stats poll says it with the output's name and takes it down
+            # when the output is back. The bare error ("RuntimeError: device gone"), coming
+            # before or after that, covered it and stayed up for good.
+            log.info("output failed: %s", exc)
+            return
         if eng is not None and exc is getattr(eng, "failure", None):
             # The error that ends the stream: said as such at once (the end follows).
             msg = ended_message(exc)

@@ -1300,6 +1300,29 @@ def test_a_lost_virtual_camera_turned_on_again_clears_its_banner_and_a_new_loss_
     assert not window.banner.isHidden()
 
 
+def test_a_lost_virtual_camera_is_said_once_with_its_name_not_as_a_bare_error(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The engine lists the failed output, then reports its exception: the stats poll said the
+    # first with the device's name, and the raw "RuntimeError: ..." that followed (or came
+    # first, by the poll's timing) covered it in the banner and was never taken down.
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+
+    def unplugged(self, frame) -> None:  # noqa: ANN001
+        raise RuntimeError("v4l2loopback device gone")
+
+    monkeypatch.setattr(Recorder, "send", unplugged)
+    qtbot.waitUntil(lambda: window.banner.kind == "virtual_camera", timeout=FRAME_TIMEOUT_MS)
+    qtbot.wait(300)  # the engine's queued error report, whichever side of the poll it fell
+    assert window.banner.kind == "virtual_camera"
+    assert not [
+        m for m in window.bridge._said if "device gone" in m.text and m.kind != "virtual_camera"
+    ]
+
+
 def test_virtual_camera_announces_the_rate_the_source_delivers(qtbot, make_window, recorder):
     # The picker may ask for 60 fps; the demo clip (like many cameras) gives 30.
     window = make_window(settings=AppSettings(resolution="1280x720", fps=60))
