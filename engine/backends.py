@@ -232,7 +232,9 @@ def _int8_matches_float() -> bool:
     except ModelError:
         return False  # the float model's own load reports the manifest problem
     if manifest is None:
-        return True  # unverified files: open_model warns about each
+        # Nothing says the two hold the same weights (a folder of copied files, an int8 file
+        # left from older weights), and the float file is the one a person put there to run.
+        return False
     int8, flt = manifest.files.get(INT8_NAME), manifest.files.get("student_fast.onnx")
     if int8 is None or flt is None:
         # An unlisted int8 file beside a listed float one is not ours (and would load
@@ -355,6 +357,14 @@ def _check_contract(
         if len(shape) != 4:
             raise ModelError(
                 f"{pre} {side} {name!r} must be 4-D (1, 3, H, W), got {_shape_str(shape)}"
+            )
+        if not isinstance(shape[1], int) and isinstance(shape[3], int) and shape[3] <= 4:
+            # Channels last with dynamic N, H, W (TensorFlow's layout) passes every check of a
+            # static dimension below; it then failed the first frame (ONNX Runtime) or the
+            # compile (OpenVINO) with a message about dimension 3 or a convolution.
+            raise ModelError(
+                f"{pre} {side} {name!r} is channels last (NHWC): must be channels first "
+                f"(1, 3, H, W), got {_shape_str(shape)}"
             )
         if isinstance(shape[1], int) and shape[1] != 3:
             raise ModelError(

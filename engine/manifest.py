@@ -1,8 +1,9 @@
 """`weights/manifest.json`: what each shipped model file is, and the sha256 that proves it.
 
 The format (schema ``sharpcam-manifest/1``) is fixed in docs/ARCHITECTURE.md; `training/`'s
-export writes the same JSON through `write_manifest`. The engine reads the manifest that sits
-beside a model file: a listed file must match its sha256 or it is refused.
+export writes the same JSON with its own code (`training.export.update_manifest`: training never
+imports the engine). The engine reads the manifest that sits beside a model file: a listed file
+must match its sha256 or it is refused.
 
     entry = verify_file("weights/student_fast.onnx")   # ManifestEntry, or None when unlisted
 """

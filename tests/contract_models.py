@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 KINDS = ("identity", "sharpen", "conv")
-BAD_PROBLEMS = ("two_inputs", "two_outputs", "channels", "rank")
+BAD_PROBLEMS = ("two_inputs", "two_outputs", "channels", "rank", "nhwc")
 
 # conv stack: (out_channels, in_channels, stride); the last stage feeds a pixel shuffle of 2.
 _CONV_STAGES = ((8, 3, 1), (16, 8, 2), (12, 16, 1))
@@ -205,9 +205,10 @@ def make_bad_onnx_model(path: str | Path, problem: str) -> Path:
     """Write an ONNX model that breaks the contract in one way.
 
     problem: ``two_inputs`` | ``two_outputs`` | ``channels`` (4-channel input) |
-    ``rank`` (3-D input ``(3, H, W)``).
+    ``rank`` (3-D input ``(3, H, W)``) | ``nhwc`` (channels last with dynamic N, H and W, as
+    TensorFlow models come: ``(N, H, W, 3)``, a 1x1 conv between two transposes).
     """
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     def vi(name: str, shape: list) -> Any:
         return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
@@ -230,6 +231,17 @@ def make_bad_onnx_model(path: str | Path, problem: str) -> Path:
         shape = [3, "H", "W"]
         nodes = [helper.make_node("Identity", ["input"], ["output"])]
         inputs, outputs = [vi("input", shape)], [vi("output", shape)]
+    elif problem == "nhwc":
+        shape = ["N", "H", "W", 3]
+        eye = numpy_helper.from_array(np.eye(3, dtype=np.float32).reshape(3, 3, 1, 1), "w")
+        nodes = [
+            helper.make_node("Transpose", ["input"], ["nchw"], perm=[0, 3, 1, 2]),
+            helper.make_node("Conv", ["nchw", "w"], ["conv"]),
+            helper.make_node("Transpose", ["conv"], ["output"], perm=[0, 2, 3, 1]),
+        ]
+        inputs, outputs = [vi("input", shape)], [vi("output", shape)]
+        graph = helper.make_graph(nodes, "bad_nhwc", inputs, outputs, initializer=[eye])
+        return _save_onnx(graph, path)
     else:
         raise ValueError(f"unknown problem {problem!r}; expected one of {BAD_PROBLEMS}")
     return _save_onnx(helper.make_graph(nodes, f"bad_{problem}", inputs, outputs), path)

@@ -497,6 +497,24 @@ def test_an_unlisted_int8_file_beside_a_listed_float_student_is_not_loaded(tmp_p
 
 
 @needs_openvino
+def test_without_a_manifest_the_int8_file_does_not_replace_the_float_student(tmp_path, monkeypatch):
+    # SHARPCAM_WEIGHTS at a folder of copied model files: nothing says the int8 file holds the
+    # float student's weights (a leftover of an older export, say), and the float file is the
+    # one a person put there to run. ARCHITECTURE.md: int8 only with the float file's digest.
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "f32")  # where int8 would be preferred
+    make_onnx_model(tmp_path / "student_fast.onnx", "identity")
+    make_onnx_model(tmp_path / "student_fast_int8.onnx", "sharpen")
+    for name in ("openvino", "auto"):
+        with pytest.warns(UserWarning, match="loading it unverified") as record:
+            be = create_backend(name, device="cpu")
+        assert be.model.path.name == "student_fast.onnx"
+        assert not [w for w in record if "student_fast_int8" in str(w.message)]
+
+
+@needs_openvino
 def test_no_weights_on_an_f32_cpu_is_the_no_model_error(tmp_path, monkeypatch):
     import engine.backends as B
 
@@ -667,6 +685,10 @@ def test_model_without_manifest_warns(tmp_path):
         ("two_outputs", "expected 1 output, got 2 ('output', 'extra')"),
         ("channels", "input 'input' must have 3 channels (1, 3, H, W), got (1, 4, "),
         ("rank", "input 'input' must be 4-D (1, 3, H, W), got (3, "),
+        # Loaded, then ONNX Runtime failed the first frame ("Got invalid dimensions for input
+        # ... index: 3 Got: 77 Expected: 3") and OpenVINO the load with a shape-inference
+        # assertion of its Convolution: neither said the layout was the problem.
+        ("nhwc", "input 'input' is channels last (NHWC): must be channels first (1, 3, H, W)"),
     ],
 )
 def test_contract_violations_are_refused(tmp_path, name, problem, message):

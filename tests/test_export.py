@@ -496,3 +496,183 @@ def test_a_fresh_summary_of_the_onnx_file_exports_with_torchscript_and_fp16(
     stale = tmp_path / "stale.json"
     stale.write_text(json.dumps({"sets": table, "model_sha256": {"student_fast": "0" * 64}}))
     assert _export(ckpt, tmp_path / "w2", "--metrics", str(stale)) == 1
+
+
+def _checkpoint_cases(tmp_path: Path) -> dict[str, list[str]]:
+    """CLI arguments that name a checkpoint or summary the export cannot use, by case."""
+    state = create_student("tiny").state_dict()
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint\n")
+    renamed = tmp_path / "renamed.pt"  # a variant renamed since (fast was fast_l once)
+    torch.save({"model": state, "config": {"student": "tiny_old"}}, renamed)
+    kwargs = tmp_path / "kwargs.pt"  # constructor overrides this code's variant does not have
+    torch.save(
+        {"model": state, "config": {"student": "tiny", "student_kwargs": {"gone": 1}}}, kwargs
+    )
+    good = tmp_path / "good.pt"
+    torch.save({"model": state, "config": {"student": "tiny"}}, good)
+    bad_json = tmp_path / "summary.json"
+    bad_json.write_text("{half a summary")
+    return {
+        "missing": ["--checkpoint", str(tmp_path / "gone.pt")],
+        "folder": ["--checkpoint", str(tmp_path)],
+        "junk": ["--checkpoint", str(junk)],
+        "renamed-variant": ["--checkpoint", str(renamed)],
+        "unknown-kwargs": ["--checkpoint", str(kwargs)],
+        "variant-typo": ["--variant", "tinyy", "--random-init"],
+        "metrics-missing": ["--checkpoint", str(good), "--metrics", str(tmp_path / "no.json")],
+        "metrics-not-json": ["--checkpoint", str(good), "--metrics", str(bad_json)],
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "folder",
+        "junk",
+        "renamed-variant",
+        "unknown-kwargs",
+        "variant-typo",
+        "metrics-missing",
+        "metrics-not-json",
+    ],
+)
+def test_an_unusable_checkpoint_or_summary_is_a_one_line_failure(
+    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # These ended in a traceback (KeyError, TypeError, FileNotFoundError, JSONDecodeError),
+    # where a checkpoint of another variant already said "export failed: ..." and exited 1.
+    args = _checkpoint_cases(tmp_path)[case]
+    out = tmp_path / "w"
+    assert E.main([*args, "--out", str(out), "--no-fp16", "--no-torchscript"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("export failed: ") and err.count("\n") == 1, err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_unknown_variant_message_names_the_known_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _checkpoint_cases(tmp_path)["renamed-variant"]
+    assert E.main([*args, "--out", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err
+    assert "'tiny_old'" in err and "tiny" in err.split("'tiny_old'")[1] and "--variant" in err
+    args = _checkpoint_cases(tmp_path)["unknown-kwargs"]
+    assert E.main([*args, "--out", str(tmp_path / "w")]) == 1
+    err = capsys.readouterr().err
+    assert "unknown config keys for student 'tiny': ['gone']" in err and "--variant" not in err
+
+
+@pytest.mark.parametrize("name", ["student_fast.onnx", "sub/student_fast", "", "../student"])
+def test_a_name_that_is_not_a_file_stem_is_refused_before_any_work(
+    name: str, tmp_path: Path
+) -> None:
+    # --name student_fast.onnx wrote student_fast.onnx.onnx beside the old student_fast.onnx
+    # (still listed, still the one the engine loads); a path escaped --out.
+    with pytest.raises(E.ExportError, match="--name"):
+        E.export_all(
+            create_student("tiny").eval(),
+            tmp_path / "w",
+            name=name,
+            variant="tiny",
+            config={},
+            fp16=False,
+            torchscript=False,
+        )
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []
+
+
+def _listed(directory: Path, name: str = "m.onnx") -> dict:
+    """``directory/name`` (a few bytes) listed in ``directory/manifest.json``; its entry."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_bytes(b"model bytes")
+    entry = E.manifest_entry(
+        directory / name,
+        fmt="onnx",
+        precision="fp32",
+        variant="tiny",
+        device="cpu",
+        multiple=8,
+        params=1,
+        macs_per_pixel=1.0,
+        metrics={},
+        digest="d" * 64,
+    )
+    E.update_manifest(directory, {name: entry})
+    return entry
+
+
+@pytest.mark.parametrize("problem", ["only-the-changed-keys", "other-bytes", "no-file"])
+def test_update_manifest_refuses_an_entry_the_engine_would_refuse(
+    problem: str, tmp_path: Path
+) -> None:
+    # update_manifest replaces whole entries: {"m.onnx": {"metrics": ...}} (the keys to change,
+    # the model card's "metrics set" step) wrote an entry without a sha256, and the engine then
+    # refused the whole manifest, every model in the folder; an entry whose sha256 is not its
+    # file's made the engine refuse that model.
+    manifest_mod = pytest.importorskip("engine.manifest")
+    entry = _listed(tmp_path)
+    (tmp_path / "other.onnx").write_bytes(b"other bytes")
+    before = (tmp_path / "manifest.json").read_text()
+    bad = {
+        "only-the-changed-keys": {"m.onnx": {"metrics": {"sets": {}}}},
+        "other-bytes": {"other.onnx": entry},
+        "no-file": {"gone.onnx": entry},
+    }[problem]
+    with pytest.raises(E.ExportError, match=next(iter(bad))):
+        E.update_manifest(tmp_path, bad)
+    assert (tmp_path / "manifest.json").read_text() == before
+    assert manifest_mod.verify_file(tmp_path / "m.onnx") is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "manifest.json", "other.onnx"]
+
+
+def test_update_manifest_keeps_other_entries_and_takes_a_whole_changed_entry(
+    tmp_path: Path,
+) -> None:
+    entry = _listed(tmp_path, "a.onnx")
+    _listed(tmp_path, "b.onnx")
+    changed = {**entry, "metrics": {"sets": {"raw": {"n": 1}}}}
+    E.update_manifest(tmp_path, {"a.onnx": changed})
+    files = json.loads((tmp_path / "manifest.json").read_text())["files"]
+    assert set(files) == {"a.onnx", "b.onnx"} and files["a.onnx"] == changed
+
+
+def test_a_reexport_under_another_case_of_the_name_drops_the_entry_of_the_same_file(
+    tmp_path: Path,
+) -> None:
+    # On Windows and macOS `--name Student_Fast` rewrites student_fast.onnx (one file, two
+    # spellings); its old entry stayed, and the engine refused the new bytes as damaged. A hard
+    # link stands in for a case-insensitive file system here: two names, one file.
+    manifest_mod = pytest.importorskip("engine.manifest")
+    _listed(tmp_path, "student_fast.onnx")
+    try:
+        (tmp_path / "Student_Fast.onnx").hardlink_to(tmp_path / "student_fast.onnx")
+    except OSError:
+        pytest.skip("no hard links here")
+    (tmp_path / "student_fast.onnx").write_bytes(b"new weights")  # both names see them
+    entry = E.manifest_entry(
+        tmp_path / "Student_Fast.onnx",
+        fmt="onnx",
+        precision="fp32",
+        variant="tiny",
+        device="cpu",
+        multiple=8,
+        params=1,
+        macs_per_pixel=1.0,
+        metrics={},
+        digest="d" * 64,
+    )
+    E.update_manifest(tmp_path, {"Student_Fast.onnx": entry})
+    assert set(json.loads((tmp_path / "manifest.json").read_text())["files"]) == {
+        "Student_Fast.onnx"
+    }
+    assert manifest_mod.verify_file(tmp_path / "student_fast.onnx") is not None
+    # two different files whose names differ in case (a case-sensitive file system) both stay
+    other = tmp_path / "other"
+    _listed(other, "student_fast.onnx")
+    (other / "Student_Fast.onnx").write_bytes(b"model bytes")
+    E.update_manifest(
+        other, {"Student_Fast.onnx": entry | {"sha256": E.sha256_file(other / "Student_Fast.onnx")}}
+    )
+    assert len(json.loads((other / "manifest.json").read_text())["files"]) == 2

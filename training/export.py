@@ -82,6 +82,7 @@ INT8_CHECK_FRAMES = 2  # calibration-source frames kept out of calibration, to c
 FAMILY = (".onnx", "_fp16.onnx", ".ts", "_int8.onnx")  # the files one export of NAME writes
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "assets" / "demo.mp4"
 MIN_SIZE = 16
+_HEX = "0123456789abcdefABCDEF"
 
 
 class ExportError(RuntimeError):
@@ -154,7 +155,7 @@ def load_student(
     config: dict[str, Any] = {}
     state: Mapping[str, torch.Tensor] | None = None
     if checkpoint is not None and not random_init:
-        ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+        ckpt = _read_checkpoint(Path(checkpoint))
         if isinstance(ckpt, Mapping) and "model" in ckpt and isinstance(ckpt["model"], Mapping):
             state = ckpt["model"]
             config = dict(ckpt.get("config") or {})
@@ -165,6 +166,7 @@ def load_student(
                 f"{checkpoint}: expected a dict checkpoint, got {type(ckpt).__name__}"
             )
         overrides: dict[str, Any] = {}
+        from_config = variant is None
         if variant is None:
             if not config:
                 raise ExportError(f"{checkpoint} holds no config: pass --variant")
@@ -179,7 +181,7 @@ def load_student(
                 own, own_overrides = None, {}
             if own == variant:
                 overrides = own_overrides
-        model = create_student(variant, **overrides)
+        model = _build_student(variant, overrides, checkpoint, from_config=from_config)
         # EMA / DDP checkpoints prefix keys with "module."
         if state and all(k.startswith("module.") for k in state):
             state = {k[len("module.") :]: v for k, v in state.items()}
@@ -196,10 +198,46 @@ def load_student(
         if variant is None:
             raise ExportError("pass --checkpoint, or --variant with --random-init")
         torch.manual_seed(seed)
-        model = create_student(variant)
+        model = _build_student(variant, {}, None)
         config = {"student": variant, "student_kwargs": {}, "random_init": True, "seed": seed}
     model.eval()
     return model, variant, config
+
+
+def _read_checkpoint(path: Path) -> Any:
+    """``torch.load`` of a trainer checkpoint, tensors and plain data only; ExportError when
+    the file is missing or is no such checkpoint."""
+    if not path.is_file():
+        what = "is not a file" if path.exists() else "not found"
+        raise ExportError(f"checkpoint {what}: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file fails in many ways
+        # torch's own message runs to a paragraph (or is a bare KeyError of a pickle memo id).
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise ExportError(
+            f"cannot read checkpoint {path} (damaged, or not a trainer checkpoint): "
+            f"{type(exc).__name__}: {first.strip()}"
+        ) from exc
+
+
+def _build_student(
+    variant: str,
+    overrides: Mapping[str, Any],
+    checkpoint: str | Path | None,
+    *,
+    from_config: bool = False,
+) -> nn.Module:
+    """``create_student`` with its refusals (a variant renamed or removed since the checkpoint
+    was written, overrides it no longer has) as ExportError."""
+    try:
+        return create_student(variant, **overrides)
+    except (KeyError, TypeError, ValueError) as exc:
+        reason = exc.args[0] if exc.args else exc  # KeyError's str() adds quotes
+        where = f"{checkpoint}: " if checkpoint is not None else ""
+        renamed = from_config and isinstance(exc, KeyError)
+        hint = " (renamed since? name the variant with --variant)" if renamed else ""
+        raise ExportError(f"{where}{reason}{hint}") from exc
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -733,11 +771,39 @@ def update_manifest(
     remove: Iterable[str] = (),
 ) -> Path:
     """Merge ``entries`` into ``directory/manifest.json`` (other files kept, those named in
-    ``remove`` dropped), atomically."""
+    ``remove`` dropped), atomically.
+
+    Each entry replaces the listed one whole (`manifest_entry`'s keys, changed ones included),
+    and must name a file in ``directory`` with its sha256: the engine refuses a manifest with
+    an entry that has none (every model in the folder then) and a file that differs from its
+    entry, so ExportError here, before anything is written.
+    """
     path = Path(directory) / "manifest.json"
+    for fname, entry in entries.items():
+        sha = entry.get("sha256") if isinstance(entry, Mapping) else None
+        if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set(_HEX)):
+            raise ExportError(
+                f"manifest entry {fname!r} has no sha256: pass the whole entry "
+                "(manifest_entry(), or the listed entry with its keys changed)"
+            )
+        file = path.parent / fname
+        if not file.is_file():
+            raise ExportError(f"manifest entry {fname!r}: no such file in {path.parent}")
+        actual = sha256_file(file)
+        if actual != sha.lower():
+            raise ExportError(
+                f"manifest entry {fname!r} has sha256 {sha[:12]}…, the file is "
+                f"{actual[:12]}… (entries are for the files as they are)"
+            )
     manifest: dict[str, Any] = {"schema": SCHEMA, "files": _existing_files(path)}
     for fname in remove:
         manifest["files"].pop(fname, None)
+    for fname in entries:
+        # Where names ignore case (Windows, macOS), `--name Student_Fast` rewrote the file
+        # listed as student_fast.onnx: that entry's old sha256 would refuse the new bytes.
+        for old in [k for k in manifest["files"] if k != fname and k.lower() == fname.lower()]:
+            if _same_file(path.parent / old, path.parent / fname):
+                del manifest["files"][old]
     manifest["files"].update({k: dict(v) for k, v in entries.items()})
     fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=path.parent)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -748,11 +814,21 @@ def update_manifest(
     return path
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them is gone
+        return False
+
+
 def _metrics_for(metrics_file: str | Path | None) -> dict[str, Any]:
     """The ``metrics`` block: a `training.evaluate` summary.json reduced to its tables."""
     if metrics_file is None:
         return {}
-    data = json.loads(Path(metrics_file).read_text(encoding="utf-8"))
+    try:
+        data = json.loads(Path(metrics_file).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportError(f"cannot read --metrics {metrics_file}: {exc}") from exc
     if isinstance(data, dict) and "sets" in data:
         keep = {"sets": data["sets"]}
         for key in ("teacher", "data", "generated", "model_sha256"):
@@ -790,6 +866,7 @@ def export_all(
         ExportError: fp32 ONNX differs from PyTorch by more than 1e-4, or TorchScript by more
             than 1e-4, or an export fails; nothing is added to the manifest then.
     """
+    _check_name(name)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     # Everything is written and checked in a staging folder first and moved into place only
@@ -829,6 +906,18 @@ def export_all(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return result
+
+
+def _check_name(name: str) -> None:
+    """Refuse a ``name`` that is not a bare file stem: ``student_fast.onnx`` would write
+    ``student_fast.onnx.onnx`` and leave the old ``student_fast.onnx`` listed and loaded, and a
+    path would write outside ``out_dir`` (or fail deep inside the exporter)."""
+    if not name or Path(name).name != name or name in (".", "..") or "\\" in name:
+        raise ExportError(f"--name must be a file stem such as student_fast, got {name!r}")
+    if Path(name).suffix.lower() in (".onnx", ".ts", ".pt", ".pth"):
+        raise ExportError(
+            f"--name is the file stem, without a suffix: {Path(name).stem!r}, not {name!r}"
+        )
 
 
 def _export_checked(
@@ -1008,6 +1097,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("pass --checkpoint PATH, or --variant NAME --random-init")
 
     try:
+        _check_name(args.name)  # before a checkpoint is read
         # A checkpoint that does not fit the variant is refused like a failed parity check:
         # one line and exit status 1, not a traceback.
         model, variant, config = load_student(
