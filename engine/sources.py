@@ -890,12 +890,15 @@ def source_kind(spec: int | str | os.PathLike[str]) -> str:
     if isinstance(spec, int):
         return "camera"
     text = os.fspath(spec)
-    if text.strip().isdigit() or text.startswith("/dev/video"):
+    # /dev/v4l/ by name: an unplugged camera's by-id link is gone, with nothing to stat, and
+    # must still say "camera ... does not exist", not "no such file".
+    if text.strip().isdigit() or text.startswith(("/dev/video", "/dev/v4l/")):
         return "camera"
     p = Path(text)
-    if _is_device_file(p):
-        # /dev/v4l/by-id/usb-...-video-index0, the name that survives replugging: a camera,
-        # which a video decoder would have "opened" and then read nothing from.
+    if sys.platform.startswith("linux") and _is_device_file(p):
+        # A link elsewhere to a camera node (a udev rule's /dev/webcam): a camera, which a
+        # video decoder would have "opened" and then read nothing from. Linux only: cameras
+        # elsewhere have no device file, and NUL or COM1 there is no camera.
         return "camera"
     if p.is_dir():
         return "folder"

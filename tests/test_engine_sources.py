@@ -438,6 +438,19 @@ def test_a_device_link_is_a_camera_with_its_nodes_index(tmp_path):
     assert _parse_camera("/dev/video5") == ("/dev/video5", 5)
 
 
+def test_an_unplugged_cameras_device_link_is_still_a_camera(monkeypatch):
+    # Unplugged, the by-id link is gone (nothing to stat): it read as a missing video file,
+    # "no such file or folder", where /dev/video5 says which cameras there are (and the app
+    # refused to start on it at all).
+    gone = "/dev/v4l/by-id/usb-SharpCam_Test_Gone-video-index0"
+    assert not os.path.lexists(gone)
+    assert source_kind(gone) == "camera"
+    monkeypatch.setattr(sources, "_probe_camera", lambda i: i == 0)
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, opened=False))
+    with pytest.raises(CameraNotFoundError, match=f"camera {gone} does not exist; available"):
+        open_source(gone, live=True)
+
+
 # --------------------------------------------------------------------------- video
 
 
