@@ -368,7 +368,9 @@ def _open_source(
 def _missing_model(model: str) -> str:
     """Why ``--model PATH`` (not a file) cannot load, in the user's words."""
     if Path(model).is_dir():
-        return f"model {model} is a folder: give the model file in it"
+        from engine.backends import model_folder_message
+
+        return model_folder_message(model)
     return f"model file not found: {model}"
 
 

@@ -24,6 +24,8 @@ import importlib.util
 import inspect
 import logging
 import os
+import pickle
+import re
 import sys
 import threading
 import time
@@ -66,6 +68,7 @@ __all__ = [
     "collect_warnings",
     "create_backend",
     "list_backends",
+    "model_folder_message",
     "open_model",
     "parse_scale",
     "register_backend",
@@ -317,12 +320,16 @@ def open_model(model: str | Path | ModelFile) -> ModelFile:
     """Verify a model file against the `manifest.json` beside it.
 
     Raises:
-        ModelError: ``model file not found: PATH``, or an unreadable manifest.
+        ModelError: ``model file not found: PATH``, a folder (`model_folder_message`), or an
+            unreadable manifest.
         ModelIntegrityError: listed in the manifest with a different sha256.
     """
     if isinstance(model, ModelFile):
         return model
     path = Path(model).expanduser()
+    if path.is_dir():
+        # verify_file would call it "not found", and the file meant is likely right inside.
+        raise ModelError(model_folder_message(path))
     entry = verify_file(path)
     if entry is None:
         warn_user(
@@ -331,6 +338,34 @@ def open_model(model: str | Path | ModelFile) -> ModelFile:
         )
     fmt = entry.format if entry else _SUFFIX_FORMAT.get(path.suffix.lower(), "onnx")
     return ModelFile(path=path, format=fmt, entry=entry)
+
+
+#: Suffixes of the files a backend here can run (OpenVINO's IR: an ``.xml`` beside its ``.bin``).
+_MODEL_SUFFIXES = (*_SUFFIX_FORMAT, ".xml")
+
+
+def model_folder_message(path: str | Path, limit: int = 8) -> str:
+    """Why the folder ``path`` cannot be a model, naming the model files it holds (the first
+    ``limit``), or saying it holds none."""
+    folder = Path(path)
+    try:
+        names = sorted(
+            f.name
+            for f in folder.iterdir()
+            if f.suffix.lower() in _MODEL_SUFFIXES
+            and f.is_file()
+            and (f.suffix.lower() != ".xml" or f.with_suffix(".bin").is_file())
+        )
+    except OSError:
+        return f"model {path} is a folder: give a model file, not a folder"
+    if not names:
+        kinds = ", ".join(_MODEL_SUFFIXES)
+        return f"model {path} is a folder and holds no model file ({kinds}): give a model file"
+    more = f", and {len(names) - limit} more" if len(names) > limit else ""
+    return (
+        f"model {path} is a folder: give one of the model files in it "
+        f"({', '.join(names[:limit])}{more})"
+    )
 
 
 def _shape_str(shape: Sequence[Any]) -> str:
@@ -404,11 +439,23 @@ def _check_output_size(
             )
 
 
+#: The line a TorchScript error's own message starts on (``RuntimeError: shape ...``,
+#: ``builtins.ValueError: ...``), below the model code it quotes.
+_TORCHSCRIPT_ERROR = re.compile(r"^[A-Za-z_][\w.]*(?:Error|Exception)\b")
+
+
 def _one_line(exc: BaseException) -> str:
     """A runtime's error message as one line. OpenVINO's spans several, most of them the C++
-    source locations it passed through (``Exception from src/...cpp:84:``), and errors reach a
-    person as one line (the CLI's stderr, the app's warning)."""
-    lines = (line.strip() for line in str(exc).splitlines())
+    source locations it passed through (``Exception from src/...cpp:84:``); TorchScript's
+    quotes the model's code twice, with ``<--- HERE`` marks, above the error itself. Errors
+    reach a person as one line (the CLI's stderr, the app's warning)."""
+    text = str(exc)
+    if "Traceback of TorchScript" in text:
+        lines = text.splitlines()
+        starts = [i for i, line in enumerate(lines) if _TORCHSCRIPT_ERROR.match(line)]
+        if starts:
+            text = "\n".join(lines[starts[-1] :])
+    lines = (line.strip() for line in text.splitlines())
     kept = [line for line in lines if line and not line.startswith("Exception from ")]
     return " ".join(kept) or type(exc).__name__
 
@@ -512,13 +559,22 @@ class _ModelBackend(_BackendBase):
             raise BackendError(f"{self.name} backend is closed")
         _check_frame(rgb)
         h, w = rgb.shape[:2]
-        if h >= MIN_SIZE and w >= MIN_SIZE:
-            return self._infer(np.ascontiguousarray(rgb))
-        # The contract only promises H, W >= 16: pad tiny frames (thumbnails, tests) and crop.
-        big = cv2.copyMakeBorder(
-            rgb, 0, max(0, MIN_SIZE - h), 0, max(0, MIN_SIZE - w), cv2.BORDER_REPLICATE
-        )
-        return np.ascontiguousarray(self._infer(big)[:h, :w])
+        try:
+            if h >= MIN_SIZE and w >= MIN_SIZE:
+                return self._infer(np.ascontiguousarray(rgb))
+            # The contract only promises H, W >= 16: pad tiny frames (thumbnails, tests), crop.
+            big = cv2.copyMakeBorder(
+                rgb, 0, max(0, MIN_SIZE - h), 0, max(0, MIN_SIZE - w), cv2.BORDER_REPLICATE
+            )
+            return np.ascontiguousarray(self._infer(big)[:h, :w])
+        except (BackendError, ModelError):
+            raise  # already one line that names the model
+        except Exception as exc:
+            # A runtime's own error names neither the model nor the frame, and may span many
+            # lines (TorchScript quotes the model's code): it reaches a person as one line.
+            raise BackendError(
+                f"{self.model.path} failed on a {w}x{h} frame: {_one_line(exc)}"
+            ) from exc
 
     def _infer(self, rgb: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -632,7 +688,10 @@ class OnnxBackend(_ModelBackend):
         # No spin-waiting after each run: same speed measured here, and the capture and sink
         # threads need those cycles on small CPUs.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.log_severity_level = 3  # provider fall-back chatter is reported through .provider
+        # Provider fall-back chatter is reported through .provider; and an error is logged (in
+        # colour, with C++ source paths) just before the exception that carries its text, which
+        # the caller reports as one line.
+        so.log_severity_level = 4
         with_options: list[Any] = []
         uncached: Path | None = None  # a TensorRT cache folder that cannot be written
         for p in chosen:
@@ -696,7 +755,10 @@ class OnnxBackend(_ModelBackend):
             [(o.name, _ort_shape(o.shape), _ort_dtype(o.type)) for o in outs],
         )
         self._in_name, self._out_name = ins[0].name, outs[0].name
-        self._static_hw = tuple(d for d in _ort_shape(ins[0].shape)[2:] if isinstance(d, int))
+        in_shape = _ort_shape(ins[0].shape)
+        self._fixed_hw = tuple(d if isinstance(d, int) else None for d in in_shape[2:])
+        self._fixed_size = any(d is not None for d in self._fixed_hw)
+        self._in_shape = in_shape
         self._buf = _FrameBuffers(_ort_np_dtype(ins[0].type), _ort_np_dtype(outs[0].type))
         # Binding our own buffers costs nothing on CPU either (measured) and spares ORT the
         # per-frame output allocation, so it is on by default everywhere.
@@ -723,20 +785,61 @@ class OnnxBackend(_ModelBackend):
         h, w = rgb.shape[:2]
         # Checked before the buffers change size: a refused frame must leave the binding intact
         # (ensure() would free the old buffers the I/O binding still points at).
-        if len(self._static_hw) == 2 and self._static_hw != (h, w):
-            raise BackendError(
-                f"{self.model.path} has a fixed input size {self._static_hw}, "
-                f"frame is {(h, w)}: export it with dynamic H and W"
-            )
+        if self._fixed_size and (
+            (self._fixed_hw[0] is not None and self._fixed_hw[0] != h)
+            or (self._fixed_hw[1] is not None and self._fixed_hw[1] != w)
+        ):
+            raise BackendError(self._fixed_size_message(h, w))
         if self._buf.ensure(h, w) and self._use_binding:
             self._bind()
         x = self._buf.to_nchw(rgb)
         if self._binding is not None:
-            self._session.run_with_iobinding(self._binding)
+            try:
+                self._session.run_with_iobinding(self._binding)
+            except Exception as exc:
+                mismatch = self._output_mismatch(x)
+                if mismatch is None:
+                    raise
+                raise mismatch from exc
             y = self._buf.out_nchw
         else:
             y = self._session.run([self._out_name], {self._in_name: x})[0]
+            if y.shape != x.shape:
+                # from_nchw would leave the result buffer as it was: a stale or blank frame.
+                raise self._contract_error(x.shape, y.shape)
         return self._buf.from_nchw(y)
+
+    def _fixed_size_message(self, h: int, w: int) -> str:
+        fh, fw = self._fixed_hw
+        if fh is not None and fw is not None:
+            fixed = f"a fixed input size {(fh, fw)}"
+        elif fh is not None:
+            fixed = (
+                f"a fixed input height of {fh} (input {_shape_str(self._in_shape)}) "
+                f"and runs only frames {fh} pixels high"
+            )
+        else:
+            fixed = (
+                f"a fixed input width of {fw} (input {_shape_str(self._in_shape)}) "
+                f"and runs only frames {fw} pixels wide"
+            )
+        return f"{self.model.path} has {fixed}, frame is {(h, w)}: export it with dynamic H and W"
+
+    def _contract_error(self, want: Sequence[int], got: Sequence[int]) -> ModelError:
+        return ModelError(
+            f"{self.model.path}: breaks the model contract: output must be {_shape_str(want)} "
+            f"like the input, got {_shape_str(got)}"
+        )
+
+    def _output_mismatch(self, x: np.ndarray) -> ModelError | None:
+        """After a bound run failed: the contract error when the output is another size than
+        the input (ONNX Runtime's own message is a paragraph about pre-allocated OrtValues),
+        found by one unbound run; None when that is not the reason."""
+        try:
+            y = self._session.run([self._out_name], {self._in_name: x})[0]
+        except Exception:  # noqa: BLE001 - the bound run's own error says why
+            return None
+        return self._contract_error(x.shape, y.shape) if y.shape != x.shape else None
 
     def close(self) -> None:
         self._binding = None
@@ -944,12 +1047,46 @@ def _ov_shape(port: Any) -> list[int | str]:
 # --------------------------------------------------------------------------- PyTorch
 
 
+_EXPORT_HINT = (
+    "export it as TorchScript (torch.jit.script(model).save(PATH)) or ONNX (torch.onnx.export); "
+    "a SharpCam training checkpoint: python -m training.export"
+)
+
+
+def _not_torchscript(torch: Any, path: Path, jit_exc: BaseException) -> str:
+    """Why ``path`` is no TorchScript model, in words that say what to do.
+
+    Never a full unpickling (``weights_only=False``): a pickle runs whatever code the file
+    names as it loads, before any warning could be read, and an unlisted file is anybody's.
+    The restricted one (``weights_only=True``: tensors and plain containers, no code) only
+    tells a state dict or checkpoint from a pickled module, to say what each needs.
+    """
+    pre = f"cannot load model {path}"
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc).lower()
+        if "weights only" in text or "unsupported global" in text:
+            return (
+                f"{pre}: a pickled Python object (torch.save(model)), not TorchScript; "
+                f"SharpCam does not unpickle it, as that runs code from the file: {_EXPORT_HINT}"
+            )
+    except Exception:  # noqa: BLE001 - not a torch file at all: TorchScript's error says so
+        pass
+    else:
+        return (
+            f"{pre}: holds weights or a training checkpoint ({type(obj).__name__}), not a "
+            f"model, which needs its architecture: {_EXPORT_HINT}"
+        )
+    return f"{pre}: not TorchScript ({_one_line(jit_exc)})"
+
+
 class TorchBackend(_ModelBackend):
     """A TorchScript model (`torch.jit.save`) in PyTorch: CUDA fp16 channels_last, else CPU fp32.
 
     Args:
-        model: a TorchScript archive (`.pt`, `.ts`, ...). A pickled `nn.Module` is accepted as a
-            fallback with a warning, because unpickling runs code.
+        model: a TorchScript archive (`.pt`, `.ts`, ...). A pickled `nn.Module` is refused, not
+            unpickled: unpickling runs code from the file.
         device: ``auto`` (CUDA when available), ``cpu``, ``gpu``/``cuda``.
         half: fp16 on CUDA (default True; ignored on CPU).
         threads: ignored (torch's thread pool is process-wide; set it with torch.set_num_threads).
@@ -1009,19 +1146,7 @@ class TorchBackend(_ModelBackend):
                 warnings.simplefilter("ignore", DeprecationWarning)
                 return torch.jit.load(str(path), map_location="cpu")
         except Exception as jit_exc:
-            try:
-                with _CATCH_WARNINGS, warnings.catch_warnings():
-                    warnings.simplefilter("ignore", FutureWarning)
-                    obj = torch.load(str(path), map_location="cpu", weights_only=False)
-            except Exception as exc:
-                raise ModelError(f"cannot load model {path}: not TorchScript ({jit_exc})") from exc
-            if not isinstance(obj, torch.nn.Module):
-                raise ModelError(
-                    f"cannot load model {path}: holds a {type(obj).__name__}, not a model "
-                    "(a state dict needs its architecture: export TorchScript with torch.jit.save)"
-                ) from jit_exc
-            warn_user(f"{path}: pickled nn.Module, not TorchScript", stacklevel=4)
-            return obj
+            raise ModelError(_not_torchscript(torch, path, jit_exc)) from jit_exc
 
     def _probe(self) -> None:
         """TorchScript has no static signature: run a tiny frame to check the contract."""
@@ -1034,14 +1159,18 @@ class TorchBackend(_ModelBackend):
                 y = self._net(x)
         except Exception as exc:
             raise ModelError(
-                f"{self.model.path}: breaks the model contract: a (1, 3, H, W) input fails: {exc}"
+                f"{self.model.path}: breaks the model contract: a (1, 3, H, W) input fails: "
+                f"{_one_line(exc)}"
             ) from exc
         if not isinstance(y, torch.Tensor) or tuple(y.shape) != tuple(x.shape):
-            got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
-            raise ModelError(
-                f"{self.model.path}: breaks the model contract: output must be {tuple(x.shape)} "
-                f"like the input, got {got}"
-            )
+            raise self._contract_error(tuple(x.shape), y)
+
+    def _contract_error(self, want: tuple[int, ...], y: Any) -> ModelError:
+        got = tuple(y.shape) if isinstance(y, self._torch.Tensor) else type(y).__name__
+        return ModelError(
+            f"{self.model.path}: breaks the model contract: output must be {want} "
+            f"like the input, got {got}"
+        )
 
     def _infer(self, rgb: np.ndarray) -> np.ndarray:
         torch = self._torch
@@ -1063,6 +1192,10 @@ class TorchBackend(_ModelBackend):
                 src = self._host_in.to(self._device, non_blocking=True)
             self._x.copy_(src.permute(2, 0, 1)[None]).mul_(1.0 / 255.0)
             y = self._net(self._x)
+            if not isinstance(y, torch.Tensor) or y.shape != self._x.shape:
+                # The probe at load saw one small size; copy_ below would broadcast a (1, 3,
+                # 1, 1) output over the whole frame, or fail with a message about tensor a and b.
+                raise self._contract_error(tuple(self._x.shape), y)
             y = y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)
             self._host_out.copy_(y[0].permute(1, 2, 0))
         return self._out_np

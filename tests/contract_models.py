@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 KINDS = ("identity", "sharpen", "conv")
-BAD_PROBLEMS = ("two_inputs", "two_outputs", "channels", "rank", "nhwc")
+BAD_PROBLEMS = ("two_inputs", "two_outputs", "channels", "rank", "nhwc", "halves")
 
 # conv stack: (out_channels, in_channels, stride); the last stage feeds a pixel shuffle of 2.
 _CONV_STAGES = ((8, 3, 1), (16, 8, 2), (12, 16, 1))
@@ -206,7 +206,9 @@ def make_bad_onnx_model(path: str | Path, problem: str) -> Path:
 
     problem: ``two_inputs`` | ``two_outputs`` | ``channels`` (4-channel input) |
     ``rank`` (3-D input ``(3, H, W)``) | ``nhwc`` (channels last with dynamic N, H and W, as
-    TensorFlow models come: ``(N, H, W, 3)``, a 1x1 conv between two transposes).
+    TensorFlow models come: ``(N, H, W, 3)``, a 1x1 conv between two transposes) |
+    ``halves`` (a 2x2 average pool declared ``(n, c, h, w)``: nothing declared says it is
+    wrong, so it loads, and every frame then comes back half its size).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -242,6 +244,13 @@ def make_bad_onnx_model(path: str | Path, problem: str) -> Path:
         inputs, outputs = [vi("input", shape)], [vi("output", shape)]
         graph = helper.make_graph(nodes, "bad_nhwc", inputs, outputs, initializer=[eye])
         return _save_onnx(graph, path)
+    elif problem == "halves":
+        nodes = [
+            helper.make_node(
+                "AveragePool", ["input"], ["output"], kernel_shape=[2, 2], strides=[2, 2]
+            )
+        ]
+        inputs, outputs = [vi("input", nchw)], [vi("output", ["n", "c", "h", "w"])]
     else:
         raise ValueError(f"unknown problem {problem!r}; expected one of {BAD_PROBLEMS}")
     return _save_onnx(helper.make_graph(nodes, f"bad_{problem}", inputs, outputs), path)

@@ -28,7 +28,7 @@ import pytest
 import main as cli
 from engine.bench import RESULT_KEYS
 from engine.frames import Frame
-from tests.contract_models import make_onnx_model, write_manifest
+from tests.contract_models import make_bad_onnx_model, make_onnx_model, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 BITS = 6  # frame index stamped as 6 black/white 16x16 blocks along the top edge
@@ -787,6 +787,47 @@ def test_a_model_folder_is_named_as_one(clip: Path, tmp_path: Path) -> None:
     assert_clean_failure(proc, f"model {tmp_path} is a folder", code=1)
     proc = run_cli("bench", "--model", str(tmp_path))
     assert_clean_failure(proc, f"model {tmp_path} is a folder", code=1)
+
+
+def test_a_model_folder_names_the_model_files_in_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "give the model file in it" said neither which files nor that there are none.
+    (tmp_path / "student_fast.onnx").write_bytes(b"")
+    (tmp_path / "readme.txt").write_text("")
+    assert cli.main(["bench", "--model", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"sharpcam: error: model {tmp_path} is a folder: give one of the model files in it "
+        "(student_fast.onnx)\n"
+    )
+
+
+@pytest.mark.parametrize("command", ["process", "run"])
+def test_a_model_failing_on_every_frame_is_one_line_and_exit_1(
+    clip: Path, tmp_path: Path, command: str
+) -> None:
+    # The model loads (nothing declared is wrong) and fails at the first frame: ONNX Runtime's
+    # paragraph about pre-allocated OrtValues reached stderr twice (its own red log line with
+    # C++ source paths, then the error), in `run` also inside the status line's warning.
+    model = make_bad_onnx_model(tmp_path / "halves.onnx", "halves")
+    write_manifest(tmp_path, [model.name])
+    out = tmp_path / "o.avi"
+    args = ["--backend", "onnx", "--model", str(model)]
+    if command == "process":
+        proc = run_cli("process", str(clip), str(out), *args)
+        first = re.escape("processing failed after 0 frames: ")
+    else:
+        proc = run_cli("run", "--source", str(clip), "--output", str(out), *args)
+        # Live, frames may drop: their count is not the point.
+        first = r"1 error\(s\) in the stream \(\d+ frames out\); first: "
+    assert_clean_failure(proc, code=1)
+    last = proc.stderr.splitlines()[-1]
+    assert re.match(f"sharpcam: error: {first}{re.escape(str(model))}: breaks ", last), proc.stderr
+    assert proc.stderr.endswith(
+        "breaks the model contract: output must be (1, 3, 96, 128) like the input, "
+        "got (1, 3, 48, 64)\n"
+    ), proc.stderr
+    assert "onnxruntime" not in proc.stderr and "OrtValue" not in proc.stderr, proc.stderr
 
 
 class _InterruptsItsFirstCall:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -1108,3 +1109,234 @@ def test_a_pt_file_given_to_the_onnx_backend_is_not_called_torchscript(tmp_path)
     msg = str(info.value)
     assert "it is a PyTorch file" in msg and "TorchScript file" not in msg, msg
     assert "python -m training.export" in msg and "a .onnx file" in msg, msg
+
+
+# --------------------------------------------------------------------------- unsafe or odd models
+
+
+class _RunsCodeWhenUnpickled:
+    """Unpickling this makes the folder ``marker``: what any pickle can make its loader do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (os.makedirs, (str(self.marker),))
+
+
+@needs_torch
+@pytest.mark.parametrize(
+    ("holds", "said"),
+    [
+        ("code", "a pickled Python object (torch.save(model)), not TorchScript; SharpCam does not"),
+        (
+            "module",
+            "a pickled Python object (torch.save(model)), not TorchScript; SharpCam does not",
+        ),
+        ("state_dict", "holds weights or a training checkpoint (OrderedDict), not a model"),
+    ],
+)
+def test_the_torch_backend_never_unpickles_a_file_that_is_not_torchscript(tmp_path, holds, said):
+    # The torch backend fell back to torch.load(weights_only=False) for any file TorchScript
+    # could not read: a pickle runs the code it names while it loads, before any warning is
+    # read, and a pickled nn.Module then ran as the model.
+    import torch
+
+    marker = tmp_path / "code_ran"
+    path = tmp_path / "model.pt"
+    obj = {
+        "code": {"model": _RunsCodeWhenUnpickled(marker)},
+        "module": torch.nn.Identity(),
+        "state_dict": torch.nn.Conv2d(3, 3, 1).state_dict(),
+    }[holds]
+    torch.save(obj, path)
+    with pytest.warns(UserWarning, match="loading it unverified"):
+        with pytest.raises(ModelError) as info:
+            create_backend("torch", model=path, device="cpu")
+    assert not marker.exists(), "the file's code ran"
+    msg = str(info.value)
+    assert msg.startswith(f"cannot load model {path}: {said}"), msg
+    assert "torch.jit.script(model).save(PATH)" in msg and "torch.onnx.export" in msg, msg
+    assert "\n" not in msg
+
+
+def _one_side_fixed(path: Path, axis: int, size: int) -> Path:
+    """The identity contract model with input and output dimension ``axis`` (2: H, 3: W) fixed."""
+    import onnx
+
+    make_onnx_model(path, kind="identity")
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        dim = value.type.tensor_type.shape.dim[axis]
+        dim.Clear()
+        dim.dim_value = size
+    onnx.save(model, str(path))
+    write_manifest(path.parent, [path.name])
+    return path
+
+
+@pytest.mark.parametrize(
+    ("axis", "ok", "wrong", "said"),
+    [
+        (
+            2,
+            (48, 64),
+            (40, 64),
+            "a fixed input height of 48 (input (1, 3, 48, W)) and runs only "
+            "frames 48 pixels high, frame is (40, 64)",
+        ),
+        (
+            3,
+            (40, 48),
+            (40, 64),
+            "a fixed input width of 48 (input (1, 3, H, 48)) and runs only "
+            "frames 48 pixels wide, frame is (40, 64)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_a_model_with_one_fixed_side_names_it_and_the_frames_it_runs(
+    tmp_path, axis, ok, wrong, said, io_binding
+):
+    # Only a model with both sides fixed got a message of its own; (1, 3, 720, W) failed every
+    # frame with ONNX Runtime's "Got invalid dimensions for input ... index: 2 Got: 360
+    # Expected: 720", over three lines.
+    path = _one_side_fixed(tmp_path / "fixed.onnx", axis, 48)
+    be = OnnxBackend(model=path, io_binding=io_binding)
+    rng = np.random.default_rng(0)
+    good = rng.integers(0, 256, (*ok, 3), dtype=np.uint8)
+    for _ in range(2):  # a refused frame leaves the backend as it was
+        np.testing.assert_array_equal(be.process(good), good)
+        with pytest.raises(BackendError) as info:
+            be.process(np.zeros((*wrong, 3), np.uint8))
+        assert str(info.value) == f"{path} has {said}: export it with dynamic H and W"
+    be.close()
+
+
+@pytest.mark.parametrize(
+    "name", [*MODEL_BACKENDS, pytest.param("torch", marks=needs_torch), "auto"]
+)
+def test_a_model_folder_is_said_to_be_one_with_the_model_files_in_it(tmp_path, name):
+    # It was "model file not found: weights" (the app's banner said so too), for a folder that
+    # holds the very files meant.
+    for file in ("b.onnx", "a.ts", "notes.txt", "ir.xml", "ir.bin", "lone.xml"):
+        (tmp_path / file).write_bytes(b"")
+    (tmp_path / "sub.onnx").mkdir()  # a folder, whatever its name
+    with pytest.raises(ModelError) as info:
+        create_backend(name, model=tmp_path)
+    assert str(info.value) == (
+        f"model {tmp_path} is a folder: give one of the model files in it (a.ts, b.onnx, ir.xml)"
+    )
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ModelError) as info:
+        create_backend(name, model=empty)
+    assert str(info.value) == (
+        f"model {empty} is a folder and holds no model file "
+        "(.onnx, .pt, .pth, .ts, .torchscript, .jit, .xml): give a model file"
+    )
+
+
+def test_a_long_model_folder_names_its_first_files_and_a_count(tmp_path):
+    for i in range(11):
+        (tmp_path / f"m{i:02d}.onnx").write_bytes(b"")
+    with pytest.raises(ModelError, match=r"\(m00.onnx, .*, m07.onnx, and 3 more\)$"):
+        backends.open_model(tmp_path)
+
+
+@pytest.mark.parametrize("io_binding", [True, False])
+def test_onnx_runtime_output_of_another_size_at_run_is_a_contract_break(
+    tmp_path, capfd, io_binding
+):
+    # Bound, ONNX Runtime failed with a paragraph on pre-allocated OrtValues (and printed its
+    # own red log line with C++ paths to stderr first); unbound, the result buffer was handed
+    # back unwritten: a blank frame, exit 0.
+    path = make_bad_onnx_model(tmp_path / "half.onnx", "halves")
+    write_manifest(tmp_path, [path.name])
+    be = OnnxBackend(model=path, io_binding=io_binding)
+    capfd.readouterr()
+    with pytest.raises(ModelError) as info:
+        be.process(np.full((40, 64, 3), 200, np.uint8))
+    assert str(info.value) == (
+        f"{path}: breaks the model contract: output must be (1, 3, 40, 64) like the input, "
+        "got (1, 3, 20, 32)"
+    )
+    assert "onnxruntime" not in capfd.readouterr().err
+
+
+def _torchscript(path: Path, kind: str) -> Path:
+    """A TorchScript model that passes the load probe (32x33) and breaks on larger frames."""
+    import torch
+
+    class Breaks(torch.nn.Module):
+        def __init__(self, kind: str) -> None:
+            super().__init__()
+            self.kind = kind
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[2] <= 32:
+                return x
+            if self.kind == "fails":
+                return x.reshape(1, 3, 1000, -1)
+            if self.kind == "pooled":
+                return x.mean(dim=(2, 3), keepdim=True)
+            return x[:, :, ::2, ::2]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.10 deprecates jit
+        torch.jit.script(Breaks(kind)).save(str(path))
+    write_manifest(path.parent, [path.name])
+    return path
+
+
+@needs_torch
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        # TorchScript's message quotes the model's code twice with "<--- HERE" marks: 17 lines.
+        (
+            "fails",
+            "failed on a 64x40 frame: RuntimeError: shape '[1, 3, 1000, -1]' is invalid "
+            "for input of size 7680",
+        ),
+        # Broadcast over the whole frame: a flat grey picture, exit 0.
+        (
+            "pooled",
+            ": breaks the model contract: output must be (1, 3, 40, 64) like the input, "
+            "got (1, 3, 1, 1)",
+        ),
+        # "The size of tensor a (64) must match the size of tensor b (32) at non-singleton ..."
+        (
+            "halved",
+            ": breaks the model contract: output must be (1, 3, 40, 64) like the input, "
+            "got (1, 3, 20, 32)",
+        ),
+    ],
+)
+def test_a_torchscript_model_failing_on_a_frame_says_so_in_one_line(tmp_path, kind, said):
+    path = _torchscript(tmp_path / f"{kind}.ts", kind)
+    be = create_backend("torch", model=path, device="cpu")
+    with pytest.raises((BackendError, ModelError)) as info:
+        be.process(np.full((40, 64, 3), 200, np.uint8))
+    assert str(info.value) == f"{path}{' ' if kind == 'fails' else ''}{said}"
+
+
+@needs_torch
+def test_a_torchscript_model_failing_its_load_probe_says_so_in_one_line(tmp_path):
+    import torch
+
+    class Refuses(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.reshape(1, 3, 1000, -1)
+
+    path = tmp_path / "refuses.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Refuses()).save(str(path))
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend("torch", model=path, device="cpu")
+    assert str(info.value) == (
+        f"{path}: breaks the model contract: a (1, 3, H, W) input fails: RuntimeError: shape "
+        "'[1, 3, 1000, -1]' is invalid for input of size 3168"
+    )
