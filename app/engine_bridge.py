@@ -872,6 +872,9 @@ class EngineBridge(QObject):
         missing device, and the banner says so (the log has the traceback)."""
         self._want_virtual = False
         self.virtual_camera_changed.emit(False, "")
+        if self._open_failure is not None:
+            # Replaced: an open that works takes down only the failure held here.
+            self._take_down([self._open_failure])
         self._open_failure = open_failed_message(exc)
         self._say(self._open_failure)
 

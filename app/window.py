@@ -198,7 +198,14 @@ class Sidebar(QFrame):
 
 
 class MessageBanner(QFrame):
-    """An in-window message with advice; the stream keeps running underneath."""
+    """In-window messages with advice; the stream keeps running underneath.
+
+    Every message said and not yet taken down (:meth:`take_down`) or dismissed is kept, and
+    the newest shows: a newer one covered "settings cannot be saved" or "camera lost,
+    reconnecting", and when it went the banner went with it, though the older one still
+    applied. Messages that say the same show as one, kept until the last of them is taken
+    down (each by whoever said it).
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -210,20 +217,69 @@ class MessageBanner(QFrame):
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.text, 1)
-        close = QPushButton("Dismiss")
-        close.clicked.connect(self.hide)
-        lay.addWidget(close, 0, Qt.AlignmentFlag.AlignTop)
-        self.kind = ""
-        self.message: UserMessage | None = None
+        # How many wait under the one on show: Dismiss brings up the next, which would
+        # otherwise look like a Dismiss that did not work.
+        self.more = QLabel()
+        self.more.setToolTip("Messages that still apply, under this one")
+        self.more.hide()
+        lay.addWidget(self.more, 0, Qt.AlignmentFlag.AlignTop)
+        self.dismiss_button = QPushButton("Dismiss")
+        self.dismiss_button.clicked.connect(self.dismiss)
+        lay.addWidget(self.dismiss_button, 0, Qt.AlignmentFlag.AlignTop)
+        self.kind = ""  # the shown message's kind; "" when none
+        self.message: UserMessage | None = None  # the message on show
+        self._said: list[UserMessage] = []  # oldest first, each object once
         self.hide()
 
     def show_message(self, msg: UserMessage) -> None:
-        self.kind = msg.kind
-        self.message = msg
+        """Show ``msg`` on top of the others (moved there when it was kept already)."""
+        self._said = [m for m in self._said if m is not msg]
+        self._said.append(msg)
+        self._update()
+
+    def take_down(self, msg: UserMessage) -> None:
+        """``msg`` no longer applies: the next newest shows, or the banner hides."""
+        self._said = [m for m in self._said if m is not msg]
+        self._update()
+
+    def dismiss(self) -> None:
+        """The person has read the message on show: gone until it is said anew."""
+        if self.message is not None:
+            # Equal ones with it: they show as one, and would bring it straight back.
+            shown = self.message
+            self._said = [m for m in self._said if m != shown]
+        self._update()
+
+    def waiting(self) -> list[UserMessage]:
+        """The messages kept, newest (the one on show) first, each text once."""
+        out: list[UserMessage] = []
+        for msg in reversed(self._said):
+            if msg not in out:
+                out.append(msg)
+        return out
+
+    def _update(self) -> None:
+        kept = self.waiting()
+        if not kept:
+            self.kind, self.message = "", None
+            self.hide()
+            return
+        msg = kept[0]
+        self.kind, self.message = msg.kind, msg
         self.setProperty("severity", "error" if msg.kind in ("model", "engine") else "warning")
-        self.style().unpolish(self)
-        self.style().polish(self)
+        # The labels too: a property selector above them is not re-read with the frame's, and
+        # an error's text stayed in the warning's colour after a warning (or the reverse).
+        for widget in (self, self.text, self.more):
+            self.style().unpolish(widget)
+            self.style().polish(widget)
         self.text.setText(f"<b>{_html(msg.text)}</b><br>{_html(msg.advice)}")
+        self.more.setText(f"{len(kept) - 1} more")
+        # Level with the button's text: the style sheet sets the button's height.
+        self.more.setFixedHeight(self.dismiss_button.sizeHint().height())
+        self.more.setVisible(len(kept) > 1)
+        self.dismiss_button.setToolTip(
+            "Hide this message and show the next" if len(kept) > 1 else "Hide this message"
+        )
         self.show()
 
 
@@ -814,6 +870,9 @@ class MainWindow(QMainWindow):
         self.camera_combo.blockSignals(True)
         self.camera_combo.setCurrentIndex(max(self.camera_combo.findData(self._camera_id), 0))
         self.camera_combo.blockSignals(False)
+        if self._refusal is not None:
+            # Replaced, not kept under the new one: only the newest is taken down at a start.
+            self._on_message_cleared(self._refusal)
         self._refusal = UserMessage(
             "camera",
             f"{cam.name} was not opened: it is the virtual camera SharpCam sends its video to.",
@@ -985,9 +1044,7 @@ class MainWindow(QMainWindow):
         self.banner.show_message(msg)
 
     def _on_message_cleared(self, msg: UserMessage) -> None:
-        # Only the message that is still up: a newer one stays until it clears itself.
-        if self.banner.message is msg:
-            self.banner.hide()
+        self.banner.take_down(msg)
 
     def show_virtual_camera_help(self, guidance: str) -> VirtualCameraDialog:
         """Show (non-modally) the virtual-camera setup steps with a Retry button."""

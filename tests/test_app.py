@@ -24,7 +24,7 @@ pytest.importorskip("pytestqt")
 
 import pyvirtualcam  # noqa: E402
 from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
-from PySide6.QtGui import QColor, QImage  # noqa: E402
+from PySide6.QtGui import QColor, QImage, QPalette  # noqa: E402
 from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
 
 from app.camera_list import (  # noqa: E402
@@ -35,6 +35,7 @@ from app.camera_list import (  # noqa: E402
 )
 from app.engine_bridge import (  # noqa: E402
     EngineBridge,
+    UserMessage,
     backend_label,
     describe_error,
     frame_to_qimage,
@@ -42,7 +43,7 @@ from app.engine_bridge import (  # noqa: E402
 )
 from app.preview import PreviewWidget  # noqa: E402
 from app.settings import AppSettings, load_settings, open_store, save_settings  # noqa: E402
-from app.window import SAVE_DELAY_MS, MainWindow  # noqa: E402
+from app.window import SAVE_DELAY_MS, STYLE, MainWindow, MessageBanner  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -473,6 +474,33 @@ def test_a_virtual_camera_open_that_fails_unexpectedly_is_logged_not_a_missing_d
     assert not window.banner.isVisible()
 
 
+def test_a_virtual_camera_that_fails_to_open_twice_then_opens_leaves_no_message(
+    qtbot, make_window, recorder
+):
+    # Each failed open is a message of its own: the first, left under the second, came back
+    # once the device opened (which takes down the failure the bridge holds, the newest).
+    import engine
+
+    calls = [0]
+
+    def open_sink(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        calls[0] += 1
+        if calls[0] <= 2:
+            raise TypeError("open_sink() got an unexpected keyword argument 'colour'")
+        return engine.open_sink(*args, **kwargs)
+
+    window = make_window(backend="passthrough", api=_engine_api(open_sink=open_sink))
+    for _ in range(2):
+        window.virtual_switch.setChecked(True)
+        virtual_settled(qtbot, window)
+        assert not window.bridge.virtual_camera_on
+        assert "unexpected error" in window.banner.text.text()
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on
+    assert not window.banner.isVisible() and window.banner.waiting() == []
+
+
 def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_window, recorder):
     window = make_window()
     wait_frames(qtbot, window, 1)
@@ -656,6 +684,68 @@ def test_model_failure_is_shown_and_the_stream_continues(qtbot, make_window, tmp
     assert window.provider_label.text() == "Passthrough"
 
 
+def _banner(qtbot):  # noqa: ANN001, ANN202
+    """A banner styled as in the window, shown in a widget of its own (returned too: the
+    banner lives as long as it does)."""
+    holder = QWidget()
+    holder.setStyleSheet(STYLE)
+    banner = MessageBanner(holder)
+    qtbot.addWidget(holder)
+    holder.show()
+    return holder, banner
+
+
+def test_the_banner_keeps_each_message_once_newest_first(qtbot):
+    _holder, banner = _banner(qtbot)
+    unsaved = UserMessage("settings", "Your settings could not be saved.", "Check the disk.")
+    lost = UserMessage("camera", "Camera lost.", "SharpCam keeps trying to reconnect.")
+    failed = UserMessage("engine", "Something failed.", "See the log.")
+    for msg in (unsaved, lost, failed):
+        banner.show_message(msg)
+    assert banner.message is failed and banner.more.text() == "2 more"
+    # Said again: moved to the top, not shown twice.
+    banner.show_message(unsaved)
+    assert banner.waiting() == [unsaved, failed, lost] and banner.more.text() == "2 more"
+    # Another message that says the same shows once, and stays while either still applies.
+    again = UserMessage(lost.kind, lost.text, lost.advice)
+    banner.show_message(again)
+    assert banner.waiting() == [again, unsaved, failed]
+    banner.take_down(again)
+    assert banner.waiting() == [unsaved, failed, lost]
+    # One the person dismissed goes with every message that says the same ...
+    banner.show_message(again)
+    banner.dismiss_button.click()
+    assert banner.waiting() == [unsaved, failed] and banner.message is unsaved
+    banner.take_down(lost)  # ... and a take-down of it changes nothing.
+    assert banner.waiting() == [unsaved, failed] and banner.more.text() == "1 more"
+    # A one-off that nothing takes down goes when dismissed.
+    banner.take_down(unsaved)
+    assert banner.message is failed and banner.more.isHidden()
+    banner.dismiss_button.click()
+    assert banner.isHidden() and banner.message is None and banner.kind == ""
+    assert banner.waiting() == []
+
+
+def test_the_banner_colours_follow_the_message_on_show(qtbot):
+    # The labels kept the colour they were first styled with (only the frame was restyled):
+    # an error's text showed in the warning's yellow on the error's red.
+    _holder, banner = _banner(qtbot)
+    warning = UserMessage("settings", "Your settings could not be saved.", "Check the disk.")
+    error = UserMessage("model", "The model failed to load.", "Passthrough is used.")
+
+    def colours() -> tuple[str, str, str]:
+        text = banner.text.palette().color(QPalette.ColorRole.WindowText).name()
+        more = banner.more.palette().color(QPalette.ColorRole.WindowText).name()
+        return banner.property("severity"), text, more
+
+    banner.show_message(warning)
+    assert colours() == ("warning", "#fde68a", "#fde68a")
+    banner.show_message(error)
+    assert colours() == ("error", "#fecaca", "#fecaca")
+    banner.take_down(error)
+    assert colours() == ("warning", "#fde68a", "#fde68a")
+
+
 class _LosingCamera:
     """A real demo-clip source that reports a lost camera after a few frames, like
     ``CameraSource`` does while it reconnects (``reconnecting`` is what the engine reads)."""
@@ -729,6 +819,88 @@ def test_a_camera_lost_again_is_shown_again_and_cleared_when_back(qtbot, make_wi
     assert window.bridge.engine.source.frames >= 55
 
 
+class _SwitchedCamera(_LosingCamera):
+    """Lost (reconnecting) while ``lost`` is set, back when it is cleared."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        super().__init__(inner)
+        self.lost = threading.Event()
+
+    @property
+    def reconnecting(self) -> bool:
+        return self.lost.is_set()
+
+
+def _window_that_cannot_save_on_a_camera_that_can_be_lost(make_window, tmp_path):  # noqa: ANN001, ANN202
+    """A window whose settings cannot be saved (said in the banner), and its camera."""
+    import engine
+
+    cameras: list[_SwitchedCamera] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        cameras.append(_SwitchedCamera(engine.open_source(*args, **kwargs)))
+        return cameras[-1]
+
+    folder = tmp_path / "not-a-folder"
+    folder.write_text("")  # a file where the settings' folder should be: nothing is written
+    window = make_window(
+        api=_engine_api(open_source=open_source), store_path=folder / "settings.ini"
+    )
+    assert window.save_now() is False
+    assert window.banner.isVisible() and window.banner.kind == "settings"
+    return window, cameras[-1], folder
+
+
+def test_a_message_covered_by_a_newer_one_shows_again_when_that_is_taken_down(
+    qtbot, make_window, tmp_path
+):
+    # The banner showed one message: "camera lost" covered "settings cannot be saved", and
+    # when the camera came back the banner hid, though the settings were still not saved.
+    window, camera, folder = _window_that_cannot_save_on_a_camera_that_can_be_lost(
+        make_window, tmp_path
+    )
+    unsaved = window.banner.message
+    camera.lost.set()
+    qtbot.waitUntil(lambda: window.banner.kind == "camera", timeout=FRAME_TIMEOUT_MS)
+    assert "reconnect" in window.banner.text.text().lower()
+    assert window.banner.more.isVisibleTo(window.banner)
+    assert window.banner.more.text() == "1 more"
+    camera.lost.clear()  # back
+    qtbot.waitUntil(lambda: window.banner.kind != "camera", timeout=FRAME_TIMEOUT_MS)
+    assert window.banner.isVisible() and window.banner.message is unsaved
+    assert "could not be saved" in window.banner.text.text()
+    assert not window.banner.more.isVisibleTo(window.banner)
+    # Saved at last: nothing applies any more.
+    folder.unlink()
+    folder.mkdir()
+    assert window.save_now() is True
+    assert not window.banner.isVisible() and window.banner.message is None
+    assert window.banner.kind == ""
+
+
+def test_a_dismissed_message_shows_the_next_and_stays_dismissed_until_said_anew(
+    qtbot, make_window, tmp_path
+):
+    window, camera, _ = _window_that_cannot_save_on_a_camera_that_can_be_lost(make_window, tmp_path)
+    camera.lost.set()
+    qtbot.waitUntil(lambda: window.banner.kind == "camera", timeout=FRAME_TIMEOUT_MS)
+    # Dismissing the newest shows the older one that still applies, not nothing.
+    window.banner.dismiss_button.click()
+    assert window.banner.isVisible() and window.banner.kind == "settings"
+    window.banner.dismiss_button.click()
+    assert not window.banner.isVisible()
+    # The camera back: the loss taken down brings back neither it nor the dismissed one ...
+    with qtbot.waitSignal(window.bridge.message_cleared, timeout=FRAME_TIMEOUT_MS):
+        camera.lost.clear()
+    assert not window.banner.isVisible()
+    assert window.save_now() is False  # ... and a save failing again is not said anew,
+    assert not window.banner.isVisible()
+    camera.lost.set()  # but a new loss is.
+    qtbot.waitUntil(window.banner.isVisible, timeout=FRAME_TIMEOUT_MS)
+    assert window.banner.kind == "camera"
+    assert not window.banner.more.isVisibleTo(window.banner)
+
+
 class _DyingCamera:
     """A real demo-clip source whose ``read()`` raises once ``die`` is set, as a camera that
     stops for good does (``CameraSource`` without reconnects). ``closed_at``: when each
@@ -752,6 +924,30 @@ class _DyingCamera:
 
     def __getattr__(self, name: str):  # noqa: ANN204 - size, fps, close, interrupt, ...
         return getattr(self._inner, name)
+
+
+def test_a_camera_loss_under_the_end_of_the_stream_does_not_come_back(qtbot, make_window, recorder):
+    # The end of the stream covers "reconnecting", and dismissing it must not bring the
+    # promise of a reconnect back: the stream's end takes the loss down.
+    import engine
+
+    cameras: list = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        cameras.append(_SwitchedCamera(_DyingCamera(engine.open_source(*args, **kwargs))))
+        return cameras[-1]
+
+    window = make_window(backend="passthrough", api=_engine_api(open_source=open_source))
+    wait_frames(qtbot, window, 2)
+    cameras[-1].lost.set()
+    qtbot.waitUntil(lambda: window.banner.kind == "camera", timeout=FRAME_TIMEOUT_MS)
+    assert "reconnect" in window.banner.text.text().lower()
+    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS):
+        cameras[-1]._inner.die.set()
+    assert "stopped delivering frames" in window.banner.text.text()
+    assert not any("reconnect" in m.advice.lower() for m in window.banner.waiting())
+    window.banner.dismiss_button.click()
+    assert not window.banner.isVisible()
 
 
 def test_a_stream_that_ends_on_its_own_says_so_and_the_virtual_camera_waits_for_video(
@@ -2316,6 +2512,30 @@ def test_the_virtual_camera_sharpcam_sends_to_cannot_be_picked_as_the_camera(
     with started(qtbot, window):
         window.camera_combo.setCurrentIndex(window.camera_combo.findData(SHARPCAM_LOOPBACK.id))
     assert asked[-1] == "/dev/video10"
+
+
+def test_a_pick_refused_twice_is_taken_down_whole_when_another_camera_plays(
+    qtbot, make_window, recorder
+):
+    # A second refusal replaces the first: kept under it, the first came back over the camera
+    # that then played (a start takes down the refusal the window holds, the newest).
+    recorder.device_name = SHARPCAM_LOOPBACK.source
+    _, open_source = _devices_play_the_demo_clip()
+    window = make_window(
+        backend="passthrough",
+        api=_engine_api(open_source=open_source),
+        cameras=[demo_choice(), SHARPCAM_LOOPBACK, OTHER_LOOPBACK],
+    )
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    for _ in range(2):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(SHARPCAM_LOOPBACK.id))
+        assert window.current_camera().is_demo
+        assert "was not opened" in window.banner.text.text()
+    assert len(window.banner.waiting()) == 1
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(OTHER_LOOPBACK.id))
+    assert not window.banner.isVisible() and window.banner.waiting() == []
 
 
 @pytest.mark.parametrize("how", ["switch", "launch"])
