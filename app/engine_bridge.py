@@ -1125,6 +1125,14 @@ class EngineBridge(QObject):
             # before or after that, covered it and stayed up for good.
             log.info("output failed: %s", exc)
             return
+        if eng is not None and _passing_through_after(eng, exc):
+            # The model failed and the engine passes frames through: its stats warning says so
+            # ("Sharpening stopped"), shown now and taken down with it. The bare error said too
+            # ("The sharpening model could not be loaded": it had loaded) stayed under that
+            # one and came back once it was dismissed, or the stream ended.
+            log.info("the model failed; passing frames through: %s", exc)
+            self._poll_stats()
+            return
         if eng is not None and exc is getattr(eng, "failure", None):
             # The error that ends the stream: said as such at once (the end follows).
             msg = ended_message(exc)
@@ -1567,6 +1575,16 @@ def backend_label(
         # The engine already says "Runtime · device"; only tidy the capitalisation.
         return prov[0].upper() + prov[1:]
     return f"{title} · {prov}"
+
+
+def _passing_through_after(eng: Any, exc: BaseException) -> bool:
+    """Whether ``exc`` is the model failure ``eng`` now passes frames through after, as its
+    stats warning says (``backend NAME failed (EXC); passing frames through``)."""
+    try:
+        warning = str(getattr(eng.stats(), "warning", None) or "")
+    except Exception:  # a stats hiccup: the error is said as any other
+        return False
+    return f"({exc}); passing frames through" in warning
 
 
 def _warning_parts(warning: object) -> list[str]:

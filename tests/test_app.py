@@ -684,6 +684,41 @@ def test_model_failure_is_shown_and_the_stream_continues(qtbot, make_window, tmp
     assert window.provider_label.text() == "Passthrough"
 
 
+def test_a_model_failing_mid_stream_is_one_message_gone_when_dismissed(
+    qtbot, make_window, monkeypatch
+):
+    # The engine reports the model's error and then passes frames through, saying so in its
+    # stats. Both were said: the bare error, left under "Sharpening stopped", came back as "The
+    # sharpening model could not be loaded" (it had loaded) once that was dismissed.
+    from engine import backends
+
+    class FailsOnTheFifthFrame:
+        name, provider = "fails", "test"
+        calls = 0
+
+        def process(self, rgb):  # noqa: ANN001, ANN202
+            type(self).calls += 1
+            if type(self).calls >= 5:
+                raise RuntimeError("model fails on a 640x360 frame: out of memory")
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(backends.BACKENDS, "fails", FailsOnTheFifthFrame)
+    window = make_window(backend="fails", start=False)
+    said: list[UserMessage] = []
+    window.bridge.message.connect(said.append)
+    with started(qtbot, window):
+        window.start_stream()
+    qtbot.waitUntil(window.banner.isVisible, timeout=FRAME_TIMEOUT_MS)
+    wait_frames(qtbot, window, 3)  # the stream goes on, unsharpened
+    assert [m.text.split(":")[0] for m in said] == ["Sharpening stopped"]
+    assert "out of memory" in said[0].text and "unsharpened" in said[0].advice
+    window.banner.dismiss_button.click()
+    assert not window.banner.isVisible()
+
+
 def _banner(qtbot):  # noqa: ANN001, ANN202
     """A banner styled as in the window, shown in a widget of its own (returned too: the
     banner lives as long as it does)."""
