@@ -1246,6 +1246,9 @@ def cmd_process(args: argparse.Namespace) -> int:
     engine = None
     sink = None
     backend = None
+    # Given back on every way out: an error between taking Ctrl-C over and the engine's loop
+    # (the sound-track probe) left it taken, a stop flag nobody read.
+    restore: Callable[[], None] | None = None
     try:
         _check_process_output(kind, args.output)
         if folder:
@@ -1332,6 +1335,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         _eprint(f"{_frames(written)} -> {args.output}")
         return 0
     finally:
+        if restore is not None:
+            restore()
         if engine is None:
             if sink is not None:
                 sink.close()

@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 import warnings
+import zipfile
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -1062,11 +1063,24 @@ def _not_torchscript(torch: Any, path: Path, jit_exc: BaseException) -> str:
     tells a state dict or checkpoint from a pickled module, to say what each needs.
     """
     pre = f"cannot load model {path}"
+    zipped = _is_zip(path)
+    if zipped and _holds_torchscript(path):
+        # torch.load refuses these with weights_only, after warning that it is "dispatching to
+        # torch.jit.load"; and "not TorchScript" would send a person to export what they have.
+        return (
+            f"{pre}: a TorchScript archive PyTorch {torch.__version__} cannot load (damaged, or "
+            f"saved by a newer PyTorch): {_one_line(jit_exc)}"
+        )
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        # mmap: the tensors are only mapped, never read (a training checkpoint of some GB was
+        # read whole to say it is not a model); the legacy format (torch < 1.6) cannot be.
+        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipped)
     except pickle.UnpicklingError as exc:
+        # Every weights-only failure says "Weights only load failed", garbage too ("Unsupported
+        # operand"): only a refused class or function ("Unsupported global" since torch 2.5,
+        # "Unsupported class" before, "... is blocked") makes it a pickled object.
         text = str(exc).lower()
-        if "weights only" in text or "unsupported global" in text:
+        if any(s in text for s in ("unsupported global", "unsupported class", "is blocked")):
             return (
                 f"{pre}: a pickled Python object (torch.save(model)), not TorchScript; "
                 f"SharpCam does not unpickle it, as that runs code from the file: {_EXPORT_HINT}"
@@ -1079,6 +1093,26 @@ def _not_torchscript(torch: Any, path: Path, jit_exc: BaseException) -> str:
             f"model, which needs its architecture: {_EXPORT_HINT}"
         )
     return f"{pre}: not TorchScript ({_one_line(jit_exc)})"
+
+
+def _is_zip(path: Path) -> bool:
+    """Whether ``path`` starts like a zip archive (torch.save's format since torch 1.6)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == b"PK\x03\x04"
+    except OSError:
+        return False
+
+
+def _holds_torchscript(path: Path) -> bool:
+    """Whether the zip ``path`` is laid out as a TorchScript archive: ``constants.pkl`` in its
+    one top folder, as torch.load tells one (its table of contents only is read)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except Exception:  # noqa: BLE001 - damaged past reading: torch.load's turn to say what it is
+        return False
+    return any(name.count("/") == 1 and name.endswith("/constants.pkl") for name in names)
 
 
 class TorchBackend(_ModelBackend):

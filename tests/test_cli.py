@@ -1333,6 +1333,28 @@ def test_an_error_before_the_engine_starts_closes_source_output_and_model(
     assert leftovers == []  # no .o.partial.avi
 
 
+@pytest.mark.parametrize("command", ["run", "process"])
+def test_an_error_before_the_engine_starts_gives_ctrl_c_back(
+    command: str, clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `process` took Ctrl-C and SIGTERM over before probing the input's sound track, and an
+    # error there left them taken: in the same process (a script calling main(), the tests)
+    # Ctrl-C then set a stop flag nobody read instead of raising KeyboardInterrupt.
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("probe failed")
+
+    monkeypatch.setattr(cli, "_note_lost_audio", broken)
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    out = tmp_path / "o.avi"
+    argv = (
+        ["run", "--source", str(clip), "--output", str(out)]
+        if command == "run"
+        else ["process", str(clip), str(out)]
+    )
+    assert cli.main([*argv, "--backend", "unsharp"]) == 1
+    assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
 class _StallingCamera:
     """A live source that delivers three frames at 10 fps, then none until closed (a camera
     that stopped delivering without an error)."""

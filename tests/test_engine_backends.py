@@ -1160,6 +1160,132 @@ def test_the_torch_backend_never_unpickles_a_file_that_is_not_torchscript(tmp_pa
     assert "\n" not in msg
 
 
+@needs_torch
+@pytest.mark.parametrize("holds", ["onnx", "numpy", "random"])
+def test_a_file_that_is_no_pickle_is_not_called_a_pickled_object(tmp_path, holds):
+    # torch.load(weights_only=True) words every unpickling failure "Weights only load failed",
+    # garbage too: an ONNX model or a NumPy array saved as .pt was "a pickled Python object
+    # (torch.save(model))", with advice to export the model it is not.
+    path = tmp_path / "model.pt"
+    if holds == "onnx":
+        path.write_bytes(make_onnx_model(tmp_path / "m.onnx").read_bytes())
+    elif holds == "numpy":
+        np.save(tmp_path / "a.npy", np.zeros(3))
+        path.write_bytes((tmp_path / "a.npy").read_bytes())
+    else:
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend("torch", model=path, device="cpu")
+    msg = str(info.value)
+    assert msg.startswith(f"cannot load model {path}: not TorchScript ("), msg
+    assert "pickled" not in msg and "\n" not in msg, msg
+
+
+@needs_torch
+@pytest.mark.parametrize(
+    ("holds", "said"),
+    [
+        ("module", "a pickled Python object (torch.save(model)), not TorchScript"),
+        ("state_dict", "holds weights or a training checkpoint (OrderedDict), not a model"),
+    ],
+)
+def test_a_file_in_torch_s_legacy_format_is_told_apart_too(tmp_path, holds, said):
+    # The legacy format (torch < 1.6, or _use_new_zipfile_serialization=False) cannot be
+    # memory-mapped: it is read as before.
+    import torch
+
+    path = tmp_path / "model.pt"
+    obj = torch.nn.Identity() if holds == "module" else torch.nn.Conv2d(3, 3, 1).state_dict()
+    torch.save(obj, path, _use_new_zipfile_serialization=False)
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend("torch", model=path, device="cpu")
+    assert str(info.value).startswith(f"cannot load model {path}: {said}"), str(info.value)
+
+
+@needs_torch
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="reads the peak RSS from /proc (Linux)"
+)
+def test_a_large_checkpoint_is_described_without_reading_its_weights(tmp_path):
+    # Telling a checkpoint from a pickled module read every tensor into memory: a training
+    # checkpoint of some GB given as the model cost that much memory, and seconds, to say so.
+    import subprocess
+    import textwrap
+
+    import torch
+
+    path = tmp_path / "best.pt"
+    torch.save({"model": {"w": torch.zeros(64, 1024, 1024)}, "step": 1}, path)  # 256 MiB
+    # VmHWM, not getrusage's ru_maxrss: a child inherits that from pytest's own peak.
+    script = textwrap.dedent(
+        f"""
+        import re
+        from pathlib import Path
+        from engine.backends import ModelError, create_backend
+        import torch
+
+        def peak_kib():
+            status = Path("/proc/self/status").read_text()
+            return int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1))
+
+        before = peak_kib()
+        try:
+            create_backend("torch", model={str(path)!r}, device="cpu")
+        except ModelError as exc:
+            print(exc)
+        print((peak_kib() - before) // 1024)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said, grew_mib = proc.stdout.strip().splitlines()
+    assert "holds weights or a training checkpoint (dict)" in said, said
+    assert int(grew_mib) < 64, f"peak memory grew {grew_mib} MiB describing a 256 MiB file"
+
+
+@needs_torch
+def test_a_torchscript_archive_that_fails_to_load_is_called_one(tmp_path):
+    # A damaged archive, or one saved by a newer PyTorch, was "not TorchScript", after
+    # torch.load's own warning that it was "dispatching to 'torch.jit.load'" (it is not).
+    import zipfile
+
+    import torch
+
+    good = tmp_path / "good.ts"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch >= 2.10 deprecates jit
+        torch.jit.script(torch.nn.Conv2d(3, 3, 1)).save(str(good))
+    path = tmp_path / "model.ts"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if "/code/" in info.filename and info.filename.endswith(".py"):
+                data = data.replace(b"def forward(", b"def forward(((")  # code it cannot parse
+            dst.writestr(info.filename, data)
+    write_manifest(tmp_path, [path.name])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelError) as info:
+            create_backend("torch", model=path, device="cpu")
+    msg = str(info.value)
+    assert msg.startswith(
+        f"cannot load model {path}: a TorchScript archive PyTorch {torch.__version__} cannot "
+        "load (damaged, or saved by a newer PyTorch): "
+    ), msg
+    assert "\n" not in msg
+    assert not [w for w in caught if "torch.load" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
+
+
 def _one_side_fixed(path: Path, axis: int, size: int) -> Path:
     """The identity contract model with input and output dimension ``axis`` (2: H, 3: W) fixed."""
     import onnx
