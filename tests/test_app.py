@@ -2508,11 +2508,9 @@ def test_reads_virtual_device_is_only_the_device_sent_to() -> None:
     assert not reads_virtual_device("0", "HD Webcam", obs)
 
 
-def test_the_virtual_camera_sharpcam_sends_to_cannot_be_picked_as_the_camera(
-    qtbot, make_window, recorder
-):
-    # Picked as the camera while SharpCam sends to it: SharpCam read its own output, sharpened
-    # it again and sent it back, in a loop.
+def _sending_to_the_loopback(qtbot, make_window, recorder):  # noqa: ANN001, ANN202
+    """A window playing the demo clip and sending to SharpCam's loopback device, with the
+    loopback devices in its picker; and the list of sources the engine was asked to open."""
     recorder.device_name = SHARPCAM_LOOPBACK.source
     asked, open_source = _devices_play_the_demo_clip()
     window = make_window(
@@ -2522,6 +2520,15 @@ def test_the_virtual_camera_sharpcam_sends_to_cannot_be_picked_as_the_camera(
     )
     window.virtual_switch.setChecked(True)
     virtual_settled(qtbot, window)
+    return window, asked
+
+
+def test_the_virtual_camera_sharpcam_sends_to_cannot_be_picked_as_the_camera(
+    qtbot, make_window, recorder
+):
+    # Picked as the camera while SharpCam sends to it: SharpCam read its own output, sharpened
+    # it again and sent it back, in a loop.
+    window, asked = _sending_to_the_loopback(qtbot, make_window, recorder)
     assert window.bridge.virtual_camera_device == "/dev/video10"
     playing, opened = window.bridge.engine, len(asked)
     window.camera_combo.setCurrentIndex(window.camera_combo.findData(SHARPCAM_LOOPBACK.id))
@@ -2554,15 +2561,7 @@ def test_a_pick_refused_twice_is_taken_down_whole_when_another_camera_plays(
 ):
     # A second refusal replaces the first: kept under it, the first came back over the camera
     # that then played (a start takes down the refusal the window holds, the newest).
-    recorder.device_name = SHARPCAM_LOOPBACK.source
-    _, open_source = _devices_play_the_demo_clip()
-    window = make_window(
-        backend="passthrough",
-        api=_engine_api(open_source=open_source),
-        cameras=[demo_choice(), SHARPCAM_LOOPBACK, OTHER_LOOPBACK],
-    )
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
+    window, _ = _sending_to_the_loopback(qtbot, make_window, recorder)
     for _ in range(2):
         window.camera_combo.setCurrentIndex(window.camera_combo.findData(SHARPCAM_LOOPBACK.id))
         assert window.current_camera().is_demo

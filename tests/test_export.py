@@ -583,12 +583,10 @@ def test_a_name_that_is_not_a_file_stem_is_refused_before_any_work(
     assert sorted(p.name for p in tmp_path.rglob("*")) == []
 
 
-def _listed(directory: Path, name: str = "m.onnx") -> dict:
-    """``directory/name`` (a few bytes) listed in ``directory/manifest.json``; its entry."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / name).write_bytes(b"model bytes")
-    entry = E.manifest_entry(
-        directory / name,
+def _entry(path: Path) -> dict:
+    """A manifest entry for the few bytes at ``path`` (a tiny fp32 ONNX student's keys)."""
+    return E.manifest_entry(
+        path,
         fmt="onnx",
         precision="fp32",
         variant="tiny",
@@ -599,6 +597,13 @@ def _listed(directory: Path, name: str = "m.onnx") -> dict:
         metrics={},
         digest="d" * 64,
     )
+
+
+def _listed(directory: Path, name: str = "m.onnx") -> dict:
+    """``directory/name`` (a few bytes) listed in ``directory/manifest.json``; its entry."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / name).write_bytes(b"model bytes")
+    entry = _entry(directory / name)
     E.update_manifest(directory, {name: entry})
     return entry
 
@@ -651,18 +656,7 @@ def test_a_reexport_under_another_case_of_the_name_drops_the_entry_of_the_same_f
     except OSError:
         pytest.skip("no hard links here")
     (tmp_path / "student_fast.onnx").write_bytes(b"new weights")  # both names see them
-    entry = E.manifest_entry(
-        tmp_path / "Student_Fast.onnx",
-        fmt="onnx",
-        precision="fp32",
-        variant="tiny",
-        device="cpu",
-        multiple=8,
-        params=1,
-        macs_per_pixel=1.0,
-        metrics={},
-        digest="d" * 64,
-    )
+    entry = _entry(tmp_path / "Student_Fast.onnx")
     E.update_manifest(tmp_path, {"Student_Fast.onnx": entry})
     assert set(json.loads((tmp_path / "manifest.json").read_text())["files"]) == {
         "Student_Fast.onnx"

@@ -1305,10 +1305,11 @@ runpy.run_module("training.train", run_name="__main__", alter_sys=True)
 """
 
 
-def test_ctrl_c_during_set_up_is_one_line_and_status_130(
-    synth: dict[str, Path], tmp_path: Path
-) -> None:
-    proc = subprocess.run(
+def _interrupt_set_up(
+    synth: dict[str, Path], tmp_path: Path, **run: object
+) -> subprocess.CompletedProcess:
+    """The trainer's command line, interrupted while it builds its data set."""
+    return subprocess.run(
         [
             sys.executable,
             "-c",
@@ -1321,10 +1322,15 @@ def test_ctrl_c_during_set_up_is_one_line_and_status_130(
         ],
         cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
         timeout=300,
+        **run,
     )
+
+
+def test_ctrl_c_during_set_up_is_one_line_and_status_130(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    proc = _interrupt_set_up(synth, tmp_path, capture_output=True, text=True)
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert "interrupted during set-up: nothing trained, nothing saved" in proc.stderr
@@ -1338,23 +1344,7 @@ def test_ctrl_c_during_set_up_is_status_130_when_its_output_pipe_closed_too(
     read, write = os.pipe()
     os.close(read)
     try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                _SETUP_INTERRUPT_SCRIPT,
-                "--config",
-                str(SMOKE),
-                *_data_overrides(synth),
-                f"--out_dir={tmp_path / 'run'}",
-                "--student=tiny",
-            ],
-            cwd=REPO,
-            env=dict(os.environ, PYTHONPATH=str(REPO)),
-            stdout=write,
-            stderr=write,
-            timeout=300,
-        )
+        proc = _interrupt_set_up(synth, tmp_path, stdout=write, stderr=write)
     finally:
         os.close(write)
     assert proc.returncode == 130
