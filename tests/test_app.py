@@ -3391,8 +3391,8 @@ def test_preview_split_drag_and_mirror(qtbot):
     assert colour_at(0.2).green() > 200 and colour_at(0.9).green() > 200
 
 
-def test_preview_shows_when_the_divider_has_the_keyboard_focus(qtbot):
-    # The window's other controls show a ring when Tab reaches them; the divider showed none.
+def _shown_grey_preview_without_focus(qtbot) -> PreviewWidget:  # noqa: ANN001
+    """A preview in an active window, showing a grey frame, with no focus anywhere."""
     w = PreviewWidget()
     qtbot.addWidget(w)
     w.resize(660, 380)
@@ -3403,6 +3403,12 @@ def test_preview_shows_when_the_divider_has_the_keyboard_focus(qtbot):
     w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
     w.clearFocus()
     qtbot.waitUntil(lambda: not w.hasFocus(), timeout=1000)
+    return w
+
+
+def test_preview_shows_when_the_divider_has_the_keyboard_focus(qtbot):
+    # The window's other controls show a ring when Tab reaches them; the divider showed none.
+    w = _shown_grey_preview_without_focus(qtbot)
     unfocused = qimage_to_array(w.grab().toImage()).astype(int)
     w.setFocus(Qt.FocusReason.TabFocusReason)
     qtbot.waitUntil(w.hasFocus, timeout=1000)
@@ -3419,16 +3425,7 @@ def test_preview_shows_when_the_divider_has_the_keyboard_focus(qtbot):
 def test_preview_rings_the_divider_only_where_the_keyboard_is_in_use(qtbot):
     # As a browser's :focus-visible: focus the program gives (the window's first) shows no
     # ring, Tab does, and so does a key that moves the divider.
-    w = PreviewWidget()
-    qtbot.addWidget(w)
-    w.resize(660, 380)
-    w.show()
-    with qtbot.waitActive(w):
-        w.activateWindow()
-    grey = np.full((90, 160, 3), 90, np.uint8)
-    w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
-    w.clearFocus()
-    qtbot.waitUntil(lambda: not w.hasFocus(), timeout=1000)
+    w = _shown_grey_preview_without_focus(qtbot)
 
     unfocused = qimage_to_array(w.grab().toImage()).astype(int)
 
