@@ -295,13 +295,20 @@ def test_virtual_camera_toggle_sends_unmirrored_frames(qtbot, make_window, recor
     qtbot.waitUntil(recorder.closed.is_set, timeout=5000)
 
 
-def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
-    qtbot, make_window, recorder, monkeypatch
-):
+def _sending(qtbot, make_window, recorder):  # noqa: ANN001, ANN202
+    """A window running passthrough on the demo clip, sending to the virtual camera, whose
+    recorder has received frames."""
     window = make_window(backend="passthrough")
     window.virtual_switch.setChecked(True)
     virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    return window
+
+
+def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
+    qtbot, make_window, recorder, monkeypatch
+):
+    window = _sending(qtbot, make_window, recorder)
     entered, release = threading.Event(), threading.Event()
     send = Recorder.send
 
@@ -339,10 +346,7 @@ def test_the_virtual_camera_says_turning_off_until_a_stalled_device_has_closed(
 ):
     # "Off" under the switch while the device was still open (its driver stuck in a write):
     # video calls still listed it, and showed its last frame.
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    window = _sending(qtbot, make_window, recorder)
     entered, release = threading.Event(), threading.Event()
     send = Recorder.send
 
@@ -377,10 +381,7 @@ def test_a_virtual_camera_turned_off_and_on_again_opens_once_the_old_device_has_
     # Off, then on again at once while the video runs: the new device opened while the driver
     # was still closing the old one, and a driver that refuses a second open (busy) turned the
     # camera off with the setup steps, for a device that exists.
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    window = _sending(qtbot, make_window, recorder)
     init, close, answer = Recorder.__init__, Recorder.close, threading.Event()
     held = [1]  # devices open: one device at a time, as v4l2loopback with exclusive_caps
 
@@ -531,10 +532,7 @@ def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_windo
 def _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch):  # noqa: ANN001, ANN202
     """A window sending to the recording virtual camera, whose next ``close()`` raises a busy
     driver's error once (later closes work)."""
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    window = _sending(qtbot, make_window, recorder)
     close, calls = Recorder.close, [0]
 
     def close_fails(self) -> None:  # noqa: ANN001
@@ -579,10 +577,7 @@ def test_a_restart_opens_the_virtual_camera_only_once_the_old_device_has_closed(
 ):
     # The restart waits for the stopped engine's camera, not for all of its threads; its
     # virtual camera device still closing must not be opened a second time meanwhile.
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    window = _sending(qtbot, make_window, recorder)
     init, close, answer = Recorder.__init__, Recorder.close, threading.Event()
     opened_at: list[float] = []
     closed_at: list[float] = []
@@ -618,10 +613,7 @@ def test_an_old_virtual_camera_failing_to_close_while_the_new_one_works_is_only_
     # later. The banner said that calls may not get the video while they did, and stayed up.
     from app.engine_bridge import VirtualCameraCloseError
 
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    window = _sending(qtbot, make_window, recorder)
     close, answer, calls = Recorder.close, threading.Event(), [0]
 
     def slow_failing_close(self) -> None:  # noqa: ANN001
@@ -1481,10 +1473,7 @@ def test_a_turn_on_the_person_makes_that_finds_no_device_is_remembered_as_off(
 def test_a_failed_output_is_reported_whole_not_as_fragments(
     qtbot, make_window, recorder, monkeypatch
 ):
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    window = _sending(qtbot, make_window, recorder)
     messages = []
     window.bridge.message.connect(messages.append)
 
@@ -1504,10 +1493,7 @@ def test_a_failed_output_is_reported_whole_not_as_fragments(
 def test_a_lost_virtual_camera_turned_on_again_clears_its_banner_and_a_new_loss_shows(
     qtbot, make_window, recorder, monkeypatch
 ):
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    window = _sending(qtbot, make_window, recorder)
     send = Recorder.send
 
     def unplugged(self, frame) -> None:  # noqa: ANN001
@@ -1537,10 +1523,7 @@ def test_a_lost_virtual_camera_is_said_once_with_its_name_not_as_a_bare_error(
     # The engine lists the failed output, then reports its exception: the stats poll said the
     # first with the device's name, and the raw "RuntimeError: ..." that followed (or came
     # first, by the poll's timing) covered it in the banner and was never taken down.
-    window = make_window(backend="passthrough")
-    window.virtual_switch.setChecked(True)
-    virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    window = _sending(qtbot, make_window, recorder)
 
     def unplugged(self, frame) -> None:  # noqa: ANN001
         raise RuntimeError("v4l2loopback device gone")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -1057,6 +1058,17 @@ def test_a_carried_warning_after_its_block_ended_is_a_python_warning():
     assert caught == []  # a list nobody reads any more is no place for it
 
 
+def _run_python(script: str) -> subprocess.CompletedProcess:
+    """``script`` in a fresh interpreter at the repository root, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+
+
 @needs_openvino
 def test_ctrl_c_after_openvino_backends_closed_in_opening_order_is_not_a_segfault(
     tmp_path: Path,
@@ -1064,7 +1076,6 @@ def test_ctrl_c_after_openvino_backends_closed_in_opening_order_is_not_a_segfaul
     # OpenVINO gives the compiling thread an alternate signal stack per Core and puts back the
     # previous one when that Core goes: two closed first-in first-out (bench's rows) left an
     # unmapped stack registered, and Python's Ctrl-C handler ran on it (exit -11, no traceback).
-    import subprocess
     import textwrap
 
     model = make_onnx_model(tmp_path / "m.onnx")
@@ -1086,13 +1097,7 @@ def test_ctrl_c_after_openvino_backends_closed_in_opening_order_is_not_a_segfaul
             print("interrupted")
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+    proc = _run_python(script)
     assert proc.returncode == 0 and proc.stdout.strip() == "interrupted", (
         proc.returncode,
         proc.stderr[-2000:],
@@ -1211,7 +1216,6 @@ def test_a_file_in_torch_s_legacy_format_is_told_apart_too(tmp_path, holds, said
 def test_a_large_checkpoint_is_described_without_reading_its_weights(tmp_path):
     # Telling a checkpoint from a pickled module read every tensor into memory: a training
     # checkpoint of some GB given as the model cost that much memory, and seconds, to say so.
-    import subprocess
     import textwrap
 
     import torch
@@ -1238,13 +1242,7 @@ def test_a_large_checkpoint_is_described_without_reading_its_weights(tmp_path):
         print((peak_kib() - before) // 1024)
         """
     )
-    proc = subprocess.run(
-        [sys.executable, "-W", "ignore", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+    proc = _run_python(script)
     assert proc.returncode == 0, proc.stderr[-2000:]
     said, grew_mib = proc.stdout.strip().splitlines()
     assert "holds weights or a training checkpoint (dict)" in said, said
