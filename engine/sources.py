@@ -303,8 +303,9 @@ def video_has_audio(path: str | os.PathLike[str]) -> bool | None:
 
 
 def _natural_key(name: str) -> list[Any]:
-    # frame2.png before frame10.png, as a person numbers files.
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+    # frame2.png before frame10.png, as a person numbers files. isdecimal, not isdigit: "²" is
+    # a digit that \d does not split on, and int() refuses it.
+    return [int(t) if t.isdecimal() else t.lower() for t in re.split(r"(\d+)", name)]
 
 
 # --------------------------------------------------------------------------- cameras
@@ -332,21 +333,37 @@ def _camera_apis() -> list[int]:
     return [cv2.CAP_ANY]
 
 
+# OpenCV's log level is one per process: the app probes cameras while a lost camera reconnects
+# on the capture thread. Only the first to quieten saves the level, only the last restores it;
+# each saving its own restored another's SILENT, and OpenCV stayed mute for the session.
+_quiet_lock = threading.Lock()
+_quiet_users = 0
+_quiet_saved_level = 0
+
+
 @contextlib.contextmanager
 def _quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's warnings while probing devices that may not exist."""
+    """Silence OpenCV's warnings while probing devices that may not exist (thread-safe)."""
+    global _quiet_users, _quiet_saved_level
     logging_mod = getattr(getattr(cv2, "utils", None), "logging", None)
     if logging_mod is None:
         yield
         return
-    old = logging_mod.getLogLevel()
-    # SILENT, not ERROR: a missing index makes V4L2 log "Camera index out of range" at ERROR
-    # level, which would land on the user's terminal beside our own, clearer message.
-    logging_mod.setLogLevel(getattr(logging_mod, "LOG_LEVEL_SILENT", logging_mod.LOG_LEVEL_ERROR))
+    with _quiet_lock:
+        if _quiet_users == 0:
+            _quiet_saved_level = logging_mod.getLogLevel()
+            # SILENT, not ERROR: a missing index makes V4L2 log "Camera index out of range" at
+            # ERROR level, which would land on the user's terminal beside our own, clearer one.
+            silent = getattr(logging_mod, "LOG_LEVEL_SILENT", logging_mod.LOG_LEVEL_ERROR)
+            logging_mod.setLogLevel(silent)
+        _quiet_users += 1
     try:
         yield
     finally:
-        logging_mod.setLogLevel(old)
+        with _quiet_lock:
+            _quiet_users -= 1
+            if _quiet_users == 0:
+                logging_mod.setLogLevel(_quiet_saved_level)
 
 
 @dataclass(frozen=True)

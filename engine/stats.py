@@ -78,15 +78,19 @@ class _Rate:
         self.times: deque[float] = deque(maxlen=maxlen)
 
     def rate(self, now: float) -> float:
-        """The rate at ``now`` (the clock of the recorded times), 0 with under 2 events.
+        """The rate at ``now`` (the clock of the recorded times), 0 with no event in the window.
 
         Steady: ``(events - 1)`` intervals over the time from the first to the last event in
         the window. Once the wait since the last event outlasts the mean interval, the excess
         counts too: otherwise a stalled stream kept its last rate until the window emptied
         (a GUI showing "30 fps" for 2 s while nothing was sent). Waits up to one mean interval
-        count for nothing, so ordinary jitter does not make the number flicker.
+        count for nothing, so ordinary jitter does not make the number flicker. A window with
+        one event measures from the event before it: a stream slower than one event per window
+        (0.5 fps, the slowest a source paces at) read 0 between its events.
         """
         recent = [t for t in self.times if t >= now - self.window_s]
+        if len(recent) == 1 and len(self.times) >= 2:
+            recent.insert(0, self.times[-2])
         if len(recent) < 2 or recent[-1] <= recent[0]:
             return 0.0
         intervals = len(recent) - 1

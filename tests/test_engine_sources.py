@@ -798,3 +798,32 @@ def test_a_video_whose_first_decode_raises_is_released(tmp_path, monkeypatch):
     with pytest.raises(cv2.error, match="corrupt stream"):
         VideoFileSource(path=path, live=False)
     assert made and made[0].released
+
+
+def test_quieting_opencv_from_two_threads_restores_the_users_log_level():
+    # The app probes cameras while a lost camera reconnects on the capture thread: each saved
+    # the level it found, so the one that entered second restored the first one's SILENT, and
+    # OpenCV stayed mute for the rest of the session (or spoke while the other still probed).
+    logging_mod = cv2.utils.logging
+    original = logging_mod.getLogLevel()
+    silent = getattr(logging_mod, "LOG_LEVEL_SILENT", logging_mod.LOG_LEVEL_ERROR)
+    logging_mod.setLogLevel(logging_mod.LOG_LEVEL_WARNING)
+    try:
+        first, second = sources._quiet_opencv(), sources._quiet_opencv()
+        first.__enter__()  # the interleaving two threads make, without the threads
+        second.__enter__()
+        first.__exit__(None, None, None)
+        assert logging_mod.getLogLevel() == silent  # the other is still probing
+        second.__exit__(None, None, None)
+        assert logging_mod.getLogLevel() == logging_mod.LOG_LEVEL_WARNING
+    finally:
+        logging_mod.setLogLevel(original)
+
+
+def test_a_folder_with_superscript_digits_in_a_name_opens_in_natural_order(tmp_path):
+    # str.isdigit() is true for "²", which re's \d does not split on: int("²") raised a bare
+    # ValueError from the constructor, naming no file.
+    for name in ("a10.png", "a1²2.png", "a2.png"):
+        cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
+    with ImageFolderSource(path=tmp_path, live=False) as src:
+        assert [p.name for p in src.files] == ["a1²2.png", "a2.png", "a10.png"]

@@ -56,3 +56,13 @@ def test_snapshot_fps_reflects_a_stalled_stream():
     snap = rec.snapshot()
     assert snap.frames_in == snap.frames_out == 16
     assert 0.0 < snap.fps_in < FPS / 2 and 0.0 < snap.fps_out < FPS / 2
+
+
+@pytest.mark.parametrize("fps", [0.5, 0.6, 0.8])
+def test_rate_of_a_stream_slower_than_the_window_is_not_zero(fps):
+    # FPS_RANGE starts at 0.5 fps (run --fps 0.5 on a folder; a big model on a small CPU): with
+    # one event in the 2 s window between frames the status line said "0.0 fps" most of the time.
+    r = steady(5.0 / fps, fps=fps)
+    last = r.times[-1]
+    for gap in (0.0, 0.25, 0.5, 0.75, 0.99):
+        assert r.rate(last + gap / fps) == pytest.approx(fps)
