@@ -7,9 +7,11 @@ and quits, printing the final engine statistics: handy for bug reports, docs and
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -175,7 +177,11 @@ def run_app(
 
     loop = QEventLoop()
     window.closed.connect(loop.quit)
-    loop.exec()
+    restore_sigint = _close_on_sigint(window)
+    try:
+        loop.exec()
+    finally:
+        restore_sigint()
     if quit_after is not None and not result["failed"]:
         print(final_stats_line(window, time.perf_counter() - t0))
     if not getattr(window, "stopped_in_time", True):
@@ -191,6 +197,28 @@ def run_app(
     window.deleteLater()
     bridge.deleteLater()
     return result["code"]
+
+
+def _close_on_sigint(window: MainWindow) -> Callable[[], None]:
+    """Ctrl+C in the terminal closes the window as Ctrl+Q does (settings saved, engine
+    stopped); returns what puts the previous handler back. Python's own handler raised
+    KeyboardInterrupt inside whichever slot ran next, where Qt printed it and went on: a
+    traceback, and the window stayed open."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # only the main thread may set a handler
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, lambda *_: QTimer.singleShot(0, window.close))
+    # Python runs a handler only when it runs code on the main thread: without video (no
+    # preview, no stats), nothing else would, and Ctrl+C waited for the next mouse move.
+    wake = QTimer(window)
+    wake.timeout.connect(lambda: None)
+    wake.start(200)
+
+    def restore() -> None:
+        wake.stop()
+        signal.signal(signal.SIGINT, previous)
+
+    return restore
 
 
 def no_video_reason(window: MainWindow) -> str:

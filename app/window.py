@@ -315,6 +315,9 @@ class VirtualCameraDialog(QDialog):
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.steps.toPlainText()))
         self.retry_button = QPushButton("Retry")
         self.retry_button.setObjectName("primary")
+        # Enter presses it, as its colour says; left to Qt, the first button (Copy steps) was
+        # the default, and Enter copied the steps over the clipboard instead of retrying.
+        self.retry_button.setDefault(True)
         self.retry_button.clicked.connect(self.retry_requested)
         self.close_button = QPushButton("Close")
         self.close_button.clicked.connect(self.reject)
@@ -826,7 +829,6 @@ class MainWindow(QMainWindow):
         self.preview.clear(placeholder)
         # The previous engine's rate, backend and frame size would pass for a live stream.
         self._on_running(False)
-        self.source_info.setText("")
 
     def shown_source_name(self) -> str:
         """What the preview really shows: the picked camera, or the demo clip standing in."""
@@ -895,6 +897,11 @@ class MainWindow(QMainWindow):
     def _on_enabled(self, on: bool) -> None:
         self.bridge.set_enabled(on)
         self.toggle_action.setChecked(on)
+        if not on and self.strength_slider.hasFocus():
+            # Disabled with the focus (a click gives it that), Qt passes it on to the next
+            # control, the processing-size picker, whose Space opened its list instead of
+            # turning sharpening back on. To no control: Space stays for sharpening.
+            self.strength_slider.clearFocus()
         self.strength_slider.setEnabled(on)
 
     def _on_strength(self, value: int) -> None:
@@ -966,10 +973,12 @@ class MainWindow(QMainWindow):
         self._set_live("live" if running else "stopped")
         if not running:
             # A restart (another camera, size or processing scale) takes a while: "Starting"
-            # beside the stopped engine's rate and backend passed them off as the new one's.
+            # beside the stopped engine's rate and backend passed them off as the new one's,
+            # and its source and frame size under "Opening <the other camera>…" as well.
             self.stats_label.setText("—")
             self.backend_value.setText("—")
             self.provider_label.setText("—")
+            self.source_info.setText("")
 
     def _set_live(self, state: str) -> None:
         color, text = {
@@ -1062,7 +1071,10 @@ class MainWindow(QMainWindow):
         return self.virtual_dialog
 
     def _raise(self) -> None:
-        self.showNormal()
+        # Out of the taskbar only: showNormal() also un-maximised a maximised (or full-screen)
+        # window; one minimised from maximised comes back maximised.
+        self.setWindowState(self.windowState() & ~Qt.WindowState.WindowMinimized)
+        self.show()
         self.raise_()
         self.activateWindow()
 

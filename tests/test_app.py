@@ -529,6 +529,24 @@ def test_missing_virtual_camera_shows_guidance_and_retry_works(qtbot, make_windo
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
 
 
+def test_enter_in_the_virtual_camera_setup_steps_presses_retry(qtbot):
+    from app.window import VirtualCameraDialog
+
+    dialog = VirtualCameraDialog()
+    qtbot.addWidget(dialog)
+    dialog.set_guidance("1. Load the module")
+    QApplication.clipboard().setText("what the person copied")
+    with qtbot.waitActive(dialog):
+        dialog.show()
+        dialog.activateWindow()
+    # Retry is the button drawn as the one to press; Enter copied the steps instead (Copy
+    # steps was the default), over the clipboard, and nothing was retried.
+    with qtbot.waitSignal(dialog.retry_requested, timeout=2000):
+        qtbot.keyClick(QApplication.focusWidget() or dialog, Qt.Key.Key_Return)
+    assert QApplication.clipboard().text() == "what the person copied"
+    dialog.close()
+
+
 def _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch):  # noqa: ANN001, ANN202
     """A window sending to the recording virtual camera, whose next ``close()`` raises a busy
     driver's error once (later closes work)."""
@@ -2203,6 +2221,33 @@ def test_a_restart_shows_no_rate_or_backend_of_the_stopped_engine(qtbot, make_wi
     qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
 
 
+def test_the_line_under_the_preview_names_no_camera_while_another_opens(qtbot, make_window):
+    import engine
+
+    opened = threading.Event()
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if source == "/dev/video2":
+            opened.wait(FRAME_TIMEOUT_MS / 1000)  # a camera that takes its time to open
+            return engine.open_source(str(DEMO_CLIP), live=True, loop=True)
+        return engine.open_source(source, **kwargs)
+
+    cams = [demo_choice(), CameraChoice("/dev/video2", "Logitech BRIO", "/dev/video2")]
+    window = make_window(
+        backend="passthrough", api=_engine_api(open_source=open_source), cameras=cams
+    )
+    wait_frames(qtbot, window, 1)
+    assert window.source_info.text() == "Demo clip (bundled) · 640×360"
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(1)
+        assert window.live_state == "starting"
+        # "Demo clip (bundled) · 640×360" stayed under "Opening Logitech BRIO…".
+        assert window.source_info.text() == ""
+        opened.set()
+    wait_frames(qtbot, window, 1)
+    assert window.source_info.text().startswith("Logitech BRIO · 640×360")
+
+
 def test_a_message_about_the_previous_source_is_taken_down_when_another_plays(qtbot, make_window):
     import engine
 
@@ -2685,6 +2730,24 @@ def test_space_key_toggles_sharpening(qtbot, make_window):
     assert window.bridge.engine.enabled is True
 
 
+def test_space_after_a_click_on_the_strength_slider_turns_sharpening_off_and_on_again(
+    qtbot, make_window
+):
+    # A click gives the slider the focus; Space turned sharpening off and disabled it, Qt
+    # passed its focus on to the processing-size picker, and the next Space opened that
+    # picker's list instead of turning sharpening back on.
+    window = make_window(start=False)
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    slider = window.strength_slider
+    qtbot.mouseClick(slider, Qt.MouseButton.LeftButton, pos=slider.rect().center())
+    assert slider.hasFocus()
+    for on in (False, True):
+        qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key.Key_Space)
+        assert window.enable_switch.isChecked() is on
+        assert not window.scale_combo.view().isVisible()
+
+
 def test_space_presses_a_switch_reached_with_tab_and_a_click_keeps_space_for_sharpening(
     qtbot, make_window, recorder
 ):
@@ -2997,6 +3060,35 @@ def test_the_tray_menu_starts_with_the_remembered_virtual_camera(qtbot, monkeypa
     window.tray.hide()
 
 
+def test_show_sharpcam_in_the_tray_keeps_a_maximised_window_maximised(qtbot, monkeypatch, tmp_path):
+    from PySide6.QtWidgets import QSystemTrayIcon
+
+    monkeypatch.setattr(QSystemTrayIcon, "isSystemTrayAvailable", staticmethod(lambda: True))
+    window = MainWindow(
+        EngineBridge(api=object()),
+        store=open_store(str(tmp_path / "settings.ini")),
+        settings=AppSettings(),
+        cameras=[demo_choice()],
+        tray=True,
+    )
+    qtbot.addWidget(window)
+    show = next(a for a in window.tray.contextMenu().actions() if a.text() == "Show SharpCam")
+    window.showMaximized()
+    qtbot.waitUntil(window.isMaximized, timeout=2000)
+    # showNormal() brought it to the front un-maximised, at its old small size.
+    show.trigger()
+    assert window.isMaximized() and window.isVisible()
+    # Minimised from maximised, it comes back maximised; minimised from normal, normal.
+    window.setWindowState(window.windowState() | Qt.WindowState.WindowMinimized)
+    show.trigger()
+    assert window.windowState() == Qt.WindowState.WindowMaximized
+    window.showNormal()
+    window.showMinimized()
+    show.trigger()
+    assert window.windowState() == Qt.WindowState.WindowNoState
+    window.tray.hide()
+
+
 def test_ctrl_q_quits(qtbot, make_window):
     window = make_window()
     assert window.quit_action.shortcut().toString() == "Ctrl+Q"
@@ -3303,6 +3395,63 @@ def test_the_interactive_app_still_shows_the_demo_clip_for_a_source_that_fails(
     assert seen["fallback"] and seen["banner"]
     assert "demo clip" in seen["text"] and "broken.mp4" in seen["text"]
     assert "sharpcam: error" not in capsys.readouterr().err
+
+
+def test_ctrl_c_in_the_terminal_closes_the_window_as_ctrl_q_does(qtbot, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from app.main import run_app
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("camera busy")
+
+    # No video: nothing runs on the GUI thread once the start has said so, the hardest case
+    # (Python runs a signal handler only when it runs code on that thread).
+    idle = threading.Event()
+    finished = MainWindow._on_start_finished
+
+    def on_start_finished(self, ok: bool) -> None:  # noqa: ANN001
+        finished(self, ok)
+        idle.set()
+
+    monkeypatch.setattr(MainWindow, "_on_start_finished", on_start_finished)
+
+    def press_ctrl_c() -> None:
+        if idle.wait(FRAME_TIMEOUT_MS / 1000):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    gave_up: list[bool] = []
+
+    def give_up() -> None:
+        # Twice at most: the first call may be where KeyboardInterrupt is raised (and lost).
+        gave_up.append(True)
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, MainWindow) and w.isVisible():
+                w.close()
+
+    guard = QTimer()
+    guard.timeout.connect(give_up)
+    guard.start(5000)
+    before = signal.getsignal(signal.SIGINT)
+    threading.Thread(target=press_ctrl_c, daemon=True).start()
+    settings = tmp_path / "settings.ini"
+    try:
+        code = run_app(
+            source=str(DEMO_CLIP),
+            backend="passthrough",
+            settings_path=str(settings),
+            tray=False,
+            api=_engine_api(open_source=open_source),
+        )
+    finally:
+        guard.stop()
+    # Python's handler raised KeyboardInterrupt in a slot, where Qt printed it and went on:
+    # a traceback, and the window stayed open.
+    assert idle.is_set() and not gave_up
+    assert code == 0
+    assert settings.is_file()  # closed as Ctrl+Q closes it: the settings saved
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_main_py_exits_non_zero_for_a_named_source_it_cannot_decode(tmp_path):
