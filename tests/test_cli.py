@@ -494,6 +494,39 @@ def test_process_bad_model_is_fatal(
     assert not out.exists()  # no silently unprocessed output
 
 
+def test_a_model_under_home_named_with_a_tilde_loads_as_the_engine_reads_it(
+    models: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from engine import bench
+
+    # `--model=~/m.onnx` reaches the CLI unexpanded: it said "model file not found" (process,
+    # bench) or streamed unprocessed (run) though the engine expands the ~ and loads the file.
+    home = tmp_path / "home"
+    (home / "m").mkdir(parents=True)
+    for f in models["good"].parent.iterdir():
+        (home / "m" / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("HOME", str(home))
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), cv2.cvtColor(stamped_frame(3), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out.png"
+    code = cli.main(["process", str(image), str(out), "--backend", "onnx", "--model=~/m/m.onnx"])
+    assert code == 0, capsys.readouterr().err
+    assert out.is_file()
+
+    ran: dict[str, Any] = {}
+
+    def run_bench(backends: Any, sizes: Any, frames: Any, model: Any, **kw: Any) -> Any:
+        ran.update(model=model)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(bench, "run_bench", run_bench)
+    assert cli.main(["bench", "--backend", "onnx", "--model=~/m/m.onnx"]) == 1
+    assert ran == {"model": "~/m/m.onnx"}, capsys.readouterr().err
+
+
 def test_process_failing_midway_keeps_frames_and_the_earlier_output(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1779,6 +1812,21 @@ def test_bench_json_has_exactly_the_keys(models: dict[str, Path]) -> None:
         assert r["model_fps"] > 0 and r["pipeline_fps"] > 0
         assert r["overhead_ratio"] == pytest.approx(r["pipeline_fps"] / r["model_fps"], rel=0.02)
         assert 0 <= r["latency_ms_p50"] <= r["latency_ms_p95"]
+
+
+def test_bench_refuses_an_odd_size_its_clip_cannot_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine import bench
+
+    # The clip decodes at even sides: 65x49 timed the pipeline at 64x48 in a row labelled 65x49.
+    clip = bench.make_bench_clip(tmp_path / "odd.mp4", (65, 49), 2)
+    assert read_video(clip)[0].shape[:2] != (49, 65)
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: pytest.fail("bench ran"))
+    code = cli.main(["bench", "--backend", "unsharp", "--size", "640x360,65x49"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "65x49" in err and "even" in err, err
 
 
 def test_bench_without_model_benchmarks_unsharp_with_a_note(tmp_path: Path) -> None:
