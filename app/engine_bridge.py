@@ -78,7 +78,11 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
     """
     name = type(exc).__name__
     msg = str(exc).strip() or name
-    low = f"{name} {msg} {context}".lower()
+    low = f"{name} {msg}".lower()
+    # Words in the message are a guess, made only without a context: a camera's error lists the
+    # machine's cameras ("OBS Virtual Camera") and a file's names its path ("~/models/a.mp4"),
+    # which made a camera in use a "Virtual camera problem".
+    guess = not context
     if "passing frames through" in low:
         # The engine's own words for a model that loaded, ran, then failed: it did load, and
         # nothing falls back to the CPU; the video is unsharpened until the engine restarts.
@@ -88,13 +92,16 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
             "The video keeps flowing unsharpened. Changing the camera or the processing size "
             "restarts the model; if it stops again, reinstall SharpCam's weights.",
         )
-    if context == "model" or "integrity" in low or "onnx" in low or "model" in low:
+    if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         if "cuda" in low or "tensorrt" in low or "provider" in low or "directml" in low:
+            # A load that raised: passthrough runs, no model at all (`auto` had tried the CPU
+            # already, and nothing retries it there). "Keeps running on the CPU" was false.
             return UserMessage(
-                "gpu",
-                f"GPU acceleration failed: {msg}",
-                "SharpCam keeps running on the CPU. Update the GPU driver or install the matching "
-                "onnxruntime-gpu build to get the GPU back.",
+                "model",
+                f"The sharpening model could not be loaded: {msg}",
+                "The video keeps flowing unsharpened (passthrough): nothing sharpens it on the "
+                "CPU instead. Update the GPU driver or install the matching onnxruntime-gpu "
+                "build, then restart SharpCam.",
             )
         return UserMessage(
             "model",
@@ -102,14 +109,14 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
             "The video keeps flowing unsharpened (passthrough). Reinstall the weights "
             "(weights/student.onnx with its manifest.json) or choose another backend.",
         )
-    if "cuda" in low or "tensorrt" in low or "provider" in low or "gpu" in low:
+    if guess and ("cuda" in low or "tensorrt" in low or "provider" in low or "gpu" in low):
         return UserMessage(
             "gpu",
             f"GPU acceleration failed: {msg}",
             "SharpCam keeps running on the CPU. Update the GPU driver or the onnxruntime-gpu "
             "package to get the GPU back.",
         )
-    if context == "virtual_camera" or "virtual" in low:
+    if context == "virtual_camera" or (guess and "virtual" in low):
         return UserMessage(
             "virtual_camera",
             f"Virtual camera problem: {msg}",
@@ -117,7 +124,7 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
             "shows the setup steps.",
         )
     # After the virtual-camera branch: "virtual camera" also contains "camera".
-    if context == "camera" or "camera" in low or "capture" in low or "source" in low:
+    if context == "camera" or (guess and ("camera" in low or "capture" in low or "source" in low)):
         return UserMessage(
             "camera",
             f"Camera problem: {msg}",
@@ -1532,12 +1539,16 @@ def _open_backend(api: Any, req: _StartRequest) -> None:
                     "SharpCam keeps sharpening with the float model, a little slower. "
                     "Reinstall the weights to get the faster int8 model back."
                 )
-            else:
-                # e.g. a model without a manifest beside it: it runs, but unverified.
+            elif "manifest" in text:
+                # A model without a manifest beside it: it runs, but unverified.
                 advice = (
                     "It runs, but SharpCam could not verify it. Ship a manifest.json with "
                     "its sha256 beside the model to silence this."
                 )
+            else:
+                # e.g. a TensorRT engine cache that cannot be written: the model was verified
+                # and runs; the manifest advice said it could not be.
+                advice = "SharpCam keeps sharpening; only what this line names is affected."
             req.messages.append(UserMessage("warning", text, advice))
     except Exception as exc:
         req.model_msg = describe_error(exc, context="model")

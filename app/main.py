@@ -53,7 +53,7 @@ def run_app(
     source: str | None = None,
     screenshot: str | None = None,
     quit_after: float | None = None,
-    backend: str | None = "auto",
+    backend: str | None = None,
     model: str | None = None,
     settings_path: str | None = None,
     api: Any = None,

@@ -3722,3 +3722,102 @@ def test_keep_singletons_alive_raises_the_counts_once():
         for obj in (None, True, False):
             assert sys.getrefcount(obj) >= _HEADROOM // 2
         assert keep_singletons_alive() is False
+
+
+def test_a_model_that_fails_on_the_gpu_is_not_said_to_run_on_the_cpu(qtbot, make_bridge):
+    # A backend that raises leaves the bridge on passthrough: auto tried the CPU too, and
+    # nothing sharpens. The message promised "SharpCam keeps running on the CPU".
+    import engine
+    from engine.backends import BackendError
+
+    def create_backend(name, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if name == "passthrough":
+            return engine.create_backend(name)
+        raise BackendError(
+            "no backend could start:\n  onnx (gpu): CUDAExecutionProvider failed to start\n"
+            "  onnx (cpu): cannot load model weights/student.onnx: out of memory"
+        )
+
+    bridge = make_bridge(_engine_api(create_backend=create_backend))
+    shown: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    assert bridge.start(str(DEMO_CLIP), backend="auto", loop=True, wait=True) is True
+    assert bridge.backend_label == "Passthrough"
+    assert len(shown) == 1
+    said = f"{shown[0].text} {shown[0].advice}"
+    assert "keeps running on the CPU" not in said
+    assert "unsharpened" in shown[0].advice and shown[0].kind == "model"
+
+
+def test_a_camera_in_use_is_not_called_a_virtual_camera_problem_for_the_cameras_it_lists(
+    qtbot, make_bridge
+):
+    # The engine's "cannot be opened" lists the machine's cameras; OBS's v4l2loopback device
+    # ("OBS Virtual Camera") in that list made the banner say "Virtual camera problem", and a
+    # path with "models" in it made a file's failure "The sharpening model could not be loaded".
+    from engine.sources import SourceError
+
+    errors = [
+        SourceError(
+            "camera 0 exists but cannot be opened (in use by another application?); available "
+            "cameras: 0: Integrated Camera (/dev/video0), 10: OBS Virtual Camera (/dev/video10)"
+        ),
+        SourceError("cannot read video file /home/me/models/gpu-test.mp4: no decodable frames"),
+    ]
+    for error in errors:
+
+        def open_source(*args, error=error, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise error
+
+        bridge = make_bridge(_engine_api(open_source=open_source))
+        shown: list[UserMessage] = []
+        bridge.message.connect(shown.append)
+        assert bridge.start("0", backend="unsharp", wait=True) is False
+        assert [(m.kind, m.text.split(":")[0]) for m in shown] == [("camera", "Camera problem")]
+
+
+def test_a_hand_edited_backend_that_does_not_exist_falls_back_to_auto(tmp_path):
+    store = open_store(str(tmp_path / "settings.ini"))
+    store.setValue("backend", "cuda")
+    assert load_settings(store).backend == "auto"
+    store.setValue("backend", "openvino")
+    assert load_settings(store).backend == "openvino"
+
+
+def test_a_tensorrt_cache_warning_is_not_given_the_advice_for_a_missing_manifest(
+    qtbot, make_bridge
+):
+    import engine
+    from engine.backends import warn_user
+
+    def create_backend(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        # What OnnxBackend warns when TensorRT runs and its engine cache is read-only.
+        warn_user(
+            "TensorRT engine cache /home/me/.cache/sharpcam/tensorrt is not writable; "
+            "TensorRT rebuilds its engines at every start"
+        )
+        return engine.create_backend("unsharp")
+
+    bridge = make_bridge(_engine_api(create_backend=create_backend))
+    shown: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    assert _start_demo(bridge, wait=True) is True
+    assert [m.kind for m in shown] == ["warning"]
+    assert "manifest" not in shown[0].advice and "verify" not in shown[0].advice
+
+
+def test_run_app_without_a_backend_uses_the_remembered_one(qtbot, tmp_path, capsys):
+    # run_app defaulted to "auto", so the settings file's backend (None = remembered, says its
+    # docstring) was never used.
+    from app.main import run_app
+
+    settings = tmp_path / "settings.ini"
+    open_store(str(settings)).setValue("backend", "unsharp")
+    code = run_app(
+        source=str(DEMO_CLIP),
+        quit_after=1.0,
+        settings_path=str(settings),
+        tray=False,
+    )
+    assert code == 0
+    assert "unsharp" in capsys.readouterr().out.lower()
