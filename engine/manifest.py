@@ -211,7 +211,8 @@ def verify_file(path: str | Path) -> ManifestEntry | None:
 
     Raises:
         ModelError: the file does not exist, or the manifest is unreadable.
-        ModelIntegrityError: the file is listed and its sha256 differs.
+        ModelIntegrityError: the file is listed and its sha256 differs; for an OpenVINO IR
+            ``.xml``, also when its ``.bin`` is not listed or differs.
     """
     path = Path(path)
     if not path.is_file():
@@ -219,15 +220,44 @@ def verify_file(path: str | Path) -> ManifestEntry | None:
     manifest = load_manifest(path.parent)
     if manifest is None:
         return None
-    name = path.name
-    if name not in manifest.files:
-        # On a case-insensitive file system (Windows, macOS) `Student_Fast.onnx` opens the
-        # listed `student_fast.onnx`: it must not pass as an unlisted file and skip the check.
-        same = [k for k in manifest.files if (path.parent / k).is_file() and _same(path, k)]
-        if not same:
-            return None
-        name = same[0]
+    name = _listed_name(manifest, path)
+    if name is None:
+        return None
     entry = manifest.files[name]
+    _check_sha256(path, entry, manifest)
+    if path.suffix.lower() == ".xml":
+        _check_ir_weights(path.with_suffix(".bin"), path, manifest)
+    return entry
+
+
+def _listed_name(manifest: Manifest, path: Path) -> str | None:
+    """The name `manifest` lists the file `path` under; None when it is not listed."""
+    if path.name in manifest.files:
+        return path.name
+    # On a case-insensitive file system (Windows, macOS) `Student_Fast.onnx` opens the
+    # listed `student_fast.onnx`: it must not pass as an unlisted file and skip the check.
+    same = [k for k in manifest.files if (path.parent / k).is_file() and _same(path, k)]
+    return same[0] if same else None
+
+
+def _check_ir_weights(weights: Path, xml: Path, manifest: Manifest) -> None:
+    """OpenVINO IR: the listed ``xml`` is the graph, ``weights`` (the .bin OpenVINO reads beside
+    it) hold the weights; a manifest vouching for the graph alone let a damaged or replaced .bin
+    load as verified, so the .bin must be listed and match too."""
+    listed = _listed_name(manifest, weights)
+    if not weights.is_file():
+        if listed is not None:
+            raise ModelError(f"model weights file not found: {weights}")
+        return  # a graph without weights: nothing unverified is loaded
+    if listed is None:
+        raise ModelIntegrityError(
+            f"model file {xml} is listed in {manifest.path} but its weights {weights} are not "
+            "listed: list them too, or remove the entry of the .xml to load it unverified"
+        )
+    _check_sha256(weights, manifest.files[listed], manifest)
+
+
+def _check_sha256(path: Path, entry: ManifestEntry, manifest: Manifest) -> None:
     actual = sha256_file(path)
     if actual != entry.sha256:
         raise ModelIntegrityError(
@@ -235,7 +265,6 @@ def verify_file(path: str | Path) -> ManifestEntry | None:
             f"expected sha256 {entry.sha256}, got {actual} "
             "(the file is damaged or was replaced; re-download or re-export it)"
         )
-    return entry
 
 
 def _same(path: Path, listed: str) -> bool:

@@ -201,3 +201,24 @@ def test_sharpcam_weights_may_start_with_a_tilde(model_file, tmp_path, monkeypat
     monkeypatch.setenv("SHARPCAM_WEIGHTS", "~/models")
     assert weights_dir() == home / "models"
     assert resolve_default_model(prefer_gpu=False) == home / "models" / "student_fast.onnx"
+
+
+def test_an_openvino_ir_is_verified_with_its_weights(tmp_path):
+    # OpenVINO reads `m.xml`'s weights from `m.bin` beside it: a manifest vouching for the
+    # .xml alone let a damaged or replaced .bin load as verified.
+    xml, weights = tmp_path / "m.xml", tmp_path / "m.bin"
+    xml.write_text("<net/>")
+    weights.write_bytes(b"\x01" * 64)
+    write_manifest(tmp_path, [make_entry(xml)])
+    with pytest.raises(ModelIntegrityError, match=r"m\.bin.* not listed"):
+        verify_file(xml)
+    write_manifest(tmp_path, [make_entry(weights)], merge=True)
+    assert verify_file(xml).file == "m.xml"
+    expected = sha256_file(weights)
+    weights.write_bytes(b"\x02" * 64)
+    with pytest.raises(ModelIntegrityError) as info:
+        verify_file(xml)
+    assert str(weights) in str(info.value) and expected in str(info.value)
+    weights.unlink()
+    with pytest.raises(ModelError, match="^model weights file not found: "):
+        verify_file(xml)

@@ -782,3 +782,37 @@ def test_raw_frames_of_the_training_range_are_flagged(
         assert EV.check_raw_range_held_out(244, 296)
         assert not EV.check_raw_range_held_out(236, 250)
     assert "236-250" in caplog.text and "244-296" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "message"),
+    [
+        ("junk.pt", b"not a checkpoint", "cannot read checkpoint"),
+        ("junk.onnx", b"not a graph", "cannot load ONNX model"),
+        ("renamed.pt", None, "'gone'"),
+    ],
+)
+def test_a_model_that_cannot_load_is_a_one_line_refusal(
+    name: str,
+    data: bytes | None,
+    message: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A damaged checkpoint or .onnx file, or a checkpoint of a variant renamed since, stopped
+    # the run with a traceback (training.export says the same in one line).
+    model = tmp_path / name
+    if data is None:
+        torch.save({"model": {}, "config": {"student": "gone"}}, model)
+    else:
+        model.write_bytes(data)
+    _raw_clip(tmp_path / "seq", 30)
+    args = ["--no-perceptual", "--max-size", "64", "--out", str(tmp_path / "out")]
+    args += ["--data", f"raw:{tmp_path / 'seq'}:1-30", "--model", str(model)]
+    with pytest.raises(SystemExit) as exc:
+        EV.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("python -m training.evaluate: error: --model ")
+    assert message in err and str(model) in err
+    assert not (tmp_path / "out").exists()

@@ -670,3 +670,118 @@ def test_a_reexport_under_another_case_of_the_name_drops_the_entry_of_the_same_f
         other, {"Student_Fast.onnx": entry | {"sha256": E.sha256_file(other / "Student_Fast.onnx")}}
     )
     assert len(json.loads((other / "manifest.json").read_text())["files"]) == 2
+
+
+def test_two_updates_finishing_together_keep_both_entries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two exports of different names into one folder: each read the manifest, added its entry
+    # and replaced the file, so the one that wrote last dropped the other's entry.
+    import threading
+
+    names = ("a.onnx", "b.onnx")
+    entries = {}
+    for name in names:
+        (tmp_path / name).write_bytes(name.encode())
+        entries[name] = _entry(tmp_path / name)
+    have_read = {name: threading.Event() for name in names}
+    mine = threading.local()
+    real = E._existing_files
+
+    def read_then_wait(path: Path) -> dict:
+        files = real(path)
+        have_read[mine.name].set()
+        # Unlocked, both updates read the manifest before either writes; locked, the second
+        # waits for the first, and this wait runs out.
+        other = next(n for n in names if n != mine.name)
+        have_read[other].wait(timeout=1.0)
+        return files
+
+    monkeypatch.setattr(E, "_existing_files", read_then_wait)
+    errors = []
+
+    def update(name: str) -> None:
+        mine.name = name
+        try:
+            E.update_manifest(tmp_path, {name: entries[name]})
+        except Exception as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=update, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors
+    assert set(json.loads((tmp_path / "manifest.json").read_text())["files"]) == set(names)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [*names, "manifest.json"]
+
+
+def test_a_manifest_lock_left_behind_is_a_one_line_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(E, "MANIFEST_LOCK_TIMEOUT", 0.2)
+    (tmp_path / "m.onnx").write_bytes(b"model bytes")
+    lock = tmp_path / "manifest.json.lock"
+    lock.write_text("12345")
+    with pytest.raises(E.ExportError) as info:
+        E.update_manifest(tmp_path, {"m.onnx": _entry(tmp_path / "m.onnx")})
+    assert str(lock) in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "manifest.json").exists() and lock.read_text() == "12345"
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps({"schema": E.SCHEMA, "files": None}).encode(),
+        json.dumps({"schema": E.SCHEMA, "files": ["student.onnx"]}).encode(),
+        b"\xff\xfe{",  # not UTF-8
+    ],
+)
+def test_a_manifest_the_engine_refuses_is_a_one_line_export_failure(
+    content: bytes, tmp_path: Path
+) -> None:
+    # "files" that is no object, or a file that is not UTF-8: the engine refuses such a
+    # manifest in one line; the export stopped with a TypeError or UnicodeDecodeError traceback.
+    (tmp_path / "m.onnx").write_bytes(b"model bytes")
+    (tmp_path / "manifest.json").write_bytes(content)
+    with pytest.raises(E.ExportError) as info:
+        E.update_manifest(tmp_path, {"m.onnx": _entry(tmp_path / "m.onnx")})
+    assert str(tmp_path / "manifest.json") in str(info.value) and "\n" not in str(info.value)
+    assert (tmp_path / "manifest.json").read_bytes() == content
+
+
+def test_calibration_from_a_clip_keeps_only_the_frames_it_picks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every frame of the clip was held in memory to pick `count` of them: a long recording
+    # given as --calib (10,000 frames of 1080p: 62 GB) ran out of memory.
+    import cv2
+
+    n, decoded = 50, []
+
+    class Clip:  # a 50-frame clip whose frame k (from 1) is all k; counts the frames handed out
+        def __init__(self, path: str) -> None:
+            self.k = 0
+
+        def grab(self) -> bool:
+            self.k += 1
+            return self.k <= n
+
+        def retrieve(self) -> tuple[bool, np.ndarray]:
+            decoded.append(self.k)
+            return True, np.full((8, 8, 3), self.k, np.uint8)
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            return self.retrieve() if self.grab() else (False, None)
+
+        def release(self) -> None:
+            pass
+
+    monkeypatch.setattr(cv2, "VideoCapture", Clip)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    frames = E.calibration_frames(clip, count=4, size=(8, 8))
+    # spread over the whole clip as before: frames 1, 17, 34 and 50
+    assert [round(float(f.max()) * 255) for f in frames] == [1, 17, 34, 50]
+    assert len(decoded) == 4

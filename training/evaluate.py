@@ -550,7 +550,11 @@ def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runne
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
-        sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        try:
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are plain Exceptions
+            first = next((line for line in str(exc).splitlines() if line.strip()), "")
+            raise RuntimeError(f"cannot load ONNX model {path}: {first.strip()}") from exc
         inp = sess.get_inputs()[0]
         dtype = np.float16 if "float16" in inp.type else np.float32
 
@@ -1078,11 +1082,14 @@ def main(argv: list[str] | None = None) -> int:
     methods = []
     file_rows = []  # (index in methods, model file)
     for m in args.model:
-        label, run = load_model_runner(m, threads=args.threads)
+        scales = [s for s in args.scale or [] if s != 1.0]
+        try:
+            label, run = load_model_runner(m, threads=args.threads)
+            multiple = model_multiple(m) if scales else 1
+        except RuntimeError as exc:  # ExportError too: a damaged file, a renamed variant
+            p.error(f"--model {m}: {exc}")
         file_rows.append((len(methods), m))
         methods.append((label, run))
-        scales = [s for s in args.scale or [] if s != 1.0]
-        multiple = model_multiple(m) if scales else 1
         methods += [(f"{label}@{s:g}x", at_scale(run, s, multiple)) for s in scales]
     perceptual = None if args.no_perceptual else PerceptualDistance(args.vgg_weights)
     if perceptual is not None and not perceptual.available:

@@ -22,6 +22,7 @@ export fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,8 +30,9 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,6 +85,9 @@ FAMILY = (".onnx", "_fp16.onnx", ".ts", "_int8.onnx")  # the files one export of
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "assets" / "demo.mp4"
 MIN_SIZE = 16
 _HEX = "0123456789abcdefABCDEF"
+# s: a manifest update holds its lock for milliseconds; one held this long was left behind by
+# an export that was killed while it held it.
+MANIFEST_LOCK_TIMEOUT = 30.0
 
 
 class ExportError(RuntimeError):
@@ -459,19 +464,23 @@ def calibration_frames(
         picks = np.unique(np.linspace(0, len(paths) - 1, num=min(count, len(paths))).round())
         images = [img for i in picks.astype(int) if (img := cv2.imread(str(paths[i]))) is not None]
     elif source.is_file():
-        # Read every frame and spread the picks: container frame counts (and seeking) are
-        # unreliable for some files, and a calibration clip is short.
+        # Count the frames by reading them and spread the picks: container frame counts (and
+        # seeking) are unreliable for some files. Only the picked frames are kept: holding
+        # every frame of a long clip (10,000 frames of 1080p are 62 GB) ran out of memory.
         cap = cv2.VideoCapture(str(source))
-        frames = []
-        while len(frames) < 10_000:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            frames.append(frame)
+        n = 0
+        while n < 10_000 and cap.grab():
+            n += 1
         cap.release()
-        if frames:
-            picks = np.unique(np.linspace(0, len(frames) - 1, num=min(count, len(frames))).round())
-            images = [frames[i] for i in picks.astype(int)]
+        if n:
+            picks = set(np.linspace(0, n - 1, num=min(count, n)).round().astype(int).tolist())
+            cap = cv2.VideoCapture(str(source))
+            for i in range(n):
+                if not cap.grab():
+                    break
+                if i in picks and (got := cap.retrieve())[0]:
+                    images.append(got[1])
+            cap.release()
     else:
         raise ExportError(f"calibration source not found: {source}")
     if not images:
@@ -759,10 +768,16 @@ def _existing_files(path: Path) -> dict[str, Any]:
         old = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise ExportError(f"existing {path} is not valid JSON: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"cannot read existing {path}: {exc}") from exc
     if not isinstance(old, dict) or old.get("schema") != SCHEMA:
         got = old.get("schema") if isinstance(old, dict) else type(old).__name__
         raise ExportError(f"existing {path} has schema {got!r}, not {SCHEMA!r}")
-    return dict(old.get("files", {}))
+    files = old.get("files", {})
+    if not isinstance(files, dict):
+        # The engine refuses such a manifest too ('files' must be an object).
+        raise ExportError(f"existing {path}: 'files' must be an object, got {type(files).__name__}")
+    return dict(files)
 
 
 def update_manifest(
@@ -795,23 +810,51 @@ def update_manifest(
                 f"manifest entry {fname!r} has sha256 {sha[:12]}…, the file is "
                 f"{actual[:12]}… (entries are for the files as they are)"
             )
-    manifest: dict[str, Any] = {"schema": SCHEMA, "files": _existing_files(path)}
-    for fname in remove:
-        manifest["files"].pop(fname, None)
-    for fname in entries:
-        # Where names ignore case (Windows, macOS), `--name Student_Fast` rewrote the file
-        # listed as student_fast.onnx: that entry's old sha256 would refuse the new bytes.
-        for old in [k for k in manifest["files"] if k != fname and k.lower() == fname.lower()]:
-            if _same_file(path.parent / old, path.parent / fname):
-                del manifest["files"][old]
-    manifest["files"].update({k: dict(v) for k, v in entries.items()})
-    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes it private; the manifest ships with the weights
-    os.replace(tmp, path)
+    # Read, merge and replace under a lock: two exports into one folder finishing together
+    # each read the old manifest, and the one that replaced it last dropped the other's entry.
+    with _manifest_lock(path):
+        manifest: dict[str, Any] = {"schema": SCHEMA, "files": _existing_files(path)}
+        for fname in remove:
+            manifest["files"].pop(fname, None)
+        for fname in entries:
+            # Where names ignore case (Windows, macOS), `--name Student_Fast` rewrote the file
+            # listed as student_fast.onnx: that entry's old sha256 would refuse the new bytes.
+            for old in [k for k in manifest["files"] if k != fname and k.lower() == fname.lower()]:
+                if _same_file(path.parent / old, path.parent / fname):
+                    del manifest["files"][old]
+        manifest["files"].update({k: dict(v) for k, v in entries.items()})
+        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the manifest ships with the weights
+        os.replace(tmp, path)
     return path
+
+
+@contextlib.contextmanager
+def _manifest_lock(path: Path) -> Iterator[None]:
+    """Hold ``path.lock`` (created exclusively: portable, unlike flock) while the manifest is
+    read and replaced; ExportError when another holder keeps it past MANIFEST_LOCK_TIMEOUT."""
+    lock = path.with_name(path.name + ".lock")
+    deadline = time.monotonic() + MANIFEST_LOCK_TIMEOUT
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                raise ExportError(
+                    f"{path} is locked by another export ({lock} held for over "
+                    f"{MANIFEST_LOCK_TIMEOUT:g} s): delete {lock} if no export is running"
+                ) from None
+            time.sleep(0.05)  # an update holds it for milliseconds
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")  # who holds it, for a person looking
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
 
 
 def _same_file(a: Path, b: Path) -> bool:
