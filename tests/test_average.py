@@ -103,3 +103,21 @@ def test_infinite_or_huge_weights_do_not_make_a_soup_of_nan_or_zeros() -> None:
     assert torch.equal(out["w"], torch.tensor([2.0, 4.0]))
     out = A.average_state_dicts(states, [3e307, 1e307])  # 0.75 / 0.25, exactly
     assert torch.allclose(out["w"], torch.tensor([1.5, 3.0]))
+
+
+def test_a_write_cut_short_leaves_the_checkpoint_named_by_out_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _checkpoint(tmp_path / "a.pt", 1)
+    _checkpoint(tmp_path / "b.pt", 2)
+    before = (tmp_path / "a.pt").read_bytes()
+
+    def cut_short(obj: object, f: str | Path) -> None:
+        Path(f).write_bytes(b"PK half a zip")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(A.torch, "save", cut_short)
+    # --out naming one of its sources (a soup folded back into it): that source must survive.
+    with pytest.raises(KeyboardInterrupt):
+        A.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "a.pt")])
+    assert (tmp_path / "a.pt").read_bytes() == before

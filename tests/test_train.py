@@ -86,6 +86,15 @@ def test_lr_schedule_is_a_pure_function_of_step() -> None:
     ]
 
 
+def test_a_min_lr_above_lr_never_raises_the_rate() -> None:
+    # A fine-tune at --lr=1e-5 from a config whose floor is 2e-5: the cosine climbed to 2x lr.
+    cfg = load_config(
+        None,
+        ["--lr=1e-5", "--min_lr=2e-5", "--steps_per_epoch=10", "--stages=[{patch: 64, epochs: 2}]"],
+    )
+    assert [lr_factor(s, cfg) for s in (0, 10, 19, 20, 100)] == [1.0] * 5
+
+
 def test_plateau_scheduler_keeps_the_warm_up(synth: dict[str, Path], tmp_path: Path) -> None:
     cfg = _tiny(
         synth,
@@ -191,6 +200,37 @@ def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> Non
     for name in ("last.pt", "best.pt", "config.yaml", "log.csv", "curves.png"):
         assert (tmp_path / "full" / name).is_file(), name
     assert not list((tmp_path / "full").glob("*.tmp"))
+
+
+def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stages=[{patch: 32, epochs: 1, batch: 2}]"))
+    old = {name: (out / name).read_bytes() for name in ("best.pt", "last.pt", "config.yaml")}
+    # A fresh run stopped before its first validation: an old best.pt left beside its own
+    # config.yaml and last.pt looked like its own.
+    res = train(_tiny(synth, out, "--stop_after_steps=1", "--lr=0.0005"))
+    assert res["stopped"] == "step limit"
+    assert not (out / "best.pt").exists()
+    assert load_checkpoint(out / "last.pt")["global_step"] == 1
+    assert "lr: 0.0005" in (out / "config.yaml").read_text()
+    # Moved, never deleted; a third run does not overwrite the second's.
+    assert {n: (out / "previous_1" / n).read_bytes() for n in old} == old
+    train(_tiny(synth, out, "--stop_after_steps=1"))
+    assert (out / "previous_2" / "last.pt").is_file()
+    assert (out / "previous_1" / "best.pt").read_bytes() == old["best.pt"]
+
+
+def test_init_from_the_out_dirs_own_checkpoint_reads_it_before_moving_it(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stages=[{patch: 32, epochs: 1, batch: 2}]"))
+    before = load_checkpoint(out / "best.pt")
+    res = train(_tiny(synth, out, f"--init_from={out / 'best.pt'}", "--max_minutes=0.00001"))
+    assert res["stopped"] == "time budget"
+    assert load_checkpoint(out / "previous_1" / "best.pt")["global_step"] == before["global_step"]
 
 
 def test_resuming_a_run_from_before_a_new_config_key_warns_only_of_real_changes(

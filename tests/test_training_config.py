@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -139,6 +140,21 @@ def test_rejects_bad_keys_and_types(overrides: list[str], message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(None, overrides)
     assert message in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # Empty validation images: the run failed at its first validation, an epoch in.
+        ("--data.val_crop=-64", "data.val_crop: expected a number >= 0"),
+        # ReduceLROnPlateau lowered the rate at every validation, improved or not.
+        ("--plateau_patience=-1", "plateau_patience: expected a number >= 0"),
+    ],
+)
+def test_a_negative_validation_crop_or_patience_is_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])
+    assert load_config(None, ["--data.val_crop=0", "--plateau_patience=0"]).data.val_crop == 0
 
 
 def test_range_checks_keep_the_documented_special_values() -> None:

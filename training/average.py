@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -150,7 +151,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(soup, args.out)
+    # A temp file then a rename, as the trainer saves: a write cut short (Ctrl-C, a full disk)
+    # left half a soup under --out, or half of a source when --out named one of them.
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    torch.save(soup, tmp)
+    os.replace(tmp, args.out)
     for src in soup["averaged_from"]:
         log.info("%.3f x %s", src["weight"], src["path"])
     log.info("wrote %s (%s)", args.out, soup["variant"])

@@ -369,6 +369,7 @@ _NON_NEGATIVE = (
     "max_minutes",
     "stop_after_steps",
     "early_stop",  # a negative count would stop after the first validation, silently
+    "plateau_patience",  # a negative one lowered the rate at every validation, better or not
     "data.raw_weight",
     "data.photo_weight",
     "data.gopro_weight",
@@ -378,6 +379,7 @@ _NON_NEGATIVE = (
     "data.camera_zoom",
     "data.psf_max_size",
     "data.val_count",
+    "data.val_crop",  # a negative crop made empty validation images, an error an epoch in
     "data.num_workers",
     # A term (or Charbonnier's epsilon) is on where > 0: a negative or NaN one turned it off
     # without a word.

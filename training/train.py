@@ -9,7 +9,8 @@ step; every sample is a pure function of ``(seed, rank, sample index)``; so a ch
 the weights, optimiser, scheduler, scaler, RNG states and the position resumes exactly.
 
 The run folder (``--out_dir``) holds ``last.pt``, ``best.pt``, ``config.yaml``, ``log.csv`` and
-``curves.png``. ``--max_minutes`` stops cleanly with a resumable checkpoint, and so does Ctrl-C
+``curves.png``; a fresh run (no ``--resume``) first moves an earlier run's into ``previous_N``
+there. ``--max_minutes`` stops cleanly with a resumable checkpoint, and so does Ctrl-C
 (SIGINT) or SIGTERM (``timeout``, a watchdog): the step in hand finishes, ``last.pt`` is saved
 and the process exits with 130 or 143 (128 + the signal); a second one ends it at once, unsaved.
 """
@@ -90,7 +91,9 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
         return 1.0
     total = max(1, total_epochs(cfg) * cfg.steps_per_epoch - cfg.warmup_steps)
     t = min(1.0, max(0.0, (step - cfg.warmup_steps) / total))
-    floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
+    # At most the peak: a min_lr above lr (a fine-tune's --lr under its config's floor) made
+    # the "decay" climb to min_lr. ReduceLROnPlateau never raises a rate to its min_lr either.
+    floor = min(1.0, cfg.min_lr / cfg.lr) if cfg.lr > 0 else 0.0
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
@@ -461,6 +464,35 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+# What a run writes into its folder (``save_atomic``'s temp files aside).
+RUN_FILES = ("last.pt", "best.pt", "config.yaml", "log.csv", "curves.png")
+
+
+def move_aside_previous_run(out_dir: Path) -> Path | None:
+    """Before a fresh run into ``out_dir``: move an earlier run's ``RUN_FILES`` into
+    ``out_dir/previous_N`` (the first free N) when it left more than its ``config.yaml`` (a run
+    that failed in its set-up) there; returns that folder, or None when nothing was moved.
+
+    Left in place, the old ``best.pt`` stood until the new run's first better validation, and a
+    run stopped before it left one beside its own ``config.yaml`` and ``last.pt`` that looked like
+    its own; an old ``last.pt`` was what ``--resume`` continued if the new run failed before its
+    first checkpoint. Moved, never deleted: it may be the only copy of hours of training.
+    """
+    if not any((out_dir / name).is_file() for name in RUN_FILES if name != "config.yaml"):
+        return None
+    for i in itertools.count(1):
+        dest = out_dir / f"previous_{i}"
+        try:
+            dest.mkdir()
+        except FileExistsError:
+            continue
+        break
+    for name in RUN_FILES:
+        if (out_dir / name).is_file():
+            os.replace(out_dir / name, dest / name)
+    return dest
+
+
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
     state = {
@@ -619,9 +651,20 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     use_amp = cfg.amp and device.type == "cuda"
     out_dir = Path(cfg.out_dir)
     resuming = cfg.resume and (out_dir / "last.pt").is_file()
+    # Read before an earlier run in out_dir is moved aside: it may be that run's own best.pt.
+    init = load_checkpoint(cfg.init_from) if cfg.init_from and not resuming else None
+    if ddp and init is not None:
+        dist.barrier()  # every rank has read it before rank 0 moves it
     if master:
         out_dir.mkdir(parents=True, exist_ok=True)
         if not resuming:  # a resume writes it once last.pt loads: a failed one keeps the old
+            previous = move_aside_previous_run(out_dir)
+            if previous is not None:
+                log.warning(
+                    "%s held an earlier run's files: moved to %s (delete it if unneeded)",
+                    out_dir,
+                    previous,
+                )
             save_config(cfg, out_dir / "config.yaml")
     cfg_dict, digest = config_to_dict(cfg), config_digest(cfg)
     t_start = time.monotonic()
@@ -675,8 +718,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     from training.models.student import create_student, grow_from
 
     student = create_student(cfg.student, **cfg.student_kwargs).to(device)
-    if cfg.init_from and not resuming:  # a first launch with --resume still starts from init
-        init = load_checkpoint(cfg.init_from)
+    if init is not None:  # a first launch with --resume still starts from init
         source = init.get("variant", cfg.student)
         source_kwargs = dict(init.get("student_kwargs") or {})
         if source == cfg.student and source_kwargs == dict(cfg.student_kwargs):
