@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 
 from PySide6.QtCore import QByteArray, QSettings
 
-from engine.backends import BACKENDS, BackendError, parse_scale
+from engine.backends import BackendError, list_backends, parse_scale
 
 ORGANIZATION = "SharpCam"
 APPLICATION = "SharpCam"
@@ -76,9 +76,11 @@ def load_settings(store: QSettings) -> AppSettings:
     out.split = min(max(out.split, 0.0), 1.0)
     if out.view_mode not in ("split", "side", "after"):
         out.view_mode = "split"
-    if out.backend not in ("auto", *BACKENDS):
+    if out.backend not in ("auto", *list_backends()):
         # A hand-edited name ("cuda") failed to load and left the video unsharpened, under
-        # advice about the GPU driver.
+        # advice about the GPU driver; so did one whose runtime is not installed here (a
+        # settings file from a machine with OpenVINO), and no control in the window picks
+        # another. `auto` sharpens with what there is.
         out.backend = AppSettings.backend
     try:
         out.scale = format_scale(parse_scale(out.scale))

@@ -3780,7 +3780,21 @@ def test_a_hand_edited_backend_that_does_not_exist_falls_back_to_auto(tmp_path):
     store = open_store(str(tmp_path / "settings.ini"))
     store.setValue("backend", "cuda")
     assert load_settings(store).backend == "auto"
+    store.setValue("backend", "unsharp")  # installed everywhere (openvino is optional)
+    assert load_settings(store).backend == "unsharp"
+
+
+def test_a_remembered_backend_not_installed_here_falls_back_to_auto(tmp_path, monkeypatch):
+    # Since run_app uses the remembered backend, one whose runtime is missing here (a settings
+    # file from a machine with OpenVINO) left every start unsharpened, with advice to reinstall
+    # the weights and nothing in the window to pick another backend; `auto` had sharpened.
+    from engine.backends import BACKENDS
+
+    store = open_store(str(tmp_path / "settings.ini"))
     store.setValue("backend", "openvino")
+    monkeypatch.setattr(BACKENDS["openvino"], "available", classmethod(lambda cls: False))
+    assert load_settings(store).backend == "auto"
+    monkeypatch.setattr(BACKENDS["openvino"], "available", classmethod(lambda cls: True))
     assert load_settings(store).backend == "openvino"
 
 

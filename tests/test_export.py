@@ -730,6 +730,40 @@ def test_a_manifest_lock_left_behind_is_a_one_line_failure(
     assert not (tmp_path / "manifest.json").exists() and lock.read_text() == "12345"
 
 
+def test_a_manifest_lock_that_cannot_be_taken_stops_an_export_before_files_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The lock was taken only once the new files had replaced the old: a lock left behind (or
+    # Ctrl-C while waiting for it) left new weights beside a manifest listing the old sha256,
+    # and the engine refused them.
+    entry = _listed(tmp_path, "m.onnx")
+
+    def export_checked(model, stage, *, name, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        result = E.ExportResult()
+        (stage / f"{name}.onnx").write_bytes(b"new model bytes")
+        result.files[f"{name}.onnx"] = stage / f"{name}.onnx"
+        result.entries[f"{name}.onnx"] = _entry(stage / f"{name}.onnx")
+        return result
+
+    monkeypatch.setattr(E, "_export_checked", export_checked)
+    monkeypatch.setattr(E, "MANIFEST_LOCK_TIMEOUT", 0.2)
+    (tmp_path / "manifest.json.lock").write_text("12345")
+    with pytest.raises(E.ExportError, match="locked by another export"):
+        E.export_all(torch.nn.Identity(), tmp_path, name="m", variant="tiny", config={})
+    assert (tmp_path / "m.onnx").read_bytes() == b"model bytes"
+    assert json.loads((tmp_path / "manifest.json").read_text())["files"]["m.onnx"] == entry
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "m.onnx",
+        "manifest.json",
+        "manifest.json.lock",
+    ]
+    # Once it is gone, the same export goes through.
+    (tmp_path / "manifest.json.lock").unlink()
+    E.export_all(torch.nn.Identity(), tmp_path, name="m", variant="tiny", config={})
+    assert (tmp_path / "m.onnx").read_bytes() == b"new model bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "manifest.json"]
+
+
 @pytest.mark.parametrize(
     "content",
     [

@@ -85,8 +85,8 @@ FAMILY = (".onnx", "_fp16.onnx", ".ts", "_int8.onnx")  # the files one export of
 DEMO_CLIP = Path(__file__).resolve().parents[1] / "assets" / "demo.mp4"
 MIN_SIZE = 16
 _HEX = "0123456789abcdefABCDEF"
-# s: a manifest update holds its lock for milliseconds; one held this long was left behind by
-# an export that was killed while it held it.
+# s: a manifest update (with an export's moves of its files) holds its lock for well under a
+# second; one held this long was left behind by an export that was killed while it held it.
 MANIFEST_LOCK_TIMEOUT = 30.0
 
 
@@ -794,6 +794,16 @@ def update_manifest(
     entry, so ExportError here, before anything is written.
     """
     path = Path(directory) / "manifest.json"
+    _check_entries(path.parent, entries)
+    # Read, merge and replace under a lock: two exports into one folder finishing together
+    # each read the old manifest, and the one that replaced it last dropped the other's entry.
+    with _manifest_lock(path):
+        _merge_manifest(path, entries, remove)
+    return path
+
+
+def _check_entries(directory: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
+    """ExportError unless each of ``entries`` names a file in ``directory`` with its sha256."""
     for fname, entry in entries.items():
         sha = entry.get("sha256") if isinstance(entry, Mapping) else None
         if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set(_HEX)):
@@ -801,41 +811,44 @@ def update_manifest(
                 f"manifest entry {fname!r} has no sha256: pass the whole entry "
                 "(manifest_entry(), or the listed entry with its keys changed)"
             )
-        file = path.parent / fname
+        file = directory / fname
         if not file.is_file():
-            raise ExportError(f"manifest entry {fname!r}: no such file in {path.parent}")
+            raise ExportError(f"manifest entry {fname!r}: no such file in {directory}")
         actual = sha256_file(file)
         if actual != sha.lower():
             raise ExportError(
                 f"manifest entry {fname!r} has sha256 {sha[:12]}…, the file is "
                 f"{actual[:12]}… (entries are for the files as they are)"
             )
-    # Read, merge and replace under a lock: two exports into one folder finishing together
-    # each read the old manifest, and the one that replaced it last dropped the other's entry.
-    with _manifest_lock(path):
-        manifest: dict[str, Any] = {"schema": SCHEMA, "files": _existing_files(path)}
-        for fname in remove:
-            manifest["files"].pop(fname, None)
-        for fname in entries:
-            # Where names ignore case (Windows, macOS), `--name Student_Fast` rewrote the file
-            # listed as student_fast.onnx: that entry's old sha256 would refuse the new bytes.
-            for old in [k for k in manifest["files"] if k != fname and k.lower() == fname.lower()]:
-                if _same_file(path.parent / old, path.parent / fname):
-                    del manifest["files"][old]
-        manifest["files"].update({k: dict(v) for k, v in entries.items()})
-        fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the manifest ships with the weights
-        os.replace(tmp, path)
-    return path
+
+
+def _merge_manifest(
+    path: Path, entries: Mapping[str, Mapping[str, Any]], remove: Iterable[str]
+) -> None:
+    """:func:`update_manifest`'s read, merge and atomic replace; the caller holds the lock."""
+    manifest: dict[str, Any] = {"schema": SCHEMA, "files": _existing_files(path)}
+    for fname in remove:
+        manifest["files"].pop(fname, None)
+    for fname in entries:
+        # Where names ignore case (Windows, macOS), `--name Student_Fast` rewrote the file
+        # listed as student_fast.onnx: that entry's old sha256 would refuse the new bytes.
+        for old in [k for k in manifest["files"] if k != fname and k.lower() == fname.lower()]:
+            if _same_file(path.parent / old, path.parent / fname):
+                del manifest["files"][old]
+    manifest["files"].update({k: dict(v) for k, v in entries.items()})
+    fd, tmp = tempfile.mkstemp(prefix=".manifest.", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.chmod(tmp, 0o644)  # mkstemp makes it private; the manifest ships with the weights
+    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
 def _manifest_lock(path: Path) -> Iterator[None]:
     """Hold ``path.lock`` (created exclusively: portable, unlike flock) while the manifest is
-    read and replaced; ExportError when another holder keeps it past MANIFEST_LOCK_TIMEOUT."""
+    read and replaced (in an export, also while its files move in); ExportError when another
+    holder keeps it past MANIFEST_LOCK_TIMEOUT."""
     lock = path.with_name(path.name + ".lock")
     deadline = time.monotonic() + MANIFEST_LOCK_TIMEOUT
     while True:
@@ -932,20 +945,30 @@ def export_all(
             int8=int8,
             calib=calib,
         )
-        # Checked before anything moves: new files beside a manifest that cannot take them
-        # would be refused by the engine (sha256 of the old ones).
-        _existing_files(out / "manifest.json")
-        for fname, path in list(result.files.items()):
-            os.replace(path, out / fname)
-            result.files[fname] = out / fname
-        # A file of this name's family not made this time holds the previous weights: it must
-        # not stay listed (the engine would load, say, an old int8 file before the new float).
-        stale = [f"{name}{suffix}" for suffix in FAMILY if f"{name}{suffix}" not in result.files]
-        result.manifest = update_manifest(out, result.entries, remove=stale)
-        for fname in stale:
-            if (out / fname).is_file():
-                (out / fname).unlink()
-                log.info("removed %s: not part of this export, it held the previous weights", fname)
+        manifest = out / "manifest.json"
+        # Locked before anything moves: a lock that cannot be taken (another export's, or one a
+        # killed export left behind) stops this one with the old files in place. Taken after the
+        # move, it left the new files beside a manifest listing the old ones' sha256.
+        with _manifest_lock(manifest):
+            # Checked before anything moves: new files beside a manifest that cannot take them
+            # would be refused by the engine (sha256 of the old ones).
+            _existing_files(manifest)
+            for fname, path in list(result.files.items()):
+                os.replace(path, out / fname)
+                result.files[fname] = out / fname
+            # A file of this name's family not made this time holds the previous weights: it
+            # must not stay listed (the engine would load, say, an old int8 file before the new
+            # float).
+            stale = [f"{name}{sfx}" for sfx in FAMILY if f"{name}{sfx}" not in result.files]
+            _check_entries(out, result.entries)
+            _merge_manifest(manifest, result.entries, stale)
+            result.manifest = manifest
+            for fname in stale:
+                if (out / fname).is_file():
+                    (out / fname).unlink()
+                    log.info(
+                        "removed %s: not part of this export, it held the previous weights", fname
+                    )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return result
