@@ -112,6 +112,10 @@ def run_app(
 
     store = open_store(settings_path)
     settings = load_settings(store)
+    if backend is None and model is not None and settings.backend in ("unsharp", "passthrough"):
+        # --model names a model to run: a remembered backend that runs none ignored it silently
+        # (main.py refuses --backend unsharp --model as a usage error).
+        backend = "auto"
     bridge = EngineBridge(api=api, virtual_backend=virtual_backend)
     window = MainWindow(
         bridge,

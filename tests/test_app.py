@@ -3835,3 +3835,23 @@ def test_run_app_without_a_backend_uses_the_remembered_one(qtbot, tmp_path, caps
     )
     assert code == 0
     assert "unsharp" in capsys.readouterr().out.lower()
+
+
+def test_a_model_given_beats_a_remembered_backend_that_runs_none(qtbot, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")  # contract_models builds graphs with it
+    from app.main import run_app
+    from tests.contract_models import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "sharpen.onnx", kind="sharpen")
+    settings = tmp_path / "settings.ini"
+    open_store(str(settings)).setValue("backend", "unsharp")
+    code = run_app(
+        source=str(DEMO_CLIP),
+        quit_after=1.0,
+        model=str(model),
+        settings_path=str(settings),
+        tray=False,
+    )
+    assert code == 0
+    assert "unsharp" not in capsys.readouterr().out.lower()
