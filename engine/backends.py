@@ -494,12 +494,15 @@ def physical_cores() -> int:
 
 def user_cache_dir() -> Path:
     """Per-user cache folder for SharpCam (TensorRT engines live under it)."""
+    # An empty or relative variable is ignored (the XDG spec says so): taken as given, the cache
+    # went to ./sharpcam in whatever folder the app was started from.
     if sys.platform == "win32":
-        base = Path(os.environ.get("LOCALAPPDATA", Path.home() / "AppData" / "Local"))
+        env, default = os.environ.get("LOCALAPPDATA", ""), Path.home() / "AppData" / "Local"
     elif sys.platform == "darwin":
-        base = Path.home() / "Library" / "Caches"
+        env, default = "", Path.home() / "Library" / "Caches"
     else:
-        base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        env, default = os.environ.get("XDG_CACHE_HOME", ""), Path.home() / ".cache"
+    base = Path(env) if os.path.isabs(env) else default
     return base / "sharpcam"
 
 
@@ -1569,6 +1572,9 @@ def create_backend(
     if device not in DEVICES:
         raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
     parsed = parse_scale(scale)  # bad input fails before any runtime starts
+    if parsed != 1.0 and name != "passthrough" and not target_fps > 0:
+        # ScaledBackend's own check came after the model had loaded, and left it open.
+        raise BackendError(f"target_fps must be > 0, got {target_fps!r}")
     backend: Backend | None = None
     if name != "auto":
         cls = BACKENDS.get(name)

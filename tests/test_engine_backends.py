@@ -1464,3 +1464,21 @@ def test_a_torchscript_model_failing_its_load_probe_says_so_in_one_line(tmp_path
         f"{path}: breaks the model contract: a (1, 3, H, W) input fails: RuntimeError: shape "
         "'[1, 3, 1000, -1]' is invalid for input of size 3168"
     )
+
+
+@pytest.mark.parametrize(
+    ("platform", "variable", "default"),
+    [("linux", "XDG_CACHE_HOME", (".cache",)), ("win32", "LOCALAPPDATA", ("AppData", "Local"))],
+)
+@pytest.mark.parametrize("value", ["", "relative/cache"])
+def test_an_empty_or_relative_cache_variable_is_ignored(
+    tmp_path, monkeypatch, platform, variable, default, value
+):
+    # The XDG spec: an empty or relative XDG_CACHE_HOME is invalid and ignored. Taken as given,
+    # TensorRT's engine cache went to ./sharpcam/tensorrt in whatever folder the app started in.
+    monkeypatch.setattr(backends.sys, "platform", platform)
+    monkeypatch.setattr(backends.Path, "home", lambda: tmp_path)
+    monkeypatch.setenv(variable, value)
+    assert backends.user_cache_dir() == tmp_path.joinpath(*default, "sharpcam")
+    monkeypatch.setenv(variable, str(tmp_path / "mine"))  # an absolute one is still used
+    assert backends.user_cache_dir() == tmp_path / "mine" / "sharpcam"

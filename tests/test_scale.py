@@ -308,3 +308,24 @@ def test_auto_judges_calls_of_two_kinds_by_their_mean() -> None:
     for _ in range(40):
         be.process(frame)
     assert be.scale < 1.0
+
+
+def test_a_bad_target_fps_is_refused_before_a_backend_is_built(monkeypatch) -> None:
+    # ScaledBackend refused it only after the model had loaded (seconds for a real one), and
+    # the backend built for it (a runtime session, compiled models) was left open.
+    from engine import backends
+
+    built: list[UnsharpBackend] = []
+
+    class Counted(UnsharpBackend):
+        def __init__(self, **options) -> None:
+            super().__init__(**options)
+            built.append(self)
+
+    monkeypatch.setitem(backends.BACKENDS, "counted", Counted)
+    for scale in ("auto", 0.5):
+        with pytest.raises(BackendError, match="target_fps must be > 0, got 0"):
+            create_backend("counted", scale=scale, target_fps=0)
+    assert [be for be in built if not be._closed] == []
+    # At full scale nothing paces the model: the rate is not used, and not refused.
+    assert isinstance(create_backend("counted", scale=1.0, target_fps=0), Counted)
