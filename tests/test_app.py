@@ -3854,4 +3854,6 @@ def test_a_model_given_beats_a_remembered_backend_that_runs_none(qtbot, tmp_path
         tray=False,
     )
     assert code == 0
-    assert "unsharp" not in capsys.readouterr().out.lower()
+    line = capsys.readouterr().out.lower()
+    # The model runs, not the remembered unsharp mask, nor passthrough after a failed load.
+    assert "unsharp" not in line and ("openvino" in line or "onnx runtime" in line), line
