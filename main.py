@@ -803,6 +803,13 @@ def _run_stream(
             raise CliError(
                 f"output {failed.describe()} failed after {_frames(count)}: {exc}{where}"
             )
+        if getattr(sink, "failed", False):
+            # Closing failed (the finished file could not take its name): the recording is not
+            # where it was asked for, and Ctrl-C said "stopped", exit 0, of frames left hidden.
+            kept = getattr(sink, "kept_path", None)
+            where = f"; the frames written are kept in {kept}" if kept is not None else ""
+            first = next((e for e in engine.errors if isinstance(e, SinkError)), None)
+            raise CliError(f"{first or f'cannot finish {args.output}'}{where}")
         if engine.errors and not stop.is_set():
             # The stream ended on its own after an error (a camera unplugged, an unreadable
             # file): say so and exit non-zero rather than pass as a finished run.

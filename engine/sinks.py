@@ -312,9 +312,28 @@ class VideoFileSink(_SinkBase):
                 if target == self.incomplete_path:
                     target = self._free_incomplete_path()
                 os.replace(self._partial, target)
-            except OSError as exc:
+            except (OSError, SinkError) as exc:
+                # The frames stayed in the hidden file, unannounced (an hour's processing, or a
+                # recording `run` then called stopped, exit 0) when the name was refused: an
+                # earlier out.mp4 open in a player on Windows, a folder made under the name.
+                self.failed = True
+                self.kept_path = self._keep_unfinished(target)
+                if isinstance(exc, SinkError):
+                    raise
                 raise SinkError(f"cannot finish video {target}: {exc}") from exc
             self.kept_path = target
+
+    def _keep_unfinished(self, target: Path) -> Path | None:
+        """Where the frames of a file that could not be renamed to ``target`` are: a free
+        ``NAME.incomplete.EXT`` when it takes them, else the hidden file itself."""
+        if target == self.path:
+            try:
+                kept = self._free_incomplete_path()
+                os.replace(self._partial, kept)
+                return kept
+            except (OSError, SinkError):
+                pass
+        return self._partial if self._partial.exists() else None
 
     def describe(self) -> str:
         w, h = self.size

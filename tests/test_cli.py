@@ -1547,6 +1547,39 @@ def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path) -> None:
     assert [read_stamp(f) for f in frames] == sorted(read_stamp(f) for f in frames)
 
 
+def test_run_ctrl_c_whose_file_cannot_take_its_name_says_where_the_frames_are(
+    tmp_path: Path,
+) -> None:
+    # The recording could not be renamed to its name (a folder made there; on Windows, an
+    # earlier live.avi open in a player): Ctrl-C printed "stopped", exit 0, and the frames
+    # stayed in a hidden .live.partial.avi.
+    long_clip = write_video(tmp_path / "long.avi", 300)
+    out = tmp_path / "live.avi"
+    p = subprocess.Popen(
+        [sys.executable, "main.py", "run", "--source", str(long_clip), "--output", str(out),
+         "--backend", "passthrough"],
+        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert p.stderr is not None
+        line = p.stderr.readline()
+        assert "long.avi" in line, line
+        time.sleep(0.5)
+        out.mkdir()
+        p.send_signal(signal.SIGINT)
+        code = p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    rest = p.stderr.read()
+    kept = tmp_path / "live.incomplete.avi"
+    assert code == 1, rest
+    assert "Traceback" not in rest
+    assert f"cannot finish video {out}" in rest and f"kept in {kept}" in rest, rest
+    assert len(read_video(kept)) >= 1
+    assert not list(tmp_path.glob(".live.partial*"))
+
+
 def test_run_with_mismatched_model_streams_in_passthrough(
     clip: Path, models: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -341,6 +341,24 @@ def test_a_second_incomplete_run_keeps_the_frames_the_first_one_kept(tmp_path, m
     assert not path.exists()
 
 
+def test_video_sink_whose_name_is_refused_keeps_its_frames_in_sight(tmp_path):
+    # The rename to the real name failed (a folder made under it; on Windows, an earlier
+    # out.avi open in a player) and every frame stayed in the hidden .out.partial.avi, which
+    # the error did not name.
+    path = tmp_path / "out.avi"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    for i in range(3):
+        sink.write(frame(i * 80, size=(64, 48)))
+    path.mkdir()
+    with pytest.raises(SinkError, match="cannot finish video"):
+        sink.close()
+    sink.close()  # once only
+    assert sink.failed
+    assert sink.kept_path == tmp_path / "out.incomplete.avi"
+    assert len(read_video(sink.kept_path)) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.avi", "out.incomplete.avi"]
+
+
 def test_video_sink_without_frames_leaves_nothing(tmp_path):
     with VideoFileSink(path=tmp_path / "x.avi", size=(16, 16)):
         pass
