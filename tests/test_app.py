@@ -3820,40 +3820,31 @@ def test_a_tensorrt_cache_warning_is_not_given_the_advice_for_a_missing_manifest
     assert "manifest" not in shown[0].advice and "verify" not in shown[0].advice
 
 
-def test_run_app_without_a_backend_uses_the_remembered_one(qtbot, tmp_path, capsys):
-    # run_app defaulted to "auto", so the settings file's backend (None = remembered, says its
-    # docstring) was never used.
+def _run_app_remembering_unsharp(tmp_path: Path, **kwargs: Any) -> int:
+    """A 1 s scripted run of the demo clip whose settings file remembers ``backend=unsharp``."""
     from app.main import run_app
 
     settings = tmp_path / "settings.ini"
     open_store(str(settings)).setValue("backend", "unsharp")
-    code = run_app(
-        source=str(DEMO_CLIP),
-        quit_after=1.0,
-        settings_path=str(settings),
-        tray=False,
+    return run_app(
+        source=str(DEMO_CLIP), quit_after=1.0, settings_path=str(settings), tray=False, **kwargs
     )
-    assert code == 0
+
+
+def test_run_app_without_a_backend_uses_the_remembered_one(qtbot, tmp_path, capsys):
+    # run_app defaulted to "auto", so the settings file's backend (None = remembered, says its
+    # docstring) was never used.
+    assert _run_app_remembering_unsharp(tmp_path) == 0
     assert "unsharp" in capsys.readouterr().out.lower()
 
 
 def test_a_model_given_beats_a_remembered_backend_that_runs_none(qtbot, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")  # contract_models builds graphs with it
-    from app.main import run_app
     from tests.contract_models import make_onnx_model
 
     model = make_onnx_model(tmp_path / "sharpen.onnx", kind="sharpen")
-    settings = tmp_path / "settings.ini"
-    open_store(str(settings)).setValue("backend", "unsharp")
-    code = run_app(
-        source=str(DEMO_CLIP),
-        quit_after=1.0,
-        model=str(model),
-        settings_path=str(settings),
-        tray=False,
-    )
-    assert code == 0
+    assert _run_app_remembering_unsharp(tmp_path, model=str(model)) == 0
     line = capsys.readouterr().out.lower()
     # The model runs, not the remembered unsharp mask, nor passthrough after a failed load.
     assert "unsharp" not in line and ("openvino" in line or "onnx runtime" in line), line

@@ -1518,18 +1518,28 @@ def test_run_fps_the_sources_would_ignore_is_a_usage_error(
     assert not out.exists()
 
 
-def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path) -> None:
+def _start_run_to_file(tmp_path: Path, backend: str) -> tuple[subprocess.Popen[str], Path]:
+    """``main.py run`` from a 300-frame clip into ``tmp_path/live.avi``, returned once its
+    engine is set up (its first stderr line names the clip)."""
     long_clip = write_video(tmp_path / "long.avi", 300)
     out = tmp_path / "live.avi"
     p = subprocess.Popen(
         [sys.executable, "main.py", "run", "--source", str(long_clip), "--output", str(out),
-         "--backend", "unsharp"],
+         "--backend", backend],
         cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
+    assert p.stderr is not None
+    line = p.stderr.readline()  # "video long.avi ... -> ..."
+    if "long.avi" not in line:
+        p.kill()
+        raise AssertionError(line)
+    return p, out
+
+
+def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path) -> None:
+    p, out = _start_run_to_file(tmp_path, "unsharp")
     try:
         assert p.stderr is not None
-        line = p.stderr.readline()  # "video long.avi ... -> ..." once the engine is set up
-        assert "long.avi" in line, line
         time.sleep(1.0)  # let frames flow into the file
         p.send_signal(signal.SIGINT)
         t0 = time.perf_counter()
@@ -1553,17 +1563,9 @@ def test_run_ctrl_c_whose_file_cannot_take_its_name_says_where_the_frames_are(
     # The recording could not be renamed to its name (a folder made there; on Windows, an
     # earlier live.avi open in a player): Ctrl-C printed "stopped", exit 0, and the frames
     # stayed in a hidden .live.partial.avi.
-    long_clip = write_video(tmp_path / "long.avi", 300)
-    out = tmp_path / "live.avi"
-    p = subprocess.Popen(
-        [sys.executable, "main.py", "run", "--source", str(long_clip), "--output", str(out),
-         "--backend", "passthrough"],
-        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
+    p, out = _start_run_to_file(tmp_path, "passthrough")
     try:
         assert p.stderr is not None
-        line = p.stderr.readline()
-        assert "long.avi" in line, line
         time.sleep(0.5)
         out.mkdir()
         p.send_signal(signal.SIGINT)
