@@ -323,6 +323,57 @@ def test_training_teacher_cache_records_and_checks_the_teachers_code(
     assert "teacher_code" not in torch.load(cache, weights_only=True)["meta"]
 
 
+def test_training_teacher_cache_is_stale_when_the_weights_change_at_the_same_path(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.cache_teacher import build_cache, check_cache_meta, teacher_weights_digest
+    from training.config import ConfigError, TrainConfig
+
+    weights = tmp_path / "teacher.pth"
+    weights.write_bytes(b"old weights")
+    cfg = TrainConfig()
+    cfg.teacher.weights = str(weights)
+    cache = tmp_path / "cache.pt"
+
+    def build(count: int) -> int:
+        teacher = _Counting()
+        build_cache(cfg, teacher=teacher, dataset=_Patches(), out=cache, count=count)  # type: ignore[arg-type]
+        return teacher.seen
+
+    assert build(2) == 2
+    meta = torch.load(cache, weights_only=True)["meta"]
+    check_cache_meta(meta, cfg, cache)
+    # New weights saved over the same path: the cached targets are the old weights' outputs.
+    # The path alone matched, and the trainer distilled on them; now refused, and a build
+    # starts over instead of extending the file.
+    weights.write_bytes(b"new weights")
+    with pytest.raises(ConfigError, match="teacher weights: the contents of .*teacher.pth changed"):
+        check_cache_meta(meta, cfg, cache)
+    assert build(3) == 3
+    check_cache_meta(torch.load(cache, weights_only=True)["meta"], cfg, cache)
+    # A folder (DMPHN's layout) is its files' contents: one file changed is other weights.
+    folder = tmp_path / "dmphn"
+    folder.mkdir()
+    (folder / "encoder_lv1.pkl").write_bytes(b"a")
+    (folder / "decoder_lv1.pkl").write_bytes(b"b")
+    cfg_dir = TrainConfig()
+    cfg_dir.teacher.weights = str(folder)
+    before = teacher_weights_digest(cfg_dir)
+    (folder / "decoder_lv1.pkl").write_bytes(b"c")
+    assert before is not None and teacher_weights_digest(cfg_dir) != before
+    # Made before the weights' contents were recorded: used with a warning that says how to
+    # rebuild, extended, and its digest still not claimed for these weights.
+    data = torch.load(cache, weights_only=True)
+    del data["meta"]["teacher_weights_digest"]
+    torch.save(data, cache)
+    with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
+        check_cache_meta(data["meta"], cfg, cache)
+    assert "does not record its teacher weights' contents" in caplog.text
+    assert "python -m training.cache_teacher" in caplog.text
+    assert build(4) == 1
+    assert "teacher_weights_digest" not in torch.load(cache, weights_only=True)["meta"]
+
+
 def test_load_teacher_refuses_a_digest_it_cannot_check(tmp_path: Path) -> None:
     from training.models.dmphn import _PARTS
 

@@ -37,7 +37,7 @@ def cache_meta(cfg: TrainConfig) -> dict:
     """What the cached patches depend on; a file with other settings is not extended."""
     from training.teachers import teacher_code_fingerprint
 
-    return {
+    meta = {
         "teacher": cfg.teacher.name,
         "teacher_weights": cfg.teacher.weights,
         # The network's code, as for the evaluator's cache: after a fix in
@@ -47,6 +47,36 @@ def cache_meta(cfg: TrainConfig) -> dict:
         "seed": cfg.seed,
         "data": {k: v for k, v in config_to_dict(cfg.data).items() if k != "num_workers"},
     }
+    # The weights' contents, not only their path: new weights saved over the same path (or
+    # another $SHARPCAM_SHARED under the default) would otherwise reuse the old ones' outputs.
+    digest = teacher_weights_digest(cfg)
+    if digest is not None:
+        meta[TEACHER_WEIGHTS_DIGEST] = digest
+    return meta
+
+
+TEACHER_WEIGHTS_DIGEST = "teacher_weights_digest"  # cache_meta's key for teacher_weights_digest
+
+
+def teacher_weights_path(cfg: TrainConfig) -> Path | None:
+    """The weights file or folder the teacher would be loaded from (``teacher.weights``, else
+    the shared folder's copy), or None when this machine has none."""
+    from training.teachers import TEACHERS, default_weights
+
+    if cfg.teacher.weights:
+        return Path(cfg.teacher.weights)
+    return default_weights(cfg.teacher.name) if cfg.teacher.name in TEACHERS else None
+
+
+def teacher_weights_digest(cfg: TrainConfig) -> str | None:
+    """``training.evaluate.weights_fingerprint`` of the teacher's weights; None when there are
+    none here to read (a URL, a missing file, a teacher passed in by a test)."""
+    from training.evaluate import weights_fingerprint
+
+    path = teacher_weights_path(cfg)
+    if path is None or not path.exists():
+        return None
+    return weights_fingerprint(path)
 
 
 # Data settings the cached patches provably do not depend on: build_data reads the val_* ones
@@ -117,7 +147,8 @@ def _same_meta(have: dict, want: dict) -> bool:
         return have == want
     # A cache from before the teacher's code was recorded: which code made it is unknown, and
     # starting it over would throw away hours of teacher time on a CPU for a mere suspicion.
-    unknown = {"data"} | ({TEACHER_CODE} if TEACHER_CODE not in have else set())
+    # The same for one from before the weights' contents were recorded.
+    unknown = {"data"} | {k for k in (TEACHER_CODE, TEACHER_WEIGHTS_DIGEST) if k not in have}
     return all(
         _same_setting(k, have.get(k), want.get(k)) for k in (set(have) | set(want)) - unknown
     ) and not _differing_data(have_data, want_data)
@@ -147,6 +178,26 @@ def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> Non
         wrong.append(
             f"teacher code: the {cfg.teacher.name} network's code changed since the cache was "
             f"made (cache {meta[TEACHER_CODE][:12]!r}, now {want[TEACHER_CODE][:12]!r})"
+        )
+    if TEACHER_WEIGHTS_DIGEST not in meta:
+        log.warning(
+            "teacher cache %s does not record its teacher weights' contents (made before they "
+            "were, or without a weights file): its outputs are used as they are; if the weights "
+            "changed since, rebuild it (python -m training.cache_teacher --config ...)",
+            path,
+        )
+    elif TEACHER_WEIGHTS_DIGEST not in want:
+        log.warning(
+            "teacher cache %s: no teacher weights here (%s) to check it was made from the same "
+            "ones: its outputs are used as they are",
+            path,
+            teacher_weights_path(cfg) or "none configured",
+        )
+    elif meta[TEACHER_WEIGHTS_DIGEST] != want[TEACHER_WEIGHTS_DIGEST]:
+        wrong.append(
+            f"teacher weights: the contents of {teacher_weights_path(cfg)} changed since the "
+            f"cache was made (cache {meta[TEACHER_WEIGHTS_DIGEST]!r}, "
+            f"now {want[TEACHER_WEIGHTS_DIGEST]!r})"
         )
     have_data, want_data = meta.get("data", {}), want["data"]
     wrong += [
@@ -205,10 +256,13 @@ def build_cache(
         if _same_meta(old_meta, meta):
             blur, sharp, outs = [list(old[k].numpy()) for k in ("blur", "sharp", "teacher")]
             keys = list(old["keys"])
-            if TEACHER_CODE not in old_meta:
-                # Its patches so far came from code it did not record: claiming this code made
-                # them would hide that from the trainer's check.
-                meta = {k: v for k, v in meta.items() if k != TEACHER_CODE}
+            # Its patches so far came from code or weights it did not record: claiming these
+            # made them would hide that from the trainer's check.
+            meta = {
+                k: v
+                for k, v in meta.items()
+                if k not in (TEACHER_CODE, TEACHER_WEIGHTS_DIGEST) or k in old_meta
+            }
             log.info("extending %s: %d of %d patches present", out, len(keys), count)
         else:
             log.warning("%s was made with other settings: starting a new cache", out)

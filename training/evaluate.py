@@ -74,6 +74,7 @@ __all__ = [
     "load_model_runner",
     "main",
     "parse_data",
+    "weights_fingerprint",
 ]
 
 _REPO = Path(__file__).resolve().parents[1]
@@ -576,7 +577,10 @@ def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runne
     return label, run_torch
 
 
-def _weights_fingerprint(weights: Path) -> str:
+def weights_fingerprint(weights: Path) -> str:
+    """Digest of a weights file's or folder's contents (every file under a folder, in path
+    order): new weights saved over the same path give another. Keys this evaluator's teacher
+    cache and is recorded in the trainer's (``training.cache_teacher.cache_meta``)."""
     files = sorted(weights.rglob("*")) if weights.is_dir() else [weights]
     h = hashlib.sha256()
     for f in files:
@@ -630,7 +634,7 @@ class CachedTeacher:
         # (a fix in training/models/dmphn.py) the cache would otherwise keep serving what the
         # old code computed, and the teacher column would score code that no longer exists.
         self.code = teacher_code_key(name)[:12]
-        self.cache_dir = cache_dir / f"{name}_{_weights_fingerprint(self.weights)}_{self.code}"
+        self.cache_dir = cache_dir / f"{name}_{weights_fingerprint(self.weights)}_{self.code}"
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self._model: torch.nn.Module | None = None
         self.hits = self.misses = 0
