@@ -142,6 +142,27 @@ def test_filters_reject_static_patches_but_still_fill_the_batch() -> None:
     assert moving.sample(4, 16, step=0)[2] == 0  # every average is far from its centre frame
 
 
+def test_still_share_shows_the_centre_frame_as_input() -> None:
+    rng = np.random.default_rng(0)
+    flicker = RawSequence(
+        name="flicker",
+        frames=[rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(12)],
+        numbers=list(range(1, 13)),
+        paths=[],
+    )
+    blur, sharp, _ = DeviceRawSampler([flicker], _params(still_fraction=1.0), "cpu").sample(
+        6, 16, 0
+    )
+    torch.testing.assert_close(blur, sharp)
+    blur, sharp, _ = DeviceRawSampler([flicker], _params(still_fraction=0.5), "cpu").sample(
+        40, 16, 0
+    )
+    same = int((blur - sharp).abs().flatten(1).amax(1).eq(0).sum())
+    assert 8 <= same <= 32
+    blur, sharp, _ = DeviceRawSampler([flicker], _params(), "cpu").sample(6, 16, 0)
+    assert bool((blur - sharp).abs().flatten(1).amax(1).gt(0.05).all())
+
+
 def test_noise_has_the_asked_strength_and_stays_in_range() -> None:
     p = _params(noise_prob=1.0, noise_sigma=(0.05, 0.05), poisson_prob=0.0)
     s = DeviceRawSampler([_coded_sequence()], p, "cpu", seed=5)

@@ -298,6 +298,28 @@ def test_barely_blurred_patches_are_rejected() -> None:
     assert max(patch_psnrs(30.0)) <= 30.0
 
 
+def test_still_samples_show_the_sharp_crop_and_skip_the_blur_filter() -> None:
+    from training.data import DeblurDataset, SynthParams
+
+    rng = np.random.default_rng(0)
+    img = (rng.random((96, 96, 3)) * 255).astype(np.uint8)
+
+    def items(still: float) -> list[dict]:
+        params = SynthParams(
+            still_fraction=still, max_blur_psnr=30.0, noise_prob=0.0, jpeg_prob=0.0
+        )
+        ds = DeblurDataset(photos=[img], weights=(0.0, 1.0, 0.0), params=params, patch=32, seed=1)
+        return [ds[i] for i in range(40)]
+
+    same = [bool(torch.equal(it["blur"], it["sharp"])) for it in items(0.25)]
+    assert 4 <= sum(same) <= 18  # about a quarter of 40
+    every = items(1.0)
+    assert all(torch.equal(it["blur"], it["sharp"]) for it in every)
+    # a sharp input is far above 30 dB, yet it is taken at once, not rejected and redrawn
+    assert all(it["rejected"] == 0 for it in every)
+    assert not any(torch.equal(it["blur"], it["sharp"]) for it in items(0.0))
+
+
 def test_window_blur_stats_measures_motion_per_range(tmp_path: Path, capsys) -> None:
     from training.data import main, window_blur_stats
 

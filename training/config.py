@@ -110,6 +110,11 @@ class DataConfig:
     # Most raw-frame windows of a hand-held clip barely move; without this the loss is dominated
     # by patches with nothing to deblur and the student learns next to nothing (measured).
     max_blur_psnr: float = 0.0
+    # Share of samples shown with nothing to deblur: the input is the sharp crop itself (then the
+    # webcam degradations). max_blur_psnr leaves only strongly blurred patches, so without this a
+    # student never sees a sharp frame and "sharpens" the ones a call is mostly made of (measured
+    # on the real frames the teacher leaves alone: TRAINING_LOG.md, cpu_*_still).
+    still_fraction: float = 0.0
     max_tries: int = 10  # draws before a flat (or barely blurred) patch is accepted anyway
     augment: bool = True  # random flips and 90-degree rotations
     eval_dirs: list[str] = field(
@@ -357,6 +362,7 @@ _SHARES = (
     "data.noise_prob",
     "data.poisson_prob",
     "data.jpeg_prob",
+    "data.still_fraction",
     "teacher.cache_fraction",
 )
 _POSITIVE = ("data.raw_scale", "data.gamma")

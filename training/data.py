@@ -790,6 +790,7 @@ class SynthParams:
     jpeg_quality: tuple[int, int] = (50, 95)
     sharpness_threshold: float = 0.02
     max_blur_psnr: float = 0.0
+    still_fraction: float = 0.0
     max_tries: int = 10
     augment: bool = True
 
@@ -874,16 +875,20 @@ class DeblurDataset(Dataset):
             blur, sharp, teacher = self.cache.sample(rng, P)
             return _pack(blur, sharp, teacher, source=3, rejected=0)
         source = int(rng.choice(3, p=self.weights))
+        # Drawn only when on, so that runs without it keep their exact sample stream.
+        still = p.still_fraction > 0 and rng.uniform() < p.still_fraction
         rejected = 0
         for attempt in range(max(1, p.max_tries)):
             blur, sharp = (self._raw, self._photo, self._gopro)[source](rng, P)
             if attempt == p.max_tries - 1:
                 break
             if sharpness(sharp) >= p.sharpness_threshold and (
-                p.max_blur_psnr <= 0 or psnr_np(blur, sharp) <= p.max_blur_psnr
+                still or p.max_blur_psnr <= 0 or psnr_np(blur, sharp) <= p.max_blur_psnr
             ):
                 break
             rejected += 1
+        if still:
+            blur = sharp.copy()
         blur = self._webcam(blur, rng)
         if p.augment:
             blur, sharp = augment_pair([blur, sharp], rng)

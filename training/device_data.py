@@ -186,6 +186,9 @@ class DeviceRawSampler:
             if have >= n:
                 break
         blur, sharp = torch.cat(kept_b)[:n], torch.cat(kept_s)[:n]
+        if p.still_fraction > 0:  # as the workers do; drawn only when on (same stream otherwise)
+            still = torch.from_numpy(rng.uniform(size=n) < p.still_fraction).to(blur.device)
+            blur = torch.where(still.view(n, 1, 1, 1), sharp, blur)
         blur = self._webcam(blur, rng, gen)
         if p.augment:
             blur, sharp = _augment(blur, sharp, rng)

@@ -144,6 +144,7 @@ def synth_params(cfg: TrainConfig) -> SynthParams:
         jpeg_quality=(d.jpeg_quality[0], d.jpeg_quality[1]),
         sharpness_threshold=d.sharpness_threshold,
         max_blur_psnr=d.max_blur_psnr,
+        still_fraction=d.still_fraction,
         max_tries=d.max_tries,
         augment=d.augment,
     )
