@@ -59,7 +59,8 @@ IMAGE_EXTENSIONS = frozenset(
 )
 DEFAULT_FPS = 30.0
 #: The frame rates a source honours; OpenCV reports 0, nan or absurd rates for streams that do
-#: not declare one, so anything outside is treated as "not given".
+#: not declare one, so anything outside is treated as "not given" (a video file's own rate may
+#: be slower, down to _MIN_FILE_FPS).
 FPS_RANGE = (0.5, 1000.0)
 
 
@@ -208,6 +209,18 @@ def _valid_fps(value: float | None) -> float | None:
         return None
     value = float(value)
     return value if math.isfinite(value) and FPS_RANGE[0] <= value <= FPS_RANGE[1] else None
+
+
+#: The slowest rate a video file may declare: a slideshow clip (ffmpeg ``-framerate 1/5``) runs
+#: below FPS_RANGE, which bounds what a user types; slower still is broken timestamps.
+_MIN_FILE_FPS = 1.0 / 60.0
+
+
+def _file_fps(value: float) -> float | None:
+    """A video file's declared rate, None when it declares none OpenCV can tell."""
+    value = float(value)
+    ok = math.isfinite(value) and _MIN_FILE_FPS <= value <= FPS_RANGE[1]
+    return value if ok else None
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -653,7 +666,9 @@ class VideoFileSource(_SourceBase):
             if not ok or img is None:
                 raise SourceError(f"cannot read video file {self.path}: no decodable frames")
             self._first: np.ndarray | None = img
-            self.fps = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or _valid_fps(fps) or DEFAULT_FPS
+            # The file's own rate, even below FPS_RANGE: taken for "none", a 0.2 fps slideshow
+            # played and was written at 30 fps, 150 times too fast.
+            self.fps = _file_fps(self._cap.get(cv2.CAP_PROP_FPS)) or _valid_fps(fps) or DEFAULT_FPS
             count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
             self.frame_count = (
                 int(count) if math.isfinite(count) and count > 0 and not loop else None
@@ -897,6 +912,11 @@ SOURCES: dict[str, SourceFactory] = {
 }
 
 
+#: The built-in factories whose spec is a path: open_source names a missing one. A registered
+#: kind's spec may be anything (a URL, a test pattern's name), its factory judges it.
+_PATH_FACTORIES = frozenset(SOURCES[kind] for kind in ("video", "image", "folder"))
+
+
 def register_source(kind: str, factory: SourceFactory) -> None:
     """Add or replace a source kind (``open_source(spec, kind=kind, ...)`` then opens it)."""
     SOURCES[kind] = factory
@@ -963,7 +983,7 @@ def open_source(
         factory = SOURCES[kind]
     except KeyError:
         raise ValueError(f"unknown source kind {kind!r}; known: {', '.join(SOURCES)}") from None
-    if kind != "camera" and not isinstance(spec, int):
+    if factory in _PATH_FACTORIES and not isinstance(spec, int):
         p = Path(os.fspath(spec))
         if not p.exists():
             raise SourceError(f"no such file or folder: {p}")

@@ -451,6 +451,26 @@ def test_an_unplugged_cameras_device_link_is_still_a_camera(monkeypatch):
         open_source(gone, live=True)
 
 
+def test_a_registered_kind_opens_specs_that_are_no_files(tmp_path, monkeypatch):
+    # register_source is the way to add a source that is not a file (a test pattern, a
+    # screen grab): open_source refused every such spec as "no such file or folder".
+    monkeypatch.setattr(sources, "SOURCES", dict(sources.SOURCES))
+    image = write_png(tmp_path / "still.png", np.zeros((4, 6, 3), np.uint8))
+    seen: list[object] = []
+
+    def pattern(spec, *, live, size, fps, **options):  # noqa: ANN001, ANN003, ANN202
+        seen.append(spec)
+        return ImageSource(path=image, live=live, size=size, fps=fps)
+
+    sources.register_source("pattern", pattern)
+    with open_source("pattern:bars", kind="pattern", live=False) as src:
+        assert src.read() is not None
+    assert seen == ["pattern:bars"]
+    # The built-in file kinds still name a missing file.
+    with pytest.raises(SourceError, match="no such file or folder"):
+        open_source(tmp_path / "missing.mp4", kind="video", live=False)
+
+
 # --------------------------------------------------------------------------- video
 
 
@@ -464,6 +484,31 @@ def test_video_offline_every_frame_in_order(tmp_path):
     grey = [int(np.median(f.image)) for f in frames]
     assert all(abs(g - 4 * i) <= 2 for i, g in enumerate(grey)), grey
     assert all(f.image.shape == (48, 64, 3) and f.image.dtype == np.uint8 for f in frames)
+
+
+def test_a_slow_videos_own_rate_is_kept(tmp_path):
+    # A slideshow clip (ffmpeg -framerate 1/5): its declared 0.2 fps was taken for "no rate"
+    # and replaced by 30, so `process` wrote it at 30 fps (150 times too short) and live
+    # playback flashed through the pictures.
+    path = write_video(tmp_path / "slides.avi", 3, fps=0.2)
+    with open_source(path, live=False, fps=10) as src:
+        assert src.fps == pytest.approx(0.2)
+        assert "@ 0.2 fps" in src.describe()
+
+
+@pytest.mark.parametrize("declared", [0.0, float("nan"), -5.0, 1e-6, 90000.0])
+def test_a_video_without_a_usable_rate_falls_back(tmp_path, monkeypatch, declared):
+    path = write_video(tmp_path / "v.avi", 3)
+
+    class Declares(FakeCapture):
+        def get(self, prop):
+            return declared if prop == cv2.CAP_PROP_FPS else super().get(prop)
+
+    monkeypatch.setattr(sources, "_make_capture", Declares)
+    with VideoFileSource(path=path, live=False, fps=12) as src:
+        assert src.fps == 12.0
+    with VideoFileSource(path=path, live=False) as src:
+        assert src.fps == sources.DEFAULT_FPS
 
 
 def _box(kind: bytes, body: bytes) -> bytes:
