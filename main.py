@@ -124,6 +124,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+#: The longest ``--quit-after``: the app's timer counts int32 milliseconds (24.8 days).
+MAX_QUIT_AFTER_S = (2**31 - 1) / 1000.0
+
+
+def _quit_after(text: str) -> float:
+    value = _positive_float(text)
+    # Past it (or inf) the app opened its window and camera, then failed with an empty
+    # "OverflowError: " where the timer was set.
+    if not value <= MAX_QUIT_AFTER_S:
+        raise argparse.ArgumentTypeError(
+            f"expected at most {int(MAX_QUIT_AFTER_S)} seconds (24 days), got {text!r}"
+        )
+    return value
+
+
 def _fps(text: str) -> float:
     from engine.sources import FPS_RANGE
 
@@ -229,7 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quit-after",
         dest="gui_quit_after",
         metavar="SECONDS",
-        type=_positive_float,
+        type=_quit_after,
         help="quit after",
     )
     gui.add_argument(
@@ -498,12 +513,15 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
 
 
 def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """No command: start the desktop app, or print help when the app is not available."""
+    """No command: start the desktop app; when it cannot be imported, the help and why (exit 1)."""
     try:
         from app.main import run_app
-    except ImportError:
+    except ImportError as exc:
+        # PySide6 is a dependency: failing to import it is a broken install (a Qt without its
+        # system libraries: "libEGL.so.1: cannot open shared object file"). The help alone,
+        # exit 0, hid that, and a bug report's `--screenshot` run "passed" without a picture.
         parser.print_help()
-        return 0
+        raise CliError(f"the desktop app cannot start: {exc}") from exc
     if args.gui_screenshot is not None:
         _check_screenshot_name(args.gui_screenshot)
     if args.gui_source is not None:
@@ -1154,7 +1172,10 @@ def _check_process_output(kind: str, out: str) -> None:
             video = sink_kind(out) == "video"
         except SinkError as exc:  # out.txt: neither a folder nor a file it writes
             raise CliError(str(exc), code=2) from exc
-        if path.exists() and not path.is_dir() or video:
+        # A new folder named like an image (result.jpg) is a slip for a file name, as a video
+        # name is: it was made, filled with the images, and reported as "N frames -> result.jpg".
+        image = ext in IMAGE_EXTENSIONS and not path.is_dir()
+        if path.exists() and not path.is_dir() or video or image:
             raise CliError(f"output {out} must be a folder for a folder input", code=2)
     else:
         raise CliError(f"cannot process a {kind} input: give a video, an image or a folder", 2)

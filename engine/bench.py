@@ -532,11 +532,16 @@ def measure_pipeline(
         live=True,
         on_error=errors.append,
     )
-    engine.start()
     try:
+        engine.start()  # its first model call may begin before start() returns
         engine.wait(timeout_s)
     finally:
         engine.stop(timeout=2.0)
+        # stop() leaves a model call longer than that running (a large size on a CPU): the
+        # caller then closes the backend, or Ctrl-C ends the process, under it, as
+        # measure_model must not either. Polled: a second Ctrl-C still ends the wait.
+        while not engine.join(timeout=0.2):
+            pass
     timed = sink.times[warmup : warmup + frames]
     t_out = [t for _, _, t in timed]
     return PipelineMeasure(

@@ -1,8 +1,8 @@
 """Frame sinks: a virtual camera, a video file, image files, or a callback.
 
 A sink takes :class:`engine.frames.Frame` objects (``(H, W, 3) uint8 RGB``) in ``write()``,
-fits frames of another size to its own (the virtual camera and video files letterbox them,
-image and callback sinks resize them), and is closed exactly once however often ``close()`` is
+fits frames of another size to its own (the virtual camera, video and image files letterbox
+them, callback sinks resize them), and is closed exactly once however often ``close()`` is
 called. The engine writes from its output thread; the arrays it passes may be reused for a
 later frame once ``write()`` returns, so a sink that keeps a frame copies it.
 
@@ -434,7 +434,8 @@ class ImageSink(_SinkBase):
     Args:
         path: a folder (created) for numbered files, or a file with an image extension, which
             holds the latest frame written (one frame for a still image in, one out).
-        size: resize to ``(W, H)``; ``None`` keeps each frame's size.
+        size: fit each frame to ``(W, H)``, letterboxed (never stretched); ``None`` keeps each
+            frame's size.
         ext: extension of numbered files.
         prefix: file name prefix of numbered files.
     """
@@ -481,7 +482,9 @@ class ImageSink(_SinkBase):
         if self._closed:
             raise SinkError(f"image sink {self.path} is closed")
         check_rgb8(frame.image, f"images {self.path.name}")
-        img = frame.image if self.size is None else resize_to(frame.image, self.size)
+        # Letterboxed, as in a video file: stretched, a portrait photo after a landscape one
+        # (or a camera back at 4:3 after a reconnect) came out squashed.
+        img = frame.image if self.size is None else fit_to(frame.image, self.size)
         write_image(self.target(self.frames_written), img)
         self.frames_written += 1
 

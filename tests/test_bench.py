@@ -181,6 +181,33 @@ def test_ctrl_c_during_the_model_only_measure_waits_for_the_call_in_progress() -
     assert 3 <= state["calls"] < 1000
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a real SIGINT to this process")
+def test_ctrl_c_during_the_pipeline_measure_waits_for_the_call_in_progress(
+    tmp_path: Path,
+) -> None:
+    # As for the model-only measure: the caller closes the backends once interrupted, and the
+    # interpreter exits next; the engine's stop gives up on a model call after 2 s, and a call
+    # longer than that (a large size on a CPU) was still running under both.
+    clip = bench.make_bench_clip(tmp_path / "clip.mp4", (64, 48), 8)
+    state = {"in_call": False, "calls": 0}
+
+    class Slow(_SlowBackend):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            state["in_call"] = True
+            if state["calls"] == 0:
+                # Once the engine has started and the measure waits on it.
+                threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT)).start()
+            time.sleep(3.0)
+            state["calls"] += 1
+            state["in_call"] = False
+            return rgb
+
+    with pytest.raises(KeyboardInterrupt):
+        bench.measure_pipeline(Slow(0.0), clip, frames=4, warmup=0)
+    assert not state["in_call"]
+    assert state["calls"] == 1
+
+
 def test_run_bench_labels_a_scale_as_create_backend_reads_it() -> None:
     # "Auto" is what parse_scale (and so create_backend) accepts; the label must not choke on it
     report = bench.run_bench(

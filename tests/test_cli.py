@@ -235,6 +235,21 @@ def test_the_app_on_a_missing_file_is_an_error(
     assert f"no such file or folder: {missing}" in err and "Traceback" not in err
 
 
+def test_an_app_that_cannot_be_imported_is_an_error_that_says_why(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A Qt without its system libraries ("libEGL.so.1: cannot open shared object file") printed
+    # the help and exited 0: the bug report's `--screenshot` run "passed" without a picture.
+    monkeypatch.setitem(sys.modules, "app.main", None)  # importing it raises ImportError
+    shot = tmp_path / "s.png"
+    code = cli.main(["--source", str(clip), "--screenshot", str(shot), "--quit-after", "1"])
+    out, err = capsys.readouterr()
+    assert code == 1, err
+    assert "usage:" in out  # the commands that work without the app
+    assert "the desktop app cannot start" in err and "app.main" in err, err
+    assert len(err.strip().splitlines()) == 1 and not shot.exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -307,6 +322,23 @@ def test_a_screenshot_qt_cannot_save_is_a_usage_error(
     for ok in ("shot.png", "shot.JPG", "shot.jpeg", "shot.bmp"):
         assert cli.main(["--screenshot", str(tmp_path / ok), "--quit-after", "1"]) == 0
     assert len(started) == 4
+
+
+@pytest.mark.parametrize("seconds", ["inf", "3000000"])
+def test_a_quit_after_qt_cannot_time_is_a_usage_error(
+    seconds: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import types
+
+    # Qt times in int32 milliseconds: the app opened its window and camera, then failed with
+    # "error: OverflowError: " (no message) where the timer was set.
+    fake = types.ModuleType("app.main")
+    fake.run_app = lambda options, **kw: pytest.fail("the app started")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.main", fake)
+    code = cli.main(["--quit-after", seconds])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--quit-after" in err and "Traceback" not in err, err
 
 
 def test_app_options_before_a_command_are_a_usage_error(
@@ -753,6 +785,23 @@ def test_process_image_to_a_folder_named_like_an_image_is_refused(
     assert code == 2, err
     assert "is a folder" in err
     assert list(folder.iterdir()) == []
+
+
+def test_process_folder_to_an_image_name_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It made a folder named result.jpg, filled it with the images and said
+    # "2 frames -> result.jpg", as the image -> folder case once did the other way round.
+    photos = _photo_folder(tmp_path / "photos", range(2))
+    out = tmp_path / "result.jpg"
+    code = cli.main(["process", str(photos), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "must be a folder for a folder input" in err, err
+    assert not out.exists()
+    out.mkdir()  # a folder that has such a name is still a folder
+    assert cli.main(["process", str(photos), str(out), "--backend", "unsharp"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in photos.iterdir())
 
 
 @pytest.mark.parametrize("command", ["process", "run"])

@@ -619,6 +619,21 @@ def test_image_sink_single_file_resized(tmp_path):
     assert img.shape == (6, 10, 3) and int(np.median(img)) == 99
 
 
+@pytest.mark.parametrize("name", ["frames", "last.png"])
+def test_image_sink_letterboxes_frames_of_another_aspect(tmp_path, name):
+    # `run --source photos --output frames/` gave every photo the first one's size by
+    # stretching: a portrait photo after a landscape one came out squashed four to one (a
+    # camera back at 4:3 after a reconnect too), where the video sink letterboxes.
+    with open_sink(tmp_path / name, size=(40, 20)) as sink:
+        sink.write(frame(0, size=(20, 40), value=200))  # portrait into landscape
+    path = tmp_path / name
+    img = cv2.imread(str(path if path.suffix else path / "frame_000000.png"), cv2.IMREAD_GRAYSCALE)
+    assert img.shape == (20, 40)
+    lit = np.flatnonzero(img[10] > 100)
+    assert (lit[0], lit[-1]) == (15, 24)  # the picture 10 wide, centred on black bars
+    assert img[:, :15].max() == 0 and img[:, 25:].max() == 0
+
+
 def test_image_sink_writes_grey_only_formats(tmp_path):
     # PGM holds grey only: a colour frame used to fail to encode ("expects gray image").
     path = tmp_path / "one.pgm"
