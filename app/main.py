@@ -171,9 +171,16 @@ def run_app(
                 result["code"] = 1
             if screenshot:
                 out = Path(screenshot)
-                out.parent.mkdir(parents=True, exist_ok=True)
-                if not window.grab().save(str(out)):
-                    print(f"sharpcam: cannot write screenshot {out}", file=sys.stderr)
+                why = ""
+                try:
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    saved = window.grab().save(str(out))
+                except OSError as exc:
+                    # Raised out of this slot, Qt printed a traceback and went on, and the
+                    # window was never closed: the scripted run hung instead of failing.
+                    saved, why = False, f": {exc.strerror or exc}"
+                if not saved:
+                    print(f"sharpcam: cannot write screenshot {out}{why}", file=sys.stderr)
                     result["code"] = 1
             window.close()
 

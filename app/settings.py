@@ -118,7 +118,14 @@ def _coerce(raw: object, default: object) -> object:
     # INI stores everything as strings; the native stores may keep types. Normalise both.
     if isinstance(default, bool):
         if isinstance(raw, str):
-            return raw.strip().lower() in ("1", "true", "yes", "on")
+            word = raw.strip().lower()
+            if word in ("1", "true", "yes", "on"):
+                return True
+            if word in ("0", "false", "no", "off"):
+                return False
+            # Any other word read as False: a damaged `enabled` turned sharpening off, looking
+            # like the person's choice. Unreadable means the default, as for every other field.
+            raise ValueError(f"not a yes/no value: {raw!r}")
         return bool(raw)
     if isinstance(default, int):
         return int(raw)  # type: ignore[arg-type]

@@ -2672,6 +2672,22 @@ def test_non_finite_numbers_in_a_settings_file_fall_back_to_defaults(qtbot, make
     assert window.strength_slider.value() == 100
 
 
+def test_an_unreadable_switch_in_a_settings_file_falls_back_to_its_default(tmp_path):
+    # Every word but a handful read as False: a damaged `enabled` started the app with
+    # sharpening off, a damaged `mirror` unmirrored the preview, each looking like a choice.
+    store = open_store(str(tmp_path / "corrupt.ini"))
+    store.setValue("enabled", "maybe")
+    store.setValue("mirror", "\x00")
+    loaded = load_settings(store)
+    assert loaded.enabled is AppSettings.enabled and loaded.mirror is AppSettings.mirror
+    # What Qt writes, and the spellings a person editing the file would use, still count.
+    for raw, value in (("false", False), ("true", True), ("0", False), ("Yes", True)):
+        store.setValue("enabled", raw)
+        assert load_settings(store).enabled is value, raw
+    store.setValue("virtual_camera", "off")
+    assert load_settings(store).virtual_camera is False
+
+
 def test_onnx_contract_model_runs_in_the_app(qtbot, make_window, tmp_path):
     pytest.importorskip("onnxruntime")
     onnx = pytest.importorskip("onnx")  # noqa: F841 - contract_models builds graphs with it
@@ -3284,6 +3300,47 @@ def test_run_app_screenshot_writes_png(qtbot, tmp_path, capsys):
     assert centre.std() > 10
     line = capsys.readouterr().out
     assert "sharpcam app:" in line and "fps" in line and "640x360" in line
+
+
+def test_a_screenshot_whose_folder_cannot_be_made_ends_the_run_with_its_reason(
+    qtbot, tmp_path, capsys
+):
+    # A file where the screenshot's folder should be: making the folder raised inside the
+    # timer's slot, where Qt prints the traceback and goes on, and the window was never
+    # closed: the scripted run of a bug report hung for good instead of exiting 1.
+    from app.main import run_app
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    closed_by_watchdog: list[bool] = []
+
+    def watchdog() -> None:
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, MainWindow) and widget.isVisible():
+                closed_by_watchdog.append(True)
+                widget.close()
+
+    # The test must end even where the run would not; stopped after, or it would close a
+    # later test's window.
+    timer = QTimer()
+    timer.setSingleShot(True)
+    timer.timeout.connect(watchdog)
+    timer.start(20_000)
+    try:
+        code = run_app(
+            source=str(DEMO_CLIP),
+            screenshot=str(blocker / "shot.png"),
+            quit_after=1.0,
+            backend="unsharp",
+            settings_path=str(tmp_path / "settings.ini"),
+            tray=False,
+        )
+    finally:
+        timer.stop()
+    assert not closed_by_watchdog, "the run did not end by itself"
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "cannot write screenshot" in err and "shot.png" in err
 
 
 def _opens_recorded(asked: list[str]):  # noqa: ANN202
