@@ -848,6 +848,9 @@ class OnnxBackend(_ModelBackend):
     def close(self) -> None:
         self._binding = None
         self._session = None
+        # The frame buffers too (two float frames: ~50 MB at 1080p): the app keeps a stopped
+        # engine's closed backend until its next start.
+        self._buf = _FrameBuffers(self._buf.dtype, self._buf.out_dtype)
         super().close()
 
 
@@ -1023,6 +1026,8 @@ class OpenVinoBackend(_ModelBackend):
 
     def close(self) -> None:
         self._compiled.clear()
+        # The graph read at load holds the weights (an IR's .bin stays mapped while it lives).
+        self._model = None
         super().close()
 
 
@@ -1140,8 +1145,12 @@ class TorchBackend(_ModelBackend):
     @classmethod
     def gpu_listed(cls) -> bool:
         """Whether ``device="auto"`` would run on CUDA here."""
-        import torch
-
+        try:
+            import torch
+        except ImportError:
+            # Asked before the backend is built: its own check says what to install, where a
+            # bare ModuleNotFoundError from here did not.
+            return False
         return bool(torch.cuda.is_available())
 
     def __init__(
@@ -1246,6 +1255,10 @@ class TorchBackend(_ModelBackend):
 
     def close(self) -> None:
         self._net = None
+        # The frame buffers too (on CUDA a device tensor and two pinned host buffers): the app
+        # keeps a stopped engine's closed backend until its next start.
+        self._size = None
+        self._x = self._host_in = self._host_out = self._out_np = None
         super().close()
 
 
@@ -1477,6 +1490,7 @@ class ScaledBackend(_BackendBase):
     def close(self) -> None:
         if not self._closed:
             self.inner.close()
+        self._buffers = None  # full-size frames: the closed backend may be kept a while
         super().close()
 
     def __repr__(self) -> str:

@@ -264,6 +264,62 @@ def test_closed_backend_refuses_frames_and_close_is_idempotent(models):
         be.process(np.zeros((32, 32, 3), np.uint8))
 
 
+def _frame_buffer_released_by_close(be, frame) -> bool:
+    """Whether the buffer `process` handed out is freed once the caller drops it and the
+    backend is closed (the app keeps a stopped engine's closed backend until its next start)."""
+    import gc
+    import weakref
+
+    out = be.process(frame)  # the backend's own buffer: the same object every call
+    ref = weakref.ref(out)
+    del out
+    be.close()
+    gc.collect()
+    return ref() is None
+
+
+def test_a_closed_onnx_backend_lets_go_of_its_frame_buffers(models, frame):
+    # Two float frames and more (~70 MB at 1080p) outlived the session they fed.
+    assert _frame_buffer_released_by_close(_make("onnx", models), frame)
+
+
+def test_a_closed_scaled_backend_lets_go_of_its_frame_buffers(models, frame):
+    # Its own four (the result and a full-size int16 correction among them) stayed too.
+    assert _frame_buffer_released_by_close(_make("onnx", models, scale=0.5), frame)
+
+
+@needs_torch
+def test_a_closed_torch_backend_lets_go_of_its_frame_buffers(models, frame):
+    # On CUDA these are a device tensor and two pinned host buffers.
+    assert _frame_buffer_released_by_close(_make("torch", models), frame)
+
+
+@needs_openvino
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads /proc/self/maps")
+def test_a_closed_openvino_backend_unmaps_its_ir_weights(models, tmp_path, frame):
+    # The graph OpenVINO read stayed with the closed backend, and with it the IR's .bin,
+    # mapped into memory (on Windows a mapped file cannot be replaced by a re-export).
+    import gc
+
+    import openvino as ov
+
+    # The engine's own Core: a second one destroyed here would put back a signal stack.
+    graph = backends._ov_core().read_model(str(models["conv.onnx"]))
+    ov.save_model(graph, str(tmp_path / "m.xml"))
+    del graph
+    write_manifest(tmp_path, ["m.xml", "m.bin"])
+    be = create_backend("openvino", model=tmp_path / "m.xml", precision="f32")
+    be.process(frame[:64, :96])
+
+    def mapped() -> bool:
+        return str(tmp_path / "m.bin") in Path("/proc/self/maps").read_text()
+
+    assert mapped()  # else this test proves nothing
+    be.close()
+    gc.collect()
+    assert not mapped()
+
+
 def test_io_binding_and_plain_run_agree(models, frame):
     bound = OnnxBackend(model=models["conv.onnx"], io_binding=True)
     plain = OnnxBackend(model=models["conv.onnx"], io_binding=False)
@@ -729,6 +785,17 @@ def test_torch_missing_gives_clear_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
     with pytest.raises(BackendError, match=r"backend 'torch' needs 'torch': pip install"):
         create_backend("torch", model=path)
+
+
+def test_torch_missing_without_a_model_gives_the_same_clear_error(tmp_path, monkeypatch):
+    # `--backend torch` with the shipped .ts files and no PyTorch: the CUDA probe that picks
+    # the default file imported torch itself, and a bare ModuleNotFoundError came out.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    (tmp_path / "student_fast.ts").write_bytes(b"x")
+    write_manifest(tmp_path, ["student_fast.ts"])
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    with pytest.raises(BackendError, match=r"backend 'torch' needs 'torch': pip install"):
+        create_backend("torch")
 
 
 # --------------------------------------------------------------------------- registry

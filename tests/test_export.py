@@ -583,6 +583,30 @@ def test_a_name_that_is_not_a_file_stem_is_refused_before_any_work(
     assert sorted(p.name for p in tmp_path.rglob("*")) == []
 
 
+def test_a_name_ending_like_a_variant_file_keeps_each_files_own_contract(tmp_path: Path) -> None:
+    # The precision was read from the end of the whole file name: --name cam_fp16 listed its
+    # float32 file cam_fp16.onnx as fp16 with a float16 input and output.
+    torch.manual_seed(0)
+    result = E.export_all(
+        create_student("tiny").eval(),
+        tmp_path,
+        name="cam_fp16",
+        variant="tiny",
+        config={},
+        torchscript=False,
+        check_size=(37, 45),
+    )
+    files = json.loads((tmp_path / "manifest.json").read_text())["files"]
+    assert set(files) == set(result.files) == {"cam_fp16.onnx", "cam_fp16_fp16.onnx"}
+    for fname, precision, dtype in (
+        ("cam_fp16.onnx", "fp32", "float32"),
+        ("cam_fp16_fp16.onnx", "fp16", "float16"),
+    ):
+        entry = files[fname]
+        assert entry["precision"] == precision, fname
+        assert entry["input"]["dtype"] == entry["output"]["dtype"] == dtype, fname
+
+
 def _entry(path: Path) -> dict:
     """A manifest entry for the few bytes at ``path`` (a tiny fp32 ONNX student's keys)."""
     return E.manifest_entry(

@@ -704,11 +704,10 @@ def check_torchscript(
 # --------------------------------------------------------------------------------------------
 
 
-def _precision_of(fname: str) -> str:
-    for suffix, precision in (("_fp16.onnx", "fp16"), ("_int8.onnx", "int8")):
-        if fname.endswith(suffix):
-            return precision
-    return "fp32"
+def _precision_of(fname: str, name: str) -> str:
+    """The precision of ``fname``, the file of export ``name`` it is (`FAMILY`): from the part
+    after the stem, as ``--name cam_fp16`` writes a float32 ``cam_fp16.onnx``."""
+    return {"_fp16.onnx": "fp16", "_int8.onnx": "int8"}.get(fname[len(name) :], "fp32")
 
 
 def manifest_entry(
@@ -1079,7 +1078,7 @@ def _export_checked(
         entries[fname] = manifest_entry(
             path,
             fmt="torchscript" if path.suffix == ".ts" else "onnx",
-            precision=_precision_of(fname),
+            precision=_precision_of(fname, name),
             variant=variant,
             device=device,
             multiple=multiple,
@@ -1093,7 +1092,7 @@ def _export_checked(
             entries[fname]["parity_psnr_db"] = result.parity_psnr[fname]
             entries[fname]["parity_residual_snr_db"] = result.parity_snr[fname]
             entries[fname]["float_convs"] = result.float_convs[fname]
-        if fname.endswith("_int8.onnx"):
+        if entries[fname]["precision"] == "int8":
             # int8 is not bounded tightly enough by its parity to borrow the float file's
             # numbers: it keeps the summary only when the summary has its own column.
             if Path(fname).stem not in named:
