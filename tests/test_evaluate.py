@@ -816,3 +816,66 @@ def test_a_model_that_cannot_load_is_a_one_line_refusal(
     assert err.startswith("python -m training.evaluate: error: --model ")
     assert message in err and str(model) in err
     assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# review fixes: GoPro images left out, --vgg-weights
+# --------------------------------------------------------------------------------------------
+
+
+def test_gopro_images_left_out_are_named_not_dropped_silently(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    img = np.random.default_rng(5).uniform(0, 1, (32, 48, 3)).astype(np.float32)
+    for seq, subs in (("s1", ("blur", "blur_gamma", "sharp")), ("s2", ("blur", "sharp"))):
+        for sub in subs:
+            _write(tmp_path / "gopro" / seq / sub / "0001.png", img)
+    _write(tmp_path / "gopro" / "s1" / "blur" / "0002.png", img)  # its sharp frame is missing
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        samples = list(EV.iter_samples(EV.parse_data(f"gopro:{tmp_path / 'gopro'}")))
+    assert sorted((s.set, s.name) for s in samples) == [
+        ("gopro-linear", "s1_0001"),
+        ("gopro-plain", "s1_0001"),
+        ("gopro-plain", "s2_0001"),
+    ]
+    # Both were left out without a word: the set's n was the only trace, and gopro-plain and
+    # gopro-linear were tables of different sequences under one dataset's name.
+    assert "0002.png" in caplog.text
+    assert "blur_gamma" in caplog.text and "s2" in caplog.text
+
+
+def test_perceptual_distance_names_a_missing_file_not_the_trainers_settings(
+    tmp_path: Path,
+) -> None:
+    pd = PerceptualDistance(tmp_path / "nope.pth")
+    assert not pd.available and "nope.pth" in pd.reason
+    # The evaluator has no loss.vgg / loss.vgg_weights: that advice was the trainer's.
+    assert "loss." not in pd.reason
+
+
+@pytest.mark.parametrize("kind", ["missing", "not a VGG file"])
+def test_cli_refuses_vgg_weights_it_cannot_use(
+    kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A mistyped --vgg-weights was a warning in the log and a perceptual column of n/a, found
+    # only once the run (hours on a CPU) had finished.
+    vgg = tmp_path / "vgg.pth"
+    if kind != "missing":
+        vgg.write_bytes(b"junk")
+
+    def no_model(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(EV, "load_model_runner", no_model)
+    monkeypatch.setattr(EV, "evaluate", no_model)
+    args = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--vgg-weights", str(vgg)]
+    args += ["--model", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "out")]
+    (tmp_path / "x.onnx").write_bytes(b"never loaded")
+    with pytest.raises(SystemExit) as exc:
+        EV.main(args)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--vgg-weights" in err and str(vgg) in err and "loss." not in err

@@ -374,6 +374,48 @@ def test_training_teacher_cache_is_stale_when_the_weights_change_at_the_same_pat
     assert "teacher_weights_digest" not in torch.load(cache, weights_only=True)["meta"]
 
 
+def test_training_teacher_cache_is_the_same_weights_under_another_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from training.cache_teacher import build_cache, check_cache_meta
+    from training.config import ConfigError, TrainConfig
+
+    shared = tmp_path / "shared"
+    folder = shared / "weights" / "teachers" / "dmphn_1_2_4"
+    folder.mkdir(parents=True)
+    (folder / "encoder_lv1.pkl").write_bytes(b"the weights")
+    monkeypatch.setenv("SHARPCAM_SHARED", str(shared))
+    shutil.copytree(folder, tmp_path / "copy")
+    by_default = TrainConfig()  # teacher.weights "": the shared copy
+    named = TrainConfig()
+    named.teacher.weights = str(folder)
+    copied = TrainConfig()
+    copied.teacher.weights = str(tmp_path / "copy")
+    cache = tmp_path / "cache.pt"
+
+    def build(cfg: TrainConfig, count: int) -> int:
+        teacher = _Counting()
+        build_cache(cfg, teacher=teacher, dataset=_Patches(), out=cache, count=count)  # type: ignore[arg-type]
+        return teacher.seen
+
+    assert build(by_default, 2) == 2
+    meta = torch.load(cache, weights_only=True)["meta"]
+    # The same bytes, named by their path or copied elsewhere, give the same outputs. Their
+    # digests are compared; the spellings were, and the trainer refused the cache while a
+    # build threw it away and started over (hours of teacher time on a CPU).
+    check_cache_meta(meta, named, cache)
+    check_cache_meta(meta, copied, cache)
+    assert build(named, 3) == 1
+    # Other weights are still other weights, whatever they are called.
+    (folder / "encoder_lv1.pkl").write_bytes(b"other weights")
+    with pytest.raises(ConfigError, match="teacher weights: the contents"):
+        check_cache_meta(meta, by_default, cache)
+    with pytest.raises(ConfigError, match="teacher weights: the contents"):
+        check_cache_meta(meta, named, cache)
+
+
 def test_load_teacher_refuses_a_digest_it_cannot_check(tmp_path: Path) -> None:
     from training.models.dmphn import _PARTS
 

@@ -138,6 +138,13 @@ def _same_setting(key: str, cached: object, wanted: object) -> bool:
     return real(cached) == real(wanted)
 
 
+def _weights_by_contents(have: dict, want: dict) -> bool:
+    """Whether both caches' settings record the teacher weights' contents: then those are
+    compared, not the path. The same files named another way (``""`` for the shared copy, or
+    that copy's path, or a copy elsewhere) give the same outputs, and were refused."""
+    return TEACHER_WEIGHTS_DIGEST in have and TEACHER_WEIGHTS_DIGEST in want
+
+
 def _same_meta(have: dict, want: dict) -> bool:
     """Whether a cache file's settings ``have`` are ``want`` (``cache_meta``), its paths compared
     as the files they name: an interrupted build started again under another spelling of the
@@ -149,6 +156,8 @@ def _same_meta(have: dict, want: dict) -> bool:
     # starting it over would throw away hours of teacher time on a CPU for a mere suspicion.
     # The same for one from before the weights' contents were recorded.
     unknown = {"data"} | {k for k in (TEACHER_CODE, TEACHER_WEIGHTS_DIGEST) if k not in have}
+    if _weights_by_contents(have, want):
+        unknown.add("teacher_weights")
     return all(
         _same_setting(k, have.get(k), want.get(k)) for k in (set(have) | set(want)) - unknown
     ) and not _differing_data(have_data, want_data)
@@ -163,9 +172,10 @@ def check_cache_meta(meta: dict, cfg: TrainConfig, path: str | Path = "") -> Non
             "rebuild it with python -m training.cache_teacher"
         )
     want = cache_meta(cfg)
+    names = ("teacher",) if _weights_by_contents(meta, want) else ("teacher", "teacher_weights")
     wrong = [
         f"teacher.{k}: cache {meta.get(k)!r}, config {want[k]!r}"
-        for k in ("teacher", "teacher_weights")
+        for k in names
         if not _same_setting(k, meta.get(k), want[k])
     ]
     if TEACHER_CODE not in meta:

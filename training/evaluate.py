@@ -343,10 +343,20 @@ def iter_samples(
         for suffix, linear in _modes(mode):
             blur_name = "blur_gamma" if linear else "blur"
             for sd in sharp_dirs:
+                if not (sd.parent / blur_name).is_dir():
+                    # Said, as for every image left out: otherwise gopro-plain and gopro-linear
+                    # score different sequences with nothing but their n to tell.
+                    log.warning(
+                        "gopro: no %s folder beside %s: not in gopro-%s", blur_name, sd, suffix
+                    )
+                    continue
                 for bp in D.list_images(sd.parent / blur_name, recursive=False):
                     sp = sd / bp.name
-                    b, s_img = D.load_image(bp), D.load_image(sp) if sp.is_file() else None
-                    if b is None or s_img is None:
+                    if not sp.is_file():
+                        log.warning("gopro: skipping %s: no sharp image %s", bp, sp)
+                        continue
+                    b, s_img = D.load_image(bp), D.load_image(sp)
+                    if b is None or s_img is None:  # load_image has said which and why
                         continue
                     if b.shape != s_img.shape:
                         # as for pairs: one odd pair must not end a long run with a shape error
@@ -1059,6 +1069,13 @@ def main(argv: list[str] | None = None) -> int:
             teacher.load()
         except (ValueError, FileNotFoundError, RuntimeError) as exc:
             p.error(f"--teacher: {exc}")
+    perceptual = None if args.no_perceptual else PerceptualDistance(args.vgg_weights)
+    if perceptual is not None and not perceptual.available:
+        if args.vgg_weights is not None:
+            # Named (on the command line, or the shared copy found by default) but unusable:
+            # a warning in the log and a column of n/a, seen once the whole run had finished.
+            p.error(f"--vgg-weights {args.vgg_weights}: {perceptual.reason} (or --no-perceptual)")
+        log.warning("perceptual distance unavailable: %s", perceptual.reason)
 
     def samples_of(spec: DataSpec) -> Iterator[Sample]:
         return iter_samples(
@@ -1095,9 +1112,6 @@ def main(argv: list[str] | None = None) -> int:
         file_rows.append((len(methods), m))
         methods.append((label, run))
         methods += [(f"{label}@{s:g}x", at_scale(run, s, multiple)) for s in scales]
-    perceptual = None if args.no_perceptual else PerceptualDistance(args.vgg_weights)
-    if perceptual is not None and not perceptual.available:
-        log.warning("perceptual distance unavailable: %s", perceptual.reason)
 
     def all_samples() -> Iterator[Sample]:
         for spec in specs:

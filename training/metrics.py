@@ -100,6 +100,11 @@ class PerceptualDistance(nn.Module):
         if weights is None:
             self.reason = "no VGG weights file given"
             return
+        if not Path(weights).is_file():
+            # VGGFeatures' own message is the trainer's: it says to set loss.vgg_weights or
+            # loss.vgg=0, settings an evaluation does not have.
+            self.reason = f"VGG weights file {weights} does not exist"
+            return
         try:
             from training.losses import VGGFeatures
 
