@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,15 @@ REPO = Path(__file__).resolve().parents[1]
 BITS = 6  # frame index stamped as 6 black/white 16x16 blocks along the top edge
 BLOCK = 16
 W, H = 128, 96
+
+
+def _fake_app(monkeypatch: pytest.MonkeyPatch, run_app: Callable[..., object]) -> None:
+    """Stand ``run_app`` in for the desktop app that ``python main.py`` (no command) imports."""
+    import types
+
+    fake = types.ModuleType("app.main")
+    fake.run_app = run_app  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "app.main", fake)
 
 
 def stamped_frame(index: int) -> np.ndarray:
@@ -199,7 +209,6 @@ def test_bad_size_is_usage_error_without_traceback(clip: Path, tmp_path: Path) -
 def test_no_command_starts_the_app_with_the_gui_options(
     clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import types
 
     seen: dict[str, Any] = {}
 
@@ -207,9 +216,7 @@ def test_no_command_starts_the_app_with_the_gui_options(
         seen.update(options)
         return 7
 
-    fake = types.ModuleType("app.main")
-    fake.run_app = run_app  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.main", fake)
+    _fake_app(monkeypatch, run_app)
     code = cli.main(["--source", str(clip), "--screenshot", "s.png", "--quit-after", "2"])
     assert code == 7
     assert seen["source"] == str(clip)
@@ -221,13 +228,10 @@ def test_no_command_starts_the_app_with_the_gui_options(
 def test_the_app_on_a_missing_file_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import types
 
     # The app fell back to the demo clip and exited 0: a bug report's screenshot showed
     # another source than the one named.
-    fake = types.ModuleType("app.main")
-    fake.run_app = lambda options, **kw: pytest.fail("the app started")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.main", fake)
+    _fake_app(monkeypatch, lambda options, **kw: pytest.fail("the app started"))
     missing = tmp_path / "nope.mp4"
     code = cli.main(["--source", str(missing), "--screenshot", "s.png", "--quit-after", "2"])
     err = capsys.readouterr().err
@@ -267,12 +271,9 @@ def test_a_model_for_a_backend_that_runs_none_is_a_usage_error(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    import types
 
     # The model was silently ignored: the output looked like that model's work.
-    fake = types.ModuleType("app.main")
-    fake.run_app = lambda options, **kw: pytest.fail("the app started")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.main", fake)
+    _fake_app(monkeypatch, lambda options, **kw: pytest.fail("the app started"))
     out = tmp_path / "OUT.avi"
     argv = [str(clip) if a == "IN" else str(out) if a == "OUT.avi" else a for a in argv]
     code = cli.main([*argv, "--model", str(models["good"])])
@@ -304,13 +305,10 @@ def test_a_model_with_a_model_backend_among_others_is_fine(
 def test_a_screenshot_qt_cannot_save_is_a_usage_error(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import types
 
     # The app ran for --quit-after seconds and only then said "cannot write screenshot".
     started: list[Any] = []
-    fake = types.ModuleType("app.main")
-    fake.run_app = lambda options, **kw: started.append(options) or 0  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.main", fake)
+    _fake_app(monkeypatch, lambda options, **kw: started.append(options) or 0)
     code = cli.main(["--screenshot", str(tmp_path / name), "--quit-after", "1"])
     err = capsys.readouterr().err
     assert code == 2, err
@@ -328,13 +326,10 @@ def test_a_screenshot_qt_cannot_save_is_a_usage_error(
 def test_a_quit_after_qt_cannot_time_is_a_usage_error(
     seconds: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import types
 
     # Qt times in int32 milliseconds: the app opened its window and camera, then failed with
     # "error: OverflowError: " (no message) where the timer was set.
-    fake = types.ModuleType("app.main")
-    fake.run_app = lambda options, **kw: pytest.fail("the app started")  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "app.main", fake)
+    _fake_app(monkeypatch, lambda options, **kw: pytest.fail("the app started"))
     code = cli.main(["--quit-after", seconds])
     err = capsys.readouterr().err
     assert code == 2, err

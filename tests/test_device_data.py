@@ -22,6 +22,13 @@ def _coded_sequence(n: int = 20) -> RawSequence:
     return RawSequence(name="coded", frames=frames, numbers=list(range(1, n + 1)), paths=[])
 
 
+def _flicker() -> RawSequence:
+    """Twelve frames of noise: every window's average is far from its centre frame."""
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(12)]
+    return RawSequence(name="flicker", frames=frames, numbers=list(range(1, 13)), paths=[])
+
+
 def _params(**kw: object) -> SynthParams:
     base = dict(
         raw_windows=(5, 7),
@@ -131,25 +138,13 @@ def test_filters_reject_static_patches_but_still_fill_the_batch() -> None:
     s = DeviceRawSampler([still], _params(max_blur_psnr=30.0, max_tries=3), "cpu")
     blur, sharp, rejected = s.sample(4, 16, step=0)
     assert blur.shape[0] == 4 and rejected == 2 * 10  # two over-drawn rounds of 10, all refused
-    rng = np.random.default_rng(0)
-    flicker = RawSequence(
-        name="flicker",
-        frames=[rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(12)],
-        numbers=list(range(1, 13)),
-        paths=[],
-    )
+    flicker = _flicker()
     moving = DeviceRawSampler([flicker], _params(max_blur_psnr=30.0), "cpu")
     assert moving.sample(4, 16, step=0)[2] == 0  # every average is far from its centre frame
 
 
 def test_still_share_shows_the_centre_frame_as_input() -> None:
-    rng = np.random.default_rng(0)
-    flicker = RawSequence(
-        name="flicker",
-        frames=[rng.integers(0, 256, (H, W, 3), dtype=np.uint8) for _ in range(12)],
-        numbers=list(range(1, 13)),
-        paths=[],
-    )
+    flicker = _flicker()
     blur, sharp, _ = DeviceRawSampler([flicker], _params(still_fraction=1.0), "cpu").sample(
         6, 16, 0
     )
