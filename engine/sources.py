@@ -204,23 +204,17 @@ def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
     return (w, h)
 
 
-def _valid_fps(value: float | None) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) and FPS_RANGE[0] <= value <= FPS_RANGE[1] else None
-
-
 #: The slowest rate a video file may declare: a slideshow clip (ffmpeg ``-framerate 1/5``) runs
 #: below FPS_RANGE, which bounds what a user types; slower still is broken timestamps.
 _MIN_FILE_FPS = 1.0 / 60.0
 
 
-def _file_fps(value: float) -> float | None:
-    """A video file's declared rate, None when it declares none OpenCV can tell."""
+def _valid_fps(value: float | None, lowest: float = FPS_RANGE[0]) -> float | None:
+    """``value`` when it is a usable rate (``lowest`` to FPS_RANGE's top), else None."""
+    if value is None:
+        return None
     value = float(value)
-    ok = math.isfinite(value) and _MIN_FILE_FPS <= value <= FPS_RANGE[1]
-    return value if ok else None
+    return value if math.isfinite(value) and lowest <= value <= FPS_RANGE[1] else None
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -668,7 +662,11 @@ class VideoFileSource(_SourceBase):
             self._first: np.ndarray | None = img
             # The file's own rate, even below FPS_RANGE: taken for "none", a 0.2 fps slideshow
             # played and was written at 30 fps, 150 times too fast.
-            self.fps = _file_fps(self._cap.get(cv2.CAP_PROP_FPS)) or _valid_fps(fps) or DEFAULT_FPS
+            self.fps = (
+                _valid_fps(self._cap.get(cv2.CAP_PROP_FPS), lowest=_MIN_FILE_FPS)
+                or _valid_fps(fps)
+                or DEFAULT_FPS
+            )
             count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
             self.frame_count = (
                 int(count) if math.isfinite(count) and count > 0 and not loop else None
