@@ -678,6 +678,37 @@ def _cache_options(cache: Path) -> tuple[str, ...]:
     )
 
 
+def _adam_steps(ck: dict) -> list[int]:
+    """Adam's step count of each parameter slot of a checkpoint's optimiser, in order."""
+    state = ck["optimizer"]["state"]
+    return [int(state[i]["step"]) for i in ck["optimizer"]["param_groups"][0]["params"]]
+
+
+@pytest.mark.parametrize("first_mode", ["off", "online"])
+def test_a_resume_that_turns_the_feature_term_on_or_off_keeps_the_students_optimiser(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_mode: str
+) -> None:
+    # The feature adapters exist only with an online teacher (teacher.mode auto: a GPU): a CPU
+    # run resumed on a GPU, or the other way round, failed in Adam's load_state_dict.
+    import training.teachers
+    from training.models.student import create_student
+
+    monkeypatch.setattr(training.teachers, "load_teacher", lambda *a, **k: _FakeTeacher())
+    out = tmp_path / "run"
+    terms = ("--teacher.name=fake", "--loss.distill=1.0", "--loss.feature=0.1")
+    stage = "--stages=[{patch: 32, epochs: 1, batch: 2}]"
+    then = "online" if first_mode == "off" else "off"
+    train(_tiny(synth, out, *terms, stage, f"--teacher.mode={first_mode}", "--stop_after_steps=2"))
+    res = train(_tiny(synth, out, *terms, stage, f"--teacher.mode={then}", "--resume"))
+    assert res["stopped"] == "finished"
+    ck = load_checkpoint(out / "last.pt")
+    n_student = len(list(create_student("tiny").parameters()))
+    steps = _adam_steps(ck)
+    assert steps[:n_student] == [3] * n_student  # the student's moments went on from step 2
+    assert steps[n_student:] == ([1] * len(ck["adapters"]) if then == "online" else [])
+    assert bool(ck["adapters"]) == (then == "online")
+
+
 def test_teacher_cache_feeds_distillation(synth: dict[str, Path], tmp_path: Path) -> None:
     cache = tmp_path / "cache.pt"
     cfg = _tiny(
@@ -934,6 +965,20 @@ def test_a_mistyped_eval_folder_is_an_error_not_a_silent_guard(synth, tmp_path: 
 
     cfg = _tiny(synth, tmp_path / "run", f"--data.eval_dirs=[{tmp_path / 'evall'}]")
     with pytest.raises(FileNotFoundError, match="data.eval_dirs: no folder or file"):
+        build_data(cfg)
+
+
+def test_a_mistyped_kernel_folder_is_an_error_not_trajectories_alone(synth, tmp_path: Path) -> None:
+    from training.train import build_data
+
+    # load_kernels found no images there: real_kernel_fraction was ignored without a word
+    cfg = _tiny(
+        synth,
+        tmp_path / "run",
+        f"--data.kernel_dir={tmp_path / 'kernelz'}",
+        "--data.real_kernel_fraction=0.5",
+    )
+    with pytest.raises(FileNotFoundError, match="data.kernel_dir: no folder"):
         build_data(cfg)
 
 

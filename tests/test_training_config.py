@@ -128,6 +128,13 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         # a term is on where its weight is > 0: these turned it off without a word
         (["--loss.ssim=-0.1"], "loss.ssim: expected a number >= 0"),
         (["--loss.vgg=nan"], "loss.vgg: expected a finite number"),
+        # NaN fails every comparison: the range checks passed it, and the patch filter given it
+        # refused every patch (each sample was its last draw, unfiltered) without a word
+        (["--data.max_blur_psnr=nan"], "data.max_blur_psnr: expected a finite number"),
+        (["--teacher.cache_min_gain=.nan"], "teacher.cache_min_gain: expected a finite number"),
+        (["--data.noise_sigma=[0, .nan]"], "data.noise_sigma[1]: expected a finite number"),
+        # numpy refused it only at the first sample, after the data had been decoded
+        (["--seed=-1"], "seed: expected a number >= 0, got -1"),
         # 2 would raise the LR on every plateau; torch says so only after the data is built
         (["--plateau_factor=2"], "plateau_factor: expected a factor in (0, 1)"),
         (
@@ -232,6 +239,28 @@ def test_shipped_configs_load(name: str) -> None:
     assert isinstance(cfg, TrainConfig)
     assert cfg.student in STUDENTS
     assert config_from_dict(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())) == cfg
+
+
+def test_a_key_given_twice_in_a_config_file_is_refused(tmp_path: Path) -> None:
+    # PyYAML keeps the last: the second data section replaced the first, whose photo_weight and
+    # noise_prob went back to their defaults without a word.
+    p = tmp_path / "c.yaml"
+    p.write_text(
+        "data:\n  photo_weight: 0.5\n  noise_prob: 0.1\nlr: 0.001\ndata:\n  num_workers: 2\n"
+    )
+    with pytest.raises(ConfigError, match=r"(?s)cannot parse .*c\.yaml.*duplicate key 'data'"):
+        load_config(p)
+    with pytest.raises(ConfigError, match="duplicate key 'x'"):
+        parse_overrides(["--data={x: 1, x: 2}"])
+    # A merge's keys may still be overridden: that is what merges are for.
+    p.write_text(
+        "base: &b {patch: 64, epochs: 1, batch: 2}\nstages:\n  - {<<: *b, batch: 3}\n  - *b\n"
+    )
+    with pytest.raises(ConfigError, match="unknown config key base"):
+        load_config(p)  # parsed; only the helper key is refused, by the config itself
+    assert parse_overrides(["--stages=[{<<: {patch: 64, batch: 2}, batch: 3}]"]) == {
+        "stages": [{"patch": 64, "batch": 3}]
+    }
 
 
 def test_command_line_config_errors_are_usage_errors(tmp_path, capsys):

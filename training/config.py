@@ -264,15 +264,22 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key}: expected int, got {type(value).__name__} {value!r}")
     if tp is float:
+        number: float | None = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             # YAML 1.1 reads "5e-3" (no dot) as a string; take it as the number it means.
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
+        if number is None:
+            raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
+        if math.isnan(number):
+            # NaN fails every comparison: the range checks passed it, and a filter given it
+            # (data.max_blur_psnr, teacher.cache_min_gain) refused every patch without a word.
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -375,6 +382,9 @@ _NON_NEGATIVE = (
     "max_minutes",
     "stop_after_steps",
     "early_stop",  # a negative count would stop after the first validation, silently
+    # numpy refuses a negative seed only when the first sample is drawn, after the data has
+    # been decoded (minutes on the real data).
+    "seed",
     "plateau_patience",  # a negative one lowered the rate at every validation, better or not
     "data.raw_weight",
     "data.photo_weight",
@@ -524,7 +534,39 @@ def _changes(
 
 class _YamlLoader(yaml.SafeLoader):
     """YAML 1.2 booleans: only true/false. YAML 1.1 also reads on/off/yes/no as booleans, which
-    turned ``--teacher.mode=off`` into ``False`` and a type error."""
+    turned ``--teacher.mode=off`` into ``False`` and a type error.
+
+    A key given twice in one mapping is an error, as YAML 1.2 says: PyYAML kept the last one, so
+    a second ``data:`` section in a config replaced the first, whose settings went back to their
+    defaults without a word. Keys a merge (``<<: *base``) brings in may still be overridden."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._checked: set[int] = set()  # ids of the mapping nodes already checked
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Every mapping passes here before its merged keys are spliced in (and again, as a
+        # merge's source, once they may be): check each one the first time.
+        if id(node) not in self._checked:
+            self._checked.add(id(node))
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:
+                    continue  # an unhashable key: construct_mapping says so itself
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"found duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+        super().flatten_mapping(node)
 
 
 _YamlLoader.yaml_implicit_resolvers = {
@@ -597,7 +639,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     data: dict[str, Any] = {}
     if path:
         text = Path(path).read_text()
-        loaded = _yaml_load(text)
+        try:
+            loaded = _yaml_load(text)
+        except yaml.YAMLError as exc:
+            # A usage error with the file's name, as a bad override is, not a traceback.
+            raise ConfigError(f"cannot parse {path}: {exc}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded or {}

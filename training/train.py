@@ -185,7 +185,16 @@ def build_data(
     for folder in d.photo_dirs:
         if not Path(folder).exists():
             raise FileNotFoundError(f"data.photo_dirs: no folder {folder}")
+    if d.kernel_dir and not Path(d.kernel_dir).is_dir():
+        # load_kernels finds no images in a missing folder: a mistyped path trained on
+        # trajectories alone, real_kernel_fraction ignored without a word.
+        raise FileNotFoundError(f"data.kernel_dir: no folder {d.kernel_dir}")
     kernels = load_kernels(d.kernel_dir) if d.kernel_dir else []
+    if d.kernel_dir and not kernels and d.real_kernel_fraction > 0:
+        log.warning(
+            "data.kernel_dir: no readable kernel images in %s; photo blur uses trajectories only",
+            d.kernel_dir,
+        )
     gopro = []
     if d.gopro_dir:
         gopro = gopro_pairs(d.gopro_dir, "train", blur=d.gopro_blur)
@@ -374,6 +383,31 @@ def _apply_optimiser_settings(
         group["initial_lr"] = cfg.lr
         group["lr"] = cfg.lr * lr_factor(global_step, cfg)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+
+
+def _fit_adapter_slots(state: dict[str, Any], n_student: int, n_adapters: int) -> dict[str, Any]:
+    """An Adam ``state_dict`` (one group: the student's ``n_student`` parameters, then the feature
+    adapters' if that run had them) fitted to this run's ``n_student + n_adapters``.
+
+    The adapters exist only with an online teacher and ``loss.feature > 0`` (on a GPU with
+    ``teacher.mode: auto``): a run started without them and resumed with them, or the other
+    way round, failed in ``load_state_dict`` ("a parameter group that doesn't match the size of
+    optimizer's group"). The student's moments are kept; new adapters start without any, and
+    those this run does not have are dropped. Any other mismatch is left to ``load_state_dict``.
+    """
+    (group,) = state["param_groups"]
+    ids = list(group["params"])
+    if len(ids) == n_student + n_adapters or len(ids) < n_student:
+        return state
+    first_new = max(ids, default=-1) + 1
+    student_ids = ids[:n_student]
+    kept = set(student_ids)
+    return {
+        "state": {i: v for i, v in state["state"].items() if i in kept},
+        "param_groups": [
+            {**group, "params": student_ids + list(range(first_new, first_new + n_adapters))}
+        ],
+    }
 
 
 def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
@@ -847,7 +881,19 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             ema_model.load_state_dict(ck["model"])
         if loss_fn.adapters is not None and ck.get("adapters"):
             loss_fn.adapters.load_state_dict(ck["adapters"])
-        optimizer.load_state_dict(ck["optimizer"])
+        n_student = len(list(student.parameters()))
+        saved_adapters = len(ck["optimizer"]["param_groups"][0]["params"]) - n_student
+        if saved_adapters != len(adapter_params) and master:
+            log.warning(
+                "the checkpoint has no feature adapters (saved without an online teacher): "
+                "they start fresh"
+                if adapter_params
+                else "the checkpoint's feature adapters are left out: no online teacher's "
+                "feature term here"
+            )
+        optimizer.load_state_dict(
+            _fit_adapter_slots(ck["optimizer"], n_student, len(adapter_params))
+        )
         # Runs from before the stem became a strided conv keep its Adam moments in the old
         # shape of the same numbers (the weights were viewed on load): view them alike.
         for p, state in optimizer.state.items():
