@@ -5,7 +5,7 @@ Every source hands out :class:`engine.frames.Frame` objects (``(H, W, 3) uint8 R
 camera at its own rate, a file paced against the wall clock at its FPS. Offline sources deliver
 as fast as they are read. The pipeline calls ``read()`` from its capture thread only;
 ``interrupt()`` may be called from any thread and makes a pending or later ``read()`` return
-``None`` promptly (pacing and reconnect waits are ``Event.wait`` calls, not sleeps).
+``None`` promptly (pacing, retry and reconnect waits are ``Event.wait`` calls, not sleeps).
 
 >>> src = open_source("clip.mp4", live=False)            # doctest: +SKIP
 >>> with src:                                            # doctest: +SKIP
@@ -86,8 +86,9 @@ class FrameSource(Protocol):
         frame_count: frames the source will deliver, ``None`` when unknown or endless.
         live: True when frames arrive in real time (cameras, paced files).
         reconnects: times a lost device came back (0 for files).
-        last_wait_s: seconds the last ``read()`` spent waiting (pacing, camera exposure,
-            reconnect back-off) rather than working; the engine subtracts it from capture time.
+        last_wait_s: seconds the last ``read()`` spent waiting (pacing, camera exposure, a
+            camera's failed reads and the pauses between them, reconnect back-off) rather than
+            working; the engine subtracts it from capture time.
     """
 
     size: tuple[int, int]
@@ -202,6 +203,36 @@ def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
     if w < 1 or h < 1:
         raise ValueError(f"expected a positive (W, H) size, got {tuple(size)}")
     return (w, h)
+
+
+def _check_lost_after(reads: int, seconds: float) -> tuple[int, float]:
+    """A camera's ``(lost_after_reads, lost_after_s)``, checked; ValueError names the bad one."""
+    if isinstance(reads, bool) or not isinstance(reads, (int, np.integer)) or reads < 1:
+        raise ValueError(f"lost_after_reads must be an integer >= 1, got {reads!r}")
+    try:
+        secs = float(seconds)
+    except (TypeError, ValueError):
+        secs = math.nan
+    if isinstance(seconds, bool) or not (math.isfinite(secs) and secs > 0):
+        raise ValueError(f"lost_after_s must be a finite number of seconds > 0, got {seconds!r}")
+    return int(reads), secs
+
+
+def _check_backoff(backoff: tuple[float, float]) -> tuple[float, float]:
+    """A camera's reconnect ``(first, longest)`` wait, checked (a wait <= 0 would spin)."""
+    try:
+        first, longest = (float(v) for v in backoff)
+    except (TypeError, ValueError):
+        raise ValueError(f"backoff must be (first, longest) seconds, got {backoff!r}") from None
+    if not (math.isfinite(longest) and 0 < first <= longest):
+        raise ValueError(f"backoff must satisfy 0 < first <= longest seconds, got {backoff!r}")
+    return first, longest
+
+
+def _retry_period(fps: float) -> float:
+    """Seconds between retries of a camera's failed read: one frame period, from 5 ms (no spin
+    at absurd rates) to 100 ms (a slow camera still gets its retries in promptly)."""
+    return min(max(1.0 / fps, 0.005), 0.1)
 
 
 #: The slowest rate a video file may declare: a slideshow clip (ffmpeg ``-framerate 1/5``) runs
@@ -447,15 +478,37 @@ def camera_device_path(device: int | str) -> str | None:
 class CameraSource(_SourceBase):
     """A camera through OpenCV with the OS's native API, reconnecting when it disappears.
 
+    Real webcams fail a read now and then while the device is fine (a USB hiccup, a UVC driver
+    dropping a frame during an exposure change); releasing and reopening the device for that
+    would cost seconds of frozen video. So a failed read is retried, once per frame period (at
+    once after a read that itself waited that long), and the device counts as lost only when
+    ``lost_after_reads`` reads in a row failed or the failed reads have gone on for
+    ``lost_after_s`` seconds, whichever comes first. Until then ``read()`` keeps trying and
+    returns nothing: no frame is repeated, and ``reconnecting`` stays False. A good read ends
+    the streak. The streak rule also covers the first frame after opening or reopening (some
+    drivers fail a read or two while the sensor starts).
+
     Args:
         device: OpenCV index (``0`` or ``"0"``) or device path (``"/dev/video2"``).
         size: requested ``(W, H)``; the camera may pick another, ``size`` reports what it gave.
         fps: requested rate; ``fps`` reports what the driver says.
         fourcc: requested pixel format; MJPG is what USB cameras need for 1080p30 (raw YUYV
             does not fit through USB 2 at that size). ``None`` leaves the driver's default.
-        reconnect: when reads fail, keep reopening the device with exponential back-off
-            (``backoff = (first, longest)`` seconds) instead of raising; every successful
-            return counts in ``reconnects``.
+        reconnect: when the device is lost, keep reopening it with exponential back-off
+            (``backoff = (first, longest)`` seconds, ``0 < first <= longest``) instead of
+            raising :class:`SourceError`.
+        lost_after_reads: failed reads in a row that mean the device is lost (``>= 1``; 1 gives
+            up on the first failure). 10 is a third of a second of fast failures at 30 fps:
+            an unplugged camera's reads fail at once, and it is found gone that soon.
+        lost_after_s: seconds of failed reads in a row that mean the device is lost (``> 0``).
+            Bounds the wait where each failed read itself blocks (a driver's time-out).
+
+    Attributes:
+        reconnecting: True from when the device counts as lost until a reopened one delivers
+            a frame (not while failed reads are being retried).
+        reconnects: times a lost device came back (a retried failed read is no reconnect).
+        last_wait_s: seconds the last ``read()`` waited for the sensor, on failed reads, between
+            retries and in reconnect back-off (opening the device again counts as work).
     """
 
     live = True
@@ -470,27 +523,40 @@ class CameraSource(_SourceBase):
         fourcc: str | None = "MJPG",
         reconnect: bool = True,
         backoff: tuple[float, float] = (0.25, 2.0),
+        lost_after_reads: int = 10,
+        lost_after_s: float = 1.0,
     ):
         super().__init__()
+        # Checked before the device is opened: a bad value must not leave the camera taken.
+        self._lost_after_reads, self._lost_after_s = _check_lost_after(
+            lost_after_reads, lost_after_s
+        )
+        self._backoff = _check_backoff(backoff)
         self._target, self._index = _parse_camera(device)
         self._label = f"camera {device}"
         self._requested = (_check_size(size), _valid_fps(fps), fourcc)
         self._reconnect = reconnect
-        self._backoff = backoff
+        # Failed reads are retried once per frame period: the rate asked for until the driver
+        # says its own.
+        self._retry_s = _retry_period(self._requested[1] or DEFAULT_FPS)
+        self._failed_reads = 0  # the last streak's failed reads, for the messages
         self.reconnecting = False  # True while the device is gone and being reopened
         self._lock = threading.Lock()  # read() vs close() on the capture object
         self._cap: Any = self._open()
         if self._cap is None:
             raise self._not_found()
         try:
-            first = self._grab()
+            first = self._grab_retrying()
             if first is None:
-                raise SourceError(f"{self._label} opened but delivers no frames")
+                raise SourceError(
+                    f"{self._label} opened but delivers no frames ({self._streak_text()})"
+                )
             self._pending: Frame | None = first
             self.size = first.size
             self.fps = (
                 _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or self._requested[1] or DEFAULT_FPS
             )
+            self._retry_s = _retry_period(self.fps)
         except BaseException:
             # Nobody gets a source to close: the device would stay taken until the process ends
             # (the app's next start could not open it).
@@ -543,12 +609,13 @@ class CameraSource(_SourceBase):
             t0 = time.perf_counter()
             ok = self._cap.grab()  # waits for the sensor: not work, counted as waiting
             t1 = time.perf_counter()
+            # A failed grab waited for the sensor too (a driver's time-out, a dropped frame).
+            self.last_wait_s += t1 - t0
             if not ok:
                 return None
             ok, img = self._cap.retrieve()  # the decode (MJPG) happens here
         if not ok or img is None or img.size == 0:
             return None
-        self.last_wait_s += t1 - t0
         try:
             rgb = to_rgb8(img, bgr=True, inplace=True)
         except (TypeError, ValueError) as exc:
@@ -556,6 +623,46 @@ class CameraSource(_SourceBase):
             # buffer): the error must name the camera, not only the array.
             raise SourceError(f"{self._label} delivers frames SharpCam cannot use: {exc}") from exc
         return self._emit(rgb, t1)
+
+    def _grab_retrying(self) -> Frame | None:
+        """The next frame the open device delivers, retrying failed reads.
+
+        None when interrupted, when no device is open (a reopen failed: nothing to retry), or
+        once the device counts as lost (see the class docstring); ``_failed_reads`` then holds
+        the streak's length.
+        """
+        self._failed_reads = 0
+        streak_start = 0.0
+        while not self._interrupt.is_set():
+            t0 = time.perf_counter()
+            frame = self._grab()
+            if frame is not None:
+                if self._failed_reads:
+                    log.debug("%s: %d failed reads, then a frame", self._label, self._failed_reads)
+                return frame
+            now = time.perf_counter()
+            if not self._failed_reads:
+                streak_start = t0  # a first read that blocked and failed counts whole
+            self._failed_reads += 1
+            if (
+                self._cap is None
+                or self._failed_reads >= self._lost_after_reads
+                or now - streak_start >= self._lost_after_s
+            ):
+                return None
+            # A read that failed at once is the driver's error, not a wait for the sensor:
+            # asking again at once would spin. The next frame is due a period after this read
+            # began; a read that blocked that long is retried right away.
+            pause = self._retry_s - (now - t0)
+            if pause > 0:
+                if self._interrupt.wait(pause):
+                    return None
+                self.last_wait_s += time.perf_counter() - now
+        return None
+
+    def _streak_text(self) -> str:
+        reads = self._failed_reads
+        return f"{reads} read{'s' if reads != 1 else ''} in a row failed"
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0
@@ -567,7 +674,7 @@ class CameraSource(_SourceBase):
                 return frame
         delay = self._backoff[0]
         while not self._interrupt.is_set():
-            frame = self._grab()
+            frame = self._grab_retrying()
             if frame is not None:
                 if self.reconnecting:
                     self.reconnecting = False
@@ -577,9 +684,11 @@ class CameraSource(_SourceBase):
             if self._interrupt.is_set():
                 break
             if not self._reconnect:
-                raise SourceError(f"{self._label} stopped delivering frames")
+                raise SourceError(
+                    f"{self._label} stopped delivering frames ({self._streak_text()})"
+                )
             if not self.reconnecting:
-                log.warning("%s lost; reconnecting", self._label)
+                log.warning("%s lost (%s); reconnecting", self._label, self._streak_text())
                 self.reconnecting = True
             with self._lock:
                 if self._cap is not None:
@@ -970,7 +1079,8 @@ def open_source(
             for video files (they play at their own rate).
         kind: force ``"camera"``, ``"video"``, ``"image"``, ``"folder"`` or a registered kind.
         **options: passed to the source (``loop=True`` for files, ``skip_unreadable=True``
-            for folders, ``fourcc``, ``reconnect`` and ``backoff`` for cameras).
+            for folders, ``fourcc``, ``reconnect``, ``backoff``, ``lost_after_reads`` and
+            ``lost_after_s`` for cameras).
 
     Raises:
         SourceError: missing or unreadable file (named in the message).

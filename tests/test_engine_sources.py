@@ -750,6 +750,188 @@ def test_camera_without_reconnect_raises(monkeypatch):
     cam.close()
 
 
+class FlakyCapture(FakeCapture):
+    """A device that is fine but fails the grabs numbered in ``fail_at`` (0-based over this
+    capture's life, the probe frame's grab included), and every grab once ``frames`` good ones
+    are spent. Each good frame has a new value (from ``value + 1``), so a repeat would show."""
+
+    def __init__(self, target, api, *, fail_at=(), grab_s=0.0, failing=None, **kw):
+        super().__init__(target, api, **kw)
+        self.fail_at = set(fail_at)
+        self.grab_s = grab_s  # how long each grab blocks (a driver's time-out)
+        self.failing = failing  # set once two grabs failed: read() is retrying
+        self.grabs = 0
+        self.failed = 0
+
+    def grab(self):
+        if self.grab_s:
+            time.sleep(self.grab_s)
+        n, self.grabs = self.grabs, self.grabs + 1
+        if n in self.fail_at or not super().grab():
+            self.failed += 1
+            if self.failing is not None and self.failed >= 2:
+                self.failing.set()
+            return False
+        self.value += 1
+        return True
+
+
+def fake_cameras(monkeypatch, *plans):
+    """Each open of the device makes the next plan's FlakyCapture (then unopenable ones)."""
+    made: list[FlakyCapture] = []
+    plan = iter(plans)
+    monkeypatch.setattr(
+        sources,
+        "_make_capture",
+        lambda t, a: FlakyCapture(t, a, log=made, **next(plan, dict(opened=False))),
+    )
+    return made
+
+
+def test_camera_rides_out_a_few_failed_reads_without_reconnecting(monkeypatch):
+    # A webcam that drops a frame now and then (a USB hiccup, an exposure change) is fine:
+    # one failed read used to release and reopen it, seconds of frozen video on a live call.
+    # (A second device is there to be reopened: the old code did, and the test failed, not hung.)
+    made = fake_cameras(monkeypatch, dict(fail_at={2, 5, 6}), dict(value=200))
+    cam = CameraSource(device=0)  # the defaults, as the app opens a camera
+    frames, waits = [], []
+    for _ in range(6):
+        frames.append(cam.read())
+        waits.append(cam.last_wait_s)
+    values = [int(f.image[0, 0, 0]) for f in frames]
+    assert values == sorted(set(values)), values  # all fresh: nothing repeated while retrying
+    assert [f.index for f in frames] == list(range(frames[0].index, frames[0].index + 6))
+    assert made[0].failed == 3 and len(made) == 1 and not made[0].released
+    assert cam.reconnects == 0 and not cam.reconnecting
+    # Two failed reads in a row were retried a frame period (1/30 s) apart: waiting, not work.
+    assert max(waits) >= 0.06, waits
+    cam.close()
+    assert made[0].released
+
+
+def test_camera_failing_reads_in_a_row_still_mean_lost_and_reconnect(monkeypatch):
+    # The first device delivers 3 frames (the probe's included) and then only failed reads.
+    made = fake_cameras(monkeypatch, dict(frames=3, value=0), dict(value=100))
+    cam = CameraSource(device=0, lost_after_reads=4, lost_after_s=60.0, backoff=(0.001, 0.005))
+    values = []
+    while not values or values[-1] < 103:
+        values.append(int(cam.read().image[0, 0, 0]))
+    assert values[-3:] == [101, 102, 103] and values[:-3] == sorted(set(values[:-3]))
+    assert made[0].failed == 4 and made[0].released and len(made) == 2
+    assert cam.reconnects == 1 and not cam.reconnecting
+    cam.close()
+    assert made[1].released
+
+
+def test_camera_failing_reads_for_too_long_mean_lost_without_spinning(monkeypatch):
+    made = fake_cameras(monkeypatch, dict(frames=1), dict(value=100))
+    cam = CameraSource(device=0, lost_after_reads=10**6, lost_after_s=0.3, backoff=(0.001, 0.005))
+    t0 = time.perf_counter()
+    while int(cam.read().image[0, 0, 0]) < 100:
+        pass
+    assert time.perf_counter() - t0 >= 0.3
+    # Retried once per frame period (1/30 s) for 0.3 s: about 10 reads, not a busy loop's
+    # thousands (a loaded machine only makes the pauses longer and the reads fewer).
+    assert 2 <= made[0].failed <= 15, made[0].failed
+    assert cam.reconnects == 1 and not cam.reconnecting
+    cam.close()
+
+
+def test_camera_reads_that_block_and_fail_are_timed_from_the_first_one(monkeypatch):
+    # A driver whose failed reads each block (a time-out): the streak's time counts from when
+    # the first of them began, so the device is lost after lost_after_s, not a count of them.
+    made = fake_cameras(monkeypatch, dict(frames=1), dict(value=100))
+    cam = CameraSource(device=0, lost_after_reads=10**6, lost_after_s=0.5, backoff=(0.001, 0.005))
+    made[0].grab_s = 0.2
+    while int(cam.read().image[0, 0, 0]) < 100:
+        pass
+    assert 1 <= made[0].failed <= 3, made[0].failed  # 0.2 s each: lost at the third
+    assert cam.reconnects == 1
+    cam.close()
+
+
+def test_camera_stop_during_a_failed_read_streak_is_prompt(monkeypatch):
+    failing = threading.Event()
+    made = fake_cameras(monkeypatch, dict(frames=1, failing=failing))
+    cam = CameraSource(device=0, lost_after_reads=10**6, lost_after_s=60.0)
+    got: list[object] = []
+
+    def reader():
+        while (frame := cam.read()) is not None:
+            got.append(frame)
+        got.append(None)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    assert failing.wait(2.0)  # read() is retrying failed reads
+    t0 = time.perf_counter()
+    cam.interrupt()
+    thread.join(2.0)
+    assert not thread.is_alive() and time.perf_counter() - t0 < 1.0
+    assert got[-1] is None and len(got) <= 2  # at most the probe frame, then nothing
+    # Tolerated, not lost: the device was kept, and nothing says it was reconnecting.
+    assert len(made) == 1 and not made[0].released
+    assert cam.reconnects == 0 and not cam.reconnecting
+    cam.close()
+    assert made[0].released
+
+
+def test_a_camera_that_fails_its_first_reads_opens(monkeypatch):
+    # Some drivers fail a read or two while the sensor starts: that is no "delivers no frames".
+    made = fake_cameras(monkeypatch, dict(fail_at={0, 1}))
+    with CameraSource(device=0) as cam:
+        assert cam.read() is not None and cam.reconnects == 0
+    assert made[0].failed == 2 and len(made) == 1
+
+
+def test_a_camera_that_never_delivers_says_how_many_reads_failed_and_is_released(monkeypatch):
+    made = fake_cameras(monkeypatch, dict(frames=0))
+    with pytest.raises(SourceError, match=r"camera 0 opened but delivers no frames \(3 reads"):
+        CameraSource(device=0, lost_after_reads=3)
+    assert made[0].failed == 3 and made[0].released
+
+
+def test_camera_without_reconnect_rides_out_a_failed_read_and_raises_on_a_streak(monkeypatch):
+    made = fake_cameras(monkeypatch, dict(frames=4, fail_at={2}))
+    cam = CameraSource(device=0, reconnect=False, lost_after_reads=2)
+    assert cam.read() is not None and cam.read() is not None  # the failed read was retried
+    with pytest.raises(SourceError, match=r"camera 0 stopped delivering frames \(2 reads in a"):
+        while True:
+            cam.read()
+    assert len(made) == 1
+    cam.close()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (dict(lost_after_reads=0), "lost_after_reads must be an integer >= 1, got 0"),
+        (dict(lost_after_reads=2.5), "lost_after_reads must be an integer >= 1, got 2.5"),
+        (dict(lost_after_reads=True), "lost_after_reads must be an integer >= 1, got True"),
+        (dict(lost_after_s=0), "lost_after_s must be a finite number of seconds > 0, got 0"),
+        (dict(lost_after_s=-1.0), "lost_after_s must be a finite number of seconds > 0, got -1.0"),
+        (dict(lost_after_s=float("nan")), "seconds > 0, got nan"),
+        (dict(lost_after_s=float("inf")), "seconds > 0, got inf"),
+        (dict(lost_after_s="1s"), "seconds > 0, got '1s'"),
+        (dict(backoff=(0.0, 1.0)), "backoff must satisfy 0 < first <= longest seconds, got (0.0"),
+        (dict(backoff=(2.0, 1.0)), "backoff must satisfy 0 < first <= longest seconds, got (2.0"),
+        (dict(backoff=(1.0,)), "backoff must be (first, longest) seconds, got (1.0,)"),
+    ],
+)
+def test_camera_rejects_bad_loss_and_backoff_settings_before_opening(monkeypatch, options, message):
+    made = fake_cameras(monkeypatch, dict())
+    with pytest.raises(ValueError) as info:
+        open_source("0", live=True, **options)
+    assert message in str(info.value)
+    assert made == []  # checked at the boundary: the device was never taken
+
+
+def test_camera_takes_its_loss_settings_through_open_source(monkeypatch):
+    fake_cameras(monkeypatch, dict())
+    with open_source("0", live=True, lost_after_reads=np.int64(3), lost_after_s=2) as cam:
+        assert (cam._lost_after_reads, cam._lost_after_s) == (3, 2.0)
+
+
 # --------------------------------------------------------------------------- OpenCV environment
 
 MSMF_ENV = "OPENCV_VIDEOIO_MSMF_ENABLE_HW_TRANSFORMS"
