@@ -3,7 +3,9 @@
 The format (schema ``sharpcam-manifest/1``) is fixed in docs/ARCHITECTURE.md; `training/`'s
 export writes the same JSON with its own code (`training.export.update_manifest`: training never
 imports the engine). The engine reads the manifest that sits beside a model file: a listed file
-must match its sha256 or it is refused.
+must match its sha256 or it is refused, and so must the ONNX external data files it references
+(tensors kept beside the graph, ``onnx.save(..., save_as_external_data=True)``), listed under
+the entry's ``external_data``.
 
     entry = verify_file("weights/student_fast.onnx")   # ManifestEntry, or None when unlisted
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +42,32 @@ class ModelError(RuntimeError):
 
 class ModelIntegrityError(ModelError):
     """A model file listed in its manifest does not match the listed sha256."""
+
+
+@dataclass
+class ExternalData:
+    """One ONNX external data file of an entry (`external_data[location]`), the weights a graph
+    keeps beside it; ``location`` is the path the graph names, relative to the model's folder."""
+
+    sha256: str
+    bytes: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "bytes": self.bytes}
+
+    @classmethod
+    def from_dict(cls, location: str, d: Any) -> ExternalData:
+        if not isinstance(d, Mapping) or not _is_sha256(d.get("sha256")):
+            raise ValueError(f"external data {location!r} has no valid sha256")
+        return cls(sha256=str(d["sha256"]).lower(), bytes=int(d.get("bytes", 0)))
+
+
+def _external_data_from(d: Any) -> dict[str, ExternalData]:
+    if d is None:
+        return {}
+    if not isinstance(d, Mapping):
+        raise ValueError(f"'external_data' must be an object, got {type(d).__name__}")
+    return {str(loc): ExternalData.from_dict(str(loc), v) for loc, v in d.items()}
 
 
 @dataclass
@@ -104,6 +133,9 @@ class ManifestEntry:
     macs_per_pixel: float | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
     config_digest: str | None = None
+    # ONNX external data files the graph references (location -> digest); written only when
+    # there are some, so entries of self-contained files keep the keys they always had.
+    external_data: dict[str, ExternalData] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)  # unknown keys, kept on a round trip
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +153,8 @@ class ManifestEntry:
             "metrics": self.metrics,
             "config_digest": self.config_digest,
         }
+        if self.external_data:
+            d["external_data"] = {loc: x.to_dict() for loc, x in self.external_data.items()}
         d.update(self.extra)
         return d
 
@@ -141,6 +175,7 @@ class ManifestEntry:
             macs_per_pixel=d.get("macs_per_pixel"),
             metrics=dict(d.get("metrics") or {}),
             config_digest=d.get("config_digest"),
+            external_data=_external_data_from(d.get("external_data")),
             extra={k: v for k, v in d.items() if k not in known},
         )
 
@@ -210,9 +245,11 @@ def verify_file(path: str | Path) -> ManifestEntry | None:
         no manifest beside it or the file is not listed (the caller decides whether to warn).
 
     Raises:
-        ModelError: the file does not exist, or the manifest is unreadable.
+        ModelError: the file does not exist, or the manifest is unreadable, or an ONNX
+            external data file its entry lists is missing.
         ModelIntegrityError: the file is listed and its sha256 differs; for an OpenVINO IR
-            ``.xml``, also when its ``.bin`` is not listed or differs.
+            ``.xml``, also when its ``.bin`` is not listed or differs; for an ONNX file, also
+            when an external data file it references is not listed in its entry or differs.
     """
     path = Path(path)
     if not path.is_file():
@@ -227,6 +264,8 @@ def verify_file(path: str | Path) -> ManifestEntry | None:
     _check_sha256(path, entry, manifest)
     if path.suffix.lower() == ".xml":
         _check_ir_weights(path.with_suffix(".bin"), path, manifest)
+    elif entry.format == "onnx":
+        _check_external_data(path, entry, manifest)
     return entry
 
 
@@ -257,6 +296,34 @@ def _check_ir_weights(weights: Path, xml: Path, manifest: Manifest) -> None:
     _check_sha256(weights, manifest.files[listed], manifest)
 
 
+def _check_external_data(path: Path, entry: ManifestEntry, manifest: Manifest) -> None:
+    """ONNX external data: ONNX Runtime reads the tensors a graph marks EXTERNAL from files beside
+    it, which the graph's sha256 does not cover; a damaged or swapped one loaded as verified.
+    Each file the entry lists must match, and each file the graph references must be listed
+    (an entry written before `external_data` existed, or by hand, vouches for the graph only)."""
+    for location in onnx_external_data(path):
+        if location not in entry.external_data:
+            raise ModelIntegrityError(
+                f"model file {path} keeps tensors in the external data file "
+                f"{path.parent / location}, which its entry in {manifest.path} does not list: "
+                "re-export it, or list the file under the entry's 'external_data' "
+                "(engine.manifest.make_entry does), or remove the entry to load it unverified"
+            )
+    for location, listed in entry.external_data.items():
+        side = path.parent / location
+        if not side.is_file():
+            raise ModelError(
+                f"external data file not found: {side} (listed for {path} in {manifest.path})"
+            )
+        actual = sha256_file(side)
+        if actual != listed.sha256:
+            raise ModelIntegrityError(
+                f"external data file {side} of model {path} does not match {manifest.path}: "
+                f"expected sha256 {listed.sha256}, got {actual} "
+                "(the file is damaged or was replaced; re-download or re-export the model)"
+            )
+
+
 def _check_sha256(path: Path, entry: ManifestEntry, manifest: Manifest) -> None:
     actual = sha256_file(path)
     if actual != entry.sha256:
@@ -275,9 +342,13 @@ def _same(path: Path, listed: str) -> bool:
 
 
 def make_entry(path: str | Path, **fields: Any) -> ManifestEntry:
-    """A `ManifestEntry` for an existing file: sha256, size and format filled in from the file.
+    """A `ManifestEntry` for an existing file: sha256, size and format filled in from the file,
+    and for an ONNX file the sha256 of each external data file its graph references.
 
     `fields` override any attribute (`input`/`output` may be `TensorSpec`s or dicts).
+
+    Raises:
+        ModelError: an external data file the graph references does not exist.
     """
     path = Path(path)
     for side in ("input", "output"):
@@ -289,7 +360,144 @@ def make_entry(path: str | Path, **fields: Any) -> ManifestEntry:
         "format": _SUFFIX_FORMAT.get(path.suffix.lower(), "onnx"),
     }
     base.update(fields)
+    if base["format"] == "onnx" and path.suffix.lower() != ".xml" and "external_data" not in fields:
+        base["external_data"] = _external_data_of(path)
     return ManifestEntry(file=path.name, **base)
+
+
+def _external_data_of(path: Path) -> dict[str, ExternalData]:
+    """The digest of each external data file the ONNX graph at ``path`` references."""
+    out: dict[str, ExternalData] = {}
+    for location in onnx_external_data(path):
+        side = path.parent / location
+        if not side.is_file():
+            raise ModelError(f"external data file not found: {side} (referenced by {path})")
+        out[location] = ExternalData(sha256=sha256_file(side), bytes=side.stat().st_size)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX external data, read from the protobuf wire format: the engine does not depend on the
+# `onnx` package (onnxruntime alone runs the models), and only a few fields matter here.
+# --------------------------------------------------------------------------------------------
+
+# Fields (numbers from onnx.proto) on every path from ModelProto to a TensorProto, the message
+# kind each holds; `onnx.external_data_helper` moves tensors of all of these out of the graph.
+_ONNX_CHILDREN: dict[str, dict[int, str]] = {
+    "model": {7: "graph", 20: "training", 25: "function"},
+    "training": {1: "graph", 2: "graph"},  # TrainingInfoProto: initialization, algorithm
+    "graph": {1: "node", 5: "tensor", 15: "sparse"},  # node, initializer, sparse_initializer
+    "function": {7: "node", 11: "attribute"},  # node, attribute_proto (default values)
+    "node": {5: "attribute"},
+    # t, g, tensors, graphs, sparse_tensor, sparse_tensors (If/Loop bodies, Constant values)
+    "attribute": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph", 22: "sparse", 23: "sparse"},
+    "sparse": {1: "tensor", 2: "tensor"},  # values, indices
+}
+_TENSOR_EXTERNAL_DATA = 13  # TensorProto.external_data: repeated StringStringEntryProto
+_TENSOR_DATA_LOCATION = 14  # TensorProto.data_location: 1 = EXTERNAL
+_EXTERNAL = 1
+
+
+class _WireError(ValueError):
+    """Bytes that are not a protobuf message."""
+
+
+# A message is a span (start, end) of the file's bytes: offsets rather than slices, so nothing
+# is copied and no buffer stays exported from the memory map when it closes.
+_Span = tuple[int, int]
+
+
+def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise _WireError("truncated or overlong varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: Any, span: _Span) -> Iterable[tuple[int, int | _Span]]:
+    """``(field number, value)`` of each field of the message at ``span``: an int for a varint,
+    a span for a length-delimited field; fixed-size fields are skipped."""
+    pos, end = span
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise _WireError("field number 0")
+        value: int | _Span | None = None
+        if wire == 0:
+            value, pos = _varint(buf, pos, end)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            size, pos = _varint(buf, pos, end)
+            value = (pos, pos + size)
+            pos += size
+        elif wire == 5:
+            pos += 4
+        else:  # groups (3, 4) are proto2 relics that ONNX never uses
+            raise _WireError(f"wire type {wire}")
+        if pos > end:
+            raise _WireError("field runs past the end of its message")
+        if value is not None:
+            yield number, value
+
+
+def _tensor_location(buf: Any, span: _Span) -> str | None:
+    """The ``location`` of a TensorProto whose data is EXTERNAL; None for data kept inline
+    (ONNX Runtime reads ``external_data`` only when ``data_location`` says EXTERNAL)."""
+    external = False
+    location = None
+    for number, value in _fields(buf, span):
+        if number == _TENSOR_DATA_LOCATION and isinstance(value, int):
+            external = value == _EXTERNAL
+        elif number == _TENSOR_EXTERNAL_DATA and isinstance(value, tuple):
+            # StringStringEntryProto: key = 1, value = 2
+            entry = {n: buf[v[0] : v[1]] for n, v in _fields(buf, value) if isinstance(v, tuple)}
+            if entry.get(1) == b"location":
+                location = bytes(entry.get(2, b"")).decode("utf-8")
+    return location if external else None
+
+
+def _external_locations(buf: Any, size: int) -> list[str]:
+    """Every external data location the serialized ModelProto in ``buf`` references, once."""
+    found: dict[str, None] = {}
+    stack: list[tuple[str, _Span]] = [("model", (0, size))]
+    while stack:
+        kind, span = stack.pop()
+        if kind == "tensor":
+            location = _tensor_location(buf, span)
+            if location is not None:
+                found.setdefault(location)
+            continue
+        children = _ONNX_CHILDREN[kind]
+        for number, value in _fields(buf, span):
+            if number in children and isinstance(value, tuple):
+                stack.append((children[number], value))
+    return list(found)
+
+
+def onnx_external_data(path: str | Path) -> list[str]:
+    """The external data files (locations relative to the model's folder, as the graph names
+    them) that the ONNX model at ``path`` keeps tensors in; empty for a self-contained model,
+    and for a file that is not an ONNX protobuf at all (the runtime refuses that one itself).
+
+    Reads the file through a memory map: a self-contained model can be up to 2 GiB.
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return []
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            try:
+                return _external_locations(mapped, size)
+            except (_WireError, UnicodeDecodeError):
+                return []
 
 
 def write_manifest(

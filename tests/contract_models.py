@@ -201,6 +201,40 @@ def _save_onnx(graph: Any, path: str | Path) -> Path:
     return path
 
 
+def make_external_data_model(path: str | Path, *, one_file: bool = True, seed: int = 0) -> Path:
+    """A tiny torch conv (3 -> 3 channels, dynamic H and W) exported to ONNX at ``path``, its
+    tensors moved into ONNX external data files beside it: ``NAME.data`` with ``one_file``, else
+    one file per tensor named by the tensor (what ``onnx.save(..., save_as_external_data=True)``
+    writes for large models). Needs torch and onnx."""
+    import onnx
+    import torch
+
+    torch.manual_seed(seed)
+    conv = torch.nn.Conv2d(3, 3, 3, padding=1).eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation notice
+        torch.onnx.export(
+            conv,
+            (torch.rand(1, 3, 16, 16),),
+            str(path),
+            input_names=["input"],
+            output_names=["output"],
+            dynamic_axes={"input": {2: "height", 3: "width"}, "output": {2: "height", 3: "width"}},
+            dynamo=False,  # fast, and writes no side file of its own
+        )
+    onnx.save(
+        onnx.load(str(path)),
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=one_file,
+        location=f"{path.name}.data" if one_file else None,
+        size_threshold=0,  # the bias too: a few bytes, but still weights outside the graph
+    )
+    return path
+
+
 def make_bad_onnx_model(path: str | Path, problem: str) -> Path:
     """Write an ONNX model that breaks the contract in one way.
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from engine.manifest import (
     TensorSpec,
     load_manifest,
     make_entry,
+    onnx_external_data,
     sha256_file,
     verify_file,
     write_manifest,
@@ -222,3 +224,142 @@ def test_an_openvino_ir_is_verified_with_its_weights(tmp_path):
     weights.unlink()
     with pytest.raises(ModelError, match="^model weights file not found: "):
         verify_file(xml)
+
+
+def _conv_with_external_data(
+    directory: Path, name: str = "m.onnx", *, one_file: bool = True, seed: int = 0
+) -> Path:
+    """`contract_models.make_external_data_model` in ``directory``; skipped without torch."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    from contract_models import make_external_data_model
+
+    return make_external_data_model(directory / name, one_file=one_file, seed=seed)
+
+
+def test_onnx_external_data_is_listed_and_verified(tmp_path):
+    # `onnx.save(..., save_as_external_data=True)` keeps the weights in a side file the graph's
+    # sha256 does not cover: the entry lists the side file's digest, and the model loads.
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+
+    path = _conv_with_external_data(tmp_path)
+    side = tmp_path / "m.onnx.data"
+    assert side.is_file() and onnx_external_data(path) == ["m.onnx.data"]
+    write_manifest(tmp_path, [make_entry(path, variant="fast")])
+    listed = json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]["m.onnx"]
+    assert listed["external_data"] == {
+        "m.onnx.data": {"sha256": sha256_file(side), "bytes": side.stat().st_size}
+    }
+    entry = verify_file(path)
+    assert entry.variant == "fast" and entry.external_data["m.onnx.data"].sha256 == sha256_file(
+        side
+    )
+    assert load_manifest(tmp_path).files["m.onnx"] == entry  # a round trip keeps it
+    # what the engine then opens is a real model with its weights outside the graph
+    frame = np.random.default_rng(0).random((1, 3, 17, 19), dtype=np.float32)
+    (out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"input": frame}
+    )
+    assert out.shape == frame.shape
+
+
+@pytest.mark.parametrize("how", ["damaged", "replaced"])
+def test_a_damaged_or_replaced_external_data_file_is_refused_naming_it(tmp_path, how):
+    path = _conv_with_external_data(tmp_path)
+    side = tmp_path / "m.onnx.data"
+    write_manifest(tmp_path, [make_entry(path)])
+    expected = sha256_file(side)
+    if how == "damaged":
+        side.write_bytes(side.read_bytes()[:-1] + b"\x00")
+    else:  # another model's weights, same names and sizes: ONNX Runtime loads them silently
+        other = tmp_path / "other"
+        other.mkdir()
+        _conv_with_external_data(other, seed=1)
+        side.write_bytes((other / "m.onnx.data").read_bytes())
+    with pytest.raises(ModelIntegrityError) as info:
+        verify_file(path)
+    msg = str(info.value)
+    assert f"external data file {side} of model {path}" in msg
+    assert expected in msg and sha256_file(side) in msg
+
+
+def test_a_missing_external_data_file_is_a_model_error_naming_it(tmp_path):
+    path = _conv_with_external_data(tmp_path)
+    write_manifest(tmp_path, [make_entry(path)])
+    (tmp_path / "m.onnx.data").unlink()
+    with pytest.raises(ModelError, match="^external data file not found: ") as info:
+        verify_file(path)
+    assert str(tmp_path / "m.onnx.data") in str(info.value)
+    assert not isinstance(info.value, ModelIntegrityError)
+    with pytest.raises(ModelError, match="external data file not found"):
+        make_entry(path)  # nothing to vouch for: no entry is made
+
+
+def test_an_entry_that_does_not_list_the_external_data_is_refused(tmp_path):
+    # An entry written before `external_data` existed, or by hand: it vouches for the graph
+    # only, and a damaged side file loaded as verified.
+    path = _conv_with_external_data(tmp_path)
+    entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "format": "onnx"}
+    doc = {"schema": SCHEMA, "files": {"m.onnx": entry}}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(doc))
+    with pytest.raises(ModelIntegrityError, match="does not list") as info:
+        verify_file(path)
+    assert str(tmp_path / "m.onnx.data") in str(info.value)
+
+
+def test_every_external_data_file_of_a_model_is_checked(tmp_path):
+    # One file per tensor (onnx's all_tensors_to_one_file=False): each is listed and checked.
+    path = _conv_with_external_data(tmp_path, one_file=False)
+    locations = onnx_external_data(path)
+    assert len(locations) == 2  # weight, bias
+    write_manifest(tmp_path, [make_entry(path)])
+    assert set(verify_file(path).external_data) == set(locations)
+    last = tmp_path / locations[-1]
+    last.write_bytes(last.read_bytes()[::-1])
+    with pytest.raises(ModelIntegrityError, match=str(last)):
+        verify_file(path)
+
+
+def test_a_self_contained_onnx_entry_has_no_external_data_key(tmp_path):
+    # Entries of self-contained files (every shipped one) keep exactly the keys they had.
+    onnx = pytest.importorskip("onnx")
+    path = _conv_with_external_data(tmp_path)
+    onnx.save(onnx.load(str(path)), str(path))  # weights back inside the graph
+    (tmp_path / "m.onnx.data").unlink()
+    assert onnx_external_data(path) == []
+    write_manifest(tmp_path, [make_entry(path)])
+    assert set(json.loads((tmp_path / MANIFEST_NAME).read_text())["files"]["m.onnx"]) == ENTRY_KEYS
+    assert verify_file(path).external_data == {}
+
+
+def test_the_shipped_manifest_reads_and_writes_back_unchanged():
+    # No new key appears in the shipped entries (none of their files has external data), and
+    # each shipped ONNX file is self-contained.
+    weights = Path(__file__).resolve().parents[1] / "weights"
+    raw = json.loads((weights / MANIFEST_NAME).read_text())
+    manifest = load_manifest(weights)
+    assert manifest.to_dict() == raw
+    for name, entry in manifest.files.items():
+        assert entry.external_data == {}
+        if entry.format == "onnx":
+            assert onnx_external_data(weights / name) == [], name
+
+
+@pytest.mark.parametrize(
+    ("external_data", "reason"),
+    [
+        ([], "'external_data' must be an object"),
+        ({"m.onnx.data": {"sha256": "xyz"}}, "external data 'm.onnx.data' has no valid sha256"),
+        ({"m.onnx.data": "ab" * 32}, "external data 'm.onnx.data' has no valid sha256"),
+    ],
+)
+def test_malformed_external_data_is_a_model_error_naming_the_entry(
+    model_file, external_data, reason
+):
+    entry = {"sha256": sha256_file(model_file), "external_data": external_data}
+    doc = {"schema": SCHEMA, "files": {model_file.name: entry}}
+    (model_file.parent / MANIFEST_NAME).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="entry 'student_fast.onnx' is malformed") as info:
+        verify_file(model_file)
+    assert reason in str(info.value)

@@ -843,3 +843,138 @@ def test_calibration_from_a_clip_keeps_only_the_frames_it_picks(
     # spread over the whole clip as before: frames 1, 17, 34 and 50
     assert [round(float(f.max()) * 255) for f in frames] == [1, 17, 34, 50]
     assert len(decoded) == 4
+
+
+# --------------------------------------------------------------------------------------------
+# ONNX external data: the weights of a graph saved with save_as_external_data live in files
+# beside it, which the graph's sha256 does not cover.
+# --------------------------------------------------------------------------------------------
+
+
+def test_manifest_entry_lists_external_data_and_the_engine_checks_it(tmp_path: Path) -> None:
+    from contract_models import make_external_data_model
+
+    manifest_mod = pytest.importorskip("engine.manifest")
+    path = make_external_data_model(tmp_path / "m.onnx")
+    side = tmp_path / "m.onnx.data"
+    entry = _entry(path)
+    assert entry["external_data"] == {
+        "m.onnx.data": {"sha256": E.sha256_file(side), "bytes": side.stat().st_size}
+    }
+    E.update_manifest(tmp_path, {"m.onnx": entry})
+    assert manifest_mod.verify_file(path) is not None
+    side.write_bytes(side.read_bytes()[::-1])  # other weights, same size
+    with pytest.raises(manifest_mod.ModelIntegrityError, match=str(side)):
+        manifest_mod.verify_file(path)
+
+
+@pytest.mark.parametrize("problem", ["not-listed", "other-bytes", "no-file"])
+def test_update_manifest_refuses_an_entry_whose_external_data_the_engine_would_refuse(
+    problem: str, tmp_path: Path
+) -> None:
+    from contract_models import make_external_data_model
+
+    path = make_external_data_model(tmp_path / "m.onnx")
+    side = tmp_path / "m.onnx.data"
+    entry = _entry(path)
+    if problem == "not-listed":  # an entry from before external_data, or written by hand
+        del entry["external_data"]
+    elif problem == "other-bytes":
+        side.write_bytes(side.read_bytes()[::-1])
+    else:
+        side.unlink()
+    with pytest.raises(E.ExportError, match="external data") as info:
+        E.update_manifest(tmp_path, {"m.onnx": entry})
+    assert "m.onnx" in str(info.value)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_engine_and_export_find_the_same_external_data(tmp_path: Path) -> None:
+    # The engine reads the protobuf itself (it does not need the onnx package); the export
+    # records what onnx finds. Tensors in initializers, in Constant nodes and inside an If
+    # branch, each in a file of its own: the engine must find each one the export lists, or
+    # it refuses the model although the entry is right.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    manifest_mod = pytest.importorskip("engine.manifest")
+
+    def tensor(name: str) -> TensorProto:
+        return numpy_helper.from_array(np.full((4, 4), 0.5, np.float32), name)
+
+    def const(name: str) -> onnx.NodeProto:
+        return helper.make_node("Constant", [], [name], value=tensor(f"{name}_value"))
+
+    branch = helper.make_graph(
+        [const("b")], "branch", [], [helper.make_tensor_value_info("b", TensorProto.FLOAT, [4, 4])]
+    )
+    graph = helper.make_graph(
+        [
+            const("c"),
+            helper.make_node("Add", ["x", "w"], ["xw"]),
+            helper.make_node("Add", ["xw", "c"], ["y0"]),
+            helper.make_node("If", ["cond"], ["br"], then_branch=branch, else_branch=branch),
+            helper.make_node("Add", ["y0", "br"], ["y"]),
+        ],
+        "g",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+        initializer=[tensor("w")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # convert_attribute: the Constant values too (onnx.save alone moves initializers only)
+    convert_model_to_external_data(
+        model, all_tensors_to_one_file=False, size_threshold=0, convert_attribute=True
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    found = E.external_data_files(path)
+    assert set(found) == {"w", "c_value", "b_value"}  # the branch's tensor is saved once
+    assert set(manifest_mod.onnx_external_data(path)) == set(found)
+    E.update_manifest(tmp_path, {"m.onnx": _entry(path)})
+    assert set(manifest_mod.verify_file(path).external_data) == set(found)
+
+
+def test_an_export_carries_its_external_data_files_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An exporter that keeps the weights beside the graph (onnx does for models over 2 GiB):
+    # the side file moves in with the graph and is listed, or the graph loads without weights.
+    import onnx
+
+    manifest_mod = pytest.importorskip("engine.manifest")
+    real_export = E.export_onnx
+
+    def export_external(model: torch.nn.Module, path: str | Path, *, opset: int = 18) -> str:
+        used = real_export(model, path, opset=17)  # 17: the fast TorchScript-based exporter
+        onnx.save(
+            onnx.load(str(path)),
+            str(path),
+            save_as_external_data=True,
+            location=f"{Path(path).name}.data",
+            size_threshold=0,
+        )
+        return used
+
+    monkeypatch.setattr(E, "export_onnx", export_external)
+    result = E.export_all(
+        create_student("tiny").eval(),
+        tmp_path,
+        name="m",
+        variant="tiny",
+        config={},
+        fp16=False,
+        torchscript=False,
+        check_size=(33, 47),
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data", "manifest.json"]
+    listed = json.loads((tmp_path / "manifest.json").read_text())["files"]["m.onnx"]
+    assert listed == result.entries["m.onnx"]
+    assert listed["external_data"]["m.onnx.data"]["sha256"] == E.sha256_file(
+        tmp_path / "m.onnx.data"
+    )
+    assert manifest_mod.verify_file(tmp_path / "m.onnx") is not None

@@ -59,6 +59,7 @@ __all__ = [
     "export_all",
     "export_onnx",
     "export_torchscript",
+    "external_data_files",
     "load_student",
     "main",
     "manifest_entry",
@@ -710,6 +711,55 @@ def _precision_of(fname: str, name: str) -> str:
     return {"_fp16.onnx": "fp16", "_int8.onnx": "int8"}.get(fname[len(name) :], "fp32")
 
 
+def external_data_files(path: str | Path) -> list[str]:
+    """The external data files (locations relative to the model's folder, as the graph names
+    them) that the ONNX model at ``path`` keeps tensors in; empty for a self-contained model and
+    for bytes that are not an ONNX protobuf.
+
+    Every TensorProto anywhere in the model counts (initializers, Constant and other attribute
+    values, If/Loop bodies, functions): the engine refuses a model referencing a file its entry
+    does not list, so this must find at least what the engine's own reader finds.
+    """
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except (DecodeError, ValueError, RuntimeError):
+        return []  # not ONNX (the runtime refuses it itself): it references nothing
+    found: dict[str, None] = {}
+    stack: list[Any] = [model]
+    while stack:
+        message = stack.pop()
+        if isinstance(message, onnx.TensorProto):
+            if message.data_location == onnx.TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in message.external_data}
+                if "location" in info:  # without one ONNX Runtime refuses the model anyway
+                    found.setdefault(info["location"])
+            continue
+        for fd, value in message.ListFields():
+            if fd.message_type is None:
+                continue  # a scalar or a string
+            # A repeated field's container has no ListFields (and FieldDescriptor.label, which
+            # would say so, is gone from protobuf 7).
+            if hasattr(value, "ListFields"):
+                stack.append(value)
+            else:
+                stack.extend(value)
+    return list(found)
+
+
+def _external_data_entry(path: Path) -> dict[str, dict[str, Any]]:
+    """``external_data`` of ``path``'s manifest entry: sha256 and size of each file it names."""
+    out: dict[str, dict[str, Any]] = {}
+    for location in external_data_files(path):
+        side = path.parent / location
+        if not side.is_file():
+            raise ExportError(f"{path}: its external data file {side} does not exist")
+        out[location] = {"sha256": sha256_file(side), "bytes": side.stat().st_size}
+    return out
+
+
 def manifest_entry(
     path: Path,
     *,
@@ -724,7 +774,9 @@ def manifest_entry(
     digest: str,
     parity: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """One ``files`` entry of `manifest.json`, exactly the keys of docs/ARCHITECTURE.md."""
+    """One ``files`` entry of `manifest.json`, exactly the keys of docs/ARCHITECTURE.md; an ONNX
+    file that keeps tensors in external data files gets ``external_data`` too (their sha256:
+    the file's own sha256 does not cover them)."""
     dtype = "float16" if precision == "fp16" else "float32"
     entry: dict[str, Any] = {
         "sha256": sha256_file(path),
@@ -754,6 +806,10 @@ def manifest_entry(
         "metrics": dict(metrics),
         "config_digest": digest,
     }
+    if fmt == "onnx":
+        external = _external_data_entry(path)
+        if external:  # only then: self-contained files keep the keys they always had
+            entry["external_data"] = external
     if parity is not None:
         entry["parity_max_abs_diff"] = dict(parity)  # extra key: the engine keeps unknown keys
     return entry
@@ -801,11 +857,16 @@ def update_manifest(
     return path
 
 
+def _is_sha256(sha: Any) -> bool:
+    return isinstance(sha, str) and len(sha) == 64 and set(sha) <= set(_HEX)
+
+
 def _check_entries(directory: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
-    """ExportError unless each of ``entries`` names a file in ``directory`` with its sha256."""
+    """ExportError unless each of ``entries`` names a file in ``directory`` with its sha256,
+    and an ONNX file's entry lists each of its external data files with theirs."""
     for fname, entry in entries.items():
         sha = entry.get("sha256") if isinstance(entry, Mapping) else None
-        if not (isinstance(sha, str) and len(sha) == 64 and set(sha) <= set(_HEX)):
+        if not _is_sha256(sha):
             raise ExportError(
                 f"manifest entry {fname!r} has no sha256: pass the whole entry "
                 "(manifest_entry(), or the listed entry with its keys changed)"
@@ -818,6 +879,36 @@ def _check_entries(directory: Path, entries: Mapping[str, Mapping[str, Any]]) ->
             raise ExportError(
                 f"manifest entry {fname!r} has sha256 {sha[:12]}…, the file is "
                 f"{actual[:12]}… (entries are for the files as they are)"
+            )
+        _check_external_entry(file, entry)
+
+
+def _check_external_entry(file: Path, entry: Mapping[str, Any]) -> None:
+    """ExportError unless ``entry["external_data"]`` lists every external data file of ``file``
+    (an ONNX model) with its sha256: the engine refuses the model otherwise."""
+    listed = entry.get("external_data") or {}
+    if not isinstance(listed, Mapping):
+        raise ExportError(f"manifest entry {file.name!r}: 'external_data' must be an object")
+    referenced = external_data_files(file) if entry.get("format", "onnx") == "onnx" else []
+    for location in dict.fromkeys([*referenced, *listed]):
+        side = file.parent / location
+        if location not in listed:
+            raise ExportError(
+                f"manifest entry {file.name!r} does not list the external data file {side} "
+                "its graph keeps tensors in (manifest_entry() lists it)"
+            )
+        sha = listed[location].get("sha256") if isinstance(listed[location], Mapping) else None
+        if not _is_sha256(sha):
+            raise ExportError(
+                f"manifest entry {file.name!r}: external data {location!r} has no sha256"
+            )
+        if not side.is_file():
+            raise ExportError(f"manifest entry {file.name!r}: no external data file {side}")
+        actual = sha256_file(side)
+        if actual != sha.lower():
+            raise ExportError(
+                f"manifest entry {file.name!r} lists external data {location!r} with sha256 "
+                f"{sha[:12]}…, the file is {actual[:12]}… (entries are for the files as they are)"
             )
 
 
@@ -953,6 +1044,11 @@ def export_all(
             # would be refused by the engine (sha256 of the old ones).
             _existing_files(manifest)
             for fname, path in list(result.files.items()):
+                # An ONNX file's external data files go with it: its graph names them relative
+                # to its own folder.
+                for location in result.entries[fname].get("external_data", {}):
+                    (out / location).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(path.parent / location, out / location)
                 os.replace(path, out / fname)
                 result.files[fname] = out / fname
             # A file of this name's family not made this time holds the previous weights: it
