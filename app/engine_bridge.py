@@ -3,12 +3,14 @@
 The engine calls back from its worker threads; widgets may only be touched from the GUI thread.
 :class:`EngineBridge` is a ``QObject`` living in the GUI thread: engine callbacks only copy data
 and emit signals (Qt queues cross-thread emissions to the receiver's thread), and the window's
-commands (start, strength, on/off, virtual camera) arrive as plain method calls. The slow parts
-run on short-lived worker threads: a start's (opening a camera, compiling a model; the engine is
-started back in the GUI thread, :attr:`EngineBridge.start_finished`), a stop's (joining the
-engine's threads, which may wait for a model call or a stalled output) and a virtual camera
-device's open (a driver that takes seconds, or hangs; the device is handed to the engine back in
-the GUI thread); only closing the window waits for a stop, bounded.
+commands (start, strength, on/off, processing size, virtual camera) arrive as plain method calls.
+The slow parts run on short-lived worker threads: a start's (opening a camera, compiling a model;
+the engine is started back in the GUI thread, :attr:`EngineBridge.start_finished`), a processing
+size change's (loading the model at the new size; it is swapped into the running engine back in
+the GUI thread, the camera staying open), a stop's (joining the engine's threads, which may wait
+for a model call or a stalled output) and a virtual camera device's open (a driver that takes
+seconds, or hangs; the device is handed to the engine back in the GUI thread); only closing the
+window waits for a stop, bounded.
 
 Previews follow the latest-frame rule of the engine itself: the callback stores the newest
 ``(original, processed)`` pair and emits :attr:`EngineBridge.preview_ready` only when the GUI has
@@ -146,6 +148,18 @@ def close_failed_message(exc: BaseException) -> UserMessage:
     )
 
 
+def scale_failed_message(scale: float | str, exc: BaseException) -> UserMessage:
+    """The message for a processing size whose model did not load: the stream goes on with the
+    model it had (a restart would have fallen back to passthrough)."""
+    return UserMessage(
+        "model",
+        f"The processing size could not be changed to {_scale_words(scale)}: "
+        f"{str(exc).strip() or type(exc).__name__}",
+        "The video keeps running as before, at the previous processing size (the picker shows "
+        "it again). If this repeats, restart SharpCam.",
+    )
+
+
 def open_failed_message(exc: BaseException) -> UserMessage:
     """The message for a virtual camera open that failed on an unexpected error (a fault in
     SharpCam, not a missing device: the setup steps would send the person to install a driver
@@ -271,6 +285,9 @@ class EngineBridge(QObject):
             virtual_camera_changed(False, "") came before. Nothing restarts it; the engine is
             stopped on a worker thread, and the next :meth:`start` opens its source only once the
             engine's has closed.
+        scale_change_failed(object): the model did not load at the processing scale
+            :meth:`set_scale` asked for (a :attr:`message` says why); the argument is the scale
+            the running engine keeps.
     """
 
     preview_ready = Signal()
@@ -284,6 +301,7 @@ class EngineBridge(QObject):
     virtual_camera_missing = Signal(str)
     start_finished = Signal(bool)
     stream_ended = Signal(object)
+    scale_change_failed = Signal(object)
 
     # Emitted from worker threads; connected (queued) to GUI-thread slots.
     _error_from_worker = Signal(object, object)  # (the engine's feed token, the exception)
@@ -291,6 +309,7 @@ class EngineBridge(QObject):
     _opened = Signal(object)  # a _StartRequest whose source and backend are open
     _engine_done = Signal(object)  # an engine whose run is over (ended, or stopped)
     _virtual_opened = Signal(object)  # a _VirtualOpen whose open_sink returned (or raised)
+    _swap_loaded = Signal(object)  # a _BackendSwap whose create_backend returned (or raised)
 
     def __init__(
         self,
@@ -376,6 +395,20 @@ class EngineBridge(QObject):
         self._virtual_opened.connect(self._on_virtual_opened)
         # The message shown for the error that ends the current engine, when it came first.
         self._end_message: tuple[BaseException, UserMessage] | None = None
+        # Processing-scale changes swap a new backend into the running engine (see set_scale).
+        # The scale asked for, and the one the running engine's backend was built for:
+        self._scale: float | str = "auto"
+        self._running_scale: float | str = "auto"
+        # What the running engine's start asked for (backend name, model), to build the same
+        # backend at another scale; and the warning it started with (its model did not load).
+        self._backend_spec: tuple[str, str | None] | None = None
+        self._start_warning: str | None = None
+        # The newest change wins (a counter, under _lock); older loads are closed on arrival.
+        self._swap_seq = 0
+        self._swapping: _BackendSwap | None = None  # the load whose backend is awaited
+        self._swappers: list[tuple[threading.Thread, _BackendSwap]] = []  # for join()
+        self._swap_failure: UserMessage | None = None  # said for the latest failed change
+        self._swap_loaded.connect(self._on_swap_loaded)
 
     # --- state ---------------------------------------------------------------------------------
     @property
@@ -427,6 +460,17 @@ class EngineBridge(QObject):
     def virtual_camera_device(self) -> str:
         return self._virtual_device
 
+    @property
+    def scale(self) -> float | str:
+        """The processing scale the running engine's backend was built for (while none runs:
+        the one the next start uses)."""
+        return self._running_scale if self._engine is not None else self._scale
+
+    @property
+    def changing_scale(self) -> bool:
+        """A :meth:`set_scale` is loading the model at its scale on a worker thread."""
+        return self._swapping is not None
+
     def stats(self) -> Any:
         return self._engine.stats() if self._engine is not None else None
 
@@ -476,6 +520,8 @@ class EngineBridge(QObject):
         # Taken down with the rest: a later turn-on's setup steps must not cite it.
         self._close_failures = []
         self._open_failure = None
+        self._swap_failure = None
+        self._scale = scale
         self.using_fallback = False
         self.source_error = None
         self._fps = fps
@@ -540,6 +586,8 @@ class EngineBridge(QObject):
         self._end_message = None
         cancelled = self._opening is not None
         self._opening = None
+        # A model loading for a scale change is stale too (the generation): closed on arrival.
+        self._swapping = None
         with self._lock:
             # Any result still on its way is stale from here on (see _on_opened).
             self._generation += 1
@@ -614,12 +662,35 @@ class EngineBridge(QObject):
         if self._engine is not None:
             self._engine.set_enabled(self._enabled)
 
+    def set_scale(self, scale: float | str) -> bool:
+        """Run the model at processing ``scale`` (see :meth:`start`) from now on, without
+        restarting the stream; True when a running engine gets it now.
+
+        The scale wraps the backend when it is created, so a new backend is built the way the
+        start built its own, on a worker thread (a model load or compile takes a second), and
+        swapped into the running engine between two frames (:meth:`engine.Engine.set_backend`,
+        which closes the old one after its last call): the camera stays open, the virtual camera
+        and the preview go on unbroken, and the output keeps its size (the scaled backend
+        returns frames at the input's size). The newest change wins: a backend built for an
+        older one, or for an engine stopped or restarted meanwhile, is closed, never installed.
+        One that fails to load leaves the running one in place: a :attr:`message` says so and
+        :attr:`scale_change_failed` gives the scale kept. Without a running engine the scale is
+        only remembered: a start still opening gets it once its engine runs, and the window
+        passes it to the next :meth:`start`.
+        """
+        self._scale = scale
+        if self._engine is None:
+            return False
+        self._swap_to(scale)
+        return True
+
     def join(self, timeout: float) -> bool:
         """Wait for engines stopped late (a model call still in progress), for starts still
-        opening (a camera, a model compile) and for virtual camera devices still opening or
-        closing to end; True when none is left. Before the process
-        exits: a thread inside a native call at interpreter shutdown aborts the process.
-        What a cancelled start opened is closed here if its result never reached the event loop.
+        opening (a camera, a model compile), for models loading for a scale change and for
+        virtual camera devices still opening or closing to end; True when none is left. Before
+        the process exits: a thread inside a native call at interpreter shutdown aborts the
+        process. What a cancelled start or a stale scale change opened is closed here if its
+        result never reached the event loop.
         """
         deadline = time.monotonic() + timeout
         for thread, _ in self._openers:
@@ -631,6 +702,15 @@ class EngineBridge(QObject):
             elif self._is_stale(req) and self._claim(req):
                 req.close()
         self._openers = still
+        for thread, _ in self._swappers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        loading: list[tuple[threading.Thread, _BackendSwap]] = []
+        for thread, sreq in self._swappers:
+            if thread.is_alive():
+                loading.append((thread, sreq))  # it closes its backend itself: it is stale
+            elif self._is_stale_swap(sreq) and self._claim(sreq):
+                sreq.close()  # its result never reached the event loop
+        self._swappers = loading
         for thread, _ in self._virtual_opens:
             thread.join(max(0.0, deadline - time.monotonic()))
         opening: list[tuple[threading.Thread, _VirtualOpen]] = []
@@ -655,6 +735,7 @@ class EngineBridge(QObject):
         return (
             not self._stopping
             and not self._openers
+            and not self._swappers
             and not self._virtual_opens
             and not self._closers
             and watched
@@ -986,7 +1067,7 @@ class EngineBridge(QObject):
         thread.start()
 
     # --- starting (worker thread, then the GUI thread) ------------------------------------------
-    def _claim(self, req: _StartRequest | _VirtualOpen) -> bool:
+    def _claim(self, req: _StartRequest | _VirtualOpen | _BackendSwap) -> bool:
         """True for the one caller that gets to use or close ``req``'s result."""
         with self._lock:
             if req.claimed:
@@ -1087,6 +1168,9 @@ class EngineBridge(QObject):
         req.adopted = True
         req.released.set()  # the engine owns the camera now: the next start stops it first
         self._source, self._backend, self._engine = src, be, eng
+        self._running_scale = req.scale
+        self._backend_spec = (req.backend, req.model)
+        self._start_warning = req.warning
         self._playing = None if req.using_fallback else (req.source, req.source_name)
         self._label = backend_label(be)
         if req.warning and req.model_msg is not None:
@@ -1097,6 +1181,9 @@ class EngineBridge(QObject):
         self.running_changed.emit(True)
         if self._want_virtual:
             self._open_virtual(asked=False, wait=wait)
+        if not _same_scale(self._scale, req.scale):
+            # The processing size was changed while this start opened (set_scale).
+            self._swap_to(self._scale)
         self.start_finished.emit(True)
         return True
 
@@ -1106,6 +1193,119 @@ class EngineBridge(QObject):
         req.close()
         self.start_finished.emit(False)
         return False
+
+    # --- processing scale (worker thread, then the GUI thread) ----------------------------------
+    def _is_stale_swap(self, req: _BackendSwap) -> bool:
+        """A newer scale change, a start or a stop came after ``req`` (any thread; once True,
+        always True)."""
+        with self._lock:
+            return req.generation != self._generation or req.seq != self._swap_seq
+
+    def _swap_to(self, scale: float | str) -> None:
+        """Build a backend at ``scale`` for the running engine on a worker thread;
+        :meth:`_on_swap_loaded` installs it in the GUI thread. Any change still loading is
+        superseded."""
+        with self._lock:
+            self._swap_seq += 1
+            seq, generation = self._swap_seq, self._generation
+        if _same_scale(scale, self._running_scale) or self._backend_spec is None:
+            # Back to the scale in use (a picker scrolled through): the load on its way, if
+            # any, is stale now, and the running backend is what was asked for.
+            self._swapping = None
+            return
+        name, model = self._backend_spec
+        req = _BackendSwap(
+            generation=generation,
+            seq=seq,
+            engine=self._engine,
+            scale=scale,
+            backend=name,
+            model=model,
+            # As the start passed it: the rate the source really delivers.
+            target_fps=float(getattr(self._source, "fps", 0) or 0) or self._fps,
+        )
+        # One load at a time: a person scrolling through the sizes starts one per entry, and
+        # two model compiles at once only slow each other (and the stream) down; those
+        # superseded while they wait load nothing.
+        prev = self._swappers[-1] if self._swappers else None
+        self._swappers = [(t, r) for t, r in self._swappers if t.is_alive() or not r.claimed]
+        self._swapping = req
+        thread = threading.Thread(
+            target=self._swap_in_worker,
+            args=(req, prev),
+            name="sharpcam-scale",
+            # A model load that never returns must not keep the process alive at exit; join()
+            # gives it a bounded wait first.
+            daemon=True,
+        )
+        self._swappers.append((thread, req))
+        thread.start()
+
+    def _swap_in_worker(
+        self, req: _BackendSwap, prev: tuple[threading.Thread, _BackendSwap] | None
+    ) -> None:
+        if prev is not None and not prev[1].loaded.wait(OPEN_WAIT_S):
+            log.warning(
+                "the previous processing size's model has not loaded after %.0f s; loading "
+                "the next one anyway",
+                OPEN_WAIT_S,
+            )
+        try:
+            if not self._is_stale_swap(req):
+                _load_swap_backend(self._api, req)
+        finally:
+            req.loaded.set()
+        if self._is_stale_swap(req):
+            # Superseded, or its engine stopped, while it loaded: closed here, off the GUI
+            # thread, and also when no event loop runs any more.
+            if self._claim(req):
+                req.close()
+            return
+        try:
+            self._swap_loaded.emit(req)  # queued: _on_swap_loaded runs in the GUI thread
+        except RuntimeError:  # the bridge was deleted meanwhile (the app exits)
+            if self._claim(req):
+                req.close()
+
+    def _on_swap_loaded(self, req: _BackendSwap) -> None:
+        if not self._claim(req):
+            return  # join() closed it already
+        eng = self._engine
+        if self._is_stale_swap(req) or eng is None or eng is not req.engine:
+            # Superseded after the worker's check: closed off the GUI thread (an OpenVINO
+            # model may take a moment to let go), and join() waits for it at exit.
+            closer = threading.Thread(target=req.close, name="sharpcam-close", daemon=True)
+            self._closers = [c for c in self._closers if c.is_alive()]
+            self._closers.append(closer)
+            closer.start()
+            return
+        self._swapping = None
+        for msg in req.messages:
+            if msg not in self._said:  # the start said the same warning (a manifest missing)
+                self._say(msg)
+        if req.error is not None:
+            # The running backend stays; the scale asked for is given up (the picker goes back).
+            self._scale = self._running_scale
+            if self._swap_failure is not None:
+                self._take_down([self._swap_failure])
+            self._swap_failure = scale_failed_message(req.scale, req.error)
+            self._say(self._swap_failure)
+            self.scale_change_failed.emit(self._running_scale)
+            return
+        be, req.be = req.be, None
+        # The engine closes the old backend on its inference thread, after its last call; the
+        # stats poll says what runs once the swap is taken (at the next frame).
+        eng.set_backend(be)
+        self._backend = be
+        self._running_scale = req.scale
+        if self._swap_failure is not None:
+            self._take_down([self._swap_failure])
+            self._swap_failure = None
+        if self._start_warning is not None:
+            # The start's model had not loaded (passthrough ran, and the engine said so): it
+            # has now, and the poll takes that message down once the warning is gone.
+            self._start_warning = None
+            eng.set_warning(None)
 
     # --- GUI-thread slots ----------------------------------------------------------------------
     def _on_worker_error(self, feed: object, exc: BaseException) -> None:
@@ -1315,6 +1515,32 @@ class _VirtualOpen:
     # Set once it holds no device: the open failed, or the device closed (also the engine's
     # close, after it was turned off or its engine stopped). The next open waits for it.
     released: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(eq=False)
+class _BackendSwap:
+    """One processing-scale change for the running engine (:meth:`EngineBridge.set_scale`): the
+    backend to build on a worker thread, then what came of it."""
+
+    generation: int  # the bridge's start generation then: a start or a stop makes it stale
+    seq: int  # the change's number: a newer change makes it stale
+    engine: Any  # the engine to swap it into
+    scale: float | str
+    backend: str  # as the start asked: create_backend's name and model
+    model: str | None
+    target_fps: float
+    be: Any = None  # the backend, once built
+    error: BaseException | None = None  # why it was not built
+    messages: list[UserMessage] = field(default_factory=list)  # the load's warnings, to say
+    claimed: bool = False  # under the bridge's lock: the backend was installed or closed
+    # Set once the load is over (built, failed or skipped as stale): the next change's load
+    # waits for it.
+    loaded: threading.Event = field(default_factory=threading.Event)
+
+    def close(self) -> None:
+        """Close what the load built (its result was claimed: nothing else will use it)."""
+        be, self.be = self.be, None
+        _close_quietly(be)
 
 
 @dataclass(eq=False)
@@ -1531,30 +1757,77 @@ def _open_backend(api: Any, req: _StartRequest) -> None:
                 scale=req.scale,
                 target_fps=getattr(req.src, "fps", 0) or req.fps,
             )
-        for text in caught:
-            if "using the float model" in text:
-                # A damaged (or foreign) int8 file: verified and rejected, the float one
-                # runs; advice about adding a manifest would be wrong.
-                advice = (
-                    "SharpCam keeps sharpening with the float model, a little slower. "
-                    "Reinstall the weights to get the faster int8 model back."
-                )
-            elif "manifest" in text:
-                # A model without a manifest beside it: it runs, but unverified.
-                advice = (
-                    "It runs, but SharpCam could not verify it. Ship a manifest.json with "
-                    "its sha256 beside the model to silence this."
-                )
-            else:
-                # e.g. a TensorRT engine cache that cannot be written: the model was verified
-                # and runs; the manifest advice said it could not be.
-                advice = "SharpCam keeps sharpening; only what this line names is affected."
-            req.messages.append(UserMessage("warning", text, advice))
+        req.messages.extend(_load_warnings(caught))
     except Exception as exc:
         req.model_msg = describe_error(exc, context="model")
         req.messages.append(req.model_msg)
         req.warning = req.model_msg.text
         req.be = api.create_backend("passthrough")
+
+
+def _load_swap_backend(api: Any, req: _BackendSwap) -> None:
+    """Build ``req``'s backend as a start builds its own (:func:`_open_backend`), but with no
+    passthrough fallback: a failure leaves the running backend in place (``req.error``). Any
+    thread, no Qt."""
+    from engine.backends import collect_warnings
+
+    try:
+        with collect_warnings() as caught:
+            req.be = api.create_backend(
+                req.backend, model=req.model, scale=req.scale, target_fps=req.target_fps
+            )
+        req.messages.extend(_load_warnings(caught))
+    except Exception as exc:
+        req.error = exc
+        log.warning("the model did not load at processing scale %s: %s", req.scale, exc)
+
+
+def _load_warnings(caught: Iterable[str]) -> list[UserMessage]:
+    """The messages for what a backend's load warned about (``collect_warnings``)."""
+    out = []
+    for text in caught:
+        if "using the float model" in text:
+            # A damaged (or foreign) int8 file: verified and rejected, the float one runs;
+            # advice about adding a manifest would be wrong.
+            advice = (
+                "SharpCam keeps sharpening with the float model, a little slower. "
+                "Reinstall the weights to get the faster int8 model back."
+            )
+        elif "manifest" in text:
+            # A model without a manifest beside it: it runs, but unverified.
+            advice = (
+                "It runs, but SharpCam could not verify it. Ship a manifest.json with "
+                "its sha256 beside the model to silence this."
+            )
+        else:
+            # e.g. a TensorRT engine cache that cannot be written: the model was verified and
+            # runs; the manifest advice said it could not be.
+            advice = "SharpCam keeps sharpening; only what this line names is affected."
+        out.append(UserMessage("warning", text, advice))
+    return out
+
+
+def _scale_key(scale: float | str) -> float | str:
+    # "auto", 0.75 and "0.75" as one: the window passes text, a caller may pass numbers.
+    if str(scale).strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(scale)
+    except ValueError:
+        return str(scale)
+
+
+def _same_scale(a: float | str, b: float | str) -> bool:
+    return _scale_key(a) == _scale_key(b)
+
+
+def _scale_words(scale: float | str) -> str:
+    key = _scale_key(scale)
+    if key == "auto":
+        return "auto"
+    if isinstance(key, float):
+        return "full size" if key >= 1.0 else f"{key * 100:g} % size"
+    return str(key)
 
 
 _BACKEND_NAMES = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
 
@@ -24,7 +25,9 @@ SETTINGS_ENV = "SHARPCAM_SETTINGS"
 
 @dataclass
 class AppSettings:
-    source: str = ""  # camera id ("0", "/dev/video0") or "demo"; "" = first camera, else demo
+    # camera id ("0", "/dev/video0", a device path or name, which may hold commas) or "demo";
+    # "" = first camera, else demo
+    source: str = ""
     resolution: str = "1280x720"  # requested capture size, WxH
     fps: int = 30  # requested capture rate
     backend: str = "auto"  # engine backend name
@@ -67,6 +70,8 @@ def load_settings(store: QSettings) -> AppSettings:
         raw = store.value(f.name, None)
         if raw is None:
             continue
+        if isinstance(default, str) and isinstance(raw, list):
+            raw = _whole_string(store, f.name, raw)
         try:
             setattr(out, f.name, _coerce(raw, default))
         except (TypeError, ValueError):
@@ -114,6 +119,48 @@ def save_settings(store: QSettings, settings: AppSettings) -> bool:
     return out.status() == QSettings.Status.NoError
 
 
+def _whole_string(store: QSettings, key: str, parts: list[object]) -> str:
+    """The string a person wrote for ``key`` that QSettings read back as a list.
+
+    QSettings writes a string holding a comma in quotes (``source="/home/me/a,b/clip.mp4"``),
+    but reads an unquoted one (a hand-edited or portable ``.ini``, a file another program wrote)
+    as a list split at the commas, with the spaces around each comma dropped. The text as
+    written is taken from the file when it is plain (no quotes, escapes or ``;`` comment, which
+    QSettings would have read otherwise) and splits into exactly ``parts``; else the parts are
+    joined with bare commas, which is exact for the usual paths (``a,b``, not ``a, b``).
+    """
+    joined = ",".join(str(p) for p in parts)
+    text = _ini_text(store, key)
+    if text is None or set(text) & set('"\\;'):
+        return joined
+    if [p.strip() for p in text.split(",")] != [str(p) for p in parts]:
+        return joined  # not the line QSettings read (changed since, or another section's)
+    return text
+
+
+def _ini_text(store: QSettings, key: str) -> str | None:
+    """The text after ``key=`` at the top level (section ``[General]``) of ``store``'s INI file,
+    stripped as QSettings strips it; None without an INI file or such a line (the native stores
+    of macOS and Windows are not text, and keep strings whole anyway)."""
+    if store.format() not in (QSettings.Format.IniFormat, QSettings.Format.NativeFormat):
+        return None
+    try:
+        lines = Path(store.fileName()).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    section = "General"  # keys above the first [section] are top-level keys too
+    text = None
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            section = stripped[1:-1]
+        elif section == "General" and "=" in stripped:
+            name, _, value = stripped.partition("=")
+            if name.strip() == key:
+                text = value.strip()  # the last one wins, as in QSettings
+    return text
+
+
 def _coerce(raw: object, default: object) -> object:
     # INI stores everything as strings; the native stores may keep types. Normalise both.
     if isinstance(default, bool):
@@ -138,4 +185,8 @@ def _coerce(raw: object, default: object) -> object:
         return value
     if isinstance(default, bytes):
         return bytes(raw.data()) if isinstance(raw, QByteArray) else bytes(raw)  # type: ignore[arg-type]
+    if isinstance(raw, (list, tuple)):
+        # A list where a string belongs (a native store edited by hand): its parts, not the
+        # Python repr "['a', 'b']" that str() makes of it.
+        return ",".join(str(p) for p in raw)
     return str(raw)

@@ -766,6 +766,7 @@ class MainWindow(QMainWindow):
         b.virtual_camera_missing.connect(self.show_virtual_camera_help)
         b.start_finished.connect(self._on_start_finished)
         b.stream_ended.connect(self._on_stream_ended)
+        b.scale_change_failed.connect(self._on_scale_change_failed)
 
     # --- starting the stream -------------------------------------------------------------------
     def current_camera(self) -> CameraChoice:
@@ -886,8 +887,22 @@ class MainWindow(QMainWindow):
         return True
 
     def _on_scale_changed(self) -> None:
-        # The scale wraps the backend when it is created, so a new one means a restart.
-        self.start_stream()
+        # Not a restart: the bridge builds the model at the new size on a worker thread and
+        # swaps it into the running engine, so the camera stays open (a reopen is seconds
+        # without video in a call) and the virtual camera does not blink. Without video it is
+        # only remembered: start_stream passes it to the next start.
+        self.bridge.set_scale(self.current_scale())
+
+    def _on_scale_change_failed(self, scale: float | str) -> None:
+        # The model did not load at the size picked (the banner says why) and the stream runs
+        # on at the one before: the picker must show that one, and remember it.
+        idx = self.scale_combo.findData(format_scale(scale))
+        if idx < 0 or idx == self.scale_combo.currentIndex():
+            return
+        self.scale_combo.blockSignals(True)
+        self.scale_combo.setCurrentIndex(idx)
+        self.scale_combo.blockSignals(False)
+        self._schedule_save()
 
     def _update_resolution_enabled(self) -> None:
         is_file = self.current_camera().is_demo
@@ -972,7 +987,7 @@ class MainWindow(QMainWindow):
     def _on_running(self, running: bool) -> None:
         self._set_live("live" if running else "stopped")
         if not running:
-            # A restart (another camera, size or processing scale) takes a while: "Starting"
+            # A restart (another camera or resolution) takes a while: "Starting"
             # beside the stopped engine's rate and backend passed them off as the new one's,
             # and its source and frame size under "Opening <the other camera>…" as well.
             self.stats_label.setText("—")

@@ -405,13 +405,18 @@ class Engine:
     def set_backend(self, backend: Any) -> None:
         """Swap the backend between two frames (``None``: pass frames through). The replaced
         backend is closed by the engine (on the inference thread, after its last call), and a
-        passthrough fallback is lifted."""
+        passthrough fallback is lifted. A swap still pending when another comes is dropped and
+        its backend closed: it never ran."""
         late = None
         with self._lock:
             # The flag, not the thread's liveness: a thread past its last frame but not yet
             # ended took no swap and closed only the backends it had found.
             if self._infer_running:
                 old, self._pending_backend = self._pending_backend, backend
+                if old is self._backend:
+                    # A pending swap back to the backend in use: replacing it must not close
+                    # the backend the inference thread is calling.
+                    old = _NO_SWAP
             else:
                 old, self._backend = self._backend, backend
                 self._passthrough = False
@@ -428,6 +433,11 @@ class Engine:
     @property
     def backend(self) -> Any:
         return self._backend
+
+    def set_warning(self, warning: str | None) -> None:
+        """Replace the warning given at construction (None: none): the stats stop saying it,
+        e.g. "model missing, passthrough" once a caller has swapped in a model that loaded."""
+        self._warning = warning
 
     def add_sink(self, sink: FrameSink) -> bool:
         """Start writing to ``sink`` from the next frame (thread-safe); True when attached.

@@ -182,6 +182,12 @@ def virtual_settled(qtbot, window: MainWindow) -> None:
     qtbot.waitUntil(lambda: not window.bridge.virtual_camera_opening, timeout=FRAME_TIMEOUT_MS)
 
 
+def restart(window: MainWindow) -> None:
+    """Restart the stream, as picking another camera or resolution does (a processing-size
+    change does not: it swaps the model into the running engine)."""
+    window.start_stream()
+
+
 def wait_frames(qtbot, window: MainWindow, n: int = 3) -> None:
     start = window.preview.frames_shown
     qtbot.waitUntil(lambda: window.preview.frames_shown >= start + n, timeout=FRAME_TIMEOUT_MS)
@@ -574,7 +580,7 @@ def test_a_virtual_camera_that_fails_to_close_in_a_restart_is_said(
     messages: list = []
     window.bridge.message.connect(messages.append)
     with started(qtbot, window):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        restart(window)
     said = [m for m in messages if m.kind == "virtual_camera" and "did not close" in m.text]
     assert len(said) == 1 and "device or resource busy" in said[0].text, messages
     assert window.banner.isVisible() and window.banner.message is said[0]
@@ -614,7 +620,7 @@ def test_a_restart_opens_the_virtual_camera_only_once_the_old_device_has_closed(
     monkeypatch.setattr(Recorder, "close", slow_close)
     try:
         with started(qtbot, window):
-            window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+            restart(window)
             qtbot.wait(500)  # long enough for a start that does not wait for the device
             assert not opened_at, "opened while the old device was still closing"
             answer.set()
@@ -673,7 +679,7 @@ def test_a_close_failure_taken_down_by_a_restart_is_not_cited_by_a_later_turn_on
         timeout=5000,
     )
     with started(qtbot, window):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        restart(window)
     assert not window.banner.isVisible()
     recorder.fail_next = 1
     window.virtual_switch.setChecked(True)
@@ -1165,7 +1171,7 @@ def test_a_restart_neither_freezes_the_window_nor_shows_the_stopped_stream(qtbot
     try:
         with started(qtbot, window):
             t0 = time.perf_counter()
-            window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+            restart(window)
             assert time.perf_counter() - t0 < 0.5, "the window waited for the engine to stop"
             assert slow.entered.wait(5)
             # The old engine runs on until its stop gets going, reading the camera: its frames
@@ -1251,7 +1257,7 @@ def test_a_restart_opens_the_camera_only_once_a_read_stuck_past_the_stop_has_clo
     assert cameras[0].inside.wait(5)
     try:
         with started(qtbot, window):
-            window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+            restart(window)
             qtbot.waitUntil(lambda: stops == [False], timeout=10_000)
             qtbot.wait(300)  # long enough for an open that does not wait
             assert len(opened_at) == 1, "opened while the stopped engine still held it"
@@ -1279,7 +1285,7 @@ def test_a_camera_stuck_for_good_delays_a_restart_only_so_long_and_the_log_says_
         with caplog.at_level("WARNING", logger="app.engine_bridge"):
             t0 = time.perf_counter()
             with started(qtbot, window):
-                window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+                restart(window)
         # Opened anyway, after the bound, with the old camera still held: said in the log.
         assert len(opened_at) == 2 and not cameras[0].closed_at
         assert opened_at[1] - t0 >= 2.9
@@ -1353,7 +1359,7 @@ def test_a_restart_does_not_wait_for_a_model_call_in_progress(qtbot, make_window
     try:
         assert entered.wait(10)
         with started(qtbot, window):
-            window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+            restart(window)
             # Under OPEN_WAIT_S, which the open waited before.
             qtbot.waitUntil(lambda: len(opened_at) == 2, timeout=10_000)
             assert not old.join(0), "the model call is still in progress"
@@ -1570,16 +1576,16 @@ def test_virtual_camera_turned_off_stays_off_when_the_engine_restarts(qtbot, mak
     assert window.bridge.virtual_camera_on  # remembered: on at start
     window.virtual_switch.setChecked(False)
     assert not window.bridge.virtual_camera_on
-    # A restart (processing size, camera, resolution) must not send video to calls again.
+    # A restart (camera, resolution) must not send video to calls again.
     with started(qtbot, window):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        restart(window)
     assert not window.bridge.virtual_camera_on
     assert not window.virtual_switch.isChecked()
     # Turned on in this session, it survives a restart.
     window.virtual_switch.setChecked(True)
     virtual_settled(qtbot, window)
     with started(qtbot, window):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("auto"))
+        restart(window)
     assert window.bridge.virtual_camera_on and window.virtual_switch.isChecked()
 
 
@@ -1846,7 +1852,7 @@ def test_no_video_at_all_says_stopped_and_that_nothing_is_sent_to_calls(
     assert window.bridge.virtual_camera_on
     # The restart finds neither the camera nor the demo clip.
     with started(qtbot, window, ok=False):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        restart(window)
     assert not window.bridge.is_running
     assert window.live_state == "stopped"
     # Still wanted (the next start with video sends again), but nothing is sent now.
@@ -1860,7 +1866,7 @@ def test_no_video_after_a_restart_leaves_no_stale_rate_backend_or_source(qtbot, 
     wait_frames(qtbot, window, 1)
     qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
     with started(qtbot, window, ok=False):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        restart(window)
     assert window.live_state == "stopped"
     # "Stopped" beside "30.1 fps", "Running on Unsharp mask" and "Demo clip · 640×360" from the
     # engine that is gone told a person the video was still flowing.
@@ -2210,14 +2216,14 @@ def test_a_restart_shows_no_rate_or_backend_of_the_stopped_engine(qtbot, make_wi
     qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
     assert window.provider_label.text() == "Unsharp mask · OpenCV"
     with started(qtbot, window):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+        restart(window)
         assert window.live_state == "starting"
         # "Starting · 30.0 fps" and "Running on Unsharp mask · OpenCV" while the new engine
-        # (at another scale) was still opening.
+        # was still opening.
         assert "fps" not in window.stats_label.text()
         assert "Running" not in window.backend_value.text()
         assert window.provider_label.text() == "—"
-    assert window.provider_label.text() == "Unsharp mask · OpenCV · 0.5x"
+    assert window.provider_label.text() == "Unsharp mask · OpenCV"
     qtbot.waitUntil(lambda: "fps" in window.stats_label.text(), timeout=FRAME_TIMEOUT_MS)
 
 
@@ -2325,14 +2331,15 @@ def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
     virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     with started(qtbot, window):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.75"))
+        restart(window)
+        restart(window)
         assert window.virtual_switch.isChecked()  # a restart is not "off"
     assert window.bridge.virtual_camera_on and window.virtual_switch.isChecked()
-    assert window.provider_label.text().endswith("· 0.75x")
+    # The newer restart won: the one it superseded started no engine.
+    assert len(api.engines) == 2 and window.bridge.engine is api.engines[-1]
     # Turned off while a restart opens: it stays off when the restart finishes.
     with started(qtbot, window):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("auto"))
+        restart(window)
         window.virtual_switch.setChecked(False)
     assert not window.bridge.virtual_camera_on and not window.virtual_switch.isChecked()
     assert window.virtual_status.text() == "Off"
@@ -2401,7 +2408,7 @@ def test_a_virtual_camera_superseded_while_its_driver_opens_is_closed_once_it_op
         assert entered.wait(5)
         if how == "restart":
             with qtbot.waitSignal(window.bridge.start_finished, timeout=FRAME_TIMEOUT_MS):
-                window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+                restart(window)
         else:
             window.virtual_switch.setChecked(False)
             # Not "Off" while the driver may still open it (calls may list it).
@@ -3239,21 +3246,79 @@ def test_the_platform_store_is_written_as_it_is_read_not_through_its_file(
         QSettings.setPath(ini, user, default)
 
 
-def test_processing_scale_picker_restarts_the_engine_at_that_scale(qtbot, make_window, tmp_path):
-    window = make_window(backend="unsharp")
+class _ScaleApi(_SlowApi):
+    """The real engine, recording the scale each model load asks for (``scales``). Loads after
+    the first wait for ``gate`` (set: no wait; cleared by a test, a model compile of seconds),
+    ``loading`` is set when one begins; a load for a scale in ``fail`` raises."""
+
+    def __init__(self, fail: tuple[Any, ...] = (), open_delay: float = 0.0) -> None:
+        super().__init__(open_delay=open_delay)
+        self.fail = set(fail)
+        self.scales: list[Any] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.loading = threading.Event()
+
+    def create_backend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        scale = kwargs.get("scale")
+        self.scales.append(scale)
+        if len(self.scales) > 1:
+            self.loading.set()
+            self.gate.wait(FRAME_TIMEOUT_MS / 1000)
+        if scale in self.fail:
+            raise RuntimeError(f"the model would not load at {scale}")
+        return super().create_backend(*args, **kwargs)
+
+
+def _pick_scale(window: MainWindow, scale: str) -> None:
+    window.scale_combo.setCurrentIndex(window.scale_combo.findData(scale))
+
+
+def test_the_processing_size_picker_swaps_the_model_without_reopening_the_camera(
+    qtbot, make_window, recorder, tmp_path
+):
+    # A processing-size change restarted the stream: the camera was closed and reopened
+    # (seconds without video in a call) and the virtual camera went off and on again.
+    api = _ScaleApi()
+    window = make_window(backend="unsharp", api=api)
     assert window.current_scale() == "auto"  # the default
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on
     wait_frames(qtbot, window, 2)
     orig, proc = fresh_pair(qtbot, window)
     full = mean_abs_diff(orig, proc)
+    engine = window.bridge.engine
+    running: list[bool] = []
+    window.bridge.running_changed.connect(running.append)
 
-    first_engine = window.bridge.engine
-    with started(qtbot, window):
-        window.scale_combo.setCurrentIndex(window.scale_combo.findData("0.5"))
+    api.gate.clear()  # the model takes its time to load: the window must not wait for it
+    t0 = time.perf_counter()
+    _pick_scale(window, "0.5")
+    assert time.perf_counter() - t0 < 0.5, "the window waited for the model"
     assert window.scale_combo.currentText() == "Processing: 50 % size"
-    assert window.bridge.engine is not first_engine and not first_engine.running
-    wait_frames(qtbot, window, 2)
-    assert window.provider_label.text() == "Unsharp mask · OpenCV · 0.5x"
-    assert window.bridge.last_frame_size == (640, 360)  # still sent at the source's size
+    assert api.loading.wait(5) and window.bridge.changing_scale
+    wait_frames(qtbot, window, 2)  # the old model goes on meanwhile
+    assert window.provider_label.text() == "Unsharp mask · OpenCV"
+    api.gate.set()
+    qtbot.waitUntil(
+        lambda: window.provider_label.text() == "Unsharp mask · OpenCV · 0.5x",
+        timeout=FRAME_TIMEOUT_MS,
+    )
+    assert not window.bridge.changing_scale and window.bridge.scale == "0.5"
+    # The same engine on the same camera, opened once; the new backend in it, the old closed
+    # by the engine after its last call.
+    assert window.bridge.engine is engine and engine.running
+    assert len(api.sources) == 1 and "src0" not in api.closed
+    assert engine.backend is api.backends[1] and api.scales == ["auto", "0.5"]
+    qtbot.waitUntil(lambda: "be0" in api.closed, timeout=5000)
+    assert running == [] and window.live_state == "live"
+    # The virtual camera was not closed, and it goes on getting frames at the source's size.
+    assert window.bridge.virtual_camera_on and not recorder.closed.is_set()
+    sent = len(recorder.frames)
+    qtbot.waitUntil(lambda: len(recorder.frames) > sent + 2, timeout=FRAME_TIMEOUT_MS)
+    assert recorder.frames[-1].shape == (360, 640, 3)
+    assert window.bridge.last_frame_size == (640, 360)
     orig, proc = fresh_pair(qtbot, window)
     # What the engine's ScaledBackend makes of this frame at 0.5, and not the full-size result.
     from engine.backends import ScaledBackend, create_backend
@@ -3264,10 +3329,167 @@ def test_processing_scale_picker_restarts_the_engine_at_that_scale(qtbot, make_w
 
     window.close()
     assert load_settings(open_store(str(tmp_path / "settings.ini"))).scale == "0.5"
+    assert set(api.closed) == {"src0", "be0", "be1"}  # nothing left open
     again = make_window(backend="unsharp")
     assert again.current_scale() == "0.5"
     wait_frames(qtbot, again, 1)
     assert again.provider_label.text().endswith("· 0.5x")
+
+
+@pytest.mark.parametrize("how", ["stop", "restart"])
+def test_a_model_loaded_for_a_stream_stopped_or_restarted_meanwhile_is_closed_not_installed(
+    qtbot, make_window, how
+):
+    api = _ScaleApi()
+    window = make_window(api=api)
+    api.gate.clear()
+    _pick_scale(window, "0.5")
+    assert api.loading.wait(5)
+    if how == "stop":
+        window.bridge.stop()
+        api.gate.set()
+        qtbot.waitUntil(lambda: "be1" in api.closed, timeout=5000)
+        assert window.bridge.engine is None and len(api.engines) == 1
+    else:
+        with started(qtbot, window):
+            restart(window)  # another camera picked: it opens at the size picked (0.5)
+            api.gate.set()
+        qtbot.waitUntil(lambda: "be1" in api.closed, timeout=5000)
+        assert len(api.engines) == 2 and window.bridge.engine is api.engines[1]
+        assert window.bridge.engine.backend.tag == "be2"  # the start's own, at 0.5
+        assert api.scales == ["auto", "0.5", "0.5"]  # and no second change after it
+        wait_frames(qtbot, window, 2)
+        assert window.provider_label.text().endswith("· 0.5x")
+    qtbot.wait(200)  # the load's queued result, had it been sent
+    assert all(e.backend.tag != "be1" for e in api.engines), "installed in a stopped stream"
+    assert not window.bridge.changing_scale
+    window.bridge.stop()
+    assert window.bridge.join(timeout=10.0)
+    assert {"be0", "be1"} <= set(api.closed)
+
+
+def test_the_last_of_quick_processing_size_changes_wins_and_the_others_are_closed(
+    qtbot, make_window
+):
+    # A picker scrolled through with the wheel: one change per entry, faster than a model loads.
+    api = _ScaleApi()
+    window = make_window(api=api)
+    engine = window.bridge.engine
+    api.gate.clear()
+    for scale in ("0.5", "0.75", "0.625"):
+        _pick_scale(window, scale)
+    assert api.loading.wait(5)
+    api.gate.set()
+    qtbot.waitUntil(
+        lambda: window.provider_label.text().endswith("· 0.625x"), timeout=FRAME_TIMEOUT_MS
+    )
+    # One load at a time: 0.75, superseded while it waited for the 0.5 one, never loaded.
+    assert api.scales == ["auto", "0.5", "0.625"]
+    qtbot.waitUntil(lambda: {"be0", "be1"} <= set(api.closed), timeout=5000)
+    assert window.bridge.engine is engine and engine.backend.tag == "be2"
+    assert len(api.sources) == 1
+
+    # Away and straight back to the size in use: the load on its way is dropped, no other one
+    # begins, and the running model stays.
+    api.gate.clear()
+    api.loading.clear()
+    _pick_scale(window, "0.5")
+    assert api.loading.wait(5)
+    _pick_scale(window, "0.625")
+    assert not window.bridge.changing_scale
+    api.gate.set()
+    qtbot.waitUntil(lambda: "be3" in api.closed, timeout=5000)
+    qtbot.wait(200)  # the load's queued result, had it been sent
+    assert api.scales == ["auto", "0.5", "0.625", "0.5"]
+    assert engine.backend.tag == "be2" and "be2" not in api.closed
+    assert window.provider_label.text().endswith("· 0.625x")
+
+
+def test_a_processing_size_whose_model_fails_to_load_keeps_the_stream_and_says_so(
+    qtbot, make_window, tmp_path
+):
+    api = _ScaleApi(fail=("0.5",))
+    window = make_window(api=api)
+    engine = window.bridge.engine
+    messages: list[UserMessage] = []
+    window.bridge.message.connect(messages.append)
+    with qtbot.waitSignal(window.bridge.scale_change_failed, timeout=FRAME_TIMEOUT_MS) as got:
+        _pick_scale(window, "0.5")
+    assert got.args == ["auto"]
+    said = [m for m in messages if "could not be changed" in m.text]
+    assert len(said) == 1, messages
+    assert said[0].text == (
+        "The processing size could not be changed to 50 % size: the model would not load at 0.5"
+    )
+    assert "keeps running as before" in said[0].advice
+    assert window.banner.isVisible() and window.banner.message is said[0]
+    # The picker shows the size that runs, and that is what is remembered.
+    assert window.current_scale() == "auto" and window.bridge.scale == "auto"
+    # The stream goes on, on the model it had.
+    assert window.bridge.engine is engine and engine.running and window.live_state == "live"
+    assert engine.backend.tag == "be0" and "be0" not in api.closed
+    wait_frames(qtbot, window, 2)
+    assert window.provider_label.text() == "Unsharp mask · OpenCV"
+    # A size that loads takes the message down.
+    _pick_scale(window, "0.75")
+    qtbot.waitUntil(
+        lambda: window.provider_label.text().endswith("· 0.75x"), timeout=FRAME_TIMEOUT_MS
+    )
+    assert not window.banner.isVisible()
+    window.close()
+    assert load_settings(open_store(str(tmp_path / "settings.ini"))).scale == "0.75"
+
+
+def test_a_processing_size_change_loads_the_model_a_start_could_not(qtbot, make_window):
+    # The start's model did not load: passthrough runs, and the banner says so. A size change
+    # retries the model, as the restart it used to be did; once it runs the warning goes.
+    api = _ScaleApi(fail=("auto",))
+    window = make_window(api=api)
+    assert window.banner.isVisible() and window.banner.kind == "model"
+    qtbot.waitUntil(lambda: window.provider_label.text() == "Passthrough", timeout=5000)
+    _pick_scale(window, "0.5")
+    qtbot.waitUntil(
+        lambda: window.provider_label.text() == "Unsharp mask · OpenCV · 0.5x",
+        timeout=FRAME_TIMEOUT_MS,
+    )
+    qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=5000)
+    assert window.bridge.engine.stats().warning is None
+
+
+def test_without_a_running_stream_a_processing_size_is_kept_for_the_start(qtbot, make_window):
+    api = _ScaleApi(open_delay=0.3)
+    window = make_window(api=api, start=False)
+    _pick_scale(window, "0.5")
+    # Nothing starts for it (no video stays no video), and nothing loads.
+    assert not window.bridge.is_running and not window.bridge.starting
+    assert api.sources == [] and api.scales == []
+    with started(qtbot, window):
+        window.start_stream()
+    assert api.scales == ["0.5"]
+    # Changed while a start opens its camera: that start's engine gets it, with no reopen.
+    with started(qtbot, window):
+        restart(window)
+        assert window.bridge.starting
+        _pick_scale(window, "0.75")
+    qtbot.waitUntil(
+        lambda: window.provider_label.text().endswith("· 0.75x"), timeout=FRAME_TIMEOUT_MS
+    )
+    assert api.scales == ["0.5", "0.5", "0.75"] and len(api.sources) == 2
+
+
+def test_a_loaded_model_that_never_reached_the_event_loop_is_closed_by_join(qtbot, make_bridge):
+    api = _ScaleApi()
+    bridge = make_bridge(api)
+    assert _start_demo(bridge, wait=True) is True
+    assert bridge.set_scale(0.5) is True
+    thread = bridge._swappers[-1][0]
+    thread.join(10)  # loaded, and queued to an event loop that does not run here
+    assert not thread.is_alive()
+    bridge.stop()
+    assert bridge.join(timeout=10.0)
+    assert {"be0", "be1"} <= set(api.closed)
+    qtbot.wait(100)  # the queued result arrives claimed: nothing happens
+    assert bridge.engine is None and api.engines[0].backend.tag == "be0"
 
 
 def test_a_hand_edited_scale_is_checked_and_kept_when_valid(qtbot, make_window, tmp_path):
@@ -3905,3 +4127,73 @@ def test_a_model_given_beats_a_remembered_backend_that_runs_none(qtbot, tmp_path
     line = capsys.readouterr().out.lower()
     # The model runs, not the remembered unsharp mask, nor passthrough after a failed load.
     assert "unsharp" not in line and ("openvino" in line or "onnx runtime" in line), line
+
+
+# Strings a remembered source can hold: file paths and camera ids or names, commas included.
+SOURCES_WITH_COMMAS = [
+    "/home/me/a,b/clip.mp4",
+    "/home/me/Smith, John/clip.mp4",
+    "C:\\Users\\me\\a,b\\clip.mp4",
+    "HD Webcam, front",
+    " x , y ",
+    ",",
+    "a;b,c",
+    'say "a,b"',
+]
+
+
+def test_settings_with_commas_round_trip_exactly_through_a_new_process(tmp_path):
+    # INI splits a comma string into a list when it reads one unquoted; what save_settings
+    # writes must come back whole in the next run (a fresh process, not this one's cache).
+    import json
+    import subprocess
+
+    paths = []
+    for i, source in enumerate(SOURCES_WITH_COMMAS):
+        paths.append(str(tmp_path / f"s{i}.ini"))
+        assert save_settings(open_store(paths[-1]), AppSettings(source=source))
+        assert load_settings(open_store(paths[-1])).source == source
+    code = (
+        "import json, sys\n"
+        "from app.settings import load_settings, open_store\n"
+        "print(json.dumps([load_settings(open_store(p)).source for p in sys.argv[1:]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, *paths],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == SOURCES_WITH_COMMAS
+
+
+@pytest.mark.parametrize(
+    "written",
+    ["/home/me/a,b/clip.mp4", "/home/me/Smith, John/clip.mp4", "HD Webcam ,front", "cam,"],
+)
+@pytest.mark.parametrize("header", ["[General]\n", ""], ids=["general", "no-section"])
+def test_an_unquoted_comma_in_a_hand_edited_settings_file_reads_as_written(
+    tmp_path, written, header
+):
+    # QSettings quotes such a string, but a person editing the file (or a portable .ini another
+    # program wrote) does not: it came back as the Python repr "['/home/me/a', 'b/clip.mp4']",
+    # and the remembered camera or file was never found again.
+    path = tmp_path / "edited.ini"
+    path.write_text(f"{header}backend=auto\nsource={written}\nfps=25\n", encoding="utf-8")
+    loaded = load_settings(open_store(str(path)))
+    assert loaded.source == written and loaded.fps == 25
+    assert save_settings(open_store(str(path)), loaded)  # written back quoted, read back whole
+    assert load_settings(open_store(str(path))).source == written
+
+
+def test_a_list_where_a_string_setting_belongs_reads_as_its_parts(tmp_path):
+    # Quoted pieces in an unquoted value: QSettings hands over only the pieces, which are
+    # joined back at their commas rather than shown as a Python list.
+    path = tmp_path / "edited.ini"
+    path.write_text('[General]\nsource=a,"b c",d\n', encoding="utf-8")
+    assert load_settings(open_store(str(path))).source == "a,b c,d"
+    store = open_store(str(tmp_path / "typed.ini"))
+    store.setValue("source", ["/home/me/a", "b/clip.mp4"])  # what a native store can hold
+    assert load_settings(store).source == "/home/me/a,b/clip.mp4"

@@ -828,6 +828,45 @@ def test_set_backend_while_running_closes_old(tmp_path, make_second, name, last)
     assert rec.values[0] == 155 and rec.values[-1] == last
 
 
+def test_a_pending_swap_replaced_by_another_is_closed_but_never_the_running_backend(tmp_path):
+    # The app swaps a new model in for each processing-size change, and a person scrolls
+    # through the sizes faster than frames arrive: swaps pile up before the inference thread
+    # takes one. Each one replaced unused is closed; a swap back to the model in use, replaced
+    # in turn, closed the model the inference thread was calling.
+    src = open_source(still(tmp_path, value=100), live=True, fps=200)
+    rec = Recorder()
+    first = Slow(delay=10.0)  # the inference thread stays in a call: no swap is taken
+    eng = Engine(src, first, sinks=[rec], close_backend=True)
+    eng.start()
+    try:
+        assert first.entered.wait(5)
+        unused, last = Invert(), Constant(7)
+        eng.set_backend(unused)
+        eng.set_backend(first)  # back to the backend in use, pending
+        assert unused.closed and not first.closed
+        eng.set_backend(last)
+        assert not first.closed, "the backend in a model call was closed"
+        first.release.set()
+        n = len(rec.indices)
+        assert rec.wait_for(n + 5)
+        assert rec.values[-1] == 7 and eng.backend is last
+        assert first.closed, "the replaced backend is closed after its last call"
+    finally:
+        first.release.set()
+        eng.stop()
+    assert last.closed and not unused.calls
+
+
+def test_set_warning_replaces_the_warning_given_at_construction(tmp_path):
+    # The app starts on passthrough with "model missing" when its model fails to load, and
+    # swaps the model in when a later load works: the warning must not outlive the cause.
+    eng = Engine(open_source(still(tmp_path), live=False), None, warning="model missing")
+    assert eng.stats().warning == "model missing"
+    eng.set_warning(None)
+    assert eng.stats().warning is None
+    eng.stop()
+
+
 def test_stats_and_throttled_preview(tmp_path):
     src = open_source(still(tmp_path), live=True, fps=100)
     snapshots: list[EngineStats] = []
