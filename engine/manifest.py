@@ -16,7 +16,7 @@ import hashlib
 import json
 import mmap
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,7 +232,8 @@ def load_manifest(directory: str | Path) -> Manifest | None:
         try:
             entries[name] = ManifestEntry.from_dict(name, d)
         # AttributeError: "input" or "output" that is not an object (null, a list).
-        except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        # OverflowError: a "bytes" of Infinity (json reads it), which int() cannot take.
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
             raise ModelError(f"manifest {path}: entry {name!r} is malformed: {exc}") from exc
     return Manifest(files=entries, schema=SCHEMA, path=path)
 
@@ -302,6 +303,7 @@ def _check_external_data(path: Path, entry: ManifestEntry, manifest: Manifest) -
     Each file the entry lists must match, and each file the graph references must be listed
     (an entry written before `external_data` existed, or by hand, vouches for the graph only)."""
     for location in onnx_external_data(path):
+        _external_path(path, location, f"model file {path} names")
         if location not in entry.external_data:
             raise ModelIntegrityError(
                 f"model file {path} keeps tensors in the external data file "
@@ -310,7 +312,7 @@ def _check_external_data(path: Path, entry: ManifestEntry, manifest: Manifest) -
                 "(engine.manifest.make_entry does), or remove the entry to load it unverified"
             )
     for location, listed in entry.external_data.items():
-        side = path.parent / location
+        side = _external_path(path, location, f"{manifest.path} lists for {path}")
         if not side.is_file():
             raise ModelError(
                 f"external data file not found: {side} (listed for {path} in {manifest.path})"
@@ -369,11 +371,34 @@ def _external_data_of(path: Path) -> dict[str, ExternalData]:
     """The digest of each external data file the ONNX graph at ``path`` references."""
     out: dict[str, ExternalData] = {}
     for location in onnx_external_data(path):
-        side = path.parent / location
+        side = _external_path(path, location, f"model file {path} names")
         if not side.is_file():
             raise ModelError(f"external data file not found: {side} (referenced by {path})")
         out[location] = ExternalData(sha256=sha256_file(side), bytes=side.stat().st_size)
     return out
+
+
+def _external_path(model: Path, location: str, who: str) -> Path:
+    """``model``'s folder / ``location``, or ModelError when that is outside the folder.
+
+    ONNX Runtime refuses such a model ("External data path escapes model directory"): an
+    absolute location, one climbing out with ``..``, or a link that resolves elsewhere. Hashed
+    here, ``"/etc/passwd"`` or ``"../../x"`` read any file of the machine as the model's weights
+    (a large one for minutes) and printed its sha256 in the mismatch message.
+    """
+    folder = model.parent
+    side = folder / location
+    try:
+        inside = side.resolve().is_relative_to(folder.resolve())  # links followed, as ORT does
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL in the name: no file
+        inside = False
+    if not location or Path(location).anchor or not inside:
+        raise ModelError(
+            f"{who} the external data file {location!r}, which is not a path inside the model's "
+            f"folder {folder}: ONNX Runtime refuses such a model, and SharpCam reads no file "
+            "outside it"
+        )
+    return side
 
 
 # --------------------------------------------------------------------------------------------
@@ -396,6 +421,13 @@ _ONNX_CHILDREN: dict[str, dict[int, str]] = {
 _TENSOR_EXTERNAL_DATA = 13  # TensorProto.external_data: repeated StringStringEntryProto
 _TENSOR_DATA_LOCATION = 14  # TensorProto.data_location: 1 = EXTERNAL
 _EXTERNAL = 1
+# Messages nested deeper than this below the ModelProto: protobuf's parsers stop at 100 levels
+# (ONNX Runtime says "Protobuf parsing failed", onnx.load "Exceeded ... depth"), so no model
+# that loads is deeper; a file that is, is not read on (the reader's memory grows with depth).
+_MAX_NESTING = 100
+# The longest location read: a path longer than PATH_MAX (4096 on Linux) opens nowhere, and a
+# string field of a hostile file may claim the whole file (a copy of gigabytes).
+_MAX_LOCATION = 4096
 
 
 class _WireError(ValueError):
@@ -457,28 +489,44 @@ def _tensor_location(buf: Any, span: _Span) -> str | None:
         if number == _TENSOR_DATA_LOCATION and isinstance(value, int):
             external = value == _EXTERNAL
         elif number == _TENSOR_EXTERNAL_DATA and isinstance(value, tuple):
-            # StringStringEntryProto: key = 1, value = 2
-            entry = {n: buf[v[0] : v[1]] for n, v in _fields(buf, value) if isinstance(v, tuple)}
-            if entry.get(1) == b"location":
-                location = bytes(entry.get(2, b"")).decode("utf-8")
+            # StringStringEntryProto: key = 1, value = 2. Spans, not slices: only a key the
+            # length of b"location" and a value up to _MAX_LOCATION are ever copied.
+            entry = {n: v for n, v in _fields(buf, value) if n in (1, 2) and isinstance(v, tuple)}
+            key = entry.get(1, (0, 0))
+            if key[1] - key[0] == len(b"location") and buf[key[0] : key[1]] == b"location":
+                start, end = entry.get(2, (0, 0))
+                if end - start > _MAX_LOCATION:
+                    raise _WireError("external data location longer than any path")
+                location = bytes(buf[start:end]).decode("utf-8")
     return location if external else None
 
 
 def _external_locations(buf: Any, size: int) -> list[str]:
     """Every external data location the serialized ModelProto in ``buf`` references, once."""
     found: dict[str, None] = {}
-    stack: list[tuple[str, _Span]] = [("model", (0, size))]
+    # Depth first, one field iterator per open message: memory follows the nesting (bounded by
+    # _MAX_NESTING), not the number of fields. A list of every child's span to visit took some
+    # 90 bytes per byte of a file of empty nodes (880 MiB for 10 MB, a 2 GiB one: the machine's).
+    stack: list[tuple[dict[int, str], Iterator[tuple[int, int | _Span]]]] = [
+        (_ONNX_CHILDREN["model"], iter(_fields(buf, (0, size))))
+    ]
     while stack:
-        kind, span = stack.pop()
-        if kind == "tensor":
-            location = _tensor_location(buf, span)
-            if location is not None:
-                found.setdefault(location)
-            continue
-        children = _ONNX_CHILDREN[kind]
-        for number, value in _fields(buf, span):
-            if number in children and isinstance(value, tuple):
-                stack.append((children[number], value))
+        children, fields = stack[-1]
+        for number, value in fields:
+            kind = children.get(number)
+            if kind is None or not isinstance(value, tuple):
+                continue
+            if kind == "tensor":
+                location = _tensor_location(buf, value)
+                if location is not None:
+                    found.setdefault(location)
+                continue
+            if len(stack) > _MAX_NESTING:
+                raise _WireError(f"messages nested deeper than {_MAX_NESTING}")
+            stack.append((_ONNX_CHILDREN[kind], iter(_fields(buf, value))))
+            break  # into the child; this message's iterator goes on where it stopped
+        else:
+            stack.pop()  # every field of this message read
     return list(found)
 
 

@@ -352,6 +352,8 @@ def test_the_shipped_manifest_reads_and_writes_back_unchanged():
         ([], "'external_data' must be an object"),
         ({"m.onnx.data": {"sha256": "xyz"}}, "external data 'm.onnx.data' has no valid sha256"),
         ({"m.onnx.data": "ab" * 32}, "external data 'm.onnx.data' has no valid sha256"),
+        # json reads Infinity: int() raised OverflowError, out of verify_file as a crash
+        ({"m.onnx.data": {"sha256": "ab" * 32, "bytes": float("inf")}}, "float infinity"),
     ],
 )
 def test_malformed_external_data_is_a_model_error_naming_the_entry(
@@ -363,3 +365,152 @@ def test_malformed_external_data_is_a_model_error_naming_the_entry(
     with pytest.raises(ModelError, match="entry 'student_fast.onnx' is malformed") as info:
         verify_file(model_file)
     assert reason in str(info.value)
+
+
+# Protobuf wire format, by hand: the hostile and odd files below are what no exporter writes.
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _submessage(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _external_tensor(location: str) -> bytes:
+    """A TensorProto whose data is EXTERNAL (data_location = 1) at ``location``."""
+    entry = _submessage(1, b"location") + _submessage(2, location.encode())
+    return _varint(14 << 3) + _varint(1) + _submessage(13, entry)
+
+
+def _model_with_initializer_at(path: Path, location: str) -> Path:
+    """A ModelProto whose graph has one initializer kept in external data at ``location``."""
+    path.write_bytes(_submessage(7, _submessage(5, _external_tensor(location))))
+    return path
+
+
+@pytest.fixture()
+def outside(tmp_path, monkeypatch):
+    """A model folder, a file beside (not in) it, and the files sha256_file was asked to read."""
+    models = tmp_path / "models"
+    models.mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(b"not weights")
+    hashed: list[Path] = []
+    import engine.manifest as manifest_module
+
+    real = manifest_module.sha256_file
+    monkeypatch.setattr(
+        manifest_module, "sha256_file", lambda p: hashed.append(Path(p).resolve()) or real(p)
+    )
+    return models, secret, hashed
+
+
+def _outside_locations(models: Path, secret: Path) -> list[str]:
+    (models / "sub").mkdir(exist_ok=True)
+    (models / "link.bin").symlink_to(secret)
+    (models / "loop_a").symlink_to("loop_b")  # resolving it raised RuntimeError, not ModelError
+    (models / "loop_b").symlink_to("loop_a")
+    return ["../secret.bin", str(secret), "sub/../../secret.bin", "link.bin", "loop_a", "w\0.bin"]
+
+
+def test_an_external_data_location_outside_the_model_folder_is_refused_unread(outside):
+    # ONNX Runtime refuses these ("External data path escapes model directory"); the manifest
+    # code hashed whatever they named (any file of the machine) and printed its sha256.
+    models, secret, hashed = outside
+    for location in _outside_locations(models, secret):
+        path = _model_with_initializer_at(models / "m.onnx", location)
+        assert onnx_external_data(path) == [location]
+        with pytest.raises(ModelError, match="not a path inside the model's folder") as info:
+            make_entry(path)
+        assert repr(location) in str(info.value) and "ONNX Runtime refuses" in str(info.value)
+        # Listed too (a manifest written by hand, or by a hostile tool): still refused.
+        entry = {
+            "sha256": sha256_file(path),
+            "external_data": {location: {"sha256": sha256_file(secret)}},
+        }
+        doc = {"schema": SCHEMA, "files": {"m.onnx": entry}}
+        (models / MANIFEST_NAME).write_text(json.dumps(doc))
+        with pytest.raises(ModelError, match="not a path inside the model's folder"):
+            verify_file(path)
+        assert secret.resolve() not in hashed, location  # (the test's own hashing is not seen)
+
+
+def test_a_listed_external_data_location_outside_the_folder_is_refused_unread(outside):
+    # A self-contained graph, and an entry listing a file elsewhere: nothing in the graph asks
+    # for it, and it is not read either.
+    models, secret, hashed = outside
+    path = models / "student_fast.onnx"
+    path.write_bytes(bytes(range(256)) * 16)  # no protobuf: references nothing
+    for location in _outside_locations(models, secret):
+        entry = {"sha256": sha256_file(path), "external_data": {location: {"sha256": "ab" * 32}}}
+        doc = {"schema": SCHEMA, "files": {path.name: entry}}
+        (models / MANIFEST_NAME).write_text(json.dumps(doc))
+        with pytest.raises(ModelError, match="not a path inside the model's folder") as info:
+            verify_file(path)
+        assert f"{models / MANIFEST_NAME} lists for {path} the external data file" in str(
+            info.value
+        )
+    assert secret.resolve() not in hashed
+
+
+def test_external_data_inside_the_folder_may_be_named_any_way_the_runtime_takes(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for location in ("w.bin", "./w.bin", "sub/w.bin", "sub/../w.bin"):
+        (tmp_path / location).write_bytes(b"weights")
+        path = _model_with_initializer_at(tmp_path / "m.onnx", location)
+        assert set(make_entry(path).external_data) == {location}
+
+
+def test_a_file_of_many_fields_is_read_in_bounded_memory(tmp_path):
+    # 100 000 empty nodes (200 kB): every child's span was listed before any was read, some
+    # 90 bytes of memory per byte of file (a hostile 2 GiB file: more than the machine has).
+    import tracemalloc
+
+    path = tmp_path / "many.onnx"
+    path.write_bytes(
+        _submessage(7, _submessage(1, b"") * 100_000 + _submessage(5, _external_tensor("w.bin")))
+    )
+    tracemalloc.start()
+    try:
+        assert onnx_external_data(path) == ["w.bin"]  # read to the end
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, peak
+
+
+def test_nesting_deeper_than_protobuf_parses_is_not_followed(tmp_path):
+    # Graph -> node -> attribute -> graph ...: protobuf (ONNX Runtime's parser, and onnx's)
+    # stops at 100 levels, so a deeper file is no model; the reader's memory follows the depth.
+    def nested(levels: int) -> bytes:
+        inner = _submessage(1, _submessage(5, _submessage(5, _external_tensor("w.bin"))))
+        for _ in range(levels):
+            inner = _submessage(1, _submessage(5, _submessage(6, inner)))
+        return _submessage(7, inner)
+
+    shallow, deep = tmp_path / "shallow.onnx", tmp_path / "deep.onnx"
+    shallow.write_bytes(nested(30))  # the tensor 94 levels down
+    deep.write_bytes(nested(40))
+    assert onnx_external_data(shallow) == ["w.bin"]
+    assert onnx_external_data(deep) == []
+    try:
+        import onnx
+    except ImportError:
+        return
+    from google.protobuf.message import DecodeError
+
+    onnx.load_model_from_string(shallow.read_bytes())  # what onnx parses, the reader follows
+    with pytest.raises(DecodeError):
+        onnx.load_model_from_string(deep.read_bytes())
+
+
+def test_a_location_longer_than_any_path_is_not_copied(tmp_path):
+    path = _model_with_initializer_at(tmp_path / "m.onnx", "x" * 10_000)
+    assert onnx_external_data(path) == []

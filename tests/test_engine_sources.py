@@ -804,7 +804,10 @@ def test_camera_rides_out_a_few_failed_reads_without_reconnecting(monkeypatch):
     assert made[0].failed == 3 and len(made) == 1 and not made[0].released
     assert cam.reconnects == 0 and not cam.reconnecting
     # Two failed reads in a row were retried a frame period (1/30 s) apart: waiting, not work.
-    assert max(waits) >= 0.06, waits
+    # Not ">= 2/30": time the thread spends off the CPU between a read and its pause shortens
+    # the pause and counts as neither (a loaded CI box); one period is what no count of the
+    # pauses as work could reach (it was 0 then).
+    assert max(waits) >= 1 / 30 - 0.005, waits
     cam.close()
     assert made[0].released
 
@@ -831,8 +834,9 @@ def test_camera_failing_reads_for_too_long_mean_lost_without_spinning(monkeypatc
         pass
     assert time.perf_counter() - t0 >= 0.3
     # Retried once per frame period (1/30 s) for 0.3 s: about 10 reads, not a busy loop's
-    # thousands (a loaded machine only makes the pauses longer and the reads fewer).
-    assert 2 <= made[0].failed <= 15, made[0].failed
+    # thousands (a loaded machine only makes the pauses longer and the reads fewer: a thread
+    # off the CPU for 0.3 s after its first failed read finds the time up at the first).
+    assert 1 <= made[0].failed <= 15, made[0].failed
     assert cam.reconnects == 1 and not cam.reconnecting
     cam.close()
 

@@ -978,3 +978,43 @@ def test_an_export_carries_its_external_data_files_into_place(
         tmp_path / "m.onnx.data"
     )
     assert manifest_mod.verify_file(tmp_path / "m.onnx") is not None
+
+
+def test_external_data_outside_the_model_folder_is_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ONNX Runtime and the engine refuse a graph naming a file outside its folder: the entry
+    # hashed whatever it named (any file of the machine), and export_all would have moved that
+    # file into the weights folder.
+    from onnx import TensorProto, helper, numpy_helper
+
+    models = tmp_path / "models"
+    models.mkdir()
+    secret = tmp_path / "secret.bin"
+    secret.write_bytes(np.zeros(4, np.float32).tobytes())
+    hashed: list[Path] = []
+    real_sha = E.sha256_file
+    monkeypatch.setattr(E, "sha256_file", lambda p: hashed.append(Path(p)) or real_sha(p))
+    for location in ("../secret.bin", str(secret)):
+        w = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+        w.ClearField("raw_data")
+        w.data_location = TensorProto.EXTERNAL
+        w.external_data.add(key="location", value=location)
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["w"], ["y"])],
+            "g",
+            [],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+            initializer=[w],
+        )
+        path = models / "m.onnx"
+        path.write_bytes(helper.make_model(graph).SerializeToString())
+        assert E.external_data_files(path) == [location]
+        with pytest.raises(E.ExportError, match="is not inside its folder"):
+            _entry(path)
+        entry = {"sha256": real_sha(path), "format": "onnx"}
+        entry["external_data"] = {location: {"sha256": real_sha(secret)}}
+        with pytest.raises(E.ExportError, match="is not inside its folder"):
+            E.update_manifest(models, {"m.onnx": entry})
+        assert secret not in hashed and secret.resolve() not in hashed, location
+    assert not (models / "manifest.json").exists()

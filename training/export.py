@@ -753,11 +753,29 @@ def _external_data_entry(path: Path) -> dict[str, dict[str, Any]]:
     """``external_data`` of ``path``'s manifest entry: sha256 and size of each file it names."""
     out: dict[str, dict[str, Any]] = {}
     for location in external_data_files(path):
-        side = path.parent / location
+        side = _external_path(path, location)
         if not side.is_file():
             raise ExportError(f"{path}: its external data file {side} does not exist")
         out[location] = {"sha256": sha256_file(side), "bytes": side.stat().st_size}
     return out
+
+
+def _external_path(model: Path, location: str) -> Path:
+    """``model``'s folder / ``location``; ExportError when that is outside the folder (absolute,
+    ``..``, a link elsewhere): ONNX Runtime and the engine refuse such a model, and export_all
+    would have moved a file outside the export's folders."""
+    folder = model.parent
+    side = folder / location
+    try:
+        inside = side.resolve().is_relative_to(folder.resolve())  # links followed, as ORT does
+    except (OSError, RuntimeError, ValueError):  # a link loop, a NUL in the name: no file
+        inside = False
+    if not location or Path(location).anchor or not inside:
+        raise ExportError(
+            f"{model}: its external data file {location!r} is not inside its folder {folder} "
+            "(ONNX Runtime refuses such a model)"
+        )
+    return side
 
 
 def manifest_entry(
@@ -891,7 +909,7 @@ def _check_external_entry(file: Path, entry: Mapping[str, Any]) -> None:
         raise ExportError(f"manifest entry {file.name!r}: 'external_data' must be an object")
     referenced = external_data_files(file) if entry.get("format", "onnx") == "onnx" else []
     for location in dict.fromkeys([*referenced, *listed]):
-        side = file.parent / location
+        side = _external_path(file, location)
         if location not in listed:
             raise ExportError(
                 f"manifest entry {file.name!r} does not list the external data file {side} "
