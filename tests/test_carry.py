@@ -123,6 +123,102 @@ def test_unpack_refuses_a_short_decode(tmp_path: Path) -> None:
     (out / "carry.json").write_text(json.dumps(meta | {"frames": 13}))
     with pytest.raises(RuntimeError, match="decoded 12 frames .* packed 13"):
         carry.unpack(out)
+    assert not (out / "raw").exists() and not (out / "raw.partial").exists()
+
+
+class _Released:
+    """Wraps an OpenCV VideoWriter or VideoCapture and records whether it was released."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.released = inner, False
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def release(self) -> None:
+        self.released = True
+        self.inner.release()
+
+
+def _spy_on(monkeypatch: pytest.MonkeyPatch, name: str) -> list[_Released]:
+    """Replace ``cv2.<name>`` (VideoWriter, VideoCapture) by one whose objects are recorded."""
+    made: list[_Released] = []
+    real = getattr(cv2, name)
+
+    def make(*args: object) -> _Released:
+        made.append(_Released(real(*args)))
+        return made[-1]
+
+    monkeypatch.setattr(cv2, name, make)
+    return made
+
+
+@pytest.mark.parametrize("codec", ["mjpg", "x264"])
+def test_a_pack_that_fails_midway_releases_its_writer_and_leaves_no_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str
+) -> None:
+    # A truncated gopro.* (and the earlier pack's carry.json beside it) looked like a whole pack.
+    shared = _fake_shared(tmp_path / "shared")
+    out = tmp_path / "cache"
+    carry.pack(shared, out, codec="mjpg")  # an earlier, whole pack
+    writers = _spy_on(monkeypatch, "VideoWriter")
+    if codec == "mjpg":
+        real_imread, calls = carry._imread, []
+
+        def imread(path: Path) -> np.ndarray:
+            calls.append(path)
+            if len(calls) == 6:  # the frame size, then frames 1-4 written
+                raise ValueError(f"cannot decode image {path}")
+            return real_imread(path)
+
+        monkeypatch.setattr(carry, "_imread", imread)
+        fails = pytest.raises(ValueError, match="cannot decode image")
+    else:  # ffmpeg stopped halfway through its output
+
+        def run(cmd: list[str], **kwargs: object) -> None:
+            Path(cmd[-1]).write_bytes(b"half a video")
+            raise subprocess.CalledProcessError(1, cmd)
+
+        monkeypatch.setattr(carry, "_ffmpeg", lambda: "ffmpeg")
+        monkeypatch.setattr(carry.subprocess, "run", run)
+        fails = pytest.raises(subprocess.CalledProcessError)
+    with fails:
+        carry.pack(shared, out, codec=codec)
+    assert len(writers) == (1 if codec == "mjpg" else 0) and all(w.released for w in writers)
+    assert list(out.iterdir()) == []
+    with pytest.raises(FileNotFoundError, match="run pack first"):
+        carry.unpack(out)
+
+
+@pytest.mark.parametrize("failure", ["raises", "returns False"])
+def test_an_unpack_that_fails_midway_releases_its_reader_and_leaves_no_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+) -> None:
+    # The frames written before the failure stayed: a shorter sequence the trainer would use.
+    out = tmp_path / "cache"
+    carry.pack(_fake_shared(tmp_path / "shared"), out, codec="mjpg")
+    assert carry.unpack(out) == 12  # an earlier, whole unpack
+    readers = _spy_on(monkeypatch, "VideoCapture")
+    real_imwrite, calls = cv2.imwrite, []
+
+    def imwrite(path: str, *args: object) -> bool:
+        calls.append(path)
+        if len(calls) == 5:  # a full disk
+            if failure == "raises":
+                raise cv2.error("No space left on device")
+            return False  # what cv2.imwrite does for most failures
+        return real_imwrite(path, *args)
+
+    monkeypatch.setattr(cv2, "imwrite", imwrite)
+    fails = (
+        pytest.raises(cv2.error, match="No space")
+        if failure == "raises"
+        else pytest.raises(OSError, match=r"cannot write .*000005\.png")
+    )
+    with fails:
+        carry.unpack(out)
+    assert len(readers) == 1 and readers[0].released
+    assert not (out / "raw").exists() and not (out / "raw.partial").exists()
 
 
 def test_pack_refuses_gaps_in_the_frame_numbers_and_missing_weights(tmp_path: Path) -> None:

@@ -22,10 +22,12 @@ from training.config import ConfigError, TrainConfig, load_config
 from training.data import make_synthetic_dataset
 from training.train import (
     WARM_STEPS,
+    _check_resume_world,
     _device_share,
     _worker_init,
     load_checkpoint,
     lr_factor,
+    plot_curves,
     train,
     update_ema,
 )
@@ -301,6 +303,28 @@ def test_a_run_from_before_the_strided_stem_resumes_exactly(
     assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
 
 
+def test_a_failed_curve_plot_closes_its_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyplot holds a figure until it is closed: one per failed save (a full disk) piled up.
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
+
+    def full_disk(self: Figure, *args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    plt.close("all")
+    monkeypatch.setattr(Figure, "savefig", full_disk)
+    rows = [{"epoch": 1, "loss_l1": 0.1, "val_psnr": 30.0, "blurry_psnr": 25.0}]
+    with pytest.raises(OSError, match="No space left"):
+        plot_curves(rows, tmp_path / "curves.png")
+    assert plt.get_fignums() == []
+    assert not (tmp_path / "curves.png").exists()
+
+
 def test_ema_update_is_the_moving_average() -> None:
     ema, model = nn.Linear(2, 1), nn.Linear(2, 1)
     with torch.no_grad():
@@ -562,6 +586,48 @@ def test_a_weights_only_checkpoint_is_refused_with_what_to_do(
         train(_tiny(synth, out, "--resume"))
 
 
+def test_a_resume_under_another_number_of_processes_is_refused_with_what_to_do(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # Each rank draws its own interleaved samples and keeps its own RNG state: under another
+    # count the stream does not continue (and an extra rank failed with an IndexError).
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stop_after_steps=2"))
+    ck = load_checkpoint(out / "last.pt")
+    assert ck["world_size"] == 1
+    # As two DDP ranks write it: one RNG state per rank.
+    torch.save(ck | {"rng": [ck["rng"], ck["rng"]], "world_size": 2}, out / "last.pt")
+    saved = (out / "config.yaml").read_text()
+    with pytest.raises(
+        ConfigError,
+        match=r"written by 2 processes, this resume runs 1: .* --nproc_per_node=2, or .* "
+        r"--init_from=",
+    ):
+        train(_tiny(synth, out, "--resume"))
+    assert (out / "config.yaml").read_text() == saved  # refused before anything was written
+    # From before world_size was stored: its RNG states tell how many processes wrote it.
+    old = {k: v for k, v in ck.items() if k != "world_size"}
+    torch.save(old | {"rng": [ck["rng"], ck["rng"]]}, out / "last.pt")
+    with pytest.raises(ConfigError, match="written by 2 processes, this resume runs 1"):
+        train(_tiny(synth, out, "--resume"))
+    torch.save(old, out / "last.pt")  # one process's: it still resumes
+    assert train(_tiny(synth, out, "--resume"))["stopped"] == "finished"
+
+
+def test_the_resume_check_names_both_process_counts() -> None:
+    # What torchrun ranks meet (tested without torchrun): more ranks than the checkpoint has
+    # RNG states, a single process's checkpoint under DDP, and the same count.
+    state = {"python": None}
+    with pytest.raises(ConfigError, match=r"by 2 processes, this resume runs 4: .*=2, or"):
+        _check_resume_world({"rng": [state, state]}, 4, Path("run/last.pt"))
+    with pytest.raises(
+        ConfigError, match=r"by 1 process, this resume runs 2: .*=1 \(or without torchrun\)"
+    ):
+        _check_resume_world({"rng": state, "world_size": 1}, 2, Path("run/last.pt"))
+    _check_resume_world({"rng": [state, state], "world_size": 2}, 2, Path("run/last.pt"))
+    _check_resume_world({"rng": state}, 1, Path("run/last.pt"))
+
+
 def test_a_resume_switching_from_plateau_to_cosine_follows_the_cosine(
     synth: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -686,7 +752,11 @@ def _adam_steps(ck: dict) -> list[int]:
 
 @pytest.mark.parametrize("first_mode", ["off", "online"])
 def test_a_resume_that_turns_the_feature_term_on_or_off_keeps_the_students_optimiser(
-    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, first_mode: str
+    synth: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    first_mode: str,
 ) -> None:
     # The feature adapters exist only with an online teacher (teacher.mode auto: a GPU): a CPU
     # run resumed on a GPU, or the other way round, failed in Adam's load_state_dict.
@@ -699,14 +769,55 @@ def test_a_resume_that_turns_the_feature_term_on_or_off_keeps_the_students_optim
     stage = "--stages=[{patch: 32, epochs: 1, batch: 2}]"
     then = "online" if first_mode == "off" else "off"
     train(_tiny(synth, out, *terms, stage, f"--teacher.mode={first_mode}", "--stop_after_steps=2"))
-    res = train(_tiny(synth, out, *terms, stage, f"--teacher.mode={then}", "--resume"))
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        res = train(_tiny(synth, out, *terms, stage, f"--teacher.mode={then}", "--resume"))
     assert res["stopped"] == "finished"
+    warned = [r.getMessage() for r in caplog.records if "feature adapters" in r.getMessage()]
+    assert warned == [
+        "the checkpoint has no feature adapters (saved without an online teacher): they start fresh"
+        if then == "online"
+        else "the checkpoint's feature adapters are left out: no online teacher's feature term here"
+    ]
     ck = load_checkpoint(out / "last.pt")
     n_student = len(list(create_student("tiny").parameters()))
     steps = _adam_steps(ck)
     assert steps[:n_student] == [3] * n_student  # the student's moments went on from step 2
     assert steps[n_student:] == ([1] * len(ck["adapters"]) if then == "online" else [])
     assert bool(ck["adapters"]) == (then == "online")
+
+
+def test_a_resume_with_another_number_of_feature_adapters_starts_them_fresh_and_says_so(
+    synth: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Both runs have adapters, but not as many (here: the resume pairs one student feature of
+    # the tiny student's two). The warning said the checkpoint had none, and loading the saved
+    # adapters failed on their missing keys before it.
+    import training.teachers
+    from training.losses import DistillLoss
+    from training.models.student import create_student
+
+    monkeypatch.setattr(training.teachers, "load_teacher", lambda *a, **k: _FakeTeacher())
+    out = tmp_path / "run"
+    terms = ("--teacher.name=fake", "--loss.distill=1.0", "--loss.feature=0.1")
+    terms += ("--teacher.mode=online", "--stages=[{patch: 32, epochs: 1, batch: 2}]")
+    train(_tiny(synth, out, *terms, "--stop_after_steps=2"))
+    assert len(load_checkpoint(out / "last.pt")["adapters"]) == 4  # two 1x1 convs
+    real = DistillLoss.init_adapters
+    monkeypatch.setattr(DistillLoss, "init_adapters", lambda self, sf, tf: real(self, sf[:1], tf))
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        res = train(_tiny(synth, out, *terms, "--resume"))
+    assert res["stopped"] == "finished"
+    warned = [r.getMessage() for r in caplog.records if "feature adapters" in r.getMessage()]
+    assert warned == [
+        "the checkpoint's feature adapters (4 parameter tensors) do not match this run's (2): "
+        "they start fresh"
+    ]
+    ck = load_checkpoint(out / "last.pt")
+    n_student = len(list(create_student("tiny").parameters()))
+    assert _adam_steps(ck) == [3] * n_student + [1, 1]
 
 
 def test_teacher_cache_feeds_distillation(synth: dict[str, Path], tmp_path: Path) -> None:
@@ -762,6 +873,7 @@ def test_ddp_two_processes_gloo(synth: dict[str, Path], tmp_path: Path) -> None:
     ck = load_checkpoint(tmp_path / "ddp" / "last.pt")
     assert ck["epoch"] == 2 and ck["global_step"] == 4
     assert isinstance(ck["rng"], list) and len(ck["rng"]) == 2  # one RNG state per rank
+    assert ck["world_size"] == 2
     assert "epoch 2" in proc.stderr
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -102,36 +103,47 @@ def pack(
     if not vgg.is_file():
         raise FileNotFoundError(f"no VGG-19 weights at {vgg}")
     out.mkdir(parents=True, exist_ok=True)
-    # A stale file from an earlier pack (another seed, a photo excluded since) must not travel.
+    # A stale file from an earlier pack (another seed, a photo excluded since) must not travel,
+    # nor its carry.json beside a pack that fails midway: it would pass for this pack's record.
     for stale in out.glob("gopro.*"):
         stale.unlink()
+    (out / "carry.json").unlink(missing_ok=True)
     for sub in SUBDIRS:
         shutil.rmtree(out / sub, ignore_errors=True)
 
-    if codec == "x264":
-        ffmpeg = _ffmpeg()
-        if ffmpeg is None:
-            raise RuntimeError(
-                "codec x264 needs ffmpeg on the PATH or the imageio-ffmpeg package "
-                "(pip install --target /tmp/iioff imageio-ffmpeg; PYTHONPATH=/tmp/iioff)"
+    video = out / ("gopro.mkv" if codec == "x264" else "gopro.avi")
+    # Written under another name (the same extension: both writers take the container from it)
+    # and renamed once whole: a pack stopped midway (a frame that does not decode, ffmpeg
+    # failing) left a truncated video under the name unpack reads.
+    partial = video.with_name(f"gopro.partial{video.suffix}")
+    try:
+        if codec == "x264":
+            ffmpeg = _ffmpeg()
+            if ffmpeg is None:
+                raise RuntimeError(
+                    "codec x264 needs ffmpeg on the PATH or the imageio-ffmpeg package "
+                    "(pip install --target /tmp/iioff imageio-ffmpeg; PYTHONPATH=/tmp/iioff)"
+                )
+            subprocess.run(
+                [ffmpeg, "-loglevel", "error", "-y", "-framerate", "240", "-start_number", "1"]
+                + ["-i", str(frames[0].parent / "%06d.jpg"), "-frames:v", str(len(frames))]
+                + ["-c:v", "libx264", "-preset", "slow", "-crf", str(crf), "-pix_fmt", "yuv444p"]
+                + [str(partial)],
+                check=True,
             )
-        video = out / "gopro.mkv"
-        subprocess.run(
-            [ffmpeg, "-loglevel", "error", "-y", "-framerate", "240", "-start_number", "1"]
-            + ["-i", str(frames[0].parent / "%06d.jpg"), "-frames:v", str(len(frames))]
-            + ["-c:v", "libx264", "-preset", "slow", "-crf", str(crf), "-pix_fmt", "yuv444p"]
-            + [str(video)],
-            check=True,
-        )
-    else:
-        video = out / "gopro.avi"
-        h, w = _imread(frames[0]).shape[:2]
-        writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 240, (w, h))
-        if not writer.isOpened():
-            raise RuntimeError(f"OpenCV cannot write MJPG to {video}")
-        for p in frames:
-            writer.write(_imread(p))
-        writer.release()
+        else:
+            h, w = _imread(frames[0]).shape[:2]
+            writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"MJPG"), 240, (w, h))
+            try:
+                if not writer.isOpened():
+                    raise RuntimeError(f"OpenCV cannot write MJPG to {partial}")
+                for p in frames:
+                    writer.write(_imread(p))
+            finally:
+                writer.release()  # before the rename or removal: it finishes the file
+        os.replace(partial, video)
+    finally:
+        partial.unlink(missing_ok=True)
 
     rng = random.Random(seed)
     photos: list[str] = []
@@ -215,26 +227,38 @@ def unpack(out: Path) -> int:
     videos = [p for p in (out / "gopro.mkv", out / "gopro.avi") if p.is_file()]
     if not videos:
         raise FileNotFoundError(f"no gopro.mkv or gopro.avi in {out} (run pack first)")
-    dst = out / "raw" / RAW_SEQ
+    # Decoded beside out/raw and moved there once whole and counted: a decode that failed
+    # midway (a full disk) or came up short left fewer frames there, which the trainer would
+    # take for the packed sequence, its held-out range (frame positions) shifted.
     shutil.rmtree(out / "raw", ignore_errors=True)
+    partial = out / "raw.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    dst = partial / RAW_SEQ
     dst.mkdir(parents=True)
-    cap = cv2.VideoCapture(str(videos[0]))
-    n = 0
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        n += 1
-        cv2.imwrite(str(dst / f"{n:06d}.png"), frame, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    cap.release()
-    if n == 0:
-        raise RuntimeError(f"could not decode {videos[0]} (no decoder for it in this OpenCV?)")
-    meta = out / "carry.json"
-    if meta.is_file():
-        expected = json.loads(meta.read_text())["frames"]
-        if n != expected:
-            # A short decode would shift every frame number, and with it the held-out range.
-            raise RuntimeError(f"decoded {n} frames from {videos[0]}, packed {expected}")
+    try:
+        cap = cv2.VideoCapture(str(videos[0]))
+        n = 0
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                n += 1
+                path = dst / f"{n:06d}.png"
+                if not cv2.imwrite(str(path), frame, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                    raise OSError(f"cannot write {path}")
+        finally:
+            cap.release()
+        if n == 0:
+            raise RuntimeError(f"could not decode {videos[0]} (no decoder for it in this OpenCV?)")
+        meta = out / "carry.json"
+        if meta.is_file():
+            expected = json.loads(meta.read_text())["frames"]
+            if n != expected:
+                raise RuntimeError(f"decoded {n} frames from {videos[0]}, packed {expected}")
+        partial.rename(out / "raw")
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
     return n
 
 

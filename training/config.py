@@ -184,12 +184,15 @@ class TrainConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam betas
     scheduler: str = "cosine"  # cosine | plateau | none
     plateau_factor: float = 0.5  # ReduceLROnPlateau factor (on validation PSNR)
-    plateau_patience: int = 3  # ReduceLROnPlateau patience, epochs
+    # ReduceLROnPlateau patience, in validations (one every val_every epochs), not epochs
+    plateau_patience: int = 3
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     # > 0: an exponential moving average of the student's weights (this decay per step) is what
     # validation measures and what checkpoints keep as "model" (the raw weights: "model_raw").
     ema: float = 0.0
-    early_stop: int = 0  # stop after this many epochs without a better validation PSNR (0 = off)
+    # Stop after this many validations (one every val_every epochs) without a better validation
+    # PSNR (0 = off): with val_every > 1, about val_every times as many epochs.
+    early_stop: int = 0
     amp: bool = True  # mixed precision + GradScaler (CUDA only)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads (0 = leave the default)

@@ -6,7 +6,8 @@
 Reads top to bottom: config, data, teacher (frozen), student, losses, optimiser, loop. The
 curriculum (patch size, batch) and the cosine learning rate are pure functions of the epoch and
 step; every sample is a pure function of ``(seed, rank, sample index)``; so a checkpoint holding
-the weights, optimiser, scheduler, scaler, RNG states and the position resumes exactly.
+the weights, optimiser, scheduler, scaler, RNG states and the position resumes exactly (with
+as many processes as wrote it: a resume under another count is refused).
 
 The run folder (``--out_dir``) holds ``last.pt``, ``best.pt``, ``config.yaml``, ``log.csv`` and
 ``curves.png``; a fresh run (no ``--resume``) first moves an earlier run's into ``previous_N``
@@ -410,6 +411,29 @@ def _fit_adapter_slots(state: dict[str, Any], n_student: int, n_adapters: int) -
     }
 
 
+def _check_resume_world(ck: dict[str, Any], world: int, path: Path) -> None:
+    """Refuse to resume ``ck`` (read from ``path``) with ``world`` processes when another number
+    of processes wrote it.
+
+    Each rank draws the samples ``(sample_counter + i) * world + rank`` and keeps its own RNG
+    state: under another count the stream does not continue where it stopped, and a rank the
+    checkpoint has no RNG state for failed with an IndexError. Checkpoints from before
+    ``world_size`` was stored tell it by their RNG states: a list of one per rank from DDP, a
+    single state from one process (so those stay resumable by one process).
+    """
+    saved = ck.get("world_size")
+    if saved is None:
+        saved = len(ck["rng"]) if isinstance(ck["rng"], list) else 1
+    if saved == world:
+        return
+    how = f"--nproc_per_node={saved}" + (" (or without torchrun)" if saved == 1 else "")
+    raise ConfigError(
+        f"{path} was written by {saved} process{'es' if saved != 1 else ''}, this resume runs "
+        f"{world}: each rank's samples and RNG state continue only under the same count; "
+        f"resume with {how}, or start a new run from its weights with --init_from={path}"
+    )
+
+
 def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
     """Average the gradients of ``params`` over the DDP ranks (what DDP does for the modules it
     wraps), so parameters outside the wrapper stay identical on every rank."""
@@ -612,32 +636,38 @@ def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
     if not rows:
         return
     epochs = [r["epoch"] for r in rows]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for k in rows[-1]:
-        if k.startswith("loss_"):
-            ys = [r.get(k, float("nan")) for r in rows]
-            ax1.plot(epochs, ys, label=k.removeprefix("loss_"))
-    ax1.set_yscale("log")
-    ax1.set_xlabel("epoch")
-    ax1.set_title("training loss terms")
-    ax1.legend(fontsize=8)
-    vrows = [r for r in rows if r.get("val_psnr") not in (None, "")]
-    if vrows:
-        ax2.plot([r["epoch"] for r in vrows], [r["val_psnr"] for r in vrows], "o-", label="student")
-        ax2.plot(
-            [r["epoch"] for r in vrows],
-            [r["blurry_psnr"] for r in vrows],
-            "--",
-            label="blurry input",
-        )
-    ax2.set_xlabel("epoch")
-    ax2.set_ylabel("PSNR (dB)")
-    ax2.set_title("validation")
-    ax2.legend(fontsize=8)
-    fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    # pyplot holds every figure until it is closed: one left open by a failed save (a full
+    # disk) would stay for the rest of the run, another at every epoch.
+    try:
+        for k in rows[-1]:
+            if k.startswith("loss_"):
+                ys = [r.get(k, float("nan")) for r in rows]
+                ax1.plot(epochs, ys, label=k.removeprefix("loss_"))
+        ax1.set_yscale("log")
+        ax1.set_xlabel("epoch")
+        ax1.set_title("training loss terms")
+        ax1.legend(fontsize=8)
+        vrows = [r for r in rows if r.get("val_psnr") not in (None, "")]
+        if vrows:
+            ax2.plot(
+                [r["epoch"] for r in vrows], [r["val_psnr"] for r in vrows], "o-", label="student"
+            )
+            ax2.plot(
+                [r["epoch"] for r in vrows],
+                [r["blurry_psnr"] for r in vrows],
+                "--",
+                label="blurry input",
+            )
+        ax2.set_xlabel("epoch")
+        ax2.set_ylabel("PSNR (dB)")
+        ax2.set_title("validation")
+        ax2.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(tmp, dpi=90)
+    finally:
+        plt.close(fig)
     os.replace(tmp, path)
 
 
@@ -858,6 +888,8 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
 
     # ---- resume ------------------------------------------------------------------------------
     epoch, step_in_epoch, global_step, sample_counter = 0, 0, 0, 0
+    # bad_epochs counts validations without a better PSNR, epochs only when val_every is 1
+    # (the name stays: checkpoints store it under it).
     best_psnr, bad_epochs = -math.inf, 0
     rows: list[dict[str, Any]] = []
     sums: dict[str, float] = {}
@@ -876,21 +908,37 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                 f"{out_dir / 'last.pt'} holds weights only (no optimiser, schedule or position): "
                 "it cannot be resumed; start a run from it with --init_from"
             )
+        _check_resume_world(ck, world, out_dir / "last.pt")
         student.load_state_dict(ck.get("model_raw", ck["model"]))
         if ema_model is not None:
             ema_model.load_state_dict(ck["model"])
-        if loss_fn.adapters is not None and ck.get("adapters"):
-            loss_fn.adapters.load_state_dict(ck["adapters"])
         n_student = len(list(student.parameters()))
         saved_adapters = len(ck["optimizer"]["param_groups"][0]["params"]) - n_student
+        # Adapters of another number of parameters start fresh, as their Adam slots do in
+        # _fit_adapter_slots: loading their weights would fail on the missing or extra keys.
+        if (
+            loss_fn.adapters is not None
+            and ck.get("adapters")
+            and saved_adapters == len(adapter_params)
+        ):
+            loss_fn.adapters.load_state_dict(ck["adapters"])
         if saved_adapters != len(adapter_params) and master:
-            log.warning(
-                "the checkpoint has no feature adapters (saved without an online teacher): "
-                "they start fresh"
-                if adapter_params
-                else "the checkpoint's feature adapters are left out: no online teacher's "
-                "feature term here"
-            )
+            if not saved_adapters:
+                note = (
+                    "the checkpoint has no feature adapters (saved without an online teacher): "
+                    "they start fresh"
+                )
+            elif not adapter_params:
+                note = (
+                    "the checkpoint's feature adapters are left out: no online teacher's "
+                    "feature term here"
+                )
+            else:
+                note = (
+                    f"the checkpoint's feature adapters ({saved_adapters} parameter tensors) do "
+                    f"not match this run's ({len(adapter_params)}): they start fresh"
+                )
+            log.warning(note)
         optimizer.load_state_dict(
             _fit_adapter_slots(ck["optimizer"], n_student, len(adapter_params))
         )
@@ -957,6 +1005,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": rngs,
+            "world_size": world,  # what a resume must run with (_check_resume_world)
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "global_step": global_step,
@@ -988,7 +1037,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
         stopped = "early stop"
         if master:
             log.info(
-                "early stop reached before this launch (%d epochs without a better "
+                "early stop reached before this launch (%d validations without a better "
                 "validation PSNR): nothing to train",
                 bad_epochs,
             )
@@ -1171,7 +1220,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
         if early:
             stopped = "early stop"
             if master:
-                log.info("early stop: no better validation PSNR for %d epochs", bad_epochs)
+                log.info("early stop: no better validation PSNR for %d validations", bad_epochs)
             break
         if stop_now:
             stopped = stop_now
