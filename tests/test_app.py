@@ -4104,13 +4104,14 @@ def test_a_tensorrt_cache_warning_is_not_given_the_advice_for_a_missing_manifest
 
 
 def _run_app_remembering_unsharp(tmp_path: Path, **kwargs: Any) -> int:
-    """A 1 s scripted run of the demo clip whose settings file remembers ``backend=unsharp``."""
+    """A 3 s scripted run of the demo clip whose settings file remembers ``backend=unsharp``
+    (1 s was too short for a model to load and show a frame on a loaded 2-core machine)."""
     from app.main import run_app
 
     settings = tmp_path / "settings.ini"
     open_store(str(settings)).setValue("backend", "unsharp")
     return run_app(
-        source=str(DEMO_CLIP), quit_after=1.0, settings_path=str(settings), tray=False, **kwargs
+        source=str(DEMO_CLIP), quit_after=3.0, settings_path=str(settings), tray=False, **kwargs
     )
 
 
