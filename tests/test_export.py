@@ -4,7 +4,10 @@ engine's format with correct sha256s."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import logging
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,9 @@ from training.config import config_from_dict, config_to_dict, load_config
 from training.models.student import create_student
 
 torch.set_num_threads(2)
+
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -234,6 +240,137 @@ def test_nan_at_the_second_check_size_fails_the_parity_check(
     assert not (tmp_path / "manifest.json").exists()
 
 
+@needs_openvino
+def test_openvino_parity_is_recorded_at_the_precision_the_engine_runs(
+    exported: tuple[Path, torch.nn.Module, Path],
+) -> None:
+    out, _, _ = exported
+    files = json.loads((out / "manifest.json").read_text())["files"]
+    for name, fp16 in (("student_fast.onnx", False), ("student_fast_fp16.onnx", True)):
+        ov = files[name]["parity_openvino"]
+        assert set(ov["max_abs_diff"]) == set(files[name]["parity_max_abs_diff"])
+        tolerance = E.openvino_tolerance(ov["inference_precision"], fp16=fp16)
+        assert 0 <= max(ov["max_abs_diff"].values()) <= tolerance, name
+        assert ov["openvino"]
+    assert "parity_openvino" not in files["student_fast.ts"]  # OpenVINO does not run it
+    # The export compiles as the engine's OpenVINO backend does by default (training/ cannot
+    # import engine/, so the config is a copy): the same config, so the same precision.
+    backends = pytest.importorskip("engine.backends")
+    be = backends.create_backend("openvino", model=out / "student_fast.onnx", device="cpu")
+    try:
+        assert be._config == E.OPENVINO_CONFIG
+        assert (
+            be.inference_precision
+            == files["student_fast.onnx"]["parity_openvino"]["inference_precision"]
+        )
+    finally:
+        be.close()
+
+
+def _calib_folder(folder: Path, count: int = 4) -> Path:
+    """``count`` smooth 128x96 images: an int8 calibration source."""
+    import cv2
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        small = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+        cv2.imwrite(
+            str(folder / f"{i}.png"), cv2.resize(small, (128, 96), interpolation=cv2.INTER_CUBIC)
+        )
+    return folder
+
+
+@needs_openvino
+@pytest.mark.parametrize(
+    "broken,how,message",
+    [
+        (
+            "m.onnx",
+            "shift",
+            r"m\.onnx: OpenVINO \(CPU, inference precision \w+\) differs from "
+            r"PyTorch by 0\.1\d* \(max abs\) > ",
+        ),
+        (
+            "m_fp16.onnx",
+            "nan",
+            r"m_fp16\.onnx: OpenVINO \(CPU, inference precision \w+\) "
+            r"differs from PyTorch by nan \(max abs\)",
+        ),
+        (
+            "m_int8.onnx",
+            "shift",
+            r"m_int8\.onnx: OpenVINO \(CPU, int8, float parts in \w+\) "
+            r"output too far from PyTorch's .* max abs diff",
+        ),
+    ],
+)
+def test_an_openvino_mismatch_fails_the_export(
+    broken: str, how: str, message: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ONNX Runtime runs the file right, OpenVINO (what most CPUs run) does not: the export
+    # must fail, naming the file, the runtime and its precision, and the error.
+    real_run = E.OpenVinoRun.run
+
+    def run(self: E.OpenVinoRun, x: np.ndarray) -> np.ndarray:
+        out = real_run(self, x)
+        if self.path.name != broken:
+            return out
+        if how == "nan":  # right at the first size, NaN at the second (see _worst)
+            return np.full_like(out, np.nan) if x.shape[2] == E.SECOND_SIZE[0] else out
+        return out + np.asarray(0.1, dtype=out.dtype)
+
+    monkeypatch.setattr(E.OpenVinoRun, "run", run)
+    out = tmp_path / "w"
+    with pytest.raises(E.ExportError, match=message):
+        E.export_all(
+            create_student("tiny").eval(),
+            out,
+            name="m",
+            variant="tiny",
+            config={},
+            fp16=broken == "m_fp16.onnx",
+            torchscript=False,
+            check_size=(33, 47),
+            int8=broken == "m_int8.onnx",
+            calib=_calib_folder(tmp_path / "calib"),
+        )
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing half-done left behind
+
+
+def test_without_openvino_the_export_runs_and_says_the_check_was_skipped(
+    exported: tuple[Path, torch.nn.Module, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, _, ckpt = exported
+    monkeypatch.setitem(sys.modules, "openvino", None)  # `import openvino` raises ImportError
+    with caplog.at_level(logging.INFO, logger="training.export"):
+        result = E.export_all(
+            create_student("tiny").eval(),
+            tmp_path / "api",
+            name="m",
+            variant="tiny",
+            config={},
+            torchscript=False,
+            check_size=(33, 47),
+        )
+    assert result.openvino_skipped.startswith("openvino is not installed")
+    assert result.parity_openvino == {} and set(result.parity) == {"m.onnx", "m_fp16.onnx"}
+    assert "OpenVINO parity check skipped: openvino is not installed" in caplog.text
+    files = json.loads((tmp_path / "api" / "manifest.json").read_text())["files"]
+    assert not any("parity_openvino" in entry for entry in files.values())
+    # the CLI's report says so too
+    capsys.readouterr()
+    assert _export(ckpt, tmp_path / "cli", "--no-fp16", "--no-torchscript") == 0
+    assert "OpenVINO check skipped: openvino is not installed" in capsys.readouterr().out
+    entry = json.loads((tmp_path / "cli" / "manifest.json").read_text())["files"]
+    assert "parity_max_abs_diff" in entry["student_fast.onnx"]
+    assert "parity_openvino" not in entry["student_fast.onnx"]
+
+
 def test_load_student_errors(tmp_path: Path) -> None:
     sd = create_student("tiny").state_dict()
     path = tmp_path / "raw.pt"
@@ -322,6 +459,11 @@ def test_int8_export_is_quantized_checked_and_listed(
     assert entry["precision"] == "int8" and entry["input"]["dtype"] == "float32"
     assert min(entry["parity_psnr_db"].values()) >= E.INT8_MIN_PSNR
     assert min(entry["parity_residual_snr_db"].values()) >= E.INT8_MIN_SNR
+    if HAS_OPENVINO:  # what the engine runs on x86 CPUs: checked against the same bounds
+        ov = entry["parity_openvino"]
+        assert set(ov["psnr_db"]) == set(ov["max_abs_diff"]) == set(entry["parity_psnr_db"])
+        assert min(ov["psnr_db"].values()) >= E.INT8_MIN_PSNR
+        assert min(ov["residual_snr_db"].values()) >= E.INT8_MIN_SNR
     assert "metrics_of" not in entry and entry["metrics"] == {}  # never the float file's numbers
     # the convolutions listed as float are exactly the Conv nodes without int8 weights
     graph = onnx.load(str(path)).graph

@@ -11,6 +11,13 @@ at 721x1279 (odd, so the padding path is exercised) and compared with eager PyTo
 must be within 1e-4 (max abs) or the export fails; fp16's difference is reported. A second,
 small odd size checks that H and W really are dynamic and nothing was baked in at trace time.
 
+Where the ``openvino`` package is installed, each ONNX file is also run through OpenVINO on the
+CPU, compiled as the engine's OpenVINO backend compiles it by default (OpenVINO picks its own
+inference precision: bf16 on CPUs with AVX512-BF16 / AMX, f16 on some ARM, else f32), on the
+same inputs, and must stay within the tolerance of the precision OpenVINO really used
+(``OPENVINO_TOLERANCE``; int8: the PSNR bounds below) or the export fails. Without OpenVINO the
+export runs and reports that check as skipped.
+
 ``--int8`` adds ``{name}_int8.onnx``: static int8 quantization of the convolutions (QDQ, weights
 per channel; the first, the last and those at the finest scale stay float), calibrated on frames
 of a clip or image folder (default: the project's own ``assets/demo.mp4``). What OpenVINO runs
@@ -30,9 +37,10 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +57,19 @@ from training.teachers import sha256_file
 log = logging.getLogger("training.export")
 
 __all__ = [
+    "BF16_TOLERANCE",
     "CHECK_SIZE",
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
+    "OPENVINO_CONFIG",
+    "OPENVINO_TOLERANCE",
     "ExportError",
     "ExportResult",
     "ExportWrapper",
+    "OpenVinoRun",
+    "OpenVinoUnavailable",
+    "check_openvino",
+    "check_openvino_int8",
     "config_digest",
     "export_all",
     "export_onnx",
@@ -63,6 +78,7 @@ __all__ = [
     "load_student",
     "main",
     "manifest_entry",
+    "openvino_tolerance",
     "sha256_file",
     "update_manifest",
 ]
@@ -74,6 +90,19 @@ FP32_TOLERANCE = 1e-4
 # fp16 weights and activations: measured 5.7e-4 on the shipped students; 1e-2 (2.5 steps of
 # 1/255) still catches a broken conversion (overflow, NaN) long before it is visible.
 FP16_TOLERANCE = 1e-2
+# OpenVINO's bf16 (its default on AVX512-BF16 / AMX CPUs) keeps 8 significant bits to fp16's
+# 11: measured 1.2e-3 to 2.4e-3 on the shipped students (fp32 and fp16 files, both check
+# sizes), 3.9e-3 on the tests' tiny student. 2e-2 (5 steps of 1/255) leaves room for other
+# weights and still catches a broken graph (NaN, overflow, a wrong layout) by far.
+BF16_TOLERANCE = 2e-2
+# max abs tolerance of the OpenVINO check by the inference precision OpenVINO reports having
+# used (a name not listed here gets the loosest, bf16's); the fp16 file gets at least fp16's.
+OPENVINO_TOLERANCE = {"f32": FP32_TOLERANCE, "f16": FP16_TOLERANCE, "bf16": BF16_TOLERANCE}
+# The compile config of engine/backends.py's OpenVinoBackend with its defaults (precision=None:
+# no INFERENCE_PRECISION_HINT, OpenVINO chooses; threads=None: no INFERENCE_NUM_THREADS), on
+# device CPU, the model reshaped to a static (1, 3, H, W) per frame size as it does there.
+# training/ does not import engine/: keep this in step with OpenVinoBackend.__init__ by hand.
+OPENVINO_CONFIG: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
 # int8 rounds every activation, so a max-abs bound means little; PSNR (dB) of the int8 output
 # against eager fp32 on real frames (held-out raw-frame averages lose ~0.1 dB at ~45 dB here).
 INT8_MIN_PSNR = 35.0
@@ -108,12 +137,19 @@ class ExportWrapper(nn.Module):
 
 @dataclass
 class ExportResult:
-    """What one export run produced; ``parity`` maps file name to max abs diffs per size."""
+    """What one export run produced; ``parity`` maps file name to max abs diffs per size (ONNX
+    Runtime, TorchScript), ``parity_openvino`` the same for OpenVINO (int8: per check frame)."""
 
     files: dict[str, Path] = field(default_factory=dict)
     parity: dict[str, dict[str, float]] = field(default_factory=dict)
     parity_psnr: dict[str, dict[str, float]] = field(default_factory=dict)  # int8: dB per frame
     parity_snr: dict[str, dict[str, float]] = field(default_factory=dict)  # int8: residual SNR
+    parity_openvino: dict[str, dict[str, float]] = field(default_factory=dict)
+    parity_openvino_psnr: dict[str, dict[str, float]] = field(default_factory=dict)  # int8
+    parity_openvino_snr: dict[str, dict[str, float]] = field(default_factory=dict)  # int8
+    openvino_precision: str = ""  # inference precision OpenVINO used: "f32", "bf16", "f16"
+    openvino_version: str = ""
+    openvino_skipped: str = ""  # why the OpenVINO check did not run; "" when it ran
     float_convs: dict[str, list[str]] = field(default_factory=dict)  # int8: modules kept float
     exporter: str = ""  # ONNX exporter that worked: "dynamo" or "torchscript"
     torchscript_method: str = ""  # "script" or "trace"
@@ -436,13 +472,25 @@ def check_onnx(
     names = ([i.name for i in sess.get_inputs()], [o.name for o in sess.get_outputs()])
     if names != (["input"], ["output"]):
         raise ExportError(f"{path}: expected input 'input' and output 'output', got {names}")
+    return _max_abs_diffs(model, path, sizes, lambda x: sess.run(None, {"input": x})[0], fp16)
+
+
+def _max_abs_diffs(
+    model: nn.Module,
+    path: str | Path,
+    sizes: list[tuple[int, int]],
+    run: Callable[[np.ndarray], np.ndarray],
+    fp16: bool = False,
+) -> dict[str, float]:
+    """Max abs diff between ``run(x)`` (a runtime's output for ``x``) and eager
+    ``clamp(model(x))`` on the check inputs (`_inputs`) at each size; ``fp16``: fed as float16."""
     wrapper = ExportWrapper(model).eval()
     out: dict[str, float] = {}
     for x in _inputs(sizes):
         with torch.no_grad():
             ref = wrapper(x).numpy()
         feed = x.numpy().astype(np.float16 if fp16 else np.float32)
-        got = sess.run(None, {"input": feed})[0]
+        got = run(feed)
         if got.shape != ref.shape:
             raise ExportError(f"{path}: output shape {got.shape} for input {feed.shape}")
         out[f"{x.shape[2]}x{x.shape[3]}"] = float(np.abs(got.astype(np.float32) - ref).max())
@@ -667,14 +715,27 @@ def check_int8(
     compares the int8 correction ``got - x`` with the float one ``ref - x`` (0 dB: no correction
     or a wrong one)."""
     sess = _cpu_session(path)
+    psnr, snr, _ = _int8_scores(model, path, frames, lambda x: sess.run(None, {"input": x})[0])
+    return psnr, snr
+
+
+def _int8_scores(
+    model: nn.Module,
+    path: str | Path,
+    frames: list[np.ndarray],
+    run: Callable[[np.ndarray], np.ndarray],
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """`check_int8`'s PSNR and residual SNR of ``run(x)`` (a runtime's output for ``x``), and
+    the max abs diffs, per ``"HxW#i"`` of ``frames`` and an odd-sized crop of the last."""
     wrapper = ExportWrapper(model).eval()
     psnr: dict[str, float] = {}
     snr: dict[str, float] = {}
+    diff: dict[str, float] = {}
     crop = np.ascontiguousarray(frames[-1][:, :, : SECOND_SIZE[0], : SECOND_SIZE[1]])
     for i, feed in enumerate([*frames, crop]):
         with torch.no_grad():
             ref = wrapper(torch.from_numpy(feed)).numpy().astype(np.float64)
-        got = sess.run(None, {"input": feed})[0].astype(np.float64)
+        got = run(feed).astype(np.float64)
         if got.shape != ref.shape:
             raise ExportError(f"{path}: output shape {got.shape} for input {feed.shape}")
         err = float(np.mean((got - ref) ** 2))
@@ -682,7 +743,8 @@ def check_int8(
         key = f"{feed.shape[2]}x{feed.shape[3]}#{i}"
         psnr[key] = 100.0 if err == 0 else float(-10 * np.log10(err))
         snr[key] = 100.0 if err == 0 else float(10 * np.log10(max(residual, 1e-20) / err))
-    return psnr, snr
+        diff[key] = float(np.abs(got - ref).max())
+    return psnr, snr, diff
 
 
 def check_torchscript(
@@ -698,6 +760,147 @@ def check_torchscript(
             raise ExportError(f"{path}: output shape {tuple(got.shape)} for input {tuple(x.shape)}")
         out[f"{x.shape[2]}x{x.shape[3]}"] = float((got - ref).abs().max())
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# OpenVINO parity (optional: only where the openvino package is installed)
+# --------------------------------------------------------------------------------------------
+
+
+class OpenVinoUnavailable(RuntimeError):
+    """OpenVINO cannot run here (not installed, no CPU device): its check is skipped."""
+
+
+_OV_CORE: Any = None
+_OV_CORE_LOCK = threading.Lock()
+
+
+def _openvino() -> tuple[Any, Any]:
+    """``(openvino, core)``: the module and this module's one ``openvino.Core``, made on first
+    use and never destroyed (as engine/backends.py's ``_ov_core``: a Core destroyed puts back the
+    signal stack it found, and two closed out of order left Ctrl-C a segfault).
+
+    Raises:
+        OpenVinoUnavailable: openvino does not import, does not start, or has no CPU device.
+    """
+    global _OV_CORE
+    try:
+        import openvino as ov
+    except ImportError as exc:  # an optional dependency
+        raise OpenVinoUnavailable(f"openvino is not installed ({exc})") from exc
+    with _OV_CORE_LOCK:
+        try:
+            if _OV_CORE is None:
+                _OV_CORE = ov.Core()
+            devices = list(_OV_CORE.available_devices)
+        except Exception as exc:  # noqa: BLE001 - a broken install fails in many ways
+            raise OpenVinoUnavailable(f"OpenVINO does not start here: {_one_line(exc)}") from exc
+    if "CPU" not in devices:
+        raise OpenVinoUnavailable(f"OpenVINO has no CPU device here (devices: {devices})")
+    return ov, _OV_CORE
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line, without the C++ source locations OpenVINO's messages list
+    (``Exception from src/...cpp:84:``), as engine/backends.py's ``_one_line`` does."""
+    lines = (line.strip() for line in str(exc).splitlines())
+    kept = [line for line in lines if line and not line.startswith("Exception from ")]
+    return " ".join(kept) or type(exc).__name__
+
+
+def _ov_precision_name(hint: Any) -> str:
+    """OpenVINO's element type (``<Type: 'bfloat16'>``) as a short name: bf16 (the names of
+    engine/backends.py's ``_ov_precision_name``)."""
+    text = str(hint)
+    names = {"bfloat16": "bf16", "float16": "f16", "float32": "f32"}
+    return next((short for long, short in names.items() if f"'{long}'" in text), text)
+
+
+class OpenVinoRun:
+    """An exported ONNX file run by OpenVINO on the CPU as the engine's OpenVINO backend runs
+    it by default: `OPENVINO_CONFIG`, the model reshaped to each input's static shape. Inputs
+    and outputs stay float (the engine adds a uint8 conversion around the graph, checked by its
+    own tests); ``precision`` is the inference precision OpenVINO used, after the first `run`.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.ov, self.core = _openvino()
+        self.path = Path(path)
+        try:
+            self.model = self.core.read_model(str(self.path))
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises plain RuntimeErrors
+            raise ExportError(f"{self.path}: OpenVINO cannot read it: {_one_line(exc)}") from exc
+        self.precision = ""
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """OpenVINO's output for ``x`` ``(1, 3, H, W)``, compiled for exactly that shape."""
+        h, w = x.shape[2:]
+        model = self.model.clone()
+        try:
+            model.reshape({model.inputs[0]: self.ov.PartialShape(list(x.shape))})
+            compiled = self.core.compile_model(model, "CPU", dict(OPENVINO_CONFIG))
+            request = compiled.create_infer_request()
+            request.infer({0: x})
+            out = np.array(request.get_output_tensor(0).data, copy=True)
+            self.precision = _ov_precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+        except Exception as exc:  # noqa: BLE001
+            raise ExportError(
+                f"{self.path}: OpenVINO cannot run it at {w}x{h} on the CPU: {_one_line(exc)}"
+            ) from exc
+        return out
+
+
+def openvino_tolerance(precision: str, *, fp16: bool = False) -> float:
+    """The OpenVINO check's max abs tolerance for inference ``precision`` (`OPENVINO_TOLERANCE`;
+    the loosest for a name not listed); the fp16 file is held to at least `FP16_TOLERANCE`."""
+    tolerance = OPENVINO_TOLERANCE.get(precision, max(OPENVINO_TOLERANCE.values()))
+    return max(tolerance, FP16_TOLERANCE) if fp16 else tolerance
+
+
+def check_openvino(
+    model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], *, fp16: bool = False
+) -> tuple[dict[str, float], str]:
+    """Max abs diff between OpenVINO (`OpenVinoRun`) and eager ``clamp(model(x))`` at each size,
+    on `check_onnx`'s inputs, and the inference precision OpenVINO used.
+
+    Raises:
+        OpenVinoUnavailable: OpenVINO cannot run here.
+        ExportError: OpenVINO cannot read, compile or run the file.
+    """
+    ov_run = OpenVinoRun(path)
+    return _max_abs_diffs(model, path, sizes, ov_run.run, fp16), ov_run.precision
+
+
+def check_openvino_int8(
+    model: nn.Module, path: str | Path, frames: list[np.ndarray]
+) -> tuple[dict[str, float], dict[str, float], dict[str, float], str]:
+    """`check_int8` through OpenVINO (`OpenVinoRun`) on the same frames: ``(psnr, residual_snr,
+    max_abs_diff, precision)``, the last the inference precision of the convolutions it keeps
+    in float."""
+    ov_run = OpenVinoRun(path)
+    psnr, snr, diff = _int8_scores(model, path, frames, ov_run.run)
+    return psnr, snr, diff, ov_run.precision
+
+
+def _openvino_parity(
+    model: nn.Module,
+    path: Path,
+    sizes: list[tuple[int, int]],
+    result: ExportResult,
+    *,
+    fp16: bool = False,
+) -> None:
+    """`check_openvino` of ``path`` into ``result``; ExportError past `openvino_tolerance`."""
+    diffs, precision = check_openvino(model, path, sizes, fp16=fp16)
+    result.parity_openvino[path.name] = diffs
+    result.openvino_precision = precision
+    tolerance = openvino_tolerance(precision, fp16=fp16)
+    worst = _worst(diffs)
+    if not worst <= tolerance:  # also refuses NaN
+        raise ExportError(
+            f"{path}: OpenVINO (CPU, inference precision {precision}) differs from PyTorch by "
+            f"{worst:.3g} (max abs) > {tolerance:g}: {diffs}"
+        )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1026,9 +1229,13 @@ def export_all(
     """Export ``model`` under ``out_dir`` as ``{name}.onnx`` (+ ``{name}_fp16.onnx``,
     ``{name}.ts``), check each against eager PyTorch, and update ``out_dir/manifest.json``.
 
+    Where openvino is installed each ONNX file is run through OpenVINO too
+    (`check_openvino`); without it ``result.openvino_skipped`` says why not, and it is logged.
+
     Raises:
         ExportError: fp32 ONNX differs from PyTorch by more than 1e-4, or TorchScript by more
-            than 1e-4, or an export fails; nothing is added to the manifest then.
+            than 1e-4, or OpenVINO by more than `openvino_tolerance` (int8: the PSNR bounds),
+            or an export fails; nothing is added to the manifest then.
     """
     _check_name(name)
     out = Path(out_dir)
@@ -1127,6 +1334,16 @@ def _export_checked(
                 f"{INT8_CHECK_FRAMES} (some are kept out of calibration to check the result)"
             )
 
+    # OpenVINO is what the engine runs the ONNX files with on most CPUs: each ONNX file is
+    # checked through it too, where it is installed (an optional dependency).
+    try:
+        ov, _ = _openvino()
+        result.openvino_version = str(getattr(ov, "__version__", "")).split("-")[0]
+    except OpenVinoUnavailable as exc:
+        result.openvino_skipped = str(exc)
+        log.info("OpenVINO parity check skipped: %s", exc)
+    with_openvino = not result.openvino_skipped
+
     onnx_path = out / f"{name}.onnx"
     result.exporter = export_onnx(model, onnx_path, opset=opset)
     result.files[onnx_path.name] = onnx_path
@@ -1137,6 +1354,8 @@ def _export_checked(
             f"{onnx_path}: ONNX Runtime differs from PyTorch by {worst:.3g} (max abs) > "
             f"{FP32_TOLERANCE:g}: {result.parity[onnx_path.name]}"
         )
+    if with_openvino:
+        _openvino_parity(model, onnx_path, sizes, result)
 
     if fp16:
         fp16_path = out / f"{name}_fp16.onnx"
@@ -1149,6 +1368,10 @@ def _export_checked(
                 f"{fp16_path}: fp16 ONNX differs from PyTorch by {worst:.3g} (max abs) > "
                 f"{FP16_TOLERANCE:g}: {result.parity[fp16_path.name]}"
             )
+        if with_openvino:
+            # The engine's OpenVINO backend takes an fp16 file too (`--model *_fp16.onnx` on a
+            # CPU: `auto` tries OpenVINO first); it computes in its own inference precision.
+            _openvino_parity(model, fp16_path, sizes, result, fp16=True)
 
     if torchscript:
         ts_path = out / f"{name}.ts"
@@ -1179,6 +1402,21 @@ def _export_checked(
                 f"calibration (need PSNR >= {INT8_MIN_PSNR:g} dB and residual SNR >= "
                 f"{INT8_MIN_SNR:g} dB): PSNR {psnr}, residual SNR {snr}"
             )
+        if with_openvino:
+            # What the engine runs by default on x86 CPUs (`prefer_int8`): int8 convolutions,
+            # the float ones in OpenVINO's inference precision; held to the same bounds.
+            psnr, snr, diff, precision = check_openvino_int8(model, int8_path, check_set)
+            result.parity_openvino_psnr[int8_path.name] = psnr
+            result.parity_openvino_snr[int8_path.name] = snr
+            result.parity_openvino[int8_path.name] = diff
+            result.openvino_precision = precision
+            if not (_least(psnr) >= INT8_MIN_PSNR and _least(snr) >= INT8_MIN_SNR):
+                raise ExportError(
+                    f"{int8_path}: OpenVINO (CPU, int8, float parts in {precision}) output too "
+                    f"far from PyTorch's on frames left out of calibration (need PSNR >= "
+                    f"{INT8_MIN_PSNR:g} dB and residual SNR >= {INT8_MIN_SNR:g} dB): PSNR "
+                    f"{psnr}, residual SNR {snr}, max abs diff {diff}"
+                )
 
     params = sum(p.numel() for p in model.parameters())
     macs = float(model.macs_per_pixel()) if hasattr(model, "macs_per_pixel") else 0.0
@@ -1206,6 +1444,9 @@ def _export_checked(
             entries[fname]["parity_psnr_db"] = result.parity_psnr[fname]
             entries[fname]["parity_residual_snr_db"] = result.parity_snr[fname]
             entries[fname]["float_convs"] = result.float_convs[fname]
+        if fname in result.parity_openvino:
+            # extra key, absent where OpenVINO was not installed (and in older manifests)
+            entries[fname]["parity_openvino"] = _openvino_entry(result, fname)
         if entries[fname]["precision"] == "int8":
             # int8 is not bounded tightly enough by its parity to borrow the float file's
             # numbers: it keeps the summary only when the summary has its own column.
@@ -1235,11 +1476,27 @@ def _export_checked(
     return result
 
 
+def _openvino_entry(result: ExportResult, fname: str) -> dict[str, Any]:
+    """The manifest's ``parity_openvino`` of ``fname``: OpenVINO's version and inference
+    precision, max abs diffs vs eager PyTorch per check size (int8: per check frame, with PSNR
+    and residual SNR in dB)."""
+    entry: dict[str, Any] = {
+        "openvino": result.openvino_version,
+        "inference_precision": result.openvino_precision,
+        "max_abs_diff": result.parity_openvino[fname],
+    }
+    if fname in result.parity_openvino_psnr:
+        entry["psnr_db"] = result.parity_openvino_psnr[fname]
+        entry["residual_snr_db"] = result.parity_openvino_snr[fname]
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training.export",
         description="Export a student to ONNX (fp32, fp16) and TorchScript, checked against "
-        "PyTorch at 721x1279, and update DIR/manifest.json.",
+        "PyTorch at 721x1279 (ONNX files with ONNX Runtime, and with OpenVINO where it is "
+        "installed), and update DIR/manifest.json.",
     )
     p.add_argument("--checkpoint", type=Path, help="trainer checkpoint .pt ({'model', 'config'})")
     p.add_argument("--variant", help="student variant (read from the checkpoint when omitted)")
@@ -1301,16 +1558,29 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     ts = f", TorchScript by {result.torchscript_method}" if result.torchscript_method else ""
     print(f"student {variant!r} -> {args.out} (ONNX exporter: {result.exporter}{ts})")
+    ov = f"OpenVINO {result.openvino_precision}"
     for fname, diffs in result.parity.items():
         shown = ", ".join(f"{k}: {v:.2e}" for k, v in diffs.items())
         print(f"  {fname:28s} max abs diff vs PyTorch  {shown}")
+        if fname in result.parity_openvino:
+            shown = ", ".join(f"{k}: {v:.2e}" for k, v in result.parity_openvino[fname].items())
+            print(f"  {'':28s} {ov}: max abs diff  {shown}")
     for fname, psnrs in result.parity_psnr.items():
         shown = ", ".join(
             f"{k}: {v:.1f} dB (residual {result.parity_snr[fname][k]:.1f})"
             for k, v in psnrs.items()
         )
         print(f"  {fname:28s} PSNR vs PyTorch  {shown}")
+        if fname in result.parity_openvino_psnr:
+            shown = ", ".join(
+                f"{k}: {v:.1f} dB (residual {result.parity_openvino_snr[fname][k]:.1f}, "
+                f"max abs {result.parity_openvino[fname][k]:.2e})"
+                for k, v in result.parity_openvino_psnr[fname].items()
+            )
+            print(f"  {'':28s} {ov} + int8: PSNR  {shown}")
         print(f"  {'':28s} kept in float: {', '.join(result.float_convs[fname]) or 'none'}")
+    if result.openvino_skipped:
+        print(f"  OpenVINO check skipped: {result.openvino_skipped}")
     print(f"  manifest: {result.manifest}")
     return 0
 
