@@ -102,7 +102,13 @@ class PreviewWidget(QWidget):
         self.update()
 
     def set_split(self, fraction: float) -> None:
-        self._split = min(max(float(fraction), 0.0), 1.0)
+        fraction = float(fraction)
+        if math.isnan(fraction):
+            # Checked before anything changes: NaN survives the clamp (every comparison with it
+            # is False) and left a divider at NaN, which crashed at round() just below and at
+            # every later key press or save.
+            raise ValueError(f"expected a divider position in [0, 1], got {fraction}")
+        self._split = min(max(fraction, 0.0), 1.0)
         self._describe_split()
         self.update()
 

@@ -85,7 +85,10 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     if np.issubdtype(dt, np.floating):
         # Float images are [0, 1] by convention (OpenCV, skimage, the model contract).
         f = img.astype(np.float32, copy=False)
-        return np.clip(f * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+        # fmax/fmin, not clip: they map NaN to the bound (0, black) where clip kept it, and a
+        # NaN cast to uint8 is undefined (numpy warns "invalid value encountered in cast").
+        g = np.fmax(f * 255.0 + 0.5, 0.0)
+        return np.fmin(g, 255.0, out=g).astype(np.uint8)
     raise TypeError(f"expected a uint8, uint16, bool or float image, got {dt}")
 
 
@@ -95,7 +98,7 @@ def to_rgb8(img: np.ndarray, *, bgr: bool = True, inplace: bool = False) -> np.n
     Args:
         img: ``(H, W)`` or ``(H, W, 1)`` grey, ``(H, W, 3)`` colour or ``(H, W, 4)`` colour
             with alpha (dropped, not composited). dtype uint8, uint16 (full range), bool, or
-            float in [0, 1] (clipped). Any H, W >= 1, any strides.
+            float in [0, 1] (clipped; NaN is black). Any H, W >= 1, any strides.
         bgr: channel order of colour input: True for OpenCV's BGR/BGRA (what ``imread`` and
             ``VideoCapture`` return), False for RGB/RGBA.
         inplace: allow swapping the channels of a contiguous ``(H, W, 3) uint8`` BGR input in

@@ -3806,6 +3806,19 @@ def test_preview_split_drag_and_mirror(qtbot):
     assert colour_at(0.2).green() > 200 and colour_at(0.9).green() > 200
 
 
+def test_preview_refuses_a_nan_divider_and_keeps_its_own(qtbot):
+    # NaN passed the clamp (comparisons with it are all False), so the divider sat at NaN and
+    # set_split crashed in round(); every later key press and save met the NaN again.
+    w = PreviewWidget()
+    qtbot.addWidget(w)
+    w.set_split(0.3)
+    with pytest.raises(ValueError, match=r"expected a divider position in \[0, 1\], got nan"):
+        w.set_split(float("nan"))
+    assert w.split == 0.3
+    w.set_split(float("inf"))  # out of range is clamped, as before
+    assert w.split == 1.0
+
+
 def _shown_grey_preview_without_focus(qtbot) -> PreviewWidget:  # noqa: ANN001
     """A preview in an active window, showing a grey frame, with no focus anywhere."""
     w = PreviewWidget()

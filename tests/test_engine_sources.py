@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -138,6 +139,18 @@ def test_to_rgb8_float_and_bool():
     np.testing.assert_array_equal(to_rgb8(f)[0, :, 1], [0, 0, 128, 255, 255])
     b = np.array([[True, False]])
     np.testing.assert_array_equal(to_rgb8(b)[0, :, 2], [255, 0])
+
+
+def test_to_rgb8_float_nan_and_inf_are_defined_and_silent():
+    # A float TIFF with NaN pixels (no data): np.clip kept NaN, whose cast to uint8 is undefined
+    # and warned "invalid value encountered in cast".
+    f = np.array([[np.nan, np.inf, -np.inf, 0.5]], np.float32)
+    kept = f.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = to_rgb8(f)
+    np.testing.assert_array_equal(out[0, :, 0], [0, 255, 0, 128])
+    np.testing.assert_array_equal(f, kept)  # the caller's array is not written
 
 
 def test_to_rgb8_non_contiguous():
