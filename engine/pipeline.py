@@ -295,6 +295,7 @@ class Engine:
         once that write returns; the other sinks are closed here when the time is up.
         """
         deadline = time.perf_counter() + max(0.0, timeout)
+        self._stats.finish()
         with self._lock:
             self._stopping = True
             self._running = False
@@ -744,6 +745,7 @@ class Engine:
                 self._source_ended and self._frames_handled == self._frames_captured
             ):
                 self._frames_lost = True
+            self._stats.finish()
             self._close_sinks()
             self._running = False
             self._done.set()

@@ -45,7 +45,7 @@ class EngineStats:
     enabled: bool = True  # False: frames pass through, the backend is not called
     strength: float = 1.0  # blend of output over input, [0, 1]
     size: tuple[int, int] | None = None  # (W, H) of the last frame written
-    elapsed_s: float = 0.0  # since start()
+    elapsed_s: float = 0.0  # from start() to now, or to the end of the run once it ended
     warning: str | None = None  # something the user should see (model failed -> passthrough)
 
     def as_dict(self) -> dict[str, Any]:
@@ -122,6 +122,14 @@ class StatsRecorder:
         self.dropped = 0
         self.last_size: tuple[int, int] | None = None
         self.t_start = time.perf_counter()
+        self.t_end: float | None = None
+
+    def finish(self) -> None:
+        """The run is over: ``elapsed_s`` stops here (a clip that ended while the window stayed
+        open read as a falling "run avg" fps). Later calls keep the first end."""
+        with self._lock:
+            if self.t_end is None:
+                self.t_end = time.perf_counter()
 
     def frame_in(self, t: float, capture_ms: float) -> None:
         with self._lock:
@@ -170,6 +178,6 @@ class StatsRecorder:
                 frames_out=self.frames_out,
                 dropped=self.dropped,
                 size=self.last_size,
-                elapsed_s=now - self.t_start,
+                elapsed_s=(now if self.t_end is None else self.t_end) - self.t_start,
                 **fields,
             )

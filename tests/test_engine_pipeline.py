@@ -177,6 +177,8 @@ def test_offline_keeps_every_frame_in_order(tmp_path, ext):
     assert (stats.frames_in, stats.frames_out, stats.dropped) == (n, n, 0)
     assert stats.mode == "offline" and not stats.running and stats.frames_total == n
     assert backend.calls == n
+    time.sleep(0.05)  # the run is over: its elapsed time no longer grows
+    assert eng.stats().elapsed_s == stats.elapsed_s
 
 
 def test_offline_to_virtual_camera_every_frame(tmp_path):

@@ -66,3 +66,16 @@ def test_rate_of_a_stream_slower_than_the_window_is_not_zero(fps):
     last = r.times[-1]
     for gap in (0.0, 0.25, 0.5, 0.75, 0.99):
         assert r.rate(last + gap / fps) == pytest.approx(fps)
+
+
+def test_elapsed_stops_when_the_run_is_finished():
+    # The app's final line divides frames by elapsed_s: a clip that ended while the window
+    # stayed open must not read as a falling "run avg" frame rate.
+    rec = StatsRecorder()
+    time.sleep(0.02)
+    rec.finish()
+    first = rec.snapshot().elapsed_s
+    assert first >= 0.02
+    time.sleep(0.05)
+    rec.finish()  # a second end (stop() after the run ended on its own) keeps the first
+    assert rec.snapshot().elapsed_s == first
