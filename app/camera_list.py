@@ -115,11 +115,18 @@ def reads_virtual_device(source: str, name: str, device: str) -> bool:
 def _distinct_names(cameras: list[CameraChoice]) -> list[CameraChoice]:
     """Two cameras of the same model report the same name: number the later ones
     ("HD Webcam", "HD Webcam (2)") so the picker can tell them apart."""
-    seen: dict[str, int] = {}
+    # A number is skipped when another device already reports that name ("HD Webcam (2)" of
+    # its own): two entries of one name cannot be told apart in the picker.
+    reported = {cam.name for cam in cameras}
+    used: set[str] = set()
     out = []
     for cam in cameras:
-        n = seen[cam.name] = seen.get(cam.name, 0) + 1
-        out.append(cam if n == 1 else replace(cam, name=f"{cam.name} ({n})"))
+        name, n = cam.name, 1
+        while name in used or (n > 1 and name in reported):
+            n += 1
+            name = f"{cam.name} ({n})"
+        used.add(name)
+        out.append(cam if n == 1 else replace(cam, name=name))
     return out
 
 

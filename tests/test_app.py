@@ -1785,6 +1785,21 @@ def test_two_cameras_of_the_same_model_get_distinct_names(qtbot, monkeypatch):
     assert [c.id for c in choices[:3]] == ["/dev/video0", "/dev/video2", "/dev/video4"]
 
 
+def test_a_camera_whose_own_name_is_numbered_is_not_given_that_name_twice(qtbot, monkeypatch):
+    # A device that reports "HD Webcam (2)" itself, beside two plain "HD Webcam"s: numbering
+    # the second plain one "(2)" gave two entries the picker could not tell apart.
+    _fake_qt_cameras(
+        monkeypatch,
+        [
+            ("/dev/video0", "HD Webcam"),
+            ("/dev/video2", "HD Webcam"),
+            ("/dev/video4", "HD Webcam (2)"),
+        ],
+    )
+    names = [c.name for c in list_camera_choices()]
+    assert names == ["HD Webcam", "HD Webcam (3)", "HD Webcam (2)", "Demo clip (bundled)"]
+
+
 def test_virtual_cameras_are_listed_after_the_real_ones(qtbot, monkeypatch):
     # SharpCam's own output (v4l2loopback "SharpCam", OBS Virtual Camera) listed first would be
     # the default source: the app would sharpen its own picture in a loop.
