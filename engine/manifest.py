@@ -384,7 +384,8 @@ def _external_path(model: Path, location: str, who: str) -> Path:
     ONNX Runtime refuses such a model ("External data path escapes model directory"): an
     absolute location, one climbing out with ``..``, or a link that resolves elsewhere. Hashed
     here, ``"/etc/passwd"`` or ``"../../x"`` read any file of the machine as the model's weights
-    (a large one for minutes) and printed its sha256 in the mismatch message.
+    (a large one for minutes) and printed its sha256 in the mismatch message. The export checks
+    the same rule with its own copy (``training.export._external_path``).
     """
     folder = model.parent
     side = folder / location

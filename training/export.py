@@ -966,7 +966,8 @@ def _external_data_entry(path: Path) -> dict[str, dict[str, Any]]:
 def _external_path(model: Path, location: str) -> Path:
     """``model``'s folder / ``location``; ExportError when that is outside the folder (absolute,
     ``..``, a link elsewhere): ONNX Runtime and the engine refuse such a model, and export_all
-    would have moved a file outside the export's folders."""
+    would have moved a file outside the export's folders. The same rule as
+    ``engine.manifest._external_path``, written twice because training never imports the engine."""
     folder = model.parent
     side = folder / location
     try:
@@ -1086,22 +1087,30 @@ def _check_entries(directory: Path, entries: Mapping[str, Mapping[str, Any]]) ->
     """ExportError unless each of ``entries`` names a file in ``directory`` with its sha256,
     and an ONNX file's entry lists each of its external data files with theirs."""
     for fname, entry in entries.items():
-        sha = entry.get("sha256") if isinstance(entry, Mapping) else None
-        if not _is_sha256(sha):
-            raise ExportError(
-                f"manifest entry {fname!r} has no sha256: pass the whole entry "
-                "(manifest_entry(), or the listed entry with its keys changed)"
-            )
         file = directory / fname
-        if not file.is_file():
-            raise ExportError(f"manifest entry {fname!r}: no such file in {directory}")
-        actual = sha256_file(file)
-        if actual != sha.lower():
-            raise ExportError(
-                f"manifest entry {fname!r} has sha256 {sha[:12]}…, the file is "
-                f"{actual[:12]}… (entries are for the files as they are)"
-            )
+        _check_listed(
+            file,
+            entry.get("sha256") if isinstance(entry, Mapping) else None,
+            f"manifest entry {fname!r}",
+            no_sha="pass the whole entry (manifest_entry(), or the listed entry with its keys "
+            "changed)",
+        )
         _check_external_entry(file, entry)
+
+
+def _check_listed(file: Path, sha: Any, what: str, no_sha: str = "") -> None:
+    """ExportError unless ``sha`` is a sha256 and ``file`` exists with it: a manifest entry
+    and each of its external data files are held to the same three checks."""
+    if not _is_sha256(sha):
+        raise ExportError(f"{what} has no sha256" + (f": {no_sha}" if no_sha else ""))
+    if not file.is_file():
+        raise ExportError(f"{what}: no such file {file}")
+    actual = sha256_file(file)
+    if actual != sha.lower():
+        raise ExportError(
+            f"{what} has sha256 {sha[:12]}…, the file is {actual[:12]}… (entries are for the "
+            "files as they are)"
+        )
 
 
 def _check_external_entry(file: Path, entry: Mapping[str, Any]) -> None:
@@ -1118,19 +1127,12 @@ def _check_external_entry(file: Path, entry: Mapping[str, Any]) -> None:
                 f"manifest entry {file.name!r} does not list the external data file {side} "
                 "its graph keeps tensors in (manifest_entry() lists it)"
             )
-        sha = listed[location].get("sha256") if isinstance(listed[location], Mapping) else None
-        if not _is_sha256(sha):
-            raise ExportError(
-                f"manifest entry {file.name!r}: external data {location!r} has no sha256"
-            )
-        if not side.is_file():
-            raise ExportError(f"manifest entry {file.name!r}: no external data file {side}")
-        actual = sha256_file(side)
-        if actual != sha.lower():
-            raise ExportError(
-                f"manifest entry {file.name!r} lists external data {location!r} with sha256 "
-                f"{sha[:12]}…, the file is {actual[:12]}… (entries are for the files as they are)"
-            )
+        item = listed[location]
+        _check_listed(
+            side,
+            item.get("sha256") if isinstance(item, Mapping) else None,
+            f"manifest entry {file.name!r}: external data {location!r}",
+        )
 
 
 def _merge_manifest(
