@@ -158,6 +158,39 @@ def test_still_share_shows_the_centre_frame_as_input() -> None:
     assert bool((blur - sharp).abs().flatten(1).amax(1).gt(0.05).all())
 
 
+def test_still_samples_come_from_any_textured_window_not_only_moving_ones() -> None:
+    # Three clips: flat (refused by the flat-patch filter), textured but not moving (refused by
+    # the blur filter), noise (passes both). A still sample skips the blur filter as the
+    # workers' do, so it comes from the standing clip as often as from the noise.
+    flat = RawSequence(
+        name="flat",
+        frames=[np.full((H, W, 3), 120, np.uint8)] * 12,
+        numbers=list(range(1, 13)),
+        paths=[],
+    )
+    standing = _coded_sequence()
+    standing.frames = [standing.frames[5]] * len(standing.frames)  # red 40 in every frame
+    p = _params(sharpness_threshold=0.02, max_blur_psnr=30.0, still_fraction=1.0)
+    s = DeviceRawSampler([flat, standing, _flicker()], p, "cpu", seed=3)
+    blur, sharp, _ = s.sample(60, 16, step=0)
+    torch.testing.assert_close(blur, sharp)
+    red = sharp[:, 0].flatten(1)
+    from_standing = int((red - 40 / 255).abs().amax(1).lt(1e-6).sum())
+    from_flat = int(sharp.flatten(1).std(1).lt(1e-6).sum())
+    assert from_flat == 0
+    assert 18 <= from_standing <= 42  # half of 60; before, none (they never pass the blur filter)
+    # mixed with moving samples: those still pass the blur filter, the still ones need not
+    p = _params(sharpness_threshold=0.02, max_blur_psnr=30.0, still_fraction=0.5)
+    blur, sharp, rejected = DeviceRawSampler([flat, standing, _flicker()], p, "cpu").sample(
+        60, 16, step=1
+    )
+    still = (blur - sharp).abs().flatten(1).amax(1).eq(0)
+    assert 15 <= int(still.sum()) <= 45
+    assert bool(psnr_batch(blur[~still], sharp[~still]).le(30.0).all())
+    assert int((sharp[still, 0].flatten(1) - 40 / 255).abs().amax(1).lt(1e-6).sum()) > 0
+    assert rejected > 0  # flat and standing candidates refused for the moving slots
+
+
 def test_noise_has_the_asked_strength_and_stays_in_range() -> None:
     p = _params(noise_prob=1.0, noise_sigma=(0.05, 0.05), poisson_prob=0.0)
     s = DeviceRawSampler([_coded_sequence()], p, "cpu", seed=5)

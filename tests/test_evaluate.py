@@ -879,3 +879,27 @@ def test_cli_refuses_vgg_weights_it_cannot_use(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "--vgg-weights" in err and str(vgg) in err and "loss." not in err
+
+
+def test_limit_caps_each_set_of_each_data_spec(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --limit is per spec: two raw clips feed the one raw-plain set, one sample each.
+    clips = [_raw_clip(tmp_path / name, 30) for name in ("a", "b")]
+    out = tmp_path / "out"
+    args = ["--limit", "1", "--plain", "--windows", "7", "--no-perceptual", "--out", str(out)]
+    for clip in clips:
+        args += ["--data", f"raw:{clip}:1-30"]
+    assert EV.main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert list(summary["sets"]) == ["raw-plain"] and summary["sets"]["raw-plain"]["n"] == 2
+    with open(out / "per_image.csv") as f:
+        names = {r["image"] for r in csv.DictReader(f)}
+    assert names == {"a_c011_w7", "b_c011_w7"}
+    # and within one spec, each of its sets has its own cap
+    both = list(EV.iter_samples(EV.parse_data(f"raw:{clips[0]}:1-30"), windows=(7,), limit=1))
+    assert [s.set for s in both] == ["raw-plain", "raw-linear"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        EV.main(["--help"])
+    assert "each set of each --data spec" in " ".join(capsys.readouterr().out.split())

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -542,3 +544,69 @@ def test_frame_order_is_natural_for_any_names(tmp_path: Path) -> None:
         cv2.imwrite(str(tmp_path / n), np.zeros((4, 4, 3), np.uint8))
     got = [p.name for p in list_frames(tmp_path)]
     assert got == ["1²2.png", "9.png", "10.png", "A.png", "b.png", "f9.png", "f10.png", "x1y2.png"]
+
+
+def test_still_samples_skip_the_blur_synthesis_but_not_its_random_draws(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import training.data as D
+
+    scene = make_texture(80, 100, seed=1)
+    seq = RawSequence(
+        name="pan",
+        frames=[np.roll(scene, 2 * k, axis=1)[:60, :72].copy() for k in range(12)],
+        numbers=list(range(1, 13)),
+        paths=[],
+    )
+    photos = [make_texture(90, 110, seed=s) for s in (2, 3)]
+    kernels = [random_psf(np.random.default_rng(0), max_size=9, exposure=(0.5, 1.0))]
+    calls = {"average": 0, "kernel": 0, "frames": 0}
+
+    def counted(name: str, fn: Callable[..., Any], *, frames: bool = False) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kw: Any) -> Any:
+            calls[name] += len(args[1]) if frames else 1  # render_camera_motion: one per map
+            return fn(*args, **kw)
+
+        return wrapper
+
+    monkeypatch.setattr(D, "temporal_average", counted("average", D.temporal_average))
+    monkeypatch.setattr(D, "blur_with_kernel", counted("kernel", D.blur_with_kernel))
+    monkeypatch.setattr(
+        D, "render_camera_motion", counted("frames", D.render_camera_motion, frames=True)
+    )
+
+    def items(still: float) -> tuple[list[dict], dict[str, int]]:
+        # every path that synthesises blur: raw windows, raw through a moving camera, photos
+        # with a drawn PSF or a real kernel, photos filmed by a moving camera
+        params = SynthParams(
+            raw_windows=(5, 7),
+            raw_camera_fraction=0.5,
+            camera_fraction=0.4,
+            real_kernel_fraction=0.5,
+            photo_scale=(0.8, 1.2),
+            still_fraction=still,
+            sharpness_threshold=0.0,
+            # Noise off: Poisson and normal draws take as many numbers as their values need,
+            # so after noise on a blurred and on a sharp input the streams part (flips differ).
+            noise_prob=0.0,
+            jpeg_prob=0.0,
+        )
+        ds = DeblurDataset(
+            raw=[seq], photos=photos, kernels=kernels, weights=(1, 1, 0), params=params, patch=32
+        )
+        calls.update(average=0, kernel=0, frames=0)
+        return [ds[i] for i in range(24)], dict(calls)
+
+    # The smallest positive share draws the still decision but never says yes: the same
+    # random numbers as a still run up to the synthesis, and the blur is made.
+    moving, made = items(float(np.nextafter(0.0, 1.0)))
+    still, skipped = items(1.0)
+    assert made["average"] > 0 and made["kernel"] > 0 and made["frames"] > 0
+    assert skipped["average"] == skipped["kernel"] == 0
+    # one centre frame per camera sample instead of its whole window (5 to 7 frames)
+    assert 0 < skipped["frames"] < made["frames"] // 4
+    for a, b in zip(moving, still, strict=True):
+        assert int(a["source"]) == int(b["source"])
+        # same window, crop, kernel size and flips: the same sharp target
+        assert torch.equal(a["sharp"], b["sharp"])
+        assert not torch.equal(a["blur"], a["sharp"]) and torch.equal(b["blur"], b["sharp"])

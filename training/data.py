@@ -879,7 +879,7 @@ class DeblurDataset(Dataset):
         still = p.still_fraction > 0 and rng.uniform() < p.still_fraction
         rejected = 0
         for attempt in range(max(1, p.max_tries)):
-            blur, sharp = (self._raw, self._photo, self._gopro)[source](rng, P)
+            blur, sharp = (self._raw, self._photo, self._gopro)[source](rng, P, still=still)
             if attempt == p.max_tries - 1:
                 break
             if sharpness(sharp) >= p.sharpness_threshold and (
@@ -897,9 +897,15 @@ class DeblurDataset(Dataset):
             teacher = self.cache.lookup(blur)
         return _pack(blur, sharp, teacher, source=source, rejected=rejected)
 
-    # Each synthesiser returns float32 (P, P, 3) blurry and sharp crops.
+    # Each synthesiser returns float32 (P, P, 3) blurry and sharp crops. With ``still`` the
+    # blurry crop is the sharp one and the blur is not synthesised (a still sample throws it
+    # away), but every random number is still drawn, in the same order: the rest of the sample
+    # (which window, crop and kernel; noise, JPEG and flips after it) and every later retry
+    # stay what they were, so a seed gives the same still samples with or without the saving.
 
-    def _raw(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
+    def _raw(
+        self, rng: np.random.Generator, P: int, *, still: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         options = [
             (si, size)
@@ -915,25 +921,26 @@ class DeblurDataset(Dataset):
         frames = self.raw[si].frames[s : s + size]
         # Drawn only when enabled, so runs without it keep their exact sample stream.
         if p.raw_camera_fraction > 0 and rng.uniform() < p.raw_camera_fraction:
-            crops = self._raw_camera(rng, frames, P)
+            crops = self._raw_camera(rng, frames, P, still=still)
         else:
             h, w = frames[0].shape[:2]
             ph, pw = min(P, h), min(P, w)
             y, x = int(rng.integers(0, h - ph + 1)), int(rng.integers(0, w - pw + 1))
             crops = [f[y : y + ph, x : x + pw] for f in frames]
-        blur = temporal_average(
-            crops, linear=bool(rng.uniform() < p.linear_fraction), gamma=p.gamma
-        )
-        sharp = crops[size // 2].astype(np.float32) / 255.0
-        return _fit(blur, P), _fit(sharp, P)
+        linear = bool(rng.uniform() < p.linear_fraction)
+        sharp = _fit(crops[len(crops) // 2].astype(np.float32) / 255.0, P)
+        if still:
+            return sharp, sharp
+        return _fit(temporal_average(crops, linear=linear, gamma=p.gamma), P), sharp
 
     def _raw_camera(
-        self, rng: np.random.Generator, frames: Sequence[np.ndarray], P: int
+        self, rng: np.random.Generator, frames: Sequence[np.ndarray], P: int, *, still: bool = False
     ) -> list[np.ndarray]:
         """The window ``frames`` as a hand-held camera would have recorded it: frame ``k`` is seen
         through map ``k`` of a ``camera_path``, so the scene's own motion (people, cars) and the
         camera's add up, as in hand-held video. The clip's training frames have a still camera
-        (``--motion-stats``), so without this its real motion is never seen with camera blur."""
+        (``--motion-stats``), so without this its real motion is never seen with camera blur.
+        With ``still`` only the centre frame is rendered (a list of one)."""
         p = self.params
         maps = camera_path(
             rng, frames=len(frames), speed=p.camera_speed, turn=p.camera_turn, zoom=p.camera_zoom
@@ -944,29 +951,33 @@ class DeblurDataset(Dataset):
         ylo, yhi = min(m + P // 2, h // 2), max(h - m - (P - P // 2), h // 2)
         xlo, xhi = min(m + P // 2, w // 2), max(w - m - (P - P // 2), w // 2)
         centre = (int(rng.integers(ylo, yhi + 1)), int(rng.integers(xlo, xhi + 1)))
+        wanted = [len(frames) // 2] if still else range(len(frames))
         return [
-            render_camera_motion(f, maps[k : k + 1], centre=centre, size=P)[0]
-            for k, f in enumerate(frames)
+            render_camera_motion(frames[k], maps[k : k + 1], centre=centre, size=P)[0]
+            for k in wanted
         ]
 
-    def _photo(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
+    def _photo(
+        self, rng: np.random.Generator, P: int, *, still: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         img = self.photos[int(rng.integers(len(self.photos)))]
         # Drawn only when enabled, so runs without camera motion keep their exact sample stream.
         if p.camera_fraction > 0 and rng.uniform() < p.camera_fraction:
-            return self._camera(rng, img, P)
+            return self._camera(rng, img, P, still=still)
         if self.kernels and rng.uniform() < p.real_kernel_fraction:
             k = self.kernels[int(rng.integers(len(self.kernels)))]
         else:
             k = random_psf(rng, max_size=p.psf_max_size, exposure=p.exposure, centre=p.psf_centre)
         crop, scale = self._photo_crop(rng, img, P, max(k.shape) // 2 + 1)
         crop = _resize(crop.astype(np.float32) / 255.0, scale)
-        blurred = blur_with_kernel(crop, k)
         hh, ww = crop.shape[:2]
         oy, ox = max(0, (hh - P) // 2), max(0, (ww - P) // 2)
-        sharp = crop[oy : oy + P, ox : ox + P]
-        blur = blurred[oy : oy + P, ox : ox + P]
-        return _fit(blur, P), _fit(sharp, P)
+        sharp = _fit(crop[oy : oy + P, ox : ox + P], P)
+        if still:
+            return sharp, sharp
+        blur = blur_with_kernel(crop, k)[oy : oy + P, ox : ox + P]
+        return _fit(blur, P), sharp
 
     def _photo_crop(
         self, rng: np.random.Generator, img: np.ndarray, P: int, margin: int
@@ -981,7 +992,7 @@ class DeblurDataset(Dataset):
         return img[y : y + ch, x : x + cw], scale
 
     def _camera(
-        self, rng: np.random.Generator, img: np.ndarray, P: int
+        self, rng: np.random.Generator, img: np.ndarray, P: int, *, still: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         """A photo filmed by a moving camera and averaged over a GoPro window: whole-frame,
         spatially varying blur like the raw clip's held-out frames, on any content."""
@@ -992,15 +1003,24 @@ class DeblurDataset(Dataset):
         )
         crop, scale = self._photo_crop(rng, img, P, camera_path_margin(maps, P))
         crop = _resize(crop, scale)
+        # Each frame is rendered through its own map: the centre one alone is the same frame.
         frames = render_camera_motion(
-            crop, maps, centre=(crop.shape[0] // 2, crop.shape[1] // 2), size=P
+            crop,
+            maps[n // 2 : n // 2 + 1] if still else maps,
+            centre=(crop.shape[0] // 2, crop.shape[1] // 2),
+            size=P,
         )
-        blur = temporal_average(
-            frames, linear=bool(rng.uniform() < p.linear_fraction), gamma=p.gamma
-        )
-        return blur, frames[n // 2].astype(np.float32) / 255.0
+        linear = bool(rng.uniform() < p.linear_fraction)
+        sharp = frames[len(frames) // 2].astype(np.float32) / 255.0
+        if still:
+            return sharp, sharp
+        return temporal_average(frames, linear=linear, gamma=p.gamma), sharp
 
-    def _gopro(self, rng: np.random.Generator, P: int) -> tuple[np.ndarray, np.ndarray]:
+    def _gopro(
+        self, rng: np.random.Generator, P: int, *, still: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # Nothing is synthesised here (the blur is read from disk); ``still`` is taken for the
+        # common signature. The blurry file is still read: it decides which pairs are usable.
         for _ in range(10):
             bp, sp = self.gopro[int(rng.integers(len(self.gopro)))]
             b, s = load_image(bp), load_image(sp)

@@ -116,13 +116,15 @@ class DeviceRawSampler:
             sharp.append(_fit(c, patch))
         return torch.stack(blur), torch.stack(sharp)
 
-    def _keep(self, blur: Tensor, sharp: Tensor) -> Tensor:
-        """Which candidates pass the flat-patch and too-little-blur filters, ``(B,)`` bool."""
+    def _keep(self, blur: Tensor, sharp: Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Which candidates pass the flat-patch filter, and which pass it and the
+        too-little-blur filter: two ``(B,)`` bool arrays on the host."""
         p = self.params
-        ok = sharpness_batch(sharp) >= p.sharpness_threshold
+        textured = sharpness_batch(sharp) >= p.sharpness_threshold
+        ok = textured.clone()
         if p.max_blur_psnr > 0:
             ok &= psnr_batch(blur, sharp) <= p.max_blur_psnr
-        return ok
+        return textured.cpu().numpy(), ok.cpu().numpy()
 
     def _webcam(self, blur: Tensor, rng: np.random.Generator, gen: torch.Generator) -> Tensor:
         p = self.params
@@ -160,35 +162,58 @@ class DeviceRawSampler:
         rng = np.random.default_rng([self.seed, self.rank, int(step), RAW_STREAM])
         gen = torch.Generator(device=self.device)
         gen.manual_seed(int(rng.integers(2**62)))
-        kept_b: list[Tensor] = []
-        kept_s: list[Tensor] = []
-        have, rejected = 0, 0
+        # Which samples are still is drawn first, as the workers do: a still sample shows its
+        # sharp frame and passes the flat-patch filter only, never the blur filter, or still
+        # samples would come only from the windows that move. Drawn only when on, so that runs
+        # without it keep their exact stream.
+        still = (
+            rng.uniform(size=n) < p.still_fraction
+            if p.still_fraction > 0
+            else np.zeros(n, dtype=bool)
+        )
+        wanted = [int(still.sum()), n - int(still.sum())]  # [still, moving] slots
+        kept_b: list[list[Tensor]] = [[], []]
+        kept_s: list[list[Tensor]] = [[], []]
+        rejected = 0
         tries = max(1, p.max_tries)
         for attempt in range(tries):
-            need = n - have
+            need = sum(wanted)
             # About a third of raw windows pass the blur filter (most of a clip barely moves;
             # `python -m training.device_data` prints the ratio): over-draw so one or two
             # rounds usually fill the batch.
             k = need if attempt == tries - 1 else max(need, math.ceil(need * 2.5))
             blur, sharp = self._candidates(rng, k, patch)
             if attempt == tries - 1:  # as the workers do: the last draw is taken as it is
-                kept_b.append(blur)
-                kept_s.append(sharp)
-                have += k
+                textured = ok = np.ones(k, dtype=bool)
+            else:
+                textured, ok = self._keep(blur, sharp)
+            # Still slots are served first, in draw order and by texture alone, so which windows
+            # they get does not depend on blur; moving slots take the rest that pass both.
+            take: list[list[int]] = [[], []]
+            for j in range(k):
+                if textured[j] and len(take[0]) < wanted[0]:
+                    take[0].append(j)
+                elif ok[j] and len(take[1]) < wanted[1]:
+                    take[1].append(j)
+                elif not ok[j]:
+                    rejected += 1
+            for role, idx in enumerate(take):
+                if idx:
+                    at = torch.tensor(idx, device=blur.device)
+                    kept_b[role].append(blur[at])
+                    kept_s[role].append(sharp[at])
+                    wanted[role] -= len(idx)
+            if not any(wanted):
                 break
-            ok = self._keep(blur, sharp)
-            idx = torch.nonzero(ok).flatten()[:need]
-            rejected += int(k - int(ok.sum()))
-            if idx.numel():
-                kept_b.append(blur[idx])
-                kept_s.append(sharp[idx])
-                have += int(idx.numel())
-            if have >= n:
-                break
-        blur, sharp = torch.cat(kept_b)[:n], torch.cat(kept_s)[:n]
-        if p.still_fraction > 0:  # as the workers do; drawn only when on (same stream otherwise)
-            still = torch.from_numpy(rng.uniform(size=n) < p.still_fraction).to(blur.device)
-            blur = torch.where(still.view(n, 1, 1, 1), sharp, blur)
+        out_b = torch.empty((n, 3, patch, patch), device=self.device)
+        out_s = torch.empty_like(out_b)
+        for role, slots in enumerate((np.flatnonzero(still), np.flatnonzero(~still))):
+            if slots.size:
+                at = torch.from_numpy(slots).to(self.device)
+                out_s[at] = torch.cat(kept_s[role])
+                # a still sample's input is its sharp frame
+                out_b[at] = out_s[at] if role == 0 else torch.cat(kept_b[role])
+        blur, sharp = out_b, out_s
         blur = self._webcam(blur, rng, gen)
         if p.augment:
             blur, sharp = _augment(blur, sharp, rng)

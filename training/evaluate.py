@@ -268,7 +268,13 @@ def iter_samples(
     crop: int = 0,
     limit: int = 0,
 ) -> Iterator[Sample]:
-    """Yield the samples of one ``--data`` spec (lazily: one pair in memory at a time)."""
+    """Yield the samples of one ``--data`` spec (lazily: one pair in memory at a time).
+
+    ``limit`` (0 = all) caps each set this spec gives, not the spec and not the whole run:
+    ``--both`` gives up to ``limit`` in ``raw-plain`` and ``limit`` more in ``raw-linear``, and
+    two specs that feed one set (two raw clips) give it up to ``limit`` each, so every clip is
+    scored rather than only the first.
+    """
     counts: dict[str, int] = {}
 
     def emit(
@@ -992,7 +998,11 @@ def main(argv: list[str] | None = None) -> int:
         "--crop", type=int, default=0, help="centre crop of this side, px (0 = whole image)"
     )
     p.add_argument(
-        "--limit", type=int, default=0, help="at most this many images per set (0 = all)"
+        "--limit",
+        type=int,
+        default=0,
+        help="at most this many samples in each set of each --data spec (0 = all): two specs "
+        "that give the same set (two raw clips) give it up to twice as many",
     )
     p.add_argument(
         "--vgg-weights",
