@@ -28,6 +28,7 @@ from training.train import (
     load_checkpoint,
     lr_factor,
     plot_curves,
+    save_atomic,
     train,
     update_ema,
 )
@@ -301,6 +302,55 @@ def test_a_run_from_before_the_strided_stem_resumes_exactly(
     b = load_checkpoint(path)["model"]
     assert b["stem.weight"].shape == a["stem.weight"].shape
     assert all(torch.allclose(a[k], b[k], atol=1e-7) for k in a)
+
+
+def test_save_atomic_syncs_the_data_before_the_rename_and_the_folder_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import stat
+
+    # Without the syncs the rename can reach the disk before the data: after a power loss,
+    # last.pt was there but empty.
+    events: list[tuple[str, object]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        st = os.fstat(fd)
+        kind = "dir" if stat.S_ISDIR(st.st_mode) else "file"
+        events.append((f"fsync {kind}", st.st_ino if kind == "dir" else st.st_size))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        events.append(("replace", Path(str(dst)).name))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    save_atomic({"w": torch.arange(1000)}, tmp_path / "last.pt")
+    assert [e[0] for e in events] == ["fsync file", "replace", "fsync dir"]
+    assert events[0][1] == (tmp_path / "last.pt").stat().st_size > 0  # synced whole
+    assert events[1][1] == "last.pt" and events[2][1] == tmp_path.stat().st_ino
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.arange(1000))
+    assert not (tmp_path / "last.pt.tmp").exists()
+
+
+def test_save_atomic_skips_the_folder_sync_where_a_folder_cannot_be_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows refuses os.open on a folder: the checkpoint must still be saved.
+    synced: list[int] = []
+    real_open = os.open
+
+    def open_(path: object, flags: int, *args: object, **kwargs: object) -> int:
+        if Path(str(path)).is_dir():
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    monkeypatch.setattr(os, "fsync", synced.append)
+    save_atomic({"w": torch.ones(3)}, tmp_path / "last.pt")
+    assert len(synced) == 1  # the file's, not the folder's
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.ones(3))
 
 
 def test_a_failed_curve_plot_closes_its_figure(
@@ -612,6 +662,36 @@ def test_a_resume_under_another_number_of_processes_is_refused_with_what_to_do(
         train(_tiny(synth, out, "--resume"))
     torch.save(old, out / "last.pt")  # one process's: it still resumes
     assert train(_tiny(synth, out, "--resume"))["stopped"] == "finished"
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "message"),
+    [
+        ({"optimizer": {}, "world_size": 2}, "written by 2 processes, this resume runs 1"),
+        ({"optimizer": {}, "rng": [{}, {}]}, "written by 2 processes, this resume runs 1"),
+        ({"model": {}}, "holds weights only"),
+    ],
+)
+def test_a_resume_that_cannot_continue_is_refused_before_the_data_is_built(
+    synth: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    checkpoint: dict[str, object],
+    message: str,
+) -> None:
+    import training.train as T
+
+    # Building the data takes minutes on the real data: the refusal, which needs only the
+    # checkpoint, came after it.
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("build_data ran before the checkpoint was checked")
+
+    monkeypatch.setattr(T, "build_data", no_data)
+    out = tmp_path / "run"
+    out.mkdir()
+    torch.save(checkpoint, out / "last.pt")
+    with pytest.raises(ConfigError, match=message):
+        train(_tiny(synth, out, "--resume"))
 
 
 def test_the_resume_check_names_both_process_counts() -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -164,6 +166,65 @@ def test_a_negative_validation_crop_or_patience_is_refused(override: str, messag
     with pytest.raises(ConfigError, match=re.escape(message)):
         load_config(None, [override])
     assert load_config(None, ["--data.val_crop=0", "--plateau_patience=0"]).data.val_crop == 0
+
+
+def _float_fields(cls: type = TrainConfig, prefix: str = "") -> list[tuple[str, bool]]:
+    """``(key path, is a list)`` of every float field of the config, nested ones included."""
+    out: list[tuple[str, bool]] = []
+    for name, tp in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out += _float_fields(tp, f"{prefix}{name}.")
+        elif tp is float or typing.get_args(tp) == (float,):
+            out.append((prefix + name, tp is not float))
+    return out
+
+
+FLOAT_FIELDS = _float_fields()
+
+
+def test_the_float_field_list_is_complete() -> None:
+    # A sanity check of the helper, so the test below cannot pass by testing nothing.
+    keys = dict(FLOAT_FIELDS)
+    assert keys["lr"] is False and keys["data.max_blur_psnr"] is False
+    assert keys["data.noise_sigma"] is True and keys["teacher.cache_min_gain"] is False
+    assert len(FLOAT_FIELDS) > 40
+
+
+@pytest.mark.parametrize(("key", "is_list"), FLOAT_FIELDS)
+@pytest.mark.parametrize("spelling", [".inf", "-.inf", "inf", "-Infinity", "1e999"])
+def test_every_float_field_refuses_an_infinity(
+    key: str, is_list: bool, spelling: str, tmp_path: Path
+) -> None:
+    # An infinity passed the one-sided range checks (lr >= 0) or none at all: a filter given
+    # data.max_blur_psnr=inf or teacher.cache_min_gain=inf refused every patch without a word.
+    raw = f"[1.0, {spelling}]" if is_list else spelling
+    where = f"{key}[1]" if is_list else key
+    message = f"{where}: expected a finite number, got "
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [f"--{key}={raw}"])
+    # The same in a YAML file, nested as it is there.
+    *sections, name = key.split(".")
+    text = "".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(sections))
+    p = tmp_path / "c.yaml"
+    p.write_text(text + f"{'  ' * len(sections)}{name}: {raw}\n")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(p)
+
+
+@pytest.mark.parametrize("size", [4, 3, 1, 0])
+def test_a_psf_cap_below_the_smallest_psf_is_refused(size: int) -> None:
+    # random_psf draws sizes from 5 px up: a smaller cap gave 5 px PSFs without a word.
+    with pytest.raises(
+        ConfigError,
+        match=re.escape(
+            f"data.psf_max_size: expected >= 5 (the smallest synthetic PSF), got {size}"
+        ),
+    ):
+        load_config(None, [f"--data.psf_max_size={size}"])
+
+
+def test_the_smallest_psf_cap_is_accepted() -> None:
+    assert load_config(None, ["--data.psf_max_size=5"]).data.psf_max_size == 5
 
 
 def test_range_checks_keep_the_documented_special_values() -> None:

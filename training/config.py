@@ -278,9 +278,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         if number is None:
             raise ConfigError(f"{key}: expected float, got {type(value).__name__} {value!r}")
-        if math.isnan(number):
+        if not math.isfinite(number):
             # NaN fails every comparison: the range checks passed it, and a filter given it
             # (data.max_blur_psnr, teacher.cache_min_gain) refused every patch without a word.
+            # An infinity passes the one-sided range checks (lr >= 0, loss weights >= 0) and
+            # turns the weights into NaN at the first step.
             raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return number
     if tp is str:
@@ -355,6 +357,12 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     if not 0.0 <= cfg.ema < 1.0:
         raise ConfigError(f"ema: expected a decay in [0, 1) (0 = off), got {cfg.ema}")
     _check_ranges(cfg)
+    if cfg.data.psf_max_size < 5:
+        # random_psf draws sizes from 5 px up: a smaller cap gave 5 px PSFs without a word.
+        raise ConfigError(
+            "data.psf_max_size: expected >= 5 (the smallest synthetic PSF), "
+            f"got {cfg.data.psf_max_size}"
+        )
     if cfg.data.raw_on_device and cfg.data.raw_camera_fraction > 0:
         # The device sampler has no simulated camera: the re-filmed share would silently vanish.
         raise ConfigError(
@@ -396,7 +404,6 @@ _NON_NEGATIVE = (
     "data.sharpness_threshold",
     "data.camera_turn",
     "data.camera_zoom",
-    "data.psf_max_size",
     "data.val_count",
     "data.val_crop",  # a negative crop made empty validation images, an error an epoch in
     "data.num_workers",

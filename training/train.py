@@ -517,10 +517,31 @@ def _stop_signals(announce: bool) -> Iterator[list[int]]:
 
 
 def save_atomic(obj: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temp file then ``os.replace``: a crash never leaves half a checkpoint."""
+    """``torch.save`` to a temp file, fsync it, ``os.replace``, fsync the folder: neither a crash
+    nor a power loss leaves half a checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
+    # Without it the rename can reach the disk before the data does: after a power loss the
+    # run's last.pt was there but empty. Opened for writing: Windows' fsync needs that.
+    fd = os.open(tmp, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable: the new name lives in the folder, not in the file."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # Windows cannot open a folder: nothing to sync there
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # What a run writes into its folder (``save_atomic``'s temp files aside).
@@ -716,6 +737,23 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     use_amp = cfg.amp and device.type == "cuda"
     out_dir = Path(cfg.out_dir)
     resuming = cfg.resume and (out_dir / "last.pt").is_file()
+    ck: dict[str, Any] = {}
+    if resuming:
+        # Read and checked before the teacher, the student and above all the data are built
+        # (minutes on the real data): a checkpoint this run cannot continue fails in seconds.
+        # Read on the CPU whatever the device: the RNG states must be CPU tensors (a CUDA map
+        # failed every GPU resume), and Adam keeps its step counts there (on the GPU each of
+        # them was read back to the host on every step). Weights and moments still move to
+        # their parameters' device as they load, below.
+        ck = load_checkpoint(out_dir / "last.pt")
+        if "optimizer" not in ck:
+            # What comes back from a GPU call (gpu_session.sh slims it to fit) or ships in
+            # training/checkpoints: a bare KeyError said nothing of what to do instead.
+            raise ConfigError(
+                f"{out_dir / 'last.pt'} holds weights only (no optimiser, schedule or position): "
+                "it cannot be resumed; start a run from it with --init_from"
+            )
+        _check_resume_world(ck, world, out_dir / "last.pt")
     # Read before an earlier run in out_dir is moved aside: it may be that run's own best.pt.
     init = load_checkpoint(cfg.init_from) if cfg.init_from and not resuming else None
     if ddp and init is not None:
@@ -895,20 +933,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     epoch_time = 0.0
-    if resuming:
-        # Read on the CPU whatever the device: the RNG states must be CPU tensors (a CUDA map
-        # failed every GPU resume), and Adam keeps its step counts there (on the GPU each of
-        # them was read back to the host on every step). Weights and moments still move to
-        # their parameters' device as they load.
-        ck = load_checkpoint(out_dir / "last.pt")
-        if "optimizer" not in ck:
-            # What comes back from a GPU call (gpu_session.sh slims it to fit) or ships in
-            # training/checkpoints: a bare KeyError said nothing of what to do instead.
-            raise ConfigError(
-                f"{out_dir / 'last.pt'} holds weights only (no optimiser, schedule or position): "
-                "it cannot be resumed; start a run from it with --init_from"
-            )
-        _check_resume_world(ck, world, out_dir / "last.pt")
+    if resuming:  # ck: out_dir/last.pt, read and checked at the start
         student.load_state_dict(ck.get("model_raw", ck["model"]))
         if ema_model is not None:
             ema_model.load_state_dict(ck["model"])
