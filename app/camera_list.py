@@ -2,8 +2,9 @@
 
 Camera names come from QtMultimedia's ``QMediaDevices.videoInputs()`` (the names a person sees
 in their OS, e.g. "Logitech BRIO"); where QtMultimedia is missing or finds nothing, the engine's
-OpenCV probing (``engine.list_cameras``) fills in. The bundled demo clip is always offered last,
-so the app works at once on a machine without a camera.
+OpenCV probing (``engine.list_cameras``) fills in, on a worker thread (:class:`CameraProbe`):
+it opens each index in turn, which takes seconds on some systems. The bundled demo clip is
+always offered last, so the app works at once on a machine without a camera.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from PySide6.QtCore import QObject, Signal
 
 from engine.virtualcam import is_source_device
 
@@ -72,6 +76,78 @@ def list_camera_choices(*, use_qt: bool = True, probe_opencv: bool = True) -> li
     if not cameras and probe_opencv:
         cameras = _opencv_cameras()
     return [*_distinct_names(_virtual_last(cameras)), demo_choice()]
+
+
+def has_cameras(choices: list[CameraChoice]) -> bool:
+    """Whether ``choices`` offer more than the demo clip."""
+    return any(not c.is_demo for c in choices)
+
+
+class CameraProbe(QObject):
+    """Lists the cameras on a worker thread and delivers them to the GUI thread (``found``).
+
+    OpenCV finds cameras only by opening index after index, and a missing one can take seconds
+    to fail (Windows, macOS): the window must show, and stay responsive, meanwhile. Only the
+    OpenCV probing by default: QtMultimedia's list is quick (the OS's device list, no camera
+    opened) and its objects belong to the thread that makes them, so the GUI thread takes it.
+
+    Signals:
+        found(object): the ``list[CameraChoice]`` (the demo clip included), once; connect it
+            queued, as :meth:`MainWindow.wait_for_cameras` does.
+    """
+
+    found = Signal(object)
+
+    def __init__(
+        self,
+        list_choices: Callable[[], list[CameraChoice]] | None = None,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._list = list_choices or (lambda: list_camera_choices(use_qt=False))
+        self._done = threading.Event()
+        self._result: list[CameraChoice] = [demo_choice()]
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Begin the listing (once; later calls do nothing)."""
+        if self._thread is not None:
+            return
+        # A daemon: a driver that never answers must not keep the process alive at exit;
+        # run_app gives it a bounded join first (see join).
+        self._thread = threading.Thread(target=self._run, name="sharpcam-cameras", daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> list[CameraChoice] | None:
+        """The choices found, waiting up to ``timeout`` seconds; None while still listing."""
+        return list(self._result) if self._done.wait(timeout) else None
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the worker to end; True when it did. Before the process exits: a thread
+        inside a native call at interpreter shutdown aborts the process."""
+        if self._thread is not None:
+            self._thread.join(timeout)
+            return not self._thread.is_alive()
+        return True
+
+    def _run(self) -> None:
+        try:
+            choices = list(self._list())
+        except Exception as exc:  # the demo clip still plays: the window must not wait on
+            log.warning("listing the cameras failed: %s", exc)
+            choices = []
+        if not any(c.is_demo for c in choices):
+            choices.append(demo_choice())
+        self._result = choices
+        self._done.set()
+        try:
+            self.found.emit(choices)
+        except RuntimeError:  # the probe was deleted meanwhile (the app exits)
+            pass
 
 
 #: What the picker adds to a virtual camera's name.

@@ -675,11 +675,16 @@ class EngineBridge(QObject):
         older one, or for an engine stopped or restarted meanwhile, is closed, never installed.
         One that fails to load leaves the running one in place: a :attr:`message` says so and
         :attr:`scale_change_failed` gives the scale kept. Without a running engine the scale is
-        only remembered: a start still opening gets it once its engine runs, and the window
-        passes it to the next :meth:`start`.
+        only remembered, and the window passes it to the next :meth:`start`. A start still
+        opening takes it itself: its model loads at it when the load has not begun yet, and one
+        already loading is wrapped at it (:func:`_rescaled`) rather than loaded a second time.
         """
         self._scale = scale
         if self._engine is None:
+            if self._opening is not None:
+                # Read by the start's worker when its model load begins (an attribute written
+                # whole: no lock). Missed that, _finish_start rescales what it loaded.
+                self._opening.scale = scale
             return False
         self._swap_to(scale)
         return True
@@ -1137,6 +1142,13 @@ class EngineBridge(QObject):
             self._say(msg)
         if req.src is None or req.be is None:
             return self._start_failed(req)
+        scale = req.scale if req.loaded_scale is None else req.loaded_scale
+        if not _same_scale(self._scale, scale):
+            # The processing size changed while the model loaded (set_scale): the model that
+            # loaded is put at the new size, as a load would have, instead of a second load.
+            rescaled = _rescaled(req, self._scale)
+            if rescaled is not None:
+                req.be, scale = rescaled, self._scale
         # The next start opens its camera once this close has returned (see _Stopping).
         src, be = _WatchedSource(req.src), req.be
         api = self._api
@@ -1168,7 +1180,7 @@ class EngineBridge(QObject):
         req.adopted = True
         req.released.set()  # the engine owns the camera now: the next start stops it first
         self._source, self._backend, self._engine = src, be, eng
-        self._running_scale = req.scale
+        self._running_scale = scale
         self._backend_spec = (req.backend, req.model)
         self._start_warning = req.warning
         self._playing = None if req.using_fallback else (req.source, req.source_name)
@@ -1181,8 +1193,9 @@ class EngineBridge(QObject):
         self.running_changed.emit(True)
         if self._want_virtual:
             self._open_virtual(asked=False, wait=wait)
-        if not _same_scale(self._scale, req.scale):
-            # The processing size was changed while this start opened (set_scale).
+        if not _same_scale(self._scale, scale):
+            # Changed while this start's model loaded, and _rescaled could not apply it (the
+            # model failed to load, which this retries; or a backend it cannot unwrap).
             self._swap_to(self._scale)
         self.start_finished.emit(True)
         return True
@@ -1439,7 +1452,7 @@ class _StartRequest:
     model: str | None
     loop: bool
     fallback_source: str | None
-    scale: float | str
+    scale: float | str  # set_scale changes it while the start opens
     source_name: str = ""  # the source's name in the camera picker
     # The engines stopped before this start that still held their camera or virtual camera.
     after: list[_Stopping] = field(default_factory=list)
@@ -1448,6 +1461,7 @@ class _StartRequest:
     using_fallback: bool = False
     source_error: BaseException | None = None  # why `source` did not open
     messages: list[UserMessage] = field(default_factory=list)  # to emit, in order
+    loaded_scale: float | str | None = None  # the scale the model load was asked for
     warning: str | None = None  # for the engine's stats: the model failed, passthrough runs
     model_msg: UserMessage | None = None
     claimed: bool = False  # under the bridge's lock: the result was used or closed
@@ -1747,15 +1761,14 @@ def _open_source(api: Any, req: _StartRequest) -> None:
 def _open_backend(api: Any, req: _StartRequest) -> None:
     from engine.backends import collect_warnings
 
+    # Read once, as late as can be: the GUI thread's set_scale may change it until now.
+    req.loaded_scale = scale = req.scale
     try:
         # Only this thread's backend warnings: the GUI thread goes on meanwhile, and Python's
         # warnings machinery (catch_warnings) is process-wide.
         with collect_warnings() as caught:
             req.be = api.create_backend(
-                req.backend,
-                model=req.model,
-                scale=req.scale,
-                target_fps=getattr(req.src, "fps", 0) or req.fps,
+                req.backend, model=req.model, scale=scale, target_fps=_target_fps(req)
             )
         req.messages.extend(_load_warnings(caught))
     except Exception as exc:
@@ -1763,6 +1776,42 @@ def _open_backend(api: Any, req: _StartRequest) -> None:
         req.messages.append(req.model_msg)
         req.warning = req.model_msg.text
         req.be = api.create_backend("passthrough")
+
+
+def _target_fps(req: _StartRequest) -> float:
+    """The rate ``scale="auto"`` keeps up with: what the source really delivers."""
+    return float(getattr(req.src, "fps", 0) or 0) or req.fps
+
+
+def _rescaled(req: _StartRequest, scale: float | str) -> Any:
+    """``req``'s backend, loaded at ``req.loaded_scale``, at processing ``scale`` without loading
+    its model again; None where that cannot be told apart (a second load has to do).
+
+    ``create_backend`` wraps the model it loaded in a ``ScaledBackend`` below full size and
+    leaves it bare at full size (passthrough always); the wrapper holds no model, only the
+    scale, so a new one around the same model is what a load at ``scale`` builds.
+    """
+    from engine.backends import BackendError, ScaledBackend, parse_scale
+
+    be = req.be
+    if req.warning is not None:
+        return None  # passthrough stands in for a model that failed: a load at ``scale`` retries
+    if req.backend == "passthrough":
+        return be  # the same at every scale
+    if type(be) is ScaledBackend:
+        # Not closed: that would close the model it hands on. It holds only resize buffers.
+        model = be.inner
+    elif req.loaded_scale is not None and _same_scale(req.loaded_scale, 1.0):
+        model = be
+    else:
+        return None  # another wrapper (a test's fake): what it wraps, and how, is unknown
+    try:
+        parsed = parse_scale(scale)
+        if parsed == 1.0:
+            return model
+        return ScaledBackend(model, parsed, target_fps=_target_fps(req))
+    except BackendError:
+        return None  # a scale create_backend refuses: the load says why (scale_change_failed)
 
 
 def _load_swap_backend(api: Any, req: _BackendSwap) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 from PySide6.QtCore import QEventLoop, QLoggingCategory, QTimer
 from PySide6.QtWidgets import QApplication
 
-from app.camera_list import list_camera_choices, watch_cameras
+from app.camera_list import CameraProbe, has_cameras, list_camera_choices, watch_cameras
 from app.engine_bridge import EngineBridge
 from app.settings import APPLICATION, ORGANIZATION, load_settings, open_store
 from app.window import MainWindow, app_icon, format_stats
@@ -26,6 +26,8 @@ from app.window import MainWindow, app_icon, format_stats
 # How long a screenshot waits past --quit-after for the first frame before giving up.
 FIRST_FRAME_GRACE_S = 10.0
 DEFAULT_SCREENSHOT_DELAY_S = 3.0
+# How long the exit waits for a camera probe still opening indices (see CameraProbe.join).
+PROBE_JOIN_S = 10.0
 
 
 def missing_display(
@@ -117,11 +119,17 @@ def run_app(
         # (main.py refuses --backend unsharp --model as a usage error).
         backend = "auto"
     bridge = EngineBridge(api=api, virtual_backend=virtual_backend)
+    # QtMultimedia's list is quick (the OS's device list: no camera opened). Where it has none,
+    # OpenCV probes camera indices, opening each: seconds on some systems, so on a worker
+    # thread while the window shows, and the picker fills in when it is done.
+    cameras = list_camera_choices(probe_opencv=False)
+    probe = None if has_cameras(cameras) else CameraProbe()
     window = MainWindow(
         bridge,
         store=store,
         settings=settings,
-        cameras=list_camera_choices(),
+        cameras=cameras,
+        camera_probe=probe,
         source=source,
         backend=backend,
         model=model,
@@ -203,6 +211,11 @@ def run_app(
     if not bridge.join(timeout=30.0):
         print(
             "sharpcam: the model, camera or virtual camera was still busy after 30 s; exiting",
+            file=sys.stderr,
+        )
+    if probe is not None and not probe.join(PROBE_JOIN_S):
+        print(
+            f"sharpcam: the camera listing was still busy after {PROBE_JOIN_S:.0f} s; exiting",
             file=sys.stderr,
         )
     window.deleteLater()

@@ -61,6 +61,7 @@ from PySide6.QtWidgets import (
 from app.camera_list import (
     RESOLUTIONS,
     CameraChoice,
+    CameraProbe,
     ResolutionChoice,
     demo_choice,
     reads_virtual_device,
@@ -79,6 +80,10 @@ SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
 # A change is saved this long after the last one: a slider dragged, a window resized or the
 # divider moved with the keys writes once, not at every step.
 SAVE_DELAY_MS = 500
+# How long a start that must wait (``start_stream(wait=True)``) waits for the camera list
+# before it plays the stand-in (the demo clip) instead.
+CAMERA_WAIT_S = 30.0
+LOOKING_FOR_CAMERAS = "Looking for cameras…"
 
 STYLE = """
 QMainWindow, QWidget#central { background: #0f1117; }
@@ -346,6 +351,7 @@ class MainWindow(QMainWindow):
         tray: create a system-tray icon when the platform has a tray.
         demo_fallback: play the demo clip, with a message, when the picked source fails to open;
             False leaves no video instead (:attr:`EngineBridge.start_finished` False).
+        camera_probe: lists more cameras on a worker thread (see :meth:`wait_for_cameras`).
     """
 
     closed = Signal()
@@ -362,6 +368,7 @@ class MainWindow(QMainWindow):
         model: str | None = None,
         tray: bool = True,
         demo_fallback: bool = True,
+        camera_probe: CameraProbe | None = None,
     ) -> None:
         super().__init__()
         # Every change is saved shortly after it is made (a crash or a kill lost them all when
@@ -383,6 +390,15 @@ class MainWindow(QMainWindow):
             self.cameras.append(demo_choice())
         self._cli_choice: CameraChoice | None = None
         self._absent_source = ""  # a remembered camera not plugged in at start
+        # Read once: the settings object is what a save writes, and a save while the cameras
+        # are still being listed must not make the stand-in the camera picked once they are.
+        self._remembered_source = settings.source
+        # The picker stands on what the window picked itself (no --source, no pick by the
+        # person): the cameras a probe finds later may pick another (see wait_for_cameras).
+        self._auto_pick = source is None
+        self._camera_probe: CameraProbe | None = None
+        self._cameras_pending = False  # the probe has not delivered its list yet
+        self._start_deferred = False  # a start asked for meanwhile, run once it has
         if source is not None:
             self._add_cli_source(source)
         self.virtual_dialog: VirtualCameraDialog | None = None
@@ -432,6 +448,8 @@ class MainWindow(QMainWindow):
             self.bridge.set_virtual_camera(True)
         if tray:
             self._build_tray()
+        if camera_probe is not None:
+            self.wait_for_cameras(camera_probe)
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         if (
@@ -473,6 +491,54 @@ class MainWindow(QMainWindow):
             self.camera_combo.addItem(cam.name, cam.id)
         self.camera_combo.setCurrentIndex(self.camera_combo.findData(current.id))
         self.camera_combo.blockSignals(False)
+
+    def wait_for_cameras(self, probe: CameraProbe) -> None:
+        """Offer the cameras ``probe`` finds (started here) once it has, without waiting for
+        them: the window shows and works meanwhile.
+
+        Until then the picker holds what the window has (the demo clip at least), and a start
+        on a source the window picked itself waits for the list (the preview says so): the
+        remembered camera, or else the first one found, is what then plays, not a stand-in
+        for a moment. A source named on the command line, or picked by the person, starts at
+        once and stays picked.
+        """
+        self._camera_probe = probe
+        self._cameras_pending = True
+        self.camera_combo.setToolTip(LOOKING_FOR_CAMERAS)
+        # Queued: the probe emits from its worker thread, and the slot builds widgets.
+        probe.found.connect(self._on_cameras_found, Qt.ConnectionType.QueuedConnection)
+        probe.start()
+        if probe.done:
+            # Listed (and emitted) before the connection: taken now; the queued copy, if any,
+            # finds nothing pending.
+            self._on_cameras_found(probe.wait(0) or [])
+
+    @property
+    def cameras_pending(self) -> bool:
+        """A camera probe has not delivered its list yet."""
+        return self._cameras_pending
+
+    def _on_cameras_found(self, cameras: list[CameraChoice]) -> None:
+        if not self._cameras_pending or self._closing:
+            return  # taken already (a start that waited for it), or the window is closing
+        self._cameras_pending = False
+        self.camera_combo.setToolTip("")
+        if not self._auto_pick:
+            self.set_cameras(cameras)  # the source named or picked stays
+            return
+        self.cameras = list(cameras)
+        if not any(c.is_demo for c in self.cameras):
+            self.cameras.append(demo_choice())
+        self.camera_combo.blockSignals(True)
+        self.camera_combo.clear()
+        for cam in self.cameras:
+            self.camera_combo.addItem(cam.name, cam.id)
+        self._select_initial_source(None)
+        self.camera_combo.blockSignals(False)
+        self._update_resolution_enabled()
+        if self._start_deferred:
+            self._start_deferred = False
+            self.start_stream()
 
     def _find_source(self, source: str) -> CameraChoice | None:
         """The picker entry for a camera id/index or a file path (compared resolved)."""
@@ -691,7 +757,8 @@ class MainWindow(QMainWindow):
         self.tray = tray
 
     def _select_initial_source(self, cli_source: str | None) -> None:
-        wanted = cli_source or self.settings.source
+        self._absent_source = ""
+        wanted = cli_source or self._remembered_source
         choice = self._find_source(wanted) if wanted else None
         idx = self.camera_combo.findData(choice.id) if choice is not None else -1
         if idx < 0:
@@ -703,7 +770,7 @@ class MainWindow(QMainWindow):
             if not cli_source:
                 # The remembered camera is unplugged today: the stand-in must not replace it
                 # in the settings, or the next start would not pick it when it is back.
-                self._absent_source = self.settings.source
+                self._absent_source = self._remembered_source
         self.camera_combo.setCurrentIndex(idx)
         self._camera_id = self.camera_combo.currentData()
 
@@ -787,7 +854,28 @@ class MainWindow(QMainWindow):
         Returns at once (None) while the camera and model open on a worker thread; the window
         stays responsive and :meth:`_on_start_finished` takes over. ``wait=True`` blocks until
         the engine runs and returns True when it does.
+
+        While a camera probe is still listing (:meth:`wait_for_cameras`) and the picker stands
+        on the window's own pick, the start waits for the list (the preview says "Looking for
+        cameras…", the status "Starting") and runs once it arrives; ``wait=True`` waits for the
+        list here, up to ``CAMERA_WAIT_S``.
         """
+        if self._cameras_pending and self._auto_pick:
+            if not wait:
+                # The picker stands on a stand-in until the cameras are listed: playing it
+                # would show the demo clip for a moment, then restart on the camera.
+                self._start_deferred = True
+                self.preview.clear(LOOKING_FOR_CAMERAS)
+                self._set_live("starting")
+                return None
+            self._start_deferred = False
+            probe = self._camera_probe
+            found = probe.wait(CAMERA_WAIT_S) if probe is not None else None
+            if found is not None:
+                self._on_cameras_found(found)
+            else:
+                log.warning("no camera list after %.0f s: starting on the demo clip", CAMERA_WAIT_S)
+                self._auto_pick = False  # what plays now; the list, once found, is offered
         cam = self.current_camera()
         res = self.current_resolution()
         if self._refusal is not None:
@@ -845,6 +933,7 @@ class MainWindow(QMainWindow):
             return
         self._camera_id = cam.id
         self._absent_source = ""  # the person's choice is remembered from now on
+        self._auto_pick = False  # and a camera list found later does not change it
         self._on_source_changed()
 
     def _on_source_changed(self) -> None:
@@ -1099,7 +1188,10 @@ class MainWindow(QMainWindow):
         cam = self.current_camera()
         res = self.current_resolution()
         # A one-off file from the command line is not remembered as the camera.
-        if self._absent_source:
+        if self._cameras_pending and self._auto_pick:
+            # The stand-in until the cameras are listed is nobody's choice.
+            s.source = self._remembered_source
+        elif self._absent_source:
             s.source = self._absent_source
         elif cam.id in {c.id for c in self.cameras if not c.is_demo} or cam.id == "demo":
             s.source = cam.id

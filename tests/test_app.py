@@ -1843,6 +1843,161 @@ def test_a_virtual_camera_alone_is_never_the_default_source(qtbot, monkeypatch, 
     assert again.camera_combo.currentText() == "SharpCam (virtual camera)"
 
 
+def _slow_camera_probe(monkeypatch, cameras: list[tuple[str, str]]) -> threading.Event:  # noqa: ANN001
+    """No camera in QtMultimedia's list, and an OpenCV probe that finds ``cameras`` (device
+    path, name) only once the returned event is set (5 s at most): opening index after index
+    takes seconds on some systems. The event's ``returned`` is set once the probe returned."""
+    import engine
+    from app import camera_list
+    from engine.sources import CameraInfo
+
+    release = threading.Event()
+    release.returned = threading.Event()  # type: ignore[attr-defined]
+
+    def list_cameras(max_index: int = 10) -> list[CameraInfo]:
+        release.wait(5)
+        release.returned.set()  # type: ignore[attr-defined]
+        return [
+            CameraInfo(index=int(path.removeprefix("/dev/video")), path=path, name=name)
+            for path, name in cameras
+        ]
+
+    monkeypatch.setattr(camera_list, "_qt_cameras", lambda: [])
+    monkeypatch.setattr(engine, "list_cameras", list_cameras)
+    return release
+
+
+def _camera_names(window: MainWindow) -> list[str]:
+    return [window.camera_combo.itemText(i) for i in range(window.camera_combo.count())]
+
+
+def test_the_app_shows_its_window_before_a_slow_camera_probe_ends(qtbot, tmp_path, monkeypatch):
+    # The app probed OpenCV's camera indices before it built the window: where a missing index
+    # takes seconds to fail, nothing showed for that long.
+    from app.main import run_app
+
+    release = _slow_camera_probe(
+        monkeypatch, [("/dev/video0", "Integrated Camera"), ("/dev/video2", "Logitech BRIO")]
+    )
+    asked, open_source = _devices_play_the_demo_clip()
+    settings = tmp_path / "settings.ini"
+    save_settings(open_store(str(settings)), AppSettings(source="/dev/video2"))
+    seen: dict[str, dict[str, Any]] = {}
+
+    def poll() -> None:
+        for w in QApplication.topLevelWidgets():
+            if not (isinstance(w, MainWindow) and w.isVisible()):
+                continue
+            if "shown" not in seen:
+                seen["shown"] = {
+                    "probing": not release.returned.is_set(),
+                    "pending": w.cameras_pending,
+                    "names": _camera_names(w),
+                    "placeholder": w.preview._placeholder,
+                    "live": w.live_state,
+                    "asked": list(asked),
+                }
+                release.set()
+            elif w.preview.has_frame():
+                seen["playing"] = {
+                    "names": _camera_names(w),
+                    "camera": w.current_camera().name,
+                    "asked": list(asked),
+                }
+                timer.stop()
+                w.close()
+            elif time.perf_counter() - t0 > FRAME_TIMEOUT_MS / 1000:
+                timer.stop()
+                w.close()  # the test must end even where the camera never plays
+
+    timer = QTimer()
+    timer.timeout.connect(poll)
+    timer.start(20)
+    t0 = time.perf_counter()
+    try:
+        code = run_app(
+            backend="passthrough",
+            settings_path=str(settings),
+            tray=False,
+            api=_engine_api(open_source=open_source),
+        )
+    finally:
+        timer.stop()
+        release.set()
+    assert code == 0
+    # Shown while the probe still ran: the demo clip offered meanwhile, not played, and the
+    # preview says what it waits for.
+    assert seen["shown"] == {
+        "probing": True,
+        "pending": True,
+        "names": ["Demo clip (bundled)"],
+        "placeholder": "Looking for cameras…",
+        "live": "starting",
+        "asked": [],
+    }
+    # Filled in after, and the start went on with the remembered camera, not a stand-in.
+    assert seen["playing"] == {
+        "names": ["Integrated Camera", "Logitech BRIO", "Demo clip (bundled)"],
+        "camera": "Logitech BRIO",
+        "asked": ["/dev/video2"],
+    }
+    assert load_settings(open_store(str(settings))).source == "/dev/video2"
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_start_before_the_cameras_are_listed_waits_for_them(
+    qtbot, make_window, monkeypatch, wait
+):
+    from app.camera_list import CameraProbe
+
+    release = _slow_camera_probe(monkeypatch, [("/dev/video0", "Integrated Camera")])
+    asked, open_source = _devices_play_the_demo_clip()
+    window = make_window(api=_engine_api(open_source=open_source), start=False)
+    probe = CameraProbe()
+    t0 = time.perf_counter()
+    window.wait_for_cameras(probe)
+    assert time.perf_counter() - t0 < 1.0, "the window waited for the probe"
+    assert window.cameras_pending and not probe.done
+    # Closed now, the demo clip standing in until then would be remembered as the camera, and
+    # the next launch would play it instead of the camera.
+    assert window.collect_settings().source == ""
+    if wait:
+        threading.Timer(0.2, release.set).start()
+        assert window.start_stream(wait=True) is True
+    else:
+        with started(qtbot, window):
+            assert window.start_stream() is None
+            assert not window.bridge.starting and asked == [], "the stand-in was started"
+            assert window.preview._placeholder == "Looking for cameras…"
+            assert window.live_state == "starting"
+            release.set()
+    # A first launch: the first camera found plays.
+    assert not window.cameras_pending
+    assert _camera_names(window) == ["Integrated Camera", "Demo clip (bundled)"]
+    assert window.current_camera().name == "Integrated Camera"
+    assert asked == ["/dev/video0"] and window.bridge.is_running
+    assert window.collect_settings().source == "/dev/video0"
+
+
+def test_a_named_source_starts_at_once_and_stays_picked_when_the_cameras_are_listed(
+    qtbot, make_window, monkeypatch
+):
+    from app.camera_list import CameraProbe
+
+    release = _slow_camera_probe(monkeypatch, [("/dev/video0", "Integrated Camera")])
+    window = make_window(source=str(DEMO_CLIP), start=False)
+    probe = CameraProbe()
+    window.wait_for_cameras(probe)
+    with started(qtbot, window):
+        window.start_stream()  # --source named it: nothing to wait for
+    engine = window.bridge.engine
+    with qtbot.waitSignal(probe.found, timeout=FRAME_TIMEOUT_MS):
+        release.set()
+    qtbot.waitUntil(lambda: not window.cameras_pending, timeout=5000)
+    assert _camera_names(window) == ["Integrated Camera", "Demo clip (bundled)"]
+    assert window.current_camera().is_demo and window.bridge.engine is engine
+
+
 def _opens_once() -> Any:
     """An ``open_source`` whose first call opens and every later one fails (camera busy)."""
     import engine
@@ -3485,7 +3640,8 @@ def test_without_a_running_stream_a_processing_size_is_kept_for_the_start(qtbot,
     with started(qtbot, window):
         window.start_stream()
     assert api.scales == ["0.5"]
-    # Changed while a start opens its camera: that start's engine gets it, with no reopen.
+    # Changed while a start opens its camera: that start's model loads at it, once (it loaded
+    # at the old size, then again at the new one), and no camera reopens.
     with started(qtbot, window):
         restart(window)
         assert window.bridge.starting
@@ -3493,7 +3649,77 @@ def test_without_a_running_stream_a_processing_size_is_kept_for_the_start(qtbot,
     qtbot.waitUntil(
         lambda: window.provider_label.text().endswith("· 0.75x"), timeout=FRAME_TIMEOUT_MS
     )
-    assert api.scales == ["0.5", "0.5", "0.75"] and len(api.sources) == 2
+    assert api.scales == ["0.5", "0.75"] and len(api.sources) == 2
+    assert not window.bridge.changing_scale
+
+
+class _GatedLoads:
+    """The real engine, its ``create_backend`` counted (``loads``, each call's scale); the loads
+    after the first wait for ``gate`` (a model compile of seconds) and set ``loading``."""
+
+    def __init__(self) -> None:
+        import engine
+
+        self._engine = engine
+        self.open_source, self.open_sink, self.Engine = (
+            engine.open_source,
+            engine.open_sink,
+            engine.Engine,
+        )
+        self.loads: list[Any] = []
+        self.built: list[Any] = []
+        self.gate = threading.Event()
+        self.loading = threading.Event()
+
+    def create_backend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        self.loads.append(kwargs.get("scale"))
+        if len(self.loads) > 1:
+            self.loading.set()
+            self.gate.wait(FRAME_TIMEOUT_MS / 1000)
+        be = self._engine.create_backend(*args, **kwargs)
+        self.built.append(be)
+        return be
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "label"),
+    [
+        ("0.5", "0.75", "Unsharp mask · OpenCV · 0.75x"),
+        ("auto", "1", "Unsharp mask · OpenCV"),
+        ("1", "0.5", "Unsharp mask · OpenCV · 0.5x"),
+    ],
+)
+def test_a_processing_size_changed_while_a_start_loads_the_model_loads_it_once(
+    qtbot, make_window, before, after, label
+):
+    # The start loaded the model at the old size, and its engine then loaded it a second time
+    # at the new one (and swapped it in): a model compile of seconds, twice, at every start.
+    from engine.backends import ScaledBackend
+
+    api = _GatedLoads()
+    window = make_window(api=api, settings=AppSettings(scale=before))
+    assert api.loads == [before]
+    with started(qtbot, window):
+        restart(window)
+        assert api.loading.wait(5)  # the restart's model is loading at the old size
+        assert window.bridge.starting
+        _pick_scale(window, after)
+        api.gate.set()
+    assert api.loads == [before, before], "the model was loaded again for the new size"
+    assert not window.bridge.changing_scale and window.bridge.scale == after
+    # The model that loaded, at the new size: what a load at that size would have built.
+    backend = window.bridge.engine.backend
+    model = backend.inner if isinstance(backend, ScaledBackend) else backend
+    loaded = api.built[1]
+    assert model is (loaded.inner if isinstance(loaded, ScaledBackend) else loaded)
+    if after == "1":
+        assert not isinstance(backend, ScaledBackend)
+    else:
+        assert isinstance(backend, ScaledBackend) and backend.scale == float(after)
+    wait_frames(qtbot, window, 2)
+    assert window.provider_label.text() == label
+    qtbot.wait(200)  # a swap's queued result, had one been started
+    assert api.loads == [before, before] and window.bridge.engine.backend is backend
 
 
 def test_a_loaded_model_that_never_reached_the_event_loop_is_closed_by_join(qtbot, make_bridge):
