@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mmap
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 SCHEMA = "sharpcam-manifest/1"
 MANIFEST_NAME = "manifest.json"
@@ -435,17 +434,55 @@ class _WireError(ValueError):
     """Bytes that are not a protobuf message."""
 
 
+class _FileShrank(Exception):
+    """The model file came back shorter than it was when opened: it is being rewritten."""
+
+
+# Bytes read at a time: the reader's whole buffer, whatever the file's size.
+_BLOCK = 1 << 16
+
 # A message is a span (start, end) of the file's bytes: offsets rather than slices, so nothing
-# is copied and no buffer stays exported from the memory map when it closes.
+# is copied until a field that matters is read.
 _Span = tuple[int, int]
 
 
-def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
+class _FileBytes:
+    """The first ``size`` bytes of an open file, read on demand in blocks of `_BLOCK`.
+
+    Not a memory map: a mapped file truncated or rewritten in place (an export or a copy over
+    it while the app verifies it) raises SIGBUS on the next access, which kills the process
+    rather than raising. A read past the new end just comes back short (`_FileShrank`).
+    """
+
+    def __init__(self, f: BinaryIO, size: int) -> None:
+        self._f = f
+        self.size = size
+        self._start = 0
+        self._block = b""
+
+    def byte(self, pos: int) -> int:
+        i = pos - self._start
+        if not 0 <= i < len(self._block):
+            # The walk moves forward (a parent resumes past its child): one block at a time.
+            self._block = self.read(pos, min(pos + _BLOCK, self.size))
+            self._start, i = pos, 0
+        return self._block[i]
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes ``start:end``; callers bound the length (`_MAX_LOCATION`, a key's, `_BLOCK`)."""
+        self._f.seek(start)
+        data = self._f.read(end - start)
+        if len(data) != end - start:
+            raise _FileShrank(f"{len(data)} of {end - start} bytes at offset {start}")
+        return data
+
+
+def _varint(buf: _FileBytes, pos: int, end: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         if pos >= end or shift > 63:
             raise _WireError("truncated or overlong varint")
-        byte = buf[pos]
+        byte = buf.byte(pos)
         pos += 1
         value |= (byte & 0x7F) << shift
         if not byte & 0x80:
@@ -453,7 +490,7 @@ def _varint(buf: Any, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _fields(buf: Any, span: _Span) -> Iterable[tuple[int, int | _Span]]:
+def _fields(buf: _FileBytes, span: _Span) -> Iterable[tuple[int, int | _Span]]:
     """``(field number, value)`` of each field of the message at ``span``: an int for a varint,
     a span for a length-delimited field; fixed-size fields are skipped."""
     pos, end = span
@@ -481,7 +518,7 @@ def _fields(buf: Any, span: _Span) -> Iterable[tuple[int, int | _Span]]:
             yield number, value
 
 
-def _tensor_location(buf: Any, span: _Span) -> str | None:
+def _tensor_location(buf: _FileBytes, span: _Span) -> str | None:
     """The ``location`` of a TensorProto whose data is EXTERNAL; None for data kept inline
     (ONNX Runtime reads ``external_data`` only when ``data_location`` says EXTERNAL)."""
     external = False
@@ -491,25 +528,25 @@ def _tensor_location(buf: Any, span: _Span) -> str | None:
             external = value == _EXTERNAL
         elif number == _TENSOR_EXTERNAL_DATA and isinstance(value, tuple):
             # StringStringEntryProto: key = 1, value = 2. Spans, not slices: only a key the
-            # length of b"location" and a value up to _MAX_LOCATION are ever copied.
+            # length of b"location" and a value up to _MAX_LOCATION are ever read.
             entry = {n: v for n, v in _fields(buf, value) if n in (1, 2) and isinstance(v, tuple)}
             key = entry.get(1, (0, 0))
-            if key[1] - key[0] == len(b"location") and buf[key[0] : key[1]] == b"location":
+            if key[1] - key[0] == len(b"location") and buf.read(*key) == b"location":
                 start, end = entry.get(2, (0, 0))
                 if end - start > _MAX_LOCATION:
                     raise _WireError("external data location longer than any path")
-                location = bytes(buf[start:end]).decode("utf-8")
+                location = buf.read(start, end).decode("utf-8")
     return location if external else None
 
 
-def _external_locations(buf: Any, size: int) -> list[str]:
+def _external_locations(buf: _FileBytes) -> list[str]:
     """Every external data location the serialized ModelProto in ``buf`` references, once."""
     found: dict[str, None] = {}
     # Depth first, one field iterator per open message: memory follows the nesting (bounded by
     # _MAX_NESTING), not the number of fields. A list of every child's span to visit took some
     # 90 bytes per byte of a file of empty nodes (880 MiB for 10 MB, a 2 GiB one: the machine's).
     stack: list[tuple[dict[int, str], Iterator[tuple[int, int | _Span]]]] = [
-        (_ONNX_CHILDREN["model"], iter(_fields(buf, (0, size))))
+        (_ONNX_CHILDREN["model"], iter(_fields(buf, (0, buf.size))))
     ]
     while stack:
         children, fields = stack[-1]
@@ -536,17 +573,29 @@ def onnx_external_data(path: str | Path) -> list[str]:
     them) that the ONNX model at ``path`` keeps tensors in; empty for a self-contained model,
     and for a file that is not an ONNX protobuf at all (the runtime refuses that one itself).
 
-    Reads the file through a memory map: a self-contained model can be up to 2 GiB.
+    Reads the file in blocks of `_BLOCK` bytes (a self-contained model can be up to 2 GiB), and
+    only the few bytes of each message header: a tensor's data is skipped, not read.
+
+    Raises:
+        ModelError: the file cannot be read, or it shrank while it was read (rewritten in place:
+            what was read is no model, and its external data cannot be told).
     """
-    with open(path, "rb") as f:
-        size = os.fstat(f.fileno()).st_size
-        if size == 0:
-            return []
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+    try:
+        with open(path, "rb") as f:
+            buf = _FileBytes(f, os.fstat(f.fileno()).st_size)
             try:
-                return _external_locations(mapped, size)
+                return _external_locations(buf)
             except (_WireError, UnicodeDecodeError):
                 return []
+    except _FileShrank as exc:
+        # Not "no external data": that would pass a model half-replaced by another one, whose
+        # side files then load unchecked.
+        raise ModelError(
+            f"model file {path} changed while it was read: it is now shorter than the "
+            f"{buf.size} bytes it had ({exc}); it is being rewritten, try again once that is done"
+        ) from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc}") from exc
 
 
 def write_manifest(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -514,3 +517,53 @@ def test_nesting_deeper_than_protobuf_parses_is_not_followed(tmp_path):
 def test_a_location_longer_than_any_path_is_not_copied(tmp_path):
     path = _model_with_initializer_at(tmp_path / "m.onnx", "x" * 10_000)
     assert onnx_external_data(path) == []
+
+
+_SHRINK_DURING_THE_WALK = """
+import os, sys
+import engine.manifest as m
+
+path = sys.argv[1]
+real = m._tensor_location
+
+def shrink_then_read(buf, span):
+    # What an export or a copy over the file does while the app verifies it.
+    os.truncate(path, 16)
+    m._tensor_location = real
+    return real(buf, span)
+
+m._tensor_location = shrink_then_read
+try:
+    print("read", m.onnx_external_data(path))
+except m.ModelError as exc:
+    print("ModelError", exc)
+"""
+
+
+def test_a_model_file_truncated_while_it_is_read_is_a_model_error_not_a_crash(tmp_path):
+    # Read through a memory map, the walk's next access past the new end raised SIGBUS: the
+    # whole app died without a Python exception. Run apart so that such a death fails only
+    # this test.
+    path = tmp_path / "m.onnx"
+    # Empty nodes around the tensors: the first one a few pages in, so that the walk goes on
+    # past the new end of a mapped file; the second some blocks of reading further.
+    graph = (
+        _submessage(1, b"") * 5_000
+        + _submessage(5, _external_tensor("a.bin"))
+        + _submessage(1, b"") * 100_000
+        + _submessage(5, _external_tensor("b.bin"))
+    )
+    path.write_bytes(_submessage(7, graph))
+    assert onnx_external_data(path) == ["a.bin", "b.bin"]
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", _SHRINK_DURING_THE_WALK, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.startswith(f"ModelError model file {path} changed while it was read")
+    assert path.stat().st_size == 16  # the walk did see the file shrink

@@ -253,6 +253,14 @@ def test_openvino_parity_is_recorded_at_the_precision_the_engine_runs(
         assert 0 <= max(ov["max_abs_diff"].values()) <= tolerance, name
         assert ov["openvino"]
     assert "parity_openvino" not in files["student_fast.ts"]  # OpenVINO does not run it
+    for name, fp16 in (("student_fast.onnx", False), ("student_fast_fp16.onnx", True)):
+        ov = files[name]["parity_openvino"]
+        if ov["inference_precision"] == "f32":  # the default check was the f32 one
+            assert "f32" not in ov
+        else:  # bf16 / f16 by default: f32 forced too, held to f32's tolerance
+            diffs = ov["f32"]["max_abs_diff"]
+            assert set(diffs) == {"37x53"}
+            assert 0 <= max(diffs.values()) <= E.openvino_tolerance("f32", fp16=fp16), name
     # The export compiles as the engine's OpenVINO backend does by default (training/ cannot
     # import engine/, so the config is a copy): the same config, so the same precision.
     backends = pytest.importorskip("engine.backends")
@@ -336,6 +344,96 @@ def test_an_openvino_mismatch_fails_the_export(
             calib=_calib_folder(tmp_path / "calib"),
         )
     assert sorted(p.name for p in out.iterdir()) == []  # nothing half-done left behind
+
+
+def _openvino_defaulting_to(precision: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """OpenVINO reporting ``precision`` as its default (a bf16 or f16 CPU, on any CPU: the
+    numbers stay this CPU's own); the list collects each run's ``"hint:used"``."""
+    real_run = E.OpenVinoRun.run
+    runs: list[str] = []
+
+    def run(self: E.OpenVinoRun, x: np.ndarray) -> np.ndarray:
+        out = real_run(self, x)
+        if self.precision_hint is None:
+            self.precision = precision
+        runs.append(f"{self.precision_hint}:{self.precision}")
+        return out
+
+    monkeypatch.setattr(E.OpenVinoRun, "run", run)
+    return runs
+
+
+@needs_openvino
+def test_where_openvino_defaults_to_bf16_float32_is_checked_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The engine's OpenVINO backend takes precision="f32"; bf16's tolerance (2e-2) says
+    # nothing about it. Each float file is run with f32 forced too, at the small size only.
+    runs = _openvino_defaulting_to("bf16", monkeypatch)
+    result = E.export_all(
+        create_student("tiny").eval(),
+        tmp_path,
+        name="m",
+        variant="tiny",
+        config={},
+        torchscript=False,
+        check_size=(33, 47),
+    )
+    # two sizes at the default, one forced, for each of the fp32 and fp16 files
+    assert runs == ["None:bf16", "None:bf16", "f32:f32"] * 2
+    files = json.loads((tmp_path / "manifest.json").read_text())["files"]
+    for name, fp16 in (("m.onnx", False), ("m_fp16.onnx", True)):
+        ov = files[name]["parity_openvino"]
+        # the default check's keys as before: older readers see what they always saw
+        assert ov["inference_precision"] == "bf16"
+        assert set(ov["max_abs_diff"]) == {"33x47", "37x53"}
+        assert set(ov) == {"openvino", "inference_precision", "max_abs_diff", "f32"}
+        diffs = ov["f32"]["max_abs_diff"]
+        assert diffs == result.parity_openvino_f32[name] and set(diffs) == {"37x53"}
+        assert 0 <= max(diffs.values()) <= E.openvino_tolerance("f32", fp16=fp16)
+    # ... and the CLI reports it
+    capsys.readouterr()
+    ckpt = tmp_path / "tiny.pt"
+    torch.save({"model": create_student("tiny").state_dict(), "config": {"student": "tiny"}}, ckpt)
+    assert _export(ckpt, tmp_path / "cli", "--no-fp16", "--no-torchscript") == 0
+    assert "OpenVINO f32 (forced): max abs diff  37x53: " in capsys.readouterr().out
+
+
+@needs_openvino
+@pytest.mark.parametrize("broken", ["m.onnx", "m_fp16.onnx"])
+def test_float32_off_by_more_than_its_tolerance_fails_the_export(
+    broken: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Off only when f32 is forced, by less than bf16's tolerance (2e-2) and more than f32's:
+    # 1e-4 for the fp32 file, 1e-2 for the fp16 one (its weights are rounded anyway).
+    _openvino_defaulting_to("bf16", monkeypatch)
+    shift = 1.5e-2 if broken == "m_fp16.onnx" else 2e-3
+    checked_run = E.OpenVinoRun.run
+
+    def run(self: E.OpenVinoRun, x: np.ndarray) -> np.ndarray:
+        out = checked_run(self, x)
+        if self.path.name == broken and self.precision_hint == "f32":
+            out = out + np.asarray(shift, dtype=out.dtype)
+        return out
+
+    monkeypatch.setattr(E.OpenVinoRun, "run", run)
+    tolerance = E.openvino_tolerance("f32", fp16=broken == "m_fp16.onnx")
+    message = (
+        rf"{broken.replace('.', '[.]')}: OpenVINO \(CPU, inference precision f32, forced\) "
+        rf"differs from PyTorch by [0-9.e-]+ \(max abs\) > {tolerance:g}: \{{'37x53': "
+    )
+    with pytest.raises(E.ExportError, match=message):
+        E.export_all(
+            create_student("tiny").eval(),
+            tmp_path / "w",
+            name="m",
+            variant="tiny",
+            config={},
+            fp16=broken == "m_fp16.onnx",
+            torchscript=False,
+            check_size=(33, 47),
+        )
+    assert not (tmp_path / "w" / "manifest.json").exists()
 
 
 def test_without_openvino_the_export_runs_and_says_the_check_was_skipped(

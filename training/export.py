@@ -15,8 +15,10 @@ Where the ``openvino`` package is installed, each ONNX file is also run through 
 CPU, compiled as the engine's OpenVINO backend compiles it by default (OpenVINO picks its own
 inference precision: bf16 on CPUs with AVX512-BF16 / AMX, f16 on some ARM, else f32), on the
 same inputs, and must stay within the tolerance of the precision OpenVINO really used
-(``OPENVINO_TOLERANCE``; int8: the PSNR bounds below) or the export fails. Without OpenVINO the
-export runs and reports that check as skipped.
+(``OPENVINO_TOLERANCE``; int8: the PSNR bounds below) or the export fails. Where that default
+is not f32, each float ONNX file is also run with float32 forced (``INFERENCE_PRECISION_HINT``
+f32, what the engine runs with ``precision="f32"``) at the small check size, held to the f32
+tolerance. Without OpenVINO the export runs and reports that check as skipped.
 
 ``--int8`` adds ``{name}_int8.onnx``: static int8 quantization of the convolutions (QDQ, weights
 per channel; the first, the last and those at the finest scale stay float), calibrated on frames
@@ -62,6 +64,7 @@ __all__ = [
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
     "OPENVINO_CONFIG",
+    "OPENVINO_F32_SIZES",
     "OPENVINO_TOLERANCE",
     "ExportError",
     "ExportResult",
@@ -103,6 +106,11 @@ OPENVINO_TOLERANCE = {"f32": FP32_TOLERANCE, "f16": FP16_TOLERANCE, "bf16": BF16
 # device CPU, the model reshaped to a static (1, 3, H, W) per frame size as it does there.
 # training/ does not import engine/: keep this in step with OpenVinoBackend.__init__ by hand.
 OPENVINO_CONFIG: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+# Where OpenVINO's default is not f32 (bf16, f16), the float files are run with f32 forced too:
+# the engine's OpenVINO backend takes `precision="f32"`, and the looser default tolerance would
+# hide an f32-only fault (a wrong kernel, a bad layout) by far. At the small size only: it
+# proves the numbers, the default check already proved the shapes at both.
+OPENVINO_F32_SIZES = [SECOND_SIZE]
 # int8 rounds every activation, so a max-abs bound means little; PSNR (dB) of the int8 output
 # against eager fp32 on real frames (held-out raw-frame averages lose ~0.1 dB at ~45 dB here).
 INT8_MIN_PSNR = 35.0
@@ -138,7 +146,9 @@ class ExportWrapper(nn.Module):
 @dataclass
 class ExportResult:
     """What one export run produced; ``parity`` maps file name to max abs diffs per size (ONNX
-    Runtime, TorchScript), ``parity_openvino`` the same for OpenVINO (int8: per check frame)."""
+    Runtime, TorchScript), ``parity_openvino`` the same for OpenVINO at its default precision
+    (int8: per check frame), ``parity_openvino_f32`` for OpenVINO with f32 forced (float files,
+    only where the default is not f32; at `OPENVINO_F32_SIZES`)."""
 
     files: dict[str, Path] = field(default_factory=dict)
     parity: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -147,6 +157,7 @@ class ExportResult:
     parity_openvino: dict[str, dict[str, float]] = field(default_factory=dict)
     parity_openvino_psnr: dict[str, dict[str, float]] = field(default_factory=dict)  # int8
     parity_openvino_snr: dict[str, dict[str, float]] = field(default_factory=dict)  # int8
+    parity_openvino_f32: dict[str, dict[str, float]] = field(default_factory=dict)
     openvino_precision: str = ""  # inference precision OpenVINO used: "f32", "bf16", "f16"
     openvino_version: str = ""
     openvino_skipped: str = ""  # why the OpenVINO check did not run; "" when it ran
@@ -821,11 +832,18 @@ class OpenVinoRun:
     it by default: `OPENVINO_CONFIG`, the model reshaped to each input's static shape. Inputs
     and outputs stay float (the engine adds a uint8 conversion around the graph, checked by its
     own tests); ``precision`` is the inference precision OpenVINO used, after the first `run`.
+
+    ``precision_hint`` (``"f32"``, ``"bf16"``, ``"f16"``) forces an inference precision, as the
+    backend's ``precision`` option does; None lets OpenVINO choose.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, precision_hint: str | None = None) -> None:
         self.ov, self.core = _openvino()
         self.path = Path(path)
+        self.precision_hint = precision_hint
+        self.config = dict(OPENVINO_CONFIG)
+        if precision_hint:
+            self.config["INFERENCE_PRECISION_HINT"] = precision_hint
         try:
             self.model = self.core.read_model(str(self.path))
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises plain RuntimeErrors
@@ -838,7 +856,7 @@ class OpenVinoRun:
         model = self.model.clone()
         try:
             model.reshape({model.inputs[0]: self.ov.PartialShape(list(x.shape))})
-            compiled = self.core.compile_model(model, "CPU", dict(OPENVINO_CONFIG))
+            compiled = self.core.compile_model(model, "CPU", dict(self.config))
             request = compiled.create_infer_request()
             request.infer({0: x})
             out = np.array(request.get_output_tensor(0).data, copy=True)
@@ -858,16 +876,22 @@ def openvino_tolerance(precision: str, *, fp16: bool = False) -> float:
 
 
 def check_openvino(
-    model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], *, fp16: bool = False
+    model: nn.Module,
+    path: str | Path,
+    sizes: list[tuple[int, int]],
+    *,
+    fp16: bool = False,
+    precision_hint: str | None = None,
 ) -> tuple[dict[str, float], str]:
-    """Max abs diff between OpenVINO (`OpenVinoRun`) and eager ``clamp(model(x))`` at each size,
-    on `check_onnx`'s inputs, and the inference precision OpenVINO used.
+    """Max abs diff between OpenVINO (`OpenVinoRun`, ``precision_hint`` None: its default
+    precision) and eager ``clamp(model(x))`` at each size, on `check_onnx`'s inputs, and the
+    inference precision OpenVINO used.
 
     Raises:
         OpenVinoUnavailable: OpenVINO cannot run here.
         ExportError: OpenVINO cannot read, compile or run the file.
     """
-    ov_run = OpenVinoRun(path)
+    ov_run = OpenVinoRun(path, precision_hint)
     return _max_abs_diffs(model, path, sizes, ov_run.run, fp16), ov_run.precision
 
 
@@ -890,15 +914,29 @@ def _openvino_parity(
     *,
     fp16: bool = False,
 ) -> None:
-    """`check_openvino` of ``path`` into ``result``; ExportError past `openvino_tolerance`."""
+    """`check_openvino` of ``path`` into ``result`` at OpenVINO's default precision, and where
+    that is not f32, with f32 forced too (`OPENVINO_F32_SIZES`); ExportError past the
+    `openvino_tolerance` of each."""
     diffs, precision = check_openvino(model, path, sizes, fp16=fp16)
     result.parity_openvino[path.name] = diffs
     result.openvino_precision = precision
-    tolerance = openvino_tolerance(precision, fp16=fp16)
+    _check_openvino_diffs(path, diffs, precision, openvino_tolerance(precision, fp16=fp16))
+    if precision == "f32":
+        return  # the default check was the f32 one
+    diffs, used = check_openvino(model, path, OPENVINO_F32_SIZES, fp16=fp16, precision_hint="f32")
+    result.parity_openvino_f32[path.name] = diffs
+    # f32's tolerance whatever OpenVINO reports: a hint it ignored must not loosen the check.
+    _check_openvino_diffs(path, diffs, used, openvino_tolerance("f32", fp16=fp16), forced=True)
+
+
+def _check_openvino_diffs(
+    path: Path, diffs: Mapping[str, float], precision: str, tolerance: float, forced: bool = False
+) -> None:
     worst = _worst(diffs)
     if not worst <= tolerance:  # also refuses NaN
+        how = f"{precision}, forced" if forced else precision
         raise ExportError(
-            f"{path}: OpenVINO (CPU, inference precision {precision}) differs from PyTorch by "
+            f"{path}: OpenVINO (CPU, inference precision {how}) differs from PyTorch by "
             f"{worst:.3g} (max abs) > {tolerance:g}: {diffs}"
         )
 
@@ -1407,6 +1445,8 @@ def _export_checked(
         if with_openvino:
             # What the engine runs by default on x86 CPUs (`prefer_int8`): int8 convolutions,
             # the float ones in OpenVINO's inference precision; held to the same bounds.
+            # No forced-f32 run as for the float files: a forced precision makes the engine
+            # load the float file instead (`prefer_int8`).
             psnr, snr, diff, precision = check_openvino_int8(model, int8_path, check_set)
             result.parity_openvino_psnr[int8_path.name] = psnr
             result.parity_openvino_snr[int8_path.name] = snr
@@ -1479,9 +1519,14 @@ def _export_checked(
 
 
 def _openvino_entry(result: ExportResult, fname: str) -> dict[str, Any]:
-    """The manifest's ``parity_openvino`` of ``fname``: OpenVINO's version and inference
+    """The manifest's ``parity_openvino`` of ``fname``: OpenVINO's version and default inference
     precision, max abs diffs vs eager PyTorch per check size (int8: per check frame, with PSNR
-    and residual SNR in dB)."""
+    and residual SNR in dB); where that precision is not f32 and ``fname`` is a float file,
+    ``"f32": {"max_abs_diff": {...}}`` of the check with f32 forced.
+
+    The keys of the default check keep their meaning: a reader of older manifests reads these
+    the same way, and a manifest written on an f32 CPU has no ``"f32"`` key (nothing forced).
+    """
     entry: dict[str, Any] = {
         "openvino": result.openvino_version,
         "inference_precision": result.openvino_precision,
@@ -1490,6 +1535,8 @@ def _openvino_entry(result: ExportResult, fname: str) -> dict[str, Any]:
     if fname in result.parity_openvino_psnr:
         entry["psnr_db"] = result.parity_openvino_psnr[fname]
         entry["residual_snr_db"] = result.parity_openvino_snr[fname]
+    if fname in result.parity_openvino_f32:
+        entry["f32"] = {"max_abs_diff": result.parity_openvino_f32[fname]}
     return entry
 
 
@@ -1567,6 +1614,9 @@ def main(argv: list[str] | None = None) -> int:
         if fname in result.parity_openvino:
             shown = ", ".join(f"{k}: {v:.2e}" for k, v in result.parity_openvino[fname].items())
             print(f"  {'':28s} {ov}: max abs diff  {shown}")
+        if fname in result.parity_openvino_f32:
+            shown = ", ".join(f"{k}: {v:.2e}" for k, v in result.parity_openvino_f32[fname].items())
+            print(f"  {'':28s} OpenVINO f32 (forced): max abs diff  {shown}")
     for fname, psnrs in result.parity_psnr.items():
         shown = ", ".join(
             f"{k}: {v:.1f} dB (residual {result.parity_snr[fname][k]:.1f})"
