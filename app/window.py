@@ -80,8 +80,8 @@ SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
 # A change is saved this long after the last one: a slider dragged, a window resized or the
 # divider moved with the keys writes once, not at every step.
 SAVE_DELAY_MS = 500
-# How long a start that must wait (``start_stream(wait=True)``) waits for the camera list
-# before it plays the stand-in (the demo clip) instead.
+# How long a start waits for the camera list (a probe stuck in a driver may never end) before
+# it opens what the picker stands on: the stand-in (the demo clip), or the camera named.
 CAMERA_WAIT_S = 30.0
 LOOKING_FOR_CAMERAS = "Looking for cameras…"
 
@@ -399,6 +399,12 @@ class MainWindow(QMainWindow):
         self._camera_probe: CameraProbe | None = None
         self._cameras_pending = False  # the probe has not delivered its list yet
         self._start_deferred = False  # a start asked for meanwhile, run once it has
+        self._cameras_waited_out = False  # a start gave up waiting: later ones do not wait
+        # Bounds that wait: a camera driver that never answers the probe must not leave the
+        # window without video for good.
+        self._camera_wait = QTimer(self)
+        self._camera_wait.setSingleShot(True)
+        self._camera_wait.timeout.connect(self._on_camera_wait_over)
         if source is not None:
             self._add_cli_source(source)
         self.virtual_dialog: VirtualCameraDialog | None = None
@@ -499,8 +505,9 @@ class MainWindow(QMainWindow):
         Until then the picker holds what the window has (the demo clip at least), and a start
         on a source the window picked itself waits for the list (the preview says so): the
         remembered camera, or else the first one found, is what then plays, not a stand-in
-        for a moment. A source named on the command line, or picked by the person, starts at
-        once and stays picked.
+        for a moment. A source named on the command line, or picked by the person, stays
+        picked; a file starts at once, a camera once the probe is done with the cameras.
+        A start waits ``CAMERA_WAIT_S`` at most; the list, found later, is still offered.
         """
         self._camera_probe = probe
         self._cameras_pending = True
@@ -525,6 +532,8 @@ class MainWindow(QMainWindow):
         self.camera_combo.setToolTip("")
         if not self._auto_pick:
             self.set_cameras(cameras)  # the source named or picked stays
+            if self._start_deferred:  # a camera named or picked: the probe no longer opens it
+                self.start_stream()
             return
         self.cameras = list(cameras)
         if not any(c.is_demo for c in self.cameras):
@@ -539,6 +548,26 @@ class MainWindow(QMainWindow):
         if self._start_deferred:
             self._start_deferred = False
             self.start_stream()
+
+    def _waits_for_cameras(self) -> bool:
+        """A start now must wait for the probe's list (see :meth:`wait_for_cameras`)."""
+        if not self._cameras_pending or self._cameras_waited_out:
+            return False
+        # The window's own pick is a stand-in until the list comes. A camera opened while the
+        # probe opens index after index finds it busy (V4L2 and Media Foundation let one user
+        # set a camera up), or the probe misses it; a file shares nothing with the probe.
+        return self._auto_pick or not self.current_camera().is_demo
+
+    def _stop_waiting_for_cameras(self) -> None:
+        log.warning("no camera list after %.0f s: starting without it", CAMERA_WAIT_S)
+        self._auto_pick = False  # what plays now; the list, once found, is offered
+        self._cameras_waited_out = True  # and no later start waits for it again
+
+    def _on_camera_wait_over(self) -> None:
+        if self._closing or not self._start_deferred or not self._waits_for_cameras():
+            return
+        self._stop_waiting_for_cameras()
+        self.start_stream()
 
     def _find_source(self, source: str) -> CameraChoice | None:
         """The picker entry for a camera id/index or a file path (compared resolved)."""
@@ -856,17 +885,23 @@ class MainWindow(QMainWindow):
         the engine runs and returns True when it does.
 
         While a camera probe is still listing (:meth:`wait_for_cameras`) and the picker stands
-        on the window's own pick, the start waits for the list (the preview says "Looking for
-        cameras…", the status "Starting") and runs once it arrives; ``wait=True`` waits for the
-        list here, up to ``CAMERA_WAIT_S``.
+        on the window's own pick, or on a camera, the start waits for the list (the preview
+        says "Looking for cameras…", the status "Starting") and runs once it arrives, or after
+        ``CAMERA_WAIT_S``; ``wait=True`` waits for the list here, as long at most.
         """
-        if self._cameras_pending and self._auto_pick:
+        if self._waits_for_cameras():
             if not wait:
-                # The picker stands on a stand-in until the cameras are listed: playing it
-                # would show the demo clip for a moment, then restart on the camera.
+                # A stand-in played until the cameras are listed would show the demo clip for
+                # a moment, then restart on the camera; a camera opened now may be busy.
+                if self.bridge.is_running or self.bridge.starting:
+                    # What played before (a file) must not go on under "Looking for cameras…"
+                    # once a camera is picked: a start stops it too.
+                    self.bridge.stop(wait=False)
                 self._start_deferred = True
                 self.preview.clear(LOOKING_FOR_CAMERAS)
                 self._set_live("starting")
+                if not self._camera_wait.isActive():
+                    self._camera_wait.start(round(CAMERA_WAIT_S * 1000))
                 return None
             self._start_deferred = False
             probe = self._camera_probe
@@ -874,8 +909,11 @@ class MainWindow(QMainWindow):
             if found is not None:
                 self._on_cameras_found(found)
             else:
-                log.warning("no camera list after %.0f s: starting on the demo clip", CAMERA_WAIT_S)
-                self._auto_pick = False  # what plays now; the list, once found, is offered
+                self._stop_waiting_for_cameras()
+        # This start replaces any that waited (a file picked meanwhile must not be restarted
+        # when the list comes).
+        self._start_deferred = False
+        self._camera_wait.stop()
         cam = self.current_camera()
         res = self.current_resolution()
         if self._refusal is not None:

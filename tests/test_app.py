@@ -1998,6 +1998,95 @@ def test_a_named_source_starts_at_once_and_stays_picked_when_the_cameras_are_lis
     assert window.current_camera().is_demo and window.bridge.engine is engine
 
 
+def test_a_named_camera_opens_only_once_the_camera_probe_has_ended(qtbot, make_window, monkeypatch):
+    # The probe opens index after index: a camera the start opened meanwhile (--source
+    # /dev/video0, at once) found the device busy (V4L2 and Media Foundation let one user set
+    # it up) and the demo clip stood in, or the probe missed it.
+    from app.camera_list import CameraProbe
+
+    release = _slow_camera_probe(monkeypatch, [("/dev/video0", "Integrated Camera")])
+    asked, open_demo = _devices_play_the_demo_clip()
+    while_probing: list[bool] = []
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        while_probing.append(not release.returned.is_set())
+        return open_demo(source, **kwargs)
+
+    window = make_window(
+        api=_engine_api(open_source=open_source), source="/dev/video0", start=False
+    )
+    window.wait_for_cameras(CameraProbe())
+    try:
+        with started(qtbot, window):
+            assert window.start_stream() is None
+            qtbot.wait(200)
+            assert asked == [] and window.live_state == "starting"
+            release.set()
+    finally:
+        release.set()
+    assert asked == ["/dev/video0"] and while_probing == [False]
+    assert _camera_names(window) == ["Integrated Camera", "Demo clip (bundled)"]
+    assert window.current_camera().name == "Integrated Camera"
+
+
+def test_a_camera_picked_while_the_probe_runs_stops_the_file_and_opens_after_it(
+    qtbot, make_window, monkeypatch
+):
+    # QtMultimedia saw a camera plugged in while the probe ran, and the person picked it: it
+    # waits for the probe as a named one does, and the file playing must not go on meanwhile.
+    from app.camera_list import CameraProbe
+
+    release = _slow_camera_probe(monkeypatch, [("/dev/video0", "Integrated Camera")])
+    asked, open_source = _devices_play_the_demo_clip()
+    window = make_window(api=_engine_api(open_source=open_source), source=str(DEMO_CLIP))
+    window.wait_for_cameras(CameraProbe())
+    try:
+        window.set_cameras([CameraChoice(id="/dev/video0", name="BRIO", source="/dev/video0")])
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("/dev/video0"))
+        assert not window.bridge.is_running and not window.bridge.starting
+        assert window.live_state == "starting" and asked == [str(DEMO_CLIP)]
+        with started(qtbot, window):
+            release.set()
+    finally:
+        release.set()
+    assert asked == [str(DEMO_CLIP), "/dev/video0"]
+    assert window.current_camera().id == "/dev/video0"
+
+
+def test_a_start_waiting_for_a_camera_probe_that_never_ends_plays_the_stand_in(
+    qtbot, make_window, monkeypatch
+):
+    # The start waited for the list without a bound: a camera driver that never answered the
+    # probe left the window at "Looking for cameras…" for good, with no video at all (picking
+    # the demo clip, the only entry, only waited again).
+    from app import window as window_module
+    from app.camera_list import CameraProbe
+
+    monkeypatch.setattr(window_module, "CAMERA_WAIT_S", 0.3)
+    release = _slow_camera_probe(monkeypatch, [("/dev/video0", "Integrated Camera")])
+    asked, open_source = _devices_play_the_demo_clip()
+    window = make_window(
+        api=_engine_api(open_source=open_source),
+        settings=AppSettings(source="/dev/video0"),
+        start=False,
+    )
+    window.wait_for_cameras(CameraProbe())
+    try:
+        with started(qtbot, window):
+            assert window.start_stream() is None
+        assert not release.returned.is_set(), "the probe ended: nothing was waited out"
+        assert asked == [str(DEMO_CLIP)] and window.current_camera().is_demo
+        # Still listing; the remembered camera is not forgotten for the stand-in.
+        assert window.cameras_pending
+        assert window.collect_settings().source == "/dev/video0"
+    finally:
+        release.set()
+    # The list, once found, is offered; the stand-in plays on until the person picks.
+    qtbot.waitUntil(lambda: not window.cameras_pending, timeout=FRAME_TIMEOUT_MS)
+    assert _camera_names(window) == ["Integrated Camera", "Demo clip (bundled)"]
+    assert window.current_camera().is_demo and asked == [str(DEMO_CLIP)]
+
+
 def _opens_once() -> Any:
     """An ``open_source`` whose first call opens and every later one fails (camera busy)."""
     import engine
