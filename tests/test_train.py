@@ -353,6 +353,32 @@ def test_save_atomic_skips_the_folder_sync_where_a_folder_cannot_be_opened(
     assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.ones(3))
 
 
+def test_save_atomic_goes_on_where_the_file_system_refuses_to_sync_a_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import stat
+
+    # WSL1's DrvFs and CIFS mounts open a folder but fail its fsync with EINVAL: the checkpoint
+    # was already written, synced and renamed, and the error ended the run. An I/O error is
+    # still one.
+    real_fsync = os.fsync
+    code = errno.EINVAL
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    save_atomic({"w": torch.ones(3)}, tmp_path / "last.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.ones(3))
+    code = errno.EIO
+    with pytest.raises(OSError) as info:
+        save_atomic({"w": torch.zeros(3)}, tmp_path / "last.pt")
+    assert info.value.errno == errno.EIO
+
+
 def test_a_failed_curve_plot_closes_its_figure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import errno
 import itertools
 import logging
 import math
@@ -540,8 +541,18 @@ def _fsync_dir(folder: Path) -> None:
         return  # Windows cannot open a folder: nothing to sync there
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # Some file systems refuse fsync on a folder (WSL1's DrvFs, CIFS mounts: EINVAL). The
+        # checkpoint is already written, synced and renamed: raising here killed the run after
+        # a save that had worked. Other errors (EIO) are real trouble and still raise.
+        if exc.errno not in _NO_DIR_FSYNC:
+            raise
     finally:
         os.close(fd)
+
+
+# What fsync on a folder fails with where the file system cannot sync folders at all.
+_NO_DIR_FSYNC = frozenset({errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EOPNOTSUPP})
 
 
 # What a run writes into its folder (``save_atomic``'s temp files aside).
