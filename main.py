@@ -703,6 +703,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif kind == "images" and _is_image_file_name(args.output):
             # `run --output shot.exr` streamed, then failed on the first frame (exit 1).
             _check_image_writer(args.output)
+        elif kind == "images" and Path(args.output).exists() and not Path(args.output).is_dir():
+            # A file without an extension (`--output notes`, `/dev/null`) is taken for a
+            # folder of frames: "cannot create folder notes: [Errno 17] File exists", exit 1,
+            # once the model had loaded.
+            raise CliError(
+                f"output {args.output} is a file, not a folder: give a video file "
+                "(.mp4, .avi, ...), an image file or a folder for numbered PNGs",
+                code=2,
+            )
         return _run_stream(args, stop, restore, camera=camera, virtual=virtual)
     finally:
         restore()
@@ -774,11 +783,13 @@ def _run_stream(
             _eprint(f"WARNING: {warning}")
         seen_warnings: set[str] = set()
         t0 = time.perf_counter()
+        timed_out = False  # --duration ended the stream
         engine.start()
         try:
             while not stop.is_set() and not engine.done.is_set():
                 now = time.perf_counter()
                 if args.duration is not None and now - t0 >= args.duration:
+                    timed_out = True
                     break
                 if engine.failed_sinks:
                     break  # the only output is gone: streaming on would write nowhere
@@ -839,8 +850,21 @@ def _run_stream(
             _eprint(
                 f"{PROG}: {len(engine.errors)} error(s) in the stream; first: {engine.errors[0]}"
             )
+        written = getattr(sink, "frames_written", None)
+        if written == 0 and not virtual:
+            # `run --duration 1` that ended while the model's first call (OpenVINO compiles
+            # then, a second on two cores) still ran: exit 0, no file, and not a word.
+            end = "the stop" if stop.is_set() or timed_out else "the source ended"
+            nothing = (
+                f"nothing written to {args.output}: no frame reached it before {end} "
+                f"({_frames(stats.frames_in)} read)"
+                + (f"; {args.output} left as it was" if Path(args.output).exists() else "")
+            )
+            if not stop.is_set():
+                raise CliError(nothing)
+            _eprint(f"{PROG}: stopped; {nothing}")  # Ctrl-C in `run` stays exit 0
+            return 0
         if stop.is_set():
-            written = getattr(sink, "frames_written", None)
             # A timed recording repeats the frames the model had no time for: say both counts,
             # or the file's length contradicts the message.
             extra = (

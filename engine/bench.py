@@ -673,12 +673,14 @@ def run_bench(
             that cannot start.
     """
     from engine.backends import (
+        BackendError,
         ScaledBackend,
         create_backend,
         parse_scale,
         resolve_default_model,
         weights_dir,
     )
+    from engine.sinks import MP4V_MAX_SIDE
 
     if strict is None:
         strict = backends is not None
@@ -699,6 +701,7 @@ def run_bench(
         names = [n for n in names if n not in skipped]
 
     opened: list[tuple[str, Any]] = []
+    runs_model = False  # a backend that runs the model opened
     try:
         for name in names:
             for scale in scales:
@@ -723,13 +726,21 @@ def run_bench(
                     backend.close()
                     continue
                 opened.append((label, backend))
+                runs_model = runs_model or name not in ("unsharp", "passthrough")
                 providers[label] = str(getattr(backend, "provider", ""))
 
+        if model is not None and not runs_model:
+            # `bench --model mine.txt` timed unsharp alone, exit 0, the model's failures notes
+            # under a table that looked like a result: the one thing asked for did not run.
+            why = "; ".join(report.notes) or f"no model backend in {', '.join(names)}"
+            raise BackendError(f"no backend could run --model {model}: {why}")
         with tempfile.TemporaryDirectory(prefix="sharpcam-bench-", dir=workdir) as tmp:
             for size in sizes:
                 per_round = max(2, -(-frames // rounds))
+                # MPEG-4 takes sides up to 8191 only: an 8K row failed after the models loaded.
+                ext = ".avi" if max(size) > MP4V_MAX_SIDE else ".mp4"
                 clip = make_bench_clip(
-                    Path(tmp) / f"clip_{format_size(size)}.mp4", size, warmup + per_round + 3
+                    Path(tmp) / f"clip_{format_size(size)}{ext}", size, warmup + per_round + 3
                 )
                 for label, backend in opened:
                     say(f"{label} {format_size(size)}")

@@ -42,6 +42,9 @@ __all__ = [
 
 #: Container extension -> FourCC this OpenCV build can write (no H.264 here).
 VIDEO_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+#: The longest side FFmpeg's MPEG-4 (mp4v) encoder takes: from 8192 on it refuses to open
+#: ("dimensions too large for MPEG-4"), where `--size` takes up to 8192 (DCI 8K).
+MP4V_MAX_SIDE = 8191
 
 
 class SinkError(RuntimeError):
@@ -149,6 +152,13 @@ class VideoFileSink(_SinkBase):
             # Checked before any file exists: VideoWriter_fourcc's TypeError came after the
             # hidden partial file was made, and left it behind.
             raise ValueError(f"a FourCC is 4 characters (e.g. 'MJPG'), got {self.fourcc!r}")
+        if self.fourcc.lower() == "mp4v" and max(self.size) > MP4V_MAX_SIDE:
+            # OpenCV's writer said only "cannot write video big.mp4 with codec mp4v".
+            w, h = self.size
+            raise SinkError(
+                f"cannot write video {self.path}: mp4v (MPEG-4) takes sides up to "
+                f"{MP4V_MAX_SIDE}, not {w}x{h}; use .avi or .mkv (MJPG) for this size"
+            )
         if self.path.is_dir():
             # Found only at close(), the rename would fail after all the work was done and
             # leave it in the hidden partial file.
@@ -467,10 +477,13 @@ class ImageSink(_SinkBase):
                     f"folder {folder} already holds frames ({earlier.name}): "
                     "give an empty or new folder"
                 )
+        if os.path.lexists(folder) and not folder.is_dir():
+            # mkdir said "[Errno 17] File exists: 'notes'" of a file named like a folder.
+            raise SinkError(f"cannot write frames to {folder}: it is a file, not a folder")
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SinkError(f"cannot create folder {folder}: {exc}") from exc
+            raise SinkError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
         self.frames_written = 0
         self._closed = False
 

@@ -821,7 +821,8 @@ class VideoFileSource(_SourceBase):
         self._cap.release()
 
     def describe(self) -> str:
-        count = f", {self.frame_count} frames" if self.frame_count else ""
+        n = self.frame_count
+        count = f", {n} frame{'' if n == 1 else 's'}" if n else ""
         mode = "live" if self.live else "offline"
         return f"video {self.path.name} · {self.size[0]}x{self.size[1]} @ {self.fps:g} fps{count} ({mode})"
 

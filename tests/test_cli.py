@@ -1314,11 +1314,83 @@ def test_a_stopped_recording_lasts_until_the_stop(
     assert len(read_video(out)) <= 24 + 1
 
 
+class _SlowFirstFrame:
+    """A model whose first call takes 1.5 s (OpenVINO compiles on it); with ``interrupt``,
+    Ctrl-C arrives during that call."""
+
+    name, provider = "slow-start", "test"
+    interrupt = False
+
+    def __init__(self, **_options: Any) -> None:
+        self.calls = 0
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 1:
+            if _SlowFirstFrame.interrupt:
+                os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1.5)
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_that_stops_before_the_models_first_frame_says_nothing_was_written(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run --source a.png --output r.mp4 --duration 1` ended inside the model's first call:
+    # exit 0, no r.mp4, and not a word about it.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _SlowFirstFrame)
+    out = tmp_path / "r.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
+    _SlowFirstFrame.interrupt = False
+    code = cli.main([*argv, "--duration", "0.3"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"nothing written to {out}: no frame reached it before the stop" in err
+    assert list(tmp_path.iterdir()) == []
+
+    out.write_bytes(b"an earlier recording")
+    code = cli.main([*argv, "--duration", "0.3"])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{out} left as it was" in err, err
+    assert out.read_bytes() == b"an earlier recording"
+
+    # Ctrl-C stays exit 0, as `run` documents, but says that nothing was written.
+    out.unlink()
+    _SlowFirstFrame.interrupt = True
+    try:
+        code = cli.main(argv)
+    finally:
+        _SlowFirstFrame.interrupt = False
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"stopped; nothing written to {out}" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_output_it_cannot_write_is_a_usage_error(clip: Path, tmp_path: Path) -> None:
     # exit 1 after the model loaded, where `process` says the same with 2 at once
     proc = run_cli("run", "--source", str(clip), "--output", str(tmp_path / "o.txt"))
     assert_clean_failure(proc, "cannot tell what to write to", code=2)
     assert cli.main(["bench", "--backend", "unsharp", "--precision", "f32"]) == 2
+
+
+def test_run_to_a_file_without_an_extension_is_a_usage_error(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Taken for a folder of frames: "cannot create folder notes: [Errno 17] File exists:
+    # 'notes'", exit 1, once the model had loaded.
+    notes = tmp_path / "notes"
+    notes.write_text("keep me")
+    code = cli.main(["run", "--source", str(clip), "--output", str(notes), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"output {notes} is a file, not a folder" in err and "Errno" not in err, err
+    assert notes.read_text() == "keep me"
 
 
 class _InterruptedWhileLoading:
@@ -1915,6 +1987,15 @@ def test_bench_without_model_benchmarks_unsharp_with_a_note(tmp_path: Path) -> N
     assert proc.returncode == 0, proc.stderr
     assert "unsharp" in proc.stdout and "64x48" in proc.stdout
     assert "no model" in proc.stdout and "skipped" in proc.stdout
+
+
+def test_bench_of_a_model_no_backend_can_load_is_an_error(models: dict[str, Path]) -> None:
+    # Every model backend skipped it with a note, unsharp was timed alone, and the table
+    # that came out with exit 0 looked like the benchmark of the model asked for.
+    proc = run_cli("bench", "--frames", "3", "--size", "64x48", "--model", str(models["corrupt"]))
+    assert_clean_failure(proc, f"no backend could run --model {models['corrupt']}", code=1)
+    assert "onnx skipped: cannot load model" in proc.stderr, proc.stderr
+    assert proc.stdout == ""
 
 
 @pytest.mark.skipif(

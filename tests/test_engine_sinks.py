@@ -384,6 +384,20 @@ def test_video_sink_refuses_a_folder_before_any_frame(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
+def test_an_mp4_past_mpeg4s_largest_side_says_why_and_what_takes_it(tmp_path):
+    # `run --size 8192x4320 --output big.mp4` (8K is in --size's range) said only "cannot write
+    # video big.mp4 with codec mp4v".
+    with pytest.raises(SinkError) as info:
+        VideoFileSink(path=tmp_path / "big.mp4", size=(8192, 4320))
+    assert "mp4v (MPEG-4) takes sides up to 8191, not 8192x4320; use .avi or .mkv" in str(
+        info.value
+    )
+    assert list(tmp_path.iterdir()) == []
+    with VideoFileSink(path=tmp_path / "wide.mp4", size=(8190, 16)) as sink:  # the largest
+        sink.write(frame(0, size=(8190, 16)))
+    assert read_video(tmp_path / "wide.mp4")[0].shape == (16, 8190, 3)
+
+
 def test_video_sink_rounds_odd_sizes_down_to_even(tmp_path):
     path = tmp_path / "odd.mp4"
     with VideoFileSink(path=path, size=(33, 17), fps=25) as sink:
@@ -583,6 +597,16 @@ def test_image_sink_folder_numbered(tmp_path):
         img = cv2.imread(str(f))
         assert img.shape == (5, 7 + i, 3)
         np.testing.assert_array_equal(img[0, 0], [7, 255 - i * 50, i * 50])  # BGR on disk
+
+
+def test_image_sink_on_a_file_named_like_a_folder_says_so(tmp_path):
+    # "cannot create folder notes: [Errno 17] File exists: 'notes'"
+    notes = tmp_path / "notes"
+    notes.write_text("keep me")
+    with pytest.raises(SinkError) as info:
+        open_sink(notes, size=None)
+    assert str(info.value) == f"cannot write frames to {notes}: it is a file, not a folder"
+    assert notes.read_text() == "keep me"
 
 
 def test_image_sink_refuses_a_folder_with_earlier_frames(tmp_path):

@@ -509,6 +509,14 @@ def test_a_slow_videos_own_rate_is_kept(tmp_path):
         assert "@ 0.2 fps" in src.describe()
 
 
+def test_a_one_frame_video_is_described_as_one_frame(tmp_path):
+    # "1 frames (offline)" on the first line of `process one.mp4 out.mp4`.
+    with open_source(write_video(tmp_path / "one.avi", 1), live=False) as src:
+        assert ", 1 frame (offline)" in src.describe(), src.describe()
+    with open_source(write_video(tmp_path / "two.avi", 2), live=False) as src:
+        assert ", 2 frames (offline)" in src.describe(), src.describe()
+
+
 @pytest.mark.parametrize("declared", [0.0, float("nan"), -5.0, 1e-6, 90000.0])
 def test_a_video_without_a_usable_rate_falls_back(tmp_path, monkeypatch, declared):
     path = write_video(tmp_path / "v.avi", 3)
