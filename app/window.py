@@ -530,23 +530,14 @@ class MainWindow(QMainWindow):
             return  # taken already (a start that waited for it), or the window is closing
         self._cameras_pending = False
         self.camera_combo.setToolTip("")
-        if not self._auto_pick:
-            self.set_cameras(cameras)  # the source named or picked stays
-            if self._start_deferred:  # a camera named or picked: the probe no longer opens it
-                self.start_stream()
-            return
-        self.cameras = list(cameras)
-        if not any(c.is_demo for c in self.cameras):
-            self.cameras.append(demo_choice())
-        self.camera_combo.blockSignals(True)
-        self.camera_combo.clear()
-        for cam in self.cameras:
-            self.camera_combo.addItem(cam.name, cam.id)
-        self._select_initial_source(None)
-        self.camera_combo.blockSignals(False)
-        self._update_resolution_enabled()
-        if self._start_deferred:
-            self._start_deferred = False
+        self.set_cameras(cameras)  # a source named or picked stays picked
+        if self._auto_pick:
+            # The window's own pick was a stand-in: pick again, among the cameras found.
+            self.camera_combo.blockSignals(True)
+            self._select_initial_source(None)
+            self.camera_combo.blockSignals(False)
+            self._update_resolution_enabled()
+        if self._start_deferred:  # the probe no longer opens the cameras: the start goes on
             self.start_stream()
 
     def _waits_for_cameras(self) -> bool:
