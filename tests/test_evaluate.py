@@ -101,11 +101,14 @@ def test_parse_data() -> None:
     assert EV.parse_data("pairs:x,y").sharp_dir == "y"
     assert EV.parse_data("demo:").kind == "demo"
     assert EV.parse_data("camera:/x").path == "/x"
+    assert EV.parse_data("sharp:/x").kind == "sharp"
     with pytest.raises(ValueError, match="bad --data"):
         EV.parse_data("zip:/x")
 
 
-@pytest.mark.parametrize("spec", ["raw:", "raw::240-299", "pairs:,sharp", "pairs:blur,", "real:"])
+@pytest.mark.parametrize(
+    "spec", ["raw:", "raw::240-299", "pairs:,sharp", "pairs:blur,", "real:", "sharp:"]
+)
 def test_parse_data_refuses_an_empty_folder(spec: str) -> None:
     # Path("") is the current directory: `raw:` searched it for frames and failed later with
     # "no frame windows in  frames 240-299"; `pairs:,sharp` read the blurry images from there.
@@ -256,6 +259,41 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "ckpt": root / "best.pt",
         "teacher": tdir,
     }
+
+
+def test_sharp_spec_scores_how_much_each_method_changes_a_sharp_frame(
+    dataset: dict[str, Path], tmp_path: Path
+) -> None:
+    frames = sorted(dataset["raw"].glob("*.png"))
+    folder = tmp_path / "sharp"
+    for i in (0, 5):
+        _write(folder / f"f{i}.png", D.load_image(frames[i]))
+    (folder / "broken.png").write_bytes(b"not a png")  # skipped with a warning, not fatal
+    with pytest.raises(FileNotFoundError, match="sharp: no images"):
+        list(EV.iter_samples(EV.parse_data(f"sharp:{tmp_path / 'empty_dir'}")))
+    # The untrained student is the identity (zero head); a copy whose head adds 0.02 everywhere
+    # changes every pixel by 5 levels of 255, which the set must show.
+    torch.manual_seed(0)
+    shifted = create_student("tiny")
+    with torch.no_grad():
+        shifted.head.bias.fill_(0.02)
+    torch.save(
+        {"model": shifted.state_dict(), "config": {"student": "tiny"}}, tmp_path / "shifted.pt"
+    )
+    args = [
+        "--model", str(dataset["ckpt"]), "--model", str(tmp_path / "shifted.pt"),
+        "--data", f"sharp:{folder}", "--no-perceptual", "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert EV.main(args) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert list(summary["sets"]) == ["sharp"]
+    rows = summary["sets"]["sharp"]
+    assert rows["n"] == 2
+    scores = {m: rows["methods"][m]["psnr"] for m in summary["methods"]}
+    identity, changed = summary["methods"][2], summary["methods"][3]
+    assert scores["blurry"] == 100.0 and scores[identity] == 100.0
+    assert scores[changed] == pytest.approx(-10 * math.log10(0.02**2), abs=1.0)  # ~34 dB
+    assert scores["unsharp"] < 60  # the unsharp mask sharpens whatever it gets
 
 
 def test_evaluate_cli_end_to_end(

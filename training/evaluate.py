@@ -23,6 +23,10 @@ Data (``--data``, repeatable), each giving one or two sets:
     frames are: GoPro-style whole-frame blur on content other than the one raw clip. Sets
     ``camera-plain`` / ``camera-linear``; a square centre crop whose frames all stay inside.
   * ``pairs:BLUR_DIR,SHARP_DIR`` any folders of blurry/sharp images matched by file name.
+  * ``sharp:DIR`` every sharp image in DIR as its own input and reference (set ``sharp``): how
+    much each method changes a frame with nothing to deblur, as most frames of a call are (a
+    still person, a screen). The input's row scores the PSNR cap by construction; a method that
+    leaves sharp frames alone stays near it, one that sharpens or invents detail drops.
   * ``real:DIR`` real blurry images with no ground truth (searched below DIR): the teacher's
     output is the reference (needs ``--teacher``), so these sets measure how far each method
     moves towards what a GoPro-trained network makes of real blur of other scenes, the one check
@@ -109,7 +113,7 @@ class Sample:
 
 @dataclass
 class DataSpec:
-    kind: str  # raw | gopro | lai | demo | camera | pairs | real
+    kind: str  # raw | gopro | lai | demo | camera | pairs | sharp | real
     path: str
     first: int = RAW_DEFAULT_RANGE[0]
     last: int = RAW_DEFAULT_RANGE[1]
@@ -119,12 +123,21 @@ class DataSpec:
 
 def parse_data(spec: str) -> DataSpec:
     """``raw:DIR[:first-last]``, ``gopro:DIR``, ``lai:DIR``, ``demo:``, ``camera:DIR``,
-    ``pairs:BLUR,SHARP``, ``real:DIR``."""
+    ``pairs:BLUR,SHARP``, ``sharp:DIR``, ``real:DIR``."""
     kind, sep, rest = spec.partition(":")
-    if not sep or kind not in ("raw", "gopro", "lai", "demo", "camera", "pairs", "real"):
+    if not sep or kind not in (
+        "raw",
+        "gopro",
+        "lai",
+        "demo",
+        "camera",
+        "pairs",
+        "sharp",
+        "real",
+    ):
         raise ValueError(
             f"bad --data {spec!r}: expected raw:DIR[:first-last], gopro:DIR, lai:DIR, demo:, "
-            "camera:DIR, pairs:BLUR_DIR,SHARP_DIR or real:DIR"
+            "camera:DIR, pairs:BLUR_DIR,SHARP_DIR, sharp:DIR or real:DIR"
         )
     first, last = RAW_DEFAULT_RANGE
     blur_dir = sharp_dir = ""
@@ -460,6 +473,19 @@ def iter_samples(
                 log.warning("skipping pair %s: unreadable or sizes differ", bp.name)
                 continue
             s = emit("pairs", bp.stem, _fit(b, max_size), _fit(s_img, max_size))
+            if s:
+                yield s
+    elif spec.kind == "sharp":
+        paths = D.list_images(spec.path)
+        if not paths:
+            raise FileNotFoundError(f"sharp: no images in {spec.path}")
+        for path in paths:
+            img = D.load_image(path)
+            if img is None:
+                log.warning("skipping unreadable %s", path)
+                continue
+            img = _fit(img, max_size)
+            s = emit("sharp", path.stem, img, img.copy())
             if s:
                 yield s
     elif spec.kind == "real":
