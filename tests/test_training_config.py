@@ -160,6 +160,7 @@ def test_rejects_bad_keys_and_types(overrides: list[str], message: str) -> None:
         ("--plateau_patience=-1", "plateau_patience: expected a number >= 0"),
         # 1.5 would make every sample a still one without saying so
         ("--data.still_fraction=1.5", "data.still_fraction: expected a share in [0, 1]"),
+        ("--data.graphics_fraction=-0.1", "data.graphics_fraction: expected a share in [0, 1]"),
     ],
 )
 def test_a_negative_validation_crop_or_patience_is_refused(override: str, message: str) -> None:

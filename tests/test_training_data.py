@@ -322,6 +322,42 @@ def test_still_samples_show_the_sharp_crop_and_skip_the_blur_filter() -> None:
     assert not any(torch.equal(it["blur"], it["sharp"]) for it in items(0.0))
 
 
+def test_render_graphic_is_a_seeded_screen_like_picture() -> None:
+    from training.data import render_graphic, sharpness
+
+    a = render_graphic(np.random.default_rng(3), 192)
+    assert a.shape == (192, 192, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, render_graphic(np.random.default_rng(3), 192))
+    assert not np.array_equal(a, render_graphic(np.random.default_rng(4), 192))
+    # what photos lack, over a few seeds: flat saturated colour (a channel near 255 beside one
+    # near 0) and many sharp edges
+    pics = [render_graphic(np.random.default_rng(s), 192) for s in range(6)]
+    saturated = [((p.max(2) >= 250) & (p.min(2) <= 5)).mean() for p in pics]
+    assert max(saturated) > 0.2
+    assert all(sharpness(p.astype(np.float32) / 255.0) > 0.02 for p in pics)
+
+
+def test_graphics_fraction_replaces_photos_with_graphics() -> None:
+    from training.data import DeblurDataset, SynthParams
+
+    grey = np.full((160, 160, 3), 128, np.uint8)
+
+    def sharp_patches(share: float) -> list[np.ndarray]:
+        params = SynthParams(
+            graphics_fraction=share, sharpness_threshold=0.0, noise_prob=0.0, jpeg_prob=0.0
+        )
+        ds = DeblurDataset(photos=[grey], weights=(0.0, 1.0, 0.0), params=params, patch=32, seed=2)
+        return [ds[i]["sharp"].numpy() for i in range(30)]
+
+    def from_photo(x: np.ndarray) -> bool:
+        return bool(np.allclose(x, 128 / 255, atol=1e-6))
+
+    assert all(from_photo(x) for x in sharp_patches(0.0))
+    assert not any(from_photo(x) for x in sharp_patches(1.0))
+    half = sum(from_photo(x) for x in sharp_patches(0.5))
+    assert 5 <= half <= 25
+
+
 def test_window_blur_stats_measures_motion_per_range(tmp_path: Path, capsys) -> None:
     from training.data import main, window_blur_stats
 

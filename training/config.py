@@ -115,6 +115,10 @@ class DataConfig:
     # student never sees a sharp frame and "sharpens" the ones a call is mostly made of (measured
     # on the real frames the teacher leaves alone: TRAINING_LOG.md, cpu_*_still).
     still_fraction: float = 0.0
+    # Share of photo samples whose picture is a random screen-like graphic instead
+    # (training.data.render_graphic: flat saturated colour, text, rules): slides, posters and
+    # shared screens, which the photos barely hold.
+    graphics_fraction: float = 0.0
     max_tries: int = 10  # draws before a flat (or barely blurred) patch is accepted anyway
     augment: bool = True  # random flips and 90-degree rotations
     eval_dirs: list[str] = field(
@@ -381,6 +385,7 @@ _SHARES = (
     "data.poisson_prob",
     "data.jpeg_prob",
     "data.still_fraction",
+    "data.graphics_fraction",
     "teacher.cache_fraction",
 )
 _POSITIVE = ("data.raw_scale", "data.gamma")

@@ -791,6 +791,7 @@ class SynthParams:
     sharpness_threshold: float = 0.02
     max_blur_psnr: float = 0.0
     still_fraction: float = 0.0
+    graphics_fraction: float = 0.0
     max_tries: int = 10
     augment: bool = True
 
@@ -962,6 +963,9 @@ class DeblurDataset(Dataset):
     ) -> tuple[np.ndarray, np.ndarray]:
         p = self.params
         img = self.photos[int(rng.integers(len(self.photos)))]
+        # Drawn only when on (after the photo's draw), so runs without it keep their stream.
+        if p.graphics_fraction > 0 and rng.uniform() < p.graphics_fraction:
+            img = render_graphic(rng, GRAPHIC_SIDE)
         # Drawn only when enabled, so runs without camera motion keep their exact sample stream.
         if p.camera_fraction > 0 and rng.uniform() < p.camera_fraction:
             return self._camera(rng, img, P, still=still)
@@ -1220,6 +1224,85 @@ def raw_validation_pairs(
 # --------------------------------------------------------------------------------------------
 # Procedural data for tests and the smoke config
 # --------------------------------------------------------------------------------------------
+
+
+GRAPHIC_SIDE = 768  # px: a graphic is a photo-sized canvas, cropped and rescaled like one
+_FONTS = (
+    cv2.FONT_HERSHEY_SIMPLEX,
+    cv2.FONT_HERSHEY_DUPLEX,
+    cv2.FONT_HERSHEY_COMPLEX,
+    cv2.FONT_HERSHEY_TRIPLEX,
+    cv2.FONT_HERSHEY_PLAIN,
+)
+_GLYPHS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.,:-+%$"
+
+
+def _graphic_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """Half the time a fully saturated colour (a channel at 0 and one at 255, as slides and
+    logos have), else any colour, black or white."""
+    u = rng.uniform()
+    if u < 0.5:
+        c = np.zeros(3)
+        c[int(rng.integers(3))] = 255
+        c[int(rng.integers(3))] = 255
+        c[c == 0] = 255 * (rng.uniform() < 0.3) * rng.uniform()
+        order = rng.permutation(3)
+        return tuple(int(v) for v in c[order])
+    if u < 0.7:
+        v = 255 * int(rng.integers(2))
+        return (v, v, v)
+    return tuple(int(v) for v in rng.integers(0, 256, size=3))
+
+
+def render_graphic(rng: np.random.Generator, side: int = 768) -> np.ndarray:
+    """A random screen-like graphic ``(side, side, 3)`` uint8 RGB: flat (often saturated)
+    panels, anti-aliased text of several fonts and sizes, rules, boxes and discs.
+
+    Photos rarely hold what slides, posters and shared screens do (flat saturated colour, thin
+    high-contrast glyphs): a student that never saw them smudges them (white text on magenta,
+    ``--data sharp:`` in TRAINING_LOG.md). Drawn at twice the size and area-downsampled, so
+    edges are as crisp as a rendered screen's.
+    """
+    s = 2 * side
+    img = np.empty((s, s, 3), np.uint8)
+    img[:] = _graphic_colour(rng)
+    if rng.uniform() < 0.3:  # a gradient backdrop
+        a, b = (
+            np.array(_graphic_colour(rng), np.float32),
+            np.array(_graphic_colour(rng), np.float32),
+        )
+        ramp = np.linspace(0.0, 1.0, s, dtype=np.float32)[:, None, None]
+        img = (a + (b - a) * ramp).astype(np.uint8).repeat(s, axis=1)
+    for _ in range(int(rng.integers(2, 6))):  # panels
+        p1 = rng.integers(0, s, size=2)
+        p2 = p1 + rng.integers(s // 8, s // 2, size=2)
+        cv2.rectangle(
+            img, tuple(int(v) for v in p1), tuple(int(v) for v in p2), _graphic_colour(rng), -1
+        )
+    for _ in range(int(rng.integers(6, 16))):
+        kind = rng.uniform()
+        colour = _graphic_colour(rng)
+        p1 = (int(rng.integers(0, s)), int(rng.integers(0, s)))
+        if kind < 0.65:
+            n = int(rng.integers(3, 24))
+            text = "".join(_GLYPHS[int(i)] for i in rng.integers(len(_GLYPHS), size=n))
+            scale = float(np.exp(rng.uniform(np.log(0.6), np.log(5.0))))
+            thick = max(1, int(round(scale * rng.uniform(0.8, 2.5))))
+            font = _FONTS[int(rng.integers(len(_FONTS)))]
+            cv2.putText(img, text, p1, font, scale, colour, thick, cv2.LINE_AA)
+        elif kind < 0.8:
+            p2 = (
+                int(rng.integers(0, s)),
+                p1[1] if rng.uniform() < 0.6 else int(rng.integers(0, s)),
+            )
+            cv2.line(img, p1, p2, colour, int(rng.integers(2, 12)), cv2.LINE_AA)
+        elif kind < 0.9:
+            p2 = (p1[0] + int(rng.integers(20, s // 3)), p1[1] + int(rng.integers(20, s // 3)))
+            cv2.rectangle(img, p1, p2, colour, int(rng.integers(2, 10)), cv2.LINE_AA)
+        else:
+            r = int(rng.integers(8, s // 6))
+            cv2.circle(img, p1, r, colour, -1 if rng.uniform() < 0.5 else 6, cv2.LINE_AA)
+    return cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA)
 
 
 def procedural_scene(rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -147,6 +147,7 @@ def synth_params(cfg: TrainConfig) -> SynthParams:
         sharpness_threshold=d.sharpness_threshold,
         max_blur_psnr=d.max_blur_psnr,
         still_fraction=d.still_fraction,
+        graphics_fraction=d.graphics_fraction,
         max_tries=d.max_tries,
         augment=d.augment,
     )
