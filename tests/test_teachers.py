@@ -239,6 +239,32 @@ def test_dmphn_loader_names_a_damaged_part(tmp_path: Path) -> None:
     torch.save([1, 2], tmp_path / "decoder_lv2.pkl")
     with pytest.raises(RuntimeError, match=r"decoder_lv2.pkl holds list, not a state dict"):
         load_dmphn(tmp_path)
+    # A wrong shape in one of three decoders that share key names: the message names the file
+    # (torch's own size-mismatch error did not).
+    sd = model.decoder_lv3.state_dict()
+    torch.save(model.decoder_lv2.state_dict(), tmp_path / "decoder_lv2.pkl")
+    sd["layer24.weight"] = torch.zeros(3, 32, 5, 5)
+    torch.save(sd, tmp_path / "decoder_lv3.pkl")
+    with pytest.raises(
+        RuntimeError,
+        match=r"decoder_lv3.pkl does not match DMPHN decoder_lv3: wrong shapes: "
+        r"layer24.weight \(3, 32, 5, 5\) \(expected \(3, 32, 3, 3\)\)",
+    ):
+        load_dmphn(tmp_path)
+
+
+def test_dmphn_weights_must_be_a_folder(tmp_path: Path) -> None:
+    model = DMPHN()
+    for part in ("encoder_lv1", "encoder_lv2", "encoder_lv3"):
+        torch.save(getattr(model, part).state_dict(), tmp_path / f"{part}.pkl")
+    one_file = tmp_path / "encoder_lv1.pkl"
+    for route in (load_dmphn, lambda w: load_teacher("dmphn", weights=w)):
+        for where, what in ((one_file, "is a file"), (tmp_path / "nope", "does not exist")):
+            with pytest.raises((FileNotFoundError, WeightsError), match=what) as exc:
+                route(where)
+            assert "a folder with encoder_lv" in str(exc.value)
+    with pytest.raises(FileNotFoundError, match="missing decoder_lv1.pkl, decoder_lv2.pkl"):
+        load_dmphn(tmp_path)
 
 
 def test_code_fingerprint_ignores_comments_docstrings_and_layout_not_code() -> None:

@@ -65,6 +65,7 @@ class TeacherSpec:
     description: str
     weights_hint: str  # where the weights come from, for error messages
     default_weights: str | None = None  # path relative to the shared folder, when there is one
+    folder: bool = False  # the weights are a folder of files, not one file
 
 
 def _shared_dir() -> Path:
@@ -78,6 +79,7 @@ TEACHERS: dict[str, TeacherSpec] = {
         description="DMPHN 1-2-4 (Zhang et al., CVPR 2019), GoPro-trained, 5.4 M parameters",
         weights_hint="a folder with encoder_lv{1,2,3}.pkl and decoder_lv{1,2,3}.pkl",
         default_weights="weights/teachers/dmphn_1_2_4",
+        folder=True,
     ),
     "restormer": TeacherSpec(
         build=Restormer,
@@ -137,6 +139,11 @@ def load_teacher(
         weights = default_weights(name)
         if weights is None:
             raise WeightsError(f"teacher {name!r} needs weights: {spec.weights_hint}")
+    if spec.folder and not Path(weights).is_dir():
+        # fetch_weights would say "weights file not found", or load_parts list all six parts
+        # as missing "in" a file: neither says that a folder is wanted.
+        what = "is a file" if Path(weights).is_file() else "does not exist"
+        raise WeightsError(f"teacher {name!r} needs {spec.weights_hint}; {weights} {what}")
     if Path(weights).is_dir():
         if sha256 is not None:
             # Skipped without a word before: the caller believed the weights were verified.

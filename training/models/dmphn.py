@@ -173,6 +173,13 @@ class DMPHN(nn.Module):
     def load_parts(self, weights_dir: str | Path, map_location: str | torch.device = "cpu") -> None:
         """Load the six released state dicts (`encoder_lv1.pkl` ...) from ``weights_dir``, strictly."""
         weights_dir = Path(weights_dir)
+        if not weights_dir.is_dir():
+            # A file here listed all six parts as missing "in" it; a missing folder did too.
+            what = "is a file" if weights_dir.is_file() else "does not exist"
+            raise FileNotFoundError(
+                f"DMPHN weights: {weights_dir} {what}; expected a folder with "
+                + ", ".join(f"{p}.pkl" for p in _PARTS)
+            )
         missing = [p for p in _PARTS if not (weights_dir / f"{p}.pkl").is_file()]
         if missing:
             raise FileNotFoundError(
@@ -193,6 +200,20 @@ class DMPHN(nn.Module):
                 ) from exc
             if not isinstance(sd, dict):
                 raise RuntimeError(f"{path} holds {type(sd).__name__}, not a state dict")
+            own = getattr(self, part).state_dict()
+            # load_state_dict raises on a wrong shape before saying which of the six files it
+            # was reading (three decoders share key names).
+            wrong = [
+                f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})"
+                for k, v in sd.items()
+                if k in own and isinstance(v, torch.Tensor) and v.shape != own[k].shape
+            ]
+            if wrong:
+                raise RuntimeError(
+                    f"{path} does not match DMPHN {part}: wrong shapes: "
+                    + ", ".join(wrong[:5])
+                    + (f" and {len(wrong) - 5} more" if len(wrong) > 5 else "")
+                )
             result = getattr(self, part).load_state_dict(sd, strict=False)
             if result.missing_keys or result.unexpected_keys:
                 raise RuntimeError(
