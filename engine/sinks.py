@@ -15,6 +15,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -125,7 +127,10 @@ class VideoFileSink(_SinkBase):
     an incomplete result never replaces a complete one, and nothing written is thrown away.
     After a failed write, ``close()`` keeps the file there too. Neither working name replaces
     a file that already has it: the hidden file is then ``.NAME.partial-2.EXT``, the kept one
-    ``NAME.incomplete-2.EXT`` (and so on).
+    ``NAME.incomplete-2.EXT`` (and so on). A file kept so is first read back: one in which no
+    frame plays (an MP4 whose index the full disk had no room for, an AVI the disk was full
+    for from the start) is removed instead, :attr:`kept_path` stays ``None`` and
+    :attr:`not_kept` says why, as does the message of the failed write's error.
     """
 
     def __init__(
@@ -201,7 +206,11 @@ class VideoFileSink(_SinkBase):
         self.frames_written = 0  # frames stored in the file, repeats included
         self.frames_skipped = 0  # timed: frames whose slot was already written
         self.kept_path: Path | None = None  # where close()/abort() left the frames
+        # Why the frames written are nowhere (their file held no frame that plays), if so.
+        self.not_kept: str | None = None
         self.failed = False  # a write failed: the file is incomplete whatever ends it
+        self._write_error: SinkError | None = None  # the failed write's error
+        self._disk_full = False  # the disk was full when a write failed
         self._t0: float | None = None  # timed: t_capture of slot 0
         self._next_slot = 0
         self._last_index: int | None = None  # timed: Frame.index of the last frame given
@@ -244,7 +253,12 @@ class VideoFileSink(_SinkBase):
         # VideoWriter.write reports a failed encode or a full disk only through its result.
         if self._writer.write(bgr) is False:
             self.failed = True
-            raise SinkError(f"cannot write frame {self.frames_written} to video {self.path}")
+            self._disk_full = _disk_full(self._partial.parent)
+            why = ": the disk is full" if self._disk_full else ""
+            self._write_error = SinkError(
+                f"cannot write frame {self.frames_written} to video {self.path}{why}"
+            )
+            raise self._write_error
         self.frames_written += 1
 
     def mark_stop(self, t_stop: float, *, last_capture: float | None = None) -> None:
@@ -318,6 +332,8 @@ class VideoFileSink(_SinkBase):
             if self.frames_written == 0:
                 self._partial.unlink(missing_ok=True)
                 return
+            if target != self.path and self._discard_unplayable():
+                return
             try:
                 if target == self.incomplete_path:
                     target = self._free_incomplete_path()
@@ -332,6 +348,42 @@ class VideoFileSink(_SinkBase):
                     raise
                 raise SinkError(f"cannot finish video {target}: {exc}") from exc
             self.kept_path = target
+
+    def _discard_unplayable(self) -> bool:
+        """Remove the hidden file when no frame in it plays, and say why; ``True`` if so.
+
+        The frames of a run that did not finish are kept only when they play: on a full disk
+        an MP4 lacks the index (moov) its writer adds at the end, and an AVI may hold nothing
+        but what the disk took before it filled (0 bytes), and "the frames written are kept
+        in out.incomplete.mp4" named a file that nothing could open.
+        """
+        why = _unplayable(self._partial)
+        if why is None:
+            return False
+        # Asked before the removal frees the space: a write that failed says so already.
+        full = self._disk_full or _disk_full(self._partial.parent)
+        self._partial.unlink(missing_ok=True)
+        if why == "index" and full:
+            why = (
+                "an MP4 writes its index at its end and the full disk had no room for it "
+                "(.avi or .mkv keep the frames written)"
+            )
+        elif why == "index":
+            why = "it lacks the index an MP4 writes at its end"
+        elif full:
+            why = "the disk was full before a frame that plays reached it"
+        else:
+            why = "no frame in it plays"
+        self.not_kept = f"nothing of video {self.path.name} could be kept: {why}"
+        exc = self._write_error
+        if exc is None:
+            # Aborted for another reason (the engine reports this beside it).
+            n = self.frames_written
+            raise SinkError(f"{self.not_kept} ({n} frame{'s' * (n != 1)} written)")
+        # The failed write's error is what the engine and the CLI report: it ends with where
+        # the frames went (nowhere) instead of a caller's "kept in NAME.incomplete.EXT".
+        exc.args = (f"{exc.args[0]}; {self.not_kept}", *exc.args[1:])
+        return True
 
     def _keep_unfinished(self, target: Path) -> Path | None:
         """Where the frames of a file that could not be renamed to ``target`` are: a free
@@ -387,6 +439,63 @@ def _create_partial(target: Path) -> tuple[Path, BinaryIO]:
         f"cannot write {target}: {_MAX_NUMBERED} working files named like {first.name} are "
         "in the way"
     )
+
+
+#: Free bytes under which a file system that refused a write counts as full (the writer's last
+#: buffer did not fit; what is left is a few blocks at most).
+_FULL_BELOW = 1 << 20
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _FULL_BELOW
+    except OSError:
+        return False
+
+
+#: Containers whose index (the moov box) the writer adds only when it finishes.
+_MP4_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov"})
+
+
+def _unplayable(path: Path) -> str | None:
+    """``None`` when a frame of the video at ``path`` decodes; else ``"index"`` (an MP4
+    without its moov box) or ``"frames"`` (an empty file, or one in which no frame decodes).
+
+    The MP4 case is found by reading the boxes' headers, not by OpenCV: FFmpeg prints "moov
+    atom not found" to stderr when asked to open one. A file whose size or boxes cannot be
+    read (an ``OSError``) is taken as playable.
+    """
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return "frames"
+        if path.suffix.lower() in _MP4_EXTENSIONS and not _has_moov(path, size):
+            return "index"
+    except OSError:
+        return None
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return None if cap.isOpened() and cap.grab() else "frames"
+    finally:
+        cap.release()
+
+
+def _has_moov(path: Path, size: int) -> bool:
+    """Whether the top-level boxes of the MP4 at ``path`` include its index (``moov``)."""
+    with open(path, "rb") as file:
+        pos = 0
+        while pos + 8 <= size:
+            file.seek(pos)
+            head = file.read(16)
+            length, kind = struct.unpack(">I4s", head[:8])
+            if kind == b"moov":
+                return True
+            if length == 1 and len(head) == 16:  # a 64-bit length follows the type
+                length = struct.unpack(">Q", head[8:])[0]
+            if length < 8:  # 0: the box runs to the end of the file (mdat never finished)
+                return False
+            pos += length
+    return False
 
 
 def _write_problem(exc: OSError, folder: Path) -> str:

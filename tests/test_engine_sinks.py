@@ -445,6 +445,117 @@ def test_video_sink_closed_after_a_failed_write_keeps_the_earlier_file(tmp_path,
     assert path.read_bytes() == b"yesterday's recording"
     assert sink.kept_path == tmp_path / "rec.incomplete.avi"
     assert len(read_video(sink.kept_path)) == 1
+    assert sink.not_kept is None
+
+
+class FillingDisk:
+    """A video writer whose disk fills after ``room`` frames: later writes fail (``False``, as
+    cv2.VideoWriter.write says it), and ``release()`` leaves the file as a full disk does,
+    through ``cut`` (what could not be written at the end is missing)."""
+
+    def __init__(self, sink: VideoFileSink, room: int, cut):
+        self.real, self.path, self.room, self.cut = sink._writer, sink._partial, room, cut
+
+    def write(self, img):
+        if self.room == 0:
+            return False
+        self.room -= 1
+        return self.real.write(img)
+
+    def release(self):
+        self.real.release()
+        self.cut(self.path)
+
+
+def without_index(path: Path) -> None:
+    """An MP4 whose moov box (its index, written last) found no room: nothing opens it."""
+    data = path.read_bytes()
+    at = data.rfind(b"moov") - 4  # the box starts with its 4-byte length
+    assert at > 0, "the mp4 writer wrote its index last"
+    path.write_bytes(data[:at])
+
+
+def emptied(path: Path) -> None:
+    """A file the disk took nothing of (full before the writer's first buffer)."""
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize("end", ["close", "abort"])
+@pytest.mark.parametrize(
+    "name,cut,why",
+    [
+        (
+            "out.mp4",
+            without_index,
+            "an MP4 writes its index at its end and the full disk had no room for it "
+            "(.avi or .mkv keep the frames written)",
+        ),
+        ("out.avi", emptied, "the disk was full before a frame that plays reached it"),
+    ],
+)
+def test_a_video_the_full_disk_left_unplayable_is_not_kept_as_frames(
+    tmp_path, monkeypatch, capfd, end, name, cut, why
+):
+    # `process demo.mp4 o.mp4` on a disk that filled said "the frames written are kept in
+    # o.incomplete.mp4", an MP4 without its index that nothing could open ("moov atom not
+    # found"); `run --output r.avi` on a full disk kept a 0-byte r.incomplete.avi so.
+    path = tmp_path / name
+    path.write_bytes(b"an earlier, complete result")
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    monkeypatch.setattr(sink, "_writer", FillingDisk(sink, 3, cut))
+    monkeypatch.setattr("engine.sinks._disk_full", lambda folder: True, raising=False)
+    for i in range(3):
+        sink.write(frame(i * 50, size=(64, 48)))
+    with pytest.raises(SinkError) as info:
+        sink.write(frame(200, size=(64, 48)))
+    said = str(info.value)
+    sink.abort() if end == "abort" else sink.close()
+    sink.close()  # once only
+    assert sink.kept_path is None
+    assert [p.name for p in tmp_path.iterdir()] == [name], "the unplayable file is removed"
+    assert said == f"cannot write frame 3 to video {path}: the disk is full"
+    assert sink.not_kept == f"nothing of video {name} could be kept: {why}"
+    # What the engine and the CLI report is the failed write's error: it says where the
+    # frames went, so that nobody adds "kept in out.incomplete...".
+    assert str(info.value) == (
+        f"cannot write frame 3 to video {path}: the disk is full; {sink.not_kept}"
+    )
+    assert path.read_bytes() == b"an earlier, complete result"
+    assert "moov" not in capfd.readouterr().err, "no FFmpeg complaint from reading it back"
+
+
+def test_an_mp4_kept_after_a_failed_write_still_plays(tmp_path, monkeypatch):
+    # A write that failed for another reason (the encoder refused a frame) leaves an MP4 that
+    # its writer finished: its frames are kept as before, and no disk is said to be full.
+    path = tmp_path / "out.mp4"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    monkeypatch.setattr(sink, "_writer", FillingDisk(sink, 2, lambda path: None))
+    monkeypatch.setattr("engine.sinks._disk_full", lambda folder: False, raising=False)
+    sink.write(frame(0, size=(64, 48)))
+    sink.write(frame(100, size=(64, 48)))
+    with pytest.raises(SinkError) as info:
+        sink.write(frame(200, size=(64, 48)))
+    sink.close()
+    assert str(info.value) == f"cannot write frame 2 to video {path}"
+    assert sink.kept_path == tmp_path / "out.incomplete.mp4" and sink.not_kept is None
+    assert len(read_video(sink.kept_path)) == 2
+
+
+def test_an_aborted_video_that_does_not_play_is_not_kept_and_says_so(tmp_path, monkeypatch):
+    # Aborted for another reason (the model failed) with no write failed, yet no frame plays:
+    # abort() says so, as the engine reports what closing a sink raises.
+    path = tmp_path / "out.mp4"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    monkeypatch.setattr(sink, "_writer", FillingDisk(sink, 5, without_index))
+    monkeypatch.setattr("engine.sinks._disk_full", lambda folder: False, raising=False)
+    sink.write(frame(0, size=(64, 48)))
+    with pytest.raises(SinkError) as info:
+        sink.abort()
+    assert str(info.value) == (
+        "nothing of video out.mp4 could be kept: it lacks the index an MP4 writes at its end "
+        "(1 frame written)"
+    )
+    assert sink.kept_path is None and list(tmp_path.iterdir()) == []
 
 
 def test_timed_video_sink_keeps_the_live_clock(tmp_path):
