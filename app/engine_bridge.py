@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import sys
 import threading
 import time
@@ -72,11 +73,19 @@ class UserMessage:
     advice: str
 
 
-def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
+def describe_error(
+    exc: BaseException,
+    *,
+    context: str = "",
+    backend: str | None = None,
+    model: str | None = None,
+) -> UserMessage:
     """Map an engine exception to a message a person can act on.
 
     Matching is by exception type name and message because the window must not depend on the
     engine's private exception hierarchy; anything unrecognised still gets a sensible line.
+    ``backend`` and ``model`` are what a model load was asked for (``model``: a file named with
+    ``--model``, None for SharpCam's own weights): the advice for a load that failed follows them.
     """
     name = type(exc).__name__
     msg = str(exc).strip() or name
@@ -95,21 +104,10 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
             "restarts the model; if it stops again, reinstall SharpCam's weights.",
         )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
-        if "cuda" in low or "tensorrt" in low or "provider" in low or "directml" in low:
-            # A load that raised: passthrough runs, no model at all (`auto` had tried the CPU
-            # already, and nothing retries it there). "Keeps running on the CPU" was false.
-            return UserMessage(
-                "model",
-                f"The sharpening model could not be loaded: {msg}",
-                "The video keeps flowing unsharpened (passthrough): nothing sharpens it on the "
-                "CPU instead. Update the GPU driver or install the matching onnxruntime-gpu "
-                "build, then restart SharpCam.",
-            )
         return UserMessage(
             "model",
             f"The sharpening model could not be loaded: {msg}",
-            "The video keeps flowing unsharpened (passthrough). Reinstall the weights "
-            "(weights/student.onnx with its manifest.json) or choose another backend.",
+            _load_failed_advice(exc, msg, backend=backend, model=model),
         )
     if guess and ("cuda" in low or "tensorrt" in low or "provider" in low or "gpu" in low):
         return UserMessage(
@@ -136,6 +134,104 @@ def describe_error(exc: BaseException, *, context: str = "") -> UserMessage:
     return UserMessage(
         "engine", f"{name}: {msg}", "The stream keeps running. If this repeats, restart SharpCam."
     )
+
+
+# What installs each runtime `auto` reports as "not installed" (its own message names none).
+_RUNTIME_PACKAGES = {
+    "onnx": "pip install onnxruntime",
+    "openvino": "pip install openvino",
+    "torch": "pip install torch",
+}
+
+
+def _missing_packages(msg: str) -> list[str] | None:
+    """What to install when every failure ``msg`` reports is a runtime package that is not
+    installed (or does not import), as the engine words it; None when any failure is another."""
+    lines = [line.strip() for line in msg.splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].endswith(":"):
+        lines = lines[1:]  # `auto`'s "no backend could start:", one failure a line below it
+    hints = []
+    for line in lines:
+        # "backend 'torch' needs 'torch': <hint> (<the ImportError>)": the hint may hold
+        # parentheses itself, the ImportError is the last pair.
+        needs = re.search(r"needs '[^']+': (.+) \(", line)
+        absent = re.search(r"\b(\w+) runtime is not installed", line)
+        if needs:
+            hints.append(needs.group(1))
+        elif absent:
+            name = absent.group(1)
+            hints.append(_RUNTIME_PACKAGES.get(name, f"the {name} runtime"))
+        else:
+            return None
+    return list(dict.fromkeys(hints)) or None
+
+
+def _weights_file_named(msg: str) -> str | None:
+    """The file of SharpCam's weights folder that ``msg`` names (the longest name first: a
+    message about ``student_fast_int8.onnx`` must not be taken for ``student_fast.onnx``)."""
+    from engine.backends import weights_dir
+
+    folder = weights_dir()
+    try:
+        names = sorted((p.name for p in folder.iterdir()), key=len, reverse=True)
+    except OSError:
+        return None
+    for name in names:
+        if str(folder / name) in msg or re.search(rf"(?<![\w.-]){re.escape(name)}\b", msg):
+            return str(folder / name)
+    return None
+
+
+def _load_failed_advice(
+    exc: BaseException, msg: str, *, backend: str | None, model: str | None
+) -> str:
+    """What to do about a model load that failed, by its cause. One fixed line ("reinstall
+    weights/student.onnx, or choose another backend") was wrong for most of them: the CPU runs
+    another file, a missing package is installed rather than weights, a ``--model`` file is the
+    person's own, and the window has no backend picker (the command line has)."""
+    low = msg.lower()
+    keeps = "The video keeps flowing unsharpened (passthrough). "
+    packages = _missing_packages(msg)
+    if packages is not None:
+        # Before the GPU words: an ImportError may name libcudart without being about a GPU.
+        other = (
+            " Or start SharpCam with --backend auto to use a runtime that is installed."
+            if backend not in (None, "auto") and model is None
+            else ""
+        )
+        return (
+            f"{keeps}Install what it needs: {' or '.join(packages)}; then restart SharpCam.{other}"
+        )
+    if "cuda" in low or "tensorrt" in low or "provider" in low or "directml" in low:
+        # A load that raised: passthrough runs, no model at all (`auto` had tried the CPU
+        # already, and nothing retries it there). "Keeps running on the CPU" was false.
+        return (
+            "The video keeps flowing unsharpened (passthrough): nothing sharpens it on the "
+            "CPU instead. Update the GPU driver or install the matching onnxruntime-gpu "
+            "build, then restart SharpCam."
+        )
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if model is not None and "ModelError" in names:
+        return (
+            f"{keeps}The file given with --model ({model}) cannot be used, for the reason above: "
+            "start SharpCam with another --model, or without it to use SharpCam's own weights."
+        )
+    if "no model given" in low:
+        return (
+            f"{keeps}Reinstall SharpCam's weights in that folder (with their manifest.json), "
+            "or start SharpCam with --model FILE."
+        )
+    if "ModelError" in names:
+        file = _weights_file_named(msg)
+        what = f"{file}, with the manifest.json beside it" if file else "with their manifest.json"
+        return f"{keeps}Reinstall SharpCam's weights ({what}), then restart SharpCam."
+    if backend not in (None, "auto"):
+        return f"{keeps}Start SharpCam with --backend auto to use a runtime that works here."
+    if "no backend could start" in low:
+        return (
+            f"{keeps}Fix what the lines above say for one of the runtimes, then restart SharpCam."
+        )
+    return f"{keeps}If this repeats, reinstall SharpCam and its weights."
 
 
 def close_failed_message(exc: BaseException) -> UserMessage:
@@ -1772,7 +1868,7 @@ def _open_backend(api: Any, req: _StartRequest) -> None:
             )
         req.messages.extend(_load_warnings(caught))
     except Exception as exc:
-        req.model_msg = describe_error(exc, context="model")
+        req.model_msg = describe_error(exc, context="model", backend=req.backend, model=req.model)
         req.messages.append(req.model_msg)
         req.warning = req.model_msg.text
         req.be = api.create_backend("passthrough")

@@ -6,6 +6,7 @@ and quits, printing the final engine statistics: handy for bug reports, docs and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -15,7 +16,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEventLoop, QLoggingCategory, QTimer
+from PySide6.QtCore import QEventLoop, QFileDevice, QLoggingCategory, QTimer
+from PySide6.QtGui import QImageWriter
 from PySide6.QtWidgets import QApplication
 
 from app.camera_list import CameraProbe, has_cameras, list_camera_choices, watch_cameras
@@ -75,7 +77,9 @@ def run_app(
             With either of these (scripted mode) a start without video, or a stream that ends on
             its own (the source failed mid-run), ends the run at once with exit code 1 and the
             reason on stderr, and a ``source`` that fails to open is not replaced by the demo
-            clip: the picture must be of the source named.
+            clip: the picture must be of the source named. A run whose preview has shown no
+            frame by then waits up to ``FIRST_FRAME_GRACE_S`` more for one (a model still
+            loading), then ends with exit code 1 and says so.
         backend, model: inference backend (None = remembered, "auto" by default) and model file.
         settings_path: an ``.ini`` settings store instead of the user's (tests, portable use).
         api: the engine module (tests pass a fake); default ``engine``.
@@ -170,25 +174,19 @@ def run_app(
         def finish() -> None:
             if result["failed"]:
                 return  # the window closed already; nothing to picture
-            # A screenshot without video is useless: give a slow first frame a little longer.
-            if screenshot and not window.preview.has_frame():
+            # A scripted run that showed no video proves nothing, with or without a screenshot
+            # (`--quit-after 1` exited 0 with "preview frames 0"): a slow first frame (a model
+            # still compiling) gets a little longer, then the run fails.
+            if not window.preview.has_frame():
                 if time.perf_counter() < deadline + FIRST_FRAME_GRACE_S:
                     QTimer.singleShot(100, finish)
                     return
-                print("sharpcam: no frame arrived before the screenshot", file=sys.stderr)
+                print(f"sharpcam: {no_frame_reason(window, screenshot)}", file=sys.stderr)
                 result["code"] = 1
             if screenshot:
-                out = Path(screenshot)
-                why = ""
-                try:
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    saved = window.grab().save(str(out))
-                except OSError as exc:
-                    # Raised out of this slot, Qt printed a traceback and went on, and the
-                    # window was never closed: the scripted run hung instead of failing.
-                    saved, why = False, f": {exc.strerror or exc}"
-                if not saved:
-                    print(f"sharpcam: cannot write screenshot {out}{why}", file=sys.stderr)
+                why = save_screenshot(window, Path(screenshot))
+                if why is not None:
+                    print(f"sharpcam: cannot write screenshot {screenshot}{why}", file=sys.stderr)
                     result["code"] = 1
             window.close()
 
@@ -245,6 +243,45 @@ def _close_on_sigint(window: MainWindow) -> Callable[[], None]:
     return restore
 
 
+def no_frame_reason(window: MainWindow, screenshot: str | None) -> str:
+    """The line for a scripted run whose preview showed no frame in its time."""
+    when = "before the screenshot" if screenshot else "before --quit-after ended the run"
+    waited = f"(waited {FIRST_FRAME_GRACE_S:g} s more for the first one"
+    if window.bridge.starting:
+        return f"no frame arrived {when} {waited}; the source or the model was still opening)"
+    return f"no frame arrived {when} {waited})"
+
+
+def save_screenshot(window: MainWindow, out: Path) -> str | None:
+    """Save a picture of ``window`` to ``out``; None when saved, else ``": reason"``."""
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        # Raised out of the timer's slot, Qt printed a traceback and went on, and the window
+        # was never closed: the scripted run hung instead of failing.
+        return f": {exc.strerror or exc}"
+    # QImageWriter, not QPixmap.save: that says only False, and "cannot write screenshot"
+    # left the reason (a read-only folder, a full disk) to guess. The format from the
+    # lower-cased extension, as QPixmap.save takes it (main.py checks the name that way).
+    writer = QImageWriter(str(out), out.suffix.lower().removeprefix(".").encode())
+    written = writer.write(window.grab().toImage())
+    file = writer.device()
+    if file is None:
+        return None if written else f": {writer.errorString()}"
+    # A full disk: write() may say True of what only reached the file's buffer, or say
+    # "Unknown error"; the file itself knows, once closed (so flushed).
+    file.close()
+    error = file.error()
+    if written and error == QFileDevice.FileError.NoError:
+        return None
+    if error not in (QFileDevice.FileError.OpenError, QFileDevice.FileError.PermissionsError):
+        # Opened, so truncated or half written: it must not pass for the screenshot.
+        with contextlib.suppress(OSError):
+            out.unlink()
+    why = file.errorString() if error != QFileDevice.FileError.NoError else writer.errorString()
+    return f": {why or 'the image could not be written'}"
+
+
 def no_video_reason(window: MainWindow) -> str:
     """Why the window's latest start has no video, in one line."""
     error = window.bridge.source_error
@@ -265,7 +302,8 @@ def final_stats_line(window: MainWindow, elapsed_s: float) -> str:
     avg = ""
     if stats is not None and getattr(stats, "elapsed_s", 0) > 0:
         # The status line's rate is a 2 s window; the run average is what a benchmark compares.
-        avg = f" · run avg {stats.frames_out / stats.elapsed_s:.1f} fps ({stats.frames_out} frames)"
+        n = stats.frames_out
+        avg = f" · run avg {n / stats.elapsed_s:.1f} fps ({n} frame{'' if n == 1 else 's'})"
     return (
         f"sharpcam app: {window.shown_source_name()} {size_txt} · {format_stats(stats)}{avg} · "
         f"{window.bridge.backend_label} · preview frames {window.preview.frames_shown} "

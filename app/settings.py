@@ -8,8 +8,11 @@ pass an ``.ini`` path instead so they never touch a person's real settings.
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import sys
+import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -117,6 +120,38 @@ def save_settings(store: QSettings, settings: AppSettings) -> bool:
         out.setValue(name, QByteArray(value) if isinstance(value, bytes) else value)
     out.sync()
     return out.status() == QSettings.Status.NoError
+
+
+def unsaved_reason(store: QSettings) -> str:
+    """Why a save to ``store`` failed, in the OS's words ("Read-only file system", "Not a
+    directory: /home/me/notes" for a file where a folder should be), or "" when that cannot be
+    told. QSettings keeps the reason to itself (its status says only "access error"), so the
+    save is retried here the way it writes: a file beside the store's. Only for a store that
+    is a file (INI, and the native store on Linux and the BSDs)."""
+    native_file = not sys.platform.startswith(("win", "darwin"))
+    if store.format() != QSettings.Format.IniFormat and not native_file:
+        return ""  # the registry, or macOS's preferences daemon
+    path = Path(store.fileName())
+    try:
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        # A file where a folder of the path should be: mkdir would say "File exists" of it.
+        blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(blocker))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        # A few blocks, as a save writes: a full disk refuses those, not an empty file.
+        with tempfile.TemporaryFile(dir=path.parent) as probe:
+            probe.write(b"\0" * 8192)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except NotADirectoryError as exc:
+        return f"{exc.strerror}: {exc.filename}"  # which file stands in the way
+    except OSError as exc:
+        return exc.strerror or str(exc)  # the probe's own name would only puzzle
+    return ""
 
 
 def _whole_string(store: QSettings, key: str, parts: list[object]) -> str:

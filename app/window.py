@@ -68,7 +68,7 @@ from app.camera_list import (
 )
 from app.engine_bridge import EngineBridge, UserMessage
 from app.preview import PreviewWidget
-from app.settings import AppSettings, format_scale, save_settings
+from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
 
 log = logging.getLogger(__name__)
@@ -393,6 +393,11 @@ class MainWindow(QMainWindow):
         # Read once: the settings object is what a save writes, and a save while the cameras
         # are still being listed must not make the stand-in the camera picked once they are.
         self._remembered_source = settings.source
+        # The source a save keeps while the one picked has failed to open: the last one that
+        # opened, or the one remembered at launch. `--source 7` for a camera that does not
+        # exist was remembered, and the next launch fell back to the demo clip without a word.
+        self._opened_source = settings.source
+        self._unopened: str | None = None  # the picker entry whose latest start failed to open
         # The picker stands on what the window picked itself (no --source, no pick by the
         # person): the cameras a probe finds later may pick another (see wait_for_cameras).
         self._auto_pick = source is None
@@ -934,6 +939,14 @@ class MainWindow(QMainWindow):
         return ok
 
     def _on_start_finished(self, ok: bool) -> None:
+        cam = self.current_camera()
+        if self.bridge.source_error is not None:
+            self._unopened = cam.id
+            self._schedule_save()  # a save made while it opened may have remembered it
+        else:
+            self._unopened = None
+            if self._rememberable(cam):
+                self._opened_source = cam.id
         if not ok:
             # No engine was started, so no running_changed comes to end "Starting".
             self._show_no_video("No video. Pick another camera or the demo clip.")
@@ -1222,8 +1235,8 @@ class MainWindow(QMainWindow):
             s.source = self._remembered_source
         elif self._absent_source:
             s.source = self._absent_source
-        elif cam.id in {c.id for c in self.cameras if not c.is_demo} or cam.id == "demo":
-            s.source = cam.id
+        elif self._rememberable(cam):
+            s.source = self._opened_source if cam.id == self._unopened else cam.id
         s.resolution = f"{res.size[0]}x{res.size[1]}"
         s.fps = res.fps
         s.enabled = self.enable_switch.isChecked()
@@ -1235,6 +1248,9 @@ class MainWindow(QMainWindow):
         s.virtual_camera = self._virtual_pref
         s.geometry = bytes(self.saveGeometry().data())
         return s
+
+    def _rememberable(self, cam: CameraChoice) -> bool:
+        return cam.id in {c.id for c in self.cameras if not c.is_demo} or cam.id == "demo"
 
     def _schedule_save(self, *_: object) -> None:
         if not self._closing:
@@ -1256,11 +1272,17 @@ class MainWindow(QMainWindow):
                 self._save_problem = None
             return True
         where = self.store.fileName()
-        log.warning("the settings could not be saved to %s", where)
+        try:
+            reason = unsaved_reason(self.store)
+        except Exception:  # a probe of the disk is no more allowed to take the window down
+            log.exception("finding why the settings could not be saved failed")
+            reason = ""
+        where_why = f"{where} ({reason})" if reason else where
+        log.warning("the settings could not be saved to %s", where_why)
         if self._save_problem is None and not self._closing:
             self._save_problem = UserMessage(
                 "settings",
-                f"Your settings could not be saved to {where}.",
+                f"Your settings could not be saved to {where_why}.",
                 "SharpCam keeps running with them, but will have forgotten them at the next "
                 "start. Check that the folder can be written and the disk has room; SharpCam "
                 "tries again at your next change.",

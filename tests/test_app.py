@@ -1709,6 +1709,55 @@ def test_a_remembered_camera_unplugged_at_start_is_still_remembered(qtbot, tmp_p
     assert away.collect_settings().source == "demo"
 
 
+def _no_camera_7(asked: list[str] | None = None):  # noqa: ANN202
+    """The real engine, except that camera 7 does not exist (as the engine says it)."""
+    import engine
+    from engine.sources import CameraNotFoundError
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if str(source) == "7":
+            raise CameraNotFoundError("camera 7 does not exist; available cameras: none found", [])
+        return engine.open_source(source, **kwargs)
+
+    return _engine_api(open_source=open_source)
+
+
+def test_a_source_named_that_does_not_open_is_not_remembered(qtbot, tmp_path, capsys):
+    # `--source 7 --quit-after 2` for a camera that does not exist: exit 1, and `source=7`
+    # saved; the next plain launch fell back to the demo clip without a word.
+    from app.main import run_app
+
+    settings = tmp_path / "settings.ini"
+    save_settings(open_store(str(settings)), AppSettings(source="demo"))
+    code = run_app(
+        source="7",
+        quit_after=2.0,
+        backend="unsharp",
+        settings_path=str(settings),
+        tray=False,
+        api=_no_camera_7(),
+    )
+    assert code == 1
+    assert "camera 7 does not exist" in capsys.readouterr().err
+    assert load_settings(open_store(str(settings))).source == "demo"
+
+
+def test_a_camera_that_fails_to_open_interactively_is_not_remembered(qtbot, make_window):
+    # Interactively the demo clip stands in for it: neither is what the person chose to see
+    # next time, so the source remembered before stays.
+    window = make_window(source="7", api=_no_camera_7())
+    assert window.bridge.using_fallback
+    assert window.collect_settings().source == ""  # what the store held: the first camera
+    # A source that opens is remembered, and the last one that did is what a failure keeps.
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo"))
+    assert window.collect_settings().source == "demo"
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("7"))
+    assert window.bridge.using_fallback
+    assert window.collect_settings().source == "demo"
+
+
 def _fake_qt_cameras(monkeypatch, devices: list[tuple[str, str]]) -> None:  # noqa: ANN001
     """Make QtMultimedia list ``devices`` as ``(id, description)`` pairs, as a machine would."""
     from PySide6.QtCore import QByteArray
@@ -3467,6 +3516,25 @@ def test_settings_that_cannot_be_saved_are_said_once_and_the_window_goes_on(
     assert "strength=0.55" in _settings_on_disk(path)
 
 
+def test_settings_that_cannot_be_saved_say_why(qtbot, make_window, tmp_path, caplog):
+    # "could not be saved to /mnt/ro/s.ini" left the reason (read-only, full, a file in the
+    # way) to guess: QSettings says only "access error".
+    from app.settings import unsaved_reason
+
+    folder = tmp_path / "not-a-folder"
+    folder.write_text("")
+    path = folder / "settings.ini"
+    window = make_window(store_path=path)
+    assert window.save_now() is False
+    said = window.banner.message
+    assert said.text == f"Your settings could not be saved to {path} (Not a directory: {folder})."
+    assert f"could not be saved to {path} (Not a directory: {folder})" in caplog.text
+    taken = tmp_path / "taken.ini"
+    taken.mkdir()
+    assert unsaved_reason(open_store(str(taken))) == "Is a directory"
+    assert unsaved_reason(open_store(str(tmp_path / "fine.ini"))) == ""
+
+
 def test_the_platform_store_is_written_as_it_is_read_not_through_its_file(
     qtbot, tmp_path, monkeypatch
 ):
@@ -3897,6 +3965,83 @@ def test_a_screenshot_whose_folder_cannot_be_made_ends_the_run_with_its_reason(
     assert code == 1
     err = capsys.readouterr().err
     assert "cannot write screenshot" in err and "shot.png" in err
+
+
+def _slow_model_api(seconds: float):  # noqa: ANN202
+    """The real engine, its model taking ``seconds`` to load (an OpenVINO compile)."""
+    import engine
+
+    def create_backend(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        time.sleep(seconds)
+        return engine.create_backend(*args, **kwargs)
+
+    return _engine_api(create_backend=create_backend)
+
+
+def test_a_quit_after_run_waits_for_the_first_frame_as_a_screenshot_does(qtbot, tmp_path, capsys):
+    # `--quit-after 1` without --screenshot ended at 1 s, exit 0, "preview frames 0": the model
+    # was still loading. The screenshot's wait for a first frame now holds for both.
+    from app.main import run_app
+
+    code = run_app(
+        source=str(DEMO_CLIP),
+        quit_after=0.2,
+        backend="unsharp",
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+        api=_slow_model_api(1.5),
+    )
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    shown = int(captured.out.split("preview frames ")[1].split()[0])
+    assert shown >= 1, captured.out
+
+
+def test_a_quit_after_run_that_shows_no_frame_fails_with_the_reason(
+    qtbot, tmp_path, capsys, monkeypatch
+):
+    import app.main
+    from app.main import run_app
+
+    monkeypatch.setattr(app.main, "FIRST_FRAME_GRACE_S", 0.5)
+    code = run_app(
+        source=str(DEMO_CLIP),
+        quit_after=0.2,
+        backend="unsharp",
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+        api=_slow_model_api(3.0),
+    )
+    captured = capsys.readouterr()
+    assert code == 1  # it exited 0: a smoke run that showed nothing passed
+    errors = [line for line in captured.err.splitlines() if line.startswith("sharpcam:")]
+    assert len(errors) == 1, captured.err
+    assert "no frame arrived before --quit-after ended the run" in errors[0]
+    assert "the source or the model was still opening" in errors[0]
+    assert "preview frames 0" in captured.out
+
+
+def test_a_screenshot_that_cannot_be_written_says_why(qtbot, tmp_path, capsys):
+    # "cannot write screenshot X" and nothing more: QPixmap.save gives no reason.
+    from app.main import run_app
+
+    targets = [(tmp_path / "taken.png", "Is a directory")]
+    targets[0][0].mkdir()  # main.py refuses a folder named; one may appear meanwhile
+    if Path("/dev/full").exists():  # a full disk, where the write goes wrong after the open
+        (tmp_path / "full.png").symlink_to("/dev/full")
+        targets.append((tmp_path / "full.png", "No space left on device"))
+    for out, reason in targets:
+        code = run_app(
+            source=str(DEMO_CLIP),
+            screenshot=str(out),
+            quit_after=0.5,
+            backend="unsharp",
+            settings_path=str(tmp_path / "settings.ini"),
+            tray=False,
+        )
+        assert code == 1
+        err = capsys.readouterr().err
+        assert f"sharpcam: cannot write screenshot {out}: " in err and reason in err, err
 
 
 def _opens_recorded(asked: list[str]):  # noqa: ANN202
@@ -4375,6 +4520,77 @@ def test_a_model_that_fails_on_the_gpu_is_not_said_to_run_on_the_cpu(qtbot, make
     assert "unsharpened" in shown[0].advice and shown[0].kind == "model"
 
 
+def _model_message(bridge: EngineBridge, **start: Any) -> UserMessage:
+    """The "could not be loaded" message of a start of the demo clip (the model falls back to
+    passthrough, so the start has video)."""
+    shown: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    assert bridge.start(str(DEMO_CLIP), loop=True, wait=True, **start) is True
+    assert bridge.backend_label == "Passthrough"
+    said = [m for m in shown if m.kind == "model"]
+    assert len(said) == 1, shown
+    return said[0]
+
+
+# The one advice every failed load got: wrong for each case below.
+_OLD_MODEL_ADVICE = ("weights/student.onnx", "another backend")
+
+
+def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
+    qtbot, make_bridge, monkeypatch
+):
+    # `--backend torch` where torch is not installed: the banner said to reinstall
+    # weights/student.onnx or "choose another backend" (the window has no backend picker).
+    monkeypatch.setitem(sys.modules, "torch", None)  # importing it raises ImportError
+    msg = _model_message(make_bridge(_engine_api()), backend="torch")
+    assert "needs 'torch'" in msg.text
+    assert not any(old in msg.advice for old in _OLD_MODEL_ADVICE), msg.advice
+    assert "Reinstall" not in msg.advice
+    assert "Install what it needs: pip install" in msg.advice and "torch" in msg.advice
+    assert "--backend auto" in msg.advice  # the command line is where a backend is picked
+    # `auto`'s own words for runtimes that are not installed: each one's package is named.
+    missing = RuntimeError(
+        "no backend could start:\n  openvino (cpu): openvino runtime is not installed\n"
+        "  onnx (cpu): onnx runtime is not installed"
+    )
+    advice = describe_error(missing, context="model", backend="auto").advice
+    assert "pip install openvino or pip install onnxruntime" in advice
+    assert "--backend auto" not in advice  # that is what failed
+
+
+def test_a_model_file_given_that_cannot_load_is_what_the_advice_names(qtbot, make_bridge, tmp_path):
+    # `--model corrupt.onnx`: the person's own file is what to replace, not SharpCam's weights.
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 1000, np.uint8).tobytes())
+    msg = _model_message(make_bridge(_engine_api()), backend="onnx", model=str(corrupt))
+    assert str(corrupt) in msg.text
+    assert not any(old in msg.advice for old in _OLD_MODEL_ADVICE), msg.advice
+    assert f"--model ({corrupt})" in msg.advice and "Reinstall" not in msg.advice
+
+
+def test_a_damaged_shipped_model_is_named_in_the_advice(qtbot, make_bridge, tmp_path, monkeypatch):
+    # On a CPU the default model is student_fast.onnx (or its int8 twin), not the
+    # weights/student.onnx the advice always named.
+    import shutil
+
+    from engine.backends import weights_dir
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shutil.copy(weights_dir() / "manifest.json", weights)
+    for name in ("student.onnx", "student_fast.onnx"):
+        data = bytearray((weights_dir() / name).read_bytes())
+        data[len(data) // 2] ^= 0xFF  # no longer what the manifest lists
+        (weights / name).write_bytes(bytes(data))
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(weights))
+    msg = _model_message(make_bridge(_engine_api()), backend="onnx")
+    failed = next(
+        weights / n for n in ("student_fast.onnx", "student.onnx") if f"{weights / n} " in msg.text
+    )
+    assert f"Reinstall SharpCam's weights ({failed}, with the manifest.json" in msg.advice
+    assert "another backend" not in msg.advice
+
+
 def test_a_camera_in_use_is_not_called_a_virtual_camera_problem_for_the_cameras_it_lists(
     qtbot, make_bridge
 ):
@@ -4545,3 +4761,14 @@ def test_a_list_where_a_string_setting_belongs_reads_as_its_parts(tmp_path):
     store = open_store(str(tmp_path / "typed.ini"))
     store.setValue("source", ["/home/me/a", "b/clip.mp4"])  # what a native store can hold
     assert load_settings(store).source == "/home/me/a,b/clip.mp4"
+
+
+def test_final_stats_line_counts_frames_in_words(make_window) -> None:  # noqa: ANN001
+    from app.main import final_stats_line
+    from engine.stats import EngineStats
+
+    window = make_window(start=False)
+    window.final_stats = EngineStats(frames_out=1, elapsed_s=0.5)
+    assert "run avg 2.0 fps (1 frame)" in final_stats_line(window, 1.0)
+    window.final_stats = EngineStats(frames_out=3, elapsed_s=1.0)
+    assert "(3 frames)" in final_stats_line(window, 1.0)
