@@ -195,6 +195,36 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def package_version() -> str:
+    """SharpCam's version: the installed package's, else the one in ``pyproject.toml`` beside
+    this file (a checkout run as ``python main.py`` without ``pip install -e .``)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(PROG)
+    except metadata.PackageNotFoundError:
+        pass
+    try:
+        text = (Path(__file__).resolve().parent / "pyproject.toml").read_text(encoding="utf-8")
+    except OSError:
+        return "unknown"
+    # The [project] table's own key (tomllib is Python 3.11+; 3.10 is supported).
+    project = re.search(r"^\[project\]\s*$(.*?)(?=^\[|\Z)", text, re.M | re.S)
+    found = project and re.search(r'^version\s*=\s*"([^"]+)"', project.group(1), re.M)
+    return found.group(1) if found else "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: looked up only when asked (the package metadata scan costs every start)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any) -> None:
+        print(f"{PROG} {package_version()}")
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     """ArgumentParser whose usage errors are one line (plus the usage) and exit code 2."""
 
@@ -224,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok (also Ctrl-C in 'run'), 1 runtime error, 2 usage error, "
         "130 'process' interrupted (its output kept as NAME.incomplete.EXT).",
     )
+    parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     gui = parser.add_argument_group("desktop app options (no command)")
     # Own dests: a command's options of the same name would silently overwrite these.
     gui.add_argument(
@@ -403,10 +434,13 @@ def _open_backend(
     scale: float | str = 1.0,
     target_fps: float = 30.0,
 ) -> tuple[Any, str | None]:
-    """Create the backend; live, a failure falls back to passthrough with a warning.
+    """Create the backend; live, a shipped model that fails falls back to passthrough with a
+    warning.
 
-    Returns ``(backend, warning or None)``. Offline any failure is fatal (``CliError``): output
-    that is silently unprocessed would be worse than no output.
+    Returns ``(backend, warning or None)``. Any other failure is fatal (``CliError``): offline,
+    output that is silently unprocessed would be worse than no output; live, a ``--model`` or a
+    ``--backend`` runtime the user named that cannot start is theirs to fix, where streaming
+    on unsharpened passed it off as a working run.
     """
     from engine.backends import create_backend
 
@@ -418,10 +452,28 @@ def _open_backend(
             return create_backend(name, model=model, scale=scale, target_fps=target_fps), None
         except Exception as exc:  # missing, corrupt or sha256-mismatched model; no runtime
             problem = exc
-    if not live or name == "passthrough":
+    if not live or not _shipped_model_failed(name, model, problem):
         raise CliError(f"cannot start backend '{name}': {problem}")
     warning = f"{name} backend failed ({problem}); streaming unprocessed (passthrough)"
     return create_backend("passthrough"), warning
+
+
+def _shipped_model_failed(name: str, model: str | None, problem: Exception) -> bool:
+    """Whether what failed is nothing the user named: the shipped weights (missing, damaged)
+    under ``auto`` or a named backend whose runtime is here, or ``auto`` finding no runtime.
+
+    A live stream keeps going through those (a call must not drop because a file in
+    ``weights/`` broke); a named backend whose runtime is missing fails as the user's choice.
+    """
+    from engine.backends import BACKENDS
+    from engine.manifest import ModelError
+
+    if model is not None:
+        return False
+    if name == "auto":
+        return True
+    available = getattr(BACKENDS.get(name), "available", lambda: True)
+    return isinstance(problem, ModelError) and bool(available())
 
 
 class _StatusLine:
@@ -675,8 +727,9 @@ def _check_not_input_image(folder: str, output: str) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """Live: stream until --duration, the end of a video source, Ctrl-C or SIGTERM.
 
-    A model that fails to load (or fails mid-stream) never stops the stream: frames go out
-    unprocessed and the status line carries the WARNING.
+    A shipped model that fails to load (or any model failing mid-stream) never stops the
+    stream: frames go out unprocessed and the status line carries the WARNING. A ``--model``
+    or ``--backend`` named on the command line that cannot start is an error (exit 1).
     """
     # From the start, not only once streaming: Ctrl-C while OpenCV loads, a camera opens or
     # the model compiles (seconds) used to end `run` with 130, where Ctrl-C in `run` is 0.
@@ -738,6 +791,7 @@ def _run_stream(
 
     size = args.size or ((1280, 720) if camera else None)
     source = _open_source(args.source, live=True, size=size, fps=args.fps)
+    watched = _WatchedSource(source)
     engine = None
     sink = None
     backend = None
@@ -750,6 +804,10 @@ def _run_stream(
         )
         if stopped_early():
             return 0
+        if args.strength > 0:  # at 0 the engine never calls the model
+            _warm_up(backend, source.size)
+            if stopped_early():
+                return 0
         sink_options: dict[str, Any] = {}
         if virtual:
             vbackend = args.virtual_backend or os.environ.get(VIRTUAL_BACKEND_ENV)
@@ -766,10 +824,11 @@ def _run_stream(
         if stopped_early():
             return 0
 
+        output = _CutShortOutput(sink, watched)
         engine = Engine(
-            source,
+            watched,
             backend,
-            sinks=[sink],
+            sinks=[output],
             live=True,
             strength=args.strength,
             warning=warning,
@@ -780,9 +839,9 @@ def _run_stream(
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         _note_lost_audio(args.source, args.output)
         if warning:
-            _eprint(f"WARNING: {warning}")
+            _eprint(f"{PROG}: warning: {warning}")
         seen_warnings: set[str] = set()
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # --duration counts from here: the model is warm
         timed_out = False  # --duration ended the stream
         engine.start()
         try:
@@ -802,7 +861,7 @@ def _run_stream(
                         news = news.removeprefix(warning).removeprefix("; ")
                     if news and news not in seen_warnings:
                         seen_warnings.add(news)
-                        status.note(f"WARNING: {news}")
+                        status.note(f"{PROG}: warning: {news}")
                     status.show(format_status(stats), now)
                 stop.wait(0.05)
         finally:
@@ -839,12 +898,14 @@ def _run_stream(
             where = f"; the frames written are kept in {kept}" if kept is not None else ""
             first = next((e for e in engine.errors if isinstance(e, SinkError)), None)
             raise CliError(f"{first or f'cannot finish {args.output}'}{where}")
-        if engine.errors and not stop.is_set():
+        if engine.errors and (not stop.is_set() or output.cut_short):
             # The stream ended on its own after an error (a camera unplugged, an unreadable
             # file): say so and exit non-zero rather than pass as a finished run.
+            kept = getattr(sink, "kept_path", None) if output.cut_short else None
+            where = f"; the frames written are kept in {kept}" if kept is not None else ""
             raise CliError(
-                f"{len(engine.errors)} error(s) in the stream ({stats.frames_out} frames out); "
-                f"first: {engine.errors[0]}"
+                f"{len(engine.errors)} error(s) in the stream ({_frames(stats.frames_out)} out); "
+                f"first: {engine.errors[0]}{where}"
             )
         if engine.errors:
             _eprint(
@@ -852,8 +913,8 @@ def _run_stream(
             )
         written = getattr(sink, "frames_written", None)
         if written == 0 and not virtual:
-            # `run --duration 1` that ended while the model's first call (OpenVINO compiles
-            # then, a second on two cores) still ran: exit 0, no file, and not a word.
+            # `run --duration 1` that ended while the model's first frame (seconds on a large
+            # frame and a loaded CPU) was still in it: exit 0, no file, and not a word.
             end = "the stop" if stop.is_set() or timed_out else "the source ended"
             nothing = (
                 f"nothing written to {args.output}: no frame reached it before {end} "
@@ -872,7 +933,7 @@ def _run_stream(
                 if written is not None and written != stats.frames_out
                 else ""
             )
-            _eprint(f"{PROG}: stopped ({stats.frames_out} frames out{extra})")
+            _eprint(f"{PROG}: stopped ({_frames(stats.frames_out)} out{extra})")
         return 0
     finally:
         if engine is None:
@@ -886,6 +947,81 @@ def _run_stream(
             # audio note) left the source, sink and backend open: a never-started engine's
             # stop() closes all three.
             engine.stop(timeout=1.0)
+
+
+def _warm_up(backend: Any, size: tuple[int, int]) -> None:
+    """One model call on a blank frame of the source's ``(width, height)``, before the stream
+    starts: OpenVINO compiles the model for a frame size on its first call (a second or more
+    on two cores), and inside the stream that second counted in ``--duration`` (``--duration
+    1`` wrote nothing) and its frames were dropped."""
+    import numpy as np
+
+    w, h = size
+    try:
+        backend.process(np.zeros((h, w, 3), np.uint8))
+    except Exception:
+        pass  # the engine meets it again on the first frame and reports it (passthrough)
+
+
+class _WatchedSource:
+    """A live source that remembers whether its ``read()`` raised other than while being
+    interrupted (:attr:`failed`); everything else is the wrapped source's."""
+
+    def __init__(self, source: Any) -> None:
+        self._source = source
+        self._interrupted = False
+        self.failed = False
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):  # not delegated: _source itself, before __init__ set it
+            raise AttributeError(name)
+        return getattr(self._source, name)
+
+    def read(self) -> Any:
+        try:
+            return self._source.read()
+        except BaseException:
+            self.failed = not self._interrupted
+            raise
+
+    def interrupt(self) -> None:
+        self._interrupted = True
+        interrupt = getattr(self._source, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+
+
+class _CutShortOutput:
+    """``run``'s output, closed as incomplete when its source failed part-way (a video that
+    stops decoding, an image of a folder it cannot read): a video then keeps its frames as
+    ``NAME.incomplete.EXT`` (``abort()``) and leaves an existing ``NAME.EXT`` alone, as a run
+    whose output failed does. The live engine closes its outputs as finished whatever ended
+    the stream, and a truncated recording replaced the earlier one under the name asked for.
+    """
+
+    def __init__(self, sink: Any, source: _WatchedSource) -> None:
+        self._sink = sink
+        self._source = source
+        self.cut_short = False  # closed as incomplete
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._sink, name)
+
+    def write(self, frame: Any) -> None:
+        self._sink.write(frame)
+
+    def close(self) -> None:
+        abort = getattr(self._sink, "abort", None)
+        if self._source.failed and abort is not None:
+            self.cut_short = True
+            abort()
+        else:
+            self._sink.close()
+
+    def describe(self) -> str:
+        return str(self._sink.describe())
 
 
 #: How long `run` and `process` wait, after the output is complete, for a model call still in
@@ -1383,8 +1519,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             # cannot tell from a truncated file. Exit 1 would fail those; the warning says what
             # was written, and everything decoded is there.
             _eprint(
-                f"WARNING: {args.input} announced {total} frames and {written} could be decoded "
-                f"(damaged or truncated, or a count the container only estimates); "
+                f"{PROG}: warning: {args.input} announced {total} frames and {written} could be "
+                "decoded (damaged or truncated, or a count the container only estimates); "
                 f"{_frames(written)} written to {args.output}"
             )
         if total is not None and written > total:

@@ -336,6 +336,31 @@ def test_a_quit_after_qt_cannot_time_is_a_usage_error(
     assert "--quit-after" in err and "Traceback" not in err, err
 
 
+def test_version_is_the_packages(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was a usage error, exit 2.
+    from importlib import metadata
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = pyproject["project"]["version"]
+    try:
+        installed = metadata.version("sharpcam")
+    except metadata.PackageNotFoundError:
+        installed = declared
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"sharpcam {installed}\n"
+
+    # A checkout that is not installed: pyproject.toml's.
+    def not_installed(name: str) -> str:
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "version", not_installed)
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out == f"sharpcam {declared}\n"
+
+
 def test_app_options_before_a_command_are_a_usage_error(
     clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -379,7 +404,7 @@ def test_process_of_a_video_that_stops_decoding_early_warns_and_keeps_what_it_de
     err = capsys.readouterr().err
     assert code == 0, err
     assert (
-        f"WARNING: {cut} announced 60 frames and {decodable} could be decoded (damaged or "
+        f"sharpcam: warning: {cut} announced 60 frames and {decodable} could be decoded (damaged or "
         f"truncated, or a count the container only estimates); {decodable} frames written "
         f"to {out}"
     ) in err, err
@@ -1279,6 +1304,8 @@ class _SlowAfterItsFirstFrame:
         self.calls = 0
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
+        if not rgb.any():
+            return rgb  # run's warm-up, on a blank frame: not the stream's first
         self.calls += 1
         if self.calls > 1:
             time.sleep(2.0)
@@ -1315,11 +1342,9 @@ def test_a_stopped_recording_lasts_until_the_stop(
 
 
 class _SlowFirstFrame:
-    """A model whose first call takes 1.5 s (OpenVINO compiles on it); with ``interrupt``,
-    Ctrl-C arrives during that call."""
+    """A model whose first call takes 1.5 s (OpenVINO compiles on it), the others none."""
 
     name, provider = "slow-start", "test"
-    interrupt = False
 
     def __init__(self, **_options: Any) -> None:
         self.calls = 0
@@ -1327,9 +1352,48 @@ class _SlowFirstFrame:
     def process(self, rgb: np.ndarray) -> np.ndarray:
         self.calls += 1
         if self.calls == 1:
-            if _SlowFirstFrame.interrupt:
-                os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1.5)
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_duration_counts_from_when_the_model_is_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run --duration 1` with OpenVINO wrote nothing, exit 1: the clock started before the
+    # model compiled on its first call (a second on two cores), and the stop came inside it.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _SlowFirstFrame)
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), cv2.cvtColor(stamped_frame(5), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "r.avi"
+    argv = ["run", "--source", str(still), "--output", str(out), "--backend", "unsharp"]
+    assert cli.main([*argv, "--duration", "1"]) == 0, capsys.readouterr().err
+    frames = read_video(out)
+    assert 20 <= len(frames) <= 40, len(frames)  # ~1 s at 30 fps
+    assert {read_stamp(f) for f in frames} == {5}
+
+
+class _SlowModel:
+    """A model that takes 1.5 s a frame (a large frame on a slow CPU); with ``interrupt``,
+    Ctrl-C arrives during its first call on a frame of the stream."""
+
+    name, provider = "slow", "test"
+    interrupt = False
+
+    def __init__(self, **_options: Any) -> None:
+        self.calls = 0
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if not rgb.any():
+            return rgb  # run's warm-up, on a blank frame
+        self.calls += 1
+        if self.calls == 1 and _SlowModel.interrupt:
+            os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1.5)
         return rgb
 
     def close(self) -> None:
@@ -1343,10 +1407,10 @@ def test_run_that_stops_before_the_models_first_frame_says_nothing_was_written(
     # exit 0, no r.mp4, and not a word about it.
     import engine.backends
 
-    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _SlowFirstFrame)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _SlowModel)
     out = tmp_path / "r.avi"
     argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
-    _SlowFirstFrame.interrupt = False
+    _SlowModel.interrupt = False
     code = cli.main([*argv, "--duration", "0.3"])
     err = capsys.readouterr().err
     assert code == 1, err
@@ -1361,11 +1425,11 @@ def test_run_that_stops_before_the_models_first_frame_says_nothing_was_written(
 
     # Ctrl-C stays exit 0, as `run` documents, but says that nothing was written.
     out.unlink()
-    _SlowFirstFrame.interrupt = True
+    _SlowModel.interrupt = True
     try:
         code = cli.main(argv)
     finally:
-        _SlowFirstFrame.interrupt = False
+        _SlowModel.interrupt = False
     err = capsys.readouterr().err
     assert code == 0, err
     assert f"stopped; nothing written to {out}" in err, err
@@ -1698,26 +1762,72 @@ def test_run_ctrl_c_whose_file_cannot_take_its_name_says_where_the_frames_are(
     assert not list(tmp_path.glob(".live.partial*"))
 
 
-def test_run_with_mismatched_model_streams_in_passthrough(
-    clip: Path, models: dict[str, Path], tmp_path: Path
+def _run_in_process(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli.main(argv)
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", ["auto", "onnx"])
+def test_run_with_a_damaged_shipped_model_streams_unsharpened(
+    backend: str,
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # A call must not drop because a file in weights/ broke, whichever runtime was asked for.
+    weights = tmp_path / "weights"
+    make_onnx_model(weights / "student_fast.onnx", kind="sharpen")
+    write_manifest(weights, {"student_fast.onnx": {"sha256": "0" * 64}})
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(weights))
     out = tmp_path / "live.avi"
-    proc = run_cli(
-        "run", "--source", str(clip), "--output", str(out), "--backend", "onnx",
-        "--model", str(models["bad"]),
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert "WARNING" in proc.stderr and "sha256" in proc.stderr
-    # said once, with one prefix (the status line must not repeat the start-up warning)
-    warning_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("WARNING")]
-    assert len(warning_lines) == 1 and "WARNING: WARNING" not in proc.stderr, proc.stderr
-    assert "passthrough" in proc.stderr
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", backend]
+    code, err = _run_in_process(argv, capsys)
+    assert code == 0, err
+    # said once, with the prefix of every other message (it was "WARNING: ..."); the status
+    # line carries it too, inside the line
+    warnings = [ln for ln in err.splitlines() if ln.startswith("sharpcam: warning: ")]
+    assert len(warnings) == 1, err
+    assert "sha256" in warnings[0] and "passthrough" in warnings[0], err
+    assert not [ln for ln in err.splitlines() if ln.startswith("WARNING")], err
     frames = read_video(out)
     assert len(frames) >= 20  # the whole 24-frame clip streamed (live may drop a few)
     src = read_video(clip)
     # unprocessed: the output is the input frame (up to MJPG re-encoding)
     i = read_stamp(frames[-1])
     assert np.abs(frames[-1].astype(int) - src[i].astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "mismatched", "no torch"])
+def test_run_with_a_model_or_backend_it_was_told_to_use_that_cannot_start_fails(
+    case: str,
+    clip: Path,
+    models: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # They streamed unprocessed, exit 0, where `process` of the same fails: the user named
+    # them, and a passthrough file passed for the model's output.
+    options = {
+        "missing": ["--model", str(tmp_path / "nope" / "model.onnx")],
+        "corrupt": ["--model", str(models["corrupt"])],
+        "mismatched": ["--backend", "onnx", "--model", str(models["bad"])],
+        "no torch": ["--backend", "torch"],  # with the shipped .ts files
+    }[case]
+    if case == "no torch":
+        monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` fails, as uninstalled
+    out = tmp_path / "live.avi"
+    code, err = _run_in_process(
+        ["run", "--source", str(clip), "--output", str(out), *options], capsys
+    )
+    assert code == 1, err
+    last = err.splitlines()[-1]
+    assert last.startswith("sharpcam: error: cannot start backend '"), err
+    assert "passthrough" not in err and "Traceback" not in err, err
+    assert not out.exists() and not list(tmp_path.glob(".live*"))  # nothing written
+    if case == "no torch":
+        assert "needs 'torch'" in last, err
 
 
 class _RecordingCamera:
@@ -1908,25 +2018,57 @@ def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
     assert len(read_video(tmp_path / "rec.incomplete.avi")) == 5
 
 
-def test_run_fails_when_its_source_fails_midway(
-    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize("fails_at", [1, 5])
+def test_run_whose_source_fails_midway_keeps_its_frames_as_incomplete(
+    fails_at: int,
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    # Exit 1, but the truncated recording took the name asked for, over an earlier one.
     from engine.sources import SourceError, VideoFileSource
 
     real_read = VideoFileSource.read
 
     def unplugged(self: VideoFileSource) -> Any:
-        if self._next_index >= 5:
+        if self._next_index >= fails_at:
             raise SourceError("camera unplugged")
         return real_read(self)
 
     monkeypatch.setattr(VideoFileSource, "read", unplugged)
     out = tmp_path / "live.avi"
+    out.write_bytes(b"yesterday's recording")
     code = cli.main(["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
     assert code == 1, err
     assert "camera unplugged" in err and "Traceback" not in err
-    assert [read_stamp(f) for f in read_video(out)][:1] == [0]  # what was streamed is kept
+    kept = tmp_path / "live.incomplete.avi"
+    assert f"kept in {kept}" in err, err
+    if fails_at == 1:
+        assert "(1 frame out)" in err, err  # not "1 frames"
+    assert out.read_bytes() == b"yesterday's recording"
+    stamps = [read_stamp(f) for f in read_video(kept)]  # what was streamed is kept
+    assert stamps[:1] == [0] and stamps[-1] == fails_at - 1, stamps
+
+
+def test_run_from_a_folder_with_an_unreadable_image_keeps_its_frames_as_incomplete(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The images of a folder are the frames of one recording here, as a video's are: the run
+    # stops at the one it cannot read (exit 1), where the recording took its final name.
+    folder = _photo_folder(tmp_path / "in", range(8))
+    png = (folder / "p4.png").read_bytes()
+    (folder / "p4.png").write_bytes(png[: len(png) // 2])  # truncated
+    out = tmp_path / "x.avi"
+    code = cli.main(["run", "--source", str(folder), "--output", str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    kept = tmp_path / "x.incomplete.avi"
+    assert f"{folder / 'p4.png'}" in err and f"kept in {kept}" in err, err
+    assert not out.exists()
+    stamps = [read_stamp(f) for f in read_video(kept)]
+    assert stamps[:1] == [0] and stamps[-1] == 3, stamps
 
 
 def test_no_virtual_camera_prints_guidance(clip: Path, capsys: pytest.CaptureFixture[str]) -> None:
