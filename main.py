@@ -301,7 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--size", type=parse_size, metavar="WxH", help="capture size (camera: 1280x720)"
     )
-    run.add_argument("--fps", type=_fps, default=30.0, help="capture FPS (default 30)")
+    run.add_argument(
+        "--fps",
+        type=_fps,
+        help="capture FPS of a camera, repeat rate of an image or folder (default 30); a video "
+        "file plays at its own rate",
+    )
     run.add_argument(
         "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
     )
@@ -782,6 +787,7 @@ def _run_stream(
     ``restore`` gives the signals back (idempotent)."""
     from engine.pipeline import Engine
     from engine.sinks import SinkError, open_sink, sink_kind
+    from engine.sources import VideoFileSource
     from engine.virtualcam import VirtualCameraUnavailable
 
     def stopped_early() -> bool:
@@ -790,7 +796,13 @@ def _run_stream(
         return stop.is_set()
 
     size = args.size or ((1280, 720) if camera else None)
-    source = _open_source(args.source, live=True, size=size, fps=args.fps)
+    source = _open_source(args.source, live=True, size=size, fps=args.fps or 30.0)
+    if args.fps is not None and isinstance(source, VideoFileSource) and source.fps != args.fps:
+        # It was taken silently: a user who asked for 15 FPS got the file's 30.
+        _eprint(
+            f"{PROG}: warning: --fps {args.fps:g} does not apply to a video file; "
+            f"{Path(args.source).name} plays at its own {source.fps:g} fps"
+        )
     watched = _WatchedSource(source)
     engine = None
     sink = None
@@ -798,7 +810,7 @@ def _run_stream(
     try:
         if stopped_early():
             return 0
-        fps = getattr(source, "fps", None) or args.fps
+        fps = getattr(source, "fps", None) or args.fps or 30.0
         backend, warning = _open_backend(
             args.backend, args.model, live=True, scale=args.scale, target_fps=fps
         )

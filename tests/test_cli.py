@@ -1698,6 +1698,25 @@ def test_run_fps_the_sources_would_ignore_is_a_usage_error(
     assert not out.exists()
 
 
+def test_run_fps_on_a_video_file_warns_that_the_file_keeps_its_rate(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `--fps 15` with a 30 fps clip used to be dropped without a word.
+    out = tmp_path / "o.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    code = cli.main([*argv, "--fps", "15", "--duration", "0.3"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (
+        "warning: --fps 15 does not apply to a video file; stamped.avi plays at its own 30 fps"
+        in err
+    )
+    assert cv2.VideoCapture(str(out)).get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
+    # The file's own rate, asked for, is no surprise.
+    code = cli.main([*argv, "--fps", "30", "--duration", "0.3"])
+    assert code == 0 and "--fps" not in capsys.readouterr().err
+
+
 def _start_run_to_file(tmp_path: Path, backend: str) -> tuple[subprocess.Popen[str], Path]:
     """``main.py run`` from a 300-frame clip into ``tmp_path/live.avi``, returned once its
     engine is set up (its first stderr line names the clip)."""

@@ -81,3 +81,33 @@ print(json.dumps(roots))
     assert proc.returncode == 0, proc.stderr
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded == [], f"importing engine loaded {loaded}"
+
+
+@pytest.mark.parametrize("module", ["training.evaluate", "training.train", "training.export"])
+def test_training_commands_without_torch_say_what_to_install(module: str) -> None:
+    # An app-only install (no `train` extra) ran `python -m training.evaluate --help` into a
+    # traceback ending in "No module named 'torch'".
+    code = (
+        "import runpy, sys; sys.modules['torch'] = None; sys.argv = ['-m', '--help']; "
+        f"runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "the training pipeline needs torch" in p.stderr
+    assert "pip install -e '.[train]'" in p.stderr
+    assert "usage:" not in p.stdout
+
+
+def test_training_imported_without_torch_is_an_import_error() -> None:
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "try:\n    import training.config\nexcept ImportError as e:\n    print('IE', e)\n"
+    )
+    p = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("IE the training pipeline needs torch")
