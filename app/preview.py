@@ -62,6 +62,9 @@ class PreviewWidget(QWidget):
         self._mode = "split"
         self._split = 0.5
         self._mirror = False
+        # A camera is mirrored when asked (a selfie view); a video file plays as it was
+        # recorded: the demo clip's text read backwards.
+        self._mirrorable = True
         self._dragging = False
         self._focus_visible = False  # the ring is drawn (see the class docstring)
         self._placeholder = "Starting camera…"
@@ -131,9 +134,20 @@ class PreviewWidget(QWidget):
     def split(self) -> float:
         return self._split
 
+    def set_mirrorable(self, mirrorable: bool) -> None:
+        """Whether what plays is a camera, which :meth:`set_mirror` flips (a file is not)."""
+        self._mirrorable = bool(mirrorable)
+        self.update()
+
     @property
     def mirror(self) -> bool:
+        """The person's choice (the setting)."""
         return self._mirror
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether the picture is drawn flipped now: the choice, for a camera only."""
+        return self._mirror and self._mirrorable
 
     def has_frame(self) -> bool:
         return self._processed is not None
@@ -187,7 +201,7 @@ class PreviewWidget(QWidget):
         p.setClipPath(path)
         if clip is not None:
             p.setClipRect(clip, Qt.ClipOperation.IntersectClip)
-        if self._mirror:
+        if self.mirrored:
             # Flip about the target's vertical centre line: a mirror, as people expect of a selfie.
             t = QTransform()
             t.translate(target.center().x(), 0).scale(-1, 1).translate(-target.center().x(), 0)

@@ -70,6 +70,7 @@ from app.engine_bridge import EngineBridge, UserMessage
 from app.preview import PreviewWidget
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
+from engine.sources import source_kind
 
 log = logging.getLogger(__name__)
 
@@ -700,7 +701,10 @@ class MainWindow(QMainWindow):
         lay.addLayout(vrow)
         self.mirror_check = ToggleSwitch("Mirror preview")
         lay.addWidget(self.mirror_check)
-        mirror_hint = QLabel("Only your preview is mirrored — others see you unmirrored.")
+        mirror_hint = QLabel(
+            "Only your camera preview is mirrored — others see you unmirrored, and video files "
+            "play as recorded."
+        )
         mirror_hint.setObjectName("hint")
         mirror_hint.setWordWrap(True)
         lay.addWidget(mirror_hint)
@@ -917,6 +921,7 @@ class MainWindow(QMainWindow):
             self._on_message_cleared(self._refusal)
             self._refusal = None
         self.preview.clear(f"Opening {cam.name}…")
+        self.preview.set_mirrorable(source_kind(cam.source) == "camera")
         # Files play at their own size; the resolution picker is for cameras.
         size = None if cam.is_demo else res.size
         ok = self.bridge.start(
@@ -940,6 +945,8 @@ class MainWindow(QMainWindow):
 
     def _on_start_finished(self, ok: bool) -> None:
         cam = self.current_camera()
+        if self.bridge.using_fallback:
+            self.preview.set_mirrorable(False)  # the demo clip stands in for the camera
         if self.bridge.source_error is not None:
             self._unopened = cam.id
             self._schedule_save()  # a save made while it opened may have remembered it

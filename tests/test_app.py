@@ -282,7 +282,9 @@ def test_stats_label_updates(qtbot, make_window):
 def test_virtual_camera_toggle_sends_unmirrored_frames(qtbot, make_window, recorder):
     window = make_window(backend="passthrough")
     wait_frames(qtbot, window, 1)
-    assert window.mirror_check.isChecked()  # the preview is mirrored (the default)...
+    assert window.mirror_check.isChecked()  # mirroring is on (the default)...
+    # ...for a camera: the clip, a file, plays as recorded (its text read backwards before).
+    assert window.preview.mirror and not window.preview.mirrored
     window.virtual_switch.setChecked(True)
     virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
@@ -1604,6 +1606,7 @@ def test_a_camera_that_fails_to_open_is_not_passed_off_as_the_demo_clip(qtbot, m
     wait_frames(qtbot, window, 1)
     assert window.camera_combo.currentText() == "Camera 0"
     assert window.bridge.using_fallback
+    assert not window.preview.mirrored  # the demo clip stands in: not flipped as the camera was
     # What plays is the demo clip, and nothing retries the camera: say so.
     assert window.source_info.text().startswith("Demo clip")
     assert window.banner.kind == "camera"
@@ -2560,6 +2563,11 @@ def test_the_line_under_the_preview_names_no_camera_while_another_opens(qtbot, m
         opened.set()
     wait_frames(qtbot, window, 1)
     assert window.source_info.text().startswith("Logitech BRIO · 640×360")
+    assert window.preview.mirrored  # a camera: the selfie view the setting asks for
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(0)
+    wait_frames(qtbot, window, 1)
+    assert not window.preview.mirrored  # the demo clip, a file, plays as recorded
 
 
 def test_a_message_about_the_previous_source_is_taken_down_when_another_plays(qtbot, make_window):
@@ -4277,6 +4285,9 @@ def test_preview_split_drag_and_mirror(qtbot):
     assert colour_at(0.9).green() > 200  # after, right of it
     w.set_mirror(True)
     assert colour_at(0.2).blue() > 200  # the original is flipped left-right
+    w.set_mirrorable(False)  # a video file plays as recorded, whatever the setting
+    assert w.mirror and not w.mirrored and colour_at(0.2).red() > 200
+    w.set_mirrorable(True)
     w.set_mode("after")
     assert colour_at(0.2).green() > 200 and colour_at(0.9).green() > 200
 
