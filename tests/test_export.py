@@ -179,7 +179,7 @@ def test_parity_failure_is_loud(
 ) -> None:
     model = create_student("tiny").eval()
     monkeypatch.setattr(E, tolerance, -1.0)  # nothing can pass: the check must raise
-    with pytest.raises(E.ExportError, match=message):
+    with pytest.raises(E.ExportError, match=message) as info:
         E.export_all(
             model,
             tmp_path,
@@ -193,6 +193,41 @@ def test_parity_failure_is_loud(
     assert not (tmp_path / "manifest.json").exists()
     # nothing half-done is left where the engine would find it
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # The file is named as it would have been, not by the deleted staging copy's path.
+    text = str(info.value)
+    assert text.startswith("m_fp16.onnx: " if fp16 else "m.onnx: ") and ".export." not in text
+    assert text.endswith(f"(nothing in {tmp_path} was changed)")
+
+
+def test_torchscript_file_that_differs_from_eager_fails_the_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real mismatch, not a tolerance forced below zero: the file written holds other weights.
+    model = create_student("tiny").eval()
+    write = E.export_torchscript
+
+    def drifted(m: torch.nn.Module, path: str | Path) -> str:
+        other = create_student("tiny").eval()
+        other.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            for p in other.parameters():
+                p.add_(0.01)
+        return write(other, path)
+
+    monkeypatch.setattr(E, "export_torchscript", drifted)
+    with pytest.raises(E.ExportError) as info:
+        E.export_all(
+            model,
+            tmp_path,
+            name="m",
+            variant="tiny",
+            config={},
+            fp16=False,
+            torchscript=True,
+            check_size=(33, 47),
+        )
+    assert str(info.value).startswith("m.ts: TorchScript differs from PyTorch by ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # m.onnx, which passed, neither
 
 
 class _NaNAtSecondSize:

@@ -1300,6 +1300,16 @@ def export_all(
             int8=int8,
             calib=calib,
         )
+    except ExportError as exc:
+        # Its messages named the staging copy (".export.x1y2/student_fast.onnx"), deleted
+        # below: name the file as it would have been, and say the folder is as it was.
+        message = str(exc).replace(f"{stage}{os.sep}", "").replace(str(stage), str(out))
+        shutil.rmtree(stage, ignore_errors=True)
+        raise ExportError(f"{message} (nothing in {out} was changed)") from exc
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    try:
         manifest = out / "manifest.json"
         # Locked before anything moves: a lock that cannot be taken (another export's, or one a
         # killed export left behind) stops this one with the old files in place. Taken after the
