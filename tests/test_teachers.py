@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,58 @@ def test_restormer_matches_official_size(restormer: Restormer) -> None:
     ):
         assert key in sd, key
     assert tuple(sd["latent.0.ffn.project_in.weight"].shape) == (2 * 1021, 384, 1, 1)
+
+
+def official_restormer_shapes() -> dict[str, tuple[int, ...]]:
+    """Every tensor of the released ``motion_deblurring.pth``, by name and shape, written out
+    from the paper's configuration (dim 48; blocks 4, 6, 6, 8 and 4 refinement; heads 1, 2, 4,
+    8; FFN expansion 2.66; no conv bias; WithBias LayerNorm), independently of the model code."""
+    shapes: dict[str, tuple[int, ...]] = {"patch_embed.proj.weight": (48, 3, 3, 3)}
+
+    def blocks(prefix: str, n: int, dim: int, heads: int) -> None:
+        hidden = int(dim * 2.66)
+        for i in range(n):
+            p = f"{prefix}.{i}"
+            shapes.update({
+                f"{p}.norm1.body.weight": (dim,), f"{p}.norm1.body.bias": (dim,),
+                f"{p}.attn.temperature": (heads, 1, 1),
+                f"{p}.attn.qkv.weight": (3 * dim, dim, 1, 1),
+                f"{p}.attn.qkv_dwconv.weight": (3 * dim, 1, 3, 3),
+                f"{p}.attn.project_out.weight": (dim, dim, 1, 1),
+                f"{p}.norm2.body.weight": (dim,), f"{p}.norm2.body.bias": (dim,),
+                f"{p}.ffn.project_in.weight": (2 * hidden, dim, 1, 1),
+                f"{p}.ffn.dwconv.weight": (2 * hidden, 1, 3, 3),
+                f"{p}.ffn.project_out.weight": (dim, hidden, 1, 1),
+            })  # fmt: skip
+
+    blocks("encoder_level1", 4, 48, 1)
+    shapes["down1_2.body.0.weight"] = (24, 48, 3, 3)  # conv to dim/2, then PixelUnshuffle(2)
+    blocks("encoder_level2", 6, 96, 2)
+    shapes["down2_3.body.0.weight"] = (48, 96, 3, 3)
+    blocks("encoder_level3", 6, 192, 4)
+    shapes["down3_4.body.0.weight"] = (96, 192, 3, 3)
+    blocks("latent", 8, 384, 8)
+    shapes["up4_3.body.0.weight"] = (768, 384, 3, 3)  # conv to 2*dim, then PixelShuffle(2)
+    shapes["reduce_chan_level3.weight"] = (192, 384, 1, 1)
+    blocks("decoder_level3", 6, 192, 4)
+    shapes["up3_2.body.0.weight"] = (384, 192, 3, 3)
+    shapes["reduce_chan_level2.weight"] = (96, 192, 1, 1)
+    blocks("decoder_level2", 6, 96, 2)
+    shapes["up2_1.body.0.weight"] = (192, 96, 3, 3)
+    blocks("decoder_level1", 4, 96, 1)  # level 1 is not reduced: 48 + 48 channels
+    blocks("refinement", 4, 96, 1)
+    shapes["output.weight"] = (3, 96, 3, 3)
+    return shapes
+
+
+def test_restormer_has_every_official_tensor_by_name_and_shape(restormer: Restormer) -> None:
+    # The loader is strict: one renamed or reshaped tensor and a user's real weights are refused.
+    expected = official_restormer_shapes()
+    got = {k: tuple(v.shape) for k, v in restormer.state_dict().items()}
+    assert len(expected) == RESTORMER_TENSORS
+    assert sum(math.prod(s) for s in expected.values()) == RESTORMER_PARAMS
+    assert sorted(set(expected) - set(got)) == [] and sorted(set(got) - set(expected)) == []
+    assert {k: s for k, s in got.items() if s != expected[k]} == {}
 
 
 def test_restormer_forward_odd_size_and_features(restormer: Restormer) -> None:
