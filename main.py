@@ -825,12 +825,14 @@ def _run_stream(
             vbackend = args.virtual_backend or os.environ.get(VIRTUAL_BACKEND_ENV)
             if vbackend:
                 sink_options["backend"] = vbackend
+        created = None if virtual else _missing_folders(args.output)
         try:
             if sink_kind(args.output) == "video":
                 sink_options["timed"] = True  # dropped frames must not speed the file up
             sink = open_sink(args.output, size=source.size, fps=source.fps, **sink_options)
         except (VirtualCameraUnavailable, SinkError, ValueError) as exc:
             raise CliError(str(exc)) from exc
+        _note_created(created)
         if virtual:
             _check_not_feedback(args.source, getattr(sink, "device", None), picked=True)
         if stopped_early():
@@ -1408,6 +1410,24 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path) -> None:
             )
 
 
+def _missing_folders(out: str) -> Path | None:
+    """The topmost folder above ``out`` that does not exist yet, which its sink will create;
+    None when there is none (``out`` itself, a folder of frames, is not counted)."""
+    top = None
+    for parent in Path(out).expanduser().parents:
+        if parent.exists():
+            break
+        top = parent
+    return top
+
+
+def _note_created(top: Path | None) -> None:
+    # Made without a word, a typo in a folder name (`--output reuslts/a.mp4`) left the result
+    # where nobody would look.
+    if top is not None and top.is_dir():
+        _eprint(f"{PROG}: note: created folder {top} (it did not exist)")
+
+
 def _check_video_output_not_folder(out: str) -> None:
     """A usage error (exit 2) for a video output that is an existing folder (``clips.mp4/``),
     as for an image output: the video sink refused it only once the model had loaded, exit 1."""
@@ -1466,7 +1486,9 @@ def cmd_process(args: argparse.Namespace) -> int:
             engine_source = _TaggedSource(source, tags)
             backend = _PerImageBackend(backend, tags)
         existed = Path(args.output).exists()  # a folder output is made by its sink
+        created = _missing_folders(args.output)
         sink = _open_process_sink(kind, source, args.output, backend)
+        _note_created(created)
         engine = Engine(
             engine_source,
             backend,

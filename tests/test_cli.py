@@ -884,6 +884,24 @@ def test_process_into_a_folder_that_cannot_be_made_says_so(
     assert f"cannot create folder {blocker / 'out'}: Not a directory" in err, err
 
 
+@pytest.mark.parametrize("command", ["process", "run"])
+def test_a_folder_made_for_the_output_is_named(
+    command: str, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A typo in a folder name (`reuslts/o.avi`) made that folder without a word.
+    out = tmp_path / "new" / "deeper" / "o.avi"
+    if command == "process":
+        argv = ["process", str(clip), str(out)]
+    else:
+        argv = ["run", "--source", str(clip), "--output", str(out), "--duration", "0.3"]
+    assert cli.main([*argv, "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: created folder {tmp_path / 'new'} (it did not exist)" in err, err
+    assert out.is_file()
+    assert cli.main([*argv, "--backend", "unsharp"]) == 0  # it exists now: nothing to say
+    assert "created folder" not in capsys.readouterr().err
+
+
 def test_a_model_folder_is_named_as_one(clip: Path, tmp_path: Path) -> None:
     proc = run_cli("process", str(clip), str(tmp_path / "o.avi"), "--model", str(tmp_path))
     assert_clean_failure(proc, f"model {tmp_path} is a folder", code=1)
