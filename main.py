@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import math
 import os
 import re
 import shutil
@@ -797,7 +798,11 @@ def _run_stream(
 
     size = args.size or ((1280, 720) if camera else None)
     source = _open_source(args.source, live=True, size=size, fps=args.fps or 30.0)
-    if args.fps is not None and isinstance(source, VideoFileSource) and source.fps != args.fps:
+    if (
+        args.fps is not None
+        and isinstance(source, VideoFileSource)
+        and not math.isclose(source.fps, args.fps, rel_tol=1e-3)  # 29.97 is 30000/1001
+    ):
         # It was taken silently: a user who asked for 15 FPS got the file's 30.
         _eprint(
             f"{PROG}: warning: --fps {args.fps:g} does not apply to a video file; "
@@ -832,7 +837,8 @@ def _run_stream(
             sink = open_sink(args.output, size=source.size, fps=source.fps, **sink_options)
         except (VirtualCameraUnavailable, SinkError, ValueError) as exc:
             raise CliError(str(exc)) from exc
-        _note_created(created)
+        finally:
+            _note_created(created)  # also when the sink failed after making it
         if virtual:
             _check_not_feedback(args.source, getattr(sink, "device", None), picked=True)
         if stopped_early():
@@ -1414,7 +1420,8 @@ def _missing_folders(out: str) -> Path | None:
     """The topmost folder above ``out`` that does not exist yet, which its sink will create;
     None when there is none (``out`` itself, a folder of frames, is not counted)."""
     top = None
-    for parent in Path(out).expanduser().parents:
+    # As the sinks take it: a `~` the shell left (`--output=~/a.mp4`) is a folder named `~`.
+    for parent in Path(out).parents:
         if parent.exists():
             break
         top = parent
@@ -1487,8 +1494,10 @@ def cmd_process(args: argparse.Namespace) -> int:
             backend = _PerImageBackend(backend, tags)
         existed = Path(args.output).exists()  # a folder output is made by its sink
         created = _missing_folders(args.output)
-        sink = _open_process_sink(kind, source, args.output, backend)
-        _note_created(created)
+        try:
+            sink = _open_process_sink(kind, source, args.output, backend)
+        finally:
+            _note_created(created)  # also when the sink failed after making it
         engine = Engine(
             engine_source,
             backend,

@@ -1303,7 +1303,10 @@ def export_all(
     except ExportError as exc:
         # Its messages named the staging copy (".export.x1y2/student_fast.onnx"), deleted
         # below: name the file as it would have been, and say the folder is as it was.
-        message = str(exc).replace(f"{stage}{os.sep}", "").replace(str(stage), str(out))
+        message = str(exc)
+        for spelling in {str(stage), stage.as_posix(), repr(str(stage))[1:-1]}:
+            message = message.replace(spelling + os.sep, "").replace(spelling + "/", "")
+            message = message.replace(spelling, str(out))
         shutil.rmtree(stage, ignore_errors=True)
         raise ExportError(f"{message} (nothing in {out} was changed)") from exc
     except BaseException:
