@@ -788,7 +788,7 @@ def _run_stream(
     ``restore`` gives the signals back (idempotent)."""
     from engine.pipeline import Engine
     from engine.sinks import SinkError, open_sink, sink_kind
-    from engine.sources import VideoFileSource
+    from engine.sources import DEFAULT_FPS, VideoFileSource
     from engine.virtualcam import VirtualCameraUnavailable
 
     def stopped_early() -> bool:
@@ -797,7 +797,7 @@ def _run_stream(
         return stop.is_set()
 
     size = args.size or ((1280, 720) if camera else None)
-    source = _open_source(args.source, live=True, size=size, fps=args.fps or 30.0)
+    source = _open_source(args.source, live=True, size=size, fps=args.fps or DEFAULT_FPS)
     if (
         args.fps is not None
         and isinstance(source, VideoFileSource)
@@ -815,7 +815,7 @@ def _run_stream(
     try:
         if stopped_early():
             return 0
-        fps = getattr(source, "fps", None) or args.fps or 30.0
+        fps = getattr(source, "fps", None) or DEFAULT_FPS
         backend, warning = _open_backend(
             args.backend, args.model, live=True, scale=args.scale, target_fps=fps
         )

@@ -167,6 +167,22 @@ def test_manifest_readable_by_engine(exported: tuple[Path, torch.nn.Module, Path
     assert entry is not None and entry.variant == "tiny" and entry.input.multiple is not None
 
 
+def export_tiny(
+    model: torch.nn.Module, out: Path, *, fp16: bool, torchscript: bool
+) -> E.ExportResult:
+    """``E.export_all`` of a tiny student as ``m``, checked at a small size (fast)."""
+    return E.export_all(
+        model,
+        out,
+        name="m",
+        variant="tiny",
+        config={},
+        fp16=fp16,
+        torchscript=torchscript,
+        check_size=(33, 47),
+    )
+
+
 @pytest.mark.parametrize(
     "tolerance,fp16,message",
     [
@@ -180,16 +196,7 @@ def test_parity_failure_is_loud(
     model = create_student("tiny").eval()
     monkeypatch.setattr(E, tolerance, -1.0)  # nothing can pass: the check must raise
     with pytest.raises(E.ExportError, match=message) as info:
-        E.export_all(
-            model,
-            tmp_path,
-            name="m",
-            variant="tiny",
-            config={},
-            fp16=fp16,
-            torchscript=False,
-            check_size=(33, 47),
-        )
+        export_tiny(model, tmp_path, fp16=fp16, torchscript=False)
     assert not (tmp_path / "manifest.json").exists()
     # nothing half-done is left where the engine would find it
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -216,16 +223,7 @@ def test_torchscript_file_that_differs_from_eager_fails_the_export(
 
     monkeypatch.setattr(E, "export_torchscript", drifted)
     with pytest.raises(E.ExportError) as info:
-        E.export_all(
-            model,
-            tmp_path,
-            name="m",
-            variant="tiny",
-            config={},
-            fp16=False,
-            torchscript=True,
-            check_size=(33, 47),
-        )
+        export_tiny(model, tmp_path, fp16=False, torchscript=True)
     assert str(info.value).startswith("m.ts: TorchScript differs from PyTorch by ")
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # m.onnx, which passed, neither
 
@@ -262,16 +260,7 @@ def test_nan_at_the_second_check_size_fails_the_parity_check(
 
     monkeypatch.setattr(E, "_cpu_session", session)
     with pytest.raises(E.ExportError, match=message):
-        E.export_all(
-            create_student("tiny").eval(),
-            tmp_path,
-            name="m",
-            variant="tiny",
-            config={},
-            fp16=True,
-            torchscript=False,
-            check_size=(33, 47),
-        )
+        export_tiny(create_student("tiny").eval(), tmp_path, fp16=True, torchscript=False)
     assert not (tmp_path / "manifest.json").exists()
 
 
@@ -1236,16 +1225,7 @@ def test_an_export_carries_its_external_data_files_into_place(
         return used
 
     monkeypatch.setattr(E, "export_onnx", export_external)
-    result = E.export_all(
-        create_student("tiny").eval(),
-        tmp_path,
-        name="m",
-        variant="tiny",
-        config={},
-        fp16=False,
-        torchscript=False,
-        check_size=(33, 47),
-    )
+    result = export_tiny(create_student("tiny").eval(), tmp_path, fp16=False, torchscript=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data", "manifest.json"]
     listed = json.loads((tmp_path / "manifest.json").read_text())["files"]["m.onnx"]
     assert listed == result.entries["m.onnx"]

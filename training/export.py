@@ -1285,34 +1285,28 @@ def export_all(
     # that still lists the old one's sha256 (the engine would refuse it).
     stage = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
     try:
-        result = _export_checked(
-            model,
-            stage,
-            name=name,
-            variant=variant,
-            config=config,
-            fp16=fp16,
-            torchscript=torchscript,
-            opset=opset,
-            device=device,
-            metrics=metrics,
-            check_size=check_size,
-            int8=int8,
-            calib=calib,
-        )
-    except ExportError as exc:
-        # Its messages named the staging copy (".export.x1y2/student_fast.onnx"), deleted
-        # below: name the file as it would have been, and say the folder is as it was.
-        message = str(exc)
-        for spelling in {str(stage), stage.as_posix(), repr(str(stage))[1:-1]}:
-            message = message.replace(spelling + os.sep, "").replace(spelling + "/", "")
-            message = message.replace(spelling, str(out))
-        shutil.rmtree(stage, ignore_errors=True)
-        raise ExportError(f"{message} (nothing in {out} was changed)") from exc
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
-    try:
+        try:
+            result = _export_checked(
+                model,
+                stage,
+                name=name,
+                variant=variant,
+                config=config,
+                fp16=fp16,
+                torchscript=torchscript,
+                opset=opset,
+                device=device,
+                metrics=metrics,
+                check_size=check_size,
+                int8=int8,
+                calib=calib,
+            )
+        except ExportError as exc:
+            # Its messages named the staging copy (".export.x1y2/student_fast.onnx"), deleted
+            # below: name the file as it would have been, and say the folder is as it was.
+            raise ExportError(
+                f"{_unstaged(str(exc), stage, out)} (nothing in {out} was changed)"
+            ) from exc
         manifest = out / "manifest.json"
         # Locked before anything moves: a lock that cannot be taken (another export's, or one a
         # killed export left behind) stops this one with the old files in place. Taken after the
@@ -1345,6 +1339,15 @@ def export_all(
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return result
+
+
+def _unstaged(message: str, stage: Path, out: Path) -> str:
+    """``message`` with the staging folder's paths (in any spelling a message may use) turned
+    into the bare file names, and the folder itself into ``out``."""
+    for spelling in {str(stage), stage.as_posix(), repr(str(stage))[1:-1]}:
+        message = message.replace(spelling + os.sep, "").replace(spelling + "/", "")
+        message = message.replace(spelling, str(out))
+    return message
 
 
 def _check_name(name: str) -> None:
