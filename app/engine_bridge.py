@@ -431,6 +431,10 @@ class EngineBridge(QObject):
         # The virtual camera is wanted: sent to whenever an engine runs. Only a command changes
         # it, or a device that cannot be opened or written (the person has to act then).
         self._want_virtual = False
+        # The (size, fps) the device was first opened with while wanted: a restart on another
+        # camera or resolution reopens it the same (frames are letterboxed), as a call app
+        # reading v4l2loopback may not follow a format change. A turn-off forgets it.
+        self._virtual_format: tuple[tuple[int, int], float] | None = None
         self._closing_sinks: set[_WatchedSink] = set()  # turned off, their close not returned
         # Device opens run on worker threads. The one whose device the running engine gets:
         self._virtual_opening: _VirtualOpen | None = None
@@ -522,6 +526,13 @@ class EngineBridge(QObject):
         if self._engine is not None and self._label != "—":
             return self._label
         return backend_label(self._backend)
+
+    @property
+    def source_fps(self) -> float | None:
+        """The rate the running source says it delivers (a camera's driver may give 30 when 60
+        was asked for; a file its own), or None while none runs."""
+        fps = float(getattr(self._source, "fps", 0) or 0) if self._source is not None else 0.0
+        return fps if fps > 0 else None
 
     @property
     def virtual_camera_on(self) -> bool:
@@ -846,7 +857,8 @@ class EngineBridge(QObject):
         """Turn the virtual camera output on or off; returns whether a device is open now.
 
         The choice is kept (:attr:`virtual_camera_wanted`) across restarts, a start without
-        video and a stream that ended: the device is opened whenever an engine runs. The open
+        video and a stream that ended: the device is opened whenever an engine runs on the
+        source asked for (not on the demo clip standing in for a camera that failed). The open
         runs on a worker thread (a driver may take seconds, or hang), so a turn-on returns False
         at once; :attr:`virtual_camera_changed` says when the device is open. A device turned
         off a moment ago is given up to ``OPEN_WAIT_S`` to close first (a driver may refuse a
@@ -859,6 +871,7 @@ class EngineBridge(QObject):
         """
         self._want_virtual = bool(on)
         if not on:
+            self._virtual_format = None
             self._release_virtual()
             self.virtual_camera_changed.emit(False, "")
             return False
@@ -867,20 +880,30 @@ class EngineBridge(QObject):
         if self._virtual_opening is not None:
             self._virtual_opening.asked = True  # its outcome answers this turn-on now
             return False
-        if self._engine is None:
-            # Nothing runs now (a start opening, no video): sent to once something does.
+        if self._engine is None or self.using_fallback:
+            # Nothing runs now (a start opening, no video): sent to once something does. The
+            # demo clip standing in for a camera that did not open is not sent either: the
+            # people in the call would see the bundled clip instead of the person.
             self.virtual_camera_changed.emit(False, "")
             return False
         self._open_virtual(asked=True)
         return False
 
+    def _drop_virtual_wish(self) -> None:
+        """The virtual camera is no longer wanted (the device failed, or is missing)."""
+        self._want_virtual = False
+        self._virtual_format = None
+
     def _open_virtual(self, *, asked: bool, wait: bool = False) -> None:
         """Open a virtual camera device for the running engine on a worker thread (``wait``:
         in this one); :meth:`_on_virtual_opened` hands it to the engine in the GUI thread."""
-        size = self._output_size()
-        # The rate the source really delivers (a camera asked for 60 may give 30): calls must
-        # not be promised frames that never come.
-        fps = float(getattr(self._source, "fps", 0) or 0) or self._fps
+        if self._virtual_format is not None:
+            size, fps = self._virtual_format
+        else:
+            size = self._output_size()
+            # The rate the source really delivers (a camera asked for 60 may give 30): calls
+            # must not be promised frames that never come.
+            fps = self.source_fps or self._fps
         options: dict[str, Any] = {"size": size, "fps": fps}
         if self._virtual_backend:
             options["backend"] = self._virtual_backend
@@ -1009,7 +1032,7 @@ class EngineBridge(QObject):
             # The engine reads this very device (another app may have been feeding it): sending
             # there would show SharpCam its own picture in a loop. Off, and said why: nothing
             # is wrong with the device, and the setup steps would mislead.
-            self._want_virtual = False
+            self._drop_virtual_wish()
             self._close_in_background(req)
             self.virtual_camera_changed.emit(False, "")
             self._say(feedback_loop_message(self._playing[1] or self._playing[0], device))
@@ -1027,6 +1050,7 @@ class EngineBridge(QObject):
             return
         self._virtual_sink = watched
         self._virtual_device = device
+        self._virtual_format = (req.options["size"], req.options["fps"])
         # It opened: a failed close before did not keep it, and the warning would mislead;
         # nor does a failed open before apply any more.
         failures, self._close_failures = self._close_failures, []
@@ -1038,7 +1062,7 @@ class EngineBridge(QObject):
 
     def _say_missing(self, exc: BaseException) -> None:
         """No virtual camera device could be opened: the wish is dropped, the steps shown."""
-        self._want_virtual = False
+        self._drop_virtual_wish()
         detail = str(exc).strip()
         guidance = virtual_camera_guidance()
         if detail:
@@ -1059,7 +1083,7 @@ class EngineBridge(QObject):
     def _say_open_failed(self, exc: BaseException) -> None:
         """The device did not open on an unexpected error: the wish is dropped, as for a
         missing device, and the banner says so (the log has the traceback)."""
-        self._want_virtual = False
+        self._drop_virtual_wish()
         self.virtual_camera_changed.emit(False, "")
         if self._open_failure is not None:
             # Replaced: an open that works takes down only the failure held here.
@@ -1287,7 +1311,7 @@ class EngineBridge(QObject):
         self.backend_changed.emit(self._label)
         self._stats_timer.start()
         self.running_changed.emit(True)
-        if self._want_virtual:
+        if self._want_virtual and not req.using_fallback:
             self._open_virtual(asked=False, wait=wait)
         if not _same_scale(self._scale, scale):
             # Changed while this start's model loaded, and _rescaled could not apply it (the
@@ -1487,7 +1511,7 @@ class EngineBridge(QObject):
             # The engine drops a sink whose write failed (v4l2loopback unloaded, OBS's camera
             # stopped): the switch must not go on saying "sending", and nothing may turn it on
             # again by itself (it would fail again): the banner asks the person to.
-            self._want_virtual = False
+            self._drop_virtual_wish()
             self._release_virtual()
             self.virtual_camera_changed.emit(False, "")
         # The engine may fall back (backend failed -> passthrough): say what really runs.

@@ -59,6 +59,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.camera_list import (
+    DEMO_ID,
     RESOLUTIONS,
     CameraChoice,
     CameraProbe,
@@ -85,6 +86,12 @@ SAVE_DELAY_MS = 500
 # it opens what the picker stands on: the stand-in (the demo clip), or the camera named.
 CAMERA_WAIT_S = 30.0
 LOOKING_FOR_CAMERAS = "Looking for cameras…"
+# The line under the preview, per view mode (preview.VIEW_MODES).
+VIEW_HINTS = {
+    "split": "Drag the divider (or ← →) to compare · Space toggles sharpening",
+    "side": "Before left, after right · Space toggles sharpening",
+    "after": "After only · Space toggles sharpening",
+}
 
 STYLE = """
 QMainWindow, QWidget#central { background: #0f1117; }
@@ -399,6 +406,13 @@ class MainWindow(QMainWindow):
         # exist was remembered, and the next launch fell back to the demo clip without a word.
         self._opened_source = settings.source
         self._unopened: str | None = None  # the picker entry whose latest start failed to open
+        # The demo clip is remembered only when the person picked it: as the stand-in for no
+        # camera at the first launch, or named by `--source assets/demo.mp4` for a bug report,
+        # it became the camera of every later launch, webcam plugged in or not.
+        self._demo_picked = False
+        # The camera mode picked; the picker shows none while a file plays (see
+        # _update_resolution_enabled).
+        self._resolution_key = RESOLUTIONS[0].key
         # The picker stands on what the window picked itself (no --source, no pick by the
         # person): the cameras a probe finds later may pick another (see wait_for_cameras).
         self._auto_pick = source is None
@@ -594,7 +608,7 @@ class MainWindow(QMainWindow):
         info = QHBoxLayout()
         self.source_info = QLabel("")
         self.source_info.setObjectName("hint")
-        tip = QLabel("Drag the divider (or ← →) to compare · Space toggles sharpening")
+        self.view_hint = tip = QLabel(VIEW_HINTS["split"])
         tip.setObjectName("hint")
         info.addWidget(self.source_info, 1)
         info.addWidget(tip)
@@ -818,7 +832,7 @@ class MainWindow(QMainWindow):
         self.strength_slider.setEnabled(s.enabled)  # toggled is connected only after this
         self.strength_value.setText(f"{round(s.strength * 100)} %")
         self.view_buttons[s.view_mode].setChecked(True)
-        self.preview.set_mode(s.view_mode)
+        self._set_view_mode(s.view_mode)
         self.preview.set_split(s.split)
         self.mirror_check.setChecked(s.mirror)
         self.preview.set_mirror(s.mirror)
@@ -870,8 +884,11 @@ class MainWindow(QMainWindow):
         return next(c for c in self.cameras if c.id == cam_id)
 
     def current_resolution(self) -> ResolutionChoice:
-        key = self.resolution_combo.currentData()
-        return next(r for r in RESOLUTIONS if r.key == key)
+        """The camera resolution picked (kept while a file plays and the picker shows the
+        file's own size instead)."""
+        if self.resolution_combo.currentIndex() >= 0:
+            self._resolution_key = self.resolution_combo.currentData()
+        return next(r for r in RESOLUTIONS if r.key == self._resolution_key)
 
     def current_scale(self) -> str:
         """The processing scale picked: ``"auto"`` or a number as text (``"0.75"``)."""
@@ -957,6 +974,7 @@ class MainWindow(QMainWindow):
         if not ok:
             # No engine was started, so no running_changed comes to end "Starting".
             self._show_no_video("No video. Pick another camera or the demo clip.")
+        self._show_virtual_state()  # the demo clip standing in is not sent: the line says so
 
     def _on_stream_ended(self, msg: UserMessage) -> None:
         # The banner shows the cause (the bridge emitted it); the picture must not stay as if
@@ -981,6 +999,7 @@ class MainWindow(QMainWindow):
         if self._refuse_own_output(cam):
             return
         self._camera_id = cam.id
+        self._demo_picked = cam.id == DEMO_ID
         self._absent_source = ""  # the person's choice is remembered from now on
         self._auto_pick = False  # and a camera list found later does not change it
         self._on_source_changed()
@@ -1043,9 +1062,21 @@ class MainWindow(QMainWindow):
         self._schedule_save()
 
     def _update_resolution_enabled(self) -> None:
+        """The picker is for cameras: while a file plays it shows no camera mode, greyed (a
+        greyed "720p · 30 fps" over a 640×360 file read as the format playing), but the
+        file's own size once its first frame came (see :meth:`_show_source_format`)."""
         is_file = self.current_camera().is_demo
-        self.resolution_combo.setEnabled(not is_file)
-        self.resolution_combo.setToolTip("Video files play at their own size" if is_file else "")
+        combo = self.resolution_combo
+        key = self.current_resolution().key  # kept for the next camera and the settings
+        combo.blockSignals(True)  # neither hides nor shows a mode restart anything
+        if is_file:
+            combo.setPlaceholderText("The file's own size")
+            combo.setCurrentIndex(-1)
+        elif combo.currentIndex() < 0:
+            combo.setCurrentIndex(combo.findData(key))
+        combo.blockSignals(False)
+        combo.setEnabled(not is_file)
+        combo.setToolTip("Video files play at their own size and rate" if is_file else "")
 
     def _on_enabled(self, on: bool) -> None:
         self.bridge.set_enabled(on)
@@ -1062,7 +1093,12 @@ class MainWindow(QMainWindow):
         self.bridge.set_strength(value / 100.0)
 
     def _on_view_mode(self, button: QPushButton) -> None:
-        self.preview.set_mode(str(button.property("mode")))
+        self._set_view_mode(str(button.property("mode")))
+
+    def _set_view_mode(self, mode: str) -> None:
+        self.preview.set_mode(mode)
+        # The divider's keys are offered only where there is a divider.
+        self.view_hint.setText(VIEW_HINTS.get(mode, VIEW_HINTS["after"]))
 
     def _on_mirror(self, on: bool) -> None:
         self.preview.set_mirror(on)
@@ -1098,19 +1134,31 @@ class MainWindow(QMainWindow):
         pair = self.bridge.take_preview()
         if pair is not None:
             if not self.preview.has_frame():
-                w, h = pair[1].width(), pair[1].height()
-                info = f"{self.shown_source_name()} · {w}×{h}"
-                rw, rh = self.current_resolution().size
-                if not self.current_camera().is_demo and not self.bridge.using_fallback:
-                    # A camera picks its nearest mode: the picker must not pass for what it gave.
-                    other = (w, h) != (rw, rh)
-                    if other:
-                        info += f" (not {rw}×{rh}: the camera's nearest)"
-                    self.resolution_combo.setToolTip(
-                        f"The camera does not offer {rw}×{rh}; it sends {w}×{h}." if other else ""
-                    )
-                self.source_info.setText(info)
+                self._show_source_format(pair[1].width(), pair[1].height())
             self.preview.set_frames(*pair)
+
+    def _show_source_format(self, w: int, h: int) -> None:
+        """Say what the source really delivers (first frame of a start): a camera picks its
+        nearest mode, and the picker must not pass for what it gave."""
+        info = f"{self.shown_source_name()} · {w}×{h}"
+        fps = self.bridge.source_fps
+        if self.current_camera().is_demo or self.bridge.using_fallback:
+            # A file plays at its own size and rate: the picker, for cameras, shows that.
+            rate = f" · {fps:.3g} fps" if fps else ""
+            self.resolution_combo.setPlaceholderText(f"{w}×{h}{rate} (the file's own)")
+            self.source_info.setText(info)
+            return
+        res = self.current_resolution()
+        (rw, rh), tips = res.size, []
+        if (w, h) != (rw, rh):
+            info += f" (not {rw}×{rh}: the camera's nearest)"
+            tips.append(f"The camera does not offer {rw}×{rh}; it sends {w}×{h}.")
+        if fps and abs(fps - res.fps) > 0.05 * res.fps:
+            # "720p · 60 fps" over a 30 fps stream read as SharpCam being too slow.
+            info += f" · {fps:.3g} fps (not {res.fps}: the camera's nearest)"
+            tips.append(f"The camera does not offer {res.fps} fps here; it sends {fps:.3g}.")
+        self.resolution_combo.setToolTip(" ".join(tips))
+        self.source_info.setText(info)
 
     def _on_stats(self, stats: Any) -> None:
         self._last_stats = stats
@@ -1182,6 +1230,13 @@ class MainWindow(QMainWindow):
         elif self.bridge.virtual_camera_opening:
             # A driver that takes its time (or hangs) must not pass for "waiting for video".
             self.virtual_status.setText("On · opening the virtual camera…")
+        elif wanted and self.bridge.using_fallback and self.bridge.is_running:
+            # The demo clip stands in for the camera only in this window: a call must not show
+            # the bundled clip in place of the person.
+            self.virtual_status.setText(
+                f"On · not sending: {_html(self.current_camera().name)} did not open. The demo "
+                "clip plays only here; calls get video once the camera opens."
+            )
         elif wanted:
             # A start opening, no video, or the video stopped: calls get nothing until it runs.
             self.virtual_status.setText("On · waiting for video; nothing is sent until it plays.")
@@ -1257,7 +1312,9 @@ class MainWindow(QMainWindow):
         return s
 
     def _rememberable(self, cam: CameraChoice) -> bool:
-        return cam.id in {c.id for c in self.cameras if not c.is_demo} or cam.id == "demo"
+        if cam.id == DEMO_ID:
+            return self._demo_picked
+        return cam.id in {c.id for c in self.cameras if not c.is_demo}
 
     def _schedule_save(self, *_: object) -> None:
         if not self._closing:

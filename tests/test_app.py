@@ -82,6 +82,7 @@ class Recorder(pyvirtualcam.Backend):
     closed = threading.Event()
     fail_next = 0  # constructions that raise (a missing device), counted down
     opened_fps: float | None = None  # the rate the last camera was opened with
+    opened: list[tuple[int, int, float]] = []  # (width, height, fps) of every open
     device_name = "SharpCam Test Camera"  # what the device says it is, when none is asked for
 
     def __init__(self, width, height, fps, fourcc, device, **kwargs) -> None:  # noqa: ANN001
@@ -91,6 +92,7 @@ class Recorder(pyvirtualcam.Backend):
         self._device = device or Recorder.device_name
         self._width, self._height = width, height
         Recorder.opened_fps = fps
+        Recorder.opened.append((width, height, fps))
 
     def send(self, frame: np.ndarray) -> None:
         # pyvirtualcam hands backends the flat native buffer (RGB here, as nothing is converted).
@@ -113,6 +115,7 @@ pyvirtualcam.register_backend(VIRTUAL_BACKEND, Recorder)
 @pytest.fixture
 def recorder():
     Recorder.frames = []
+    Recorder.opened = []
     Recorder.closed = threading.Event()
     Recorder.fail_next = 0
     yield Recorder
@@ -1620,6 +1623,72 @@ def test_a_camera_that_fails_to_open_is_not_passed_off_as_the_demo_clip(qtbot, m
     assert asked[tried] == "0"
 
 
+def test_the_demo_clip_standing_in_for_a_camera_is_not_sent_to_calls(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # "Send to video calls" remembered on, the webcam held by the call app at launch: the demo
+    # clip stands in for it in the window, and the call saw the bundled clip instead of the
+    # person.
+    import engine
+
+    _cameras_only(monkeypatch, _Camera720p)
+    busy = [True]
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if str(source) == "0" and busy[0]:
+            raise RuntimeError("camera 0 exists but cannot be opened (in use by another app?)")
+        return engine.open_source(source, **kwargs)
+
+    window = make_window(
+        source="0",
+        api=_engine_api(open_source=open_source),
+        settings=AppSettings(virtual_camera=True),
+    )
+    wait_frames(qtbot, window, 5)
+    assert window.bridge.using_fallback
+    assert not window.bridge.virtual_camera_on and not recorder.opened and not recorder.frames
+    assert window.bridge.virtual_camera_wanted and window.virtual_switch.isChecked()
+    assert window.virtual_status.text().startswith("On · not sending: Camera 0 did not open")
+    # Turned off and on again meanwhile: still not sent.
+    window.virtual_switch.setChecked(False)
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    assert not window.bridge.virtual_camera_on and not recorder.opened
+    assert "not sending" in window.virtual_status.text()
+    # The camera opens on the next try: the call gets it.
+    busy[0] = False
+    with started(qtbot, window):
+        window.camera_combo.activated.emit(window.camera_combo.currentIndex())
+    assert not window.bridge.using_fallback and window.bridge.virtual_camera_on
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 3, timeout=FRAME_TIMEOUT_MS)
+    assert window.virtual_status.text().startswith("On · sending to")
+    # The demo clip picked by the person is sent: that is their choice.
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo"))
+    assert window.bridge.virtual_camera_on
+
+
+def test_the_virtual_camera_keeps_its_format_while_on_across_restarts(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # Each restart (another camera or resolution) reopened the device at the new source's size:
+    # a call app reading v4l2loopback may not follow a format change mid-call.
+    _cameras_only(monkeypatch, _Camera720p)
+    window = make_window(source="0", settings=AppSettings(virtual_camera=True))
+    assert window.bridge.virtual_camera_on
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo"))  # 640x360
+    assert window.bridge.virtual_camera_on
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 3, timeout=FRAME_TIMEOUT_MS)
+    assert recorder.opened == [(1280, 720, 30.0), (1280, 720, 30.0)]
+    assert recorder.frames[-1].shape == (720, 1280, 3)  # the clip letterboxed into it
+    # Turned off and on, it takes the size of what plays now.
+    window.virtual_switch.setChecked(False)
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on and recorder.opened[-1] == (640, 360, 30.0)
+
+
 class _Camera720p:
     """Stands in for cv2.VideoCapture on a camera that only has 1280x720, whatever is asked."""
 
@@ -1646,6 +1715,18 @@ class _Camera720p:
         self.released = True
 
 
+def _cameras_only(monkeypatch, camera: type) -> None:  # noqa: ANN001
+    """Cameras (an index) open as ``camera``; files still open for real."""
+    from engine import sources
+
+    real = sources._make_capture
+    monkeypatch.setattr(
+        sources,
+        "_make_capture",
+        lambda target, api: camera(target, api) if str(target).isdigit() else real(target, api),
+    )
+
+
 def test_the_resolution_picker_says_when_the_camera_gives_another_size(
     qtbot, make_window, monkeypatch
 ):
@@ -1663,6 +1744,38 @@ def test_the_resolution_picker_says_when_the_camera_gives_another_size(
     wait_frames(qtbot, window, 1)
     assert window.source_info.text() == "Camera 0 · 1280×720"
     assert window.resolution_combo.toolTip() == ""
+    # A rate the camera does not give is said too: "720p · 60 fps" over 30 fps read as
+    # SharpCam being slow.
+    with started(qtbot, window):
+        window.resolution_combo.setCurrentIndex(window.resolution_combo.findData("1280x720@60"))
+    wait_frames(qtbot, window, 1)
+    assert window.source_info.text() == (
+        "Camera 0 · 1280×720 · 30 fps (not 60: the camera's nearest)"
+    )
+    assert "does not offer 60 fps" in window.resolution_combo.toolTip()
+
+
+def test_the_resolution_picker_shows_the_files_own_format_and_keeps_the_cameras(
+    qtbot, make_window, monkeypatch
+):
+    # A greyed "720p · 30 fps" over a 640x360 file read as the format playing.
+    _cameras_only(monkeypatch, _Camera720p)
+    window = make_window(settings=AppSettings(resolution="1920x1080", fps=30), source="0")
+    combo = window.resolution_combo
+    assert combo.currentText() == "1080p · 30 fps" and combo.isEnabled()
+    with started(qtbot, window):
+        combo_changes: list[int] = []  # each would restart the stream a second time
+        combo.currentIndexChanged.connect(combo_changes.append)
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo"))
+    wait_frames(qtbot, window, 1)
+    assert not combo.isEnabled() and combo.currentIndex() == -1
+    assert combo.placeholderText() == "640×360 · 30 fps (the file's own)"
+    # Not a camera mode, but the camera's is kept: for the settings and the next camera.
+    assert window.collect_settings().resolution == "1920x1080"
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("0"))
+    assert combo.currentText() == "1080p · 30 fps" and combo.isEnabled()
+    assert combo_changes == []  # hidden and shown again without restarts of their own
 
 
 def test_a_camera_index_from_the_command_line_is_the_listed_camera(qtbot, tmp_path):
@@ -1710,6 +1823,43 @@ def test_a_remembered_camera_unplugged_at_start_is_still_remembered(qtbot, tmp_p
     away.bridge.start = lambda *a, **k: None  # no engine here
     away.camera_combo.setCurrentIndex(1)
     assert away.collect_settings().source == "demo"
+
+
+def test_the_demo_clip_is_remembered_only_when_the_person_picked_it(qtbot, tmp_path):
+    # The stand-in for no camera at a first launch was saved as the camera, and every later
+    # launch played the demo clip with the webcam plugged in; so did a bug report's
+    # `--source assets/demo.mp4` run over the person's settings.
+    webcam = CameraChoice("/dev/video0", "HD Webcam", "/dev/video0")
+    store = open_store(str(tmp_path / "settings.ini"))
+
+    def window(settings: AppSettings, cameras: list, source: str | None = None) -> MainWindow:
+        w = MainWindow(
+            EngineBridge(api=object()),
+            store=store,
+            settings=settings,
+            cameras=cameras,
+            source=source,
+            tray=False,
+        )
+        qtbot.addWidget(w)
+        w.bridge.start = lambda *a, **k: None  # no engine here
+        return w
+
+    first = window(AppSettings(), [demo_choice()])
+    assert first.current_camera().is_demo
+    saved = first.collect_settings()
+    assert saved.source == ""
+    assert window(saved, [webcam, demo_choice()]).current_camera() == webcam
+    report = window(AppSettings(source="/dev/video0"), [webcam, demo_choice()], str(DEMO_CLIP))
+    assert report.current_camera().id == "demo"
+    assert report.collect_settings().source == "/dev/video0"
+    # Picked, it is remembered, and stays remembered at a launch that shows it unpicked.
+    report.camera_combo.setCurrentIndex(report.camera_combo.findData("demo"))
+    report.camera_combo.setCurrentIndex(report.camera_combo.findData("/dev/video0"))
+    report.camera_combo.setCurrentIndex(report.camera_combo.findData("demo"))
+    saved = report.collect_settings()
+    assert saved.source == "demo"
+    assert window(saved, [webcam, demo_choice()]).collect_settings().source == "demo"
 
 
 def _no_camera_7(asked: list[str] | None = None):  # noqa: ANN202
@@ -3447,12 +3597,21 @@ def test_settings_are_remembered(qtbot, make_window, tmp_path):
     assert saved.strength == pytest.approx(0.35)
     assert saved.view_mode == "side"
     assert saved.mirror is False and saved.enabled is False
-    assert saved.source == "demo"
+    # The demo clip played as the stand-in for no camera: nobody picked it, so the next launch
+    # still takes the first camera it finds.
+    assert saved.source == ""
+    # The other view modes have no divider: the hint under the preview does not offer one.
+    assert "divider" not in window.view_hint.text()
 
     again = make_window()  # the same store: the controls come back as they were
     assert again.strength_slider.value() == 35
     assert again.preview.mode == "side" and not again.preview.mirror
     assert again.bridge.engine.enabled is False
+    assert again.view_hint.text() == "Before left, after right · Space toggles sharpening"
+    again.view_buttons["split"].click()
+    assert "Drag the divider" in again.view_hint.text()
+    again.view_buttons["after"].click()
+    assert "divider" not in again.view_hint.text()
 
 
 def _settings_on_disk(path: Path) -> str:
