@@ -300,7 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_model_options(run)
     run.add_argument(
-        "--size", type=parse_size, metavar="WxH", help="capture size (camera: 1280x720)"
+        "--size",
+        type=parse_size,
+        metavar="WxH",
+        help="capture size (camera: 1280x720); a file, image or folder is scaled to fit it, "
+        "letterboxed",
     )
     run.add_argument(
         "--fps",
@@ -394,7 +398,21 @@ def _frames(n: int) -> str:
 
 
 def _eprint(*parts: object) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+    try:
+        print(*parts, file=sys.stderr, flush=True)
+    except OSError:
+        # The reader went away (`2>&1 | head`, a log forwarder that exited): what is said here
+        # must never end a stream, nor decide whether its recording counts as complete.
+        _silence_stderr()
+
+
+def _silence_stderr() -> None:
+    """Send what is still said to stderr nowhere (it has no reader any more); Python's own
+    flush at exit would otherwise fail on it again."""
+    try:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    except OSError:
+        pass
 
 
 def _describe_backend(backend: Any) -> str:
@@ -495,30 +513,37 @@ class _StatusLine:
     def due(self, now: float) -> bool:
         return now - self._last >= self.period
 
+    def _write(self, text: str) -> None:
+        if self.stream is None:
+            return  # its reader went away: the stream goes on without a status line
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError:
+            self.stream = None
+            _silence_stderr()
+
     def show(self, text: str, now: float) -> None:
         self._last = now
         if self.tty:
             # A line wider than the terminal wraps, and \r then redraws only its last row.
             text = text[: max(20, shutil.get_terminal_size().columns - 1)]
             pad = " " * max(0, self._width - len(text))  # erase the tail of a longer line
-            self.stream.write("\r" + text + pad)
+            self._write("\r" + text + pad)
             self._width = len(text)
         else:
-            self.stream.write(text + "\n")
-        self.stream.flush()
+            self._write(text + "\n")
 
     def note(self, text: str) -> None:
         """A line of its own (a warning in full), above the status line."""
         if self.tty and self._width:
-            self.stream.write("\r" + " " * self._width + "\r")
+            self._write("\r" + " " * self._width + "\r")
             self._width = 0
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        self._write(text + "\n")
 
     def finish(self) -> None:
         if self.tty and self._width:
-            self.stream.write("\n")
-            self.stream.flush()
+            self._write("\n")
 
 
 def format_status(stats: Any, width: int = 90) -> str:
@@ -945,6 +970,15 @@ def _run_stream(
                 raise CliError(nothing)
             _eprint(f"{PROG}: stopped; {nothing}")  # Ctrl-C in `run` stays exit 0
             return 0
+        total = source.frame_count if isinstance(source, VideoFileSource) else None
+        if total and not (stop.is_set() or timed_out) and stats.frames_in < total:
+            # As `process` says it: a file cut off mid-write ended the run as if it were whole,
+            # exit 0 and not a word, over an earlier recording of the same name.
+            _eprint(
+                f"{PROG}: warning: {args.source} announced {total} frames and "
+                f"{stats.frames_in} could be decoded (damaged or truncated, or a count the "
+                "container only estimates)"
+            )
         if stop.is_set():
             # A timed recording repeats the frames the model had no time for: say both counts,
             # or the file's length contradicts the message.

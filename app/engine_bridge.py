@@ -1858,7 +1858,7 @@ def _open_source(api: Any, req: _StartRequest) -> None:
             fallback_error = exc2
     if req.using_fallback:
         # Nothing retries a camera that failed to open: the advice must not promise a
-        # reconnect, and must say that the picture (also what calls receive) is the demo.
+        # reconnect, and must say that the picture is the demo (calls are not sent it).
         msg = replace(
             msg,
             advice="Showing the demo clip instead. Close other apps that use the camera, "

@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, image_size, resize_to, to_rgb8
+from engine.frames import Frame, fit_to, image_size, to_rgb8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -729,7 +729,7 @@ class VideoFileSource(_SourceBase):
     Args:
         path: the video file.
         live: pace to real time.
-        size: resize frames to this ``(W, H)``; ``None`` keeps the file's size.
+        size: scale frames to fit this ``(W, H)``, letterboxed (never stretched); ``None`` keeps the file's size.
         fps: used only when the file does not declare a rate (default 30).
         loop: start again at the end instead of ending (a demo clip as an endless camera).
     """
@@ -814,7 +814,7 @@ class VideoFileSource(_SourceBase):
             return None
         rgb = to_rgb8(img, bgr=True, inplace=True)
         if self._resize is not None:
-            rgb = resize_to(rgb, self._resize)
+            rgb = fit_to(rgb, self._resize)
         return self._emit(rgb, time.perf_counter())
 
     def _release(self) -> None:
@@ -847,7 +847,7 @@ class ImageSource(_SourceBase):
         image = read_image(self.path)
         resize = _check_size(size)
         if resize is not None:
-            image = resize_to(image, resize)
+            image = fit_to(image, resize)
         # Shared by every frame: nobody writes into source images (see FrameSource.read).
         self._image = image
         self.live = live
@@ -944,7 +944,7 @@ class ImageFolderSource(_SourceBase):
 
     def _load(self, i: int) -> np.ndarray:
         image = read_image(self.files[i])
-        return resize_to(image, self._resize) if self._resize is not None else image
+        return fit_to(image, self._resize) if self._resize is not None else image
 
     def _next_image(self) -> np.ndarray | None:
         """The image at ``_pos`` or, skipping, the next readable one; None past the last file.
@@ -1075,7 +1075,7 @@ def open_source(
             an image file, or a folder of images.
         live: real-time delivery (cameras always are; files are paced at their FPS) versus as
             fast as possible, every frame (offline processing).
-        size: ``(W, H)`` requested from a camera; files are resized to it when given.
+        size: ``(W, H)`` requested from a camera; files, images and folders are scaled to fit it, letterboxed.
         fps: requested from a camera; the repeat rate for images and folders; only a fallback
             for video files (they play at their own rate).
         kind: force ``"camera"``, ``"video"``, ``"image"``, ``"folder"`` or a registered kind.

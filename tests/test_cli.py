@@ -2055,6 +2055,48 @@ def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
     assert len(read_video(tmp_path / "rec.incomplete.avi")) == 5
 
 
+def test_run_of_a_video_that_stops_decoding_early_warns_as_process_does(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # OpenCV ends a cut-off file as if it were whole: `run` said nothing and exited 0.
+    full = write_video(tmp_path / "full.avi", 60).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full[: len(full) // 2])
+    decodable = len(read_video(cut))
+    assert 0 < decodable < 60
+    out = tmp_path / "live.avi"
+    code = cli.main(["run", "--source", str(cut), "--output", str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"{cut} announced 60 frames and {decodable} could be decoded" in err, err
+    # A whole file says nothing of the kind.
+    code = cli.main(["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and "could be decoded" not in err, err
+
+
+class _ClosedPipe(io.StringIO):
+    """stderr whose reader went away (`2>&1 | head -1`) after its first line."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+        return super().write(text)
+
+
+def test_run_goes_on_when_its_stderr_reader_goes_away(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The next status line raised BrokenPipeError: exit 1 and no recording, mid-stream.
+    monkeypatch.setattr(sys, "stderr", _ClosedPipe())
+    out = tmp_path / "live.avi"
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    )
+    assert code == 0
+    assert [read_stamp(f) for f in read_video(out)] == list(range(len(read_video(clip))))
+
+
 @pytest.mark.parametrize("fails_at", [1, 5])
 def test_run_whose_source_fails_midway_keeps_its_frames_as_incomplete(
     fails_at: int,

@@ -603,6 +603,27 @@ def test_video_loop_and_resize(tmp_path):
     assert all(f.image.shape == (24, 32, 3) for f in frames)
 
 
+def test_a_size_asked_for_letterboxes_files_images_and_folders_never_stretches(tmp_path):
+    # `run --size 640x360` squashed each portrait photo of a folder to 16:9 (3.2:1 here).
+    portrait = np.full((40, 20, 3), 200, np.uint8)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_png(folder / "a.png", portrait)
+    video = tmp_path / "v.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (20, 40))
+    for _ in range(2):
+        writer.write(portrait)
+    writer.release()
+    for path in (folder / "a.png", folder, video):
+        with open_source(str(path), live=False, size=(64, 36)) as src:
+            img = src.read().image
+        assert img.shape == (36, 64, 3), path
+        # 18 px of picture in the middle (40x20 fitted to a height of 36), black either side.
+        cols = np.flatnonzero(img[18, :, 0] > 100)
+        assert cols.size and 16 <= cols.size <= 20 and abs(cols.mean() - 31.5) < 2, (path, cols)
+        assert img[:, :20].max() < 10 and img[:, -20:].max() < 10, path
+
+
 # --------------------------------------------------------------------------- cameras (faked)
 
 
