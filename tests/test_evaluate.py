@@ -813,13 +813,40 @@ def test_raw_frames_of_the_training_range_are_flagged(
         samples = list(EV.iter_samples(EV.parse_data(f"raw:{seq}:1-40"), windows=(7,)))
     # The set is named raw-plain / raw-linear whatever its frames: nothing else says that
     # these windows (8-14 and 28-34) are frames the students were trained on.
-    assert samples and "8-34 include frames the students train on (1-239" in caplog.text
+    assert samples and "8-34 include frames the students trained on (1-239" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="training.evaluate"):
         # The model card's held-out windows: centres 250-290, up to 13 frames.
         assert EV.check_raw_range_held_out(244, 296)
         assert not EV.check_raw_range_held_out(236, 250)
     assert "236-250" in caplog.text and "244-296" not in caplog.text
+
+
+def test_a_checkpoint_trained_on_the_frames_scored_is_flagged_by_its_own_range(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The guard compared with the default training range (1-239) only: a student trained on
+    # frames 1-279 of the clip was scored on 240-299 as "held-out" without a word.
+    seq = _raw_clip(tmp_path / "GOPR_x", 60)
+    torch.manual_seed(0)
+    state = create_student("tiny").state_dict()
+    for name, rng, dirs in (
+        ("wide", [1, 50], [str(tmp_path / "elsewhere" / "GOPR_x")]),  # the clip by its name
+        ("narrow", [1, 20], [str(seq)]),
+        ("other_clip", [1, 60], [str(tmp_path / "GOPR_y")]),
+    ):
+        config = {"student": "tiny", "data": {"raw_dirs": dirs, "raw_train_range": rng}}
+        torch.save({"model": state, "config": config}, tmp_path / f"{name}.pt")
+    args = ["--data", f"raw:{seq}:41-60", "--windows", "7", "--plain", "--no-perceptual"]
+    for name in ("wide", "narrow", "other_clip"):
+        args += ["--model", str(tmp_path / f"{name}.pt")]
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        assert EV.main([*args, "--out", str(tmp_path / "out")]) == 0
+    assert "48-54 include frames wide trained on (1-50" in caplog.text
+    assert "narrow trained" not in caplog.text and "other_clip trained" not in caplog.text
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["not_held_out"] == ["wide: GOPR_x frames 48-54 overlap its training frames 1-50"]
+    assert "**Not held-out**: wide" in (tmp_path / "out" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -247,28 +247,79 @@ def raw_centres(first: int, last: int, windows: Sequence[int], stride: int) -> l
     return kept
 
 
-def check_raw_range_held_out(first: int, last: int, path: str | Path = "") -> bool:
-    """Whether raw frames ``first..last`` stay clear of the trainer's training frames
-    (``data.raw_train_range``, 1-239); warns when they do not.
+def check_raw_range_held_out(
+    first: int,
+    last: int,
+    path: str | Path = "",
+    train_range: Sequence[int] | None = None,
+    who: str = "the students",
+) -> bool:
+    """Whether raw frames ``first..last`` stay clear of training frames ``train_range``
+    (default: the trainer's ``data.raw_train_range``, 1-239); warns when they do not.
 
-    The raw sets are named alike whatever range they come from, so frames the students were
-    trained on would be scored and read as held-out."""
+    The raw sets are named alike whatever range they come from, so frames a student was
+    trained on would be scored and read as held-out. ``who`` names the model in the warning
+    when ``train_range`` is one checkpoint's own."""
     from training.config import DataConfig
 
-    train_first, train_last = DataConfig().raw_train_range
+    train_first, train_last = train_range or DataConfig().raw_train_range
     if first > train_last or last < train_first:
         return True
     log.warning(
-        "raw: %s frames %d-%d include frames the students train on (%d-%d, data.raw_train_range):"
-        " these scores are not held-out; the held-out frames are %d-%d",
+        "raw: %s frames %d-%d include frames %s trained on (%d-%d, data.raw_train_range):"
+        " these scores are not held-out%s",
         path,
         first,
         last,
+        who,
         train_first,
         train_last,
-        *RAW_DEFAULT_RANGE,
+        "" if train_range else "; the held-out frames are {}-{}".format(*RAW_DEFAULT_RANGE),
     )
     return False
+
+
+def raw_span(spec: DataSpec, windows: Sequence[int], raw_stride: int) -> tuple[int, int] | None:
+    """The first and last frame a ``raw:`` spec scores with ``windows`` (None: no centre)."""
+    n = len(D.list_frames(spec.path))
+    centres = raw_centres(spec.first, min(spec.last, n), windows, raw_stride)
+    if not centres:
+        return None
+    return min(centres) - max(windows) // 2, max(centres) + max(windows) // 2
+
+
+def check_trained_on(
+    specs: Sequence[DataSpec],
+    trained: Sequence[tuple[str, Any]],
+    windows: Sequence[int],
+    raw_stride: int,
+) -> list[str]:
+    """Warn for every ``raw:`` clip a checkpoint was trained on in the frames scored here
+    (its own ``data.raw_dirs`` and ``data.raw_train_range``, which need not be the defaults
+    :func:`iter_samples` checks); returns one line per overlap for the run's summary.
+
+    ``trained``: ``(label, the checkpoint's data config)`` of each ``.pt`` model
+    (:func:`checkpoint_data_config`)."""
+    from training.config import DataConfig
+
+    found = []
+    for spec in specs:
+        if spec.kind != "raw":
+            continue
+        span = raw_span(spec, windows, raw_stride)
+        here = Path(spec.path).resolve()
+        for label, data in trained:
+            dirs = [Path(d) for d in data.get("raw_dirs") or []]
+            # By path, or by the clip's folder name: the run's copy may live elsewhere.
+            if span is None or not any(d.resolve() == here or d.name == here.name for d in dirs):
+                continue
+            rng = list(data.get("raw_train_range") or DataConfig().raw_train_range)
+            if not check_raw_range_held_out(*span, spec.path, rng, who=label):
+                found.append(
+                    f"{label}: {here.name} frames {span[0]}-{span[1]} overlap its training "
+                    f"frames {rng[0]}-{rng[1]}"
+                )
+    return found
 
 
 def iter_samples(
@@ -580,6 +631,20 @@ def load_model_label(path: str | Path) -> str:
     """A model's row name: its file stem (``runs/x/last.pt``: ``x_last``)."""
     path = Path(path)
     return path.stem if path.stem not in ("best", "last") else f"{path.parent.name}_{path.stem}"
+
+
+def checkpoint_data_config(path: str | Path) -> dict[str, Any] | None:
+    """The ``data`` section of a trainer checkpoint's config (None: an ONNX file, a bare state
+    dict, or a checkpoint that records none)."""
+    path = Path(path)
+    if path.suffix.lower() == ".onnx":
+        return None
+    from training.export import _read_checkpoint
+
+    ckpt = _read_checkpoint(path)
+    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    data = config.get("data") if isinstance(config, dict) else None
+    return data if isinstance(data, dict) else None
 
 
 def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runner]:
@@ -976,6 +1041,9 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                 f"| {_fmt(m['ms_ssim'], 4)} | {_fmt(m['perceptual'], 4)} |"
             )
         lines.append("")
+    for line in summary.get("not_held_out") or []:
+        # The raw tables above read as held-out; for this model they are not.
+        lines.append(f"**Not held-out**: {line}.")
     return "\n".join(lines)
 
 
@@ -1160,10 +1228,14 @@ def main(argv: list[str] | None = None) -> int:
     # named as evaluate() names them: a second file of the same name is `<name>_2`.
     labels = unique_labels([label for label, _ in methods])
     shas = {labels[i]: sha256_file(m) for i, m in file_rows}
+    # A checkpoint trained on other raw frames than the defaults: scored on its own training
+    # frames, a raw set read as held-out.
+    trained = [(labels[i], d) for i, m in file_rows if (d := checkpoint_data_config(m))]
     meta = {
         "data": args.data,
         "models": [str(m) for m in args.model],
         "model_sha256": shas,
+        "not_held_out": check_trained_on(specs, trained, windows, args.raw_stride),
         "options": {
             "windows": windows,
             "raw_stride": args.raw_stride,
