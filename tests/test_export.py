@@ -39,9 +39,9 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.M
     ckpt = root / "best.pt"
     torch.save({"model": model.state_dict(), "config": config, "epoch": 3}, ckpt)
     metrics = root / "summary.json"
-    metrics.write_text(
-        json.dumps({"sets": {"raw-plain": {"n": 6, "methods": {"best": {"psnr": 30.0}}}}})
-    )
+    # The checkpoint evaluated (`training.evaluate --model best.pt`): its row records its bytes.
+    table = {"raw-plain": {"n": 6, "methods": {"best": {"psnr": 30.0}}}}
+    metrics.write_text(json.dumps({"sets": table, "model_sha256": {"best": E.sha256_file(ckpt)}}))
     out = root / "weights"
     out.mkdir()
     # Another model's entry already in the manifest must survive the update.
@@ -738,6 +738,34 @@ def test_metrics_measured_on_other_bytes_are_refused(
     assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--metrics", str(fresh)) == 0
     entry = json.loads((out / "manifest.json").read_text())["files"]["student_fast.onnx"]
     assert entry["sha256"] == sha and entry["metrics"]["sets"] == table
+
+
+def test_metrics_that_measured_neither_the_file_nor_the_checkpoint_are_refused(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # Another variant's summary (rows `student`, hq) was shipped as student_fast's numbers.
+    _, _, ckpt = exported
+    table = {"raw-plain": {"n": 1, "methods": {"blurry": {"psnr": 25.0}, "student": {}}}}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"sets": table, "model_sha256": {"student": "0" * 64}}))
+    out = tmp_path / "w"
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--metrics", str(other)) == 1
+    err = capsys.readouterr().err
+    assert "measured neither student_fast.onnx nor this checkpoint" in err, err
+    assert "its rows: blurry, student" in err and not out.exists()
+
+
+def test_a_checkpoint_and_random_init_together_are_refused(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # The checkpoint was ignored without a word, and random weights exported under its name.
+    _, _, ckpt = exported
+    with pytest.raises(SystemExit) as exc:
+        E.main(["--checkpoint", str(ckpt), "--random-init", "--variant", "tiny", "--out",
+                str(tmp_path / "w")])  # fmt: skip
+    assert exc.value.code == 2
+    assert "--checkpoint and --random-init exclude each other" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 def test_a_fresh_summary_of_the_onnx_file_exports_with_torchscript_and_fp16(

@@ -1228,6 +1228,29 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def _check_metrics_measured(
+    metrics: Mapping[str, Any], name: str, checkpoint: str | Path | None
+) -> None:
+    """ExportError unless the ``training.evaluate`` summary ``metrics`` measured what is
+    exported: a row named ``name`` (the exported file, evaluated), or a row measured on the
+    bytes of ``checkpoint`` (its ``model_sha256``). Otherwise its tables, measured on another
+    variant's file or on earlier weights, would ship as these weights' numbers."""
+    sets = metrics.get("sets")
+    if not isinstance(sets, Mapping) or not sets:
+        return
+    named = {m for st in sets.values() for m in (st.get("methods") or {})}
+    if name in named:
+        return  # a row of that name measured on other bytes is refused by export_all
+    measured = set((metrics.get("model_sha256") or {}).values())
+    if checkpoint is not None and measured and sha256_file(checkpoint) in measured:
+        return
+    raise ExportError(
+        f"the --metrics summary measured neither {name}.onnx nor this checkpoint (its rows: "
+        f"{', '.join(sorted(named)) or 'none'}): evaluate the exported file or the checkpoint, "
+        "then export again with that summary"
+    )
+
+
 def _metrics_for(metrics_file: str | Path | None) -> dict[str, Any]:
     """The ``metrics`` block: a `training.evaluate` summary.json reduced to its tables."""
     if metrics_file is None:
@@ -1596,14 +1619,19 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--opset must be >= 17")
     if args.checkpoint is None and not args.random_init:
         p.error("pass --checkpoint PATH, or --variant NAME --random-init")
+    if args.checkpoint is not None and args.random_init:
+        # The checkpoint was ignored without a word: random weights shipped under its name.
+        p.error("--checkpoint and --random-init exclude each other: pick one")
 
     try:
         _check_name(args.name)  # before a checkpoint is read
         # A checkpoint that does not fit the variant is refused like a failed parity check:
         # one line and exit status 1, not a traceback.
+        metrics = _metrics_for(args.metrics)
         model, variant, config = load_student(
             args.checkpoint, variant=args.variant, random_init=args.random_init, seed=args.seed
         )
+        _check_metrics_measured(metrics, args.name, args.checkpoint)
         result = export_all(
             model,
             args.out,
@@ -1614,7 +1642,7 @@ def main(argv: list[str] | None = None) -> int:
             torchscript=args.torchscript,
             opset=args.opset,
             device=args.device,
-            metrics=_metrics_for(args.metrics),
+            metrics=metrics,
             int8=args.int8,
             calib=args.calib,
         )
