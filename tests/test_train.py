@@ -161,6 +161,29 @@ def test_a_resumed_run_that_stopped_early_stays_stopped(
     )
 
 
+def test_a_resume_on_another_validation_set_starts_its_best_score_again(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # The old set's best PSNR was compared with the new set's: with a harder new set nothing
+    # ever beat it, best.pt stayed at the old epoch and early stopping ended the run.
+    scores = iter([30.0, 25.0, 25.5, 26.0])
+
+    def scored(model: object, val: object, device: object) -> dict[str, float]:
+        return {"val_psnr": next(scores), "blurry_psnr": 20.0, "val_ssim": 0.9, "blurry_ssim": 0.8}
+
+    monkeypatch.setattr(T, "validate", scored)
+    stages = "--stages=[{patch: 32, epochs: 4, batch: 2}]"
+    run = tmp_path / "val"
+    train(_tiny(synth, run, "--early_stop=2", stages, "--stop_after_steps=3"))
+    assert load_checkpoint(run / "best.pt")["epoch"] == 1
+    out = train(_tiny(synth, run, "--early_stop=2", stages, "--resume", "--data.val_crop=0"))
+    assert out["stopped"] != "early stop" and len(out["epochs"]) == 4
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == 4 and best["best_psnr"] == 26.0
+
+
 def test_a_wrong_student_fails_before_the_data_is_built(
     synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1176,6 +1199,24 @@ def test_throughput_is_timed_after_the_warm_up_steps(
     assert 'grep -oE "\\(([0-9.]+) steps/s"' in script
     found = re.findall(r"\(([0-9.]+) steps/s", caplog.text)
     assert found and float(found[-1]) == pytest.approx(res["steps_per_s"], abs=0.01)
+
+
+def test_throughput_leaves_out_the_final_validation_only_once(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # The last epoch's validation ran after the last step yet was subtracted from the steps'
+    # time: "20000000000.00 steps/s" for a run that ends at an epoch's end.
+    def slow(*args: object) -> dict[str, float]:
+        time.sleep(0.5)
+        return _flat_validation(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(T, "validate", slow)
+    t0 = time.monotonic()
+    res = train(_tiny(synth, tmp_path / "rate", "--steps_per_epoch=7"))
+    # 4 timed steps (14 minus 10 warm-up), all inside the run's wall time less the two pauses.
+    assert 4 / (time.monotonic() - t0 - 1.0) < res["steps_per_s"] < 1e5
 
 
 def test_a_mistyped_eval_folder_is_an_error_not_a_silent_guard(synth, tmp_path: Path) -> None:

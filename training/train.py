@@ -77,6 +77,13 @@ log = logging.getLogger("training.train")
 # rank (0..world-1) nor the teacher cache's stream, so validation never repeats a training draw.
 VAL_STREAM = 104_729
 WARM_STEPS = 10  # steps left out of the logged throughput
+# Config keys that define the validation set (build_data): a resume that changes one compares
+# PSNRs of different sets unless the best score so far starts again.
+VALIDATION_KEYS = frozenset(
+    f"data.{k}"
+    for k in ("raw_dirs", "raw_val_range", "raw_scale", "val_windows", "val_count", "val_crop",
+              "gamma")
+)  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -1006,17 +1013,32 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
         rows, sums, counts = list(ck["rows"]), dict(ck["sums"]), dict(ck["counts"])
         epoch_time = ck.get("epoch_time", 0.0)
         set_rng_state(ck["rng"][rank] if isinstance(ck["rng"], list) else ck["rng"])
-        if ck.get("config_digest") != digest and master:
+        changed: list[str] = []
+        if ck.get("config_digest") != digest:
             saved = ck.get("config")
             # A digest also changes when a key is added to the code: compare the settings, so a
             # run started before that key existed resumes without a false alarm.
             changed = config_changes(saved, cfg) if isinstance(saved, dict) else ["(not saved)"]
-            if changed:
+            if changed and master:
                 log.warning(
                     "resuming with a different config than the checkpoint's (digest %s != %s): %s",
                     digest[:12],
                     str(ck.get("config_digest"))[:12],
                     ", ".join(changed),
+                )
+        val_changed = [k for k in changed if k in VALIDATION_KEYS or k == "(not saved)"]
+        if val_changed:
+            # Scores of another validation set are no yardstick: best.pt, early stopping and
+            # the plateau's cuts compared the new set's PSNR with the old set's best.
+            best_psnr, bad_epochs = -math.inf, 0
+            if cfg.scheduler == "plateau":
+                scheduler.best = scheduler.mode_worse
+                scheduler.num_bad_epochs = 0
+            if master:
+                log.warning(
+                    "the validation set changed (%s): the best score so far and the epochs "
+                    "without improvement start again",
+                    ", ".join(val_changed),
                 )
         log.info(
             "resumed from %s at epoch %d step %d", out_dir / "last.pt", epoch + 1, step_in_epoch
@@ -1084,6 +1106,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     t_warm: float | None = None
     t_last = 0.0  # end of the latest step: checkpoints after the last one are not throughput
     paused = 0.0  # seconds of validation, logs and checkpoints since t_warm (not throughput)
+    paused_at_last = 0.0  # of which before t_last
     model.train()
     while epoch < n_epochs and stopped == "finished":
         stage_idx, stage = stage_at(cfg, epoch)
@@ -1169,6 +1192,9 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             step_in_epoch += 1
             run_steps += 1
             t_last = time.monotonic()
+            # Pauses after the last step (the final validation and checkpoints) are outside
+            # the span t_warm..t_last: subtracted, they made the rate huge (or 1e9 steps/s).
+            paused_at_last = paused
             if run_steps == WARM_STEPS:
                 t_warm = t_last
             sample_counter += n_loader
@@ -1266,7 +1292,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             break
     steps_per_s = None
     if t_warm is not None and run_steps > WARM_STEPS:
-        steps_per_s = (run_steps - WARM_STEPS) / max(1e-9, t_last - t_warm - paused)
+        steps_per_s = (run_steps - WARM_STEPS) / max(1e-9, t_last - t_warm - paused_at_last)
     if master:
         # Where the schedule stands says whether a time-budget stop cut the cosine short (the
         # GPU sessions size it to end inside the budget; this is what tells they did).
