@@ -822,6 +822,23 @@ def test_raw_frames_of_the_training_range_are_flagged(
     assert "236-250" in caplog.text and "244-296" not in caplog.text
 
 
+def test_the_same_data_given_twice_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every image was scored again and counted twice in its set's n and mean.
+    seq = _raw_clip(tmp_path / "seq", 60)
+    with pytest.raises(SystemExit) as exc:
+        EV.main(["--data", f"raw:{seq}:1-60", "--data", f"raw:{seq}/:1-60", "--no-perceptual",
+                 "--out", str(tmp_path / "out")])  # fmt: skip
+    assert exc.value.code == 2
+    assert f"the same data as --data raw:{seq}:1-60" in capsys.readouterr().err
+    # Overlapping ranges of one clip repeat windows by name: refused as they come.
+    specs = [EV.parse_data(f"raw:{seq}:1-40"), EV.parse_data(f"raw:{seq}:1-60")]
+    samples = (s for spec in specs for s in EV.iter_samples(spec, mode="plain", windows=(7,)))
+    with pytest.raises(ValueError, match="raw-plain seq_c011_w7 comes twice"):
+        EV.evaluate(samples, [], tmp_path / "out2")
+
+
 def test_a_checkpoint_trained_on_the_frames_scored_is_flagged_by_its_own_range(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

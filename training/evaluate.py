@@ -898,7 +898,15 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     grids: dict[str, list[list[tuple[str, np.ndarray]]]] = {}
     timings: dict[str, list[float]] = {}
+    seen: set[tuple[str, str]] = set()
     for sample in samples:
+        if (sample.set, sample.name) in seen:
+            # Scored and counted twice, it weighs double in its set's mean and n.
+            raise ValueError(
+                f"{sample.set} {sample.name} comes twice: the same data given twice (or two "
+                "overlapping raw ranges)"
+            )
+        seen.add((sample.set, sample.name))
         outputs: dict[str, np.ndarray] = {}
         sample_methods = all_methods
         set_name = sample.set
@@ -1147,7 +1155,17 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value < least:
             p.error(f"{flag} must be >= {least}, got {value}")
+    given: dict[tuple[Any, ...], str] = {}
     for spec, text in zip(specs, args.data, strict=True):
+        key = (
+            spec.kind,
+            *(str(Path(f).resolve()) for f in (spec.path, spec.blur_dir, spec.sharp_dir) if f),
+        )
+        if spec.kind in ("raw", "camera"):
+            key += (spec.first, spec.last)
+        if key in given:
+            p.error(f"--data {text}: the same data as --data {given[key]} (scored twice)")
+        given[key] = text
         folders = [spec.blur_dir, spec.sharp_dir] if spec.kind == "pairs" else [spec.path]
         for folder in folders if spec.kind != "demo" else []:
             if not Path(folder).exists():

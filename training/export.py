@@ -222,7 +222,11 @@ def load_student(
         from_config = variant is None
         if variant is None:
             if not config:
-                raise ExportError(f"{checkpoint} holds no config: pass --variant")
+                # Worded for every tool that reads it: `training.evaluate` has no --variant.
+                raise ExportError(
+                    f"{checkpoint} holds no config (a bare state dict), so its student variant "
+                    "is unknown: export it with --variant NAME, or use a trainer checkpoint"
+                )
             variant, overrides = _find_variant(config)
         elif config:
             # The checkpoint's own variant named on the command line: the constructor overrides
