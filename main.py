@@ -357,7 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="frame size, repeatable or comma list (default 640x360,1280x720)",
     )
     bench.add_argument(
-        "--frames", type=_positive_int, default=None, help="timed frames per measure (default 120)"
+        "--frames",
+        type=_positive_int,
+        default=None,
+        help="timed frames per measure (default 120), spread over 12 alternating rounds of at "
+        "least 2 frames each (so at least 24)",
     )
     bench.add_argument(
         "--backend",
@@ -371,8 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--precision",
         choices=("f32", "bf16", "f16"),
-        help="force OpenVINO's inference precision (default: its choice, bf16 on CPUs that have "
-        "it); the default model is then always the float one: with --precision f32 add --model "
+        help="force OpenVINO's inference precision in the openvino rows (the auto row times "
+        "what the app runs: OpenVINO's choice, bf16 on CPUs that have it); the default model is "
+        "then always the float one: with --precision f32 add --model "
         "weights/student_fast_int8.onnx to time what a CPU without bf16 runs",
     )
 
