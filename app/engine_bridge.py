@@ -1289,6 +1289,9 @@ class EngineBridge(QObject):
                 on_error=functools.partial(self._on_error, feed),
                 warning=req.warning,
                 close_backend=True,
+                # OpenVINO compiles on its first call: those frames were dropped as the clip
+                # or camera began ("dropped 18" in the status bar of a clip just started).
+                warm_up=True,
             )
             eng.start()
         except Exception as exc:

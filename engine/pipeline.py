@@ -159,6 +159,10 @@ class Engine:
         queue_size: capacity of each offline FIFO.
         warning: a warning to show from the start (e.g. "model missing, passthrough").
         close_backend: close the backend when the inference thread ends (after its last call).
+        warm_up: live mode only: the inference thread first calls the backend once on a blank
+            frame of the source's size, and capture begins after it (OpenVINO compiles for a
+            frame size on its first call: a second or more on two cores, whose frames were
+            dropped). A :meth:`stop` meanwhile does not wait for that call.
 
     In live mode a backend that raises is reported once, and the engine keeps streaming in
     passthrough with ``stats().warning`` set; in offline mode any backend or sink error stops
@@ -182,6 +186,7 @@ class Engine:
         queue_size: int = 4,
         warning: str | None = None,
         close_backend: bool = False,
+        warm_up: bool = False,
     ):
         self.source = source
         self._backend = backend
@@ -209,6 +214,11 @@ class Engine:
         self._last_capture: float | None = None
         self._failure: BaseException | None = None  # what ended the run early
         self._close_backend = close_backend
+        self._warm_up = bool(warm_up) and self.live
+        # Set once the warm-up call returned (or there is none), or by stop(): capture waits.
+        self._warmed = threading.Event()
+        if not self._warm_up:
+            self._warmed.set()
 
         capacity = 1 if self.live else queue_size
         self._in = _Channel(capacity, overwrite=self.live)
@@ -299,6 +309,7 @@ class Engine:
         with self._lock:
             self._stopping = True
             self._running = False
+        self._warmed.set()  # capture does not wait for a warm-up call in progress
         # Whether an offline output is complete is the output thread's to judge when it ends
         # (all the source's frames written, or not): judged here, a stop() that came while it
         # closed the sinks of a finished run turned complete files into incomplete ones.
@@ -587,6 +598,7 @@ class Engine:
         src = self.source
         read = src.read
         try:
+            self._warmed.wait()
             while not self._stopping:
                 t0 = time.perf_counter()
                 frame = read()
@@ -614,7 +626,22 @@ class Engine:
             self._in.close()
             self._close_source()
 
+    def _warm_up_backend(self) -> None:
+        """One call on a blank frame before capture begins (``warm_up``); a failure is left for
+        the first real frame to meet and report."""
+        try:
+            w, h = (int(v) for v in self.source.size)
+            backend = self._backend
+            if backend is not None and not self._stopping:
+                backend.process(np.zeros((h, w, 3), np.uint8))
+        except Exception:  # noqa: BLE001
+            log.debug("the warm-up call failed", exc_info=True)
+        finally:
+            self._warmed.set()
+
     def _infer_loop(self) -> None:
+        if self._warm_up:
+            self._warm_up_backend()
         try:
             while True:
                 frame = self._in.get()

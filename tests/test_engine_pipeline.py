@@ -1150,3 +1150,47 @@ def test_stop_finishes_a_recording_beside_a_sink_stalled_in_its_write(tmp_path):
         hung.release.set()
     assert eng.join(5.0) and hung.closed == 1
     assert eng.errors == []  # nothing was written to a sink stop() had closed
+
+
+# --------------------------------------------------------------------------- warm-up
+
+
+def test_warm_up_calls_the_model_once_before_capture_begins(tmp_path: Path) -> None:
+    # OpenVINO compiles on its first call: the frames captured meanwhile were dropped as a
+    # stream began, and the status bar of a clip just started said "dropped 18".
+    src = open_source(str(stamped_video(tmp_path / "v.avi", 20, fps=200.0)), live=True)
+    reads_before_first_call: list[int] = []
+
+    class FirstCallSlow(Invert):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            if self.calls == 0:
+                reads_before_first_call.append(src._next_index)
+                assert not rgb.any() and rgb.shape == (H, W, 3)  # the blank frame
+                time.sleep(0.3)  # a compile: 60 frames of this 200 fps clip
+            return super().process(rgb)
+
+    backend = FirstCallSlow()
+    sink = Recorder()
+    eng = Engine(src, backend, sinks=[sink], live=True, warm_up=True)
+    eng.start()
+    assert eng.done.wait(10)
+    eng.stop()
+    assert reads_before_first_call == [0]
+    assert eng.stats().dropped == 0 and sink.indices == list(range(20))
+    assert backend.calls == 21
+
+
+def test_a_stop_during_the_warm_up_does_not_wait_for_it_and_closes_the_source(
+    tmp_path: Path,
+) -> None:
+    src = open_source(str(still(tmp_path)), live=True, fps=30)
+    backend = Slow(delay=30.0)
+    eng = Engine(src, backend, sinks=[Recorder()], live=True, warm_up=True)
+    eng.start()
+    assert backend.entered.wait(5)
+    t0 = time.perf_counter()
+    assert eng.stop(timeout=0.5) is False  # the model call goes on (daemon), as documented
+    assert time.perf_counter() - t0 < 2.0
+    assert src._closed and src._next_index == 0  # nothing read, the source released
+    backend.release.set()
+    assert eng.join(5.0)
