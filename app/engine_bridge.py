@@ -1359,6 +1359,7 @@ class EngineBridge(QObject):
             model=model,
             # As the start passed it: the rate the source really delivers.
             target_fps=float(getattr(self._source, "fps", 0) or 0) or self._fps,
+            size=getattr(self._source, "size", None),
         )
         # One load at a time: a person scrolling through the sizes starts one per entry, and
         # two model compiles at once only slow each other (and the stream) down; those
@@ -1666,6 +1667,7 @@ class _BackendSwap:
     backend: str  # as the start asked: create_backend's name and model
     model: str | None
     target_fps: float
+    size: tuple[int, int] | None = None  # the source's frame size: the warm-up call's
     be: Any = None  # the backend, once built
     error: BaseException | None = None  # why it was not built
     messages: list[UserMessage] = field(default_factory=list)  # the load's warnings, to say
@@ -1948,8 +1950,17 @@ def _load_swap_backend(api: Any, req: _BackendSwap) -> None:
             req.be = api.create_backend(
                 req.backend, model=req.model, scale=req.scale, target_fps=req.target_fps
             )
+            if req.size:
+                # Its first call compiles (OpenVINO): here, while the running backend goes on,
+                # not in the stream, whose frames it dropped; and a model that fails at this
+                # scale leaves the running one in place instead of passthrough.
+                w, h = (int(v) for v in req.size)
+                req.be.process(np.zeros((h, w, 3), np.uint8))
         req.messages.extend(_load_warnings(caught))
     except Exception as exc:
+        if req.be is not None:
+            _close_quietly(req.be)
+            req.be = None
         req.error = exc
         log.warning("the model did not load at processing scale %s: %s", req.scale, exc)
 

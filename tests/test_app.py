@@ -3938,6 +3938,56 @@ def test_a_processing_size_whose_model_fails_to_load_keeps_the_stream_and_says_s
     assert load_settings(open_store(str(tmp_path / "settings.ini"))).scale == "0.75"
 
 
+class _FirstCalls:
+    """A backend whose calls are recorded (``shapes``, ``threads``); with ``fail`` its first
+    call raises, as a model that loads but cannot run at a scale."""
+
+    def __init__(self, inner: Any, fail: bool) -> None:
+        self._inner, self.fail = inner, fail
+        self.shapes: list[tuple[int, ...]] = []
+        self.threads: list[str] = []
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.shapes.append(rgb.shape)
+        self.threads.append(threading.current_thread().name)
+        if self.fail:
+            raise RuntimeError("the model cannot run at this size")
+        return self._inner.process(rgb)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def test_a_processing_size_change_runs_the_model_once_before_the_swap(qtbot, make_window):
+    # Its first call (an OpenVINO compile of a second or more) ran in the stream, whose frames
+    # it dropped; and a model that failed there sent the stream to passthrough.
+    import engine
+
+    built: dict[Any, _FirstCalls] = {}
+
+    def create_backend(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        scale = kwargs.get("scale")
+        built[scale] = _FirstCalls(engine.create_backend(*args, **kwargs), fail=scale == "0.5")
+        return built[scale]
+
+    window = make_window(api=_engine_api(create_backend=create_backend))
+    running = window.bridge.engine
+    with qtbot.waitSignal(window.bridge.scale_change_failed, timeout=FRAME_TIMEOUT_MS):
+        _pick_scale(window, "0.5")
+    assert built["0.5"].shapes == [(360, 640, 3)]  # the warm-up alone, off the stream
+    assert built["0.5"].threads == ["sharpcam-scale"]
+    assert window.bridge.engine is running and running.backend is built["auto"]
+    assert not running.stats().warning  # not passthrough: the model it had goes on
+    _pick_scale(window, "0.75")
+    qtbot.waitUntil(lambda: running.backend is built.get("0.75"), timeout=FRAME_TIMEOUT_MS)
+    assert built["0.75"].threads[0] == "sharpcam-scale"
+    wait_frames(qtbot, window, 2)
+    assert set(built["0.75"].threads[1:]) == {"sharpcam-inference"}
+
+
 def test_a_processing_size_change_loads_the_model_a_start_could_not(qtbot, make_window):
     # The start's model did not load: passthrough runs, and the banner says so. A size change
     # retries the model, as the restart it used to be did; once it runs the warning goes.
