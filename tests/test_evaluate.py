@@ -831,12 +831,31 @@ def test_the_same_data_given_twice_is_refused(
         EV.main(["--data", f"raw:{seq}:1-60", "--data", f"raw:{seq}/:1-60", "--no-perceptual",
                  "--out", str(tmp_path / "out")])  # fmt: skip
     assert exc.value.code == 2
-    assert f"the same data as --data raw:{seq}:1-60" in capsys.readouterr().err
-    # Overlapping ranges of one clip repeat windows by name: refused as they come.
-    specs = [EV.parse_data(f"raw:{seq}:1-40"), EV.parse_data(f"raw:{seq}:1-60")]
-    samples = (s for spec in specs for s in EV.iter_samples(spec, mode="plain", windows=(7,)))
-    with pytest.raises(ValueError, match="raw-plain seq_c011_w7 comes twice"):
-        EV.evaluate(samples, [], tmp_path / "out2")
+    assert f"11, 31, 51 are scored by --data raw:{seq}:1-60 too" in capsys.readouterr().err
+    pairs = f"pairs:{seq},{seq}"
+    with pytest.raises(SystemExit):
+        EV.main(["--data", pairs, "--data", pairs.replace(",", "/,"), "--out", str(tmp_path / "o")])
+    assert f"the same data as --data {pairs} (scored twice)" in capsys.readouterr().err
+    # Overlapping ranges of one clip repeat windows: refused before anything is scored.
+    with pytest.raises(SystemExit):
+        EV.main(["--data", f"raw:{seq}:1-40", "--data", f"raw:{seq}:21-60", "--windows", "7",
+                 "--no-perceptual", "--out", str(tmp_path / "out")])  # fmt: skip
+    assert "windows centred on frames 31 are scored by --data" in capsys.readouterr().err
+    # Ranges of one clip that share no window, and different folders that share file names or
+    # a folder name, are different data.
+    other = _raw_clip(tmp_path / "elsewhere" / "seq", 60)
+    args = [
+        "--data",
+        f"raw:{seq}:1-20",
+        "--data",
+        f"raw:{seq}:21-40",
+        "--data",
+        f"raw:{other}:1-20",
+    ]
+    assert EV.main([*args, "--windows", "7", "--plain", "--no-perceptual",
+                    "--out", str(tmp_path / "ok")]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "ok" / "summary.json").read_text())
+    assert summary["sets"]["raw-plain"]["n"] == 3
 
 
 def test_a_checkpoint_trained_on_the_frames_scored_is_flagged_by_its_own_range(

@@ -753,6 +753,16 @@ def test_metrics_that_measured_neither_the_file_nor_the_checkpoint_are_refused(
     err = capsys.readouterr().err
     assert "measured neither student_fast.onnx nor this checkpoint" in err, err
     assert "its rows: blurry, student" in err and not out.exists()
+    # The checkpoint evaluated under the export's name (training/checkpoints/student_fast.pt
+    # exported as student_fast): its row measured these weights.
+    own = tmp_path / "own.json"
+    table = {"raw-plain": {"n": 1, "methods": {"student_fast": {"psnr": 30.0}}}}
+    own.write_text(
+        json.dumps({"sets": table, "model_sha256": {"student_fast": E.sha256_file(ckpt)}})
+    )
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--metrics", str(own)) == 0
+    entry = json.loads((out / "manifest.json").read_text())["files"]["student_fast.onnx"]
+    assert entry["metrics"]["sets"] == table
 
 
 def test_a_checkpoint_and_random_init_together_are_refused(

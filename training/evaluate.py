@@ -898,15 +898,7 @@ def evaluate(
     rows: list[dict[str, Any]] = []
     grids: dict[str, list[list[tuple[str, np.ndarray]]]] = {}
     timings: dict[str, list[float]] = {}
-    seen: set[tuple[str, str]] = set()
     for sample in samples:
-        if (sample.set, sample.name) in seen:
-            # Scored and counted twice, it weighs double in its set's mean and n.
-            raise ValueError(
-                f"{sample.set} {sample.name} comes twice: the same data given twice (or two "
-                "overlapping raw ranges)"
-            )
-        seen.add((sample.set, sample.name))
         outputs: dict[str, np.ndarray] = {}
         sample_methods = all_methods
         set_name = sample.set
@@ -1055,6 +1047,38 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _refuse_repeated_data(
+    p: argparse.ArgumentParser,
+    specs: Sequence[DataSpec],
+    texts: Sequence[str],
+    windows: Sequence[int],
+    raw_stride: int,
+) -> None:
+    """A usage error for data given twice (by any spelling of its folders), or raw ranges of one
+    clip whose windows share centres: each image would be scored twice and weigh double in its
+    set's mean and n."""
+    seen: list[tuple[tuple[str, ...], str, set[int] | None]] = []
+    for spec, text in zip(specs, texts, strict=True):
+        folders = (spec.blur_dir, spec.sharp_dir) if spec.kind == "pairs" else (spec.path,)
+        key = (spec.kind, *(str(Path(f).resolve()) for f in folders if f))
+        centres = None
+        if spec.kind == "raw":
+            last = min(spec.last, len(D.list_frames(spec.path)))
+            centres = set(raw_centres(spec.first, last, windows, raw_stride))
+        for other_key, other_text, other_centres in seen:
+            if other_key != key:
+                continue
+            if centres is None or other_centres is None:
+                p.error(f"--data {text}: the same data as --data {other_text} (scored twice)")
+            if centres & other_centres:
+                p.error(
+                    f"--data {text}: windows centred on frames "
+                    f"{', '.join(map(str, sorted(centres & other_centres)))} are scored by "
+                    f"--data {other_text} too"
+                )
+        seen.append((key, text, centres))
+
+
 def _default_vgg() -> Path | None:
     shared = Path(os.environ.get("SHARPCAM_SHARED", _REPO.parent / "shared"))
     p = shared / "weights" / "vgg19_normalised" / "vgg_normalised_conv3_1.pth"
@@ -1155,17 +1179,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if value < least:
             p.error(f"{flag} must be >= {least}, got {value}")
-    given: dict[tuple[Any, ...], str] = {}
     for spec, text in zip(specs, args.data, strict=True):
-        key = (
-            spec.kind,
-            *(str(Path(f).resolve()) for f in (spec.path, spec.blur_dir, spec.sharp_dir) if f),
-        )
-        if spec.kind in ("raw", "camera"):
-            key += (spec.first, spec.last)
-        if key in given:
-            p.error(f"--data {text}: the same data as --data {given[key]} (scored twice)")
-        given[key] = text
         folders = [spec.blur_dir, spec.sharp_dir] if spec.kind == "pairs" else [spec.path]
         for folder in folders if spec.kind != "demo" else []:
             if not Path(folder).exists():
@@ -1175,6 +1189,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--data {text}: real blur has no ground truth; pass --teacher, whose "
                 "output is the reference"
             )
+    _refuse_repeated_data(p, specs, args.data, windows, args.raw_stride)
     for m in args.model:
         if not m.is_file():
             p.error(f"--model {m}: no such file")
