@@ -182,6 +182,31 @@ def test_a_resume_on_another_validation_set_starts_its_best_score_again(
     assert out["stopped"] != "early stop" and len(out["epochs"]) == 4
     best = load_checkpoint(run / "best.pt")
     assert best["epoch"] == 4 and best["best_psnr"] == 26.0
+    assert load_checkpoint(run / "best_old_val.pt")["epoch"] == 1  # kept, not overwritten
+
+
+def test_a_resume_on_the_same_clips_at_another_path_keeps_its_best_score(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    import training.train as T
+
+    # The GPU sessions carry the clips to another folder: the same validation set.
+    scores = iter([30.0, 25.0, 25.5, 26.0])
+    monkeypatch.setattr(
+        T, "validate", lambda *a: {"val_psnr": next(scores), "blurry_psnr": 20.0,
+                                   "val_ssim": 0.9, "blurry_ssim": 0.8},
+    )  # fmt: skip
+    moved = dict(synth, raw=tmp_path / "carried" / "raw")
+    shutil.copytree(synth["raw"], moved["raw"])
+    stages = "--stages=[{patch: 32, epochs: 4, batch: 2}]"
+    run = tmp_path / "val"
+    train(_tiny(synth, run, stages, "--stop_after_steps=3"))
+    train(_tiny(moved, run, stages, "--resume"))
+    best = load_checkpoint(run / "best.pt")
+    assert best["epoch"] == 1 and best["best_psnr"] == 30.0
+    assert not (run / "best_old_val.pt").exists()
 
 
 def test_a_wrong_student_fails_before_the_data_is_built(

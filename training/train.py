@@ -564,7 +564,7 @@ _NO_DIR_FSYNC = frozenset({errno.EINVAL, errno.EBADF, errno.ENOTSUP, errno.EOPNO
 
 
 # What a run writes into its folder (``save_atomic``'s temp files aside).
-RUN_FILES = ("last.pt", "best.pt", "config.yaml", "log.csv", "curves.png")
+RUN_FILES = ("last.pt", "best.pt", "best_old_val.pt", "config.yaml", "log.csv", "curves.png")
 
 
 def move_aside_previous_run(out_dir: Path) -> Path | None:
@@ -1027,6 +1027,10 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                     ", ".join(changed),
                 )
         val_changed = [k for k in changed if k in VALIDATION_KEYS or k == "(not saved)"]
+        saved_dirs = ((ck.get("config") or {}).get("data") or {}).get("raw_dirs") or []
+        if [Path(d).name for d in saved_dirs] == [Path(d).name for d in cfg.data.raw_dirs]:
+            # The same clips at another path (a carried copy on the GPU machine): the same set.
+            val_changed = [k for k in val_changed if k != "data.raw_dirs"]
         if val_changed:
             # Scores of another validation set are no yardstick: best.pt, early stopping and
             # the plateau's cuts compared the new set's PSNR with the old set's best.
@@ -1034,11 +1038,17 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             if cfg.scheduler == "plateau":
                 scheduler.best = scheduler.mode_worse
                 scheduler.num_bad_epochs = 0
+            old_best = out_dir / "best_old_val.pt"
+            if master and (out_dir / "best.pt").is_file():
+                # The next validation replaces best.pt whatever it scores: the old set's best
+                # is kept under another name rather than lost.
+                os.replace(out_dir / "best.pt", old_best)
             if master:
                 log.warning(
                     "the validation set changed (%s): the best score so far and the epochs "
-                    "without improvement start again",
+                    "without improvement start again (the old set's best.pt is now %s)",
                     ", ".join(val_changed),
+                    old_best.name,
                 )
         log.info(
             "resumed from %s at epoch %d step %d", out_dir / "last.pt", epoch + 1, step_in_epoch
