@@ -38,6 +38,7 @@ from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from app.camera_list import reads_virtual_device
+from engine.sources import source_kind
 
 log = logging.getLogger(__name__)
 
@@ -431,10 +432,12 @@ class EngineBridge(QObject):
         # The virtual camera is wanted: sent to whenever an engine runs. Only a command changes
         # it, or a device that cannot be opened or written (the person has to act then).
         self._want_virtual = False
-        # The (size, fps) the device was first opened with while wanted: a restart on another
-        # camera or resolution reopens it the same (frames are letterboxed), as a call app
-        # reading v4l2loopback may not follow a format change. A turn-off forgets it.
-        self._virtual_format: tuple[tuple[int, int], float] | None = None
+        # The (size, fps) the device was first opened with while wanted, and whether a camera
+        # gave it: a restart on another camera or resolution reopens it the same (frames are
+        # letterboxed), as a call app reading v4l2loopback may not follow a format change. A
+        # file's format gives way to the first camera's (a 640x360 clip must not hold a 1080p
+        # camera's calls at 640x360 for the rest of the session). A turn-off forgets it.
+        self._virtual_format: tuple[tuple[int, int], float, bool] | None = None
         self._closing_sinks: set[_WatchedSink] = set()  # turned off, their close not returned
         # Device opens run on worker threads. The one whose device the running engine gets:
         self._virtual_opening: _VirtualOpen | None = None
@@ -566,6 +569,12 @@ class EngineBridge(QObject):
     @property
     def virtual_camera_device(self) -> str:
         return self._virtual_device
+
+    @property
+    def virtual_camera_size(self) -> tuple[int, int] | None:
+        """``(W, H)`` the open virtual camera sends (frames of another size are letterboxed)."""
+        fmt = self._virtual_format
+        return tuple(fmt[0]) if fmt is not None and self._virtual_sink is not None else None
 
     @property
     def scale(self) -> float | str:
@@ -897,8 +906,10 @@ class EngineBridge(QObject):
     def _open_virtual(self, *, asked: bool, wait: bool = False) -> None:
         """Open a virtual camera device for the running engine on a worker thread (``wait``:
         in this one); :meth:`_on_virtual_opened` hands it to the engine in the GUI thread."""
-        if self._virtual_format is not None:
-            size, fps = self._virtual_format
+        camera = self._playing is not None and source_kind(self._playing[0]) == "camera"
+        kept = self._virtual_format
+        if kept is not None and (kept[2] or not camera):
+            size, fps = kept[0], kept[1]
         else:
             size = self._output_size()
             # The rate the source really delivers (a camera asked for 60 may give 30): calls
@@ -907,7 +918,7 @@ class EngineBridge(QObject):
         options: dict[str, Any] = {"size": size, "fps": fps}
         if self._virtual_backend:
             options["backend"] = self._virtual_backend
-        req = _VirtualOpen(engine=self._engine, options=options, asked=asked)
+        req = _VirtualOpen(engine=self._engine, options=options, asked=asked, from_camera=camera)
         # An open superseded a moment ago may still be in its driver, a device turned off may
         # still be closing: the same device must not be opened twice at once (the second open
         # fails "busy", or waits with it).
@@ -1050,7 +1061,7 @@ class EngineBridge(QObject):
             return
         self._virtual_sink = watched
         self._virtual_device = device
-        self._virtual_format = (req.options["size"], req.options["fps"])
+        self._virtual_format = (req.options["size"], req.options["fps"], req.from_camera)
         # It opened: a failed close before did not keep it, and the warning would mislead;
         # nor does a failed open before apply any more.
         failures, self._close_failures = self._close_failures, []
@@ -1645,6 +1656,7 @@ class _VirtualOpen:
     engine: Any  # the engine to send to once the device is open
     options: dict[str, Any]  # open_sink's keyword arguments
     asked: bool  # a set_virtual_camera(True) asked for it (not a start reopening it)
+    from_camera: bool = False  # its format is a camera's (kept for later sources)
     sink: Any = None  # the device, once open
     error: BaseException | None = None  # why it did not open
     claimed: bool = False  # under the bridge's lock: the device was used or closed

@@ -1220,8 +1220,10 @@ class MainWindow(QMainWindow):
         if on:
             # A device name without spaces cannot wrap and ran off the fixed-width sidebar:
             # shortened to one line there, in full in the tooltip.
+            size = self.bridge.virtual_camera_size
+            shown = f" · {size[0]}×{size[1]}" if size else ""
             self.virtual_status.setText(
-                f"On · sending to <b>{_html(self._elided_device(device))}</b><br>"
+                f"On · sending to <b>{_html(self._elided_device(device))}</b>{shown}<br>"
                 "Pick it as the camera in Zoom, Teams or Meet."
             )
             self.virtual_status.setToolTip(device)

@@ -162,7 +162,8 @@ class Engine:
         warm_up: live mode only: the inference thread first calls the backend once on a blank
             frame of the source's size, and capture begins after it (OpenVINO compiles for a
             frame size on its first call: a second or more on two cores, whose frames were
-            dropped). A :meth:`stop` meanwhile does not wait for that call.
+            dropped); not when the engine starts off or at strength 0. A :meth:`stop`
+            meanwhile waits for that call at most its ``timeout``, as for any model call.
 
     In live mode a backend that raises is reported once, and the engine keeps streaming in
     passthrough with ``stats().warning`` set; in offline mode any backend or sink error stops
@@ -632,7 +633,9 @@ class Engine:
         try:
             w, h = (int(v) for v in self.source.size)
             backend = self._backend
-            if backend is not None and not self._stopping:
+            # Off or at strength 0 the stream calls no model: its first frame would wait for
+            # nothing (a turn-on later compiles in the stream, as before).
+            if backend is not None and self._enabled and self._strength > 0 and not self._stopping:
                 backend.process(np.zeros((h, w, 3), np.uint8))
         except Exception:  # noqa: BLE001
             log.debug("the warm-up call failed", exc_info=True)

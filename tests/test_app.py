@@ -1682,11 +1682,20 @@ def test_the_virtual_camera_keeps_its_format_while_on_across_restarts(
     qtbot.waitUntil(lambda: len(recorder.frames) >= 3, timeout=FRAME_TIMEOUT_MS)
     assert recorder.opened == [(1280, 720, 30.0), (1280, 720, 30.0)]
     assert recorder.frames[-1].shape == (720, 1280, 3)  # the clip letterboxed into it
+    assert "· 1280×720<br>" in window.virtual_status.text()  # what calls get, said
     # Turned off and on, it takes the size of what plays now.
     window.virtual_switch.setChecked(False)
     window.virtual_switch.setChecked(True)
     virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on and recorder.opened[-1] == (640, 360, 30.0)
+    # A file's size gives way to the next camera's: the clip must not hold the camera's calls
+    # at 640x360; that camera's size then stays.
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("0"))
+    assert recorder.opened[-1] == (1280, 720, 30.0)
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo"))
+    assert recorder.opened[-1] == (1280, 720, 30.0)
 
 
 class _Camera720p:
@@ -3946,10 +3955,12 @@ class _FirstCalls:
         self._inner, self.fail = inner, fail
         self.shapes: list[tuple[int, ...]] = []
         self.threads: list[str] = []
+        self.blank: list[bool] = []
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
         self.shapes.append(rgb.shape)
         self.threads.append(threading.current_thread().name)
+        self.blank.append(not rgb.any())
         if self.fail:
             raise RuntimeError("the model cannot run at this size")
         return self._inner.process(rgb)
@@ -3959,6 +3970,31 @@ class _FirstCalls:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+def test_the_stream_starts_with_the_model_warmed_up(qtbot, make_window):
+    # OpenVINO compiles on its first call: the frames of that second were dropped as a clip or
+    # camera began ("dropped 18" in the status bar).
+    import engine
+
+    built: list[_FirstCalls] = []
+
+    def create_backend(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        built.append(_FirstCalls(engine.create_backend(*args, **kwargs), fail=False))
+        return built[-1]
+
+    window = make_window(api=_engine_api(create_backend=create_backend))
+    wait_frames(qtbot, window, 3)
+    calls = built[0]
+    assert calls.blank[0] and calls.shapes[0] == (360, 640, 3)  # before the first frame
+    assert not any(calls.blank[1:]) and len(calls.blank) > 3
+    # Started with sharpening off, no model call waits for nothing.
+    built.clear()
+    window.enable_switch.setChecked(False)
+    with started(qtbot, window):
+        restart(window)
+    wait_frames(qtbot, window, 3)
+    assert built[0].shapes == []
 
 
 def test_a_processing_size_change_runs_the_model_once_before_the_swap(qtbot, make_window):
