@@ -207,6 +207,15 @@ def test_a_resume_on_the_same_clips_at_another_path_keeps_its_best_score(
     best = load_checkpoint(run / "best.pt")
     assert best["epoch"] == 1 and best["best_psnr"] == 30.0
     assert not (run / "best_old_val.pt").exists()
+    # Without held-out frames (none in 41-50 of these 40-frame clips) validation is drawn from
+    # the training sources with the seed: another seed is another set.
+    scores = iter([30.0, 25.0, 25.5, 26.0])
+    again = tmp_path / "seeded"
+    none_held_out = "--data.raw_val_range=[41, 50]"
+    train(_tiny(synth, again, stages, none_held_out, "--stop_after_steps=3"))
+    train(_tiny(synth, again, stages, none_held_out, "--resume", "--seed=7"))
+    assert load_checkpoint(again / "best.pt")["best_psnr"] == 26.0
+    assert load_checkpoint(again / "best_old_val.pt")["best_psnr"] == 30.0
 
 
 def test_a_wrong_student_fails_before_the_data_is_built(

@@ -1026,7 +1026,16 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                     str(ck.get("config_digest"))[:12],
                     ", ".join(changed),
                 )
-        val_changed = [k for k in changed if k in VALIDATION_KEYS or k == "(not saved)"]
+        # A synthetic validation set (no held-out raw frames) is drawn from the training
+        # sources with the run's seed: any data setting or the seed redraws it.
+        synthetic = bool(val_set) and all(name.startswith("synthetic_") for *_, name in val_set)
+        val_changed = [
+            k
+            for k in changed
+            if k in VALIDATION_KEYS
+            or k == "(not saved)"
+            or (synthetic and (k.startswith("data.") or k == "seed"))
+        ]
         saved_dirs = ((ck.get("config") or {}).get("data") or {}).get("raw_dirs") or []
         if [Path(d).name for d in saved_dirs] == [Path(d).name for d in cfg.data.raw_dirs]:
             # The same clips at another path (a carried copy on the GPU machine): the same set.
