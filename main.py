@@ -816,6 +816,7 @@ def _run_stream(
 ) -> int:
     """:func:`cmd_run` once its arguments are checked; ``stop`` is set by Ctrl-C / SIGTERM,
     ``restore`` gives the signals back (idempotent)."""
+    from engine.backends import warm_up
     from engine.pipeline import Engine
     from engine.sinks import SinkError, open_sink, sink_kind
     from engine.sources import DEFAULT_FPS, VideoFileSource
@@ -852,7 +853,9 @@ def _run_stream(
         if stopped_early():
             return 0
         if args.strength > 0:  # at 0 the engine never calls the model
-            _warm_up(backend, source.size)
+            # OpenVINO compiles on its first call: inside the stream that second counted in
+            # --duration (`--duration 1` wrote nothing) and its frames were dropped.
+            warm_up(backend, source.size)
             if stopped_early():
                 return 0
         sink_options: dict[str, Any] = {}
@@ -1006,20 +1009,6 @@ def _run_stream(
             # audio note) left the source, sink and backend open: a never-started engine's
             # stop() closes all three.
             engine.stop(timeout=1.0)
-
-
-def _warm_up(backend: Any, size: tuple[int, int]) -> None:
-    """One model call on a blank frame of the source's ``(width, height)``, before the stream
-    starts: OpenVINO compiles the model for a frame size on its first call (a second or more
-    on two cores), and inside the stream that second counted in ``--duration`` (``--duration
-    1`` wrote nothing) and its frames were dropped."""
-    import numpy as np
-
-    w, h = size
-    try:
-        backend.process(np.zeros((h, w, 3), np.uint8))
-    except Exception:
-        pass  # the engine meets it again on the first frame and reports it (passthrough)
 
 
 class _WatchedSource:

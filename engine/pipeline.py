@@ -30,6 +30,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from engine.backends import warm_up
 from engine.frames import Frame
 from engine.sinks import FrameSink
 from engine.sources import FrameSource
@@ -631,14 +632,13 @@ class Engine:
         """One call on a blank frame before capture begins (``warm_up``); a failure is left for
         the first real frame to meet and report."""
         try:
-            w, h = (int(v) for v in self.source.size)
             backend = self._backend
+            size = getattr(self.source, "size", None)
             # Off or at strength 0 the stream calls no model: its first frame would wait for
             # nothing (a turn-on later compiles in the stream, as before).
-            if backend is not None and self._enabled and self._strength > 0 and not self._stopping:
-                backend.process(np.zeros((h, w, 3), np.uint8))
-        except Exception:  # noqa: BLE001
-            log.debug("the warm-up call failed", exc_info=True)
+            on = self._enabled and self._strength > 0 and not self._stopping
+            if backend is not None and size and on:
+                warm_up(backend, size)
         finally:
             self._warmed.set()
 

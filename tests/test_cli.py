@@ -388,17 +388,24 @@ def test_process_video_keeps_count_size_and_order(clip: Path, tmp_path: Path) ->
     assert not np.allclose(frames[5][BLOCK:].astype(float), src[5][BLOCK:].astype(float), atol=3)
 
 
+def _cut_video(tmp_path: Path) -> tuple[Path, int]:
+    """A 60-frame AVI cut in half (as a copy stopped mid-write leaves it), and how many of its
+    frames still decode."""
+    full = write_video(tmp_path / "full.avi", 60).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full[: len(full) // 2])
+    decodable = len(read_video(cut))
+    assert 0 < decodable < 60
+    return cut, decodable
+
+
 def test_process_of_a_video_that_stops_decoding_early_warns_and_keeps_what_it_decoded(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Exit 0, not 1: complete files announce more frames than they present too (an MP4 cut by
     # stream copy, a WebM starting late), and OpenCV cannot tell them from a cut-off one. The
     # warning must name both counts and where the frames went.
-    full = write_video(tmp_path / "full.avi", 60).read_bytes()
-    cut = tmp_path / "cut.avi"
-    cut.write_bytes(full[: len(full) // 2])
-    decodable = len(read_video(cut))
-    assert 0 < decodable < 60
+    cut, decodable = _cut_video(tmp_path)
     out = tmp_path / "out.avi"
     code = cli.main(["process", str(cut), str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
@@ -2059,11 +2066,7 @@ def test_run_of_a_video_that_stops_decoding_early_warns_as_process_does(
     clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # OpenCV ends a cut-off file as if it were whole: `run` said nothing and exited 0.
-    full = write_video(tmp_path / "full.avi", 60).read_bytes()
-    cut = tmp_path / "cut.avi"
-    cut.write_bytes(full[: len(full) // 2])
-    decodable = len(read_video(cut))
-    assert 0 < decodable < 60
+    cut, decodable = _cut_video(tmp_path)
     out = tmp_path / "live.avi"
     code = cli.main(["run", "--source", str(cut), "--output", str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
