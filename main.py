@@ -6,8 +6,9 @@
     python main.py bench [--json]
     python main.py devices
 
-Exit codes: 0 success (also after Ctrl-C or SIGTERM in ``run``: that is the normal way to end a
-live stream, and the output file is closed and playable), 1 runtime error (missing file, bad
+Exit codes: 0 success (also after Ctrl-C or SIGTERM in ``run``, or Ctrl-Break on Windows, which
+sends no SIGTERM: that is the normal way to end a live stream, and the output file is closed and
+playable), 1 runtime error (missing file, bad
 model, no virtual camera, camera not found, images of a folder skipped, a video whose decoding failed
 partway: what was done is kept; fewer frames than a video's container announces is a warning), 2 usage error (bad option or ``--size`` syntax,
 ``--model`` for a backend that runs none), 130 ``process`` interrupted by Ctrl-C (its output is
@@ -575,13 +576,19 @@ def format_status(stats: Any, width: int = 90) -> str:
 
 
 def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT/SIGTERM set ``stop`` (the main loop notices within 50 ms). Returns the undo.
+    """SIGINT/SIGTERM (and on Windows Ctrl-Break, SIGBREAK) set ``stop`` (the main loop notices
+    within 50 ms). Returns the undo.
 
-    A second Ctrl-C gets Python's default KeyboardInterrupt, for a stuck shutdown.
+    A second Ctrl-C gets Python's default KeyboardInterrupt, for a stuck shutdown. Windows sends
+    no SIGTERM (``taskkill /F`` and ``Popen.terminate()`` end the process outright): there
+    Ctrl-C or Ctrl-Break stop a stream with its output closed.
     """
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = [signal.SIGINT, signal.SIGTERM]
+    if hasattr(signal, "SIGBREAK"):  # Windows only
+        signals.append(signal.SIGBREAK)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()
@@ -1749,6 +1756,12 @@ def _show_warning(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python main.py`` and the ``sharpcam`` console script; returns the exit code."""
     warnings.showwarning = _show_warning
+    for stream in (sys.stdout, sys.stderr):
+        # A code page without "·" or "×" (cp932 on Japanese Windows, for a redirected stdout)
+        # made `bench > out.txt` fail with UnicodeEncodeError, its table lost.
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

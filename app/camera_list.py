@@ -227,14 +227,22 @@ def _qt_cameras() -> list[CameraChoice]:
         log.info("QtMultimedia unavailable (%s); probing cameras with OpenCV", exc)
         return []
     out = []
-    for i, dev in enumerate(QMediaDevices.videoInputs()):
-        dev_id = bytes(dev.id().data()).decode(errors="replace")
-        # Linux ids are device paths OpenCV opens directly; elsewhere OpenCV's index follows the
-        # same enumeration order as Qt's list (Media Foundation on Windows, which the engine tries
-        # before DirectShow for that reason; AVFoundation on macOS).
-        source = (
-            dev_id if sys.platform.startswith("linux") and dev_id.startswith("/dev/") else str(i)
-        )
+    devices = list(QMediaDevices.videoInputs())
+    ids = [bytes(dev.id().data()).decode(errors="replace") for dev in devices]
+    # OpenCV's AVFoundation backend numbers the cameras sorted by their uniqueID, which is
+    # Qt's id there; Qt lists them in discovery order (built-in first), so camera i of the
+    # picker opened another device, possibly the OBS Virtual Camera that SharpCam sends to.
+    by_id = sorted(range(len(ids)), key=lambda j: ids[j])
+    opencv_index = {j: k for k, j in enumerate(by_id)}
+    for i, (dev, dev_id) in enumerate(zip(devices, ids, strict=True)):
+        if sys.platform.startswith("linux") and dev_id.startswith("/dev/"):
+            source = dev_id  # a device path, which OpenCV opens directly
+        elif sys.platform == "darwin":
+            source = str(opencv_index[i])
+        else:
+            # Windows: OpenCV's Media Foundation index follows the order Qt lists (the engine
+            # opens cameras with Media Foundation only, for that reason).
+            source = str(i)
         out.append(
             CameraChoice(
                 id=dev_id or str(i), name=dev.description() or f"Camera {i}", source=source

@@ -359,13 +359,14 @@ def _camera_apis() -> list[int]:
     if sys.platform.startswith("linux"):
         return [cv2.CAP_V4L2, cv2.CAP_ANY]
     if sys.platform == "win32":
-        # Media Foundation first: OpenCV's MSMF indexes devices in the order MFEnumDeviceSources
+        # Media Foundation only: OpenCV's MSMF indexes devices in the order MFEnumDeviceSources
         # lists them, the same list Qt's QMediaDevices shows, so the app's camera i is MSMF's i.
         # DirectShow's list also holds DirectShow-only virtual cameras (OBS Virtual Camera, our
-        # own output), so its index i can be another device - or a feedback loop. MSMF's slow
-        # open is avoided by OPENCV_VIDEOIO_MSMF_ENABLE_HW_TRANSFORMS=0 (see engine/__init__.py);
-        # DirectShow stays as the fallback for devices MSMF cannot open.
-        return [cv2.CAP_MSMF, cv2.CAP_DSHOW]
+        # own output), so its index i can be another device: as a fallback it opened OBS's
+        # camera as "camera 0" on a PC without a webcam, and SharpCam sharpened its own output
+        # in a loop. MSMF's slow open is avoided by OPENCV_VIDEOIO_MSMF_ENABLE_HW_TRANSFORMS=0
+        # (see engine/__init__.py).
+        return [cv2.CAP_MSMF]
     if sys.platform == "darwin":
         return [cv2.CAP_AVFOUNDATION]
     return [cv2.CAP_ANY]
@@ -571,8 +572,16 @@ class CameraSource(_SourceBase):
         if isinstance(self._target, str) and not os.path.exists(self._target):
             missing = True
         if missing:
+            # macOS opens no camera at all until the app (or the terminal running it) is
+            # allowed to: that read as "does not exist", with nothing about where to allow it.
+            why = (
+                " (on macOS, also check System Settings > Privacy & Security > Camera: "
+                "allow SharpCam, or the terminal that runs it)"
+                if sys.platform == "darwin" and not available
+                else ""
+            )
             return CameraNotFoundError(
-                f"{self._label} does not exist; available cameras: {listing}", available
+                f"{self._label} does not exist; available cameras: {listing}{why}", available
             )
         return SourceError(
             f"{self._label} exists but cannot be opened (in use by another application?); "

@@ -1940,6 +1940,27 @@ def _fake_qt_cameras(monkeypatch, devices: list[tuple[str, str]]) -> None:  # no
     monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
 
 
+def test_on_macos_a_picked_camera_opens_at_opencvs_index_for_it(monkeypatch):
+    # OpenCV's AVFoundation backend numbers cameras sorted by uniqueID (Qt's id there), Qt in
+    # discovery order: "FaceTime HD Camera", first in the picker, opened OpenCV's camera 0,
+    # which could be a USB webcam or the OBS Virtual Camera that SharpCam sends to.
+    from app.camera_list import _qt_cameras
+
+    _fake_qt_cameras(
+        monkeypatch,
+        [
+            ("0x8020000005ac8514", "FaceTime HD Camera"),
+            ("0x1424000046d085e", "Logitech BRIO"),
+            ("7626645E-4425-469E-9D8B-97E0FA59AC75", "OBS Virtual Camera"),
+        ],
+    )
+    monkeypatch.setattr(sys, "platform", "darwin")
+    found = {c.name: c.source for c in _qt_cameras()}
+    assert found == {"FaceTime HD Camera": "1", "Logitech BRIO": "0", "OBS Virtual Camera": "2"}
+    monkeypatch.setattr(sys, "platform", "win32")  # Media Foundation: Qt's order
+    assert [c.source for c in _qt_cameras()] == ["0", "1", "2"]
+
+
 def test_a_camera_plugged_in_or_unplugged_while_open_updates_the_picker(
     qtbot, monkeypatch, tmp_path
 ):

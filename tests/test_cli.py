@@ -2252,3 +2252,29 @@ def test_devices_reports_cameras_virtual_camera_and_providers() -> None:
             r"|OpenVINO on this CPU: (f32|bf16) precision; default CPU model: student_fast_int8\.onnx",
             proc.stdout,
         ), proc.stdout
+
+
+def test_output_on_a_code_page_without_the_middle_dot_is_escaped_not_fatal() -> None:
+    # `bench > out.txt` on Japanese Windows (a redirected stdout in cp932) failed with
+    # UnicodeEncodeError on the first "·", exit 1, its table lost.
+    proc = run_cli(
+        "bench", "--backend", "unsharp", "--size", "64x64", "--frames", "2",
+        env={"PYTHONIOENCODING": "cp932"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "unsharp  64x64" in proc.stdout and "\\xb7" in proc.stdout + proc.stderr
+
+
+def test_ctrl_break_stops_a_stream_on_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Windows sends no SIGTERM: besides Ctrl-C, Ctrl-Break (SIGBREAK) must end `run` cleanly.
+    # Stood in for here by SIGUSR1, which nothing else in the process handles.
+    monkeypatch.setattr(signal, "SIGBREAK", signal.SIGUSR1, raising=False)
+    before = signal.getsignal(signal.SIGUSR1)
+    stop = threading.Event()
+    restore = cli._install_stop_signals(stop)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.wait(2.0)
+    finally:
+        restore()
+    assert signal.getsignal(signal.SIGUSR1) == before

@@ -715,13 +715,37 @@ def test_windows_opens_and_lists_cameras_with_media_foundation_first(monkeypatch
     # DirectShow used to be tried first, and its list also holds DirectShow-only virtual cameras
     # (OBS Virtual Camera, SharpCam's own output), so index i could open another device.
     monkeypatch.setattr(sources.sys, "platform", "win32")
-    assert sources._camera_apis() == [cv2.CAP_MSMF, cv2.CAP_DSHOW]
+    assert sources._camera_apis() == [cv2.CAP_MSMF]
     made: list[FakeCapture] = []
     monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, log=made))
     assert [c.index for c in list_cameras(max_index=1)] == [0]  # the listing probes the same way
     with open_source("0", live=True) as cam:
         cam.read()
     assert [c.api for c in made] == [cv2.CAP_MSMF, cv2.CAP_MSMF]
+
+    # No webcam, OBS installed: DirectShow's camera 0 is the OBS Virtual Camera, SharpCam's own
+    # output. Nothing may fall back to it.
+    def only_dshow(target, api):  # noqa: ANN001, ANN202
+        return FakeCapture(target, api, opened=api == cv2.CAP_DSHOW)
+
+    monkeypatch.setattr(sources, "_make_capture", only_dshow)
+    assert list_cameras(max_index=2) == []
+    with pytest.raises(CameraNotFoundError):
+        open_source("0", live=True)
+
+
+def test_on_macos_no_camera_at_all_points_at_the_camera_permission(monkeypatch):
+    # Without camera access macOS opens none, and "camera 0 does not exist" sent people to
+    # their cables instead of System Settings.
+    monkeypatch.setattr(sources.sys, "platform", "darwin")
+    monkeypatch.setattr(sources, "_probe_camera", lambda i: False)
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, opened=False))
+    with pytest.raises(CameraNotFoundError, match="Privacy & Security > Camera"):
+        open_source("0", live=True)
+    monkeypatch.setattr(sources.sys, "platform", "linux")
+    with pytest.raises(CameraNotFoundError) as info:
+        open_source("0", live=True)
+    assert "Privacy" not in str(info.value)
 
 
 def test_missing_camera_when_there_are_none(monkeypatch):
