@@ -1369,7 +1369,7 @@ class EngineBridge(QObject):
             backend=name,
             model=model,
             # As the start passed it: the rate the source really delivers.
-            target_fps=float(getattr(self._source, "fps", 0) or 0) or self._fps,
+            target_fps=self.source_fps or self._fps,
             size=getattr(self._source, "size", None),
         )
         # One load at a time: a person scrolling through the sizes starts one per entry, and
@@ -1955,7 +1955,7 @@ def _load_swap_backend(api: Any, req: _BackendSwap) -> None:
     """Build ``req``'s backend as a start builds its own (:func:`_open_backend`), but with no
     passthrough fallback: a failure leaves the running backend in place (``req.error``). Any
     thread, no Qt."""
-    from engine.backends import collect_warnings
+    from engine.backends import collect_warnings, warm_up
 
     try:
         with collect_warnings() as caught:
@@ -1966,8 +1966,7 @@ def _load_swap_backend(api: Any, req: _BackendSwap) -> None:
                 # Its first call compiles (OpenVINO): here, while the running backend goes on,
                 # not in the stream, whose frames it dropped; and a model that fails at this
                 # scale leaves the running one in place instead of passthrough.
-                w, h = (int(v) for v in req.size)
-                req.be.process(np.zeros((h, w, 3), np.uint8))
+                warm_up(req.be, req.size, strict=True)
         req.messages.extend(_load_warnings(caught))
     except Exception as exc:
         if req.be is not None:

@@ -74,8 +74,8 @@ __all__ = [
     "parse_scale",
     "register_backend",
     "resolve_default_model",
-    "warm_up",
     "scaled_size",
+    "warm_up",
     "warn_user",
     "weights_dir",
 ]
@@ -194,15 +194,18 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def warm_up(backend: Any, size: tuple[int, int]) -> None:
+def warm_up(backend: Any, size: tuple[int, int], *, strict: bool = False) -> None:
     """One ``backend.process`` call on a blank frame of ``size`` ``(W, H)``, before a stream:
     OpenVINO compiles the model for a frame size on its first call (a second or more on two
     cores), whose frames a live stream would drop. A failure is left for the first real frame
-    to meet and report (the engine then streams in passthrough, with a warning)."""
+    to meet and report (the engine then streams in passthrough, with a warning); ``strict``
+    raises it instead (a backend about to replace one that works)."""
     w, h = (int(v) for v in size)
     try:
         backend.process(np.zeros((h, w, 3), np.uint8))
     except Exception:  # noqa: BLE001
+        if strict:
+            raise
         log.debug("the warm-up call failed", exc_info=True)
 
 

@@ -738,7 +738,8 @@ class VideoFileSource(_SourceBase):
     Args:
         path: the video file.
         live: pace to real time.
-        size: scale frames to fit this ``(W, H)``, letterboxed (never stretched); ``None`` keeps the file's size.
+        size: scale frames to fit this ``(W, H)``, letterboxed (never stretched); ``None``
+            keeps the file's size.
         fps: used only when the file does not declare a rate (default 30).
         loop: start again at the end instead of ending (a demo clip as an endless camera).
     """
@@ -1084,7 +1085,8 @@ def open_source(
             an image file, or a folder of images.
         live: real-time delivery (cameras always are; files are paced at their FPS) versus as
             fast as possible, every frame (offline processing).
-        size: ``(W, H)`` requested from a camera; files, images and folders are scaled to fit it, letterboxed.
+        size: ``(W, H)`` requested from a camera; files, images and folders are scaled to fit
+            it, letterboxed.
         fps: requested from a camera; the repeat rate for images and folders; only a fallback
             for video files (they play at their own rate).
         kind: force ``"camera"``, ``"video"``, ``"image"``, ``"folder"`` or a registered kind.

@@ -279,10 +279,15 @@ def check_raw_range_held_out(
     return False
 
 
+def raw_spec_centres(spec: DataSpec, windows: Sequence[int], raw_stride: int) -> list[int]:
+    """The window centres a ``raw:`` spec scores (its range cut to the clip's frames)."""
+    last = min(spec.last, len(D.list_frames(spec.path)))
+    return raw_centres(spec.first, last, windows, raw_stride)
+
+
 def raw_span(spec: DataSpec, windows: Sequence[int], raw_stride: int) -> tuple[int, int] | None:
     """The first and last frame a ``raw:`` spec scores with ``windows`` (None: no centre)."""
-    n = len(D.list_frames(spec.path))
-    centres = raw_centres(spec.first, min(spec.last, n), windows, raw_stride)
+    centres = raw_spec_centres(spec, windows, raw_stride)
     if not centres:
         return None
     return min(centres) - max(windows) // 2, max(centres) + max(windows) // 2
@@ -368,11 +373,7 @@ def iter_samples(
             raise FileNotFoundError(
                 f"no frame windows in {spec.path} frames {spec.first}-{spec.last}"
             )
-        centres = set(
-            raw_centres(
-                spec.first, min(spec.last, len(D.list_frames(spec.path))), windows, raw_stride
-            )
-        )
+        centres = set(raw_spec_centres(spec, windows, raw_stride))
         if not centres:
             raise FileNotFoundError(
                 f"no centre in {spec.path} frames {spec.first}-{spec.last} (from "
@@ -1063,8 +1064,7 @@ def _refuse_repeated_data(
         key = (spec.kind, *(str(Path(f).resolve()) for f in folders if f))
         centres = None
         if spec.kind == "raw":
-            last = min(spec.last, len(D.list_frames(spec.path)))
-            centres = set(raw_centres(spec.first, last, windows, raw_stride))
+            centres = set(raw_spec_centres(spec, windows, raw_stride))
         for other_key, other_text, other_centres in seen:
             if other_key != key:
                 continue

@@ -1233,11 +1233,11 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _check_metrics_measured(
-    metrics: Mapping[str, Any], name: str, checkpoint: str | Path | None
+    metrics: Mapping[str, Any], name: str, checkpoint_sha256: str | None
 ) -> None:
     """ExportError unless the ``training.evaluate`` summary ``metrics`` measured what is
     exported: a row named ``name`` (the exported file, evaluated), or a row measured on the
-    bytes of ``checkpoint`` (its ``model_sha256``). Otherwise its tables, measured on another
+    checkpoint's bytes (``checkpoint_sha256`` among its ``model_sha256``). Otherwise its tables, measured on another
     variant's file or on earlier weights, would ship as these weights' numbers."""
     sets = metrics.get("sets")
     if not isinstance(sets, Mapping) or not sets:
@@ -1245,8 +1245,7 @@ def _check_metrics_measured(
     named = {m for st in sets.values() for m in (st.get("methods") or {})}
     if name in named:
         return  # a row of that name measured on other bytes is refused by export_all
-    measured = set((metrics.get("model_sha256") or {}).values())
-    if checkpoint is not None and measured and sha256_file(checkpoint) in measured:
+    if checkpoint_sha256 in set((metrics.get("model_sha256") or {}).values()):
         return
     raise ExportError(
         f"the --metrics summary measured neither {name}.onnx nor this checkpoint (its rows: "
@@ -1642,7 +1641,8 @@ def main(argv: list[str] | None = None) -> int:
         model, variant, config = load_student(
             args.checkpoint, variant=args.variant, random_init=args.random_init, seed=args.seed
         )
-        _check_metrics_measured(metrics, args.name, args.checkpoint)
+        checkpoint_sha256 = sha256_file(args.checkpoint) if args.checkpoint else None
+        _check_metrics_measured(metrics, args.name, checkpoint_sha256)
         result = export_all(
             model,
             args.out,
@@ -1656,7 +1656,7 @@ def main(argv: list[str] | None = None) -> int:
             metrics=metrics,
             int8=args.int8,
             calib=args.calib,
-            checkpoint_sha256=sha256_file(args.checkpoint) if args.checkpoint else None,
+            checkpoint_sha256=checkpoint_sha256,
         )
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)
