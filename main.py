@@ -6,9 +6,9 @@
     python main.py bench [--json]
     python main.py devices
 
-Exit codes: 0 success (also after Ctrl-C or SIGTERM in ``run``, or Ctrl-Break on Windows, which
-sends no SIGTERM: that is the normal way to end a live stream, and the output file is closed and
-playable), 1 runtime error (missing file, bad
+Exit codes: 0 success (also after Ctrl-C or SIGTERM in ``run``, or Ctrl-Break or closing the
+console window on Windows, which sends no SIGTERM: that is the normal way to end a live stream,
+and the output file is closed and playable), 1 runtime error (missing file, bad
 model, no virtual camera, camera not found, images of a folder skipped, a video whose decoding failed
 partway: what was done is kept; fewer frames than a video's container announces is a warning), 2 usage error (bad option or ``--size`` syntax,
 ``--model`` for a backend that runs none), 130 ``process`` interrupted by Ctrl-C (its output is
@@ -604,6 +604,59 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
     return restore
 
 
+# Windows: the console window closed, the user logging off, the machine shutting down.
+CONSOLE_CLOSE_EVENTS = (2, 5, 6)  # CTRL_CLOSE_EVENT, CTRL_LOGOFF_EVENT, CTRL_SHUTDOWN_EVENT
+# Windows ends the process 5 s after a close event, whatever its handler does.
+CONSOLE_CLOSE_GRACE_S = 4.5
+_console_handlers: list[Any] = []  # ctypes callbacks Windows may still call: never collected
+
+
+def _console_close_handler(
+    stop: threading.Event, finished: threading.Event
+) -> Callable[[int], bool]:
+    """The console control handler: a close event sets ``stop`` and holds the process until
+    ``finished`` (the output closed) or the grace period ends; other events are not handled.
+
+    The C runtime turns every event other than Ctrl-C into SIGBREAK, but returns at once, and
+    Windows ends the process as soon as a handler returns from a close event: Python's handler
+    never ran, and a `run` recording stayed in its hidden ``.NAME.partial.EXT``.
+    """
+
+    def handle(event: int) -> bool:
+        if event not in CONSOLE_CLOSE_EVENTS:
+            return False  # Ctrl-C and Ctrl-Break: SIGINT and SIGBREAK, handled as signals
+        stop.set()
+        finished.wait(CONSOLE_CLOSE_GRACE_S)
+        return True
+
+    return handle
+
+
+def _hold_console_close(stop: threading.Event, kernel32: Any = None) -> Callable[[], None]:
+    """On Windows, closing the console (or logging off) stops the command like Ctrl-C and
+    waits for it to finish its output. Returns the release, to call once the output is closed
+    (idempotent); elsewhere it does nothing."""
+    if sys.platform != "win32" or threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    import ctypes
+
+    if kernel32 is None:
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    finished = threading.Event()
+    prototype = ctypes.WINFUNCTYPE(ctypes.c_int, ctypes.c_uint)  # type: ignore[attr-defined]
+    callback = prototype(_console_close_handler(stop, finished))
+    if not kernel32.SetConsoleCtrlHandler(callback, True):
+        return lambda: None  # no console (pythonw): nothing to close
+    _console_handlers.append(callback)
+
+    def release() -> None:
+        if not finished.is_set():
+            finished.set()
+            kernel32.SetConsoleCtrlHandler(callback, False)
+
+    return release
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -778,6 +831,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the model compiles (seconds) used to end `run` with 130, where Ctrl-C in `run` is 0.
     stop = threading.Event()
     restore = _install_stop_signals(stop)
+    release = _hold_console_close(stop)
     try:
         from engine.sinks import SinkError, is_virtual_spec, sink_kind
         from engine.sources import source_kind
@@ -811,6 +865,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_stream(args, stop, restore, camera=camera, virtual=virtual)
     finally:
         restore()
+        release()  # the output is closed: a console closing meanwhile may end the process
 
 
 def _run_stream(
@@ -1517,6 +1572,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     # Given back on every way out: an error between taking Ctrl-C over and the engine's loop
     # (the sound-track probe) left it taken, a stop flag nobody read.
     restore: Callable[[], None] | None = None
+    release: Callable[[], None] | None = None
     try:
         _check_process_output(kind, args.output)
         if folder:
@@ -1545,6 +1601,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         total = source.frame_count
         stop = threading.Event()
         restore = _install_stop_signals(stop)
+        release = _hold_console_close(stop)
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         _note_lost_audio(args.input, args.output)
         _note_lost_image_detail(kind, source, args.output)
@@ -1617,6 +1674,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             source.close()
         else:
             engine.stop(timeout=5.0)  # idempotent; closes all three if start() never came
+        if release is not None:
+            release()  # the output is closed: a console closing meanwhile may end the process
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

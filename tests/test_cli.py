@@ -2278,3 +2278,68 @@ def test_ctrl_break_stops_a_stream_on_windows(monkeypatch: pytest.MonkeyPatch) -
     finally:
         restore()
     assert signal.getsignal(signal.SIGUSR1) == before
+
+
+def test_a_console_close_event_stops_a_stream_and_waits_for_its_output() -> None:
+    # Windows ends the process as soon as a handler returns from CTRL_CLOSE_EVENT; the C
+    # runtime's SIGBREAK handler returns at once, so Python's never ran.
+    stop, finished = threading.Event(), threading.Event()
+    handle = cli._console_close_handler(stop, finished)
+    assert handle(0) is False and handle(1) is False  # Ctrl-C, Ctrl-Break: left to signals
+    assert not stop.is_set()
+    returned = threading.Event()
+    t = threading.Thread(target=lambda: handle(2) and returned.set())
+    t.start()
+    assert stop.wait(2.0)
+    assert not returned.wait(0.3)  # held until the output is finished
+    finished.set()
+    assert returned.wait(2.0)
+    t.join()
+
+
+def test_closing_the_console_on_windows_finishes_the_run_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Closing the console window mid-recording left the frames in a hidden .live.partial.avi,
+    # unplayable. Windows and its console API are stood in for; the stream and file are real.
+    import ctypes
+
+    class Kernel32:
+        def __init__(self) -> None:
+            self.handlers: list[Any] = []
+            self.removed: list[Any] = []
+
+        def SetConsoleCtrlHandler(self, handler: Any, add: bool) -> int:  # noqa: N802
+            (self.handlers if add else self.removed).append(handler)
+            return 1
+
+    kernel32 = Kernel32()
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(ctypes, "WinDLL", lambda *a, **k: kernel32, raising=False)
+    monkeypatch.setattr(ctypes, "WINFUNCTYPE", ctypes.CFUNCTYPE, raising=False)
+    long_clip = write_video(tmp_path / "long.avi", 300)
+    out = tmp_path / "live.avi"
+    answer: list[int] = []
+    seen: list[list[str]] = []
+
+    def close_console() -> None:
+        deadline = time.monotonic() + 30
+        while not list(tmp_path.glob(".live.partial*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # frames flowing into the file
+        answer.append(kernel32.handlers[0](2))  # CTRL_CLOSE_EVENT, as Windows calls it
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))
+
+    closer = threading.Thread(target=close_console)
+    closer.start()
+    code = cli.main(["run", "--source", str(long_clip), "--output", str(out), "--backend",
+                     "passthrough"])  # fmt: skip
+    closer.join(10)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "stopped" in err
+    assert answer == [1]
+    # When the handler returned (and Windows would end the process) the file was finished.
+    assert seen == [["live.avi", "long.avi"]]
+    assert 10 <= len(read_video(out)) < 300
+    assert kernel32.removed == kernel32.handlers
