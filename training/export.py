@@ -1613,7 +1613,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--int8",
         action="store_true",
-        help="also NAME_int8.onnx: int8 convolutions for CPUs without bf16",
+        help="also NAME_int8.onnx: int8 convolutions, finest scale float; the engine's default "
+        "under OpenVINO on CPUs where it runs f32 or bf16 (engine.backends.prefer_int8)",
     )
     p.add_argument(
         "--calib",

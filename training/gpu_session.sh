@@ -55,7 +55,8 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
  --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --data.num_workers=14"
                 # Next: both shipped students continued, raw frames on the GPU (RAW_ON_DEVICE),
                 # validating and keeping a moving average of the weights; 6 + 4 + 4 photo workers
-                # and 3 x 2 trainer threads on the 16 cores (photos are 30 % of the samples).
+                # and 3 x 2 trainer threads on the 16 cores (photos are half of the samples with the
+                # default CAMERA=1, CAMERA_MIX below; 30 % with CAMERA=0).
                 [hq_cont]="training/configs/gpu_hq.yaml --ema=0.999 --data.num_workers=6"
                 [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
  --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --ema=0.999
