@@ -72,6 +72,7 @@ from app.preview import PreviewWidget
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
 from engine.sources import source_kind
+from engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
 
@@ -1383,26 +1384,15 @@ class MainWindow(QMainWindow):
 # --------------------------------------------------------------------------- helpers
 
 
-def format_stats(stats: Any) -> str:
+def format_stats(stats: EngineStats | None) -> str:
     """One status-bar line from an engine stats snapshot, e.g.
     ``29.9 fps · latency 34 ms (p95 41 ms) · dropped 3``."""
     if stats is None:
         return "—"
-    fps = _first(stats, "fps_out", "fps", "output_fps")
-    p50 = _first(stats, "latency_ms_p50", "latency_p50_ms", "latency_ms")
-    p95 = _first(stats, "latency_ms_p95", "latency_p95_ms")
-    dropped = _first(stats, "dropped", "frames_dropped", "dropped_frames")
-    parts = []
-    if fps is not None:
-        parts.append(f"{fps:.1f} fps")
-    if p50 is not None:
-        lat = f"latency {p50:.0f} ms"
-        if p95 is not None:
-            lat += f" (p95 {p95:.0f} ms)"
-        parts.append(lat)
-    if dropped is not None:
-        parts.append(f"dropped {int(dropped)}")
-    return " · ".join(parts) if parts else "—"
+    return (
+        f"{stats.fps_out:.1f} fps · latency {stats.latency_ms_p50:.0f} ms "
+        f"(p95 {stats.latency_ms_p95:.0f} ms) · dropped {stats.dropped}"
+    )
 
 
 def scale_label(scale: float | str) -> str:
@@ -1412,14 +1402,6 @@ def scale_label(scale: float | str) -> str:
     if float(scale) >= 1.0:
         return "Processing: full size"
     return f"Processing: {float(scale) * 100:g} % size"
-
-
-def _first(obj: Any, *names: str) -> Any:
-    for n in names:
-        v = getattr(obj, n, None)
-        if v is not None:
-            return v
-    return None
 
 
 def _section(text: str) -> QLabel:

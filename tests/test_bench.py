@@ -133,6 +133,16 @@ def test_measure_model_reports_the_median() -> None:
     assert median == pytest.approx(float(np.median(times)))
 
 
+def test_measure_model_times_the_real_duration_of_the_calls() -> None:
+    # The median of the recorded times is not enough: a constant in place of the measured
+    # time passed. A model that sleeps 15 ms must measure about 15 ms (never less; the upper
+    # bound leaves room for a loaded 2-core CI machine).
+    median, times = bench.measure_model(_SlowBackend(15.0), (64, 48), frames=5, warmup=1)
+    assert len(times) == 5
+    assert all(t >= 14.0 for t in times), times
+    assert 14.0 <= median < 60.0, times
+
+
 def test_model_only_calls_run_on_a_worker_thread_like_the_engines() -> None:
     # Timed on the main thread, a TorchScript model measured 5-10x slower than the same
     # calls on the engine's inference thread: "pipeline 3.8x faster than its model".

@@ -601,6 +601,12 @@ def test_video_loop_and_resize(tmp_path):
         assert src.frame_count is None
     assert [f.index for f in frames] == list(range(7))
     assert all(f.image.shape == (24, 32, 3) for f in frames)
+    # The loop must rewind to the first frame, not just keep frames coming: a rewind to frame 2
+    # still gave seven frames. The clip's grey ramp tells the frames apart (MJPG and the
+    # BGR->RGB conversion shift the levels a little, so compare with the first pass).
+    levels = [float(f.image.mean()) for f in frames]
+    assert levels[0] + 1.0 < levels[1] < levels[2] - 1.0, levels
+    assert levels[3:] == pytest.approx(levels[:3] + levels[:1], abs=1.0), levels
 
 
 def test_a_size_asked_for_letterboxes_files_images_and_folders_never_stretches(tmp_path):

@@ -79,3 +79,30 @@ def test_elapsed_stops_when_the_run_is_finished():
     time.sleep(0.05)
     rec.finish()  # a second end (stop() after the run ended on its own) keeps the first
     assert rec.snapshot().elapsed_s == first
+
+
+def test_snapshot_latency_percentiles_are_those_of_the_recorded_latencies() -> None:
+    # The engine hands these to the status line and `bench`: a p50/p95 stuck at 0 passed every
+    # pipeline test. 1..100 ms, fed out of order: numpy's linear percentiles are exact here.
+    rec = StatsRecorder()
+    assert (rec.snapshot().latency_ms_p50, rec.snapshot().latency_ms_p95) == (0.0, 0.0)
+    now = time.perf_counter()
+    values = [float(v) for v in range(1, 101)]
+    for i, ms in enumerate(values[::2] + values[1::2]):
+        rec.frame_out(now + i / FPS, 1.0, ms, (64, 48))
+    snap = rec.snapshot()
+    assert snap.latency_ms_p50 == pytest.approx(50.5)
+    assert snap.latency_ms_p95 == pytest.approx(95.05)
+    assert sorted(rec.latencies()) == values
+
+
+def test_snapshot_latency_percentiles_cover_only_the_recent_frames() -> None:
+    # Latency is "recent capture-to-sink times": old slow frames leave the window.
+    rec = StatsRecorder(latency_recent=4)
+    now = time.perf_counter()
+    for i, ms in enumerate([500.0, 500.0, 10.0, 20.0, 30.0, 40.0]):
+        rec.frame_out(now + i / FPS, 1.0, ms, (64, 48))
+    snap = rec.snapshot()
+    assert rec.latencies() == [10.0, 20.0, 30.0, 40.0]
+    assert snap.latency_ms_p50 == pytest.approx(25.0)
+    assert snap.latency_ms_p95 == pytest.approx(38.5)
