@@ -665,9 +665,23 @@ def test_int8_float_convolutions_with_equal_weights_map_to_their_own_nodes(
 
 
 def test_default_calibration_is_the_projects_demo_clip() -> None:
+    import cv2
+
     frames = E.calibration_frames(count=3, size=(64, 96))
     assert len(frames) == 3 and frames[0].shape == (1, 3, 64, 96) and frames[0].dtype == np.float32
     assert 0.05 < float(np.mean(frames[0])) < 0.95 and not np.array_equal(frames[0], frames[2])
+    # The models run on RGB: calibrating on OpenCV's BGR frames set the int8 ranges of the red
+    # and blue inputs from each other's statistics, and every check above still held. The first
+    # pick is the clip's first frame, resized and then turned RGB.
+    cap = cv2.VideoCapture(str(E.DEMO_CLIP))
+    ok, bgr = cap.read()
+    cap.release()
+    assert ok
+    rgb = cv2.cvtColor(cv2.resize(bgr, (96, 64)), cv2.COLOR_BGR2RGB)
+    expect = (rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[None]
+    np.testing.assert_array_equal(frames[0], expect)
+    # ... a frame whose colour order shows: its red and blue planes differ
+    assert np.abs(expect[0, 0] - expect[0, 2]).mean() > 0.02
 
 
 def test_int8_that_does_not_deblur_is_refused(
@@ -1120,7 +1134,7 @@ def test_calibration_from_a_clip_keeps_only_the_frames_it_picks(
 
     n, decoded = 50, []
 
-    class Clip:  # a 50-frame clip whose frame k (from 1) is all k; counts the frames handed out
+    class Clip:  # a 50-frame clip whose frame k (from 1) is blue k; counts the frames handed out
         def __init__(self, path: str) -> None:
             self.k = 0
 
@@ -1130,7 +1144,9 @@ def test_calibration_from_a_clip_keeps_only_the_frames_it_picks(
 
         def retrieve(self) -> tuple[bool, np.ndarray]:
             decoded.append(self.k)
-            return True, np.full((8, 8, 3), self.k, np.uint8)
+            bgr = np.zeros((8, 8, 3), np.uint8)
+            bgr[..., 0] = self.k
+            return True, bgr
 
         def read(self) -> tuple[bool, np.ndarray | None]:
             return self.retrieve() if self.grab() else (False, None)
@@ -1145,6 +1161,8 @@ def test_calibration_from_a_clip_keeps_only_the_frames_it_picks(
     # spread over the whole clip as before: frames 1, 17, 34 and 50
     assert [round(float(f.max()) * 255) for f in frames] == [1, 17, 34, 50]
     assert len(decoded) == 4
+    # OpenCV decodes BGR; the frames handed on are RGB: the blue is in the last plane
+    assert all(f[0, 2].all() and not f[0, :2].any() for f in frames)
 
 
 # --------------------------------------------------------------------------------------------

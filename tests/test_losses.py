@@ -5,11 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import pytorch_msssim
 import torch
+import torch.nn.functional as F
+from pytorch_msssim.ssim import _fspecial_gauss_1d
+from pytorch_msssim.ssim import _ssim as _ssim_per_channel
 from torch import nn
 
 from training.config import LossConfig
 from training.losses import (
+    MS_SSIM_WEIGHTS,
     DistillLoss,
     EdgeLoss,
     FeatureAdapters,
@@ -65,6 +70,37 @@ def test_ssim_one_for_identical_and_ms_ssim_small_patches() -> None:
     # 64 px is below pytorch-msssim's 160 px: fewer scales, still 1 for identical images.
     assert float(ms_ssim_value(a, a)) == pytest.approx(1.0, abs=1e-5)
     assert 0 < float(ms_ssim_value(a, b)) < 1
+
+
+def _ms_ssim_by_hand(x: torch.Tensor, y: torch.Tensor, scales: int) -> torch.Tensor:
+    """MS-SSIM over ``scales`` scales written out: the contrast-structure term of each scale but
+    the last, the full SSIM of the last, with the standard weights cut to ``scales`` and
+    renormalised; 2x average pooling between scales."""
+    w = torch.tensor(MS_SSIM_WEIGHTS[:scales])
+    w = w / w.sum()
+    win = _fspecial_gauss_1d(11, 1.5).repeat([3, 1, 1, 1])
+    value = torch.ones(x.shape[:2])
+    for i in range(scales):
+        s, cs = _ssim_per_channel(x, y, win=win, data_range=1.0, size_average=False)
+        value = value * torch.relu(s if i == scales - 1 else cs) ** w[i]
+        pad = [n % 2 for n in x.shape[2:]]
+        x, y = F.avg_pool2d(x, 2, padding=pad), F.avg_pool2d(y, 2, padding=pad)
+    return value.mean()
+
+
+@pytest.mark.parametrize(("size", "scales"), [(37, 2), (64, 3), (120, 4)])
+def test_ms_ssim_below_160_px_is_ms_ssim_with_fewer_scales(size: int, scales: int) -> None:
+    # Patches under 161 px take losses.py's own fewer-scale path (pytorch-msssim refuses them);
+    # "1 for identical, in (0, 1) otherwise" also held with the coarsest SSIM in place of every
+    # scale's term. Pin the value: the recipe written out above matches the library at 5
+    # scales, and the small path is that recipe with as many scales as fit an 11 px window.
+    big_a, big_b = _images(176)
+    w = torch.tensor(MS_SSIM_WEIGHTS)
+    lib = pytorch_msssim.ms_ssim(big_a, big_b, data_range=1.0, weights=(w / w.sum()).tolist())
+    assert float(_ms_ssim_by_hand(big_a, big_b, 5)) == pytest.approx(float(lib), abs=1e-6)
+    a, b = _images(size)
+    expect = float(_ms_ssim_by_hand(a, b, scales))
+    assert float(ms_ssim_value(a, b)) == pytest.approx(expect, abs=1e-6)
 
 
 def test_charbonnier_close_to_l1_and_zero() -> None:
