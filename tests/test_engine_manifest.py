@@ -567,3 +567,97 @@ def test_a_model_file_truncated_while_it_is_read_is_a_model_error_not_a_crash(tm
     assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
     assert done.stdout.startswith(f"ModelError model file {path} changed while it was read")
     assert path.stat().st_size == 16  # the walk did see the file shrink
+
+
+# Review: cases the tests above left open.
+
+
+def test_an_upper_case_sha256_in_the_manifest_verifies(tmp_path: Path) -> None:
+    # Upper-case hex is a valid sha256 (a manifest edited by hand, another tool's output) and
+    # the same digest sha256_file gives in lower case: the file is not refused for it.
+    side = tmp_path / "w.bin"
+    side.write_bytes(b"weights")
+    path = _model_with_initializer_at(tmp_path / "m.onnx", "w.bin")
+    entry = {
+        "sha256": sha256_file(path).upper(),
+        "external_data": {"w.bin": {"sha256": sha256_file(side).upper()}},
+    }
+    doc = {"schema": SCHEMA, "files": {"m.onnx": entry}}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(doc))
+    verified = verify_file(path)
+    assert verified.sha256 == sha256_file(path)
+    assert verified.external_data["w.bin"].sha256 == sha256_file(side)
+
+
+def test_external_data_anywhere_onnx_moves_tensors_to_is_found(tmp_path: Path) -> None:
+    # Tensors in a sparse initializer, in a TENSORS attribute, in training info and in a local
+    # function are read from external data by the runtime too: each must be found, or its file
+    # loads unverified.
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import helper, numpy_helper
+    from onnx.external_data_helper import set_external_data
+
+    locations: list[str] = []
+
+    def tensor(name: str, dtype: type = np.float32) -> onnx.TensorProto:
+        t = numpy_helper.from_array(np.arange(4, dtype=dtype), name)
+        set_external_data(t, f"{name}.bin")  # data_location EXTERNAL, location key
+        t.ClearField("raw_data")
+        (tmp_path / f"{name}.bin").write_bytes(np.arange(4, dtype=dtype).tobytes())
+        locations.append(f"{name}.bin")
+        return t
+
+    def graph(name: str, nodes: list, initializer: list) -> onnx.GraphProto:
+        return helper.make_graph(nodes, name, [], [], initializer=initializer)
+
+    sparse = helper.make_sparse_tensor(
+        tensor("sparse_values"), tensor("sparse_indices", np.int64), [8]
+    )
+    pool = helper.make_node("Pool", [], ["p"], domain="test", tensors=[tensor("listed")])
+    main = graph("g", [pool], [])
+    main.sparse_initializer.append(sparse)
+    model = helper.make_model(main, opset_imports=[helper.make_opsetid("", 17)])
+    model.training_info.add(
+        initialization=graph("init", [], [tensor("train_init")]),
+        algorithm=graph("step", [], [tensor("train_step")]),
+    )
+    model.functions.append(
+        helper.make_function(
+            "test",
+            "F",
+            [],
+            ["y"],
+            [helper.make_node("Constant", [], ["y"], value=tensor("function_node"))],
+            [helper.make_opsetid("", 17)],
+            attribute_protos=[helper.make_attribute("default", tensor("function_default"))],
+        )
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(model, str(path))
+    assert set(onnx_external_data(path)) == set(locations) and len(locations) == 7
+    write_manifest(tmp_path, [make_entry(path)])
+    assert set(verify_file(path).external_data) == set(locations)
+
+
+def test_a_tensor_kept_inline_is_no_external_data_whatever_its_keys_say(tmp_path: Path) -> None:
+    # ONNX Runtime reads external_data only when data_location says EXTERNAL: a tensor with a
+    # "location" entry but inline data (data_location absent, proto3's default, or 0) names
+    # no file, and a manifest need not list one.
+    entry = _submessage(1, b"location") + _submessage(2, b"w.bin")
+    for data_location in (b"", _varint(14 << 3) + _varint(0)):
+        path = tmp_path / "m.onnx"
+        path.write_bytes(_submessage(7, _submessage(5, data_location + _submessage(13, entry))))
+        assert onnx_external_data(path) == []
+        write_manifest(tmp_path, [make_entry(path)])
+        assert verify_file(path).external_data == {}  # no w.bin, nothing missing
+
+
+def test_merge_replaces_the_entry_of_a_file_written_again(model_file: Path, tmp_path: Path) -> None:
+    # A re-export with merge=True lists the new file: the old entry (its sha256) would refuse it.
+    write_manifest(tmp_path, [make_entry(model_file, variant="fast")])
+    model_file.write_bytes(b"re-exported")
+    write_manifest(tmp_path, [make_entry(model_file, variant="quality")], merge=True)
+    entry = load_manifest(tmp_path).files[model_file.name]
+    assert entry.variant == "quality" and entry.sha256 == sha256_file(model_file)
+    assert verify_file(model_file).variant == "quality"

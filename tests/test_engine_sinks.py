@@ -6,6 +6,7 @@ import errno
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ class RecordingCamera:
 
     def __init__(self, *, width, height, fps, fourcc, device, **kw):
         self.width, self.height, self.fps, self.fourcc = width, height, fps, fourcc
+        self.device_asked = device  # what the sink passed: None lets the backend choose
         self._device = device or "/dev/recorder0"
         self.frames: list[np.ndarray] = []
         self.closed = 0
@@ -870,6 +872,16 @@ def test_callback_sink_and_kinds(tmp_path):
     sink.close()
     sink.write(frame(4))  # closed: ignored
     assert got == [3]
+    # A sized callback sink resizes frames of another size (stretched, not letterboxed) and
+    # passes frames of its own size as they are.
+    seen: list[np.ndarray] = []
+    sized = open_sink(lambda f: seen.append(f.image.copy()), size=(16, 12))
+    big, same = picture((32, 24)), picture((16, 12))
+    sized.write(Frame(big, 0, 0.0))
+    sized.write(Frame(same, 1, 0.0))
+    assert [s.shape for s in seen] == [(12, 16, 3), (12, 16, 3)]
+    np.testing.assert_array_equal(seen[0], resize_to(big, (16, 12)))
+    np.testing.assert_array_equal(seen[1], same)
     assert sink_kind("virtual") == "virtual" and sink_kind("virtual:/dev/video9") == "virtual"
     assert sink_kind("VIRTUAL") == "virtual" and sink_kind("Virtual:/dev/video9") == "virtual"
     assert sink_kind("virtually") == "images" and sink_kind("virtual.mp4") == "video"
@@ -1039,3 +1051,149 @@ def test_a_virtual_camera_is_its_source_by_any_name(tmp_path):
             pass  # not allowed here
         else:
             assert is_source_device(str(twin), "/dev/null")
+
+
+# --------------------------------------------------------------------------- review: survivors
+
+
+@pytest.mark.parametrize("writer_after", ["still failing", "recovered"])
+def test_a_failed_timed_video_gets_no_tail_on_close(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, writer_after: str
+) -> None:
+    # close() after a failed write keeps the frames as they are: holding the last frame until
+    # the stop would write into a file known to be incomplete (and, the disk still full, fail
+    # again from close(), replacing the failed write's error with another).
+    path = tmp_path / "live.avi"
+    sink = VideoFileSink(path=path, size=(32, 24), fps=10.0, timed=True)
+    monkeypatch.setattr(sink, "_writer", FillingDisk(sink, 2, lambda path: None))
+    for i, t in enumerate([0.0, 0.1]):
+        sink.write(Frame(np.full((24, 32, 3), 40 * i, np.uint8), i, 1000.0 + t))
+    with pytest.raises(SinkError, match="cannot write frame 2") as info:
+        sink.write(Frame(np.full((24, 32, 3), 80, np.uint8), 2, 1000.2))
+    error = sink._write_error
+    assert error is info.value
+    if writer_after == "recovered":
+        sink._writer.room = 1000  # the disk has room again: padding would succeed
+    sink.mark_stop(1000.0 + 1.0)
+    sink.close()  # no new error
+    assert sink.frames_written == 2 and sink._write_error is error
+    assert str(error) == f"cannot write frame 2 to video {path}"
+    assert sink.kept_path == tmp_path / "live.incomplete.avi"
+    assert len(read_video(sink.kept_path)) == 2
+
+
+def test_virtual_with_an_empty_device_lets_the_backend_choose(
+    recorder: type[RecordingCamera],
+) -> None:
+    # "virtual:" names no device: the backend gets None (its first device), not "".
+    with open_sink("virtual:", size=(32, 24), backend=RECORDER) as s:
+        assert s.device == "/dev/recorder0"
+    assert recorder.instances[-1].device_asked is None
+    with open_sink("virtual:/dev/video9", size=(32, 24), backend=RECORDER):
+        pass
+    assert recorder.instances[-1].device_asked == "/dev/video9"
+
+
+def _box(kind: bytes, payload: bytes = b"", *, size: int | None = None) -> bytes:
+    """An MP4 box: 32-bit length (``size`` overrides it: 0 = to the end of the file), type."""
+    return struct.pack(">I4s", 8 + len(payload) if size is None else size, kind) + payload
+
+
+def _large_box(kind: bytes, payload: bytes) -> bytes:
+    """An MP4 box with a 64-bit length: 1, type, then the length as 8 more bytes."""
+    return struct.pack(">I4sQ", 1, kind, 16 + len(payload)) + payload
+
+
+@pytest.mark.timeout(5)  # a box of length 0 read as "advance by 0" looped forever
+def test_mp4_boxes_of_length_zero_and_64_bits_are_read_as_the_format_says(tmp_path: Path) -> None:
+    from engine.sinks import _has_moov, _unplayable
+
+    def mp4(name: str, data: bytes) -> Path:
+        path = tmp_path / name
+        path.write_bytes(data)
+        return path
+
+    ftyp = _box(b"ftyp", b"isom" + bytes(4))
+    # An mdat that never finished (length 0: it runs to the end of the file), no moov.
+    path = mp4("open.mp4", ftyp + _box(b"mdat", bytes(40), size=0))
+    assert not _has_moov(path, path.stat().st_size)
+    assert _unplayable(path) == "index"
+    # A 64-bit mdat (what large recordings have) before the moov: the moov is found.
+    path = mp4("large.mp4", ftyp + _large_box(b"mdat", bytes(40)) + _box(b"moov", bytes(8)))
+    assert _has_moov(path, path.stat().st_size)
+    # A box shorter than its own header: not read on.
+    path = mp4("short.mp4", ftyp + _box(b"mdat", size=4) + _box(b"moov"))
+    assert not _has_moov(path, path.stat().st_size)
+
+
+def test_a_real_mp4_with_a_64_bit_mdat_plays(tmp_path: Path) -> None:
+    # The writer reserves a `free` box before `mdat` for a 64-bit length; used, the frames stay
+    # where they were and the file plays: it must not be taken for one without its index.
+    from engine.sinks import _unplayable
+
+    path = tmp_path / "out.mp4"
+    with VideoFileSink(path=path, size=(64, 48), fps=25) as sink:
+        for i in range(3):
+            sink.write(frame(i * 50, size=(64, 48)))
+    data = path.read_bytes()
+    at = data.find(b"free") - 4
+    (free_len, _), (mdat_len, mdat) = (struct.unpack(">I4s", data[p : p + 8]) for p in (at, at + 8))
+    assert (free_len, mdat) == (8, b"mdat"), "the writer left room for a 64-bit length"
+    path.write_bytes(data[:at] + struct.pack(">I4sQ", 1, b"mdat", 8 + mdat_len) + data[at + 16 :])
+    assert _unplayable(path) is None
+    assert len(read_video(path)) == 3
+
+
+def test_a_codec_opencv_cannot_write_is_a_sink_error_leaving_no_file(tmp_path: Path) -> None:
+    # OpenCV's writer says "not opened" only through isOpened(): a sink without a writer wrote
+    # frames into nothing, and the hidden file stayed behind.
+    with pytest.raises(SinkError, match=r"cannot write video .*x\.avi with codec ZZZZ"):
+        VideoFileSink(path=tmp_path / "x.avi", size=(32, 24), fourcc="ZZZZ")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("fps", [-5, 0, float("nan")])
+def test_a_video_without_a_usable_rate_is_written_at_30_fps(tmp_path: Path, fps: float) -> None:
+    with VideoFileSink(path=tmp_path / "x.avi", size=(32, 24), fps=fps) as sink:
+        assert sink.fps == 30.0 and sink.describe().endswith("@ 30 fps (MJPG)")
+        sink.write(frame(0, size=(32, 24)))
+    cap = cv2.VideoCapture(str(tmp_path / "x.avi"))
+    try:
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(30.0)
+    finally:
+        cap.release()
+
+
+def test_virtual_sink_refuses_a_pixel_format_it_does_not_convert_to(
+    recorder: type[RecordingCamera],
+) -> None:
+    # pyvirtualcam knows I420, but the sink sends RGB or BGR frames: opened so, every send
+    # failed on the frame's shape.
+    with pytest.raises(ValueError, match="unsupported virtual camera pixel format 'I420'"):
+        VirtualCameraSink(size=(32, 24), backend=RECORDER, fmt="I420")
+    assert recorder.instances == []
+
+
+def test_a_device_that_cannot_be_opened_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"broken": BrokenCamera})
+    with pytest.raises(VirtualCameraUnavailable) as info:
+        VirtualCameraSink(size=(32, 24), device="/dev/video10", backend="broken")
+    assert "cannot open device '/dev/video10': " in str(info.value)
+    assert "no loopback device here" in str(info.value)
+
+
+def test_virtual_camera_status_never_raises(
+    monkeypatch: pytest.MonkeyPatch, recorder: type[RecordingCamera]
+) -> None:
+    # A backend that opens and then fails in another way than VirtualCameraUnavailable: the
+    # status (`sharpcam doctor`) says so instead of raising.
+    class NoName(RecordingCamera):
+        def device(self) -> str:
+            raise RuntimeError("device name unavailable")
+
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"noname": NoName})
+    ok, msg = virtual_camera_status()
+    assert not ok
+    assert msg.startswith("virtual camera check failed: device name unavailable")
+    assert virtual_camera_guidance() in msg
+    assert [cam.closed for cam in recorder.instances] == [1]
