@@ -179,6 +179,53 @@ def test_identity_model_is_exact_at_odd_sizes(models, size):
         np.testing.assert_array_equal(out, rgb, err_msg=be.provider)
 
 
+def _needs_16(path: Path) -> Path:
+    """An identity model that really needs H, W >= 16 (the contract's minimum): it reflects 15
+    pixels out on each side and crops them off, and a reflection needs more pixels than that."""
+    from contract_models import _save_onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name: str, values: list[int]) -> object:
+        return numpy_helper.from_array(np.array(values, np.int64), name)
+
+    shape = [1, 3, "H", "W"]
+    nodes = [
+        helper.make_node("Pad", ["input", "pads"], ["padded"], mode="reflect"),
+        helper.make_node("Slice", ["padded", "starts", "ends", "axes"], ["output"]),
+    ]
+    inits = [
+        const("pads", [0, 0, 15, 15, 0, 0, 15, 15]),
+        const("starts", [15, 15]),
+        const("ends", [-15, -15]),
+        const("axes", [2, 3]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "needs_16",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+        initializer=inits,
+    )
+    path = _save_onnx(graph, path)
+    write_manifest(path.parent, [path.name])
+    return path
+
+
+@pytest.mark.parametrize("name", ["onnx", pytest.param("openvino", marks=needs_openvino)])
+@pytest.mark.parametrize("size", [(100, 8), (8, 100), (16, 15)])
+def test_a_frame_with_one_side_under_16_is_padded_too(
+    tmp_path: Path, name: str, size: tuple[int, int]
+) -> None:
+    # The contract promises a model only H *and* W >= 16: a frame with one tiny side (a thin
+    # strip) is padded like one with two, or the model fails on it.
+    be = create_backend(name, model=_needs_16(tmp_path / "needs16.onnx"))
+    rgb = np.random.default_rng(0).integers(0, 256, (*size, 3), dtype=np.uint8)
+    out = be.process(rgb)
+    assert out.shape == rgb.shape
+    np.testing.assert_array_equal(out, rgb)
+    be.close()
+
+
 @needs_torch
 def test_torch_identity_exact_at_odd_size(tmp_path):
     path = make_torch_model(tmp_path / "id.pt", "identity")
@@ -348,6 +395,17 @@ def test_unsharp_increases_high_frequency_energy(frame):
     np.testing.assert_array_equal(create_backend("unsharp", amount=0.0).process(blurred), blurred)
 
 
+@pytest.mark.parametrize(("amount", "radius"), [(1.0, 0.0), (1.0, -1.0), (-0.5, 2.0)])
+def test_unsharp_refuses_a_radius_of_zero_or_less_and_a_negative_amount(
+    amount: float, radius: float
+) -> None:
+    # A radius of 0 is no blur at all: OpenCV then fails every frame with its own
+    # "ksize.width > 0" assertion instead of one line at start-up that names the option.
+    with pytest.raises(BackendError) as info:
+        create_backend("unsharp", amount=amount, radius=radius)
+    assert str(info.value) == (f"unsharp needs amount >= 0 and radius > 0, got {amount}, {radius}")
+
+
 def test_every_backend_takes_frames_of_any_memory_layout(models, frame):
     """A transposed (Fortran-ordered) or strided view gives what its contiguous copy gives."""
     small = np.ascontiguousarray(frame[:90, :120])
@@ -416,6 +474,39 @@ def test_auto_reports_every_failure(models, monkeypatch):
     assert "onnx (cpu): simulated runtime crash" in msg
 
 
+def test_auto_with_one_runtime_missing_and_a_model_error_lists_both(
+    models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only when *every* runtime refused the model is the model the problem (its ModelError
+    # alone). A runtime that is not installed says nothing about the model: both lines show.
+    class Missing:
+        needs_model = True
+
+        @classmethod
+        def available(cls) -> bool:
+            return False
+
+    class Refuses:
+        needs_model = True
+
+        def __init__(self, *, model: object, device: str = "auto", threads: int | None = None):
+            raise ModelError("simulated contract break")
+
+        @classmethod
+        def available(cls) -> bool:
+            return True
+
+    monkeypatch.setitem(BACKENDS, "openvino", Missing)
+    monkeypatch.setitem(BACKENDS, "onnx", Refuses)
+    with pytest.raises(BackendError) as info:
+        create_backend("auto", model=models["conv.onnx"], device="cpu")
+    assert str(info.value) == (
+        "no backend could start:\n"
+        "  openvino (cpu): openvino runtime is not installed\n"
+        "  onnx (cpu): simulated contract break"
+    )
+
+
 def test_gpu_provider_listed_but_not_coming_up(models, monkeypatch, frame):
     """onnxruntime-gpu lists CUDA on machines without a GPU: the session's list decides."""
     import onnxruntime as ort
@@ -448,6 +539,70 @@ def test_onnx_default_model_follows_the_provider_that_came_up(tmp_path, monkeypa
     assert be.providers[0] == "CPUExecutionProvider"
     assert be.model.path.name == "student_fast.onnx"  # not the GPU student on a CPU
     be.close()
+
+
+def _cuda_comes_up(monkeypatch: pytest.MonkeyPatch, came_up: bool = True) -> None:
+    """ONNX Runtime lists CUDA; with ``came_up`` its sessions report CUDA first too (they run
+    on the CPU underneath: no GPU here), else CUDA is not even listed."""
+    import onnxruntime as ort
+
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if not came_up:
+        monkeypatch.setattr(ort, "get_available_providers", lambda: listed[1:])
+        return
+    real = ort.InferenceSession
+
+    class CudaSession(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str, sess_options: object = None, **_: object) -> None:
+            super().__init__(path, sess_options=sess_options, providers=listed[1:])
+
+        def get_providers(self) -> list[str]:
+            return list(listed)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    monkeypatch.setattr(ort, "InferenceSession", CudaSession)
+
+
+def _students(weights: Path) -> None:
+    names = ["student.onnx", "student_fast.onnx"]
+    for name in names:
+        make_onnx_model(weights / name, "identity")
+    write_manifest(weights, names)
+
+
+def test_onnx_keeps_the_gpu_student_when_cuda_really_came_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The twin of the test above: the session's *first* provider is the one that runs, and
+    # CUDA there means the GPU student stays (CPU is always last in a CUDA session's list).
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    _students(tmp_path)
+    _cuda_comes_up(monkeypatch)
+    be = create_backend("onnx", device="auto")
+    assert be.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert be.model.path.name == "student.onnx"
+    be.close()
+
+
+@pytest.mark.parametrize(
+    ("cuda", "want"),
+    [(True, "student.onnx"), (False, "student_fast.onnx")],
+    ids=["cuda_came_up", "cpu_only"],  # not "gpu": conftest skips that keyword without CUDA
+)
+def test_auto_picks_the_student_for_the_device_that_runs_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cuda: bool, want: str
+) -> None:
+    # A working GPU provider runs the GPU student (6x the work of the CPU one, which a GPU
+    # easily keeps up with); a CPU-only machine the fast CPU student.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    _students(tmp_path)
+    _cuda_comes_up(monkeypatch, came_up=cuda)
+    for name in ("auto", "onnx"):
+        be = create_backend(name, device="auto")
+        assert be.model.path.name == want, name
+        if cuda:
+            assert be.name == "onnx" and be.provider == "ONNX Runtime · CUDAExecutionProvider"
+        be.close()
 
 
 def test_auto_gpu_only_without_gpu(models):
@@ -735,6 +890,27 @@ def test_model_without_manifest_warns(tmp_path):
         create_backend("onnx", model=path)
 
 
+def _bad_model(path: Path, problem: str) -> Path:
+    """`make_bad_onnx_model`, plus ``batch2`` (`(2, 3, H, W)` both ends) and ``uint8_input`` /
+    ``int64_input`` (integer `(1, 3, H, W)` in, cast to a float32 `(1, 3, H, W)` out)."""
+    from contract_models import _save_onnx
+    from onnx import TensorProto, helper
+
+    if problem == "batch2":
+        shape = [2, 3, "H", "W"]
+        nodes = [helper.make_node("Identity", ["input"], ["output"])]
+        elem = TensorProto.FLOAT
+    elif problem in ("uint8_input", "int64_input"):
+        shape = [1, 3, "H", "W"]
+        nodes = [helper.make_node("Cast", ["input"], ["output"], to=TensorProto.FLOAT)]
+        elem = TensorProto.UINT8 if problem == "uint8_input" else TensorProto.INT64
+    else:
+        return make_bad_onnx_model(path, problem)
+    inputs = [helper.make_tensor_value_info("input", elem, shape)]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)]
+    return _save_onnx(helper.make_graph(nodes, f"bad_{problem}", inputs, outputs), path)
+
+
 @pytest.mark.parametrize("name", MODEL_BACKENDS)
 @pytest.mark.parametrize(
     ("problem", "message"),
@@ -747,10 +923,15 @@ def test_model_without_manifest_warns(tmp_path):
         # ... index: 3 Got: 77 Expected: 3") and OpenVINO the load with a shape-inference
         # assertion of its Convolution: neither said the layout was the problem.
         ("nhwc", "input 'input' is channels last (NHWC): must be channels first (1, 3, H, W)"),
+        # A batch of 2 or integer pixels: each check alone must refuse them (every other
+        # dimension and type is right), else they load and fail or misread the first frame.
+        ("batch2", "input 'input' must have batch 1 (1, 3, H, W), got (2, 3, "),
+        ("uint8_input", "input 'input' must be float32 or float16, got "),
+        ("int64_input", "input 'input' must be float32 or float16, got "),
     ],
 )
 def test_contract_violations_are_refused(tmp_path, name, problem, message):
-    path = make_bad_onnx_model(tmp_path / f"{problem}.onnx", problem)
+    path = _bad_model(tmp_path / f"{problem}.onnx", problem)
     write_manifest(tmp_path, [path.name])
     with pytest.raises(ModelError) as info:
         create_backend(name, model=path)

@@ -329,3 +329,60 @@ def test_a_bad_target_fps_is_refused_before_a_backend_is_built(monkeypatch) -> N
     assert [be for be in built if not be._closed] == []
     # At full scale nothing paces the model: the rate is not used, and not refused.
     assert isinstance(create_backend("counted", scale=1.0, target_fps=0), Counted)
+
+
+def _settled_at_0875(cost_below: float) -> tuple[ScaledBackend, FakeClock, np.ndarray]:
+    """An `auto` backend that stepped down once (40 ms at full size) and now costs
+    ``cost_below`` seconds a call at 0.875; no recovery wait, so only the prediction decides."""
+    clock = FakeClock()
+    inner = Recorder(cost=lambda px: 0.040 if px == 128 * 72 else cost_below, clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=0.0)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(9):
+        be.process(frame)
+    assert be.scale == 0.875
+    return be, clock, frame
+
+
+@pytest.mark.parametrize(
+    "cost",
+    [
+        0.022,  # predicted 28.7 ms: 96 % of the 30 ms budget (linear in the scale: 25.1 ms)
+        0.019,  # predicted 24.8 ms: 83 %, just over 80 % (linear in the scale: 21.7 ms, 72 %)
+    ],
+)
+def test_auto_steps_up_only_when_the_squared_prediction_leaves_a_fifth_of_the_budget(
+    cost: float,
+) -> None:
+    # Full size is predicted at the time now times the pixel ratio, (1 / 0.875)^2 = 1.306: a
+    # prediction just under the budget has no margin for the next slow call, and stepping up
+    # for it would only step down again. Predicted by the side ratio (1.143) instead, both
+    # costs here look cheap enough.
+    be, _clock, frame = _settled_at_0875(cost)
+    for _ in range(200):
+        be.process(frame)
+        assert be.scale == 0.875
+    # where the prediction does leave a fifth of the budget (17 ms -> 22.2 ms, 74 %), it steps up
+    be.inner.cost = lambda px: 0.040 if px == 128 * 72 else 0.017
+    steps = []
+    for _ in range(40):
+        before = be.scale
+        be.process(frame)
+        if be.scale != before:
+            steps.append(be.scale)
+    assert steps[:1] == [1.0]
+
+
+def test_auto_steps_down_at_the_ninth_slow_call_not_before() -> None:
+    # The first call at a scale is not counted (it may compile), and then 8 calls are judged:
+    # fewer are too few to tell a slowdown from a burst.
+    clock = FakeClock()
+    be = ScaledBackend(
+        Recorder(cost=lambda px: 0.040, clock=clock), "auto", target_fps=30.0, clock=clock
+    )
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for call in range(1, 9):
+        be.process(frame)
+        assert be.scale == 1.0, call
+    be.process(frame)
+    assert be.scale == 0.875
