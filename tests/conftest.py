@@ -28,11 +28,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     )
     skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
     has_shared = (SHARED / "README.md").is_file()
-    has_gpu = _has_cuda() if any("gpu" in item.keywords for item in items) else False
+    # The markers themselves, not `item.keywords`: keywords also hold parametrize ids and
+    # names, so a case with the id "gpu" or "shared" was skipped without anyone marking it.
+    has_gpu = _has_cuda() if any(item.get_closest_marker("gpu") for item in items) else False
     for item in items:
-        if "shared" in item.keywords and not has_shared:
+        if item.get_closest_marker("shared") and not has_shared:
             item.add_marker(skip_shared)
-        if "gpu" in item.keywords and not has_gpu:
+        if item.get_closest_marker("gpu") and not has_gpu:
             item.add_marker(skip_gpu)
 
 
@@ -40,3 +42,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def shared_dir() -> Path:
     """Path of ../shared (tests using it must carry @pytest.mark.shared)."""
     return SHARED
+
+
+pytest_plugins = ["pytester"]  # tests/test_conftest.py runs this file on a small test module
