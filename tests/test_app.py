@@ -1705,6 +1705,27 @@ def test_the_virtual_camera_keeps_its_format_while_on_across_restarts(
     assert recorder.opened[-1] == (1280, 720, 30.0)
 
 
+def test_the_virtual_camera_keeps_a_files_format_when_another_file_plays(
+    qtbot, make_window, recorder, tmp_path
+):
+    # Only a camera takes the device over from a file: file to file, the call keeps its format.
+    import cv2
+
+    other = tmp_path / "other.avi"
+    writer = cv2.VideoWriter(str(other), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    assert writer.isOpened()
+    for i in range(30):
+        writer.write(np.full((240, 320, 3), 4 * i, np.uint8))
+    writer.release()
+    clip = CameraChoice(id=str(other), name="Other clip", source=str(other), is_demo=True)
+    window = make_window(cameras=[demo_choice(), clip], settings=AppSettings(virtual_camera=True))
+    assert window.bridge.virtual_camera_on and recorder.opened == [(640, 360, 30.0)]
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(str(other)))
+    assert window.bridge.virtual_camera_on
+    assert recorder.opened[-1] == (640, 360, 30.0)
+
+
 class _Camera720p:
     """Stands in for cv2.VideoCapture on a camera that only has 1280x720, whatever is asked."""
 
@@ -1769,6 +1790,21 @@ def test_the_resolution_picker_says_when_the_camera_gives_another_size(
         "Camera 0 · 1280×720 · 30 fps (not 60: the camera's nearest)"
     )
     assert "does not offer 60 fps" in window.resolution_combo.toolTip()
+
+
+def test_a_camera_mode_picked_is_remembered_with_its_rate(
+    qtbot, make_window, monkeypatch, tmp_path
+):
+    # "720p · 60 fps" came back as "720p · 30 fps": the rate was not saved with the size.
+    _cameras_only(monkeypatch, _Camera720p)
+    window = make_window(source="0")
+    with started(qtbot, window):
+        window.resolution_combo.setCurrentIndex(window.resolution_combo.findData("1280x720@60"))
+    window.close()
+    saved = load_settings(open_store(str(tmp_path / "settings.ini")))
+    assert (saved.resolution, saved.fps) == ("1280x720", 60)
+    again = make_window(source="0", start=False)
+    assert again.resolution_combo.currentText() == "720p · 60 fps"
 
 
 def test_the_resolution_picker_shows_the_files_own_format_and_keeps_the_cameras(
@@ -3196,6 +3232,41 @@ def test_an_unreadable_switch_in_a_settings_file_falls_back_to_its_default(tmp_p
         assert load_settings(store).enabled is value, raw
     store.setValue("virtual_camera", "off")
     assert load_settings(store).virtual_camera is False
+    # Each yes/no word, read into switches whose default is the other answer (an unknown word
+    # falls back to the default, which would pass for the word read right).
+    for word in ("1", "true", "yes", "on"):
+        store.setValue("virtual_camera", word)
+        assert load_settings(store).virtual_camera is True, word
+    for word in ("0", "false", "no", "off"):
+        store.setValue("enabled", word)
+        store.setValue("mirror", word)
+        loaded = load_settings(store)
+        assert loaded.enabled is False and loaded.mirror is False, word
+
+
+def test_hand_edited_numbers_and_sizes_out_of_range_are_clamped_or_fall_back(tmp_path):
+    # A strength of 5 would blend past the model's output; "abc" is no WxH to open a camera at.
+    store = open_store(str(tmp_path / "edited.ini"))
+    store.setValue("strength", "5")
+    store.setValue("split", "-2")
+    store.setValue("resolution", "abc")
+    loaded = load_settings(store)
+    assert loaded.strength == 1.0 and loaded.split == 0.0
+    assert loaded.resolution == AppSettings.resolution
+    store.setValue("strength", "-1")
+    store.setValue("split", "7")
+    loaded = load_settings(store)
+    assert loaded.strength == 0.0 and loaded.split == 1.0
+
+
+def test_a_hand_edited_view_mode_the_window_does_not_have_opens_the_default(
+    qtbot, make_window, tmp_path
+):
+    # `view_mode=grid` crashed the window (KeyError on its view buttons) at every start.
+    open_store(str(tmp_path / "settings.ini")).setValue("view_mode", "grid")
+    window = make_window(start=False)
+    assert window.preview.mode == AppSettings.view_mode
+    assert window.view_buttons[AppSettings.view_mode].isChecked()
 
 
 def test_onnx_contract_model_runs_in_the_app(qtbot, make_window, tmp_path):
@@ -3243,6 +3314,28 @@ def test_an_engine_stopped_late_is_joined_before_the_app_exits(qtbot, make_windo
     assert window.bridge.join(timeout=0.2) is False
     threading.Timer(0.2, release.set).start()
     assert window.bridge.join(timeout=10.0) is True
+
+
+def test_run_app_exits_1_when_the_engine_did_not_stop_in_time(qtbot, tmp_path, capsys, monkeypatch):
+    # A run that ended with the engine still running must not pass for a clean exit.
+    from app.main import run_app
+
+    real_stop = EngineBridge.stop
+
+    def late_stop(self, timeout=2.0, *, wait=True):  # noqa: ANN001, ANN202
+        return real_stop(self, timeout, wait=wait) and not wait
+
+    monkeypatch.setattr(EngineBridge, "stop", late_stop)
+    code = run_app(
+        source=str(DEMO_CLIP),
+        quit_after=0.2,
+        backend="unsharp",
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+    )
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "did not stop within 2 s" in err and "no frame" not in err  # nothing else failed
 
 
 def test_space_key_toggles_sharpening(qtbot, make_window):
@@ -3642,6 +3735,9 @@ def test_settings_are_remembered(qtbot, make_window, tmp_path):
 
     again = make_window()  # the same store: the controls come back as they were
     assert again.strength_slider.value() == 35
+    # The value beside the slider says the same, and sharpening off greys the slider out.
+    assert again.strength_value.text() == "35 %"
+    assert not again.strength_slider.isEnabled()
     assert again.preview.mode == "side" and not again.preview.mirror
     assert again.bridge.engine.enabled is False
     assert again.view_hint.text() == "Before left, after right · Space toggles sharpening"
