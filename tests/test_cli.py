@@ -154,6 +154,38 @@ def test_parse_size() -> None:
     assert cli.parse_size("8192x4320") == (8192, 4320)
 
 
+@pytest.mark.parametrize("size", ["640x8", "8x640"])
+def test_a_size_with_one_side_under_16_is_refused(size: str) -> None:
+    # Either side alone below 16 is too small: a check of both together let 640x8 through.
+    with pytest.raises(Exception, match="must be >= 16"):
+        cli.parse_size(size)
+
+
+def test_run_strength_past_1_is_a_usage_error(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 1.5 is out of [0, 1]: refused by the parser, not streamed with an overdone sharpening.
+    out = tmp_path / "o.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
+    code = cli.main([*argv, "--strength", "1.5"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "strength must be in [0, 1], got '1.5'" in err, err
+    assert not out.exists()
+
+
+def test_ctrl_c_outside_a_stream_is_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A KeyboardInterrupt reaching main() is the shell's "interrupted", 130, not an error (1).
+    def interrupted(_args: Any) -> int:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_devices", interrupted)
+    assert cli.main(["devices"]) == 130
+    assert "sharpcam: interrupted" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("size", ["100000x100000", "8193x720", "1280x9000"])
 def test_a_size_past_8k_is_a_usage_error(size: str, clip: Path, tmp_path: Path) -> None:
     # 100000x100000 used to be accepted: every frame resized to 30 GB, an allocation failure
@@ -416,6 +448,36 @@ def test_process_of_a_video_that_stops_decoding_early_warns_and_keeps_what_it_de
         f"to {out}"
     ) in err, err
     assert [read_stamp(f) for f in read_video(out)] == list(range(decodable))
+
+
+def test_process_of_a_video_one_frame_short_of_its_count_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One frame missing is missing too: an AVI cut where its last frame starts announces 24
+    # and decodes 23, and must get the warning a file cut in half gets.
+    full = write_video(tmp_path / "full.avi", 24).read_bytes()
+    index = full.rfind(b"idx1")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full[: full.rfind(b"00dc", 0, index)])  # up to the last frame's chunk
+    cap = cv2.VideoCapture(str(cut))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 24
+    cap.release()
+    assert len(read_video(cut)) == 23
+    out = tmp_path / "out.avi"
+    code = cli.main(["process", str(cut), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"{cut} announced 24 frames and 23 could be decoded" in err, err
+
+
+def test_process_refuses_a_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # `process` is offline, every frame of a file: a camera has no end, and `run` streams it.
+    out = tmp_path / "out.mp4"
+    code = cli.main(["process", "0", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "process reads files; for a camera use: run --source N --output FILE" in err, err
+    assert not out.exists()
 
 
 def test_process_says_the_sound_track_is_not_copied(
@@ -1640,6 +1702,32 @@ def test_run_duration_after_a_camera_stalled_holds_its_last_frame_only_briefly(
     assert 18 <= len(frames) <= 26, len(frames)  # 2 s past the frame at ~0.2 s after the first
 
 
+@pytest.mark.parametrize(
+    ("source", "size", "opened_at"),
+    [("0", None, (1280, 720)), ("0", "640x480", (640, 480)), ("{clip}", None, None)],
+)
+def test_run_opens_a_camera_at_1280x720_unless_told_otherwise(
+    source: str,
+    size: str | None,
+    opened_at: tuple[int, int] | None,
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A camera opens at 720p by default (its own default is often 640x480); a file at its size.
+    asked: list[Any] = []
+
+    def no_camera(spec: str, **kwargs: Any) -> Any:
+        asked.append(kwargs["size"])
+        raise cli.CliError("no camera here")
+
+    monkeypatch.setattr(cli, "_open_source", no_camera)
+    argv = ["run", "--source", source.replace("{clip}", str(clip)), "--output",
+            str(tmp_path / "o.avi"), "--backend", "unsharp"]  # fmt: skip
+    assert cli.main(argv + (["--size", size] if size else [])) == 1
+    assert asked == [opened_at]
+
+
 def test_parsing_run_loads_no_engine() -> None:
     # argparse converted --scale's default "auto" by importing the engine (OpenCV, ~1 s)
     # before `run` could take over Ctrl-C: a Ctrl-C in that second exited 130, not 0.
@@ -2134,6 +2222,48 @@ def test_run_whose_source_fails_midway_keeps_its_frames_as_incomplete(
     assert stamps[:1] == [0] and stamps[-1] == fails_at - 1, stamps
 
 
+def test_run_stopped_after_its_source_failed_still_fails_and_names_the_kept_frames(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C that comes while the cut-short recording is being closed must not turn the
+    # failure into "stopped", exit 0: the frames are in NAME.incomplete.EXT, not NAME.EXT.
+    import engine.sinks
+    from engine.sources import SourceError, VideoFileSource
+
+    stops: list[threading.Event] = []
+    real_install = cli._install_stop_signals
+
+    def keep_stop(stop: threading.Event) -> Callable[[], None]:
+        stops.append(stop)
+        return real_install(stop)
+
+    real_read = VideoFileSource.read
+
+    def unplugged(self: VideoFileSource) -> Any:
+        if self._next_index >= 5:
+            raise SourceError("camera unplugged")
+        return real_read(self)
+
+    real_abort = engine.sinks.VideoFileSink.abort
+
+    def ctrl_c_while_aborting(self: Any) -> None:
+        stops[-1].set()  # the stop arrives after the failure, before run looks at either
+        real_abort(self)
+
+    monkeypatch.setattr(cli, "_install_stop_signals", keep_stop)
+    monkeypatch.setattr(VideoFileSource, "read", unplugged)
+    monkeypatch.setattr(engine.sinks.VideoFileSink, "abort", ctrl_c_while_aborting)
+    out = tmp_path / "live.avi"
+    code = cli.main(["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert stops and stops[-1].is_set()
+    assert code == 1, err
+    kept = tmp_path / "live.incomplete.avi"
+    assert "camera unplugged" in err and f"kept in {kept}" in err, err
+    assert not out.exists()
+    assert [read_stamp(f) for f in read_video(kept)] == list(range(5))
+
+
 def test_run_from_a_folder_with_an_unreadable_image_keeps_its_frames_as_incomplete(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -2213,6 +2343,44 @@ def test_bench_without_model_benchmarks_unsharp_with_a_note(tmp_path: Path) -> N
     assert "no model" in proc.stdout and "skipped" in proc.stdout
 
 
+def test_bench_json_puts_its_notes_on_stderr(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `bench --json > report.json`: a note on stdout would make the file invalid JSON.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))  # no model: a "skipped" note
+    code = cli.main(["bench", "--json", "--frames", "2", "--size", "64x48"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    report = json.loads(out)
+    assert [r["backend"] for r in report["results"]] == ["unsharp"]
+    assert "note: no model" in err and "skipped" in err, err
+
+
+@pytest.mark.parametrize("size", ["64x49", "65x48"])
+def test_bench_refuses_either_side_odd(
+    size: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An odd height is as unencodable as an odd width: 64x49 would time 64x48 under its label.
+    from engine import bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: pytest.fail("bench ran"))
+    code = cli.main(["bench", "--backend", "unsharp", "--size", size])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"bench --size {size}: width and height must be even" in err, err
+
+
+def test_bench_times_a_size_given_twice_once(capsys: pytest.CaptureFixture[str]) -> None:
+    # `--size 64x48 --size 64x48,64x48` is one size: one row, not three of the same.
+    code = cli.main(
+        ["bench", "--json", "--frames", "2", "--backend", "unsharp", "--size", "64x48",
+         "--size", "64x48,64x48"]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert [(r["backend"], r["size"]) for r in json.loads(out)["results"]] == [("unsharp", "64x48")]
+
+
 def test_bench_of_a_model_no_backend_can_load_is_an_error(models: dict[str, Path]) -> None:
     # Every model backend skipped it with a note, unsharp was timed alone, and the table
     # that came out with exit 0 looked like the benchmark of the model asked for.
@@ -2244,6 +2412,12 @@ def test_devices_reports_cameras_virtual_camera_and_providers() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Cameras:" in proc.stdout
     assert "Virtual camera:" in proc.stdout
+    # Every line of the verdict and its advice stays under its heading; without a loopback
+    # device (no /dev/video* at all here) the verdict is "NOT usable".
+    advice = proc.stdout.split("Virtual camera:\n", 1)[1].split("Backends available:", 1)[0]
+    assert advice and all(line.startswith("  ") for line in advice.splitlines()), proc.stdout
+    if sys.platform == "linux" and not list(Path("/dev").glob("video*")):
+        assert advice.startswith("  NOT usable: "), proc.stdout
     assert "CPUExecutionProvider" in proc.stdout
     if importlib.util.find_spec("openvino") is not None:
         # which precision OpenVINO picks here, and so which shipped file the CPU path loads
@@ -2252,6 +2426,60 @@ def test_devices_reports_cameras_virtual_camera_and_providers() -> None:
             r"|OpenVINO on this CPU: (f32|bf16) precision; default CPU model: student_fast_int8\.onnx",
             proc.stdout,
         ), proc.stdout
+
+
+def _devices(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    cameras: list[Any],
+    virtual: tuple[bool, str],
+) -> str:
+    """``devices`` in-process with the machine's cameras and virtual camera stood in for."""
+    import engine.sources
+    import engine.virtualcam
+
+    monkeypatch.setattr(engine.sources, "list_cameras", lambda *a, **k: cameras)
+    monkeypatch.setattr(cli, "_camera_size", lambda index: "640x480 @ 30 fps")
+    monkeypatch.setattr(engine.virtualcam, "virtual_camera_status", lambda **kw: virtual)
+    code = cli.main(["devices"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return out
+
+
+def test_devices_says_whether_the_virtual_camera_is_usable_and_indents_its_advice(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The verdict is the first thing read; every advice line stays under "Virtual camera:".
+    out = _devices(monkeypatch, capsys, [], (False, "no loopback\nsudo modprobe v4l2loopback"))
+    assert "Virtual camera:\n  NOT usable: no loopback\n  sudo modprobe v4l2loopback\n" in out
+    out = _devices(monkeypatch, capsys, [], (True, "virtual camera available: /dev/video9"))
+    assert "Virtual camera:\n  usable: virtual camera available: /dev/video9\n" in out
+    assert "NOT usable" not in out
+
+
+def test_devices_lists_the_cameras_or_says_there_are_none(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An empty "Cameras:" heading read as a listing that failed, not as "no camera here".
+    from engine.sources import CameraInfo
+
+    out = _devices(monkeypatch, capsys, [], (False, "none"))
+    assert "Cameras:\n  none found (use a video file: run --source clip.mp4 ...)\n" in out
+    cam = CameraInfo(index=2, path="/dev/video2", name="Integrated Camera")
+    out = _devices(monkeypatch, capsys, [cam], (False, "none"))
+    assert "Cameras:\n  2: Integrated Camera (/dev/video2) · 640x480 @ 30 fps\n" in out
+    assert "none found" not in out
+
+
+def test_devices_with_an_onnx_runtime_that_does_not_import_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A broken runtime is what `devices` is run to diagnose: a line, exit 0, not a crash.
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    out = _devices(monkeypatch, capsys, [], (False, "none"))
+    assert "ONNX Runtime: not usable (" in out, out
+    assert "providers:" not in out
 
 
 def test_output_on_a_code_page_without_the_middle_dot_is_escaped_not_fatal() -> None:
