@@ -1398,7 +1398,6 @@ class ScaledBackend(_BackendBase):
         scale: float | str = "auto",
         *,
         target_fps: float = 30.0,
-        min_scale: float = SCALE_LADDER[-1],
         recover_s: float = 10.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -1408,7 +1407,7 @@ class ScaledBackend(_BackendBase):
         self.inner = backend
         self.name = str(getattr(backend, "name", type(backend).__name__))
         self.adaptive = parsed == "auto"
-        self._ladder = [s for s in SCALE_LADDER if s >= min_scale] or [SCALE_LADDER[0]]
+        self._ladder = list(SCALE_LADDER)
         self._level = 0
         self._scale = self._ladder[0] if self.adaptive else float(parsed)
         self.budget_s = 0.9 / float(target_fps)

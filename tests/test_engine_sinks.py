@@ -343,6 +343,21 @@ def test_a_second_incomplete_run_keeps_the_frames_the_first_one_kept(tmp_path, m
     assert not path.exists()
 
 
+def test_kept_frames_do_not_replace_a_link_named_like_them(tmp_path):
+    # A link whose target is gone (a kept file moved to another drive, linked back) "does not
+    # exist" to os.path.exists: the frames kept would have replaced it.
+    path = tmp_path / "out.avi"
+    link = tmp_path / "out.incomplete.avi"
+    link.symlink_to(tmp_path / "moved" / "out.incomplete.avi")
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    for i in range(2):
+        sink.write(frame(i * 80, size=(64, 48)))
+    sink.abort()
+    assert link.is_symlink()
+    assert sink.kept_path == tmp_path / "out.incomplete-2.avi"
+    assert len(read_video(sink.kept_path)) == 2
+
+
 def test_video_sink_whose_name_is_refused_keeps_its_frames_in_sight(tmp_path):
     # The rename to the real name failed (a folder made under it; on Windows, an earlier
     # out.avi open in a player) and every frame stayed in the hidden .out.partial.avi, which
@@ -745,6 +760,11 @@ def test_image_sink_refuses_a_folder_with_earlier_frames(tmp_path):
     (tmp_path / "upper" / "frame_000007.PNG").write_bytes(b"")
     with pytest.raises(SinkError, match="frame_000007.PNG"):
         open_sink(tmp_path / "upper", size=None)
+    # Past a million frames the numbers grow a seventh digit: still this sink's frames.
+    (tmp_path / "long").mkdir()
+    (tmp_path / "long" / "frame_1000000.png").write_bytes(b"")
+    with pytest.raises(SinkError, match="frame_1000000.png"):
+        open_sink(tmp_path / "long", size=None)
 
 
 def test_image_sink_single_file_resized(tmp_path):
@@ -1051,6 +1071,11 @@ def test_a_virtual_camera_is_its_source_by_any_name(tmp_path):
             pass  # not allowed here
         else:
             assert is_source_device(str(twin), "/dev/null")
+    # Files that are not devices all have device number 0: only character devices compare so.
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_bytes(b"")
+    b.write_bytes(b"")
+    assert not is_source_device(str(a), str(b))
 
 
 # --------------------------------------------------------------------------- review: survivors
