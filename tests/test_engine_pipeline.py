@@ -1199,3 +1199,183 @@ def test_a_stop_during_the_warm_up_does_not_wait_for_it_and_closes_the_source(
     assert src._closed and src._next_index == 0  # nothing read, the source released
     backend.release.set()
     assert eng.join(5.0)
+
+
+# --------------------------------------------------------------------------- mutation review
+
+
+class Aborting(Recorder):
+    """A sink that can tell an incomplete output (``abort``) from a finished one (``close``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.aborted = 0
+
+    def abort(self) -> None:
+        self.aborted += 1
+
+
+class Held:
+    """An offline source that gives ``n`` frames and then blocks until interrupted (a pipe
+    whose writer went quiet): a stop() then is no end of the source."""
+
+    live, frame_count, size, fps = False, None, (W, H), 25.0
+
+    def __init__(self, n: int) -> None:
+        self.n, self.reads, self.closed = n, 0, 0
+        self._wake = threading.Event()
+
+    def read(self) -> Frame | None:
+        if self.reads < self.n:
+            self.reads += 1
+            return Frame(stamp(self.reads - 1), self.reads - 1, time.perf_counter())
+        self._wake.wait(10)
+        return None
+
+    def interrupt(self) -> None:
+        self._wake.set()
+
+    def close(self) -> None:
+        self.closed += 1
+        self._wake.set()
+
+
+def test_a_stop_with_nothing_in_flight_before_the_sources_end_is_still_incomplete():
+    # Every frame read was written, but the source had not ended: the output misses the rest,
+    # so it is aborted, not finished as if complete.
+    src = Held(3)
+    sink = Aborting()
+    eng = Engine(src, None, sinks=[sink], live=False)
+    eng.start()
+    assert sink.wait_for(3)
+    time.sleep(0.05)  # the capture thread is blocked in read() now
+    assert eng.stop(timeout=2.0)
+    assert sink.aborted == 1 and sink.closed == 0 and src.closed >= 1  # close is idempotent
+
+
+def test_an_offline_sink_failure_is_the_runs_failure(tmp_path):
+    # The app tells "the run failed" from "the run was stopped" by Engine.failure.
+    class Broken(Recorder):
+        def write(self, frame):
+            raise SinkError("disk full")
+
+    src = open_source(stamped_video(tmp_path / "in.avi", 5), live=False)
+    eng = Engine(src, Invert(), sinks=[Broken()], live=False, on_error=lambda e: None)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert isinstance(eng.failure, SinkError) and str(eng.failure) == "disk full"
+
+
+def test_a_live_stop_closes_a_sink_normally_even_after_another_sink_failed(tmp_path):
+    # A live stream has no end to miss: a recording beside a broken virtual camera is finished,
+    # not thrown away as incomplete.
+    class Broken(Recorder):
+        def write(self, frame):
+            raise SinkError("device gone")
+
+    rec = Aborting()
+    src = open_source(still(tmp_path), live=True, fps=100)
+    eng = Engine(src, Invert(), sinks=[Broken(), rec], live=True, on_error=lambda e: None)
+    eng.start()
+    assert rec.wait_for(3)
+    assert eng.stop(timeout=2.0)
+    assert rec.closed == 1 and rec.aborted == 0
+
+
+@pytest.mark.parametrize("live", [True, False])
+def test_warm_up_only_live_and_never_at_strength_zero(tmp_path, live):
+    # Offline nothing is dropped while a model compiles, so there is no blank call; at strength
+    # 0 the stream calls no model at all.
+    src = open_source(stamped_video(tmp_path / "in.avi", 5, fps=200), live=live)
+    backend = Invert()
+    eng = Engine(src, backend, sinks=[Recorder()], live=live, warm_up=True)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert backend.calls == 5 + live  # the blank warm-up call, live only
+    if live:
+        src = open_source(stamped_video(tmp_path / "in.avi", 5, fps=200), live=True)
+        backend = Invert()
+        eng = Engine(src, backend, live=True, warm_up=True, strength=0.0)
+        eng.start()
+        assert eng.wait(10)
+        eng.stop()
+        assert backend.calls == 0
+
+
+def test_a_nan_strength_is_zero(tmp_path):
+    # A slider or config giving NaN must not blend garbage: NaN means "input only".
+    eng = Engine(open_source(still(tmp_path), live=False), None)
+    eng.set_strength(float("nan"))
+    assert eng.strength == 0.0
+    eng.stop()
+
+
+def test_set_backend_after_a_live_failure_lifts_the_passthrough(tmp_path):
+    # Swapping in a model that works must bring processing back, not keep passing through.
+    src = open_source(still(tmp_path, 100), live=True, fps=100)
+    rec = Recorder()
+    eng = Engine(src, Failing(fail_at=1), sinks=[rec], live=True, on_error=lambda e: None)
+    eng.start()
+    assert wait_until(lambda: eng.stats().warning is not None)
+    eng.set_backend(Constant(7))
+    assert wait_until(lambda: 7 in rec.values), rec.values[-5:]
+    assert eng.stats().backend == "constant" and eng.stats().warning is None
+    eng.stop()
+
+
+def test_stats_report_the_sources_reconnects_and_a_lost_camera(tmp_path):
+    # The status bar's "camera lost, reconnecting" and reconnect count come from the source.
+    src = open_source(still(tmp_path), live=True)
+    eng = Engine(src, None)
+    assert eng.stats().reconnects == 0 and eng.stats().warning is None
+    src.reconnects = 3
+    src.reconnecting = True
+    stats = eng.stats()
+    assert stats.reconnects == 3 and stats.warning == "camera lost, reconnecting"
+    eng.stop()
+
+
+def test_the_buffer_pool_hands_out_only_buffers_of_the_size_asked_for():
+    # A folder of images of several sizes: a recycled buffer of another size must not be used.
+    from engine.pipeline import _BufferPool
+
+    pool = _BufferPool(keep=4)
+    pool.release(np.zeros((4, 4, 3), np.uint8))
+    assert pool.acquire((2, 6, 3)).shape == (2, 6, 3)
+    big = np.zeros((8, 8, 3), np.uint8)
+    pool.release(big)
+    assert pool.acquire((8, 8, 3)) is big
+
+
+def test_capture_time_leaves_out_the_sources_pacing_wait(tmp_path):
+    # A live still image at 5 fps waits 200 ms per read: waiting, not capture work.
+    src = open_source(still(tmp_path), live=True, fps=5)
+    rec = Recorder()
+    eng = Engine(src, None, sinks=[rec], live=True)
+    eng.start()
+    assert rec.wait_for(4)
+    stats = eng.stats()
+    eng.stop()
+    assert stats.capture_ms < 50.0, stats.capture_ms
+
+
+def test_stop_closes_the_source_of_an_engine_never_started(tmp_path):
+    # No capture thread to close it: the camera must not stay taken.
+    src = open_source(still(tmp_path), live=True)
+    eng = Engine(src, None)
+    assert eng.stop()
+    assert src._closed
+
+
+def test_a_live_slot_keeps_only_the_newest_frame(tmp_path):
+    # Live mode never queues: a frame waiting is replaced by a newer one (counted as dropped),
+    # in both hand-offs, so latency stays at one frame.
+    eng = Engine(open_source(still(tmp_path), live=True), None, live=True)
+    for channel in (eng._in, eng._out):
+        displaced = [channel.put(i)[1] for i in range(3)]
+        assert displaced == [None, 0, 1]
+        channel.close()
+        assert channel.get() == 2
+    eng.stop()

@@ -1130,3 +1130,107 @@ def test_a_folder_with_superscript_digits_in_a_name_opens_in_natural_order(tmp_p
         cv2.imwrite(str(tmp_path / name), np.zeros((4, 4, 3), np.uint8))
     with ImageFolderSource(path=tmp_path, live=False) as src:
         assert [p.name for p in src.files] == ["a1²2.png", "a2.png", "a10.png"]
+
+
+# --------------------------------------------------------------------------- mutation review
+
+
+def test_source_kind_takes_a_camera_index_with_spaces_around_it():
+    # A config file's " 0 " opens the camera, as open_source's camera parser does.
+    assert source_kind(" 0 ") == "camera"
+
+
+def test_the_top_of_the_fps_range_is_honoured(tmp_path):
+    # FPS_RANGE is inclusive: 1000 fps is a rate a user may ask for, not "not given".
+    path = write_png(tmp_path / "x.png", np.zeros((4, 4, 3), np.uint8))
+    with open_source(str(path), live=True, fps=1000.0) as src:
+        assert src.fps == 1000.0
+    with open_source(str(path), live=True, fps=1001.0) as src:
+        assert src.fps == sources.DEFAULT_FPS
+
+
+def test_a_looping_folder_has_no_frame_count(tmp_path):
+    # The progress bar must not show "3 of 3" and then keep going.
+    for i in range(3):
+        write_png(tmp_path / f"f{i}.png", np.full((4, 4, 3), i, np.uint8))
+    with open_source(tmp_path, live=True, loop=True) as src:
+        assert src.frame_count is None
+
+
+def test_folder_order_ignores_letter_case(tmp_path):
+    # A person sorts "a.png" before "B.png"; a plain string sort puts capitals first.
+    write_png(tmp_path / "B.png", np.full((4, 4, 3), 2, np.uint8))
+    write_png(tmp_path / "a.png", np.full((4, 4, 3), 1, np.uint8))
+    with open_source(tmp_path, live=False) as src:
+        assert [int(f.image[0, 0, 0]) for f in src] == [1, 2]
+
+
+def test_a_resized_video_reports_the_size_it_delivers(tmp_path):
+    # Sinks are opened at the source's size before the first frame: it must be the frame size.
+    path = write_video(tmp_path / "v.avi", 2, size=(64, 48))
+    with open_source(str(path), live=False, size=(32, 32)) as src:
+        assert src.size == (32, 32)
+        assert src.read().image.shape == (32, 32, 3)
+
+
+def test_the_pacer_restarts_its_schedule_after_falling_far_behind():
+    # After a stall, frames come at the normal rate again, not as a burst of catch-up frames.
+    pacer = sources._Pacer(100.0, threading.Event(), max_lag_s=0.05)
+    pacer.wait()
+    time.sleep(0.2)  # 20 periods late
+    pacer.wait()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        pacer.wait()
+    assert time.perf_counter() - t0 >= 0.015  # paced (3 periods: 30 ms), not all at once
+
+
+class _Waits(threading.Event):
+    """Records every wait instead of waiting (the camera's back-off waits on its interrupt)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout=None):  # noqa: ANN001, ANN201
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_camera_reconnect_backoff_doubles_up_to_its_longest(monkeypatch):
+    # A camera gone for a while is retried less and less often, but never rarer than `longest`.
+    opens = [0]
+
+    def factory(target, api):
+        opens[0] += 1
+        # The first open (2 APIs on Linux count as tries too) works for the probe frame only.
+        if opens[0] == 1:
+            return FakeCapture(target, api, frames=1)
+        return FakeCapture(target, api, opened=opens[0] > 14)
+
+    monkeypatch.setattr(sources, "_make_capture", factory)
+    cam = CameraSource(device=0, backoff=(0.01, 0.04), lost_after_reads=1)
+    cam._pending = None
+    cam._interrupt = waits = _Waits()
+    assert cam.read() is not None and cam.reconnects == 1
+    assert waits.waits[:4] == [0.01, 0.02, 0.04, 0.04], waits.waits
+    cam.close()
+
+
+def test_a_camera_without_a_declared_rate_takes_the_requested_one_and_retries_promptly(
+    monkeypatch,
+):
+    # A driver saying 0 fps: the rate asked for is used; failed reads at 1 fps are still
+    # retried within 100 ms, not a whole second later.
+    class NoRate(FlakyCapture):
+        def get(self, prop):
+            return 0.0 if prop == cv2.CAP_PROP_FPS else super().get(prop)
+
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: NoRate(t, a, fail_at={1}))
+    cam = CameraSource(device=0, fps=1.0)
+    assert cam.fps == 1.0
+    assert cam.read() is not None  # the fresh probe frame
+    t0 = time.perf_counter()
+    assert cam.read() is not None  # one failed grab, then a retry
+    assert time.perf_counter() - t0 < 0.5
+    cam.close()
