@@ -1004,3 +1004,47 @@ def test_limit_caps_each_set_of_each_data_spec(
     with pytest.raises(SystemExit):
         EV.main(["--help"])
     assert "each set of each --data spec" in " ".join(capsys.readouterr().out.split())
+
+
+def test_held_out_check_counts_the_last_training_frame(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ranges are inclusive: a window starting on frame 239 (the last trained on) is not held-out.
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        assert not EV.check_raw_range_held_out(239, 260)
+        assert EV.check_raw_range_held_out(240, 299)
+
+
+def test_linear_mode_scores_only_the_linear_light_average(tmp_path: Path) -> None:
+    # --linear must give raw-linear rows made in linear light, not a second plain average.
+    seq = _raw_clip(tmp_path / "seq", 25)
+    (s,) = EV.iter_samples(EV.parse_data(f"raw:{seq}:5-25"), mode="linear", windows=(7,))
+    frames = [D.load_image_u8(seq / f"{i:06d}.png") for i in range(12, 19)]
+    assert s.set == "raw-linear" and s.name == "seq_c015_w7"
+    assert np.allclose(s.blurry, D.temporal_average(frames, linear=True), atol=1e-6)
+    assert not np.allclose(s.blurry, D.temporal_average(frames, linear=False), atol=1e-3)
+
+
+def test_unsharp_row_scores_the_unsharp_mask_baseline(tmp_path: Path) -> None:
+    # The unsharp row is the classical baseline every student is read against: the metrics
+    # of unsharp_mask(blurry), with its default amount and sigma, against the sharp image.
+    rng = np.random.default_rng(0)
+    sharp = rng.uniform(0, 1, (48, 48, 3)).astype(np.float32)
+    blurry = cv2.GaussianBlur(sharp, (0, 0), 1.5)
+    sample = EV.Sample("pairs", "a", blurry, sharp)
+    summary = EV.evaluate(iter([sample]), [], tmp_path / "out", grid_rows=0)
+    want = float(psnr(EV._to_tensor(unsharp_mask(blurry)), EV._to_tensor(sharp))[0])
+    got = summary["sets"]["pairs"]["methods"]["unsharp"]
+    assert got["psnr"] == pytest.approx(want, abs=1e-5)
+    blurry_psnr = summary["sets"]["pairs"]["methods"]["blurry"]["psnr"]
+    assert got["delta_psnr"] == pytest.approx(want - blurry_psnr, abs=1e-5)
+
+
+def test_crop_takes_the_centre_of_both_images(tmp_path: Path) -> None:
+    # --crop scores the image's centre, the same pixels in blurry and sharp.
+    img = np.random.default_rng(0).uniform(0, 1, (40, 60, 3)).astype(np.float32)
+    _write(tmp_path / "s" / "a.png", img)
+    (s,) = EV.iter_samples(EV.parse_data(f"sharp:{tmp_path / 's'}"), crop=16)
+    full = D.load_image(tmp_path / "s" / "a.png")
+    assert np.array_equal(s.sharp, full[12:28, 22:38])
+    assert np.array_equal(s.blurry, s.sharp)

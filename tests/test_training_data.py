@@ -33,6 +33,7 @@ from training.data import (
     random_psf,
     random_trajectory,
     raw_frame_windows,
+    raw_validation_pairs,
     sharpness,
     temporal_average,
     trajectory_to_psf,
@@ -646,3 +647,67 @@ def test_still_samples_skip_the_blur_synthesis_but_not_its_random_draws(
         # same window, crop, kernel size and flips: the same sharp target
         assert torch.equal(a["sharp"], b["sharp"])
         assert not torch.equal(a["blur"], a["sharp"]) and torch.equal(b["blur"], b["sharp"])
+
+
+def test_temporal_average_defaults_to_gamma_2_2() -> None:
+    # The linear-light sets and blur_gamma are made with gamma 2.2 when no gamma is passed.
+    black = np.zeros((2, 2, 3), np.float32)
+    white = np.ones((2, 2, 3), np.float32)
+    assert np.allclose(temporal_average([black, white], linear=True), 0.5 ** (1 / 2.2), atol=1e-6)
+
+
+def test_raw_windows_never_span_a_missing_frame() -> None:
+    # Frame 4 unreadable: a window over 3 and 5 would average frames further apart in time.
+    frames = [np.zeros((4, 4, 3), np.uint8)] * 7
+    seq = RawSequence(name="s", frames=frames, numbers=[1, 2, 3, 5, 6, 7, 8], paths=[])
+    assert seq.windows(3) == [0, 3, 4]
+
+
+def _flat_clip(values: list[int], size: int = 8) -> RawSequence:
+    frames = [np.full((size, size, 3), v, np.uint8) for v in values]
+    return RawSequence(
+        name="clip", frames=frames, numbers=list(range(1, len(values) + 1)), paths=[]
+    )
+
+
+def test_raw_samples_follow_linear_fraction_and_gamma() -> None:
+    # linear_fraction decides plain vs linear-light averages; the configured gamma is the one used.
+    values = [0, 40, 80, 200, 255]
+    seq = _flat_clip(values)
+    x = np.float32(values) / 255.0
+    for fraction, gamma, want in (
+        (0.0, 2.2, x.mean()),
+        (1.0, 2.0, np.mean(x**2.0) ** 0.5),
+    ):
+        params = SynthParams(raw_windows=(5,), linear_fraction=fraction, gamma=gamma, augment=False)
+        ds = DeblurDataset(raw=[seq], params=params, patch=4)
+        for i in range(3):
+            blur, sharp = ds._raw(ds.rng_for(i), 4)
+            assert np.allclose(blur, want, atol=1e-4)
+            assert np.allclose(sharp, 80 / 255.0)
+
+
+def test_raw_validation_pairs_use_the_centre_frame_and_the_gamma() -> None:
+    # The held-out validation score: sharp = centre frame; linear-light at the configured gamma.
+    values = [0, 40, 80, 120, 255]
+    pairs = raw_validation_pairs(
+        _flat_clip(values), sizes=(5,), count=1, linear_modes=(False, True), gamma=2.0
+    )
+    x = np.float32(values) / 255.0
+    (plain, sharp_p, name_p), (lin, sharp_l, name_l) = pairs
+    assert np.allclose(sharp_p, 80 / 255.0) and np.allclose(sharp_l, 80 / 255.0)
+    assert np.allclose(plain, x.mean(), atol=1e-5)
+    assert np.allclose(lin, np.mean(x**2.0) ** 0.5, atol=1e-5)
+    assert name_p == "clip_c3_w5_plain" and name_l == "clip_c3_w5_lin"
+
+
+def test_training_range_touching_the_validation_range_is_refused(tmp_path: Path) -> None:
+    # Frame 240 in both ranges would train on a validation frame: the bounds are inclusive.
+    from training.config import ConfigError, TrainConfig
+    from training.train import build_data
+
+    cfg = TrainConfig()
+    cfg.data.raw_dirs = [str(tmp_path)]
+    cfg.data.raw_train_range = [1, 240]
+    with pytest.raises(ConfigError, match="overlaps"):
+        build_data(cfg)
