@@ -4625,11 +4625,17 @@ def test_main_py_exits_non_zero_for_a_named_source_it_cannot_decode(tmp_path):
 # --------------------------------------------------------------------------- views and helpers
 
 
-def test_preview_split_drag_and_mirror(qtbot):
+def _shown_preview(qtbot, width: int, height: int) -> PreviewWidget:  # noqa: ANN001
+    """A preview widget of this size, shown (no frames yet)."""
     w = PreviewWidget()
     qtbot.addWidget(w)
-    w.resize(660, 380)
+    w.resize(width, height)
     w.show()
+    return w
+
+
+def test_preview_split_drag_and_mirror(qtbot):
+    w = _shown_preview(qtbot, 660, 380)
     # Original: red left half / blue right half. Processed: all green.
     orig = np.zeros((90, 160, 3), np.uint8)
     orig[:, :80] = (255, 0, 0)
@@ -4676,10 +4682,7 @@ def test_preview_refuses_a_nan_divider_and_keeps_its_own(qtbot):
 
 def _shown_grey_preview_without_focus(qtbot) -> PreviewWidget:  # noqa: ANN001
     """A preview in an active window, showing a grey frame, with no focus anywhere."""
-    w = PreviewWidget()
-    qtbot.addWidget(w)
-    w.resize(660, 380)
-    w.show()
+    w = _shown_preview(qtbot, 660, 380)
     with qtbot.waitActive(w):
         w.activateWindow()
     grey = np.full((90, 160, 3), 90, np.uint8)
@@ -4737,10 +4740,7 @@ def test_preview_rings_the_divider_only_where_the_keyboard_is_in_use(qtbot):
 
 def test_preview_side_by_side_badges_have_their_own_styles(qtbot):
     """Side mode: BEFORE in the dark style, AFTER in the accent style (both sit top-left)."""
-    w = PreviewWidget()
-    qtbot.addWidget(w)
-    w.resize(820, 320)
-    w.show()
+    w = _shown_preview(qtbot, 820, 320)
     grey = np.full((90, 160, 3), 128, np.uint8)
     w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
     w.set_mode("side")
@@ -4760,10 +4760,7 @@ def test_preview_side_by_side_badges_have_their_own_styles(qtbot):
 
 def test_preview_side_by_side_shows_the_original_left_and_the_processed_right(qtbot):
     # With both frames the same grey, painting the original in both cells passed every test.
-    w = PreviewWidget()
-    qtbot.addWidget(w)
-    w.resize(820, 320)
-    w.show()
+    w = _shown_preview(qtbot, 820, 320)
     red = np.zeros((90, 160, 3), np.uint8)
     red[..., 0] = 220
     green = np.zeros((90, 160, 3), np.uint8)

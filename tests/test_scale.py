@@ -59,6 +59,17 @@ def _frame(h: int = 72, w: int = 128, seed: int = 0) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def _scale_steps(be: ScaledBackend, frame: np.ndarray, calls: int) -> list[float]:
+    """The scales ``be`` moved to, in order, over ``calls`` calls on ``frame``."""
+    steps = []
+    for _ in range(calls):
+        before = be.scale
+        be.process(frame)
+        if be.scale != before:
+            steps.append(be.scale)
+    return steps
+
+
 def test_scaled_size_rounds_to_the_model_multiple_and_never_grows() -> None:
     assert scaled_size((1280, 720), 1.0, 32) == (1280, 720)
     assert scaled_size((1280, 720), 0.75, 32) == (960, 544)  # 540 would be padded to 544 anyway
@@ -159,12 +170,7 @@ def test_auto_steps_down_until_the_model_keeps_up_and_back_up_when_it_can() -> N
     assert be.scale == 0.75
 
     speed["ms_per_px"] /= 3  # the machine got faster (another app closed)
-    steps = []
-    for _ in range(1000):
-        before = be.scale
-        be.process(frame)
-        if be.scale != before:
-            steps.append(be.scale)
+    steps = _scale_steps(be, frame, 1000)
     assert be.scale == 1.0 and steps == [0.875, 1.0]
 
 
@@ -364,12 +370,7 @@ def test_auto_steps_up_only_when_the_squared_prediction_leaves_a_fifth_of_the_bu
         assert be.scale == 0.875
     # where the prediction does leave a fifth of the budget (17 ms -> 22.2 ms, 74 %), it steps up
     be.inner.cost = lambda px: 0.040 if px == 128 * 72 else 0.017
-    steps = []
-    for _ in range(40):
-        before = be.scale
-        be.process(frame)
-        if be.scale != before:
-            steps.append(be.scale)
+    steps = _scale_steps(be, frame, 40)
     assert steps[:1] == [1.0]
 
 
