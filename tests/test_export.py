@@ -1329,3 +1329,114 @@ def test_external_data_outside_the_model_folder_is_refused_unread(
             E.update_manifest(models, {"m.onnx": entry})
         assert secret not in hashed and secret.resolve() not in hashed, location
     assert not (models / "manifest.json").exists()
+
+
+def test_both_onnx_files_declare_the_contracts_shape_on_input_and_output(
+    exported: tuple[Path, torch.nn.Module, Path],
+) -> None:
+    # The contract is (1, 3, H, W) in and the same out: a free batch dim, or the exporter's
+    # symbolic output dims left in place, would pass every numeric check (they run batch 1).
+    import onnxruntime as ort
+
+    out, _, _ = exported
+    for name in ("student_fast.onnx", "student_fast_fp16.onnx"):
+        sess = ort.InferenceSession(str(out / name), providers=["CPUExecutionProvider"])
+        for value in (*sess.get_inputs(), *sess.get_outputs()):
+            assert value.shape == [1, 3, "height", "width"], (name, value.name, value.shape)
+
+
+class _NaNTorchScriptAtSecondSize:
+    """A loaded TorchScript module whose output is all NaN at the second check size only."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def eval(self) -> _NaNTorchScriptAtSecondSize:
+        self.module.eval()
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.module(x)
+        return torch.full_like(y, float("nan")) if x.shape[2] == E.SECOND_SIZE[0] else y
+
+
+def test_nan_at_the_second_check_size_fails_the_torchscript_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As for the ONNX files: `worst > tolerance` is False for NaN, so only `not worst <= ...`
+    # refuses a TorchScript file that breaks at the second size.
+    load = torch.jit.load
+    monkeypatch.setattr(
+        torch.jit, "load", lambda *a, **k: _NaNTorchScriptAtSecondSize(load(*a, **k))
+    )
+    with pytest.raises(E.ExportError, match="TorchScript differs from PyTorch by nan"):
+        export_tiny(create_student("tiny").eval(), tmp_path, fp16=False, torchscript=True)
+    assert not (tmp_path / "manifest.json").exists()
+
+
+def test_int8_residual_snr_compares_the_corrections(tmp_path: Path) -> None:
+    # A graph that applies half of the student's correction: 6.02 dB residual SNR (error is half
+    # the correction), whatever the PSNR. Measured against the output instead of the correction,
+    # the SNR would be ~22 dB here (~16 more) and a graph that barely deblurs would pass.
+    torch.manual_seed(1)
+    model = create_student("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    wrapper = E.ExportWrapper(model).eval()
+
+    def half(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            ref = wrapper(torch.from_numpy(x)).numpy()
+        return x + 0.5 * (ref - x)
+
+    g = torch.Generator().manual_seed(0)
+    frames = [torch.rand(1, 3, 48, 64, generator=g).numpy() for _ in range(2)]
+    _, snr, _ = E._int8_scores(model, tmp_path / "m.onnx", frames, half)
+    assert len(snr) == 3 and all(v == pytest.approx(6.02, abs=0.05) for v in snr.values()), snr
+
+
+@pytest.mark.parametrize(
+    "psnr,snr",
+    [
+        ({"a": 40.0, "b": 40.0}, {"a": 40.0, "b": E.INT8_MIN_SNR - 1}),  # barely deblurs
+        ({"a": 40.0, "b": float("nan")}, {"a": 40.0, "b": float("nan")}),  # breaks on the crop
+    ],
+)
+def test_int8_checks_on_frames_left_out_of_calibration_and_needs_both_bounds(
+    psnr: dict[str, float],
+    snr: dict[str, float],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Checked on frames it was calibrated on, int8 would look better than it is; a PSNR above
+    # its bound must not excuse a residual SNR below its own; and NaN on a later frame must not
+    # hide behind a good first one (Python's min() keeps its first argument against NaN).
+    import cv2
+    from contract_models import make_onnx_model
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        small = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+        cv2.imwrite(str(calib / f"{i}.png"), cv2.resize(small, (64, 48)))
+    seen: dict[str, list[np.ndarray]] = {}
+
+    def quantize(src: object, dst: Path, frames: list[np.ndarray], keep_float: object) -> None:
+        seen["calib"] = list(frames)
+        make_onnx_model(dst, "identity")
+
+    def check(model: object, path: object, frames: list[np.ndarray]) -> tuple[dict, dict]:
+        seen["check"] = list(frames)
+        return psnr, snr
+
+    monkeypatch.setattr(E, "quantize_int8", quantize)
+    monkeypatch.setattr(E, "check_int8", check)
+    model = create_student("tiny").eval()
+    with pytest.raises(E.ExportError, match="int8 output too far from PyTorch's"):
+        E.export_all(model, tmp_path / "w", name="m", variant="tiny", config={}, fp16=False,
+                     torchscript=False, check_size=(33, 47), int8=True, calib=calib)  # fmt: skip
+    assert len(seen["check"]) == E.INT8_CHECK_FRAMES and len(seen["calib"]) == 6 - 2
+    for f in seen["check"]:
+        assert not any(np.array_equal(f, c) for c in seen["calib"])
