@@ -632,7 +632,7 @@ def _console_close_handler(
     return handle
 
 
-def _hold_console_close(stop: threading.Event, kernel32: Any = None) -> Callable[[], None]:
+def _hold_console_close(stop: threading.Event) -> Callable[[], None]:
     """On Windows, closing the console (or logging off) stops the command like Ctrl-C and
     waits for it to finish its output. Returns the release, to call once the output is closed
     (idempotent); elsewhere it does nothing."""
@@ -640,8 +640,7 @@ def _hold_console_close(stop: threading.Event, kernel32: Any = None) -> Callable
         return lambda: None
     import ctypes
 
-    if kernel32 is None:
-        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
     finished = threading.Event()
     prototype = ctypes.WINFUNCTYPE(ctypes.c_int, ctypes.c_uint)  # type: ignore[attr-defined]
     callback = prototype(_console_close_handler(stop, finished))
