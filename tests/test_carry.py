@@ -537,3 +537,43 @@ def test_gpu_session_tells_the_watchdog_from_a_kill_and_a_failed_save(tmp_path: 
     assert done.returncode == 1, log[-3000:]
     assert "== fast_cont: exit 0" in log and "results saved" not in log
     assert "saving the results failed (its error above)" in log
+
+
+@pytest.mark.parametrize("shipped", ["1", "0"])
+def test_gpu_session_keeps_what_the_shipped_students_learnt_on_the_cpu(
+    tmp_path: Path, shipped: str
+) -> None:
+    # fast_cont and hq_cont start from the shipped weights, which learnt drawn graphics, still
+    # samples, longer motion, mid-exposure kernels and the FFT term after the GPU calls: a run
+    # without them would unlearn them (text smudged on sharp frames again).
+    from training.config import load_config
+
+    root = _session_tree(tmp_path)
+    done = _run_session(
+        root,
+        NAMES="fast_cont hq_cont",
+        SHIPPED=shipped,
+        FAKE_RATE_fast_cont="2.5",
+        FAKE_RATE_hq_cont="2.5",
+    )
+    log = (root / "out/session.log").read_text()
+    assert done.returncode == 0, log[-3000:]
+    train = [c.split() for c in (root / "calls.txt").read_text().splitlines()]
+    train = [c for c in train if any(a.startswith("--out_dir=runs/gpu_") for a in c)]
+    assert len(train) == 2
+    for words in train:
+        cfg = load_config(words[words.index("--config") + 1], words[2:])
+        got = (
+            cfg.data.psf_centre,
+            list(cfg.data.camera_speed),
+            cfg.data.psf_max_size,
+            cfg.data.still_fraction,
+            cfg.data.graphics_fraction,
+            cfg.loss.fft,
+        )
+        if shipped == "1":
+            assert got == ("time", [0.25, 4.0], 41, 0.1, 0.2, 0.5), words
+        else:
+            assert got[4] == 0.0 and got[5] == 0.0 and got[0] == "mass", words
+        # the camera mix (CAMERA=1) is there either way
+        assert (cfg.data.photo_weight, cfg.data.camera_fraction) == (0.5, 0.7)
