@@ -514,6 +514,42 @@ def test_nesting_deeper_than_protobuf_parses_is_not_followed(tmp_path):
         onnx.load_model_from_string(deep.read_bytes())
 
 
+def test_nesting_limit_is_100_messages_below_the_model_and_above_what_onnx_parses(tmp_path):
+    # The message holding the tensor sits 1 (graph) + 3 per level below the ModelProto, one more
+    # inside a sparse tensor: the reader opens 100 levels and no more.
+    def model(levels: int, sparse: bool) -> bytes:
+        tensor = _external_tensor("w.bin")
+        graph = _submessage(15, _submessage(1, tensor)) if sparse else _submessage(5, tensor)
+        for _ in range(levels):
+            graph = _submessage(1, _submessage(5, _submessage(6, graph)))
+        return _submessage(7, graph)
+
+    def read(data: bytes) -> list[str]:
+        path = tmp_path / "m.onnx"
+        path.write_bytes(data)
+        return onnx_external_data(path)
+
+    assert read(model(33, sparse=False)) == ["w.bin"]  # 100 levels down
+    assert read(model(33, sparse=True)) == []  # 101
+    try:
+        import onnx
+    except ImportError:
+        return
+    from google.protobuf.message import DecodeError
+
+    parsed = []
+    for levels in range(28, 34):
+        for sparse in (False, True):
+            data = model(levels, sparse)
+            try:
+                onnx.load_model_from_string(data)
+            except DecodeError:
+                continue
+            parsed.append(1 + 3 * levels + sparse)
+            assert read(data) == ["w.bin"], (levels, sparse)  # every model that loads is read
+    assert 90 < max(parsed) < 100, parsed  # protobuf's own limit stops short of the reader's
+
+
 def test_a_location_longer_than_any_path_is_not_copied(tmp_path):
     path = _model_with_initializer_at(tmp_path / "m.onnx", "x" * 10_000)
     assert onnx_external_data(path) == []
