@@ -272,6 +272,94 @@ def test_travel_sizes_count_the_tracked_files_beside_the_carry_paths(tmp_path: P
     assert sizes[str(out / "dmphn")] == sum(f.stat().st_size for f in (out / "dmphn").iterdir())
 
 
+def test_pack_shrinks_large_photos_and_writes_them_at_the_asked_quality(tmp_path: Path) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    big = shared / "data/train/photos/cbig"
+    big.mkdir()
+    rng = np.random.default_rng(1)
+    # two photos: both travel (at least two per folder); the longest side comes down to 640
+    cv2.imwrite(str(big / "wide.png"), rng.integers(0, 256, (300, 800, 3), dtype=np.uint8))
+    cv2.imwrite(str(big / "tall.png"), rng.integers(0, 256, (1000, 300, 3), dtype=np.uint8))
+    (big.parent / "README.txt").write_text("not a source folder")  # a stray file beside them
+    sizes = {}
+    for q in (30, 95):
+        out = tmp_path / f"q{q}"
+        carry.pack(shared, out, codec="mjpg", photo_quality=q)
+        assert cv2.imread(str(out / "photos/cbig/wide.jpg")).shape[:2] == (240, 640)
+        assert cv2.imread(str(out / "photos/cbig/tall.jpg")).shape[:2] == (640, 192)
+        sizes[q] = sum(f.stat().st_size for f in (out / "photos").rglob("*.jpg"))
+    assert sizes[30] < 0.7 * sizes[95]  # the same photos, coarser
+
+
+def test_pack_draws_its_photos_from_the_seed(tmp_path: Path) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+
+    def drawn(seed: int) -> list[str]:
+        carry.pack(shared, tmp_path / "o", codec="mjpg", seed=seed)
+        return json.loads((tmp_path / "o/carry.json").read_text())["photos"]
+
+    first = drawn(0)
+    assert drawn(0) == first
+    assert any(drawn(seed) != first for seed in (1, 2, 3))
+
+
+def test_x264_pack_encodes_every_frame_from_number_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the skipped round trip shows where ffmpeg exists: its command, checked here without it.
+    shared = _fake_shared(tmp_path / "shared")
+    calls: list[list[str]] = []
+
+    def run(cmd: list[str], **kwargs: object) -> None:
+        calls.append(cmd)
+        Path(cmd[-1]).write_bytes(b"video")
+
+    monkeypatch.setattr(carry, "_ffmpeg", lambda: "ffmpeg")
+    monkeypatch.setattr(carry.subprocess, "run", run)
+    out = tmp_path / "cache"
+    assert carry.pack(shared, out, codec="auto", crf=21) == out / "gopro.mkv"  # ffmpeg found
+    (cmd,) = calls
+    opt = {cmd[i]: cmd[i + 1] for i in range(1, len(cmd) - 1) if cmd[i].startswith("-")}
+    pattern, first = opt["-i"], int(opt["-start_number"])
+    frames = [Path(pattern % (first + i)) for i in range(int(opt["-frames:v"]))]
+    raw = shared / "data/train/gopro_raw_240fps" / carry.RAW_SEQ
+    assert frames == sorted(raw.glob("*.jpg"))  # 000001.jpg .. 000012.jpg, all of them
+    assert opt["-c:v"] == "libx264" and opt["-crf"] == "21"
+    assert opt["-pix_fmt"] == "yuv444p"  # full-resolution chroma: the colours of the edges
+    meta = json.loads((out / "carry.json").read_text())
+    assert meta["codec"] == "x264" and meta["crf"] == 21 and meta["video"] == "gopro.mkv"
+    carry.pack(shared, out, codec="mjpg", crf=21)
+    assert json.loads((out / "carry.json").read_text())["crf"] is None  # MJPG has no CRF
+
+
+def test_unpack_refuses_a_video_that_does_not_decode(tmp_path: Path) -> None:
+    (tmp_path / "gopro.avi").write_bytes(b"not a video at all")
+    with pytest.raises(RuntimeError, match="could not decode"):
+        carry.unpack(tmp_path)  # no carry.json to compare a count with: zero frames is refused
+    assert not (tmp_path / "raw").exists() and not (tmp_path / "raw.partial").exists()
+
+
+def test_pack_command_line_adds_up_what_travels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.chdir(repo)
+    argv = ["carry", "pack", "--shared", str(shared), "--out", "data_cache", "--codec", "mjpg"]
+    monkeypatch.setattr(sys, "argv", argv)
+    carry.main()
+    out = capsys.readouterr().out
+    assert "wrote data_cache/gopro.avi" in out and "of 64 MiB: fits" in out
+    monkeypatch.setattr(carry, "LIMIT", 1000)  # fewer bytes than the carry's own
+    carry.main()
+    assert "OVER the limit" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["carry", "unpack", "--out", "missing"])
+    with pytest.raises(SystemExit, match="carry unpack: no gopro.mkv"):
+        carry.main()
+
+
 def test_gpu_session_needs_no_wheels_to_benchmark_and_stubs_kornia_rs() -> None:
     # A benchmark-only call (NAMES=) carries no .whl: the install must not run (its glob would
     # fail and end the call before the benchmarks). Without the 5.3 MB kornia_rs wheel, a stub.

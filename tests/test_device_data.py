@@ -200,6 +200,13 @@ def test_noise_has_the_asked_strength_and_stays_in_range() -> None:
     assert noisy_b.min() >= 0 and noisy_b.max() <= 1
     d = (noisy_b - clean_b)[clean_b.gt(0.2) & clean_b.lt(0.8)]
     assert float(d.std()) == pytest.approx(0.05, rel=0.1)
+    # each sample draws its own strength from the range, as a worker's sample does
+    p = _params(noise_prob=1.0, noise_sigma=(0.0, 0.1), poisson_prob=0.0)
+    noisy_b, _, _ = DeviceRawSampler([_coded_sequence()], p, "cpu", seed=5).sample(16, 32, 1)
+    clean_b, _, _ = clean.sample(16, 32, step=1)
+    mid = clean_b.gt(0.2) & clean_b.lt(0.8)
+    stds = [float((n - c)[m].std()) for n, c, m in zip(noisy_b, clean_b, mid, strict=True)]
+    assert max(stds) > 2 * min(stds) and max(stds) < 0.11
 
 
 def test_bad_inputs_are_refused() -> None:
@@ -246,3 +253,81 @@ def test_command_line_times_both_paths(tmp_path, capsys) -> None:
         main([str(tmp_path / "missing")])
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--config", str(tmp_path / "missing.yaml")])
+
+
+def test_windows_never_span_a_gap_in_the_frame_numbers() -> None:
+    # A dropped (corrupt or held-out) frame splits the clip: frames 1-10 then 40-49. Red is
+    # 5 x the frame number, so a window across the gap would average to far off its centre.
+    yy, xx = np.mgrid[0:H, 0:W]
+    numbers = list(range(1, 11)) + list(range(40, 50))
+    frames = [
+        np.stack([np.full((H, W), 5 * k), yy * 5, xx * 5], axis=-1).astype(np.uint8)
+        for k in numbers
+    ]
+    seq = RawSequence(name="gap", frames=frames, numbers=numbers, paths=[])
+    blur, sharp, _ = DeviceRawSampler([seq], _params(), "cpu", seed=1).sample(40, 32, step=0)
+    torch.testing.assert_close(blur[:, 0], sharp[:, 0], atol=1e-6, rtol=0)
+    centre = (sharp[:, 0, 0, 0] * 255 / 5).round()
+    assert set(centre.tolist()) <= set(range(3, 9)) | set(range(42, 48))
+
+
+def test_ranks_draw_different_batches() -> None:
+    p = _params(linear_fraction=0.5)
+    seq = _coded_sequence()
+    a = DeviceRawSampler([seq], p, "cpu", seed=4, rank=0).sample(6, 32, step=3)
+    b = DeviceRawSampler([seq], p, "cpu", seed=4, rank=1).sample(6, 32, step=3)
+    c = DeviceRawSampler([seq], p, "cpu", seed=5, rank=0).sample(6, 32, step=3)
+    assert not torch.equal(a[1], b[1]) and not torch.equal(a[1], c[1])
+
+
+def test_small_crops_are_padded_as_the_workers_pad_them() -> None:
+    from training.data import _fit as worker_fit
+
+    # 64 px patches from 40x48 frames: the crop is the whole frame, reflect-padded (no edge repeat)
+    _, sharp, _ = DeviceRawSampler([_coded_sequence()], _params(), "cpu").sample(3, 64, step=0)
+    for s in sharp:
+        crop = s[:, :H, :W].permute(1, 2, 0).numpy()
+        want = worker_fit(np.ascontiguousarray(crop), 64)
+        np.testing.assert_allclose(s.permute(1, 2, 0).numpy(), want, atol=1e-6)
+    # 44 px: wide enough, too short: only the rows are padded
+    _, sharp, _ = DeviceRawSampler([_coded_sequence()], _params(), "cpu").sample(3, 44, step=0)
+    assert sharp.shape == (3, 3, 44, 44)
+    for s in sharp:
+        crop = np.ascontiguousarray(s[:, :H].permute(1, 2, 0).numpy())
+        np.testing.assert_allclose(s.permute(1, 2, 0).numpy(), worker_fit(crop, 44), atol=1e-6)
+
+
+def test_a_sequence_without_frames_is_left_out() -> None:
+    # a raw folder whose training range decoded to nothing (all frames corrupt or held out)
+    empty = RawSequence(name="empty", frames=[], numbers=[], paths=[])
+    s = DeviceRawSampler([empty, _coded_sequence()], _params(), "cpu", seed=2)
+    blur, sharp, _ = s.sample(6, 32, step=0)
+    assert blur.shape == (6, 3, 32, 32) and s.nbytes == 20 * 3 * H * W
+    torch.testing.assert_close(blur, sharp, atol=1e-6, rtol=0)  # the coded clip's centres
+
+
+def test_jpeg_uses_the_asked_quality() -> None:
+    from training.data import jpeg_compress
+
+    p = _params(jpeg_prob=1.0, jpeg_quality=(30, 30))
+    blur, _, _ = DeviceRawSampler([_coded_sequence()], p, "cpu", seed=8).sample(4, 32, 0)
+    clean, _, _ = DeviceRawSampler([_coded_sequence()], _params(), "cpu", seed=8).sample(4, 32, 0)
+    for b, c in zip(blur, clean, strict=True):
+        want = jpeg_compress(np.ascontiguousarray(c.permute(1, 2, 0).numpy()), 30)
+        np.testing.assert_allclose(b.permute(1, 2, 0).numpy(), want, atol=1e-6)
+
+
+def test_shot_noise_counts_photons_at_the_drawn_peak() -> None:
+    p = _params(noise_prob=1.0, noise_sigma=(0.0, 0.0), poisson_prob=1.0, poisson_peak=(20, 20))
+    noisy, _, _ = DeviceRawSampler([_coded_sequence()], p, "cpu", seed=5).sample(8, 32, step=1)
+    clean, _, _ = DeviceRawSampler([_coded_sequence()], _params(), "cpu", seed=5).sample(
+        8, 32, step=1
+    )
+    counts = noisy * 20  # Poisson counts at a peak of 20 photons: whole numbers
+    torch.testing.assert_close(counts, counts.round(), atol=1e-4, rtol=0)
+    assert not torch.equal(noisy, clean)
+    # unbiased: the mean level stays the clean one; the variance is level / peak
+    assert float((noisy - clean).mean()) == pytest.approx(0.0, abs=0.01)
+    mid = clean.gt(0.3) & clean.lt(0.7)
+    want = float((clean[mid] / 20).mean().sqrt())
+    assert float((noisy - clean)[mid].std()) == pytest.approx(want, rel=0.15)

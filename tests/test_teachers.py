@@ -7,6 +7,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -493,6 +494,167 @@ def test_training_teacher_cache_is_the_same_weights_under_another_name(
         check_cache_meta(meta, by_default, cache)
     with pytest.raises(ConfigError, match="teacher weights: the contents"):
         check_cache_meta(meta, named, cache)
+
+
+class _RankPatches:
+    """Patch ``i`` of stream ``rank``: its blurry pixels are seeded by both, so a cache tells
+    which stream and which index each of its patches came from."""
+
+    rank = 0
+    patch = 0
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(1_000_003 * self.rank + i)
+        img = torch.rand(3, 8, 8, generator=g)
+        return {"blur": img, "sharp": img.flip(2)}
+
+
+def test_training_teacher_cache_draws_its_own_stream_and_extends_it(tmp_path: Path) -> None:
+    from training.cache_teacher import CACHE_STREAM, build_cache
+    from training.config import TrainConfig
+    from training.data import content_hash, to_uint8
+
+    cfg = TrainConfig()
+    cache = tmp_path / "cache.pt"
+    data = _RankPatches()  # rank 0: a training rank's stream
+    build_cache(cfg, teacher=_Counting(), dataset=data, out=cache, count=2)  # type: ignore[arg-type]
+    build_cache(cfg, teacher=_Counting(), dataset=data, out=cache, count=4)  # type: ignore[arg-type]
+    got = torch.load(cache, weights_only=True)
+    own = _RankPatches()
+    own.rank = CACHE_STREAM
+    want = [to_uint8(own[i]["blur"].permute(1, 2, 0).numpy()) for i in range(4)]
+    # patches 0-3 of the cache's stream, never the training rank's; extended, not repeated
+    assert torch.equal(got["blur"], torch.from_numpy(np.stack(want)))
+    assert got["keys"] == [content_hash(w) for w in want]
+    sharp = [to_uint8(own[i]["sharp"].permute(1, 2, 0).numpy()) for i in range(4)]
+    assert torch.equal(got["sharp"], torch.from_numpy(np.stack(sharp)))
+
+
+def test_training_teacher_cache_stores_the_rounded_clamped_output(tmp_path: Path) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    def teacher(x: torch.Tensor) -> torch.Tensor:
+        # out of range both ways, and a level between two uint8 steps
+        y = torch.empty_like(x)
+        y[:, 0], y[:, 1], y[:, 2] = 1.7, -0.3, 100.6 / 255
+        return y
+
+    cache = tmp_path / "cache.pt"
+    build_cache(TrainConfig(), teacher=teacher, dataset=_Patches(), out=cache, count=2)  # type: ignore[arg-type]
+    out = torch.load(cache, weights_only=True)["teacher"]
+    assert out.dtype == torch.uint8 and out.shape == (2, 8, 8, 3)
+    assert out[..., 0].eq(255).all() and out[..., 1].eq(0).all() and out[..., 2].eq(101).all()
+
+
+def test_training_teacher_cache_starts_over_when_its_patches_would_differ(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.cache_teacher import build_cache, check_cache_meta
+    from training.config import TrainConfig
+
+    cache = tmp_path / "cache.pt"
+
+    def build(cfg: TrainConfig, count: int) -> int:
+        teacher = _Counting()
+        build_cache(cfg, teacher=teacher, dataset=_Patches(), out=cache, count=count)  # type: ignore[arg-type]
+        return teacher.seen
+
+    def changed(**kw: object) -> TrainConfig:
+        cfg = TrainConfig()
+        for key, value in kw.items():
+            obj = cfg
+            *parents, last = key.split("__")
+            for part in parents:
+                obj = getattr(obj, part)
+            setattr(obj, last, value)
+        return cfg
+
+    for cfg in (
+        changed(seed=1),
+        changed(teacher__cache_patch=128),  # patches of another size
+        changed(data__exclude=["*/photo_000.png"]),  # a photo excluded since
+        changed(data__raw_train_range=[1, 299]),  # held-out frames
+    ):
+        assert build(TrainConfig(), 2) == 2
+        assert build(cfg, 3) == 3  # not extended
+    # A data setting the cache records and this code no longer has: what it did is unknown.
+    assert build(TrainConfig(), 2) == 2
+    data = torch.load(cache, weights_only=True)
+    data["meta"]["data"]["removed_setting"] = 3
+    torch.save(data, cache)
+    with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
+        check_cache_meta(data["meta"], TrainConfig(), cache)
+    assert "other data settings (removed_setting)" in caplog.text
+    assert build(TrainConfig(), 3) == 3
+
+
+def test_training_teacher_cache_of_other_frames_or_weights_is_refused(tmp_path: Path) -> None:
+    from training.cache_teacher import build_cache, check_cache_meta
+    from training.config import ConfigError, TrainConfig
+
+    cfg = TrainConfig()
+    cfg.teacher.weights = str(tmp_path / "absent_a.pth")  # no file here: no digest to compare
+    cache = tmp_path / "cache.pt"
+    build_cache(cfg, teacher=_Counting(), dataset=_Patches(), out=cache, count=1)  # type: ignore[arg-type]
+    meta = torch.load(cache, weights_only=True)["meta"]
+    check_cache_meta(meta, cfg, cache)
+    # made from training windows that reach into the held-out frames 240-299
+    leaky = {**meta, "data": {**meta["data"], "raw_train_range": [1, 299]}}
+    with pytest.raises(ConfigError, match=r"data.raw_train_range: cache \[1, 299\]"):
+        check_cache_meta(leaky, cfg, cache)
+    other = TrainConfig()
+    other.teacher.weights = str(tmp_path / "absent_b.pth")
+    with pytest.raises(ConfigError, match="teacher.teacher_weights: cache .*absent_a"):
+        check_cache_meta(meta, other, cache)
+
+
+def test_training_teacher_cache_keeps_its_time_budget_and_writes_an_empty_file(
+    tmp_path: Path,
+) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.teacher.cache_batch = 1
+    cache = tmp_path / "cache.pt"
+    teacher = _Counting()
+    build_cache(cfg, teacher=teacher, dataset=_Patches(), out=cache, count=3, max_minutes=1e-9)  # type: ignore[arg-type]
+    assert teacher.seen == 1 and len(torch.load(cache, weights_only=True)["keys"]) == 1
+    cfg.teacher.cache_count = 0
+    empty = tmp_path / "empty.pt"
+    build_cache(cfg, teacher=teacher, dataset=_Patches(), out=empty)  # type: ignore[arg-type]
+    got = torch.load(empty, weights_only=True)
+    assert got["keys"] == [] and got["blur"].shape[0] == 0 and got["meta"]["patch"] == 256
+
+
+def test_training_teacher_cache_without_a_path_is_refused_before_any_work() -> None:
+    from training.cache_teacher import build_cache
+    from training.config import ConfigError, TrainConfig
+
+    teacher = _Counting()
+    with pytest.raises(ConfigError, match="teacher.cache_path is empty"):
+        build_cache(TrainConfig(), teacher=teacher, dataset=_Patches(), count=1)  # type: ignore[arg-type]
+    assert teacher.seen == 0  # Path("") is ".": it ran a chunk, then failed to save it
+
+
+def test_cache_teacher_command_line_passes_its_options_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import cache_teacher
+
+    calls: list[tuple] = []
+    monkeypatch.setattr(cache_teacher, "build_cache", lambda cfg, **kw: calls.append((cfg, kw)))
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("teacher: {cache_count: 9}\n")
+    argv = ["--config", str(cfg_file), "--count", "5", "--out", "x.pt", "--max_minutes", "2"]
+    cache_teacher.main([*argv, "--device", "cpu", "--teacher.cache_patch=64"])
+    cache_teacher.main(["--config", str(cfg_file), "--device", "cpu"])
+    (cfg, kw), (cfg2, kw2) = calls
+    assert cfg.teacher.cache_patch == 64 and cfg.teacher.cache_count == 9
+    assert kw == {"out": "x.pt", "count": 5, "max_minutes": 2.0, "device": "cpu"}
+    # without --count / --out: the config's teacher.cache_count and teacher.cache_path
+    assert kw2["count"] is None and kw2["out"] is None and cfg2.teacher.cache_patch == 256
 
 
 def test_load_teacher_refuses_a_digest_it_cannot_check(tmp_path: Path) -> None:

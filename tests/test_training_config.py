@@ -42,6 +42,15 @@ def test_defaults_are_the_papers() -> None:
     assert cfg.data.raw_train_range == [1, 239] and cfg.data.raw_val_range == [240, 299]
 
 
+def test_the_patch_filters_and_cache_defaults_are_the_documented_ones() -> None:
+    # The configs that leave these out (paper.yaml, hq.yaml) run with them.
+    d, t = TrainConfig().data, TrainConfig().teacher
+    assert d.raw_windows == [7, 9, 11, 13] and d.val_windows == [7, 11]
+    assert (d.sharpness_threshold, d.max_blur_psnr, d.max_tries) == (0.02, 0.0, 10)
+    assert (d.still_fraction, d.raw_on_device, d.augment, d.leakage_check) == (0, False, True, True)
+    assert (t.cache_fraction, t.cache_min_gain, t.cache_patch) == (0.25, 0.5, 256)
+
+
 def test_override_parsing_nested_lists_and_flags() -> None:
     got = parse_overrides(
         ["--loss.vgg=0.1", "--data.raw_windows=[7, 9]", "--resume", "--out_dir=runs/x"]
@@ -152,6 +161,106 @@ def test_rejects_bad_keys_and_types(overrides: list[str], message: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        # a curriculum stage the trainer cannot run: tiny patches, empty batches
+        (["--stages=[{patch: 8, epochs: 1, batch: 1}]"], "stages[0]: need patch >= 16"),
+        (["--stages=[{patch: 64, epochs: 1, batch: 0}]"], "stages[0]: need patch >= 16"),
+        (["--stages=[{patch: 64, epochs: -1, batch: 1}]"], "stages[0]: need patch >= 16"),
+        (["--data.raw_windows=[-1]"], "data windows must be odd and positive, got -1"),
+        (["--data.val_windows=[7, 4]"], "data windows must be odd and positive, got 4"),
+        # the frame ranges the leakage guard splits the clip by
+        (["--data.raw_train_range=[239, 1]"], "data.raw_train_range: expected [low, high]"),
+        (["--data.raw_train_range=[1]"], "data.raw_train_range: expected [low, high]"),
+        (["--data.raw_val_range=[299, 240]"], "data.raw_val_range: expected [low, high]"),
+        (["--data.camera_fraction=1.5"], "data.camera_fraction: expected a share in [0, 1]"),
+        (["--data.camera_speed=[-1, 2]"], "data.camera_speed >= 0"),
+        (["--data.raw_camera_fraction=-0.1"], "data.raw_camera_fraction: expected a share"),
+        (["--steps_per_epoch=0"], "steps_per_epoch: expected >= 1, got 0"),
+        (["--ema=1.0"], "ema: expected a decay in [0, 1)"),
+        (["--data.exposure=[0.5, 1.5]"], "data.exposure: a fraction of the trajectory, at most 1"),
+        (["--data.noise_sigma=[-0.01, 0.02]"], "data.noise_sigma: expected >= 0"),
+        # the shot noise divides by the peak
+        (["--data.poisson_peak=[0, 100]"], "data.poisson_peak: expected numbers > 0"),
+        (["--plateau_factor=1.0"], "plateau_factor: expected a factor in (0, 1)"),
+        (["--steps_per_epoch=true"], "steps_per_epoch: expected int, got bool True"),
+        # words the trainer and the data branch on: a typo fell through to a default branch
+        (["--teacher.mode=offline"], "teacher.mode: expected one of auto, online, cache, off"),
+        (["--data.gopro_blur=gamma"], "data.gopro_blur: expected one of blur, blur_gamma"),
+        (["--data.psf_centre=centre"], "data.psf_centre: expected one of mass, time"),
+    ],
+)
+def test_rejects_values_the_pipeline_cannot_use(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, overrides)
+    assert message in str(exc.value)
+
+
+def test_the_limits_of_those_checks_are_accepted() -> None:
+    cfg = load_config(
+        None,
+        [
+            "--stages=[{patch: 16, epochs: 0, batch: 1}]",
+            "--data.raw_windows=[1]",
+            "--data.raw_train_range=[5, 5]",
+            "--data.exposure=[1.0, 1.0]",
+            "--data.noise_sigma=[0, 0]",
+            "--data.camera_fraction=1",
+            "--data.camera_speed=[0, 0]",
+            "--steps_per_epoch=1",
+            "--ema=0.999",
+        ],
+    )
+    assert cfg.stages == [StageConfig(16, 0, 1)] and cfg.data.raw_train_range == [5, 5]
+
+
+def test_override_values_keep_what_yaml_would_drop() -> None:
+    # Only the first "=" separates key and value; a value YAML reads as nothing (a comment)
+    # stays the text given; "null" is still None.
+    got = parse_overrides(["--out_dir=runs/a=b", "--kernel_dir=#3", "--teacher.cache_path=null"])
+    assert got == {
+        "out_dir": "runs/a=b",
+        "kernel_dir": "#3",
+        "teacher": {"cache_path": None},
+    }
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--=3"], "empty key in '--=3'"),
+        (["--lr=1", "--lr.x=2"], "--lr.x: lr is both a value and a section"),
+        (["lr=1"], "expected --key=value, got 'lr=1'"),
+        (["--lr=[1, 2"], "cannot parse value of --lr"),
+    ],
+)
+def test_malformed_overrides_are_config_errors(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_overrides(overrides)
+    assert message in str(exc.value)
+
+
+def test_a_student_kwargs_override_replaces_the_yamls_as_one(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("student_kwargs: {width: 16, depth: 3}\ndata: {num_workers: 2}\n")
+    cfg = load_config(p, ["--student_kwargs={depth: 2}", "--data={photo_weight: 1}"])
+    assert cfg.student_kwargs == {"depth": 2}  # constructor arguments stay one unit
+    assert (cfg.data.num_workers, cfg.data.photo_weight) == (2, 1.0)  # other sections merge
+
+
+def test_a_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("- lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: expected a mapping at the top level"):
+        load_config(p)
+    p.write_text("lr: [0.1\n")
+    with pytest.raises(ConfigError, match=r"cannot parse .*c\.yaml"):
+        load_config(p)
+    p.write_text("")
+    assert load_config(p) == TrainConfig()  # an empty file is the defaults
+
+
+@pytest.mark.parametrize(
     ("override", "message"),
     [
         # Empty validation images: the run failed at its first validation, an epoch in.
@@ -247,6 +356,10 @@ def test_saved_config_round_trips_and_digest(tmp_path: Path) -> None:
     assert config_digest(
         load_config(None, ["--lr=0.002", "--loss.edge=0.3", "--resume"])
     ) == config_digest(cfg)
+    # The seed decides every data sample: another seed is another training run.
+    reseeded = load_config(None, ["--lr=0.002", "--loss.edge=0.3", "--seed=1"])
+    assert config_digest(reseeded) != config_digest(cfg)
+    assert config_changes(config_to_dict(cfg), reseeded) == ["seed"]
 
 
 def test_a_key_added_since_a_config_was_saved_is_no_change_at_its_default() -> None:
