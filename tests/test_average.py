@@ -10,17 +10,24 @@ import torch
 from training import average as A
 from training import export as E
 from training.models.student import create_student
+from training.teachers import sha256_file
 
 
-def _checkpoint(path: Path, seed: int, variant: str = "tiny", *, prefix: str = "") -> dict:
+def _checkpoint(
+    path: Path, seed: int, variant: str = "tiny", *, prefix: str = "", kwargs: dict | None = None
+) -> dict:
     torch.manual_seed(seed)
-    model = create_student(variant)
+    model = create_student(variant, **(kwargs or {}))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     state = {prefix + k: v for k, v in model.state_dict().items()}
     torch.save(
-        {"model": state, "config": {"student": variant, "student_kwargs": {}}, "epoch": seed},
+        {
+            "model": state,
+            "config": {"student": variant, "student_kwargs": kwargs or {}},
+            "epoch": seed,
+        },
         path,
     )
     return model.state_dict()
@@ -34,10 +41,14 @@ def test_weighted_mean_and_export_reads_it(tmp_path: Path) -> None:
         [str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--weights", "3,1", "--out", str(out)]
     )
     assert rc == 0
+    assert [p.name for p in out.parent.iterdir()] == ["soup.pt"]  # no temp file left behind
     soup = torch.load(out, map_location="cpu", weights_only=True)
     assert soup["variant"] == "tiny"
     assert [s["weight"] for s in soup["averaged_from"]] == [0.75, 0.25]
-    assert all(len(s["sha256"]) == 64 for s in soup["averaged_from"])
+    assert [s["sha256"] for s in soup["averaged_from"]] == [
+        sha256_file(tmp_path / "a.pt"),
+        sha256_file(tmp_path / "b.pt"),
+    ]
     assert set(soup["model"]) == set(a)
     for k in a:
         torch.testing.assert_close(soup["model"][k], 0.75 * a[k] + 0.25 * b[k])
@@ -58,6 +69,31 @@ def test_equal_weights_by_default() -> None:
     out = A.average_state_dicts([s1, s2])
     torch.testing.assert_close(out["w"], torch.tensor([2.0, 4.0]))
     assert out["n"].dtype == torch.int64 and int(out["n"]) == 3
+
+
+def test_mean_is_taken_in_float64_and_keeps_each_dtype() -> None:
+    # 2**25 / 3 is not a float32: accumulated in float32, its rounding swamps the answer, 2 / 3.
+    big = float(2**25)
+    states = [{"w": torch.tensor([big]), "h": torch.tensor([0.5]).half()} for _ in range(3)]
+    states[1]["w"] = torch.tensor([2.0])
+    states[2]["w"] = torch.tensor([-big])
+    states[2]["h"] = torch.tensor([2.0]).half()
+    out = A.average_state_dicts(states)
+    torch.testing.assert_close(out["w"], torch.tensor([2 / 3]), rtol=1e-6, atol=0)
+    assert out["w"].dtype == torch.float32 and out["h"].dtype == torch.float16
+    assert torch.equal(out["h"], torch.tensor([1.0]).half())
+
+
+def test_a_zero_weight_leaves_that_checkpoint_out() -> None:
+    states = [{"w": torch.tensor([1.0, 2.0])}, {"w": torch.tensor([3.0, 6.0])}]
+    assert torch.equal(A.average_state_dicts(states, [0.0, 2.0])["w"], states[1]["w"])
+
+
+def test_students_built_with_other_options_are_refused_by_name(tmp_path: Path) -> None:
+    _checkpoint(tmp_path / "a.pt", 1)
+    _checkpoint(tmp_path / "g.pt", 2, kwargs={"body_blocks": 1})
+    with pytest.raises(A.AverageError, match=r"g.pt holds student 'tiny' \{'body_blocks': 1\}"):
+        A.average_checkpoints([tmp_path / "a.pt", tmp_path / "g.pt"])
 
 
 def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

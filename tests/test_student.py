@@ -20,6 +20,7 @@ VARIANTS = list_students()
 
 def test_registry_has_the_required_variants() -> None:
     assert {"unet", "fast", "hq", "tiny"} <= set(VARIANTS)
+    assert all(create_student(name).variant == name for name in ("tiny", "unet"))
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -63,6 +64,11 @@ def test_features_are_returned(name: str) -> None:
     out, feats = model(torch.rand(1, 3, 64, 64), return_features=True)
     assert out.shape == (1, 3, 64, 64)
     assert feats and all(f.ndim == 4 and f.shape[0] == 1 for f in feats)
+    # One map per level of the decoder path, coarsest first: the bottleneck, then each decoder
+    # level's output (feature distillation builds one adapter per map).
+    widths = list(model.cfg.widths)
+    assert [f.shape[1] for f in feats] == widths[::-1]
+    assert [f.shape[-1] for f in feats] == sorted(f.shape[-1] for f in feats)
 
 
 def test_reported_cost_and_size() -> None:
@@ -87,6 +93,42 @@ def test_macs_count_matches_hand_count() -> None:
     # stem 1x1 12->8 and head 1x1 8->12 at 1/4 of the pixels, two depthwise 3x3 on 8 channels.
     expected = (12 * 8 + 8 * 12 + 2 * 9 * 8) / 4
     assert model.macs_per_pixel() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_odd_frame_is_the_top_left_of_its_padded_frame(name: str) -> None:
+    # pad (bottom/right) -> net -> crop: the output for an odd frame is the top-left of the
+    # output for the padded frame, so every pixel comes from its own place in the input.
+    model = _trained_like(create_student(name))
+    x = torch.rand(1, 3, 37, 53)
+    padded, h, w = pad_to_multiple(x, model.multiple)
+    assert padded.shape[-2:] != x.shape[-2:]
+    with torch.no_grad():
+        y = model(x)
+        ref = model(padded)[..., :h, :w]
+    assert not torch.allclose(y, x, atol=1e-3)  # not the identity: the net's part is checked
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_macs_count_matches_hand_count_for_the_unet() -> None:
+    w0, w1 = 4, 8
+    model = create_student("unet", widths=(w0, w1), convs_per_level=1)
+    # Full resolution: inc 3x3 3->w0, level-0 DSConv w0->w0, decoder DSConv 2*w0->w0, out 1x1.
+    full = 9 * 3 * w0 + (9 * w0 + w0 * w0) + (9 * 2 * w0 + 2 * w0 * w0) + w0 * 3
+    # Half resolution (a quarter of the pixels): level-1 DSConv w0->w1, and the 2x2 stride-2
+    # transposed conv w1->w0, which spends w0 * 4 MACs on each of its input values.
+    half = (9 * w0 + w0 * w1) + w1 * w0 * 4
+    assert model.macs_per_pixel((32, 32)) == pytest.approx(full + half / 4)
+
+
+def test_macs_count_leaves_the_training_mode_alone() -> None:
+    model = create_student("tiny")
+    model.train()
+    model.macs_per_pixel((32, 32))
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    model.macs_per_pixel((32, 32))
+    assert not model.training
 
 
 def test_pad_to_multiple_replicates_edges_and_reports_size() -> None:

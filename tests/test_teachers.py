@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from training.models.dmphn import DMPHN, load_dmphn
 from training.models.restormer import Restormer, load_restormer
@@ -146,6 +147,117 @@ def test_restormer_load_names_missing_and_unexpected_keys(
         load_restormer(path)
 
 
+def _small_restormer(**kw: object) -> Restormer:
+    cfg = dict(dim=8, num_blocks=[1, 1, 1, 1], num_refinement_blocks=1, heads=[1, 2, 2, 4])
+    return Restormer(**{**cfg, **kw})
+
+
+def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    # Fresh LayerNorm weights are ones and temperatures are ones: random values everywhere so
+    # a dropped scale or a swapped operand shows.
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.rand(p.shape, generator=g) * 0.4 + 0.1)
+            p.mul_(torch.where(torch.rand(p.shape, generator=g) < 0.5, -1.0, 1.0))
+        for name, p in model.named_parameters():
+            if name.endswith("temperature"):
+                p.abs_().mul_(8)
+    return model.eval()
+
+
+def test_restormer_block_follows_the_papers_equations() -> None:
+    """One transformer block against MDTA and GDFN written from the paper with other ops:
+    F.layer_norm over channels, einsum attention across channels per head, GELU gate."""
+    from training.models.restormer import LayerNorm, TransformerBlock
+
+    torch.manual_seed(0)
+    dim, heads = 16, 2
+    block = _randomise(TransformerBlock(dim, heads, 2.66, False, "WithBias"))
+    x = torch.randn(2, dim, 6, 10)
+    b, c, h, w = x.shape
+
+    def ln(t: torch.Tensor, norm: torch.nn.Module) -> torch.Tensor:
+        y = F.layer_norm(t.permute(0, 2, 3, 1), (c,), norm.body.weight, norm.body.bias, 1e-5)
+        return y.permute(0, 3, 1, 2)
+
+    def mdta(t: torch.Tensor) -> torch.Tensor:
+        a = block.attn
+        q, k, v = (
+            u.reshape(b, heads, c // heads, h * w) for u in a.qkv_dwconv(a.qkv(t)).chunk(3, 1)
+        )
+        q, k = q / q.norm(dim=-1, keepdim=True), k / k.norm(dim=-1, keepdim=True)
+        logits = torch.einsum("bnix,bnjx->bnij", q, k) * a.temperature
+        out = torch.einsum("bnij,bnjx->bnix", logits.softmax(-1), v)
+        return a.project_out(out.reshape(b, c, h, w))
+
+    def gdfn(t: torch.Tensor) -> torch.Tensor:
+        f = block.ffn
+        gate, value = f.dwconv(f.project_in(t)).chunk(2, 1)
+        return f.project_out(F.gelu(gate) * value)
+
+    with torch.no_grad():
+        mid = x + mdta(ln(x, block.norm1))
+        ref = mid + gdfn(ln(mid, block.norm2))
+        torch.testing.assert_close(block(x), ref, rtol=1e-4, atol=1e-5)
+        # The denoising releases' BiasFree norm scales by the biased std without centring.
+        bias_free = _randomise(LayerNorm(dim, "BiasFree"))
+        var = x.var(1, keepdim=True, unbiased=False)
+        expected = x / torch.sqrt(var + 1e-5) * bias_free.body.weight.view(1, -1, 1, 1)
+        torch.testing.assert_close(bias_free(x), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_restormer_wiring_padding_and_residual() -> None:
+    model = _randomise(_small_restormer())
+    m = model
+    x = torch.rand(1, 3, 13, 18)  # reflect-padded by 3 rows and 6 columns to 16 x 24
+    with torch.no_grad():
+        xp = F.pad(x, (0, 6, 0, 3), mode="reflect")
+        e1 = m.encoder_level1(m.patch_embed(xp))
+        e2 = m.encoder_level2(m.down1_2(e1))
+        e3 = m.encoder_level3(m.down2_3(e2))
+        lat = m.latent(m.down3_4(e3))
+        d3 = m.decoder_level3(m.reduce_chan_level3(torch.cat([m.up4_3(lat), e3], 1)))
+        d2 = m.decoder_level2(m.reduce_chan_level2(torch.cat([m.up3_2(d3), e2], 1)))
+        d1 = m.refinement(m.decoder_level1(torch.cat([m.up2_1(d2), e1], 1)))
+        ref = (m.output(d1) + xp)[..., :13, :18]
+        y, feats = model(x, return_features=True)
+        torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(feats[0], lat)
+        torch.testing.assert_close(feats[1], d1)
+        # Too small to reflect (5 rows into 3): edge replication, not a torch error.
+        assert model(torch.rand(1, 3, 3, 5)).shape == (1, 3, 3, 5)
+
+
+def test_restormer_state_dict_loader_forms_and_errors(tmp_path: Path) -> None:
+    from training.models.restormer import load_checkpoint, load_state_dict_strict
+
+    source = _randomise(_small_restormer())
+    sd = source.state_dict()
+    # A DataParallel checkpoint under "state_dict": every key prefixed with "module.".
+    target = _small_restormer()
+    load_state_dict_strict(target, {"state_dict": {f"module.{k}": v for k, v in sd.items()}})
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in sd.items())
+    reshaped = dict(sd)
+    reshaped["output.weight"] = torch.zeros(3, 16, 1, 1)
+    with pytest.raises(
+        RuntimeError,
+        match=r"shape mismatches \['output.weight: checkpoint \(3, 16, 1, 1\) vs model "
+        r"\(3, 16, 3, 3\)'\]",
+    ):
+        load_state_dict_strict(_small_restormer(), {"params": reshaped}, source="w.pth")
+    with pytest.raises(TypeError, match="unknown Restormer option 'colour'"):
+        Restormer(colour=3)
+    # A file that needs more than tensors to unpickle is refused, not run: a downloaded
+    # checkpoint could name any callable.
+    import datetime
+
+    path = tmp_path / "motion_deblurring.pth"
+    torch.save({"params": sd, "saved": datetime.date(2022, 1, 1)}, path)
+    with pytest.raises(RuntimeError, match="not a PyTorch checkpoint of tensors"):
+        load_checkpoint(path)
+
+
 def test_dmphn_forward_odd_size_random_weights() -> None:
     torch.manual_seed(0)
     model = DMPHN().eval()
@@ -169,6 +281,103 @@ def test_dmphn_levels_see_quarters_and_halves() -> None:
         f3b = model.encoder_lv3(torch.cat([x2[..., :16, :16], x2[..., :16, 16:]], 0))
     assert not torch.equal(f3[0], f3b[0])
     assert torch.equal(f3[1], f3b[1])  # top-right quarter untouched: patches are independent
+
+
+def _res(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return block(x) + x
+
+
+def _encoder_reference(e: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    # The authors' models.py Encoder.forward, written out layer by layer.
+    x = e.layer1(x)
+    x = _res(e.layer3, _res(e.layer2, x))
+    x = e.layer5(x)
+    x = _res(e.layer7, _res(e.layer6, x))
+    x = e.layer9(x)
+    return _res(e.layer11, _res(e.layer10, x))
+
+
+def _decoder_reference(d: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = _res(d.layer14, _res(d.layer13, x))
+    x = d.layer16(x)
+    x = _res(d.layer18, _res(d.layer17, x))
+    x = d.layer20(x)
+    x = _res(d.layer22, _res(d.layer21, x))
+    return d.layer24(x)
+
+
+def _dmphn_reference(model: DMPHN, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' DMPHN_1_2_4 test loop, one patch at a time, on an (H, W) that divides by 8:
+    level 3 on four quarters, level 2 on two halves, level 1 on the whole image."""
+    enc = lambda lv, x: _encoder_reference(getattr(model, f"encoder_lv{lv}"), x)  # noqa: E731
+    dec = lambda lv, x: _decoder_reference(getattr(model, f"decoder_lv{lv}"), x)  # noqa: E731
+    lv1 = image - 0.5
+    H, W = lv1.shape[-2:]
+    lv2_1, lv2_2 = lv1[:, :, : H // 2, :], lv1[:, :, H // 2 :, :]
+    lv3_1, lv3_2 = lv2_1[..., : W // 2], lv2_1[..., W // 2 :]
+    lv3_3, lv3_4 = lv2_2[..., : W // 2], lv2_2[..., W // 2 :]
+    f3_top = torch.cat((enc(3, lv3_1), enc(3, lv3_2)), 3)
+    f3_bot = torch.cat((enc(3, lv3_3), enc(3, lv3_4)), 3)
+    f3 = torch.cat((f3_top, f3_bot), 2)
+    r3_top, r3_bot = dec(3, f3_top), dec(3, f3_bot)
+    f2 = torch.cat((enc(2, lv2_1 + r3_top), enc(2, lv2_2 + r3_bot)), 2) + f3
+    r2 = dec(2, f2)
+    f1 = enc(1, lv1 + r2) + f2
+    return dec(1, f1) + 0.5, f1
+
+
+def test_dmphn_matches_the_authors_hierarchy() -> None:
+    # Random weights cannot show a wrong wiring by their output's quality: the forward pass is
+    # compared with the release's own, patch by patch, so the real weights run the same net.
+    torch.manual_seed(0)
+    model = DMPHN().eval()
+    x = torch.rand(2, 3, 16, 32)
+    with torch.no_grad():
+        y, feats = model(x, return_features=True)
+        ref, ref_feat = _dmphn_reference(model, x)
+    torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(feats[0], ref_feat, rtol=1e-4, atol=1e-5)
+    # Odd sizes: reflect-padded at the bottom/right to a multiple of 8, then cropped; the
+    # two pads differ (3 rows, 6 columns) so swapped axes do not line up by chance.
+    x = torch.rand(1, 3, 21, 26)
+    with torch.no_grad():
+        y = model(x)
+        ref, _ = _dmphn_reference(model, torch.nn.functional.pad(x, (0, 6, 0, 3), mode="reflect"))
+    assert y.shape == x.shape
+    torch.testing.assert_close(y, ref[..., :21, :26], rtol=1e-4, atol=1e-5)
+
+
+def test_dmphn_tiny_frames_and_bad_channels() -> None:
+    torch.manual_seed(0)
+    model = DMPHN().eval()
+    with torch.no_grad():
+        # 3 rows cannot reflect into 5 more: edge replication instead of a torch error.
+        y = model(torch.rand(1, 3, 3, 5))
+    assert y.shape == (1, 3, 3, 5) and torch.isfinite(y).all()
+    with pytest.raises(ValueError, match=r"expected \(B, 3, H, W\), got \(1, 4, 16, 16\)"):
+        model(torch.rand(1, 4, 16, 16))
+
+
+def test_dmphn_loader_loads_frozen_and_refuses_extra_keys(tmp_path: Path) -> None:
+    from training.models.dmphn import _PARTS
+
+    torch.manual_seed(0)
+    model = DMPHN().eval()
+    for part in _PARTS:
+        torch.save(getattr(model, part).state_dict(), tmp_path / f"{part}.pkl")
+    loaded = load_dmphn(tmp_path)
+    assert not loaded.training and not any(p.requires_grad for p in loaded.parameters())
+    x = torch.rand(1, 3, 16, 24)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    # A tensor the network has no place for: another network's file, refused by name.
+    sd = model.encoder_lv2.state_dict()
+    sd["layer4.weight"] = torch.zeros(1)
+    torch.save(sd, tmp_path / "encoder_lv2.pkl")
+    with pytest.raises(
+        RuntimeError, match=r"encoder_lv2.pkl does not match .*unexpected keys \['layer4.weight'\]"
+    ):
+        load_dmphn(tmp_path)
 
 
 def test_registry_and_load_teacher_random_init() -> None:
@@ -219,6 +428,41 @@ def test_fetch_weights_sha_mismatch(tmp_path: Path) -> None:
     assert list(dest.iterdir()) == []  # the bad download was removed, not renamed into place
     with pytest.raises(WeightsError, match="not found"):
         fetch_weights(tmp_path / "missing.pth")
+
+
+def test_fetch_weights_digest_case_cache_refresh_and_failed_download(tmp_path: Path) -> None:
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"first")
+    digest = _sha(src)
+    assert fetch_weights(src, sha256=digest.upper()) == src  # a digest pasted in capitals
+    dest = tmp_path / "cache"
+    # Without a digest nothing says the cached copy is current: downloaded again each time.
+    assert fetch_weights(src.as_uri(), dest_dir=dest).read_bytes() == b"first"
+    src.write_bytes(b"second")
+    assert fetch_weights(src.as_uri(), dest_dir=dest).read_bytes() == b"second"
+    # A damaged cached copy fails its digest and is replaced by a fresh download.
+    (dest / "w.bin").write_bytes(b"truncated")
+    got = fetch_weights(src.as_uri(), sha256=_sha(src), dest_dir=dest)
+    assert got.read_bytes() == b"second"
+    # A failed download is a WeightsError naming the URL, and leaves no partial file.
+    gone = (tmp_path / "gone.pth").as_uri()
+    with pytest.raises(WeightsError, match="cannot download .*gone.pth"):
+        fetch_weights(gone, dest_dir=dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["w.bin"]
+
+
+def test_default_weights_only_when_the_shared_copy_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.teachers import default_weights
+
+    monkeypatch.setenv("SHARPCAM_SHARED", str(tmp_path))
+    assert default_weights("dmphn") is None and default_weights("restormer") is None
+    with pytest.raises(WeightsError, match="'dmphn' needs weights: a folder with encoder_lv"):
+        load_teacher("dmphn")
+    folder = tmp_path / "weights" / "teachers" / "dmphn_1_2_4"
+    folder.mkdir(parents=True)
+    assert default_weights("dmphn") == folder
 
 
 @pytest.mark.shared
