@@ -2254,6 +2254,36 @@ def test_a_start_before_the_cameras_are_listed_waits_for_them(
     assert window.collect_settings().source == "/dev/video0"
 
 
+def test_a_camera_probe_that_fails_or_finds_no_demo_still_offers_the_demo_clip(qtbot):
+    # Whatever the listing gives (or raises), the picker gets the demo clip, last: it plays on
+    # a machine where probing failed.
+    from app.camera_list import CameraProbe
+
+    def fails() -> list[CameraChoice]:
+        raise RuntimeError("no driver")
+
+    cam = CameraChoice(id="/dev/video0", name="Integrated Camera", source="/dev/video0")
+    for lister, want in ((fails, [demo_choice()]), (lambda: [cam], [cam, demo_choice()])):
+        probe = CameraProbe(lister)
+        with qtbot.waitSignal(probe.found, timeout=FRAME_TIMEOUT_MS) as found:
+            probe.start()
+        assert found.args == [want]
+        assert probe.wait(0) == want and probe.join(5.0)
+    calls: list[int] = []
+    probe = CameraProbe(lambda: calls.append(1) or [cam])
+    with qtbot.waitSignal(probe.found, timeout=FRAME_TIMEOUT_MS):
+        probe.start()
+    probe.start()  # once: a second start lists nothing again
+    assert probe.join(5.0) and calls == [1]
+
+
+def test_a_camera_without_a_description_is_named_by_its_place(monkeypatch):
+    from app.camera_list import _qt_cameras
+
+    _fake_qt_cameras(monkeypatch, [("/dev/video0", "HD Webcam"), ("/dev/video2", "")])
+    assert [c.name for c in _qt_cameras()] == ["HD Webcam", "Camera 1"]
+
+
 def test_a_named_source_starts_at_once_and_stays_picked_when_the_cameras_are_listed(
     qtbot, make_window, monkeypatch
 ):
@@ -3080,6 +3110,8 @@ def test_reads_virtual_device_is_only_the_device_sent_to() -> None:
     assert reads_virtual_device("1", "Unity Video Capture", "Unity Video Capture")
     assert not reads_virtual_device("1", "Unity Video Capture", obs)
     assert not reads_virtual_device("0", "HD Webcam", obs)
+    # The OS may report the name in another case than pyvirtualcam's.
+    assert reads_virtual_device("2", "obs virtual camera (virtual camera)", obs)
 
 
 def _sending_to_the_loopback(qtbot, make_window, recorder):  # noqa: ANN001, ANN202
@@ -5163,3 +5195,125 @@ def test_final_stats_line_counts_frames_in_words(make_window) -> None:  # noqa: 
     assert "run avg 2.0 fps (1 frame)" in final_stats_line(window, 1.0)
     window.final_stats = EngineStats(frames_out=3, elapsed_s=1.0)
     assert "(3 frames)" in final_stats_line(window, 1.0)
+
+
+def test_out_of_range_settings_fall_back_or_are_clamped(tmp_path):
+    store = open_store(str(tmp_path / "edited.ini"))
+    for key, value in (
+        ("strength", "1.5"),
+        ("split", "-0.2"),
+        ("view_mode", "grid"),
+        ("scale", "fast"),
+        ("resolution", "big"),
+    ):
+        store.setValue(key, value)
+    loaded = load_settings(store)
+    assert (loaded.strength, loaded.split) == (1.0, 0.0)
+    assert (loaded.view_mode, loaded.scale, loaded.resolution) == ("split", "auto", "1280x720")
+    for key, value in (("strength", "-0.5"), ("split", "1.7"), ("view_mode", "side")):
+        store.setValue(key, value)
+    store.setValue("scale", "1.00")
+    store.setValue("resolution", "1920X1080")
+    loaded = load_settings(store)
+    assert (loaded.strength, loaded.split, loaded.view_mode) == (0.0, 1.0, "side")
+    assert loaded.scale == "1" and loaded.size == (1920, 1080)
+
+
+def test_the_settings_path_in_the_environment_redirects_the_store(tmp_path, monkeypatch):
+    from app.settings import SETTINGS_ENV
+
+    path = str(tmp_path / "portable.ini")
+    monkeypatch.setenv(SETTINGS_ENV, path)
+    assert open_store().fileName() == path
+
+
+def test_the_window_geometry_round_trips_as_bytes(tmp_path):
+    store = open_store(str(tmp_path / "settings.ini"))
+    geometry = bytes(range(256))  # NULs, high bytes: not text
+    assert save_settings(store, AppSettings(geometry=geometry))
+    assert load_settings(open_store(str(tmp_path / "settings.ini"))).geometry == geometry
+
+
+def test_an_unquoted_comma_is_read_from_the_top_level_line_that_counts(tmp_path):
+    # The line QSettings read is the last top-level one; a key of another section is another.
+    path = tmp_path / "edited.ini"
+    path.write_text("[General]\nsource=a, b\n[Other]\nsource=a,b\n", encoding="utf-8")
+    assert load_settings(open_store(str(path))).source == "a, b"
+    path.write_text("[General]\nsource=a, b\nsource=a,  b\n", encoding="utf-8")
+    assert load_settings(open_store(str(path))).source == "a,  b"
+
+
+def test_preview_fits_the_frame_centred_inside_its_margin(qtbot):
+    from PySide6.QtCore import QRectF
+
+    w = _shown_preview(qtbot, 660, 380)
+    frame = frame_to_qimage(np.full((120, 160, 3), 128, np.uint8))  # 4:3 in a wider widget
+    w.set_frames(frame, frame)
+    r = w.image_rect()
+    # 12 px of margin; full height (356), 4:3 wide, centred left-right: pillarboxed.
+    fw = 356 * 4 / 3
+    assert (r.left(), r.top(), r.width(), r.height()) == pytest.approx(
+        (12 + (636 - fw) / 2, 12, fw, 356)
+    )
+    w.set_mode("side")
+    before, after = w.side_rects()
+    # Two cells of (636 - 12) / 2 = 312 px with 12 between them; 4:3 at full cell width.
+    assert (before.left(), before.top(), before.width(), before.height()) == pytest.approx(
+        (12, 12 + (356 - 234) / 2, 312, 234)
+    )
+    assert (after.left(), after.width()) == pytest.approx((12 + 312 + 12, 312))
+    w.set_frames(QImage(), QImage())  # an empty image has no aspect ratio to keep
+    assert w.image_rect() == QRectF(w.rect()).adjusted(12, 12, -12, -12)
+
+
+def test_preview_refuses_an_unknown_view_mode(qtbot):
+    w = _shown_preview(qtbot, 660, 380)
+    with pytest.raises(ValueError, match="view mode"):
+        w.set_mode("grid")
+    assert w.mode == "split"
+
+
+def test_preview_divider_moves_only_in_split_mode_and_its_cursor_shows_near_it(qtbot):
+    w = _shown_preview(qtbot, 660, 380)
+    img = frame_to_qimage(np.full((90, 160, 3), 128, np.uint8))
+    w.set_frames(img, img)
+    r = w.image_rect()
+    y = int(r.center().y())
+    divider = r.left() + 0.5 * r.width()
+    qtbot.mouseMove(w, QPoint(int(divider + 10), y))
+    assert w.cursor().shape() == Qt.CursorShape.SplitHCursor
+    qtbot.mouseMove(w, QPoint(int(divider + 100), y))
+    assert w.cursor().shape() != Qt.CursorShape.SplitHCursor
+    moved: list[float] = []
+    w.split_changed.connect(moved.append)
+    for mode in ("side", "after"):
+        w.set_mode(mode)
+        qtbot.mouseClick(w, Qt.MouseButton.LeftButton, pos=QPoint(int(r.left() + 20), y))
+    assert moved == [] and w.split == 0.5
+
+
+def test_preview_arrow_keys_stop_at_whole_steps(qtbot):
+    w = _shown_preview(qtbot, 660, 380)
+    for key, want in ((Qt.Key.Key_Left, 0.45), (Qt.Key.Key_Right, 0.5)):
+        w.set_split(0.48)  # dragged between two steps
+        qtbot.keyClick(w, key)
+        assert w.split == pytest.approx(want)
+
+
+def test_preview_focus_ring_survives_the_window_losing_and_regaining_activation(qtbot):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QFocusEvent
+
+    w = _shown_preview(qtbot, 660, 380)
+
+    def focus(kind: QEvent.Type, reason: Qt.FocusReason) -> None:
+        QApplication.sendEvent(w, QFocusEvent(kind, reason))
+
+    focus(QEvent.Type.FocusIn, Qt.FocusReason.TabFocusReason)
+    assert w._focus_visible  # Tab brought it: the ring shows
+    # Another window was active a moment: the keyboard focus comes back as it was.
+    focus(QEvent.Type.FocusOut, Qt.FocusReason.ActiveWindowFocusReason)
+    focus(QEvent.Type.FocusIn, Qt.FocusReason.ActiveWindowFocusReason)
+    assert w._focus_visible
+    focus(QEvent.Type.FocusIn, Qt.FocusReason.OtherFocusReason)  # the program gave it
+    assert not w._focus_visible

@@ -281,3 +281,192 @@ def test_an_auto_row_says_which_scales_its_times_mix(monkeypatch: pytest.MonkeyP
     (note,) = [n for n in report.notes if n.startswith(row.backend)]
     assert "at 64x48: scale 1x for " in note
     assert "0.875x for" in note or "0.75x for" in note, note
+
+
+def test_machine_info_names_the_cpu_model_not_the_field() -> None:
+    cpu = str(bench.machine_info()["cpu"])
+    assert cpu == cpu.strip() and not cpu.lower().startswith("model name")
+    assert not cpu.startswith(":")
+
+
+def test_an_avi_bench_clip_is_mjpg(tmp_path: Path) -> None:
+    # Sizes past MPEG-4's limit go to .avi for MJPG: an .avi of mp4v would fail at 8K again.
+    cap = cv2.VideoCapture(str(bench.make_bench_clip(tmp_path / "c.avi", (64, 48), 2)))
+    try:
+        code = int(cap.get(cv2.CAP_PROP_FOURCC))
+    finally:
+        cap.release()
+    assert "".join(chr((code >> 8 * i) & 0xFF) for i in range(4)) == "MJPG"
+
+
+def test_percentile_and_round_as_the_report_shows_them() -> None:
+    values = [float(v) for v in range(100, 0, -1)]
+    assert bench.percentile(values, 50) == pytest.approx(50.5)
+    assert bench.percentile(values, 95) == pytest.approx(95.05)
+    assert np.isnan(bench.percentile([], 95))  # no frames: not measurable, no exception
+    # JSON has no nan or inf: not measurable is None; tiny times keep their digits.
+    assert bench._round(float("nan")) is None and bench._round(float("inf")) is None
+    assert bench._round(0.000123456) == 0.0001235
+    assert bench._round(12345.678) == 12350.0
+
+
+def test_format_table_shows_small_numbers_and_only_known_providers() -> None:
+    row = bench.BenchResult("passthrough", "64x48", 0.0123, 81300.0, 950.0, 0.01168, 1.5, None)
+    report = bench.BenchReport(
+        machine={
+            "cpu": "X",
+            "usable_cores": 2,
+            "os": "L",
+            "backends": {"passthrough": "", "onnx": "CPU"},
+        },
+        results=[row],
+    )
+    lines = bench.format_table(report).splitlines()
+    assert lines[1] == "runs on: onnx = CPU"
+    cells = lines[-2].split()
+    assert cells == ["passthrough", "64x48", "0.012", "81300.0", "950.0", "0.012", "1.5", "-"]
+
+
+class _FrameSource:
+    size, fps, frame_count = (8, 8), 30.0, None
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def read(self) -> object:
+        self.reads += 1
+        return object()
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "frames"
+
+
+def test_demand_source_counts_the_gate_wait_as_waiting_not_capture() -> None:
+    # The engine's capture time is the decode: the wait for the gate must not be counted in it.
+    gate = bench.DemandGate()
+    src = bench.DemandSource(_FrameSource(), gate)
+    assert src.read() is not None  # the first frame is wanted at once
+    gate.open(time.perf_counter() + 0.05)
+    assert src.read() is not None
+    assert src.last_wait_s >= 0.04
+    assert src.frames_read == 2
+
+
+def test_an_interrupted_demand_source_returns_no_frame_and_never_blocks() -> None:
+    gate = bench.DemandGate()
+    inner = _FrameSource()
+    src = bench.DemandSource(inner, gate)
+    src.interrupt()
+    results: list[object] = []
+    reader = threading.Thread(
+        target=lambda: results.extend(src.read() for _ in range(3)), daemon=True
+    )
+    reader.start()
+    reader.join(5.0)
+    assert not reader.is_alive(), "read() blocked after interrupt()"
+    assert results == [None, None, None] and inner.reads == 0
+
+
+def test_bench_backend_times_at_least_the_frames_asked_and_reports_their_percentiles(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The measures stubbed: what bench_backend asks of them and what it makes of their numbers.
+    model_calls: list[tuple[int, int]] = []
+    pipe_calls: list[tuple[int, int]] = []
+    latencies = iter([float(v) for v in range(1, 101)])
+
+    def measure_model(backend, size, frames, warmup=3):  # noqa: ANN001, ANN202
+        model_calls.append((frames, warmup))
+        return 10.0, [10.0] * frames
+
+    def measure_pipeline(backend, clip, frames, warmup=2, **kw):  # noqa: ANN001, ANN202
+        pipe_calls.append((frames, warmup))
+        lat = [next(latencies) for _ in range(50)]
+        return bench.PipelineMeasure([20.0] * (frames - 1), lat, frames + warmup, [])
+
+    monkeypatch.setattr(bench, "measure_model", measure_model)
+    monkeypatch.setattr(bench, "measure_pipeline", measure_pipeline)
+    row = bench.bench_backend(_SlowBackend(0.0), (64, 48), "clip.mp4", 5, warmup=4, rounds=2)
+    # 5 frames in 2 rounds: 3 a round (not 2: 4 < 5), the warm-up in the first round only
+    assert model_calls == [(3, 4), (3, 1)]
+    assert pipe_calls == [(4, 4), (4, 4)]
+    assert (row.backend, row.size, row.model_ms, row.model_fps) == ("slow", "64x48", 10.0, 100.0)
+    assert (row.pipeline_fps, row.overhead_ratio) == (50.0, 0.5)
+    assert (row.latency_ms_p50, row.latency_ms_p95) == (50.5, 95.05)
+
+
+def test_bench_backend_says_which_row_the_pipeline_failed_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bench, "measure_model", lambda *a, **kw: (1.0, [1.0, 1.0]))
+    monkeypatch.setattr(
+        bench,
+        "measure_pipeline",
+        lambda *a, **kw: bench.PipelineMeasure([1.0], [1.0], 3, [RuntimeError("sink full")]),
+    )
+    with pytest.raises(RuntimeError, match="slow at 64x48: sink full"):
+        bench.bench_backend(_SlowBackend(0.0), (64, 48), "clip.mp4", 2, rounds=1)
+
+
+def test_the_pipeline_measure_leaves_the_warm_up_frames_untimed(tmp_path: Path) -> None:
+    # Frames before `warmup` (graph compilation, first allocations) are slow: not in the numbers.
+    clip = bench.make_bench_clip(tmp_path / "c.mp4", (64, 48), 8)
+
+    class SlowStart(_SlowBackend):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            self.ms = 300.0 if self.calls < 2 else 5.0
+            return super().process(rgb)
+
+    m = bench.measure_pipeline(SlowStart(0.0), clip, frames=5, warmup=2)
+    assert not m.errors and len(m.latencies_ms) == 5
+    assert max(m.latencies_ms) < 200.0, m.latencies_ms
+
+
+def test_just_in_time_decodes_early_enough_for_the_decode_to_end_with_the_model_call() -> None:
+    gate = bench.DemandGate()
+    gated = bench.GatedBackend(_SlowBackend(20.0), gate, schedule="jit")
+    image = np.zeros((8, 8, 3), np.uint8)
+    gated.process(image)  # no estimate yet: the next frame is wanted at once
+    assert gate.not_before == 0.0
+    # A decode as long as 200 ms: the lead (250 ms) is far above what a busy machine's
+    # scheduling adds between t0 and the call's start, so the bound below can be loose.
+    gate.read_s = 0.200
+    est = gated._model_s
+    assert est is not None and est >= 0.019
+    t0 = time.perf_counter()
+    gated.process(image)
+    # Opened at the call's start for a decode of read_s (plus a 25 % margin) before its end.
+    lead = 0.200 * 1.25 + 0.0005
+    assert t0 + est - lead - 0.001 <= gate.not_before < t0 + est - lead + 0.1
+
+
+def test_an_auto_rows_note_counts_the_calls_at_each_scale() -> None:
+    class Scaled(_SlowBackend):
+        scale = 1.0
+
+    inner = Scaled(0.0)
+    tally = bench._ScaleTally(inner)
+    assert tally.describe() == "no calls"
+    image = np.zeros((8, 8, 3), np.uint8)
+    for scale, calls in ((0.5, 2), (1.0, 3), (0.75, 1)):
+        inner.scale = scale
+        for _ in range(calls):
+            tally.process(image)
+    assert inner.calls == 6 and tally.name == "slow"
+    assert tally.describe() == "scale 1x for 3, 0.75x for 1, 0.5x for 2 calls (last 0.75x)"
+
+
+def test_run_bench_times_passthrough_once_whatever_the_scales() -> None:
+    report = bench.run_bench(
+        ["passthrough"], sizes=[(64, 48)], frames=2, rounds=1, scales=["1", "0.5"]
+    )
+    assert [r.backend for r in report.results] == ["passthrough"]
+
+
+def test_run_bench_at_a_side_past_mpeg4s_limit() -> None:
+    # MPEG-4 takes sides up to 8191: a wider row gets an MJPG clip instead of failing.
+    report = bench.run_bench(["passthrough"], sizes=[(8200, 16)], frames=2, rounds=1)
+    assert [(r.backend, r.size) for r in report.results] == [("passthrough", "8200x16")]

@@ -17,7 +17,7 @@ import pytest
 import pyvirtualcam
 from videos import read_video  # noqa: E402
 
-from engine.frames import Frame, fit_to, resize_to
+from engine.frames import Frame, even_size, fit_to, resize_to
 from engine.sinks import (
     CallbackSink,
     ImageSink,
@@ -192,6 +192,36 @@ def test_fit_to_treats_a_one_pixel_bar_as_rounding():
     # On a tiny frame two pixels are another aspect ratio, not rounding: 4x3 into 4x2 is boxed.
     small = fit_to(picture((4, 3)), (4, 2))
     assert (small[:, -1] == 0).all() and (small[:, :3].max(axis=2) > 0).all()
+
+
+def test_fit_to_keeps_bars_of_a_few_percent():
+    """Only a bar of up to 1 % is rounding: 4 rows of 100 are another aspect ratio, boxed."""
+    wide, tall = picture((100, 96)), picture((96, 100))
+    assert_boxed(fit_to(wide, (100, 100)), wide, (0, 2, 100, 96))
+    assert_boxed(fit_to(tall, (100, 100)), tall, (2, 0, 96, 100))
+
+
+def test_fit_to_rounds_the_scaled_side_to_the_nearest_pixel():
+    # 3:2 at the full 100-pixel width is 66.7 rows high: 67 rows of picture, not 66.
+    img = picture((3, 2))
+    assert_boxed(fit_to(img, (100, 100)), img, (0, 16, 100, 67))
+
+
+def test_resize_to_resizes_when_only_one_side_differs():
+    img = picture((64, 48))
+    assert resize_to(img, (64, 48)) is img
+    for w, h in ((64, 36), (32, 48)):
+        out = resize_to(img, (w, h))
+        assert out.shape == (h, w, 3)
+        np.testing.assert_array_equal(out, cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
+
+
+def test_even_size_rounds_down_to_even_sides_of_at_least_two():
+    # 4:2:0 encoders need even sides; a 1-pixel side is not one.
+    assert even_size((641, 361)) == (640, 360)
+    assert even_size((640, 360)) == (640, 360)
+    assert even_size((1, 1)) == (2, 2)
+    assert even_size((3, 1)) == (2, 2)
 
 
 def test_video_sink_letterboxes_frames_of_another_aspect(tmp_path):

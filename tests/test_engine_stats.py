@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from engine.stats import StatsRecorder, _Rate
+from engine.stats import EngineStats, StatsRecorder, _Rate
 
 FPS = 30.0
 
@@ -106,3 +106,56 @@ def test_snapshot_latency_percentiles_cover_only_the_recent_frames() -> None:
     assert rec.latencies() == [10.0, 20.0, 30.0, 40.0]
     assert snap.latency_ms_p50 == pytest.approx(25.0)
     assert snap.latency_ms_p95 == pytest.approx(38.5)
+
+
+def test_rate_of_events_with_one_timestamp_is_zero() -> None:
+    # Two frames stamped alike measure no interval: 0, not a division by zero.
+    r = _Rate(2.0)
+    r.times.extend([5.0, 5.0])
+    assert r.rate(5.0) == 0.0
+    assert r.rate(5.5) == 0.0
+
+
+def test_snapshot_reports_each_rate_and_stage_time_from_its_own_records() -> None:
+    # Input at 30 fps, output at 15 (a slow model drops every other frame): each number is its
+    # own stage's, and stage times are medians, a stray 100 ms (GC pause) does not move them.
+    rec = StatsRecorder(window_s=2.0)
+    now = time.perf_counter()
+    for i in range(31):
+        t = now - 1.0 + i / FPS
+        rec.frame_in(t, 100.0 if i == 5 else 3.0)
+        if i % 2 == 0:
+            rec.inferred(100.0 if i == 6 else 5.0)
+            rec.frame_out(t, 100.0 if i == 8 else 7.0, 20.0, (64, 48))
+    snap = rec.snapshot()
+    assert snap.fps_in == pytest.approx(FPS, rel=0.1)
+    assert snap.fps_out == pytest.approx(FPS / 2, rel=0.1)
+    assert (snap.capture_ms, snap.infer_ms, snap.output_ms) == (3.0, 5.0, 7.0)
+    assert (snap.frames_in, snap.frames_out) == (31, 16)
+
+
+def test_summary_shows_what_happened_and_only_that() -> None:
+    quiet = EngineStats(fps_out=0.0, backend="onnx", provider="CPU").summary()
+    assert "latency" not in quiet and "reconnects" not in quiet and "[off]" not in quiet
+    assert "!" not in quiet and quiet.endswith("onnx (CPU)")
+    busy = EngineStats(
+        fps_out=29.94,
+        frames_out=10,
+        latency_ms_p50=41.2,
+        latency_ms_p95=55.4,
+        infer_ms=12.34,
+        dropped=3,
+        reconnects=2,
+        backend="passthrough",
+        enabled=False,
+        warning="model failed",
+    ).summary()
+    assert busy.split(" · ") == [
+        " 29.9 fps",
+        "latency 41 ms (p95 55)",
+        "model 12.3 ms",
+        "3 dropped",
+        "2 reconnects",
+        "passthrough [off]",
+        "! model failed",
+    ]
