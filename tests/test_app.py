@@ -393,6 +393,39 @@ def test_the_virtual_camera_says_turning_off_until_a_stalled_device_has_closed(
     assert not window.bridge.virtual_camera_closing
 
 
+def test_a_turn_on_that_fails_while_the_old_device_still_closes_says_so_with_the_steps(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The old device may simply still be held: the setup steps alone sent the person to
+    # install a driver they have.
+    import app.engine_bridge as engine_bridge
+
+    window = _sending(qtbot, make_window, recorder)
+    entered, release = threading.Event(), threading.Event()
+    send = Recorder.send
+
+    def hung(self, frame) -> None:  # noqa: ANN001
+        entered.set()
+        release.wait(10)
+        send(self, frame)
+
+    monkeypatch.setattr(Recorder, "send", hung)
+    monkeypatch.setattr(engine_bridge, "OPEN_WAIT_S", 0.2)  # the wait for the old close
+    guidance: list[str] = []
+    window.bridge.virtual_camera_missing.connect(guidance.append)
+    assert entered.wait(5)
+    try:
+        window.virtual_switch.setChecked(False)
+        assert window.bridge.virtual_camera_closing
+        recorder.fail_next = 1
+        window.virtual_switch.setChecked(True)
+        qtbot.waitUntil(lambda: bool(guidance), timeout=5000)
+    finally:
+        release.set()
+    assert guidance[0].startswith(virtual_camera_guidance()) and "has not closed yet" in guidance[0]
+    qtbot.waitUntil(lambda: not window.bridge.virtual_camera_closing, timeout=5000)
+
+
 def test_a_virtual_camera_turned_off_and_on_again_opens_once_the_old_device_has_closed(
     qtbot, make_window, recorder, monkeypatch
 ):
@@ -491,6 +524,27 @@ def test_a_virtual_camera_open_that_fails_unexpectedly_is_logged_not_a_missing_d
     virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     assert not window.banner.isVisible()
+
+
+def test_a_virtual_camera_the_os_refuses_shows_the_setup_steps_not_a_fault(
+    qtbot, make_window, recorder
+):
+    # An OSError (a device busy, permission denied) is the OS refusing the device, not a
+    # fault in SharpCam: the setup steps, with the reason, rather than "report it".
+    def open_sink(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise PermissionError(13, "Permission denied", "/dev/video10")
+
+    window = make_window(backend="passthrough", api=_engine_api(open_sink=open_sink))
+    messages: list = []
+    guidance: list[str] = []
+    window.bridge.message.connect(messages.append)
+    window.bridge.virtual_camera_missing.connect(guidance.append)
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    assert not any("unexpected error" in m.text for m in messages), messages
+    assert len(guidance) == 1 and "Details: [Errno 13] Permission denied" in guidance[0]
+    assert window.virtual_dialog is not None and window.virtual_dialog.isVisible()
+    assert not window.bridge.virtual_camera_wanted
 
 
 def test_a_virtual_camera_that_fails_to_open_twice_then_opens_leaves_no_message(
@@ -1030,10 +1084,13 @@ def test_a_stream_that_ends_on_its_own_says_so_and_the_virtual_camera_waits_for_
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
     messages: list = []
     window.bridge.message.connect(messages.append)
-    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS):
+    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS) as ended:
         cameras[-1].die.set()
     # Not even for a moment before the end was handled.
     assert messages and not any("reconnect" in m.advice.lower() for m in messages), messages
+    # Said once, as the error came; the end that follows it does not say it again.
+    said = [m for m in messages if "stopped delivering frames" in m.text]
+    assert said == [ended.args[0]] and said[0] is ended.args[0], messages
     assert window.live_state == "stopped"
     assert window.bridge.engine is None
     assert window.banner.isVisible() and window.banner.kind == "camera"
@@ -1524,6 +1581,12 @@ def test_a_failed_output_is_reported_whole_not_as_fragments(
     qtbot.wait(400)  # a few more stats polls: nothing may replace it with a fragment
     assert window.banner.kind == "virtual_camera"
     assert "v4l2loopback device gone" in window.banner.text.text()
+    # One message for both parts, so taken down once when the engine stops.
+    said = window.banner.message
+    cleared: list[UserMessage] = []
+    window.bridge.message_cleared.connect(cleared.append)
+    window.bridge.stop()
+    assert [m for m in cleared if m is said] == [said], cleared
 
 
 def test_a_lost_virtual_camera_turned_on_again_clears_its_banner_and_a_new_loss_shows(
@@ -2599,6 +2662,64 @@ def test_the_window_stays_responsive_while_a_camera_opens(qtbot, make_window):
     wait_frames(qtbot, window, 2)
 
 
+def test_a_preview_is_announced_once_until_the_window_takes_it(qtbot, make_bridge):
+    # A slow paint must drop frames, not pile up one queued signal per frame.
+    bridge = make_bridge(_engine_api())
+    announced: list[None] = []
+    bridge.preview_ready.connect(lambda: announced.append(None))
+    assert _start_demo(bridge, wait=True) is True
+    start = bridge.previews_received
+    qtbot.waitUntil(lambda: bridge.previews_received >= start + 4, timeout=FRAME_TIMEOUT_MS)
+    qtbot.wait(50)  # the queued signals, had more been sent
+    assert len(announced) == 1
+    assert bridge.take_preview() is not None and bridge.take_preview() is None
+    qtbot.waitUntil(lambda: len(announced) == 2, timeout=FRAME_TIMEOUT_MS)  # re-armed
+
+
+def test_the_demo_clip_standing_in_for_a_camera_loops_like_one(qtbot, make_bridge):
+    import engine
+
+    opened: list[tuple[str, dict[str, Any]]] = []
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        opened.append((source, kwargs))
+        if source == "0":
+            raise RuntimeError("camera 0 cannot be opened")
+        return engine.open_source(source, **kwargs)
+
+    bridge = make_bridge(_engine_api(open_source=open_source))
+    demo = str(DEMO_CLIP)
+    assert bridge.start("0", backend="unsharp", fallback_source=demo, wait=True) is True
+    assert bridge.using_fallback
+    assert [(s, k.get("loop")) for s, k in opened] == [("0", None), (demo, True)]
+
+
+def test_the_engine_starts_with_the_strength_and_switch_set_while_its_camera_opened(
+    qtbot, make_bridge
+):
+    # The slider or the switch moved while the camera opened: the engine starts with that.
+    api = _SlowApi(open_delay=0.3)
+    bridge = make_bridge(api)
+    with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as done:
+        assert _start_demo(bridge, strength=1.0, enabled=True) is None
+        bridge.set_strength(0.25)
+        bridge.set_enabled(False)
+    assert done.args == [True]
+    assert bridge.engine.strength == pytest.approx(0.25) and bridge.engine.enabled is False
+
+
+def test_a_start_superseded_while_it_waits_for_the_camera_opens_nothing(qtbot, make_bridge):
+    # Three quick picks: the second, waiting for the first's camera, is stale before its turn
+    # comes; opening its camera then (seconds, with some drivers) only delays the third.
+    api = _SlowApi(open_delay=0.3)
+    bridge = make_bridge(api)
+    with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as done:
+        for _ in range(3):
+            _start_demo(bridge)
+    assert done.args == [True]
+    assert len(api.sources) == 2 and bridge.engine.source.source is api.sources[-1]
+
+
 @pytest.mark.parametrize("when", ["while_opening", "opened_but_not_delivered"])
 def test_a_newer_start_supersedes_one_still_opening(qtbot, make_bridge, when):
     api = _SlowApi(backend_delay=0.4)
@@ -2695,6 +2816,7 @@ def test_no_video_advice_offers_the_demo_clip_only_where_it_did_not_fail() -> No
     for req in (request("0", demo), request(demo, demo)):
         assert req.src is None and req.messages
         assert all("demo clip" not in m.advice for m in req.messages), req.messages
+    assert len(request(demo, demo).messages) == 1  # the demo clip is not tried twice
     # No demo clip tried: it is still worth offering.
     (msg,) = request("0", None).messages
     assert "pick the demo clip" in msg.advice
@@ -3210,6 +3332,8 @@ def test_the_virtual_camera_does_not_send_to_the_camera_being_read(
     msg = window.banner.message
     assert window.banner.isVisible() and msg.kind == "virtual_camera", msg
     assert msg.text.startswith("Not sent to video calls") and device in msg.text
+    # The camera as the picker names it, not its path or index.
+    assert f"reads its video from {camera.name}, the virtual camera ({device})" in msg.text
     assert "loop" in msg.advice and "Pick your real camera" in msg.advice
     assert window.virtual_dialog is None  # nothing is wrong with the device: no setup steps
     qtbot.waitUntil(recorder.closed.is_set, timeout=5000)  # opened, and closed unused
@@ -4028,6 +4152,41 @@ def test_a_model_loaded_for_a_stream_stopped_or_restarted_meanwhile_is_closed_no
     assert {"be0", "be1"} <= set(api.closed)
 
 
+def test_the_model_keeps_up_with_the_rate_the_source_delivers_not_the_one_asked(qtbot, make_bridge):
+    # `auto` scales the model down when it cannot keep up: with the clip's 30 fps, not the
+    # 7 fps asked for (a camera asked for 60 may give 30), at the start and at a size change.
+    import engine
+
+    loads: list[dict[str, Any]] = []
+
+    def create_backend(name, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        loads.append(kwargs)
+        return engine.create_backend("unsharp", scale=kwargs.get("scale", "auto"))
+
+    bridge = make_bridge(_engine_api(create_backend=create_backend))
+    assert _start_demo(bridge, fps=7.0, wait=True) is True
+    assert bridge.set_scale("0.5") is True
+    qtbot.waitUntil(lambda: not bridge.changing_scale, timeout=FRAME_TIMEOUT_MS)
+    assert [(k["scale"], k["target_fps"]) for k in loads] == [("auto", 30.0), ("0.5", 30.0)]
+
+
+def test_a_model_loaded_just_before_a_restart_is_closed_not_installed(qtbot, make_bridge):
+    # The load ended, and its result was queued for the GUI thread, before the restart: the
+    # GUI thread gets it only once the new engine runs, which must not take it.
+    api = _ScaleApi()
+    bridge = make_bridge(api)
+    assert _start_demo(bridge, wait=True) is True
+    assert bridge.set_scale("0.5") is True
+    swap = bridge._swapping
+    assert swap is not None and swap.loaded.wait(5)
+    time.sleep(0.3)  # its result is queued: no event loop has run since
+    assert _start_demo(bridge, wait=True) is True
+    assert bridge.engine is api.engines[1] and bridge.engine.backend.tag == "be2"
+    qtbot.waitUntil(lambda: "be1" in api.closed, timeout=5000)
+    assert all(e.backend.tag != "be1" for e in api.engines), "installed in a newer stream"
+    assert bridge.scale == "auto" and not bridge.changing_scale
+
+
 def test_the_last_of_quick_processing_size_changes_wins_and_the_others_are_closed(
     qtbot, make_window
 ):
@@ -4815,6 +4974,14 @@ def test_frame_to_qimage_copies_the_buffer():
     assert img.pixelColor(0, 0).red() == 7
     with pytest.raises(ValueError, match=r"expected \(H, W, 3\) uint8"):
         frame_to_qimage(np.zeros((4, 5, 4), np.uint8))
+    # Every pixel where it was, in RGB order: a row of 5 pixels is 15 bytes, not a multiple
+    # of 4 (QImage's default row alignment), and a mirrored view is not contiguous.
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (3, 5, 3), np.uint8)
+    for image in (frame, frame[:, ::-1]):
+        got = frame_to_qimage(image)
+        assert (got.width(), got.height()) == (5, 3)
+        assert np.array_equal(qimage_to_array(got), image)
 
 
 def test_describe_error_and_labels():
@@ -4823,6 +4990,7 @@ def test_describe_error_and_labels():
     assert describe_error(ModelError("weights/student.onnx not found")).kind == "model"
     assert describe_error(RuntimeError("CUDAExecutionProvider failed to start")).kind == "gpu"
     assert describe_error(RuntimeError("camera lost, reconnecting")).kind == "camera"
+    assert describe_error(RuntimeError("capture read timed out")).kind == "camera"
     # A model that failed mid-stream did load, and on any device the video goes unsharpened.
     for failed in (
         "backend onnx failed (ONNXRuntimeError: bad alloc); passing frames through",
@@ -4982,6 +5150,76 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
     assert "--backend auto" not in advice  # that is what failed
 
 
+def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
+    from engine.backends import ModelError
+
+    def advice(exc: BaseException, backend: str | None = "auto", model: str | None = None) -> str:
+        return describe_error(exc, context="model", backend=backend, model=model).advice
+
+    # Each runtime's package is named once, however many of `auto`'s lines lack it.
+    torch_missing = "backend 'torch' needs 'torch': pip install torch (No module named 'torch')"
+    both = RuntimeError(
+        f"no backend could start:\n  torch (gpu): {torch_missing}\n  torch (cpu): {torch_missing}"
+    )
+    assert advice(both).count("pip install torch") == 1
+    # A --model file with a runtime missing: installing it is the fix, not `--backend auto`
+    # (which would still load the same file).
+    said = advice(RuntimeError(torch_missing), backend="torch", model="/home/me/m.ts")
+    assert "Install what it needs: pip install torch" in said and "--backend auto" not in said
+    # One runtime missing, another failing on its own: installing the first is not the answer.
+    mixed = RuntimeError(
+        "no backend could start:\n  openvino (cpu): openvino runtime is not installed\n"
+        "  onnx (cpu): cannot run weights/student_fast.onnx: out of memory"
+    )
+    said = advice(mixed)
+    assert "Install what it needs" not in said and "Fix what the lines above say" in said
+    # A DirectML failure is the GPU's, whichever backend was named.
+    said = advice(RuntimeError("DirectML device removed (0x887A0005)"), backend="onnx")
+    assert "GPU driver" in said and "--backend auto" not in said
+    # A --model file is blamed only for a ModelError: an out-of-memory is the runtime's.
+    said = advice(RuntimeError("out of memory"), backend="onnx", model="/home/me/m.onnx")
+    assert "--model (/home/me/m.onnx)" not in said and "--backend auto" in said
+    # `auto` failing is not cured by starting with `--backend auto`.
+    for backend in ("auto", None):
+        said = advice(RuntimeError("something odd"), backend=backend)
+        assert "--backend auto" not in said and "reinstall SharpCam" in said
+    # No weights at all: reinstall them, or name a model; no file of them to name.
+    none = ModelError(
+        "no model given and none in /opt/sharpcam/weights (expected student_fast.onnx or "
+        "student.onnx): pass --model PATH"
+    )
+    said = advice(none)
+    assert "in that folder" in said and "--model FILE" in said
+
+
+def test_only_the_model_failure_the_engine_passes_frames_through_after_is_left_to_its_warning():
+    # Other errors of a stream passing frames through (a camera lost) are still said.
+    from app.engine_bridge import _passing_through_after
+
+    warning = "backend onnx failed (bad alloc); passing frames through"
+    eng = types.SimpleNamespace(stats=lambda: EngineStats(warning=warning))
+    assert _passing_through_after(eng, RuntimeError("bad alloc"))
+    assert not _passing_through_after(eng, RuntimeError("camera unplugged"))
+
+
+def test_the_messages_name_the_size_the_device_and_the_end_as_they_are():
+    from app.engine_bridge import ended_message, feedback_loop_message, scale_failed_message
+
+    error = RuntimeError("the model would not load")
+    assert "changed to full size:" in scale_failed_message(1.0, error).text
+    assert "changed to full size:" in scale_failed_message("1", error).text
+    assert "changed to 50 % size:" in scale_failed_message(0.5, error).text
+    assert "changed to auto:" in scale_failed_message("auto", error).text
+    assert "changed to auto:" in scale_failed_message(" Auto ", error).text
+    loop = feedback_loop_message("OBS Virtual Camera", "/dev/video10")
+    assert "reads its video from OBS Virtual Camera, the virtual camera (/dev/video10)" in (
+        loop.text
+    )
+    # A source that sent no more frames is the camera's (or file's) end, as a lost camera is.
+    ended = ended_message(None)
+    assert ended.kind == "camera" and "does not retry" in ended.advice
+
+
 def test_a_model_file_given_that_cannot_load_is_what_the_advice_names(qtbot, make_bridge, tmp_path):
     # `--model corrupt.onnx`: the person's own file is what to replace, not SharpCam's weights.
     corrupt = tmp_path / "corrupt.onnx"
@@ -5084,6 +5322,30 @@ def test_a_tensorrt_cache_warning_is_not_given_the_advice_for_a_missing_manifest
     assert _start_demo(bridge, wait=True) is True
     assert [m.kind for m in shown] == ["warning"]
     assert "manifest" not in shown[0].advice and "verify" not in shown[0].advice
+
+
+def test_a_load_warning_the_start_said_is_not_said_again_by_a_processing_size_change(
+    qtbot, make_bridge
+):
+    # A model without a manifest warns at every load: the start said so, and a size change
+    # (the same file, loaded again) put the same banner up a second time.
+    import engine
+    from engine.backends import warn_user
+
+    def create_backend(name, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        warn_user("model /home/me/m.onnx has no manifest.json beside it; it is not verified")
+        return engine.create_backend("unsharp", scale=kwargs.get("scale", "auto"))
+
+    bridge = make_bridge(_engine_api(create_backend=create_backend))
+    shown: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    assert _start_demo(bridge, wait=True) is True
+    assert [m.kind for m in shown] == ["warning"]
+    assert "could not verify" in shown[0].advice and "manifest.json" in shown[0].advice
+    assert bridge.set_scale("0.5") is True
+    qtbot.waitUntil(lambda: not bridge.changing_scale, timeout=FRAME_TIMEOUT_MS)
+    assert bridge.scale == "0.5"
+    assert [m.kind for m in shown] == ["warning"], shown
 
 
 def _run_app_remembering_unsharp(tmp_path: Path, **kwargs: Any) -> int:
