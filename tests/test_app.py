@@ -323,19 +323,26 @@ def _sending(qtbot, make_window, recorder):  # noqa: ANN001, ANN202
     return window
 
 
-def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
-    qtbot, make_window, recorder, monkeypatch
-):
-    window = _sending(qtbot, make_window, recorder)
+def _stall_sends(monkeypatch) -> tuple[threading.Event, threading.Event]:  # noqa: ANN001
+    """Make the recording virtual camera's ``send`` hang, as a device that stopped answering
+    does: ``entered`` is set once a send is stuck, ``release`` lets it (and later ones) go."""
     entered, release = threading.Event(), threading.Event()
     send = Recorder.send
 
-    def hung(self, frame) -> None:  # noqa: ANN001 - a device that stopped answering
+    def hung(self, frame) -> None:  # noqa: ANN001
         entered.set()
         release.wait(10)
         send(self, frame)
 
     monkeypatch.setattr(Recorder, "send", hung)
+    return entered, release
+
+
+def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
+    qtbot, make_window, recorder, monkeypatch
+):
+    window = _sending(qtbot, make_window, recorder)
+    entered, release = _stall_sends(monkeypatch)
     assert entered.wait(5)
     try:
         t0 = time.perf_counter()
@@ -365,15 +372,7 @@ def test_the_virtual_camera_says_turning_off_until_a_stalled_device_has_closed(
     # "Off" under the switch while the device was still open (its driver stuck in a write):
     # video calls still listed it, and showed its last frame.
     window = _sending(qtbot, make_window, recorder)
-    entered, release = threading.Event(), threading.Event()
-    send = Recorder.send
-
-    def hung(self, frame) -> None:  # noqa: ANN001
-        entered.set()
-        release.wait(10)
-        send(self, frame)
-
-    monkeypatch.setattr(Recorder, "send", hung)
+    entered, release = _stall_sends(monkeypatch)
     assert entered.wait(5)
     said: list[tuple[bool, bool]] = []  # (closing, the device really closed) at each signal
     window.bridge.virtual_camera_closing_changed.connect(
@@ -401,15 +400,7 @@ def test_a_turn_on_that_fails_while_the_old_device_still_closes_says_so_with_the
     import app.engine_bridge as engine_bridge
 
     window = _sending(qtbot, make_window, recorder)
-    entered, release = threading.Event(), threading.Event()
-    send = Recorder.send
-
-    def hung(self, frame) -> None:  # noqa: ANN001
-        entered.set()
-        release.wait(10)
-        send(self, frame)
-
-    monkeypatch.setattr(Recorder, "send", hung)
+    entered, release = _stall_sends(monkeypatch)
     monkeypatch.setattr(engine_bridge, "OPEN_WAIT_S", 0.2)  # the wait for the old close
     guidance: list[str] = []
     window.bridge.virtual_camera_missing.connect(guidance.append)
