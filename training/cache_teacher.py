@@ -243,9 +243,10 @@ def build_cache(
     """Compute (or extend) the teacher cache file; returns its path."""
     global _setup_done
     _setup_done = False
-    if not str(out or cfg.teacher.cache_path):  # before Path(): Path("") is "."
+    where = out or cfg.teacher.cache_path
+    if not str(where):  # checked before Path(): Path("") is "."
         raise ConfigError("teacher.cache_path is empty: where should the cache go?")
-    out = Path(out or cfg.teacher.cache_path)
+    out = Path(where)
     count = int(count or cfg.teacher.cache_count)
     P = cfg.teacher.cache_patch
     if teacher is None:

@@ -24,8 +24,8 @@
 #   call 2: NAMES= BENCH=1 bash training/gpu_session.sh        (benchmarks only, ~3 min)
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60; above
 # PROBE_S - 25), PROBE_STEPS (above 10), PROBE_S (the probe's time limit, whole seconds), BENCH,
-# OUT, RAW_ON_DEVICE, CAMERA, SHIPPED, EXTRA (more --key=value for every run; split on spaces, so a value
-# holds none: --stages=[{"patch":256,"epochs":8,"batch":16}], not [{patch: 256, ...}]). Each
+# OUT, RAW_ON_DEVICE, CAMERA, SHIPPED, EXTRA (more --key=value for every run; split on spaces, so
+# a value holds none: --stages=[{"patch":256,"epochs":8,"batch":16}], not [{patch: 256, ...}]). Each
 # run's config is checked (and the files it names that travel in the carry) before any data is
 # decoded; the exit status is 1 when a training run failed (its results are saved all the same)
 # or saving the results failed, 2 for bad settings. A CPU dry run:
