@@ -632,8 +632,9 @@ def test_gpu_session_keeps_what_the_shipped_students_learnt_on_the_cpu(
     tmp_path: Path, shipped: str
 ) -> None:
     # fast_cont and hq_cont start from the shipped weights, which learnt drawn graphics, still
-    # samples, longer motion, mid-exposure kernels and the FFT term after the GPU calls: a run
-    # without them would unlearn them (text smudged on sharp frames again).
+    # samples, longer motion, mid-exposure kernels and the FFT term after the GPU calls (hq also
+    # photos at a random scale): a run without them would unlearn them (text smudged on sharp
+    # frames again).
     from training.config import load_config
 
     root = _session_tree(tmp_path)
@@ -659,9 +660,13 @@ def test_gpu_session_keeps_what_the_shipped_students_learnt_on_the_cpu(
             cfg.data.graphics_fraction,
             cfg.loss.fft,
         )
+        hq = cfg.student == "hq"
         if shipped == "1":
             assert got == ("time", [0.25, 4.0], 41, 0.1, 0.2, 0.5), words
+            # only hq learnt the photo scale
+            assert list(cfg.data.photo_scale) == ([0.5, 1.0] if hq else [1.0, 1.0]), words
         else:
             assert got[4] == 0.0 and got[5] == 0.0 and got[0] == "mass", words
+            assert list(cfg.data.photo_scale) == [1.0, 1.0], words
         # the camera mix (CAMERA=1) is there either way
         assert (cfg.data.photo_weight, cfg.data.camera_fraction) == (0.5, 0.7)
