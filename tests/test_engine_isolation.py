@@ -99,6 +99,7 @@ def test_training_commands_without_torch_say_what_to_install(module: str) -> Non
     assert "Traceback" not in p.stderr
     assert "the training pipeline needs torch, not installed here" in p.stderr
     assert 'pip install -e ".[train]"' in p.stderr
+    assert f"Python {sys.executable}" in p.stderr  # which interpreter lacks it
     assert "usage:" not in p.stdout
 
 

@@ -31,6 +31,7 @@ if _run is not None and _run not in _NO_TORCH_COMMANDS:
     if _missing:
         raise SystemExit(
             f"sharpcam: error: the training pipeline needs {' and '.join(_missing)}, not "
-            'installed here: pip install -e ".[train]" (README, Training; for a CPU-only torch, '
+            f"installed here (Python {sys.executable}, searched {sys.path}): "
+            'pip install -e ".[train]" (README, Training; for a CPU-only torch, '
             "pip install torch --index-url https://download.pytorch.org/whl/cpu first)"
         )
