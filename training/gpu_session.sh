@@ -119,10 +119,13 @@ CAMERA_MIX="--data.raw_weight=0.5 --data.photo_weight=0.5 --data.camera_fraction
 # but the still share, which the on-device sampler honours.
 SHIPPED_MIX="--data.psf_centre=time --data.camera_speed=[0.25,4.0] --data.psf_max_size=41
  --data.still_fraction=0.1 --data.graphics_fraction=0.2 --loss.fft=0.5"
-[ "${SHIPPED:-1}" = 1 ] && COMMON="$COMMON $SHIPPED_MIX"
-# The shipped hq also learnt from photos drawn at a random scale (cpu_hq_pscale); fast did not (it
-# haloed sharp portraits more with them). In the run's own arguments, so that EXTRA still wins.
-[ "${SHIPPED:-1}" = 1 ] && CFG[hq_cont]="${CFG[hq_cont]} --data.photo_scale=[0.5,1.0]"
+if [ "${SHIPPED:-1}" = 1 ]; then
+    COMMON="$COMMON $SHIPPED_MIX"
+    # The shipped hq also learnt from photos drawn at a random scale (cpu_hq_pscale); fast did not
+    # (it haloed sharp portraits more with them, with more still samples too: cpu_fast_pstill). In
+    # the run's own arguments, so that EXTRA still wins.
+    CFG[hq_cont]="${CFG[hq_cont]} --data.photo_scale=[0.5,1.0]"
+fi
 COMMON="$COMMON $EXTRA"
 
 # ---- each run's config, before any minute goes to data or the probe --------------------------
