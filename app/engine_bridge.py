@@ -37,6 +37,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage
 
+from app._gc import GuiThreadCollector
 from app.camera_list import reads_virtual_device
 from engine.sources import source_kind
 
@@ -418,6 +419,9 @@ class EngineBridge(QObject):
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
+        # Before any worker thread exists: a collection there could free a QObject off the GUI
+        # thread and deadlock it (app/_gc.py).
+        self._collector = GuiThreadCollector(self)
         self._api = api if api is not None else _default_api()
         # Above the camera rate on purpose: the engine throttles to "one per period", and a
         # period equal to the frame interval would skip every other frame on timing jitter. The

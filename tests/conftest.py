@@ -45,3 +45,13 @@ def shared_dir() -> Path:
 
 
 pytest_plugins = ["pytester"]  # tests/test_conftest.py runs this file on a small test module
+
+
+@pytest.fixture(autouse=True)
+def _automatic_gc_restored():
+    """An app test's bridge turns automatic collection off for its GUI-thread collector
+    (app/_gc.py); the tests after it run with the interpreter's own, as they would alone."""
+    yield
+    import gc
+
+    gc.enable()

@@ -1,0 +1,67 @@
+"""The cyclic garbage collector runs on the GUI thread only (app/_gc.py)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import weakref
+
+import pytest
+from PySide6.QtCore import QObject
+
+from app._gc import GuiThreadCollector, due_generation
+
+
+@pytest.mark.parametrize(
+    ("counts", "thresholds", "expected"),
+    [
+        ((0, 0, 0), (700, 10, 10), -1),
+        ((701, 0, 0), (700, 10, 10), 0),
+        ((701, 11, 0), (700, 10, 10), 1),
+        ((701, 11, 11), (700, 10, 10), 2),
+        ((700, 10, 10), (700, 10, 10), -1),  # "passed", as the interpreter counts
+        ((5000, 50, 50), (0, 10, 10), -1),  # threshold 0: collection off
+    ],
+)
+def test_due_generation(counts, thresholds, expected) -> None:  # noqa: ANN001
+    assert due_generation(counts, thresholds) == expected
+
+
+def test_a_qobject_cycle_is_freed_on_the_gui_thread_not_where_it_allocated(qtbot) -> None:  # noqa: ANN001
+    collector = GuiThreadCollector()
+    assert not gc.isenabled()
+    freed_on: list[str] = []
+    cycle = QObject()
+    cycle.me = cycle  # only the cyclic collector can free it
+    weakref.finalize(cycle, lambda: freed_on.append(threading.current_thread().name))
+    del cycle
+
+    kept: list[list] = []
+
+    def allocate() -> None:
+        # Far past generation 0's threshold, and kept (the count is of live objects): with
+        # automatic collection on, this thread would have freed the cycle (~QObject here).
+        kept.extend([] for _ in range(20 * gc.get_threshold()[0]))
+
+    worker = threading.Thread(target=allocate, name="allocating-worker")
+    worker.start()
+    worker.join()
+    assert freed_on == []
+    qtbot.waitUntil(lambda: freed_on != [], timeout=5000)
+    assert freed_on == [threading.main_thread().name]
+    collector.deleteLater()
+
+
+def test_the_collector_refuses_a_worker_thread(qapp) -> None:  # noqa: ANN001
+    errors: list[BaseException] = []
+
+    def make() -> None:
+        try:
+            GuiThreadCollector()
+        except RuntimeError as e:
+            errors.append(e)
+
+    worker = threading.Thread(target=make)
+    worker.start()
+    worker.join()
+    assert len(errors) == 1 and "application's thread" in str(errors[0])
