@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -52,6 +53,4 @@ def _automatic_gc_restored():
     """An app test's bridge turns automatic collection off for its GUI-thread collector
     (app/_gc.py); the tests after it run with the interpreter's own, as they would alone."""
     yield
-    import gc
-
     gc.enable()

@@ -323,6 +323,36 @@ def test_still_samples_show_the_sharp_crop_and_skip_the_blur_filter() -> None:
     assert not any(torch.equal(it["blur"], it["sharp"]) for it in items(0.0))
 
 
+def test_still_scale_softens_still_photo_samples_and_leaves_the_rest() -> None:
+    from training.data import DeblurDataset, SynthParams, sharpness
+
+    photos = [make_texture(200, 240, seed=s) for s in range(3)]
+
+    def items(still: float, still_scale: tuple[float, float] | None) -> list[dict]:
+        # both photo paths: a drawn PSF and the moving camera
+        params = SynthParams(
+            still_fraction=still,
+            still_scale=still_scale,
+            camera_fraction=0.5,
+            sharpness_threshold=0.0,
+            noise_prob=0.0,
+            jpeg_prob=0.0,
+        )
+        ds = DeblurDataset(photos=photos, weights=(0, 1, 0), params=params, patch=48, seed=2)
+        return [ds[i] for i in range(16)]
+
+    def mean_sharpness(its: list[dict]) -> float:
+        return float(np.mean([sharpness(it["sharp"].permute(1, 2, 0).numpy()) for it in its]))
+
+    crisp, soft = items(1.0, None), items(1.0, (2.0, 2.0))
+    assert all(torch.equal(it["blur"], it["sharp"]) for it in soft)
+    # upscaled twice, the still targets hold far less detail per pixel
+    assert mean_sharpness(soft) < 0.7 * mean_sharpness(crisp)
+    # samples with blur keep photo_scale, and the whole stream stays as it was
+    for a, b in zip(items(0.0, None), items(0.0, (2.0, 2.0)), strict=True):
+        assert torch.equal(a["blur"], b["blur"]) and torch.equal(a["sharp"], b["sharp"])
+
+
 def test_render_graphic_is_a_seeded_screen_like_picture() -> None:
     from training.data import render_graphic, sharpness
 

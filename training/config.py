@@ -115,6 +115,10 @@ class DataConfig:
     # student never sees a sharp frame and "sharpens" the ones a call is mostly made of (measured
     # on the real frames the teacher leaves alone: TRAINING_LOG.md, cpu_*_still).
     still_fraction: float = 0.0
+    # Rescale of the still photo samples' crops ([] = photo_scale). Above 1 they are upscaled, so
+    # soft: a webcam face is soft without any motion, and a student shown only crisp still
+    # samples sharpens such faces into halos (the portraits of TRAINING_LOG.md, cpu_fast_pscale).
+    still_scale: list[float] = field(default_factory=list)
     # Share of photo samples whose picture is a random screen-like graphic instead
     # (training.data.render_graphic: flat saturated colour, text, rules): slides, posters and
     # shared screens, which the photos barely hold.
@@ -458,6 +462,14 @@ def _check_ranges(cfg: TrainConfig) -> None:
         v = getattr(d, key)
         if not all(math.isfinite(x) and x > 0 for x in v):
             raise ConfigError(f"data.{key}: expected numbers > 0, got {v}")
+    if d.still_scale and (
+        len(d.still_scale) != 2
+        or not all(math.isfinite(x) and x > 0 for x in d.still_scale)
+        or d.still_scale[0] > d.still_scale[1]
+    ):
+        raise ConfigError(
+            f"data.still_scale: expected [] or [low, high] with 0 < low <= high, got {d.still_scale}"
+        )
     if d.exposure[1] > 1.0:
         raise ConfigError(
             f"data.exposure: a fraction of the trajectory, at most 1, got {d.exposure}"

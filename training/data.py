@@ -791,6 +791,7 @@ class SynthParams:
     sharpness_threshold: float = 0.02
     max_blur_psnr: float = 0.0
     still_fraction: float = 0.0
+    still_scale: tuple[float, float] | None = None  # None: still photo samples use photo_scale
     graphics_fraction: float = 0.0
     max_tries: int = 10
     augment: bool = True
@@ -973,7 +974,7 @@ class DeblurDataset(Dataset):
             k = self.kernels[int(rng.integers(len(self.kernels)))]
         else:
             k = random_psf(rng, max_size=p.psf_max_size, exposure=p.exposure, centre=p.psf_centre)
-        crop, scale = self._photo_crop(rng, img, P, max(k.shape) // 2 + 1)
+        crop, scale = self._photo_crop(rng, img, P, max(k.shape) // 2 + 1, still=still)
         crop = _resize(crop.astype(np.float32) / 255.0, scale)
         hh, ww = crop.shape[:2]
         oy, ox = max(0, (hh - P) // 2), max(0, (ww - P) // 2)
@@ -984,11 +985,14 @@ class DeblurDataset(Dataset):
         return _fit(blur, P), sharp
 
     def _photo_crop(
-        self, rng: np.random.Generator, img: np.ndarray, P: int, margin: int
+        self, rng: np.random.Generator, img: np.ndarray, P: int, margin: int, *, still: bool = False
     ) -> tuple[np.ndarray, float]:
-        """A random rescale factor of ``photo_scale`` and the (unscaled, uint8) crop of ``img``
-        that holds a ``P`` px patch plus ``margin`` px on each side after that rescale."""
-        scale = float(rng.uniform(*self.params.photo_scale))
+        """A random rescale factor of ``photo_scale`` (``still_scale`` for a still sample, when
+        set) and the (unscaled, uint8) crop of ``img`` that holds a ``P`` px patch plus
+        ``margin`` px on each side after that rescale."""
+        p = self.params
+        # One draw either way, so the rest of the sample stream does not move.
+        scale = float(rng.uniform(*(p.still_scale if still and p.still_scale else p.photo_scale)))
         need = int(math.ceil((P + 2 * margin) / scale))
         h, w = img.shape[:2]
         ch, cw = min(need, h), min(need, w)
@@ -1005,7 +1009,7 @@ class DeblurDataset(Dataset):
         maps = camera_path(
             rng, frames=n, speed=p.camera_speed, turn=p.camera_turn, zoom=p.camera_zoom
         )
-        crop, scale = self._photo_crop(rng, img, P, camera_path_margin(maps, P))
+        crop, scale = self._photo_crop(rng, img, P, camera_path_margin(maps, P), still=still)
         crop = _resize(crop, scale)
         # Each frame is rendered through its own map: the centre one alone is the same frame.
         frames = render_camera_motion(

@@ -154,6 +154,7 @@ def synth_params(cfg: TrainConfig) -> SynthParams:
         sharpness_threshold=d.sharpness_threshold,
         max_blur_psnr=d.max_blur_psnr,
         still_fraction=d.still_fraction,
+        still_scale=(d.still_scale[0], d.still_scale[1]) if d.still_scale else None,
         graphics_fraction=d.graphics_fraction,
         max_tries=d.max_tries,
         augment=d.augment,
