@@ -392,7 +392,12 @@ class GatedBackend:
             return self._backend.process(rgb)
         finally:
             dt = time.perf_counter() - t0
-            self._model_s = dt if self._model_s is None else 0.7 * self._model_s + 0.3 * dt
+            # Never above the last call: a slow first call (TorchScript optimises on its first
+            # two calls, on a GPU for a second or more) would otherwise hold every decode back
+            # while the average decays, and the pipeline would time the decay (measured on the
+            # H200: 8 FPS for a 4.8 ms model). Too low only starts a decode a little early.
+            ema = dt if self._model_s is None else 0.7 * self._model_s + 0.3 * dt
+            self._model_s = min(ema, dt)
             if self._schedule == "serial":
                 self._gate.open()
 

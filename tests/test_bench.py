@@ -425,6 +425,22 @@ def test_the_pipeline_measure_leaves_the_warm_up_frames_untimed(tmp_path: Path) 
     assert max(m.latencies_ms) < 200.0, m.latencies_ms
 
 
+def test_a_slow_first_model_call_does_not_hold_back_the_frames_after_it(tmp_path: Path) -> None:
+    # TorchScript on CUDA spends its first two calls optimising: the just-in-time schedule
+    # must not go on delaying each decode by that call's time while its estimate decays.
+    clip = bench.make_bench_clip(tmp_path / "c.mp4", (64, 48), 16)
+
+    class SlowStart(_SlowBackend):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            self.ms = 400.0 if self.calls < 2 else 5.0
+            return super().process(rgb)
+
+    m = bench.measure_pipeline(SlowStart(0.0), clip, frames=9, warmup=2, schedule="jit")
+    assert not m.errors and len(m.intervals_ms) == 8
+    # With the estimate decaying from 400 ms the median interval was ~100 ms.
+    assert float(np.median(m.intervals_ms)) < 40.0, m.intervals_ms
+
+
 def test_just_in_time_decodes_early_enough_for_the_decode_to_end_with_the_model_call() -> None:
     gate = bench.DemandGate()
     gated = bench.GatedBackend(_SlowBackend(20.0), gate, schedule="jit")
