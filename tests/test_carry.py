@@ -670,3 +670,34 @@ def test_gpu_session_keeps_what_the_shipped_students_learnt_on_the_cpu(
             assert list(cfg.data.photo_scale) == [1.0, 1.0], words
         # the camera mix (CAMERA=1) is there either way
         assert (cfg.data.photo_weight, cfg.data.camera_fraction) == (0.5, 0.7)
+
+
+@pytest.mark.slow
+def test_gpu_session_runs_hq_without_the_teacher_beside_hq_cont(tmp_path: Path) -> None:
+    # hq_nodist is hq_cont less the teacher's terms and nothing else: the pair isolates them.
+    from training.config import load_config
+
+    root = _session_tree(tmp_path)
+    done = _run_session(
+        root, NAMES="hq_cont hq_nodist", FAKE_RATE_hq_cont="2.5", FAKE_RATE_hq_nodist="2.5"
+    )
+    log = (root / "out/session.log").read_text()
+    assert done.returncode == 0, log[-3000:]
+    train = [c.split() for c in (root / "calls.txt").read_text().splitlines()]
+    train = [c for c in train if any(a.startswith("--out_dir=runs/gpu_") for a in c)]
+    cfgs = {}
+    for words in train:
+        out = next(a for a in words if a.startswith("--out_dir="))
+        cfgs[out.split("gpu_", 1)[1]] = load_config(words[words.index("--config") + 1], words[2:])
+    assert sorted(cfgs) == ["hq_cont", "hq_nodist"]
+    cont, nodist = cfgs["hq_cont"], cfgs["hq_nodist"]
+    assert cont.loss.distill > 0 and cont.loss.feature > 0
+    assert nodist.loss.distill == 0 and nodist.loss.feature == 0
+    assert list(nodist.data.photo_scale) == list(cont.data.photo_scale) == [0.5, 1.0]
+    assert (nodist.student, nodist.lr, nodist.ema, nodist.loss.l1, nodist.loss.vgg) == (
+        cont.student,
+        cont.lr,
+        cont.ema,
+        cont.loss.l1,
+        cont.loss.vgg,
+    )

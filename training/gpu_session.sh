@@ -18,10 +18,10 @@
 # data_cache/carry.json, data_cache/photos, data_cache/dmphn, data_cache/vgg and .whl (not
 # data_cache/raw: decoded there). The 64 MiB limit counts the tracked files too (37 MiB): pack
 # prints the sum (59.4 MiB on 2026-12-01). A benchmark-only call (NAMES=) carries nothing.
-# The next lent GPU (15 min of device time; 10 min per call), both shipped students and
-# fast_plus (grown from fast on the CPU) continued:
-#   call 1: BENCH=0 TRAIN_S=450 bash training/gpu_session.sh   (~8.5 min)
-#   call 2: NAMES= BENCH=1 bash training/gpu_session.sh        (benchmarks only, ~3 min)
+# GPU call 3 (2026-12-04, 516 s): NAMES="hq_cont fast_cont" TRAIN_S=330 BENCH=1 bash training/gpu_session.sh
+# (weights/TRAINING_LOG.md). The next lent GPU (15 min of device time, the machine's start
+# included; 10 min per call), both students continued, with and without the teacher:
+#   call 1: NAMES="hq_cont hq_nodist" TRAIN_S=330 BENCH=1 bash training/gpu_session.sh   (~9 min)
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60; above
 # PROBE_S - 25), PROBE_STEPS (above 10), PROBE_S (the probe's time limit, whole seconds), BENCH,
 # OUT, RAW_ON_DEVICE, CAMERA, SHIPPED, EXTRA (more --key=value for every run; split on spaces, so
@@ -58,6 +58,12 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
                 # and 3 x 2 trainer threads on the 16 cores (photos are half of the samples with the
                 # default CAMERA=1, CAMERA_MIX below; 30 % with CAMERA=0).
                 [hq_cont]="training/configs/gpu_hq.yaml --ema=0.999 --data.num_workers=6"
+                # hq_cont without the teacher's terms: GPU call 3's runs (both distilled) lost
+                # 0.2 dB on the held-out linear-light average, which the GoPro-trained teacher
+                # barely deblurs, where the CPU fine-tunes (teacher off) had not. Beside
+                # hq_cont it tells the teacher from the H.264 carry's smoothing.
+                [hq_nodist]="training/configs/gpu_hq.yaml --ema=0.999 --data.num_workers=6
+ --loss.distill=0 --loss.feature=0"
                 [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
  --init_from=training/checkpoints/student_fast.pt --warmup_steps=50 --ema=0.999
  --data.num_workers=4"
@@ -125,6 +131,7 @@ if [ "${SHIPPED:-1}" = 1 ]; then
     # (it haloed sharp portraits more with them, with more still samples too: cpu_fast_pstill). In
     # the run's own arguments, so that EXTRA still wins.
     CFG[hq_cont]="${CFG[hq_cont]} --data.photo_scale=[0.5,1.0]"
+    CFG[hq_nodist]="${CFG[hq_nodist]} --data.photo_scale=[0.5,1.0]"
 fi
 COMMON="$COMMON $EXTRA"
 
