@@ -1495,6 +1495,21 @@ class ScaledBackend(_BackendBase):
             if predicted < 0.8 * self.budget_s and not recent:
                 self._step(level - 1)
 
+    def reset(self) -> None:
+        """``auto`` only: back to full resolution, forgetting the call times and the steps down.
+
+        What a stream of another frame size should start from: the benchmark calls it before
+        each size, so that a small size's row does not start at the scale a large one left, and
+        stay there within ``recover_s`` of that step down (640x360 ran at 0.625x throughout, after
+        a 1280x720 row). A fixed scale has nothing to reset.
+        """
+        if self.adaptive:
+            self._level = 0
+            self._scale = self._ladder[0]
+            self._recent.clear()
+            self._calls = 0
+            self._left.clear()
+
     def _step(self, level: int) -> None:
         log.info("processing scale %g -> %g", self._scale, self._ladder[level])
         self._level = level

@@ -750,6 +750,8 @@ def run_bench(
                 for label, backend in opened:
                     say(f"{label} {format_size(size)}")
                     adaptive = isinstance(backend, ScaledBackend) and backend.adaptive
+                    if adaptive:
+                        backend.reset()  # each size's row starts at full size, as a stream would
                     measured = _ScaleTally(backend) if adaptive else backend
                     report.results.append(
                         bench_backend(

@@ -486,3 +486,25 @@ def test_run_bench_at_a_side_past_mpeg4s_limit() -> None:
     # MPEG-4 takes sides up to 8191: a wider row gets an MJPG clip instead of failing.
     report = bench.run_bench(["passthrough"], sizes=[(8200, 16)], frames=2, rounds=1)
     assert [(r.backend, r.size) for r in report.results] == [("passthrough", "8200x16")]
+
+
+def test_run_bench_starts_each_sizes_auto_row_at_full_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine.backends import ScaledBackend
+
+    seen: list[float] = []
+    real_reset = ScaledBackend.reset
+
+    def reset(self: ScaledBackend) -> None:
+        self._scale = 0.5  # where a previous size's row would have left it
+        real_reset(self)
+        seen.append(self.scale)
+
+    monkeypatch.setattr(ScaledBackend, "reset", reset)
+    report = bench.run_bench(
+        ["unsharp"], sizes=[(64, 48), (32, 24)], frames=2, rounds=1, scales=["auto"]
+    )
+    assert [r.size for r in report.results] == ["64x48", "32x24"]
+    assert seen == [1.0, 1.0]
+    assert all("scale 1x for" in n for n in report.notes if "auto" in n), report.notes

@@ -387,3 +387,37 @@ def test_auto_steps_down_at_the_ninth_slow_call_not_before() -> None:
         assert be.scale == 1.0, call
     be.process(frame)
     assert be.scale == 0.875
+
+
+def test_reset_puts_auto_back_at_full_size_with_no_recovery_wait() -> None:
+    # The benchmark resets before each size: 640x360 after a 1280x720 row stayed at the scale
+    # that row left, within the recovery time of its last step down.
+    clock = FakeClock()
+    cost = {"s": 0.040}
+    be = ScaledBackend(
+        Recorder(cost=lambda px: cost["s"], clock=clock), "auto", target_fps=30.0, clock=clock
+    )
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(9):
+        be.process(frame)
+    assert be.scale == 0.875
+    be.reset()
+    assert be.scale == 1.0 and be.provider == "recorder"
+    # No history: it judges the full size afresh (eight calls at 40 ms step it down again)...
+    for call in range(1, 9):
+        be.process(frame)
+        assert be.scale == 1.0, call
+    be.process(frame)
+    assert be.scale == 0.875
+    # ... and, reset again on a machine that keeps up, stays at full size.
+    cost["s"] = 0.005
+    be.reset()
+    for _ in range(40):
+        be.process(frame)
+    assert be.scale == 1.0
+
+
+def test_reset_leaves_a_fixed_scale_alone() -> None:
+    be = ScaledBackend(Recorder(cost=lambda px: 0.001, clock=FakeClock()), 0.5)
+    be.reset()
+    assert be.scale == 0.5
