@@ -20,8 +20,11 @@
 # prints the sum (59.4 MiB on 2026-12-01). A benchmark-only call (NAMES=) carries nothing.
 # GPU call 3 (2026-12-04, 516 s): NAMES="hq_cont fast_cont" TRAIN_S=330 BENCH=1 bash training/gpu_session.sh
 # (weights/TRAINING_LOG.md). The next lent GPU (15 min of device time, the machine's start
-# included; 10 min per call), both students continued, with and without the teacher:
-#   call 1: NAMES="hq_cont hq_nodist" TRAIN_S=330 BENCH=1 bash training/gpu_session.sh   (~9 min)
+# included; 10 min per call): both students continued with the teacher, the direction GPU call 3
+# moved them on GoPro-style blur and the real frames (the thirty-sixth session showed on the CPU
+# that the teacher's term is what trades linear light for it; hq_nodist is kept to confirm that
+# on the GPU recipe if a second call is possible):
+#   call 1: NAMES="hq_cont fast_cont" TRAIN_S=330 BENCH=1 bash training/gpu_session.sh   (~9 min)
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60; above
 # PROBE_S - 25), PROBE_STEPS (above 10), PROBE_S (the probe's time limit, whole seconds), BENCH,
 # OUT, RAW_ON_DEVICE, CAMERA, SHIPPED, EXTRA (more --key=value for every run; split on spaces, so
