@@ -1504,14 +1504,12 @@ class ScaledBackend(_BackendBase):
         a 1280x720 row). A fixed scale has nothing to reset.
         """
         if self.adaptive:
-            self._level = 0
-            self._scale = self._ladder[0]
-            self._recent.clear()
-            self._calls = 0
             self._left.clear()
+            self._step(0)
 
     def _step(self, level: int) -> None:
-        log.info("processing scale %g -> %g", self._scale, self._ladder[level])
+        if self._ladder[level] != self._scale:
+            log.info("processing scale %g -> %g", self._scale, self._ladder[level])
         self._level = level
         self._scale = self._ladder[level]
         self._recent.clear()

@@ -63,9 +63,9 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
                 [hq_cont]="training/configs/gpu_hq.yaml --ema=0.999 --data.num_workers=6"
                 # hq_cont without the teacher's terms: GPU call 3's runs (both distilled) lost
                 # 0.2 dB on the held-out linear-light average, which the GoPro-trained teacher
-                # barely deblurs, where the CPU fine-tunes (teacher off) had not. Beside
-                # hq_cont it tells the teacher's terms from the rest of the call's recipe (not
-                # the H.264 carry: a CPU run on its decoded frames matched the originals).
+                # barely deblurs. On the CPU the teacher's cached outputs alone did the same
+                # (cpu_hq_distc, TRAINING_LOG.md); beside hq_cont this confirms it on the GPU
+                # recipe (online teacher with features, batch 16, fp16).
                 [hq_nodist]="training/configs/gpu_hq.yaml --ema=0.999 --data.num_workers=6
  --loss.distill=0 --loss.feature=0"
                 [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
