@@ -21,9 +21,10 @@
 # GPU call 3 (2026-12-04, 516 s): NAMES="hq_cont fast_cont" TRAIN_S=330 BENCH=1 bash training/gpu_session.sh
 # (weights/TRAINING_LOG.md). The next lent GPU (15 min of device time, the machine's start
 # included; 10 min per call): both students continued with the teacher, the direction GPU call 3
-# moved them on GoPro-style blur and the real frames (the thirty-sixth session showed on the CPU
-# that the teacher's term is what trades linear light for it; hq_nodist is kept to confirm that
-# on the GPU recipe if a second call is possible):
+# moved them on GoPro-style blur and the real frames (on the CPU, the thirty-sixth and
+# thirty-seventh sessions showed the teacher's output term is what trades linear light for it,
+# and that the online teacher, not its features or a cache, is what moves the real frames:
+# cpu_hq_online; hq_nodist is answered):
 #   call 1: NAMES="hq_cont fast_cont" TRAIN_S=330 BENCH=1 bash training/gpu_session.sh   (~9 min)
 # Settings: NAMES (runs, below), TRAIN_S (seconds for setup + probe + training, less 60; above
 # PROBE_S - 25), PROBE_STEPS (above 10), PROBE_S (the probe's time limit, whole seconds), BENCH,
@@ -64,8 +65,9 @@ declare -A CFG=([hq]="training/configs/gpu_hq.yaml"
                 # hq_cont without the teacher's terms: GPU call 3's runs (both distilled) lost
                 # 0.2 dB on the held-out linear-light average, which the GoPro-trained teacher
                 # barely deblurs. On the CPU the teacher's cached outputs alone did the same
-                # (cpu_hq_distc, TRAINING_LOG.md); beside hq_cont this confirms it on the GPU
-                # recipe (online teacher with features, batch 16, fp16).
+                # (cpu_hq_distc, TRAINING_LOG.md), and the online teacher with features did it at
+                # half that cost while it moved the real frames as on the GPU (cpu_hq_online): the
+                # pair is answered on the CPU; kept to rerun it at the GPU's batch 16 and fp16.
                 [hq_nodist]="training/configs/gpu_hq.yaml --ema=0.999 --data.num_workers=6
  --loss.distill=0 --loss.feature=0"
                 [fast_cont]="training/configs/gpu_fast.yaml --student=fast --lr=1.0e-3
