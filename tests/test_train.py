@@ -1753,3 +1753,29 @@ def test_ctrl_c_during_set_up_is_status_130_when_its_output_pipe_closed_too(
     finally:
         os.close(write)
     assert proc.returncode == 130
+
+
+def test_bounded_distillation_follows_the_teacher_only_where_it_beats_the_student(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # The fake teacher brightens every patch by 13 levels: farther from the sharp target than a
+    # near-identity student, so the bounded run distils on fewer patches than the plain run,
+    # which distils on every cached one.
+    cache = tmp_path / "cache.pt"
+    common = (
+        f"--teacher.cache_path={cache}",
+        "--teacher.mode=cache",
+        "--teacher.name=fake",
+        "--teacher.cache_count=6",
+        "--teacher.cache_patch=48",
+        "--teacher.cache_fraction=0.5",
+        "--loss.distill=1.0",
+        "--teacher.cache_min_gain=-100",
+    )
+    plain_cfg = _tiny(synth, tmp_path / "plain", *common)
+    build_cache(plain_cfg, teacher=_FakeTeacher())
+    plain = train(plain_cfg)["epochs"]
+    bounded = train(_tiny(synth, tmp_path / "bounded", *common, "--teacher.bounded=true"))["epochs"]
+    assert sum(r["distilled_patches"] for r in plain) == sum(r["cached_patches"] for r in plain)
+    assert sum(r["cached_patches"] for r in bounded) > 0
+    assert sum(r["distilled_patches"] for r in bounded) < sum(r["cached_patches"] for r in bounded)

@@ -175,6 +175,11 @@ class TeacherConfig:
     # Cached patches where the teacher beats the blurry input by less than this (dB) are left out:
     # DMPHN amplifies webcam noise and JPEG blocks, and distilling that would teach the student to.
     cache_min_gain: float = 0.5
+    # Teacher-bounded distillation: follow the teacher only on samples where its output is no
+    # farther from the sharp target than the student's own. DMPHN is a plain-average GoPro model;
+    # on linear-light blur the student trained on the targets comes close to it, and pulling it
+    # towards the teacher there cost linear-light PSNR in every distilled run (TRAINING_LOG).
+    bounded: bool = False
 
 
 @dataclass

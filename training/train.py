@@ -1186,6 +1186,9 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                     out, s_feats = model(blur, return_features=True)
                 else:
                     out, s_feats = model(blur), None
+                if t_mask is not None and cfg.teacher.bounded:
+                    # The student's output stands where the blurry input stood: same PSNR test.
+                    t_mask = t_mask.bool() & teacher_gain_mask(t_out, out.detach(), sharp, 0.0)
             terms = loss_fn(out, sharp, t_out, t_mask, s_feats, t_feats)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms["total"]).backward()
@@ -1225,6 +1228,8 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                 counts[k] = counts.get(k, 0) + 1
             sums["rejected"] = sums.get("rejected", 0.0) + float(batch["rejected"].sum())
             sums["cached"] = sums.get("cached", 0.0) + float((batch["source"] == 3).sum())
+            if t_mask is not None:
+                sums["distilled"] = sums.get("distilled", 0.0) + float(t_mask.sum())
             if master and hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{total:.4f}", refresh=False)
             if not math.isfinite(total):
@@ -1261,10 +1266,11 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             "lr": optimizer.param_groups[0]["lr"],
         }
         for k in sums:
-            if k not in ("rejected", "cached"):
+            if k not in ("rejected", "cached", "distilled"):
                 row[f"loss_{k}"] = sums[k] / max(1, counts.get(k, 1))
         row["flat_rejected"] = int(sums.get("rejected", 0))
         row["cached_patches"] = int(sums.get("cached", 0))
+        row["distilled_patches"] = int(sums.get("distilled", 0))
         row["patches_per_s"] = cfg.steps_per_epoch * stage.batch * world / max(1e-9, epoch_time)
         row["epoch_s"] = epoch_time
         improved = False
@@ -1393,6 +1399,8 @@ def _format_row(row: dict[str, Any]) -> str:
     parts.append(f"lr {row['lr']:.2e}")
     parts.append(f"{row['patches_per_s']:.1f} patches/s")
     parts.append(f"flat {row['flat_rejected']}")
+    if row.get("distilled_patches"):
+        parts.append(f"distilled {row['distilled_patches']}")
     parts.append(f"{row['epoch_s']:.0f} s")
     return " | ".join(parts)
 
