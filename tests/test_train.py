@@ -1010,11 +1010,9 @@ def test_a_resume_with_another_number_of_feature_adapters_starts_them_fresh_and_
     assert _adam_steps(ck) == [3] * n_student + [1, 1]
 
 
-def test_teacher_cache_feeds_distillation(synth: dict[str, Path], tmp_path: Path) -> None:
-    cache = tmp_path / "cache.pt"
-    cfg = _tiny(
-        synth,
-        tmp_path / "run",
+def _distil_from_cache(cache: Path) -> tuple[str, ...]:
+    """Overrides for a run distilling from ``cache`` (6 patches of 48 px, half of each batch)."""
+    return (
         f"--teacher.cache_path={cache}",
         "--teacher.mode=cache",
         "--teacher.name=fake",
@@ -1025,6 +1023,11 @@ def test_teacher_cache_feeds_distillation(synth: dict[str, Path], tmp_path: Path
         # the fake teacher only brightens: it never beats the input, so keep every patch
         "--teacher.cache_min_gain=-100",
     )
+
+
+def test_teacher_cache_feeds_distillation(synth: dict[str, Path], tmp_path: Path) -> None:
+    cache = tmp_path / "cache.pt"
+    cfg = _tiny(synth, tmp_path / "run", *_distil_from_cache(cache))
     build_cache(cfg, teacher=_FakeTeacher())
     data = torch.load(cache, weights_only=True)
     assert data["blur"].shape == (6, 48, 48, 3) and len(data["keys"]) == 6
@@ -1761,17 +1764,7 @@ def test_bounded_distillation_follows_the_teacher_only_where_it_beats_the_studen
     # The fake teacher brightens every patch by 13 levels: farther from the sharp target than a
     # near-identity student, so the bounded run distils on fewer patches than the plain run,
     # which distils on every cached one.
-    cache = tmp_path / "cache.pt"
-    common = (
-        f"--teacher.cache_path={cache}",
-        "--teacher.mode=cache",
-        "--teacher.name=fake",
-        "--teacher.cache_count=6",
-        "--teacher.cache_patch=48",
-        "--teacher.cache_fraction=0.5",
-        "--loss.distill=1.0",
-        "--teacher.cache_min_gain=-100",
-    )
+    common = _distil_from_cache(tmp_path / "cache.pt")
     plain_cfg = _tiny(synth, tmp_path / "plain", *common)
     build_cache(plain_cfg, teacher=_FakeTeacher())
     plain = train(plain_cfg)["epochs"]
