@@ -687,6 +687,14 @@ def test_onnx_runner_feeds_the_files_own_input_name(tmp_path: Path) -> None:
         ),
         (["--data", "raw:"], "needs a folder"),
         (["--data", "pairs:,{tmp}/seq"], "needs a folder"),
+        (["--data", "demo:", "--low-light", "dim"], "expected PEAK[,SIGMA] numbers"),
+        (["--data", "demo:", "--low-light", "0"], "PEAK must be > 0"),
+        (["--data", "demo:", "--low-light", "nan"], "PEAK must be > 0"),
+        (["--data", "demo:", "--low-light", "100,-0.1"], "SIGMA must be >= 0"),
+        (
+            ["--data", "demo:", "--data", "real:{tmp}/seq", "--low-light", "100"],
+            "real: sets have no clean frame",
+        ),
     ],
 )
 def test_cli_refuses_bad_input_before_any_model_runs(
@@ -1048,3 +1056,41 @@ def test_crop_takes_the_centre_of_both_images(tmp_path: Path) -> None:
     full = D.load_image(tmp_path / "s" / "a.png")
     assert np.array_equal(s.sharp, full[12:28, 22:38])
     assert np.array_equal(s.blurry, s.sharp)
+
+
+# --------------------------------------------------------------------------------------------
+# low light
+# --------------------------------------------------------------------------------------------
+
+
+def test_low_light_noise_is_seeded_by_name_and_scales_with_the_photons() -> None:
+    sharp = np.full((64, 64, 3), 0.5, np.float32)
+    sample = EV.Sample("demo", "grey", sharp.copy(), sharp)
+    dim, dimmer = EV.low_light(sample, 400.0, 0.0), EV.low_light(sample, 50.0, 0.0)
+    assert (dim.set, dim.name) == ("demo-lowlight400", "grey")
+    assert dim.sharp is sharp  # scored against the clean frame
+    np.testing.assert_array_equal(EV.low_light(sample, 400.0, 0.0).blurry, dim.blurry)
+    other = EV.low_light(EV.Sample("demo", "grey2", sharp.copy(), sharp), 400.0, 0.0)
+    assert not np.array_equal(other.blurry, dim.blurry)
+    # Shot noise: std sqrt(0.5 * peak) / peak at mid grey; fewer photons, more noise.
+    assert float(dim.blurry.std()) == pytest.approx(math.sqrt(0.5 / 400), rel=0.1)
+    assert float(dimmer.blurry.std()) == pytest.approx(math.sqrt(0.5 / 50), rel=0.1)
+    assert float(dim.blurry.mean()) == pytest.approx(0.5, abs=0.01)  # the gain keeps exposure
+    np.testing.assert_array_equal(dim.blurry * 255, np.round(dim.blurry * 255))  # 8-bit
+    read = EV.low_light(sample, 1e9, 0.02)  # read noise alone
+    assert float(read.blurry.std()) == pytest.approx(0.02, rel=0.15)
+    with pytest.raises(ValueError, match="has none"):
+        EV.low_light(EV.Sample("real-vs-teacher", "x", sharp, None), 100.0)
+
+
+def test_cli_low_light_scores_the_noisy_input_against_the_clean_frame(tmp_path: Path) -> None:
+    args = ["--data", "demo:", "--limit", "2", "--max-size", "96", "--no-perceptual"]
+    assert EV.main([*args, "--out", str(tmp_path / "clean")]) == 0
+    assert EV.main([*args, "--low-light", "60,0.01", "--out", str(tmp_path / "dim")]) == 0
+    clean = json.loads((tmp_path / "clean" / "summary.json").read_text())
+    dim = json.loads((tmp_path / "dim" / "summary.json").read_text())
+    assert list(dim["sets"]) == ["demo-lowlight60"]
+    assert dim["options"]["low_light"] == {"peak": 60.0, "sigma": 0.01}
+    assert clean["options"]["low_light"] is None
+    noisy = dim["sets"]["demo-lowlight60"]["methods"]["blurry"]["psnr"]
+    assert noisy < clean["sets"]["demo"]["methods"]["blurry"]["psnr"] - 1.0

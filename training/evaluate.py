@@ -35,6 +35,11 @@ Data (``--data``, repeatable), each giving one or two sets:
     less than ``REAL_KEPT_DB`` (sharp already, or blur beyond it) go to ``real-vs-teacher-kept``,
     the rest to ``real-vs-teacher-changed``.
 
+``--low-light PEAK[,SIGMA]`` films every set with ground truth in poor light instead: the
+blurry input gets a dim webcam's noise (Poisson shot noise at PEAK photons for white, Gaussian
+read noise SIGMA, 8-bit output), seeded per image so every method sees the same frame, and is
+still scored against the clean sharp frame. Sets are named ``<set>-lowlight<PEAK>``.
+
 Outputs in ``--out``: ``per_image.csv``, ``summary.json``, ``summary.md`` and one
 ``grid_<set>.png`` (crops: blurry | student | teacher | sharp) per set. Teacher outputs are
 cached on disk keyed by the teacher, its code (``teacher_code_key``), its weights and the
@@ -55,6 +60,7 @@ import os
 import re
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +82,7 @@ __all__ = [
     "evaluate",
     "iter_samples",
     "load_model_runner",
+    "low_light",
     "main",
     "parse_data",
     "weights_fingerprint",
@@ -557,6 +564,27 @@ def iter_samples(
             s = emit(REAL_SET, name, _fit(img, max_size), None)
             if s:
                 yield s
+
+
+def low_light(sample: Sample, peak: float, sigma: float = 0.01) -> Sample:
+    """``sample`` filmed in poor light: its blurry input with a dim webcam's noise, its sharp
+    frame clean, its set named ``<set>-lowlight<peak>``.
+
+    A webcam's gain lifts a dim frame to a normal exposure, so the picture keeps its brightness
+    and gets the shot noise of few photons (``peak`` for white; ``training.data.add_noise``),
+    read noise ``sigma`` and 8-bit output. The noise is seeded by the set and image name: every
+    method, and every run, sees the same frame."""
+    if sample.sharp is None:
+        raise ValueError(
+            f"{sample.set} {sample.name}: low light is scored against the clean sharp frame, "
+            "and this set has none"
+        )
+    if not peak > 0 or not sigma >= 0:
+        raise ValueError(f"low light needs peak > 0 and sigma >= 0, got {peak}, {sigma}")
+    rng = np.random.default_rng([zlib.crc32(f"{sample.set}/{sample.name}".encode()), int(peak)])
+    noisy = D.add_noise(sample.blurry, rng, gaussian_sigma=sigma, poisson_peak=peak)
+    noisy = np.round(noisy * 255.0).astype(np.float32) / 255.0
+    return Sample(f"{sample.set}-lowlight{peak:g}", sample.name, noisy, sample.sharp)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1146,6 +1174,13 @@ def main(argv: list[str] | None = None) -> int:
         help="also run every model at this processing scale in (0, 1], as the app's --scale "
         "does (repeatable; rows named MODEL@0.75x)",
     )
+    p.add_argument(
+        "--low-light",
+        metavar="PEAK[,SIGMA]",
+        help="film every set in poor light: shot noise at PEAK photons for white, read noise "
+        "SIGMA (default 0.01), 8-bit; sets named SET-lowlightPEAK (not for real:, which has no "
+        "clean frame)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch / ORT CPU threads (0 = default)")
     p.add_argument(
         "--out", type=Path, default=None, help="output folder (default runs/eval/<time>)"
@@ -1168,6 +1203,19 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         p.error(str(exc))
     windows = list(dict.fromkeys(windows))
+    light: tuple[float, float] | None = None
+    if args.low_light is not None:
+        peak_text, _, sigma_text = args.low_light.partition(",")
+        try:
+            light = (float(peak_text), float(sigma_text) if sigma_text else 0.01)
+        except ValueError:
+            p.error(f"--low-light: expected PEAK[,SIGMA] numbers, got {args.low_light!r}")
+        if not (math.isfinite(light[0]) and light[0] > 0):
+            p.error(f"--low-light: PEAK must be > 0, got {peak_text}")
+        if not (math.isfinite(light[1]) and light[1] >= 0):
+            p.error(f"--low-light: SIGMA must be >= 0, got {sigma_text}")
+        if any(spec.kind == "real" for spec in specs):
+            p.error("--low-light: real: sets have no clean frame to score the noisy input against")
     for flag, value, least in (
         ("--raw-stride", args.raw_stride, 1),
         ("--max-size", args.max_size, 0),
@@ -1215,7 +1263,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("perceptual distance unavailable: %s", perceptual.reason)
 
     def samples_of(spec: DataSpec) -> Iterator[Sample]:
-        return iter_samples(
+        samples = iter_samples(
             spec,
             mode=args.mode,
             windows=windows,
@@ -1224,6 +1272,7 @@ def main(argv: list[str] | None = None) -> int:
             crop=args.crop,
             limit=args.limit,
         )
+        return samples if light is None else (low_light(s, *light) for s in samples)
 
     # Each set's first sample, now: a folder without images (or a raw range without windows)
     # otherwise stops the run only when its turn comes, after every set before it.
@@ -1276,6 +1325,7 @@ def main(argv: list[str] | None = None) -> int:
             "crop": args.crop,
             "limit": args.limit,
             "mode": args.mode,
+            "low_light": None if light is None else {"peak": light[0], "sigma": light[1]},
         },
     }
     summary = evaluate(
