@@ -687,6 +687,7 @@ def test_onnx_runner_feeds_the_files_own_input_name(tmp_path: Path) -> None:
         ),
         (["--data", "raw:"], "needs a folder"),
         (["--data", "pairs:,{tmp}/seq"], "needs a folder"),
+        (["--data", "demo:", "--ensemble", "3"], "--ensemble must be one of [2, 4, 8]"),
         (["--data", "demo:", "--low-light", "dim"], "expected PEAK[,SIGMA] numbers"),
         (["--data", "demo:", "--low-light", "0"], "PEAK must be > 0"),
         (["--data", "demo:", "--low-light", "nan"], "PEAK must be > 0"),
@@ -1094,3 +1095,53 @@ def test_cli_low_light_scores_the_noisy_input_against_the_clean_frame(tmp_path: 
     assert clean["options"]["low_light"] is None
     noisy = dim["sets"]["demo-lowlight60"]["methods"]["blurry"]["psnr"]
     assert noisy < clean["sets"]["demo"]["methods"]["blurry"]["psnr"] - 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# self-ensemble
+# --------------------------------------------------------------------------------------------
+
+
+def test_self_ensemble_turns_each_output_back() -> None:
+    img = np.random.default_rng(0).random((6, 10, 3), dtype=np.float32)
+    seen: list[tuple[int, int]] = []
+
+    def shift_right(x: np.ndarray) -> np.ndarray:  # not flip-invariant: shows each undo
+        seen.append(x.shape[:2])
+        return np.roll(x, 1, axis=1)
+
+    def rolls(*shifts: tuple[int, int]) -> np.ndarray:
+        return np.mean([np.roll(img, s, axis=a) for s, a in shifts], axis=0)
+
+    np.testing.assert_allclose(
+        EV.self_ensemble(shift_right, 2)(img), rolls((1, 1), (-1, 1)), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        EV.self_ensemble(shift_right, 4)(img), rolls((1, 1), (-1, 1)), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        EV.self_ensemble(shift_right, 8)(img), rolls((1, 1), (-1, 1), (1, 0), (-1, 0)), atol=1e-6
+    )
+    assert seen.count((10, 6)) == 4  # the quarter turns see the frame on its side
+    box = EV.self_ensemble(lambda x: cv2.blur(x, (3, 3), borderType=cv2.BORDER_REFLECT), 8)
+    np.testing.assert_allclose(
+        box(img), cv2.blur(img, (3, 3), borderType=cv2.BORDER_REFLECT), atol=1e-6
+    )
+    with pytest.raises(ValueError, match="one of"):
+        EV.self_ensemble(shift_right, 3)
+
+
+def test_cli_ensemble_adds_a_row_per_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+    monkeypatch.setattr(
+        EV, "load_model_runner", lambda m, threads=0: ("m", lambda x: np.roll(x, 2, axis=1))
+    )
+    args = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--no-perceptual"]
+    args += ["--model", str(model), "--ensemble", "2", "--ensemble", "8", "--ensemble", "2"]
+    assert EV.main([*args, "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["methods"] == ["blurry", "unsharp", "m", "m@ens2", "m@ens8"]
+    assert summary["options"]["ensemble"] == [2, 8]
+    rows = summary["sets"]["demo"]["methods"]
+    assert rows["m@ens2"]["psnr"] != rows["m"]["psnr"]

@@ -85,6 +85,7 @@ __all__ = [
     "low_light",
     "main",
     "parse_data",
+    "self_ensemble",
     "weights_fingerprint",
 ]
 
@@ -640,6 +641,35 @@ def at_scale(run: Runner, scale: float, multiple: int = 32) -> Runner:
     return run_scaled
 
 
+# The dihedral group of the square as (quarter turns, then a left-right flip): blur is a
+# motion along some direction, and each of these maps one motion blur to another.
+ENSEMBLES = {
+    2: ((0, False), (0, True)),
+    4: ((0, False), (0, True), (2, False), (2, True)),
+    8: tuple((k, flip) for k in range(4) for flip in (False, True)),
+}
+
+
+def self_ensemble(run: Runner, n: int) -> Runner:
+    """``run`` averaged over ``n`` (2, 4 or 8) flips and quarter turns of its input, each
+    output turned back: a geometric self-ensemble, ``n`` times the work.
+
+    ``(H, W, 3)`` float32 in [0, 1] -> same. A model that only runs at fixed sizes cannot take
+    the turned ``(W, H)`` frames of ``n`` = 8."""
+    if n not in ENSEMBLES:
+        raise ValueError(f"self-ensemble size must be one of {sorted(ENSEMBLES)}, got {n}")
+
+    def run_ensemble(img: np.ndarray) -> np.ndarray:
+        total = np.zeros(img.shape, np.float32)
+        for k, flip in ENSEMBLES[n]:
+            x = np.rot90(img, k)
+            y = run(np.ascontiguousarray(x[:, ::-1] if flip else x))
+            total += np.rot90(y[:, ::-1] if flip else y, -k)
+        return np.clip(total / n, 0.0, 1.0)
+
+    return run_ensemble
+
+
 def model_multiple(path: str | Path) -> int:
     """The multiple the app rounds ``--scale`` sizes to for this model file: its manifest's
     ``input.multiple`` beside an ``.onnx`` (1 when no manifest lists it, as in the engine), the
@@ -1175,6 +1205,13 @@ def main(argv: list[str] | None = None) -> int:
         "does (repeatable; rows named MODEL@0.75x)",
     )
     p.add_argument(
+        "--ensemble",
+        type=int,
+        action="append",
+        help="also run every model as a geometric self-ensemble of 2, 4 or 8 flips and quarter "
+        "turns, that many times the work (repeatable; rows named MODEL@ensN)",
+    )
+    p.add_argument(
         "--low-light",
         metavar="PEAK[,SIGMA]",
         help="film every set in poor light: shot noise at PEAK photons for white, read noise "
@@ -1244,6 +1281,9 @@ def main(argv: list[str] | None = None) -> int:
     for scale in args.scale or []:
         if not 0.0 < scale <= 1.0:
             p.error(f"--scale must be in (0, 1], got {scale}")
+    for n in args.ensemble or []:
+        if n not in ENSEMBLES:
+            p.error(f"--ensemble must be one of {sorted(ENSEMBLES)}, got {n}")
     teacher = None
     if args.teacher:
         try:
@@ -1298,6 +1338,8 @@ def main(argv: list[str] | None = None) -> int:
         file_rows.append((len(methods), m))
         methods.append((label, run))
         methods += [(f"{label}@{s:g}x", at_scale(run, s, multiple)) for s in scales]
+        ensembles = dict.fromkeys(args.ensemble or [])
+        methods += [(f"{label}@ens{n}", self_ensemble(run, n)) for n in ensembles]
 
     def all_samples() -> Iterator[Sample]:
         for spec in specs:
@@ -1325,6 +1367,7 @@ def main(argv: list[str] | None = None) -> int:
             "crop": args.crop,
             "limit": args.limit,
             "mode": args.mode,
+            "ensemble": list(dict.fromkeys(args.ensemble or [])),
             "low_light": None if light is None else {"peak": light[0], "sigma": light[1]},
         },
     }
