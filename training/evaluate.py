@@ -1325,6 +1325,7 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--data {text}: {exc}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    ensembles = list(dict.fromkeys(args.ensemble or []))  # --ensemble 2 twice: one row
     out = args.out or Path("runs/eval") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     methods = []
     file_rows = []  # (index in methods, model file)
@@ -1338,7 +1339,6 @@ def main(argv: list[str] | None = None) -> int:
         file_rows.append((len(methods), m))
         methods.append((label, run))
         methods += [(f"{label}@{s:g}x", at_scale(run, s, multiple)) for s in scales]
-        ensembles = dict.fromkeys(args.ensemble or [])
         methods += [(f"{label}@ens{n}", self_ensemble(run, n)) for n in ensembles]
 
     def all_samples() -> Iterator[Sample]:
@@ -1367,7 +1367,7 @@ def main(argv: list[str] | None = None) -> int:
             "crop": args.crop,
             "limit": args.limit,
             "mode": args.mode,
-            "ensemble": list(dict.fromkeys(args.ensemble or [])),
+            "ensemble": ensembles,
             "low_light": None if light is None else {"peak": light[0], "sigma": light[1]},
         },
     }
