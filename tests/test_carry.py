@@ -310,26 +310,88 @@ def test_x264_pack_encodes_every_frame_from_number_one(
     shared = _fake_shared(tmp_path / "shared")
     calls: list[list[str]] = []
 
+    listed: list[list[str]] = []  # what each concat call's list named (deleted after)
+
     def run(cmd: list[str], **kwargs: object) -> None:
         calls.append(cmd)
+        if "concat" in cmd:
+            text = Path(cmd[cmd.index("-i") + 1]).read_text()
+            listed.append(re.findall(r"file '(.*)'", text))
         Path(cmd[-1]).write_bytes(b"video")
 
     monkeypatch.setattr(carry, "_ffmpeg", lambda: "ffmpeg")
     monkeypatch.setattr(carry.subprocess, "run", run)
     out = tmp_path / "cache"
-    assert carry.pack(shared, out, codec="auto", crf=21) == out / "gopro.mkv"  # ffmpeg found
-    (cmd,) = calls
-    opt = {cmd[i]: cmd[i + 1] for i in range(1, len(cmd) - 1) if cmd[i].startswith("-")}
-    pattern, first = opt["-i"], int(opt["-start_number"])
-    frames = [Path(pattern % (first + i)) for i in range(int(opt["-frames:v"]))]
     raw = shared / "data/train/gopro_raw_240fps" / carry.RAW_SEQ
-    assert frames == sorted(raw.glob("*.jpg"))  # 000001.jpg .. 000012.jpg, all of them
-    assert opt["-c:v"] == "libx264" and opt["-crf"] == "21"
-    assert opt["-pix_fmt"] == "yuv444p"  # full-resolution chroma: the colours of the edges
+
+    def encoded(cmd: list[str]) -> list[Path]:
+        opt = {cmd[i]: cmd[i + 1] for i in range(1, len(cmd) - 1) if cmd[i].startswith("-")}
+        assert opt["-c:v"] == "libx264" and opt["-crf"] == "21"
+        assert opt["-pix_fmt"] == "yuv444p"  # full-resolution chroma: the colours of the edges
+        pattern, first = opt["-i"], int(opt["-start_number"])
+        return [Path(pattern % (first + i)) for i in range(int(opt["-frames:v"]))]
+
+    def joined(cmd: list[str]) -> list[str]:
+        assert cmd[cmd.index("-f") + 1] == "concat" and cmd[cmd.index("-c") + 1] == "copy"
+        assert cmd[-1].endswith("gopro.partial.mkv")  # renamed to gopro.mkv once whole
+        return listed.pop(0)
+
+    assert carry.pack(shared, out, codec="auto", crf=21) == out / "gopro.mkv"  # ffmpeg found
+    enc, cat = calls  # 12 frames, none held out (the first held-out one is 240)
+    assert encoded(enc) == sorted(raw.glob("*.jpg"))  # 000001.jpg .. 000012.jpg, all of them
+    assert joined(cat) == [str(Path(enc[-1]).resolve())]
     meta = json.loads((out / "carry.json").read_text())
     assert meta["codec"] == "x264" and meta["crf"] == 21 and meta["video"] == "gopro.mkv"
+    assert meta["held_out_first"] == carry.HELD_OUT_FIRST
+
+    # Frames 9-12 held out: two streams, training frames first, joined in that order.
+    calls.clear()
+    carry.pack(shared, out, codec="x264", crf=21, held_out_first=9)
+    train, held, cat = calls
+    assert [p.name for p in encoded(train)] == [f"{i:06d}.jpg" for i in range(1, 9)]
+    assert [p.name for p in encoded(held)] == [f"{i:06d}.jpg" for i in range(9, 13)]
+    assert joined(cat) == [str(Path(train[-1]).resolve()), str(Path(held[-1]).resolve())]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "carry.json",
+        "dmphn",
+        "gopro.mkv",
+        "photos",
+        "vgg",
+    ]  # the parts and their list are gone
     carry.pack(shared, out, codec="mjpg", crf=21)
     assert json.loads((out / "carry.json").read_text())["crf"] is None  # MJPG has no CRF
+
+
+def test_held_out_first_is_the_trainers() -> None:
+    from training.config import DataConfig
+
+    assert carry.HELD_OUT_FIRST == DataConfig().raw_val_range[0]
+
+
+@pytest.mark.skipif(carry._ffmpeg() is None, reason="no ffmpeg here")
+def test_x264_training_frames_do_not_depend_on_held_out_ones(tmp_path: Path) -> None:
+    # Two trees whose frames 1-8 are the same bytes and whose held-out frames 9-12 differ.
+    trees = [_fake_shared(tmp_path / name) for name in ("a", "b")]
+    raw_b = trees[1] / "data/train/gopro_raw_240fps" / carry.RAW_SEQ
+    for i in range(9, 13):
+        img = cv2.imread(str(raw_b / f"{i:06d}.jpg"))
+        cv2.imwrite(str(raw_b / f"{i:06d}.jpg"), 255 - img, [cv2.IMWRITE_JPEG_QUALITY, 95])
+
+    def decoded(held_out_first: int) -> list[np.ndarray]:
+        frames = []
+        for tree in trees:
+            out = tmp_path / f"cache_{tree.name}_{held_out_first}"
+            carry.pack(tree, out, codec="x264", held_out_first=held_out_first)
+            assert carry.unpack(out) == 12
+            raw = out / "raw" / carry.RAW_SEQ
+            frames.append(np.stack([cv2.imread(str(raw / f"{i:06d}.png")) for i in range(1, 9)]))
+        return frames
+
+    a, b = decoded(9)
+    assert np.array_equal(a, b)
+    # The check can fail: in one stream (nothing held out) frames 1-8 do depend on 9-12.
+    a, b = decoded(13)
+    assert not np.array_equal(a, b)
 
 
 def test_unpack_refuses_a_video_that_does_not_decode(tmp_path: Path) -> None:

@@ -17,6 +17,10 @@ and VGG: fp16 copies of their state dicts (the teacher runs under fp16 autocast 
 loads them back into fp32). ``carry.json`` records what was packed, and ``unpack`` checks the
 decoded frame count against it; ``pack`` prints what the carry paths and the tracked files add
 up to. The folder is ignored by git (``/data_cache/``): nothing from ``../shared`` is committed.
+
+The training frames and the held-out ones are encoded as two separate x264 streams, joined
+without re-encoding: in one stream, B-frames and the rate control's lookahead made decoded
+training frames (the last ~40 before 240) depend on held-out ones, by up to 35 levels.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ CARRY = ("gopro.mkv", "carry.json", "photos", "dmphn", "vgg")
 # configs' data.exclude; 024 and 051 are crops of a few pixels, seen by its near-duplicate check).
 EXCLUDE = {("curban100", f"img_{n:03d}.jpg") for n in (24, 49, 51, 98)}
 SUBDIRS = ("photos", "dmphn", "vgg", "raw")
+#: The trainer's first held-out raw frame (``data.raw_val_range``'s default).
+HELD_OUT_FIRST = 240
 
 
 def _imread(path: Path) -> np.ndarray:
@@ -87,14 +93,20 @@ def pack(
     seed: int = 0,
     codec: str = "auto",
     photo_quality: int = PHOTO_QUALITY,
+    held_out_first: int = HELD_OUT_FIRST,
 ) -> Path:
     """Write ``out/{gopro.mkv|gopro.avi, photos/, dmphn/, vgg/, carry.json}`` from ``shared``
     (replacing what an earlier pack left there); returns the video's path. ``codec``: ``x264``
-    (ffmpeg), ``mjpg`` (OpenCV alone) or ``auto`` (x264 when ffmpeg is found: see ``_ffmpeg``)."""
+    (ffmpeg), ``mjpg`` (OpenCV alone) or ``auto`` (x264 when ffmpeg is found: see ``_ffmpeg``).
+    ``held_out_first``: the first held-out frame; x264 encodes the frames before it and from it
+    as two streams, so that no decoded training frame depends on a held-out one (MJPG codes
+    every frame on its own)."""
     if codec == "auto":
         codec = "x264" if _ffmpeg() else "mjpg"
     if codec not in ("x264", "mjpg"):
         raise ValueError(f"codec must be auto, x264 or mjpg, got {codec!r}")
+    if held_out_first < 1:
+        raise ValueError(f"held_out_first must be a frame number (1 or more), got {held_out_first}")
     frames = _raw_frames(shared / "data/train/gopro_raw_240fps" / RAW_SEQ)
     teacher = sorted((shared / "weights/teachers/dmphn_1_2_4").glob("*.pkl"))
     if not teacher:
@@ -124,13 +136,40 @@ def pack(
                     "codec x264 needs ffmpeg on the PATH or the imageio-ffmpeg package "
                     "(pip install --target /tmp/iioff imageio-ffmpeg; PYTHONPATH=/tmp/iioff)"
                 )
-            subprocess.run(
-                [ffmpeg, "-loglevel", "error", "-y", "-framerate", "240", "-start_number", "1"]
-                + ["-i", str(frames[0].parent / "%06d.jpg"), "-frames:v", str(len(frames))]
-                + ["-c:v", "libx264", "-preset", "slow", "-crf", str(crf), "-pix_fmt", "yuv444p"]
-                + [str(partial)],
-                check=True,
-            )
+            # Each part encoded on its own (an IDR frame opens each; no reference, B-frame or
+            # lookahead crosses the boundary), then the streams joined as they are.
+            parts = [
+                (first, n)
+                for first, n in (
+                    (1, min(held_out_first - 1, len(frames))),
+                    (held_out_first, len(frames)),
+                )
+                if n >= first
+            ]
+            pieces = [partial.with_name(f"gopro.part{i}{video.suffix}") for i in range(len(parts))]
+            try:
+                for (first, last), piece in zip(parts, pieces, strict=True):
+                    subprocess.run(
+                        [ffmpeg, "-loglevel", "error", "-y", "-framerate", "240"]
+                        + ["-start_number", str(first), "-i", str(frames[0].parent / "%06d.jpg")]
+                        + ["-frames:v", str(last - first + 1), "-c:v", "libx264"]
+                        + ["-preset", "slow", "-crf", str(crf), "-pix_fmt", "yuv444p", str(piece)],
+                        check=True,
+                    )
+                listing = partial.with_name("gopro.parts.txt")
+                # Absolute paths (the demuxer reads relative ones from the list's folder) need
+                # -safe 0; a quote inside a quoted path is closed, escaped and reopened.
+                quoted = [str(p.resolve()).replace("'", "'\\''") for p in pieces]
+                listing.write_text("".join(f"file '{q}'\n" for q in quoted))
+                subprocess.run(
+                    [ffmpeg, "-loglevel", "error", "-y", "-f", "concat", "-safe", "0"]
+                    + ["-i", str(listing), "-c", "copy", str(partial)],
+                    check=True,
+                )
+            finally:
+                for piece in pieces:
+                    piece.unlink(missing_ok=True)
+                partial.with_name("gopro.parts.txt").unlink(missing_ok=True)
         else:
             h, w = _imread(frames[0]).shape[:2]
             writer = cv2.VideoWriter(str(partial), cv2.VideoWriter_fourcc(*"MJPG"), 240, (w, h))
@@ -169,6 +208,7 @@ def pack(
     _save_half(vgg, out / "vgg" / vgg.name)
     manifest = {"sequence": RAW_SEQ, "frames": len(frames), "video": video.name, "codec": codec}
     manifest |= {"crf": crf if codec == "x264" else None, "seed": seed}
+    manifest |= {"held_out_first": held_out_first}
     manifest |= {"photo_quality": photo_quality, "photos": sorted(photos)}
     (out / "carry.json").write_text(json.dumps(manifest, indent=1))
     return video
