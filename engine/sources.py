@@ -15,6 +15,7 @@ as fast as they are read. The pipeline calls ``read()`` from its capture thread 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -238,6 +239,32 @@ def _retry_period(fps: float) -> float:
 #: The slowest rate a video file may declare: a slideshow clip (ffmpeg ``-framerate 1/5``) runs
 #: below FPS_RANGE, which bounds what a user types; slower still is broken timestamps.
 _MIN_FILE_FPS = 1.0 / 60.0
+
+
+#: Declared video rates above this are checked against the frames' timestamps: a container
+#: with a millisecond time base and no declared rate (a browser's MediaRecorder WebM) reports
+#: 1000 fps, and a 30 fps recording was played and written 33 times too fast.
+_CHECK_FPS_ABOVE = 100.0
+_PROBE_FRAMES = 16
+
+
+def _rate_from_timestamps(path: str) -> float | None:
+    """The rate the first frames of a video file are presented at (the mean interval of
+    their timestamps), from a capture of its own; None when they carry no usable timestamps."""
+    with _quiet_opencv():
+        cap = _make_capture(path, cv2.CAP_ANY)
+    try:
+        stamps: list[float] = []
+        while len(stamps) < _PROBE_FRAMES and cap.isOpened() and cap.grab():
+            stamps.append(float(cap.get(cv2.CAP_PROP_POS_MSEC)))
+    finally:
+        cap.release()
+    # The mean step, not the median: browsers stamp whole milliseconds (33, 32, 34 ...), and
+    # the mean keeps the recording's length where the median's 34 ms stretched it by 3 %.
+    steps = [b - a for a, b in itertools.pairwise(stamps) if math.isfinite(b - a) and b > a]
+    if len(steps) < 2:
+        return None
+    return _valid_fps(1000.0 * len(steps) / sum(steps), lowest=_MIN_FILE_FPS)
 
 
 def _valid_fps(value: float | None, lowest: float = FPS_RANGE[0]) -> float | None:
@@ -740,7 +767,9 @@ class VideoFileSource(_SourceBase):
         live: pace to real time.
         size: scale frames to fit this ``(W, H)``, letterboxed (never stretched); ``None``
             keeps the file's size.
-        fps: used only when the file does not declare a rate (default 30).
+        fps: used only when the file has no rate of its own (default 30). A declared rate
+            above 100 fps (or none) is checked against the first frames' timestamps, which
+            win when they disagree by more than 10 %.
         loop: start again at the end instead of ending (a demo clip as an endless camera).
     """
 
@@ -781,12 +810,23 @@ class VideoFileSource(_SourceBase):
             self._first: np.ndarray | None = img
             # The file's own rate, even below FPS_RANGE: taken for "none", a 0.2 fps slideshow
             # played and was written at 30 fps, 150 times too fast.
-            self.fps = (
-                _valid_fps(self._cap.get(cv2.CAP_PROP_FPS), lowest=_MIN_FILE_FPS)
-                or _valid_fps(fps)
-                or DEFAULT_FPS
-            )
+            declared = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS), lowest=_MIN_FILE_FPS)
             count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+            measured = None
+            if declared is None or declared > _CHECK_FPS_ABOVE:
+                measured = _rate_from_timestamps(str(self.path))
+                if measured is not None and declared is not None:
+                    if abs(measured / declared - 1.0) <= 0.1:
+                        measured = None  # a real high-speed clip: its declared rate stands
+                    else:
+                        log.info(
+                            "%s declares %g fps, its timestamps say %.3g: using those",
+                            self.path.name,
+                            declared,
+                            measured,
+                        )
+                        count = math.nan  # the container's count came from the wrong rate
+            self.fps = measured or declared or _valid_fps(fps) or DEFAULT_FPS
             self.frame_count = (
                 int(count) if math.isfinite(count) and count > 0 and not loop else None
             )

@@ -532,6 +532,52 @@ def test_a_video_without_a_usable_rate_falls_back(tmp_path, monkeypatch, declare
         assert src.fps == sources.DEFAULT_FPS
 
 
+@pytest.mark.parametrize(
+    ("declared", "step_ms", "expected", "count"),
+    [
+        # a browser's WebM (ms time base, no rate): its count followed 1000 fps, so none
+        (1000.0, [33.0, 34.0], 1000 / 33.5, None),
+        (0.0, [40.0], 25.0, 2944),  # no rate at all, but timestamps
+        (240.0, [1000 / 240], 240.0, 2944),  # a real slow-motion clip keeps its declared rate
+        (1000.0, [0.0], 1000.0, 2944),  # timestamps that say nothing change nothing
+    ],
+)
+def test_a_video_rate_is_checked_against_its_timestamps(
+    tmp_path, monkeypatch, declared, step_ms, expected, count
+):
+    path = write_video(tmp_path / "v.avi", 3)
+
+    class Stamped(FakeCapture):
+        # 90 frames; presentation times advancing by the steps in turn, as decoded.
+        def __init__(self, target, api):
+            super().__init__(target, api, frames=90)
+            self.read_count = 0
+
+        def grab(self):
+            ok = super().grab()
+            self.read_count += ok
+            return ok
+
+        def read(self):
+            ok = self.grab()
+            return ok, np.zeros((24, 32, 3), np.uint8)
+
+        def get(self, prop):
+            if prop == cv2.CAP_PROP_FPS:
+                return declared
+            if prop == cv2.CAP_PROP_FRAME_COUNT:
+                return 2944.0  # the container's estimate: its length times the declared rate
+            if prop == cv2.CAP_PROP_POS_MSEC:
+                n = self.read_count - 1
+                return sum(step_ms[i % len(step_ms)] for i in range(n))
+            return super().get(prop)
+
+    monkeypatch.setattr(sources, "_make_capture", Stamped)
+    with VideoFileSource(path=path, live=False, fps=12) as src:
+        assert src.fps == pytest.approx(expected, rel=0.01)
+        assert src.frame_count == count
+
+
 def _box(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", 8 + len(body)) + kind + body
 
