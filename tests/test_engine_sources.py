@@ -317,6 +317,20 @@ def test_folder_skipping_unreadable_images_lists_them(tmp_path):
             assert f"cannot read image file {file}" in message
 
 
+def test_a_folder_names_an_image_whose_link_is_broken(tmp_path):
+    # A photo linked from a drive that is not mounted: counted and named among the skipped,
+    # not left out of the folder without a word. A folder named like an image is no frame.
+    for i in (1, 3):
+        write_png(tmp_path / f"a{i}.png", np.full((4, 4, 3), i, np.uint8))
+    (tmp_path / "a2.png").symlink_to(tmp_path / "unmounted" / "a2.png")
+    (tmp_path / "a4.png").mkdir()
+    with open_source(tmp_path, live=False, skip_unreadable=True) as src:
+        assert src.frame_count == 3
+        assert [int(f.image[0, 0, 0]) for f in src] == [1, 3]
+        assert [p.name for p, _ in src.skipped] == ["a2.png"]
+        assert "a2.png" in src.skipped[0][1]
+
+
 def test_a_looping_folder_lists_a_skipped_image_once(tmp_path):
     _folder_with_bad_images(tmp_path)
     with open_source(tmp_path, live=False, loop=True, skip_unreadable=True) as src:
