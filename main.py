@@ -1155,8 +1155,15 @@ def _note_lost_audio(source: str, output: str) -> None:
 
     if source_kind(source) != "video" or Path(output).suffix.lower() not in VIDEO_CODECS:
         return
-    if video_has_audio(source):
+    has_audio = video_has_audio(source)
+    if has_audio:
         _eprint(f"{PROG}: note: {output} will have no sound: the audio of {source} is not copied")
+    elif has_audio is None:
+        # A container whose track list is not read here (MPEG-TS, FLV, ...): say it either way.
+        _eprint(
+            f"{PROG}: note: {output} will have no sound: audio is not copied (whether {source} "
+            "has any could not be told)"
+        )
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -340,12 +340,85 @@ def _mp4_has_audio(f: Any, size: int) -> bool | None:
     return None
 
 
+_EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # the EBML header that opens every Matroska / WebM file
+_MKV_SEGMENT, _MKV_TRACKS, _MKV_CLUSTER = 0x18538067, 0x1654AE6B, 0x1F43B675
+_MKV_TRACK_ENTRY, _MKV_TRACK_TYPE, _MKV_AUDIO = 0xAE, 0x83, 2
+#: Muxers write the track list before the first cluster of frames, within the first kilobytes.
+_MATROSKA_READ_LIMIT = 1 << 20
+
+
+def _ebml_vint(buf: bytes, i: int, *, keep_marker: bool) -> tuple[int | None, int]:
+    """The EBML variable-length integer at ``buf[i]`` and the index after it: an element ID
+    (``keep_marker``, as the spec writes IDs) or a size (None: "unknown", all value bits set)."""
+    if i >= len(buf) or buf[i] == 0:
+        raise ValueError("not an EBML number")
+    n = 9 - buf[i].bit_length()  # the leading zero bits, plus one, give the length
+    if i + n > len(buf):
+        raise ValueError("EBML number cut off")
+    value = int.from_bytes(buf[i : i + n], "big")
+    if keep_marker:
+        return value, i + n
+    value &= (1 << (7 * n)) - 1
+    return (None if value == (1 << (7 * n)) - 1 else value), i + n
+
+
+def _matroska_has_audio(buf: bytes) -> bool | None:
+    """Whether the Matroska / WebM file that ``buf`` opens lists an audio track (TrackType 2);
+    None when its track list is not within ``buf``."""
+    try:
+        i, end, tracks_seen = 0, len(buf), False
+        while i < end:
+            eid, i = _ebml_vint(buf, i, keep_marker=True)
+            size, i = _ebml_vint(buf, i, keep_marker=False)
+            if eid == _MKV_SEGMENT:
+                # Descend: its children (Info, Tracks, Clusters ...) follow. A live recording
+                # (a browser's WebM) leaves the segment's size unknown.
+                end = len(buf) if size is None else min(len(buf), i + size)
+                continue
+            if eid == _MKV_CLUSTER or size is None:
+                return False if tracks_seen else None  # frames begin: no track list after
+            if eid == _MKV_TRACKS:
+                tracks_seen = True
+                if i + size > len(buf):
+                    return None
+                if _matroska_tracks_have_audio(buf[i : i + size]):
+                    return True
+            i += size
+        return False if tracks_seen else None
+    except ValueError:
+        return None
+
+
+def _matroska_tracks_have_audio(tracks: bytes) -> bool:
+    i = 0
+    while i < len(tracks):
+        eid, i = _ebml_vint(tracks, i, keep_marker=True)
+        size, i = _ebml_vint(tracks, i, keep_marker=False)
+        if size is None:
+            raise ValueError("a track entry of unknown size")
+        if eid == _MKV_TRACK_ENTRY:
+            entry, j = tracks[i : i + size], 0
+            while j < len(entry):
+                cid, j = _ebml_vint(entry, j, keep_marker=True)
+                csize, j = _ebml_vint(entry, j, keep_marker=False)
+                if csize is None:
+                    raise ValueError("a track field of unknown size")
+                if (
+                    cid == _MKV_TRACK_TYPE
+                    and int.from_bytes(entry[j : j + csize], "big") == _MKV_AUDIO
+                ):
+                    return True
+                j += csize
+        i += size
+    return False
+
+
 def video_has_audio(path: str | os.PathLike[str]) -> bool | None:
     """Whether a video file holds a sound track: True, False, or None when it cannot tell.
 
     OpenCV reads and writes pictures only, so a processed copy has no sound: callers say so
-    rather than drop it silently. Reads the container headers of MP4/MOV/M4V and AVI files;
-    other containers (Matroska, WebM) give None.
+    rather than drop it silently. Reads the container headers of MP4/MOV/M4V, AVI and Matroska
+    (MKV, WebM) files; other containers give None.
     """
     try:
         with open(path, "rb") as f:
@@ -353,6 +426,9 @@ def video_has_audio(path: str | os.PathLike[str]) -> bool | None:
             size = f.seek(0, os.SEEK_END)
             if head[4:8] in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
                 return _mp4_has_audio(f, size)
+            if head[:4] == _EBML_MAGIC:
+                f.seek(0)
+                return _matroska_has_audio(f.read(_MATROSKA_READ_LIMIT))
             if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
                 f.seek(0)
                 hdrl = f.read(1 << 16)  # the stream headers open the file

@@ -493,6 +493,17 @@ def test_process_says_the_sound_track_is_not_copied(
     assert len(read_video(tmp_path / "out.mp4")) == 6
     assert cli.main(["process", str(clip), str(tmp_path / "o.avi"), "--backend", "unsharp"]) == 0
     assert "no sound" not in capsys.readouterr().err
+    # A container whose tracks are not read here (MPEG-1 program stream): it cannot tell.
+    writer = cv2.VideoWriter(
+        str(tmp_path / "clip.mpg"), cv2.VideoWriter_fourcc(*"PIM1"), 30, (W, H)
+    )
+    assert writer.isOpened()
+    for i in range(3):
+        writer.write(stamped_frame(i))
+    writer.release()
+    assert cli.main(["process", str(tmp_path / "clip.mpg"), str(tmp_path / "t.avi")]) == 0
+    err = capsys.readouterr().err
+    assert "no sound" in err and "could not be told" in err, err
 
 
 def test_process_image_and_folder(tmp_path: Path) -> None:

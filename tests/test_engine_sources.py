@@ -627,6 +627,53 @@ def test_video_has_audio_reads_the_container_headers(tmp_path, monkeypatch):
     assert video_has_audio(tmp_path / "nothere.mp4") is None
 
 
+def _ebml(eid: int, body: bytes, *, unknown_size: bool = False) -> bytes:
+    size = b"\x01\xff\xff\xff\xff\xff\xff\xff" if unknown_size else bytes([0x80 | len(body)])
+    if not unknown_size and len(body) > 126:
+        size = (0x4000 | len(body)).to_bytes(2, "big")  # the two-byte form
+    return eid.to_bytes((eid.bit_length() + 7) // 8, "big") + size + body
+
+
+def test_video_has_audio_reads_matroska_and_webm_track_lists(tmp_path, monkeypatch):
+    # MKV (OBS's default recording format) and a browser's WebM lost their sound without a note.
+    header = _ebml(0x1A45DFA3, _ebml(0x4282, b"webm"))
+
+    def track(kind: int) -> bytes:
+        return _ebml(0xAE, _ebml(0xD7, b"\x01") + _ebml(0x83, bytes([kind])))
+
+    def mkv(*kinds: int, unknown_size: bool = False, cluster_first: bool = False) -> bytes:
+        tracks = _ebml(0x1654AE6B, b"".join(track(k) for k in kinds))
+        info = _ebml(0x1549A966, _ebml(0x2AD7B1, b"\x0f\x42\x40"))
+        cluster = _ebml(0x1F43B675, _ebml(0xE7, b"\x00") + bytes(200))
+        body = info + (cluster + tracks if cluster_first else tracks + cluster)
+        return header + _ebml(0x18538067, body, unknown_size=unknown_size)
+
+    cases = {
+        "call.mkv": (mkv(1, 2), True),
+        "live.webm": (mkv(1, 2, unknown_size=True), True),  # a recording's open-ended segment
+        "mute.mkv": (mkv(1), False),
+        "mute_live.webm": (mkv(1, unknown_size=True), False),
+        "odd.mkv": (mkv(1, 2, cluster_first=True), None),  # no track list before the frames
+        "cut.mkv": (mkv(1, 2)[:40], None),
+        "junk.webm": (_EBML_JUNK, None),
+    }
+    for name, (data, expected) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        assert video_has_audio(tmp_path / name) is expected, name
+    # A track list beyond what is read says nothing.
+    monkeypatch.setattr(sources, "_MATROSKA_READ_LIMIT", 30)
+    assert video_has_audio(tmp_path / "call.mkv") is None
+    monkeypatch.undo()
+    # A real file: OpenCV's own Matroska writer, pictures only.
+    mkv_file = write_video(tmp_path / "opencv.mkv", 3, fourcc="MJPG")
+    with open_source(mkv_file, live=False) as src:
+        assert len(list(src)) == 3
+    assert video_has_audio(mkv_file) is False
+
+
+_EBML_JUNK = b"\x1a\x45\xdf\xa3" + b"\x00" * 30
+
+
 def test_video_live_is_paced_and_interruptible(tmp_path):
     path = write_video(tmp_path / "v.avi", 6, fps=50.0)
     with open_source(path, live=True) as src:
