@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, fit_to, image_size, to_rgb8
+from engine.frames import Frame, fit_to, image_size, resize_to, to_rgb8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -265,6 +265,27 @@ def _rate_from_timestamps(path: str) -> float | None:
     if len(steps) < 2:
         return None
     return _valid_fps(1000.0 * len(steps) / sum(steps), lowest=_MIN_FILE_FPS)
+
+
+def _square_pixel_size(cap: Any, size: tuple[int, int]) -> tuple[int, int] | None:
+    """The size that shows a video's frames with square pixels, when its pixels are not
+    square (DV, DVD, anamorphic HDV declare a sample aspect ratio); None when they are.
+
+    OpenCV hands back the coded grid: shown as it is, a 2:1 file went to the call squashed to
+    half its width. The coded width is stretched (the height is kept), or the height when
+    OpenCV turned the frames a quarter for the file's rotation."""
+    num, den = (float(cap.get(p)) for p in (cv2.CAP_PROP_SAR_NUM, cv2.CAP_PROP_SAR_DEN))
+    if not (math.isfinite(num) and math.isfinite(den) and num > 0 and den > 0):
+        return None
+    ratio = num / den
+    if abs(ratio - 1.0) <= 0.01 or not 0.1 <= ratio <= 10.0:
+        return None  # square, or not a ratio any camera writes
+    w, h = size
+    if round(float(cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 180 == 90 and cap.get(
+        cv2.CAP_PROP_ORIENTATION_AUTO
+    ):
+        return w, max(1, round(h * ratio))
+    return max(1, round(w * ratio)), h
 
 
 def _valid_fps(value: float | None, lowest: float = FPS_RANGE[0]) -> float | None:
@@ -906,7 +927,8 @@ class VideoFileSource(_SourceBase):
             self.frame_count = (
                 int(count) if math.isfinite(count) and count > 0 and not loop else None
             )
-            self.size = self._resize or image_size(img)
+            self._square = _square_pixel_size(self._cap, image_size(img))
+            self.size = self._resize or self._square or image_size(img)
         except BaseException:
             self._cap.release()  # nobody gets a source to close
             raise
@@ -939,6 +961,8 @@ class VideoFileSource(_SourceBase):
         if img is None:
             return None
         rgb = to_rgb8(img, bgr=True, inplace=True)
+        if self._square is not None:
+            rgb = resize_to(rgb, self._square)
         if self._resize is not None:
             rgb = fit_to(rgb, self._resize)
         return self._emit(rgb, time.perf_counter())

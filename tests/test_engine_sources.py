@@ -592,6 +592,47 @@ def test_a_video_rate_is_checked_against_its_timestamps(
         assert src.frame_count == count
 
 
+@pytest.mark.parametrize(
+    ("sar", "turned", "expected"),
+    [
+        ((2.0, 1.0), False, (64, 24)),  # wide pixels (anamorphic): the width stretched
+        ((8.0, 9.0), False, (28, 24)),  # a 4:3 DV frame's narrow pixels
+        ((2.0, 1.0), True, (32, 48)),  # turned a quarter by OpenCV: the coded width is up
+        ((1.0, 1.0), False, (32, 24)),
+        ((0.0, 0.0), False, (32, 24)),  # not declared
+    ],
+)
+def test_a_video_with_pixels_that_are_not_square_is_shown_with_square_ones(
+    tmp_path, monkeypatch, sar, turned, expected
+):
+    # A 2:1 file went to the call (and to `process`'s output) squashed to half its width.
+    path = write_video(tmp_path / "v.avi", 3)
+
+    class Anamorphic(FakeCapture):
+        def __init__(self, target, api):
+            super().__init__(target, api, frames=3, value=7)
+
+        def get(self, prop):
+            props = {cv2.CAP_PROP_SAR_NUM: sar[0], cv2.CAP_PROP_SAR_DEN: sar[1]}
+            props |= {cv2.CAP_PROP_ORIENTATION_META: 90.0 if turned else 0.0}
+            props |= {cv2.CAP_PROP_ORIENTATION_AUTO: 1.0}
+            return props.get(prop, super().get(prop))
+
+    monkeypatch.setattr(sources, "_make_capture", Anamorphic)
+    with VideoFileSource(path=path, live=False) as src:
+        assert src.size == expected
+        frames = list(src)
+        assert len(frames) == 3
+        assert all(f.image.shape == (expected[1], expected[0], 3) for f in frames)
+        assert int(frames[0].image[5, 5, 0]) == 7  # the picture, stretched, not bars
+    with VideoFileSource(path=path, live=False, size=(128, 96)) as src:
+        image = src.read().image
+        assert image.shape == (96, 128, 3) and src.size == (128, 96)
+        # Fitted with the square-pixel aspect: 64x24 -> bars above and below.
+        if expected == (64, 24):
+            assert image[:20].max() == 0 and image[48].max() == 7
+
+
 def _box(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", 8 + len(body)) + kind + body
 
