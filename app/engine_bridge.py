@@ -478,7 +478,9 @@ class EngineBridge(QObject):
         self._said: list[UserMessage] = []
         # Stopped engines, until all their threads ended (join() waits for them at exit).
         self._stopping: list[_Stopping] = []
-        self.using_fallback = False  # the source failed to open and the fallback (demo) plays
+        # The source failed to open and the fallback (demo) plays, or the demo stands in for a
+        # camera not plugged in (start's stand_in): either way nothing is sent to calls.
+        self.using_fallback = False
         # Why the latest start's source did not open (None when it did): the engine's own words,
         # for a caller that reports it outside the window (run_app's scripted mode).
         self.source_error: BaseException | None = None
@@ -610,6 +612,7 @@ class EngineBridge(QObject):
         scale: float | str = "auto",
         source_name: str = "",
         wait: bool = False,
+        stand_in: bool = False,
     ) -> bool | None:
         """(Re)start the engine on ``source``.
 
@@ -632,6 +635,8 @@ class EngineBridge(QObject):
         ``source_name`` is the source's name in the camera picker: where pyvirtualcam names a
         device rather than giving its path (OBS Virtual Camera), that is how the virtual camera
         knows not to send to the device the engine reads.
+        ``stand_in``: ``source`` plays in the window in place of the camera wanted (one not
+        plugged in); like the fallback, it is never sent to the virtual camera.
         """
         # Not waiting for the engine's threads here (up to seconds: a model call, a stalled
         # output): the new source opens only once the stopped engines released theirs.
@@ -658,6 +663,7 @@ class EngineBridge(QObject):
             fallback_source=fallback_source,
             scale=scale,
             source_name=source_name,
+            stand_in=stand_in,
             after=[s for s in self._stopping if not s.released()],
         )
         # The previous start may still be opening the same camera: each start waits for it.
@@ -1271,7 +1277,9 @@ class EngineBridge(QObject):
     def _finish_start(self, req: _StartRequest, *, wait: bool = False) -> bool:
         """Start the engine on what ``req`` opened and say so, in the GUI thread (``wait``:
         the wanted virtual camera device, too, is opened in it)."""
-        self.using_fallback = req.using_fallback
+        # A stand-in for a camera not plugged in is held back from calls as the fallback is:
+        # the people in the call would see the bundled clip instead of the person.
+        self.using_fallback = req.using_fallback or req.stand_in
         self.source_error = req.source_error
         for msg in req.messages:
             self._say(msg)
@@ -1321,7 +1329,7 @@ class EngineBridge(QObject):
         self._running_scale = scale
         self._backend_spec = (req.backend, req.model)
         self._start_warning = req.warning
-        self._playing = None if req.using_fallback else (req.source, req.source_name)
+        self._playing = None if self.using_fallback else (req.source, req.source_name)
         self._label = backend_label(be)
         if req.warning and req.model_msg is not None:
             # The engine repeats this warning in its stats: it was shown already.
@@ -1329,7 +1337,7 @@ class EngineBridge(QObject):
         self.backend_changed.emit(self._label)
         self._stats_timer.start()
         self.running_changed.emit(True)
-        if self._want_virtual and not req.using_fallback:
+        if self._want_virtual and not self.using_fallback:
             self._open_virtual(asked=False, wait=wait)
         if not _same_scale(self._scale, scale):
             # Changed while this start's model loaded, and _rescaled could not apply it (the
@@ -1593,6 +1601,7 @@ class _StartRequest:
     fallback_source: str | None
     scale: float | str  # set_scale changes it while the start opens
     source_name: str = ""  # the source's name in the camera picker
+    stand_in: bool = False  # plays in place of a camera not plugged in: never sent
     # The engines stopped before this start that still held their camera or virtual camera.
     after: list[_Stopping] = field(default_factory=list)
     src: Any = None

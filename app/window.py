@@ -501,8 +501,18 @@ class MainWindow(QMainWindow):
         """Offer ``cameras`` (one was plugged in or unplugged) without restarting the stream.
 
         The camera in use stays picked, and listed even when it was unplugged: the engine is
-        reconnecting to it, and jumping to another would restart the stream mid-call.
+        reconnecting to it, and jumping to another would restart the stream mid-call. The one
+        exception: the demo clip standing in for the remembered camera (not plugged in at
+        launch) gives way to that camera once it is listed.
         """
+        self._offer_cameras(cameras)
+        if self._stands_in() and not self._cameras_pending and not self._closing:
+            back = self._find_source(self._absent_source)
+            if back is not None:
+                log.info("%s is connected again: switching to it", back.name)
+                self.camera_combo.setCurrentIndex(self.camera_combo.findData(back.id))
+
+    def _offer_cameras(self, cameras: list[CameraChoice]) -> None:
         current = self.current_camera()
         new = list(cameras)
         if not any(c.is_demo for c in new):
@@ -551,7 +561,7 @@ class MainWindow(QMainWindow):
             return  # taken already (a start that waited for it), or the window is closing
         self._cameras_pending = False
         self.camera_combo.setToolTip("")
-        self.set_cameras(cameras)  # a source named or picked stays picked
+        self._offer_cameras(cameras)  # a source named or picked stays picked
         if self._auto_pick:
             # The window's own pick was a stand-in: pick again, among the cameras found.
             self.camera_combo.blockSignals(True)
@@ -955,6 +965,7 @@ class MainWindow(QMainWindow):
             scale=self.current_scale(),
             source_name=cam.name,
             wait=wait,
+            stand_in=self._stands_in(),
         )
         if self.bridge.starting:
             # After start(): stopping the previous engine said "Stopped".
@@ -990,9 +1001,20 @@ class MainWindow(QMainWindow):
     def shown_source_name(self) -> str:
         """What the preview really shows: the picked camera, or the demo clip standing in."""
         cam = self.current_camera()
+        if self._stands_in():
+            return f"{cam.name}: the camera used last is not connected"
         if self.bridge.using_fallback:
             return f"{demo_choice().name}: {cam.name} unavailable"
         return cam.name
+
+    def _stands_in(self) -> bool:
+        """The demo clip is picked in place of the remembered camera, not plugged in today.
+
+        Nobody chose it: it plays in the window but is not sent to calls (the people in the
+        call saw the bundled clip instead of the person), and the camera, once plugged in, is
+        picked again (:meth:`set_cameras`). Another real camera picked in its place is sent.
+        """
+        return bool(self._absent_source) and self.current_camera().is_demo
 
     # --- slots: controls -> bridge -------------------------------------------------------------
     def _on_camera_changed(self) -> None:
@@ -1233,6 +1255,11 @@ class MainWindow(QMainWindow):
         elif self.bridge.virtual_camera_opening:
             # A driver that takes its time (or hangs) must not pass for "waiting for video".
             self.virtual_status.setText("On · opening the virtual camera…")
+        elif wanted and self._stands_in() and self.bridge.is_running:
+            self.virtual_status.setText(
+                "On · not sending: the camera used last is not connected. The demo clip plays "
+                "only here; calls get video once it is plugged in (or another camera is picked)."
+            )
         elif wanted and self.bridge.using_fallback and self.bridge.is_running:
             # The demo clip stands in for the camera only in this window: a call must not show
             # the bundled clip in place of the person.

@@ -1737,6 +1737,34 @@ def test_the_demo_clip_standing_in_for_a_camera_is_not_sent_to_calls(
     assert window.bridge.virtual_camera_on
 
 
+def test_the_demo_clip_standing_in_for_a_camera_not_plugged_in_is_not_sent_to_calls(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The webcam remembered (and "Send to video calls"), not plugged in at launch: the demo clip
+    # stood in with nothing said, was sent to the call, and stayed after the webcam came back.
+    _cameras_only(monkeypatch, _Camera720p)
+    window = make_window(settings=AppSettings(source="0", virtual_camera=True))
+    wait_frames(qtbot, window, 5)
+    assert window.current_camera().is_demo and window.bridge.using_fallback
+    assert not window.bridge.virtual_camera_on and not recorder.opened and not recorder.frames
+    assert window.virtual_switch.isChecked()
+    assert window.virtual_status.text().startswith("On · not sending: the camera used last")
+    assert "not connected" in window.source_info.text()
+    assert window.collect_settings().source == "0"  # still the camera remembered
+    # Plugged in: it is picked again, and the call gets it.
+    with started(qtbot, window):
+        window.set_cameras([CameraChoice("0", "Camera 0", "0"), demo_choice()])
+    assert window.current_camera().name == "Camera 0" and not window.bridge.using_fallback
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 3, timeout=FRAME_TIMEOUT_MS)
+    assert window.virtual_status.text().startswith("On · sending to")
+    # The demo clip picked by the person is sent, and a camera list changing then leaves it.
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo"))
+    assert window.bridge.virtual_camera_on and not window.bridge.using_fallback
+    window.set_cameras([CameraChoice("0", "Camera 0", "0"), demo_choice()])
+    assert window.current_camera().is_demo and not window.bridge.starting
+
+
 def test_the_virtual_camera_keeps_its_format_while_on_across_restarts(
     qtbot, make_window, recorder, monkeypatch
 ):
