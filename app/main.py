@@ -7,6 +7,7 @@ and quits, printing the final engine statistics: handy for bug reports, docs and
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import sys
@@ -48,6 +49,57 @@ def missing_display(
         "`python main.py run --source 0 --output virtual` or "
         "`python main.py process IN OUT`, or start the window under `xvfb-run`."
     )
+
+
+def x11_problem(
+    env: Mapping[str, str] | None = None,
+    platform: str = sys.platform,
+    load_library: Callable[[str], Any] = ctypes.CDLL,
+) -> str | None:
+    """Why Qt's X11 plugin would abort the process, or None (also where it is not used).
+
+    Qt ends the process with a core dump when the X display does not answer (a DISPLAY left
+    over from an ssh session) or when its xcb plugin misses a library (Qt 6.5+ needs
+    libxcb-cursor0, which stock desktops lack), and its last words pointed at OpenCV's plugin
+    folder ("Reinstalling the application may fix this problem"). Checked first, in
+    milliseconds, and said in one line. The libraries are loaded as the plugin loads them (by
+    their sonames, through the dynamic loader), so a library found there is never refused."""
+    env = os.environ if env is None else env
+    forced = env.get("QT_QPA_PLATFORM", "")
+    if not platform.startswith("linux") or not env.get("DISPLAY"):
+        return None
+    if forced and not forced.startswith("xcb"):
+        return None
+    if not forced and env.get("WAYLAND_DISPLAY"):
+        return None  # a Wayland session: Qt takes its Wayland plugin
+    display = env["DISPLAY"]
+    try:
+        load_library("libxcb-cursor.so.0")
+    except OSError:
+        return (
+            f"the window cannot open on the X display {display}: Qt needs the libxcb-cursor0 "
+            "library (e.g. `sudo apt install libxcb-cursor0`)"
+        )
+    try:
+        xcb = load_library("libxcb.so.1")
+    except OSError:
+        return f"the window cannot open on the X display {display}: libxcb is not installed"
+    xcb.xcb_connect.restype = ctypes.c_void_p
+    xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
+    xcb.xcb_connection_has_error.argtypes = [ctypes.c_void_p]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    conn = xcb.xcb_connect(display.encode(), None)
+    try:
+        failed = xcb.xcb_connection_has_error(conn)
+    finally:
+        xcb.xcb_disconnect(conn)  # an error connection too: it holds memory
+    if failed:
+        return (
+            f"cannot connect to the X display {display} (DISPLAY left over from another "
+            "session?). Start SharpCam from the desktop's own terminal, or use the command line: "
+            "`python main.py run --source 0 --output virtual`."
+        )
+    return None
 
 
 def run_app(
@@ -102,15 +154,18 @@ def run_app(
     # Under QT_QPA_PLATFORM=offscreen, "This plugin does not support propagateSizeHints()" is
     # left: that plugin has no window manager to pass the window's size limits to, and Qt logs
     # it uncategorised, where a rule would silence every Qt warning. Real displays never say it.
-    QLoggingCategory.setFilterRules("qt.multimedia*=false\nqt.qpa.*.warning=false")
+    # The platform warnings are silenced only once the application exists: before, they are
+    # the lines that say why Qt could not start ("could not connect to display").
+    QLoggingCategory.setFilterRules("qt.multimedia*=false")
     app = QApplication.instance()
     if app is None:
-        problem = missing_display()
+        problem = missing_display() or x11_problem()
         if problem:
             print(f"sharpcam: {problem}", file=sys.stderr)
             return 1
         app = QApplication(sys.argv[:1])
         app.setStyle("Fusion")
+    QLoggingCategory.setFilterRules("qt.multimedia*=false\nqt.qpa.*.warning=false")
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationName(APPLICATION)
     app.setApplicationDisplayName("SharpCam")

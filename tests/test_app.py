@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import types
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -5088,6 +5089,61 @@ def test_missing_display_is_explained_instead_of_aborting() -> None:
     assert missing_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
     assert missing_display({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
     assert missing_display({}, "win32") is None
+
+
+def test_an_x_display_qt_cannot_use_is_explained_instead_of_aborting() -> None:
+    # A DISPLAY left over from an ssh session, or a desktop without libxcb-cursor0: Qt dumped
+    # core, and the app's log filter had hidden the line that said why.
+    from app.main import x11_problem
+
+    class FakeXcb:
+        def __init__(self, error: int) -> None:
+            self.error, self.disconnected, self.asked = error, 0, b""
+
+            def connect(display: bytes, screen: object) -> int:
+                self.asked = display
+                return 1234
+
+            self.xcb_connect = connect
+            self.xcb_connection_has_error = lambda conn: self.error
+            self.xcb_disconnect = lambda conn: setattr(self, "disconnected", self.disconnected + 1)
+
+    def loader(xcb: FakeXcb, missing: str = "") -> Callable[[str], object]:
+        def load(name: str) -> object:
+            if missing and missing in name:
+                raise OSError(f"{name}: cannot open shared object file")
+            return xcb if name == "libxcb.so.1" else object()
+
+        return load
+
+    stale = FakeXcb(error=1)
+    problem = x11_problem({"DISPLAY": ":12"}, "linux", load_library=loader(stale))
+    assert problem is not None and "cannot connect to the X display :12" in problem
+    assert stale.asked == b":12" and stale.disconnected == 1
+    fine = FakeXcb(error=0)
+    assert x11_problem({"DISPLAY": ":0"}, "linux", load_library=loader(fine)) is None
+    assert fine.disconnected == 1
+    problem = x11_problem({"DISPLAY": ":0"}, "linux", load_library=loader(fine, "xcb-cursor"))
+    assert problem is not None and "apt install libxcb-cursor0" in problem
+    problem = x11_problem({"DISPLAY": ":0"}, "linux", load_library=loader(fine, "libxcb.so"))
+    assert problem is not None and "libxcb is not installed" in problem
+
+    def never(name: str) -> object:
+        raise AssertionError(f"{name} loaded where Qt does not use X11")
+
+    for env, platform in [
+        ({"DISPLAY": ":0", "QT_QPA_PLATFORM": "offscreen"}, "linux"),
+        ({"DISPLAY": ":0", "WAYLAND_DISPLAY": "wayland-0"}, "linux"),  # Qt takes Wayland
+        ({}, "linux"),  # missing_display's case
+        ({"DISPLAY": ":0"}, "darwin"),
+    ]:
+        assert x11_problem(env, platform, load_library=never) is None
+    # Forced onto X11 on a Wayland desktop: checked.
+    forced = {"DISPLAY": ":12", "WAYLAND_DISPLAY": "w", "QT_QPA_PLATFORM": "xcb"}
+    assert x11_problem(forced, "linux", load_library=loader(FakeXcb(error=1))) is not None
+    # The real libraries, where this machine has them: a display that is not there is refused.
+    problem = x11_problem({"DISPLAY": ":4093"}, "linux")
+    assert problem is not None and ":4093" in problem
 
 
 @pytest.mark.parametrize("field", [ctypes.c_int32, ctypes.c_int64])
