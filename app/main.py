@@ -249,11 +249,11 @@ def run_app(
 
     loop = QEventLoop()
     window.closed.connect(loop.quit)
-    restore_sigint = _close_on_sigint(window)
+    restore_signals = _close_on_signals(window)
     try:
         loop.exec()
     finally:
-        restore_sigint()
+        restore_signals()
     if quit_after is not None and not result["failed"]:
         print(final_stats_line(window, time.perf_counter() - t0))
     if not getattr(window, "stopped_in_time", True):
@@ -276,15 +276,18 @@ def run_app(
     return result["code"]
 
 
-def _close_on_sigint(window: MainWindow) -> Callable[[], None]:
-    """Ctrl+C in the terminal closes the window as Ctrl+Q does (settings saved, engine
-    stopped); returns what puts the previous handler back. Python's own handler raised
+def _close_on_signals(window: MainWindow) -> Callable[[], None]:
+    """Ctrl+C in the terminal, a logout or `kill` (SIGTERM) and the terminal closing (SIGHUP)
+    close the window as Ctrl+Q does (settings saved, engine and virtual camera stopped);
+    returns what puts the previous handlers back. Python's own SIGINT handler raised
     KeyboardInterrupt inside whichever slot ran next, where Qt printed it and went on: a
-    traceback, and the window stayed open."""
+    traceback, and the window stayed open; SIGTERM and SIGHUP ended the process at once."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None  # only the main thread may set a handler
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, lambda *_: QTimer.singleShot(0, window.close))
+    signums = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    previous = {n: signal.getsignal(n) for n in signums}
+    for n in signums:
+        signal.signal(n, lambda *_: QTimer.singleShot(0, window.close))
     # Python runs a handler only when it runs code on the main thread: without video (no
     # preview, no stats), nothing else would, and Ctrl+C waited for the next mouse move.
     wake = QTimer(window)
@@ -293,7 +296,8 @@ def _close_on_sigint(window: MainWindow) -> Callable[[], None]:
 
     def restore() -> None:
         wake.stop()
-        signal.signal(signal.SIGINT, previous)
+        for n, handler in previous.items():
+            signal.signal(n, handler)
 
     return restore
 
