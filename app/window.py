@@ -52,6 +52,7 @@ from PySide6.QtWidgets import (
     QMenu,
     QPlainTextEdit,
     QPushButton,
+    QScrollArea,
     QSlider,
     QSystemTrayIcon,
     QVBoxLayout,
@@ -80,6 +81,11 @@ ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"
 STOP_TIMEOUT_S = 2.0
 SIDEBAR_WIDTH = 320
 SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
+# The sidebar scrolls where the screen is too short for it (a 1080p laptop at 150 %: 720
+# logical pixels less the taskbar); its scroll bar has a strip of its own beside it.
+SIDEBAR_SCROLLBAR = 8
+# The first window's size, within the screen's free area.
+FIRST_SIZE = (1240, 700)
 # A change is saved this long after the last one: a slider dragged, a window resized or the
 # divider moved with the keys writes once, not at every step.
 SAVE_DELAY_MS = 500
@@ -98,6 +104,15 @@ STYLE = """
 QMainWindow, QWidget#central { background: #0f1117; }
 QWidget { color: #e2e8f0; font-size: 10pt; }
 QFrame#sidebar { background: #161a23; border-left: 1px solid #232938; }
+QScrollArea#sidebarScroll, QScrollArea#sidebarScroll > QWidget { background: #161a23;
+                                                                  border: none; }
+QScrollArea#sidebarScroll QScrollBar:vertical { background: #161a23; width: 8px; margin: 0; }
+QScrollArea#sidebarScroll QScrollBar::handle:vertical { background: #334155; border-radius: 4px;
+                                                        min-height: 32px; }
+QScrollArea#sidebarScroll QScrollBar::add-line:vertical,
+QScrollArea#sidebarScroll QScrollBar::sub-line:vertical { height: 0; }
+QScrollArea#sidebarScroll QScrollBar::add-page:vertical,
+QScrollArea#sidebarScroll QScrollBar::sub-page:vertical { background: none; }
 QLabel#title { font-size: 15pt; font-weight: 700; color: #f8fafc; }
 QLabel#subtitle { color: #94a3b8; font-size: 9pt; }
 QLabel#section { color: #7dd3fc; font-size: 8pt; font-weight: 700; letter-spacing: 1px;
@@ -454,7 +469,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("SharpCam")
         self.setWindowIcon(app_icon())
         self.setStyleSheet(STYLE)
-        self.resize(1240, 700)
+        self._fit_first_size()
         if settings.geometry:
             self.restoreGeometry(QByteArray(settings.geometry))
 
@@ -602,6 +617,17 @@ class MainWindow(QMainWindow):
                 return c
         return None
 
+    def _fit_first_size(self) -> None:
+        """FIRST_SIZE, or less on a screen whose free area is smaller (a fixed 1240x700 ran
+        past a 1280x720 logical screen's taskbar)."""
+        screen = self.screen()
+        w, h = FIRST_SIZE
+        if screen is not None:
+            free = screen.availableGeometry()
+            # Room for the window's frame and title bar, which the free area includes.
+            w, h = min(w, free.width() - 16), min(h, free.height() - 48)
+        self.resize(max(w, 640), max(h, 400))
+
     def _build_ui(self) -> None:
         central = QWidget()
         central.setObjectName("central")
@@ -746,7 +772,19 @@ class MainWindow(QMainWindow):
         foot = QLabel("Ctrl+Q quits · settings are remembered")
         foot.setObjectName("hint")
         lay.addWidget(foot)
-        root.addWidget(side)
+        scroll = QScrollArea()
+        scroll.setObjectName("sidebarScroll")
+        scroll.setWidget(side)
+        scroll.setWidgetResizable(True)  # as tall as the window, or taller: then it scrolls
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        scroll.setFixedWidth(SIDEBAR_WIDTH + SIDEBAR_SCROLLBAR)
+        # Not a stop of its own in the Tab order (between the preview and the camera picker);
+        # Tab to a control below the fold scrolls it into view all the same.
+        scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.sidebar_scroll = scroll
+        root.addWidget(scroll)
         self.setCentralWidget(central)
 
         sb = self.statusBar()

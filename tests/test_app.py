@@ -3824,6 +3824,41 @@ def test_at_the_minimum_size_no_sidebar_line_is_cut_off_by_a_long_virtual_camera
     assert "Pick it as the camera" in status.text()
 
 
+def test_the_window_fits_a_short_screen_and_its_sidebar_scrolls(qtbot, make_window, monkeypatch):
+    # A 1080p laptop at 150 % has 1280x720 logical pixels, less the taskbar: the sidebar alone
+    # asked for 692-731 px, the first size was a fixed 1240x700, and the status bar and the
+    # virtual camera switch were off the screen.
+    from PySide6.QtCore import QRect
+    from PySide6.QtWidgets import QLabel
+
+    window = make_window(start=False)
+    window.resize(1, 1)  # clamped to the minimum size
+    qtbot.waitUntil(lambda: window.size() == window.minimumSize(), timeout=2000)
+    assert window.minimumSize().height() <= 480
+    scroll = window.sidebar_scroll
+    qtbot.waitUntil(lambda: scroll.verticalScrollBar().maximum() > 0, timeout=2000)
+    # The whole sidebar is there to scroll to, nothing cut, and Tab scrolls a control into view.
+    foot = [lb for lb in window.sidebar.findChildren(QLabel) if "Ctrl+Q" in lb.text()][0]
+    assert foot.mapTo(window.sidebar, foot.rect().bottomLeft()).y() < window.sidebar.height()
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    window.mirror_check.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(window.mirror_check, Qt.Key.Key_Tab)
+    qtbot.waitUntil(window.virtual_switch.hasFocus, timeout=1000)
+    top = window.virtual_switch.mapTo(scroll.viewport(), QPoint(0, 0)).y()
+    assert 0 <= top and top + window.virtual_switch.height() <= scroll.viewport().height()
+    assert scroll.verticalScrollBar().value() > 0
+    # The first size keeps within the screen's free area.
+
+    class ShortScreen:
+        def availableGeometry(self) -> QRect:  # noqa: N802 - Qt API
+            return QRect(0, 0, 1280, 650)
+
+    monkeypatch.setattr(window, "screen", lambda: ShortScreen())
+    window._fit_first_size()
+    assert window.width() <= 1280 and window.height() <= 650 - 40
+
+
 def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch, recorder):
     from PySide6.QtWidgets import QSystemTrayIcon
 
