@@ -688,6 +688,9 @@ def test_onnx_runner_feeds_the_files_own_input_name(tmp_path: Path) -> None:
         (["--data", "raw:"], "needs a folder"),
         (["--data", "pairs:,{tmp}/seq"], "needs a folder"),
         (["--data", "demo:", "--ensemble", "3"], "--ensemble must be one of [2, 4, 8]"),
+        # mkdir failed on these after the models had loaded, in a FileExistsError traceback
+        (["--data", "demo:", "--out", "{tmp}/seq/000001.png"], "is a file, not a folder"),
+        (["--data", "demo:", "--out", "{tmp}/seq/000001.png/sub"], "is a file, not a folder"),
         (["--data", "demo:", "--low-light", "dim"], "expected PEAK[,SIGMA] numbers"),
         (["--data", "demo:", "--low-light", "0"], "PEAK must be > 0"),
         (["--data", "demo:", "--low-light", "nan"], "PEAK must be > 0"),

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from training import export as E
+from training.config import RUN_CONTROL_KEYS, config_from_dict, config_to_dict, load_config
 from training.config import config_digest as train_config_digest
-from training.config import config_from_dict, config_to_dict, load_config
 from training.models.student import create_student
 
 torch.set_num_threads(2)
@@ -77,6 +77,42 @@ def test_config_digest_is_the_trainers() -> None:
     assert len(E.config_digest(rand)) == 64 and E.config_digest(rand) != E.config_digest(
         {**rand, "seed": 1}
     )
+
+
+def test_the_manifest_keeps_the_checkpoints_own_config_digest(tmp_path: Path) -> None:
+    # It was recomputed from the checkpoint's config with the code's current defaults filled
+    # in: a key added since (teacher.bounded) changed the digest of the same checkpoint, and
+    # the engine pairs student_fast_int8.onnx with student_fast.onnx by it.
+    config = config_to_dict(load_config(None, ["--student=tiny"]))
+    del config["teacher"]["bounded"]  # as a run from before that key existed saved it
+    then = {k: v for k, v in config.items() if k not in RUN_CONTROL_KEYS}
+    stored = hashlib.sha256(json.dumps(then, sort_keys=True, separators=(",", ":")).encode())
+    assert stored.hexdigest() != E.config_digest(config)  # what today's defaults make of it
+    ckpt = tmp_path / "best.pt"
+    state = create_student("tiny").state_dict()
+    torch.save({"model": state, "config": config, "config_digest": stored.hexdigest()}, ckpt)
+    assert E.stored_config_digest(ckpt) == stored.hexdigest()
+    assert _export(ckpt, tmp_path / "w", "--no-fp16", "--no-torchscript") == 0
+    files = json.loads((tmp_path / "w" / "manifest.json").read_text())["files"]
+    assert files["student_fast.onnx"]["config_digest"] == stored.hexdigest()
+    # None stored (a training.average soup): computed from the config, as before.
+    torch.save({"model": state, "config": config}, ckpt)
+    assert E.stored_config_digest(ckpt) is None
+
+
+def test_an_out_that_is_a_file_is_refused_before_the_checkpoint_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # mkdir failed on it after the checkpoint was read and the student built, in a
+    # FileExistsError traceback.
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    for out in (afile, afile / "sub"):
+        with pytest.raises(SystemExit) as exc:
+            E.main(["--checkpoint", str(tmp_path / "gone.pt"), "--out", str(out)])
+        assert exc.value.code == 2
+        assert f"--out {out}: {afile} is a file, not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "mine\n"
 
 
 def test_files_and_parity(exported: tuple[Path, torch.nn.Module, Path]) -> None:

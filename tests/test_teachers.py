@@ -882,6 +882,81 @@ def test_training_teacher_cache_without_a_path_is_refused_before_any_work() -> N
     assert teacher.seen == 0  # Path("") is ".": it ran a chunk, then failed to save it
 
 
+def test_training_teacher_cache_of_other_settings_is_moved_aside_not_overwritten(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    cache = tmp_path / "cache.pt"
+    build_cache(TrainConfig(), teacher=_Counting(), dataset=_Patches(), out=cache, count=2)  # type: ignore[arg-type]
+    made = cache.read_bytes()
+    other = TrainConfig()
+    other.seed = 1
+    # It was overwritten with only a warning: hours of teacher time on a CPU, gone.
+    with caplog.at_level(logging.WARNING, logger="training.cache_teacher"):
+        build_cache(other, teacher=_Counting(), dataset=_Patches(), out=cache, count=1)  # type: ignore[arg-type]
+    kept = tmp_path / "previous_1" / "cache.pt"
+    assert kept.read_bytes() == made
+    assert f"moved to {kept}" in caplog.text
+    assert torch.load(cache, weights_only=True)["meta"]["seed"] == 1
+    # A second change of settings keeps the second cache too.
+    build_cache(TrainConfig(), teacher=_Counting(), dataset=_Patches(), out=cache, count=1)  # type: ignore[arg-type]
+    assert torch.load(tmp_path / "previous_2" / "cache.pt", weights_only=True)["meta"]["seed"] == 1
+
+
+def _not_caches(tmp_path: Path) -> dict[str, Path]:
+    """Files (and a folder) an --out may name by mistake, by case."""
+    checkpoint = tmp_path / "last.pt"  # what the trainer writes
+    torch.save({"model": {"w": torch.zeros(2)}, "optimizer": {}, "config": {}}, checkpoint)
+    text = tmp_path / "notes.txt"
+    text.write_text("not a cache\n")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    return {"checkpoint": checkpoint, "text": text, "folder": folder}
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("checkpoint", r"not a teacher cache \(no blur, sharp, teacher, keys, meta"),
+        ("text", r"not a teacher cache \(torch cannot read it"),
+        ("folder", "is not a file, so not a teacher cache"),
+    ],
+)
+def test_training_teacher_cache_refuses_to_overwrite_what_is_not_one(
+    case: str, message: str, tmp_path: Path
+) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import ConfigError, TrainConfig
+
+    target = _not_caches(tmp_path)[case]
+    before = target.read_bytes() if target.is_file() else None
+    teacher = _Counting()
+    with pytest.raises(ConfigError, match=message) as e:
+        build_cache(TrainConfig(), teacher=teacher, dataset=_Patches(), out=target, count=1)  # type: ignore[arg-type]
+    assert "\n" not in str(e.value) and "--out" in str(e.value)
+    assert teacher.seen == 0
+    assert (target.read_bytes() if target.is_file() else None) == before
+    assert not (tmp_path / "previous_1").exists()
+
+
+def test_cache_teacher_command_line_refuses_an_out_that_is_not_a_cache_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import cache_teacher, teachers
+
+    def no_teacher(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the teacher was loaded before --out was checked")
+
+    monkeypatch.setattr(teachers, "load_teacher", no_teacher)
+    checkpoint = _not_caches(tmp_path)["checkpoint"]
+    with pytest.raises(SystemExit) as e:
+        cache_teacher.main(["--out", str(checkpoint), "--device", "cpu"])
+    assert e.value.code == 2
+    assert f"error: {checkpoint} is not a teacher cache" in capsys.readouterr().err
+
+
 def test_cache_teacher_command_line_passes_its_options_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

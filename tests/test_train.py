@@ -239,7 +239,7 @@ def test_a_failed_resume_keeps_the_runs_config(synth: dict[str, Path], tmp_path:
     train(_tiny(synth, out, "--stop_after_steps=2"))
     saved = (out / "config.yaml").read_text()
     # Another student cannot load this last.pt: the run's own record of its settings must stay.
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ConfigError):
         train(_tiny(synth, out, "--resume", "--student=fast_s"))
     assert (out / "config.yaml").read_text() == saved
     # A resume that loads writes the config it continues with.
@@ -571,6 +571,71 @@ def test_init_from_starts_a_fresh_run_from_trained_weights(
         )
 
 
+def _not_checkpoints(tmp_path: Path) -> dict[str, Path]:
+    """Files an --init_from may name by mistake, by case."""
+    import onnx
+    from onnx import helper
+
+    from training.models.student import create_student
+
+    files = {"onnx": tmp_path / "student.onnx", "bare": tmp_path / "bare.pt"}
+    onnx.save(helper.make_model(helper.make_graph([], "g", [], [])), files["onnx"])
+    torch.save(create_student("tiny").state_dict(), files["bare"])
+    files["empty"] = tmp_path / "empty.pt"
+    files["empty"].write_bytes(b"")
+    files["list"] = tmp_path / "list.pt"
+    torch.save([1, 2], files["list"])
+    files["folder"] = tmp_path
+    return files
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("onnx", "not one this trainer wrote"),
+        ("bare", r"not a trainer checkpoint \(a bare state dict\)"),
+        ("empty", "damaged, or not a trainer checkpoint"),
+        ("list", r"not a trainer checkpoint \(a list without a 'model' entry\)"),
+        ("folder", "is not a file"),
+    ],
+)
+def test_init_from_a_file_that_is_no_checkpoint_is_a_one_line_error(
+    synth: dict[str, Path], tmp_path: Path, case: str, message: str
+) -> None:
+    # An .onnx ended in torch's paragraph advising weights_only=False, a bare state dict in
+    # KeyError: 'model'.
+    path = _not_checkpoints(tmp_path)[case]
+    with pytest.raises(ConfigError, match=message) as e:
+        train(_tiny(synth, tmp_path / "run", f"--init_from={path}"))
+    assert "\n" not in str(e.value) and "weights_only" not in str(e.value)
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_set_up_refusal_is_one_line_and_status_2_on_the_command_line(tmp_path: Path) -> None:
+    # A ConfigError of the set-up (here --init_from naming an .onnx) ended in a traceback.
+    onnx_file = _not_checkpoints(tmp_path)["onnx"]
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.train",
+            "--config",
+            str(SMOKE),
+            "--student=tiny",
+            f"--out_dir={tmp_path / 'run'}",
+            f"--init_from={onnx_file}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "weights_only" not in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"error: cannot read checkpoint {onnx_file}: not one this trainer wrote" in last
+
+
 def test_init_from_a_shallower_student_grows_it(synth: dict[str, Path], tmp_path: Path) -> None:
     train(_tiny(synth, tmp_path / "pre"))
     pre = load_checkpoint(tmp_path / "pre" / "last.pt")
@@ -802,6 +867,28 @@ def test_a_resume_that_cannot_continue_is_refused_before_the_data_is_built(
     torch.save(checkpoint, out / "last.pt")
     with pytest.raises(ConfigError, match=message):
         train(_tiny(synth, out, "--resume"))
+
+
+def test_a_resume_as_another_student_is_refused_before_the_data_is_built(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stop_after_steps=2"))
+    saved = (out / "config.yaml").read_text()
+
+    # It failed in load_state_dict, after the data was built (minutes on the real data), in a
+    # page of missing keys and size mismatches.
+    def no_data(*args: object, **kwargs: object) -> None:
+        raise AssertionError("build_data ran before the checkpoint's student was checked")
+
+    monkeypatch.setattr(T, "build_data", no_data)
+    for other in ("--student=fast_s", "--student_kwargs={body_blocks: 1, dec_blocks: [2]}"):
+        with pytest.raises(ConfigError, match=r"holds a 'tiny' student \{\}, .*--init_from=") as e:
+            train(_tiny(synth, out, "--resume", other))
+        assert "\n" not in str(e.value)
+    assert (out / "config.yaml").read_text() == saved
 
 
 def test_the_resume_check_names_both_process_counts() -> None:

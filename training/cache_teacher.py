@@ -247,6 +247,9 @@ def build_cache(
     if not str(where):  # checked before Path(): Path("") is "."
         raise ConfigError("teacher.cache_path is empty: where should the cache go?")
     out = Path(where)
+    # Before the teacher and the data (minutes on the real data): --out naming some other file
+    # is refused in seconds.
+    old = _existing_cache(out)
     count = int(count or cfg.teacher.cache_count)
     P = cfg.teacher.cache_patch
     if teacher is None:
@@ -261,8 +264,8 @@ def build_cache(
     dataset.patch = P
     meta = cache_meta(cfg)
     blur, sharp, outs, keys = [], [], [], []
-    if out.is_file():
-        old = torch.load(str(out), map_location="cpu", weights_only=True)
+    other_settings = False
+    if old is not None:
         old_meta = old.get("meta") or {}
         if _same_meta(old_meta, meta):
             blur, sharp, outs = [list(old[k].numpy()) for k in ("blur", "sharp", "teacher")]
@@ -276,10 +279,24 @@ def build_cache(
             }
             log.info("extending %s: %d of %d patches present", out, len(keys), count)
         else:
-            log.warning("%s was made with other settings: starting a new cache", out)
+            other_settings = True
+        del old  # one of other settings need not stay in memory for the whole build
     t0 = time.monotonic()
     index = len(keys)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if other_settings:
+        from training.train import previous_folder
+
+        # Moved, never deleted: it may be hours of teacher time on a CPU, and the settings it
+        # was made with may be the ones wanted back.
+        dest = previous_folder(out.parent) / out.name
+        os.replace(out, dest)
+        log.warning(
+            "%s was made with other settings: moved to %s (delete it if unneeded); starting a "
+            "new cache",
+            out,
+            dest,
+        )
     _setup_done = True
     while len(keys) < count:
         n = min(cfg.teacher.cache_batch, count - len(keys))
@@ -305,6 +322,36 @@ def build_cache(
     if not keys:
         _save(out, blur, sharp, outs, keys, meta)
     return out
+
+
+CACHE_KEYS = ("blur", "sharp", "teacher", "keys", "meta")  # what _save writes
+
+
+def _existing_cache(out: Path) -> dict | None:
+    """The teacher cache already at ``out``, None when nothing is there; ConfigError when ``out``
+    is something else (a trainer checkpoint, a folder), which a build would overwrite."""
+    if not out.exists():
+        return None
+    refuse = (
+        "name another --out (or teacher.cache_path), or move it away: a build would overwrite it"
+    )
+    if not out.is_file():
+        raise ConfigError(f"{out} is not a file, so not a teacher cache: {refuse}")
+    try:
+        old = torch.load(str(out), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any file torch cannot read is not a cache
+        raise ConfigError(
+            f"{out} is not a teacher cache (torch cannot read it: {type(exc).__name__}): {refuse}"
+        ) from exc
+    missing = [k for k in CACHE_KEYS if not isinstance(old, dict) or k not in old]
+    if missing:
+        # A trainer checkpoint passed as --out was taken for a cache "made with other
+        # settings" and overwritten with only a warning.
+        raise ConfigError(
+            f"{out} is not a teacher cache (no {', '.join(missing)}: a trainer checkpoint?): "
+            f"{refuse}"
+        )
+    return old
 
 
 def _save(out: Path, blur, sharp, outs, keys, meta) -> None:
@@ -340,13 +387,19 @@ def main(argv: list[str] | None = None) -> Path:
     device = (
         args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     )
-    return build_cache(
-        cfg,
-        out=args.out or None,
-        count=args.count or None,
-        max_minutes=args.max_minutes,
-        device=device,
-    )
+    try:
+        return build_cache(
+            cfg,
+            out=args.out or None,
+            count=args.count or None,
+            max_minutes=args.max_minutes,
+            device=device,
+        )
+    except ConfigError as exc:
+        if _setup_done:
+            raise
+        # Refused before any work (--out names another file): one line, as a bad override is.
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

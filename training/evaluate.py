@@ -1230,6 +1230,13 @@ def main(argv: list[str] | None = None) -> int:
     # Everything a run can be refused for is checked here, before a model is loaded: a bad
     # option found at its first use fails with a traceback, and may do so only after the
     # earlier --data sets (or the students' work on a first image) have run.
+    if args.out is not None:
+        from training.export import file_in_the_way
+
+        blocked = file_in_the_way(args.out)
+        if blocked is not None:
+            # mkdir failed on it after the models had loaded, in a FileExistsError traceback.
+            p.error(f"--out {args.out}: {blocked} is a file, not a folder")
     try:
         specs = [parse_data(s) for s in args.data]
         try:

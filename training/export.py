@@ -78,11 +78,13 @@ __all__ = [
     "export_onnx",
     "export_torchscript",
     "external_data_files",
+    "file_in_the_way",
     "load_student",
     "main",
     "manifest_entry",
     "openvino_tolerance",
     "sha256_file",
+    "stored_config_digest",
     "update_manifest",
 ]
 
@@ -295,6 +297,21 @@ def _build_student(
         renamed = from_config and isinstance(exc, KeyError)
         hint = " (renamed since? name the variant with --variant)" if renamed else ""
         raise ExportError(f"{where}{reason}{hint}") from exc
+
+
+def stored_config_digest(checkpoint: str | Path) -> str | None:
+    """The config digest a trainer checkpoint stores beside its config (``config_digest``:
+    `training.config.config_digest` as the trainer computed it when it saved); None when it
+    stores none (a `training.average` soup, a bare state dict).
+
+    Preferred to `config_digest` of the stored config: that fills in the defaults of keys added
+    to the code since, so the same checkpoint's digest changed with the code, and the engine
+    pairs ``student_fast_int8.onnx`` with ``student_fast.onnx`` by it."""
+    ckpt = _read_checkpoint(Path(checkpoint))
+    digest = ckpt.get("config_digest") if isinstance(ckpt, Mapping) else None
+    if isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef"):
+        return digest
+    return None
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -1292,6 +1309,7 @@ def export_all(
     int8: bool = False,
     calib: str | Path = DEMO_CLIP,
     checkpoint_sha256: str | None = None,
+    digest: str | None = None,
 ) -> ExportResult:
     """Export ``model`` under ``out_dir`` as ``{name}.onnx`` (+ ``{name}_fp16.onnx``,
     ``{name}.ts``), check each against eager PyTorch, and update ``out_dir/manifest.json``.
@@ -1299,7 +1317,8 @@ def export_all(
     Where openvino is installed each ONNX file is run through OpenVINO too
     (`check_openvino`); without it ``result.openvino_skipped`` says why not, and it is logged.
     ``metrics`` rows named like a file must have measured its bytes, or ``checkpoint_sha256``'s
-    (the checkpoint the model came from).
+    (the checkpoint the model came from). ``digest`` is the manifest's ``config_digest`` (the
+    checkpoint's own, `stored_config_digest`); without one it is `config_digest` of ``config``.
 
     Raises:
         ExportError: fp32 ONNX differs from PyTorch by more than 1e-4, or TorchScript by more
@@ -1330,6 +1349,7 @@ def export_all(
                 int8=int8,
                 calib=calib,
                 checkpoint_sha256=checkpoint_sha256,
+                digest=digest,
             )
         except ExportError as exc:
             # Its messages named the staging copy (".export.x1y2/student_fast.onnx"), deleted
@@ -1408,6 +1428,7 @@ def _export_checked(
     int8: bool = False,
     calib: str | Path = DEMO_CLIP,
     checkpoint_sha256: str | None = None,
+    digest: str | None = None,
 ) -> ExportResult:
     """The exports and their parity checks, all inside ``out``; raises ExportError on failure."""
     model = model.float().eval()
@@ -1511,7 +1532,7 @@ def _export_checked(
     macs = float(model.macs_per_pixel()) if hasattr(model, "macs_per_pixel") else 0.0
     multiple = int(getattr(model, "multiple", 1))
     device = device or ("gpu" if variant == "hq" else "cpu")
-    digest = config_digest(config)
+    digest = digest or config_digest(config)
     entries = {}
     # methods with a column of their own in the evaluation summary (named by file stem)
     named = {m for st in (metrics or {}).get("sets", {}).values() for m in st.get("methods", {})}
@@ -1589,6 +1610,15 @@ def _openvino_entry(result: ExportResult, fname: str) -> dict[str, Any]:
     return entry
 
 
+def file_in_the_way(folder: Path) -> Path | None:
+    """The file at ``folder`` or at one of its parents, on which making ``folder`` would fail
+    (FileExistsError, NotADirectoryError); None when nothing is in the way."""
+    for path in (folder, *folder.parents):
+        if path.exists():  # False below a file (ENOTDIR): its parent is looked at next
+            return None if path.is_dir() else path
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m training.export",
@@ -1633,6 +1663,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None and args.random_init:
         # The checkpoint was ignored without a word: random weights shipped under its name.
         p.error("--checkpoint and --random-init exclude each other: pick one")
+    blocked = file_in_the_way(args.out)
+    if blocked is not None:
+        # mkdir failed on it only after the checkpoint was read, in a FileExistsError traceback.
+        p.error(f"--out {args.out}: {blocked} is a file, not a folder")
 
     try:
         _check_name(args.name)  # before a checkpoint is read
@@ -1643,6 +1677,7 @@ def main(argv: list[str] | None = None) -> int:
             args.checkpoint, variant=args.variant, random_init=args.random_init, seed=args.seed
         )
         checkpoint_sha256 = sha256_file(args.checkpoint) if args.checkpoint else None
+        digest = stored_config_digest(args.checkpoint) if args.checkpoint else None
         _check_metrics_measured(metrics, args.name, checkpoint_sha256)
         result = export_all(
             model,
@@ -1658,6 +1693,7 @@ def main(argv: list[str] | None = None) -> int:
             int8=args.int8,
             calib=args.calib,
             checkpoint_sha256=checkpoint_sha256,
+            digest=digest,
         )
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)

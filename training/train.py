@@ -27,6 +27,7 @@ import itertools
 import logging
 import math
 import os
+import pickle
 import random
 import signal
 import sys
@@ -444,6 +445,27 @@ def _check_resume_world(ck: dict[str, Any], world: int, path: Path) -> None:
     )
 
 
+def _check_resume_student(ck: dict[str, Any], cfg: TrainConfig, path: Path) -> None:
+    """Refuse to resume ``ck`` (read from ``path``) as another student than the one it holds.
+
+    Its weights and Adam moments fit only its own layers: ``load_state_dict`` failed on them,
+    after the data was built (minutes on the real data), in a page of missing keys and size
+    mismatches. Checkpoints from before ``variant`` was stored tell it by their config.
+    """
+    saved = ck.get("config") if isinstance(ck.get("config"), dict) else {}
+    variant = ck.get("variant", saved.get("student"))
+    if variant is None:
+        return  # nothing recorded: loading the weights is the only check left
+    kwargs = dict(ck.get("student_kwargs", saved.get("student_kwargs")) or {})
+    if variant == cfg.student and kwargs == dict(cfg.student_kwargs):
+        return
+    raise ConfigError(
+        f"{path} holds a {variant!r} student {kwargs}, this run configures {cfg.student!r} "
+        f"{dict(cfg.student_kwargs)}: a resume continues the same student; to start this one "
+        f"from those weights, run without --resume with --init_from={path}"
+    )
+
+
 def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
     """Average the gradients of ``params`` over the DDP ranks (what DDP does for the modules it
     wraps), so parameters outside the wrapper stay identical on every rank."""
@@ -580,17 +602,23 @@ def move_aside_previous_run(out_dir: Path) -> Path | None:
     """
     if not any((out_dir / name).is_file() for name in RUN_FILES if name != "config.yaml"):
         return None
-    for i in itertools.count(1):
-        dest = out_dir / f"previous_{i}"
-        try:
-            dest.mkdir()
-        except FileExistsError:
-            continue
-        break
+    dest = previous_folder(out_dir)
     for name in RUN_FILES:
         if (out_dir / name).is_file():
             os.replace(out_dir / name, dest / name)
     return dest
+
+
+def previous_folder(parent: Path) -> Path:
+    """A new, empty ``parent/previous_N`` (the first free N) to move earlier results into."""
+    i = 1
+    while True:
+        dest = parent / f"previous_{i}"
+        try:
+            dest.mkdir()
+            return dest
+        except FileExistsError:
+            i += 1
 
 
 def rng_state() -> dict[str, Any]:
@@ -626,8 +654,48 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """A checkpoint of this trainer (``weights_only=True``: nothing but tensors and plain data)."""
-    return torch.load(str(path), map_location=map_location, weights_only=True)
+    """A checkpoint of this trainer (``weights_only=True``: nothing but tensors and plain data).
+
+    Raises:
+        FileNotFoundError: no such file.
+        ConfigError: torch cannot read it: a folder, another format (an ONNX file), a damaged
+            file. What it holds is the caller's to check (`_check_weights`).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"checkpoint {path} is not a file")
+    try:
+        ck = torch.load(str(path), map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise  # missing data: `python -m training.train` says so in one line
+    except pickle.UnpicklingError as exc:
+        # torch's message is a paragraph advising weights_only=False: for a file that is no
+        # checkpoint (an .onnx) that is wrong, and for a foreign one a risk.
+        raise ConfigError(
+            f"cannot read checkpoint {path}: not one this trainer wrote (another format such "
+            "as an exported .onnx, a damaged file, or one holding more than tensors and plain "
+            "data)"
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file fails in many ways
+        first = next((line for line in str(exc).splitlines() if line.strip()), "")
+        raise ConfigError(
+            f"cannot read checkpoint {path} (damaged, or not a trainer checkpoint): "
+            f"{type(exc).__name__}: {first.strip()}"
+        ) from exc
+    return ck
+
+
+def _check_weights(ck: Any, path: str | Path) -> None:
+    """Refuse ``ck`` (read from ``path``) unless it holds a student's weights under ``model``, as
+    every checkpoint of this trainer does: a bare state dict failed with ``KeyError: 'model'``."""
+    if isinstance(ck, dict) and isinstance(ck.get("model"), dict):
+        return
+    bare = isinstance(ck, dict) and bool(ck) and all(torch.is_tensor(v) for v in ck.values())
+    what = "a bare state dict" if bare else f"a {type(ck).__name__} without a 'model' entry"
+    raise ConfigError(
+        f"{path} is not a trainer checkpoint ({what}): --init_from needs a .pt file that "
+        "training wrote (its weights under 'model', beside its config)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -774,8 +842,11 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                 "it cannot be resumed; start a run from it with --init_from"
             )
         _check_resume_world(ck, world, out_dir / "last.pt")
+        _check_resume_student(ck, cfg, out_dir / "last.pt")
     # Read before an earlier run in out_dir is moved aside: it may be that run's own best.pt.
     init = load_checkpoint(cfg.init_from) if cfg.init_from and not resuming else None
+    if init is not None:
+        _check_weights(init, cfg.init_from)
     if ddp and init is not None:
         dist.barrier()  # every rank has read it before rank 0 moves it
     if master:
@@ -1414,9 +1485,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     _, cfg = parse_cli(parser, argv)
     try:
         result = train(cfg)
-    except BaseException:
+    except BaseException as exc:
         if dist.is_initialized():
             dist.destroy_process_group()  # no barrier: the other rank may never reach it
+        if isinstance(exc, ConfigError) and not _setup_done:
+            # Refused in the set-up (a resume as another student, an --init_from that is no
+            # checkpoint): a usage error in one line, as a bad override is, not a traceback.
+            parser.error(str(exc))
         raise
     if dist.is_initialized():
         # Leave together: a rank that tears its gloo connections down while the other is still
