@@ -9,6 +9,7 @@ made (a crash or a kill loses nothing) and when the window closes, and closing s
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -615,6 +616,14 @@ class MainWindow(QMainWindow):
                 return c
             if c.is_demo and Path(c.source).resolve() == Path(source).resolve():
                 return c
+        if os.path.islink(source):
+            # A device named by a link (/dev/v4l/by-id/usb-...-video-index0): the camera listed
+            # by its node. Compared by string only, it was listed twice and, remembered, not
+            # found at the next launch, which opened the first camera instead.
+            real = os.path.realpath(source)
+            for c in self.cameras:
+                if not (c.is_demo or c.source.isdigit()) and os.path.realpath(c.source) == real:
+                    return c
         return None
 
     def _fit_first_size(self) -> None:

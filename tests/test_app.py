@@ -1942,6 +1942,32 @@ def test_a_camera_index_from_the_command_line_is_the_listed_camera(qtbot, tmp_pa
     assert again.camera_combo.currentText() == "Logitech BRIO"  # the next start, no --source
 
 
+def test_a_camera_named_by_a_device_link_is_the_camera_listed_by_its_node(qtbot, tmp_path):
+    # `--source /dev/v4l/by-id/usb-...` (a webcam's stable name): listed a second time beside
+    # the picker's /dev/video2 and remembered as the link, which the next launch did not find
+    # among the cameras: it opened the first one instead.
+    link = tmp_path / "by-id" / "usb-046d_Logitech_BRIO-video-index0"
+    link.parent.mkdir()
+    link.symlink_to("/dev/video2")
+    cams = [
+        CameraChoice("/dev/video0", "Integrated Camera", "/dev/video0"),
+        CameraChoice("/dev/video2", "Logitech BRIO", "/dev/video2"),
+        demo_choice(),
+    ]
+    kwargs = dict(store=open_store(str(tmp_path / "settings.ini")), cameras=cams, tray=False)
+    window = MainWindow(
+        EngineBridge(api=object()), settings=AppSettings(), source=str(link), **kwargs
+    )
+    qtbot.addWidget(window)
+    names = [window.camera_combo.itemText(i) for i in range(window.camera_combo.count())]
+    assert names == ["Integrated Camera", "Logitech BRIO", "Demo clip (bundled)"]
+    assert window.current_camera().name == "Logitech BRIO"
+    # A link remembered by an earlier version is found too.
+    again = MainWindow(EngineBridge(api=object()), settings=AppSettings(source=str(link)), **kwargs)
+    qtbot.addWidget(again)
+    assert again.current_camera().name == "Logitech BRIO"
+
+
 def test_a_remembered_camera_unplugged_at_start_is_still_remembered(qtbot, tmp_path):
     # The person's external webcam, left at home one day: the built-in one stands in, but the
     # next start with the webcam plugged in must pick the webcam again.
