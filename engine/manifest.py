@@ -490,6 +490,31 @@ def _varint(buf: _FileBytes, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
+def _skip_group(buf: _FileBytes, pos: int, end: int, number: int, depth: int = 0) -> int:
+    """The position after the group ``number`` whose fields start at ``pos`` (its end tag read)."""
+    if depth > _MAX_NESTING:
+        raise _WireError(f"groups nested deeper than {_MAX_NESTING}")
+    while pos < end:
+        key, pos = _varint(buf, pos, end)
+        inner, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(buf, pos, end)
+        elif wire == 1:
+            pos += 8
+        elif wire == 2:
+            size, pos = _varint(buf, pos, end)
+            pos += size
+        elif wire == 5:
+            pos += 4
+        elif wire == 3:
+            pos = _skip_group(buf, pos, end, inner, depth + 1)
+        elif wire == 4 and inner == number:
+            return pos
+        else:
+            raise _WireError(f"wire type {wire} in group {number}")
+    raise _WireError(f"group {number} runs past the end of its message")
+
+
 def _fields(buf: _FileBytes, span: _Span) -> Iterable[tuple[int, int | _Span]]:
     """``(field number, value)`` of each field of the message at ``span``: an int for a varint,
     a span for a length-delimited field; fixed-size fields are skipped."""
@@ -510,7 +535,12 @@ def _fields(buf: _FileBytes, span: _Span) -> Iterable[tuple[int, int | _Span]]:
             pos += size
         elif wire == 5:
             pos += 4
-        else:  # groups (3, 4) are proto2 relics that ONNX never uses
+        elif wire == 3:
+            # A group (proto2): ONNX defines none, but every protobuf parser skips an unknown
+            # one, and so do the runtimes. Refused here, it read as "no external data", and a
+            # graph with one loaded its swapped weights file as verified.
+            pos = _skip_group(buf, pos, end, number)
+        else:
             raise _WireError(f"wire type {wire}")
         if pos > end:
             raise _WireError("field runs past the end of its message")
@@ -535,7 +565,9 @@ def _tensor_location(buf: _FileBytes, span: _Span) -> str | None:
                 start, end = entry.get(2, (0, 0))
                 if end - start > _MAX_LOCATION:
                     raise _WireError("external data location longer than any path")
-                location = buf.read(start, end).decode("utf-8")
+                # The bytes as the runtime opens them (ONNX is proto2: strings are not checked
+                # to be UTF-8); a strict decode failed, which read as "no external data".
+                location = os.fsdecode(buf.read(start, end))
     return location if external else None
 
 
@@ -585,7 +617,7 @@ def onnx_external_data(path: str | Path) -> list[str]:
             buf = _FileBytes(f, os.fstat(f.fileno()).st_size)
             try:
                 return _external_locations(buf)
-            except (_WireError, UnicodeDecodeError):
+            except _WireError:
                 return []
     except _FileShrank as exc:
         # Not "no external data": that would pass a model half-replaced by another one, whose

@@ -398,6 +398,32 @@ def _model_with_initializer_at(path: Path, location: str) -> Path:
     return path
 
 
+def test_external_data_is_found_past_a_group_and_under_a_location_not_utf8(tmp_path):
+    # Both load in ONNX Runtime and OpenVINO (parsers skip unknown groups; proto2 strings are
+    # not checked), and both read here as "no external data": the weights file, swapped, loaded
+    # as verified.
+    group = _varint(99 << 3 | 3) + _submessage(1, b"x") + _varint(7 << 3 | 3)
+    group += _varint(7 << 3 | 4) + _varint(99 << 3 | 4)  # a group nested in it, then both ends
+    path = _model_with_initializer_at(tmp_path / "g.onnx", "w.bin")
+    path.write_bytes(group + path.read_bytes() + group)
+    assert onnx_external_data(path) == ["w.bin"]
+    raw = b"w\xff.bin"  # a byte no UTF-8 string holds, as a file name may on Linux
+    entry = _submessage(1, b"location") + _submessage(2, raw)
+    tensor = _varint(14 << 3) + _varint(1) + _submessage(13, entry)
+    odd = tmp_path / "o.onnx"
+    odd.write_bytes(_submessage(7, _submessage(5, tensor)))
+    (location,) = onnx_external_data(odd)
+    assert os.fsencode(location) == raw  # the bytes the runtime opens
+    (tmp_path / location).write_bytes(b"weights")
+    write_manifest(tmp_path, [make_entry(odd)])
+    (tmp_path / location).write_bytes(b"swapped")
+    with pytest.raises(ModelIntegrityError, match="external data file"):
+        verify_file(odd)
+    # A group left open is no model: read as one without external data (the runtime refuses it).
+    (tmp_path / "cut.onnx").write_bytes(_varint(99 << 3 | 3) + _submessage(1, b"x"))
+    assert onnx_external_data(tmp_path / "cut.onnx") == []
+
+
 @pytest.fixture()
 def outside(tmp_path, monkeypatch):
     """A model folder, a file beside (not in) it, and the files sha256_file was asked to read."""
