@@ -215,7 +215,9 @@ def load_manifest(directory: str | Path) -> Manifest | None:
     if not path.is_file():
         return None
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a manifest saved by a Windows editor starts with a byte-order mark, and
+        # every model it lists was refused ("Unexpected UTF-8 BOM").
+        raw = json.loads(path.read_text(encoding="utf-8-sig"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelError(f"cannot read manifest {path}: {exc}") from exc
     if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:

@@ -398,6 +398,16 @@ def _model_with_initializer_at(path: Path, location: str) -> Path:
     return path
 
 
+def test_a_manifest_saved_with_a_byte_order_mark_is_read(tmp_path):
+    # Notepad's "UTF-8 with BOM": every model the manifest lists was refused.
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"a model")
+    write_manifest(tmp_path, [make_entry(model, variant="fast")])
+    text = (tmp_path / MANIFEST_NAME).read_text(encoding="utf-8")
+    (tmp_path / MANIFEST_NAME).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert verify_file(model).variant == "fast"
+
+
 def test_external_data_is_found_past_a_group_and_under_a_location_not_utf8(tmp_path):
     # Both load in ONNX Runtime and OpenVINO (parsers skip unknown groups; proto2 strings are
     # not checked), and both read here as "no external data": the weights file, swapped, loaded
