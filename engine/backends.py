@@ -89,6 +89,14 @@ ORT_GPU_PROVIDERS = (
     "CoreMLExecutionProvider",
 )
 ORT_PROVIDER_ORDER = (*ORT_GPU_PROVIDERS, "CPUExecutionProvider")
+#: The providers whose mere presence makes the default the GPU student. Not CoreML: every
+#: onnxruntime for macOS lists it, Macs or not with a GPU it runs on, and the GPU student (6x
+#: the CPU student's work) under it was never measured; `--device gpu` still asks for it.
+ORT_AUTO_GPU_PROVIDERS = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "DmlExecutionProvider",
+)
 DEVICES = ("auto", "cpu", "gpu", "cuda")
 
 log = logging.getLogger(__name__)
@@ -1712,7 +1720,7 @@ def _ort_gpu_listed() -> bool:
         return False
     import onnxruntime as ort
 
-    return any(p in ORT_GPU_PROVIDERS for p in ort.get_available_providers())
+    return any(p in ORT_AUTO_GPU_PROVIDERS for p in ort.get_available_providers())
 
 
 def _create_auto(model: Any, device: str, threads: int | None, options: dict) -> Backend:

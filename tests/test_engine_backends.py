@@ -652,6 +652,26 @@ def test_openvino_defaults_to_int8_where_it_runs_f32_or_bf16(tmp_path, monkeypat
     assert create_backend("openvino", device="cpu").model.path.name == "student_fast.onnx"
 
 
+@pytest.mark.parametrize(
+    ("listed", "gpu"),
+    [
+        (["CoreMLExecutionProvider", "CPUExecutionProvider"], False),  # any Mac's onnxruntime
+        (["CUDAExecutionProvider", "CPUExecutionProvider"], True),
+        (["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"], True),
+        (["DmlExecutionProvider", "CPUExecutionProvider"], True),
+        (["CPUExecutionProvider"], False),
+    ],
+)
+def test_only_a_listed_gpu_provider_makes_the_gpu_student_the_default(monkeypatch, listed, gpu):
+    # CoreML, listed by every onnxruntime for macOS, made `auto` pick the GPU student (6x the
+    # CPU student's work), never measured under it.
+    ort = pytest.importorskip("onnxruntime")
+    import engine.backends as B
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    assert B._ort_gpu_listed() is gpu
+
+
 @needs_openvino
 def test_openvino_on_a_cuda_machine_keeps_the_cpu_student(tmp_path, monkeypatch):
     import engine.backends as B
