@@ -248,6 +248,22 @@ def resolve_default_model(
     return None
 
 
+def _default_model_to_run(gpu: bool, suffix: str = ".onnx") -> Path | None:
+    """`resolve_default_model`, with a warning when the student for this device is missing and
+    the other one stands in: the GPU student on a CPU (6x the work) ran with no word, the live
+    stream shrinking its processing size to keep up."""
+    path = resolve_default_model(gpu, suffix=suffix)
+    wanted = f"student{suffix}" if gpu else f"student_fast{suffix}"
+    if path is not None and path.name != wanted:
+        role = "CPU" if gpu else "GPU"
+        extra = "" if gpu else "; it is 6x the work of the CPU student, slower here"
+        warn_user(
+            f"{wanted} not found in {path.parent}: using {path.name}, the {role} student{extra}",
+            stacklevel=3,
+        )
+    return path
+
+
 INT8_NAME = "student_fast_int8.onnx"
 _CPU_PRECISION: dict[str, str | None] = {}
 
@@ -1641,7 +1657,7 @@ def create_backend(
                     backend = _try_int8(name, device, threads, options)
                 if backend is None:
                     suffix = getattr(cls, "model_suffix", ".onnx")
-                    model = resolve_default_model(gpu, suffix=suffix)
+                    model = _default_model_to_run(gpu, suffix=suffix)
                     if model is None:
                         raise _no_model_error(suffix)
             if backend is None and getattr(cls, "available", lambda: True)():
@@ -1728,7 +1744,7 @@ def _create_auto(model: Any, device: str, threads: int | None, options: dict) ->
     verified: dict[Path, ModelFile] = {}
 
     def model_for(gpu: bool) -> ModelFile:
-        path = Path(model) if model is not None else resolve_default_model(prefer_gpu=gpu)
+        path = Path(model) if model is not None else _default_model_to_run(gpu)
         if path is None:
             raise _no_model_error()
         if path not in verified:

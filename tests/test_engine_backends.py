@@ -672,6 +672,28 @@ def test_only_a_listed_gpu_provider_makes_the_gpu_student_the_default(monkeypatc
     assert B._ort_gpu_listed() is gpu
 
 
+def test_the_other_student_standing_in_for_a_missing_one_is_said(tmp_path, monkeypatch):
+    # student_fast.onnx deleted: the GPU student ran on the CPU with no word, the stream
+    # dropping frames and shrinking its processing size.
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    make_onnx_model(tmp_path / "student.onnx", "identity")
+    write_manifest(tmp_path, ["student.onnx"])
+    for name in ("onnx", "auto"):
+        with pytest.warns(UserWarning, match=r"student_fast.onnx not found .* the GPU student"):
+            be = create_backend(name, device="cpu")
+        assert be.model.path.name == "student.onnx"
+        be.close()
+    # Both there: the CPU student, nothing said.
+    make_onnx_model(tmp_path / "student_fast.onnx", "identity")
+    write_manifest(tmp_path, ["student.onnx", "student_fast.onnx"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert B._default_model_to_run(False).name == "student_fast.onnx"
+        assert B._default_model_to_run(True).name == "student.onnx"
+
+
 @needs_openvino
 def test_openvino_on_a_cuda_machine_keeps_the_cpu_student(tmp_path, monkeypatch):
     import engine.backends as B
