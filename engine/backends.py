@@ -1201,7 +1201,13 @@ class TorchBackend(_ModelBackend):
         threads: int | None = None,
         half: bool = True,
     ) -> None:
-        torch = _require("torch", "torch", "pip install 'sharpcam[train]' (or torch alone)")
+        # The CPU build: an unpinned `pip install torch` on Linux fetches the CUDA one (GBs).
+        torch = _require(
+            "torch",
+            "torch",
+            "pip install torch --index-url https://download.pytorch.org/whl/cpu "
+            "(a CPU build; the CUDA one for a GPU)",
+        )
         if device not in DEVICES:
             raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
         self.model = open_model(model)
