@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import sys
@@ -147,6 +148,10 @@ def run_app(
         model = given.get("model", model)
         settings_path = given.get("settings_path", settings_path)
     scripted = bool(screenshot) or quit_after is not None
+    if not logging.getLogger().handlers:
+        # The app's warnings (settings not saved, no camera list) reached the terminal through
+        # logging's last-resort handler, bare, beside the "sharpcam: ..." lines of the rest.
+        logging.basicConfig(level=logging.WARNING, format="sharpcam: %(message)s")
     if screenshot and quit_after is None:
         quit_after = DEFAULT_SCREENSHOT_DELAY_S
 

@@ -4878,6 +4878,30 @@ def test_ctrl_c_in_the_terminal_closes_the_window_as_ctrl_q_does(
     assert signal.getsignal(signum) is before
 
 
+def test_the_apps_warnings_reach_the_terminal_as_its_other_lines_do(tmp_path):
+    # "the settings could not be saved to ..." came bare (logging's last resort) beside the
+    # "sharpcam: ..." lines of everything else.
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    unwritable = tmp_path / "a_file" / "settings.ini"  # its folder is a file: never saved
+    (tmp_path / "a_file").write_text("")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "SHARPCAM_SETTINGS": str(unwritable)}
+    proc = subprocess.run(
+        [sys.executable, "main.py", "--source", str(repo / "assets" / "demo.mp4")]
+        + ["--backend", "passthrough", "--quit-after", "1"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    said = [line for line in proc.stderr.splitlines() if "could not be saved" in line]
+    assert said and all(line.startswith("sharpcam: ") for line in said), proc.stderr
+
+
 def test_main_py_exits_non_zero_for_a_named_source_it_cannot_decode(tmp_path):
     import os
     import subprocess
