@@ -271,6 +271,29 @@ def test_distill_loss_feature_term_drops_a_sample_whose_teacher_output_overflowe
     assert torch.isfinite(sf[0].grad).all() and not sf[0].grad[1].any()
 
 
+def test_distill_loss_feature_term_follows_the_teacher_only_where_its_output_term_does() -> None:
+    # The mask (the teacher beats the input by 0.5 dB; bounded: and the student) left the
+    # output term, but the features followed the teacher on every sample: a quarter of the
+    # patches distilled, the feature term on all of them.
+    torch.manual_seed(0)
+    a, b = _images(32)
+    sf = [torch.rand(2, 8, 16, 16, requires_grad=True)]
+    tf = [torch.rand(2, 16, 16, 16)]
+    fn = DistillLoss(LossConfig(l1=1.0, feature=0.5, distill=1.0))
+    fn.init_adapters(sf, tf)
+    assert fn.adapters is not None
+    terms = fn(a, b, b.clone(), torch.tensor([False, True]), sf, tf)
+    only_second = fn.adapters([x[1:] for x in sf], [x[1:] for x in tf])
+    assert float(terms["feature"].detach()) == pytest.approx(float(only_second.detach()), rel=1e-5)
+    terms["total"].backward()
+    assert not sf[0].grad[0].any() and sf[0].grad[1].any()
+    sf[0].grad = None
+    none = fn(a, b, b.clone(), torch.tensor([False, False]), sf, tf)
+    assert float(none["feature"].detach()) == 0.0
+    none["total"].backward()
+    assert not sf[0].grad.any()
+
+
 def test_fft_loss_known_values() -> None:
     h, w = 16, 24
     base = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(3))

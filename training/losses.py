@@ -458,11 +458,16 @@ class DistillLoss(nn.Module):
             terms["distill"] = distill_loss(pred, teacher.float(), teacher_mask)
             weights["distill"] = c.distill
         if c.feature > 0 and self.adapters is not None and student_feats and teacher_feats:
-            # A sample whose teacher output overflowed has suspect features even where they
-            # stayed finite (teacher_gain_mask leaves its output out too).
-            finite = None if teacher is None else torch.isfinite(teacher).flatten(1).all(1)
+            # The samples the output term follows, no others: the features followed every one,
+            # those where the teacher made the input worse (noise, JPEG) or, bounded, was
+            # beaten by the student, too. A sample whose teacher output overflowed has suspect
+            # features even where they stayed finite (teacher_gain_mask leaves it out too).
+            keep = None if teacher is None else torch.isfinite(teacher).flatten(1).all(1)
+            if teacher_mask is not None:
+                follow = teacher_mask.bool().to(student_feats[0].device)
+                keep = follow if keep is None else keep & follow
             terms["feature"], weights["feature"] = (
-                self.adapters(student_feats, teacher_feats, finite),
+                self.adapters(student_feats, teacher_feats, keep),
                 c.feature,
             )
         total = sum(weights[k] * v for k, v in terms.items())
