@@ -53,6 +53,9 @@ def test_weighted_mean_and_export_reads_it(tmp_path: Path) -> None:
     for k in a:
         torch.testing.assert_close(soup["model"][k], 0.75 * a[k] + 0.25 * b[k])
     assert not torch.equal(soup["model"]["stem.weight"], a["stem.weight"])
+    # The digest is frozen in the soup, the one export then writes into the manifest.
+    assert soup["config_digest"] == E.config_digest(soup["config"])
+    assert E.stored_config_digest(out) == soup["config_digest"]
 
     model, variant, _ = E.load_student(out)
     assert variant == "tiny"
@@ -61,6 +64,16 @@ def test_weighted_mean_and_export_reads_it(tmp_path: Path) -> None:
     x = torch.rand(1, 3, 37, 45)
     with torch.no_grad():
         torch.testing.assert_close(model(x), ref(x))
+
+
+def test_the_soup_keeps_its_first_sources_stored_digest(tmp_path: Path) -> None:
+    _checkpoint(tmp_path / "a.pt", 1)
+    _checkpoint(tmp_path / "b.pt", 2)
+    ck = torch.load(tmp_path / "a.pt", weights_only=True)
+    ck["config_digest"] = "ab" * 32  # what the trainer stored, with the code of its day
+    torch.save(ck, tmp_path / "a.pt")
+    soup = A.average_checkpoints([tmp_path / "a.pt", tmp_path / "b.pt"])
+    assert soup["config_digest"] == "ab" * 32
 
 
 def test_equal_weights_by_default() -> None:

@@ -7,7 +7,9 @@ Fine-tunes that start from the same weights stay in one basin of the loss, so th
 mean of their parameters is itself a working network that often keeps the strengths of each
 (Wortsman et al., "Model soups", ICML 2022). The result is a trainer-style checkpoint (``model``,
 ``config``, ``variant``, ``student_kwargs``) that `training.export` and `training.evaluate`
-read like any other, plus ``averaged_from``: each source's path, sha256 and weight. Whether a
+read like any other, plus ``averaged_from``: each source's path, sha256 and weight, and the
+``config_digest`` of the config it carries (the first source's), frozen here so a re-export
+months later names the same digest as the first. Whether a
 soup is better than its ingredients is for `training.evaluate` to say; nothing here guesses.
 """
 
@@ -24,7 +26,7 @@ from typing import Any
 
 import torch
 
-from training.export import ExportError, load_student
+from training.export import ExportError, config_digest, load_student, stored_config_digest
 from training.teachers import sha256_file
 
 log = logging.getLogger("training.average")
@@ -115,9 +117,13 @@ def average_checkpoints(
             raise AverageError(
                 f"{p} holds student {v!r} {kw}, {paths[0]} holds {variant!r} {kwargs}"
             )
+    # Frozen now: computed at export time from the stored config it filled in the defaults of
+    # keys added to the code since, so each re-export of the same soup named a new digest.
+    digest = stored_config_digest(paths[0]) or config_digest(config)
     return {
         "model": average_state_dicts([state for state, *_ in loaded], w),
         "config": config,
+        "config_digest": digest,
         "variant": variant,
         "student_kwargs": dict(kwargs),
         "averaged_from": [
