@@ -210,7 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=DemoConfig.seed)
     parser.add_argument("--no-stills", action="store_true", help="skip the sharp/blurry PNG pairs")
     args = parser.parse_args(argv)
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    try:
+        w, h = (int(v) for v in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size: expected WxH such as 1280x720, got {args.size!r}")
+    # Even sizes: mp4v stores 4:2:0 chroma, and OpenCV wrote a 641x361 request as 640x360
+    # without a word.
+    if not (16 <= w <= 7680 and 16 <= h <= 4320 and w % 2 == 0 and h % 2 == 0):
+        parser.error(f"--size: width and height must be even, 16 to 7680x4320, got {w}x{h}")
+    if not 1 <= args.fps <= 240:
+        parser.error(f"--fps: 1 to 240, got {args.fps}")
+    # The shake needs whole cycles of at least 1.5 Hz in the clip, and the stills pick two
+    # moments a quarter of the clip apart.
+    if not 1.0 <= args.seconds <= 600.0:
+        parser.error(f"--seconds: 1 to 600, got {args.seconds:g}")
     cfg = DemoConfig(width=w, height=h, fps=args.fps, seconds=args.seconds, seed=args.seed)
     n = write_clip(cfg, args.out)
     print(
