@@ -492,58 +492,54 @@ def _varint(buf: _FileBytes, pos: int, end: int) -> tuple[int, int]:
         shift += 7
 
 
-def _skip_group(buf: _FileBytes, pos: int, end: int, number: int, depth: int = 0) -> int:
+def _value(
+    buf: _FileBytes, pos: int, end: int, number: int, wire: int, depth: int = 0
+) -> tuple[int | _Span | None, int]:
+    """The value of field ``number`` whose key ended at ``pos`` and the position after it: an int
+    for a varint, a span for a length-delimited field, None for a skipped fixed-size field or
+    group."""
+    if wire == 0:
+        return _varint(buf, pos, end)
+    if wire == 1:
+        return None, pos + 8
+    if wire == 2:
+        size, pos = _varint(buf, pos, end)
+        return (pos, pos + size), pos + size
+    if wire == 5:
+        return None, pos + 4
+    if wire == 3:
+        # A group (proto2): ONNX defines none, but every protobuf parser skips an unknown one,
+        # and so do the runtimes. Refused here, it read as "no external data", and a graph
+        # with one loaded its swapped weights file as verified.
+        return None, _skip_group(buf, pos, end, number, depth + 1)
+    raise _WireError(f"wire type {wire}")
+
+
+def _skip_group(buf: _FileBytes, pos: int, end: int, number: int, depth: int) -> int:
     """The position after the group ``number`` whose fields start at ``pos`` (its end tag read)."""
     if depth > _MAX_NESTING:
         raise _WireError(f"groups nested deeper than {_MAX_NESTING}")
     while pos < end:
         key, pos = _varint(buf, pos, end)
         inner, wire = key >> 3, key & 7
-        if wire == 0:
-            _, pos = _varint(buf, pos, end)
-        elif wire == 1:
-            pos += 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos, end)
-            pos += size
-        elif wire == 5:
-            pos += 4
-        elif wire == 3:
-            pos = _skip_group(buf, pos, end, inner, depth + 1)
-        elif wire == 4 and inner == number:
+        if wire == 4:
+            if inner != number:
+                raise _WireError(f"group {inner} ended inside group {number}")
             return pos
-        else:
-            raise _WireError(f"wire type {wire} in group {number}")
+        _, pos = _value(buf, pos, end, inner, wire, depth)
     raise _WireError(f"group {number} runs past the end of its message")
 
 
 def _fields(buf: _FileBytes, span: _Span) -> Iterable[tuple[int, int | _Span]]:
     """``(field number, value)`` of each field of the message at ``span``: an int for a varint,
-    a span for a length-delimited field; fixed-size fields are skipped."""
+    a span for a length-delimited field; fixed-size fields and groups are skipped."""
     pos, end = span
     while pos < end:
         key, pos = _varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0:
             raise _WireError("field number 0")
-        value: int | _Span | None = None
-        if wire == 0:
-            value, pos = _varint(buf, pos, end)
-        elif wire == 1:
-            pos += 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos, end)
-            value = (pos, pos + size)
-            pos += size
-        elif wire == 5:
-            pos += 4
-        elif wire == 3:
-            # A group (proto2): ONNX defines none, but every protobuf parser skips an unknown
-            # one, and so do the runtimes. Refused here, it read as "no external data", and a
-            # graph with one loaded its swapped weights file as verified.
-            pos = _skip_group(buf, pos, end, number)
-        else:
-            raise _WireError(f"wire type {wire}")
+        value, pos = _value(buf, pos, end, number, wire)
         if pos > end:
             raise _WireError("field runs past the end of its message")
         if value is not None:
