@@ -919,16 +919,21 @@ class EngineBridge(QObject):
         camera = self._playing is not None and source_kind(self._playing[0]) == "camera"
         kept = self._virtual_format
         if kept is not None and (kept[2] or not camera):
-            size, fps = kept[0], kept[1]
+            # A camera's format stays a camera's while a file plays in it: marked as the
+            # file's, the next camera took the device over at its own size, mid-call.
+            size, fps, from_camera = kept
         else:
             size = self._output_size()
             # The rate the source really delivers (a camera asked for 60 may give 30): calls
             # must not be promised frames that never come.
             fps = self.source_fps or self._fps
+            from_camera = camera
         options: dict[str, Any] = {"size": size, "fps": fps}
         if self._virtual_backend:
             options["backend"] = self._virtual_backend
-        req = _VirtualOpen(engine=self._engine, options=options, asked=asked, from_camera=camera)
+        req = _VirtualOpen(
+            engine=self._engine, options=options, asked=asked, from_camera=from_camera
+        )
         # An open superseded a moment ago may still be in its driver, a device turned off may
         # still be closing: the same device must not be opened twice at once (the second open
         # fails "busy", or waits with it).

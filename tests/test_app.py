@@ -1796,6 +1796,43 @@ def test_the_virtual_camera_keeps_its_format_while_on_across_restarts(
     assert recorder.opened[-1] == (1280, 720, 30.0)
 
 
+def test_a_cameras_format_stays_the_calls_while_a_file_plays_between_two_cameras(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # A file played in the first camera's format was then recorded as the file's, and the
+    # second camera took the device over at its own size: the call's format changed mid-call.
+    from engine import sources
+
+    class _TwoSizes(_Camera720p):
+        def __init__(self, target, api) -> None:  # noqa: ANN001
+            super().__init__(target, api)
+            self.shape = (1080, 1920, 3) if str(target) == "0" else (720, 1280, 3)
+
+        def retrieve(self):  # noqa: ANN201
+            return True, np.full(self.shape, 90, np.uint8)
+
+    real = sources._make_capture
+    monkeypatch.setattr(
+        sources,
+        "_make_capture",
+        lambda target, api: _TwoSizes(target, api) if str(target).isdigit() else real(target, api),
+    )
+    cameras = [
+        CameraChoice("0", "Camera 0", "0"),
+        CameraChoice("1", "Camera 1", "1"),
+        demo_choice(),
+    ]
+    window = make_window(cameras=cameras, source="0", settings=AppSettings(virtual_camera=True))
+    assert window.bridge.virtual_camera_on and recorder.opened == [(1920, 1080, 30.0)]
+    for pick in ("demo", "1"):
+        with started(qtbot, window):
+            window.camera_combo.setCurrentIndex(window.camera_combo.findData(pick))
+        assert window.bridge.virtual_camera_on
+        assert recorder.opened[-1] == (1920, 1080, 30.0), pick
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 3, timeout=FRAME_TIMEOUT_MS)
+    assert recorder.frames[-1].shape == (1080, 1920, 3)
+
+
 def test_the_virtual_camera_keeps_a_files_format_when_another_file_plays(
     qtbot, make_window, recorder, tmp_path
 ):
