@@ -897,6 +897,26 @@ def test_a_checkpoint_trained_on_the_frames_scored_is_flagged_by_its_own_range(
     assert "**Not held-out**: wide" in (tmp_path / "out" / "summary.md").read_text()
 
 
+def test_an_exported_model_scored_on_the_default_training_frames_is_flagged_in_the_summary(
+    tmp_path: Path,
+) -> None:
+    # An .onnx file records no data: frames 1-239 were only logged, and the summary of a shipped
+    # file scored on training frames read as held-out.
+    from training.export import export_onnx
+
+    seq = _raw_clip(tmp_path / "GOPR_x", 60)
+    export_onnx(create_student("tiny").eval(), tmp_path / "shipped.onnx")
+    args = ["--data", f"raw:{seq}:41-60", "--windows", "7", "--plain", "--no-perceptual"]
+    assert EV.main([*args, "--model", str(tmp_path / "shipped.onnx"), "--out",
+                    str(tmp_path / "out")]) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["not_held_out"] == [
+        "shipped: GOPR_x frames 48-54 overlap the default training frames 1-239 (the model "
+        "records no data of its own)"
+    ]
+    assert "**Not held-out**: shipped" in (tmp_path / "out" / "summary.md").read_text()
+
+
 @pytest.mark.parametrize(
     ("name", "data", "message"),
     [

@@ -815,6 +815,49 @@ def test_metrics_that_measured_neither_the_file_nor_the_checkpoint_are_refused(
     assert entry["metrics"]["sets"] == table
 
 
+def test_metrics_keep_how_they_were_measured_and_only_this_exports_rows(
+    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    # The hq student's rows rode along in student_fast's entries and went stale when it was
+    # retrained; a 48-pixel crop's scores read like whole frames'; scores on training frames
+    # read as held-out.
+    _, _, ckpt = exported
+    rows = {
+        "blurry": {"psnr": 25.0},
+        "student_fast": {"psnr": 27.0},
+        "student": {"psnr": 26.0},
+        "student@0.5x": {"psnr": 25.5},
+        "teacher_dmphn": {"psnr": 32.0},
+    }
+    summary = {
+        "sets": {"raw-plain": {"n": 2, "methods": rows}},
+        "options": {"crop": 48, "windows": [7]},
+        "model_sha256": {"student_fast": E.sha256_file(ckpt), "student": "1" * 64},
+        "not_held_out": [],
+    }
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(summary))
+    out = tmp_path / "w"
+    assert _export(ckpt, out, "--no-fp16", "--no-torchscript", "--metrics", str(path)) == 0
+    metrics = json.loads((out / "manifest.json").read_text())["files"]["student_fast.onnx"][
+        "metrics"
+    ]
+    assert list(metrics["sets"]["raw-plain"]["methods"]) == [
+        "blurry",
+        "student_fast",
+        "teacher_dmphn",
+    ]
+    assert metrics["model_sha256"] == {"student_fast": E.sha256_file(ckpt)}
+    assert metrics["options"] == {"crop": 48, "windows": [7]}
+    summary["not_held_out"] = [
+        "student_fast: GOPR_x frames 207-293 overlap its training frames 1-239"
+    ]
+    path.write_text(json.dumps(summary))
+    assert _export(ckpt, tmp_path / "w2", "--no-fp16", "--metrics", str(path)) == 1
+    assert "scored frames a model was trained on (student_fast: GOPR_x" in capsys.readouterr().err
+    assert not (tmp_path / "w2").exists()
+
+
 def test_a_checkpoint_and_random_init_together_are_refused(
     exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -311,8 +311,10 @@ def check_trained_on(
     (its own ``data.raw_dirs`` and ``data.raw_train_range``, which need not be the defaults
     :func:`iter_samples` checks); returns one line per overlap for the run's summary.
 
-    ``trained``: ``(label, the checkpoint's data config)`` of each ``.pt`` model
-    (:func:`checkpoint_data_config`)."""
+    ``trained``: ``(label, the checkpoint's data config)`` of each model
+    (:func:`checkpoint_data_config`); ``None`` for a model that records none (an ``.onnx``
+    file, every shipped one): any clip is taken as trained on in the default range, which
+    :func:`iter_samples` has already warned about."""
     from training.config import DataConfig
 
     found = []
@@ -322,9 +324,20 @@ def check_trained_on(
         span = raw_span(spec, windows, raw_stride)
         here = Path(spec.path).resolve()
         for label, data in trained:
+            if span is None:
+                continue
+            if data is None:
+                first, last = DataConfig().raw_train_range
+                if span[0] <= last and span[1] >= first:
+                    # Only logged before: an exported model's summary looked held-out.
+                    found.append(
+                        f"{label}: {here.name} frames {span[0]}-{span[1]} overlap the default "
+                        f"training frames {first}-{last} (the model records no data of its own)"
+                    )
+                continue
             dirs = [Path(d) for d in data.get("raw_dirs") or []]
             # By path, or by the clip's folder name: the run's copy may live elsewhere.
-            if span is None or not any(d.resolve() == here or d.name == here.name for d in dirs):
+            if not any(d.resolve() == here or d.name == here.name for d in dirs):
                 continue
             rng = list(data.get("raw_train_range") or DataConfig().raw_train_range)
             if not check_raw_range_held_out(*span, spec.path, rng, who=label):
@@ -1359,9 +1372,9 @@ def main(argv: list[str] | None = None) -> int:
     # named as evaluate() names them: a second file of the same name is `<name>_2`.
     labels = unique_labels([label for label, _ in methods])
     shas = {labels[i]: sha256_file(m) for i, m in file_rows}
-    # A checkpoint trained on other raw frames than the defaults: scored on its own training
-    # frames, a raw set read as held-out.
-    trained = [(labels[i], d) for i, m in file_rows if (d := checkpoint_data_config(m))]
+    # A model scored on raw frames it was trained on (a checkpoint's own range, else the
+    # default one): its raw sets read as held-out.
+    trained = [(labels[i], checkpoint_data_config(m)) for i, m in file_rows]
     meta = {
         "data": args.data,
         "models": [str(m) for m in args.model],

@@ -1280,12 +1280,47 @@ def _metrics_for(metrics_file: str | Path | None) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ExportError(f"cannot read --metrics {metrics_file}: {exc}") from exc
     if isinstance(data, dict) and "sets" in data:
+        not_held_out = data.get("not_held_out") or []
+        if not_held_out:
+            # evaluate names the sets alike whatever frames they scored: in the manifest, scores
+            # on training frames read as held-out ones.
+            raise ExportError(
+                f"the --metrics summary {metrics_file} scored frames a model was trained on "
+                f"({'; '.join(map(str, not_held_out))}): evaluate on the held-out frames, then "
+                "export again with that summary"
+            )
         keep = {"sets": data["sets"]}
-        for key in ("teacher", "data", "generated", "model_sha256"):
+        # options: how the numbers were measured (windows, crop, limit): a 48-pixel crop's
+        # scores read like the whole frames' without them.
+        for key in ("teacher", "data", "options", "generated", "model_sha256"):
             if key in data:
                 keep[key] = data[key]
         return keep
     return data if isinstance(data, dict) else {"value": data}
+
+
+def _own_rows(metrics: Mapping[str, Any], shipped: Mapping[str, Any]) -> dict[str, Any]:
+    """``metrics`` without the rows of models this export does not ship (named in the
+    summary's ``model_sha256`` under a stem not in ``shipped``, their ``@scale`` / ``@ens``
+    rows too): the baselines, the teacher and this export's own rows stay."""
+    measured = metrics.get("model_sha256") or {}
+    others = {n for n in measured if n not in shipped}
+    if not others or not isinstance(metrics.get("sets"), Mapping):
+        return dict(metrics)
+    sets = {}
+    for key, st in metrics["sets"].items():
+        if isinstance(st, Mapping) and isinstance(st.get("methods"), Mapping):
+            methods = st["methods"]
+            st = {
+                **st,
+                "methods": {m: r for m, r in methods.items() if m.split("@")[0] not in others},
+            }
+        sets[key] = st
+    return {
+        **metrics,
+        "sets": sets,
+        "model_sha256": {n: v for n, v in measured.items() if n not in others},
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -1584,6 +1619,13 @@ def _export_checked(
                 f"(sha256 {str(measured[stem])[:12]}…, this export {entry['sha256'][:12]}…): "
                 "evaluate the exported file, then export again with that summary"
             )
+    if metrics:
+        # Another model's rows (student's in student_fast's summary) were shipped beside these
+        # weights and went stale when that model was retrained: its own entry has its numbers.
+        own = _own_rows(metrics, shipped)
+        for entry in entries.values():
+            if entry.get("metrics"):
+                entry["metrics"] = own
     result.entries = entries
     return result
 
