@@ -451,6 +451,46 @@ def test_fetch_weights_digest_case_cache_refresh_and_failed_download(tmp_path: P
     assert sorted(p.name for p in dest.iterdir()) == ["w.bin"]
 
 
+def test_a_download_cut_short_is_refused_and_leaves_nothing(tmp_path: Path) -> None:
+    # The server closed after 10 of 100,000 bytes: without a digest (the trainer passes none)
+    # the cut file was cached under its final name and failed later as "not a checkpoint".
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10)
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/motion_deblurring.pth"
+    dest = tmp_path / "cache"
+    try:
+        with pytest.raises(WeightsError, match="incomplete: 10 of 100000 bytes"):
+            fetch_weights(url, dest_dir=dest)
+    finally:
+        thread.join(10)
+        server.close()
+    assert list(dest.iterdir()) == []
+
+
+def test_a_weights_folder_under_home_is_found(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    folder = tmp_path / "dmphn"
+    folder.mkdir()
+    # Found, then its six parts are looked for: not "~/dmphn does not exist".
+    with pytest.raises(FileNotFoundError, match=f"incomplete in {folder}: missing encoder_lv1"):
+        load_teacher("dmphn", weights="~/dmphn")
+
+
 def test_default_weights_only_when_the_shared_copy_exists(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import http.client
 import inspect
 import os
-import shutil
 import sys
 import tempfile
 import textwrap
@@ -139,6 +139,9 @@ def load_teacher(
         weights = default_weights(name)
         if weights is None:
             raise WeightsError(f"teacher {name!r} needs weights: {spec.weights_hint}")
+    if urllib.parse.urlparse(str(weights)).scheme not in _URL_SCHEMES:
+        # `~/dmphn` was "does not exist" for a folder, while a file's `~` was expanded.
+        weights = Path(weights).expanduser()
     if spec.folder and not Path(weights).is_dir():
         # fetch_weights would say "weights file not found", or load_parts list all six parts
         # as missing "in" a file: neither says that a folder is wanted.
@@ -248,6 +251,11 @@ def _check_sha(path: Path, sha256: str | None, source: str) -> None:
         )
 
 
+# What `fetch_weights` downloads; anything else is a local path (``C:\\w.pth`` parses with
+# a scheme "c").
+_URL_SCHEMES = ("http", "https", "file", "ftp")
+
+
 def _default_cache() -> Path:
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "sharpcam" / "weights"
@@ -268,7 +276,7 @@ def fetch_weights(
     """
     text = str(url_or_path)
     scheme = urllib.parse.urlparse(text).scheme
-    if scheme not in ("http", "https", "file", "ftp"):
+    if scheme not in _URL_SCHEMES:
         path = Path(text).expanduser()
         if not path.is_file():
             raise WeightsError(f"weights file not found: {path}")
@@ -291,28 +299,45 @@ def fetch_weights(
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(text, timeout=60) as resp:
             total = int(resp.headers.get("Content-Length") or 0)
-            _stream(resp, out, total, name)
+            got = _stream(resp, out, total, name)
+        if total and got != total:
+            # A connection closed early ends the read without an error: without a digest (the
+            # trainer passes none) the cut file was cached under its final name, and loading it
+            # failed as "not a PyTorch checkpoint".
+            raise WeightsError(f"download of {text} incomplete: {got} of {total} bytes")
         _check_sha(tmp, sha256, text)
         os.replace(tmp, dest)
     except WeightsError:
         tmp.unlink(missing_ok=True)
         raise
-    except OSError as exc:  # URLError is an OSError
+    except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
         tmp.unlink(missing_ok=True)
         raise WeightsError(f"cannot download {text}: {exc}") from exc
     return dest
 
 
-def _stream(src, dst, total: int, label: str) -> None:
-    """Copy ``src`` to ``dst`` in chunks with a tqdm bar (plain copy when tqdm is absent)."""
+def _stream(src, dst, total: int, label: str) -> int:
+    """Copy ``src`` to ``dst`` in chunks with a tqdm bar (none when tqdm is absent); returns
+    the number of bytes copied."""
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover - tqdm is a training dependency
-        shutil.copyfileobj(src, dst, _CHUNK)
-        return
-    with tqdm(
-        total=total or None, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False
-    ) as bar:
+        tqdm = None
+    bar = (
+        tqdm(
+            total=total or None, unit="B", unit_scale=True, desc=label, file=sys.stderr, leave=False
+        )
+        if tqdm is not None
+        else None
+    )
+    copied = 0
+    try:
         while chunk := src.read(_CHUNK):
             dst.write(chunk)
-            bar.update(len(chunk))
+            copied += len(chunk)
+            if bar is not None:
+                bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return copied
