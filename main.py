@@ -576,8 +576,9 @@ def format_status(stats: Any, width: int = 90) -> str:
 
 
 def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
-    """SIGINT/SIGTERM (and on Windows Ctrl-Break, SIGBREAK) set ``stop`` (the main loop notices
-    within 50 ms). Returns the undo.
+    """SIGINT/SIGTERM, the terminal closing (SIGHUP) and on Windows Ctrl-Break (SIGBREAK) set
+    ``stop`` (the main loop notices within 50 ms); a signal ignored when the process started
+    (SIGHUP under ``nohup``) stays ignored. Returns the undo.
 
     A second Ctrl-C gets Python's default KeyboardInterrupt, for a stuck shutdown. Windows sends
     no SIGTERM (``taskkill /F`` and ``Popen.terminate()`` end the process outright): there
@@ -586,9 +587,10 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     signals = [signal.SIGINT, signal.SIGTERM]
-    if hasattr(signal, "SIGBREAK"):  # Windows only
-        signals.append(signal.SIGBREAK)
-    previous = {sig: signal.getsignal(sig) for sig in signals}
+    # Closing the terminal (SIGHUP) ended `run` and `process` at once: their output stayed a
+    # hidden .partial file (an .mp4 of 44 bytes), not finished or kept as .incomplete.
+    signals += [getattr(signal, n) for n in ("SIGHUP", "SIGBREAK") if hasattr(signal, n)]
+    previous = {sig: h for sig in signals if (h := signal.getsignal(sig)) is not signal.SIG_IGN}
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()

@@ -290,8 +290,9 @@ def _close_on_signals(window: MainWindow) -> Callable[[], None]:
     if threading.current_thread() is not threading.main_thread():
         return lambda: None  # only the main thread may set a handler
     signums = [getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    previous = {n: signal.getsignal(n) for n in signums}
-    for n in signums:
+    # One ignored at the start stays so: `nohup sharpcam &` must outlive its terminal.
+    previous = {n: h for n in signums if (h := signal.getsignal(n)) is not signal.SIG_IGN}
+    for n in previous:
         signal.signal(n, lambda *_: QTimer.singleShot(0, window.close))
     # Python runs a handler only when it runs code on the main thread: without video (no
     # preview, no stats), nothing else would, and Ctrl+C waited for the next mouse move.

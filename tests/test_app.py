@@ -4915,6 +4915,31 @@ def test_ctrl_c_in_the_terminal_closes_the_window_as_ctrl_q_does(
     assert signal.getsignal(signum) is before
 
 
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGHUP"), reason="POSIX signals")
+def test_nohup_sharpcam_outlives_its_terminal(qtbot):
+    # `nohup sharpcam &`: SIGHUP ignored at the start was taken over, and closing the terminal
+    # closed the window.
+    import signal
+
+    from app.main import _close_on_signals
+
+    widget = QWidget()
+    qtbot.addWidget(widget)
+    hup, term = signal.getsignal(signal.SIGHUP), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        restore = _close_on_signals(widget)
+        try:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert signal.getsignal(signal.SIGTERM) is not term  # the others still close it
+        finally:
+            restore()
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is term
+    finally:
+        signal.signal(signal.SIGHUP, hup)
+
+
 def test_the_apps_warnings_reach_the_terminal_as_its_other_lines_do(tmp_path):
     # "the settings could not be saved to ..." came bare (logging's last resort) beside the
     # "sharpcam: ..." lines of everything else.

@@ -1841,7 +1841,9 @@ def test_run_fps_on_a_video_file_warns_that_the_file_keeps_its_rate(
     assert code == 0 and "--fps" not in capsys.readouterr().err
 
 
-def _start_run_to_file(tmp_path: Path, backend: str) -> tuple[subprocess.Popen[str], Path]:
+def _start_run_to_file(
+    tmp_path: Path, backend: str, preexec_fn: Callable[[], Any] | None = None
+) -> tuple[subprocess.Popen[str], Path]:
     """``main.py run`` from a 300-frame clip into ``tmp_path/live.avi``, returned once its
     engine is set up (its first stderr line names the clip)."""
     long_clip = write_video(tmp_path / "long.avi", 300)
@@ -1850,6 +1852,7 @@ def _start_run_to_file(tmp_path: Path, backend: str) -> tuple[subprocess.Popen[s
         [sys.executable, "main.py", "run", "--source", str(long_clip), "--output", str(out),
          "--backend", backend],
         cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        preexec_fn=preexec_fn,
     )  # fmt: skip
     assert p.stderr is not None
     line = p.stderr.readline()  # "video long.avi ... -> ..."
@@ -1859,12 +1862,16 @@ def _start_run_to_file(tmp_path: Path, backend: str) -> tuple[subprocess.Popen[s
     return p, out
 
 
-def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path, signame: str) -> None:
+    # SIGHUP (the terminal closed): the recording stayed a hidden .live.partial.avi.
+    if not hasattr(signal, signame):
+        pytest.skip(f"no {signame} on this platform")
     p, out = _start_run_to_file(tmp_path, "unsharp")
     try:
         assert p.stderr is not None
         time.sleep(1.0)  # let frames flow into the file
-        p.send_signal(signal.SIGINT)
+        p.send_signal(getattr(signal, signame))
         t0 = time.perf_counter()
         code = p.wait(timeout=5)
         elapsed = time.perf_counter() - t0
@@ -1878,6 +1885,28 @@ def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path) -> None:
     frames = read_video(out)
     assert len(frames) >= 10
     assert [read_stamp(f) for f in frames] == sorted(read_stamp(f) for f in frames)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
+def test_run_under_nohup_outlives_its_terminal(tmp_path: Path) -> None:
+    # A SIGHUP ignored at the start (nohup) stays ignored: the terminal closing is not a stop.
+    p, out = _start_run_to_file(
+        tmp_path, "passthrough", lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    )
+    try:
+        time.sleep(0.5)
+        p.send_signal(signal.SIGHUP)
+        with pytest.raises(subprocess.TimeoutExpired):
+            p.wait(timeout=1.0)
+        p.send_signal(signal.SIGINT)
+        code = p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.stderr is not None
+    rest = p.stderr.read()
+    assert code == 0, rest
+    assert len(read_video(out)) >= 10
 
 
 def test_run_ctrl_c_whose_file_cannot_take_its_name_says_where_the_frames_are(

@@ -938,6 +938,12 @@ def _signal_in_step(monkeypatch: pytest.MonkeyPatch, sig: int, at: int) -> None:
         pytest.param(signal.SIGINT, 4, (1, 1), id="SIGINT-mid-epoch"),  # 3 steps an epoch
         # the last step of epoch 1: its validation is left to the resumed run
         pytest.param(signal.SIGTERM, 3, (0, 3), id="SIGTERM-last-step-of-an-epoch"),
+        # the terminal closed: the run ended without its checkpoint
+        *(
+            [pytest.param(signal.SIGHUP, 5, (1, 2), id="SIGHUP-mid-epoch")]
+            if hasattr(signal, "SIGHUP")
+            else []
+        ),
     ],
 )
 def test_a_signal_stops_after_its_step_with_a_checkpoint_that_resumes_exactly(
@@ -1649,7 +1655,11 @@ class _SignalledSamples(torch.utils.data.Dataset):
         return i
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])],
+    ids=lambda s: signal.Signals(s).name,
+)
 def test_data_workers_leave_a_signal_to_the_main_process(sig: int) -> None:
     # A worker that died of it (SIGTERM) or left on its KeyboardInterrupt failed the main
     # process's next batch ("killed by signal", "exited unexpectedly"): the main process stops

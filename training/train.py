@@ -487,8 +487,8 @@ def _worker_init(_: int) -> None:
     # finishes its step and shuts the workers down itself. (The loader's terminate() after a
     # shutdown a worker did not answer in 5 s is ignored too: that worker ends once it sees the
     # done event or its parent gone.)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 # Why a run stopped on a signal, and the status `python -m training.train` exits with then:
@@ -497,14 +497,19 @@ _SIGNAL_STOPS = {
     "interrupted by SIGTERM": 128 + signal.SIGTERM,
     "interrupted by SIGINT": 128 + signal.SIGINT,
 }
+# The terminal closing (SIGHUP, POSIX only) ended a run in the foreground without its checkpoint.
+if hasattr(signal, "SIGHUP"):
+    _SIGNAL_STOPS["interrupted by SIGHUP"] = 128 + signal.SIGHUP
+_STOP_SIGNALS = tuple(signal.Signals[k.rsplit(" ", 1)[1]] for k in _SIGNAL_STOPS)
 
 
 @contextlib.contextmanager
 def _stop_signals(announce: bool) -> Iterator[list[int]]:
-    """SIGINT and SIGTERM while the loop runs: the first is appended to the yielded list (the
-    loop stops after the step in hand and saves ``last.pt``) and puts the defaults back, so a
-    second ends the process at once wherever it is stuck (a save on a hung disk: ``last.pt``
-    stays whole, written as a temp file then renamed). The handlers are restored on exit."""
+    """SIGINT, SIGTERM and SIGHUP while the loop runs: the first is appended to the yielded
+    list (the loop stops after the step in hand and saves ``last.pt``) and puts the defaults
+    back, so a second ends the process at once wherever it is stuck (a save on a hung disk:
+    ``last.pt`` stays whole, written as a temp file then renamed). The handlers are restored
+    on exit; one ignored at the start stays ignored."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received  # Python sets handlers from the main thread only
@@ -531,8 +536,9 @@ def _stop_signals(announce: bool) -> Iterator[list[int]]:
             with contextlib.suppress(OSError):
                 os.write(2, note.encode())
 
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        # A shell starts background jobs with SIGINT ignored: Ctrl-C there is not for them.
+    for sig in _STOP_SIGNALS:
+        # A shell starts background jobs with SIGINT ignored: Ctrl-C there is not for them;
+        # `nohup` ignores SIGHUP: the terminal closing is not for that run either.
         if signal.getsignal(sig) is not signal.SIG_IGN:
             previous[sig] = signal.signal(sig, handler)
     try:
