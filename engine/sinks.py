@@ -213,6 +213,7 @@ class VideoFileSink(_SinkBase):
         self._disk_full = False  # the disk was full when a write failed
         self._t0: float | None = None  # timed: t_capture of slot 0
         self._next_slot = 0
+        self._last_at = 0.0  # timed: the capture time, in slots, of the last frame written
         self._last_index: int | None = None  # timed: Frame.index of the last frame given
         self._t_stop: float | None = None  # timed: the stream was stopped then (mark_stop)
 
@@ -230,10 +231,20 @@ class VideoFileSink(_SinkBase):
                     self._t0 = frame.t_capture
                 dropped = 0 if self._last_index is None else frame.index - self._last_index - 1
                 self._last_index = frame.index
-                slot = round((frame.t_capture - self._t0) * self.fps)
+                at = (frame.t_capture - self._t0) * self.fps  # in slots
+                slot = round(at)
                 if slot < self._next_slot:
-                    self.frames_skipped += 1
-                    return
+                    # A new frame (half a slot or more after the last one written) that rounds
+                    # into the taken slot takes the next one, while it is less than a slot
+                    # early: a camera at 29.97 fps, or one whose first frame came half a slot
+                    # off, lost frames to a couple of ms of jitter and repeated others (up to
+                    # 75 of 300). A source faster than the file still has its extra frames
+                    # skipped, and the file keeps the clock.
+                    if at <= self._next_slot - 1 or at - self._last_at < 0.5:
+                        self.frames_skipped += 1
+                        return
+                    slot = self._next_slot
+                self._last_at = at
                 # Only the part of the gap no dropped frame accounts for is a stall: capping the
                 # whole gap cut a model's slow seconds out of the file (`run --duration 6` behind
                 # a 2.6 s model call made a 4 s file).

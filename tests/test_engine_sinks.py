@@ -621,6 +621,40 @@ def test_timed_video_sink_keeps_the_live_clock(tmp_path):
     assert len(got) / fps == pytest.approx(times[-1] + 1 / fps)
 
 
+@pytest.mark.parametrize(
+    ("camera_fps", "first_late"),
+    [(30.0, 0.45), (30.0, 0.55), (29.97, 0.3), (30.03, 0.7)],  # the last two drift across 0.5
+)
+def test_a_timed_video_keeps_every_frame_of_a_camera_at_its_rate(tmp_path, camera_fps, first_late):
+    """A camera near the file's rate whose frames sat near half a slot from the first one's
+    (a first frame served from the driver's buffer, or a 29.97 fps camera drifting there):
+    jitter of a couple of ms put two frames in one slot, one was skipped and its neighbour
+    repeated (up to 75 of 300)."""
+    rng = np.random.default_rng(0)
+    fps, n = 30.0, 300
+    times = [0.0] + [(first_late + i) / camera_fps for i in range(1, n)]
+    times = [t + (rng.uniform(-0.002, 0.002) if i else 0.0) for i, t in enumerate(times)]
+    with VideoFileSink(path=tmp_path / "cam.avi", size=(32, 24), fps=fps, timed=True) as sink:
+        for i, t in enumerate(times):
+            sink.write(Frame(np.full((24, 32, 3), i % 200, np.uint8), i, 500.0 + t))
+        assert sink.frames_skipped == 0
+        # Still the clock's length: within a frame of the time filmed.
+        assert abs(sink.frames_written - round(times[-1] * fps) - 1) <= 1
+
+
+def test_a_timed_video_skips_the_extra_frames_of_a_faster_source(tmp_path):
+    # The frames of a 60 fps source that a 30 fps file has no slot for are skipped; pulling a
+    # frame into the next slot must not let the file run ahead of the clock.
+    rng = np.random.default_rng(1)
+    times = [i / 60 + rng.uniform(-0.002, 0.002) for i in range(600)]
+    times[0] = 0.0
+    with VideoFileSink(path=tmp_path / "fast.avi", size=(32, 24), fps=30.0, timed=True) as sink:
+        for i, t in enumerate(times):
+            sink.write(Frame(np.zeros((24, 32, 3), np.uint8), i, 500.0 + t))
+        assert 290 <= sink.frames_skipped <= 310
+        assert abs(sink.frames_written - round(times[-1] * 30) - 1) <= 1
+
+
 def test_a_stopped_timed_video_holds_its_last_frame_until_the_stop(tmp_path):
     """`run --source still.png --output r.mp4 --duration 2` behind a slow model made a one-frame
     file: the file ended at the last frame the model finished, not when the stream stopped."""
