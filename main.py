@@ -1014,9 +1014,11 @@ def _run_stream(
             where = f"; the frames written are kept in {kept}" if kept is not None else ""
             first = next((e for e in engine.errors if isinstance(e, SinkError)), None)
             raise CliError(f"{first or f'cannot finish {args.output}'}{where}")
-        if engine.errors and (not stop.is_set() or output.cut_short):
+        if engine.errors and (not (stop.is_set() or timed_out) or output.cut_short):
             # The stream ended on its own after an error (a camera unplugged, an unreadable
-            # file): say so and exit non-zero rather than pass as a finished run.
+            # file): say so and exit non-zero rather than pass as a finished run. One that ran
+            # its --duration through a model failure (the stream goes on without the model)
+            # ends as a Ctrl-C does: the errors said, exit 0.
             kept = getattr(sink, "kept_path", None) if output.cut_short else None
             where = f"; the frames written are kept in {kept}" if kept is not None else ""
             raise CliError(

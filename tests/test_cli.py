@@ -1086,6 +1086,32 @@ class _FailsOnStamp3:
         pass
 
 
+@pytest.mark.parametrize("how", ["duration", "ctrl-c"])
+def test_run_through_a_model_failure_ends_alike_by_duration_or_ctrl_c(
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    how: str,
+) -> None:
+    # The stream goes on without a model that failed mid-stream; stopped by --duration it was
+    # exit 1 ("errors in the stream"), by Ctrl-C exit 0 with the errors said.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _FailsOnStamp3)
+    out = tmp_path / "live.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
+    if how == "duration":
+        argv += ["--duration", "0.6"]
+    else:
+        threading.Timer(0.6, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "1 error(s) in the stream; first: " in err and "out of memory" in err, err
+    assert len(read_video(out)) >= 5
+
+
 def _photo_folder(folder: Path, stamps: range) -> Path:
     folder.mkdir()
     for i in stamps:
