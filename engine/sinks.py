@@ -13,6 +13,7 @@ native backend is not needed to write a file).
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import re
 import shutil
@@ -27,6 +28,8 @@ import numpy as np
 
 from engine.frames import Frame, check_rgb8, even_size, fit_to, resize_to
 from engine.sources import IMAGE_EXTENSIONS
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SINKS",
@@ -83,8 +86,17 @@ class _SinkBase:
     def __enter__(self) -> Any:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()  # type: ignore[attr-defined]
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        abort = getattr(self, "abort", None)
+        if exc_type is None or abort is None:
+            self.close()  # type: ignore[attr-defined]
+            return
+        # Leaving on an error: the output is incomplete. close() published the partial frames
+        # under the real name, over an earlier complete file of that name.
+        try:
+            abort()
+        except SinkError as err:  # the error that brought us here is the one to see
+            log.warning("%s", err)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.describe()}>"  # type: ignore[attr-defined]
@@ -578,9 +590,15 @@ class ImageSink(_SinkBase):
         ext: str = ".png",
         prefix: str = "frame_",
     ):
+        # A trailing slash says a folder, which Path() forgets.
+        folder_named = os.fspath(path).endswith(("/", os.sep))
         self.path = Path(path)
         self.size = None if size is None else _check_size(size, "an image sink")
-        self.single = self.path.suffix.lower() in IMAGE_EXTENSIONS and not self.path.is_dir()
+        self.single = (
+            self.path.suffix.lower() in IMAGE_EXTENSIONS
+            and not self.path.is_dir()
+            and not folder_named
+        )
         self.ext = (self.path.suffix if self.single else ext).lower()
         if not self.ext.startswith("."):
             self.ext = "." + self.ext
@@ -726,9 +744,17 @@ def sink_kind(spec: str | os.PathLike[str] | Callable[[Frame], Any]) -> str:
         return "virtual"
     p = Path(text)
     ext = p.suffix.lower()
-    if ext in VIDEO_CODECS:
+    folder = text.endswith(("/", os.sep))
+    if folder and (ext in VIDEO_CODECS or ext in IMAGE_EXTENSIONS) and not p.is_dir():
+        # Path() drops the slash: `shots.png/` wrote every frame over one file shots.png, and
+        # `clip.mp4/` a video, where the slash said a folder.
+        raise SinkError(
+            f"{text} ends with a slash (a folder) but is named like a {ext} file: give "
+            f"{text.rstrip('/' + os.sep)} for a file, or a folder name without {ext}"
+        )
+    if ext in VIDEO_CODECS and not folder:
         return "video"
-    if ext in IMAGE_EXTENSIONS or p.is_dir() or text.endswith(("/", os.sep)) or not ext:
+    if ext in IMAGE_EXTENSIONS or p.is_dir() or folder or not ext:
         return "images"
     raise SinkError(
         f"cannot tell what to write to {text}: give a video ({', '.join(VIDEO_CODECS)}), "

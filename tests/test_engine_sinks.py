@@ -1286,3 +1286,39 @@ def test_virtual_camera_status_never_raises(
     assert msg.startswith("virtual camera check failed: device name unavailable")
     assert virtual_camera_guidance() in msg
     assert [cam.closed for cam in recorder.instances] == [1]
+
+
+@pytest.mark.parametrize("name", ["shots.png/", "clip.mp4/"])
+def test_a_name_ending_in_a_slash_is_not_written_as_a_file(tmp_path, name):
+    # Path() drops the slash: `shots.png/` wrote every frame over one file, `clip.mp4/` a video.
+    spec = f"{tmp_path}/{name}"
+    with pytest.raises(SinkError, match="ends with a slash \\(a folder\\) but is named like"):
+        sink_kind(spec)
+    with pytest.raises(SinkError, match="ends with a slash"):
+        open_sink(spec, size=(32, 24))
+    assert list(tmp_path.iterdir()) == []
+    # A folder of that name that exists is a folder; ImageSink given the slash writes into it.
+    (tmp_path / "shots.png").mkdir()
+    assert sink_kind(spec.replace("clip.mp4", "shots.png")) == "images"
+    sink = ImageSink(path=f"{tmp_path}/new.png/")
+    sink.write(Frame(np.zeros((24, 32, 3), np.uint8), 0, 0.0))
+    sink.close()
+    assert (tmp_path / "new.png").is_dir() and len(list((tmp_path / "new.png").iterdir())) == 1
+
+
+def test_a_video_left_on_an_error_keeps_an_earlier_file_of_its_name(tmp_path):
+    # `with VideoFileSink(...)` left on an exception published the partial frames under the
+    # real name, over the complete recording there.
+    path = tmp_path / "out.avi"
+    with VideoFileSink(path=path, size=(32, 24), fps=10.0) as sink:
+        for i in range(5):
+            sink.write(Frame(np.full((24, 32, 3), 40 * i, np.uint8), i, float(i)))
+    assert len(read_video(path)) == 5
+    with pytest.raises(RuntimeError, match="producer failed"):
+        with VideoFileSink(path=path, size=(32, 24), fps=10.0) as sink:
+            for i in range(3):
+                sink.write(Frame(np.zeros((24, 32, 3), np.uint8), i, float(i)))
+            raise RuntimeError("producer failed")
+    assert len(read_video(path)) == 5  # the earlier, complete recording
+    assert sink.kept_path == tmp_path / "out.incomplete.avi"
+    assert len(read_video(sink.kept_path)) == 3
