@@ -264,6 +264,35 @@ def test_torchscript_file_that_differs_from_eager_fails_the_export(
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # m.onnx, which passed, neither
 
 
+def test_an_onnx_file_that_differs_from_eager_fails_the_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A real mismatch in the graph written, at the default tolerances. A fresh student outputs
+    # its input exactly (its last convolution starts at zero), so parity of one checked only
+    # that the identity stays the identity: the model here has weights that do something.
+    torch.manual_seed(3)
+    model = create_student("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    write = E.export_onnx
+
+    def drifted(m: torch.nn.Module, path: str | Path, **kwargs: int) -> str:
+        other = create_student("tiny").eval()
+        other.load_state_dict(m.state_dict())
+        with torch.no_grad():
+            other.stem.weight.mul_(1.02)  # 2 %: a wrong scale folded in, say
+        return write(other, path, **kwargs)
+
+    x = torch.rand(1, 3, 33, 47)
+    with torch.no_grad():
+        assert (model(x) - x).abs().max() > 0.05  # not the identity
+    monkeypatch.setattr(E, "export_onnx", drifted)
+    with pytest.raises(E.ExportError, match="m.onnx: ONNX Runtime differs from PyTorch by"):
+        export_tiny(model, tmp_path, fp16=True, torchscript=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 class _NaNAtSecondSize:
     """An ONNX Runtime session whose graph breaks (all NaN) at the second check size only."""
 
