@@ -91,7 +91,8 @@ ORT_GPU_PROVIDERS = (
 ORT_PROVIDER_ORDER = (*ORT_GPU_PROVIDERS, "CPUExecutionProvider")
 #: The providers whose mere presence makes the default the GPU student. Not CoreML: every
 #: onnxruntime for macOS lists it, Macs or not with a GPU it runs on, and the GPU student (6x
-#: the CPU student's work) under it was never measured; `--device gpu` still asks for it.
+#: the CPU student's work) under it was never measured; ``device="gpu"`` (the engine API) or
+#: `--backend onnx --model weights/student.onnx` still asks for it.
 ORT_AUTO_GPU_PROVIDERS = (
     "TensorrtExecutionProvider",
     "CUDAExecutionProvider",
