@@ -143,6 +143,25 @@ def test_plateau_reduction_right_after_the_warm_up_is_kept(
     assert [r["lr"] for r in rows] == pytest.approx([0.005, 0.01, 0.005])
 
 
+def test_a_plateau_run_resumed_with_another_lr_scales_the_rate_it_reached(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # The rate after the warm-up is the plateau's state: a resume with --lr=0.001 went on at
+    # the checkpoint's 0.005, though config.yaml and the resume warning said the new rate.
+    monkeypatch.setattr(T, "validate", _flat_validation)
+    opts = ("--scheduler=plateau", "--warmup_steps=0", "--plateau_patience=0")
+    opts += ("--plateau_factor=0.5", "--stages=[{patch: 32, epochs: 3, batch: 1}]")
+    out = tmp_path / "plateau"
+    first = train(_tiny(synth, out, *opts, "--lr=0.01", "--stop_after_steps=6"))["epochs"]
+    # Epoch 2 did not improve on epoch 1: the rate was cut to 0.005 after it.
+    assert [r["lr"] for r in first] == pytest.approx([0.01, 0.01])
+    rows = train(_tiny(synth, out, *opts, "--lr=0.001", "--resume"))["epochs"]
+    # The cut is kept, of the new rate: epoch 3 runs at half of 0.001 (it ran at 0.005).
+    assert rows[-1]["lr"] == pytest.approx(0.0005)
+
+
 def test_a_resumed_run_that_stopped_early_stays_stopped(
     synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1069,6 +1088,56 @@ def test_a_resume_that_turns_the_feature_term_on_or_off_keeps_the_students_optim
     assert bool(ck["adapters"]) == (then == "online")
 
 
+@pytest.mark.parametrize("mode", ["online", "cache"])
+def test_a_teacher_no_loss_term_reads_is_neither_run_nor_drawn(
+    synth: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    mode: str,
+) -> None:
+    # loss.distill=0 and loss.feature=0 (gpu_session.sh's hq_nodist): the teacher ran on every
+    # batch for nothing, or its cache still made up part of every batch.
+    import training.teachers
+
+    teacher = _CountingTeacher()
+    monkeypatch.setattr(training.teachers, "load_teacher", lambda *a, **k: teacher)
+    cache = tmp_path / "cache.pt"
+    opts = _distil_from_cache(cache)
+    if mode == "cache":
+        build_cache(_tiny(synth, tmp_path / "run", *opts), teacher=teacher)
+        teacher.seen.clear()
+    off = ("--loss.distill=0", "--loss.feature=0", f"--teacher.mode={mode}")
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        res = train(_tiny(synth, tmp_path / "run", *opts, *off))
+    assert res["stopped"] == "finished"
+    assert teacher.seen == []
+    assert [e["cached_patches"] for e in res["epochs"]] == [0, 0]
+    assert f"teacher.mode={mode} but loss.distill and loss.feature are 0" in caplog.text
+
+
+def test_the_same_seed_starts_the_same_student_with_the_teacher_online_or_not(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Building the teacher drew from torch's generator: a "teacher on vs off" comparison from
+    # scratch also compared two starting students.
+    import training.teachers
+
+    def drawing_teacher(*args: object, **kwargs: object) -> nn.Module:
+        nn.Conv2d(3, 3, 3)  # its random initialisation draws, as DMPHN's does
+        return _FakeTeacher()
+
+    monkeypatch.setattr(training.teachers, "load_teacher", drawing_teacher)
+    starts = {}
+    for mode in ("off", "online"):
+        out = tmp_path / mode
+        train(_tiny(synth, out, "--teacher.name=fake", f"--teacher.mode={mode}",
+                    "--loss.distill=1.0", "--stop_after_steps=1", "--lr=0"))  # fmt: skip
+        starts[mode] = load_checkpoint(out / "last.pt")["model"]
+    for k, v in starts["off"].items():
+        torch.testing.assert_close(starts["online"][k], v, msg=k)
+
+
 def test_a_resume_with_another_number_of_feature_adapters_starts_them_fresh_and_says_so(
     synth: dict[str, Path],
     tmp_path: Path,
@@ -1464,6 +1533,7 @@ def test_teacher_cache_from_other_sources_is_refused(
         "--teacher.cache_count=2",
         "--teacher.cache_patch=32",
         "--teacher.cache_min_gain=-100",
+        "--loss.distill=1.0",  # a cache no loss term reads is not opened
     )
     build_cache(_tiny(synth, tmp_path / "run", *common), teacher=_FakeTeacher())
     # a photo excluded since (the leakage guard found it) may still sit in the cache: refused

@@ -371,7 +371,11 @@ def _with_device_raw(
 
 
 def _apply_optimiser_settings(
-    optimizer: torch.optim.Optimizer, scheduler: Any, cfg: TrainConfig, global_step: int
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    cfg: TrainConfig,
+    global_step: int,
+    saved_lr: float | None = None,
 ) -> None:
     """After a resume: the optimiser and schedule settings of ``cfg``, not the checkpoint's.
 
@@ -379,7 +383,9 @@ def _apply_optimiser_settings(
     while ``lr_factor`` reads ``cfg``: a run resumed with another ``--lr`` took the old peak with
     the new floor (``min_lr / lr``) and ended at neither rate, though its config.yaml and the
     resume warning said the new one. The rate is re-derived at ``global_step``, which is what
-    the scheduler held when the settings did not change.
+    the scheduler held when the settings did not change. On ``plateau`` the rate reached is
+    scaled by ``cfg.lr / saved_lr`` (the checkpoint's ``lr``): its reductions so far are kept,
+    and the new ``--lr`` counts as it does on cosine (it was ignored after the warm-up).
     """
     for group in optimizer.param_groups:
         group["betas"] = (cfg.betas[0], cfg.betas[1])
@@ -389,6 +395,10 @@ def _apply_optimiser_settings(
         scheduler.min_lrs = [cfg.min_lr] * len(optimizer.param_groups)
         scheduler.factor = cfg.plateau_factor
         scheduler.patience = cfg.plateau_patience
+        if saved_lr and saved_lr > 0 and saved_lr != cfg.lr:
+            for group in optimizer.param_groups:
+                group["lr"] = max(group["lr"] * cfg.lr / saved_lr, cfg.min_lr)
+            scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
         return
     scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
     for group in optimizer.param_groups:
@@ -884,6 +894,14 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                     "(make one with python -m training.cache_teacher)",
                     cfg.teacher.cache_path,
                 )
+    if mode != "off" and cfg.loss.distill <= 0 and cfg.loss.feature <= 0:
+        # Nothing reads the teacher then: online it ran on every batch for nothing (4x the
+        # hq student's step on a CPU), and a cache still put its patches into the data mix.
+        log.info(
+            "teacher.mode=%s but loss.distill and loss.feature are 0: the teacher is not used",
+            mode,
+        )
+        mode = "off"
     teacher, cache = None, None
     if mode == "online":
         from training.teachers import load_teacher
@@ -917,6 +935,10 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     # ---- student (before the data, so a wrong name or device fails in seconds) ------------
     from training.models.student import create_student, grow_from
 
+    # Seeded again: building the teacher draws from torch's generator, and the same seed gave
+    # another starting student with the teacher online than without it (a GPU run than a CPU
+    # one under teacher.mode=auto).
+    torch.manual_seed(cfg.seed + rank)
     student = create_student(cfg.student, **cfg.student_kwargs).to(device)
     if init is not None:  # a first launch with --resume still starts from init
         source = init.get("variant", cfg.student)
@@ -1086,7 +1108,14 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             scaler.load_state_dict(ck["scaler"])
         epoch, step_in_epoch = ck["epoch"], ck["step_in_epoch"]
         global_step, sample_counter = ck["global_step"], ck["sample_counter"]
-        _apply_optimiser_settings(optimizer, scheduler, cfg, global_step)
+        saved_lr = (ck.get("config") or {}).get("lr")
+        _apply_optimiser_settings(
+            optimizer,
+            scheduler,
+            cfg,
+            global_step,
+            saved_lr if isinstance(saved_lr, (int, float)) else None,
+        )
         best_psnr, bad_epochs = ck["best_psnr"], ck["bad_epochs"]
         rows, sums, counts = list(ck["rows"]), dict(ck["sums"]), dict(ck["counts"])
         epoch_time = ck.get("epoch_time", 0.0)
