@@ -1772,3 +1772,40 @@ def test_an_empty_or_relative_cache_variable_is_ignored(
     assert backends.user_cache_dir() == tmp_path.joinpath(*default, "sharpcam")
     monkeypatch.setenv(variable, str(tmp_path / "mine"))  # an absolute one is still used
     assert backends.user_cache_dir() == tmp_path / "mine" / "sharpcam"
+
+
+@needs_openvino
+def test_openvino_compiles_a_frame_size_only_once_it_repeats(models, monkeypatch):
+    # A folder of photos of mixed sizes compiled a model per photo (0.3-0.9 s each, 10x ONNX
+    # Runtime's time) and kept eight of them (3.5 GB of 12 MP photos).
+    be = backends.OpenVinoBackend(
+        model=models["conv.onnx"], precision="f32", cache_pixels=2 * 96 * 128
+    )
+    compiles: list[tuple[int, int]] = []
+    real = be._compile
+    monkeypatch.setattr(be, "_compile", lambda h, w: compiles.append((h, w)) or real(h, w))
+    rng = np.random.default_rng(0)
+    frames = {s: rng.integers(0, 256, (*s, 3), dtype=np.uint8) for s in [(96, 128), (80, 72)]}
+    ref = backends.OnnxBackend(model=models["conv.onnx"], device="cpu")
+    once = {s: be.process(f).copy() for s, f in frames.items()}  # met once: the dynamic model
+    assert compiles == [(-1, -1)]
+    again = be.process(frames[(96, 128)]).copy()  # met again: its own static model
+    assert compiles == [(-1, -1), (96, 128)]
+    be.process(frames[(96, 128)])
+    assert len(compiles) == 2  # cached
+    for s, f in frames.items():
+        np.testing.assert_allclose(once[s], ref.process(f), atol=1)
+    np.testing.assert_allclose(again, once[(96, 128)], atol=1)
+    # `prepare` (what warm_up calls before a stream) compiles at once; and the cache keeps
+    # cache_pixels at most: the 96x128 model is dropped for 112x160, the newest stays.
+    backends.warm_up(be, (160, 112))
+    assert compiles[-1] == (112, 160)
+    assert list(be._compiled) == [(112, 160)]
+    be.process(rng.integers(0, 256, (112, 160, 3), dtype=np.uint8))
+    assert compiles[-1] == (112, 160) and len(compiles) == 3
+    # The scaled path prepares the size its model will see.
+    scaled = backends.ScaledBackend(be, 0.5)
+    scaled.prepare((320, 224))
+    assert compiles[-1] == backends.scaled_size((320, 224), 0.5, scaled.multiple)[::-1]
+    ref.close()
+    be.close()
