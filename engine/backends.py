@@ -974,11 +974,13 @@ class OpenVinoBackend(_ModelBackend):
                 f"OpenVINO device {self.device} not available "
                 f"(available: {self._core.available_devices})"
             )
-        if self.model.path.suffix.lower() != ".xml" and not _ov_reads_onnx(self.model.path):
+        if not _ov_reads_onnx(self.model.path):
             # read_model would try every frontend it has, and TensorFlow's prints its parse
-            # errors of a non-ONNX file straight to stderr, around the one-line error below.
+            # errors of a non-ONNX file (or a damaged .xml) straight to stderr, around the
+            # one-line error below.
+            kind = "an OpenVINO" if self.model.path.suffix.lower() == ".xml" else "an ONNX"
             raise ModelError(
-                f"cannot load model {self.model.path}: not an ONNX model "
+                f"cannot load model {self.model.path}: not {kind} model "
                 "(damaged, truncated or in another format)"
             )
         try:
@@ -1120,11 +1122,13 @@ class OpenVinoBackend(_ModelBackend):
 
 
 def _ov_reads_onnx(path: Path) -> bool:
-    """Whether OpenVINO's ONNX frontend takes the file (it looks at the header only)."""
+    """Whether OpenVINO's frontend for the file's kind (ONNX; its own IR for ``.xml``) takes
+    it (it looks at the header only)."""
+    framework = "ir" if path.suffix.lower() == ".xml" else "onnx"
     try:
         from openvino.frontend import FrontEndManager
 
-        return bool(FrontEndManager().load_by_framework("onnx").supported(str(path)))
+        return bool(FrontEndManager().load_by_framework(framework).supported(str(path)))
     except Exception:  # noqa: BLE001 - no ONNX frontend here: read_model decides and says why
         return True
 

@@ -1809,3 +1809,15 @@ def test_openvino_compiles_a_frame_size_only_once_it_repeats(models, monkeypatch
     assert compiles[-1] == backends.scaled_size((320, 224), 0.5, scaled.multiple)[::-1]
     ref.close()
     be.close()
+
+
+@needs_openvino
+def test_a_damaged_openvino_xml_is_one_line_without_other_frameworks_noise(tmp_path, capfd):
+    # read_model tried every frontend: TensorFlow's printed its parse errors to stderr around
+    # the error, which then listed "Available frontends: jax paddle ...".
+    (tmp_path / "m.xml").write_text("<net></net>")
+    (tmp_path / "m.bin").write_bytes(b"")
+    with pytest.raises(ModelError, match="not an OpenVINO model \\(damaged, truncated"):
+        backends.OpenVinoBackend(model=tmp_path / "m.xml")
+    err = capfd.readouterr().err
+    assert "tensorflow" not in err.lower() and "frontends" not in err, err
