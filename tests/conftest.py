@@ -54,3 +54,22 @@ def _automatic_gc_restored():
     (app/_gc.py); the tests after it run with the interpreter's own, as they would alone."""
     yield
     gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def _terminal_signals():
+    """Each test starts as a process started from a terminal does: Ctrl-C (SIGINT) raising
+    KeyboardInterrupt, SIGHUP at its default. A runner started in the background (`cmd &`,
+    nohup) hands both over ignored, and the code rightly leaves a signal ignored at its start
+    alone (a background job's Ctrl-C is not for it): the tests that send them then measured
+    the runner, not the code. Their children inherit the defaults too."""
+    import signal
+
+    saved = {}
+    for name, default in (("SIGINT", signal.default_int_handler), ("SIGHUP", signal.SIG_DFL)):
+        sig = getattr(signal, name, None)
+        if sig is not None and signal.getsignal(sig) is signal.SIG_IGN:
+            saved[sig] = signal.signal(sig, default)
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
