@@ -2684,11 +2684,17 @@ class _SlowApi:
         return src
 
     def create_backend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
+        return self._create_tagged(self._next_tag(), *args, **kwargs)
+
+    def _next_tag(self) -> str:
         # Named in the order the starts asked, not in the order the loads finished: two loads
         # overlap, and on a loaded CPU the superseded one can finish last.
         with self._lock:
             tag = f"be{self._backend_calls}"
             self._backend_calls += 1
+        return tag
+
+    def _create_tagged(self, tag: str, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         self.backend_entered.set()
         time.sleep(self.backend_delay)
         inner = self._engine.create_backend(*args, **kwargs)
@@ -4171,12 +4177,15 @@ class _ScaleApi(_SlowApi):
     def create_backend(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN201
         scale = kwargs.get("scale")
         self.scales.append(scale)
+        # Named before the gate: two loads held there (a scale change and a restart's start)
+        # went on in either order, and the tags with them (1 run in 25 on a loaded CPU).
+        tag = None if scale in self.fail else self._next_tag()
         if len(self.scales) > 1:
             self.loading.set()
             self.gate.wait(FRAME_TIMEOUT_MS / 1000)
-        if scale in self.fail:
+        if tag is None:
             raise RuntimeError(f"the model would not load at {scale}")
-        return super().create_backend(*args, **kwargs)
+        return self._create_tagged(tag, *args, **kwargs)
 
 
 def _pick_scale(window: MainWindow, scale: str) -> None:
