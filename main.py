@@ -792,7 +792,8 @@ def _check_image_writer(out: str) -> None:
     codec): found otherwise only once the model had run on the frame."""
     import cv2
 
-    if not cv2.haveImageWriter(out):
+    # The extension alone: OpenCV crashed the process on a name that is not UTF-8.
+    if not cv2.haveImageWriter("x" + Path(out).suffix):
         ext = Path(out).suffix.lower()
         raise CliError(f"output {out}: this OpenCV cannot write {ext} images", code=2)
 

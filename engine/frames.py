@@ -7,6 +7,7 @@ by :func:`to_rgb8`, where it enters; nothing downstream checks or converts again
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -37,6 +38,24 @@ class Frame:
     def size(self) -> tuple[int, int]:
         """``(W, H)`` of the image, the order OpenCV and the rest of the API use for sizes."""
         return (self.image.shape[1], self.image.shape[0])
+
+
+def opencv_path_problem(path: object) -> str | None:
+    """Why OpenCV cannot be handed ``path`` by name, or None. A name whose bytes are not UTF-8
+    (a Latin-1 name from an old zip or a Samba share) reaches Python with lone surrogates,
+    and OpenCV's Python binding crashes the process on such a string (a segmentation fault,
+    no message)."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if not isinstance(text, str):
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            f"the name {text.encode('utf-8', 'backslashreplace').decode()} is not valid "
+            "UTF-8, which OpenCV cannot open: rename it"
+        )
+    return None
 
 
 def check_rgb8(image: object, what: str) -> np.ndarray:

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, check_rgb8, even_size, fit_to, resize_to
+from engine.frames import Frame, check_rgb8, even_size, fit_to, opencv_path_problem, resize_to
 from engine.sources import IMAGE_EXTENSIONS
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,10 @@ class VideoFileSink(_SinkBase):
             # Found only at close(), the rename would fail after all the work was done and
             # leave it in the hidden partial file.
             raise SinkError(f"cannot write video {self.path}: it is a folder")
+        problem = opencv_path_problem(self.path)
+        if problem:
+            # OpenCV's writer crashed the process on it, and left the empty partial file.
+            raise SinkError(f"cannot write video: {problem}")
         folder = self.path.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, fit_to, image_size, resize_to, to_rgb8
+from engine.frames import Frame, fit_to, image_size, opencv_path_problem, resize_to, to_rgb8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -475,6 +475,9 @@ def _natural_key(name: str) -> list[Any]:
 
 def _make_capture(target: int | str, api: int) -> Any:
     """Open an OpenCV capture. Module level so tests can substitute a fake device."""
+    problem = opencv_path_problem(target) if isinstance(target, str) else None
+    if problem:
+        raise SourceError(f"cannot open video file: {problem}")
     return cv2.VideoCapture(target, api)
 
 

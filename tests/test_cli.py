@@ -2637,3 +2637,16 @@ def test_closing_the_console_on_windows_finishes_the_run_recording(
     assert seen == [["live.avi", "long.avi"]]
     assert 10 <= len(read_video(out)) < 300
     assert kernel32.removed == kernel32.handlers
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names are bytes")
+def test_process_an_image_to_a_name_that_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The writer check handed OpenCV the whole name: a segmentation fault, no message.
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), cv2.cvtColor(stamped_frame(4), cv2.COLOR_RGB2BGR))
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/o\xe9.png")
+    assert cli.main(["process", str(src), out, "--backend", "passthrough"]) == 0
+    img = cv2.imdecode(np.fromfile(out, np.uint8), cv2.IMREAD_COLOR)
+    assert read_stamp(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)) == 4

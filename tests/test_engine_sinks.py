@@ -1322,3 +1322,11 @@ def test_a_video_left_on_an_error_keeps_an_earlier_file_of_its_name(tmp_path):
     assert len(read_video(path)) == 5  # the earlier, complete recording
     assert sink.kept_path == tmp_path / "out.incomplete.avi"
     assert len(read_video(sink.kept_path)) == 3
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names are bytes")
+def test_a_video_output_whose_name_is_not_utf8_is_refused_before_anything_is_written(tmp_path):
+    odd = os.fsdecode(os.fsencode(tmp_path) + b"/o\xe9.mp4")
+    with pytest.raises(SinkError, match=r"o\\udce9.mp4 is not valid UTF-8"):
+        VideoFileSink(path=odd, size=(32, 24), fps=10.0)
+    assert list(tmp_path.iterdir()) == []  # no hidden partial file left

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -1382,3 +1383,19 @@ def test_a_camera_without_a_declared_rate_takes_the_requested_one_and_retries_pr
     assert cam.read() is not None  # one failed grab, then a retry
     assert time.perf_counter() - t0 < 0.5
     cam.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file names are bytes")
+def test_a_video_whose_name_is_not_utf8_is_refused_in_one_line_not_a_crash(tmp_path):
+    # A Latin-1 name (an old zip, a Samba share): OpenCV's binding crashed the process on the
+    # surrogates Python decodes it to (a segmentation fault, exit 139, no message).
+    good = write_video(tmp_path / "good.avi", 3)
+    odd = os.fsdecode(os.fsencode(tmp_path) + b"/vid\xe9o.avi")
+    shutil.copy(good, odd)
+    with pytest.raises(SourceError, match=r"vid\\udce9o.avi is not valid UTF-8"):
+        VideoFileSource(path=odd, live=False)
+    # An image of such a name is read (np.fromfile, not OpenCV's file functions).
+    still = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.png")
+    cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tofile(still)
+    with ImageSource(path=still, live=False) as src:
+        assert src.read() is not None
