@@ -193,7 +193,8 @@ def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None
     is cut and nothing is stretched, for outputs whose size cannot follow the source's (a
     virtual camera keeps the size it was opened at, a video file its first frame's). Bars that
     would be at most 1 % of a side (rounded to whole pixels) are rounding: the picture fills the
-    frame then, as :func:`resize_to` would. Area interpolation when shrinking, bilinear
+    frame then, as :func:`resize_to` would, or, when ``img`` is at most one pixel larger on each
+    side (an odd size into its even video), its last row or column is cut instead. Area interpolation when shrinking, bilinear
     when enlarging, as :func:`resize_to`.
 
     Args:
@@ -211,6 +212,15 @@ def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None
     ih, iw = img.shape[:2]
     if iw == w and ih == h:
         return img
+    shape = (h, w, *img.shape[2:])
+    if 0 <= iw - w <= min(1, 0.01 * w + 0.5) and 0 <= ih - h <= min(1, 0.01 * h + 0.5):
+        # One pixel over on a side (an odd 641x359 frame into its even 640x358 video): the
+        # last row or column is cut. Resampled by that pixel, each output pixel near the middle
+        # blended two input pixels half and half, which took half the fine detail away.
+        if out is not None and out.shape == shape and out.dtype == img.dtype:
+            np.copyto(out, img[:h, :w])
+            return out
+        return np.ascontiguousarray(img[:h, :w])
     # The limiting side fills the frame exactly; the other is rounded and never overflows it.
     if w * ih <= h * iw:  # relatively wider than the frame: full width, bars top and bottom
         fw, fh = w, min(h, max(1, round(ih * w / iw)))
@@ -221,7 +231,6 @@ def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None
     if w - fw <= 0.01 * w + 0.5 and h - fh <= 0.01 * h + 0.5:
         fw, fh = w, h
     x0, y0 = (w - fw) // 2, (h - fh) // 2
-    shape = (h, w, *img.shape[2:])
     if out is None or out.shape != shape or out.dtype != img.dtype:
         out = np.zeros(shape, img.dtype)
     else:

@@ -184,10 +184,18 @@ def test_virtual_sink_letterboxes_frames_of_another_aspect(recorder):
 
 
 def test_fit_to_treats_a_one_pixel_bar_as_rounding():
-    """An odd camera into its even-sided output: the picture fills it, no black edge line."""
+    """An odd camera into its even-sided output: the picture fills it, no black edge line, and
+    not resampled: its last row and column are cut (stretched by that pixel, each pixel near
+    the middle blended two neighbours half and half, half the fine detail gone)."""
     img = picture((641, 361))
     out = fit_to(img, (640, 360))
-    np.testing.assert_array_equal(out, resize_to(img, (640, 360)))
+    np.testing.assert_array_equal(out, img[:360, :640])
+    assert out.flags.c_contiguous
+    buf = np.empty((360, 640, 3), np.uint8)
+    assert fit_to(img, (640, 360), out=buf) is buf and np.array_equal(buf, out)
+    # Two pixels over is resampled as before, filling the frame.
+    wider = picture((642, 362))
+    np.testing.assert_array_equal(fit_to(wider, (640, 360)), resize_to(wider, (640, 360)))
     assert (out[:, -1].max(axis=1) > 0).all() and (out[-1].max(axis=1) > 0).all()
     # On a tiny frame two pixels are another aspect ratio, not rounding: 4x3 into 4x2 is boxed.
     small = fit_to(picture((4, 3)), (4, 2))
