@@ -156,6 +156,16 @@ QFrame#banner QLabel { color: #fde68a; }
 QFrame#banner[severity="error"] QLabel { color: #fecaca; }
 QPlainTextEdit { background: #0b0d12; border: 1px solid #2c3446; border-radius: 7px;
                  font-family: monospace; }
+/* Windows of their own (the virtual camera's setup steps, the tray menu, a picker's popup) take
+   the light text above too, but not the window's background: under a light system palette
+   their text was #e2e8f0 on #efefef (1.07:1), unreadable. */
+QDialog { background: #161a23; }
+QMenu { background: #1e2430; border: 1px solid #2c3446; padding: 4px; }
+QMenu::item { padding: 5px 20px 5px 24px; background: transparent; }
+QMenu::item:selected { background: #0ea5e9; color: #0b1220; }
+QMenu::item:disabled { color: #64748b; }
+QMenu::separator { height: 1px; background: #2c3446; margin: 4px 8px; }
+QComboBoxPrivateContainer { background: #1e2430; border: 1px solid #2c3446; }
 """
 
 
@@ -331,6 +341,9 @@ class VirtualCameraDialog(QDialog):
         lay.addWidget(head)
         self.steps = QPlainTextEdit()
         self.steps.setReadOnly(True)
+        # Commands to paste in a terminal: wrapped, `... exclusive_caps=1` / `card_label=...`
+        # read as two commands. A long one scrolls sideways instead.
+        self.steps.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         lay.addWidget(self.steps, 1)
         self.remembered = QLabel(
             "SharpCam remembers the virtual camera as on, so it tried to start it with the "

@@ -619,6 +619,59 @@ def test_enter_in_the_virtual_camera_setup_steps_presses_retry(qtbot):
     dialog.close()
 
 
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    return rgb[..., :3].astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
+
+
+def _grab_rgb(widget: QWidget) -> np.ndarray:
+    image = widget.grab().toImage().convertToFormat(QImage.Format.Format_RGB888)
+    w, h = image.width(), image.height()
+    return (
+        np.frombuffer(image.constBits(), np.uint8, h * image.bytesPerLine())
+        .reshape(h, image.bytesPerLine())[:, : w * 3]
+        .reshape(h, w, 3)
+    )
+
+
+def test_the_setup_steps_and_the_tray_menu_are_readable_under_a_light_system_palette(
+    qtbot, make_window
+):
+    # The window's light text reached its dialog and menus, its dark background did not: under
+    # a light desktop palette the setup steps' heading and the tray menu were #e2e8f0 on
+    # #efefef (1.07:1).
+    from PySide6.QtWidgets import QLabel, QMenu
+
+    from app.window import VirtualCameraDialog
+
+    app = QApplication.instance()
+    before = app.palette()
+    app.setPalette(app.style().standardPalette())  # Fusion's light one
+    try:
+        window = make_window()
+        dialog = VirtualCameraDialog(window)
+        dialog.set_guidance("1. Load the module")
+        dialog.resize(560, 360)
+        label = next(w for w in dialog.findChildren(QLabel) if w.text() and w.isVisibleTo(dialog))
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        shot = _grab_rgb(dialog)
+        background = _luminance(shot[2, shot.shape[1] // 2])
+        top_left = label.mapTo(dialog, label.rect().topLeft())
+        area = shot[top_left.y() : top_left.y() + label.height(), top_left.x() :][..., :3]
+        assert background < 60 and _luminance(area).max() - background > 120
+        dialog.close()
+        menu = QMenu(window)
+        menu.addAction("Quit SharpCam")
+        menu.popup(window.mapToGlobal(window.rect().center()))
+        qtbot.waitExposed(menu)
+        shot = _grab_rgb(menu)
+        assert _luminance(shot[shot.shape[0] // 2, -6]) < 60  # right of the item's text
+        assert _luminance(shot).max() > 180  # the text, light on dark
+        menu.close()
+    finally:
+        app.setPalette(before)
+
+
 def _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch):  # noqa: ANN001, ANN202
     """A window sending to the recording virtual camera, whose next ``close()`` raises a busy
     driver's error once (later closes work)."""
