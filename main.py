@@ -96,14 +96,16 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def _path(text: str) -> str:
-    """A file, folder or device argument; an empty one is a usage error.
+    """A file, folder or device argument (``~`` expanded); an empty one is a usage error.
 
     ``Path("")`` is the current folder: ``--output ""`` (a shell variable that expanded to
     nothing) wrote numbered PNGs into it, and ``--source ""`` streamed its images.
     """
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
-    return text
+    # `~` expanded as --model's is: a shell leaves it alone after `--output=` or in quotes, and
+    # `process a.png "~/out/a.png"` made a folder named `~` in the current one.
+    return os.path.expanduser(text)
 
 
 def parse_size_list(text: str) -> list[tuple[int, int]]:

@@ -656,7 +656,7 @@ def test_a_model_under_home_named_with_a_tilde_loads_as_the_engine_reads_it(
 
     monkeypatch.setattr(bench, "run_bench", run_bench)
     assert cli.main(["bench", "--backend", "onnx", "--model=~/m/m.onnx"]) == 1
-    assert ran == {"model": "~/m/m.onnx"}, capsys.readouterr().err
+    assert ran == {"model": str(home / "m" / "m.onnx")}, capsys.readouterr().err
 
 
 def test_process_failing_midway_keeps_frames_and_the_earlier_output(
@@ -2650,3 +2650,19 @@ def test_process_an_image_to_a_name_that_is_not_utf8(
     assert cli.main(["process", str(src), out, "--backend", "passthrough"]) == 0
     img = cv2.imdecode(np.fromfile(out, np.uint8), cv2.IMREAD_COLOR)
     assert read_stamp(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)) == 4
+
+
+def test_a_path_starting_with_a_tilde_is_the_home_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The shell leaves `~` alone after `--source=` or in quotes: a folder named `~` was made in
+    # the current one for the output, and the source was "no such file".
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    cv2.imwrite(str(home / "in.png"), cv2.cvtColor(stamped_frame(2), cv2.COLOR_RGB2BGR))
+    code = cli.main(["process", "~/in.png", "~/out/out.png", "--backend", "passthrough"])
+    assert code == 0, capsys.readouterr().err
+    assert (home / "out" / "out.png").is_file() and list(cwd.iterdir()) == []
