@@ -794,8 +794,11 @@ def _check_image_writer(out: str) -> None:
     codec): found otherwise only once the model had run on the frame."""
     import cv2
 
+    from engine.sinks import ENCODE_AS
+
     # The extension alone: OpenCV crashed the process on a name that is not UTF-8.
-    if not cv2.haveImageWriter("x" + Path(out).suffix):
+    suffix = Path(out).suffix.lower()
+    if not cv2.haveImageWriter("x" + ENCODE_AS.get(suffix, suffix)):
         ext = Path(out).suffix.lower()
         raise CliError(f"output {out}: this OpenCV cannot write {ext} images", code=2)
 

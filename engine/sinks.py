@@ -538,6 +538,8 @@ def _write_problem(exc: OSError, folder: Path) -> str:
 
 #: Image formats that hold grey only: colour frames are converted to grey for them.
 _GREY_ONLY = frozenset({".pgm"})
+#: Extensions OpenCV's encoder does not know by name for a format it writes.
+ENCODE_AS = {".jfif": ".jpg"}
 
 
 def write_image(target: str | os.PathLike[str], rgb: np.ndarray) -> Path:
@@ -552,7 +554,7 @@ def write_image(target: str | os.PathLike[str], rgb: np.ndarray) -> Path:
     ext = target.suffix.lower()
     code = cv2.COLOR_RGB2GRAY if ext in _GREY_ONLY else cv2.COLOR_RGB2BGR
     try:
-        ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, code))
+        ok, data = cv2.imencode(ENCODE_AS.get(ext, ext), cv2.cvtColor(rgb, code))
     except cv2.error as exc:  # no encoder for the extension in this OpenCV build (.exr)
         raise SinkError(
             f"cannot encode {target} as {ext}: {getattr(exc, 'err', None) or exc}"

@@ -55,9 +55,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Still images (read by content, so any of these OpenCV decodes). A still named otherwise
+#: (`.jfif` from a browser, `.jp2`, `.avif`) was taken for a video: refused as "output must be
+#: a video", read without its EXIF orientation, and left out of folders without a word.
 IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".exr"}
-)
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif",
+     ".jp2", ".ppm", ".pgm", ".pbm", ".pnm", ".sr", ".ras", ".exr"}
+)  # fmt: skip
 DEFAULT_FPS = 30.0
 #: The frame rates a source honours; OpenCV reports 0, nan or absurd rates for streams that do
 #: not declare one, so anything outside is treated as "not given" (a video file's own rate may

@@ -2666,3 +2666,29 @@ def test_a_path_starting_with_a_tilde_is_the_home_folders(
     code = cli.main(["process", "~/in.png", "~/out/out.png", "--backend", "passthrough"])
     assert code == 0, capsys.readouterr().err
     assert (home / "out" / "out.png").is_file() and list(cwd.iterdir()) == []
+
+
+@pytest.mark.parametrize("ext", [".jfif", ".jpe", ".jp2", ".pnm", ".ras"])
+def test_a_still_named_in_another_image_format_is_processed_as_an_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ext: str
+) -> None:
+    # Taken for a video: `process photo.jfif out.jpg` was "must be a video file", a folder left
+    # it out without a word, and its EXIF orientation was not applied.
+    encode = {".jfif": ".jpg", ".pnm": ".ppm"}.get(ext, ext)
+    ok, data = cv2.imencode(encode, cv2.cvtColor(stamped_frame(5), cv2.COLOR_RGB2BGR))
+    assert ok
+    src = tmp_path / f"photo{ext}"
+    src.write_bytes(data.tobytes())
+    out = tmp_path / f"out{ext}"
+    assert cli.main(["process", str(src), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert f"image photo{ext}" in err, err
+    img = cv2.imdecode(np.fromfile(out, np.uint8), cv2.IMREAD_COLOR)
+    assert read_stamp(cv2.cvtColor(img, cv2.COLOR_BGR2RGB)) == 5
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / src.name).write_bytes(src.read_bytes())
+    assert (
+        cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "passthrough"]) == 0
+    )
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [src.name]
