@@ -1882,6 +1882,12 @@ def _open_source(api: Any, req: _StartRequest) -> None:
     except Exception as exc:
         req.source_error = exc
         msg = describe_error(exc, context="camera")
+    # A file that failed is no camera: "Camera problem ... close other apps that use the
+    # camera, check the cable" sent a person with a damaged video to their webcam's cable.
+    kind = _kind_or_camera(source)
+    if kind != "camera":
+        what = {"video": "Video file", "image": "Image", "folder": "Image folder"}[kind]
+        msg = replace(msg, text=f"{what} problem: {msg.text.split(': ', 1)[-1]}")
     fallback_error = None
     if fallback_source is not None and fallback_source != source:
         try:
@@ -1896,8 +1902,13 @@ def _open_source(api: Any, req: _StartRequest) -> None:
         # reconnect, and must say that the picture is the demo (calls are not sent it).
         msg = replace(
             msg,
-            advice="Showing the demo clip instead. Close other apps that use the camera, "
-            "check the cable, then pick the camera again above.",
+            advice="Showing the demo clip instead. "
+            + (
+                "Close other apps that use the camera, check the cable, then pick the camera "
+                "again above."
+                if kind == "camera"
+                else "Check that it opens in another program, or pick a camera above."
+            ),
         )
     req.messages.append(msg)
     if fallback_error is not None:
@@ -1906,11 +1917,22 @@ def _open_source(api: Any, req: _StartRequest) -> None:
         # No video at all, and nothing retries: the generic advice's reconnect never comes.
         # The demo clip is offered only where it was not what failed to open.
         demo_failed = fallback_error is not None or source == fallback_source
-        advice = (
+        first = (
             "Close other apps that use the camera, check the cable, then pick the camera "
-            "again above" + ("." if demo_failed else ", or pick the demo clip.")
+            "again above"
+            if kind == "camera"
+            else "Check that it opens in another program, or pick a camera above"
         )
+        advice = first + ("." if demo_failed else ", or pick the demo clip.")
         req.messages = [replace(m, advice=advice) for m in req.messages]
+
+
+def _kind_or_camera(source: Any) -> str:
+    """:func:`engine.source_kind` of ``source``; "camera" where it cannot tell."""
+    try:
+        return source_kind(source)
+    except Exception:  # noqa: BLE001 - a message's wording must not fail a start
+        return "camera"
 
 
 def _open_backend(api: Any, req: _StartRequest) -> None:

@@ -5581,6 +5581,24 @@ def test_a_camera_in_use_is_not_called_a_virtual_camera_problem_for_the_cameras_
         assert [(m.kind, m.text.split(":")[0]) for m in shown] == [("camera", "Camera problem")]
 
 
+def test_a_video_file_that_fails_to_open_gets_a_files_advice_not_a_cameras(
+    qtbot, make_bridge, tmp_path
+):
+    # "Camera problem: cannot open video file ... Close other apps that use the camera, check
+    # the cable" sent a person with a damaged file to their webcam.
+    broken = tmp_path / "standup.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 64)
+    bridge = make_bridge(_engine_api())
+    shown: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    bridge.start(str(broken), backend="unsharp", fallback_source=str(DEMO_CLIP), wait=True)
+    assert bridge.using_fallback
+    (msg,) = shown
+    assert msg.text.startswith("Video file problem: cannot open video file"), msg.text
+    assert "cable" not in msg.advice and "opens in another program" in msg.advice
+    assert msg.advice.startswith("Showing the demo clip instead.")
+
+
 def test_a_hand_edited_backend_that_does_not_exist_falls_back_to_auto(tmp_path):
     store = open_store(str(tmp_path / "settings.ini"))
     store.setValue("backend", "cuda")
