@@ -68,6 +68,7 @@ class PreviewWidget(QWidget):
         self._dragging = False
         self._focus_visible = False  # the ring is drawn (see the class docstring)
         self._placeholder = "Starting camera…"
+        self._after_label = "AFTER"  # what the processed side is called (set_after_label)
         self.frames_shown = 0  # painted frame count; tests and the FPS readout use it
         self.setMinimumSize(QSize(480, 270))
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
@@ -125,6 +126,16 @@ class PreviewWidget(QWidget):
     def set_mirror(self, mirror: bool) -> None:
         self._mirror = bool(mirror)
         self.update()
+
+    def set_after_label(self, text: str) -> None:
+        """The processed side's badge: "AFTER", or "SHARPENING OFF" while Space has turned it
+        off (an "AFTER" over the unsharpened picture said the opposite of what it showed)."""
+        self._after_label = text
+        self.update()
+
+    @property
+    def after_label(self) -> str:
+        return self._after_label
 
     @property
     def mode(self) -> str:
@@ -187,7 +198,7 @@ class PreviewWidget(QWidget):
             self._paint_side(p)
         elif self._mode == "after":
             self._paint_image(p, self._processed, self.image_rect())
-            self._badge(p, self.image_rect(), "AFTER", right=True, processed=True)
+            self._badge(p, self.image_rect(), self._after_label, right=True, processed=True)
         else:
             self._paint_split(p)
         p.end()
@@ -234,8 +245,10 @@ class PreviewWidget(QWidget):
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.setPen(QPen(_FOCUS, 2))
             p.drawEllipse(c, 20, 20)
-        self._badge(p, r, "BEFORE", right=False, processed=False)
-        self._badge(p, r, "AFTER", right=True, processed=True)
+        # Each badge only over its own side: with the divider at an edge, the whole picture is
+        # one of them and the other badge named a side that was not there.
+        self._badge(p, r, "BEFORE", right=False, processed=False, within=left)
+        self._badge(p, r, self._after_label, right=True, processed=True, within=right)
 
     def side_rects(self) -> tuple[QRectF, QRectF]:
         """Where the original and the processed frames are drawn in side mode (widget coords)."""
@@ -253,9 +266,18 @@ class PreviewWidget(QWidget):
         self._paint_image(p, self._processed, after)  # type: ignore[arg-type]
         # Both badges sit top-left of their frame: only the style tells them apart.
         self._badge(p, before, "BEFORE", right=False, processed=False)
-        self._badge(p, after, "AFTER", right=False, processed=True)
+        self._badge(p, after, self._after_label, right=False, processed=True)
 
-    def _badge(self, p: QPainter, r: QRectF, text: str, *, right: bool, processed: bool) -> None:
+    def _badge(
+        self,
+        p: QPainter,
+        r: QRectF,
+        text: str,
+        *,
+        right: bool,
+        processed: bool,
+        within: QRectF | None = None,
+    ) -> None:
         font = QFont(self.font())
         font.setPointSizeF(8.5)
         font.setBold(True)
@@ -265,6 +287,8 @@ class PreviewWidget(QWidget):
         w, h = fm.horizontalAdvance(text) + 20, fm.height() + 8
         x = r.right() - w - 12 if right else r.left() + 12
         box = QRectF(x, r.top() + 12, w, h)
+        if within is not None and not within.contains(box):
+            return
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(
             QColor(_ACCENT.red(), _ACCENT.green(), _ACCENT.blue(), 220)

@@ -720,7 +720,8 @@ class MainWindow(QMainWindow):
 
         lay.addWidget(_section("SHARPENING"))
         self.enable_switch = ToggleSwitch("Sharpen video")
-        self.enable_switch.setToolTip("Instant before/after (Space)")
+        # Not "before/after": Space stops the sharpening in what calls receive too.
+        self.enable_switch.setToolTip("Sharpening on or off, also in what calls get (Space)")
         row = QHBoxLayout()
         row.addWidget(self.enable_switch, 1)
         key = QLabel("Space")
@@ -898,6 +899,7 @@ class MainWindow(QMainWindow):
             self.scale_combo.addItem(scale_label(float(s.scale)), s.scale)
         self.scale_combo.setCurrentIndex(self.scale_combo.findData(s.scale))
         self.enable_switch.setChecked(s.enabled)
+        self.preview.set_after_label("AFTER" if s.enabled else "SHARPENING OFF")
         self.toggle_action.setChecked(s.enabled)
         self.strength_slider.setValue(round(s.strength * 100))
         self.strength_slider.setEnabled(s.enabled)  # toggled is connected only after this
@@ -1163,6 +1165,7 @@ class MainWindow(QMainWindow):
 
     def _on_enabled(self, on: bool) -> None:
         self.bridge.set_enabled(on)
+        self.preview.set_after_label("AFTER" if on else "SHARPENING OFF")
         self.toggle_action.setChecked(on)
         if not on and self.strength_slider.hasFocus():
             # Disabled with the focus (a click gives it that), Qt passes it on to the next

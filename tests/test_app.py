@@ -5599,6 +5599,32 @@ def test_a_video_file_that_fails_to_open_gets_a_files_advice_not_a_cameras(
     assert msg.advice.startswith("Showing the demo clip instead.")
 
 
+def test_the_badges_name_only_what_the_picture_shows(qtbot, make_window):
+    # Space turned sharpening off and the split still said AFTER over an unsharpened half; with
+    # the divider at an edge, the badge of the side not shown stayed up.
+    window = make_window()
+    wait_frames(qtbot, window, 2)
+    preview = window.preview
+
+    def accent_top_right() -> bool:
+        shot = _grab_rgb(preview)
+        r = preview.image_rect()
+        top, mid = int(r.top()), int(r.center().x())
+        corner = shot[top : top + 50, mid : int(r.right())].reshape(-1, 3).astype(int)
+        # The AFTER badge's fill, #38bdf8 at 220/255 over the picture.
+        return bool((np.abs(corner - [56, 189, 248]).sum(1) < 60).sum() > 200)
+
+    assert preview.after_label == "AFTER" and accent_top_right()
+    window.enable_switch.setChecked(False)
+    assert preview.after_label == "SHARPENING OFF"
+    window.enable_switch.setChecked(True)
+    assert preview.after_label == "AFTER"
+    preview.set_split(1.0)  # all of the picture is "before"
+    assert not accent_top_right()
+    preview.set_split(0.5)
+    assert accent_top_right()
+
+
 def test_a_hand_edited_backend_that_does_not_exist_falls_back_to_auto(tmp_path):
     store = open_store(str(tmp_path / "settings.ini"))
     store.setValue("backend", "cuda")
