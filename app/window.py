@@ -221,6 +221,40 @@ class ToggleSwitch(QCheckBox):
         p.end()
 
 
+class ElidedLabel(QLabel):
+    """A one-line label that never widens its window: a long text is drawn cut with "…" to the
+    width it gets, and shown whole in its tooltip. ``text()`` stays the whole text.
+
+    A video's long file name or a webcam's long model name under the preview set the window's
+    minimum width (1,492 px for one camera's name), wider than a 1280 px screen."""
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt API
+        super().setText(text)
+        self.setToolTip(text)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(0, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(0, super().sizeHint().height())
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        rect = self.contentsRect()
+        shown = self.fontMetrics().elidedText(
+            self.text(), Qt.TextElideMode.ElideMiddle, rect.width()
+        )
+        self.style().drawItemText(
+            painter,
+            rect,
+            int(self.alignment()),
+            self.palette(),
+            self.isEnabled(),
+            shown,
+            self.foregroundRole(),
+        )
+
+
 class Sidebar(QFrame):
     """The fixed-width control column.
 
@@ -526,6 +560,18 @@ class MainWindow(QMainWindow):
         self._cli_choice = CameraChoice(id=source, name=name, source=source, is_demo=is_file)
         self.cameras.insert(0, self._cli_choice)
 
+    def _add_camera_item(self, cam: CameraChoice) -> None:
+        # The sidebar's picker cuts a long model name off mid-letter: the whole name on hover.
+        self.camera_combo.addItem(cam.name, cam.id)
+        self.camera_combo.setItemData(
+            self.camera_combo.count() - 1, cam.name, Qt.ItemDataRole.ToolTipRole
+        )
+
+    def _camera_tooltip(self, *_: object) -> None:
+        if getattr(self, "_cameras_pending", False):
+            return  # it says the cameras are being looked for
+        self.camera_combo.setToolTip(self.camera_combo.currentText())
+
     def set_cameras(self, cameras: list[CameraChoice]) -> None:
         """Offer ``cameras`` (one was plugged in or unplugged) without restarting the stream.
 
@@ -554,9 +600,10 @@ class MainWindow(QMainWindow):
         self.camera_combo.blockSignals(True)
         self.camera_combo.clear()
         for cam in new:
-            self.camera_combo.addItem(cam.name, cam.id)
+            self._add_camera_item(cam)
         self.camera_combo.setCurrentIndex(self.camera_combo.findData(current.id))
         self.camera_combo.blockSignals(False)
+        self._camera_tooltip()
 
     def wait_for_cameras(self, probe: CameraProbe) -> None:
         """Offer the cameras ``probe`` finds (started here) once it has, without waiting for
@@ -589,8 +636,8 @@ class MainWindow(QMainWindow):
         if not self._cameras_pending or self._closing:
             return  # taken already (a start that waited for it), or the window is closing
         self._cameras_pending = False
-        self.camera_combo.setToolTip("")
         self._offer_cameras(cameras)  # a source named or picked stays picked
+        self._camera_tooltip()  # the name picked, for "looking for cameras"
         if self._auto_pick:
             # The window's own pick was a stand-in: pick again, among the cameras found.
             self.camera_combo.blockSignals(True)
@@ -665,7 +712,7 @@ class MainWindow(QMainWindow):
         self.preview = PreviewWidget()
         left.addWidget(self.preview, 1)
         info = QHBoxLayout()
-        self.source_info = QLabel("")
+        self.source_info = ElidedLabel("")
         self.source_info.setObjectName("hint")
         self.view_hint = tip = QLabel(VIEW_HINTS["split"])
         tip.setObjectName("hint")
@@ -707,7 +754,8 @@ class MainWindow(QMainWindow):
         self.camera_combo.setAccessibleName("Camera")
         camera_heading.setBuddy(self.camera_combo)
         for cam in self.cameras:
-            self.camera_combo.addItem(cam.name, cam.id)
+            self._add_camera_item(cam)
+        self.camera_combo.currentIndexChanged.connect(self._camera_tooltip)
         lay.addWidget(self.camera_combo)
         self.resolution_label = QLabel("Resolution")
         lay.addWidget(self.resolution_label)
@@ -888,6 +936,7 @@ class MainWindow(QMainWindow):
                 self._absent_source = self._remembered_source
         self.camera_combo.setCurrentIndex(idx)
         self._camera_id = self.camera_combo.currentData()
+        self._camera_tooltip()  # index 0 picked: no change signal
 
     def _apply_settings_to_controls(self) -> None:
         s = self.settings

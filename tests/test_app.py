@@ -5625,6 +5625,29 @@ def test_the_badges_name_only_what_the_picture_shows(qtbot, make_window):
     assert accent_top_right()
 
 
+def test_a_long_camera_name_does_not_widen_the_window(qtbot, make_window):
+    # The line under the preview ("... <name> unavailable · 640×360") set the window's minimum
+    # width: 1,492 px for one webcam's name, wider than a 1280 px screen; the picker cut the
+    # name mid-letter with nothing to read it whole.
+    short = make_window()
+    wait_frames(qtbot, short, 1)
+    narrow = short.minimumSizeHint().width()
+    short.close()
+    name = (
+        "Logitech BRIO Ultra HD Pro Business Webcam with Windows Hello (USB 3.1 Gen 1, 046d:085e)"
+    )
+    cams = [CameraChoice(id="/dev/video42", name=name, source="/dev/video42"), demo_choice()]
+    window = make_window(cameras=cams)
+    wait_frames(qtbot, window, 1)
+    assert name in window.source_info.text()  # the whole text is kept, and in the tooltip
+    assert window.source_info.toolTip() == window.source_info.text()
+    assert window.minimumSizeHint().width() <= narrow + 2
+    index = window.camera_combo.findData("/dev/video42")
+    assert window.camera_combo.itemData(index, Qt.ItemDataRole.ToolTipRole) == name
+    window.camera_combo.setCurrentIndex(index)
+    assert window.camera_combo.toolTip() == name
+
+
 def test_a_hand_edited_backend_that_does_not_exist_falls_back_to_auto(tmp_path):
     store = open_store(str(tmp_path / "settings.ini"))
     store.setValue("backend", "cuda")
