@@ -1519,6 +1519,80 @@ def test_leakage_guard_in_build_data_catches_cropped_eval_copies(synth, tmp_path
     build_data(_tiny(synth, tmp_path / "run", *extra, "--data.exclude=['*/cropped.jpg']"))
 
 
+def test_leakage_guard_catches_a_jpeg_or_resized_copy_of_a_held_out_raw_frame(
+    synth, tmp_path: Path
+) -> None:
+    import cv2
+
+    from training.data import LeakageError, list_frames, list_images
+    from training.train import build_data
+
+    # Frames 31-40 of each raw folder are held out (smoke.yaml): validation measures them
+    held_out = cv2.imread(str(list_frames(synth["raw"] / "seq_01")[35]))
+    for name, img, args in (
+        ("f36.jpg", held_out, [cv2.IMWRITE_JPEG_QUALITY, 90]),
+        ("f36_small.png", cv2.resize(held_out, None, fx=0.5, fy=0.5), []),
+    ):
+        photos = tmp_path / name.replace(".", "_")
+        photos.mkdir()
+        cv2.imwrite(str(photos / "ok.png"), cv2.imread(str(list_images(synth["photos"])[-1])))
+        cv2.imwrite(str(photos / name), img, args)
+        extra = [f"--data.photo_dirs=[{photos}]"]
+        with pytest.raises(LeakageError, match=rf"{name}  ==  .*seq_01/000036.png"):
+            build_data(_tiny(synth, tmp_path / "run", *extra))
+
+
+def test_a_kernel_folder_inside_an_evaluation_folder_is_refused(synth, tmp_path: Path) -> None:
+    import shutil
+
+    import cv2
+
+    from training.data import LeakageError, list_images
+    from training.train import build_data
+
+    # Lai's benchmark is its sharp images blurred by its own kernels (../shared/data/eval/lai)
+    lai = tmp_path / "lai"
+    (lai / "sharp").mkdir(parents=True)
+    (lai / "kernels").mkdir()
+    shutil.copy(list_images(synth["eval"])[0], lai / "sharp")
+    kernel = np.zeros((15, 15), np.uint8)
+    cv2.line(kernel, (2, 3), (12, 11), 255, 1)
+    cv2.imwrite(str(lai / "kernels" / "kernel_01.png"), kernel)
+    kernels = (f"--data.kernel_dir={lai / 'kernels'}", "--data.real_kernel_fraction=0.5")
+    cfg = _tiny(synth, tmp_path / "run", *kernels, f"--data.eval_dirs=[{lai}]")
+    with pytest.raises(LeakageError, match=r"data.kernel_dir .*kernels lies inside .*lai"):
+        build_data(cfg)
+    # the same kernels beside an evaluation folder that does not hold them are a choice
+    dataset, _, _ = build_data(
+        _tiny(synth, tmp_path / "run", *kernels, f"--data.eval_dirs=[{lai / 'sharp'}]")
+    )
+    assert len(dataset.kernels) == 1
+
+
+def test_a_gopro_sequence_in_both_splits_is_refused(synth, tmp_path: Path) -> None:
+    import shutil
+
+    from training.data import LeakageError
+    from training.train import build_data
+
+    rng = np.random.default_rng(1)
+    imgs = {n: rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for n in ("SEQ_01", "GOPR_a")}
+    gopro = tmp_path / "GOPRO_Large"
+    _gopro_layout(gopro, imgs)
+    extra = (f"--data.gopro_dir={gopro}", "--data.gopro_weight=0.2")
+    # the raw folder seq_01 and the GoPro sequence SEQ_01 are one clip, whatever the case
+    dataset, _, _ = build_data(_tiny(synth, tmp_path / "run", *extra))
+    assert [bp.parent.parent.name for bp, _ in dataset.gopro] == ["GOPR_a"]
+    # one sequence's frames in train/ and test/ (here under another case): neighbours of the
+    # test frames would train
+    (gopro / "test").mkdir()
+    shutil.copytree(gopro / "train" / "GOPR_a", gopro / "test" / "gopr_A")
+    for p in (gopro / "test" / "gopr_A").rglob("000001.png"):
+        p.rename(p.with_name("000002.png"))
+    with pytest.raises(LeakageError, match=r"in both .*train and test: GOPR_a \(test/gopr_A\)"):
+        build_data(_tiny(synth, tmp_path / "run", *extra))
+
+
 def test_teacher_cache_from_other_sources_is_refused(
     synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

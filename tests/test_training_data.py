@@ -217,6 +217,60 @@ def test_leakage_guard_catches_a_slightly_cropped_copy(tmp_path: Path) -> None:
     assert "other.png" not in msg
 
 
+def test_leakage_guard_catches_flipped_and_rotated_copies() -> None:
+    from skimage import data as skdata
+
+    from training.data import near_duplicates
+
+    # Training flips and rotates every sample, so such a copy of an evaluation image teaches
+    # exactly what the image itself would.
+    ev = skdata.astronaut()
+    copies = {
+        "hflip": ev[:, ::-1],
+        "vflip": ev[::-1],
+        "rot90": np.rot90(ev),
+        "rot180": np.rot90(ev, 2),
+        "rot270_hflip_crop": np.rot90(ev, 3)[:, 5:-5][:, ::-1],
+    }
+    unrelated = {
+        "coffee": skdata.coffee(),
+        "rocket": skdata.rocket(),
+        "chelsea": skdata.chelsea(),
+        "camera": np.repeat(skdata.camera()[:, :, None], 3, axis=2),
+    }
+    train = {
+        k: image_signature(np.ascontiguousarray(v)) for k, v in {**copies, **unrelated}.items()
+    }
+    found = near_duplicates(train, {"astronaut": image_signature(ev)})
+    assert sorted(t for t, _, _ in found) == sorted(copies)
+    # the evaluation image being the flipped one (a benchmark made from a training photo) too
+    found = near_duplicates({"upright": image_signature(ev)}, {"flipped": train["hflip"]})
+    assert [t for t, _, _ in found] == ["upright"]
+
+
+def test_raw_frames_with_a_missing_or_repeated_number_are_refused(tmp_path: Path) -> None:
+    # Frames are numbered by position: without 000010.png, frames 9 and 11 would pass for
+    # neighbours and every held-out frame would move one place into the training range.
+    gap, twice = tmp_path / "gap", tmp_path / "twice"
+    for folder in (gap, twice):
+        folder.mkdir()
+        for i in range(1, 41):
+            if folder is gap and i == 10:
+                continue
+            cv2.imwrite(str(folder / f"{i:06d}.png"), np.full((4, 4, 3), i, np.uint8))
+    cv2.imwrite(str(twice / "frame_3.jpg"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"gap: frame 10 is missing between 000009.png"):
+        RawSequence.load(gap, first=1, last=30)
+    with pytest.raises(ValueError, match=r"gap: frame 10 is missing"):
+        raw_frame_windows(gap, first=31, last=40, sizes=(7,))
+    with pytest.raises(ValueError, match=r"twice: 000003.png and frame_3.jpg are both frame 3"):
+        RawSequence.load(twice, first=31, last=40)
+    (twice / "frame_3.jpg").unlink()
+    seq = RawSequence.load(twice, first=31, last=40)
+    assert seq.numbers == list(range(31, 41))
+    assert [int(f[0, 0, 0]) for f in seq.frames] == list(range(31, 41))
+
+
 def test_corrupt_file_skipped_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     cv2.imwrite(str(tmp_path / "good.png"), _textured(64, 64))
     (tmp_path / "bad.png").write_bytes(b"\x89PNG not really")

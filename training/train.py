@@ -56,6 +56,7 @@ from training.config import (
 from training.data import (
     DeblurDataset,
     IndexBatches,
+    LeakageError,
     RawSequence,
     SkipCounter,
     SynthParams,
@@ -197,6 +198,16 @@ def build_data(
     for folder in d.photo_dirs:
         if not Path(folder).exists():
             raise FileNotFoundError(f"data.photo_dirs: no folder {folder}")
+    if d.kernel_dir and d.leakage_check:
+        # Lai's benchmark is its sharp images blurred by its kernels: blurring photos with an
+        # evaluation set's kernels trains on half of what it measures.
+        kernel_dir = Path(d.kernel_dir).resolve()
+        for folder in d.eval_dirs:
+            if kernel_dir.is_relative_to(Path(folder).resolve()):
+                raise LeakageError(
+                    f"data.kernel_dir {d.kernel_dir} lies inside data.eval_dirs folder {folder}: "
+                    "training on an evaluation benchmark's blur kernels; refusing to train"
+                )
     if d.kernel_dir and not Path(d.kernel_dir).is_dir():
         # load_kernels finds no images in a missing folder: a mistyped path trained on
         # trajectories alone, real_kernel_fraction ignored without a word.
@@ -212,10 +223,13 @@ def build_data(
         gopro = gopro_pairs(d.gopro_dir, "train", blur=d.gopro_blur)
         # GoPro's training split holds whole sequences, held-out raw frames included (the raw
         # clip GOPR0477_11_00 is one of them): a sequence named like a raw folder goes.
-        held_out = {Path(folder).name for folder in d.raw_dirs}
-        dropped = [bp for bp, _ in gopro if bp.parent.parent.name in held_out]
+        # Case-insensitively: a clip copied to a case-insensitive disk may change its case.
+        held_out = {Path(folder).name.casefold() for folder in d.raw_dirs}
+        dropped = [bp for bp, _ in gopro if bp.parent.parent.name.casefold() in held_out]
         if dropped:
-            gopro = [(bp, sp) for bp, sp in gopro if bp.parent.parent.name not in held_out]
+            gopro = [
+                (bp, sp) for bp, sp in gopro if bp.parent.parent.name.casefold() not in held_out
+            ]
             log.warning(
                 "GoPro training pairs: %d of sequence(s) %s left out, their frames %d-%d are "
                 "held out for validation",
@@ -225,6 +239,21 @@ def build_data(
                 vhi,
             )
         test_dir = Path(d.gopro_dir) / "test"
+        if test_dir.is_dir() and d.leakage_check:
+            # A sequence is one video: its frames in train/ are neighbours of, and nearly the same
+            # pictures as, its frames in test/, so a sequence in both splits leaks the test set.
+            train_dir = Path(d.gopro_dir) / "train"
+            train_seqs = {p.name.casefold(): p.name for p in train_dir.iterdir() if p.is_dir()}
+            both = sorted(
+                f"{train_seqs[p.name.casefold()]} (test/{p.name})"
+                for p in test_dir.iterdir()
+                if p.is_dir() and p.name.casefold() in train_seqs
+            )
+            if both:
+                raise LeakageError(
+                    f"GoPro sequence(s) in both {d.gopro_dir}/train and test: {', '.join(both)}; "
+                    "refusing to train"
+                )
         # Lazily decoded GoPro images are guarded by their file bytes (decoding thousands of
         # 720p PNGs only to hash them would cost minutes); evaluation images get both hashes.
         for bp, sp in gopro:
@@ -234,6 +263,12 @@ def build_data(
             for p in list_images(test_dir):
                 eval_hashes[str(p)] = _file_hash(p)
     eval_signatures: dict[str, np.ndarray] = {}
+    if d.leakage_check:
+        # Held-out raw frames are evaluation images too: a JPEG or resized copy of one among the
+        # photos would train on what validation measures, and its pixel hash differs.
+        for seq in raw_val:
+            for p, frame in zip(seq.paths, seq.frames, strict=True):
+                eval_signatures[str(p)] = image_signature(frame)
     for folder in d.eval_dirs:
         # A mistyped folder would otherwise turn the guard off without a word.
         if not Path(folder).exists():
