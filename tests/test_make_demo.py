@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from videos import read_video
 
 ROOT = Path(__file__).resolve().parents[1]
 pytest.importorskip("skimage", reason="the generator renders scikit-image's sample (train extra)")
@@ -80,14 +81,9 @@ def test_write_clip_writes_every_frame_at_its_size_and_rate(tmp_path: Path) -> N
         == 0
     )
     cap = cv2.VideoCapture(str(out))
-    frames = []
-    while True:
-        ok, frame = cap.read()
-        if not ok:
-            break
-        frames.append(frame)
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(12)
     cap.release()
+    frames = read_video(out)
     assert len(frames) == 12
     assert all(f.shape == (64, 96, 3) for f in frames)
     assert not (tmp_path / "demo_sharp.png").exists()
