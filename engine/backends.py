@@ -974,7 +974,7 @@ class OpenVinoBackend(_ModelBackend):
                 f"OpenVINO device {self.device} not available "
                 f"(available: {self._core.available_devices})"
             )
-        if not _ov_reads_onnx(self.model.path):
+        if not _ov_frontend_takes(self.model.path):
             # read_model would try every frontend it has, and TensorFlow's prints its parse
             # errors of a non-ONNX file (or a damaged .xml) straight to stderr, around the
             # one-line error below.
@@ -1121,7 +1121,7 @@ class OpenVinoBackend(_ModelBackend):
         super().close()
 
 
-def _ov_reads_onnx(path: Path) -> bool:
+def _ov_frontend_takes(path: Path) -> bool:
     """Whether OpenVINO's frontend for the file's kind (ONNX; its own IR for ``.xml``) takes
     it (it looks at the header only)."""
     framework = "ir" if path.suffix.lower() == ".xml" else "onnx"

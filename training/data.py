@@ -183,14 +183,12 @@ def _hash_items(items: Mapping[str, str] | Iterable[Any]) -> dict[str, str]:
 NEAR_DUPLICATE_SIDE = 64
 NEAR_DUPLICATE_CENTRE = 0.75
 NEAR_DUPLICATE_SCORE = 0.96
-# Scales the centre is also searched at, shrunk. (1.0, 0.9, 0.8) would find crops of 5-10 % per
-# side (their content is 1.1-1.25x larger in the thumbnail), but lifted those sky-vs-lion pairs
-# to 0.9599, a hair under the threshold: left at 1.0 until the signature ignores smooth
-# gradients. Crops beyond ~2 % per side therefore still pass.
-NEAR_DUPLICATE_SCALES: tuple[float, ...] = (1.0,)
+# Only the centre at its own scale is searched: also searching it shrunk to 0.9 and 0.8 would
+# find crops of 5-10 % per side (their content is 1.1-1.25x larger in the thumbnail), but lifted
+# those sky-vs-lion pairs to 0.9599, a hair under the threshold; not until the signature ignores
+# smooth gradients. Crops beyond ~2 % per side therefore still pass.
 # Every pair is first scored on thumbnails this many times smaller, all at once (matrix
-# products); only pairs scoring >= _COARSE_SCORE there are searched at full size, in every form
-# and scale. Of the flipped, rotated, cropped and re-compressed copies of 17 skimage images that
+# products); only pairs scoring >= _COARSE_SCORE there are searched at full size, in every form. Of the flipped, rotated, cropped and re-compressed copies of 17 skimage images that
 # the search of every pair finds, this pass lost one (coins cut 3 % on one side: 0.968 in full),
 # so the upright form of every pair is still searched at full size (the 3 s the upright-only
 # search took on ../shared); the coarse pass adds the other 7 forms for ~0.4 s.
@@ -226,8 +224,6 @@ def _dihedral(sig: np.ndarray) -> list[np.ndarray]:
 
 
 def _shrunk(sig: np.ndarray, scale: float) -> np.ndarray:
-    if scale == 1.0:
-        return sig
     h, w = sig.shape
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return cv2.resize(sig, size, interpolation=cv2.INTER_AREA)
@@ -274,11 +270,6 @@ def _best_ncc(images: Sequence[np.ndarray], templates: Sequence[np.ndarray]) -> 
     return out
 
 
-def _templates(sig: np.ndarray) -> list[np.ndarray]:
-    """The centre of ``sig`` at each of NEAR_DUPLICATE_SCALES."""
-    return [_shrunk(_centre_of(sig), s) for s in NEAR_DUPLICATE_SCALES]
-
-
 def _search(image: np.ndarray, template: np.ndarray) -> float:
     if template.shape[0] > image.shape[0] or template.shape[1] > image.shape[1]:
         return -1.0
@@ -298,9 +289,8 @@ def near_duplicates(
     cannot see.
 
     Both mappings hold ``image_signature`` thumbnails. Each photo is compared with the 8 flipped
-    and rotated forms of each evaluation thumbnail: the centre of each thumbnail, at each of
-    ``NEAR_DUPLICATE_SCALES``, is looked for in the other (normalised cross-correlation),
-    and a best score ``>= threshold`` is a match. A coarse pass over all pairs picks the few
+    and rotated forms of each evaluation thumbnail: the centre of each thumbnail is looked for in
+    the other (normalised cross-correlation), and a best score ``>= threshold`` is a match. A coarse pass over all pairs picks the few
     searches worth doing at full size.
     """
     tnames, enames = list(train), list(evals)
@@ -308,30 +298,23 @@ def near_duplicates(
         return []
     forms = [(ei, f) for ei, e in enumerate(enames) for f in _dihedral(evals[e])]
     tsigs = [train[t] for t in tnames]
-    n = len(NEAR_DUPLICATE_SCALES)
     tc = [_shrunk(s, 1.0 / _COARSE_FACTOR) for s in tsigs]
     fc = [_shrunk(f, 1.0 / _COARSE_FACTOR) for _, f in forms]
     # (photos, forms, scales): the forms' centres in the photos, the photos' centres in the forms.
-    fwd = _best_ncc(tc, [t for x in fc for t in _templates(x)]).reshape(len(tc), len(fc), n)
-    bwd = _best_ncc(fc, [t for x in tc for t in _templates(x)]).reshape(len(fc), len(tc), n)
-    bwd = bwd.transpose(1, 0, 2)
-    t_tpl: dict[int, list[np.ndarray]] = {}
+    fwd = _best_ncc(tc, [_centre_of(x) for x in fc])
+    bwd = _best_ncc(fc, [_centre_of(x) for x in tc]).T
     best: dict[tuple[int, int], float] = {}
-    # A pair that scores well coarsely is searched at full size in every direction and scale:
+    # A pair that scores well coarsely is searched at full size in both directions:
     # which of them wins coarsely is not always the one that wins at full size. The upright
     # form of every pair is searched at full size whatever its coarse score, as before the
     # other forms were added: the coarse pass lost a 3 % crop the full search finds.
-    coarse = np.maximum(fwd, bwd).max(axis=2) >= _COARSE_SCORE
+    coarse = np.maximum(fwd, bwd) >= _COARSE_SCORE
     coarse[:, ::8] = True  # _dihedral's first form is the thumbnail itself
     for ti, fi in zip(*np.nonzero(coarse), strict=True):
         ei, form = forms[fi]
         if (ti, ei) in best and best[(ti, ei)] >= threshold:
             continue  # already a match: other forms cannot take it back
-        ttpl = t_tpl.setdefault(ti, _templates(tsigs[ti]))
-        score = max(
-            max(_search(tsigs[ti], tpl) for tpl in _templates(form)),
-            max(_search(form, tpl) for tpl in ttpl),
-        )
+        score = max(_search(tsigs[ti], _centre_of(form)), _search(form, _centre_of(tsigs[ti])))
         best[(ti, ei)] = max(best.get((ti, ei), -1.0), score)
     return [(tnames[ti], enames[ei], s) for (ti, ei), s in best.items() if s >= threshold]
 
