@@ -45,6 +45,7 @@ from engine.sources import (  # noqa: E402
 )
 from engine.stats import EngineStats  # noqa: E402
 from engine.virtualcam import (  # noqa: E402
+    VirtualCameraBusy,
     VirtualCameraSink,
     VirtualCameraUnavailable,
     virtual_camera_status,
@@ -77,6 +78,7 @@ __all__ = [
     "SinkError",
     "SourceError",
     "VideoFileSink",
+    "VirtualCameraBusy",
     "VirtualCameraSink",
     "VirtualCameraUnavailable",
     "create_backend",

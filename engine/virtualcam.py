@@ -21,8 +21,10 @@ from engine.sinks import SinkError
 from engine.sources import camera_device_path
 
 __all__ = [
+    "VirtualCameraBusy",
     "VirtualCameraSink",
     "VirtualCameraUnavailable",
+    "loopback_devices",
     "is_source_device",
     "virtual_camera_guidance",
     "virtual_camera_status",
@@ -31,6 +33,70 @@ __all__ = [
 
 class VirtualCameraUnavailable(SinkError):
     """No virtual camera device could be opened; the message says how to get one."""
+
+
+class VirtualCameraBusy(VirtualCameraUnavailable):
+    """Virtual camera devices exist but another program is sending to each of them.
+
+    Attributes:
+        devices: ``[(path, name), ...]`` of the devices that exist, e.g.
+            ``[("/dev/video10", "SharpCam")]``.
+    """
+
+    def __init__(self, message: str, devices: list[tuple[str, str]]):
+        super().__init__(message)
+        self.devices = devices
+
+
+# v4l2loopback's devices have no hardware behind them, so the kernel lists them under the
+# virtual tree; webcams sit under their bus (pci, usb) and are not listed here.
+LOOPBACK_SYSFS = "/sys/devices/virtual/video4linux"
+
+
+def loopback_devices(sysfs: str | None = None) -> list[tuple[str, str]]:
+    """The v4l2loopback devices the kernel has made: ``[("/dev/video10", "SharpCam"), ...]``.
+
+    Read from ``sysfs`` (default :data:`LOOPBACK_SYSFS`). Sorted by device number; empty where
+    there are none or no such tree (not Linux).
+    """
+    sysfs = sysfs or LOOPBACK_SYSFS
+    try:
+        entries = os.listdir(sysfs)
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        if not (entry.startswith("video") and entry[5:].isdigit()):
+            continue
+        try:
+            with open(os.path.join(sysfs, entry, "name"), encoding="utf-8", errors="replace") as f:
+                name = f.read().strip()
+        except OSError:
+            name = ""
+        found.append((int(entry[5:]), f"/dev/{entry}", name))
+    return [(path, name) for _, path, name in sorted(found)]
+
+
+# What pyvirtualcam's v4l2loopback backend says when every device refuses a writer; with
+# exclusive_caps=1 (the setting the guidance gives) a device another program already writes
+# to announces itself as a capture device, so pyvirtualcam reads it as "no loopback device".
+_LOOPBACK_REFUSALS = ("No v4l2 loopback device found", "is not a video output device")
+
+
+def _busy_message(detail: str, devices: list[tuple[str, str]]) -> str:
+    named = ", ".join(f"{path} ({name!r})" if name else path for path, name in devices)
+    one = len(devices) == 1
+    return (
+        f"the virtual camera {'device' if one else 'devices'} {named} "
+        f"{'is' if one else 'are'} in use: another program (OBS, a second SharpCam) is "
+        "already sending video to "
+        f"{'it' if one else 'each'}. Close that program and try again, or make one more "
+        "device:\n"
+        "  sudo modprobe -r v4l2loopback\n"
+        f"  sudo modprobe v4l2loopback devices={len(devices) + 1} exclusive_caps=1 "
+        "card_label=SharpCam\n"
+        f"(pyvirtualcam said: {detail})"
+    )
 
 
 def virtual_camera_guidance(platform: str | None = None) -> str:
@@ -129,6 +195,16 @@ class VirtualCameraSink:
             )
         except Exception as exc:  # pyvirtualcam raises RuntimeError listing each backend's failure
             detail = str(exc).strip() or type(exc).__name__
+            if sys.platform.startswith("linux") and any(r in detail for r in _LOOPBACK_REFUSALS):
+                # The steps to install v4l2loopback would send the user to install what
+                # they have: a device exists and is taken.
+                devices = loopback_devices()
+                if device:
+                    devices = [
+                        d for d in devices if os.path.realpath(d[0]) == os.path.realpath(device)
+                    ]
+                if devices:
+                    raise VirtualCameraBusy(_busy_message(detail, devices), devices) from exc
             what = f"device {device!r}" if device else "a virtual camera"
             raise VirtualCameraUnavailable(
                 f"cannot open {what}: {detail}\n{virtual_camera_guidance()}"

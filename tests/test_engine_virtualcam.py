@@ -1,0 +1,90 @@
+"""The virtual camera's errors on Linux: a device that exists but is taken is not "missing"."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+import pyvirtualcam
+
+import engine.virtualcam as vc
+from engine import VirtualCameraBusy, VirtualCameraUnavailable, open_sink, virtual_camera_status
+
+# pyvirtualcam's v4l2loopback backend, word for word, when no device takes a writer.
+NONE_FREE = (
+    "No v4l2 loopback device found at /dev/video[0-99]. Did you run 'modprobe v4l2loopback'? "
+    "See also pyvirtualcam's documentation."
+)
+
+
+class RefusingCamera:
+    """A backend that fails as pyvirtualcam's v4l2loopback one does when every device is taken."""
+
+    message = NONE_FREE
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError(self.message)
+
+
+def make_sysfs(root, devices: dict[str, str]):
+    for node, name in devices.items():
+        (root / node).mkdir(parents=True)
+        (root / node / "name").write_text(name + "\n")
+    return root
+
+
+@pytest.fixture
+def linux_refusing(monkeypatch):
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"v4l2loopback": RefusingCamera})
+
+
+def test_loopback_devices_lists_sysfs_in_device_order(tmp_path):
+    root = make_sysfs(tmp_path, {"video10": "SharpCam", "video2": "Dummy video device"})
+    (tmp_path / "subsystem").mkdir()  # other entries of the tree are not devices
+    assert vc.loopback_devices(str(root)) == [
+        ("/dev/video2", "Dummy video device"),
+        ("/dev/video10", "SharpCam"),
+    ]
+    assert vc.loopback_devices(str(tmp_path / "absent")) == []
+
+
+def test_taken_device_is_reported_busy_not_missing(monkeypatch, tmp_path, linux_refusing):
+    monkeypatch.setattr(vc, "LOOPBACK_SYSFS", str(make_sysfs(tmp_path, {"video10": "SharpCam"})))
+    with pytest.raises(VirtualCameraBusy) as info:
+        open_sink("virtual", size=(64, 48), fps=30)
+    msg = str(info.value)
+    assert "/dev/video10 ('SharpCam') is in use" in msg
+    assert "devices=2" in msg  # one more than there are
+    assert "install" not in msg and "v4l2loopback-dkms" not in msg
+    assert info.value.devices == [("/dev/video10", "SharpCam")]
+    assert isinstance(info.value, VirtualCameraUnavailable)  # callers that catch the parent
+    ok, status = virtual_camera_status()
+    assert not ok and "is in use" in status
+
+
+def test_explicit_device_busy_only_when_it_exists(monkeypatch, tmp_path, linux_refusing):
+    monkeypatch.setattr(vc, "LOOPBACK_SYSFS", str(make_sysfs(tmp_path, {"video10": "SharpCam"})))
+    monkeypatch.setattr(
+        RefusingCamera,
+        "message",
+        "Virtual camera device /dev/video10 is not a video output device.",
+    )
+    with pytest.raises(VirtualCameraBusy, match="/dev/video10"):
+        open_sink("virtual", size=(64, 48), fps=30, device="/dev/video10")
+    # Another node than the loopback one: nothing says it is a taken loopback device.
+    monkeypatch.setattr(
+        RefusingCamera, "message", "Virtual camera device /dev/video0 is not a video output device."
+    )
+    with pytest.raises(VirtualCameraUnavailable) as info:
+        open_sink("virtual", size=(64, 48), fps=30, device="/dev/video0")
+    assert not isinstance(info.value, VirtualCameraBusy)
+    assert "sudo modprobe v4l2loopback" in str(info.value)
+
+
+def test_no_loopback_module_still_gives_install_steps(monkeypatch, tmp_path, linux_refusing):
+    monkeypatch.setattr(vc, "LOOPBACK_SYSFS", str(tmp_path / "no-such-tree"))
+    with pytest.raises(VirtualCameraUnavailable) as info:
+        open_sink("virtual", size=(64, 48), fps=30)
+    assert not isinstance(info.value, VirtualCameraBusy)
+    assert vc.virtual_camera_guidance("linux") in str(info.value)
