@@ -739,7 +739,7 @@ def _check_not_input(source: str, output: str) -> None:
     interrupted run kept) replaced its own input when interrupted again, and
     ``process .clip.partial.mp4 clip.mp4`` truncated the input it was reading.
     """
-    from engine.sinks import VIDEO_CODECS
+    from engine.sinks import VIDEO_CODECS, incomplete_path, partial_path
 
     if _same_path(source, output):
         raise CliError(f"output {output} would overwrite the input", code=2)
@@ -748,8 +748,9 @@ def _check_not_input(source: str, output: str) -> None:
     out = Path(output)
     if out.suffix.lower() not in VIDEO_CODECS:
         return
-    partial = out.with_name(f".{out.stem}.partial{out.suffix}")
-    incomplete = out.with_name(f"{out.stem}.incomplete{out.suffix}")
+    # The sink's own names: a long one is cut short to fit the file system.
+    partial = partial_path(out)
+    incomplete = incomplete_path(out)
     for path, role in (
         (partial, "is where it is written until it is complete"),
         (incomplete, "is where its frames are kept if it fails or is interrupted"),
@@ -845,6 +846,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         camera = source_kind(args.source) == "camera"
         virtual = is_virtual_spec(args.output)
+        if not virtual:
+            _check_output_name(args.output)  # first: asking about a name too long raises
         if virtual:
             # Named: before the camera opens. 'virtual' alone: once the device is picked.
             _check_not_feedback(args.source, args.output.partition(":")[2] or None)
@@ -888,7 +891,7 @@ def _run_stream(
     from engine.backends import warm_up
     from engine.pipeline import Engine
     from engine.sinks import SinkError, open_sink, sink_kind
-    from engine.sources import DEFAULT_FPS, VideoFileSource
+    from engine.sources import DEFAULT_FPS, ImageFolderSource, VideoFileSource
     from engine.virtualcam import VirtualCameraUnavailable
 
     def stopped_early() -> bool:
@@ -960,6 +963,8 @@ def _run_stream(
         status = _StatusLine()
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         _note_lost_audio(args.source, args.output)
+        if isinstance(source, ImageFolderSource):
+            _note_folder_entries(source)
         if warning:
             _eprint(f"{PROG}: warning: {warning}")
         seen_warnings: set[str] = set()
@@ -1257,6 +1262,70 @@ def _note_lost_image_detail(kind: str, source: Any, output: str) -> None:
             )
 
 
+def _note_lost_metadata(kind: str, source: Any, output: str) -> None:
+    """Say that an image's EXIF data (date taken, camera) or colour profile does not reach the
+    output: a JPEG or PNG output keeps them, other formats went without them, unsaid."""
+    from engine.sinks import METADATA_EXTENSIONS, metadata_lost
+    from engine.sources import read_image_metadata
+
+    keep = "/".join(sorted(METADATA_EXTENSIONS))
+    if kind == "image":
+        lost = metadata_lost(read_image_metadata(source.path), output)
+        if lost:
+            _eprint(
+                f"{PROG}: note: {output} will be without {' and '.join(lost)} of "
+                f"{Path(source.path).name} (only {keep} outputs keep them)"
+            )
+    elif kind == "folder":
+        # Each output keeps its input's name: a format that holds none loses them.
+        hits = [f for f in source.files if metadata_lost(read_image_metadata(f), f)]
+        if hits:
+            _eprint(
+                f"{PROG}: note: {len(hits)} of the {len(source.files)} images lose their "
+                f"EXIF data or colour profile (only {keep} outputs keep them; first: "
+                f"{hits[0].name})"
+            )
+
+
+#: How many names a note about a folder's entries gives before "...".
+NAMES_IN_A_NOTE = 3
+
+
+def _some_names(paths: Sequence[Path]) -> str:
+    """``"a.txt, b, c.mp4"`` or ``"a.txt, b, c.mp4, ..."``: the first few names of ``paths``."""
+    names = [p.name for p in paths[:NAMES_IN_A_NOTE]]
+    return ", ".join(names) + (", ..." if len(paths) > NAMES_IN_A_NOTE else "")
+
+
+def _note_folder_entries(source: Any) -> None:
+    """Say what a folder source reads nothing (or only a first frame) of: its sub-folders and
+    files of other types were left out without a word, an animated image's later frames too."""
+    from engine.sources import is_animated_image
+
+    left_out = list(getattr(source, "left_out", ()))
+    folders = [p for p in left_out if p.is_dir()]
+    others = [p for p in left_out if not p.is_dir()]
+    parts = []
+    if folders:
+        parts.append(
+            f"{len(folders)} sub-folder{'s' * (len(folders) != 1)} ({_some_names(folders)})"
+        )
+    if others:
+        parts.append(
+            f"{len(others)} file{'s' * (len(others) != 1)} of other types ({_some_names(others)})"
+        )
+    name = Path(source.path).name
+    if parts:
+        _eprint(f"{PROG}: note: left out of folder {name}: {' and '.join(parts)}")
+    animated = [f for f in source.files if is_animated_image(f)]
+    if animated:
+        n = len(animated)
+        _eprint(
+            f"{PROG}: note: {n} animated image{'s' * (n != 1)} in folder {name}: only the "
+            f"first frame of each is processed ({_some_names(animated)})"
+        )
+
+
 #: Write errors that no later image escapes: the folder cannot take more files, so the run
 #: stops rather than fail (and list) every image left.
 _OUTPUT_FULL_ERRNOS = frozenset(
@@ -1358,7 +1427,8 @@ class _PerImageBackend:
 
 
 class _NamedImageSink:
-    """Folder -> folder: each processed image keeps its input file's name (and format).
+    """Folder -> folder: each processed image keeps its input file's name (and format), and
+    its EXIF data and colour profile where that format holds them.
 
     An image the model failed on (``failures``, from :class:`_PerImageBackend`) or that cannot
     be written is skipped and listed in :attr:`skipped` as ``(input file, message)``: each
@@ -1390,6 +1460,7 @@ class _NamedImageSink:
 
     def write(self, frame: Any) -> None:
         from engine.sinks import SinkError, write_image
+        from engine.sources import read_image_metadata
 
         file = self.source.frame_files[frame.index]
         problem = self.failures.get(frame.index)
@@ -1397,7 +1468,8 @@ class _NamedImageSink:
             self.skipped.append((file, f"cannot process {file}: {problem}"))
             return
         try:
-            write_image(self.out_dir / file.name, frame.image)
+            metadata = read_image_metadata(file)
+            write_image(self.out_dir / file.name, frame.image, metadata=metadata)
         except SinkError as exc:
             cause = exc.__cause__
             if isinstance(cause, OSError) and cause.errno in _OUTPUT_FULL_ERRNOS:
@@ -1430,17 +1502,23 @@ def _report_skipped(source: Any, sink: Any) -> int:
     return len(skipped)
 
 
-def _check_process_output(kind: str, out: str) -> None:
+def _check_process_output(kind: str, out: str, source: str | None = None) -> None:
     """Usage errors in ``process``'s output (exit 2), found before the model loads."""
     from engine.sinks import VIDEO_CODECS, SinkError, sink_kind
-    from engine.sources import IMAGE_EXTENSIONS
+    from engine.sources import IMAGE_EXTENSIONS, is_animated_image
 
     path = Path(out)
     ext = path.suffix.lower()
     if kind == "video":
         if ext not in VIDEO_CODECS:
+            # An animated WebP or PNG is read as a video: "for a video input" puzzled.
+            what = (
+                f"an animated image input ({Path(source).name} has several frames)"
+                if source is not None and is_animated_image(source)
+                else "a video input"
+            )
             raise CliError(
-                f"output {out} must be a video file ({', '.join(VIDEO_CODECS)}) for a video input",
+                f"output {out} must be a video file ({', '.join(VIDEO_CODECS)}) for {what}",
                 code=2,
             )
         _check_video_output_not_folder(out)
@@ -1541,6 +1619,17 @@ def _note_created(top: Path | None) -> None:
         _eprint(f"{PROG}: note: created folder {top} (it did not exist)")
 
 
+def _check_output_name(out: str) -> None:
+    """A usage error (exit 2) for an output file name longer than its file system takes: the
+    write failed only once the model had run ("File name too long")."""
+    from engine.sinks import SinkError, check_name_fits
+
+    try:
+        check_name_fits(out)
+    except SinkError as exc:
+        raise CliError(str(exc), code=2) from exc
+
+
 def _check_video_output_not_folder(out: str) -> None:
     """A usage error (exit 2) for a video output that is an existing folder (``clips.mp4/``),
     as for an image output: the video sink refused it only once the model had loaded, exit 1."""
@@ -1551,14 +1640,17 @@ def _check_video_output_not_folder(out: str) -> None:
 def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
     """The sink matching the input kind: video -> video, image -> image, folder -> folder
     (``out`` already passed :func:`_check_process_output`; a folder's ``backend`` is a
-    :class:`_PerImageBackend`)."""
+    :class:`_PerImageBackend`). An image keeps its EXIF data and colour profile where the
+    output's format can hold them."""
     from engine.sinks import SinkError, open_sink
+    from engine.sources import read_image_metadata
 
     try:
         if kind == "video":
             return open_sink(out, size=source.size, fps=source.fps)
         if kind == "image":
-            return open_sink(out, size=None, kind="images")
+            metadata = read_image_metadata(source.path)
+            return open_sink(out, size=None, kind="images", metadata=metadata)
         return _NamedImageSink(Path(out), source, backend.failures)
     except (SinkError, OSError, ValueError) as exc:
         raise CliError(str(exc)) from exc
@@ -1576,6 +1668,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     kind = source_kind(args.input)
     if kind == "camera":
         raise CliError("process reads files; for a camera use: run --source N --output FILE", 2)
+    _check_output_name(args.output)  # first: asking about a name too long raises
     _check_not_input(args.input, args.output)
     folder = kind == "folder"
     # A folder's images are separate pictures: one that cannot be read is skipped and named
@@ -1590,7 +1683,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     restore: Callable[[], None] | None = None
     release: Callable[[], None] | None = None
     try:
-        _check_process_output(kind, args.output)
+        _check_process_output(kind, args.output, args.input)
         if folder:
             _check_folder_outputs(source.files, Path(args.output))
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)
@@ -1621,6 +1714,9 @@ def cmd_process(args: argparse.Namespace) -> int:
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         _note_lost_audio(args.input, args.output)
         _note_lost_image_detail(kind, source, args.output)
+        _note_lost_metadata(kind, source, args.output)
+        if folder:
+            _note_folder_entries(source)
 
         def done() -> int:  # frames handled, skipped images included: the bar reaches its end
             return engine.stats().frames_out + len(getattr(source, "skipped", ()))

@@ -13,12 +13,15 @@ native backend is not needed to write a file).
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import re
 import shutil
 import struct
+import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
@@ -27,11 +30,12 @@ import cv2
 import numpy as np
 
 from engine.frames import Frame, check_rgb8, even_size, fit_to, opencv_path_problem, resize_to
-from engine.sources import IMAGE_EXTENSIONS
+from engine.sources import IMAGE_EXTENSIONS, ImageMetadata
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "METADATA_EXTENSIONS",
     "SINKS",
     "VIDEO_CODECS",
     "CallbackSink",
@@ -39,9 +43,14 @@ __all__ = [
     "ImageSink",
     "SinkError",
     "VideoFileSink",
+    "check_name_fits",
+    "incomplete_path",
+    "metadata_lost",
     "open_sink",
+    "partial_path",
     "register_sink",
     "sink_kind",
+    "tag_mp4v_colour",
     "write_image",
 ]
 
@@ -119,7 +128,9 @@ class VideoFileSink(_SinkBase):
     stream closes it through the engine's ``stop()``; an offline run stopped early is aborted
     as incomplete); a partial file left by a killed process never hides as a finished one. A
     sink closed without any frame leaves no file. Odd sizes are rounded down to even sides
-    (frames are fitted to :attr:`size`: letterboxed when their aspect ratio differs).
+    (frames are fitted to :attr:`size`: letterboxed when their aspect ratio differs). An mp4v
+    file says which colour matrix its frames hold (BT.601, :func:`tag_mp4v_colour`): players
+    took untagged HD for BT.709.
 
     ``timed=True`` (a live stream) keeps the file's clock: a live engine drops frames when the
     model is slower than the source, and a file that stores every frame it gets at a constant
@@ -176,6 +187,7 @@ class VideoFileSink(_SinkBase):
                 f"cannot write video {self.path}: mp4v (MPEG-4) takes sides up to "
                 f"{MP4V_MAX_SIDE}, not {w}x{h}; use .avi or .mkv (MJPG) for this size"
             )
+        check_name_fits(self.path)  # first: is_dir() raises on a name too long
         if self.path.is_dir():
             # Found only at close(), the rename would fail after all the work was done and
             # leave it in the hidden partial file.
@@ -337,7 +349,7 @@ class VideoFileSink(_SinkBase):
     def incomplete_path(self) -> Path:
         """``out.mp4`` -> ``out.incomplete.mp4`` (where the frames of a run that did not
         finish go, unless a file has that name: :attr:`kept_path` says where they went)."""
-        return self.path.with_name(f"{self.path.stem}.incomplete{self.path.suffix}")
+        return incomplete_path(self.path)
 
     def _free_incomplete_path(self) -> Path:
         # The file there holds the frames of an earlier run that did not finish (or is the
@@ -359,6 +371,9 @@ class VideoFileSink(_SinkBase):
             if self.frames_written == 0:
                 self._partial.unlink(missing_ok=True)
                 return
+            if self.fourcc.lower() == "mp4v" and self.path.suffix.lower() in _MP4_EXTENSIONS:
+                # Untagged, HD was played with the wrong matrix (see tag_mp4v_colour).
+                tag_mp4v_colour(self._partial)
             if target != self.path and self._discard_unplayable():
                 return
             try:
@@ -432,6 +447,93 @@ class VideoFileSink(_SinkBase):
 #: How many numbered names (``-2``, ``-3``, ...) a working or kept file tries when its own is
 #: taken.
 _MAX_NUMBERED = 1000
+#: What a number adds to a working or kept name at most (``-1000``): kept free in the name.
+_NUMBER_ROOM = len(f"-{_MAX_NUMBERED}")
+#: The longest file name where the file system does not say (ext4, APFS, NTFS all take 255).
+_DEFAULT_NAME_MAX = 255
+
+
+def _name_length(name: str) -> int:
+    """``name``'s length in the units its file system limits: UTF-16 code units on Windows,
+    bytes elsewhere (a name of 100 accented letters is 200 bytes on Linux)."""
+    if sys.platform == "win32":
+        return len(name.encode("utf-16-le", "surrogatepass")) // 2
+    return len(os.fsencode(name))
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name ``folder`` (or, not made yet, the folder it will be made in)
+    takes, in the units of :func:`_name_length`."""
+    if sys.platform == "win32" or not hasattr(os, "pathconf"):
+        return _DEFAULT_NAME_MAX
+    where = folder
+    try:
+        while not where.is_dir() and where.parent != where:
+            where = where.parent
+        limit = os.pathconf(where, "PC_NAME_MAX")
+    except (OSError, ValueError):  # a folder name too long itself: is_dir() raises for it
+        return _DEFAULT_NAME_MAX
+    return limit if limit > 0 else _DEFAULT_NAME_MAX
+
+
+def check_name_fits(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`SinkError` when ``path``'s file name (or a folder's name on the way to it)
+    is longer than the file system takes (255 bytes on most), in one line that says so,
+    before any work is done.
+
+    The working names beside it (:func:`partial_path`, :func:`incomplete_path`) are shortened
+    to fit; the final name is never changed, so it is refused here instead.
+    """
+    path = Path(path)
+    limit = _name_max(path.parent)
+    for part in (path, *path.parents):
+        length = _name_length(part.name)
+        if length <= limit:
+            continue
+        what = "its name" if part == path else f"the name of folder {part.name[:24]}..."
+        unit = "characters" if sys.platform == "win32" else "bytes"
+        raise SinkError(
+            f"cannot write {path}: {what} is {length} {unit} long, more than the {limit} "
+            "the file system takes; give a shorter name"
+        )
+
+
+def _fitted_name(folder: Path, head: str, stem: str, infix: str, suffix: str) -> str:
+    """``HEAD + STEM + INFIX + SUFFIX``, with ``stem`` cut (and marked with a hash of it, so
+    that two long names cut alike still differ) where the whole would not fit in ``folder``
+    with room for a number (:func:`_numbered`) left.
+
+    A name near the limit failed: ``.NAME.partial.EXT`` is 9 bytes longer than ``NAME.EXT``
+    (``NAME.incomplete.EXT`` 11), and a 250-byte output name could not be written at all.
+    """
+    limit = _name_max(folder) - _NUMBER_ROOM
+    name = f"{head}{stem}{infix}{suffix}"
+    if _name_length(name) <= limit:
+        return name
+    tag = "~" + hashlib.sha1(os.fsencode(stem)).hexdigest()[:8]
+    cut = stem
+    while cut and _name_length(f"{head}{cut}{tag}{infix}{suffix}") > limit:
+        cut = cut[:-1]
+    return f"{head}{cut}{tag}{infix}{suffix}"
+
+
+def partial_path(target: str | os.PathLike[str]) -> Path:
+    """The hidden working file ``target`` is written to first: ``.NAME.partial.EXT`` beside
+    it, with ``NAME`` cut short where the whole would be too long a file name (see
+    :func:`_create_partial` for the numbered ones used when it is taken)."""
+    target = Path(target)
+    return target.with_name(
+        _fitted_name(target.parent, ".", target.stem, ".partial", target.suffix)
+    )
+
+
+def incomplete_path(target: str | os.PathLike[str]) -> Path:
+    """Where the frames of a video that did not finish are kept: ``NAME.incomplete.EXT``
+    beside ``target``, with ``NAME`` cut short where the whole would be too long a name."""
+    target = Path(target)
+    return target.with_name(
+        _fitted_name(target.parent, "", target.stem, ".incomplete", target.suffix)
+    )
 
 
 def _numbered(path: Path) -> Iterator[Path]:
@@ -450,7 +552,7 @@ def _create_partial(target: Path) -> tuple[Path, BinaryIO]:
     input onto the output), and opening it for writing truncated it. An exclusive create also
     refuses to follow a symbolic link there. Raises ``OSError`` when the folder takes no file.
     """
-    first = target.with_name(f".{target.stem}.partial{target.suffix}")
+    first = partial_path(target)
     for path in _numbered(first):
         try:
             return path, open(path, "xb")
@@ -482,6 +584,8 @@ def _disk_full(folder: Path) -> bool:
 
 #: Containers whose index (the moov box) the writer adds only when it finishes.
 _MP4_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov"})
+#: The largest moov :func:`tag_mp4v_colour` reads: hours of video (bounded memory).
+_MOOV_LIMIT = 64 << 20
 
 
 def _unplayable(path: Path) -> str | None:
@@ -525,6 +629,116 @@ def _has_moov(path: Path, size: int) -> bool:
     return False
 
 
+#: The boxes on the way from ``moov`` to the video track's sample description.
+_MP4_CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl"})
+#: A VisualSampleEntry's own fields (after its 8-byte header), before its child boxes.
+_VISUAL_SAMPLE_ENTRY = 8 + 78
+#: What OpenCV's writer stores: FFmpeg's default RGB -> YUV conversion, the BT.601 matrix in
+#: limited range, of sRGB pictures (BT.709 primaries and transfer). ISO/IEC 23091-2 codes.
+_COLOUR_PRIMARIES, _COLOUR_TRANSFER, _COLOUR_MATRIX = 1, 1, 6
+
+
+def _colour_box(quicktime: bool) -> bytes:
+    """The ``colr`` box that says :data:`_COLOUR_MATRIX` and co: ``nclc`` for QuickTime
+    (.mov), ``nclx`` with the range flag (limited) for MP4, as FFmpeg's muxer writes them."""
+    codes = struct.pack(">HHH", _COLOUR_PRIMARIES, _COLOUR_TRANSFER, _COLOUR_MATRIX)
+    body = b"nclc" + codes if quicktime else b"nclx" + codes + b"\0"
+    return struct.pack(">I", 8 + len(body)) + b"colr" + body
+
+
+def _boxes(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+    """``(position, size, type)`` of the boxes in ``buf[start:end]``; ValueError when their
+    sizes do not tile it (a 64-bit or to-the-end size included: not met inside a moov here)."""
+    pos = start
+    while pos < end:
+        if pos + 8 > end:
+            raise ValueError("a box header cut off")
+        size, kind = struct.unpack_from(">I4s", buf, pos)
+        if size < 8 or pos + size > end:
+            raise ValueError("a box size that does not fit")
+        yield pos, size, kind
+        pos += size
+
+
+def _with_colour(box: bytes, colr: bytes) -> bytes | None:
+    """``box`` (a ``moov`` or a box inside it) with ``colr`` added to its mp4v sample entry,
+    every size on the way grown to match; None when there is no untagged mp4v entry in it."""
+    kind = box[4:8]
+    if kind == b"stsd":
+        (count,) = struct.unpack_from(">I", box, 12)
+        entries = list(_boxes(box, 16, len(box)))
+        if count != 1 or len(entries) != 1 or entries[0][2] != b"mp4v":
+            return None
+        pos, size, _ = entries[0]
+        entry = box[pos : pos + size]
+        if size < _VISUAL_SAMPLE_ENTRY or any(
+            k == b"colr" for _, _, k in _boxes(entry, _VISUAL_SAMPLE_ENTRY, size)
+        ):
+            return None  # tagged already (a later OpenCV may tag it itself)
+        entry = struct.pack(">I", size + len(colr)) + entry[4:] + colr
+        return struct.pack(">I", len(box) + len(colr)) + box[4:pos] + entry + box[pos + size :]
+    if kind not in _MP4_CONTAINERS:
+        return None
+    for pos, size, _ in _boxes(box, 8, len(box)):
+        grown = _with_colour(box[pos : pos + size], colr)
+        if grown is not None:
+            head = struct.pack(">I", len(box) + len(grown) - size) + box[4:pos]
+            return head + grown + box[pos + size :]
+    return None
+
+
+def tag_mp4v_colour(path: str | os.PathLike[str]) -> bool:
+    """Say in the MP4 or MOV at ``path`` which colours its mp4v frames hold: a ``colr`` box in
+    the video's sample description. Returns whether it was added.
+
+    OpenCV's writer converts to YUV with the BT.601 matrix and says nothing; players then
+    guess, and for HD (1280x720 and up) they guess BT.709: greens played 16 % darker, reds
+    lighter. Told, FFmpeg (mpv, VLC), browsers and QuickTime decode it with BT.601.
+
+    Only a file whose ``moov`` is its last box is changed (the writer puts it after the
+    frames, so growing it moves no frame); the file is first grown by the box's size, so a
+    full disk leaves it as it was. Any other layout, or an entry that has a ``colr`` box
+    already, is left alone (False).
+    """
+    path = Path(path)
+    colr = _colour_box(path.suffix.lower() == ".mov")
+    try:
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            pos = 0
+            while True:  # the top-level boxes, read header by header up to moov
+                f.seek(pos)
+                head = f.read(8)
+                if len(head) < 8:
+                    return False
+                length, kind = struct.unpack(">I4s", head)
+                if length == 1:  # a 64-bit size (an mdat over 4 GB)
+                    length = struct.unpack(">Q", f.read(8))[0]
+                if length < 8 or pos + length > size:
+                    return False
+                if kind == b"moov":
+                    break
+                pos += length
+            if pos + length != size or length > _MOOV_LIMIT:
+                return False
+            f.seek(pos)
+            grown = _with_colour(f.read(length), colr)
+            if grown is None:
+                return False
+            try:
+                f.seek(size)
+                f.write(bytes(len(grown) - length))
+                f.flush()
+            except OSError:
+                f.truncate(size)
+                return False
+            f.seek(pos)
+            f.write(grown)
+    except (OSError, ValueError, struct.error):
+        return False
+    return True
+
+
 def _write_problem(exc: OSError, folder: Path) -> str:
     """Why a file in ``folder`` cannot be created, from the error creating it."""
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -542,15 +756,165 @@ _GREY_ONLY = frozenset({".pgm"})
 ENCODE_AS = {".jfif": ".jpg"}
 
 
-def write_image(target: str | os.PathLike[str], rgb: np.ndarray) -> Path:
+#: Image formats :func:`write_image` writes EXIF data and an ICC profile into.
+_JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
+METADATA_EXTENSIONS = _JPEG_EXTENSIONS | {".png"}
+_TIFF_ORIENTATION, _TIFF_EXIF_IFD = 0x0112, 0x8769
+_EXIF_PIXEL_X, _EXIF_PIXEL_Y = 0xA002, 0xA003
+_TIFF_SHORT, _TIFF_LONG, _TIFF_IFD = 3, 4, 13
+#: An APP segment's payload: its 16-bit length counts itself too.
+_JPEG_SEGMENT_MAX = 0xFFFF - 2
+_JPEG_EXIF_HEADER = b"Exif\0\0"
+_JPEG_ICC_HEADER = b"ICC_PROFILE\0"
+_JPEG_ICC_CHUNK = _JPEG_SEGMENT_MAX - len(_JPEG_ICC_HEADER) - 2  # + sequence number, count
+
+
+def _ifd_entries(buf: bytes, order: str, offset: int) -> tuple[list[int], int]:
+    """The positions of the 12-byte entries of the TIFF directory at ``offset``, and where
+    its link to the next directory is. ValueError when it does not fit in ``buf``."""
+    if offset < 8 or offset + 2 > len(buf):
+        raise ValueError("a directory outside the block")
+    (count,) = struct.unpack_from(order + "H", buf, offset)
+    end = offset + 2 + 12 * count
+    if end > len(buf):
+        raise ValueError("a directory running past the block")
+    return [offset + 2 + 12 * i for i in range(count)], end
+
+
+def _upright_exif(exif: bytes, size: tuple[int, int]) -> bytes | None:
+    """``exif`` (a TIFF block) made true of the written image: Orientation 1, since the
+    decoder turned the pixels upright already (kept, a portrait photo was turned a second
+    time); the pixel dimensions of ``size`` ``(W, H)``; and no thumbnail (IFD1), a small copy
+    of the unprocessed picture that viewers would turn by the old orientation.
+
+    Edited in place (no offset moves). None when its structure cannot be read: copied
+    unedited, its orientation could turn the picture again.
+    """
+    order = {b"II": "<", b"MM": ">"}.get(exif[:2])
+    if order is None or len(exif) < 8:
+        return None
+    buf = bytearray(exif)
+    try:
+        if struct.unpack_from(order + "H", buf, 2)[0] != 42:
+            return None
+        entries, link = _ifd_entries(buf, order, struct.unpack_from(order + "I", buf, 4)[0])
+        sub_ifd = None
+        for pos in entries:
+            tag, kind, count = struct.unpack_from(order + "HHI", buf, pos)
+            if tag == _TIFF_ORIENTATION:
+                if kind != _TIFF_SHORT or count != 1:
+                    return None
+                struct.pack_into(order + "H", buf, pos + 8, 1)
+            elif tag == _TIFF_EXIF_IFD and kind in (_TIFF_LONG, _TIFF_IFD) and count == 1:
+                sub_ifd = struct.unpack_from(order + "I", buf, pos + 8)[0]
+        if link + 4 <= len(buf):
+            struct.pack_into(order + "I", buf, link, 0)
+        if sub_ifd is not None:
+            for pos in _ifd_entries(buf, order, sub_ifd)[0]:
+                tag, kind, count = struct.unpack_from(order + "HHI", buf, pos)
+                if tag not in (_EXIF_PIXEL_X, _EXIF_PIXEL_Y) or count != 1:
+                    continue
+                value = size[0] if tag == _EXIF_PIXEL_X else size[1]
+                if kind == _TIFF_LONG:
+                    struct.pack_into(order + "I", buf, pos + 8, value)
+                elif kind == _TIFF_SHORT and value <= 0xFFFF:
+                    struct.pack_into(order + "H", buf, pos + 8, value)
+    except (struct.error, ValueError):
+        return None
+    return bytes(buf)
+
+
+def _jpeg_segment(marker: int, payload: bytes) -> bytes:
+    return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
+
+
+def _jpeg_with_metadata(data: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
+    """The JPEG ``data`` (SOI, then OpenCV's JFIF APP0) with an APP1 Exif segment and the ICC
+    profile's APP2 segments after its APP0, where other writers put them."""
+    extra = b""
+    if exif is not None:
+        extra += _jpeg_segment(0xE1, _JPEG_EXIF_HEADER + exif)
+    if icc is not None:
+        chunks = [icc[i : i + _JPEG_ICC_CHUNK] for i in range(0, len(icc), _JPEG_ICC_CHUNK)]
+        for n, chunk in enumerate(chunks, 1):
+            payload = _JPEG_ICC_HEADER + bytes([n, len(chunks)]) + chunk
+            extra += _jpeg_segment(0xE2, payload)
+    at = 2
+    if data[2:4] == b"\xff\xe0":  # after the JFIF header: it must come first
+        at = 4 + int.from_bytes(data[4:6], "big")
+    return data[:at] + extra + data[at:]
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload)
+    return len(payload).to_bytes(4, "big") + kind + payload + crc.to_bytes(4, "big")
+
+
+def _png_with_metadata(data: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
+    """The PNG ``data`` with iCCP and eXIf chunks after its IHDR (the profile must come
+    before the image data)."""
+    at = 8 + 8 + int.from_bytes(data[8:12], "big") + 4  # past the signature and IHDR
+    extra = b""
+    if icc is not None:
+        extra += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc, 9))
+    if exif is not None:
+        extra += _png_chunk(b"eXIf", exif)
+    return data[:at] + extra + data[at:]
+
+
+def _metadata_to_write(
+    metadata: ImageMetadata | None, ext: str, size: tuple[int, int]
+) -> tuple[bytes | None, bytes | None]:
+    """``(exif, icc)`` as :func:`write_image` embeds them in a ``ext`` file of ``size``; None
+    for what it cannot."""
+    if not metadata or ext not in METADATA_EXTENSIONS:
+        return None, None
+    exif = None if metadata.exif is None else _upright_exif(metadata.exif, size)
+    if (
+        exif is not None
+        and ext in _JPEG_EXTENSIONS
+        and len(_JPEG_EXIF_HEADER) + len(exif) > _JPEG_SEGMENT_MAX
+    ):
+        exif = None  # a PNG's eXIf may be larger than a JPEG segment takes
+    icc = metadata.icc
+    if icc is not None and ext in _JPEG_EXTENSIONS and len(icc) > 255 * _JPEG_ICC_CHUNK:
+        icc = None
+    return exif, icc
+
+
+def metadata_lost(metadata: ImageMetadata | None, target: str | os.PathLike[str]) -> list[str]:
+    """What of ``metadata`` :func:`write_image` cannot keep in ``target`` (its format holds
+    none, or the EXIF block cannot be read to be put upright): ``"the EXIF data"``, ``"the
+    colour profile"``."""
+    if not metadata:
+        return []
+    # The size only fills the pixel dimensions in: what is kept does not depend on it.
+    exif, icc = _metadata_to_write(metadata, Path(target).suffix.lower(), (1, 1))
+    lost = []
+    if metadata.exif is not None and exif is None:
+        lost.append("the EXIF data")
+    if metadata.icc is not None and icc is None:
+        lost.append("the colour profile")
+    return lost
+
+
+def write_image(
+    target: str | os.PathLike[str], rgb: np.ndarray, *, metadata: ImageMetadata | None = None
+) -> Path:
     """Write ``rgb`` ``(H, W, 3) uint8 RGB`` to ``target`` in the format of its extension.
 
     The file is written beside the target under a new hidden name (:func:`_create_partial`)
     and renamed when complete, so a failed write (disk full) never leaves a truncated image
     under the target's name, nor destroys an earlier image there. Raises :class:`SinkError`
     naming the file.
+
+    ``metadata`` (the source image's, :func:`engine.sources.read_image_metadata`) goes into a
+    JPEG or PNG: the EXIF data with its Orientation reset to 1 (the pixels are upright) and
+    the ICC profile; other formats, and an EXIF block that cannot be read, go without
+    (:func:`metadata_lost` says what).
     """
     target = Path(target)
+    check_name_fits(target)
     ext = target.suffix.lower()
     code = cv2.COLOR_RGB2GRAY if ext in _GREY_ONLY else cv2.COLOR_RGB2BGR
     try:
@@ -561,6 +925,10 @@ def write_image(target: str | os.PathLike[str], rgb: np.ndarray) -> Path:
         ) from exc
     if not ok:
         raise SinkError(f"cannot encode {target} as {ext}")
+    exif, icc = _metadata_to_write(metadata, ext, (rgb.shape[1], rgb.shape[0]))
+    if exif is not None or icc is not None:
+        embed = _jpeg_with_metadata if ext in _JPEG_EXTENSIONS else _png_with_metadata
+        data = embed(data.tobytes(), exif, icc)
     partial: Path | None = None
     try:
         # Not imwrite: non-ASCII paths on Windows. Not ndarray.tofile either: a full disk was
@@ -586,6 +954,8 @@ class ImageSink(_SinkBase):
             frame's size.
         ext: extension of numbered files.
         prefix: file name prefix of numbered files.
+        metadata: EXIF data and ICC profile written into every JPEG or PNG file (a still
+            image's own, processed; see :func:`write_image`).
     """
 
     def __init__(
@@ -595,10 +965,12 @@ class ImageSink(_SinkBase):
         size: tuple[int, int] | None = None,
         ext: str = ".png",
         prefix: str = "frame_",
+        metadata: ImageMetadata | None = None,
     ):
         # A trailing slash says a folder, which Path() forgets.
         folder_named = os.fspath(path).endswith(("/", os.sep))
         self.path = Path(path)
+        check_name_fits(self.path)  # first: is_dir() raises on a name too long
         self.size = None if size is None else _check_size(size, "an image sink")
         self.single = (
             self.path.suffix.lower() in IMAGE_EXTENSIONS
@@ -609,6 +981,7 @@ class ImageSink(_SinkBase):
         if not self.ext.startswith("."):
             self.ext = "." + self.ext
         self.prefix = prefix
+        self.metadata = metadata
         folder = self.path.parent if self.single else self.path
         if not self.single and folder.is_dir():
             # Numbering starts at 0 again: a shorter new run would overwrite the start of an
@@ -642,7 +1015,7 @@ class ImageSink(_SinkBase):
         # Letterboxed, as in a video file: stretched, a portrait photo after a landscape one
         # (or a camera back at 4:3 after a reconnect) came out squashed.
         img = frame.image if self.size is None else fit_to(frame.image, self.size)
-        write_image(self.target(self.frames_written), img)
+        write_image(self.target(self.frames_written), img, metadata=self.metadata)
         self.frames_written += 1
 
     def close(self) -> None:
@@ -786,7 +1159,7 @@ def open_sink(
         fps: frame rate written into a video / announced to the virtual camera.
         kind: force a kind (``virtual``, ``video``, ``images``, ``callback`` or registered).
         **options: passed to the sink (``device``, ``backend``, ``fmt`` for the virtual
-            camera; ``fourcc`` for video; ``ext``, ``prefix`` for images).
+            camera; ``fourcc`` for video; ``ext``, ``prefix``, ``metadata`` for images).
 
     Raises:
         engine.virtualcam.VirtualCameraUnavailable: no virtual camera (message has guidance).

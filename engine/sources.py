@@ -24,6 +24,7 @@ import stat
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +43,19 @@ __all__ = [
     "CameraSource",
     "FrameSource",
     "ImageFolderSource",
+    "ImageMetadata",
     "ImageSource",
     "SourceError",
     "VideoFileSource",
     "camera_device_path",
+    "is_animated_image",
     "list_cameras",
     "open_source",
     "read_image",
+    "read_image_metadata",
     "register_source",
     "video_has_audio",
+    "video_is_mirrored",
 ]
 
 log = logging.getLogger(__name__)
@@ -300,6 +305,70 @@ def _valid_fps(value: float | None, lowest: float = FPS_RANGE[0]) -> float | Non
     return value if math.isfinite(value) and lowest <= value <= FPS_RANGE[1] else None
 
 
+#: Still-image formats that may hold an animation: ``read_image`` decodes their first frame
+#: only, and FFmpeg (the video decoder) plays them whole.
+ANIMATED_IMAGE_EXTENSIONS = frozenset({".webp", ".png"})
+_WEBP_ANIMATION_FLAG = 0x02  # in the VP8X chunk's flags byte
+_CHUNK_WALK_LIMIT = 10_000  # a damaged file's chunk lengths could lead anywhere
+
+
+def _webp_frames(f: Any) -> int:
+    """Frames of the WebP open in ``f``: its ANMF chunks (counted up to 2) when its VP8X
+    header says it is animated, else 1."""
+    head = f.read(21)
+    if len(head) < 21 or head[:4] != b"RIFF" or head[8:12] != b"WEBP" or head[12:16] != b"VP8X":
+        return 1
+    if not head[20] & _WEBP_ANIMATION_FLAG:
+        return 1
+    pos, frames = 12, 0
+    for _ in range(_CHUNK_WALK_LIMIT):
+        f.seek(pos)
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            break
+        if chunk[:4] == b"ANMF":
+            frames += 1
+            if frames >= 2:
+                break
+        pos += 8 + (int.from_bytes(chunk[4:], "little") + 1) // 2 * 2  # padded to even
+    return max(frames, 1)
+
+
+def _png_frames(f: Any) -> int:
+    """Frames of the PNG open in ``f``: what its acTL chunk (APNG) announces, else 1."""
+    if f.read(8) != b"\x89PNG\r\n\x1a\n":
+        return 1
+    pos = 8
+    for _ in range(_CHUNK_WALK_LIMIT):
+        f.seek(pos)
+        chunk = f.read(12)
+        if len(chunk) < 12 or chunk[4:8] == b"IDAT":
+            break  # an acTL after the image data is not the file's
+        if chunk[4:8] == b"acTL":
+            return max(int.from_bytes(chunk[8:12], "big"), 1)
+        pos += int.from_bytes(chunk[:4], "big") + 12
+    return 1
+
+
+def is_animated_image(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an animated WebP or PNG (APNG) of more than one frame, from its
+    headers (a few small reads; the image data is not decoded).
+
+    OpenCV's image decoder returns the first frame of those, so such a file was processed as
+    a one-frame still: :func:`source_kind` makes it a video, which FFmpeg plays whole, as it
+    does a GIF. False for anything else, and for a file that cannot be read.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in ANIMATED_IMAGE_EXTENSIONS:
+        return False
+    try:
+        with open(path, "rb") as f:
+            frames = _webp_frames(f) if suffix == ".webp" else _png_frames(f)
+    except (OSError, ValueError):
+        return False
+    return frames > 1
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as ``(H, W, 3) uint8 RGB`` (grey, alpha, 16-bit converted).
 
@@ -335,6 +404,140 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise SourceError(f"cannot use image file {p}: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class ImageMetadata:
+    """What a still image holds besides its pixels that a copy should keep.
+
+    Attributes:
+        exif: the EXIF block as stored (a TIFF structure, ``II*\\0`` or ``MM\\0*`` first):
+            date taken, camera, exposure, GPS, and the Orientation that :func:`read_image`
+            has already applied to the pixels. None when the file has none.
+        icc: the embedded ICC colour profile (a wide-gamut Display P3 photo's colours are
+            only right with it). None when the file has none.
+    """
+
+    exif: bytes | None = None
+    icc: bytes | None = None
+
+    def __bool__(self) -> bool:
+        return self.exif is not None or self.icc is not None
+
+
+#: Bounds on what metadata reading takes from a file: a damaged (or hostile) length must not
+#: make it read or inflate gigabytes.
+_METADATA_LIMIT = 16 << 20
+_EXIF_HEADER = b"Exif\0\0"
+_ICC_JPEG_HEADER = b"ICC_PROFILE\0"
+_METADATA_WALK_LIMIT = 100_000  # chunks or segments: a PNG of many IDAT chunks has thousands
+
+
+def _tiff_or_none(data: bytes) -> bytes | None:
+    data = data.removeprefix(_EXIF_HEADER)  # some WebP writers keep the JPEG header
+    return data if data[:4] in (b"II*\0", b"MM\0*") else None
+
+
+def _jpeg_metadata(f: Any) -> ImageMetadata:
+    exif = None
+    icc_parts: dict[int, bytes] = {}
+    icc_count = 0
+    if f.read(2) != b"\xff\xd8":
+        return ImageMetadata()
+    for _ in range(_METADATA_WALK_LIMIT):
+        head = f.read(2)
+        while len(head) == 2 and head[1] == 0xFF:  # fill bytes before a marker
+            head = head[1:] + f.read(1)
+        if len(head) < 2 or head[0] != 0xFF:
+            break
+        marker = head[1]
+        if marker in (0xDA, 0xD9):  # the image data starts (or the file ends): no more
+            break
+        if 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            continue  # markers without a length
+        size = int.from_bytes(f.read(2), "big") - 2
+        if size < 0:
+            break
+        if marker in (0xE1, 0xE2):
+            payload = f.read(size)
+            if marker == 0xE1 and exif is None and payload.startswith(_EXIF_HEADER):
+                exif = _tiff_or_none(payload)
+            elif marker == 0xE2 and payload.startswith(_ICC_JPEG_HEADER) and len(payload) > 14:
+                # A profile over 64 KB is split over numbered segments, each saying how many.
+                seq, icc_count = payload[12], payload[13]
+                icc_parts[seq] = payload[14:]
+        else:
+            f.seek(size, os.SEEK_CUR)
+    icc = None
+    if icc_parts and sorted(icc_parts) == list(range(1, icc_count + 1)):
+        icc = b"".join(icc_parts[i] for i in sorted(icc_parts))
+    return ImageMetadata(exif=exif, icc=icc)
+
+
+def _png_metadata(f: Any) -> ImageMetadata:
+    exif = icc = None
+    pos = 8
+    for _ in range(_METADATA_WALK_LIMIT):
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8 or head[4:] == b"IEND":
+            break
+        size = int.from_bytes(head[:4], "big")
+        if head[4:] in (b"eXIf", b"iCCP") and size <= _METADATA_LIMIT:
+            data = f.read(size)
+            if head[4:] == b"eXIf":
+                exif = _tiff_or_none(data)
+            else:  # a name, its NUL, the method (0: zlib), the compressed profile
+                name_end = data.find(b"\0")
+                if 0 < name_end and data[name_end + 1 : name_end + 2] == b"\0":
+                    inflate = zlib.decompressobj()
+                    try:
+                        icc = inflate.decompress(data[name_end + 2 :], _METADATA_LIMIT) or None
+                    except zlib.error:
+                        icc = None
+        pos += size + 12
+    return ImageMetadata(exif=exif, icc=icc)
+
+
+def _webp_metadata(f: Any) -> ImageMetadata:
+    exif = icc = None
+    head = f.read(12)
+    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return ImageMetadata()
+    pos = 12
+    for _ in range(_METADATA_WALK_LIMIT):
+        f.seek(pos)
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            break
+        size = int.from_bytes(chunk[4:], "little")
+        if chunk[:4] in (b"EXIF", b"ICCP") and size <= _METADATA_LIMIT:
+            data = f.read(size)
+            if chunk[:4] == b"EXIF":
+                exif = _tiff_or_none(data)
+            else:
+                icc = data or None
+        pos += 8 + (size + 1) // 2 * 2
+    return ImageMetadata(exif=exif, icc=icc)
+
+
+def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
+    """The EXIF block and ICC profile of a JPEG, PNG or WebP file, from its headers (the
+    image data is not decoded); an empty :class:`ImageMetadata` for other formats, a file
+    without them, or one that cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(12)
+            f.seek(0)
+            if magic.startswith(b"\xff\xd8"):
+                return _jpeg_metadata(f)
+            if magic.startswith(b"\x89PNG\r\n\x1a\n"):
+                return _png_metadata(f)
+            if magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
+                return _webp_metadata(f)
+    except (OSError, ValueError):
+        pass
+    return ImageMetadata()
+
+
 _MOOV_READ_LIMIT = 64 << 20  # hours of video have a moov this large; bounded memory
 
 
@@ -363,6 +566,77 @@ def _mp4_has_audio(f: Any, size: int) -> bool | None:
             return False if len(moov) == length else None  # not all read: cannot tell
         pos += length
     return None
+
+
+def _mp4_moov(f: Any, size: int) -> bytes | None:
+    """The whole ``moov`` box of the ISO media file open in ``f``, wherever it is; None when
+    there is none or it is larger than :data:`_MOOV_READ_LIMIT`."""
+    pos = 0
+    while pos + 8 <= size:
+        f.seek(pos)
+        head = f.read(16)
+        length, kind = int.from_bytes(head[:4], "big"), head[4:8]
+        if length == 1:
+            length = int.from_bytes(head[8:16], "big")
+        elif length == 0:
+            length = size - pos
+        if length < 8:
+            return None
+        if kind == b"moov":
+            if length > _MOOV_READ_LIMIT:
+                return None
+            f.seek(pos)
+            return f.read(length)
+        pos += length
+    return None
+
+
+def _child_boxes(box: bytes, start: int = 8) -> Iterator[tuple[bytes, bytes]]:
+    """``(type, whole box)`` of the boxes inside ``box`` from ``start``; stops at one whose
+    size does not fit."""
+    pos = start
+    while pos + 8 <= len(box):
+        length, kind = int.from_bytes(box[pos : pos + 4], "big"), box[pos + 4 : pos + 8]
+        if length < 8 or pos + length > len(box):
+            return
+        yield kind, box[pos : pos + length]
+        pos += length
+
+
+def video_is_mirrored(path: str | os.PathLike[str]) -> bool:
+    """Whether the display matrix of an MP4 / MOV's video track mirrors the picture (a
+    negative determinant: a front camera's recording, an editor's "flip"); False for other
+    files, or when it cannot tell.
+
+    FFmpeg gives OpenCV the matrix as a rotation angle alone: a mirrored file came out turned
+    (a flip alone as a half turn) instead of mirrored.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+                return False
+            moov = _mp4_moov(f, f.seek(0, os.SEEK_END))
+    except OSError:
+        return False
+    for kind, trak in _child_boxes(moov or b""):
+        if kind != b"trak":
+            continue
+        children = dict(_child_boxes(trak))
+        mdia = dict(_child_boxes(children.get(b"mdia", b"")))
+        hdlr, tkhd = mdia.get(b"hdlr", b""), children.get(b"tkhd", b"")
+        if hdlr[16:20] != b"vide" or len(tkhd) < 9:
+            continue
+        # The 3x3 matrix's a, b (then u), c, d after the times (64-bit in version 1), layer,
+        # group, volume; 16.16 fixed point: the signs are all that matter.
+        at = 8 + 4 + (32 if tkhd[8] == 1 else 20) + 8 + 8
+        if len(tkhd) < at + 20:
+            return False
+        a, b, _, c, d = (
+            int.from_bytes(tkhd[at + 4 * i : at + 4 * i + 4], "big", signed=True) for i in range(5)
+        )
+        return a * d - b * c < 0
+    return False
 
 
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # the EBML header that opens every Matroska / WebM file
@@ -443,7 +717,8 @@ def video_has_audio(path: str | os.PathLike[str]) -> bool | None:
 
     OpenCV reads and writes pictures only, so a processed copy has no sound: callers say so
     rather than drop it silently. Reads the container headers of MP4/MOV/M4V, AVI and Matroska
-    (MKV, WebM) files; other containers give None.
+    (MKV, WebM) files, and says False of an animated GIF, WebP or PNG; other containers give
+    None.
     """
     try:
         with open(path, "rb") as f:
@@ -454,6 +729,10 @@ def video_has_audio(path: str | os.PathLike[str]) -> bool | None:
             if head[:4] == _EBML_MAGIC:
                 f.seek(0)
                 return _matroska_has_audio(f.read(_MATROSKA_READ_LIMIT))
+            if (head[:4] == b"RIFF" and head[8:12] == b"WEBP") or head.startswith(
+                (b"\x89PNG", b"GIF87a", b"GIF89a")
+            ):
+                return False  # an animated image: pictures only
             if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
                 f.seek(0)
                 hdrl = f.read(1 << 16)  # the stream headers open the file
@@ -906,11 +1185,14 @@ class VideoFileSource(_SourceBase):
             if not self._cap.isOpened():
                 raise SourceError(
                     f"cannot open video file {self.path}: not a video, or a codec OpenCV "
-                    "cannot decode"
+                    "cannot decode" + self._animation_hint()
                 )
             ok, img = self._cap.read()
             if not ok or img is None:
-                raise SourceError(f"cannot read video file {self.path}: no decodable frames")
+                raise SourceError(
+                    f"cannot read video file {self.path}: no decodable frames"
+                    + self._animation_hint()
+                )
             self._first: np.ndarray | None = img
             # The file's own rate, even below FPS_RANGE: taken for "none", a 0.2 fps slideshow
             # played and was written at 30 fps, 150 times too fast.
@@ -935,11 +1217,37 @@ class VideoFileSource(_SourceBase):
                 int(count) if math.isfinite(count) and count > 0 and not loop else None
             )
             self._square = _square_pixel_size(self._cap, image_size(img))
+            self._flip = self._mirror_flip()
             self.size = self._resize or self._square or image_size(img)
         except BaseException:
             self._cap.release()  # nobody gets a source to close
             raise
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
+
+    def _mirror_flip(self) -> int | None:
+        """The ``cv2.flip`` code that completes OpenCV's turn of a mirrored video, or None.
+
+        OpenCV turns frames by the rotation FFmpeg reads from the display matrix and ignores
+        its mirroring: a horizontal flip came out as a half turn, a clip turned a quarter and
+        mirrored came out mirrored the other way. What is missing is always a flip of the
+        stored frame's vertical axis: a vertical flip of the shown frame, or a horizontal one
+        when the turn was a quarter (the stored vertical is then horizontal). Checked against
+        FFmpeg 9, which applies the whole matrix, for each turn with either flip.
+        """
+        if not self._cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) or not video_is_mirrored(self.path):
+            return None
+        quarter = round(float(self._cap.get(cv2.CAP_PROP_ORIENTATION_META))) % 180 == 90
+        return 1 if quarter else 0
+
+    def _animation_hint(self) -> str:
+        # FFmpeg decodes animated WebP only from version 9 (APNG for long): an OpenCV built
+        # with an older one opens none, where reading it as a still gave its first frame.
+        if not is_animated_image(self.path):
+            return ""
+        return (
+            " (it is an animated image, which the FFmpeg in this OpenCV cannot play; "
+            "convert it to a video or a GIF)"
+        )
 
     def _decode(self) -> np.ndarray | None:
         if self._first is not None:
@@ -968,6 +1276,8 @@ class VideoFileSource(_SourceBase):
         if img is None:
             return None
         rgb = to_rgb8(img, bgr=True, inplace=True)
+        if self._flip is not None:
+            rgb = cv2.flip(rgb, self._flip)
         if self._square is not None:
             rgb = resize_to(rgb, self._square)
         if self._resize is not None:
@@ -1043,7 +1353,10 @@ class ImageFolderSource(_SourceBase):
     passed over instead and listed in :attr:`skipped` as ``(file, message)``; only a folder
     without a single readable image is an error then. :attr:`frame_files` names the file of
     each frame delivered (frame ``i`` came from ``frame_files[i]``; not kept when looping):
-    once an image is skipped, frame indices no longer follow :attr:`files`.
+    once an image is skipped, frame indices no longer follow :attr:`files`. :attr:`left_out`
+    lists what the folder holds besides its images, in natural order: sub-folders (not read)
+    and files without an image extension; hidden entries (``.NAME``) are in neither list.
+    An animated WebP or PNG among the images gives its first frame only.
     """
 
     def __init__(
@@ -1064,20 +1377,22 @@ class ImageFolderSource(_SourceBase):
             entries = list(self.path.iterdir())
         except OSError as exc:  # was "[Errno 13] Permission denied: '...'" and nothing else
             raise SourceError(f"cannot read folder {self.path}: {exc.strerror or exc}") from exc
-        self.files = sorted(
-            (
-                p
-                for p in entries
-                # Hidden files are not frames: macOS's "._NAME.png" metadata twins on shared
-                # drives, a killed writer's ".NAME.partial.png".
-                if p.suffix.lower() in IMAGE_EXTENSIONS
-                and not p.name.startswith(".")
-                # Not is_file(): a link to a drive not mounted was left out without a word
-                # (neither processed nor among the skipped); read, it names itself.
-                and not p.is_dir()
-            ),
-            key=lambda p: _natural_key(p.name),
-        )
+        files, left_out = [], []
+        for p in entries:
+            # Hidden files are not frames: macOS's "._NAME.png" metadata twins on shared
+            # drives, a killed writer's ".NAME.partial.png". Nor are they worth a mention.
+            if p.name.startswith("."):
+                continue
+            # Not is_file(): a link to a drive not mounted was left out without a word
+            # (neither processed nor among the skipped); read, it names itself.
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir():
+                files.append(p)
+            else:
+                left_out.append(p)
+        self.files = sorted(files, key=lambda p: _natural_key(p.name))
+        # Sub-folders (not descended into) and files of other types (.gif, .mp4, .txt): a run
+        # on a folder of 500 photos in 12 sub-folders did nothing with them and said nothing.
+        self.left_out: list[Path] = sorted(left_out, key=lambda p: _natural_key(p.name))
         if not self.files:
             exts = ", ".join(sorted(IMAGE_EXTENSIONS))
             raise SourceError(f"no images in folder {self.path} (looked for {exts})")
@@ -1190,7 +1505,8 @@ def register_source(kind: str, factory: SourceFactory) -> None:
 
 
 def source_kind(spec: int | str | os.PathLike[str]) -> str:
-    """The kind :func:`open_source` would use: camera, folder, image or video."""
+    """The kind :func:`open_source` would use: camera, folder, image or video (also an
+    animated WebP or PNG: see :func:`is_animated_image`)."""
     if isinstance(spec, int):
         return "camera"
     text = os.fspath(spec)
@@ -1206,7 +1522,7 @@ def source_kind(spec: int | str | os.PathLike[str]) -> str:
         return "camera"
     if p.is_dir():
         return "folder"
-    if p.suffix.lower() in IMAGE_EXTENSIONS:
+    if p.suffix.lower() in IMAGE_EXTENSIONS and not is_animated_image(p):
         return "image"
     return "video"
 

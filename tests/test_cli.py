@@ -737,9 +737,9 @@ def _case_folding_output(monkeypatch: pytest.MonkeyPatch) -> None:
 
     real_write_image = engine.sinks.write_image
 
-    def folded(target: Any, rgb: Any) -> Any:
+    def folded(target: Any, rgb: Any, **options: Any) -> Any:
         target = Path(target)
-        return real_write_image(target.with_name(target.name.lower()), rgb)
+        return real_write_image(target.with_name(target.name.lower()), rgb, **options)
 
     monkeypatch.setattr(engine.sinks, "write_image", folded)
     monkeypatch.setattr(cli, "_folds_case", lambda folder: True)
@@ -1170,10 +1170,10 @@ def test_process_folder_skips_an_image_it_cannot_write_but_stops_on_a_full_disk(
     real_write = engine.sinks.write_image
     folder = _photo_folder(tmp_path / "in", range(4))
 
-    def refuses_p1(target: Any, rgb: np.ndarray) -> Path:
+    def refuses_p1(target: Any, rgb: np.ndarray, **options: Any) -> Path:
         if Path(target).name == "p1.png":
             raise SinkError(f"cannot encode {target} as .png")
-        return real_write(target, rgb)
+        return real_write(target, rgb, **options)
 
     monkeypatch.setattr(engine.sinks, "write_image", refuses_p1)
     out = tmp_path / "out"
@@ -1183,10 +1183,10 @@ def test_process_folder_skips_an_image_it_cannot_write_but_stops_on_a_full_disk(
     assert f"sharpcam: skipped: cannot encode {out / 'p1.png'} as .png" in err, err
     assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p2.png", "p3.png"]
 
-    def disk_full(target: Any, rgb: np.ndarray) -> Path:
+    def disk_full(target: Any, rgb: np.ndarray, **options: Any) -> Path:
         # No later image escapes: failing (and listing) every one of them helps nobody.
         if Path(target).name == "p0.png":
-            return real_write(target, rgb)
+            return real_write(target, rgb, **options)
         raise SinkError(f"cannot write {target}: No space left") from OSError(
             errno.ENOSPC, "No space left on device"
         )
@@ -1785,7 +1785,7 @@ def test_run_output_failure_counts_the_frames_the_output_took(
     import engine.sinks
     from engine.sinks import SinkError
 
-    def full(target: Any, rgb: np.ndarray) -> Path:
+    def full(target: Any, rgb: np.ndarray, **options: Any) -> Path:
         raise SinkError(f"cannot write {target}: No space left on device")
 
     monkeypatch.setattr(engine.sinks, "write_image", full)
@@ -2692,3 +2692,194 @@ def test_a_still_named_in_another_image_format_is_processed_as_an_image(
         cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "passthrough"]) == 0
     )
     assert [p.name for p in (tmp_path / "out").iterdir()] == [src.name]
+
+
+# --------------------------------------------------------------------------- inputs and outputs
+
+
+def _animation(path: Path, n: int = 4) -> Path:
+    """An animated WebP or PNG whose frame i is :func:`stamped_frame` ``(i)``."""
+    animation = cv2.Animation()
+    animation.frames = [cv2.cvtColor(stamped_frame(i), cv2.COLOR_RGB2BGR) for i in range(n)]
+    animation.durations = [100] * n
+    assert cv2.imwriteanimation(str(path), animation)
+    return path
+
+
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png"])
+def test_process_an_animated_image_gives_every_frame(
+    name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An animated WebP came out as its first frame, exit 0, without a word.
+    source = _animation(tmp_path / name)
+    out = tmp_path / "out.avi"
+    assert cli.main(["process", str(source), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "4 frames -> " in err and "sound" not in err, err
+    assert [read_stamp(f) for f in read_video(out)] == [0, 1, 2, 3]
+    # An image output cannot hold them: said before the model loads, in its own words.
+    code = cli.main(["process", str(source), str(tmp_path / "o.webp"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"for an animated image input ({name} has several frames)" in err, err
+
+
+def test_a_folder_run_says_what_it_leaves_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Sub-folders, files of other types and an animation's later frames were passed over
+    # without a word.
+    folder = _photo_folder(tmp_path / "in", range(2))
+    for sub in ("2023", "2024"):
+        (folder / sub).mkdir()
+    for other in ("a.txt", "b.gif", "c.mp4", "d.heic"):
+        (folder / other).write_bytes(b"")
+    (folder / ".hidden").write_bytes(b"")
+    _animation(folder / "z.webp")
+    out = tmp_path / "out"
+    assert cli.main(["process", str(folder), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "sharpcam: note: left out of folder in: 2 sub-folders (2023, 2024) and 4 files of "
+        "other types (a.txt, b.gif, c.mp4, ...)\n"
+    ) in err, err
+    assert (
+        "sharpcam: note: 1 animated image in folder in: only the first frame of each is "
+        "processed (z.webp)\n"
+    ) in err, err
+    assert sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png", "z.webp"]
+    # The live run says it too.
+    argv = [
+        "run",
+        "--source",
+        str(folder),
+        "--output",
+        str(tmp_path / "o.avi"),
+        "--duration",
+        "0.3",
+    ]
+    assert cli.main([*argv, "--backend", "unsharp"]) == 0
+    assert "note: left out of folder in: 2 sub-folders" in capsys.readouterr().err
+
+
+def test_a_plain_folder_run_has_no_note(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _photo_folder(tmp_path / "in", range(2))
+    assert cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "unsharp"]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
+def _name_of(length: int, ext: str) -> str:
+    name = "x" * (length - len(ext)) + ext
+    assert len(os.fsencode(name)) == length
+    return name
+
+
+@pytest.mark.parametrize("ext", [".avi", ".png"])
+def test_outputs_named_near_the_length_limit_are_written(
+    ext: str, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 250-byte name failed once the model had run ("File name too long"): its hidden
+    # working name is 9 bytes longer.
+    source = clip
+    if ext == ".png":
+        source = tmp_path / "in.png"
+        cv2.imwrite(str(source), cv2.cvtColor(stamped_frame(3), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out" / _name_of(250, ext)
+    out.parent.mkdir()
+    assert cli.main(["process", str(source), str(out), "--backend", "unsharp"]) == 0
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+    frames = read_video(out) if ext == ".avi" else [cv2.imread(str(out))[..., ::-1]]
+    assert [read_stamp(f) for f in frames] == ([*range(24)] if ext == ".avi" else [3])
+
+
+@pytest.mark.parametrize("command", ["run", "process"])
+def test_an_output_name_longer_than_the_file_system_takes_is_a_usage_error(
+    command: str, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / _name_of(260, ".avi")
+    argv = ["process", str(clip), str(out)]
+    if command == "run":
+        argv = ["run", "--source", str(clip), "--output", str(out), "--duration", "1"]
+    code = cli.main([*argv, "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "its name is 260 bytes long, more than the 255 the file system takes" in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert list(tmp_path.iterdir()) == []
+
+
+def _photo_with_metadata(path: Path) -> tuple[bytes, bytes]:
+    """A JPEG stored 128x96 with EXIF (Orientation 6: shown turned, 96x128) and an ICC
+    profile; returns ``(exif, icc)``."""
+    from tests.videos import exif_block, jpeg_with_metadata
+
+    exif, icc = exif_block(size=(W, H)), bytes(range(256)) * 300
+    data = cv2.imencode(".jpg", cv2.cvtColor(stamped_frame(2), cv2.COLOR_RGB2BGR))[1].tobytes()
+    path.write_bytes(jpeg_with_metadata(data, exif, icc))
+    return exif, icc
+
+
+def test_process_keeps_the_exif_data_and_colour_profile_of_a_photo(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The date taken, the camera and the colour profile were dropped without a word.
+    from engine.sources import read_image_metadata
+    from tests.videos import DATE_TAKEN, MAKE, ORIENTATION, PIXEL_X, PIXEL_Y, exif_tags
+
+    _, icc = _photo_with_metadata(tmp_path / "in.jpg")
+    out = tmp_path / "out.jpg"
+    assert cli.main(["process", str(tmp_path / "in.jpg"), str(out), "--backend", "unsharp"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    kept = read_image_metadata(out)
+    assert kept.icc == icc
+    tags = exif_tags(kept.exif)
+    assert tags[MAKE] == b"Canon" and tags[DATE_TAKEN] == b"2021:07:04 10:11:12"
+    # Turned upright on reading: the orientation kept would turn it a second time.
+    assert tags[ORIENTATION] == 1 and (tags[PIXEL_X], tags[PIXEL_Y]) == (H, W)
+    assert cv2.imread(str(out)).shape == (W, H, 3)
+
+    # A format that holds neither says so, once.
+    webp = tmp_path / "out.webp"
+    assert cli.main(["process", str(tmp_path / "in.jpg"), str(webp), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        err.count("note:") == 1
+        and (
+            f"sharpcam: note: {webp} will be without the EXIF data and the colour profile of "
+            "in.jpg (only .jfif/.jpe/.jpeg/.jpg/.png outputs keep them)\n"
+        )
+        in err
+    ), err
+
+
+def test_process_folder_keeps_each_photos_metadata_and_says_which_lose_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine.sources import read_image_metadata
+
+    folder = _photo_folder(tmp_path / "in", range(2))
+    exif, _ = _photo_with_metadata(folder / "a.jpg")
+    (folder / "b.webp").write_bytes(b"")  # replaced below by a WebP with a profile
+    cv2.imwrite(str(folder / "b.webp"), cv2.cvtColor(stamped_frame(5), cv2.COLOR_RGB2BGR))
+    data = bytearray((folder / "b.webp").read_bytes())
+    # A VP8L WebP with an ICCP chunk needs a VP8X header: build the extended form.
+    vp8x = (
+        b"VP8X"
+        + (10).to_bytes(4, "little")
+        + bytes([0x20, 0, 0, 0])
+        + (W - 1).to_bytes(3, "little")
+        + (H - 1).to_bytes(3, "little")
+    )
+    iccp = b"ICCP" + (6).to_bytes(4, "little") + b"sRGB!!"
+    body = b"WEBP" + vp8x + iccp + bytes(data[12:])
+    (folder / "b.webp").write_bytes(b"RIFF" + len(body).to_bytes(4, "little") + body)
+    out = tmp_path / "out"
+    assert cli.main(["process", str(folder), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "sharpcam: note: 1 of the 4 images lose their EXIF data or colour profile (only "
+        ".jfif/.jpe/.jpeg/.jpg/.png outputs keep them; first: b.webp)\n"
+    ) in err, err
+    assert read_image_metadata(out / "a.jpg").exif is not None
+    assert not read_image_metadata(out / "p0.png")
+    assert read_stamp(cv2.imread(str(out / "b.webp"))[..., ::-1]) == 5

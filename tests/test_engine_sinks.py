@@ -1338,3 +1338,210 @@ def test_a_video_output_whose_name_is_not_utf8_is_refused_before_anything_is_wri
     with pytest.raises(SinkError, match=r"o\\udce9.mp4 is not valid UTF-8"):
         VideoFileSink(path=odd, size=(32, 24), fps=10.0)
     assert list(tmp_path.iterdir()) == []  # no hidden partial file left
+
+
+# --------------------------------------------------------------------------- long names
+
+
+def long_name(ext: str, length: int = 250) -> str:
+    """A file name of ``length`` bytes: 2-byte letters (the limit counts bytes), then ASCII."""
+    stem = "é" * ((length - len(ext)) // 2) + "a" * ((length - len(ext)) % 2)
+    name = stem + ext
+    assert len(os.fsencode(name)) == length
+    return name
+
+
+def test_a_video_named_near_the_length_limit_is_written_under_its_exact_name(tmp_path):
+    # The hidden working name (.NAME.partial.EXT, 9 bytes more) did not fit in the 255 bytes a
+    # file name takes: a 250-byte name failed with "File name too long".
+    from engine.sinks import incomplete_path, partial_path
+
+    path = tmp_path / long_name(".avi")
+    (tmp_path / path.name.replace(".avi", ".mp4")).write_bytes(b"")  # a neighbour cut alike
+    for kept in (False, True):
+        sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+        assert len(os.fsencode(sink._partial.name)) <= 255 - len("-1000")
+        assert sink._partial.name.startswith(".") and sink._partial.suffix == ".avi"
+        assert sink._partial == partial_path(path)
+        for i in range(3):
+            sink.write(frame(i * 80, size=(64, 48)))
+        sink.abort() if kept else sink.close()
+        target = incomplete_path(path) if kept else path
+        assert sink.kept_path == target and target.parent == tmp_path
+        assert len(os.fsencode(target.name)) <= 255 - len("-1000")
+        assert len(read_video(target)) == 3
+    assert partial_path(path) != partial_path(path.with_suffix(".mp4"))
+    # Names that fit are the ones they always were.
+    assert partial_path(tmp_path / "out.mp4") == tmp_path / ".out.partial.mp4"
+    assert incomplete_path(tmp_path / "out.mp4") == tmp_path / "out.incomplete.mp4"
+
+
+def test_an_image_named_near_the_length_limit_is_written_under_its_exact_name(tmp_path):
+    from engine.sinks import write_image
+
+    path = tmp_path / long_name(".png")
+    write_image(path, np.full((6, 10, 3), 70, np.uint8))
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+    assert int(cv2.imread(str(path))[0, 0, 0]) == 70
+
+
+def test_a_name_longer_than_the_file_system_takes_is_refused_in_one_line(tmp_path):
+    from engine.sinks import check_name_fits, write_image
+
+    too_long = tmp_path / long_name(".mp4", 257)
+    with pytest.raises(SinkError, match=r"its name is 257 bytes long, more than the 255 the"):
+        VideoFileSink(path=too_long, size=(64, 48))
+    with pytest.raises(SinkError, match=r"its name is 257 bytes long"):
+        write_image(too_long.with_suffix(".png"), np.zeros((4, 4, 3), np.uint8))
+    folder = tmp_path / long_name("", 256)
+    with pytest.raises(SinkError, match=r"the name of folder .* is 256 bytes long"):
+        check_name_fits(folder / "out.mp4")
+    check_name_fits(tmp_path / long_name(".mp4", 255))
+    assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- image metadata
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_write_image_keeps_exif_upright_and_the_colour_profile(tmp_path, ext, order):
+    # The date taken, the camera and a phone's Display P3 profile were dropped without a word.
+    from videos import DATE_TAKEN, MAKE, ORIENTATION, PIXEL_X, PIXEL_Y, exif_block, exif_tags
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    icc = bytes(range(256)) * 300  # over one JPEG segment
+    metadata = ImageMetadata(exif=exif_block(order=order), icc=icc)
+    path = tmp_path / f"out{ext}"
+    rgb = np.full((128, 96, 3), 50, np.uint8)  # the 96x128 grid turned upright: 128 tall
+    assert metadata_lost(metadata, path) == []
+    write_image(path, rgb, metadata=metadata)
+    assert int(cv2.imread(str(path))[0, 0, 0]) == 50  # still an image OpenCV decodes alike
+    kept = read_image_metadata(path)
+    assert kept.icc == icc
+    tags = exif_tags(kept.exif)
+    assert tags[MAKE] == b"Canon" and tags[DATE_TAKEN] == b"2021:07:04 10:11:12"
+    # The pixels are upright already: the orientation kept would turn them again; and the
+    # thumbnail (the unprocessed picture, as stored) is no longer linked.
+    assert tags[ORIENTATION] == 1 and tags["ifd1"] == 0
+    assert (tags[PIXEL_X], tags[PIXEL_Y]) == (96, 128)
+    assert cv2.imread(str(path)).shape == (128, 96, 3)  # not turned by the reader either
+    try:
+        from PIL import Image  # not a dependency: a second opinion where it is installed
+    except ImportError:
+        return
+    with Image.open(path) as im:
+        assert im.getexif()[ORIENTATION] == 1 and im.getexif()[MAKE] == "Canon"
+        assert im.info["icc_profile"] == icc
+
+
+def test_write_image_says_what_a_format_cannot_keep(tmp_path):
+    from videos import exif_block
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    both = ImageMetadata(exif=exif_block(), icc=b"profile")
+    assert metadata_lost(both, "out.webp") == ["the EXIF data", "the colour profile"]
+    assert metadata_lost(both, "out.bmp") == ["the EXIF data", "the colour profile"]
+    assert metadata_lost(ImageMetadata(icc=b"p"), "out.tif") == ["the colour profile"]
+    assert metadata_lost(ImageMetadata(), "out.webp") == []
+    # An EXIF block that cannot be read cannot be put upright: dropped rather than copied.
+    unreadable = ImageMetadata(exif=b"II*\0" + b"\xff" * 20)
+    assert metadata_lost(unreadable, "out.jpg") == ["the EXIF data"]
+    write_image(tmp_path / "out.jpg", np.zeros((4, 4, 3), np.uint8), metadata=unreadable)
+    assert not read_image_metadata(tmp_path / "out.jpg")
+
+
+# --------------------------------------------------------------------------- mp4v colour
+
+
+def colour_boxes(path: Path) -> list[bytes]:
+    """The bodies of the ``colr`` boxes in the video sample entries of an MP4 / MOV; asserts
+    that the boxes on the way tile their parents exactly (every size grown to match)."""
+    data = path.read_bytes()
+    found = []
+
+    def walk(start: int, end: int) -> None:
+        pos = start
+        while pos + 8 <= end:
+            size, kind = struct.unpack(">I4s", data[pos : pos + 8])
+            if kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
+                walk(pos + 8, pos + size)
+            elif kind == b"stsd":
+                walk(pos + 16, pos + size)
+            elif kind == b"mp4v":
+                walk(pos + 86, pos + size)
+            elif kind == b"colr":
+                found.append(data[pos + 8 : pos + size])
+            pos += max(size, 8)
+        assert pos == end, f"boxes overrun their parent by {pos - end} bytes"
+
+    walk(0, len(data))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("name", "colr"),
+    [("hd.mp4", b"nclx\0\x01\0\x01\0\x06\0"), ("hd.mov", b"nclc\0\x01\0\x01\0\x06")],
+)
+def test_an_mp4v_video_says_its_colours_are_bt601(tmp_path, name, colr):
+    # OpenCV converts with the BT.601 matrix and tagged nothing: players take untagged HD
+    # for BT.709, and greens played 16 % darker. Primaries and transfer 1 (BT.709, as sRGB),
+    # matrix 6 (BT.601), limited range.
+    path = tmp_path / name
+    green = np.zeros((720, 1280, 3), np.uint8)
+    green[..., 1] = 200
+    with VideoFileSink(path=path, size=(1280, 720), fps=10) as sink:
+        for i in range(3):
+            sink.write(Frame(green, i, 0.0))
+    assert colour_boxes(path) == [colr]
+    frames = read_video(path)
+    assert len(frames) == 3
+    assert abs(int(np.median(frames[-1][..., 1])) - 200) <= 3  # OpenCV decodes it as before
+
+
+def test_tagging_leaves_a_tagged_file_or_another_layout_alone(tmp_path):
+    from engine.sinks import tag_mp4v_colour
+
+    path = tmp_path / "a.mp4"
+    with VideoFileSink(path=path, size=(64, 48), fps=10) as sink:
+        sink.write(frame(0, size=(64, 48)))
+    before = path.read_bytes()
+    assert not tag_mp4v_colour(path)  # tagged on closing already
+    assert path.read_bytes() == before
+    # A moov before the frames (a "fast start" file): growing it would move them.
+    moved = tmp_path / "moved.mp4"
+    moov_at = before.index(b"moov") - 4
+    moved.write_bytes(before[:28] + before[moov_at:] + before[28:moov_at])
+    assert not tag_mp4v_colour(moved)
+    (tmp_path / "junk.mp4").write_bytes(b"\0\0\0\x08moov" + b"junk")
+    assert not tag_mp4v_colour(tmp_path / "junk.mp4")
+    assert not tag_mp4v_colour(tmp_path / "missing.mp4")
+
+
+def test_an_mp4v_video_plays_as_bt601_in_ffmpeg(tmp_path):
+    # What a player reads: FFmpeg (mpv, VLC) reports the tag, and decodes the green right
+    # with it. The ffmpeg binary comes with imageio-ffmpeg (the dev extra).
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    path = tmp_path / "hd.mp4"
+    green = np.zeros((720, 1280, 3), np.uint8)
+    green[..., 1] = 200
+    with VideoFileSink(path=path, size=(1280, 720), fps=10) as sink:
+        sink.write(Frame(green, 0, 0.0))
+    info = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
+    assert "yuv420p(tv, smpte170m/bt709/bt709)" in info.stderr, info.stderr
+    raw = subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-i", str(path), "-frames:v", "1"]
+        + ["-vf", "format=rgb24", "-f", "rawvideo", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    rgb = np.frombuffer(raw, np.uint8).reshape(720, 1280, 3)
+    assert abs(int(np.median(rgb[..., 1])) - 200) <= 3
+    check = [ffmpeg, "-loglevel", "error", "-i", str(path), "-f", "null", "-"]
+    assert subprocess.run(check, capture_output=True, text=True).stderr == ""

@@ -1399,3 +1399,152 @@ def test_a_video_whose_name_is_not_utf8_is_refused_in_one_line_not_a_crash(tmp_p
     cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tofile(still)
     with ImageSource(path=still, live=False) as src:
         assert src.read() is not None
+
+
+# --------------------------------------------------------------------------- animated images
+
+
+def write_animation(path: Path, n: int = 4, durations: list[int] | None = None) -> Path:
+    """An animated WebP or PNG (APNG) of ``n`` flat frames, frame i of grey value 60*i."""
+    animation = cv2.Animation()
+    animation.frames = [np.full((32, 48, 3), 60 * i, np.uint8) for i in range(n)]
+    animation.durations = durations or [100] * n
+    assert cv2.imwriteanimation(str(path), animation)
+    return path
+
+
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png"])
+def test_an_animated_webp_or_png_is_a_video_of_all_its_frames(tmp_path, name):
+    # Read as a still, an animated WebP came out as its first frame, without a word (an
+    # animated GIF, a video to FFmpeg, kept them all).
+    path = write_animation(tmp_path / name)
+    assert sources.is_animated_image(path)
+    assert source_kind(path) == "video"
+    assert video_has_audio(path) is False  # no "could not be told" note about its sound
+    with open_source(path, live=False) as src:
+        assert isinstance(src, VideoFileSource)
+        values = [int(f.image.mean()) for f in src]
+    assert len(values) == 4
+    assert all(abs(v - 60 * i) <= 3 for i, v in enumerate(values)), values
+
+
+@pytest.mark.parametrize("ext", [".webp", ".png"])
+def test_a_still_webp_or_png_stays_an_image(tmp_path, ext):
+    still = tmp_path / f"still{ext}"
+    cv2.imwrite(str(still), np.full((8, 8, 3), 9, np.uint8))
+    one = write_animation(tmp_path / f"one{ext}", n=1)  # an animation of one frame is a still
+    broken = tmp_path / f"broken{ext}"
+    broken.write_bytes(write_animation(tmp_path / f"a{ext}").read_bytes()[:30])
+    for path in (still, one):
+        assert not sources.is_animated_image(path)
+        assert source_kind(path) == "image"
+    assert not sources.is_animated_image(tmp_path / f"missing{ext}")
+    sources.is_animated_image(broken)  # cut off: no exception, whatever it answers
+
+
+def test_a_folder_lists_what_it_leaves_out(tmp_path):
+    # Sub-folders and files of other types were passed over without a word.
+    for i in (1, 2):
+        write_png(tmp_path / f"f{i}.png", np.full((4, 4, 3), i, np.uint8))
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "f3.png").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "clip10.gif").write_bytes(b"GIF89a")
+    (tmp_path / "clip9.mp4").write_bytes(b"")
+    (tmp_path / ".DS_Store").write_bytes(b"")  # hidden: neither read nor worth a mention
+    with open_source(tmp_path, live=False) as src:
+        assert [p.name for p in src.files] == ["f1.png", "f2.png"]
+        assert [p.name for p in src.left_out] == ["clip9.mp4", "clip10.gif", "notes.txt", "raw"]
+
+
+# --------------------------------------------------------------------------- image metadata
+
+
+def test_image_metadata_is_read_from_jpeg_png_and_webp_headers(tmp_path):
+    from videos import exif_block, jpeg_with_metadata
+
+    exif, icc = exif_block(), bytes(range(256)) * 300  # a profile over two JPEG segments
+    img = np.zeros((16, 16, 3), np.uint8)
+    jpeg = tmp_path / "a.jpg"
+    jpeg.write_bytes(jpeg_with_metadata(cv2.imencode(".jpg", img)[1].tobytes(), exif, icc))
+    assert sources.read_image_metadata(jpeg) == sources.ImageMetadata(exif=exif, icc=icc)
+
+    png = bytearray(cv2.imencode(".png", img)[1].tobytes())
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    # iCCP before the image data, eXIf after it (both are allowed)
+    png[33:33] = chunk(b"iCCP", b"P3\0\0" + zlib.compress(icc))
+    png[-12:-12] = chunk(b"eXIf", exif)
+    (tmp_path / "a.png").write_bytes(png)
+    assert sources.read_image_metadata(tmp_path / "a.png") == sources.ImageMetadata(exif, icc)
+
+    def riff(kind: bytes, data: bytes) -> bytes:
+        return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
+
+    body = b"WEBP" + riff(b"VP8X", bytes(10)) + riff(b"ICCP", icc) + riff(b"EXIF", exif)
+    (tmp_path / "a.webp").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert sources.read_image_metadata(tmp_path / "a.webp") == sources.ImageMetadata(exif, icc)
+
+    cv2.imwrite(str(tmp_path / "plain.jpg"), img)
+    assert not sources.read_image_metadata(tmp_path / "plain.jpg")
+    (tmp_path / "junk.jpg").write_bytes(b"\xff\xd8\xff\xe1\xff")
+    assert not sources.read_image_metadata(tmp_path / "junk.jpg")
+    assert not sources.read_image_metadata(tmp_path / "missing.jpg")
+
+
+# --------------------------------------------------------------------------- display matrix
+
+
+def with_display_matrix(path: Path, a: int, b: int, c: int, d: int) -> Path:
+    """Set the 2x2 part of the video track's display matrix (tkhd, version 0) of the MP4 at
+    ``path`` in place, as a phone or ``ffmpeg -display_hflip`` writes it (16.16 fixed)."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd") - 4
+    assert data[at + 8] == 0  # version 0: the matrix is 48 bytes in
+    struct.pack_into(">ii4xii", data, at + 48, a << 16, b << 16, c << 16, d << 16)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def quadrants() -> np.ndarray:
+    """``(48, 64, 3)`` RGB: red, green / blue, black quadrants, so any turn or flip shows."""
+    img = np.zeros((48, 64, 3), np.uint8)
+    img[:24, :32] = (255, 0, 0)
+    img[:24, 32:] = (0, 255, 0)
+    img[24:, :32] = (0, 0, 255)
+    return img
+
+
+@pytest.mark.parametrize(
+    ("matrix", "shown"),
+    [
+        ((1, 0, 0, 1), lambda a: a),
+        ((-1, 0, 0, 1), lambda a: a[:, ::-1]),  # mirrored left to right
+        ((1, 0, 0, -1), lambda a: a[::-1]),  # upside down
+        ((0, -1, -1, 0), lambda a: a[::-1, ::-1].transpose(1, 0, 2)),  # turned and mirrored
+        ((0, 1, 1, 0), lambda a: a.transpose(1, 0, 2)),
+        ((0, -1, 1, 0), lambda a: np.rot90(a)),  # a quarter turn, not mirrored
+    ],
+)
+def test_a_mirrored_video_is_shown_mirrored_not_turned(tmp_path, matrix, shown):
+    # OpenCV reads only the rotation of the display matrix: a mirrored clip came out turned
+    # by half (its flip taken for a turn). Expected as FFmpeg 9 shows them (checked by hand).
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for _ in range(2):
+        writer.write(cv2.cvtColor(quadrants(), cv2.COLOR_RGB2BGR))
+    writer.release()
+    with_display_matrix(path, *matrix)
+    assert sources.video_is_mirrored(path) == (matrix[0] * matrix[3] - matrix[1] * matrix[2] < 0)
+    with open_source(path, live=False) as src:
+        frames = [f.image for f in src]
+    expected = shown(quadrants())
+    assert len(frames) == 2 and src.size == (expected.shape[1], expected.shape[0])
+    for img in frames:
+        assert img.shape == expected.shape
+        assert np.abs(img.astype(int) - expected).mean() < 8

@@ -1,11 +1,17 @@
-"""Reading back the videos tests write (frames as OpenCV decodes them: BGR uint8)."""
+"""Reading back the videos tests write (frames as OpenCV decodes them: BGR uint8), and the EXIF
+blocks tests put into (and read back from) still images."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+#: EXIF tags the tests set and read back.
+MAKE, ORIENTATION, EXIF_IFD = 0x010F, 0x0112, 0x8769
+DATE_TAKEN, PIXEL_X, PIXEL_Y = 0x9003, 0xA002, 0xA003
 
 
 def read_video(path: str | Path) -> list[np.ndarray]:
@@ -19,3 +25,74 @@ def read_video(path: str | Path) -> list[np.ndarray]:
         frames.append(img)
     cap.release()
     return frames
+
+
+def exif_block(
+    *,
+    orientation: int = 6,
+    make: bytes = b"Canon",
+    date: bytes = b"2021:07:04 10:11:12",
+    size: tuple[int, int] = (96, 128),
+    order: str = "<",
+) -> bytes:
+    """An EXIF block (TIFF, little- or big-endian ``order``) as a camera writes one: IFD0 with
+    Make, Orientation and the Exif IFD (date taken, pixel dimensions ``size`` ``(W, H)`` of
+    the stored grid), linked to an IFD1 (the thumbnail's directory, empty here)."""
+    make, date = make + b"\0", date + b"\0"
+    make_at = 8 + 2 + 3 * 12 + 4
+    exif_at = make_at + len(make)
+    date_at = exif_at + 2 + 3 * 12 + 4
+    ifd1_at = date_at + len(date)
+    out = (b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, 8)
+    out += struct.pack(order + "H", 3)
+    out += struct.pack(order + "HHII", MAKE, 2, len(make), make_at)
+    out += struct.pack(order + "HHIH2x", ORIENTATION, 3, 1, orientation)
+    out += struct.pack(order + "HHII", EXIF_IFD, 4, 1, exif_at)
+    out += struct.pack(order + "I", ifd1_at) + make
+    out += struct.pack(order + "H", 3)
+    out += struct.pack(order + "HHII", DATE_TAKEN, 2, len(date), date_at)
+    out += struct.pack(order + "HHII", PIXEL_X, 4, 1, size[0])
+    out += struct.pack(order + "HHII", PIXEL_Y, 4, 1, size[1])
+    out += struct.pack(order + "I", 0) + date
+    return out + struct.pack(order + "HI", 0, 0)  # IFD1
+
+
+def exif_tags(block: bytes) -> dict[int | str, object]:
+    """The tags of IFD0 and the Exif IFD of an EXIF ``block`` (ASCII as bytes without the
+    NUL, SHORT and LONG as ints), and ``"ifd1"``: IFD0's link to the next directory."""
+    order = "<" if block[:2] == b"II" else ">"
+    tags: dict[int | str, object] = {}
+
+    def directory(at: int) -> int:
+        (count,) = struct.unpack_from(order + "H", block, at)
+        for i in range(count):
+            tag, kind, n, raw = struct.unpack_from(order + "HHI4s", block, at + 2 + 12 * i)
+            if kind == 2:
+                (where,) = struct.unpack(order + "I", raw)
+                value: object = (raw if n <= 4 else block[where : where + n]).rstrip(b"\0")
+            elif kind == 3:
+                value = struct.unpack(order + "H", raw[:2])[0]
+            else:
+                value = struct.unpack(order + "I", raw)[0]
+            tags[tag] = value
+        return struct.unpack_from(order + "I", block, at + 2 + 12 * count)[0]
+
+    tags["ifd1"] = directory(struct.unpack_from(order + "I", block, 4)[0])
+    if EXIF_IFD in tags:
+        directory(int(tags[EXIF_IFD]))  # type: ignore[call-overload]
+    return tags
+
+
+def jpeg_with_metadata(data: bytes, exif: bytes | None = None, icc: bytes | None = None) -> bytes:
+    """The JPEG ``data`` with an APP1 Exif segment and the APP2 ICC segments (60000 bytes of
+    profile each, numbered) right after its SOI, as a camera writes them."""
+    segments = b""
+    if exif is not None:
+        payload = b"Exif\0\0" + exif
+        segments += b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    if icc is not None:
+        chunks = [icc[i : i + 60000] for i in range(0, len(icc), 60000)]
+        for n, chunk in enumerate(chunks, 1):
+            payload = b"ICC_PROFILE\0" + bytes([n, len(chunks)]) + chunk
+            segments += b"\xff\xe2" + (len(payload) + 2).to_bytes(2, "big") + payload
+    return data[:2] + segments + data[2:]
