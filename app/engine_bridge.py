@@ -102,8 +102,9 @@ def describe_error(
         return UserMessage(
             "model",
             f"Sharpening stopped: {msg}",
-            "The video keeps flowing unsharpened. Changing the camera or the processing size "
-            "restarts the model; if it stops again, reinstall SharpCam's weights.",
+            f"The video keeps flowing unsharpened. Press “{RETRY_LABELS['same']}” in the "
+            "sidebar (or change the camera or the processing size) to restart the model; if it "
+            "stops again, reinstall SharpCam's weights.",
         )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(
@@ -184,25 +185,66 @@ def _weights_file_named(msg: str) -> str | None:
     return None
 
 
+# The sidebar's button for each way a model load can be retried from the window (its label is
+# what the advice names): the same model again, the backend picked automatically instead of the
+# one named, or SharpCam's own weights instead of the model file named.
+RETRY_LABELS = {
+    "same": "Retry sharpening",
+    "auto": "Retry with the automatic backend",
+    "own_weights": "Retry with SharpCam's own model",
+}
+
+
+@dataclass(frozen=True)
+class ModelFailure:
+    """Why the video runs unsharpened though sharpening is on: the model failed."""
+
+    message: UserMessage  # what the banner said about it
+    retry: str  # a key of RETRY_LABELS: what the window's retry tries
+    loaded: bool = False  # it had loaded and failed while running (not at the start)
+
+
 def _load_failed_advice(
     exc: BaseException, msg: str, *, backend: str | None, model: str | None
 ) -> str:
-    """What to do about a model load that failed, by its cause. One fixed line ("reinstall
-    weights/student.onnx, or choose another backend") was wrong for most of them: the CPU runs
-    another file, a missing package is installed rather than weights, a ``--model`` file is the
-    person's own, and the window has no backend picker (the command line has)."""
+    """What to do about a model load that failed, by its cause."""
+    return _load_failed(exc, msg, backend=backend, model=model)[0]
+
+
+def load_retry(exc: BaseException, *, backend: str | None, model: str | None) -> str:
+    """The retry (a key of :data:`RETRY_LABELS`) the advice for this failed load names."""
+    msg = str(exc).strip() or type(exc).__name__
+    return _load_failed(exc, msg, backend=backend, model=model)[1]
+
+
+def _load_failed(
+    exc: BaseException, msg: str, *, backend: str | None, model: str | None
+) -> tuple[str, str]:
+    """The advice for a model load that failed, by its cause, and the retry it names. One fixed
+    line ("reinstall weights/student.onnx, or choose another backend") was wrong for most of
+    them: the CPU runs another file, a missing package is installed rather than weights, a
+    model file named is the person's own. The advice names the window's own controls: who
+    reads it in the window may never have seen the command line (its ``--backend auto``)."""
     low = msg.lower()
     keeps = "The video keeps flowing unsharpened (passthrough). "
+    # The backend named (on the command line, or remembered) is what failed; the automatic
+    # pick may find another runtime.
+    named = backend not in (None, "auto")
     packages = _missing_packages(msg)
     if packages is not None:
         # Before the GPU words: an ImportError may name libcudart without being about a GPU.
-        other = (
-            " Or start SharpCam with --backend auto to use a runtime that is installed."
-            if backend not in (None, "auto") and model is None
-            else ""
-        )
+        # A model file named is made for its runtime (a .ts file for torch): installing that
+        # is the fix, where the automatic pick would still load the same file.
+        if named and model is None:
+            return (
+                f"{keeps}Install what it needs: {' or '.join(packages)}; then restart "
+                f"SharpCam. Or press “{RETRY_LABELS['auto']}” in the sidebar to use a runtime "
+                "that is installed.",
+                "auto",
+            )
         return (
-            f"{keeps}Install what it needs: {' or '.join(packages)}; then restart SharpCam.{other}"
+            f"{keeps}Install what it needs: {' or '.join(packages)}; then restart SharpCam.",
+            "same",
         )
     if "cuda" in low or "tensorrt" in low or "provider" in low or "directml" in low:
         # A load that raised: passthrough runs, no model at all (`auto` had tried the CPU
@@ -210,30 +252,51 @@ def _load_failed_advice(
         return (
             "The video keeps flowing unsharpened (passthrough): nothing sharpens it on the "
             "CPU instead. Update the GPU driver or install the matching onnxruntime-gpu "
-            "build, then restart SharpCam."
+            "build, then restart SharpCam.",
+            "same",
         )
     names = {cls.__name__ for cls in type(exc).__mro__}
     if model is not None and "ModelError" in names:
         return (
-            f"{keeps}The file given with --model ({model}) cannot be used, for the reason above: "
-            "start SharpCam with another --model, or without it to use SharpCam's own weights."
+            f"{keeps}The model file SharpCam was started with ({model}) cannot be used, for "
+            f"the reason above: press “{RETRY_LABELS['own_weights']}” in the sidebar to "
+            "sharpen with the weights that come with SharpCam.",
+            "own_weights",
         )
+    # A guess from an error's words (no load asked for: no backend) brings no retry button.
+    again = (
+        f"then press “{RETRY_LABELS['same']}” in the sidebar"
+        if backend is not None
+        else "then restart SharpCam"
+    )
     if "no model given" in low:
         return (
             f"{keeps}Reinstall SharpCam's weights in that folder (with their manifest.json), "
-            "or start SharpCam with --model FILE."
+            f"{again}.",
+            "same",
         )
     if "ModelError" in names:
         file = _weights_file_named(msg)
         what = f"{file}, with the manifest.json beside it" if file else "with their manifest.json"
-        return f"{keeps}Reinstall SharpCam's weights ({what}), then restart SharpCam."
-    if backend not in (None, "auto"):
-        return f"{keeps}Start SharpCam with --backend auto to use a runtime that works here."
+        return f"{keeps}Reinstall SharpCam's weights ({what}), {again}.", "same"
+    if named:
+        return (
+            f"{keeps}Press “{RETRY_LABELS['auto']}” in the sidebar to use a runtime that "
+            "works here.",
+            "auto",
+        )
     if "no backend could start" in low:
         return (
-            f"{keeps}Fix what the lines above say for one of the runtimes, then restart SharpCam."
+            f"{keeps}Fix what the lines above say for one of the runtimes, then restart SharpCam.",
+            "same",
         )
-    return f"{keeps}If this repeats, reinstall SharpCam and its weights."
+    if backend is None:
+        return f"{keeps}If this repeats, reinstall SharpCam and its weights.", "same"
+    return (
+        f"{keeps}Press “{RETRY_LABELS['same']}” in the sidebar to load it again; if this "
+        "repeats, reinstall SharpCam and its weights.",
+        "same",
+    )
 
 
 def close_failed_message(exc: BaseException) -> UserMessage:
@@ -512,6 +575,8 @@ class EngineBridge(QObject):
         # backend at another scale; and the warning it started with (its model did not load).
         self._backend_spec: tuple[str, str | None] | None = None
         self._start_warning: str | None = None
+        # The running engine's model did not load at its start (passthrough runs in its place).
+        self._model_failure: ModelFailure | None = None
         # The newest change wins (a counter, under _lock); older loads are closed on arrival.
         self._swap_seq = 0
         self._swapping: _BackendSwap | None = None  # the load whose backend is awaited
@@ -592,6 +657,22 @@ class EngineBridge(QObject):
     def changing_scale(self) -> bool:
         """A :meth:`set_scale` is loading the model at its scale on a worker thread."""
         return self._swapping is not None
+
+    @property
+    def model_failure(self) -> ModelFailure | None:
+        """Why the running engine sharpens nothing though sharpening is on (its model did not
+        load, or failed while running and the engine passes frames through); None when its
+        model works, or no engine runs. The banner's message about it can be dismissed: the
+        window keeps saying it from this."""
+        if self._engine is None:
+            return None
+        if self._model_failure is not None:
+            return self._model_failure
+        for part, msg in self._warnings_shown.items():
+            # The engine's words for a model that failed while running (parts split at "; ").
+            if part.endswith("passing frames through"):
+                return ModelFailure(msg, "same", loaded=True)
+        return None
 
     def stats(self) -> Any:
         return self._engine.stats() if self._engine is not None else None
@@ -1334,6 +1415,11 @@ class EngineBridge(QObject):
         self._running_scale = scale
         self._backend_spec = (req.backend, req.model)
         self._start_warning = req.warning
+        self._model_failure = (
+            ModelFailure(req.model_msg, req.model_retry)
+            if req.warning and req.model_msg is not None
+            else None
+        )
         self._playing = None if self.using_fallback else (req.source, req.source_name)
         self._label = backend_label(be)
         if req.warning and req.model_msg is not None:
@@ -1470,6 +1556,7 @@ class EngineBridge(QObject):
             # The start's model had not loaded (passthrough ran, and the engine said so): it
             # has now, and the poll takes that message down once the warning is gone.
             self._start_warning = None
+            self._model_failure = None
             eng.set_warning(None)
 
     # --- GUI-thread slots ----------------------------------------------------------------------
@@ -1617,6 +1704,7 @@ class _StartRequest:
     loaded_scale: float | str | None = None  # the scale the model load was asked for
     warning: str | None = None  # for the engine's stats: the model failed, passthrough runs
     model_msg: UserMessage | None = None
+    model_retry: str = "same"  # what the window's retry of a model that failed tries
     claimed: bool = False  # under the bridge's lock: the result was used or closed
     adopted: bool = False  # an engine took src and be (its stop() closes them)
     # Set once this start holds no camera: its source closed, never opened, or adopted (the
@@ -1950,6 +2038,7 @@ def _open_backend(api: Any, req: _StartRequest) -> None:
         req.messages.extend(_load_warnings(caught))
     except Exception as exc:
         req.model_msg = describe_error(exc, context="model", backend=req.backend, model=req.model)
+        req.model_retry = load_retry(exc, backend=req.backend, model=req.model)
         req.messages.append(req.model_msg)
         req.warning = req.model_msg.text
         req.be = api.create_backend("passthrough")

@@ -18,7 +18,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QEventLoop, QFileDevice, QLoggingCategory, QTimer
+from PySide6.QtCore import (
+    QEvent,
+    QEventLoop,
+    QFileDevice,
+    QLoggingCategory,
+    QObject,
+    QThread,
+    QTimer,
+)
 from PySide6.QtGui import QImageWriter
 from PySide6.QtWidgets import QApplication
 
@@ -252,13 +260,19 @@ def run_app(
 
         QTimer.singleShot(int(float(quit_after) * 1000), finish)
 
-    loop = QEventLoop()
-    window.closed.connect(loop.quit)
+    closed: list[bool] = []
+    window.closed.connect(lambda: closed.append(True))
     restore_signals = _close_on_signals(window)
     try:
-        loop.exec()
+        code = _run_until_closed(app, window)
     finally:
         restore_signals()
+    if not closed:
+        # The loop ended another way (an exit() of a loop this one runs in): closed now, so
+        # the engine stops and the outputs finish as when the window is closed.
+        window.close()
+    if code > 0 and not result["code"]:
+        result["code"] = code  # app.exit(code): the code asked for
     if quit_after is not None and not result["failed"]:
         print(final_stats_line(window, time.perf_counter() - t0))
     if not getattr(window, "stopped_in_time", True):
@@ -279,6 +293,64 @@ def run_app(
     window.deleteLater()
     bridge.deleteLater()
     return result["code"]
+
+
+def _run_until_closed(app: QApplication, window: MainWindow) -> int:
+    """Run the application's event loop until ``window`` has closed; returns the loop's code.
+
+    QApplication.exec(), not a QEventLoop of its own: Qt's quit() does nothing unless exec()
+    runs, and QApplication.quit() (a platform's "quit" request, a script) left the window open.
+    quit() and app.exit() end the app as closing the window does (settings saved, engine and
+    outputs stopped). Called inside a loop that runs already (exec() would refuse), a nested
+    loop runs instead, which the window's closing ends."""
+    quitting = False
+
+    def about_to_quit() -> None:
+        # app.exit(code) ends the loop without closing a window: closed here, while it runs.
+        nonlocal quitting
+        quitting = True
+        window.close()
+
+    quit_filter = _QuitFilter(window)
+    app.installEventFilter(quit_filter)
+    app.aboutToQuit.connect(about_to_quit)
+    try:
+        if QThread.currentThread().loopLevel() > 0:
+            loop = QEventLoop()
+            window.closed.connect(loop.quit)
+            return loop.exec()
+
+        def closed() -> None:
+            if not quitting:
+                app.exit(0)  # an exit() under way keeps its own code
+
+        window.closed.connect(closed)
+        # The window's closing ends the loop; left to Qt, the last window closed posts a Quit
+        # event, which outlives this loop and would end a later one (tests run several).
+        quit_on_last = app.quitOnLastWindowClosed()
+        app.setQuitOnLastWindowClosed(False)
+        try:
+            return app.exec()
+        finally:
+            app.setQuitOnLastWindowClosed(quit_on_last)
+    finally:
+        app.removeEventFilter(quit_filter)
+        app.aboutToQuit.disconnect(about_to_quit)
+
+
+class _QuitFilter(QObject):
+    """Closes the window first when the application is asked to quit: Qt closes its windows in
+    no set order, and the setup dialog closed before the window counted as the person's answer
+    to it (see MainWindow._on_virtual_dialog_rejected)."""
+
+    def __init__(self, window: MainWindow) -> None:
+        super().__init__()
+        self._window = window
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QEvent.Type.Quit and watched is QApplication.instance():
+            self._window.close()
+        return False  # Qt goes on: its other windows closed, then the loop ends
 
 
 def _close_on_signals(window: MainWindow) -> Callable[[], None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QPushButton,
     QScrollArea,
+    QSizePolicy,
     QSlider,
     QSystemTrayIcon,
     QVBoxLayout,
@@ -69,7 +71,7 @@ from app.camera_list import (
     demo_choice,
     reads_virtual_device,
 )
-from app.engine_bridge import EngineBridge, UserMessage
+from app.engine_bridge import RETRY_LABELS, EngineBridge, ModelFailure, UserMessage
 from app.preview import PreviewWidget
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
@@ -120,6 +122,10 @@ QLabel#section { color: #7dd3fc; font-size: 8pt; font-weight: 700; letter-spacin
                  margin-top: 10px; }
 QLabel#hint { color: #94a3b8; font-size: 8.5pt; }
 QLabel#value { color: #f1f5f9; font-weight: 600; }
+/* A label beside a control that is off (the strength while sharpening is off) is greyed with
+   it: the style sheet's colours above hold in every state unless a state says otherwise. */
+QLabel:disabled, QLabel#value:disabled { color: #64748b; }
+QLabel#problem { color: #fca5a5; }
 QComboBox { background: #1e2430; border: 1px solid #2c3446; border-radius: 7px;
             padding: 6px 10px; min-height: 20px; }
 QComboBox:disabled { color: #64748b; }
@@ -153,6 +159,16 @@ QFrame#banner { border-radius: 9px; }
 QFrame#banner[severity="warning"] { background: #3b2f0b; border: 1px solid #a16207; }
 QFrame#banner[severity="error"] { background: #3f1212; border: 1px solid #b91c1c; }
 QFrame#banner QLabel { color: #fde68a; }
+QFrame#banner QScrollArea, QFrame#banner QWidget#qt_scrollarea_viewport { background: transparent;
+                                                                       border: none; }
+QFrame#banner QScrollBar:vertical { background: transparent; width: 8px; margin: 0; }
+QFrame#banner QScrollBar::handle:vertical { background: #a16207; border-radius: 4px;
+                                            min-height: 16px; }
+QFrame#banner[severity="error"] QScrollBar::handle:vertical { background: #b91c1c; }
+QFrame#banner QScrollBar::add-line:vertical,
+QFrame#banner QScrollBar::sub-line:vertical { height: 0; }
+QFrame#banner QScrollBar::add-page:vertical,
+QFrame#banner QScrollBar::sub-page:vertical { background: none; }
 QFrame#banner[severity="error"] QLabel { color: #fecaca; }
 QPlainTextEdit { background: #0b0d12; border: 1px solid #2c3446; border-radius: 7px;
                  font-family: monospace; }
@@ -271,6 +287,52 @@ class Sidebar(QFrame):
         return QSize(hint.width(), max(hint.height(), self.heightForWidth(self.minimumWidth())))
 
 
+class BannerText(QScrollArea):
+    """The banner's words: all of them where the window has room, else ``MIN_LINES`` of them
+    and a scroll bar for the rest.
+
+    A word-wrapped label asks for the height its width needs, and Qt's layouts give it that
+    whatever the window has left: at the window's minimum height a model failure's advice (eight
+    lines in a minimum-width window) pushed the preview down over the line under it. Here the
+    height the words need is only the size asked for; the least taken is a few lines.
+    """
+
+    MIN_LINES = 3
+
+    def __init__(self, label: QLabel, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWidget(label)
+        self.setWidgetResizable(True)  # as wide as the banner; as tall as its words need
+        label.setAutoFillBackground(False)  # setWidget turned it on: the banner's colour shows
+        self.viewport().setAutoFillBackground(False)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        # Not a stop of its own in the Tab order; the words are selectable with the mouse.
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+
+    def _needed(self) -> int:
+        """The height the words need at the width they have now."""
+        label = self.widget()
+        label.ensurePolished()  # the style sheet's font
+        return label.heightForWidth(max(self.width(), 1))
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        return QSize(self.widget().fontMetrics().averageCharWidth() * 40, self._needed())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        label = self.widget()
+        label.ensurePolished()
+        lines = self.MIN_LINES * label.fontMetrics().lineSpacing() + 4  # 4: bold lines' extra
+        return QSize(label.fontMetrics().averageCharWidth() * 10, min(self._needed(), lines))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        if event.size().width() != event.oldSize().width():
+            self.updateGeometry()  # another width, another number of lines
+
+
 class MessageBanner(QFrame):
     """In-window messages with advice; the stream keeps running underneath.
 
@@ -290,7 +352,9 @@ class MessageBanner(QFrame):
         self.text = QLabel()
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        lay.addWidget(self.text, 1)
+        self.text.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        self.text_area = BannerText(self.text)
+        lay.addWidget(self.text_area, 1)
         # How many wait under the one on show: Dismiss brings up the next, which would
         # otherwise look like a Dismiss that did not work.
         self.more = QLabel()
@@ -343,10 +407,13 @@ class MessageBanner(QFrame):
         self.setProperty("severity", "error" if msg.kind in ("model", "engine") else "warning")
         # The labels too: a property selector above them is not re-read with the frame's, and
         # an error's text stayed in the warning's colour after a warning (or the reverse).
-        for widget in (self, self.text, self.more):
+        bar = self.text_area.verticalScrollBar()
+        for widget in (self, self.text, self.more, bar):
             self.style().unpolish(widget)
             self.style().polish(widget)
         self.text.setText(f"<b>{_html(msg.text)}</b><br>{_html(msg.advice)}")
+        self.text_area.verticalScrollBar().setValue(0)  # a new message is read from its start
+        self.text_area.updateGeometry()
         self.more.setText(f"{len(kept) - 1} more")
         # Level with the button's text: the style sheet sets the button's height.
         self.more.setFixedHeight(self.dismiss_button.sizeHint().height())
@@ -387,6 +454,12 @@ class VirtualCameraDialog(QDialog):
         self.remembered.setWordWrap(True)
         self.remembered.hide()
         lay.addWidget(self.remembered)
+        # What the latest Retry found: without it, a Retry that found nothing again looked like
+        # a button that did nothing.
+        self.result = QLabel()
+        self.result.setWordWrap(True)
+        self.result.hide()
+        lay.addWidget(self.result)
         row = QHBoxLayout()
         copy = QPushButton("Copy steps")
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.steps.toPlainText()))
@@ -409,6 +482,17 @@ class VirtualCameraDialog(QDialog):
         the person's answer to that (the choice is forgotten), which they must be told."""
         self.steps.setPlainText(text)
         self.remembered.setVisible(remembered)
+
+    def show_trying(self) -> None:
+        """A Retry is under way (a driver may take seconds to answer)."""
+        self.say_result("Looking for the virtual camera…")
+        self.retry_button.setEnabled(False)
+
+    def say_result(self, text: str) -> None:
+        """Say what the latest Retry found ("" says nothing); Retry can be pressed again."""
+        self.retry_button.setEnabled(True)
+        self.result.setText(text)
+        self.result.setVisible(bool(text))
 
 
 class MainWindow(QMainWindow):
@@ -451,6 +535,9 @@ class MainWindow(QMainWindow):
         self._save_timer.setInterval(SAVE_DELAY_MS)
         self._save_timer.timeout.connect(self.save_now)
         self._save_problem: UserMessage | None = None  # shown while saving fails
+        # The failure logged last ("where (why)"): logged once, not at every change, until a
+        # save works again or fails another way.
+        self._save_logged: str | None = None
         self.bridge = bridge
         self.demo_fallback = demo_fallback
         self.store = store
@@ -508,6 +595,11 @@ class MainWindow(QMainWindow):
         self._virtual_asking = False
         self._virtual_by_person = False  # the person's own turn-on or off is under way
         self._virtual_shown: tuple[bool, str] = (False, "")  # the bridge's last on/off, device
+        # The setup steps last shown, kept while no virtual camera could be opened: the sidebar
+        # offers them again (closed, the dialog could not be brought back).
+        self._virtual_guidance: str | None = None
+        self._virtual_retrying = False  # the setup dialog's Retry awaits its answer
+        self._model_failure_shown: ModelFailure | None = None
         self._closing = False
         self._last_stats: Any = None
         # The camera the picker stands on: a pick that is refused goes back to it.
@@ -776,8 +868,19 @@ class MainWindow(QMainWindow):
         key.setObjectName("hint")
         row.addWidget(key)
         lay.addLayout(row)
+        # Said here, where it stays: the banner that says it first can be dismissed, and then
+        # only "Running on Passthrough" said that nothing sharpens the video.
+        self.model_status = QLabel()
+        self.model_status.setObjectName("problem")
+        self.model_status.setWordWrap(True)
+        self.model_status.hide()
+        lay.addWidget(self.model_status)
+        self.model_retry_button = QPushButton(RETRY_LABELS["same"])
+        self.model_retry_button.clicked.connect(self.retry_sharpening)
+        self.model_retry_button.hide()
+        lay.addWidget(self.model_retry_button)
         srow = QHBoxLayout()
-        slabel = QLabel("Strength")
+        self.strength_label = slabel = QLabel("Strength")
         self.strength_value = QLabel("100 %")
         self.strength_value.setObjectName("value")
         srow.addWidget(slabel, 1)
@@ -838,6 +941,11 @@ class MainWindow(QMainWindow):
         self.virtual_status.setObjectName("hint")
         self.virtual_status.setWordWrap(True)
         lay.addWidget(self.virtual_status)
+        self.virtual_setup_button = QPushButton("Show setup steps")
+        self.virtual_setup_button.setToolTip("How to create the virtual camera on this computer")
+        self.virtual_setup_button.clicked.connect(self.show_virtual_setup_steps)
+        self.virtual_setup_button.hide()
+        lay.addWidget(self.virtual_setup_button)
 
         lay.addStretch(1)
         foot = QLabel("Ctrl+Q quits · settings are remembered")
@@ -864,8 +972,14 @@ class MainWindow(QMainWindow):
         self._set_live("starting")
         self.stats_label = QLabel("—")
         self.provider_label = QLabel("—")
+        self.model_badge = QLabel(
+            '<span style="color:#f87171">●</span>&nbsp;Not sharpening: the model failed'
+        )
+        self.model_badge.setToolTip("See the sidebar to try again")
+        self.model_badge.hide()
         sb.addWidget(self.live_label)
         sb.addWidget(self.stats_label, 1)
+        sb.addPermanentWidget(self.model_badge)
         sb.addPermanentWidget(self.provider_label)
 
     def _build_actions(self) -> None:
@@ -948,10 +1062,10 @@ class MainWindow(QMainWindow):
             self.scale_combo.addItem(scale_label(float(s.scale)), s.scale)
         self.scale_combo.setCurrentIndex(self.scale_combo.findData(s.scale))
         self.enable_switch.setChecked(s.enabled)
-        self.preview.set_after_label("AFTER" if s.enabled else "SHARPENING OFF")
+        self._show_after_label()
         self.toggle_action.setChecked(s.enabled)
         self.strength_slider.setValue(round(s.strength * 100))
-        self.strength_slider.setEnabled(s.enabled)  # toggled is connected only after this
+        self._enable_strength(s.enabled)  # toggled is connected only after this
         self.strength_value.setText(f"{round(s.strength * 100)} %")
         self.view_buttons[s.view_mode].setChecked(True)
         self._set_view_mode(s.view_mode)
@@ -1214,14 +1328,66 @@ class MainWindow(QMainWindow):
 
     def _on_enabled(self, on: bool) -> None:
         self.bridge.set_enabled(on)
-        self.preview.set_after_label("AFTER" if on else "SHARPENING OFF")
+        self._show_after_label()
         self.toggle_action.setChecked(on)
         if not on and self.strength_slider.hasFocus():
             # Disabled with the focus (a click gives it that), Qt passes it on to the next
             # control, the processing-size picker, whose Space opened its list instead of
             # turning sharpening back on. To no control: Space stays for sharpening.
             self.strength_slider.clearFocus()
-        self.strength_slider.setEnabled(on)
+        self._enable_strength(on)
+
+    def _enable_strength(self, on: bool) -> None:
+        # Its labels too: the value stayed bright beside a greyed slider, as if it applied.
+        for widget in (self.strength_slider, self.strength_label, self.strength_value):
+            widget.setEnabled(on)
+
+    def _show_after_label(self) -> None:
+        """The processed side's badge says what it shows: not "AFTER" over a picture nothing
+        sharpened (sharpening turned off, or the model failed)."""
+        if not self.enable_switch.isChecked():
+            self.preview.set_after_label("SHARPENING OFF")
+        elif self.bridge.model_failure is not None:
+            self.preview.set_after_label("NOT SHARPENED")
+        else:
+            self.preview.set_after_label("AFTER")
+
+    def _show_model_state(self) -> None:
+        """Say where it stays (the sidebar and the status bar) that the model failed and
+        nothing sharpens the video, with the retry the banner's advice names."""
+        failure = self.bridge.model_failure
+        if failure == self._model_failure_shown:
+            return  # every stats poll asks: the labels change only with the state
+        self._model_failure_shown = failure
+        failed = failure is not None
+        if failure is not None:
+            what = "stopped working" if failure.loaded else "could not be loaded"
+            self.model_status.setText(
+                f"<b>Not sharpening:</b> the model {what}, so the video (also what calls get) "
+                "is sent unsharpened."
+            )
+            self.model_status.setToolTip(f"{failure.message.text}\n\n{failure.message.advice}")
+            self.model_retry_button.setText(RETRY_LABELS.get(failure.retry, RETRY_LABELS["same"]))
+            self.model_badge.setToolTip(failure.message.text)
+        for widget in (self.model_status, self.model_retry_button, self.model_badge):
+            widget.setVisible(failed)
+        self._show_after_label()
+
+    def retry_sharpening(self) -> None:
+        """Load the model again (the sidebar's button): the stream restarts, with the backend
+        picked automatically or SharpCam's own weights where that is what the advice named."""
+        failure = self.bridge.model_failure
+        if failure is None:
+            return
+        if failure.retry == "auto":
+            if self.settings.backend == self.backend:
+                # The remembered backend is what failed: the next launch must not fail the same.
+                self.settings.backend = "auto"
+                self._schedule_save()
+            self.backend = "auto"
+        elif failure.retry == "own_weights":
+            self.model = None
+        self.start_stream()
 
     def _on_strength(self, value: int) -> None:
         self.strength_value.setText(f"{value} %")
@@ -1300,13 +1466,16 @@ class MainWindow(QMainWindow):
         self.stats_label.setText(format_stats(stats))
         # The engine ends on its own when a source fails for good (camera gone for good).
         self._set_live("live" if getattr(stats, "running", True) else "stopped")
+        self._show_model_state()  # a model that failed while running says so in the stats
 
     def _on_backend(self, label: str) -> None:
         self.backend_value.setText(f"Running on {label}")
         self.provider_label.setText(label)
+        self._show_model_state()
 
     def _on_running(self, running: bool) -> None:
         self._set_live("live" if running else "stopped")
+        self._show_model_state()
         if not running:
             # A restart (another camera or resolution) takes a while: "Starting"
             # beside the stopped engine's rate and backend passed them off as the new one's,
@@ -1327,6 +1496,18 @@ class MainWindow(QMainWindow):
 
     def _on_virtual_changed(self, on: bool, device: str) -> None:
         self._virtual_shown = (on, device)
+        if on:
+            self._virtual_guidance = None  # there is one now: no steps to offer
+            if self._virtual_retrying:
+                self._virtual_retrying = False
+                # The dialog closes (below): the status bar says what the Retry found.
+                self.statusBar().showMessage(
+                    f"Virtual camera found: sending to {self._elided_device(device)}", 8000
+                )
+        elif self._virtual_retrying and not self.bridge.virtual_camera_opening:
+            # Its answer (the steps again, or a message) follows in this same slot of the
+            # bridge; one that says nothing more is settled once it has run.
+            QTimer.singleShot(0, self._settle_virtual_retry)
         if (
             self.bridge.answering_turn_on
             and self._virtual_pref != self.bridge.virtual_camera_wanted
@@ -1386,8 +1567,11 @@ class MainWindow(QMainWindow):
             # Turned off, but the device is still open until its driver answers: video calls
             # may still list it (and show its last frame).
             self.virtual_status.setText("Turning off · waiting for the virtual camera to close…")
+        elif self._virtual_guidance is not None:
+            self.virtual_status.setText("Off · no virtual camera found on this computer.")
         else:
             self.virtual_status.setText("Off")
+        self.virtual_setup_button.setVisible(self._virtual_guidance is not None and not on)
 
     def _elided_device(self, device: str) -> str:
         """``device`` shortened in the middle (names differ at either end) to one line of the
@@ -1401,6 +1585,11 @@ class MainWindow(QMainWindow):
     def show_message(self, msg: UserMessage) -> None:
         """Show an error or warning in the window; nothing stops."""
         self.banner.show_message(msg)
+        if self._virtual_retrying and msg.kind == "virtual_camera":
+            # The Retry's answer: not a missing device, another reason (said in the banner).
+            self._virtual_retrying = False
+            if self.virtual_dialog is not None:
+                self.virtual_dialog.say_result(f"Not turned on: {msg.text}")
 
     def _on_message_cleared(self, msg: UserMessage) -> None:
         self.banner.take_down(msg)
@@ -1410,15 +1599,74 @@ class MainWindow(QMainWindow):
         by_person = self._virtual_by_person or self.bridge.answering_turn_on
         if not by_person and self._virtual_pref:
             self._virtual_asking = True  # an open they did not ask for just now
+        self._virtual_guidance = guidance
+        dialog = self._virtual_setup_dialog()
+        if self._virtual_retrying:
+            self._virtual_retrying = False
+            dialog.say_result(
+                f"Still not found (tried again at {time.strftime('%H:%M:%S')}). Follow the "
+                "steps above, then press Retry again."
+            )
+        dialog.set_guidance(guidance, remembered=self._virtual_asking)
+        dialog.show()
+        dialog.raise_()
+        self._show_virtual_state()
+        return dialog
+
+    def show_virtual_setup_steps(self) -> VirtualCameraDialog | None:
+        """Show the setup steps again (the sidebar's button, while no virtual camera could be
+        found); None when there are none to show."""
+        if self._virtual_guidance is None:
+            return None
+        dialog = self._virtual_setup_dialog()
+        if not dialog.isVisible():
+            dialog.say_result("")  # a Retry's answer from before is not news
+            dialog.set_guidance(self._virtual_guidance, remembered=self._virtual_asking)
+        dialog.show()
+        dialog.raise_()
+        dialog.activateWindow()
+        return dialog
+
+    def _virtual_setup_dialog(self) -> VirtualCameraDialog:
         if self.virtual_dialog is None:
             self.virtual_dialog = VirtualCameraDialog(self)
-            self.virtual_dialog.retry_requested.connect(lambda: self._set_virtual(True))
+            self.virtual_dialog.retry_requested.connect(self._retry_virtual)
             self.virtual_dialog.rejected.connect(self._on_virtual_dialog_rejected)
-        self.virtual_dialog.set_guidance(guidance, remembered=self._virtual_asking)
-        self.virtual_dialog.show()
-        self.virtual_dialog.raise_()
-        self.virtual_status.setText("No virtual camera on this computer — see the setup steps.")
+            self.virtual_dialog.finished.connect(self._on_virtual_dialog_finished)
         return self.virtual_dialog
+
+    def _retry_virtual(self) -> None:
+        """The setup dialog's Retry: turn the virtual camera on, and say there what came of it
+        (the device opens on a worker thread: the answer may come later)."""
+        dialog = self.virtual_dialog
+        if dialog is None:
+            return
+        self._virtual_retrying = True
+        dialog.show_trying()
+        self._set_virtual(True)
+        if self._virtual_retrying and not self.bridge.virtual_camera_opening:
+            self._settle_virtual_retry()
+
+    def _settle_virtual_retry(self) -> None:
+        """Say what a Retry came to where no device opened and nothing else said why."""
+        if not self._virtual_retrying or self.bridge.virtual_camera_opening:
+            return
+        self._virtual_retrying = False
+        if self.virtual_dialog is None:
+            return
+        if self.bridge.virtual_camera_wanted and not self.bridge.is_running:
+            self.virtual_dialog.say_result(
+                "No video plays now: SharpCam tries the virtual camera again once it does."
+            )
+        else:
+            self.virtual_dialog.say_result("The virtual camera is still off.")
+
+    def _on_virtual_dialog_finished(self, _result: int) -> None:
+        # Closed (or it found the device): a Retry's late answer is for the sidebar alone, and
+        # the dialog opened again later starts with no answer of old.
+        self._virtual_retrying = False
+        if self.virtual_dialog is not None:
+            self.virtual_dialog.say_result("")
 
     def _raise(self) -> None:
         # Out of the taskbar only: showNormal() also un-maximised a maximised (or full-screen)
@@ -1473,6 +1721,7 @@ class MainWindow(QMainWindow):
             log.exception("saving the settings failed")
             ok = False
         if ok:
+            self._save_logged = None
             if self._save_problem is not None:
                 self._on_message_cleared(self._save_problem)
                 self._save_problem = None
@@ -1484,7 +1733,10 @@ class MainWindow(QMainWindow):
             log.exception("finding why the settings could not be saved failed")
             reason = ""
         where_why = f"{where} ({reason})" if reason else where
-        log.warning("the settings could not be saved to %s", where_why)
+        if where_why != self._save_logged:
+            # Once: each change saved (a slider dragged, the window moved) repeated the line.
+            log.warning("the settings could not be saved to %s", where_why)
+            self._save_logged = where_why
         if self._save_problem is None and not self._closing:
             self._save_problem = UserMessage(
                 "settings",

@@ -22,7 +22,7 @@ import pytest
 import pyvirtualcam
 from PySide6.QtCore import QPoint, Qt, QTimer
 from PySide6.QtGui import QColor, QImage, QPalette
-from PySide6.QtWidgets import QApplication, QWidget
+from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QWidget
 
 from app.camera_list import (
     DEMO_CLIP,
@@ -3714,6 +3714,7 @@ def test_keyboard_focus_is_visible_on_every_sidebar_control(qtbot, make_window):
         if isinstance(w, (QComboBox, QAbstractSlider, QAbstractButton))
         and w.window() is window
         and w.isEnabled()  # not the resolution picker: the demo clip plays at its own size
+        and w.isVisibleTo(window)  # not the buttons shown only for a problem (a failed model)
         and w.focusPolicy() & Qt.FocusPolicy.TabFocus
     ]
     assert len(controls) >= 9
@@ -5440,7 +5441,10 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
     assert not any(old in msg.advice for old in _OLD_MODEL_ADVICE), msg.advice
     assert "Reinstall" not in msg.advice
     assert "Install what it needs: pip install" in msg.advice and "torch" in msg.advice
-    assert "--backend auto" in msg.advice  # the command line is where a backend is picked
+    # The window's own button, not `--backend auto`: who reads this may never have seen the
+    # command line.
+    assert "“Retry with the automatic backend” in the sidebar" in msg.advice
+    assert "--backend" not in msg.advice  # (pip's own --index-url is how torch installs)
     # `auto`'s own words for runtimes that are not installed: each one's package is named.
     missing = RuntimeError(
         "no backend could start:\n  openvino (cpu): openvino runtime is not installed\n"
@@ -5448,7 +5452,7 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
     )
     advice = describe_error(missing, context="model", backend="auto").advice
     assert "pip install openvino or pip install onnxruntime" in advice
-    assert "--backend auto" not in advice  # that is what failed
+    assert "automatic backend" not in advice  # that is what failed
 
 
 def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
@@ -5463,10 +5467,10 @@ def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
         f"no backend could start:\n  torch (gpu): {torch_missing}\n  torch (cpu): {torch_missing}"
     )
     assert advice(both).count("pip install torch") == 1
-    # A --model file with a runtime missing: installing it is the fix, not `--backend auto`
-    # (which would still load the same file).
+    # A --model file with a runtime missing: installing it is the fix, not the automatic
+    # backend (which would still load the same file).
     said = advice(RuntimeError(torch_missing), backend="torch", model="/home/me/m.ts")
-    assert "Install what it needs: pip install torch" in said and "--backend auto" not in said
+    assert "Install what it needs: pip install torch" in said and "automatic" not in said
     # One runtime missing, another failing on its own: installing the first is not the answer.
     mixed = RuntimeError(
         "no backend could start:\n  openvino (cpu): openvino runtime is not installed\n"
@@ -5476,21 +5480,25 @@ def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
     assert "Install what it needs" not in said and "Fix what the lines above say" in said
     # A DirectML failure is the GPU's, whichever backend was named.
     said = advice(RuntimeError("DirectML device removed (0x887A0005)"), backend="onnx")
-    assert "GPU driver" in said and "--backend auto" not in said
+    assert "GPU driver" in said and "automatic" not in said
     # A --model file is blamed only for a ModelError: an out-of-memory is the runtime's.
     said = advice(RuntimeError("out of memory"), backend="onnx", model="/home/me/m.onnx")
-    assert "--model (/home/me/m.onnx)" not in said and "--backend auto" in said
-    # `auto` failing is not cured by starting with `--backend auto`.
+    assert "/home/me/m.onnx" not in said and "“Retry with the automatic backend”" in said
+    # `auto` failing is not cured by the automatic backend.
     for backend in ("auto", None):
         said = advice(RuntimeError("something odd"), backend=backend)
-        assert "--backend auto" not in said and "reinstall SharpCam" in said
+        assert "automatic" not in said and "reinstall SharpCam" in said
+    # A load (a backend asked for) brings the sidebar's retry; a guess from words does not.
+    assert "“Retry sharpening” in the sidebar" in advice(RuntimeError("odd"), backend="auto")
+    assert "Retry" not in advice(RuntimeError("odd"), backend=None)
     # No weights at all: reinstall them, or name a model; no file of them to name.
     none = ModelError(
         "no model given and none in /opt/sharpcam/weights (expected student_fast.onnx or "
         "student.onnx): pass --model PATH"
     )
     said = advice(none)
-    assert "in that folder" in said and "--model FILE" in said
+    assert "in that folder" in said and "“Retry sharpening” in the sidebar" in said
+    assert "--model" not in said  # a flag of the command line, not of the window
 
 
 def test_only_the_model_failure_the_engine_passes_frames_through_after_is_left_to_its_warning():
@@ -5528,7 +5536,8 @@ def test_a_model_file_given_that_cannot_load_is_what_the_advice_names(qtbot, mak
     msg = _model_message(make_bridge(_engine_api()), backend="onnx", model=str(corrupt))
     assert str(corrupt) in msg.text
     assert not any(old in msg.advice for old in _OLD_MODEL_ADVICE), msg.advice
-    assert f"--model ({corrupt})" in msg.advice and "Reinstall" not in msg.advice
+    assert f"({corrupt})" in msg.advice and "Reinstall" not in msg.advice
+    assert "“Retry with SharpCam's own model”" in msg.advice and "--model" not in msg.advice
 
 
 def test_a_damaged_shipped_model_is_named_in_the_advice(qtbot, make_bridge, tmp_path, monkeypatch):
@@ -5947,3 +5956,325 @@ def test_preview_focus_ring_survives_the_window_losing_and_regaining_activation(
     assert w._focus_visible
     focus(QEvent.Type.FocusIn, Qt.FocusReason.OtherFocusReason)  # the program gave it
     assert not w._focus_visible
+
+
+# --------------------------------------------------------------------------- banners, status
+
+
+def _long_model_failure() -> UserMessage:
+    """A model-failure banner as long as a real one: the engine's words, then the advice."""
+    return describe_error(
+        RuntimeError(
+            "backend 'onnx' could not load /home/someone/.local/share/sharpcam/weights/"
+            "student_fast_int8.onnx: [ONNXRuntimeError] : 1 : FAIL : Load model failed"
+        ),
+        context="model",
+        backend="onnx",
+    )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        _long_model_failure(),
+        UserMessage(
+            "camera",
+            "Camera problem: the camera /dev/video0 (HD Pro Webcam C920) delivered no frame "
+            "for 5 s and is being reopened",
+            "SharpCam keeps trying to reconnect. Check the cable, close other apps that use the "
+            "camera (Zoom, Teams, the browser), or pick another camera above.",
+        ),
+    ],
+    ids=["model", "camera"],
+)
+def test_at_the_minimum_size_a_long_banner_overlaps_neither_the_preview_nor_the_info_line(
+    qtbot, make_window, message
+):
+    # A word-wrapped banner took the height its words need whatever the window had left: at
+    # the minimum height the preview was pushed down over the line under it.
+    window = make_window(start=False)
+    window.source_info.setText("Demo clip · 640×360")
+    window.show_message(message)
+    window.resize(1, 1)  # clamped to the minimum size
+    qtbot.waitUntil(lambda: window.size() == window.minimumSize(), timeout=2000)
+    qtbot.wait(50)  # the layout settles
+    central = window.centralWidget()
+
+    def box(widget: QWidget):  # noqa: ANN202
+        return widget.geometry().translated(widget.parentWidget().mapTo(central, QPoint(0, 0)))
+
+    banner, preview, info = box(window.banner), box(window.preview), box(window.source_info)
+    assert banner.bottom() < preview.top(), (banner, preview)
+    assert preview.bottom() < info.top(), (preview, info)
+    assert info.bottom() < central.height(), (info, central.height())
+    assert window.minimumSize().height() <= 480  # still fits a short screen
+    # Every word is there to read: shown, or scrolled to inside the banner.
+    text = window.banner.text
+    assert text.height() >= text.heightForWidth(text.width()), "the banner's text is cut off"
+    view = text.parentWidget()  # the part of the words on show
+    area = view.parentWidget()
+    bar = area.verticalScrollBar() if isinstance(area, QAbstractScrollArea) else None
+    reachable = view.height() + (bar.maximum() if bar is not None and bar.isVisible() else 0)
+    assert reachable >= text.height(), (view.height(), text.height())
+    # With room, the whole message shows at once, without a scroll bar.
+    window.resize(1240, 700)
+    qtbot.waitUntil(lambda: window.size().height() == 700, timeout=2000)
+    qtbot.wait(50)
+    assert view.height() >= text.heightForWidth(text.width())
+    assert bar is None or not bar.isVisible()
+
+
+def _fails_to_load(exc: BaseException, times: int = 1):  # noqa: ANN202
+    """The real engine, whose first ``times`` model loads raise ``exc`` (passthrough is built
+    as ever); later ones build the unsharp mask in place of a model."""
+    import engine
+
+    loads = [0]
+
+    def create_backend(name: str, **kwargs: Any) -> Any:
+        if name == "passthrough":
+            return engine.create_backend(name)
+        loads[0] += 1
+        if loads[0] <= times:
+            raise exc
+        return engine.create_backend("unsharp")
+
+    return _engine_api(create_backend=create_backend), loads
+
+
+def test_a_dismissed_model_failure_still_says_nothing_is_sharpened_and_offers_the_retry(
+    qtbot, make_window, tmp_path
+):
+    # Once its banner was dismissed, "Running on Passthrough" was all that said the video was
+    # sent unsharpened; and the advice named `--backend auto`, a flag of the command line.
+    api, loads = _fails_to_load(RuntimeError("cannot run the model: out of memory"))
+    window = make_window(backend="onnx", api=api)
+    msg = window.banner.message
+    assert msg is not None and msg.kind == "model"
+    assert "--" not in msg.advice, msg.advice  # no command-line flags
+    wait_frames(qtbot, window, 2)
+    window.banner.dismiss_button.click()
+    assert not window.banner.isVisible()
+    # Still said, where it stays: the sidebar, the status bar and the preview's badge.
+    assert window.model_status.isVisible()
+    assert "Not sharpening" in window.model_status.text()
+    assert "could not be loaded" in window.model_status.text()
+    assert window.model_badge.isVisible() and "Not sharpening" in window.model_badge.text()
+    assert window.preview.after_label == "NOT SHARPENED"
+    window.enable_switch.setChecked(False)
+    assert window.preview.after_label == "SHARPENING OFF"
+    window.enable_switch.setChecked(True)
+    assert window.preview.after_label == "NOT SHARPENED"
+    # The advice names the button the window shows: here, the backend picked automatically.
+    retry = window.model_retry_button
+    assert retry.isVisible() and f"“{retry.text()}”" in msg.advice
+    assert "automatic" in retry.text()
+    with started(qtbot, window):
+        retry.click()
+    assert loads[0] == 2 and window.backend == "auto"
+    assert window.bridge.model_failure is None
+    assert not window.model_status.isVisible() and not retry.isVisible()
+    assert not window.model_badge.isVisible()
+    assert window.preview.after_label == "AFTER"
+    assert window.provider_label.text() != "Passthrough"
+
+
+def test_a_model_that_fails_while_running_is_said_after_its_banner_is_dismissed(
+    qtbot, make_window, monkeypatch
+):
+    from engine import backends
+
+    class FailsOnTheFifthFrame:
+        name, provider = "fails", "test"
+        calls = 0
+
+        def process(self, rgb):  # noqa: ANN001, ANN202
+            type(self).calls += 1
+            if type(self).calls >= 5:
+                raise RuntimeError("model fails on a 640x360 frame: out of memory")
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(backends.BACKENDS, "fails", FailsOnTheFifthFrame)
+    window = make_window(backend="fails")
+    qtbot.waitUntil(lambda: window.banner.kind == "model", timeout=FRAME_TIMEOUT_MS)
+    assert "--" not in window.banner.message.advice
+    window.banner.dismiss_button.click()
+    wait_frames(qtbot, window, 3)
+    assert window.model_status.isVisible() and "stopped working" in window.model_status.text()
+    assert window.model_badge.isVisible()
+    assert window.model_retry_button.text() == "Retry sharpening"
+    assert window.preview.after_label == "NOT SHARPENED"
+
+
+def test_the_setup_steps_open_again_from_the_sidebar_and_retry_says_what_it_found(
+    qtbot, make_window, recorder
+):
+    # Closed once, the setup steps could not be brought back, and a Retry that found no
+    # virtual camera again looked like a button that did nothing.
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    recorder.fail_next = 2
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    dialog = window.virtual_dialog
+    assert dialog is not None and dialog.isVisible()
+    steps = dialog.steps.toPlainText()
+    dialog.close_button.click()
+    assert not dialog.isVisible()
+    # The sidebar says there is none, and offers the steps again.
+    button = window.virtual_setup_button
+    assert button.isVisible() and "no virtual camera" in window.virtual_status.text()
+    button.click()
+    assert dialog.isVisible() and dialog.steps.toPlainText() == steps
+    assert not dialog.result.isVisible()  # nothing retried yet
+    # A Retry that finds nothing says so, and Retry can be pressed again.
+    dialog.retry_button.click()
+    virtual_settled(qtbot, window)
+    qtbot.waitUntil(lambda: "Still not found" in dialog.result.text(), timeout=5000)
+    assert dialog.isVisible() and dialog.result.isVisible() and dialog.retry_button.isEnabled()
+    assert button.isVisible()
+    # One that finds it says so too (the dialog closes: the status bar says it).
+    dialog.retry_button.click()
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on
+    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=2000)
+    assert "Virtual camera found" in window.statusBar().currentMessage()
+    assert recorder.device_name in window.statusBar().currentMessage()
+    assert not button.isVisible()  # there is one now: no steps to offer
+    assert window.show_virtual_setup_steps() is None
+
+
+def test_the_strength_labels_are_greyed_with_the_strength_slider(qtbot, make_window):
+    # The slider greyed while sharpening is off, its "100 %" beside it stayed bright.
+    window = make_window(start=False)
+    side = window.sidebar
+
+    def brightest(label: QWidget) -> float:
+        return float(_luminance(_grab_rgb_of(side, label)).max())
+
+    lit = {label: brightest(label) for label in (window.strength_value, window.strength_label)}
+    window.enable_switch.setChecked(False)
+    assert not window.strength_slider.isEnabled()
+    for label, before in lit.items():
+        assert not label.isEnabled()
+        assert before > 200 and brightest(label) < 150, (label.text(), before)
+    window.enable_switch.setChecked(True)
+    for label, before in lit.items():
+        assert label.isEnabled() and brightest(label) == pytest.approx(before)
+
+
+def _grab_rgb_of(parent: QWidget, child: QWidget) -> np.ndarray:
+    """``child`` as painted in ``parent`` (over its background), as ``(H, W, 3)`` RGB."""
+    image = parent.grab(child.geometry()).toImage().convertToFormat(QImage.Format.Format_RGB888)
+    w, h = image.width(), image.height()
+    return (
+        np.frombuffer(image.constBits(), np.uint8, h * image.bytesPerLine())
+        .reshape(h, image.bytesPerLine())[:, : w * 3]
+        .reshape(h, w, 3)
+        .copy()  # the image's memory goes with it
+    )
+
+
+def test_settings_that_cannot_be_saved_are_logged_once_per_failure(
+    qtbot, make_window, tmp_path, caplog
+):
+    # "the settings could not be saved to ..." was logged again at every change.
+    import shutil
+
+    folder = tmp_path / "not-a-folder"
+    folder.write_text("")  # a file where the settings' folder should be
+    path = folder / "settings.ini"
+    window = make_window(store_path=path, start=False)
+
+    def logged() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "could not be saved" in r.getMessage()]
+
+    with caplog.at_level("WARNING", logger="app.window"):
+        for value in (40, 45, 50):
+            window.strength_slider.setValue(value)
+            assert window.save_now() is False
+        assert len(logged()) == 1 and "Not a directory" in logged()[0]
+        # It fails another way: that is said too, once.
+        folder.unlink()
+        folder.mkdir()
+        path.mkdir()  # a folder where the file should be
+        for value in (55, 60):
+            window.strength_slider.setValue(value)
+            assert window.save_now() is False
+        assert len(logged()) == 2 and "Is a directory" in logged()[1]
+        # Saved again, then failing as before: said anew.
+        path.rmdir()
+        assert window.save_now() is True
+        shutil.rmtree(folder)
+        folder.write_text("")
+        for value in (65, 70):
+            window.strength_slider.setValue(value)
+            assert window.save_now() is False
+        assert len(logged()) == 3 and "Not a directory" in logged()[2]
+
+
+@pytest.mark.parametrize("how", ["quit", "exit"])
+def test_qapplication_quit_ends_the_app_as_closing_the_window_does(qtbot, tmp_path, recorder, how):
+    # The app ran a QEventLoop of its own, and Qt's quit() does nothing unless exec() runs:
+    # QApplication.quit() left the window open and the video running.
+    from app.main import run_app
+
+    settings = tmp_path / "settings.ini"
+    seen: dict[str, Any] = {}
+
+    def step() -> None:
+        for w in QApplication.topLevelWidgets():
+            if not (isinstance(w, MainWindow) and w.isVisible() and w.preview.has_frame()):
+                continue
+            if not w.virtual_switch.isChecked():
+                w.virtual_switch.setChecked(True)  # an output to finish
+            elif w.bridge.virtual_camera_on:
+                poll.stop()
+                seen["window"], seen["bridge"] = w, w.bridge
+                w.strength_slider.setValue(37)  # saved only by the closing: sooner than 500 ms
+                if how == "quit":
+                    QApplication.quit()
+                else:
+                    QApplication.exit(0)
+
+    gave_up: list[bool] = []
+
+    def give_up() -> None:
+        gave_up.append(True)
+        for w in QApplication.topLevelWidgets():
+            if isinstance(w, MainWindow) and w.isVisible():
+                w.close()
+
+    poll = QTimer()
+    poll.timeout.connect(step)
+    poll.start(50)
+    guard = QTimer()
+    guard.setSingleShot(True)
+    guard.timeout.connect(give_up)
+    guard.start(FRAME_TIMEOUT_MS)
+    t0 = time.perf_counter()
+    try:
+        code = run_app(
+            source=str(DEMO_CLIP),
+            backend="unsharp",
+            settings_path=str(settings),
+            tray=False,
+            virtual_backend=VIRTUAL_BACKEND,
+        )
+    finally:
+        poll.stop()
+        guard.stop()
+    assert "window" in seen, "the app never sent video to the virtual camera"
+    assert not gave_up, f"QApplication.{how}() did not end the app"
+    assert code == 0
+    assert time.perf_counter() - t0 < 25.0
+    window, bridge = seen["window"], seen["bridge"]
+    assert not window.isVisible()
+    assert bridge.engine is None and window.stopped_in_time  # the engine stopped
+    assert recorder.closed.is_set()  # the virtual camera's output finished
+    assert not bridge.virtual_camera_on
+    assert load_settings(open_store(str(settings))).strength == pytest.approx(0.37)
+    assert QApplication.instance().quitOnLastWindowClosed()  # left as it was
