@@ -372,6 +372,24 @@ def ended_message(exc: BaseException | None) -> UserMessage:
     return replace(describe_error(exc), advice=advice)
 
 
+def virtual_camera_busy_guidance(devices: list[tuple[str, str]]) -> str:
+    """What to do when every virtual camera device (``[(path, name), ...]``, v4l2loopback)
+    is taken by another program (plain text, one step per line)."""
+    named = ", ".join(f'{path} ("{name}")' if name else path for path, name in devices)
+    one = len(devices) == 1
+    return (
+        f"The virtual camera {'device' if one else 'devices'} {named} "
+        f"{'is' if one else 'are'} in use: another program (OBS, a second SharpCam) is already "
+        f"sending video to {'it' if one else 'each of them'}.\n\n"
+        "1. Close that program, or stop its virtual camera, then press Retry.\n"
+        "2. Or make one more device for SharpCam (this closes the ones there are):\n"
+        "     sudo modprobe -r v4l2loopback\n"
+        f"     sudo modprobe v4l2loopback devices={len(devices) + 1} exclusive_caps=1 "
+        "card_label=SharpCam\n"
+        "   then press Retry."
+    )
+
+
 def virtual_camera_guidance(platform: str | None = None) -> str:
     """Exact steps to create a virtual camera on this OS (plain text, one step per line)."""
     platform = platform or sys.platform
@@ -521,6 +539,9 @@ class EngineBridge(QObject):
         self._close_failures: list[UserMessage] = []
         # Said since a device last opened: an open that failed on an unexpected error.
         self._open_failure: UserMessage | None = None
+        #: The devices the latest failed open found taken by another program, or None (the
+        #: failure, if any, was a missing device).
+        self.virtual_camera_busy: list[tuple[str, str]] | None = None
         self._fps = 30.0
         self._strength = 1.0
         self._enabled = True
@@ -1165,15 +1186,23 @@ class EngineBridge(QObject):
             failures.append(self._open_failure)
             self._open_failure = None
         self._take_down(failures)
+        self.virtual_camera_busy = None
         self.virtual_camera_changed.emit(True, self._virtual_device)
 
     def _say_missing(self, exc: BaseException) -> None:
         """No virtual camera device could be opened: the wish is dropped, the steps shown."""
         self._drop_virtual_wish()
         detail = str(exc).strip()
-        guidance = virtual_camera_guidance()
-        if detail:
-            guidance = f"{guidance}\n\nDetails: {detail.splitlines()[0]}"
+        # By type name, as describe_error matches. A device another program sends to: the
+        # steps to install the module would send the person to install what they have.
+        busy = getattr(exc, "devices", None) if type(exc).__name__ == "VirtualCameraBusy" else None
+        self.virtual_camera_busy = list(busy) if busy else None
+        if self.virtual_camera_busy:
+            guidance = virtual_camera_busy_guidance(self.virtual_camera_busy)
+        else:
+            guidance = virtual_camera_guidance()
+            if detail:
+                guidance = f"{guidance}\n\nDetails: {detail.splitlines()[0]}"
         if self.virtual_camera_closing:
             # The device may simply still be held by the connection turned off before.
             guidance += (

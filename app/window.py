@@ -429,17 +429,23 @@ class VirtualCameraDialog(QDialog):
 
     retry_requested = Signal()
 
+    MISSING = (
+        "<b>No virtual camera found</b><br>Zoom, Teams and Meet see SharpCam through "
+        "a virtual camera. Create one once, then press Retry."
+    )
+    BUSY = (
+        "<b>The virtual camera is in use</b><br>Another program is sending video to it, so "
+        "SharpCam cannot. Free it (or add a device), then press Retry."
+    )
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Set up the virtual camera")
         self.setMinimumSize(620, 380)
         lay = QVBoxLayout(self)
-        head = QLabel(
-            "<b>No virtual camera found</b><br>Zoom, Teams and Meet see SharpCam through "
-            "a virtual camera. Create one once, then press Retry."
-        )
-        head.setWordWrap(True)
-        lay.addWidget(head)
+        self.head = QLabel(self.MISSING)
+        self.head.setWordWrap(True)
+        lay.addWidget(self.head)
         self.steps = QPlainTextEdit()
         self.steps.setReadOnly(True)
         # Commands to paste in a terminal: wrapped, `... exclusive_caps=1` / `card_label=...`
@@ -477,9 +483,12 @@ class VirtualCameraDialog(QDialog):
         row.addWidget(self.retry_button)
         lay.addLayout(row)
 
-    def set_guidance(self, text: str, *, remembered: bool = False) -> None:
+    def set_guidance(self, text: str, *, remembered: bool = False, busy: bool = False) -> None:
         """``remembered``: the device the remembered choice asked for is missing, and Close is
-        the person's answer to that (the choice is forgotten), which they must be told."""
+        the person's answer to that (the choice is forgotten), which they must be told.
+        ``busy``: a device exists but another program is sending to it (not "not found")."""
+        self.head.setText(self.BUSY if busy else self.MISSING)
+        self.setWindowTitle("The virtual camera is in use" if busy else "Set up the virtual camera")
         self.steps.setPlainText(text)
         self.remembered.setVisible(remembered)
 
@@ -1568,7 +1577,11 @@ class MainWindow(QMainWindow):
             # may still list it (and show its last frame).
             self.virtual_status.setText("Turning off · waiting for the virtual camera to close…")
         elif self._virtual_guidance is not None:
-            self.virtual_status.setText("Off · no virtual camera found on this computer.")
+            self.virtual_status.setText(
+                "Off · the virtual camera is in use by another program."
+                if self.bridge.virtual_camera_busy
+                else "Off · no virtual camera found on this computer."
+            )
         else:
             self.virtual_status.setText("Off")
         self.virtual_setup_button.setVisible(self._virtual_guidance is not None and not on)
@@ -1600,14 +1613,15 @@ class MainWindow(QMainWindow):
         if not by_person and self._virtual_pref:
             self._virtual_asking = True  # an open they did not ask for just now
         self._virtual_guidance = guidance
+        busy = bool(self.bridge.virtual_camera_busy)
         dialog = self._virtual_setup_dialog()
         if self._virtual_retrying:
             self._virtual_retrying = False
             dialog.say_result(
-                f"Still not found (tried again at {time.strftime('%H:%M:%S')}). Follow the "
-                "steps above, then press Retry again."
+                f"Still {'in use' if busy else 'not found'} (tried again at "
+                f"{time.strftime('%H:%M:%S')}). Follow the steps above, then press Retry again."
             )
-        dialog.set_guidance(guidance, remembered=self._virtual_asking)
+        dialog.set_guidance(guidance, remembered=self._virtual_asking, busy=busy)
         dialog.show()
         dialog.raise_()
         self._show_virtual_state()
@@ -1621,7 +1635,11 @@ class MainWindow(QMainWindow):
         dialog = self._virtual_setup_dialog()
         if not dialog.isVisible():
             dialog.say_result("")  # a Retry's answer from before is not news
-            dialog.set_guidance(self._virtual_guidance, remembered=self._virtual_asking)
+            dialog.set_guidance(
+                self._virtual_guidance,
+                remembered=self._virtual_asking,
+                busy=bool(self.bridge.virtual_camera_busy),
+            )
         dialog.show()
         dialog.raise_()
         dialog.activateWindow()

@@ -79,6 +79,7 @@ class Recorder(pyvirtualcam.Backend):
     frames: list[np.ndarray] = []
     closed = threading.Event()
     fail_next = 0  # constructions that raise (a missing device), counted down
+    fail_message = "no v4l2loopback device found"  # what they raise
     opened_fps: float | None = None  # the rate the last camera was opened with
     opened: list[tuple[int, int, float]] = []  # (width, height, fps) of every open
     device_name = "SharpCam Test Camera"  # what the device says it is, when none is asked for
@@ -86,7 +87,7 @@ class Recorder(pyvirtualcam.Backend):
     def __init__(self, width, height, fps, fourcc, device, **kwargs) -> None:  # noqa: ANN001
         if Recorder.fail_next > 0:
             Recorder.fail_next -= 1
-            raise RuntimeError("no v4l2loopback device found")
+            raise RuntimeError(Recorder.fail_message)
         self._device = device or Recorder.device_name
         self._width, self._height = width, height
         Recorder.opened_fps = fps
@@ -118,6 +119,7 @@ def recorder():
     Recorder.fail_next = 0
     yield Recorder
     Recorder.fail_next = 0
+    Recorder.fail_message = "no v4l2loopback device found"
     Recorder.device_name = "SharpCam Test Camera"
 
 
@@ -6145,6 +6147,52 @@ def test_the_setup_steps_open_again_from_the_sidebar_and_retry_says_what_it_foun
     assert recorder.device_name in window.statusBar().currentMessage()
     assert not button.isVisible()  # there is one now: no steps to offer
     assert window.show_virtual_setup_steps() is None
+
+
+def test_a_virtual_camera_in_use_is_said_so_not_given_the_install_steps(
+    qtbot, make_window, recorder, tmp_path, monkeypatch
+):
+    # Linux with v4l2loopback loaded, its one device taken by OBS: pyvirtualcam says it found
+    # no loopback device, and the window gave the steps to install the module they have.
+    import engine.virtualcam
+
+    sysfs = tmp_path / "video4linux"
+    (sysfs / "video10").mkdir(parents=True)
+    (sysfs / "video10" / "name").write_text("SharpCam\n")
+    monkeypatch.setattr(engine.virtualcam, "LOOPBACK_SYSFS", str(sysfs))
+    monkeypatch.setattr(sys, "platform", "linux")
+    recorder.fail_message = (
+        "No v4l2 loopback device found at /dev/video[0-99]. Did you run 'modprobe v4l2loopback'?"
+    )
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    recorder.fail_next = 2
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    dialog = window.virtual_dialog
+    assert dialog is not None and dialog.isVisible()
+    steps = dialog.steps.toPlainText()
+    assert '/dev/video10 ("SharpCam") is in use' in steps and "devices=2" in steps
+    assert "apt install" not in steps and "No virtual camera found" not in dialog.head.text()
+    assert "in use" in dialog.head.text() and "in use" in dialog.windowTitle()
+    assert "in use by another program" in window.virtual_status.text()
+    dialog.retry_button.click()
+    virtual_settled(qtbot, window)
+    qtbot.waitUntil(lambda: "Still in use" in dialog.result.text(), timeout=5000)
+    # Freed: it opens, and nothing says it is in use any more.
+    dialog.retry_button.click()
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on and window.bridge.virtual_camera_busy is None
+    # A device missing later is "not found" again, with the install steps.
+    recorder.fail_message = "no v4l2loopback device found"
+    window.virtual_switch.setChecked(False)
+    virtual_settled(qtbot, window)
+    recorder.fail_next = 1
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    qtbot.waitUntil(lambda: window.virtual_dialog.isVisible(), timeout=5000)
+    assert "No virtual camera found" in window.virtual_dialog.head.text()
+    assert "apt install" in window.virtual_dialog.steps.toPlainText()
 
 
 def test_the_strength_labels_are_greyed_with_the_strength_slider(qtbot, make_window):
