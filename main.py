@@ -37,7 +37,10 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # parsing loads no engine
+    from engine.sinks import LostMetadata
 
 # Before anything imports cv2 (the engine and the app do, lazily): on Windows each C runtime
 # copies the environment when it loads, so OpenCV never sees a value set later. Hardware
@@ -1264,27 +1267,42 @@ def _note_lost_image_detail(kind: str, source: Any, output: str) -> None:
 
 def _note_lost_metadata(kind: str, source: Any, output: str) -> None:
     """Say that an image's EXIF data (date taken, camera) or colour profile does not reach the
-    output: a JPEG or PNG output keeps them, other formats went without them, unsaid."""
-    from engine.sinks import METADATA_EXTENSIONS, metadata_lost
+    output, and why: a format that holds none, but also a JPEG output that cannot (an EXIF
+    block over 64 KB, one that cannot be read, a grey photo's profile on RGB pixels), where
+    naming the formats that keep them sent the user to the format they had given."""
+    from engine.sinks import metadata_lost
     from engine.sources import read_image_metadata
 
-    keep = "/".join(sorted(METADATA_EXTENSIONS))
     if kind == "image":
         lost = metadata_lost(read_image_metadata(source.path), output)
         if lost:
-            _eprint(
-                f"{PROG}: note: {output} will be without {' and '.join(lost)} of "
-                f"{Path(source.path).name} (only {keep} outputs keep them)"
-            )
+            what = _lost_metadata_text(lost, of=Path(source.path).name)
+            _eprint(f"{PROG}: note: {output} will be without {what}")
     elif kind == "folder":
         # Each output keeps its input's name: a format that holds none loses them.
-        hits = [f for f in source.files if metadata_lost(read_image_metadata(f), f)]
+        losses = [(f, metadata_lost(read_image_metadata(f), f)) for f in source.files]
+        hits = [(f, lost) for f, lost in losses if lost]
         if hits:
+            first, lost = hits[0]
             _eprint(
                 f"{PROG}: note: {len(hits)} of the {len(source.files)} images lose their "
-                f"EXIF data or colour profile (only {keep} outputs keep them; first: "
-                f"{hits[0].name})"
+                f"EXIF data or colour profile; the first, {first.name}, loses "
+                f"{_lost_metadata_text(lost)}"
             )
+
+
+def _lost_metadata_text(lost: Sequence[LostMetadata], of: str | None = None) -> str:
+    """``"the EXIF data and the colour profile of a.jpg (WHY)"``, or ``"the EXIF data of
+    a.jpg (WHY) and the colour profile (WHY2)"`` when they are lost for different reasons
+    (``of`` names the image)."""
+    reasons: dict[str, list[str]] = {}
+    for item in lost:
+        reasons.setdefault(item.why, []).append(item.what)
+    parts = []
+    for why, whats in reasons.items():
+        named = f" of {of}" if of and not parts else ""
+        parts.append(f"{' and '.join(whats)}{named} ({why})")
+    return " and ".join(parts)
 
 
 #: How many names a note about a folder's entries gives before "...".

@@ -12,6 +12,7 @@ native backend is not needed to write a file).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -24,7 +25,7 @@ import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, NamedTuple, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "CallbackSink",
     "FrameSink",
     "ImageSink",
+    "LostMetadata",
     "SinkError",
     "VideoFileSink",
     "check_name_fits",
@@ -371,8 +373,10 @@ class VideoFileSink(_SinkBase):
             if self.frames_written == 0:
                 self._partial.unlink(missing_ok=True)
                 return
-            if self.fourcc.lower() == "mp4v" and self.path.suffix.lower() in _MP4_EXTENSIONS:
-                # Untagged, HD was played with the wrong matrix (see tag_mp4v_colour).
+            if self.path.suffix.lower() in _MP4_EXTENSIONS:
+                # Untagged, HD was played with the wrong matrix (see tag_mp4v_colour). Not by
+                # the FourCC's name: FMP4, XVID or DIVX give the same mp4v entry in an MP4, and
+                # the function leaves any other entry alone.
                 tag_mp4v_colour(self._partial)
             if target != self.path and self._discard_unplayable():
                 return
@@ -696,9 +700,10 @@ def tag_mp4v_colour(path: str | os.PathLike[str]) -> bool:
     lighter. Told, FFmpeg (mpv, VLC), browsers and QuickTime decode it with BT.601.
 
     Only a file whose ``moov`` is its last box is changed (the writer puts it after the
-    frames, so growing it moves no frame); the file is first grown by the box's size, so a
-    full disk leaves it as it was. Any other layout, or an entry that has a ``colr`` box
-    already, is left alone (False).
+    frames): the grown copy goes after it, so no frame moves. Any other layout, or an entry
+    that has a ``colr`` box already, is left alone (False). A write that fails (a full disk,
+    an I/O error) leaves the file as it was, or at worst holding a second, complete moov:
+    it plays either way (:func:`_append_moov`).
     """
     path = Path(path)
     colr = _colour_box(path.suffix.lower() == ".mov")
@@ -725,18 +730,62 @@ def tag_mp4v_colour(path: str | os.PathLike[str]) -> bool:
             grown = _with_colour(f.read(length), colr)
             if grown is None:
                 return False
-            try:
-                f.seek(size)
-                f.write(bytes(len(grown) - length))
-                f.flush()
-            except OSError:
-                f.truncate(size)
-                return False
-            f.seek(pos)
-            f.write(grown)
+            return _append_moov(f, pos, size, grown)
     except (OSError, ValueError, struct.error):
         return False
+
+
+def _write_at(f: BinaryIO, at: int, data: bytes) -> None:
+    """Write ``data`` at ``at`` and wait until it is on the disk: a full disk (delayed
+    allocation, a copy-on-write file system) or an I/O error may only show there."""
+    f.seek(at)
+    f.write(data)
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _append_moov(f: BinaryIO, old: int, size: int, moov: bytes) -> bool:
+    """Make ``moov`` (the file's index at ``old``, grown) the index of the file open in
+    ``f``, whose ``size`` bytes end with the old one. Returns whether it is.
+
+    Rewritten in place, a write that failed half-way (ENOSPC on a copy-on-write file system,
+    where an overwrite takes new blocks too; EIO) left half an index, and close() published
+    a file no player opens as finished. Instead the new box goes after the old one as a
+    ``free`` box, then two 4-byte type writes swap their roles: the new box becomes a ``moov``
+    (players take the first one, still the old, until the next write), then the old one a
+    ``free``. Each step is on the disk before the next begins, so after any failure, or a
+    crash between steps, the file holds a complete moov that players take first. A failure
+    is undone where the file system lets it be (the old box named ``moov`` again, the file
+    cut back to ``size``). The old index stays in the file as ``free``: its size (about a
+    megabyte for an hour of video) is the price.
+    """
+    try:
+        _write_at(f, size, moov[:4] + b"free" + moov[8:])
+        _write_at(f, size + 4, b"moov")
+    except OSError:
+        # The old moov is untouched: the new bytes, whatever of them got there, go.
+        _truncate(f, size)
+        return False
+    try:
+        _write_at(f, old + 4, b"free")
+    except OSError:
+        # Two complete moov boxes, the old one first; or the new one alone, if the old
+        # one's type got half changed. Put the old one back, and only then drop the new.
+        try:
+            _write_at(f, old + 4, b"moov")
+        except OSError:
+            return False
+        _truncate(f, size)
+        return False
     return True
+
+
+def _truncate(f: BinaryIO, size: int) -> None:
+    # A cut that fails leaves a box after the moov that players skip (a free, or one of an
+    # unknown type whose size runs past the end).
+    with contextlib.suppress(OSError):
+        f.truncate(size)
+        f.flush()
 
 
 def _write_problem(exc: OSError, folder: Path) -> str:
@@ -862,40 +911,85 @@ def _png_with_metadata(data: bytes, exif: bytes | None, icc: bytes | None) -> by
     return data[:at] + extra + data[at:]
 
 
+class LostMetadata(NamedTuple):
+    """What of an image's metadata an output goes without, and why (:func:`metadata_lost`)."""
+
+    #: ``"the EXIF data"`` or ``"the colour profile"``.
+    what: str
+    #: Why, in words that follow it in parentheses: ``"only .jfif/.jpe/.jpeg/.jpg/.png
+    #: outputs keep them"``, ``"it is a grey profile, not an RGB one, and the output is RGB"``.
+    why: str
+
+
+_EXIF, _PROFILE = "the EXIF data", "the colour profile"
+#: The colour spaces of ICC profiles that name their own kind (ICC.1 header, bytes 16-20).
+_ICC_SPACES = {b"GRAY": "a grey", b"CMYK": "a CMYK", b"Lab ": "a Lab", b"XYZ ": "an XYZ"}
+
+
+def _icc_not_rgb(icc: bytes) -> str | None:
+    """Why ``icc`` cannot go with an RGB image: it describes another colour space (a grey or
+    CMYK photo's profile; colour-managed viewers failed on the copy, and libpng warned "Gray
+    color space not permitted on RGB PNG"); None for an RGB profile."""
+    space = icc[16:20]
+    if space == b"RGB ":
+        return None
+    kind = _ICC_SPACES.get(space)
+    if kind is None and len(space) == 4 and space.strip().isalnum() and space.isascii():
+        kind = f"a {space.decode().strip()}"
+    if kind is None:
+        return "it does not say it is an RGB profile, and the output is RGB"
+    return f"it is {kind} profile, not an RGB one, and the output is RGB"
+
+
 def _metadata_to_write(
     metadata: ImageMetadata | None, ext: str, size: tuple[int, int]
-) -> tuple[bytes | None, bytes | None]:
-    """``(exif, icc)`` as :func:`write_image` embeds them in a ``ext`` file of ``size``; None
-    for what it cannot."""
-    if not metadata or ext not in METADATA_EXTENSIONS:
-        return None, None
-    exif = None if metadata.exif is None else _upright_exif(metadata.exif, size)
-    if (
-        exif is not None
-        and ext in _JPEG_EXTENSIONS
-        and len(_JPEG_EXIF_HEADER) + len(exif) > _JPEG_SEGMENT_MAX
-    ):
-        exif = None  # a PNG's eXIf may be larger than a JPEG segment takes
-    icc = metadata.icc
-    if icc is not None and ext in _JPEG_EXTENSIONS and len(icc) > 255 * _JPEG_ICC_CHUNK:
-        icc = None
-    return exif, icc
-
-
-def metadata_lost(metadata: ImageMetadata | None, target: str | os.PathLike[str]) -> list[str]:
-    """What of ``metadata`` :func:`write_image` cannot keep in ``target`` (its format holds
-    none, or the EXIF block cannot be read to be put upright): ``"the EXIF data"``, ``"the
-    colour profile"``."""
+) -> tuple[bytes | None, bytes | None, list[LostMetadata]]:
+    """``(exif, icc, lost)``: the EXIF block and ICC profile as :func:`write_image` embeds
+    them in a ``ext`` file of ``size`` (None for what it cannot), and what it cannot, why."""
     if not metadata:
-        return []
-    # The size only fills the pixel dimensions in: what is kept does not depend on it.
-    exif, icc = _metadata_to_write(metadata, Path(target).suffix.lower(), (1, 1))
-    lost = []
+        return None, None, []
+    lost: list[LostMetadata] = []
+    if ext not in METADATA_EXTENSIONS:
+        why = f"only {'/'.join(sorted(METADATA_EXTENSIONS))} outputs keep them"
+        if metadata.exif is not None:
+            lost.append(LostMetadata(_EXIF, why))
+        if metadata.icc is not None:
+            lost.append(LostMetadata(_PROFILE, why))
+        return None, None, lost
+    jpeg = ext in _JPEG_EXTENSIONS
+    exif = None if metadata.exif is None else _upright_exif(metadata.exif, size)
     if metadata.exif is not None and exif is None:
-        lost.append("the EXIF data")
-    if metadata.icc is not None and icc is None:
-        lost.append("the colour profile")
-    return lost
+        why = (
+            "its structure cannot be read, and copied as it is, its orientation could turn "
+            "the picture a second time"
+        )
+        lost.append(LostMetadata(_EXIF, why))
+    elif exif is not None and jpeg and len(_JPEG_EXIF_HEADER) + len(exif) > _JPEG_SEGMENT_MAX:
+        # A PNG's eXIf may be larger than a JPEG segment takes.
+        why = f"it is {len(exif) // 1024} KB, more than the 64 KB a JPEG holds"
+        exif = None
+        lost.append(LostMetadata(_EXIF, f"{why}; a .png output keeps it"))
+    icc = metadata.icc
+    if icc is not None:
+        not_rgb = _icc_not_rgb(icc)
+        if not_rgb is not None:
+            icc = None
+            lost.append(LostMetadata(_PROFILE, not_rgb))
+        elif jpeg and len(icc) > 255 * _JPEG_ICC_CHUNK:
+            icc = None
+            why = "it is larger than the 16 MB a JPEG holds; a .png output keeps it"
+            lost.append(LostMetadata(_PROFILE, why))
+    return exif, icc, lost
+
+
+def metadata_lost(
+    metadata: ImageMetadata | None, target: str | os.PathLike[str]
+) -> list[LostMetadata]:
+    """What of ``metadata`` :func:`write_image` cannot keep in ``target``, and why: its format
+    holds none, the EXIF block cannot be read to be put upright or is too large for a JPEG,
+    the colour profile is not an RGB one (the output is RGB)."""
+    # The size only fills the pixel dimensions in: what is kept does not depend on it.
+    return _metadata_to_write(metadata, Path(target).suffix.lower(), (1, 1))[2]
 
 
 def write_image(
@@ -910,8 +1004,9 @@ def write_image(
 
     ``metadata`` (the source image's, :func:`engine.sources.read_image_metadata`) goes into a
     JPEG or PNG: the EXIF data with its Orientation reset to 1 (the pixels are upright) and
-    the ICC profile; other formats, and an EXIF block that cannot be read, go without
-    (:func:`metadata_lost` says what).
+    the ICC profile when it is an RGB one (the pixels are RGB); other formats, an EXIF block
+    that cannot be read, and a grey or CMYK photo's profile go without (:func:`metadata_lost`
+    says what, and why).
     """
     target = Path(target)
     check_name_fits(target)
@@ -925,7 +1020,7 @@ def write_image(
         ) from exc
     if not ok:
         raise SinkError(f"cannot encode {target} as {ext}")
-    exif, icc = _metadata_to_write(metadata, ext, (rgb.shape[1], rgb.shape[0]))
+    exif, icc, _ = _metadata_to_write(metadata, ext, (rgb.shape[1], rgb.shape[0]))
     if exif is not None or icc is not None:
         embed = _jpeg_with_metadata if ext in _JPEG_EXTENSIONS else _png_with_metadata
         data = embed(data.tobytes(), exif, icc)

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import stat
+import struct
 import sys
 import threading
 import time
@@ -335,19 +336,32 @@ def _webp_frames(f: Any) -> int:
 
 
 def _png_frames(f: Any) -> int:
-    """Frames of the PNG open in ``f``: what its acTL chunk (APNG) announces, else 1."""
+    """Frames of the PNG open in ``f``, counted up to 2: its fcTL chunks (an APNG's frame
+    headers), no more than its acTL chunk announces; 1 without an acTL before the image data.
+
+    Not acTL's count alone: a PNG that announced 2 frames and held none besides its image
+    was refused as an image output, then made a video of one frame."""
     if f.read(8) != b"\x89PNG\r\n\x1a\n":
         return 1
-    pos = 8
+    pos, announced, frames, data_seen = 8, 0, 0, False
     for _ in range(_CHUNK_WALK_LIMIT):
         f.seek(pos)
         chunk = f.read(12)
-        if len(chunk) < 12 or chunk[4:8] == b"IDAT":
-            break  # an acTL after the image data is not the file's
-        if chunk[4:8] == b"acTL":
-            return max(int.from_bytes(chunk[8:12], "big"), 1)
+        if len(chunk) < 12 or chunk[4:8] == b"IEND":
+            break
+        kind = chunk[4:8]
+        if kind == b"IDAT":
+            if not announced:
+                return 1  # an acTL after the image data is not the file's
+            data_seen = True
+        elif kind == b"acTL" and not data_seen:
+            announced = int.from_bytes(chunk[8:12], "big")
+        elif kind == b"fcTL":
+            frames += 1
+            if frames >= 2:
+                break
         pos += int.from_bytes(chunk[:4], "big") + 12
-    return 1
+    return max(min(frames, announced), 1)
 
 
 def is_animated_image(path: str | os.PathLike[str]) -> bool:
@@ -429,6 +443,9 @@ _METADATA_LIMIT = 16 << 20
 _EXIF_HEADER = b"Exif\0\0"
 _ICC_JPEG_HEADER = b"ICC_PROFILE\0"
 _METADATA_WALK_LIMIT = 100_000  # chunks or segments: a PNG of many IDAT chunks has thousands
+#: Fill bytes (0xFF) a JPEG may put before its markers, in all: writers put a few at most, and
+#: read one at a time, a file of nothing else took 100 s a gigabyte.
+_JPEG_FILL_LIMIT = 1 << 16
 
 
 def _tiff_or_none(data: bytes) -> bytes | None:
@@ -442,11 +459,13 @@ def _jpeg_metadata(f: Any) -> ImageMetadata:
     icc_count = 0
     if f.read(2) != b"\xff\xd8":
         return ImageMetadata()
+    fill = 0
     for _ in range(_METADATA_WALK_LIMIT):
         head = f.read(2)
-        while len(head) == 2 and head[1] == 0xFF:  # fill bytes before a marker
-            head = head[1:] + f.read(1)
-        if len(head) < 2 or head[0] != 0xFF:
+        while len(head) == 2 and head[1] == 0xFF and fill < _JPEG_FILL_LIMIT:
+            head = head[1:] + f.read(1)  # a fill byte before a marker
+            fill += 1
+        if len(head) < 2 or head[0] != 0xFF or head[1] == 0xFF:
             break
         marker = head[1]
         if marker in (0xDA, 0xD9):  # the image data starts (or the file ends): no more
@@ -539,13 +558,18 @@ def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
 
 
 _MOOV_READ_LIMIT = 64 << 20  # hours of video have a moov this large; bounded memory
+#: Top-level boxes read on the way to the moov: a camera's file has a handful, a fragmented
+#: one its moov first; a file of millions of empty boxes took seconds (bounded time).
+_BOX_WALK_LIMIT = 100_000
 
 
 def _mp4_has_audio(f: Any, size: int) -> bool | None:
     # ISO media (mp4, mov, m4v): a 'soun' handler in the moov box, which a camera writes at
     # the end of the file: walk the top-level boxes to it rather than read the whole file.
     pos = 0
-    while pos + 8 <= size:
+    for _ in range(_BOX_WALK_LIMIT):
+        if pos + 8 > size:
+            break
         f.seek(pos)
         head = f.read(16)
         length, kind = int.from_bytes(head[:4], "big"), head[4:8]
@@ -570,9 +594,12 @@ def _mp4_has_audio(f: Any, size: int) -> bool | None:
 
 def _mp4_moov(f: Any, size: int) -> bytes | None:
     """The whole ``moov`` box of the ISO media file open in ``f``, wherever it is; None when
-    there is none or it is larger than :data:`_MOOV_READ_LIMIT`."""
+    there is none, it is larger than :data:`_MOOV_READ_LIMIT`, or more than
+    :data:`_BOX_WALK_LIMIT` boxes come before it."""
     pos = 0
-    while pos + 8 <= size:
+    for _ in range(_BOX_WALK_LIMIT):
+        if pos + 8 > size:
+            break
         f.seek(pos)
         head = f.read(16)
         length, kind = int.from_bytes(head[:4], "big"), head[4:8]
@@ -604,9 +631,10 @@ def _child_boxes(box: bytes, start: int = 8) -> Iterator[tuple[bytes, bytes]]:
 
 
 def video_is_mirrored(path: str | os.PathLike[str]) -> bool:
-    """Whether the display matrix of an MP4 / MOV's video track mirrors the picture (a
-    negative determinant: a front camera's recording, an editor's "flip"); False for other
-    files, or when it cannot tell.
+    """Whether the display matrix of a video file's video track mirrors the picture (a
+    negative determinant: a front camera's recording, an editor's "flip"): an MP4 / MOV's
+    track header, or a Matroska / WebM track's projection (:func:`_matroska_is_mirrored`).
+    False for other files, or when it cannot tell.
 
     FFmpeg gives OpenCV the matrix as a rotation angle alone: a mirrored file came out turned
     (a flip alone as a half turn) instead of mirrored.
@@ -614,6 +642,9 @@ def video_is_mirrored(path: str | os.PathLike[str]) -> bool:
     try:
         with open(path, "rb") as f:
             head = f.read(12)
+            if head[:4] == _EBML_MAGIC:
+                f.seek(0)
+                return _matroska_is_mirrored(f.read(_MATROSKA_READ_LIMIT))
             if head[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
                 return False
             moov = _mp4_moov(f, f.seek(0, os.SEEK_END))
@@ -641,7 +672,11 @@ def video_is_mirrored(path: str | os.PathLike[str]) -> bool:
 
 _EBML_MAGIC = b"\x1a\x45\xdf\xa3"  # the EBML header that opens every Matroska / WebM file
 _MKV_SEGMENT, _MKV_TRACKS, _MKV_CLUSTER = 0x18538067, 0x1654AE6B, 0x1F43B675
-_MKV_TRACK_ENTRY, _MKV_TRACK_TYPE, _MKV_AUDIO = 0xAE, 0x83, 2
+_MKV_TRACK_ENTRY, _MKV_TRACK_TYPE, _MKV_VIDEO, _MKV_AUDIO = 0xAE, 0x83, 1, 2
+#: A video track's settings, its Projection, and the Projection's type and pose (yaw, pitch,
+#: roll: floats, in degrees).
+_MKV_VIDEO_SETTINGS, _MKV_PROJECTION, _MKV_PROJECTION_TYPE = 0xE0, 0x7670, 0x7671
+_MKV_POSE = (0x7673, 0x7674, 0x7675)
 #: Muxers write the track list before the first cluster of frames, within the first kilobytes.
 _MATROSKA_READ_LIMIT = 1 << 20
 
@@ -661,19 +696,31 @@ def _ebml_vint(buf: bytes, i: int, *, keep_marker: bool) -> tuple[int | None, in
     return (None if value == (1 << (7 * n)) - 1 else value), i + n
 
 
+def _matroska_elements(buf: bytes) -> Iterator[tuple[int, int, int | None]]:
+    """``(ID, where its data starts, size)`` of the elements of the Matroska / WebM file that
+    ``buf`` opens: the EBML header, then those in its Segment (Info, Tracks, Clusters ...),
+    up to one of unknown size (None). ValueError where ``buf`` holds no element."""
+    i, end = 0, len(buf)
+    while i < end:
+        eid, i = _ebml_vint(buf, i, keep_marker=True)
+        size, i = _ebml_vint(buf, i, keep_marker=False)
+        if eid == _MKV_SEGMENT:
+            # Descend: its children (Info, Tracks, Clusters ...) follow. A live recording
+            # (a browser's WebM) leaves the segment's size unknown.
+            end = len(buf) if size is None else min(len(buf), i + size)
+            continue
+        yield eid, i, size
+        if size is None:
+            return
+        i += size
+
+
 def _matroska_has_audio(buf: bytes) -> bool | None:
     """Whether the Matroska / WebM file that ``buf`` opens lists an audio track (TrackType 2);
     None when its track list is not within ``buf``."""
     try:
-        i, end, tracks_seen = 0, len(buf), False
-        while i < end:
-            eid, i = _ebml_vint(buf, i, keep_marker=True)
-            size, i = _ebml_vint(buf, i, keep_marker=False)
-            if eid == _MKV_SEGMENT:
-                # Descend: its children (Info, Tracks, Clusters ...) follow. A live recording
-                # (a browser's WebM) leaves the segment's size unknown.
-                end = len(buf) if size is None else min(len(buf), i + size)
-                continue
+        tracks_seen = False
+        for eid, i, size in _matroska_elements(buf):
             if eid == _MKV_CLUSTER or size is None:
                 return False if tracks_seen else None  # frames begin: no track list after
             if eid == _MKV_TRACKS:
@@ -682,7 +729,6 @@ def _matroska_has_audio(buf: bytes) -> bool | None:
                     return None
                 if _matroska_tracks_have_audio(buf[i : i + size]):
                     return True
-            i += size
         return False if tracks_seen else None
     except ValueError:
         return None
@@ -709,6 +755,59 @@ def _matroska_tracks_have_audio(tracks: bytes) -> bool:
                     return True
                 j += csize
         i += size
+    return False
+
+
+def _ebml_children(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(ID, data)`` of the elements that ``data`` (a master element's) holds; ValueError
+    when they do not fit in it."""
+    i = 0
+    while i < len(data):
+        eid, i = _ebml_vint(data, i, keep_marker=True)
+        size, i = _ebml_vint(data, i, keep_marker=False)
+        if size is None or i + size > len(data):
+            raise ValueError("an element that does not fit")
+        yield eid, data[i : i + size]
+        i += size
+
+
+def _ebml_float(data: bytes) -> float:
+    if not data:
+        return 0.0  # the default of an element stored empty
+    if len(data) not in (4, 8):
+        raise ValueError("not an EBML float")
+    return struct.unpack(">f" if len(data) == 4 else ">d", data)[0]
+
+
+def _matroska_is_mirrored(buf: bytes) -> bool:
+    """Whether the first video track of the Matroska / WebM file that ``buf`` opens is shown
+    mirrored; False when its track list is not within ``buf``.
+
+    Matroska has no display matrix: FFmpeg (9) writes a flip as the track's Projection, a
+    yaw of 180 degrees (``-display_hflip``; a vertical flip is that and a roll of 180), and
+    reads a rectangular projection (type 0) back as a flipped matrix when its yaw is 180 or
+    -180, its pitch 0 and its roll a number; other poses it ignores (spherical video). The
+    turn and flip are then applied as for an MP4 (``VideoFileSource._mirror_flip``).
+    """
+    try:
+        for eid, i, size in _matroska_elements(buf):
+            if eid == _MKV_CLUSTER or size is None:
+                return False  # frames begin: no track list after
+            if eid != _MKV_TRACKS:
+                continue
+            for kind, entry in _ebml_children(buf[i : i + size]):
+                fields = dict(_ebml_children(entry)) if kind == _MKV_TRACK_ENTRY else {}
+                if int.from_bytes(fields.get(_MKV_TRACK_TYPE, b""), "big") != _MKV_VIDEO:
+                    continue
+                video = dict(_ebml_children(fields.get(_MKV_VIDEO_SETTINGS, b"")))
+                pose = dict(_ebml_children(video.get(_MKV_PROJECTION, b"")))
+                if int.from_bytes(pose.get(_MKV_PROJECTION_TYPE, b""), "big") != 0:
+                    return False
+                yaw, pitch, roll = (_ebml_float(pose.get(k, b"")) for k in _MKV_POSE)
+                return abs(yaw) == 180.0 and pitch == 0.0 and not math.isnan(roll)
+            return False  # the first track list names no video
+    except ValueError:
+        pass
     return False
 
 

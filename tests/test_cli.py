@@ -2811,9 +2811,9 @@ def test_an_output_name_longer_than_the_file_system_takes_is_a_usage_error(
 def _photo_with_metadata(path: Path) -> tuple[bytes, bytes]:
     """A JPEG stored 128x96 with EXIF (Orientation 6: shown turned, 96x128) and an ICC
     profile; returns ``(exif, icc)``."""
-    from tests.videos import exif_block, jpeg_with_metadata
+    from tests.videos import exif_block, icc_profile, jpeg_with_metadata
 
-    exif, icc = exif_block(size=(W, H)), bytes(range(256)) * 300
+    exif, icc = exif_block(size=(W, H)), icc_profile()
     data = cv2.imencode(".jpg", cv2.cvtColor(stamped_frame(2), cv2.COLOR_RGB2BGR))[1].tobytes()
     path.write_bytes(jpeg_with_metadata(data, exif, icc))
     return exif, icc
@@ -2852,6 +2852,86 @@ def test_process_keeps_the_exif_data_and_colour_profile_of_a_photo(
     ), err
 
 
+def _still_with_metadata(path: Path, exif: bytes | None, icc: bytes | None) -> Path:
+    """A JPEG or PNG (by ``path``'s extension) of :func:`stamped_frame` ``(2)`` holding
+    ``exif`` and ``icc``."""
+    from tests.videos import jpeg_with_metadata, png_with_metadata
+
+    rgb = stamped_frame(2)
+    data = cv2.imencode(path.suffix, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    embed = png_with_metadata if path.suffix == ".png" else jpeg_with_metadata
+    path.write_bytes(embed(data, exif, icc))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("name", "exif", "space", "lost"),
+    [
+        (
+            "large.png",
+            {"make": b"x" * 70_000},
+            None,
+            "the EXIF data of large.png (it is 68 KB, more than the 64 KB a JPEG holds; a .png "
+            "output keeps it)",
+        ),
+        (
+            "grey.jpg",
+            {},
+            b"GRAY",
+            "the colour profile of grey.jpg (it is a grey profile, not an RGB one, and the output "
+            "is RGB)",
+        ),
+        (
+            "cmyk.png",
+            None,
+            b"CMYK",
+            "the colour profile of cmyk.png (it is a CMYK profile, not an RGB one, and the "
+            "output is RGB)",
+        ),
+    ],
+)
+def test_a_jpeg_output_that_loses_metadata_says_why(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    exif: dict[str, Any] | None,
+    space: bytes | None,
+    lost: str,
+) -> None:
+    # The note named the formats that keep them, "(only .jfif/.jpe/.jpeg/.jpg/.png outputs
+    # keep them)", of a .jpg output: the user had given one.
+    from engine.sources import read_image_metadata
+    from tests.videos import exif_block, icc_profile
+
+    block = None if exif is None else exif_block(**exif)
+    icc = None if space is None else icc_profile(space, size=600)
+    source = _still_with_metadata(tmp_path / name, block, icc)
+    out = tmp_path / "out.jpg"
+    assert cli.main(["process", str(source), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert f"sharpcam: note: {out} will be without {lost}\n" in err, err
+    assert "outputs keep them" not in err, err
+    assert read_image_metadata(out).icc is None
+
+
+def test_metadata_lost_for_two_reasons_gives_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.videos import exif_block, icc_profile
+
+    # An EXIF block that cannot be read (its first directory points past its end).
+    block = exif_block()[:4] + b"\xff\xff\0\0" + exif_block()[8:]
+    source = _still_with_metadata(tmp_path / "in.jpg", block, icc_profile(b"GRAY", size=600))
+    out = tmp_path / "out.png"
+    assert cli.main(["process", str(source), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"sharpcam: note: {out} will be without the EXIF data of in.jpg (its structure cannot "
+        "be read, and copied as it is, its orientation could turn the picture a second time) "
+        "and the colour profile (it is a grey profile, not an RGB one, and the output is RGB)\n"
+    ) in err, err
+
+
 def test_process_folder_keeps_each_photos_metadata_and_says_which_lose_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -2877,8 +2957,8 @@ def test_process_folder_keeps_each_photos_metadata_and_says_which_lose_it(
     assert cli.main(["process", str(folder), str(out), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
     assert (
-        "sharpcam: note: 1 of the 4 images lose their EXIF data or colour profile (only "
-        ".jfif/.jpe/.jpeg/.jpg/.png outputs keep them; first: b.webp)\n"
+        "sharpcam: note: 1 of the 4 images lose their EXIF data or colour profile; the first, "
+        "b.webp, loses the colour profile (only .jfif/.jpe/.jpeg/.jpg/.png outputs keep them)\n"
     ) in err, err
     assert read_image_metadata(out / "a.jpg").exif is not None
     assert not read_image_metadata(out / "p0.png")

@@ -1407,12 +1407,21 @@ def test_a_name_longer_than_the_file_system_takes_is_refused_in_one_line(tmp_pat
 @pytest.mark.parametrize("order", ["<", ">"])
 def test_write_image_keeps_exif_upright_and_the_colour_profile(tmp_path, ext, order):
     # The date taken, the camera and a phone's Display P3 profile were dropped without a word.
-    from videos import DATE_TAKEN, MAKE, ORIENTATION, PIXEL_X, PIXEL_Y, exif_block, exif_tags
+    from videos import (
+        DATE_TAKEN,
+        MAKE,
+        ORIENTATION,
+        PIXEL_X,
+        PIXEL_Y,
+        exif_block,
+        exif_tags,
+        icc_profile,
+    )
 
     from engine.sinks import metadata_lost, write_image
     from engine.sources import ImageMetadata, read_image_metadata
 
-    icc = bytes(range(256)) * 300  # over one JPEG segment
+    icc = icc_profile()  # an RGB one, over one JPEG segment
     metadata = ImageMetadata(exif=exif_block(order=order), icc=icc)
     path = tmp_path / f"out{ext}"
     rgb = np.full((128, 96, 3), 50, np.uint8)  # the 96x128 grid turned upright: 128 tall
@@ -1443,16 +1452,50 @@ def test_write_image_says_what_a_format_cannot_keep(tmp_path):
     from engine.sinks import metadata_lost, write_image
     from engine.sources import ImageMetadata, read_image_metadata
 
+    keep = "only .jfif/.jpe/.jpeg/.jpg/.png outputs keep them"
     both = ImageMetadata(exif=exif_block(), icc=b"profile")
-    assert metadata_lost(both, "out.webp") == ["the EXIF data", "the colour profile"]
-    assert metadata_lost(both, "out.bmp") == ["the EXIF data", "the colour profile"]
-    assert metadata_lost(ImageMetadata(icc=b"p"), "out.tif") == ["the colour profile"]
+    both_lost = [("the EXIF data", keep), ("the colour profile", keep)]
+    assert metadata_lost(both, "out.webp") == both_lost
+    assert metadata_lost(both, "out.bmp") == both_lost
+    assert metadata_lost(ImageMetadata(icc=b"p"), "out.tif") == [("the colour profile", keep)]
     assert metadata_lost(ImageMetadata(), "out.webp") == []
     # An EXIF block that cannot be read cannot be put upright: dropped rather than copied.
     unreadable = ImageMetadata(exif=b"II*\0" + b"\xff" * 20)
-    assert metadata_lost(unreadable, "out.jpg") == ["the EXIF data"]
+    [(what, why)] = metadata_lost(unreadable, "out.jpg")
+    assert what == "the EXIF data" and why.startswith("its structure cannot be read"), why
     write_image(tmp_path / "out.jpg", np.zeros((4, 4, 3), np.uint8), metadata=unreadable)
     assert not read_image_metadata(tmp_path / "out.jpg")
+    # A PNG's EXIF may be larger than the one segment a JPEG holds it in: the .jpg went
+    # without it, and the note said "only .jfif/.jpe/.jpeg/.jpg/.png outputs keep them".
+    large = ImageMetadata(exif=exif_block(make=b"x" * 70_000))
+    assert metadata_lost(large, "out.png") == []
+    assert metadata_lost(large, "out.jpg") == [
+        ("the EXIF data", "it is 68 KB, more than the 64 KB a JPEG holds; a .png output keeps it")
+    ]
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+@pytest.mark.parametrize(("space", "kind"), [(b"GRAY", "a grey"), (b"CMYK", "a CMYK")])
+def test_a_grey_or_cmyk_profile_is_not_put_into_an_rgb_output(tmp_path, ext, space, kind):
+    # The output is always RGB: a grey photo's profile copied into it made colour-managed
+    # viewers fail to show it, and libpng warn "Gray color space not permitted on RGB PNG".
+    from videos import exif_block, icc_profile
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    metadata = ImageMetadata(exif=exif_block(), icc=icc_profile(space, size=600))
+    path = tmp_path / f"out{ext}"
+    assert metadata_lost(metadata, path) == [
+        ("the colour profile", f"it is {kind} profile, not an RGB one, and the output is RGB")
+    ]
+    write_image(path, np.full((8, 8, 3), 50, np.uint8), metadata=metadata)
+    kept = read_image_metadata(path)
+    assert kept.icc is None and kept.exif is not None
+    assert metadata_lost(ImageMetadata(icc=b"\0" * 200), path) == [
+        ("the colour profile", "it does not say it is an RGB profile, and the output is RGB")
+    ]
+    assert metadata_lost(ImageMetadata(icc=icc_profile(size=600)), path) == []
 
 
 # --------------------------------------------------------------------------- mp4v colour
@@ -1520,6 +1563,84 @@ def test_tagging_leaves_a_tagged_file_or_another_layout_alone(tmp_path):
     (tmp_path / "junk.mp4").write_bytes(b"\0\0\0\x08moov" + b"junk")
     assert not tag_mp4v_colour(tmp_path / "junk.mp4")
     assert not tag_mp4v_colour(tmp_path / "missing.mp4")
+
+
+@pytest.mark.parametrize("fourcc", ["FMP4", "XVID", "DIVX"])
+def test_other_mpeg4_fourccs_are_tagged_too(tmp_path, fourcc):
+    # OpenCV writes the same mp4v entry for these in an MP4: they were left untagged, and HD
+    # played with the wrong matrix.
+    path = tmp_path / "a.mp4"
+    with VideoFileSink(path=path, size=(64, 48), fps=10, fourcc=fourcc) as sink:
+        sink.write(frame(0, size=(64, 48)))
+    assert colour_boxes(path) == [b"nclx\0\x01\0\x01\0\x06\0"]
+    mov = tmp_path / "a.mov"  # a MOV of MJPG frames: no mp4v entry, left alone
+    with VideoFileSink(path=mov, size=(64, 48), fps=10, fourcc="MJPG") as sink:
+        sink.write(frame(0, size=(64, 48)))
+    assert colour_boxes(mov) == [] and len(read_video(mov)) == 1
+
+
+class _FailingFile:
+    """A file whose ``fail_at``-th write (1 = the first) writes half of its bytes, then raises
+    ENOSPC, as a full copy-on-write file system can part-way through an overwrite."""
+
+    def __init__(self, file, fail_at: int):
+        self._file, self._fail_at, self.writes = file, fail_at, 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._file.close()
+
+    def __getattr__(self, name):
+        return getattr(self._file, name)
+
+    def write(self, data: bytes) -> int:
+        self.writes += 1
+        if self.writes == self._fail_at:
+            self._file.write(data[: len(data) // 2])
+            self._file.flush()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self._file.write(data)
+
+
+@pytest.mark.parametrize("fail", ["write 1", "write 2", "write 3", "fsync 1", "fsync 2"])
+def test_a_tag_whose_write_fails_leaves_a_video_that_plays(tmp_path, monkeypatch, fail):
+    # The index was rewritten in place: a write that failed half-way left half of it, and
+    # close() published that file, which no player opened, as the finished video. Whichever
+    # write fails now (of the new index, or of either box type that swaps it in), or is
+    # refused only when flushed to the disk (EIO, delayed allocation), the file plays,
+    # untagged, under its name.
+    import builtins
+
+    import engine.sinks
+
+    how, at = fail.split()
+    if how == "write":
+
+        def failing_open(path, mode="r", *args, **kwargs):
+            file = builtins.open(path, mode, *args, **kwargs)
+            return _FailingFile(file, int(at)) if mode == "r+b" else file
+
+        monkeypatch.setattr(engine.sinks, "open", failing_open, raising=False)
+    else:
+        real_fsync, calls = os.fsync, []
+
+        def failing_fsync(fd: int) -> None:
+            calls.append(fd)
+            if len(calls) == int(at):
+                raise OSError(errno.EIO, os.strerror(errno.EIO))
+            real_fsync(fd)
+
+        monkeypatch.setattr(engine.sinks.os, "fsync", failing_fsync)
+    path = tmp_path / "out.mp4"
+    with VideoFileSink(path=path, size=(64, 48), fps=10) as sink:
+        for i in range(12):
+            sink.write(frame(i, size=(64, 48), value=20 * i))
+    assert sink.kept_path == path and not sink.failed
+    frames = read_video(path)
+    assert [round(float(f.mean()) / 20) for f in frames] == list(range(12))
+    assert colour_boxes(path) == []
 
 
 def test_an_mp4v_video_plays_as_bt601_in_ffmpeg(tmp_path):

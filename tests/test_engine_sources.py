@@ -1442,6 +1442,32 @@ def test_a_still_webp_or_png_stays_an_image(tmp_path, ext):
     sources.is_animated_image(broken)  # cut off: no exception, whatever it answers
 
 
+def test_a_png_that_announces_frames_it_does_not_hold_is_a_still(tmp_path):
+    # acTL said 2 frames and no fcTL (frame header) followed: the PNG was refused as an
+    # image output, then made a video of its one frame.
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    still = cv2.imencode(".png", np.full((24, 32, 3), 9, np.uint8))[1].tobytes()
+    path = tmp_path / "announced.png"
+    path.write_bytes(still[:33] + chunk(b"acTL", struct.pack(">II", 2, 0)) + still[33:])
+    assert not sources.is_animated_image(path)
+    assert source_kind(path) == "image"
+    # A real APNG's frame headers are counted, the first before the image data, the others
+    # after it; no more than acTL announces.
+    animated = write_animation(tmp_path / "anim.png", n=3).read_bytes()
+    assert animated.count(b"fcTL") == 3
+    assert sources.is_animated_image(tmp_path / "anim.png")
+    at = animated.index(b"acTL") - 4
+    one = chunk(b"acTL", struct.pack(">II", 1, 0))
+    (tmp_path / "one.png").write_bytes(animated[:at] + one + animated[at + len(one) :])
+    assert not sources.is_animated_image(tmp_path / "one.png")
+
+
 def test_a_folder_lists_what_it_leaves_out(tmp_path):
     # Sub-folders and files of other types were passed over without a word.
     for i in (1, 2):
@@ -1497,6 +1523,46 @@ def test_image_metadata_is_read_from_jpeg_png_and_webp_headers(tmp_path):
     assert not sources.read_image_metadata(tmp_path / "missing.jpg")
 
 
+class _CountingReads:
+    """A file that counts its ``read`` calls."""
+
+    def __init__(self, data: bytes):
+        import io
+
+        self._file, self.reads = io.BytesIO(data), 0
+
+    def read(self, n: int = -1) -> bytes:
+        self.reads += 1
+        return self._file.read(n)
+
+    def seek(self, *args: int) -> int:
+        return self._file.seek(*args)
+
+
+def test_metadata_and_box_walks_stop_on_a_hostile_file(monkeypatch):
+    # A JPEG of nothing but fill bytes was read one byte at a time to its end (100 s a
+    # gigabyte), and an MP4 of millions of empty boxes walked box by box (seconds).
+    monkeypatch.setattr(sources, "_JPEG_FILL_LIMIT", 100)
+    exif = b"Exif\0\0II*\0" + bytes(4)
+    app1 = b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif
+    assert sources._jpeg_metadata(_CountingReads(b"\xff\xd8" + b"\xff" * 50 + app1)).exif
+    hostile = _CountingReads(b"\xff\xd8" + b"\xff" * 10_000 + app1)
+    assert not sources._jpeg_metadata(hostile)
+    assert hostile.reads < 150, hostile.reads
+
+    monkeypatch.setattr(sources, "_BOX_WALK_LIMIT", 100)
+    moov = struct.pack(">I4s", 16, b"moov") + struct.pack(">I4s", 8, b"free")
+    data = struct.pack(">I4s", 8, b"ftyp") + struct.pack(">I4s", 8, b"free") * 50 + moov
+    assert sources._mp4_moov(_CountingReads(data), len(data)) == moov
+    data = struct.pack(">I4s", 8, b"ftyp") + struct.pack(">I4s", 8, b"free") * 10_000 + moov
+    hostile = _CountingReads(data)
+    assert sources._mp4_moov(hostile, len(data)) is None
+    assert hostile.reads <= 100, hostile.reads
+    hostile = _CountingReads(data)
+    assert sources._mp4_has_audio(hostile, len(data)) is None
+    assert hostile.reads <= 100, hostile.reads
+
+
 # --------------------------------------------------------------------------- display matrix
 
 
@@ -1548,3 +1614,45 @@ def test_a_mirrored_video_is_shown_mirrored_not_turned(tmp_path, matrix, shown):
     for img in frames:
         assert img.shape == expected.shape
         assert np.abs(img.astype(int) - expected).mean() < 8
+
+
+@pytest.mark.parametrize(
+    ("name", "flags", "mirrored"),
+    [
+        ("h.mkv", ["-display_hflip"], True),
+        ("v.mkv", ["-display_vflip"], True),
+        ("r90h.mkv", ["-display_rotation", "90", "-display_hflip"], True),
+        ("r90.mkv", ["-display_rotation", "90"], False),
+        ("h.webm", ["-display_hflip"], True),
+    ],
+)
+def test_a_mirrored_matroska_video_is_shown_as_ffmpeg_shows_it(tmp_path, name, flags, mirrored):
+    # Matroska has no display matrix: FFmpeg stores a flip as the track's projection (a yaw
+    # of 180 degrees), which only MP4 / MOV files were read for; a mirrored MKV or WebM came
+    # out turned. What FFmpeg itself shows is what is expected.
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    clip = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for _ in range(2):
+        writer.write(cv2.cvtColor(quadrants(), cv2.COLOR_RGB2BGR))
+    writer.release()
+    if name.endswith(".webm"):  # WebM takes VP8, VP9 or AV1 only
+        vp9 = tmp_path / "clip.webm"
+        encode = [ffmpeg, "-v", "error", "-i", str(clip), "-c:v", "libvpx-vp9", "-crf", "10"]
+        subprocess.run([*encode, "-b:v", "0", str(vp9)], check=True, capture_output=True)
+        clip = vp9
+    path = tmp_path / name
+    copy = [ffmpeg, "-v", "error", *flags, "-i", str(clip), "-c", "copy", str(path)]
+    subprocess.run(copy, check=True, capture_output=True)
+    assert sources.video_is_mirrored(path) == mirrored
+    with open_source(path, live=False) as src:
+        frames = [f.image for f in src]
+    w, h = src.size
+    shown = [ffmpeg, "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(shown, check=True, capture_output=True).stdout
+    assert len(frames) == 2 and len(raw) == 2 * w * h * 3
+    expected = np.frombuffer(raw, np.uint8).reshape(2, h, w, 3)
+    for img, want in zip(frames, expected, strict=True):
+        assert np.abs(img.astype(int) - want).mean() < 8

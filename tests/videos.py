@@ -4,6 +4,7 @@ blocks tests put into (and read back from) still images."""
 from __future__ import annotations
 
 import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -96,3 +97,25 @@ def jpeg_with_metadata(data: bytes, exif: bytes | None = None, icc: bytes | None
             payload = b"ICC_PROFILE\0" + bytes([n, len(chunks)]) + chunk
             segments += b"\xff\xe2" + (len(payload) + 2).to_bytes(2, "big") + payload
     return data[:2] + segments + data[2:]
+
+
+def icc_profile(space: bytes = b"RGB ", size: int = 76_800) -> bytes:
+    """``size`` bytes that open as an ICC profile of colour ``space`` does (``b"RGB "``,
+    ``b"GRAY"``, ``b"CMYK"``): its header's size, version, device class, colour space, PCS
+    and signature; filler after it. The default is larger than one JPEG segment holds."""
+    head = struct.pack(
+        ">I4sI4s4s4s12x4s", size, b"none", 0x02100000, b"mntr", space, b"XYZ ", b"acsp"
+    )
+    return (head + bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def png_with_metadata(data: bytes, exif: bytes | None = None, icc: bytes | None = None) -> bytes:
+    """The PNG ``data`` with an iCCP and an eXIf chunk after its IHDR."""
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload).to_bytes(4, "big")
+        return len(payload).to_bytes(4, "big") + kind + payload + crc
+
+    extra = b"" if icc is None else chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc))
+    extra += b"" if exif is None else chunk(b"eXIf", exif)
+    return data[:33] + extra + data[33:]
