@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -367,7 +368,16 @@ class MessageBanner(QFrame):
         self.kind = ""  # the shown message's kind; "" when none
         self.message: UserMessage | None = None  # the message on show
         self._said: list[UserMessage] = []  # oldest first, each object once
+        QGuiApplication.clipboard().dataChanged.connect(self._clean_copy)
         self.hide()
+
+    def _clean_copy(self) -> None:
+        # The zero-width spaces that let long words wrap (_breakable) would go with a path
+        # copied from the banner into a terminal or a file dialog, and it would not be found.
+        clipboard = QGuiApplication.clipboard()
+        text = clipboard.text()
+        if _ZWSP in text and self.text.hasSelectedText():
+            clipboard.setText(text.replace(_ZWSP, ""))
 
     def show_message(self, msg: UserMessage) -> None:
         """Show ``msg`` on top of the others (moved there when it was kept already)."""
@@ -411,7 +421,9 @@ class MessageBanner(QFrame):
         for widget in (self, self.text, self.more, bar):
             self.style().unpolish(widget)
             self.style().polish(widget)
-        self.text.setText(f"<b>{_html(msg.text)}</b><br>{_html(msg.advice)}")
+        self.text.setText(
+            f"<b>{_html(_breakable(msg.text))}</b><br>{_html(_breakable(msg.advice))}"
+        )
         self.text_area.verticalScrollBar().setValue(0)  # a new message is read from its start
         self.text_area.updateGeometry()
         self.more.setText(f"{len(kept) - 1} more")
@@ -1221,6 +1233,9 @@ class MainWindow(QMainWindow):
             # No engine was started, so no running_changed comes to end "Starting".
             self._show_no_video("No video. Pick another camera or the demo clip.")
         self._show_virtual_state()  # the demo clip standing in is not sent: the line says so
+        # A Retry pressed while it started waited for it: the open it brings answers (the
+        # bridge tries the device now), or, with nothing to open, this settles it.
+        QTimer.singleShot(0, self._settle_virtual_retry)
 
     def _on_stream_ended(self, msg: UserMessage) -> None:
         # The banner shows the cause (the bridge emitted it); the picture must not stay as if
@@ -1669,6 +1684,11 @@ class MainWindow(QMainWindow):
         """Say what a Retry came to where no device opened and nothing else said why."""
         if not self._virtual_retrying or self.bridge.virtual_camera_opening:
             return
+        if self.bridge.starting:
+            # A restart under way: the device is tried once it runs (_on_start_finished
+            # settles it then). Settled now, "no video plays" was said of a video about to
+            # play, and the real answer that followed never reached the dialog.
+            return
         self._virtual_retrying = False
         if self.virtual_dialog is None:
             return
@@ -1821,6 +1841,33 @@ def _section(text: str) -> QLabel:
 
 def _html(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+_ZWSP = "\u200b"  # a line may break here; nothing is drawn
+_BREAK_AFTER = re.compile(r"([/\\_:.,;=\-]+)")
+
+
+def _breakable(text: str, run: int = 24) -> str:
+    """``text`` with places to break inside words longer than ``run`` characters.
+
+    Qt wraps only between words: a path or a library's symbol in an error made the banner's
+    words wider than the banner (the minimum window width used to grow to ~1024 px for one;
+    in the scrolling banner the rest was cut off). A zero-width space goes after each
+    separator (``/ \\ _ : . , ; = -``), and every ``run`` characters where a stretch has none.
+    """
+
+    def split(word: str) -> str:
+        if len(word) <= run:
+            return word
+        out = []
+        for part in _BREAK_AFTER.split(word):
+            if _BREAK_AFTER.fullmatch(part):
+                out.append(part + _ZWSP)
+            elif part:
+                out.append(_ZWSP.join(part[i : i + run] for i in range(0, len(part), run)))
+        return "".join(out)
+
+    return re.sub(r"\S+", lambda m: split(m.group(0)), text)
 
 
 __all__ = [

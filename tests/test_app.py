@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import pyvirtualcam
 from PySide6.QtCore import QPoint, Qt, QTimer
-from PySide6.QtGui import QColor, QImage, QPalette
+from PySide6.QtGui import QColor, QGuiApplication, QImage, QPalette
 from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QWidget
 
 from app.camera_list import (
@@ -4894,7 +4894,8 @@ def test_the_interactive_app_still_shows_the_demo_clip_for_a_source_that_fails(
         for w in QApplication.topLevelWidgets():
             if isinstance(w, MainWindow) and w.isVisible() and w.preview.has_frame():
                 seen.update(fallback=w.bridge.using_fallback, banner=w.banner.isVisible())
-                seen["text"] = w.banner.text.text().lower()
+                # Without the places a long word may break (a path in the message).
+                seen["text"] = w.banner.text.text().replace("\u200b", "").lower()
                 poll.stop()
                 w.close()
 
@@ -6026,6 +6027,45 @@ def test_at_the_minimum_size_a_long_banner_overlaps_neither_the_preview_nor_the_
     assert bar is None or not bar.isVisible()
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        r"backend 'onnx' could not load C:\Users\someone\AppData\Local\Programs\SharpCam"
+        r"\weights\student_fast_int8.onnx: [ONNXRuntimeError] : 1 : FAIL : Load model failed",
+        "could not load /home/someone/sharpcam_models/my_custom_student_model_finetuned_v2_final"
+        "_fp16.onnx: Load model failed",
+        "onnxruntime::contrib::cuda::FusedConv<float>::ComputeInternal CUDNN_STATUS_FAILED "
+        + "x" * 70,
+    ],
+    ids=["windows-path", "underscores", "symbol-and-run"],
+)
+def test_a_banner_wraps_long_words_and_copies_them_whole(qtbot, make_window, error):
+    # Qt wraps between words only: a path in an error was wider than the scrolling banner at
+    # the minimum window width, and its end was cut off where nothing could scroll to it.
+    from app.engine_bridge import describe_error
+
+    window = make_window(start=False)
+    window.show_message(describe_error(RuntimeError(error), context="model", backend="onnx"))
+    window.resize(1, 1)
+    qtbot.waitUntil(lambda: window.size() == window.minimumSize(), timeout=2000)
+    qtbot.wait(50)
+    text, view = window.banner.text, window.banner.text_area.viewport()
+    assert text.width() <= view.width(), (text.width(), view.width())
+    assert window.minimumSize().width() < 900
+    # Copied from the banner, a path is the path: the places to break are not in it.
+    from PySide6.QtGui import QTextDocument
+
+    shown = QTextDocument()
+    shown.setHtml(text.text())
+    text.setSelection(0, shown.characterCount() - 1)
+    assert text.hasSelectedText()
+    QGuiApplication.clipboard().setText(text.selectedText())
+    qtbot.waitUntil(lambda: "\u200b" not in QGuiApplication.clipboard().text(), timeout=2000)
+    copied = QGuiApplication.clipboard().text()
+    longest = max(error.split(), key=len)
+    assert longest.replace("&", "&amp;").replace("<", "&lt;") in copied or longest in copied
+
+
 def _fails_to_load(exc: BaseException, times: int = 1):  # noqa: ANN202
     """The real engine, whose first ``times`` model loads raise ``exc`` (passthrough is built
     as ever); later ones build the unsharp mask in place of a model."""
@@ -6147,6 +6187,29 @@ def test_the_setup_steps_open_again_from_the_sidebar_and_retry_says_what_it_foun
     assert recorder.device_name in window.statusBar().currentMessage()
     assert not button.isVisible()  # there is one now: no steps to offer
     assert window.show_virtual_setup_steps() is None
+
+
+def test_a_retry_pressed_while_the_video_restarts_gets_the_real_answer(
+    qtbot, make_window, recorder
+):
+    # Retry pressed while the person re-picked the camera: it was settled at once with "No
+    # video plays now: SharpCam tries again once it does", false both ways (the video played
+    # a moment later, and nothing tried again), and the real answer never reached the dialog.
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    recorder.fail_next = 1
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    dialog = window.virtual_dialog
+    assert dialog is not None and dialog.isVisible()
+    recorder.fail_next = 1  # still none at the next try
+    with qtbot.waitSignal(window.bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as started:
+        window.start_stream()
+        dialog.retry_button.click()
+    assert started.args == [True]
+    virtual_settled(qtbot, window)
+    qtbot.waitUntil(lambda: "Still not found" in dialog.result.text(), timeout=5000)
+    assert "No video plays" not in dialog.result.text() and dialog.retry_button.isEnabled()
 
 
 def test_a_virtual_camera_in_use_is_said_so_not_given_the_install_steps(
