@@ -248,6 +248,143 @@ def test_leakage_guard_catches_flipped_and_rotated_copies() -> None:
     assert [t for t, _, _ in found] == ["upright"]
 
 
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+
+
+def _cut(img: np.ndarray, top: float, bottom: float, left: float, right: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    return np.ascontiguousarray(
+        img[int(h * top) : h - int(h * bottom), int(w * left) : w - int(w * right)]
+    )
+
+
+def _sky(h: int, w: int, seed: int) -> np.ndarray:
+    """A sky: a smooth gradient and faint, soft clouds, next to no detail."""
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    clouds = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 25)
+    img = 230 - 90 * y + 8 * clouds / clouds.std() + rng.normal(0, 1, (h, w)).astype(np.float32)
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def _field(h: int, w: int, seed: int) -> np.ndarray:
+    """Another sky's gradient over a horizon and a field of grass: texture where the sky has none."""
+    rng = np.random.default_rng(seed)
+    y = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None]
+    img = 220 - 100 * y + np.zeros((1, w), np.float32)
+    grass = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 2)
+    ground = int(h * 0.75)
+    img[ground:] = 110 - 30 * y[ground:] + 25 * (grass / grass.std())[ground:]
+    return np.repeat(np.clip(img, 0, 255).astype(np.uint8)[:, :, None], 3, axis=2)
+
+
+def test_leakage_guard_catches_crops_of_up_to_a_fifth_a_side() -> None:
+    from skimage import data as skdata
+
+    from training.data import near_duplicates
+
+    # A crop of 10 or 20 % a side, kept at its size or resized back to the original's, is the
+    # evaluation picture at up to 1.67x; so is the evaluation image being such a crop of a photo.
+    evals = {"astronaut": skdata.astronaut(), "coffee": skdata.coffee(), "rocket": skdata.rocket()}
+    train: dict[str, np.ndarray] = {}
+    for name, ev in evals.items():
+        h, w = ev.shape[:2]
+        train[f"{name} 10% a side"] = _cut(ev, 0.1, 0.1, 0.1, 0.1)
+        train[f"{name} 20% a side"] = _cut(ev, 0.2, 0.2, 0.2, 0.2)
+        train[f"{name} 20% a side, resized back"] = cv2.resize(
+            _cut(ev, 0.2, 0.2, 0.2, 0.2), (w, h), interpolation=cv2.INTER_CUBIC
+        )
+        train[f"{name} 20% off one side, JPEG"] = _jpeg(_cut(ev, 0, 0, 0.2, 0), 75)
+        train[f"{name} 15/5/20/0 %, rotated, half size"] = cv2.resize(
+            np.rot90(_cut(ev, 0.15, 0.05, 0.2, 0)),
+            None,
+            fx=0.5,
+            fy=0.5,
+            interpolation=cv2.INTER_AREA,
+        )
+    sigs = {k: image_signature(v) for k, v in train.items()}
+    found = near_duplicates(sigs, {k: image_signature(v) for k, v in evals.items()})
+    assert sorted((t, e) for t, e, _ in found) == sorted((t, t.split()[0]) for t in train)
+    # a benchmark image cut from a training photo (Lai's sharp images are crops of Urban100's)
+    chelsea = skdata.chelsea()
+    benchmark = {
+        "chelsea crop": np.ascontiguousarray(np.rot90(_cut(chelsea, 0.2, 0.1, 0.15, 0.2), 3))
+    }
+    found = near_duplicates(
+        {"chelsea": image_signature(chelsea)}, {k: image_signature(v) for k, v in benchmark.items()}
+    )
+    assert [(t, e) for t, e, _ in found] == [("chelsea", "chelsea crop")]
+
+
+def test_leakage_guard_keeps_a_margin_on_unrelated_pictures() -> None:
+    from skimage import data as skdata
+
+    from training.data import NEAR_DUPLICATE_SCORE, near_duplicates
+
+    # A smooth sky matched a textured field through their shared gradient and horizon (on
+    # ../shared a wind farm's sky and an upside-down lion photo came within 0.0001 of the
+    # threshold once crops were searched): no two different pictures here may come within 0.1
+    # of it, in any of the 8 forms, at any crop the guard searches.
+    grey = ("camera", "coins", "moon", "page", "brick", "grass", "gravel", "clock")
+    colour = (
+        "astronaut",
+        "coffee",
+        "chelsea",
+        "rocket",
+        "hubble_deep_field",
+        "immunohistochemistry",
+    )
+    pictures = {n: np.repeat(getattr(skdata, n)()[:, :, None], 3, axis=2) for n in grey}
+    pictures |= {n: getattr(skdata, n)() for n in colour}
+    pictures |= {"sky": _sky(300, 450, 0), "field": _field(300, 450, 1)}
+    sigs = {k: image_signature(v) for k, v in pictures.items()}
+    close = near_duplicates(sigs, sigs, threshold=NEAR_DUPLICATE_SCORE - 0.1)
+    assert sorted((t, e, round(s, 3)) for t, e, s in close if t != e) == []
+    # each picture is still its own near-duplicate, so the search did look at every one
+    assert sorted(t for t, e, _ in close if t == e) == sorted(pictures)
+
+
+def test_leakage_guard_compares_gopro_frames_with_evaluation_images(tmp_path: Path) -> None:
+    from training.config import load_config
+    from training.data import list_frames, make_synthetic_dataset
+    from training.train import build_data
+
+    # GoPro's frames are decoded lazily and were compared by their file bytes only: a held-out
+    # raw frame re-encoded into a GoPro training sequence passed.
+    d = make_synthetic_dataset(tmp_path / "synth", 2, frames=40, size=(160, 120))
+    held_out = cv2.imread(str(list_frames(d["raw"] / "seq_01")[35]))  # smoke.yaml: 31-40 held out
+    rng = np.random.default_rng(0)
+    seq = tmp_path / "GOPRO_Large" / "train" / "GOPR_x"
+    for sub in ("blur", "sharp"):
+        (seq / sub).mkdir(parents=True)
+        for i in (1, 2):
+            cv2.imwrite(str(seq / sub / f"{i:06d}.png"), procedural_scene(rng, 120, 160))
+    cv2.imwrite(str(seq / "sharp" / "000002.png"), _jpeg(held_out, 90))
+    (seq / "blur" / "000003.png").write_bytes(b"not an image")
+    raws = ",".join(str(d["raw"] / f"seq_{i:02d}") for i in range(2))
+    cfg = load_config(
+        Path(__file__).resolve().parent.parent / "training" / "configs" / "smoke.yaml",
+        [
+            f"--out_dir={tmp_path / 'run'}",
+            f"--data.raw_dirs=[{raws}]",
+            f"--data.photo_dirs=[{d['photos']}]",
+            f"--data.eval_dirs=[{d['eval']}]",
+            f"--data.gopro_dir={tmp_path / 'GOPRO_Large'}",
+            "--data.gopro_weight=0.2",
+        ],
+    )
+    with pytest.raises(LeakageError, match=r"GOPR_x/sharp/000002.png  ==  .*seq_01/000036.png"):
+        build_data(cfg)
+    from training.data import file_signatures
+
+    # an unreadable file gets no thumbnail, every other frame does
+    sigs = file_signatures(sorted(seq.rglob("*.png")), workers=2)
+    assert len(sigs) == 4 and all(s.shape == (96, 128) for s in sigs.values())
+
+
 def test_raw_frames_with_a_missing_or_repeated_number_are_refused(tmp_path: Path) -> None:
     # Frames are numbered by position: without 000010.png, frames 9 and 11 would pass for
     # neighbours and every held-out frame would move one place into the training range.

@@ -25,8 +25,10 @@ import fnmatch
 import hashlib
 import logging
 import math
+import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -174,59 +176,93 @@ def _hash_items(items: Mapping[str, str] | Iterable[Any]) -> dict[str, str]:
     return out
 
 
-# Near-duplicate guard: grey thumbnails (longest side NEAR_DUPLICATE_SIDE px, lightly smoothed)
-# whose centre (NEAR_DUPLICATE_CENTRE of each side) is searched for in the other thumbnail, in
-# each of the evaluation thumbnail's 8 flipped and rotated forms. On ../shared the crops of Lai's
-# sharp images among the Urban100 photos score >= 0.988; the best other train/eval pair scored
-# 0.92 against the upright images alone and 0.951 against all 8 forms (csun_hays80's wind farm
-# and wheat field vs the upside-down real_blurry/lion.jpg, a smooth gradient like their skies).
-NEAR_DUPLICATE_SIDE = 64
-NEAR_DUPLICATE_CENTRE = 0.75
-NEAR_DUPLICATE_SCORE = 0.96
-# Only the centre at its own scale is searched: also searching it shrunk to 0.9 and 0.8 would
-# find crops of 5-10 % per side (their content is 1.1-1.25x larger in the thumbnail), but lifted
-# those sky-vs-lion pairs to 0.9599, a hair under the threshold; not until the signature ignores
-# smooth gradients. Crops beyond ~2 % per side therefore still pass.
-# Every pair is first scored on thumbnails this many times smaller, all at once (matrix
-# products); only pairs scoring >= _COARSE_SCORE there are searched at full size, in every form. Of the flipped, rotated, cropped and re-compressed copies of 17 skimage images that
-# the search of every pair finds, this pass lost one (coins cut 3 % on one side: 0.968 in full),
-# so the upright form of every pair is still searched at full size (the 3 s the upright-only
-# search took on ../shared); the coarse pass adds the other 7 forms for ~0.4 s.
-_COARSE_FACTOR = 4
-_COARSE_SCORE = 0.75
+# Near-duplicate guard. A signature is a grey thumbnail (longest side NEAR_DUPLICATE_SIDE px). Two
+# pictures are the same when one, shrunk by some m in [1, 1 / (1 - 2 * NEAR_DUPLICATE_MAX_CROP)]
+# and turned into one of the 8 flipped and rotated forms, is found in the other: a copy with up to
+# that fraction cut from any of its sides, rescaled or re-compressed (either may be the crop).
+# Both are compared as band-pass images (a difference of Gaussians): a smooth gradient has no
+# band-pass content, so skies, vignetting and shading no longer decide the score. With grey
+# thumbnails a wind farm's sky and an upside-down blurry lion photo in ../shared scored 0.9599
+# once crops were searched (against 0.96); band-passed, the best unrelated train/eval pair there
+# scores 0.77 (two flat horizons), the four Urban100/Lai pairs >= 0.95, and 1932 copies of 17
+# skimage and 25 Lai images (crops of 2-20 % a side, resized to as little as 1/8, JPEG 30-75,
+# gamma, flipped, rotated, in both directions) >= 0.92, but for a 24 x 48 px eighth of
+# skimage's page (0.86).
+NEAR_DUPLICATE_SIDE = 128
+NEAR_DUPLICATE_MAX_CROP = 0.2
+NEAR_DUPLICATE_SCORE = 0.85
+# The band: finer than 1 px is resampling and JPEG noise, coarser than ~4 px (3 % of the
+# thumbnail) is shading. The centre (80 %) of the shrunk picture is searched for, so that up to
+# 10 % a side of it may lie outside the other (both cut from a larger original).
+_BAND_SIGMAS = (1.0, 4.0)
+_CENTRE = 0.8
+_MAGS = tuple((1 / (1 - 2 * NEAR_DUPLICATE_MAX_CROP)) ** (i / 4) for i in range(5))
+# Searching every form, crop and position of every pair at full size would take minutes: a
+# coarse pass scores them all at once (matrix products) and only hypotheses (pair, direction,
+# form) scoring >= _COARSE_SCORE there are searched at full size. It compares where the edges of
+# each orientation are (gradient magnitude in 8 signed directions, averaged over 8 px cells of a
+# 64 px thumbnail, in a window of 4 x 4 cells around the centre): unlike grey levels this does
+# not blur away at that size, and a flip or rotation of it is a permutation. The copies above
+# score >= 0.82 there; on ../shared about 4.7k of the 1.2M hypotheses pass.
+_COARSE_SIDE = 64
+_CELL = 8
+_BINS = 8
+_STRIDE = 2
+_GRIDS = (4, 3)  # cells a side of the window compared; 3 where a thumbnail is too narrow for 4
+_COARSE_SCORE = 0.7
+# A hypothesis is scored at the 5 magnifications of the coarse pass first and refined only if
+# one reaches _SCAN_SCORE: a crop halfway between two of them scores >= 0.55 there (a 2 % crop of
+# skimage's gravel), most unrelated pairs < 0.35.
+_SCAN_SCORE = 0.45
+# A band-passed template with less contrast than this (grey levels) holds no picture, only
+# sensor noise and compression: it matches nothing, like a flat thumbnail.
+_FLAT_BAND = 0.5
 
 
 def image_signature(img: np.ndarray) -> np.ndarray:
-    """A small grey thumbnail of an ``(H, W, 3)`` image for ``near_duplicates`` (float32)."""
+    """A grey thumbnail (uint8, longest side ``NEAR_DUPLICATE_SIDE``) of an ``(H, W, 3)`` or grey
+    image for ``near_duplicates``."""
     x = to_uint8(img)
     grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) if x.ndim == 3 else x
-    s = NEAR_DUPLICATE_SIDE / max(grey.shape[:2])
-    size = (max(1, round(grey.shape[1] * s)), max(1, round(grey.shape[0] * s)))
-    thumb = cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32)
-    return cv2.GaussianBlur(thumb, (0, 0), 0.8)
+    return _resize_to(grey, NEAR_DUPLICATE_SIDE)
 
 
-def _centre_of(sig: np.ndarray) -> np.ndarray:
-    h, w = sig.shape
-    ch, cw = max(1, int(h * NEAR_DUPLICATE_CENTRE)), max(1, int(w * NEAR_DUPLICATE_CENTRE))
-    y, x = (h - ch) // 2, (w - cw) // 2
-    return sig[y : y + ch, x : x + cw]
+def _resize_to(img: np.ndarray, side: int) -> np.ndarray:
+    """``img`` scaled so that its longest side is ``side``."""
+    return _scaled(img, side / max(img.shape[:2]))
 
 
-def _dihedral(sig: np.ndarray) -> list[np.ndarray]:
-    """The 8 flips and 90-degree rotations of ``sig``: training augments with all of them, so a
-    flipped or rotated copy of an evaluation image teaches exactly what the image would."""
-    out = []
-    for k in range(4):
-        r = np.rot90(sig, k)
-        out += [np.ascontiguousarray(r), np.ascontiguousarray(r[:, ::-1])]
-    return out
+def _scaled(img: np.ndarray, factor: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    if size == (w, h):
+        return img
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, size, interpolation=interp)
 
 
-def _shrunk(sig: np.ndarray, scale: float) -> np.ndarray:
-    h, w = sig.shape
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return cv2.resize(sig, size, interpolation=cv2.INTER_AREA)
+def _form(x: np.ndarray, form: int) -> np.ndarray:
+    """Form ``form`` (0-7) of the 8 flips and 90-degree rotations: training augments with all of
+    them, so a flipped or rotated copy of an evaluation image teaches exactly what it would."""
+    r = np.rot90(x, form // 2)
+    return np.ascontiguousarray(r[:, ::-1] if form % 2 else r)
+
+
+def _centre(x: np.ndarray, frac: float) -> np.ndarray:
+    h, w = x.shape[:2]
+    ch, cw = max(1, int(h * frac)), max(1, int(w * frac))
+    y, x0 = (h - ch) // 2, (w - cw) // 2
+    return x[y : y + ch, x0 : x0 + cw]
+
+
+def _band(x: np.ndarray) -> np.ndarray:
+    """Difference of Gaussians. The border is continued by odd reflection (``2 * edge - mirror``),
+    which continues a gradient as itself: an even mirror folds it into a ridge along the border
+    that two featureless skies then match each other by."""
+    r = math.ceil(3 * _BAND_SIGMAS[1])
+    p = np.pad(x.astype(np.float32), r, mode="reflect", reflect_type="odd")
+    d = cv2.GaussianBlur(p, (0, 0), _BAND_SIGMAS[0]) - cv2.GaussianBlur(p, (0, 0), _BAND_SIGMAS[1])
+    return d[r : r + x.shape[0], r : r + x.shape[1]]
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -236,46 +272,184 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return np.where(norm > 1e-3, x / np.maximum(norm, 1e-3), 0.0).astype(np.float32)
 
 
-def _best_ncc(images: Sequence[np.ndarray], templates: Sequence[np.ndarray]) -> np.ndarray:
-    """``(len(images), len(templates))``: the best normalised cross-correlation of each template
-    anywhere inside each image (``cv2.TM_CCOEFF_NORMED``), -1 where it does not fit or is flat.
+def _bin_permutations() -> list[np.ndarray]:
+    """For each form, where each signed direction bin goes: ``out[..., p[b]] = in[..., b]``."""
+    perms = []
+    for form in range(8):
+        p = []
+        for b in range(_BINS):
+            a = 2 * math.pi * b / _BINS
+            vx, vy = math.cos(a), math.sin(a)  # image axes: y points down
+            for _ in range(form // 2):  # np.rot90: a quarter turn counter-clockwise on screen
+                vx, vy = vy, -vx
+            if form % 2:
+                vx = -vx
+            p.append(round(math.atan2(vy, vx) % (2 * math.pi) / (2 * math.pi) * _BINS) % _BINS)
+        perms.append(np.argsort(p))
+    return perms
 
-    Same-shaped images and templates are stacked, so the whole table is a few matrix products.
-    """
-    out = np.full((len(images), len(templates)), -1.0, np.float32)
-    by_shape: dict[tuple[int, ...], list[int]] = {}
-    for j, t in enumerate(templates):
-        if float(t.std()) >= 1.0:  # a flat thumbnail matches anything
-            by_shape.setdefault(t.shape, []).append(j)
-    units = {
-        s: _unit_rows(np.stack([templates[j] for j in js]).reshape(len(js), -1)).T
-        for s, js in by_shape.items()
-    }
-    img_shapes: dict[tuple[int, ...], list[int]] = {}
-    for i, im in enumerate(images):
-        img_shapes.setdefault(im.shape, []).append(i)
-    for shape, iis in img_shapes.items():
-        stack = np.stack([images[i] for i in iis]).astype(np.float32)
-        for tshape, js in by_shape.items():
-            if tshape[0] > shape[0] or tshape[1] > shape[1]:
-                continue
-            windows = np.lib.stride_tricks.sliding_window_view(stack, tshape, axis=(1, 2))
-            positions = windows.shape[1] * windows.shape[2]
-            # Chunks keep the score matrix near 64 MB however many photos there are.
-            step = max(1, (1 << 24) // max(1, positions * len(js)))
-            for a in range(0, len(iis), step):
-                w = _unit_rows(windows[a : a + step].reshape(-1, tshape[0] * tshape[1]))
-                best = (w @ units[tshape]).reshape(-1, positions, len(js)).max(axis=1)
-                out[np.ix_(iis[a : a + step], js)] = best
+
+_BIN_PERMS = _bin_permutations()
+
+
+def _edge_cells(img: np.ndarray) -> np.ndarray:
+    """``(H, W, _BINS)``: gradient magnitude split between its two nearest signed direction bins
+    and averaged over a cell around each pixel."""
+    x = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.7)
+    mag, ang = cv2.cartToPolar(cv2.Sobel(x, cv2.CV_32F, 1, 0), cv2.Sobel(x, cv2.CV_32F, 0, 1))
+    pos = ang * (_BINS / (2 * math.pi))
+    lo = np.floor(pos)
+    frac = pos - lo
+    lo_bin = lo.astype(np.intp) % _BINS
+    out = np.zeros((*img.shape, _BINS), np.float32)
+    iy, ix = np.indices(img.shape)
+    out[iy, ix, lo_bin] = mag * (1 - frac)
+    out[iy, ix, (lo_bin + 1) % _BINS] = mag * frac
+    return cv2.boxFilter(out, -1, (_CELL, _CELL), borderType=cv2.BORDER_REFLECT)
+
+
+def _cell_windows(cells: np.ndarray, ys: np.ndarray, xs: np.ndarray, grid: int) -> np.ndarray:
+    """``(len(ys), len(xs), grid, grid, _BINS)``: the cells of the windows whose corners are
+    ``(ys[i], xs[j])``."""
+    y = ys[:, None] + _CELL // 2 + _CELL * np.arange(grid)
+    x = xs[:, None] + _CELL // 2 + _CELL * np.arange(grid)
+    return cells[y[:, None, :, None], x[None, :, None, :]]
+
+
+@dataclass
+class _Coarse:
+    """One picture in the coarse pass: its centre window in 8 forms (``templates[grid]``,
+    ``(8, d)``), and the windows around the centre of its thumbnail enlarged by each of
+    ``_MAGS`` (``windows[grid][i]``, ``(n, d)``), all as unit rows. ``grid`` is the largest of
+    ``_GRIDS`` its thumbnail holds (``None``: none)."""
+
+    grid: int | None
+    templates: dict[int, np.ndarray] = field(default_factory=dict)
+    windows: dict[int, list[np.ndarray]] = field(default_factory=dict)
+
+
+def _coarse_grid(sig: np.ndarray) -> int | None:
+    short = min(sig.shape) * _COARSE_SIDE / max(sig.shape)
+    return next((g for g in _GRIDS if short >= g * _CELL), None)
+
+
+def _coarse(sig: np.ndarray, grids: Sequence[int]) -> _Coarse:
+    """``sig``'s coarse windows for each of ``grids`` that fits its thumbnail."""
+    base = _resize_to(sig.astype(np.float32), _COARSE_SIDE)
+    out = _Coarse(_coarse_grid(sig))
+    grids = [g for g in grids if min(base.shape) >= g * _CELL]
+    for i, m in enumerate(_MAGS):
+        img = _scaled(base, m)
+        cells = _edge_cells(img)
+        h, w = img.shape
+        reach = math.ceil(NEAR_DUPLICATE_MAX_CROP / 2 * max(h, w)) + 1
+        for grid in grids:
+            size = grid * _CELL
+            if i == 0:
+                centre = np.array([(h - size) // 2]), np.array([(w - size) // 2])
+                t = _cell_windows(cells, *centre, grid)[0, 0]
+                forms = [_form(t, f)[..., _BIN_PERMS[f]].ravel() for f in range(8)]
+                out.templates[grid] = _unit_rows(np.stack(forms))
+            y0, x0 = (h - size) / 2 - reach, (w - size) / 2 - reach
+            ys = np.arange(max(0, math.floor(y0)), min(h - size, math.ceil(y0) + 2 * reach) + 1)
+            xs = np.arange(max(0, math.floor(x0)), min(w - size, math.ceil(x0) + 2 * reach) + 1)
+            win = _cell_windows(cells, ys[::_STRIDE], xs[::_STRIDE], grid)
+            out.windows.setdefault(grid, []).append(_unit_rows(win.reshape(-1, win[0, 0].size)))
     return out
 
 
-def _search(image: np.ndarray, template: np.ndarray) -> float:
-    if template.shape[0] > image.shape[0] or template.shape[1] > image.shape[1]:
-        return -1.0
-    if float(template.std()) < 1.0:  # a flat thumbnail matches anything
-        return -1.0
-    return float(cv2.matchTemplate(image, template, cv2.TM_CCOEFF_NORMED).max())
+def _coarse_block(templates: Sequence[_Coarse], images: Sequence[_Coarse], grid: int) -> np.ndarray:
+    """``(len(templates), len(images), 8)``: the best coarse score of each template's forms in
+    each image, over its magnifications and window positions."""
+    tmat = np.concatenate([t.templates[grid] for t in templates]).T
+    out = np.full((len(templates), len(images), 8), -1.0, np.float32)
+    for m in range(len(_MAGS)):
+        blocks = [im.windows[grid][m] for im in images]
+        n = max(len(b) for b in blocks)
+        # Every image padded to n windows (repeating one) so a reshape takes each one's best.
+        stack = np.stack([np.concatenate([b, np.repeat(b[:1], n - len(b), 0)]) for b in blocks])
+        step = max(1, (1 << 23) // (n * tmat.shape[1]))  # score chunks of ~32 MB
+        for a in range(0, len(images), step):
+            part = stack[a : a + step]
+            best = (part.reshape(-1, part.shape[-1]) @ tmat).reshape(len(part), n, -1).max(1)
+            best = best.reshape(len(part), len(templates), 8).transpose(1, 0, 2)
+            out[:, a : a + step] = np.maximum(out[:, a : a + step], best)
+    return out
+
+
+def _coarse_scores(templates: Sequence[_Coarse], images: Sequence[_Coarse]) -> np.ndarray:
+    """``_coarse_block`` for every pair, each at the largest grid both thumbnails hold (-1 where
+    one holds none)."""
+    out = np.full((len(templates), len(images), 8), -1.0, np.float32)
+    for grid in _GRIDS:
+        # Pairs whose smaller grid is this one: the template's grid is it (and the image holds
+        # it), or the image's is and the template's is larger.
+        for t_exact in (True, False):
+            ti = [
+                i
+                for i, t in enumerate(templates)
+                if grid in t.templates and (t.grid == grid) == t_exact
+            ]
+            wi = [
+                j for j, w in enumerate(images) if grid in w.windows and (t_exact or w.grid == grid)
+            ]
+            if ti and wi:
+                block = _coarse_block([templates[i] for i in ti], [images[j] for j in wi], grid)
+                idx = np.ix_(ti, wi)
+                out[idx] = np.maximum(out[idx], block)
+    return out
+
+
+class _FineSearch:
+    """Full-size search of one picture (the source, shrunk by m and turned into a form) in
+    another, with the band-passed thumbnails cached: a source is searched in many images at
+    the same magnifications."""
+
+    def __init__(self) -> None:
+        self.bands: dict[str, np.ndarray] = {}
+        self.templates: dict[tuple[str, float], np.ndarray | None] = {}
+
+    def _template(self, key: str, sig: np.ndarray, m: float) -> np.ndarray | None:
+        if (key, m) not in self.templates:
+            small = _scaled(sig.astype(np.float32), 1 / m)
+            band = _centre(_band(small), _CENTRE)
+            flat = _centre(small, _CENTRE).std() < 1.0 or band.std() < _FLAT_BAND
+            self.templates[(key, m)] = None if flat else band
+        return self.templates[(key, m)]
+
+    def score(
+        self, src: tuple[str, np.ndarray], img: tuple[str, np.ndarray], form: int, m: float
+    ) -> float:
+        t = self._template(*src, m)
+        if t is None:
+            return -1.0
+        if img[0] not in self.bands:
+            self.bands[img[0]] = _band(img[1])
+        band = self.bands[img[0]]
+        t = _form(t, form)
+        if t.shape[0] > band.shape[0] or t.shape[1] > band.shape[1] or min(t.shape) < 4:
+            return -1.0
+        return float(cv2.matchTemplate(band, t, cv2.TM_CCOEFF_NORMED).max())
+
+    def best(self, src: tuple[str, np.ndarray], img: tuple[str, np.ndarray], form: int) -> float:
+        """The best score over magnifications: the coarse ones, then halving steps around the
+        best (a crop between two of them scores well below its own magnification's score)."""
+        tried: dict[float, float] = {}
+
+        def at(m: float) -> tuple[float, float]:
+            m = min(max(m, _MAGS[0]), _MAGS[-1])
+            if m not in tried:
+                tried[m] = self.score(src, img, form, m)
+            return tried[m], m
+
+        score, m = max(at(m) for m in _MAGS)
+        if score < _SCAN_SCORE:
+            return score
+        step = _MAGS[1] ** 0.5  # half the coarse spacing: the best is within it
+        for _ in range(3):
+            score, m = max(at(m), at(m * step), at(m / step))
+            step **= 0.5
+        return score
 
 
 def near_duplicates(
@@ -284,39 +458,64 @@ def near_duplicates(
     *,
     threshold: float = NEAR_DUPLICATE_SCORE,
 ) -> list[tuple[str, str, float]]:
-    """``(train, eval, score)`` of image pairs that are the same picture up to a small crop (1-2 %
-    per side), a rescale, re-compression, a flip or a 90-degree rotation, which content hashes
-    cannot see.
+    """``(train, eval, score)`` of image pairs that are the same picture up to a crop of up to
+    ``NEAR_DUPLICATE_MAX_CROP`` a side, a rescale, re-compression, a flip or a 90-degree
+    rotation, which content hashes cannot see.
 
-    Both mappings hold ``image_signature`` thumbnails. Each photo is compared with the 8 flipped
-    and rotated forms of each evaluation thumbnail: the centre of each thumbnail is looked for in
-    the other (normalised cross-correlation), and a best score ``>= threshold`` is a match. A coarse pass over all pairs picks the few
-    searches worth doing at full size.
+    Both mappings hold ``image_signature`` thumbnails. Each is searched for in the other, shrunk
+    by the magnification a crop would have brought, in each of the 8 flipped and rotated forms
+    (normalised cross-correlation of band-passed images); a best score ``>= threshold`` is a
+    match. A coarse pass over all pairs picks the searches worth doing at full size.
     """
     tnames, enames = list(train), list(evals)
     if not tnames or not enames:
         return []
-    forms = [(ei, f) for ei, e in enumerate(enames) for f in _dihedral(evals[e])]
-    tsigs = [train[t] for t in tnames]
-    tc = [_shrunk(s, 1.0 / _COARSE_FACTOR) for s in tsigs]
-    fc = [_shrunk(f, 1.0 / _COARSE_FACTOR) for _, f in forms]
-    # (photos, forms, scales): the forms' centres in the photos, the photos' centres in the forms.
-    fwd = _best_ncc(tc, [_centre_of(x) for x in fc])
-    bwd = _best_ncc(fc, [_centre_of(x) for x in tc]).T
+    # The smaller grid only where a narrow thumbnail (a panorama, a strip of text) needs it.
+    sigs = [*train.values(), *evals.values()]
+    grids = _GRIDS[:1] + tuple(g for g in _GRIDS[1:] if any(_coarse_grid(s) == g for s in sigs))
+    tc = [_coarse(train[t], grids) for t in tnames]
+    ec = [_coarse(evals[e], grids) for e in enames]
+    # (photos, evals, direction, form): direction 0 looks for the photo in the evaluation image
+    # (the photo is the crop), 1 for the evaluation image in the photo.
+    coarse = np.stack([_coarse_scores(tc, ec), _coarse_scores(ec, tc).transpose(1, 0, 2)], axis=2)
+    # A thumbnail too narrow for any coarse window is searched in every form at full size.
+    no_grid = np.array([c.grid is None for c in tc])[:, None] | [c.grid is None for c in ec]
+    todo = (coarse >= _COARSE_SCORE) | no_grid[:, :, None, None]
+    hypotheses = [(int(t), int(e), int(d), int(f)) for t, e, d, f in np.argwhere(todo)]
+    # Grouped by the picture searched for, so its shrunk templates are made once, then let go.
+    hypotheses.sort(key=lambda h: (h[2], h[0] if h[2] == 0 else h[1]))
+    fine = _FineSearch()
     best: dict[tuple[int, int], float] = {}
-    # A pair that scores well coarsely is searched at full size in both directions:
-    # which of them wins coarsely is not always the one that wins at full size. The upright
-    # form of every pair is searched at full size whatever its coarse score, as before the
-    # other forms were added: the coarse pass lost a 3 % crop the full search finds.
-    coarse = np.maximum(fwd, bwd) >= _COARSE_SCORE
-    coarse[:, ::8] = True  # _dihedral's first form is the thumbnail itself
-    for ti, fi in zip(*np.nonzero(coarse), strict=True):
-        ei, form = forms[fi]
-        if (ti, ei) in best and best[(ti, ei)] >= threshold:
+    source = None
+    for ti, ei, direction, form in hypotheses:
+        if best.get((ti, ei), -1.0) >= threshold:
             continue  # already a match: other forms cannot take it back
-        score = max(_search(tsigs[ti], _centre_of(form)), _search(form, _centre_of(tsigs[ti])))
-        best[(ti, ei)] = max(best.get((ti, ei), -1.0), score)
+        photo, ev = (f"t{ti}", train[tnames[ti]]), (f"e{ei}", evals[enames[ei]])
+        src, img = (photo, ev) if direction == 0 else (ev, photo)
+        if src[0] != source:
+            fine.templates.clear()
+            source = src[0]
+        best[(ti, ei)] = max(best.get((ti, ei), -1.0), fine.best(src, img, form))
     return [(tnames[ti], enames[ei], s) for (ti, ei), s in best.items() if s >= threshold]
+
+
+def file_signatures(
+    paths: Iterable[str | Path], *, workers: int | None = None
+) -> dict[str, np.ndarray]:
+    """``{path: image_signature}`` of the readable image files among ``paths``, decoded in a
+    few threads (OpenCV decodes outside the GIL): for the images a run decodes lazily, GoPro's,
+    which the near-duplicate check would otherwise not see."""
+
+    def sig(path: str) -> np.ndarray | None:
+        data = np.fromfile(path, dtype=np.uint8)
+        grey = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
+        return None if grey is None or grey.size == 0 else image_signature(grey)
+
+    names = [str(p) for p in paths]
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        sigs = list(pool.map(sig, names))
+    return {n: s for n, s in zip(names, sigs, strict=True) if s is not None}
 
 
 def check_leakage(
@@ -330,8 +529,8 @@ def check_leakage(
 
     Items are a ``{name: content_hash}`` mapping, ``(name, hash)`` pairs or image paths (hashed
     here). Given ``{name: image_signature}`` of both sides, pictures that are the same up to a
-    small crop or a rescale (``near_duplicates``) count too. Raises ``LeakageError`` naming every
-    overlapping pair.
+    crop, a rescale, re-compression, a flip or a rotation (``near_duplicates``) count too. Raises
+    ``LeakageError`` naming every overlapping pair.
     """
     train = _hash_items(train_items)
     evals = _hash_items(eval_items)
@@ -340,7 +539,8 @@ def check_leakage(
         by_hash.setdefault(h, []).append(name)
     overlaps = [(t, e) for t, h in train.items() for e in by_hash.get(h, [])]
     if train_signatures and eval_signatures:
-        exact = set(overlaps)
+        # An evaluation image hashed by its file bytes too (beside GoPro data) is listed once.
+        exact = {(t, e.removesuffix(" (file)")) for t, e in overlaps}
         overlaps += [
             (t, f"{e} (near-duplicate, score {score:.3f})")
             for t, e, score in near_duplicates(train_signatures, eval_signatures)
