@@ -215,8 +215,16 @@ _COARSE_SCORE = 0.7
 # skimage's gravel), most unrelated pairs < 0.35.
 _SCAN_SCORE = 0.45
 # A band-passed template with less contrast than this (grey levels) holds no picture, only
-# sensor noise and compression: it matches nothing, like a flat thumbnail.
+# sensor noise and compression: it matches nothing, like a flat thumbnail. The same holds for
+# the place it is compared with: normalised correlation with a flat stretch (a white page around
+# a pasted photo) is 0 / 0, which OpenCV returns as 1.0; 5 unrelated photos pasted on a white
+# page were refused at 1.000.
 _FLAT_BAND = 0.5
+# A template with fewer pixels than this (a 10:1 panorama's is ~6 x 61) finds a chance match
+# above the threshold somewhere among the positions, scales and forms searched: 11 of 40 strips
+# of unrelated photos were refused.
+_MIN_TEMPLATE_PIXELS = 1024
+_MIN_TEMPLATE_SIDE = 16
 
 
 def image_signature(img: np.ndarray) -> np.ndarray:
@@ -400,6 +408,22 @@ def _coarse_scores(templates: Sequence[_Coarse], images: Sequence[_Coarse]) -> n
     return out
 
 
+def _flat_windows(band: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Where, in ``cv2.matchTemplate``'s ``(H - h + 1, W - w + 1)`` result for a template of
+    ``shape`` ``(h, w)``, the window of ``band`` under it has a band contrast (std) under
+    ``_FLAT_BAND``: a correlation there is noise divided by noise."""
+    h, w = shape[:2]
+    x = band.astype(np.float64)
+    s1, s2 = cv2.integral(x), cv2.integral(x * x)
+
+    def window_sums(s: np.ndarray) -> np.ndarray:
+        return s[h:, w:] - s[:-h, w:] - s[h:, :-w] + s[:-h, :-w]
+
+    n = float(h * w)
+    var = window_sums(s2) / n - (window_sums(s1) / n) ** 2
+    return var < _FLAT_BAND**2
+
+
 class _FineSearch:
     """Full-size search of one picture (the source, shrunk by m and turned into a form) in
     another, with the band-passed thumbnails cached: a source is searched in many images at
@@ -427,9 +451,13 @@ class _FineSearch:
             self.bands[img[0]] = _band(img[1])
         band = self.bands[img[0]]
         t = _form(t, form)
-        if t.shape[0] > band.shape[0] or t.shape[1] > band.shape[1] or min(t.shape) < 4:
+        if t.shape[0] > band.shape[0] or t.shape[1] > band.shape[1]:
             return -1.0
-        return float(cv2.matchTemplate(band, t, cv2.TM_CCOEFF_NORMED).max())
+        if min(t.shape) < _MIN_TEMPLATE_SIDE or t.size < _MIN_TEMPLATE_PIXELS:
+            return -1.0
+        scores = cv2.matchTemplate(band, t, cv2.TM_CCOEFF_NORMED)
+        scores[_flat_windows(band, t.shape)] = -1.0
+        return float(np.nan_to_num(scores, nan=-1.0).max())
 
     def best(self, src: tuple[str, np.ndarray], img: tuple[str, np.ndarray], form: int) -> float:
         """The best score over magnifications: the coarse ones, then halving steps around the
