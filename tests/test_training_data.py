@@ -347,6 +347,17 @@ def test_leakage_guard_keeps_a_margin_on_unrelated_pictures() -> None:
     assert sorted(t for t, e, _ in close if t == e) == sorted(pictures)
 
 
+def test_image_signature_takes_16_bit_and_single_channel_arrays() -> None:
+    from skimage import data as skdata
+
+    img = skdata.astronaut()
+    upright = image_signature(img)
+    wide = image_signature(img.astype(np.uint16) * 257)  # a 16-bit copy: was almost all white
+    assert np.abs(wide.astype(int) - upright.astype(int)).max() <= 1
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+    assert np.array_equal(image_signature(grey[:, :, None]), image_signature(grey))  # raised
+
+
 def test_leakage_guard_ignores_flat_pages_and_strips() -> None:
     from skimage import data as skdata
 

@@ -229,8 +229,15 @@ _MIN_TEMPLATE_SIDE = 16
 
 def image_signature(img: np.ndarray) -> np.ndarray:
     """A grey thumbnail (uint8, longest side ``NEAR_DUPLICATE_SIDE``) of an ``(H, W, 3)`` or grey
-    image for ``near_duplicates``."""
+    image for ``near_duplicates`` (uint8, uint16 or float in [0, 1]; ``(H, W, 1)`` is grey).
+
+    A uint16 array went through the float path (clipped to [0, 1]): a nearly white thumbnail,
+    and a 16-bit copy of an evaluation image passed."""
+    if img.dtype == np.uint16:
+        img = img.astype(np.float32) / 65535.0
     x = to_uint8(img)
+    if x.ndim == 3 and x.shape[2] == 1:
+        x = x[:, :, 0]
     grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) if x.ndim == 3 else x
     return _resize_to(grey, NEAR_DUPLICATE_SIDE)
 
