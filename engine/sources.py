@@ -563,9 +563,11 @@ _MOOV_READ_LIMIT = 64 << 20  # hours of video have a moov this large; bounded me
 _BOX_WALK_LIMIT = 100_000
 
 
-def _mp4_has_audio(f: Any, size: int) -> bool | None:
-    # ISO media (mp4, mov, m4v): a 'soun' handler in the moov box, which a camera writes at
-    # the end of the file: walk the top-level boxes to it rather than read the whole file.
+def _mp4_moov_at(f: Any, size: int) -> tuple[int, int] | None:
+    """``(position, length)`` of the ``moov`` box of the ISO media file (mp4, mov, m4v) open in
+    ``f``, found by walking the top-level boxes (a camera writes it at the end: the frames
+    before it are skipped, not read); None when there is none, a box size is broken, or more
+    than :data:`_BOX_WALK_LIMIT` boxes come before it."""
     pos = 0
     for _ in range(_BOX_WALK_LIMIT):
         if pos + 8 > size:
@@ -580,42 +582,35 @@ def _mp4_has_audio(f: Any, size: int) -> bool | None:
         if length < 8:
             return None
         if kind == b"moov":
-            f.seek(pos)
-            moov = f.read(min(length, _MOOV_READ_LIMIT))
-            i = moov.find(b"hdlr")
-            while i >= 0:
-                if moov[i + 12 : i + 16] == b"soun":
-                    return True
-                i = moov.find(b"hdlr", i + 4)
-            return False if len(moov) == length else None  # not all read: cannot tell
+            return pos, length
         pos += length
     return None
+
+
+def _mp4_has_audio(f: Any, size: int) -> bool | None:
+    # A 'soun' handler in the moov box.
+    found = _mp4_moov_at(f, size)
+    if found is None:
+        return None
+    pos, length = found
+    f.seek(pos)
+    moov = f.read(min(length, _MOOV_READ_LIMIT))
+    i = moov.find(b"hdlr")
+    while i >= 0:
+        if moov[i + 12 : i + 16] == b"soun":
+            return True
+        i = moov.find(b"hdlr", i + 4)
+    return False if len(moov) == length else None  # not all read: cannot tell
 
 
 def _mp4_moov(f: Any, size: int) -> bytes | None:
     """The whole ``moov`` box of the ISO media file open in ``f``, wherever it is; None when
-    there is none, it is larger than :data:`_MOOV_READ_LIMIT`, or more than
-    :data:`_BOX_WALK_LIMIT` boxes come before it."""
-    pos = 0
-    for _ in range(_BOX_WALK_LIMIT):
-        if pos + 8 > size:
-            break
-        f.seek(pos)
-        head = f.read(16)
-        length, kind = int.from_bytes(head[:4], "big"), head[4:8]
-        if length == 1:
-            length = int.from_bytes(head[8:16], "big")
-        elif length == 0:
-            length = size - pos
-        if length < 8:
-            return None
-        if kind == b"moov":
-            if length > _MOOV_READ_LIMIT:
-                return None
-            f.seek(pos)
-            return f.read(length)
-        pos += length
-    return None
+    there is none (:func:`_mp4_moov_at`) or it is larger than :data:`_MOOV_READ_LIMIT`."""
+    found = _mp4_moov_at(f, size)
+    if found is None or found[1] > _MOOV_READ_LIMIT:
+        return None
+    f.seek(found[0])
+    return f.read(found[1])
 
 
 def _child_boxes(box: bytes, start: int = 8) -> Iterator[tuple[bytes, bytes]]:
