@@ -821,28 +821,38 @@ def test_model_failure_is_shown_and_the_stream_continues(qtbot, make_window, tmp
     assert window.provider_label.text() == "Passthrough"
 
 
+class _FailsOnTheFifthFrame:
+    """A backend whose model fails from the fifth frame on (registered as ``fails``)."""
+
+    name, provider = "fails", "test"
+    calls = 0
+
+    def process(self, rgb):  # noqa: ANN001, ANN202
+        type(self).calls += 1
+        if type(self).calls >= 5:
+            raise RuntimeError("model fails on a 640x360 frame: out of memory")
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def _register_fails_on_the_fifth_frame(monkeypatch) -> None:  # noqa: ANN001
+    from engine import backends
+
+    # A fresh class each time: the frame count is kept on it.
+    monkeypatch.setitem(
+        backends.BACKENDS, "fails", type("FailsOnTheFifthFrame", (_FailsOnTheFifthFrame,), {})
+    )
+
+
 def test_a_model_failing_mid_stream_is_one_message_gone_when_dismissed(
     qtbot, make_window, monkeypatch
 ):
     # The engine reports the model's error and then passes frames through, saying so in its
     # stats. Both were said: the bare error, left under "Sharpening stopped", came back as "The
     # sharpening model could not be loaded" (it had loaded) once that was dismissed.
-    from engine import backends
-
-    class FailsOnTheFifthFrame:
-        name, provider = "fails", "test"
-        calls = 0
-
-        def process(self, rgb):  # noqa: ANN001, ANN202
-            type(self).calls += 1
-            if type(self).calls >= 5:
-                raise RuntimeError("model fails on a 640x360 frame: out of memory")
-            return rgb
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setitem(backends.BACKENDS, "fails", FailsOnTheFifthFrame)
+    _register_fails_on_the_fifth_frame(monkeypatch)
     window = make_window(backend="fails", start=False)
     said: list[UserMessage] = []
     window.bridge.message.connect(said.append)
@@ -6124,22 +6134,7 @@ def test_a_dismissed_model_failure_still_says_nothing_is_sharpened_and_offers_th
 def test_a_model_that_fails_while_running_is_said_after_its_banner_is_dismissed(
     qtbot, make_window, monkeypatch
 ):
-    from engine import backends
-
-    class FailsOnTheFifthFrame:
-        name, provider = "fails", "test"
-        calls = 0
-
-        def process(self, rgb):  # noqa: ANN001, ANN202
-            type(self).calls += 1
-            if type(self).calls >= 5:
-                raise RuntimeError("model fails on a 640x360 frame: out of memory")
-            return rgb
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setitem(backends.BACKENDS, "fails", FailsOnTheFifthFrame)
+    _register_fails_on_the_fifth_frame(monkeypatch)
     window = make_window(backend="fails")
     qtbot.waitUntil(lambda: window.banner.kind == "model", timeout=FRAME_TIMEOUT_MS)
     assert "--" not in window.banner.message.advice
