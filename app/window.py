@@ -1363,8 +1363,13 @@ class MainWindow(QMainWindow):
 
     def _enable_strength(self, on: bool) -> None:
         # Its labels too: the value stayed bright beside a greyed slider, as if it applied.
+        # A failed model sharpens nothing, so a strength would not apply either.
+        failed = self.bridge.model_failure is not None
         for widget in (self.strength_slider, self.strength_label, self.strength_value):
-            widget.setEnabled(on)
+            widget.setEnabled(on and not failed)
+        self.strength_slider.setToolTip(
+            "Nothing is sharpened while the model has failed" if on and failed else ""
+        )
 
     def _show_after_label(self) -> None:
         """The processed side's badge says what it shows: not "AFTER" over a picture nothing
@@ -1395,6 +1400,7 @@ class MainWindow(QMainWindow):
             self.model_badge.setToolTip(failure.message.text)
         for widget in (self.model_status, self.model_retry_button, self.model_badge):
             widget.setVisible(failed)
+        self._enable_strength(self.enable_switch.isChecked())
         self._show_after_label()
 
     def retry_sharpening(self) -> None:

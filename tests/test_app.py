@@ -6113,10 +6113,15 @@ def test_a_dismissed_model_failure_still_says_nothing_is_sharpened_and_offers_th
     assert "could not be loaded" in window.model_status.text()
     assert window.model_badge.isVisible() and "Not sharpening" in window.model_badge.text()
     assert window.preview.after_label == "NOT SHARPENED"
+    # A strength applies to nothing while nothing is sharpened: greyed, and says why.
+    assert not window.strength_slider.isEnabled() and not window.strength_value.isEnabled()
+    assert "failed" in window.strength_slider.toolTip()
     window.enable_switch.setChecked(False)
     assert window.preview.after_label == "SHARPENING OFF"
+    assert not window.strength_slider.isEnabled() and not window.strength_slider.toolTip()
     window.enable_switch.setChecked(True)
     assert window.preview.after_label == "NOT SHARPENED"
+    assert not window.strength_slider.isEnabled()
     # The advice names the button the window shows: here, the backend picked automatically.
     retry = window.model_retry_button
     assert retry.isVisible() and f"“{retry.text()}”" in msg.advice
@@ -6128,6 +6133,8 @@ def test_a_dismissed_model_failure_still_says_nothing_is_sharpened_and_offers_th
     assert not window.model_status.isVisible() and not retry.isVisible()
     assert not window.model_badge.isVisible()
     assert window.preview.after_label == "AFTER"
+    assert window.strength_slider.isEnabled() and window.strength_value.isEnabled()
+    assert not window.strength_slider.toolTip()
     assert window.provider_label.text() != "Passthrough"
 
 
