@@ -1266,8 +1266,8 @@ def _note_lost_image_detail(kind: str, source: Any, output: str) -> None:
 
 
 def _note_lost_metadata(kind: str, source: Any, output: str) -> None:
-    """Say that an image's EXIF data (date taken, camera) or colour profile does not reach the
-    output, and why: a format that holds none, but also a JPEG output that cannot (an EXIF
+    """Say that an image's EXIF data (date taken, camera), XMP data (rating, keywords) or colour
+    profile does not reach the output, and why: a format that holds none, but also a JPEG output that cannot (an EXIF
     block over 64 KB, one that cannot be read, a grey photo's profile on RGB pixels), where
     naming the formats that keep them sent the user to the format they had given."""
     from engine.sinks import metadata_lost
@@ -1286,7 +1286,7 @@ def _note_lost_metadata(kind: str, source: Any, output: str) -> None:
             first, lost = hits[0]
             _eprint(
                 f"{PROG}: note: {len(hits)} of the {len(source.files)} images lose their "
-                f"EXIF data or colour profile; the first, {first.name}, loses "
+                f"EXIF data, XMP data or colour profile; the first, {first.name}, loses "
                 f"{_lost_metadata_text(lost)}"
             )
 
@@ -1301,8 +1301,13 @@ def _lost_metadata_text(lost: Sequence[LostMetadata], of: str | None = None) -> 
     parts = []
     for why, whats in reasons.items():
         named = f" of {of}" if of and not parts else ""
-        parts.append(f"{' and '.join(whats)}{named} ({why})")
-    return " and ".join(parts)
+        parts.append(f"{_listed(whats)}{named} ({why})")
+    return _listed(parts)
+
+
+def _listed(items: Sequence[str]) -> str:
+    """``"a"``, ``"a and b"``, ``"a, b and c"``."""
+    return " and ".join([", ".join(items[:-1]), items[-1]] if len(items) > 2 else items)
 
 
 #: How many names a note about a folder's entries gives before "...".
@@ -1446,7 +1451,7 @@ class _PerImageBackend:
 
 class _NamedImageSink:
     """Folder -> folder: each processed image keeps its input file's name (and format), and
-    its EXIF data and colour profile where that format holds them.
+    its EXIF data, XMP data and colour profile where that format holds them.
 
     An image the model failed on (``failures``, from :class:`_PerImageBackend`) or that cannot
     be written is skipped and listed in :attr:`skipped` as ``(input file, message)``: each
@@ -1658,8 +1663,8 @@ def _check_video_output_not_folder(out: str) -> None:
 def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
     """The sink matching the input kind: video -> video, image -> image, folder -> folder
     (``out`` already passed :func:`_check_process_output`; a folder's ``backend`` is a
-    :class:`_PerImageBackend`). An image keeps its EXIF data and colour profile where the
-    output's format can hold them."""
+    :class:`_PerImageBackend`). An image keeps its EXIF data, XMP data and colour profile
+    where the output's format can hold them."""
     from engine.sinks import SinkError, open_sink
     from engine.sources import read_image_metadata
 

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from engine.frames import Frame, check_rgb8, even_size, fit_to, opencv_path_problem, resize_to
-from engine.sources import IMAGE_EXTENSIONS, ImageMetadata
+from engine.sources import IMAGE_EXTENSIONS, XMP_JPEG_HEADER, XMP_PNG_KEYWORD, ImageMetadata
 
 log = logging.getLogger(__name__)
 
@@ -873,16 +873,97 @@ def _upright_exif(exif: bytes, size: tuple[int, int]) -> bytes | None:
     return bytes(buf)
 
 
+def _exif_orientation(exif: bytes | None) -> int | None:
+    """The Orientation tag of the TIFF block ``exif``; None without one (or a block that
+    cannot be read)."""
+    order = {b"II": "<", b"MM": ">"}.get((exif or b"")[:2])
+    if exif is None or order is None or len(exif) < 8:
+        return None
+    try:
+        entries, _ = _ifd_entries(exif, order, struct.unpack_from(order + "I", exif, 4)[0])
+        for pos in entries:
+            tag, kind, count = struct.unpack_from(order + "HHI", exif, pos)
+            if tag == _TIFF_ORIENTATION and kind == _TIFF_SHORT and count == 1:
+                return struct.unpack_from(order + "H", exif, pos + 8)[0]
+    except (struct.error, ValueError):
+        return None
+    return None
+
+
+_XMP_TIFF_NS, _XMP_EXIF_NS = b"http://ns.adobe.com/tiff/1.0/", b"http://ns.adobe.com/exif/1.0/"
+_XMP_BASIC_NS = b"http://ns.adobe.com/xap/1.0/"
+#: An XMP packet's padding (whitespace before the closing processing instruction, room
+#: for in-place edits), dropped when the packet does not fit a JPEG segment otherwise.
+_XMP_PADDING = re.compile(rb"\s{2,}(?=<\?xpacket end)")
+
+
+def _xmp_prefixes(xmp: bytes, namespace: bytes) -> list[bytes]:
+    """The prefixes ``xmp`` binds to ``namespace`` (``tiff`` for the TIFF one, usually)."""
+    pattern = rb"xmlns:([A-Za-z_][\w.-]*)\s*=\s*[\"']" + re.escape(namespace) + rb"[\"']"
+    return list(dict.fromkeys(re.findall(pattern, xmp)))
+
+
+def _xmp_set(xmp: bytes, prefix: bytes, name: bytes, value: int) -> bytes:
+    """``xmp`` with property ``prefix:name`` set to ``value`` where it is given, in either of
+    XMP's forms: an attribute (``tiff:Orientation="6"``) or an element
+    (``<tiff:Orientation>6</tiff:Orientation>``)."""
+    prop = re.escape(prefix + b":" + name)
+    new = str(value).encode()
+    xmp = re.sub(
+        rb"(\s" + prop + rb"\s*=\s*)([\"'])[^\"']*\2", rb"\g<1>\g<2>" + new + rb"\g<2>", xmp
+    )
+    return re.sub(
+        rb"(<" + prop + rb"(?:\s[^>]*)?>)[^<]*(</" + prop + rb"\s*>)",
+        rb"\g<1>" + new + rb"\g<2>",
+        xmp,
+    )
+
+
+def _upright_xmp(xmp: bytes, size: tuple[int, int], *, turned: bool) -> bytes | None:
+    """``xmp`` (an XMP packet) made true of the written image, as :func:`_upright_exif`
+    makes the EXIF block: its TIFF orientation 1 where the decoder has ``turned`` the
+    pixels upright by the EXIF one (an XMP orientation alone is not applied by the decoder,
+    and stays, so a viewer shows the copy as it showed the original); its pixel dimensions
+    those of ``size`` ``(W, H)``; and no ``xmp:Thumbnails``, small copies of the unprocessed
+    picture.
+
+    None when it is not UTF-8 text (XMP's usual encoding): it could not be edited, and
+    copied as it is, its orientation could turn the picture a second time.
+    """
+    try:
+        xmp.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    for prefix in _xmp_prefixes(xmp, _XMP_TIFF_NS):
+        if turned:
+            xmp = _xmp_set(xmp, prefix, b"Orientation", 1)
+        xmp = _xmp_set(xmp, prefix, b"ImageWidth", size[0])
+        xmp = _xmp_set(xmp, prefix, b"ImageLength", size[1])
+    for prefix in _xmp_prefixes(xmp, _XMP_EXIF_NS):
+        xmp = _xmp_set(xmp, prefix, b"PixelXDimension", size[0])
+        xmp = _xmp_set(xmp, prefix, b"PixelYDimension", size[1])
+    for prefix in _xmp_prefixes(xmp, _XMP_BASIC_NS):
+        tag = re.escape(prefix + b":Thumbnails")
+        xmp = re.sub(rb"<" + tag + rb"(?:\s[^>]*)?/>", b"", xmp)
+        xmp = re.sub(rb"<" + tag + rb"(?:\s[^>]*)?>.*?</" + tag + rb"\s*>", b"", xmp, flags=re.S)
+    return xmp
+
+
 def _jpeg_segment(marker: int, payload: bytes) -> bytes:
     return bytes([0xFF, marker]) + (len(payload) + 2).to_bytes(2, "big") + payload
 
 
-def _jpeg_with_metadata(data: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
-    """The JPEG ``data`` (SOI, then OpenCV's JFIF APP0) with an APP1 Exif segment and the ICC
-    profile's APP2 segments after its APP0, where other writers put them."""
+def _jpeg_with_metadata(
+    data: bytes, exif: bytes | None, icc: bytes | None, xmp: bytes | None = None
+) -> bytes:
+    """The JPEG ``data`` (SOI, then OpenCV's JFIF APP0) with an APP1 Exif segment, an APP1
+    XMP segment and the ICC profile's APP2 segments after its APP0, where other writers put
+    them."""
     extra = b""
     if exif is not None:
         extra += _jpeg_segment(0xE1, _JPEG_EXIF_HEADER + exif)
+    if xmp is not None:
+        extra += _jpeg_segment(0xE1, XMP_JPEG_HEADER + xmp)
     if icc is not None:
         chunks = [icc[i : i + _JPEG_ICC_CHUNK] for i in range(0, len(icc), _JPEG_ICC_CHUNK)]
         for n, chunk in enumerate(chunks, 1):
@@ -899,29 +980,36 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return len(payload).to_bytes(4, "big") + kind + payload + crc.to_bytes(4, "big")
 
 
-def _png_with_metadata(data: bytes, exif: bytes | None, icc: bytes | None) -> bytes:
-    """The PNG ``data`` with iCCP and eXIf chunks after its IHDR (the profile must come
-    before the image data)."""
+def _png_with_metadata(
+    data: bytes, exif: bytes | None, icc: bytes | None, xmp: bytes | None = None
+) -> bytes:
+    """The PNG ``data`` with iCCP, eXIf and XMP's iTXt chunks after its IHDR (the profile
+    must come before the image data)."""
     at = 8 + 8 + int.from_bytes(data[8:12], "big") + 4  # past the signature and IHDR
     extra = b""
     if icc is not None:
         extra += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc, 9))
     if exif is not None:
         extra += _png_chunk(b"eXIf", exif)
+    if xmp is not None:
+        # Uncompressed, no language: as the XMP specification (part 3) asks of PNG writers.
+        extra += _png_chunk(b"iTXt", XMP_PNG_KEYWORD + b"\0\0\0\0\0" + xmp)
     return data[:at] + extra + data[at:]
 
 
 class LostMetadata(NamedTuple):
     """What of an image's metadata an output goes without, and why (:func:`metadata_lost`)."""
 
-    #: ``"the EXIF data"`` or ``"the colour profile"``.
+    #: ``"the EXIF data"``, ``"the XMP data"``, ``"the XMP data's extension"`` or ``"the
+    #: colour profile"``.
     what: str
     #: Why, in words that follow it in parentheses: ``"only .jfif/.jpe/.jpeg/.jpg/.png
     #: outputs keep them"``, ``"it is a grey profile, not an RGB one, and the output is RGB"``.
     why: str
 
 
-_EXIF, _PROFILE = "the EXIF data", "the colour profile"
+_EXIF, _PROFILE, _XMP = "the EXIF data", "the colour profile", "the XMP data"
+_XMP_EXTENSION = "the XMP data's extension"
 #: The colour spaces of ICC profiles that name their own kind (ICC.1 header, bytes 16-20).
 _ICC_SPACES = {b"GRAY": "a grey", b"CMYK": "a CMYK", b"Lab ": "a Lab", b"XYZ ": "an XYZ"}
 
@@ -941,21 +1029,30 @@ def _icc_not_rgb(icc: bytes) -> str | None:
     return f"it is {kind} profile, not an RGB one, and the output is RGB"
 
 
+class _Embedded(NamedTuple):
+    exif: bytes | None
+    icc: bytes | None
+    xmp: bytes | None
+    lost: list[LostMetadata]
+
+
 def _metadata_to_write(
     metadata: ImageMetadata | None, ext: str, size: tuple[int, int]
-) -> tuple[bytes | None, bytes | None, list[LostMetadata]]:
-    """``(exif, icc, lost)``: the EXIF block and ICC profile as :func:`write_image` embeds
-    them in a ``ext`` file of ``size`` (None for what it cannot), and what it cannot, why."""
+) -> _Embedded:
+    """The EXIF block, ICC profile and XMP packet as :func:`write_image` embeds them in a
+    ``ext`` file of ``size`` (None for what it cannot), and what it cannot, why."""
     if not metadata:
-        return None, None, []
+        return _Embedded(None, None, None, [])
     lost: list[LostMetadata] = []
     if ext not in METADATA_EXTENSIONS:
         why = f"only {'/'.join(sorted(METADATA_EXTENSIONS))} outputs keep them"
         if metadata.exif is not None:
             lost.append(LostMetadata(_EXIF, why))
+        if metadata.xmp is not None:
+            lost.append(LostMetadata(_XMP, why))
         if metadata.icc is not None:
             lost.append(LostMetadata(_PROFILE, why))
-        return None, None, lost
+        return _Embedded(None, None, None, lost)
     jpeg = ext in _JPEG_EXTENSIONS
     exif = None if metadata.exif is None else _upright_exif(metadata.exif, size)
     if metadata.exif is not None and exif is None:
@@ -969,6 +1066,27 @@ def _metadata_to_write(
         why = f"it is {len(exif) // 1024} KB, more than the 64 KB a JPEG holds"
         exif = None
         lost.append(LostMetadata(_EXIF, f"{why}; a .png output keeps it"))
+    xmp = None
+    if metadata.xmp is not None:
+        turned = _exif_orientation(metadata.exif) not in (None, 1)
+        xmp = _upright_xmp(metadata.xmp, size, turned=turned)
+        if xmp is None:
+            why = (
+                "it is not UTF-8 text, and copied as it is, its orientation could turn the "
+                "picture a second time"
+            )
+            lost.append(LostMetadata(_XMP, why))
+        elif jpeg and len(XMP_JPEG_HEADER) + len(xmp) > _JPEG_SEGMENT_MAX:
+            xmp = _XMP_PADDING.sub(b"\n", xmp)
+            if len(XMP_JPEG_HEADER) + len(xmp) > _JPEG_SEGMENT_MAX:
+                why = f"it is {len(xmp) // 1024} KB, more than the 64 KB a JPEG holds"
+                xmp = None
+                lost.append(LostMetadata(_XMP, f"{why}; a .png output keeps it"))
+        if xmp is not None and metadata.xmp_extended:
+            # Its main packet says what the extension held (xmpNote:HasExtendedXMP): an
+            # editor's history or a depth map, read only with the extension's segments.
+            why = "SharpCam copies only the main XMP packet of a JPEG"
+            lost.append(LostMetadata(_XMP_EXTENSION, why))
     icc = metadata.icc
     if icc is not None:
         not_rgb = _icc_not_rgb(icc)
@@ -979,7 +1097,7 @@ def _metadata_to_write(
             icc = None
             why = "it is larger than the 16 MB a JPEG holds; a .png output keeps it"
             lost.append(LostMetadata(_PROFILE, why))
-    return exif, icc, lost
+    return _Embedded(exif, icc, xmp, lost)
 
 
 def metadata_lost(
@@ -989,7 +1107,7 @@ def metadata_lost(
     holds none, the EXIF block cannot be read to be put upright or is too large for a JPEG,
     the colour profile is not an RGB one (the output is RGB)."""
     # The size only fills the pixel dimensions in: what is kept does not depend on it.
-    return _metadata_to_write(metadata, Path(target).suffix.lower(), (1, 1))[2]
+    return _metadata_to_write(metadata, Path(target).suffix.lower(), (1, 1)).lost
 
 
 def write_image(
@@ -1020,10 +1138,10 @@ def write_image(
         ) from exc
     if not ok:
         raise SinkError(f"cannot encode {target} as {ext}")
-    exif, icc, _ = _metadata_to_write(metadata, ext, (rgb.shape[1], rgb.shape[0]))
-    if exif is not None or icc is not None:
+    exif, icc, xmp, _ = _metadata_to_write(metadata, ext, (rgb.shape[1], rgb.shape[0]))
+    if exif is not None or icc is not None or xmp is not None:
         embed = _jpeg_with_metadata if ext in _JPEG_EXTENSIONS else _png_with_metadata
-        data = embed(data.tobytes(), exif, icc)
+        data = embed(data.tobytes(), exif, icc, xmp)
     partial: Path | None = None
     try:
         # Not imwrite: non-ASCII paths on Windows. Not ndarray.tofile either: a full disk was

@@ -428,13 +428,20 @@ class ImageMetadata:
             has already applied to the pixels. None when the file has none.
         icc: the embedded ICC colour profile (a wide-gamut Display P3 photo's colours are
             only right with it). None when the file has none.
+        xmp: the XMP packet as stored (UTF-8 XML): what photo editors keep beside EXIF, such
+            as ratings, keywords, captions, copyright and the edit history. None when the
+            file has none.
+        xmp_extended: a JPEG's XMP was too large for one segment and continues in extended
+            XMP segments, which are not read (:attr:`xmp` is the main packet only).
     """
 
     exif: bytes | None = None
     icc: bytes | None = None
+    xmp: bytes | None = None
+    xmp_extended: bool = False
 
     def __bool__(self) -> bool:
-        return self.exif is not None or self.icc is not None
+        return self.exif is not None or self.icc is not None or self.xmp is not None
 
 
 #: Bounds on what metadata reading takes from a file: a damaged (or hostile) length must not
@@ -442,6 +449,12 @@ class ImageMetadata:
 _METADATA_LIMIT = 16 << 20
 _EXIF_HEADER = b"Exif\0\0"
 _ICC_JPEG_HEADER = b"ICC_PROFILE\0"
+#: The headers of a JPEG's APP1 segments that hold XMP: the main packet, and the extended
+#: parts a packet over 64 KB continues in (XMP specification part 3, 1.1.3).
+XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
+_XMP_EXTENDED_JPEG_HEADER = b"http://ns.adobe.com/xmp/extension/\0"
+#: The keyword of the PNG iTXt chunk that holds XMP.
+XMP_PNG_KEYWORD = b"XML:com.adobe.xmp"
 _METADATA_WALK_LIMIT = 100_000  # chunks or segments: a PNG of many IDAT chunks has thousands
 #: Fill bytes (0xFF) a JPEG may put before its markers, in all: writers put a few at most, and
 #: read one at a time, a file of nothing else took 100 s a gigabyte.
@@ -454,7 +467,8 @@ def _tiff_or_none(data: bytes) -> bytes | None:
 
 
 def _jpeg_metadata(f: Any) -> ImageMetadata:
-    exif = None
+    exif = xmp = None
+    xmp_extended = False
     icc_parts: dict[int, bytes] = {}
     icc_count = 0
     if f.read(2) != b"\xff\xd8":
@@ -479,6 +493,10 @@ def _jpeg_metadata(f: Any) -> ImageMetadata:
             payload = f.read(size)
             if marker == 0xE1 and exif is None and payload.startswith(_EXIF_HEADER):
                 exif = _tiff_or_none(payload)
+            elif marker == 0xE1 and xmp is None and payload.startswith(XMP_JPEG_HEADER):
+                xmp = payload[len(XMP_JPEG_HEADER) :] or None
+            elif marker == 0xE1 and payload.startswith(_XMP_EXTENDED_JPEG_HEADER):
+                xmp_extended = True
             elif marker == 0xE2 and payload.startswith(_ICC_JPEG_HEADER) and len(payload) > 14:
                 # A profile over 64 KB is split over numbered segments, each saying how many.
                 seq, icc_count = payload[12], payload[13]
@@ -488,11 +506,32 @@ def _jpeg_metadata(f: Any) -> ImageMetadata:
     icc = None
     if icc_parts and sorted(icc_parts) == list(range(1, icc_count + 1)):
         icc = b"".join(icc_parts[i] for i in sorted(icc_parts))
-    return ImageMetadata(exif=exif, icc=icc)
+    return ImageMetadata(exif=exif, icc=icc, xmp=xmp, xmp_extended=xmp_extended and bool(xmp))
+
+
+def _itxt_xmp(data: bytes) -> bytes | None:
+    """The XMP packet of a PNG iTXt chunk's ``data``; None when it holds other text."""
+    # keyword NUL, compressed flag, method, language tag NUL, translated keyword NUL, text
+    keyword, _, rest = data.partition(b"\0")
+    if keyword != XMP_PNG_KEYWORD or len(rest) < 2:
+        return None
+    compressed, method = rest[0], rest[1]
+    parts = rest[2:].split(b"\0", 2)
+    if len(parts) != 3:
+        return None
+    text = parts[2]
+    if compressed:
+        if method != 0:
+            return None
+        try:
+            text = zlib.decompressobj().decompress(text, _METADATA_LIMIT)
+        except zlib.error:
+            return None
+    return text or None
 
 
 def _png_metadata(f: Any) -> ImageMetadata:
-    exif = icc = None
+    exif = icc = xmp = None
     pos = 8
     for _ in range(_METADATA_WALK_LIMIT):
         f.seek(pos)
@@ -500,10 +539,12 @@ def _png_metadata(f: Any) -> ImageMetadata:
         if len(head) < 8 or head[4:] == b"IEND":
             break
         size = int.from_bytes(head[:4], "big")
-        if head[4:] in (b"eXIf", b"iCCP") and size <= _METADATA_LIMIT:
+        if head[4:] in (b"eXIf", b"iCCP", b"iTXt") and size <= _METADATA_LIMIT:
             data = f.read(size)
             if head[4:] == b"eXIf":
                 exif = _tiff_or_none(data)
+            elif head[4:] == b"iTXt":
+                xmp = xmp or _itxt_xmp(data)
             else:  # a name, its NUL, the method (0: zlib), the compressed profile
                 name_end = data.find(b"\0")
                 if 0 < name_end and data[name_end + 1 : name_end + 2] == b"\0":
@@ -513,11 +554,11 @@ def _png_metadata(f: Any) -> ImageMetadata:
                     except zlib.error:
                         icc = None
         pos += size + 12
-    return ImageMetadata(exif=exif, icc=icc)
+    return ImageMetadata(exif=exif, icc=icc, xmp=xmp)
 
 
 def _webp_metadata(f: Any) -> ImageMetadata:
-    exif = icc = None
+    exif = icc = xmp = None
     head = f.read(12)
     if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
         return ImageMetadata()
@@ -528,20 +569,22 @@ def _webp_metadata(f: Any) -> ImageMetadata:
         if len(chunk) < 8:
             break
         size = int.from_bytes(chunk[4:], "little")
-        if chunk[:4] in (b"EXIF", b"ICCP") and size <= _METADATA_LIMIT:
+        if chunk[:4] in (b"EXIF", b"ICCP", b"XMP ") and size <= _METADATA_LIMIT:
             data = f.read(size)
             if chunk[:4] == b"EXIF":
                 exif = _tiff_or_none(data)
+            elif chunk[:4] == b"XMP ":
+                xmp = data or None
             else:
                 icc = data or None
         pos += 8 + (size + 1) // 2 * 2
-    return ImageMetadata(exif=exif, icc=icc)
+    return ImageMetadata(exif=exif, icc=icc, xmp=xmp)
 
 
 def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
-    """The EXIF block and ICC profile of a JPEG, PNG or WebP file, from its headers (the
-    image data is not decoded); an empty :class:`ImageMetadata` for other formats, a file
-    without them, or one that cannot be read."""
+    """The EXIF block, ICC profile and XMP packet of a JPEG, PNG or WebP file, from its
+    headers (the image data is not decoded); an empty :class:`ImageMetadata` for other
+    formats, a file without them, or one that cannot be read."""
     try:
         with open(path, "rb") as f:
             magic = f.read(12)

@@ -2809,13 +2809,13 @@ def test_an_output_name_longer_than_the_file_system_takes_is_a_usage_error(
 
 
 def _photo_with_metadata(path: Path) -> tuple[bytes, bytes]:
-    """A JPEG stored 128x96 with EXIF (Orientation 6: shown turned, 96x128) and an ICC
+    """A JPEG stored 128x96 with EXIF (Orientation 6: shown turned, 96x128), XMP and an ICC
     profile; returns ``(exif, icc)``."""
-    from tests.videos import exif_block, icc_profile, jpeg_with_metadata
+    from tests.videos import exif_block, icc_profile, jpeg_with_metadata, xmp_packet
 
     exif, icc = exif_block(size=(W, H)), icc_profile()
     data = cv2.imencode(".jpg", cv2.cvtColor(stamped_frame(2), cv2.COLOR_RGB2BGR))[1].tobytes()
-    path.write_bytes(jpeg_with_metadata(data, exif, icc))
+    path.write_bytes(jpeg_with_metadata(data, exif, icc, xmp_packet(size=(W, H))))
     return exif, icc
 
 
@@ -2832,6 +2832,7 @@ def test_process_keeps_the_exif_data_and_colour_profile_of_a_photo(
     assert "note:" not in capsys.readouterr().err
     kept = read_image_metadata(out)
     assert kept.icc == icc
+    assert b'xmp:Rating="4"' in kept.xmp and b'tiff:Orientation="1"' in kept.xmp
     tags = exif_tags(kept.exif)
     assert tags[MAKE] == b"Canon" and tags[DATE_TAKEN] == b"2021:07:04 10:11:12"
     # Turned upright on reading: the orientation kept would turn it a second time.
@@ -2845,8 +2846,8 @@ def test_process_keeps_the_exif_data_and_colour_profile_of_a_photo(
     assert (
         err.count("note:") == 1
         and (
-            f"sharpcam: note: {webp} will be without the EXIF data and the colour profile of "
-            "in.jpg (only .jfif/.jpe/.jpeg/.jpg/.png outputs keep them)\n"
+            f"sharpcam: note: {webp} will be without the EXIF data, the XMP data and the "
+            "colour profile of in.jpg (only .jfif/.jpe/.jpeg/.jpg/.png outputs keep them)\n"
         )
         in err
     ), err
@@ -2957,7 +2958,8 @@ def test_process_folder_keeps_each_photos_metadata_and_says_which_lose_it(
     assert cli.main(["process", str(folder), str(out), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
     assert (
-        "sharpcam: note: 1 of the 4 images lose their EXIF data or colour profile; the first, "
+        "sharpcam: note: 1 of the 4 images lose their EXIF data, XMP data or colour profile; "
+        "the first, "
         "b.webp, loses the colour profile (only .jfif/.jpe/.jpeg/.jpg/.png outputs keep them)\n"
     ) in err, err
     assert read_image_metadata(out / "a.jpg").exif is not None

@@ -1475,6 +1475,91 @@ def test_write_image_says_what_a_format_cannot_keep(tmp_path):
 
 
 @pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_write_image_keeps_the_xmp_data_upright(tmp_path, ext):
+    # Ratings, keywords and captions (XMP) were dropped without a word; kept, the packet's
+    # TIFF orientation and its thumbnail must follow the pixels as the EXIF block's do.
+    from videos import exif_block, xmp_packet
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    metadata = ImageMetadata(exif=exif_block(orientation=6), xmp=xmp_packet(orientation=6))
+    path = tmp_path / f"out{ext}"
+    rgb = np.full((128, 96, 3), 50, np.uint8)  # the 96x128 grid turned upright: 128 tall
+    assert metadata_lost(metadata, path) == []
+    write_image(path, rgb, metadata=metadata)
+    kept = read_image_metadata(path)
+    assert kept.exif is not None and kept.xmp is not None
+    text = kept.xmp.decode("utf-8")
+    assert 'xmp:Rating="4"' in text and "<rdf:li>Zoë</rdf:li>" in text
+    assert 'tiff:Orientation="1"' in text and 'tiff:Orientation="6"' not in text
+    assert 'tiff:ImageWidth="96" tiff:ImageLength="128"' in text
+    assert "<exif:PixelXDimension>96</exif:PixelXDimension>" in text
+    assert "<exif:PixelYDimension>128</exif:PixelYDimension>" in text
+    assert "Thumbnails" not in text and "xmpGImg:image" not in text
+    assert text.endswith('<?xpacket end="w"?>')
+    assert int(cv2.imread(str(path))[0, 0, 0]) == 50  # still an image OpenCV decodes alike
+    try:
+        from PIL import Image  # not a dependency: a second opinion where it is installed
+    except ImportError:
+        return
+    with Image.open(path) as im:
+        raw = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp")
+        assert raw is not None
+        raw = raw.encode() if isinstance(raw, str) else raw
+        assert raw == kept.xmp
+
+
+def test_an_xmp_orientation_the_decoder_did_not_apply_stays():
+    # OpenCV turns the pixels by the EXIF orientation only: an XMP one without an EXIF one
+    # describes the stored pixels still, and set to 1 the copy would show turned.
+    from videos import exif_block, xmp_packet
+
+    from engine.sinks import _metadata_to_write
+    from engine.sources import ImageMetadata
+
+    for exif in (None, exif_block(orientation=1)):
+        kept = _metadata_to_write(ImageMetadata(exif=exif, xmp=xmp_packet()), ".png", (8, 8))
+        assert b'tiff:Orientation="6"' in kept.xmp
+    kept = _metadata_to_write(
+        ImageMetadata(exif=exif_block(orientation=3), xmp=xmp_packet(orientation=None)),
+        ".png",
+        (8, 8),
+    )
+    assert b"Orientation" not in kept.xmp and b'tiff:ImageWidth="8"' in kept.xmp
+
+
+def test_xmp_that_cannot_be_kept_is_said(tmp_path):
+    from videos import xmp_packet
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    keep = "only .jfif/.jpe/.jpeg/.jpg/.png outputs keep them"
+    assert metadata_lost(ImageMetadata(xmp=xmp_packet()), "out.webp") == [("the XMP data", keep)]
+    # Not UTF-8 (a UTF-16 packet): it cannot be put upright, so it is not copied.
+    utf16 = ImageMetadata(xmp=xmp_packet().decode().encode("utf-16"))
+    [(what, why)] = metadata_lost(utf16, "out.png")
+    assert what == "the XMP data" and why.startswith("it is not UTF-8 text"), why
+    # Over the 64 KB of a JPEG segment: its padding goes first, and only if that is not
+    # enough, the packet (a .png keeps it).
+    padded = ImageMetadata(xmp=xmp_packet(padding=70_000))
+    assert metadata_lost(padded, "out.jpg") == []
+    write_image(tmp_path / "p.jpg", np.zeros((8, 8, 3), np.uint8), metadata=padded)
+    assert read_image_metadata(tmp_path / "p.jpg").xmp.endswith(b'\n<?xpacket end="w"?>')
+    large = ImageMetadata(xmp=xmp_packet(keywords=("x" * 70_000,)))
+    assert metadata_lost(large, "out.png") == []
+    assert metadata_lost(large, "out.jpg") == [
+        ("the XMP data", "it is 69 KB, more than the 64 KB a JPEG holds; a .png output keeps it")
+    ]
+    # A JPEG's extended XMP is not read: its main packet is kept, and the rest said.
+    extended = ImageMetadata(xmp=xmp_packet(), xmp_extended=True)
+    assert metadata_lost(extended, "out.jpg") == [
+        ("the XMP data's extension", "SharpCam copies only the main XMP packet of a JPEG")
+    ]
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
 @pytest.mark.parametrize(("space", "kind"), [(b"GRAY", "a grey"), (b"CMYK", "a CMYK")])
 def test_a_grey_or_cmyk_profile_is_not_put_into_an_rgb_output(tmp_path, ext, space, kind):
     # The output is always RGB: a grey photo's profile copied into it made colour-managed

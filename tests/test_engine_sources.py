@@ -1523,6 +1523,42 @@ def test_image_metadata_is_read_from_jpeg_png_and_webp_headers(tmp_path):
     assert not sources.read_image_metadata(tmp_path / "missing.jpg")
 
 
+def test_xmp_is_read_from_jpeg_png_and_webp(tmp_path):
+    # Ratings, keywords and captions (XMP) were dropped from processed photos without a word.
+    import zlib
+
+    from videos import exif_block, jpeg_with_metadata, png_with_metadata, xmp_packet
+
+    exif, xmp = exif_block(), xmp_packet()
+    img = np.zeros((16, 16, 3), np.uint8)
+    jpeg = tmp_path / "a.jpg"
+    jpeg.write_bytes(jpeg_with_metadata(cv2.imencode(".jpg", img)[1].tobytes(), exif, None, xmp))
+    assert sources.read_image_metadata(jpeg) == sources.ImageMetadata(exif=exif, xmp=xmp)
+    # An XMP packet over 64 KB continues in extended segments, which are not read: said.
+    data = cv2.imencode(".jpg", img)[1].tobytes()
+    jpeg.write_bytes(jpeg_with_metadata(data, None, None, xmp, extended=b"<x:xmpmeta/>"))
+    read = sources.read_image_metadata(jpeg)
+    assert read.xmp == xmp and read.xmp_extended
+
+    png = tmp_path / "a.png"
+    png.write_bytes(png_with_metadata(cv2.imencode(".png", img)[1].tobytes(), None, None, xmp))
+    assert sources.read_image_metadata(png) == sources.ImageMetadata(xmp=xmp)
+    # Compressed (flag 1, method 0), after the image data, beside other text: still found.
+    data = bytearray(cv2.imencode(".png", img)[1].tobytes())
+    for text in (b"Comment\0\0\0en\0\0hello", b"XML:com.adobe.xmp\0\1\0\0\0" + zlib.compress(xmp)):
+        body = b"iTXt" + text
+        data[-12:-12] = struct.pack(">I", len(text)) + body + struct.pack(">I", zlib.crc32(body))
+    png.write_bytes(data)
+    assert sources.read_image_metadata(png) == sources.ImageMetadata(xmp=xmp)
+
+    def riff(kind: bytes, data: bytes) -> bytes:
+        return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
+
+    body = b"WEBP" + riff(b"VP8X", bytes(10)) + riff(b"XMP ", xmp + b"!")  # odd: padded
+    (tmp_path / "a.webp").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert sources.read_image_metadata(tmp_path / "a.webp") == sources.ImageMetadata(xmp=xmp + b"!")
+
+
 class _CountingReads:
     """A file that counts its ``read`` calls."""
 

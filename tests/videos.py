@@ -1,5 +1,5 @@
 """Reading back the videos tests write (frames as OpenCV decodes them: BGR uint8), and the EXIF
-blocks tests put into (and read back from) still images."""
+blocks and XMP packets tests put into (and read back from) still images."""
 
 from __future__ import annotations
 
@@ -84,12 +84,68 @@ def exif_tags(block: bytes) -> dict[int | str, object]:
     return tags
 
 
-def jpeg_with_metadata(data: bytes, exif: bytes | None = None, icc: bytes | None = None) -> bytes:
-    """The JPEG ``data`` with an APP1 Exif segment and the APP2 ICC segments (60000 bytes of
-    profile each, numbered) right after its SOI, as a camera writes them."""
+def xmp_packet(
+    *,
+    orientation: int | None = 6,
+    size: tuple[int, int] = (96, 128),
+    thumbnail: bool = True,
+    padding: int = 2000,
+    keywords: tuple[str, ...] = ("Hike", "Zoë"),
+) -> bytes:
+    """An XMP packet as Lightroom writes one: a rating, keywords (one of them not ASCII), the
+    TIFF orientation and dimensions ``size`` ``(W, H)`` as attributes, the EXIF pixel
+    dimensions as elements, an ``xmp:Thumbnails`` entry, and ``padding`` bytes of space."""
+    w, h = size
+    turn = "" if orientation is None else f' tiff:Orientation="{orientation}"'
+    thumb = (
+        "<xmp:Thumbnails><rdf:Alt><rdf:li rdf:parseType='Resource'>"
+        "<xmpGImg:width>256</xmpGImg:width><xmpGImg:image>/9j/4AAQSkZJRg==</xmpGImg:image>"
+        "</rdf:li></rdf:Alt></xmp:Thumbnails>"
+        if thumbnail
+        else ""
+    )
+    words = "".join(f"<rdf:li>{k}</rdf:li>" for k in keywords)
+    text = (
+        '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">\n'
+        '<rdf:Description rdf:about="" xmlns:xmp="http://ns.adobe.com/xap/1.0/" '
+        'xmlns:tiff="http://ns.adobe.com/tiff/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/" '
+        'xmlns:dc="http://purl.org/dc/elements/1.1/" '
+        'xmlns:xmpGImg="http://ns.adobe.com/xap/1.0/g/img/" '
+        f'xmp:Rating="4"{turn} tiff:ImageWidth="{w}" tiff:ImageLength="{h}">\n'
+        f"<exif:PixelXDimension>{w}</exif:PixelXDimension>"
+        f"<exif:PixelYDimension>{h}</exif:PixelYDimension>\n"
+        f"<dc:subject><rdf:Bag>{words}</rdf:Bag></dc:subject>{thumb}\n"
+        "</rdf:Description></rdf:RDF></x:xmpmeta>\n" + " " * padding + '<?xpacket end="w"?>'
+    )
+    return text.encode("utf-8")
+
+
+XMP_JPEG_HEADER = b"http://ns.adobe.com/xap/1.0/\0"
+
+
+def jpeg_with_metadata(
+    data: bytes,
+    exif: bytes | None = None,
+    icc: bytes | None = None,
+    xmp: bytes | None = None,
+    *,
+    extended: bytes | None = None,
+) -> bytes:
+    """The JPEG ``data`` with an APP1 Exif segment, an APP1 XMP segment (and an extended XMP
+    one holding ``extended``) and the APP2 ICC segments (60000 bytes of profile each,
+    numbered) right after its SOI, as a camera or an editor writes them."""
     segments = b""
     if exif is not None:
         payload = b"Exif\0\0" + exif
+        segments += b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    if xmp is not None:
+        payload = XMP_JPEG_HEADER + xmp
+        segments += b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    if extended is not None:  # GUID, full length, offset, then the part
+        head = b"http://ns.adobe.com/xmp/extension/\0" + b"0" * 32
+        payload = head + struct.pack(">II", len(extended), 0) + extended
         segments += b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
     if icc is not None:
         chunks = [icc[i : i + 60000] for i in range(0, len(icc), 60000)]
@@ -109,8 +165,10 @@ def icc_profile(space: bytes = b"RGB ", size: int = 76_800) -> bytes:
     return (head + bytes(range(256)) * (size // 256 + 1))[:size]
 
 
-def png_with_metadata(data: bytes, exif: bytes | None = None, icc: bytes | None = None) -> bytes:
-    """The PNG ``data`` with an iCCP and an eXIf chunk after its IHDR."""
+def png_with_metadata(
+    data: bytes, exif: bytes | None = None, icc: bytes | None = None, xmp: bytes | None = None
+) -> bytes:
+    """The PNG ``data`` with an iCCP, an eXIf and an XMP iTXt chunk after its IHDR."""
 
     def chunk(kind: bytes, payload: bytes) -> bytes:
         crc = zlib.crc32(kind + payload).to_bytes(4, "big")
@@ -118,4 +176,5 @@ def png_with_metadata(data: bytes, exif: bytes | None = None, icc: bytes | None 
 
     extra = b"" if icc is None else chunk(b"iCCP", b"icc\0\0" + zlib.compress(icc))
     extra += b"" if exif is None else chunk(b"eXIf", exif)
+    extra += b"" if xmp is None else chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + xmp)
     return data[:33] + extra + data[33:]
