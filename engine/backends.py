@@ -514,8 +514,12 @@ def _require(module: str, backend: str, hint: str) -> Any:
         raise BackendError(f"backend {backend!r} needs {module!r}: {hint} ({exc})") from exc
 
 
-def physical_cores() -> int:
-    """Physical cores this process may use (hyper-threads share one core's FPUs)."""
+def physical_cores() -> int | None:
+    """Physical cores this process may use (hyper-threads share one core's FPUs); None where
+    they cannot be counted (Windows and macOS without ``psutil``).
+
+    Not the logical count there: ONNX Runtime's own default is the physical cores, and the
+    logical count gave a hyper-threaded PC twice the threads ONNX Runtime would have chosen."""
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     logical = len(cpus) or os.cpu_count() or 1
     try:
@@ -535,7 +539,7 @@ def physical_cores() -> int:
             except OSError:
                 return logical
         return max(1, len(cores))
-    return logical
+    return logical if cpus else None
 
 
 def user_cache_dir() -> Path:
@@ -734,7 +738,10 @@ class OnnxBackend(_ModelBackend):
 
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads or physical_cores()
+        # 0 (where cores cannot be counted) leaves ONNX Runtime its own default: the physical
+        # cores, counted by the OS's own API. Counted here, the count also follows the CPUs
+        # this process is allowed (Linux affinity, containers), which ONNX Runtime ignores.
+        so.intra_op_num_threads = threads or physical_cores() or 0
         # No spin-waiting after each run: same speed measured here, and the capture and sink
         # threads need those cycles on small CPUs.
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")

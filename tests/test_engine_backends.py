@@ -1821,3 +1821,19 @@ def test_a_damaged_openvino_xml_is_one_line_without_other_frameworks_noise(tmp_p
         backends.OpenVinoBackend(model=tmp_path / "m.xml")
     err = capfd.readouterr().err
     assert "tensorflow" not in err.lower() and "frontends" not in err, err
+
+
+def test_physical_cores_are_not_guessed_from_the_logical_count_off_linux(monkeypatch):
+    # On Windows and macOS (no affinity call, no /sys) without psutil the logical count came
+    # back: a hyper-threaded PC ran ONNX Runtime on twice the threads of its own default.
+    import engine.backends as backends
+
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
+    monkeypatch.delattr(os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    for platform in ("win32", "darwin"):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert backends.physical_cores() is None
+    monkeypatch.undo()
+    if hasattr(os, "sched_getaffinity"):  # Linux: counted, within the CPUs allowed
+        assert 1 <= backends.physical_cores() <= len(os.sched_getaffinity(0))
