@@ -372,9 +372,20 @@ def ended_message(exc: BaseException | None) -> UserMessage:
     return replace(describe_error(exc), advice=advice)
 
 
-def virtual_camera_busy_guidance(devices: list[tuple[str, str]]) -> str:
-    """What to do when every virtual camera device (``[(path, name), ...]``, v4l2loopback)
-    is taken by another program (plain text, one step per line)."""
+def virtual_camera_busy_guidance(
+    devices: list[tuple[str, str]], platform: str | None = None
+) -> str:
+    """What to do when every virtual camera device (``[(path, name), ...]``: v4l2loopback's,
+    or OBS's one on Windows) is taken by another program (plain text, one step per line)."""
+    platform = platform or sys.platform
+    if not platform.startswith("linux"):
+        # OBS's camera, the only one: no second one can be made, as a modprobe makes one.
+        return (
+            f'The virtual camera "{devices[0][0]}" is in use: another program is already '
+            "sending video to it (OBS with its virtual camera started, a second SharpCam).\n\n"
+            'In OBS, click "Stop Virtual Camera" (or close the other SharpCam), then press '
+            "Retry."
+        )
     named = ", ".join(f'{path} ("{name}")' if name else path for path, name in devices)
     one = len(devices) == 1
     return (

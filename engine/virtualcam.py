@@ -24,6 +24,7 @@ __all__ = [
     "VirtualCameraBusy",
     "VirtualCameraSink",
     "VirtualCameraUnavailable",
+    "OBS_CAMERA",
     "loopback_devices",
     "is_source_device",
     "virtual_camera_guidance",
@@ -40,7 +41,8 @@ class VirtualCameraBusy(VirtualCameraUnavailable):
 
     Attributes:
         devices: ``[(path, name), ...]`` of the devices that exist, e.g.
-            ``[("/dev/video10", "SharpCam")]``.
+            ``[("/dev/video10", "SharpCam")]`` (v4l2loopback on Linux), or
+            ``[("OBS Virtual Camera", "")]`` (Windows, where it has no path).
     """
 
     def __init__(self, message: str, devices: list[tuple[str, str]]):
@@ -81,6 +83,13 @@ def loopback_devices(sysfs: str | None = None) -> list[tuple[str, str]]:
 # exclusive_caps=1 (the setting the guidance gives) a device another program already writes
 # to announces itself as a capture device, so pyvirtualcam reads it as "no loopback device".
 _LOOPBACK_REFUSALS = ("No v4l2 loopback device found", "is not a video output device")
+# What pyvirtualcam's OBS backend on Windows says when the camera's shared memory exists
+# already ("fail if already in use" in its queue code): a program holds it, OBS with its own
+# virtual camera started or a second SharpCam. Its missing camera is another message ("OBS
+# Virtual Camera device not found! Did you install OBS?").
+_OBS_WINDOWS_BUSY = "virtual camera output could not be started"
+#: The one device OBS's virtual camera is on Windows and macOS.
+OBS_CAMERA = "OBS Virtual Camera"
 
 
 def _busy_message(detail: str, devices: list[tuple[str, str]]) -> str:
@@ -96,6 +105,14 @@ def _busy_message(detail: str, devices: list[tuple[str, str]]) -> str:
         f"  sudo modprobe v4l2loopback devices={len(devices) + 1} exclusive_caps=1 "
         "card_label=SharpCam\n"
         f"(pyvirtualcam said: {detail})"
+    )
+
+
+def _obs_busy_message(detail: str) -> str:
+    return (
+        f"the virtual camera {OBS_CAMERA!r} is in use: another program is sending video to it "
+        "(OBS with its virtual camera started, a second SharpCam). Stop it there (OBS: Stop "
+        f"Virtual Camera) and try again.\n(pyvirtualcam said: {detail})"
     )
 
 
@@ -205,6 +222,10 @@ class VirtualCameraSink:
                     ]
                 if devices:
                     raise VirtualCameraBusy(_busy_message(detail, devices), devices) from exc
+            if sys.platform == "win32" and _OBS_WINDOWS_BUSY in detail:
+                # The steps to install OBS would send the user to install what they have.
+                devices = [(OBS_CAMERA, "")]
+                raise VirtualCameraBusy(_obs_busy_message(detail), devices) from exc
             what = f"device {device!r}" if device else "a virtual camera"
             raise VirtualCameraUnavailable(
                 f"cannot open {what}: {detail}\n{virtual_camera_guidance()}"

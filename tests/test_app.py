@@ -6260,6 +6260,31 @@ def test_a_virtual_camera_in_use_is_said_so_not_given_the_install_steps(
     assert "apt install" in window.virtual_dialog.steps.toPlainText()
 
 
+def test_the_obs_camera_in_use_on_windows_is_said_so_with_obs_steps(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # Windows, OBS's own virtual camera started: pyvirtualcam's OBS backend cannot start its
+    # output, and the window gave the steps to install OBS, which they have.
+    monkeypatch.setattr(sys, "platform", "win32")
+    recorder.fail_message = "'obs' backend: virtual camera output could not be started"
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    recorder.fail_next = 1
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    dialog = window.virtual_dialog
+    assert dialog is not None and dialog.isVisible()
+    steps = dialog.steps.toPlainText()
+    assert '"OBS Virtual Camera" is in use' in steps and "Stop Virtual Camera" in steps
+    assert "modprobe" not in steps and "Install OBS" not in steps
+    assert "in use" in dialog.head.text() and "in use by another program" in (
+        window.virtual_status.text()
+    )
+    dialog.retry_button.click()
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on and window.bridge.virtual_camera_busy is None
+
+
 def test_the_strength_labels_are_greyed_with_the_strength_slider(qtbot, make_window):
     # The slider greyed while sharpening is off, its "100 %" beside it stayed bright.
     window = make_window(start=False)

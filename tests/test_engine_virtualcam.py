@@ -1,4 +1,5 @@
-"""The virtual camera's errors on Linux: a device that exists but is taken is not "missing"."""
+"""The virtual camera's errors on Linux and Windows: a device that exists but is taken is not
+"missing"."""
 
 from __future__ import annotations
 
@@ -88,3 +89,33 @@ def test_no_loopback_module_still_gives_install_steps(monkeypatch, tmp_path, lin
         open_sink("virtual", size=(64, 48), fps=30)
     assert not isinstance(info.value, VirtualCameraBusy)
     assert vc.virtual_camera_guidance("linux") in str(info.value)
+
+
+class ObsWindowsCamera:
+    """pyvirtualcam's OBS backend on Windows, word for word: ``message`` is what it raises."""
+
+    message = "virtual camera output could not be started"
+
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError(self.message)
+
+
+def test_obs_camera_in_use_on_windows_is_busy_not_missing(monkeypatch):
+    # OBS's own Start Virtual Camera (or a second SharpCam) holding the camera was reported
+    # as OBS not installed, with the steps to install it.
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"obs": ObsWindowsCamera})
+    with pytest.raises(VirtualCameraBusy) as info:
+        open_sink("virtual", size=(64, 48), fps=30)
+    msg = str(info.value)
+    assert "'OBS Virtual Camera' is in use" in msg and "Stop Virtual Camera" in msg
+    assert "install" not in msg and "modprobe" not in msg
+    assert info.value.devices == [("OBS Virtual Camera", "")]
+    # Not installed: the install steps, as before.
+    monkeypatch.setattr(
+        ObsWindowsCamera, "message", "OBS Virtual Camera device not found! Did you install OBS?"
+    )
+    with pytest.raises(VirtualCameraUnavailable) as info:
+        open_sink("virtual", size=(64, 48), fps=30)
+    assert not isinstance(info.value, VirtualCameraBusy)
+    assert vc.virtual_camera_guidance("win32") in str(info.value)
