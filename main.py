@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="gui_quit_after",
         metavar="SECONDS",
         type=_quit_after,
-        help="quit after",
+        help="close the app after SECONDS (with --screenshot: taken then; default 3 there)",
     )
     gui.add_argument(
         "--backend", dest="gui_backend", choices=BACKEND_CHOICES, help="inference backend"

@@ -1675,7 +1675,8 @@ def _no_model_error(suffix: str = ".onnx") -> ModelError:
     # naming the `.onnx` ones that sit right there sends a person looking in the wrong place.
     return ModelError(
         f"no model given and none in {weights_dir()} "
-        f"(expected student_fast{suffix} or student{suffix}): pass --model PATH"
+        f"(expected student_fast{suffix} or student{suffix}): pass --model PATH, or set "
+        "SHARPCAM_WEIGHTS to a folder holding them"
     )
 
 

@@ -5507,7 +5507,7 @@ def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
     # No weights at all: reinstall them, or name a model; no file of them to name.
     none = ModelError(
         "no model given and none in /opt/sharpcam/weights (expected student_fast.onnx or "
-        "student.onnx): pass --model PATH"
+        "student.onnx): pass --model PATH, or set SHARPCAM_WEIGHTS to a folder holding them"
     )
     said = advice(none)
     assert "in that folder" in said and "“Retry sharpening” in the sidebar" in said

@@ -34,3 +34,41 @@ def test_ci_runs_the_readme_test_command() -> None:
     ).stdout.strip()
     assert found == blocks[1]
     assert 'bash -c "$test_cmd' in script
+
+
+def test_a_wheel_carries_every_file_the_app_and_engine_read() -> None:
+    # A non-editable install (`pip install .`, pipx) had only the .py files: no shipped
+    # model, no demo clip, no icons, so the app could not sharpen anything nor start.
+    import fnmatch
+    import json
+
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"
+    ]
+    packages, data = setuptools["packages"]["find"]["include"], setuptools["package-data"]
+
+    def carried(path: Path) -> bool:
+        rel = path.relative_to(REPO)
+        package = rel.parts[0]
+        inside = "/".join(rel.parts[1:])
+        return any(fnmatch.fnmatch(package, p) for p in packages) and any(
+            fnmatch.fnmatch(inside, pattern) for pattern in data.get(package, [])
+        )
+
+    from app.camera_list import DEMO_CLIP
+    from app.window import ICON_PATH
+    from engine.backends import weights_dir
+
+    needed = [DEMO_CLIP, ICON_PATH, *ICON_PATH.parent.glob("*.svg")]
+    needed += [weights_dir() / "manifest.json", weights_dir() / "MODEL_CARD.md"]
+    manifest = json.loads((weights_dir() / "manifest.json").read_text(encoding="utf-8"))
+    needed += [weights_dir() / name for name in manifest["files"]]
+    needed += list((REPO / "training" / "configs").glob("*.yaml"))
+    assert len(needed) > 10 and all(p.is_file() for p in needed)
+    missing = [str(p.relative_to(REPO)) for p in needed if not carried(p)]
+    assert not missing, f"not in the wheel's package data: {missing}"
+    # Nothing the tests or the research data hold goes in.
+    assert not any(p.startswith(("tests", "runs", "data")) for p in packages)
