@@ -774,16 +774,40 @@ def _check_not_feedback(source: str, device: str | None, *, picked: bool = False
     """
     from engine.virtualcam import is_source_device
 
-    if not is_source_device(device, source):
-        return
+    also = named = ""
+    if is_source_device(device, source):
+        node = os.path.realpath(device) if device else device
+        also = f" ({node})" if node != device else ""  # a /dev/v4l/by-id link: say which node
+    else:
+        name = _os_camera_name(source)
+        if not (device and name and name.strip().casefold() == device.strip().casefold()):
+            return
+        named = f" ({name!r} on this Mac)"
     which = f"the virtual camera it picked, {device}," if picked else f"virtual camera {device}"
-    node = os.path.realpath(device) if device else device
-    also = f" ({node})" if node != device else ""  # a /dev/v4l/by-id link: say which node
     raise CliError(
-        f"{which}{also} is the source {source}: the stream would read its own output; give "
-        "another --source or name another device with --output virtual:DEVICE",
+        f"{which}{also} is the source {source}{named}: the stream would read its own output; "
+        "give another --source or name another device with --output virtual:DEVICE",
         code=2,
     )
+
+
+def _os_camera_name(source: str) -> str | None:
+    """The name macOS gives camera index ``source`` (QtMultimedia's, as the window lists it),
+    None elsewhere or where it cannot tell.
+
+    On macOS OBS's virtual camera is a camera OpenCV opens like any, by an index, and names
+    none: the only way to tell that ``run --source 1 --output virtual`` reads what it sends.
+    (On Windows, OpenCV's Media Foundation does not list OBS's DirectShow camera; on Linux the
+    device files are compared.)
+    """
+    if sys.platform != "darwin" or not str(source).strip().isdigit():
+        return None
+    try:
+        from app.camera_list import os_camera_names
+
+        return os_camera_names().get(str(int(source)))
+    except Exception:  # no QtMultimedia: the stream goes on as before, unchecked
+        return None
 
 
 def _is_image_file_name(out: str) -> bool:
@@ -1886,7 +1910,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if not cams:
         print("  none found (use a video file: run --source clip.mp4 ...)")
     for cam in cams:
-        print(f"  {cam} · {_camera_size(cam.index)}")
+        # OpenCV names no camera on macOS ("camera 1"): which one is OBS's matters there.
+        named = _os_camera_name(str(cam.index))
+        shown = f"{cam.index}: {named}" if named else str(cam)
+        print(f"  {shown} · {_camera_size(cam.index)}")
 
     vbackend = os.environ.get(VIRTUAL_BACKEND_ENV)
     ok, message = virtual_camera_status(backend=vbackend)

@@ -251,6 +251,18 @@ def _qt_cameras() -> list[CameraChoice]:
     return out
 
 
+def os_camera_names() -> dict[str, str]:
+    """``{OpenCV index: name}`` of the cameras, as the OS names them (``{"0": "FaceTime HD
+    Camera", "1": "OBS Virtual Camera"}``), for the command line on macOS, where OpenCV names
+    none: without them ``run --source 1 --output virtual`` could not tell that camera 1 is the
+    virtual camera it sends to. Empty where QtMultimedia is missing or lists nothing."""
+    from PySide6.QtCore import QCoreApplication
+
+    # Qt's device list wants an application object; the command line has none.
+    _app = QCoreApplication.instance() or QCoreApplication([])
+    return {c.source: c.name for c in _qt_cameras()}
+
+
 def _opencv_cameras() -> list[CameraChoice]:
     try:
         from engine import list_cameras

@@ -2164,6 +2164,53 @@ def test_run_refuses_the_virtual_camera_it_picked_when_that_is_its_source(
     assert _RecordingCamera.frames == []
 
 
+class _ObsCamera(_RecordingCamera):
+    """OBS's virtual camera on macOS, as pyvirtualcam names it."""
+
+    def device(self) -> str:
+        return "OBS Virtual Camera"
+
+
+def test_run_on_macos_refuses_the_obs_camera_as_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # macOS lists OBS's virtual camera as a camera OpenCV opens by index and names none:
+    # `run --source 1 --output virtual` sharpened its own output, over and over.
+    import pyvirtualcam
+
+    import app.camera_list
+    import engine.sources
+    from app.camera_list import CameraChoice
+
+    still = tmp_path / "still.png"  # what the camera delivers (there is none here)
+    cv2.imwrite(str(still), cv2.cvtColor(stamped_frame(3), cv2.COLOR_RGB2BGR))
+    real_open_source = engine.sources.open_source
+    monkeypatch.setattr(
+        engine.sources, "open_source", lambda spec, **kw: real_open_source(str(still), **kw)
+    )
+    listed = [
+        CameraChoice(id="0x1420000005ac8600", name="FaceTime HD Camera", source="0"),
+        CameraChoice(id="obs-virtual-camera", name="OBS Virtual Camera", source="1"),
+    ]
+    monkeypatch.setattr(app.camera_list, "_qt_cameras", lambda: listed)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    pyvirtualcam.register_backend("sharpcam-test-obs", _ObsCamera)
+    _RecordingCamera.frames = []
+    args = ["--output", "virtual", "--backend", "unsharp", "--virtual-backend",
+            "sharpcam-test-obs", "--duration", "0.3"]  # fmt: skip
+    code = cli.main(["run", "--source", "1", *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert (
+        "the virtual camera it picked, OBS Virtual Camera, is the source 1 ('OBS Virtual "
+        "Camera' on this Mac): the stream would read its own output"
+    ) in err, err
+    assert _RecordingCamera.frames == []
+    # The built-in camera streams as before.
+    assert cli.main(["run", "--source", "0", *args]) == 0
+    assert _RecordingCamera.frames
+
+
 def test_run_stops_and_fails_when_its_output_fails(
     clip: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -2536,6 +2583,22 @@ def test_devices_lists_the_cameras_or_says_there_are_none(
     out = _devices(monkeypatch, capsys, [cam], (False, "none"))
     assert "Cameras:\n  2: Integrated Camera (/dev/video2) · 640x480 @ 30 fps\n" in out
     assert "none found" not in out
+
+
+def test_devices_on_macos_names_the_cameras_as_the_os_does(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # OpenCV names no camera on macOS: "camera 1" did not say it was OBS's virtual camera.
+    import app.camera_list
+    from app.camera_list import CameraChoice
+    from engine.sources import CameraInfo
+
+    listed = [CameraChoice(id="obs", name="OBS Virtual Camera", source="1")]
+    monkeypatch.setattr(app.camera_list, "_qt_cameras", lambda: listed)
+    monkeypatch.setattr(sys, "platform", "darwin")
+    cams = [CameraInfo(index=i, path=None, name=f"camera {i}") for i in (0, 1)]
+    out = _devices(monkeypatch, capsys, cams, (False, "none"))
+    assert "  0: camera 0 · 640x480 @ 30 fps\n  1: OBS Virtual Camera · 640x480" in out, out
 
 
 def test_devices_with_an_onnx_runtime_that_does_not_import_says_so(
