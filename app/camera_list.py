@@ -258,9 +258,14 @@ def os_camera_names() -> dict[str, str]:
     virtual camera it sends to. Empty where QtMultimedia is missing or lists nothing."""
     from PySide6.QtCore import QCoreApplication
 
-    # Qt's device list wants an application object; the command line has none.
-    _app = QCoreApplication.instance() or QCoreApplication([])
-    return {c.source: c.name for c in _qt_cameras()}
+    # Qt's device list wants an application object; the command line has none. One made here
+    # goes again: left behind, it would keep a window (a QApplication) from being made later.
+    made = None if QCoreApplication.instance() is not None else QCoreApplication([])
+    try:
+        return {c.source: c.name for c in _qt_cameras()}
+    finally:
+        if made is not None:
+            made.shutdown()
 
 
 def _opencv_cameras() -> list[CameraChoice]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -449,6 +450,11 @@ class VirtualCameraDialog(QDialog):
         "<b>The virtual camera is in use</b><br>Another program is sending video to it, so "
         "SharpCam cannot. Free it (or add a device), then press Retry."
     )
+    #: Windows and macOS have OBS's one camera: no device can be added there.
+    BUSY_ONE = (
+        "<b>The virtual camera is in use</b><br>Another program is sending video to it, so "
+        "SharpCam cannot. Free it, then press Retry."
+    )
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -499,7 +505,8 @@ class VirtualCameraDialog(QDialog):
         """``remembered``: the device the remembered choice asked for is missing, and Close is
         the person's answer to that (the choice is forgotten), which they must be told.
         ``busy``: a device exists but another program is sending to it (not "not found")."""
-        self.head.setText(self.BUSY if busy else self.MISSING)
+        one = not sys.platform.startswith("linux")
+        self.head.setText((self.BUSY_ONE if one else self.BUSY) if busy else self.MISSING)
         self.setWindowTitle("The virtual camera is in use" if busy else "Set up the virtual camera")
         self.steps.setPlainText(text)
         self.remembered.setVisible(remembered)

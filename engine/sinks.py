@@ -892,9 +892,18 @@ def _exif_orientation(exif: bytes | None) -> int | None:
 
 _XMP_TIFF_NS, _XMP_EXIF_NS = b"http://ns.adobe.com/tiff/1.0/", b"http://ns.adobe.com/exif/1.0/"
 _XMP_BASIC_NS = b"http://ns.adobe.com/xap/1.0/"
-#: An XMP packet's padding (whitespace before the closing processing instruction, room
-#: for in-place edits), dropped when the packet does not fit a JPEG segment otherwise.
-_XMP_PADDING = re.compile(rb"\s{2,}(?=<\?xpacket end)")
+_RDF_NS = b"http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+_XML_NAME = rb"[A-Za-z_][\w.:-]*"
+_XML_VALUE = rb"(?:\"[^\"]*\"|'[^']*')"
+_XML_ATTRS = rb"((?:\s+" + _XML_NAME + rb"\s*=\s*" + _XML_VALUE + rb")*)"
+_XML_ATTR = re.compile(rb"(\s+)(" + _XML_NAME + rb")(\s*=\s*)(" + _XML_VALUE + rb")")
+#: A start tag, its attributes walked whole (a ``>`` or a property's name inside a quoted
+#: value is text), and where the element holds text only, that text and its end tag.
+_XML_START = re.compile(
+    rb"<(" + _XML_NAME + rb")" + _XML_ATTRS + rb"(\s*/?)>(?:([^<]*)(</\1\s*>))?"
+)
+#: Larger than any pixel dimension: sized with it, an XMP packet is as long as it can get.
+_WIDEST_SIZE = (999_999_999, 999_999_999)
 
 
 def _xmp_prefixes(xmp: bytes, namespace: bytes) -> list[bytes]:
@@ -903,20 +912,51 @@ def _xmp_prefixes(xmp: bytes, namespace: bytes) -> list[bytes]:
     return list(dict.fromkeys(re.findall(pattern, xmp)))
 
 
-def _xmp_set(xmp: bytes, prefix: bytes, name: bytes, value: int) -> bytes:
-    """``xmp`` with property ``prefix:name`` set to ``value`` where it is given, in either of
-    XMP's forms: an attribute (``tiff:Orientation="6"``) or an element
-    (``<tiff:Orientation>6</tiff:Orientation>``)."""
-    prop = re.escape(prefix + b":" + name)
-    new = str(value).encode()
-    xmp = re.sub(
-        rb"(\s" + prop + rb"\s*=\s*)([\"'])[^\"']*\2", rb"\g<1>\g<2>" + new + rb"\g<2>", xmp
-    )
-    return re.sub(
-        rb"(<" + prop + rb"(?:\s[^>]*)?>)[^<]*(</" + prop + rb"\s*>)",
-        rb"\g<1>" + new + rb"\g<2>",
-        xmp,
-    )
+def _xmp_set(xmp: bytes, values: dict[bytes, bytes]) -> bytes:
+    """``xmp`` with each property named in ``values`` (``{b"tiff:Orientation": b"1"}``) set
+    where it is given, in XMP's forms: an attribute (``tiff:Orientation="6"``), an element
+    (``<tiff:Orientation>6</tiff:Orientation>``), or either inside a qualified value's
+    ``rdf:value``. Only start tags and element text are edited, never a caption or another
+    attribute's value that quotes a property."""
+
+    def start_tag(m: re.Match[bytes]) -> bytes:
+        name, attrs, close, text, end = m.groups()
+
+        def attr(a: re.Match[bytes]) -> bytes:
+            if a.group(2) not in values:
+                return a.group(0)
+            quote = a.group(4)[:1]
+            return a.group(1) + a.group(2) + a.group(3) + quote + values[a.group(2)] + quote
+
+        head = b"<" + name + _XML_ATTR.sub(attr, attrs) + close + b">"
+        if text is None:
+            return head
+        return head + (values.get(name, text)) + end
+
+    return _XML_START.sub(start_tag, xmp)
+
+
+def _xmp_set_qualified(xmp: bytes, values: dict[bytes, bytes]) -> bytes:
+    """``xmp`` with each property of ``values`` given as a qualified value (its content in an
+    ``rdf:value``, ``rdf:parseType="Resource"`` or a nested ``rdf:Description``) set there."""
+    rdf = _xmp_prefixes(xmp, _RDF_NS)
+    for name, value in values.items():
+        inner = {p + b":value": value for p in rdf}
+        tag = re.escape(name)
+        xmp = re.sub(
+            rb"(<" + tag + _XML_ATTRS + rb"\s*>)(.*?)(</" + tag + rb"\s*>)",
+            lambda m, inner=inner: m.group(1) + _xmp_set(m.group(3), inner) + m.group(4),
+            xmp,
+            flags=re.S,
+        )
+    return xmp
+
+
+def _without_padding(xmp: bytes) -> bytes:
+    """``xmp`` without its padding (the whitespace before its closing ``<?xpacket end``,
+    room for in-place edits)."""
+    head, end, tail = xmp.rpartition(b"<?xpacket end")
+    return head.rstrip() + b"\n" + end + tail if end else xmp
 
 
 def _upright_xmp(xmp: bytes, size: tuple[int, int], *, turned: bool) -> bytes | None:
@@ -934,18 +974,24 @@ def _upright_xmp(xmp: bytes, size: tuple[int, int], *, turned: bool) -> bytes | 
         xmp.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    width, height = (str(v).encode() for v in size)
+    values: dict[bytes, bytes] = {}
     for prefix in _xmp_prefixes(xmp, _XMP_TIFF_NS):
         if turned:
-            xmp = _xmp_set(xmp, prefix, b"Orientation", 1)
-        xmp = _xmp_set(xmp, prefix, b"ImageWidth", size[0])
-        xmp = _xmp_set(xmp, prefix, b"ImageLength", size[1])
+            values[prefix + b":Orientation"] = b"1"
+        values[prefix + b":ImageWidth"] = width
+        values[prefix + b":ImageLength"] = height
     for prefix in _xmp_prefixes(xmp, _XMP_EXIF_NS):
-        xmp = _xmp_set(xmp, prefix, b"PixelXDimension", size[0])
-        xmp = _xmp_set(xmp, prefix, b"PixelYDimension", size[1])
+        values[prefix + b":PixelXDimension"] = width
+        values[prefix + b":PixelYDimension"] = height
+    if values:
+        xmp = _xmp_set_qualified(_xmp_set(xmp, values), values)
     for prefix in _xmp_prefixes(xmp, _XMP_BASIC_NS):
         tag = re.escape(prefix + b":Thumbnails")
-        xmp = re.sub(rb"<" + tag + rb"(?:\s[^>]*)?/>", b"", xmp)
-        xmp = re.sub(rb"<" + tag + rb"(?:\s[^>]*)?>.*?</" + tag + rb"\s*>", b"", xmp, flags=re.S)
+        xmp = re.sub(rb"<" + tag + _XML_ATTRS + rb"\s*/>", b"", xmp)
+        xmp = re.sub(
+            rb"<" + tag + _XML_ATTRS + rb"\s*>.*?</" + tag + rb"\s*>", b"", xmp, flags=re.S
+        )
     return xmp
 
 
@@ -1076,10 +1122,15 @@ def _metadata_to_write(
                 "picture a second time"
             )
             lost.append(LostMetadata(_XMP, why))
-        elif jpeg and len(XMP_JPEG_HEADER) + len(xmp) > _JPEG_SEGMENT_MAX:
-            xmp = _XMP_PADDING.sub(b"\n", xmp)
-            if len(XMP_JPEG_HEADER) + len(xmp) > _JPEG_SEGMENT_MAX:
-                why = f"it is {len(xmp) // 1024} KB, more than the 64 KB a JPEG holds"
+        elif jpeg:
+            # Decided on the packet at its longest (the widest dimensions): the note, made
+            # before the image's size is known, and the write then agree.
+            longest = _upright_xmp(metadata.xmp, _WIDEST_SIZE, turned=turned) or b""
+            if len(XMP_JPEG_HEADER) + len(longest) > _JPEG_SEGMENT_MAX:
+                xmp, longest = _without_padding(xmp), _without_padding(longest)
+            if len(XMP_JPEG_HEADER) + len(longest) > _JPEG_SEGMENT_MAX:
+                kb = -(-(len(XMP_JPEG_HEADER) + len(longest)) // 1024)  # rounded up: over 64
+                why = f"it is {kb} KB, more than the 64 KB a JPEG holds"
                 xmp = None
                 lost.append(LostMetadata(_XMP, f"{why}; a .png output keeps it"))
         if xmp is not None and metadata.xmp_extended:

@@ -6280,6 +6280,7 @@ def test_the_obs_camera_in_use_on_windows_is_said_so_with_obs_steps(
     assert "in use" in dialog.head.text() and "in use by another program" in (
         window.virtual_status.text()
     )
+    assert "add a device" not in dialog.head.text()  # OBS has one camera, no more are made
     dialog.retry_button.click()
     virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on and window.bridge.virtual_camera_busy is None

@@ -2209,6 +2209,10 @@ def test_run_on_macos_refuses_the_obs_camera_as_its_source(
     # The built-in camera streams as before.
     assert cli.main(["run", "--source", "0", *args]) == 0
     assert _RecordingCamera.frames
+    # The application object made for Qt's device list is gone: a window can still be made.
+    from PySide6.QtCore import QCoreApplication
+
+    assert type(QCoreApplication.instance()).__name__ != "QCoreApplication"
 
 
 def test_run_stops_and_fails_when_its_output_fails(

@@ -1529,6 +1529,86 @@ def test_an_xmp_orientation_the_decoder_did_not_apply_stays():
     assert b"Orientation" not in kept.xmp and b'tiff:ImageWidth="8"' in kept.xmp
 
 
+def test_xmp_edits_touch_properties_only_and_keep_the_xml_well_formed():
+    # Found in review: a property quoted in a caption or another attribute's value was
+    # rewritten, a ">" inside an attribute value broke the XML, and an orientation given as
+    # a qualified value (rdf:value) kept turning the copy.
+    from xml.dom import minidom
+
+    from engine.sinks import _upright_xmp
+
+    head = (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+        'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description '
+        'xmlns:t="http://ns.adobe.com/tiff/1.0/" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+        'xmlns:foo="urn:f"'
+    )
+    tail = "</rdf:Description></rdf:RDF></x:xmpmeta>"
+    cases = {
+        # in a caption and in another attribute's value: text, left alone
+        " t:Orientation='6' dc:format='a t:Orientation=\"3\" b'>"
+        '<dc:description>x t:ImageWidth="123" &lt;t:ImageLength&gt;77&lt;/t:ImageLength&gt;'
+        "</dc:description>": (
+            ["t:Orientation='1'", "dc:format='a t:Orientation=\"3\" b'", 't:ImageWidth="123"'],
+            ["&lt;t:ImageLength&gt;77&lt;"],
+        ),
+        # a ">" inside an attribute value of the property's own element
+        '><t:Orientation foo:x="a>b">6</t:Orientation>': (
+            ['<t:Orientation foo:x="a>b">1</t:Orientation>'],
+            [],
+        ),
+        # qualified values: rdf:value under parseType Resource, or a nested description
+        '><t:Orientation rdf:parseType="Resource"><rdf:value>6</rdf:value><foo:q>6</foo:q>'
+        "</t:Orientation>": (["<rdf:value>1</rdf:value><foo:q>6</foo:q>"], []),
+        '><t:ImageWidth><rdf:Description rdf:value="96"/></t:ImageWidth>': (
+            ['rdf:value="40"'],
+            [],
+        ),
+        # names that only start like a property's
+        ' t:ImageWidthFoo="7"><t:Orientation2>6</t:Orientation2>': (
+            ['t:ImageWidthFoo="7"', "<t:Orientation2>6</t:Orientation2>"],
+            [],
+        ),
+    }
+    for body, (kept, also) in cases.items():
+        packet = (head + body + tail).encode()
+        out = _upright_xmp(packet, (40, 30), turned=True)
+        minidom.parseString(out)  # well-formed
+        for text in kept + also:
+            assert text.encode() in out, (text, out)
+
+
+def test_a_jpeg_keeps_or_drops_xmp_as_its_note_said_near_64_kb(tmp_path):
+    # The note was decided at a 1x1 size and the write at the real one: a packet whose
+    # dimensions grew by a few digits was dropped without a note.
+    import time
+
+    from videos import xmp_packet
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    rgb = np.zeros((1000, 1000, 3), np.uint8)
+    plain = {"size": (1, 1), "padding": 0, "thumbnail": False}
+    base = len(xmp_packet(**plain, keywords=()))
+    outcomes = set()
+    for room in range(-40, 40, 3):  # around the segment's limit, sized with 1x1
+        words = ("x" * (65_533 - 29 - base - 17 + room),)  # 29: the header, 17: <rdf:li>
+        metadata = ImageMetadata(xmp=xmp_packet(**plain, keywords=words))
+        said = metadata_lost(metadata, "out.jpg")
+        write_image(tmp_path / "out.jpg", rgb, metadata=metadata)
+        kept = read_image_metadata(tmp_path / "out.jpg").xmp is not None
+        assert kept == (said == []), (room, said)
+        outcomes.add(kept)
+    assert outcomes == {True, False}
+    # A long run of whitespace in a large packet: padding found in linear time (a regex
+    # took 30 s for 80 KB of it).
+    spaced = ImageMetadata(xmp=xmp_packet(padding=0, keywords=(" " * 400_000 + "x",)))
+    t0 = time.perf_counter()
+    assert metadata_lost(spaced, "out.jpg")[0].what == "the XMP data"
+    assert time.perf_counter() - t0 < 2.0
+
+
 def test_xmp_that_cannot_be_kept_is_said(tmp_path):
     from videos import xmp_packet
 
@@ -1550,7 +1630,7 @@ def test_xmp_that_cannot_be_kept_is_said(tmp_path):
     large = ImageMetadata(xmp=xmp_packet(keywords=("x" * 70_000,)))
     assert metadata_lost(large, "out.png") == []
     assert metadata_lost(large, "out.jpg") == [
-        ("the XMP data", "it is 69 KB, more than the 64 KB a JPEG holds; a .png output keeps it")
+        ("the XMP data", "it is 70 KB, more than the 64 KB a JPEG holds; a .png output keeps it")
     ]
     # A JPEG's extended XMP is not read: its main packet is kept, and the rest said.
     extended = ImageMetadata(xmp=xmp_packet(), xmp_extended=True)
