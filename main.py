@@ -1190,22 +1190,37 @@ def _join_before_exit(engine: Any) -> None:
         )
 
 
-def _note_lost_audio(source: str, output: str) -> None:
-    """Say that a video's sound track does not reach the output (OpenCV writes pictures only)."""
+def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
+    """Say that a video's sound track does not reach the output (OpenCV writes pictures
+    only). With ``copied`` (``process``), FFmpeg copies it after the frames where it is
+    found: returns whether to, and says nothing then."""
     from engine.sinks import VIDEO_CODECS
     from engine.sources import source_kind, video_has_audio
 
     if source_kind(source) != "video" or Path(output).suffix.lower() not in VIDEO_CODECS:
-        return
+        return False
     has_audio = video_has_audio(source)
+    if has_audio is False:
+        return False
+    if copied:
+        from engine.audio import find_ffmpeg
+
+        if find_ffmpeg() is not None:
+            return True
+    # `run` records live: frames the model had no time for are dropped, and the sound would
+    # drift from the pictures. `process` without FFmpeg cannot copy it.
+    why = " (install FFmpeg to keep it)" if copied else ""
     if has_audio:
-        _eprint(f"{PROG}: note: {output} will have no sound: the audio of {source} is not copied")
-    elif has_audio is None:
+        _eprint(
+            f"{PROG}: note: {output} will have no sound: the audio of {source} is not copied{why}"
+        )
+    else:
         # A container whose track list is not read here (MPEG-TS, FLV, ...): say it either way.
         _eprint(
             f"{PROG}: note: {output} will have no sound: audio is not copied (whether {source} "
-            "has any could not be told)"
+            f"has any could not be told){why}"
         )
+    return False
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -1759,7 +1774,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         restore = _install_stop_signals(stop)
         release = _hold_console_close(stop)
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
-        _note_lost_audio(args.input, args.output)
+        copy_sound = _note_lost_audio(args.input, args.output, copied=True)
         _note_lost_image_detail(kind, source, args.output)
         _note_lost_metadata(kind, source, args.output)
         if folder:
@@ -1820,7 +1835,20 @@ def cmd_process(args: argparse.Namespace) -> int:
         if total is not None and written > total:
             # Nothing lost: some containers' frame count is an estimate (VFR, edit lists).
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
-        _eprint(f"{_frames(written)} -> {args.output}")
+        sound = ""
+        if copy_sound and written:
+            from engine.audio import AudioCopyError, copy_audio
+            from engine.sources import video_has_audio
+
+            try:
+                copy_audio(args.input, args.output)
+                # Asked of the output: an input of a container not read here may have had none.
+                if video_has_audio(args.output):
+                    sound = ", with the sound of the input"
+            except AudioCopyError as exc:
+                # The frames are all there: a warning, not a failed run.
+                _eprint(f"{PROG}: warning: {args.output} has no sound: {exc}")
+        _eprint(f"{_frames(written)} -> {args.output}{sound}")
         return 0
     finally:
         if restore is not None:

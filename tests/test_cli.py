@@ -480,16 +480,69 @@ def test_process_refuses_a_camera(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert not out.exists()
 
 
-def test_process_says_the_sound_track_is_not_copied(
-    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def _audio_streams(path: Path) -> list[str]:
+    """The audio streams FFmpeg finds in ``path``: ``["pcm_s16le, 8000 Hz, mono, ..."]``."""
+    import imageio_ffmpeg
+
+    probe = subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    return re.findall(r"Stream #\S+.*?: Audio: (.*)", probe.stderr)
+
+
+@pytest.mark.parametrize(("name", "codec"), [("out.mp4", "aac"), ("out.mkv", "pcm_s16le")])
+def test_process_keeps_the_sound_of_a_video(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, codec: str
+) -> None:
+    # A recorded call's sound was not copied: OpenCV writes pictures only. FFmpeg (here
+    # imageio-ffmpeg's) puts it back: copied where the container takes it (PCM in MKV),
+    # re-encoded to AAC where it does not (PCM in MP4).
+    from tests.test_engine_sources import write_avi_with_sound
+
+    call = write_avi_with_sound(tmp_path / "call.avi", n=12)
+    out = tmp_path / name
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "no sound" not in err and f"-> {out}, with the sound of the input" in err, err
+    [audio] = _audio_streams(out)
+    assert audio.startswith(codec) and "8000 Hz" in audio, audio
+    # The pictures are the processed ones, all of them, in order.
+    frames = read_video(out)
+    assert len(frames) == 12 and [round(float(f.mean()) / 20) for f in frames[:3]] == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", name]  # no working file
+
+
+def test_process_whose_sound_cannot_be_copied_keeps_the_pictures_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tests.test_engine_sources import write_avi_with_sound
 
-    # A recorded call's sound used to vanish from the processed copy without a word.
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    fake = tmp_path / "ffmpeg"  # an ffmpeg that fails: the written video stays as it was
+    fake.write_text("#!/bin/sh\necho 'Unknown encoder' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(fake))
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {out} has no sound: ffmpeg: Unknown encoder" in err, err
+    assert len(read_video(out)) == 6 and _audio_streams(out) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", "ffmpeg", "out.mp4"]
+
+
+def test_process_says_the_sound_track_is_not_copied(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_engine_sources import write_avi_with_sound
+
+    # Without FFmpeg a recorded call's sound cannot be copied: said, not dropped silently.
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(tmp_path / "no-ffmpeg"))
     call = write_avi_with_sound(tmp_path / "call.avi")
     assert cli.main(["process", str(call), str(tmp_path / "out.mp4"), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
-    assert "no sound" in err and "call.avi" in err, err
+    assert "no sound" in err and "call.avi" in err and "(install FFmpeg to keep it)" in err, err
     assert len(read_video(tmp_path / "out.mp4")) == 6
     assert cli.main(["process", str(clip), str(tmp_path / "o.avi"), "--backend", "unsharp"]) == 0
     assert "no sound" not in capsys.readouterr().err
