@@ -514,6 +514,43 @@ def test_process_keeps_the_sound_of_a_video(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", name]  # no working file
 
 
+def test_process_keeps_a_phone_videos_sound_date_and_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # AAC in an MP4 goes in as it is (not re-encoded: the same packets), with the date and
+    # place the phone wrote; the pictures keep their own colour tag.
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    phone = tmp_path / "phone.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-t", "1",
+         "-c:v", "mpeg4", "-c:a", "aac", "-b:a", "96k",
+         "-metadata", "creation_time=2024-05-01T10:00:00Z",
+         "-metadata", "location=+48.8577+002.2950/", str(phone)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(phone), str(out), "--backend", "unsharp"]) == 0
+    assert "with the sound of the input" in capsys.readouterr().err
+    probe = subprocess.run(
+        [ffmpeg, "-hide_banner", "-i", str(out)], capture_output=True, text=True
+    ).stderr
+
+    def packets(path: Path) -> bytes:
+        return subprocess.run(
+            [ffmpeg, "-v", "error", "-i", str(path), "-map", "0:a", "-c", "copy", "-f", "data",
+             "-"],
+            capture_output=True,
+            check=True,
+        ).stdout  # fmt: skip
+
+    assert packets(out) == packets(phone)  # copied, not re-encoded
+    assert "2024-05-01T10:00:00" in probe and "+48.8577+002.2950/" in probe, probe
+    assert "smpte170m" in probe, probe  # the colour tag written with the pictures survives
+
+
 def test_process_whose_sound_cannot_be_copied_keeps_the_pictures_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
