@@ -1791,8 +1791,9 @@ def cmd_process(args: argparse.Namespace) -> int:
                     bar.update(done() - bar.n)
                 bar.update(done() - bar.n)
         finally:
+            # The stop signals stay with `stop` (undone at the end): a SIGTERM while the
+            # sound is copied below must not end the process with FFmpeg writing on.
             engine.stop(timeout=5.0)
-            restore()
             _join_before_exit(engine)
         # The engine counts a skipped image as handed to the output; the sink knows better.
         written = sink.frames_written if folder else engine.stats().frames_out
@@ -1837,14 +1838,20 @@ def cmd_process(args: argparse.Namespace) -> int:
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
         sound = ""
         if copy_sound and written:
-            from engine.audio import AudioCopyError, copy_audio
+            from engine.audio import AudioCopyError, AudioCopyStopped, copy_audio
             from engine.sources import video_has_audio
 
             try:
-                copy_audio(args.input, args.output)
+                copy_audio(args.input, args.output, stop=stop)
                 # Asked of the output: an input of a container not read here may have had none.
                 if video_has_audio(args.output):
                     sound = ", with the sound of the input"
+            except AudioCopyStopped:
+                _eprint(
+                    f"{PROG}: interrupted while copying the sound: {_frames(written)} written "
+                    f"to {args.output}, without sound"
+                )
+                return 130
             except AudioCopyError as exc:
                 # The frames are all there: a warning, not a failed run.
                 _eprint(f"{PROG}: warning: {args.output} has no sound: {exc}")

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 __all__ = ["AudioCopyError", "copy_audio", "find_ffmpeg"]
@@ -24,6 +25,10 @@ FFMPEG_ENV = "SHARPCAM_FFMPEG"
 
 class AudioCopyError(RuntimeError):
     """The sound could not be copied; the video written before is left as it was."""
+
+
+class AudioCopyStopped(AudioCopyError):
+    """The copy was stopped (``stop`` set); the video written before is left as it was."""
 
 
 def find_ffmpeg() -> str | None:
@@ -50,47 +55,110 @@ _PLAYABLE = {
     ".mp4": ("aac", "mp3", "ac3", "eac3", "alac"),
     ".m4v": ("aac", "mp3", "ac3", "eac3", "alac"),
     ".mov": ("aac", "mp3", "ac3", "eac3", "alac", "pcm_"),
-    ".avi": ("pcm_", "mp3", "ac3"),
+    ".avi": (),  # always PCM: see _AVI_AUDIO
     ".mkv": ("",),  # Matroska holds any
 }
 #: What goes in where a codec is not playable there: AAC, or PCM in an AVI (lossless, and
 #: an encoder every FFmpeg build has).
-_REENCODE = {".avi": ["-c:a", "pcm_s16le"]}
 _AAC = ["-c:a", "aac", "-b:a", "192k"]
+#: An AVI has no start time per stream: sound that starts after the pictures was moved to
+#: the start. Always PCM there, the gap filled with silence.
+_AVI_AUDIO = ["-c:a", "pcm_s16le", "-af", "aresample=async=1:first_pts=0"]
+#: The muxer by extension where FFmpeg's own pick loses something: for .m4v it takes its
+#: iPod muxer, which drops the colour tag and refuses MP3.
+_MUXER = {".m4v": "mp4"}
 
 
-def _audio_codecs(ffmpeg: str, source: Path) -> list[str]:
-    """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``)."""
-    probe = subprocess.run(
-        [ffmpeg, "-nostdin", "-hide_banner", "-i", str(source)],
-        capture_output=True,
+def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
+    """Run ``command``: its exit status and error output. ``stop`` set meanwhile ends it
+    (:class:`AudioCopyStopped`); so does an exception here (a second Ctrl-C), so that no
+    FFmpeg goes on writing after SharpCam."""
+    with subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
         errors="replace",
-    )  # exits 1 (no output named): the stream list is all it is asked for
-    return re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", probe.stderr)
+    ) as proc:
+        try:
+            while True:
+                try:
+                    out, err = proc.communicate(timeout=0.1)
+                    break
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop.is_set():
+                        raise AudioCopyStopped("stopped") from None
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
+    return proc.returncode, out + err
 
 
-def _mux(ffmpeg: str, source: Path, video: Path, out: Path, audio_codec: list[str]) -> str:
-    """Run FFmpeg: ``video``'s pictures and ``source``'s sound into ``out``. Returns its
-    error output ("" when it succeeded)."""
+def _audio_codecs(ffmpeg: str, source: Path, stop: threading.Event | None) -> list[str]:
+    """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``)."""
+    # Exits 1 (no output named): the stream list is all it is asked for.
+    _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
+    return re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
+
+
+def _picture_start(ffmpeg: str, source: Path, stop: threading.Event | None) -> float:
+    """Seconds from the start of ``source`` to its first picture (0 for most files; 1 for
+    one whose sound starts a second before the pictures). The written video starts with that
+    picture, so the sound must start there too."""
+    status, text = _run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(source), "-map", "0:v:0",
+         "-frames:v", "1", "-f", "framemd5", "-"],
+        stop,
+    )  # fmt: skip
+    # "#tb 0: 1/12800" then "0,   12800,   12800,  512,  115200, <md5>": the pts in time base
+    base = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
+    first = re.search(r"^0,\s*(-?\d+),", text, re.M)
+    if status != 0 or base is None or first is None:
+        return 0.0
+    return max(0.0, int(first.group(1)) * int(base.group(1)) / int(base.group(2)))
+
+
+def _mux(
+    ffmpeg: str,
+    source: Path,
+    video: Path,
+    out: Path,
+    audio_codec: list[str],
+    *,
+    skip: float,
+    stop: threading.Event | None,
+) -> str:
+    """Run FFmpeg: ``video``'s pictures and ``source``'s sound from ``skip`` seconds on into
+    ``out``. Returns its error output ("" when it succeeded)."""
+    muxer = _MUXER.get(out.suffix.lower())
     command = [
-        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
-        "-i", str(video), "-i", str(source),
+        ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+        "-i", str(video), *(["-ss", f"{skip:.6f}"] if skip > 0.001 else []), "-i", str(source),
         "-map", "0:v", "-map", "1:a?", "-c:v", "copy", *audio_codec,
         # The date taken and the place (a phone's) are the source's; the pictures' own
         # colour tags and (upright) orientation stay those of the video written.
         "-map_metadata", "1",
+        *(["-f", muxer] if muxer else []),
         str(out),
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, errors="replace")
-    if done.returncode == 0:
+    status, text = _run(command, stop)
+    if status == 0:
         return ""
-    lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-    return lines[-1] if lines else f"ffmpeg exited with status {done.returncode}"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else f"ffmpeg exited with status {status}"
 
 
 def copy_audio(
-    source: str | os.PathLike[str], video: str | os.PathLike[str], *, ffmpeg: str | None = None
+    source: str | os.PathLike[str],
+    video: str | os.PathLike[str],
+    *,
+    ffmpeg: str | None = None,
+    stop: threading.Event | None = None,
 ) -> None:
     """Put the audio streams of ``source`` into ``video`` (written from its pictures).
 
@@ -99,9 +167,13 @@ def copy_audio(
     it is, or re-encoded where ``video``'s container does not hold its codec playably (see
     :data:`_PLAYABLE`). A ``source`` without audio leaves ``video`` unchanged.
 
+    The sound starts where the source's pictures do: sound before the first picture (a
+    video that starts late) had no picture in the written video either.
+
     Raises:
         AudioCopyError: no ``ffmpeg`` (``ffmpeg=None`` and :func:`find_ffmpeg` finds none),
             or FFmpeg failed both ways; the message says why.
+        AudioCopyStopped: ``stop`` was set; FFmpeg was ended.
     """
     ffmpeg = ffmpeg or find_ffmpeg()
     if ffmpeg is None:
@@ -111,17 +183,18 @@ def copy_audio(
     source, video = Path(source), Path(video)
     out = partial_path(video)
     ext = video.suffix.lower()
-    reencode = _REENCODE.get(ext, _AAC)
     try:
-        codecs = _audio_codecs(ffmpeg, source)
+        codecs = _audio_codecs(ffmpeg, source, stop)
+        skip = _picture_start(ffmpeg, source, stop)
         playable = _PLAYABLE.get(ext, ("",))
         why = "not tried"
-        if all(c.startswith(playable) for c in codecs):
-            why = _mux(ffmpeg, source, video, out, ["-c:a", "copy"])
+        if ext != ".avi" and all(c.startswith(playable) for c in codecs):
+            why = _mux(ffmpeg, source, video, out, ["-c:a", "copy"], skip=skip, stop=stop)
         if why:
             # A codec the container does not take, or its players do not play (Vorbis, or
-            # PCM in an MP4).
-            why = _mux(ffmpeg, source, video, out, reencode)
+            # PCM in an MP4); in an AVI, always PCM.
+            reencode = _AVI_AUDIO if ext == ".avi" else _AAC
+            why = _mux(ffmpeg, source, video, out, reencode, skip=skip, stop=stop)
         if why:
             raise AudioCopyError(f"ffmpeg: {why}")
         os.replace(out, video)

@@ -551,6 +551,122 @@ def test_process_keeps_a_phone_videos_sound_date_and_place(
     assert "smpte170m" in probe, probe  # the colour tag written with the pictures survives
 
 
+def _ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _sound_span(path: Path) -> tuple[float, float]:
+    """``(start, seconds)`` of the first audio stream of ``path``, on the file's clock: when
+    its first sample plays, and how long the decoded sound lasts."""
+    ffmpeg = _ffmpeg_exe()
+    head = subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(path), "-map", "0:a:0", "-frames:a", "1",
+         "-f", "framemd5", "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    num, den = re.search(r"^#tb 0: (\d+)/(\d+)", head, re.M).groups()
+    start = int(re.search(r"^0,\s*(-?\d+),", head, re.M).group(1)) * int(num) / int(den)
+    pcm = subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(path), "-map", "0:a:0", "-ac", "1", "-ar", "8000",
+         "-f", "s16le", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    return start, len(pcm) / 2 / 8000
+
+
+@pytest.mark.parametrize(
+    ("late", "name", "start", "seconds"),
+    [
+        # pictures from 1 s on, sound from 0 to 3 s: the written video's first picture is the
+        # source's at 1 s, so its sound must start there (it played 1 s behind)
+        ("video", "out.mp4", 0.0, 2.0),
+        # sound from 1 s on: an AVI holds no start time, so the gap is silence (it was moved
+        # to the start, 1 s early)
+        ("audio", "out.avi", 0.0, 3.0),
+        ("audio", "out.mkv", 1.0, 2.0),
+    ],
+)
+def test_process_keeps_the_sound_in_step_with_the_pictures(
+    tmp_path: Path, late: str, name: str, start: float, seconds: float
+) -> None:
+    clip = tmp_path / "late.mkv"
+    video = [
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size=160x120:rate=25:duration={2 if late == 'video' else 3}",
+    ]
+    audio = [
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=8000:duration={3 if late == 'video' else 2}",
+    ]
+    offset = ["-itsoffset", "1"]
+    inputs = [*offset, *video, *audio] if late == "video" else [*video, *offset, *audio]
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", *inputs, "-c:v", "mjpeg", "-c:a", "pcm_s16le", str(clip)],
+        check=True,
+    )
+    out = tmp_path / name
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    got_start, got_seconds = _sound_span(out)
+    assert abs(got_start - start) < 0.05 and abs(got_seconds - seconds) < 0.1, (
+        got_start,
+        got_seconds,
+    )
+
+
+def test_an_m4v_with_sound_keeps_its_colour_tag(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # FFmpeg's pick for .m4v, its iPod muxer, dropped the colour tag (and refused MP3).
+    clip = tmp_path / "in.mov"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-f", "lavfi", "-i", "sine=sample_rate=44100", "-t", "1", "-c:v", "mjpeg",
+         "-c:a", "mp3", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.m4v"
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    assert "with the sound of the input" in capsys.readouterr().err
+    probe = subprocess.run(
+        [_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
+    ).stderr
+    assert "smpte170m" in probe and "Audio: mp3" in probe, probe
+
+
+def test_a_stopped_sound_copy_ends_ffmpeg_and_leaves_the_video(tmp_path: Path) -> None:
+    # A SIGTERM while the sound was copied ended SharpCam at once: FFmpeg wrote on, and its
+    # hidden working file (87 MB for an hour of sound) stayed.
+    import time
+
+    from engine.audio import AudioCopyStopped, copy_audio
+
+    started = tmp_path / "started"
+    slow = tmp_path / "ffmpeg"  # an FFmpeg that writes its output and takes its time
+    slow.write_text(  # its probes of the input fail at once; its mux writes, then waits
+        "#!/bin/sh\nfor a; do last=$a; done\n"
+        'case "$last" in *.partial.mp4) ;; *) exit 1;; esac\n'
+        f'echo x > "$last"\ntouch {started}\nexec sleep 30\n'
+    )
+    slow.chmod(0o755)
+    video = tmp_path / "out.mp4"
+    video.write_bytes(b"the frames")
+    stop = threading.Event()
+    threading.Thread(target=lambda: (time.sleep(0.5), stop.set()), daemon=True).start()
+    t0 = time.perf_counter()
+    with pytest.raises(AudioCopyStopped):
+        copy_audio(tmp_path / "in.mkv", video, ffmpeg=str(slow), stop=stop)
+    assert time.perf_counter() - t0 < 5.0  # not the 30 s of the sleep
+    assert started.exists()
+    assert video.read_bytes() == b"the frames"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "out.mp4", "started"]
+
+
 def test_process_whose_sound_cannot_be_copied_keeps_the_pictures_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1732,7 +1848,7 @@ def test_an_error_before_the_engine_starts_closes_source_output_and_model(
     import engine.backends
     import engine.sources
 
-    def broken(*_args: Any) -> None:
+    def broken(*_args: Any, **_kw: Any) -> None:
         raise RuntimeError("probe failed")
 
     closed_sources: list[object] = []
@@ -1767,7 +1883,7 @@ def test_an_error_before_the_engine_starts_gives_ctrl_c_back(
     # `process` took Ctrl-C and SIGTERM over before probing the input's sound track, and an
     # error there left them taken: in the same process (a script calling main(), the tests)
     # Ctrl-C then set a stop flag nobody read instead of raising KeyboardInterrupt.
-    def broken(*_args: Any) -> None:
+    def broken(*_args: Any, **_kw: Any) -> None:
         raise RuntimeError("probe failed")
 
     monkeypatch.setattr(cli, "_note_lost_audio", broken)
@@ -2001,6 +2117,55 @@ def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path, signame: str)
     frames = read_video(out)
     assert len(frames) >= 10
     assert [read_stamp(f) for f in frames] == sorted(read_stamp(f) for f in frames)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_process_stopped_while_copying_the_sound_keeps_the_video_and_ends_ffmpeg(
+    tmp_path: Path, signame: str
+) -> None:
+    # The stop signals were Python's again once the frames were written: a SIGTERM then
+    # ended SharpCam at once, FFmpeg wrote on, and its hidden working file stayed.
+    from tests.test_engine_sources import write_avi_with_sound
+
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    started = tmp_path / "started"
+    slow = tmp_path / "ffmpeg"  # probes fail at once; the mux writes its output, then waits
+    slow.write_text(
+        "#!/bin/sh\nfor a; do last=$a; done\n"
+        'case "$last" in *.partial.mp4) ;; *) exit 1;; esac\n'
+        f'echo x > "$last"\ntouch {started}\nexec sleep 60\n'
+    )
+    slow.chmod(0o755)
+    out = tmp_path / "out.mp4"
+    p = subprocess.Popen(
+        [sys.executable, "main.py", "process", str(call), str(out), "--backend", "unsharp"],
+        cwd=REPO, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, "SHARPCAM_FFMPEG": str(slow)},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and p.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), p.stderr.read() if p.poll() is not None else "no mux started"
+        p.send_signal(getattr(signal, signame))
+        code = p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.stderr is not None
+    err = p.stderr.read()
+    assert code == 130, err
+    assert f"interrupted while copying the sound: 6 frames written to {out}, without sound" in err
+    assert len(read_video(out)) == 6
+    assert sorted(q.name for q in tmp_path.iterdir()) == [
+        "call.avi",
+        "ffmpeg",
+        "out.mp4",
+        "started",
+    ]
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "sleep 60" not in ps  # FFmpeg ended with it
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
