@@ -1203,7 +1203,7 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
     if has_audio is False:
         return False
     if copied:
-        from engine.audio import find_ffmpeg
+        from engine.remux import find_ffmpeg
 
         if find_ffmpeg() is not None:
             return True
@@ -1836,26 +1836,39 @@ def cmd_process(args: argparse.Namespace) -> int:
         if total is not None and written > total:
             # Nothing lost: some containers' frame count is an estimate (VFR, edit lists).
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
-        sound = ""
-        if copy_sound and written:
-            from engine.audio import AudioCopyError, AudioCopyStopped, copy_audio
+        said = ""
+        if kind == "video" and written:
+            from engine.remux import RemuxError, RemuxStopped, copy_audio, find_ffmpeg, keep_timing
             from engine.sources import video_has_audio
 
+            ffmpeg = find_ffmpeg()
+            step = "putting back the input's timing"
             try:
-                copy_audio(args.input, args.output, stop=stop)
-                # Asked of the output: an input of a container not read here may have had none.
-                if video_has_audio(args.output):
-                    sound = ", with the sound of the input"
-            except AudioCopyStopped:
+                # Before the sound: the copy with it keeps the pictures' times as they are.
+                if ffmpeg and keep_timing(
+                    args.input, args.output, frames=written, ffmpeg=ffmpeg, stop=stop
+                ):
+                    said += ", at the input's varying frame rate"
+                if copy_sound:
+                    step = "copying the sound"
+                    try:
+                        copy_audio(args.input, args.output, ffmpeg=ffmpeg, stop=stop)
+                    except RemuxStopped:
+                        raise
+                    except RemuxError as exc:
+                        # The frames are all there: a warning, not a failed run.
+                        _eprint(f"{PROG}: warning: {args.output} has no sound: {exc}")
+                    # Asked of the output: an input whose container is not read here may
+                    # have had none.
+                    if video_has_audio(args.output):
+                        said += ", with the sound of the input"
+            except RemuxStopped:
                 _eprint(
-                    f"{PROG}: interrupted while copying the sound: {_frames(written)} written "
-                    f"to {args.output}, without sound"
+                    f"{PROG}: interrupted while {step}: {_frames(written)} written to "
+                    f"{args.output}{said}{', without sound' if copy_sound else ''}"
                 )
                 return 130
-            except AudioCopyError as exc:
-                # The frames are all there: a warning, not a failed run.
-                _eprint(f"{PROG}: warning: {args.output} has no sound: {exc}")
-        _eprint(f"{_frames(written)} -> {args.output}{sound}")
+        _eprint(f"{_frames(written)} -> {args.output}{said}")
         return 0
     finally:
         if restore is not None:

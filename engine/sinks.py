@@ -31,7 +31,13 @@ import cv2
 import numpy as np
 
 from engine.frames import Frame, check_rgb8, even_size, fit_to, opencv_path_problem, resize_to
-from engine.sources import IMAGE_EXTENSIONS, XMP_JPEG_HEADER, XMP_PNG_KEYWORD, ImageMetadata
+from engine.sources import (
+    IMAGE_EXTENSIONS,
+    XMP_JPEG_HEADER,
+    XMP_PNG_KEYWORD,
+    ImageMetadata,
+    _mp4_moov_at,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ __all__ = [
     "partial_path",
     "register_sink",
     "sink_kind",
+    "retime_mp4",
     "tag_mp4v_colour",
     "write_image",
 ]
@@ -733,6 +740,105 @@ def tag_mp4v_colour(path: str | os.PathLike[str]) -> bool:
             return _append_moov(f, pos, size, grown)
     except (OSError, ValueError, struct.error):
         return False
+
+
+def _full_box(kind: bytes, version: int, body: bytes) -> bytes:
+    return struct.pack(">I4sB3x", 12 + len(body), kind, version) + body
+
+
+def _retimed(box: bytes, stts: bytes, duration: int, timescale: int, movie: list[int]) -> bytes:
+    """``box`` (a ``moov`` or a box inside it) with its one track's ``stts`` replaced, its
+    ``mdhd`` timescale and duration set, and the durations in the movie's timescale
+    (``mvhd``, ``tkhd``, ``elst``) following. ``movie`` holds the movie timescale once read.
+    ValueError where the layout is not OpenCV's (one track, version 0 boxes)."""
+    kind = box[4:8]
+    if kind == b"stts":
+        return stts
+    if kind == b"mdhd":
+        if box[8] != 0:
+            raise ValueError("a version 1 mdhd")
+        return box[:20] + struct.pack(">II", timescale, duration) + box[28:]
+    in_movie = round(duration * movie[0] / timescale) if movie else 0
+    if kind == b"mvhd":
+        if box[8] != 0:
+            raise ValueError("a version 1 mvhd")
+        movie.append(struct.unpack_from(">I", box, 20)[0])
+        in_movie = round(duration * movie[0] / timescale)
+        return box[:24] + struct.pack(">I", in_movie) + box[28:]
+    if kind == b"tkhd":
+        if box[8] != 0 or not movie:
+            raise ValueError("a version 1 tkhd, or one before the mvhd")
+        return box[:28] + struct.pack(">I", in_movie) + box[32:]
+    if kind == b"elst":
+        if box[8] != 0 or struct.unpack_from(">I", box, 12)[0] != 1 or not movie:
+            raise ValueError("an edit list of other than one version 0 entry")
+        return box[:16] + struct.pack(">I", in_movie) + box[20:]
+    if kind not in _MP4_CONTAINERS | {b"edts"}:
+        return box
+    children = [box[pos : pos + size] for pos, size, _ in _boxes(box, 8, len(box))]
+    if kind == b"moov" and sum(c[4:8] == b"trak" for c in children) != 1:
+        raise ValueError("not one track")
+    body = b"".join(_retimed(c, stts, duration, timescale, movie) for c in children)
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def retime_mp4(path: str | os.PathLike[str], durations: list[int], timescale: int) -> bool:
+    """Give the frames of the MP4 or MOV at ``path`` (as OpenCV writes one: one video track,
+    one duration for every frame) the durations ``durations`` (one per frame, in units of
+    1 / ``timescale`` s). Returns whether it did.
+
+    OpenCV's writer has one frame rate: a variable-rate video (a phone's in poor light) was
+    written at its mean rate, so its pictures ran ahead of or behind its sound within the
+    clip. Its own durations put them back in step. Any other layout, or a count other than
+    the file's frames, is left alone (False); a failed write leaves the file as it was, or
+    holding a second complete index (:func:`_append_moov`).
+    """
+    path = Path(path)
+    if not durations or timescale < 1 or min(durations) < 1 or sum(durations) >= 1 << 32:
+        return False
+    counts: list[list[int]] = []
+    for d in durations:
+        if counts and counts[-1][1] == d:
+            counts[-1][0] += 1
+        else:
+            counts.append([1, d])
+    stts = _full_box(
+        b"stts",
+        0,
+        struct.pack(">I", len(counts)) + b"".join(struct.pack(">II", *c) for c in counts),
+    )
+    try:
+        with open(path, "r+b") as f:
+            size = f.seek(0, os.SEEK_END)
+            found = _mp4_moov_at(f, size)
+            if found is None:
+                return False
+            pos, length = found
+            if pos + length != size or length > _MOOV_LIMIT:
+                return False
+            f.seek(pos)
+            moov = f.read(length)
+            old = _stts_frames(moov)
+            if old != len(durations):
+                return False
+            return _append_moov(f, pos, size, _retimed(moov, stts, sum(durations), timescale, []))
+    except (OSError, ValueError, struct.error):
+        return False
+
+
+def _stts_frames(box: bytes) -> int | None:
+    """The number of frames the ``stts`` inside ``box`` counts; None without one."""
+    kind = box[4:8]
+    if kind == b"stts":
+        (entries,) = struct.unpack_from(">I", box, 12)
+        return sum(struct.unpack_from(">I", box, 16 + 8 * i)[0] for i in range(entries))
+    if kind not in _MP4_CONTAINERS:
+        return None
+    for pos, size, _ in _boxes(box, 8, len(box)):
+        n = _stts_frames(box[pos : pos + size])
+        if n is not None:
+            return n
+    return None
 
 
 def _write_at(f: BinaryIO, at: int, data: bytes) -> None:

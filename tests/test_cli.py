@@ -619,6 +619,51 @@ def test_process_keeps_the_sound_in_step_with_the_pictures(
     )
 
 
+@pytest.mark.parametrize("name", ["out.mp4", "out.mov"])
+def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # A phone's video in poor light: 25 pictures at 12.5 fps, then 25 at 25 fps. OpenCV
+    # writes one rate, the mean (16.67 fps): picture 25 was shown at 1.5 s, its sound at 2 s.
+    from engine.remux import find_ffmpeg, picture_times
+
+    clip = tmp_path / "phone.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-f", "lavfi", "-i", "sine=sample_rate=48000", "-frames:v", "50", "-t", "3",
+         "-vf", "setpts='if(lt(N,25),2*N,25+N)/(25*TB)'", "-fps_mode", "passthrough",
+         "-c:v", "mpeg4", "-c:a", "aac", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / name
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"50 frames -> {out}, at the input's varying frame rate, with the sound of the input"
+    ) in err, err
+
+    def seconds(path: Path) -> list[float]:
+        scale, times = picture_times(path, ffmpeg=find_ffmpeg())
+        return [t / scale for t in times]
+
+    shown = seconds(out)
+    assert shown == pytest.approx(
+        [i * 0.08 for i in range(25)] + [2 + i * 0.04 for i in range(25)], abs=0.002
+    )
+    assert shown == pytest.approx(seconds(clip), abs=0.002)
+    assert len(read_video(out)) == 50
+    # A constant rate is left as OpenCV wrote it.
+    capsys.readouterr()
+    steady = tmp_path / "steady.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-frames:v", "20", "-c:v", "mpeg4", str(steady)],
+        check=True,
+    )  # fmt: skip
+    assert cli.main(["process", str(steady), str(tmp_path / "s.mp4"), "--backend", "unsharp"]) == 0
+    assert "varying" not in capsys.readouterr().err
+
+
 def test_an_m4v_with_sound_keeps_its_colour_tag(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -644,7 +689,7 @@ def test_a_stopped_sound_copy_ends_ffmpeg_and_leaves_the_video(tmp_path: Path) -
     # hidden working file (87 MB for an hour of sound) stayed.
     import time
 
-    from engine.audio import AudioCopyStopped, copy_audio
+    from engine.remux import RemuxStopped, copy_audio
 
     started = tmp_path / "started"
     slow = tmp_path / "ffmpeg"  # an FFmpeg that writes its output and takes its time
@@ -659,7 +704,7 @@ def test_a_stopped_sound_copy_ends_ffmpeg_and_leaves_the_video(tmp_path: Path) -
     stop = threading.Event()
     threading.Thread(target=lambda: (time.sleep(0.5), stop.set()), daemon=True).start()
     t0 = time.perf_counter()
-    with pytest.raises(AudioCopyStopped):
+    with pytest.raises(RemuxStopped):
         copy_audio(tmp_path / "in.mkv", video, ffmpeg=str(slow), stop=stop)
     assert time.perf_counter() - t0 < 5.0  # not the 30 s of the sleep
     assert started.exists()

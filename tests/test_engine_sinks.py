@@ -1831,3 +1831,45 @@ def test_an_mp4v_video_plays_as_bt601_in_ffmpeg(tmp_path):
     assert abs(int(np.median(rgb[..., 1])) - 200) <= 3
     check = [ffmpeg, "-loglevel", "error", "-i", str(path), "-f", "null", "-"]
     assert subprocess.run(check, capture_output=True, text=True).stderr == ""
+
+
+def test_retime_mp4_gives_each_frame_its_duration_or_leaves_the_file(tmp_path):
+    # OpenCV's writer has one frame rate; a variable-rate source's own durations are put in
+    # its index (stts), in the source's timescale, and every duration of the file follows.
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from engine.remux import picture_times
+    from engine.sinks import VideoFileSink, retime_mp4
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    path = tmp_path / "out.mp4"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    for i in range(10):
+        sink.write(Frame(np.full((48, 64, 3), 20 * i, np.uint8), i, 0.0))
+    sink.close()
+    before = path.read_bytes()
+    assert not retime_mp4(path, [512] * 9, 12800)  # not one duration per frame
+    assert not retime_mp4(path, [512] * 5 + [0] * 5, 12800)
+    assert path.read_bytes() == before
+    assert retime_mp4(path, [1024] * 5 + [512] * 5, 12800)
+    scale, times = picture_times(path, ffmpeg=ffmpeg)
+    assert [t / scale for t in times] == pytest.approx(
+        [0.08 * i for i in range(5)] + [0.4 + 0.04 * i for i in range(5)]
+    )
+    probe = subprocess.run(
+        [ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True
+    )
+    assert "Duration: 00:00:00.60" in probe.stderr and "smpte170m" in probe.stderr, probe.stderr
+    assert len(read_video(path)) == 10
+    # Another layout (two tracks, as FFmpeg writes a video with sound) is left alone.
+    other = tmp_path / "two.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+         "-f", "lavfi", "-i", "sine", "-t", "0.4", "-c:v", "mpeg4", str(other)],
+        check=True,
+    )  # fmt: skip
+    kept = other.read_bytes()
+    assert not retime_mp4(other, [512] * 10, 12800)
+    assert other.read_bytes() == kept

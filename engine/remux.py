@@ -1,10 +1,16 @@
-"""A processed video's sound, copied from its source with FFmpeg.
+"""What OpenCV's writer loses of a processed video, put back with FFmpeg: its sound and the
+timing of a variable frame rate.
 
-OpenCV reads and writes pictures only, so a video that ``process`` writes has no sound of
-its own. Where an ``ffmpeg`` executable is found (on the ``PATH``, or the one the
-``imageio-ffmpeg`` package bundles), the source's audio streams are muxed into the written
-file afterwards: copied as they are where the output's container holds them playably,
-re-encoded where it does not (to AAC; to PCM in an AVI). The pictures are copied untouched.
+OpenCV reads and writes pictures only, at one frame rate, so a video that ``process``
+writes has no sound of its own, and a phone's variable-rate video plays at its mean rate.
+Where an ``ffmpeg`` executable is found (``$SHARPCAM_FFMPEG``, on the ``PATH``, or the one
+the ``imageio-ffmpeg`` package bundles):
+
+* :func:`keep_timing` gives an MP4 or MOV output its source's frame durations
+  (:func:`engine.sinks.retime_mp4`);
+* :func:`copy_audio` muxes the source's audio streams into the written file: copied as they
+  are where the output's container holds them playably, re-encoded where it does not (to
+  AAC; to PCM in an AVI). The pictures are copied untouched.
 """
 
 from __future__ import annotations
@@ -17,18 +23,25 @@ import subprocess
 import threading
 from pathlib import Path
 
-__all__ = ["AudioCopyError", "copy_audio", "find_ffmpeg"]
+__all__ = [
+    "RemuxError",
+    "RemuxStopped",
+    "copy_audio",
+    "find_ffmpeg",
+    "keep_timing",
+    "picture_times",
+]
 
 #: Names an ``ffmpeg`` executable: it wins over the one found on the ``PATH``.
 FFMPEG_ENV = "SHARPCAM_FFMPEG"
 
 
-class AudioCopyError(RuntimeError):
-    """The sound could not be copied; the video written before is left as it was."""
+class RemuxError(RuntimeError):
+    """FFmpeg could not do it; the video written before is left as it was."""
 
 
-class AudioCopyStopped(AudioCopyError):
-    """The copy was stopped (``stop`` set); the video written before is left as it was."""
+class RemuxStopped(RemuxError):
+    """Stopped (``stop`` set), FFmpeg ended; the video written before is left as it was."""
 
 
 def find_ffmpeg() -> str | None:
@@ -71,7 +84,7 @@ _MUXER = {".m4v": "mp4"}
 
 def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
     """Run ``command``: its exit status and error output. ``stop`` set meanwhile ends it
-    (:class:`AudioCopyStopped`); so does an exception here (a second Ctrl-C), so that no
+    (:class:`RemuxStopped`); so does an exception here (a second Ctrl-C), so that no
     FFmpeg goes on writing after SharpCam."""
     with subprocess.Popen(
         command,
@@ -88,7 +101,7 @@ def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
                     break
                 except subprocess.TimeoutExpired:
                     if stop is not None and stop.is_set():
-                        raise AudioCopyStopped("stopped") from None
+                        raise RemuxStopped("stopped") from None
         except BaseException:
             proc.terminate()
             try:
@@ -121,6 +134,67 @@ def _picture_start(ffmpeg: str, source: Path, stop: threading.Event | None) -> f
     if status != 0 or base is None or first is None:
         return 0.0
     return max(0.0, int(first.group(1)) * int(base.group(1)) / int(base.group(2)))
+
+
+def picture_times(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> tuple[int, list[int]] | None:
+    """``(timescale, times)``: when each picture of ``source``'s first video stream is shown,
+    in units of 1 / ``timescale`` s from the start of the file, in the order they are shown
+    (its packets' times: nothing is decoded). None where FFmpeg cannot tell (an FFmpeg
+    older than 5.1 without ``-fps_mode``, a file it cannot read)."""
+    status, text = _run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(source), "-map", "0:v:0",
+         "-c", "copy", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
+        stop,
+    )  # fmt: skip
+    # "#tb 0: 1/12800", then per packet "0, dts, pts, duration, size, crc" in decode order
+    base = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
+    if status != 0 or base is None or base.group(1) != "1":
+        return None
+    times = sorted(int(m) for m in re.findall(r"^0,\s*-?\d+,\s*(-?\d+),", text, re.M))
+    return (int(base.group(2)), times) if times else None
+
+
+def _durations(times: list[int]) -> list[int] | None:
+    """Frame durations from the times the frames are shown (the last frame lasts as long as
+    the one before it); None where the rate does not vary (or cannot be read from them)."""
+    steps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    if not steps or min(steps) < 1:
+        return None
+    mean = (times[-1] - times[0]) / len(steps)
+    # Constant within rounding (a 29.97 fps clip on a 1/600 clock: steps of 20 and 21).
+    if max(abs(s - mean) for s in steps) <= max(1.0, 0.05 * mean):
+        return None
+    return [*steps, steps[-1]]
+
+
+def keep_timing(
+    source: str | os.PathLike[str],
+    video: str | os.PathLike[str],
+    *,
+    frames: int,
+    ffmpeg: str | None = None,
+    stop: threading.Event | None = None,
+) -> bool:
+    """Give ``video`` (an MP4 or MOV OpenCV wrote from ``source``'s ``frames`` pictures, one
+    frame each) the frame durations of ``source`` where its frame rate varies. Returns
+    whether it did: False for a constant rate, another container, a count of pictures other
+    than ``frames`` (frames the decoder dropped), or no FFmpeg.
+
+    Raises:
+        RemuxStopped: ``stop`` was set; ``video`` is as it was.
+    """
+    from engine.sinks import retime_mp4
+
+    ffmpeg = ffmpeg or find_ffmpeg()
+    if ffmpeg is None or Path(video).suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        return False
+    found = picture_times(source, ffmpeg=ffmpeg, stop=stop)
+    if found is None or len(found[1]) != frames:
+        return False
+    durations = _durations(found[1])
+    return durations is not None and retime_mp4(video, durations, found[0])
 
 
 def _mux(
@@ -171,13 +245,13 @@ def copy_audio(
     video that starts late) had no picture in the written video either.
 
     Raises:
-        AudioCopyError: no ``ffmpeg`` (``ffmpeg=None`` and :func:`find_ffmpeg` finds none),
+        RemuxError: no ``ffmpeg`` (``ffmpeg=None`` and :func:`find_ffmpeg` finds none),
             or FFmpeg failed both ways; the message says why.
-        AudioCopyStopped: ``stop`` was set; FFmpeg was ended.
+        RemuxStopped: ``stop`` was set; FFmpeg was ended.
     """
     ffmpeg = ffmpeg or find_ffmpeg()
     if ffmpeg is None:
-        raise AudioCopyError("no ffmpeg found (install FFmpeg, or pip install imageio-ffmpeg)")
+        raise RemuxError("no ffmpeg found (install FFmpeg, or pip install imageio-ffmpeg)")
     from engine.sinks import partial_path
 
     source, video = Path(source), Path(video)
@@ -196,10 +270,10 @@ def copy_audio(
             reencode = _AVI_AUDIO if ext == ".avi" else _AAC
             why = _mux(ffmpeg, source, video, out, reencode, skip=skip, stop=stop)
         if why:
-            raise AudioCopyError(f"ffmpeg: {why}")
+            raise RemuxError(f"ffmpeg: {why}")
         os.replace(out, video)
     except OSError as exc:
-        raise AudioCopyError(str(exc.strerror or exc)) from exc
+        raise RemuxError(str(exc.strerror or exc)) from exc
     finally:
         with contextlib.suppress(OSError):
             out.unlink(missing_ok=True)
