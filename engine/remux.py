@@ -86,14 +86,18 @@ def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
     """Run ``command``: its exit status and error output. ``stop`` set meanwhile ends it
     (:class:`RemuxStopped`); so does an exception here (a second Ctrl-C), so that no
     FFmpeg goes on writing after SharpCam."""
-    with subprocess.Popen(
-        command,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        errors="replace",
-    ) as proc:
+    try:
+        proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+        )
+    except OSError as exc:  # not there, not executable ($SHARPCAM_FFMPEG names a text file)
+        raise RemuxError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
+    with proc:
         try:
             while True:
                 try:
@@ -145,14 +149,18 @@ def picture_times(
     older than 5.1 without ``-fps_mode``, a file it cannot read)."""
     status, text = _run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(source), "-map", "0:v:0",
-         "-c", "copy", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
+         # -copyinkf: packets before the first keyframe, which OpenCV's decoder shows too
+         "-c", "copy", "-copyinkf", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
         stop,
     )  # fmt: skip
     # "#tb 0: 1/12800", then per packet "0, dts, pts, duration, size, crc" in decode order
     base = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
     if status != 0 or base is None or base.group(1) != "1":
         return None
-    times = sorted(int(m) for m in re.findall(r"^0,\s*-?\d+,\s*(-?\d+),", text, re.M))
+    # Before 0: the lead-in an edit list cuts (a clip trimmed by stream copy), not shown.
+    times = sorted(
+        t for t in map(int, re.findall(r"^0,\s*-?\d+,\s*(-?\d+),", text, re.M)) if t >= 0
+    )
     return (int(base.group(2)), times) if times else None
 
 
@@ -163,8 +171,11 @@ def _durations(times: list[int]) -> list[int] | None:
     if not steps or min(steps) < 1:
         return None
     mean = (times[-1] - times[0]) / len(steps)
-    # Constant within rounding (a 29.97 fps clip on a 1/600 clock: steps of 20 and 21).
-    if max(abs(s - mean) for s in steps) <= max(1.0, 0.05 * mean):
+    # Constant where every frame is within half a frame of the mean rate's grid (a 29.97 fps
+    # clip on a 1/600 clock: steps of 20 and 21). Not step by step: a minute at 30 fps then
+    # one at 28.57 (steps of 20, then 21) drifted 1.5 s from its sound.
+    drift = max(abs(t - times[0] - i * mean) for i, t in enumerate(times))
+    if drift <= max(1.0, mean / 2):
         return None
     return [*steps, steps[-1]]
 
@@ -190,7 +201,12 @@ def keep_timing(
     ffmpeg = ffmpeg or find_ffmpeg()
     if ffmpeg is None or Path(video).suffix.lower() not in (".mp4", ".m4v", ".mov"):
         return False
-    found = picture_times(source, ffmpeg=ffmpeg, stop=stop)
+    try:
+        found = picture_times(source, ffmpeg=ffmpeg, stop=stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:  # an FFmpeg that cannot run: the mean rate, as without one
+        return False
     if found is None or len(found[1]) != frames:
         return False
     durations = _durations(found[1])

@@ -715,7 +715,9 @@ def tag_mp4v_colour(path: str | os.PathLike[str]) -> bool:
     path = Path(path)
     colr = _colour_box(path.suffix.lower() == ".mov")
     try:
-        with open(path, "r+b") as f:
+        # Unbuffered: a write the full disk refuses fails there, not in a later flush that
+        # would also keep the cut after it from happening (_truncate).
+        with open(path, "r+b", buffering=0) as f:
             size = f.seek(0, os.SEEK_END)
             pos = 0
             while True:  # the top-level boxes, read header by header up to moov
@@ -808,7 +810,9 @@ def retime_mp4(path: str | os.PathLike[str], durations: list[int], timescale: in
         struct.pack(">I", len(counts)) + b"".join(struct.pack(">II", *c) for c in counts),
     )
     try:
-        with open(path, "r+b") as f:
+        # Unbuffered: a write the full disk refuses fails there, not in a later flush that
+        # would also keep the cut after it from happening (_truncate).
+        with open(path, "r+b", buffering=0) as f:
             size = f.seek(0, os.SEEK_END)
             found = _mp4_moov_at(f, size)
             if found is None:
@@ -845,8 +849,12 @@ def _write_at(f: BinaryIO, at: int, data: bytes) -> None:
     """Write ``data`` at ``at`` and wait until it is on the disk: a full disk (delayed
     allocation, a copy-on-write file system) or an I/O error may only show there."""
     f.seek(at)
-    f.write(data)
-    f.flush()
+    view = memoryview(data)
+    while view:  # an unbuffered write may take part of it
+        written = f.write(view)
+        if not written:
+            raise OSError(errno.EIO, "nothing written")
+        view = view[written:]
     os.fsync(f.fileno())
 
 
@@ -890,8 +898,7 @@ def _truncate(f: BinaryIO, size: int) -> None:
     # A cut that fails leaves a box after the moov that players skip (a free, or one of an
     # unknown type whose size runs past the end).
     with contextlib.suppress(OSError):
-        f.truncate(size)
-        f.flush()
+        os.ftruncate(f.fileno(), size)
 
 
 def _write_problem(exc: OSError, folder: Path) -> str:

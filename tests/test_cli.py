@@ -652,6 +652,19 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
     )
     assert shown == pytest.approx(seconds(clip), abs=0.002)
     assert len(read_video(out)) == 50
+    # Trimmed by stream copy (an edit list cuts a lead-in FFmpeg lists before 0): the same.
+    trimmed = tmp_path / "trimmed.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-ss", "0.5", "-i", str(clip), "-c", "copy", str(trimmed)],
+        check=True,
+    )
+    capsys.readouterr()
+    out2 = tmp_path / f"t{name}"
+    assert cli.main(["process", str(trimmed), str(out2), "--backend", "unsharp"]) == 0
+    assert "at the input's varying frame rate" in capsys.readouterr().err
+    assert seconds(out2) == pytest.approx(
+        [t - seconds(trimmed)[0] for t in seconds(trimmed)], abs=0.002
+    )
     # A constant rate is left as OpenCV wrote it.
     capsys.readouterr()
     steady = tmp_path / "steady.mp4"
@@ -662,6 +675,40 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
     )  # fmt: skip
     assert cli.main(["process", str(steady), str(tmp_path / "s.mp4"), "--backend", "unsharp"]) == 0
     assert "varying" not in capsys.readouterr().err
+
+
+def test_a_rate_is_variable_where_its_frames_drift_from_the_mean_rate_not_step_by_step() -> None:
+    from engine.remux import _durations
+
+    def at(steps: list[int]) -> list[int]:
+        return [sum(steps[:i]) for i in range(len(steps) + 1)]
+
+    # 29.97 fps on a 1/600 clock: steps of 20 and 21, within a tick of the grid: constant.
+    assert _durations(at([20, 20, 20, 20, 20, 21] * 300)) is None
+    assert _durations(at([512] * 100)) is None
+    # A minute at 30 fps, then one at 28.57 (steps of 20, then 21): each step within 5 % of
+    # the mean, but 1.5 s from the sound at the end of the first minute.
+    drifting = [20] * 1800 + [21] * 1714
+    assert _durations(at(drifting)) == [*drifting, 21]
+    assert _durations(at([1024] * 25 + [512] * 25)) == [1024] * 25 + [512] * 26
+
+
+def test_an_ffmpeg_that_cannot_run_leaves_the_video_as_without_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # $SHARPCAM_FFMPEG naming a file that is not executable failed the whole run (exit 1,
+    # "PermissionError") after every frame was written.
+    from tests.test_engine_sources import write_avi_with_sound
+
+    text = tmp_path / "ffmpeg.txt"
+    text.write_text("not a program")
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(text))
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {out} has no sound: cannot run {text}: Permission denied" in err, err
+    assert len(read_video(out)) == 6
 
 
 def test_an_m4v_with_sound_keeps_its_colour_tag(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import io
 import os
 import shutil
 import stat
@@ -1873,3 +1874,44 @@ def test_retime_mp4_gives_each_frame_its_duration_or_leaves_the_file(tmp_path):
     kept = other.read_bytes()
     assert not retime_mp4(other, [512] * 10, 12800)
     assert other.read_bytes() == kept
+
+
+class _SmallDisk(io.FileIO):
+    """A file on a disk with room for ``limit`` bytes: a write past it writes what fits,
+    then fails (ENOSPC), as a full file system does."""
+
+    limit = 0
+
+    def write(self, data) -> int:
+        room = self.limit - self.tell()
+        if room < len(data):
+            if room > 0:
+                super().write(bytes(data)[:room])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_an_index_rewrite_the_full_disk_refuses_leaves_the_file_as_it_was(tmp_path, monkeypatch):
+    # Opened buffered, the refused bytes stayed in Python's buffer: the cut back then flushed
+    # them first, failed the same way, and the file kept a box cut off at its end.
+    import engine.sinks
+    from engine.sinks import retime_mp4, tag_mp4v_colour
+
+    path = tmp_path / "out.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    for i in range(10):
+        writer.write(np.full((48, 64, 3), 20 * i, np.uint8))
+    writer.release()
+    before = path.read_bytes()
+    _SmallDisk.limit = len(before) + 100  # room for a part of the new index only
+
+    def small_disk_open(file, mode="r", *args, buffering=-1, **kwargs):
+        if mode != "r+b":
+            return open(file, mode, *args, buffering=buffering, **kwargs)
+        raw = _SmallDisk(file, "r+")
+        return raw if buffering == 0 else io.BufferedRandom(raw)
+
+    monkeypatch.setattr(engine.sinks, "open", small_disk_open, raising=False)
+    assert not tag_mp4v_colour(path)
+    assert not retime_mp4(path, [512] * 5 + [1024] * 5, 12800)
+    assert path.read_bytes() == before
