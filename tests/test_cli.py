@@ -2477,6 +2477,18 @@ def test_run_refuses_a_virtual_camera_that_is_its_source(
     assert "does not exist" not in err  # refused before the camera was opened
 
 
+def _camera_shows_a_still(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any camera ``run`` opens delivers stamped frame 3 (there is no camera here)."""
+    import engine.sources
+
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), cv2.cvtColor(stamped_frame(3), cv2.COLOR_RGB2BGR))
+    real_open_source = engine.sources.open_source
+    monkeypatch.setattr(
+        engine.sources, "open_source", lambda spec, **kw: real_open_source(str(still), **kw)
+    )
+
+
 class _LoopbackCamera(_RecordingCamera):
     """The first free virtual camera pyvirtualcam picks: /dev/video7."""
 
@@ -2491,14 +2503,7 @@ def test_run_refuses_the_virtual_camera_it_picked_when_that_is_its_source(
     # itself: the device is known only once pyvirtualcam has picked it.
     import pyvirtualcam
 
-    import engine.sources
-
-    still = tmp_path / "still.png"  # what the camera delivers (there is none here)
-    cv2.imwrite(str(still), cv2.cvtColor(stamped_frame(3), cv2.COLOR_RGB2BGR))
-    real_open_source = engine.sources.open_source
-    monkeypatch.setattr(
-        engine.sources, "open_source", lambda spec, **kw: real_open_source(str(still), **kw)
-    )
+    _camera_shows_a_still(tmp_path, monkeypatch)
     pyvirtualcam.register_backend("sharpcam-test-loopback", _LoopbackCamera)
     _RecordingCamera.frames = []
     code = cli.main(
@@ -2526,15 +2531,9 @@ def test_run_on_macos_refuses_the_obs_camera_as_its_source(
     import pyvirtualcam
 
     import app.camera_list
-    import engine.sources
     from app.camera_list import CameraChoice
 
-    still = tmp_path / "still.png"  # what the camera delivers (there is none here)
-    cv2.imwrite(str(still), cv2.cvtColor(stamped_frame(3), cv2.COLOR_RGB2BGR))
-    real_open_source = engine.sources.open_source
-    monkeypatch.setattr(
-        engine.sources, "open_source", lambda spec, **kw: real_open_source(str(still), **kw)
-    )
+    _camera_shows_a_still(tmp_path, monkeypatch)
     listed = [
         CameraChoice(id="0x1420000005ac8600", name="FaceTime HD Camera", source="0"),
         CameraChoice(id="obs-virtual-camera", name="OBS Virtual Camera", source="1"),
