@@ -62,7 +62,7 @@ def find_ffmpeg() -> str | None:
 
 
 #: Audio codecs each output container holds where players play them (FFmpeg's names):
-#: copied as they are; any other is re-encoded (:data:`_REENCODE`). FFmpeg writes PCM into
+#: copied as they are; any other is re-encoded (:data:`_AAC`, :data:`_AVI_AUDIO`). FFmpeg writes PCM into
 #: an MP4 too (ISO 23003-5), which QuickTime and browsers do not play.
 _PLAYABLE = {
     ".mp4": ("aac", "mp3", "ac3", "eac3", "alac"),
@@ -121,23 +121,6 @@ def _audio_codecs(ffmpeg: str, source: Path, stop: threading.Event | None) -> li
     # Exits 1 (no output named): the stream list is all it is asked for.
     _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
     return re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
-
-
-def _picture_start(ffmpeg: str, source: Path, stop: threading.Event | None) -> float:
-    """Seconds from the start of ``source`` to its first picture (0 for most files; 1 for
-    one whose sound starts a second before the pictures). The written video starts with that
-    picture, so the sound must start there too."""
-    status, text = _run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(source), "-map", "0:v:0",
-         "-frames:v", "1", "-f", "framemd5", "-"],
-        stop,
-    )  # fmt: skip
-    # "#tb 0: 1/12800" then "0,   12800,   12800,  512,  115200, <md5>": the pts in time base
-    base = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
-    first = re.search(r"^0,\s*(-?\d+),", text, re.M)
-    if status != 0 or base is None or first is None:
-        return 0.0
-    return max(0.0, int(first.group(1)) * int(base.group(1)) / int(base.group(2)))
 
 
 def picture_times(
@@ -275,7 +258,10 @@ def copy_audio(
     ext = video.suffix.lower()
     try:
         codecs = _audio_codecs(ffmpeg, source, stop)
-        skip = _picture_start(ffmpeg, source, stop)
+        # The written video starts with the source's first picture, so its sound must start
+        # there too (a video whose pictures start a second after its sound played behind).
+        shown = picture_times(source, ffmpeg=ffmpeg, stop=stop)
+        skip = shown[1][0] / shown[0] if shown else 0.0
         playable = _PLAYABLE.get(ext, ("",))
         why = "not tried"
         if ext != ".avi" and all(c.startswith(playable) for c in codecs):
