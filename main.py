@@ -1845,10 +1845,17 @@ def cmd_process(args: argparse.Namespace) -> int:
             step = "putting back the input's timing"
             try:
                 # Before the sound: the copy with it keeps the pictures' times as they are.
-                if ffmpeg and keep_timing(
+                timing = ffmpeg and keep_timing(
                     args.input, args.output, frames=written, ffmpeg=ffmpeg, stop=stop
-                ):
+                )
+                if timing == "retimed":
                     said += ", at the input's varying frame rate"
+                elif timing == "varies":
+                    _eprint(
+                        f"{PROG}: note: the frame rate of {args.input} varies; {args.output} "
+                        "plays its frames at their mean rate, ahead of or behind the sound "
+                        "within the clip (an .mp4 or .mov output keeps the timing)"
+                    )
                 if copy_sound:
                     step = "copying the sound"
                     try:

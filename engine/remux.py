@@ -170,11 +170,14 @@ def keep_timing(
     frames: int,
     ffmpeg: str | None = None,
     stop: threading.Event | None = None,
-) -> bool:
-    """Give ``video`` (an MP4 or MOV OpenCV wrote from ``source``'s ``frames`` pictures, one
-    frame each) the frame durations of ``source`` where its frame rate varies. Returns
-    whether it did: False for a constant rate, another container, a count of pictures other
-    than ``frames`` (frames the decoder dropped), or no FFmpeg.
+) -> str:
+    """Give ``video`` (a video OpenCV wrote from ``source``'s ``frames`` pictures, one frame
+    each) the frame durations of ``source`` where its frame rate varies. Returns
+    ``"retimed"`` where it did (an MP4 or MOV), ``"varies"`` where the rate varies and
+    ``video``'s container cannot take the durations (an AVI has one rate; an MKV's block
+    times are not rewritten here), and ``""`` otherwise: a constant rate, a count of
+    pictures other than ``frames`` (frames the decoder dropped), no FFmpeg, or one that
+    cannot tell.
 
     Raises:
         RemuxStopped: ``stop`` was set; ``video`` is as it was.
@@ -182,18 +185,22 @@ def keep_timing(
     from engine.sinks import retime_mp4
 
     ffmpeg = ffmpeg or find_ffmpeg()
-    if ffmpeg is None or Path(video).suffix.lower() not in (".mp4", ".m4v", ".mov"):
-        return False
+    if ffmpeg is None:
+        return ""
     try:
         found = picture_times(source, ffmpeg=ffmpeg, stop=stop)
     except RemuxStopped:
         raise
     except RemuxError:  # an FFmpeg that cannot run: the mean rate, as without one
-        return False
+        return ""
     if found is None or len(found[1]) != frames:
-        return False
+        return ""
     durations = _durations(found[1])
-    return durations is not None and retime_mp4(video, durations, found[0])
+    if durations is None:
+        return ""
+    if Path(video).suffix.lower() not in (".mp4", ".m4v", ".mov"):
+        return "varies"
+    return "retimed" if retime_mp4(video, durations, found[0]) else ""
 
 
 def _mux(

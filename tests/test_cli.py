@@ -675,6 +675,14 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
     )  # fmt: skip
     assert cli.main(["process", str(steady), str(tmp_path / "s.mp4"), "--backend", "unsharp"]) == 0
     assert "varying" not in capsys.readouterr().err
+    # An AVI holds one rate: said, not left for the viewer to find out.
+    avi = tmp_path / "out.avi"
+    assert cli.main(["process", str(clip), str(avi), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"note: the frame rate of {clip} varies; {avi} plays its frames at their mean rate"
+    ) in err, err
+    assert "varying" not in err
 
 
 def test_a_rate_is_variable_where_its_frames_drift_from_the_mean_rate_not_step_by_step() -> None:
