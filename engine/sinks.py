@@ -714,32 +714,29 @@ def tag_mp4v_colour(path: str | os.PathLike[str]) -> bool:
     """
     path = Path(path)
     colr = _colour_box(path.suffix.lower() == ".mov")
+    return _edit_last_moov(path, lambda moov: _with_colour(moov, colr))
+
+
+def _edit_last_moov(path: Path, edit: Callable[[bytes], bytes | None]) -> bool:
+    """Replace the ``moov`` of the MP4 or MOV at ``path`` by ``edit(moov)``; returns whether
+    it did. Only where the moov is the file's last box (the writer puts it after the frames):
+    the new one goes after it (:func:`_append_moov`), so no frame moves. Any other layout, an
+    ``edit`` that returns None or raises ValueError, or a failed write leaves the file
+    playable, as it was or holding a second complete moov."""
     try:
         # Unbuffered: a write the full disk refuses fails there, not in a later flush that
         # would also keep the cut after it from happening (_truncate).
         with open(path, "r+b", buffering=0) as f:
             size = f.seek(0, os.SEEK_END)
-            pos = 0
-            while True:  # the top-level boxes, read header by header up to moov
-                f.seek(pos)
-                head = f.read(8)
-                if len(head) < 8:
-                    return False
-                length, kind = struct.unpack(">I4s", head)
-                if length == 1:  # a 64-bit size (an mdat over 4 GB)
-                    length = struct.unpack(">Q", f.read(8))[0]
-                if length < 8 or pos + length > size:
-                    return False
-                if kind == b"moov":
-                    break
-                pos += length
+            found = _mp4_moov_at(f, size)
+            if found is None:
+                return False
+            pos, length = found
             if pos + length != size or length > _MOOV_LIMIT:
                 return False
             f.seek(pos)
-            grown = _with_colour(f.read(length), colr)
-            if grown is None:
-                return False
-            return _append_moov(f, pos, size, grown)
+            edited = edit(f.read(length))
+            return edited is not None and _append_moov(f, pos, size, edited)
     except (OSError, ValueError, struct.error):
         return False
 
@@ -809,25 +806,13 @@ def retime_mp4(path: str | os.PathLike[str], durations: list[int], timescale: in
         0,
         struct.pack(">I", len(counts)) + b"".join(struct.pack(">II", *c) for c in counts),
     )
-    try:
-        # Unbuffered: a write the full disk refuses fails there, not in a later flush that
-        # would also keep the cut after it from happening (_truncate).
-        with open(path, "r+b", buffering=0) as f:
-            size = f.seek(0, os.SEEK_END)
-            found = _mp4_moov_at(f, size)
-            if found is None:
-                return False
-            pos, length = found
-            if pos + length != size or length > _MOOV_LIMIT:
-                return False
-            f.seek(pos)
-            moov = f.read(length)
-            old = _stts_frames(moov)
-            if old != len(durations):
-                return False
-            return _append_moov(f, pos, size, _retimed(moov, stts, sum(durations), timescale, []))
-    except (OSError, ValueError, struct.error):
-        return False
+
+    def edit(moov: bytes) -> bytes | None:
+        if _stts_frames(moov) != len(durations):
+            return None
+        return _retimed(moov, stts, sum(durations), timescale, [])
+
+    return _edit_last_moov(path, edit)
 
 
 def _stts_frames(box: bytes) -> int | None:
