@@ -780,7 +780,11 @@ def _check_not_feedback(source: str, device: str | None, *, picked: bool = False
         also = f" ({node})" if node != device else ""  # a /dev/v4l/by-id link: say which node
     else:
         name = _os_camera_name(source)
-        if not (device and name and name.strip().casefold() == device.strip().casefold()):
+        if not (device and name):
+            return
+        from app.camera_list import reads_virtual_device  # _os_camera_name found Qt there
+
+        if not reads_virtual_device(str(source), name, device):
             return
         named = f" ({name!r} on this Mac)"
     which = f"the virtual camera it picked, {device}," if picked else f"virtual camera {device}"
