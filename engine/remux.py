@@ -271,7 +271,7 @@ def copy_audio(
         skip = shown[1][0] / shown[0] if shown else 0.0
         playable = _PLAYABLE.get(ext, ("",))
         why = "not tried"
-        if ext != ".avi" and all(c.startswith(playable) for c in codecs):
+        if all(c.startswith(playable) for c in codecs):
             why = _mux(ffmpeg, source, video, out, ["-c:a", "copy"], skip=skip, stop=stop)
         if why:
             # A codec the container does not take, or its players do not play (Vorbis, or
