@@ -72,3 +72,23 @@ def test_a_wheel_carries_every_file_the_app_and_engine_read() -> None:
     assert not missing, f"not in the wheel's package data: {missing}"
     # Nothing the tests or the research data hold goes in.
     assert not any(p.startswith(("tests", "runs", "data")) for p in packages)
+
+
+def test_the_app_command_installs_an_ffmpeg_for_the_sound() -> None:
+    # `process` puts a video's sound back with FFmpeg; with imageio-ffmpeg in the dev extra
+    # only, the README's app install wrote every video silent unless FFmpeg was on the PATH.
+    import pytest
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    app = _code_blocks((REPO / "README.md").read_text(encoding="utf-8"))[0]
+    extras = re.search(r'pip install -e "\.\[([^\]]*)\]"', app).group(1).split(",")
+    requirements = list(project["dependencies"])
+    for extra in extras:
+        requirements += project["optional-dependencies"][extra.strip()]
+    names = {re.match(r"[A-Za-z0-9_.-]+", r).group(0).lower() for r in requirements}
+    assert "imageio-ffmpeg" in names
+
+    from engine.remux import find_ffmpeg
+
+    assert find_ffmpeg() is not None
