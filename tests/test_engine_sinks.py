@@ -1811,7 +1811,7 @@ def test_a_tag_whose_write_fails_leaves_a_video_that_plays(tmp_path, monkeypatch
 
 def test_an_mp4v_video_plays_as_bt601_in_ffmpeg(tmp_path):
     # What a player reads: FFmpeg (mpv, VLC) reports the tag, and decodes the green right
-    # with it. The ffmpeg binary comes with imageio-ffmpeg (the dev extra).
+    # with it. The ffmpeg binary comes with imageio-ffmpeg (a dependency).
     import imageio_ffmpeg
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
