@@ -352,6 +352,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="processing scale in (0, 1] (default 1: full size; offline there is no hurry)",
     )
+    proc.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="folder -> folder: replace files of the same names already in the output folder "
+        "(without it such a run is refused before anything is written)",
+    )
 
     bench = sub.add_parser("bench", help="model-only vs. full-pipeline speed per backend and size")
     bench.add_argument("--json", action="store_true", help="print one JSON object")
@@ -1627,9 +1633,12 @@ def _folds_case(folder: Path) -> bool:
         return False  # no such file: names keep their case; or the sink will say why not
 
 
-def _check_folder_outputs(files: Sequence[Path], out_dir: Path) -> None:
+def _check_folder_outputs(
+    files: Sequence[Path], out_dir: Path, *, overwrite: bool = False
+) -> None:
     """Usage errors (exit 2) in a folder run's outputs, before the model loads: two images
-    written to one output file, or an input that is a link to an output it would overwrite.
+    written to one output file, an input that is a link to an output it would overwrite, or
+    (unless ``overwrite``) a file already in ``out_dir`` under an output's name.
 
     Each image keeps its name, so names are unique in the input folder; but ``A.png`` and
     ``a.png`` (from a Linux folder) are one file in a folder that folds case, and the second
@@ -1664,6 +1673,19 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path) -> None:
                 f"result of {first.name}",
                 code=2,
             )
+    if overwrite:
+        return
+    # `process photos/picked photos` wrote each result over the original of the same name,
+    # and a second batch into a results folder replaced the first, both silently: unlike a
+    # named output file, these names are the run's, not the user's.
+    taken = [out_dir / file.name for file in files if os.path.lexists(out_dir / file.name)]
+    if taken:
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        raise CliError(
+            f"folder {out_dir} already holds {taken[0].name}{more}, which this run would "
+            "replace with its results; give a new output folder, or --overwrite to replace them",
+            code=2,
+        )
 
 
 def _missing_folders(out: str) -> Path | None:
@@ -1751,7 +1773,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     try:
         _check_process_output(kind, args.output, args.input)
         if folder:
-            _check_folder_outputs(source.files, Path(args.output))
+            _check_folder_outputs(source.files, Path(args.output), overwrite=args.overwrite)
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)
         engine_source = source
         if folder:

@@ -1101,6 +1101,33 @@ def test_process_folder_refuses_an_input_that_links_to_an_output_it_overwrites(
     assert sorted(p.name for p in out.iterdir()) == ["p0.png"]
 
 
+def test_process_folder_refuses_to_replace_files_already_in_the_output_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `process photos/picked photos`: each result was written over the original photo of the
+    # same name, exit 0.
+    photos = _photo_folder(tmp_path / "photos", range(3))
+    picked = photos / "picked"
+    picked.mkdir()
+    for name in ("p0.png", "p2.png"):
+        (picked / name).write_bytes((photos / name).read_bytes())
+    originals = {p.name: p.read_bytes() for p in photos.iterdir() if p.is_file()}
+    code = cli.main(["process", str(picked), str(photos), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"folder {photos} already holds p0.png and 1 more" in err, err
+    assert "--overwrite" in err and "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in photos.iterdir() if p.is_file()} == originals
+
+    # Asked for: replaced, and the file no run would write is left alone.
+    code = cli.main(["process", str(picked), str(photos), "--backend", "unsharp", "--overwrite"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (photos / "p0.png").read_bytes() != originals["p0.png"]
+    assert (photos / "p2.png").read_bytes() != originals["p2.png"]
+    assert (photos / "p1.png").read_bytes() == originals["p1.png"]
+
+
 @pytest.mark.parametrize("how", ["same", "symbolic"])
 def test_run_refuses_an_image_output_that_is_an_image_of_its_input_folder(
     how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
