@@ -1633,9 +1633,7 @@ def _folds_case(folder: Path) -> bool:
         return False  # no such file: names keep their case; or the sink will say why not
 
 
-def _check_folder_outputs(
-    files: Sequence[Path], out_dir: Path, *, overwrite: bool = False
-) -> None:
+def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bool = False) -> None:
     """Usage errors (exit 2) in a folder run's outputs, before the model loads: two images
     written to one output file, an input that is a link to an output it would overwrite, or
     (unless ``overwrite``) a file already in ``out_dir`` under an output's name.
