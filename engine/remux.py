@@ -22,6 +22,7 @@ import shutil
 import subprocess
 import threading
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = [
     "RemuxError",
@@ -29,6 +30,7 @@ __all__ = [
     "copy_audio",
     "find_ffmpeg",
     "keep_timing",
+    "PictureTimes",
     "picture_times",
 ]
 
@@ -123,13 +125,22 @@ def _audio_codecs(ffmpeg: str, source: Path, stop: threading.Event | None) -> li
     return re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
 
 
+class PictureTimes(NamedTuple):
+    """When each picture of a video is shown, in units of 1 / ``timescale`` s from the start
+    of the file, in the order they are shown; ``end``: when the last one stops being shown
+    (None where the file does not say)."""
+
+    timescale: int
+    times: list[int]
+    end: int | None
+
+
 def picture_times(
     source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
-) -> tuple[int, list[int]] | None:
-    """``(timescale, times)``: when each picture of ``source``'s first video stream is shown,
-    in units of 1 / ``timescale`` s from the start of the file, in the order they are shown
-    (its packets' times: nothing is decoded). None where FFmpeg cannot tell (an FFmpeg
-    older than 5.1 without ``-fps_mode``, a file it cannot read)."""
+) -> PictureTimes | None:
+    """The :class:`PictureTimes` of ``source``'s first video stream, from its packets'
+    times (nothing is decoded). None where FFmpeg cannot tell (an FFmpeg older than 5.1
+    without ``-fps_mode``, a file it cannot read)."""
     status, text = _run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(source), "-map", "0:v:0",
          # -copyinkf: packets before the first keyframe, which OpenCV's decoder shows too
@@ -140,27 +151,37 @@ def picture_times(
     base = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
     if status != 0 or base is None or base.group(1) != "1":
         return None
-    # Before 0: the lead-in an edit list cuts (a clip trimmed by stream copy), not shown.
-    times = sorted(
-        t for t in map(int, re.findall(r"^0,\s*-?\d+,\s*(-?\d+),", text, re.M)) if t >= 0
+    packets = sorted(
+        (int(pts), int(duration))
+        for pts, duration in re.findall(r"^0,\s*-?\d+,\s*(-?\d+),\s*(-?\d+),", text, re.M)
+        # Before 0: the lead-in an edit list cuts (a clip trimmed by stream copy), not shown.
+        if int(pts) >= 0
     )
-    return (int(base.group(2)), times) if times else None
+    if not packets:
+        return None
+    last, last_duration = packets[-1]
+    end = last + last_duration if last_duration > 0 else None
+    return PictureTimes(int(base.group(2)), [pts for pts, _ in packets], end)
 
 
-def _durations(times: list[int]) -> list[int] | None:
-    """Frame durations from the times the frames are shown (the last frame lasts as long as
-    the one before it); None where the rate does not vary (or cannot be read from them)."""
-    steps = [b - a for a, b in zip(times, times[1:], strict=False)]
+def _durations(times: list[int], end: int | None = None) -> list[int] | None:
+    """Frame durations from the times the frames are shown and when the last one ends
+    (without ``end`` it lasts as long as the one before it); None where the rate does not
+    vary (or cannot be read from them)."""
+    # The end counts: a GIF's pictures 0.1 s apart with the last held 3 s (a title card)
+    # was called constant and every picture written at the mean, 0.82 s.
+    edges = [*times, end] if end is not None and end > times[-1] else times
+    steps = [b - a for a, b in zip(edges, edges[1:], strict=False)]
     if not steps or min(steps) < 1:
         return None
-    mean = (times[-1] - times[0]) / len(steps)
+    mean = (edges[-1] - edges[0]) / len(steps)
     # Constant where every frame is within half a frame of the mean rate's grid (a 29.97 fps
     # clip on a 1/600 clock: steps of 20 and 21). Not step by step: a minute at 30 fps then
     # one at 28.57 (steps of 20, then 21) drifted 1.5 s from its sound.
-    drift = max(abs(t - times[0] - i * mean) for i, t in enumerate(times))
+    drift = max(abs(t - edges[0] - i * mean) for i, t in enumerate(edges))
     if drift <= max(1.0, mean / 2):
         return None
-    return [*steps, steps[-1]]
+    return steps if len(steps) == len(times) else [*steps, steps[-1]]
 
 
 def keep_timing(
@@ -193,14 +214,14 @@ def keep_timing(
         raise
     except RemuxError:  # an FFmpeg that cannot run: the mean rate, as without one
         return ""
-    if found is None or len(found[1]) != frames:
+    if found is None or len(found.times) != frames:
         return ""
-    durations = _durations(found[1])
+    durations = _durations(found.times, found.end)
     if durations is None:
         return ""
     if Path(video).suffix.lower() not in (".mp4", ".m4v", ".mov"):
         return "varies"
-    return "retimed" if retime_mp4(video, durations, found[0]) else ""
+    return "retimed" if retime_mp4(video, durations, found.timescale) else ""
 
 
 def _mux(
@@ -268,7 +289,7 @@ def copy_audio(
         # The written video starts with the source's first picture, so its sound must start
         # there too (a video whose pictures start a second after its sound played behind).
         shown = picture_times(source, ffmpeg=ffmpeg, stop=stop)
-        skip = shown[1][0] / shown[0] if shown else 0.0
+        skip = shown.times[0] / shown.timescale if shown else 0.0
         playable = _PLAYABLE.get(ext, ("",))
         why = "not tried"
         if all(c.startswith(playable) for c in codecs):

@@ -643,7 +643,7 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
     ) in err, err
 
     def seconds(path: Path) -> list[float]:
-        scale, times = picture_times(path, ffmpeg=find_ffmpeg())
+        scale, times, _ = picture_times(path, ffmpeg=find_ffmpeg())
         return [t / scale for t in times]
 
     shown = seconds(out)
@@ -699,6 +699,36 @@ def test_a_rate_is_variable_where_its_frames_drift_from_the_mean_rate_not_step_b
     drifting = [20] * 1800 + [21] * 1714
     assert _durations(at(drifting)) == [*drifting, 21]
     assert _durations(at([1024] * 25 + [512] * 25)) == [1024] * 25 + [512] * 26
+
+
+def test_the_last_frame_keeps_its_own_duration() -> None:
+    from engine.remux import _durations
+
+    # A GIF's pictures 0.1 s apart, the last held 3 s: one rate by the times alone.
+    assert _durations([0, 10, 20, 30], end=330) == [10, 10, 10, 300]
+    assert _durations([0, 10, 20, 30], end=40) is None
+    assert _durations([0, 10, 20, 30]) is None
+    assert _durations([0, 10, 20, 60], end=70) == [10, 10, 40, 10]
+    assert _durations([0], end=300) is None
+
+
+def test_process_keeps_a_gif_s_held_last_frame(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every picture was written at the mean rate, 0.82 s each: the quick ones 8x slow.
+    from PIL import Image
+
+    from engine.remux import find_ffmpeg, picture_times
+
+    gif = tmp_path / "card.gif"
+    pictures = [Image.fromarray(stamped_frame(i)) for i in range(4)]
+    pictures[0].save(gif, save_all=True, append_images=pictures[1:], duration=[100] * 3 + [3000])
+    out = tmp_path / "card.mp4"
+    assert cli.main(["process", str(gif), str(out), "--backend", "unsharp"]) == 0
+    assert "at the input's varying frame rate" in capsys.readouterr().err
+    shown = picture_times(out, ffmpeg=find_ffmpeg())
+    assert [t / shown.timescale for t in shown.times] == pytest.approx([0, 0.1, 0.2, 0.3])
+    assert shown.end / shown.timescale == pytest.approx(3.3)
 
 
 def test_an_ffmpeg_that_cannot_run_leaves_the_video_as_without_one(

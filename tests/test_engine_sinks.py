@@ -1855,7 +1855,7 @@ def test_retime_mp4_gives_each_frame_its_duration_or_leaves_the_file(tmp_path):
     assert not retime_mp4(path, [512] * 5 + [0] * 5, 12800)
     assert path.read_bytes() == before
     assert retime_mp4(path, [1024] * 5 + [512] * 5, 12800)
-    scale, times = picture_times(path, ffmpeg=ffmpeg)
+    scale, times, _ = picture_times(path, ffmpeg=ffmpeg)
     assert [t / scale for t in times] == pytest.approx(
         [0.08 * i for i in range(5)] + [0.4 + 0.04 * i for i in range(5)]
     )
