@@ -1261,21 +1261,80 @@ def _png_detail(f: Any) -> list[str]:
     return detail
 
 
+def _webp_detail(f: Any) -> list[str]:
+    """The alpha channel of the WebP open in ``f``, from its first chunk's header (a WebP is
+    8-bit, so it has nothing else to lose)."""
+    head = f.read(30)
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return []
+    kind = head[12:16]
+    if kind == b"VP8X":  # the extended format: a flags byte, alpha at 0x10
+        alpha = bool(head[20] & 0x10)
+    elif kind == b"VP8L":  # lossless: signature 0x2F, then 14 + 14 bits of size, alpha_is_used
+        alpha = head[20] == 0x2F and bool(int.from_bytes(head[21:25], "little") >> 28 & 1)
+    else:  # "VP8 ", lossy without alpha
+        alpha = False
+    return ["the alpha channel"] if alpha else []
+
+
+def _tiff_detail(f: Any) -> list[str]:
+    """What the TIFF open in ``f`` holds beyond 8-bit RGB, from the tags of its first image
+    (BitsPerSample, ExtraSamples, SampleFormat); the image data is not read."""
+    head = f.read(8)
+    order = {b"II": "little", b"MM": "big"}.get(head[:2])
+    if len(head) < 8 or order is None or int.from_bytes(head[2:4], order) != 42:
+        return []  # not a classic TIFF (BigTIFF's 43 is left to the decoder's silence)
+    f.seek(int.from_bytes(head[4:8], order))
+    count = int.from_bytes(f.read(2), order)
+    tags: dict[int, tuple[int, int, bytes]] = {}
+    for _ in range(min(count, 1000)):
+        entry = f.read(12)
+        if len(entry) < 12:
+            break
+        tag, kind = int.from_bytes(entry[0:2], order), int.from_bytes(entry[2:4], order)
+        tags[tag] = (kind, int.from_bytes(entry[4:8], order), entry[8:12])
+
+    def first_value(tag: int, default: int) -> int:
+        if tag not in tags:
+            return default
+        kind, n, field = tags[tag]
+        size = {3: 2, 4: 4}.get(kind, 1)
+        if n * size > 4:  # the values lie elsewhere in the file
+            f.seek(int.from_bytes(field, order))
+            field = f.read(size)
+        return int.from_bytes(field[:size], order)
+
+    detail = []
+    # A channel beside the colour ones: ExtraSamples says so, or only the count (OpenCV
+    # writes RGBA as 4 samples without it). Photometric: 0/1 grey, 2 RGB, 3 palette, 5 CMYK.
+    colours = {0: 1, 1: 1, 2: 3, 3: 1, 5: 4, 6: 3}.get(first_value(262, 2), 3)
+    if 338 in tags or first_value(277, 1) > colours:
+        detail.append("the alpha channel")
+    bits, sample_format = first_value(258, 1), first_value(339, 1)
+    if sample_format == 3:
+        detail.append("the floating-point values")
+    elif bits > 8:
+        detail.append(f"the {bits}-bit depth")
+    return detail
+
+
 def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
     """What ``path`` holds that the engine's 8-bit RGB frames drop (alpha, depth beyond 8 bits).
 
-    PNG from its header (no decoding); other formats by decoding the file again, only with
-    ``decode`` (one image: cheap; a folder of photos: a second decode of each). JPEG is 8-bit
-    RGB or grey. [] when nothing is lost or the file does not say.
+    PNG, WebP and TIFF from their headers (no decoding); other formats by decoding the file
+    again, only with ``decode`` (one image: cheap; a folder of photos: a second decode of
+    each). JPEG is 8-bit RGB or grey. [] when nothing is lost or the file does not say.
     """
     import cv2
     import numpy as np
 
     ext = path.suffix.lower()
+    headers = {".png": _png_detail, ".webp": _webp_detail, ".tif": _tiff_detail}
+    headers[".tiff"] = _tiff_detail
     try:
-        if ext == ".png":
+        if ext in headers:
             with open(path, "rb") as f:
-                return _png_detail(f)
+                return headers[ext](f)
         if not decode or ext in (".jpg", ".jpeg"):
             return []
         img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)

@@ -915,6 +915,42 @@ def test_process_folder_says_how_many_images_lose_alpha_or_depth(
     ) in err, err
 
 
+def test_process_folder_notices_tiff_and_webp_alpha_and_depth_from_their_headers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only PNG headers were read in a folder run: a 16-bit TIFF came out 8-bit and a
+    # transparent WebP opaque without a note (one such file alone got it).
+    rgb = stamped_frame(7)
+    rgba = np.dstack([rgb, rgb[..., :1]])
+    cases = {
+        "d.tif": (rgb.astype(np.uint16) * 257, [], ["the 16-bit depth"]),
+        "a.tif": (rgba, [], ["the alpha channel"]),
+        "f.tif": (rgb.astype(np.float32) / 255, [], ["the floating-point values"]),
+        "a.webp": (rgba, [cv2.IMWRITE_WEBP_QUALITY, 90], ["the alpha channel"]),
+        "l.webp": (rgba, [cv2.IMWRITE_WEBP_QUALITY, 101], ["the alpha channel"]),
+        "plain.tif": (rgb, [], []),
+        "plain.webp": (rgb, [cv2.IMWRITE_WEBP_QUALITY, 90], []),
+        "plainl.webp": (rgb, [cv2.IMWRITE_WEBP_QUALITY, 101], []),
+    }
+    for name, (img, params, lost) in cases.items():
+        path = tmp_path / name
+        assert cv2.imwrite(str(path), img, params)
+        assert cli._image_detail_lost(path, decode=False) == lost, name
+        # What the header says is what the decoder finds.
+        decoded = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        assert ("the alpha channel" in lost) == (decoded.ndim == 3 and decoded.shape[2] == 4)
+        assert ("the 16-bit depth" in lost) == (decoded.dtype == np.uint16)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in cases:
+        (tmp_path / name).rename(folder / name)
+    assert cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "unsharp"]) == 0
+    assert (
+        "sharpcam: note: the outputs are 8-bit RGB: 5 of the 8 images lose an alpha channel, "
+        "transparency or 16-bit depth (first: a.tif)"
+    ) in capsys.readouterr().err
+
+
 def test_a_png_palette_with_transparency_is_noticed_from_its_header() -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return len(data).to_bytes(4, "big") + kind + data + b"\0\0\0\0"  # CRC not read
