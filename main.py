@@ -836,9 +836,30 @@ def _check_image_writer(out: str) -> None:
 
     # The extension alone: OpenCV crashed the process on a name that is not UTF-8.
     suffix = Path(out).suffix.lower()
+    if suffix == ".pbm":
+        # OpenCV lists a writer, which takes 1-bit frames only: it failed once the model had
+        # run ("cannot encode"), and a folder of .pbm skipped every image.
+        raise CliError(
+            f"output {out}: a .pbm holds black and white only; give .pgm for grey or .png", code=2
+        )
     if not cv2.haveImageWriter("x" + ENCODE_AS.get(suffix, suffix)):
-        ext = Path(out).suffix.lower()
-        raise CliError(f"output {out}: this OpenCV cannot write {ext} images", code=2)
+        raise CliError(f"output {out}: this OpenCV cannot write {suffix} images", code=2)
+
+
+#: The widest image a format holds, in pixels either way (WebP's 14-bit sizes, libjpeg's).
+_MAX_IMAGE_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500, ".jpe": 65500, ".jfif": 65500}
+
+
+def _check_image_fits(out: str, size: tuple[int, int]) -> None:
+    """A usage error for an image larger than ``out``'s format holds: it failed ("cannot
+    encode ... as .webp", no reason) only after the model had run on it."""
+    limit = _MAX_IMAGE_SIDE.get(Path(out).suffix.lower())
+    if limit is not None and max(size) > limit:
+        raise CliError(
+            f"output {out}: a {Path(out).suffix.lower()} image is at most {limit} pixels wide "
+            f"and high, and this one is {size[0]}x{size[1]}; give .png or .tif",
+            code=2,
+        )
 
 
 def _check_not_input_image(folder: str, output: str) -> None:
@@ -1362,6 +1383,8 @@ def _note_lost_image_detail(kind: str, source: Any, output: str) -> None:
                 f"{PROG}: note: {output} will be 8-bit RGB, without {' and '.join(detail)} "
                 f"of {Path(source.path).name}"
             )
+        if Path(output).suffix.lower() == ".pgm" and Path(source.path).suffix.lower() != ".pgm":
+            _eprint(f"{PROG}: note: {output} will be grey: a .pgm holds grey only")
     elif kind == "folder":
         # Headers only: decoding every photo twice to say so would cost more than it tells.
         hits = [f for f in source.files if _image_detail_lost(f, decode=False)]
@@ -1829,6 +1852,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     release: Callable[[], None] | None = None
     try:
         _check_process_output(kind, args.output, args.input)
+        if kind == "image":
+            _check_image_fits(args.output, source.size)
         if folder:
             _check_folder_outputs(source.files, Path(args.output), overwrite=args.overwrite)
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)

@@ -21,6 +21,7 @@ import re
 import shutil
 import struct
 import sys
+import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -1278,6 +1279,8 @@ def write_image(
     target = Path(target)
     check_name_fits(target)
     ext = target.suffix.lower()
+    if ext == ".pbm":  # OpenCV lists a writer, for 1-bit frames only
+        raise SinkError(f"cannot write {target}: a .pbm holds black and white only")
     code = cv2.COLOR_RGB2GRAY if ext in _GREY_ONLY else cv2.COLOR_RGB2BGR
     try:
         ok, data = cv2.imencode(ENCODE_AS.get(ext, ext), cv2.cvtColor(rgb, code))
@@ -1363,6 +1366,13 @@ class ImageSink(_SinkBase):
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
+        try:
+            # A folder it may not write in failed only at the first frame, once the model
+            # had run (a video output and a folder run are refused before it loads).
+            with tempfile.TemporaryFile(dir=folder, prefix=".sharpcam-"):
+                pass
+        except OSError as exc:
+            raise SinkError(f"cannot write {self.path}: {_write_problem(exc, folder)}") from exc
         self.frames_written = 0
         self._closed = False
 

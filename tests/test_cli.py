@@ -3479,3 +3479,75 @@ def test_process_folder_keeps_each_photos_metadata_and_says_which_lose_it(
     assert read_image_metadata(out / "a.jpg").exif is not None
     assert not read_image_metadata(out / "p0.png")
     assert read_stamp(cv2.imread(str(out / "b.webp"))[..., ::-1]) == 5
+
+
+class _Counts:
+    """A backend that records every frame it is given and returns it as it is."""
+
+    name, provider = "counts", "test"
+    calls: list[int] = []
+
+    def __init__(self, **_options: Any) -> None:
+        pass
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        _Counts.calls.append(1)
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "said"),
+    [
+        ("out.pbm", (64, 48), "output {out}: a .pbm holds black and white only"),
+        ("out.webp", (16384, 8), "output {out}: a .webp image is at most 16383 pixels wide and"),
+        ("ro/out.png", (64, 48), "cannot write {out}: no permission to write in folder"),
+    ],
+)
+def test_process_refuses_an_image_output_it_cannot_write_before_any_frame_is_processed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    name: str,
+    size: tuple[int, int],
+    said: str,
+) -> None:
+    # Each failed ("cannot encode", or the folder's error) only once the model had run on it.
+    import tempfile
+
+    import engine.backends
+
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), np.full((size[1], size[0], 3), 128, np.uint8))
+    out = tmp_path / name
+    out.parent.mkdir(exist_ok=True)
+    real = tempfile.TemporaryFile
+
+    def refuses_ro(*args: Any, **kwargs: Any) -> Any:
+        if Path(kwargs.get("dir") or ".").name == "ro":
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", refuses_ro)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _Counts)
+    _Counts.calls = []
+    code = cli.main(["process", str(src), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code in (1, 2), err
+    assert said.format(out=out) in err and "Traceback" not in err, err
+    assert _Counts.calls == [] and not out.exists()
+
+
+def test_process_says_a_pgm_output_is_grey(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), cv2.cvtColor(stamped_frame(2), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out.pgm"
+    assert cli.main(["process", str(src), str(out), "--backend", "unsharp"]) == 0
+    assert (
+        f"sharpcam: note: {out} will be grey: a .pgm holds grey only\n" in capsys.readouterr().err
+    )
+    assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).ndim == 2
