@@ -1254,6 +1254,21 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
     return False
 
 
+def _note_hdr_video(source: str, output: str) -> None:
+    """Say that an HDR video's colours do not reach the output: an iPhone's clips are HDR by
+    default, and they came out with shifted, washed-out colours without a word."""
+    from engine.remux import find_ffmpeg, hdr_transfer
+
+    ffmpeg = find_ffmpeg()
+    transfer = hdr_transfer(source, ffmpeg=ffmpeg) if ffmpeg else None
+    if transfer:
+        _eprint(
+            f"{PROG}: note: {source} is HDR video ({transfer}); SharpCam works in 8-bit SDR, "
+            f"so the colours of {output} will not match it (convert it to SDR first to keep "
+            "them)"
+        )
+
+
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -1883,6 +1898,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         release = _hold_console_close(stop)
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         copy_sound = _note_lost_audio(args.input, args.output, copied=True)
+        if kind == "video":
+            _note_hdr_video(args.input, args.output)
         _note_lost_image_detail(kind, source, args.output)
         _note_lost_metadata(kind, source, args.output)
         if folder:

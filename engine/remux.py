@@ -29,6 +29,7 @@ __all__ = [
     "RemuxStopped",
     "copy_audio",
     "find_ffmpeg",
+    "hdr_transfer",
     "keep_timing",
     "PictureTimes",
     "picture_times",
@@ -123,6 +124,26 @@ def _audio_codecs(ffmpeg: str, source: Path, stop: threading.Event | None) -> li
     # Exits 1 (no output named): the stream list is all it is asked for.
     _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
     return re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
+
+
+def hdr_transfer(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> str | None:
+    """``"PQ"`` or ``"HLG"`` where ``source``'s first video stream is HDR by its transfer
+    (FFmpeg's ``smpte2084`` or ``arib-std-b67``), None otherwise or where FFmpeg cannot tell.
+    OpenCV decodes such a stream to 8-bit with SDR's matrix: its colours do not survive."""
+    try:
+        _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return None
+    line = re.search(r"Stream #\S+.*?: Video: [^\n]*", text)
+    if line is None:
+        return None
+    if "smpte2084" in line.group(0):
+        return "PQ"
+    return "HLG" if "arib-std-b67" in line.group(0) else None
 
 
 class PictureTimes(NamedTuple):

@@ -3551,3 +3551,26 @@ def test_process_says_a_pgm_output_is_grey(
         f"sharpcam: note: {out} will be grey: a .pgm holds grey only\n" in capsys.readouterr().err
     )
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).ndim == 2
+
+
+@pytest.mark.parametrize(
+    ("trc", "said"), [("smpte2084", "PQ"), ("arib-std-b67", "HLG"), ("bt709", None)]
+)
+def test_process_says_an_hdr_video_loses_its_colours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], trc: str, said: str | None
+) -> None:
+    # An iPhone's clip (HDR by default) came out with shifted, washed-out colours, no note.
+    clip = tmp_path / "hdr.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
+         "-frames:v", "5", "-vf", f"setparams=color_primaries=bt2020:color_trc={trc}",
+         "-c:v", "mpeg4", "-movflags", "+write_colr", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    if said is None:
+        assert "HDR" not in err, err
+    else:
+        assert f"sharpcam: note: {clip} is HDR video ({said}); SharpCam works in 8-bit SDR" in err
