@@ -1009,6 +1009,7 @@ class OpenVinoBackend(_ModelBackend):
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
         self._cache_size = max(1, cache_size)
         self._cache_pixels = int(cache_pixels)
+        self._cache_lock = threading.Lock()
         self._compiled: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
         self._dynamic: tuple[Any, Any] | None = None  # (compiled, request) for any size
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()  # sizes met once
@@ -1064,19 +1065,25 @@ class OpenVinoBackend(_ModelBackend):
 
     def _request_for(self, h: int, w: int, *, fixed: bool = False) -> Any:
         key = (h, w)
-        hit = self._compiled.get(key)
-        if hit is not None:
-            self._compiled.move_to_end(key)
-            return hit[1]
-        if not fixed and key not in self._seen:
-            self._seen[key] = None
-            while len(self._seen) > 64:
-                self._seen.popitem(last=False)
+        # The caches, not the compiles, under the lock: `prepare` may run on another thread
+        # (ScaledBackend readies its next scale beside the stream) while frames are inferred.
+        with self._cache_lock:
+            hit = self._compiled.get(key)
+            if hit is not None:
+                self._compiled.move_to_end(key)
+                return hit[1]
+            dynamic = not fixed and key not in self._seen
+            if dynamic:
+                self._seen[key] = None
+                while len(self._seen) > 64:
+                    self._seen.popitem(last=False)
+            else:
+                self._seen.pop(key, None)
+        if dynamic:
             if self._dynamic is None:
                 compiled = self._compile(-1, -1)
                 self._dynamic = (compiled, compiled.create_infer_request())
             return self._dynamic[1]
-        self._seen.pop(key, None)
         compiled = self._compile(h, w)
         out = compiled.outputs[0].get_partial_shape()
         out_shape = tuple(out.to_shape()) if out.is_static else (1, h, w, 3)
@@ -1089,13 +1096,14 @@ class OpenVinoBackend(_ModelBackend):
                 f"like the input, got {got}"
             )
         request = compiled.create_infer_request()
-        self._compiled[key] = (compiled, request)
-        # The newest always stays, however large.
-        while len(self._compiled) > 1 and (
-            len(self._compiled) > self._cache_size
-            or sum(a * b for a, b in self._compiled) > self._cache_pixels
-        ):
-            self._compiled.popitem(last=False)
+        with self._cache_lock:
+            self._compiled[key] = (compiled, request)
+            # The newest always stays, however large.
+            while len(self._compiled) > 1 and (
+                len(self._compiled) > self._cache_size
+                or sum(a * b for a, b in self._compiled) > self._cache_pixels
+            ):
+                self._compiled.popitem(last=False)
         if self.device == "CPU":
             self.inference_precision = _ov_precision_name(
                 compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -1474,7 +1482,8 @@ class ScaledBackend(_BackendBase):
     ``0.9 / target_fps``; it steps back up when the time predicted for the larger scale (the
     current one times the pixel ratio) is under 80 % of the budget, and not within
     ``recover_s`` of having stepped down from there, so it cannot oscillate faster than that.
-    Each size is a static shape to OpenVINO: the first call at a new scale compiles.
+    Each size is a static shape to OpenVINO: a wrapped backend with ``prepare`` is readied for
+    a new scale on a thread of its own, and the stream steps there once it is.
 
     Shapes: ``(H, W, 3) uint8 -> (H, W, 3) uint8``; the result is a buffer reused next call.
     """
@@ -1506,6 +1515,9 @@ class ScaledBackend(_BackendBase):
         self._calls = 0  # at the current scale
         self._left: dict[float, float] = {}  # scale -> when auto last stepped down from it
         self._buffers: tuple[np.ndarray, ...] | None = None
+        self._frame: tuple[int, int] | None = None  # (W, H) of the latest frame
+        self._ready: set[tuple[int, int]] = set()  # model sizes `prepare` has compiled
+        self._preparing: tuple[tuple[int, int], threading.Thread] | None = None
         entry = getattr(getattr(backend, "model", None), "entry", None)
         self.multiple = int(getattr(getattr(entry, "input", None), "multiple", None) or 1)
 
@@ -1538,6 +1550,7 @@ class ScaledBackend(_BackendBase):
         if self._closed:
             raise BackendError(f"{self.name} backend is closed")
         _check_frame(rgb)
+        self._frame = (rgb.shape[1], rgb.shape[0])
         t0 = self._clock()
         out = self._run(rgb, self._scale)
         if self.adaptive:
@@ -1581,14 +1594,46 @@ class ScaledBackend(_BackendBase):
         typical = (sum(self._recent) - max(self._recent)) / max(1, len(self._recent) - 1)
         level, now = self._level, self._clock()
         if self._calls > 8 and typical > self.budget_s and level + 1 < len(self._ladder):
-            self._left[self._scale] = now
-            self._step(level + 1)
+            if self._is_ready(level + 1):
+                self._left[self._scale] = now
+                self._step(level + 1)
         elif self._calls > 30 and level > 0:
             up = self._ladder[level - 1]
             predicted = typical * (up / self._scale) ** 2
             recent = now - self._left.get(up, -np.inf) < self._recover_s
-            if predicted < 0.8 * self.budget_s and not recent:
+            if predicted < 0.8 * self.budget_s and not recent and self._is_ready(level - 1):
                 self._step(level - 1)
+
+    def _is_ready(self, level: int) -> bool:
+        """Whether the wrapped backend is ready for frames at ``level``'s scale; if not, it is
+        readied (its ``prepare``) on a thread of its own while the stream goes on at the scale
+        it has. Stepping first froze the video 0.4-0.8 s at each new scale while OpenVINO
+        compiled for it on the inference thread (about 3 s in a call's first 8 s)."""
+        prepare = getattr(self.inner, "prepare", None)
+        if not callable(prepare) or self._frame is None:
+            return True  # nothing to ready (ONNX Runtime, torch): its first call is the cost
+        size = scaled_size(self._frame, self._ladder[level], self.multiple)
+        if size in self._ready or size == self._frame:
+            return True
+        if self._preparing is not None:
+            readying, thread = self._preparing
+            if thread.is_alive():
+                return False  # one at a time: two compiles would halve the stream's cores
+            self._preparing = None
+            self._ready.add(readying)
+            if readying == size:
+                return True
+
+        def ready() -> None:
+            try:
+                prepare(size)
+            except Exception:  # the step's first call compiles it again and says why
+                log.debug("preparing %s failed", size, exc_info=True)
+
+        thread = threading.Thread(target=ready, name="sharpcam-prepare", daemon=True)
+        self._preparing = (size, thread)
+        thread.start()
+        return False
 
     def reset(self) -> None:
         """``auto`` only: back to full resolution, forgetting the call times and the steps down.
@@ -1611,6 +1656,10 @@ class ScaledBackend(_BackendBase):
         self._calls = 0
 
     def close(self) -> None:
+        if self._preparing is not None:
+            # Not closed under a compile: OpenVINO's model would be freed while in use.
+            self._preparing[1].join(timeout=30.0)
+            self._preparing = None
         if not self._closed:
             self.inner.close()
         self._buffers = None  # full-size frames: the closed backend may be kept a while

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import cv2
@@ -421,3 +422,52 @@ def test_reset_leaves_a_fixed_scale_alone() -> None:
     be = ScaledBackend(Recorder(cost=lambda px: 0.001, clock=FakeClock()), 0.5)
     be.reset()
     assert be.scale == 0.5
+
+
+class _Compiles(Recorder):
+    """A backend with OpenVINO's ``prepare``: a size it was not prepared for costs a compile
+    (a stall) on its first call; ``prepare`` itself blocks until ``release`` is set."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(cost=lambda px: 0.040, clock=clock)
+        import threading
+
+        self.prepared: list[tuple[int, int]] = []
+        self.release = threading.Event()
+        self.stalls = 0
+
+    def prepare(self, size: tuple[int, int]) -> None:
+        assert self.release.wait(10)
+        self.prepared.append(tuple(size))
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        size = (rgb.shape[1], rgb.shape[0])
+        if size != (128, 72) and size not in self.prepared:
+            self.stalls += 1
+        return super().process(rgb)
+
+
+def test_auto_readies_the_next_scale_beside_the_stream_before_stepping_to_it() -> None:
+    # Stepping first made the inference thread compile for the new size: the video froze
+    # 0.4-0.8 s at each step (about 3 s in a call's first 8 s on a busy 2-core machine).
+    clock = FakeClock()
+    inner = _Compiles(clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=10.0)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(40):  # 40 ms a call, over the 30 ms budget: it wants to step down
+        be.process(frame)
+    # Still at full size while the next scale is being readied: the stream did not wait.
+    assert be.scale == 1.0 and inner.prepared == [] and inner.sizes[-1] == (128, 72)
+    inner.release.set()
+    be._preparing[1].join(5)
+    be.process(frame)
+    assert be.scale == 0.875 and inner.prepared == [(112, 63)]
+    for _ in range(2000):  # the next step's prepare runs on a real thread: give it time
+        be.process(frame)
+        if be.scale < 0.875:
+            break
+        time.sleep(0.001)
+    assert be.scale < 0.875 and inner.stalls == 0
+    assert set(inner.prepared) >= {(112, 63), (96, 54)}
+    be.close()
+    assert inner.closed
