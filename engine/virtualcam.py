@@ -231,6 +231,8 @@ class VirtualCameraSink:
                 f"cannot open {what}: {detail}\n{virtual_camera_guidance()}"
             ) from exc
         self._sent_before_close = 0
+        #: Frames the device took: pyvirtualcam's own count includes a send that failed.
+        self.frames_written = 0
         try:
             self.device = self._cam.device
             self.backend = self._cam.backend
@@ -261,6 +263,7 @@ class VirtualCameraSink:
         if self._bgr is not None:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr)
         self._cam.send(img)
+        self.frames_written += 1
 
     def close(self) -> None:
         cam, self._cam = getattr(self, "_cam", None), None

@@ -2663,7 +2663,7 @@ def test_run_on_macos_refuses_the_obs_camera_as_its_source(
 
 
 def test_run_stops_and_fails_when_its_output_fails(
-    clip: Path, capsys: pytest.CaptureFixture[str]
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import pyvirtualcam
 
@@ -2675,8 +2675,21 @@ def test_run_stops_and_fails_when_its_output_fails(
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1, err
-    assert "vanished" in err and "failed after" in err and "Traceback" not in err
+    assert "vanished" in err and "Traceback" not in err
     assert len(_RecordingCamera.frames) == 3
+    # pyvirtualcam counts the frame that failed, and the engine the ones it handed on until
+    # the stop: it said "failed after 4 frames" (17 at --fps 1000).
+    assert "failed after 3 frames: " in err, err
+    # An image repeated fast: many frames are handed on between the failure and the stop.
+    image = tmp_path / "still.png"
+    cv2.imwrite(str(image), np.zeros((48, 64, 3), np.uint8))
+    _RecordingCamera.frames = []
+    code = cli.main(
+        ["run", "--source", str(image), "--fps", "1000", "--output", "virtual", "--backend",
+         "unsharp", "--virtual-backend", "sharpcam-test-unplugged", "--duration", "5"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and "failed after 3 frames: " in err, err
 
 
 def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
