@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from engine.backends import warm_up
-from engine.frames import Frame
+from engine.frames import Frame, check_rgb8
 from engine.sinks import FrameSink
 from engine.sources import FrameSource
 from engine.stats import EngineStats, StatsRecorder
@@ -601,6 +601,7 @@ class Engine:
         read = src.read
         try:
             self._warmed.wait()
+            what = f"source {_describe(src)}"
             while not self._stopping:
                 t0 = time.perf_counter()
                 frame = read()
@@ -609,6 +610,10 @@ class Engine:
                     # the source's end.
                     self._source_ended = not self._stopping
                     break
+                # A registered source's grey or float frame reached the model, which failed
+                # on it and stayed off for the rest of the stream, and the error blamed the
+                # output: it ends the stream here, naming the source.
+                check_rgb8(frame.image, what)
                 self._last_capture = frame.t_capture
                 t1 = time.perf_counter()
                 waited = getattr(src, "last_wait_s", 0.0) or 0.0

@@ -563,6 +563,43 @@ def test_the_failure_that_ended_a_live_run_is_known_when_it_is_reported(tmp_path
     assert eng.failure is None
 
 
+class GreyAt:
+    """A live source (a registered one) that hands out one grey frame, the ``at``-th."""
+
+    def __init__(self, inner, at: int = 3) -> None:  # noqa: ANN001
+        self.inner, self.at, self.reads = inner, at, 0
+
+    def read(self):  # noqa: ANN201
+        self.reads += 1
+        frame = self.inner.read()
+        if self.reads == self.at:
+            return Frame(np.ascontiguousarray(frame.image[..., 0]), frame.index, frame.t_capture)
+        return frame
+
+    def describe(self) -> str:
+        return "grey-at-3"
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+
+def test_a_malformed_source_frame_ends_the_stream_naming_the_source(tmp_path):
+    # It reached the model, which failed on it and passed every later frame through
+    # unsharpened, and the CLI blamed the virtual camera.
+    errors: list[BaseException] = []
+    model = Invert()
+    rec = Recorder()
+    src = GreyAt(open_source(still(tmp_path), live=True, fps=100))
+    eng = Engine(src, model, sinks=[rec], on_error=errors.append)
+    eng.start()
+    assert eng.wait(5)
+    eng.stop()
+    assert len(errors) == 1 and eng.failure is errors[0], errors
+    assert "source grey-at-3: expected an (H, W, 3) uint8 RGB frame, got (" in str(errors[0])
+    assert eng.stats().warning is None or "passing frames through" not in eng.stats().warning
+    assert rec.indices and rec.closed == 1
+
+
 def test_source_failure_reaches_on_error_and_finishes(tmp_path):
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((8, 8, 3), i, np.uint8))
