@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import sys
 import threading
@@ -109,7 +110,7 @@ def describe_error(
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(
             "model",
-            f"The sharpening model could not be loaded: {msg}",
+            f"The sharpening model could not be loaded: {_no_model_words(msg)}",
             _load_failed_advice(exc, msg, backend=backend, model=model),
         )
     if guess and ("cuda" in low or "tensorrt" in low or "provider" in low or "gpu" in low):
@@ -183,6 +184,61 @@ def _weights_file_named(msg: str) -> str | None:
         if str(folder / name) in msg or re.search(rf"(?<![\w.-]){re.escape(name)}\b", msg):
             return str(folder / name)
     return None
+
+
+@dataclass(frozen=True)
+class _NoModel:
+    """The engine's "no model given and none in FOLDER (expected ...)", read."""
+
+    folder: str
+    expected: str  # "student_fast.onnx or student.onnx"
+    by_env: bool  # FOLDER is SHARPCAM_WEIGHTS's, not SharpCam's own weights folder
+    exists: bool
+
+
+# The engine's words for no weights (engine.backends._no_model_error), with the command line's
+# advice that ends them.
+_NO_MODEL = re.compile(
+    r"no model given and none in (.+) \(expected ([^()]+)\)"
+    r"(?:: pass --model PATH, or set SHARPCAM_WEIGHTS to a folder holding them)?"
+)
+
+
+def _no_model(found: re.Match[str]) -> _NoModel:
+    """What a match of :data:`_NO_MODEL` says of the weights folder."""
+    from engine.backends import weights_dir
+
+    folder = found.group(1)
+    by_env = bool(os.environ.get("SHARPCAM_WEIGHTS")) and str(weights_dir()) == folder
+    return _NoModel(folder, found.group(2), by_env, os.path.isdir(folder))
+
+
+def _no_model_in(msg: str) -> _NoModel | None:
+    """What ``msg`` says of the weights folder, when it holds the engine's "no model given"."""
+    found = _NO_MODEL.search(msg)
+    return None if found is None else _no_model(found)
+
+
+def _no_model_words(msg: str) -> str:
+    """``msg`` with the engine's "no model given" in the window's words.
+
+    The engine's own words end with the command line's ("pass --model PATH, or set
+    SHARPCAM_WEIGHTS to a folder holding them"), and never said that SHARPCAM_WEIGHTS, set, is
+    what sent SharpCam to a folder that does not exist, or holds no model.
+    """
+
+    def words(found: re.Match[str]) -> str:
+        none = _no_model(found)
+        if not none.by_env:
+            return f"SharpCam's weights are not in {none.folder} (expected {none.expected})"
+        if not none.exists:
+            return f"SHARPCAM_WEIGHTS points to {none.folder}, which does not exist"
+        return (
+            f"SHARPCAM_WEIGHTS points to {none.folder}, which holds no model "
+            f"(expected {none.expected})"
+        )
+
+    return _NO_MODEL.sub(words, msg)
 
 
 # The sidebar's button for each way a model load can be retried from the window (its label is
@@ -270,6 +326,21 @@ def _load_failed(
         else "then restart SharpCam"
     )
     if "no model given" in low:
+        none = _no_model_in(msg)
+        # Where SHARPCAM_WEIGHTS named the folder, it is what to fix: "Reinstall SharpCam's
+        # weights in that folder" was said of one that did not exist, and set by hand.
+        unset = (
+            "SHARPCAM_WEIGHTS (SharpCam then uses the weights it comes with) or correct it, "
+            "then restart SharpCam"
+        )
+        if none is not None and none.by_env and not none.exists:
+            return f"{keeps}Unset {unset}.", "same"
+        if none is not None and none.by_env:
+            return (
+                f"{keeps}Put SharpCam's weights (with their manifest.json) in that folder, "
+                f"{again}; or unset {unset}.",
+                "same",
+            )
         return (
             f"{keeps}Reinstall SharpCam's weights in that folder (with their manifest.json), "
             f"{again}.",
@@ -358,18 +429,46 @@ def feedback_loop_message(camera: str, device: str) -> UserMessage:
     )
 
 
-def ended_message(exc: BaseException | None) -> UserMessage:
+def ended_message(exc: BaseException | None, kind: str = "camera") -> UserMessage:
     """The message for a stream that ended on its own (``exc``: what ended it, or None when the
     source sent no more frames): the cause, and that nothing restarts it. The generic advice
-    ("keeps trying to reconnect", "the stream keeps running") would be false then.
+    ("keeps trying to reconnect", "the stream keeps running") would be false then. ``kind``:
+    what was read (:func:`engine.source_kind`).
     """
-    advice = (
-        "The video stopped and SharpCam does not retry it. Check the cable and close other apps "
-        "that use the camera, then pick the camera again above (or the demo clip)."
-    )
+    stopped = "The video stopped and SharpCam does not retry it. "
+    if kind == "camera":
+        advice = (
+            f"{stopped}Check the cable and close other apps that use the camera, then pick the "
+            "camera again above (or the demo clip)."
+        )
+    else:
+        # A file or folder that failed mid-stream: the camera's cable and the other apps were
+        # no advice for it, as at an open that failed (_open_source).
+        advice = (
+            f"{stopped}Check that {_SOURCE_OPENS.get(kind, 'it opens')} in another program, "
+            "then pick it again above (or a camera, or the demo clip)."
+        )
     if exc is None:
         return UserMessage("camera", "The video stopped: the source sends no more frames.", advice)
-    return replace(describe_error(exc), advice=advice)
+    if kind == "camera":
+        return replace(describe_error(exc), advice=advice)
+    msg = describe_error(exc, context="camera")
+    return replace(msg, text=_source_problem(kind, msg.text), advice=advice)
+
+
+# What each kind of file source is called in a message, and what the advice asks to check.
+_SOURCE_WORDS = {"video": "Video file", "image": "Image", "folder": "Image folder"}
+_SOURCE_OPENS = {
+    "video": "the video file opens",
+    "image": "the image opens",
+    "folder": "the folder's images open",
+}
+
+
+def _source_problem(kind: str, text: str) -> str:
+    """``text`` (a "Camera problem: ..." of :func:`describe_error`) said of a ``kind`` of file
+    source instead."""
+    return f"{_SOURCE_WORDS.get(kind, 'Video file')} problem: {text.split(': ', 1)[-1]}"
 
 
 def virtual_camera_busy_guidance(
@@ -545,6 +644,7 @@ class EngineBridge(QObject):
         # (source, picker name) the running engine reads, None for the fallback clip: the
         # virtual camera must not send to the device it reads (its own picture in a loop).
         self._playing: tuple[str, str] | None = None
+        self._reading = "camera"  # the running engine's source_kind (the fallback included)
         # Said since a device last opened: a virtual camera whose close failed (it may still be
         # held), taken down once one opens again.
         self._close_failures: list[UserMessage] = []
@@ -1461,6 +1561,8 @@ class EngineBridge(QObject):
             else None
         )
         self._playing = None if self.using_fallback else (req.source, req.source_name)
+        # What the engine reads, for the message should it end: a file's end is no camera's.
+        self._reading = _kind_or_camera(req.fallback_source if req.using_fallback else req.source)
         self._label = backend_label(be)
         if req.warning and req.model_msg is not None:
             # The engine repeats this warning in its stats: it was shown already.
@@ -1634,7 +1736,7 @@ class EngineBridge(QObject):
             return
         if eng is not None and exc is getattr(eng, "failure", None):
             # The error that ends the stream: said as such at once (the end follows).
-            msg = ended_message(exc)
+            msg = ended_message(exc, self._reading)
             self._end_message = (exc, msg)
             self._say(msg)
             return
@@ -1652,7 +1754,7 @@ class EngineBridge(QObject):
         if shown is not None and shown[0] is failure:
             msg = shown[1]
         else:
-            msg = ended_message(failure)
+            msg = ended_message(failure, self._reading)
             self._say(msg)
         self.stream_ended.emit(msg)
 
@@ -2014,8 +2116,7 @@ def _open_source(api: Any, req: _StartRequest) -> None:
     # camera, check the cable" sent a person with a damaged video to their webcam's cable.
     kind = _kind_or_camera(source)
     if kind != "camera":
-        what = {"video": "Video file", "image": "Image", "folder": "Image folder"}[kind]
-        msg = replace(msg, text=f"{what} problem: {msg.text.split(': ', 1)[-1]}")
+        msg = replace(msg, text=_source_problem(kind, msg.text))
     fallback_error = None
     if fallback_source is not None and fallback_source != source:
         try:

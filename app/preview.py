@@ -1,9 +1,9 @@
 """The live preview: before/after with a draggable split, side by side, or after only.
 
 A view: it paints the two most recent ``QImage`` s it was given and reports where the person
-dragged the divider, or moved it with the keys (Tab reaches it in split mode). It never talks to
-the engine. Mirroring happens only here, at paint time, so what others receive through the
-virtual camera is never mirrored.
+dragged the divider, or moved it with the keys (Tab or a click reaches it in split mode). It
+never talks to the engine. Mirroring happens only here, at paint time, so what others receive
+through the virtual camera is never mirrored.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ _FOCUS = QColor("#e0f2fe")  # the window's keyboard focus ring
 SPLIT_STEP = 0.05
 #: How far PageUp / PageDown move it.
 SPLIT_PAGE_STEP = 0.25
+#: The divider's focus policy while it is shown: Tab and a click reach it.
+_SPLIT_FOCUS = Qt.FocusPolicy.StrongFocus
 
 
 class PreviewWidget(QWidget):
@@ -46,11 +48,12 @@ class PreviewWidget(QWidget):
     right of it (the same pixels, so the divider is a true A/B); ``"side"`` shows both whole,
     next to each other; ``"after"`` shows the processed frame only.
 
-    In split mode the divider is also a keyboard control, as a slider is: Tab reaches it (a ring
-    shows it has the focus), Left / Right move it by :data:`SPLIT_STEP`, PageDown / PageUp by
-    :data:`SPLIT_PAGE_STEP`, Home / End to the edges. The ring shows only where the keyboard is
-    in use, as a browser's ``:focus-visible``: focus that came by Tab (or Backtab, a shortcut),
-    or a key that moved the divider; not focus the window gave it as it opened.
+    In split mode the divider is also a keyboard control, as a slider is: Tab or a click reaches
+    it (a ring shows it has the focus), Left / Right move it by :data:`SPLIT_STEP`, PageDown /
+    PageUp by :data:`SPLIT_PAGE_STEP`, Home / End to the edges. The ring shows only where the
+    keyboard is in use, as a browser's ``:focus-visible``: focus that came by Tab (or Backtab,
+    a shortcut), or a key that moved the divider; not focus the window gave it as it opened,
+    nor a click.
     """
 
     split_changed = Signal(float)  # divider position, fraction of the image width in [0, 1]
@@ -74,9 +77,10 @@ class PreviewWidget(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(True)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
-        # Tab, not a click: a click is for dragging, and Space after it stays the window's
-        # shortcut for sharpening, as with every other control of the window.
-        self.setFocusPolicy(Qt.FocusPolicy.TabFocus)
+        # A click too, not Tab alone: the hint under the preview offers ← → after a click on
+        # it, and those keys went on moving the control clicked before (the strength slider).
+        # Space stays the window's shortcut for sharpening here (keyPressEvent passes it on).
+        self.setFocusPolicy(_SPLIT_FOCUS)
         self.setAccessibleName("Before and after divider")
         self._describe_split()
 
@@ -99,7 +103,7 @@ class PreviewWidget(QWidget):
         self._mode = mode
         # Only where there is a divider to move: Tab must not stop at a control that is not
         # on screen.
-        self.setFocusPolicy(Qt.FocusPolicy.TabFocus if mode == "split" else Qt.FocusPolicy.NoFocus)
+        self.setFocusPolicy(_SPLIT_FOCUS if mode == "split" else Qt.FocusPolicy.NoFocus)
         if mode != "split" and self.hasFocus():
             # To no other control: Space, which would press that one, stays for sharpening.
             self.clearFocus()

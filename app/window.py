@@ -45,6 +45,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QApplication,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -98,6 +99,11 @@ SAVE_DELAY_MS = 500
 # it opens what the picker stands on: the stand-in (the demo clip), or the camera named.
 CAMERA_WAIT_S = 30.0
 LOOKING_FOR_CAMERAS = "Looking for cameras…"
+# The processing-size picker's tooltip (while it can be used).
+SCALE_TIP = (
+    "The model runs on a smaller copy of each frame and only its correction is enlarged: "
+    "faster, a little less sharp. Auto picks the largest size that keeps up."
+)
 # The line under the preview, per view mode (preview.VIEW_MODES).
 VIEW_HINTS = {
     "split": "Drag the divider (or ← →) to compare · Space toggles sharpening",
@@ -345,6 +351,10 @@ class MessageBanner(QFrame):
     down (each by whoever said it).
     """
 
+    #: The banner is about to hide with the focus on a control of its own (Dismiss, or the
+    #: words, which a click selects): the window puts the focus somewhere first.
+    hiding_with_focus = Signal()
+
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("banner")
@@ -411,6 +421,12 @@ class MessageBanner(QFrame):
         kept = self.waiting()
         if not kept:
             self.kind, self.message = "", None
+            focus = QApplication.focusWidget()
+            if focus is not None and self.isAncestorOf(focus):
+                # Left to Qt, the focus went on to the next control in the Tab order, the
+                # camera picker, whose list the next Space opened instead of turning
+                # sharpening off.
+                self.hiding_with_focus.emit()
             self.hide()
             return
         msg = kept[0]
@@ -645,13 +661,7 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._select_initial_source(source)
         self._apply_settings_to_controls()
-        # The divider takes the first focus: its keys (← →, as the hint under the preview says)
-        # work at once, and it leaves Space to sharpening (it shows no ring until a key is
-        # used). With no divider shown, no control takes it: left to Qt, the first control in
-        # the Tab order got it as the window opened, the camera picker, which took Space to
-        # open its list and showed its focus ring before anyone pressed a key.
-        first = self.preview if self.preview.mode == "split" else self
-        first.setFocus(Qt.FocusReason.OtherFocusReason)
+        self._focus_home(Qt.FocusReason.OtherFocusReason)
         self._connect_bridge()
         if settings.virtual_camera:
             # Wanted from the start: the bridge sends to it once the first start runs.
@@ -660,6 +670,26 @@ class MainWindow(QMainWindow):
             self._build_tray()
         if camera_probe is not None:
             self.wait_for_cameras(camera_probe)
+
+    def _focus_home(self, reason: Qt.FocusReason) -> None:
+        """Give the focus where the window first puts it.
+
+        The divider takes it: its keys (← →, as the hint under the preview says) work at once,
+        and it leaves Space to sharpening (it shows no ring until a key is used, or ``reason``
+        is the keyboard's). With no divider shown, no control takes it: left to Qt, the first
+        control in the Tab order got it as the window opened, the camera picker, which took
+        Space to open its list and showed its focus ring before anyone pressed a key.
+        """
+        home = self.preview if self.preview.mode == "split" else self
+        home.setFocus(reason)
+
+    def _on_banner_hiding_with_focus(self) -> None:
+        # Space pressed Dismiss (a click gives it no focus): the keyboard is in use, and the
+        # ring shows where its focus went.
+        keyboard = self.banner.dismiss_button.hasFocus()
+        self._focus_home(
+            Qt.FocusReason.TabFocusReason if keyboard else Qt.FocusReason.OtherFocusReason
+        )
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         if (
@@ -828,6 +858,7 @@ class MainWindow(QMainWindow):
         left.setContentsMargins(14, 14, 14, 14)
         left.setSpacing(10)
         self.banner = MessageBanner()
+        self.banner.hiding_with_focus.connect(self._on_banner_hiding_with_focus)
         left.addWidget(self.banner)
         self.preview = PreviewWidget()
         left.addWidget(self.preview, 1)
@@ -926,10 +957,7 @@ class MainWindow(QMainWindow):
         # No label of its own (one would repeat its entries' "Processing:" right above them):
         # its entries say what it sets, also where the entry is all a screen reader says.
         self.scale_combo.setAccessibleName("Processing size")
-        self.scale_combo.setToolTip(
-            "The model runs on a smaller copy of each frame and only its correction is enlarged:"
-            " faster, a little less sharp. Auto picks the largest size that keeps up."
-        )
+        self.scale_combo.setToolTip(SCALE_TIP)
         for scale in ("auto", *SCALE_LADDER):
             self.scale_combo.addItem(scale_label(scale), format_scale(scale))
         lay.addWidget(self.scale_combo)
@@ -1246,8 +1274,12 @@ class MainWindow(QMainWindow):
 
     def _on_stream_ended(self, msg: UserMessage) -> None:
         # The banner shows the cause (the bridge emitted it); the picture must not stay as if
-        # it were live.
-        self._show_no_video("The video stopped. Pick the camera again above to restart it.")
+        # it were live. A file or folder is no camera: "pick the camera again" named none.
+        kind = source_kind(self.current_camera().source)
+        what = {"video": "the video file", "image": "the image", "folder": "the folder"}
+        self._show_no_video(
+            f"The video stopped. Pick {what.get(kind, 'the camera')} again above to restart it."
+        )
 
     def _show_no_video(self, placeholder: str) -> None:
         self.preview.clear(placeholder)
@@ -1294,8 +1326,10 @@ class MainWindow(QMainWindow):
         if self.bridge.starting or index != self.camera_combo.currentIndex():
             return  # a new pick restarts through currentIndexChanged
         if not self.bridge.is_running or self.bridge.using_fallback:
-            if not self._refuse_own_output(self.current_camera()):
-                self.start_stream()
+            # The person's pick, as one of another entry is: the demo clip picked on purpose
+            # while it stood in for the remembered camera restarted as the stand-in still,
+            # never sent to calls.
+            self._on_camera_changed()
 
     def _refuse_own_output(self, cam: CameraChoice) -> bool:
         """Refuse ``cam`` when it is the virtual camera device SharpCam sends to now: the engine
@@ -1361,22 +1395,40 @@ class MainWindow(QMainWindow):
         self.bridge.set_enabled(on)
         self._show_after_label()
         self.toggle_action.setChecked(on)
-        if not on and self.strength_slider.hasFocus():
-            # Disabled with the focus (a click gives it that), Qt passes it on to the next
-            # control, the processing-size picker, whose Space opened its list instead of
-            # turning sharpening back on. To no control: Space stays for sharpening.
-            self.strength_slider.clearFocus()
         self._enable_strength(on)
 
     def _enable_strength(self, on: bool) -> None:
         # Its labels too: the value stayed bright beside a greyed slider, as if it applied.
         # A failed model sharpens nothing, so a strength would not apply either.
-        failed = self.bridge.model_failure is not None
+        failure = self.bridge.model_failure
+        failed = failure is not None
+        # Nor a processing size, for a model that did not load: a size picked loaded it again,
+        # which failed the same way and said so in a second red banner. One that failed while
+        # running may work again at another size (its banner offers that).
+        sizes = failure is None or failure.loaded
+        for widget, usable in (
+            (self.strength_slider, on and not failed),
+            (self.scale_combo, sizes),
+        ):
+            if not usable and widget.hasFocus():
+                # Disabled with the focus (a click gives the slider that), Qt passes it on to
+                # the next control, the processing-size picker (or a view button), whose Space
+                # opened its list instead of turning sharpening back on. To no control: Space
+                # stays for sharpening.
+                widget.clearFocus()
         for widget in (self.strength_slider, self.strength_label, self.strength_value):
             widget.setEnabled(on and not failed)
         self.strength_slider.setToolTip(
             "Nothing is sharpened while the model has failed" if on and failed else ""
         )
+        self.scale_combo.setEnabled(sizes)
+        self.scale_combo.setToolTip(SCALE_TIP)
+        if failure is not None and not sizes:
+            retry = RETRY_LABELS.get(failure.retry, RETRY_LABELS["same"])
+            self.scale_combo.setToolTip(
+                f"The model could not be loaded, so it runs at no size: “{retry}” above "
+                "loads it again"
+            )
 
     def _show_after_label(self) -> None:
         """The processed side's badge says what it shows: not "AFTER" over a picture nothing
@@ -1405,6 +1457,11 @@ class MainWindow(QMainWindow):
             self.model_status.setToolTip(f"{failure.message.text}\n\n{failure.message.advice}")
             self.model_retry_button.setText(RETRY_LABELS.get(failure.retry, RETRY_LABELS["same"]))
             self.model_badge.setToolTip(failure.message.text)
+        elif self.model_retry_button.hasFocus():
+            # Hidden with the focus (Space pressed it, and the restart began), Qt passed it on
+            # to the next control that takes it, the processing-size picker, whose list the
+            # next Space opened. The switch above it takes Space for sharpening still.
+            self.enable_switch.setFocus(Qt.FocusReason.OtherFocusReason)
         for widget in (self.model_status, self.model_retry_button, self.model_badge):
             widget.setVisible(failed)
         self._enable_strength(self.enable_switch.isChecked())
@@ -1434,6 +1491,16 @@ class MainWindow(QMainWindow):
         self._set_view_mode(str(button.property("mode")))
 
     def _set_view_mode(self, mode: str) -> None:
+        refocus = any(b.hasFocus() for b in self.view_buttons.values())
+        for key, button in self.view_buttons.items():
+            # One Tab stop for the three, the mode shown, as in a group of radio buttons. Qt
+            # keeps the stop on the button that last had the focus: after a click on "After"
+            # Tab reached "Split", and Space there left the mode picked.
+            button.setFocusPolicy(
+                Qt.FocusPolicy.TabFocus if key == mode else Qt.FocusPolicy.NoFocus
+            )
+        if refocus:
+            self.view_buttons[mode].setFocus(Qt.FocusReason.TabFocusReason)
         self.preview.set_mode(mode)
         # The divider's keys are offered only where there is a divider.
         self.view_hint.setText(VIEW_HINTS.get(mode, VIEW_HINTS["after"]))

@@ -1163,7 +1163,8 @@ def test_a_stream_that_ends_on_its_own_says_so_and_the_virtual_camera_waits_for_
     assert "stopped delivering frames" in text  # the error itself
     # Nothing retries a source whose read failed: no promise of a reconnect or of a stream.
     assert "reconnect" not in text.lower() and "keeps running" not in text.lower()
-    assert "pick the camera again" in text.lower()
+    # What plays is the demo clip, a file: picked again (a camera's end says "the camera").
+    assert "pick it again above" in text.lower()
     # The engine closed the virtual camera with its other outputs: the line under the switch
     # says nothing is sent. The switch stays on: the person did not turn it off, and the
     # video calls get the picture back when the video does (as after a restart).
@@ -1186,6 +1187,48 @@ def test_a_stream_that_ends_on_its_own_says_so_and_the_virtual_camera_waits_for_
     assert not window.banner.isVisible()
     assert window.bridge.virtual_camera_on and "sending" in window.virtual_status.text()
     qtbot.waitUntil(lambda: len(recorder.frames) > sent + 2, timeout=FRAME_TIMEOUT_MS)
+
+
+class _DyingFile(_DyingCamera):
+    """The demo clip, a video file, whose ``read()`` fails for good once ``die`` is set."""
+
+    def read(self):  # noqa: ANN201
+        if self.die.is_set():
+            from engine.sources import SourceError
+
+            raise SourceError(f"cannot read video file {DEMO_CLIP}: decoding failed")
+        return self._inner.read()
+
+
+def test_a_file_that_fails_mid_stream_gets_a_files_advice_not_a_cameras(qtbot, make_window):
+    # "Camera problem: ... Check the cable and close other apps that use the camera, then pick
+    # the camera again above" was said of a video file (or an image folder) that failed.
+    import engine
+    from app.engine_bridge import ended_message
+
+    files: list[_DyingFile] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        files.append(_DyingFile(engine.open_source(*args, **kwargs)))
+        return files[-1]
+
+    window = make_window(backend="passthrough", api=_engine_api(open_source=open_source))
+    assert window.current_camera().is_demo
+    with qtbot.waitSignal(window.bridge.stream_ended, timeout=FRAME_TIMEOUT_MS) as ended:
+        files[-1].die.set()
+    msg = ended.args[0]
+    assert msg.text.startswith("Video file problem: cannot read video file"), msg.text
+    assert "cable" not in msg.advice and "camera again" not in msg.advice, msg.advice
+    assert "does not retry" in msg.advice and "opens in another program" in msg.advice
+    assert window.banner.message is msg
+    assert window.preview._placeholder == (
+        "The video stopped. Pick the video file again above to restart it."
+    )
+    # An image folder is named as one; a camera keeps the camera's advice.
+    folder = ended_message(RuntimeError("cannot read image file f3.png"), "folder")
+    assert folder.text == "Image folder problem: cannot read image file f3.png"
+    assert "the folder's images open in another program" in folder.advice
+    assert "cable" in ended_message(RuntimeError("camera 0 gone"), "camera").advice
 
 
 def test_the_virtual_camera_turned_on_as_the_stream_ends_does_not_say_sending(
@@ -1829,6 +1872,25 @@ def test_the_demo_clip_standing_in_for_a_camera_not_plugged_in_is_not_sent_to_ca
     assert window.bridge.virtual_camera_on and not window.bridge.using_fallback
     window.set_cameras([CameraChoice("0", "Camera 0", "0"), demo_choice()])
     assert window.current_camera().is_demo and not window.bridge.starting
+
+
+def test_the_demo_clip_picked_on_purpose_while_it_stands_in_is_sent_to_calls(
+    qtbot, make_window, recorder
+):
+    # The remembered camera not plugged in, the demo clip stands in (not sent). Picking "Demo
+    # clip" in the picker, the entry already shown, restarted it as the stand-in still: the
+    # sidebar went on saying "not sending: the camera used last is not connected".
+    window = make_window(settings=AppSettings(source="/dev/video5", virtual_camera=True))
+    wait_frames(qtbot, window, 2)
+    assert window.virtual_status.text().startswith("On · not sending: the camera used last")
+    with started(qtbot, window):
+        window.camera_combo.activated.emit(window.camera_combo.findData("demo"))
+    assert window.bridge.virtual_camera_on and not window.bridge.using_fallback
+    assert window.virtual_status.text().startswith("On · sending to")
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    wait_frames(qtbot, window, 1)
+    assert window.source_info.text().startswith("Demo clip (bundled) · ")
+    assert window.collect_settings().source == "demo"  # the person's pick, remembered
 
 
 def test_the_virtual_camera_keeps_its_format_while_on_across_restarts(
@@ -3729,7 +3791,7 @@ def test_keyboard_focus_is_visible_on_every_sidebar_control(qtbot, make_window):
         and w.isVisibleTo(window)  # not the buttons shown only for a problem (a failed model)
         and w.focusPolicy() & Qt.FocusPolicy.TabFocus
     ]
-    assert len(controls) >= 9
+    assert len(controls) >= 7  # the view modes are one Tab stop, the one shown
     window.preview.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # somewhere else to be
     for w in controls:
         window.preview.setFocus()
@@ -3812,6 +3874,77 @@ def test_the_before_after_divider_is_reached_with_tab_and_moved_with_the_keys(
     assert preview.focusPolicy() & Qt.FocusPolicy.TabFocus
     window.close()
     assert load_settings(open_store(str(tmp_path / "settings.ini"))).split == 0.5
+
+
+def test_a_click_on_the_preview_gives_the_arrow_keys_to_the_divider(qtbot, make_window):
+    # The hint under the preview offers ← →: after a click on the strength slider, then on the
+    # preview, they went on moving the strength (what calls get) and not the divider.
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    slider, preview = window.strength_slider, window.preview
+    qtbot.mouseClick(slider, Qt.MouseButton.LeftButton, pos=slider.rect().center())
+    assert slider.hasFocus()
+    strength = slider.value()
+    centre = preview.image_rect().center().toPoint()
+    qtbot.mouseClick(preview, Qt.MouseButton.LeftButton, pos=centre)
+    assert preview.hasFocus()
+    split = preview.split
+    for _ in range(2):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Left)
+    assert preview.split <= split - 0.05  # whole steps: 0.45 or 0.4 from about 0.5
+    assert slider.value() == strength
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Space)  # still sharpening's
+    assert not window.enable_switch.isChecked()
+
+
+def test_tab_reaches_the_view_mode_shown_not_the_first_button(qtbot, make_window):
+    # After a click on "After", Tab from the processing-size picker stopped at "Split" (Qt
+    # keeps a group's Tab stop on the button that last had the focus), and Space there
+    # changed the view the person had picked.
+    window = make_window(start=False)
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    qtbot.mouseClick(window.view_buttons["after"], Qt.MouseButton.LeftButton)
+    assert window.preview.mode == "after"
+    window.scale_combo.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(window.scale_combo, Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is window.view_buttons["after"]
+    qtbot.keyClick(window.view_buttons["after"], Qt.Key.Key_Space)
+    assert window.preview.mode == "after"
+    # Back from the switch below: the same one stop.
+    qtbot.keyClick(window.view_buttons["after"], Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is window.mirror_check
+    qtbot.keyClick(window.mirror_check, Qt.Key.Key_Backtab)
+    assert QApplication.focusWidget() is window.view_buttons["after"]
+    # Picked with the keyboard, the stop follows the pick.
+    window.view_buttons["side"].setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(window.view_buttons["side"], Qt.Key.Key_Space)
+    window.scale_combo.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(window.scale_combo, Qt.Key.Key_Tab)
+    assert QApplication.focusWidget() is window.view_buttons["side"]
+
+
+@pytest.mark.parametrize("mode", ["split", "after"])
+def test_space_after_dismissing_the_banner_with_the_keyboard_turns_sharpening_off(
+    qtbot, make_window, mode
+):
+    # Tab to Dismiss, Space: the banner hid with the focus, Qt passed it on to the camera
+    # picker, and the next Space opened its list instead of turning sharpening off.
+    window = make_window(settings=AppSettings(view_mode=mode), start=False)
+    window.show_message(UserMessage("settings", "Your settings could not be saved.", "Later."))
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    dismiss = window.banner.dismiss_button
+    dismiss.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(dismiss, Qt.Key.Key_Space)
+    assert not window.banner.isVisible()
+    focused = QApplication.focusWidget()
+    assert focused is (window.preview if mode == "split" else window), focused
+    qtbot.keyClick(focused, Qt.Key.Key_Space)
+    assert not window.enable_switch.isChecked()
+    assert not window.camera_combo.view().isVisible()
 
 
 @pytest.mark.parametrize("mode", ["split", "side"])
@@ -5514,6 +5647,40 @@ def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
     assert "--model" not in said  # a flag of the command line, not of the window
 
 
+def test_no_weights_where_sharpcam_weights_points_says_so_in_the_windows_words(
+    tmp_path, monkeypatch
+):
+    # The banner said "no model given … pass --model PATH, or set SHARPCAM_WEIGHTS…" (flags of
+    # the command line) and "Reinstall SharpCam's weights in that folder" of a folder that did
+    # not exist, and never that SHARPCAM_WEIGHTS, set, is what pointed there.
+    from engine.backends import _no_model_error
+
+    def said() -> UserMessage:
+        return describe_error(_no_model_error(), context="model", backend="auto")
+
+    nowhere, empty = tmp_path / "nowhere", tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(nowhere))
+    msg = said()
+    assert msg.text.endswith(f"SHARPCAM_WEIGHTS points to {nowhere}, which does not exist")
+    assert "Unset SHARPCAM_WEIGHTS" in msg.advice and "correct it" in msg.advice
+    assert "Reinstall" not in msg.advice
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(empty))
+    msg = said()
+    assert msg.text.endswith(
+        f"SHARPCAM_WEIGHTS points to {empty}, which holds no model (expected "
+        "student_fast.onnx or student.onnx)"
+    )
+    assert "in that folder, then press “Retry sharpening” in the sidebar" in msg.advice
+    assert "unset SHARPCAM_WEIGHTS" in msg.advice
+    monkeypatch.delenv("SHARPCAM_WEIGHTS")
+    msg = said()  # SharpCam's own folder: no variable to blame
+    assert "SHARPCAM_WEIGHTS" not in msg.text + msg.advice
+    assert "SharpCam's weights are not in" in msg.text and "in that folder" in msg.advice
+    for msg in (said(), describe_error(_no_model_error(".ts"), context="model")):
+        assert "--model" not in msg.text + msg.advice and "pass " not in msg.text
+
+
 def test_only_the_model_failure_the_engine_passes_frames_through_after_is_left_to_its_warning():
     # Other errors of a stream passing frames through (a camera lost) are still said.
     from app.engine_bridge import _passing_through_after
@@ -6138,6 +6305,46 @@ def test_a_dismissed_model_failure_still_says_nothing_is_sharpened_and_offers_th
     assert window.provider_label.text() != "Passthrough"
 
 
+def test_the_processing_size_is_greyed_while_the_model_has_not_loaded(qtbot, make_window):
+    # Another size loaded the model that failed again, and said so in a second red banner
+    # ("The processing size could not be changed…") under the first.
+    from app.window import SCALE_TIP
+
+    api, loads = _fails_to_load(RuntimeError("cannot run the model: out of memory"))
+    window = make_window(backend="auto", api=api)
+    combo = window.scale_combo
+    assert window.bridge.model_failure is not None
+    assert not combo.isEnabled()
+    assert f"“{window.model_retry_button.text()}”" in combo.toolTip()
+    # Not with sharpening off either: the size is the model's, not the switch's.
+    window.enable_switch.setChecked(False)
+    assert not combo.isEnabled()
+    window.enable_switch.setChecked(True)
+    with started(qtbot, window):
+        window.model_retry_button.click()
+    assert loads[0] == 2 and window.bridge.model_failure is None
+    assert combo.isEnabled() and combo.toolTip() == SCALE_TIP
+
+
+def test_space_after_a_retry_pressed_with_the_keyboard_turns_sharpening_off(qtbot, make_window):
+    # Tab to "Retry sharpening", Space: the button hid with the focus as the model loaded, Qt
+    # passed it on to the processing-size picker, and the next Space opened its list.
+    api, _ = _fails_to_load(RuntimeError("cannot run the model: out of memory"))
+    window = make_window(backend="auto", api=api)
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    retry = window.model_retry_button
+    retry.setFocus(Qt.FocusReason.TabFocusReason)
+    with started(qtbot, window):
+        qtbot.keyClick(retry, Qt.Key.Key_Space)
+    assert window.bridge.model_failure is None and not retry.isVisible()
+    focused = QApplication.focusWidget()
+    assert focused is window.enable_switch, focused
+    qtbot.keyClick(focused, Qt.Key.Key_Space)
+    assert not window.enable_switch.isChecked()
+    assert not any(c.view().isVisible() for c in (window.scale_combo, window.camera_combo))
+
+
 def test_a_model_that_fails_while_running_is_said_after_its_banner_is_dismissed(
     qtbot, make_window, monkeypatch
 ):
@@ -6151,6 +6358,8 @@ def test_a_model_that_fails_while_running_is_said_after_its_banner_is_dismissed(
     assert window.model_badge.isVisible()
     assert window.model_retry_button.text() == "Retry sharpening"
     assert window.preview.after_label == "NOT SHARPENED"
+    # Its banner offers another processing size to restart the model: not greyed.
+    assert window.scale_combo.isEnabled()
 
 
 def test_the_setup_steps_open_again_from_the_sidebar_and_retry_says_what_it_found(
