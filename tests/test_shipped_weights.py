@@ -52,6 +52,13 @@ def test_committed_checkpoint_is_the_shipped_model(onnx_name: str) -> None:
     sess = ort.InferenceSession(str(WEIGHTS / onnx_name), providers=["CPUExecutionProvider"])
     (out,) = sess.run(None, {"input": x})
     assert np.abs(out - eager).max() < 1e-4
+    # A re-export names the same training run: without a stored digest the exporter
+    # recomputed one from the stored config with today's defaults (c765422b for d40eaa58), and
+    # the engine, which pairs the int8 file with the float one by digest, dropped int8.
+    from training.export import stored_config_digest
+
+    checkpoint = REPO / "training" / "checkpoints" / CHECKPOINTS[onnx_name]
+    assert stored_config_digest(checkpoint) == ENTRIES[onnx_name]["config_digest"]
 
 
 @pytest.mark.parametrize(
