@@ -565,6 +565,15 @@ def test_restormer_loader_names_the_file_and_the_problem(
         load_restormer(bias_free)
 
 
+def test_a_folder_for_a_one_file_teacher_is_a_weights_error(tmp_path: Path) -> None:
+    # The loader's RuntimeError was a traceback in the trainer, which turns a WeightsError into
+    # one line and exit status 2.
+    with pytest.raises(
+        WeightsError, match=r"'restormer' needs motion_deblurring.pth .* is a folder"
+    ):
+        load_teacher("restormer", weights=tmp_path)
+
+
 def test_dmphn_loader_names_a_damaged_part(tmp_path: Path) -> None:
     model = DMPHN()
     for part in ("encoder_lv1", "encoder_lv2", "encoder_lv3"):

@@ -249,8 +249,99 @@ def test_a_wrong_student_fails_before_the_data_is_built(
         raise AssertionError("build_data ran before the student was checked")
 
     monkeypatch.setattr(T, "build_data", no_data)
-    with pytest.raises(KeyError, match="nosuch"):
+    with pytest.raises(ConfigError, match="unknown student 'nosuch'"):
         train(_tiny(synth, tmp_path / "typo", "--student=nosuch"))
+
+
+def test_a_set_up_mistake_is_refused_before_the_earlier_run_is_moved_aside(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each of these failed only after the earlier run in out_dir had gone to previous_1: a
+    # --resume then found no last.pt and started afresh.
+    from training.teachers import WeightsError
+
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stages=[{patch: 32, epochs: 1, batch: 2}]", "--stop_after_steps=1"))
+
+    def files() -> dict[str, bytes | None]:
+        return {p.name: p.read_bytes() if p.is_file() else None for p in out.iterdir()}
+
+    before = files()
+    vgg = tmp_path / "vgg.pth"  # the normalised VGG-19 format, cut before its first ReLU
+    torch.save({"0.weight": torch.zeros(3, 3, 1, 1), "0.bias": torch.zeros(3)}, vgg)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    online = ("--teacher.mode=online", "--loss.distill=1")
+    cases: list[tuple[tuple[str, ...], type[Exception], str]] = [
+        (("--student=fats",), ConfigError, "student: unknown student 'fats'; known: "),
+        (("--student_kwargs={foo: 1}",), ConfigError, "student_kwargs: 'tiny' has no setting foo"),
+        (("--device=cuda",), ConfigError, "device: cuda asked for, but no CUDA device"),
+        (("--teacher.name=foo", *online), ConfigError, "teacher.name: unknown teacher 'foo'"),
+        (
+            ("--loss.vgg=0.1", f"--loss.vgg_weights={vgg}", "--loss.vgg_layers=[relu9_9]"),
+            ConfigError,
+            r"loss.vgg: VGG layers \['relu9_9'\] not available",
+        ),
+        (
+            ("--loss.vgg=0.1", f"--loss.vgg_weights={tmp_path / 'nope.pth'}"),
+            FileNotFoundError,
+            "nope.pth does not exist",
+        ),
+        (
+            ("--teacher.name=restormer", f"--teacher.weights={tmp_path}", *online),
+            WeightsError,
+            "is a folder",
+        ),
+    ]
+    for extra, error, message in cases:
+        with pytest.raises(error, match=message):
+            train(_tiny(synth, out, *extra))
+        assert files() == before, extra
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ConfigError, match=r"device: cuda:3 asked for, but this machine has 1"):
+        train(_tiny(synth, out, "--device=cuda:3"))
+    assert files() == before
+
+
+def test_a_set_up_mistake_is_one_line_and_status_2_before_anything_is_written(
+    synth: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.train import main
+
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as e:
+        main(
+            ["--config", str(SMOKE), *_data_overrides(synth), f"--out_dir={out}", "--student=fats"]
+        )
+    assert e.value.code == 2
+    assert "error: student: unknown student 'fats'" in capsys.readouterr().err.splitlines()[-1]
+    assert not out.exists()  # its config.yaml was written before the student was built
+
+
+def test_distillation_without_a_teacher_name_under_mode_auto_says_so(
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # mode auto falls back to no teacher with a warning when it has none to run; an empty name
+    # turned the terms off without one.
+    terms = ("--teacher.name=", "--teacher.mode=auto", "--loss.distill=1", "--stop_after_steps=1")
+    with caplog.at_level(logging.WARNING, logger="training.train"):
+        train(_tiny(synth, tmp_path / "run", *terms))
+    assert "teacher.name is empty: distillation terms are off for this run" in caplog.text
+
+
+@pytest.mark.parametrize(("name", "said"), [("", "is empty"), ("foo", "'foo' is no known teacher")])
+def test_cache_teacher_without_a_known_teacher_name_is_a_one_line_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, said: str
+) -> None:
+    # smoke.yaml names no teacher: load_teacher's KeyError (unknown teacher '') was a traceback.
+    from training.cache_teacher import main
+
+    out = tmp_path / "cache.pt"
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(SMOKE), f"--out={out}", f"--teacher.name={name}"])
+    assert e.value.code == 2
+    assert f"error: teacher.name {said}: name the teacher" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_a_failed_resume_keeps_the_runs_config(synth: dict[str, Path], tmp_path: Path) -> None:

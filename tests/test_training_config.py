@@ -139,6 +139,8 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         (["--early_stop=-1"], "early_stop: expected a number >= 0"),
         (["--data.val_count=-1"], "data.val_count: expected a number >= 0"),
         (["--data.num_workers=-1"], "data.num_workers: expected a number >= 0"),
+        # ignored without a word: only a count > 0 sets torch's threads
+        (["--threads=-1"], "threads: expected a number >= 0, got -1"),
         # a term is on where its weight is > 0: these turned it off without a word
         (["--loss.ssim=-0.1"], "loss.ssim: expected a number >= 0"),
         (["--loss.vgg=nan"], "loss.vgg: expected a finite number"),
@@ -191,6 +193,22 @@ def test_rejects_bad_keys_and_types(overrides: list[str], message: str) -> None:
         (["--teacher.mode=offline"], "teacher.mode: expected one of auto, online, cache, off"),
         (["--data.gopro_blur=gamma"], "data.gopro_blur: expected one of blur, blur_gamma"),
         (["--data.psf_centre=centre"], "data.psf_centre: expected one of mass, time"),
+        # [] raw windows failed at the first sample with a message about something else; []
+        # validation windows validated on synthetic samples of the training sources
+        (["--data.raw_windows=[]"], "data.raw_windows: expected at least one window size"),
+        (["--data.val_windows=[]"], "data.val_windows: expected at least one window size"),
+        # torch's RuntimeError came after the earlier run in out_dir was moved aside
+        (["--device=banana"], "device: expected auto, cpu, cuda or cuda:N, got 'banana'"),
+        (["--device=gpu"], "device: expected auto, cpu, cuda or cuda:N, got 'gpu'"),
+        # a teacher asked for by mode but not named: distillation was off without a word
+        (
+            ["--teacher.name=", "--teacher.mode=online", "--loss.distill=1"],
+            "teacher.mode=online with loss.distill or loss.feature > 0 needs teacher.name",
+        ),
+        (
+            ["--teacher.name=", "--teacher.mode=cache", "--loss.feature=0.5"],
+            "teacher.mode=cache with loss.distill or loss.feature > 0 needs teacher.name",
+        ),
     ],
 )
 def test_rejects_values_the_pipeline_cannot_use(overrides: list[str], message: str) -> None:
@@ -212,9 +230,14 @@ def test_the_limits_of_those_checks_are_accepted() -> None:
             "--data.camera_speed=[0, 0]",
             "--steps_per_epoch=1",
             "--ema=0.999",
+            "--device=cuda:1",  # which devices this machine has is the trainer's to check
+            # no teacher and no term that reads one; under mode auto the trainer only warns
+            "--teacher.name=",
+            "--teacher.mode=online",
         ],
     )
     assert cfg.stages == [StageConfig(16, 0, 1)] and cfg.data.raw_train_range == [5, 5]
+    load_config(None, ["--teacher.name=", "--teacher.mode=auto", "--loss.distill=1"])
 
 
 def test_override_values_keep_what_yaml_would_drop() -> None:

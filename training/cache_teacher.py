@@ -247,6 +247,17 @@ def build_cache(
     if not str(where):  # checked before Path(): Path("") is "."
         raise ConfigError("teacher.cache_path is empty: where should the cache go?")
     out = Path(where)
+    if teacher is None:
+        from training.teachers import TEACHERS, list_teachers
+
+        if cfg.teacher.name not in TEACHERS:
+            # load_teacher's KeyError (unknown teacher '') was a traceback: the configs without
+            # a teacher (smoke.yaml) leave the name empty.
+            what = f"{cfg.teacher.name!r} is no known teacher" if cfg.teacher.name else "is empty"
+            raise ConfigError(
+                f"teacher.name {what}: name the teacher whose outputs to cache "
+                f"(--teacher.name={' | '.join(list_teachers())})"
+            )
     # Before the teacher and the data (minutes on the real data): --out naming some other file
     # is refused in seconds.
     old = _existing_cache(out)

@@ -327,6 +327,9 @@ _CHOICES = {
 }
 
 
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
 def validate_config(cfg: TrainConfig) -> TrainConfig:
     """Check values a type cannot express (choices, ranges, odd windows); returns ``cfg``."""
     for key, choices in _CHOICES.items():
@@ -338,9 +341,30 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     for i, s in enumerate(cfg.stages):
         if s.patch < 16 or s.epochs < 0 or s.batch < 1:
             raise ConfigError(f"stages[{i}]: need patch >= 16, epochs >= 0, batch >= 1, got {s}")
+    for key in ("raw_windows", "val_windows"):
+        if not getattr(cfg.data, key):
+            # [] raw_windows failed at the first sample with a message about something else;
+            # [] val_windows validated on synthetic samples of the training sources instead.
+            raise ConfigError(f"data.{key}: expected at least one window size, got []")
     for w in cfg.data.raw_windows + cfg.data.val_windows:
         if w < 1 or w % 2 == 0:
             raise ConfigError(f"data windows must be odd and positive, got {w}")
+    if not _DEVICE.fullmatch(cfg.device):
+        # torch's own error for a misspelt device came after the earlier run was moved aside.
+        raise ConfigError(f"device: expected auto, cpu, cuda or cuda:N, got {cfg.device!r}")
+    if (
+        cfg.teacher.mode in ("online", "cache")
+        and not cfg.teacher.name
+        and (cfg.loss.distill > 0 or cfg.loss.feature > 0)
+    ):
+        # An empty name means no teacher: the terms were turned off without a word. mode=auto
+        # promises only what the machine allows and says so when it falls back; these modes
+        # ask for the teacher by name.
+        raise ConfigError(
+            f"teacher.mode={cfg.teacher.mode} with loss.distill or loss.feature > 0 needs "
+            "teacher.name (dmphn | restormer); set those weights to 0 or teacher.mode=off "
+            "to train without a teacher"
+        )
     for key in (
         "raw_train_range",
         "raw_val_range",
@@ -411,6 +435,7 @@ _NON_NEGATIVE = (
     # been decoded (minutes on the real data).
     "seed",
     "plateau_patience",  # a negative one lowered the rate at every validation, better or not
+    "threads",  # a negative count was ignored without a word
     "data.raw_weight",
     "data.photo_weight",
     "data.gopro_weight",

@@ -147,6 +147,9 @@ def load_teacher(
         # as missing "in" a file: neither says that a folder is wanted.
         what = "is a file" if Path(weights).is_file() else "does not exist"
         raise WeightsError(f"teacher {name!r} needs {spec.weights_hint}; {weights} {what}")
+    if not spec.folder and Path(weights).is_dir():
+        # The loader's RuntimeError left the trainer's set-up with a traceback, not one line.
+        raise WeightsError(f"teacher {name!r} needs {spec.weights_hint}; {weights} is a folder")
     if Path(weights).is_dir():
         if sha256 is not None:
             # Skipped without a word before: the caller believed the weights were verified.

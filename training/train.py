@@ -22,6 +22,7 @@ import argparse
 import contextlib
 import copy
 import csv
+import dataclasses
 import errno
 import itertools
 import logging
@@ -532,6 +533,43 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
         p.grad.div_(world)
 
 
+def _resolve_device(name: str) -> torch.device:
+    """The torch device of config ``device`` (auto: CUDA when there is one), refused as a
+    ``ConfigError`` when this machine has no such device: torch's AssertionError came only when
+    the student moved there, after the earlier run in out_dir had been moved aside."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {name} asked for, but no CUDA device is available here")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {name} asked for, but this machine has {torch.cuda.device_count()} "
+                "CUDA device(s)"
+            )
+    return device
+
+
+def _check_student(cfg: TrainConfig) -> None:
+    """Refuse an unknown student or constructor setting as a ``ConfigError``, before anything
+    is loaded (a KeyError or TypeError traceback came after the earlier run was moved aside)."""
+    from training.models.student import STUDENTS, list_students
+
+    spec = STUDENTS.get(cfg.student)
+    if spec is None:
+        raise ConfigError(
+            f"student: unknown student {cfg.student!r}; known: {', '.join(list_students())}"
+        )
+    settings = {f.name for f in dataclasses.fields(spec.config)}
+    unknown = sorted(set(cfg.student_kwargs) - settings)
+    if unknown:
+        raise ConfigError(
+            f"student_kwargs: {cfg.student!r} has no setting {', '.join(unknown)}; "
+            f"its settings: {', '.join(sorted(settings))}"
+        )
+
+
 def _worker_init(_: int) -> None:
     # Workers synthesise with numpy/OpenCV; extra threads there only fight the training threads.
     # (OpenCV's own thread count is set in the parent before the fork: calling
@@ -868,10 +906,8 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     # ---- processes and device --------------------------------------------------------------
     world = int(os.environ.get("WORLD_SIZE", "1"))
     ddp = world > 1
-    if cfg.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(cfg.device)
+    device = _resolve_device(cfg.device)
+    _check_student(cfg)
     if ddp and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     rank = dist.get_rank() if ddp else 0
@@ -909,25 +945,23 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     init = load_checkpoint(cfg.init_from) if cfg.init_from and not resuming else None
     if init is not None:
         _check_weights(init, cfg.init_from)
-    if ddp and init is not None:
-        dist.barrier()  # every rank has read it before rank 0 moves it
-    if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not resuming:  # a resume writes it once last.pt loads: a failed one keeps the old
-            previous = move_aside_previous_run(out_dir)
-            if previous is not None:
-                log.warning(
-                    "%s held an earlier run's files: moved to %s (delete it if unneeded)",
-                    out_dir,
-                    previous,
-                )
-            save_config(cfg, out_dir / "config.yaml")
     cfg_dict, digest = config_to_dict(cfg), config_digest(cfg)
     t_start = time.monotonic()
 
     # ---- teacher (frozen): online on a GPU, else its cached outputs --------------------------
+    # Loaded, as the student and the losses are built, before an earlier run in out_dir is moved
+    # aside: a wrong name or weights file failed after the move, and a --resume then found no
+    # last.pt and started afresh.
     mode = cfg.teacher.mode if cfg.teacher.name else "off"
-    if mode == "auto":
+    if not cfg.teacher.name and cfg.teacher.mode == "auto":
+        # Off as mode auto's other fallback is, and said as it is: it was off without a word
+        # (online and cache, which ask for the teacher, refuse an empty name in the config).
+        if cfg.loss.distill > 0 or cfg.loss.feature > 0:
+            log.warning(
+                "teacher.name is empty: distillation terms are off for this run "
+                "(name a teacher with --teacher.name=dmphn or restormer)"
+            )
+    elif mode == "auto":
         if device.type == "cuda":
             mode = "online"
         elif cfg.teacher.cache_path and Path(cfg.teacher.cache_path).is_file():
@@ -950,9 +984,16 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
         mode = "off"
     teacher, cache = None, None
     if mode == "online":
-        from training.teachers import load_teacher
+        from training.teachers import TEACHERS, load_teacher
 
-        teacher = load_teacher(cfg.teacher.name, weights=cfg.teacher.weights or None, device=device)
+        try:
+            teacher = load_teacher(
+                cfg.teacher.name, weights=cfg.teacher.weights or None, device=device
+            )
+        except KeyError as exc:
+            if cfg.teacher.name in TEACHERS:
+                raise  # not the name: a bug the traceback should show
+            raise ConfigError(f"teacher.name: {exc.args[0]}") from None
     elif mode == "cache":
         if not Path(cfg.teacher.cache_path).is_file():
             raise FileNotFoundError(
@@ -1018,6 +1059,27 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             student.count_params(),
             student.macs_per_pixel(),
         )
+    # Built before the run folder is touched, as the teacher is: a missing VGG file or layer
+    # failed after the earlier run had been moved aside.
+    try:
+        loss_fn = DistillLoss(cfg.loss)
+    except ValueError as exc:  # a VGG layer the weights file lacks, a file that is no VGG
+        raise ConfigError(f"loss.vgg: {exc}") from None
+
+    # ---- run folder: only now that the set-up has held ----------------------------------------
+    if ddp and init is not None:
+        dist.barrier()  # every rank has read it before rank 0 moves it
+    if master:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not resuming:  # a resume writes it once last.pt loads: a failed one keeps the old
+            previous = move_aside_previous_run(out_dir)
+            if previous is not None:
+                log.warning(
+                    "%s held an earlier run's files: moved to %s (delete it if unneeded)",
+                    out_dir,
+                    previous,
+                )
+            save_config(cfg, out_dir / "config.yaml")
     # ---- data ------------------------------------------------------------------------------
     if cfg.data.num_workers > 0:
         import cv2
@@ -1054,7 +1116,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
         )
 
     # ---- losses ------------------------------------------------------------------------------
-    loss_fn = DistillLoss(cfg.loss).to(device)
+    loss_fn.to(device)
     use_features = teacher is not None and cfg.loss.feature > 0
     if use_features:
         with torch.no_grad():
