@@ -294,7 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="live: camera or video -> virtual camera or file")
     run.add_argument(
-        "--source", required=True, type=_path, metavar="0|PATH", help="camera index/device or video"
+        "--source",
+        required=True,
+        type=_path,
+        metavar="0|PATH",
+        help="camera index or device, video file, image or folder of images",
     )
     run.add_argument(
         "--output",
@@ -573,11 +577,15 @@ def format_status(stats: Any, width: int = 90) -> str:
     who = stats.backend
     if stats.provider and stats.provider != stats.backend:
         who += f" · {stats.provider}"
-    text = (
-        f"in {stats.fps_in:5.1f} fps · out {stats.fps_out:5.1f} fps · "
-        f"latency p50 {stats.latency_ms_p50:4.0f} ms p95 {stats.latency_ms_p95:4.0f} ms · "
-        f"drops {stats.dropped} · reconnects {stats.reconnects} · {who}"
-    )
+    if stats.frames_in == 0:
+        # A line of zeros read as "nothing flows" before the source had sent its first frame.
+        text = f"waiting for the first frame · {who}"
+    else:
+        text = (
+            f"in {stats.fps_in:5.1f} fps · out {stats.fps_out:5.1f} fps · "
+            f"latency p50 {stats.latency_ms_p50:4.0f} ms p95 {stats.latency_ms_p95:4.0f} ms · "
+            f"drops {stats.dropped} · reconnects {stats.reconnects} · {who}"
+        )
     warn = stats.warning
     if warn:
         if len(warn) > width:

@@ -3587,3 +3587,18 @@ def test_process_says_an_hdr_video_loses_its_colours(
         assert "HDR" not in err, err
     else:
         assert f"sharpcam: note: {clip} is HDR video ({said}); SharpCam works in 8-bit SDR" in err
+
+
+def test_the_status_line_waits_for_the_first_frame_before_it_shows_rates() -> None:
+    # Every `run` first printed "in 0.0 fps · out 0.0 fps · latency p50 0 ms ...", which read
+    # as "nothing is flowing" before the source had sent anything.
+    from engine.stats import EngineStats
+
+    waiting = cli.format_status(
+        EngineStats(backend="openvino", provider="OpenVINO · CPU", warning="no model")
+    )
+    assert waiting == "waiting for the first frame · openvino · OpenVINO · CPU · WARNING: no model"
+    flowing = cli.format_status(
+        EngineStats(frames_in=5, fps_in=30.0, fps_out=29.5, backend="unsharp", dropped=1)
+    )
+    assert flowing.startswith("in  30.0 fps · out  29.5 fps · latency p50") and "drops 1" in flowing
