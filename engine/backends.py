@@ -1010,6 +1010,7 @@ class OpenVinoBackend(_ModelBackend):
         self._cache_size = max(1, cache_size)
         self._cache_pixels = int(cache_pixels)
         self._cache_lock = threading.Lock()
+        self._in_use: tuple[int, int] | None = None  # (h, w) of the frames inferred last
         self._compiled: OrderedDict[tuple[int, int], tuple[Any, Any]] = OrderedDict()
         self._dynamic: tuple[Any, Any] | None = None  # (compiled, request) for any size
         self._seen: OrderedDict[tuple[int, int], None] = OrderedDict()  # sizes met once
@@ -1023,12 +1024,30 @@ class OpenVinoBackend(_ModelBackend):
         # sides a multiple of 32, the largest the students pad to.
         self._request_for(MIN_SIZE * 4, MIN_SIZE * 6, fixed=True)
 
-    def prepare(self, size: tuple[int, int]) -> None:
-        """Compile for frames of ``size`` ``(W, H)`` now (a stream's, before its first frame)."""
+    def prepare(self, size: tuple[int, int], *, beside: bool = False) -> None:
+        """Compile for frames of ``size`` ``(W, H)`` now (a stream's, before its first frame).
+
+        ``beside``: while frames of another size are still being inferred (ScaledBackend
+        readying its next scale on a thread of its own); the size in use then stays compiled,
+        over ``cache_pixels`` if need be. Without it, at 4K, readying the next scale dropped
+        the size in use, which the stream then compiled again on its own thread.
+        """
         if self._closed:
             raise BackendError(f"{self.name} backend is closed")
         w, h = (max(MIN_SIZE, int(v)) for v in size)
-        self._request_for(h, w, fixed=True)
+        request = self._request_for(h, w, fixed=True, keep=self._in_use if beside else None)
+        if beside:
+            # A compiled model's first inference sets up its buffers (1 s at 4K, 5x a call):
+            # done here, not in the stream's first frame at the new scale. (warm_up's own
+            # call does it before a stream.)
+            request.infer({0: np.zeros((1, h, w, 3), np.uint8)})
+
+    def is_prepared(self, size: tuple[int, int]) -> bool:
+        """Whether frames of ``size`` ``(W, H)`` run on a model compiled for that size now
+        (compiled, and not dropped from the cache since)."""
+        w, h = (max(MIN_SIZE, int(v)) for v in size)
+        with self._cache_lock:
+            return (h, w) in self._compiled
 
     def _build(self, h: int, w: int) -> Any:
         """The model reshaped to `(1, 3, h, w)` with uint8 NHWC in and out: `(1, h, w, 3)`."""
@@ -1063,11 +1082,15 @@ class OpenVinoBackend(_ModelBackend):
                 f"OpenVINO cannot compile {self.model.path} at {at}: {_one_line(exc)}"
             ) from exc
 
-    def _request_for(self, h: int, w: int, *, fixed: bool = False) -> Any:
+    def _request_for(
+        self, h: int, w: int, *, fixed: bool = False, keep: tuple[int, int] | None = None
+    ) -> Any:
         key = (h, w)
         # The caches, not the compiles, under the lock: `prepare` may run on another thread
         # (ScaledBackend readies its next scale beside the stream) while frames are inferred.
         with self._cache_lock:
+            if not fixed:
+                self._in_use = key
             hit = self._compiled.get(key)
             if hit is not None:
                 self._compiled.move_to_end(key)
@@ -1098,12 +1121,15 @@ class OpenVinoBackend(_ModelBackend):
         request = compiled.create_infer_request()
         with self._cache_lock:
             self._compiled[key] = (compiled, request)
-            # The newest always stays, however large.
-            while len(self._compiled) > 1 and (
-                len(self._compiled) > self._cache_size
-                or sum(a * b for a, b in self._compiled) > self._cache_pixels
-            ):
-                self._compiled.popitem(last=False)
+            # Least recently used out; the newest always stays, however large, and so does
+            # `keep` (the size in use beside which it was compiled).
+            for old in [k for k in self._compiled if k not in (key, keep)]:
+                if (
+                    len(self._compiled) <= self._cache_size
+                    and sum(a * b for a, b in self._compiled) <= self._cache_pixels
+                ):
+                    break
+                del self._compiled[old]
         if self.device == "CPU":
             self.inference_precision = _ov_precision_name(
                 compiled.get_property("INFERENCE_PRECISION_HINT")
@@ -1613,7 +1639,12 @@ class ScaledBackend(_BackendBase):
         if not callable(prepare) or self._frame is None:
             return True  # nothing to ready (ONNX Runtime, torch): its first call is the cost
         size = scaled_size(self._frame, self._ladder[level], self.multiple)
-        if size in self._ready or size == self._frame:
+        # Asked of the backend where it can say: its cache drops sizes (at 4K, full size
+        # once the next two scales were compiled), and a size once ready may be gone.
+        is_prepared = getattr(self.inner, "is_prepared", None)
+        if callable(is_prepared) and is_prepared(size):
+            return True
+        if not callable(is_prepared) and (size in self._ready or size == self._frame):
             return True
         if self._preparing is not None:
             readying, thread = self._preparing
@@ -1624,9 +1655,14 @@ class ScaledBackend(_BackendBase):
             if readying == size:
                 return True
 
+        try:
+            beside = "beside" in inspect.signature(prepare).parameters
+        except (TypeError, ValueError):  # no signature to read (a builtin)
+            beside = False
+
         def ready() -> None:
             try:
-                prepare(size)
+                prepare(size, beside=True) if beside else prepare(size)
             except Exception:  # the step's first call compiles it again and says why
                 log.debug("preparing %s failed", size, exc_info=True)
 

@@ -1777,6 +1777,31 @@ def test_an_empty_or_relative_cache_variable_is_ignored(
 
 
 @needs_openvino
+def test_openvino_prepares_a_size_beside_the_one_in_use_without_dropping_it(models, monkeypatch):
+    # At 4K, ScaledBackend readying the next scale on its own thread dropped the size in use
+    # from the cache (over cache_pixels), and the stream compiled it again on its thread.
+    be = backends.OpenVinoBackend(
+        model=models["conv.onnx"], precision="f32", cache_pixels=96 * 128 + 1
+    )
+    compiles: list[tuple[int, int]] = []
+    real = be._compile
+    monkeypatch.setattr(be, "_compile", lambda h, w: compiles.append((h, w)) or real(h, w))
+    frame = np.zeros((96, 128, 3), np.uint8)
+    be.process(frame)
+    be.process(frame)  # met again: compiled for itself, and in use
+    assert be.is_prepared((128, 96)) and not be.is_prepared((160, 112))
+    be.prepare((160, 112), beside=True)
+    assert be.is_prepared((160, 112)) and be.is_prepared((128, 96))  # over the limit, kept
+    compiled = len(compiles)
+    be.process(frame)
+    assert len(compiles) == compiled  # the size in use runs on without a compile
+    # A stream's own prepare (warm_up, a new size) drops what is no longer in use.
+    be.prepare((72, 80))
+    assert be.is_prepared((72, 80)) and not be.is_prepared((128, 96))
+    be.close()
+
+
+@needs_openvino
 def test_openvino_compiles_a_frame_size_only_once_it_repeats(models, monkeypatch):
     # A folder of photos of mixed sizes compiled a model per photo (0.3-0.9 s each, 10x ONNX
     # Runtime's time) and kept eight of them (3.5 GB of 12 MP photos).

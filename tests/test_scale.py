@@ -471,3 +471,38 @@ def test_auto_readies_the_next_scale_beside_the_stream_before_stepping_to_it() -
     assert set(inner.prepared) >= {(112, 63), (96, 54)}
     be.close()
     assert inner.closed
+
+
+def test_auto_asks_the_backend_which_sizes_are_compiled_now() -> None:
+    # It kept its own record and took full size as always ready: at 4K OpenVINO's cache had
+    # dropped full size by then, and the step back up compiled it on the stream's thread.
+    clock = FakeClock()
+    inner = _Compiles(clock)
+    inner.release.set()
+    compiled = {(128, 72)}
+    inner.is_prepared = lambda size: tuple(size) in compiled  # type: ignore[attr-defined]
+    real_prepare = inner.prepare
+
+    def prepare(size: tuple[int, int]) -> None:
+        real_prepare(size)
+        compiled.add(tuple(size))
+
+    inner.prepare = prepare  # type: ignore[method-assign]
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=0.0)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(2000):
+        be.process(frame)
+        if be.scale < 1.0:
+            break
+        time.sleep(0.001)
+    assert be.scale == 0.875
+    compiled.discard((128, 72))  # dropped from the backend's cache meanwhile
+    inner.cost = lambda px: 0.001  # fast again: auto wants full size back
+    inner.prepared.clear()
+    for _ in range(2000):
+        be.process(frame)
+        if be.scale == 1.0:
+            break
+        time.sleep(0.001)
+    assert be.scale == 1.0 and inner.prepared == [(128, 72)]
+    be.close()
