@@ -290,10 +290,24 @@ def _int8_matches_float() -> bool:
         # An unlisted int8 file beside a listed float one is not ours (and would load
         # unverified); a listed int8 file beside an unlisted float one has nothing to match.
         return False
-    if int8.config_digest != flt.config_digest:
+    # The float file it was quantized from, by its sha256 (`training.export` writes it): the
+    # config digest alone matched an int8 file of another run of the same config, and two
+    # hand-made entries without digests (None == None).
+    source = int8.extra.get("quantized_from")
+    if source is not None:
+        if str(source).lower() != flt.sha256:
+            warn_user(
+                f"{INT8_NAME} was quantized from another file than this student_fast.onnx "
+                "(its quantized_from is not this file's sha256); using the float model",
+                stacklevel=3,
+            )
+            return False
+        return True
+    if int8.config_digest is None or int8.config_digest != flt.config_digest:
+        why = "config digests differ" if int8.config_digest else "no config digest says so"
         warn_user(
-            f"{INT8_NAME} was exported from other weights than student_fast.onnx "
-            "(config digests differ); using the float model",
+            f"{INT8_NAME} may hold other weights than student_fast.onnx ({why}); using the "
+            "float model",
             stacklevel=3,
         )
         return False
@@ -1937,8 +1951,14 @@ def _create_auto(model: Any, device: str, threads: int | None, options: dict) ->
                 if built is not None:
                     return built
             return _build(backend, model_for(gpu), dev, threads, opts)
-        except ModelIntegrityError:
-            raise
+        except ModelIntegrityError as exc:
+            if not (gpu and model is None and want_cpu):
+                raise
+            # The GPU student is hashed before its session shows whether a GPU is up: a
+            # damaged student.onnx refused to start a CPU-only machine whose CPU student (what
+            # would run there) was intact.
+            warn_user(f"{exc}; trying the CPU student", stacklevel=3)
+            failures.append((label, exc))
         except Exception as exc:  # collected: auto reports every failure together
             failures.append((label, exc))
     # A broken model fails every runtime the same way: say that, not "no backend".

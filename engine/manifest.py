@@ -115,6 +115,18 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _format_from(file: str, d: Mapping[str, Any]) -> str:
+    """An entry's ``format``, one of :data:`FORMATS` (by the file's suffix where not given).
+
+    Any other value was taken as is: ``"ONNX"`` skipped the check of the file's external
+    weights (done for ``"onnx"`` only), and tampered weights loaded as verified.
+    """
+    fmt = d.get("format", _SUFFIX_FORMAT.get(Path(file).suffix.lower(), "onnx"))
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    return fmt
+
+
 @dataclass
 class ManifestEntry:
     """One file of `manifest.json["files"]`; `file` is its name inside the weights folder."""
@@ -164,7 +176,7 @@ class ManifestEntry:
             file=file,
             sha256=str(d["sha256"]).lower(),
             bytes=int(d.get("bytes", 0)),
-            format=str(d.get("format", _SUFFIX_FORMAT.get(Path(file).suffix.lower(), "onnx"))),
+            format=_format_from(file, d),
             precision=str(d.get("precision", "fp32")),
             variant=str(d.get("variant", "")),
             device=str(d.get("device", "cpu")),

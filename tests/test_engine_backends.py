@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -640,7 +641,8 @@ def test_openvino_defaults_to_int8_where_it_runs_f32_or_bf16(tmp_path, monkeypat
     names = ["student_fast.onnx", "student_fast_int8.onnx"]
     for name in names:
         make_onnx_model(tmp_path / name, "identity")
-    write_manifest(tmp_path, names)
+    # One export's files: one training run's digest.
+    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
     want = "student_fast.onnx" if precision == "f16" else "student_fast_int8.onnx"
     assert create_backend("openvino", device="cpu").model.path.name == want
     assert create_backend("auto", device="cpu").model.path.name == want
@@ -727,8 +729,24 @@ def test_a_bad_or_foreign_int8_file_falls_back_to_the_float_student(tmp_path, mo
     )
     with pytest.warns(UserWarning, match="other weights"):
         assert create_backend("openvino", device="cpu").model.path.name == names[0]
-    # damaged after shipping (sha256 differs): a warning and the float file, not "no model"
+    # No digests (entries made by hand): None == None said "the same weights".
     write_manifest(tmp_path, names)
+    with pytest.warns(UserWarning, match="no config digest says so"):
+        assert create_backend("openvino", device="cpu").model.path.name == names[0]
+    # Quantized from another float file, by the sha256 it names: another run of the same
+    # config had the same digest and passed.
+    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["files"][names[1]]["quantized_from"] = "c" * 64
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.warns(UserWarning, match="quantized from another file"):
+        assert create_backend("openvino", device="cpu").model.path.name == names[0]
+    manifest["files"][names[1]]["quantized_from"] = manifest["files"][names[0]]["sha256"]
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert create_backend("openvino", device="cpu").model.path.name == names[1]
+    # damaged after shipping (sha256 differs): a warning and the float file, not "no model"
     (tmp_path / names[1]).write_bytes(b"damaged")
     for name in ("openvino", "auto"):
         with pytest.warns(UserWarning, match="student_fast_int8.onnx not usable"):
@@ -829,6 +847,30 @@ def test_sha256_mismatch_is_refused(tmp_path, name):
     msg = str(info.value)
     assert str(path) in msg and "0" * 64 in msg
     assert sha256_file(path) in msg
+
+
+def test_auto_goes_on_to_the_cpu_student_when_only_the_gpu_student_is_damaged(
+    tmp_path, monkeypatch
+):
+    # ONNX Runtime GPU lists CUDA on a machine without one: the GPU student was hashed before
+    # the session could show that, and its damage refused to start what would run here.
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(B, "_ort_gpu_listed", lambda: True)
+    names = ["student.onnx", "student_fast.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, {"student.onnx": {"sha256": "0" * 64}, "student_fast.onnx": {}})
+    with pytest.warns(UserWarning, match="trying the CPU student"):
+        be = create_backend("auto", device="auto")
+    assert be.model.path.name == "student_fast.onnx"
+    be.close()
+    # Asked for the GPU only, or for that file: still refused.
+    with pytest.raises(ModelIntegrityError):
+        create_backend("auto", device="gpu")
+    with pytest.raises(ModelIntegrityError):
+        create_backend("auto", model=tmp_path / "student.onnx")
 
 
 @pytest.mark.parametrize("name", [*MODEL_BACKENDS, "auto"])

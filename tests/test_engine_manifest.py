@@ -179,6 +179,10 @@ def test_bad_manifest_is_a_model_error_naming_it(model_file, text, reason):
         ({"output": [1, 3]}, "'list' object has no attribute 'get'"),
         ({"input": {"multiple": "x"}}, "invalid literal for int"),
         ({"input": {"min_size": [16]}}, "int"),
+        # "ONNX" skipped the check of external weights (done for "onnx" only): tampered
+        # weights loaded as verified.
+        ({"format": "ONNX"}, "format 'ONNX' is not one of onnx, torchscript"),
+        ({"format": 5}, "format 5 is not one of"),
     ],
 )
 def test_malformed_tensor_spec_is_a_model_error_naming_the_entry(model_file, fields, reason):

@@ -644,6 +644,8 @@ def test_int8_export_is_quantized_checked_and_listed(
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     entry = json.loads((out / "manifest.json").read_text())["files"]["student_fast_int8.onnx"]
     assert entry["precision"] == "int8" and entry["input"]["dtype"] == "float32"
+    # The float file it was quantized from, which the engine pairs it with by sha256.
+    assert entry["quantized_from"] == E.sha256_file(out / "student_fast.onnx")
     assert min(entry["parity_psnr_db"].values()) >= E.INT8_MIN_PSNR
     assert min(entry["parity_residual_snr_db"].values()) >= E.INT8_MIN_SNR
     if HAS_OPENVINO:  # what the engine runs on x86 CPUs: checked against the same bounds

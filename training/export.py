@@ -1589,6 +1589,9 @@ def _export_checked(
             entries[fname]["parity_psnr_db"] = result.parity_psnr[fname]
             entries[fname]["parity_residual_snr_db"] = result.parity_snr[fname]
             entries[fname]["float_convs"] = result.float_convs[fname]
+            # What the engine pairs it with its float file by (the config digest alone also
+            # matched an int8 file of another run of the same config).
+            entries[fname]["quantized_from"] = sha256_file(onnx_path)
         if fname in result.parity_openvino:
             # extra key, absent where OpenVINO was not installed (and in older manifests)
             entries[fname]["parity_openvino"] = _openvino_entry(result, fname)
