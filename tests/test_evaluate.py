@@ -768,6 +768,7 @@ def _install_fake_teacher(
             load=lambda path, device: module.Net(),
             description="a stand-in",
             weights_hint="any folder",
+            folder=True,
         ),
     )
 
