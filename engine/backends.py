@@ -1049,12 +1049,7 @@ class OpenVinoBackend(_ModelBackend):
         if self._closed:
             raise BackendError(f"{self.name} backend is closed")
         w, h = (max(MIN_SIZE, int(v)) for v in size)
-        request = self._request_for(h, w, fixed=True, keep=self._in_use if beside else None)
-        if beside:
-            # A compiled model's first inference sets up its buffers (1 s at 4K, 5x a call):
-            # done here, not in the stream's first frame at the new scale. (warm_up's own
-            # call does it before a stream.)
-            request.infer({0: np.zeros((1, h, w, 3), np.uint8)})
+        self._request_for(h, w, fixed=True, keep=self._in_use if beside else None, warm=beside)
 
     def is_prepared(self, size: tuple[int, int]) -> bool:
         """Whether frames of ``size`` ``(W, H)`` run on a model compiled for that size now
@@ -1097,7 +1092,13 @@ class OpenVinoBackend(_ModelBackend):
             ) from exc
 
     def _request_for(
-        self, h: int, w: int, *, fixed: bool = False, keep: tuple[int, int] | None = None
+        self,
+        h: int,
+        w: int,
+        *,
+        fixed: bool = False,
+        keep: tuple[int, int] | None = None,
+        warm: bool = False,
     ) -> Any:
         key = (h, w)
         # The caches, not the compiles, under the lock: `prepare` may run on another thread
@@ -1133,6 +1134,13 @@ class OpenVinoBackend(_ModelBackend):
                 f"like the input, got {got}"
             )
         request = compiled.create_infer_request()
+        if warm:
+            # A compiled model's first inference sets up its buffers (1 s at 4K, 5x a call):
+            # run here, not in the stream's first frame at the new size, and before the cache
+            # offers the request: the stream once ran it while this call still did, and got
+            # the zeros in its frame (or a corrupted heap). (warm_up's own call does it before
+            # a stream.)
+            request.infer({0: np.zeros((1, h, w, 3), np.uint8)})
         with self._cache_lock:
             self._compiled[key] = (compiled, request)
             # Least recently used out; the newest always stays, however large, and so does
@@ -1655,19 +1663,22 @@ class ScaledBackend(_BackendBase):
         size = scaled_size(self._frame, self._ladder[level], self.multiple)
         # Asked of the backend where it can say: its cache drops sizes (at 4K, full size
         # once the next two scales were compiled), and a size once ready may be gone.
-        is_prepared = getattr(self.inner, "is_prepared", None)
-        if callable(is_prepared) and is_prepared(size):
-            return True
-        if not callable(is_prepared) and (size in self._ready or size == self._frame):
-            return True
         if self._preparing is not None:
             readying, thread = self._preparing
             if thread.is_alive():
-                return False  # one at a time: two compiles would halve the stream's cores
+                # One at a time (two compiles would halve the stream's cores), and no step
+                # while it may still use what it compiled.
+                return False
             self._preparing = None
             self._ready.add(readying)
             if readying == size:
+                return True  # ready; or failed, and the step's first call says why
+        is_prepared = getattr(self.inner, "is_prepared", None)
+        if callable(is_prepared):
+            if is_prepared(size):
                 return True
+        elif size in self._ready or size == self._frame:
+            return True
 
         try:
             beside = "beside" in inspect.signature(prepare).parameters

@@ -1844,6 +1844,44 @@ def test_openvino_prepares_a_size_beside_the_one_in_use_without_dropping_it(mode
 
 
 @needs_openvino
+def test_a_size_prepared_beside_the_stream_is_offered_only_after_its_first_inference(
+    models, monkeypatch
+):
+    # The cache offered the request before the helper's first inference on it: the stream
+    # stepped and ran the same request at once, and got the zeros in its frame (or a
+    # corrupted heap).
+    be = backends.OpenVinoBackend(model=models["conv.onnx"], precision="f32")
+    seen: list[bool] = []
+
+    class Request:
+        def __init__(self, real):  # noqa: ANN001
+            self._real = real
+
+        def infer(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            seen.append(be.is_prepared((160, 112)))
+            return self._real.infer(*args, **kwargs)
+
+        def __getattr__(self, name):  # noqa: ANN001, ANN204
+            return getattr(self._real, name)
+
+    class Compiled:
+        def __init__(self, real):  # noqa: ANN001
+            self._real = real
+
+        def create_infer_request(self):  # noqa: ANN202
+            return Request(self._real.create_infer_request())
+
+        def __getattr__(self, name):  # noqa: ANN001, ANN204
+            return getattr(self._real, name)
+
+    real = be._compile
+    monkeypatch.setattr(be, "_compile", lambda h, w: Compiled(real(h, w)))
+    be.prepare((160, 112), beside=True)
+    assert seen == [False] and be.is_prepared((160, 112))
+    be.close()
+
+
+@needs_openvino
 def test_openvino_compiles_a_frame_size_only_once_it_repeats(models, monkeypatch):
     # A folder of photos of mixed sizes compiled a model per photo (0.3-0.9 s each, 10x ONNX
     # Runtime's time) and kept eight of them (3.5 GB of 12 MP photos).
