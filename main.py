@@ -577,8 +577,9 @@ def format_status(stats: Any, width: int = 90) -> str:
     who = stats.backend
     if stats.provider and stats.provider != stats.backend:
         who += f" · {stats.provider}"
-    if stats.frames_in == 0:
-        # A line of zeros read as "nothing flows" before the source had sent its first frame.
+    if stats.frames_out == 0 and stats.fps_in == 0:
+        # A line of zeros read as "nothing flows" before the first frames (the rates need
+        # two): once one has gone out, zeros are news and are shown.
         text = f"waiting for the first frame · {who}"
     else:
         text = (

@@ -3598,6 +3598,10 @@ def test_the_status_line_waits_for_the_first_frame_before_it_shows_rates() -> No
         EngineStats(backend="openvino", provider="OpenVINO · CPU", warning="no model")
     )
     assert waiting == "waiting for the first frame · openvino · OpenVINO · CPU · WARNING: no model"
+    # One frame in, no rate yet: still waiting. A stream that stopped later shows its zeros.
+    assert cli.format_status(EngineStats(frames_in=1, backend="x")).startswith("waiting for")
+    stalled = cli.format_status(EngineStats(frames_in=90, frames_out=80, backend="x"))
+    assert stalled.startswith("in   0.0 fps · out   0.0 fps")
     flowing = cli.format_status(
         EngineStats(frames_in=5, fps_in=30.0, fps_out=29.5, backend="unsharp", dropped=1)
     )
