@@ -1661,8 +1661,6 @@ class ScaledBackend(_BackendBase):
         if not callable(prepare) or self._frame is None:
             return True  # nothing to ready (ONNX Runtime, torch): its first call is the cost
         size = scaled_size(self._frame, self._ladder[level], self.multiple)
-        # Asked of the backend where it can say: its cache drops sizes (at 4K, full size
-        # once the next two scales were compiled), and a size once ready may be gone.
         if self._preparing is not None:
             readying, thread = self._preparing
             if thread.is_alive():
@@ -1673,6 +1671,8 @@ class ScaledBackend(_BackendBase):
             self._ready.add(readying)
             if readying == size:
                 return True  # ready; or failed, and the step's first call says why
+        # Asked of the backend where it can say: its cache drops sizes (at 4K, full size
+        # once the next two scales were compiled), and a size once ready may be gone.
         is_prepared = getattr(self.inner, "is_prepared", None)
         if callable(is_prepared):
             if is_prepared(size):
