@@ -1374,8 +1374,12 @@ def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
     import numpy as np
 
     ext = path.suffix.lower()
-    headers = {".png": _png_detail, ".webp": _webp_detail, ".tif": _tiff_detail}
-    headers[".tiff"] = _tiff_detail
+    headers = {
+        ".png": _png_detail,
+        ".webp": _webp_detail,
+        ".tif": _tiff_detail,
+        ".tiff": _tiff_detail,
+    }
     try:
         if ext in headers:
             with open(path, "rb") as f:
