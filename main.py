@@ -978,6 +978,8 @@ def _run_stream(
             f"{PROG}: warning: --fps {args.fps:g} does not apply to a video file; "
             f"{Path(args.source).name} plays at its own {source.fps:g} fps"
         )
+    if camera:
+        _note_camera_mode(source, args.size, args.fps)
     watched = _WatchedSource(source)
     engine = None
     sink = None
@@ -1215,6 +1217,31 @@ class _CutShortOutput:
         return str(self._sink.describe())
 
 
+def _note_camera_mode(source: Any, size: tuple[int, int] | None, fps: float | None) -> None:
+    """Warn where a camera does not deliver the ``--size`` or ``--fps`` asked for (most offer
+    a few modes and take the nearest), or does not say its rate: it ran on, exit 0, with the
+    delivered mode in the header line as the only sign."""
+    got = f"{source.size[0]}x{source.size[1]} @ {source.fps:g} fps"
+    missed = []
+    if size is not None and tuple(source.size) != tuple(size):
+        missed.append(f"--size {size[0]}x{size[1]}")
+    if fps is not None and getattr(source, "fps_reported", True):
+        if not math.isclose(source.fps, fps, rel_tol=0.02):
+            missed.append(f"--fps {fps:g}")
+    if missed:
+        _eprint(
+            f"{PROG}: warning: {source.describe().split(' · ')[0]} does not offer "
+            f"{' and '.join(missed)}; it delivers {got}"
+        )
+    if fps is not None and not getattr(source, "fps_reported", True):
+        # Then the rate asked for is taken as the camera's: a 30 fps camera asked for 60 was
+        # recorded with every frame twice and `--scale auto` judged it by a 15 ms budget.
+        _eprint(
+            f"{PROG}: warning: the camera does not report its frame rate; taking the "
+            f"--fps {fps:g} asked for (if it delivers fewer, leave --fps out)"
+        )
+
+
 #: How long `run` and `process` wait, after the output is complete, for a model call still in
 #: progress (a compile for a new processing size takes 1-2 s on two cores).
 JOIN_TIMEOUT_S = 30.0
@@ -1225,7 +1252,8 @@ def _join_before_exit(engine: Any) -> None:
     call at shutdown aborts the process (exit 134) though the output is complete."""
     if not engine.join(timeout=JOIN_TIMEOUT_S):
         _eprint(
-            f"{PROG}: note: the engine was still busy (a model call or an output's write) "
+            f"{PROG}: note: the engine was still busy (a camera's read, a model call or an "
+            "output's write) "
             f"after {JOIN_TIMEOUT_S:g} s; exiting"
         )
 

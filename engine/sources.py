@@ -1101,9 +1101,11 @@ class CameraSource(_SourceBase):
                 )
             self._pending: Frame | None = first
             self.size = first.size
-            self.fps = (
-                _valid_fps(self._cap.get(cv2.CAP_PROP_FPS)) or self._requested[1] or DEFAULT_FPS
-            )
+            reported = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS))
+            #: Whether the driver said its rate (Media Foundation and AVFoundation often say 0:
+            #: :attr:`fps` is then the rate asked for, unconfirmed).
+            self.fps_reported = reported is not None
+            self.fps = reported or self._requested[1] or DEFAULT_FPS
             self._retry_s = _retry_period(self.fps)
         except BaseException:
             # Nobody gets a source to close: the device would stay taken until the process ends
@@ -1173,6 +1175,10 @@ class CameraSource(_SourceBase):
         if not ok or img is None or img.size == 0:
             return None
         try:
+            if img.ndim == 2 and img.shape[0] == 1:
+                # OpenCV's V4L2 hands over a pixel format it cannot convert (an H.264-only
+                # camera) as one row of bytes: it streamed as a 1-pixel-high picture.
+                raise ValueError(f"a raw {img.shape[1]}-byte buffer, not a picture")
             rgb = to_rgb8(img, bgr=True, inplace=True)
         except (TypeError, ValueError) as exc:
             # A driver that hands over raw data OpenCV did not convert (a 2-channel YUYV

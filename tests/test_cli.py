@@ -3606,3 +3606,85 @@ def test_the_status_line_waits_for_the_first_frame_before_it_shows_rates() -> No
         EngineStats(frames_in=5, fps_in=30.0, fps_out=29.5, backend="unsharp", dropped=1)
     )
     assert flowing.startswith("in  30.0 fps · out  29.5 fps · latency p50") and "drops 1" in flowing
+
+
+class _Webcam:
+    """A cv2.VideoCapture stand-in: a camera with one mode, 32x24, whatever it is asked."""
+
+    fps = 30.0
+    picture: Any = None  # what retrieve() hands over; None: a 32x24 BGR picture
+
+    def __init__(self, target: Any, api: Any) -> None:
+        self.released = False
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return not self.released
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def get(self, prop: int) -> float:
+        return {cv2.CAP_PROP_FPS: type(self).fps}.get(prop, 0.0)
+
+    def grab(self) -> bool:
+        time.sleep(0.005)
+        return not self.released
+
+    def retrieve(self) -> tuple[bool, np.ndarray]:
+        picture = type(self).picture
+        return True, np.full((24, 32, 3), 90, np.uint8) if picture is None else picture
+
+    def release(self) -> None:
+        self.released = True
+
+
+@pytest.mark.parametrize(
+    ("fps", "asked", "said"),
+    [
+        (30.0, ["--size", "1920x1080", "--fps", "60"],
+         "warning: camera 0 does not offer --size 1920x1080 and --fps 60; it delivers 32x24 @ "
+         "30 fps"),
+        (30.0, ["--size", "32x24", "--fps", "30"], None),
+        # Media Foundation and AVFoundation often report no rate: the one asked is taken.
+        (0.0, ["--fps", "60"], "warning: the camera does not report its frame rate; taking the "
+         "--fps 60 asked for"),
+    ],
+)  # fmt: skip
+def test_run_says_when_a_camera_does_not_deliver_the_mode_asked_for(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    fps: float,
+    asked: list[str],
+    said: str | None,
+) -> None:
+    # Most cameras take the nearest mode they have: it ran on, exit 0, the delivered mode in
+    # the header line the only sign.
+    from engine import sources
+
+    monkeypatch.setattr(_Webcam, "fps", fps)
+    monkeypatch.setattr(sources, "_make_capture", _Webcam)
+    out = tmp_path / "rec.mp4"
+    args = ["run", "--source", "0", *asked, "--duration", "0.3", "--output", str(out)]
+    assert cli.main([*args, "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    if said is None:
+        assert "warning" not in err, err
+    else:
+        assert f"sharpcam: {said}" in err, err
+
+
+def test_run_refuses_a_camera_that_hands_over_raw_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # OpenCV's V4L2 gives a format it cannot convert (an H.264-only camera) as one row of
+    # bytes: it streamed as a 1-pixel-high picture.
+    from engine import sources
+
+    monkeypatch.setattr(_Webcam, "picture", np.zeros((1, 4096), np.uint8))
+    monkeypatch.setattr(sources, "_make_capture", _Webcam)
+    out = tmp_path / "rec.mp4"
+    args = ["run", "--source", "0", "--duration", "0.3", "--output", str(out)]
+    assert cli.main([*args, "--backend", "unsharp"]) == 1
+    err = capsys.readouterr().err
+    assert "camera 0 delivers frames SharpCam cannot use: a raw 4096-byte buffer" in err, err
