@@ -841,16 +841,14 @@ def _check_image_writer(out: str) -> None:
     codec): found otherwise only once the model had run on the frame."""
     import cv2
 
-    from engine.sinks import ENCODE_AS
+    from engine.sinks import ENCODE_AS, image_format_problem
 
     # The extension alone: OpenCV crashed the process on a name that is not UTF-8.
     suffix = Path(out).suffix.lower()
-    if suffix == ".pbm":
-        # OpenCV lists a writer, which takes 1-bit frames only: it failed once the model had
-        # run ("cannot encode"), and a folder of .pbm skipped every image.
-        raise CliError(
-            f"output {out}: a .pbm holds black and white only; give .pgm for grey or .png", code=2
-        )
+    problem = image_format_problem(suffix)
+    if problem:
+        # It failed ("cannot encode") only once the model had run on the frame.
+        raise CliError(f"output {out}: {problem}", code=2)
     if not cv2.haveImageWriter("x" + ENCODE_AS.get(suffix, suffix)):
         raise CliError(f"output {out}: this OpenCV cannot write {suffix} images", code=2)
 
@@ -1230,7 +1228,7 @@ def _note_camera_mode(source: Any, size: tuple[int, int] | None, fps: float | No
             missed.append(f"--fps {fps:g}")
     if missed:
         _eprint(
-            f"{PROG}: warning: {source.describe().split(' · ')[0]} does not offer "
+            f"{PROG}: warning: {source.label} does not offer "
             f"{' and '.join(missed)}; it delivers {got}"
         )
     if fps is not None and not getattr(source, "fps_reported", True):

@@ -1260,6 +1260,14 @@ def metadata_lost(
     return _metadata_to_write(metadata, Path(target).suffix.lower(), (1, 1)).lost
 
 
+def image_format_problem(ext: str) -> str | None:
+    """Why no frame can be written as an ``ext`` image though OpenCV lists a writer for it
+    (``.pbm``: 1-bit frames only), else None."""
+    if ext.lower() == ".pbm":
+        return "a .pbm holds black and white only; give .pgm for grey or .png"
+    return None
+
+
 def write_image(
     target: str | os.PathLike[str], rgb: np.ndarray, *, metadata: ImageMetadata | None = None
 ) -> Path:
@@ -1279,8 +1287,9 @@ def write_image(
     target = Path(target)
     check_name_fits(target)
     ext = target.suffix.lower()
-    if ext == ".pbm":  # OpenCV lists a writer, for 1-bit frames only
-        raise SinkError(f"cannot write {target}: a .pbm holds black and white only")
+    problem = image_format_problem(ext)
+    if problem:
+        raise SinkError(f"cannot write {target}: {problem}")
     code = cv2.COLOR_RGB2GRAY if ext in _GREY_ONLY else cv2.COLOR_RGB2BGR
     try:
         ok, data = cv2.imencode(ENCODE_AS.get(ext, ext), cv2.cvtColor(rgb, code))

@@ -1276,6 +1276,11 @@ class CameraSource(_SourceBase):
                 self._cap.release()
                 self._cap = None
 
+    @property
+    def label(self) -> str:
+        """What messages call the camera: ``"camera 0"``, ``"camera /dev/video2"``."""
+        return self._label
+
     def describe(self) -> str:
         return f"{self._label} · {self.size[0]}x{self.size[1]} @ {self.fps:g} fps"
 

@@ -3553,6 +3553,19 @@ def test_process_refuses_an_image_output_it_cannot_write_before_any_frame_is_pro
     assert _Counts.calls == [] and not out.exists()
 
 
+def test_a_folder_s_pbm_image_is_skipped_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each output keeps its input's format, and no frame can be written as a .pbm.
+    folder = _photo_folder(tmp_path / "in", range(2))
+    cv2.imwrite(str(folder / "mask.pbm"), np.zeros((24, 32), np.uint8))
+    code = cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "mask.pbm: a .pbm holds black and white only; give .pgm for grey or .png" in err, err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["p0.png", "p1.png"]
+
+
 def test_process_says_a_pgm_output_is_grey(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
