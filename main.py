@@ -1289,19 +1289,72 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
     return False
 
 
-def _note_hdr_video(source: str, output: str) -> None:
-    """Say that an HDR video's colours do not reach the output: an iPhone's clips are HDR by
-    default, and they came out with shifted, washed-out colours without a word."""
-    from engine.remux import find_ffmpeg, hdr_transfer
+class _Stopped(Exception):
+    """Ctrl-C (or a closed console) while a step before the engine ran."""
+
+
+def _sdr_source(
+    source: Any, video: str, output: str, stop: threading.Event, temp: list[Path]
+) -> Any:
+    """``source`` itself, or for an HDR ``video`` (an iPhone films HDR by default) a source
+    reading an SDR copy FFmpeg tone mapped it to, made in a hidden folder beside ``output``
+    and listed in ``temp`` for removal. OpenCV decodes HDR to 8-bit with SDR's matrix: the
+    colours came out shifted and washed out (30 levels off on average). Where this FFmpeg
+    cannot tone map, or fails to, a note says so and ``source`` is processed as it is.
+
+    Raises:
+        _Stopped: ``stop`` was set while FFmpeg was tone mapping.
+    """
+    from tqdm import tqdm
+
+    from engine.remux import (
+        RemuxError,
+        RemuxStopped,
+        find_ffmpeg,
+        hdr_transfer,
+        sdr_copy,
+        tone_map_problem,
+    )
+    from engine.sources import SourceError, VideoFileSource
 
     ffmpeg = find_ffmpeg()
-    transfer = hdr_transfer(source, ffmpeg=ffmpeg) if ffmpeg else None
-    if transfer:
-        _eprint(
-            f"{PROG}: note: {source} is HDR video ({transfer}); SharpCam works in 8-bit SDR, "
-            f"so the colours of {output} will not match it (convert it to SDR first to keep "
-            "them)"
-        )
+    try:
+        transfer = hdr_transfer(video, ffmpeg=ffmpeg, stop=stop) if ffmpeg else None
+    except RemuxStopped as exc:
+        raise _Stopped from exc
+    if not transfer:
+        return source
+    kept = (
+        f"{PROG}: note: {video} is HDR video ({transfer}); SharpCam works in 8-bit SDR, so the "
+        f"colours of {output} will not match it"
+    )
+    problem = tone_map_problem(ffmpeg) if ffmpeg else None
+    if problem:
+        _eprint(f"{kept}: {problem} (convert it to SDR first to keep them)")
+        return source
+    _eprint(f"{PROG}: note: {video} is HDR video ({transfer}); tone mapping it to SDR first")
+    try:
+        folder = Path(tempfile.mkdtemp(prefix=".sharpcam-sdr-", dir=Path(output).parent))
+        temp.append(folder)
+        copy = folder / "sdr.mp4"
+        with tqdm(total=source.frame_count, unit="frame", desc="to SDR", file=sys.stderr) as bar:
+            sdr_copy(
+                video, copy, ffmpeg=ffmpeg, stop=stop, progress=lambda n: bar.update(n - bar.n)
+            )
+        mapped = VideoFileSource(path=copy, live=False)
+        if mapped.size != source.size:  # the output was opened for the input's
+            mapped.close()
+            raise RemuxError(
+                f"the copy is {mapped.size[0]}x{mapped.size[1]}, not "
+                f"{source.size[0]}x{source.size[1]}"
+            )
+    except RemuxStopped as exc:
+        raise _Stopped from exc
+    except (RemuxError, SourceError, OSError) as exc:
+        _eprint(f"{kept}: tone mapping failed: {exc}")
+        return source
+    source.close()
+    return mapped
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -1904,6 +1957,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     # (the sound-track probe) left it taken, a stop flag nobody read.
     restore: Callable[[], None] | None = None
     release: Callable[[], None] | None = None
+    temp: list[Path] = []  # an HDR video's SDR copy, removed at the end
     try:
         _check_process_output(kind, args.output, args.input)
         if kind == "image":
@@ -1922,6 +1976,25 @@ def cmd_process(args: argparse.Namespace) -> int:
             sink = _open_process_sink(kind, source, args.output, backend)
         finally:
             _note_created(created)  # also when the sink failed after making it
+        total = source.frame_count
+        stop = threading.Event()
+        restore = _install_stop_signals(stop)
+        release = _hold_console_close(stop)
+        _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
+        copy_sound = _note_lost_audio(args.input, args.output, copied=True)
+        _note_lost_image_detail(kind, source, args.output)
+        _note_lost_metadata(kind, source, args.output)
+        if folder:
+            _note_folder_entries(source)
+        if kind == "video":
+            try:
+                source = engine_source = _sdr_source(source, args.input, args.output, stop, temp)
+            except _Stopped:
+                _eprint(
+                    f"{PROG}: interrupted while tone mapping {args.input} to SDR; nothing "
+                    "written" + (f", {args.output} left as it was" if existed else "")
+                )
+                return 130
         engine = Engine(
             engine_source,
             backend,
@@ -1931,18 +2004,6 @@ def cmd_process(args: argparse.Namespace) -> int:
             close_backend=True,
             on_error=lambda exc: None,  # collected in engine.errors, reported below
         )
-        total = source.frame_count
-        stop = threading.Event()
-        restore = _install_stop_signals(stop)
-        release = _hold_console_close(stop)
-        _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
-        copy_sound = _note_lost_audio(args.input, args.output, copied=True)
-        if kind == "video":
-            _note_hdr_video(args.input, args.output)
-        _note_lost_image_detail(kind, source, args.output)
-        _note_lost_metadata(kind, source, args.output)
-        if folder:
-            _note_folder_entries(source)
 
         def done() -> int:  # frames handled, skipped images included: the bar reaches its end
             return engine.stats().frames_out + len(getattr(source, "skipped", ()))
@@ -2052,6 +2113,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             source.close()
         else:
             engine.stop(timeout=5.0)  # idempotent; closes all three if start() never came
+        for folder_made in temp:  # after the source is closed: Windows keeps open files
+            shutil.rmtree(folder_made, ignore_errors=True)
         if release is not None:
             release()  # the output is closed: a console closing meanwhile may end the process
 

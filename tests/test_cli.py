@@ -3579,27 +3579,154 @@ def test_process_says_a_pgm_output_is_grey(
     assert cv2.imread(str(out), cv2.IMREAD_UNCHANGED).ndim == 2
 
 
+def _hdr_errors(got: np.ndarray, want: np.ndarray) -> tuple[int, int]:
+    """The largest errors, in levels, at the middles of :func:`videos.hdr_picture`'s grey
+    ramp steps and of its colour patches (away from edges, where 4:2:0 colour blurs); RGB."""
+    greys = np.abs(got[8:24, 2:128:8].astype(int) - want[8:24, 2:128:8]).max()
+    patches = np.abs(got[40:56, 8:128:32].astype(int) - want[40:56, 8:128:32]).max()
+    return int(greys), int(patches)
+
+
 @pytest.mark.parametrize(
-    ("trc", "said"), [("smpte2084", "PQ"), ("arib-std-b67", "HLG"), ("bt709", None)]
+    ("transfer", "said", "tag_matrix"),
+    [("smpte2084", "PQ", True), ("arib-std-b67", "HLG", True), ("smpte2084", "PQ", False)],
 )
-def test_process_says_an_hdr_video_loses_its_colours(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], trc: str, said: str | None
+def test_sdr_copy_tone_maps_hdr_video_back_to_its_sdr_colours(
+    tmp_path: Path, transfer: str, said: str, tag_matrix: bool
 ) -> None:
-    # An iPhone's clip (HDR by default) came out with shifted, washed-out colours, no note.
-    clip = tmp_path / "hdr.mp4"
-    subprocess.run(
-        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10",
-         "-frames:v", "5", "-vf", f"setparams=color_primaries=bt2020:color_trc={trc}",
-         "-c:v", "mpeg4", "-movflags", "+write_colr", str(clip)],
-        check=True,
-    )  # fmt: skip
-    out = tmp_path / "out.mp4"
-    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    from videos import hdr_clip, read_video
+
+    from engine.remux import hdr_transfer, sdr_copy
+
+    clip = tmp_path / "hdr.mkv"
+    want = hdr_clip(clip, _ffmpeg_exe(), transfer=transfer, frames=3, tag_matrix=tag_matrix)
+    assert hdr_transfer(clip, ffmpeg=_ffmpeg_exe()) == said
+    # Read as it is, OpenCV keeps HDR's primaries: pure green came out (53, 226, 34) or worse.
+    as_is = [f[..., ::-1] for f in read_video(clip)]
+    assert min(_hdr_errors(g, w)[1] for g, w in zip(as_is, want, strict=True)) >= 50
+    done: list[int] = []
+    sdr_copy(clip, tmp_path / "sdr.mp4", ffmpeg=_ffmpeg_exe(), progress=done.append)
+    got = [f[..., ::-1] for f in read_video(tmp_path / "sdr.mp4")]
+    assert len(got) == 3 and done[-1] == 3  # every picture, each once, in order (below)
+    greys, patches = np.max([_hdr_errors(g, w) for g, w in zip(got, want, strict=True)], axis=0)
+    # FFmpeg's default desaturation lifted the greys near white by 14 levels.
+    assert greys <= 4 and patches <= 26, (greys, patches)
+    assert all(_hdr_errors(got[i], want[j])[0] > 100 for i in range(3) for j in range(3) if i != j)
+
+
+def test_sdr_copy_says_why_ffmpeg_failed(tmp_path: Path) -> None:
+    from engine.remux import RemuxError, sdr_copy
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video at all" * 10)
+    with pytest.raises(RemuxError) as caught:
+        sdr_copy(bad, tmp_path / "sdr.mp4", ffmpeg=_ffmpeg_exe())
+    # FFmpeg's first line (the cause), not its last ("Nothing was written..."), and without
+    # its "[mov,mp4 @ 0x...]" prefix.
+    assert str(caught.value) == "moov atom not found"
+
+
+def test_an_hdr_stream_without_matrix_or_primaries_tags_is_taken_as_bt2020() -> None:
+    from engine.remux import _untagged
+
+    tagged = "Stream #0:0: Video: hevc, yuv420p10le(tv, bt2020nc/bt2020/smpte2084, progressive)"
+    assert _untagged(tagged) == ""
+    # What a phone app's re-encode wrote: zscale refused it ("no path between colorspaces").
+    assert _untagged("Video: mpeg4, yuv420p(tv, unknown/bt2020/smpte2084)") == (
+        "setparams=colorspace=bt2020nc,"
+    )
+    assert _untagged("Video: mpeg4, yuv420p(unknown/unknown/arib-std-b67)") == (
+        "setparams=colorspace=bt2020nc:color_primaries=bt2020,"
+    )
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a shell script stands in for FFmpeg")
+def test_tone_map_problem_names_the_filter_an_ffmpeg_lacks(tmp_path: Path) -> None:
+    from engine.remux import tone_map_problem
+
+    assert tone_map_problem(_ffmpeg_exe()) is None  # the bundled one has both
+    lacking = tmp_path / "ffmpeg"
+    lacking.write_text(
+        "#!/bin/sh\necho 'Filters:'\necho ' .S tonemap           V->V       Conversion.'\n"
+    )
+    lacking.chmod(0o755)
+    assert tone_map_problem(str(lacking)) == (f"the FFmpeg found ({lacking}) has no zscale filter")
+
+
+def test_process_tone_maps_an_hdr_video_and_keeps_its_sound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An iPhone's clip (HDR by default) came out with its saturated colours shifted.
+    from videos import hdr_clip, read_video
+
+    clip = tmp_path / "hdr.mkv"
+    want = hdr_clip(clip, _ffmpeg_exe(), transfer="arib-std-b67", frames=3, sound=True)
+    out = tmp_path / "out" / "sharp.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
     err = capsys.readouterr().err
-    if said is None:
-        assert "HDR" not in err, err
-    else:
-        assert f"sharpcam: note: {clip} is HDR video ({said}); SharpCam works in 8-bit SDR" in err
+    assert f"sharpcam: note: {clip} is HDR video (HLG); tone mapping it to SDR first\n" in err
+    got = [f[..., ::-1] for f in read_video(out)]
+    assert len(got) == 3
+    # OpenCV's mp4v output adds its own loss to the tone map's (within 26).
+    assert max(max(_hdr_errors(g, w)) for g, w in zip(got, want, strict=True)) <= 32
+    assert "with the sound of the input" in err
+    assert sorted(p.name for p in out.parent.iterdir()) == ["sharp.mp4"]  # the copy is gone
+
+
+def test_process_says_when_an_hdr_video_cannot_be_tone_mapped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videos import hdr_clip, read_video
+
+    import engine.remux
+
+    clip = tmp_path / "hdr.mkv"
+    hdr_clip(clip, _ffmpeg_exe(), transfer="smpte2084", frames=2)
+    out = tmp_path / "out.mp4"
+    monkeypatch.setattr(engine.remux, "tone_map_problem", lambda ffmpeg: "it has no zscale")
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"sharpcam: note: {clip} is HDR video (PQ); SharpCam works in 8-bit SDR, so the colours "
+        f"of {out} will not match it: it has no zscale (convert it to SDR first to keep them)"
+    ) in err
+    assert len(read_video(out)) == 2  # processed as it is
+
+    def failing(*args: Any, **kwargs: Any) -> None:
+        raise engine.remux.RemuxError("code 3074: no path between colorspaces")
+
+    monkeypatch.setattr(engine.remux, "tone_map_problem", lambda ffmpeg: None)
+    monkeypatch.setattr(engine.remux, "sdr_copy", failing)
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert "will not match it: tone mapping failed: code 3074: no path between colorspaces" in err
+    assert len(read_video(out)) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hdr.mkv", "out.mp4"]
+
+
+def test_process_interrupted_while_tone_mapping_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from videos import hdr_clip
+
+    import engine.remux
+
+    clip = tmp_path / "hdr.mkv"
+    hdr_clip(clip, _ffmpeg_exe(), transfer="smpte2084", frames=2)
+    made: list[Path] = []
+
+    def stopped(source: Any, dest: Path, **kwargs: Any) -> None:
+        made.append(Path(dest))
+        Path(dest).write_bytes(b"half a copy")
+        raise engine.remux.RemuxStopped("stopped")
+
+    monkeypatch.setattr(engine.remux, "sdr_copy", stopped)
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 130
+    err = capsys.readouterr().err
+    assert f"sharpcam: interrupted while tone mapping {clip} to SDR; nothing written\n" in err
+    assert made and not made[0].parent.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hdr.mkv"]
 
 
 def test_the_status_line_waits_for_the_first_frame_before_it_shows_rates() -> None:

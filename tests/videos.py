@@ -178,3 +178,55 @@ def png_with_metadata(
     extra += b"" if exif is None else chunk(b"eXIf", exif)
     extra += b"" if xmp is None else chunk(b"iTXt", b"XML:com.adobe.xmp\0\0\0\0\0" + xmp)
     return data[:33] + extra + data[33:]
+
+
+#: The SDR picture :func:`hdr_clip` encodes: a grey ramp above four patches (pure red,
+#: green and blue, and a skin tone), RGB.
+HDR_PATCHES = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (200, 150, 100))
+
+
+def hdr_picture(shift: int = 0) -> np.ndarray:
+    """``(64, 128, 3)`` uint8 RGB: a grey ramp (rows 0-31, 8 px steps of 16 levels, rolled by
+    ``shift`` steps so that pictures can be told apart) over :data:`HDR_PATCHES`, 32 px each."""
+    ramp = np.repeat(np.arange(0, 256, 16, dtype=np.uint8), 8)
+    ramp = np.roll(ramp, 8 * shift)
+    top = np.repeat(np.repeat(ramp[None, :, None], 32, axis=0), 3, axis=2)
+    bottom = np.zeros((32, 128, 3), np.uint8)
+    for i, colour in enumerate(HDR_PATCHES):
+        bottom[:, 32 * i : 32 * (i + 1)] = colour
+    return np.vstack([top, bottom])
+
+
+def hdr_clip(
+    path: Path,
+    ffmpeg: str,
+    *,
+    transfer: str,
+    frames: int = 3,
+    sound: bool = False,
+    tag_matrix: bool = True,
+) -> list[np.ndarray]:
+    """Write ``frames`` :func:`hdr_picture` s (shifts 0, 1, ...) as 10-bit HDR video (FFV1,
+    tagged BT.2020 and ``transfer``: ``smpte2084`` or ``arib-std-b67``), SDR's white at
+    HDR's reference white (203 cd/m²), at 10 fps; with ``sound``, a second of a 440 Hz tone;
+    without ``tag_matrix``, its matrix is left untagged (as some phone apps' re-encodes).
+    Returns the SDR pictures, RGB."""
+    import subprocess
+
+    pictures = [hdr_picture(i) for i in range(frames)]
+    to_hdr = (
+        "zscale=rin=full:tin=bt709:pin=bt709:t=linear:p=bt709:npl=203,format=gbrpf32le,"
+        f"zscale=p=bt2020:t={transfer}:m=bt2020nc:r=tv:npl=203,format=yuv444p10le"
+        + ("" if tag_matrix else ",setparams=colorspace=unknown")
+    )
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "128x64",
+         "-r", "10", "-i", "-",
+         *(["-f", "lavfi", "-i", "sine=frequency=440:duration=1"] if sound else []),
+         "-vf", to_hdr, "-c:v", "ffv1", "-color_primaries", "bt2020", "-color_trc", transfer,
+         *(["-colorspace", "bt2020nc"] if tag_matrix else []), "-color_range", "tv", *(["-c:a", "pcm_s16le"] if sound else []),
+         str(path)],
+        input=b"".join(p.tobytes() for p in pictures),
+        check=True,
+    )  # fmt: skip
+    return pictures
