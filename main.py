@@ -1336,10 +1336,9 @@ def _sdr_source(
     try:
         folder = Path(tempfile.mkdtemp(prefix=".sharpcam-sdr-", dir=Path(output).parent))
         temp.append(folder)
-        copy = folder / "sdr.mp4"
         with tqdm(total=source.frame_count, unit="frame", desc="to SDR", file=sys.stderr) as bar:
-            sdr_copy(
-                video, copy, ffmpeg=ffmpeg, stop=stop, progress=lambda n: bar.update(n - bar.n)
+            copy = sdr_copy(
+                video, folder, ffmpeg=ffmpeg, stop=stop, progress=lambda n: bar.update(n - bar.n)
             )
         mapped = VideoFileSource(path=copy, live=False)
         if mapped.size != source.size:  # the output was opened for the input's

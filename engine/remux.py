@@ -180,12 +180,14 @@ def _untagged(line: str) -> str:
 #: 0.9 of that white as it is and rolls the highlights off below 1.0 (a hard clip blows out
 #: skies and lamps; Hable's curve, FFmpeg's usual example, darkened a face by 27 levels).
 #: ``desat=0``: the filter's default desaturation lifted SDR's 224 to 238. Measured on
-#: pictures made PQ and HLG from SDR and mapped back: greys as they were, 1.7 levels off on
-#: average for scikit-image's photos, a pure green within 25. Read as they are by OpenCV 5.1
-#: (FFmpeg 9), the greys were right but not the primaries: that green came out (92, 228, 63).
+#: pictures made PQ and HLG from SDR and mapped back: greys as they were, 2.3 levels off on
+#: average for scikit-image's photos (1.0 of it is OpenCV reading 4:4:4 rather than 4:2:0: the
+#: same SDR clip in both differs that much), a pure green within 26. Read as they are by
+#: OpenCV 5.1 (FFmpeg 9), the greys were right but not the primaries: that green came out
+#: (92, 228, 63).
 TONE_MAP = (
     "zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,"
-    "tonemap=tonemap=mobius:param=0.9:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv420p"
+    "tonemap=tonemap=mobius:param=0.9:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv444p"
 )
 
 
@@ -214,38 +216,42 @@ def tone_map_problem(ffmpeg: str) -> str | None:
     return None
 
 
-def _intermediate_codec(ffmpeg: str) -> list[str]:
-    """A copy that only OpenCV reads, and only once: x264 at a quality where its loss is far
-    below the output's own encoding, else FFmpeg's built-in MPEG-4 at its finest step."""
+def _intermediate(ffmpeg: str) -> tuple[list[str], str]:
+    """How to write a copy that only OpenCV reads, once, and its file suffix: x264 4:4:4 at a
+    quality where its loss is far below the output's own encoding, else FFV1 (lossless, in
+    every FFmpeg, and large). 4:4:4 keeps the colour's full resolution, and odd sides, which
+    4:2:0 refuses ("image dimensions must be divisible by subsampling factor")."""
     _, encoders = _ffmpeg_lists(ffmpeg)
     if re.search(r"^\s*\S+\s+libx264\s", encoders, re.M):
-        return ["-c:v", "libx264", "-crf", "10", "-preset", "veryfast"]
-    return ["-c:v", "mpeg4", "-q:v", "1"]
+        return ["-c:v", "libx264", "-crf", "10", "-preset", "veryfast"], ".mp4"
+    return ["-c:v", "ffv1"], ".mkv"
 
 
 def sdr_copy(
     source: str | os.PathLike[str],
-    dest: str | os.PathLike[str],
+    folder: str | os.PathLike[str],
     *,
     ffmpeg: str,
     stop: threading.Event | None = None,
     progress: Callable[[int], None] | None = None,
-) -> None:
+) -> Path:
     """Write ``source``'s first video stream, tone mapped to 8-bit SDR BT.709
-    (:data:`TONE_MAP`), to ``dest`` (an ``.mp4``): every picture at its own time (none
-    dropped or repeated, so that the pictures and :func:`picture_times` of ``source`` still
-    pair one to one), turned upright, without sound. ``progress`` is called with the count
-    of pictures done so far.
+    (:data:`TONE_MAP`), into ``folder``; returns the file. Every picture at its own time
+    (none dropped or repeated, so that the pictures and :func:`picture_times` of ``source``
+    still pair one to one), turned upright, without sound. ``progress`` is called with the
+    count of pictures done so far.
 
     Raises:
         RemuxError: FFmpeg failed; the message is its first line.
         RemuxStopped: ``stop`` was set; FFmpeg was ended.
     """
+    codec, suffix = _intermediate(ffmpeg)
+    dest = Path(folder) / f"sdr{suffix}"
     tone_map = _untagged(_video_line(ffmpeg, source, stop)) + TONE_MAP
     command = [
         ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-y",
         "-i", str(source), "-map", "0:v:0", "-vf", tone_map, "-fps_mode", "passthrough",
-        *_intermediate_codec(ffmpeg), "-an", "-sn", "-dn", "-progress", "pipe:1", str(dest),
+        *codec, "-an", "-sn", "-dn", "-progress", "pipe:1", str(dest),
     ]  # fmt: skip
 
     def line(text: str) -> None:
@@ -258,6 +264,7 @@ def sdr_copy(
         # The first line is the cause; the last, "Nothing was written into output file".
         first = next((t.strip() for t in text.splitlines() if t.strip()), "")
         raise RemuxError(re.sub(r"^\[[^]]*@ \w+\] ", "", first) or f"ffmpeg exited with {status}")
+    return dest
 
 
 def _run_lines(

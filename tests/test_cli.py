@@ -3605,13 +3605,49 @@ def test_sdr_copy_tone_maps_hdr_video_back_to_its_sdr_colours(
     as_is = [f[..., ::-1] for f in read_video(clip)]
     assert min(_hdr_errors(g, w)[1] for g, w in zip(as_is, want, strict=True)) >= 50
     done: list[int] = []
-    sdr_copy(clip, tmp_path / "sdr.mp4", ffmpeg=_ffmpeg_exe(), progress=done.append)
-    got = [f[..., ::-1] for f in read_video(tmp_path / "sdr.mp4")]
+    copy = sdr_copy(clip, tmp_path, ffmpeg=_ffmpeg_exe(), progress=done.append)
+    assert copy == tmp_path / "sdr.mp4"
+    got = [f[..., ::-1] for f in read_video(copy)]
     assert len(got) == 3 and done[-1] == 3  # every picture, each once, in order (below)
     greys, patches = np.max([_hdr_errors(g, w) for g, w in zip(got, want, strict=True)], axis=0)
     # FFmpeg's default desaturation lifted the greys near white by 14 levels.
     assert greys <= 4 and patches <= 26, (greys, patches)
     assert all(_hdr_errors(got[i], want[j])[0] > 100 for i in range(3) for j in range(3) if i != j)
+
+
+def test_sdr_copy_keeps_odd_sides_and_works_without_x264(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4:2:0 refused a 639-pixel-wide phone crop ("image dimensions must be divisible by
+    # subsampling factor"), and the output kept the HDR colours.
+    from videos import hdr_clip, read_video
+
+    import engine.remux
+    from engine.remux import sdr_copy
+
+    even = tmp_path / "even.mkv"
+    want = hdr_clip(even, _ffmpeg_exe(), transfer="smpte2084", frames=2)
+    clip = tmp_path / "odd.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-i", str(even), "-vf", "crop=127:63:0:0", "-c:v", "ffv1",
+         str(clip)],
+        check=True,
+    )  # fmt: skip
+    lists = engine.remux._ffmpeg_lists(_ffmpeg_exe())
+    for encoders, name in ((lists[1], "sdr.mp4"), ("", "sdr.mkv")):
+        listed = (lists[0], encoders)
+        monkeypatch.setattr(engine.remux, "_ffmpeg_lists", lambda ffmpeg, listed=listed: listed)
+        folder = tmp_path / name
+        folder.mkdir()
+        copy = sdr_copy(clip, folder, ffmpeg=_ffmpeg_exe())
+        assert copy.name == name  # x264, else FFV1 (which an MP4 cannot hold)
+        got = [f[..., ::-1] for f in read_video(copy)]
+        assert [g.shape for g in got] == [(63, 127, 3)] * 2
+        for g, w in zip(got, want, strict=True):
+            padded = w.copy()
+            padded[:63, :127] = g
+            greys, patches = _hdr_errors(padded, w)
+            assert greys <= 4 and patches <= 26, (name, greys, patches)
 
 
 def test_sdr_copy_says_why_ffmpeg_failed(tmp_path: Path) -> None:
@@ -3620,7 +3656,7 @@ def test_sdr_copy_says_why_ffmpeg_failed(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 10)
     with pytest.raises(RemuxError) as caught:
-        sdr_copy(bad, tmp_path / "sdr.mp4", ffmpeg=_ffmpeg_exe())
+        sdr_copy(bad, tmp_path, ffmpeg=_ffmpeg_exe())
     # FFmpeg's first line (the cause), not its last ("Nothing was written..."), and without
     # its "[mov,mp4 @ 0x...]" prefix.
     assert str(caught.value) == "moov atom not found"
@@ -3715,9 +3751,9 @@ def test_process_interrupted_while_tone_mapping_writes_nothing(
     hdr_clip(clip, _ffmpeg_exe(), transfer="smpte2084", frames=2)
     made: list[Path] = []
 
-    def stopped(source: Any, dest: Path, **kwargs: Any) -> None:
-        made.append(Path(dest))
-        Path(dest).write_bytes(b"half a copy")
+    def stopped(source: Any, folder: Path, **kwargs: Any) -> Path:
+        made.append(Path(folder) / "sdr.mp4")
+        made[0].write_bytes(b"half a copy")
         raise engine.remux.RemuxStopped("stopped")
 
     monkeypatch.setattr(engine.remux, "sdr_copy", stopped)
