@@ -127,6 +127,15 @@ def describe_error(
             "Turn the virtual camera on again in the sidebar; if it cannot start, SharpCam "
             "shows the setup steps.",
         )
+    if "sent no frame" in low or "no frame from the" in low:
+        # The engine's words for a source that stopped delivering (its read hangs): nothing
+        # reconnects, as it would for a lost camera; the picture stays as it was.
+        return UserMessage(
+            "camera",
+            f"Camera problem: {msg}",
+            "The picture stays frozen until the camera sends again. Check the cable, close "
+            "other apps that use the camera, or pick another camera above.",
+        )
     # After the virtual-camera branch: "virtual camera" also contains "camera".
     if context == "camera" or (guess and ("camera" in low or "capture" in low or "source" in low)):
         return UserMessage(

@@ -40,6 +40,14 @@ __all__ = ["Engine"]
 
 log = logging.getLogger(__name__)
 
+#: A live source that has delivered nothing for this long, and for three of its frame
+#: intervals, is named in the stats' warning: a camera whose read hangs (starved of USB
+#: bandwidth, a driver waiting out its own timeout, another app holding it) froze the picture
+#: in the call and the preview with nothing said but rates of zero.
+STALL_S = 3.0
+#: The first frame is given longer: some cameras take seconds to start streaming.
+FIRST_FRAME_S = 6.0
+
 _END = object()  # what a channel's get() returns once closed and empty, or aborted
 _NO_SWAP = object()  # no backend swap waits (None is a backend too: passthrough)
 
@@ -214,6 +222,10 @@ class Engine:
         self._frames_handled = 0  # frames the output thread took (written or not)
         self._source_ended = False  # read() returned None, not because of a stop
         self._last_capture: float | None = None
+        # perf_counter when capture began (after the warm-up) and when the last read returned
+        # a frame: what a stall is measured from. Set by the capture thread only.
+        self._capture_began: float | None = None
+        self._last_read: float | None = None
         self._failure: BaseException | None = None  # what ended the run early
         self._close_backend = close_backend
         self._warm_up = bool(warm_up) and self.live
@@ -578,6 +590,10 @@ class Engine:
             )
         if getattr(self.source, "reconnecting", False):
             warnings.append("camera lost, reconnecting")
+        else:
+            stall = self._stall()
+            if stall is not None:
+                warnings.append(stall)
         return self._stats.snapshot(
             mode="live" if self.live else "offline",
             running=self.running,
@@ -590,6 +606,23 @@ class Engine:
             warning="; ".join(warnings) or None,
         )
 
+    def _stall(self) -> str | None:
+        """The warning for a live source silent past :data:`STALL_S` (:data:`FIRST_FRAME_S`
+        before its first frame), or None. Its words stay the same while the stall lasts: the
+        window shows each new warning once."""
+        began, last = self._capture_began, self._last_read
+        if not self.live or not self._running or began is None or self._stopping:
+            return None
+        fps = getattr(self.source, "fps", None)
+        interval = 1.0 / fps if isinstance(fps, (int, float)) and fps > 0 else 0.0
+        limit = max(STALL_S if last is not None else FIRST_FRAME_S, 3 * interval)
+        if time.perf_counter() - (last if last is not None else began) < limit:
+            return None
+        what = "camera" if getattr(self.source, "reconnecting", None) is not None else "source"
+        if last is None:
+            return f"no frame from the {what} in its first {limit:.0f} s"
+        return f"the {what} has sent no frame for over {limit:.0f} s"
+
     def latencies_ms(self) -> list[float]:
         """The recent capture-to-sink latencies in ms (up to 240), oldest first."""
         return self._stats.latencies()
@@ -601,6 +634,7 @@ class Engine:
         read = src.read
         try:
             self._warmed.wait()
+            self._capture_began = time.perf_counter()
             what = f"source {_describe(src)}"
             while not self._stopping:
                 t0 = time.perf_counter()
@@ -615,7 +649,7 @@ class Engine:
                 # output: it ends the stream here, naming the source.
                 check_rgb8(frame.image, what)
                 self._last_capture = frame.t_capture
-                t1 = time.perf_counter()
+                t1 = self._last_read = time.perf_counter()
                 waited = getattr(src, "last_wait_s", 0.0) or 0.0
                 self._stats.frame_in(t1, max(0.0, t1 - t0 - waited) * 1000.0)
                 accepted, displaced = self._in.put(frame)

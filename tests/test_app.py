@@ -965,6 +965,53 @@ def test_camera_lost_is_shown_while_the_stream_continues(qtbot, make_window):
     wait_frames(qtbot, window, 3)  # the preview keeps running
 
 
+class _HangingCamera(_LosingCamera):
+    """A camera whose read hangs while ``hang`` is set (its driver stops answering)."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        super().__init__(inner)
+        self.hang = threading.Event()
+        self.free = threading.Event()
+        self.free.set()
+
+    @property
+    def reconnecting(self) -> bool:
+        return False
+
+    def read(self):  # noqa: ANN201
+        while self.hang.is_set():
+            self.free.wait(0.05)
+        return super().read()
+
+
+def test_a_camera_that_stops_sending_is_shown_and_cleared_when_it_sends_again(
+    qtbot, make_window, monkeypatch
+):
+    # Its read hung: the picture froze in the call and the window with nothing said.
+    import engine
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "STALL_S", 0.5)
+    cameras: list[_HangingCamera] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        cameras.append(_HangingCamera(engine.open_source(*args, **kwargs)))
+        return cameras[-1]
+
+    window = make_window(api=_engine_api(open_source=open_source))
+    wait_frames(qtbot, window, 3)
+    assert not window.banner.isVisible()
+    cameras[-1].hang.set()
+    try:
+        qtbot.waitUntil(window.banner.isVisible, timeout=FRAME_TIMEOUT_MS)
+        assert window.banner.kind == "camera"
+        assert "has sent no frame for over" in window.banner.text.text()
+        assert "frozen until the camera sends again" in window.banner.text.text()
+    finally:
+        cameras[-1].hang.clear()
+    qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=FRAME_TIMEOUT_MS)
+
+
 def _engine_api(**overrides):  # noqa: ANN003, ANN202
     """The real engine module's four entry points, some replaced."""
     import engine

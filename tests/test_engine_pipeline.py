@@ -1419,3 +1419,86 @@ def test_a_live_slot_keeps_only_the_newest_frame(tmp_path):
         channel.close()
         assert channel.get() == 2
     eng.stop()
+
+
+class Hanging:
+    """A live source whose ``read`` hangs after ``n`` frames until ``go`` is set (a camera
+    whose driver stops answering), with a camera's ``reconnecting`` where ``camera``."""
+
+    def __init__(self, inner, n: int, camera: bool = True) -> None:  # noqa: ANN001
+        self.inner, self.n, self.reads = inner, n, 0
+        self.go = threading.Event()
+        if camera:
+            self.reconnecting = False
+
+    def read(self):  # noqa: ANN201
+        self.reads += 1
+        if self.reads > self.n:
+            self.go.wait()
+        return self.inner.read()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+
+def test_a_live_source_that_stops_delivering_is_named_in_the_warning(tmp_path, monkeypatch):
+    # A camera whose read hung froze the call's picture with nothing said but rates of zero.
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "STALL_S", 0.3)
+    src = Hanging(open_source(still(tmp_path), live=True, fps=100), n=5)
+    rec = Recorder()
+    eng = Engine(src, Invert(), sinks=[rec])
+    eng.start()
+    assert wait_until(lambda: src.reads > 5)
+    assert eng.stats().warning is None  # not yet: 0.3 s
+    assert wait_until(lambda: eng.stats().warning is not None)
+    # The same words while it lasts (the window shows each new warning once).
+    assert eng.stats().warning == "the camera has sent no frame for over 0 s"
+    time.sleep(0.3)
+    assert eng.stats().warning == "the camera has sent no frame for over 0 s"
+    src.go.set()  # it answers again: the warning goes
+    assert wait_until(lambda: eng.stats().warning is None)
+    eng.stop()
+    assert eng.stats().warning is None  # a stopped engine warns of nothing
+
+
+def test_a_source_that_never_delivers_and_a_lost_camera_are_told_apart(tmp_path, monkeypatch):
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "FIRST_FRAME_S", 0.3)
+    src = Hanging(open_source(still(tmp_path), live=True, fps=100), n=0, camera=False)
+    eng = Engine(src, None)
+    eng.start()
+    assert wait_until(lambda: eng.stats().warning is not None)
+    assert eng.stats().warning == "no frame from the source in its first 0 s"
+    src.reconnecting = True  # the camera's own loss says more, and says it alone
+    assert eng.stats().warning == "camera lost, reconnecting"
+    src.go.set()
+    eng.stop()
+
+
+def test_a_slow_live_source_is_not_called_stalled_between_its_frames(tmp_path, monkeypatch):
+    # An image repeated at 2 fps waits 0.5 s for each frame: three such waits pass first.
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "STALL_S", 0.2)
+    src = open_source(still(tmp_path), live=True, fps=2)
+    eng = Engine(src, None, sinks=[Recorder()])
+    eng.start()
+    seen = set()
+    end = time.monotonic() + 2.0
+    while time.monotonic() < end:
+        seen.add(eng.stats().warning)
+        time.sleep(0.05)
+    eng.stop()
+    assert seen == {None}
+    # Offline nobody waits on the source: a slow decode is no stall.
+    monkeypatch.setattr(engine.pipeline, "FIRST_FRAME_S", 0.1)
+    src = Hanging(open_source(still(tmp_path), live=False, fps=100), n=0)
+    eng = Engine(src, None, live=False)
+    eng.start()
+    time.sleep(0.3)
+    assert eng.stats().warning is None
+    src.go.set()
+    eng.stop()
