@@ -107,6 +107,24 @@ def describe_error(
             "sidebar (or change the camera or the processing size) to restart the model; if it "
             "stops again, reinstall SharpCam's weights.",
         )
+    if "has taken no frame" in low:
+        # The engine's words for an output whose write hangs: in the app, the virtual camera.
+        return UserMessage(
+            "virtual_camera",
+            f"Virtual camera problem: {msg}",
+            "The picture in calls and here is frozen. Turn the virtual camera off and on again "
+            "in the sidebar; if it stays frozen, restart the app that shows it (Zoom, Teams) "
+            "or SharpCam.",
+        )
+    if "sent no frame" in low or "no frame from the" in low:
+        # The engine's words for a source that stopped delivering (its read hangs): nothing
+        # reconnects, as it would for a lost camera; the picture stays as it was.
+        return UserMessage(
+            "camera",
+            f"Camera problem: {msg}",
+            "The picture stays frozen until the camera sends again. Check the cable, close "
+            "other apps that use the camera, or pick another camera above.",
+        )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(
             "model",
@@ -126,15 +144,6 @@ def describe_error(
             f"Virtual camera problem: {msg}",
             "Turn the virtual camera on again in the sidebar; if it cannot start, SharpCam "
             "shows the setup steps.",
-        )
-    if "sent no frame" in low or "no frame from the" in low:
-        # The engine's words for a source that stopped delivering (its read hangs): nothing
-        # reconnects, as it would for a lost camera; the picture stays as it was.
-        return UserMessage(
-            "camera",
-            f"Camera problem: {msg}",
-            "The picture stays frozen until the camera sends again. Check the cable, close "
-            "other apps that use the camera, or pick another camera above.",
         )
     # After the virtual-camera branch: "virtual camera" also contains "camera".
     if context == "camera" or (guess and ("camera" in low or "capture" in low or "source" in low)):

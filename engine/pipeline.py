@@ -252,6 +252,7 @@ class Engine:
         # False once no pass of writes will list a new sink (the output thread closed its sinks,
         # or stop() began): add_sink then closes the sink at once. Under _list_lock.
         self._accepting_sinks = True
+        self._write_began = 0.0  # perf_counter when that write began
         self._writing: FrameSink | None = None  # the sink in a write now; set under _list_lock
         # (cleared after the write without it)
         self._pending_backend: Any = _NO_SWAP
@@ -607,12 +608,17 @@ class Engine:
         )
 
     def _stall(self) -> str | None:
-        """The warning for a live source silent past :data:`STALL_S` (:data:`FIRST_FRAME_S`
-        before its first frame), or None. Its words stay the same while the stall lasts: the
+        """The warning for an output whose write has hung for :data:`STALL_S`, or a live
+        source silent past it (:data:`FIRST_FRAME_S` before its first frame), or None. Its words stay the same while the stall lasts: the
         window shows each new warning once."""
         began, last = self._capture_began, self._last_read
         if not self.live or not self._running or began is None or self._stopping:
             return None
+        writing, since = self._writing, self._write_began
+        if writing is not None and time.perf_counter() - since >= STALL_S:
+            # A virtual camera whose driver stopped taking frames: the call's picture and the
+            # preview (shown after the writes) froze, and capture went on as if all was well.
+            return f"output {_describe(writing)} has taken no frame for over {STALL_S:.0f} s"
         fps = getattr(self.source, "fps", None)
         interval = 1.0 / fps if isinstance(fps, (int, float)) and fps > 0 else 0.0
         limit = max(STALL_S if last is not None else FIRST_FRAME_S, 3 * interval)
@@ -834,6 +840,7 @@ class Engine:
                 with self._list_lock:
                     if sink not in self._sinks:  # removed by an earlier write, or stop()
                         continue
+                    self._write_began = time.perf_counter()
                     self._writing = sink
                 try:
                     sink.write(frame)

@@ -377,6 +377,27 @@ def test_the_virtual_camera_switch_does_not_wait_for_a_stalled_device(
     qtbot.waitUntil(lambda: len(recorder.frames) > n + 2, timeout=FRAME_TIMEOUT_MS)
 
 
+def test_a_virtual_camera_that_stops_taking_frames_is_shown_until_it_takes_them_again(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The call's picture and the preview froze with nothing said.
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "STALL_S", 0.3)
+    window = _sending(qtbot, make_window, recorder)
+    entered, release = _stall_sends(monkeypatch)
+    assert entered.wait(5)
+    try:
+        qtbot.waitUntil(window.banner.isVisible, timeout=FRAME_TIMEOUT_MS)
+        assert window.banner.kind == "virtual_camera"
+        assert "has taken no frame for over" in window.banner.text.text()
+        assert "off and on again" in window.banner.text.text()
+    finally:
+        release.set()
+    qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=FRAME_TIMEOUT_MS)
+    assert window.bridge.virtual_camera_on
+
+
 def test_the_virtual_camera_says_turning_off_until_a_stalled_device_has_closed(
     qtbot, make_window, recorder, monkeypatch
 ):
@@ -5431,6 +5452,15 @@ def test_describe_error_and_labels():
     assert describe_error(RuntimeError("CUDAExecutionProvider failed to start")).kind == "gpu"
     assert describe_error(RuntimeError("camera lost, reconnecting")).kind == "camera"
     assert describe_error(RuntimeError("capture read timed out")).kind == "camera"
+    # The engine's stall words: nothing reconnects; a hung output in the app is the virtual
+    # camera, named with its device, whose name holds "camera" too.
+    stalled = describe_error(RuntimeError("the camera has sent no frame for over 3 s"))
+    assert stalled.kind == "camera" and "reconnect" not in stalled.advice
+    hung = describe_error(
+        RuntimeError("output virtual camera /dev/video2 (v4l2loopback) · 1280x720 has taken no "
+                     "frame for over 3 s")
+    )  # fmt: skip
+    assert hung.kind == "virtual_camera" and "off and on again" in hung.advice
     # A model that failed mid-stream did load, and on any device the video goes unsharpened.
     for failed in (
         "backend onnx failed (ONNXRuntimeError: bad alloc); passing frames through",

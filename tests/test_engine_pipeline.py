@@ -1502,3 +1502,25 @@ def test_a_slow_live_source_is_not_called_stalled_between_its_frames(tmp_path, m
     assert eng.stats().warning is None
     src.go.set()
     eng.stop()
+
+
+def test_an_output_whose_write_hangs_is_named_in_the_warning(tmp_path, monkeypatch):
+    # A virtual camera whose driver stopped taking frames froze the call and the preview
+    # (shown after the writes) while the stats went on as if nothing was wrong.
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "STALL_S", 0.3)
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink = Stalled()
+    eng = Engine(src, Invert(), sinks=[sink])
+    eng.start()
+    try:
+        assert sink.entered.wait(5)
+        assert wait_until(lambda: eng.stats().warning is not None)
+        assert eng.stats().warning == "output recorder has taken no frame for over 0 s"
+    finally:
+        sink.release.set()
+    assert wait_until(lambda: eng.stats().warning is None)  # each write now returns at once
+    sink.entered.clear()
+    assert sink.entered.wait(5) and eng.stats().warning is None
+    eng.stop()
