@@ -1298,8 +1298,8 @@ def _sdr_source(
 ) -> Any:
     """``source`` itself, or for an HDR ``video`` (an iPhone films HDR by default) a source
     reading an SDR copy FFmpeg tone mapped it to, made in a hidden folder beside ``output``
-    and listed in ``temp`` for removal. OpenCV decodes HDR to 8-bit with SDR's matrix: the
-    colours came out shifted and washed out (30 levels off on average). Where this FFmpeg
+    and listed in ``temp`` for removal. OpenCV decodes HDR to 8-bit without converting its
+    primaries: saturated colours came out shifted (a pure green as (92, 228, 63)). Where this FFmpeg
     cannot tone map, or fails to, a note says so and ``source`` is processed as it is.
 
     Raises:
