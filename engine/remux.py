@@ -104,6 +104,7 @@ def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            encoding="utf-8",  # FFmpeg writes UTF-8; Windows decoded it in its ANSI code page
             errors="replace",
         )
     except OSError as exc:  # not there, not executable ($SHARPCAM_FFMPEG names a text file)
@@ -280,6 +281,7 @@ def _run_lines(
                 stdout=subprocess.PIPE,
                 stderr=errors,  # a file: a pipe nobody reads can fill and stall FFmpeg
                 text=True,
+                encoding="utf-8",
                 errors="replace",
             )
         except OSError as exc:

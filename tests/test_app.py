@@ -5132,7 +5132,6 @@ def test_ctrl_c_in_the_terminal_closes_the_window_as_ctrl_q_does(
 ):
     # And so do a logout or `kill` (SIGTERM) and the terminal closing (SIGHUP): the process
     # ended without a word, settings unsaved, the engine and virtual camera not stopped.
-    import os
     import signal
 
     if not hasattr(signal, signame):
@@ -5157,7 +5156,7 @@ def test_ctrl_c_in_the_terminal_closes_the_window_as_ctrl_q_does(
 
     def press_ctrl_c() -> None:
         if idle.wait(FRAME_TIMEOUT_MS / 1000):
-            os.kill(os.getpid(), signum)
+            signal.raise_signal(signum)
 
     gave_up: list[bool] = []
 

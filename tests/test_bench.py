@@ -179,7 +179,7 @@ def test_ctrl_c_during_the_model_only_measure_waits_for_the_call_in_progress() -
             state["in_call"] = True
             state["started"] += 1
             if state["started"] == 3:
-                os.kill(os.getpid(), signal.SIGINT)
+                signal.raise_signal(signal.SIGINT)
             time.sleep(0.05)
             state["calls"] += 1
             state["in_call"] = False

@@ -1425,7 +1425,7 @@ def test_ctrl_c_after_openvino_backends_closed_in_opening_order_is_not_a_segfaul
         second.close(); del second
         import gc; gc.collect()
         try:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
             time.sleep(5)
         except KeyboardInterrupt:
             print("interrupted")

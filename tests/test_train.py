@@ -1036,7 +1036,7 @@ def _signal_in_step(monkeypatch: pytest.MonkeyPatch, sig: int, at: int) -> None:
     def step(self, *args, **kwargs):
         seen.append(None)
         if len(seen) == at:
-            os.kill(os.getpid(), sig)
+            signal.raise_signal(sig)
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.optim.Adam, "step", step)
@@ -1334,7 +1334,7 @@ steps = []
 def step(self, *args, **kwargs):
     steps.append(None)
     if len(steps) == 3 and os.environ["RANK"] == "0":
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)
     return real_step(self, *args, **kwargs)
 
 torch.optim.Adam.step = step
@@ -1886,7 +1886,7 @@ class _SignalledSamples(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> int:
         if i == 0:
-            os.kill(os.getpid(), self.sig)
+            signal.raise_signal(self.sig)
         return i
 
 
@@ -2037,7 +2037,7 @@ import os, runpy, signal, sys
 import training.data
 
 def build(*args, **kwargs):  # Ctrl-C while the data is decoded (minutes on the real data)
-    os.kill(os.getpid(), signal.SIGINT)
+    signal.raise_signal(signal.SIGINT)
 
 training.data.DeblurDataset.__init__ = build
 sys.argv = ["training.train", *sys.argv[1:]]

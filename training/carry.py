@@ -160,7 +160,7 @@ def pack(
                 # Absolute paths (the demuxer reads relative ones from the list's folder) need
                 # -safe 0; a quote inside a quoted path is closed, escaped and reopened.
                 quoted = [str(p.resolve()).replace("'", "'\\''") for p in pieces]
-                listing.write_text("".join(f"file '{q}'\n" for q in quoted))
+                listing.write_text("".join(f"file '{q}'\n" for q in quoted), encoding="utf-8")
                 subprocess.run(
                     [ffmpeg, "-loglevel", "error", "-y", "-f", "concat", "-safe", "0"]
                     + ["-i", str(listing), "-c", "copy", str(partial)],
@@ -210,7 +210,7 @@ def pack(
     manifest |= {"crf": crf if codec == "x264" else None, "seed": seed}
     manifest |= {"held_out_first": held_out_first}
     manifest |= {"photo_quality": photo_quality, "photos": sorted(photos)}
-    (out / "carry.json").write_text(json.dumps(manifest, indent=1))
+    (out / "carry.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return video
 
 
@@ -293,7 +293,7 @@ def unpack(out: Path) -> int:
             raise RuntimeError(f"could not decode {videos[0]} (no decoder for it in this OpenCV?)")
         meta = out / "carry.json"
         if meta.is_file():
-            expected = json.loads(meta.read_text())["frames"]
+            expected = json.loads(meta.read_text(encoding="utf-8"))["frames"]
             if n != expected:
                 raise RuntimeError(f"decoded {n} frames from {videos[0]}, packed {expected}")
         partial.rename(out / "raw")

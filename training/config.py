@@ -695,7 +695,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Defaults <- YAML file <- ``--key=value`` overrides, type-checked."""
     data: dict[str, Any] = {}
     if path:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
         try:
             loaded = _yaml_load(text)
         except yaml.YAMLError as exc:
@@ -729,7 +729,7 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     """Write the resolved config as YAML (atomically)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    tmp.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), encoding="utf-8")
     tmp.replace(path)
 
 

@@ -1039,7 +1039,7 @@ def evaluate(
     if not rows:
         raise RuntimeError("no samples were evaluated (empty or unreadable data)")
 
-    with open(out_dir / "per_image.csv", "w", newline="") as f:
+    with open(out_dir / "per_image.csv", "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, fieldnames=["set", "image", "method", *METRICS])
         writer.writeheader()
         for r in rows:
@@ -1077,11 +1077,11 @@ def evaluate(
     # (--out may be a folder of the user's, with other files called grid_*.png).
     earlier: list[str] = []
     try:
-        earlier = list(json.loads((out_dir / "summary.json").read_text())["sets"])
+        earlier = list(json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))["sets"])
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (out_dir / "summary.md").write_text(summary_markdown(summary))
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    (out_dir / "summary.md").write_text(summary_markdown(summary), encoding="utf-8")
     for set_name, grid in grids.items():
         write_grid(grid, out_dir / f"grid_{set_name}.png")
     for name in earlier:

@@ -828,7 +828,7 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
     for r in rows:
         keys += [k for k in r if k not in keys]
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
