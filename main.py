@@ -1289,71 +1289,57 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
     return False
 
 
-class _Stopped(Exception):
-    """Ctrl-C (or a closed console) while a step before the engine ran."""
-
-
-def _sdr_source(
-    source: Any, video: str, output: str, stop: threading.Event, temp: list[Path]
-) -> Any:
-    """``source`` itself, or for an HDR ``video`` (an iPhone films HDR by default) a source
-    reading an SDR copy FFmpeg tone mapped it to, made in a hidden folder beside ``output``
-    and listed in ``temp`` for removal. OpenCV decodes HDR to 8-bit without converting its
-    primaries: saturated colours came out shifted (a pure green as (92, 228, 63)). Where this FFmpeg
-    cannot tone map, or fails to, a note says so and ``source`` is processed as it is.
-
-    Raises:
-        _Stopped: ``stop`` was set while FFmpeg was tone mapping.
-    """
-    from tqdm import tqdm
-
-    from engine.remux import (
-        RemuxError,
-        RemuxStopped,
-        find_ffmpeg,
-        hdr_transfer,
-        sdr_copy,
-        tone_map_problem,
-    )
-    from engine.sources import SourceError, VideoFileSource
+def _tone_map(source: Any, video: str, output: str) -> None:
+    """Where ``video`` is HDR (an iPhone films HDR by default), make ``source`` (its
+    ``VideoFileSource``) read it tone mapped to SDR by FFmpeg as it goes. OpenCV decodes HDR
+    to 8-bit without converting its primaries: saturated colours came out shifted (a pure
+    green as (92, 228, 63)). Where this FFmpeg cannot tone map, or fails to, a note says so
+    and ``source`` reads the file as it is."""
+    from engine.remux import RemuxError, SdrFrames, find_ffmpeg, hdr_transfer, tone_map_problem
 
     ffmpeg = find_ffmpeg()
-    try:
-        transfer = hdr_transfer(video, ffmpeg=ffmpeg, stop=stop) if ffmpeg else None
-    except RemuxStopped as exc:
-        raise _Stopped from exc
+    transfer = hdr_transfer(video, ffmpeg=ffmpeg) if ffmpeg else None
     if not transfer:
-        return source
-    kept = (
-        f"{PROG}: note: {video} is HDR video ({transfer}); SharpCam works in 8-bit SDR, so the "
-        f"colours of {output} will not match it"
-    )
+        return
     problem = tone_map_problem(ffmpeg) if ffmpeg else None
-    if problem:
-        _eprint(f"{kept}: {problem} (convert it to SDR first to keep them)")
-        return source
-    _eprint(f"{PROG}: note: {video} is HDR video ({transfer}); tone mapping it to SDR first")
-    try:
-        folder = Path(tempfile.mkdtemp(prefix=".sharpcam-sdr-", dir=Path(output).parent))
-        temp.append(folder)
-        with tqdm(total=source.frame_count, unit="frame", desc="to SDR", file=sys.stderr) as bar:
-            copy = sdr_copy(
-                video, folder, ffmpeg=ffmpeg, stop=stop, progress=lambda n: bar.update(n - bar.n)
-            )
-        mapped = VideoFileSource(path=copy, live=False)
-        if mapped.size != source.size:  # the output was opened for the input's
-            mapped.close()
-            raise RemuxError(
-                f"the copy is {mapped.size[0]}x{mapped.size[1]}, not "
-                f"{source.size[0]}x{source.size[1]}"
-            )
-    except RemuxStopped as exc:
-        raise _Stopped from exc
-    except (RemuxError, SourceError, OSError) as exc:
-        _eprint(f"{kept}: tone mapping failed: {exc}")
-        return source
-    source.close()
-    return mapped
+    if problem is None:
+        try:
+            frames = SdrFrames(video, source.decoded_size, ffmpeg=ffmpeg)
+        except RemuxError as exc:
+            problem = str(exc)
+        else:
+            first = frames.read()  # the filter graph's errors come before any picture
+            if first is not None:
+                source.decode_with(_Prepended(first, frames))
+                _eprint(
+                    f"{PROG}: note: {video} is HDR video ({transfer}); it is tone mapped to SDR "
+                    "(BT.709) as it is read"
+                )
+                return
+            problem = f"tone mapping failed: {frames.close() or 'FFmpeg gave no picture'}"
+    _eprint(
+        f"{PROG}: note: {video} is HDR video ({transfer}), and SharpCam works in 8-bit SDR: "
+        f"the colours of {output} will not match it ({problem}; convert it to SDR first to "
+        "keep them)"
+    )
+
+
+class _Prepended:
+    """``frames`` (``read`` / ``close``) with ``first``, already read from it, given first."""
+
+    def __init__(self, first: Any, frames: Any) -> None:
+        self._first: Any = first
+        self._frames = frames
+
+    def read(self) -> Any:
+        first, self._first = self._first, None
+        return first if first is not None else self._frames.read()
+
+    def close(self) -> None:
+        self._first = None
+        if why := self._frames.close():
+            # Damaged pictures end it early: the count of frames written says how early.
+            _eprint(f"{PROG}: warning: FFmpeg's tone mapping ended early: {why}")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -1956,7 +1942,6 @@ def cmd_process(args: argparse.Namespace) -> int:
     # (the sound-track probe) left it taken, a stop flag nobody read.
     restore: Callable[[], None] | None = None
     release: Callable[[], None] | None = None
-    temp: list[Path] = []  # an HDR video's SDR copy, removed at the end
     try:
         _check_process_output(kind, args.output, args.input)
         if kind == "image":
@@ -1986,14 +1971,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         if folder:
             _note_folder_entries(source)
         if kind == "video":
-            try:
-                source = engine_source = _sdr_source(source, args.input, args.output, stop, temp)
-            except _Stopped:
-                _eprint(
-                    f"{PROG}: interrupted while tone mapping {args.input} to SDR; nothing "
-                    "written" + (f", {args.output} left as it was" if existed else "")
-                )
-                return 130
+            _tone_map(source, args.input, args.output)
         engine = Engine(
             engine_source,
             backend,
@@ -2112,8 +2090,6 @@ def cmd_process(args: argparse.Namespace) -> int:
             source.close()
         else:
             engine.stop(timeout=5.0)  # idempotent; closes all three if start() never came
-        for folder_made in temp:  # after the source is closed: Windows keeps open files
-            shutil.rmtree(folder_made, ignore_errors=True)
         if release is not None:
             release()  # the output is closed: a console closing meanwhile may end the process
 

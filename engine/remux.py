@@ -12,8 +12,8 @@ the ``imageio-ffmpeg`` package bundles):
   are where the output's container holds them playably, re-encoded where it does not (to
   AAC; to PCM in an AVI). The pictures are copied untouched.
 
-And before OpenCV reads it, :func:`sdr_copy` tone maps an HDR video (:func:`hdr_transfer`) to
-8-bit SDR, whose colours OpenCV's decoder would otherwise shift.
+And :class:`SdrFrames` decodes an HDR video (:func:`hdr_transfer`) tone mapped to 8-bit SDR,
+whose colours OpenCV's decoder would otherwise shift.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+
+import numpy as np
 
 __all__ = [
     "RemuxError",
@@ -39,7 +40,7 @@ __all__ = [
     "keep_timing",
     "PictureTimes",
     "picture_times",
-    "sdr_copy",
+    "SdrFrames",
     "tone_map_problem",
 ]
 
@@ -181,139 +182,123 @@ def _untagged(line: str) -> str:
 #: 0.9 of that white as it is and rolls the highlights off below 1.0 (a hard clip blows out
 #: skies and lamps; Hable's curve, FFmpeg's usual example, darkened a face by 27 levels).
 #: ``desat=0``: the filter's default desaturation lifted SDR's 224 to 238. Measured on
-#: pictures made PQ and HLG from SDR and mapped back: greys as they were, 2.3 levels off on
-#: average for scikit-image's photos (1.0 of it is OpenCV reading 4:4:4 rather than 4:2:0: the
-#: same SDR clip in both differs that much), a pure green within 26. Read as they are by
-#: OpenCV 5.1 (FFmpeg 9), the greys were right but not the primaries: that green came out
-#: (92, 228, 63).
+#: pictures made PQ and HLG from SDR and mapped back: greys as they were, scikit-image's
+#: photos 2.0 levels off on average (against OpenCV's decoding of their 4:2:0 SDR clip, whose
+#: colour upsampling differs), a pure green within 25. Read as they are by OpenCV 5.1
+#: (FFmpeg 9), the greys were right but not the primaries: that green came out (92, 228, 63).
 TONE_MAP = (
     "zscale=t=linear:npl=203,format=gbrpf32le,zscale=p=bt709,"
-    "tonemap=tonemap=mobius:param=0.9:desat=0,zscale=t=bt709:m=bt709:r=tv,format=yuv444p"
+    "tonemap=tonemap=mobius:param=0.9:desat=0,zscale=t=bt709,format=gbrp"
 )
 
 
 @functools.lru_cache(maxsize=4)
-def _ffmpeg_lists(ffmpeg: str) -> tuple[str, str]:
-    """``ffmpeg``'s filter and encoder lists (asked once per executable)."""
+def _ffmpeg_filters(ffmpeg: str) -> str:
+    """``ffmpeg``'s filter list (asked once per executable; "" where it cannot run)."""
     try:
-        _, filters = _run([ffmpeg, "-hide_banner", "-filters"], None)
-        _, encoders = _run([ffmpeg, "-hide_banner", "-encoders"], None)
+        return _run([ffmpeg, "-hide_banner", "-filters"], None)[1]
     except RemuxError:
-        return "", ""
-    return filters, encoders
+        return ""
 
 
 def tone_map_problem(ffmpeg: str) -> str | None:
     """Why ``ffmpeg`` cannot run :data:`TONE_MAP` (a build without the zimg library has no
     ``zscale``), or None where it can."""
-    filters, _ = _ffmpeg_lists(ffmpeg)
+    filters = _ffmpeg_filters(ffmpeg)
+    if not filters:
+        return f"{ffmpeg} did not list its filters"
     missing = [
         f for f in ("zscale", "tonemap") if not re.search(rf"^\s*\S+\s+{f}\s", filters, re.M)
     ]
-    if not filters:
-        return f"{ffmpeg} did not list its filters"
     if missing:
         return f"the FFmpeg found ({ffmpeg}) has no {' or '.join(missing)} filter"
     return None
 
 
-def _intermediate(ffmpeg: str) -> tuple[list[str], str]:
-    """How to write a copy that only OpenCV reads, once, and its file suffix: x264 4:4:4 at a
-    quality where its loss is far below the output's own encoding, else FFV1 (lossless, in
-    every FFmpeg, and large). 4:4:4 keeps the colour's full resolution, and odd sides, which
-    4:2:0 refuses ("image dimensions must be divisible by subsampling factor")."""
-    _, encoders = _ffmpeg_lists(ffmpeg)
-    if re.search(r"^\s*\S+\s+libx264\s", encoders, re.M):
-        return ["-c:v", "libx264", "-crf", "10", "-preset", "veryfast"], ".mp4"
-    return ["-c:v", "ffv1"], ".mkv"
+class SdrFrames:
+    """The pictures of an HDR video's first video stream, tone mapped to 8-bit SDR BT.709 by
+    FFmpeg (:data:`TONE_MAP`) as they are read: BGR, turned upright, every picture once at
+    its own time, so that they pair one to one with :func:`picture_times` (and with what
+    OpenCV decodes of an SDR file). Nothing is written to disk: a copy of a phone's clip
+    was 4.8 times its size, and cost the output its room on a nearly full disk.
 
+    Args:
+        source: the video.
+        size: ``(W, H)`` of its pictures, upright (what OpenCV decodes of it).
+        ffmpeg: the executable.
 
-def sdr_copy(
-    source: str | os.PathLike[str],
-    folder: str | os.PathLike[str],
-    *,
-    ffmpeg: str,
-    stop: threading.Event | None = None,
-    progress: Callable[[int], None] | None = None,
-) -> Path:
-    """Write ``source``'s first video stream, tone mapped to 8-bit SDR BT.709
-    (:data:`TONE_MAP`), into ``folder``; returns the file. Every picture at its own time
-    (none dropped or repeated, so that the pictures and :func:`picture_times` of ``source``
-    still pair one to one), turned upright, without sound. ``progress`` is called with the
-    count of pictures done so far.
-
-    Raises:
-        RemuxError: FFmpeg failed; the message is its first line.
-        RemuxStopped: ``stop`` was set; FFmpeg was ended.
+    Damaged pictures are skipped as OpenCV skips them (FFmpeg's ``-max_error_rate 1``: by
+    default it gave up on a file with many, where OpenCV read on).
     """
-    codec, suffix = _intermediate(ffmpeg)
-    dest = Path(folder) / f"sdr{suffix}"
-    tone_map = _untagged(_video_line(ffmpeg, source, stop)) + TONE_MAP
-    command = [
-        ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-nostats", "-y",
-        "-i", str(source), "-map", "0:v:0", "-vf", tone_map, "-fps_mode", "passthrough",
-        *codec, "-an", "-sn", "-dn", "-progress", "pipe:1", str(dest),
-    ]  # fmt: skip
 
-    def line(text: str) -> None:
-        if progress is not None and text.startswith("frame="):
-            with contextlib.suppress(ValueError):
-                progress(int(text[6:]))
-
-    status, text = _run_lines(command, stop, line)
-    if status != 0:
-        # The first line is the cause; the last, "Nothing was written into output file".
-        first = next((t.strip() for t in text.splitlines() if t.strip()), "")
-        raise RemuxError(re.sub(r"^\[[^]]*@ \w+\] ", "", first) or f"ffmpeg exited with {status}")
-    return dest
-
-
-def _run_lines(
-    command: list[str], stop: threading.Event | None, on_line: Callable[[str], None]
-) -> tuple[int, str]:
-    """:func:`_run`, with each line of the standard output handed to ``on_line`` as it
-    comes; returns the exit status and the error output."""
-    with tempfile.TemporaryFile() as errors:
+    def __init__(self, source: str | os.PathLike[str], size: tuple[int, int], *, ffmpeg: str):
+        self.size = (int(size[0]), int(size[1]))
+        line = _video_line(ffmpeg, source, None)
+        command = [
+            ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-max_error_rate", "1",
+            "-i", str(source), "-map", "0:v:0", "-vf", _untagged(line) + TONE_MAP,
+            "-fps_mode", "passthrough", "-an", "-sn", "-dn",
+            "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
+        ]  # fmt: skip
+        self._errors = tempfile.TemporaryFile()  # a pipe nobody reads could fill and stall it
         try:
-            proc = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=errors,  # a file: a pipe nobody reads can fill and stall FFmpeg
-                text=True,
-                encoding="utf-8",
-                errors="replace",
+            self._proc = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errors
             )
         except OSError as exc:
-            raise RemuxError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
+            self._errors.close()
+            raise RemuxError(f"cannot run {ffmpeg}: {exc.strerror or exc}") from exc
+        self.frames = 0
 
-        def read() -> None:
-            assert proc.stdout is not None
-            for text in proc.stdout:
-                on_line(text.strip())
+    def read(self) -> np.ndarray | None:
+        """The next picture, ``(H, W, 3)`` uint8 BGR, or None at the end (or once closed)."""
+        stdout = self._proc.stdout
+        if stdout is None or stdout.closed:
+            return None
+        w, h = self.size
+        img = np.empty((h, w, 3), np.uint8)
+        view = memoryview(img).cast("B")
+        got = 0
+        try:
+            while got < len(view):
+                n = stdout.readinto(view[got:])
+                if not n:
+                    return None  # the end, or FFmpeg failed: :meth:`close` says why
+                got += n
+        except (OSError, ValueError):  # closed by another thread meanwhile
+            return None
+        self.frames += 1
+        return img
 
-        reader = threading.Thread(target=read, name="ffmpeg-progress", daemon=True)
-        with proc:
-            reader.start()
-            try:
-                while True:
-                    try:
-                        proc.wait(timeout=0.1)
-                        break
-                    except subprocess.TimeoutExpired:
-                        if stop is not None and stop.is_set():
-                            raise RemuxStopped("stopped") from None
-            except BaseException:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                raise
-            finally:
-                reader.join(timeout=5)
-        errors.seek(0)
-        return proc.returncode, errors.read().decode(errors="replace")
+    def close(self) -> str:
+        """End FFmpeg; returns its error output's last line where it failed ("" otherwise,
+        and where it was ended here)."""
+        proc = self._proc
+        ended_here = proc.poll() is None
+        if ended_here:
+            # Killed, not asked: it writes nothing but the pipe, and on SIGTERM it first
+            # flushed every picture in flight (a second at 4K). Before the pipe is closed: a
+            # read in progress on another thread holds the pipe's lock until FFmpeg writes
+            # or goes (the close waited for it).
+            proc.kill()
+        proc.wait()
+        if proc.stdout is not None:
+            with contextlib.suppress(OSError, ValueError):
+                proc.stdout.close()
+        try:
+            self._errors.seek(0)
+            text = self._errors.read().decode("utf-8", errors="replace")
+        except (OSError, ValueError):  # closed before
+            text = ""
+        finally:
+            self._errors.close()
+        if ended_here or proc.returncode == 0:
+            return ""
+        # The last line: FFmpeg ends with the reason it gave up ("Decode error rate ...
+        # exceeds maximum"), after one line per damaged picture.
+        lines = [t.strip() for t in text.splitlines() if t.strip()]
+        last = re.sub(r"^\[[^]]*@ \w+\] ", "", lines[-1]) if lines else ""
+        return last or f"ffmpeg exited with status {proc.returncode}"
 
 
 class PictureTimes(NamedTuple):

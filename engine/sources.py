@@ -1364,6 +1364,8 @@ class VideoFileSource(_SourceBase):
             self.frame_count = (
                 int(count) if math.isfinite(count) and count > 0 and not loop else None
             )
+            #: ``(W, H)`` of the pictures as decoded, upright (before ``size``'s scaling).
+            self.decoded_size = image_size(img)
             self._square = _square_pixel_size(self._cap, image_size(img))
             self._flip = self._mirror_flip()
             self.size = self._resize or self._square or image_size(img)
@@ -1371,6 +1373,19 @@ class VideoFileSource(_SourceBase):
             self._cap.release()  # nobody gets a source to close
             raise
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
+        self._decoder: Any = None  # see decode_with
+
+    def decode_with(self, decoder: Any) -> None:
+        """Take the pictures from ``decoder`` instead of OpenCV's decoder, from the first on:
+        its ``read()`` gives ``(H, W, 3)`` uint8 BGR pictures of :attr:`decoded_size`, upright
+        and unmirrored, then None; its ``close()`` is called with the source's. Everything else
+        (rate, count, pixel aspect, scaling) stays the file's. For FFmpeg's HDR tone mapping
+        (``engine.remux.SdrFrames``), which OpenCV cannot do."""
+        if self._loop or self._next_index:
+            raise ValueError("decode_with: only before the first read, and not looping")
+        self._decoder = decoder
+        self._first = None
+        self._flip = None  # FFmpeg applies the display matrix whole, mirroring included
 
     def _mirror_flip(self) -> int | None:
         """The ``cv2.flip`` code that completes OpenCV's turn of a mirrored video, or None.
@@ -1398,6 +1413,8 @@ class VideoFileSource(_SourceBase):
         )
 
     def _decode(self) -> np.ndarray | None:
+        if self._decoder is not None:
+            return self._decoder.read()
         if self._first is not None:
             img, self._first = self._first, None
             return img
@@ -1434,6 +1451,8 @@ class VideoFileSource(_SourceBase):
 
     def _release(self) -> None:
         self._cap.release()
+        if self._decoder is not None:
+            self._decoder.close()
 
     def describe(self) -> str:
         n = self.frame_count

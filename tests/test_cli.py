@@ -3592,12 +3592,12 @@ def _hdr_errors(got: np.ndarray, want: np.ndarray) -> tuple[int, int]:
     ("transfer", "said", "tag_matrix"),
     [("smpte2084", "PQ", True), ("arib-std-b67", "HLG", True), ("smpte2084", "PQ", False)],
 )
-def test_sdr_copy_tone_maps_hdr_video_back_to_its_sdr_colours(
+def test_sdr_frames_tone_map_hdr_video_back_to_its_sdr_colours(
     tmp_path: Path, transfer: str, said: str, tag_matrix: bool
 ) -> None:
     from videos import hdr_clip, read_video
 
-    from engine.remux import hdr_transfer, sdr_copy
+    from engine.remux import SdrFrames, hdr_transfer
 
     clip = tmp_path / "hdr.mkv"
     want = hdr_clip(clip, _ffmpeg_exe(), transfer=transfer, frames=3, tag_matrix=tag_matrix)
@@ -3605,26 +3605,24 @@ def test_sdr_copy_tone_maps_hdr_video_back_to_its_sdr_colours(
     # Read as it is, OpenCV keeps HDR's primaries: pure green came out (53, 226, 34) or worse.
     as_is = [f[..., ::-1] for f in read_video(clip)]
     assert min(_hdr_errors(g, w)[1] for g, w in zip(as_is, want, strict=True)) >= 50
-    done: list[int] = []
-    copy = sdr_copy(clip, tmp_path, ffmpeg=_ffmpeg_exe(), progress=done.append)
-    assert copy == tmp_path / "sdr.mp4"
-    got = [f[..., ::-1] for f in read_video(copy)]
-    assert len(got) == 3 and done[-1] == 3  # every picture, each once, in order (below)
+    frames = SdrFrames(clip, (128, 64), ffmpeg=_ffmpeg_exe())
+    got = []
+    while (img := frames.read()) is not None:
+        assert img.shape == (64, 128, 3) and img.dtype == np.uint8 and img.flags.writeable
+        got.append(img[..., ::-1])
+    assert frames.close() == "" and frames.read() is None
+    assert len(got) == 3 and frames.frames == 3  # every picture, each once, in order (below)
     greys, patches = np.max([_hdr_errors(g, w) for g, w in zip(got, want, strict=True)], axis=0)
-    # FFmpeg's default desaturation lifted the greys near white by 14 levels.
-    assert greys <= 4 and patches <= 26, (greys, patches)
+    # FFmpeg's default desaturation lifted the greys near white by 14 levels; an untagged
+    # matrix made zscale refuse ("no path between colorspaces").
+    assert greys <= 2 and patches <= 26, (greys, patches)
     assert all(_hdr_errors(got[i], want[j])[0] > 100 for i in range(3) for j in range(3) if i != j)
 
 
-def test_sdr_copy_keeps_odd_sides_and_works_without_x264(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # 4:2:0 refused a 639-pixel-wide phone crop ("image dimensions must be divisible by
-    # subsampling factor"), and the output kept the HDR colours.
-    from videos import hdr_clip, read_video
+def test_sdr_frames_take_odd_sides_and_say_why_ffmpeg_failed(tmp_path: Path) -> None:
+    from videos import hdr_clip
 
-    import engine.remux
-    from engine.remux import sdr_copy
+    from engine.remux import SdrFrames
 
     even = tmp_path / "even.mkv"
     want = hdr_clip(even, _ffmpeg_exe(), transfer="smpte2084", frames=2)
@@ -3634,33 +3632,52 @@ def test_sdr_copy_keeps_odd_sides_and_works_without_x264(
          str(clip)],
         check=True,
     )  # fmt: skip
-    lists = engine.remux._ffmpeg_lists(_ffmpeg_exe())
-    for encoders, name in ((lists[1], "sdr.mp4"), ("", "sdr.mkv")):
-        listed = (lists[0], encoders)
-        monkeypatch.setattr(engine.remux, "_ffmpeg_lists", lambda ffmpeg, listed=listed: listed)
-        folder = tmp_path / name
-        folder.mkdir()
-        copy = sdr_copy(clip, folder, ffmpeg=_ffmpeg_exe())
-        assert copy.name == name  # x264, else FFV1 (which an MP4 cannot hold)
-        got = [f[..., ::-1] for f in read_video(copy)]
-        assert [g.shape for g in got] == [(63, 127, 3)] * 2
-        for g, w in zip(got, want, strict=True):
-            padded = w.copy()
-            padded[:63, :127] = g
-            greys, patches = _hdr_errors(padded, w)
-            assert greys <= 4 and patches <= 26, (name, greys, patches)
-
-
-def test_sdr_copy_says_why_ffmpeg_failed(tmp_path: Path) -> None:
-    from engine.remux import RemuxError, sdr_copy
+    frames = SdrFrames(clip, (127, 63), ffmpeg=_ffmpeg_exe())
+    got = [frames.read(), frames.read()]
+    assert frames.read() is None and frames.close() == ""
+    for g, w in zip(got, want, strict=True):
+        padded = w.copy()
+        padded[:63, :127] = g[..., ::-1]
+        greys, patches = _hdr_errors(padded, w)
+        assert greys <= 2 and patches <= 26, (greys, patches)
 
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 10)
-    with pytest.raises(RemuxError) as caught:
-        sdr_copy(bad, tmp_path, ffmpeg=_ffmpeg_exe())
-    # FFmpeg's first line (the cause), not its last ("Nothing was written..."), and without
-    # its "[mov,mp4 @ 0x...]" prefix.
-    assert str(caught.value) == "moov atom not found"
+    frames = SdrFrames(bad, (127, 63), ffmpeg=_ffmpeg_exe())
+    assert frames.read() is None
+    # FFmpeg's reason, without its "[in#0 @ 0x...]" prefix.
+    why = frames.close()
+    assert why and "@ 0x" not in why and "Invalid data" in why, why
+
+
+def test_sdr_frames_closed_from_another_thread_end_a_read_in_progress(tmp_path: Path) -> None:
+    # The engine closes its source from the stopping thread while the capture thread reads.
+    from engine.remux import SdrFrames
+
+    clip = tmp_path / "long.mkv"  # 1080p: tens of ms a picture, so a read waits on FFmpeg
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
+         "-frames:v", "30", "-vf",
+         "setparams=color_primaries=bt2020:color_trc=smpte2084:colorspace=bt2020nc",
+         "-c:v", "ffv1", str(clip)],
+        check=True,
+    )  # fmt: skip
+    frames = SdrFrames(clip, (1920, 1080), ffmpeg=_ffmpeg_exe())
+    assert frames.read() is not None
+    reads: list[int] = []
+
+    def reader() -> None:
+        while frames.read() is not None:
+            reads.append(1)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    time.sleep(0.1)
+    t0 = time.perf_counter()
+    assert frames.close() == ""  # ended here: no failure to report
+    thread.join(5)
+    assert not thread.is_alive() and time.perf_counter() - t0 < 5
+    assert len(reads) < 29  # it ended early, not at the file's end
 
 
 def test_an_hdr_stream_without_matrix_or_primaries_tags_is_taken_as_bt2020() -> None:
@@ -3701,13 +3718,16 @@ def test_process_tone_maps_an_hdr_video_and_keeps_its_sound(
     out = tmp_path / "out" / "sharp.mp4"
     assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
     err = capsys.readouterr().err
-    assert f"sharpcam: note: {clip} is HDR video (HLG); tone mapping it to SDR first\n" in err
+    assert (
+        f"sharpcam: note: {clip} is HDR video (HLG); it is tone mapped to SDR (BT.709) as it is "
+        "read\n"
+    ) in err
     got = [f[..., ::-1] for f in read_video(out)]
     assert len(got) == 3
     # OpenCV's mp4v output adds its own loss to the tone map's (within 26).
     assert max(max(_hdr_errors(g, w)) for g, w in zip(got, want, strict=True)) <= 32
     assert "with the sound of the input" in err
-    assert sorted(p.name for p in out.parent.iterdir()) == ["sharp.mp4"]  # the copy is gone
+    assert sorted(p.name for p in out.parent.iterdir()) == ["sharp.mp4"]  # nothing beside it
 
 
 def test_process_says_when_an_hdr_video_cannot_be_tone_mapped(
@@ -3724,46 +3744,18 @@ def test_process_says_when_an_hdr_video_cannot_be_tone_mapped(
     assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
     err = capsys.readouterr().err
     assert (
-        f"sharpcam: note: {clip} is HDR video (PQ); SharpCam works in 8-bit SDR, so the colours "
-        f"of {out} will not match it: it has no zscale (convert it to SDR first to keep them)"
+        f"sharpcam: note: {clip} is HDR video (PQ), and SharpCam works in 8-bit SDR: the colours "
+        f"of {out} will not match it (it has no zscale; convert it to SDR first to keep them)"
     ) in err
     assert len(read_video(out)) == 2  # processed as it is
 
-    def failing(*args: Any, **kwargs: Any) -> None:
-        raise engine.remux.RemuxError("code 3074: no path between colorspaces")
-
+    # FFmpeg fails before its first picture: OpenCV reads the file as it is, from its first.
     monkeypatch.setattr(engine.remux, "tone_map_problem", lambda ffmpeg: None)
-    monkeypatch.setattr(engine.remux, "sdr_copy", failing)
+    monkeypatch.setattr(engine.remux, "TONE_MAP", "zscale=t=nonsense")
     assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
     err = capsys.readouterr().err
-    assert "will not match it: tone mapping failed: code 3074: no path between colorspaces" in err
+    assert "will not match it (tone mapping failed: " in err, err
     assert len(read_video(out)) == 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hdr.mkv", "out.mp4"]
-
-
-def test_process_interrupted_while_tone_mapping_writes_nothing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from videos import hdr_clip
-
-    import engine.remux
-
-    clip = tmp_path / "hdr.mkv"
-    hdr_clip(clip, _ffmpeg_exe(), transfer="smpte2084", frames=2)
-    made: list[Path] = []
-
-    def stopped(source: Any, folder: Path, **kwargs: Any) -> Path:
-        made.append(Path(folder) / "sdr.mp4")
-        made[0].write_bytes(b"half a copy")
-        raise engine.remux.RemuxStopped("stopped")
-
-    monkeypatch.setattr(engine.remux, "sdr_copy", stopped)
-    out = tmp_path / "out.mp4"
-    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 130
-    err = capsys.readouterr().err
-    assert f"sharpcam: interrupted while tone mapping {clip} to SDR; nothing written\n" in err
-    assert made and not made[0].parent.exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["hdr.mkv"]
 
 
 def test_the_status_line_waits_for_the_first_frame_before_it_shows_rates() -> None:

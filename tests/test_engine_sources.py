@@ -1692,3 +1692,41 @@ def test_a_mirrored_matroska_video_is_shown_as_ffmpeg_shows_it(tmp_path, name, f
     expected = np.frombuffer(raw, np.uint8).reshape(2, h, w, 3)
     for img, want in zip(frames, expected, strict=True):
         assert np.abs(img.astype(int) - want).mean() < 8
+
+
+def test_a_video_file_can_take_its_pictures_from_another_decoder(tmp_path):
+    # What process does for HDR video: FFmpeg tone maps, the file keeps its rate and count.
+    clip = write_video(tmp_path / "c.avi", 3, size=(64, 48), fps=10)
+
+    class Decoder:
+        def __init__(self) -> None:
+            self.left, self.closed = 2, 0
+
+        def read(self):  # noqa: ANN201
+            if not self.left:
+                return None
+            self.left -= 1
+            img = np.zeros((48, 64, 3), np.uint8)
+            img[..., 0] = 200  # blue, in BGR: the source converts to RGB as for OpenCV's
+            return img
+
+        def close(self) -> None:
+            self.closed += 1
+
+    src = VideoFileSource(path=clip, live=False, size=(32, 24))
+    assert src.decoded_size == (64, 48)
+    decoder = Decoder()
+    src.decode_with(decoder)
+    frames = list(src)
+    assert len(frames) == 2 and frames[0].image.shape == (24, 32, 3)  # scaled as the file's
+    assert frames[0].image[0, 0].tolist() == [0, 0, 200]
+    assert (src.fps, src.frame_count) == (10, 3)
+    src.close()
+    src.close()
+    assert decoder.closed == 1
+    # Only before the first picture: one already handed out came from OpenCV.
+    src = VideoFileSource(path=clip, live=False)
+    src.read()
+    with pytest.raises(ValueError, match="before the first read"):
+        src.decode_with(Decoder())
+    src.close()
