@@ -38,6 +38,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from engine.frames import opencv_name
+
 #: The keys of one result object in ``bench --json`` output, in order.
 RESULT_KEYS = (
     "backend",
@@ -180,7 +182,8 @@ def make_bench_clip(
     """
     path = Path(path)
     fourcc = "MJPG" if path.suffix.lower() == ".avi" else "mp4v"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+    path.touch()  # a file to give OpenCV a name of (see opencv_name)
+    writer = cv2.VideoWriter(opencv_name(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     if not writer.isOpened():
         raise RuntimeError(f"cannot write a {fourcc} video to {path}")
     try:

@@ -8,12 +8,22 @@ by :func:`to_rgb8`, where it enters; nothing downstream checks or converts again
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["Frame", "check_rgb8", "to_rgb8", "resize_to", "fit_to", "image_size", "even_size"]
+__all__ = [
+    "Frame",
+    "check_rgb8",
+    "even_size",
+    "fit_to",
+    "image_size",
+    "opencv_name",
+    "resize_to",
+    "to_rgb8",
+]
 
 _SHAPE_ERROR = "expected (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got {}"
 
@@ -56,6 +66,52 @@ def opencv_path_problem(path: object) -> str | None:
             "UTF-8, which OpenCV cannot open: rename it"
         )
     return None
+
+
+#: OpenCV's Python binding hands a file name to FFmpeg in Windows' ANSI code page.
+_WINDOWS = sys.platform == "win32"
+
+
+def _short_name(path: str) -> str | None:
+    """Windows' short (8.3) name of the existing ``path``, or None (none kept, no file)."""
+    import ctypes
+    from ctypes import wintypes
+
+    get = ctypes.windll.kernel32.GetShortPathNameW  # type: ignore[attr-defined]
+    get.argtypes = [wintypes.LPCWSTR, wintypes.LPWSTR, wintypes.DWORD]
+    get.restype = wintypes.DWORD
+    size = get(path, None, 0)
+    if not size:
+        return None
+    buffer = ctypes.create_unicode_buffer(size)
+    return buffer.value if get(path, buffer, size) else None
+
+
+def opencv_name(path: str | os.PathLike[str]) -> str:
+    """The name to give OpenCV's video reader or writer for the existing file ``path``:
+    ``path`` itself, or on Windows, where the name holds characters outside ASCII, its short
+    (8.3) name. There OpenCV passes the name to FFmpeg in the ANSI code page: a video under
+    ``C:\\Users\\José`` did not open ("not a video"), and a writer given ``résultat.avi``
+    left it empty and wrote its frames to a file of a garbled name.
+
+    Raises:
+        ValueError: why no name works: not UTF-8 (:func:`opencv_path_problem`), or on
+            Windows a drive that keeps no short names.
+    """
+    problem = opencv_path_problem(path)
+    if problem:
+        raise ValueError(problem)
+    text = os.fspath(path)
+    if not _WINDOWS or text.isascii():
+        return text
+    short = _short_name(os.path.abspath(text))
+    if short is not None and short.isascii():
+        return short
+    raise ValueError(
+        f"OpenCV on Windows opens videos by names of plain (ASCII) characters only, and "
+        f"{text} has no such short name (its drive keeps no 8.3 names): move it to, or name "
+        "it, a path of plain letters"
+    )
 
 
 def check_rgb8(image: object, what: str) -> np.ndarray:

@@ -31,7 +31,15 @@ from typing import Any, BinaryIO, NamedTuple, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, check_rgb8, even_size, fit_to, opencv_path_problem, resize_to
+from engine.frames import (
+    Frame,
+    check_rgb8,
+    even_size,
+    fit_to,
+    opencv_name,
+    opencv_path_problem,
+    resize_to,
+)
 from engine.sources import (
     IMAGE_EXTENSIONS,
     XMP_JPEG_HEADER,
@@ -225,8 +233,12 @@ class VideoFileSink(_SinkBase):
         file.close()  # OpenCV writes it by name
         writer: Any = None
         try:
+            try:
+                name = opencv_name(self._partial)
+            except ValueError as exc:
+                raise SinkError(f"cannot write video {self.path}: {exc}") from exc
             writer = cv2.VideoWriter(
-                str(self._partial), cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
+                name, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
             )
             if not writer.isOpened():
                 raise SinkError(f"cannot write video {self.path} with codec {self.fourcc}")
@@ -616,7 +628,10 @@ def _unplayable(path: Path) -> str | None:
             return "index"
     except OSError:
         return None
-    cap = cv2.VideoCapture(str(path))
+    try:
+        cap = cv2.VideoCapture(opencv_name(path))
+    except ValueError:
+        return None
     try:
         return None if cap.isOpened() and cap.grab() else "frames"
     finally:

@@ -34,7 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, fit_to, image_size, opencv_path_problem, resize_to, to_rgb8
+from engine.frames import Frame, fit_to, image_size, opencv_name, resize_to, to_rgb8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -895,9 +895,11 @@ def _natural_key(name: str) -> list[Any]:
 
 def _make_capture(target: int | str, api: int) -> Any:
     """Open an OpenCV capture. Module level so tests can substitute a fake device."""
-    problem = opencv_path_problem(target) if isinstance(target, str) else None
-    if problem:
-        raise SourceError(f"cannot open video file: {problem}")
+    if isinstance(target, str):
+        try:
+            target = opencv_name(target)
+        except ValueError as exc:
+            raise SourceError(f"cannot open video file: {exc}") from exc
     return cv2.VideoCapture(target, api)
 
 

@@ -1915,3 +1915,77 @@ def test_an_index_rewrite_the_full_disk_refuses_leaves_the_file_as_it_was(tmp_pa
     assert not tag_mp4v_colour(path)
     assert not retime_mp4(path, [512] * 5 + [1024] * 5, 12800)
     assert path.read_bytes() == before
+
+
+def _windows_short_names(monkeypatch, tmp_path, keeps: bool = True) -> list[str]:  # noqa: ANN001
+    """Windows as OpenCV sees it, on this machine: ``engine.frames`` believes it runs on
+    Windows, and its short (8.3) names are ASCII links in ``tmp_path / "8.3"`` to the files
+    asked about (None where the drive ``keeps`` none). Returns the names asked for."""
+    import engine.frames
+
+    asked: list[str] = []
+    aliases = tmp_path / "8.3"
+    aliases.mkdir(exist_ok=True)
+
+    def short(path: str) -> str | None:
+        asked.append(path)
+        if not keeps or not os.path.exists(path):
+            return None
+        alias = aliases / f"SHORT~{len(asked)}{Path(path).suffix.upper()}"
+        alias.symlink_to(path)
+        return str(alias)
+
+    monkeypatch.setattr(engine.frames, "_WINDOWS", True)
+    monkeypatch.setattr(engine.frames, "_short_name", short)
+    return asked
+
+
+def test_on_windows_opencv_gets_a_video_name_of_plain_letters(tmp_path, monkeypatch):
+    # OpenCV passes names to FFmpeg in the ANSI code page there: a video under C:\Users\José
+    # did not open, and a writer given résultat.avi left it empty, its frames elsewhere.
+    import engine.sinks
+    import engine.sources
+    from engine import open_source
+    from engine.sources import SourceError
+
+    named: list[str] = []
+
+    class Recording:  # cv2, with the names its video classes are given recorded
+        def __getattr__(self, item: str):  # noqa: ANN204
+            return getattr(cv2, item)
+
+        @staticmethod
+        def VideoWriter(name, *args):  # noqa: ANN001, ANN205, N802
+            named.append(name)
+            return cv2.VideoWriter(name, *args)
+
+        @staticmethod
+        def VideoCapture(name, *args):  # noqa: ANN001, ANN205, N802
+            named.append(name)
+            return cv2.VideoCapture(name, *args)
+
+    for module in (engine.sinks, engine.sources):
+        monkeypatch.setattr(module, "cv2", Recording())
+    asked = _windows_short_names(monkeypatch, tmp_path)
+    folder = tmp_path / "José"
+    folder.mkdir()
+    out = folder / "résultat.avi"
+    sink = open_sink(out, size=(64, 48), fps=25.0)
+    for i in range(5):
+        sink.write(frame(i, size=(64, 48), value=40 * i))
+    sink.close()
+    src = open_source(out, live=False)
+    got = [round(float(f.image.mean()) / 40) for f in src]
+    src.close()
+    assert got == [0, 1, 2, 3, 4] and sink.kept_path == out
+    assert named and all(n.isascii() for n in named), named
+    assert any("résultat" in a for a in asked)
+    assert sorted(p.name for p in folder.iterdir()) == ["résultat.avi"]
+
+    # A drive that keeps no short names: said, and nothing left behind.
+    _windows_short_names(monkeypatch, tmp_path, keeps=False)
+    with pytest.raises(SinkError, match="plain .ASCII. characters only"):
+        open_sink(folder / "deuxième.avi", size=(64, 48), fps=25.0)
+    with pytest.raises(SourceError, match="plain .ASCII. characters only"):
+        open_source(out, live=False)
+    assert sorted(p.name for p in folder.iterdir()) == ["résultat.avi"]
