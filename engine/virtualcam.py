@@ -179,7 +179,15 @@ class VirtualCameraSink:
         backend: str | None = None,
         fmt: str = "RGB",
     ):
-        import pyvirtualcam  # imported here: loading the native backend costs at startup
+        try:
+            import pyvirtualcam  # imported here: loading the native backend costs at startup
+        except ImportError as exc:
+            # Not installed where it has no build (Windows on ARM): an ImportError reached
+            # `run --output virtual` as "error: ModuleNotFoundError: ...".
+            raise VirtualCameraUnavailable(
+                f"pyvirtualcam cannot be loaded ({exc}); it has no build for some systems "
+                f"(Windows on ARM)\n{virtual_camera_guidance()}"
+            ) from exc
 
         w, h = (int(v) for v in size)
         if w < 1 or h < 1:

@@ -119,3 +119,15 @@ def test_obs_camera_in_use_on_windows_is_busy_not_missing(monkeypatch):
         open_sink("virtual", size=(64, 48), fps=30)
     assert not isinstance(info.value, VirtualCameraBusy)
     assert vc.virtual_camera_guidance("win32") in str(info.value)
+
+
+def test_a_virtual_camera_without_pyvirtualcam_is_unavailable_with_the_steps(monkeypatch):
+    # pyvirtualcam has no build for Windows on ARM: `run --output virtual` said
+    # "error: ModuleNotFoundError: No module named 'pyvirtualcam'".
+    import sys
+
+    from engine.virtualcam import VirtualCameraSink, VirtualCameraUnavailable
+
+    monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # import raises ImportError
+    with pytest.raises(VirtualCameraUnavailable, match="pyvirtualcam cannot be loaded"):
+        VirtualCameraSink(size=(64, 48))
