@@ -27,7 +27,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -241,9 +241,20 @@ class SdrFrames:
             "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
         ]  # fmt: skip
         self._errors = tempfile.TemporaryFile()  # a pipe nobody reads could fill and stall it
+        # Its own process group: a Ctrl-C in the terminal ended FFmpeg at once, before SharpCam
+        # noticed it, and the video looked complete at the frame it had reached.
+        group: dict[str, Any] = (
+            {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+            if os.name == "nt"
+            else {"start_new_session": True}
+        )
         try:
             self._proc = subprocess.Popen(
-                command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self._errors
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._errors,
+                **group,
             )
         except OSError as exc:
             self._errors.close()

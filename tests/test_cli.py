@@ -3664,6 +3664,10 @@ def test_sdr_frames_closed_from_another_thread_end_a_read_in_progress(tmp_path: 
     )  # fmt: skip
     frames = SdrFrames(clip, (1920, 1080), ffmpeg=_ffmpeg_exe())
     assert frames.read() is not None
+    if os.name != "nt":
+        # Out of the terminal's reach: its Ctrl-C ended FFmpeg before SharpCam noticed, and
+        # the video looked complete where it had got to.
+        assert os.getpgid(frames._proc.pid) != os.getpgid(0)
     reads: list[int] = []
 
     def reader() -> None:
