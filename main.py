@@ -978,6 +978,12 @@ def _run_stream(
         )
     if camera:
         _note_camera_mode(source, args.size, args.fps)
+    if isinstance(source, VideoFileSource):
+        try:
+            _tone_map(source, args.source, "the virtual camera" if virtual else args.output)
+        except BaseException:
+            source.close()
+            raise
     watched = _WatchedSource(source)
     engine = None
     sink = None

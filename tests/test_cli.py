@@ -3734,6 +3734,26 @@ def test_process_tone_maps_an_hdr_video_and_keeps_its_sound(
     assert sorted(p.name for p in out.parent.iterdir()) == ["sharp.mp4"]  # nothing beside it
 
 
+def test_run_plays_an_hdr_video_tone_mapped_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from videos import hdr_clip, read_video
+
+    clip = tmp_path / "hdr.mkv"
+    want = hdr_clip(clip, _ffmpeg_exe(), transfer="smpte2084", frames=3)
+    out = tmp_path / "live.avi"
+    assert (
+        cli.main(["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"])
+        == 0
+    )
+    err = capsys.readouterr().err
+    assert f"sharpcam: note: {clip} is HDR video (PQ); it is tone mapped to SDR" in err, err
+    got = [f[..., ::-1] for f in read_video(out)]
+    assert got  # a live recording keeps the clock: pictures may repeat
+    greys, patches = np.max([_hdr_errors(g, want[0]) for g in got[:1]], axis=0)
+    assert greys <= 8 and patches <= 32, (greys, patches)  # MJPG's loss on top
+
+
 def test_process_says_when_an_hdr_video_cannot_be_tone_mapped(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
