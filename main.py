@@ -1297,55 +1297,26 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
 
 def _tone_map(source: Any, video: str, output: str) -> None:
     """Where ``video`` is HDR (an iPhone films HDR by default), make ``source`` (its
-    ``VideoFileSource``) read it tone mapped to SDR by FFmpeg as it goes. OpenCV decodes HDR
-    to 8-bit without converting its primaries: saturated colours came out shifted (a pure
-    green as (92, 228, 63)). Where this FFmpeg cannot tone map, or fails to, a note says so
-    and ``source`` reads the file as it is."""
-    from engine.remux import RemuxError, SdrFrames, find_ffmpeg, hdr_transfer, tone_map_problem
+    ``VideoFileSource``) read it tone mapped to SDR by FFmpeg as it goes
+    (``engine.remux.tone_map_hdr``), and say which. OpenCV decodes HDR to 8-bit without
+    converting its primaries: saturated colours came out shifted (a pure green as
+    (92, 228, 63)). Where this FFmpeg cannot tone map, or fails to, a note says so."""
+    from engine.remux import tone_map_hdr
 
-    ffmpeg = find_ffmpeg()
-    transfer = hdr_transfer(video, ffmpeg=ffmpeg) if ffmpeg else None
-    if not transfer:
+    done = tone_map_hdr(source)
+    if done is None:
         return
-    problem = tone_map_problem(ffmpeg) if ffmpeg else None
-    if problem is None:
-        try:
-            frames = SdrFrames(video, source.decoded_size, ffmpeg=ffmpeg)
-        except RemuxError as exc:
-            problem = str(exc)
-        else:
-            first = frames.read()  # the filter graph's errors come before any picture
-            if first is not None:
-                source.decode_with(_Prepended(first, frames))
-                _eprint(
-                    f"{PROG}: note: {video} is HDR video ({transfer}); it is tone mapped to SDR "
-                    "(BT.709) as it is read"
-                )
-                return
-            problem = f"tone mapping failed: {frames.close() or 'FFmpeg gave no picture'}"
+    if done.problem is None:
+        _eprint(
+            f"{PROG}: note: {video} is HDR video ({done.transfer}); it is tone mapped to SDR "
+            "(BT.709) as it is read"
+        )
+        return
     _eprint(
-        f"{PROG}: note: {video} is HDR video ({transfer}), and SharpCam works in 8-bit SDR: "
-        f"the colours of {output} will not match it ({problem}; convert it to SDR first to "
-        "keep them)"
+        f"{PROG}: note: {video} is HDR video ({done.transfer}), and SharpCam works in 8-bit "
+        f"SDR: the colours of {output} will not match it ({done.problem}; convert it to SDR "
+        "first to keep them)"
     )
-
-
-class _Prepended:
-    """``frames`` (``read`` / ``close``) with ``first``, already read from it, given first."""
-
-    def __init__(self, first: Any, frames: Any) -> None:
-        self._first: Any = first
-        self._frames = frames
-
-    def read(self) -> Any:
-        first, self._first = self._first, None
-        return first if first is not None else self._frames.read()
-
-    def close(self) -> None:
-        self._first = None
-        if why := self._frames.close():
-            # Damaged pictures end it early: the count of frames written says how early.
-            _eprint(f"{PROG}: warning: FFmpeg's tone mapping ended early: {why}")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

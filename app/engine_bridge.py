@@ -2122,10 +2122,39 @@ def _open_request(api: Any, req: _StartRequest, stale: Callable[[], bool] = lamb
         req.close()
 
 
+def _tone_map(req: _StartRequest) -> None:
+    """A picked HDR video (a phone's clip) plays tone mapped to SDR (``tone_map_hdr``):
+    read as it was, its saturated colours were shifted. Where that cannot be done, a message
+    says the colours will not look right. The bundled demo clip is SDR: not asked (an FFmpeg
+    run at every start)."""
+    from app.camera_list import DEMO_CLIP
+    from engine.remux import tone_map_hdr
+    from engine.sources import VideoFileSource
+
+    src = req.src
+    if not isinstance(src, VideoFileSource) or src.path.resolve() == DEMO_CLIP:
+        return
+    try:
+        done = tone_map_hdr(src)
+    except Exception as exc:  # never at the cost of the video itself
+        log.warning("the HDR check of %s failed: %s", src.path.name, exc)
+        return
+    if done is not None and done.problem is not None:
+        req.messages.append(
+            UserMessage(
+                "warning",
+                f"{src.path.name} is HDR video ({done.transfer}): its colours will not look "
+                "right, as SharpCam works in 8-bit SDR.",
+                f"It could not be tone mapped ({done.problem}). Convert it to SDR first.",
+            )
+        )
+
+
 def _open_source(api: Any, req: _StartRequest) -> None:
     source, fallback_source, fps = req.source, req.fallback_source, req.fps
     try:
         req.src = api.open_source(source, live=True, size=req.size, fps=fps, **_loop_opt(req.loop))
+        _tone_map(req)
         return
     except Exception as exc:
         req.source_error = exc

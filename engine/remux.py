@@ -41,6 +41,8 @@ __all__ = [
     "PictureTimes",
     "picture_times",
     "SdrFrames",
+    "ToneMapping",
+    "tone_map_hdr",
     "tone_map_problem",
 ]
 
@@ -234,12 +236,17 @@ class SdrFrames:
     def __init__(self, source: str | os.PathLike[str], size: tuple[int, int], *, ffmpeg: str):
         self.size = (int(size[0]), int(size[1]))
         line = _video_line(ffmpeg, source, None)
-        command = [
+        self._command = [
             ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-max_error_rate", "1",
             "-i", str(source), "-map", "0:v:0", "-vf", _untagged(line) + TONE_MAP,
             "-fps_mode", "passthrough", "-an", "-sn", "-dn",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
         ]  # fmt: skip
+        self.frames = 0
+        self._held: np.ndarray | None = None
+        self._start()
+
+    def _start(self) -> None:
         self._errors = tempfile.TemporaryFile()  # a pipe nobody reads could fill and stall it
         # Its own process group: a Ctrl-C in the terminal ended FFmpeg at once, before SharpCam
         # noticed it, and the video looked complete at the frame it had reached.
@@ -250,7 +257,7 @@ class SdrFrames:
         )
         try:
             self._proc = subprocess.Popen(
-                command,
+                self._command,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=self._errors,
@@ -258,11 +265,23 @@ class SdrFrames:
             )
         except OSError as exc:
             self._errors.close()
-            raise RemuxError(f"cannot run {ffmpeg}: {exc.strerror or exc}") from exc
-        self.frames = 0
+            raise RemuxError(f"cannot run {self._command[0]}: {exc.strerror or exc}") from exc
+
+    def restart(self) -> None:
+        """From the first picture again (a file played in a loop)."""
+        self.close()
+        self._held = None
+        self._start()
+
+    def hold(self, picture: np.ndarray) -> None:
+        """Give ``picture`` (one :meth:`read` returned) again at the next :meth:`read`."""
+        self._held = picture
 
     def read(self) -> np.ndarray | None:
         """The next picture, ``(H, W, 3)`` uint8 BGR, or None at the end (or once closed)."""
+        if self._held is not None:
+            held, self._held = self._held, None
+            return held
         stdout = self._proc.stdout
         if stdout is None or stdout.closed:
             return None
@@ -310,6 +329,41 @@ class SdrFrames:
         lines = [t.strip() for t in text.splitlines() if t.strip()]
         last = re.sub(r"^\[[^]]*@ \w+\] ", "", lines[-1]) if lines else ""
         return last or f"ffmpeg exited with status {proc.returncode}"
+
+
+class ToneMapping(NamedTuple):
+    """What :func:`tone_map_hdr` did with an HDR video."""
+
+    transfer: str  # "PQ" or "HLG"
+    problem: str | None  # why its pictures are read as they are; None: tone mapped
+
+
+def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | None:
+    """Where ``source`` (an ``engine.sources.VideoFileSource``, not read yet) is an HDR video,
+    have it read the pictures tone mapped to SDR by FFmpeg (:class:`SdrFrames`, handed over
+    with its ``decode_with``). None for SDR video, and where no FFmpeg can tell.
+
+    Where this FFmpeg cannot tone map (no ``zscale``) or fails on the file before its first
+    picture, ``source`` stays as it was and :attr:`ToneMapping.problem` says why.
+    """
+    ffmpeg = ffmpeg or find_ffmpeg()
+    transfer = hdr_transfer(source.path, ffmpeg=ffmpeg) if ffmpeg else None
+    if ffmpeg is None or transfer is None:
+        return None
+    problem = tone_map_problem(ffmpeg)
+    if problem:
+        return ToneMapping(transfer, problem)
+    try:
+        frames = SdrFrames(source.path, source.decoded_size, ffmpeg=ffmpeg)
+    except RemuxError as exc:
+        return ToneMapping(transfer, str(exc))
+    first = frames.read()  # the filter graph's errors come before any picture
+    if first is None:
+        why = frames.close() or "FFmpeg gave no picture"
+        return ToneMapping(transfer, f"tone mapping failed: {why}")
+    frames.hold(first)
+    source.decode_with(frames)
+    return ToneMapping(transfer, None)
 
 
 class PictureTimes(NamedTuple):

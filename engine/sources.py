@@ -1380,11 +1380,13 @@ class VideoFileSource(_SourceBase):
     def decode_with(self, decoder: Any) -> None:
         """Take the pictures from ``decoder`` instead of OpenCV's decoder, from the first on:
         its ``read()`` gives ``(H, W, 3)`` uint8 BGR pictures of :attr:`decoded_size`, upright
-        and unmirrored, then None; its ``close()`` is called with the source's. Everything else
+        and unmirrored, then None; its ``restart()`` starts again from the first (a source
+        that loops); its ``close()`` is called with the source's (a text it returns is why it
+        ended early, logged). Everything else
         (rate, count, pixel aspect, scaling) stays the file's. For FFmpeg's HDR tone mapping
         (``engine.remux.SdrFrames``), which OpenCV cannot do."""
-        if self._loop or self._next_index:
-            raise ValueError("decode_with: only before the first read, and not looping")
+        if self._next_index:
+            raise ValueError("decode_with: only before the first read")
         self._decoder = decoder
         self._first = None
         self._flip = None  # FFmpeg applies the display matrix whole, mirroring included
@@ -1416,7 +1418,11 @@ class VideoFileSource(_SourceBase):
 
     def _decode(self) -> np.ndarray | None:
         if self._decoder is not None:
-            return self._decoder.read()
+            img = self._decoder.read()
+            if img is None and self._loop and self._next_index > 0:
+                self._decoder.restart()
+                img = self._decoder.read()
+            return img
         if self._first is not None:
             img, self._first = self._first, None
             return img
@@ -1453,8 +1459,9 @@ class VideoFileSource(_SourceBase):
 
     def _release(self) -> None:
         self._cap.release()
-        if self._decoder is not None:
-            self._decoder.close()
+        if self._decoder is not None and (why := self._decoder.close()):
+            # Damaged pictures end it early; the count of frames handled says how early.
+            log.warning("%s: decoding ended early: %s", self.path.name, why)
 
     def describe(self) -> str:
         n = self.frame_count

@@ -2049,6 +2049,48 @@ def test_the_virtual_camera_keeps_a_files_format_when_another_file_plays(
     assert recorder.opened[-1] == (640, 360, 30.0)
 
 
+def test_a_picked_hdr_video_plays_tone_mapped(qtbot, make_window, tmp_path):
+    # A phone's clip (HDR by default) played with its saturated colours shifted.
+    import imageio_ffmpeg
+    from videos import hdr_clip
+
+    clip_path = tmp_path / "phone.mkv"
+    want = hdr_clip(clip_path, imageio_ffmpeg.get_ffmpeg_exe(), transfer="arib-std-b67", frames=3)
+    clip = CameraChoice(id=str(clip_path), name="Phone clip", source=str(clip_path), is_demo=True)
+    window = make_window(backend="passthrough", cameras=[demo_choice(), clip])
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(str(clip_path)))
+    original, _ = fresh_pair(qtbot, window)
+    assert original.shape == (64, 128, 3)
+    errors = [
+        np.abs(original[40:56, 8:128:32].astype(int) - w[40:56, 8:128:32]).max() for w in want
+    ]
+    assert min(errors) <= 26, errors  # read as it is: a pure green came out (92, 228, 63)
+    assert not window.banner.isVisible()
+
+
+def test_a_picked_hdr_video_that_cannot_be_tone_mapped_says_so(
+    qtbot, make_window, tmp_path, monkeypatch
+):
+    import imageio_ffmpeg
+    from videos import hdr_clip
+
+    import engine.remux
+
+    monkeypatch.setattr(engine.remux, "tone_map_problem", lambda ffmpeg: "it has no zscale")
+    clip_path = tmp_path / "phone.mkv"
+    hdr_clip(clip_path, imageio_ffmpeg.get_ffmpeg_exe(), transfer="smpte2084", frames=3)
+    clip = CameraChoice(id=str(clip_path), name="Phone clip", source=str(clip_path), is_demo=True)
+    window = make_window(backend="passthrough", cameras=[demo_choice(), clip])
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(str(clip_path)))
+    qtbot.waitUntil(window.banner.isVisible, timeout=FRAME_TIMEOUT_MS)
+    text = window.banner.text.text()
+    assert "phone.mkv is HDR video (PQ): its colours will not look right" in text, text
+    assert "it has no zscale" in text
+    wait_frames(qtbot, window, 2)  # it plays all the same
+
+
 class _Camera720p:
     """Stands in for cv2.VideoCapture on a camera that only has 1280x720, whatever is asked."""
 

@@ -3734,6 +3734,32 @@ def test_process_tone_maps_an_hdr_video_and_keeps_its_sound(
     assert sorted(p.name for p in out.parent.iterdir()) == ["sharp.mp4"]  # nothing beside it
 
 
+def test_a_looping_hdr_source_starts_its_tone_mapping_again(tmp_path: Path) -> None:
+    # The window plays a picked file in a loop, as the demo clip.
+    from videos import hdr_clip
+
+    from engine.remux import tone_map_hdr
+    from engine.sources import VideoFileSource
+
+    clip = tmp_path / "hdr.mkv"
+    want = hdr_clip(clip, _ffmpeg_exe(), transfer="arib-std-b67", frames=3)
+    src = VideoFileSource(path=clip, live=False, loop=True)
+    done = tone_map_hdr(src)
+    assert done is not None and done.transfer == "HLG" and done.problem is None
+    got = [src.read().image for _ in range(7)]
+    src.close()
+    for i, img in enumerate(got):
+        greys, patches = _hdr_errors(img, want[i % 3])
+        assert greys <= 2 and patches <= 26, (i, greys, patches)
+    sdr = tmp_path / "sdr.avi"
+    writer = cv2.VideoWriter(str(sdr), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    plain = VideoFileSource(path=sdr, live=False)
+    assert tone_map_hdr(plain) is None  # SDR: read as it is
+    plain.close()
+
+
 def test_run_plays_an_hdr_video_tone_mapped_too(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
