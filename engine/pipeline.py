@@ -609,8 +609,8 @@ class Engine:
 
     def _stall(self) -> str | None:
         """The warning for an output whose write has hung for :data:`STALL_S`, or a live
-        source silent past it (:data:`FIRST_FRAME_S` before its first frame), or None. Its words stay the same while the stall lasts: the
-        window shows each new warning once."""
+        source silent past it (:data:`FIRST_FRAME_S` before its first frame), or None. Its
+        words stay the same while the stall lasts: the window shows each new warning once."""
         began, last = self._capture_began, self._last_read
         if not self.live or not self._running or began is None or self._stopping:
             return None
