@@ -1382,9 +1382,9 @@ class VideoFileSource(_SourceBase):
         its ``read()`` gives ``(H, W, 3)`` uint8 BGR pictures of :attr:`decoded_size`, upright
         and unmirrored, then None; its ``restart()`` starts again from the first (a source
         that loops); its ``close()`` is called with the source's (a text it returns is why it
-        ended early, logged). Everything else
-        (rate, count, pixel aspect, scaling) stays the file's. For FFmpeg's HDR tone mapping
-        (``engine.remux.SdrFrames``), which OpenCV cannot do."""
+        ended early, logged). Everything else (rate, count, pixel aspect, scaling) stays the
+        file's. For FFmpeg's HDR tone mapping (``engine.remux.SdrFrames``), which OpenCV
+        cannot do."""
         if self._next_index:
             raise ValueError("decode_with: only before the first read")
         self._decoder = decoder
