@@ -247,6 +247,7 @@ class SdrFrames:
         self._start()
 
     def _start(self) -> None:
+        self._ended = False  # its output reached its end
         self._errors = tempfile.TemporaryFile()  # a pipe nobody reads could fill and stall it
         # Its own process group: a Ctrl-C in the terminal ended FFmpeg at once, before SharpCam
         # noticed it, and the video looked complete at the frame it had reached.
@@ -293,6 +294,7 @@ class SdrFrames:
             while got < len(view):
                 n = stdout.readinto(view[got:])
                 if not n:
+                    self._ended = True
                     return None  # the end, or FFmpeg failed: :meth:`close` says why
                 got += n
         except (OSError, ValueError):  # closed by another thread meanwhile
@@ -304,6 +306,11 @@ class SdrFrames:
         """End FFmpeg; returns its error output's last line where it failed ("" otherwise,
         and where it was ended here)."""
         proc = self._proc
+        if self._ended:
+            # Its output ended: it is ending by itself, and its status says how (polled at
+            # once, a failed FFmpeg still closing counted as ended here, its reason lost).
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
         ended_here = proc.poll() is None
         if ended_here:
             # Killed, not asked: it writes nothing but the pipe, and on SIGTERM it first
