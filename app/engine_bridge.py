@@ -119,11 +119,19 @@ def describe_error(
     if "sent no frame" in low or "no frame from the" in low:
         # The engine's words for a source that stopped delivering (its read hangs): nothing
         # reconnects, as it would for a lost camera; the picture stays as it was.
+        if "camera" in low:
+            return UserMessage(
+                "camera",
+                f"Camera problem: {msg}",
+                "The picture stays frozen until the camera sends again. Check the cable, close "
+                "other apps that use the camera, or pick another camera above.",
+            )
+        # A file (on a network share or a USB stick that went away): no cable to check.
         return UserMessage(
             "camera",
-            f"Camera problem: {msg}",
-            "The picture stays frozen until the camera sends again. Check the cable, close "
-            "other apps that use the camera, or pick another camera above.",
+            f"The video stopped: {msg}",
+            "The picture stays frozen until the file can be read again. Check that the drive "
+            "it is on is still there, or pick a camera above.",
         )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(

@@ -226,6 +226,7 @@ class Engine:
         # a frame: what a stall is measured from. Set by the capture thread only.
         self._capture_began: float | None = None
         self._last_read: float | None = None
+        self._capture_over = False  # the capture thread ended: nothing more is awaited
         self._failure: BaseException | None = None  # what ended the run early
         self._close_backend = close_backend
         self._warm_up = bool(warm_up) and self.live
@@ -619,6 +620,10 @@ class Engine:
             # A virtual camera whose driver stopped taking frames: the call's picture and the
             # preview (shown after the writes) froze, and capture went on as if all was well.
             return f"output {_describe(writing)} has taken no frame for over {STALL_S:.0f} s"
+        if self._capture_over:
+            # Its end (or failure): a slow model still working through the last frames of a
+            # clip was called a stalled source.
+            return None
         fps = getattr(self.source, "fps", None)
         interval = 1.0 / fps if isinstance(fps, (int, float)) and fps > 0 else 0.0
         limit = max(STALL_S if last is not None else FIRST_FRAME_S, 3 * interval)
@@ -670,6 +675,7 @@ class Engine:
             self._set_failure(exc)
             self._report(exc)
         finally:
+            self._capture_over = True
             self._in.close()
             self._close_source()
 

@@ -233,17 +233,31 @@ class SdrFrames:
     default it gave up on a file with many, where OpenCV read on).
     """
 
-    def __init__(self, source: str | os.PathLike[str], size: tuple[int, int], *, ffmpeg: str):
+    def __init__(
+        self,
+        source: str | os.PathLike[str],
+        size: tuple[int, int],
+        *,
+        ffmpeg: str,
+        sync: str = "-fps_mode",
+    ):
         self.size = (int(size[0]), int(size[1]))
         line = _video_line(ffmpeg, source, None)
+        # sync: "-vsync" for an FFmpeg older than 5.1, which knows no -fps_mode. Without it,
+        # a rawvideo pipe is constant-rate: pictures would be repeated or dropped.
         self._command = [
             ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-max_error_rate", "1",
             "-i", str(source), "-map", "0:v:0", "-vf", _untagged(line) + TONE_MAP,
-            "-fps_mode", "passthrough", "-an", "-sn", "-dn",
+            sync, "passthrough", "-an", "-sn", "-dn",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
         ]  # fmt: skip
         self.frames = 0
+        self.error_output = ""  # all FFmpeg said, once it ended
         self._held: np.ndarray | None = None
+        # close() and restart() from different threads (a stop while a loop starts again)
+        # must not leave an FFmpeg started after the close, which nobody would end.
+        self._lock = threading.Lock()
+        self._shut = False
         self._start()
 
     def _start(self) -> None:
@@ -269,10 +283,13 @@ class SdrFrames:
             raise RemuxError(f"cannot run {self._command[0]}: {exc.strerror or exc}") from exc
 
     def restart(self) -> None:
-        """From the first picture again (a file played in a loop)."""
-        self.close()
-        self._held = None
-        self._start()
+        """From the first picture again (a file played in a loop); nothing once closed."""
+        with self._lock:
+            if self._shut:
+                return
+            self._end()
+            self._held = None
+            self._start()
 
     def hold(self, picture: np.ndarray) -> None:
         """Give ``picture`` (one :meth:`read` returned) again at the next :meth:`read`."""
@@ -303,8 +320,13 @@ class SdrFrames:
         return img
 
     def close(self) -> str:
-        """End FFmpeg; returns its error output's last line where it failed ("" otherwise,
-        and where it was ended here)."""
+        """End FFmpeg, for good; returns its error output's last line where it failed (""
+        otherwise, and where it was ended here)."""
+        with self._lock:
+            self._shut = True
+            return self._end()
+
+    def _end(self) -> str:
         proc = self._proc
         if self._ended:
             # Its output ended: it is ending by itself, and its status says how (polled at
@@ -325,10 +347,11 @@ class SdrFrames:
         try:
             self._errors.seek(0)
             text = self._errors.read().decode("utf-8", errors="replace")
-        except (OSError, ValueError):  # closed before
-            text = ""
+        except (OSError, ValueError):  # ended before
+            return ""
         finally:
             self._errors.close()
+        self.error_output = text
         if ended_here or proc.returncode == 0:
             return ""
         # The last line: FFmpeg ends with the reason it gave up ("Decode error rate ...
@@ -360,13 +383,19 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
     problem = tone_map_problem(ffmpeg)
     if problem:
         return ToneMapping(transfer, problem)
-    try:
-        frames = SdrFrames(source.path, source.decoded_size, ffmpeg=ffmpeg)
-    except RemuxError as exc:
-        return ToneMapping(transfer, str(exc))
-    first = frames.read()  # the filter graph's errors come before any picture
-    if first is None:
+    first = None
+    for sync in ("-fps_mode", "-vsync"):  # -vsync: an FFmpeg older than 5.1 (Ubuntu 22.04's)
+        try:
+            frames = SdrFrames(source.path, source.decoded_size, ffmpeg=ffmpeg, sync=sync)
+        except RemuxError as exc:
+            return ToneMapping(transfer, str(exc))
+        first = frames.read()  # the filter graph's errors come before any picture
+        if first is not None:
+            break
         why = frames.close() or "FFmpeg gave no picture"
+        if "fps_mode" not in frames.error_output:  # "Unrecognized option 'fps_mode'."
+            break
+    if first is None:
         return ToneMapping(transfer, f"tone mapping failed: {why}")
     frames.hold(first)
     source.decode_with(frames)

@@ -1419,8 +1419,8 @@ class VideoFileSource(_SourceBase):
     def _decode(self) -> np.ndarray | None:
         if self._decoder is not None:
             img = self._decoder.read()
-            if img is None and self._loop and self._next_index > 0:
-                self._decoder.restart()
+            if img is None and self._loop and self._next_index > 0 and not self._closed:
+                self._decoder.restart()  # a no-op once closed meanwhile
                 img = self._decoder.read()
             return img
         if self._first is not None:

@@ -5497,6 +5497,9 @@ def test_describe_error_and_labels():
     # camera, named with its device, whose name holds "camera" too.
     stalled = describe_error(RuntimeError("the camera has sent no frame for over 3 s"))
     assert stalled.kind == "camera" and "reconnect" not in stalled.advice
+    # A file has no cable to check.
+    file = describe_error(RuntimeError("the source has sent no frame for over 3 s"))
+    assert "cable" not in file.advice and "drive" in file.advice and "Camera" not in file.text
     hung = describe_error(
         RuntimeError("output virtual camera /dev/video2 (v4l2loopback) · 1280x720 has taken no "
                      "frame for over 3 s")

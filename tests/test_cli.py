@@ -3651,7 +3651,7 @@ def test_sdr_frames_take_odd_sides_and_say_why_ffmpeg_failed(tmp_path: Path) -> 
 
 
 def test_sdr_frames_closed_from_another_thread_end_a_read_in_progress(tmp_path: Path) -> None:
-    # The engine closes its source from the stopping thread while the capture thread reads.
+    # A close() while another thread is in read() ends that read; it does not wait for it.
     from engine.remux import SdrFrames
 
     clip = tmp_path / "long.mkv"  # 1080p: tens of ms a picture, so a read waits on FFmpeg
@@ -3682,6 +3682,56 @@ def test_sdr_frames_closed_from_another_thread_end_a_read_in_progress(tmp_path: 
     thread.join(5)
     assert not thread.is_alive() and time.perf_counter() - t0 < 5
     assert len(reads) < 29  # it ended early, not at the file's end
+
+
+def test_sdr_frames_closed_do_not_start_again(tmp_path: Path) -> None:
+    # A stop while a looping source reached its end: restart() after close() started an
+    # FFmpeg that nobody would end.
+    from videos import hdr_clip
+
+    from engine.remux import SdrFrames
+
+    clip = tmp_path / "hdr.mkv"
+    hdr_clip(clip, _ffmpeg_exe(), transfer="smpte2084", frames=2)
+    frames = SdrFrames(clip, (128, 64), ffmpeg=_ffmpeg_exe())
+    assert frames.read() is not None
+    frames.restart()  # from the first again
+    assert frames.frames == 1 and frames.read() is not None and frames.read() is not None
+    assert frames.read() is None
+    frames.close()
+    frames.restart()
+    assert frames._proc.poll() is not None and frames.read() is None
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a shell script stands in for FFmpeg")
+def test_an_ffmpeg_older_than_5_1_tone_maps_with_vsync(tmp_path: Path) -> None:
+    # Ubuntu 22.04's FFmpeg 4.4 knows no -fps_mode: "tone mapping failed: Error splitting the
+    # argument list: Option not found", and the colours stayed shifted.
+    from videos import hdr_clip
+
+    from engine.remux import tone_map_hdr
+    from engine.sources import VideoFileSource
+
+    clip = tmp_path / "hdr.mkv"
+    want = hdr_clip(clip, _ffmpeg_exe(), transfer="smpte2084", frames=2)
+    old = tmp_path / "ffmpeg"  # FFmpeg 4.4: -vsync, no -fps_mode (FFmpeg 9 has no -vsync)
+    old.write_text(
+        f"#!{sys.executable}\n"
+        "import os, sys\n"
+        "args = sys.argv[1:]\n"
+        "if '-fps_mode' in args:\n"
+        "    sys.exit(\"Unrecognized option 'fps_mode'.\\n"
+        'Error splitting the argument list: Option not found")\n'
+        f"os.execv({_ffmpeg_exe()!r}, [{_ffmpeg_exe()!r}]"
+        " + ['-fps_mode' if a == '-vsync' else a for a in args])\n"
+    )
+    old.chmod(0o755)
+    src = VideoFileSource(path=clip, live=False)
+    done = tone_map_hdr(src, ffmpeg=str(old))
+    assert done is not None and done.problem is None, done
+    got = [f.image for f in src]
+    assert len(got) == 2
+    assert max(max(_hdr_errors(g, w)) for g, w in zip(got, want, strict=True)) <= 26
 
 
 def test_an_hdr_stream_without_matrix_or_primaries_tags_is_taken_as_bt2020() -> None:

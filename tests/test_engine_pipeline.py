@@ -1524,3 +1524,26 @@ def test_an_output_whose_write_hangs_is_named_in_the_warning(tmp_path, monkeypat
     sink.entered.clear()
     assert sink.entered.wait(5) and eng.stats().warning is None
     eng.stop()
+
+
+def test_a_live_source_that_ended_is_not_called_stalled_while_the_model_catches_up(
+    tmp_path, monkeypatch
+):
+    # A clip's end, with a slow model still on its last frames: "the source has sent no
+    # frame for over 3 s" was printed by `run`.
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "STALL_S", 0.2)
+    src = open_source(stamped_video(tmp_path / "in.avi", 3, fps=100), live=True)
+    model = Slow(delay=1.0)
+    eng = Engine(src, model, sinks=[Recorder()])
+    eng.start()
+    assert model.entered.wait(5)
+    seen = set()
+    end = time.monotonic() + 0.8
+    while time.monotonic() < end:
+        seen.add(eng.stats().warning)
+        time.sleep(0.05)
+    model.release.set()
+    eng.stop()
+    assert seen == {None}
