@@ -277,7 +277,14 @@ class VirtualCameraSink:
         cam, self._cam = getattr(self, "_cam", None), None
         if cam is not None:
             self._sent_before_close = int(cam.frames_sent)
-            cam.close()
+            try:
+                cam.close()
+            except BaseException:
+                # pyvirtualcam keeps a backend whose close raised, and its __del__ closed it
+                # again, printing "Exception ignored in ... Camera.__del__" and a traceback
+                # at exit after the error had been reported.
+                cam._backend = None
+                raise
 
     def describe(self) -> str:
         return f"virtual camera {self.device} ({self.backend}) · {self.size[0]}x{self.size[1]}"

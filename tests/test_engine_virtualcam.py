@@ -131,3 +131,40 @@ def test_a_virtual_camera_without_pyvirtualcam_is_unavailable_with_the_steps(mon
     monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # import raises ImportError
     with pytest.raises(VirtualCameraUnavailable, match="pyvirtualcam cannot be loaded"):
         VirtualCameraSink(size=(64, 48))
+
+
+def test_a_virtual_camera_whose_close_failed_is_not_closed_again_when_collected(monkeypatch):
+    # pyvirtualcam's __del__ closed it again: a traceback at exit after the error was said.
+    import gc
+
+    import pyvirtualcam
+
+    from engine.virtualcam import VirtualCameraSink
+
+    class FailingClose:
+        def __init__(self, *, width, height, fps, fourcc, device, **kw) -> None:  # noqa: ANN001, ANN003
+            self.closes = 0
+
+        def device(self) -> str:
+            return "failing"
+
+        def native_fourcc(self):  # noqa: ANN201
+            return None
+
+        def send(self, frame) -> None:  # noqa: ANN001
+            pass
+
+        def close(self) -> None:
+            self.closes += 1
+            raise RuntimeError("device gone")
+
+    pyvirtualcam.register_backend("sharpcam-test-failing-close", FailingClose)
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    sink = VirtualCameraSink(size=(64, 48), backend="sharpcam-test-failing-close")
+    backend = sink._cam._backend
+    with pytest.raises(RuntimeError, match="device gone"):
+        sink.close()
+    del sink
+    gc.collect()
+    assert unraisable == [] and backend.closes == 1
