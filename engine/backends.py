@@ -23,6 +23,7 @@ import contextvars
 import importlib.util
 import inspect
 import logging
+import math
 import os
 import pickle
 import re
@@ -1573,6 +1574,12 @@ class ScaledBackend(_BackendBase):
     def scale(self) -> float:
         """The processing scale in use now (changes over time with ``auto``)."""
         return self._scale
+
+    def follow_rate(self, fps: float) -> None:
+        """``auto`` keeps up with ``fps`` from now on: the rate frames really arrive at,
+        where the source could not say it (the engine measures it)."""
+        if math.isfinite(fps) and fps > 0:
+            self.budget_s = 0.9 / float(fps)
 
     @property
     def provider(self) -> str:  # type: ignore[override]

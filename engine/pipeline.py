@@ -227,6 +227,9 @@ class Engine:
         self._capture_began: float | None = None
         self._last_read: float | None = None
         self._capture_over = False  # the capture thread ended: nothing more is awaited
+        # A live source whose rate is the one asked for, unconfirmed: see _follow_rate.
+        self._unconfirmed_rate = self.live and getattr(source, "fps_reported", True) is False
+        self._next_follow = 0.0
         self._failure: BaseException | None = None  # what ended the run early
         self._close_backend = close_backend
         self._warm_up = bool(warm_up) and self.live
@@ -608,6 +611,17 @@ class Engine:
             warning="; ".join(warnings) or None,
         )
 
+    def _follow_rate(self, backend: Any, now: float) -> None:
+        """Tell ``backend`` (``follow_rate``: a ``ScaledBackend`` at ``auto``) the rate frames
+        really arrive at, once a second. A camera whose driver reports no rate (Media
+        Foundation, AVFoundation) was taken to run at the rate asked for: at 15 fps in dim
+        light, ``auto`` kept a 30 fps budget and lowered the resolution for nothing."""
+        self._next_follow = now + 1.0
+        follow = getattr(backend, "follow_rate", None)
+        rate = self._stats.rate_in(now)
+        if callable(follow) and rate > 0 and self._stats.frames_in >= 10:
+            follow(rate)
+
     def _stall(self) -> str | None:
         """The warning for an output whose write has hung for :data:`STALL_S`, or a live
         source silent past it (:data:`FIRST_FRAME_S` before its first frame), or None. Its
@@ -759,6 +773,8 @@ class Engine:
             return _Work(frame, frame, False)
         src = frame.image
         t0 = time.perf_counter()
+        if self._unconfirmed_rate and t0 >= self._next_follow:
+            self._follow_rate(backend, t0)
         try:
             result = backend.process(src)
             if (

@@ -155,6 +155,11 @@ class StatsRecorder:
             self._latency.append(latency_ms)
             self.last_size = size
 
+    def rate_in(self, now: float) -> float:
+        """Frames read from the source per second at ``now`` (``time.perf_counter()``)."""
+        with self._lock:
+            return self._in.rate(now)
+
     def latencies(self) -> list[float]:
         """The recent end-to-end latencies in ms, oldest first."""
         with self._lock:

@@ -1547,3 +1547,57 @@ def test_a_live_source_that_ended_is_not_called_stalled_while_the_model_catches_
     model.release.set()
     eng.stop()
     assert seen == {None}
+
+
+class _Unconfirmed:
+    """A live source that says 30 fps unconfirmed (``fps_reported`` False, as a camera whose
+    driver reports no rate) and delivers what ``inner`` does."""
+
+    fps = 30.0
+
+    def __init__(self, inner, reported: bool = False) -> None:  # noqa: ANN001
+        self.inner, self.fps_reported = inner, reported
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+
+class _Following(Invert):
+    """Records what the engine tells ``follow_rate``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def follow_rate(self, fps: float) -> None:
+        self.rates.append(fps)
+
+
+@pytest.mark.parametrize("reported", [False, True])
+def test_auto_scale_is_told_the_rate_frames_really_arrive_at_when_the_camera_cannot_say(
+    tmp_path, reported
+):
+    # A 30 fps camera driver that reports no rate, delivering 10 fps in dim light: `auto`
+    # kept a 30 fps budget and lowered the resolution for nothing.
+    src = _Unconfirmed(open_source(still(tmp_path), live=True, fps=10), reported=reported)
+    model = _Following()
+    eng = Engine(src, model, sinks=[Recorder()])
+    eng.start()
+    time.sleep(2.6)
+    eng.stop()
+    if reported:
+        assert model.rates == []  # the driver's own rate stands
+    else:
+        assert 1 <= len(model.rates) <= 3 and all(8 < r < 12 for r in model.rates), model.rates
+
+
+def test_scaled_backend_follows_the_rate_it_is_told():
+    from engine.backends import ScaledBackend
+
+    scaled = ScaledBackend(Invert(), "auto", target_fps=30.0)
+    assert scaled.budget_s == pytest.approx(0.9 / 30)
+    scaled.follow_rate(10.0)
+    assert scaled.budget_s == pytest.approx(0.09)
+    scaled.follow_rate(float("nan"))
+    scaled.follow_rate(0.0)
+    assert scaled.budget_s == pytest.approx(0.09)
