@@ -2017,7 +2017,14 @@ def cmd_process(args: argparse.Namespace) -> int:
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
         said = ""
         if kind == "video" and written:
-            from engine.remux import RemuxError, RemuxStopped, copy_audio, find_ffmpeg, keep_timing
+            from engine.remux import (
+                RemuxError,
+                RemuxStopped,
+                copy_audio,
+                find_ffmpeg,
+                has_kept_tags,
+                keep_timing,
+            )
             from engine.sources import video_has_audio
 
             ffmpeg = find_ffmpeg()
@@ -2048,6 +2055,19 @@ def cmd_process(args: argparse.Namespace) -> int:
                     # have had none.
                     if video_has_audio(args.output):
                         said += ", with the sound of the input"
+                elif ffmpeg and has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop):
+                    # A silent clip's date and place were copied only with a sound track:
+                    # a screen recording or a muted phone clip lost them.
+                    step = "copying the date and place"
+                    try:
+                        copy_audio(args.input, args.output, ffmpeg=ffmpeg, stop=stop)
+                    except RemuxStopped:
+                        raise
+                    except RemuxError as exc:
+                        _eprint(
+                            f"{PROG}: warning: {args.output} is without the date and place of "
+                            f"{args.input}: {exc}"
+                        )
             except RemuxStopped:
                 _eprint(
                     f"{PROG}: interrupted while {step}: {_frames(written)} written to "

@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,6 +37,7 @@ __all__ = [
     "RemuxStopped",
     "copy_audio",
     "find_ffmpeg",
+    "has_kept_tags",
     "hdr_transfer",
     "keep_timing",
     "PictureTimes",
@@ -91,6 +93,8 @@ _AAC = ["-c:a", "aac", "-b:a", "192k"]
 #: An AVI has no start time per stream: sound that starts after the pictures was moved to
 #: the start. Always PCM there, the gap filled with silence.
 _AVI_AUDIO = ["-c:a", "pcm_s16le", "-af", "aresample=async=1:first_pts=0"]
+#: Outputs of the MP4 family (QuickTime's boxes).
+_MP4_LIKE = (".mp4", ".m4v", ".mov")
 #: The muxer by extension where FFmpeg's own pick loses something: for .m4v it takes its
 #: iPod muxer, which drops the colour tag and refuses MP3.
 _MUXER = {".m4v": "mp4"}
@@ -131,11 +135,35 @@ def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
     return proc.returncode, out + err
 
 
-def _audio_codecs(ffmpeg: str, source: Path, stop: threading.Event | None) -> list[str]:
-    """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``)."""
+#: File tags worth carrying over (FFmpeg's names): when and where a clip was filmed, and on
+#: what. QuickTime's metadata keys (``mdta``) are how an iPhone says all of them.
+_KEPT_TAGS = re.compile(
+    r"^\s+(creation_time|date|location|location-eng|make|model|com\.apple\.quicktime\.\S+)\s*:",
+    re.M,
+)
+
+
+def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[list[str], bool]:
+    """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), and
+    whether it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model)."""
     # Exits 1 (no output named): the stream list is all it is asked for.
     _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
-    return re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
+    codecs = re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
+    return codecs, "com.apple.quicktime." in text
+
+
+def has_kept_tags(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> bool:
+    """Whether ``source`` carries a date, place or camera that :func:`copy_audio` would copy
+    (it copies them for a silent video too)."""
+    try:
+        _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return False
+    return _KEPT_TAGS.search(text) is not None
 
 
 def _video_line(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event | None) -> str:
@@ -510,6 +538,7 @@ def _mux(
     *,
     skip: float,
     stop: threading.Event | None,
+    tags: Sequence[str] = (),
 ) -> str:
     """Run FFmpeg: ``video``'s pictures and ``source``'s sound from ``skip`` seconds on into
     ``out``. Returns its error output ("" when it succeeded)."""
@@ -520,7 +549,7 @@ def _mux(
         "-map", "0:v", "-map", "1:a?", "-c:v", "copy", *audio_codec,
         # The date taken and the place (a phone's) are the source's; the pictures' own
         # colour tags and (upright) orientation stay those of the video written.
-        "-map_metadata", "1",
+        "-map_metadata", "1", *tags,
         *(["-f", muxer] if muxer else []),
         str(out),
     ]  # fmt: skip
@@ -543,7 +572,8 @@ def copy_audio(
     ``video`` is rewritten beside itself under a hidden name and replaced only when FFmpeg
     succeeded, so a failure (or an interrupt) leaves it as it was. The audio is copied as
     it is, or re-encoded where ``video``'s container does not hold its codec playably (see
-    :data:`_PLAYABLE`). A ``source`` without audio leaves ``video`` unchanged.
+    :data:`_PLAYABLE`). The source's date, place and camera tags come along, an iPhone's
+    QuickTime keys included; for a ``source`` without audio, they are all that is copied.
 
     The sound starts where the source's pictures do: sound before the first picture (a
     video that starts late) had no picture in the written video either.
@@ -562,7 +592,16 @@ def copy_audio(
     out = partial_path(video)
     ext = video.suffix.lower()
     try:
-        codecs = _audio_codecs(ffmpeg, source, stop)
+        codecs, apple = _probe(ffmpeg, source, stop)
+        # An iPhone's date, place, make and model are QuickTime metadata keys, which the
+        # MP4/MOV muxer drops unless told to write them: they were lost without a word.
+        tags = (
+            # ...and without the source's file-type fields, which it then wrote as keys too.
+            ["-movflags", "use_metadata_tags", "-metadata", "major_brand=",
+             "-metadata", "minor_version=", "-metadata", "compatible_brands="]
+            if apple and ext in _MP4_LIKE
+            else []
+        )  # fmt: skip
         # The written video starts with the source's first picture, so its sound must start
         # there too (a video whose pictures start a second after its sound played behind).
         shown = picture_times(source, ffmpeg=ffmpeg, stop=stop)
@@ -570,12 +609,14 @@ def copy_audio(
         playable = _PLAYABLE.get(ext, ("",))
         why = "not tried"
         if all(c.startswith(playable) for c in codecs):
-            why = _mux(ffmpeg, source, video, out, ["-c:a", "copy"], skip=skip, stop=stop)
+            why = _mux(
+                ffmpeg, source, video, out, ["-c:a", "copy"], skip=skip, stop=stop, tags=tags
+            )
         if why:
             # A codec the container does not take, or its players do not play (Vorbis, or
             # PCM in an MP4); in an AVI, always PCM.
             reencode = _AVI_AUDIO if ext == ".avi" else _AAC
-            why = _mux(ffmpeg, source, video, out, reencode, skip=skip, stop=stop)
+            why = _mux(ffmpeg, source, video, out, reencode, skip=skip, stop=stop, tags=tags)
         if why:
             raise RemuxError(f"ffmpeg: {why}")
         os.replace(out, video)

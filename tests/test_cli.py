@@ -514,6 +514,63 @@ def test_process_keeps_the_sound_of_a_video(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", name]  # no working file
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+def test_process_keeps_an_iphones_quicktime_date_place_and_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    # An iPhone writes them as QuickTime metadata keys (mdta), which the MP4/MOV muxer drops
+    # unless told: they were lost without a word.
+    ffmpeg = _ffmpeg_exe()
+    phone = tmp_path / "IMG_0001.MOV"
+    keys = {
+        "com.apple.quicktime.location.ISO6709": "+48.8577+002.2950+035.000/",
+        "com.apple.quicktime.creationdate": "2024-05-01T10:00:00+0200",
+        "com.apple.quicktime.make": "Apple",
+        "com.apple.quicktime.model": "iPhone 15",
+    }
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", "-c:v", "mpeg4", "-c:a", "aac",
+         "-movflags", "use_metadata_tags",
+         *[a for k, v in keys.items() for a in ("-metadata", f"{k}={v}")], str(phone)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / f"sharp{suffix}"
+    assert cli.main(["process", str(phone), str(out), "--backend", "passthrough"]) == 0
+    assert "with the sound of the input" in capsys.readouterr().err
+    probe = subprocess.run(
+        [ffmpeg, "-hide_banner", "-i", str(out)], capture_output=True, text=True
+    ).stderr.lower()
+    for key, value in keys.items():
+        assert f"{key}: {value}".lower() in probe, (key, probe)
+    assert "major_brand     : isom;" not in probe  # no file-type fields written as keys
+
+
+def test_process_keeps_a_silent_videos_date_and_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They were copied only along with a sound track: a screen recording or a muted phone
+    # clip lost them.
+    ffmpeg = _ffmpeg_exe()
+    clip = tmp_path / "silent.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "1",
+         "-c:v", "mpeg4", "-metadata", "creation_time=2024-05-01T10:00:00Z",
+         "-metadata", "location=+48.8577+002.2950/", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert f"25 frames -> {out}\n" in err and "sound" not in err, err
+    probe = subprocess.run(
+        [ffmpeg, "-hide_banner", "-i", str(out)], capture_output=True, text=True
+    ).stderr
+    assert "2024-05-01T10:00:00" in probe and "+48.8577+002.2950/" in probe, probe
+    assert not _audio_streams(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "silent.mp4"]
+
+
 def test_process_keeps_a_phone_videos_sound_date_and_place(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
