@@ -1295,6 +1295,36 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
     return False
 
 
+def _kept_tags(video: str) -> bool:
+    """Whether ``video`` has a date, place or camera tag that ``process`` copies."""
+    from engine.remux import find_ffmpeg, has_kept_tags
+
+    ffmpeg = find_ffmpeg()
+    return bool(ffmpeg) and has_kept_tags(video, ffmpeg=ffmpeg)
+
+
+def _note_avi_tags(video: str, output: str) -> None:
+    # An AVI holds no date or place: they were dropped without a word, where .mp4, .mov and
+    # .mkv keep them.
+    if Path(output).suffix.lower() == ".avi" and _kept_tags(video):
+        _eprint(
+            f"{PROG}: note: {output} will be without the date and place of {video} (an AVI "
+            "holds none; .mp4, .mov or .mkv keep them)"
+        )
+
+
+def _missing_after_stop(kind: str, video: str, sound: bool) -> str:
+    """What an interrupted video output lacks, as ``", without ..."`` ("" for none): its
+    sound and tags are put in after the last frame, which a stop does not reach."""
+    if kind != "video":
+        return ""
+    missing = [
+        *(["sound"] if sound else []),
+        *(["the date and place"] if _kept_tags(video) else []),
+    ]
+    return f", without {' or '.join(missing)}" if missing else ""
+
+
 def _tone_map(source: Any, video: str, output: str) -> None:
     """Where ``video`` is HDR (an iPhone films HDR by default), make ``source`` (its
     ``VideoFileSource``) read it tone mapped to SDR by FFmpeg as it goes
@@ -1949,6 +1979,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             _note_folder_entries(source)
         if kind == "video":
             _tone_map(source, args.input, args.output)
+            _note_avi_tags(args.input, args.output)
         engine = Engine(
             engine_source,
             backend,
@@ -1992,7 +2023,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             else:
                 _eprint(
                     f"{PROG}: interrupted: {written} of {total or '?'} frames written to "
-                    f"{kept or args.output}"
+                    f"{kept or args.output}{_missing_after_stop(kind, args.input, copy_sound)}"
                 )
             return 130
         if skipped:

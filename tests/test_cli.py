@@ -1525,6 +1525,46 @@ def test_process_interrupted_before_its_first_frame_names_no_output(
     assert out.read_bytes() == b"yesterday's result"
 
 
+class _InterruptsItsThirdCall(_InterruptsItsFirstCall):
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 3:
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(0.5)
+        return rgb
+
+
+def test_process_interrupted_says_the_kept_video_lacks_its_sound_and_tags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # They go in after the last frame, which a stop does not reach; the note did not say so.
+    import engine.backends
+
+    clip = tmp_path / "phone.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "2", "-c:v", "mpeg4", "-c:a", "aac",
+         "-metadata", "creation_time=2024-05-01T10:00:00Z", str(clip)],
+        check=True,
+    )  # fmt: skip
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsThirdCall)
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 130
+    err = capsys.readouterr().err
+    kept = tmp_path / "out.incomplete.mp4"
+    assert re.search(
+        rf"interrupted: \d+ of 50 frames written to {re.escape(str(kept))}, without sound or "
+        r"the date and place\n",
+        err,
+    ), err
+    # An AVI holds no date or place: said before it runs, as the sound is.
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", engine.backends.UnsharpBackend)
+    avi = tmp_path / "out.avi"
+    assert cli.main(["process", str(clip), str(avi), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {avi} will be without the date and place of {clip} (an AVI holds none" in err
+
+
 class _FailsOnStamp3:
     """A backend that fails on the image stamped 3 (out of memory on one large photo, say)."""
 
