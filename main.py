@@ -2086,7 +2086,11 @@ def cmd_process(args: argparse.Namespace) -> int:
                     # have had none.
                     if video_has_audio(args.output):
                         said += ", with the sound of the input"
-                elif ffmpeg and has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop):
+                elif (
+                    ffmpeg
+                    and Path(args.output).suffix.lower() != ".avi"  # holds none: noted before
+                    and has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop)
+                ):
                     # A silent clip's date and place were copied only with a sound track:
                     # a screen recording or a muted phone clip lost them.
                     step = "copying the date and place"
