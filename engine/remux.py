@@ -186,7 +186,11 @@ def hdr_transfer(
     (FFmpeg's ``smpte2084`` or ``arib-std-b67``), None otherwise or where FFmpeg cannot tell.
     OpenCV decodes such a stream to 8-bit SDR without converting its primaries: saturated
     colours do not survive."""
-    line = _video_line(ffmpeg, source, stop)
+    return _transfer_of(_video_line(ffmpeg, source, stop))
+
+
+def _transfer_of(line: str) -> str | None:
+    """:func:`hdr_transfer` from FFmpeg's line for the stream."""
     if "smpte2084" in line:
         return "PQ"
     return "HLG" if "arib-std-b67" in line else None
@@ -268,9 +272,11 @@ class SdrFrames:
         *,
         ffmpeg: str,
         sync: str = "-fps_mode",
+        line: str | None = None,
     ):
         self.size = (int(size[0]), int(size[1]))
-        line = _video_line(ffmpeg, source, None)
+        if line is None:  # FFmpeg's line for the stream, where the caller has not read it
+            line = _video_line(ffmpeg, source, None)
         # sync: "-vsync" for an FFmpeg older than 5.1, which knows no -fps_mode. Without it,
         # a rawvideo pipe is constant-rate: pictures would be repeated or dropped.
         self._command = [
@@ -405,8 +411,11 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
     picture, ``source`` stays as it was and :attr:`ToneMapping.problem` says why.
     """
     ffmpeg = ffmpeg or find_ffmpeg()
-    transfer = hdr_transfer(source.path, ffmpeg=ffmpeg) if ffmpeg else None
-    if ffmpeg is None or transfer is None:
+    if ffmpeg is None:
+        return None
+    line = _video_line(ffmpeg, source.path, None)  # read once: the transfer, and the tags
+    transfer = _transfer_of(line)
+    if transfer is None:
         return None
     problem = tone_map_problem(ffmpeg)
     if problem:
@@ -414,7 +423,9 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
     first = None
     for sync in ("-fps_mode", "-vsync"):  # -vsync: an FFmpeg older than 5.1 (Ubuntu 22.04's)
         try:
-            frames = SdrFrames(source.path, source.decoded_size, ffmpeg=ffmpeg, sync=sync)
+            frames = SdrFrames(
+                source.path, source.decoded_size, ffmpeg=ffmpeg, sync=sync, line=line
+            )
         except RemuxError as exc:
             return ToneMapping(transfer, str(exc))
         first = frames.read()  # the filter graph's errors come before any picture
