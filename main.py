@@ -1500,7 +1500,7 @@ def _note_lost_metadata(kind: str, source: Any, output: str) -> None:
     profile does not reach the output, and why: a format that holds none, but also a JPEG output that cannot (an EXIF
     block over 64 KB, one that cannot be read, a grey photo's profile on RGB pixels), where
     naming the formats that keep them sent the user to the format they had given."""
-    from engine.sinks import metadata_lost
+    from engine.sinks import metadata_lost, output_image_name
     from engine.sources import read_image_metadata
 
     if kind == "image":
@@ -1510,7 +1510,10 @@ def _note_lost_metadata(kind: str, source: Any, output: str) -> None:
             _eprint(f"{PROG}: note: {output} will be without {what}")
     elif kind == "folder":
         # Each output keeps its input's name: a format that holds none loses them.
-        losses = [(f, metadata_lost(read_image_metadata(f), f)) for f in source.files]
+        losses = [
+            (f, metadata_lost(read_image_metadata(f), output_image_name(f.name)))
+            for f in source.files
+        ]
         hits = [(f, lost) for f, lost in losses if lost]
         if hits:
             first, lost = hits[0]
@@ -1712,7 +1715,7 @@ class _NamedImageSink:
         self.frames_written = 0
 
     def write(self, frame: Any) -> None:
-        from engine.sinks import SinkError, write_image
+        from engine.sinks import SinkError, output_image_name, write_image
         from engine.sources import read_image_metadata
 
         file = self.source.frame_files[frame.index]
@@ -1722,7 +1725,8 @@ class _NamedImageSink:
             return
         try:
             metadata = read_image_metadata(file)
-            write_image(self.out_dir / file.name, frame.image, metadata=metadata)
+            out = self.out_dir / output_image_name(file.name)
+            write_image(out, frame.image, metadata=metadata)
         except SinkError as exc:
             cause = exc.__cause__
             if isinstance(cause, OSError) and cause.errno in _OUTPUT_FULL_ERRNOS:
@@ -1819,10 +1823,13 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bo
     written to one output file, an input that is a link to an output it would overwrite, or
     (unless ``overwrite``) a file already in ``out_dir`` under an output's name.
 
-    Each image keeps its name, so names are unique in the input folder; but ``A.png`` and
-    ``a.png`` (from a Linux folder) are one file in a folder that folds case, and the second
-    result silently replaced the first.
+    Each image keeps its name (an HEIF photo's becomes ``.jpg``:
+    :func:`engine.sinks.output_image_name`), so names are unique in the input folder but for
+    ``IMG_1.HEIC`` beside ``IMG_1.jpg``; and ``A.png`` and ``a.png`` (from a Linux folder) are
+    one file in a folder that folds case, where the second result silently replaced the first.
     """
+    from engine.sinks import output_image_name
+
     fold = _folds_case(out_dir)
 
     def key(name: str) -> str:
@@ -1831,12 +1838,19 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bo
 
     written: dict[str, Path] = {}
     for file in files:
-        first = written.setdefault(key(file.name), file)
+        name = output_image_name(file.name)
+        first = written.setdefault(key(name), file)
         if first is not file:
+            if output_image_name(first.name) != first.name or name != file.name:
+                why = "an HEIF photo's result is a .jpg; rename one of them"
+            else:
+                why = (
+                    f"folder {out_dir} does not tell names apart by case; rename one of them "
+                    "or give an output folder on another drive"
+                )
             raise CliError(
                 f"{first.name} and {file.name} would both be written to "
-                f"{out_dir / first.name}: folder {out_dir} does not tell names apart by case; "
-                "rename one of them or give an output folder on another drive",
+                f"{out_dir / output_image_name(first.name)}: {why}",
                 code=2,
             )
     if not out_dir.is_dir():
@@ -1845,7 +1859,7 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bo
         # A link into the output folder: its target is replaced by a result, before or after
         # the link is read (then as a result, to be deblurred twice).
         real = Path(os.path.realpath(file))
-        first = written.get(key(real.name))
+        first = written.get(key(output_image_name(real.name)))
         if first is not None and _same_path(str(real.parent), str(out_dir)):
             raise CliError(
                 f"input {file} is a link to {real}, which this run would overwrite with the "
@@ -1857,7 +1871,8 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bo
     # `process photos/picked photos` wrote each result over the original of the same name,
     # and a second batch into a results folder replaced the first, both silently: unlike a
     # named output file, these names are the run's, not the user's.
-    taken = [out_dir / file.name for file in files if os.path.lexists(out_dir / file.name)]
+    outputs = [out_dir / output_image_name(file.name) for file in files]
+    taken = [out for out in outputs if os.path.lexists(out)]
     if taken:
         more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
         raise CliError(

@@ -40,6 +40,7 @@ from engine.frames import (
     opencv_path_problem,
     resize_to,
 )
+from engine.heif import HEIF_EXTENSIONS
 from engine.sources import (
     IMAGE_EXTENSIONS,
     XMP_JPEG_HEADER,
@@ -64,6 +65,7 @@ __all__ = [
     "incomplete_path",
     "metadata_lost",
     "open_sink",
+    "output_image_name",
     "partial_path",
     "register_sink",
     "sink_kind",
@@ -1276,11 +1278,25 @@ def metadata_lost(
 
 
 def image_format_problem(ext: str) -> str | None:
-    """Why no frame can be written as an ``ext`` image though OpenCV lists a writer for it
-    (``.pbm``: 1-bit frames only), else None."""
+    """Why no frame can be written as an ``ext`` image though it names one (``.pbm``: 1-bit
+    frames only; HEIF, which is read only), else None."""
     if ext.lower() == ".pbm":
         return "a .pbm holds black and white only; give .pgm for grey or .png"
+    if ext.lower() in HEIF_EXTENSIONS:
+        return (
+            f"SharpCam reads {ext.lower()} photos but cannot write them; give .jpg (it keeps "
+            "the date, place and colour profile) or .png"
+        )
     return None
+
+
+def output_image_name(name: str) -> str:
+    """The name a folder run gives the result of the image ``name``: the same, but ``.jpg``
+    for an HEIF photo (``IMG_0001.HEIC`` -> ``IMG_0001.jpg``), a format it cannot write."""
+    stem, dot, ext = name.rpartition(".")
+    if dot and stem and "." + ext.lower() in HEIF_EXTENSIONS:
+        return stem + ".jpg"
+    return name
 
 
 def write_image(

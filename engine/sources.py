@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from engine.frames import Frame, fit_to, image_size, opencv_name, resize_to, to_rgb8
+from engine.heif import HEIF_EXTENSIONS, HeifError, decode_heif, heif_metadata, is_heif
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -67,7 +68,7 @@ log = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif",
      ".jp2", ".ppm", ".pgm", ".pbm", ".pnm", ".sr", ".ras", ".exr"}
-)  # fmt: skip
+) | HEIF_EXTENSIONS  # fmt: skip
 DEFAULT_FPS = 30.0
 #: The frame rates a source honours; OpenCV reports 0, nan or absurd rates for streams that do
 #: not declare one, so anything outside is treated as "not given" (a video file's own rate may
@@ -396,6 +397,15 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(str(p), dtype=np.uint8)
     except OSError as exc:
         raise SourceError(f"cannot read image file {p}: {exc.strerror or exc}") from exc
+    if is_heif(data[:64].tobytes()):
+        # An iPhone's photo: OpenCV has no HEIF decoder ("not a video" was all it said).
+        try:
+            bgr, note = decode_heif(p)
+        except HeifError as exc:
+            raise SourceError(f"cannot read image file {p}: {exc}") from exc
+        if note:
+            log.warning("%s: %s", p, note)
+        return to_rgb8(bgr, bgr=True, inplace=True)
     # Not IMREAD_UNCHANGED: it also skips the EXIF orientation, so a phone's portrait photo
     # came out on its side. These flags keep grey and 16-bit; alpha is dropped either way.
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
@@ -582,12 +592,12 @@ def _webp_metadata(f: Any) -> ImageMetadata:
 
 
 def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
-    """The EXIF block, ICC profile and XMP packet of a JPEG, PNG or WebP file, from its
+    """The EXIF block, ICC profile and XMP packet of a JPEG, PNG, WebP or HEIF file, from its
     headers (the image data is not decoded); an empty :class:`ImageMetadata` for other
     formats, a file without them, or one that cannot be read."""
     try:
         with open(path, "rb") as f:
-            magic = f.read(12)
+            magic = f.read(64)
             f.seek(0)
             if magic.startswith(b"\xff\xd8"):
                 return _jpeg_metadata(f)
@@ -595,6 +605,9 @@ def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
                 return _png_metadata(f)
             if magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
                 return _webp_metadata(f)
+        if is_heif(magic):
+            exif, icc, xmp = heif_metadata(path)
+            return ImageMetadata(exif=exif and _tiff_or_none(exif), icc=icc, xmp=xmp)
     except (OSError, ValueError):
         pass
     return ImageMetadata()

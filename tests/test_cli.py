@@ -3357,7 +3357,7 @@ def test_a_folder_run_says_what_it_leaves_out(
     folder = _photo_folder(tmp_path / "in", range(2))
     for sub in ("2023", "2024"):
         (folder / sub).mkdir()
-    for other in ("a.txt", "b.gif", "c.mp4", "d.heic"):
+    for other in ("a.txt", "b.gif", "c.mp4", "d.psd"):
         (folder / other).write_bytes(b"")
     (folder / ".hidden").write_bytes(b"")
     _animation(folder / "z.webp")

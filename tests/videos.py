@@ -230,3 +230,43 @@ def hdr_clip(
         check=True,
     )  # fmt: skip
     return pictures
+
+
+def heic_photo(
+    path: Path,
+    rgb: np.ndarray,
+    *,
+    tile: int = 0,
+    exif: bytes | None = None,
+    icc: bytes | None = None,
+    xmp: bytes | None = None,
+    hdr_transfer: int | None = None,
+) -> None:
+    """Write ``rgb`` (``(H, W, 3)`` uint8 RGB, or uint16 for ``hdr_transfer``) as an HEIC
+    photo with pillow-heif (libheif, x265): in ``tile``-pixel tiles as an iPhone writes its
+    photos (512) where ``tile`` is given; with ``exif`` (a TIFF block: its Orientation becomes
+    the picture's rotation property, as a phone writes it), ``icc`` and ``xmp``. With
+    ``hdr_transfer`` (16: PQ, 18: HLG) the 16-bit ``rgb`` is coded in 10 bits, tagged BT.2020
+    and that transfer, as a camera's HDR HIF."""
+    import pillow_heif
+
+    mode = "RGB;16" if rgb.dtype == np.uint16 else "RGB"
+    heif = pillow_heif.from_bytes(mode=mode, size=(rgb.shape[1], rgb.shape[0]), data=rgb.tobytes())
+    options: dict[str, object] = {"quality": -1 if hdr_transfer else 95}
+    if exif is not None:
+        options["exif"] = b"Exif\0\0" + exif
+    if icc is not None:
+        options["icc_profile"] = icc
+    if xmp is not None:
+        options["xmp"] = xmp
+    if hdr_transfer is not None:
+        options.update(
+            color_primaries=9, transfer_characteristics=hdr_transfer, matrix_coefficients=9,
+            full_range_flag=0,
+        )  # fmt: skip
+    before = pillow_heif.options.GRID_TILE_SIZE
+    pillow_heif.options.GRID_TILE_SIZE = tile  # no argument for it
+    try:
+        heif.save(str(path), **options)
+    finally:
+        pillow_heif.options.GRID_TILE_SIZE = before

@@ -1,0 +1,495 @@
+"""HEIF stills (an iPhone's ``.heic``, a camera's ``.hif``): their pictures decoded by
+FFmpeg, their EXIF block, XMP packet and colour profile read from the file's boxes.
+
+OpenCV has no HEIF decoder, and HEIC is what an iPhone saves its photos as. The FFmpeg that
+``process`` already runs for a video's sound (7.1 or newer) decodes HEVC-coded HEIF images,
+the tiled ones every iPhone photo is (a grid of 512-pixel pictures) included, and turns them
+upright by their rotation and mirror properties. AVIF, HEIF's AV1 sibling, is left to
+OpenCV, which reads it.
+
+:func:`engine.sources.read_image` and :func:`engine.sources.read_image_metadata` call this
+module for a file whose first box says HEIF, whatever its name.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import zlib
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+
+from engine.remux import (
+    TONE_MAP,
+    _transfer_of,
+    _untagged,
+    find_ffmpeg,
+    tone_map_problem,
+)
+
+__all__ = [
+    "HEIF_EXTENSIONS",
+    "HeifError",
+    "HeifMetadata",
+    "MIN_FFMPEG",
+    "decode_heif",
+    "heif_metadata",
+    "is_heif",
+]
+
+#: The names HEIF stills go by: Apple's, the standard's, and Canon's and Sony's cameras'.
+HEIF_EXTENSIONS = frozenset({".heic", ".heif", ".hif"})
+#: The first FFmpeg whose CLI puts a tiled HEIF picture together (earlier ones give a tile).
+MIN_FFMPEG = "7.1"
+#: Brands (ISO/IEC 23008-12) of HEIF stills coded in HEVC, and the generic still brands.
+_HEVC_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis"})
+_STILL_BRANDS = frozenset({b"mif1", b"mif2"})
+#: AVIF's brands: OpenCV decodes those itself.
+_AVIF_BRANDS = frozenset({b"avif", b"avis"})
+#: Bounds on what metadata reading takes from a file: a damaged (or hostile) length must not
+#: make it read or inflate gigabytes.
+_METADATA_LIMIT = 16 << 20
+_BOX_LIMIT = 100_000  # boxes, items or properties walked in all
+
+
+class HeifError(RuntimeError):
+    """An HEIF file could not be decoded; the message says why (the caller names the file)."""
+
+
+class HeifMetadata(NamedTuple):
+    """What an HEIF still holds besides its pixels, as stored: ``exif`` from its TIFF header
+    on (where the item has one), ``icc`` the colour profile, ``xmp`` the XMP packet; None
+    for each the file does not have. ``size``: ``(W, H)`` of the picture upright, by its
+    size and rotation properties (None where it is cropped, or they cannot be read)."""
+
+    exif: bytes | None
+    icc: bytes | None
+    xmp: bytes | None
+    size: tuple[int, int] | None = None
+
+
+def is_heif(head: bytes) -> bool:
+    """Whether ``head`` (a file's first bytes; 64 are plenty) opens an HEIF still that is not
+    an AVIF: its ``ftyp`` box names an HEVC still brand, or the generic one without AVIF's."""
+    if len(head) < 16 or head[4:8] != b"ftyp":
+        return False
+    size = min(int.from_bytes(head[:4], "big"), len(head))
+    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, size - 3, 4)}
+    if brands & _HEVC_BRANDS:
+        return True
+    return bool(brands & _STILL_BRANDS) and not brands & _AVIF_BRANDS
+
+
+def _ffmpegs(ffmpeg: str | None) -> list[str]:
+    """The executables to try, in order: ``ffmpeg`` where given; else the one
+    :func:`engine.remux.find_ffmpeg` finds, then the one ``imageio-ffmpeg`` bundles where
+    that differs (an older FFmpeg on the ``PATH``, Ubuntu 22.04's 4.4, reads no HEIF)."""
+    if ffmpeg:
+        return [ffmpeg]
+    found = [f for f in (find_ffmpeg(),) if f]
+    if not os.environ.get("SHARPCAM_FFMPEG"):  # named by the user: that one only
+        try:
+            import imageio_ffmpeg
+
+            bundled = imageio_ffmpeg.get_ffmpeg_exe()
+        except Exception:  # not installed, or its binary missing for this platform
+            bundled = None
+        if bundled and bundled not in found:
+            found.append(bundled)
+    return found
+
+
+def _run(command: list[str]) -> subprocess.CompletedProcess[bytes]:
+    try:
+        return subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+    except OSError as exc:  # not there, not executable
+        raise HeifError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
+
+
+def _picture_line(ffmpeg: str, path: str) -> str:
+    """FFmpeg's line for the picture it decodes by default: a tiled image's "Tile Grid"
+    stream group, else the first video stream ("" where it lists neither)."""
+    text = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", path]).stderr.decode(
+        "utf-8", errors="replace"
+    )
+    line = re.search(r"Stream group #\S+.*?: Tile Grid: [^\n]*", text) or re.search(
+        r"Stream #\S+.*?: Video: [^\n]*", text
+    )
+    return line.group(0) if line else ""
+
+
+def _last_line(text: bytes) -> str:
+    lines = [t.strip() for t in text.decode("utf-8", errors="replace").splitlines() if t.strip()]
+    return re.sub(r"^\[[^]]*@ \w+\] ", "", lines[-1]) if lines else ""
+
+
+def decode_heif(
+    path: str | os.PathLike[str], *, ffmpeg: str | None = None
+) -> tuple[np.ndarray, str | None]:
+    """Decode the HEIF still at ``path`` with FFmpeg.
+
+    Returns ``(image, note)``: ``image`` ``(H, W, 3) uint8 BGR``, upright; an HDR picture
+    (PQ or HLG, a camera's 10-bit HIF) tone mapped to SDR BT.709 as
+    :class:`engine.remux.SdrFrames` maps video. ``note`` says where such a picture could not
+    be tone mapped (its colours are then off), else None.
+
+    Tries ``ffmpeg``, or each executable :func:`_ffmpegs` lists, until one decodes it.
+    Raises :class:`HeifError` when none is found or none can.
+    """
+    path = os.fspath(path)
+    candidates = _ffmpegs(ffmpeg)
+    if not candidates:
+        raise HeifError(
+            f"an HEIF image, which SharpCam decodes with FFmpeg {MIN_FFMPEG} or newer, and "
+            "none was found (pip install imageio-ffmpeg, or name one in $SHARPCAM_FFMPEG)"
+        )
+    expected = heif_metadata(path).size
+    failures = []
+    for exe in candidates:
+        line = _picture_line(exe, path)
+        note = None
+        filters = []
+        transfer = _transfer_of(line)
+        if transfer is not None:
+            problem = tone_map_problem(exe)
+            if problem:
+                note = f"it is HDR ({transfer}) and is read as it is, its colours off: {problem}"
+            else:
+                filters = ["-vf", _untagged(line) + TONE_MAP]
+        # PPM: raw RGB behind a header that says the size, which FFmpeg's rotation decides.
+        done = _run(
+            [
+                exe,
+                "-hide_banner",
+                "-nostdin",
+                "-loglevel",
+                "error",
+                "-i",
+                path,
+                "-frames:v",
+                "1",
+                *filters,
+                "-an",
+                "-sn",
+                "-dn",
+                "-f",
+                "image2pipe",
+                "-c:v",
+                "ppm",
+                "-pix_fmt",
+                "rgb24",
+                "pipe:1",
+            ]  # fmt: skip
+        )
+        image = None
+        if done.returncode == 0 and done.stdout:
+            image = cv2.imdecode(np.frombuffer(done.stdout, np.uint8), cv2.IMREAD_COLOR)
+        got = None if image is None else (image.shape[1], image.shape[0])
+        if got is not None and (expected is None or got == expected):
+            return image, note
+        if got is not None and expected is not None:
+            # An FFmpeg before 7.1 gives one tile of a tiled picture; FFmpeg 9 puts tiles of
+            # under 64 pixels together wrongly: a picture of the wrong size, said nothing.
+            why = f"it decoded {got[0]}x{got[1]} pixels where the file says {expected[0]}x{expected[1]}"
+        else:
+            why = _last_line(done.stderr) or (
+                f"it exited with status {done.returncode}" if done.returncode else "no picture"
+            )
+        failures.append(f"{exe} could not ({why})")
+    raise HeifError(
+        f"an HEIF image, which SharpCam decodes with FFmpeg {MIN_FFMPEG} or newer: "
+        + "; ".join(failures)
+    )
+
+
+# --- metadata -------------------------------------------------------------------------------
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None) -> Iterator[tuple[bytes, int, int]]:
+    """``(type, payload start, payload end)`` of the boxes in ``data[start:end]``; stops at one
+    whose size does not fit."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        head = 8
+        if size == 1:  # a 64-bit size follows
+            if pos + 16 > end:
+                return
+            size, head = int.from_bytes(data[pos + 8 : pos + 16], "big"), 16
+        elif size == 0:  # to the end
+            size = end - pos
+        if size < head or pos + size > end:
+            return
+        yield kind, pos + head, pos + size
+        pos += size
+
+
+def _uint(data: bytes, pos: int, size: int) -> int:
+    if pos + size > len(data):
+        raise ValueError("a box ends early")
+    return int.from_bytes(data[pos : pos + size], "big")
+
+
+def _cstring(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
+    stop = data.find(b"\0", pos, end)
+    stop = end if stop < 0 else stop
+    return data[pos:stop], stop + 1
+
+
+class _Item(NamedTuple):
+    kind: bytes
+    content_type: bytes
+    encoding: bytes
+
+
+def _items(meta: bytes, start: int, end: int) -> dict[int, _Item]:
+    """``iinf``'s items: their ids, types, and a ``mime`` item's content type and encoding."""
+    version = meta[start]
+    pos = start + 4 + (2 if version == 0 else 4)
+    items: dict[int, _Item] = {}
+    for kind, s, e in _boxes(meta, pos, end):
+        if kind != b"infe" or len(items) >= _BOX_LIMIT:
+            continue
+        v = meta[s]
+        if v < 2:
+            continue  # versions 0 and 1 have no item type
+        id_size = 2 if v == 2 else 4
+        item_id = _uint(meta, s + 4, id_size)
+        p = s + 4 + id_size + 2
+        item_type = meta[p : p + 4]
+        _, p = _cstring(meta, p + 4, e)  # the item's name
+        content_type = encoding = b""
+        if item_type == b"mime":
+            content_type, p = _cstring(meta, p, e)
+            encoding, _ = _cstring(meta, p, e) if p < e else (b"", p)
+        items[item_id] = _Item(item_type, content_type, encoding)
+    return items
+
+
+class _Extent(NamedTuple):
+    method: int  # 0: from the file's start; 1: from the idat box's payload
+    offset: int
+    length: int
+
+
+def _locations(meta: bytes, start: int) -> dict[int, list[_Extent]]:
+    """``iloc``'s extents per item; items in other files, or built of other items, left out."""
+    version = meta[start]
+    sizes = meta[start + 4]
+    offset_size, length_size = sizes >> 4, sizes & 15
+    base_size = meta[start + 5] >> 4
+    index_size = meta[start + 5] & 15 if version in (1, 2) else 0
+    id_size = 4 if version == 2 else 2
+    count = _uint(meta, start + 6, id_size)
+    pos = start + 6 + id_size
+    found: dict[int, list[_Extent]] = {}
+    for _ in range(min(count, _BOX_LIMIT)):
+        item_id = _uint(meta, pos, id_size)
+        pos += id_size
+        method = 0
+        if version in (1, 2):
+            method = _uint(meta, pos, 2) & 15
+            pos += 2
+        reference = _uint(meta, pos, 2)
+        base = _uint(meta, pos + 2, base_size) if base_size else 0
+        pos += 2 + base_size
+        extents = _uint(meta, pos, 2)
+        pos += 2
+        parts = []
+        for _ in range(extents):
+            pos += index_size
+            offset = _uint(meta, pos, offset_size) if offset_size else 0
+            length = _uint(meta, pos + offset_size, length_size) if length_size else 0
+            pos += offset_size + length_size
+            parts.append(_Extent(method, base + offset, length))
+        if reference == 0 and method in (0, 1):
+            found[item_id] = parts
+    return found
+
+
+def _references(meta: bytes, start: int, end: int) -> dict[bytes, list[tuple[int, list[int]]]]:
+    """``iref``'s references by type: ``(from item, [to items])``."""
+    id_size = 2 if meta[start] == 0 else 4
+    refs: dict[bytes, list[tuple[int, list[int]]]] = {}
+    for kind, s, _ in _boxes(meta, start + 4, end):
+        source = _uint(meta, s, id_size)
+        count = _uint(meta, s + id_size, 2)
+        p = s + id_size + 2
+        targets = [_uint(meta, p + i * id_size, id_size) for i in range(count)]
+        refs.setdefault(kind, []).append((source, targets))
+    return refs
+
+
+def _properties(
+    meta: bytes, start: int, end: int
+) -> tuple[list[tuple[bytes, int, int]], dict[int, list[int]]]:
+    """``iprp``'s properties (``ipco``, in order: associations count from 1) and each item's
+    associated property numbers (``ipma``)."""
+    props: list[tuple[bytes, int, int]] = []
+    assoc: dict[int, list[int]] = {}
+    for kind, s, e in _boxes(meta, start, end):
+        if kind == b"ipco":
+            props = list(_boxes(meta, s, e))[:_BOX_LIMIT]
+        elif kind == b"ipma":
+            version, flags = meta[s], _uint(meta, s + 1, 3)
+            id_size = 2 if version < 1 else 4
+            index_size = 2 if flags & 1 else 1
+            count = _uint(meta, s + 4, 4)
+            p = s + 8
+            for _ in range(min(count, _BOX_LIMIT)):
+                item_id = _uint(meta, p, id_size)
+                n = meta[p + id_size]
+                p += id_size + 1
+                mask = 0x7FFF if index_size == 2 else 0x7F
+                assoc[item_id] = [
+                    _uint(meta, p + i * index_size, index_size) & mask for i in range(n)
+                ]
+                p += n * index_size
+    return props, assoc
+
+
+def _read_extents(
+    f: object, meta: bytes, idat: tuple[int, int] | None, parts: list[_Extent]
+) -> bytes | None:
+    total = sum(part.length for part in parts)
+    if not parts or total > _METADATA_LIMIT:
+        return None
+    out = b""
+    for part in parts:
+        if part.method == 1:
+            if idat is None or idat[0] + part.offset + part.length > idat[1]:
+                return None
+            out += meta[idat[0] + part.offset : idat[0] + part.offset + part.length]
+        else:
+            f.seek(part.offset)  # type: ignore[attr-defined]
+            chunk = f.read(part.length)  # type: ignore[attr-defined]
+            if len(chunk) != part.length:
+                return None
+            out += chunk
+    return out
+
+
+def _describing(
+    items: dict[int, _Item],
+    refs: dict[bytes, list[tuple[int, list[int]]]],
+    primary: int,
+    wanted: object,
+) -> list[int]:
+    """The items ``wanted`` accepts, those that describe the primary picture (``cdsc``) first
+    (a thumbnail may have its own)."""
+    chosen = [i for i, item in items.items() if wanted(item)]  # type: ignore[operator]
+    about = {source for source, targets in refs.get(b"cdsc", []) if primary in targets}
+    return sorted(chosen, key=lambda i: (i not in about, i))
+
+
+def heif_metadata(path: str | os.PathLike[str]) -> HeifMetadata:
+    """The EXIF block, colour profile and XMP packet of the HEIF still at ``path``, from its
+    boxes (nothing is decoded); None for each it does not have or that cannot be read."""
+    empty = HeifMetadata(None, None, None)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+            if not is_heif(head + f.read(48)):
+                return empty
+            f.seek(0)
+            meta = b""
+            pos = 0
+            for _ in range(_BOX_LIMIT):
+                f.seek(pos)
+                top = f.read(16)
+                if len(top) < 8:
+                    break
+                size, kind = int.from_bytes(top[:4], "big"), top[4:8]
+                head_size = 8
+                if size == 1:
+                    size, head_size = int.from_bytes(top[8:16], "big"), 16
+                if size < head_size:
+                    break
+                if kind == b"meta":
+                    if size > _METADATA_LIMIT:
+                        return empty
+                    f.seek(pos + head_size)
+                    meta = f.read(size - head_size)
+                    break
+                pos += size
+            if not meta:
+                return empty
+            return _from_meta(f, meta)
+    except (OSError, ValueError, IndexError):
+        return empty
+
+
+def _from_meta(f: object, meta: bytes) -> HeifMetadata:
+    children = {kind: (s, e) for kind, s, e in _boxes(meta, 4)}  # after version and flags
+    if b"pitm" not in children or b"iinf" not in children or b"iloc" not in children:
+        return HeifMetadata(None, None, None)
+    s, _ = children[b"pitm"]
+    primary = _uint(meta, s + 4, 2 if meta[s] == 0 else 4)
+    items = _items(meta, *children[b"iinf"])
+    where = _locations(meta, children[b"iloc"][0])
+    refs = _references(meta, *children[b"iref"]) if b"iref" in children else {}
+    idat = children.get(b"idat")
+
+    exif = None
+    for item in _describing(items, refs, primary, lambda i: i.kind == b"Exif"):
+        data = _read_extents(f, meta, idat, where.get(item, []))
+        if data and len(data) > 4:
+            # A 4-byte offset to the TIFF header comes first (it skips Apple's "Exif\0\0").
+            exif = data[4 + int.from_bytes(data[:4], "big") :] or None
+            break
+
+    xmp = None
+    for item in _describing(
+        items,
+        refs,
+        primary,
+        lambda i: i.kind == b"mime" and i.content_type == b"application/rdf+xml",
+    ):
+        data = _read_extents(f, meta, idat, where.get(item, []))
+        if data and items[item].encoding in (b"deflate", b"gzip"):
+            try:
+                data = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(data, _METADATA_LIMIT)
+            except zlib.error:
+                data = None
+        elif items[item].encoding not in (b"", b"identity"):
+            data = None
+        if data:
+            xmp = data
+            break
+
+    icc = size = None
+    if b"iprp" in children:
+        props, assoc = _properties(meta, *children[b"iprp"])
+        # A tiled picture's profile may be on its tiles only.
+        tiles = [t for src, targets in refs.get(b"dimg", []) if src == primary for t in targets]
+        for item in [primary, *tiles[:1]]:
+            for number in assoc.get(item, []):
+                if not 1 <= number <= len(props):
+                    continue
+                kind, s, e = props[number - 1]
+                if kind == b"colr" and meta[s : s + 4] in (b"prof", b"rICC") and e - s > 4:
+                    icc = meta[s + 4 : e]
+                    break
+            if icc is not None:
+                break
+        own = [props[n - 1] for n in assoc.get(primary, []) if 1 <= n <= len(props)]
+        size = _upright_size(meta, own)
+    return HeifMetadata(exif, icc, xmp, size)
+
+
+def _upright_size(meta: bytes, props: list[tuple[bytes, int, int]]) -> tuple[int, int] | None:
+    """``(W, H)`` of a picture with properties ``props`` once turned by its ``irot``; None
+    without a size (``ispe``) or with a crop (``clap``)."""
+    kinds = {kind: (s, e) for kind, s, e in props}
+    if b"ispe" not in kinds or b"clap" in kinds:
+        return None
+    s, _ = kinds[b"ispe"]
+    width, height = _uint(meta, s + 4, 4), _uint(meta, s + 8, 4)
+    if b"irot" in kinds and meta[kinds[b"irot"][0]] & 1:  # a quarter turn, either way
+        width, height = height, width
+    return width, height
