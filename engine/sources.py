@@ -606,8 +606,9 @@ def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
             if magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
                 return _webp_metadata(f)
         if is_heif(magic):
-            exif, icc, xmp = heif_metadata(path)
-            return ImageMetadata(exif=exif and _tiff_or_none(exif), icc=icc, xmp=xmp)
+            heif = heif_metadata(path)
+            exif = heif.exif and _tiff_or_none(heif.exif)
+            return ImageMetadata(exif=exif, icc=heif.icc, xmp=heif.xmp)
     except (OSError, ValueError):
         pass
     return ImageMetadata()

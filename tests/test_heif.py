@@ -1,0 +1,316 @@
+"""HEIF photos (an iPhone's .heic): decoded by FFmpeg, their metadata read from the boxes, and
+what `process` makes of them. The photos are written here with pillow-heif (libheif, x265)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from videos import (
+    DATE_TAKEN,
+    ORIENTATION,
+    exif_block,
+    exif_tags,
+    hdr_picture,
+    heic_photo,
+    icc_profile,
+    xmp_packet,
+)
+
+import engine.heif
+import main as cli
+from engine.heif import HeifError, decode_heif, heif_metadata, is_heif
+from engine.sources import SourceError, read_image, read_image_metadata
+
+pytest.importorskip("pillow_heif")
+
+
+def _bundled() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def photo(h: int = 150, w: int = 200) -> np.ndarray:
+    """``(h, w, 3)`` uint8 RGB: smooth ramps, with a pure red square at the top left corner
+    and a green one at the top right (which way up it is shows)."""
+    y, x = np.mgrid[:h, :w]
+    rgb = np.stack([x * 200 // w + 20, y * 200 // h + 20, np.full_like(x, 90)], -1)
+    rgb = rgb.astype(np.uint8)
+    rgb[8:40, 8:40] = (255, 0, 0)
+    rgb[8:40, -40:-8] = (0, 255, 0)
+    return rgb
+
+
+def _off(got: np.ndarray, want: np.ndarray) -> float:
+    """Mean error in levels (4:2:0 colour and HEVC's loss leave a few)."""
+    assert got.shape == want.shape, (got.shape, want.shape)
+    return float(np.abs(got.astype(int) - want).mean())
+
+
+def test_is_heif_by_the_brands_of_its_first_box() -> None:
+    def ftyp(major: bytes, *compatible: bytes) -> bytes:
+        body = major + b"\0\0\0\0" + b"".join(compatible)
+        return (8 + len(body)).to_bytes(4, "big") + b"ftyp" + body + b"\0" * 32
+
+    assert is_heif(ftyp(b"heic", b"mif1", b"heic"))
+    assert is_heif(ftyp(b"mif1", b"heic"))  # Samsung's: the generic brand first
+    assert is_heif(ftyp(b"heix", b"mif1"))  # 10-bit, a camera's HIF
+    assert is_heif(ftyp(b"mif1", b"miaf"))
+    assert not is_heif(ftyp(b"avif", b"mif1", b"miaf"))  # AVIF: OpenCV reads it
+    assert not is_heif(ftyp(b"mif1", b"avif"))
+    assert not is_heif(ftyp(b"isom", b"mp41"))  # a video
+    assert not is_heif(ftyp(b"heic")[:12])  # too short to tell
+    assert not is_heif(b"\xff\xd8\xff\xe0" + b"\0" * 60)
+
+
+@pytest.mark.parametrize("tile", [0, 64])
+def test_read_image_decodes_a_heic_photo_tiled_or_not(tmp_path: Path, tile: int) -> None:
+    # OpenCV has no HEIF decoder: "cannot open video file ...: not a video" was all it said.
+    # Every iPhone photo is tiled (512 pixels): FFmpeg puts the tiles together.
+    rgb = photo()
+    heic_photo(tmp_path / "IMG_0001.HEIC", rgb, tile=tile)
+    got = read_image(tmp_path / "IMG_0001.HEIC")
+    assert got.dtype == np.uint8 and got.flags.writeable
+    assert _off(got, rgb) < 3
+    assert np.abs(got[24, 24].astype(int) - (255, 0, 0)).max() <= 4  # RGB, not BGR
+    assert np.abs(got[24, -24].astype(int) - (0, 255, 0)).max() <= 4
+
+
+@pytest.mark.parametrize(("orientation", "turns"), [(6, -1), (3, 2), (8, 1)])
+def test_a_heic_photo_is_turned_upright(tmp_path: Path, orientation: int, turns: int) -> None:
+    # A phone held upright stores the picture on its side with a rotation property.
+    rgb = photo(128, 192)
+    heic_photo(tmp_path / "p.heic", rgb, tile=64, exif=exif_block(orientation=orientation))
+    want = np.rot90(rgb, turns)
+    assert _off(read_image(tmp_path / "p.heic"), want) < 3
+    h, w = want.shape[:2]
+    assert heif_metadata(tmp_path / "p.heic").size == (w, h)
+
+
+@pytest.mark.parametrize("tile", [0, 64])
+def test_a_heic_photos_exif_xmp_and_colour_profile_are_read(tmp_path: Path, tile: int) -> None:
+    exif, icc, xmp = exif_block(orientation=6), icc_profile(size=3000), xmp_packet()
+    heic_photo(tmp_path / "p.heic", photo(), tile=tile, exif=exif, icc=icc, xmp=xmp)
+    meta = read_image_metadata(tmp_path / "p.heic")
+    tags = exif_tags(meta.exif)
+    assert tags[DATE_TAKEN] == b"2021:07:04 10:11:12" and tags[ORIENTATION] == 6
+    assert meta.icc == icc
+    assert meta.xmp == xmp
+    # A photo without them has none.
+    heic_photo(tmp_path / "bare.heic", photo(), tile=tile)
+    assert not read_image_metadata(tmp_path / "bare.heic")
+
+
+def test_heif_metadata_of_damaged_or_other_files_is_empty(tmp_path: Path) -> None:
+    heic_photo(tmp_path / "p.heic", photo(), exif=exif_block(), icc=icc_profile(size=500))
+    data = (tmp_path / "p.heic").read_bytes()
+    for n in range(0, len(data), 37):  # every cut through the boxes: nothing raises
+        (tmp_path / "cut.heic").write_bytes(data[:n])
+        assert isinstance(heif_metadata(tmp_path / "cut.heic"), engine.heif.HeifMetadata)
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    assert heif_metadata(tmp_path / "a.png") == (None, None, None, None)
+    assert heif_metadata(tmp_path / "none.heic") == (None, None, None, None)
+
+
+def _hdr_heic(path: Path, transfer: int, name: str) -> np.ndarray:
+    """:func:`videos.hdr_picture` coded in ``name`` (PQ or HLG), SDR's white at HDR's
+    reference white, as a 10-bit BT.2020 HEIC; returns the SDR picture."""
+    sdr = hdr_picture()
+    to_hdr = (
+        "zscale=rin=full:tin=bt709:pin=bt709:t=linear:p=bt709:npl=203,format=gbrpf32le,"
+        f"zscale=p=bt2020:t={name}:npl=203,format=rgb48le"
+    )
+    done = subprocess.run(
+        [_bundled(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "128x64",
+         "-i", "-", "-vf", to_hdr, "-f", "rawvideo", "-"],
+        input=sdr.tobytes(), capture_output=True, check=True,
+    )  # fmt: skip
+    heic_photo(
+        path, np.frombuffer(done.stdout, "<u2").reshape(64, 128, 3).copy(), hdr_transfer=transfer
+    )
+    return sdr
+
+
+def _patch_errors(got: np.ndarray, want: np.ndarray) -> tuple[int, int]:
+    """The largest errors at the middles of the grey ramp's steps and of the colour patches."""
+    greys = np.abs(got[8:24, 2:128:8].astype(int) - want[8:24, 2:128:8]).max()
+    patches = np.abs(got[40:56, 8:128:32].astype(int) - want[40:56, 8:128:32]).max()
+    return int(greys), int(patches)
+
+
+@pytest.mark.parametrize(("transfer", "name"), [(16, "smpte2084"), (18, "arib-std-b67")])
+def test_an_hdr_heic_is_tone_mapped_and_said_where_it_cannot_be(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    transfer: int,
+    name: str,
+) -> None:
+    # A camera's 10-bit HIF (PQ or HLG): read as it is, its colours are far off.
+    sdr = _hdr_heic(tmp_path / "hdr.hif", transfer, name)
+    greys, patches = _patch_errors(read_image(tmp_path / "hdr.hif"), sdr)
+    assert greys <= 2 and patches <= 26, (greys, patches)
+    monkeypatch.setattr(engine.heif, "tone_map_problem", lambda ffmpeg: "it has no zscale")
+    with caplog.at_level(logging.WARNING):
+        as_is = read_image(tmp_path / "hdr.hif")
+    assert "it is HDR (" in caplog.text and "its colours off: it has no zscale" in caplog.text
+    assert _patch_errors(as_is, sdr)[1] >= 50
+
+
+def _fake_ffmpeg(path: Path, script: str) -> str:
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return str(path)
+
+
+posix_only = pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpegs are shell scripts")
+
+
+@posix_only
+def test_an_ffmpeg_that_cannot_read_heif_is_passed_over_for_the_bundled_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ubuntu 22.04's FFmpeg 4.4 on the PATH reads no HEIF; imageio-ffmpeg's does.
+    old = _fake_ffmpeg(tmp_path / "ffmpeg", 'echo "moov atom not found" >&2; exit 1\n')
+    heic_photo(tmp_path / "p.heic", photo(), tile=64)
+    monkeypatch.delenv("SHARPCAM_FFMPEG", raising=False)
+    monkeypatch.setattr(engine.heif, "find_ffmpeg", lambda: old)
+    assert engine.heif._ffmpegs(None) == [old, _bundled()]
+    assert _off(read_image(tmp_path / "p.heic"), photo()) < 3
+    # Named by the user, it is the only one tried; its reason reaches the message.
+    monkeypatch.setenv("SHARPCAM_FFMPEG", old)
+    with pytest.raises(SourceError) as caught:
+        read_image(tmp_path / "p.heic")
+    assert str(caught.value) == (
+        f"cannot read image file {tmp_path / 'p.heic'}: an HEIF image, which SharpCam decodes "
+        f"with FFmpeg 7.1 or newer: {old} could not (moov atom not found)"
+    )
+
+
+@posix_only
+def test_a_picture_of_the_wrong_size_is_refused(tmp_path: Path) -> None:
+    # An FFmpeg before 7.1 gives one tile of a tiled picture, and said nothing of it.
+    tile = _fake_ffmpeg(
+        tmp_path / "ffmpeg",
+        'case "$*" in *pipe:1*) printf "P6\\n64 64\\n255\\n"; head -c 12288 /dev/zero;; esac\n',
+    )
+    heic_photo(tmp_path / "p.heic", photo(), tile=64)
+    with pytest.raises(
+        HeifError, match=r"could not \(it decoded 64x64 pixels where the file says 200x150\)"
+    ):
+        decode_heif(tmp_path / "p.heic", ffmpeg=tile)
+    # Where the file does not say its size, it is taken as it comes.
+    assert decode_heif(tmp_path / "p.heic", ffmpeg=_bundled())[0].shape == (150, 200, 3)
+
+
+def test_without_ffmpeg_or_with_a_damaged_file_the_error_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    heic_photo(tmp_path / "p.heic", photo(), tile=64)
+    monkeypatch.setattr(engine.heif, "_ffmpegs", lambda ffmpeg: [])
+    with pytest.raises(SourceError, match=r"none was found \(pip install imageio-ffmpeg"):
+        read_image(tmp_path / "p.heic")
+    monkeypatch.undo()
+    data = (tmp_path / "p.heic").read_bytes()
+    (tmp_path / "cut.heic").write_bytes(data[: len(data) // 3])
+    with pytest.raises(SourceError) as caught:
+        read_image(tmp_path / "cut.heic")
+    text = str(caught.value)
+    assert text.startswith(f"cannot read image file {tmp_path / 'cut.heic'}: an HEIF image")
+    assert "could not (" in text and "could not ())" not in text
+
+
+def test_heif_is_known_by_content_not_by_name(tmp_path: Path) -> None:
+    # A transfer tool's rename: a HEIC named .jpg, a JPEG named .heic.
+    heic_photo(tmp_path / "really_heic.jpg", photo(), tile=64)
+    assert _off(read_image(tmp_path / "really_heic.jpg"), photo()) < 3
+    (tmp_path / "really_jpeg.heic").write_bytes(cv2.imencode(".jpg", photo()[..., ::-1])[1])
+    assert _off(read_image(tmp_path / "really_jpeg.heic"), photo()) < 3
+
+
+# --- process ------------------------------------------------------------------------------
+
+
+def test_process_a_heic_photo_to_jpeg_keeps_its_date_place_and_profile(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    icc = icc_profile(size=3000)
+    rgb = photo(128, 192)
+    heic_photo(tmp_path / "IMG_0001.HEIC", rgb, tile=64, exif=exif_block(orientation=6), icc=icc)
+    out = tmp_path / "sharp.jpg"
+    code = cli.main(["process", str(tmp_path / "IMG_0001.HEIC"), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "will be without" not in err, err
+    got = cv2.imread(str(out))
+    assert got.shape == (192, 128, 3)  # upright: portrait
+    meta = read_image_metadata(out)
+    tags = exif_tags(meta.exif)
+    assert tags[DATE_TAKEN] == b"2021:07:04 10:11:12"
+    assert tags[ORIENTATION] == 1  # the pixels are upright: a viewer must not turn them again
+    assert meta.icc == icc
+
+
+def test_process_refuses_a_heic_output_before_the_model_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), photo())
+    code = cli.main(
+        ["process", str(tmp_path / "a.png"), str(tmp_path / "b.heic"), "--backend", "unsharp"]
+    )
+    assert code == 2
+    assert capsys.readouterr().err.endswith(
+        f"output {tmp_path / 'b.heic'}: SharpCam reads .heic photos but cannot write them; "
+        "give .jpg (it keeps the date, place and colour profile) or .png\n"
+    )
+    assert not (tmp_path / "b.heic").exists()
+
+
+def test_a_folder_run_writes_a_heic_photos_result_as_jpeg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    heic_photo(folder / "IMG_0001.HEIC", photo(), tile=64, exif=exif_block(orientation=1))
+    cv2.imwrite(str(folder / "b.png"), photo()[..., ::-1])
+    out = tmp_path / "out"
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "lose their" not in err, err  # the .jpg keeps the EXIF data
+    assert sorted(p.name for p in out.iterdir()) == ["IMG_0001.jpg", "b.png"]
+    assert cv2.imread(str(out / "IMG_0001.jpg")).shape == (150, 200, 3)
+    assert exif_tags(read_image_metadata(out / "IMG_0001.jpg").exif)[DATE_TAKEN]
+    # Beside a JPEG of the same name, both results would be IMG_0001.jpg: said before the run.
+    cv2.imwrite(str(folder / "IMG_0001.jpg"), photo()[..., ::-1])
+    code = cli.main(["process", str(folder), str(tmp_path / "out2"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.endswith(
+        f"IMG_0001.HEIC and IMG_0001.jpg would both be written to "
+        f"{tmp_path / 'out2' / 'IMG_0001.jpg'}: an HEIF photo's result is a .jpg; rename one "
+        "of them\n"
+    ), err
+    assert not (tmp_path / "out2").exists()
+    # A second run into the first one's folder: its .jpg is an output already there.
+    folder.joinpath("IMG_0001.jpg").unlink()
+    folder.joinpath("b.png").unlink()
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    assert code == 2
+    assert f"folder {out} already holds IMG_0001.jpg, which this run" in capsys.readouterr().err
+
+
+def test_heif_photos_need_no_pillow_heif_at_run_time() -> None:
+    # pillow-heif only writes the tests' photos: the engine must not import it.
+    code = (
+        "import sys; sys.modules['pillow_heif'] = None; sys.modules['PIL'] = None\n"
+        "import engine.heif, engine.sources, engine.sinks\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
