@@ -108,6 +108,24 @@ def test_a_heic_photos_exif_xmp_and_colour_profile_are_read(tmp_path: Path, tile
     assert not read_image_metadata(tmp_path / "bare.heic")
 
 
+def test_a_tiled_photos_profile_is_found_on_its_tiles_too(tmp_path: Path) -> None:
+    # Some writers give the colour property to the tiles only, not to the grid they make up.
+    icc = icc_profile(size=800)
+    heic_photo(tmp_path / "p.heic", photo(), tile=64, icc=icc)
+    data = bytearray((tmp_path / "p.heic").read_bytes())
+    at = data.index(b"ipma") + 4
+    assert data[at] == 0 and data[at + 3] & 1 == 0  # version 0, one-byte property numbers
+    assert int.from_bytes(data[at + 8 : at + 10], "big") == 1  # the grid's entry comes first
+    count = data[at + 10]
+    numbers = data[at + 11 : at + 11 + count]
+    colr = [i for i, n in enumerate(numbers) if n & 0x7F == 3]
+    assert len(colr) == 1  # libheif: ispe, hvcC, colr, ...: the grid's third association
+    first_other = next(n & 0x7F for n in numbers if n & 0x7F != 3)
+    data[at + 11 + colr[0]] = (numbers[colr[0]] & 0x80) | first_other
+    (tmp_path / "tiles.heic").write_bytes(bytes(data))
+    assert heif_metadata(tmp_path / "tiles.heic").icc == icc
+
+
 def test_heif_metadata_of_damaged_or_other_files_is_empty(tmp_path: Path) -> None:
     heic_photo(tmp_path / "p.heic", photo(), exif=exif_block(), icc=icc_profile(size=500))
     data = (tmp_path / "p.heic").read_bytes()
