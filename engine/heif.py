@@ -38,6 +38,7 @@ __all__ = [
     "MIN_FFMPEG",
     "decode_heif",
     "heif_metadata",
+    "is_avif",
     "is_heif",
 ]
 
@@ -64,24 +65,42 @@ class HeifMetadata(NamedTuple):
     """What an HEIF still holds besides its pixels, as stored: ``exif`` from its TIFF header
     on (where the item has one), ``icc`` the colour profile, ``xmp`` the XMP packet; None
     for each the file does not have. ``size``: ``(W, H)`` of the picture upright, by its
-    size and rotation properties (None where it is cropped, or they cannot be read)."""
+    size and rotation properties (None where it is cropped, or they cannot be read).
+    AVIF stills are read too."""
 
     exif: bytes | None
     icc: bytes | None
     xmp: bytes | None
     size: tuple[int, int] | None = None
+    #: The picture's transfer characteristics (ITU-T H.273: 16 PQ, 18 HLG) by its ``nclx``
+    #: colour property; None without one.
+    transfer: int | None = None
+    #: Whether it has a rotation or mirror property (``irot``, ``imir``): to be turned upright.
+    turned: bool = False
+
+
+def _brands(head: bytes) -> set[bytes]:
+    """The brands ``head`` (a file's first bytes) names in its ``ftyp`` box; none without."""
+    if len(head) < 16 or head[4:8] != b"ftyp":
+        return set()
+    size = min(int.from_bytes(head[:4], "big"), len(head))
+    return {head[8:12]} | {head[i : i + 4] for i in range(16, size - 3, 4)}
 
 
 def is_heif(head: bytes) -> bool:
     """Whether ``head`` (a file's first bytes; 64 are plenty) opens an HEIF still that is not
     an AVIF: its ``ftyp`` box names an HEVC still brand, or the generic one without AVIF's."""
-    if len(head) < 16 or head[4:8] != b"ftyp":
-        return False
-    size = min(int.from_bytes(head[:4], "big"), len(head))
-    brands = {head[8:12]} | {head[i : i + 4] for i in range(16, size - 3, 4)}
+    brands = _brands(head)
     if brands & _HEVC_BRANDS:
         return True
     return bool(brands & _STILL_BRANDS) and not brands & _AVIF_BRANDS
+
+
+def is_avif(head: bytes) -> bool:
+    """Whether ``head`` opens an AVIF still (HEIF's boxes around AV1), which OpenCV decodes:
+    but for an HDR one (:attr:`HeifMetadata.transfer`), without converting it."""
+    brands = _brands(head)
+    return bool(brands & _AVIF_BRANDS) and not brands & _HEVC_BRANDS
 
 
 def _ffmpegs(ffmpeg: str | None) -> list[str]:
@@ -394,7 +413,8 @@ def heif_metadata(path: str | os.PathLike[str]) -> HeifMetadata:
     try:
         with open(path, "rb") as f:
             head = f.read(16)
-            if not is_heif(head + f.read(48)):
+            head += f.read(48)
+            if not is_heif(head) and not is_avif(head):
                 return empty
             f.seek(0)
             meta = b""
@@ -462,7 +482,8 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
             xmp = data
             break
 
-    icc = size = None
+    icc = size = transfer = None
+    turned = False
     if b"iprp" in children:
         props, assoc = _properties(meta, *children[b"iprp"])
         # A tiled picture's profile may be on its tiles only.
@@ -479,7 +500,19 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
                 break
         own = [props[n - 1] for n in assoc.get(primary, []) if 1 <= n <= len(props)]
         size = _upright_size(meta, own)
-    return HeifMetadata(exif, icc, xmp, size)
+        turned = any(kind == b"imir" or kind == b"irot" and meta[s] & 3 for kind, s, _ in own)
+        for item in [primary, *tiles[:1]]:
+            nclx = [
+                _uint(meta, s + 6, 2)
+                for number in assoc.get(item, [])
+                if 1 <= number <= len(props)
+                for kind, s, _ in [props[number - 1]]
+                if kind == b"colr" and meta[s : s + 4] == b"nclx"
+            ]
+            if nclx:
+                transfer = nclx[0]
+                break
+    return HeifMetadata(exif, icc, xmp, size, transfer, turned)
 
 
 def _upright_size(meta: bytes, props: list[tuple[bytes, int, int]]) -> tuple[int, int] | None:

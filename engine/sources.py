@@ -35,7 +35,14 @@ import cv2
 import numpy as np
 
 from engine.frames import Frame, fit_to, image_size, opencv_name, resize_to, to_rgb8
-from engine.heif import HEIF_EXTENSIONS, HeifError, decode_heif, heif_metadata, is_heif
+from engine.heif import (
+    HEIF_EXTENSIONS,
+    HeifError,
+    decode_heif,
+    heif_metadata,
+    is_avif,
+    is_heif,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -384,6 +391,16 @@ def is_animated_image(path: str | os.PathLike[str]) -> bool:
     return frames > 1
 
 
+#: H.273's PQ and HLG transfer characteristics.
+_HDR_TRANSFERS = (16, 18)
+
+
+def _avif_loses(avif: Any) -> str:
+    """What an AVIF read by OpenCV loses: ``avif`` is its :class:`engine.heif.HeifMetadata`."""
+    lost = ["its colours off, HDR"] if avif.transfer in _HDR_TRANSFERS else []
+    return ", ".join(lost + (["not turned upright"] if avif.turned else []))
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as ``(H, W, 3) uint8 RGB`` (grey, alpha, 16-bit converted).
 
@@ -397,7 +414,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         data = np.fromfile(str(p), dtype=np.uint8)
     except OSError as exc:
         raise SourceError(f"cannot read image file {p}: {exc.strerror or exc}") from exc
-    if is_heif(data[:64].tobytes()):
+    head = data[:64].tobytes()
+    if is_heif(head):
         # An iPhone's photo: OpenCV has no HEIF decoder ("not a video" was all it said).
         try:
             bgr, note = decode_heif(p)
@@ -406,6 +424,18 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         if note:
             log.warning("%s: %s", p, note)
         return to_rgb8(bgr, bgr=True, inplace=True)
+    avif = heif_metadata(p) if is_avif(head) else None
+    if avif is not None and (avif.transfer in _HDR_TRANSFERS or avif.turned):
+        # OpenCV gives an HDR AVIF's code values as they are (its greys came out 238 levels
+        # off), and a phone's portrait AVIF on its side: it applies no rotation property.
+        try:
+            bgr, note = decode_heif(p)
+        except HeifError as exc:
+            log.warning("%s: read as it is (%s): %s", p, _avif_loses(avif), exc)
+        else:
+            if note:
+                log.warning("%s: %s", p, note)
+            return to_rgb8(bgr, bgr=True, inplace=True)
     # Not IMREAD_UNCHANGED: it also skips the EXIF orientation, so a phone's portrait photo
     # came out on its side. These flags keep grey and 16-bit; alpha is dropped either way.
     flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR
@@ -592,7 +622,7 @@ def _webp_metadata(f: Any) -> ImageMetadata:
 
 
 def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
-    """The EXIF block, ICC profile and XMP packet of a JPEG, PNG, WebP or HEIF file, from its
+    """The EXIF block, ICC profile and XMP packet of a JPEG, PNG, WebP, HEIF or AVIF file, from its
     headers (the image data is not decoded); an empty :class:`ImageMetadata` for other
     formats, a file without them, or one that cannot be read."""
     try:
@@ -605,7 +635,7 @@ def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
                 return _png_metadata(f)
             if magic[:4] == b"RIFF" and magic[8:12] == b"WEBP":
                 return _webp_metadata(f)
-        if is_heif(magic):
+        if is_heif(magic) or is_avif(magic):
             heif = heif_metadata(path)
             exif = heif.exif and _tiff_or_none(heif.exif)
             return ImageMetadata(exif=exif, icc=heif.icc, xmp=heif.xmp)

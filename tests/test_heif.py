@@ -133,8 +133,9 @@ def test_heif_metadata_of_damaged_or_other_files_is_empty(tmp_path: Path) -> Non
         (tmp_path / "cut.heic").write_bytes(data[:n])
         assert isinstance(heif_metadata(tmp_path / "cut.heic"), engine.heif.HeifMetadata)
     (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
-    assert heif_metadata(tmp_path / "a.png") == (None, None, None, None)
-    assert heif_metadata(tmp_path / "none.heic") == (None, None, None, None)
+    empty = engine.heif.HeifMetadata(None, None, None)
+    assert heif_metadata(tmp_path / "a.png") == empty
+    assert heif_metadata(tmp_path / "none.heic") == empty
 
 
 def _hdr_heic(path: Path, transfer: int, name: str) -> np.ndarray:
@@ -332,3 +333,62 @@ def test_heif_photos_need_no_pillow_heif_at_run_time() -> None:
         "import engine.heif, engine.sources, engine.sinks\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+# --- AVIF ---------------------------------------------------------------------------------
+
+
+def _avif(path: Path, rgb: np.ndarray, **options: object) -> None:
+    """Write ``rgb`` as an AVIF with Pillow (libavif): an EXIF orientation becomes the
+    picture's rotation or mirror property, as a phone writes it."""
+    from PIL import Image, features
+
+    if not features.check("avif"):
+        pytest.fail("this Pillow writes no AVIF (11.2 or newer does): pip install -U pillow")
+    Image.fromarray(rgb).save(path, quality=95, **options)  # type: ignore[arg-type]
+
+
+def test_a_turned_avif_is_read_upright_with_its_exif_xmp_and_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # OpenCV applies no rotation property: a phone's portrait AVIF came out on its side. And
+    # its EXIF data, XMP data and profile were dropped without a note.
+    rgb = photo(128, 192)
+    icc, xmp = icc_profile(size=3000), xmp_packet()
+    _avif(tmp_path / "p.avif", rgb, exif=exif_block(orientation=6), icc_profile=icc, xmp=xmp)
+    assert cv2.imread(str(tmp_path / "p.avif")).shape == (128, 192, 3)  # why: on its side
+    assert heif_metadata(tmp_path / "p.avif").turned
+    assert _off(read_image(tmp_path / "p.avif"), np.rot90(rgb, -1)) < 3
+    meta = read_image_metadata(tmp_path / "p.avif")
+    assert exif_tags(meta.exif)[DATE_TAKEN] == b"2021:07:04 10:11:12"
+    assert meta.icc == icc and meta.xmp == xmp
+    # An AVIF that needs no turning stays with OpenCV; one that does, without an FFmpeg that
+    # reads it, is read as it is, and said so.
+    _avif(tmp_path / "plain.avif", rgb)
+    assert not heif_metadata(tmp_path / "plain.avif").turned
+    monkeypatch.setattr(engine.heif, "_ffmpegs", lambda ffmpeg: [])
+    assert _off(read_image(tmp_path / "plain.avif"), rgb) < 3
+    with caplog.at_level(logging.WARNING):
+        assert read_image(tmp_path / "p.avif").shape == (128, 192, 3)
+    assert "p.avif: read as it is (not turned upright): an HEIF image" in caplog.text
+
+
+def test_an_hdr_avif_is_tone_mapped(tmp_path: Path) -> None:
+    # OpenCV gives its PQ code values as they are: greys and colours ~100 levels off or more.
+    sdr = hdr_picture()
+    to_hdr = (
+        "zscale=rin=full:tin=bt709:pin=bt709:t=linear:p=bt709:npl=203,format=gbrpf32le,"
+        "zscale=p=bt2020:t=smpte2084:m=bt2020nc:r=tv:npl=203,format=yuv444p10le"
+    )
+    subprocess.run(
+        [_bundled(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "128x64",
+         "-i", "-", "-vf", to_hdr, "-frames:v", "1", "-c:v", "libaom-av1", "-still-picture", "1",
+         "-crf", "10", "-color_primaries", "bt2020", "-color_trc", "smpte2084",
+         "-colorspace", "bt2020nc", "-color_range", "tv", str(tmp_path / "hdr.avif")],
+        input=sdr.tobytes(), check=True,
+    )  # fmt: skip
+    assert heif_metadata(tmp_path / "hdr.avif").transfer == 16
+    as_is = cv2.imread(str(tmp_path / "hdr.avif"))[..., ::-1]
+    assert min(_patch_errors(as_is, sdr)) >= 50
+    greys, patches = _patch_errors(read_image(tmp_path / "hdr.avif"), sdr)
+    assert greys <= 2 and patches <= 26, (greys, patches)
