@@ -1761,7 +1761,7 @@ def _report_skipped(source: Any, sink: Any) -> int:
 
 def _check_process_output(kind: str, out: str, source: str | None = None) -> None:
     """Usage errors in ``process``'s output (exit 2), found before the model loads."""
-    from engine.sinks import VIDEO_CODECS, SinkError, sink_kind
+    from engine.sinks import VIDEO_CODECS, SinkError, sink_kind, writable_image_extensions
     from engine.sources import IMAGE_EXTENSIONS, is_animated_image
 
     path = Path(out)
@@ -1781,7 +1781,7 @@ def _check_process_output(kind: str, out: str, source: str | None = None) -> Non
         _check_video_output_not_folder(out)
     elif kind == "image":
         if ext not in IMAGE_EXTENSIONS:
-            exts = ", ".join(sorted(IMAGE_EXTENSIONS))
+            exts = ", ".join(writable_image_extensions())
             raise CliError(f"output {out} must be an image file ({exts}) for an image input", 2)
         if path.is_dir():
             # The image sink took a folder named like an image for a frame folder: the result

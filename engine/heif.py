@@ -23,13 +23,7 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from engine.remux import (
-    TONE_MAP,
-    _transfer_of,
-    _untagged,
-    find_ffmpeg,
-    tone_map_problem,
-)
+from engine.remux import TONE_MAP, _transfer_of, find_ffmpeg, tone_map_problem
 
 __all__ = [
     "HEIF_EXTENSIONS",
@@ -65,7 +59,7 @@ class HeifMetadata(NamedTuple):
     """What an HEIF still holds besides its pixels, as stored: ``exif`` from its TIFF header
     on (where the item has one), ``icc`` the colour profile, ``xmp`` the XMP packet; None
     for each the file does not have. ``size``: ``(W, H)`` of the picture upright, by its
-    size and rotation properties (None where it is cropped, or they cannot be read).
+    size, crop and rotation properties (None where they cannot be read).
     AVIF stills are read too."""
 
     exif: bytes | None
@@ -122,28 +116,84 @@ def _ffmpegs(ffmpeg: str | None) -> list[str]:
     return found
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess[bytes]:
+def _run(command: list[str], data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run ``command`` with ``data`` on its standard input (nothing where None)."""
+    stdin = {"input": data} if data is not None else {"stdin": subprocess.DEVNULL}
     try:
-        return subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, check=False)
+        return subprocess.run(command, capture_output=True, check=False, **stdin)  # type: ignore[call-overload]
     except OSError as exc:  # not there, not executable
         raise HeifError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
 
 
-def _picture_line(ffmpeg: str, path: str) -> str:
-    """FFmpeg's line for the picture it decodes by default: a tiled image's "Tile Grid"
-    stream group, else the first video stream ("" where it lists neither)."""
-    text = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", path]).stderr.decode(
+class _Picture(NamedTuple):
+    """What FFmpeg lists of the picture a file marks as its own (``(default)``)."""
+
+    map: list[str]  # ``-map`` for it; [] for a tiled one, which FFmpeg picks by itself
+    line: str  # FFmpeg's line for it ("" where it lists none)
+
+
+def _picture(ffmpeg: str, source: str) -> _Picture:
+    """The file's own picture as FFmpeg lists it: its primary item, marked ``(default)``, a
+    tiled one as a "Tile Grid" stream group. Left to FFmpeg, it decodes the largest picture,
+    which is not always that one (a second, larger image); but a tiled picture cannot be
+    named (``-map 0:g:0`` gives its tiles), and is the largest."""
+    text = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", source]).stderr.decode(
         "utf-8", errors="replace"
     )
-    line = re.search(r"Stream group #\S+.*?: Tile Grid: [^\n]*", text) or re.search(
-        r"Stream #\S+.*?: Video: [^\n]*", text
-    )
-    return line.group(0) if line else ""
+    found = re.search(r"^\s*Stream group #\S+: Tile Grid: [^\n]*\(default\)", text, re.M)
+    if found:
+        return _Picture([], found.group(0).strip())
+    found = re.search(r"^\s*Stream #\d+:(\d+)\S*: Video: [^\n]*\(default\)", text, re.M)
+    if found:
+        return _Picture(["-map", f"0:{found.group(1)}"], found.group(0).strip())
+    found = re.search(r"^\s*(Stream group #\S+: Tile Grid|Stream #\S+: Video): [^\n]*", text, re.M)
+    return _Picture([], found.group(0).strip() if found else "")
 
 
-def _last_line(text: bytes) -> str:
-    lines = [t.strip() for t in text.decode("utf-8", errors="replace").splitlines() if t.strip()]
-    return re.sub(r"^\[[^]]*@ \w+\] ", "", lines[-1]) if lines else ""
+def _tags(line: str) -> str:
+    """``setparams`` giving the pictures the range, matrix, primaries and transfer FFmpeg's
+    ``line`` lists (``yuv420p10le(tv, bt2020nc/bt2020/smpte2084)``), BT.2020's where it lists
+    none, with a comma after it: pictures piped from one FFmpeg to another lose their colour
+    tags, and ``zscale`` refuses a conversion from unknown."""
+    found = re.search(r"\w\((?:(tv|pc), )?([\w-]+)(?:/([\w-]+)/([\w-]+))?\)", line)
+    colour_range, *names = found.groups() if found else (None, None, None, None)
+    matrix, primaries, transfer = names if names[1] else [names[0]] * 3
+    params = {
+        "range": colour_range or "tv",
+        "colorspace": matrix if matrix not in (None, "unknown") else "bt2020nc",
+        "color_primaries": primaries if primaries not in (None, "unknown") else "bt2020",
+        "color_trc": transfer,
+    }
+    return "setparams=" + ":".join(f"{k}={v}" for k, v in params.items() if v) + ","
+
+
+#: FFmpeg's lines that say only that something failed, not what: the reason is elsewhere.
+_GENERIC = re.compile(
+    r"^(Error opening (output|input) files?|Terminating thread with return code|Task finished "
+    r"with error code|Nothing was written into output file|Conversion failed|Error while "
+    r"filtering|Could not open encoder before EOF|Last message repeated)",
+    re.I,
+)
+
+
+def _reason(text: bytes) -> str:
+    """The first line of FFmpeg's error output that says what went wrong, without FFmpeg's
+    ``[component @ 0x...]`` prefixes; its last line where none does."""
+    lines = []
+    for raw in text.decode("utf-8", errors="replace").splitlines():
+        line = re.sub(r"^(\[[^]]*@ \w+\] ?)+", "", raw.strip()).strip()
+        if line:
+            lines.append(line)
+    telling = [line for line in lines if not _GENERIC.match(line)]
+    return telling[0] if telling else (lines[-1] if lines else "")
+
+
+def _fits(got: tuple[int, int], expected: tuple[int, int] | None) -> bool:
+    """Whether a decoded picture of size ``got`` is the one of size ``expected``: the same, or
+    one short on an odd side (FFmpeg crops 4:2:0 pictures to even sizes)."""
+    if expected is None:
+        return True
+    return all(e - g in ((0, 1) if e % 2 else (0,)) for g, e in zip(got, expected, strict=True))
 
 
 def decode_heif(
@@ -151,15 +201,17 @@ def decode_heif(
 ) -> tuple[np.ndarray, str | None]:
     """Decode the HEIF still at ``path`` with FFmpeg.
 
-    Returns ``(image, note)``: ``image`` ``(H, W, 3) uint8 BGR``, upright; an HDR picture
-    (PQ or HLG, a camera's 10-bit HIF) tone mapped to SDR BT.709 as
-    :class:`engine.remux.SdrFrames` maps video. ``note`` says where such a picture could not
-    be tone mapped (its colours are then off), else None.
+    Returns ``(image, note)``: ``image`` ``(H, W, 3) uint8 BGR``, the file's own picture
+    (its primary item), upright, at the size the file gives it; an HDR picture (PQ or HLG, a
+    camera's 10-bit HIF) tone mapped to SDR BT.709 as :class:`engine.remux.SdrFrames` maps
+    video. ``note`` says where such a picture could not be tone mapped (its colours are then
+    off), else None.
 
     Tries ``ffmpeg``, or each executable :func:`_ffmpegs` lists, until one decodes it.
     Raises :class:`HeifError` when none is found or none can.
     """
-    path = os.fspath(path)
+    # "file:": a name with a colon ("IMG:1.heic") was taken for a protocol.
+    source = "file:" + os.fspath(path)
     candidates = _ffmpegs(ffmpeg)
     if not candidates:
         raise HeifError(
@@ -169,53 +221,44 @@ def decode_heif(
     expected = heif_metadata(path).size
     failures = []
     for exe in candidates:
-        line = _picture_line(exe, path)
-        note = None
-        filters = []
-        transfer = _transfer_of(line)
+        picture = _picture(exe, source)
+        note = tone = None
+        transfer = _transfer_of(picture.line)
         if transfer is not None:
             problem = tone_map_problem(exe)
             if problem:
                 note = f"it is HDR ({transfer}) and is read as it is, its colours off: {problem}"
             else:
-                filters = ["-vf", _untagged(line) + TONE_MAP]
+                tone = _tags(picture.line) + TONE_MAP
         # PPM: raw RGB behind a header that says the size, which FFmpeg's rotation decides.
-        done = _run(
-            [
-                exe,
-                "-hide_banner",
-                "-nostdin",
-                "-loglevel",
-                "error",
-                "-i",
-                path,
-                "-frames:v",
-                "1",
-                *filters,
-                "-an",
-                "-sn",
-                "-dn",
-                "-f",
-                "image2pipe",
-                "-c:v",
-                "ppm",
-                "-pix_fmt",
-                "rgb24",
-                "pipe:1",
-            ]  # fmt: skip
-        )
+        # An HDR picture goes as it is decoded (raw, in NUT, which says its size and pixel
+        # format) to a second FFmpeg that tone maps it: a tiled one is put together in a
+        # filter graph of FFmpeg's own, and FFmpeg takes no filter (-vf) after one of those.
+        command = [exe, "-hide_banner", "-nostdin", "-loglevel", "error", "-i", source]
+        command += [*picture.map, "-frames:v", "1", "-an", "-sn", "-dn"]
+        ppm = ["-f", "image2pipe", "-c:v", "ppm", "-pix_fmt", "rgb24", "pipe:1"]
+        done = _run(command + (["-f", "nut", "-c:v", "rawvideo", "pipe:1"] if tone else ppm))
+        if tone and done.returncode == 0 and done.stdout:
+            command = [exe, "-hide_banner", "-loglevel", "error", "-f", "nut", "-i", "pipe:0"]
+            done = _run(command + ["-vf", tone, *ppm], done.stdout)
         image = None
         if done.returncode == 0 and done.stdout:
             image = cv2.imdecode(np.frombuffer(done.stdout, np.uint8), cv2.IMREAD_COLOR)
         got = None if image is None else (image.shape[1], image.shape[0])
-        if got is not None and (expected is None or got == expected):
+        if got is not None and _fits(got, expected):
+            if expected is not None and got != expected:  # back to its odd size
+                right, bottom = expected[0] - got[0], expected[1] - got[1]
+                image = cv2.copyMakeBorder(image, 0, bottom, 0, right, cv2.BORDER_REPLICATE)
             return image, note
         if got is not None and expected is not None:
             # An FFmpeg before 7.1 gives one tile of a tiled picture; FFmpeg 9 puts tiles of
             # under 64 pixels together wrongly: a picture of the wrong size, said nothing.
-            why = f"it decoded {got[0]}x{got[1]} pixels where the file says {expected[0]}x{expected[1]}"
+            why = (
+                f"it decoded {got[0]}x{got[1]} pixels where the file says "
+                f"{expected[0]}x{expected[1]}"
+            )
         else:
-            why = _last_line(done.stderr) or (
+            why = _reason(done.stderr) or (
                 f"it exited with status {done.returncode}" if done.returncode else "no picture"
             )
         failures.append(f"{exe} could not ({why})")
@@ -516,13 +559,21 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
 
 
 def _upright_size(meta: bytes, props: list[tuple[bytes, int, int]]) -> tuple[int, int] | None:
-    """``(W, H)`` of a picture with properties ``props`` once turned by its ``irot``; None
-    without a size (``ispe``) or with a crop (``clap``)."""
+    """``(W, H)`` of a picture with properties ``props`` once cropped by its ``clap`` (an odd
+    size is coded even, and cropped) and turned by its ``irot``; None without a size
+    (``ispe``)."""
     kinds = {kind: (s, e) for kind, s, e in props}
-    if b"ispe" not in kinds or b"clap" in kinds:
+    if b"ispe" not in kinds:
         return None
     s, _ = kinds[b"ispe"]
     width, height = _uint(meta, s + 4, 4), _uint(meta, s + 8, 4)
+    if b"clap" in kinds:
+        s, _ = kinds[b"clap"]
+        fractions = [_uint(meta, s + 4 * i, 4) for i in range(4)]
+        if not fractions[1] or not fractions[3]:
+            return None
+        width = round(fractions[0] / fractions[1])
+        height = round(fractions[2] / fractions[3])
     if b"irot" in kinds and meta[kinds[b"irot"][0]] & 1:  # a quarter turn, either way
         width, height = height, width
     return width, height

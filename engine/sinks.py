@@ -66,6 +66,7 @@ __all__ = [
     "metadata_lost",
     "open_sink",
     "output_image_name",
+    "writable_image_extensions",
     "partial_path",
     "register_sink",
     "sink_kind",
@@ -1290,6 +1291,11 @@ def image_format_problem(ext: str) -> str | None:
     return None
 
 
+def writable_image_extensions() -> list[str]:
+    """The image extensions a frame can be written as, sorted (not HEIF's, nor ``.pbm``)."""
+    return [ext for ext in sorted(IMAGE_EXTENSIONS) if image_format_problem(ext) is None]
+
+
 def output_image_name(name: str) -> str:
     """The name a folder run gives the result of the image ``name``: the same, but ``.jpg``
     for an HEIF photo (``IMG_0001.HEIC`` -> ``IMG_0001.jpg``), a format it cannot write."""
@@ -1549,7 +1555,7 @@ def sink_kind(spec: str | os.PathLike[str] | Callable[[Frame], Any]) -> str:
         return "images"
     raise SinkError(
         f"cannot tell what to write to {text}: give a video ({', '.join(VIDEO_CODECS)}), "
-        f"an image ({', '.join(sorted(IMAGE_EXTENSIONS))}), a folder, or 'virtual'"
+        f"an image ({', '.join(writable_image_extensions())}), a folder, or 'virtual'"
     )
 
 
