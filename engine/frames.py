@@ -8,6 +8,7 @@ by :func:`to_rgb8`, where it enters; nothing downstream checks or converts again
 from __future__ import annotations
 
 import os
+import re
 import sys
 from dataclasses import dataclass
 
@@ -87,6 +88,10 @@ def _short_name(path: str) -> str | None:
     return buffer.value if get(path, buffer, size) else None
 
 
+#: What FFmpeg reads as a protocol before a name's first colon (``rtsp:``, ``clip:``).
+_URL_SCHEME = re.compile(r"[A-Za-z0-9+.-]+:")
+
+
 def opencv_name(path: str | os.PathLike[str]) -> str:
     """The name to give OpenCV's video reader or writer for the existing file ``path``:
     ``path`` itself, or on Windows, where the name holds characters outside ASCII, its short
@@ -102,6 +107,9 @@ def opencv_name(path: str | os.PathLike[str]) -> str:
     if problem:
         raise ValueError(problem)
     text = os.fspath(path)
+    if _URL_SCHEME.match(text) and not os.path.isabs(text):
+        # "clip:1.mp4": FFmpeg, under OpenCV, took "clip" for a protocol ("not a video").
+        text = os.curdir + os.sep + text
     if not _WINDOWS or text.isascii():
         return text
     short = _short_name(os.path.abspath(text))

@@ -36,6 +36,7 @@ __all__ = [
     "RemuxError",
     "RemuxStopped",
     "copy_audio",
+    "file_arg",
     "find_ffmpeg",
     "has_kept_tags",
     "hdr_transfer",
@@ -58,6 +59,12 @@ class RemuxError(RuntimeError):
 
 class RemuxStopped(RemuxError):
     """Stopped (``stop`` set), FFmpeg ended; the video written before is left as it was."""
+
+
+def file_arg(path: str | os.PathLike[str]) -> str:
+    """``path`` as FFmpeg is to take it, a file: a name with a colon (``clip:1.mp4``) was
+    taken for a protocol ("Protocol not found")."""
+    return "file:" + os.fspath(path)
 
 
 def find_ffmpeg() -> str | None:
@@ -147,7 +154,7 @@ def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[lis
     """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), and
     whether it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model)."""
     # Exits 1 (no output named): the stream list is all it is asked for.
-    _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
+    _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
     codecs = re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
     return codecs, "com.apple.quicktime." in text
 
@@ -158,7 +165,7 @@ def has_kept_tags(
     """Whether ``source`` carries a date, place or camera that :func:`copy_audio` would copy
     (it copies them for a silent video too)."""
     try:
-        _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
+        _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
     except RemuxStopped:
         raise
     except RemuxError:
@@ -170,7 +177,7 @@ def _video_line(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Eve
     """FFmpeg's line for ``source``'s first video stream ("" where it has none, or FFmpeg
     cannot read it)."""
     try:
-        _, text = _run([ffmpeg, "-hide_banner", "-i", str(source)], stop)
+        _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
     except RemuxStopped:
         raise
     except RemuxError:
@@ -281,7 +288,7 @@ class SdrFrames:
         # a rawvideo pipe is constant-rate: pictures would be repeated or dropped.
         self._command = [
             ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-max_error_rate", "1",
-            "-i", str(source), "-map", "0:v:0", "-vf", _untagged(line) + TONE_MAP,
+            "-i", file_arg(source), "-map", "0:v:0", "-vf", _untagged(line) + TONE_MAP,
             sync, "passthrough", "-an", "-sn", "-dn",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
         ]  # fmt: skip
@@ -458,7 +465,7 @@ def picture_times(
     times (nothing is decoded). None where FFmpeg cannot tell (an FFmpeg older than 5.1
     without ``-fps_mode``, a file it cannot read)."""
     status, text = _run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", str(source), "-map", "0:v:0",
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", file_arg(source), "-map", "0:v:0",
          # -copyinkf: packets before the first keyframe, which OpenCV's decoder shows too
          "-c", "copy", "-copyinkf", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
         stop,
@@ -556,13 +563,13 @@ def _mux(
     muxer = _MUXER.get(out.suffix.lower())
     command = [
         ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-        "-i", str(video), *(["-ss", f"{skip:.6f}"] if skip > 0.001 else []), "-i", str(source),
+        "-i", file_arg(video), *(["-ss", f"{skip:.6f}"] if skip > 0.001 else []), "-i", file_arg(source),
         "-map", "0:v", "-map", "1:a?", "-c:v", "copy", *audio_codec,
         # The date taken and the place (a phone's) are the source's; the pictures' own
         # colour tags and (upright) orientation stay those of the video written.
         "-map_metadata", "1", *tags,
         *(["-f", muxer] if muxer else []),
-        str(out),
+        file_arg(out),
     ]  # fmt: skip
     status, text = _run(command, stop)
     if status == 0:

@@ -4054,3 +4054,25 @@ def test_run_refuses_a_camera_that_hands_over_raw_bytes(
     assert cli.main([*args, "--backend", "unsharp"]) == 1
     err = capsys.readouterr().err
     assert "camera 0 delivers frames SharpCam cannot use: a raw 4096-byte buffer" in err, err
+
+
+def test_process_a_video_whose_name_has_a_colon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "clip:1.mp4" given as it is: FFmpeg, under OpenCV and for the sound, took "clip" for a
+    # protocol ("not a video"; "Protocol not found").
+    ffmpeg = _ffmpeg_exe()
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=10",
+         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", "-c:v", "mpeg4", "-c:a", "aac",
+         "file:clip:1.mp4"],
+        check=True,
+    )  # fmt: skip
+    assert cli.main(["process", "clip:1.mp4", "out:1.mp4", "--backend", "passthrough"]) == 0
+    assert "10 frames -> out:1.mp4, with the sound of the input" in capsys.readouterr().err
+    assert len(read_video(tmp_path / "out:1.mp4")) == 10
+    probe = subprocess.run(
+        [ffmpeg, "-hide_banner", "-i", "file:out:1.mp4"], capture_output=True, text=True
+    ).stderr
+    assert "Audio: aac" in probe, probe
