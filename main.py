@@ -1859,7 +1859,7 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bo
         # A link into the output folder: its target is replaced by a result, before or after
         # the link is read (then as a result, to be deblurred twice).
         real = Path(os.path.realpath(file))
-        first = written.get(key(output_image_name(real.name)))
+        first = written.get(key(real.name))  # the target's own name, as a result is named
         if first is not None and _same_path(str(real.parent), str(out_dir)):
             raise CliError(
                 f"input {file} is a link to {real}, which this run would overwrite with the "

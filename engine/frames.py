@@ -107,8 +107,9 @@ def opencv_name(path: str | os.PathLike[str]) -> str:
     if problem:
         raise ValueError(problem)
     text = os.fspath(path)
-    if _URL_SCHEME.match(text) and not os.path.isabs(text):
+    if not _WINDOWS and _URL_SCHEME.match(text) and not os.path.isabs(text):
         # "clip:1.mp4": FFmpeg, under OpenCV, took "clip" for a protocol ("not a video").
+        # Not on Windows, where no name holds a colon but "C:x.mp4", a drive's.
         text = os.curdir + os.sep + text
     if not _WINDOWS or text.isascii():
         return text

@@ -69,8 +69,11 @@ class HeifMetadata(NamedTuple):
     #: The picture's transfer characteristics (ITU-T H.273: 16 PQ, 18 HLG) by its ``nclx``
     #: colour property; None without one.
     transfer: int | None = None
-    #: Whether it has a rotation or mirror property (``irot``, ``imir``): to be turned upright.
-    turned: bool = False
+    #: Whether it has a crop, rotation or mirror property (``clap``, ``irot``, ``imir``): to
+    #: be cropped and turned upright.
+    transformed: bool = False
+    #: Bits per channel by its ``pixi`` property (the most of any channel); None without one.
+    bits: int | None = None
 
 
 def _brands(head: bytes) -> set[bytes]:
@@ -526,7 +529,8 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
             break
 
     icc = size = transfer = None
-    turned = False
+    transformed = False
+    bits = None
     if b"iprp" in children:
         props, assoc = _properties(meta, *children[b"iprp"])
         # A tiled picture's profile may be on its tiles only.
@@ -543,7 +547,13 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
                 break
         own = [props[n - 1] for n in assoc.get(primary, []) if 1 <= n <= len(props)]
         size = _upright_size(meta, own)
-        turned = any(kind == b"imir" or kind == b"irot" and meta[s] & 3 for kind, s, _ in own)
+        transformed = any(
+            kind in (b"imir", b"clap") or kind == b"irot" and meta[s] & 3 for kind, s, _ in own
+        )
+        pixi = [(s, e) for kind, s, e in own if kind == b"pixi"]
+        if pixi and e - s > 5 and meta[pixi[0][0] + 4]:
+            s, e = pixi[0]
+            bits = max(meta[s + 5 : min(e, s + 5 + meta[s + 4])])
         for item in [primary, *tiles[:1]]:
             nclx = [
                 _uint(meta, s + 6, 2)
@@ -555,7 +565,7 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
             if nclx:
                 transfer = nclx[0]
                 break
-    return HeifMetadata(exif, icc, xmp, size, transfer, turned)
+    return HeifMetadata(exif, icc, xmp, size, transfer, transformed, bits)
 
 
 def _upright_size(meta: bytes, props: list[tuple[bytes, int, int]]) -> tuple[int, int] | None:

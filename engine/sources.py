@@ -398,7 +398,11 @@ _HDR_TRANSFERS = (16, 18)
 def _avif_loses(avif: Any) -> str:
     """What an AVIF read by OpenCV loses: ``avif`` is its :class:`engine.heif.HeifMetadata`."""
     lost = ["its colours off, HDR"] if avif.transfer in _HDR_TRANSFERS else []
-    return ", ".join(lost + (["not turned upright"] if avif.turned else []))
+    if avif.transformed:
+        lost.append("not cropped and turned as it says")
+    if (avif.bits or 8) > 8:
+        lost.append(f"too dark: its {avif.bits}-bit levels taken as 16-bit ones")
+    return ", ".join(lost)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -425,9 +429,12 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             log.warning("%s: %s", p, note)
         return to_rgb8(bgr, bgr=True, inplace=True)
     avif = heif_metadata(p) if is_avif(head) else None
-    if avif is not None and (avif.transfer in _HDR_TRANSFERS or avif.turned):
+    if avif is not None and (
+        avif.transfer in _HDR_TRANSFERS or avif.transformed or (avif.bits or 8) > 8
+    ):
         # OpenCV gives an HDR AVIF's code values as they are (its greys came out 238 levels
-        # off), and a phone's portrait AVIF on its side: it applies no rotation property.
+        # off), a phone's portrait AVIF on its side (it applies no crop, rotation or mirror
+        # property), and a 10-bit one's levels unscaled in 16 bits (nearly black).
         try:
             bgr, note = decode_heif(p)
         except HeifError as exc:

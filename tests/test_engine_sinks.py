@@ -1989,3 +1989,18 @@ def test_on_windows_opencv_gets_a_video_name_of_plain_letters(tmp_path, monkeypa
     with pytest.raises(SourceError, match="plain .ASCII. characters only"):
         open_source(out, live=False)
     assert sorted(p.name for p in folder.iterdir()) == ["résultat.avi"]
+
+
+def test_opencv_gets_a_name_with_a_colon_as_a_file(monkeypatch):
+    # "clip:1.mp4" was a protocol to FFmpeg under OpenCV; on Windows "C:x.mp4" is a drive's
+    # file, and ".\\C:x.mp4" would name an alternate data stream.
+    import engine.frames
+    from engine.frames import opencv_name
+
+    assert opencv_name("clip:1.mp4") == os.path.join(os.curdir, "clip:1.mp4")
+    assert opencv_name("sub/clip:1.mp4") == "sub/clip:1.mp4"  # "sub/clip" is no protocol
+    assert opencv_name("/videos/clip:1.mp4") == "/videos/clip:1.mp4"
+    assert opencv_name("clip.mp4") == "clip.mp4"
+    monkeypatch.setattr(engine.frames, "_WINDOWS", True)
+    assert opencv_name("C:x.mp4") == "C:x.mp4"
+    assert opencv_name("D:.out.partial.mp4") == "D:.out.partial.mp4"

@@ -225,7 +225,11 @@ def test_an_odd_sized_heic_keeps_its_size(tmp_path: Path, h: int, w: int, tile: 
     # lost its last row and column without a word, a tiled one was refused.
     rgb = photo(h, w) if h > 40 else np.full((h, w, 3), (40, 120, 200), np.uint8)
     heic_photo(tmp_path / "p.heic", rgb, tile=tile)
-    assert heif_metadata(tmp_path / "p.heic").size == (w, h)
+    meta = heif_metadata(tmp_path / "p.heic")
+    assert meta.size == (w, h)
+    # Untiled, libheif codes it even and crops it (clap): what OpenCV would not apply to an
+    # AVIF either (160x96 where the file said 100x60), which then goes to FFmpeg.
+    assert meta.transformed == (tile == 0)
     got = read_image(tmp_path / "p.heic")
     assert got.shape == (h, w, 3)
     assert _off(got, rgb) < 3 and _off(got[-1:, -1:], rgb[-1:, -1:]) < 8  # the corner copied
@@ -418,7 +422,7 @@ def test_a_turned_avif_is_read_upright_with_its_exif_xmp_and_profile(
     icc, xmp = icc_profile(size=3000), xmp_packet()
     _avif(tmp_path / "p.avif", rgb, exif=exif_block(orientation=6), icc_profile=icc, xmp=xmp)
     assert cv2.imread(str(tmp_path / "p.avif")).shape == (128, 192, 3)  # why: on its side
-    assert heif_metadata(tmp_path / "p.avif").turned
+    assert heif_metadata(tmp_path / "p.avif").transformed
     assert _off(read_image(tmp_path / "p.avif"), np.rot90(rgb, -1)) < 3
     meta = read_image_metadata(tmp_path / "p.avif")
     assert exif_tags(meta.exif)[DATE_TAKEN] == b"2021:07:04 10:11:12"
@@ -426,12 +430,12 @@ def test_a_turned_avif_is_read_upright_with_its_exif_xmp_and_profile(
     # An AVIF that needs no turning stays with OpenCV; one that does, without an FFmpeg that
     # reads it, is read as it is, and said so.
     _avif(tmp_path / "plain.avif", rgb)
-    assert not heif_metadata(tmp_path / "plain.avif").turned
+    assert not heif_metadata(tmp_path / "plain.avif").transformed
     monkeypatch.setattr(engine.heif, "_ffmpegs", lambda ffmpeg: [])
     assert _off(read_image(tmp_path / "plain.avif"), rgb) < 3
     with caplog.at_level(logging.WARNING):
         assert read_image(tmp_path / "p.avif").shape == (128, 192, 3)
-    assert "p.avif: read as it is (not turned upright): an HEIF image" in caplog.text
+    assert "p.avif: read as it is (not cropped and turned as it says): an HEIF image" in caplog.text
 
 
 def test_an_hdr_avif_is_tone_mapped(tmp_path: Path) -> None:
@@ -453,3 +457,35 @@ def test_an_hdr_avif_is_tone_mapped(tmp_path: Path) -> None:
     assert min(_patch_errors(as_is, sdr)) >= 50
     greys, patches = _patch_errors(read_image(tmp_path / "hdr.avif"), sdr)
     assert greys <= 2 and patches <= 26, (greys, patches)
+
+
+def test_a_link_to_a_heic_in_the_output_folder_is_no_clash(tmp_path: Path) -> None:
+    # The link check took the target's name for a result's (IMG_1.HEIC as IMG_1.jpg) and
+    # refused a run that writes nothing over it.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    heic_photo(tmp_path / "in" / "IMG_1.HEIC", photo(), tile=64)
+    heic_photo(tmp_path / "out" / "IMG_1.HEIC", photo(), tile=64)
+    (tmp_path / "in" / "old.heic").symlink_to(tmp_path / "out" / "IMG_1.HEIC")
+    code = cli.main(
+        ["process", str(tmp_path / "in"), str(tmp_path / "out"), "--backend", "unsharp"]
+    )
+    assert code == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "IMG_1.HEIC", "IMG_1.jpg", "old.jpg"
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("bits", [10, 12])
+def test_a_deep_avif_is_read_at_its_levels(tmp_path: Path, bits: int) -> None:
+    # OpenCV gives a 10- or 12-bit AVIF's levels as they are in 16 bits: a mid grey read as 2.
+    grey = np.full((64, 96, 3), 128, np.uint8)
+    fmt = "yuv420p10le" if bits == 10 else "yuv420p12le"
+    subprocess.run(
+        [_bundled(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "96x64", "-i", "-",
+         "-frames:v", "1", "-pix_fmt", fmt, "-c:v", "libaom-av1", "-still-picture", "1",
+         "-crf", "10", str(tmp_path / "deep.avif")],
+        input=grey.tobytes(), check=True,
+    )  # fmt: skip
+    assert heif_metadata(tmp_path / "deep.avif").bits == bits
+    assert _off(read_image(tmp_path / "deep.avif"), grey) < 3
