@@ -595,12 +595,17 @@ def format_status(stats: Any, width: int = 90) -> str:
     return text
 
 
+#: A SIGINT this soon after the first is the same one delivered twice, not a second Ctrl-C.
+SAME_SIGNAL_S = 0.25
+
+
 def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
     """SIGINT/SIGTERM, the terminal closing (SIGHUP) and on Windows Ctrl-Break (SIGBREAK) set
     ``stop`` (the main loop notices within 50 ms); a signal ignored when the process started
     (SIGHUP under ``nohup``) stays ignored. Returns the undo.
 
-    A second Ctrl-C gets Python's default KeyboardInterrupt, for a stuck shutdown. Windows sends
+    A second Ctrl-C (:data:`SAME_SIGNAL_S` or more after the first) gets Python's default
+    KeyboardInterrupt, for a stuck shutdown. Windows sends
     no SIGTERM (``taskkill /F`` and ``Popen.terminate()`` end the process outright): there
     Ctrl-C or Ctrl-Break stop a stream with its output closed.
     """
@@ -614,7 +619,17 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
 
     def handler(signum: int, frame: Any) -> None:
         stop.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        first = time.monotonic()
+
+        def again(signum: int, frame: Any) -> None:
+            # One Ctrl-C can arrive twice, to the process and to its group (`timeout -s INT`,
+            # `kill -INT -PGID`): taken for a second press, it cut the summary of where the
+            # frames went to a bare "interrupted". A press comes later than that.
+            if time.monotonic() - first >= SAME_SIGNAL_S:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+                raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, again)
 
     for sig in previous:
         signal.signal(sig, handler)
@@ -2062,6 +2077,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             # Nothing lost: some containers' frame count is an estimate (VFR, edit lists).
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
         said = ""
+        failed = False
         if kind == "video" and written:
             from engine.remux import (
                 RemuxError,
@@ -2095,8 +2111,13 @@ def cmd_process(args: argparse.Namespace) -> int:
                     except RemuxStopped:
                         raise
                     except RemuxError as exc:
-                        # The frames are all there: a warning, not a failed run.
-                        _eprint(f"{PROG}: warning: {args.output} has no sound: {exc}")
+                        # The frames are all there: a warning, not a failed run; but a full
+                        # disk fails it (exit 1), as it does the frames: scripts went on
+                        # with a silent video.
+                        full = "No space left on device" in str(exc)
+                        level = "error" if full else "warning"
+                        _eprint(f"{PROG}: {level}: {args.output} has no sound: {exc}")
+                        failed = failed or full
                     # Asked of the output: an input whose container is not read here may
                     # have had none.
                     if video_has_audio(args.output):
@@ -2125,7 +2146,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                 )
                 return 130
         _eprint(f"{_frames(written)} -> {args.output}{said}")
-        return 0
+        return 1 if failed else 0
     finally:
         if restore is not None:
             restore()

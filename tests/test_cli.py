@@ -4076,3 +4076,82 @@ def test_process_a_video_whose_name_has_a_colon(
         [ffmpeg, "-hide_banner", "-i", "file:out:1.mp4"], capture_output=True, text=True
     ).stderr
     assert "Audio: aac" in probe, probe
+
+
+class _InterruptedTwice(_InterruptsItsFirstCall):
+    """Ctrl-C at the third model call, then again ``gap`` seconds later, while it still runs."""
+
+    gap = 0.0
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == 3:
+            handler = signal.getsignal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+            # Once the first has been handled (it swaps the handler): two at once coalesce.
+            deadline = time.monotonic() + 5
+            while signal.getsignal(signal.SIGINT) is handler and time.monotonic() < deadline:
+                time.sleep(0.001)
+            time.sleep(self.gap)
+            signal.raise_signal(signal.SIGINT)
+            time.sleep(1.0)
+        return rgb
+
+
+@pytest.mark.parametrize("gap", [0.0, 0.5])
+def test_one_ctrl_c_delivered_twice_still_says_where_the_frames_went(
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    gap: float,
+) -> None:
+    # `timeout -s INT` and `kill -INT -PGID` reach the process twice at once: taken for a
+    # second press, it cut the summary to a bare "interrupted". A later press still ends a
+    # stuck shutdown at once.
+    import engine.backends
+
+    monkeypatch.setattr(_InterruptedTwice, "gap", gap)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptedTwice)
+    out = tmp_path / "out.avi"
+    code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 130, err
+    if gap < cli.SAME_SIGNAL_S:
+        assert re.search(r"interrupted: \d+ of \d+ frames written to \S+incomplete\.avi", err), err
+    else:
+        assert err.endswith("sharpcam: interrupted\n"), err
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_sound_lost_to_a_full_disk_fails_the_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    full: bool,
+) -> None:
+    # A disk that filled while the sound went in left a silent video and exit 0: scripts went
+    # on. Another FFmpeg failure stays a warning (the frames are all there).
+    import engine.remux
+    from engine.remux import RemuxError
+
+    clip = tmp_path / "phone.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", "-c:v", "mpeg4", "-c:a", "aac",
+         str(clip)],
+        check=True,
+    )  # fmt: skip
+    why = "Error closing file: No space left on device" if full else "Invalid data found"
+
+    def fails(*args: Any, **kwargs: Any) -> None:
+        raise RemuxError(f"ffmpeg: [out#0/mp4 @ 0x1] {why}")
+
+    monkeypatch.setattr(engine.remux, "copy_audio", fails)
+    out = tmp_path / "out.mp4"
+    code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    level = "error" if full else "warning"
+    assert f"sharpcam: {level}: {out} has no sound: ffmpeg: [out#0/mp4 @ 0x1] {why}\n" in err
+    assert f"25 frames -> {out}\n" in err
+    assert code == (1 if full else 0), err
