@@ -1151,6 +1151,18 @@ def _run_stream(
                 f"{stats.frames_in} could be decoded (damaged or truncated, or a count the "
                 "container only estimates)"
             )
+        if args.duration is not None and not (stop.is_set() or timed_out):
+            # `run --source photos --duration 2` wrote 0.13 s (4 photos at 30 a second) and
+            # ended without a word of why.
+            once = (
+                f", each image once at {source.fps:g} a second"
+                if isinstance(source, ImageFolderSource)
+                else ""
+            )
+            _eprint(
+                f"{PROG}: note: {args.source} ended after {_frames(stats.frames_in)}{once}, "
+                f"{time.perf_counter() - t0:.1f} s into --duration {args.duration:g}"
+            )
         if stop.is_set():
             # A timed recording repeats the frames the model had no time for: say both counts,
             # or the file's length contradicts the message.

@@ -4155,3 +4155,22 @@ def test_sound_lost_to_a_full_disk_fails_the_run(
     assert f"sharpcam: {level}: {out} has no sound: ffmpeg: [out#0/mp4 @ 0x1] {why}\n" in err
     assert f"25 frames -> {out}\n" in err
     assert code == (1 if full else 0), err
+
+
+def test_run_says_when_its_source_ends_before_the_duration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A folder of 4 photos at 30 a second wrote 0.13 s of a --duration 2 and ended silently.
+    folder = _photo_folder(tmp_path / "in", range(3))
+    argv = ["run", "--source", str(folder), "--backend", "unsharp"]
+    assert cli.main([*argv, "--output", str(tmp_path / "a.avi"), "--duration", "5"]) == 0
+    err = capsys.readouterr().err
+    assert re.search(
+        rf"sharpcam: note: {re.escape(str(folder))} ended after 3 frames, each image once at "
+        r"30 a second, \d+\.\d s into --duration 5\n",
+        err,
+    ), err
+    # Stopped by --duration (the 3 photos at 2 a second take 1.5 s), it is not said.
+    more = ["--output", str(tmp_path / "b.avi"), "--duration", "0.3", "--fps", "2"]
+    assert cli.main([*argv, *more]) == 0
+    assert "ended after" not in capsys.readouterr().err
