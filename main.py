@@ -921,7 +921,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     restore = _install_stop_signals(stop)
     release = _hold_console_close(stop)
     try:
-        from engine.sinks import SinkError, is_virtual_spec, sink_kind
+        from engine.sinks import SinkError, earlier_frame, is_virtual_spec, sink_kind
         from engine.sources import source_kind
 
         camera = source_kind(args.source) == "camera"
@@ -943,6 +943,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         elif kind == "images" and _is_image_file_name(args.output):
             # `run --output shot.exr` streamed, then failed on the first frame (exit 1).
             _check_image_writer(args.output)
+        elif kind == "images" and (earlier := earlier_frame(args.output)) is not None:
+            # Found by the sink only once the model had loaded, and exit 1 where `process`
+            # refuses a folder holding its results with 2.
+            raise CliError(
+                f"folder {args.output} already holds frames ({earlier.name}): give an empty "
+                "or new folder",
+                code=2,
+            )
         elif kind == "images" and Path(args.output).exists() and not Path(args.output).is_dir():
             # A file without an extension (`--output notes`, `/dev/null`) is taken for a
             # folder of frames: "cannot create folder notes: [Errno 17] File exists", exit 1,

@@ -62,6 +62,7 @@ __all__ = [
     "SinkError",
     "VideoFileSink",
     "check_name_fits",
+    "earlier_frame",
     "incomplete_path",
     "metadata_lost",
     "open_sink",
@@ -1291,6 +1292,21 @@ def image_format_problem(ext: str) -> str | None:
     return None
 
 
+def earlier_frame(
+    folder: str | os.PathLike[str], *, prefix: str = "frame_", ext: str = ".png"
+) -> Path | None:
+    """The first frame an earlier run left in ``folder`` under the names an
+    :class:`ImageSink` writes there (``frame_000123.png``), None where there is none (or no
+    such folder). Numbering starts at 0 again: a shorter new run would overwrite the start of
+    an earlier one and leave its tail, one sequence that mixes two recordings."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    # Only names a sink writes: `frame_4k_reference.png` is not one.
+    own = re.compile(rf"{re.escape(prefix)}[0-9]{{6,}}{re.escape(ext)}", re.IGNORECASE)
+    return next((p for p in sorted(folder.iterdir()) if own.fullmatch(p.name)), None)
+
+
 def writable_image_extensions() -> list[str]:
     """The image extensions a frame can be written as, sorted (not HEIF's, nor ``.pbm``)."""
     return [ext for ext in sorted(IMAGE_EXTENSIONS) if image_format_problem(ext) is None]
@@ -1394,12 +1410,8 @@ class ImageSink(_SinkBase):
         self.prefix = prefix
         self.metadata = metadata
         folder = self.path.parent if self.single else self.path
-        if not self.single and folder.is_dir():
-            # Numbering starts at 0 again: a shorter new run would overwrite the start of an
-            # earlier one and leave its tail, one sequence that mixes two recordings.
-            # Only names this sink writes (frame_000123.png): `frame_4k_reference.png` is not one.
-            own = re.compile(rf"{re.escape(prefix)}[0-9]{{6,}}{re.escape(self.ext)}", re.IGNORECASE)
-            earlier = next((p for p in sorted(folder.iterdir()) if own.fullmatch(p.name)), None)
+        if not self.single:
+            earlier = earlier_frame(folder, prefix=prefix, ext=self.ext)
             if earlier is not None:
                 raise SinkError(
                     f"folder {folder} already holds frames ({earlier.name}): "

@@ -4174,3 +4174,30 @@ def test_run_says_when_its_source_ends_before_the_duration(
     more = ["--output", str(tmp_path / "b.avi"), "--duration", "0.3", "--fps", "2"]
     assert cli.main([*argv, *more]) == 0
     assert "ended after" not in capsys.readouterr().err
+
+
+class _NeverLoaded:
+    """A backend a usage error must come before."""
+
+    def __init__(self, **_options: Any) -> None:
+        raise AssertionError("the model was loaded before the usage error")
+
+
+def test_run_refuses_a_folder_of_earlier_frames_before_the_model_loads(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Found by the sink once the model had loaded (seconds), and exit 1 where `process`
+    # refuses a folder holding its results with 2.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _NeverLoaded)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "frame_000000.png").write_bytes(b"an earlier run's")
+    argv = ["run", "--source", str(clip), "--output", f"{frames}/", "--backend", "unsharp"]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"sharpcam: error: folder {frames}/ already holds frames (frame_000000.png): give an "
+        "empty or new folder\n"
+    )
+    assert (frames / "frame_000000.png").read_bytes() == b"an earlier run's"
