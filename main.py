@@ -629,7 +629,8 @@ def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt
 
-        signal.signal(signal.SIGINT, again)
+        if signal.SIGINT in previous:  # one ignored at the start (`nohup`, `&`) stays so
+            signal.signal(signal.SIGINT, again)
 
     for sig in previous:
         signal.signal(sig, handler)
@@ -1066,6 +1067,7 @@ def _run_stream(
         seen_warnings: set[str] = set()
         t0 = time.perf_counter()  # --duration counts from here: the model is warm
         timed_out = False  # --duration ended the stream
+        source_ended_at: float | None = None  # when the engine was seen done by itself
         engine.start()
         try:
             while not stop.is_set() and not engine.done.is_set():
@@ -1087,6 +1089,8 @@ def _run_stream(
                         status.note(f"{PROG}: warning: {news}")
                     status.show(format_status(stats), now)
                 stop.wait(0.05)
+            if engine.done.is_set() and not (stop.is_set() or timed_out):
+                source_ended_at = time.perf_counter()
         finally:
             if not engine.done.is_set() and not engine.failed_sinks:
                 # Stopped (--duration, Ctrl-C, SIGTERM), not ended: a timed recording lasts
@@ -1159,7 +1163,11 @@ def _run_stream(
                 f"{stats.frames_in} could be decoded (damaged or truncated, or a count the "
                 "container only estimates)"
             )
-        if args.duration is not None and not (stop.is_set() or timed_out):
+        ended = source_ended_at - t0 if source_ended_at is not None else None
+        # Not for a source that lasts as long as --duration (a 1 s clip, --duration 1): the
+        # end and the deadline land within a frame or two of each other.
+        margin = max(0.1, 2 / fps)
+        if args.duration is not None and ended is not None and ended + margin < args.duration:
             # `run --source photos --duration 2` wrote 0.13 s (4 photos at 30 a second) and
             # ended without a word of why.
             once = (
@@ -1169,7 +1177,7 @@ def _run_stream(
             )
             _eprint(
                 f"{PROG}: note: {args.source} ended after {_frames(stats.frames_in)}{once}, "
-                f"{time.perf_counter() - t0:.1f} s into --duration {args.duration:g}"
+                f"{ended:.1f} s into --duration {args.duration:g}"
             )
         if stop.is_set():
             # A timed recording repeats the frames the model had no time for: say both counts,
@@ -1794,6 +1802,17 @@ def _report_skipped(source: Any, sink: Any) -> int:
     return len(skipped)
 
 
+def _full_disk_error(exc: BaseException) -> bool:
+    """Whether FFmpeg failed for want of room (its message, as FFmpeg words ENOSPC/EDQUOT)."""
+    return any(t in str(exc) for t in ("No space left on device", "Disk quota exceeded"))
+
+
+def _disk_full(folder: Path) -> bool:
+    from engine.sinks import _disk_full as full
+
+    return full(folder)
+
+
 def _check_process_output(kind: str, out: str, source: str | None = None) -> None:
     """Usage errors in ``process``'s output (exit 2), found before the model loads."""
     from engine.sinks import VIDEO_CODECS, SinkError, sink_kind, writable_image_extensions
@@ -2118,6 +2137,16 @@ def cmd_process(args: argparse.Namespace) -> int:
                 )
                 if timing == "retimed":
                     said += ", at the input's varying frame rate"
+                elif timing == "failed":
+                    # Its index could not be rewritten: on a full disk, silent and exit 0.
+                    full = _disk_full(Path(args.output).parent)
+                    why = "the disk is full" if full else "its index could not be rewritten"
+                    _eprint(
+                        f"{PROG}: {'error' if full else 'warning'}: the frame rate of "
+                        f"{args.input} varies and {args.output} plays its frames at their mean "
+                        f"rate, ahead of or behind the sound within the clip: {why}"
+                    )
+                    failed = failed or full
                 elif timing == "varies":
                     _eprint(
                         f"{PROG}: note: the frame rate of {args.input} varies; {args.output} "
@@ -2134,7 +2163,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                         # The frames are all there: a warning, not a failed run; but a full
                         # disk fails it (exit 1), as it does the frames: scripts went on
                         # with a silent video.
-                        full = "No space left on device" in str(exc)
+                        full = _full_disk_error(exc)
                         level = "error" if full else "warning"
                         _eprint(f"{PROG}: {level}: {args.output} has no sound: {exc}")
                         failed = failed or full
@@ -2155,10 +2184,12 @@ def cmd_process(args: argparse.Namespace) -> int:
                     except RemuxStopped:
                         raise
                     except RemuxError as exc:
+                        full = _full_disk_error(exc)
                         _eprint(
-                            f"{PROG}: warning: {args.output} is without the date and place of "
-                            f"{args.input}: {exc}"
+                            f"{PROG}: {'error' if full else 'warning'}: {args.output} is "
+                            f"without the date and place of {args.input}: {exc}"
                         )
+                        failed = failed or full
             except RemuxStopped:
                 _eprint(
                     f"{PROG}: interrupted while {step}: {_frames(written)} written to "

@@ -517,8 +517,9 @@ def keep_timing(
 ) -> str:
     """Give ``video`` (a video OpenCV wrote from ``source``'s ``frames`` pictures, one frame
     each) the frame durations of ``source`` where its frame rate varies. Returns
-    ``"retimed"`` where it did (an MP4 or MOV), ``"varies"`` where the rate varies and
-    ``video``'s container cannot take the durations (an AVI has one rate; an MKV's block
+    ``"retimed"`` where it did (an MP4 or MOV), ``"failed"`` where it could not rewrite
+    ``video``'s index (a full disk; ``video`` is as it was), ``"varies"`` where the rate varies
+    and ``video``'s container cannot take the durations (an AVI has one rate; an MKV's block
     times are not rewritten here), and ``""`` otherwise: a constant rate, a count of
     pictures other than ``frames`` (frames the decoder dropped), no FFmpeg, or one that
     cannot tell.
@@ -544,7 +545,7 @@ def keep_timing(
         return ""
     if Path(video).suffix.lower() not in (".mp4", ".m4v", ".mov"):
         return "varies"
-    return "retimed" if retime_mp4(video, durations, found.timescale) else ""
+    return "retimed" if retime_mp4(video, durations, found.timescale) else "failed"
 
 
 def _mux(

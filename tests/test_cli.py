@@ -4201,3 +4201,85 @@ def test_run_refuses_a_folder_of_earlier_frames_before_the_model_loads(
         "empty or new folder\n"
     )
     assert (frames / "frame_000000.png").read_bytes() == b"an earlier run's"
+
+
+def test_a_sigint_ignored_at_the_start_stays_ignored_after_a_sigterm() -> None:
+    # Started in the background (`cmd &` ignores SIGINT), a SIGTERM installed a SIGINT
+    # handler, and the undo left it there: a Ctrl-C meant for the shell then reached it.
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stop = threading.Event()
+    try:
+        restore = cli._install_stop_signals(stop)
+        try:
+            signal.raise_signal(signal.SIGTERM)
+            assert stop.wait(2.0)
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        finally:
+            restore()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_run_says_nothing_of_a_source_as_long_as_its_duration(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 1 s clip with --duration 1: its end and the deadline land within a frame or two, and
+    # it was called "ended after 30 frames, 1.0 s into --duration 1".
+    clip = write_video(tmp_path / "second.avi", 30, fps=30.0)
+    argv = ["run", "--source", str(clip), "--output", str(tmp_path / "o.avi"), "--backend"]
+    assert cli.main([*argv, "unsharp", "--duration", "1"]) == 0
+    assert "ended after" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("full", [True, False])
+def test_a_full_disk_while_the_timing_or_the_date_go_in_fails_the_run(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    full: bool,
+) -> None:
+    # Both were silent (the timing) or a warning (the date and place), exit 0: the sound's
+    # copy was the only step a full disk failed.
+    import engine.remux
+    import engine.sinks
+    from engine.remux import RemuxError
+
+    clip = tmp_path / "silent.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-frames:v", "50", "-vf", "setpts='if(lt(N,25),2*N,25+N)/(25*TB)'",
+         "-fps_mode", "passthrough", "-c:v", "mpeg4",
+         "-metadata", "creation_time=2024-05-01T10:00:00Z", str(clip)],
+        check=True,
+    )  # fmt: skip
+    monkeypatch.setattr(engine.sinks, "retime_mp4", lambda *a, **k: False)
+    monkeypatch.setattr(engine.sinks, "_disk_full", lambda folder: full)
+    why = "No space left on device" if full else "Invalid argument"
+
+    def fails(*args: Any, **kwargs: Any) -> None:
+        raise RemuxError(f"ffmpeg: [out#0/mp4 @ 0x1] Error closing file: {why}")
+
+    monkeypatch.setattr(engine.remux, "copy_audio", fails)
+    out = tmp_path / "out.mp4"
+    code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    level = "error" if full else "warning"
+    assert (
+        f"sharpcam: {level}: the frame rate of {clip} varies and {out} plays its frames at "
+        "their mean rate, ahead of or behind the sound within the clip: "
+        + ("the disk is full" if full else "its index could not be rewritten")
+    ) in err, err
+    assert f"sharpcam: {level}: {out} is without the date and place of {clip}: " in err, err
+    assert code == (1 if full else 0), err
+    # Each one alone fails it too.
+    if full:
+        monkeypatch.setattr(engine.sinks, "_disk_full", lambda folder: False)
+        assert (
+            cli.main(["process", str(clip), str(tmp_path / "b.mp4"), "--backend", "unsharp"]) == 1
+        )
+        monkeypatch.setattr(engine.sinks, "_disk_full", lambda folder: True)
+        monkeypatch.setattr(engine.remux, "copy_audio", lambda *a, **k: None)
+        assert (
+            cli.main(["process", str(clip), str(tmp_path / "c.mp4"), "--backend", "unsharp"]) == 1
+        )
