@@ -1487,6 +1487,8 @@ def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
     import cv2
     import numpy as np
 
+    from engine.heif import heif_metadata, is_avif, is_heif
+
     ext = path.suffix.lower()
     headers = {
         ".png": _png_detail,
@@ -1495,6 +1497,13 @@ def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
         ".tiff": _tiff_detail,
     }
     try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+        if is_heif(head) or is_avif(head):
+            # From the boxes: a camera's 10-bit HIF or AVIF (OpenCV decodes no HEIF).
+            meta = heif_metadata(path)
+            deep = [f"the {meta.bits}-bit depth"] if meta.bits and meta.bits > 8 else []
+            return (["the alpha channel"] if meta.alpha else []) + deep
         if ext in headers:
             with open(path, "rb") as f:
                 return headers[ext](f)

@@ -74,6 +74,9 @@ class HeifMetadata(NamedTuple):
     transformed: bool = False
     #: Bits per channel by its ``pixi`` property (the most of any channel); None without one.
     bits: int | None = None
+    #: Whether an alpha (transparency) picture goes with it (an ``auxl`` item whose ``auxC``
+    #: property says alpha), which is not read.
+    alpha: bool = False
 
 
 def _brands(head: bytes) -> set[bytes]:
@@ -529,7 +532,7 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
             break
 
     icc = size = transfer = None
-    transformed = False
+    transformed = alpha = False
     bits = None
     if b"iprp" in children:
         props, assoc = _properties(meta, *children[b"iprp"])
@@ -565,7 +568,22 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
             if nclx:
                 transfer = nclx[0]
                 break
-    return HeifMetadata(exif, icc, xmp, size, transfer, transformed, bits)
+        auxiliary = [src for src, targets in refs.get(b"auxl", []) if primary in targets]
+        alpha = any(
+            kind == b"auxC" and _is_alpha(meta[s + 4 : e])
+            for item in auxiliary
+            for number in assoc.get(item, [])
+            if 1 <= number <= len(props)
+            for kind, s, e in [props[number - 1]]
+        )
+    return HeifMetadata(exif, icc, xmp, size, transfer, transformed, bits, alpha)
+
+
+def _is_alpha(aux_type: bytes) -> bool:
+    """Whether an ``auxC`` property's type (NUL-ended URN, subtype after it) names an alpha
+    picture: the generic URN, or HEVC's auxiliary picture type 1 (2 is depth)."""
+    urn = aux_type.split(b"\0", 1)[0]
+    return urn.endswith(b":alpha") or urn == b"urn:mpeg:hevc:2015:auxid:1"
 
 
 def _upright_size(meta: bytes, props: list[tuple[bytes, int, int]]) -> tuple[int, int] | None:

@@ -489,3 +489,29 @@ def test_a_deep_avif_is_read_at_its_levels(tmp_path: Path, bits: int) -> None:
     )  # fmt: skip
     assert heif_metadata(tmp_path / "deep.avif").bits == bits
     assert _off(read_image(tmp_path / "deep.avif"), grey) < 3
+
+
+def test_process_says_what_a_deep_or_transparent_heif_loses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The engine is 8-bit RGB: a camera's 10-bit HIF and a transparent HEIC lost their depth
+    # and alpha without the note a 16-bit or transparent PNG gets (OpenCV decodes no HEIF).
+    import pillow_heif
+
+    _hdr_heic(tmp_path / "deep.hif", 16, "smpte2084")
+    rgba = np.zeros((64, 96, 4), np.uint8)
+    rgba[..., 3] = 128
+    heif = pillow_heif.from_bytes(mode="RGBA", size=(96, 64), data=rgba.tobytes())
+    heif.save(str(tmp_path / "clear.heic"), quality=90)
+    heic_photo(tmp_path / "plain.heic", photo())
+    for name, said in (("deep.hif", "the 10-bit depth"), ("clear.heic", "the alpha channel")):
+        out = tmp_path / f"{name}.png"
+        assert cli.main(["process", str(tmp_path / name), str(out), "--backend", "unsharp"]) == 0
+        assert (
+            f"note: {out} will be 8-bit RGB, without {said} of {name}\n" in capsys.readouterr().err
+        )
+    out = tmp_path / "plain.png"
+    assert (
+        cli.main(["process", str(tmp_path / "plain.heic"), str(out), "--backend", "unsharp"]) == 0
+    )
+    assert "8-bit RGB" not in capsys.readouterr().err
