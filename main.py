@@ -1816,12 +1816,6 @@ def _full_disk_error(exc: BaseException) -> bool:
     return any(t in str(exc) for t in ("No space left on device", "Disk quota exceeded"))
 
 
-def _disk_full(folder: Path) -> bool:
-    from engine.sinks import _disk_full as full
-
-    return full(folder)
-
-
 def _check_process_output(kind: str, out: str, source: str | None = None) -> None:
     """Usage errors in ``process``'s output (exit 2), found before the model loads."""
     from engine.sinks import VIDEO_CODECS, SinkError, sink_kind, writable_image_extensions
@@ -2148,6 +2142,8 @@ def cmd_process(args: argparse.Namespace) -> int:
                     said += ", at the input's varying frame rate"
                 elif timing == "failed":
                     # Its index could not be rewritten: on a full disk, silent and exit 0.
+                    from engine.sinks import _disk_full
+
                     full = _disk_full(Path(args.output).parent)
                     why = "the disk is full" if full else "its index could not be rewritten"
                     _eprint(

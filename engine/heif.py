@@ -461,8 +461,7 @@ def heif_metadata(path: str | os.PathLike[str]) -> HeifMetadata:
     empty = HeifMetadata(None, None, None)
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
-            head += f.read(48)
+            head = f.read(64)
             if not is_heif(head) and not is_avif(head):
                 return empty
             f.seek(0)

@@ -67,12 +67,12 @@ __all__ = [
     "metadata_lost",
     "open_sink",
     "output_image_name",
-    "writable_image_extensions",
     "partial_path",
     "register_sink",
     "sink_kind",
     "retime_mp4",
     "tag_mp4v_colour",
+    "writable_image_extensions",
     "write_image",
 ]
 

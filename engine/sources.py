@@ -629,9 +629,9 @@ def _webp_metadata(f: Any) -> ImageMetadata:
 
 
 def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
-    """The EXIF block, ICC profile and XMP packet of a JPEG, PNG, WebP, HEIF or AVIF file, from its
-    headers (the image data is not decoded); an empty :class:`ImageMetadata` for other
-    formats, a file without them, or one that cannot be read."""
+    """The EXIF block, ICC profile and XMP packet of a JPEG, PNG, WebP, HEIF or AVIF file,
+    from its headers (the image data is not decoded); an empty :class:`ImageMetadata` for
+    other formats, a file without them, or one that cannot be read."""
     try:
         with open(path, "rb") as f:
             magic = f.read(64)
