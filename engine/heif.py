@@ -4,8 +4,9 @@ FFmpeg, their EXIF block, XMP packet and colour profile read from the file's box
 OpenCV has no HEIF decoder, and HEIC is what an iPhone saves its photos as. The FFmpeg that
 ``process`` already runs for a video's sound (7.1 or newer) decodes HEVC-coded HEIF images,
 the tiled ones every iPhone photo is (a grid of 512-pixel pictures) included, and turns them
-upright by their rotation and mirror properties. AVIF, HEIF's AV1 sibling, is left to
-OpenCV, which reads it.
+upright by their rotation and mirror properties. AVIF, HEIF's AV1 sibling, OpenCV reads,
+but not right where it is HDR, deeper than 8 bits, or cropped, turned or mirrored by a
+property (:class:`HeifMetadata` says which): those FFmpeg decodes too.
 
 :func:`engine.sources.read_image` and :func:`engine.sources.read_image_metadata` call this
 module for a file whose first box says HEIF, whatever its name.
@@ -23,7 +24,14 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-from engine.remux import TONE_MAP, _transfer_of, find_ffmpeg, tone_map_problem
+from engine.remux import (
+    FFMPEG_ENV,
+    TONE_MAP,
+    _transfer_of,
+    file_arg,
+    find_ffmpeg,
+    tone_map_problem,
+)
 
 __all__ = [
     "HEIF_EXTENSIONS",
@@ -97,8 +105,8 @@ def is_heif(head: bytes) -> bool:
 
 
 def is_avif(head: bytes) -> bool:
-    """Whether ``head`` opens an AVIF still (HEIF's boxes around AV1), which OpenCV decodes:
-    but for an HDR one (:attr:`HeifMetadata.transfer`), without converting it."""
+    """Whether ``head`` opens an AVIF still (HEIF's boxes around AV1), which OpenCV decodes
+    (but see the module's note)."""
     brands = _brands(head)
     return bool(brands & _AVIF_BRANDS) and not brands & _HEVC_BRANDS
 
@@ -110,7 +118,7 @@ def _ffmpegs(ffmpeg: str | None) -> list[str]:
     if ffmpeg:
         return [ffmpeg]
     found = [f for f in (find_ffmpeg(),) if f]
-    if not os.environ.get("SHARPCAM_FFMPEG"):  # named by the user: that one only
+    if not os.environ.get(FFMPEG_ENV):  # named by the user: that one only
         try:
             import imageio_ffmpeg
 
@@ -216,8 +224,7 @@ def decode_heif(
     Tries ``ffmpeg``, or each executable :func:`_ffmpegs` lists, until one decodes it.
     Raises :class:`HeifError` when none is found or none can.
     """
-    # "file:": a name with a colon ("IMG:1.heic") was taken for a protocol.
-    source = "file:" + os.fspath(path)
+    source = file_arg(path)  # a name with a colon ("IMG:1.heic") was taken for a protocol
     candidates = _ffmpegs(ffmpeg)
     if not candidates:
         raise HeifError(
