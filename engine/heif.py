@@ -463,15 +463,14 @@ def _describing(
 
 
 def heif_metadata(path: str | os.PathLike[str]) -> HeifMetadata:
-    """The EXIF block, colour profile and XMP packet of the HEIF still at ``path``, from its
-    boxes (nothing is decoded); None for each it does not have or that cannot be read."""
+    """What :class:`HeifMetadata` says of the HEIF or AVIF still at ``path``, from its boxes
+    (nothing is decoded); None (or False) for each it does not have or that cannot be read."""
     empty = HeifMetadata(None, None, None)
     try:
         with open(path, "rb") as f:
             head = f.read(64)
             if not is_heif(head) and not is_avif(head):
                 return empty
-            f.seek(0)
             meta = b""
             pos = 0
             for _ in range(_BOX_LIMIT):
