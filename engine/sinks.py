@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import logging
 import os
 import re
 import shutil
 import struct
+import subprocess
 import sys
 import tempfile
 import threading
@@ -142,8 +144,137 @@ def _check_size(size: tuple[int, int] | None, what: str) -> tuple[int, int]:
     return (w, h)
 
 
+#: The FFmpeg encoder, its pixel format and (by extension) muxer for the FourCCs a
+#: :class:`VideoFileSink` writes through FFmpeg: the formats OpenCV's writer gives them.
+_FFMPEG_CODECS = {"mp4v": ("mpeg4", "yuv420p"), "MJPG": ("mjpeg", "yuvj420p")}
+_FFMPEG_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".avi": "avi", ".mkv": "matroska"}
+
+
+@functools.lru_cache(maxsize=4)
+def _ffmpeg_encoders(ffmpeg: str) -> str:
+    """``ffmpeg``'s encoder list (asked once per executable; "" where it cannot run)."""
+    try:
+        done = subprocess.run(
+            [ffmpeg, "-hide_banner", "-encoders"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout.decode("utf-8", errors="replace")
+
+
+def _ffmpeg_for(fourcc: str, suffix: str) -> str | None:
+    """The FFmpeg to write a ``fourcc`` video named ``.suffix`` through, None where there is
+    none, or it lacks the encoder (OpenCV's writer is used then)."""
+    from engine.remux import find_ffmpeg
+
+    if fourcc not in _FFMPEG_CODECS or suffix not in _FFMPEG_MUXERS:
+        return None
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        return None
+    encoder = _FFMPEG_CODECS[fourcc][0]
+    if not re.search(rf"^\s*V\S*\s+{encoder}\s", _ffmpeg_encoders(ffmpeg), re.M):
+        return None
+    return ffmpeg
+
+
+class _FFmpegWriter:
+    """What :class:`VideoFileSink` asks of OpenCV's ``VideoWriter`` (``isOpened``, ``write``,
+    ``release``), done by an FFmpeg fed the frames raw on a pipe.
+
+    OpenCV's writer converts BGR to YUV with swscale's fast, truncating path (no flag
+    reaches it): a 128 grey came back 124/126/123 from an .mp4 and every video it wrote was
+    darker and greener by 1-5 levels. Here swscale rounds (``accurate_rnd``): the grey comes
+    back 128, a photo 2.3 levels off on average where OpenCV's was 3.8. The codecs and
+    containers are the ones OpenCV's writer gives (MPEG-4 part 2 as ``mp4v``, MJPEG).
+
+    FFmpeg runs in its own process group: a Ctrl-C in the terminal would end it at once, and
+    the file with it, before the sink could finish it.
+    """
+
+    def __init__(
+        self, ffmpeg: str, path: Path, fourcc: str, fps: float, size: tuple[int, int]
+    ) -> None:
+        from engine.remux import file_arg
+
+        encoder, pix_fmt = _FFMPEG_CODECS[fourcc]
+        self.error = ""  # FFmpeg's reason, where it failed
+        self.failed = False
+        self._errors = tempfile.TemporaryFile()  # a pipe nobody reads could fill and stall it
+        group: dict[str, Any] = (
+            {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
+            if os.name == "nt"
+            else {"start_new_session": True}
+        )
+        command = [
+            ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
+            "-r", f"{fps:.6g}", "-i", "pipe:0", "-an",
+            "-sws_flags", "accurate_rnd+full_chroma_int", "-pix_fmt", pix_fmt,
+            # q 2: a photo 2.3 levels off on average, the file 1.5 times OpenCV's size
+            "-c:v", encoder, "-q:v", "2",
+            "-f", _FFMPEG_MUXERS[path.suffix.lower()], file_arg(path),
+        ]  # fmt: skip
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors,
+                **group,
+            )  # fmt: skip
+        except OSError as exc:
+            self._errors.close()
+            self._proc = None
+            self.error = f"cannot run {ffmpeg}: {exc.strerror or exc}"
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        return self._proc is not None and self._proc.poll() is None
+
+    def write(self, bgr: np.ndarray) -> bool:
+        """Hand ``bgr`` (``(H, W, 3)`` uint8, C-contiguous) to FFmpeg; False where it has
+        gone (a full disk ends it), as OpenCV's writer says a failed write."""
+        if self._proc is None or self._proc.stdin is None:
+            return False
+        try:
+            self._proc.stdin.write(memoryview(np.ascontiguousarray(bgr)).cast("B"))
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def release(self) -> None:
+        """Finish the file: FFmpeg writes what it holds and its index, and ends. Where it fails
+        to, :attr:`failed` and :attr:`error` say so."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except OSError:
+            pass  # it has gone: its status says why
+        proc.wait()
+        if proc.returncode != 0:
+            self.failed = True
+            try:
+                self._errors.seek(0)
+                text = self._errors.read().decode("utf-8", errors="replace")
+            except (OSError, ValueError):
+                text = ""
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            self.error = (
+                re.sub(r"^(\[[^]]*@ \w+\] ?)+", "", lines[-1])
+                if lines
+                else (f"ffmpeg exited with status {proc.returncode}")
+            )
+        self._errors.close()
+
+
 class VideoFileSink(_SinkBase):
-    """A video file, mp4v for .mp4/.m4v/.mov, MJPG for .avi/.mkv (or ``fourcc``).
+    """A video file, mp4v for .mp4/.m4v/.mov, MJPG for .avi/.mkv (or ``fourcc``): written
+    through FFmpeg where one is found (:class:`_FFmpegWriter`: OpenCV's writer shifted the
+    colours), else through OpenCV's writer.
 
     Frames go to a hidden ``.NAME.partial.EXT`` beside the target, renamed to the target on
     ``close()``, so a file with the real name is always complete and playable (Ctrl-C on a live
@@ -241,9 +372,13 @@ class VideoFileSink(_SinkBase):
                 name = opencv_name(self._partial)
             except ValueError as exc:
                 raise SinkError(f"cannot write video {self.path}: {exc}") from exc
-            writer = cv2.VideoWriter(
-                name, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
-            )
+            ffmpeg = _ffmpeg_for(self.fourcc, ext)
+            if ffmpeg is not None:
+                writer = _FFmpegWriter(ffmpeg, self._partial, self.fourcc, self.fps, self.size)
+            else:
+                writer = cv2.VideoWriter(
+                    name, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
+                )
             if not writer.isOpened():
                 raise SinkError(f"cannot write video {self.path} with codec {self.fourcc}")
             w, h = self.size
@@ -397,12 +532,23 @@ class VideoFileSink(_SinkBase):
             if self.frames_written == 0:
                 self._partial.unlink(missing_ok=True)
                 return
+            late = getattr(writer, "failed", False) and not self.failed
+            if late:
+                # FFmpeg failed as it finished the file (its index, on a disk just full): it
+                # is not complete, whatever the writes said.
+                self.failed = True
+                self._disk_full = _disk_full(self._partial.parent)
+                why = "the disk is full" if self._disk_full else writer.error
+                self._write_error = SinkError(f"cannot finish video {self.path}: {why}")
+                target = self.incomplete_path
             if self.path.suffix.lower() in _MP4_EXTENSIONS:
                 # Untagged, HD was played with the wrong matrix (see tag_mp4v_colour). Not by
                 # the FourCC's name: FMP4, XVID or DIVX give the same mp4v entry in an MP4, and
                 # the function leaves any other entry alone.
                 tag_mp4v_colour(self._partial)
             if target != self.path and self._discard_unplayable():
+                if late:
+                    raise self._write_error  # type: ignore[misc]
                 return
             try:
                 if target == self.incomplete_path:
@@ -418,6 +564,8 @@ class VideoFileSink(_SinkBase):
                     raise
                 raise SinkError(f"cannot finish video {target}: {exc}") from exc
             self.kept_path = target
+            if late:
+                raise SinkError(f"{self._write_error}; the frames written are kept in {target}")
 
     def _discard_unplayable(self) -> bool:
         """Remove the hidden file when no frame in it plays, and say why; ``True`` if so.

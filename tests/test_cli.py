@@ -2789,11 +2789,14 @@ def test_run_stops_and_fails_when_its_output_fails(
     assert code == 1 and "failed after 3 frames: " in err, err
 
 
+@pytest.mark.parametrize("writer", ["ffmpeg", "opencv"])
 def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], writer: str
 ) -> None:
     # The live engine closes a failed output: its broken file used to take the real name.
-    real_writer = cv2.VideoWriter
+    import engine.sinks
+
+    real_writer = engine.sinks._FFmpegWriter if writer == "ffmpeg" else cv2.VideoWriter
 
     class FillsUp:
         def __init__(self, *args: Any) -> None:
@@ -2811,7 +2814,11 @@ def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
             self.real.release()
 
     long_clip = write_video(tmp_path / "long.avi", 60)
-    monkeypatch.setattr(cv2, "VideoWriter", FillsUp)
+    if writer == "ffmpeg":
+        monkeypatch.setattr(engine.sinks, "_FFmpegWriter", FillsUp)
+    else:
+        monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: None)
+        monkeypatch.setattr(cv2, "VideoWriter", FillsUp)
     out = tmp_path / "rec.avi"
     out.write_bytes(b"yesterday's recording")
     code = cli.main(

@@ -1071,10 +1071,42 @@ def test_a_bad_fourcc_leaves_no_hidden_file(tmp_path, monkeypatch):
     def broken_writer(*args):  # noqa: ANN002, ANN202
         raise cv2.error("VideoWriter exploded")
 
+    import engine.sinks
+
+    monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: None)  # OpenCV's
     monkeypatch.setattr(cv2, "VideoWriter", broken_writer)
     with pytest.raises(cv2.error, match="exploded"):
         VideoFileSink(path=tmp_path / "y.avi", size=(32, 24))
     assert list(tmp_path.iterdir()) == []
+    # An FFmpeg that cannot run: said as OpenCV's writer's failure is, nothing left.
+    monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: "/no/such/ffmpeg")
+    with pytest.raises(SinkError, match="cannot write video .*z.avi with codec MJPG"):
+        VideoFileSink(path=tmp_path / "z.avi", size=(32, 24))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_video_files_keep_their_colours(tmp_path):
+    # OpenCV's writer converts to YUV by swscale's truncating path: a 128 grey came back
+    # 124/126/123 from an .mp4 and 126/128/126 from an .avi, every video a little darker and
+    # greener. FFmpeg, fed the frames raw, rounds.
+    import engine.sinks
+
+    assert engine.sinks._ffmpeg_for("mp4v", ".mp4") is not None  # imageio-ffmpeg's
+    y, x = np.mgrid[:96, :128]
+    ramp = np.stack([x * 2, y * 2, np.full_like(x, 128)], -1).astype(np.uint8)
+    for name in ("g.mp4", "g.mov", "g.avi", "g.mkv"):
+        sink = VideoFileSink(path=tmp_path / name, size=(128, 96), fps=25.0)
+        for i, level in enumerate((40, 128, 200)):
+            sink.write(Frame(np.full((96, 128, 3), level, np.uint8), i, i / 25))
+        sink.write(Frame(ramp, 3, 3 / 25))
+        sink.close()
+        frames = [f[..., ::-1] for f in read_video(tmp_path / name)]
+        assert len(frames) == 4, name
+        for got, level in zip(frames, (40, 128, 200), strict=False):
+            assert np.abs(got.astype(int) - level).max() <= 1, (name, level)
+        # A colour ramp keeps what 4:2:0 colour and the codec lose: OpenCV's .mp4 was 2.0
+        # levels off on average.
+        assert np.abs(frames[3].astype(int) - ramp).mean() < 1.6, name
 
 
 @pytest.mark.parametrize(
@@ -2004,3 +2036,31 @@ def test_opencv_gets_a_name_with_a_colon_as_a_file(monkeypatch):
     monkeypatch.setattr(engine.frames, "_WINDOWS", True)
     assert opencv_name("C:x.mp4") == "C:x.mp4"
     assert opencv_name("D:.out.partial.mp4") == "D:.out.partial.mp4"
+
+
+def test_a_video_whose_ffmpeg_fails_as_it_finishes_is_not_called_complete(tmp_path, monkeypatch):
+    # FFmpeg writes the index as it ends: where that fails (a disk just full), the writes
+    # had all gone well, and the file would have taken the real name unplayable.
+    import engine.sinks
+
+    class FailsAtTheEnd(engine.sinks._FFmpegWriter):
+        def release(self) -> None:
+            super().release()
+            self.failed, self.error = True, "Error writing trailer: No space left on device"
+
+    monkeypatch.setattr(engine.sinks, "_FFmpegWriter", FailsAtTheEnd)
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"an earlier recording")
+    sink = VideoFileSink(path=out, size=(64, 48), fps=25.0)
+    for i in range(3):
+        sink.write(frame(i, size=(64, 48), value=40 * i))
+    with pytest.raises(SinkError) as caught:
+        sink.close()
+    kept = tmp_path / "out.incomplete.avi"
+    assert str(caught.value) == (
+        f"cannot finish video {out}: Error writing trailer: No space left on device; the "
+        f"frames written are kept in {kept}"
+    )
+    assert sink.failed and sink.kept_path == kept
+    assert out.read_bytes() == b"an earlier recording"
+    assert len(read_video(kept)) == 3
