@@ -148,6 +148,8 @@ def _check_size(size: tuple[int, int] | None, what: str) -> tuple[int, int]:
 #: :class:`VideoFileSink` writes through FFmpeg: the formats OpenCV's writer gives them.
 _FFMPEG_CODECS = {"mp4v": ("mpeg4", "yuv420p"), "MJPG": ("mjpeg", "yuvj420p")}
 _FFMPEG_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".avi": "avi", ".mkv": "matroska"}
+#: How long FFmpeg may take to finish a file once its last frame is given.
+_FFMPEG_FINISH_S = 60.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -254,8 +256,19 @@ class _FFmpegWriter:
                 proc.stdin.close()
         except OSError:
             pass  # it has gone: its status says why
-        proc.wait()
-        if proc.returncode != 0:
+        hung = False
+        try:
+            # Writing what it holds and the index takes a moment; one that hangs (a stalled
+            # network drive) must not hold the run for ever.
+            proc.wait(timeout=_FFMPEG_FINISH_S)
+        except subprocess.TimeoutExpired:
+            hung = True
+            proc.kill()
+            proc.wait()
+        if hung:
+            self.failed = True
+            self.error = f"FFmpeg did not finish it within {_FFMPEG_FINISH_S:g} s"
+        elif proc.returncode != 0:
             self.failed = True
             try:
                 self._errors.seek(0)

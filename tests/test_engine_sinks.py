@@ -2064,3 +2064,27 @@ def test_a_video_whose_ffmpeg_fails_as_it_finishes_is_not_called_complete(tmp_pa
     assert sink.failed and sink.kept_path == kept
     assert out.read_bytes() == b"an earlier recording"
     assert len(read_video(kept)) == 3
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_an_ffmpeg_that_does_not_finish_the_file_is_ended(tmp_path, monkeypatch):
+    # Waited for without a limit, an FFmpeg that hung as it finished held the run for ever.
+    import engine.sinks
+
+    stuck = tmp_path / "ffmpeg"
+    stuck.write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = "-encoders" ]; then echo " V....D mjpeg  MJPEG"; exit 0; fi\n'
+        "cat > /dev/null\nexec sleep 30\n"
+    )
+    stuck.chmod(0o755)
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(stuck))
+    monkeypatch.setattr(engine.sinks, "_FFMPEG_FINISH_S", 0.5)
+    sink = VideoFileSink(path=tmp_path / "out.avi", size=(64, 48), fps=25.0)
+    assert isinstance(sink._writer, engine.sinks._FFmpegWriter)
+    sink.write(frame(0, size=(64, 48)))
+    with pytest.raises(
+        SinkError, match=r"cannot finish video .*out.avi: FFmpeg did not finish it within 0.5 s"
+    ):
+        sink.close()
+    assert sink.failed and not (tmp_path / "out.avi").exists()
