@@ -28,6 +28,7 @@ from engine.remux import (
     FFMPEG_ENV,
     TONE_MAP,
     _transfer_of,
+    ffmpeg_reason,
     file_arg,
     find_ffmpeg,
     tone_map_problem,
@@ -181,27 +182,6 @@ def _tags(line: str) -> str:
     return "setparams=" + ":".join(f"{k}={v}" for k, v in params.items() if v) + ","
 
 
-#: FFmpeg's lines that say only that something failed, not what: the reason is elsewhere.
-_GENERIC = re.compile(
-    r"^(Error opening (output|input) files?|Terminating thread with return code|Task finished "
-    r"with error code|Nothing was written into output file|Conversion failed|Error while "
-    r"filtering|Could not open encoder before EOF|Last message repeated)",
-    re.I,
-)
-
-
-def _reason(text: bytes) -> str:
-    """The first line of FFmpeg's error output that says what went wrong, without FFmpeg's
-    ``[component @ 0x...]`` prefixes; its last line where none does."""
-    lines = []
-    for raw in text.decode("utf-8", errors="replace").splitlines():
-        line = re.sub(r"^(\[[^]]*@ \w+\] ?)+", "", raw.strip()).strip()
-        if line:
-            lines.append(line)
-    telling = [line for line in lines if not _GENERIC.match(line)]
-    return telling[0] if telling else (lines[-1] if lines else "")
-
-
 def _fits(got: tuple[int, int], expected: tuple[int, int] | None) -> bool:
     """Whether a decoded picture of size ``got`` is the one of size ``expected``: the same, or
     one short on an odd side (FFmpeg crops 4:2:0 pictures to even sizes)."""
@@ -271,7 +251,7 @@ def decode_heif(
                 f"{expected[0]}x{expected[1]}"
             )
         else:
-            why = _reason(done.stderr) or (
+            why = ffmpeg_reason(done.stderr) or (
                 f"it exited with status {done.returncode}" if done.returncode else "no picture"
             )
         failures.append(f"{exe} could not ({why})")

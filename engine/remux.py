@@ -36,6 +36,7 @@ __all__ = [
     "RemuxError",
     "RemuxStopped",
     "copy_audio",
+    "ffmpeg_reason",
     "file_arg",
     "find_ffmpeg",
     "has_kept_tags",
@@ -65,6 +66,27 @@ def file_arg(path: str | os.PathLike[str]) -> str:
     """``path`` as FFmpeg is to take it, a file: a name with a colon (``clip:1.mp4``) was
     taken for a protocol ("Protocol not found")."""
     return "file:" + os.fspath(path)
+
+
+#: FFmpeg's lines that say only that something failed, not what: the reason is elsewhere.
+_GENERIC = re.compile(
+    r"^(Error opening (output|input) files?|Terminating thread with return code|Task finished "
+    r"with error code|Nothing was written into output file|Conversion failed|Error while "
+    r"filtering|Could not open encoder before EOF|Last message repeated)",
+    re.I,
+)
+
+
+def ffmpeg_reason(text: bytes) -> str:
+    """The first line of FFmpeg's error output that says what went wrong, without FFmpeg's
+    ``[component @ 0x...]`` prefixes; its last line where none does."""
+    lines = []
+    for raw in text.decode("utf-8", errors="replace").splitlines():
+        line = re.sub(r"^(\[[^]]*@ \w+\] ?)+", "", raw.strip()).strip()
+        if line:
+            lines.append(line)
+    telling = [line for line in lines if not _GENERIC.match(line)]
+    return telling[0] if telling else (lines[-1] if lines else "")
 
 
 def find_ffmpeg() -> str | None:

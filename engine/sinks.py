@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -43,6 +44,7 @@ from engine.frames import (
     resize_to,
 )
 from engine.heif import HEIF_EXTENSIONS
+from engine.remux import ffmpeg_reason, file_arg
 from engine.sources import (
     IMAGE_EXTENSIONS,
     XMP_JPEG_HEADER,
@@ -148,8 +150,9 @@ def _check_size(size: tuple[int, int] | None, what: str) -> tuple[int, int]:
 #: :class:`VideoFileSink` writes through FFmpeg: the formats OpenCV's writer gives them.
 _FFMPEG_CODECS = {"mp4v": ("mpeg4", "yuv420p"), "MJPG": ("mjpeg", "yuvj420p")}
 _FFMPEG_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".avi": "avi", ".mkv": "matroska"}
-#: How long FFmpeg may take to finish a file once its last frame is given.
+#: How long FFmpeg may take to finish a file once its last frame is given, and to take one.
 _FFMPEG_FINISH_S = 60.0
+_FFMPEG_STALL_S = 30.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -201,8 +204,6 @@ class _FFmpegWriter:
     def __init__(
         self, ffmpeg: str, path: Path, fourcc: str, fps: float, size: tuple[int, int]
     ) -> None:
-        from engine.remux import file_arg
-
         encoder, pix_fmt = _FFMPEG_CODECS[fourcc]
         self.error = ""  # FFmpeg's reason, where it failed
         self.failed = False
@@ -230,19 +231,60 @@ class _FFmpegWriter:
             self._errors.close()
             self._proc = None
             self.error = f"cannot run {ffmpeg}: {exc.strerror or exc}"
+            return
+        # A write into the pipe waits while FFmpeg is behind (a 4K frame takes a while); one
+        # that stopped reading held the writing thread, and Ctrl-C with it, for ever.
+        self._writing_since: float | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._watch, name="ffmpeg-writer-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(1.0):
+            since, proc = self._writing_since, self._proc
+            if (
+                since is not None
+                and proc is not None
+                and time.monotonic() - since > _FFMPEG_STALL_S
+            ):
+                self.error = f"FFmpeg took no frame for {_FFMPEG_STALL_S:g} s"
+                proc.kill()  # the write in progress fails, and says so
+                return
+
+    def _said(self) -> str:
+        """FFmpeg's reason, once it has ended (given a moment to); "" while it runs."""
+        proc = self._proc
+        if proc is None or self.error:
+            return self.error
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            return ""
+        try:
+            self._errors.seek(0)
+            return ffmpeg_reason(self._errors.read())
+        except (OSError, ValueError):
+            return ""
 
     def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
-        return self._proc is not None and self._proc.poll() is None
+        if self._proc is not None and self._proc.poll() is None:
+            return True
+        self.error = self._said() or self.error
+        return False
 
     def write(self, bgr: np.ndarray) -> bool:
         """Hand ``bgr`` (``(H, W, 3)`` uint8, C-contiguous) to FFmpeg; False where it has
-        gone (a full disk ends it), as OpenCV's writer says a failed write."""
+        gone (a full disk ends it), as OpenCV's writer says a failed write; :attr:`error`
+        then says why where FFmpeg did."""
         if self._proc is None or self._proc.stdin is None:
             return False
+        self._writing_since = time.monotonic()
         try:
             self._proc.stdin.write(memoryview(np.ascontiguousarray(bgr)).cast("B"))
         except (OSError, ValueError):
+            self.error = self._said()
             return False
+        finally:
+            self._writing_since = None
         return True
 
     def release(self) -> None:
@@ -251,6 +293,7 @@ class _FFmpegWriter:
         proc, self._proc = self._proc, None
         if proc is None:
             return
+        self._done.set()
         try:
             if proc.stdin is not None:
                 proc.stdin.close()
@@ -270,17 +313,13 @@ class _FFmpegWriter:
             self.error = f"FFmpeg did not finish it within {_FFMPEG_FINISH_S:g} s"
         elif proc.returncode != 0:
             self.failed = True
-            try:
-                self._errors.seek(0)
-                text = self._errors.read().decode("utf-8", errors="replace")
-            except (OSError, ValueError):
-                text = ""
-            lines = [line.strip() for line in text.splitlines() if line.strip()]
-            self.error = (
-                re.sub(r"^(\[[^]]*@ \w+\] ?)+", "", lines[-1])
-                if lines
-                else (f"ffmpeg exited with status {proc.returncode}")
-            )
+            if not self.error:
+                try:
+                    self._errors.seek(0)
+                    self.error = ffmpeg_reason(self._errors.read())
+                except (OSError, ValueError):
+                    pass
+            self.error = self.error or f"ffmpeg exited with status {proc.returncode}"
         self._errors.close()
 
 
@@ -393,7 +432,11 @@ class VideoFileSink(_SinkBase):
                     name, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size
                 )
             if not writer.isOpened():
-                raise SinkError(f"cannot write video {self.path} with codec {self.fourcc}")
+                said = getattr(writer, "error", "")  # FFmpeg's reason, where it gave one
+                raise SinkError(
+                    f"cannot write video {self.path} with codec {self.fourcc}"
+                    + (f": {said}" if said else "")
+                )
             w, h = self.size
             self._resized = np.empty((h, w, 3), np.uint8)
             self._bgr = np.empty((h, w, 3), np.uint8)
@@ -467,7 +510,8 @@ class VideoFileSink(_SinkBase):
         if self._writer.write(bgr) is False:
             self.failed = True
             self._disk_full = _disk_full(self._partial.parent)
-            why = ": the disk is full" if self._disk_full else ""
+            said = getattr(self._writer, "error", "")  # FFmpeg's reason, where it gave one
+            why = ": the disk is full" if self._disk_full else (f": {said}" if said else "")
             self._write_error = SinkError(
                 f"cannot write frame {self.frames_written} to video {self.path}{why}"
             )

@@ -2088,3 +2088,53 @@ def test_an_ffmpeg_that_does_not_finish_the_file_is_ended(tmp_path, monkeypatch)
     ):
         sink.close()
     assert sink.failed and not (tmp_path / "out.avi").exists()
+
+
+def _stand_in_ffmpeg(path, script):
+    """An executable FFmpeg stand-in that lists the mjpeg encoder and runs ``script`` when
+    asked to write."""
+    path.write_text(
+        "#!/bin/sh\n"
+        'if [ "$2" = "-encoders" ]; then echo " V....D mjpeg  MJPEG"; exit 0; fi\n' + script
+    )
+    path.chmod(0o755)
+    return path
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_ffmpeg_s_own_reason_reaches_the_error(tmp_path, monkeypatch):
+    # "cannot write frame 0 to video x.avi" or "with codec MJPG" (which blamed the codec),
+    # by timing, where FFmpeg had said what was wrong.
+    refuses = _stand_in_ffmpeg(
+        tmp_path / "ffmpeg", 'echo "[mjpeg @ 0x1] boom: the encoder refused" >&2\nexit 3\n'
+    )
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(refuses))
+    big = np.zeros((1080, 1920, 3), np.uint8)  # more than a pipe holds
+    sink = None
+    with pytest.raises(SinkError, match=r"x.avi.*: boom: the encoder refused$"):
+        # Refused as it opens or at a write, as FFmpeg's timing falls.
+        sink = VideoFileSink(path=tmp_path / "x.avi", size=(1920, 1080), fps=25.0)
+        for i in range(3):
+            sink.write(Frame(big, i, i / 25))
+    if sink is not None:
+        sink.close()  # as the engine closes a failed output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_an_ffmpeg_that_stops_taking_frames_is_ended(tmp_path, monkeypatch):
+    # A write into the pipe of one that stopped reading held the writing thread, and Ctrl-C
+    # with it, for ever.
+    import engine.sinks
+
+    stuck = _stand_in_ffmpeg(tmp_path / "ffmpeg", "exec sleep 60\n")
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(stuck))
+    monkeypatch.setattr(engine.sinks, "_FFMPEG_STALL_S", 1.0)
+    sink = VideoFileSink(path=tmp_path / "x.avi", size=(1920, 1080), fps=25.0)
+    big = np.zeros((1080, 1920, 3), np.uint8)
+    with pytest.raises(
+        SinkError, match=r"cannot write frame 0 to video .*x.avi: FFmpeg took no frame for 1 s"
+    ):
+        for i in range(3):
+            sink.write(Frame(big, i, i / 25))
+    sink.close()
