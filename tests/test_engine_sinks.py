@@ -10,6 +10,7 @@ import stat
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -2132,9 +2133,11 @@ def test_an_ffmpeg_that_stops_taking_frames_is_ended(tmp_path, monkeypatch):
     monkeypatch.setattr(engine.sinks, "_FFMPEG_STALL_S", 1.0)
     sink = VideoFileSink(path=tmp_path / "x.avi", size=(1920, 1080), fps=25.0)
     big = np.zeros((1080, 1920, 3), np.uint8)
+    started = time.monotonic()
     with pytest.raises(
         SinkError, match=r"cannot write frame 0 to video .*x.avi: FFmpeg took no frame for 1 s"
     ):
         for i in range(3):
             sink.write(Frame(big, i, i / 25))
+    assert time.monotonic() - started < 20  # ended, not waited out (the stand-in sleeps 60 s)
     sink.close()
