@@ -36,6 +36,7 @@ __all__ = [
     "RemuxError",
     "RemuxStopped",
     "copy_audio",
+    "ffmpeg_list",
     "ffmpeg_reason",
     "file_arg",
     "find_ffmpeg",
@@ -255,11 +256,12 @@ TONE_MAP = (
 )
 
 
-@functools.lru_cache(maxsize=4)
-def _ffmpeg_filters(ffmpeg: str) -> str:
-    """``ffmpeg``'s filter list (asked once per executable; "" where it cannot run)."""
+@functools.lru_cache(maxsize=8)
+def ffmpeg_list(ffmpeg: str, kind: str) -> str:
+    """``ffmpeg``'s list of ``kind`` (``"filters"``, ``"encoders"``), asked once per executable;
+    "" where it cannot run."""
     try:
-        return _run([ffmpeg, "-hide_banner", "-filters"], None)[1]
+        return _run([ffmpeg, "-hide_banner", f"-{kind}"], None)[1]
     except RemuxError:
         return ""
 
@@ -267,7 +269,7 @@ def _ffmpeg_filters(ffmpeg: str) -> str:
 def tone_map_problem(ffmpeg: str) -> str | None:
     """Why ``ffmpeg`` cannot run :data:`TONE_MAP` (a build without the zimg library has no
     ``zscale``), or None where it can."""
-    filters = _ffmpeg_filters(ffmpeg)
+    filters = ffmpeg_list(ffmpeg, "filters")
     if not filters:
         return f"{ffmpeg} did not list its filters"
     missing = [

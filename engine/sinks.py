@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import functools
 import hashlib
 import logging
 import os
@@ -44,7 +43,7 @@ from engine.frames import (
     resize_to,
 )
 from engine.heif import HEIF_EXTENSIONS
-from engine.remux import ffmpeg_reason, file_arg
+from engine.remux import ffmpeg_list, ffmpeg_reason, file_arg
 from engine.sources import (
     IMAGE_EXTENSIONS,
     XMP_JPEG_HEADER,
@@ -155,22 +154,6 @@ _FFMPEG_FINISH_S = 60.0
 _FFMPEG_STALL_S = 30.0
 
 
-@functools.lru_cache(maxsize=4)
-def _ffmpeg_encoders(ffmpeg: str) -> str:
-    """``ffmpeg``'s encoder list (asked once per executable; "" where it cannot run)."""
-    try:
-        done = subprocess.run(
-            [ffmpeg, "-hide_banner", "-encoders"],
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return done.stdout.decode("utf-8", errors="replace")
-
-
 def _ffmpeg_for(fourcc: str, suffix: str) -> str | None:
     """The FFmpeg to write a ``fourcc`` video named ``.suffix`` through, None where there is
     none, or it lacks the encoder (OpenCV's writer is used then)."""
@@ -182,7 +165,7 @@ def _ffmpeg_for(fourcc: str, suffix: str) -> str | None:
     if ffmpeg is None:
         return None
     encoder = _FFMPEG_CODECS[fourcc][0]
-    if not re.search(rf"^\s*V\S*\s+{encoder}\s", _ffmpeg_encoders(ffmpeg), re.M):
+    if not re.search(rf"^\s*V\S*\s+{encoder}\s", ffmpeg_list(ffmpeg, "encoders"), re.M):
         return None
     return ffmpeg
 
