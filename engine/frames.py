@@ -228,8 +228,9 @@ def to_rgb8(img: np.ndarray, *, bgr: bool = True, inplace: bool = False) -> np.n
 
 
 def even_size(size: tuple[int, int]) -> tuple[int, int]:
-    """``(W, H)`` rounded down to even sides, at least 2: video encoders with 4:2:0 chroma (mp4v,
-    the virtual cameras' I420 / NV12) need them, and OpenCV would crop odd ones silently."""
+    """``(W, H)`` rounded down to even sides, at least 2: video encoders with 4:2:0 chroma
+    (H.264, mp4v, the virtual cameras' I420 / NV12) need them, and OpenCV would crop odd ones
+    silently."""
     w, h = size
     return (max(2, w - w % 2), max(2, h - h % 2))
 

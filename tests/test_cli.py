@@ -2799,8 +2799,8 @@ def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
     real_writer = engine.sinks._FFmpegWriter if writer == "ffmpeg" else cv2.VideoWriter
 
     class FillsUp:
-        def __init__(self, *args: Any) -> None:
-            self.real = real_writer(*args)
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.real = real_writer(*args, **kwargs)
             self.writes = 0
 
         def isOpened(self) -> bool:  # noqa: N802 - cv2's name

@@ -302,7 +302,9 @@ def test_real_v4l2loopback_missing_gives_guidance(monkeypatch):
 # --------------------------------------------------------------------------- video
 
 
-@pytest.mark.parametrize("ext,codec", [(".avi", "MJPG"), (".mp4", "mp4v")])
+@pytest.mark.parametrize(
+    "ext,codec", [(".avi", "MJPG"), (".mp4", "avc1"), (".mov", "avc1"), (".mkv", "avc1")]
+)
 def test_video_sink_writes_playable_file(tmp_path, ext, codec):
     path = tmp_path / "sub" / f"out{ext}"
     sink = open_sink(path, size=(64, 48), fps=25)
@@ -441,9 +443,17 @@ def test_video_sink_refuses_a_folder_before_any_frame(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
 
 
-def test_an_mp4_past_mpeg4s_largest_side_says_why_and_what_takes_it(tmp_path):
+def test_an_mp4_past_mpeg4s_largest_side_says_why_and_what_takes_it(tmp_path, monkeypatch):
     # `run --size 8192x4320 --output big.mp4` (8K is in --size's range) said only "cannot write
-    # video big.mp4 with codec mp4v".
+    # video big.mp4 with codec mp4v". Where there is no FFmpeg with H.264, .mp4 is mp4v.
+    import engine.sinks
+
+    real = engine.sinks._ffmpeg_for
+    monkeypatch.setattr(
+        engine.sinks,
+        "_ffmpeg_for",
+        lambda fourcc, ext: None if fourcc == "avc1" else real(fourcc, ext),
+    )
     with pytest.raises(SinkError) as info:
         VideoFileSink(path=tmp_path / "big.mp4", size=(8192, 4320))
     assert "mp4v (MPEG-4) takes sides up to 8191, not 8192x4320; use .avi or .mkv" in str(
@@ -1086,6 +1096,90 @@ def test_a_bad_fourcc_leaves_no_hidden_file(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+def x264_settings(path: Path) -> str:
+    """The options string libx264 writes into its first frame (an SEI), as found in the file."""
+    data = path.read_bytes()
+    start = data.index(b"x264 - core")
+    return data[start : data.index(b"\0", start)].decode()
+
+
+@pytest.mark.parametrize(("timed", "preset_subme"), [(False, "subme=2"), (True, "subme=0")])
+def test_mp4_mov_and_mkv_are_h264_that_a_browser_plays(tmp_path, timed, preset_subme):
+    # MPEG-4 part 2 (mp4v, all OpenCV's writer has here) plays in no browser, so in no chat
+    # app's preview. H.264 in 4:2:0 (what every browser decodes), CRF 18, no B-frames
+    # (retime_mp4 rewrites the durations alone); a live recording takes the fastest preset,
+    # as the encoder shares the CPU with the model (x264's veryfast has subme=2, ultrafast 0).
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    for name in ("a.mp4", "a.mov", "a.mkv"):
+        path = tmp_path / name
+        with VideoFileSink(path=path, size=(64, 48), fps=25, timed=timed) as sink:
+            assert sink.fourcc == "avc1" and "(avc1)" in sink.describe()
+            for i in range(3):
+                sink.write(Frame(np.full((48, 64, 3), i * 60, np.uint8), i, i / 25))
+        info = subprocess.run(
+            [ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True
+        )
+        assert "Video: h264 (" in info.stderr and "yuv420p(tv, smpte170m/bt709/bt709" in info.stderr
+        settings = x264_settings(path)
+        assert "crf=18.0" in settings and "bframes=0" in settings, settings
+        assert f" {preset_subme} " in settings, settings
+        assert [round(float(np.median(f)) / 60) for f in read_video(path)] == [0, 1, 2]
+
+
+def test_without_an_ffmpeg_that_writes_h264_mp4_is_mp4v_and_mkv_mjpeg(tmp_path, monkeypatch):
+    # An FFmpeg without libx264 (a distribution's LGPL build) or none at all: the codecs
+    # OpenCV's writer has, as before; a FourCC asked for by name is not swapped.
+    import engine.sinks
+
+    real = engine.sinks._ffmpeg_for
+    monkeypatch.setattr(
+        engine.sinks,
+        "_ffmpeg_for",
+        lambda fourcc, ext: None if fourcc == "avc1" else real(fourcc, ext),
+    )
+    for name, fourcc in (
+        ("a.mp4", "mp4v"),
+        ("a.mov", "mp4v"),
+        ("a.mkv", "MJPG"),
+        ("a.avi", "MJPG"),
+    ):
+        with VideoFileSink(path=tmp_path / name, size=(64, 48), fps=25) as sink:
+            assert sink.fourcc == fourcc, name
+            assert isinstance(sink._writer, engine.sinks._FFmpegWriter)
+            sink.write(frame(128, size=(64, 48)))
+        assert len(read_video(tmp_path / name)) == 1
+    monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, ext: None)
+    with VideoFileSink(path=tmp_path / "b.mp4", size=(64, 48), fps=25) as sink:
+        assert sink.fourcc == "mp4v" and isinstance(sink._writer, cv2.VideoWriter)
+        sink.write(frame(128, size=(64, 48)))
+    assert len(read_video(tmp_path / "b.mp4")) == 1
+    with pytest.raises(SinkError, match="cannot write video .*c.mp4 with codec avc1"):
+        VideoFileSink(path=tmp_path / "c.mp4", size=(64, 48), fourcc="avc1")
+    assert not any(p.name.startswith(".c") for p in tmp_path.iterdir())
+
+
+def test_an_ffmpeg_is_used_for_the_codecs_and_the_colour_filter_it_has(monkeypatch):
+    # A distribution's LGPL build has no libx264; one without setparams (the colour tag)
+    # would fail every file it was given.
+    import engine.sinks
+
+    monkeypatch.setattr(engine.remux, "find_ffmpeg", lambda: "/opt/ffmpeg")
+    lists = {
+        "encoders": " V....D libx264  libx264 H.264\n V.S..D mpeg4  MPEG-4 part 2\n",
+        "filters": " .. format  V->V  Convert\n .. setparams  V->V  Force\n",
+    }
+    monkeypatch.setattr(engine.sinks, "ffmpeg_list", lambda ffmpeg, kind: lists[kind])
+    assert engine.sinks._ffmpeg_for("avc1", ".mp4") == "/opt/ffmpeg"
+    assert engine.sinks._ffmpeg_for("MJPG", ".avi") is None  # no mjpeg encoder listed
+    lists["encoders"] = " V.S..D mpeg4  MPEG-4 part 2\n V....D libx264rgb  RGB\n"
+    assert engine.sinks._ffmpeg_for("avc1", ".mp4") is None
+    assert engine.sinks._ffmpeg_for("mp4v", ".mp4") == "/opt/ffmpeg"
+    lists["filters"] = " .. format  V->V  Convert\n .. setparamsx  V->V  Other\n"
+    assert engine.sinks._ffmpeg_for("mp4v", ".mp4") is None
+
+
 def test_video_files_keep_their_colours(tmp_path):
     # OpenCV's writer converts to YUV by swscale's truncating path: a 128 grey came back
     # 124/126/123 from an .mp4 and 126/128/126 from an .avi, every video a little darker and
@@ -1714,7 +1808,7 @@ def colour_boxes(path: Path) -> list[bytes]:
                 walk(pos + 8, pos + size)
             elif kind == b"stsd":
                 walk(pos + 16, pos + size)
-            elif kind == b"mp4v":
+            elif kind in (b"mp4v", b"avc1"):
                 walk(pos + 86, pos + size)
             elif kind == b"colr":
                 found.append(data[pos + 8 : pos + size])
@@ -1725,18 +1819,26 @@ def colour_boxes(path: Path) -> list[bytes]:
     return found
 
 
+@pytest.mark.parametrize("writer", ["ffmpeg", "ffmpeg mp4v", "opencv"])
 @pytest.mark.parametrize(
     ("name", "colr"),
     [("hd.mp4", b"nclx\0\x01\0\x01\0\x06\0"), ("hd.mov", b"nclc\0\x01\0\x01\0\x06")],
 )
-def test_an_mp4v_video_says_its_colours_are_bt601(tmp_path, name, colr):
-    # OpenCV converts with the BT.601 matrix and tagged nothing: players take untagged HD
-    # for BT.709, and greens played 16 % darker. Primaries and transfer 1 (BT.709, as sRGB),
-    # matrix 6 (BT.601), limited range.
+def test_a_video_says_its_colours_are_bt601(tmp_path, monkeypatch, name, colr, writer):
+    # Both writers convert with the BT.601 matrix; OpenCV's tagged nothing: players take
+    # untagged HD for BT.709, and greens played 16 % darker. Primaries and transfer 1
+    # (BT.709, as sRGB), matrix 6 (BT.601), limited range: FFmpeg says so itself (H.264 or
+    # mp4v), OpenCV's mp4v is tagged on closing (tag_mp4v_colour).
+    import engine.sinks
+
+    if writer == "opencv":
+        monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: None)
     path = tmp_path / name
     green = np.zeros((720, 1280, 3), np.uint8)
     green[..., 1] = 200
-    with VideoFileSink(path=path, size=(1280, 720), fps=10) as sink:
+    fourcc = "mp4v" if writer == "ffmpeg mp4v" else None
+    with VideoFileSink(path=path, size=(1280, 720), fps=10, fourcc=fourcc) as sink:
+        assert sink.fourcc == ("avc1" if writer == "ffmpeg" else "mp4v")
         for i in range(3):
             sink.write(Frame(green, i, 0.0))
     assert colour_boxes(path) == [colr]
@@ -1749,7 +1851,7 @@ def test_tagging_leaves_a_tagged_file_or_another_layout_alone(tmp_path):
     from engine.sinks import tag_mp4v_colour
 
     path = tmp_path / "a.mp4"
-    with VideoFileSink(path=path, size=(64, 48), fps=10) as sink:
+    with VideoFileSink(path=path, size=(64, 48), fps=10, fourcc="mp4v") as sink:
         sink.write(frame(0, size=(64, 48)))
     before = path.read_bytes()
     assert not tag_mp4v_colour(path)  # tagged on closing already
@@ -1832,6 +1934,8 @@ def test_a_tag_whose_write_fails_leaves_a_video_that_plays(tmp_path, monkeypatch
             real_fsync(fd)
 
         monkeypatch.setattr(engine.sinks.os, "fsync", failing_fsync)
+    # OpenCV's writer: its mp4v is tagged on closing (FFmpeg's file is tagged as written).
+    monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: None)
     path = tmp_path / "out.mp4"
     with VideoFileSink(path=path, size=(64, 48), fps=10) as sink:
         for i in range(12):
@@ -1842,7 +1946,8 @@ def test_a_tag_whose_write_fails_leaves_a_video_that_plays(tmp_path, monkeypatch
     assert colour_boxes(path) == []
 
 
-def test_an_mp4v_video_plays_as_bt601_in_ffmpeg(tmp_path):
+@pytest.mark.parametrize("fourcc", [None, "mp4v"])
+def test_an_hd_video_plays_as_bt601_in_ffmpeg(tmp_path, fourcc):
     # What a player reads: FFmpeg (mpv, VLC) reports the tag, and decodes the green right
     # with it. The ffmpeg binary comes with imageio-ffmpeg (a dependency).
     import imageio_ffmpeg
@@ -1851,10 +1956,12 @@ def test_an_mp4v_video_plays_as_bt601_in_ffmpeg(tmp_path):
     path = tmp_path / "hd.mp4"
     green = np.zeros((720, 1280, 3), np.uint8)
     green[..., 1] = 200
-    with VideoFileSink(path=path, size=(1280, 720), fps=10) as sink:
+    with VideoFileSink(path=path, size=(1280, 720), fps=10, fourcc=fourcc) as sink:
         sink.write(Frame(green, 0, 0.0))
     info = subprocess.run([ffmpeg, "-hide_banner", "-i", str(path)], capture_output=True, text=True)
-    assert "yuv420p(tv, smpte170m/bt709/bt709)" in info.stderr, info.stderr
+    codec = "h264 (High) (avc1" if fourcc is None else "mpeg4 (Simple Profile) (mp4v"
+    assert codec in info.stderr, info.stderr
+    assert "yuv420p(tv, smpte170m/bt709/bt709" in info.stderr, info.stderr
     raw = subprocess.run(
         [ffmpeg, "-loglevel", "error", "-i", str(path), "-frames:v", "1"]
         + ["-vf", "format=rgb24", "-f", "rawvideo", "-"],
@@ -2076,6 +2183,7 @@ def test_an_ffmpeg_that_does_not_finish_the_file_is_ended(tmp_path, monkeypatch)
     stuck.write_text(
         "#!/bin/sh\n"
         'if [ "$2" = "-encoders" ]; then echo " V....D mjpeg  MJPEG"; exit 0; fi\n'
+        'if [ "$2" = "-filters" ]; then echo " .. setparams  V->V  Force"; exit 0; fi\n'
         "cat > /dev/null\nexec sleep 30\n"
     )
     stuck.chmod(0o755)
@@ -2092,11 +2200,12 @@ def test_an_ffmpeg_that_does_not_finish_the_file_is_ended(tmp_path, monkeypatch)
 
 
 def _stand_in_ffmpeg(path, script):
-    """An executable FFmpeg stand-in that lists the mjpeg encoder and runs ``script`` when
-    asked to write."""
+    """An executable FFmpeg stand-in that lists the mjpeg encoder (and the setparams filter)
+    and runs ``script`` when asked to write."""
     path.write_text(
         "#!/bin/sh\n"
-        'if [ "$2" = "-encoders" ]; then echo " V....D mjpeg  MJPEG"; exit 0; fi\n' + script
+        'if [ "$2" = "-encoders" ]; then echo " V....D mjpeg  MJPEG"; exit 0; fi\n'
+        'if [ "$2" = "-filters" ]; then echo " .. setparams  V->V  Force"; exit 0; fi\n' + script
     )
     path.chmod(0o755)
     return path
