@@ -16,6 +16,7 @@ import contextlib
 import errno
 import hashlib
 import logging
+import math
 import os
 import re
 import shutil
@@ -186,10 +187,16 @@ def _ffmpeg_for(fourcc: str, suffix: str) -> str | None:
     encoder = _FFMPEG_CODECS[fourcc][0]
     if not re.search(rf"^\s*V\S*\s+{encoder}\s", ffmpeg_list(ffmpeg, "encoders"), re.M):
         return None
-    # The colour tag's filter: one FFmpeg that lacks it would fail every file.
-    if not re.search(r"^\s*\S+\s+setparams\s", ffmpeg_list(ffmpeg, "filters"), re.M):
+    if fourcc == "avc1" and not _has_setparams(ffmpeg):
+        # Its colour tag (nothing tags an H.264 file afterwards): mp4v is tagged on closing
+        # (tag_mp4v_colour), and is written through this FFmpeg without the filter.
         return None
     return ffmpeg
+
+
+def _has_setparams(ffmpeg: str) -> bool:
+    """Whether ``ffmpeg`` has the ``setparams`` filter, which tags the colours it writes."""
+    return bool(re.search(r"^\s*\S+\s+setparams\s", ffmpeg_list(ffmpeg, "filters"), re.M))
 
 
 class _FFmpegWriter:
@@ -220,6 +227,11 @@ class _FFmpegWriter:
         encoder, pix_fmt, options = _FFMPEG_CODECS[fourcc]
         if encoder == "libx264":
             options = ("-preset", _X264_PRESET[live], *options)
+        filters = f"format={pix_fmt}"
+        if _has_setparams(ffmpeg):
+            # swscale's matrix (BT.601, limited range; full for MJPEG) of sRGB pictures, said
+            # in the stream and the container: untagged, players took HD for BT.709.
+            filters += ",setparams=color_primaries=bt709:color_trc=bt709:colorspace=smpte170m"
         self.error = ""  # FFmpeg's reason, where it failed
         self.failed = False
         self._errors = tempfile.TemporaryFile()  # a pipe nobody reads could fill and stall it
@@ -232,11 +244,7 @@ class _FFmpegWriter:
             ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", f"{size[0]}x{size[1]}",
             "-r", f"{fps:.6g}", "-i", "pipe:0", "-an",
-            "-sws_flags", "accurate_rnd+full_chroma_int",
-            # swscale's matrix (BT.601, limited range; full for MJPEG) of sRGB pictures,
-            # said in the stream and the container: untagged, players took HD for BT.709.
-            "-vf", f"format={pix_fmt},setparams=color_primaries=bt709:color_trc=bt709"
-            ":colorspace=smpte170m",
+            "-sws_flags", "accurate_rnd+full_chroma_int", "-vf", filters,
             "-c:v", encoder, *options,
             "-f", _FFMPEG_MUXERS[path.suffix.lower()], file_arg(path),
         ]  # fmt: skip
@@ -995,14 +1003,50 @@ def _full_box(kind: bytes, version: int, body: bytes) -> bytes:
     return struct.pack(">I4sB3x", 12 + len(body), kind, version) + body
 
 
-def _retimed(box: bytes, stts: bytes, duration: int, timescale: int, movie: list[int]) -> bytes:
+def _stsd_with_clock(stsd: bytes, tick: int, timescale: int) -> bytes:
+    """``stsd`` with the SPS of its one H.264 entry declaring a clock of ``tick`` units of
+    ``timescale`` a frame (:mod:`engine.h264`); as it was for any other entry, or an SPS
+    without timing."""
+    from engine.h264 import avcc_with_clock
+
+    if 2 * timescale >= 1 << 32:
+        return stsd  # more than the SPS's 32 bits hold
+    (count,) = struct.unpack_from(">I", stsd, 12)
+    entries = list(_boxes(stsd, 16, len(stsd)))
+    if count != 1 or len(entries) != 1 or entries[0][2] not in (b"avc1", b"avc3"):
+        return stsd
+    pos, size, _ = entries[0]
+    entry = stsd[pos : pos + size]
+    if size < _VISUAL_SAMPLE_ENTRY:
+        return stsd
+    for at, length, kind in _boxes(entry, _VISUAL_SAMPLE_ENTRY, size):
+        if kind != b"avcC":
+            continue
+        avcc = avcc_with_clock(entry[at + 8 : at + length], tick, 2 * timescale)
+        if avcc is None:
+            return stsd
+        grown = len(avcc) + 8 - length
+        entry = (
+            struct.pack(">I", size + grown) + entry[4:at]
+            + struct.pack(">I", len(avcc) + 8) + b"avcC" + avcc + entry[at + length :]
+        )  # fmt: skip
+        return struct.pack(">I", len(stsd) + grown) + stsd[4:pos] + entry + stsd[pos + size :]
+    return stsd
+
+
+def _retimed(
+    box: bytes, stts: bytes, duration: int, timescale: int, movie: list[int], tick: int = 1
+) -> bytes:
     """``box`` (a ``moov`` or a box inside it) with its one track's ``stts`` replaced, its
     ``mdhd`` timescale and duration set, and the durations in the movie's timescale
     (``mvhd``, ``tkhd``, ``elst``) following. ``movie`` holds the movie timescale once read.
+    An H.264 track's SPS is given a clock of ``tick`` units (:func:`_stsd_with_clock`).
     ValueError where the layout is not OpenCV's (one track, version 0 boxes)."""
     kind = box[4:8]
     if kind == b"stts":
         return stts
+    if kind == b"stsd":
+        return _stsd_with_clock(box, tick, timescale)
     if kind == b"mdhd":
         if box[8] != 0:
             raise ValueError("a version 1 mdhd")
@@ -1027,20 +1071,22 @@ def _retimed(box: bytes, stts: bytes, duration: int, timescale: int, movie: list
     children = [box[pos : pos + size] for pos, size, _ in _boxes(box, 8, len(box))]
     if kind == b"moov" and sum(c[4:8] == b"trak" for c in children) != 1:
         raise ValueError("not one track")
-    body = b"".join(_retimed(c, stts, duration, timescale, movie) for c in children)
+    body = b"".join(_retimed(c, stts, duration, timescale, movie, tick) for c in children)
     return struct.pack(">I", 8 + len(body)) + kind + body
 
 
 def retime_mp4(path: str | os.PathLike[str], durations: list[int], timescale: int) -> bool:
-    """Give the frames of the MP4 or MOV at ``path`` (as OpenCV writes one: one video track,
-    one duration for every frame) the durations ``durations`` (one per frame, in units of
-    1 / ``timescale`` s). Returns whether it did.
+    """Give the frames of the MP4 or MOV at ``path`` (as the writers make one: one video
+    track, one duration for every frame) the durations ``durations`` (one per frame, in units
+    of 1 / ``timescale`` s). Returns whether it did.
 
-    OpenCV's writer has one frame rate: a variable-rate video (a phone's in poor light) was
+    The writers have one frame rate: a variable-rate video (a phone's in poor light) was
     written at its mean rate, so its pictures ran ahead of or behind its sound within the
-    clip. Its own durations put them back in step. Any other layout, or a count other than
-    the file's frames, is left alone (False); a failed write leaves the file as it was, or
-    holding a second complete index (:func:`_append_moov`).
+    clip. Its own durations put them back in step. An H.264 stream's SPS, which declared the
+    mean rate, is given a clock all the durations are whole ticks of (:mod:`engine.h264`).
+    Any other layout, or a count other than the file's frames, is left alone (False); a
+    failed write leaves the file as it was, or holding a second complete index
+    (:func:`_append_moov`).
     """
     path = Path(path)
     if not durations or timescale < 1 or min(durations) < 1 or sum(durations) >= 1 << 32:
@@ -1060,7 +1106,7 @@ def retime_mp4(path: str | os.PathLike[str], durations: list[int], timescale: in
     def edit(moov: bytes) -> bytes | None:
         if _stts_frames(moov) != len(durations):
             return None
-        return _retimed(moov, stts, sum(durations), timescale, [])
+        return _retimed(moov, stts, sum(durations), timescale, [], math.gcd(*durations))
 
     return _edit_last_moov(path, edit)
 

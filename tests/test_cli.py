@@ -709,6 +709,17 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
     )
     assert shown == pytest.approx(seconds(clip), abs=0.002)
     assert len(read_video(out)) == 50
+    # The H.264 stream says a clock its frames are whole ticks of (1/25 s), not the mean
+    # rate x264 was given: on that clock FFmpeg's decoder put frames on one tick ("non
+    # monotonically increasing dts") and a re-encode lost some.
+    check = [_ffmpeg_exe(), "-v", "error", "-i", str(out), "-f", "null", "-"]
+    assert subprocess.run(check, capture_output=True, text=True).stderr == ""
+    again = tmp_path / f"again{name}"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-i", str(out), "-an", "-c:v", "mjpeg", str(again)],
+        check=True,
+    )
+    assert len(read_video(again)) == 50
     # Trimmed by stream copy (an edit list cuts a lead-in FFmpeg lists before 0): the same.
     trimmed = tmp_path / "trimmed.mp4"
     subprocess.run(

@@ -1176,8 +1176,25 @@ def test_an_ffmpeg_is_used_for_the_codecs_and_the_colour_filter_it_has(monkeypat
     lists["encoders"] = " V.S..D mpeg4  MPEG-4 part 2\n V....D libx264rgb  RGB\n"
     assert engine.sinks._ffmpeg_for("avc1", ".mp4") is None
     assert engine.sinks._ffmpeg_for("mp4v", ".mp4") == "/opt/ffmpeg"
+    lists["encoders"] += " V....D libx264  libx264 H.264\n"
     lists["filters"] = " .. format  V->V  Convert\n .. setparamsx  V->V  Other\n"
-    assert engine.sinks._ffmpeg_for("mp4v", ".mp4") is None
+    assert engine.sinks._ffmpeg_for("avc1", ".mp4") is None
+    # mp4v is tagged after the fact: FFmpeg still writes it, rounding where OpenCV truncated.
+    assert engine.sinks._ffmpeg_for("mp4v", ".mp4") == "/opt/ffmpeg"
+
+
+def test_an_ffmpeg_without_the_colour_filter_still_writes_mp4v_right(tmp_path, monkeypatch):
+    # One without setparams made every file go through OpenCV's writer: a 128 grey came back
+    # 123/126/124. Its mp4v is written by FFmpeg, untagged, and tagged on closing.
+    import engine.sinks
+
+    monkeypatch.setattr(engine.sinks, "_has_setparams", lambda ffmpeg: False)
+    path = tmp_path / "g.mp4"
+    with VideoFileSink(path=path, size=(64, 48), fps=25) as sink:
+        assert sink.fourcc == "mp4v" and isinstance(sink._writer, engine.sinks._FFmpegWriter)
+        sink.write(Frame(np.full((48, 64, 3), 128, np.uint8), 0, 0.0))
+    assert np.abs(read_video(path)[0].astype(int) - 128).max() <= 1
+    assert colour_boxes(path) == [b"nclx\0\x01\0\x01\0\x06\0"]
 
 
 def test_video_files_keep_their_colours(tmp_path):
