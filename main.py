@@ -1880,9 +1880,9 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bo
     written to one output file, an input that is a link to an output it would overwrite, or
     (unless ``overwrite``) a file already in ``out_dir`` under an output's name.
 
-    Each image keeps its name (an HEIF photo's becomes ``.jpg``:
+    Each image keeps its name (an HEIF photo's becomes ``.jpg``, a GIF's ``.png``:
     :func:`engine.sinks.output_image_name`), so names are unique in the input folder but for
-    ``IMG_1.HEIC`` beside ``IMG_1.jpg``; and ``A.png`` and ``a.png`` (from a Linux folder) are
+    ``IMG_1.HEIC`` beside ``IMG_1.jpg`` (or ``logo.gif`` beside ``logo.png``); and ``A.png`` and ``a.png`` (from a Linux folder) are
     one file in a folder that folds case, where the second result silently replaced the first.
     """
     from engine.sinks import output_image_name
@@ -1898,8 +1898,11 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bo
         name = output_image_name(file.name)
         first = written.setdefault(key(name), file)
         if first is not file:
-            if output_image_name(first.name) != first.name or name != file.name:
-                why = "an HEIF photo's result is a .jpg; rename one of them"
+            renamed = next((f for f in (first, file) if output_image_name(f.name) != f.name), None)
+            if renamed is not None:
+                ext = Path(output_image_name(renamed.name)).suffix
+                what = "a GIF's" if renamed.suffix.lower() == ".gif" else "an HEIF photo's"
+                why = f"{what} result is a {ext}; rename one of them"
             else:
                 why = (
                     f"folder {out_dir} does not tell names apart by case; rename one of them "

@@ -1557,9 +1557,12 @@ def metadata_lost(
 
 def image_format_problem(ext: str) -> str | None:
     """Why no frame can be written as an ``ext`` image though it names one (``.pbm``: 1-bit
-    frames only; HEIF, which is read only), else None."""
+    frames only; GIF: 256 colours; HEIF, which is read only), else None."""
     if ext.lower() == ".pbm":
         return "a .pbm holds black and white only; give .pgm for grey or .png"
+    if ext.lower() == ".gif":
+        # OpenCV would write one, in 256 colours: banding and dither where it sharpened.
+        return "SharpCam reads .gif images but does not write them (256 colours); give .png"
     if ext.lower() in HEIF_EXTENSIONS:
         return (
             f"SharpCam reads {ext.lower()} photos but cannot write them; give .jpg (it keeps "
@@ -1589,11 +1592,14 @@ def writable_image_extensions() -> list[str]:
 
 
 def output_image_name(name: str) -> str:
-    """The name a folder run gives the result of the image ``name``: the same, but ``.jpg``
-    for an HEIF photo (``IMG_0001.HEIC`` -> ``IMG_0001.jpg``), a format it cannot write."""
+    """The name a folder run gives the result of the image ``name``: the same, but for the
+    formats it does not write: ``.jpg`` for an HEIF photo (``IMG_0001.HEIC`` ->
+    ``IMG_0001.jpg``), ``.png`` for a GIF (``logo.gif`` -> ``logo.png``)."""
     stem, dot, ext = name.rpartition(".")
     if dot and stem and "." + ext.lower() in HEIF_EXTENSIONS:
         return stem + ".jpg"
+    if dot and stem and ext.lower() == "gif":
+        return stem + ".png"
     return name
 
 

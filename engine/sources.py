@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 #: a video", read without its EXIF orientation, and left out of folders without a word.
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".tif", ".tiff", ".webp", ".avif",
-     ".jp2", ".ppm", ".pgm", ".pbm", ".pnm", ".sr", ".ras", ".exr"}
+     ".jp2", ".ppm", ".pgm", ".pbm", ".pnm", ".sr", ".ras", ".exr", ".gif"}
 ) | HEIF_EXTENSIONS  # fmt: skip
 DEFAULT_FPS = 30.0
 #: The frame rates a source honours; OpenCV reports 0, nan or absurd rates for streams that do
@@ -316,7 +316,7 @@ def _valid_fps(value: float | None, lowest: float = FPS_RANGE[0]) -> float | Non
 
 #: Still-image formats that may hold an animation: ``read_image`` decodes their first frame
 #: only, and FFmpeg (the video decoder) plays them whole.
-ANIMATED_IMAGE_EXTENSIONS = frozenset({".webp", ".png"})
+ANIMATED_IMAGE_EXTENSIONS = frozenset({".webp", ".png", ".gif"})
 _WEBP_ANIMATION_FLAG = 0x02  # in the VP8X chunk's flags byte
 _CHUNK_WALK_LIMIT = 10_000  # a damaged file's chunk lengths could lead anywhere
 
@@ -372,20 +372,58 @@ def _png_frames(f: Any) -> int:
     return max(min(frames, announced), 1)
 
 
+def _gif_frames(f: Any) -> int:
+    """Frames of the GIF open in ``f``, counted up to 2: its image descriptors, found by
+    walking its blocks (their data is skipped, not decoded); 1 for a file that is not a GIF
+    or is cut short before a second."""
+    head = f.read(13)
+    if len(head) < 13 or head[:6] not in (b"GIF87a", b"GIF89a"):
+        return 1
+    if head[10] & 0x80:  # a global colour table
+        f.seek(3 << ((head[10] & 7) + 1), os.SEEK_CUR)
+    frames = 0
+    for _ in range(_CHUNK_WALK_LIMIT):
+        kind = f.read(1)
+        if kind == b"\x2c":  # an image: descriptor, local colour table, LZW code size
+            descriptor = f.read(9)
+            if len(descriptor) < 9:
+                break
+            frames += 1
+            if frames >= 2:
+                break
+            if descriptor[8] & 0x80:
+                f.seek(3 << ((descriptor[8] & 7) + 1), os.SEEK_CUR)
+            f.seek(1, os.SEEK_CUR)
+        elif kind == b"\x21":  # an extension: its label
+            f.seek(1, os.SEEK_CUR)
+        else:  # the trailer (0x3b), the file's end or damage
+            break
+        while True:  # data sub-blocks, each led by its length, up to an empty one
+            length = f.read(1)
+            if not length or length == b"\0":
+                break
+            f.seek(length[0], os.SEEK_CUR)
+        if not length:
+            break
+    return max(frames, 1)
+
+
 def is_animated_image(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is an animated WebP or PNG (APNG) of more than one frame, from its
-    headers (a few small reads; the image data is not decoded).
+    """Whether ``path`` is an animated WebP, PNG (APNG) or GIF of more than one frame, from
+    its headers (small reads; the image data is not decoded).
 
     OpenCV's image decoder returns the first frame of those, so such a file was processed as
-    a one-frame still: :func:`source_kind` makes it a video, which FFmpeg plays whole, as it
-    does a GIF. False for anything else, and for a file that cannot be read.
+    a one-frame still: :func:`source_kind` makes it a video, which FFmpeg plays whole. A GIF
+    of one frame is an image (it was a video that wanted a video output). False for anything
+    else, and for a file that cannot be read.
     """
     suffix = Path(path).suffix.lower()
     if suffix not in ANIMATED_IMAGE_EXTENSIONS:
         return False
+    count = {".webp": _webp_frames, ".png": _png_frames, ".gif": _gif_frames}[suffix]
     try:
         with open(path, "rb") as f:
-            frames = _webp_frames(f) if suffix == ".webp" else _png_frames(f)
+            frames = count(f)
     except (OSError, ValueError):
         return False
     return frames > 1

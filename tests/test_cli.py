@@ -3367,6 +3367,41 @@ def test_process_an_animated_image_gives_every_frame(
     assert f"for an animated image input ({name} has several frames)" in err, err
 
 
+def test_a_gif_of_one_frame_is_an_image(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A GIF was a video whatever it held: `process logo.gif logo.png` was refused ("must be
+    # a video file ... for a video input"), and a folder run left GIFs out as "other types".
+    from PIL import Image
+
+    still = tmp_path / "in" / "logo.gif"
+    still.parent.mkdir()
+    Image.fromarray(stamped_frame(3)).save(still)
+    out = tmp_path / "logo.png"
+    assert cli.main(["process", str(still), str(out), "--backend", "passthrough"]) == 0
+    assert "1 frame -> " in capsys.readouterr().err
+    assert read_stamp(cv2.imread(str(out))[..., ::-1]) == 3
+    # Not written as a GIF (256 colours): said before the model loads.
+    code = cli.main(["process", str(still), str(tmp_path / "o.gif"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2 and "reads .gif images but does not write them (256 colours); give .png" in err
+    # In a folder: its result is a .png; an animated GIF's first frame, with a note.
+    _animation(still.parent / "anim.gif")
+    folder_out = tmp_path / "out"
+    code = cli.main(["process", str(still.parent), str(folder_out), "--backend", "passthrough"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "only the first frame of each is processed (anim.gif)" in err, err
+    assert sorted(p.name for p in folder_out.iterdir()) == ["anim.png", "logo.png"]
+    assert read_stamp(cv2.imread(str(folder_out / "anim.png"))[..., ::-1]) == 0
+    # Beside a PNG of its result's name: said before the run.
+    cv2.imwrite(str(still.parent / "logo.png"), cv2.imread(str(out)))
+    code = cli.main(["process", str(still.parent), str(tmp_path / "o2"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.endswith(
+        f"logo.gif and logo.png would both be written to {tmp_path / 'o2' / 'logo.png'}: a GIF's "
+        "result is a .png; rename one of them\n"
+    ), err
+
+
 def test_a_folder_run_says_what_it_leaves_out(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -3375,7 +3410,7 @@ def test_a_folder_run_says_what_it_leaves_out(
     folder = _photo_folder(tmp_path / "in", range(2))
     for sub in ("2023", "2024"):
         (folder / sub).mkdir()
-    for other in ("a.txt", "b.gif", "c.mp4", "d.psd"):
+    for other in ("a.txt", "b.svg", "c.mp4", "d.psd"):
         (folder / other).write_bytes(b"")
     (folder / ".hidden").write_bytes(b"")
     _animation(folder / "z.webp")
@@ -3384,7 +3419,7 @@ def test_a_folder_run_says_what_it_leaves_out(
     err = capsys.readouterr().err
     assert (
         "sharpcam: note: left out of folder in: 2 sub-folders (2023, 2024) and 4 files of "
-        "other types (a.txt, b.gif, c.mp4, ...)\n"
+        "other types (a.txt, b.svg, c.mp4, ...)\n"
     ) in err, err
     assert (
         "sharpcam: note: 1 animated image in folder in: only the first frame of each is "

@@ -1405,7 +1405,7 @@ def test_a_video_whose_name_is_not_utf8_is_refused_in_one_line_not_a_crash(tmp_p
 
 
 def write_animation(path: Path, n: int = 4, durations: list[int] | None = None) -> Path:
-    """An animated WebP or PNG (APNG) of ``n`` flat frames, frame i of grey value 60*i."""
+    """An animated WebP, PNG (APNG) or GIF of ``n`` flat frames, frame i of grey value 60*i."""
     animation = cv2.Animation()
     animation.frames = [np.full((32, 48, 3), 60 * i, np.uint8) for i in range(n)]
     animation.durations = durations or [100] * n
@@ -1413,7 +1413,7 @@ def write_animation(path: Path, n: int = 4, durations: list[int] | None = None) 
     return path
 
 
-@pytest.mark.parametrize("name", ["anim.webp", "anim.png"])
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png", "anim.gif"])
 def test_an_animated_webp_or_png_is_a_video_of_all_its_frames(tmp_path, name):
     # Read as a still, an animated WebP came out as its first frame, without a word (an
     # animated GIF, a video to FFmpeg, kept them all).
@@ -1428,7 +1428,7 @@ def test_an_animated_webp_or_png_is_a_video_of_all_its_frames(tmp_path, name):
     assert all(abs(v - 60 * i) <= 3 for i, v in enumerate(values)), values
 
 
-@pytest.mark.parametrize("ext", [".webp", ".png"])
+@pytest.mark.parametrize("ext", [".webp", ".png", ".gif"])
 def test_a_still_webp_or_png_stays_an_image(tmp_path, ext):
     still = tmp_path / f"still{ext}"
     cv2.imwrite(str(still), np.full((8, 8, 3), 9, np.uint8))
@@ -1440,6 +1440,46 @@ def test_a_still_webp_or_png_stays_an_image(tmp_path, ext):
         assert source_kind(path) == "image"
     assert not sources.is_animated_image(tmp_path / f"missing{ext}")
     sources.is_animated_image(broken)  # cut off: no exception, whatever it answers
+
+
+def test_a_gif_s_frames_are_counted_past_its_extensions_and_colour_tables(tmp_path):
+    # A GIF was a video whatever it held: `process logo.gif logo.png` was refused ("must be a
+    # video file for a video input"). Its blocks are walked: the loop and timing extensions
+    # Pillow writes, a local colour table per frame, image data in 255-byte sub-blocks.
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    pictures = [Image.fromarray(rng.integers(0, 256, (40, 56, 3), np.uint8)) for _ in range(3)]
+    anim = tmp_path / "anim.gif"
+    pictures[0].save(anim, save_all=True, append_images=pictures[1:], duration=80, loop=0)
+    data = anim.read_bytes()
+    assert data.count(b"NETSCAPE2.0") == 1 and data.count(b"\x21\xf9") >= 3
+    assert sources.is_animated_image(anim) and source_kind(anim) == "video"
+    one = tmp_path / "one.gif"
+    pictures[0].save(one)
+    assert not sources.is_animated_image(one) and source_kind(one) == "image"
+    assert read_image(one).shape == (40, 56, 3)
+    # Cut in the middle (inside its second of three like frames): two image descriptors
+    # still; cut inside its first frame: one.
+    cut = tmp_path / "cut.gif"
+    cut.write_bytes(data[: len(data) // 2])
+    assert sources.is_animated_image(cut)
+    cut.write_bytes(data[: len(data) // 5])
+    assert not sources.is_animated_image(cut)
+    # Frames with their own colour tables (no global one), whose bytes look like blocks.
+    frame = (
+        b"\x2c\0\0\0\0\x01\0\x01\0\x80"  # 1x1 at (0, 0), a local table of two colours
+        + b"\x2c\x2c\x2c\x21\x21\x21"  # the table
+        + b"\x02\x02\x44\x01\x00"  # LZW code size 2, one sub-block, the end
+    )
+    local = tmp_path / "local.gif"
+    local.write_bytes(b"GIF89a\x01\0\x01\0\0\0\0" + frame * 2 + b"\x3b")
+    assert sources.is_animated_image(local)
+    local.write_bytes(b"GIF89a\x01\0\x01\0\0\0\0" + frame + b"\x3b")
+    assert not sources.is_animated_image(local)
+    fake = tmp_path / "fake.gif"
+    fake.write_bytes(b"GIF89a")
+    assert not sources.is_animated_image(fake) and source_kind(fake) == "image"
 
 
 def test_a_png_that_announces_frames_it_does_not_hold_is_a_still(tmp_path):
@@ -1475,12 +1515,12 @@ def test_a_folder_lists_what_it_leaves_out(tmp_path):
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "f3.png").write_bytes(b"")
     (tmp_path / "notes.txt").write_text("not an image")
-    (tmp_path / "clip10.gif").write_bytes(b"GIF89a")
+    (tmp_path / "clip10.mkv").write_bytes(b"")
     (tmp_path / "clip9.mp4").write_bytes(b"")
     (tmp_path / ".DS_Store").write_bytes(b"")  # hidden: neither read nor worth a mention
     with open_source(tmp_path, live=False) as src:
         assert [p.name for p in src.files] == ["f1.png", "f2.png"]
-        assert [p.name for p in src.left_out] == ["clip9.mp4", "clip10.gif", "notes.txt", "raw"]
+        assert [p.name for p in src.left_out] == ["clip9.mp4", "clip10.mkv", "notes.txt", "raw"]
 
 
 # --------------------------------------------------------------------------- image metadata
