@@ -596,7 +596,7 @@ def format_status(stats: Any, width: int = 90) -> str:
 
 
 #: A SIGINT this soon after the first is the same one delivered twice, not a second Ctrl-C.
-SAME_SIGNAL_S = 0.25
+SAME_SIGNAL_S = 0.5
 
 
 def _install_stop_signals(stop: threading.Event) -> Callable[[], None]:
@@ -1420,6 +1420,13 @@ def _png_detail(f: Any) -> list[str]:
     return detail
 
 
+def _gif_detail(f: Any) -> list[str]:
+    """The transparency of the GIF open in ``f`` (a GIF is 8-bit at most)."""
+    from engine.sources import gif_transparency
+
+    return ["the transparency"] if gif_transparency(f) else []
+
+
 def _webp_detail(f: Any) -> list[str]:
     """The alpha channel of the WebP open in ``f``, from its first chunk's header (a WebP is
     8-bit, so it has nothing else to lose)."""
@@ -1480,7 +1487,7 @@ def _tiff_detail(f: Any) -> list[str]:
 def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
     """What ``path`` holds that the engine's 8-bit RGB frames drop (alpha, depth beyond 8 bits).
 
-    PNG, WebP and TIFF from their headers (no decoding); other formats by decoding the file
+    PNG, GIF, WebP and TIFF from their headers (no decoding); other formats by decoding the file
     again, only with ``decode`` (one image: cheap; a folder of photos: a second decode of
     each). JPEG is 8-bit RGB or grey. [] when nothing is lost or the file does not say.
     """
@@ -1492,6 +1499,7 @@ def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
     ext = path.suffix.lower()
     headers = {
         ".png": _png_detail,
+        ".gif": _gif_detail,
         ".webp": _webp_detail,
         ".tif": _tiff_detail,
         ".tiff": _tiff_detail,

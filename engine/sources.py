@@ -57,6 +57,7 @@ __all__ = [
     "SourceError",
     "VideoFileSource",
     "camera_device_path",
+    "gif_transparency",
     "is_animated_image",
     "list_cameras",
     "open_source",
@@ -314,9 +315,6 @@ def _valid_fps(value: float | None, lowest: float = FPS_RANGE[0]) -> float | Non
     return value if math.isfinite(value) and lowest <= value <= FPS_RANGE[1] else None
 
 
-#: Still-image formats that may hold an animation: ``read_image`` decodes their first frame
-#: only, and FFmpeg (the video decoder) plays them whole.
-ANIMATED_IMAGE_EXTENSIONS = frozenset({".webp", ".png", ".gif"})
 _WEBP_ANIMATION_FLAG = 0x02  # in the VP8X chunk's flags byte
 _CHUNK_WALK_LIMIT = 10_000  # a damaged file's chunk lengths could lead anywhere
 
@@ -372,58 +370,95 @@ def _png_frames(f: Any) -> int:
     return max(min(frames, announced), 1)
 
 
-def _gif_frames(f: Any) -> int:
-    """Frames of the GIF open in ``f``, counted up to 2: its image descriptors, found by
-    walking its blocks (their data is skipped, not decoded); 1 for a file that is not a GIF
-    or is cut short before a second."""
+def _gif_blocks(f: Any) -> Iterator[tuple[int, bytes]]:
+    """The blocks of the GIF open in ``f``, in order: ``(0x2C, its image descriptor)`` for an
+    image and ``(0x21, its label and first data sub-block)`` for an extension; their data is
+    skipped, not read or decoded. Ends at the trailer, the file's end or damage; nothing for
+    a file that is not a GIF."""
     head = f.read(13)
     if len(head) < 13 or head[:6] not in (b"GIF87a", b"GIF89a"):
-        return 1
+        return
     if head[10] & 0x80:  # a global colour table
         f.seek(3 << ((head[10] & 7) + 1), os.SEEK_CUR)
-    frames = 0
     for _ in range(_CHUNK_WALK_LIMIT):
         kind = f.read(1)
         if kind == b"\x2c":  # an image: descriptor, local colour table, LZW code size
             descriptor = f.read(9)
             if len(descriptor) < 9:
-                break
-            frames += 1
-            if frames >= 2:
-                break
+                return
+            yield 0x2C, descriptor
             if descriptor[8] & 0x80:
                 f.seek(3 << ((descriptor[8] & 7) + 1), os.SEEK_CUR)
             f.seek(1, os.SEEK_CUR)
-        elif kind == b"\x21":  # an extension: its label
-            f.seek(1, os.SEEK_CUR)
+        elif kind == b"\x21":  # an extension: its label, then the sub-blocks as an image's
+            label = f.read(1)
+            length = f.read(1)
+            first = f.read(length[0]) if length else b""
+            yield 0x21, label + first
+            if not length or length == b"\0":
+                continue
         else:  # the trailer (0x3b), the file's end or damage
-            break
+            return
         while True:  # data sub-blocks, each led by its length, up to an empty one
             length = f.read(1)
             if not length or length == b"\0":
                 break
             f.seek(length[0], os.SEEK_CUR)
         if not length:
+            return
+
+
+def _gif_frames(f: Any) -> int:
+    """Frames of the GIF open in ``f``, counted up to 2; 1 for a file that is not a GIF or is
+    cut short before a second."""
+    frames = 0
+    for kind, _ in _gif_blocks(f):
+        frames += kind == 0x2C
+        if frames >= 2:
             break
     return max(frames, 1)
 
 
+def gif_transparency(f: Any) -> bool:
+    """Whether the GIF open in ``f`` makes a colour of its first image transparent (its
+    graphic control extension says so)."""
+    for kind, data in _gif_blocks(f):
+        if kind == 0x2C:
+            return False
+        if data[:1] == b"\xf9" and len(data) >= 2 and data[1] & 1:
+            return True
+    return False
+
+
+def _animation_frames(f: Any) -> int:
+    """Frames of the WebP, PNG or GIF open in ``f`` (known by its first bytes, not its
+    name), counted up to 2; 1 for anything else."""
+    head = f.read(12)
+    f.seek(0)
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return _gif_frames(f)
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return _png_frames(f)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return _webp_frames(f)
+    return 1
+
+
 def is_animated_image(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is an animated WebP, PNG (APNG) or GIF of more than one frame, from
-    its headers (small reads; the image data is not decoded).
+    """Whether ``path``, named as an image, is an animated WebP, PNG (APNG) or GIF of more
+    than one frame, from its headers (small reads; the image data is not decoded), whatever
+    its name says (an APNG named ``.gif``, a GIF named ``.png``).
 
     OpenCV's image decoder returns the first frame of those, so such a file was processed as
     a one-frame still: :func:`source_kind` makes it a video, which FFmpeg plays whole. A GIF
     of one frame is an image (it was a video that wanted a video output). False for anything
     else, and for a file that cannot be read.
     """
-    suffix = Path(path).suffix.lower()
-    if suffix not in ANIMATED_IMAGE_EXTENSIONS:
+    if Path(path).suffix.lower() not in IMAGE_EXTENSIONS:
         return False
-    count = {".webp": _webp_frames, ".png": _png_frames, ".gif": _gif_frames}[suffix]
     try:
         with open(path, "rb") as f:
-            frames = count(f)
+            frames = _animation_frames(f)
     except (OSError, ValueError):
         return False
     return frames > 1

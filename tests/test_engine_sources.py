@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import struct
@@ -1480,6 +1481,47 @@ def test_a_gif_s_frames_are_counted_past_its_extensions_and_colour_tables(tmp_pa
     fake = tmp_path / "fake.gif"
     fake.write_bytes(b"GIF89a")
     assert not sources.is_animated_image(fake) and source_kind(fake) == "image"
+
+
+def test_an_animation_is_known_by_its_bytes_not_its_name(tmp_path):
+    # An APNG named .gif lost its animation when the GIF reading came in ("1 frame", no
+    # note), and an animated GIF named .png always had.
+    for real, named in ((".png", "apng.gif"), (".gif", "gif.png"), (".webp", "webp.jpg")):
+        path = write_animation(tmp_path / f"a{real}")
+        path.rename(tmp_path / named)
+        assert sources.is_animated_image(tmp_path / named), named
+        assert source_kind(tmp_path / named) == "video", named
+        with open_source(tmp_path / named, live=False) as src:
+            assert len(list(src)) == 4, named
+    still = tmp_path / "still.gif"
+    cv2.imwrite(str(still), np.full((8, 8, 3), 9, np.uint8))
+    still.rename(tmp_path / "still.png")  # a GIF named .png: a still all the same
+    assert source_kind(tmp_path / "still.png") == "image"
+    # Not named as an image: not looked into (a video's container is not an animation).
+    assert not sources.is_animated_image(
+        write_animation(tmp_path / "b.gif").rename(tmp_path / "b.bin")
+    )
+
+
+def test_a_gif_s_transparency_is_read_from_its_control_extension(tmp_path):
+    from PIL import Image
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:, 4:, 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "clear.gif")
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "solid.gif")
+    with open(tmp_path / "clear.gif", "rb") as f:
+        assert sources.gif_transparency(f)
+    with open(tmp_path / "solid.gif", "rb") as f:
+        assert not sources.gif_transparency(f)
+    # A control extension after the first image is the second image's.
+    data = (tmp_path / "clear.gif").read_bytes()
+    gce = data.index(b"\x21\xf9")
+    image = data.index(b"\x2c", gce)
+    end = data.rindex(b"\x3b")
+    moved = data[:gce] + data[image:end] + data[gce:image] + data[image:end] + b"\x3b"
+    assert not sources.gif_transparency(io.BytesIO(moved))
+    assert not sources.gif_transparency(io.BytesIO(b"GIF89a"))
 
 
 def test_a_png_that_announces_frames_it_does_not_hold_is_a_still(tmp_path):
