@@ -484,6 +484,8 @@ class VideoFileSink(_SinkBase):
         self.frames_written = 0  # frames stored in the file, repeats included
         self.frames_skipped = 0  # timed: frames whose slot was already written
         self.kept_path: Path | None = None  # where close()/abort() left the frames
+        # After a failed write: how many frames that file holds (None: not counted).
+        self.frames_kept: int | None = None
         # Why the frames written are nowhere (their file held no frame that plays), if so.
         self.not_kept: str | None = None
         self.failed = False  # a write failed: the file is incomplete whatever ends it
@@ -654,8 +656,23 @@ class VideoFileSink(_SinkBase):
                     raise
                 raise SinkError(f"cannot finish video {target}: {exc}") from exc
             self.kept_path = target
+            if self.failed:
+                # A failed write (a full disk) lost what FFmpeg still held: "cannot write frame
+                # 12" kept 5. The file is counted, not the frames handed on.
+                self.frames_kept = _count_frames(target)
             if late:
-                raise SinkError(f"{self._write_error}; the frames written are kept in {target}")
+                raise SinkError(f"{self._write_error}; {self.kept_phrase()}")
+
+    def kept_phrase(self) -> str:
+        """Where the frames of an unfinished file went, for a message: ``"5 frames are kept
+        in out.incomplete.mp4"`` (or ``"the frames written are kept in ..."`` where they
+        were not counted); "" where they were not kept."""
+        if self.kept_path is None:
+            return ""
+        n = self.frames_kept
+        if n is None:
+            return f"the frames written are kept in {self.kept_path}"
+        return f"{n} frame{'s are' if n != 1 else ' is'} kept in {self.kept_path}"
 
     def _discard_unplayable(self) -> bool:
         """Remove the hidden file when no frame in it plays, and say why; ``True`` if so.
@@ -878,6 +895,30 @@ def _unplayable(path: Path) -> str | None:
         return None if cap.isOpened() and cap.grab() else "frames"
     finally:
         cap.release()
+
+
+def _count_frames(path: Path) -> int | None:
+    """The frames of the video at ``path``, from its packets (FFmpeg reads, decodes nothing)
+    or, without FFmpeg, its index (OpenCV); None where neither can tell."""
+    from engine.remux import RemuxError, find_ffmpeg, picture_times
+
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is not None:
+        try:
+            found = picture_times(path, ffmpeg=ffmpeg)
+        except RemuxError:
+            found = None
+        if found is not None:
+            return len(found.times)
+    try:
+        cap = cv2.VideoCapture(opencv_name(path))
+    except ValueError:
+        return None
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else 0
+    finally:
+        cap.release()
+    return n if n > 0 else None
 
 
 def _has_moov(path: Path, size: int) -> bool:

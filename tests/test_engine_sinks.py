@@ -1160,6 +1160,58 @@ def test_without_an_ffmpeg_that_writes_h264_mp4_is_mp4v_and_mkv_mjpeg(tmp_path, 
     assert not any(p.name.startswith(".c") for p in tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("name", ["out.mkv", "out.avi", "out.mp4"])
+def test_a_failed_write_says_how_many_frames_the_kept_file_holds(tmp_path, monkeypatch, name):
+    # On a full disk FFmpeg ends with frames still in the pipe and its encoder: "cannot
+    # write frame 12", and the kept file held 5. The kept file is counted.
+    import engine.sinks
+
+    real_writer = engine.sinks._FFmpegWriter
+
+    class EndsEarly:
+        def __init__(self, *args, **kwargs):
+            self.real, self.writes = real_writer(*args, **kwargs), 0
+
+        def isOpened(self):  # noqa: N802 - OpenCV's name
+            return self.real.isOpened()
+
+        def write(self, bgr):
+            self.writes += 1
+            if self.writes <= 6:
+                return self.real.write(bgr)
+            if self.writes == 7:
+                self.real.release()  # FFmpeg has finished the file with six frames
+            return self.writes < 12  # taken by the pipe, as far as a write can tell
+
+        def release(self):
+            self.real.release()
+
+    monkeypatch.setattr(engine.sinks, "_FFmpegWriter", EndsEarly)
+    sink = VideoFileSink(path=tmp_path / name, size=(64, 48), fps=25)
+    with pytest.raises(SinkError, match="cannot write frame 11 to video"):
+        for i in range(20):
+            sink.write(frame(i * 10, size=(64, 48)))
+    sink.close()
+    kept = tmp_path / name.replace("out.", "out.incomplete.")
+    assert sink.kept_path == kept and sink.frames_written == 11
+    assert sink.frames_kept == 6 == len(read_video(kept))
+    assert sink.kept_phrase() == f"6 frames are kept in {kept}"
+
+
+def test_a_kept_file_is_counted_without_ffmpeg_too(tmp_path, monkeypatch):
+    import engine.remux
+    import engine.sinks
+
+    monkeypatch.setattr(engine.remux, "find_ffmpeg", lambda: None)
+    monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: None)
+    path = tmp_path / "a.mp4"
+    with VideoFileSink(path=path, size=(64, 48), fps=25) as sink:
+        for i in range(4):
+            sink.write(frame(i * 10, size=(64, 48)))
+    assert engine.sinks._count_frames(path) == 4
+    assert engine.sinks._count_frames(tmp_path / "missing.mp4") is None
+
+
 def test_an_ffmpeg_is_used_for_the_codecs_and_the_colour_filter_it_has(monkeypatch):
     # A distribution's LGPL build has no libx264; one without setparams (the colour tag)
     # would fail every file it was given.
