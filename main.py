@@ -418,11 +418,13 @@ def _frames(n: int) -> str:
     return f"{n} frame{'' if n == 1 else 's'}"
 
 
-def _kept_where(sink: object) -> str:
+def _kept_where(sink: object, said: object) -> str:
     """``"; 5 frames are kept in out.incomplete.mp4"`` for a video sink that kept the frames
-    of an unfinished file (:meth:`engine.sinks.VideoFileSink.kept_phrase`), else ""."""
+    of an unfinished file (:meth:`engine.sinks.VideoFileSink.kept_phrase`), else ""; "" too
+    where the error ``said`` names that file already (a failure as FFmpeg finished it)."""
     phrase = getattr(sink, "kept_phrase", None)
-    return f"; {phrase()}" if phrase is not None and phrase() else ""
+    text = phrase() if phrase is not None else ""
+    return f"; {text}" if text and str(getattr(sink, "kept_path", "")) not in str(said) else ""
 
 
 def _eprint(*parts: object) -> None:
@@ -1115,7 +1117,7 @@ def _run_stream(
         stats = engine.stats()
         if engine.failed_sinks:
             failed, exc = engine.failed_sinks[0]
-            where = _kept_where(failed)
+            where = _kept_where(failed, exc)
             # The sink's own count: the engine's frames_out also counts the frames it handed
             # on in the moment between the failure and the stop (a folder that refused its
             # first frame was "failed after 2 frames").
@@ -1127,15 +1129,15 @@ def _run_stream(
         if getattr(sink, "failed", False):
             # Closing failed (the finished file could not take its name): the recording is not
             # where it was asked for, and Ctrl-C said "stopped", exit 0, of frames left hidden.
-            where = _kept_where(sink)
             first = next((e for e in engine.errors if isinstance(e, SinkError)), None)
+            where = _kept_where(sink, first)
             raise CliError(f"{first or f'cannot finish {args.output}'}{where}")
         if engine.errors and (not (stop.is_set() or timed_out) or output.cut_short):
             # The stream ended on its own after an error (a camera unplugged, an unreadable
             # file): say so and exit non-zero rather than pass as a finished run. One that ran
             # its --duration through a model failure (the stream goes on without the model)
             # ends as a Ctrl-C does: the errors said, exit 0.
-            where = _kept_where(sink) if output.cut_short else ""
+            where = _kept_where(sink, engine.errors[0]) if output.cut_short else ""
             raise CliError(
                 f"{len(engine.errors)} error(s) in the stream ({_frames(stats.frames_out)} out); "
                 f"first: {engine.errors[0]}{where}"
@@ -2096,7 +2098,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         written = sink.frames_written if folder else engine.stats().frames_out
         skipped = _report_skipped(source, sink) if folder else 0
         if engine.errors:
-            where = _kept_where(sink)
+            where = _kept_where(sink, engine.errors[0])
             raise CliError(f"processing failed after {_frames(written)}: {engine.errors[0]}{where}")
         if stop.is_set():
             kept = getattr(sink, "kept_path", None)

@@ -2865,6 +2865,30 @@ def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
     assert len(read_video(tmp_path / "rec.incomplete.avi")) == 5
 
 
+def test_a_file_ffmpeg_fails_to_finish_is_named_once(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The sink's error names the kept file, and `process` added it again: "...; the frames
+    # written are kept in out.incomplete.avi; the frames written are kept in ...".
+    import engine.sinks
+
+    class FailsAtTheEnd(engine.sinks._FFmpegWriter):
+        def release(self) -> None:
+            super().release()
+            self.failed, self.error = True, "Error writing trailer: No space left on device"
+
+    monkeypatch.setattr(engine.sinks, "_FFmpegWriter", FailsAtTheEnd)
+    out = tmp_path / "out.avi"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 1
+    err = capsys.readouterr().err
+    kept = tmp_path / "out.incomplete.avi"
+    n = len(read_video(kept))
+    assert err.endswith(
+        f"cannot finish video {out}: Error writing trailer: No space left on device; "
+        f"{n} frames are kept in {kept}\n"
+    ), err
+
+
 def test_run_of_a_video_that_stops_decoding_early_warns_as_process_does(
     clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

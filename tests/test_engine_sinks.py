@@ -2235,8 +2235,8 @@ def test_a_video_whose_ffmpeg_fails_as_it_finishes_is_not_called_complete(tmp_pa
         sink.close()
     kept = tmp_path / "out.incomplete.avi"
     assert str(caught.value) == (
-        f"cannot finish video {out}: Error writing trailer: No space left on device; the "
-        f"frames written are kept in {kept}"
+        f"cannot finish video {out}: Error writing trailer: No space left on device; 3 "
+        f"frames are kept in {kept}"
     )
     assert sink.failed and sink.kept_path == kept
     assert out.read_bytes() == b"an earlier recording"
