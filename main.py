@@ -1896,8 +1896,9 @@ def _check_folder_outputs(files: Sequence[Path], out_dir: Path, *, overwrite: bo
 
     Each image keeps its name (an HEIF photo's becomes ``.jpg``, a GIF's ``.png``:
     :func:`engine.sinks.output_image_name`), so names are unique in the input folder but for
-    ``IMG_1.HEIC`` beside ``IMG_1.jpg`` (or ``logo.gif`` beside ``logo.png``); and ``A.png`` and ``a.png`` (from a Linux folder) are
-    one file in a folder that folds case, where the second result silently replaced the first.
+    ``IMG_1.HEIC`` beside ``IMG_1.jpg`` (or ``logo.gif`` beside ``logo.png``); and ``A.png``
+    and ``a.png`` (from a Linux folder) are one file in a folder that folds case, where the
+    second result silently replaced the first.
     """
     from engine.sinks import output_image_name
 
