@@ -1502,14 +1502,6 @@ def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
 
     from engine.heif import heif_metadata, is_avif, is_heif
 
-    ext = path.suffix.lower()
-    headers = {
-        ".png": _png_detail,
-        ".gif": _gif_detail,
-        ".webp": _webp_detail,
-        ".tif": _tiff_detail,
-        ".tiff": _tiff_detail,
-    }
     try:
         with open(path, "rb") as f:
             head = f.read(64)
@@ -1518,10 +1510,18 @@ def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
             meta = heif_metadata(path)
             deep = [f"the {meta.bits}-bit depth"] if meta.bits and meta.bits > 8 else []
             return (["the alpha channel"] if meta.alpha else []) + deep
-        if ext in headers:
+        # By the bytes, not the name: an RGBA PNG named .gif went unnoted.
+        header = (
+            _png_detail if head.startswith(_PNG_SIGNATURE)
+            else _gif_detail if head[:6] in (b"GIF87a", b"GIF89a")
+            else _webp_detail if head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+            else _tiff_detail if head[:4] in (b"II*\0", b"MM\0*")
+            else None
+        )  # fmt: skip
+        if header is not None:
             with open(path, "rb") as f:
-                return headers[ext](f)
-        if not decode or ext in (".jpg", ".jpeg"):
+                return header(f)
+        if not decode or head[:3] == b"\xff\xd8\xff":  # a JPEG: 8-bit RGB or grey
             return []
         img = cv2.imdecode(np.fromfile(str(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     except (OSError, cv2.error):

@@ -44,6 +44,7 @@ __all__ = [
     "hdr_transfer",
     "keep_timing",
     "PictureTimes",
+    "packet_count",
     "picture_times",
     "SdrFrames",
     "ToneMapping",
@@ -488,27 +489,55 @@ def picture_times(
     """The :class:`PictureTimes` of ``source``'s first video stream, from its packets'
     times (nothing is decoded). None where FFmpeg cannot tell (an FFmpeg older than 5.1
     without ``-fps_mode``, a file it cannot read)."""
+    found = _packets(source, ffmpeg=ffmpeg, stop=stop)
+    if found is None:
+        return None
+    timescale, listed = found
+    packets = sorted(
+        (pts, duration)
+        for pts, duration, _ in listed
+        # Before 0: the lead-in an edit list cuts (a clip trimmed by stream copy), not shown.
+        if pts >= 0
+    )
+    if not packets:
+        return None
+    last, last_duration = packets[-1]
+    end = last + last_duration if last_duration > 0 else None
+    return PictureTimes(timescale, [pts for pts, _ in packets], end)
+
+
+def _packets(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> tuple[int, list[tuple[int, int, int]]] | None:
+    """The time base (1 / its value) and ``(pts, duration, flags)`` of each packet of
+    ``source``'s first video stream, in decode order, from FFmpeg's listing (nothing is
+    decoded); None where FFmpeg cannot list them."""
     status, text = _run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", file_arg(source), "-map", "0:v:0",
          # -copyinkf: packets before the first keyframe, which OpenCV's decoder shows too
          "-c", "copy", "-copyinkf", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
         stop,
     )  # fmt: skip
-    # "#tb 0: 1/12800", then per packet "0, dts, pts, duration, size, crc" in decode order
+    # "#tb 0: 1/12800", then per packet "0, dts, pts, duration, size, crc[, F=0x3]"
     base = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
     if status != 0 or base is None or base.group(1) != "1":
         return None
-    packets = sorted(
-        (int(pts), int(duration))
-        for pts, duration in re.findall(r"^0,\s*-?\d+,\s*(-?\d+),\s*(-?\d+),", text, re.M)
-        # Before 0: the lead-in an edit list cuts (a clip trimmed by stream copy), not shown.
-        if int(pts) >= 0
+    listed = re.findall(
+        r"^0,\s*-?\d+,\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-fA-F]+(?:,\s*F=0x([0-9a-fA-F]+))?",
+        text,
+        re.M,
     )
-    if not packets:
-        return None
-    last, last_duration = packets[-1]
-    end = last + last_duration if last_duration > 0 else None
-    return PictureTimes(int(base.group(2)), [pts for pts, _ in packets], end)
+    return int(base.group(2)), [(int(p), int(d), int(f or "1", 16)) for p, d, f in listed]
+
+
+def packet_count(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> int | None:
+    """The pictures in ``source``'s first video stream: its packets, less those the demuxer
+    flags corrupt (a file cut off by a full disk ends in a fragment of one, with nothing to
+    show); None where FFmpeg cannot list them."""
+    found = _packets(source, ffmpeg=ffmpeg, stop=stop)
+    return None if found is None else sum(not flags & 2 for _, _, flags in found[1])
 
 
 def _durations(times: list[int], end: int | None = None) -> list[int] | None:

@@ -624,12 +624,21 @@ class VideoFileSink(_SinkBase):
             if self.frames_written == 0:
                 self._partial.unlink(missing_ok=True)
                 return
-            late = getattr(writer, "failed", False) and not self.failed
+            # OpenCV's writer says nothing of a write that failed, as it went or as it
+            # finished the file: a full disk then passed for a finished file ("30 frames ->
+            # out.mkv", exit 0, 24 in it; an .mp4 without its index). A disk full after it
+            # is taken for one.
+            quiet_full = (
+                not isinstance(writer, _FFmpegWriter)
+                and not self.failed
+                and _disk_full(self._partial.parent)
+            )
+            late = (getattr(writer, "failed", False) or quiet_full) and not self.failed
             if late:
                 # FFmpeg failed as it finished the file (its index, on a disk just full): it
                 # is not complete, whatever the writes said.
                 self.failed = True
-                self._disk_full = _disk_full(self._partial.parent)
+                self._disk_full = quiet_full or _disk_full(self._partial.parent)
                 why = "the disk is full" if self._disk_full else writer.error
                 self._write_error = SinkError(f"cannot finish video {self.path}: {why}")
                 target = self.incomplete_path
@@ -900,16 +909,16 @@ def _unplayable(path: Path) -> str | None:
 def _count_frames(path: Path) -> int | None:
     """The frames of the video at ``path``, from its packets (FFmpeg reads, decodes nothing)
     or, without FFmpeg, its index (OpenCV); None where neither can tell."""
-    from engine.remux import RemuxError, find_ffmpeg, picture_times
+    from engine.remux import RemuxError, find_ffmpeg, packet_count
 
     ffmpeg = find_ffmpeg()
     if ffmpeg is not None:
         try:
-            found = picture_times(path, ffmpeg=ffmpeg)
+            found = packet_count(path, ffmpeg=ffmpeg)
         except RemuxError:
             found = None
         if found is not None:
-            return len(found.times)
+            return found
     try:
         cap = cv2.VideoCapture(opencv_name(path))
     except ValueError:

@@ -1047,6 +1047,12 @@ def test_a_gif_s_transparency_is_noticed_in_a_folder_run(
     Image.fromarray(rgba[..., :3]).save(folder / "solid.gif")
     assert cli._image_detail_lost(folder / "clear.gif", decode=False) == ["the transparency"]
     assert cli._image_detail_lost(folder / "solid.gif", decode=False) == []
+    # By the bytes, not the name: a transparent GIF named .png, an RGBA PNG named .gif.
+    (tmp_path / "named.png").write_bytes((folder / "clear.gif").read_bytes())
+    assert cli._image_detail_lost(tmp_path / "named.png", decode=False) == ["the transparency"]
+    cv2.imwrite(str(tmp_path / "rgba.png"), np.zeros((4, 4, 4), np.uint8))
+    (tmp_path / "rgba.png").rename(tmp_path / "rgba.gif")
+    assert cli._image_detail_lost(tmp_path / "rgba.gif", decode=False) == ["the alpha channel"]
     assert cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "unsharp"]) == 0
     assert (
         "sharpcam: note: the outputs are 8-bit RGB: 1 of the 2 images lose an alpha channel, "

@@ -1198,6 +1198,50 @@ def test_a_failed_write_says_how_many_frames_the_kept_file_holds(tmp_path, monke
     assert sink.kept_phrase() == f"6 frames are kept in {kept}"
 
 
+def test_a_frame_cut_off_by_the_full_disk_is_not_counted(tmp_path):
+    # A disk that fills inside a frame's chunk leaves a fragment of it (20 bytes of a 66 KB
+    # JPEG): FFmpeg lists it as a packet, flagged corrupt, and nothing decodes from it. It
+    # was counted: "48 frames are kept", and 47 decoded.
+    import engine.sinks
+    from engine.remux import find_ffmpeg, packet_count
+
+    path = tmp_path / "a.avi"
+    rng = np.random.default_rng(1)
+    with VideoFileSink(path=path, size=(64, 48), fps=25) as sink:
+        for i in range(5):
+            sink.write(Frame(rng.integers(0, 256, (48, 64, 3), np.uint8), i, i / 25))
+    data = path.read_bytes()
+    last = data.rindex(b"00dc", 0, data.rindex(b"idx1"))
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: last + 8 + 20])
+    assert packet_count(path, ffmpeg=find_ffmpeg()) == 5
+    assert packet_count(cut, ffmpeg=find_ffmpeg()) == 4 == len(read_video(cut))
+    assert engine.sinks._count_frames(cut) == 4
+
+
+def test_a_disk_full_as_opencv_s_writer_finishes_is_a_failure(tmp_path, monkeypatch):
+    # OpenCV's writer says nothing of a failed write: without FFmpeg, "30 frames -> out.mkv",
+    # exit 0, for a file holding 24 (an .mp4 without its index).
+    import engine.sinks
+
+    monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: None)
+    out = tmp_path / "out.avi"
+    sink = VideoFileSink(path=out, size=(64, 48), fps=25)
+    assert isinstance(sink._writer, cv2.VideoWriter)
+    for i in range(3):
+        sink.write(frame(i * 40, size=(64, 48)))
+    monkeypatch.setattr(engine.sinks, "_disk_full", lambda folder: True)
+    kept = tmp_path / "out.incomplete.avi"
+    with pytest.raises(SinkError, match=r"cannot finish video .*out.avi: the disk is full; 3 "):
+        sink.close()
+    assert sink.failed and sink.kept_path == kept and not out.exists()
+    # With room to spare it is finished, as before.
+    monkeypatch.setattr(engine.sinks, "_disk_full", lambda folder: False)
+    with VideoFileSink(path=out, size=(64, 48), fps=25) as sink:
+        sink.write(frame(0, size=(64, 48)))
+    assert not sink.failed and len(read_video(out)) == 1
+
+
 def test_a_kept_file_is_counted_without_ffmpeg_too(tmp_path, monkeypatch):
     import engine.remux
     import engine.sinks
