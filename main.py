@@ -1113,7 +1113,9 @@ def _run_stream(
             status.show(format_status(engine.stats()), time.perf_counter())
             status.finish()
             restore()  # Ctrl-C is Python's again: it ends a shutdown that hangs in the join
-            _join_before_exit(engine)
+            joined = _join_before_exit(engine)
+        if not joined:
+            _check_finished(sink, args.output)
         stats = engine.stats()
         if engine.failed_sinks:
             failed, exc = engine.failed_sinks[0]
@@ -1300,14 +1302,28 @@ def _note_camera_mode(source: Any, size: tuple[int, int] | None, fps: float | No
 JOIN_TIMEOUT_S = 30.0
 
 
-def _join_before_exit(engine: Any) -> None:
+def _join_before_exit(engine: Any) -> bool:
     """Let the engine's threads end before the interpreter does: one still inside a native
-    call at shutdown aborts the process (exit 134) though the output is complete."""
-    if not engine.join(timeout=JOIN_TIMEOUT_S):
-        _eprint(
-            f"{PROG}: note: the engine was still busy (a camera's read, a model call or an "
-            "output's write) "
-            f"after {JOIN_TIMEOUT_S:g} s; exiting"
+    call at shutdown aborts the process (exit 134) though the output is complete. Returns
+    whether they did."""
+    if engine.join(timeout=JOIN_TIMEOUT_S):
+        return True
+    _eprint(
+        f"{PROG}: note: the engine was still busy (a camera's read, a model call or an "
+        "output's write) "
+        f"after {JOIN_TIMEOUT_S:g} s; exiting"
+    )
+    return False
+
+
+def _check_finished(sink: Any, output: str) -> None:
+    """After a join that gave up: an output still being written is not finished, and its
+    frames are in a hidden file. It said only "exiting", exit 0, with nothing at ``output``."""
+    left = getattr(sink, "unfinished_path", None)
+    if left is not None:
+        raise CliError(
+            f"{output} is not finished: it was still being written when SharpCam stopped "
+            f"waiting for it (a slow disk, or an encoder behind); the frames so far are in {left}"
         )
 
 
@@ -2094,7 +2110,9 @@ def cmd_process(args: argparse.Namespace) -> int:
             # The stop signals stay with `stop` (undone at the end): a SIGTERM while the
             # sound is copied below must not end the process with FFmpeg writing on.
             engine.stop(timeout=5.0)
-            _join_before_exit(engine)
+            joined = _join_before_exit(engine)
+        if not joined:
+            _check_finished(sink, args.output)
         # The engine counts a skipped image as handed to the output; the sink knows better.
         written = sink.frames_written if folder else engine.stats().frames_out
         skipped = _report_skipped(source, sink) if folder else 0

@@ -672,6 +672,14 @@ class VideoFileSink(_SinkBase):
             if late:
                 raise SinkError(f"{self._write_error}; {self.kept_phrase()}")
 
+    @property
+    def unfinished_path(self) -> Path | None:
+        """The hidden file the frames are in while the file is not finished yet (a close
+        still writing); None once it has its name, was kept, or was never written."""
+        if self.kept_path is not None or not self._partial.exists():
+            return None
+        return self._partial
+
     def kept_phrase(self) -> str:
         """Where the frames of an unfinished file went, for a message: ``"5 frames are kept
         in out.incomplete.mp4"`` (or ``"the frames written are kept in ..."`` where they

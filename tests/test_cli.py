@@ -2871,6 +2871,43 @@ def test_run_to_a_file_that_fills_the_disk_keeps_the_earlier_recording(
     assert len(read_video(tmp_path / "rec.incomplete.avi")) == 5
 
 
+def test_an_output_still_being_written_when_run_gives_up_is_said(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An output whose close outlasted the join (a slow disk; x264 behind on a loaded machine)
+    # left its frames in the hidden .out.partial.avi: "the engine was still busy ...;
+    # exiting", exit 0, and no out.avi. (`process` waits for its output to close.)
+    import engine.sinks
+
+    real_release = engine.sinks._FFmpegWriter.release
+
+    def slow_release(self: Any) -> None:
+        time.sleep(2.0)
+        real_release(self)
+
+    monkeypatch.setattr(engine.sinks._FFmpegWriter, "release", slow_release)
+    monkeypatch.setattr(cli, "JOIN_TIMEOUT_S", 0.2)
+    out = tmp_path / "out.avi"
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough",
+         "--duration", "0.5"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "the engine was still busy" in err, err
+    assert err.endswith(
+        f"{out} is not finished: it was still being written when SharpCam stopped waiting for "
+        f"it (a slow disk, or an encoder behind); the frames so far are in "
+        f"{tmp_path / '.out.partial.avi'}\n"
+    ), err
+    # Nothing is cut short meanwhile: in a process that lives on (this one), the write ends
+    # and the file gets its name.
+    deadline = time.monotonic() + 10
+    while not out.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(read_video(out)) >= 1
+
+
 def test_a_file_ffmpeg_fails_to_finish_is_named_once(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
