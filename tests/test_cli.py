@@ -2914,11 +2914,7 @@ def test_a_file_ffmpeg_fails_to_finish_is_named_once(
     # The sink's error names the kept file, and `process` added it again: "...; the frames
     # written are kept in out.incomplete.avi; the frames written are kept in ...".
     import engine.sinks
-
-    class FailsAtTheEnd(engine.sinks._FFmpegWriter):
-        def release(self) -> None:
-            super().release()
-            self.failed, self.error = True, "Error writing trailer: No space left on device"
+    from tests.test_engine_sinks import FailsAtTheEnd
 
     monkeypatch.setattr(engine.sinks, "_FFmpegWriter", FailsAtTheEnd)
     out = tmp_path / "out.avi"

@@ -25,6 +25,7 @@ from engine.sinks import (
     ImageSink,
     SinkError,
     VideoFileSink,
+    _FFmpegWriter,
     open_sink,
     sink_kind,
 )
@@ -446,14 +447,8 @@ def test_video_sink_refuses_a_folder_before_any_frame(tmp_path):
 def test_an_mp4_past_mpeg4s_largest_side_says_why_and_what_takes_it(tmp_path, monkeypatch):
     # `run --size 8192x4320 --output big.mp4` (8K is in --size's range) said only "cannot write
     # video big.mp4 with codec mp4v". Where there is no FFmpeg with H.264, .mp4 is mp4v.
-    import engine.sinks
 
-    real = engine.sinks._ffmpeg_for
-    monkeypatch.setattr(
-        engine.sinks,
-        "_ffmpeg_for",
-        lambda fourcc, ext: None if fourcc == "avc1" else real(fourcc, ext),
-    )
+    without_x264(monkeypatch)
     with pytest.raises(SinkError) as info:
         VideoFileSink(path=tmp_path / "big.mp4", size=(8192, 4320))
     assert "mp4v (MPEG-4) takes sides up to 8191, not 8192x4320; use .avi or .mkv" in str(
@@ -1133,12 +1128,7 @@ def test_without_an_ffmpeg_that_writes_h264_mp4_is_mp4v_and_mkv_mjpeg(tmp_path, 
     # OpenCV's writer has, as before; a FourCC asked for by name is not swapped.
     import engine.sinks
 
-    real = engine.sinks._ffmpeg_for
-    monkeypatch.setattr(
-        engine.sinks,
-        "_ffmpeg_for",
-        lambda fourcc, ext: None if fourcc == "avc1" else real(fourcc, ext),
-    )
+    without_x264(monkeypatch)
     for name, fourcc in (
         ("a.mp4", "mp4v"),
         ("a.mov", "mp4v"),
@@ -1993,6 +1983,26 @@ def test_other_mpeg4_fourccs_are_tagged_too(tmp_path, fourcc):
     assert colour_boxes(mov) == [] and len(read_video(mov)) == 1
 
 
+def without_x264(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As where the FFmpeg found has no libx264: it writes the other codecs."""
+    import engine.sinks
+
+    real = engine.sinks._ffmpeg_for
+    monkeypatch.setattr(
+        engine.sinks,
+        "_ffmpeg_for",
+        lambda fourcc, ext: None if fourcc == "avc1" else real(fourcc, ext),
+    )
+
+
+class FailsAtTheEnd(_FFmpegWriter):
+    """An FFmpeg writer that fails as it finishes the file (its index, on a disk just full)."""
+
+    def release(self) -> None:
+        super().release()
+        self.failed, self.error = True, "Error writing trailer: No space left on device"
+
+
 class _FailingFile:
     """A file whose ``fail_at``-th write (1 = the first) writes half of its bytes, then raises
     ENOSPC, as a full copy-on-write file system can part-way through an overwrite."""
@@ -2263,11 +2273,6 @@ def test_a_video_whose_ffmpeg_fails_as_it_finishes_is_not_called_complete(tmp_pa
     # FFmpeg writes the index as it ends: where that fails (a disk just full), the writes
     # had all gone well, and the file would have taken the real name unplayable.
     import engine.sinks
-
-    class FailsAtTheEnd(engine.sinks._FFmpegWriter):
-        def release(self) -> None:
-            super().release()
-            self.failed, self.error = True, "Error writing trailer: No space left on device"
 
     monkeypatch.setattr(engine.sinks, "_FFmpegWriter", FailsAtTheEnd)
     out = tmp_path / "out.avi"
