@@ -4237,26 +4237,30 @@ class _InterruptedTwice(_InterruptsItsFirstCall):
         return rgb
 
 
-@pytest.mark.parametrize("gap", [0.0, 1.0])
+@pytest.mark.parametrize(("gap", "same"), [(0.0, 5.0), (1.0, cli.SAME_SIGNAL_S)])
 def test_one_ctrl_c_delivered_twice_still_says_where_the_frames_went(
     clip: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     gap: float,
+    same: float,
 ) -> None:
     # `timeout -s INT` and `kill -INT -PGID` reach the process twice at once: taken for a
     # second press, it cut the summary to a bare "interrupted". A later press still ends a
-    # stuck shutdown at once.
+    # stuck shutdown at once. The margin is measured where Python runs the handlers, which a
+    # loaded machine delays (CI once ran the second 0.25 s late, and 0.5 s in two of six runs
+    # beside other tests here): the "at once" case takes a margin no scheduler reaches.
     import engine.backends
 
+    monkeypatch.setattr(cli, "SAME_SIGNAL_S", same)
     monkeypatch.setattr(_InterruptedTwice, "gap", gap)
     monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptedTwice)
     out = tmp_path / "out.avi"
     code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
     assert code == 130, err
-    if gap < cli.SAME_SIGNAL_S:
+    if gap < same:
         assert re.search(r"interrupted: \d+ of \d+ frames written to \S+incomplete\.avi", err), err
     else:
         assert err.endswith("sharpcam: interrupted\n"), err
