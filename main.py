@@ -1517,6 +1517,7 @@ def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
     import numpy as np
 
     from engine.heif import heif_metadata, is_avif, is_heif
+    from engine.sources import image_format
 
     try:
         with open(path, "rb") as f:
@@ -1527,13 +1528,13 @@ def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
             deep = [f"the {meta.bits}-bit depth"] if meta.bits and meta.bits > 8 else []
             return (["the alpha channel"] if meta.alpha else []) + deep
         # By the bytes, not the name: an RGBA PNG named .gif went unnoted.
-        header = (
-            _png_detail if head.startswith(_PNG_SIGNATURE)
-            else _gif_detail if head[:6] in (b"GIF87a", b"GIF89a")
-            else _webp_detail if head[:4] == b"RIFF" and head[8:12] == b"WEBP"
-            else _tiff_detail if head[:4] in (b"II*\0", b"MM\0*")
-            else None
-        )  # fmt: skip
+        headers = {
+            "png": _png_detail,
+            "gif": _gif_detail,
+            "webp": _webp_detail,
+            "tiff": _tiff_detail,
+        }
+        header = headers.get(image_format(head) or "")
         if header is not None:
             with open(path, "rb") as f:
                 return header(f)

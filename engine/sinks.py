@@ -992,18 +992,13 @@ def _with_colour(box: bytes, colr: bytes) -> bytes | None:
     every size on the way grown to match; None when there is no untagged mp4v entry in it."""
     kind = box[4:8]
     if kind == b"stsd":
-        (count,) = struct.unpack_from(">I", box, 12)
-        entries = list(_boxes(box, 16, len(box)))
-        if count != 1 or len(entries) != 1 or entries[0][2] != b"mp4v":
-            return None
-        pos, size, _ = entries[0]
-        entry = box[pos : pos + size]
-        if size < _VISUAL_SAMPLE_ENTRY or any(
-            k == b"colr" for _, _, k in _boxes(entry, _VISUAL_SAMPLE_ENTRY, size)
-        ):
-            return None  # tagged already (a later OpenCV may tag it itself)
-        entry = struct.pack(">I", size + len(colr)) + entry[4:] + colr
-        return struct.pack(">I", len(box) + len(colr)) + box[4:pos] + entry + box[pos + size :]
+
+        def tagged(entry: bytes) -> bytes | None:
+            if any(k == b"colr" for _, _, k in _boxes(entry, _VISUAL_SAMPLE_ENTRY, len(entry))):
+                return None  # tagged already (a later OpenCV may tag it itself)
+            return entry + colr
+
+        return _edit_sample_entry(box, (b"mp4v",), tagged)
     if kind not in _MP4_CONTAINERS:
         return None
     for pos, size, _ in _boxes(box, 8, len(box)):
@@ -1061,6 +1056,26 @@ def _full_box(kind: bytes, version: int, body: bytes) -> bytes:
     return struct.pack(">I4sB3x", 12 + len(body), kind, version) + body
 
 
+def _edit_sample_entry(
+    stsd: bytes, kinds: tuple[bytes, ...], edit: Callable[[bytes], bytes | None]
+) -> bytes | None:
+    """``stsd`` with its one visual sample entry (of a type in ``kinds``) replaced by
+    ``edit(entry)``, the sizes of both grown to match; None where it has no such entry or
+    ``edit`` returns None."""
+    (count,) = struct.unpack_from(">I", stsd, 12)
+    entries = list(_boxes(stsd, 16, len(stsd)))
+    if count != 1 or len(entries) != 1 or entries[0][2] not in kinds:
+        return None
+    pos, size, _ = entries[0]
+    if size < _VISUAL_SAMPLE_ENTRY:
+        return None
+    new = edit(stsd[pos : pos + size])
+    if new is None:
+        return None
+    head = struct.pack(">I", len(stsd) + len(new) - size) + stsd[4:pos]
+    return head + struct.pack(">I", len(new)) + new[4:] + stsd[pos + size :]
+
+
 def _stsd_with_clock(stsd: bytes, tick: int, timescale: int) -> bytes:
     """``stsd`` with the SPS of its one H.264 entry declaring a clock of ``tick`` units of
     ``timescale`` a frame (:mod:`engine.h264`); as it was for any other entry, or an SPS
@@ -1069,27 +1084,18 @@ def _stsd_with_clock(stsd: bytes, tick: int, timescale: int) -> bytes:
 
     if 2 * timescale >= 1 << 32:
         return stsd  # more than the SPS's 32 bits hold
-    (count,) = struct.unpack_from(">I", stsd, 12)
-    entries = list(_boxes(stsd, 16, len(stsd)))
-    if count != 1 or len(entries) != 1 or entries[0][2] not in (b"avc1", b"avc3"):
-        return stsd
-    pos, size, _ = entries[0]
-    entry = stsd[pos : pos + size]
-    if size < _VISUAL_SAMPLE_ENTRY:
-        return stsd
-    for at, length, kind in _boxes(entry, _VISUAL_SAMPLE_ENTRY, size):
-        if kind != b"avcC":
-            continue
-        avcc = avcc_with_clock(entry[at + 8 : at + length], tick, 2 * timescale)
-        if avcc is None:
-            return stsd
-        grown = len(avcc) + 8 - length
-        entry = (
-            struct.pack(">I", size + grown) + entry[4:at]
-            + struct.pack(">I", len(avcc) + 8) + b"avcC" + avcc + entry[at + length :]
-        )  # fmt: skip
-        return struct.pack(">I", len(stsd) + grown) + stsd[4:pos] + entry + stsd[pos + size :]
-    return stsd
+
+    def clocked(entry: bytes) -> bytes | None:
+        for at, length, kind in _boxes(entry, _VISUAL_SAMPLE_ENTRY, len(entry)):
+            if kind == b"avcC":
+                avcc = avcc_with_clock(entry[at + 8 : at + length], tick, 2 * timescale)
+                if avcc is None:
+                    return None
+                box = struct.pack(">I", len(avcc) + 8) + b"avcC" + avcc
+                return entry[:at] + box + entry[at + length :]
+        return None
+
+    return _edit_sample_entry(stsd, (b"avc1", b"avc3"), clocked) or stsd
 
 
 def _retimed(

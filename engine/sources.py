@@ -58,6 +58,7 @@ __all__ = [
     "VideoFileSource",
     "camera_device_path",
     "gif_transparency",
+    "image_format",
     "is_animated_image",
     "list_cameras",
     "open_source",
@@ -430,18 +431,27 @@ def gif_transparency(f: Any) -> bool:
     return False
 
 
+def image_format(head: bytes) -> str | None:
+    """``"png"``, ``"gif"``, ``"webp"`` or ``"tiff"`` from a file's first 12 bytes or more
+    (not its name); None for anything else."""
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head[:4] in (b"II*\0", b"MM\0*"):
+        return "tiff"
+    return None
+
+
 def _animation_frames(f: Any) -> int:
     """Frames of the WebP, PNG or GIF open in ``f`` (known by its first bytes, not its
     name), counted up to 2; 1 for anything else."""
-    head = f.read(12)
+    kind = image_format(f.read(12))
     f.seek(0)
-    if head[:6] in (b"GIF87a", b"GIF89a"):
-        return _gif_frames(f)
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
-        return _png_frames(f)
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return _webp_frames(f)
-    return 1
+    count = {"gif": _gif_frames, "png": _png_frames, "webp": _webp_frames}.get(kind or "")
+    return count(f) if count is not None else 1
 
 
 def is_animated_image(path: str | os.PathLike[str]) -> bool:
