@@ -2021,7 +2021,8 @@ def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
 
     try:
         if kind == "video":
-            return open_sink(out, size=source.size, fps=source.fps)
+            # The index stays last until the timing and the sound are in (cmd_process).
+            return open_sink(out, size=source.size, fps=source.fps, fast_start=False)
         if kind == "image":
             metadata = read_image_metadata(source.path)
             return open_sink(out, size=None, kind="images", metadata=metadata)
@@ -2237,6 +2238,18 @@ def cmd_process(args: argparse.Namespace) -> int:
                     f"{args.output}{said}{', without sound' if copy_sound else ''}"
                 )
                 return 130
+            from engine.mp4 import MP4_EXTENSIONS, faststart
+
+            if not failed and Path(args.output).suffix.lower() in MP4_EXTENSIONS:
+                try:
+                    faststart(args.output, stop=stop)
+                except RemuxStopped:
+                    _eprint(
+                        f"{PROG}: interrupted while moving the index of {args.output} before "
+                        f"its frames: {_frames(written)} written to {args.output}{said} (it "
+                        "plays; a browser fetches all of it before the first frame)"
+                    )
+                    return 130
         _eprint(f"{_frames(written)} -> {args.output}{said}")
         return 1 if failed else 0
     finally:

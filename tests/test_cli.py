@@ -30,6 +30,7 @@ import main as cli
 from engine.bench import RESULT_KEYS
 from engine.frames import Frame
 from tests.contract_models import make_bad_onnx_model, make_onnx_model, write_manifest
+from tests.test_mp4 import root_boxes
 
 REPO = Path(__file__).resolve().parents[1]
 BITS = 6  # frame index stamped as 6 black/white 16x16 blocks along the top edge
@@ -709,6 +710,9 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
     )
     assert shown == pytest.approx(seconds(clip), abs=0.002)
     assert len(read_video(out)) == 50
+    # Its index goes before the frames last, after the timing and the sound are in it.
+    order = root_boxes(out)
+    assert order.index("moov") < order.index("mdat"), order
     # The H.264 stream says a clock its frames are whole ticks of (1/25 s), not the mean
     # rate x264 was given: on that clock FFmpeg's decoder put frames on one tick ("non
     # monotonically increasing dts") and a re-encode lost some.
@@ -1952,6 +1956,8 @@ def test_run_to_file_with_duration(tmp_path: Path) -> None:
     stamps = [read_stamp(f) for f in frames]
     assert stamps == sorted(stamps)  # live may drop, never reorder
     assert "fps" in proc.stderr and "unsharp" in proc.stderr
+    order = root_boxes(out)  # plays as it downloads: the index before the frames
+    assert order.index("moov") < order.index("mdat"), order
 
 
 class _SlowAfterItsFirstFrame:
@@ -2446,6 +2452,39 @@ def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path, signame: str)
     frames = read_video(out)
     assert len(frames) >= 10
     assert [read_stamp(f) for f in frames] == sorted(read_stamp(f) for f in frames)
+
+
+def test_process_stopped_while_moving_the_index_says_the_video_is_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The last step: the frames and the sound are in, the file plays; only its index is
+    # still at its end.
+    import engine.mp4
+    from engine.remux import RemuxStopped
+    from tests.test_engine_sources import write_avi_with_sound
+
+    asked: list[Path] = []
+
+    def stopped(path: Any, *, stop: Any = None, within_s: Any = None) -> bool:
+        asked.append(Path(path))
+        raise RemuxStopped("stopped while moving the index first")
+
+    monkeypatch.setattr(engine.mp4, "faststart", stopped)
+    call = write_avi_with_sound(tmp_path / "call.avi", n=6)
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 130
+    err = capsys.readouterr().err
+    assert asked == [out]
+    assert (
+        f"interrupted while moving the index of {out} before its frames: 6 frames written to "
+        f"{out}, with the sound of the input (it plays;"
+    ) in err, err
+    assert len(read_video(out)) == 6 and _audio_streams(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", "out.mp4"]
+    # An .mkv or .avi has no index to move.
+    for name in ("out.mkv", "out.avi"):
+        assert cli.main(["process", str(call), str(tmp_path / name), "--backend", "unsharp"]) == 0
+    assert asked == [out]
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")

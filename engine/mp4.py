@@ -1,0 +1,233 @@
+"""An MP4's index moved before its frames ("fast start"), so that it plays as it downloads.
+
+FFmpeg and OpenCV write an MP4's index (the ``moov`` box: where each frame is, and when) after
+the frames (``mdat``), since it is known only at the end. A player reading the file from its
+start, as a browser does over a connection that takes no range requests, or a chat app's
+upload check, must then fetch all of it before the first frame shows. :func:`faststart` puts
+the index first and points its chunk offsets (``stco``, ``co64``) past it, as FFmpeg's
+``-movflags +faststart`` does, on a file that is finished: every step before it (the colour
+tag, the source's frame durations, the sound) edits an index that comes last.
+
+The frames are copied, not re-encoded; the copy goes to a hidden file that replaces the
+original only when it is whole, so a failure, a full disk or a stop leaves the file as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+__all__ = ["MP4_EXTENSIONS", "boxes", "faststart", "moov_first", "top_level_boxes"]
+
+#: The ISO media files SharpCam writes whose index the writer adds when it finishes.
+MP4_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov"})
+
+#: The boxes on the way from ``moov`` to a track's chunk offsets.
+_TO_CHUNK_OFFSETS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl"})
+#: Top-level boxes that may follow the frames and are dropped with the move: padding, and the
+#: old index that :func:`engine.sinks._append_moov` leaves as ``free``.
+_PADDING = frozenset({b"free", b"skip"})
+#: A fragmented MP4 indexes its frames in fragments; moving its ``moov`` is not done here.
+_FRAGMENTED = frozenset({b"moof", b"mfra", b"sidx", b"styp"})
+#: The largest ``moov`` read: hours of video (bounded memory).
+MOOV_LIMIT = 64 << 20
+#: The most top-level boxes walked (a file of many small boxes is not one a writer made).
+_TOP_LIMIT = 10_000
+_CHUNK = 8 << 20
+#: Free bytes left on the disk beyond the copy (a copy that would fill it is not made).
+_MARGIN = 64 << 20
+
+
+def boxes(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, bytes]]:
+    """``(position, size, type)`` of the boxes in ``buf[start:end]``; ValueError when their
+    sizes do not tile it (a 64-bit or to-the-end size included: not met inside a moov here)."""
+    pos = start
+    while pos < end:
+        if pos + 8 > end:
+            raise ValueError("a box header cut off")
+        size, kind = struct.unpack_from(">I4s", buf, pos)
+        if size < 8 or pos + size > end:
+            raise ValueError("a box size that does not fit")
+        yield pos, size, kind
+        pos += size
+
+
+def top_level_boxes(f: BinaryIO, size: int) -> list[tuple[int, int, bytes]]:
+    """``(position, size, type)`` of the top-level boxes of the ISO media file open in ``f``,
+    ``size`` bytes long (64-bit sizes read, a size of 0 running to the end). ValueError where
+    they do not tile the file (cut off, a broken size) or are more than a writer makes."""
+    found: list[tuple[int, int, bytes]] = []
+    pos = 0
+    while pos < size:
+        if len(found) >= _TOP_LIMIT:
+            raise ValueError("too many top-level boxes")
+        f.seek(pos)
+        head = f.read(16)
+        if len(head) < 8:
+            raise ValueError("a box header cut off")
+        length, kind = struct.unpack(">I4s", head[:8])
+        if length == 1:
+            if len(head) < 16:
+                raise ValueError("a box header cut off")
+            length = struct.unpack(">Q", head[8:])[0]
+        elif length == 0:
+            length = size - pos
+        if length < 8 or pos + length > size:
+            raise ValueError(f"a {kind!r} box whose size does not fit the file")
+        found.append((pos, length, kind))
+        pos += length
+    return found
+
+
+def _chunk_offsets(box: bytes, delta: int, lo: int, hi: int, wide: bool) -> bytes:
+    """``box`` (a ``moov`` or a box inside it) with every chunk offset moved by ``delta``; each
+    must point into ``[lo, hi)`` (the frames that move), else ValueError. With ``wide``, an
+    ``stco`` (32-bit offsets) becomes a ``co64``; without, one that no longer fits in 32 bits
+    raises OverflowError."""
+    kind = box[4:8]
+    if kind in (b"stco", b"co64"):
+        width = 4 if kind == b"stco" else 8
+        if len(box) < 16:
+            raise ValueError(f"a {kind!r} box cut off")
+        (count,) = struct.unpack_from(">I", box, 12)
+        if len(box) != 16 + width * count:
+            raise ValueError(f"a {kind!r} box whose size is not its entries'")
+        form = ">" + ("I" if width == 4 else "Q") * count
+        offsets = struct.unpack_from(form, box, 16)
+        if offsets and not (lo <= min(offsets) and max(offsets) < hi):
+            raise ValueError("a chunk offset outside the frames")
+        moved = [o + delta for o in offsets]
+        if width == 4 and not wide:
+            if moved and max(moved) >= 1 << 32:
+                raise OverflowError("a chunk offset past 4 GiB")
+            return box[:16] + struct.pack(form, *moved)
+        body = struct.pack(">" + "Q" * count, *moved)
+        return struct.pack(">I4s", 16 + len(body), b"co64") + box[8:16] + body
+    if kind not in _TO_CHUNK_OFFSETS:
+        return box
+    body = b"".join(
+        _chunk_offsets(box[pos : pos + size], delta, lo, hi, wide)
+        for pos, size, _ in boxes(box, 8, len(box))
+    )
+    return struct.pack(">I", 8 + len(body)) + kind + body
+
+
+def moov_first(moov: bytes, lo: int, hi: int) -> bytes:
+    """``moov`` for a file in which it comes just before the frames at ``[lo, hi)``, which then
+    move by its own length: its chunk offsets moved, 32-bit ones made 64-bit where one would
+    pass 4 GiB. ValueError where an offset points outside the frames or a box is broken."""
+    try:
+        return _chunk_offsets(moov, len(moov), lo, hi, wide=False)
+    except OverflowError:
+        # Every stco becomes a co64, so the index's length no longer depends on the offsets.
+        grown = len(_chunk_offsets(moov, 0, lo, hi, wide=True))
+        return _chunk_offsets(moov, grown, lo, hi, wide=True)
+
+
+def faststart(
+    path: str | os.PathLike[str],
+    *,
+    stop: threading.Event | None = None,
+    within_s: float | None = None,
+) -> bool:
+    """Move the index of the finished MP4 or MOV at ``path`` before its frames. Returns
+    whether the index now comes first (moved, or there already).
+
+    The file is left as it was (False) where its layout is not a writer's (one ``moov`` after
+    the frames, only padding after it, not fragmented), the disk lacks room for a copy (and
+    :data:`_MARGIN`), the copy fails, or it takes longer than ``within_s`` seconds (a live
+    recording's close must not hold the exit). A hidden file takes the copy and replaces
+    ``path`` when it is whole and on the disk.
+
+    Raises:
+        engine.remux.RemuxStopped: ``stop`` was set; the file is as it was.
+    """
+    path = Path(path)
+    try:
+        temp = _copy_index_first(path, stop, within_s)
+    except (OSError, ValueError, struct.error):
+        return False
+    if temp is None or temp == path:
+        return temp == path
+    try:
+        # After the original is closed: Windows does not replace a file open for reading.
+        os.replace(temp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temp.unlink()
+        return False
+    return True
+
+
+def _copy_index_first(
+    path: Path, stop: threading.Event | None, within_s: float | None
+) -> Path | None:
+    """The hidden copy of ``path`` with its index first, on the disk; ``path`` itself where
+    the index comes first already; None where :func:`faststart` leaves the file alone."""
+    from engine.remux import RemuxStopped
+    from engine.sinks import SinkError, _create_partial
+
+    started = time.monotonic()
+    with open(path, "rb") as src:
+        size = src.seek(0, os.SEEK_END)
+        top = top_level_boxes(src, size)
+        kinds = [kind for _, _, kind in top]
+        if kinds.count(b"moov") != 1 or b"mdat" not in kinds:
+            return None
+        if any(kind in _FRAGMENTED for kind in kinds):
+            return None
+        at = kinds.index(b"moov")
+        first = kinds.index(b"mdat")
+        if at < first:
+            return path
+        last = len(kinds) - 1 - kinds[::-1].index(b"mdat")
+        if at < last or any(k not in _PADDING for k in kinds[last + 1 :] if k != b"moov"):
+            return None
+        moov_pos, moov_len, _ = top[at]
+        if moov_len > MOOV_LIMIT:
+            return None
+        lo = top[first][0]
+        hi = top[last][0] + top[last][1]
+        src.seek(moov_pos)
+        moov = moov_first(src.read(moov_len), lo, hi)
+        if shutil.disk_usage(path.parent).free < lo + len(moov) + (hi - lo) + _MARGIN:
+            return None
+        try:
+            temp, out = _create_partial(path)
+        except SinkError:
+            return None
+        whole = False
+        try:
+            with out:
+                src.seek(0)
+                out.write(src.read(lo))
+                out.write(moov)
+                left = hi - lo
+                src.seek(lo)
+                while left:
+                    if stop is not None and stop.is_set():
+                        raise RemuxStopped("stopped while moving the index first")
+                    if within_s is not None and time.monotonic() - started > within_s:
+                        return None
+                    chunk = src.read(min(_CHUNK, left))
+                    if not chunk:
+                        raise OSError("the file got shorter while it was copied")
+                    out.write(chunk)
+                    left -= len(chunk)
+                out.flush()
+                # On the disk before it takes the name: a crash must not leave the name on a
+                # file whose blocks were never written.
+                os.fsync(out.fileno())
+            whole = True
+        finally:
+            if not whole:
+                with contextlib.suppress(OSError):
+                    temp.unlink()
+    return temp

@@ -1,0 +1,267 @@
+"""engine.mp4: an MP4's index moved before its frames ("fast start")."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import struct
+import subprocess
+import threading
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from engine.frames import Frame
+from engine.mp4 import faststart, moov_first
+from engine.remux import RemuxStopped, picture_times
+from engine.sinks import VideoFileSink, retime_mp4
+from tests.videos import read_video
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def root_boxes(path: Path) -> list[str]:
+    """The top-level boxes of ``path`` in order, as FFmpeg's demuxer reads them (its trace):
+    read by other code than the one under test."""
+    trace = subprocess.run(
+        [FFMPEG, "-hide_banner", "-v", "trace", "-i", str(path)], capture_output=True, text=True
+    ).stderr
+    return [line.split("type:'")[1][:4] for line in trace.splitlines() if "parent:'root'" in line]
+
+
+def packets(path: Path) -> list[str]:
+    """Every packet of every stream of ``path``: stream, dts, pts, duration, size, MD5."""
+    out = subprocess.run(
+        [FFMPEG, "-v", "error", "-i", str(path), "-map", "0", "-c", "copy", "-f", "framemd5", "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    return [line for line in out.splitlines() if not line.startswith("#")]
+
+
+def decode_errors(path: Path) -> str:
+    return subprocess.run(
+        [FFMPEG, "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True, text=True
+    ).stderr
+
+
+def clip_with_sound(path: Path, *extra: str) -> Path:
+    """Two seconds of H.264 with AAC sound, as FFmpeg writes them: the index last."""
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "2", "-c:v", "libx264",
+         "-pix_fmt", "yuv420p", "-c:a", "aac", *extra, str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def box(kind: bytes, body: bytes = b"") -> bytes:
+    return struct.pack(">I4s", 8 + len(body), kind) + body
+
+
+def chunk_offsets(kind: bytes, offsets: list[int]) -> bytes:
+    form = "I" if kind == b"stco" else "Q"
+    return box(kind, struct.pack(f">4xI{len(offsets)}{form}", len(offsets), *offsets))
+
+
+def moov_with(*tables: bytes) -> bytes:
+    """A moov holding one track per chunk-offset table, with the boxes that lead to it."""
+    traks = b"".join(
+        box(b"trak", box(b"mdia", box(b"minf", box(b"stbl", box(b"stsd", bytes(8)) + t))))
+        for t in tables
+    )
+    return box(b"moov", box(b"mvhd", bytes(100)) + traks)
+
+
+def offsets_in(moov: bytes) -> list[tuple[bytes, list[int]]]:
+    """The chunk-offset tables of ``moov`` as :func:`moov_with` lays it out."""
+    found = []
+    at = 0
+    while (at := max(moov.find(b"stco", at + 1), moov.find(b"co64", at + 1))) > 0:
+        kind = moov[at : at + 4]
+        (n,) = struct.unpack_from(">I", moov, at + 8)
+        form = "I" if kind == b"stco" else "Q"
+        found.append((kind, list(struct.unpack_from(f">{n}{form}", moov, at + 12))))
+        at += 4
+    return found
+
+
+@pytest.mark.parametrize("name", ["call.mp4", "call.mov", "call.m4v"])
+def test_the_index_goes_first_and_every_packet_stays(tmp_path: Path, name: str) -> None:
+    path = clip_with_sound(tmp_path / name)
+    assert root_boxes(path)[-1] == "moov"
+    before = packets(path)
+    assert faststart(path)
+    order = root_boxes(path)
+    assert order.index("moov") < order.index("mdat"), order
+    # The same packets of both streams at the same times: nothing re-encoded, nothing moved
+    # in time; and the whole file decodes without a complaint.
+    assert packets(path) == before and len(before) > 50
+    assert decode_errors(path) == ""
+    assert os.listdir(tmp_path) == [name]  # no working copy left
+    # A second call finds it done and leaves it be.
+    kept = path.read_bytes()
+    assert faststart(path) and path.read_bytes() == kept
+
+
+def test_an_index_rewritten_in_place_leaves_no_old_copy_behind(tmp_path: Path) -> None:
+    # retime_mp4 appends the grown index and leaves the old one as a `free` box after the
+    # frames: the move takes the new one and drops the old, and the timing stays.
+    path = tmp_path / "out.mp4"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25, fast_start=False)
+    for i in range(10):
+        sink.write(Frame(np.full((48, 64, 3), 20 * i, np.uint8), i, 0.0))
+    sink.close()
+    assert retime_mp4(path, [1024] * 5 + [512] * 5, 12800)
+    assert root_boxes(path)[-2:] == ["free", "moov"]
+    size, times = path.stat().st_size, picture_times(path, ffmpeg=FFMPEG)
+    assert faststart(path)
+    order = root_boxes(path)
+    assert order[-2:] == ["moov", "mdat"] and order.count("free") <= 1, order
+    assert path.stat().st_size < size  # the old index is gone
+    assert picture_times(path, ffmpeg=FFMPEG) == times
+    assert [round(float(f.mean()) / 20) for f in read_video(path)] == list(range(10))
+
+
+def test_offsets_past_4_gib_become_64_bit() -> None:
+    # A 32-bit chunk offset pushed past 4 GiB by the index in front would point near the
+    # file's start: every table becomes a co64, and the move counts the index it grew.
+    lo, hi = 1000, (1 << 32) + 5000
+    moov = moov_with(
+        chunk_offsets(b"stco", [lo + 8, (1 << 32) - 100]), chunk_offsets(b"co64", [lo + 50])
+    )
+    moved = moov_first(moov, lo, hi)
+    assert len(moved) == len(moov) + 2 * 4  # two offsets widened by 4 bytes each
+    assert offsets_in(moved) == [
+        (b"co64", [lo + 8 + len(moved), (1 << 32) - 100 + len(moved)]),
+        (b"co64", [lo + 50 + len(moved)]),
+    ]
+    # Offsets that stay within 32 bits stay 32-bit, moved by the index's own length.
+    small = moov_with(chunk_offsets(b"stco", [lo + 8, lo + 900]))
+    assert offsets_in(moov_first(small, lo, 2000)) == [
+        (b"stco", [lo + 8 + len(small), lo + 900 + len(small)])
+    ]
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        chunk_offsets(b"stco", [10]),  # before the frames
+        chunk_offsets(b"stco", [2000]),  # past them
+        box(b"stco", struct.pack(">4xI", 3) + bytes(4)),  # fewer entries than it counts
+    ],
+)
+def test_an_index_that_does_not_point_into_the_frames_is_refused(table: bytes) -> None:
+    with pytest.raises(ValueError):
+        moov_first(moov_with(table), 1000, 2000)
+
+
+def test_a_layout_other_than_a_writers_is_left_as_it_was(tmp_path: Path) -> None:
+    fragmented = clip_with_sound(
+        tmp_path / "fragmented.mp4", "-movflags", "frag_keyframe+empty_moov"
+    )
+    path = clip_with_sound(tmp_path / "plain.mp4")
+    data = path.read_bytes()
+    after = tmp_path / "after.mp4"  # something other than padding after the index
+    after.write_bytes(data + box(b"uuid", bytes(16)))
+    cut = tmp_path / "cut.mp4"  # the index cut off
+    cut.write_bytes(data[:-10])
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not a video at all")
+    for bad in (fragmented, after, cut, junk):
+        kept = bad.read_bytes()
+        assert not faststart(bad), bad.name
+        assert bad.read_bytes() == kept, bad.name
+    assert not faststart(tmp_path / "missing.mp4")
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["fragmented.mp4", "plain.mp4", "after.mp4", "cut.mp4", "junk.mp4"]
+    )
+
+
+def test_a_stop_or_the_time_limit_leaves_the_file_and_no_copy(tmp_path: Path) -> None:
+    path = clip_with_sound(tmp_path / "call.mp4")
+    kept = path.read_bytes()
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(RemuxStopped):
+        faststart(path, stop=stop)
+    assert path.read_bytes() == kept and os.listdir(tmp_path) == ["call.mp4"]
+    assert not faststart(path, within_s=0.0)
+    assert path.read_bytes() == kept and os.listdir(tmp_path) == ["call.mp4"]
+
+
+def test_no_room_for_the_copy_leaves_the_file(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import engine.mp4
+
+    path = clip_with_sound(tmp_path / "call.mp4")
+    kept = path.read_bytes()
+    real = engine.mp4.shutil.disk_usage
+
+    def small(folder):  # noqa: ANN001, ANN202
+        usage = real(folder)
+        return usage._replace(free=len(kept) + engine.mp4._MARGIN - 1)
+
+    monkeypatch.setattr(engine.mp4.shutil, "disk_usage", small)
+    assert not faststart(path)
+    assert path.read_bytes() == kept and os.listdir(tmp_path) == ["call.mp4"]
+
+
+class _FullAfter(io.FileIO):
+    """A new file on a disk that fills after ``room`` bytes (ENOSPC)."""
+
+    room = 0
+
+    def write(self, data) -> int:  # noqa: ANN001
+        if self.tell() + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return super().write(data)
+
+
+def test_a_copy_the_disk_refuses_half_way_leaves_the_file(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    import engine.sinks
+
+    path = clip_with_sound(tmp_path / "call.mp4")
+    kept = path.read_bytes()
+    _FullAfter.room = len(kept) // 2
+    real = engine.sinks._create_partial
+
+    def on_a_small_disk(target):  # noqa: ANN001, ANN202
+        temp, file = real(target)
+        file.close()
+        return temp, _FullAfter(temp, "w")
+
+    monkeypatch.setattr(engine.sinks, "_create_partial", on_a_small_disk)
+    assert not faststart(path)
+    assert path.read_bytes() == kept and os.listdir(tmp_path) == ["call.mp4"]
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.mov"])
+def test_a_video_file_sink_writes_its_index_first(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    with VideoFileSink(path=path, size=(64, 48), fps=25) as sink:
+        for i in range(5):
+            sink.write(Frame(np.full((48, 64, 3), 40 * i, np.uint8), i, 0.0))
+    order = root_boxes(path)
+    assert order.index("moov") < order.index("mdat"), order
+    assert [round(float(f.mean()) / 40) for f in read_video(path)] == list(range(5))
+    with VideoFileSink(path=tmp_path / "last.mp4", size=(64, 48), fps=25, fast_start=False) as s:
+        s.write(Frame(np.zeros((48, 64, 3), np.uint8), 0, 0.0))
+    assert root_boxes(tmp_path / "last.mp4")[-1] == "moov"
+
+
+def test_a_live_recording_too_long_to_move_in_time_keeps_its_index_last(
+    tmp_path: Path, monkeypatch
+) -> None:  # noqa: ANN001
+    import engine.sinks
+
+    monkeypatch.setattr(engine.sinks, "_FASTSTART_LIVE_S", 0.0)
+    path = tmp_path / "live.mp4"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25, timed=True)
+    for i in range(5):
+        sink.write(Frame(np.full((48, 64, 3), 40 * i, np.uint8), i, i / 25))
+    sink.close()
+    assert root_boxes(path)[-1] == "moov"
+    assert len(read_video(path)) == 5 and os.listdir(tmp_path) == ["live.mp4"]
