@@ -2182,7 +2182,13 @@ def cmd_process(args: argparse.Namespace) -> int:
                     from engine.sinks import _disk_full
 
                     full = _disk_full(Path(args.output).parent)
-                    why = "the disk is full" if full else "its index could not be rewritten"
+                    why = (
+                        "the disk is full"
+                        if full
+                        else "its index could not be rewritten"
+                        if Path(args.output).suffix.lower() != ".mkv"
+                        else "its frame times could not be rewritten"
+                    )
                     _eprint(
                         f"{PROG}: {'error' if full else 'warning'}: the frame rate of "
                         f"{args.input} varies and {args.output} plays its frames at their mean "
@@ -2193,7 +2199,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                     _eprint(
                         f"{PROG}: note: the frame rate of {args.input} varies; {args.output} "
                         "plays its frames at their mean rate, ahead of or behind the sound "
-                        "within the clip (an .mp4 or .mov output keeps the timing)"
+                        "within the clip (an .mp4, .mov or .mkv output keeps the timing)"
                     )
                 if copy_sound:
                     step = "copying the sound"

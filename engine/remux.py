@@ -6,8 +6,8 @@ writes has no sound of its own, and a phone's variable-rate video plays at its m
 Where an ``ffmpeg`` executable is found (``$SHARPCAM_FFMPEG``, on the ``PATH``, or the one
 the ``imageio-ffmpeg`` package bundles):
 
-* :func:`keep_timing` gives an MP4 or MOV output its source's frame durations
-  (:func:`engine.sinks.retime_mp4`);
+* :func:`keep_timing` gives an MP4, MOV or MKV output its source's frame durations
+  (:func:`engine.sinks.retime_mp4`; an MKV through a MOV copy);
 * :func:`copy_audio` muxes the source's audio streams into the written file: copied as they
   are where the output's container holds them playably, re-encoded where it does not (to
   AAC; to PCM in an AVI). The pictures are copied untouched.
@@ -570,12 +570,11 @@ def keep_timing(
 ) -> str:
     """Give ``video`` (a video OpenCV wrote from ``source``'s ``frames`` pictures, one frame
     each) the frame durations of ``source`` where its frame rate varies. Returns
-    ``"retimed"`` where it did (an MP4 or MOV), ``"failed"`` where it could not rewrite
-    ``video``'s index (a full disk; ``video`` is as it was), ``"varies"`` where the rate varies
-    and ``video``'s container cannot take the durations (an AVI has one rate; an MKV's block
-    times are not rewritten here), and ``""`` otherwise: a constant rate, a count of
-    pictures other than ``frames`` (frames the decoder dropped), no FFmpeg, or one that
-    cannot tell.
+    ``"retimed"`` where it did (an MP4 or MOV; an MKV through a MOV, :func:`_retime_mkv`),
+    ``"failed"`` where it could not rewrite ``video`` (a full disk; ``video`` is as it was),
+    ``"varies"`` where the rate varies and ``video``'s container cannot take the durations
+    (an AVI has one rate), and ``""`` otherwise: a constant rate, a count of pictures other
+    than ``frames`` (frames the decoder dropped), no FFmpeg, or one that cannot tell.
 
     Raises:
         RemuxStopped: ``stop`` was set; ``video`` is as it was.
@@ -596,9 +595,59 @@ def keep_timing(
     durations = _durations(found.times, found.end)
     if durations is None:
         return ""
-    if Path(video).suffix.lower() not in (".mp4", ".m4v", ".mov"):
+    ext = Path(video).suffix.lower()
+    if ext == ".mkv":
+        return _retime_mkv(ffmpeg, Path(video), durations, found.timescale, stop)
+    if ext not in _MP4_LIKE:
         return "varies"
     return "retimed" if retime_mp4(video, durations, found.timescale) else "failed"
+
+
+def _retime_mkv(
+    ffmpeg: str,
+    video: Path,
+    durations: list[int],
+    timescale: int,
+    stop: threading.Event | None,
+) -> str:
+    """:func:`keep_timing` for an MKV: its frames copied into a hidden MOV, whose index takes
+    the durations (:func:`engine.sinks.retime_mp4`: an H.264 stream's SPS its clock too), and
+    copied back into a hidden MKV that replaces ``video`` when whole. Matroska stores each
+    frame's time (in milliseconds), not a rate: the copies keep the times the MOV says.
+    ``"retimed"``, or ``"failed"`` with ``video`` as it was.
+
+    Raises:
+        RemuxStopped: ``stop`` was set; ``video`` is as it was.
+    """
+    from engine.sinks import SinkError, _create_partial, retime_mp4
+
+    made: list[Path] = []
+    try:
+        for target in (video.with_suffix(".mov"), video):
+            path, file = _create_partial(target)
+            file.close()  # FFmpeg writes it by name
+            made.append(path)
+        mov, mkv = made
+        copy = [ffmpeg, "-hide_banner", "-loglevel", "error", "-y", "-i"]
+        status, _ = _run([*copy, file_arg(video), "-map", "0:v", "-c", "copy", "-f", "mov",
+                          file_arg(mov)], stop)  # fmt: skip
+        if status != 0 or not retime_mp4(mov, durations, timescale):
+            return "failed"
+        status, _ = _run([*copy, file_arg(mov), "-map", "0:v", "-c", "copy", "-f", "matroska",
+                          file_arg(mkv)], stop)  # fmt: skip
+        if status != 0:
+            return "failed"
+        os.replace(mkv, video)
+        made.remove(mkv)
+        return "retimed"
+    except RemuxStopped:
+        raise
+    except (OSError, SinkError, RemuxError):  # an FFmpeg that cannot run: as a failed copy
+        return "failed"
+    finally:
+        for path in made:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
 
 
 def _mux(

@@ -757,6 +757,42 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
     assert "varying" not in err
 
 
+def test_process_keeps_a_variable_frame_rate_in_an_mkv(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Matroska stores each frame's time, but the writers have one rate: an MKV output of a
+    # phone's clip played its pictures at the mean rate, up to 0.5 s from their sound.
+    from engine.remux import find_ffmpeg, picture_times
+
+    clip = tmp_path / "phone.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-f", "lavfi", "-i", "sine=sample_rate=48000", "-frames:v", "50", "-t", "3",
+         "-vf", "setpts='if(lt(N,25),2*N,25+N)/(25*TB)'", "-fps_mode", "passthrough",
+         "-c:v", "mpeg4", "-c:a", "aac", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mkv"
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"50 frames -> {out}, at the input's varying frame rate, with the sound of the input"
+    ) in err, err
+
+    def seconds(path: Path) -> list[float]:
+        scale, times, _ = picture_times(path, ffmpeg=find_ffmpeg())
+        return [t / scale for t in times]
+
+    assert seconds(out) == pytest.approx(seconds(clip), abs=0.002)
+    assert seconds(out)[24:27] == pytest.approx([1.92, 2.0, 2.04], abs=0.002)
+    assert len(read_video(out)) == 50 and _audio_streams(out)
+    probe = subprocess.run(
+        [_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
+    ).stderr
+    assert "Video: h264" in probe and "smpte170m/bt709/bt709" in probe, probe
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mkv", "phone.mp4"]
+
+
 def test_a_rate_is_variable_where_its_frames_drift_from_the_mean_rate_not_step_by_step() -> None:
     from engine.remux import _durations
 

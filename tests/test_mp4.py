@@ -265,3 +265,56 @@ def test_a_live_recording_too_long_to_move_in_time_keeps_its_index_last(
     sink.close()
     assert root_boxes(path)[-1] == "moov"
     assert len(read_video(path)) == 5 and os.listdir(tmp_path) == ["live.mp4"]
+
+
+def _vfr_clip(path: Path) -> Path:
+    """50 pictures: 25 at 12.5 fps, then 25 at 25 fps (a phone's clip as the light changes)."""
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+         "-frames:v", "50", "-vf", "setpts='if(lt(N,25),2*N,25+N)/(25*TB)'",
+         "-fps_mode", "passthrough", "-c:v", "mpeg4", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def _written(path: Path, fourcc: str | None = None) -> Path:
+    with VideoFileSink(path=path, size=(64, 48), fps=16.67, fourcc=fourcc) as sink:
+        for i in range(50):
+            sink.write(Frame(np.full((48, 64, 3), 5 * i, np.uint8), i, 0.0))
+    return path
+
+
+@pytest.mark.parametrize("fourcc", [None, "MJPG"])  # H.264, or MJPEG where FFmpeg lacks x264
+def test_an_mkv_takes_its_sources_frame_times_through_a_mov(
+    tmp_path: Path, fourcc: str | None
+) -> None:
+    from engine.remux import keep_timing
+
+    source = _vfr_clip(tmp_path / "phone.mp4")
+    out = _written(tmp_path / "out.mkv", fourcc)
+    assert keep_timing(source, out, frames=50, ffmpeg=FFMPEG) == "retimed"
+    scale, times, _ = picture_times(out, ffmpeg=FFMPEG)
+    assert [t / scale for t in times] == pytest.approx(
+        [0.08 * i for i in range(25)] + [2 + 0.04 * i for i in range(25)], abs=0.001
+    )
+    assert [round(float(f.mean()) / 5) for f in read_video(out)] == list(range(50))
+    assert sorted(os.listdir(tmp_path)) == ["out.mkv", "phone.mp4"]
+
+
+def test_an_mkv_whose_times_cannot_be_rewritten_is_left_as_it_was(
+    tmp_path: Path, monkeypatch
+) -> None:  # noqa: ANN001
+    import engine.sinks
+    from engine.remux import keep_timing
+
+    source = _vfr_clip(tmp_path / "phone.mp4")
+    out = _written(tmp_path / "out.mkv")
+    kept = out.read_bytes()
+    monkeypatch.setattr(engine.sinks, "retime_mp4", lambda *a, **k: False)
+    assert keep_timing(source, out, frames=50, ffmpeg=FFMPEG) == "failed"
+    assert out.read_bytes() == kept
+    assert sorted(os.listdir(tmp_path)) == ["out.mkv", "phone.mp4"]
+    # An AVI has one rate: said, not done.
+    avi = _written(tmp_path / "out.avi")
+    assert keep_timing(source, avi, frames=50, ffmpeg=FFMPEG) == "varies"
