@@ -171,7 +171,6 @@ def _copy_index_first(
 ) -> Path | None:
     """The hidden copy of ``path`` with its index first, on the disk; ``path`` itself where
     the index comes first already; None where :func:`faststart` leaves the file alone."""
-    from engine.remux import RemuxStopped
     from engine.sinks import SinkError, _create_partial
 
     started = time.monotonic()
@@ -206,21 +205,12 @@ def _copy_index_first(
         whole = False
         try:
             with out:
-                src.seek(0)
-                out.write(src.read(lo))
+                deadline = None if within_s is None else started + within_s
+                if not _copy(src, out, 0, lo, stop, deadline):
+                    return None
                 out.write(moov)
-                left = hi - lo
-                src.seek(lo)
-                while left:
-                    if stop is not None and stop.is_set():
-                        raise RemuxStopped("stopped while moving the index first")
-                    if within_s is not None and time.monotonic() - started > within_s:
-                        return None
-                    chunk = src.read(min(_CHUNK, left))
-                    if not chunk:
-                        raise OSError("the file got shorter while it was copied")
-                    out.write(chunk)
-                    left -= len(chunk)
+                if not _copy(src, out, lo, hi, stop, deadline):
+                    return None
                 out.flush()
                 # On the disk before it takes the name: a crash must not leave the name on a
                 # file whose blocks were never written.
@@ -231,3 +221,34 @@ def _copy_index_first(
                 with contextlib.suppress(OSError):
                     temp.unlink()
     return temp
+
+
+def _copy(
+    src: BinaryIO,
+    out: BinaryIO,
+    start: int,
+    end: int,
+    stop: threading.Event | None,
+    deadline: float | None,
+) -> bool:
+    """Copy ``src[start:end]`` to ``out`` a chunk at a time (bounded memory); False once
+    ``time.monotonic()`` passes ``deadline``.
+
+    Raises:
+        engine.remux.RemuxStopped: ``stop`` was set.
+    """
+    from engine.remux import RemuxStopped
+
+    src.seek(start)
+    left = end - start
+    while left:
+        if stop is not None and stop.is_set():
+            raise RemuxStopped("stopped while moving the index first")
+        if deadline is not None and time.monotonic() > deadline:
+            return False
+        chunk = src.read(min(_CHUNK, left))
+        if not chunk:
+            raise OSError("the file got shorter while it was copied")
+        out.write(chunk)
+        left -= len(chunk)
+    return True
