@@ -2983,6 +2983,42 @@ def test_an_output_still_being_written_when_run_gives_up_is_said(
     assert len(read_video(out)) >= 1
 
 
+def test_an_output_still_being_written_when_process_gives_up_is_said(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `process` waits for its output to close unless stopped: a Ctrl-C whose close then
+    # outlasts the engine's stop (5 s) and the join left the frames in the hidden file,
+    # unnamed.
+    import engine.backends
+    import engine.sinks
+
+    real_release = engine.sinks._FFmpegWriter.release
+
+    def slow_release(self: Any) -> None:
+        time.sleep(6.0)
+        real_release(self)
+
+    monkeypatch.setattr(engine.sinks._FFmpegWriter, "release", slow_release)
+    monkeypatch.setattr(cli, "JOIN_TIMEOUT_S", 0.2)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsThirdCall)
+    out = tmp_path / "out.avi"
+    code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.endswith(
+        f"{out} is not finished: it was still being written when SharpCam stopped waiting for "
+        f"it (a slow disk, or an encoder behind); the frames so far are in "
+        f"{tmp_path / '.out.partial.avi'}\n"
+    ), err
+    # The write ends meanwhile (this process lives on), and the frames are kept, as an
+    # interrupted run's are.
+    kept = tmp_path / "out.incomplete.avi"
+    deadline = time.monotonic() + 10
+    while not kept.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(read_video(kept)) >= 2 and not out.exists()
+
+
 def test_a_file_ffmpeg_fails_to_finish_is_named_once(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
