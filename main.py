@@ -1134,6 +1134,7 @@ def _run_stream(
             first = next((e for e in engine.errors if isinstance(e, SinkError)), None)
             where = _kept_where(sink, first)
             raise CliError(f"{first or f'cannot finish {args.output}'}{where}")
+        _move_index_first(sink)
         if engine.errors and (not (stop.is_set() or timed_out) or output.cut_short):
             # The stream ended on its own after an error (a camera unplugged, an unreadable
             # file): say so and exit non-zero rather than pass as a finished run. One that ran
@@ -1314,6 +1315,45 @@ def _join_before_exit(engine: Any) -> bool:
         f"after {JOIN_TIMEOUT_S:g} s; exiting"
     )
     return False
+
+
+#: How long `run` may spend moving a recording's MP4 index before its frames once it is
+#: finished (:func:`_move_index_first`): a copy of the file, about 2 GB on an SSD.
+FASTSTART_LIVE_S = 10.0
+
+
+def _move_index_first(sink: Any) -> None:
+    """Move the index of a finished `run` recording (an MP4, M4V or MOV at its name) before its
+    frames (:func:`engine.mp4.faststart`), so that it plays as it downloads.
+
+    Here, not as the engine closes the file: that is a daemon thread, which a second Ctrl-C
+    ended mid-copy, and the hidden copy stayed. The stop signals are taken again meanwhile:
+    a Ctrl-C, SIGTERM or the terminal closing ends the copy, which is removed, and the
+    recording, complete, keeps its index at its end (as one too long to copy within
+    :data:`FASTSTART_LIVE_S` does).
+    """
+    from engine.mp4 import MP4_EXTENSIONS, faststart
+    from engine.remux import RemuxStopped
+
+    path = getattr(sink, "kept_path", None)
+    if (
+        path is None
+        or path != getattr(sink, "path", None)
+        or getattr(sink, "failed", False)
+        or path.suffix.lower() not in MP4_EXTENSIONS
+    ):
+        return
+    moving = threading.Event()
+    restore = _install_stop_signals(moving)
+    try:
+        faststart(path, stop=moving, within_s=FASTSTART_LIVE_S)
+    except (RemuxStopped, KeyboardInterrupt):
+        _eprint(
+            f"{PROG}: note: stopped while moving the index of {path} before its frames: the "
+            "recording is complete and plays, its index at its end"
+        )
+    finally:
+        restore()
 
 
 def _check_finished(sink: Any, output: str) -> None:
@@ -2021,8 +2061,7 @@ def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
 
     try:
         if kind == "video":
-            # The index stays last until the timing and the sound are in (cmd_process).
-            return open_sink(out, size=source.size, fps=source.fps, fast_start=False)
+            return open_sink(out, size=source.size, fps=source.fps)
         if kind == "image":
             metadata = read_image_metadata(source.path)
             return open_sink(out, size=None, kind="images", metadata=metadata)

@@ -41,6 +41,9 @@ MOOV_LIMIT = 64 << 20
 #: The most top-level boxes walked (a file of many small boxes is not one a writer made).
 _TOP_LIMIT = 10_000
 _CHUNK = 8 << 20
+#: The copy is put on the disk this often: a slow one (a USB stick) then shows in the time
+#: it takes, where the page cache took gigabytes at once and the final flush took minutes.
+_SYNC_EVERY = 32 << 20
 #: Free bytes left on the disk beyond the copy (a copy that would fill it is not made).
 _MARGIN = 64 << 20
 
@@ -241,6 +244,7 @@ def _copy(
 
     src.seek(start)
     left = end - start
+    unsynced = 0
     while left:
         if stop is not None and stop.is_set():
             raise RemuxStopped("stopped while moving the index first")
@@ -251,4 +255,9 @@ def _copy(
             raise OSError("the file got shorter while it was copied")
         out.write(chunk)
         left -= len(chunk)
+        unsynced += len(chunk)
+        if unsynced >= _SYNC_EVERY:
+            out.flush()
+            getattr(os, "fdatasync", os.fsync)(out.fileno())
+            unsynced = 0
     return True

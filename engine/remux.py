@@ -633,8 +633,9 @@ def _retime_mkv(
                           file_arg(mov)], stop)  # fmt: skip
         if status != 0 or not retime_mp4(mov, durations, timescale):
             return "failed"
-        status, _ = _run([*copy, file_arg(mov), "-map", "0:v", "-c", "copy", "-f", "matroska",
-                          file_arg(mkv)], stop)  # fmt: skip
+        # Not the MOV's tags (its brand, handler and vendor): the MKV's are the writer's.
+        status, _ = _run([*copy, file_arg(mov), "-map", "0:v", "-c", "copy",
+                          "-map_metadata", "-1", "-f", "matroska", file_arg(mkv)], stop)  # fmt: skip
         if status != 0:
             return "failed"
         os.replace(mkv, video)

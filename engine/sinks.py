@@ -47,7 +47,6 @@ from engine.heif import HEIF_EXTENSIONS
 from engine.mp4 import MOOV_LIMIT as _MOOV_LIMIT
 from engine.mp4 import MP4_EXTENSIONS as _MP4_EXTENSIONS
 from engine.mp4 import boxes as _boxes
-from engine.mp4 import faststart
 from engine.remux import ffmpeg_list, ffmpeg_reason, file_arg
 from engine.sources import (
     IMAGE_EXTENSIONS,
@@ -175,9 +174,6 @@ _X264_PRESET = {False: "veryfast", True: "ultrafast"}
 _FFMPEG_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".avi": "avi", ".mkv": "matroska"}
 #: How long FFmpeg may take to finish a file once its last frame is given, and to take one.
 _FFMPEG_FINISH_S = 60.0
-#: How long a live recording's close may spend moving its index first (:func:`faststart`):
-#: about 2 GB on an SSD, minutes of 1080p at the live preset.
-_FASTSTART_LIVE_S = 10.0
 _FFMPEG_STALL_S = 30.0
 
 
@@ -395,11 +391,10 @@ class VideoFileSink(_SinkBase):
     for from the start) is removed instead, :attr:`kept_path` stays ``None`` and
     :attr:`not_kept` says why, as does the message of the failed write's error.
 
-    A finished MP4, M4V or MOV gets its index before its frames (:func:`engine.mp4.faststart`:
-    it plays as it downloads, a browser's or a chat app's upload preview need not fetch all
-    of it first); a live recording's only where that takes under ``_FASTSTART_LIVE_S``.
-    ``fast_start=False`` leaves the index at the end for a caller that edits it afterwards
-    (``process`` gives it the source's timing and sound first, then moves it).
+    An MP4, M4V or MOV keeps its index after its frames, where the writers put it: the edits
+    made after ``close()`` (:func:`retime_mp4`, the sound) need it there. Its caller moves it
+    first at the end (:func:`engine.mp4.faststart`), in a thread that a second Ctrl-C does not
+    end mid-copy (the engine closes its sinks in a daemon thread).
     """
 
     def __init__(
@@ -410,12 +405,10 @@ class VideoFileSink(_SinkBase):
         fps: float = 30.0,
         fourcc: str | None = None,
         timed: bool = False,
-        fast_start: bool = True,
     ):
         self.path = Path(path)
         self.size = even_size(_check_size(size, "a video file sink"))
         self.timed = bool(timed)
-        self.fast_start = bool(fast_start)
         self.fps = float(fps) if fps and fps > 0 else 30.0
         ext = self.path.suffix.lower()
         self.fourcc = fourcc or VIDEO_CODECS.get(ext)
@@ -680,10 +673,6 @@ class VideoFileSink(_SinkBase):
                     raise
                 raise SinkError(f"cannot finish video {target}: {exc}") from exc
             self.kept_path = target
-            if target == self.path and self.fast_start and target.suffix.lower() in _MP4_EXTENSIONS:
-                # A live recording's close must not hold the exit (run waits 30 s for it):
-                # one too long to copy in time keeps its index at the end, and plays.
-                faststart(target, within_s=_FASTSTART_LIVE_S if self.timed else None)
             if self.failed:
                 # A failed write (a full disk) lost what FFmpeg still held: "cannot write frame
                 # 12" kept 5. The file is counted, not the frames handed on.

@@ -790,6 +790,9 @@ def test_process_keeps_a_variable_frame_rate_in_an_mkv(
         [_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
     ).stderr
     assert "Video: h264" in probe and "smpte170m/bt709/bt709" in probe, probe
+    # The tags are the input's (copied with its sound), none of the hidden MOV's.
+    assert "MAJOR_BRAND     : isom" in probe and "qt" not in probe, probe
+    assert "VENDOR_ID" not in probe and "VideoHandler" not in probe, probe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mkv", "phone.mp4"]
 
 
@@ -1994,6 +1997,52 @@ def test_run_to_file_with_duration(tmp_path: Path) -> None:
     assert "fps" in proc.stderr and "unsharp" in proc.stderr
     order = root_boxes(out)  # plays as it downloads: the index before the frames
     assert order.index("moov") < order.index("mdat"), order
+
+
+def test_a_recording_too_long_to_move_in_time_keeps_its_index_last(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "FASTSTART_LIVE_S", 0.0)
+    out = tmp_path / "live.mp4"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    assert cli.main([*argv, "--duration", "0.5"]) == 0
+    assert root_boxes(out)[-1] == "moov" and len(read_video(out)) >= 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.mp4"]
+
+
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_a_stop_while_a_recording_s_index_moves_keeps_the_recording_whole(
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    signame: str,
+) -> None:
+    # Moved as the engine closed the file, in a daemon thread, a second Ctrl-C ended the
+    # process mid-copy and the hidden copy of the recording stayed beside it.
+    import engine.mp4
+
+    real = engine.mp4._copy
+    sig = getattr(signal, signame)
+
+    def interrupted(*args: Any) -> bool:
+        # Not Python's default: a SIGTERM would end the process (this one) with the copy.
+        assert signal.getsignal(sig) not in (signal.SIG_DFL, signal.default_int_handler)
+        signal.raise_signal(sig)  # as the copy starts
+        return real(*args)
+
+    monkeypatch.setattr(engine.mp4, "_copy", interrupted)
+    out = tmp_path / "live.mp4"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    assert cli.main([*argv, "--duration", "0.5"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"note: stopped while moving the index of {out} before its frames: the recording is "
+        "complete and plays, its index at its end"
+    ) in err, err
+    assert root_boxes(out)[-1] == "moov" and len(read_video(out)) >= 5
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["live.mp4"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
 
 
 class _SlowAfterItsFirstFrame:

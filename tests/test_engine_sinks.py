@@ -1460,7 +1460,7 @@ def test_a_real_mp4_with_a_64_bit_mdat_plays(tmp_path: Path) -> None:
     from engine.sinks import _unplayable
 
     path = tmp_path / "out.mp4"
-    with VideoFileSink(path=path, size=(64, 48), fps=25, fast_start=False) as sink:
+    with VideoFileSink(path=path, size=(64, 48), fps=25) as sink:
         for i in range(3):
             sink.write(frame(i * 50, size=(64, 48)))
     data = path.read_bytes()
@@ -1954,7 +1954,7 @@ def test_tagging_leaves_a_tagged_file_or_another_layout_alone(tmp_path):
     from engine.sinks import tag_mp4v_colour
 
     path = tmp_path / "a.mp4"
-    with VideoFileSink(path=path, size=(64, 48), fps=10, fourcc="mp4v", fast_start=False) as sink:
+    with VideoFileSink(path=path, size=(64, 48), fps=10, fourcc="mp4v") as sink:
         sink.write(frame(0, size=(64, 48)))
     before = path.read_bytes()
     assert not tag_mp4v_colour(path)  # tagged on closing already
@@ -2109,7 +2109,7 @@ def test_retime_mp4_gives_each_frame_its_duration_or_leaves_the_file(tmp_path):
 
     ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     path = tmp_path / "out.mp4"
-    sink = VideoFileSink(path=path, size=(64, 48), fps=25, fast_start=False)
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
     for i in range(10):
         sink.write(Frame(np.full((48, 64, 3), 20 * i, np.uint8), i, 0.0))
     sink.close()
