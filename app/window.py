@@ -32,6 +32,8 @@ from PySide6.QtGui import (
     QAction,
     QCloseEvent,
     QColor,
+    QDragEnterEvent,
+    QDropEvent,
     QFont,
     QFontMetrics,
     QGuiApplication,
@@ -50,6 +52,7 @@ from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDialog,
+    QFileDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
@@ -78,7 +81,7 @@ from app.engine_bridge import RETRY_LABELS, EngineBridge, ModelFailure, UserMess
 from app.preview import PreviewWidget
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
-from engine.sources import source_kind
+from engine.sources import IMAGE_EXTENSIONS, source_kind
 from engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
@@ -105,6 +108,16 @@ SCALE_TIP = (
     "faster, a little less sharp. Auto picks the largest size that keeps up."
 )
 # The line under the preview, per view mode (preview.VIEW_MODES).
+#: What "Open…" offers first (any file can still be picked: "All files").
+_VIDEO_SUFFIXES = (
+    ".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm", ".wmv", ".flv", ".mts", ".m2ts", ".ts",
+    ".3gp", ".mpg", ".mpeg", ".ogv",
+)  # fmt: skip
+OPEN_FILTER = (
+    "Videos and photos ("
+    + " ".join(f"*{ext}" for ext in sorted({*_VIDEO_SUFFIXES, *IMAGE_EXTENSIONS}))
+    + ");;All files (*)"
+)
 VIEW_HINTS = {
     "split": "Drag the divider (or ← →) to compare · Space toggles sharpening",
     "side": "Before left, after right · Space toggles sharpening",
@@ -591,7 +604,8 @@ class MainWindow(QMainWindow):
         self.cameras = list(cameras)
         if not any(c.is_demo for c in self.cameras):
             self.cameras.append(demo_choice())
-        self._cli_choice: CameraChoice | None = None
+        self._cli_choice: CameraChoice | None = None  # named on the command line, or opened
+        self._open_folder = str(Path.home())  # where "Open…" starts: the last file's folder
         self._absent_source = ""  # a remembered camera not plugged in at start
         # Read once: the settings object is what a save writes, and a save while the cameras
         # are still being listed must not make the stand-in the camera picked once they are.
@@ -705,10 +719,53 @@ class MainWindow(QMainWindow):
     def _add_cli_source(self, source: str) -> None:
         if self._find_source(source) is not None:
             return
-        is_file = not source.isdigit() and not source.startswith("/dev/")
-        name = f"File: {Path(source).name}" if is_file else f"Camera {source}"
-        self._cli_choice = CameraChoice(id=source, name=name, source=source, is_demo=is_file)
+        self._cli_choice = _named_source(source)
         self.cameras.insert(0, self._cli_choice)
+
+    def choose_file(self) -> None:
+        """Ask for a video or photo of the person's own (a file dialog) and play it."""
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Open a video or photo", self._open_folder, OPEN_FILTER
+        )
+        if path:
+            self.open_file(path)
+
+    def open_file(self, path: str) -> None:
+        """Play ``path`` (a video, a photo or a folder of photos) in place of the camera, as
+        ``--source`` does: listed in the camera picker as "File: NAME" (one file at a time:
+        it replaces the one opened before), picked, and the stream restarts on it. It loops,
+        is sent to calls when the virtual camera is on, and is not remembered: the next
+        start opens the camera. A file that does not open says so as ``--source`` does."""
+        path = os.path.abspath(path)
+        self._open_folder = os.path.dirname(path) if os.path.isfile(path) else path
+        choice = self._find_source(path)
+        old = None
+        if choice is None:
+            old, self._cli_choice = self._cli_choice, _named_source(path)
+            choice = self._cli_choice
+            self._offer_cameras([c for c in self.cameras if c is not old])
+        index = self.camera_combo.findData(choice.id)
+        if index == self.camera_combo.currentIndex():
+            self._on_camera_changed()  # the same file again: played again from its start
+        else:
+            self.camera_combo.setCurrentIndex(index)
+        if old is not None and old in self.cameras and not self._closing:
+            # Kept above as the one playing until the new one was picked.
+            self._offer_cameras([c for c in self.cameras if c is not old])
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API
+        if _dropped_path(event) is not None:
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 - Qt API
+        path = _dropped_path(event)
+        if path is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.open_file(path)
 
     def _add_camera_item(self, cam: CameraChoice) -> None:
         # The sidebar's picker cuts a long model name off mid-letter: the whole name on hover.
@@ -907,7 +964,17 @@ class MainWindow(QMainWindow):
         for cam in self.cameras:
             self._add_camera_item(cam)
         self.camera_combo.currentIndexChanged.connect(self._camera_tooltip)
-        lay.addWidget(self.camera_combo)
+        pick = QHBoxLayout()
+        pick.addWidget(self.camera_combo, 1)
+        self.open_button = QPushButton("Open…")
+        self.open_button.setAccessibleName("Open a video or photo")
+        self.open_button.setToolTip(
+            "Play a video or photo of your own instead of the camera (Ctrl+O, or drop it on "
+            "the window)"
+        )
+        self.open_button.clicked.connect(self.choose_file)
+        pick.addWidget(self.open_button)
+        lay.addLayout(pick)
         self.resolution_label = QLabel("Resolution")
         lay.addWidget(self.resolution_label)
         self.resolution_combo = QComboBox()
@@ -1006,6 +1073,7 @@ class MainWindow(QMainWindow):
         lay.addStretch(1)
         foot = QLabel("Ctrl+Q quits · settings are remembered")
         foot.setObjectName("hint")
+        foot.setWordWrap(True)  # wider than the sidebar in larger fonts
         lay.addWidget(foot)
         scroll = QScrollArea()
         scroll.setObjectName("sidebarScroll")
@@ -1057,6 +1125,12 @@ class MainWindow(QMainWindow):
             # keyboard user.
             control.setFocusPolicy(Qt.FocusPolicy.TabFocus)
             control.installEventFilter(self)
+        self.open_action = QAction("Open a video or photo…", self)
+        self.open_action.setShortcut(QKeySequence("Ctrl+O"))
+        self.open_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        self.open_action.triggered.connect(self.choose_file)
+        self.addAction(self.open_action)
+        self.setAcceptDrops(True)
         self.quit_action = QAction("Quit SharpCam", self)
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         self.quit_action.setShortcutContext(Qt.ShortcutContext.ApplicationShortcut)
@@ -1891,6 +1965,23 @@ class MainWindow(QMainWindow):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _named_source(source: str) -> CameraChoice:
+    """The picker entry of a source named on the command line or opened: "File: NAME" for a
+    file or folder (played in a loop, as the demo clip is), "Camera N" for a camera."""
+    is_file = not source.isdigit() and not source.startswith("/dev/")
+    name = f"File: {Path(source).name}" if is_file else f"Camera {source}"
+    return CameraChoice(id=source, name=name, source=source, is_demo=is_file)
+
+
+def _dropped_path(event: QDragEnterEvent | QDropEvent) -> str | None:
+    """The one local file or folder being dropped; None for anything else (text, a web
+    address, several files: which of them would play?)."""
+    urls = event.mimeData().urls() if event.mimeData().hasUrls() else []
+    if len(urls) != 1 or not urls[0].isLocalFile():
+        return None
+    return urls[0].toLocalFile() or None
 
 
 def format_stats(stats: EngineStats | None) -> str:

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pytest
 import pyvirtualcam
-from PySide6.QtCore import QPoint, Qt, QTimer
+from PySide6.QtCore import QPoint, QPointF, Qt, QTimer, QUrl
 from PySide6.QtGui import QColor, QGuiApplication, QImage, QPalette
-from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QWidget
+from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QFileDialog, QWidget
 
 from app.camera_list import (
     DEMO_CLIP,
@@ -6747,3 +6747,113 @@ def test_qapplication_quit_ends_the_app_as_closing_the_window_does(qtbot, tmp_pa
     assert not bridge.virtual_camera_on
     assert load_settings(open_store(str(settings))).strength == pytest.approx(0.37)
     assert QApplication.instance().quitOnLastWindowClosed()  # left as it was
+
+
+# --------------------------------------------------------------------------- a file of one's own
+
+
+def _grey_clip(path: Path, level: int, frames: int = 20) -> Path:
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (320, 240))
+    assert writer.isOpened()
+    for _ in range(frames):
+        writer.write(np.full((240, 320, 3), level, np.uint8))
+    writer.release()
+    return path
+
+
+def _drop(window: MainWindow, urls: list[QUrl], text: str = "") -> tuple[bool, bool]:
+    """Drag ``urls`` (or ``text``) over the window and drop them: whether the enter and the
+    drop were accepted."""
+    from PySide6.QtCore import QMimeData
+    from PySide6.QtGui import QDragEnterEvent, QDropEvent
+
+    data = QMimeData()
+    if urls:
+        data.setUrls(urls)
+    if text:
+        data.setText(text)
+    where = QPoint(10, 10)
+    actions = Qt.DropAction.CopyAction
+    buttons, keys = Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    # Onto the preview, where a file is dropped: Qt hands the events on to the window.
+    enter = QDragEnterEvent(where, actions, data, buttons, keys)
+    enter.setAccepted(False)
+    QApplication.sendEvent(window.preview, enter)
+    drop = QDropEvent(QPointF(where), actions, data, buttons, keys)
+    drop.setAccepted(False)
+    QApplication.sendEvent(window.preview, drop)
+    return enter.isAccepted(), drop.isAccepted()
+
+
+def test_a_video_of_ones_own_opens_plays_and_is_not_remembered(
+    qtbot, make_window, tmp_path, monkeypatch
+):
+    # The window played a camera or the bundled clip; a clip of one's own only through
+    # `--source`, from a terminal.
+    own = _grey_clip(tmp_path / "standup.avi", 200)
+    window = make_window(backend="passthrough", settings=AppSettings(source="0"))
+    asked: list[tuple[str, str]] = []
+
+    def dialog(parent, title, folder, filters):  # noqa: ANN001, ANN202
+        asked.append((folder, filters))
+        return str(own), filters.split(";;")[0]
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog)
+    with started(qtbot, window):
+        window.open_button.click()
+    assert window.current_camera().name == "File: standup.avi"
+    assert window.camera_combo.currentText() == "File: standup.avi"
+    original, _ = fresh_pair(qtbot, window)
+    assert abs(float(original.mean()) - 200) < 4  # the file's frames, not the demo clip's
+    assert "*.avi" in asked[0][1] and "*.jpg" in asked[0][1] and "All files (*)" in asked[0][1]
+    # Not remembered: the next start opens the camera the settings had.
+    assert window.save_now() and load_settings(window.store).source == "0"
+    # A second file takes the first one's place in the picker; the dialog starts in its folder.
+    second = _grey_clip(tmp_path / "retro.avi", 60)
+    own = second
+    with started(qtbot, window):
+        window.open_action.trigger()  # Ctrl+O
+    assert asked[1][0] == str(tmp_path)
+    names = [window.camera_combo.itemText(i) for i in range(window.camera_combo.count())]
+    assert "File: retro.avi" in names and "File: standup.avi" not in names, names
+    original, _ = fresh_pair(qtbot, window)
+    assert abs(float(original.mean()) - 60) < 4
+    # Cancelled: nothing changes.
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", lambda *a: ("", ""))
+    window.open_button.click()
+    assert window.current_camera().name == "File: retro.avi" and window.bridge.is_running
+
+
+def test_a_file_dropped_on_the_window_plays(qtbot, make_window, tmp_path):
+    own = _grey_clip(tmp_path / "clip.avi", 150)
+    window = make_window(backend="passthrough")
+    # What Qt's own drag and drop looks for under the pointer, up from the preview.
+    assert window.acceptDrops() and not window.preview.acceptDrops()
+    # Text, a web address or several files: not taken (which of them would play?).
+    assert _drop(window, [], text="hello") == (False, False)
+    assert _drop(window, [QUrl("https://example.com/a.mp4")]) == (False, False)
+    assert _drop(window, [QUrl.fromLocalFile(str(own))] * 2) == (False, False)
+    assert window.current_camera().name == "Demo clip (bundled)"
+    with started(qtbot, window):
+        assert _drop(window, [QUrl.fromLocalFile(str(own))]) == (True, True)
+    assert window.current_camera().name == "File: clip.avi"
+    original, _ = fresh_pair(qtbot, window)
+    assert abs(float(original.mean()) - 150) < 4
+    # The same file again plays it again from its start, without a second entry.
+    with started(qtbot, window):
+        _drop(window, [QUrl.fromLocalFile(str(own))])
+    names = [window.camera_combo.itemText(i) for i in range(window.camera_combo.count())]
+    assert names.count("File: clip.avi") == 1, names
+
+
+def test_a_dropped_file_that_does_not_open_says_so_and_shows_the_demo(qtbot, make_window, tmp_path):
+    broken = tmp_path / "notes.mp4"
+    broken.write_text("not a video")
+    window = make_window(backend="passthrough")
+    with started(qtbot, window):
+        _drop(window, [QUrl.fromLocalFile(str(broken))])
+    assert window.banner.isVisible()
+    assert "Video file problem" in window.banner.text.text(), window.banner.text.text()
+    assert window.bridge.using_fallback
