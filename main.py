@@ -1345,8 +1345,9 @@ def _move_index_first(sink: Any) -> None:
         return
     moving = threading.Event()
     restore = _install_stop_signals(moving)
+    left: list[Path] = []
     try:
-        faststart(path, stop=moving, within_s=FASTSTART_LIVE_S)
+        faststart(path, stop=moving, within_s=FASTSTART_LIVE_S, left=left)
     except (RemuxStopped, KeyboardInterrupt):
         _eprint(
             f"{PROG}: note: stopped while moving the index of {path} before its frames: the "
@@ -1354,6 +1355,17 @@ def _move_index_first(sink: Any) -> None:
         )
     finally:
         restore()
+        _say_left_behind(left, path)
+
+
+def _say_left_behind(left: list[Path], output: str | os.PathLike[str]) -> None:
+    """Name the copies :func:`engine.mp4.faststart` could not remove (their folder turned
+    read-only meanwhile): each holds as much as ``output``, hidden."""
+    for copy in left:
+        _eprint(
+            f"{PROG}: warning: {copy} could not be removed (a copy made to move the index of "
+            f"{output} before its frames; {output} is complete): remove it"
+        )
 
 
 def _check_finished(sink: Any, output: str) -> None:
@@ -2286,8 +2298,9 @@ def cmd_process(args: argparse.Namespace) -> int:
             from engine.mp4 import MP4_EXTENSIONS, faststart
 
             if not failed and Path(args.output).suffix.lower() in MP4_EXTENSIONS:
+                left: list[Path] = []
                 try:
-                    faststart(args.output, stop=stop)
+                    faststart(args.output, stop=stop, left=left)
                 except RemuxStopped:
                     _eprint(
                         f"{PROG}: interrupted while moving the index of {args.output} before "
@@ -2295,6 +2308,8 @@ def cmd_process(args: argparse.Namespace) -> int:
                         "plays; a browser fetches all of it before the first frame)"
                     )
                     return 130
+                finally:
+                    _say_left_behind(left, args.output)
         _eprint(f"{_frames(written)} -> {args.output}{said}")
         return 1 if failed else 0
     finally:

@@ -14,7 +14,6 @@ original only when it is whole, so a failure, a full disk or a stop leaves the f
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import struct
@@ -139,45 +138,66 @@ def faststart(
     *,
     stop: threading.Event | None = None,
     within_s: float | None = None,
+    left: list[Path] | None = None,
 ) -> bool:
     """Move the index of the finished MP4 or MOV at ``path`` before its frames. Returns
     whether the index now comes first (moved, or there already).
 
     The file is left as it was (False) where its layout is not a writer's (one ``moov`` after
     the frames, only padding after it, not fragmented), the disk lacks room for a copy (and
-    :data:`_MARGIN`), the copy fails, or it takes longer than ``within_s`` seconds (a live
-    recording's close must not hold the exit). A hidden file takes the copy and replaces
-    ``path`` when it is whole and on the disk.
+    :data:`_MARGIN`), the copy fails, it takes longer than ``within_s`` seconds (a live
+    recording's close must not hold the exit), or the file changed meanwhile (replaced,
+    renamed, written: the newer file is not overwritten by the copy of the older). A hidden
+    file takes the copy and replaces ``path`` when it is whole and on the disk. A copy that
+    cannot be removed (its folder turned read-only meanwhile) is added to ``left``, for the
+    caller to say.
 
     Raises:
         engine.remux.RemuxStopped: ``stop`` was set; the file is as it was.
     """
     path = Path(path)
+    left = [] if left is None else left
     try:
-        temp = _copy_index_first(path, stop, within_s)
+        found = _copy_index_first(path, stop, within_s, left)
     except (OSError, ValueError, struct.error):
         return False
-    if temp is None or temp == path:
-        return temp == path
+    if found is None or found[0] == path:
+        return found is not None
+    temp, copied = found
     try:
+        if _identity(os.stat(path)) != copied:
+            raise OSError(f"{path} changed while its index was moved")
         # After the original is closed: Windows does not replace a file open for reading.
         os.replace(temp, path)
     except OSError:
-        with contextlib.suppress(OSError):
-            temp.unlink()
+        _remove(temp, left)
         return False
     return True
 
 
+def _identity(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells the file copied from another put at its name since, or one written to."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _remove(temp: Path, left: list[Path]) -> None:
+    try:
+        temp.unlink(missing_ok=True)
+    except OSError:
+        left.append(temp)
+
+
 def _copy_index_first(
-    path: Path, stop: threading.Event | None, within_s: float | None
-) -> Path | None:
-    """The hidden copy of ``path`` with its index first, on the disk; ``path`` itself where
-    the index comes first already; None where :func:`faststart` leaves the file alone."""
+    path: Path, stop: threading.Event | None, within_s: float | None, left: list[Path]
+) -> tuple[Path, tuple[int, int, int, int]] | None:
+    """The hidden copy of ``path`` with its index first, on the disk, and the identity
+    (:func:`_identity`) of the file copied; ``(path, ...)`` where the index comes first
+    already; None where :func:`faststart` leaves the file alone."""
     from engine.sinks import SinkError, _create_partial
 
     started = time.monotonic()
     with open(path, "rb") as src:
+        copied = _identity(os.fstat(src.fileno()))
         size = src.seek(0, os.SEEK_END)
         top = top_level_boxes(src, size)
         kinds = [kind for _, _, kind in top]
@@ -188,7 +208,7 @@ def _copy_index_first(
         at = kinds.index(b"moov")
         first = kinds.index(b"mdat")
         if at < first:
-            return path
+            return path, copied
         last = len(kinds) - 1 - kinds[::-1].index(b"mdat")
         if at < last or any(k not in _PADDING for k in kinds[last + 1 :] if k != b"moov"):
             return None
@@ -221,9 +241,8 @@ def _copy_index_first(
             whole = True
         finally:
             if not whole:
-                with contextlib.suppress(OSError):
-                    temp.unlink()
-    return temp
+                _remove(temp, left)
+    return temp, copied
 
 
 def _copy(

@@ -2572,6 +2572,45 @@ def test_process_stopped_while_moving_the_index_says_the_video_is_whole(
     assert asked == [out]
 
 
+@pytest.mark.parametrize("command", ["process", "run"])
+def test_a_copy_left_behind_by_the_index_move_is_named(
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: str,
+) -> None:
+    # The folder turned read-only during the copy: `process` said "24 frames -> out.mp4",
+    # exit 0, with a second, hidden copy of the whole video beside it.
+    import engine.mp4
+
+    real_unlink, real_identity = Path.unlink, engine.mp4._identity
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        if ".partial" in self.name:
+            raise PermissionError(13, "Permission denied", str(self))
+        real_unlink(self, missing_ok=missing_ok)
+
+    def changed(st: os.stat_result) -> tuple[int, ...]:
+        return (*real_identity(st)[:3], time.monotonic_ns())  # as if written meanwhile
+
+    out = tmp_path / "o.mp4"
+    monkeypatch.setattr(Path, "unlink", refused)
+    monkeypatch.setattr(engine.mp4, "_identity", changed)
+    if command == "process":
+        argv = ["process", str(clip), str(out), "--backend", "passthrough"]
+    else:
+        argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    left = tmp_path / ".o.partial.mp4"
+    assert (
+        f"warning: {left} could not be removed (a copy made to move the index of {out} before "
+        f"its frames; {out} is complete): remove it"
+    ) in err, err
+    assert left.exists() and len(read_video(out)) >= 5
+
+
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
 @pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
 def test_process_stopped_while_copying_the_sound_keeps_the_video_and_ends_ffmpeg(

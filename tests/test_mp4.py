@@ -309,3 +309,57 @@ def test_an_mkv_whose_times_cannot_be_rewritten_is_left_as_it_was(
     # An AVI has one rate: said, not done.
     avi = _written(tmp_path / "out.avi")
     assert keep_timing(source, avi, frames=50, ffmpeg=FFMPEG) == "varies"
+
+
+@pytest.mark.parametrize("change", ["replaced", "renamed", "written"])
+def test_a_file_changed_during_the_copy_is_not_overwritten(
+    tmp_path: Path, monkeypatch, change: str
+) -> None:  # noqa: ANN001
+    # The copy of the older file took the name back: a newer file put there meanwhile (a
+    # second run, a sync client) was lost, and a renamed one came back as a second file.
+    import engine.mp4
+
+    path = clip_with_sound(tmp_path / "call.mp4")
+    newer = clip_with_sound(tmp_path / "newer.mp4", "-metadata", "title=newer")
+    newer_bytes = newer.read_bytes()
+    real = engine.mp4._copy
+    calls = []
+
+    def meanwhile(*args):  # noqa: ANN002, ANN202
+        calls.append(1)
+        if len(calls) == 2:  # as the frames are copied
+            if change == "replaced":
+                os.replace(newer, path)
+            elif change == "renamed":
+                os.replace(path, tmp_path / "kept.mp4")
+            else:
+                with open(path, "ab") as f:
+                    f.write(b"\0" * 8)
+        return real(*args)
+
+    monkeypatch.setattr(engine.mp4, "_copy", meanwhile)
+    assert not faststart(path)
+    if change == "replaced":
+        assert path.read_bytes() == newer_bytes
+        assert sorted(os.listdir(tmp_path)) == ["call.mp4"]
+    elif change == "renamed":
+        assert sorted(os.listdir(tmp_path)) == ["kept.mp4", "newer.mp4"]
+    else:
+        assert sorted(os.listdir(tmp_path)) == ["call.mp4", "newer.mp4"]
+
+
+def test_a_copy_that_cannot_be_removed_is_named(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    # Its folder turned read-only during the copy: it stayed, as large as the video, hidden,
+    # and nothing said so.
+    path = clip_with_sound(tmp_path / "call.mp4")
+    real = Path.unlink
+
+    def refused(self: Path, missing_ok: bool = False) -> None:
+        if ".partial" in self.name:
+            raise PermissionError(13, "Permission denied", str(self))
+        real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refused)
+    left: list[Path] = []
+    assert not faststart(path, within_s=0.0, left=left)
+    assert left == [tmp_path / ".call.partial.mp4"] and left[0].exists()
