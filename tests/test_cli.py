@@ -2550,7 +2550,7 @@ def test_process_stopped_while_moving_the_index_says_the_video_is_whole(
 
     asked: list[Path] = []
 
-    def stopped(path: Any, *, stop: Any = None, within_s: Any = None) -> bool:
+    def stopped(path: Any, *, stop: Any = None, within_s: Any = None, left: Any = None) -> bool:
         asked.append(Path(path))
         raise RemuxStopped("stopped while moving the index first")
 
