@@ -145,8 +145,8 @@ def faststart(
 
     The file is left as it was (False) where its layout is not a writer's (one ``moov`` after
     the frames, only padding after it, not fragmented), the disk lacks room for a copy (and
-    :data:`_MARGIN`), the copy fails, it takes longer than ``within_s`` seconds (a live
-    recording's close must not hold the exit), or the file changed meanwhile (replaced,
+    :data:`_MARGIN`), the copy fails, it takes longer than ``within_s`` seconds (`run` must
+    not hold its exit long for it), or the file changed meanwhile (replaced,
     renamed, written: the newer file is not overwritten by the copy of the older). A hidden
     file takes the copy and replaces ``path`` when it is whole and on the disk. A copy that
     cannot be removed (its folder turned read-only meanwhile) is added to ``left``, for the
