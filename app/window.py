@@ -604,7 +604,8 @@ class MainWindow(QMainWindow):
         self.cameras = list(cameras)
         if not any(c.is_demo for c in self.cameras):
             self.cameras.append(demo_choice())
-        self._cli_choice: CameraChoice | None = None  # named on the command line, or opened
+        self._cli_choice: CameraChoice | None = None  # named on the command line
+        self._opened_choice: CameraChoice | None = None  # a file opened in the window
         self._open_folder = str(Path.home())  # where "Open…" starts: the last file's folder
         self._absent_source = ""  # a remembered camera not plugged in at start
         # Read once: the settings object is what a save writes, and a save while the cameras
@@ -733,29 +734,45 @@ class MainWindow(QMainWindow):
     def open_file(self, path: str) -> None:
         """Play ``path`` (a video, a photo or a folder of photos) in place of the camera, as
         ``--source`` does: listed in the camera picker as "File: NAME" (one file at a time:
-        it replaces the one opened before), picked, and the stream restarts on it. It loops,
-        is sent to calls when the virtual camera is on, and is not remembered: the next
-        start opens the camera. A file that does not open says so as ``--source`` does."""
+        it replaces the file opened or given with ``--source`` before; a camera stays
+        listed), picked, and the stream restarts on it. It loops, is sent to calls when the
+        virtual camera is on, and is not remembered, the bundled clip included: the next
+        start opens the camera picked before. A file that does not open says so as
+        ``--source`` does."""
+        if self._save_timer.isActive():
+            # A camera picked a moment ago is saved as picked: by the time the delayed save
+            # ran, the file (not remembered) was current, and the pick was lost.
+            self.save_now()
         path = os.path.abspath(path)
         self._open_folder = os.path.dirname(path) if os.path.isfile(path) else path
+        old = [c for c in (self._cli_choice, self._opened_choice) if c is not None and c.is_demo]
         choice = self._find_source(path)
-        old = None
         if choice is None:
-            old, self._cli_choice = self._cli_choice, _named_source(path)
-            choice = self._cli_choice
-            self._offer_cameras([c for c in self.cameras if c is not old])
+            self._opened_choice = choice = _named_source(path)
+            self._offer_cameras(self.cameras)  # listed, to be picked
+        stale = [c for c in old if c is not choice]
+        if self._cli_choice in stale:
+            self._cli_choice = None
+        if self._opened_choice in stale:
+            self._opened_choice = None
+        remembered_demo = self._demo_picked
         index = self.camera_combo.findData(choice.id)
         if index == self.camera_combo.currentIndex():
             self._on_camera_changed()  # the same file again: played again from its start
         else:
             self.camera_combo.setCurrentIndex(index)
-        if old is not None and old in self.cameras and not self._closing:
-            # Kept above as the one playing until the new one was picked.
-            self._offer_cameras([c for c in self.cameras if c is not old])
+        if choice.id == DEMO_ID:
+            self._demo_picked = remembered_demo  # opened as a file: not a pick to remember
+        if any(c in self.cameras for c in stale) and not self._closing:
+            # Kept until now, as the one playing may have been one of them.
+            self._offer_cameras([c for c in self.cameras if c not in stale])
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API
         if _dropped_path(event) is not None:
-            event.acceptProposedAction()
+            # A copy whatever the drag proposed: a move (Shift held) lets the file manager
+            # delete the original once it is dropped.
+            event.setDropAction(Qt.DropAction.CopyAction)
+            event.accept()
         else:
             event.ignore()
 
@@ -764,7 +781,8 @@ class MainWindow(QMainWindow):
         if path is None:
             event.ignore()
             return
-        event.acceptProposedAction()
+        event.setDropAction(Qt.DropAction.CopyAction)
+        event.accept()
         self.open_file(path)
 
     def _add_camera_item(self, cam: CameraChoice) -> None:
@@ -799,8 +817,9 @@ class MainWindow(QMainWindow):
         new = list(cameras)
         if not any(c.is_demo for c in new):
             new.append(demo_choice())
-        if self._cli_choice is not None and self._cli_choice.id not in {c.id for c in new}:
-            new.insert(0, self._cli_choice)
+        for named in (self._cli_choice, self._opened_choice):
+            if named is not None and named.id not in {c.id for c in new}:
+                new.insert(0, named)
         if current.id not in {c.id for c in new}:
             new.insert(0, current)
         self.cameras = new
@@ -1970,8 +1989,9 @@ class MainWindow(QMainWindow):
 def _named_source(source: str) -> CameraChoice:
     """The picker entry of a source named on the command line or opened: "File: NAME" for a
     file or folder (played in a loop, as the demo clip is), "Camera N" for a camera."""
-    is_file = not source.isdigit() and not source.startswith("/dev/")
-    name = f"File: {Path(source).name}" if is_file else f"Camera {source}"
+    # A path under /dev that is not a camera (a clip in /dev/shm) is a file.
+    is_file = source_kind(source) != "camera"
+    name = f"File: {Path(source).name or source}" if is_file else f"Camera {source}"
     return CameraChoice(id=source, name=name, source=source, is_demo=is_file)
 
 

@@ -6857,3 +6857,81 @@ def test_a_dropped_file_that_does_not_open_says_so_and_shows_the_demo(qtbot, mak
     assert window.banner.isVisible()
     assert "Video file problem" in window.banner.text.text(), window.banner.text.text()
     assert window.bridge.using_fallback
+
+
+def test_opening_the_bundled_clip_as_a_file_is_not_remembered(qtbot, make_window):
+    # Opened (or dropped) by its path, it became the remembered source: the next launch
+    # played the clip, not the camera.
+    window = make_window(backend="passthrough", settings=AppSettings(source="0"))
+    with started(qtbot, window):
+        window.open_file(str(DEMO_CLIP))
+    assert window.current_camera().id == "demo"
+    assert window.save_now() and load_settings(window.store).source == "0"
+
+
+def test_opening_a_file_keeps_a_camera_named_on_the_command_line(qtbot, make_window, tmp_path):
+    # `--source 3` (a camera the listing missed) vanished from the picker when a file was
+    # opened: it could not be picked again until a restart.
+    own = _grey_clip(tmp_path / "a.avi", 90)
+    window = make_window(backend="passthrough", source="3", start=False)
+    with started(qtbot, window):
+        window.open_file(str(own))
+    names = [window.camera_combo.itemText(i) for i in range(window.camera_combo.count())]
+    assert set(names[:2]) == {"File: a.avi", "Camera 3"}, names
+    # A second file replaces the first, not the camera.
+    with started(qtbot, window):
+        window.open_file(str(_grey_clip(tmp_path / "b.avi", 30)))
+    names = [window.camera_combo.itemText(i) for i in range(window.camera_combo.count())]
+    assert "Camera 3" in names and "File: b.avi" in names and "File: a.avi" not in names
+
+
+def test_a_camera_picked_just_before_a_file_is_opened_is_remembered(qtbot, make_window, tmp_path):
+    # The save waits half a second for changes to pause: by then the file (not remembered)
+    # was current, and the camera pick was lost.
+    cams = [
+        CameraChoice(id="/dev/video0", name="Integrated", source="/dev/video0"),
+        CameraChoice(id="/dev/video2", name="BRIO", source="/dev/video2"),
+        demo_choice(),
+    ]
+    own = _grey_clip(tmp_path / "a.avi", 90)
+    window = make_window(
+        backend="passthrough", cameras=cams, settings=AppSettings(source="/dev/video0"), start=False
+    )
+    window.camera_combo.setCurrentIndex(window.camera_combo.findData("/dev/video2"))
+    window.open_file(str(own))
+    qtbot.waitUntil(
+        lambda: window.bridge.is_running and not window.bridge.starting, timeout=FRAME_TIMEOUT_MS
+    )
+    assert window.save_now() and load_settings(window.store).source == "/dev/video2"
+
+
+def test_a_dropped_file_is_copied_never_moved(qtbot, make_window, tmp_path):
+    # Accepting the proposed action took a Shift-drag as a move: a file manager may then
+    # delete the original.
+    from PySide6.QtCore import QMimeData
+    from PySide6.QtGui import QDragEnterEvent
+
+    own = _grey_clip(tmp_path / "a.avi", 90)
+    window = make_window(backend="passthrough", start=False)
+    data = QMimeData()
+    data.setUrls([QUrl.fromLocalFile(str(own))])
+    enter = QDragEnterEvent(
+        QPoint(5, 5),
+        Qt.DropAction.MoveAction | Qt.DropAction.CopyAction,
+        data,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.ShiftModifier,
+    )
+    enter.setDropAction(Qt.DropAction.MoveAction)
+    window.dragEnterEvent(enter)
+    assert enter.isAccepted() and enter.dropAction() == Qt.DropAction.CopyAction
+
+
+def test_a_source_s_entry_says_what_it_is() -> None:
+    from app.window import _named_source
+
+    assert _named_source("/").name == "File: /"  # a drive's root: a folder, not "File: "
+    assert _named_source("/dev/shm/clip.mp4").is_demo  # a file, looped
+    assert _named_source("/dev/shm/clip.mp4").name == "File: clip.mp4"
+    assert _named_source("/dev/video2").name == "Camera /dev/video2"
+    assert _named_source("0").name == "Camera 0" and not _named_source("0").is_demo
