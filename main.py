@@ -2233,13 +2233,9 @@ def cmd_process(args: argparse.Namespace) -> int:
                     from engine.sinks import _disk_full
 
                     full = _disk_full(Path(args.output).parent)
-                    why = (
-                        "the disk is full"
-                        if full
-                        else "its index could not be rewritten"
-                        if Path(args.output).suffix.lower() != ".mkv"
-                        else "its frame times could not be rewritten"
-                    )
+                    mkv = Path(args.output).suffix.lower() == ".mkv"
+                    what = "its frame times" if mkv else "its index"
+                    why = "the disk is full" if full else f"{what} could not be rewritten"
                     _eprint(
                         f"{PROG}: {'error' if full else 'warning'}: the frame rate of "
                         f"{args.input} varies and {args.output} plays its frames at their mean "
