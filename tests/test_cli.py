@@ -677,15 +677,9 @@ def test_process_keeps_the_sound_in_step_with_the_pictures(
     )
 
 
-@pytest.mark.parametrize("name", ["out.mp4", "out.mov"])
-def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
-) -> None:
-    # A phone's video in poor light: 25 pictures at 12.5 fps, then 25 at 25 fps. OpenCV
-    # writes one rate, the mean (16.67 fps): picture 25 was shown at 1.5 s, its sound at 2 s.
-    from engine.remux import find_ffmpeg, picture_times
-
-    clip = tmp_path / "phone.mp4"
+def _phone_clip_in_poor_light(clip: Path) -> Path:
+    """25 pictures at 12.5 fps, then 25 at 25 fps, with 3 s of sound (a phone's clip as the
+    light changes)."""
     subprocess.run(
         [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
          "-f", "lavfi", "-i", "sine=sample_rate=48000", "-frames:v", "50", "-t", "3",
@@ -693,6 +687,24 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
          "-c:v", "mpeg4", "-c:a", "aac", str(clip)],
         check=True,
     )  # fmt: skip
+    return clip
+
+
+def _seconds(path: Path) -> list[float]:
+    """When each picture of ``path`` is shown, in seconds."""
+    from engine.remux import find_ffmpeg, picture_times
+
+    scale, times, _ = picture_times(path, ffmpeg=find_ffmpeg())
+    return [t / scale for t in times]
+
+
+@pytest.mark.parametrize("name", ["out.mp4", "out.mov"])
+def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+) -> None:
+    # A phone's video in poor light: 25 pictures at 12.5 fps, then 25 at 25 fps. OpenCV
+    # writes one rate, the mean (16.67 fps): picture 25 was shown at 1.5 s, its sound at 2 s.
+    clip = _phone_clip_in_poor_light(tmp_path / "phone.mp4")
     out = tmp_path / name
     assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
@@ -700,15 +712,11 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
         f"50 frames -> {out}, at the input's varying frame rate, with the sound of the input"
     ) in err, err
 
-    def seconds(path: Path) -> list[float]:
-        scale, times, _ = picture_times(path, ffmpeg=find_ffmpeg())
-        return [t / scale for t in times]
-
-    shown = seconds(out)
+    shown = _seconds(out)
     assert shown == pytest.approx(
         [i * 0.08 for i in range(25)] + [2 + i * 0.04 for i in range(25)], abs=0.002
     )
-    assert shown == pytest.approx(seconds(clip), abs=0.002)
+    assert shown == pytest.approx(_seconds(clip), abs=0.002)
     assert len(read_video(out)) == 50
     # Its index goes before the frames last, after the timing and the sound are in it.
     order = root_boxes(out)
@@ -734,8 +742,8 @@ def test_process_keeps_a_variable_frame_rate_in_step_with_the_sound(
     out2 = tmp_path / f"t{name}"
     assert cli.main(["process", str(trimmed), str(out2), "--backend", "unsharp"]) == 0
     assert "at the input's varying frame rate" in capsys.readouterr().err
-    assert seconds(out2) == pytest.approx(
-        [t - seconds(trimmed)[0] for t in seconds(trimmed)], abs=0.002
+    assert _seconds(out2) == pytest.approx(
+        [t - _seconds(trimmed)[0] for t in _seconds(trimmed)], abs=0.002
     )
     # A constant rate is left as OpenCV wrote it.
     capsys.readouterr()
@@ -762,16 +770,7 @@ def test_process_keeps_a_variable_frame_rate_in_an_mkv(
 ) -> None:
     # Matroska stores each frame's time, but the writers have one rate: an MKV output of a
     # phone's clip played its pictures at the mean rate, up to 0.5 s from their sound.
-    from engine.remux import find_ffmpeg, picture_times
-
-    clip = tmp_path / "phone.mp4"
-    subprocess.run(
-        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
-         "-f", "lavfi", "-i", "sine=sample_rate=48000", "-frames:v", "50", "-t", "3",
-         "-vf", "setpts='if(lt(N,25),2*N,25+N)/(25*TB)'", "-fps_mode", "passthrough",
-         "-c:v", "mpeg4", "-c:a", "aac", str(clip)],
-        check=True,
-    )  # fmt: skip
+    clip = _phone_clip_in_poor_light(tmp_path / "phone.mp4")
     out = tmp_path / "out.mkv"
     assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
@@ -779,12 +778,8 @@ def test_process_keeps_a_variable_frame_rate_in_an_mkv(
         f"50 frames -> {out}, at the input's varying frame rate, with the sound of the input"
     ) in err, err
 
-    def seconds(path: Path) -> list[float]:
-        scale, times, _ = picture_times(path, ffmpeg=find_ffmpeg())
-        return [t / scale for t in times]
-
-    assert seconds(out) == pytest.approx(seconds(clip), abs=0.002)
-    assert seconds(out)[24:27] == pytest.approx([1.92, 2.0, 2.04], abs=0.002)
+    assert _seconds(out) == pytest.approx(_seconds(clip), abs=0.002)
+    assert _seconds(out)[24:27] == pytest.approx([1.92, 2.0, 2.04], abs=0.002)
     assert len(read_video(out)) == 50 and _audio_streams(out)
     probe = subprocess.run(
         [_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
