@@ -23,7 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-__all__ = ["MP4_EXTENSIONS", "boxes", "faststart", "moov_first", "top_level_boxes"]
+__all__ = [
+    "MP4_EXTENSIONS",
+    "boxes",
+    "faststart",
+    "moov_first",
+    "top_level_boxes",
+    "walk_top_level_boxes",
+]
 
 #: The ISO media files SharpCam writes whose index the writer adds when it finishes.
 MP4_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov"})
@@ -61,15 +68,18 @@ def boxes(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, bytes]]:
         pos += size
 
 
-def top_level_boxes(f: BinaryIO, size: int) -> list[tuple[int, int, bytes]]:
-    """``(position, size, type)`` of the top-level boxes of the ISO media file open in ``f``,
-    ``size`` bytes long (64-bit sizes read, a size of 0 running to the end). ValueError where
-    they do not tile the file (cut off, a broken size) or are more than a writer makes."""
-    found: list[tuple[int, int, bytes]] = []
+def walk_top_level_boxes(
+    f: BinaryIO, size: int, limit: int = _TOP_LIMIT
+) -> Iterator[tuple[int, int, bytes]]:
+    """``(position, size, type)`` of each top-level box of the ISO media file open in ``f``,
+    ``size`` bytes long (64-bit sizes read, a size of 0 running to the end), as they are
+    read: a box that runs past the end is given before the ValueError that ends the walk
+    (a file cut off inside its last box). ValueError too at a broken size, a header cut off,
+    or past ``limit`` boxes (bounded time: a file of millions of empty boxes is no writer's)."""
     pos = 0
-    while pos < size:
-        if len(found) >= _TOP_LIMIT:
-            raise ValueError("too many top-level boxes")
+    for _ in range(limit):
+        if pos >= size:
+            break
         f.seek(pos)
         head = f.read(16)
         if len(head) < 8:
@@ -81,11 +91,21 @@ def top_level_boxes(f: BinaryIO, size: int) -> list[tuple[int, int, bytes]]:
             length = struct.unpack(">Q", head[8:])[0]
         elif length == 0:
             length = size - pos
-        if length < 8 or pos + length > size:
-            raise ValueError(f"a {kind!r} box whose size does not fit the file")
-        found.append((pos, length, kind))
+        if length < 8:
+            raise ValueError(f"a {kind!r} box shorter than its header")
+        yield pos, length, kind
         pos += length
-    return found
+    else:
+        if pos < size:
+            raise ValueError("too many top-level boxes")
+    if pos > size:
+        raise ValueError("a box that runs past the end of the file")
+
+
+def top_level_boxes(f: BinaryIO, size: int) -> list[tuple[int, int, bytes]]:
+    """Every top-level box (:func:`walk_top_level_boxes`); ValueError where they do not tile
+    the file (cut off, a broken size) or are more than a writer makes."""
+    return list(walk_top_level_boxes(f, size))
 
 
 def _chunk_offsets(box: bytes, delta: int, lo: int, hi: int, wide: bool) -> bytes:

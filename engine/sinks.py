@@ -941,21 +941,10 @@ def _count_frames(path: Path) -> int | None:
 
 
 def _has_moov(path: Path, size: int) -> bool:
-    """Whether the top-level boxes of the MP4 at ``path`` include its index (``moov``)."""
+    """Whether the top-level boxes of the MP4 at ``path`` include its index (``moov``); not
+    where the walk to it breaks (an ``mdat`` that never finished runs to the end)."""
     with open(path, "rb") as file:
-        pos = 0
-        while pos + 8 <= size:
-            file.seek(pos)
-            head = file.read(16)
-            length, kind = struct.unpack(">I4s", head[:8])
-            if kind == b"moov":
-                return True
-            if length == 1 and len(head) == 16:  # a 64-bit length follows the type
-                length = struct.unpack(">Q", head[8:])[0]
-            if length < 8:  # 0: the box runs to the end of the file (mdat never finished)
-                return False
-            pos += length
-    return False
+        return _mp4_moov_at(file, size) is not None
 
 
 #: The boxes on the way from ``moov`` to the video track's sample description.

@@ -43,6 +43,7 @@ from engine.heif import (
     is_avif,
     is_heif,
 )
+from engine.mp4 import walk_top_level_boxes
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -743,24 +744,14 @@ _BOX_WALK_LIMIT = 100_000
 def _mp4_moov_at(f: Any, size: int) -> tuple[int, int] | None:
     """``(position, length)`` of the ``moov`` box of the ISO media file (mp4, mov, m4v) open in
     ``f``, found by walking the top-level boxes (a camera writes it at the end: the frames
-    before it are skipped, not read); None when there is none, a box size is broken, or more
-    than :data:`_BOX_WALK_LIMIT` boxes come before it."""
-    pos = 0
-    for _ in range(_BOX_WALK_LIMIT):
-        if pos + 8 > size:
-            break
-        f.seek(pos)
-        head = f.read(16)
-        length, kind = int.from_bytes(head[:4], "big"), head[4:8]
-        if length == 1:
-            length = int.from_bytes(head[8:16], "big")
-        elif length == 0:
-            length = size - pos
-        if length < 8:
-            return None
-        if kind == b"moov":
-            return pos, length
-        pos += length
+    before it are skipped, not read); None when there is none, a box size before it is
+    broken, or more than :data:`_BOX_WALK_LIMIT` boxes come before it."""
+    try:
+        for pos, length, kind in walk_top_level_boxes(f, size, _BOX_WALK_LIMIT):
+            if kind == b"moov":
+                return pos, length
+    except ValueError:
+        pass
     return None
 
 

@@ -363,3 +363,24 @@ def test_a_copy_that_cannot_be_removed_is_named(tmp_path: Path, monkeypatch) -> 
     left: list[Path] = []
     assert not faststart(path, within_s=0.0, left=left)
     assert left == [tmp_path / ".call.partial.mp4"] and left[0].exists()
+
+
+def test_the_walk_gives_a_box_cut_off_by_the_end_before_it_fails() -> None:
+    # The readers of a camera's cut-off file still find its moov (and read what is there);
+    # the move, which needs every box whole, refuses it.
+    from engine.mp4 import top_level_boxes, walk_top_level_boxes
+
+    data = box(b"ftyp", bytes(8)) + box(b"mdat", bytes(20)) + box(b"moov", bytes(40))[:-10]
+    f = io.BytesIO(data)
+    seen = []
+    with pytest.raises(ValueError, match="past the end"):
+        for found in walk_top_level_boxes(f, len(data)):
+            seen.append(found)
+    assert [kind for _, _, kind in seen] == [b"ftyp", b"mdat", b"moov"]
+    with pytest.raises(ValueError):
+        top_level_boxes(f, len(data))
+    # A limit on the boxes walked: a file of many empty boxes is no writer's.
+    many = box(b"free") * 50
+    with pytest.raises(ValueError, match="too many"):
+        list(walk_top_level_boxes(io.BytesIO(many), len(many), limit=10))
+    assert len(list(walk_top_level_boxes(io.BytesIO(many), len(many), limit=50))) == 50
