@@ -357,6 +357,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="processing scale in (0, 1] (default 1: full size; offline there is no hurry)",
     )
     proc.add_argument(
+        "--progress",
+        choices=("bar", "lines"),
+        default="bar",
+        help="bar: a progress bar (default); lines: a 'frames N/TOTAL' line on stderr at most "
+        "four times a second (TOTAL '?' when the input does not say), for logs and programs",
+    )
+    proc.add_argument(
+        "--low-priority",
+        action="store_true",
+        help="run below normal priority, so that a live stream (a call) keeps the CPU "
+        "(the app's 'Save sharpened copy' does)",
+    )
+    proc.add_argument(
+        "--stop-on-eof",
+        action="store_true",
+        help="stop as Ctrl-C does (exit 130, the frames so far kept) when standard input "
+        "closes: how a program that started process stops it on every OS",
+    )
+    proc.add_argument(
         "--overwrite",
         action="store_true",
         help="folder -> folder: replace files of the same names already in the output folder "
@@ -701,6 +720,77 @@ def _hold_console_close(stop: threading.Event) -> Callable[[], None]:
             kernel32.SetConsoleCtrlHandler(callback, False)
 
     return release
+
+
+#: How often ``process --progress lines`` may say where it stands.
+PROGRESS_LINE_S = 0.25
+# Windows' BELOW_NORMAL_PRIORITY_CLASS; elsewhere a niceness this much above the caller's.
+_BELOW_NORMAL_PRIORITY_CLASS = 0x4000
+LOW_PRIORITY_NICE = 10
+
+
+def _lower_priority() -> None:
+    """Run this process below normal priority (``process --low-priority``), before any
+    worker thread starts: on Linux a thread's niceness is its own, and ONNX Runtime's and
+    OpenVINO's pools are made later, by this thread, and inherit it."""
+    try:
+        if sys.platform == "win32":
+            import ctypes
+
+            kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
+            kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), _BELOW_NORMAL_PRIORITY_CLASS)
+        else:
+            os.nice(LOW_PRIORITY_NICE)
+    except (OSError, AttributeError) as exc:
+        # Slower for the live stream beside it, not wrong: the run goes on.
+        _eprint(f"{PROG}: note: could not lower the priority ({exc})")
+
+
+def _stop_on_eof(stop: threading.Event, stream: Any = None) -> threading.Thread:
+    """Set ``stop`` once ``stream`` (standard input) ends: the parent closed its end, or
+    died. A daemon thread: the process does not wait for it."""
+    stream = sys.stdin if stream is None else stream
+
+    def watch() -> None:
+        try:
+            if stream is not None:
+                while stream.readline():
+                    pass  # what is written is not a command: only the end counts
+        except (OSError, ValueError):
+            pass  # a closed or unreadable stdin is an end too
+        stop.set()
+
+    thread = threading.Thread(target=watch, name="stop-on-eof", daemon=True)
+    thread.start()
+    return thread
+
+
+class _ProgressLines:
+    """``process --progress lines``: ``frames N/TOTAL`` on stderr when N has changed, at most
+    every :data:`PROGRESS_LINE_S`, and the last count always (the same calls as tqdm's bar)."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total = total
+        self.n = 0
+        self._said = -1
+        self._at = -math.inf
+
+    def update(self, k: int) -> None:
+        self.n += k
+        now = time.monotonic()
+        if self.n != self._said and now - self._at >= PROGRESS_LINE_S:
+            self._say(now)
+
+    def _say(self, now: float) -> None:
+        _eprint(f"frames {self.n}/{'?' if self.total is None else self.total}")
+        self._said, self._at = self.n, now
+
+    def __enter__(self) -> _ProgressLines:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.n != self._said:
+            self._say(time.monotonic())
 
 
 # --------------------------------------------------------------------------- commands
@@ -2094,6 +2184,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     kind = source_kind(args.input)
     if kind == "camera":
         raise CliError("process reads files; for a camera use: run --source N --output FILE", 2)
+    if args.low_priority:
+        _lower_priority()
     _check_output_name(args.output)  # first: asking about a name too long raises
     _check_not_input(args.input, args.output)
     folder = kind == "folder"
@@ -2130,6 +2222,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         stop = threading.Event()
         restore = _install_stop_signals(stop)
         release = _hold_console_close(stop)
+        if args.stop_on_eof:
+            _stop_on_eof(stop)
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         copy_sound = _note_lost_audio(args.input, args.output, copied=True)
         _note_lost_image_detail(kind, source, args.output)
@@ -2154,7 +2248,12 @@ def cmd_process(args: argparse.Namespace) -> int:
 
         engine.start()
         try:
-            with tqdm(total=total, unit="frame", desc="process", file=sys.stderr) as bar:
+            progress = (
+                _ProgressLines(total)
+                if args.progress == "lines"
+                else tqdm(total=total, unit="frame", desc="process", file=sys.stderr)
+            )
+            with progress as bar:
                 while not stop.is_set() and not engine.done.is_set():
                     stop.wait(0.1)
                     bar.update(done() - bar.n)

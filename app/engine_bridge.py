@@ -71,7 +71,9 @@ def frame_to_qimage(image: np.ndarray) -> QImage:
 class UserMessage:
     """An error as the window shows it: what happened, and what to do about it."""
 
-    kind: str  # "camera" | "model" | "gpu" | "virtual_camera" | "engine"
+    # "camera" | "model" | "gpu" | "virtual_camera" | "engine"; the window's own:
+    # "saved" | "save_stopped" | "save_failed" (app.save)
+    kind: str
     text: str
     advice: str
 

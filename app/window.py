@@ -58,7 +58,9 @@ from PySide6.QtWidgets import (
     QLabel,
     QMainWindow,
     QMenu,
+    QMessageBox,
     QPlainTextEdit,
+    QProgressBar,
     QPushButton,
     QScrollArea,
     QSizePolicy,
@@ -79,6 +81,7 @@ from app.camera_list import (
 )
 from app.engine_bridge import RETRY_LABELS, EngineBridge, ModelFailure, UserMessage
 from app.preview import PreviewWidget
+from app.save import SaveJob, SaveResult, default_output, describe_result, save_filter, save_kind
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
 from engine.sources import IMAGE_EXTENSIONS, source_kind
@@ -88,6 +91,8 @@ log = logging.getLogger(__name__)
 
 ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"
 STOP_TIMEOUT_S = 2.0
+#: How long a close waits for a save it stopped to keep its frames (see app.save).
+SAVE_STOP_WAIT_S = 25.0
 SIDEBAR_WIDTH = 320
 SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
 # The sidebar scrolls where the screen is too short for it (a 1080p laptop at 150 %: 720
@@ -179,6 +184,7 @@ QStatusBar QLabel { padding: 2px 8px; }
 QFrame#banner { border-radius: 9px; }
 QFrame#banner[severity="warning"] { background: #3b2f0b; border: 1px solid #a16207; }
 QFrame#banner[severity="error"] { background: #3f1212; border: 1px solid #b91c1c; }
+QFrame#banner[severity="info"] { background: #0c2a1f; border: 1px solid #15803d; }
 QFrame#banner QLabel { color: #fde68a; }
 QFrame#banner QScrollArea, QFrame#banner QWidget#qt_scrollarea_viewport { background: transparent;
                                                                        border: none; }
@@ -191,6 +197,11 @@ QFrame#banner QScrollBar::sub-line:vertical { height: 0; }
 QFrame#banner QScrollBar::add-page:vertical,
 QFrame#banner QScrollBar::sub-page:vertical { background: none; }
 QFrame#banner[severity="error"] QLabel { color: #fecaca; }
+QFrame#banner[severity="info"] QLabel { color: #bbf7d0; }
+QFrame#banner[severity="info"] QScrollBar::handle:vertical { background: #15803d; }
+QProgressBar { background: #1e2430; border: 1px solid #2c3446; border-radius: 7px;
+               text-align: center; min-height: 18px; }
+QProgressBar::chunk { background: #0ea5e9; border-radius: 6px; }
 QPlainTextEdit { background: #0b0d12; border: 1px solid #2c3446; border-radius: 7px;
                  font-family: monospace; }
 /* Windows of their own (the virtual camera's setup steps, the tray menu, a picker's popup) take
@@ -354,6 +365,10 @@ class BannerText(QScrollArea):
             self.updateGeometry()  # another width, another number of lines
 
 
+#: A banner's colour per message kind (the others are warnings).
+_SEVERITY = {"model": "error", "engine": "error", "save_failed": "error", "saved": "info"}
+
+
 class MessageBanner(QFrame):
     """In-window messages with advice; the stream keeps running underneath.
 
@@ -444,7 +459,7 @@ class MessageBanner(QFrame):
             return
         msg = kept[0]
         self.kind, self.message = msg.kind, msg
-        self.setProperty("severity", "error" if msg.kind in ("model", "engine") else "warning")
+        self.setProperty("severity", _SEVERITY.get(msg.kind, "warning"))
         # The labels too: a property selector above them is not re-read with the frame's, and
         # an error's text stayed in the warning's colour after a warning (or the reverse).
         bar = self.text_area.verticalScrollBar()
@@ -452,7 +467,8 @@ class MessageBanner(QFrame):
             self.style().unpolish(widget)
             self.style().polish(widget)
         self.text.setText(
-            f"<b>{_html(_breakable(msg.text))}</b><br>{_html(_breakable(msg.advice))}"
+            f"<b>{_html(_breakable(msg.text))}</b><br>"
+            + _html(_breakable(msg.advice)).replace("\n", "<br>")
         )
         self.text_area.verticalScrollBar().setValue(0)  # a new message is read from its start
         self.text_area.updateGeometry()
@@ -660,6 +676,8 @@ class MainWindow(QMainWindow):
         self._virtual_retrying = False  # the setup dialog's Retry awaits its answer
         self._model_failure_shown: ModelFailure | None = None
         self._closing = False
+        self.save_job: SaveJob | None = None  # the sharpened copy being saved
+        self._save_said: UserMessage | None = None  # the banner's word on the last save
         self._last_stats: Any = None
         # The camera the picker stands on: a pick that is refused goes back to it.
         self._camera_id = ""
@@ -994,6 +1012,33 @@ class MainWindow(QMainWindow):
         self.open_button.clicked.connect(self.choose_file)
         pick.addWidget(self.open_button)
         lay.addLayout(pick)
+        self.save_button = QPushButton("Save sharpened copy…")
+        self.save_button.setAccessibleName("Save a sharpened copy of the file")
+        self.save_button.setToolTip(
+            "Sharpen every frame of the file playing, at full size, into a new file (Ctrl+S); "
+            "the live video goes on. For a video, photo or folder of photos opened, not a camera"
+        )
+        self.save_button.clicked.connect(self.choose_save_output)
+        lay.addWidget(self.save_button)
+        self.save_panel = QWidget()
+        panel = QVBoxLayout(self.save_panel)
+        panel.setContentsMargins(0, 0, 0, 0)
+        panel.setSpacing(4)
+        self.save_label = ElidedLabel("")
+        self.save_label.setObjectName("hint")
+        panel.addWidget(self.save_label)
+        bar_row = QHBoxLayout()
+        self.save_bar = QProgressBar()
+        self.save_bar.setAccessibleName("Saving progress")
+        bar_row.addWidget(self.save_bar, 1)
+        self.save_stop_button = QPushButton("Stop")
+        self.save_stop_button.setAccessibleName("Stop saving")
+        self.save_stop_button.setToolTip("Stop saving; the frames done so far are kept")
+        self.save_stop_button.clicked.connect(self.stop_save)
+        bar_row.addWidget(self.save_stop_button)
+        panel.addLayout(bar_row)
+        self.save_panel.hide()
+        lay.addWidget(self.save_panel)
         self.resolution_label = QLabel("Resolution")
         lay.addWidget(self.resolution_label)
         self.resolution_combo = QComboBox()
@@ -1149,6 +1194,13 @@ class MainWindow(QMainWindow):
         self.open_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
         self.open_action.triggered.connect(self.choose_file)
         self.addAction(self.open_action)
+        self.save_action = QAction("Save a sharpened copy…", self)
+        self.save_action.setShortcut(QKeySequence("Ctrl+S"))
+        self.save_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        self.save_action.triggered.connect(self.choose_save_output)
+        self.addAction(self.save_action)
+        self.camera_combo.currentIndexChanged.connect(self._update_save_enabled)
+        self._update_save_enabled()
         self.setAcceptDrops(True)
         self.quit_action = QAction("Quit SharpCam", self)
         self.quit_action.setShortcut(QKeySequence("Ctrl+Q"))
@@ -1959,6 +2011,104 @@ class MainWindow(QMainWindow):
             self.show_message(self._save_problem)
         return False
 
+    # --- saving a sharpened copy -----------------------------------------------------------------
+    def _update_save_enabled(self) -> None:
+        # A file (the bundled clip too) has a copy to save; a camera has none, and one save
+        # runs at a time (two would halve each other's CPU and the live video's).
+        idle = self.save_job is None or not self.save_job.running()
+        picked = next((c for c in self.cameras if c.id == self.camera_combo.currentData()), None)
+        on = idle and picked is not None and picked.is_demo
+        self.save_button.setEnabled(on)
+        self.save_action.setEnabled(on)
+
+    def choose_save_output(self) -> None:
+        """Ask where the sharpened copy of the file playing goes (a file dialog that proposes
+        ``NAME.sharp.EXT`` beside it), then :meth:`save_copy` it."""
+        if not self.save_button.isEnabled():
+            return  # Ctrl+S while a camera plays, or while a save runs
+        source = self.current_camera().source
+        proposed = default_output(source)
+        if save_kind(source) == "folder":
+            output = QFileDialog.getExistingDirectory(
+                self, "Save sharpened copies of the photos in", str(Path(proposed).parent)
+            )
+        else:
+            output, _ = QFileDialog.getSaveFileName(
+                self, "Save a sharpened copy", proposed, save_filter(source)
+            )
+            if output and not Path(output).suffix:
+                # Typed without one: `process` takes the format from the name.
+                output += Path(proposed).suffix
+        if output:
+            self.save_copy(output)
+
+    def save_copy(self, output: str, source: str | None = None) -> SaveJob:
+        """Save a sharpened copy of ``source`` (default: the file playing) to ``output`` with
+        the model and strength in use, in the background: ``sharpcam process`` in a child
+        process below normal priority, so the live video (and a call fed by it) goes on. The
+        sidebar shows its progress and a Stop button; the banner says how it ended."""
+        if self.save_job is not None and self.save_job.running():
+            raise RuntimeError("a sharpened copy is being saved already")
+        source = source if source is not None else self.current_camera().source
+        if self._save_said is not None:
+            self.banner.take_down(self._save_said)
+            self._save_said = None
+        job = SaveJob(
+            os.path.abspath(source),
+            os.path.abspath(output),
+            backend=self.backend,
+            model=self.model,
+            strength=self.strength_slider.value() / 100,
+            parent=self,
+        )
+        job.progress.connect(self._on_save_progress)
+        job.finished.connect(self._on_save_finished)
+        self.save_job = job
+        self.save_label.setText(f"Saving {Path(output).name}…")
+        self.save_bar.setRange(0, 0)  # busy until the first count
+        self.save_stop_button.setEnabled(True)
+        self.save_panel.show()
+        self._update_save_enabled()
+        job.start()
+        return job
+
+    def stop_save(self) -> None:
+        """Stop the save under way; its frames so far are kept (the banner says where)."""
+        if self.save_job is not None and self.save_job.running():
+            self.save_stop_button.setEnabled(False)
+            self.save_label.setText("Stopping…")
+            self.save_job.stop()
+
+    def ask_stop_save(self) -> bool:
+        """Whether to stop the save under way and quit (asked when the window closes)."""
+        job = self.save_job
+        done = f" ({job.done} of {job.total} frames)" if job is not None and job.total else ""
+        answer = QMessageBox.question(
+            self,
+            "SharpCam",
+            f"A sharpened copy is being saved{done}. Stop it and quit? The frames done so "
+            "far are kept.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _on_save_progress(self, done: int, total: int) -> None:
+        if total > 0:
+            self.save_bar.setRange(0, total)
+            self.save_bar.setValue(min(done, total))
+        else:
+            self.save_bar.setRange(0, 0)
+
+    def _on_save_finished(self, result: SaveResult) -> None:
+        self.save_panel.hide()
+        self._update_save_enabled()
+        headline, details = describe_result(result)
+        kind = "saved" if result.ok else "save_stopped" if result.code == 130 else "save_failed"
+        self._save_said = UserMessage(kind, headline, details)
+        if not self._closing:
+            self.show_message(self._save_said)
+
     def moveEvent(self, event: QMoveEvent) -> None:  # noqa: N802 - Qt API
         super().moveEvent(event)
         if self.isVisible():
@@ -1970,6 +2120,16 @@ class MainWindow(QMainWindow):
             self._schedule_save()
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
+        job = self.save_job
+        if not self._closing and job is not None and job.running():
+            if not self.ask_stop_save():
+                event.ignore()  # the save goes on, and the window with it
+                return
+            job.stop()
+            # Its frames so far are kept as NAME.incomplete.EXT; a close that returned first
+            # left the child writing on after the app had gone, and nobody said where.
+            if not job.wait(SAVE_STOP_WAIT_S):
+                job.kill()  # left running, it would write on after the app had gone
         if not self._closing:
             self._closing = True
             self.save_now()

@@ -4599,3 +4599,83 @@ def test_a_full_disk_while_the_timing_or_the_date_go_in_fails_the_run(
         assert (
             cli.main(["process", str(clip), str(tmp_path / "c.mp4"), "--backend", "unsharp"]) == 1
         )
+
+
+# --------------------------------------------------------------------------- process for programs
+
+
+def test_process_progress_lines_count_every_frame_without_a_bar(clip: Path, tmp_path: Path) -> None:
+    # A log or a program (the window's save) reads them; tqdm's bar redraws with \r.
+    proc = run_cli(
+        "process", str(clip), str(tmp_path / "o.mp4"), "--backend", "unsharp", "--progress", "lines"
+    )
+    assert proc.returncode == 0, proc.stderr
+    counts = [
+        tuple(map(int, m.groups())) for m in re.finditer(r"^frames (\d+)/(\d+)$", proc.stderr, re.M)
+    ]
+    assert counts and counts[-1] == (24, 24)
+    assert [n for n, _ in counts] == sorted({n for n, _ in counts})  # rising, each said once
+    assert "\r" not in proc.stderr and "frame/s" not in proc.stderr
+
+
+def test_process_progress_lines_say_an_unknown_total(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lines = cli._ProgressLines(None)
+    monkeypatch.setattr(cli.time, "monotonic", lambda: 100.0)
+    with lines:
+        lines.update(3)
+        lines.update(2)  # within PROGRESS_LINE_S of the first: kept for the last line
+    assert capsys.readouterr().err == "frames 3/?\nframes 5/?\n"
+
+
+def test_process_stops_when_its_standard_input_closes(tmp_path: Path) -> None:
+    src = tmp_path / "long.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (96, 64))
+    for i in range(3000):
+        writer.write(np.full((64, 96, 3), i % 256, np.uint8))
+    writer.release()
+    out = tmp_path / "o.avi"
+    child = subprocess.Popen(
+        [sys.executable, "main.py", "process", str(src), str(out), "--backend", "unsharp",
+         "--progress", "lines", "--stop-on-eof"],
+        cwd=REPO, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stderr is not None
+    child.stdin.write("anything\n")  # words are not a stop
+    child.stdin.flush()
+    for line in child.stderr:
+        if line.startswith("frames "):
+            break
+    child.stdin.close()
+    rest = child.stderr.read()
+    assert child.wait(timeout=60) == 130, rest
+    kept = tmp_path / "o.incomplete.avi"
+    n = int(re.search(r"interrupted: (\d+) of 3000 frames written to", rest).group(1))
+    assert 0 < n < 3000 and len(read_video(kept)) == n and str(kept) in rest
+
+
+def test_stop_on_eof_sets_the_stop_at_the_end_of_the_stream_only() -> None:
+    read, write = os.pipe()
+    stop = threading.Event()
+    with os.fdopen(read) as stream, os.fdopen(write, "w") as writer:
+        thread = cli._stop_on_eof(stop, stream)
+        writer.write("stop\n")
+        writer.flush()
+        assert not stop.wait(0.3)
+        writer.close()
+        thread.join(5)
+    assert stop.is_set()
+
+
+def test_low_priority_lowers_the_process_priority() -> None:
+    probe = (
+        "import os, main; before = os.nice(0); main._lower_priority(); print(before, os.nice(0))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    before, after = map(int, proc.stdout.split())
+    assert after == min(before + cli.LOW_PRIORITY_NICE, 19)
+    assert proc.stderr == ""

@@ -1,0 +1,274 @@
+"""The window's "Save sharpened copy": ``sharpcam process IN OUT`` run in a child process.
+
+The child is the command line's own ``process``, so a copy saved from the window is the one
+the command writes: every frame at full size, the sound, the frame times, the colour tags,
+the date and place, the index first; a stop keeps the frames so far as ``NAME.incomplete.EXT``.
+It runs below normal priority (``--low-priority``): a call the live stream feeds keeps the
+CPU. It says where it stands (``--progress lines``) and stops when its standard input is
+closed (``--stop-on-eof``), which works on every OS, where a signal does not on Windows.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+from engine.sinks import VIDEO_CODECS, output_image_name, writable_image_extensions
+from engine.sources import source_kind
+
+#: ``main.py`` beside the ``app`` package: in a checkout and in an installed wheel alike.
+MAIN_SCRIPT = Path(__file__).resolve().parents[1] / "main.py"
+PROG = "sharpcam"
+#: How long a stop waits for the child to finish its partial file before it is killed (a
+#: copy of the sound or the index move under way stops within a second or two).
+STOP_GRACE_S = 20.0
+#: How many of the child's last lines a crash shows.
+CRASH_LINES = 6
+_PROGRESS = re.compile(r"frames (\d+)/(\d+|\?)")
+_DEFAULT_VIDEO_EXT = ".mp4"
+_DEFAULT_IMAGE_EXT = ".png"
+
+
+@dataclass(frozen=True)
+class SaveResult:
+    """How a save ended.
+
+    Attributes:
+        output: the file or folder asked for.
+        code: the child's exit code (0 saved; 130 stopped, its frames so far kept; 1 or 2
+            failed, as the command line says), or None when it could not start or crashed.
+        stopped: :meth:`SaveJob.stop` was called.
+        said: what the child said, its progress lines and the ``sharpcam:`` prefix left out.
+    """
+
+    output: str
+    code: int | None
+    stopped: bool = False
+    said: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.code == 0
+
+
+def save_kind(source: str) -> str:
+    """``"video"``, ``"image"`` or ``"folder"``: what a copy of ``source`` is (an animated GIF
+    is a video); ``"camera"`` for a camera, which has no copy to save."""
+    return source_kind(source)
+
+
+def default_output(source: str, folder: str | None = None) -> str:
+    """A name for the sharpened copy of ``source`` that is not taken: ``NAME.sharp.EXT`` in
+    ``folder`` (default: the source's own folder, or the home folder where that cannot be
+    written), ``NAME.sharp-2.EXT`` and on where taken. A video keeps its container where one
+    is written (else ``.mp4``), an image its format where one is written (an HEIF photo
+    becomes ``.jpg``, a GIF ``.png``, others ``.png``); a folder's copy is a folder
+    ``NAME.sharp``."""
+    path = Path(source)
+    kind = save_kind(source)
+    where = Path(folder) if folder is not None else path.parent
+    if folder is None and not os.access(where, os.W_OK):
+        where = Path.home()  # the bundled clip in a read-only install, a DVD, a phone
+    if kind == "folder":
+        stem, ext = path.name or "photos", ""
+    elif kind == "image":
+        named = Path(output_image_name(path.name))
+        stem, ext = named.stem, named.suffix.lower()
+        if ext not in writable_image_extensions():
+            ext = _DEFAULT_IMAGE_EXT
+    else:
+        stem, ext = path.stem, path.suffix.lower()
+        if ext not in VIDEO_CODECS:
+            ext = _DEFAULT_VIDEO_EXT
+    for n in range(1, 1000):
+        name = f"{stem}.sharp{'' if n == 1 else f'-{n}'}{ext}"
+        if not os.path.lexists(where / name):
+            return str(where / name)
+    return str(where / f"{stem}.sharp{ext}")  # a thousand copies: the dialog asks
+
+
+def save_filter(source: str) -> str:
+    """The save dialog's file types for a copy of ``source`` (a video or an image)."""
+    if save_kind(source) == "image":
+        exts = writable_image_extensions()
+        return "Images (" + " ".join(f"*{e}" for e in exts) + ")"
+    return "Videos (" + " ".join(f"*{e}" for e in VIDEO_CODECS) + ")"
+
+
+def save_command(
+    source: str,
+    output: str,
+    *,
+    backend: str = "auto",
+    model: str | None = None,
+    strength: float = 1.0,
+) -> list[str]:
+    """The arguments after the Python executable: ``main.py process SOURCE OUTPUT ...``."""
+    args = [
+        str(MAIN_SCRIPT),
+        "process",
+        source,
+        output,
+        "--backend",
+        backend,
+        "--strength",
+        f"{strength:g}",
+        "--progress",
+        "lines",
+        "--low-priority",
+        "--stop-on-eof",
+    ]
+    if model is not None:
+        args += ["--model", model]
+    return args
+
+
+class SaveJob(QObject):
+    """One save running in a child process.
+
+    Signals:
+        progress(done, total): frames written so far, and how many there are (0: unknown).
+        finished(SaveResult): once, when the child has ended or could not start.
+    """
+
+    progress = Signal(int, int)
+    finished = Signal(object)
+
+    def __init__(
+        self,
+        source: str,
+        output: str,
+        *,
+        backend: str = "auto",
+        model: str | None = None,
+        strength: float = 1.0,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.source = source
+        self.output = output
+        self.done = 0
+        self.total = 0
+        self.result: SaveResult | None = None
+        self._stopped = False
+        self._said: list[str] = []
+        self._pending = b""
+        self._proc = QProcess(self)
+        self._proc.setProgram(sys.executable)
+        self._proc.setArguments(
+            save_command(source, output, backend=backend, model=model, strength=strength)
+        )
+        # Its words, as they are written, in one stream; UTF-8 on every OS (a Windows pipe
+        # took the ANSI code page, and a name in Japanese came back as question marks).
+        self._proc.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
+        env = QProcessEnvironment.systemEnvironment()
+        env.insert("PYTHONUNBUFFERED", "1")
+        env.insert("PYTHONIOENCODING", "utf-8")
+        self._proc.setProcessEnvironment(env)
+        self._proc.readyReadStandardOutput.connect(self._read)
+        self._proc.finished.connect(self._on_finished)
+        self._proc.errorOccurred.connect(self._on_error)
+        self._kill_timer = QTimer(self)
+        self._kill_timer.setSingleShot(True)
+        self._kill_timer.timeout.connect(self._proc.kill)
+
+    def start(self) -> None:
+        """Start the child; :attr:`finished` says how it ended."""
+        self._proc.start()
+
+    def running(self) -> bool:
+        return self.result is None
+
+    def stop(self) -> None:
+        """Stop the save: its frames so far are kept (``NAME.incomplete.EXT``, as the child
+        says). Killed if it has not ended :data:`STOP_GRACE_S` later."""
+        if self.result is not None or self._stopped:
+            return
+        self._stopped = True
+        self._proc.closeWriteChannel()
+        self._kill_timer.start(round(STOP_GRACE_S * 1000))
+
+    def wait(self, timeout_s: float) -> bool:
+        """Block until the child has ended (its :attr:`finished` emitted); False if it has
+        not within ``timeout_s``. The kill timer of :meth:`stop` does not run meanwhile (no
+        event loop): a caller that gives up calls :meth:`kill`."""
+        if self.result is None and self._proc.state() != QProcess.ProcessState.NotRunning:
+            self._proc.waitForFinished(round(timeout_s * 1000))
+        return self.result is not None
+
+    def kill(self) -> None:
+        """End the child now, and wait for it: its frames so far stay in its hidden partial
+        file (``.NAME.partial.EXT``), unnamed. For a child that did not stop when asked."""
+        if self.result is None and self._proc.state() != QProcess.ProcessState.NotRunning:
+            self._proc.kill()
+            self._proc.waitForFinished(5000)
+
+    def _read(self) -> None:
+        self._pending += bytes(self._proc.readAllStandardOutput().data())
+        *lines, self._pending = re.split(rb"\r\n|\r|\n", self._pending)
+        for raw in lines:
+            self._take(raw.decode("utf-8", errors="replace").strip())
+
+    def _take(self, line: str) -> None:
+        if not line:
+            return
+        match = _PROGRESS.fullmatch(line)
+        if match is not None:
+            self.done = int(match.group(1))
+            self.total = 0 if match.group(2) == "?" else int(match.group(2))
+            self.progress.emit(self.done, self.total)
+            return
+        self._said.append(line.removeprefix(f"{PROG}: "))
+
+    def _end(self, code: int | None) -> None:
+        if self.result is not None:
+            return
+        self._kill_timer.stop()
+        self._read()
+        if self._pending:
+            self._take(self._pending.decode("utf-8", errors="replace").strip())
+            self._pending = b""
+        self.result = SaveResult(self.output, code, self._stopped, list(self._said))
+        self.finished.emit(self.result)
+
+    def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
+        self._end(code if status == QProcess.ExitStatus.NormalExit else None)
+
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.ProcessError.FailedToStart:
+            # No finished signal follows: this is the end.
+            self._said.append(f"{sys.executable} could not be started ({self._proc.errorString()})")
+            self._end(None)
+
+
+def describe_result(result: SaveResult) -> tuple[str, str]:
+    """``(headline, details)`` for the window's banner."""
+    said = result.said
+    if result.ok:
+        # Not the first line (the input, the output and the model: known); the last says
+        # where the frames went and what came with them.
+        news = [s for s in said[:-1] if s.startswith(("note:", "warning:", "error:"))]
+        return "Sharpened copy saved", "\n".join([*news, *said[-1:]])
+    if result.code == 130:
+        stops = [s for s in said if s.startswith("interrupted")]
+        return "Saving stopped", "\n".join(stops or said[-1:])
+    if result.code is None:
+        return "Saving failed: the processing ended unexpectedly", "\n".join(said[-CRASH_LINES:])
+    problems = [s for s in said if s.startswith(("error:", "warning:"))] or said[-CRASH_LINES:]
+    return "Saving failed", "\n".join(p.removeprefix("error: ") for p in problems)
+
+
+__all__ = [
+    "SaveJob",
+    "SaveResult",
+    "default_output",
+    "describe_result",
+    "save_command",
+    "save_filter",
+    "save_kind",
+]

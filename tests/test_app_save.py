@@ -1,0 +1,309 @@
+"""The window's "Save sharpened copy": names, the child ``process`` it runs, progress, stop,
+failure, and the window around it (enabled for files only, the banner, closing while saving).
+
+The child is the real ``python main.py process`` (with ``--backend unsharp``: the tests are
+about the saving, not the model); waits are on signals, never fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PySide6.QtWidgets import QFileDialog
+
+from app import save as save_mod
+from app.camera_list import CameraChoice, demo_choice
+from app.save import (
+    MAIN_SCRIPT,
+    SaveJob,
+    SaveResult,
+    default_output,
+    describe_result,
+    save_command,
+    save_filter,
+)
+from tests import test_app
+from tests.test_cli import read_video, write_video
+
+pytestmark = pytest.mark.timeout(120)
+
+#: The window fixture of test_app (a window on the real engine, closed at teardown).
+make_window = test_app.make_window
+JOB_TIMEOUT_MS = 60_000  # a child Python that imports the engine on a busy 2-core CI box
+
+
+def finished(qtbot, job: SaveJob) -> SaveResult:  # noqa: ANN001
+    """Wait for ``job`` to end; its result."""
+    if job.result is None:
+        with qtbot.waitSignal(job.finished, timeout=JOB_TIMEOUT_MS):
+            pass
+    assert job.result is not None
+    return job.result
+
+
+def long_clip(path: Path, frames: int = 3000) -> Path:
+    """A clip long enough that a stop comes before its end (small frames: quick to write)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (96, 64))
+    assert writer.isOpened()
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    for i in range(frames):
+        writer.write(np.roll(base, i, axis=1))
+    writer.release()
+    return path
+
+
+# --------------------------------------------------------------------------- names and command
+
+
+def test_the_proposed_name_keeps_a_written_format_and_is_not_taken(tmp_path: Path) -> None:
+    clip = tmp_path / "talk.mov"
+    clip.write_bytes(b"")
+    assert default_output(str(clip)) == str(tmp_path / "talk.sharp.mov")
+    (tmp_path / "talk.sharp.mov").write_bytes(b"")
+    assert default_output(str(clip)) == str(tmp_path / "talk.sharp-2.mov")
+    # A container SharpCam does not write becomes an MP4.
+    webm = tmp_path / "screen.webm"
+    webm.write_bytes(b"")
+    assert default_output(str(webm)) == str(tmp_path / "screen.sharp.mp4")
+
+
+def test_the_proposed_name_of_a_photo_is_one_its_format_is_written_as(tmp_path: Path) -> None:
+    photo = tmp_path / "IMG_0001.JPG"
+    cv2.imwrite(str(photo), np.full((8, 8, 3), 90, np.uint8))
+    assert default_output(str(photo)) == str(tmp_path / "IMG_0001.sharp.jpg")
+    heic = tmp_path / "IMG_0002.HEIC"
+    heic.write_bytes(b"")  # a name is enough: HEIF is read, never written
+    assert default_output(str(heic)) == str(tmp_path / "IMG_0002.sharp.jpg")
+    assert "*.png" in save_filter(str(photo)) and "*.heic" not in save_filter(str(photo))
+    assert "*.mp4" in save_filter(str(tmp_path / "a.mov"))
+
+
+def test_a_folder_s_copy_is_a_folder_beside_it(tmp_path: Path) -> None:
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.full((8, 8, 3), 90, np.uint8))
+    assert default_output(str(folder)) == str(tmp_path / "holiday.sharp")
+
+
+def test_a_file_in_a_folder_that_cannot_be_written_is_copied_to_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The bundled clip of a read-only install: its own folder cannot take the copy.
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: home))
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    monkeypatch.setattr(save_mod.os, "access", lambda p, mode: Path(p) != ro)
+    assert default_output(str(ro / "demo.mp4")) == str(home / "demo.sharp.mp4")
+
+
+def test_the_command_is_process_below_normal_priority_with_lines_and_a_stop_on_eof() -> None:
+    args = save_command("in.mp4", "out.mp4", backend="onnx", model="m.onnx", strength=0.75)
+    assert Path(args[0]) == MAIN_SCRIPT and MAIN_SCRIPT.is_file()
+    assert args[1:4] == ["process", "in.mp4", "out.mp4"]
+    for pair in (["--backend", "onnx"], ["--strength", "0.75"], ["--model", "m.onnx"]):
+        i = args.index(pair[0])
+        assert args[i : i + 2] == pair
+    assert {"--low-priority", "--stop-on-eof"} <= set(args)
+    assert args[args.index("--progress") + 1] == "lines"
+    assert "--model" not in save_command("in.mp4", "out.mp4")
+
+
+def test_the_banner_words_follow_how_the_save_ended() -> None:
+    ok = SaveResult("o.mp4", 0, said=["in -> o · x", "note: kept", "24 frames -> o.mp4"])
+    assert describe_result(ok) == ("Sharpened copy saved", "note: kept\n24 frames -> o.mp4")
+    stopped = SaveResult(
+        "o.mp4", 130, True, ["in -> o", "interrupted: 5 of 24 frames written to o.incomplete.mp4"]
+    )
+    assert describe_result(stopped) == (
+        "Saving stopped",
+        "interrupted: 5 of 24 frames written to o.incomplete.mp4",
+    )
+    failed = SaveResult("o.txt", 2, said=["error: output o.txt must be a video file"])
+    assert describe_result(failed) == ("Saving failed", "output o.txt must be a video file")
+    crashed = SaveResult("o.mp4", None, said=[f"line {i}" for i in range(10)])
+    head, text = describe_result(crashed)
+    assert "unexpectedly" in head and text.splitlines() == [f"line {i}" for i in range(4, 10)]
+
+
+# --------------------------------------------------------------------------- the child process
+
+
+def test_a_save_writes_every_frame_and_counts_them_as_it_goes(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    clip = write_video(tmp_path / "c.avi", 24)
+    out = tmp_path / "c.sharp.mp4"
+    job = SaveJob(str(clip), str(out), backend="unsharp")
+    counts: list[tuple[int, int]] = []
+    job.progress.connect(lambda done, total: counts.append((done, total)))
+    job.start()
+    result = finished(qtbot, job)
+    assert result.ok, result.said
+    assert counts and counts[-1] == (24, 24)
+    assert [d for d, _ in counts] == sorted(d for d, _ in counts)
+    assert len(read_video(out)) == 24
+    assert result.said[-1] == f"24 frames -> {out}"
+    assert not job.running()
+
+
+def test_a_stopped_save_keeps_its_frames_so_far(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    clip = long_clip(tmp_path / "long.avi")
+    out = tmp_path / "long.sharp.avi"
+    job = SaveJob(str(clip), str(out), backend="unsharp")
+    job.start()
+    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    job.stop()  # closes the child's standard input: no signal, as on Windows
+    result = finished(qtbot, job)
+    assert result.code == 130 and result.stopped, result.said
+    kept = tmp_path / "long.sharp.incomplete.avi"
+    head, text = describe_result(result)
+    assert head == "Saving stopped" and str(kept) in text
+    n = len(read_video(kept))
+    assert 0 < n < 3000
+    assert f"{n} of 3000 frames" in text
+    assert not out.exists()
+
+
+def test_a_save_the_command_refuses_says_why(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
+    clip = write_video(tmp_path / "c.avi", 4)
+    job = SaveJob(str(clip), str(tmp_path / "c.txt"), backend="unsharp")
+    job.start()
+    result = finished(qtbot, job)
+    assert result.code == 2
+    head, text = describe_result(result)
+    assert head == "Saving failed" and "must be a video file" in text
+    assert not (tmp_path / "c.txt").exists()
+
+
+def test_a_python_that_cannot_start_is_said(
+    qtbot,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    job = SaveJob(str(tmp_path / "c.avi"), str(tmp_path / "o.mp4"))
+    job.start()
+    result = finished(qtbot, job)
+    assert result.code is None
+    assert "no-python could not be started" in describe_result(result)[1]
+
+
+# --------------------------------------------------------------------------- the window
+
+
+def test_the_window_saves_a_sharpened_copy_of_the_clip_playing(
+    qtbot, make_window, tmp_path
+) -> None:  # noqa: ANN001
+    window = make_window()
+    assert window.save_button.isEnabled() and window.save_action.isEnabled()
+    window.strength_slider.setValue(60)
+    out = tmp_path / "demo.sharp.mp4"
+    job = window.save_copy(str(out))
+    assert job.source == demo_choice().source
+    assert "--strength" in job._proc.arguments()
+    assert job._proc.arguments()[job._proc.arguments().index("--strength") + 1] == "0.6"
+    # One at a time: the button waits while the copy is made, and the bar shows it.
+    assert not window.save_button.isEnabled() and window.save_panel.isVisibleTo(window)
+    result = finished(qtbot, job)
+    assert result.ok, result.said
+    assert window.save_button.isEnabled() and not window.save_panel.isVisibleTo(window)
+    assert window.banner.kind == "saved" and window.banner.property("severity") == "info"
+    assert "Sharpened copy saved" in window.banner.text.text()
+    assert len(read_video(out)) == len(read_video(demo_choice().source))
+    assert window.bridge.is_running  # the live video went on
+
+
+def test_save_is_offered_for_files_only(qtbot, make_window) -> None:  # noqa: ANN001
+    window = make_window(start=False, cameras=[CameraChoice("0", "Camera 0", "0"), demo_choice()])
+    window.camera_combo.setCurrentIndex(window.camera_combo.findData("0"))
+    assert not window.save_button.isEnabled() and not window.save_action.isEnabled()
+    window.choose_save_output()  # Ctrl+S on a camera asks nothing
+    assert window.save_job is None
+    window.camera_combo.setCurrentIndex(window.camera_combo.findData(demo_choice().id))
+    assert window.save_button.isEnabled()
+
+
+def test_the_save_dialog_proposes_a_name_and_adds_a_missing_extension(
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    window = make_window()
+    asked: list[tuple[str, str]] = []
+
+    def dialog(parent, title, proposed, filters):  # noqa: ANN001, ANN202
+        asked.append((proposed, filters))
+        return str(tmp_path / "typed"), filters
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    monkeypatch.setattr(save_mod.os, "access", lambda p, mode: False)  # home, not assets/
+    monkeypatch.setattr(Path, "home", classmethod(lambda cls: tmp_path))
+    window.choose_save_output()
+    assert asked == [(str(tmp_path / "demo.sharp.mp4"), save_filter("x.mp4"))]
+    job = window.save_job
+    assert job is not None and job.output == str(tmp_path / "typed.mp4")
+    assert finished(qtbot, job).ok
+
+
+def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    window = make_window()
+    clip = long_clip(tmp_path / "long.avi")
+    job = window.save_copy(str(tmp_path / "long.sharp.avi"), source=str(clip))
+    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    answers = [False]
+    monkeypatch.setattr(window, "ask_stop_save", lambda: answers.pop(0))
+    window.close()
+    assert window.isVisible() and job.running()  # "No": the save and the window go on
+    answers.append(True)
+    window.close()
+    assert not window.isVisible()
+    assert job.result is not None and job.result.code == 130
+    assert (tmp_path / "long.sharp.incomplete.avi").is_file()
+    assert window.bridge.engine is None
+
+
+def test_the_stop_button_stops_the_save(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
+    window = make_window()
+    clip = long_clip(tmp_path / "long.avi")
+    job = window.save_copy(str(tmp_path / "long.sharp.avi"), source=str(clip))
+    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    window.save_stop_button.click()
+    assert not window.save_stop_button.isEnabled()
+    result = finished(qtbot, job)
+    assert result.code == 130
+    assert window.banner.kind == "save_stopped"
+    assert "long.sharp.incomplete.avi" in window.banner.text.text().replace("\u200b", "")
+    os.remove(tmp_path / "long.sharp.incomplete.avi")
+
+
+def test_a_close_whose_stop_is_not_answered_in_time_kills_the_child(
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    from app import window as window_mod
+
+    window = make_window()
+    clip = long_clip(tmp_path / "long.avi")
+    job = window.save_copy(str(tmp_path / "long.sharp.avi"), source=str(clip))
+    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    monkeypatch.setattr(window, "ask_stop_save", lambda: True)
+    monkeypatch.setattr(window_mod, "SAVE_STOP_WAIT_S", 0.0)  # a child stuck on a slow disk
+    window.close()
+    assert not window.isVisible()
+    # Not left writing after the app had gone.
+    assert job.result is not None and job.result.code is None
+    assert job._proc.state() == job._proc.ProcessState.NotRunning
