@@ -253,7 +253,8 @@ def describe_result(result: SaveResult) -> tuple[str, str]:
         # Not the first line (the input, the output and the model: known); the last says
         # where the frames went and what came with them.
         news = [s for s in said[:-1] if s.startswith(("note:", "warning:", "error:"))]
-        return "Sharpened copy saved", "\n".join([*news, *said[-1:]])
+        last = [re.sub(r"^(\d+ frames?) -> ", r"\1 written to ", s) for s in said[-1:]]
+        return "Sharpened copy saved", "\n".join([*news, *last])
     if result.code == 130:
         stops = [s for s in said if s.startswith("interrupted")]
         return "Saving stopped", "\n".join(stops or said[-1:])

@@ -162,6 +162,7 @@ QComboBox QAbstractItemView { background: #1e2430; border: 1px solid #2c3446;
 QPushButton { background: #1e2430; border: 1px solid #2c3446; border-radius: 7px;
               padding: 6px 12px; }
 QPushButton:hover { border-color: #38bdf8; }
+QPushButton:disabled { color: #64748b; border-color: #232938; }
 /* Not bold: the wider text cut "Side by side" off in the fixed-width sidebar. */
 QPushButton:checked { background: #0ea5e9; color: #0b1220; border-color: #0ea5e9; }
 QPushButton#primary { background: #0ea5e9; color: #0b1220; border: none; font-weight: 600; }

@@ -118,7 +118,9 @@ def test_the_command_is_process_below_normal_priority_with_lines_and_a_stop_on_e
 
 def test_the_banner_words_follow_how_the_save_ended() -> None:
     ok = SaveResult("o.mp4", 0, said=["in -> o · x", "note: kept", "24 frames -> o.mp4"])
-    assert describe_result(ok) == ("Sharpened copy saved", "note: kept\n24 frames -> o.mp4")
+    assert describe_result(ok) == ("Sharpened copy saved", "note: kept\n24 frames written to o.mp4")
+    one = SaveResult("o.png", 0, said=["in -> o", "1 frame -> o.png"])
+    assert describe_result(one)[1] == "1 frame written to o.png"
     stopped = SaveResult(
         "o.mp4", 130, True, ["in -> o", "interrupted: 5 of 24 frames written to o.incomplete.mp4"]
     )
