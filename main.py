@@ -738,7 +738,15 @@ def _lower_priority() -> None:
             import ctypes
 
             kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
-            kernel32.SetPriorityClass(kernel32.GetCurrentProcess(), _BELOW_NORMAL_PRIORITY_CLASS)
+            # Typed: the pseudo handle (-1) passed as a C int reached a 64-bit HANDLE as
+            # 0xFFFFFFFF, a handle to nothing.
+            kernel32.GetCurrentProcess.restype = ctypes.c_void_p
+            kernel32.SetPriorityClass.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+            kernel32.SetPriorityClass.restype = ctypes.c_int
+            if not kernel32.SetPriorityClass(
+                kernel32.GetCurrentProcess(), _BELOW_NORMAL_PRIORITY_CLASS
+            ):
+                raise OSError(ctypes.get_last_error(), "SetPriorityClass failed")  # type: ignore[attr-defined]
         else:
             os.nice(LOW_PRIORITY_NICE)
     except (OSError, AttributeError) as exc:

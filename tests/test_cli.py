@@ -4679,3 +4679,30 @@ def test_low_priority_lowers_the_process_priority() -> None:
     before, after = map(int, proc.stdout.split())
     assert after == min(before + cli.LOW_PRIORITY_NICE, 19)
     assert proc.stderr == ""
+
+
+@pytest.mark.parametrize("answer", [1, 0])
+def test_low_priority_on_windows_asks_for_below_normal_and_says_a_refusal(
+    answer: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import ctypes
+    import types
+
+    calls: list[tuple[object, ...]] = []
+
+    def set_priority_class(*args: object) -> int:
+        calls.append(args)
+        return answer
+
+    # Functions, as ctypes' are: the code sets their argtypes and restype.
+    kernel32 = types.SimpleNamespace(
+        GetCurrentProcess=lambda: "pseudo-handle", SetPriorityClass=set_priority_class
+    )
+    monkeypatch.setattr(cli.sys, "platform", "win32")
+    monkeypatch.setattr(ctypes, "WinDLL", lambda *a, **k: kernel32, raising=False)
+    monkeypatch.setattr(ctypes, "get_last_error", lambda: 5, raising=False)
+    monkeypatch.setattr(cli.os, "nice", lambda n: pytest.fail("os.nice on Windows"))
+    cli._lower_priority()
+    assert calls == [("pseudo-handle", 0x4000)]
+    err = capsys.readouterr().err
+    assert ("could not lower the priority" in err) == (answer == 0)
