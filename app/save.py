@@ -13,12 +13,13 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
 
-from engine.sinks import VIDEO_CODECS, output_image_name, writable_image_extensions
+from engine.sinks import VIDEO_CODECS, output_image_name, partial_path, writable_image_extensions
 from engine.sources import source_kind
 
 #: ``main.py`` beside the ``app`` package: in a checkout and in an installed wheel alike.
@@ -44,12 +45,14 @@ class SaveResult:
             failed, as the command line says), or None when it could not start or crashed.
         stopped: :meth:`SaveJob.stop` was called.
         said: what the child said, its progress lines and the ``sharpcam:`` prefix left out.
+        left: hidden working files a killed child left (its frames so far, unnamed).
     """
 
     output: str
     code: int | None
     stopped: bool = False
     said: list[str] = field(default_factory=list)
+    left: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -109,6 +112,10 @@ def save_command(
     strength: float = 1.0,
 ) -> list[str]:
     """The arguments after the Python executable: ``main.py process SOURCE OUTPUT ...``."""
+    if save_kind(source) == "folder" and not output.endswith(("/", os.sep)):
+        # Said to be a folder: `process` takes a new name with a dot (``photos.sharp``) for
+        # a file of a format it does not know.
+        output += os.sep
     args = [
         str(MAIN_SCRIPT),
         "process",
@@ -156,6 +163,7 @@ class SaveJob(QObject):
         self.total = 0
         self.result: SaveResult | None = None
         self._stopped = False
+        self._started = 0.0
         self._said: list[str] = []
         self._pending = b""
         self._proc = QProcess(self)
@@ -179,6 +187,7 @@ class SaveJob(QObject):
 
     def start(self) -> None:
         """Start the child; :attr:`finished` says how it ended."""
+        self._started = time.time()
         self._proc.start()
 
     def running(self) -> bool:
@@ -233,8 +242,24 @@ class SaveJob(QObject):
         if self._pending:
             self._take(self._pending.decode("utf-8", errors="replace").strip())
             self._pending = b""
-        self.result = SaveResult(self.output, code, self._stopped, list(self._said))
+        left = self._left_behind() if code is None else []
+        self.result = SaveResult(self.output, code, self._stopped, list(self._said), left)
         self.finished.emit(self.result)
+
+    def _left_behind(self) -> list[str]:
+        """The hidden working files of :attr:`output` written since the start: a child killed
+        (or crashed) before it named its file leaves its frames there."""
+        first = partial_path(self.output)
+        pattern = f"{first.stem}*{first.suffix}"
+        try:
+            found = [
+                p
+                for p in first.parent.glob(pattern)
+                if p.is_file() and p.stat().st_mtime >= self._started - 1.0
+            ]
+        except OSError:
+            return []
+        return sorted(str(p) for p in found)
 
     def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:
         self._end(code if status == QProcess.ExitStatus.NormalExit else None)
@@ -246,22 +271,48 @@ class SaveJob(QObject):
             self._end(None)
 
 
-def describe_result(result: SaveResult) -> tuple[str, str]:
-    """``(headline, details)`` for the window's banner."""
-    said = result.said
+#: The command line's own advice, which the window has no control for.
+_CLI_ONLY = re.compile(r",? or --overwrite to replace them")
+_SKIPPED = re.compile(r"(?:error: )?(\d+) of (\d+) images skipped; (\d+) written to (.*)")
+
+
+def describe_result(result: SaveResult) -> tuple[str, str, str]:
+    """``(kind, headline, details)`` for the window's banner: kind ``"saved"``,
+    ``"save_warning"`` (stopped, or some photos of a folder skipped: what was written is
+    kept) or ``"save_failed"``."""
+    said = [_CLI_ONLY.sub("", s) for s in result.said]
+    news = [s for s in said[:-1] if s.startswith(("note:", "warning:", "error:", "skipped:"))]
     if result.ok:
         # Not the first line (the input, the output and the model: known); the last says
         # where the frames went and what came with them.
-        news = [s for s in said[:-1] if s.startswith(("note:", "warning:", "error:"))]
         last = [re.sub(r"^(\d+ frames?) -> ", r"\1 written to ", s) for s in said[-1:]]
-        return "Sharpened copy saved", "\n".join([*news, *last])
+        return "saved", "Sharpened copy saved", "\n".join([*news, *last])
     if result.code == 130:
         stops = [s for s in said if s.startswith("interrupted")]
-        return "Saving stopped", "\n".join(stops or said[-1:])
+        return "save_warning", "Saving stopped", "\n".join(stops or said[-1:])
     if result.code is None:
-        return "Saving failed: the processing ended unexpectedly", "\n".join(said[-CRASH_LINES:])
+        left = [f"The frames done so far are in the hidden file {p} (it may not play)."
+                for p in result.left]  # fmt: skip
+        if result.stopped:
+            return (
+                "save_warning",
+                "Saving stopped: it did not end when asked, and was ended",
+                "\n".join(left),
+            )
+        lines = [*said[-CRASH_LINES:], *left]
+        return "save_failed", "Saving failed: the processing ended unexpectedly", "\n".join(lines)
+    skipped = _SKIPPED.fullmatch(said[-1]) if said else None
+    if result.code == 1 and skipped is not None and int(skipped.group(3)) > 0:
+        n = int(skipped.group(1))
+        return (
+            "save_warning",
+            f"Sharpened copies saved, {n} photo{'' if n == 1 else 's'} skipped",
+            "\n".join(
+                [*(s.removeprefix("skipped: ") for s in news), said[-1].removeprefix("error: ")]
+            ),
+        )
     problems = [s for s in said if s.startswith(("error:", "warning:"))] or said[-CRASH_LINES:]
-    return "Saving failed", "\n".join(p.removeprefix("error: ") for p in problems)
+    return "save_failed", "Saving failed", "\n".join(p.removeprefix("error: ") for p in problems)
 
 
 __all__ = [

@@ -1253,6 +1253,7 @@ class MainWindow(QMainWindow):
         self.camera_combo.setCurrentIndex(idx)
         self._camera_id = self.camera_combo.currentData()
         self._camera_tooltip()  # index 0 picked: no change signal
+        self._update_save_enabled()
 
     def _apply_settings_to_controls(self) -> None:
         s = self.settings
@@ -1489,6 +1490,7 @@ class MainWindow(QMainWindow):
         self.camera_combo.blockSignals(True)
         self.camera_combo.setCurrentIndex(max(self.camera_combo.findData(self._camera_id), 0))
         self.camera_combo.blockSignals(False)
+        self._update_save_enabled()
         if self._refusal is not None:
             # Replaced, not kept under the new one: only the newest is taken down at a start.
             self._on_message_cleared(self._refusal)
@@ -2025,13 +2027,19 @@ class MainWindow(QMainWindow):
     def choose_save_output(self) -> None:
         """Ask where the sharpened copy of the file playing goes (a file dialog that proposes
         ``NAME.sharp.EXT`` beside it), then :meth:`save_copy` it."""
+        self._update_save_enabled()  # the picker may have moved with its signals held
         if not self.save_button.isEnabled():
             return  # Ctrl+S while a camera plays, or while a save runs
         source = self.current_camera().source
         proposed = default_output(source)
         if save_kind(source) == "folder":
-            output = QFileDialog.getExistingDirectory(
-                self, "Save sharpened copies of the photos in", str(Path(proposed).parent)
+            # A new folder's name, proposed (`process` makes it): a folder dialog started at
+            # the parent wrote the copies loose there, beside the originals' folder.
+            output, _ = QFileDialog.getSaveFileName(
+                self,
+                "Save sharpened copies of the photos into a new folder",
+                proposed,
+                "Folder (*)",
             )
         else:
             output, _ = QFileDialog.getSaveFileName(
@@ -2104,9 +2112,7 @@ class MainWindow(QMainWindow):
     def _on_save_finished(self, result: SaveResult) -> None:
         self.save_panel.hide()
         self._update_save_enabled()
-        headline, details = describe_result(result)
-        kind = "saved" if result.ok else "save_stopped" if result.code == 130 else "save_failed"
-        self._save_said = UserMessage(kind, headline, details)
+        self._save_said = UserMessage(*describe_result(result))
         if not self._closing:
             self.show_message(self._save_said)
 

@@ -3596,6 +3596,7 @@ def test_the_virtual_camera_sharpcam_sends_to_cannot_be_picked_as_the_camera(
     window.camera_combo.setCurrentIndex(window.camera_combo.findData(SHARPCAM_LOOPBACK.id))
     # Refused: the picker is back on what plays, and nothing restarted or opened.
     assert window.current_camera().is_demo
+    assert window.save_button.isEnabled()  # a copy of the clip can be saved, as before
     assert window.bridge.engine is playing and not window.bridge.starting
     assert asked[opened:] == []
     assert window.banner.isVisible() and window.banner.kind == "camera"

@@ -89,6 +89,10 @@ def test_a_folder_s_copy_is_a_folder_beside_it(tmp_path: Path) -> None:
     folder.mkdir()
     cv2.imwrite(str(folder / "a.png"), np.full((8, 8, 3), 90, np.uint8))
     assert default_output(str(folder)) == str(tmp_path / "holiday.sharp")
+    assert (
+        save_command(str(folder), str(tmp_path / "holiday.sharp"))[3]
+        == str(tmp_path / "holiday.sharp") + os.sep
+    )
 
 
 def test_a_file_in_a_folder_that_cannot_be_written_is_copied_to_the_home_folder(
@@ -118,21 +122,59 @@ def test_the_command_is_process_below_normal_priority_with_lines_and_a_stop_on_e
 
 def test_the_banner_words_follow_how_the_save_ended() -> None:
     ok = SaveResult("o.mp4", 0, said=["in -> o · x", "note: kept", "24 frames -> o.mp4"])
-    assert describe_result(ok) == ("Sharpened copy saved", "note: kept\n24 frames written to o.mp4")
+    assert describe_result(ok) == (
+        "saved",
+        "Sharpened copy saved",
+        "note: kept\n24 frames written to o.mp4",
+    )
     one = SaveResult("o.png", 0, said=["in -> o", "1 frame -> o.png"])
-    assert describe_result(one)[1] == "1 frame written to o.png"
+    assert describe_result(one)[2] == "1 frame written to o.png"
     stopped = SaveResult(
         "o.mp4", 130, True, ["in -> o", "interrupted: 5 of 24 frames written to o.incomplete.mp4"]
     )
     assert describe_result(stopped) == (
+        "save_warning",
         "Saving stopped",
         "interrupted: 5 of 24 frames written to o.incomplete.mp4",
     )
     failed = SaveResult("o.txt", 2, said=["error: output o.txt must be a video file"])
-    assert describe_result(failed) == ("Saving failed", "output o.txt must be a video file")
-    crashed = SaveResult("o.mp4", None, said=[f"line {i}" for i in range(10)])
-    head, text = describe_result(crashed)
-    assert "unexpectedly" in head and text.splitlines() == [f"line {i}" for i in range(4, 10)]
+    assert describe_result(failed) == (
+        "save_failed",
+        "Saving failed",
+        "output o.txt must be a video file",
+    )
+    crashed = SaveResult("o.mp4", None, said=[f"line {i}" for i in range(10)], left=["/t/.o.p.mp4"])
+    kind, head, text = describe_result(crashed)
+    assert kind == "save_failed" and "unexpectedly" in head
+    assert text.splitlines()[:-1] == [f"line {i}" for i in range(4, 10)]
+    assert "hidden file /t/.o.p.mp4" in text.splitlines()[-1]
+    # The window has no --overwrite: the command line's advice is left out.
+    taken = SaveResult(
+        "out",
+        2,
+        said=[
+            "error: folder out already holds a.png, which this run would replace with its "
+            "results; give a new output folder, or --overwrite to replace them"
+        ],
+    )
+    assert describe_result(taken)[2].endswith("give a new output folder")
+
+
+def test_a_folder_with_photos_skipped_is_saved_with_a_warning_naming_them() -> None:
+    result = SaveResult(
+        "out",
+        1,
+        said=[
+            "folder in (4 images) -> out",
+            "skipped: cannot read image file in/broken.jpg",
+            "error: 1 of 4 images skipped; 3 written to out",
+        ],
+    )
+    kind, head, text = describe_result(result)
+    assert (kind, head) == ("save_warning", "Sharpened copies saved, 1 photo skipped")
+    assert text == "cannot read image file in/broken.jpg\n1 of 4 images skipped; 3 written to out"
+    none_written = SaveResult("out", 1, said=["error: 2 of 2 images skipped; 0 written to out"])
+    assert describe_result(none_written)[0] == "save_failed"
 
 
 # --------------------------------------------------------------------------- the child process
@@ -164,7 +206,7 @@ def test_a_stopped_save_keeps_its_frames_so_far(qtbot, tmp_path: Path) -> None: 
     result = finished(qtbot, job)
     assert result.code == 130 and result.stopped, result.said
     kept = tmp_path / "long.sharp.incomplete.avi"
-    head, text = describe_result(result)
+    kind, head, text = describe_result(result)
     assert head == "Saving stopped" and str(kept) in text
     n = len(read_video(kept))
     assert 0 < n < 3000
@@ -178,7 +220,7 @@ def test_a_save_the_command_refuses_says_why(qtbot, tmp_path: Path) -> None:  # 
     job.start()
     result = finished(qtbot, job)
     assert result.code == 2
-    head, text = describe_result(result)
+    _, head, text = describe_result(result)
     assert head == "Saving failed" and "must be a video file" in text
     assert not (tmp_path / "c.txt").exists()
 
@@ -193,7 +235,7 @@ def test_a_python_that_cannot_start_is_said(
     job.start()
     result = finished(qtbot, job)
     assert result.code is None
-    assert "no-python could not be started" in describe_result(result)[1]
+    assert "no-python could not be started" in describe_result(result)[2]
 
 
 # --------------------------------------------------------------------------- the window
@@ -285,7 +327,7 @@ def test_the_stop_button_stops_the_save(qtbot, make_window, tmp_path) -> None:  
     assert not window.save_stop_button.isEnabled()
     result = finished(qtbot, job)
     assert result.code == 130
-    assert window.banner.kind == "save_stopped"
+    assert window.banner.kind == "save_warning"
     assert "long.sharp.incomplete.avi" in window.banner.text.text().replace("\u200b", "")
     os.remove(tmp_path / "long.sharp.incomplete.avi")
 
@@ -309,3 +351,66 @@ def test_a_close_whose_stop_is_not_answered_in_time_kills_the_child(
     # Not left writing after the app had gone.
     assert job.result is not None and job.result.code is None
     assert job._proc.state() == job._proc.ProcessState.NotRunning
+
+
+def test_save_is_not_offered_once_the_window_picks_a_camera_found_later(qtbot, make_window) -> None:  # noqa: ANN001
+    from app.camera_list import CameraProbe
+
+    window = make_window(start=False)  # the demo clip stands in while cameras are looked for
+    assert window.save_button.isEnabled()
+    camera = CameraChoice("/dev/video0", "Integrated Camera", "/dev/video0")
+    window.wait_for_cameras(CameraProbe(lambda: [camera, demo_choice()]))
+    qtbot.waitUntil(lambda: not window.cameras_pending, timeout=10_000)
+    assert window.current_camera().id == camera.id
+    assert not window.save_button.isEnabled() and not window.save_action.isEnabled()
+    window.save_action.trigger()
+    assert window.save_job is None
+
+
+def test_a_folder_s_copies_go_into_the_new_folder_proposed(
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    photos = tmp_path / "my photos"
+    photos.mkdir()
+    for name in ("p1.jpg", "p2.jpg"):
+        cv2.imwrite(str(photos / name), np.full((32, 48, 3), 90, np.uint8))
+    window = make_window()
+    window.open_file(str(photos))
+    asked: list[str] = []
+
+    def dialog(parent, title, proposed, filters):  # noqa: ANN001, ANN202
+        asked.append(proposed)
+        return proposed, filters  # Save, as offered
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    window.choose_save_output()
+    assert asked == [str(tmp_path / "my photos.sharp")]
+    assert finished(qtbot, window.save_job).ok
+    assert sorted(os.listdir(tmp_path / "my photos.sharp")) == ["p1.jpg", "p2.jpg"]
+    assert not list(tmp_path.glob("*.jpg"))  # none loose beside the originals' folder
+
+
+def test_a_stop_not_answered_in_time_is_a_stop_that_names_what_was_left(
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    monkeypatch.setattr(save_mod, "STOP_GRACE_S", 0.0)  # a child busy longer than the grace
+    window = make_window()
+    clip = long_clip(tmp_path / "long.avi")
+    job = window.save_copy(str(tmp_path / "long.sharp.mp4"), source=str(clip))
+    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    window.save_stop_button.click()
+    result = finished(qtbot, job)
+    assert result.code is None and result.stopped
+    assert window.banner.kind == "save_warning"
+    shown = window.banner.text.text().replace("\u200b", "")
+    assert "Saving stopped: it did not end when asked" in shown
+    hidden = sorted(p for p in os.listdir(tmp_path) if p.startswith(".long.sharp.partial"))
+    assert result.left == [str(tmp_path / p) for p in hidden]
+    for name in hidden:
+        assert name in shown
