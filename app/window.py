@@ -2062,6 +2062,8 @@ class MainWindow(QMainWindow):
         if self._save_said is not None:
             self.banner.take_down(self._save_said)
             self._save_said = None
+        if self.save_job is not None:
+            self.save_job.deleteLater()  # ended: its child process object goes with it
         job = SaveJob(
             os.path.abspath(source),
             os.path.abspath(output),

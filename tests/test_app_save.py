@@ -261,6 +261,11 @@ def test_the_window_saves_a_sharpened_copy_of_the_clip_playing(
     assert "Sharpened copy saved" in window.banner.text.text()
     assert len(read_video(out)) == len(read_video(demo_choice().source))
     assert window.bridge.is_running  # the live video went on
+    # A second save: the banner's word on the first goes, and so does the first job.
+    with qtbot.waitSignal(job.destroyed, timeout=5000):
+        second = window.save_copy(str(tmp_path / "again.mp4"))
+    assert window.banner.kind == ""  # nothing else was said
+    assert finished(qtbot, second).ok
 
 
 def test_save_is_offered_for_files_only(qtbot, make_window) -> None:  # noqa: ANN001
