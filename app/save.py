@@ -193,6 +193,11 @@ class SaveJob(QObject):
     def running(self) -> bool:
         return self.result is None
 
+    @property
+    def stopping(self) -> bool:
+        """:meth:`stop` was called and the child has not ended yet."""
+        return self._stopped and self.result is None
+
     def stop(self) -> None:
         """Stop the save: its frames so far are kept (``NAME.incomplete.EXT``, as the child
         says). Killed if it has not ended :data:`STOP_GRACE_S` later."""
@@ -273,20 +278,30 @@ class SaveJob(QObject):
 
 #: The command line's own advice, which the window has no control for.
 _CLI_ONLY = re.compile(r",? or --overwrite to replace them")
+_OF_UNKNOWN = re.compile(r"(\d+) of \? frames")  # "381 of ? frames": the file gave no count
+_LEVEL = re.compile(r"^(?:note|warning|error|skipped): ")
 _SKIPPED = re.compile(r"(?:error: )?(\d+) of (\d+) images skipped; (\d+) written to (.*)")
 
 
 def describe_result(result: SaveResult) -> tuple[str, str, str]:
     """``(kind, headline, details)`` for the window's banner: kind ``"saved"``,
-    ``"save_warning"`` (stopped, or some photos of a folder skipped: what was written is
-    kept) or ``"save_failed"``."""
-    said = [_CLI_ONLY.sub("", s) for s in result.said]
-    news = [s for s in said[:-1] if s.startswith(("note:", "warning:", "error:", "skipped:"))]
+    ``"save_warning"`` (saved with something of the input lost, stopped, or some photos of a
+    folder skipped: what was written is kept) or ``"save_failed"``."""
+    said = [_OF_UNKNOWN.sub(r"\1 frames", _CLI_ONLY.sub("", s)) for s in result.said]
+    marked = [s for s in said[:-1] if _LEVEL.match(s)]
+    problems = [s for s in marked if s.startswith(("warning:", "error:"))]
+    news = [_LEVEL.sub("", s) for s in marked]
     if result.ok:
         # Not the first line (the input, the output and the model: known); the last says
         # where the frames went and what came with them.
         last = [re.sub(r"^(\d+ frames?) -> ", r"\1 written to ", s) for s in said[-1:]]
-        return "saved", "Sharpened copy saved", "\n".join([*news, *last])
+        details = "\n".join([*news, *last])
+        if not problems:
+            return "saved", "Sharpened copy saved", details
+        # Saved, but something of the input did not come with it: not the all-clear.
+        lost_sound = any("has no sound" in s for s in problems)
+        head = "without its sound" if lost_sound else "with a problem (below)"
+        return "save_warning", f"Sharpened copy saved {head}", details
     if result.code == 130:
         stops = [s for s in said if s.startswith("interrupted")]
         return "save_warning", "Saving stopped", "\n".join(stops or said[-1:])
@@ -307,12 +322,10 @@ def describe_result(result: SaveResult) -> tuple[str, str, str]:
         return (
             "save_warning",
             f"Sharpened copies saved, {n} photo{'' if n == 1 else 's'} skipped",
-            "\n".join(
-                [*(s.removeprefix("skipped: ") for s in news), said[-1].removeprefix("error: ")]
-            ),
+            "\n".join([*news, said[-1].removeprefix("error: ")]),
         )
-    problems = [s for s in said if s.startswith(("error:", "warning:"))] or said[-CRASH_LINES:]
-    return "save_failed", "Saving failed", "\n".join(p.removeprefix("error: ") for p in problems)
+    failed = [_LEVEL.sub("", s) for s in said if s.startswith(("error:", "warning:"))]
+    return "save_failed", "Saving failed", "\n".join(failed or said[-CRASH_LINES:])
 
 
 __all__ = [

@@ -93,6 +93,11 @@ ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"
 STOP_TIMEOUT_S = 2.0
 #: How long a close waits for a save it stopped to keep its frames (see app.save).
 SAVE_STOP_WAIT_S = 25.0
+SAVE_TIP = (
+    "Sharpen every frame of the file playing, at full size, into a new file (Ctrl+S); the "
+    "live video goes on. For a video, photo or folder of photos opened, not a camera"
+)
+SAVE_NO_MODEL_TIP = "The model is not working (see above): a copy would not be sharpened"
 SIDEBAR_WIDTH = 320
 SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
 # The sidebar scrolls where the screen is too short for it (a 1080p laptop at 150 %: 720
@@ -1015,10 +1020,7 @@ class MainWindow(QMainWindow):
         lay.addLayout(pick)
         self.save_button = QPushButton("Save sharpened copy…")
         self.save_button.setAccessibleName("Save a sharpened copy of the file")
-        self.save_button.setToolTip(
-            "Sharpen every frame of the file playing, at full size, into a new file (Ctrl+S); "
-            "the live video goes on. For a video, photo or folder of photos opened, not a camera"
-        )
+        self.save_button.setToolTip(SAVE_TIP)
         self.save_button.clicked.connect(self.choose_save_output)
         lay.addWidget(self.save_button)
         self.save_panel = QWidget()
@@ -1612,6 +1614,7 @@ class MainWindow(QMainWindow):
             self.enable_switch.setFocus(Qt.FocusReason.OtherFocusReason)
         for widget in (self.model_status, self.model_retry_button, self.model_badge):
             widget.setVisible(failed)
+        self._update_save_enabled()
         self._enable_strength(self.enable_switch.isChecked())
         self._show_after_label()
 
@@ -2020,9 +2023,13 @@ class MainWindow(QMainWindow):
         # runs at a time (two would halve each other's CPU and the live video's).
         idle = self.save_job is None or not self.save_job.running()
         picked = next((c for c in self.cameras if c.id == self.camera_combo.currentData()), None)
-        on = idle and picked is not None and picked.is_demo
+        # The copy runs the model the live video does: while that one fails, every copy
+        # failed (or would have been the unsharpened input).
+        model_ok = self.bridge.model_failure is None
+        on = idle and picked is not None and picked.is_demo and model_ok
         self.save_button.setEnabled(on)
         self.save_action.setEnabled(on)
+        self.save_button.setToolTip(SAVE_TIP if model_ok else SAVE_NO_MODEL_TIP)
 
     def choose_save_output(self) -> None:
         """Ask where the sharpened copy of the file playing goes (a file dialog that proposes
@@ -2093,7 +2100,11 @@ class MainWindow(QMainWindow):
     def ask_stop_save(self) -> bool:
         """Whether to stop the save under way and quit (asked when the window closes)."""
         job = self.save_job
-        done = f" ({job.done} of {job.total} frames)" if job is not None and job.total else ""
+        done = ""
+        if job is not None and job.total:
+            done = f" ({job.done} of {job.total} frames)"
+        elif job is not None and job.done:
+            done = f" ({job.done} frames so far)"
         answer = QMessageBox.question(
             self,
             "SharpCam",
@@ -2105,11 +2116,19 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def _on_save_progress(self, done: int, total: int) -> None:
+        job = self.save_job
+        name = Path(job.output).name if job is not None else ""
         if total > 0:
             self.save_bar.setRange(0, total)
             self.save_bar.setValue(min(done, total))
+            counted = f"{done} of {total} frames"
         else:
-            self.save_bar.setRange(0, 0)
+            self.save_bar.setRange(0, 0)  # busy: the file does not say how many there are
+            counted = f"{done} frame{'' if done == 1 else 's'}"
+        if job is not None and not job.stopping:
+            self.save_label.setText(f"Saving {name}… {counted}")
+        # What a screen reader says of a busy bar, which has no value of its own.
+        self.save_bar.setAccessibleDescription(counted)
 
     def _on_save_finished(self, result: SaveResult) -> None:
         self.save_panel.hide()

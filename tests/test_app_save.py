@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtWidgets import QFileDialog
+from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app import save as save_mod
 from app.camera_list import CameraChoice, demo_choice
@@ -35,6 +35,13 @@ pytestmark = pytest.mark.timeout(120)
 #: The window fixture of test_app (a window on the real engine, closed at teardown).
 make_window = test_app.make_window
 JOB_TIMEOUT_MS = 60_000  # a child Python that imports the engine on a busy 2-core CI box
+
+
+@pytest.fixture(autouse=True)
+def _no_modal_questions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A window closed at teardown with a save still running (a test that failed midway)
+    asks whether to stop it: answered Yes, where a real modal box would hang the run."""
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
 
 
 def finished(qtbot, job: SaveJob) -> SaveResult:  # noqa: ANN001
@@ -125,8 +132,27 @@ def test_the_banner_words_follow_how_the_save_ended() -> None:
     assert describe_result(ok) == (
         "saved",
         "Sharpened copy saved",
-        "note: kept\n24 frames written to o.mp4",
+        "kept\n24 frames written to o.mp4",
     )
+    # Saved, but without something of the input: a warning, not the all-clear.
+    no_sound = SaveResult(
+        "o.mp4",
+        0,
+        said=["in -> o", "warning: o.mp4 has no sound: ffmpeg: gone", "24 frames -> o.mp4"],
+    )
+    assert describe_result(no_sound) == (
+        "save_warning",
+        "Sharpened copy saved without its sound",
+        "o.mp4 has no sound: ffmpeg: gone\n24 frames written to o.mp4",
+    )
+    short = SaveResult("o.mp4", 0, said=["in -> o", "warning: in announced 9", "8 frames -> o.mp4"])
+    assert describe_result(short)[:2] == (
+        "save_warning",
+        "Sharpened copy saved with a problem (below)",
+    )
+    # A file that gave no frame count: "of ?" is the command line's.
+    unknown = SaveResult("o.mkv", 130, True, ["interrupted: 381 of ? frames written to o.i.mkv"])
+    assert describe_result(unknown)[2] == "interrupted: 381 frames written to o.i.mkv"
     one = SaveResult("o.png", 0, said=["in -> o", "1 frame -> o.png"])
     assert describe_result(one)[2] == "1 frame written to o.png"
     stopped = SaveResult(
@@ -137,11 +163,13 @@ def test_the_banner_words_follow_how_the_save_ended() -> None:
         "Saving stopped",
         "interrupted: 5 of 24 frames written to o.incomplete.mp4",
     )
-    failed = SaveResult("o.txt", 2, said=["error: output o.txt must be a video file"])
+    failed = SaveResult(
+        "o.txt", 2, said=["warning: m.onnx: unverified", "error: output o.txt must be a video file"]
+    )
     assert describe_result(failed) == (
         "save_failed",
         "Saving failed",
-        "output o.txt must be a video file",
+        "m.onnx: unverified\noutput o.txt must be a video file",
     )
     crashed = SaveResult("o.mp4", None, said=[f"line {i}" for i in range(10)], left=["/t/.o.p.mp4"])
     kind, head, text = describe_result(crashed)
@@ -419,3 +447,43 @@ def test_a_stop_not_answered_in_time_is_a_stop_that_names_what_was_left(
     assert result.left == [str(tmp_path / p) for p in hidden]
     for name in hidden:
         assert name in shown
+
+
+def test_progress_of_a_file_without_a_frame_count_shows_the_frames_done(
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    window = make_window()
+    clip = write_video(tmp_path / "c.avi", 24)
+    job = window.save_copy(str(tmp_path / "o.mp4"), source=str(clip))
+    window._on_save_progress(280, 0)  # as `frames 280/?` is read
+    assert window.save_bar.maximum() == 0  # busy
+    assert window.save_label.text() == "Saving o.mp4… 280 frames"
+    assert window.save_bar.accessibleDescription() == "280 frames"
+    job.done, job.total = 280, 0
+    asked: list[str] = []
+
+    def question(parent, title, text, *rest):  # noqa: ANN001, ANN202
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    with monkeypatch.context() as asking:  # the teardown's close is answered Yes again
+        asking.setattr(QMessageBox, "question", question)
+        assert not window.ask_stop_save()
+    assert "(280 frames so far)" in asked[0]
+    window._on_save_progress(5, 24)
+    assert window.save_label.text() == "Saving o.mp4… 5 of 24 frames"
+    assert (window.save_bar.maximum(), window.save_bar.value()) == (24, 5)
+    assert finished(qtbot, job).ok
+
+
+def test_save_is_not_offered_while_the_model_fails(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    window = make_window(backend="onnx", model=str(bad))
+    qtbot.waitUntil(lambda: window.bridge.model_failure is not None, timeout=15_000)
+    qtbot.waitUntil(lambda: window.model_status.isVisibleTo(window), timeout=15_000)
+    assert not window.save_button.isEnabled() and not window.save_action.isEnabled()
+    assert "not working" in window.save_button.toolTip()
