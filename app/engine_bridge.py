@@ -72,10 +72,12 @@ class UserMessage:
     """An error as the window shows it: what happened, and what to do about it."""
 
     # "camera" | "model" | "gpu" | "virtual_camera" | "engine"; the window's own:
-    # "saved" | "save_stopped" | "save_failed" (app.save)
+    # "saved" | "save_warning" | "save_failed" (app.save)
     kind: str
     text: str
     advice: str
+    #: A folder the banner offers to open ("Show folder"): where a saved copy is.
+    folder: str = ""
 
 
 def describe_error(

@@ -276,6 +276,15 @@ class SaveJob(QObject):
             self._end(None)
 
 
+def saved_folder(result: SaveResult) -> str:
+    """The folder that holds what ``result`` wrote: the output folder of a folder's copies,
+    else the folder of the output file (where a stop's ``.incomplete`` file is too); ""
+    when it does not exist."""
+    out = Path(result.output)
+    folder = out if out.is_dir() else out.parent
+    return str(folder) if folder.is_dir() else ""
+
+
 #: The command line's own advice, which the window has no control for.
 _CLI_ONLY = re.compile(r",? or --overwrite to replace them")
 _OF_UNKNOWN = re.compile(r"(\d+) of \? frames")  # "381 of ? frames": the file gave no count
@@ -336,4 +345,5 @@ __all__ = [
     "save_command",
     "save_filter",
     "save_kind",
+    "saved_folder",
 ]

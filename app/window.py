@@ -26,12 +26,14 @@ from PySide6.QtCore import (
     QSize,
     Qt,
     QTimer,
+    QUrl,
     Signal,
 )
 from PySide6.QtGui import (
     QAction,
     QCloseEvent,
     QColor,
+    QDesktopServices,
     QDragEnterEvent,
     QDropEvent,
     QFont,
@@ -81,7 +83,15 @@ from app.camera_list import (
 )
 from app.engine_bridge import RETRY_LABELS, EngineBridge, ModelFailure, UserMessage
 from app.preview import PreviewWidget
-from app.save import SaveJob, SaveResult, default_output, describe_result, save_filter, save_kind
+from app.save import (
+    SaveJob,
+    SaveResult,
+    default_output,
+    describe_result,
+    save_filter,
+    save_kind,
+    saved_folder,
+)
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
 from engine.sources import IMAGE_EXTENSIONS, source_kind
@@ -407,6 +417,11 @@ class MessageBanner(QFrame):
         self.more.setToolTip("Messages that still apply, under this one")
         self.more.hide()
         lay.addWidget(self.more, 0, Qt.AlignmentFlag.AlignTop)
+        self.folder_button = QPushButton("Show folder")
+        self.folder_button.setToolTip("Open the folder that holds it")
+        self.folder_button.clicked.connect(self.show_folder)
+        self.folder_button.hide()
+        lay.addWidget(self.folder_button, 0, Qt.AlignmentFlag.AlignTop)
         self.dismiss_button = QPushButton("Dismiss")
         self.dismiss_button.clicked.connect(self.dismiss)
         lay.addWidget(self.dismiss_button, 0, Qt.AlignmentFlag.AlignTop)
@@ -443,6 +458,13 @@ class MessageBanner(QFrame):
             self._said = [m for m in self._said if m != shown]
         self._update()
 
+    def show_folder(self) -> bool:
+        """Open the folder the message on show names in the file manager; False when it
+        names none or none opens."""
+        if self.message is None or not self.message.folder:
+            return False
+        return QDesktopServices.openUrl(QUrl.fromLocalFile(self.message.folder))
+
     def waiting(self) -> list[UserMessage]:
         """The messages kept, newest (the one on show) first, each text once."""
         out: list[UserMessage] = []
@@ -478,6 +500,7 @@ class MessageBanner(QFrame):
         )
         self.text_area.verticalScrollBar().setValue(0)  # a new message is read from its start
         self.text_area.updateGeometry()
+        self.folder_button.setVisible(bool(msg.folder))
         self.more.setText(f"{len(kept) - 1} more")
         # Level with the button's text: the style sheet sets the button's height.
         self.more.setFixedHeight(self.dismiss_button.sizeHint().height())
@@ -2133,7 +2156,10 @@ class MainWindow(QMainWindow):
     def _on_save_finished(self, result: SaveResult) -> None:
         self.save_panel.hide()
         self._update_save_enabled()
-        self._save_said = UserMessage(*describe_result(result))
+        kind, headline, details = describe_result(result)
+        # Where the copy, or the frames a stop kept, can be found (not for a failure).
+        where = "" if kind == "save_failed" else saved_folder(result)
+        self._save_said = UserMessage(kind, headline, details, folder=where)
         if not self._closing:
             self.show_message(self._save_said)
 

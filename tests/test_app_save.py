@@ -14,10 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from app import save as save_mod
 from app.camera_list import CameraChoice, demo_choice
+from app.engine_bridge import UserMessage
 from app.save import (
     MAIN_SCRIPT,
     SaveJob,
@@ -26,6 +28,7 @@ from app.save import (
     describe_result,
     save_command,
     save_filter,
+    saved_folder,
 )
 from tests import test_app
 from tests.test_cli import read_video, write_video
@@ -250,6 +253,7 @@ def test_a_save_the_command_refuses_says_why(qtbot, tmp_path: Path) -> None:  # 
     assert result.code == 2
     _, head, text = describe_result(result)
     assert head == "Saving failed" and "must be a video file" in text
+    assert saved_folder(result) == str(tmp_path)  # the window offers none for a failure
     assert not (tmp_path / "c.txt").exists()
 
 
@@ -270,8 +274,11 @@ def test_a_python_that_cannot_start_is_said(
 
 
 def test_the_window_saves_a_sharpened_copy_of_the_clip_playing(
-    qtbot, make_window, tmp_path
-) -> None:  # noqa: ANN001
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
     window = make_window()
     assert window.save_button.isEnabled() and window.save_action.isEnabled()
     window.strength_slider.setValue(60)
@@ -289,6 +296,16 @@ def test_the_window_saves_a_sharpened_copy_of_the_clip_playing(
     assert "Sharpened copy saved" in window.banner.text.text()
     assert len(read_video(out)) == len(read_video(demo_choice().source))
     assert window.bridge.is_running  # the live video went on
+    # "Show folder" opens where the copy is, in the file manager.
+    opened: list[str] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url) or True)
+    assert window.banner.folder_button.isVisibleTo(window)
+    window.banner.folder_button.click()
+    assert [u.toLocalFile() for u in opened] == [str(tmp_path)]
+    # Other messages have no folder to show.
+    window.show_message(UserMessage("camera", "Camera problem", "Plug it in"))
+    assert not window.banner.folder_button.isVisibleTo(window)
+    window.banner.dismiss()
     # A second save: the banner's word on the first goes, and so does the first job.
     with qtbot.waitSignal(job.destroyed, timeout=5000):
         second = window.save_copy(str(tmp_path / "again.mp4"))
@@ -362,6 +379,7 @@ def test_the_stop_button_stops_the_save(qtbot, make_window, tmp_path) -> None:  
     assert result.code == 130
     assert window.banner.kind == "save_warning"
     assert "long.sharp.incomplete.avi" in window.banner.text.text().replace("\u200b", "")
+    assert window.banner.message.folder == str(tmp_path)  # where the kept frames are
     os.remove(tmp_path / "long.sharp.incomplete.avi")
 
 
@@ -487,3 +505,13 @@ def test_save_is_not_offered_while_the_model_fails(qtbot, make_window, tmp_path)
     qtbot.waitUntil(lambda: window.model_status.isVisibleTo(window), timeout=15_000)
     assert not window.save_button.isEnabled() and not window.save_action.isEnabled()
     assert "not working" in window.save_button.toolTip()
+
+
+def test_a_failed_save_offers_no_folder(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
+    window = make_window()
+    job = window.save_copy(str(tmp_path / "o.txt"))
+    assert finished(qtbot, job).code == 2
+    assert window.banner.kind == "save_failed"
+    assert window.banner.message.folder == ""
+    assert not window.banner.folder_button.isVisibleTo(window)
+    assert not window.banner.show_folder()
