@@ -68,6 +68,15 @@ def long_clip(path: Path, frames: int = 3000) -> Path:
     return path
 
 
+def saving_long_clip(qtbot, window, tmp_path: Path, ext: str = ".avi") -> SaveJob:  # noqa: ANN001
+    """The window saving a copy of :func:`long_clip` to ``long.sharp{ext}``, its first frames
+    done (a stop now comes before its end)."""
+    clip = long_clip(tmp_path / "long.avi")
+    job = window.save_copy(str(tmp_path / f"long.sharp{ext}"), source=str(clip))
+    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    return job
+
+
 # --------------------------------------------------------------------------- names and command
 
 
@@ -353,9 +362,7 @@ def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
     monkeypatch,  # noqa: ANN001
 ) -> None:
     window = make_window()
-    clip = long_clip(tmp_path / "long.avi")
-    job = window.save_copy(str(tmp_path / "long.sharp.avi"), source=str(clip))
-    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    job = saving_long_clip(qtbot, window, tmp_path)
     answers = [False]
     monkeypatch.setattr(window, "ask_stop_save", lambda: answers.pop(0))
     window.close()
@@ -370,9 +377,7 @@ def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
 
 def test_the_stop_button_stops_the_save(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
     window = make_window()
-    clip = long_clip(tmp_path / "long.avi")
-    job = window.save_copy(str(tmp_path / "long.sharp.avi"), source=str(clip))
-    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    job = saving_long_clip(qtbot, window, tmp_path)
     window.save_stop_button.click()
     assert not window.save_stop_button.isEnabled()
     result = finished(qtbot, job)
@@ -392,9 +397,7 @@ def test_a_close_whose_stop_is_not_answered_in_time_kills_the_child(
     from app import window as window_mod
 
     window = make_window()
-    clip = long_clip(tmp_path / "long.avi")
-    job = window.save_copy(str(tmp_path / "long.sharp.avi"), source=str(clip))
-    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    job = saving_long_clip(qtbot, window, tmp_path)
     monkeypatch.setattr(window, "ask_stop_save", lambda: True)
     monkeypatch.setattr(window_mod, "SAVE_STOP_WAIT_S", 0.0)  # a child stuck on a slow disk
     window.close()
@@ -452,9 +455,7 @@ def test_a_stop_not_answered_in_time_is_a_stop_that_names_what_was_left(
 ) -> None:
     monkeypatch.setattr(save_mod, "STOP_GRACE_S", 0.0)  # a child busy longer than the grace
     window = make_window()
-    clip = long_clip(tmp_path / "long.avi")
-    job = window.save_copy(str(tmp_path / "long.sharp.mp4"), source=str(clip))
-    qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
+    job = saving_long_clip(qtbot, window, tmp_path, ".mp4")
     window.save_stop_button.click()
     result = finished(qtbot, job)
     assert result.code is None and result.stopped
