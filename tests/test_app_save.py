@@ -30,10 +30,14 @@ from app.save import (
     save_filter,
     saved_folder,
 )
-from tests import test_app
 from tests.test_cli import read_video, write_video
 
 pytestmark = pytest.mark.timeout(120)
+
+# Under the name pytest gives it (tests/ is no package): imported as `tests.test_app`, it was a
+# second copy whose import registered its own recording virtual camera over test_app's, and
+# every virtual-camera test of test_app collected before this file recorded nothing.
+import test_app  # noqa: E402
 
 #: The window fixture of test_app (a window on the real engine, closed at teardown).
 make_window = test_app.make_window
