@@ -373,7 +373,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--stop-on-eof",
         action="store_true",
         help="stop as Ctrl-C does (exit 130, the frames so far kept) when standard input "
-        "closes: how a program that started process stops it on every OS",
+        "closes: how a program that started process stops it on every OS (so not with "
+        "stdin from /dev/null, nohup or ssh -n, where it is closed from the start)",
     )
     proc.add_argument(
         "--overwrite",

@@ -349,7 +349,10 @@ class _QuitFilter(QObject):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         if event.type() == QEvent.Type.Quit and watched is QApplication.instance():
-            self._window.close()
+            if not self._window.close():
+                # The person kept the window (a save runs): no quit. Passed on, Qt closed the
+                # window again for the same Quit, and asked a second time.
+                return True
         return False  # Qt goes on: its other windows closed, then the loop ends
 
 
@@ -365,7 +368,7 @@ def _close_on_signals(window: MainWindow) -> Callable[[], None]:
     # One ignored at the start stays so: `nohup sharpcam &` must outlive its terminal.
     previous = {n: h for n in signums if (h := signal.getsignal(n)) is not signal.SIG_IGN}
     for n in previous:
-        signal.signal(n, lambda *_: QTimer.singleShot(0, window.close))
+        signal.signal(n, lambda *_: QTimer.singleShot(0, window.close_without_asking))
     # Python runs a handler only when it runs code on the main thread: without video (no
     # preview, no stats), nothing else would, and Ctrl+C waited for the next mouse move.
     wake = QTimer(window)

@@ -10,6 +10,7 @@ closed (``--stop-on-eof``), which works on every OS, where a signal does not on 
 
 from __future__ import annotations
 
+import glob
 import os
 import re
 import sys
@@ -24,7 +25,7 @@ from engine.sources import source_kind
 
 #: ``main.py`` beside the ``app`` package: in a checkout and in an installed wheel alike.
 MAIN_SCRIPT = Path(__file__).resolve().parents[1] / "main.py"
-PROG = "sharpcam"
+PROG = "sharpcam"  # main.PROG, which prefixes its lines (main, the command line, is not imported)
 #: How long a stop waits for the child to finish its partial file before it is killed (a
 #: copy of the sound or the index move under way stops within a second or two).
 STOP_GRACE_S = 20.0
@@ -59,12 +60,6 @@ class SaveResult:
         return self.code == 0
 
 
-def save_kind(source: str) -> str:
-    """``"video"``, ``"image"`` or ``"folder"``: what a copy of ``source`` is (an animated GIF
-    is a video); ``"camera"`` for a camera, which has no copy to save."""
-    return source_kind(source)
-
-
 def default_output(source: str, folder: str | None = None) -> str:
     """A name for the sharpened copy of ``source`` that is not taken: ``NAME.sharp.EXT`` in
     ``folder`` (default: the source's own folder, or the home folder where that cannot be
@@ -73,7 +68,7 @@ def default_output(source: str, folder: str | None = None) -> str:
     becomes ``.jpg``, a GIF ``.png``, others ``.png``); a folder's copy is a folder
     ``NAME.sharp``."""
     path = Path(source)
-    kind = save_kind(source)
+    kind = source_kind(source)
     where = Path(folder) if folder is not None else path.parent
     if folder is None and not os.access(where, os.W_OK):
         where = Path.home()  # the bundled clip in a read-only install, a DVD, a phone
@@ -97,7 +92,7 @@ def default_output(source: str, folder: str | None = None) -> str:
 
 def save_filter(source: str) -> str:
     """The save dialog's file types for a copy of ``source`` (a video or an image)."""
-    if save_kind(source) == "image":
+    if source_kind(source) == "image":
         exts = writable_image_extensions()
         return "Images (" + " ".join(f"*{e}" for e in exts) + ")"
     return "Videos (" + " ".join(f"*{e}" for e in VIDEO_CODECS) + ")"
@@ -112,7 +107,7 @@ def save_command(
     strength: float = 1.0,
 ) -> list[str]:
     """The arguments after the Python executable: ``main.py process SOURCE OUTPUT ...``."""
-    if save_kind(source) == "folder" and not output.endswith(("/", os.sep)):
+    if source_kind(source) == "folder" and not output.endswith(("/", os.sep)):
         # Said to be a folder: `process` takes a new name with a dot (``photos.sharp``) for
         # a file of a format it does not know.
         output += os.sep
@@ -255,7 +250,8 @@ class SaveJob(QObject):
         """The hidden working files of :attr:`output` written since the start: a child killed
         (or crashed) before it named its file leaves its frames there."""
         first = partial_path(self.output)
-        pattern = f"{first.stem}*{first.suffix}"
+        # Escaped: a name with [ ] * ? (`clip [1].mp4`) matched nothing, and nothing was named.
+        pattern = f"{glob.escape(first.stem)}*{glob.escape(first.suffix)}"
         try:
             found = [
                 p
@@ -344,6 +340,5 @@ __all__ = [
     "describe_result",
     "save_command",
     "save_filter",
-    "save_kind",
     "saved_folder",
 ]

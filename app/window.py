@@ -89,7 +89,6 @@ from app.save import (
     default_output,
     describe_result,
     save_filter,
-    save_kind,
     saved_folder,
 )
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
@@ -706,6 +705,8 @@ class MainWindow(QMainWindow):
         self._model_failure_shown: ModelFailure | None = None
         self._closing = False
         self.save_job: SaveJob | None = None  # the sharpened copy being saved
+        self._closing_save = False  # a close is stopping the save (then goes on)
+        self._close_without_asking = False  # see close_without_asking
         self._save_said: UserMessage | None = None  # the banner's word on the last save
         self._last_stats: Any = None
         # The camera the picker stands on: a pick that is refused goes back to it.
@@ -2062,7 +2063,7 @@ class MainWindow(QMainWindow):
             return  # Ctrl+S while a camera plays, or while a save runs
         source = self.current_camera().source
         proposed = default_output(source)
-        if save_kind(source) == "folder":
+        if source_kind(source) == "folder":
             # A new folder's name, proposed (`process` makes it): a folder dialog started at
             # the parent wrote the copies loose there, beside the originals' folder.
             output, _ = QFileDialog.getSaveFileName(
@@ -2120,6 +2121,15 @@ class MainWindow(QMainWindow):
             self.save_label.setText("Stopping…")
             self.save_job.stop()
 
+    def close_without_asking(self) -> bool:
+        """Close as :meth:`close` does, but stop a save under way without asking (its frames so
+        far kept): for a logout, ``kill`` or Ctrl+C in the terminal, which wait for no answer."""
+        self._close_without_asking = True
+        try:
+            return self.close()
+        finally:
+            self._close_without_asking = False
+
     def ask_stop_save(self) -> bool:
         """Whether to stop the save under way and quit (asked when the window closes)."""
         job = self.save_job
@@ -2160,7 +2170,7 @@ class MainWindow(QMainWindow):
         # Where the copy, or the frames a stop kept, can be found (not for a failure).
         where = "" if kind == "save_failed" else saved_folder(result)
         self._save_said = UserMessage(kind, headline, details, folder=where)
-        if not self._closing:
+        if not (self._closing or self._closing_save):
             self.show_message(self._save_said)
 
     def moveEvent(self, event: QMoveEvent) -> None:  # noqa: N802 - Qt API
@@ -2176,9 +2186,10 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         job = self.save_job
         if not self._closing and job is not None and job.running():
-            if not self.ask_stop_save():
+            if not (self._close_without_asking or self.ask_stop_save()):
                 event.ignore()  # the save goes on, and the window with it
                 return
+            self._closing_save = True  # its banner is not shown on a window going away
             job.stop()
             # Its frames so far are kept as NAME.incomplete.EXT; a close that returned first
             # left the child writing on after the app had gone, and nobody said where.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -60,7 +61,12 @@ def finished(qtbot, job: SaveJob) -> SaveResult:  # noqa: ANN001
     return job.result
 
 
-def long_clip(path: Path, frames: int = 3000) -> Path:
+#: Frames of :func:`long_clip`: some 5 s of `process --backend unsharp` on a 2-core machine,
+#: where a stop comes within a fraction of one (3000 left under a second of margin).
+LONG_FRAMES = 12_000
+
+
+def long_clip(path: Path, frames: int = LONG_FRAMES) -> Path:
     """A clip long enough that a stop comes before its end (small frames: quick to write)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (96, 64))
     assert writer.isOpened()
@@ -72,10 +78,15 @@ def long_clip(path: Path, frames: int = 3000) -> Path:
     return path
 
 
-def saving_long_clip(qtbot, window, tmp_path: Path, ext: str = ".avi") -> SaveJob:  # noqa: ANN001
-    """The window saving a copy of :func:`long_clip` to ``long.sharp{ext}``, its first frames
-    done (a stop now comes before its end)."""
-    clip = long_clip(tmp_path / "long.avi")
+@pytest.fixture(scope="module")
+def long_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One :func:`long_clip` for the module (written once: 2 s)."""
+    return long_clip(tmp_path_factory.mktemp("long") / "long.avi")
+
+
+def saving_long_clip(qtbot, window, clip: Path, tmp_path: Path, ext: str = ".avi") -> SaveJob:  # noqa: ANN001
+    """The window saving a copy of ``clip`` (:func:`long_clip`) to ``long.sharp{ext}``, its
+    first frames done (a stop now comes before its end)."""
     job = window.save_copy(str(tmp_path / f"long.sharp{ext}"), source=str(clip))
     qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
     return job
@@ -240,10 +251,9 @@ def test_a_save_writes_every_frame_and_counts_them_as_it_goes(qtbot, tmp_path: P
     assert not job.running()
 
 
-def test_a_stopped_save_keeps_its_frames_so_far(qtbot, tmp_path: Path) -> None:  # noqa: ANN001
-    clip = long_clip(tmp_path / "long.avi")
+def test_a_stopped_save_keeps_its_frames_so_far(qtbot, long_source, tmp_path: Path) -> None:  # noqa: ANN001
     out = tmp_path / "long.sharp.avi"
-    job = SaveJob(str(clip), str(out), backend="unsharp")
+    job = SaveJob(str(long_source), str(out), backend="unsharp")
     job.start()
     qtbot.waitUntil(lambda: job.done > 0, timeout=JOB_TIMEOUT_MS)
     job.stop()  # closes the child's standard input: no signal, as on Windows
@@ -253,8 +263,8 @@ def test_a_stopped_save_keeps_its_frames_so_far(qtbot, tmp_path: Path) -> None: 
     kind, head, text = describe_result(result)
     assert head == "Saving stopped" and str(kept) in text
     n = len(read_video(kept))
-    assert 0 < n < 3000
-    assert f"{n} of 3000 frames" in text
+    assert 0 < n < LONG_FRAMES
+    assert f"{n} of {LONG_FRAMES} frames" in text
     assert not out.exists()
 
 
@@ -362,11 +372,12 @@ def test_the_save_dialog_proposes_a_name_and_adds_a_missing_extension(
 def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
     qtbot,
     make_window,
+    long_source,
     tmp_path,
     monkeypatch,  # noqa: ANN001
 ) -> None:
     window = make_window()
-    job = saving_long_clip(qtbot, window, tmp_path)
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
     answers = [False]
     monkeypatch.setattr(window, "ask_stop_save", lambda: answers.pop(0))
     window.close()
@@ -376,12 +387,13 @@ def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
     assert not window.isVisible()
     assert job.result is not None and job.result.code == 130
     assert (tmp_path / "long.sharp.incomplete.avi").is_file()
+    assert window.banner.kind != "save_warning"  # not said on a window going away
     assert window.bridge.engine is None
 
 
-def test_the_stop_button_stops_the_save(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
+def test_the_stop_button_stops_the_save(qtbot, make_window, long_source, tmp_path) -> None:  # noqa: ANN001
     window = make_window()
-    job = saving_long_clip(qtbot, window, tmp_path)
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
     window.save_stop_button.click()
     assert not window.save_stop_button.isEnabled()
     result = finished(qtbot, job)
@@ -395,13 +407,14 @@ def test_the_stop_button_stops_the_save(qtbot, make_window, tmp_path) -> None:  
 def test_a_close_whose_stop_is_not_answered_in_time_kills_the_child(
     qtbot,
     make_window,
+    long_source,
     tmp_path,
     monkeypatch,  # noqa: ANN001
 ) -> None:
     from app import window as window_mod
 
     window = make_window()
-    job = saving_long_clip(qtbot, window, tmp_path)
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
     monkeypatch.setattr(window, "ask_stop_save", lambda: True)
     monkeypatch.setattr(window_mod, "SAVE_STOP_WAIT_S", 0.0)  # a child stuck on a slow disk
     window.close()
@@ -454,12 +467,13 @@ def test_a_folder_s_copies_go_into_the_new_folder_proposed(
 def test_a_stop_not_answered_in_time_is_a_stop_that_names_what_was_left(
     qtbot,
     make_window,
+    long_source,
     tmp_path,
     monkeypatch,  # noqa: ANN001
 ) -> None:
     monkeypatch.setattr(save_mod, "STOP_GRACE_S", 0.0)  # a child busy longer than the grace
     window = make_window()
-    job = saving_long_clip(qtbot, window, tmp_path, ".mp4")
+    job = saving_long_clip(qtbot, window, long_source, tmp_path, ".mp4")
     window.save_stop_button.click()
     result = finished(qtbot, job)
     assert result.code is None and result.stopped
@@ -520,3 +534,75 @@ def test_a_failed_save_offers_no_folder(qtbot, make_window, tmp_path) -> None:  
     assert window.banner.message.folder == ""
     assert not window.banner.folder_button.isVisibleTo(window)
     assert not window.banner.show_folder()
+
+
+def test_a_signal_closes_without_asking_and_the_save_keeps_its_frames(
+    qtbot,
+    make_window,
+    long_source,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # A logout, `kill` or Ctrl+C in the terminal waits for no answer: a modal question held
+    # the app open until it was killed outright.
+    import signal
+
+    from app.main import _close_on_signals
+
+    window = make_window()
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
+    asked: list[bool] = []
+    monkeypatch.setattr(window, "ask_stop_save", lambda: asked.append(True) or True)
+    restore = _close_on_signals(window)
+    try:
+        signal.raise_signal(signal.SIGTERM)
+        qtbot.waitUntil(lambda: not window.isVisible(), timeout=JOB_TIMEOUT_MS)
+    finally:
+        restore()
+    assert asked == []
+    assert job.result is not None and job.result.code == 130
+    assert (tmp_path / "long.sharp.incomplete.avi").is_file()
+    assert not window._close_without_asking  # a later close asks again
+
+
+def test_a_quit_kept_open_during_a_save_asks_once(
+    qtbot,
+    make_window,
+    long_source,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # Passed on, the Quit made Qt close the window a second time: the question came twice.
+    from PySide6.QtCore import QEvent
+    from PySide6.QtWidgets import QApplication
+
+    from app.main import _QuitFilter
+
+    window = make_window()
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
+    answers: list[bool] = [False, True]
+    asked: list[bool] = []
+
+    def ask() -> bool:
+        asked.append(True)
+        return answers.pop(0)
+
+    monkeypatch.setattr(window, "ask_stop_save", ask)
+    quit_filter = _QuitFilter(window)
+    app = QApplication.instance()
+    assert quit_filter.eventFilter(app, QEvent(QEvent.Type.Quit)) is True  # no quit
+    assert len(asked) == 1 and window.isVisible() and job.running()
+    assert quit_filter.eventFilter(app, QEvent(QEvent.Type.Quit)) is False  # Qt goes on
+    assert len(asked) == 2 and not window.isVisible()
+    assert job.result is not None and job.result.code == 130
+
+
+def test_hidden_frames_left_are_found_for_a_name_with_glob_characters(tmp_path: Path) -> None:
+    out = tmp_path / "clip [1]*.mp4"
+    job = SaveJob(str(tmp_path / "in.mp4"), str(out))
+    job._started = time.time()
+    from engine.sinks import partial_path
+
+    partial_path(out).write_bytes(b"frames")
+    (tmp_path / ".clip 1.partial.mp4").write_bytes(b"another file's")
+    assert job._left_behind() == [str(partial_path(out))]

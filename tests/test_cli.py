@@ -4632,7 +4632,7 @@ def test_process_progress_lines_say_an_unknown_total(
 def test_process_stops_when_its_standard_input_closes(tmp_path: Path) -> None:
     src = tmp_path / "long.avi"
     writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (96, 64))
-    for i in range(3000):
+    for i in range(12_000):  # some 5 s of processing: a stop lands well before the end
         writer.write(np.full((64, 96, 3), i % 256, np.uint8))
     writer.release()
     out = tmp_path / "o.avi"
@@ -4651,8 +4651,8 @@ def test_process_stops_when_its_standard_input_closes(tmp_path: Path) -> None:
     rest = child.stderr.read()
     assert child.wait(timeout=60) == 130, rest
     kept = tmp_path / "o.incomplete.avi"
-    n = int(re.search(r"interrupted: (\d+) of 3000 frames written to", rest).group(1))
-    assert 0 < n < 3000 and len(read_video(kept)) == n and str(kept) in rest
+    n = int(re.search(r"interrupted: (\d+) of 12000 frames written to", rest).group(1))
+    assert 0 < n < 12_000 and len(read_video(kept)) == n and str(kept) in rest
 
 
 def test_stop_on_eof_sets_the_stop_at_the_end_of_the_stream_only() -> None:
