@@ -2194,7 +2194,7 @@ class MainWindow(QMainWindow):
             # Its frames so far are kept as NAME.incomplete.EXT; a close that returned first
             # left the child writing on after the app had gone, and nobody said where.
             if not job.wait(SAVE_STOP_WAIT_S):
-                job.kill()  # left running, it would write on after the app had gone
+                job.kill()
         if not self._closing:
             self._closing = True
             self.save_now()
