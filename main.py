@@ -161,6 +161,12 @@ def _fps(text: str) -> float:
     return value
 
 
+DENOISE_HELP = (
+    "reduce a dim camera's noise over time before sharpening: where the scene holds still, "
+    "frames are averaged; what moves is left as it is; a clean picture passes untouched"
+)
+
+
 def _strength(text: str) -> float:
     try:
         value = float(text)
@@ -325,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
     )
+    run.add_argument("--denoise", action="store_true", help=DENOISE_HELP)
     run.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after")
     run.add_argument(
         "--scale",
@@ -349,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument(
         "--strength", type=_strength, default=1.0, help="0 = input, 1 = model (default)"
     )
+    proc.add_argument("--denoise", action="store_true", help=DENOISE_HELP + " (videos; not photos)")
     proc.add_argument(
         "--scale",
         type=_fixed_scale,
@@ -424,6 +432,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S|auto",
         help="processing scale in (0, 1], repeatable (default 1): the model runs on a frame "
         "this much smaller and its correction is upsampled; auto adapts to 30 FPS",
+    )
+    bench.add_argument(
+        "--denoise",
+        action="store_true",
+        help="time the pipeline with noise reduction on (run --denoise); the bench clip's fine "
+        "texture reads as noise, so every frame is filtered: its full cost",
     )
 
     sub.add_parser("devices", help="list cameras, virtual camera and ONNX Runtime providers")
@@ -1161,6 +1175,7 @@ def _run_stream(
             sinks=[output],
             live=True,
             strength=args.strength,
+            denoise=args.denoise,
             warning=warning,
             close_backend=True,
             on_error=lambda exc: None,  # shown through stats().warning / engine.errors
@@ -2237,6 +2252,11 @@ def cmd_process(args: argparse.Namespace) -> int:
         copy_sound = _note_lost_audio(args.input, args.output, copied=True)
         _note_lost_image_detail(kind, source, args.output)
         _note_lost_metadata(kind, source, args.output)
+        if args.denoise and kind != "video":
+            _eprint(
+                f"{PROG}: note: --denoise averages the frames of a video; "
+                f"{'photos are' if folder else 'a photo is'} sharpened without it"
+            )
         if folder:
             _note_folder_entries(source)
         if kind == "video":
@@ -2248,6 +2268,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             sinks=[sink],
             live=False,
             strength=args.strength,
+            # Over time only: photos of a folder are not frames of one scene.
+            denoise=args.denoise and kind == "video",
             close_backend=True,
             on_error=lambda exc: None,  # collected in engine.errors, reported below
         )
@@ -2465,6 +2487,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             on_progress=progress,
             precision=args.precision,
             scales=list(dict.fromkeys(args.scale or [1.0])),
+            denoise=args.denoise,
         )
     except CliError:
         raise

@@ -527,11 +527,12 @@ def measure_pipeline(
     *,
     schedule: str = "jit",
     timeout_s: float = 600.0,
+    denoise: bool = False,
 ) -> PipelineMeasure:
     """Run the real :class:`engine.pipeline.Engine` (live mode) on ``clip`` into a recording sink.
 
     The clip is decoded on demand (:class:`DemandSource`); the first ``warmup`` outputs are not
-    timed, the next ``frames`` are.
+    timed, the next ``frames`` are. ``denoise`` turns the engine's noise reduction on.
     """
     from engine.pipeline import Engine
     from engine.sources import open_source
@@ -546,6 +547,7 @@ def measure_pipeline(
         GatedBackend(backend, gate, schedule=schedule),
         sinks=[sink],
         live=True,
+        denoise=denoise,
         on_error=errors.append,
     )
     try:
@@ -578,6 +580,7 @@ def bench_backend(
     rounds: int = DEFAULT_ROUNDS,
     schedule: str = "jit",
     label: str | None = None,
+    denoise: bool = False,
 ) -> BenchResult:
     """Measure one backend at one size: model-only and pipeline, in alternating rounds.
 
@@ -594,7 +597,9 @@ def bench_backend(
     for r in range(rounds):
         _, times = measure_model(backend, size, per_round, warmup if r == 0 else 1)
         model_times += times
-        pipe = measure_pipeline(backend, clip, per_round + 1, warmup, schedule=schedule)
+        pipe = measure_pipeline(
+            backend, clip, per_round + 1, warmup, schedule=schedule, denoise=denoise
+        )
         if pipe.errors:
             raise RuntimeError(f"{name} at {format_size(size)}: {pipe.errors[0]}")
         intervals += pipe.intervals_ms
@@ -666,6 +671,7 @@ def run_bench(
     on_progress: Callable[[str], Any] | None = None,
     precision: str | None = None,
     scales: Sequence[float | str] = (1.0,),
+    denoise: bool = False,
 ) -> BenchReport:
     """Benchmark ``backends`` at ``sizes``; see the module docstring for what is measured.
 
@@ -685,6 +691,9 @@ def run_bench(
             choice, bf16 where the CPU has it). ``"f32"`` measures what a CPU without bf16 gets.
         scales: processing scales (:class:`engine.backends.ScaledBackend`; ``"auto"`` adapts
             to 30 FPS); each backend is measured at each, labelled ``name @0.75x`` below 1.
+        denoise: the pipeline with the engine's noise reduction on (rows labelled
+            ``+ denoise``; the model-only column is the model alone, as ever). The bench clip's
+            fine texture reads as noise to it, so it filters every frame: its full cost.
 
     Raises:
         engine.manifest.ModelError, engine.backends.BackendError: with ``strict``, a backend
@@ -739,6 +748,8 @@ def run_bench(
                 if isinstance(backend, ScaledBackend):
                     parsed = parse_scale(scale)  # "Auto" and "0.75" as create_backend read them
                     label += f" @{parsed}" if parsed == "auto" else f" @{float(parsed):g}x"
+                if denoise:
+                    label += " + denoise"
                 if any(label == seen for seen, _ in opened):
                     # passthrough is never scaled: one row for it, whatever the scales asked.
                     backend.close()
@@ -776,6 +787,7 @@ def run_bench(
                             rounds=rounds,
                             schedule=schedule,
                             label=label,
+                            denoise=denoise,
                         )
                     )
                     if isinstance(measured, _ScaleTally):

@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from engine.backends import warm_up
+from engine.denoise import TemporalDenoiser
 from engine.frames import Frame, check_rgb8
 from engine.sinks import FrameSink
 from engine.sources import FrameSource
@@ -159,6 +160,9 @@ class Engine:
             processes every frame in order through bounded queues.
         strength: blend of model output over input in [0, 1] (0 = the input, backend skipped).
         enabled: False passes frames through without calling the backend.
+        denoise: reduce noise over time (:class:`engine.denoise.TemporalDenoiser`) before the
+            backend sees a frame; it acts only on noisy frames (poor light) and is off with
+            the backend (off, strength 0, failed).
         on_stats: called with an :class:`EngineStats` every ``stats_interval`` seconds from a
             stats thread, and once more at the end.
         on_preview: ``on_preview(original, processed)`` at most ``preview_fps`` times a second
@@ -188,6 +192,7 @@ class Engine:
         live: bool | None = None,
         strength: float = 1.0,
         enabled: bool = True,
+        denoise: bool = False,
         on_stats: Callable[[EngineStats], Any] | None = None,
         on_preview: Callable[[Frame, Frame], Any] | None = None,
         preview_fps: float = 15.0,
@@ -205,6 +210,10 @@ class Engine:
         self._strength = 1.0
         self.set_strength(strength)
         self._enabled = bool(enabled)
+        # Asked for by any thread; the inference thread alone runs (and resets) the filter.
+        self._denoise = bool(denoise)
+        self._denoising = False
+        self._denoiser = TemporalDenoiser()
         self._on_stats = on_stats
         self._on_preview = on_preview
         self._preview_period = 1.0 / preview_fps if preview_fps and preview_fps > 0 else 0.0
@@ -432,6 +441,20 @@ class Engine:
     @property
     def enabled(self) -> bool:
         return self._enabled
+
+    def set_denoise(self, on: bool) -> None:
+        """Reduce noise over time from the next frame on (a new average each time it turns on)."""
+        self._denoise = bool(on)
+
+    @property
+    def denoise(self) -> bool:
+        return self._denoise
+
+    @property
+    def noise_level(self) -> float | None:
+        """The noise measured in the frames (levels of half-size luma), ``None`` while noise
+        reduction is off or has seen no frame; it filters from :data:`engine.denoise.MIN_SIGMA`."""
+        return self._denoiser.sigma if self._denoising else None
 
     def set_backend(self, backend: Any) -> None:
         """Swap the backend between two frames (``None``: pass frames through). The replaced
@@ -770,9 +793,16 @@ class Engine:
         backend = self._backend
         strength = self._strength
         if backend is None or not self._enabled or strength <= 0.0 or self._passthrough:
+            # Its average is stale once frames go by unseen: a new one when processing resumes.
+            self._denoising = False
             return _Work(frame, frame, False)
         src = frame.image
         t0 = time.perf_counter()
+        if self._denoise != self._denoising:
+            self._denoising = self._denoise
+            self._denoiser.reset()
+        if self._denoising:
+            src = self._denoiser(src)
         if self._unconfirmed_rate and t0 >= self._next_follow:
             self._follow_rate(backend, t0)
         try:

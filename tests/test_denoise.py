@@ -1,0 +1,275 @@
+"""engine.denoise: the noise estimate, the recursive filter, and the engine's use of it."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from engine import Engine, Frame
+from engine.denoise import (
+    MIN_SIGMA,
+    TemporalDenoiser,
+    estimate_noise,
+    half_luma,
+    temporal_denoise,
+)
+
+
+def scene(h: int = 120, w: int = 160) -> np.ndarray:
+    """A still scene ``(H, W, 3) uint8``: smooth shading, an edge and a dark square."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([60 + 0.5 * x, 80 + 0.6 * y, 120 + 0.2 * (x + y)], axis=2)
+    img[:, w // 2 :] += 40
+    img[h // 4 : h // 2, w // 8 : w // 4] = 20
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    noisy = img.astype(np.float32) + rng.normal(0.0, sigma, img.shape)
+    return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return 10 * np.log10(255.0**2 / mse)
+
+
+def test_half_luma_shapes_at_odd_sizes():
+    for h, w in ((7, 9), (120, 161), (33, 64)):
+        luma = half_luma(np.zeros((h, w, 3), np.uint8))
+        assert luma.shape == (h // 2, w // 2) and luma.dtype == np.float32
+
+
+def test_the_noise_estimate_finds_the_noise_and_not_the_shading():
+    rng = np.random.default_rng(0)
+    clean = scene()
+    assert estimate_noise(half_luma(clean)) < 0.5
+    # White noise of std 6 on the full frame is std 3 on its 2x2 means (luma mixes the three
+    # channels' independent noise too, which lowers it a little more).
+    sigma = estimate_noise(half_luma(add_noise(clean, 6.0, rng)))
+    expected = 6.0 / 2 * np.sqrt(0.299**2 + 0.587**2 + 0.114**2)
+    assert sigma == pytest.approx(expected, rel=0.2)
+
+
+def test_the_frame_difference_bounds_a_texture_the_image_alone_takes_for_noise():
+    rng = np.random.default_rng(1)
+    texture = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)  # a still, busy scene
+    a, b = add_noise(texture, 2.0, rng), add_noise(texture, 2.0, rng)
+    alone = estimate_noise(half_luma(b))
+    both = estimate_noise(half_luma(b), half_luma(a))
+    assert alone > 10.0  # the texture itself
+    assert both < 2.0  # the fresh noise between two frames of it
+
+
+def test_estimate_noise_refuses_what_is_not_luma():
+    with pytest.raises(ValueError, match=r"expected \(H, W\) luma"):
+        estimate_noise(np.zeros((10, 10, 3), np.float32))
+
+
+def test_a_noisy_still_scene_is_cleaned_over_frames():
+    rng = np.random.default_rng(2)
+    clean = scene()
+    den = TemporalDenoiser()
+    gains = []
+    for _ in range(15):
+        noisy = add_noise(clean, 8.0, rng)
+        out = den(noisy)
+        gains.append(psnr(out, clean) - psnr(noisy, clean))
+    assert gains[0] == 0.0  # the first frame has no past
+    assert den.active and den.sigma > MIN_SIGMA
+    assert min(gains[-5:]) > 4.0  # ~9 frames averaged: about a third of the noise
+
+
+def test_a_clean_stream_passes_bit_for_bit():
+    clean = scene()
+    den = TemporalDenoiser()
+    for shift in range(6):
+        frame = np.roll(clean, shift, axis=1)
+        out = den(frame)
+        assert out is frame
+    assert not den.active
+
+
+def test_what_moves_is_not_smeared():
+    """A bright square crossing a noisy still background: where it is now it is as bright as
+    it is, and where it was the background is back (no ghost)."""
+    rng = np.random.default_rng(3)
+    background = np.full((96, 160, 3), 60, np.uint8)
+    den = TemporalDenoiser()
+    for step in range(12):
+        clean = background.copy()
+        x = 10 + 10 * step
+        clean[40:60, x : x + 20] = 200
+        out = den(add_noise(clean, 6.0, rng))
+    assert den.active
+    now = out[44:56, x + 4 : x + 16].astype(np.float32)
+    before = out[44:56, x - 16 : x - 4].astype(np.float32)  # the square's place a frame ago
+    assert abs(now.mean() - 200) < 4
+    assert abs(before.mean() - 60) < 4
+    # ...while the still background is cleaned.
+    assert out[5:30].astype(np.float32).std() < 6.0 / 2
+
+
+def test_a_cut_starts_the_average_afresh():
+    rng = np.random.default_rng(4)
+    den = TemporalDenoiser()
+    for _ in range(6):
+        den(add_noise(scene(), 8.0, rng))
+    other = add_noise(255 - scene(), 8.0, rng)
+    assert den(other) is other
+    assert den.moving > TemporalDenoiser.CUT_FRACTION
+
+
+def test_a_size_change_starts_the_average_afresh():
+    rng = np.random.default_rng(5)
+    den = TemporalDenoiser()
+    for _ in range(4):
+        den(add_noise(scene(), 8.0, rng))
+    smaller = add_noise(scene(80, 100), 8.0, rng)
+    assert den(smaller) is smaller
+    assert den(add_noise(scene(80, 100), 8.0, rng)).shape == (80, 100, 3)
+
+
+def test_the_module_is_the_function_with_state():
+    rng = np.random.default_rng(6)
+    den = TemporalDenoiser(measure_every=1)
+    first = add_noise(scene(), 8.0, rng)
+    second = add_noise(scene(), 8.0, rng)
+    den(first)
+    got = den(second)
+    want, _ = temporal_denoise(second, first, den.sigma)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_the_returned_frame_is_the_callers():
+    rng = np.random.default_rng(7)
+    den = TemporalDenoiser()
+    den(add_noise(scene(), 8.0, rng))
+    out = den(add_noise(scene(), 8.0, rng))
+    kept = out.copy()
+    out[:] = 0  # a caller reusing the array must not change the filter's past
+    nxt = den(add_noise(scene(), 8.0, rng))
+    assert psnr(nxt, scene()) > psnr(kept, scene()) - 1.0
+
+
+@pytest.mark.parametrize(
+    ("frame", "error", "match"),
+    [
+        (np.zeros((32, 32, 3), np.float32), TypeError, r"\(32, 32, 3\) float32"),
+        (np.zeros((32, 32), np.uint8), ValueError, r"\(32, 32\) uint8"),
+        ([[0]], TypeError, "got list"),
+    ],
+)
+def test_bad_frames_are_refused_with_what_they_were(frame, error, match):
+    with pytest.raises(error, match=match):
+        TemporalDenoiser()(frame)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="strength"):
+        TemporalDenoiser(strength=1.0)
+    with pytest.raises(ValueError, match="threshold"):
+        TemporalDenoiser(threshold=0)
+    with pytest.raises(ValueError, match="measure_every"):
+        TemporalDenoiser(measure_every=0)
+    frame = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match="differ"):
+        temporal_denoise(frame, np.zeros((32, 30, 3), np.uint8), 2.0)
+    with pytest.raises(ValueError, match="sigma"):
+        temporal_denoise(frame, frame, 0.0)
+
+
+def test_tiny_frames_pass_untouched():
+    den = TemporalDenoiser()
+    for _ in range(3):
+        tiny = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+        assert den(tiny) is tiny
+
+
+# --------------------------------------------------------------------------- in the engine
+
+
+class NoisyStill:
+    """An offline source: ``n`` frames of :func:`scene` with fresh noise each."""
+
+    live = False
+    size = (160, 120)
+    fps = 30.0
+
+    def __init__(self, n: int, sigma: float = 8.0) -> None:
+        self.n, self.sigma, self.i = n, sigma, 0
+        self.rng = np.random.default_rng(8)
+
+    def read(self) -> Frame | None:
+        if self.i >= self.n:
+            return None
+        self.i += 1
+        return Frame(add_noise(scene(), self.sigma, self.rng), self.i - 1, time.perf_counter())
+
+    def close(self) -> None:
+        pass
+
+
+class Identity:
+    name, provider = "identity", "numpy"
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+class Keep:
+    size = None
+
+    def __init__(self) -> None:
+        self.frames: list[np.ndarray] = []
+
+    def write(self, frame: Frame) -> None:
+        self.frames.append(frame.image.copy())
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return "keep"
+
+
+def run_engine(**kw) -> tuple[list[np.ndarray], Engine]:
+    keep = Keep()
+    eng = Engine(NoisyStill(12), Identity(), sinks=[keep], live=False, **kw)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    return keep.frames, eng
+
+
+def test_the_engine_denoises_before_the_backend_when_asked():
+    plain, eng = run_engine()
+    assert eng.noise_level is None
+    cleaned, eng = run_engine(denoise=True)
+    assert len(plain) == len(cleaned) == 12
+    # Same noise in both runs (one seed): the first frame is as it was, the later ones cleaner.
+    np.testing.assert_array_equal(plain[0], cleaned[0])
+    assert psnr(cleaned[-1], scene()) > psnr(plain[-1], scene()) + 4.0
+    assert eng.noise_level is not None and eng.noise_level > MIN_SIGMA
+
+
+def test_the_engine_leaves_frames_alone_with_the_backend_off():
+    plain, _ = run_engine(enabled=False, denoise=True)
+    raw, _ = run_engine(enabled=False)
+    for a, b in zip(plain, raw, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_set_denoise_turns_it_on_and_off():
+    eng = Engine(NoisyStill(1), Identity())
+    assert eng.denoise is False
+    eng.set_denoise(True)
+    assert eng.denoise is True
+    eng.set_denoise(False)
+    assert eng.denoise is False
+    eng.stop()
