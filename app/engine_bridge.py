@@ -685,6 +685,7 @@ class EngineBridge(QObject):
         self.virtual_camera_busy: list[tuple[str, str]] | None = None
         self._fps = 30.0
         self._strength = 1.0
+        self._denoise = False
         self._enabled = True
         self._lock = threading.Lock()
         # The running engine's token for its callbacks. A stopped engine is joined on a worker
@@ -850,6 +851,7 @@ class EngineBridge(QObject):
         model: str | None = None,
         strength: float = 1.0,
         enabled: bool = True,
+        denoise: bool = False,
         loop: bool = False,
         fallback_source: str | None = None,
         scale: float | str = "auto",
@@ -895,6 +897,7 @@ class EngineBridge(QObject):
         self._fps = fps
         self._strength = strength
         self._enabled = enabled
+        self._denoise = bool(denoise)
         req = _StartRequest(
             generation=self._generation,
             source=source,
@@ -1030,6 +1033,12 @@ class EngineBridge(QObject):
         self._enabled = bool(enabled)
         if self._engine is not None:
             self._engine.set_enabled(self._enabled)
+
+    def set_denoise(self, on: bool) -> None:
+        """Reduce the camera's noise over time (``Engine.set_denoise``) from the next frame."""
+        self._denoise = bool(on)
+        if self._engine is not None:
+            self._engine.set_denoise(self._denoise)
 
     def set_scale(self, scale: float | str) -> bool:
         """Run the model at processing ``scale`` (see :meth:`start`) from now on, without
@@ -1563,6 +1572,7 @@ class EngineBridge(QObject):
                 # The current values: the slider may have moved while the camera opened.
                 strength=self._strength,
                 enabled=self._enabled,
+                denoise=self._denoise,
                 on_preview=functools.partial(self._on_preview, feed),
                 preview_fps=self._preview_fps,
                 on_error=functools.partial(self._on_error, feed),

@@ -105,6 +105,7 @@ def save_command(
     backend: str = "auto",
     model: str | None = None,
     strength: float = 1.0,
+    denoise: bool = False,
 ) -> list[str]:
     """The arguments after the Python executable: ``main.py process SOURCE OUTPUT ...``."""
     if source_kind(source) == "folder" and not output.endswith(("/", os.sep)):
@@ -127,6 +128,8 @@ def save_command(
     ]
     if model is not None:
         args += ["--model", model]
+    if denoise:
+        args.append("--denoise")
     return args
 
 
@@ -149,6 +152,7 @@ class SaveJob(QObject):
         backend: str = "auto",
         model: str | None = None,
         strength: float = 1.0,
+        denoise: bool = False,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
@@ -164,7 +168,9 @@ class SaveJob(QObject):
         self._proc = QProcess(self)
         self._proc.setProgram(sys.executable)
         self._proc.setArguments(
-            save_command(source, output, backend=backend, model=model, strength=strength)
+            save_command(
+                source, output, backend=backend, model=model, strength=strength, denoise=denoise
+            )
         )
         # Its words, as they are written, in one stream; UTF-8 on every OS (a Windows pipe
         # took the ANSI code page, and a name in Japanese came back as question marks).

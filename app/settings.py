@@ -37,6 +37,7 @@ class AppSettings:
     enabled: bool = True  # sharpening on (off = passthrough, for instant A/B)
     strength: float = 1.0  # blend of input and output, [0, 1]
     scale: str = "auto"  # processing scale: "auto" or a number in (0, 1] ("0.75")
+    denoise: bool = False  # reduce a dim camera's noise over time (engine.denoise)
     view_mode: str = "split"  # "split" (draggable before/after) | "side" (side by side) | "after"
     split: float = 0.5  # position of the before/after divider, fraction of the width
     mirror: bool = True  # mirror the preview only; the virtual camera is never mirrored

@@ -126,6 +126,10 @@ SCALE_TIP = (
     "The model runs on a smaller copy of each frame and only its correction is enlarged: "
     "faster, a little less sharp. Auto picks the largest size that keeps up."
 )
+DENOISE_TIP = (
+    "Averages frames where the picture holds still, which removes a dim camera's grain; what "
+    "moves keeps its grain rather than leave trails. A clean picture is not changed."
+)
 # The line under the preview, per view mode (preview.VIEW_MODES).
 #: What "Open…" offers first (any file can still be picked: "All files").
 _VIDEO_SUFFIXES = (
@@ -1111,6 +1115,10 @@ class MainWindow(QMainWindow):
         self.strength_slider.setRange(0, 100)
         self.strength_slider.setPageStep(10)
         lay.addWidget(self.strength_slider)
+        self.denoise_check = ToggleSwitch("Reduce noise in dim light")
+        self.denoise_check.setToolTip(DENOISE_TIP)
+        self.denoise_check.setAccessibleDescription(DENOISE_TIP)
+        lay.addWidget(self.denoise_check)
         self.scale_combo = QComboBox()
         # No label of its own (one would repeat its entries' "Processing:" right above them):
         # its entries say what it sets, also where the entry is all a screen reader says.
@@ -1296,6 +1304,7 @@ class MainWindow(QMainWindow):
         self.strength_slider.setValue(round(s.strength * 100))
         self._enable_strength(s.enabled)  # toggled is connected only after this
         self.strength_value.setText(f"{round(s.strength * 100)} %")
+        self.denoise_check.setChecked(s.denoise)
         self.view_buttons[s.view_mode].setChecked(True)
         self._set_view_mode(s.view_mode)
         self.preview.set_split(s.split)
@@ -1309,6 +1318,7 @@ class MainWindow(QMainWindow):
         self.scale_combo.currentIndexChanged.connect(self._on_scale_changed)
         self.enable_switch.toggled.connect(self._on_enabled)
         self.strength_slider.valueChanged.connect(self._on_strength)
+        self.denoise_check.toggled.connect(self.bridge.set_denoise)
         self.view_group.buttonClicked.connect(self._on_view_mode)
         self.mirror_check.toggled.connect(self._on_mirror)
         self.preview.split_changed.connect(self._on_split)
@@ -1319,6 +1329,7 @@ class MainWindow(QMainWindow):
             self.scale_combo.currentIndexChanged,
             self.enable_switch.toggled,
             self.strength_slider.valueChanged,
+            self.denoise_check.toggled,
             self.view_group.buttonClicked,
             self.mirror_check.toggled,
             self.preview.split_changed,
@@ -1414,6 +1425,7 @@ class MainWindow(QMainWindow):
             model=self.model,
             strength=self.strength_slider.value() / 100.0,
             enabled=self.enable_switch.isChecked(),
+            denoise=self.denoise_check.isChecked(),
             loop=cam.is_demo,
             fallback_source=demo_choice().source if self.demo_fallback else None,
             scale=self.current_scale(),
@@ -1590,7 +1602,13 @@ class MainWindow(QMainWindow):
                 # opened its list instead of turning sharpening back on. To no control: Space
                 # stays for sharpening.
                 widget.clearFocus()
-        for widget in (self.strength_slider, self.strength_label, self.strength_value):
+        # Noise is reduced on the way to the model: off with it.
+        for widget in (
+            self.strength_slider,
+            self.strength_label,
+            self.strength_value,
+            self.denoise_check,
+        ):
             widget.setEnabled(on and not failed)
         self.strength_slider.setToolTip(
             "Nothing is sharpened while the model has failed" if on and failed else ""
@@ -1986,6 +2004,7 @@ class MainWindow(QMainWindow):
         s.fps = res.fps
         s.enabled = self.enable_switch.isChecked()
         s.strength = self.strength_slider.value() / 100.0
+        s.denoise = self.denoise_check.isChecked()
         s.scale = self.current_scale()
         s.view_mode = self.preview.mode
         s.split = self.preview.split
@@ -2101,6 +2120,7 @@ class MainWindow(QMainWindow):
             backend=self.backend,
             model=self.model,
             strength=self.strength_slider.value() / 100,
+            denoise=self.denoise_check.isChecked(),
             parent=self,
         )
         job.progress.connect(self._on_save_progress)

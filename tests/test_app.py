@@ -6936,3 +6936,60 @@ def test_a_source_s_entry_says_what_it_is() -> None:
     assert _named_source("/dev/shm/clip.mp4").name == "File: clip.mp4"
     assert _named_source("/dev/video2").name == "Camera /dev/video2"
     assert _named_source("0").name == "Camera 0" and not _named_source("0").is_demo
+
+
+# --------------------------------------------------------------------------- noise reduction
+
+
+def _noisy_still_clip(path: Path, frames: int = 60) -> Path:
+    import cv2
+
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:120, 0:160]
+    still = np.stack([60 + x // 2, 80 + y // 2, 120 + 0 * x], axis=2).astype(np.float32)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    assert writer.isOpened()
+    for _ in range(frames):
+        noisy = np.clip(still + rng.normal(0, 12, still.shape), 0, 255).astype(np.uint8)
+        writer.write(noisy)
+    writer.release()
+    return path
+
+
+def test_the_noise_switch_cleans_a_noisy_picture_and_is_remembered(qtbot, make_window, tmp_path):
+    clip_path = _noisy_still_clip(tmp_path / "dim.avi")
+    clip = CameraChoice(id=str(clip_path), name="Dim room", source=str(clip_path), is_demo=True)
+    window = make_window(backend="passthrough", cameras=[clip])
+    engine = window.bridge.engine
+    assert not window.denoise_check.isChecked() and engine.denoise is False
+    wait_frames(qtbot, window, 2)
+    orig, proc = fresh_pair(qtbot, window)
+    assert np.array_equal(orig, proc)  # passthrough, noise kept
+
+    window.denoise_check.setChecked(True)
+    assert engine.denoise is True
+    wait_frames(qtbot, window, 10)  # the average builds up over frames
+    orig, proc = fresh_pair(qtbot, window)
+
+    def grain(img: np.ndarray) -> float:  # what is left after the smooth shading
+        import cv2
+
+        smooth = cv2.GaussianBlur(img.astype(np.float32), (9, 9), 0)
+        return float(np.std(img.astype(np.float32) - smooth))
+
+    assert grain(proc) < 0.6 * grain(orig)
+    assert engine.noise_level is not None and engine.noise_level > 1.0
+
+    window.close()
+    assert load_settings(open_store(str(tmp_path / "settings.ini"))).denoise is True
+    again = make_window(backend="passthrough", cameras=[clip])
+    assert again.denoise_check.isChecked() and again.bridge.engine.denoise is True
+
+
+def test_the_noise_switch_goes_with_sharpening(qtbot, make_window):
+    window = make_window(settings=AppSettings(denoise=True))
+    assert window.denoise_check.isEnabled()
+    window.enable_switch.setChecked(False)
+    assert not window.denoise_check.isEnabled()
+    window.enable_switch.setChecked(True)
+    assert window.denoise_check.isEnabled() and window.bridge.engine.denoise is True

@@ -152,6 +152,9 @@ def test_the_command_is_process_below_normal_priority_with_lines_and_a_stop_on_e
     assert {"--low-priority", "--stop-on-eof"} <= set(args)
     assert args[args.index("--progress") + 1] == "lines"
     assert "--model" not in save_command("in.mp4", "out.mp4")
+    # The window's noise switch goes with the copy: it is what the live picture showed.
+    assert "--denoise" not in save_command("in.mp4", "out.mp4")
+    assert "--denoise" in save_command("in.mp4", "out.mp4", denoise=True)
 
 
 def test_the_banner_words_follow_how_the_save_ended() -> None:

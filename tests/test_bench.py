@@ -106,6 +106,24 @@ def test_run_bench_results_have_exactly_the_keys_and_consistent_numbers() -> Non
     assert "overhead" in table and "passthrough" in table and "80x48" in table
 
 
+def test_run_bench_denoise_times_the_pipeline_with_noise_reduction_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine import pipeline
+
+    made: list[bool] = []
+    real = pipeline.Engine.__init__
+
+    def spy(self, *args, **kwargs) -> None:  # noqa: ANN001
+        made.append(kwargs.get("denoise", False))
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline.Engine, "__init__", spy)
+    report = bench.run_bench(["passthrough"], sizes=[(64, 48)], frames=3, denoise=True)
+    assert [r.backend for r in report.results] == ["passthrough + denoise"]
+    assert made and all(made)
+
+
 def test_run_bench_skips_model_backends_without_a_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -4706,3 +4706,38 @@ def test_low_priority_on_windows_asks_for_below_normal_and_says_a_refusal(
     assert calls == [("pseudo-handle", 0x4000)]
     err = capsys.readouterr().err
     assert ("could not lower the priority" in err) == (answer == 0)
+
+
+def _grain(img: np.ndarray) -> float:
+    """What is left of a frame after its smooth shading: its noise."""
+    smooth = cv2.GaussianBlur(img.astype(np.float32), (9, 9), 0)
+    return float(np.std(img.astype(np.float32) - smooth))
+
+
+def test_process_denoise_cleans_a_dim_video_and_says_a_photo_goes_without(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:120, 0:160]
+    still = np.stack([60 + x // 2, 80 + y // 2, 120 + 0 * x], axis=2).astype(np.float32)
+    dim = tmp_path / "dim.avi"
+    writer = cv2.VideoWriter(str(dim), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for _ in range(20):
+        writer.write(np.clip(still + rng.normal(0, 12, still.shape), 0, 255).astype(np.uint8))
+    writer.release()
+    plain, cleaned = tmp_path / "plain.avi", tmp_path / "clean.avi"
+    assert cli.main(["process", str(dim), str(plain), "--backend", "passthrough"]) == 0
+    assert (
+        cli.main(["process", str(dim), str(cleaned), "--backend", "passthrough", "--denoise"]) == 0
+    )
+    before, after = read_video(plain), read_video(cleaned)
+    assert len(before) == len(after) == 20
+    assert _grain(after[-1]) < 0.6 * _grain(before[-1])
+    capsys.readouterr()
+
+    photo = tmp_path / "dim.png"
+    cv2.imwrite(str(photo), before[0])
+    out = tmp_path / "photo.png"
+    assert cli.main(["process", str(photo), str(out), "--backend", "passthrough", "--denoise"]) == 0
+    assert "a photo is sharpened without it" in capsys.readouterr().err
+    np.testing.assert_array_equal(cv2.imread(str(out)), before[0])

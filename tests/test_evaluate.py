@@ -1169,3 +1169,63 @@ def test_cli_ensemble_adds_a_row_per_size(tmp_path: Path, monkeypatch: pytest.Mo
     assert summary["options"]["ensemble"] == [2, 8]
     rows = summary["sets"]["demo"]["methods"]
     assert rows["m@ens2"]["psnr"] != rows["m"]["psnr"]
+
+
+# --------------------------------------------------------------------------------------------
+# noise reduction over time (--denoise)
+# --------------------------------------------------------------------------------------------
+
+
+def _still_raw_clip(folder: Path, frames: int = 60) -> Path:
+    """A raw clip of a still scene (every frame the same smooth picture)."""
+    y, x = np.mgrid[0:48, 0:64].astype(np.float32)
+    still = np.stack([0.2 + x / 160, 0.3 + y / 120, 0.5 + 0 * x], axis=2)
+    for i in range(1, frames + 1):
+        _write(folder / f"{i:06d}.png", still)
+    return folder
+
+
+def test_raw_samples_carry_the_frames_before_them(tmp_path: Path) -> None:
+    seq = _still_raw_clip(tmp_path / "seq")
+    spec = EV.parse_data(f"raw:{seq}:1-60")
+    samples = list(
+        EV.iter_samples(spec, mode="plain", windows=(7,), raw_stride=5, history=3, frame_step=4)
+    )
+    # Centres from 11 every 5; a history of 3 windows 4 frames apart needs centre - 12 >= 4.
+    assert [s.name for s in samples] == [f"seq_c{c:03d}_w7" for c in range(16, 57, 5)]
+    assert all(len(s.history) == 3 for s in samples)
+    assert all(h.shape == samples[0].blurry.shape for s in samples for h in s.history)
+    assert [len(s.history) for s in EV.iter_samples(spec, mode="plain", windows=(7,))] == [0] * 3
+    with pytest.raises(ValueError, match="raw: clips"):
+        next(EV.iter_samples(EV.parse_data("demo:"), history=2))
+
+
+def test_low_light_films_the_history_with_its_own_noise_and_keeps_the_frames_noise() -> None:
+    sharp = np.full((32, 32, 3), 0.5, np.float32)
+    plain = EV.low_light(EV.Sample("raw-plain", "a", sharp.copy(), sharp), 100.0)
+    with_history = EV.low_light(
+        EV.Sample("raw-plain", "a", sharp.copy(), sharp, (sharp.copy(), sharp.copy())), 100.0
+    )
+    np.testing.assert_array_equal(plain.blurry, with_history.blurry)  # old results still hold
+    a, b = with_history.history
+    assert a.std() > 0.02 and not np.array_equal(a, b) and not np.array_equal(a, plain.blurry)
+
+
+def test_cli_denoise_cleans_a_dim_still_clip_before_the_model(tmp_path: Path) -> None:
+    seq = _still_raw_clip(tmp_path / "seq")
+    args = [
+        "--data", f"raw:{seq}:1-60", "--plain", "--windows", "7", "--raw-stride", "10",
+        "--denoise", "--history", "6", "--frame-step", "4", "--low-light", "100",
+        "--no-perceptual", "--grid-rows", "0", "--out", str(tmp_path / "out"),
+    ]  # fmt: skip
+    assert EV.main(args) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["options"]["denoise"] == {"history": 6, "frame_step": 4}
+    methods = summary["sets"]["raw-plain-lowlight100"]["methods"]
+    assert set(methods) == {"blurry", "unsharp", "denoise"}
+    assert methods["denoise"]["delta_psnr"] > 3.0  # seven noisy frames of a still scene
+
+
+def test_cli_denoise_refuses_data_without_earlier_frames(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit):
+        EV.main(["--data", "demo:", "--denoise", "--out", str(tmp_path / "o")])

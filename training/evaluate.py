@@ -117,6 +117,8 @@ class Sample:
     name: str
     blurry: np.ndarray
     sharp: np.ndarray | None
+    # The frames a camera gave before ``blurry``, oldest first, as ``blurry`` (``--denoise``).
+    history: tuple[np.ndarray, ...] = ()
 
 
 @dataclass
@@ -357,8 +359,15 @@ def iter_samples(
     max_size: int = 1280,
     crop: int = 0,
     limit: int = 0,
+    history: int = 0,
+    frame_step: int = 8,
 ) -> Iterator[Sample]:
     """Yield the samples of one ``--data`` spec (lazily: one pair in memory at a time).
+
+    ``history`` (``raw:`` only): each sample also carries the ``history`` windows of its size
+    centred ``frame_step``, ``2 * frame_step``, ... frames before its own, as the frames a
+    camera gave before it (8 raw frames of 240 fps: a 30 fps camera); a window without them all
+    in the range is left out.
 
     ``limit`` (0 = all) caps each set this spec gives, not the spec and not the whole run:
     ``--both`` gives up to ``limit`` in ``raw-plain`` and ``limit`` more in ``raw-linear``, and
@@ -368,7 +377,11 @@ def iter_samples(
     counts: dict[str, int] = {}
 
     def emit(
-        set_name: str, name: str, blurry: np.ndarray, sharp: np.ndarray | None
+        set_name: str,
+        name: str,
+        blurry: np.ndarray,
+        sharp: np.ndarray | None,
+        before: Sequence[np.ndarray] = (),
     ) -> Sample | None:
         if limit and counts.get(set_name, 0) >= limit:
             return None
@@ -380,8 +393,16 @@ def iter_samples(
             None
             if sharp is None
             else np.ascontiguousarray(_center_crop(sharp, crop), dtype=np.float32),
+            tuple(np.ascontiguousarray(_center_crop(b, crop), dtype=np.float32) for b in before),
         )
 
+    if history and spec.kind != "raw":
+        raise ValueError(
+            f"{spec.kind}: has no frames before each sample; a history (--denoise) is for raw: "
+            "clips"
+        )
+    if history < 0 or frame_step < 1:
+        raise ValueError(f"history must be >= 0 and frame_step >= 1, got {history}, {frame_step}")
     if spec.kind in ("raw", "camera"):
         check_windows(windows)
         # "7,7" would score every window twice (and count it twice in the set's n).
@@ -402,9 +423,12 @@ def iter_samples(
                 f"{max(windows)}-frame window"
             )
         check_raw_range_held_out(
-            min(centres) - max(windows) // 2, max(centres) + max(windows) // 2, spec.path
+            max(spec.first, min(centres) - history * frame_step - max(windows) // 2),
+            max(centres) + max(windows) // 2,
+            spec.path,
         )
         seq = Path(spec.path).name
+        by_window = {(c, len(paths)): paths for paths, c in found}
         # Centre by centre, every window of each: a --limit then scores each window size,
         # not only the smallest one that raw_frame_windows lists first.
         found = sorted(found, key=lambda pc: (pc[1], len(pc[0])))
@@ -417,9 +441,21 @@ def iter_samples(
                 continue
             frames = [_fit(f, max_size) for f in frames]
             sharp = frames[len(frames) // 2].astype(np.float32) / 255.0
+            earlier = [
+                by_window.get((centre - k * frame_step, len(paths))) for k in range(history, 0, -1)
+            ]
+            if None in earlier:
+                continue
+            loaded = [[D.load_image_u8(p) for p in w] for w in earlier]
+            if any(f is None for w in loaded for f in w):
+                log.warning("skipping window centred on %d: unreadable frame before it", centre)
+                continue
+            before_frames = [[_fit(f, max_size) for f in w] for w in loaded]
             for suffix, linear in _modes(mode):
                 blurry = D.temporal_average(frames, linear=linear)
-                s = emit(f"raw-{suffix}", f"{seq}_c{centre:03d}_w{len(paths)}", blurry, sharp)
+                before = [D.temporal_average(b, linear=linear) for b in before_frames]
+                name = f"{seq}_c{centre:03d}_w{len(paths)}"
+                s = emit(f"raw-{suffix}", name, blurry, sharp, before)
                 if s:
                     yield s
     elif spec.kind == "gopro":
@@ -596,9 +632,15 @@ def low_light(sample: Sample, peak: float, sigma: float = 0.01) -> Sample:
     if not peak > 0 or not sigma >= 0:
         raise ValueError(f"low light needs peak > 0 and sigma >= 0, got {peak}, {sigma}")
     rng = np.random.default_rng([zlib.crc32(f"{sample.set}/{sample.name}".encode()), int(peak)])
-    noisy = D.add_noise(sample.blurry, rng, gaussian_sigma=sigma, poisson_peak=peak)
-    noisy = np.round(noisy * 255.0).astype(np.float32) / 255.0
-    return Sample(f"{sample.set}-lowlight{peak:g}", sample.name, noisy, sample.sharp)
+
+    def film(img: np.ndarray) -> np.ndarray:
+        noisy = D.add_noise(img, rng, gaussian_sigma=sigma, poisson_peak=peak)
+        return np.round(noisy * 255.0).astype(np.float32) / 255.0
+
+    # The frame scored first: its noise is what it was before samples had a history.
+    noisy = film(sample.blurry)
+    before = tuple(film(b) for b in sample.history)
+    return Sample(f"{sample.set}-lowlight{peak:g}", sample.name, noisy, sample.sharp, before)
 
 
 # --------------------------------------------------------------------------------------------
@@ -681,6 +723,22 @@ def self_ensemble(run: Runner, n: int) -> Runner:
         return np.clip(total / n, 0.0, 1.0)
 
     return run_ensemble
+
+
+def with_denoise(run: Runner) -> Runner:
+    """``run`` after the engine's noise reduction (:class:`engine.denoise.TemporalDenoiser`, as
+    ``run --denoise``) has seen the sample's history and then its frame, in 8 bits as a camera
+    gives them. The runner takes ``(img, history)``; ``evaluate`` knows it by ``temporal``."""
+    from engine.denoise import TemporalDenoiser
+
+    def run_denoised(img: np.ndarray, history: Sequence[np.ndarray] = ()) -> np.ndarray:
+        denoiser = TemporalDenoiser()
+        for frame in (*history, img):
+            out = denoiser(D.to_uint8(frame))
+        return run(out.astype(np.float32) / 255.0)
+
+    run_denoised.temporal = True  # type: ignore[attr-defined]
+    return run_denoised
 
 
 def model_multiple(path: str | Path) -> int:
@@ -1002,7 +1060,10 @@ def evaluate(
         )
         for label, run in sample_methods:
             t = time.perf_counter()
-            outputs[label] = run(sample.blurry)
+            if getattr(run, "temporal", False):
+                outputs[label] = run(sample.blurry, sample.history)  # type: ignore[call-arg]
+            else:
+                outputs[label] = run(sample.blurry)
             timings.setdefault(label, []).append(time.perf_counter() - t)
             if not np.isfinite(outputs[label]).all():
                 # A NaN score would drop out of the average and flatter the model.
@@ -1231,6 +1292,26 @@ def main(argv: list[str] | None = None) -> int:
         "SIGMA (default 0.01), 8-bit; sets named SET-lowlightPEAK (not for real:, which has no "
         "clean frame)",
     )
+    p.add_argument(
+        "--denoise",
+        action="store_true",
+        help="raw: only: also run the engine's noise reduction (run --denoise) over each "
+        "sample's --history frames and the sample, alone (row 'denoise') and before every "
+        "model (rows MODEL+denoise); with --low-light, what it is for",
+    )
+    p.add_argument(
+        "--history",
+        type=int,
+        default=6,
+        help="--denoise: frames the camera gave before each sample (default 6)",
+    )
+    p.add_argument(
+        "--frame-step",
+        type=int,
+        default=8,
+        help="--denoise: raw frames between those frames (default 8: a 30 fps camera from "
+        "240 fps frames)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch / ORT CPU threads (0 = default)")
     p.add_argument(
         "--out", type=Path, default=None, help="output folder (default runs/eval/<time>)"
@@ -1281,6 +1362,8 @@ def main(argv: list[str] | None = None) -> int:
         ("--grid-rows", args.grid_rows, 0),
         ("--grid-crop", args.grid_crop, 1),
         ("--threads", args.threads, 0),
+        ("--history", args.history, 1),
+        ("--frame-step", args.frame_step, 1),
     ):
         if value < least:
             p.error(f"{flag} must be >= {least}, got {value}")
@@ -1294,6 +1377,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--data {text}: real blur has no ground truth; pass --teacher, whose "
                 "output is the reference"
             )
+    if args.denoise and any(spec.kind != "raw" for spec in specs):
+        p.error("--denoise: every --data must be a raw: clip (the others have no earlier frames)")
     _refuse_repeated_data(p, specs, args.data, windows, args.raw_stride)
     for m in args.model:
         if not m.is_file():
@@ -1331,6 +1416,8 @@ def main(argv: list[str] | None = None) -> int:
             max_size=args.max_size,
             crop=args.crop,
             limit=args.limit,
+            history=args.history if args.denoise else 0,
+            frame_step=args.frame_step,
         )
         return samples if light is None else (low_light(s, *light) for s in samples)
 
@@ -1360,6 +1447,10 @@ def main(argv: list[str] | None = None) -> int:
         methods.append((label, run))
         methods += [(f"{label}@{s:g}x", at_scale(run, s, multiple)) for s in scales]
         methods += [(f"{label}@ens{n}", self_ensemble(run, n)) for n in ensembles]
+        if args.denoise:
+            methods.append((f"{label}+denoise", with_denoise(run)))
+    if args.denoise:
+        methods.append(("denoise", with_denoise(lambda x: x)))
 
     def all_samples() -> Iterator[Sample]:
         for spec in specs:
@@ -1389,6 +1480,9 @@ def main(argv: list[str] | None = None) -> int:
             "mode": args.mode,
             "ensemble": ensembles,
             "low_light": None if light is None else {"peak": light[0], "sigma": light[1]},
+            "denoise": (
+                {"history": args.history, "frame_step": args.frame_step} if args.denoise else None
+            ),
         },
     }
     summary = evaluate(
