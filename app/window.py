@@ -93,6 +93,7 @@ from app.save import (
 )
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
+from engine.denoise import MIN_SIGMA as DENOISE_MIN_SIGMA
 from engine.sources import IMAGE_EXTENSIONS, source_kind
 from engine.stats import EngineStats
 
@@ -1119,6 +1120,12 @@ class MainWindow(QMainWindow):
         self.denoise_check.setToolTip(DENOISE_TIP)
         self.denoise_check.setAccessibleDescription(DENOISE_TIP)
         lay.addWidget(self.denoise_check)
+        # Whether it is doing anything: in good light it changes nothing, which looked broken.
+        self.denoise_status = QLabel()
+        self.denoise_status.setObjectName("hint")
+        self.denoise_status.setWordWrap(True)
+        self.denoise_status.hide()
+        lay.addWidget(self.denoise_status)
         self.scale_combo = QComboBox()
         # No label of its own (one would repeat its entries' "Processing:" right above them):
         # its entries say what it sets, also where the entry is all a screen reader says.
@@ -1761,9 +1768,21 @@ class MainWindow(QMainWindow):
     def _on_stats(self, stats: Any) -> None:
         self._last_stats = stats
         self.stats_label.setText(format_stats(stats))
+        self._show_denoise_state(getattr(stats, "noise", None))
         # The engine ends on its own when a source fails for good (camera gone for good).
         self._set_live("live" if getattr(stats, "running", True) else "stopped")
         self._show_model_state()  # a model that failed while running says so in the stats
+
+    def _show_denoise_state(self, noise: float | None) -> None:
+        text = ""
+        if noise is not None and self.denoise_check.isChecked():
+            text = (
+                f"Reducing grain (noise level {noise:.1f})"
+                if noise >= DENOISE_MIN_SIGMA
+                else "No grain to reduce: the picture passes as it is"
+            )
+        self.denoise_status.setText(text)
+        self.denoise_status.setVisible(bool(text))
 
     def _on_backend(self, label: str) -> None:
         self.backend_value.setText(f"Running on {label}")

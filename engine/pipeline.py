@@ -631,6 +631,7 @@ class Engine:
             provider=provider,
             enabled=self._enabled,
             strength=self._strength,
+            noise=self.noise_level,
             warning="; ".join(warnings) or None,
         )
 
