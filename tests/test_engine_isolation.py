@@ -115,3 +115,14 @@ def test_training_carry_runs_without_torch() -> None:
     )
     assert p.returncode == 0, p.stderr
     assert "usage:" in p.stdout and "pack" in p.stdout
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "training").rglob("*.py")), ids=lambda p: str(p.relative_to(REPO))
+)
+def test_training_imports_neither_the_engine_nor_the_app(path):
+    # ARCHITECTURE.md: training stands alone; what it measures of the engine (the unsharp mask,
+    # the processing scale, the noise reduction) it has its own copy of, checked by a test.
+    roots = imported_roots(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+    bad = sorted(roots & {"engine", "app", "main"})
+    assert not bad, f"{path.relative_to(REPO)} imports {bad}"

@@ -1229,3 +1229,36 @@ def test_cli_denoise_cleans_a_dim_still_clip_before_the_model(tmp_path: Path) ->
 def test_cli_denoise_refuses_data_without_earlier_frames(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         EV.main(["--data", "demo:", "--denoise", "--out", str(tmp_path / "o")])
+
+
+def test_the_evaluators_noise_reduction_is_the_apps() -> None:
+    """training stands alone, so it has its own copy of engine.denoise: frame for frame the same,
+    on a still scene, across a cut, with motion, and on a clean stream."""
+    from engine import denoise as E
+
+    assert (E.MIN_SIGMA, E.TemporalDenoiser.CUT_FRACTION) == (
+        EV.DENOISE_MIN_SIGMA,
+        EV.DENOISE_CUT,
+    )
+    app = E.TemporalDenoiser()
+    assert (app.strength, app.threshold, app.measure_every) == (
+        EV.DENOISE_STRENGTH,
+        EV.DENOISE_THRESHOLD,
+        EV.DENOISE_MEASURE_EVERY,
+    )
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:90, 0:121].astype(np.float32)
+    still = np.stack([40 + x, 60 + y, 90 + 0 * x], axis=2)
+    frames = []
+    for i in range(14):
+        scene = still.copy()
+        scene[30:50, 5 + 6 * i : 25 + 6 * i] = 220  # something moving
+        if i == 9:
+            scene = 255 - scene  # a cut
+        noisy = scene + rng.normal(0, 10, scene.shape)
+        frames.append(np.clip(noisy, 0, 255).astype(np.uint8))
+    clean = [np.clip(still + i, 0, 255).astype(np.uint8) for i in range(5)]
+    for sequence in (frames, clean):
+        app = E.TemporalDenoiser()
+        for n, frame in enumerate(sequence, 1):
+            np.testing.assert_array_equal(app(frame), EV.denoised_last(sequence[:n]))

@@ -725,16 +725,79 @@ def self_ensemble(run: Runner, n: int) -> Runner:
     return run_ensemble
 
 
+# The app's noise reduction (engine.denoise.TemporalDenoiser, `run --denoise`), written again
+# here because training stands alone (ARCHITECTURE.md), as the unsharp mask is; a test checks
+# that the two give the same frames. Its settings, as the engine's defaults:
+DENOISE_STRENGTH = 0.8  # the most weight the past gets
+DENOISE_THRESHOLD = 2.5  # a local luma change of this many noise levels counts as motion
+DENOISE_MIN_SIGMA = 1.0  # noise (levels of half-size luma) below which frames pass untouched
+DENOISE_MEASURE_EVERY = 4  # frames between noise measurements
+DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts afresh
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _half_luma(rgb: np.ndarray) -> np.ndarray:
+    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    h, w = gray.shape
+    small = cv2.resize(
+        gray[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA
+    )
+    return small.astype(np.float32)
+
+
+def _noise(luma: np.ndarray, previous: np.ndarray | None = None) -> float:
+    response = cv2.filter2D(luma, -1, _NOISE_KERNEL)[1:-1:2, 1:-1:2]
+    sigma = float(np.median(np.abs(response))) / 0.6745 / 6.0
+    if previous is not None:
+        diff = (luma[::2, ::2] - previous[::2, ::2]).ravel()
+        sigma = min(sigma, float(np.median(np.abs(diff))) / 0.6745 / np.sqrt(2.0))
+    return sigma
+
+
+def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """The last of ``frames`` (``(H, W, 3)`` uint8 RGB of one size, oldest first) as the app's
+    noise reduction gives it after seeing them all in turn."""
+    if min(frames[-1].shape[:2]) < 16:
+        return frames[-1]
+    out = out_luma = in_luma = None
+    sigma: float | None = None
+    count = 0
+    for frame in frames:
+        luma = _half_luma(frame)
+        if out is None:
+            sigma, out, in_luma, out_luma = _noise(luma), frame, luma, luma
+            continue
+        if count % DENOISE_MEASURE_EVERY == 0:
+            new = _noise(luma, in_luma)
+            sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
+        count += 1
+        in_luma = luma
+        assert sigma is not None
+        if sigma < DENOISE_MIN_SIGMA:
+            out, out_luma = frame, luma
+            continue
+        # In the engine's order of operations: the same float32 roundings, the same frames.
+        weights = np.abs(cv2.blur(luma - out_luma, (3, 3)))
+        weights *= -1.0 / (DENOISE_THRESHOLD * sigma)
+        weights += 1.0
+        np.clip(weights, 0.0, 1.0, out=weights)
+        weights *= DENOISE_STRENGTH
+        if np.count_nonzero(weights == 0.0) / weights.size > DENOISE_CUT:
+            out, out_luma = frame, luma
+            continue
+        out_luma = luma + weights * (out_luma - luma)
+        full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        out = cv2.blendLinear(frame, out, 1.0 - full, full)
+    return out
+
+
 def with_denoise(run: Runner) -> Runner:
-    """``run`` after the engine's noise reduction (:class:`engine.denoise.TemporalDenoiser`, as
-    ``run --denoise``) has seen the sample's history and then its frame, in 8 bits as a camera
-    gives them. The runner takes ``(img, history)``; ``evaluate`` knows it by ``temporal``."""
-    from engine.denoise import TemporalDenoiser
+    """``run`` after the app's noise reduction (:func:`denoised_last`, as ``run --denoise``)
+    has seen the sample's history and then its frame, in 8 bits as a camera gives them. The
+    runner takes ``(img, history)``; ``evaluate`` knows it by ``temporal``."""
 
     def run_denoised(img: np.ndarray, history: Sequence[np.ndarray] = ()) -> np.ndarray:
-        denoiser = TemporalDenoiser()
-        for frame in (*history, img):
-            out = denoiser(D.to_uint8(frame))
+        out = denoised_last([D.to_uint8(frame) for frame in (*history, img)])
         return run(out.astype(np.float32) / 255.0)
 
     run_denoised.temporal = True  # type: ignore[attr-defined]
