@@ -128,7 +128,8 @@ def save_command(
     ]
     if model is not None:
         args += ["--model", model]
-    if denoise:
+    if denoise and source_kind(source) == "video":
+        # It averages a video's frames; for photos `process` would say so in its own words.
         args.append("--denoise")
     return args
 

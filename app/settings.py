@@ -209,6 +209,9 @@ def _coerce(raw: object, default: object) -> object:
             # Any other word read as False: a damaged `enabled` turned sharpening off, looking
             # like the person's choice. Unreadable means the default, as for every other field.
             raise ValueError(f"not a yes/no value: {raw!r}")
+        if not isinstance(raw, (bool, int)):
+            # "a,b" comes back from an INI store as a list, which bool() read as True.
+            raise ValueError(f"not a yes/no value: {raw!r}")
         return bool(raw)
     if isinstance(default, int):
         return int(raw)  # type: ignore[arg-type]

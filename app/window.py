@@ -1325,7 +1325,7 @@ class MainWindow(QMainWindow):
         self.scale_combo.currentIndexChanged.connect(self._on_scale_changed)
         self.enable_switch.toggled.connect(self._on_enabled)
         self.strength_slider.valueChanged.connect(self._on_strength)
-        self.denoise_check.toggled.connect(self.bridge.set_denoise)
+        self.denoise_check.toggled.connect(self._on_denoise)
         self.view_group.buttonClicked.connect(self._on_view_mode)
         self.mirror_check.toggled.connect(self._on_mirror)
         self.preview.split_changed.connect(self._on_split)
@@ -1589,6 +1589,7 @@ class MainWindow(QMainWindow):
         self._show_after_label()
         self.toggle_action.setChecked(on)
         self._enable_strength(on)
+        self._show_denoise_state(None)  # off: none; on: measured anew, said at the next stats
 
     def _enable_strength(self, on: bool) -> None:
         # Its labels too: the value stayed bright beside a greyed slider, as if it applied.
@@ -1601,6 +1602,7 @@ class MainWindow(QMainWindow):
         sizes = failure is None or failure.loaded
         for widget, usable in (
             (self.strength_slider, on and not failed),
+            (self.denoise_check, on and not failed),
             (self.scale_combo, sizes),
         ):
             if not usable and widget.hasFocus():
@@ -1773,6 +1775,11 @@ class MainWindow(QMainWindow):
         self._set_live("live" if getattr(stats, "running", True) else "stopped")
         self._show_model_state()  # a model that failed while running says so in the stats
 
+    def _on_denoise(self, on: bool) -> None:
+        self.bridge.set_denoise(on)
+        # At once, not at the next stats: off, the hint goes; on, the engine measures anew.
+        self._show_denoise_state(None)
+
     def _show_denoise_state(self, noise: float | None) -> None:
         text = ""
         if noise is not None and self.denoise_check.isChecked():
@@ -1793,6 +1800,7 @@ class MainWindow(QMainWindow):
         self._set_live("live" if running else "stopped")
         self._show_model_state()
         if not running:
+            self._show_denoise_state(None)  # the next stream measures its own noise
             # A restart (another camera or resolution) takes a while: "Starting"
             # beside the stopped engine's rate and backend passed them off as the new one's,
             # and its source and frame size under "Opening <the other camera>…" as well.

@@ -161,8 +161,8 @@ class Engine:
         strength: blend of model output over input in [0, 1] (0 = the input, backend skipped).
         enabled: False passes frames through without calling the backend.
         denoise: reduce noise over time (:class:`engine.denoise.TemporalDenoiser`) before the
-            backend sees a frame; it acts only on noisy frames (poor light) and is off with
-            the backend (off, strength 0, failed).
+            backend sees a frame; it acts only on noisy frames (poor light), also at strength
+            0 (noise reduction alone), and is off while the engine is off or its backend failed.
         on_stats: called with an :class:`EngineStats` every ``stats_interval`` seconds from a
             stats thread, and once more at the end.
         on_preview: ``on_preview(original, processed)`` at most ``preview_fps`` times a second
@@ -793,7 +793,7 @@ class Engine:
         """Run the backend and blend; passthrough when off, at strength 0 or after a failure."""
         backend = self._backend
         strength = self._strength
-        if backend is None or not self._enabled or strength <= 0.0 or self._passthrough:
+        if backend is None or not self._enabled or self._passthrough:
             # Its average is stale once frames go by unseen: a new one when processing resumes.
             self._denoising = False
             return _Work(frame, frame, False)
@@ -804,6 +804,11 @@ class Engine:
             self._denoiser.reset()
         if self._denoising:
             src = self._denoiser(src)
+        if strength <= 0.0:
+            # Noise reduction alone: a frame of the denoiser's own (it keeps a copy), or the input.
+            if src is frame.image:
+                return _Work(frame, frame, False)
+            return _Work(frame, Frame(src, frame.index, frame.t_capture), False)
         if self._unconfirmed_rate and t0 >= self._next_follow:
             self._follow_rate(backend, t0)
         try:

@@ -6988,15 +6988,54 @@ def test_the_noise_switch_cleans_a_noisy_picture_and_is_remembered(qtbot, make_w
     assert again.denoise_check.isChecked() and again.bridge.engine.denoise is True
 
 
-def test_the_noise_switch_goes_with_sharpening(qtbot, make_window):
-    window = make_window(settings=AppSettings(denoise=True))
+def test_the_noise_switch_goes_with_sharpening_and_its_hint_with_it(qtbot, make_window, tmp_path):
+    clip_path = _noisy_still_clip(tmp_path / "dim.avi")
+    clip = CameraChoice(id=str(clip_path), name="Dim room", source=str(clip_path), is_demo=True)
+    window = make_window(
+        backend="passthrough", cameras=[demo_choice(), clip], settings=AppSettings(denoise=True)
+    )
+    engine = window.bridge.engine
     assert window.denoise_check.isEnabled()
     # The demo clip is clean: on, it is said to change nothing rather than look broken.
     qtbot.waitUntil(lambda: "No grain to reduce" in window.denoise_status.text(), timeout=5000)
     window.denoise_check.setChecked(False)
-    qtbot.waitUntil(lambda: not window.denoise_status.isVisible(), timeout=5000)
+    assert not window.denoise_status.isVisible()  # at once, not at the next stats
     window.denoise_check.setChecked(True)
+    # Focus on the switch when sharpening goes off: Space must stay sharpening's, not open
+    # the processing-size picker the focus would pass to.
+    window.denoise_check.setFocus()
     window.enable_switch.setChecked(False)
-    assert not window.denoise_check.isEnabled()
+    assert not window.denoise_check.isEnabled() and not window.denoise_status.isVisible()
+    assert QApplication.focusWidget() is not window.scale_combo
     window.enable_switch.setChecked(True)
-    assert window.denoise_check.isEnabled() and window.bridge.engine.denoise is True
+    assert window.denoise_check.isEnabled()
+    # Another source: the hint goes with the stream it was about, and comes back measured.
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(str(clip_path)))
+    engine = window.bridge.engine
+    qtbot.waitUntil(lambda: "Reducing grain" in window.denoise_status.text(), timeout=5000)
+    assert engine.noise_level is not None and engine.noise_level > 1.0
+    window.bridge.stop()
+    qtbot.waitUntil(lambda: not window.denoise_status.isVisible(), timeout=5000)
+
+
+def test_noise_reduction_alone_at_strength_0(qtbot, make_window, tmp_path):
+    clip_path = _noisy_still_clip(tmp_path / "dim.avi")
+    clip = CameraChoice(id=str(clip_path), name="Dim room", source=str(clip_path), is_demo=True)
+    window = make_window(backend="unsharp", cameras=[clip], settings=AppSettings(denoise=True))
+    window.strength_slider.setValue(0)
+    assert window.denoise_check.isEnabled()
+    wait_frames(qtbot, window, 10)
+    orig, proc = fresh_pair(qtbot, window)
+    assert not np.array_equal(orig, proc)  # cleaned, where strength 0 alone passes the input
+    qtbot.waitUntil(lambda: "Reducing grain" in window.denoise_status.text(), timeout=5000)
+
+
+def test_a_damaged_noise_switch_in_a_settings_file_is_off(tmp_path):
+    path = tmp_path / "corrupt.ini"
+    # Written by hand, unquoted: Qt reads "a,b" back as a list, which bool() took for True.
+    for raw in ("a,b", "yes please", "2"):
+        path.write_text(f"[General]\ndenoise={raw}\n", encoding="utf-8")
+        assert load_settings(open_store(str(path))).denoise is False, raw
+    path.write_text("[General]\ndenoise=true\n", encoding="utf-8")
+    assert load_settings(open_store(str(path))).denoise is True

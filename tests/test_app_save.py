@@ -155,6 +155,8 @@ def test_the_command_is_process_below_normal_priority_with_lines_and_a_stop_on_e
     # The window's noise switch goes with the copy: it is what the live picture showed.
     assert "--denoise" not in save_command("in.mp4", "out.mp4")
     assert "--denoise" in save_command("in.mp4", "out.mp4", denoise=True)
+    # Not for a photo: `process` would say in command-line words that it does not apply.
+    assert "--denoise" not in save_command("in.png", "out.png", denoise=True)
 
 
 def test_the_banner_words_follow_how_the_save_ended() -> None:
@@ -313,6 +315,7 @@ def test_the_window_saves_a_sharpened_copy_of_the_clip_playing(
     assert job.source == demo_choice().source
     assert "--strength" in job._proc.arguments()
     assert job._proc.arguments()[job._proc.arguments().index("--strength") + 1] == "0.6"
+    assert "--denoise" not in job._proc.arguments()  # the switch is off
     # One at a time: the button waits while the copy is made, and the bar shows it.
     assert not window.save_button.isEnabled() and window.save_panel.isVisibleTo(window)
     result = finished(qtbot, job)
@@ -333,8 +336,11 @@ def test_the_window_saves_a_sharpened_copy_of_the_clip_playing(
     assert not window.banner.folder_button.isVisibleTo(window)
     window.banner.dismiss()
     # A second save: the banner's word on the first goes, and so does the first job.
+    # ...with the noise switch on this time: the copy gets what the window shows.
+    window.denoise_check.setChecked(True)
     with qtbot.waitSignal(job.destroyed, timeout=5000):
         second = window.save_copy(str(tmp_path / "again.mp4"))
+    assert "--denoise" in second._proc.arguments()
     assert window.banner.kind == ""  # nothing else was said
     assert finished(qtbot, second).ok
 

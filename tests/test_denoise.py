@@ -273,3 +273,21 @@ def test_set_denoise_turns_it_on_and_off():
     eng.set_denoise(False)
     assert eng.denoise is False
     eng.stop()
+
+
+def test_at_strength_0_the_engine_reduces_noise_alone():
+    class Counting(Identity):
+        calls = 0
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            Counting.calls += 1
+            return rgb
+
+    keep = Keep()
+    eng = Engine(NoisyStill(12), Counting(), sinks=[keep], live=False, strength=0.0, denoise=True)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    plain, _ = run_engine(strength=0.0)
+    assert Counting.calls == 0  # the model is not called at strength 0
+    assert psnr(keep.frames[-1], scene()) > psnr(plain[-1], scene()) + 4.0
