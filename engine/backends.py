@@ -1558,6 +1558,7 @@ class ScaledBackend(_BackendBase):
         self._level = 0
         self._scale = self._ladder[0] if self.adaptive else float(parsed)
         self.budget_s = 0.9 / float(target_fps)
+        self.overhead_s = 0.0  # set_overhead
         self._recover_s = float(recover_s)
         self._clock = clock
         self._recent: deque[float] = deque(maxlen=self.RECENT)  # call times at this scale
@@ -1580,6 +1581,12 @@ class ScaledBackend(_BackendBase):
         where the source could not say it (the engine measures it)."""
         if math.isfinite(fps) and fps > 0:
             self.budget_s = 0.9 / float(fps)
+
+    def set_overhead(self, seconds: float) -> None:
+        """Each frame also spends ``seconds`` before the model on the same thread (the engine's
+        noise reduction): ``auto`` keeps the two together within the frame budget."""
+        if math.isfinite(seconds) and seconds >= 0:
+            self.overhead_s = float(seconds)
 
     @property
     def provider(self) -> str:  # type: ignore[override]
@@ -1648,7 +1655,9 @@ class ScaledBackend(_BackendBase):
         # though the mean fits and back up every `recover_s`, and misses 4 slow calls in 9.
         typical = (sum(self._recent) - max(self._recent)) / max(1, len(self._recent) - 1)
         level, now = self._level, self._clock()
-        if self._calls > 8 and typical > self.budget_s and level + 1 < len(self._ladder):
+        # What the frame costs before the model on the same thread (noise reduction) counts too.
+        budget = self.budget_s - self.overhead_s
+        if self._calls > 8 and typical > budget and level + 1 < len(self._ladder):
             if self._is_ready(level + 1):
                 self._left[self._scale] = now
                 self._step(level + 1)
@@ -1656,7 +1665,7 @@ class ScaledBackend(_BackendBase):
             up = self._ladder[level - 1]
             predicted = typical * (up / self._scale) ** 2
             recent = now - self._left.get(up, -np.inf) < self._recover_s
-            if predicted < 0.8 * self.budget_s and not recent and self._is_ready(level - 1):
+            if predicted < 0.8 * budget and not recent and self._is_ready(level - 1):
                 self._step(level - 1)
 
     def _is_ready(self, level: int) -> bool:

@@ -412,6 +412,12 @@ class GatedBackend:
             if self._schedule == "serial":
                 self._gate.open()
 
+    def set_overhead(self, seconds: float) -> None:
+        """Passed on: an ``auto`` scale budgets for the engine's noise reduction (``--denoise``)."""
+        set_overhead = getattr(self._backend, "set_overhead", None)
+        if set_overhead is not None:
+            set_overhead(seconds)
+
     def close(self) -> None:
         """The wrapped backend belongs to the caller: closing the wrapper leaves it open."""
 

@@ -214,6 +214,7 @@ class Engine:
         self._denoise = bool(denoise)
         self._denoising = False
         self._denoiser = TemporalDenoiser()
+        self._denoise_s = 0.0  # its recent time per frame (a running mean), 0 while off
         self._on_stats = on_stats
         self._on_preview = on_preview
         self._preview_period = 1.0 / preview_fps if preview_fps and preview_fps > 0 else 0.0
@@ -798,12 +799,19 @@ class Engine:
             self._denoising = False
             return _Work(frame, frame, False)
         src = frame.image
-        t0 = time.perf_counter()
         if self._denoise != self._denoising:
             self._denoising = self._denoise
             self._denoiser.reset()
+            self._denoise_s = 0.0
         if self._denoising:
+            t_denoise = time.perf_counter()
             src = self._denoiser(src)
+            took = time.perf_counter() - t_denoise
+            self._denoise_s = took if not self._denoise_s else 0.9 * self._denoise_s + 0.1 * took
+        set_overhead = getattr(backend, "set_overhead", None)
+        if set_overhead is not None:
+            set_overhead(self._denoise_s)  # 0 while off: --scale auto budgets for it
+        t0 = time.perf_counter()
         if strength <= 0.0:
             # Noise reduction alone: a frame of the denoiser's own (it keeps a copy), or the input.
             if src is frame.image:

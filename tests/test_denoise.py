@@ -291,3 +291,173 @@ def test_at_strength_0_the_engine_reduces_noise_alone():
     plain, _ = run_engine(strength=0.0)
     assert Counting.calls == 0  # the model is not called at strength 0
     assert psnr(keep.frames[-1], scene()) > psnr(plain[-1], scene()) + 4.0
+
+
+def test_a_thin_moving_line_leaves_no_trail():
+    rng = np.random.default_rng(9)
+    den = TemporalDenoiser()
+    for step in range(20):
+        clean = np.full((96, 160, 3), 60, np.float32)
+        x = 20 + 4 * step
+        clean[:, x : x + 2] += 100  # a 2-pixel line, 4 pixels a frame
+        out = den(add_noise(clean.astype(np.uint8), 6.0, rng)).astype(np.float32)
+    assert den.active
+    profile = out[10:86, x - 12 : x + 2].mean(axis=(0, 2)) - 60
+    assert np.abs(profile[:-2]).max() < 2.0  # where it was: the background, no trail
+    assert profile[-2:].min() > 97.0  # where it is: as bright as it is
+
+
+def test_a_clean_detailed_picture_that_moves_passes_bit_for_bit():
+    """A clean photo panned a few pixels a frame changes everywhere, which is not noise."""
+    import cv2
+
+    from engine.denoise import FLAT_FLOOR
+
+    y, x = np.mgrid[0:240, 0:400].astype(np.float32)
+    photo = np.stack(
+        [128 + 60 * np.sin(x / 7) * np.cos(y / 11), 100 + 40 * np.sin((x + y) / 5), 90 + 0 * x],
+        axis=2,
+    )
+    photo[40:200, 100:300] = cv2.GaussianBlur(photo, (0, 0), 3)[40:200, 100:300]
+    photo = np.clip(photo, 0, 255).astype(np.uint8)
+    den = TemporalDenoiser()
+    for i in range(20):
+        frame = np.ascontiguousarray(photo[:, 3 * i : 3 * i + 300])
+        assert den(frame) is frame
+    assert den.sigma < FLAT_FLOOR
+
+
+def test_coarse_grain_is_measured_and_cleaned():
+    """A webcam's noise is not white (demosaicing, compression): a still scene's grain a pixel
+    across is measured from what the frames' still parts show, and cleaned."""
+    import cv2
+
+    rng = np.random.default_rng(10)
+    clean = scene(240, 320).astype(np.float32)
+    den = TemporalDenoiser()
+    for _ in range(20):
+        grain = cv2.GaussianBlur(rng.normal(0, 1, clean.shape).astype(np.float32), (0, 0), 1.0)
+        noisy = np.clip(np.round(clean + 8 * grain / grain.std()), 0, 255).astype(np.uint8)
+        out = den(noisy)
+    true = float((half_luma(noisy) - half_luma(clean.astype(np.uint8))).std())
+    assert den.sigma == pytest.approx(true, rel=0.2)
+    assert psnr(out, clean.astype(np.uint8)) > psnr(noisy, clean.astype(np.uint8)) + 3.0
+
+
+def test_noise_near_the_threshold_is_reduced_gradually_not_switched():
+    """From MIN_SIGMA the strength rises over RAMP levels: the weight of the past follows the
+    measured noise, so a level wavering around the threshold does not pump the grain."""
+    from engine.denoise import MIN_SIGMA, RAMP
+
+    rng = np.random.default_rng(11)
+    clean = scene()
+    prev = None
+    for std, lo, hi in ((2.6, 0.0, 0.5), (4.0, 0.3, 3.0)):
+        den = TemporalDenoiser(measure_every=1)
+        for _ in range(20):
+            noisy = add_noise(clean, std, rng)
+            out = den(noisy)
+        gain = psnr(out, clean) - psnr(noisy, clean)
+        ramp = min(1.0, max(0.0, (den.sigma - MIN_SIGMA) / RAMP))
+        assert 0.0 < ramp < 1.0 or den.sigma < MIN_SIGMA, den.sigma
+        assert lo <= gain <= hi, (std, den.sigma, gain)
+        prev = gain if prev is None else prev
+    assert gain > prev
+
+
+def test_set_denoise_takes_effect_mid_stream_and_starts_a_fresh_average():
+    class Gate:
+        """A live source: frame i waits for the test's go."""
+
+        live = True
+        size = (160, 120)
+        fps = 30.0
+
+        def __init__(self) -> None:
+            import threading
+
+            self.rng = np.random.default_rng(12)
+            self.go = threading.Semaphore(0)
+            self.i = 0
+            self.made: list[np.ndarray] = []
+
+        def read(self) -> Frame | None:
+            self.go.acquire()
+            if self.i >= 30:
+                return None
+            self.i += 1
+            self.made.append(add_noise(scene(), 8.0, self.rng))
+            return Frame(self.made[-1].copy(), self.i - 1, time.perf_counter())
+
+        def close(self) -> None:
+            pass
+
+    class Pair(Keep):
+        def __init__(self) -> None:
+            super().__init__()
+            import threading
+
+            self.cond = threading.Condition()
+            self.indices: list[int] = []
+
+        def write(self, frame: Frame) -> None:
+            with self.cond:
+                super().write(frame)
+                self.indices.append(frame.index)
+                self.cond.notify_all()
+
+    src, keep = Gate(), Pair()
+    eng = Engine(src, Identity(), sinks=[keep], live=True)
+    eng.start()
+
+    def step() -> tuple[np.ndarray, np.ndarray]:
+        n = len(keep.frames)
+        src.go.release()
+        with keep.cond:
+            assert keep.cond.wait_for(lambda: len(keep.frames) > n, 5)
+        return keep.frames[-1], src.made[keep.indices[-1]]
+
+    try:
+        for _ in range(3):
+            out, raw = step()
+            np.testing.assert_array_equal(out, raw)  # off: untouched
+        eng.set_denoise(True)
+        out, raw = step()
+        np.testing.assert_array_equal(out, raw)  # the first frame of a new average
+        for _ in range(8):
+            out, raw = step()
+        assert psnr(out, scene()) > psnr(raw, scene()) + 3.0
+        eng.set_enabled(False)
+        out, raw = step()
+        eng.set_enabled(True)
+        out, raw = step()
+        np.testing.assert_array_equal(out, raw)  # frames went by unseen: a new average
+        eng.set_denoise(False)
+        out, raw = step()
+        np.testing.assert_array_equal(out, raw)
+    finally:
+        src.i = 30
+        for _ in range(3):
+            src.go.release()
+        eng.stop()
+
+
+def test_the_engine_tells_an_auto_scale_what_noise_reduction_costs():
+    seen: list[float] = []
+
+    class Budgeted(Identity):
+        def set_overhead(self, seconds: float) -> None:
+            seen.append(seconds)
+
+    keep = Keep()
+    eng = Engine(NoisyStill(6), Budgeted(), sinks=[keep], live=False, denoise=True)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert len(seen) == 6 and all(s > 0 for s in seen)
+    seen.clear()
+    eng = Engine(NoisyStill(3), Budgeted(), sinks=[Keep()], live=False)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert seen == [0.0, 0.0, 0.0]

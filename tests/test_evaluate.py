@@ -1236,8 +1236,10 @@ def test_the_evaluators_noise_reduction_is_the_apps() -> None:
     on a still scene, across a cut, with motion, and on a clean stream."""
     from engine import denoise as E
 
-    assert (E.MIN_SIGMA, E.TemporalDenoiser.CUT_FRACTION) == (
+    assert (E.MIN_SIGMA, E.RAMP, E.FLAT_FLOOR, E.TemporalDenoiser.CUT_FRACTION) == (
         EV.DENOISE_MIN_SIGMA,
+        EV.DENOISE_RAMP,
+        EV.DENOISE_FLAT_FLOOR,
         EV.DENOISE_CUT,
     )
     app = E.TemporalDenoiser()
@@ -1262,3 +1264,35 @@ def test_the_evaluators_noise_reduction_is_the_apps() -> None:
         app = E.TemporalDenoiser()
         for n, frame in enumerate(sequence, 1):
             np.testing.assert_array_equal(app(frame), EV.denoised_last(sequence[:n]))
+
+
+def test_cli_denoise_says_what_it_leaves_out_and_why_nothing_is_left(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    seq = _still_raw_clip(tmp_path / "seq", frames=40)
+    base = ["--data", f"raw:{seq}:1-40", "--plain", "--windows", "7", "--no-perceptual"]
+    with pytest.raises(SystemExit):
+        EV.main([*base, "--denoise", "--out", str(tmp_path / "a")])  # 6 x 8 frames do not fit
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        assert EV.main([*base, "--raw-stride", "5", "--denoise", "--history", "2",
+                        "--frame-step", "4", "--grid-rows", "0", "--out", str(tmp_path / "b")]) == 0  # fmt: skip
+    assert "windows left out: they have no 2 earlier windows 4 frames apart" in caplog.text
+
+
+def test_the_history_is_the_windows_before_oldest_first(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    for i in range(1, 61):
+        _write(tmp_path / "seq" / f"{i:06d}.png", rng.uniform(0, 1, (16, 24, 3)).astype(np.float32))
+    spec = EV.parse_data(f"raw:{tmp_path / 'seq'}:1-60")
+    sample = next(
+        EV.iter_samples(spec, mode="plain", windows=(7,), raw_stride=5, history=3, frame_step=4)
+    )
+    centre = int(sample.name.split("_c")[1][:3])
+
+    def window(c: int) -> np.ndarray:
+        return np.mean(
+            [D.load_image(tmp_path / "seq" / f"{i:06d}.png") for i in range(c - 3, c + 4)], axis=0
+        )
+
+    for k, frame in zip((3, 2, 1), sample.history, strict=True):
+        np.testing.assert_allclose(frame, window(centre - 4 * k), atol=1e-5)

@@ -506,3 +506,21 @@ def test_auto_asks_the_backend_which_sizes_are_compiled_now() -> None:
         time.sleep(0.001)
     assert be.scale == 1.0 and inner.prepared == [(128, 72)]
     be.close()
+
+
+def test_auto_counts_the_time_spent_before_the_model_on_its_thread() -> None:
+    """Noise reduction runs before the model on the inference thread: 25 ms of model fits the
+    30 ms budget alone, not with 10 ms of denoising before it."""
+    clock = FakeClock()
+    inner = Recorder(cost=lambda px: 0.025 * px / (128 * 72), clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(40):
+        be.process(frame)
+    assert be.scale == 1.0
+    be.set_overhead(0.010)
+    for _ in range(40):
+        be.process(frame)
+    assert be.scale == 0.875  # 19.1 ms + 10 ms fits
+    be.set_overhead(float("nan"))  # ignored, as follow_rate ignores a bad rate
+    assert be.overhead_s == 0.010

@@ -429,6 +429,7 @@ def iter_samples(
         )
         seq = Path(spec.path).name
         by_window = {(c, len(paths)): paths for paths, c in found}
+        no_history = 0  # windows left out: their earlier windows are not all in the range
         # Centre by centre, every window of each: a --limit then scores each window size,
         # not only the smallest one that raw_frame_windows lists first.
         found = sorted(found, key=lambda pc: (pc[1], len(pc[0])))
@@ -445,6 +446,7 @@ def iter_samples(
                 by_window.get((centre - k * frame_step, len(paths))) for k in range(history, 0, -1)
             ]
             if None in earlier:
+                no_history += 1
                 continue
             loaded = [[D.load_image_u8(p) for p in w] for w in earlier]
             if any(f is None for w in loaded for f in w):
@@ -458,6 +460,18 @@ def iter_samples(
                 s = emit(f"raw-{suffix}", name, blurry, sharp, before)
                 if s:
                     yield s
+        if no_history:
+            # The sets then hold fewer images than without --denoise: said, not silent.
+            log.warning(
+                "raw: %d of %s's windows left out: they have no %d earlier windows %d frames "
+                "apart inside frames %d-%d",
+                no_history,
+                seq,
+                history,
+                frame_step,
+                spec.first,
+                spec.last,
+            )
     elif spec.kind == "gopro":
         root = Path(spec.path)
         if (root / "test").is_dir():
@@ -729,11 +743,14 @@ def self_ensemble(run: Runner, n: int) -> Runner:
 # here because training stands alone (ARCHITECTURE.md), as the unsharp mask is; a test checks
 # that the two give the same frames. Its settings, as the engine's defaults:
 DENOISE_STRENGTH = 0.8  # the most weight the past gets
-DENOISE_THRESHOLD = 2.5  # a local luma change of this many noise levels counts as motion
+DENOISE_THRESHOLD = 4.0  # a local luma change of this many noise levels counts as motion
 DENOISE_MIN_SIGMA = 1.0  # noise (levels of half-size luma) below which frames pass untouched
+DENOISE_RAMP = 1.0  # levels over that across which the strength rises to full
+DENOISE_FLAT_FLOOR = 0.95  # a picture whose flattest blocks measure less is clean
 DENOISE_MEASURE_EVERY = 4  # frames between noise measurements
 DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts afresh
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+_MEAN_ABS = float(np.sqrt(2.0 / np.pi))
 
 
 def _half_luma(rgb: np.ndarray) -> np.ndarray:
@@ -745,13 +762,20 @@ def _half_luma(rgb: np.ndarray) -> np.ndarray:
     return small.astype(np.float32)
 
 
+def _block_percentile(values: np.ndarray, q: float) -> float:
+    h, w = values.shape
+    gh, gw = max(1, h // 8), max(1, w // 8)
+    means = cv2.resize(values[: gh * 8, : gw * 8], (gw, gh), interpolation=cv2.INTER_AREA)
+    return float(np.percentile(means, q))
+
+
 def _noise(luma: np.ndarray, previous: np.ndarray | None = None) -> float:
-    response = cv2.filter2D(luma, -1, _NOISE_KERNEL)[1:-1:2, 1:-1:2]
-    sigma = float(np.median(np.abs(response))) / 0.6745 / 6.0
-    if previous is not None:
-        diff = (luma[::2, ::2] - previous[::2, ::2]).ravel()
-        sigma = min(sigma, float(np.median(np.abs(diff))) / 0.6745 / np.sqrt(2.0))
-    return sigma
+    response = np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL))
+    flat = _block_percentile(response, 10) / (6.0 * _MEAN_ABS * 0.795)
+    if previous is None or flat < DENOISE_FLAT_FLOOR:
+        return flat
+    still = _block_percentile(np.abs(luma - previous), 25)
+    return still / (_MEAN_ABS * np.sqrt(2.0) * 0.93)
 
 
 def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -777,11 +801,12 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
             out, out_luma = frame, luma
             continue
         # In the engine's order of operations: the same float32 roundings, the same frames.
-        weights = np.abs(cv2.blur(luma - out_luma, (3, 3)))
-        weights *= -1.0 / (DENOISE_THRESHOLD * sigma)
-        weights += 1.0
-        np.clip(weights, 0.0, 1.0, out=weights)
-        weights *= DENOISE_STRENGTH
+        diff = np.abs(cv2.blur(luma - out_luma, (3, 3)))
+        diff *= -1.0 / (DENOISE_THRESHOLD * sigma)
+        diff += 1.0
+        np.clip(diff, 0.0, 1.0, out=diff)
+        weights = cv2.erode(diff, np.ones((3, 3), np.uint8))
+        weights *= DENOISE_STRENGTH * min(1.0, (sigma - DENOISE_MIN_SIGMA) / DENOISE_RAMP)
         if np.count_nonzero(weights == 0.0) / weights.size > DENOISE_CUT:
             out, out_luma = frame, luma
             continue
@@ -1358,9 +1383,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--denoise",
         action="store_true",
-        help="raw: only: also run the engine's noise reduction (run --denoise) over each "
+        help="raw: only: also run the app's noise reduction (run --denoise) over each "
         "sample's --history frames and the sample, alone (row 'denoise') and before every "
-        "model (rows MODEL+denoise); with --low-light, what it is for",
+        "model (rows MODEL+denoise); with --low-light, what it is for. Windows without "
+        "that many earlier windows in the range are left out (a warning counts them), so the "
+        "sets are smaller than without it",
     )
     p.add_argument(
         "--history",
@@ -1490,6 +1517,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             next(samples_of(spec))
         except StopIteration:
+            if args.denoise:
+                p.error(
+                    f"--data {text}: no window has --history {args.history} earlier windows "
+                    f"--frame-step {args.frame_step} frames apart inside its range: lower them, "
+                    "or widen the range"
+                )
             p.error(f"--data {text}: no readable samples")
         except (FileNotFoundError, ValueError) as exc:
             p.error(f"--data {text}: {exc}")
