@@ -19,11 +19,13 @@ left on; from there the strength rises over :data:`RAMP` levels, so noise near t
 not switch it on and off from one measurement to the next.
 
 What it does not do: remove noise from what moves (there is no motion compensation; a moving
-face keeps its noise), tell an isoluminant colour change (red to green of the same brightness)
-from noise, since it looks at luma only, or leave alone a clean picture with no flat part at all
-that moves as a whole (fine foliage panned: its motion reads as noise, and faint changes under
-``threshold`` noise levels are averaged); noise as coarse as a Gaussian of 2 pixels reads as a
-clean picture and is left (:func:`estimate_noise`).
+face keeps its grain); see noise in colour alone (it measures and compares luma: a camera that
+cleans luma itself and sends colour blotches is left as it is, and an isoluminant change, red to
+green of the same brightness, is not told from noise); see grain as coarse as a Gaussian of 1.5
+pixels (it reads as a clean picture); or leave alone a clean picture with no flat part at all
+(foliage, a patterned wall filling the frame) that pans faster than about 2 pixels a frame: its
+fine texture then reads as noise, and changes under the thresholds are averaged (34-78 levels at
+most on such photos in a 2-pixel pan; :func:`estimate_noise`).
 
 Shapes: frames are ``(H, W, 3) uint8`` RGB; weights and luma are ``(H/2, W/2) float32``.
 """
@@ -42,7 +44,7 @@ RAMP = 1.0
 #: the flattest tenth of a picture's 8x8 blocks measures less than this on a clean picture (0.2-0.86
 #: on photos, clips and the held-out GoPro frames), more with noise (1.0 and up for a webcam's
 #: coarse grain): under it, what changes between frames is taken for motion, not noise
-FLAT_FLOOR = 0.95
+FLAT_FLOOR = 1.2
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
 MIN_SIDE = 16
 
@@ -51,10 +53,12 @@ MIN_SIDE = 16
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))  # mean |x| of a unit normal
 _BLOCK = 8  # the blocks (of half-size luma) that noise is measured over
-# What the two estimates read on white noise, as a share of its std (measured at 720p, std 1.4-5.4
-# of half-size luma): a low percentile of block means sits below their mean.
-_FLAT_READS, _STILL_READS = 0.795, 0.93
+# What the estimates read on white noise (measured at 720p, std 1.4-5.4 of half-size luma): the
+# flat one as a share of the std (a low percentile of block means sits below their mean), the
+# three-frame one as a share of the variance (a high one above).
+_FLAT_READS, _LAG_READS = 0.665, 1.18
 _SQUARE = np.ones((3, 3), np.uint8)
+_CLIPPED = 12.0  # blocks darker or brighter than this from the ends are left out of the estimate
 
 
 def half_luma(rgb: np.ndarray) -> np.ndarray:
@@ -67,44 +71,59 @@ def half_luma(rgb: np.ndarray) -> np.ndarray:
     return small.astype(np.float32)
 
 
-def _block_means(values: np.ndarray, percentile: float) -> float:
-    """The ``percentile`` of the means of ``values`` over :data:`_BLOCK` x :data:`_BLOCK` blocks."""
+def _blocks(values: np.ndarray) -> np.ndarray:
+    """The means of ``values`` ``(H, W)`` over :data:`_BLOCK` x :data:`_BLOCK` blocks."""
     h, w = values.shape
     gh, gw = max(1, h // _BLOCK), max(1, w // _BLOCK)
-    means = cv2.resize(values[: gh * _BLOCK, : gw * _BLOCK], (gw, gh), interpolation=cv2.INTER_AREA)
-    return float(np.percentile(means, percentile))
+    return cv2.resize(values[: gh * _BLOCK, : gw * _BLOCK], (gw, gh), interpolation=cv2.INTER_AREA)
 
 
-def estimate_noise(luma: np.ndarray, previous: np.ndarray | None = None) -> float:
+def estimate_noise(luma: np.ndarray, *earlier: np.ndarray) -> float:
     """Noise std of ``luma`` ``(H, W)`` float32, in its levels.
 
-    With ``previous`` (the previous frame's luma, same shape): from the frame-to-frame
-    difference over the stillest quarter of the picture (the 25th percentile of 8x8 blocks'
-    mean |difference|): what a still part of the scene shows is its noise at the scale the
-    filter looks at, however fine or coarse the noise's grain (a webcam's demosaicing and
-    compression make it coarse). Where the picture's flattest tenth of blocks shows less high
-    frequency than :data:`FLAT_FLOOR`, the picture is clean and what changes between frames is
-    motion (a clean photo panned by a pixel changes everywhere): then, and without a previous
-    frame, the picture's own estimate, from those flattest blocks (a kernel blind to smooth
-    shading whose response to white noise of std s has std 6 s; Immerkaer 1996).
+    First from the picture alone: the flattest 1 % of its 8x8 blocks, through a kernel blind to
+    smooth shading whose response to white noise of std s has std 6 s (Immerkaer 1996). Noise
+    shows there, texture hardly (a picture with no flat part at all reads high). Under
+    :data:`FLAT_FLOOR` the picture is clean and that is the answer: it then passes bit for bit
+    however it moves.
+
+    Above it, with the two frames before (``earlier``: the previous one first; same shape),
+    from how the frame-to-frame differences go together in time: noise is new in every frame,
+    so over a still part of the scene the difference into a frame and the one out of it share
+    its noise with opposite signs, and ``mean(-d_t * d_(t-1))`` is the noise's variance, at the
+    scale the filter works at however coarse the grain (a webcam's demosaicing and compression
+    make it coarse); a steady motion makes the two agree, which lowers the estimate instead of
+    passing for noise. Taken at the 75th percentile of blocks (a quarter of the picture still or
+    flat is enough), and at most 3x the picture's own estimate: a fine texture moving faster
+    than a quarter of its period a frame makes consecutive differences disagree like noise.
     """
     if luma.ndim != 2 or min(luma.shape) < 3:
         raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
-    response = np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL))
-    flat = _block_means(response, 10) / (6.0 * _MEAN_ABS * _FLAT_READS)
-    if previous is None or previous.shape != luma.shape or flat < FLAT_FLOOR:
+    response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
+    # Not where the picture is clipped to black or white: no noise shows there.
+    level = _blocks(luma)
+    unclipped = response[(level > _CLIPPED) & (level < 255.0 - _CLIPPED)]
+    if unclipped.size == 0:
+        return 0.0
+    flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
+    if len(earlier) < 2 or any(e.shape != luma.shape for e in earlier[:2]) or flat < FLAT_FLOOR:
         return flat
-    still = _block_means(np.abs(luma - previous), 25)
-    return still / (_MEAN_ABS * np.sqrt(2.0) * _STILL_READS)
+    previous, before = earlier[:2]
+    together = float(np.percentile(_blocks((previous - luma) * (previous - before)), 75))
+    return min(float(np.sqrt(max(together, 0.0) / _LAG_READS)), 3.0 * flat)
 
 
 def motion_weights(
     luma: np.ndarray, previous_out: np.ndarray, sigma: float, *, strength: float, threshold: float
 ) -> np.ndarray:
     """Per-pixel weight ``(H, W)`` float32 in ``[0, strength]`` of the previous output: high where
-    the two differ by noise only, 0 where the local mean difference reaches ``threshold * sigma``."""
-    diff = cv2.blur(luma - previous_out, (3, 3))
+    the two differ by noise only, 0 where the local mean difference reaches ``threshold * sigma``
+    or a pixel's own difference twice that (a fine texture moving: its differences change sign
+    from pixel to pixel, and their mean hides them)."""
+    change = luma - previous_out
+    diff = cv2.blur(change, (3, 3))
     np.abs(diff, out=diff)
+    np.maximum(diff, np.abs(change) * 0.5, out=diff)
     diff *= -1.0 / (threshold * sigma)
     diff += 1.0
     np.clip(diff, 0.0, 1.0, out=diff)
@@ -209,14 +228,16 @@ class TemporalDenoiser:
         """Forget the past: the next frame passes as it is and starts a new average."""
         self._out: np.ndarray | None = None
         self._out_luma: np.ndarray | None = None
-        self._in_luma: np.ndarray | None = None
+        self._in_luma: np.ndarray | None = None  # the previous frame's
+        self._in_luma2: np.ndarray | None = None  # the one before it
         self._sigma: float | None = None
         self._count = 0
         self.moving = 0.0  # share of pixels the last filtered frame took as moving
 
     @property
     def sigma(self) -> float | None:
-        """The noise level now (levels of half-size luma), ``None`` before a frame."""
+        """The noise level now (levels of half-size luma), ``None`` before three frames (its
+        measure needs three; frames pass untouched until then)."""
         return self._sigma
 
     @property
@@ -233,15 +254,17 @@ class TemporalDenoiser:
         luma = half_luma(frame)
         if self._out is None or self._out.shape != frame.shape:
             self.reset()
-            self._sigma = estimate_noise(luma)
             self._keep(frame, luma, luma)
             return frame
-        if self._count % self.measure_every == 0:
-            sigma = estimate_noise(luma, self._in_luma)
+        earlier = (self._in_luma, self._in_luma2)
+        measurable = self._in_luma2 is not None
+        if measurable and self._count % self.measure_every == 0:
+            sigma = estimate_noise(luma, *earlier)  # type: ignore[arg-type]
             self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
-        self._count += 1
-        assert self._sigma is not None and self._out_luma is not None
-        if self._sigma < MIN_SIGMA:
+        if measurable:
+            self._count += 1
+        assert self._out_luma is not None
+        if self._sigma is None or self._sigma < MIN_SIGMA:
             self._keep(frame, luma, luma)
             return frame
         ramp = min(1.0, (self._sigma - MIN_SIGMA) / RAMP)
@@ -263,5 +286,6 @@ class TemporalDenoiser:
     def _keep(self, out: np.ndarray, luma: np.ndarray, out_luma: np.ndarray) -> None:
         # A copy: the caller may reuse or change the array it was given or got back.
         self._out = out.copy()
+        self._in_luma2 = self._in_luma
         self._in_luma = luma
         self._out_luma = out_luma

@@ -746,7 +746,7 @@ DENOISE_STRENGTH = 0.8  # the most weight the past gets
 DENOISE_THRESHOLD = 4.0  # a local luma change of this many noise levels counts as motion
 DENOISE_MIN_SIGMA = 1.0  # noise (levels of half-size luma) below which frames pass untouched
 DENOISE_RAMP = 1.0  # levels over that across which the strength rises to full
-DENOISE_FLAT_FLOOR = 0.95  # a picture whose flattest blocks measure less is clean
+DENOISE_FLAT_FLOOR = 1.2  # a picture whose flattest blocks measure less is clean
 DENOISE_MEASURE_EVERY = 4  # frames between noise measurements
 DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts afresh
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
@@ -762,20 +762,23 @@ def _half_luma(rgb: np.ndarray) -> np.ndarray:
     return small.astype(np.float32)
 
 
-def _block_percentile(values: np.ndarray, q: float) -> float:
+def _blocks(values: np.ndarray) -> np.ndarray:
     h, w = values.shape
     gh, gw = max(1, h // 8), max(1, w // 8)
-    means = cv2.resize(values[: gh * 8, : gw * 8], (gw, gh), interpolation=cv2.INTER_AREA)
-    return float(np.percentile(means, q))
+    return cv2.resize(values[: gh * 8, : gw * 8], (gw, gh), interpolation=cv2.INTER_AREA)
 
 
-def _noise(luma: np.ndarray, previous: np.ndarray | None = None) -> float:
-    response = np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL))
-    flat = _block_percentile(response, 10) / (6.0 * _MEAN_ABS * 0.795)
-    if previous is None or flat < DENOISE_FLAT_FLOOR:
+def _noise(luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | None) -> float:
+    response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
+    level = _blocks(luma)
+    unclipped = response[(level > 12.0) & (level < 243.0)]
+    if unclipped.size == 0:
+        return 0.0
+    flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * 0.665)
+    if previous is None or before is None or flat < DENOISE_FLAT_FLOOR:
         return flat
-    still = _block_percentile(np.abs(luma - previous), 25)
-    return still / (_MEAN_ABS * np.sqrt(2.0) * 0.93)
+    together = float(np.percentile(_blocks((previous - luma) * (previous - before)), 75))
+    return min(float(np.sqrt(max(together, 0.0) / 1.18)), 3.0 * flat)
 
 
 def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
@@ -783,25 +786,28 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
     noise reduction gives it after seeing them all in turn."""
     if min(frames[-1].shape[:2]) < 16:
         return frames[-1]
-    out = out_luma = in_luma = None
+    out = out_luma = None
+    lumas: list[np.ndarray] = []  # the inputs', newest first
     sigma: float | None = None
     count = 0
     for frame in frames:
         luma = _half_luma(frame)
         if out is None:
-            sigma, out, in_luma, out_luma = _noise(luma), frame, luma, luma
+            out, out_luma, lumas = frame, luma, [luma]
             continue
-        if count % DENOISE_MEASURE_EVERY == 0:
-            new = _noise(luma, in_luma)
-            sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
-        count += 1
-        in_luma = luma
-        assert sigma is not None
-        if sigma < DENOISE_MIN_SIGMA:
+        if len(lumas) >= 2:
+            if count % DENOISE_MEASURE_EVERY == 0:
+                new = _noise(luma, lumas[0], lumas[1])
+                sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
+            count += 1
+        lumas = [luma, *lumas[:1]]
+        if sigma is None or sigma < DENOISE_MIN_SIGMA:
             out, out_luma = frame, luma
             continue
         # In the engine's order of operations: the same float32 roundings, the same frames.
-        diff = np.abs(cv2.blur(luma - out_luma, (3, 3)))
+        change = luma - out_luma
+        diff = np.abs(cv2.blur(change, (3, 3)))
+        np.maximum(diff, np.abs(change) * 0.5, out=diff)
         diff *= -1.0 / (DENOISE_THRESHOLD * sigma)
         diff += 1.0
         np.clip(diff, 0.0, 1.0, out=diff)
@@ -813,6 +819,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         out_luma = luma + weights * (out_luma - luma)
         full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(frame, out, 1.0 - full, full)
+    assert out is not None
     return out
 
 
