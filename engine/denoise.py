@@ -25,7 +25,8 @@ green of the same brightness, is not told from noise); see grain as coarse as a 
 pixels (it reads as a clean picture); or leave alone a clean picture with no flat part at all
 (foliage, a patterned wall filling the frame) that pans faster than about 2 pixels a frame: its
 fine texture then reads as noise, and changes under the thresholds are averaged (34-78 levels at
-most on such photos in a 2-pixel pan; :func:`estimate_noise`).
+most on such photos in a 2-pixel pan; :func:`estimate_noise`), as it does under a light that
+flickers by 6 % or more (by 6 levels at most there).
 
 Shapes: frames are ``(H, W, 3) uint8`` RGB; weights and luma are ``(H/2, W/2) float32``.
 """
@@ -59,6 +60,7 @@ _BLOCK = 8  # the blocks (of half-size luma) that noise is measured over
 _FLAT_READS, _LAG_READS = 0.665, 1.18
 _SQUARE = np.ones((3, 3), np.uint8)
 _CLIPPED = 12.0  # blocks darker or brighter than this from the ends are left out of the estimate
+_DRAWN = 0.05  # a block whose mean kernel response is under this is drawn, not filmed
 
 
 def half_luma(rgb: np.ndarray) -> np.ndarray:
@@ -81,35 +83,41 @@ def _blocks(values: np.ndarray) -> np.ndarray:
 def estimate_noise(luma: np.ndarray, *earlier: np.ndarray) -> float:
     """Noise std of ``luma`` ``(H, W)`` float32, in its levels.
 
-    First from the picture alone: the flattest 1 % of its 8x8 blocks, through a kernel blind to
-    smooth shading whose response to white noise of std s has std 6 s (Immerkaer 1996). Noise
-    shows there, texture hardly (a picture with no flat part at all reads high). Under
-    :data:`FLAT_FLOOR` the picture is clean and that is the answer: it then passes bit for bit
-    however it moves.
+        First from the picture alone: the flattest 1 % of its 8x8 blocks, through a kernel blind to
+        smooth shading whose response to white noise of std s has std 6 s (Immerkaer 1996). Noise
+        shows there, texture hardly (a picture with no flat part at all reads high). Under
+        :data:`FLAT_FLOOR` the picture is clean and that is the answer: it then passes bit for bit
+        however it moves.
 
-    Above it, with the two frames before (``earlier``: the previous one first; same shape),
-    from how the frame-to-frame differences go together in time: noise is new in every frame,
-    so over a still part of the scene the difference into a frame and the one out of it share
-    its noise with opposite signs, and ``mean(-d_t * d_(t-1))`` is the noise's variance, at the
-    scale the filter works at however coarse the grain (a webcam's demosaicing and compression
-    make it coarse); a steady motion makes the two agree, which lowers the estimate instead of
-    passing for noise. Taken at the 75th percentile of blocks (a quarter of the picture still or
-    flat is enough), and at most 3x the picture's own estimate: a fine texture moving faster
-    than a quarter of its period a frame makes consecutive differences disagree like noise.
+        Above it, with the two frames before (``earlier``: the previous one first; same shape),
+        from how the frame-to-frame differences go together in time: noise is new in every frame,
+        so over a still part of the scene the difference into a frame and the one out of it share
+        its noise with opposite signs, and ``mean(-d_t * d_(t-1))`` is the noise's variance, at the
+        scale the filter works at however coarse the grain (a webcam's demosaicing and compression
+        make it coarse); a steady motion makes the two agree, which lowers the estimate instead of
+        passing for noise. The covariance within each block: a brightness change the whole block
+    shares (auto-exposure, a light flickering) is not noise. Taken at the 75th percentile of blocks (a quarter of the picture still or
+        flat is enough), and at most 3x the picture's own estimate: a fine texture moving faster
+        than a quarter of its period a frame makes consecutive differences disagree like noise.
     """
     if luma.ndim != 2 or min(luma.shape) < 3:
         raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
     response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
-    # Not where the picture is clipped to black or white: no noise shows there.
+    # Not where the picture is clipped to black or white, nor where it is drawn (a letterbox at
+    # video black 16, a caption): no camera noise shows there, and one such block read clean.
     level = _blocks(luma)
-    unclipped = response[(level > _CLIPPED) & (level < 255.0 - _CLIPPED)]
+    unclipped = response[(level > _CLIPPED) & (level < 255.0 - _CLIPPED) & (response > _DRAWN)]
     if unclipped.size == 0:
         return 0.0
     flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
     if len(earlier) < 2 or any(e.shape != luma.shape for e in earlier[:2]) or flat < FLAT_FLOOR:
         return flat
     previous, before = earlier[:2]
-    together = float(np.percentile(_blocks((previous - luma) * (previous - before)), 75))
+    # The covariance within each block, not the mean product: a brightness change shared by the
+    # two differences (auto-exposure, a flicker) is their means', not noise.
+    d_now, d_before = previous - luma, previous - before
+    shared = _blocks(d_now) * _blocks(d_before)
+    together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
     return min(float(np.sqrt(max(together, 0.0) / _LAG_READS)), 3.0 * flat)
 
 

@@ -489,3 +489,28 @@ def test_a_fine_texture_moving_fast_is_not_smeared():
     assert den.active
     err = np.abs(out[34:86, 44:156] - clean[34:86, 44:156])
     assert err.mean() < 8.0, err.mean()  # the input's noise alone: ~4.8; smeared: ~25
+
+
+def test_drawn_bars_do_not_pass_a_noisy_picture_for_clean():
+    """Letterbox bars at video black (16) are drawn, not filmed: without noise, they read as the
+    flattest part of the picture, and the whole picture as clean."""
+    rng = np.random.default_rng(15)
+    den = TemporalDenoiser()
+    for _ in range(8):
+        frame = add_noise(scene(240, 320), 6.0, rng)
+        frame[:50] = frame[-50:] = 16
+        den(frame)
+    assert den.active and den.sigma > 1.5
+
+
+def test_an_exposure_change_does_not_hide_the_noise():
+    """A webcam's auto-exposure brightens the picture a little every frame: the change the two
+    differences share is not noise, and must not cancel it."""
+    rng = np.random.default_rng(16)
+    den = TemporalDenoiser(measure_every=1)
+    sigmas = []
+    for i in range(20):
+        gain = 1.02 ** min(i, 15)
+        den(add_noise(np.clip(scene(240, 320) * 0.6 * gain, 0, 255).astype(np.uint8), 6.0, rng))
+        sigmas.append(den.sigma)
+    assert min(s for s in sigmas if s is not None) > 1.7  # ~2.0 still, ~1 without the fix

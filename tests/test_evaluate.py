@@ -1296,3 +1296,16 @@ def test_the_history_is_the_windows_before_oldest_first(tmp_path: Path) -> None:
 
     for k, frame in zip((3, 2, 1), sample.history, strict=True):
         np.testing.assert_allclose(frame, window(centre - 4 * k), atol=1e-5)
+
+
+def test_the_evaluators_noise_reduction_restarts_on_a_size_change_as_the_apps() -> None:
+    from engine import denoise as E
+
+    rng = np.random.default_rng(2)
+    frames = [
+        np.clip(rng.normal(100, 8, shape), 0, 255).astype(np.uint8)
+        for shape in [(64, 64, 3)] * 4 + [(10, 10, 3)] + [(48, 80, 3)] * 5
+    ]
+    app = E.TemporalDenoiser()
+    for n, frame in enumerate(frames, 1):
+        np.testing.assert_array_equal(app(frame), EV.denoised_last(frames[:n]))

@@ -771,29 +771,32 @@ def _blocks(values: np.ndarray) -> np.ndarray:
 def _noise(luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | None) -> float:
     response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
     level = _blocks(luma)
-    unclipped = response[(level > 12.0) & (level < 243.0)]
+    unclipped = response[(level > 12.0) & (level < 243.0) & (response > 0.05)]
     if unclipped.size == 0:
         return 0.0
     flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * 0.665)
     if previous is None or before is None or flat < DENOISE_FLAT_FLOOR:
         return flat
-    together = float(np.percentile(_blocks((previous - luma) * (previous - before)), 75))
+    d_now, d_before = previous - luma, previous - before
+    shared = _blocks(d_now) * _blocks(d_before)
+    together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
     return min(float(np.sqrt(max(together, 0.0) / 1.18)), 3.0 * flat)
 
 
 def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
     """The last of ``frames`` (``(H, W, 3)`` uint8 RGB of one size, oldest first) as the app's
     noise reduction gives it after seeing them all in turn."""
-    if min(frames[-1].shape[:2]) < 16:
-        return frames[-1]
     out = out_luma = None
     lumas: list[np.ndarray] = []  # the inputs', newest first
     sigma: float | None = None
     count = 0
     for frame in frames:
+        if min(frame.shape[:2]) < 16:
+            out = None  # passed, and a new start after it, as the engine does
+            continue
         luma = _half_luma(frame)
-        if out is None:
-            out, out_luma, lumas = frame, luma, [luma]
+        if out is None or out.shape != frame.shape:
+            out, out_luma, lumas, sigma, count = frame, luma, [luma], None, 0
             continue
         if len(lumas) >= 2:
             if count % DENOISE_MEASURE_EVERY == 0:
@@ -819,8 +822,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         out_luma = luma + weights * (out_luma - luma)
         full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(frame, out, 1.0 - full, full)
-    assert out is not None
-    return out
+    return frames[-1] if out is None else out
 
 
 def with_denoise(run: Runner) -> Runner:
