@@ -630,6 +630,12 @@ def format_status(stats: Any, width: int = 90) -> str:
             f"latency p50 {stats.latency_ms_p50:4.0f} ms p95 {stats.latency_ms_p95:4.0f} ms · "
             f"drops {stats.dropped} · reconnects {stats.reconnects} · {who}"
         )
+    noise = getattr(stats, "noise", None)
+    if noise is not None:
+        from engine.denoise import MIN_SIGMA
+
+        # --denoise: whether it has anything to do (a clean picture passes untouched).
+        text += f" · noise {noise:.1f}" + ("" if noise >= MIN_SIGMA else " (none to reduce)")
     warn = stats.warning
     if warn:
         if len(warn) > width:

@@ -4741,3 +4741,13 @@ def test_process_denoise_cleans_a_dim_video_and_says_a_photo_goes_without(
     assert cli.main(["process", str(photo), str(out), "--backend", "passthrough", "--denoise"]) == 0
     assert "a photo is sharpened without it" in capsys.readouterr().err
     np.testing.assert_array_equal(cv2.imread(str(out)), before[0])
+
+
+def test_the_status_line_says_what_noise_reduction_found() -> None:
+    from engine.stats import EngineStats
+
+    flowing = dict(frames_in=90, frames_out=80, fps_in=30.0, fps_out=30.0, backend="x")
+    assert "noise" not in cli.format_status(EngineStats(**flowing))  # --denoise off
+    assert cli.format_status(EngineStats(**flowing, noise=3.24)).endswith(" · noise 3.2")
+    clean = cli.format_status(EngineStats(**flowing, noise=0.4))
+    assert clean.endswith(" · noise 0.4 (none to reduce)")
