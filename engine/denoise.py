@@ -8,14 +8,15 @@ moves, averaging would smear, so there the frame passes as it is. This is the re
 of broadcast and camera noise reducers::
 
     out_t = frame_t + w * (out_{t-1} - frame_t)
-    w     = strength * min3x3(clip(1 - |blur(luma(frame_t) - luma(out_{t-1}))| / (threshold * sigma), 0, 1))
+    d     = luma(frame_t) - luma(out_{t-1})
+    w     = strength * min3x3(clip(1 - max(|blur3x3(d)|, |d| / 2) / (threshold * sigma), 0, 1))
 
 computed on half-size luma (a 2x2 mean halves white noise, so a change of one noise level over
 a few pixels is told from noise), with ``sigma`` the noise level measured from the frames
 themselves (:func:`estimate_noise`). The 3x3 minimum keeps a thin moving line from leaving a
 trail (the blurred difference of a 2-pixel line cancels between where it was and where it is).
-Below :data:`MIN_SIGMA` (a clean, well-lit camera) frames pass bit for bit, so the filter can be
-left on; from there the strength rises over :data:`RAMP` levels, so noise near the threshold does
+Below :data:`MIN_SIGMA` (a clean, well-lit camera) frames pass bit for bit, so a clean camera is
+not touched; from there the strength rises over :data:`RAMP` levels, so noise near the threshold does
 not switch it on and off from one measurement to the next.
 
 What it does not do: remove noise from what moves (there is no motion compensation; a moving
@@ -42,9 +43,9 @@ from engine.frames import check_rgb8
 MIN_SIGMA = 1.0
 #: levels over MIN_SIGMA across which the strength rises from 0 to full
 RAMP = 1.0
-#: the flattest tenth of a picture's 8x8 blocks measures less than this on a clean picture (0.2-0.86
-#: on photos, clips and the held-out GoPro frames), more with noise (1.0 and up for a webcam's
-#: coarse grain): under it, what changes between frames is taken for motion, not noise
+#: the flattest 1 % of a picture's 8x8 blocks measures less than this (levels, as white noise's std)
+#: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
+#: for motion, not noise
 FLAT_FLOOR = 1.2
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
 MIN_SIDE = 16
@@ -83,22 +84,24 @@ def _blocks(values: np.ndarray) -> np.ndarray:
 def estimate_noise(luma: np.ndarray, *earlier: np.ndarray) -> float:
     """Noise std of ``luma`` ``(H, W)`` float32, in its levels.
 
-        First from the picture alone: the flattest 1 % of its 8x8 blocks, through a kernel blind to
-        smooth shading whose response to white noise of std s has std 6 s (Immerkaer 1996). Noise
-        shows there, texture hardly (a picture with no flat part at all reads high). Under
-        :data:`FLAT_FLOOR` the picture is clean and that is the answer: it then passes bit for bit
-        however it moves.
+    First from the picture alone: the flattest 1 % of its 8x8 blocks (leaving out blocks clipped
+    to black or white and drawn ones, where no camera noise shows), through a kernel blind to
+    smooth shading whose response to white noise of std s has std 6 s (Immerkaer 1996). Noise
+    shows there, texture hardly (a picture with no flat part at all reads high). Under
+    :data:`FLAT_FLOOR` the picture is clean and that is the answer: it then passes bit for bit
+    however it moves.
 
-        Above it, with the two frames before (``earlier``: the previous one first; same shape),
-        from how the frame-to-frame differences go together in time: noise is new in every frame,
-        so over a still part of the scene the difference into a frame and the one out of it share
-        its noise with opposite signs, and ``mean(-d_t * d_(t-1))`` is the noise's variance, at the
-        scale the filter works at however coarse the grain (a webcam's demosaicing and compression
-        make it coarse); a steady motion makes the two agree, which lowers the estimate instead of
-        passing for noise. The covariance within each block: a brightness change the whole block
-    shares (auto-exposure, a light flickering) is not noise. Taken at the 75th percentile of blocks (a quarter of the picture still or
-        flat is enough), and at most 3x the picture's own estimate: a fine texture moving faster
-        than a quarter of its period a frame makes consecutive differences disagree like noise.
+    Above it, with the two frames before (``earlier``: the previous one first; same shape), from
+    how the frame-to-frame differences go together in time. Noise is new in every frame, so over
+    a still part of the scene the difference into a frame and the one out of it share its noise
+    with opposite signs, and the covariance of ``d_t`` and ``-d_(t-1)`` within a block is the
+    noise's variance, at the scale the filter works at however coarse the grain (a webcam's
+    demosaicing and compression make it coarse). A steady motion makes the two differences agree,
+    which lowers the estimate instead of passing for noise, and a brightness change the whole
+    block shares (auto-exposure, a light flickering) is their means', not noise. Taken at the 75th
+    percentile of blocks (a quarter of the picture still or flat is enough), and at most 3x the
+    picture's own estimate: a fine texture moving faster than a quarter of its period a frame
+    makes consecutive differences disagree as noise does.
     """
     if luma.ndim != 2 or min(luma.shape) < 3:
         raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
@@ -204,8 +207,8 @@ class TemporalDenoiser:
     """Stateful :func:`temporal_denoise` over a stream, measuring the noise as it goes.
 
     ``denoiser(frame)`` returns the filtered frame (a new array, or ``frame`` itself when it
-    passes untouched: the first frame, after a size change, or with noise under
-    :data:`MIN_SIGMA`). The noise level is re-measured every ``measure_every`` frames and
+    passes untouched: the first two frames, as the noise is measured over three, the first two
+    after a size change, and frames with noise under :data:`MIN_SIGMA`). The noise level is re-measured every ``measure_every`` frames and
     smoothed over time, so one odd frame (a cut, a flash) moves it little; a frame that changes
     almost everywhere starts the average afresh. Not thread-safe: one stream, one caller.
 

@@ -454,7 +454,8 @@ class Engine:
     @property
     def noise_level(self) -> float | None:
         """The noise measured in the frames (levels of half-size luma), ``None`` while noise
-        reduction is off or has seen no frame; it filters from :data:`engine.denoise.MIN_SIGMA`."""
+        reduction is off or before it has seen three frames; it filters from
+        :data:`engine.denoise.MIN_SIGMA`."""
         return self._denoiser.sigma if self._denoising else None
 
     def set_backend(self, backend: Any) -> None:
@@ -791,7 +792,8 @@ class Engine:
             _close_quietly(old)
 
     def _process(self, frame: Frame) -> _Work:
-        """Run the backend and blend; passthrough when off, at strength 0 or after a failure."""
+        """Reduce the noise (when asked), run the backend and blend; passthrough when off or
+        after a failure, and no backend call at strength 0."""
         backend = self._backend
         strength = self._strength
         if backend is None or not self._enabled or self._passthrough:
