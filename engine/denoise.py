@@ -152,8 +152,6 @@ def temporal_denoise(
     *,
     strength: float = 0.8,
     threshold: float = 4.0,
-    luma: np.ndarray | None = None,
-    previous_luma: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One step of the recursive filter.
 
@@ -165,8 +163,6 @@ def temporal_denoise(
         strength: the most weight the past gets, in [0, 1); 0.8 averages ~9 frames of a still
             scene (noise std / 3).
         threshold: a local luma change of ``threshold * sigma`` counts as motion (weight 0).
-        luma, previous_luma: :func:`half_luma` of ``frame`` and of ``previous_out`` when the
-            caller has them.
 
     Returns:
         ``(out, out_luma)``: the ``(H, W, 3)`` uint8 output and its ``(H/2, W/2)`` luma (the
@@ -182,8 +178,7 @@ def temporal_denoise(
         raise ValueError(
             f"frame {tuple(frame.shape)} and previous_out {tuple(previous_out.shape)} differ"
         )
-    luma = half_luma(frame) if luma is None else luma
-    previous_luma = half_luma(previous_out) if previous_luma is None else previous_luma
+    luma, previous_luma = half_luma(frame), half_luma(previous_out)
     weights = motion_weights(luma, previous_luma, sigma, strength=strength, threshold=threshold)
     return _blend(frame, previous_out, luma, previous_luma, weights)
 
