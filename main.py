@@ -610,6 +610,11 @@ class _StatusLine:
             self._write("\n")
 
 
+#: What `process` says of a grainy video it sharpened without --denoise (the window's save
+#: names its switch instead: app.save).
+GRAIN_ADVICE = "--denoise would reduce it"
+
+
 def format_status(stats: Any, width: int = 90) -> str:
     """One status line from an ``engine.EngineStats`` snapshot.
 
@@ -632,10 +637,14 @@ def format_status(stats: Any, width: int = 90) -> str:
         )
     noise = getattr(stats, "noise", None)
     if noise is not None:
-        from engine.denoise import MIN_SIGMA
+        from engine.denoise import MIN_SIGMA, SUGGEST_SIGMA
 
-        # --denoise: whether it has anything to do (a clean picture passes untouched).
-        text += f" · noise {noise:.1f}" + ("" if noise >= MIN_SIGMA else " (none to reduce)")
+        if getattr(stats, "denoise", False):
+            # Whether it has anything to do (a clean picture passes untouched).
+            text += f" · noise {noise:.1f}" + ("" if noise >= MIN_SIGMA else " (none to reduce)")
+        elif noise >= SUGGEST_SIGMA:
+            # A grainy camera and --denoise left off: the one place its user would learn of it.
+            text += f" · grainy (noise {noise:.1f}): {GRAIN_ADVICE}"
     warn = stats.warning
     if warn:
         if len(warn) > width:
@@ -2342,6 +2351,12 @@ def cmd_process(args: argparse.Namespace) -> int:
         if total is not None and written > total:
             # Nothing lost: some containers' frame count is an estimate (VFR, edit lists).
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
+        noise = engine.noise_level
+        if kind == "video" and not args.denoise and noise is not None:
+            from engine.denoise import SUGGEST_SIGMA
+
+            if noise >= SUGGEST_SIGMA:
+                _eprint(f"{PROG}: note: the video is grainy (noise {noise:.1f}); {GRAIN_ADVICE}")
         said = ""
         failed = False
         if kind == "video" and written:

@@ -290,6 +290,11 @@ def saved_folder(result: SaveResult) -> str:
 
 #: The command line's own advice, which the window has no control for.
 _CLI_ONLY = re.compile(r",? or --overwrite to replace them")
+#: ...and the command line's switch, said as the window's (main.GRAIN_ADVICE).
+_GRAIN_ADVICE = (
+    re.compile(r"--denoise would reduce it$"),
+    'turn on "Reduce noise in dim light" and save again to reduce it',
+)
 _OF_UNKNOWN = re.compile(r"(\d+) of \? frames")  # "381 of ? frames": the file gave no count
 _LEVEL = re.compile(r"^(?:note|warning|error|skipped): ")
 _SKIPPED = re.compile(r"(?:error: )?(\d+) of (\d+) images skipped; (\d+) written to (.*)")
@@ -300,6 +305,7 @@ def describe_result(result: SaveResult) -> tuple[str, str, str]:
     ``"save_warning"`` (saved with something of the input lost, stopped, or some photos of a
     folder skipped: what was written is kept) or ``"save_failed"``."""
     said = [_OF_UNKNOWN.sub(r"\1 frames", _CLI_ONLY.sub("", s)) for s in result.said]
+    said = [_GRAIN_ADVICE[0].sub(_GRAIN_ADVICE[1], s) for s in said]
     marked = [s for s in said[:-1] if _LEVEL.match(s)]
     problems = [s for s in marked if s.startswith(("warning:", "error:"))]
     news = [_LEVEL.sub("", s) for s in marked]

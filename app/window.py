@@ -94,6 +94,7 @@ from app.save import (
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
 from engine.denoise import MIN_SIGMA as DENOISE_MIN_SIGMA
+from engine.denoise import SUGGEST_SIGMA as DENOISE_SUGGEST_SIGMA
 from engine.sources import IMAGE_EXTENSIONS, source_kind
 from engine.stats import EngineStats
 
@@ -714,6 +715,7 @@ class MainWindow(QMainWindow):
         self._close_without_asking = False  # see close_without_asking
         self._save_said: UserMessage | None = None  # the banner's word on the last save
         self._last_stats: Any = None
+        self._suggesting_denoise = False  # the hint says a grainy picture wants the switch on
         # The camera the picker stands on: a pick that is refused goes back to it.
         self._camera_id = ""
         self._refusal: UserMessage | None = None  # the banner's refusal of a pick, while up
@@ -1782,12 +1784,22 @@ class MainWindow(QMainWindow):
 
     def _show_denoise_state(self, noise: float | None) -> None:
         text = ""
-        if noise is not None and self.denoise_check.isChecked():
+        on = self.denoise_check.isChecked()
+        if noise is not None and on:
             text = (
                 f"Reducing grain (noise level {noise:.1f})"
                 if noise >= DENOISE_MIN_SIGMA
                 else "No grain to reduce: the picture passes as it is"
             )
+        # Off by default, the switch is found when it would help: a grainy picture says so. Once
+        # said, it stays until the grain is under the switch's own threshold, not flickering
+        # with the readings around the level that said it.
+        limit = DENOISE_MIN_SIGMA if self._suggesting_denoise else DENOISE_SUGGEST_SIGMA
+        self._suggesting_denoise = bool(
+            noise is not None and not on and self.denoise_check.isEnabled() and noise >= limit
+        )
+        if self._suggesting_denoise:
+            text = f"Grainy picture (noise level {noise:.1f}): turn this on to reduce it"
         self.denoise_status.setText(text)
         self.denoise_status.setVisible(bool(text))
 

@@ -43,6 +43,9 @@ from engine.frames import check_rgb8
 MIN_SIGMA = 1.0
 #: levels over MIN_SIGMA across which the strength rises from 0 to full
 RAMP = 1.0
+#: noise from which a stream filtered with noise reduction off is worth telling its user about
+#: (where the filter works at full strength)
+SUGGEST_SIGMA = MIN_SIGMA + RAMP
 #: the flattest 1 % of a picture's 8x8 blocks measures less than this (levels, as white noise's std)
 #: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
 #: for motion, not noise
@@ -295,3 +298,60 @@ class TemporalDenoiser:
         self._in_luma2 = self._in_luma
         self._in_luma = luma
         self._out_luma = out_luma
+
+
+class NoiseMeter:
+    """The noise level of a stream that is not being filtered, measured now and then.
+
+    So that a grainy camera can be told about noise reduction while it is off. Every ``every``
+    frames it takes the half-size luma of three consecutive frames and measures them as
+    :class:`TemporalDenoiser` does (:func:`estimate_noise`), smoothed the same way; the first
+    measurement is on the third frame. In between it does nothing (the other frames of each
+    ``every`` are not looked at). Not thread-safe: one stream, one caller.
+
+    Args:
+        every: frames from one measurement to the next (at least 3).
+    """
+
+    def __init__(self, *, every: int = 15) -> None:
+        if int(every) < 3:
+            raise ValueError(
+                f"every must be >= 3 (a measurement takes three frames), got {every!r}"
+            )
+        self.every = int(every)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the stream: measure afresh from the next three frames."""
+        self._lumas: list[np.ndarray] = []
+        self._phase = self.every - 3  # the first three frames measure at once
+        self._sigma: float | None = None
+        self._shape: tuple[int, ...] | None = None  # of the lumas measured
+
+    @property
+    def sigma(self) -> float | None:
+        """The noise level (levels of half-size luma), ``None`` before the first measurement."""
+        return self._sigma
+
+    def __call__(self, frame: np.ndarray) -> None:
+        check_rgb8(frame, "NoiseMeter frame")
+        phase, self._phase = self._phase, (self._phase + 1) % self.every
+        if phase < self.every - 3:
+            return
+        h, w = frame.shape[:2]
+        if min(h, w) < MIN_SIDE:
+            self._lumas.clear()
+            return
+        luma = half_luma(frame)
+        if luma.shape != self._shape:
+            # Another camera or size, here or in the frames not looked at: its noise is its own.
+            self._sigma, self._shape = None, luma.shape
+            if self._lumas:  # mid-measurement: this frame is the first of a new three
+                self._lumas = []
+                phase, self._phase = self.every - 3, self.every - 2
+        self._lumas.append(luma)
+        if phase == self.every - 1:
+            lumas, self._lumas = self._lumas, []
+            if len(lumas) == 3:
+                sigma = estimate_noise(lumas[2], lumas[1], lumas[0])
+                self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from engine.backends import warm_up
-from engine.denoise import TemporalDenoiser
+from engine.denoise import NoiseMeter, TemporalDenoiser
 from engine.frames import Frame, check_rgb8
 from engine.sinks import FrameSink
 from engine.sources import FrameSource
@@ -163,6 +163,8 @@ class Engine:
         denoise: reduce noise over time (:class:`engine.denoise.TemporalDenoiser`) before the
             backend sees a frame; it acts only on noisy frames (poor light), also at strength
             0 (noise reduction alone), and is off while the engine is off or its backend failed.
+            While it is off the noise is still measured now and then (:class:`NoiseMeter`), so
+            a grainy camera can be told about it (:attr:`noise_level`).
         on_stats: called with an :class:`EngineStats` every ``stats_interval`` seconds from a
             stats thread, and once more at the end.
         on_preview: ``on_preview(original, processed)`` at most ``preview_fps`` times a second
@@ -215,6 +217,8 @@ class Engine:
         self._denoising = False
         self._denoiser = TemporalDenoiser()
         self._denoise_s = 0.0  # its recent time per frame (a running mean), 0 while off
+        self._metering = False  # measuring the noise of frames the filter does not see
+        self._meter = NoiseMeter()
         self._on_stats = on_stats
         self._on_preview = on_preview
         self._preview_period = 1.0 / preview_fps if preview_fps and preview_fps > 0 else 0.0
@@ -453,10 +457,13 @@ class Engine:
 
     @property
     def noise_level(self) -> float | None:
-        """The noise measured in the frames (levels of half-size luma), ``None`` while noise
-        reduction is off or before it has seen three frames; it filters from
-        :data:`engine.denoise.MIN_SIGMA`."""
-        return self._denoiser.sigma if self._denoising else None
+        """The noise measured in the frames (levels of half-size luma; noise reduction filters
+        from :data:`engine.denoise.MIN_SIGMA`), whether noise reduction is on or not: while it
+        is off, a rougher reading taken every :attr:`NoiseMeter.every` frames. ``None`` before
+        three frames were seen, and while the engine is off or its backend failed."""
+        if self._denoising:
+            return self._denoiser.sigma
+        return self._meter.sigma if self._metering else None
 
     def set_backend(self, backend: Any) -> None:
         """Swap the backend between two frames (``None``: pass frames through). The replaced
@@ -634,6 +641,7 @@ class Engine:
             enabled=self._enabled,
             strength=self._strength,
             noise=self.noise_level,
+            denoise=self._denoising,
             warning="; ".join(warnings) or None,
         )
 
@@ -798,7 +806,7 @@ class Engine:
         strength = self._strength
         if backend is None or not self._enabled or self._passthrough:
             # Its average is stale once frames go by unseen: a new one when processing resumes.
-            self._denoising = False
+            self._denoising = self._metering = False
             return _Work(frame, frame, False)
         src = frame.image
         if self._denoise != self._denoising:
@@ -810,6 +818,12 @@ class Engine:
             src = self._denoiser(src)
             took = time.perf_counter() - t_denoise
             self._denoise_s = took if not self._denoise_s else 0.9 * self._denoise_s + 0.1 * took
+            self._metering = False
+        else:
+            if not self._metering:
+                self._metering = True
+                self._meter.reset()
+            self._meter(src)
         set_overhead = getattr(backend, "set_overhead", None)
         if set_overhead is not None:
             set_overhead(self._denoise_s)  # 0 while off: --scale auto budgets for it

@@ -44,9 +44,11 @@ class EngineStats:
     provider: str = ""  # what really runs ("CPUExecutionProvider", "OpenVINO · CPU")
     enabled: bool = True  # False: frames pass through, the backend is not called
     strength: float = 1.0  # blend of output over input, [0, 1]
-    # The noise noise reduction measures (levels of half-size luma; it filters from
-    # engine.denoise.MIN_SIGMA), None while it is off or has seen no frame.
+    # The noise measured in the frames (levels of half-size luma; noise reduction filters from
+    # engine.denoise.MIN_SIGMA), also while noise reduction is off (then read every few frames);
+    # None while the engine is off or before three frames.
     noise: float | None = None
+    denoise: bool = False  # noise reduction on (it acts once noise reaches MIN_SIGMA)
     size: tuple[int, int] | None = None  # (W, H) of the last frame written
     elapsed_s: float = 0.0  # from start() to now, or to the end of the run once it ended
     warning: str | None = None  # something the user should see (model failed -> passthrough)

@@ -7019,6 +7019,56 @@ def test_the_noise_switch_goes_with_sharpening_and_its_hint_with_it(qtbot, make_
     qtbot.waitUntil(lambda: not window.denoise_status.isVisible(), timeout=5000)
 
 
+def test_a_grainy_picture_suggests_the_noise_switch_and_a_clean_one_does_not(
+    qtbot, make_window, tmp_path
+):
+    from engine.denoise import MIN_SIGMA
+
+    clip_path = _noisy_still_clip(tmp_path / "dim.avi")
+    clip = CameraChoice(id=str(clip_path), name="Dim room", source=str(clip_path), is_demo=True)
+    window = make_window(backend="passthrough", cameras=[demo_choice(), clip])
+    engine = window.bridge.engine
+    # The demo clip is clean: measured (the switch off), and nothing said.
+    qtbot.waitUntil(lambda: engine.noise_level is not None, timeout=5000)
+    wait_frames(qtbot, window, 5)
+    assert engine.noise_level < MIN_SIGMA
+    assert not window.denoise_status.isVisible()
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(str(clip_path)))
+    qtbot.waitUntil(lambda: "Grainy picture" in window.denoise_status.text(), timeout=5000)
+    assert window.denoise_status.isVisible() and not window.denoise_check.isChecked()
+    orig, proc = fresh_pair(qtbot, window)
+    assert np.array_equal(orig, proc)  # told of, not done
+    window.denoise_check.setChecked(True)
+    qtbot.waitUntil(lambda: "Reducing grain" in window.denoise_status.text(), timeout=5000)
+    window.denoise_check.setChecked(False)
+    qtbot.waitUntil(lambda: "Grainy picture" in window.denoise_status.text(), timeout=5000)
+    # Sharpening off: the switch is greyed out, and a hint to use it would be a riddle.
+    window.enable_switch.setChecked(False)
+    assert not window.denoise_status.isVisible()
+    qtbot.wait(400)  # stats come every 100 ms
+    assert not window.denoise_status.isVisible()
+
+
+def test_the_grain_hint_does_not_flicker_around_its_level(qtbot, make_window):
+    from engine.stats import EngineStats
+
+    window = make_window(backend="passthrough", start=False)
+    shown = []
+    for noise in (1.9, 2.1, 1.5, 1.1, 0.9, 1.5, 2.0):
+        window._on_stats(EngineStats(noise=noise))
+        shown.append(window.denoise_status.isVisible())
+    # Said from the level where the filter works at full strength, kept until under the one
+    # where it starts.
+    assert shown == [False, True, True, True, False, False, True]
+    assert "noise level 2.0" in window.denoise_status.text()
+    # A reading taken just before sharpening went off, arriving after: the greyed-out switch
+    # is not offered.
+    window.enable_switch.setChecked(False)
+    window._on_stats(EngineStats(noise=3.0))
+    assert not window.denoise_status.isVisible()
+
+
 def test_noise_reduction_alone_at_strength_0(qtbot, make_window, tmp_path):
     clip_path = _noisy_still_clip(tmp_path / "dim.avi")
     clip = CameraChoice(id=str(clip_path), name="Dim room", source=str(clip_path), is_demo=True)

@@ -218,6 +218,20 @@ def test_the_banner_words_follow_how_the_save_ended() -> None:
         ],
     )
     assert describe_result(taken)[2].endswith("give a new output folder")
+    # ...nor a --denoise: a grainy video saved with the switch off is told the switch's name.
+    from main import GRAIN_ADVICE
+
+    grainy = SaveResult(
+        "o.mp4",
+        0,
+        said=["in -> o", f"note: the video is grainy (noise 2.5); {GRAIN_ADVICE}", "9 frames -> o"],
+    )
+    assert describe_result(grainy) == (
+        "saved",
+        "Sharpened copy saved",
+        'the video is grainy (noise 2.5); turn on "Reduce noise in dim light" and save again '
+        "to reduce it\n9 frames written to o",
+    )
 
 
 def test_a_folder_with_photos_skipped_is_saved_with_a_warning_naming_them() -> None:

@@ -4726,14 +4726,28 @@ def test_process_denoise_cleans_a_dim_video_and_says_a_photo_goes_without(
         writer.write(np.clip(still + rng.normal(0, 12, still.shape), 0, 255).astype(np.uint8))
     writer.release()
     plain, cleaned = tmp_path / "plain.avi", tmp_path / "clean.avi"
+    capsys.readouterr()
     assert cli.main(["process", str(dim), str(plain), "--backend", "passthrough"]) == 0
+    # Without the switch, a grainy video is said to be one, and what would clean it.
+    said = capsys.readouterr().err
+    assert "note: the video is grainy (noise " in said and "--denoise would reduce it" in said
     assert (
         cli.main(["process", str(dim), str(cleaned), "--backend", "passthrough", "--denoise"]) == 0
     )
+    assert "grainy" not in capsys.readouterr().err
     before, after = read_video(plain), read_video(cleaned)
     assert len(before) == len(after) == 20
     assert _grain(after[-1]) < 0.6 * _grain(before[-1])
-    capsys.readouterr()
+    # A clean video is not called grainy.
+    clean = tmp_path / "clean_in.avi"
+    writer = cv2.VideoWriter(str(clean), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    for _ in range(20):
+        writer.write(still.astype(np.uint8))
+    writer.release()
+    assert (
+        cli.main(["process", str(clean), str(tmp_path / "o.avi"), "--backend", "passthrough"]) == 0
+    )
+    assert "grainy" not in capsys.readouterr().err
 
     photo = tmp_path / "dim.png"
     cv2.imwrite(str(photo), before[0])
@@ -4747,7 +4761,13 @@ def test_the_status_line_says_what_noise_reduction_found() -> None:
     from engine.stats import EngineStats
 
     flowing = dict(frames_in=90, frames_out=80, fps_in=30.0, fps_out=30.0, backend="x")
-    assert "noise" not in cli.format_status(EngineStats(**flowing))  # --denoise off
-    assert cli.format_status(EngineStats(**flowing, noise=3.24)).endswith(" · noise 3.2")
-    clean = cli.format_status(EngineStats(**flowing, noise=0.4))
+    assert "noise" not in cli.format_status(EngineStats(**flowing))  # nothing measured yet
+    on = dict(flowing, denoise=True)
+    assert cli.format_status(EngineStats(**on, noise=3.24)).endswith(" · noise 3.2")
+    clean = cli.format_status(EngineStats(**on, noise=0.4))
     assert clean.endswith(" · noise 0.4 (none to reduce)")
+    # --denoise off: a grainy camera is told of it, a clean or barely noisy one is not.
+    grainy = cli.format_status(EngineStats(**flowing, noise=3.24))
+    assert grainy.endswith(" · grainy (noise 3.2): --denoise would reduce it")
+    for quiet in (0.4, 1.9):
+        assert "noise" not in cli.format_status(EngineStats(**flowing, noise=quiet))

@@ -10,6 +10,8 @@ import pytest
 from engine import Engine, Frame
 from engine.denoise import (
     MIN_SIGMA,
+    SUGGEST_SIGMA,
+    NoiseMeter,
     TemporalDenoiser,
     estimate_noise,
     half_luma,
@@ -250,18 +252,93 @@ def run_engine(**kw) -> tuple[list[np.ndarray], Engine]:
 
 def test_the_engine_denoises_before_the_backend_when_asked():
     plain, eng = run_engine()
-    assert eng.noise_level is None
+    # Off, the noise is still measured (a grainy camera is told of the switch), and the
+    # frames are the source's as they were.
+    metered = eng.noise_level
+    assert metered is not None and metered > SUGGEST_SIGMA
+    assert eng.stats().denoise is False and eng.stats().noise == metered
     cleaned, eng = run_engine(denoise=True)
     assert len(plain) == len(cleaned) == 12
     # Same noise in both runs (one seed): the first frame is as it was, the later ones cleaner.
     np.testing.assert_array_equal(plain[0], cleaned[0])
     assert psnr(cleaned[-1], scene()) > psnr(plain[-1], scene()) + 4.0
     assert eng.noise_level is not None and eng.noise_level > MIN_SIGMA
+    assert eng.stats().denoise is True
+    # The meter and the filter read the same noise (same three first frames, same estimate).
+    assert metered == pytest.approx(eng.noise_level, rel=0.3)
+
+
+def test_with_noise_reduction_off_the_frames_are_the_sources():
+    frames, eng = run_engine()
+    rng = np.random.default_rng(8)  # NoisyStill's
+    for got in frames:
+        np.testing.assert_array_equal(got, add_noise(scene(), 8.0, rng))
+    assert eng.noise_level is not None  # measured all the same
+
+
+def test_the_noise_meter_reads_three_frames_every_so_often_and_nothing_between():
+    rng = np.random.default_rng(20)
+    meter = NoiseMeter(every=5)
+    clean = scene()
+    frames = [add_noise(clean, 6.0, rng) for _ in range(13)]
+    # Frames it must not look at: a picture nothing like the scene, wildly noisy.
+    junk = rng.integers(0, 256, clean.shape, dtype=np.uint8)
+    readings = []
+    for i, frame in enumerate(frames):
+        between = i in (3, 4, 8, 9)  # it measures frames 0-2, 5-7, 10-12: every fifth on
+        meter(junk if between else frame)
+        readings.append(meter.sigma)
+    assert readings[:2] == [None, None]
+    first = estimate_noise(*(half_luma(frames[i]) for i in (2, 1, 0)))
+    assert readings[2:7] == [first] * 5  # the junk was not read
+    second = estimate_noise(*(half_luma(frames[i]) for i in (7, 6, 5)))
+    assert readings[7] == pytest.approx(0.7 * first + 0.3 * second)  # smoothed
+    third = estimate_noise(*(half_luma(frames[i]) for i in (12, 11, 10)))
+    assert readings[12] == pytest.approx(0.7 * readings[7] + 0.3 * third)
+    assert MIN_SIGMA < readings[12] < 4.0
+
+
+def test_the_noise_meter_finds_a_clean_picture_clean_and_a_grainy_one_grainy():
+    rng = np.random.default_rng(21)
+    for sigma, low, high in ((0.0, 0.0, MIN_SIGMA), (8.0, SUGGEST_SIGMA, 6.0)):
+        meter = NoiseMeter()
+        for _ in range(40):
+            meter(add_noise(scene(), sigma, rng))
+        assert meter.sigma is not None and low <= meter.sigma < high, (sigma, meter.sigma)
+
+
+def test_the_noise_meter_starts_over_for_another_size_and_skips_tiny_frames():
+    rng = np.random.default_rng(22)
+    meter = NoiseMeter(every=4)
+    meter(add_noise(scene(), 8.0, rng))
+    meter(add_noise(scene(), 8.0, rng))
+    # A new size on the third frame: that frame is the first of the new stream's three.
+    small = [add_noise(scene(60, 80), 1.0, rng) for _ in range(3)]
+    for frame in small:
+        meter(frame)
+    assert meter.sigma == estimate_noise(*(half_luma(f) for f in small[::-1]))
+    # A new size in the frames it does not look at: the old size's reading goes all the same.
+    meter(small[0])  # not looked at (every=4: one frame in four)
+    big = [add_noise(scene(), 8.0, rng) for _ in range(3)]
+    meter(big[0])
+    assert meter.sigma is None
+    meter(big[1])
+    meter(big[2])
+    assert meter.sigma == estimate_noise(*(half_luma(f) for f in big[::-1]))
+    meter.reset()
+    for _ in range(8):
+        meter(np.zeros((8, 8, 3), np.uint8))
+    assert meter.sigma is None
+    with pytest.raises(ValueError, match="every must be >= 3"):
+        NoiseMeter(every=2)
+    with pytest.raises(ValueError):
+        meter(np.zeros((20, 20), np.uint8))
 
 
 def test_the_engine_leaves_frames_alone_with_the_backend_off():
     plain, _ = run_engine(enabled=False, denoise=True)
-    raw, _ = run_engine(enabled=False)
+    raw, eng = run_engine(enabled=False)
+    assert eng.noise_level is None  # nor does it measure them
     for a, b in zip(plain, raw, strict=True):
         np.testing.assert_array_equal(a, b)
 
