@@ -162,8 +162,9 @@ def _fps(text: str) -> float:
 
 
 DENOISE_HELP = (
-    "reduce a dim camera's noise over time before sharpening: where the scene holds still, "
-    "frames are averaged; what moves is left as it is; a clean picture passes untouched"
+    "reduce a dim camera's noise before sharpening: where the scene holds still, frames are "
+    "averaged (what moves is left as it is), and colour speckle is smoothed everywhere; a clean "
+    "picture passes untouched"
 )
 
 
@@ -615,6 +616,10 @@ class _StatusLine:
 GRAIN_ADVICE = "--denoise would reduce it"
 
 
+def _noise_levels(noise: float, colour: float | None) -> str:
+    return f"noise {noise:.1f}" + ("" if colour is None else f", colour {colour:.1f}")
+
+
 def format_status(stats: Any, width: int = 90) -> str:
     """One status line from an ``engine.EngineStats`` snapshot.
 
@@ -637,14 +642,16 @@ def format_status(stats: Any, width: int = 90) -> str:
         )
     noise = getattr(stats, "noise", None)
     if noise is not None:
-        from engine.denoise import MIN_SIGMA, SUGGEST_SIGMA
+        colour = getattr(stats, "colour_noise", None)
+        levels = _noise_levels(noise, colour)
+        from engine.denoise import reduces, worth_telling
 
         if getattr(stats, "denoise", False):
             # Whether it has anything to do (a clean picture passes untouched).
-            text += f" · noise {noise:.1f}" + ("" if noise >= MIN_SIGMA else " (none to reduce)")
-        elif noise >= SUGGEST_SIGMA:
+            text += f" · {levels}" + ("" if reduces(noise, colour) else " (none to reduce)")
+        elif worth_telling(noise, colour):
             # A grainy camera and --denoise left off: the one place its user would learn of it.
-            text += f" · grainy (noise {noise:.1f}): {GRAIN_ADVICE}"
+            text += f" · grainy ({levels}): {GRAIN_ADVICE}"
     warn = stats.warning
     if warn:
         if len(warn) > width:
@@ -2351,12 +2358,13 @@ def cmd_process(args: argparse.Namespace) -> int:
         if total is not None and written > total:
             # Nothing lost: some containers' frame count is an estimate (VFR, edit lists).
             _eprint(f"{PROG}: note: the file announced {total} frames, {written} were decoded")
-        noise = engine.noise_level
+        noise, colour = engine.noise_level, engine.colour_noise_level
         if kind == "video" and not args.denoise and noise is not None:
-            from engine.denoise import SUGGEST_SIGMA
+            from engine.denoise import worth_telling
 
-            if noise >= SUGGEST_SIGMA:
-                _eprint(f"{PROG}: note: the video is grainy (noise {noise:.1f}); {GRAIN_ADVICE}")
+            if worth_telling(noise, colour):
+                levels = _noise_levels(noise, colour)
+                _eprint(f"{PROG}: note: the video is grainy ({levels}); {GRAIN_ADVICE}")
         said = ""
         failed = False
         if kind == "video" and written:

@@ -94,7 +94,8 @@ from app.save import (
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
 from engine.denoise import MIN_SIGMA as DENOISE_MIN_SIGMA
-from engine.denoise import SUGGEST_SIGMA as DENOISE_SUGGEST_SIGMA
+from engine.denoise import reduces as denoise_reduces
+from engine.denoise import worth_telling as denoise_worth_telling
 from engine.sources import IMAGE_EXTENSIONS, source_kind
 from engine.stats import EngineStats
 
@@ -129,8 +130,9 @@ SCALE_TIP = (
     "faster, a little less sharp. Auto picks the largest size that keeps up."
 )
 DENOISE_TIP = (
-    "Averages frames where the picture holds still, which removes a dim camera's grain; what "
-    "moves keeps its grain rather than leave trails. A clean picture is not changed."
+    "Averages frames where the picture holds still, which removes a dim camera's grain, and "
+    "smooths its colour speckle everywhere; what moves keeps its grain rather than leave "
+    "trails. A clean picture is not changed."
 )
 # The line under the preview, per view mode (preview.VIEW_MODES).
 #: What "Open…" offers first (any file can still be picked: "All files").
@@ -1772,7 +1774,9 @@ class MainWindow(QMainWindow):
     def _on_stats(self, stats: Any) -> None:
         self._last_stats = stats
         self.stats_label.setText(format_stats(stats))
-        self._show_denoise_state(getattr(stats, "noise", None))
+        self._show_denoise_state(
+            getattr(stats, "noise", None), getattr(stats, "colour_noise", None)
+        )
         # The engine ends on its own when a source fails for good (camera gone for good).
         self._set_live("live" if getattr(stats, "running", True) else "stopped")
         self._show_model_state()  # a model that failed while running says so in the stats
@@ -1782,24 +1786,33 @@ class MainWindow(QMainWindow):
         # At once, not at the next stats: off, the hint goes; on, the engine measures anew.
         self._show_denoise_state(None)
 
-    def _show_denoise_state(self, noise: float | None) -> None:
+    def _show_denoise_state(self, noise: float | None, colour: float | None = None) -> None:
         text = ""
         on = self.denoise_check.isChecked()
+        grain = noise is not None and noise >= DENOISE_MIN_SIGMA
         if noise is not None and on:
-            text = (
-                f"Reducing grain (noise level {noise:.1f})"
-                if noise >= DENOISE_MIN_SIGMA
-                else "No grain to reduce: the picture passes as it is"
-            )
+            if grain:
+                also = " and colour noise" if denoise_reduces(None, colour) else ""
+                text = f"Reducing grain{also} (noise level {noise:.1f})"
+            elif denoise_reduces(None, colour):
+                text = f"Reducing colour noise (level {colour:.1f})"
+            else:
+                text = "No grain to reduce: the picture passes as it is"
         # Off by default, the switch is found when it would help: a grainy picture says so. Once
         # said, it stays until the grain is under the switch's own threshold, not flickering
         # with the readings around the level that said it.
-        limit = DENOISE_MIN_SIGMA if self._suggesting_denoise else DENOISE_SUGGEST_SIGMA
         self._suggesting_denoise = bool(
-            noise is not None and not on and self.denoise_check.isEnabled() and noise >= limit
+            noise is not None
+            and not on
+            and self.denoise_check.isEnabled()
+            and denoise_worth_telling(noise, colour, told=self._suggesting_denoise)
         )
         if self._suggesting_denoise:
-            text = f"Grainy picture (noise level {noise:.1f}): turn this on to reduce it"
+            text = (
+                f"Grainy picture (noise level {noise:.1f}): turn this on to reduce it"
+                if grain
+                else f"Colour noise in the picture (level {colour:.1f}): turn this on to reduce it"
+            )
         self.denoise_status.setText(text)
         self.denoise_status.setVisible(bool(text))
 

@@ -19,10 +19,20 @@ Below :data:`MIN_SIGMA` (a clean, well-lit camera) frames pass bit for bit, so a
 not touched; from there the strength rises over :data:`RAMP` levels, so noise near the threshold does
 not switch it on and off from one measurement to the next.
 
-What it does not do: remove noise from what moves (there is no motion compensation; a moving
-face keeps its grain); see noise in colour alone (it measures and compares luma: a camera that
-cleans luma itself and sends colour blotches is left as it is, and an isoluminant change, red to
-green of the same brightness, is not told from noise); see grain as coarse as a Gaussian of 1.5
+Colour noise, the red and green speckle a dim sensor adds to its grain, is taken out of every
+frame, moving or not, by blurring Cr and Cb alone (:func:`reduce_colour_noise`, a Gaussian of up
+to :data:`COLOUR_BLUR` pixels): a picture's detail is in its luma and its colour is smooth, which
+is why video codecs send colour at half size. It is measured from one frame at a time
+(:func:`estimate_colour_noise`) and acts from :data:`COLOUR_MIN_SIGMA`, growing over
+:data:`COLOUR_RAMP`; a camera whose MJPG compression has already taken out its fine colour noise
+reads clean and is left as it is. The blur is the output's: the average over time is kept
+without it, so it does not build up from frame to frame.
+
+What it does not do: remove grain from what moves (there is no motion compensation; a moving
+face keeps its grain, though not its colour speckle); remove coarse colour blotches (a camera's
+compression leaves some 8 pixels and wider, which neither the estimate nor a 1-pixel blur
+sees); tell an isoluminant change, red to green of the same brightness, from noise over time (it
+compares luma); see grain as coarse as a Gaussian of 1.5
 pixels (it reads as a clean picture); or leave alone a clean picture with no flat part at all
 (foliage, a patterned wall filling the frame) that pans faster than about 2 pixels a frame: its
 fine texture then reads as noise, and changes under the thresholds are averaged (34-78 levels at
@@ -46,6 +56,15 @@ RAMP = 1.0
 #: noise from which a stream filtered with noise reduction off is worth telling its user about
 #: (where the filter works at full strength)
 SUGGEST_SIGMA = MIN_SIGMA + RAMP
+#: colour noise (levels of half-size Cr and Cb, :func:`estimate_colour_noise`) below which the
+#: colour passes untouched
+COLOUR_MIN_SIGMA = 0.6
+#: levels over COLOUR_MIN_SIGMA across which the colour blur grows to full
+COLOUR_RAMP = 0.6
+#: the colour blur at full strength: the std (pixels) of a Gaussian over Cr and Cb alone
+COLOUR_BLUR = 1.0
+#: colour noise from which a stream is worth telling its user about
+COLOUR_SUGGEST_SIGMA = COLOUR_MIN_SIGMA + COLOUR_RAMP
 #: the flattest 1 % of a picture's 8x8 blocks measures less than this (levels, as white noise's std)
 #: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
 #: for motion, not noise
@@ -127,6 +146,77 @@ def estimate_noise(luma: np.ndarray, *earlier: np.ndarray) -> float:
     return min(float(np.sqrt(max(together, 0.0) / _LAG_READS)), 3.0 * flat)
 
 
+def estimate_colour_noise(rgb: np.ndarray) -> float:
+    """Colour noise of one ``(H, W, 3)`` uint8 RGB frame, in levels of its half-size Cr and Cb.
+
+    The flat estimate of :func:`estimate_noise` (the flattest 1 % of 8x8 blocks, clipped and
+    drawn ones left out) on each of the two, the larger. One frame is enough here, where luma
+    needs three: a picture's colour is smooth nearly everywhere (what texture it has is in its
+    luma), so its flattest colour blocks are flat, and a reading raised by colour texture costs
+    little (:func:`reduce_colour_noise` on a clean photo changes it by under 0.5 % of its range).
+    A camera sending MJPG has had its fine colour noise removed by the compression, and reads
+    clean.
+    """
+    check_rgb8(rgb, "estimate_colour_noise frame")
+    h, w = rgb.shape[:2]
+    if min(h, w) < 6:
+        raise ValueError(f"expected a frame of at least 6x6, got {w}x{h}")
+    # Halved in RGB and converted in float: Cr and Cb rounded to whole levels make a smooth
+    # colour gradient a staircase, which read as 0.5 levels of noise.
+    half = cv2.resize(
+        rgb[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA
+    )
+    small = cv2.cvtColor(half.astype(np.float32), cv2.COLOR_RGB2YCrCb)
+    level = _blocks(np.ascontiguousarray(small[..., 0]))
+    unclipped = (level > _CLIPPED) & (level < 255.0 - _CLIPPED)
+    worst = 0.0
+    for channel in (1, 2):
+        plane = np.ascontiguousarray(small[..., channel])
+        response = _blocks(np.abs(cv2.filter2D(plane, -1, _NOISE_KERNEL)))
+        values = response[unclipped & (response > _DRAWN)]
+        if values.size:
+            worst = max(worst, float(np.percentile(values, 1)))
+    return worst / (6.0 * _MEAN_ABS * _FLAT_READS)
+
+
+def reduce_colour_noise(rgb: np.ndarray, blur: float) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB with its Cr and Cb blurred by a Gaussian of std ``blur`` pixels
+    and its luma kept (to a level's rounding): colour noise goes, detail (in the luma) stays,
+    as a video codec's half-size colour keeps a picture sharp."""
+    if not blur > 0.0:
+        raise ValueError(f"blur must be > 0, got {blur!r}")
+    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    smooth = cv2.GaussianBlur(ycc, (0, 0), blur)
+    cv2.mixChannels([smooth], [ycc], [1, 1, 2, 2])
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+
+
+def colour_blur(colour_sigma: float | None) -> float:
+    """The std of :func:`reduce_colour_noise`'s blur for a colour noise level, 0 for none: it
+    grows from :data:`COLOUR_MIN_SIGMA` over :data:`COLOUR_RAMP` levels to :data:`COLOUR_BLUR`."""
+    if colour_sigma is None or colour_sigma < COLOUR_MIN_SIGMA:
+        return 0.0
+    return COLOUR_BLUR * min(1.0, (colour_sigma - COLOUR_MIN_SIGMA) / COLOUR_RAMP)
+
+
+def reduces(noise: float | None, colour: float | None) -> bool:
+    """Whether noise reduction acts on a stream with these levels (:attr:`TemporalDenoiser.sigma`
+    and :attr:`~TemporalDenoiser.colour_sigma`): filters it over time or blurs its colour."""
+    return (noise is not None and noise >= MIN_SIGMA) or colour_blur(colour) > 0.0
+
+
+def worth_telling(noise: float | None, colour: float | None, *, told: bool = False) -> bool:
+    """Whether a stream with these levels, noise reduction off, is grainy enough to tell its
+    user of it: from :data:`SUGGEST_SIGMA` or :data:`COLOUR_SUGGEST_SIGMA`, where it works at
+    full strength. ``told``: already said, and said on until the levels fall under those where
+    it acts at all, so that a reading wavering around the first does not flicker."""
+    if told:
+        return reduces(noise, colour)
+    return (noise is not None and noise >= SUGGEST_SIGMA) or (
+        colour is not None and colour >= COLOUR_SUGGEST_SIGMA
+    )
+
+
 def motion_weights(
     luma: np.ndarray, previous_out: np.ndarray, sigma: float, *, strength: float, threshold: float
 ) -> np.ndarray:
@@ -206,9 +296,13 @@ class TemporalDenoiser:
 
     ``denoiser(frame)`` returns the filtered frame (a new array, or ``frame`` itself when it
     passes untouched: the first two frames, as the noise is measured over three, the first two
-    after a size change, and frames with noise under :data:`MIN_SIGMA`). The noise level is re-measured every ``measure_every`` frames and
-    smoothed over time, so one odd frame (a cut, a flash) moves it little; a frame that changes
-    almost everywhere starts the average afresh. Not thread-safe: one stream, one caller.
+    after a size change, and frames with noise under :data:`MIN_SIGMA` and colour noise under
+    :data:`COLOUR_MIN_SIGMA`). The noise levels are re-measured every ``measure_every`` frames
+    and smoothed over time, so one odd frame (a cut, a flash) moves them little; a frame that
+    changes almost everywhere starts the average afresh. Colour noise is then blurred away in
+    every frame, moving or not (:func:`reduce_colour_noise`); the average over time is kept
+    without it, so the blur does not compound from frame to frame. Not thread-safe: one
+    stream, one caller.
 
     Args:
         strength: see :func:`temporal_denoise`.
@@ -240,6 +334,7 @@ class TemporalDenoiser:
         self._in_luma: np.ndarray | None = None  # the previous frame's
         self._in_luma2: np.ndarray | None = None  # the one before it
         self._sigma: float | None = None
+        self._colour: float | None = None
         self._count = 0
         self.moving = 0.0  # share of pixels the last filtered frame took as moving
 
@@ -250,12 +345,26 @@ class TemporalDenoiser:
         return self._sigma
 
     @property
+    def colour_sigma(self) -> float | None:
+        """The colour noise level now (levels of half-size Cr and Cb), ``None`` before three
+        frames, as :attr:`sigma`."""
+        return self._colour
+
+    @property
     def active(self) -> bool:
-        """Whether frames are being filtered (the noise is over :data:`MIN_SIGMA`)."""
-        return self._sigma is not None and self._sigma >= MIN_SIGMA
+        """Whether frames are being filtered (the noise is over :data:`MIN_SIGMA`, or the
+        colour noise over :data:`COLOUR_MIN_SIGMA`)."""
+        return (self._sigma is not None and self._sigma >= MIN_SIGMA) or colour_blur(
+            self._colour
+        ) > 0.0
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         check_rgb8(frame, "TemporalDenoiser frame")
+        out = self._over_time(frame)
+        blur = colour_blur(self._colour)
+        return reduce_colour_noise(out, blur) if blur else out
+
+    def _over_time(self, frame: np.ndarray) -> np.ndarray:
         h, w = frame.shape[:2]
         if min(h, w) < MIN_SIDE:
             self.reset()
@@ -270,6 +379,8 @@ class TemporalDenoiser:
         if measurable and self._count % self.measure_every == 0:
             sigma = estimate_noise(luma, *earlier)  # type: ignore[arg-type]
             self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
+            colour = estimate_colour_noise(frame)
+            self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour
         if measurable:
             self._count += 1
         assert self._out_luma is not None
@@ -305,8 +416,9 @@ class NoiseMeter:
 
     So that a grainy camera can be told about noise reduction while it is off. Every ``every``
     frames it takes the half-size luma of three consecutive frames and measures them as
-    :class:`TemporalDenoiser` does (:func:`estimate_noise`), smoothed the same way; the first
-    measurement is on the third frame. In between it does nothing (the other frames of each
+    :class:`TemporalDenoiser` does (:func:`estimate_noise`, and the last one's colour noise,
+    :func:`estimate_colour_noise`), smoothed the same way; the first measurement is on the
+    third frame. In between it does nothing (the other frames of each
     ``every`` are not looked at). Not thread-safe: one stream, one caller.
 
     Args:
@@ -326,12 +438,19 @@ class NoiseMeter:
         self._lumas: list[np.ndarray] = []
         self._phase = self.every - 3  # the first three frames measure at once
         self._sigma: float | None = None
+        self._colour: float | None = None
         self._shape: tuple[int, ...] | None = None  # of the lumas measured
 
     @property
     def sigma(self) -> float | None:
         """The noise level (levels of half-size luma), ``None`` before the first measurement."""
         return self._sigma
+
+    @property
+    def colour_sigma(self) -> float | None:
+        """The colour noise level (levels of half-size Cr and Cb), ``None`` before the first
+        measurement."""
+        return self._colour
 
     def __call__(self, frame: np.ndarray) -> None:
         check_rgb8(frame, "NoiseMeter frame")
@@ -345,7 +464,8 @@ class NoiseMeter:
         luma = half_luma(frame)
         if luma.shape != self._shape:
             # Another camera or size, here or in the frames not looked at: its noise is its own.
-            self._sigma, self._shape = None, luma.shape
+            self._sigma = self._colour = None
+            self._shape = luma.shape
             if self._lumas:  # mid-measurement: this frame is the first of a new three
                 self._lumas = []
                 phase, self._phase = self.every - 3, self.every - 2
@@ -355,3 +475,5 @@ class NoiseMeter:
             if len(lumas) == 3:
                 sigma = estimate_noise(lumas[2], lumas[1], lumas[0])
                 self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
+                colour = estimate_colour_noise(frame)
+                self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour

@@ -465,6 +465,14 @@ class Engine:
             return self._denoiser.sigma
         return self._meter.sigma if self._metering else None
 
+    @property
+    def colour_noise_level(self) -> float | None:
+        """The colour noise measured in the frames (levels of half-size Cr and Cb; noise
+        reduction blurs it from :data:`engine.denoise.COLOUR_MIN_SIGMA`), as :attr:`noise_level`."""
+        if self._denoising:
+            return self._denoiser.colour_sigma
+        return self._meter.colour_sigma if self._metering else None
+
     def set_backend(self, backend: Any) -> None:
         """Swap the backend between two frames (``None``: pass frames through). The replaced
         backend is closed by the engine (on the inference thread, after its last call), and a
@@ -641,6 +649,7 @@ class Engine:
             enabled=self._enabled,
             strength=self._strength,
             noise=self.noise_level,
+            colour_noise=self.colour_noise_level,
             denoise=self._denoising,
             warning="; ".join(warnings) or None,
         )

@@ -48,6 +48,9 @@ class EngineStats:
     # engine.denoise.MIN_SIGMA), also while noise reduction is off (then read every few frames);
     # None while the engine is off or before three frames.
     noise: float | None = None
+    # The colour noise, as noise (levels of half-size Cr and Cb; blurred from
+    # engine.denoise.COLOUR_MIN_SIGMA).
+    colour_noise: float | None = None
     denoise: bool = False  # noise reduction on (it acts once noise reaches MIN_SIGMA)
     size: tuple[int, int] | None = None  # (W, H) of the last frame written
     elapsed_s: float = 0.0  # from start() to now, or to the end of the run once it ended

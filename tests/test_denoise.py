@@ -9,13 +9,22 @@ import pytest
 
 from engine import Engine, Frame
 from engine.denoise import (
+    COLOUR_BLUR,
+    COLOUR_MIN_SIGMA,
+    COLOUR_RAMP,
+    COLOUR_SUGGEST_SIGMA,
     MIN_SIGMA,
     SUGGEST_SIGMA,
     NoiseMeter,
     TemporalDenoiser,
+    colour_blur,
+    estimate_colour_noise,
     estimate_noise,
     half_luma,
+    reduce_colour_noise,
+    reduces,
     temporal_denoise,
+    worth_telling,
 )
 
 
@@ -28,8 +37,21 @@ def scene(h: int = 120, w: int = 160) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def add_noise(img: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    noisy = img.astype(np.float32) + rng.normal(0.0, sigma, img.shape)
+#: the luma std of independent noise of std 1 in R, G and B (BT.601 weights)
+LUMA_SHARE = float(np.sqrt(0.299**2 + 0.587**2 + 0.114**2))
+
+
+def add_noise(
+    img: np.ndarray, sigma: float, rng: np.random.Generator, *, colour: bool = False
+) -> np.ndarray:
+    """``img`` with noise whose luma is that of independent noise of std ``sigma`` in each
+    channel: with ``colour`` that noise itself, else the same grey noise in all three (no
+    colour noise), so that a test of the filter over time is not one of the colour blur."""
+    if colour:
+        noise = rng.normal(0.0, sigma, img.shape)
+    else:
+        noise = np.repeat(rng.normal(0.0, sigma * LUMA_SHARE, img.shape[:2])[..., None], 3, 2)
+    noisy = img.astype(np.float32) + noise
     return np.clip(np.round(noisy), 0, 255).astype(np.uint8)
 
 
@@ -591,3 +613,166 @@ def test_an_exposure_change_does_not_hide_the_noise():
         den(add_noise(np.clip(scene(240, 320) * 0.6 * gain, 0, 255).astype(np.uint8), 6.0, rng))
         sigmas.append(den.sigma)
     assert min(s for s in sigmas if s is not None) > 1.7  # ~2.0 still, ~1 without the fix
+
+
+# --------------------------------------------------------------------------- colour noise
+
+
+def colour_edge(h: int = 120, w: int = 160) -> np.ndarray:
+    """Red on the left, green on the right, shaded: a colour edge and smooth colour."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.zeros((h, w, 3), np.float32)
+    img[..., 0] = np.where(x < w // 2, 170, 60) + 0.2 * y
+    img[..., 1] = np.where(x < w // 2, 70, 150) + 0.2 * y
+    img[..., 2] = 60 + 0.3 * x
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def test_colour_noise_is_measured_from_one_frame():
+    rng = np.random.default_rng(30)
+    # Smooth colour is not read as noise: Cr and Cb rounded to whole levels made this gradient
+    # a staircase that read 0.5.
+    y, x = np.mgrid[0:90, 0:121]
+    assert estimate_colour_noise(np.stack([40 + x, 60 + y, 90 + 0 * x], 2).astype(np.uint8)) < 0.1
+    for clean in (scene(), colour_edge()):
+        assert estimate_colour_noise(clean) < COLOUR_MIN_SIGMA / 2
+        assert estimate_colour_noise(add_noise(clean, 8.0, rng)) < COLOUR_MIN_SIGMA  # grey
+        noisy = estimate_colour_noise(add_noise(clean, 4.0, rng, colour=True))
+        assert noisy >= COLOUR_SUGGEST_SIGMA
+        assert estimate_colour_noise(add_noise(clean, 8.0, rng, colour=True)) > noisy
+    with pytest.raises(ValueError, match="at least 6x6"):
+        estimate_colour_noise(np.zeros((4, 40, 3), np.uint8))
+
+
+def test_reduce_colour_noise_keeps_the_luma_and_takes_the_speckle():
+    import cv2
+
+    rng = np.random.default_rng(31)
+    clean = colour_edge()
+    noisy = add_noise(clean, 6.0, rng, colour=True)
+    out = reduce_colour_noise(noisy, COLOUR_BLUR)
+    luma = [cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(int) for img in (noisy, out)]
+    assert np.abs(luma[0] - luma[1]).max() <= 2  # rounding through YCrCb and back
+    assert psnr(out, clean) > psnr(noisy, clean) + 1.0  # a hard colour edge softened too
+    # On the clean picture it changes little: colour is smooth, its detail is in the luma.
+    assert psnr(reduce_colour_noise(clean, COLOUR_BLUR), clean) > 38.0
+    assert psnr(reduce_colour_noise(scene(), COLOUR_BLUR), scene()) > 45.0
+    with pytest.raises(ValueError, match="blur must be > 0"):
+        reduce_colour_noise(clean, 0.0)
+
+
+def test_colour_noise_alone_is_blurred_in_every_frame():
+    import cv2
+
+    rng = np.random.default_rng(32)
+    clean = scene()
+    ycc = cv2.cvtColor(clean, cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    den = TemporalDenoiser()
+    for _ in range(12):
+        speckled = ycc.copy()
+        speckled[..., 1:] += rng.normal(0.0, 4.0, speckled[..., 1:].shape)
+        frame = cv2.cvtColor(
+            np.clip(np.round(speckled), 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2RGB
+        )
+        out = den(frame)
+    # The luma is clean, so nothing is averaged over time; the colour is blurred all the same.
+    assert den.sigma < MIN_SIGMA and den.colour_sigma >= COLOUR_SUGGEST_SIGMA and den.active
+    np.testing.assert_array_equal(out, reduce_colour_noise(frame, COLOUR_BLUR))
+    assert psnr(out, clean) > psnr(frame, clean) + 2.0
+
+
+def test_a_clean_colourful_picture_passes_bit_for_bit():
+    den = TemporalDenoiser()
+    for i in range(10):
+        frame = np.roll(colour_edge(), i, axis=1)
+        assert den(frame) is frame
+    assert den.colour_sigma < COLOUR_MIN_SIGMA and not den.active
+
+
+def test_the_colour_blur_does_not_build_up_over_frames():
+    """The average over time is kept without the colour blur: after many frames of a still
+    scene the colour edge is as soft as one blur makes it, not one blur per frame."""
+    rng = np.random.default_rng(33)
+    clean = colour_edge()
+    den = TemporalDenoiser()
+    for _ in range(40):
+        out = den(add_noise(clean, 6.0, rng, colour=True))
+    assert den.colour_sigma >= COLOUR_SUGGEST_SIGMA
+    import cv2
+
+    def edge_width(img: np.ndarray) -> int:  # pixels of the Cr step between 10 % and 90 %
+        cr = cv2.cvtColor(img, cv2.COLOR_RGB2YCrCb)[20:100, 60:100, 1].astype(float).mean(0)
+        step = (cr - cr[0]) / (cr[-1] - cr[0])
+        return int(np.sum((step > 0.1) & (step < 0.9)))
+
+    blurred_once = reduce_colour_noise(clean, COLOUR_BLUR)
+    assert edge_width(out) <= edge_width(blurred_once) < edge_width(reduce_colour_noise(clean, 2.5))
+    once = psnr(out, blurred_once)
+    assert once > psnr(out, reduce_colour_noise(clean, 2.5)) + 2.5
+
+
+def test_the_colour_blur_grows_with_the_colour_noise():
+    assert colour_blur(None) == colour_blur(0.0) == colour_blur(COLOUR_MIN_SIGMA) == 0.0
+    middle = colour_blur(COLOUR_MIN_SIGMA + COLOUR_RAMP / 2)
+    assert middle == pytest.approx(COLOUR_BLUR / 2)
+    assert colour_blur(COLOUR_SUGGEST_SIGMA) == colour_blur(10.0) == COLOUR_BLUR
+
+
+def test_what_is_reduced_and_what_is_worth_telling():
+    assert not reduces(None, None) and not reduces(0.9, 0.5)
+    assert reduces(MIN_SIGMA, None) and reduces(0.2, COLOUR_MIN_SIGMA + 0.1)
+    assert not worth_telling(1.9, None) and worth_telling(SUGGEST_SIGMA, None)
+    assert not worth_telling(0.2, 1.1) and worth_telling(0.2, COLOUR_SUGGEST_SIGMA)
+    # Once told, told until it no longer acts.
+    assert worth_telling(1.5, None, told=True) and worth_telling(0.2, 0.8, told=True)
+    assert not worth_telling(0.9, 0.5, told=True)
+
+
+def test_the_noise_meter_and_the_engine_read_colour_noise_too():
+    rng = np.random.default_rng(34)
+    meter = NoiseMeter()
+    for _ in range(3):
+        meter(add_noise(colour_edge(), 6.0, rng, colour=True))
+    assert meter.colour_sigma is not None and meter.colour_sigma >= COLOUR_SUGGEST_SIGMA
+
+    class ColourNoisy(NoisyStill):
+        def read(self) -> Frame | None:
+            if self.i >= self.n:
+                return None
+            self.i += 1
+            img = add_noise(scene(), self.sigma, self.rng, colour=True)
+            return Frame(img, self.i - 1, time.perf_counter())
+
+    for denoise in (False, True):
+        eng = Engine(ColourNoisy(12), Identity(), sinks=[Keep()], live=False, denoise=denoise)
+        eng.start()
+        assert eng.wait(10)
+        eng.stop()
+        stats = eng.stats()
+        assert stats.colour_noise == eng.colour_noise_level
+        assert stats.colour_noise is not None and stats.colour_noise >= COLOUR_SUGGEST_SIGMA
+    assert Engine(ColourNoisy(1), Identity()).colour_noise_level is None  # not started
+
+
+def test_a_camera_whose_mjpg_took_its_colour_noise_out_reads_clean(tmp_path):
+    """A webcam sending MJPG has had its fine colour noise removed by the compression (half-size
+    colour, its high frequencies quantised away): it reads clean, where the same frames before
+    compression read speckled."""
+    import cv2
+
+    rng = np.random.default_rng(35)
+    path = tmp_path / "dim.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (160, 120))
+    assert writer.isOpened()
+    sent = [add_noise(scene(), 8.0, rng, colour=True) for _ in range(3)]
+    for frame in sent:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    capture = cv2.VideoCapture(str(path))
+    got = []
+    while (read := capture.read())[0]:
+        got.append(cv2.cvtColor(read[1], cv2.COLOR_BGR2RGB))
+    capture.release()
+    assert len(got) == 3
+    assert min(estimate_colour_noise(f) for f in sent) >= COLOUR_SUGGEST_SIGMA
+    assert max(estimate_colour_noise(f) for f in got) < COLOUR_MIN_SIGMA

@@ -1242,6 +1242,11 @@ def test_the_evaluators_noise_reduction_is_the_apps() -> None:
         EV.DENOISE_FLAT_FLOOR,
         EV.DENOISE_CUT,
     )
+    assert (E.COLOUR_MIN_SIGMA, E.COLOUR_RAMP, E.COLOUR_BLUR) == (
+        EV.DENOISE_COLOUR_MIN_SIGMA,
+        EV.DENOISE_COLOUR_RAMP,
+        EV.DENOISE_COLOUR_BLUR,
+    )
     app = E.TemporalDenoiser()
     assert (app.strength, app.threshold, app.measure_every) == (
         EV.DENOISE_STRENGTH,
@@ -1260,10 +1265,25 @@ def test_the_evaluators_noise_reduction_is_the_apps() -> None:
         noisy = scene + rng.normal(0, 10, scene.shape)
         frames.append(np.clip(noisy, 0, 255).astype(np.uint8))
     clean = [np.clip(still + i, 0, 255).astype(np.uint8) for i in range(5)]
-    for sequence in (frames, clean):
+    # Colour noise alone (the same luma in every frame): the colour blur with no average,
+    # rising through its ramp as the readings are smoothed.
+    import cv2
+
+    ycc = cv2.cvtColor(still.astype(np.uint8), cv2.COLOR_RGB2YCrCb).astype(np.float32)
+    colour = []
+    for _ in range(10):
+        noisy = ycc.copy()
+        noisy[..., 1:] += rng.normal(0, 1.5, noisy[..., 1:].shape)
+        colour.append(
+            cv2.cvtColor(np.clip(np.round(noisy), 0, 255).astype(np.uint8), cv2.COLOR_YCrCb2RGB)
+        )
+    blurs = []
+    for sequence in (frames, clean, colour):
         app = E.TemporalDenoiser()
         for n, frame in enumerate(sequence, 1):
             np.testing.assert_array_equal(app(frame), EV.denoised_last(sequence[:n]))
+            blurs.append(E.colour_blur(app.colour_sigma))
+    assert 0.0 < min(blurs[-7:]) and min(blurs[-7:]) < E.COLOUR_BLUR  # within the ramp
 
 
 def test_cli_denoise_says_what_it_leaves_out_and_why_nothing_is_left(

@@ -749,6 +749,9 @@ DENOISE_RAMP = 1.0  # levels over that across which the strength rises to full
 DENOISE_FLAT_FLOOR = 1.2  # a picture whose flattest blocks measure less is clean
 DENOISE_MEASURE_EVERY = 4  # frames between noise measurements
 DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts afresh
+DENOISE_COLOUR_MIN_SIGMA = 0.6  # colour noise (half-size Cr and Cb) below which colour passes
+DENOISE_COLOUR_RAMP = 0.6  # levels over that across which the colour blur grows to full
+DENOISE_COLOUR_BLUR = 1.0  # the colour blur's Gaussian std (pixels) at full strength
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
 
@@ -783,12 +786,43 @@ def _noise(luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | N
     return min(float(np.sqrt(max(together, 0.0) / 1.18)), 3.0 * flat)
 
 
+def _colour_noise(rgb: np.ndarray) -> float:
+    h, w = rgb.shape[:2]
+    half = cv2.resize(
+        rgb[: h // 2 * 2, : w // 2 * 2], (w // 2, h // 2), interpolation=cv2.INTER_AREA
+    )
+    small = cv2.cvtColor(half.astype(np.float32), cv2.COLOR_RGB2YCrCb)
+    level = _blocks(np.ascontiguousarray(small[..., 0]))
+    unclipped = (level > 12.0) & (level < 243.0)
+    worst = 0.0
+    for channel in (1, 2):
+        response = _blocks(
+            np.abs(cv2.filter2D(np.ascontiguousarray(small[..., channel]), -1, _NOISE_KERNEL))
+        )
+        values = response[unclipped & (response > 0.05)]
+        if values.size:
+            worst = max(worst, float(np.percentile(values, 1)))
+    return worst / (6.0 * _MEAN_ABS * 0.665)
+
+
+def _without_colour_noise(rgb: np.ndarray, colour: float | None) -> np.ndarray:
+    if colour is None or colour < DENOISE_COLOUR_MIN_SIGMA:
+        return rgb
+    blur = DENOISE_COLOUR_BLUR * min(1.0, (colour - DENOISE_COLOUR_MIN_SIGMA) / DENOISE_COLOUR_RAMP)
+    if not blur > 0.0:
+        return rgb
+    ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
+    cv2.mixChannels([cv2.GaussianBlur(ycc, (0, 0), blur)], [ycc], [1, 1, 2, 2])
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+
+
 def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
     """The last of ``frames`` (``(H, W, 3)`` uint8 RGB of one size, oldest first) as the app's
     noise reduction gives it after seeing them all in turn."""
     out = out_luma = None
     lumas: list[np.ndarray] = []  # the inputs', newest first
     sigma: float | None = None
+    colour: float | None = None
     count = 0
     for frame in frames:
         if min(frame.shape[:2]) < 16:
@@ -796,12 +830,14 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
             continue
         luma = _half_luma(frame)
         if out is None or out.shape != frame.shape:
-            out, out_luma, lumas, sigma, count = frame, luma, [luma], None, 0
+            out, out_luma, lumas, sigma, colour, count = frame, luma, [luma], None, None, 0
             continue
         if len(lumas) >= 2:
             if count % DENOISE_MEASURE_EVERY == 0:
                 new = _noise(luma, lumas[0], lumas[1])
                 sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
+                new = _colour_noise(frame)
+                colour = new if colour is None else 0.7 * colour + 0.3 * new
             count += 1
         lumas = [luma, *lumas[:1]]
         if sigma is None or sigma < DENOISE_MIN_SIGMA:
@@ -822,7 +858,8 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         out_luma = luma + weights * (out_luma - luma)
         full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(frame, out, 1.0 - full, full)
-    return frames[-1] if out is None else out
+    # The colour blur is the output's, not the average's: it is not carried to the next frame.
+    return frames[-1] if out is None else _without_colour_noise(out, colour)
 
 
 def with_denoise(run: Runner) -> Runner:
