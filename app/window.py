@@ -94,7 +94,7 @@ from app.save import (
 from app.settings import AppSettings, format_scale, save_settings, unsaved_reason
 from engine.backends import SCALE_LADDER
 from engine.denoise import MIN_SIGMA as DENOISE_MIN_SIGMA
-from engine.denoise import reduces as denoise_reduces
+from engine.denoise import colour_blur as denoise_colour_blur
 from engine.denoise import worth_telling as denoise_worth_telling
 from engine.sources import IMAGE_EXTENSIONS, source_kind
 from engine.stats import EngineStats
@@ -1790,11 +1790,12 @@ class MainWindow(QMainWindow):
         text = ""
         on = self.denoise_check.isChecked()
         grain = noise is not None and noise >= DENOISE_MIN_SIGMA
+        speckle = denoise_colour_blur(colour, noise) > 0.0
         if noise is not None and on:
             if grain:
-                also = " and colour noise" if denoise_reduces(None, colour) else ""
+                also = " and colour noise" if speckle else ""
                 text = f"Reducing grain{also} (noise level {noise:.1f})"
-            elif denoise_reduces(None, colour):
+            elif speckle:
                 text = f"Reducing colour noise (level {colour:.1f})"
             else:
                 text = "No grain to reduce: the picture passes as it is"

@@ -24,12 +24,15 @@ frame, moving or not, by blurring Cr and Cb alone (:func:`reduce_colour_noise`, 
 to :data:`COLOUR_BLUR` pixels): a picture's detail is in its luma and its colour is smooth, which
 is why video codecs send colour at half size. It is measured from one frame at a time
 (:func:`estimate_colour_noise`) and acts from :data:`COLOUR_MIN_SIGMA`, growing over
-:data:`COLOUR_RAMP`; a camera whose MJPG compression has already taken out its fine colour noise
-reads clean and is left as it is. The blur is the output's: the average over time is kept
+:data:`COLOUR_RAMP`, where the luma shows noise over time too (:data:`COLOUR_LUMA_GATE`): in one
+frame a drawing's coloured edges (a slide, text on a screen) read as colour noise, and they do
+not change from frame to frame. A camera whose MJPG compression has already taken out its fine
+colour noise reads clean and is left as it is. The blur is the output's: the average over time is kept
 without it, so it does not build up from frame to frame.
 
 What it does not do: remove grain from what moves (there is no motion compensation; a moving
-face keeps its grain, though not its colour speckle); remove coarse colour blotches (a camera's
+face keeps its grain, though not its colour speckle); remove colour noise that comes without
+grain (it is not told from a drawing's edges) or coarse colour blotches (a camera's
 compression leaves some 8 pixels and wider, which neither the estimate nor a 1-pixel blur
 sees); tell an isoluminant change, red to green of the same brightness, from noise over time (it
 compares luma); see grain as coarse as a Gaussian of 1.5
@@ -65,6 +68,11 @@ COLOUR_RAMP = 0.6
 COLOUR_BLUR = 1.0
 #: colour noise from which a stream is worth telling its user about
 COLOUR_SUGGEST_SIGMA = COLOUR_MIN_SIGMA + COLOUR_RAMP
+#: the luma noise (over time, :func:`estimate_noise`) without which colour noise is not taken for
+#: noise: a drawing's coloured edges read as colour noise in one frame, and do not change from
+#: frame to frame; a camera's noise is in its luma too (independent noise in R, G and B of a
+#: colour reading of 0.6 reads 0.6 in luma)
+COLOUR_LUMA_GATE = 0.4
 #: the flattest 1 % of a picture's 8x8 blocks measures less than this (levels, as white noise's std)
 #: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
 #: for motion, not noise
@@ -151,11 +159,12 @@ def estimate_colour_noise(rgb: np.ndarray) -> float:
 
     The flat estimate of :func:`estimate_noise` (the flattest 1 % of 8x8 blocks, clipped and
     drawn ones left out) on each of the two, the larger. One frame is enough here, where luma
-    needs three: a picture's colour is smooth nearly everywhere (what texture it has is in its
-    luma), so its flattest colour blocks are flat, and a reading raised by colour texture costs
-    little (:func:`reduce_colour_noise` on a clean photo changes it by under 0.5 % of its range).
-    A camera sending MJPG has had its fine colour noise removed by the compression, and reads
-    clean.
+    needs three: a filmed picture's colour is smooth nearly everywhere (what texture it has is in
+    its luma), so its flattest colour blocks are flat. Not so a drawn one: coloured text on white
+    (the white clipped, left out) leaves only the text's edges, which read as noise. So the reading
+    counts only beside luma noise measured over time (:func:`colour_blur`), which a still or
+    scrolling drawing does not have. A camera sending MJPG has had its fine colour noise removed
+    by the compression, and reads clean.
     """
     check_rgb8(rgb, "estimate_colour_noise frame")
     h, w = rgb.shape[:2]
@@ -181,8 +190,9 @@ def estimate_colour_noise(rgb: np.ndarray) -> float:
 
 def reduce_colour_noise(rgb: np.ndarray, blur: float) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB with its Cr and Cb blurred by a Gaussian of std ``blur`` pixels
-    and its luma kept (to a level's rounding): colour noise goes, detail (in the luma) stays,
-    as a video codec's half-size colour keeps a picture sharp."""
+    and its luma kept (to rounding, and to a few levels at saturated colour edges, where the way
+    back to RGB clips): colour noise goes, detail (in the luma) stays, as a video codec's
+    half-size colour keeps a picture sharp."""
     if not blur > 0.0:
         raise ValueError(f"blur must be > 0, got {blur!r}")
     ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
@@ -191,10 +201,13 @@ def reduce_colour_noise(rgb: np.ndarray, blur: float) -> np.ndarray:
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
-def colour_blur(colour_sigma: float | None) -> float:
-    """The std of :func:`reduce_colour_noise`'s blur for a colour noise level, 0 for none: it
-    grows from :data:`COLOUR_MIN_SIGMA` over :data:`COLOUR_RAMP` levels to :data:`COLOUR_BLUR`."""
+def colour_blur(colour_sigma: float | None, sigma: float | None) -> float:
+    """The std of :func:`reduce_colour_noise`'s blur for a colour noise level and a (luma) noise
+    level, 0 for none: it grows from :data:`COLOUR_MIN_SIGMA` over :data:`COLOUR_RAMP` levels to
+    :data:`COLOUR_BLUR`, and is 0 under :data:`COLOUR_LUMA_GATE` of luma noise."""
     if colour_sigma is None or colour_sigma < COLOUR_MIN_SIGMA:
+        return 0.0
+    if sigma is None or sigma < COLOUR_LUMA_GATE:
         return 0.0
     return COLOUR_BLUR * min(1.0, (colour_sigma - COLOUR_MIN_SIGMA) / COLOUR_RAMP)
 
@@ -202,7 +215,7 @@ def colour_blur(colour_sigma: float | None) -> float:
 def reduces(noise: float | None, colour: float | None) -> bool:
     """Whether noise reduction acts on a stream with these levels (:attr:`TemporalDenoiser.sigma`
     and :attr:`~TemporalDenoiser.colour_sigma`): filters it over time or blurs its colour."""
-    return (noise is not None and noise >= MIN_SIGMA) or colour_blur(colour) > 0.0
+    return (noise is not None and noise >= MIN_SIGMA) or colour_blur(colour, noise) > 0.0
 
 
 def worth_telling(noise: float | None, colour: float | None, *, told: bool = False) -> bool:
@@ -213,7 +226,10 @@ def worth_telling(noise: float | None, colour: float | None, *, told: bool = Fal
     if told:
         return reduces(noise, colour)
     return (noise is not None and noise >= SUGGEST_SIGMA) or (
-        colour is not None and colour >= COLOUR_SUGGEST_SIGMA
+        colour is not None
+        and colour >= COLOUR_SUGGEST_SIGMA
+        and noise is not None
+        and noise >= COLOUR_LUMA_GATE
     )
 
 
@@ -354,14 +370,12 @@ class TemporalDenoiser:
     def active(self) -> bool:
         """Whether frames are being filtered (the noise is over :data:`MIN_SIGMA`, or the
         colour noise over :data:`COLOUR_MIN_SIGMA`)."""
-        return (self._sigma is not None and self._sigma >= MIN_SIGMA) or colour_blur(
-            self._colour
-        ) > 0.0
+        return reduces(self._sigma, self._colour)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         check_rgb8(frame, "TemporalDenoiser frame")
         out = self._over_time(frame)
-        blur = colour_blur(self._colour)
+        blur = colour_blur(self._colour, self._sigma)
         return reduce_colour_noise(out, blur) if blur else out
 
     def _over_time(self, frame: np.ndarray) -> np.ndarray:

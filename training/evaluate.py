@@ -752,6 +752,7 @@ DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts a
 DENOISE_COLOUR_MIN_SIGMA = 0.6  # colour noise (half-size Cr and Cb) below which colour passes
 DENOISE_COLOUR_RAMP = 0.6  # levels over that across which the colour blur grows to full
 DENOISE_COLOUR_BLUR = 1.0  # the colour blur's Gaussian std (pixels) at full strength
+DENOISE_COLOUR_LUMA_GATE = 0.4  # luma noise without which colour noise is not taken for noise
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
 
@@ -805,9 +806,11 @@ def _colour_noise(rgb: np.ndarray) -> float:
     return worst / (6.0 * _MEAN_ABS * 0.665)
 
 
-def _without_colour_noise(rgb: np.ndarray, colour: float | None) -> np.ndarray:
+def _without_colour_noise(rgb: np.ndarray, colour: float | None, sigma: float | None) -> np.ndarray:
     if colour is None or colour < DENOISE_COLOUR_MIN_SIGMA:
         return rgb
+    if sigma is None or sigma < DENOISE_COLOUR_LUMA_GATE:
+        return rgb  # colour edges of a drawing, not noise
     blur = DENOISE_COLOUR_BLUR * min(1.0, (colour - DENOISE_COLOUR_MIN_SIGMA) / DENOISE_COLOUR_RAMP)
     if not blur > 0.0:
         return rgb
@@ -859,7 +862,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(frame, out, 1.0 - full, full)
     # The colour blur is the output's, not the average's: it is not carried to the next frame.
-    return frames[-1] if out is None else _without_colour_noise(out, colour)
+    return frames[-1] if out is None else _without_colour_noise(out, colour, sigma)
 
 
 def with_denoise(run: Runner) -> Runner:
