@@ -1790,8 +1790,9 @@ class MainWindow(QMainWindow):
         text = ""
         on = self.denoise_check.isChecked()
         grain = noise is not None and noise >= DENOISE_MIN_SIGMA
-        speckle = denoise_colour_blur(colour, noise) > 0.0
-        if noise is not None and on:
+        speckle = denoise_colour_blur(colour) > 0.0
+        # Not under a greyed-out switch (sharpening off): a reading taken before, arriving after.
+        if noise is not None and on and self.denoise_check.isEnabled():
             if grain:
                 also = " and colour noise" if speckle else ""
                 text = f"Reducing grain{also} (noise level {noise:.1f})"

@@ -23,10 +23,10 @@ Colour noise, the red and green speckle a dim sensor adds to its grain, is taken
 frame, moving or not, by blurring Cr and Cb alone (:func:`reduce_colour_noise`, a Gaussian of up
 to :data:`COLOUR_BLUR` pixels): a picture's detail is in its luma and its colour is smooth, which
 is why video codecs send colour at half size. It is measured from one frame at a time
-(:func:`estimate_colour_noise`) and acts from :data:`COLOUR_MIN_SIGMA`, growing over
+(:func:`measure_colour_noise`) and acts from :data:`COLOUR_MIN_SIGMA`, growing over
 :data:`COLOUR_RAMP`, where the luma shows noise over time too (:data:`COLOUR_LUMA_GATE`): in one
-frame a drawing's coloured edges (a slide, text on a screen) read as colour noise, and they do
-not change from frame to frame. A camera whose MJPG compression has already taken out its fine
+frame a drawing's coloured edges (a slide, text on a screen), and a clean photo sent with
+half-size colour, read as colour noise, and they do not change from frame to frame. A camera whose MJPG compression has already taken out its fine
 colour noise reads clean and is left as it is. The blur is the output's: the average over time is kept
 without it, so it does not build up from frame to frame.
 
@@ -68,10 +68,10 @@ COLOUR_RAMP = 0.6
 COLOUR_BLUR = 1.0
 #: colour noise from which a stream is worth telling its user about
 COLOUR_SUGGEST_SIGMA = COLOUR_MIN_SIGMA + COLOUR_RAMP
-#: the luma noise (over time, :func:`estimate_noise`) without which colour noise is not taken for
-#: noise: a drawing's coloured edges read as colour noise in one frame, and do not change from
-#: frame to frame; a camera's noise is in its luma too (independent noise in R, G and B of a
-#: colour reading of 0.6 reads 0.6 in luma)
+#: the luma noise over time (:func:`noise_over_time`) without which a colour reading is not taken
+#: for noise (:func:`measure_colour_noise`): a drawing's coloured edges read as colour noise in
+#: one frame, and do not change from frame to frame; a camera's noise is in its luma too
+#: (independent noise in R, G and B of a colour reading of 0.6 reads 0.6 in luma)
 COLOUR_LUMA_GATE = 0.4
 #: the flattest 1 % of a picture's 8x8 blocks measures less than this (levels, as white noise's std)
 #: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
@@ -145,13 +145,35 @@ def estimate_noise(luma: np.ndarray, *earlier: np.ndarray) -> float:
     flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
     if len(earlier) < 2 or any(e.shape != luma.shape for e in earlier[:2]) or flat < FLAT_FLOOR:
         return flat
-    previous, before = earlier[:2]
+    return min(noise_over_time(luma, *earlier[:2]), 3.0 * flat)
+
+
+def noise_over_time(luma: np.ndarray, previous: np.ndarray, before: np.ndarray) -> float:
+    """The part of :func:`estimate_noise` that reads three frames' lumas ``(H, W)`` float32
+    (this one, the one before, the one before that) and not the picture: the noise that is new
+    in each frame, which a still or steadily moving picture, drawn or filmed clean, does not
+    have."""
     # The covariance within each block, not the mean product: a brightness change shared by the
     # two differences (auto-exposure, a flicker) is their means', not noise.
     d_now, d_before = previous - luma, previous - before
     shared = _blocks(d_now) * _blocks(d_before)
     together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
-    return min(float(np.sqrt(max(together, 0.0) / _LAG_READS)), 3.0 * flat)
+    return float(np.sqrt(max(together, 0.0) / _LAG_READS))
+
+
+def measure_colour_noise(
+    rgb: np.ndarray, luma: np.ndarray, previous: np.ndarray, before: np.ndarray
+) -> float:
+    """:func:`estimate_colour_noise` of ``rgb``, or 0 where the luma of it and the two frames
+    before (``(H/2, W/2)`` float32, :func:`half_luma`) shows no noise over time
+    (:func:`noise_over_time` under :data:`COLOUR_LUMA_GATE`): in one frame a drawing's coloured
+    edges, and a clean photo's colour through a virtual camera's half-size colour, read as
+    colour noise; they are the same from frame to frame, and a camera's colour noise comes with
+    noise in its luma."""
+    colour = estimate_colour_noise(rgb)
+    if colour >= COLOUR_MIN_SIGMA and noise_over_time(luma, previous, before) < COLOUR_LUMA_GATE:
+        return 0.0
+    return colour
 
 
 def estimate_colour_noise(rgb: np.ndarray) -> float:
@@ -161,10 +183,10 @@ def estimate_colour_noise(rgb: np.ndarray) -> float:
     drawn ones left out) on each of the two, the larger. One frame is enough here, where luma
     needs three: a filmed picture's colour is smooth nearly everywhere (what texture it has is in
     its luma), so its flattest colour blocks are flat. Not so a drawn one: coloured text on white
-    (the white clipped, left out) leaves only the text's edges, which read as noise. So the reading
-    counts only beside luma noise measured over time (:func:`colour_blur`), which a still or
-    scrolling drawing does not have. A camera sending MJPG has had its fine colour noise removed
-    by the compression, and reads clean.
+    (the white clipped, left out) leaves only the text's edges, which read as noise; nor a clean
+    photo sent with half-size colour (I420). So the reading counts only beside luma noise over
+    time (:func:`measure_colour_noise`). A camera sending MJPG has had its fine colour noise
+    removed by the compression, and reads clean.
     """
     check_rgb8(rgb, "estimate_colour_noise frame")
     h, w = rgb.shape[:2]
@@ -201,13 +223,11 @@ def reduce_colour_noise(rgb: np.ndarray, blur: float) -> np.ndarray:
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
-def colour_blur(colour_sigma: float | None, sigma: float | None) -> float:
-    """The std of :func:`reduce_colour_noise`'s blur for a colour noise level and a (luma) noise
-    level, 0 for none: it grows from :data:`COLOUR_MIN_SIGMA` over :data:`COLOUR_RAMP` levels to
-    :data:`COLOUR_BLUR`, and is 0 under :data:`COLOUR_LUMA_GATE` of luma noise."""
+def colour_blur(colour_sigma: float | None) -> float:
+    """The std of :func:`reduce_colour_noise`'s blur for a colour noise level
+    (:func:`measure_colour_noise`), 0 for none: it grows from :data:`COLOUR_MIN_SIGMA` over
+    :data:`COLOUR_RAMP` levels to :data:`COLOUR_BLUR`."""
     if colour_sigma is None or colour_sigma < COLOUR_MIN_SIGMA:
-        return 0.0
-    if sigma is None or sigma < COLOUR_LUMA_GATE:
         return 0.0
     return COLOUR_BLUR * min(1.0, (colour_sigma - COLOUR_MIN_SIGMA) / COLOUR_RAMP)
 
@@ -215,7 +235,7 @@ def colour_blur(colour_sigma: float | None, sigma: float | None) -> float:
 def reduces(noise: float | None, colour: float | None) -> bool:
     """Whether noise reduction acts on a stream with these levels (:attr:`TemporalDenoiser.sigma`
     and :attr:`~TemporalDenoiser.colour_sigma`): filters it over time or blurs its colour."""
-    return (noise is not None and noise >= MIN_SIGMA) or colour_blur(colour, noise) > 0.0
+    return (noise is not None and noise >= MIN_SIGMA) or colour_blur(colour) > 0.0
 
 
 def worth_telling(noise: float | None, colour: float | None, *, told: bool = False) -> bool:
@@ -226,10 +246,7 @@ def worth_telling(noise: float | None, colour: float | None, *, told: bool = Fal
     if told:
         return reduces(noise, colour)
     return (noise is not None and noise >= SUGGEST_SIGMA) or (
-        colour is not None
-        and colour >= COLOUR_SUGGEST_SIGMA
-        and noise is not None
-        and noise >= COLOUR_LUMA_GATE
+        colour is not None and colour >= COLOUR_SUGGEST_SIGMA
     )
 
 
@@ -375,7 +392,7 @@ class TemporalDenoiser:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         check_rgb8(frame, "TemporalDenoiser frame")
         out = self._over_time(frame)
-        blur = colour_blur(self._colour, self._sigma)
+        blur = colour_blur(self._colour)
         return reduce_colour_noise(out, blur) if blur else out
 
     def _over_time(self, frame: np.ndarray) -> np.ndarray:
@@ -393,7 +410,7 @@ class TemporalDenoiser:
         if measurable and self._count % self.measure_every == 0:
             sigma = estimate_noise(luma, *earlier)  # type: ignore[arg-type]
             self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
-            colour = estimate_colour_noise(frame)
+            colour = measure_colour_noise(frame, luma, *earlier)  # type: ignore[arg-type]
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour
         if measurable:
             self._count += 1
@@ -489,5 +506,5 @@ class NoiseMeter:
             if len(lumas) == 3:
                 sigma = estimate_noise(lumas[2], lumas[1], lumas[0])
                 self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
-                colour = estimate_colour_noise(frame)
+                colour = measure_colour_noise(frame, lumas[2], lumas[1], lumas[0])
                 self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour

@@ -1291,7 +1291,7 @@ def test_the_evaluators_noise_reduction_is_the_apps() -> None:
         app = E.TemporalDenoiser()
         for n, frame in enumerate(sequence, 1):
             np.testing.assert_array_equal(app(frame), EV.denoised_last(sequence[:n]))
-            blurs.append(E.colour_blur(app.colour_sigma, app.sigma))
+            blurs.append(E.colour_blur(app.colour_sigma))
     assert 0.0 < min(blurs[-7:]) and min(blurs[-7:]) < E.COLOUR_BLUR  # within the ramp
 
 

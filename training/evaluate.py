@@ -781,10 +781,14 @@ def _noise(luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | N
     flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * 0.665)
     if previous is None or before is None or flat < DENOISE_FLAT_FLOOR:
         return flat
+    return min(_noise_over_time(luma, previous, before), 3.0 * flat)
+
+
+def _noise_over_time(luma: np.ndarray, previous: np.ndarray, before: np.ndarray) -> float:
     d_now, d_before = previous - luma, previous - before
     shared = _blocks(d_now) * _blocks(d_before)
     together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
-    return min(float(np.sqrt(max(together, 0.0) / 1.18)), 3.0 * flat)
+    return float(np.sqrt(max(together, 0.0) / 1.18))
 
 
 def _colour_noise(rgb: np.ndarray) -> float:
@@ -806,11 +810,9 @@ def _colour_noise(rgb: np.ndarray) -> float:
     return worst / (6.0 * _MEAN_ABS * 0.665)
 
 
-def _without_colour_noise(rgb: np.ndarray, colour: float | None, sigma: float | None) -> np.ndarray:
+def _without_colour_noise(rgb: np.ndarray, colour: float | None) -> np.ndarray:
     if colour is None or colour < DENOISE_COLOUR_MIN_SIGMA:
         return rgb
-    if sigma is None or sigma < DENOISE_COLOUR_LUMA_GATE:
-        return rgb  # colour edges of a drawing, not noise
     blur = DENOISE_COLOUR_BLUR * min(1.0, (colour - DENOISE_COLOUR_MIN_SIGMA) / DENOISE_COLOUR_RAMP)
     if not blur > 0.0:
         return rgb
@@ -840,6 +842,11 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
                 new = _noise(luma, lumas[0], lumas[1])
                 sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
                 new = _colour_noise(frame)
+                if (
+                    new >= DENOISE_COLOUR_MIN_SIGMA
+                    and _noise_over_time(luma, lumas[0], lumas[1]) < DENOISE_COLOUR_LUMA_GATE
+                ):
+                    new = 0.0  # a drawing's coloured edges, the same from frame to frame
                 colour = new if colour is None else 0.7 * colour + 0.3 * new
             count += 1
         lumas = [luma, *lumas[:1]]
@@ -862,7 +869,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(frame, out, 1.0 - full, full)
     # The colour blur is the output's, not the average's: it is not carried to the next frame.
-    return frames[-1] if out is None else _without_colour_noise(out, colour, sigma)
+    return frames[-1] if out is None else _without_colour_noise(out, colour)
 
 
 def with_denoise(run: Runner) -> Runner:
