@@ -648,8 +648,8 @@ def format_status(stats: Any, width: int = 90) -> str:
 
         if getattr(stats, "denoise", False):
             # Whether it has anything to do (a clean picture passes untouched).
-            text += f" · {levels}" + ("" if reduces(noise, colour) else " (none to reduce)")
-        elif worth_telling(noise, colour):
+            text += f" · {levels}" + ("" if reduces(noise) else " (none to reduce)")
+        elif worth_telling(noise):
             # A grainy camera and --denoise left off: the one place its user would learn of it.
             text += f" · grainy ({levels}): {GRAIN_ADVICE}"
     warn = stats.warning
@@ -2362,7 +2362,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         if kind == "video" and not args.denoise and noise is not None:
             from engine.denoise import worth_telling
 
-            if worth_telling(noise, colour):
+            if worth_telling(noise):
                 levels = _noise_levels(noise, colour)
                 _eprint(f"{PROG}: note: the video is grainy ({levels}); {GRAIN_ADVICE}")
         said = ""

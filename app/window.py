@@ -1789,15 +1789,12 @@ class MainWindow(QMainWindow):
     def _show_denoise_state(self, noise: float | None, colour: float | None = None) -> None:
         text = ""
         on = self.denoise_check.isChecked()
-        grain = noise is not None and noise >= DENOISE_MIN_SIGMA
-        speckle = denoise_colour_blur(colour) > 0.0
         # Not under a greyed-out switch (sharpening off): a reading taken before, arriving after.
         if noise is not None and on and self.denoise_check.isEnabled():
-            if grain:
+            if noise >= DENOISE_MIN_SIGMA:
+                speckle = denoise_colour_blur(colour, noise) > 0.0
                 also = " and colour noise" if speckle else ""
                 text = f"Reducing grain{also} (noise level {noise:.1f})"
-            elif speckle:
-                text = f"Reducing colour noise (level {colour:.1f})"
             else:
                 text = "No grain to reduce: the picture passes as it is"
         # Off by default, the switch is found when it would help: a grainy picture says so. Once
@@ -1807,14 +1804,10 @@ class MainWindow(QMainWindow):
             noise is not None
             and not on
             and self.denoise_check.isEnabled()
-            and denoise_worth_telling(noise, colour, told=self._suggesting_denoise)
+            and denoise_worth_telling(noise, told=self._suggesting_denoise)
         )
         if self._suggesting_denoise:
-            text = (
-                f"Grainy picture (noise level {noise:.1f}): turn this on to reduce it"
-                if grain
-                else f"Colour noise in the picture (level {colour:.1f}): turn this on to reduce it"
-            )
+            text = f"Grainy picture (noise level {noise:.1f}): turn this on to reduce it"
         self.denoise_status.setText(text)
         self.denoise_status.setVisible(bool(text))
 

@@ -23,19 +23,22 @@ Colour noise, the red and green speckle a dim sensor adds to its grain, is taken
 frame, moving or not, by blurring Cr and Cb alone (:func:`reduce_colour_noise`, a Gaussian of up
 to :data:`COLOUR_BLUR` pixels): a picture's detail is in its luma and its colour is smooth, which
 is why video codecs send colour at half size. It is measured from one frame at a time
-(:func:`measure_colour_noise`) and acts from :data:`COLOUR_MIN_SIGMA`, growing over
-:data:`COLOUR_RAMP`, where the luma shows noise over time too (:data:`COLOUR_LUMA_GATE`): in one
-frame a drawing's coloured edges (a slide, text on a screen), and a clean photo sent with
-half-size colour, read as colour noise, and they do not change from frame to frame. A camera whose MJPG compression has already taken out its fine
-colour noise reads clean and is left as it is. The blur is the output's: the average over time is kept
-without it, so it does not build up from frame to frame.
+(:func:`estimate_colour_noise`) and acts from :data:`COLOUR_MIN_SIGMA`, growing over
+:data:`COLOUR_RAMP`, but only where the luma is noisy by the luma's own measure, both in one frame
+and over time (from :data:`FLAT_FLOOR`, growing over :data:`RAMP`): in one frame a drawing's
+coloured edges (a slide, text on a screen) and a clean photo sent with half-size colour read as
+colour noise, a reading the colour alone cannot check over time (a shake or a flicker makes
+any picture's frames differ), and a camera's colour noise comes with noise in its luma. A
+camera whose MJPG compression has already taken out its fine colour noise reads clean and is
+left as it is. The blur is the output's: the average over time is kept without it, so it does
+not build up from frame to frame.
 
 What it does not do: remove grain from what moves (there is no motion compensation; a moving
 face keeps its grain, though not its colour speckle); remove colour noise that comes without
-grain (it is not told from a drawing's edges) or coarse colour blotches (a camera's
-compression leaves some 8 pixels and wider, which neither the estimate nor a 1-pixel blur
-sees); tell an isoluminant change, red to green of the same brightness, from noise over time (it
-compares luma); see grain as coarse as a Gaussian of 1.5
+grain, or with grain under :data:`FLAT_FLOOR` (it is not told from a drawing's edges), or coarse
+colour blotches (a camera's compression leaves some 8 pixels and wider, which neither the
+estimate nor a 1-pixel blur sees); tell an isoluminant change, red to green of the same
+brightness, from noise over time (it compares luma); see grain as coarse as a Gaussian of 1.5
 pixels (it reads as a clean picture); or leave alone a clean picture with no flat part at all
 (foliage, a patterned wall filling the frame) that pans faster than about 2 pixels a frame: its
 fine texture then reads as noise, and changes under the thresholds are averaged (34-78 levels at
@@ -66,13 +69,10 @@ COLOUR_MIN_SIGMA = 0.6
 COLOUR_RAMP = 0.6
 #: the colour blur at full strength: the std (pixels) of a Gaussian over Cr and Cb alone
 COLOUR_BLUR = 1.0
-#: colour noise from which a stream is worth telling its user about
-COLOUR_SUGGEST_SIGMA = COLOUR_MIN_SIGMA + COLOUR_RAMP
-#: the luma noise over time (:func:`noise_over_time`) without which a colour reading is not taken
-#: for noise (:func:`measure_colour_noise`): a drawing's coloured edges read as colour noise in
-#: one frame, and do not change from frame to frame; a camera's noise is in its luma too
-#: (independent noise in R, G and B of a colour reading of 0.6 reads 0.6 in luma)
-COLOUR_LUMA_GATE = 0.4
+#: the luma noise (over time, :func:`estimate_noise`) without which colour noise is not taken for
+#: noise: a drawing's coloured edges read as colour noise in one frame, and do not change from
+#: frame to frame; a camera's noise is in its luma too (independent noise in R, G and B of a
+#: colour reading of 0.6 reads 0.6 in luma)
 #: the flattest 1 % of a picture's 8x8 blocks measures less than this (levels, as white noise's std)
 #: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
 #: for motion, not noise
@@ -145,48 +145,25 @@ def estimate_noise(luma: np.ndarray, *earlier: np.ndarray) -> float:
     flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
     if len(earlier) < 2 or any(e.shape != luma.shape for e in earlier[:2]) or flat < FLAT_FLOOR:
         return flat
-    return min(noise_over_time(luma, *earlier[:2]), 3.0 * flat)
-
-
-def noise_over_time(luma: np.ndarray, previous: np.ndarray, before: np.ndarray) -> float:
-    """The part of :func:`estimate_noise` that reads three frames' lumas ``(H, W)`` float32
-    (this one, the one before, the one before that) and not the picture: the noise that is new
-    in each frame, which a still or steadily moving picture, drawn or filmed clean, does not
-    have."""
+    previous, before = earlier[:2]
     # The covariance within each block, not the mean product: a brightness change shared by the
     # two differences (auto-exposure, a flicker) is their means', not noise.
     d_now, d_before = previous - luma, previous - before
     shared = _blocks(d_now) * _blocks(d_before)
     together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
-    return float(np.sqrt(max(together, 0.0) / _LAG_READS))
-
-
-def measure_colour_noise(
-    rgb: np.ndarray, luma: np.ndarray, previous: np.ndarray, before: np.ndarray
-) -> float:
-    """:func:`estimate_colour_noise` of ``rgb``, or 0 where the luma of it and the two frames
-    before (``(H/2, W/2)`` float32, :func:`half_luma`) shows no noise over time
-    (:func:`noise_over_time` under :data:`COLOUR_LUMA_GATE`): in one frame a drawing's coloured
-    edges, and a clean photo's colour through a virtual camera's half-size colour, read as
-    colour noise; they are the same from frame to frame, and a camera's colour noise comes with
-    noise in its luma."""
-    colour = estimate_colour_noise(rgb)
-    if colour >= COLOUR_MIN_SIGMA and noise_over_time(luma, previous, before) < COLOUR_LUMA_GATE:
-        return 0.0
-    return colour
+    return min(float(np.sqrt(max(together, 0.0) / _LAG_READS)), 3.0 * flat)
 
 
 def estimate_colour_noise(rgb: np.ndarray) -> float:
     """Colour noise of one ``(H, W, 3)`` uint8 RGB frame, in levels of its half-size Cr and Cb.
 
     The flat estimate of :func:`estimate_noise` (the flattest 1 % of 8x8 blocks, clipped and
-    drawn ones left out) on each of the two, the larger. One frame is enough here, where luma
-    needs three: a filmed picture's colour is smooth nearly everywhere (what texture it has is in
-    its luma), so its flattest colour blocks are flat. Not so a drawn one: coloured text on white
-    (the white clipped, left out) leaves only the text's edges, which read as noise; nor a clean
-    photo sent with half-size colour (I420). So the reading counts only beside luma noise over
-    time (:func:`measure_colour_noise`). A camera sending MJPG has had its fine colour noise
-    removed by the compression, and reads clean.
+    drawn ones left out) on each of the two, the larger. It is one frame's reading, which only
+    sizes the colour blur: coloured text on white (the white clipped, left out) leaves only the
+    text's edges, which read as noise, and a clean photo sent with half-size colour reads so too,
+    so the blur acts only beside grain that the luma's estimate has checked over time
+    (:func:`colour_blur`). A camera sending MJPG has had its fine colour noise removed by the
+    compression, and reads clean.
     """
     check_rgb8(rgb, "estimate_colour_noise frame")
     h, w = rgb.shape[:2]
@@ -223,31 +200,38 @@ def reduce_colour_noise(rgb: np.ndarray, blur: float) -> np.ndarray:
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
-def colour_blur(colour_sigma: float | None) -> float:
-    """The std of :func:`reduce_colour_noise`'s blur for a colour noise level
-    (:func:`measure_colour_noise`), 0 for none: it grows from :data:`COLOUR_MIN_SIGMA` over
-    :data:`COLOUR_RAMP` levels to :data:`COLOUR_BLUR`."""
-    if colour_sigma is None or colour_sigma < COLOUR_MIN_SIGMA:
+def colour_blur(colour_sigma: float | None, sigma: float | None) -> float:
+    """The std of :func:`reduce_colour_noise`'s blur for a colour noise level and the (luma)
+    noise level, 0 for none: it grows from :data:`COLOUR_MIN_SIGMA` over :data:`COLOUR_RAMP`
+    levels of colour noise, and from :data:`FLAT_FLOOR` over :data:`RAMP` levels of luma noise,
+    to :data:`COLOUR_BLUR`. From :data:`FLAT_FLOOR` the luma's reading has been checked over
+    time (:func:`estimate_noise`), which no colour reading is: under it, a drawing or a clean
+    photo that shakes or flickers would have its colour blurred."""
+    if colour_sigma is None or sigma is None:
         return 0.0
-    return COLOUR_BLUR * min(1.0, (colour_sigma - COLOUR_MIN_SIGMA) / COLOUR_RAMP)
-
-
-def reduces(noise: float | None, colour: float | None) -> bool:
-    """Whether noise reduction acts on a stream with these levels (:attr:`TemporalDenoiser.sigma`
-    and :attr:`~TemporalDenoiser.colour_sigma`): filters it over time or blurs its colour."""
-    return (noise is not None and noise >= MIN_SIGMA) or colour_blur(colour) > 0.0
-
-
-def worth_telling(noise: float | None, colour: float | None, *, told: bool = False) -> bool:
-    """Whether a stream with these levels, noise reduction off, is grainy enough to tell its
-    user of it: from :data:`SUGGEST_SIGMA` or :data:`COLOUR_SUGGEST_SIGMA`, where it works at
-    full strength. ``told``: already said, and said on until the levels fall under those where
-    it acts at all, so that a reading wavering around the first does not flicker."""
-    if told:
-        return reduces(noise, colour)
-    return (noise is not None and noise >= SUGGEST_SIGMA) or (
-        colour is not None and colour >= COLOUR_SUGGEST_SIGMA
+    by_colour = (colour_sigma - COLOUR_MIN_SIGMA) / COLOUR_RAMP
+    by_luma = (sigma - FLAT_FLOOR) / RAMP
+    return (
+        COLOUR_BLUR * min(1.0, by_colour) * min(1.0, by_luma)
+        if min(by_colour, by_luma) > 0
+        else 0.0
     )
+
+
+def reduces(noise: float | None) -> bool:
+    """Whether noise reduction acts on a stream with this noise level (:attr:`TemporalDenoiser.sigma`;
+    its colour blur needs more, :func:`colour_blur`)."""
+    return noise is not None and noise >= MIN_SIGMA
+
+
+def worth_telling(noise: float | None, *, told: bool = False) -> bool:
+    """Whether a stream with this noise level, noise reduction off, is grainy enough to tell its
+    user of it: from :data:`SUGGEST_SIGMA`, where it works at full strength. ``told``: already
+    said, and said on until the level falls under that where it acts at all, so that a reading
+    wavering around the first does not flicker."""
+    if noise is None:
+        return False
+    return noise >= (MIN_SIGMA if told else SUGGEST_SIGMA)
 
 
 def motion_weights(
@@ -385,14 +369,14 @@ class TemporalDenoiser:
 
     @property
     def active(self) -> bool:
-        """Whether frames are being filtered (the noise is over :data:`MIN_SIGMA`, or the
-        colour noise over :data:`COLOUR_MIN_SIGMA`)."""
-        return reduces(self._sigma, self._colour)
+        """Whether frames are being filtered (the noise is over :data:`MIN_SIGMA`; the colour
+        blur needs more, :func:`colour_blur`)."""
+        return reduces(self._sigma)
 
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         check_rgb8(frame, "TemporalDenoiser frame")
         out = self._over_time(frame)
-        blur = colour_blur(self._colour)
+        blur = colour_blur(self._colour, self._sigma)
         return reduce_colour_noise(out, blur) if blur else out
 
     def _over_time(self, frame: np.ndarray) -> np.ndarray:
@@ -410,7 +394,7 @@ class TemporalDenoiser:
         if measurable and self._count % self.measure_every == 0:
             sigma = estimate_noise(luma, *earlier)  # type: ignore[arg-type]
             self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
-            colour = measure_colour_noise(frame, luma, *earlier)  # type: ignore[arg-type]
+            colour = estimate_colour_noise(frame)
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour
         if measurable:
             self._count += 1
@@ -506,5 +490,5 @@ class NoiseMeter:
             if len(lumas) == 3:
                 sigma = estimate_noise(lumas[2], lumas[1], lumas[0])
                 self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
-                colour = measure_colour_noise(frame, lumas[2], lumas[1], lumas[0])
+                colour = estimate_colour_noise(frame)
                 self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour

@@ -4771,12 +4771,13 @@ def test_the_status_line_says_what_noise_reduction_found() -> None:
     assert grainy.endswith(" · grainy (noise 3.2): --denoise would reduce it")
     for quiet in (0.4, 1.9):
         assert "noise" not in cli.format_status(EngineStats(**flowing, noise=quiet))
-    # The colour noise with it: on, blurred alone; off, enough alone to be told of.
-    speckled = cli.format_status(EngineStats(**on, noise=0.2, colour_noise=0.9))
-    assert speckled.endswith(" · noise 0.2, colour 0.9")
-    assert cli.format_status(EngineStats(**on, noise=0.2, colour_noise=0.5)).endswith(
-        " · noise 0.2, colour 0.5 (none to reduce)"
+    # The colour noise with it; it alone is not told of (a drawing or a clean photo reads as
+    # it in one frame).
+    speckled = cli.format_status(EngineStats(**on, noise=2.5, colour_noise=0.9))
+    assert speckled.endswith(" · noise 2.5, colour 0.9")
+    assert cli.format_status(EngineStats(**on, noise=0.2, colour_noise=1.3)).endswith(
+        " · noise 0.2, colour 1.3 (none to reduce)"
     )
-    told = cli.format_status(EngineStats(**flowing, noise=0.2, colour_noise=1.3))
-    assert told.endswith(" · grainy (noise 0.2, colour 1.3): --denoise would reduce it")
-    assert "noise" not in cli.format_status(EngineStats(**flowing, noise=0.2, colour_noise=1.1))
+    told = cli.format_status(EngineStats(**flowing, noise=2.5, colour_noise=1.3))
+    assert told.endswith(" · grainy (noise 2.5, colour 1.3): --denoise would reduce it")
+    assert "noise" not in cli.format_status(EngineStats(**flowing, noise=0.2, colour_noise=1.3))

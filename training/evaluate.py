@@ -752,7 +752,6 @@ DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts a
 DENOISE_COLOUR_MIN_SIGMA = 0.6  # colour noise (half-size Cr and Cb) below which colour passes
 DENOISE_COLOUR_RAMP = 0.6  # levels over that across which the colour blur grows to full
 DENOISE_COLOUR_BLUR = 1.0  # the colour blur's Gaussian std (pixels) at full strength
-DENOISE_COLOUR_LUMA_GATE = 0.4  # luma noise without which colour noise is not taken for noise
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
 
@@ -781,14 +780,10 @@ def _noise(luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | N
     flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * 0.665)
     if previous is None or before is None or flat < DENOISE_FLAT_FLOOR:
         return flat
-    return min(_noise_over_time(luma, previous, before), 3.0 * flat)
-
-
-def _noise_over_time(luma: np.ndarray, previous: np.ndarray, before: np.ndarray) -> float:
     d_now, d_before = previous - luma, previous - before
     shared = _blocks(d_now) * _blocks(d_before)
     together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
-    return float(np.sqrt(max(together, 0.0) / 1.18))
+    return min(float(np.sqrt(max(together, 0.0) / 1.18)), 3.0 * flat)
 
 
 def _colour_noise(rgb: np.ndarray) -> float:
@@ -810,12 +805,15 @@ def _colour_noise(rgb: np.ndarray) -> float:
     return worst / (6.0 * _MEAN_ABS * 0.665)
 
 
-def _without_colour_noise(rgb: np.ndarray, colour: float | None) -> np.ndarray:
-    if colour is None or colour < DENOISE_COLOUR_MIN_SIGMA:
+def _without_colour_noise(rgb: np.ndarray, colour: float | None, sigma: float | None) -> np.ndarray:
+    if colour is None or sigma is None:
         return rgb
-    blur = DENOISE_COLOUR_BLUR * min(1.0, (colour - DENOISE_COLOUR_MIN_SIGMA) / DENOISE_COLOUR_RAMP)
-    if not blur > 0.0:
+    # From the flat floor the luma's reading was checked over time; the colour's never is.
+    by_colour = (colour - DENOISE_COLOUR_MIN_SIGMA) / DENOISE_COLOUR_RAMP
+    by_luma = (sigma - DENOISE_FLAT_FLOOR) / DENOISE_RAMP
+    if not min(by_colour, by_luma) > 0:
         return rgb
+    blur = DENOISE_COLOUR_BLUR * min(1.0, by_colour) * min(1.0, by_luma)
     ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
     cv2.mixChannels([cv2.GaussianBlur(ycc, (0, 0), blur)], [ycc], [1, 1, 2, 2])
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
@@ -842,11 +840,6 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
                 new = _noise(luma, lumas[0], lumas[1])
                 sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
                 new = _colour_noise(frame)
-                if (
-                    new >= DENOISE_COLOUR_MIN_SIGMA
-                    and _noise_over_time(luma, lumas[0], lumas[1]) < DENOISE_COLOUR_LUMA_GATE
-                ):
-                    new = 0.0  # a drawing's coloured edges, the same from frame to frame
                 colour = new if colour is None else 0.7 * colour + 0.3 * new
             count += 1
         lumas = [luma, *lumas[:1]]
@@ -869,7 +862,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(frame, out, 1.0 - full, full)
     # The colour blur is the output's, not the average's: it is not carried to the next frame.
-    return frames[-1] if out is None else _without_colour_noise(out, colour)
+    return frames[-1] if out is None else _without_colour_noise(out, colour, sigma)
 
 
 def with_denoise(run: Runner) -> Runner:
