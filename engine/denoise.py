@@ -40,10 +40,15 @@ colour blotches (a camera's compression leaves some 8 pixels and wider, which ne
 estimate nor a 1-pixel blur sees); tell an isoluminant change, red to green of the same
 brightness, from noise over time (it compares luma); see grain as coarse as a Gaussian of 1.5
 pixels (it reads as a clean picture); or leave alone a clean picture with no flat part at all
-(foliage, a patterned wall filling the frame) that pans faster than about 2 pixels a frame: its
-fine texture then reads as noise, and changes under the thresholds are averaged (34-78 levels at
-most on such photos in a 2-pixel pan; :func:`estimate_noise`), as it does under a light that
-flickers by 6 % or more (by 6 levels at most there).
+(foliage, a patterned wall filling the frame) that pans about 2 pixels a frame or more, or shakes
+back and forth by half a pixel or more: its fine texture then reads as noise, and changes under
+the thresholds are averaged (34-78 levels at most on such photos in a 2-pixel pan;
+:func:`estimate_noise`), and its colour is blurred with the rest, which adds to the change; as
+it does under a light that flickers by 6 % or more (by 6 levels at most there, where every frame is taken for a cut
+and passes, colour included).
+
+After a cut the levels, smoothed over measurements, lag the new scene: its colour is left alone
+until a measurement of it finds grain over :data:`FLAT_FLOOR`.
 
 Shapes: frames are ``(H, W, 3) uint8`` RGB; weights and luma are ``(H/2, W/2) float32``.
 """
@@ -352,6 +357,9 @@ class TemporalDenoiser:
         self._in_luma2: np.ndarray | None = None  # the one before it
         self._sigma: float | None = None
         self._colour: float | None = None
+        # The last measurement read grain over FLAT_FLOOR, checked over time, and no cut came
+        # since: only then is the colour blurred. The smoothed levels lag a change of scene.
+        self._grain_checked = False
         self._count = 0
         self.moving = 0.0  # share of pixels the last filtered frame took as moving
 
@@ -376,7 +384,7 @@ class TemporalDenoiser:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         check_rgb8(frame, "TemporalDenoiser frame")
         out = self._over_time(frame)
-        blur = colour_blur(self._colour, self._sigma)
+        blur = colour_blur(self._colour, self._sigma) if self._grain_checked else 0.0
         return reduce_colour_noise(out, blur) if blur else out
 
     def _over_time(self, frame: np.ndarray) -> np.ndarray:
@@ -394,6 +402,7 @@ class TemporalDenoiser:
         if measurable and self._count % self.measure_every == 0:
             sigma = estimate_noise(luma, *earlier)  # type: ignore[arg-type]
             self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
+            self._grain_checked = sigma >= FLAT_FLOOR
             colour = estimate_colour_noise(frame)
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour
         if measurable:
@@ -412,6 +421,9 @@ class TemporalDenoiser:
         )
         self.moving = float(np.count_nonzero(weights == 0.0)) / weights.size
         if self.moving > self.CUT_FRACTION:
+            # A new scene (or a picture the luma takes for noise under a strong flicker): its
+            # colour is left as it is until a measurement of it finds grain.
+            self._grain_checked = False
             self._keep(frame, luma, luma)
             return frame
         out, out_luma = _blend(frame, self._out, luma, self._out_luma, weights)

@@ -826,6 +826,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
     lumas: list[np.ndarray] = []  # the inputs', newest first
     sigma: float | None = None
     colour: float | None = None
+    checked = False  # the last measurement read grain over the flat floor, and no cut since
     count = 0
     for frame in frames:
         if min(frame.shape[:2]) < 16:
@@ -834,11 +835,13 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         luma = _half_luma(frame)
         if out is None or out.shape != frame.shape:
             out, out_luma, lumas, sigma, colour, count = frame, luma, [luma], None, None, 0
+            checked = False
             continue
         if len(lumas) >= 2:
             if count % DENOISE_MEASURE_EVERY == 0:
                 new = _noise(luma, lumas[0], lumas[1])
                 sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
+                checked = new >= DENOISE_FLAT_FLOOR
                 new = _colour_noise(frame)
                 colour = new if colour is None else 0.7 * colour + 0.3 * new
             count += 1
@@ -856,13 +859,15 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         weights = cv2.erode(diff, np.ones((3, 3), np.uint8))
         weights *= DENOISE_STRENGTH * min(1.0, (sigma - DENOISE_MIN_SIGMA) / DENOISE_RAMP)
         if np.count_nonzero(weights == 0.0) / weights.size > DENOISE_CUT:
-            out, out_luma = frame, luma
+            out, out_luma, checked = frame, luma, False
             continue
         out_luma = luma + weights * (out_luma - luma)
         full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(frame, out, 1.0 - full, full)
     # The colour blur is the output's, not the average's: it is not carried to the next frame.
-    return frames[-1] if out is None else _without_colour_noise(out, colour, sigma)
+    if out is None:
+        return frames[-1]
+    return _without_colour_noise(out, colour, sigma) if checked else out
 
 
 def with_denoise(run: Runner) -> Runner:
