@@ -40,12 +40,13 @@ colour blotches (a camera's compression leaves some 8 pixels and wider, which ne
 estimate nor a 1-pixel blur sees); tell an isoluminant change, red to green of the same
 brightness, from noise over time (it compares luma); see grain as coarse as a Gaussian of 1.5
 pixels (it reads as a clean picture); or leave alone a clean picture with no flat part at all
-(foliage, a patterned wall filling the frame) that pans about 2 pixels a frame or more, or shakes
-back and forth by half a pixel or more: its fine texture then reads as noise, and changes under
-the thresholds are averaged (34-78 levels at most on such photos in a 2-pixel pan;
-:func:`estimate_noise`), and its colour is blurred with the rest, which adds to the change; as
-it does under a light that flickers by 6 % or more (by 6 levels at most there, where every frame is taken for a cut
-and passes, colour included).
+(foliage, a patterned wall filling the frame; flat parts clipped to white or black do not count,
+so a textured object moving over a blown-out white wall is such a picture) that pans about 2
+pixels a frame or more, or shakes back and forth by half a pixel or more: its fine texture then
+reads as noise, and changes under the thresholds are averaged (34-78 levels at most on such
+photos in a 2-pixel pan; :func:`estimate_noise`), and its colour is blurred with the rest, which
+adds to the change; as it does under a light that flickers by 6 % or more (by 6 levels at most
+there, where every frame is taken for a cut and passes, colour included).
 
 After a cut the levels, smoothed over measurements, lag the new scene: its colour is left alone
 until a measurement of it finds grain over :data:`FLAT_FLOOR`.
