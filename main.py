@@ -642,10 +642,9 @@ def format_status(stats: Any, width: int = 90) -> str:
         )
     noise = getattr(stats, "noise", None)
     if noise is not None:
-        colour = getattr(stats, "colour_noise", None)
-        levels = _noise_levels(noise, colour)
         from engine.denoise import reduces, worth_telling
 
+        levels = _noise_levels(noise, getattr(stats, "colour_noise", None))
         if getattr(stats, "denoise", False):
             # Whether it has anything to do (a clean picture passes untouched).
             text += f" · {levels}" + ("" if reduces(noise) else " (none to reduce)")

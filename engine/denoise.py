@@ -75,10 +75,6 @@ COLOUR_MIN_SIGMA = 0.6
 COLOUR_RAMP = 0.6
 #: the colour blur at full strength: the std (pixels) of a Gaussian over Cr and Cb alone
 COLOUR_BLUR = 1.0
-#: the luma noise (over time, :func:`estimate_noise`) without which colour noise is not taken for
-#: noise: a drawing's coloured edges read as colour noise in one frame, and do not change from
-#: frame to frame; a camera's noise is in its luma too (independent noise in R, G and B of a
-#: colour reading of 0.6 reads 0.6 in luma)
 #: the flattest 1 % of a picture's 8x8 blocks measures less than this (levels, as white noise's std)
 #: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
 #: for motion, not noise
@@ -319,13 +315,13 @@ class TemporalDenoiser:
 
     ``denoiser(frame)`` returns the filtered frame (a new array, or ``frame`` itself when it
     passes untouched: the first two frames, as the noise is measured over three, the first two
-    after a size change, and frames with noise under :data:`MIN_SIGMA` and colour noise under
-    :data:`COLOUR_MIN_SIGMA`). The noise levels are re-measured every ``measure_every`` frames
-    and smoothed over time, so one odd frame (a cut, a flash) moves them little; a frame that
-    changes almost everywhere starts the average afresh. Colour noise is then blurred away in
-    every frame, moving or not (:func:`reduce_colour_noise`); the average over time is kept
-    without it, so the blur does not compound from frame to frame. Not thread-safe: one
-    stream, one caller.
+    after a size change, and frames with noise under :data:`MIN_SIGMA`). The noise levels are
+    re-measured every ``measure_every`` frames and smoothed over time, so one odd frame (a cut,
+    a flash) moves them little; a frame that changes almost everywhere starts the average
+    afresh. Colour noise beside grain is then blurred away in every frame, moving or not
+    (:func:`colour_blur`, :func:`reduce_colour_noise`), but for a frame taken for a cut and
+    those after it until the next measurement; the average over time is kept without it, so the
+    blur does not compound from frame to frame. Not thread-safe: one stream, one caller.
 
     Args:
         strength: see :func:`temporal_denoise`.

@@ -468,7 +468,8 @@ class Engine:
     @property
     def colour_noise_level(self) -> float | None:
         """The colour noise measured in the frames (levels of half-size Cr and Cb; noise
-        reduction blurs it from :data:`engine.denoise.COLOUR_MIN_SIGMA`), as :attr:`noise_level`."""
+        reduction blurs it beside grain, :func:`engine.denoise.colour_blur`), as
+        :attr:`noise_level`."""
         if self._denoising:
             return self._denoiser.colour_sigma
         return self._meter.colour_sigma if self._metering else None

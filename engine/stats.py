@@ -48,8 +48,8 @@ class EngineStats:
     # engine.denoise.MIN_SIGMA), also while noise reduction is off (then read every few frames);
     # None while the engine is off or before three frames.
     noise: float | None = None
-    # The colour noise, as noise (levels of half-size Cr and Cb; blurred from
-    # engine.denoise.COLOUR_MIN_SIGMA).
+    # The colour noise, as noise (levels of half-size Cr and Cb; blurred beside grain:
+    # engine.denoise.colour_blur).
     colour_noise: float | None = None
     denoise: bool = False  # noise reduction on (it acts once noise reaches MIN_SIGMA)
     size: tuple[int, int] | None = None  # (W, H) of the last frame written
