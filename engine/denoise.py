@@ -30,11 +30,23 @@ coloured edges (a slide, text on a screen) and a clean photo sent with half-size
 colour noise, a reading the colour alone cannot check over time (a shake or a flicker makes
 any picture's frames differ), and a camera's colour noise comes with noise in its luma. A
 camera whose MJPG compression has already taken out its fine colour noise reads clean and is
-left as it is. The blur is the output's: the average over time is kept without it, so it does
-not build up from frame to frame.
+left as it is.
 
-What it does not do: remove grain from what moves (there is no motion compensation; a moving
-face keeps its grain, though not its colour speckle); remove colour noise that comes without
+Grain in what moves, which the average over time passes as it is, is flattened within the frame
+by a local adaptive Wiener filter on the luma (:func:`reduce_grain`): a pixel moves towards the
+mean of its 5x5 window by as much as the window's own variation is like the noise, so a moving
+face's skin and a wall behind it lose their grain and edges keep theirs. It is sized by the noise
+the average over time left at each pixel (:func:`grain_flatness`): all of it where the scene
+moved, a ninth of its variance where the average has settled, so a still picture is not flattened
+further than its remaining grain asks. It goes by the lower of the two noise estimates (the
+picture's own and the one over time, :func:`noise_levels`: a fine texture moving fast reads as
+noise over time) and acts, as the colour blur does, from :data:`FLAT_FLOOR`, growing over
+:data:`RAMP`. The colour blur and the grain filter are the output's: the average over time is
+kept without them, so they do not build up from frame to frame.
+
+What it does not do: average what moves over time (there is no motion compensation: the grain
+filter takes grain from its flat parts, not from beside its edges or from a texture that varies
+about as much as the grain does); remove colour noise that comes without
 grain, or with grain under :data:`FLAT_FLOOR` (it is not told from a drawing's edges), or coarse
 colour blotches (a camera's compression leaves some 8 pixels and wider, which neither the
 estimate nor a 1-pixel blur sees); tell an isoluminant change, red to green of the same
@@ -44,14 +56,16 @@ pixels (it reads as a clean picture); or leave alone a clean picture with no fla
 so a textured object moving over a blown-out white wall is such a picture) that pans about 2
 pixels a frame or more, or shakes back and forth by half a pixel or more: its fine texture then
 reads as noise, and changes under the thresholds are averaged (34-78 levels at most on such
-photos in a 2-pixel pan; :func:`estimate_noise`), and its colour is blurred with the rest, which
-adds to the change; as it does under a light that flickers by 6 % or more (by 6 levels at most
-there, where every frame is taken for a cut and passes, colour included).
+photos in a 2-pixel pan; :func:`estimate_noise`), and its colour is blurred and its smoothest
+texture flattened with the rest, which adds to the change; as it does under a light that
+flickers by 6 % or more (by 6 levels at most there, where every frame is taken for a cut and
+passes, colour included).
 
-After a cut the levels, smoothed over measurements, lag the new scene: its colour is left alone
-until a measurement of it finds grain over :data:`FLAT_FLOOR`.
+After a cut the levels, smoothed over measurements, lag the new scene: its colour and its grain
+are left alone until a measurement of it finds grain over :data:`FLAT_FLOOR`.
 
-Shapes: frames are ``(H, W, 3) uint8`` RGB; weights and luma are ``(H/2, W/2) float32``.
+Shapes: frames are ``(H, W, 3) uint8`` RGB; weights, flatness and luma are ``(H/2, W/2)
+float32``.
 """
 
 from __future__ import annotations
@@ -79,6 +93,13 @@ COLOUR_BLUR = 1.0
 #: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
 #: for motion, not noise
 FLAT_FLOOR = 1.2
+#: the grain filter (:func:`reduce_grain`) keeps half of a pixel's difference from its window's
+#: mean where the luma's std over the window is this many noise levels (of half-size luma, as
+#: the noise is measured: white noise's std on the frame's own pixels is twice that), less
+#: where it is less, more where it is more
+GRAIN_SPREAD = 4.0
+#: the grain filter's window: (2 r + 1)^2 pixels
+GRAIN_RADIUS = 2
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
 MIN_SIDE = 16
 
@@ -114,7 +135,14 @@ def _blocks(values: np.ndarray) -> np.ndarray:
 
 
 def estimate_noise(luma: np.ndarray, *earlier: np.ndarray) -> float:
-    """Noise std of ``luma`` ``(H, W)`` float32, in its levels.
+    """Noise std of ``luma`` ``(H, W)`` float32, in its levels: the second of
+    :func:`noise_levels`."""
+    return noise_levels(luma, *earlier)[1]
+
+
+def noise_levels(luma: np.ndarray, *earlier: np.ndarray) -> tuple[float, float]:
+    """Noise std of ``luma`` ``(H, W)`` float32, in its levels: ``(flat, sigma)``, the picture's
+    own estimate and the one checked over time (the noise level).
 
     First from the picture alone: the flattest 1 % of its 8x8 blocks (leaving out blocks clipped
     to black or white and drawn ones, where no camera noise shows), through a kernel blind to
@@ -143,17 +171,17 @@ def estimate_noise(luma: np.ndarray, *earlier: np.ndarray) -> float:
     level = _blocks(luma)
     unclipped = response[(level > _CLIPPED) & (level < 255.0 - _CLIPPED) & (response > _DRAWN)]
     if unclipped.size == 0:
-        return 0.0
+        return 0.0, 0.0
     flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
     if len(earlier) < 2 or any(e.shape != luma.shape for e in earlier[:2]) or flat < FLAT_FLOOR:
-        return flat
+        return flat, flat
     previous, before = earlier[:2]
     # The covariance within each block, not the mean product: a brightness change shared by the
     # two differences (auto-exposure, a flicker) is their means', not noise.
     d_now, d_before = previous - luma, previous - before
     shared = _blocks(d_now) * _blocks(d_before)
     together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
-    return min(float(np.sqrt(max(together, 0.0) / _LAG_READS)), 3.0 * flat)
+    return flat, min(float(np.sqrt(max(together, 0.0) / _LAG_READS)), 3.0 * flat)
 
 
 def estimate_colour_noise(rgb: np.ndarray) -> float:
@@ -196,10 +224,97 @@ def reduce_colour_noise(rgb: np.ndarray, blur: float) -> np.ndarray:
     half-size colour keeps a picture sharp."""
     if not blur > 0.0:
         raise ValueError(f"blur must be > 0, got {blur!r}")
+    return _reduce_in_frame(rgb, blur, None, 1.0)
+
+
+def reduce_grain(rgb: np.ndarray, flatness: np.ndarray, amount: float = 1.0) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB with the grain in its luma flattened and its Cr and Cb kept.
+
+    A local adaptive Wiener filter (Lee, "Digital image enhancement and noise filtering by use
+    of local statistics", 1980): each pixel moves towards the mean of its window
+    (:data:`GRAIN_RADIUS`), keeping a share ``var / (var + flatness)`` of its difference from
+    it, ``var`` the luma's variance over the window. Where the luma varies by less than
+    ``sqrt(flatness)`` (grain on a flat wall, on skin) it is mostly averaged; where it varies by
+    more (an edge, a texture) it is mostly kept, so it does not blur the way a Gaussian would.
+    ``flatness`` ``(H // 2, W // 2)`` float32 > 0, in squared levels (:func:`grain_flatness`),
+    is upsampled to the frame; ``amount`` in (0, 1] mixes the result with the luma as it was.
+    """
+    _check_flatness(rgb, flatness)
+    if not 0.0 < amount <= 1.0:
+        raise ValueError(f"amount must be in (0, 1], got {amount!r}")
+    return _reduce_in_frame(rgb, 0.0, flatness, amount)
+
+
+def _check_flatness(rgb: np.ndarray, flatness: np.ndarray) -> None:
+    check_rgb8(rgb, "reduce_grain frame")
+    h, w = rgb.shape[:2]
+    if min(h, w) < 2:
+        raise ValueError(f"expected a frame of at least 2x2, got {w}x{h}")
+    if not isinstance(flatness, np.ndarray) or flatness.dtype != np.float32:
+        raise ValueError(
+            f"flatness must be a float32 array, got {type(flatness).__name__} "
+            f"{getattr(flatness, 'dtype', '')}".rstrip()
+        )
+    if flatness.shape != (h // 2, w // 2):
+        raise ValueError(
+            f"flatness must be ({h // 2}, {w // 2}) for a {w}x{h} frame, got "
+            f"{tuple(flatness.shape)}"
+        )
+    if not np.all(flatness > 0.0):  # NaN fails too
+        raise ValueError("flatness must be > 0 everywhere")
+
+
+def _flattened_luma(luma: np.ndarray, flatness: np.ndarray, amount: float) -> np.ndarray:
+    """:func:`reduce_grain` on ``(H, W)`` uint8 luma, returning it as uint8."""
+    # OpenCV's arithmetic rather than numpy's: it runs on every core, and this is per frame.
+    y = luma.astype(np.float32)
+    size = (2 * GRAIN_RADIUS + 1, 2 * GRAIN_RADIUS + 1)
+    mean = cv2.boxFilter(y, -1, size)
+    var = cv2.boxFilter(cv2.multiply(y, y), -1, size)
+    var = cv2.max(cv2.subtract(var, cv2.multiply(mean, mean)), 0.0)  # 0: float rounding
+    keep = cv2.resize(flatness, (y.shape[1], y.shape[0]), interpolation=cv2.INTER_LINEAR)
+    keep = cv2.divide(var, cv2.add(keep, var))
+    if amount < 1.0:
+        # luma + amount * (out - luma) keeps a share 1 - amount of the rest too
+        keep = cv2.addWeighted(keep, amount, keep, 0.0, 1.0 - amount)
+    # mean + keep * (luma - mean), rounded to nearest and saturated
+    return cv2.add(mean, cv2.multiply(keep, cv2.subtract(y, mean)), dtype=cv2.CV_8U)
+
+
+def _reduce_in_frame(
+    rgb: np.ndarray, blur: float, flatness: np.ndarray | None, amount: float
+) -> np.ndarray:
+    """The colour blur and the grain filter in one trip through YCrCb."""
     ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-    smooth = cv2.GaussianBlur(ycc, (0, 0), blur)
-    cv2.mixChannels([smooth], [ycc], [1, 1, 2, 2])
+    if blur > 0.0:
+        smooth = cv2.GaussianBlur(ycc, (0, 0), blur)
+        cv2.mixChannels([smooth], [ycc], [1, 1, 2, 2])
+    if flatness is not None:
+        luma = _flattened_luma(np.ascontiguousarray(ycc[..., 0]), flatness, amount)
+        cv2.mixChannels([luma], [ycc], [0, 0])
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
+
+
+def grain_strength(sigma: float | None) -> float:
+    """How much of :func:`reduce_grain`'s result is taken, 0 for none, for a (luma) noise
+    level: from :data:`FLAT_FLOOR`, where the level has been checked over time
+    (:func:`estimate_noise`), growing over :data:`RAMP` to 1, as the colour blur does."""
+    if sigma is None:
+        return 0.0
+    return min(1.0, max(0.0, (sigma - FLAT_FLOOR) / RAMP))
+
+
+def grain_flatness(sigma: float, weights: np.ndarray) -> np.ndarray:
+    """:func:`reduce_grain`'s ``flatness`` ``(H/2, W/2)`` float32 after a step of the filter
+    over time with ``weights`` (:func:`motion_weights`) at noise level ``sigma``: the square of
+    :data:`GRAIN_SPREAD` times the noise left. Where the scene moved (weight 0) that is the
+    frame's own; where it held still the average over time has taken most of it, and the grain
+    filter takes only what is left, a share ``(1 - w) / (1 + w)`` of the variance once the
+    average has settled (a ninth at the full weight of 0.8), so that a still, sharp picture is
+    not flattened further than its noise asks."""
+    flatness = (1.0 - weights) / (1.0 + weights)
+    flatness *= (GRAIN_SPREAD * sigma) ** 2
+    return flatness
 
 
 def colour_blur(colour_sigma: float | None, sigma: float | None) -> float:
@@ -319,9 +434,11 @@ class TemporalDenoiser:
     re-measured every ``measure_every`` frames and smoothed over time, so one odd frame (a cut,
     a flash) moves them little; a frame that changes almost everywhere starts the average
     afresh. Colour noise beside grain is then blurred away in every frame, moving or not
-    (:func:`colour_blur`, :func:`reduce_colour_noise`), but for a frame taken for a cut and
-    those after it until the next measurement; the average over time is kept without it, so the
-    blur does not compound from frame to frame. Not thread-safe: one stream, one caller.
+    (:func:`colour_blur`, :func:`reduce_colour_noise`), and the grain the average left is
+    flattened (:func:`grain_strength`, :func:`grain_flatness`, :func:`reduce_grain`), but for a
+    frame taken for a cut and those after it until the next measurement; the average over time
+    is kept without either, so they do not compound from frame to frame. Not thread-safe: one
+    stream, one caller.
 
     Args:
         strength: see :func:`temporal_denoise`.
@@ -353,11 +470,13 @@ class TemporalDenoiser:
         self._in_luma: np.ndarray | None = None  # the previous frame's
         self._in_luma2: np.ndarray | None = None  # the one before it
         self._sigma: float | None = None
+        self._flat: float | None = None  # the pictures' own estimate, smoothed as _sigma
         self._colour: float | None = None
         # The last measurement read grain over FLAT_FLOOR, checked over time, and no cut came
         # since: only then is the colour blurred. The smoothed levels lag a change of scene.
         self._grain_checked = False
         self._count = 0
+        self._weights: np.ndarray | None = None  # this frame's step over time, None if it passed
         self.moving = 0.0  # share of pixels the last filtered frame took as moving
 
     @property
@@ -381,10 +500,28 @@ class TemporalDenoiser:
     def __call__(self, frame: np.ndarray) -> np.ndarray:
         check_rgb8(frame, "TemporalDenoiser frame")
         out = self._over_time(frame)
-        blur = colour_blur(self._colour, self._sigma) if self._grain_checked else 0.0
-        return reduce_colour_noise(out, blur) if blur else out
+        if not self._grain_checked or self._weights is None:
+            return out
+        blur = colour_blur(self._colour, self._sigma)
+        grain = grain_strength(self.grain_sigma)
+        if not blur and not grain:
+            return out
+        assert self.grain_sigma is not None
+        flatness = grain_flatness(self.grain_sigma, self._weights) if grain else None
+        return _reduce_in_frame(out, blur, flatness, grain)
+
+    @property
+    def grain_sigma(self) -> float | None:
+        """The noise level the grain filter goes by: the lower of :attr:`sigma` and the
+        pictures' own estimate (:func:`noise_levels`). A fine texture moving fast reads as noise
+        over time, up to three times what is there (:func:`estimate_noise`), and the filter
+        would flatten it; the picture's flat parts show the grain as it is."""
+        if self._sigma is None or self._flat is None:
+            return None
+        return min(self._sigma, self._flat)
 
     def _over_time(self, frame: np.ndarray) -> np.ndarray:
+        self._weights = None
         h, w = frame.shape[:2]
         if min(h, w) < MIN_SIDE:
             self.reset()
@@ -397,8 +534,9 @@ class TemporalDenoiser:
         earlier = (self._in_luma, self._in_luma2)
         measurable = self._in_luma2 is not None
         if measurable and self._count % self.measure_every == 0:
-            sigma = estimate_noise(luma, *earlier)  # type: ignore[arg-type]
+            flat, sigma = noise_levels(luma, *earlier)  # type: ignore[arg-type]
             self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
+            self._flat = flat if self._flat is None else 0.7 * self._flat + 0.3 * flat
             self._grain_checked = sigma >= FLAT_FLOOR
             colour = estimate_colour_noise(frame)
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour
@@ -425,6 +563,7 @@ class TemporalDenoiser:
             return frame
         out, out_luma = _blend(frame, self._out, luma, self._out_luma, weights)
         self._keep(out, luma, out_luma)
+        self._weights = weights
         return out
 
     def _keep(self, out: np.ndarray, luma: np.ndarray, out_luma: np.ndarray) -> None:

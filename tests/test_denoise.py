@@ -14,6 +14,7 @@ from engine.denoise import (
     COLOUR_MIN_SIGMA,
     COLOUR_RAMP,
     FLAT_FLOOR,
+    GRAIN_SPREAD,
     MIN_SIGMA,
     RAMP,
     SUGGEST_SIGMA,
@@ -22,8 +23,12 @@ from engine.denoise import (
     colour_blur,
     estimate_colour_noise,
     estimate_noise,
+    grain_flatness,
+    grain_strength,
     half_luma,
+    motion_weights,
     reduce_colour_noise,
+    reduce_grain,
     reduces,
     temporal_denoise,
     worth_telling,
@@ -167,6 +172,14 @@ def test_the_module_is_the_function_with_state():
     got = den(frames[2])
     assert den.sigma > MIN_SIGMA + 1.0  # full strength: the function's default
     want, _ = temporal_denoise(frames[2], frames[1], den.sigma)
+    # ...then the grain filter, sized by what the step over time left of the noise (grey
+    # noise: no colour blur).
+    assert colour_blur(den.colour_sigma, den.sigma) == 0.0
+    assert den.grain_sigma is not None and grain_strength(den.grain_sigma) == 1.0
+    weights = motion_weights(
+        half_luma(frames[2]), half_luma(frames[1]), den.sigma, strength=0.8, threshold=4.0
+    )
+    want = reduce_grain(want, grain_flatness(den.grain_sigma, weights))
     np.testing.assert_array_equal(got, want)
 
 
@@ -666,12 +679,14 @@ def test_reduce_colour_noise_keeps_the_luma_and_takes_the_speckle():
         reduce_colour_noise(clean, 0.0)
 
 
-def test_what_moves_keeps_its_grain_and_loses_its_colour_speckle():
+def test_what_moves_loses_its_grain_and_its_colour_speckle_and_keeps_its_edges():
+    """The average over time passes what moves as it is; the frame's own step (the grain
+    filter, the colour blur) takes most of its noise, and leaves a checkerboard's edges."""
     import cv2
 
     rng = np.random.default_rng(32)
     y, x = np.mgrid[0:40, 0:48]
-    board = np.where((y // 4 + x // 4) % 2 == 0, 60, 190).astype(np.uint8)[..., None].repeat(3, 2)
+    board = np.where((y // 12 + x // 12) % 2 == 0, 60, 190).astype(np.uint8)[..., None].repeat(3, 2)
     den = TemporalDenoiser()
     for i in range(10):
         img = scene()
@@ -679,10 +694,13 @@ def test_what_moves_keeps_its_grain_and_loses_its_colour_speckle():
         frame = add_noise(img, 8.0, rng, colour=True)
         out = den(frame)
     assert colour_blur(den.colour_sigma, den.sigma) == COLOUR_BLUR
+    assert den._weights is not None and den._weights[23:37, 36:52].max() == 0.0  # all moving
     inside = (slice(46, 74), slice(72, 104))
-    ycc = [cv2.cvtColor(img, cv2.COLOR_RGB2YCrCb)[inside].astype(float) for img in (frame, out)]
-    np.testing.assert_array_equal(ycc[1][..., 0], ycc[0][..., 0])  # its luma as it came
-    assert ycc[1][..., 1:].std() < 0.4 * ycc[0][..., 1:].std()  # its colour speckle gone
+    ycc = [cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb)[inside].astype(float) for im in (img, frame, out)]
+    clean, noisy, got = ycc
+    assert np.abs(got[..., 0] - clean[..., 0]).mean() < 0.75 * np.abs(noisy - clean)[..., 0].mean()
+    assert got[..., 0].std() > 0.95 * clean[..., 0].std()  # the checkerboard's contrast kept
+    assert got[..., 1:].std() < 0.4 * noisy[..., 1:].std()  # its colour speckle gone
 
 
 def test_colour_noise_without_luma_noise_is_left_as_it_is():
@@ -905,3 +923,76 @@ def test_a_flickering_textured_picture_keeps_its_colour():
             frame = np.clip(picture * (1.0 - flicker * (i % 2)), 0, 255).astype(np.uint8)
             np.testing.assert_array_equal(den(frame), frame)
         assert den.sigma >= MIN_SIGMA  # read as noise all the same
+
+
+def grainy_step(rng: np.random.Generator, sigma: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """A flat grey picture with a vertical step of 80 levels, and it with grey noise."""
+    clean = np.full((96, 128, 3), 90, np.uint8)
+    clean[:, 64:] = 170
+    return clean, add_noise(clean, sigma, rng)
+
+
+def test_reduce_grain_flattens_grain_and_keeps_edges_and_colour():
+    import cv2
+
+    rng = np.random.default_rng(40)
+    clean, noisy = grainy_step(rng)
+    level = 6.0 * LUMA_SHARE / 2  # the noise of half-size luma, as estimate_noise reads it
+    flatness = np.full((48, 64), (GRAIN_SPREAD * level) ** 2, np.float32)
+    out = reduce_grain(noisy, flatness)
+    flat = (slice(8, 88), slice(8, 56))
+    err = np.abs(out[flat].astype(float) - clean[flat]).mean()
+    assert err < 0.5 * np.abs(noisy[flat].astype(float) - clean[flat]).mean()
+    # The step: each side's mean near the edge as it was (not blurred into a ramp).
+    rows = slice(8, 88)
+    assert np.abs(out[rows, 62].astype(float).mean() - 90) < 3.0
+    assert np.abs(out[rows, 65].astype(float).mean() - 170) < 3.0
+    # Cr and Cb as they came (to a level: the way back to RGB rounds).
+    ycc = [cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb).astype(int) for im in (noisy, out)]
+    assert np.abs(ycc[1][..., 1:] - ycc[0][..., 1:]).max() <= 1
+    # Half the amount: the luma halfway between.
+    half = cv2.cvtColor(reduce_grain(noisy, flatness, 0.5), cv2.COLOR_RGB2YCrCb).astype(float)
+    assert np.abs(half[..., 0] - (ycc[0][..., 0] + ycc[1][..., 0]) / 2).max() <= 1.0
+
+
+def test_reduce_grain_refuses_what_it_cannot_use():
+    frame = np.zeros((20, 30, 3), np.uint8)
+    good = np.ones((10, 15), np.float32)
+    for flatness, amount, match in (
+        (np.ones((10, 14), np.float32), 1.0, r"\(10, 15\)"),
+        (good.astype(np.float64), 1.0, "float32"),
+        (np.zeros((10, 15), np.float32), 1.0, "> 0"),
+        (np.full((10, 15), np.nan, np.float32), 1.0, "> 0"),
+        (good, 0.0, "amount"),
+        (good, 1.5, "amount"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            reduce_grain(frame, flatness, amount)
+    with pytest.raises(ValueError, match="2x2"):
+        reduce_grain(np.zeros((1, 5, 3), np.uint8), np.ones((0, 2), np.float32))
+
+
+def test_the_grain_filter_is_sized_by_the_noise_the_average_left():
+    weights = np.array([[0.0, 0.4, 0.8]], np.float32)
+    flatness = grain_flatness(2.0, weights)
+    assert flatness.dtype == np.float32
+    full = (GRAIN_SPREAD * 2.0) ** 2
+    np.testing.assert_allclose(flatness, [[full, full * 0.6 / 1.4, full / 9]], rtol=1e-6)
+    assert grain_strength(None) == grain_strength(FLAT_FLOOR) == grain_strength(MIN_SIGMA) == 0.0
+    assert grain_strength(FLAT_FLOOR + RAMP / 2) == pytest.approx(0.5)
+    assert grain_strength(FLAT_FLOOR + RAMP) == grain_strength(20.0) == 1.0
+
+
+def test_the_grain_filter_acts_only_on_grain_over_the_flat_floor():
+    """Grain the filter over time averages (over MIN_SIGMA) but under FLAT_FLOOR, where the
+    luma's level has not been checked over time, is left as the average leaves it."""
+    rng = np.random.default_rng(41)
+    den, alone = TemporalDenoiser(), TemporalDenoiser()
+    for _ in range(12):
+        frame = add_noise(scene(), 3.0, rng)
+        out = den(frame)
+        expected = alone._over_time(frame)
+        assert grain_strength(den.grain_sigma) == 0.0
+    assert den.active and den.sigma is not None and den.sigma < FLAT_FLOOR
+    assert out is not frame  # averaged over time
+    np.testing.assert_array_equal(out, expected)

@@ -752,6 +752,8 @@ DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts a
 DENOISE_COLOUR_MIN_SIGMA = 0.6  # colour noise (half-size Cr and Cb) below which colour passes
 DENOISE_COLOUR_RAMP = 0.6  # levels over that across which the colour blur grows to full
 DENOISE_COLOUR_BLUR = 1.0  # the colour blur's Gaussian std (pixels) at full strength
+DENOISE_GRAIN_SPREAD = 4.0  # the grain filter halves a luma spread of this many noise levels
+DENOISE_GRAIN_RADIUS = 2  # its window: (2 r + 1)^2 pixels
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
 
@@ -771,19 +773,22 @@ def _blocks(values: np.ndarray) -> np.ndarray:
     return cv2.resize(values[: gh * 8, : gw * 8], (gw, gh), interpolation=cv2.INTER_AREA)
 
 
-def _noise(luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | None) -> float:
+def _noise(
+    luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | None
+) -> tuple[float, float]:
+    """(the picture's own estimate, the one checked over time)"""
     response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
     level = _blocks(luma)
     unclipped = response[(level > 12.0) & (level < 243.0) & (response > 0.05)]
     if unclipped.size == 0:
-        return 0.0
+        return 0.0, 0.0
     flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * 0.665)
     if previous is None or before is None or flat < DENOISE_FLAT_FLOOR:
-        return flat
+        return flat, flat
     d_now, d_before = previous - luma, previous - before
     shared = _blocks(d_now) * _blocks(d_before)
     together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
-    return min(float(np.sqrt(max(together, 0.0) / 1.18)), 3.0 * flat)
+    return flat, min(float(np.sqrt(max(together, 0.0) / 1.18)), 3.0 * flat)
 
 
 def _colour_noise(rgb: np.ndarray) -> float:
@@ -805,17 +810,51 @@ def _colour_noise(rgb: np.ndarray) -> float:
     return worst / (6.0 * _MEAN_ABS * 0.665)
 
 
-def _without_colour_noise(rgb: np.ndarray, colour: float | None, sigma: float | None) -> np.ndarray:
-    if colour is None or sigma is None:
+def _flattened(luma: np.ndarray, flatness: np.ndarray, amount: float) -> np.ndarray:
+    # A local adaptive Wiener filter: mean + var / (var + flatness) * (luma - mean).
+    y = luma.astype(np.float32)
+    size = (2 * DENOISE_GRAIN_RADIUS + 1, 2 * DENOISE_GRAIN_RADIUS + 1)
+    mean = cv2.boxFilter(y, -1, size)
+    var = cv2.boxFilter(cv2.multiply(y, y), -1, size)
+    var = cv2.max(cv2.subtract(var, cv2.multiply(mean, mean)), 0.0)
+    keep = cv2.resize(flatness, (y.shape[1], y.shape[0]), interpolation=cv2.INTER_LINEAR)
+    keep = cv2.divide(var, cv2.add(keep, var))
+    if amount < 1.0:
+        keep = cv2.addWeighted(keep, amount, keep, 0.0, 1.0 - amount)
+    return cv2.add(mean, cv2.multiply(keep, cv2.subtract(y, mean)), dtype=cv2.CV_8U)
+
+
+def _in_frame(
+    rgb: np.ndarray,
+    colour: float | None,
+    sigma: float | None,
+    flat: float | None,
+    weights: np.ndarray,
+) -> np.ndarray:
+    """The output's own step: colour blur and grain filter, from the luma's checked level."""
+    if colour is None or sigma is None or flat is None:
         return rgb
     # From the flat floor the luma's reading was checked over time; the colour's never is.
     by_colour = (colour - DENOISE_COLOUR_MIN_SIGMA) / DENOISE_COLOUR_RAMP
     by_luma = (sigma - DENOISE_FLAT_FLOOR) / DENOISE_RAMP
-    if not min(by_colour, by_luma) > 0:
+    blur = 0.0
+    if min(by_colour, by_luma) > 0:
+        blur = DENOISE_COLOUR_BLUR * min(1.0, by_colour) * min(1.0, by_luma)
+    # The grain filter goes by the lower of the two estimates: a fine texture moving fast
+    # reads as noise over time.
+    level = min(sigma, flat)
+    grain = min(1.0, max(0.0, (level - DENOISE_FLAT_FLOOR) / DENOISE_RAMP))
+    if not blur and not grain:
         return rgb
-    blur = DENOISE_COLOUR_BLUR * min(1.0, by_colour) * min(1.0, by_luma)
     ycc = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
-    cv2.mixChannels([cv2.GaussianBlur(ycc, (0, 0), blur)], [ycc], [1, 1, 2, 2])
+    if blur > 0:
+        cv2.mixChannels([cv2.GaussianBlur(ycc, (0, 0), blur)], [ycc], [1, 1, 2, 2])
+    if grain > 0:
+        # What the average over time left of the noise's variance, (1 - w) / (1 + w) once settled.
+        flatness = (1.0 - weights) / (1.0 + weights)
+        flatness *= (DENOISE_GRAIN_SPREAD * level) ** 2
+        luma = _flattened(np.ascontiguousarray(ycc[..., 0]), flatness, grain)
+        cv2.mixChannels([luma], [ycc], [0, 0])
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
 
 
@@ -825,22 +864,27 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
     out = out_luma = None
     lumas: list[np.ndarray] = []  # the inputs', newest first
     sigma: float | None = None
+    flat: float | None = None  # the pictures' own estimate, smoothed as sigma
     colour: float | None = None
     checked = False  # the last measurement read grain over the flat floor, and no cut since
     count = 0
+    weights: np.ndarray | None = None  # the last frame's step over time, None if it passed
     for frame in frames:
+        weights = None
         if min(frame.shape[:2]) < 16:
             out = None  # passed, and a new start after it, as the engine does
             continue
         luma = _half_luma(frame)
         if out is None or out.shape != frame.shape:
             out, out_luma, lumas, sigma, colour, count = frame, luma, [luma], None, None, 0
+            flat = None
             checked = False
             continue
         if len(lumas) >= 2:
             if count % DENOISE_MEASURE_EVERY == 0:
-                new = _noise(luma, lumas[0], lumas[1])
+                new_flat, new = _noise(luma, lumas[0], lumas[1])
                 sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
+                flat = new_flat if flat is None else 0.7 * flat + 0.3 * new_flat
                 checked = new >= DENOISE_FLAT_FLOOR
                 new = _colour_noise(frame)
                 colour = new if colour is None else 0.7 * colour + 0.3 * new
@@ -859,15 +903,18 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         weights = cv2.erode(diff, np.ones((3, 3), np.uint8))
         weights *= DENOISE_STRENGTH * min(1.0, (sigma - DENOISE_MIN_SIGMA) / DENOISE_RAMP)
         if np.count_nonzero(weights == 0.0) / weights.size > DENOISE_CUT:
-            out, out_luma, checked = frame, luma, False
+            out, out_luma, checked, weights = frame, luma, False, None
             continue
         out_luma = luma + weights * (out_luma - luma)
         full = cv2.resize(weights, frame.shape[1::-1], interpolation=cv2.INTER_LINEAR)
         out = cv2.blendLinear(frame, out, 1.0 - full, full)
-    # The colour blur is the output's, not the average's: it is not carried to the next frame.
+    # The colour blur and the grain filter are the output's, not the average's: they are not
+    # carried to the next frame.
     if out is None:
         return frames[-1]
-    return _without_colour_noise(out, colour, sigma) if checked else out
+    if not checked or weights is None:
+        return out
+    return _in_frame(out, colour, sigma, flat, weights)
 
 
 def with_denoise(run: Runner) -> Runner:
