@@ -163,8 +163,8 @@ def _fps(text: str) -> float:
 
 DENOISE_HELP = (
     "reduce a dim camera's noise before sharpening: where the scene holds still, frames are "
-    "averaged (what moves is left as it is), and colour speckle is smoothed everywhere; a clean "
-    "picture passes untouched"
+    "averaged; what moves has its grain flattened within the frame, its edges kept; colour "
+    "speckle is smoothed everywhere; a clean picture passes untouched"
 )
 
 

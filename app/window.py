@@ -130,9 +130,9 @@ SCALE_TIP = (
     "faster, a little less sharp. Auto picks the largest size that keeps up."
 )
 DENOISE_TIP = (
-    "Averages frames where the picture holds still, which removes a dim camera's grain, and "
-    "smooths its colour speckle everywhere; what moves keeps its grain rather than leave "
-    "trails. A clean picture is not changed."
+    "Averages frames where the picture holds still, which removes a dim camera's grain; "
+    "flattens the grain on what moves within the frame, keeping its edges (averaging it would "
+    "leave trails); and smooths colour speckle everywhere. A clean picture is not changed."
 )
 # The line under the preview, per view mode (preview.VIEW_MODES).
 #: What "Open…" offers first (any file can still be picked: "All files").

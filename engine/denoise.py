@@ -35,13 +35,15 @@ left as it is.
 Grain in what moves, which the average over time passes as it is, is flattened within the frame
 by a local adaptive Wiener filter on the luma (:func:`reduce_grain`): a pixel moves towards the
 mean of its 5x5 window by as much as the window's own variation is like the noise, so a moving
-face's skin and a wall behind it lose their grain and edges keep theirs. It is sized by the noise
+face's skin and a wall behind it lose their grain and edges keep theirs. It is sized by the grain
 the average over time left at each pixel (:func:`grain_flatness`): all of it where the scene
 moved, a ninth of its variance where the average has settled, so a still picture is not flattened
 further than its remaining grain asks. It goes by the lower of the two noise estimates (the
 picture's own and the one over time, :func:`noise_levels`: a fine texture moving fast reads as
-noise over time) and acts, as the colour blur does, from :data:`FLAT_FLOOR`, growing over
-:data:`RAMP`. The colour blur and the grain filter are the output's: the average over time is
+noise over time), taken to the frame's own pixels by how fine the grain is
+(:func:`grain_fineness`: white noise is twice as strong there as on half-size luma, a webcam's
+coarse grain no stronger), and acts, as the colour blur does, from :data:`FLAT_FLOOR`, growing
+over :data:`RAMP`. The colour blur and the grain filter are the output's: the average over time is
 kept without them, so they do not build up from frame to frame.
 
 What it does not do: average what moves over time (there is no motion compensation: the grain
@@ -54,7 +56,8 @@ brightness, from noise over time (it compares luma); see grain as coarse as a Ga
 pixels (it reads as a clean picture); or leave alone a clean picture with no flat part at all
 (foliage, a patterned wall filling the frame; flat parts clipped to white or black do not count,
 so a textured object moving over a blown-out white wall is such a picture) that pans about 2
-pixels a frame or more, or shakes back and forth by half a pixel or more: its fine texture then
+pixels a frame or more, or shakes back and forth by half a pixel or more (or by a tenth of a
+pixel where each frame is resampled, which also changes its sharpness): its fine texture then
 reads as noise, and changes under the thresholds are averaged (34-78 levels at most on such
 photos in a 2-pixel pan; :func:`estimate_noise`), and its colour is blurred and its smoothest
 texture flattened with the rest, which adds to the change; as it does under a light that
@@ -94,10 +97,9 @@ COLOUR_BLUR = 1.0
 #: for motion, not noise
 FLAT_FLOOR = 1.2
 #: the grain filter (:func:`reduce_grain`) keeps half of a pixel's difference from its window's
-#: mean where the luma's std over the window is this many noise levels (of half-size luma, as
-#: the noise is measured: white noise's std on the frame's own pixels is twice that), less
-#: where it is less, more where it is more
-GRAIN_SPREAD = 4.0
+#: mean where the luma's std over the window is this many times the grain's std on the frame's
+#: own pixels (:func:`grain_fineness`), less where it is less, more where it is more
+GRAIN_SPREAD = 2.0
 #: the grain filter's window: (2 r + 1)^2 pixels
 GRAIN_RADIUS = 2
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
@@ -163,16 +165,7 @@ def noise_levels(luma: np.ndarray, *earlier: np.ndarray) -> tuple[float, float]:
     picture's own estimate: a fine texture moving faster than a quarter of its period a frame
     makes consecutive differences disagree as noise does.
     """
-    if luma.ndim != 2 or min(luma.shape) < 3:
-        raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
-    response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
-    # Not where the picture is clipped to black or white, nor where it is drawn (a letterbox at
-    # video black 16, a caption): no camera noise shows there, and one such block read clean.
-    level = _blocks(luma)
-    unclipped = response[(level > _CLIPPED) & (level < 255.0 - _CLIPPED) & (response > _DRAWN)]
-    if unclipped.size == 0:
-        return 0.0, 0.0
-    flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
+    flat = _flat_estimate(luma)
     if len(earlier) < 2 or any(e.shape != luma.shape for e in earlier[:2]) or flat < FLAT_FLOOR:
         return flat, flat
     previous, before = earlier[:2]
@@ -182,6 +175,36 @@ def noise_levels(luma: np.ndarray, *earlier: np.ndarray) -> tuple[float, float]:
     shared = _blocks(d_now) * _blocks(d_before)
     together = float(np.percentile(_blocks(d_now * d_before) - shared, 75))
     return flat, min(float(np.sqrt(max(together, 0.0) / _LAG_READS)), 3.0 * flat)
+
+
+def _flat_estimate(luma: np.ndarray) -> float:
+    """:func:`noise_levels`' estimate from the picture alone."""
+    if luma.ndim != 2 or min(luma.shape) < 3:
+        raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
+    response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
+    # Not where the picture is clipped to black or white, nor where it is drawn (a letterbox at
+    # video black 16, a caption): no camera noise shows there, and one such block read clean.
+    level = _blocks(luma)
+    unclipped = response[(level > _CLIPPED) & (level < 255.0 - _CLIPPED) & (response > _DRAWN)]
+    if unclipped.size == 0:
+        return 0.0
+    return float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
+
+
+def grain_fineness(rgb: np.ndarray, flat: float) -> float:
+    """How many times the noise level (of half-size luma) the grain's std is on the frame's own
+    pixels, in [1, 2]: the picture's own estimate (:func:`noise_levels`) on the frame's luma over
+    ``flat``, that estimate on its half-size luma. White noise reads twice as strong at full
+    size (a 2x2 mean halves it); grain two pixels across or coarser, a webcam's demosaiced and
+    compressed noise, reads weaker there (the estimate's kernel is blind to most of it), and its
+    half-size level is already its spread at full size; a texture reads weaker too. So the grain
+    filter is sized for the frame's own grain, and for coarse grain or texture no larger than
+    the half-size level. ``rgb`` ``(H, W, 3)`` uint8."""
+    check_rgb8(rgb, "grain_fineness frame")
+    if not flat > 0.0:
+        return 1.0
+    fine = _flat_estimate(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
+    return min(2.0, max(1.0, fine / flat))
 
 
 def estimate_colour_noise(rgb: np.ndarray) -> float:
@@ -236,6 +259,8 @@ def reduce_grain(rgb: np.ndarray, flatness: np.ndarray, amount: float = 1.0) -> 
     it, ``var`` the luma's variance over the window. Where the luma varies by less than
     ``sqrt(flatness)`` (grain on a flat wall, on skin) it is mostly averaged; where it varies by
     more (an edge, a texture) it is mostly kept, so it does not blur the way a Gaussian would.
+    Cr and Cb are kept (to rounding, and to a few levels at saturated colours, where the way
+    back to RGB clips).
     ``flatness`` ``(H // 2, W // 2)`` float32 > 0, in squared levels (:func:`grain_flatness`),
     is upsampled to the frame; ``amount`` in (0, 1] mixes the result with the luma as it was.
     """
@@ -304,16 +329,17 @@ def grain_strength(sigma: float | None) -> float:
     return min(1.0, max(0.0, (sigma - FLAT_FLOOR) / RAMP))
 
 
-def grain_flatness(sigma: float, weights: np.ndarray) -> np.ndarray:
+def grain_flatness(grain: float, weights: np.ndarray) -> np.ndarray:
     """:func:`reduce_grain`'s ``flatness`` ``(H/2, W/2)`` float32 after a step of the filter
-    over time with ``weights`` (:func:`motion_weights`) at noise level ``sigma``: the square of
-    :data:`GRAIN_SPREAD` times the noise left. Where the scene moved (weight 0) that is the
+    over time with ``weights`` (:func:`motion_weights`) on grain of std ``grain`` on the frame's
+    own pixels (the noise level times :func:`grain_fineness`): the square of
+    :data:`GRAIN_SPREAD` times the grain left. Where the scene moved (weight 0) that is the
     frame's own; where it held still the average over time has taken most of it, and the grain
     filter takes only what is left, a share ``(1 - w) / (1 + w)`` of the variance once the
     average has settled (a ninth at the full weight of 0.8), so that a still, sharp picture is
     not flattened further than its noise asks."""
     flatness = (1.0 - weights) / (1.0 + weights)
-    flatness *= (GRAIN_SPREAD * sigma) ** 2
+    flatness *= (GRAIN_SPREAD * grain) ** 2
     return flatness
 
 
@@ -471,6 +497,7 @@ class TemporalDenoiser:
         self._in_luma2: np.ndarray | None = None  # the one before it
         self._sigma: float | None = None
         self._flat: float | None = None  # the pictures' own estimate, smoothed as _sigma
+        self._fineness: float | None = None  # grain_fineness, smoothed the same way
         self._colour: float | None = None
         # The last measurement read grain over FLAT_FLOOR, checked over time, and no cut came
         # since: only then is the colour blurred. The smoothed levels lag a change of scene.
@@ -506,8 +533,10 @@ class TemporalDenoiser:
         grain = grain_strength(self.grain_sigma)
         if not blur and not grain:
             return out
-        assert self.grain_sigma is not None
-        flatness = grain_flatness(self.grain_sigma, self._weights) if grain else None
+        flatness = None
+        if grain:
+            assert self.grain_std is not None
+            flatness = grain_flatness(self.grain_std, self._weights)
         return _reduce_in_frame(out, blur, flatness, grain)
 
     @property
@@ -519,6 +548,14 @@ class TemporalDenoiser:
         if self._sigma is None or self._flat is None:
             return None
         return min(self._sigma, self._flat)
+
+    @property
+    def grain_std(self) -> float | None:
+        """The grain's std on the frame's own pixels, which sizes the grain filter:
+        :attr:`grain_sigma` times :func:`grain_fineness`."""
+        if self.grain_sigma is None or self._fineness is None:
+            return None
+        return self.grain_sigma * self._fineness
 
     def _over_time(self, frame: np.ndarray) -> np.ndarray:
         self._weights = None
@@ -537,6 +574,8 @@ class TemporalDenoiser:
             flat, sigma = noise_levels(luma, *earlier)  # type: ignore[arg-type]
             self._sigma = sigma if self._sigma is None else 0.7 * self._sigma + 0.3 * sigma
             self._flat = flat if self._flat is None else 0.7 * self._flat + 0.3 * flat
+            fine = grain_fineness(frame, flat)
+            self._fineness = fine if self._fineness is None else 0.7 * self._fineness + 0.3 * fine
             self._grain_checked = sigma >= FLAT_FLOOR
             colour = estimate_colour_noise(frame)
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour

@@ -752,7 +752,7 @@ DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts a
 DENOISE_COLOUR_MIN_SIGMA = 0.6  # colour noise (half-size Cr and Cb) below which colour passes
 DENOISE_COLOUR_RAMP = 0.6  # levels over that across which the colour blur grows to full
 DENOISE_COLOUR_BLUR = 1.0  # the colour blur's Gaussian std (pixels) at full strength
-DENOISE_GRAIN_SPREAD = 4.0  # the grain filter halves a luma spread of this many noise levels
+DENOISE_GRAIN_SPREAD = 2.0  # the grain filter halves a spread of this many times the grain's std
 DENOISE_GRAIN_RADIUS = 2  # its window: (2 r + 1)^2 pixels
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
@@ -773,16 +773,29 @@ def _blocks(values: np.ndarray) -> np.ndarray:
     return cv2.resize(values[: gh * 8, : gw * 8], (gw, gh), interpolation=cv2.INTER_AREA)
 
 
-def _noise(
-    luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | None
-) -> tuple[float, float]:
-    """(the picture's own estimate, the one checked over time)"""
+def _flat(luma: np.ndarray) -> float:
     response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
     level = _blocks(luma)
     unclipped = response[(level > 12.0) & (level < 243.0) & (response > 0.05)]
     if unclipped.size == 0:
-        return 0.0, 0.0
-    flat = float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * 0.665)
+        return 0.0
+    return float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * 0.665)
+
+
+def _fineness(rgb: np.ndarray, flat: float) -> float:
+    # The grain's std on the frame's own pixels over its half-size level: 2 for white noise, 1
+    # for grain two pixels across or coarser (or a texture).
+    if not flat > 0.0:
+        return 1.0
+    fine = _flat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32))
+    return min(2.0, max(1.0, fine / flat))
+
+
+def _noise(
+    luma: np.ndarray, previous: np.ndarray | None, before: np.ndarray | None
+) -> tuple[float, float]:
+    """(the picture's own estimate, the one checked over time)"""
+    flat = _flat(luma)
     if previous is None or before is None or flat < DENOISE_FLAT_FLOOR:
         return flat, flat
     d_now, d_before = previous - luma, previous - before
@@ -829,10 +842,11 @@ def _in_frame(
     colour: float | None,
     sigma: float | None,
     flat: float | None,
+    fineness: float | None,
     weights: np.ndarray,
 ) -> np.ndarray:
     """The output's own step: colour blur and grain filter, from the luma's checked level."""
-    if colour is None or sigma is None or flat is None:
+    if colour is None or sigma is None or flat is None or fineness is None:
         return rgb
     # From the flat floor the luma's reading was checked over time; the colour's never is.
     by_colour = (colour - DENOISE_COLOUR_MIN_SIGMA) / DENOISE_COLOUR_RAMP
@@ -852,7 +866,7 @@ def _in_frame(
     if grain > 0:
         # What the average over time left of the noise's variance, (1 - w) / (1 + w) once settled.
         flatness = (1.0 - weights) / (1.0 + weights)
-        flatness *= (DENOISE_GRAIN_SPREAD * level) ** 2
+        flatness *= (DENOISE_GRAIN_SPREAD * level * fineness) ** 2
         luma = _flattened(np.ascontiguousarray(ycc[..., 0]), flatness, grain)
         cv2.mixChannels([luma], [ycc], [0, 0])
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
@@ -865,6 +879,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
     lumas: list[np.ndarray] = []  # the inputs', newest first
     sigma: float | None = None
     flat: float | None = None  # the pictures' own estimate, smoothed as sigma
+    fineness: float | None = None  # the grain's std at full size over its half-size level
     colour: float | None = None
     checked = False  # the last measurement read grain over the flat floor, and no cut since
     count = 0
@@ -877,7 +892,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         luma = _half_luma(frame)
         if out is None or out.shape != frame.shape:
             out, out_luma, lumas, sigma, colour, count = frame, luma, [luma], None, None, 0
-            flat = None
+            flat = fineness = None
             checked = False
             continue
         if len(lumas) >= 2:
@@ -885,6 +900,8 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
                 new_flat, new = _noise(luma, lumas[0], lumas[1])
                 sigma = new if sigma is None else 0.7 * sigma + 0.3 * new
                 flat = new_flat if flat is None else 0.7 * flat + 0.3 * new_flat
+                new_fine = _fineness(frame, new_flat)
+                fineness = new_fine if fineness is None else 0.7 * fineness + 0.3 * new_fine
                 checked = new >= DENOISE_FLAT_FLOOR
                 new = _colour_noise(frame)
                 colour = new if colour is None else 0.7 * colour + 0.3 * new
@@ -914,7 +931,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         return frames[-1]
     if not checked or weights is None:
         return out
-    return _in_frame(out, colour, sigma, flat, weights)
+    return _in_frame(out, colour, sigma, flat, fineness, weights)
 
 
 def with_denoise(run: Runner) -> Runner:
