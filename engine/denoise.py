@@ -33,9 +33,9 @@ camera whose MJPG compression has already taken out its fine colour noise reads 
 left as it is.
 
 Grain in what moves, which the average over time passes as it is, is flattened within the frame
-by a local adaptive Wiener filter on the luma (:func:`reduce_grain`): a pixel moves towards the
-mean of its 5x5 window by as much as the window's own variation is like the noise, so a moving
-face's skin and a wall behind it lose their grain and edges keep theirs. It is sized by the grain
+by a local adaptive Wiener filter on the luma (:func:`reduce_grain`): a pixel keeps of its
+difference from the mean of its 5x5 window the share of the window's variance that is more than
+the grain's, so a moving face's skin and a wall behind it lose their grain and edges keep theirs. It is sized by the grain
 the average over time left at each pixel (:func:`grain_flatness`): all of it where the scene
 moved, a ninth of its variance where the average has settled, so a still picture is not flattened
 further than its remaining grain asks. It goes by the lower of the two noise estimates (the
@@ -96,10 +96,10 @@ COLOUR_BLUR = 1.0
 #: on a clean picture with a flat part anywhere: under it, what changes between frames is taken
 #: for motion, not noise
 FLAT_FLOOR = 1.2
-#: the grain filter (:func:`reduce_grain`) keeps half of a pixel's difference from its window's
-#: mean where the luma's std over the window is this many times the grain's std on the frame's
-#: own pixels (:func:`grain_fineness`), less where it is less, more where it is more
-GRAIN_SPREAD = 2.0
+#: the grain filter (:func:`reduce_grain`) takes this many times the grain's std on the frame's
+#: own pixels (:func:`grain_fineness`) for the grain's share of each window's spread: a window
+#: that varies by no more is averaged, one that varies more keeps what is above it
+GRAIN_SPREAD = 1.0
 #: the grain filter's window: (2 r + 1)^2 pixels
 GRAIN_RADIUS = 2
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
@@ -197,9 +197,11 @@ def grain_fineness(rgb: np.ndarray, flat: float) -> float:
     ``flat``, that estimate on its half-size luma. White noise reads twice as strong at full
     size (a 2x2 mean halves it); grain two pixels across or coarser, a webcam's demosaiced and
     compressed noise, reads weaker there (the estimate's kernel is blind to most of it), and its
-    half-size level is already its spread at full size; a texture reads weaker too. So the grain
-    filter is sized for the frame's own grain, and for coarse grain or texture no larger than
-    the half-size level. ``rgb`` ``(H, W, 3)`` uint8."""
+    half-size level is at most its spread at full size (as much where it lines up with the 2x2
+    grid, less where it does not: the filter then does less than it could); a texture reads
+    weaker too. So the grain filter is sized for the frame's own grain, never above it on a
+    picture with a flat part, and for coarse grain or texture no larger than the half-size
+    level. ``rgb`` ``(H, W, 3)`` uint8."""
     check_rgb8(rgb, "grain_fineness frame")
     if not flat > 0.0:
         return 1.0
@@ -254,15 +256,17 @@ def reduce_grain(rgb: np.ndarray, flatness: np.ndarray, amount: float = 1.0) -> 
     """``(H, W, 3)`` uint8 RGB with the grain in its luma flattened and its Cr and Cb kept.
 
     A local adaptive Wiener filter (Lee, "Digital image enhancement and noise filtering by use
-    of local statistics", 1980): each pixel moves towards the mean of its window
-    (:data:`GRAIN_RADIUS`), keeping a share ``var / (var + flatness)`` of its difference from
-    it, ``var`` the luma's variance over the window. Where the luma varies by less than
-    ``sqrt(flatness)`` (grain on a flat wall, on skin) it is mostly averaged; where it varies by
-    more (an edge, a texture) it is mostly kept, so it does not blur the way a Gaussian would.
+    of local statistics", 1980): each pixel keeps a share ``max(var - flatness, 0) / var`` of
+    its difference from the mean of its window (:data:`GRAIN_RADIUS`), ``var`` the luma's
+    variance over the window and ``flatness`` the grain's: where the luma varies by no more than
+    the grain (a flat wall, skin) it is averaged; where it varies by more (an edge, a texture)
+    the part above the grain is kept, so it does not blur the way a Gaussian would. A point of
+    a pixel or two adds little to its window's variance and is dimmed (a 1-pixel dot 25 levels
+    over grain of std 6 keeps about three quarters on a still picture).
     Cr and Cb are kept (to rounding, and to a few levels at saturated colours, where the way
     back to RGB clips).
-    ``flatness`` ``(H // 2, W // 2)`` float32 > 0, in squared levels (:func:`grain_flatness`),
-    is upsampled to the frame; ``amount`` in (0, 1] mixes the result with the luma as it was.
+    ``flatness`` ``(H // 2, W // 2)`` float32 > 0, the grain's variance in squared levels
+    (:func:`grain_flatness`), is upsampled to the frame; ``amount`` in (0, 1] mixes the result with the luma as it was.
     """
     _check_flatness(rgb, flatness)
     if not 0.0 < amount <= 1.0:
@@ -298,7 +302,8 @@ def _flattened_luma(luma: np.ndarray, flatness: np.ndarray, amount: float) -> np
     var = cv2.boxFilter(cv2.multiply(y, y), -1, size)
     var = cv2.max(cv2.subtract(var, cv2.multiply(mean, mean)), 0.0)  # 0: float rounding
     keep = cv2.resize(flatness, (y.shape[1], y.shape[0]), interpolation=cv2.INTER_LINEAR)
-    keep = cv2.divide(var, cv2.add(keep, var))
+    # var / (var + 1e-6): 0 / 0 is NaN in float, and a flat window's keep is 0
+    keep = cv2.divide(cv2.max(cv2.subtract(var, keep), 0.0), cv2.add(var, 1e-6))
     if amount < 1.0:
         # luma + amount * (out - luma) keeps a share 1 - amount of the rest too
         keep = cv2.addWeighted(keep, amount, keep, 0.0, 1.0 - amount)
@@ -544,7 +549,8 @@ class TemporalDenoiser:
         """The noise level the grain filter goes by: the lower of :attr:`sigma` and the
         pictures' own estimate (:func:`noise_levels`). A fine texture moving fast reads as noise
         over time, up to three times what is there (:func:`estimate_noise`), and the filter
-        would flatten it; the picture's flat parts show the grain as it is."""
+        would flatten it; the picture's flat parts show fine grain as it is, and coarse grain
+        weaker (then the filter does less than it could, not more)."""
         if self._sigma is None or self._flat is None:
             return None
         return min(self._sigma, self._flat)

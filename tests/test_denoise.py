@@ -953,6 +953,10 @@ def test_reduce_grain_flattens_grain_and_keeps_edges_and_colour():
     # Cr and Cb as they came (to a level: the way back to RGB rounds).
     ycc = [cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb).astype(int) for im in (noisy, out)]
     assert np.abs(ycc[1][..., 1:] - ycc[0][..., 1:]).max() <= 1
+    # A flat picture (a window with no variance at all) passes as it is.
+    for value in (0, 128, 255):
+        still = np.full((20, 30, 3), value, np.uint8)
+        np.testing.assert_array_equal(reduce_grain(still, np.ones((10, 15), np.float32)), still)
     # Half the amount: the luma halfway between.
     half = cv2.cvtColor(reduce_grain(noisy, flatness, 0.5), cv2.COLOR_RGB2YCrCb).astype(float)
     assert np.abs(half[..., 0] - (ycc[0][..., 0] + ycc[1][..., 0]) / 2).max() <= 1.0
@@ -1027,12 +1031,12 @@ def test_grain_fineness_tells_white_noise_from_coarse_grain_and_texture():
     assert grain_fineness(clean, 0.0) == 1.0
 
 
-@pytest.mark.parametrize(("name", "worse"), [("chelsea", 1.0), ("grass", 1.05)])
+@pytest.mark.parametrize(("name", "worse"), [("chelsea", 1.0), ("grass", 1.02)])
 def test_coarse_grain_on_a_still_picture_is_not_flattened_past_what_is_left(name, worse):
     """A still picture under a webcam's coarse grain: the grain filter takes what the average
     over time left and no more than its size asks, so the result is no further from the clean
-    picture than the average alone (within 5 % on a texture with no flat part, whose grain is
-    read over time only); sized for white noise, it lost a tenth of the fine detail."""
+    picture than the average alone (within 2 % on a texture with no flat part, whose grain is
+    read over time only). Sized for white noise, the texture lost 5 %."""
     import cv2
 
     img = getattr(data, name)()

@@ -752,7 +752,7 @@ DENOISE_CUT = 0.6  # a frame where more than this share of pixels moved starts a
 DENOISE_COLOUR_MIN_SIGMA = 0.6  # colour noise (half-size Cr and Cb) below which colour passes
 DENOISE_COLOUR_RAMP = 0.6  # levels over that across which the colour blur grows to full
 DENOISE_COLOUR_BLUR = 1.0  # the colour blur's Gaussian std (pixels) at full strength
-DENOISE_GRAIN_SPREAD = 2.0  # the grain filter halves a spread of this many times the grain's std
+DENOISE_GRAIN_SPREAD = 1.0  # the grain's share of a window's spread, in the grain's std
 DENOISE_GRAIN_RADIUS = 2  # its window: (2 r + 1)^2 pixels
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
@@ -824,14 +824,15 @@ def _colour_noise(rgb: np.ndarray) -> float:
 
 
 def _flattened(luma: np.ndarray, flatness: np.ndarray, amount: float) -> np.ndarray:
-    # A local adaptive Wiener filter: mean + var / (var + flatness) * (luma - mean).
+    # A local adaptive Wiener filter: mean + max(var - flatness, 0) / var * (luma - mean).
     y = luma.astype(np.float32)
     size = (2 * DENOISE_GRAIN_RADIUS + 1, 2 * DENOISE_GRAIN_RADIUS + 1)
     mean = cv2.boxFilter(y, -1, size)
     var = cv2.boxFilter(cv2.multiply(y, y), -1, size)
     var = cv2.max(cv2.subtract(var, cv2.multiply(mean, mean)), 0.0)
     keep = cv2.resize(flatness, (y.shape[1], y.shape[0]), interpolation=cv2.INTER_LINEAR)
-    keep = cv2.divide(var, cv2.add(keep, var))
+    # var / (var + 1e-6): 0 / 0 is NaN in float, and a flat window's keep is 0
+    keep = cv2.divide(cv2.max(cv2.subtract(var, keep), 0.0), cv2.add(var, 1e-6))
     if amount < 1.0:
         keep = cv2.addWeighted(keep, amount, keep, 0.0, 1.0 - amount)
     return cv2.add(mean, cv2.multiply(keep, cv2.subtract(y, mean)), dtype=cv2.CV_8U)
