@@ -48,7 +48,13 @@ kept without them, so they do not build up from frame to frame.
 
 What it does not do: average what moves over time (there is no motion compensation: the grain
 filter takes grain from its flat parts, not from beside its edges or from a texture that varies
-about as much as the grain does); remove colour noise that comes without
+about as much as the grain does); follow grain that varies with brightness (one level serves the
+whole frame: where the grain is weaker than that level, as shot noise added to the encoded
+picture is in its dark parts, a moving texture there loses some of its own variation, a dark
+gravel texture under a bright wall ending up to a third further from the clean picture than
+without the grain filter; where it is stronger, the filter does less than it could); keep a
+texture the average has already smeared (under coarse grain, moving 2-4 pixels a frame) from
+being flattened a little further (up to 5 %); remove colour noise that comes without
 grain, or with grain under :data:`FLAT_FLOOR` (it is not told from a drawing's edges), or coarse
 colour blotches (a camera's compression leaves some 8 pixels and wider, which neither the
 estimate nor a 1-pixel blur sees); tell an isoluminant change, red to green of the same
@@ -260,7 +266,8 @@ def reduce_grain(rgb: np.ndarray, flatness: np.ndarray, amount: float = 1.0) -> 
     its difference from the mean of its window (:data:`GRAIN_RADIUS`), ``var`` the luma's
     variance over the window and ``flatness`` the grain's: where the luma varies by no more than
     the grain (a flat wall, skin) it is averaged; where it varies by more (an edge, a texture)
-    the part above the grain is kept, so it does not blur the way a Gaussian would. A point of
+    the part above the grain is kept, so it does not blur the way a Gaussian would (as far as
+    ``flatness`` is the grain there: the engine's is one level for the whole frame). A point of
     a pixel or two adds little to its window's variance and is dimmed (a 1-pixel dot 25 levels
     over grain of std 6 keeps about three quarters on a still picture).
     Cr and Cb are kept (to rounding, and to a few levels at saturated colours, where the way
