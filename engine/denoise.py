@@ -35,8 +35,9 @@ left as it is.
 Grain in what moves, which the average over time passes as it is, is flattened within the frame
 by a local adaptive Wiener filter on the luma (:func:`reduce_grain`): a pixel keeps of its
 difference from the mean of its 5x5 window the share of the window's variance that is more than
-the grain's, so a moving face's skin and a wall behind it lose their grain and edges keep theirs. It is sized by the grain
-the average over time left at each pixel (:func:`grain_flatness`): all of it where the scene
+the grain's, so a moving face's skin and a wall behind it lose their grain and edges keep
+theirs. It is sized by the grain the average over time left at each pixel
+(:func:`grain_flatness`): all of it where the scene
 moved, a ninth of its variance where the average has settled, so a still picture is not flattened
 further than its remaining grain asks. It goes by the lower of the two noise estimates (the
 picture's own and the one over time, :func:`noise_levels`: a fine texture moving fast reads as
@@ -273,7 +274,8 @@ def reduce_grain(rgb: np.ndarray, flatness: np.ndarray, amount: float = 1.0) -> 
     Cr and Cb are kept (to rounding, and to a few levels at saturated colours, where the way
     back to RGB clips).
     ``flatness`` ``(H // 2, W // 2)`` float32 > 0, the grain's variance in squared levels
-    (:func:`grain_flatness`), is upsampled to the frame; ``amount`` in (0, 1] mixes the result with the luma as it was.
+    (:func:`grain_flatness`), is upsampled to the frame; ``amount`` in (0, 1] mixes the result
+    with the luma as it was.
     """
     _check_flatness(rgb, flatness)
     if not 0.0 < amount <= 1.0:
