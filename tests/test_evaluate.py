@@ -1115,10 +1115,45 @@ def test_cli_low_light_scores_the_noisy_input_against_the_clean_frame(tmp_path: 
     clean = json.loads((tmp_path / "clean" / "summary.json").read_text())
     dim = json.loads((tmp_path / "dim" / "summary.json").read_text())
     assert list(dim["sets"]) == ["demo-lowlight60"]
-    assert dim["options"]["low_light"] == {"peak": 60.0, "sigma": 0.01}
+    assert dim["options"]["low_light"] == {"peak": 60.0, "sigma": 0.01, "noise_in": "encoded"}
     assert clean["options"]["low_light"] is None
     noisy = dim["sets"]["demo-lowlight60"]["methods"]["blurry"]["psnr"]
     assert noisy < clean["sets"]["demo"]["methods"]["blurry"]["psnr"] - 1.0
+    sensor_args = ["--low-light", "60", "--noise-in", "sensor", "--out", str(tmp_path / "s")]
+    assert EV.main([*args, *sensor_args]) == 0
+    sensor = json.loads((tmp_path / "s" / "summary.json").read_text())
+    assert list(sensor["sets"]) == ["demo-lowlight60-sensor"]
+    assert sensor["options"]["low_light"]["noise_in"] == "sensor"
+    noisier = sensor["sets"]["demo-lowlight60-sensor"]["methods"]["blurry"]["psnr"]
+    assert noisier < clean["sets"]["demo"]["methods"]["blurry"]["psnr"] - 1.0
+    assert noisier != noisy
+
+
+def test_sensor_noise_is_added_in_linear_light() -> None:
+    """A sensor counts photons in linear light and the camera encodes them: the grain is nearly
+    even from mid-tones up and strongest in the shadows, where noise on the encoded picture is
+    weakest."""
+    levels = np.array([0.1, 0.3, 0.5, 0.7], np.float32)
+    img = np.repeat(levels[:, None], 4096, axis=1)[..., None].repeat(3, axis=2)
+    lin = D.srgb_to_linear(levels)
+    assert lin[2] == pytest.approx(0.214, abs=0.001)  # mid grey is a fifth of white's light
+    np.testing.assert_allclose(D.linear_to_srgb(lin), levels, atol=1e-6)
+    sample = EV.Sample("demo", "ramp", img.copy(), img)
+    encoded = EV.low_light(sample, 100.0, 0.0).blurry.std(axis=(1, 2))
+    sensor = EV.low_light(sample, 100.0, 0.0, "sensor")
+    assert sensor.set == "demo-lowlight100-sensor" and sensor.sharp is img
+    by_level = sensor.blurry.std(axis=(1, 2))
+    # On the encoded picture the grain grows as the square root of the level; in linear light
+    # the curve's slope undoes most of that.
+    assert encoded[3] / encoded[1] == pytest.approx(math.sqrt(0.7 / 0.3), rel=0.1)
+    assert by_level[3] / by_level[1] < 0.95 and by_level[0] > by_level[2]
+    # The gain restores the exposure: mid-tones keep their mean (the shadows come out darker,
+    # noise through the concave curve, as a camera's do).
+    np.testing.assert_allclose(sensor.blurry.mean(axis=(1, 2))[1:], levels[1:], atol=0.01)
+    dark_read = EV.low_light(sample, 1e9, 0.01, "sensor").blurry.std(axis=(1, 2))
+    assert dark_read[0] > 2.0 * dark_read[3]  # read noise meets the steep toe
+    with pytest.raises(ValueError, match="space must be one of"):
+        EV.low_light(sample, 100.0, 0.0, "linear")
 
 
 # --------------------------------------------------------------------------------------------

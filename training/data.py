@@ -929,6 +929,39 @@ def add_noise(
     return np.clip(out, 0.0, 1.0)
 
 
+def srgb_to_linear(img: np.ndarray) -> np.ndarray:
+    """sRGB values in [0, 1] -> linear light in [0, 1] (IEC 61966-2-1: a straight toe, then
+    a 2.4 power), float32, any shape."""
+    x = np.clip(img.astype(np.float32), 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
+
+
+def linear_to_srgb(img: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`srgb_to_linear`, float32 in [0, 1], any shape."""
+    x = np.clip(img.astype(np.float32), 0.0, 1.0)
+    return np.where(x <= 0.0031308, x * 12.92, 1.055 * np.power(x, 1.0 / 2.4) - 0.055).astype(
+        np.float32
+    )
+
+
+def add_sensor_noise(
+    img: np.ndarray, rng: np.random.Generator, *, poisson_peak: float, gaussian_sigma: float
+) -> np.ndarray:
+    """A sensor's noise on a float sRGB ``(H, W, 3)`` image in [0, 1]: :func:`add_noise` in
+    linear light (shot noise of ``poisson_peak`` photons for white, read noise
+    ``gaussian_sigma`` of white), then the sRGB curve, as a camera encodes what it counted.
+
+    Unlike :func:`add_noise` on the encoded values, its grain is nearly even across the
+    picture's brightness at mid-tones and up (the curve's slope falls about as fast as shot
+    noise grows) and strongest in the shadows, where the read noise meets the curve's steep
+    toe: a dim camera's noisy dark parts."""
+    return linear_to_srgb(
+        add_noise(
+            srgb_to_linear(img), rng, gaussian_sigma=gaussian_sigma, poisson_peak=poisson_peak
+        )
+    )
+
+
 def jpeg_compress(img: np.ndarray, quality: int) -> np.ndarray:
     """Round-trip a float RGB image through JPEG at ``quality`` (what a webcam stream does)."""
     u8 = cv2.cvtColor(to_uint8(img), cv2.COLOR_RGB2BGR)

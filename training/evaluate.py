@@ -630,14 +630,25 @@ def iter_samples(
                 yield s
 
 
-def low_light(sample: Sample, peak: float, sigma: float = 0.01) -> Sample:
+#: where ``--low-light`` adds its noise: to the encoded picture, or to linear light before
+#: the sRGB curve, as a sensor does
+NOISE_SPACES = ("encoded", "sensor")
+
+
+def low_light(sample: Sample, peak: float, sigma: float = 0.01, space: str = "encoded") -> Sample:
     """``sample`` filmed in poor light: its blurry input with a dim webcam's noise, its sharp
-    frame clean, its set named ``<set>-lowlight<peak>``.
+    frame clean, its set named ``<set>-lowlight<peak>`` (``<set>-lowlight<peak>-sensor`` for
+    ``space="sensor"``).
 
     A webcam's gain lifts a dim frame to a normal exposure, so the picture keeps its brightness
-    and gets the shot noise of few photons (``peak`` for white; ``training.data.add_noise``),
-    read noise ``sigma`` and 8-bit output. The noise is seeded by the set and image name: every
-    method, and every run, sees the same frame."""
+    and gets the shot noise of few photons (``peak`` for white), read noise ``sigma`` and 8-bit
+    output. ``space="encoded"`` adds them to the sRGB values (``training.data.add_noise``: the
+    grain grows with brightness, weakest in the shadows); ``"sensor"`` to linear light before
+    the sRGB curve (``training.data.add_sensor_noise``: even grain from mid-tones up, the
+    shadows the noisiest), as a camera counts photons and then encodes them. The noise is seeded
+    by the set and image name: every method, and every run, sees the same frame."""
+    if space not in NOISE_SPACES:
+        raise ValueError(f"space must be one of {NOISE_SPACES}, got {space!r}")
     if sample.sharp is None:
         raise ValueError(
             f"{sample.set} {sample.name}: low light is scored against the clean sharp frame, "
@@ -647,14 +658,19 @@ def low_light(sample: Sample, peak: float, sigma: float = 0.01) -> Sample:
         raise ValueError(f"low light needs peak > 0 and sigma >= 0, got {peak}, {sigma}")
     rng = np.random.default_rng([zlib.crc32(f"{sample.set}/{sample.name}".encode()), int(peak)])
 
+    add = D.add_noise if space == "encoded" else D.add_sensor_noise
+
     def film(img: np.ndarray) -> np.ndarray:
-        noisy = D.add_noise(img, rng, gaussian_sigma=sigma, poisson_peak=peak)
+        noisy = add(img, rng, gaussian_sigma=sigma, poisson_peak=peak)
         return np.round(noisy * 255.0).astype(np.float32) / 255.0
 
     # The frame scored first: its noise is what it was before samples had a history.
     noisy = film(sample.blurry)
     before = tuple(film(b) for b in sample.history)
-    return Sample(f"{sample.set}-lowlight{peak:g}", sample.name, noisy, sample.sharp, before)
+    suffix = "" if space == "encoded" else f"-{space}"
+    return Sample(
+        f"{sample.set}-lowlight{peak:g}{suffix}", sample.name, noisy, sample.sharp, before
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1500,6 +1516,14 @@ def main(argv: list[str] | None = None) -> int:
         "clean frame)",
     )
     p.add_argument(
+        "--noise-in",
+        choices=NOISE_SPACES,
+        default="encoded",
+        help="--low-light: add the noise to the encoded picture (default; its grain grows with "
+        "brightness) or to linear light before the sRGB curve, as a sensor does (even grain "
+        "from mid-tones up, the shadows noisiest; sets named SET-lowlightPEAK-sensor)",
+    )
+    p.add_argument(
         "--denoise",
         action="store_true",
         help="raw: only: also run the app's noise reduction (run --denoise) over each "
@@ -1628,7 +1652,9 @@ def main(argv: list[str] | None = None) -> int:
             history=args.history if args.denoise else 0,
             frame_step=args.frame_step,
         )
-        return samples if light is None else (low_light(s, *light) for s in samples)
+        if light is None:
+            return samples
+        return (low_light(s, *light, space=args.noise_in) for s in samples)
 
     # Each set's first sample, now: a folder without images (or a raw range without windows)
     # otherwise stops the run only when its turn comes, after every set before it.
@@ -1694,7 +1720,11 @@ def main(argv: list[str] | None = None) -> int:
             "limit": args.limit,
             "mode": args.mode,
             "ensemble": ensembles,
-            "low_light": None if light is None else {"peak": light[0], "sigma": light[1]},
+            "low_light": (
+                None
+                if light is None
+                else {"peak": light[0], "sigma": light[1], "noise_in": args.noise_in}
+            ),
             "denoise": (
                 {"history": args.history, "frame_step": args.frame_step} if args.denoise else None
             ),
