@@ -109,6 +109,14 @@ FLAT_FLOOR = 1.2
 GRAIN_SPREAD = 1.0
 #: the grain filter's window: (2 r + 1)^2 pixels
 GRAIN_RADIUS = 2
+#: brightness bands (equal widths of half-size luma over 0-255) the grain is measured in, so
+#: the grain filter follows grain that varies with brightness (:func:`grain_by_brightness`)
+GRAIN_BANDS = 8
+#: the picture's 8x8 blocks of half-size luma a band needs to be measured on its own
+BAND_BLOCKS = 24
+#: a band's grain level is kept within this factor of the frame's (either way): a band whose
+#: every block is textured would otherwise read its texture as grain
+BAND_RATIO = 2.0
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
 MIN_SIDE = 16
 
@@ -196,6 +204,54 @@ def _flat_estimate(luma: np.ndarray) -> float:
     if unclipped.size == 0:
         return 0.0
     return float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
+
+
+def grain_by_brightness(luma: np.ndarray, previous: np.ndarray, before: np.ndarray) -> np.ndarray:
+    """The noise level of ``luma`` ``(H, W)`` float32 in each of :data:`GRAIN_BANDS` bands of
+    its brightness, ``(GRAIN_BANDS,)`` float32, NaN for a band with fewer than
+    :data:`BAND_BLOCKS` of its 8x8 blocks (clipped and drawn ones left out).
+
+    In each band, the lower of :func:`noise_levels`' two estimates taken on its blocks alone
+    (the flattest 1 %, and the covariance over time of ``previous`` and ``before``, the two
+    frames before, at the 75th percentile): a camera's grain varies with brightness (shot noise
+    on the encoded picture grows with it; a sensor's, after the camera's curve, is strongest in
+    the shadows), and one level for the whole frame leaves some parts' grain and takes texture
+    from others. A band whose blocks are all textured and moving reads its texture as grain in
+    both; :attr:`TemporalDenoiser.grain_levels` bounds each band by the frame's level."""
+    if luma.ndim != 2 or min(luma.shape) < 3:
+        raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
+    if previous.shape != luma.shape or before.shape != luma.shape:
+        raise ValueError(
+            f"the earlier lumas {tuple(previous.shape)} and {tuple(before.shape)} must be "
+            f"{tuple(luma.shape)}"
+        )
+    response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
+    level = _blocks(luma)
+    usable = (level > _CLIPPED) & (level < 255.0 - _CLIPPED) & (response > _DRAWN)
+    d_now, d_before = previous - luma, previous - before
+    together = _blocks(d_now * d_before) - _blocks(d_now) * _blocks(d_before)
+    band = np.minimum(level * (GRAIN_BANDS / 256.0), GRAIN_BANDS - 1).astype(np.int32)
+    levels = np.full(GRAIN_BANDS, np.nan, np.float32)
+    for b in range(GRAIN_BANDS):
+        mask = usable & (band == b)
+        if np.count_nonzero(mask) < BAND_BLOCKS:
+            continue
+        flat = float(np.percentile(response[mask], 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
+        over_time = float(np.percentile(together[mask], 75))
+        levels[b] = min(flat, float(np.sqrt(max(over_time, 0.0) / _LAG_READS)))
+    return levels
+
+
+def grain_map(levels: np.ndarray, luma: np.ndarray) -> np.ndarray:
+    """``(H, W)`` float32: at each pixel of ``luma`` ``(H, W)`` float32, the grain level of its
+    brightness, interpolated between the centres of the bands of ``levels``
+    ``(GRAIN_BANDS,)`` (no NaN; :attr:`TemporalDenoiser.grain_levels`)."""
+    if levels.shape != (GRAIN_BANDS,) or not np.all(np.isfinite(levels)):
+        raise ValueError(f"levels must be {GRAIN_BANDS} finite numbers, got {levels!r}")
+    centres = (np.arange(GRAIN_BANDS, dtype=np.float64) + 0.5) * (256.0 / GRAIN_BANDS)
+    table = np.interp(np.arange(256), centres, levels).astype(np.float32)
+    index = np.clip(luma, 0.0, 255.0).astype(np.uint8)  # truncated: a band's edge is whole
+    return cv2.LUT(index, table.reshape(1, 256)).reshape(luma.shape)
 
 
 def grain_fineness(rgb: np.ndarray, flat: float) -> float:
@@ -343,17 +399,20 @@ def grain_strength(sigma: float | None) -> float:
     return min(1.0, max(0.0, (sigma - FLAT_FLOOR) / RAMP))
 
 
-def grain_flatness(grain: float, weights: np.ndarray) -> np.ndarray:
+def grain_flatness(grain: float | np.ndarray, weights: np.ndarray) -> np.ndarray:
     """:func:`reduce_grain`'s ``flatness`` ``(H/2, W/2)`` float32 after a step of the filter
     over time with ``weights`` (:func:`motion_weights`) on grain of std ``grain`` on the frame's
-    own pixels (the noise level times :func:`grain_fineness`): the square of
-    :data:`GRAIN_SPREAD` times the grain left. Where the scene moved (weight 0) that is the
+    own pixels (the noise level times :func:`grain_fineness`; one for the frame, or one per
+    pixel of ``weights``' shape, :func:`grain_map`): the square of :data:`GRAIN_SPREAD` times
+    the grain left. Where the scene moved (weight 0) that is the
     frame's own; where it held still the average over time has taken most of it, and the grain
     filter takes only what is left, a share ``(1 - w) / (1 + w)`` of the variance once the
     average has settled (a ninth at the full weight of 0.8), so that a still, sharp picture is
     not flattened further than its noise asks."""
+    if isinstance(grain, np.ndarray) and grain.shape != weights.shape:
+        raise ValueError(f"grain {tuple(grain.shape)} must be weights' {tuple(weights.shape)}")
     flatness = (1.0 - weights) / (1.0 + weights)
-    flatness *= (GRAIN_SPREAD * grain) ** 2
+    flatness *= np.square(GRAIN_SPREAD * grain, dtype=np.float32)
     return flatness
 
 
@@ -512,6 +571,7 @@ class TemporalDenoiser:
         self._sigma: float | None = None
         self._flat: float | None = None  # the pictures' own estimate, smoothed as _sigma
         self._fineness: float | None = None  # grain_fineness, smoothed the same way
+        self._bands: np.ndarray | None = None  # grain_by_brightness, smoothed band by band
         self._colour: float | None = None
         # The last measurement read grain over FLAT_FLOOR, checked over time, and no cut came
         # since: only then is the colour blurred. The smoothed levels lag a change of scene.
@@ -549,8 +609,11 @@ class TemporalDenoiser:
             return out
         flatness = None
         if grain:
-            assert self.grain_std is not None
-            flatness = grain_flatness(self.grain_std, self._weights)
+            assert self.grain_levels is not None and self._fineness is not None
+            assert self._out_luma is not None
+            # By the brightness of the average, whose grain is the least.
+            by_pixel = grain_map(self.grain_levels * self._fineness, self._out_luma)
+            flatness = grain_flatness(by_pixel, self._weights)
         return _reduce_in_frame(out, blur, flatness, grain)
 
     @property
@@ -563,6 +626,17 @@ class TemporalDenoiser:
         if self._sigma is None or self._flat is None:
             return None
         return min(self._sigma, self._flat)
+
+    @property
+    def grain_levels(self) -> np.ndarray | None:
+        """``(GRAIN_BANDS,)`` float32: the noise level the grain filter goes by in each band of
+        brightness (:func:`grain_by_brightness`, smoothed), kept within :data:`BAND_RATIO` of
+        :attr:`grain_sigma` either way, which also serves a band not measured."""
+        level = self.grain_sigma
+        if level is None or self._bands is None:
+            return None
+        bands = np.where(np.isnan(self._bands), level, self._bands)
+        return np.clip(bands, level / BAND_RATIO, level * BAND_RATIO).astype(np.float32)
 
     @property
     def grain_std(self) -> float | None:
@@ -591,6 +665,14 @@ class TemporalDenoiser:
             self._flat = flat if self._flat is None else 0.7 * self._flat + 0.3 * flat
             fine = grain_fineness(frame, flat)
             self._fineness = fine if self._fineness is None else 0.7 * self._fineness + 0.3 * fine
+            bands = grain_by_brightness(luma, *earlier)  # type: ignore[arg-type]
+            if self._bands is None:
+                self._bands = bands
+            else:
+                # A band not measured now keeps its level; one measured for the first time
+                # takes its own.
+                mixed = np.where(np.isnan(self._bands), bands, 0.7 * self._bands + 0.3 * bands)
+                self._bands = np.where(np.isnan(bands), self._bands, mixed).astype(np.float32)
             self._grain_checked = sigma >= FLAT_FLOOR
             colour = estimate_colour_noise(frame)
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour
