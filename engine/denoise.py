@@ -451,12 +451,19 @@ def worth_telling(noise: float | None, *, told: bool = False) -> bool:
 
 
 def motion_weights(
-    luma: np.ndarray, previous_out: np.ndarray, sigma: float, *, strength: float, threshold: float
+    luma: np.ndarray,
+    previous_out: np.ndarray,
+    sigma: float | np.ndarray,
+    *,
+    strength: float,
+    threshold: float,
 ) -> np.ndarray:
     """Per-pixel weight ``(H, W)`` float32 in ``[0, strength]`` of the previous output: high where
     the two differ by noise only, 0 where the local mean difference reaches ``threshold * sigma``
     or a pixel's own difference twice that (a fine texture moving: its differences change sign
-    from pixel to pixel, and their mean hides them)."""
+    from pixel to pixel, and their mean hides them). ``sigma``: one noise level, or one per
+    pixel ``(H, W)`` float32 (:attr:`TemporalDenoiser.motion_levels` through
+    :func:`grain_map`)."""
     change = luma - previous_out
     diff = cv2.blur(change, (3, 3))
     np.abs(diff, out=diff)
@@ -639,6 +646,19 @@ class TemporalDenoiser:
         return np.clip(bands, level / BAND_RATIO, level * BAND_RATIO).astype(np.float32)
 
     @property
+    def motion_levels(self) -> np.ndarray | None:
+        """``(GRAIN_BANDS,)`` float32: the noise level motion is told from in each band of
+        brightness: :attr:`sigma`, or a band's own level where that is lower (down to
+        :attr:`sigma` / :data:`BAND_RATIO`), never higher. One level for the frame is set by
+        its noisiest quarter (:func:`noise_levels`), and a texture moving in a less grainy part
+        changes by less than that and was averaged, smeared; a band of moving texture reads as
+        grainier than it is, so a higher level would smear it instead."""
+        if self._sigma is None or self._bands is None:
+            return None
+        bands = np.where(np.isnan(self._bands), self._sigma, self._bands)
+        return np.clip(bands, self._sigma / BAND_RATIO, self._sigma).astype(np.float32)
+
+    @property
     def grain_std(self) -> float | None:
         """The grain's std on the frame's own pixels, which sizes the grain filter:
         :attr:`grain_sigma` times :func:`grain_fineness`."""
@@ -683,10 +703,14 @@ class TemporalDenoiser:
             self._keep(frame, luma, luma)
             return frame
         ramp = min(1.0, (self._sigma - MIN_SIGMA) / RAMP)
+        level: float | np.ndarray = self._sigma
+        if self.motion_levels is not None:
+            # By the brightness of the average the frame is compared with.
+            level = grain_map(self.motion_levels, self._out_luma)
         weights = motion_weights(
             luma,
             self._out_luma,
-            self._sigma,
+            level,
             strength=self.strength * ramp,
             threshold=self.threshold,
         )

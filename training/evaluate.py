@@ -971,7 +971,16 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         change = luma - out_luma
         diff = np.abs(cv2.blur(change, (3, 3)))
         np.maximum(diff, np.abs(change) * 0.5, out=diff)
-        diff *= -1.0 / (DENOISE_THRESHOLD * sigma)
+        level: float | np.ndarray = sigma
+        if bands is not None:
+            # Each band's own level where it is lower (a texture moving in a less grainy part
+            # changes by less than the frame's level), by the brightness of the average.
+            by_band = np.where(np.isnan(bands), sigma, bands)
+            by_band = np.clip(by_band, sigma / DENOISE_BAND_RATIO, sigma).astype(np.float32)
+            centres = (np.arange(DENOISE_GRAIN_BANDS) + 0.5) * (256.0 / DENOISE_GRAIN_BANDS)
+            table = np.interp(np.arange(256), centres, by_band).astype(np.float32)
+            level = table[np.clip(out_luma, 0.0, 255.0).astype(np.uint8)]
+        diff *= -1.0 / (DENOISE_THRESHOLD * level)
         diff += 1.0
         np.clip(diff, 0.0, 1.0, out=diff)
         weights = cv2.erode(diff, np.ones((3, 3), np.uint8))
