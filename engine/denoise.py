@@ -47,14 +47,27 @@ coarse grain no stronger), and acts, as the colour blur does, from :data:`FLAT_F
 over :data:`RAMP`. The colour blur and the grain filter are the output's: the average over time is
 kept without them, so they do not build up from frame to frame.
 
+A camera's grain varies with brightness: shot noise added to the encoded picture grows with it,
+and a sensor's, counted in linear light and then encoded, is even from mid-tones up and
+strongest in the shadows, where the read noise meets the curve's steep toe. So the noise is
+also measured in each of :data:`GRAIN_BANDS` bands of brightness (:func:`grain_by_brightness`,
+the same two estimates on each band's blocks alone), and taken to each pixel by the brightness
+of the average (:func:`grain_map`). The grain filter goes by a band's level within
+:data:`BAND_RATIO` of the frame's either way (:attr:`TemporalDenoiser.grain_levels`; a band
+whose every block is textured and moving reads its texture as grain in both estimates, so it is
+not trusted further); motion is told from noise by a band's level only where it is lower than
+the frame's (:attr:`TemporalDenoiser.motion_levels`): one level for the frame is its noisiest
+quarter's, and a texture moving in a less grainy part changed by less than it and was averaged.
+
 What it does not do: average what moves over time (there is no motion compensation: the grain
 filter takes grain from its flat parts, not from beside its edges or from a texture that varies
-about as much as the grain does); follow grain that varies with brightness (one level serves the
-whole frame: where the grain is weaker than that level, as shot noise added to the encoded
-picture is in its dark parts, a moving texture there loses some of its own variation, a dark
-gravel texture under a bright wall ending up to a third further from the clean picture than
-without the grain filter; where it is stronger, the filter does less than it could); keep a
-texture the average has already smeared (under coarse grain, moving 2-4 pixels a frame) from
+about as much as the grain does); follow grain that varies with brightness past a factor of
+:data:`BAND_RATIO` from the frame's level, or within a band, or in a part of a band too small to
+be measured (under :data:`BAND_BLOCKS` blocks; those go by the frame's level): where the grain
+is stronger the filter does less than it could, and where it is weaker a texture moving there
+is still averaged a little (the band's own estimate reads some of its texture: a dark gravel
+panning under a grainier wall ends up to 1.14x further from the clean picture than the frame
+as it came, 1.64x with one level for the frame); keep a texture the average has already smeared (under coarse grain, moving 2-4 pixels a frame) from
 being flattened a little further (up to 5 %); remove colour noise that comes without
 grain, or with grain under :data:`FLAT_FLOOR` (it is not told from a drawing's edges), or coarse
 colour blotches (a camera's compression leaves some 8 pixels and wider, which neither the
@@ -324,7 +337,7 @@ def reduce_grain(rgb: np.ndarray, flatness: np.ndarray, amount: float = 1.0) -> 
     variance over the window and ``flatness`` the grain's: where the luma varies by no more than
     the grain (a flat wall, skin) it is averaged; where it varies by more (an edge, a texture)
     the part above the grain is kept, so it does not blur the way a Gaussian would (as far as
-    ``flatness`` is the grain there: the engine's is one level for the whole frame). A point of
+    ``flatness`` is the grain there: the engine's follows brightness by band). A point of
     a pixel or two adds little to its window's variance and is dimmed (a 1-pixel dot 25 levels
     over grain of std 6 keeps about three quarters on a still picture).
     Cr and Cb are kept (to rounding, and to a few levels at saturated colours, where the way
@@ -660,8 +673,9 @@ class TemporalDenoiser:
 
     @property
     def grain_std(self) -> float | None:
-        """The grain's std on the frame's own pixels, which sizes the grain filter:
-        :attr:`grain_sigma` times :func:`grain_fineness`."""
+        """The grain's std on the frame's own pixels, the frame's level of it: :attr:`grain_sigma`
+        times :func:`grain_fineness` (the grain filter takes each band's, :attr:`grain_levels`,
+        times the same)."""
         if self.grain_sigma is None or self._fineness is None:
             return None
         return self.grain_sigma * self._fineness

@@ -38,7 +38,10 @@ Data (``--data``, repeatable), each giving one or two sets:
 ``--low-light PEAK[,SIGMA]`` films every set with ground truth in poor light instead: the
 blurry input gets a dim webcam's noise (Poisson shot noise at PEAK photons for white, Gaussian
 read noise SIGMA, 8-bit output), seeded per image so every method sees the same frame, and is
-still scored against the clean sharp frame. Sets are named ``<set>-lowlight<PEAK>``.
+still scored against the clean sharp frame. Sets are named ``<set>-lowlight<PEAK>``. The noise
+goes on the encoded picture (its grain grows with brightness), or with ``--noise-in sensor`` on
+linear light before the sRGB curve, as a camera counts photons and then encodes them (even
+grain from mid-tones up, the shadows noisiest; sets ``<set>-lowlight<PEAK>-sensor``).
 
 Outputs in ``--out``: ``per_image.csv``, ``summary.json``, ``summary.md`` and one
 ``grid_<set>.png`` (crops: blurry | student | teacher | sharp) per set. Teacher outputs are
