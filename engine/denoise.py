@@ -51,24 +51,27 @@ A camera's grain varies with brightness: shot noise added to the encoded picture
 and a sensor's, counted in linear light and then encoded, is even from mid-tones up and
 strongest in the shadows, where the read noise meets the curve's steep toe. So the noise is
 also measured in each of :data:`GRAIN_BANDS` bands of brightness (:func:`grain_by_brightness`,
-the same two estimates on each band's blocks alone), and taken to each pixel by the brightness
-of the average (:func:`grain_map`). The grain filter goes by a band's level within
-:data:`BAND_RATIO` of the frame's either way (:attr:`TemporalDenoiser.grain_levels`; a band
-whose every block is textured and moving reads its texture as grain in both estimates, so it is
-not trusted further); motion is told from noise by a band's level only where it is lower than
-the frame's (:attr:`TemporalDenoiser.motion_levels`): one level for the frame is its noisiest
-quarter's, and a texture moving in a less grainy part changed by less than it and was averaged.
+the same two estimates on each band's blocks alone, the lower of the two), and the grain filter
+goes by a band's level where it is over the frame's, up to :data:`BAND_RATIO` times it
+(:attr:`TemporalDenoiser.grain_levels`), taken to each pixel by the brightness of the average
+(:func:`grain_map`). Not under it: the frame's level is already its least grainy part's, and a
+band reads lower only by error (the estimate over time falls under a steady pan). Not past
+:data:`BAND_RATIO`: a band whose every block is textured and moving reads its texture as grain
+in both estimates. A band not measured in the last measurement (fewer than :data:`BAND_BLOCKS`
+blocks) goes by the frame's level.
 
 What it does not do: average what moves over time (there is no motion compensation: the grain
 filter takes grain from its flat parts, not from beside its edges or from a texture that varies
-about as much as the grain does); follow grain that varies with brightness past a factor of
-:data:`BAND_RATIO` from the frame's level, or within a band, or in a part of a band too small to
-be measured (under :data:`BAND_BLOCKS` blocks; those go by the frame's level): where the grain
-is stronger the filter does less than it could, and where it is weaker a texture moving there
-is still averaged a little (the band's own estimate reads some of its texture: a dark gravel
-panning under a grainier wall ends up to 1.14x further from the clean picture than the frame
-as it came, 1.64x with one level for the frame); keep a texture the average has already smeared (under coarse grain, moving 2-4 pixels a frame) from
-being flattened a little further (up to 5 %); remove colour noise that comes without
+about as much as the grain does); follow grain that varies with brightness past
+:data:`BAND_RATIO` times the least grainy part's, or within a band, or in a part too small to
+be measured (the grain filter then does less than it could there), or tell motion from noise by
+brightness at all (one level, the noisiest quarter's, serves the frame: a texture moving where
+the grain is weaker changes by less than it and is averaged, smeared, a dark gravel panning 6
+pixels a frame under a wall twice as grainy ending 1.6x further from the clean picture than the
+frame as it came; a band's own level, let lower it, made a webcam's coarse grain on a still
+picture 22 % worse, its estimates disagreeing on coarse grain); keep a texture the average has
+already smeared (under coarse grain, moving 2-4 pixels a frame) from being flattened a little
+further (up to 5 %); remove colour noise that comes without
 grain, or with grain under :data:`FLAT_FLOOR` (it is not told from a drawing's edges), or coarse
 colour blotches (a camera's compression leaves some 8 pixels and wider, which neither the
 estimate nor a 1-pixel blur sees); tell an isoluminant change, red to green of the same
@@ -127,8 +130,8 @@ GRAIN_RADIUS = 2
 GRAIN_BANDS = 8
 #: the picture's 8x8 blocks of half-size luma a band needs to be measured on its own
 BAND_BLOCKS = 24
-#: a band's grain level is kept within this factor of the frame's (either way): a band whose
-#: every block is textured would otherwise read its texture as grain
+#: a band's grain level is kept under this many times the frame's: a band whose every block
+#: is textured and moving reads its texture as grain
 BAND_RATIO = 2.0
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
 MIN_SIDE = 16
@@ -230,7 +233,8 @@ def grain_by_brightness(luma: np.ndarray, previous: np.ndarray, before: np.ndarr
     on the encoded picture grows with it; a sensor's, after the camera's curve, is strongest in
     the shadows), and one level for the whole frame leaves some parts' grain and takes texture
     from others. A band whose blocks are all textured and moving reads its texture as grain in
-    both; :attr:`TemporalDenoiser.grain_levels` bounds each band by the frame's level."""
+    both; :attr:`TemporalDenoiser.grain_levels` takes a band's level only between the frame's
+    and :data:`BAND_RATIO` times it."""
     if luma.ndim != 2 or min(luma.shape) < 3:
         raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
     if previous.shape != luma.shape or before.shape != luma.shape:
@@ -464,19 +468,12 @@ def worth_telling(noise: float | None, *, told: bool = False) -> bool:
 
 
 def motion_weights(
-    luma: np.ndarray,
-    previous_out: np.ndarray,
-    sigma: float | np.ndarray,
-    *,
-    strength: float,
-    threshold: float,
+    luma: np.ndarray, previous_out: np.ndarray, sigma: float, *, strength: float, threshold: float
 ) -> np.ndarray:
     """Per-pixel weight ``(H, W)`` float32 in ``[0, strength]`` of the previous output: high where
     the two differ by noise only, 0 where the local mean difference reaches ``threshold * sigma``
     or a pixel's own difference twice that (a fine texture moving: its differences change sign
-    from pixel to pixel, and their mean hides them). ``sigma``: one noise level, or one per
-    pixel ``(H, W)`` float32 (:attr:`TemporalDenoiser.motion_levels` through
-    :func:`grain_map`)."""
+    from pixel to pixel, and their mean hides them)."""
     change = luma - previous_out
     diff = cv2.blur(change, (3, 3))
     np.abs(diff, out=diff)
@@ -650,26 +647,16 @@ class TemporalDenoiser:
     @property
     def grain_levels(self) -> np.ndarray | None:
         """``(GRAIN_BANDS,)`` float32: the noise level the grain filter goes by in each band of
-        brightness (:func:`grain_by_brightness`, smoothed), kept within :data:`BAND_RATIO` of
-        :attr:`grain_sigma` either way, which also serves a band not measured."""
+        brightness: :attr:`grain_sigma`, or a band's own (:func:`grain_by_brightness`,
+        smoothed) where that is higher, up to :data:`BAND_RATIO` times it. Never lower: the
+        frame's level is already its least grainy part's (the flattest blocks), and a band's
+        can read lower only by error (the estimate over time falls under a steady motion, and
+        a band of it then read half its grain)."""
         level = self.grain_sigma
         if level is None or self._bands is None:
             return None
         bands = np.where(np.isnan(self._bands), level, self._bands)
-        return np.clip(bands, level / BAND_RATIO, level * BAND_RATIO).astype(np.float32)
-
-    @property
-    def motion_levels(self) -> np.ndarray | None:
-        """``(GRAIN_BANDS,)`` float32: the noise level motion is told from in each band of
-        brightness: :attr:`sigma`, or a band's own level where that is lower (down to
-        :attr:`sigma` / :data:`BAND_RATIO`), never higher. One level for the frame is set by
-        its noisiest quarter (:func:`noise_levels`), and a texture moving in a less grainy part
-        changes by less than that and was averaged, smeared; a band of moving texture reads as
-        grainier than it is, so a higher level would smear it instead."""
-        if self._sigma is None or self._bands is None:
-            return None
-        bands = np.where(np.isnan(self._bands), self._sigma, self._bands)
-        return np.clip(bands, self._sigma / BAND_RATIO, self._sigma).astype(np.float32)
+        return np.clip(bands, level, level * BAND_RATIO).astype(np.float32)
 
     @property
     def grain_std(self) -> float | None:
@@ -703,10 +690,10 @@ class TemporalDenoiser:
             if self._bands is None:
                 self._bands = bands
             else:
-                # A band not measured now keeps its level; one measured for the first time
-                # takes its own.
+                # A band not measured now is forgotten (NaN stays NaN): what is in it now may
+                # be another scene's; one measured for the first time takes its own level.
                 mixed = np.where(np.isnan(self._bands), bands, 0.7 * self._bands + 0.3 * bands)
-                self._bands = np.where(np.isnan(bands), self._bands, mixed).astype(np.float32)
+                self._bands = mixed.astype(np.float32)
             self._grain_checked = sigma >= FLAT_FLOOR
             colour = estimate_colour_noise(frame)
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour
@@ -717,14 +704,10 @@ class TemporalDenoiser:
             self._keep(frame, luma, luma)
             return frame
         ramp = min(1.0, (self._sigma - MIN_SIGMA) / RAMP)
-        level: float | np.ndarray = self._sigma
-        if self.motion_levels is not None:
-            # By the brightness of the average the frame is compared with.
-            level = grain_map(self.motion_levels, self._out_luma)
         weights = motion_weights(
             luma,
             self._out_luma,
-            level,
+            self._sigma,
             strength=self.strength * ramp,
             threshold=self.threshold,
         )

@@ -775,7 +775,7 @@ DENOISE_GRAIN_SPREAD = 1.0  # the grain's share of a window's spread, in the gra
 DENOISE_GRAIN_RADIUS = 2  # its window: (2 r + 1)^2 pixels
 DENOISE_GRAIN_BANDS = 8  # brightness bands the grain is measured in
 DENOISE_BAND_BLOCKS = 24  # the 8x8 blocks a band needs to be measured
-DENOISE_BAND_RATIO = 2.0  # a band's level stays within this factor of the frame's
+DENOISE_BAND_RATIO = 2.0  # a band's level stays under this many times the frame's
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
 
@@ -910,10 +910,10 @@ def _in_frame(
         cv2.mixChannels([cv2.GaussianBlur(ycc, (0, 0), blur)], [ycc], [1, 1, 2, 2])
     if grain > 0:
         # What the average over time left of the noise's variance, (1 - w) / (1 + w) once settled.
-        # Each band's level, within a factor of the frame's (a band of moving texture reads it
-        # as grain), taken to each pixel by the brightness of the average.
+        # Each band's level where it is higher than the frame's, up to a factor (a band of
+        # moving texture reads it as grain), taken to each pixel by the brightness of the average.
         by_band = np.where(np.isnan(bands), level, bands)
-        by_band = np.clip(by_band, level / DENOISE_BAND_RATIO, level * DENOISE_BAND_RATIO)
+        by_band = np.clip(by_band, level, level * DENOISE_BAND_RATIO)
         by_band = (by_band * fineness).astype(np.float32)
         centres = (np.arange(DENOISE_GRAIN_BANDS) + 0.5) * (256.0 / DENOISE_GRAIN_BANDS)
         table = np.interp(np.arange(256), centres, by_band).astype(np.float32)
@@ -960,8 +960,9 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
                 if bands is None:
                     bands = new_bands
                 else:
+                    # A band not measured now is forgotten.
                     mixed = np.where(np.isnan(bands), new_bands, 0.7 * bands + 0.3 * new_bands)
-                    bands = np.where(np.isnan(new_bands), bands, mixed).astype(np.float32)
+                    bands = mixed.astype(np.float32)
                 checked = new >= DENOISE_FLAT_FLOOR
                 new = _colour_noise(frame)
                 colour = new if colour is None else 0.7 * colour + 0.3 * new
@@ -974,16 +975,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         change = luma - out_luma
         diff = np.abs(cv2.blur(change, (3, 3)))
         np.maximum(diff, np.abs(change) * 0.5, out=diff)
-        level: float | np.ndarray = sigma
-        if bands is not None:
-            # Each band's own level where it is lower (a texture moving in a less grainy part
-            # changes by less than the frame's level), by the brightness of the average.
-            by_band = np.where(np.isnan(bands), sigma, bands)
-            by_band = np.clip(by_band, sigma / DENOISE_BAND_RATIO, sigma).astype(np.float32)
-            centres = (np.arange(DENOISE_GRAIN_BANDS) + 0.5) * (256.0 / DENOISE_GRAIN_BANDS)
-            table = np.interp(np.arange(256), centres, by_band).astype(np.float32)
-            level = table[np.clip(out_luma, 0.0, 255.0).astype(np.uint8)]
-        diff *= -1.0 / (DENOISE_THRESHOLD * level)
+        diff *= -1.0 / (DENOISE_THRESHOLD * sigma)
         diff += 1.0
         np.clip(diff, 0.0, 1.0, out=diff)
         weights = cv2.erode(diff, np.ones((3, 3), np.uint8))
