@@ -50,21 +50,25 @@ kept without them, so they do not build up from frame to frame.
 A camera's grain varies with brightness: shot noise added to the encoded picture grows with it,
 and a sensor's, counted in linear light and then encoded, is even from mid-tones up and
 strongest in the shadows, where the read noise meets the curve's steep toe. So the noise is
-also measured in each of :data:`GRAIN_BANDS` bands of brightness (:func:`grain_by_brightness`,
-the same two estimates on each band's blocks alone, the lower of the two), and the grain filter
-goes by a band's level where it is over the frame's, up to :data:`BAND_RATIO` times it
+also measured in each of :data:`GRAIN_BANDS` bands of brightness (:func:`grain_by_brightness`:
+the same two estimates on each band's blocks alone, the lower of the two, where they agree
+within :data:`BAND_AGREE`; a band all of texture reads it as grain in the flat one and, over
+time, as more where it moves and less where it holds still), and the grain filter goes by a
+band's level where it is over the frame's, up to :data:`BAND_RATIO` times it
 (:attr:`TemporalDenoiser.grain_levels`), taken to each pixel by the brightness of the average
 (:func:`grain_map`). Not under it: the frame's level is already its least grainy part's, and a
-band reads lower only by error (the estimate over time falls under a steady pan). Not past
-:data:`BAND_RATIO`: a band whose every block is textured and moving reads its texture as grain
-in both estimates. A band not measured in the last measurement (fewer than :data:`BAND_BLOCKS`
-blocks) goes by the frame's level.
+band reads lower only by error (the estimate over time falls under a steady pan). A band counts
+once two measurements running have read it (eight frames: a moving texture's two estimates can
+agree once by chance), and goes by the frame's level again as soon as one has not (fewer than
+:data:`BAND_BLOCKS` blocks, or disagreeing), so a part left from the scene before a cut does not
+keep its level.
 
 What it does not do: average what moves over time (there is no motion compensation: the grain
 filter takes grain from its flat parts, not from beside its edges or from a texture that varies
 about as much as the grain does); follow grain that varies with brightness past
 :data:`BAND_RATIO` times the least grainy part's, or within a band, or in a part too small to
-be measured (the grain filter then does less than it could there), or tell motion from noise by
+be measured (the grain filter then does less than it could there; in the first eight frames
+after a start it goes by the frame's level everywhere), or tell motion from noise by
 brightness at all (one level, the noisiest quarter's, serves the frame: a texture moving where
 the grain is weaker changes by less than it and is averaged, smeared, a dark gravel panning 6
 pixels a frame under a wall twice as grainy ending 1.6x further from the clean picture than the
@@ -133,6 +137,10 @@ BAND_BLOCKS = 24
 #: a band's grain level is kept under this many times the frame's: a band whose every block
 #: is textured and moving reads its texture as grain
 BAND_RATIO = 2.0
+#: a band is measured only where its two estimates agree within this factor: grain reads the
+#: same in both; a texture reads as grain in the flat one, and over time as more where it
+#: moves and as less where it holds still or pans steadily
+BAND_AGREE = 1.3
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
 MIN_SIDE = 16
 
@@ -229,12 +237,16 @@ def grain_by_brightness(luma: np.ndarray, previous: np.ndarray, before: np.ndarr
 
     In each band, the lower of :func:`noise_levels`' two estimates taken on its blocks alone
     (the flattest 1 %, and the covariance over time of ``previous`` and ``before``, the two
-    frames before, at the 75th percentile): a camera's grain varies with brightness (shot noise
-    on the encoded picture grows with it; a sensor's, after the camera's curve, is strongest in
-    the shadows), and one level for the whole frame leaves some parts' grain and takes texture
-    from others. A band whose blocks are all textured and moving reads its texture as grain in
-    both; :attr:`TemporalDenoiser.grain_levels` takes a band's level only between the frame's
-    and :data:`BAND_RATIO` times it."""
+    frames before, at the 75th percentile), where the two agree (within a factor of
+    :data:`BAND_AGREE` either way; NaN where not): a camera's grain varies with
+    brightness (shot noise on the encoded picture grows with it; a sensor's, after the camera's
+    curve, is strongest in the shadows), and one level for the whole frame leaves some parts'
+    grain and takes texture from others. A band whose blocks are all textured reads its texture
+    as grain in the flat estimate and over time as more where it moves (less where it holds
+    still or pans steadily), which the agreement rules out (a texture moving so that both read
+    it alike is not ruled out);
+    :attr:`TemporalDenoiser.grain_levels` takes a band's level only between the frame's and
+    :data:`BAND_RATIO` times it."""
     if luma.ndim != 2 or min(luma.shape) < 3:
         raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
     if previous.shape != luma.shape or before.shape != luma.shape:
@@ -255,7 +267,9 @@ def grain_by_brightness(luma: np.ndarray, previous: np.ndarray, before: np.ndarr
             continue
         flat = float(np.percentile(response[mask], 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
         over_time = float(np.percentile(together[mask], 75))
-        levels[b] = min(flat, float(np.sqrt(max(over_time, 0.0) / _LAG_READS)))
+        over_time = float(np.sqrt(max(over_time, 0.0) / _LAG_READS))
+        if flat / BAND_AGREE <= over_time <= BAND_AGREE * flat:
+            levels[b] = min(flat, over_time)
     return levels
 
 
@@ -541,6 +555,20 @@ def _blend(
     return out, out_luma
 
 
+def _smoothed_bands(
+    smoothed: np.ndarray | None, last: np.ndarray | None, now: np.ndarray
+) -> np.ndarray:
+    """The band levels after a measurement that read ``now`` (:func:`grain_by_brightness`),
+    ``smoothed`` and ``last`` the levels and the reading before (None at first): a band counts
+    once two measurements running have read it, and is forgotten (NaN) when one does not (one
+    reading of a moving texture can agree with itself by chance; what a band holds after a cut
+    is another scene's)."""
+    if last is None:
+        return np.full_like(now, np.nan)
+    start = last if smoothed is None else np.where(np.isnan(smoothed), last, smoothed)
+    return np.where(np.isnan(last), np.nan, 0.7 * start + 0.3 * now).astype(np.float32)
+
+
 class TemporalDenoiser:
     """Stateful :func:`temporal_denoise` over a stream, measuring the noise as it goes.
 
@@ -589,6 +617,7 @@ class TemporalDenoiser:
         self._flat: float | None = None  # the pictures' own estimate, smoothed as _sigma
         self._fineness: float | None = None  # grain_fineness, smoothed the same way
         self._bands: np.ndarray | None = None  # grain_by_brightness, smoothed band by band
+        self._bands_read: np.ndarray | None = None  # the last measurement's, as it read
         self._colour: float | None = None
         # The last measurement read grain over FLAT_FLOOR, checked over time, and no cut came
         # since: only then is the colour blurred. The smoothed levels lag a change of scene.
@@ -686,14 +715,9 @@ class TemporalDenoiser:
             self._flat = flat if self._flat is None else 0.7 * self._flat + 0.3 * flat
             fine = grain_fineness(frame, flat)
             self._fineness = fine if self._fineness is None else 0.7 * self._fineness + 0.3 * fine
-            bands = grain_by_brightness(luma, *earlier)  # type: ignore[arg-type]
-            if self._bands is None:
-                self._bands = bands
-            else:
-                # A band not measured now is forgotten (NaN stays NaN): what is in it now may
-                # be another scene's; one measured for the first time takes its own level.
-                mixed = np.where(np.isnan(self._bands), bands, 0.7 * self._bands + 0.3 * bands)
-                self._bands = mixed.astype(np.float32)
+            read = grain_by_brightness(luma, *earlier)  # type: ignore[arg-type]
+            self._bands = _smoothed_bands(self._bands, self._bands_read, read)
+            self._bands_read = read
             self._grain_checked = sigma >= FLAT_FLOOR
             colour = estimate_colour_noise(frame)
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour

@@ -776,6 +776,7 @@ DENOISE_GRAIN_RADIUS = 2  # its window: (2 r + 1)^2 pixels
 DENOISE_GRAIN_BANDS = 8  # brightness bands the grain is measured in
 DENOISE_BAND_BLOCKS = 24  # the 8x8 blocks a band needs to be measured
 DENOISE_BAND_RATIO = 2.0  # a band's level stays under this many times the frame's
+DENOISE_BAND_AGREE = 1.3  # a band's two estimates agree within this factor either way
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
 
@@ -842,7 +843,10 @@ def _bands(luma: np.ndarray, previous: np.ndarray, before: np.ndarray) -> np.nda
             continue
         flat = float(np.percentile(response[mask], 1)) / (6.0 * _MEAN_ABS * 0.665)
         over_time = float(np.percentile(together[mask], 75))
-        levels[b] = min(flat, float(np.sqrt(max(over_time, 0.0) / 1.18)))
+        over_time = float(np.sqrt(max(over_time, 0.0) / 1.18))
+        # A texture reads as grain in the flat estimate, and otherwise over time.
+        if flat / DENOISE_BAND_AGREE <= over_time <= DENOISE_BAND_AGREE * flat:
+            levels[b] = min(flat, over_time)
     return levels
 
 
@@ -934,6 +938,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
     flat: float | None = None  # the pictures' own estimate, smoothed as sigma
     fineness: float | None = None  # the grain's std at full size over its half-size level
     bands: np.ndarray | None = None  # the level by brightness, smoothed band by band
+    bands_read: np.ndarray | None = None  # the last measurement's, as it read
     colour: float | None = None
     checked = False  # the last measurement read grain over the flat floor, and no cut since
     count = 0
@@ -946,7 +951,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         luma = _half_luma(frame)
         if out is None or out.shape != frame.shape:
             out, out_luma, lumas, sigma, colour, count = frame, luma, [luma], None, None, 0
-            flat = fineness = bands = None
+            flat = fineness = bands = bands_read = None
             checked = False
             continue
         if len(lumas) >= 2:
@@ -956,13 +961,21 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
                 flat = new_flat if flat is None else 0.7 * flat + 0.3 * new_flat
                 new_fine = _fineness(frame, new_flat)
                 fineness = new_fine if fineness is None else 0.7 * fineness + 0.3 * new_fine
+                # A band counts once two measurements running read it, and is forgotten
+                # when one does not.
                 new_bands = _bands(luma, lumas[0], lumas[1])
-                if bands is None:
-                    bands = new_bands
+                if bands_read is None:
+                    bands = np.full_like(new_bands, np.nan)
                 else:
-                    # A band not measured now is forgotten.
-                    mixed = np.where(np.isnan(bands), new_bands, 0.7 * bands + 0.3 * new_bands)
-                    bands = mixed.astype(np.float32)
+                    start = (
+                        bands_read
+                        if bands is None
+                        else np.where(np.isnan(bands), bands_read, bands)
+                    )
+                    bands = np.where(
+                        np.isnan(bands_read), np.nan, 0.7 * start + 0.3 * new_bands
+                    ).astype(np.float32)
+                bands_read = new_bands
                 checked = new >= DENOISE_FLAT_FLOOR
                 new = _colour_noise(frame)
                 colour = new if colour is None else 0.7 * colour + 0.3 * new
