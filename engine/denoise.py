@@ -47,35 +47,15 @@ coarse grain no stronger), and acts, as the colour blur does, from :data:`FLAT_F
 over :data:`RAMP`. The colour blur and the grain filter are the output's: the average over time is
 kept without them, so they do not build up from frame to frame.
 
-A camera's grain varies with brightness: shot noise added to the encoded picture grows with it,
-and a sensor's, counted in linear light and then encoded, is even from mid-tones up and
-strongest in the shadows, where the read noise meets the curve's steep toe. So the noise is
-also measured in each of :data:`GRAIN_BANDS` bands of brightness (:func:`grain_by_brightness`:
-the same two estimates on each band's blocks alone, the lower of the two, where they agree
-within :data:`BAND_AGREE`; a band all of texture reads it as grain in the flat one and, over
-time, as more where it moves and less where it holds still), and the grain filter goes by a
-band's level where it is over the frame's, up to :data:`BAND_RATIO` times it
-(:attr:`TemporalDenoiser.grain_levels`), taken to each pixel by the brightness of the average
-(:func:`grain_map`). Not under it: the frame's level is already its least grainy part's, and a
-band reads lower only by error (the estimate over time falls under a steady pan). A band counts
-once two measurements running have read it (eight frames: a moving texture's two estimates can
-agree once by chance), and goes by the frame's level again as soon as one has not (fewer than
-:data:`BAND_BLOCKS` blocks, or disagreeing), so a part left from the scene before a cut does not
-keep its level.
-
 What it does not do: average what moves over time (there is no motion compensation: the grain
 filter takes grain from its flat parts, not from beside its edges or from a texture that varies
-about as much as the grain does); follow grain that varies with brightness past
-:data:`BAND_RATIO` times the least grainy part's, or within a band, or in a part too small to
-be measured (the grain filter then does less than it could there; in the first eight frames
-after a start it goes by the frame's level everywhere), or tell motion from noise by
-brightness at all (one level, the noisiest quarter's, serves the frame: a texture moving where
-the grain is weaker changes by less than it and is averaged, smeared, a dark gravel panning 6
-pixels a frame under a wall twice as grainy ending 1.6x further from the clean picture than the
-frame as it came; a band's own level, let lower it, made a webcam's coarse grain on a still
-picture 22 % worse, its estimates disagreeing on coarse grain); keep a texture the average has
-already smeared (under coarse grain, moving 2-4 pixels a frame) from being flattened a little
-further (up to 5 %); remove colour noise that comes without
+about as much as the grain does); follow grain that varies with brightness (one level serves the
+whole frame: where the grain is weaker than that level, as shot noise added to the encoded
+picture is in its dark parts, a moving texture there loses some of its own variation, a dark
+gravel texture under a bright wall ending up to a third further from the clean picture than
+without the grain filter; where it is stronger, the filter does less than it could); keep a
+texture the average has already smeared (under coarse grain, moving 2-4 pixels a frame) from
+being flattened a little further (up to 5 %); remove colour noise that comes without
 grain, or with grain under :data:`FLAT_FLOOR` (it is not told from a drawing's edges), or coarse
 colour blotches (a camera's compression leaves some 8 pixels and wider, which neither the
 estimate nor a 1-pixel blur sees); tell an isoluminant change, red to green of the same
@@ -129,18 +109,6 @@ FLAT_FLOOR = 1.2
 GRAIN_SPREAD = 1.0
 #: the grain filter's window: (2 r + 1)^2 pixels
 GRAIN_RADIUS = 2
-#: brightness bands (equal widths of half-size luma over 0-255) the grain is measured in, so
-#: the grain filter follows grain that varies with brightness (:func:`grain_by_brightness`)
-GRAIN_BANDS = 8
-#: the picture's 8x8 blocks of half-size luma a band needs to be measured on its own
-BAND_BLOCKS = 24
-#: a band's grain level is kept under this many times the frame's: a band whose every block
-#: is textured and moving reads its texture as grain
-BAND_RATIO = 2.0
-#: a band is measured only where its two estimates agree within this factor: grain reads the
-#: same in both; a texture reads as grain in the flat one, and over time as more where it
-#: moves and as less where it holds still or pans steadily
-BAND_AGREE = 1.3
 #: frames smaller than this on a side are passed through (nothing to measure noise on)
 MIN_SIDE = 16
 
@@ -230,61 +198,6 @@ def _flat_estimate(luma: np.ndarray) -> float:
     return float(np.percentile(unclipped, 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
 
 
-def grain_by_brightness(luma: np.ndarray, previous: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """The noise level of ``luma`` ``(H, W)`` float32 in each of :data:`GRAIN_BANDS` bands of
-    its brightness, ``(GRAIN_BANDS,)`` float32, NaN for a band with fewer than
-    :data:`BAND_BLOCKS` of its 8x8 blocks (clipped and drawn ones left out).
-
-    In each band, the lower of :func:`noise_levels`' two estimates taken on its blocks alone
-    (the flattest 1 %, and the covariance over time of ``previous`` and ``before``, the two
-    frames before, at the 75th percentile), where the two agree (within a factor of
-    :data:`BAND_AGREE` either way; NaN where not): a camera's grain varies with
-    brightness (shot noise on the encoded picture grows with it; a sensor's, after the camera's
-    curve, is strongest in the shadows), and one level for the whole frame leaves some parts'
-    grain and takes texture from others. A band whose blocks are all textured reads its texture
-    as grain in the flat estimate and over time as more where it moves (less where it holds
-    still or pans steadily), which the agreement rules out (a texture moving so that both read
-    it alike is not ruled out);
-    :attr:`TemporalDenoiser.grain_levels` takes a band's level only between the frame's and
-    :data:`BAND_RATIO` times it."""
-    if luma.ndim != 2 or min(luma.shape) < 3:
-        raise ValueError(f"expected (H, W) luma of at least 3x3, got {tuple(luma.shape)}")
-    if previous.shape != luma.shape or before.shape != luma.shape:
-        raise ValueError(
-            f"the earlier lumas {tuple(previous.shape)} and {tuple(before.shape)} must be "
-            f"{tuple(luma.shape)}"
-        )
-    response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
-    level = _blocks(luma)
-    usable = (level > _CLIPPED) & (level < 255.0 - _CLIPPED) & (response > _DRAWN)
-    d_now, d_before = previous - luma, previous - before
-    together = _blocks(d_now * d_before) - _blocks(d_now) * _blocks(d_before)
-    band = np.minimum(level * (GRAIN_BANDS / 256.0), GRAIN_BANDS - 1).astype(np.int32)
-    levels = np.full(GRAIN_BANDS, np.nan, np.float32)
-    for b in range(GRAIN_BANDS):
-        mask = usable & (band == b)
-        if np.count_nonzero(mask) < BAND_BLOCKS:
-            continue
-        flat = float(np.percentile(response[mask], 1)) / (6.0 * _MEAN_ABS * _FLAT_READS)
-        over_time = float(np.percentile(together[mask], 75))
-        over_time = float(np.sqrt(max(over_time, 0.0) / _LAG_READS))
-        if flat / BAND_AGREE <= over_time <= BAND_AGREE * flat:
-            levels[b] = min(flat, over_time)
-    return levels
-
-
-def grain_map(levels: np.ndarray, luma: np.ndarray) -> np.ndarray:
-    """``(H, W)`` float32: at each pixel of ``luma`` ``(H, W)`` float32, the grain level of its
-    brightness, interpolated between the centres of the bands of ``levels``
-    ``(GRAIN_BANDS,)`` (no NaN; :attr:`TemporalDenoiser.grain_levels`)."""
-    if levels.shape != (GRAIN_BANDS,) or not np.all(np.isfinite(levels)):
-        raise ValueError(f"levels must be {GRAIN_BANDS} finite numbers, got {levels!r}")
-    centres = (np.arange(GRAIN_BANDS, dtype=np.float64) + 0.5) * (256.0 / GRAIN_BANDS)
-    table = np.interp(np.arange(256), centres, levels).astype(np.float32)
-    index = np.clip(luma, 0.0, 255.0).astype(np.uint8)  # truncated: a band's edge is whole
-    return cv2.LUT(index, table.reshape(1, 256)).reshape(luma.shape)
-
-
 def grain_fineness(rgb: np.ndarray, flat: float) -> float:
     """How many times the noise level (of half-size luma) the grain's std is on the frame's own
     pixels, in [1, 2]: the picture's own estimate (:func:`noise_levels`) on the frame's luma over
@@ -355,7 +268,7 @@ def reduce_grain(rgb: np.ndarray, flatness: np.ndarray, amount: float = 1.0) -> 
     variance over the window and ``flatness`` the grain's: where the luma varies by no more than
     the grain (a flat wall, skin) it is averaged; where it varies by more (an edge, a texture)
     the part above the grain is kept, so it does not blur the way a Gaussian would (as far as
-    ``flatness`` is the grain there: the engine's follows brightness by band). A point of
+    ``flatness`` is the grain there: the engine's is one level for the whole frame). A point of
     a pixel or two adds little to its window's variance and is dimmed (a 1-pixel dot 25 levels
     over grain of std 6 keeps about three quarters on a still picture).
     Cr and Cb are kept (to rounding, and to a few levels at saturated colours, where the way
@@ -430,20 +343,17 @@ def grain_strength(sigma: float | None) -> float:
     return min(1.0, max(0.0, (sigma - FLAT_FLOOR) / RAMP))
 
 
-def grain_flatness(grain: float | np.ndarray, weights: np.ndarray) -> np.ndarray:
+def grain_flatness(grain: float, weights: np.ndarray) -> np.ndarray:
     """:func:`reduce_grain`'s ``flatness`` ``(H/2, W/2)`` float32 after a step of the filter
     over time with ``weights`` (:func:`motion_weights`) on grain of std ``grain`` on the frame's
-    own pixels (the noise level times :func:`grain_fineness`; one for the frame, or one per
-    pixel of ``weights``' shape, :func:`grain_map`): the square of :data:`GRAIN_SPREAD` times
-    the grain left. Where the scene moved (weight 0) that is the
+    own pixels (the noise level times :func:`grain_fineness`): the square of
+    :data:`GRAIN_SPREAD` times the grain left. Where the scene moved (weight 0) that is the
     frame's own; where it held still the average over time has taken most of it, and the grain
     filter takes only what is left, a share ``(1 - w) / (1 + w)`` of the variance once the
     average has settled (a ninth at the full weight of 0.8), so that a still, sharp picture is
     not flattened further than its noise asks."""
-    if isinstance(grain, np.ndarray) and grain.shape != weights.shape:
-        raise ValueError(f"grain {tuple(grain.shape)} must be weights' {tuple(weights.shape)}")
     flatness = (1.0 - weights) / (1.0 + weights)
-    flatness *= np.square(GRAIN_SPREAD * grain, dtype=np.float32)
+    flatness *= (GRAIN_SPREAD * grain) ** 2
     return flatness
 
 
@@ -555,20 +465,6 @@ def _blend(
     return out, out_luma
 
 
-def _smoothed_bands(
-    smoothed: np.ndarray | None, last: np.ndarray | None, now: np.ndarray
-) -> np.ndarray:
-    """The band levels after a measurement that read ``now`` (:func:`grain_by_brightness`),
-    ``smoothed`` and ``last`` the levels and the reading before (None at first): a band counts
-    once two measurements running have read it, and is forgotten (NaN) when one does not (one
-    reading of a moving texture can agree with itself by chance; what a band holds after a cut
-    is another scene's)."""
-    if last is None:
-        return np.full_like(now, np.nan)
-    start = last if smoothed is None else np.where(np.isnan(smoothed), last, smoothed)
-    return np.where(np.isnan(last), np.nan, 0.7 * start + 0.3 * now).astype(np.float32)
-
-
 class TemporalDenoiser:
     """Stateful :func:`temporal_denoise` over a stream, measuring the noise as it goes.
 
@@ -616,8 +512,6 @@ class TemporalDenoiser:
         self._sigma: float | None = None
         self._flat: float | None = None  # the pictures' own estimate, smoothed as _sigma
         self._fineness: float | None = None  # grain_fineness, smoothed the same way
-        self._bands: np.ndarray | None = None  # grain_by_brightness, smoothed band by band
-        self._bands_read: np.ndarray | None = None  # the last measurement's, as it read
         self._colour: float | None = None
         # The last measurement read grain over FLAT_FLOOR, checked over time, and no cut came
         # since: only then is the colour blurred. The smoothed levels lag a change of scene.
@@ -655,11 +549,8 @@ class TemporalDenoiser:
             return out
         flatness = None
         if grain:
-            assert self.grain_levels is not None and self._fineness is not None
-            assert self._out_luma is not None
-            # By the brightness of the average, whose grain is the least.
-            by_pixel = grain_map(self.grain_levels * self._fineness, self._out_luma)
-            flatness = grain_flatness(by_pixel, self._weights)
+            assert self.grain_std is not None
+            flatness = grain_flatness(self.grain_std, self._weights)
         return _reduce_in_frame(out, blur, flatness, grain)
 
     @property
@@ -674,24 +565,9 @@ class TemporalDenoiser:
         return min(self._sigma, self._flat)
 
     @property
-    def grain_levels(self) -> np.ndarray | None:
-        """``(GRAIN_BANDS,)`` float32: the noise level the grain filter goes by in each band of
-        brightness: :attr:`grain_sigma`, or a band's own (:func:`grain_by_brightness`,
-        smoothed) where that is higher, up to :data:`BAND_RATIO` times it. Never lower: the
-        frame's level is already its least grainy part's (the flattest blocks), and a band's
-        can read lower only by error (the estimate over time falls under a steady motion, and
-        a band of it then read half its grain)."""
-        level = self.grain_sigma
-        if level is None or self._bands is None:
-            return None
-        bands = np.where(np.isnan(self._bands), level, self._bands)
-        return np.clip(bands, level, level * BAND_RATIO).astype(np.float32)
-
-    @property
     def grain_std(self) -> float | None:
-        """The grain's std on the frame's own pixels, the frame's level of it: :attr:`grain_sigma`
-        times :func:`grain_fineness` (the grain filter takes each band's, :attr:`grain_levels`,
-        times the same)."""
+        """The grain's std on the frame's own pixels, which sizes the grain filter:
+        :attr:`grain_sigma` times :func:`grain_fineness`."""
         if self.grain_sigma is None or self._fineness is None:
             return None
         return self.grain_sigma * self._fineness
@@ -715,9 +591,6 @@ class TemporalDenoiser:
             self._flat = flat if self._flat is None else 0.7 * self._flat + 0.3 * flat
             fine = grain_fineness(frame, flat)
             self._fineness = fine if self._fineness is None else 0.7 * self._fineness + 0.3 * fine
-            read = grain_by_brightness(luma, *earlier)  # type: ignore[arg-type]
-            self._bands = _smoothed_bands(self._bands, self._bands_read, read)
-            self._bands_read = read
             self._grain_checked = sigma >= FLAT_FLOOR
             colour = estimate_colour_noise(frame)
             self._colour = colour if self._colour is None else 0.7 * self._colour + 0.3 * colour

@@ -9,10 +9,7 @@ import pytest
 from skimage import data
 
 from engine import Engine, Frame
-from engine import denoise as E
 from engine.denoise import (
-    BAND_BLOCKS,
-    BAND_RATIO,
     COLOUR_BLUR,
     COLOUR_MIN_SIGMA,
     COLOUR_RAMP,
@@ -26,10 +23,8 @@ from engine.denoise import (
     colour_blur,
     estimate_colour_noise,
     estimate_noise,
-    grain_by_brightness,
     grain_fineness,
     grain_flatness,
-    grain_map,
     grain_strength,
     half_luma,
     motion_weights,
@@ -178,7 +173,7 @@ def test_the_module_is_the_function_with_state():
     assert den(frames[1]) is frames[1]  # the noise is measured over three frames
     got = den(frames[2])
     assert den.sigma > MIN_SIGMA + 1.0  # full strength: the function's default
-    want, out_luma = temporal_denoise(frames[2], frames[1], den.sigma)
+    want, _ = temporal_denoise(frames[2], frames[1], den.sigma)
     # ...then the grain filter, sized by what the step over time left of the noise (grey
     # noise: no colour blur).
     assert colour_blur(den.colour_sigma, den.sigma) == 0.0
@@ -186,11 +181,8 @@ def test_the_module_is_the_function_with_state():
     weights = motion_weights(
         half_luma(frames[2]), half_luma(frames[1]), den.sigma, strength=0.8, threshold=4.0
     )
-    assert den.grain_std is not None and den.grain_levels is not None
-    # The grain's std on the frame's pixels, by the brightness of the average.
-    fineness = den.grain_std / den.grain_sigma
-    by_pixel = grain_map(den.grain_levels * fineness, out_luma)
-    want = reduce_grain(want, grain_flatness(by_pixel, weights))
+    assert den.grain_std is not None
+    want = reduce_grain(want, grain_flatness(den.grain_std, weights))
     np.testing.assert_array_equal(got, want)
 
 
@@ -996,229 +988,6 @@ def test_the_grain_filter_is_sized_by_the_noise_the_average_left():
     assert grain_strength(None) == grain_strength(FLAT_FLOOR) == grain_strength(MIN_SIGMA) == 0.0
     assert grain_strength(FLAT_FLOOR + RAMP / 2) == pytest.approx(0.5)
     assert grain_strength(FLAT_FLOOR + RAMP) == grain_strength(20.0) == 1.0
-
-
-def two_tones(
-    rng: np.random.Generator, dark_sigma: float, bright_sigma: float, h: int = 240, w: int = 320
-) -> np.ndarray:
-    """Half-size-like luma ``(H, W)`` float32: a dark left half (60) and a bright right half
-    (180), each with white noise of its own std."""
-    luma = np.where(np.arange(w) < w // 2, 60.0, 180.0)[None].repeat(h, 0)
-    sigma = np.where(np.arange(w) < w // 2, dark_sigma, bright_sigma)[None]
-    return (luma + rng.normal(0.0, 1.0, (h, w)) * sigma).astype(np.float32)
-
-
-def test_grain_is_measured_in_each_band_of_brightness():
-    rng = np.random.default_rng(50)
-    frames = [two_tones(rng, 6.0, 2.0) for _ in range(3)]
-    levels = grain_by_brightness(frames[2], frames[1], frames[0])
-    assert levels.shape == (E.GRAIN_BANDS,) and levels.dtype == np.float32
-    dark, bright = 60 * E.GRAIN_BANDS // 256, 180 * E.GRAIN_BANDS // 256
-    assert levels[dark] == pytest.approx(6.0, rel=0.15)
-    assert levels[bright] == pytest.approx(2.0, rel=0.15)
-    others = np.delete(levels, [dark, bright])
-    assert np.isnan(others).all()  # no blocks there
-    # The frame's own estimate sees only the flattest: the bright half's.
-    assert noise_levels(frames[2], frames[1], frames[0])[0] == pytest.approx(2.0, rel=0.15)
-    # A band needs BAND_BLOCKS blocks: a grey strip (band 3) one block wide is measured from 30
-    # of them, not from 20.
-    for rows, measured in ((240, True), (160, False)):
-        strip = frames[2].copy()
-        strip[:rows, :8] = 100.0 + rng.normal(0.0, 6.0, (rows, 8))
-        assert (rows // 8 >= BAND_BLOCKS) == measured
-        band = grain_by_brightness(strip, frames[1], frames[0])[100 * E.GRAIN_BANDS // 256]
-        assert np.isnan(band) != measured
-    with pytest.raises(ValueError, match="earlier lumas"):
-        grain_by_brightness(frames[2], frames[1][:-1], frames[0])
-
-
-def test_grain_map_interpolates_between_the_bands():
-    levels = np.arange(E.GRAIN_BANDS, dtype=np.float32) + 1.0
-    width = 256 / E.GRAIN_BANDS
-    luma = np.array([[0.0, width / 2, width, 1.5 * width, 255.0, 300.0]], np.float32)
-    got = grain_map(levels, luma)
-    assert got.shape == luma.shape and got.dtype == np.float32
-    # Its own band's level at a band's centre, half-way between two at their edge, the end
-    # bands' beyond their centres (and past white).
-    np.testing.assert_allclose(got, [[1.0, 1.0, 1.5, 2.0, 8.0, 8.0]], atol=1 / width)
-    for bad in (np.full(E.GRAIN_BANDS, np.nan, np.float32), np.ones(3, np.float32)):
-        with pytest.raises(ValueError, match="finite"):
-            grain_map(bad, luma)
-    with pytest.raises(ValueError, match="weights'"):
-        grain_flatness(np.ones((2, 2), np.float32), np.zeros((3, 3), np.float32))
-
-
-def dim_room(
-    rng: np.random.Generator, step: int, *, dark_sigma: float, bright_sigma: float, texture: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(clean, noisy)`` grey ``(240, 320, 3)`` uint8: a bright wall (190) over a dark band (50)
-    of gravel ``texture`` levels strong, panning 3 pixels a frame (``step``), each part with
-    white luma noise of its own std."""
-    import cv2
-
-    gravel = cv2.resize(data.gravel(), (520, 80), interpolation=cv2.INTER_AREA).astype(np.float32)
-    gravel = (gravel - gravel.mean()) / gravel.std()
-    clean = np.full((240, 320), 190.0, np.float32)
-    clean[160:] = 50.0 + texture * gravel[:, 3 * step : 3 * step + 320]
-    sigma = np.full((240, 1), bright_sigma, np.float32)
-    sigma[160:] = dark_sigma
-    noisy = clean + rng.normal(0.0, 1.0, clean.shape) * sigma
-    grey = [
-        np.clip(np.round(im), 0, 255).astype(np.uint8)[..., None].repeat(3, 2)
-        for im in (clean, noisy)
-    ]
-    return grey[0], grey[1]
-
-
-def dark_band_error(monkeypatch, ratio: float, **scene_args: float) -> tuple[float, float]:
-    """The luma error in the dark band of :func:`dim_room` after 12 frames through the
-    denoiser, ``(output, frame)``, with ``BAND_RATIO`` at ``ratio`` (1: one grain level for the
-    whole frame)."""
-    import cv2
-
-    monkeypatch.setattr(E, "BAND_RATIO", ratio)
-    rng = np.random.default_rng(51)
-    den = TemporalDenoiser()
-    for step in range(12):
-        clean, frame = dim_room(rng, step, **scene_args)
-        out = den(frame)
-    assert grain_strength(den.grain_sigma) > 0.0  # the grain filter acts
-
-    def error(img: np.ndarray) -> float:
-        diff = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[165:235].astype(float)
-        diff -= cv2.cvtColor(clean, cv2.COLOR_RGB2GRAY)[165:235]
-        return float(np.sqrt(np.mean(diff**2)))
-
-    return error(out), error(frame)
-
-
-def test_the_grain_filter_follows_grain_that_varies_with_brightness(monkeypatch):
-    """A dim camera's shadows are its noisiest part (its curve's steep toe): the grain filter
-    takes their grain by their own level, where one level for the frame (the flattest part's,
-    the bright wall's) left most of it."""
-    scene_args = {"dark_sigma": 10.0, "bright_sigma": 3.0, "texture": 3.0}
-    by_band, _ = dark_band_error(monkeypatch, BAND_RATIO, **scene_args)
-    one_level, noisy = dark_band_error(monkeypatch, 1.0, **scene_args)
-    assert by_band < 0.93 * one_level < 0.93 * noisy
-
-
-@pytest.mark.parametrize("texture", [6.0, 12.0, 20.0])
-def test_a_band_of_moving_texture_is_not_taken_for_grain(monkeypatch, texture):
-    """Under even grain, a band of moving gravel reads its texture as grain in both of its
-    estimates; bounded by BAND_RATIO times the frame's level, the grain filter leaves it no
-    further from the clean picture than the frame itself was, and within 2 % of one level for
-    the whole frame (at 3x the strongest texture ended 3 % further than the frame)."""
-    scene_args = {"dark_sigma": 3.0, "bright_sigma": 3.0, "texture": texture}
-    by_band, noisy = dark_band_error(monkeypatch, BAND_RATIO, **scene_args)
-    one_level, _ = dark_band_error(monkeypatch, 1.0, **scene_args)
-    assert by_band <= noisy and by_band <= 1.02 * one_level
-
-
-def shadows_error(monkeypatch, ratio: float, *, pan: int) -> float:
-    """The luma error in the shadows (clean luma 24-95) of ``astronaut`` at 320x240 panning
-    ``pan`` pixels a frame under a sensor's noise (shot noise of 60 photons for white and read
-    noise 0.01 in linear light, then the sRGB curve: the shadows the grainiest), over frames
-    9-14 through the denoiser with ``BAND_RATIO`` at ``ratio``."""
-    import cv2
-
-    monkeypatch.setattr(E, "BAND_RATIO", ratio)
-    rng = np.random.default_rng(12)
-    photo = cv2.resize(data.astronaut(), (400, 240), interpolation=cv2.INTER_AREA)
-    den, errors = TemporalDenoiser(), []
-    for step in range(14):
-        clean = np.ascontiguousarray(photo[:, pan * step : pan * step + 320])
-        x = clean / 255.0
-        linear = np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-        linear = rng.poisson(linear * 60.0) / 60.0 + rng.normal(0.0, 0.01, linear.shape)
-        linear = np.clip(linear, 0.0, 1.0)
-        x = np.where(linear <= 0.0031308, linear * 12.92, 1.055 * linear ** (1 / 2.4) - 0.055)
-        out = den(np.round(x * 255.0).astype(np.uint8))
-        truth = cv2.cvtColor(clean, cv2.COLOR_RGB2GRAY).astype(float)
-        shadows = (truth >= 24) & (truth < 96)
-        if step >= 8:
-            diff = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[shadows] - truth[shadows]
-            errors.append(float(np.sqrt(np.mean(diff**2))))
-    return float(np.mean(errors))
-
-
-@pytest.mark.parametrize("pan", [0, 2])
-def test_a_band_read_as_less_grainy_than_the_frame_is_not_trusted(monkeypatch, pan):
-    """A band's estimate over time falls under a steady pan, and read a sensor's grainiest
-    part, its shadows, as the least grainy: the grain filter takes a band's level only where
-    it is over the frame's, so the shadows end no further from the clean picture than with one
-    level for the frame (panning, they ended 5 % further with a band's level let fall to half)."""
-    by_band = shadows_error(monkeypatch, BAND_RATIO, pan=pan)
-    assert by_band <= shadows_error(monkeypatch, 1.0, pan=pan)
-
-
-def test_a_band_not_measured_now_is_forgotten(monkeypatch):
-    """After a cut, a small dark square (too few blocks for its band) goes by the frame's level,
-    not by the level its band had in the scene before, which was far less grainy."""
-    import cv2
-
-    rng = np.random.default_rng(11)
-    x = np.arange(320)[None].repeat(240, 0)
-    before = np.where(x < 160, 40.0, 200.0)
-    grain = np.where(x < 160, 2.0, 8.0)
-    after = np.full((240, 320), 128.0)
-    after[100:148, 140:188] = 40.0
-    square = (slice(104, 144), slice(144, 184))
-
-    def grey(img: np.ndarray) -> np.ndarray:
-        return np.clip(np.round(img), 0, 255).astype(np.uint8)[..., None].repeat(3, 2)
-
-    frames = [grey(before + rng.normal(0, 1, before.shape) * grain) for _ in range(12)]
-    frames += [grey(after + rng.normal(0, 8.0, after.shape)) for _ in range(24)]
-    errors = {}
-    for ratio in (BAND_RATIO, 1.0):
-        monkeypatch.setattr(E, "BAND_RATIO", ratio)
-        den = TemporalDenoiser()
-        for frame in frames:
-            out = den(frame)
-        assert den._bands is not None and np.isnan(den._bands[40 * E.GRAIN_BANDS // 256])
-        diff = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[square].astype(float) - 40.0
-        errors[ratio] = float(np.sqrt(np.mean(diff**2)))
-    assert errors[BAND_RATIO] == pytest.approx(errors[1.0], rel=0.02)
-
-
-def jittering_texture_error(monkeypatch, agree: float, ratio: float) -> float:
-    """The luma error on a bright fine texture (200, std 14) jittering up to 3 pixels each way
-    from frame to frame beside a grey wall, under even grain of std 4, over frames 10-23 through
-    the denoiser with ``BAND_AGREE`` at ``agree`` and ``BAND_RATIO`` at ``ratio``."""
-    import cv2
-
-    monkeypatch.setattr(E, "BAND_AGREE", agree)
-    monkeypatch.setattr(E, "BAND_RATIO", ratio)
-    rng = np.random.default_rng(2)
-    h, w = 180, 320
-    texture = cv2.GaussianBlur(rng.normal(0, 1, (h + 40, w + 40)).astype(np.float32), (0, 0), 0.8)
-    texture /= texture.std()
-    wall = np.arange(w)[None].repeat(h, 0) < 0.4 * w
-    den, errors = TemporalDenoiser(), []
-    for step in range(24):
-        dx, dy = rng.integers(-3, 4, 2)
-        clean = np.where(
-            wall, 100.0, 200 + 14 * texture[20 + dy : 20 + dy + h, 20 + dx : 20 + dx + w]
-        )
-        clean = np.clip(np.round(clean), 0, 255)
-        noisy = np.clip(np.round(clean + rng.normal(0, 4.0, clean.shape)), 0, 255)
-        out = den(noisy.astype(np.uint8)[..., None].repeat(3, 2))
-        if step >= 10:
-            diff = cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)[~wall] - clean[~wall]
-            errors.append(float(np.mean(diff**2)))
-    return float(np.sqrt(np.mean(errors)))
-
-
-def test_a_band_of_moving_texture_is_not_measured_as_grain(monkeypatch):
-    """A band all of fine texture reads it as grain in the flat estimate, and jittering, more
-    over time: the two disagree, the band is not measured (the odd measurement where they agree
-    by chance is not confirmed by the next), and the texture is flattened no more than with one
-    level for the frame (within 2 %; 2.6 % further when one reading counted). Measured anyway,
-    at BAND_RATIO times the frame's level, it ended 9 % further from the clean picture."""
-    by_band = jittering_texture_error(monkeypatch, E.BAND_AGREE, BAND_RATIO)
-    one_level = jittering_texture_error(monkeypatch, E.BAND_AGREE, 1.0)
-    unchecked = jittering_texture_error(monkeypatch, 100.0, BAND_RATIO)
-    assert by_band <= 1.02 * one_level and unchecked > 1.04 * one_level
 
 
 def test_the_grain_filter_acts_only_on_grain_over_the_flat_floor():

@@ -773,10 +773,6 @@ DENOISE_COLOUR_RAMP = 0.6  # levels over that across which the colour blur grows
 DENOISE_COLOUR_BLUR = 1.0  # the colour blur's Gaussian std (pixels) at full strength
 DENOISE_GRAIN_SPREAD = 1.0  # the grain's share of a window's spread, in the grain's std
 DENOISE_GRAIN_RADIUS = 2  # its window: (2 r + 1)^2 pixels
-DENOISE_GRAIN_BANDS = 8  # brightness bands the grain is measured in
-DENOISE_BAND_BLOCKS = 24  # the 8x8 blocks a band needs to be measured
-DENOISE_BAND_RATIO = 2.0  # a band's level stays under this many times the frame's
-DENOISE_BAND_AGREE = 1.3  # a band's two estimates agree within this factor either way
 _NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 _MEAN_ABS = float(np.sqrt(2.0 / np.pi))
 
@@ -827,29 +823,6 @@ def _noise(
     return flat, min(float(np.sqrt(max(together, 0.0) / 1.18)), 3.0 * flat)
 
 
-def _bands(luma: np.ndarray, previous: np.ndarray, before: np.ndarray) -> np.ndarray:
-    """The noise level in each band of brightness, NaN where a band has too few blocks."""
-    response = _blocks(np.abs(cv2.filter2D(luma, -1, _NOISE_KERNEL)))
-    level = _blocks(luma)
-    usable = (level > 12.0) & (level < 243.0) & (response > 0.05)
-    d_now, d_before = previous - luma, previous - before
-    together = _blocks(d_now * d_before) - _blocks(d_now) * _blocks(d_before)
-    band = np.minimum(level * (DENOISE_GRAIN_BANDS / 256.0), DENOISE_GRAIN_BANDS - 1)
-    band = band.astype(np.int32)
-    levels = np.full(DENOISE_GRAIN_BANDS, np.nan, np.float32)
-    for b in range(DENOISE_GRAIN_BANDS):
-        mask = usable & (band == b)
-        if np.count_nonzero(mask) < DENOISE_BAND_BLOCKS:
-            continue
-        flat = float(np.percentile(response[mask], 1)) / (6.0 * _MEAN_ABS * 0.665)
-        over_time = float(np.percentile(together[mask], 75))
-        over_time = float(np.sqrt(max(over_time, 0.0) / 1.18))
-        # A texture reads as grain in the flat estimate, and otherwise over time.
-        if flat / DENOISE_BAND_AGREE <= over_time <= DENOISE_BAND_AGREE * flat:
-            levels[b] = min(flat, over_time)
-    return levels
-
-
 def _colour_noise(rgb: np.ndarray) -> float:
     h, w = rgb.shape[:2]
     half = cv2.resize(
@@ -890,12 +863,10 @@ def _in_frame(
     sigma: float | None,
     flat: float | None,
     fineness: float | None,
-    bands: np.ndarray | None,
     weights: np.ndarray,
-    out_luma: np.ndarray,
 ) -> np.ndarray:
     """The output's own step: colour blur and grain filter, from the luma's checked level."""
-    if colour is None or sigma is None or flat is None or fineness is None or bands is None:
+    if colour is None or sigma is None or flat is None or fineness is None:
         return rgb
     # From the flat floor the luma's reading was checked over time; the colour's never is.
     by_colour = (colour - DENOISE_COLOUR_MIN_SIGMA) / DENOISE_COLOUR_RAMP
@@ -914,16 +885,8 @@ def _in_frame(
         cv2.mixChannels([cv2.GaussianBlur(ycc, (0, 0), blur)], [ycc], [1, 1, 2, 2])
     if grain > 0:
         # What the average over time left of the noise's variance, (1 - w) / (1 + w) once settled.
-        # Each band's level where it is higher than the frame's, up to a factor (a band of
-        # moving texture reads it as grain), taken to each pixel by the brightness of the average.
-        by_band = np.where(np.isnan(bands), level, bands)
-        by_band = np.clip(by_band, level, level * DENOISE_BAND_RATIO)
-        by_band = (by_band * fineness).astype(np.float32)
-        centres = (np.arange(DENOISE_GRAIN_BANDS) + 0.5) * (256.0 / DENOISE_GRAIN_BANDS)
-        table = np.interp(np.arange(256), centres, by_band).astype(np.float32)
-        grain_std = table[np.clip(out_luma, 0.0, 255.0).astype(np.uint8)]
         flatness = (1.0 - weights) / (1.0 + weights)
-        flatness *= np.square(DENOISE_GRAIN_SPREAD * grain_std, dtype=np.float32)
+        flatness *= (DENOISE_GRAIN_SPREAD * level * fineness) ** 2
         luma = _flattened(np.ascontiguousarray(ycc[..., 0]), flatness, grain)
         cv2.mixChannels([luma], [ycc], [0, 0])
     return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2RGB)
@@ -937,8 +900,6 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
     sigma: float | None = None
     flat: float | None = None  # the pictures' own estimate, smoothed as sigma
     fineness: float | None = None  # the grain's std at full size over its half-size level
-    bands: np.ndarray | None = None  # the level by brightness, smoothed band by band
-    bands_read: np.ndarray | None = None  # the last measurement's, as it read
     colour: float | None = None
     checked = False  # the last measurement read grain over the flat floor, and no cut since
     count = 0
@@ -951,7 +912,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         luma = _half_luma(frame)
         if out is None or out.shape != frame.shape:
             out, out_luma, lumas, sigma, colour, count = frame, luma, [luma], None, None, 0
-            flat = fineness = bands = bands_read = None
+            flat = fineness = None
             checked = False
             continue
         if len(lumas) >= 2:
@@ -961,21 +922,6 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
                 flat = new_flat if flat is None else 0.7 * flat + 0.3 * new_flat
                 new_fine = _fineness(frame, new_flat)
                 fineness = new_fine if fineness is None else 0.7 * fineness + 0.3 * new_fine
-                # A band counts once two measurements running read it, and is forgotten
-                # when one does not.
-                new_bands = _bands(luma, lumas[0], lumas[1])
-                if bands_read is None:
-                    bands = np.full_like(new_bands, np.nan)
-                else:
-                    start = (
-                        bands_read
-                        if bands is None
-                        else np.where(np.isnan(bands), bands_read, bands)
-                    )
-                    bands = np.where(
-                        np.isnan(bands_read), np.nan, 0.7 * start + 0.3 * new_bands
-                    ).astype(np.float32)
-                bands_read = new_bands
                 checked = new >= DENOISE_FLAT_FLOOR
                 new = _colour_noise(frame)
                 colour = new if colour is None else 0.7 * colour + 0.3 * new
@@ -1005,8 +951,7 @@ def denoised_last(frames: Sequence[np.ndarray]) -> np.ndarray:
         return frames[-1]
     if not checked or weights is None:
         return out
-    assert out_luma is not None
-    return _in_frame(out, colour, sigma, flat, fineness, bands, weights, out_luma)
+    return _in_frame(out, colour, sigma, flat, fineness, weights)
 
 
 def with_denoise(run: Runner) -> Runner:
