@@ -53,7 +53,12 @@ about as much as the grain does); follow grain that varies with brightness (one 
 whole frame: where the grain is weaker than that level, as shot noise added to the encoded
 picture is in its dark parts, a moving texture there loses some of its own variation, a dark
 gravel texture under a bright wall ending up to a third further from the clean picture than
-without the grain filter; where it is stronger, the filter does less than it could); keep a
+without the grain filter, and motion there is told from noise by the grainier parts' level,
+so it is averaged, smeared: such a gravel panning 6 pixels a frame under a wall twice as
+grainy ends 1.6x further from the clean picture than the frame as it came; where the grain is
+stronger, the filter does less than it could. A level by band of brightness was tried and
+dropped: a band all of fine moving texture reads as grain in both of its estimates, where the
+frame's level has its flattest blocks to go by; weights/TRAINING_LOG.md); keep a
 texture the average has already smeared (under coarse grain, moving 2-4 pixels a frame) from
 being flattened a little further (up to 5 %); remove colour noise that comes without
 grain, or with grain under :data:`FLAT_FLOOR` (it is not told from a drawing's edges), or coarse
