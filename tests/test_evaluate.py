@@ -695,6 +695,7 @@ def test_onnx_runner_feeds_the_files_own_input_name(tmp_path: Path) -> None:
         (["--data", "demo:", "--low-light", "0"], "PEAK must be > 0"),
         (["--data", "demo:", "--low-light", "nan"], "PEAK must be > 0"),
         (["--data", "demo:", "--low-light", "100,-0.1"], "SIGMA must be >= 0"),
+        (["--data", "demo:", "--noise-in", "sensor"], "only with --low-light"),
         (
             ["--data", "demo:", "--data", "real:{tmp}/seq", "--low-light", "100"],
             "real: sets have no clean frame",

@@ -1523,8 +1523,9 @@ def main(argv: list[str] | None = None) -> int:
         choices=NOISE_SPACES,
         default="encoded",
         help="--low-light: add the noise to the encoded picture (default; its grain grows with "
-        "brightness) or to linear light before the sRGB curve, as a sensor does (even grain "
-        "from mid-tones up, the shadows noisiest; sets named SET-lowlightPEAK-sensor)",
+        "brightness) or to linear light before the sRGB curve, as a sensor does (SIGMA then of "
+        "white's light; even grain from mid-tones up, the shadows noisiest; sets named "
+        "SET-lowlightPEAK-sensor)",
     )
     p.add_argument(
         "--denoise",
@@ -1590,6 +1591,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--low-light: SIGMA must be >= 0, got {sigma_text}")
         if any(spec.kind == "real" for spec in specs):
             p.error("--low-light: real: sets have no clean frame to score the noisy input against")
+    elif args.noise_in != "encoded":
+        p.error(f"--noise-in {args.noise_in}: only with --low-light, which adds the noise")
     for flag, value, least in (
         ("--raw-stride", args.raw_stride, 1),
         ("--max-size", args.max_size, 0),
