@@ -44,7 +44,14 @@ def test_the_shipped_stills_are_what_the_generator_renders(tmp_path: Path) -> No
     for p in paths:
         made = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
         shipped = cv2.imread(str(ROOT / "assets" / p.name), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(made, shipped, err_msg=p.name)
+        assert made.shape == shipped.shape and made.dtype == shipped.dtype, p.name
+        # OpenCV's vector code rounds a few float results differently from one CPU to another
+        # (an AVX2-only EPYC rendered 2 of 691,200 values of demo_sharp.png one level off the
+        # AVX-512 machine that made the shipped files): a level, in a few values, and no more.
+        diff = np.abs(made.astype(np.int16) - shipped.astype(np.int16))
+        assert diff.max() <= 1 and np.count_nonzero(diff) <= 1e-4 * diff.size, (
+            f"{p.name}: {np.count_nonzero(diff)} values differ, by up to {diff.max()}"
+        )
 
 
 def test_blur_is_motion_along_the_shake_and_the_clip_loops() -> None:
