@@ -32,6 +32,7 @@ import time
 import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -763,6 +764,12 @@ class EngineBridge(QObject):
         if self._engine is not None and self._label != "—":
             return self._label
         return backend_label(self._backend)
+
+    @property
+    def reading(self) -> str:
+        """What the running stream reads (:func:`engine.source_kind`: ``camera``, ``video``,
+        ``image`` or ``folder``), the demo clip standing in for a source that failed included."""
+        return self._reading
 
     @property
     def source_fps(self) -> float | None:
@@ -1823,6 +1830,12 @@ class EngineBridge(QObject):
             self._label = label
             self.backend_changed.emit(label)
         parts = _warning_parts(getattr(st, "warning", None))
+        skipped = _skipped_message(self._source)
+        if skipped is not None:
+            parts.append(skipped.text)
+            if skipped.text not in self._warnings_shown:
+                self._warnings_shown[skipped.text] = skipped
+                self._say(skipped)
         # The engine joins its warnings with "; ", and some contain "; " themselves ("output ...
         # failed (...); no longer written"): the parts new in one poll are one message, never a
         # fragment ("RuntimeError: no longer written") that hides the real one.
@@ -2172,10 +2185,37 @@ def _tone_map(req: _StartRequest) -> None:
         )
 
 
+def _skipped_message(source: Any) -> UserMessage | None:
+    """What to say of the images a folder source passed over as unreadable (its ``skipped``),
+    None while there are none. Its text changes with their count, so a file found unreadable
+    later in the loop is said again, with the rest."""
+    skipped = getattr(source, "skipped", None)
+    if not skipped:
+        return None
+    n, total = len(skipped), len(getattr(source, "files", ()) or ()) or len(skipped)
+    folder = getattr(getattr(source, "path", None), "name", "") or "the folder"
+    names = ", ".join(Path(f).name for f, _ in skipped[:3]) + (
+        f" and {n - 3} more" if n > 3 else ""
+    )
+    photos = "photo" if total == 1 else "photos"
+    return UserMessage(
+        "warning",
+        f"{n} of the {total} {photos} in {folder} cannot be read and "
+        f"{'is' if n == 1 else 'are'} skipped: {names}",
+        f"The others play on. Check that {'it opens' if n == 1 else 'they open'} in another "
+        f"program. First problem: {skipped[0][1]}",
+    )
+
+
 def _open_source(api: Any, req: _StartRequest) -> None:
     source, fallback_source, fps = req.source, req.fallback_source, req.fps
+    options = _loop_opt(req.loop)
+    if _kind_or_camera(source) == "folder":
+        # A folder's photos are separate pictures, as a save of it takes them: one that cannot
+        # be read stopped the stream for good (or, first in the folder, never let it play).
+        options["skip_unreadable"] = True
     try:
-        req.src = api.open_source(source, live=True, size=req.size, fps=fps, **_loop_opt(req.loop))
+        req.src = api.open_source(source, live=True, size=req.size, fps=fps, **options)
         _tone_map(req)
         return
     except Exception as exc:

@@ -1754,9 +1754,13 @@ class MainWindow(QMainWindow):
         info = f"{self.shown_source_name()} · {w}×{h}"
         fps = self.bridge.source_fps
         if self.current_camera().is_demo or self.bridge.using_fallback:
-            # A file plays at its own size and rate: the picker, for cameras, shows that.
-            rate = f" · {fps:.3g} fps" if fps else ""
-            self.resolution_combo.setPlaceholderText(f"{w}×{h}{rate} (the file's own)")
+            # A file plays at its own size and rate: the picker, for cameras, shows that. A
+            # still has no rate (30 fps was the engine's repeat), and the demo clip standing in
+            # for a source that failed shows its own format, not that source's.
+            still = self.bridge.reading == "image"
+            rate = f" · {fps:.3g} fps" if fps and not still else ""
+            whose = "the demo clip's" if self.bridge.using_fallback else "the file's own"
+            self.resolution_combo.setPlaceholderText(f"{w}×{h}{rate} ({whose})")
             self.source_info.setText(info)
             return
         res = self.current_resolution()

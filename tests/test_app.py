@@ -6860,6 +6860,58 @@ def test_a_dropped_file_that_does_not_open_says_so_and_shows_the_demo(qtbot, mak
     assert window.bridge.using_fallback
 
 
+def test_a_folder_with_unreadable_photos_plays_the_others_and_names_them(
+    qtbot, make_window, tmp_path
+):
+    # One unreadable photo stopped a folder's live view for good (or, first in the folder, let
+    # the demo clip stand in), where saving the same folder skipped it.
+    import cv2
+
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    for i, level in enumerate((60, 120, 180)):
+        cv2.imwrite(str(folder / f"p{i}.png"), np.full((48, 64, 3), level, np.uint8))
+    (folder / "aa.jpg").write_bytes(b"not a jpeg")
+    (folder / "zz.jpg").write_bytes(b"not a jpeg either")
+    window = make_window(backend="passthrough")
+    with started(qtbot, window):
+        window.open_file(str(folder))
+    assert not window.bridge.using_fallback
+    # zz.jpg is met at the end of the first pass; the banner then names both.
+    qtbot.waitUntil(
+        lambda: "2 of the 5 photos in holiday cannot be read" in window.banner.text.text(),
+        timeout=FRAME_TIMEOUT_MS,
+    )
+    assert "aa.jpg, zz.jpg" in window.banner.text.text()
+    wait_frames(qtbot, window, 6)  # on past the second pass, the good ones looping
+    assert window.bridge.is_running
+    assert window.resolution_combo.placeholderText() == "64×48 · 30 fps (the file's own)"
+
+
+def test_the_format_shown_is_the_demo_clips_where_it_stands_in_and_a_still_has_no_rate(
+    qtbot, make_window, tmp_path
+):
+    # A broken file's picker read "640×360 · 30 fps (the file's own)", the demo clip's format;
+    # a photo read "· 30 fps", the engine's repeat rate.
+    import cv2
+
+    broken = tmp_path / "notes.mp4"
+    broken.write_text("not a video")
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), np.full((40, 56, 3), 90, np.uint8))
+    window = make_window(backend="passthrough")
+    combo = window.resolution_combo
+    with started(qtbot, window):
+        window.open_file(str(broken))
+    wait_frames(qtbot, window, 1)
+    assert window.bridge.using_fallback
+    assert combo.placeholderText() == "640×360 · 30 fps (the demo clip's)"
+    with started(qtbot, window):
+        window.open_file(str(still))
+    wait_frames(qtbot, window, 1)
+    assert combo.placeholderText() == "56×40 (the file's own)"
+
+
 def test_opening_the_bundled_clip_as_a_file_is_not_remembered(qtbot, make_window):
     # Opened (or dropped) by its path, it became the remembered source: the next launch
     # played the clip, not the camera.

@@ -130,6 +130,11 @@ def test_yaml_then_overrides(tmp_path: Path) -> None:
         (["--data.raw_weight=-0.5"], "data.raw_weight: expected a number >= 0"),
         (["--data.raw_weight=0", "--data.photo_weight=0"], "at least one must be > 0"),
         (["--teacher.cache_fraction=3.0"], "teacher.cache_fraction: expected a share in [0, 1]"),
+        # read only by cache_teacher, after the teacher and the data had loaded: an empty stack
+        # and an OpenCV assertion that named neither key
+        (["--teacher.cache_batch=0"], "teacher.cache_batch: expected >= 1, got 0"),
+        (["--teacher.cache_patch=0"], "teacher.cache_patch: expected >= 16"),
+        (["--teacher.cache_patch=15"], "teacher.cache_patch: expected >= 16"),
         (["--lr=nan"], "lr: expected a finite number"),
         (["--lr=-0.1"], "lr: expected a number >= 0"),
         (["--betas=[0.9, 1.0]"], "betas: expected two numbers in [0, 1)"),

@@ -846,11 +846,35 @@ def test_raw_camera_films_the_clip_with_a_moving_camera() -> None:
 def test_frame_order_is_natural_for_any_names(tmp_path: Path) -> None:
     from training.data import list_frames
 
-    names = ["b.png", "A.png", "f10.png", "f9.png", "9.png", "10.png", "1²2.png", "x1y2.png"]
-    for n in names:
-        cv2.imwrite(str(tmp_path / n), np.zeros((4, 4, 3), np.uint8))
-    got = [p.name for p in list_frames(tmp_path)]
-    assert got == ["1²2.png", "9.png", "10.png", "A.png", "b.png", "f9.png", "f10.png", "x1y2.png"]
+    numbered, plain = tmp_path / "numbered", tmp_path / "plain"
+    for folder, names in (
+        (numbered, ["f10.png", "f9.png", "x11y8.png", "1²7.png", "11.png"]),
+        (plain, ["b.png", "A.png", "cé.png", "Bc.png"]),
+    ):
+        folder.mkdir()
+        for n in names:
+            cv2.imwrite(str(folder / n), np.zeros((4, 4, 3), np.uint8))
+    # by the last number in each name, which must run on without a gap
+    got = [p.name for p in list_frames(numbered)]
+    assert got == ["1²7.png", "x11y8.png", "f9.png", "f10.png", "11.png"]
+    assert [p.name for p in list_frames(plain)] == ["A.png", "b.png", "Bc.png", "cé.png"]
+
+
+def test_an_image_without_a_number_among_raw_frames_is_refused(tmp_path: Path) -> None:
+    # A "cover.png" among 000001.png... turned the gap check off: it was averaged in as a frame,
+    # and with one frame missing a held-out frame moved into the training range unsaid.
+    from training.data import RawSequence, list_frames
+
+    for k in (1, 2, 4, 5):  # frame 3 missing
+        cv2.imwrite(str(tmp_path / f"{k:06d}.png"), np.full((4, 4, 3), k, np.uint8))
+    cv2.imwrite(str(tmp_path / "cover.png"), np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(ValueError, match=r"cover\.png has no frame number among numbered"):
+        list_frames(tmp_path)
+    with pytest.raises(ValueError, match="cover.png"):
+        RawSequence.load(tmp_path, first=1, last=3)
+    (tmp_path / "cover.png").unlink()
+    with pytest.raises(ValueError, match="frame 3 is missing"):
+        list_frames(tmp_path)
 
 
 def test_still_samples_skip_the_blur_synthesis_but_not_its_random_draws(

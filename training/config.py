@@ -506,6 +506,14 @@ def _check_ranges(cfg: TrainConfig) -> None:
         )
     if d.noise_sigma[0] < 0:
         raise ConfigError(f"data.noise_sigma: expected >= 0, got {d.noise_sigma}")
+    # Read only by cache_teacher, after the teacher has loaded and the data is decoded: a zero
+    # batch failed there on an empty stack and a zero patch inside OpenCV, neither naming the key.
+    if cfg.teacher.cache_batch < 1:
+        raise ConfigError(f"teacher.cache_batch: expected >= 1, got {cfg.teacher.cache_batch}")
+    if cfg.teacher.cache_patch < 16:
+        raise ConfigError(
+            f"teacher.cache_patch: expected >= 16 (as stages[].patch), got {cfg.teacher.cache_patch}"
+        )
     if not 0.0 < cfg.plateau_factor < 1.0:
         raise ConfigError(f"plateau_factor: expected a factor in (0, 1), got {cfg.plateau_factor}")
     if len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas):

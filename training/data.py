@@ -74,15 +74,25 @@ def list_frames(folder: str | Path) -> list[Path]:
     Raw frames are numbered by their position in this list (1-239 train, 240-299 held out), so a
     clip named ``1.png .. 299.png`` must not sort as text (``10.png`` before ``2.png``): that
     would average frames out of time order and move held-out frames into training windows.
-    When every name carries a number (its last run of digits), those numbers must run on without
-    a gap or a repeat (``ValueError`` otherwise): a missing file would make the frames on either
-    side of it pass for consecutive ones and shift every later frame, the held-out ones included,
-    by one position.
+    When the names carry numbers (their last run of digits), those numbers must run on without
+    a gap or a repeat, and every name must carry one (``ValueError`` otherwise): a missing file
+    would make the frames on either side of it pass for consecutive ones and shift every later
+    frame, the held-out ones included, by one position, and an image among them without a
+    number (a ``cover.png``) was averaged in as a frame and turned that check off. Names with
+    no number at all are taken in natural order.
     """
     paths = sorted(list_images(folder, recursive=False), key=lambda p: _natural_key(p.name))
     found = [re.findall(r"\d+", p.stem) for p in paths]
-    if not paths or not all(found):
+    if not any(found):
         return paths
+    stray = [p.name for p, f in zip(paths, found, strict=True) if not f]
+    if stray:
+        shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+        raise ValueError(
+            f"raw frames in {folder}: {shown} {'has' if len(stray) == 1 else 'have'} no frame "
+            "number among numbered frames; frames are numbered by position, so move "
+            f"{'it' if len(stray) == 1 else 'them'} out of the clip's folder"
+        )
     numbers = [int(f[-1]) for f in found]
     order = sorted(range(len(paths)), key=lambda i: (numbers[i], _natural_key(paths[i].name)))
     for prev, cur in zip(order, order[1:], strict=False):
