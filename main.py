@@ -2208,13 +2208,145 @@ def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
 
     try:
         if kind == "video":
-            return open_sink(out, size=source.size, fps=source.fps)
+            # Named by cmd_process once its sound and timing are in: a failed copy of the
+            # sound replaced an existing file with a soundless one under an exit 1.
+            return open_sink(out, size=source.size, fps=source.fps, publish=False)
         if kind == "image":
             metadata = read_image_metadata(source.path)
             return open_sink(out, size=None, kind="images", metadata=metadata)
         return _NamedImageSink(Path(out), source, backend.failures)
     except (SinkError, OSError, ValueError) as exc:
         raise CliError(str(exc)) from exc
+
+
+def _finish_video(
+    args: argparse.Namespace,
+    sink: Any,
+    written: int,
+    copy_sound: bool,
+    stop: threading.Event,
+    existed: bool,
+) -> int:
+    """``process``'s last steps for a video, on its finished file while it waits under its
+    hidden name (a ``publish=False`` sink): the input's frame times, its sound (or its date and
+    place), the index moved first; then the file gets its name. Where a step fails so that
+    the run exits 1 (a full disk) or is stopped, the frames are kept as ``NAME.incomplete.EXT``
+    and an existing file at the output's name stays as it was. Returns the exit code."""
+    from engine.remux import (
+        RemuxError,
+        RemuxStopped,
+        copy_audio,
+        find_ffmpeg,
+        has_kept_tags,
+        keep_timing,
+    )
+    from engine.sinks import SinkError
+    from engine.sources import video_has_audio
+
+    work = str(sink.kept_path)  # messages name args.output: the hidden name is ours
+    untouched = f"; {args.output} is left as it was" if existed else ""
+    said = ""
+    failed = False
+    ffmpeg = find_ffmpeg()
+    step = "putting back the input's timing"
+    try:
+        # Before the sound: the copy with it keeps the pictures' times as they are.
+        timing = ffmpeg and keep_timing(args.input, work, frames=written, ffmpeg=ffmpeg, stop=stop)
+        if timing == "retimed":
+            said += ", at the input's varying frame rate"
+        elif timing == "failed":
+            # Its index could not be rewritten: on a full disk, silent and exit 0.
+            from engine.sinks import _disk_full
+
+            full = _disk_full(Path(args.output).parent)
+            mkv = Path(args.output).suffix.lower() == ".mkv"
+            what = "its frame times" if mkv else "its index"
+            why = "the disk is full" if full else f"{what} could not be rewritten"
+            _eprint(
+                f"{PROG}: {'error' if full else 'warning'}: the frame rate of "
+                f"{args.input} varies and {args.output} plays its frames at their mean "
+                f"rate, ahead of or behind the sound within the clip: {why}"
+            )
+            failed = failed or full
+        elif timing == "varies":
+            _eprint(
+                f"{PROG}: note: the frame rate of {args.input} varies; {args.output} "
+                "plays its frames at their mean rate, ahead of or behind the sound "
+                "within the clip (an .mp4, .mov or .mkv output keeps the timing)"
+            )
+        if copy_sound:
+            step = "copying the sound"
+            try:
+                copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
+            except RemuxStopped:
+                raise
+            except RemuxError as exc:
+                # The frames are all there: a warning, not a failed run; but a full disk
+                # fails it (exit 1), as it does the frames: scripts went on with a silent
+                # video.
+                full = _full_disk_error(exc)
+                level = "error" if full else "warning"
+                _eprint(f"{PROG}: {level}: {args.output} has no sound: {exc}")
+                failed = failed or full
+            # Asked of the output: an input whose container is not read here may have had
+            # none.
+            if video_has_audio(work):
+                said += ", with the sound of the input"
+        elif (
+            ffmpeg
+            and Path(args.output).suffix.lower() != ".avi"  # holds none: noted before
+            and has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop)
+        ):
+            # A silent clip's date and place were copied only with a sound track: a screen
+            # recording or a muted phone clip lost them.
+            step = "copying the date and place"
+            try:
+                copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
+            except RemuxStopped:
+                raise
+            except RemuxError as exc:
+                full = _full_disk_error(exc)
+                _eprint(
+                    f"{PROG}: {'error' if full else 'warning'}: {args.output} is "
+                    f"without the date and place of {args.input}: {exc}"
+                )
+                failed = failed or full
+    except RemuxStopped:
+        kept = sink.keep_incomplete()
+        _eprint(
+            f"{PROG}: interrupted while {step}: {_frames(written)} kept in {kept}{said}"
+            f"{', without sound' if copy_sound else ''}{untouched}"
+        )
+        return 130
+    if failed:
+        # Exit 1: not under the output's name, as for any run that failed part-way.
+        kept = sink.keep_incomplete()
+        _eprint(f"{PROG}: {_frames(written)} kept in {kept}{said}{untouched}")
+        return 1
+    from engine.mp4 import MP4_EXTENSIONS, faststart
+
+    stopped = False
+    if Path(args.output).suffix.lower() in MP4_EXTENSIONS:
+        left: list[Path] = []
+        try:
+            faststart(work, stop=stop, left=left)
+        except RemuxStopped:
+            stopped = True  # it plays as it is: named, as before the move
+        finally:
+            _say_left_behind(left, args.output)
+    try:
+        sink.publish()
+    except SinkError as exc:
+        raise CliError(str(exc)) from exc
+    if stopped:
+        _eprint(
+            f"{PROG}: interrupted while moving the index of {args.output} before "
+            f"its frames: {_frames(written)} written to {args.output}{said} (it "
+            "plays; a browser fetches all of it before the first frame)"
+        )
+        return 130
+    _eprint(f"{_frames(written)} -> {args.output}{said}")
+    return 0
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -2323,7 +2455,9 @@ def cmd_process(args: argparse.Namespace) -> int:
         if engine.errors:
             where = _kept_where(sink, engine.errors[0])
             raise CliError(f"processing failed after {_frames(written)}: {engine.errors[0]}{where}")
-        if stop.is_set():
+        # A stop that came after the last frame (stdin closed under --stop-on-eof as a photo
+        # finished) cut nothing short: "interrupted", exit 130, was said of a finished output.
+        if stop.is_set() and not engine.complete:
             kept = getattr(sink, "kept_path", None)
             if kept is None and written == 0:
                 # "0 of 180 frames written to out.mp4" named an earlier result as this one's.
@@ -2365,107 +2499,15 @@ def cmd_process(args: argparse.Namespace) -> int:
                 levels = _noise_levels(noise, colour)
                 _eprint(f"{PROG}: note: the video is grainy ({levels}); {GRAIN_ADVICE}")
         said = ""
-        failed = False
-        if kind == "video" and written:
-            from engine.remux import (
-                RemuxError,
-                RemuxStopped,
-                copy_audio,
-                find_ffmpeg,
-                has_kept_tags,
-                keep_timing,
-            )
-            from engine.sources import video_has_audio
-
-            ffmpeg = find_ffmpeg()
-            step = "putting back the input's timing"
+        if kind == "video" and sink.kept_path is not None and not sink.published:
             try:
-                # Before the sound: the copy with it keeps the pictures' times as they are.
-                timing = ffmpeg and keep_timing(
-                    args.input, args.output, frames=written, ffmpeg=ffmpeg, stop=stop
-                )
-                if timing == "retimed":
-                    said += ", at the input's varying frame rate"
-                elif timing == "failed":
-                    # Its index could not be rewritten: on a full disk, silent and exit 0.
-                    from engine.sinks import _disk_full
-
-                    full = _disk_full(Path(args.output).parent)
-                    mkv = Path(args.output).suffix.lower() == ".mkv"
-                    what = "its frame times" if mkv else "its index"
-                    why = "the disk is full" if full else f"{what} could not be rewritten"
-                    _eprint(
-                        f"{PROG}: {'error' if full else 'warning'}: the frame rate of "
-                        f"{args.input} varies and {args.output} plays its frames at their mean "
-                        f"rate, ahead of or behind the sound within the clip: {why}"
-                    )
-                    failed = failed or full
-                elif timing == "varies":
-                    _eprint(
-                        f"{PROG}: note: the frame rate of {args.input} varies; {args.output} "
-                        "plays its frames at their mean rate, ahead of or behind the sound "
-                        "within the clip (an .mp4, .mov or .mkv output keeps the timing)"
-                    )
-                if copy_sound:
-                    step = "copying the sound"
-                    try:
-                        copy_audio(args.input, args.output, ffmpeg=ffmpeg, stop=stop)
-                    except RemuxStopped:
-                        raise
-                    except RemuxError as exc:
-                        # The frames are all there: a warning, not a failed run; but a full
-                        # disk fails it (exit 1), as it does the frames: scripts went on
-                        # with a silent video.
-                        full = _full_disk_error(exc)
-                        level = "error" if full else "warning"
-                        _eprint(f"{PROG}: {level}: {args.output} has no sound: {exc}")
-                        failed = failed or full
-                    # Asked of the output: an input whose container is not read here may
-                    # have had none.
-                    if video_has_audio(args.output):
-                        said += ", with the sound of the input"
-                elif (
-                    ffmpeg
-                    and Path(args.output).suffix.lower() != ".avi"  # holds none: noted before
-                    and has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop)
-                ):
-                    # A silent clip's date and place were copied only with a sound track:
-                    # a screen recording or a muted phone clip lost them.
-                    step = "copying the date and place"
-                    try:
-                        copy_audio(args.input, args.output, ffmpeg=ffmpeg, stop=stop)
-                    except RemuxStopped:
-                        raise
-                    except RemuxError as exc:
-                        full = _full_disk_error(exc)
-                        _eprint(
-                            f"{PROG}: {'error' if full else 'warning'}: {args.output} is "
-                            f"without the date and place of {args.input}: {exc}"
-                        )
-                        failed = failed or full
-            except RemuxStopped:
-                _eprint(
-                    f"{PROG}: interrupted while {step}: {_frames(written)} written to "
-                    f"{args.output}{said}{', without sound' if copy_sound else ''}"
-                )
-                return 130
-            from engine.mp4 import MP4_EXTENSIONS, faststart
-
-            if not failed and Path(args.output).suffix.lower() in MP4_EXTENSIONS:
-                left: list[Path] = []
-                try:
-                    faststart(args.output, stop=stop, left=left)
-                except RemuxStopped:
-                    _eprint(
-                        f"{PROG}: interrupted while moving the index of {args.output} before "
-                        f"its frames: {_frames(written)} written to {args.output}{said} (it "
-                        "plays; a browser fetches all of it before the first frame)"
-                    )
-                    return 130
-                finally:
-                    _say_left_behind(left, args.output)
+                return _finish_video(args, sink, written, copy_sound, stop, existed)
+            except BaseException:
+                if sink.awaiting_name:
+                    sink.keep_incomplete()  # never left hidden, whatever went wrong
+                raise
         _eprint(f"{_frames(written)} -> {args.output}{said}")
-        return 1 if failed else 0
+        return 0
     finally:
         if restore is not None:
             restore()

@@ -403,6 +403,14 @@ class Engine:
         return self._done
 
     @property
+    def complete(self) -> bool:
+        """Offline: the run is over and every frame the source gave reached the sinks, the
+        source having ended on its own (its sinks were closed as finished, not aborted); a
+        :meth:`stop` that came after that does not make it incomplete. False while running,
+        and after a stop or failure that cut the run short."""
+        return not self.live and self._done.is_set() and not self._frames_lost
+
+    @property
     def running(self) -> bool:
         return self._running and not self._done.is_set()
 

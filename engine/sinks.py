@@ -395,6 +395,12 @@ class VideoFileSink(_SinkBase):
     made after ``close()`` (:func:`retime_mp4`, the sound) need it there. Its caller moves it
     first at the end (:func:`engine.mp4.faststart`), in a thread that a second Ctrl-C does not
     end mid-copy (the engine closes its sinks in a daemon thread).
+
+    ``publish=False`` (a caller with edits of its own to make, ``process`` putting the sound
+    back) leaves a finished file under its hidden name (:attr:`kept_path`, with
+    :attr:`published` False), for the caller to edit and then :meth:`publish`, or
+    :meth:`keep_incomplete` where an edit failed: an existing file at ``path`` was replaced
+    by frames whose sound then failed to follow (a full disk), under a run that exited 1.
     """
 
     def __init__(
@@ -405,8 +411,11 @@ class VideoFileSink(_SinkBase):
         fps: float = 30.0,
         fourcc: str | None = None,
         timed: bool = False,
+        publish: bool = True,
     ):
         self.path = Path(path)
+        self.publish_on_close = bool(publish)
+        self.published = False  # the finished file has its name (close(), or publish())
         self.size = even_size(_check_size(size, "a video file sink"))
         self.timed = bool(timed)
         self.fps = float(fps) if fps and fps > 0 else 30.0
@@ -659,6 +668,9 @@ class VideoFileSink(_SinkBase):
                 if late:
                     raise self._write_error  # type: ignore[misc]
                 return
+            if target == self.path and not self.publish_on_close:
+                self.kept_path = self._partial  # finished; the caller names it (publish())
+                return
             try:
                 if target == self.incomplete_path:
                     target = self._free_incomplete_path()
@@ -673,12 +685,54 @@ class VideoFileSink(_SinkBase):
                     raise
                 raise SinkError(f"cannot finish video {target}: {exc}") from exc
             self.kept_path = target
+            self.published = target == self.path
             if self.failed:
                 # A failed write (a full disk) lost what FFmpeg still held: "cannot write frame
                 # 12" kept 5. The file is counted, not the frames handed on.
                 self.frames_kept = _count_frames(target)
             if late:
                 raise SinkError(f"{self._write_error}; {self.kept_phrase()}")
+
+    def publish(self) -> Path:
+        """Give the finished file of a ``publish=False`` sink its name (``path``, replacing a
+        file there) once the caller's edits are done; returns ``path``. Where the name is
+        refused (a folder made under it, a file open in a player on Windows) the frames go to
+        a free ``NAME.incomplete.EXT`` (or stay in the hidden file) and :class:`SinkError`
+        says where."""
+        with self._lock:
+            held = self._held("publish")
+            try:
+                os.replace(held, self.path)
+            except OSError as exc:
+                self.kept_path = self._keep_unfinished(self.path)
+                where = f"; its frames are kept in {self.kept_path}" if self.kept_path else ""
+                raise SinkError(f"cannot finish video {self.path}: {exc}{where}") from exc
+            self.kept_path, self.published = self.path, True
+            return self.path
+
+    def keep_incomplete(self) -> Path | None:
+        """Keep the finished file of a ``publish=False`` sink as ``NAME.incomplete.EXT`` (a
+        free one), an edit the caller made having failed or been stopped: an existing file at
+        ``path`` stays as it was. Returns where the frames are (the hidden file itself when no
+        name is free)."""
+        with self._lock:
+            self._held("keep")
+            self.kept_path = self._keep_unfinished(self.path)
+            return self.kept_path
+
+    @property
+    def awaiting_name(self) -> bool:
+        """A ``publish=False`` sink's finished file waits under its hidden name for
+        :meth:`publish` or :meth:`keep_incomplete`."""
+        return self._writer is None and not self.published and self.kept_path == self._partial
+
+    def _held(self, what: str) -> Path:
+        if not self.awaiting_name:
+            raise RuntimeError(
+                f"cannot {what} video {self.path}: no finished file is waiting for its name "
+                "(open it with publish=False and close() it first)"
+            )
+        return self._partial
 
     @property
     def unfinished_path(self) -> Path | None:

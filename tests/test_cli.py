@@ -2554,7 +2554,7 @@ def test_process_stopped_while_moving_the_index_says_the_video_is_whole(
     out = tmp_path / "out.mp4"
     assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 130
     err = capsys.readouterr().err
-    assert asked == [out]
+    assert asked == [tmp_path / ".out.partial.mp4"]  # named once the index has moved
     assert (
         f"interrupted while moving the index of {out} before its frames: 6 frames written to "
         f"{out}, with the sound of the input (it plays;"
@@ -2564,7 +2564,7 @@ def test_process_stopped_while_moving_the_index_says_the_video_is_whole(
     # An .mkv or .avi has no index to move.
     for name in ("out.mkv", "out.avi"):
         assert cli.main(["process", str(call), str(tmp_path / name), "--backend", "unsharp"]) == 0
-    assert asked == [out]
+    assert asked == [tmp_path / ".out.partial.mp4"]
 
 
 @pytest.mark.parametrize("command", ["process", "run"])
@@ -2598,7 +2598,8 @@ def test_a_copy_left_behind_by_the_index_move_is_named(
         argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
     assert cli.main(argv) == 0
     err = capsys.readouterr().err
-    left = tmp_path / ".o.partial.mp4"
+    # process moves the index while the file still has its hidden name
+    left = tmp_path / (".o.partial.mp4" if command == "run" else "..o.partial.partial.mp4")
     assert (
         f"warning: {left} could not be removed (a copy made to move the index of {out} before "
         f"its frames; {out} is complete): remove it"
@@ -2643,12 +2644,14 @@ def test_process_stopped_while_copying_the_sound_keeps_the_video_and_ends_ffmpeg
     assert p.stderr is not None
     err = p.stderr.read()
     assert code == 130, err
-    assert f"interrupted while copying the sound: 6 frames written to {out}, without sound" in err
-    assert len(read_video(out)) == 6
+    # Not under the output's name: stopped part-way, the run is incomplete (no sound).
+    kept = tmp_path / "out.incomplete.mp4"
+    assert f"interrupted while copying the sound: 6 frames kept in {kept}, without sound" in err
+    assert len(read_video(kept)) == 6
     assert sorted(q.name for q in tmp_path.iterdir()) == [
         "call.avi",
         "ffmpeg",
-        "out.mp4",
+        "out.incomplete.mp4",
         "started",
     ]
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
@@ -4465,12 +4468,24 @@ def test_sound_lost_to_a_full_disk_fails_the_run(
 
     monkeypatch.setattr(engine.remux, "copy_audio", fails)
     out = tmp_path / "out.mp4"
+    out.write_bytes(b"the user's earlier result")
     code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
     level = "error" if full else "warning"
     assert f"sharpcam: {level}: {out} has no sound: ffmpeg: [out#0/mp4 @ 0x1] {why}\n" in err
-    assert f"25 frames -> {out}\n" in err
     assert code == (1 if full else 0), err
+    if full:
+        # A run that exits 1 does not replace the file there: it was replaced by the silent
+        # video, and "25 frames -> out.mp4" followed the error.
+        kept = tmp_path / "out.incomplete.mp4"
+        assert f"sharpcam: 25 frames kept in {kept}; {out} is left as it was\n" in err, err
+        assert " -> " not in err.splitlines()[-1]
+        assert out.read_bytes() == b"the user's earlier result"
+        assert len(read_video(kept)) == 25
+    else:
+        assert f"25 frames -> {out}\n" in err
+        assert len(read_video(out)) == 25
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_run_says_when_its_source_ends_before_the_duration(
@@ -4653,6 +4668,63 @@ def test_process_stops_when_its_standard_input_closes(tmp_path: Path) -> None:
     kept = tmp_path / "o.incomplete.avi"
     n = int(re.search(r"interrupted: (\d+) of 12000 frames written to", rest).group(1))
     assert 0 < n < 12_000 and len(read_video(kept)) == n and str(kept) in rest
+
+
+def test_a_stop_after_the_last_frame_is_not_an_interruption(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Standard input closed (--stop-on-eof < /dev/null) as a photo finished: "interrupted: 1
+    # of 1 frames written to eof.png", exit 130, of a finished output under its name.
+    from engine.pipeline import Engine
+
+    stops: list[threading.Event] = []
+    monkeypatch.setattr(cli, "_stop_on_eof", lambda stop, stream=None: stops.append(stop))
+    real_start = Engine.start
+
+    def start_then_stop(self: Engine) -> None:
+        real_start(self)
+        assert self.done.wait(30)  # the whole output written and closed, then the stop
+        assert self.complete
+        stops[0].set()
+
+    monkeypatch.setattr(Engine, "start", start_then_stop)
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), np.full((40, 56, 3), 99, np.uint8))
+    out = tmp_path / "eof.png"
+    argv = ["process", str(src), str(out), "--backend", "passthrough", "--stop-on-eof"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert "interrupted" not in err and f"-> {out}" in err, err
+    assert out.exists()
+
+
+def test_the_engine_is_incomplete_when_stopped_before_its_end(tmp_path: Path) -> None:
+    from engine.pipeline import Engine
+    from engine.sinks import open_sink
+    from engine.sources import open_source
+
+    src = tmp_path / "in.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (96, 64))
+    for i in range(400):
+        writer.write(np.full((64, 96, 3), i % 256, np.uint8))
+    writer.release()
+    source = open_source(str(src), live=False, size=None, fps=None)
+    sink = open_sink(str(tmp_path / "o.avi"), size=source.size, fps=30.0)
+
+    class Slow:
+        name = "slow"
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            time.sleep(0.01)
+            return rgb
+
+    engine = Engine(source, Slow(), sinks=[sink], live=False)
+    assert not engine.complete
+    engine.start()
+    time.sleep(0.3)
+    engine.stop(timeout=10)
+    assert engine.done.is_set() and not engine.complete
+    assert sink.kept_path == tmp_path / "o.incomplete.avi"
 
 
 def test_stop_on_eof_sets_the_stop_at_the_end_of_the_stream_only() -> None:

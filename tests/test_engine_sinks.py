@@ -361,6 +361,42 @@ def test_video_sink_never_truncates_a_file_with_its_working_name(tmp_path):
     assert not sink._partial.exists()
 
 
+@pytest.mark.parametrize("end", ["publish", "keep"])
+def test_a_video_sink_that_does_not_publish_leaves_its_finished_file_to_its_caller(tmp_path, end):
+    # process puts the sound in after the frames: a copy that then failed had already
+    # replaced the file at the output's name.
+    path = tmp_path / "out.avi"
+    path.write_bytes(b"an earlier result")
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25, publish=False)
+    with pytest.raises(RuntimeError, match="no finished file is waiting"):
+        sink.publish()  # still being written
+    for i in range(3):
+        sink.write(frame(i * 80, size=(64, 48)))
+    sink.close()
+    hidden = tmp_path / ".out.partial.avi"
+    assert sink.awaiting_name and sink.kept_path == hidden and not sink.published
+    assert sink.unfinished_path is None  # finished: nothing still being written
+    assert path.read_bytes() == b"an earlier result" and len(read_video(hidden)) == 3
+    if end == "publish":
+        assert sink.publish() == path and sink.published and sink.kept_path == path
+        assert len(read_video(path)) == 3
+    else:
+        assert sink.keep_incomplete() == tmp_path / "out.incomplete.avi"
+        assert path.read_bytes() == b"an earlier result" and not sink.published
+        assert len(read_video(sink.kept_path)) == 3
+    assert not hidden.exists() and not sink.awaiting_name
+    with pytest.raises(RuntimeError, match="no finished file is waiting"):
+        sink.keep_incomplete()  # once only
+
+
+def test_a_video_sink_not_publishing_is_aborted_as_any_other(tmp_path):
+    path = tmp_path / "out.avi"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25, publish=False)
+    sink.write(frame(80, size=(64, 48)))
+    sink.abort()
+    assert sink.kept_path == tmp_path / "out.incomplete.avi" and not sink.awaiting_name
+
+
 @pytest.mark.parametrize("end", ["abort", "failed write"])
 def test_a_second_incomplete_run_keeps_the_frames_the_first_one_kept(tmp_path, monkeypatch, end):
     # The kept file of an earlier run (an hour of frames) was replaced by the next run's
