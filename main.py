@@ -1167,7 +1167,17 @@ def _run_stream(
         if args.strength > 0:  # at 0 the engine never calls the model
             # OpenVINO compiles on its first call: inside the stream that second counted in
             # --duration (`--duration 1` wrote nothing) and its frames were dropped.
-            warm_up(backend, source.size)
+            try:
+                # A --model is the user's to fix (as one that does not load): one that cannot
+                # take the source's frames (a fixed input size) streamed unsharpened over an
+                # existing output, then exit 1. The shipped ones stream on, with a warning.
+                warm_up(backend, source.size, strict=args.model is not None)
+            except Exception as exc:
+                w, h = source.size
+                raise CliError(
+                    f"--model {args.model} cannot run on the {w}x{h} frames of "
+                    f"{args.source}: {exc}"
+                ) from exc
             if stopped_early():
                 return 0
         sink_options: dict[str, Any] = {}

@@ -2773,6 +2773,32 @@ def test_run_with_a_model_or_backend_it_was_told_to_use_that_cannot_start_fails(
         assert "needs 'torch'" in last, err
 
 
+def test_run_with_a_model_that_cannot_take_the_sources_frames_fails_before_writing(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A --model of a fixed input size streamed unsharpened over an existing output, then
+    # exit 1: the warm-up call on a frame of the source's size had failed, and was let pass.
+    onnx = pytest.importorskip("onnx")
+    path = make_onnx_model(tmp_path / "fixed.onnx", kind="identity")
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for axis in (2, 3):
+            dims[axis].Clear()
+            dims[axis].dim_value = 32
+    onnx.save(model, str(path))
+    out = tmp_path / "live.avi"
+    out.write_bytes(b"an earlier recording")
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "onnx"]
+    code, err = _run_in_process([*argv, "--model", str(path)], capsys)
+    assert code == 1, err
+    last = err.splitlines()[-1]
+    assert last.startswith(f"sharpcam: error: --model {path} cannot run on the "), err
+    assert "fixed input size" in last and "passthrough" not in err, err
+    assert out.read_bytes() == b"an earlier recording"
+    assert not list(tmp_path.glob(".live*")) and not list(tmp_path.glob("live.incomplete*"))
+
+
 class _RecordingCamera:
     """A pyvirtualcam backend that keeps every frame sent through the real Camera."""
 
