@@ -1175,8 +1175,7 @@ def _run_stream(
             except Exception as exc:
                 w, h = source.size
                 raise CliError(
-                    f"--model {args.model} cannot run on the {w}x{h} frames of "
-                    f"{args.source}: {exc}"
+                    f"--model {args.model} cannot run on the {w}x{h} frames of {args.source}: {exc}"
                 ) from exc
             if stopped_early():
                 return 0
