@@ -1774,25 +1774,30 @@ def _note_lost_image_detail(kind: str, source: Any, output: str) -> None:
             )
 
 
+_TIFF_UNREAD = "SharpCam does not carry a TIFF's tags over; a JPEG or PNG input keeps them"
+
+
 def _note_lost_metadata(kind: str, source: Any, output: str) -> None:
     """Say that an image's EXIF data (date taken, camera), XMP data (rating, keywords) or colour
     profile does not reach the output, and why: a format that holds none, but also a JPEG output that cannot (an EXIF
     block over 64 KB, one that cannot be read, a grey photo's profile on RGB pixels), where
     naming the formats that keep them sent the user to the format they had given."""
-    from engine.sinks import metadata_lost, output_image_name
-    from engine.sources import read_image_metadata
+    from engine.sinks import LostMetadata, metadata_lost, output_image_name
+    from engine.sources import read_image_metadata, tiff_metadata_unread
+
+    def lost_from(image: Path, out: str | Path) -> list[LostMetadata]:
+        # A TIFF's tags are not read at all: its profile and camera tags went without a note.
+        unread = [LostMetadata(what, _TIFF_UNREAD) for what in tiff_metadata_unread(image)]
+        return unread or metadata_lost(read_image_metadata(image), out)
 
     if kind == "image":
-        lost = metadata_lost(read_image_metadata(source.path), output)
+        lost = lost_from(Path(source.path), output)
         if lost:
             what = _lost_metadata_text(lost, of=Path(source.path).name)
             _eprint(f"{PROG}: note: {output} will be without {what}")
     elif kind == "folder":
         # Each output keeps its input's name: a format that holds none loses them.
-        losses = [
-            (f, metadata_lost(read_image_metadata(f), output_image_name(f.name)))
-            for f in source.files
-        ]
+        losses = [(f, lost_from(f, output_image_name(f.name))) for f in source.files]
         hits = [(f, lost) for f, lost in losses if lost]
         if hits:
             first, lost = hits[0]

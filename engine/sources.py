@@ -735,6 +735,36 @@ def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
     return ImageMetadata()
 
 
+#: TIFF tags of IFD 0 that are a photo's metadata, by what a note calls them: the camera's and
+#: the date's (and the EXIF and GPS sub-IFDs), the colour profile, the XMP packet.
+_TIFF_METADATA_TAGS = {
+    "the EXIF data": frozenset({270, 271, 272, 306, 315, 33432, 34665, 34853}),
+    "the colour profile": frozenset({34675}),
+    "the XMP data": frozenset({700}),
+}
+
+
+def tiff_metadata_unread(path: str | os.PathLike[str]) -> list[str]:
+    """What metadata a TIFF file holds that :func:`read_image_metadata` does not read (it reads
+    none of a TIFF's), by the names a note gives it (``"the EXIF data"``, ``"the colour
+    profile"``, ``"the XMP data"``), from the tags of its first IFD; [] for a file that is no
+    classic TIFF, holds none, or cannot be read. Its Orientation is not among them:
+    :func:`read_image` applies it to the pixels."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if head[:4] not in (b"II*\0", b"MM\0*"):
+                return []
+            order = "<" if head[:2] == b"II" else ">"
+            f.seek(struct.unpack(order + "I", head[4:8])[0])
+            (count,) = struct.unpack(order + "H", f.read(2))
+            entries = f.read(12 * min(count, 4096))
+    except (OSError, struct.error):
+        return []
+    tags = {struct.unpack_from(order + "H", entries, i)[0] for i in range(0, len(entries) - 11, 12)}
+    return [what for what, ids in _TIFF_METADATA_TAGS.items() if tags & ids]
+
+
 _MOOV_READ_LIMIT = 64 << 20  # hours of video have a moov this large; bounded memory
 #: Top-level boxes read on the way to the moov: a camera's file has a handful, a fragmented
 #: one its moov first; a file of millions of empty boxes took seconds (bounded time).

@@ -1098,6 +1098,52 @@ def test_a_gif_s_transparency_is_noticed_in_a_folder_run(
     ) in capsys.readouterr().err
 
 
+def test_a_tiffs_tags_and_profile_are_said_to_be_left_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A TIFF's tags are not read: its colour profile and camera and date tags went without
+    # the note that a PNG's or JPEG's loss gets.
+    import struct
+
+    from PIL import Image, ImageCms
+
+    from engine.sources import tiff_metadata_unread
+
+    rgb = np.full((24, 32, 3), 120, np.uint8)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    tagged, plain = tmp_path / "tagged.tif", tmp_path / "plain.tif"
+    info = {271: "TiffCam", 306: "2020:01:02 03:04:05"}
+    Image.fromarray(rgb).save(tagged, icc_profile=icc, tiffinfo=info)
+    Image.fromarray(rgb).save(plain)
+    assert tiff_metadata_unread(tagged) == ["the EXIF data", "the colour profile"]
+    assert tiff_metadata_unread(plain) == []
+    assert tiff_metadata_unread(tmp_path / "missing.tif") == []
+    # Motorola byte order, by hand: one XMP tag (700) in IFD 0
+    motorola = tmp_path / "mm.tif"
+    motorola.write_bytes(
+        b"MM\0*" + struct.pack(">IH", 8, 1) + struct.pack(">HHII", 700, 1, 4, 0) + b"\0" * 4
+    )
+    assert tiff_metadata_unread(motorola) == ["the XMP data"]
+    out = tmp_path / "out.jpg"
+    assert cli.main(["process", str(tagged), str(out), "--backend", "passthrough"]) == 0
+    assert (
+        f"sharpcam: note: {out} will be without the EXIF data and the colour profile of "
+        "tagged.tif (SharpCam does not carry a TIFF's tags over; a JPEG or PNG input keeps them)"
+    ) in capsys.readouterr().err
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tagged.rename(folder / "a.tif")
+    plain.rename(folder / "b.tif")
+    assert (
+        cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "passthrough"]) == 0
+    )
+    assert (
+        "note: 1 of the 2 images lose their EXIF data, XMP data or colour profile; the first, "
+        "a.tif, loses the EXIF data and the colour profile (SharpCam does not carry"
+        in capsys.readouterr().err
+    )
+
+
 def test_process_folder_with_a_grey_only_format(tmp_path: Path) -> None:
     # Each output keeps its input's name and format; PGM cannot hold the RGB result as is.
     folder = tmp_path / "frames"
