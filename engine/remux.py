@@ -540,10 +540,17 @@ def packet_count(
     return None if found is None else sum(not flags & 2 for _, _, flags in found[1])
 
 
-def _durations(times: list[int], end: int | None = None) -> list[int] | None:
+#: A frame shown this much off the mean rate's grid (seconds) counts as a varying rate, however
+#: slow the rate: half a frame of a 5 fps GIF is 0.1 s.
+_MAX_OFF_GRID_S = 0.02
+
+
+def _durations(
+    times: list[int], end: int | None = None, timescale: int | None = None
+) -> list[int] | None:
     """Frame durations from the times the frames are shown and when the last one ends
-    (without ``end`` it lasts as long as the one before it); None where the rate does not
-    vary (or cannot be read from them)."""
+    (without ``end`` it lasts as long as the one before it), in ticks of ``timescale`` per
+    second; None where the rate does not vary (or cannot be read from them)."""
     # The end counts: a GIF's pictures 0.1 s apart with the last held 3 s (a title card)
     # was called constant and every picture written at the mean, 0.82 s.
     edges = [*times, end] if end is not None and end > times[-1] else times
@@ -555,7 +562,10 @@ def _durations(times: list[int], end: int | None = None) -> list[int] | None:
     # clip on a 1/600 clock: steps of 20 and 21). Not step by step: a minute at 30 fps then
     # one at 28.57 (steps of 20, then 21) drifted 1.5 s from its sound.
     drift = max(abs(t - edges[0] - i * mean) for i, t in enumerate(edges))
-    if drift <= max(1.0, mean / 2):
+    # Half a frame, but never more than _MAX_OFF_GRID_S: a GIF's frames of 0.1 and 0.3 s by
+    # turns sit half a frame off the grid each, and were all played at 0.2 s.
+    off = mean / 2 if not timescale else min(mean / 2, _MAX_OFF_GRID_S * timescale)
+    if drift <= max(1.0, off):
         return None
     return steps if len(steps) == len(times) else [*steps, steps[-1]]
 
@@ -592,7 +602,7 @@ def keep_timing(
         return ""
     if found is None or len(found.times) != frames:
         return ""
-    durations = _durations(found.times, found.end)
+    durations = _durations(found.times, found.end, found.timescale)
     if durations is None:
         return ""
     ext = Path(video).suffix.lower()

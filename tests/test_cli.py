@@ -805,6 +805,13 @@ def test_a_rate_is_variable_where_its_frames_drift_from_the_mean_rate_not_step_b
     drifting = [20] * 1800 + [21] * 1714
     assert _durations(at(drifting)) == [*drifting, 21]
     assert _durations(at([1024] * 25 + [512] * 25)) == [1024] * 25 + [512] * 26
+    # A GIF's frames of 0.1 and 0.3 s by turns (a 1/100 clock) each sit half a frame off the
+    # mean's grid: constant by half a frame, but 0.1 s off is seen. A 30 fps clip's half
+    # frame is under the 20 ms, as it was.
+    assert _durations(at([10, 30] * 3)) is None
+    assert _durations(at([10, 30] * 3), timescale=100) == [10, 30] * 3 + [30]
+    assert _durations(at([3003] * 10 + [3004] * 5), timescale=90000) is None
+    assert _durations(at([20, 20, 20, 20, 20, 21] * 300), timescale=600) is None
 
 
 def test_the_last_frame_keeps_its_own_duration() -> None:
@@ -835,6 +842,15 @@ def test_process_keeps_a_gif_s_held_last_frame(
     shown = picture_times(out, ffmpeg=find_ffmpeg())
     assert [t / shown.timescale for t in shown.times] == pytest.approx([0, 0.1, 0.2, 0.3])
     assert shown.end / shown.timescale == pytest.approx(3.3)
+    # Frames of 0.1 and 0.3 s by turns: each half a frame off the mean's grid, all 0.2 s.
+    blink = tmp_path / "blink.gif"
+    pictures[0].save(blink, save_all=True, append_images=pictures[1:], duration=[100, 300] * 2)
+    out = tmp_path / "blink.mp4"
+    assert cli.main(["process", str(blink), str(out), "--backend", "unsharp"]) == 0
+    assert "at the input's varying frame rate" in capsys.readouterr().err
+    shown = picture_times(out, ffmpeg=find_ffmpeg())
+    assert [t / shown.timescale for t in shown.times] == pytest.approx([0, 0.1, 0.4, 0.5])
+    assert shown.end / shown.timescale == pytest.approx(0.8)
 
 
 def test_an_ffmpeg_that_cannot_run_leaves_the_video_as_without_one(
