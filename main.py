@@ -2306,25 +2306,22 @@ def _finish_video(
             # none.
             if video_has_audio(work):
                 said += ", with the sound of the input"
-        elif (
-            ffmpeg
-            and Path(args.output).suffix.lower() != ".avi"  # holds none: noted before
-            and has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop)
-        ):
-            # A silent clip's date and place were copied only with a sound track: a screen
-            # recording or a muted phone clip lost them.
-            step = "copying the date and place"
-            try:
-                copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
-            except RemuxStopped:
-                raise
-            except RemuxError as exc:
-                full = _full_disk_error(exc)
-                _eprint(
-                    f"{PROG}: {'error' if full else 'warning'}: {args.output} is "
-                    f"without the date and place of {args.input}: {exc}"
-                )
-                failed = failed or full
+        elif ffmpeg and Path(args.output).suffix.lower() != ".avi":  # holds none: noted before
+            step = "copying the date and place"  # a stop while they are looked for, too
+            if has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop):
+                # A silent clip's date and place were copied only with a sound track: a
+                # screen recording or a muted phone clip lost them.
+                try:
+                    copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
+                except RemuxStopped:
+                    raise
+                except RemuxError as exc:
+                    full = _full_disk_error(exc)
+                    _eprint(
+                        f"{PROG}: {'error' if full else 'warning'}: {args.output} is "
+                        f"without the date and place of {args.input}: {exc}"
+                    )
+                    failed = failed or full
     except RemuxStopped:
         kept = sink.keep_incomplete()
         _eprint(
@@ -2339,26 +2336,26 @@ def _finish_video(
         return 1
     from engine.mp4 import MP4_EXTENSIONS, faststart
 
-    stopped = False
     if Path(args.output).suffix.lower() in MP4_EXTENSIONS:
         left: list[Path] = []
         try:
             faststart(work, stop=stop, left=left)
         except RemuxStopped:
-            stopped = True  # it plays as it is: named, as before the move
+            # Whole, and it plays; but a stopped run replaces no file (it was named, over an
+            # existing output, under an exit 130).
+            kept = sink.keep_incomplete()
+            _eprint(
+                f"{PROG}: interrupted while moving the index of {args.output} before its "
+                f"frames: {_frames(written)} kept in {kept}{said} (it plays; a browser "
+                f"fetches all of it before the first frame){untouched}"
+            )
+            return 130
         finally:
             _say_left_behind(left, args.output)
     try:
         sink.publish()
     except SinkError as exc:
         raise CliError(str(exc)) from exc
-    if stopped:
-        _eprint(
-            f"{PROG}: interrupted while moving the index of {args.output} before "
-            f"its frames: {_frames(written)} written to {args.output}{said} (it "
-            "plays; a browser fetches all of it before the first frame)"
-        )
-        return 130
     _eprint(f"{_frames(written)} -> {args.output}{said}")
     return 0
 

@@ -2186,10 +2186,11 @@ def _tone_map(req: _StartRequest) -> None:
 
 
 def _skipped_message(source: Any) -> UserMessage | None:
-    """What to say of the images a folder source passed over as unreadable (its ``skipped``),
-    None while there are none. Its text changes with their count, so a file found unreadable
-    later in the loop is said again, with the rest."""
-    skipped = getattr(source, "skipped", None)
+    """What to say of the images a looping folder source passes over as unreadable (its
+    ``unreadable``: at their latest try, each tried again every pass), None while there are
+    none. Its text changes with their count, so a file found unreadable later in the loop is
+    said again with the rest, and one that reads again takes it down."""
+    skipped = getattr(source, "unreadable", None)
     if not skipped:
         return None
     n, total = len(skipped), len(getattr(source, "files", ()) or ()) or len(skipped)
@@ -2202,7 +2203,8 @@ def _skipped_message(source: Any) -> UserMessage | None:
         "warning",
         f"{n} of the {total} {photos} in {folder} cannot be read and "
         f"{'is' if n == 1 else 'are'} skipped: {names}",
-        f"The others play on. Check that {'it opens' if n == 1 else 'they open'} in another "
+        f"{'The other one plays' if total - n == 1 else 'The others play'} on. Check that "
+        f"{'it opens' if n == 1 else 'they open'} in another "
         f"program. First problem: {skipped[0][1]}",
     )
 

@@ -257,16 +257,20 @@ class SaveJob(QObject):
         """The hidden working files of :attr:`output` written since the start: a child killed
         (or crashed) before it named its file leaves its frames there."""
         first = partial_path(self.output)
-        # Escaped: a name with [ ] * ? (`clip [1].mp4`) matched nothing, and nothing was named.
-        pattern = f"{glob.escape(first.stem)}*{glob.escape(first.suffix)}"
-        try:
-            found = [
-                p
-                for p in first.parent.glob(pattern)
-                if p.is_file() and p.stat().st_mtime >= self._started - 1.0
-            ]
-        except OSError:
-            return []
+        found: set[Path] = set()
+        # The child's own (its frames), and FFmpeg's beside it while the sound or the timing
+        # went in (`..NAME.partial.partial.EXT`): the video waits under its hidden name then.
+        for base in (first, partial_path(first)):
+            # Escaped: a name with [ ] * ? (`clip [1].mp4`) matched nothing, nothing was named.
+            pattern = f"{glob.escape(base.stem)}*{glob.escape(base.suffix)}"
+            try:
+                found.update(
+                    p
+                    for p in base.parent.glob(pattern)
+                    if p.is_file() and p.stat().st_mtime >= self._started - 1.0
+                )
+            except OSError:
+                pass
         return sorted(str(p) for p in found)
 
     def _on_finished(self, code: int, status: QProcess.ExitStatus) -> None:

@@ -1730,7 +1730,9 @@ class ImageFolderSource(_SourceBase):
         self._resize = _check_size(size)
         self._skip = skip_unreadable
         self.skipped: list[tuple[Path, str]] = []
-        self._bad: set[int] = set()  # positions in files found unreadable (skip mode)
+        self._bad: set[int] = set()  # positions found unreadable in this pass (skip mode)
+        self._unreadable: dict[int, str] = {}  # position -> why, at its latest read
+        self._listed: set[int] = set()  # positions in skipped
         self.frame_files: list[Path] = []
         self.live = live
         self._loop = loop
@@ -1751,29 +1753,54 @@ class ImageFolderSource(_SourceBase):
         image = read_image(self.files[i])
         return fit_to(image, self._resize) if self._resize is not None else image
 
+    @property
+    def unreadable(self) -> list[tuple[Path, str]]:
+        """The files that could not be read at their latest try, ``(file, message)`` in
+        folder order: a looping source tries each again on every pass, so a photo caught
+        mid-save plays again once it is whole (:attr:`skipped` keeps every one ever skipped)."""
+        now = dict(self._unreadable)  # read by another thread (the app's) than the reader's
+        return [(self.files[i], why) for i, why in sorted(now.items())]
+
     def _next_image(self) -> np.ndarray | None:
         """The image at ``_pos`` or, skipping, the next readable one; None past the last file.
         Leaves ``_pos`` on the file the image came from."""
         while self._pos < len(self.files):
             if self._pos not in self._bad:
                 try:
-                    return self._load(self._pos)
+                    image = self._load(self._pos)
+                    self._unreadable.pop(self._pos, None)
+                    return image
                 except SourceError as exc:
                     if not self._skip:
                         raise
-                    self._bad.add(self._pos)  # a looping source meets it again: listed once
-                    self.skipped.append((self.files[self._pos], str(exc)))
+                    self._bad.add(self._pos)
+                    if self._pos not in self._listed:  # a looping source meets it again
+                        self._listed.add(self._pos)
+                        self.skipped.append((self.files[self._pos], str(exc)))
+                    self._unreadable[self._pos] = str(exc)
             self._pos += 1
         return None
+
+    def _next_pass(self) -> None:
+        # Every file is tried again: one caught mid-save (or on a drive back) plays again.
+        self._pos = 0
+        self._bad.clear()
+
+    def _none_readable(self) -> SourceError:
+        why = next(iter(self._unreadable.values()), "")
+        return SourceError(
+            f"none of the {len(self.files)} images in folder {self.path} can be read any "
+            f"more; first: {why}"
+        )
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0
         if self._interrupt.is_set() or self._closed:
             return None
         if self._pos >= len(self.files):
-            if not self._loop or len(self._bad) == len(self.files):
+            if not self._loop:
                 return None
-            self._pos = 0
+            self._next_pass()
         if self._pacer is not None:
             waited = self._pacer.wait()
             if waited is None:
@@ -1783,9 +1810,13 @@ class ImageFolderSource(_SourceBase):
             image, self._first = self._first, None
         else:
             image = self._next_image()
-            if image is None and self._loop and len(self._bad) < len(self.files):
-                self._pos = 0  # the files after the last readable one were all skipped
+            if image is None and self._loop:
+                self._next_pass()  # the files after the last readable one were all skipped
                 image = self._next_image()
+                if image is None:
+                    # Moved, deleted or unplugged while it played: said as such, where "the
+                    # source sends no more frames" gave no reason.
+                    raise self._none_readable()
             if image is None:
                 return None
         if not self._loop:  # a looping source repeats its files: the list would grow forever

@@ -6886,6 +6886,19 @@ def test_a_folder_with_unreadable_photos_plays_the_others_and_names_them(
     wait_frames(qtbot, window, 6)  # on past the second pass, the good ones looping
     assert window.bridge.is_running
     assert window.resolution_combo.placeholderText() == "64×48 · 30 fps (the file's own)"
+    # Each pass tries them again: one saved whole meanwhile plays, and the banner follows.
+    cv2.imwrite(str(folder / "zz.jpg"), np.full((48, 64, 3), 200, np.uint8))
+    qtbot.waitUntil(
+        lambda: "1 of the 5 photos in holiday cannot be read" in window.banner.text.text(),
+        timeout=FRAME_TIMEOUT_MS,
+    )
+    said = [m for m in window.bridge._said if m.text.startswith("1 of the 5 photos")]
+    assert said and said[-1].advice.startswith("The others play on."), said
+    assert not any(m.text.startswith("2 of the 5") for m in window.bridge._said)  # taken down
+    # Moved away while it plays: the end says why.
+    folder.rename(tmp_path / "moved")
+    qtbot.waitUntil(lambda: not window.bridge.is_running, timeout=FRAME_TIMEOUT_MS)
+    assert "none of the 5 images in folder" in window.banner.text.text(), window.banner.text.text()
 
 
 def test_the_format_shown_is_the_demo_clips_where_it_stands_in_and_a_still_has_no_rate(
@@ -7162,3 +7175,24 @@ def test_a_damaged_noise_switch_in_a_settings_file_is_off(tmp_path):
         assert load_settings(open_store(str(path))).denoise is False, raw
     path.write_text("[General]\ndenoise=true\n", encoding="utf-8")
     assert load_settings(open_store(str(path))).denoise is True
+
+
+def test_the_skipped_photos_message_counts_what_still_plays() -> None:
+    from app.engine_bridge import _skipped_message
+
+    class Folder:
+        path = Path("/photos/trip")
+        files = [Path(f"/photos/trip/{c}.jpg") for c in "abcdef"]
+        unreadable = [(Path(f"/photos/trip/{c}.jpg"), f"cannot read {c}") for c in "abcde"]
+
+    msg = _skipped_message(Folder())
+    assert msg is not None and msg.kind == "warning"
+    assert msg.text == (
+        "5 of the 6 photos in trip cannot be read and are skipped: a.jpg, b.jpg, c.jpg and 2 more"
+    )
+    assert msg.advice == (
+        "The other one plays on. Check that they open in another program. First problem: "
+        "cannot read a"
+    )
+    Folder.unreadable = []
+    assert _skipped_message(Folder()) is None

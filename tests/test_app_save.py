@@ -629,3 +629,19 @@ def test_hidden_frames_left_are_found_for_a_name_with_glob_characters(tmp_path: 
     partial_path(out).write_bytes(b"frames")
     (tmp_path / ".clip 1.partial.mp4").write_bytes(b"another file's")
     assert job._left_behind() == [str(partial_path(out))]
+
+
+def test_ffmpegs_working_file_beside_the_hidden_video_is_found_too(tmp_path: Path) -> None:
+    # process keeps the video under its hidden name while the sound goes in: a child killed
+    # then leaves FFmpeg's working file beside it, which the hidden name's pattern missed.
+    from engine.sinks import partial_path
+
+    out = tmp_path / "call.mp4"
+    job = SaveJob(str(tmp_path / "in.mp4"), str(out))
+    job._started = time.time()
+    hidden, ffmpegs = partial_path(out), partial_path(partial_path(out))
+    assert ffmpegs.name == "..call.partial.partial.mp4"
+    hidden.write_bytes(b"frames")
+    ffmpegs.write_bytes(b"half a mux")
+    (tmp_path / ".other.partial.mp4").write_bytes(b"another file's")
+    assert job._left_behind() == sorted([str(ffmpegs), str(hidden)])

@@ -2616,19 +2616,52 @@ def test_process_stopped_while_moving_the_index_says_the_video_is_whole(
     monkeypatch.setattr(engine.mp4, "faststart", stopped)
     call = write_avi_with_sound(tmp_path / "call.avi", n=6)
     out = tmp_path / "out.mp4"
+    out.write_bytes(b"an earlier result")
     assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 130
     err = capsys.readouterr().err
     assert asked == [tmp_path / ".out.partial.mp4"]  # named once the index has moved
+    # Whole and playable, but a stopped run replaces no file: it was named over out.mp4.
+    kept = tmp_path / "out.incomplete.mp4"
     assert (
-        f"interrupted while moving the index of {out} before its frames: 6 frames written to "
-        f"{out}, with the sound of the input (it plays;"
+        f"interrupted while moving the index of {out} before its frames: 6 frames kept in "
+        f"{kept}, with the sound of the input (it plays; a browser fetches all of it before "
+        f"the first frame); {out} is left as it was"
     ) in err, err
-    assert len(read_video(out)) == 6 and _audio_streams(out)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", "out.mp4"]
+    assert len(read_video(kept)) == 6 and _audio_streams(kept)
+    assert out.read_bytes() == b"an earlier result"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "call.avi",
+        "out.incomplete.mp4",
+        "out.mp4",
+    ]
     # An .mkv or .avi has no index to move.
     for name in ("out.mkv", "out.avi"):
         assert cli.main(["process", str(call), str(tmp_path / name), "--backend", "unsharp"]) == 0
     assert asked == [tmp_path / ".out.partial.mp4"]
+
+
+def test_a_stop_while_a_silent_clips_tags_are_looked_for_names_that_step(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It said "interrupted while putting back the input's timing", a step already done.
+    import engine.remux
+    from engine.remux import RemuxStopped
+
+    def stopped(*args: Any, **kwargs: Any) -> bool:
+        raise RemuxStopped("stopped")
+
+    monkeypatch.setattr(engine.remux, "has_kept_tags", stopped)
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 130
+    err = capsys.readouterr().err
+    kept = tmp_path / "out.incomplete.mp4"
+    assert f"interrupted while copying the date and place: {_frames_of(kept)}" in err, err
+    assert not out.exists()
+
+
+def _frames_of(path: Path) -> str:
+    n = len(read_video(path))
+    return f"{n} frame{'s' * (n != 1)} kept in {path}"
 
 
 @pytest.mark.parametrize("command", ["process", "run"])

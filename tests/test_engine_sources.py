@@ -342,6 +342,35 @@ def test_a_looping_folder_lists_a_skipped_image_once(tmp_path):
         assert src.frame_files == []  # a looping source would grow it forever
 
 
+def test_a_looping_folder_tries_a_skipped_image_again_on_each_pass(tmp_path):
+    # The window's live view: a photo caught mid-save was skipped for the rest of the session,
+    # and its banner said it could not be read long after it could.
+    for i in (1, 2, 3):
+        write_png(tmp_path / f"a{i}.png", np.full((4, 4, 3), i, np.uint8))
+    whole = (tmp_path / "a2.png").read_bytes()
+    with open_source(tmp_path, live=False, loop=True, skip_unreadable=True) as src:
+        assert [int(src.read().image[0, 0, 0]) for _ in range(2)] == [1, 2]
+        (tmp_path / "a2.png").write_bytes(whole[:20])  # half-written
+        assert [int(src.read().image[0, 0, 0]) for _ in range(3)] == [3, 1, 3]
+        assert [p.name for p, _ in src.unreadable] == ["a2.png"]
+        (tmp_path / "a2.png").write_bytes(whole)
+        assert [int(src.read().image[0, 0, 0]) for _ in range(3)] == [1, 2, 3]
+        assert src.unreadable == [] and [p.name for p, _ in src.skipped] == ["a2.png"]
+
+
+def test_a_looping_folder_that_can_no_longer_be_read_says_so(tmp_path):
+    # Moved or unplugged while it played: it ended as if the source had simply run out.
+    folder = tmp_path / "trip"
+    folder.mkdir()
+    for i in (1, 2):
+        write_png(folder / f"a{i}.png", np.full((4, 4, 3), i, np.uint8))
+    with open_source(folder, live=False, loop=True, skip_unreadable=True) as src:
+        assert int(src.read().image[0, 0, 0]) == 1
+        folder.rename(tmp_path / "moved")
+        with pytest.raises(SourceError, match=r"none of the 2 images in folder .*trip can be read"):
+            src.read()
+
+
 def test_a_folder_without_a_readable_image_is_an_error_even_skipping(tmp_path):
     (tmp_path / "a.png").write_bytes(b"this is no png")
     (tmp_path / "b.jpg").write_bytes(b"")
