@@ -1682,7 +1682,10 @@ class ImageFolderSource(_SourceBase):
     An image that cannot be read raises :class:`SourceError` from ``read()`` (and from the
     constructor for the first one), which ends the stream. With ``skip_unreadable=True`` it is
     passed over instead and listed in :attr:`skipped` as ``(file, message)``; only a folder
-    without a single readable image is an error then. :attr:`frame_files` names the file of
+    without a single readable image is an error then. Looping, every file is tried again on
+    each pass (:attr:`unreadable` lists those that failed at their latest try: a photo caught
+    mid-save plays once it is whole), and a pass in which none can be read any more (the
+    folder moved, its drive unplugged) raises :class:`SourceError` saying so. :attr:`frame_files` names the file of
     each frame delivered (frame ``i`` came from ``frame_files[i]``; not kept when looping):
     once an image is skipped, frame indices no longer follow :attr:`files`. :attr:`left_out`
     lists what the folder holds besides its images, in natural order: sub-folders (not read)
