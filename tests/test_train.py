@@ -1544,6 +1544,33 @@ def test_a_mistyped_eval_folder_is_an_error_not_a_silent_guard(synth, tmp_path: 
         build_data(cfg)
 
 
+def test_a_raw_clip_with_an_unnumbered_image_is_a_usage_error(
+    synth, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A cover.png among the frames: a ValueError traceback from deep in the data loading, in
+    # training and in the evaluator alike.
+    import shutil
+
+    from training import evaluate
+    from training.config import ConfigError
+    from training.train import build_data
+
+    clip = tmp_path / "clip"
+    shutil.copytree(synth["raw"] / "seq_00", clip)
+    shutil.copy(next(iter(sorted(clip.iterdir()))), clip / "cover.png")
+    cfg = _tiny(synth, tmp_path / "run", f"--data.raw_dirs=[{clip}]")
+    with pytest.raises(ConfigError, match=r"data.raw_dirs: raw frames in .*cover\.png has no"):
+        build_data(cfg)
+    model = Path(__file__).resolve().parents[1] / "weights" / "student_fast.onnx"
+    argv = ["--model", str(model), "--data", f"raw:{clip}", "--out", str(tmp_path / "eval")]
+    with pytest.raises(SystemExit) as exc:
+        evaluate.main(argv)
+    assert exc.value.code == 2
+    assert f"error: --data raw:{clip}: raw frames in {clip}: cover.png has no" in (
+        capsys.readouterr().err
+    )
+
+
 def test_a_mistyped_kernel_folder_is_an_error_not_trajectories_alone(synth, tmp_path: Path) -> None:
     from training.train import build_data
 

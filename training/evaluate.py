@@ -1611,6 +1611,11 @@ def main(argv: list[str] | None = None) -> int:
         for folder in folders if spec.kind != "demo" else []:
             if not Path(folder).exists():
                 p.error(f"--data {text}: no such folder {folder}")
+        if spec.kind == "raw":
+            try:
+                D.list_frames(spec.path)  # a gap, or an image without a number among them
+            except ValueError as exc:
+                p.error(f"--data {text}: {exc}")
         if spec.kind == "real" and not args.teacher:
             p.error(
                 f"--data {text}: real blur has no ground truth; pass --teacher, whose "

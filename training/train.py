@@ -67,6 +67,7 @@ from training.data import (
     file_signatures,
     gopro_pairs,
     image_signature,
+    list_frames,
     list_images,
     load_image_u8,
     load_kernels,
@@ -184,6 +185,12 @@ def build_data(
     for folder in d.raw_dirs:
         if not Path(folder).is_dir():
             raise FileNotFoundError(f"data.raw_dirs: no folder {folder}")
+        try:
+            # A gap in the numbering, or an image without a number among the frames (see
+            # list_frames): a usage error naming the key, not a traceback.
+            list_frames(folder)
+        except ValueError as exc:
+            raise ConfigError(f"data.raw_dirs: {exc}") from exc
         raw.append(
             RawSequence.load(
                 folder, first=lo, last=hi, scale=d.raw_scale, skips=skips, hashes=train_hashes
