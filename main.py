@@ -2262,6 +2262,21 @@ def _finish_video(
     said = ""
     failed = False
     ffmpeg = find_ffmpeg()
+
+    def copy(without: str) -> bool:
+        """The input's sound (or tags) into ``work``; True where the run fails for it."""
+        try:
+            copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
+        except RemuxStopped:
+            raise
+        except RemuxError as exc:
+            # The frames are all there: a warning, not a failed run; but a full disk fails it
+            # (exit 1), as it does the frames: scripts went on with a silent video.
+            full = _full_disk_error(exc)
+            _eprint(f"{PROG}: {'error' if full else 'warning'}: {args.output} {without}: {exc}")
+            return full
+        return False
+
     step = "putting back the input's timing"
     try:
         # Before the sound: the copy with it keeps the pictures' times as they are.
@@ -2290,18 +2305,7 @@ def _finish_video(
             )
         if copy_sound:
             step = "copying the sound"
-            try:
-                copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
-            except RemuxStopped:
-                raise
-            except RemuxError as exc:
-                # The frames are all there: a warning, not a failed run; but a full disk
-                # fails it (exit 1), as it does the frames: scripts went on with a silent
-                # video.
-                full = _full_disk_error(exc)
-                level = "error" if full else "warning"
-                _eprint(f"{PROG}: {level}: {args.output} has no sound: {exc}")
-                failed = failed or full
+            failed = copy("has no sound") or failed
             # Asked of the output: an input whose container is not read here may have had
             # none.
             if video_has_audio(work):
@@ -2311,17 +2315,7 @@ def _finish_video(
             if has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop):
                 # A silent clip's date and place were copied only with a sound track: a
                 # screen recording or a muted phone clip lost them.
-                try:
-                    copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
-                except RemuxStopped:
-                    raise
-                except RemuxError as exc:
-                    full = _full_disk_error(exc)
-                    _eprint(
-                        f"{PROG}: {'error' if full else 'warning'}: {args.output} is "
-                        f"without the date and place of {args.input}: {exc}"
-                    )
-                    failed = failed or full
+                failed = copy(f"is without the date and place of {args.input}") or failed
     except RemuxStopped:
         kept = sink.keep_incomplete()
         _eprint(
