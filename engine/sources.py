@@ -1686,11 +1686,12 @@ class ImageFolderSource(_SourceBase):
     each pass (:attr:`unreadable` lists those that failed at their latest try: a photo caught
     mid-save plays once it is whole), and a pass in which none can be read any more (the
     folder moved, its drive unplugged) raises :class:`SourceError` saying so.
-    :attr:`frame_files` names the file of each frame delivered (frame ``i`` came from ``frame_files[i]``; not kept when looping):
-    once an image is skipped, frame indices no longer follow :attr:`files`. :attr:`left_out`
-    lists what the folder holds besides its images, in natural order: sub-folders (not read)
-    and files without an image extension; hidden entries (``.NAME``) are in neither list.
-    An animated WebP or PNG among the images gives its first frame only.
+    :attr:`frame_files` names the file of each frame delivered (frame ``i`` came from
+    ``frame_files[i]``; not kept when looping): once an image is skipped, frame indices no
+    longer follow :attr:`files`. :attr:`left_out` lists what the folder holds besides its
+    images, in natural order: sub-folders (not read) and files without an image extension;
+    hidden entries (``.NAME``) are in neither list. An animated WebP or PNG among the images
+    gives its first frame only.
     """
 
     def __init__(
