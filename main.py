@@ -859,6 +859,9 @@ def cmd_gui(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             # The app fell back to the demo clip and exited 0: a bug report's
             # `--screenshot shot.png --quit-after 5` showed another source than the one named.
             raise CliError(f"no such file or folder: {args.gui_source}")
+    if args.gui_model is not None and not _model_file(args.gui_model).is_file():
+        # The window ran unsharpened, exit 0, and a scripted run said nothing of it: as `run`.
+        raise CliError(_missing_model(args.gui_model))
     options = {
         "source": args.gui_source,
         "screenshot": args.gui_screenshot,

@@ -413,13 +413,25 @@ def close_failed_message(exc: BaseException) -> UserMessage:
 
 def scale_failed_message(scale: float | str, exc: BaseException) -> UserMessage:
     """The message for a processing size whose model did not load: the stream goes on with the
-    model it had (a restart would have fallen back to passthrough)."""
-    return UserMessage(
-        "model",
-        f"The processing size could not be changed to {_scale_words(scale)}: "
-        f"{str(exc).strip() or type(exc).__name__}",
+    model it had (a restart would have fallen back to passthrough). A model file damaged or
+    gone since it loaded is to be reinstalled before any restart: "restart SharpCam" sent
+    the person to a window that then ran unsharpened."""
+    msg = str(exc).strip() or type(exc).__name__
+    advice = (
         "The video keeps running as before, at the previous processing size (the picker shows "
-        "it again). If this repeats, restart SharpCam.",
+        "it again)."
+    )
+    if "ModelError" in {cls.__name__ for cls in type(exc).__mro__}:
+        file = _weights_file_named(msg)
+        what = f"{file}, with the manifest.json beside it" if file else "with their manifest.json"
+        advice += (
+            f" The model file on disk no longer loads: reinstall SharpCam's weights ({what}) "
+            "before SharpCam is restarted, or it will start unsharpened."
+        )
+    else:
+        advice += " If this repeats, restart SharpCam."
+    return UserMessage(
+        "model", f"The processing size could not be changed to {_scale_words(scale)}: {msg}", advice
     )
 
 

@@ -229,6 +229,15 @@ def run_app(
         def on_start_finished(ok: bool) -> None:
             if not ok:
                 fail(no_video_reason(window))
+                return
+            failure = window.bridge.model_failure
+            if failure is not None and not result["code"]:
+                # The video runs unsharpened (the banner and the badge say so in the picture):
+                # a scripted run that exited 0 passed a broken model off as a working one. The
+                # screenshot is still taken; the run fails.
+                result["code"] = 1
+                reason = " ".join(failure.message.text.split())
+                print(f"sharpcam: error: {reason}", file=sys.stderr)
 
         window.bridge.start_finished.connect(on_start_finished)
         # A stream that ended on its own (the source failed mid-run) is over for good: waiting

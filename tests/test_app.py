@@ -4939,6 +4939,32 @@ def test_run_app_screenshot_writes_png(qtbot, tmp_path, capsys):
     assert "sharpcam app:" in line and "fps" in line and "640x360" in line
 
 
+def test_a_scripted_run_whose_model_does_not_load_fails_and_says_why(qtbot, tmp_path, capsys):
+    # A damaged --model: the window streamed unsharpened (banner, "NOT SHARPENED" in the
+    # picture), but the run printed only its stats line and exited 0.
+    from app.main import run_app
+
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(
+        (Path(__file__).resolve().parents[1] / "weights" / "student_fast.onnx").read_bytes()[:3000]
+    )
+    out = tmp_path / "shot.png"
+    code = run_app(
+        source=str(DEMO_CLIP),
+        screenshot=str(out),
+        quit_after=1.0,
+        model=str(bad),
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+    )
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("sharpcam: error:")]
+    assert len(errors) == 1 and "bad.onnx" in errors[0], captured.err
+    assert not QImage(str(out)).isNull()  # the picture of it is still taken
+    assert "Passthrough" in captured.out
+
+
 def test_a_screenshot_whose_folder_cannot_be_made_ends_the_run_with_its_reason(
     qtbot, tmp_path, capsys
 ):
@@ -5822,6 +5848,15 @@ def test_the_messages_name_the_size_the_device_and_the_end_as_they_are():
     assert "changed to 50 % size:" in scale_failed_message(0.5, error).text
     assert "changed to auto:" in scale_failed_message("auto", error).text
     assert "changed to auto:" in scale_failed_message(" Auto ", error).text
+    assert scale_failed_message(0.5, error).advice.endswith("If this repeats, restart SharpCam.")
+    # The shipped file damaged since it loaded: a restart would run unsharpened.
+    from engine.backends import weights_dir
+    from engine.manifest import ModelError
+
+    damaged = ModelError(f"model file {weights_dir() / 'student_fast.onnx'} does not match")
+    advice = scale_failed_message(0.5, damaged).advice
+    assert "restart SharpCam" not in advice and "reinstall SharpCam's weights" in advice, advice
+    assert f"({weights_dir() / 'student_fast.onnx'}, with the manifest.json beside it)" in advice
     loop = feedback_loop_message("OBS Virtual Camera", "/dev/video10")
     assert "reads its video from OBS Virtual Camera, the virtual camera (/dev/video10)" in (
         loop.text

@@ -272,6 +272,17 @@ def test_the_app_on_a_missing_file_is_an_error(
     assert f"no such file or folder: {missing}" in err and "Traceback" not in err
 
 
+def test_the_app_with_a_missing_model_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The window ran unsharpened and a scripted run exited 0, where `run` refuses it.
+    _fake_app(monkeypatch, lambda options, **kw: pytest.fail("the app started"))
+    missing = tmp_path / "nope.onnx"
+    assert cli.main(["--model", str(missing), "--quit-after", "1"]) == 1
+    err = capsys.readouterr().err
+    assert f"model file not found: {missing}" in err and "Traceback" not in err
+
+
 def test_an_app_that_cannot_be_imported_is_an_error_that_says_why(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
