@@ -1282,11 +1282,12 @@ def _run_stream(
             where = _kept_where(sink, first)
             raise CliError(f"{first or f'cannot finish {args.output}'}{where}")
         _move_index_first(sink)
-        if engine.errors and (not (stop.is_set() or timed_out) or output.cut_short):
-            # The stream ended on its own after an error (a camera unplugged, an unreadable
-            # file): say so and exit non-zero rather than pass as a finished run. One that ran
-            # its --duration through a model failure (the stream goes on without the model)
-            # ends as a Ctrl-C does: the errors said, exit 0.
+        if engine.errors and (engine.failure is not None or output.cut_short):
+            # The stream ended on an error (a camera unplugged, an unreadable file): say so
+            # and exit non-zero rather than pass as a finished run. One that ran through a
+            # model failure (the stream goes on without the model) ends as a Ctrl-C does,
+            # whether --duration, Ctrl-C or the source's own end stopped it: the errors said,
+            # exit 0 (a clip played to its end was exit 1, its recording complete).
             where = _kept_where(sink, engine.errors[0]) if output.cut_short else ""
             raise CliError(
                 f"{len(engine.errors)} error(s) in the stream ({_frames(stats.frames_out)} out); "

@@ -1734,7 +1734,7 @@ class _FailsOnStamp3:
         pass
 
 
-@pytest.mark.parametrize("how", ["duration", "ctrl-c"])
+@pytest.mark.parametrize("how", ["duration", "ctrl-c", "the source's end"])
 def test_run_through_a_model_failure_ends_alike_by_duration_or_ctrl_c(
     clip: Path,
     tmp_path: Path,
@@ -1743,7 +1743,8 @@ def test_run_through_a_model_failure_ends_alike_by_duration_or_ctrl_c(
     how: str,
 ) -> None:
     # The stream goes on without a model that failed mid-stream; stopped by --duration it was
-    # exit 1 ("errors in the stream"), by Ctrl-C exit 0 with the errors said.
+    # exit 1 ("errors in the stream"), by Ctrl-C exit 0 with the errors said; played to the
+    # clip's end, exit 1 again, of a complete recording.
     import engine.backends
 
     monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _FailsOnStamp3)
@@ -1751,7 +1752,7 @@ def test_run_through_a_model_failure_ends_alike_by_duration_or_ctrl_c(
     argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
     if how == "duration":
         argv += ["--duration", "0.6"]
-    else:
+    elif how == "ctrl-c":
         threading.Timer(0.6, lambda: signal.raise_signal(signal.SIGINT)).start()
     code = cli.main(argv)
     err = capsys.readouterr().err
