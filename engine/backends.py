@@ -1437,7 +1437,9 @@ class UnsharpBackend(_BackendBase):
     provider = "unsharp mask · OpenCV"
 
     def __init__(self, *, amount: float = 1.0, radius: float = 2.0, **_ignored: Any) -> None:
-        if amount < 0 or radius <= 0:
+        # Finite too: NaN passed both comparisons (an all-white frame), and an infinite
+        # radius sized a kernel that took the process's memory.
+        if not (math.isfinite(amount) and math.isfinite(radius) and amount >= 0 and radius > 0):
             raise BackendError(f"unsharp needs amount >= 0 and radius > 0, got {amount}, {radius}")
         self.amount = float(amount)
         self.radius = float(radius)
@@ -1593,6 +1595,11 @@ class ScaledBackend(_BackendBase):
         # Only a reduced scale is news: "auto" at full size runs exactly the wrapped backend.
         inner = str(getattr(self.inner, "provider", ""))
         mode = "auto " if self.adaptive else ""
+        frame = self._frame
+        if frame is not None and scaled_size(frame, self._scale, self.multiple) == frame:
+            # A frame of a few multiples of the model's: rounded to them, the "scaled" size
+            # was the frame's own, which ran at full size under a "0.9x".
+            return inner
         return f"{inner} · {mode}{self._scale:g}x" if self._scale < 1.0 else inner
 
     def __getattr__(self, item: str) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -396,7 +397,11 @@ def test_unsharp_increases_high_frequency_energy(frame):
     np.testing.assert_array_equal(create_backend("unsharp", amount=0.0).process(blurred), blurred)
 
 
-@pytest.mark.parametrize(("amount", "radius"), [(1.0, 0.0), (1.0, -1.0), (-0.5, 2.0)])
+@pytest.mark.parametrize(
+    ("amount", "radius"),
+    [(1.0, 0.0), (1.0, -1.0), (-0.5, 2.0), (math.nan, 2.0), (1.0, math.nan), (math.inf, 2.0),
+     (1.0, math.inf)],
+)  # fmt: skip
 def test_unsharp_refuses_a_radius_of_zero_or_less_and_a_negative_amount(
     amount: float, radius: float
 ) -> None:

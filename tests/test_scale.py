@@ -118,6 +118,19 @@ def test_the_model_sees_the_small_frame_and_only_its_correction_is_upsampled() -
     np.testing.assert_array_equal(out[ok], expected[ok])
 
 
+def test_the_provider_names_no_scale_for_a_frame_run_at_full_size() -> None:
+    # Rounded to the model's multiple, a 64x64 frame's "0.9x" size is its own: it ran at
+    # full size under a label that said 0.9x.
+    rec = Recorder()
+    be = ScaledBackend(rec, 0.9)
+    be.multiple = 32  # student_fast's
+    assert be.provider == "recorder · 0.9x"  # no frame yet: the scale asked for
+    be.process(_frame(64, 64))
+    assert rec.sizes == [(64, 64)] and be.provider == "recorder"
+    be.process(_frame(360, 640))
+    assert rec.sizes[-1] == (576, 320) and be.provider == "recorder · 0.9x"
+
+
 def test_the_app_and_the_evaluation_compute_the_same_scaled_result() -> None:
     """`training.evaluate --scale` must measure what the app runs (float vs uint8 arithmetic)."""
     from training.evaluate import at_scale
