@@ -2508,7 +2508,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                 levels = _noise_levels(noise, colour)
                 _eprint(f"{PROG}: note: the video is grainy ({levels}); {GRAIN_ADVICE}")
         said = ""
-        if kind == "video" and sink.kept_path is not None and not sink.published:
+        if kind == "video" and sink.awaiting_name:
             try:
                 return _finish_video(args, sink, written, copy_sound, stop, existed)
             except BaseException:

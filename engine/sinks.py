@@ -415,7 +415,6 @@ class VideoFileSink(_SinkBase):
     ):
         self.path = Path(path)
         self.publish_on_close = bool(publish)
-        self.published = False  # the finished file has its name (close(), or publish())
         self.size = even_size(_check_size(size, "a video file sink"))
         self.timed = bool(timed)
         self.fps = float(fps) if fps and fps > 0 else 30.0
@@ -685,7 +684,6 @@ class VideoFileSink(_SinkBase):
                     raise
                 raise SinkError(f"cannot finish video {target}: {exc}") from exc
             self.kept_path = target
-            self.published = target == self.path
             if self.failed:
                 # A failed write (a full disk) lost what FFmpeg still held: "cannot write frame
                 # 12" kept 5. The file is counted, not the frames handed on.
@@ -707,7 +705,7 @@ class VideoFileSink(_SinkBase):
                 self.kept_path = self._keep_unfinished(self.path)
                 where = f"; its frames are kept in {self.kept_path}" if self.kept_path else ""
                 raise SinkError(f"cannot finish video {self.path}: {exc}{where}") from exc
-            self.kept_path, self.published = self.path, True
+            self.kept_path = self.path
             return self.path
 
     def keep_incomplete(self) -> Path | None:
@@ -724,7 +722,12 @@ class VideoFileSink(_SinkBase):
     def awaiting_name(self) -> bool:
         """A ``publish=False`` sink's finished file waits under its hidden name for
         :meth:`publish` or :meth:`keep_incomplete`."""
-        return self._writer is None and not self.published and self.kept_path == self._partial
+        return self._writer is None and self.kept_path == self._partial
+
+    @property
+    def published(self) -> bool:
+        """The finished file has its name (``close()``, or :meth:`publish`)."""
+        return self.kept_path == self.path
 
     def _held(self, what: str) -> Path:
         if not self.awaiting_name:

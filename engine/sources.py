@@ -1734,7 +1734,6 @@ class ImageFolderSource(_SourceBase):
         self._resize = _check_size(size)
         self._skip = skip_unreadable
         self.skipped: list[tuple[Path, str]] = []
-        self._bad: set[int] = set()  # positions found unreadable in this pass (skip mode)
         self._unreadable: dict[int, str] = {}  # position -> why, at its latest read
         self._listed: set[int] = set()  # positions in skipped
         self.frame_files: list[Path] = []
@@ -1769,26 +1768,23 @@ class ImageFolderSource(_SourceBase):
         """The image at ``_pos`` or, skipping, the next readable one; None past the last file.
         Leaves ``_pos`` on the file the image came from."""
         while self._pos < len(self.files):
-            if self._pos not in self._bad:
-                try:
-                    image = self._load(self._pos)
-                    self._unreadable.pop(self._pos, None)
-                    return image
-                except SourceError as exc:
-                    if not self._skip:
-                        raise
-                    self._bad.add(self._pos)
-                    if self._pos not in self._listed:  # a looping source meets it again
-                        self._listed.add(self._pos)
-                        self.skipped.append((self.files[self._pos], str(exc)))
-                    self._unreadable[self._pos] = str(exc)
+            try:
+                image = self._load(self._pos)
+                self._unreadable.pop(self._pos, None)
+                return image
+            except SourceError as exc:
+                if not self._skip:
+                    raise
+                if self._pos not in self._listed:  # a looping source meets it again
+                    self._listed.add(self._pos)
+                    self.skipped.append((self.files[self._pos], str(exc)))
+                self._unreadable[self._pos] = str(exc)
             self._pos += 1
         return None
 
     def _next_pass(self) -> None:
         # Every file is tried again: one caught mid-save (or on a drive back) plays again.
         self._pos = 0
-        self._bad.clear()
 
     def _none_readable(self) -> SourceError:
         why = next(iter(self._unreadable.values()), "")
