@@ -1761,6 +1761,14 @@ class MainWindow(QMainWindow):
             rate = f" · {fps:.3g} fps" if fps and not still else ""
             whose = "the demo clip's" if self.bridge.using_fallback else "the file's own"
             self.resolution_combo.setPlaceholderText(f"{w}×{h}{rate} ({whose})")
+            if not self.current_camera().is_demo:
+                # A camera that failed keeps its mode picked (a new pick retries it), so the
+                # placeholder never shows: "720p · 30 fps" stood over the demo clip's 640×360.
+                self.resolution_combo.setToolTip(
+                    f"The demo clip plays at its own {w}×{h}{rate} while "
+                    f"{self.current_camera().name} is unavailable; "
+                    f"{self.current_resolution().label} applies once it opens."
+                )
             self.source_info.setText(info)
             return
         res = self.current_resolution()

@@ -6960,6 +6960,23 @@ def test_the_format_shown_is_the_demo_clips_where_it_stands_in_and_a_still_has_n
     assert combo.placeholderText() == "56×40 (the file's own)"
 
 
+def test_the_picker_of_a_camera_the_demo_clip_stands_in_for_says_the_clips_format(
+    qtbot, make_window
+):
+    # The camera's mode stays picked (a new pick retries the camera), so the "(the demo clip's)"
+    # placeholder never showed: "720p · 30 fps" stood over the demo clip's 640×360.
+    cams = [CameraChoice(id="/dev/video42", name="Desk cam", source="/dev/video42"), demo_choice()]
+    window = make_window(cameras=cams, backend="passthrough")
+    wait_frames(qtbot, window, 1)
+    assert window.bridge.using_fallback
+    combo = window.resolution_combo
+    assert combo.isEnabled() and combo.currentText() == "720p · 30 fps"
+    assert combo.toolTip() == (
+        "The demo clip plays at its own 640×360 · 30 fps while Desk cam is unavailable; "
+        "720p · 30 fps applies once it opens."
+    )
+
+
 def test_opening_the_bundled_clip_as_a_file_is_not_remembered(qtbot, make_window):
     # Opened (or dropped) by its path, it became the remembered source: the next launch
     # played the clip, not the camera.
