@@ -1912,9 +1912,12 @@ class MainWindow(QMainWindow):
         elif wanted and self.bridge.using_fallback and self.bridge.is_running:
             # The demo clip stands in for the camera only in this window: a call must not show
             # the bundled clip in place of the person.
+            # A broken file never opens: "once the camera opens" sent the person waiting.
+            is_file = source_kind(self.current_camera().source) != "camera"
+            then = "another file or a camera is picked" if is_file else "the camera opens"
             self.virtual_status.setText(
                 f"On · not sending: {_html(self.current_camera().name)} did not open. The demo "
-                "clip plays only here; calls get video once the camera opens."
+                f"clip plays only here; calls get video once {then}."
             )
         elif wanted:
             # A start opening, no video, or the video stopped: calls get nothing until it runs.
@@ -2265,7 +2268,10 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         job = self.save_job
         if not self._closing and job is not None and job.running():
-            if not (self._close_without_asking or self.ask_stop_save()):
+            # Stop pressed already: "Stop it and quit?" asked of a save that was ending, and
+            # "No" did not keep it.
+            asked = self._close_without_asking or job.stopping
+            if not (asked or self.ask_stop_save()):
                 event.ignore()  # the save goes on, and the window with it
                 return
             self._closing_save = True  # its banner is not shown on a window going away

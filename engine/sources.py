@@ -1589,7 +1589,23 @@ class VideoFileSource(_SourceBase):
             ok, img = self._cap.read()
             if ok and img is not None:
                 return img
+            return self._reopen_and_read()
         return None
+
+    def _reopen_and_read(self) -> np.ndarray | None:
+        # FFmpeg's seek back to 0 after the end of a one-frame file says it worked, then reads
+        # nothing: the loop ended after its only frame. Opened anew, it reads from the start.
+        if self._closed:
+            return None
+        with _quiet_opencv():
+            cap = _make_capture(str(self.path), cv2.CAP_ANY)
+        ok, img = cap.read() if cap.isOpened() else (False, None)
+        if not ok or img is None or self._closed:
+            cap.release()  # moved away or damaged meanwhile: the stream ends as it did
+            return None
+        self._cap.release()
+        self._cap = cap
+        return img
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0

@@ -1894,7 +1894,10 @@ def test_the_demo_clip_standing_in_for_a_camera_is_not_sent_to_calls(
     assert window.bridge.using_fallback
     assert not window.bridge.virtual_camera_on and not recorder.opened and not recorder.frames
     assert window.bridge.virtual_camera_wanted and window.virtual_switch.isChecked()
-    assert window.virtual_status.text().startswith("On · not sending: Camera 0 did not open")
+    assert window.virtual_status.text() == (
+        "On · not sending: Camera 0 did not open. The demo clip plays only here; calls get video "
+        "once the camera opens."
+    )
     # Turned off and on again meanwhile: still not sent.
     window.virtual_switch.setChecked(False)
     window.virtual_switch.setChecked(True)
@@ -6958,6 +6961,24 @@ def test_the_format_shown_is_the_demo_clips_where_it_stands_in_and_a_still_has_n
         window.open_file(str(still))
     wait_frames(qtbot, window, 1)
     assert combo.placeholderText() == "56×40 (the file's own)"
+
+
+def test_a_broken_file_the_demo_clip_stands_in_for_is_not_awaited_as_a_camera(
+    qtbot, make_window, recorder, tmp_path
+):
+    # "calls get video once the camera opens" under a broken file, which never opens.
+    broken = tmp_path / "b.mp4"
+    broken.write_bytes(b"x")
+    window = make_window(backend="passthrough", settings=AppSettings(virtual_camera=True))
+    wait_frames(qtbot, window, 1)
+    with started(qtbot, window):
+        window.open_file(str(broken))
+    wait_frames(qtbot, window, 1)
+    assert window.bridge.using_fallback and not window.bridge.virtual_camera_on
+    assert window.virtual_status.text() == (
+        "On · not sending: File: b.mp4 did not open. The demo clip plays only here; calls get "
+        "video once another file or a camera is picked."
+    )
 
 
 def test_the_picker_of_a_camera_the_demo_clip_stands_in_for_says_the_clips_format(

@@ -427,6 +427,26 @@ def test_the_stop_button_stops_the_save(qtbot, make_window, long_source, tmp_pat
     os.remove(tmp_path / "long.sharp.incomplete.avi")
 
 
+def test_closing_after_stop_was_pressed_does_not_ask_again(
+    qtbot,
+    make_window,
+    long_source,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # It asked "Stop it and quit?" of a save already stopping, and "No" kept nothing.
+    window = make_window()
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
+    asked: list[bool] = []
+    monkeypatch.setattr(window, "ask_stop_save", lambda: asked.append(True) or False)
+    window.save_stop_button.click()
+    assert job.stopping
+    window.close()
+    assert not asked and not window.isVisible()
+    assert job.result is not None and job.result.code == 130
+    assert (tmp_path / "long.sharp.incomplete.avi").is_file()
+
+
 def test_a_close_whose_stop_is_not_answered_in_time_kills_the_child(
     qtbot,
     make_window,

@@ -788,6 +788,21 @@ def test_video_loop_and_resize(tmp_path):
     assert levels[3:] == pytest.approx(levels[:3] + levels[:1], abs=1.0), levels
 
 
+@pytest.mark.parametrize("name, fourcc", [("one.mp4", "mp4v"), ("one.avi", "MJPG")])
+def test_a_looping_one_frame_video_repeats_its_frame(tmp_path, name, fourcc):
+    # FFmpeg's seek back to frame 0 after the end of a one-frame file succeeds, then reads
+    # nothing: the app's loop stopped after the only frame ("the source sends no more frames"),
+    # and a virtual camera got nothing.
+    path = write_video(tmp_path / name, 1, fourcc=fourcc)
+    with open_source(path, live=False, loop=True) as src:
+        frames = [src.read() for _ in range(4)]
+    assert all(f is not None for f in frames), frames
+    assert [f.index for f in frames] == [0, 1, 2, 3]
+    assert all(np.array_equal(f.image, frames[0].image) for f in frames)
+    with open_source(path, live=False) as src:  # not looping: the one frame, then the end
+        assert src.read() is not None and src.read() is None
+
+
 def test_a_size_asked_for_letterboxes_files_images_and_folders_never_stretches(tmp_path):
     # `run --size 640x360` squashed each portrait photo of a folder to 16:9 (3.2:1 here).
     portrait = np.full((40, 20, 3), 200, np.uint8)
