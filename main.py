@@ -1983,16 +1983,13 @@ class _NamedImageSink:
     size = None
 
     def __init__(self, out_dir: Path, source: Any, failures: dict[int, str]) -> None:
-        from engine.sinks import SinkError
+        from engine.sinks import SinkError, make_folder
 
         self.out_dir = out_dir
         self.source = source  # an ImageFolderSource: frame_files names each frame's file
         self.failures = failures
         self.skipped: list[tuple[Path, str]] = []
-        try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # was "[Errno 13] Permission denied: '...'" and nothing else
-            raise SinkError(f"cannot create folder {out_dir}: {exc.strerror or exc}") from exc
+        make_folder(out_dir)  # was "[Errno 13] Permission denied: '...'" and nothing else
         try:
             # An existing folder it may not write in: every image went through the model,
             # then failed to write and was listed as skipped (minutes to hours of work).

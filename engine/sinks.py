@@ -451,12 +451,9 @@ class VideoFileSink(_SinkBase):
             raise SinkError(f"cannot write video: {problem}")
         folder = self.path.parent
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(
-                f"cannot write video {self.path}: cannot create folder {folder}: "
-                f"{exc.strerror or exc}"
-            ) from exc
+            make_folder(folder)
+        except SinkError as exc:
+            raise SinkError(f"cannot write video {self.path}: {exc}") from exc.__cause__
         # OpenCV's writer says only "not opened", which read as a codec problem: a folder it
         # may not write, a read-only volume or a name too long fail here with their own words.
         try:
@@ -1280,6 +1277,25 @@ def _truncate(f: BinaryIO, size: int) -> None:
         os.ftruncate(f.fileno(), size)
 
 
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` and its parents, or raise :class:`SinkError` saying why not.
+
+    A file where a folder of the path should be is named: ``mkdir`` said "File exists" (or
+    "Not a directory") of ``notes/x.mp4`` where ``notes`` is a file.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        for part in (folder, *folder.parents):
+            if os.path.lexists(part):
+                if not part.is_dir():
+                    raise SinkError(
+                        f"cannot create folder {folder}: {part} is a file, not a folder"
+                    ) from exc
+                break
+        raise SinkError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
+
+
 def _write_problem(exc: OSError, folder: Path) -> str:
     """Why a file in ``folder`` cannot be created, from the error creating it."""
     if exc.errno in (errno.EACCES, errno.EPERM):
@@ -1685,8 +1701,13 @@ def earlier_frame(
 
 
 def writable_image_extensions() -> list[str]:
-    """The image extensions a frame can be written as, sorted (not HEIF's, nor ``.pbm``)."""
-    return [ext for ext in sorted(IMAGE_EXTENSIONS) if image_format_problem(ext) is None]
+    """The image extensions a frame can be written as, sorted (not HEIF's, nor ``.pbm``, nor
+    those this OpenCV has no writer for: ``.exr`` was offered, then refused)."""
+    return [
+        ext
+        for ext in sorted(IMAGE_EXTENSIONS)
+        if image_format_problem(ext) is None and cv2.haveImageWriter("x" + ENCODE_AS.get(ext, ext))
+    ]
 
 
 def output_image_name(name: str) -> str:
@@ -1800,10 +1821,7 @@ class ImageSink(_SinkBase):
         if os.path.lexists(folder) and not folder.is_dir():
             # mkdir said "[Errno 17] File exists: 'notes'" of a file named like a folder.
             raise SinkError(f"cannot write frames to {folder}: it is a file, not a folder")
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
+        make_folder(folder)
         try:
             # A folder it may not write in failed only at the first frame, once the model
             # had run (a video output and a folder run are refused before it loads).

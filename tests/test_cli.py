@@ -1567,7 +1567,28 @@ def test_process_into_a_folder_that_cannot_be_made_says_so(
     err = capsys.readouterr().err
     assert code == 1, err
     # was "sharpcam: error: [Errno 20] Not a directory: '.../file/out'"
-    assert f"cannot create folder {blocker / 'out'}: Not a directory" in err, err
+    assert f"cannot create folder {blocker / 'out'}: {blocker} is a file, not a folder" in err, err
+
+
+@pytest.mark.parametrize("command", ["process", "run"])
+@pytest.mark.parametrize("under", ["x.mp4", "sub/x.mp4"])
+def test_a_video_under_a_file_says_the_file_is_no_folder(
+    command: str, under: str, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # "cannot create folder notes: File exists" (or "Not a directory"), of the file "notes".
+    notes = tmp_path / "notes"
+    notes.write_text("my notes")
+    out = notes / under
+    args = (
+        [command, str(clip), str(out)]
+        if command == "process"
+        else ["run", "--source", str(clip), "--output", str(out)]
+    )
+    code = cli.main([*args, "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"cannot create folder {out.parent}: {notes} is a file, not a folder" in err, err
+    assert notes.read_text() == "my notes"
 
 
 @pytest.mark.parametrize("command", ["process", "run"])

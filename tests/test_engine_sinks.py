@@ -2404,3 +2404,16 @@ def test_an_ffmpeg_that_stops_taking_frames_is_ended(tmp_path, monkeypatch):
             sink.write(Frame(big, i, i / 25))
     assert time.monotonic() - started < 20  # ended, not waited out (the stand-in sleeps 60 s)
     sink.close()
+
+
+def test_the_image_formats_offered_are_those_this_opencv_writes(monkeypatch):
+    # ".exr" was listed in "must be an image file (...)", then refused: "this OpenCV cannot
+    # write .exr images".
+    from engine import sinks
+
+    offered = sinks.writable_image_extensions()
+    assert ".png" in offered and ".jfif" in offered  # .jfif is written as .jpg
+    assert all(cv2.haveImageWriter("x" + sinks.ENCODE_AS.get(e, e)) for e in offered), offered
+    monkeypatch.setattr(sinks.cv2, "haveImageWriter", lambda name: not name.endswith(".webp"))
+    now = sinks.writable_image_extensions()
+    assert ".webp" not in now and set(offered) - {".webp"} <= set(now), now

@@ -9,8 +9,9 @@ in ONNX Runtime exactly as shipped (fp16 files get float16 input). ``--model`` m
 
 Data (``--data``, repeatable), each giving one or two sets:
   * ``raw:DIR[:first-last]`` held-out raw high-frame-rate frames (default 240-299): windows of
-    ``--windows`` frames (odd, 7-13) centred every ``--raw-stride`` frames from ``first+10``,
-    entirely inside the range (the centres the largest window fits, the same for every size);
+    ``--windows`` frames (odd, at least 3; the GoPro dataset's are 7-13) centred every
+    ``--raw-stride`` frames from ``first+10``, entirely inside the range (the centres the
+    largest window fits, the same for every size);
     sharp = centre frame; sets ``raw-plain`` / ``raw-linear`` (sRGB average / linear-light
     average, per ``--plain/--linear/--both``).
   * ``gopro:DIR`` GoPro layout (``.../<seq>/{blur,blur_gamma,sharp}``, searched below DIR);
@@ -1473,7 +1474,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     g.add_argument("--both", dest="mode", action="store_const", const="both", help="both (default)")
     p.set_defaults(mode="both")
-    p.add_argument("--windows", default="7,11", help="raw: window sizes, odd, 7-13 (default 7,11)")
+    p.add_argument(
+        "--windows",
+        default="7,11",
+        help="raw: window sizes, odd and at least 3; the GoPro dataset's are 7-13 (default 7,11)",
+    )
     p.add_argument("--raw-stride", type=int, default=20, help="raw: frames between window centres")
     p.add_argument(
         "--max-size", type=int, default=1280, help="downscale longest side to this (0 = off)"
