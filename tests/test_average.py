@@ -139,6 +139,19 @@ def test_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert not out.exists()
     err = capsys.readouterr().err
     assert "not numbers" in err and "no such checkpoint" in err
+    # A folder, or a file in the way of the folder: a traceback after the work (and a stray
+    # OUT.tmp beside the folder).
+    folder = tmp_path / "soups"
+    folder.mkdir()
+    note = tmp_path / "note.txt"
+    note.write_text("mine")
+    assert A.main([pa, pb, "--out", str(folder)]) == 2
+    assert A.main([pa, pb, "--out", str(note / "x.pt")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {folder} is a folder" in err
+    assert f"{note} is a file, not a folder" in err
+    assert list(folder.iterdir()) == [] and note.read_text() == "mine"
+    assert not (tmp_path / "soups.tmp").exists()
 
 
 def test_infinite_or_huge_weights_do_not_make_a_soup_of_nan_or_zeros() -> None:

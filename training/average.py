@@ -26,7 +26,13 @@ from typing import Any
 
 import torch
 
-from training.export import ExportError, config_digest, load_student, stored_config_digest
+from training.export import (
+    ExportError,
+    config_digest,
+    file_in_the_way,
+    load_student,
+    stored_config_digest,
+)
 from training.teachers import sha256_file
 
 log = logging.getLogger("training.average")
@@ -152,6 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         for c in args.checkpoints:
             if not c.is_file():
                 raise AverageError(f"{c}: no such checkpoint")
+        # Before the work: a folder there, or a file in the way of its folder, failed only at
+        # the save, with a traceback (and a stray OUT.tmp beside a folder).
+        if args.out.is_dir():
+            raise AverageError(f"--out {args.out} is a folder; give a .pt file name")
+        if (blocked := file_in_the_way(args.out.parent)) is not None:
+            raise AverageError(f"--out {args.out}: {blocked} is a file, not a folder")
         soup = average_checkpoints(args.checkpoints, weights)
     except AverageError as exc:
         print(f"error: {exc}", file=sys.stderr)
