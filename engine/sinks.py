@@ -20,6 +20,7 @@ import math
 import os
 import re
 import shutil
+import stat
 import struct
 import subprocess
 import sys
@@ -1280,20 +1281,27 @@ def _truncate(f: BinaryIO, size: int) -> None:
 def make_folder(folder: Path) -> None:
     """Create ``folder`` and its parents, or raise :class:`SinkError` saying why not.
 
-    A file where a folder of the path should be is named: ``mkdir`` said "File exists" (or
-    "Not a directory") of ``notes/x.mp4`` where ``notes`` is a file.
+    What stands where a folder of the path should be is named: ``mkdir`` said "File exists"
+    (or "Not a directory") of ``notes/x.mp4`` where ``notes`` is a file, or a broken link.
     """
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
+        why = exc.strerror or str(exc)
         for part in (folder, *folder.parents):
-            if os.path.lexists(part):
-                if not part.is_dir():
-                    raise SinkError(
-                        f"cannot create folder {folder}: {part} is a file, not a folder"
-                    ) from exc
-                break
-        raise SinkError(f"cannot create folder {folder}: {exc.strerror or exc}") from exc
+            try:
+                is_dir = stat.S_ISDIR(os.stat(part).st_mode)
+            except (FileNotFoundError, NotADirectoryError):
+                if os.path.islink(part):
+                    why = f"{part} is a link to something that does not exist"
+                    break
+                continue  # not there: its parent is looked at next
+            except OSError:
+                break  # cannot be looked at (no permission): mkdir's own words say it
+            if not is_dir:
+                why = f"{part} is a file, not a folder"
+            break
+        raise SinkError(f"cannot create folder {folder}: {why}") from exc
 
 
 def _write_problem(exc: OSError, folder: Path) -> str:

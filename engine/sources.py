@@ -1499,6 +1499,10 @@ class VideoFileSource(_SourceBase):
                     + self._animation_hint()
                 )
             self._first: np.ndarray | None = img
+            # A loop's stand-in for a one-frame file (see _decode): read() converts in place.
+            self._first_kept: np.ndarray | None = img.copy() if loop else None
+            self._lone: np.ndarray | None = None
+            self._pass_frames = 0
             # The file's own rate, even below FPS_RANGE: taken for "none", a 0.2 fps slideshow
             # played and was written at 30 fps, 150 times too fast.
             declared = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS), lowest=_MIN_FILE_FPS)
@@ -1543,7 +1547,7 @@ class VideoFileSource(_SourceBase):
         if self._next_index:
             raise ValueError("decode_with: only before the first read")
         self._decoder = decoder
-        self._first = None
+        self._first = self._first_kept = None
         self._flip = None  # FFmpeg applies the display matrix whole, mirroring included
 
     def _mirror_flip(self) -> int | None:
@@ -1578,34 +1582,33 @@ class VideoFileSource(_SourceBase):
                 self._decoder.restart()  # a no-op once closed meanwhile
                 img = self._decoder.read()
             return img
+        if self._lone is not None:
+            return self._lone.copy()  # the caller converts it in place
         if self._first is not None:
             img, self._first = self._first, None
+            self._pass_frames = 1
             return img
         ok, img = self._cap.read()
         if ok and img is not None:
+            self._pass_frames += 1
+            if self._pass_frames == 2:
+                self._first_kept = None  # not a one-frame file
             return img
         if self._loop and self._next_index > 0:
+            one_frame, self._pass_frames = self._pass_frames == 1, 0
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, img = self._cap.read()
             if ok and img is not None:
+                self._pass_frames = 1
                 return img
-            return self._reopen_and_read()
+            if one_frame and self._first_kept is not None:
+                # FFmpeg's seek back to 0 after the end of a one-frame file says it worked,
+                # then reads nothing: the loop ended after its only frame. It repeats, as a
+                # photo's does, without decoding it again (opening it anew took 23 ms a
+                # 1080p frame, and read whatever file had replaced it since).
+                self._lone, self._first_kept = self._first_kept, None
+                return self._lone.copy()
         return None
-
-    def _reopen_and_read(self) -> np.ndarray | None:
-        # FFmpeg's seek back to 0 after the end of a one-frame file says it worked, then reads
-        # nothing: the loop ended after its only frame. Opened anew, it reads from the start.
-        if self._closed:
-            return None
-        with _quiet_opencv():
-            cap = _make_capture(str(self.path), cv2.CAP_ANY)
-        ok, img = cap.read() if cap.isOpened() else (False, None)
-        if not ok or img is None or self._closed:
-            cap.release()  # moved away or damaged meanwhile: the stream ends as it did
-            return None
-        self._cap.release()
-        self._cap = cap
-        return img
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0

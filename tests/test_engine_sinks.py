@@ -2417,3 +2417,29 @@ def test_the_image_formats_offered_are_those_this_opencv_writes(monkeypatch):
     monkeypatch.setattr(sinks.cv2, "haveImageWriter", lambda name: not name.endswith(".webp"))
     now = sinks.writable_image_extensions()
     assert ".webp" not in now and set(offered) - {".webp"} <= set(now), now
+
+
+def test_make_folder_names_what_stands_in_the_way(tmp_path):
+    from engine.sinks import make_folder
+
+    note = tmp_path / "note"
+    note.write_text("mine")
+    dangling = tmp_path / "gone"
+    dangling.symlink_to(tmp_path / "nowhere")
+    to_file = tmp_path / "to_file"
+    to_file.symlink_to(note)
+    to_folder = tmp_path / "to_folder"
+    to_folder.symlink_to(tmp_path)
+    for folder, why in [
+        (note / "sub", f"{note} is a file, not a folder"),
+        (note / "a" / "b", f"{note} is a file, not a folder"),
+        (to_file / "sub", f"{to_file} is a file, not a folder"),
+        # A broken link was called a file.
+        (dangling / "sub", f"{dangling} is a link to something that does not exist"),
+        (dangling, f"{dangling} is a link to something that does not exist"),
+    ]:
+        with pytest.raises(SinkError) as info:
+            make_folder(folder)
+        assert str(info.value) == f"cannot create folder {folder}: {why}"
+    make_folder(to_folder / "x" / "y")
+    assert (tmp_path / "x" / "y").is_dir() and note.read_text() == "mine"
