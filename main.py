@@ -423,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="force OpenVINO's inference precision in the openvino rows (the auto row times "
         "what the app runs: OpenVINO's choice, bf16 on CPUs that have it); the default model is "
         "then always the float one: with --precision f32 add --model "
-        "weights/student_fast_int8.onnx to time what a CPU without bf16 runs",
+        "WEIGHTS/student_fast_int8.onnx to time what a CPU without bf16 runs (WEIGHTS: the "
+        "shipped weights folder, which 'devices' names)",
     )
 
     bench.add_argument(
@@ -2614,6 +2615,10 @@ def cmd_devices(args: argparse.Namespace) -> int:
     print("  " + ("usable: " if ok else "NOT usable: ") + message.replace("\n", "\n  "))
 
     print(f"Backends available: {', '.join(list_backends())}")
+    from engine.backends import weights_dir
+
+    # Installed, the shipped files are not under the current folder: bench's help names them.
+    print(f"Shipped weights: {weights_dir()}")
     if "openvino" in list_backends():
         from engine.backends import openvino_cpu_precision, prefer_int8, resolve_default_model
 

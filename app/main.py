@@ -42,6 +42,13 @@ DEFAULT_SCREENSHOT_DELAY_S = 3.0
 PROBE_JOIN_S = 10.0
 
 
+def cli_name(argv0: str | None = None) -> str:
+    """How to call SharpCam's command line as this process was started: ``python main.py`` in
+    a checkout, ``sharpcam`` installed (where there is no main.py to name)."""
+    argv0 = sys.argv[0] if argv0 is None else argv0
+    return "python main.py" if Path(argv0).name == "main.py" else "sharpcam"
+
+
 def missing_display(
     env: Mapping[str, str] | None = None, platform: str = sys.platform
 ) -> str | None:
@@ -52,11 +59,12 @@ def missing_display(
         return None
     if env.get("DISPLAY") or env.get("WAYLAND_DISPLAY"):
         return None
+    cli = cli_name()
     return (
         "no display: the SharpCam window needs a desktop session (DISPLAY or WAYLAND_DISPLAY "
         "is not set). On a headless machine use the command line instead, e.g. "
-        "`python main.py run --source 0 --output virtual` or "
-        "`python main.py process IN OUT`, or start the window under `xvfb-run`."
+        f"`{cli} run --source 0 --output virtual` or "
+        f"`{cli} process IN OUT`, or start the window under `xvfb-run`."
     )
 
 
@@ -106,7 +114,7 @@ def x11_problem(
         return (
             f"cannot connect to the X display {display} (DISPLAY left over from another "
             "session?). Start SharpCam from the desktop's own terminal, or use the command line: "
-            "`python main.py run --source 0 --output virtual`."
+            f"`{cli_name()} run --source 0 --output virtual`."
         )
     return None
 

@@ -5596,11 +5596,17 @@ print("survived", lost)
     assert proc.returncode == 0 and "survived" in proc.stdout, proc.stderr[-2000:]
 
 
-def test_missing_display_is_explained_instead_of_aborting() -> None:
+def test_missing_display_is_explained_instead_of_aborting(monkeypatch: pytest.MonkeyPatch) -> None:
     from app.main import missing_display
 
     assert "no display" in missing_display({}, "linux")
     assert "xvfb-run" in missing_display({}, "linux")
+    # Installed there is no main.py to run: the command named is the one that started it.
+    monkeypatch.setattr(sys, "argv", ["/home/me/.venv/bin/sharpcam"])
+    assert "`sharpcam process IN OUT`" in missing_display({}, "linux")
+    assert "main.py" not in missing_display({}, "linux")
+    monkeypatch.setattr(sys, "argv", ["main.py"])
+    assert "`python main.py process IN OUT`" in missing_display({}, "linux")
     assert missing_display({"DISPLAY": ":0"}, "linux") is None
     assert missing_display({"WAYLAND_DISPLAY": "wayland-0"}, "linux") is None
     assert missing_display({"QT_QPA_PLATFORM": "offscreen"}, "linux") is None
@@ -5610,7 +5616,7 @@ def test_missing_display_is_explained_instead_of_aborting() -> None:
 def test_an_x_display_qt_cannot_use_is_explained_instead_of_aborting() -> None:
     # A DISPLAY left over from an ssh session, or a desktop without libxcb-cursor0: Qt dumped
     # core, and the app's log filter had hidden the line that said why.
-    from app.main import x11_problem
+    from app.main import cli_name, x11_problem
 
     class FakeXcb:
         def __init__(self, error: int) -> None:
@@ -5635,6 +5641,7 @@ def test_an_x_display_qt_cannot_use_is_explained_instead_of_aborting() -> None:
     stale = FakeXcb(error=1)
     problem = x11_problem({"DISPLAY": ":12"}, "linux", load_library=loader(stale))
     assert problem is not None and "cannot connect to the X display :12" in problem
+    assert f"`{cli_name()} run --source 0 --output virtual`" in problem
     assert stale.asked == b":12" and stale.disconnected == 1
     fine = FakeXcb(error=0)
     assert x11_problem({"DISPLAY": ":0"}, "linux", load_library=loader(fine)) is None

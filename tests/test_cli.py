@@ -3529,6 +3529,11 @@ def test_devices_reports_cameras_virtual_camera_and_providers() -> None:
     if sys.platform == "linux" and not list(Path("/dev").glob("video*")):
         assert advice.startswith("  NOT usable: "), proc.stdout
     assert "CPUExecutionProvider" in proc.stdout
+    # Installed, `--model weights/...` names nothing under the current folder: bench's help
+    # sends the person here for the folder.
+    from engine.backends import weights_dir
+
+    assert f"Shipped weights: {weights_dir()}\n" in proc.stdout
     if importlib.util.find_spec("openvino") is not None:
         # which precision OpenVINO picks here, and so which shipped file the CPU path loads
         assert re.search(
