@@ -1516,6 +1516,14 @@ def parse_scale(value: float | str) -> float | str:
     return scale
 
 
+def _trimmed_mean(times: Sequence[float]) -> float:
+    """The mean without the slowest tenth (at least the slowest one): one stall does not
+    count. Not a median: with call times of two kinds (every other call slow) it jumps
+    between them from one call to the next, and it misses 4 slow calls in 9."""
+    kept = sorted(times)[: len(times) - max(1, len(times) // 10)]
+    return sum(kept) / len(kept) if kept else 0.0
+
+
 class ScaledBackend(_BackendBase):
     """Runs another backend at a lower processing resolution and adds its correction back.
 
@@ -1528,18 +1536,21 @@ class ScaledBackend(_BackendBase):
 
     ``scale="auto"`` adapts to the machine: it starts at full resolution and steps down
     :data:`SCALE_LADDER` while the recent call time (the mean of the last :attr:`RECENT` calls
-    without the slowest: one stall or one compile at a new frame size does not count) exceeds
-    the frame budget
-    ``0.9 / target_fps``; it steps back up when the time predicted for the larger scale (the
-    current one times the pixel ratio) is under 80 % of the budget, and not within
-    ``recover_s`` of having stepped down from there, so it cannot oscillate faster than that.
+    without the slowest tenth: one stall or one compile at a new frame size does not count),
+    judged once every :attr:`RECENT` calls, exceeds the frame budget ``0.9 / target_fps`` (or
+    already after :attr:`QUICK` calls, where it exceeds :attr:`QUICK_OVER` times the budget);
+    it steps back up when the time predicted for the larger scale (the current one times the
+    pixel ratio) is under 80 % of the budget, and not within ``recover_s`` of having stepped
+    down from there, so it cannot oscillate faster than that.
     Each size is a static shape to OpenVINO: a wrapped backend with ``prepare`` is readied for
     a new scale on a thread of its own, and the stream steps there once it is.
 
     Shapes: ``(H, W, 3) uint8 -> (H, W, 3) uint8``; the result is a buffer reused next call.
     """
 
-    RECENT = 9  # calls whose mean (less the slowest) `auto` judges by
+    RECENT = 30  # calls whose trimmed mean `auto` judges by: about a second of video
+    QUICK = 9  # calls after which a scale far too slow (QUICK_OVER x the budget) is left
+    QUICK_OVER = 1.25
 
     def __init__(
         self,
@@ -1655,20 +1666,26 @@ class ScaledBackend(_BackendBase):
         if self._calls == 1:
             return  # the first call at a scale may include compiling the model for its size
         self._recent.append(seconds)
-        # The mean without the slowest call: one slow call (a GC pause, another app's burst,
-        # OpenVINO compiling for a new frame size) would pull a plain mean over the budget and
-        # cost `recover_s` at a lower resolution. Not a median: with call times of two kinds
-        # (every other call slow) it jumps between them from one call to the next, steps down
-        # though the mean fits and back up every `recover_s`, and misses 4 slow calls in 9.
-        typical = (sum(self._recent) - max(self._recent)) / max(1, len(self._recent) - 1)
+        # Trimmed: one slow call (a GC pause, another app's burst, OpenVINO compiling for a new
+        # frame size) would pull a plain mean over the budget and cost `recover_s` at a lower
+        # resolution.
+        typical = _trimmed_mean(self._recent)
         level, now = self._level, self._clock()
         # What the frame costs before the model on the same thread (noise reduction) counts too.
         budget = self.budget_s - self.overhead_s
-        if self._calls > 8 and typical > budget and level + 1 < len(self._ladder):
+        # Judged on a second of calls, once a second, unless far over: 9 calls re-judged at
+        # every call gave jitter alone a new chance each frame to cross a threshold. A model
+        # that kept up at full size (mean 81 % of the frame period, calls varying by 25 %)
+        # stepped down and back up every 10 s, the picture's detail changing each time.
+        full = len(self._recent) == self.RECENT and (self._calls - 1) % self.RECENT == 0
+        quick = len(self._recent) >= self.QUICK - 1 and (
+            _trimmed_mean(list(self._recent)[1 - self.QUICK :]) > self.QUICK_OVER * budget
+        )
+        if (quick or (full and typical > budget)) and level + 1 < len(self._ladder):
             if self._is_ready(level + 1):
                 self._left[self._scale] = now
                 self._step(level + 1)
-        elif self._calls > 30 and level > 0:
+        elif full and level > 0:
             up = self._ladder[level - 1]
             predicted = typical * (up / self._scale) ** 2
             recent = now - self._left.get(up, -np.inf) < self._recover_s

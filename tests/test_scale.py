@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -207,6 +208,62 @@ def test_auto_does_not_oscillate_faster_than_its_recovery_time() -> None:
     assert all(b - a >= 10.0 for a, b in zip(ups, ups[1:], strict=False))
 
 
+def _jittery(mean: float, cv: float, clock: FakeClock, seed: int = 0) -> Recorder:
+    """A model costing ``mean`` seconds a call at 128x72 (in proportion to the pixels), each
+    call varying lognormally by ``cv``."""
+    rng = np.random.default_rng(seed)
+    sigma = math.sqrt(math.log(1 + cv * cv))
+
+    def cost(pixels: int) -> float:
+        return mean * pixels / (128 * 72) * rng.lognormal(-sigma * sigma / 2, sigma)
+
+    return Recorder(cost=cost, clock=clock)
+
+
+def _run_live(be: ScaledBackend, clock: FakeClock, seconds: float) -> list[tuple[float, float]]:
+    """Calls at 30 fps from a latest-frame slot (a slow call skips the frames it overlaps), as
+    the engine makes them; the (time, scale) of each change."""
+    frame = np.zeros((72, 128, 3), np.uint8)
+    end, changes = clock.t + seconds, []
+    while clock.t < end:
+        start, before = clock.t, be.scale
+        be.process(frame)
+        clock.t = start + math.ceil((clock.t - start) * 30.0 + 1e-9) / 30.0
+        if be.scale != before:
+            changes.append((round(clock.t, 1), be.scale))
+    return changes
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_stays_at_full_size_when_only_the_call_times_vary(seed: int) -> None:
+    # A model that kept up at full size, its mean 81 % of the frame period and its calls
+    # varying by 25 % (another app's bursts): auto stepped down within 2 s and back up every
+    # 10 s, 28-37 changes in 5 minutes, each changing the detail the call sees.
+    clock = FakeClock()
+    be = ScaledBackend(_jittery(0.027, 0.25, clock, seed), "auto", target_fps=30.0, clock=clock)
+    changes = _run_live(be, clock, 300.0)
+    assert len(changes) <= 2, changes  # one excursion at most in 5 minutes
+    # 10 % over the budget, as jittery: one step down, and it stays there (was 43-49 changes).
+    clock = FakeClock()
+    be = ScaledBackend(_jittery(0.033, 0.3, clock, seed), "auto", target_fps=30.0, clock=clock)
+    changes = _run_live(be, clock, 300.0)
+    assert changes[:1] and changes[0][1] == 0.875 and len(changes) <= 3, changes
+
+
+def test_auto_leaves_a_scale_far_too_slow_within_nine_calls_at_any_time() -> None:
+    # Judged once a second otherwise: a model that suddenly takes a third longer than the
+    # budget (the laptop unplugged) must not wait for the next second's judgement.
+    clock = FakeClock()
+    inner = Recorder(cost=lambda px: 0.015, clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(45):  # half-way into a second of calls
+        be.process(frame)
+    inner.cost = lambda px: 0.040 if px == 128 * 72 else 0.020
+    steps = _scale_steps(be, frame, 9)
+    assert steps == [0.875]
+
+
 def test_create_backend_wraps_only_below_full_scale_and_refuses_bad_scales() -> None:
     be = create_backend("unsharp", scale=0.75)
     assert isinstance(be, ScaledBackend) and be.scale == 0.75
@@ -384,7 +441,7 @@ def test_auto_steps_up_only_when_the_squared_prediction_leaves_a_fifth_of_the_bu
         assert be.scale == 0.875
     # where the prediction does leave a fifth of the budget (17 ms -> 22.2 ms, 74 %), it steps up
     be.inner.cost = lambda px: 0.040 if px == 128 * 72 else 0.017
-    steps = _scale_steps(be, frame, 40)
+    steps = _scale_steps(be, frame, 2 * ScaledBackend.RECENT)  # judged once every RECENT calls
     assert steps[:1] == [1.0]
 
 
