@@ -266,7 +266,7 @@ class Engine:
         # add_sink and detach_sink must not wait for a stalled write under _sinks_lock. Taken
         # after _sinks_lock where both are held, never before it.
         self._list_lock = threading.Lock()
-        self._closers: list[threading.Thread] = []  # closing detached sinks
+        self._closers: list[threading.Thread] = []  # closing detached sinks, replaced backends
         # False once no pass of writes will list a new sink (the output thread closed its sinks,
         # or stop() began): add_sink then closes the sink at once. Under _list_lock.
         self._accepting_sinks = True
@@ -484,8 +484,8 @@ class Engine:
 
     def set_backend(self, backend: Any) -> None:
         """Swap the backend between two frames (``None``: pass frames through). The replaced
-        backend is closed by the engine (on the inference thread, after its last call), and a
-        passthrough fallback is lifted. A swap still pending when another comes is dropped and
+        backend is closed by the engine (after its last call, on a thread of its own, which
+        :meth:`stop` and :meth:`join` wait for), and a passthrough fallback is lifted. A swap still pending when another comes is dropped and
         its backend closed: it never ran."""
         late = None
         with self._lock:
@@ -815,7 +815,15 @@ class Engine:
             self._passthrough = False
             self._failure_warning = None
         if old is not None and old is not self._backend:
-            _close_quietly(old)
+            # Not on this thread: a ScaledBackend readying a size waits for that compile
+            # (seconds) before it closes, and no frame went through meanwhile (1.9 s frozen).
+            closer = threading.Thread(
+                target=_close_quietly, args=(old,), name="sharpcam-close-backend", daemon=True
+            )
+            with self._list_lock:
+                self._closers = [t for t in self._closers if t.is_alive()]
+                self._closers.append(closer)
+                closer.start()  # under the lock: stop() never finds it listed but not started
 
     def _process(self, frame: Frame) -> _Work:
         """Reduce the noise (when asked), run the backend and blend; passthrough when off or

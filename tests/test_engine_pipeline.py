@@ -894,11 +894,49 @@ def test_a_pending_swap_replaced_by_another_is_closed_but_never_the_running_back
         n = len(rec.indices)
         assert rec.wait_for(n + 5)
         assert rec.values[-1] == 7 and eng.backend is last
+        deadline = time.perf_counter() + 5.0  # closed on a thread of its own
+        while not first.closed and time.perf_counter() < deadline:
+            time.sleep(0.01)
         assert first.closed, "the replaced backend is closed after its last call"
     finally:
         first.release.set()
         eng.stop()
     assert last.closed and not unused.calls
+
+
+def test_a_replaced_backend_slow_to_close_does_not_hold_the_stream(tmp_path):
+    # A ScaledBackend readying a new size waits for that compile before it closes: closed on
+    # the inference thread, the stream stood still until the compile ended (1.9 s frozen in a
+    # call), though the new backend was ready.
+    class SlowToClose(Invert):
+        def __init__(self) -> None:
+            super().__init__()
+            self.closing = threading.Event()
+            self.release = threading.Event()
+
+        def close(self) -> None:
+            self.closing.set()
+            self.release.wait(10.0)
+            super().close()
+
+    src = open_source(still(tmp_path, value=100), live=True, fps=100)
+    rec = Recorder()
+    first = SlowToClose()
+    eng = Engine(src, first, sinks=[rec])
+    eng.start()
+    try:
+        assert rec.wait_for(3)
+        eng.set_backend(Constant(7))
+        assert first.closing.wait(5)
+        n = len(rec.indices)
+        assert rec.wait_for(n + 10, timeout=2.0), "no frames while the old backend closed"
+        assert rec.values[-1] == 7 and not first.closed
+        first.release.set()
+        assert eng.stop(timeout=5.0) and first.closed  # stop waits for the close
+        assert eng.join(timeout=1.0)
+    finally:
+        first.release.set()
+        eng.stop()
 
 
 def test_set_warning_replaces_the_warning_given_at_construction(tmp_path):
