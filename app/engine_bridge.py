@@ -1745,7 +1745,7 @@ class EngineBridge(QObject):
             self.scale_change_failed.emit(self._running_scale)
             return
         be, req.be = req.be, None
-        # The engine closes the old backend on its inference thread, after its last call; the
+        # The engine closes the old backend after its last call, on a thread of its own; the
         # stats poll says what runs once the swap is taken (at the next frame).
         eng.set_backend(be)
         self._backend = be

@@ -1537,20 +1537,22 @@ class ScaledBackend(_BackendBase):
     ``scale="auto"`` adapts to the machine: it starts at full resolution and steps down
     :data:`SCALE_LADDER` while the recent call time (the mean of the last :attr:`RECENT` calls
     without the slowest tenth: one stall or one compile at a new frame size does not count),
-    judged once every :attr:`RECENT` calls, exceeds the frame budget ``0.9 / target_fps`` (or
-    already after :attr:`QUICK` calls, where it exceeds :attr:`QUICK_OVER` times the budget);
-    it steps back up when the time predicted for the larger scale (the current one times the
-    pixel ratio) is under 80 % of the budget, and not within ``recover_s`` of having stepped
-    down from there, so it cannot oscillate faster than that.
-    Each size is a static shape to OpenVINO: a wrapped backend with ``prepare`` is readied for
-    a new scale on a thread of its own, and the stream steps there once it is.
+    judged once every :attr:`JUDGE_S` seconds on at least :attr:`QUICK` calls, exceeds the
+    frame budget ``0.9 / target_fps`` (or, at any call, the last :attr:`QUICK` calls exceed
+    :attr:`QUICK_OVER` times the budget); it steps back up, judged in the same way, when the
+    time predicted for the larger scale (the current one times the pixel ratio) is under 80 %
+    of the budget, and not within ``recover_s`` of having stepped down from there, so it
+    cannot oscillate faster than that. Each size is a static shape to OpenVINO: a wrapped
+    backend with ``prepare`` is readied for a new scale on a thread of its own, and the stream
+    steps there at the first call once it is.
 
     Shapes: ``(H, W, 3) uint8 -> (H, W, 3) uint8``; the result is a buffer reused next call.
     """
 
-    RECENT = 30  # calls whose trimmed mean `auto` judges by: about a second of video
-    QUICK = 9  # calls after which a scale far too slow (QUICK_OVER x the budget) is left
-    QUICK_OVER = 1.25
+    RECENT = 30  # calls whose trimmed mean `auto` judges by (a second of video at 30 fps)
+    JUDGE_S = 1.0  # seconds between two judgements
+    QUICK = 8  # calls that suffice: a judgement's least, and a scale far too slow is left
+    QUICK_OVER = 1.25  # "far too slow": this times the budget
 
     def __init__(
         self,
@@ -1576,6 +1578,7 @@ class ScaledBackend(_BackendBase):
         self._clock = clock
         self._recent: deque[float] = deque(maxlen=self.RECENT)  # call times at this scale
         self._calls = 0  # at the current scale
+        self._judged = clock()  # when the calls at this scale were last judged (or it began)
         self._left: dict[float, float] = {}  # scale -> when auto last stepped down from it
         self._buffers: tuple[np.ndarray, ...] | None = None
         self._frame: tuple[int, int] | None = None  # (W, H) of the latest frame
@@ -1673,24 +1676,34 @@ class ScaledBackend(_BackendBase):
         level, now = self._level, self._clock()
         # What the frame costs before the model on the same thread (noise reduction) counts too.
         budget = self.budget_s - self.overhead_s
-        # Judged on a second of calls, once a second, unless far over: 9 calls re-judged at
-        # every call gave jitter alone a new chance each frame to cross a threshold. A model
-        # that kept up at full size (mean 81 % of the frame period, calls varying by 25 %)
-        # stepped down and back up every 10 s, the picture's detail changing each time.
-        full = len(self._recent) == self.RECENT and (self._calls - 1) % self.RECENT == 0
-        quick = len(self._recent) >= self.QUICK - 1 and (
-            _trimmed_mean(list(self._recent)[1 - self.QUICK :]) > self.QUICK_OVER * budget
+        # Judged on up to a second of calls, once a second, unless far over: 9 calls
+        # re-judged at every call gave jitter alone a new chance each frame to cross a
+        # threshold. A model that kept up at full size (mean 81 % of the frame period, calls
+        # varying by 25 %) stepped down and back up every 10 s, the detail changing each time.
+        # Seconds, not calls: a 5 fps source, or a model skipping every other frame, took
+        # 30 calls far longer than a second.
+        enough = len(self._recent) >= self.QUICK
+        judge = enough and now - self._judged >= self.JUDGE_S
+        quick = enough and (
+            _trimmed_mean(list(self._recent)[-self.QUICK :]) > self.QUICK_OVER * budget
         )
-        if (quick or (full and typical > budget)) and level + 1 < len(self._ladder):
-            if self._is_ready(level + 1):
-                self._left[self._scale] = now
-                self._step(level + 1)
-        elif full and level > 0:
+        wanted = None
+        if (quick or (judge and typical > budget)) and level + 1 < len(self._ladder):
+            wanted = level + 1
+        elif judge and level > 0:
             up = self._ladder[level - 1]
             predicted = typical * (up / self._scale) ** 2
             recent = now - self._left.get(up, -np.inf) < self._recover_s
-            if predicted < 0.8 * budget and not recent and self._is_ready(level - 1):
-                self._step(level - 1)
+            if predicted < 0.8 * budget and not recent:
+                wanted = level - 1
+        if wanted is None:
+            if judge:
+                self._judged = now
+        elif self._is_ready(wanted):
+            if wanted > level:
+                self._left[self._scale] = now
+            self._step(wanted)
+        # else: readied beside the stream; asked again at the next call, and stepped to then
 
     def _is_ready(self, level: int) -> bool:
         """Whether the wrapped backend is ready for frames at ``level``'s scale; if not, it is
@@ -1755,6 +1768,7 @@ class ScaledBackend(_BackendBase):
         self._scale = self._ladder[level]
         self._recent.clear()
         self._calls = 0
+        self._judged = self._clock()
 
     def close(self) -> None:
         if self._preparing is not None:

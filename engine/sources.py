@@ -1048,6 +1048,15 @@ def _natural_key(name: str) -> list[Any]:
 # --------------------------------------------------------------------------- cameras
 
 
+def _file_identity(path: Path) -> tuple[int, ...] | None:
+    """What tells a file from another put in its place (device, inode, size, time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
 def _make_capture(target: int | str, api: int) -> Any:
     """Open an OpenCV capture. Module level so tests can substitute a fake device."""
     if isinstance(target, str):
@@ -1484,6 +1493,7 @@ class VideoFileSource(_SourceBase):
         self.live = live
         self._loop = loop
         self._resize = _check_size(size)
+        self._identity = _file_identity(self.path)
         with _quiet_opencv():
             self._cap = _make_capture(str(self.path), cv2.CAP_ANY)
         try:
@@ -1608,7 +1618,26 @@ class VideoFileSource(_SourceBase):
                 # 1080p frame, and read whatever file had replaced it since).
                 self._lone, self._first_kept = self._first_kept, None
                 return self._lone.copy()
+            if not one_frame:
+                return self._reopen_and_read()
         return None
+
+    def _reopen_and_read(self) -> np.ndarray | None:
+        # A stream that cannot seek (a raw MJPEG file) loops by being read again from the
+        # start. Only the file that was probed: one put in its place would come out at the
+        # old one's size and flip.
+        if self._closed or _file_identity(self.path) != self._identity:
+            return None
+        with _quiet_opencv():
+            cap = _make_capture(str(self.path), cv2.CAP_ANY)
+        ok, img = cap.read() if cap.isOpened() else (False, None)
+        if not ok or img is None or self._closed:
+            cap.release()
+            return None
+        self._cap.release()
+        self._cap = cap
+        self._pass_frames = 1
+        return img
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0

@@ -809,6 +809,29 @@ def test_a_looping_one_frame_video_repeats_its_frame(tmp_path, name, fourcc):
         assert src.read() is not None and src.read() is None
 
 
+def test_a_looping_video_that_cannot_seek_is_read_again_from_its_start(tmp_path):
+    # A raw MJPEG stream (JPEGs one after another): the seek back to frame 0 says it worked and
+    # reads nothing. Opened anew, it loops; a file put in its place meanwhile ends the stream
+    # rather than play at the first one's size.
+    path = tmp_path / "r3.mjpeg"
+
+    def write(levels: list[int], size=(64, 48)) -> None:
+        with open(path, "wb") as f:
+            for v in levels:
+                f.write(cv2.imencode(".jpg", np.full((size[1], size[0], 3), v, np.uint8))[1])
+
+    write([10, 90, 170])
+    with open_source(path, live=False, kind="video", loop=True) as src:
+        levels = [round(float(src.read().image.mean()), -1) for _ in range(7)]
+        assert levels == [10, 90, 170, 10, 90, 170, 10], levels
+        replacement = tmp_path / "new.mjpeg"
+        path.rename(replacement)
+        write([250, 250], size=(32, 24))
+        frames = [src.read() for _ in range(3)]
+    assert frames[-1] is None  # 90 and 170 from the open file, then the end
+    assert [round(float(f.image.mean()), -1) for f in frames[:2]] == [90, 170]
+
+
 def test_a_size_asked_for_letterboxes_files_images_and_folders_never_stretches(tmp_path):
     # `run --size 640x360` squashed each portrait photo of a folder to 16:9 (3.2:1 here).
     portrait = np.full((40, 20, 3), 200, np.uint8)

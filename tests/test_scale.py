@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -220,15 +221,17 @@ def _jittery(mean: float, cv: float, clock: FakeClock, seed: int = 0) -> Recorde
     return Recorder(cost=cost, clock=clock)
 
 
-def _run_live(be: ScaledBackend, clock: FakeClock, seconds: float) -> list[tuple[float, float]]:
-    """Calls at 30 fps from a latest-frame slot (a slow call skips the frames it overlaps), as
-    the engine makes them; the (time, scale) of each change."""
+def _run_live(
+    be: ScaledBackend, clock: FakeClock, seconds: float, fps: float = 30.0
+) -> list[tuple[float, float]]:
+    """Calls at ``fps`` from a latest-frame slot (a slow call skips the frames it overlaps),
+    as the engine makes them; the (time, scale) of each change."""
     frame = np.zeros((72, 128, 3), np.uint8)
     end, changes = clock.t + seconds, []
     while clock.t < end:
         start, before = clock.t, be.scale
         be.process(frame)
-        clock.t = start + math.ceil((clock.t - start) * 30.0 + 1e-9) / 30.0
+        clock.t = start + math.ceil((clock.t - start) * fps + 1e-9) / fps
         if be.scale != before:
             changes.append((round(clock.t, 1), be.scale))
     return changes
@@ -248,6 +251,56 @@ def test_auto_stays_at_full_size_when_only_the_call_times_vary(seed: int) -> Non
     be = ScaledBackend(_jittery(0.033, 0.3, clock, seed), "auto", target_fps=30.0, clock=clock)
     changes = _run_live(be, clock, 300.0)
     assert changes[:1] and changes[0][1] == 0.875 and len(changes) <= 3, changes
+
+
+@pytest.mark.parametrize("fps", [5.0, 10.0, 30.0])
+def test_auto_judges_about_once_a_second_whatever_the_source_rate(fps: float) -> None:
+    # Judged once every 30 calls, a 5 fps source 20 % too slow for the model stepped down
+    # after 12.4 s (longer than the recovery time), a 10 fps one after 6.2 s.
+    clock = FakeClock()
+    budget = 0.9 / fps
+    inner = Recorder(cost=lambda px: 1.2 * budget * px / (128 * 72), clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=fps, clock=clock)
+    start = clock.t
+    changes = _run_live(be, clock, 10.0, fps)
+    assert changes and changes[0][1] == 0.875
+    took = changes[0][0] - start
+    assert took <= max(ScaledBackend.JUDGE_S, (ScaledBackend.QUICK + 1) * 2 / fps) + 0.5, took
+
+
+def test_a_step_readied_beside_the_stream_is_taken_at_the_next_call() -> None:
+    # Judged once every 30 calls, a step refused while its size compiled waited for the next
+    # judgement: a second more, overloaded, after the compile had finished.
+    clock = FakeClock()
+
+    class Compiling:
+        name = provider = "compiling"
+
+        def __init__(self) -> None:
+            self.release = threading.Event()
+
+        def prepare(self, size: tuple[int, int]) -> None:
+            self.release.wait(10.0)
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            clock.t += 0.033 if rgb.shape[:2] == (72, 128) else 0.020  # 1.1x the budget
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    inner = Compiling()
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(200):
+        be.process(frame)
+        if be._preparing is not None:
+            break
+    assert be._preparing is not None and be.scale == 1.0
+    inner.release.set()
+    be._preparing[1].join(5.0)
+    be.process(frame)
+    assert be.scale == 0.875
 
 
 def test_auto_leaves_a_scale_far_too_slow_within_nine_calls_at_any_time() -> None:
@@ -441,7 +494,7 @@ def test_auto_steps_up_only_when_the_squared_prediction_leaves_a_fifth_of_the_bu
         assert be.scale == 0.875
     # where the prediction does leave a fifth of the budget (17 ms -> 22.2 ms, 74 %), it steps up
     be.inner.cost = lambda px: 0.040 if px == 128 * 72 else 0.017
-    steps = _scale_steps(be, frame, 2 * ScaledBackend.RECENT)  # judged once every RECENT calls
+    steps = _scale_steps(be, frame, 2 * ScaledBackend.RECENT)  # judged once a second: 17 ms calls
     assert steps[:1] == [1.0]
 
 
