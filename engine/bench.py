@@ -548,17 +548,28 @@ def measure_pipeline(
     source = DemandSource(inner, gate)
     sink = RecordingSink()
     errors: list[BaseException] = []
+    failed = threading.Event()
+
+    def on_error(exc: BaseException) -> None:
+        errors.append(exc)
+        failed.set()
+
     engine = Engine(
         source,
         GatedBackend(backend, gate, schedule=schedule),
         sinks=[sink],
         live=True,
         denoise=denoise,
-        on_error=errors.append,
+        on_error=on_error,
     )
     try:
         engine.start()  # its first model call may begin before start() returns
-        engine.wait(timeout_s)
+        # Not only the end: a model failing mid-run is passed over (live), so no call asks
+        # the clip for its next frame, and the run waited out the whole timeout (600 s).
+        deadline = time.perf_counter() + timeout_s
+        while not engine.wait(0.05) and not failed.is_set():
+            if time.perf_counter() >= deadline:
+                break
     finally:
         engine.stop(timeout=2.0)
         # stop() leaves a model call longer than that running (a large size on a CPU): the
@@ -711,6 +722,7 @@ def run_bench(
         create_backend,
         parse_scale,
         resolve_default_model,
+        scaled_size,
         weights_dir,
     )
     from engine.sinks import MP4V_MAX_SIDE
@@ -800,6 +812,16 @@ def run_bench(
                         # An `auto` row's times mix every scale it passed through: say which.
                         report.notes.append(
                             f"{label} at {format_size(size)}: {measured.describe()}"
+                        )
+                    elif (
+                        isinstance(backend, ScaledBackend)
+                        and scaled_size(size, backend.scale, backend.multiple) == size
+                    ):
+                        # A "@0.75x" row of a frame a few multiples of the model's wide timed
+                        # the full size: its sides round back to it.
+                        report.notes.append(
+                            f"{label} at {format_size(size)}: ran at full size ({backend.scale:g}x "
+                            f"of it rounds back to the model's multiple of {backend.multiple})"
                         )
     finally:
         # Also when a backend asked for by name fails to start after others did: their

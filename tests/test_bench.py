@@ -236,6 +236,34 @@ def test_ctrl_c_during_the_pipeline_measure_waits_for_the_call_in_progress(
     assert state["calls"] == 1
 
 
+def test_a_model_failing_mid_run_ends_the_measure_at_once(tmp_path: Path) -> None:
+    # Live, the engine passes frames over a failed model, so nothing asked the clip for its
+    # next frame: the measure waited out its whole timeout (600 s) before saying why.
+    class FailsOnThirdCall(_SlowBackend):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            if self.calls == 2:
+                self.calls += 1
+                raise RuntimeError("the model broke on its third call")
+            return super().process(rgb)
+
+    clip = bench.make_bench_clip(tmp_path / "c.mp4", (64, 48), 10)
+    t0 = time.perf_counter()
+    m = bench.measure_pipeline(FailsOnThirdCall(1.0), clip, frames=5, warmup=2, timeout_s=60.0)
+    assert time.perf_counter() - t0 < 10.0
+    assert m.errors and "third call" in str(m.errors[0])
+
+
+def test_a_scaled_row_that_rounds_back_to_full_size_says_so() -> None:
+    # "onnx @0.75x" at 64x64 timed the full frame: 0.75 of 64 rounds back to the shipped
+    # model's multiple of 32 (its manifest entry says so).
+    report = bench.run_bench(["onnx"], sizes=[(64, 64), (256, 128)], frames=3, scales=[0.75])
+    notes = [n for n in report.notes if "rounds back" in n]
+    assert notes == [
+        "onnx @0.75x at 64x64: ran at full size (0.75x of it rounds back to the model's "
+        "multiple of 32)"
+    ], report.notes
+
+
 def test_run_bench_labels_a_scale_as_create_backend_reads_it() -> None:
     # "Auto" is what parse_scale (and so create_backend) accepts; the label must not choke on it
     report = bench.run_bench(
