@@ -717,6 +717,7 @@ def run_bench(
             that cannot start.
     """
     from engine.backends import (
+        MIN_SIZE,
         BackendError,
         ScaledBackend,
         create_backend,
@@ -819,9 +820,11 @@ def run_bench(
                     ):
                         # A "@0.75x" row of a frame a few multiples of the model's wide timed
                         # the full size: its sides round back to it.
+                        m = backend.multiple
+                        rule = f"multiples of the model's {m}, " if m > 1 else ""
                         report.notes.append(
                             f"{label} at {format_size(size)}: ran at full size ({backend.scale:g}x "
-                            f"of it rounds back to the model's multiple of {backend.multiple})"
+                            f"of it rounds back to it: sides are {rule}at least {MIN_SIZE} px)"
                         )
     finally:
         # Also when a backend asked for by name fails to start after others did: their

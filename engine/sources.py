@@ -1048,13 +1048,14 @@ def _natural_key(name: str) -> list[Any]:
 # --------------------------------------------------------------------------- cameras
 
 
-def _file_identity(path: Path) -> tuple[int, ...] | None:
-    """What tells a file from another put in its place (device, inode, size, time)."""
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    """What tells a file from another put in its place (device, inode); not its size or
+    time, which a recording still being written changes."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    return (st.st_dev, st.st_ino)
 
 
 def _make_capture(target: int | str, api: int) -> Any:
@@ -1624,14 +1625,14 @@ class VideoFileSource(_SourceBase):
 
     def _reopen_and_read(self) -> np.ndarray | None:
         # A stream that cannot seek (a raw MJPEG file) loops by being read again from the
-        # start. Only the file that was probed: one put in its place would come out at the
-        # old one's size and flip.
+        # start. Only the file that was probed, with pictures of the size it had: one put in
+        # its place would come out at the old one's size and flip.
         if self._closed or _file_identity(self.path) != self._identity:
             return None
         with _quiet_opencv():
             cap = _make_capture(str(self.path), cv2.CAP_ANY)
         ok, img = cap.read() if cap.isOpened() else (False, None)
-        if not ok or img is None or self._closed:
+        if not ok or img is None or self._closed or image_size(img) != self.decoded_size:
             cap.release()
             return None
         self._cap.release()

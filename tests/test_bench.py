@@ -259,8 +259,14 @@ def test_a_scaled_row_that_rounds_back_to_full_size_says_so() -> None:
     report = bench.run_bench(["onnx"], sizes=[(64, 64), (256, 128)], frames=3, scales=[0.75])
     notes = [n for n in report.notes if "rounds back" in n]
     assert notes == [
-        "onnx @0.75x at 64x64: ran at full size (0.75x of it rounds back to the model's "
-        "multiple of 32)"
+        "onnx @0.75x at 64x64: ran at full size (0.75x of it rounds back to it: sides are "
+        "multiples of the model's 32, at least 16 px)"
+    ], report.notes
+    # No model, no multiple: a side below the 16 px minimum is what keeps it.
+    report = bench.run_bench(["unsharp"], sizes=[(16, 16)], frames=3, rounds=1, scales=[0.75])
+    assert [n for n in report.notes if "rounds back" in n] == [
+        "unsharp @0.75x at 16x16: ran at full size (0.75x of it rounds back to it: sides are "
+        "at least 16 px)"
     ], report.notes
 
 

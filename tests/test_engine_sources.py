@@ -820,16 +820,29 @@ def test_a_looping_video_that_cannot_seek_is_read_again_from_its_start(tmp_path)
             for v in levels:
                 f.write(cv2.imencode(".jpg", np.full((size[1], size[0], 3), v, np.uint8))[1])
 
+    def levels(src, n: int) -> list[float | None]:
+        frames = [src.read() for _ in range(n)]
+        return [None if f is None else round(float(f.image.mean()), -1) for f in frames]
+
     write([10, 90, 170])
     with open_source(path, live=False, kind="video", loop=True) as src:
-        levels = [round(float(src.read().image.mean()), -1) for _ in range(7)]
-        assert levels == [10, 90, 170, 10, 90, 170, 10], levels
-        replacement = tmp_path / "new.mjpeg"
-        path.rename(replacement)
+        assert levels(src, 7) == [10, 90, 170, 10, 90, 170, 10]
+        path.rename(tmp_path / "old.mjpeg")
         write([250, 250], size=(32, 24))
-        frames = [src.read() for _ in range(3)]
-    assert frames[-1] is None  # 90 and 170 from the open file, then the end
-    assert [round(float(f.image.mean()), -1) for f in frames[:2]] == [90, 170]
+        assert levels(src, 3) == [90, 170, None]  # the open file's, then the end
+    # The same file grown (a recording still being written) or touched loops on, grown.
+    write([10, 90])
+    with open_source(path, live=False, kind="video", loop=True) as src:
+        assert levels(src, 1) == [10]
+        with open(path, "ab") as f:
+            f.write(cv2.imencode(".jpg", np.full((48, 64, 3), 170, np.uint8))[1])
+        os.utime(path)
+        assert levels(src, 6) == [90, 170, 10, 90, 170, 10]
+        # Rewritten in place with pictures of another size: not played at the old one's.
+        with open(path, "r+b") as f:
+            f.truncate(0)
+        write([250], size=(32, 24))
+        assert levels(src, 3)[-1] is None
 
 
 def test_a_size_asked_for_letterboxes_files_images_and_folders_never_stretches(tmp_path):
