@@ -136,7 +136,8 @@ def describe_error(
             "camera",
             f"The video stopped: {msg}",
             "The picture stays frozen until the file can be read again. Check that the drive "
-            "it is on is still there, or pick a camera above.",
+            "it is on is still there, or open another file (Open…) or pick another source "
+            "above.",
         )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(
@@ -2259,7 +2260,8 @@ def _open_source(api: Any, req: _StartRequest) -> None:
                 "Close other apps that use the camera, check the cable, then pick the camera "
                 "again above."
                 if kind == "camera"
-                else "Check that it opens in another program, or pick a camera above."
+                else "Check that it opens in another program, or open another file (Open…) or pick "
+                "another source above."
             ),
         )
     req.messages.append(msg)
@@ -2273,7 +2275,8 @@ def _open_source(api: Any, req: _StartRequest) -> None:
             "Close other apps that use the camera, check the cable, then pick the camera "
             "again above"
             if kind == "camera"
-            else "Check that it opens in another program, or pick a camera above"
+            else "Check that it opens in another program, or open another file (Open…) or pick "
+            "another source above"
         )
         advice = first + ("." if demo_failed else ", or pick the demo clip.")
         req.messages = [replace(m, advice=advice) for m in req.messages]

@@ -491,6 +491,25 @@ def test_a_virtual_camera_turned_off_and_on_again_opens_once_the_old_device_has_
     qtbot.waitUntil(lambda: len(recorder.frames) > sent + 2, timeout=FRAME_TIMEOUT_MS)
 
 
+def test_the_setup_dialog_shows_each_command_whole_at_its_least_size(qtbot, make_window) -> None:
+    # At 620 px the Linux command read "... card_label=SharpC", to scroll sideways for (in the
+    # window's style sheet: its steps are monospace).
+    from app.window import VirtualCameraDialog
+    from engine.virtualcam import virtual_camera_guidance
+
+    dialog = VirtualCameraDialog(make_window(backend="passthrough"))
+    dialog.set_guidance(virtual_camera_guidance("linux"))
+    dialog.resize(dialog.minimumSize())
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    steps = dialog.steps
+    commands = [ln for ln in steps.toPlainText().splitlines() if ln.strip().startswith("sudo ")]
+    assert commands
+    room = steps.viewport().width() - 2 * steps.document().documentMargin()
+    widest = max(steps.fontMetrics().horizontalAdvance(c) for c in commands)
+    assert widest <= room, (widest, room)
+
+
 def test_a_virtual_camera_that_cannot_open_says_why_in_the_log(
     qtbot, make_window, recorder, caplog
 ):
@@ -5953,6 +5972,8 @@ def test_a_video_file_that_fails_to_open_gets_a_files_advice_not_a_cameras(
     assert msg.text.startswith("Video file problem: cannot open video file"), msg.text
     assert "cable" not in msg.advice and "opens in another program" in msg.advice
     assert msg.advice.startswith("Showing the demo clip instead.")
+    # "or pick a camera above" on a first launch without a camera: no way out was named.
+    assert "open another file (Open…)" in msg.advice and "pick a camera" not in msg.advice
 
 
 def test_the_badges_name_only_what_the_picture_shows(qtbot, make_window):
@@ -5979,6 +6000,22 @@ def test_the_badges_name_only_what_the_picture_shows(qtbot, make_window):
     assert not accent_top_right()
     preview.set_split(0.5)
     assert accent_top_right()
+
+
+def test_the_source_line_keeps_the_demo_clips_name_whole_in_the_narrowest_window(
+    qtbot, make_window
+):
+    # The view hint kept its whole width and the source line got the rest: "Demo cl…640×360"
+    # at the window's least width.
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    window.resize(window.minimumSizeHint().width(), 600)
+    qtbot.waitUntil(lambda: window.width() == window.minimumSizeHint().width(), timeout=5_000)
+    info = window.source_info
+    assert info.text().startswith("Demo clip (bundled) · ")
+    need = info.fontMetrics().horizontalAdvance(info.text())
+    qtbot.waitUntil(lambda: info.width() >= need, timeout=5_000)
+    assert window.view_hint.toolTip() == window.view_hint.text()  # cut, it is read whole there
 
 
 def test_a_long_camera_name_does_not_widen_the_window(qtbot, make_window):

@@ -31,6 +31,7 @@ from app.save import (
     save_filter,
     saved_folder,
 )
+from app.window import SAVE_TIP, SAVE_UNOPENED_TIP
 from tests.test_cli import read_video, write_video
 
 pytestmark = pytest.mark.timeout(120)
@@ -567,6 +568,28 @@ def test_save_is_not_offered_while_the_model_fails(qtbot, make_window, tmp_path)
     qtbot.waitUntil(lambda: window.model_status.isVisibleTo(window), timeout=15_000)
     assert not window.save_button.isEnabled() and not window.save_action.isEnabled()
     assert "not working" in window.save_button.toolTip()
+
+
+def test_save_is_not_offered_for_a_file_that_did_not_open(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
+    # The demo clip played in its place, the button stayed on, and every save of it failed
+    # ("cannot open video file"), a red banner over the yellow one.
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"x")
+    window = make_window(backend="passthrough")
+    with test_app.started(qtbot, window):
+        window.open_file(str(broken))
+    test_app.wait_frames(qtbot, window, 1)
+    assert window.bridge.using_fallback
+    assert not window.save_button.isEnabled() and not window.save_action.isEnabled()
+    assert window.save_button.toolTip() == SAVE_UNOPENED_TIP
+    window.choose_save_output()  # Ctrl+S: nothing
+    assert window.save_job is None
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.full((40, 56, 3), 90, np.uint8))
+    with test_app.started(qtbot, window):
+        window.open_file(str(good))
+    test_app.wait_frames(qtbot, window, 1)
+    assert window.save_button.isEnabled() and window.save_button.toolTip() == SAVE_TIP
 
 
 def test_a_failed_save_offers_no_folder(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
