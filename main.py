@@ -592,8 +592,13 @@ class _StatusLine:
     def show(self, text: str, now: float) -> None:
         self._last = now
         if self.tty:
-            # A line wider than the terminal wraps, and \r then redraws only its last row.
-            text = text[: max(20, shutil.get_terminal_size().columns - 1)]
+            # A line wider than the terminal wraps, and \r then redraws only its last row. Cut
+            # in the middle: what it says last (the scale, a grainy camera's advice, a warning)
+            # was cut off at every usual width.
+            cols = max(20, shutil.get_terminal_size().columns - 1)
+            if len(text) > cols:
+                head = (cols - 1) // 2
+                text = text[:head] + "…" + text[len(text) - (cols - 1 - head) :]
             pad = " " * max(0, self._width - len(text))  # erase the tail of a longer line
             self._write("\r" + text + pad)
             self._width = len(text)

@@ -283,6 +283,7 @@ class Engine:
         self._threads: list[threading.Thread] = []
         self._started = False
         self._stopping = False
+        self._stop_ran = False  # stop() has closed what it could: a second one only joins
         self._running = False
         self._done = threading.Event()  # output finished: sinks closed, nothing more comes
         self._halt = threading.Event()  # done or stop(): ends the stats thread
@@ -338,6 +339,19 @@ class Engine:
         once that write returns; the other sinks are closed here when the time is up.
         """
         deadline = time.perf_counter() + max(0.0, timeout)
+        me = threading.current_thread()
+        with self._lock:
+            again, self._stop_ran = self._stop_ran, True
+        if again:
+            # Only the joins: the first stop closed what it could, and a thread still running
+            # closes what it holds when it returns. A thread that a Ctrl-C cut out of its join
+            # reads as ended (Python 3.11 marks it so), and closing its sink again waited
+            # forever on the lock of the write it is stuck in: `run` hung on a second Ctrl-C.
+            left = [*self._threads, *self._pending_closers()]
+            for t in left:
+                if t is not me:
+                    t.join(max(0.0, deadline - time.perf_counter()))
+            return not [t for t in left if t.is_alive() and t is not me]
         self._stats.finish()
         with self._lock:
             self._stopping = True
@@ -351,7 +365,6 @@ class Engine:
             # No pass of writes starts after the abort: a sink added from now on is closed at
             # once rather than listed where nothing writes or closes it.
             self._accepting_sinks = False
-        me = threading.current_thread()
         for t in self._threads:
             if t is not me:
                 t.join(max(0.0, deadline - time.perf_counter()))

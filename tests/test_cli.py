@@ -5014,3 +5014,24 @@ def test_the_status_line_says_what_noise_reduction_found() -> None:
     told = cli.format_status(EngineStats(**flowing, noise=2.5, colour_noise=1.3))
     assert told.endswith(" · grainy (noise 2.5, colour 1.3): --denoise would reduce it")
     assert "noise" not in cli.format_status(EngineStats(**flowing, noise=0.2, colour_noise=1.3))
+
+
+def test_a_status_line_wider_than_the_terminal_keeps_its_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Cut at the terminal's width, the line lost what it says last: the scale in use and a
+    # grainy camera's "--denoise would reduce it" never showed on an 80- or 160-column one.
+    import io
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr(cli.shutil, "get_terminal_size", lambda *a, **k: os.terminal_size((60, 24)))
+    out = Tty()
+    line = cli._StatusLine(out)
+    text = "in  30.0 fps · out  30.0 fps · " + "x" * 80 + " · grainy: --denoise would reduce it"
+    line.show(text, 0.0)
+    shown = out.getvalue().removeprefix("\r").rstrip()
+    assert len(shown) == 59 and "…" in shown
+    assert shown.startswith("in  30.0 fps") and shown.endswith("--denoise would reduce it")

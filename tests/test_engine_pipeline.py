@@ -904,6 +904,29 @@ def test_a_pending_swap_replaced_by_another_is_closed_but_never_the_running_back
     assert last.closed and not unused.calls
 
 
+def test_a_second_stop_only_joins_and_never_waits_on_a_stuck_write(tmp_path):
+    # `run`: a virtual camera hung in send, Ctrl-C, then a second Ctrl-C cut the join. Python
+    # 3.11 then marks the stuck thread as ended, and the second stop() closed its sink anew,
+    # waiting forever on the lock of the write it was stuck in: the process hung.
+    src = open_source(still(tmp_path, value=100), live=True, fps=100)
+    stalled = Stalled()
+    eng = Engine(src, None, sinks=[stalled])
+    eng.start()
+    try:
+        assert stalled.entered.wait(5)
+        assert not eng.stop(timeout=0.2)  # the output thread is stuck in the write
+        for t in eng._threads:
+            t.is_alive = lambda: False  # as a KeyboardInterrupt in join() leaves it, on 3.11
+        second = threading.Thread(target=eng.stop, kwargs={"timeout": 0.2}, daemon=True)
+        second.start()
+        second.join(3.0)
+        assert not second.is_alive(), "the second stop waited on the stuck write's lock"
+        assert stalled.closed == 0
+    finally:
+        stalled.release.set()
+    assert wait_until(lambda: stalled.closed == 1)  # by its own thread, once the write returned
+
+
 def test_a_replaced_backend_slow_to_close_does_not_hold_the_stream(tmp_path):
     # A ScaledBackend readying a new size waits for that compile before it closes: closed on
     # the inference thread, the stream stood still until the compile ended (1.9 s frozen in a
