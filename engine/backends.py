@@ -1669,10 +1669,6 @@ class ScaledBackend(_BackendBase):
         if self._calls == 1:
             return  # the first call at a scale may include compiling the model for its size
         self._recent.append(seconds)
-        # Trimmed: one slow call (a GC pause, another app's burst, OpenVINO compiling for a new
-        # frame size) would pull a plain mean over the budget and cost `recover_s` at a lower
-        # resolution.
-        typical = _trimmed_mean(self._recent)
         level, now = self._level, self._clock()
         # What the frame costs before the model on the same thread (noise reduction) counts too.
         budget = self.budget_s - self.overhead_s
@@ -1687,6 +1683,10 @@ class ScaledBackend(_BackendBase):
         quick = enough and (
             _trimmed_mean(list(self._recent)[-self.QUICK :]) > self.QUICK_OVER * budget
         )
+        # Trimmed: one slow call (a GC pause, another app's burst, OpenVINO compiling for a new
+        # frame size) would pull a plain mean over the budget and cost `recover_s` at a lower
+        # resolution.
+        typical = _trimmed_mean(self._recent) if judge else 0.0
         wanted = None
         if (quick or (judge and typical > budget)) and level + 1 < len(self._ladder):
             wanted = level + 1

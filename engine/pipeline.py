@@ -265,7 +265,7 @@ class Engine:
         # Held only for a moment, around every change of the sink list and the closer list:
         # add_sink and detach_sink must not wait for a stalled write under _sinks_lock. Taken
         # after _sinks_lock where both are held, never before it.
-        self._list_lock = threading.Lock()
+        self._list_lock = threading.RLock()
         self._closers: list[threading.Thread] = []  # closing detached sinks, replaced backends
         # False once no pass of writes will list a new sink (the output thread closed its sinks,
         # or stop() began): add_sink then closes the sink at once. Under _list_lock.
@@ -339,7 +339,6 @@ class Engine:
         once that write returns; the other sinks are closed here when the time is up.
         """
         deadline = time.perf_counter() + max(0.0, timeout)
-        me = threading.current_thread()
         with self._lock:
             again, self._stop_ran = self._stop_ran, True
         if again:
@@ -347,11 +346,7 @@ class Engine:
             # closes what it holds when it returns. A thread that a Ctrl-C cut out of its join
             # reads as ended (Python 3.11 marks it so), and closing its sink again waited
             # forever on the lock of the write it is stuck in: `run` hung on a second Ctrl-C.
-            left = [*self._threads, *self._pending_closers()]
-            for t in left:
-                if t is not me:
-                    t.join(max(0.0, deadline - time.perf_counter()))
-            return not [t for t in left if t.is_alive() and t is not me]
+            return self.join(timeout=max(0.0, timeout))
         self._stats.finish()
         with self._lock:
             self._stopping = True
@@ -365,6 +360,7 @@ class Engine:
             # No pass of writes starts after the abort: a sink added from now on is closed at
             # once rather than listed where nothing writes or closes it.
             self._accepting_sinks = False
+        me = threading.current_thread()
         for t in self._threads:
             if t is not me:
                 t.join(max(0.0, deadline - time.perf_counter()))
@@ -498,8 +494,8 @@ class Engine:
     def set_backend(self, backend: Any) -> None:
         """Swap the backend between two frames (``None``: pass frames through). The replaced
         backend is closed by the engine (after its last call, on a thread of its own, which
-        :meth:`stop` and :meth:`join` wait for), and a passthrough fallback is lifted. A swap still pending when another comes is dropped and
-        its backend closed: it never ran."""
+        :meth:`stop` and :meth:`join` wait for), and a passthrough fallback is lifted. A swap
+        still pending when another comes is dropped and its backend closed: it never ran."""
         late = None
         with self._lock:
             # The flag, not the thread's liveness: a thread past its last frame but not yet
@@ -591,15 +587,18 @@ class Engine:
             if sink not in self._sinks:
                 return False
             self._sinks.remove(sink)
-            closer = threading.Thread(
-                target=self._close_detached, args=(sink,), name="sharpcam-close-sink", daemon=True
-            )
+            self._close_beside(self._close_detached, sink, "sharpcam-close-sink")
+        return True
+
+    def _close_beside(self, close: Callable[[Any], None], obj: Any, name: str) -> None:
+        """``close(obj)`` on a thread of its own, listed for :meth:`stop` and :meth:`join`."""
+        closer = threading.Thread(target=close, args=(obj,), name=name, daemon=True)
+        with self._list_lock:  # reentrant: detach_sink holds it already
             self._closers = [t for t in self._closers if t.is_alive()]
             self._closers.append(closer)
             # Started under the lock: stop() must never find it listed but not started (an
             # unstarted thread cannot be joined).
             closer.start()
-        return True
 
     def _close_detached(self, sink: FrameSink) -> None:
         # The output thread holds _sinks_lock for a whole pass of writes: once it is free, the
@@ -830,13 +829,7 @@ class Engine:
         if old is not None and old is not self._backend:
             # Not on this thread: a ScaledBackend readying a size waits for that compile
             # (seconds) before it closes, and no frame went through meanwhile (1.9 s frozen).
-            closer = threading.Thread(
-                target=_close_quietly, args=(old,), name="sharpcam-close-backend", daemon=True
-            )
-            with self._list_lock:
-                self._closers = [t for t in self._closers if t.is_alive()]
-                self._closers.append(closer)
-                closer.start()  # under the lock: stop() never finds it listed but not started
+            self._close_beside(_close_quietly, old, "sharpcam-close-backend")
 
     def _process(self, frame: Frame) -> _Work:
         """Reduce the noise (when asked), run the backend and blend; passthrough when off or
