@@ -73,7 +73,9 @@ class PreviewWidget(QWidget):
         self._placeholder = "Starting camera…"
         self._after_label = "AFTER"  # what the processed side is called (set_after_label)
         self.frames_shown = 0  # painted frame count; tests and the FPS readout use it
-        self.setMinimumSize(QSize(480, 270))
+        # 400 px keeps the window's least width (with its margins and the sidebar) at 756 px,
+        # inside an 800x600 screen; at 480 it was 836.
+        self.setMinimumSize(QSize(400, 225))
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMouseTracking(True)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)

@@ -990,7 +990,9 @@ class MainWindow(QMainWindow):
             free = screen.availableGeometry()
             # Room for the window's frame and title bar, which the free area includes.
             w, h = min(w, free.width() - 16), min(h, free.height() - 48)
-        self.resize(max(w, 640), max(h, 400))
+        # No less than the layout's least size: Qt would widen a smaller one past the screen.
+        least = self.minimumSizeHint()
+        self.resize(max(w, least.width()), max(h, least.height()))
 
     def _build_ui(self) -> None:
         central = QWidget()

@@ -7313,3 +7313,27 @@ def test_the_skipped_photos_message_counts_what_still_plays() -> None:
     )
     Folder.unreadable = []
     assert _skipped_message(Folder()) is None
+
+
+def test_the_window_fits_an_800_by_600_screen(qtbot, make_window, monkeypatch):
+    # Its least width was 836 px (a 480 px preview, its margins and the sidebar): past an
+    # 800x600 screen, and the first size asked for 640 px, which Qt widened off the edge.
+    from PySide6.QtCore import QRect
+
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    hint = window.minimumSizeHint()
+    assert hint.width() <= 800 - 16 and hint.height() <= 600 - 48
+
+    class SmallScreen:
+        def availableGeometry(self) -> QRect:  # noqa: N802 - Qt API
+            return QRect(0, 0, 800, 600)
+
+    monkeypatch.setattr(window, "screen", lambda: SmallScreen())
+    window._fit_first_size()
+    qtbot.waitUntil(lambda: window.width() <= 800 - 16, timeout=5_000)
+    assert window.width() >= hint.width() and window.height() <= 600 - 48
+    # The source line still reads whole at that width.
+    info = window.source_info
+    need = info.fontMetrics().horizontalAdvance(info.text())
+    qtbot.waitUntil(lambda: info.width() >= need, timeout=5_000)
