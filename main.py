@@ -63,6 +63,7 @@ MODELLESS_BACKENDS = ("unsharp", "passthrough")
 VIRTUAL_BACKEND_ENV = "SHARPCAM_VIRTUAL_BACKEND"
 STATUS_PERIOD_TTY = 0.25  # s between in-place status refreshes on a terminal
 STATUS_PERIOD_PIPE = 5.0  # s between status lines when stdout/stderr is not a terminal
+NEWS_PERIOD = 0.5  # s between looks for a new warning, which `run` prints at once
 
 
 class CliError(Exception):
@@ -1227,9 +1228,21 @@ def _run_stream(
         if warning:
             _eprint(f"{PROG}: warning: {warning}")
         seen_warnings: set[str] = set()
+
+        def say_news(stats: Any) -> None:
+            # stats().warning starts with the start-up warning (printed above): only what
+            # came later is news, printed once, with one prefix.
+            news = stats.warning or ""
+            if warning:
+                news = news.removeprefix(warning).removeprefix("; ")
+            if news and news not in seen_warnings:
+                seen_warnings.add(news)
+                status.note(f"{PROG}: warning: {news}")
+
         t0 = time.perf_counter()  # --duration counts from here: the model is warm
         timed_out = False  # --duration ended the stream
         source_ended_at: float | None = None  # when the engine was seen done by itself
+        next_news = t0
         engine.start()
         try:
             while not stop.is_set() and not engine.done.is_set():
@@ -1239,20 +1252,21 @@ def _run_stream(
                     break
                 if engine.failed_sinks:
                     break  # the only output is gone: streaming on would write nowhere
-                if status.due(now):
+                # Warnings twice a second, not at each status line: piped, those are 5 s
+                # apart, and a stall begun since the last one went unsaid at a stop.
+                due = status.due(now)
+                if due or now >= next_news:
+                    next_news = now + NEWS_PERIOD
                     stats = engine.stats()
-                    # stats().warning starts with the start-up warning (printed above):
-                    # only what came later is news, printed once, with one prefix.
-                    news = stats.warning or ""
-                    if warning:
-                        news = news.removeprefix(warning).removeprefix("; ")
-                    if news and news not in seen_warnings:
-                        seen_warnings.add(news)
-                        status.note(f"{PROG}: warning: {news}")
-                    status.show(format_status(stats), now)
+                    say_news(stats)
+                    if due:
+                        status.show(format_status(stats), now)
                 stop.wait(0.05)
             if engine.done.is_set() and not (stop.is_set() or timed_out):
                 source_ended_at = time.perf_counter()
+            else:
+                # Once stopping, the engine calls no source stalled: ask before.
+                say_news(engine.stats())
         finally:
             if not engine.done.is_set() and not engine.failed_sinks:
                 # Stopped (--duration, Ctrl-C, SIGTERM), not ended: a timed recording lasts

@@ -2457,6 +2457,23 @@ def test_run_duration_after_a_camera_stalled_holds_its_last_frame_only_briefly(
     assert 18 <= len(frames) <= 26, len(frames)  # 2 s past the frame at ~0.2 s after the first
 
 
+def test_run_piped_says_a_stall_that_began_between_its_status_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Piped, a status line comes every 5 s and warnings were looked for only then: a camera
+    # silent from 0.3 s, stopped at 4 s, left no word of it (the line after the stop is drawn
+    # once the engine is stopping, when it no longer calls a silent source stalled).
+    monkeypatch.setattr(cli, "_open_source", lambda *a, **k: _StallingCamera())
+    out = tmp_path / "rec.avi"
+    code = cli.main(
+        ["run", "--source", "0", "--output", str(out), "--backend", "unsharp",
+         "--duration", "4"]
+    )  # fmt: skip
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "warning: the source has sent no frame for over 3 s" in err, err
+
+
 @pytest.mark.parametrize(
     ("source", "size", "opened_at"),
     [("0", None, (1280, 720)), ("0", "640x480", (640, 480)), ("{clip}", None, None)],
