@@ -78,6 +78,10 @@ class EngineStats:
         return " · ".join(parts)
 
 
+#: The least time (events and the wait after them) a rate is told from: 3 frames per 0.1 s.
+MIN_SPAN_S = 0.1
+
+
 class _Rate:
     """Events per second over the last ``window_s`` seconds, falling when events stop."""
 
@@ -95,15 +99,29 @@ class _Rate:
         count for nothing, so ordinary jitter does not make the number flicker. A window with
         one event measures from the event before it: a stream slower than one event per window
         (0.5 fps, the slowest a source paces at) read 0 between its events.
+
+        A burst that opens the window (a camera handing over the frames it queued while the
+        model warmed up) counts as its last event, and under :data:`MIN_SPAN_S` of events and
+        waiting is too little to tell a rate from (0): 3 frames microseconds apart read
+        "932 fps".
         """
         recent = [t for t in self.times if t >= now - self.window_s]
         if len(recent) == 1 and len(self.times) >= 2:
             recent.insert(0, self.times[-2])
+        if len(recent) >= 3:
+            gaps = np.diff(recent)
+            quick = float(np.median(gaps)) / 4
+            first = 0
+            while first < len(gaps) - 1 and gaps[first] < quick:
+                first += 1
+            recent = recent[first:]
         if len(recent) < 2 or recent[-1] <= recent[0]:
             return 0.0
         intervals = len(recent) - 1
         span = recent[-1] - recent[0]
         overdue = max(0.0, (now - recent[-1]) - span / intervals)
+        if span + overdue < MIN_SPAN_S:
+            return 0.0
         return intervals / (span + overdue)
 
 

@@ -159,3 +159,17 @@ def test_summary_shows_what_happened_and_only_that() -> None:
         "passthrough [off]",
         "! model failed",
     ]
+
+
+def test_rate_of_a_burst_of_queued_frames_is_not_a_frame_rate() -> None:
+    # A camera hands over the frames it queued while the model warmed up, microseconds apart:
+    # the first status line read "in 932.0 fps", and auto's budget followed such a rate.
+    r = _Rate(2.0)
+    r.times.extend([5.0, 5.00001, 5.00002])
+    assert r.rate(5.00003) == 0.0  # too short a span to tell a rate from
+    # Then the camera's own pace: 30 fps, the burst counted as one frame.
+    r.times.extend(5.00002 + (i + 1) / FPS for i in range(6))
+    assert r.rate(r.times[-1]) == pytest.approx(FPS, rel=0.01)
+    last = r.times[-1]
+    r.times.extend(last + (i + 1) / FPS for i in range(30))
+    assert r.rate(r.times[-1]) == pytest.approx(FPS, rel=0.01)
