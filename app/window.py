@@ -1327,9 +1327,9 @@ class MainWindow(QMainWindow):
             self.scale_combo.addItem(scale_label(float(s.scale)), s.scale)
         self.scale_combo.setCurrentIndex(self.scale_combo.findData(s.scale))
         self.enable_switch.setChecked(s.enabled)
-        self._show_after_label()
         self.toggle_action.setChecked(s.enabled)
         self.strength_slider.setValue(round(s.strength * 100))
+        self._show_after_label()
         self._enable_strength(s.enabled)  # toggled is connected only after this
         self.strength_value.setText(f"{round(s.strength * 100)} %")
         self.denoise_check.setChecked(s.denoise)
@@ -1655,11 +1655,14 @@ class MainWindow(QMainWindow):
 
     def _show_after_label(self) -> None:
         """The processed side's badge says what it shows: not "AFTER" over a picture nothing
-        sharpened (sharpening turned off, or the model failed)."""
+        sharpened (sharpening turned off, the model failed, or a strength of 0 %)."""
         if not self.enable_switch.isChecked():
             self.preview.set_after_label("SHARPENING OFF")
         elif self.bridge.model_failure is not None:
             self.preview.set_after_label("NOT SHARPENED")
+        elif self.strength_slider.value() == 0:
+            # The engine passes frames through at 0 %: the same picture on both sides.
+            self.preview.set_after_label("STRENGTH 0 %")
         else:
             self.preview.set_after_label("AFTER")
 
@@ -1710,6 +1713,7 @@ class MainWindow(QMainWindow):
     def _on_strength(self, value: int) -> None:
         self.strength_value.setText(f"{value} %")
         self.bridge.set_strength(value / 100.0)
+        self._show_after_label()
 
     def _on_view_mode(self, button: QPushButton) -> None:
         self._set_view_mode(str(button.property("mode")))

@@ -5996,6 +5996,11 @@ def test_the_badges_name_only_what_the_picture_shows(qtbot, make_window):
     assert preview.after_label == "SHARPENING OFF"
     window.enable_switch.setChecked(True)
     assert preview.after_label == "AFTER"
+    # At 0 % the engine passes the frames through unsharpened, as with sharpening off.
+    window.strength_slider.setValue(0)
+    assert preview.after_label == "STRENGTH 0 %"
+    window.strength_slider.setValue(40)
+    assert preview.after_label == "AFTER"
     preview.set_split(1.0)  # all of the picture is "before"
     assert not accent_top_right()
     preview.set_split(0.5)
