@@ -747,6 +747,7 @@ def run_bench(
         names = [n for n in names if n not in skipped]
 
     opened: list[tuple[str, Any]] = []
+    forced: set[str] = set()  # the rows opened with --precision
     runs_model = False  # a backend that runs the model opened
     try:
         for name in names:
@@ -774,6 +775,8 @@ def run_bench(
                     backend.close()
                     continue
                 opened.append((label, backend))
+                if options:
+                    forced.add(label)
                 runs_model = runs_model or name not in ("unsharp", "passthrough")
                 providers[label] = str(getattr(backend, "provider", ""))
 
@@ -809,6 +812,16 @@ def run_bench(
                             denoise=denoise,
                         )
                     )
+                    ran = getattr(backend, "inference_precision", None)
+                    if label in forced and ran and ran != precision:
+                        # OpenVINO falls back where the CPU lacks the type: bf16 without
+                        # AVX-512 BF16 or AMX runs f32, and the row is not what was asked for.
+                        said = (
+                            f"{label}: --precision {precision} asked for; this CPU ran {ran} "
+                            f"(OpenVINO's fallback where the CPU has no {precision} support)"
+                        )
+                        if said not in report.notes:  # once, not once per size
+                            report.notes.append(said)
                     if isinstance(measured, _ScaleTally):
                         # An `auto` row's times mix every scale it passed through: say which.
                         report.notes.append(

@@ -319,6 +319,28 @@ def test_auto_and_the_backend_it_picks_are_both_measured(monkeypatch: pytest.Mon
     assert runs_on["auto (openvino)"].endswith("int8") and "int8" not in runs_on["openvino"]
 
 
+def test_a_precision_this_cpu_does_not_run_is_noted(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import backends
+
+    if not backends.OpenVinoBackend.available():
+        pytest.skip("openvino is not installed")
+    if backends.resolve_default_model(prefer_gpu=False) is None:
+        pytest.skip("no shipped weights")
+    # --precision bf16 on a CPU without bf16: OpenVINO runs f32, and the table said so only in
+    # "runs on: ... · f32", as if f32 were what was asked for.
+    monkeypatch.setattr(backends, "_ov_precision_name", lambda _hint: "f32")
+    report = bench.run_bench(
+        ["openvino"], sizes=[(64, 48), (96, 64)], frames=2, rounds=1, precision="bf16"
+    )
+    row = report.results[0]
+    assert report.machine["backends"][row.backend].endswith("f32")
+    (note,) = [n for n in report.notes if "bf16" in n]
+    assert note.startswith("openvino: --precision bf16 asked for;") and "f32" in note, note
+    # What was asked for and run alike says nothing.
+    report = bench.run_bench(["openvino"], sizes=[(64, 48)], frames=2, rounds=1, precision="f32")
+    assert not [n for n in report.notes if "--precision" in n]
+
+
 def test_an_auto_row_says_which_scales_its_times_mix(monkeypatch: pytest.MonkeyPatch) -> None:
     from engine import backends
 
