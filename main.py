@@ -2595,6 +2595,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(report.as_json_dict(), indent=2))
     else:
         print(bench.format_table(report))
+    if report.interrupted:
+        _eprint(f"{PROG}: interrupted")
+        return 130
     return 0
 
 

@@ -91,10 +91,18 @@ class BenchReport:
     machine: dict[str, object]
     results: list[BenchResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    interrupted: bool = False  # Ctrl-C ended the measures: the results are those before it
 
     def as_json_dict(self) -> dict[str, object]:
-        """The ``--json`` object: ``{"machine": {...}, "results": [...]}`` (notes go to stderr)."""
-        return {"machine": self.machine, "results": [r.as_dict() for r in self.results]}
+        """The ``--json`` object: ``{"machine": {...}, "results": [...]}`` (notes go to stderr),
+        with ``"interrupted": true`` when Ctrl-C cut it short."""
+        out: dict[str, object] = {
+            "machine": self.machine,
+            "results": [r.as_dict() for r in self.results],
+        }
+        if self.interrupted:
+            out["interrupted"] = True
+        return out
 
 
 # --------------------------------------------------------------------------- machine
@@ -786,59 +794,70 @@ def run_bench(
             why = "; ".join(report.notes) or f"no model backend in {', '.join(names)}"
             raise BackendError(f"no backend could run --model {model}: {why}")
         with tempfile.TemporaryDirectory(prefix="sharpcam-bench-", dir=workdir) as tmp:
-            for size in sizes:
-                per_round = max(2, -(-frames // rounds))
-                # MPEG-4 takes sides up to 8191 only: an 8K row failed after the models loaded.
-                ext = ".avi" if max(size) > MP4V_MAX_SIDE else ".mp4"
-                clip = make_bench_clip(
-                    Path(tmp) / f"clip_{format_size(size)}{ext}", size, warmup + per_round + 3
-                )
-                for label, backend in opened:
-                    say(f"{label} {format_size(size)}")
-                    adaptive = isinstance(backend, ScaledBackend) and backend.adaptive
-                    if adaptive:
-                        backend.reset()  # each size's row starts at full size, as a stream would
-                    measured = _ScaleTally(backend) if adaptive else backend
-                    report.results.append(
-                        bench_backend(
-                            measured,
-                            size,
-                            clip,
-                            frames,
-                            warmup=warmup,
-                            rounds=rounds,
-                            schedule=schedule,
-                            label=label,
-                            denoise=denoise,
-                        )
+            try:
+                for size in sizes:
+                    per_round = max(2, -(-frames // rounds))
+                    # MPEG-4 takes sides up to 8191 only: an 8K row failed after the models loaded.
+                    ext = ".avi" if max(size) > MP4V_MAX_SIDE else ".mp4"
+                    clip = make_bench_clip(
+                        Path(tmp) / f"clip_{format_size(size)}{ext}", size, warmup + per_round + 3
                     )
-                    ran = getattr(backend, "inference_precision", None)
-                    if label in forced and ran and ran != precision:
-                        # OpenVINO falls back where the CPU lacks the type: bf16 without
-                        # AVX-512 BF16 or AMX runs f32, and the row is not what was asked for.
-                        said = (
-                            f"{label}: --precision {precision} asked for; this CPU ran {ran} "
-                            f"(OpenVINO's fallback where the CPU has no {precision} support)"
+                    for label, backend in opened:
+                        say(f"{label} {format_size(size)}")
+                        adaptive = isinstance(backend, ScaledBackend) and backend.adaptive
+                        if adaptive:
+                            backend.reset()  # each size's row starts at full size, as a stream would
+                        measured = _ScaleTally(backend) if adaptive else backend
+                        report.results.append(
+                            bench_backend(
+                                measured,
+                                size,
+                                clip,
+                                frames,
+                                warmup=warmup,
+                                rounds=rounds,
+                                schedule=schedule,
+                                label=label,
+                                denoise=denoise,
+                            )
                         )
-                        if said not in report.notes:  # once, not once per size
-                            report.notes.append(said)
-                    if isinstance(measured, _ScaleTally):
-                        # An `auto` row's times mix every scale it passed through: say which.
-                        report.notes.append(
-                            f"{label} at {format_size(size)}: {measured.describe()}"
-                        )
-                    elif (
-                        isinstance(backend, ScaledBackend)
-                        and scaled_size(size, backend.scale, backend.multiple) == size
-                    ):
-                        # A "@0.75x" row of a frame a few multiples of the model's wide timed
-                        # the full size: its sides round back to it.
-                        m = backend.multiple
-                        rule = f"multiples of the model's {m}, " if m > 1 else ""
-                        report.notes.append(
-                            f"{label} at {format_size(size)}: ran at full size ({backend.scale:g}x "
-                            f"of it rounds back to it: sides are {rule}at least {MIN_SIZE} px)"
-                        )
+                        ran = getattr(backend, "inference_precision", None)
+                        if label in forced and ran and ran != precision:
+                            # OpenVINO falls back where the CPU lacks the type: bf16 without
+                            # AVX-512 BF16 or AMX runs f32, and the row is not what was asked for.
+                            said = (
+                                f"{label}: --precision {precision} asked for; this CPU ran {ran} "
+                                f"(OpenVINO's fallback where the CPU has no {precision} support)"
+                            )
+                            if said not in report.notes:  # once, not once per size
+                                report.notes.append(said)
+                        if isinstance(measured, _ScaleTally):
+                            # An `auto` row's times mix every scale it passed through: say which.
+                            report.notes.append(
+                                f"{label} at {format_size(size)}: {measured.describe()}"
+                            )
+                        elif (
+                            isinstance(backend, ScaledBackend)
+                            and scaled_size(size, backend.scale, backend.multiple) == size
+                        ):
+                            # A "@0.75x" row of a frame a few multiples of the model's wide timed
+                            # the full size: its sides round back to it.
+                            m = backend.multiple
+                            rule = f"multiples of the model's {m}, " if m > 1 else ""
+                            report.notes.append(
+                                f"{label} at {format_size(size)}: ran at full size ({backend.scale:g}x "
+                                f"of it rounds back to it: sides are {rule}at least {MIN_SIZE} px)"
+                            )
+            except KeyboardInterrupt:
+                # The rows measured so far are kept: a long run (every size, a large
+                # one on a CPU) stopped near its end showed nothing of them.
+                report.interrupted = True
+                done = len(report.results)
+                report.notes.append(
+                    f"stopped by Ctrl-C: {done} row(s) measured before it"
+                    if done
+                    else "stopped by Ctrl-C before a row was measured"
+                )
     finally:
         # Also when a backend asked for by name fails to start after others did: their
         # sessions (and device memory) must not outlive the call.

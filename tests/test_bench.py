@@ -607,3 +607,49 @@ def test_bench_says_what_a_stuttering_pipeline_delivers_beside_its_steady_rate(
     # Delivered: 36 x 10 ms + 4 x 60 ms over 40 frames, about 15 ms a frame.
     assert row.pipeline_fps_mean < 0.8 * row.pipeline_fps
     assert 1000 / row.pipeline_fps_mean == pytest.approx(15.0, rel=0.35)
+
+
+class _InterruptedAt(_SlowBackend):
+    """A model the user stops with Ctrl-C once frames of ``width`` reach it."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__(1.0)
+        self.width = width
+        self.closed = False
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if rgb.shape[1] == self.width:
+            raise KeyboardInterrupt
+        return super().process(rgb)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_ctrl_c_keeps_the_rows_measured_before_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A bench of every size stopped in its last row printed "interrupted" and nothing of the
+    # rows it had measured.
+    import main as cli
+    from engine import backends
+
+    made: list[_InterruptedAt] = []
+
+    def make(**_options: object) -> _InterruptedAt:
+        made.append(_InterruptedAt(96))
+        return made[-1]
+
+    monkeypatch.setitem(backends.BACKENDS, "stoppable", make)
+    report = bench.run_bench(["stoppable"], sizes=[(64, 48), (96, 64)], frames=2, rounds=1)
+    assert [r.size for r in report.results] == ["64x48"]
+    assert report.interrupted and report.as_json_dict()["interrupted"] is True
+    assert "stopped by Ctrl-C: 1 row(s) measured before it" in report.notes
+    assert made and all(m.closed for m in made)
+    # The command prints them, says it was interrupted, and exits 130 as Ctrl-C does.
+    monkeypatch.setattr(cli, "BACKEND_CHOICES", (*cli.BACKEND_CHOICES, "stoppable"))
+    code = cli.main(["bench", "--backend", "stoppable", "--size", "64x48", "--size", "96x64",
+                     "--frames", "2"])  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 130 and "interrupted" in err
+    assert "slow     64x48" in out and "96x64" not in out.split("note:")[0], out
