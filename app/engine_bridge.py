@@ -685,6 +685,7 @@ class EngineBridge(QObject):
         # Superseded (turned off, the engine stopped) while their driver still opens.
         self._cancelled_opens: set[_VirtualOpen] = set()
         self._answering_turn_on = False  # see answering_turn_on
+        self._refusing_loop = False  # see refusing_loop
         # (source, picker name) the running engine reads, None for the fallback clip: the
         # virtual camera must not send to the device it reads (its own picture in a loop).
         self._playing: tuple[str, str] | None = None
@@ -819,6 +820,13 @@ class EngineBridge(QObject):
         for are emitted (the device opened, was missing or refused): they answer that command,
         as they did when the device opened inside it, not a start's reopening."""
         return self._answering_turn_on
+
+    @property
+    def refusing_loop(self) -> bool:
+        """True while ``virtual_camera_changed(False)`` says the device was not sent to because
+        the engine reads it (:func:`feedback_loop_message`): off until the person turns it on
+        again, as the message says."""
+        return self._refusing_loop
 
     @property
     def virtual_camera_device(self) -> str:
@@ -1332,7 +1340,11 @@ class EngineBridge(QObject):
             # is wrong with the device, and the setup steps would mislead.
             self._drop_virtual_wish()
             self._close_in_background(req)
-            self.virtual_camera_changed.emit(False, "")
+            self._refusing_loop = True
+            try:
+                self.virtual_camera_changed.emit(False, "")
+            finally:
+                self._refusing_loop = False
             self._say(feedback_loop_message(self._playing[1] or self._playing[0], device))
             return
         # `released` once the engine has closed the device (turned off, stopped): the next open

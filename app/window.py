@@ -1887,11 +1887,12 @@ class MainWindow(QMainWindow):
             # bridge; one that says nothing more is settled once it has run.
             QTimer.singleShot(0, self._settle_virtual_retry)
         if (
-            self.bridge.answering_turn_on
-            and self._virtual_pref != self.bridge.virtual_camera_wanted
-        ):
+            self.bridge.answering_turn_on or self.bridge.refusing_loop
+        ) and self._virtual_pref != self.bridge.virtual_camera_wanted:
             # The person's turn-on ended off (no device, or the camera being read): remembered
-            # as the switch shows it, as when the device opened inside the turn-on.
+            # as the switch shows it, as when the device opened inside the turn-on. So is a
+            # launch's turn-on refused for the loop: the message says it is off until turned
+            # on again, and the next launch sent the camera picked since to calls unasked.
             self._virtual_pref = self.bridge.virtual_camera_wanted
             self._schedule_save()
         self._show_virtual_state()

@@ -3697,10 +3697,11 @@ def test_the_virtual_camera_does_not_send_to_the_camera_being_read(
     assert recorder.frames == []
     wait_frames(qtbot, window, 2)  # the video plays on
     window.close()
-    # The person's turn-on is remembered as the switch shows it; the remembered choice stays
-    # (the next launch may read the real camera).
+    # Remembered as the switch shows it and the message says (off until turned on again), a
+    # launch's too: it was kept on, and once the person had picked their real camera (and
+    # quit, the switch off) the next launch sent that camera to calls unasked.
     remembered = load_settings(open_store(str(tmp_path / "settings.ini"))).virtual_camera
-    assert remembered is (how == "launch")
+    assert remembered is False
 
 
 def test_a_damaged_int8_model_gets_advice_that_fits(qtbot, make_window):
