@@ -96,7 +96,8 @@ def load_settings(store: QSettings) -> AppSettings:
     except BackendError:
         out.scale = AppSettings.scale
     try:
-        out.size  # noqa: B018 - validates the WxH string
+        # As the resolution picker spells its entries: "1920X1080" matched none of them.
+        out.resolution = "{}x{}".format(*out.size)
     except ValueError:
         out.resolution = AppSettings.resolution
     return out

@@ -6246,6 +6246,8 @@ def test_out_of_range_settings_fall_back_or_are_clamped(tmp_path):
     loaded = load_settings(store)
     assert (loaded.strength, loaded.split, loaded.view_mode) == (0.0, 1.0, "side")
     assert loaded.scale == "1" and loaded.size == (1920, 1080)
+    # As the picker spells it: "1920X1080" was found in no entry, shown as 720p, saved so.
+    assert loaded.resolution == "1920x1080"
 
 
 def test_the_settings_path_in_the_environment_redirects_the_store(tmp_path, monkeypatch):
