@@ -75,7 +75,7 @@ def list_camera_choices(*, use_qt: bool = True, probe_opencv: bool = True) -> li
         cameras = _qt_cameras()
     if not cameras and probe_opencv:
         cameras = _opencv_cameras()
-    return [*_distinct_names(_virtual_last(cameras)), demo_choice()]
+    return [*distinct_names(_virtual_last(cameras)), demo_choice()]
 
 
 def has_cameras(choices: list[CameraChoice]) -> bool:
@@ -188,7 +188,7 @@ def reads_virtual_device(source: str, name: str, device: str) -> bool:
     return base.strip().casefold() == device.strip().casefold()
 
 
-def _distinct_names(cameras: list[CameraChoice]) -> list[CameraChoice]:
+def distinct_names(cameras: list[CameraChoice]) -> list[CameraChoice]:
     """Two cameras of the same model report the same name: number the later ones
     ("HD Webcam", "HD Webcam (2)") so the picker can tell them apart."""
     # A number is skipped when another device already reports that name ("HD Webcam (2)" of

@@ -79,6 +79,7 @@ from app.camera_list import (
     CameraProbe,
     ResolutionChoice,
     demo_choice,
+    distinct_names,
     reads_virtual_device,
 )
 from app.engine_bridge import RETRY_LABELS, EngineBridge, ModelFailure, UserMessage
@@ -891,6 +892,9 @@ class MainWindow(QMainWindow):
                 new.insert(0, named)
         if current.id not in {c.id for c in new}:
             new.insert(0, current)
+        # The unplugged camera kept (in use, reconnecting) shares its model's name with the
+        # other one listed, which lost its "(2)" once alone: two entries of one name.
+        new = distinct_names(new)
         self.cameras = new
         self.camera_combo.blockSignals(True)
         self.camera_combo.clear()

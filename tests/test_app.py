@@ -14,6 +14,7 @@ import time
 import types
 from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -2486,6 +2487,23 @@ def test_a_camera_whose_own_name_is_numbered_is_not_given_that_name_twice(qtbot,
     )
     names = [c.name for c in list_camera_choices()]
     assert names == ["HD Webcam", "HD Webcam (3)", "HD Webcam (2)", "Demo clip (bundled)"]
+
+
+def test_an_unplugged_camera_kept_in_the_picker_keeps_a_name_of_its_own(qtbot, make_window):
+    # Two "HD Webcam"s, the first in use and unplugged: the list without it named the other
+    # plain "HD Webcam", and the kept one beside it read the same.
+    first = CameraChoice(id="/dev/video0", name="HD Webcam", source="/dev/video0")
+    second = CameraChoice(id="/dev/video2", name="HD Webcam (2)", source="/dev/video2")
+    window = make_window(
+        cameras=[first, second, demo_choice()], settings=AppSettings(source=first.id), start=False
+    )
+    assert window.current_camera() == first
+    window.set_cameras([replace(second, name="HD Webcam"), demo_choice()])
+    combo = window.camera_combo
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    assert texts == ["HD Webcam", "HD Webcam (2)", "Demo clip (bundled)"], texts
+    assert combo.currentData() == first.id
+    assert combo.itemData(1) == second.id
 
 
 def test_virtual_cameras_are_listed_after_the_real_ones(qtbot, monkeypatch):
