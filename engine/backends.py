@@ -1931,7 +1931,16 @@ def _check_format(name: str, cls: type, model: ModelFile) -> None:
     entry or its suffix says which: the runtime's own error named neither (``--backend torch
     --model student_fast.onnx``: "PytorchStreamReader failed reading zip archive ...")."""
     runs = getattr(cls, "model_format", None)
-    known = model.entry.format if model.entry else _SUFFIX_FORMAT.get(model.path.suffix.lower())
+    suffix = model.path.suffix.lower()
+    if suffix == ".xml" and runs in _FORMATS and name != "openvino":
+        # OpenVINO's own format, which only its backend reads: ONNX Runtime said "Protobuf
+        # parsing failed", torch that the file was corrupted.
+        raise ModelError(
+            f"cannot load model {model.path}: it is an OpenVINO IR file and the {name} backend "
+            f"runs {_FORMATS[runs][1]} models (use the openvino backend for it, or a "
+            f"{_FORMATS[runs][2]} file)"
+        )
+    known = model.entry.format if model.entry else _SUFFIX_FORMAT.get(suffix)
     if runs not in _FORMATS or known not in _FORMATS or known == runs:
         return
     others = [n for n, c in BACKENDS.items() if getattr(c, "model_format", None) == known]

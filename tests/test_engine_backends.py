@@ -966,6 +966,27 @@ def test_a_model_in_the_other_format_names_both_formats(tmp_path, name, file, fm
     )
 
 
+@pytest.mark.parametrize(
+    ("name", "runs", "suffix"),
+    [("onnx", "ONNX", ".onnx"), pytest.param("torch", "TorchScript", ".ts", marks=needs_torch)],
+)
+@pytest.mark.parametrize("listed", [False, True])
+def test_an_openvino_ir_given_to_another_backend_is_named(tmp_path, name, runs, suffix, listed):
+    # ONNX Runtime said "INVALID_PROTOBUF : Protobuf parsing failed", torch that the file was
+    # a corrupted checkpoint.
+    path = tmp_path / "ir.xml"
+    path.write_text('<?xml version="1.0"?>\n<net name="m" version="11"></net>\n')
+    (tmp_path / "ir.bin").write_bytes(bytes(16))
+    if listed:
+        write_manifest(tmp_path, ["ir.xml", "ir.bin"])
+    with pytest.raises(ModelError) as info:
+        create_backend(name, model=path)
+    assert str(info.value) == (
+        f"cannot load model {path}: it is an OpenVINO IR file and the {name} backend runs "
+        f"{runs} models (use the openvino backend for it, or a {suffix} file)"
+    )
+
+
 def test_a_model_whose_format_nothing_states_is_left_to_the_runtime(tmp_path):
     # No manifest entry and a suffix that says nothing: no refusal by guess.
     path = make_onnx_model(tmp_path / "mine.model", "identity")
