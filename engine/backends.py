@@ -1970,10 +1970,31 @@ def _try_int8(name: str, device: str, threads: int | None, options: dict) -> Bac
     if path is None or path.name != INT8_NAME:
         return None
     try:
-        return _build(name, open_model(path), device, threads, options)
+        built = _build(name, open_model(path), device, threads, options)
     except (ModelError, BackendError) as exc:
         warn_user(f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=3)
         return None
+    _check_float_beside(path.parent)
+    return built
+
+
+def _check_float_beside(folder: Path) -> None:
+    """Warn when the float CPU student beside the int8 one is missing or damaged: the int8
+    file runs well without it, and a damaged shipped file went unsaid on the default path
+    (the onnx backend, ``--precision`` and the GPU-less ``auto`` of another CPU need it)."""
+    path = folder / "student_fast.onnx"
+    try:
+        verify_file(path)
+        return
+    except ModelIntegrityError:
+        why = "does not match manifest.json (damaged or replaced)"
+    except (ModelError, OSError) as exc:
+        why = "is missing" if not path.exists() else f"cannot be checked ({exc})"
+    warn_user(
+        f"{path.name} in {folder} {why}: running {INT8_NAME}, its int8 copy; reinstall "
+        "SharpCam to repair it",
+        stacklevel=4,
+    )
 
 
 def _ort_gpu_listed() -> bool:

@@ -760,6 +760,41 @@ def test_a_bad_or_foreign_int8_file_falls_back_to_the_float_student(tmp_path, mo
 
 
 @needs_openvino
+@pytest.mark.parametrize("damage", ["changed", "deleted"])
+def test_a_damaged_or_missing_float_student_beside_the_int8_one_is_said(
+    tmp_path, monkeypatch, damage
+):
+    # OpenVINO's default runs the int8 file: the float student beside it, changed by a byte or
+    # deleted, went unsaid ("a missing or damaged shipped model ... with a visible warning").
+    import engine.backends as B
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "f32")
+    names = ["student_fast.onnx", "student_fast_int8.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # both intact: nothing said
+        assert create_backend("openvino", device="cpu").model.path.name == names[1]
+    flt = tmp_path / names[0]
+    if damage == "changed":
+        data = bytearray(flt.read_bytes())
+        data[-1] ^= 1
+        flt.write_bytes(bytes(data))
+        why = "does not match manifest.json"
+    else:
+        flt.unlink()
+        why = "is missing"
+    for name in ("openvino", "auto"):
+        with pytest.warns(UserWarning, match=f"student_fast.onnx in .* {why}") as caught:
+            be = create_backend(name, device="cpu")
+        assert be.model.path.name == names[1]  # the int8 file is sound: it runs
+        assert "running student_fast_int8.onnx" in str(caught[0].message)
+        be.close()
+
+
+@needs_openvino
 def test_an_unlisted_int8_file_beside_a_listed_float_student_is_not_loaded(tmp_path, monkeypatch):
     import engine.backends as B
 
