@@ -881,6 +881,12 @@ class OnnxBackend(_ModelBackend):
                 raise self._contract_error(x.shape, y.shape)
         return self._buf.from_nchw(y)
 
+    @property
+    def fixed_size(self) -> bool:
+        """The model takes one height or width only (exported without dynamic axes): it runs
+        at no processing scale but 1 (:class:`ScaledBackend`)."""
+        return self._fixed_size
+
     def _fixed_size_message(self, h: int, w: int) -> str:
         fh, fw = self._fixed_hw
         if fh is not None and fw is not None:
@@ -1586,6 +1592,21 @@ class ScaledBackend(_BackendBase):
         self._preparing: tuple[tuple[int, int], threading.Thread] | None = None
         entry = getattr(getattr(backend, "model", None), "entry", None)
         self.multiple = int(getattr(getattr(entry, "input", None), "multiple", None) or 1)
+        if getattr(backend, "fixed_size", False):
+            # Every smaller size fails in the model: `auto` ran it at full size, stepped down
+            # when it was slow, and the rest of the stream went out unsharpened.
+            path = getattr(getattr(backend, "model", None), "path", "the model")
+            if not self.adaptive:
+                raise BackendError(
+                    f"{path} has a fixed input size, so it runs at processing scale 1 only "
+                    "(export it with dynamic H and W to run it smaller)"
+                )
+            self._ladder = [1.0]
+            warn_user(
+                f"{path} has a fixed input size: the automatic processing scale keeps it at "
+                "full size (export it with dynamic H and W to let it run smaller)",
+                stacklevel=3,
+            )
 
     @property
     def scale(self) -> float:

@@ -1203,6 +1203,32 @@ def test_refused_frame_size_leaves_the_onnx_backend_usable(tmp_path: Path) -> No
     backend.close()
 
 
+def test_a_fixed_size_model_runs_at_full_size_only(tmp_path: Path) -> None:
+    # `--scale auto` (the default) ran it at full size, stepped down once it was slow, and the
+    # model refused every smaller frame: the rest of the stream went out unsharpened, exit 0.
+    onnx = pytest.importorskip("onnx")
+    path = make_onnx_model(tmp_path / "fixed.onnx", kind="identity")
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for i in (2, 3):
+            dims[i].Clear()
+            dims[i].dim_value = 64
+    onnx.save(model, str(path))
+    with pytest.raises(BackendError, match="fixed input size, so it runs at processing scale 1"):
+        with pytest.warns(UserWarning, match="loading it unverified"):
+            create_backend("onnx", model=path, scale=0.75)
+    with pytest.warns(UserWarning, match="fixed input size: the automatic processing scale"):
+        backend = create_backend("onnx", model=path, scale="auto")
+    ticks = iter(np.arange(1_000) * 0.05)  # each reading 50 ms on: slow against 27 ms
+    backend._clock = lambda: float(next(ticks))
+    frame = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    for _ in range(60):
+        assert np.array_equal(backend.process(frame), frame)
+    assert backend.scale == 1.0
+    backend.close()
+
+
 def test_an_unwritable_tensorrt_cache_does_not_stop_onnx_runtime(tmp_path, monkeypatch, models):
     # onnxruntime-gpu lists TensorRT even on machines without a GPU, and a read-only home (a
     # sandbox, a service account) made OnnxBackend die creating the engine cache folder.
