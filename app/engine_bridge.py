@@ -1830,6 +1830,11 @@ class EngineBridge(QObject):
             self._say(msg)
         self.stream_ended.emit(msg)
 
+    def poll_now(self) -> None:
+        """Take the engine's statistics now, as the timer does: a scripted run's end must not
+        miss a model failure since the last poll."""
+        self._poll_stats()
+
     def _poll_stats(self) -> None:
         if self._engine is None:
             return

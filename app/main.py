@@ -31,7 +31,7 @@ from PySide6.QtGui import QImageWriter
 from PySide6.QtWidgets import QApplication
 
 from app.camera_list import CameraProbe, has_cameras, list_camera_choices, watch_cameras
-from app.engine_bridge import EngineBridge
+from app.engine_bridge import EngineBridge, backend_label
 from app.settings import APPLICATION, ORGANIZATION, load_settings, open_store
 from app.window import MainWindow, app_icon, format_stats
 
@@ -234,10 +234,7 @@ def run_app(
             # Not from inside the bridge's own signal: it is still finishing that start.
             QTimer.singleShot(0, window.close)
 
-        def on_start_finished(ok: bool) -> None:
-            if not ok:
-                fail(no_video_reason(window))
-                return
+        def say_model_failure() -> None:
             failure = window.bridge.model_failure
             if failure is not None and not result["code"]:
                 # The video runs unsharpened (the banner and the badge say so in the picture):
@@ -246,6 +243,12 @@ def run_app(
                 result["code"] = 1
                 reason = " ".join(failure.message.text.split())
                 print(f"sharpcam: error: {reason}", file=sys.stderr)
+
+        def on_start_finished(ok: bool) -> None:
+            if not ok:
+                fail(no_video_reason(window))
+                return
+            say_model_failure()
 
         window.bridge.start_finished.connect(on_start_finished)
         # A stream that ended on its own (the source failed mid-run) is over for good: waiting
@@ -268,6 +271,10 @@ def run_app(
                     return
                 print(f"sharpcam: {no_frame_reason(window, screenshot)}", file=sys.stderr)
                 result["code"] = 1
+            # A model that loaded and failed on a frame (after the start): said as one that
+            # did not load.
+            window.bridge.poll_now()
+            say_model_failure()
             if screenshot:
                 why = save_screenshot(window, Path(screenshot))
                 if why is not None:
@@ -461,8 +468,12 @@ def final_stats_line(window: MainWindow, elapsed_s: float) -> str:
         # The status line's rate is a 2 s window; the run average is what a benchmark compares.
         n = stats.frames_out
         avg = f" · run avg {n / stats.elapsed_s:.1f} fps ({n} frame{'' if n == 1 else 's'})"
+    # What ran last, from the engine's own last word: the bridge's label, once the engine is
+    # gone, named the backend it had loaded (passthrough had stood in for it since).
+    label = window.bridge.backend_label
+    if stats is not None and getattr(stats, "backend", ""):
+        label = backend_label(name=stats.backend, provider=getattr(stats, "provider", None))
     return (
         f"sharpcam app: {window.shown_source_name()} {size_txt} · {format_stats(stats)}{avg} · "
-        f"{window.bridge.backend_label} · preview frames {window.preview.frames_shown} "
-        f"in {elapsed_s:.1f} s"
+        f"{label} · preview frames {window.preview.frames_shown} in {elapsed_s:.1f} s"
     )

@@ -4972,7 +4972,8 @@ def test_run_app_screenshot_writes_png(qtbot, tmp_path, capsys):
     )
     assert code == 0
     img = QImage(str(out))
-    assert not img.isNull() and img.width() >= 800 and img.height() >= 450
+    # The whole window (the offscreen screen is 800 px wide: the window fits in 784).
+    assert not img.isNull() and img.width() >= 700 and img.height() >= 450
     # The preview really shows video, not the dark placeholder: the centre is bright and varied.
     centre = qimage_to_array(img.copy(img.width() // 4, img.height() // 3, 200, 150))
     assert centre.std() > 10
@@ -5004,6 +5005,44 @@ def test_a_scripted_run_whose_model_does_not_load_fails_and_says_why(qtbot, tmp_
     assert len(errors) == 1 and "bad.onnx" in errors[0], captured.err
     assert not QImage(str(out)).isNull()  # the picture of it is still taken
     assert "Passthrough" in captured.out
+
+
+def test_a_scripted_run_whose_model_fails_on_its_first_frame_fails_and_says_why(
+    qtbot, tmp_path, capsys
+):
+    # A --model that loads and breaks the contract on its first frame (half-size output): the
+    # run printed "... ONNX Runtime · CPU ..." (the model it no longer ran) and exited 0.
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    from app.main import run_app
+
+    dims = [1, 3, "H", "W"]
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "AveragePool", ["input"], ["output"], kernel_shape=[2, 2], strides=[2, 2]
+            )
+        ],
+        "half",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "h", "w"])],
+    )
+    half = tmp_path / "half.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(half))
+    code = run_app(
+        source=str(DEMO_CLIP),
+        quit_after=1.0,
+        backend="onnx",
+        model=str(half),
+        settings_path=str(tmp_path / "settings.ini"),
+        tray=False,
+    )
+    captured = capsys.readouterr()
+    assert code == 1, captured.err
+    errors = [line for line in captured.err.splitlines() if line.startswith("sharpcam: error:")]
+    assert len(errors) == 1 and "passing frames through" in errors[0], captured.err
+    assert "Passthrough" in captured.out and "ONNX Runtime" not in captured.out, captured.out
 
 
 def test_a_screenshot_whose_folder_cannot_be_made_ends_the_run_with_its_reason(
