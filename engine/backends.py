@@ -1081,7 +1081,9 @@ class OpenVinoBackend(_ModelBackend):
         ppp.output().tensor().set_layout(ov.Layout("NHWC"))
 
         def to_u8(node: Any) -> Any:
-            # Same arithmetic as the other backends: clip(y * 255 + 0.5), then truncate.
+            # Same arithmetic as the other backends: clip(y * 255 + 0.5), then truncate. Not
+            # for NaN (0 here, 255 through ONNX Runtime's conversion): finding a model's NaNs
+            # would cost a pass over every output.
             y = ops.convert(node, "f32")
             y = ops.add(ops.multiply(y, np.float32(255.0)), np.float32(0.5))
             return ops.convert(ops.clamp(y, 0.0, 255.0), "u8").output(0)
