@@ -1230,6 +1230,8 @@ def _run_stream(
         seen_warnings: set[str] = set()
 
         def say_news(stats: Any) -> None:
+            if engine.failed_sinks:
+                return  # the only output failed: the run ends on that error, said once
             # stats().warning starts with the start-up warning (printed above): only what
             # came later is news, printed once, with one prefix.
             news = stats.warning or ""

@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -887,14 +888,17 @@ class MainWindow(QMainWindow):
         new = list(cameras)
         if not any(c.is_demo for c in new):
             new.append(demo_choice())
-        for named in (self._cli_choice, self._opened_choice):
+        listed = {c.name for c in new}
+        for named in (self._cli_choice, self._opened_choice, current):
             if named is not None and named.id not in {c.id for c in new}:
+                if named.name in listed:
+                    # The unplugged camera kept (in use, reconnecting) shared its model's name
+                    # with the other one listed, which lost its "(2)" once alone. Numbered
+                    # again, the names stacked ("HD Webcam (2) (2)"): it is said unplugged.
+                    named = distinct_names(
+                        [*new, replace(named, name=f"{named.name} (unplugged)")]
+                    )[-1]
                 new.insert(0, named)
-        if current.id not in {c.id for c in new}:
-            new.insert(0, current)
-        # The unplugged camera kept (in use, reconnecting) shares its model's name with the
-        # other one listed, which lost its "(2)" once alone: two entries of one name.
-        new = distinct_names(new)
         self.cameras = new
         self.camera_combo.blockSignals(True)
         self.camera_combo.clear()

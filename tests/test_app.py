@@ -2501,9 +2501,28 @@ def test_an_unplugged_camera_kept_in_the_picker_keeps_a_name_of_its_own(qtbot, m
     window.set_cameras([replace(second, name="HD Webcam"), demo_choice()])
     combo = window.camera_combo
     texts = [combo.itemText(i) for i in range(combo.count())]
-    assert texts == ["HD Webcam", "HD Webcam (2)", "Demo clip (bundled)"], texts
+    assert texts == ["HD Webcam (unplugged)", "HD Webcam", "Demo clip (bundled)"], texts
     assert combo.currentData() == first.id
     assert combo.itemData(1) == second.id
+    window.close()
+    # Three of them, the second in use and unplugged: numbered again, its name read
+    # "HD Webcam (2) (2)".
+    third = CameraChoice(id="/dev/video4", name="HD Webcam (3)", source="/dev/video4")
+    window = make_window(
+        cameras=[first, second, third, demo_choice()],
+        settings=AppSettings(source=second.id),
+        start=False,
+    )
+    window.set_cameras([first, replace(third, name="HD Webcam (2)"), demo_choice()])
+    combo = window.camera_combo
+    texts = [combo.itemText(i) for i in range(combo.count())]
+    assert texts == [
+        "HD Webcam (2) (unplugged)",
+        "HD Webcam",
+        "HD Webcam (2)",
+        "Demo clip (bundled)",
+    ], texts
+    assert combo.currentData() == second.id
 
 
 def test_virtual_cameras_are_listed_after_the_real_ones(qtbot, monkeypatch):

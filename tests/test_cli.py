@@ -2533,6 +2533,7 @@ def test_run_output_failure_counts_the_frames_the_output_took(
     err = capsys.readouterr().err
     assert code == 1, err
     assert "failed after 0 frames: " in err and "No space left" in err, err
+    assert err.count("No space left") == 1, err  # the error, not a warning before it too
 
 
 def test_run_refuses_to_overwrite_its_input(clip: Path, tmp_path: Path) -> None:

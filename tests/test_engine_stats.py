@@ -161,6 +161,19 @@ def test_summary_shows_what_happened_and_only_that() -> None:
     ]
 
 
+@pytest.mark.parametrize("queued", [3, 5, 8, 20])
+def test_rate_after_a_burst_of_any_length_is_unknown_or_the_pace(queued: int) -> None:
+    # Five or more queued frames were the window's median gap, and read 70-100 fps.
+    r = _Rate(2.0)
+    r.times.extend(5.0 + i * 1e-5 for i in range(queued))
+    start = r.times[-1]
+    for i in range(1, 40):
+        r.times.append(start + i / FPS)
+        rate = r.rate(r.times[-1])
+        assert rate == 0.0 or rate == pytest.approx(FPS, rel=0.02), (i, rate)
+    assert r.rate(r.times[-1]) == pytest.approx(FPS, rel=0.02)
+
+
 def test_rate_of_a_burst_of_queued_frames_is_not_a_frame_rate() -> None:
     # A camera hands over the frames it queued while the model warmed up, microseconds apart:
     # the first status line read "in 932.0 fps", and auto's budget followed such a rate.
