@@ -41,6 +41,7 @@ from PySide6.QtGui import (
     QFontMetrics,
     QGuiApplication,
     QIcon,
+    QKeyEvent,
     QKeySequence,
     QMoveEvent,
     QPainter,
@@ -50,6 +51,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import (
     QAbstractButton,
+    QAbstractSlider,
     QApplication,
     QButtonGroup,
     QCheckBox,
@@ -153,6 +155,12 @@ VIEW_HINTS = {
     "side": "Before left, after right · Space toggles sharpening",
     "after": "After only · Space toggles sharpening",
 }
+#: The same keys where the whole hint does not fit (an 800 px screen): cut, it lost them.
+SHORT_VIEW_HINTS = {
+    "split": "← → compare · Space: sharpen on/off",
+    "side": "Before | after · Space: sharpen on/off",
+    "after": "Space: sharpen on/off",
+}
 
 STYLE = """
 QMainWindow, QWidget#central { background: #0f1117; }
@@ -197,6 +205,7 @@ QPushButton#primary { background: #0ea5e9; color: #0b1220; border: none; font-we
 QPushButton:focus { border: 2px solid #e0f2fe; padding: 5px 11px; }
 QPushButton#primary:focus { border: 2px solid #e0f2fe; padding: 4px 10px; }
 QComboBox:focus { border: 2px solid #e0f2fe; padding: 5px 9px; }
+QFrame#banner QScrollArea:focus { border: 2px solid #e0f2fe; border-radius: 4px; }
 QSlider::groove:horizontal { height: 6px; background: #2c3446; border-radius: 3px; }
 QSlider::sub-page:horizontal { background: #38bdf8; border-radius: 3px; }
 QSlider::handle:horizontal { background: #f8fafc; width: 16px; height: 16px; margin: -6px 0;
@@ -312,9 +321,23 @@ class ElidedLabel(QLabel):
     A video's long file name or a webcam's long model name under the preview set the window's
     minimum width (1,492 px for one camera's name), wider than a 1280 px screen."""
 
-    def setText(self, text: str) -> None:  # noqa: N802 - Qt API
+    def __init__(self, text: str = "", *, hug: bool = False) -> None:
+        # hug: no wider than the whole text, so a neighbour gets the rest of a narrow row.
+        self._hug = hug
+        self._short = ""
+        super().__init__()
+        self.setText(text)
+
+    def setText(self, text: str, short: str = "") -> None:  # noqa: N802 - Qt API
+        """``short``: what is drawn instead of cutting ``text``, where it fits whole."""
+        self._short = short
         super().setText(text)
         self.setToolTip(text)
+        if self._hug:
+            self.ensurePolished()  # the style sheet's font
+            margins = self.contentsMargins()
+            need = self.fontMetrics().horizontalAdvance(text) + margins.left() + margins.right()
+            self.setMaximumWidth(max(need + 2, 1))  # 2: rounding of the advance
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(0, super().minimumSizeHint().height())
@@ -322,12 +345,18 @@ class ElidedLabel(QLabel):
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(0, super().sizeHint().height())
 
+    def shown_text(self) -> str:
+        """What is drawn at the width the label has now."""
+        metrics, width = self.fontMetrics(), self.contentsRect().width()
+        text = self.text()
+        if self._short and metrics.horizontalAdvance(text) > width:
+            text = self._short
+        return metrics.elidedText(text, Qt.TextElideMode.ElideMiddle, width)
+
     def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
         painter = QPainter(self)
         rect = self.contentsRect()
-        shown = self.fontMetrics().elidedText(
-            self.text(), Qt.TextElideMode.ElideMiddle, rect.width()
-        )
+        shown = self.shown_text()
         self.style().drawItemText(
             painter,
             rect,
@@ -377,8 +406,27 @@ class BannerText(QScrollArea):
         self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        # Not a stop of its own in the Tab order; the words are selectable with the mouse.
+        # Not a stop of its own in the Tab order while every word shows (they are selectable
+        # with the mouse); one when they scroll, where the arrows and Page Down scroll them:
+        # at the window's least size a keyboard never reached the advice below the fold.
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.setAccessibleName("Message")
+        self.verticalScrollBar().rangeChanged.connect(self._on_range)
+
+    def _on_range(self, _low: int, high: int) -> None:
+        self.setFocusPolicy(Qt.FocusPolicy.TabFocus if high > 0 else Qt.FocusPolicy.NoFocus)
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802 - Qt API
+        # Qt's scroll area takes the arrows and Page Up/Down; Home and End as a text view does.
+        ends = {
+            Qt.Key.Key_Home: QAbstractSlider.SliderAction.SliderToMinimum,
+            Qt.Key.Key_End: QAbstractSlider.SliderAction.SliderToMaximum,
+        }
+        action = ends.get(Qt.Key(event.key()))
+        if action is None:
+            super().keyPressEvent(event)
+        else:
+            self.verticalScrollBar().triggerAction(action)
 
     def _needed(self) -> int:
         """The height the words need at the width they have now."""
@@ -739,11 +787,11 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("SharpCam")
         self.setWindowIcon(app_icon())
         self.setStyleSheet(STYLE)
+        self._build_ui()
+        # After the layout, whose least size the first size keeps to.
         self._fit_first_size()
         if settings.geometry:
             self.restoreGeometry(QByteArray(settings.geometry))
-
-        self._build_ui()
         self._build_actions()
         self._select_initial_source(source)
         self._apply_settings_to_controls()
@@ -1018,11 +1066,12 @@ class MainWindow(QMainWindow):
         self.preview = PreviewWidget()
         left.addWidget(self.preview, 1)
         info = QHBoxLayout()
-        self.source_info = ElidedLabel("")
+        self.source_info = ElidedLabel("", hug=True)
         self.source_info.setObjectName("hint")
         # Both give way in a narrow window, the hint more: it kept its whole 358 px and cut
         # "Demo clip (bundled) · 640×360" to "Demo cl…640×360" at the window's least width.
-        self.view_hint = tip = ElidedLabel(VIEW_HINTS["split"])
+        self.view_hint = tip = ElidedLabel()
+        tip.setText(VIEW_HINTS["split"], SHORT_VIEW_HINTS["split"])
         tip.setObjectName("hint")
         tip.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         info.addWidget(self.source_info, 3)
@@ -1222,6 +1271,12 @@ class MainWindow(QMainWindow):
         # Tab to a control below the fold scrolls it into view all the same.
         scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.sidebar_scroll = scroll
+        # Tab from the preview goes through the window, not the scroll area, which scrolls to
+        # a control only when Tab starts inside it: the camera picker took the focus out of
+        # sight while the sidebar showed its bottom.
+        app = QApplication.instance()
+        if app is not None:
+            app.focusChanged.connect(self._scroll_focus_into_view)
         root.addWidget(scroll)
         self.setCentralWidget(central)
 
@@ -1229,7 +1284,9 @@ class MainWindow(QMainWindow):
         sb.setSizeGripEnabled(False)
         self.live_label = QLabel()
         self._set_live("starting")
-        self.stats_label = QLabel("—")
+        # Cut, not clipped, beside the model-failure badge in a narrow window ("dropped" lost
+        # its count); the whole line in the tooltip.
+        self.stats_label = ElidedLabel("—")
         self.provider_label = QLabel("—")
         self.model_badge = QLabel(
             '<span style="color:#f87171">●</span>&nbsp;Not sharpening: the model failed'
@@ -1739,7 +1796,8 @@ class MainWindow(QMainWindow):
             self.view_buttons[mode].setFocus(Qt.FocusReason.TabFocusReason)
         self.preview.set_mode(mode)
         # The divider's keys are offered only where there is a divider.
-        self.view_hint.setText(VIEW_HINTS.get(mode, VIEW_HINTS["after"]))
+        key = mode if mode in VIEW_HINTS else "after"
+        self.view_hint.setText(VIEW_HINTS[key], SHORT_VIEW_HINTS[key])
 
     def _on_mirror(self, on: bool) -> None:
         self.preview.set_mirror(on)
@@ -1926,7 +1984,10 @@ class MainWindow(QMainWindow):
             size = self.bridge.virtual_camera_size
             shown = f" · {size[0]}×{size[1]}" if size else ""
             self.virtual_status.setText(
-                f"On · sending to <b>{_html(self._elided_device(device))}</b>{shown}<br>"
+                # Joined, so a long name moves to a line of its own whole: the wrap broke it
+                # at a "-" or "/", two lines for a name shortened to fit one.
+                f"On · sending to <b>{_html(_WORD_JOINER.join(self._elided_device(device)))}"
+                f"</b>{shown}<br>"
                 "Pick it as the camera in Zoom, Teams or Meet."
             )
             self.virtual_status.setToolTip(device)
@@ -2299,6 +2360,10 @@ class MainWindow(QMainWindow):
         if self.isVisible():
             self._schedule_save()
 
+    def _scroll_focus_into_view(self, _old: QWidget | None, new: QWidget | None) -> None:
+        if new is not None and not self._closing and self.sidebar.isAncestorOf(new):
+            self.sidebar_scroll.ensureWidgetVisible(new)
+
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         job = self.save_job
         if not self._closing and job is not None and job.running():
@@ -2316,6 +2381,12 @@ class MainWindow(QMainWindow):
                 job.kill()
         if not self._closing:
             self._closing = True
+            app = QApplication.instance()
+            if app is not None:
+                try:
+                    app.focusChanged.disconnect(self._scroll_focus_into_view)
+                except (RuntimeError, TypeError):
+                    pass  # not connected (no application when the window was built)
             self.save_now()
             self.final_stats = self.bridge.stats()
             self.stopped_in_time = self.bridge.stop(timeout=STOP_TIMEOUT_S)
@@ -2379,6 +2450,7 @@ def _html(text: str) -> str:
 
 
 _ZWSP = "\u200b"  # a line may break here; nothing is drawn
+_WORD_JOINER = "\u2060"  # a line may not break here; nothing is drawn
 _BREAK_AFTER = re.compile(r"([/\\_:.,;=\-]+)")
 
 

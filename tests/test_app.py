@@ -310,7 +310,8 @@ def test_virtual_camera_toggle_sends_unmirrored_frames(qtbot, make_window, recor
     window.virtual_switch.setChecked(True)
     virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
-    assert "SharpCam Test Camera" in window.virtual_status.text()
+    # Word joiners between its letters keep the name on one line: they draw nothing.
+    assert "SharpCam Test Camera" in window.virtual_status.text().replace("\u2060", "")
     qtbot.waitUntil(lambda: len(recorder.frames) >= 5, timeout=FRAME_TIMEOUT_MS)
     sent = recorder.frames[-1]
     assert sent.shape == (360, 640, 3) and sent.dtype == np.uint8
@@ -7417,7 +7418,110 @@ def test_the_window_fits_an_800_by_600_screen(qtbot, make_window, monkeypatch):
     window._fit_first_size()
     qtbot.waitUntil(lambda: window.width() <= 800 - 16, timeout=5_000)
     assert window.width() >= hint.width() and window.height() <= 600 - 48
-    # The source line still reads whole at that width.
+    # The source line still reads whole at that width, and the view hint keeps its keys:
+    # cut in the middle it read "Drag the divi…es sharpening".
     info = window.source_info
     need = info.fontMetrics().horizontalAdvance(info.text())
     qtbot.waitUntil(lambda: info.width() >= need, timeout=5_000)
+    from app.window import SHORT_VIEW_HINTS
+
+    hint = window.view_hint
+    qtbot.waitUntil(lambda: hint.shown_text() == SHORT_VIEW_HINTS["split"], timeout=5_000)
+    assert hint.toolTip() == hint.text()  # whole there
+    # The status line beside the model-failure badge is cut with "…" (it was clipped, the
+    # drop count lost), whole in its tooltip.
+    window.resize(window.minimumSizeHint())
+    window.model_badge.show()
+    stats = window.stats_label
+    qtbot.waitUntil(lambda: stats.width() < 330, timeout=5_000)
+    # Read at once: the stats timer sets the engine's own line at its next tick.
+    stats.setText("30.0 fps · latency 0 ms (p95 2 ms) · dropped 12345 · and more words here")
+    shown = stats.shown_text()
+    assert "…" in shown and shown.endswith("here"), shown
+    assert stats.toolTip() == stats.text()
+
+
+def test_tab_into_the_sidebar_from_the_preview_scrolls_to_the_control(qtbot, make_window):
+    # Tab from the divider gave the camera picker the focus out of sight (y = -360 in a 276 px
+    # view): the scroll area follows the focus only when Tab starts inside it.
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    window.resize(window.minimumSizeHint())
+    scroll = window.sidebar_scroll
+    qtbot.waitUntil(lambda: scroll.verticalScrollBar().maximum() > 0, timeout=5_000)
+    with qtbot.waitActive(window):
+        window.activateWindow()
+
+    def in_view(widget: QWidget) -> bool:
+        top = widget.mapTo(scroll.viewport(), QPoint(0, 0)).y()
+        return 0 <= top and top + widget.height() <= scroll.viewport().height()
+
+    window.virtual_switch.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.waitUntil(lambda: in_view(window.virtual_switch), timeout=2_000)
+    window.preview.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(window.preview, Qt.Key.Key_Tab)
+    qtbot.waitUntil(window.camera_combo.hasFocus, timeout=2_000)
+    qtbot.waitUntil(lambda: in_view(window.camera_combo), timeout=2_000)
+    # And back: Shift+Tab from the preview to the last control of the sidebar.
+    window.preview.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(window.preview, Qt.Key.Key_Backtab, Qt.KeyboardModifier.ShiftModifier)
+    qtbot.waitUntil(window.virtual_switch.hasFocus, timeout=2_000)
+    qtbot.waitUntil(lambda: in_view(window.virtual_switch), timeout=2_000)
+
+
+def test_a_banner_whose_words_scroll_is_reached_and_scrolled_by_keyboard(qtbot, make_window):
+    # At the window's least size the advice was below the fold, the words were no Tab stop,
+    # and no key scrolled them.
+    from app.engine_bridge import UserMessage
+
+    window = make_window()
+    wait_frames(qtbot, window, 1)
+    area = window.banner.text_area
+    assert area.focusPolicy() == Qt.FocusPolicy.NoFocus  # no banner, no stop
+    advice = " ".join(["Press Retry with SharpCam's own model in the sidebar."] * 8)
+    window.show_message(UserMessage("model", "The model failed on a frame.", advice))
+    window.resize(window.minimumSizeHint())
+    bar = area.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5_000)
+    assert area.focusPolicy() == Qt.FocusPolicy.TabFocus
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    window.banner.dismiss_button.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.keyClick(
+        window.banner.dismiss_button, Qt.Key.Key_Backtab, Qt.KeyboardModifier.ShiftModifier
+    )
+    qtbot.waitUntil(area.hasFocus, timeout=2_000)
+    qtbot.keyClick(area, Qt.Key.Key_End)
+    qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=2_000)
+    # Room for every word again: no stop.
+    window.resize(1240, 700)
+    qtbot.waitUntil(lambda: bar.maximum() == 0, timeout=5_000)
+    assert area.focusPolicy() == Qt.FocusPolicy.NoFocus
+
+
+def test_a_long_virtual_camera_name_takes_one_line_of_its_own(qtbot, make_window, recorder):
+    # Shortened to the sidebar's width, it still wrapped at a "-" after "On · sending to":
+    # "/dev/video42-SharpCa…ith-a-" / "very-long-name".
+    from PySide6.QtGui import QTextDocument
+
+    recorder.device_name = "/dev/video42-SharpCam-output-device-with-a-very-long-name"
+    window = make_window(backend="passthrough")
+    wait_frames(qtbot, window, 1)
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    label = window.virtual_status
+    shown = window._elided_device(recorder.device_name)
+    assert "…" in shown
+    doc = QTextDocument()
+    doc.setDefaultFont(label.font())
+    doc.setDocumentMargin(0)  # as QLabel lays its text out
+    doc.setHtml(label.text())
+    doc.setTextWidth(label.contentsRect().width())
+    doc.size()  # laid out
+    block = doc.firstBlock()
+    layout = block.layout()
+    lines = [
+        block.text()[line.textStart() : line.textStart() + line.textLength()].replace("\u2060", "")
+        for line in (layout.lineAt(i) for i in range(layout.lineCount()))
+    ]
+    assert any(shown in line for line in lines), (lines, label.contentsRect().width())
