@@ -1830,6 +1830,21 @@ class EngineBridge(QObject):
             self._say(msg)
         self.stream_ended.emit(msg)
 
+    def retarget_camera(self, was: str, now: str | None) -> None:
+        """The camera the stream reads as ``was`` is now ``now`` in the OS's list, or gone
+        with its number another camera's (None): its next reopen goes there, or waits
+        (``CameraSource.retarget``). Windows and macOS number cameras by their place in the
+        list, which an unplug shifts."""
+        if self._engine is None or self.using_fallback or self._playing is None:
+            return
+        if self._playing[0] != was:
+            return  # another source plays
+        retarget = getattr(self._source, "retarget", None)
+        if callable(retarget):
+            retarget(now)
+        if now is not None:
+            self._playing = (now, self._playing[1])
+
     def poll_now(self) -> None:
         """Take the engine's statistics now, as the timer does: a scripted run's end must not
         miss a model failure since the last poll."""

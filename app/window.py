@@ -34,6 +34,7 @@ from PySide6.QtGui import (
     QAction,
     QCloseEvent,
     QColor,
+    QCursor,
     QDesktopServices,
     QDragEnterEvent,
     QDropEvent,
@@ -71,6 +72,7 @@ from PySide6.QtWidgets import (
     QSizePolicy,
     QSlider,
     QSystemTrayIcon,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -316,7 +318,9 @@ class ToggleSwitch(QCheckBox):
 
 class ElidedLabel(QLabel):
     """A one-line label that never widens its window: a long text is drawn cut with "…" to the
-    width it gets, and shown whole in its tooltip. ``text()`` stays the whole text.
+    width it gets, and shown whole in its tooltip (only then: a tooltip repeating the line in
+    view said nothing, and one of a status line that changes went stale while it showed).
+    ``text()`` stays the whole text.
 
     A video's long file name or a webcam's long model name under the preview set the window's
     minimum width (1,492 px for one camera's name), wider than a 1280 px screen."""
@@ -332,12 +336,32 @@ class ElidedLabel(QLabel):
         """``short``: what is drawn instead of cutting ``text``, where it fits whole."""
         self._short = short
         super().setText(text)
-        self.setToolTip(text)
+        self._measure()
+        self._update_tip()
+
+    def _measure(self) -> None:
         if self._hug:
             self.ensurePolished()  # the style sheet's font
             margins = self.contentsMargins()
+            text = self.text()
             need = self.fontMetrics().horizontalAdvance(text) + margins.left() + margins.right()
             self.setMaximumWidth(max(need + 2, 1))  # 2: rounding of the advance
+
+    def _update_tip(self) -> None:
+        tip = self.text() if self.shown_text() != self.text() else ""
+        if tip != self.toolTip():
+            self.setToolTip(tip)
+            if tip and QToolTip.isVisible() and self.underMouse():
+                QToolTip.showText(QCursor.pos(), tip, self)  # a shown one is not redrawn
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt API
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.FontChange, QEvent.Type.StyleChange):
+            self._measure()  # another font, another width of the same text
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._update_tip()
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(0, super().minimumSizeHint().height())
@@ -395,6 +419,7 @@ class BannerText(QScrollArea):
     """
 
     MIN_LINES = 3
+    RING = 4  # px kept around the words for the focus ring (a 2 px border, a 2 px gap)
 
     def __init__(self, label: QLabel, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -412,6 +437,9 @@ class BannerText(QScrollArea):
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.setAccessibleName("Message")
         self.verticalScrollBar().rangeChanged.connect(self._on_range)
+        # Room for the focus ring (the style sheet's border) around the words, not over them.
+        m = self.RING
+        self.setViewportMargins(m, m, m, m)
 
     def _on_range(self, _low: int, high: int) -> None:
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus if high > 0 else Qt.FocusPolicy.NoFocus)
@@ -432,7 +460,8 @@ class BannerText(QScrollArea):
         """The height the words need at the width they have now."""
         label = self.widget()
         label.ensurePolished()  # the style sheet's font
-        return label.heightForWidth(max(self.width(), 1))
+        ring = 2 * self.RING
+        return label.heightForWidth(max(self.width() - ring, 1)) + ring
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         return QSize(self.widget().fontMetrics().averageCharWidth() * 40, self._needed())
@@ -440,7 +469,7 @@ class BannerText(QScrollArea):
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
         label = self.widget()
         label.ensurePolished()
-        lines = self.MIN_LINES * label.fontMetrics().lineSpacing() + 4  # 4: bold lines' extra
+        lines = self.MIN_LINES * label.fontMetrics().lineSpacing() + 4 + 2 * self.RING  # 4: bold
         return QSize(label.fontMetrics().averageCharWidth() * 10, min(self._needed(), lines))
 
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt API
@@ -827,7 +856,19 @@ class MainWindow(QMainWindow):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
         if (
+            event.type() == QEvent.Type.FocusIn
+            and event.reason()  # type: ignore[attr-defined]
+            in (Qt.FocusReason.TabFocusReason, Qt.FocusReason.BacktabFocusReason)
+            and isinstance(watched, QWidget)
+            and self.sidebar.isAncestorOf(watched)
+        ):
+            # Tab from the preview goes through the window, not the scroll area, which scrolls
+            # to a control only when Tab starts inside it: the camera picker took the focus out
+            # of sight. Only Tab: a click, or the window active again, must not scroll it.
+            self.sidebar_scroll.ensureWidgetVisible(watched)
+        if (
             event.type() == QEvent.Type.ShortcutOverride
+            and watched in self._takes_space
             and event.key() == Qt.Key.Key_Space  # type: ignore[attr-defined]
             and event.modifiers() == Qt.KeyboardModifier.NoModifier  # type: ignore[attr-defined]
         ):
@@ -933,6 +974,14 @@ class MainWindow(QMainWindow):
 
     def _offer_cameras(self, cameras: list[CameraChoice]) -> None:
         current = self.current_camera()
+        if not current.is_demo and source_kind(current.source) == "camera":
+            # By number (Windows, macOS), a camera's place in the list moves with an unplug:
+            # the reconnect reopened its old number, another camera or none.
+            now = next((c for c in cameras if c.id == current.id), None)
+            if now is not None and now.source != current.source:
+                self.bridge.retarget_camera(current.source, now.source)
+            elif now is None and any(c.source == current.source for c in cameras):
+                self.bridge.retarget_camera(current.source, None)
         new = list(cameras)
         if not any(c.is_demo for c in new):
             new.append(demo_choice())
@@ -1271,12 +1320,6 @@ class MainWindow(QMainWindow):
         # Tab to a control below the fold scrolls it into view all the same.
         scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.sidebar_scroll = scroll
-        # Tab from the preview goes through the window, not the scroll area, which scrolls to
-        # a control only when Tab starts inside it: the camera picker took the focus out of
-        # sight while the sidebar showed its bottom.
-        app = QApplication.instance()
-        if app is not None:
-            app.focusChanged.connect(self._scroll_focus_into_view)
         root.addWidget(scroll)
         self.setCentralWidget(central)
 
@@ -1311,12 +1354,16 @@ class MainWindow(QMainWindow):
             # sharpening went off instead, and the list could not be opened from the keyboard.
             *self.findChildren(QComboBox),
         ]
+        self._takes_space = set(controls)
         for control in controls:
             # A click must not take the focus (Space after it is for sharpening), Tab does:
             # then Space presses the button (opens the picker), the only key that does for a
             # keyboard user.
             control.setFocusPolicy(Qt.FocusPolicy.TabFocus)
             control.installEventFilter(self)
+        for control in self.sidebar.findChildren(QWidget):
+            if control.focusPolicy() & Qt.FocusPolicy.TabFocus:
+                control.installEventFilter(self)  # for its FocusIn; Qt keeps one of each filter
         self.open_action = QAction("Open a video or photo…", self)
         self.open_action.setShortcut(QKeySequence("Ctrl+O"))
         self.open_action.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
@@ -2360,10 +2407,6 @@ class MainWindow(QMainWindow):
         if self.isVisible():
             self._schedule_save()
 
-    def _scroll_focus_into_view(self, _old: QWidget | None, new: QWidget | None) -> None:
-        if new is not None and not self._closing and self.sidebar.isAncestorOf(new):
-            self.sidebar_scroll.ensureWidgetVisible(new)
-
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt API
         job = self.save_job
         if not self._closing and job is not None and job.running():
@@ -2381,12 +2424,6 @@ class MainWindow(QMainWindow):
                 job.kill()
         if not self._closing:
             self._closing = True
-            app = QApplication.instance()
-            if app is not None:
-                try:
-                    app.focusChanged.disconnect(self._scroll_focus_into_view)
-                except (RuntimeError, TypeError):
-                    pass  # not connected (no application when the window was built)
             self.save_now()
             self.final_stats = self.bridge.stats()
             self.stopped_in_time = self.bridge.stop(timeout=STOP_TIMEOUT_S)

@@ -1255,6 +1255,7 @@ class CameraSource(_SourceBase):
         # says its own.
         self._retry_s = _retry_period(self._requested[1] or DEFAULT_FPS)
         self._failed_reads = 0  # the last streak's failed reads, for the messages
+        self._absent = False  # retarget(None): not reopened until told where it is
         self.reconnecting = False  # True while the device is gone and being reopened
         self._lock = threading.Lock()  # read() vs close() on the capture object
         self._cap: Any = self._open()
@@ -1428,7 +1429,7 @@ class CameraSource(_SourceBase):
                 break
             self.last_wait_s += time.perf_counter() - t0
             delay = min(delay * 2.0, self._backoff[1])
-            cap = self._open()
+            cap = None if self._absent else self._open()
             with self._lock:
                 if self._closed:
                     if cap is not None:
@@ -1436,6 +1437,22 @@ class CameraSource(_SourceBase):
                     break
                 self._cap = cap
         return None
+
+    def retarget(self, device: int | str | None) -> None:
+        """Where the camera is now, for its next reopen; None: not there, so not reopened
+        until told where it is.
+
+        Windows and macOS number cameras by their place in the OS's list, which an unplug
+        shifts: reopening its old number after the camera was unplugged opened the camera next
+        in line (another one, sent to the call unasked), and a camera whose number had shifted
+        was never found again. Whoever watches the list (the app) says where it went.
+        """
+        with self._lock:
+            if device is None:
+                self._absent = True
+            else:
+                self._target, self._index = _parse_camera(device)
+                self._absent = False
 
     def _release(self) -> None:
         with self._lock:

@@ -7430,9 +7430,11 @@ def test_the_window_fits_an_800_by_600_screen(qtbot, make_window, monkeypatch):
     assert hint.toolTip() == hint.text()  # whole there
     # The status line beside the model-failure badge is cut with "…" (it was clipped, the
     # drop count lost), whole in its tooltip.
+    stats = window.stats_label
+    qtbot.waitUntil(lambda: stats.text() != "—", timeout=5_000)
+    assert stats.toolTip() == ""  # whole in view: a tooltip would only repeat it, and go stale
     window.resize(window.minimumSizeHint())
     window.model_badge.show()
-    stats = window.stats_label
     qtbot.waitUntil(lambda: stats.width() < 330, timeout=5_000)
     # Read at once: the stats timer sets the engine's own line at its next tick.
     stats.setText("30.0 fps · latency 0 ms (p95 2 ms) · dropped 12345 · and more words here")
@@ -7467,6 +7469,14 @@ def test_tab_into_the_sidebar_from_the_preview_scrolls_to_the_control(qtbot, mak
     qtbot.keyClick(window.preview, Qt.Key.Key_Backtab, Qt.KeyboardModifier.ShiftModifier)
     qtbot.waitUntil(window.virtual_switch.hasFocus, timeout=2_000)
     qtbot.waitUntil(lambda: in_view(window.virtual_switch), timeout=2_000)
+    # Only Tab scrolls: a click on a control, or the window active again, gave the focus back
+    # to one out of sight, and the sidebar jumped under the pointer.
+    bar = scroll.verticalScrollBar()
+    for reason in (Qt.FocusReason.MouseFocusReason, Qt.FocusReason.ActiveWindowFocusReason):
+        bar.setValue(bar.maximum())
+        window.camera_combo.setFocus(reason)
+        qtbot.wait(50)
+        assert bar.value() == bar.maximum(), reason
 
 
 def test_a_banner_whose_words_scroll_is_reached_and_scrolled_by_keyboard(qtbot, make_window):
@@ -7491,6 +7501,8 @@ def test_a_banner_whose_words_scroll_is_reached_and_scrolled_by_keyboard(qtbot, 
         window.banner.dismiss_button, Qt.Key.Key_Backtab, Qt.KeyboardModifier.ShiftModifier
     )
     qtbot.waitUntil(area.hasFocus, timeout=2_000)
+    # The focus ring (2 px) goes around the words, not over them.
+    assert min(area.viewport().geometry().left(), area.viewport().geometry().top()) >= 4
     qtbot.keyClick(area, Qt.Key.Key_End)
     qtbot.waitUntil(lambda: bar.value() == bar.maximum(), timeout=2_000)
     # Room for every word again: no stop.
@@ -7525,3 +7537,38 @@ def test_a_long_virtual_camera_name_takes_one_line_of_its_own(qtbot, make_window
         for line in (layout.lineAt(i) for i in range(layout.lineCount()))
     ]
     assert any(shown in line for line in lines), (lines, label.contentsRect().width())
+
+
+def test_a_camera_numbered_by_its_place_in_the_list_is_followed_when_the_list_shifts(
+    qtbot, make_window
+):
+    # Windows and macOS open cameras by their place in the OS's list. Camera A (0) unplugged,
+    # B moved from 1 to 0: the reconnect to 0 opened B. A camera whose number shifted was
+    # never found again.
+    import engine
+
+    told: list[str | None] = []
+
+    def open_source(source, *, live, size=None, fps=None, **options):  # noqa: ANN001, ANN003, ANN202
+        if str(source).isdigit():
+            src = engine.open_source(str(DEMO_CLIP), live=live, fps=fps, loop=True)
+            src.retarget = told.append  # as CameraSource.retarget
+            return src
+        return engine.open_source(source, live=live, size=size, fps=fps, **options)
+
+    a = CameraChoice(id="usb#A", name="USB Cam", source="0")
+    b = CameraChoice(id="usb#B", name="Laptop Cam", source="1")
+    window = make_window(
+        api=_engine_api(open_source=open_source),
+        cameras=[a, b, demo_choice()],
+        settings=AppSettings(source=a.id),
+    )
+    assert window.current_camera() == a and not window.bridge.using_fallback
+    window.set_cameras([replace(b, source="0"), demo_choice()])  # A unplugged
+    assert told == [None]  # its number is B's now: not reopened until A is back
+    window.set_cameras([replace(b, source="0"), replace(a, source="1"), demo_choice()])
+    assert told == [None, "1"]  # back, second in the list: reopened there
+    window.set_cameras([replace(b, source="0"), replace(a, source="1"), demo_choice()])
+    assert told == [None, "1"]  # nothing moved
+    window.set_cameras([replace(a, source="0"), demo_choice()])  # B unplugged: A moves to 0
+    assert told == [None, "1", "0"]

@@ -1022,6 +1022,41 @@ def test_camera_reconnects_after_unplug(monkeypatch):
     assert made[-1].released
 
 
+def test_a_camera_told_where_it_went_reopens_there_and_not_the_next_in_line(monkeypatch):
+    # Windows and macOS number cameras by their place in the list: camera A at 0 unplugged,
+    # B moved from 1 to 0, and the reconnect to 0 opened B, sent to the call unasked.
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    plugged = {"A": 50, "B": 200}
+    order = ["A", "B"]
+    streaming: dict[str, FakeCapture] = {}
+
+    def factory(target, api):  # noqa: ANN001, ANN202
+        if not isinstance(target, int) or target >= len(order):
+            return FakeCapture(target, api, opened=False)
+        name = order[target]
+        cap = FakeCapture(target, api, value=plugged[name])
+        streaming[name] = cap
+        return cap
+
+    monkeypatch.setattr(sources, "_make_capture", factory)
+    cam = CameraSource(device="0", backoff=(0.001, 0.002), lost_after_reads=2)
+    assert int(cam.read().image[0, 0, 0]) == 50
+    order.remove("A")  # A unplugged: B is camera 0 now
+    streaming["A"].frames_left = 0
+    cam.retarget(None)  # the app saw A gone, and its number taken by another
+    reader = threading.Thread(target=cam.read, daemon=True)
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive() and cam.reconnecting  # waits for A; B was never opened
+    assert "B" not in streaming
+    order.insert(1, "A")  # A plugged in again, listed second
+    cam.retarget("1")
+    reader.join(2.0)
+    assert not reader.is_alive()
+    assert int(cam.read().image[0, 0, 0]) == 50 and cam.reconnects == 1
+    cam.close()
+
+
 def test_camera_reconnect_wait_is_interruptible(monkeypatch):
     lost = threading.Event()
 
