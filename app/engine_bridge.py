@@ -686,6 +686,7 @@ class EngineBridge(QObject):
         self._cancelled_opens: set[_VirtualOpen] = set()
         self._answering_turn_on = False  # see answering_turn_on
         self._refusing_loop = False  # see refusing_loop
+        self._camera_absent = False  # the playing camera was said gone (retarget_camera)
         # (source, picker name) the running engine reads, None for the fallback clip: the
         # virtual camera must not send to the device it reads (its own picture in a loop).
         self._playing: tuple[str, str] | None = None
@@ -1633,6 +1634,7 @@ class EngineBridge(QObject):
             else None
         )
         self._playing = None if self.using_fallback else (req.source, req.source_name)
+        self._camera_absent = False  # see retarget_camera
         # What the engine reads, for the message should it end: a file's end is no camera's.
         self._reading = _kind_or_camera(req.fallback_source if req.using_fallback else req.source)
         self._label = backend_label(be)
@@ -1839,9 +1841,13 @@ class EngineBridge(QObject):
             return
         if self._playing[0] != was:
             return  # another source plays
+        if now == was and not self._camera_absent:
+            return  # where it was, and never said gone
         retarget = getattr(self._source, "retarget", None)
         if callable(retarget):
+            # Also back at the number it had: told gone, it waits until told where it is.
             retarget(now)
+        self._camera_absent = now is None
         if now is not None:
             self._playing = (now, self._playing[1])
 
@@ -2370,6 +2376,10 @@ def _rescaled(req: _StartRequest, scale: float | str) -> Any:
         model = be
     else:
         return None  # another wrapper (a test's fake): what it wraps, and how, is unknown
+    if getattr(model, "fixed_size", False):
+        # A model of one input size: the load says what a scale does to it (auto's warning,
+        # a refusal), which a wrapper built here would say to no one.
+        return None
     try:
         parsed = parse_scale(scale)
         if parsed == 1.0:

@@ -978,9 +978,9 @@ class MainWindow(QMainWindow):
             # By number (Windows, macOS), a camera's place in the list moves with an unplug:
             # the reconnect reopened its old number, another camera or none.
             now = next((c for c in cameras if c.id == current.id), None)
-            if now is not None and now.source != current.source:
-                self.bridge.retarget_camera(current.source, now.source)
-            elif now is None and any(c.source == current.source for c in cameras):
+            if now is not None:
+                self.bridge.retarget_camera(current.source, now.source)  # moved, or back
+            elif any(c.source == current.source for c in cameras):
                 self.bridge.retarget_camera(current.source, None)
         new = list(cameras)
         if not any(c.is_demo for c in new):

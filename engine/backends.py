@@ -1939,7 +1939,11 @@ def create_backend(
         backend = _create_auto(model, device, threads, options)
     if parsed == 1.0 or name == "passthrough":
         return backend
-    return ScaledBackend(backend, parsed, target_fps=target_fps)
+    try:
+        return ScaledBackend(backend, parsed, target_fps=target_fps)
+    except BaseException:
+        backend.close()  # refused (a fixed-size model below 1): its session must not stay
+        raise
 
 
 #: format -> (a file of it, the format, the suffix of the shipped files)

@@ -1431,10 +1431,14 @@ class CameraSource(_SourceBase):
             delay = min(delay * 2.0, self._backoff[1])
             cap = None if self._absent else self._open()
             with self._lock:
-                if self._closed:
+                if self._closed or (cap is not None and self._absent):
+                    # Closed meanwhile, or told while it opened that its number is another
+                    # camera's now.
                     if cap is not None:
                         cap.release()
-                    break
+                    if self._closed:
+                        break
+                    continue
                 self._cap = cap
         return None
 
@@ -1450,6 +1454,11 @@ class CameraSource(_SourceBase):
         with self._lock:
             if device is None:
                 self._absent = True
+                if self._cap is not None:
+                    # Opened at its old number before the list said it moved (the reconnect
+                    # may come first): another camera's picture. Closed: it is lost again.
+                    self._cap.release()
+                    self._cap = None
             else:
                 self._target, self._index = _parse_camera(device)
                 self._absent = False

@@ -110,9 +110,10 @@ class _Rate:
             recent.insert(0, self.times[-2])
         if len(recent) >= 3:
             gaps = np.diff(recent)
-            # The pace now is that of the last few gaps: over the whole window, a burst of
-            # five frames or more was its median, and nothing was trimmed.
-            quick = float(np.median(gaps[-5:])) / 4
+            # The pace now is that of the last few gaps, the longest of them: over the whole
+            # window a burst of five frames or more was the median gap, and so were the last
+            # five's after one frame of a 10 fps camera; nothing was trimmed.
+            quick = float(np.max(gaps[-3:])) / 4
             first = 0
             while first < len(gaps) - 1 and gaps[first] < quick:
                 first += 1

@@ -7572,3 +7572,33 @@ def test_a_camera_numbered_by_its_place_in_the_list_is_followed_when_the_list_sh
     assert told == [None, "1"]  # nothing moved
     window.set_cameras([replace(a, source="0"), demo_choice()])  # B unplugged: A moves to 0
     assert told == [None, "1", "0"]
+    # Unplugged, then back at the number it had (macOS numbers by unique id): it was never
+    # told, and waited for good.
+    window.set_cameras([replace(b, source="0"), demo_choice()])
+    assert told[-1] is None
+    window.set_cameras([replace(a, source="0"), replace(b, source="1"), demo_choice()])
+    assert told[-1] == "0"
+    assert len(told) == 5
+
+
+def test_a_fixed_size_model_is_loaded_again_for_another_scale_so_its_warning_is_said():
+    # Rewrapped on the GUI thread, a fixed-size model at "auto" warned to stderr only (the
+    # warning that auto keeps it at full size); a load says it in the window.
+    from app.engine_bridge import _rescaled, _StartRequest
+
+    class Fixed:
+        name = "onnx"
+        provider = "CPU"
+        fixed_size = True
+
+        def process(self, rgb):  # noqa: ANN001, ANN202
+            return rgb
+
+    req = _StartRequest(
+        generation=1, source="0", size=None, fps=30.0, backend="onnx", model="m.onnx",
+        loop=False, fallback_source=None, scale=1.0,
+    )  # fmt: skip
+    req.be, req.loaded_scale = Fixed(), 1.0
+    assert _rescaled(req, "auto") is None and _rescaled(req, 0.75) is None
+    req.be = types.SimpleNamespace(name="onnx", provider="CPU", fixed_size=False)
+    assert _rescaled(req, 1.0) is req.be  # a model of any size is rewrapped as before

@@ -1206,6 +1206,8 @@ def test_refused_frame_size_leaves_the_onnx_backend_usable(tmp_path: Path) -> No
 def test_a_fixed_size_model_runs_at_full_size_only(tmp_path: Path) -> None:
     # `--scale auto` (the default) ran it at full size, stepped down once it was slow, and the
     # model refused every smaller frame: the rest of the stream went out unsharpened, exit 0.
+    import engine.backends as backends_module
+
     onnx = pytest.importorskip("onnx")
     path = make_onnx_model(tmp_path / "fixed.onnx", kind="identity")
     model = onnx.load(str(path))
@@ -1215,9 +1217,19 @@ def test_a_fixed_size_model_runs_at_full_size_only(tmp_path: Path) -> None:
             dims[i].Clear()
             dims[i].dim_value = 64
     onnx.save(model, str(path))
-    with pytest.raises(BackendError, match="fixed input size, so it runs at processing scale 1"):
-        with pytest.warns(UserWarning, match="loading it unverified"):
-            create_backend("onnx", model=path, scale=0.75)
+    closed: list[bool] = []
+    real_close = backends_module.OnnxBackend.close
+
+    def close(self) -> None:  # noqa: ANN001
+        closed.append(True)
+        real_close(self)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(backends_module.OnnxBackend, "close", close)
+        with pytest.raises(BackendError, match="fixed input size, so it runs at processing scale"):
+            with pytest.warns(UserWarning, match="loading it unverified"):
+                create_backend("onnx", model=path, scale=0.75)
+    assert closed == [True]  # the session it loaded is not left open
     with pytest.warns(UserWarning, match="fixed input size: the automatic processing scale"):
         backend = create_backend("onnx", model=path, scale="auto")
     ticks = iter(np.arange(1_000) * 0.05)  # each reading 50 ms on: slow against 27 ms

@@ -1057,6 +1057,36 @@ def test_a_camera_told_where_it_went_reopens_there_and_not_the_next_in_line(monk
     cam.close()
 
 
+def test_a_camera_reopened_at_its_old_number_before_it_was_told_drops_that_camera(monkeypatch):
+    # The reconnect can come before the app hears of the unplug: it opened B at A's old number,
+    # and a later retarget(None) only stopped reopens, so B's picture went on to the call.
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    order = ["A", "B"]
+    values = {"A": 50, "B": 200}
+    opened: list[FakeCapture] = []
+
+    def factory(target, api):  # noqa: ANN001, ANN202
+        if not isinstance(target, int) or target >= len(order):
+            return FakeCapture(target, api, opened=False)
+        return FakeCapture(target, api, value=values[order[target]], log=opened)
+
+    monkeypatch.setattr(sources, "_make_capture", factory)
+    cam = CameraSource(device="0", backoff=(0.001, 0.002), lost_after_reads=2)
+    assert int(cam.read().image[0, 0, 0]) == 50
+    order.remove("A")
+    opened[0].frames_left = 0  # A unplugged; B is camera 0 now, and the list not yet read
+    assert int(cam.read().image[0, 0, 0]) == 200  # the reconnect opened B: nothing to tell
+    cam.retarget(None)  # the app sees A gone, its number B's
+    assert opened[-1].released  # B is let go at once
+    got: list[Frame | None] = []
+    reader = threading.Thread(target=lambda: got.append(cam.read()), daemon=True)
+    reader.start()
+    reader.join(0.3)
+    assert reader.is_alive() and cam.reconnecting and not got  # no more of B
+    cam.close()
+    reader.join(2.0)
+
+
 def test_camera_reconnect_wait_is_interruptible(monkeypatch):
     lost = threading.Event()
 
