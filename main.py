@@ -1334,7 +1334,12 @@ def _run_stream(
             _eprint(f"{PROG}: stopped; {nothing}")  # Ctrl-C in `run` stays exit 0
             return 0
         total = source.frame_count if isinstance(source, VideoFileSource) else None
-        if total and not (stop.is_set() or timed_out) and stats.frames_in < total:
+        if (
+            total
+            and not (stop.is_set() or timed_out)
+            and stats.frames_in < total
+            and not _count_estimated(args.source)
+        ):
             # As `process` says it: a file cut off mid-write ended the run as if it were whole,
             # exit 0 and not a word, over an earlier recording of the same name.
             _eprint(
@@ -2377,6 +2382,18 @@ def _finish_video(
     return 0
 
 
+#: Containers that keep no frame count: OpenCV announces duration x rate, rounded.
+_ESTIMATED_COUNT = (".mkv", ".webm", ".mk3d")
+
+
+def _count_estimated(path: str) -> bool:
+    """Whether the frame count OpenCV announces for ``path`` is only an estimate: Matroska
+    keeps none, and the file's duration (its sound's, where that runs on) times the rate was
+    read as frames lost. OBS records MKV by default, with sound a little longer than the
+    pictures: every save of one was "saved with a problem" (94 announced, 90 decoded)."""
+    return Path(str(path)).suffix.lower() in _ESTIMATED_COUNT
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     """Offline: every frame, in order, with a progress bar; any model problem is fatal, except
     that a folder skips (and names at the end, exit 1) an image it cannot read, process or
@@ -2505,7 +2522,12 @@ def cmd_process(args: argparse.Namespace) -> int:
                 f"{skipped} of {len(source.files)} images skipped; {written} written to "
                 f"{args.output}"
             )
-        if total is not None and written < total:
+        if total is not None and written < total and _count_estimated(args.input):
+            _eprint(
+                f"{PROG}: note: the file announced {total} frames, {written} were decoded "
+                "(its container keeps no count: the announced one is an estimate)"
+            )
+        elif total is not None and written < total:
             # Not an error: the count is the container's, and complete files announce frames
             # they never present (an MP4 trimmed by stream copy, whose edit list cuts the start:
             # 90 announced, 75 decoded; a WebM/MKV starting late: 62 for 50), which OpenCV

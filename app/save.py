@@ -159,6 +159,8 @@ class SaveJob(QObject):
         super().__init__(parent)
         self.source = source
         self.output = output
+        self.strength = strength  # what the copy is made with: the window's may change since
+        self.denoise = denoise
         self.done = 0
         self.total = 0
         self.result: SaveResult | None = None
@@ -284,21 +286,32 @@ class SaveJob(QObject):
 
 
 def saved_folder(result: SaveResult) -> str:
-    """The folder that holds what ``result`` wrote: the output folder of a folder's copies,
-    else the folder of the output file (where a stop's ``.incomplete`` file is too); ""
-    when it does not exist."""
+    """The folder that holds what ``result`` wrote or kept: the output folder of a folder's
+    copies, else the folder of the output file (where a stop's or a failure's ``.incomplete``
+    file is too), or of the hidden file a killed child left; "" when nothing was written
+    there ("Show folder" opened an empty one after a stop before the first frame, and was not
+    offered for a failure that kept its frames)."""
     out = Path(result.output)
-    folder = out if out.is_dir() else out.parent
-    return str(folder) if folder.is_dir() else ""
+    if result.left:
+        folder = Path(result.left[0]).parent
+    elif out.is_dir():
+        folder = out if any(out.iterdir()) else Path("")
+    elif result.ok or any(_KEPT.search(line) for line in result.said):
+        folder = out.parent
+    else:
+        return ""
+    return str(folder) if str(folder) not in ("", ".") and folder.is_dir() else ""
+
+
+#: What the command says of frames it kept when it did not finish (main.py's words).
+_KEPT = re.compile(r"\bkept in \S|\b\d+ (?:of \S+ )?frames? written to ")
 
 
 #: The command line's own advice, which the window has no control for.
 _CLI_ONLY = re.compile(r",? or --overwrite to replace them")
 #: ...and the command line's switch, said as the window's (main.GRAIN_ADVICE).
-_GRAIN_ADVICE = (
-    re.compile(r"--denoise would reduce it$"),
-    'turn on "Reduce noise in dim light" and save again to reduce it',
-)
+GRAIN_ADVICE_WORDS = 'turn on "Reduce noise in dim light" and save again to reduce it'
+_GRAIN_ADVICE = (re.compile(r"--denoise would reduce it$"), GRAIN_ADVICE_WORDS)
 _OF_UNKNOWN = re.compile(r"(\d+) of \? frames")  # "381 of ? frames": the file gave no count
 _LEVEL = re.compile(r"^(?:note|warning|error|skipped): ")
 _SKIPPED = re.compile(r"(?:error: )?(\d+) of (\d+) images skipped; (\d+) written to (.*)")
@@ -351,6 +364,7 @@ def describe_result(result: SaveResult) -> tuple[str, str, str]:
 
 
 __all__ = [
+    "GRAIN_ADVICE_WORDS",
     "SaveJob",
     "SaveResult",
     "default_output",

@@ -90,6 +90,7 @@ from app.camera_list import (
 from app.engine_bridge import RETRY_LABELS, EngineBridge, ModelFailure, UserMessage
 from app.preview import PreviewWidget
 from app.save import (
+    GRAIN_ADVICE_WORDS,
     SaveJob,
     SaveResult,
     default_output,
@@ -2296,11 +2297,13 @@ class MainWindow(QMainWindow):
                 "Folder (*)",
             )
         else:
+            offered = save_filter(source)
             output, _ = QFileDialog.getSaveFileName(
-                self, "Save a sharpened copy", proposed, save_filter(source)
+                self, "Save a sharpened copy", proposed, offered
             )
-            if output and not Path(output).suffix:
-                # Typed without one: `process` takes the format from the name.
+            if output and f"*{Path(output).suffix.lower()} " not in offered.replace(")", " "):
+                # Typed without one, or with a dot of its own ("Meeting 10.30"): `process`
+                # takes the format from the name, and refused that one.
                 output += Path(proposed).suffix
         if output:
             self.save_copy(output)
@@ -2362,11 +2365,20 @@ class MainWindow(QMainWindow):
             done = f" ({job.done} of {job.total} frames)"
         elif job is not None and job.done:
             done = f" ({job.done} frames so far)"
+        kept = "."
+        if job is not None:
+            out = Path(job.output)
+            # Where, since the window that would say it once stopped is going away.
+            kept = (
+                f" in {out.name}."
+                if source_kind(job.source) == "folder"
+                else f", as {out.stem}.incomplete{out.suffix} beside it."
+            )
         answer = QMessageBox.question(
             self,
             "SharpCam",
             f"A sharpened copy is being saved{done}. Stop it and quit? The frames done so "
-            "far are kept.",
+            f"far are kept{kept}",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.No,
         )
@@ -2391,8 +2403,23 @@ class MainWindow(QMainWindow):
         self.save_panel.hide()
         self._update_save_enabled()
         kind, headline, details = describe_result(result)
-        # Where the copy, or the frames a stop kept, can be found (not for a failure).
-        where = "" if kind == "save_failed" else saved_folder(result)
+        job = self.save_job
+        if job is not None and kind != "save_failed":
+            # What it was made with: the controls may have moved since (the copy keeps the
+            # settings it started with), and the advice to turn noise reduction on and save
+            # again read the same with the switch on.
+            made = (
+                f"Made at {round(job.strength * 100)} % strength, noise reduction "
+                f"{'on' if job.denoise else 'off'}."
+            )
+            if self.denoise_check.isChecked() and not job.denoise:
+                details = details.replace(
+                    GRAIN_ADVICE_WORDS, "save it again (noise reduction is on now) to reduce it"
+                )
+            details = f"{details}\n{made}" if details else made
+        # Where the copy, or the frames a stop or a failure kept, can be found; none when
+        # nothing was written.
+        where = saved_folder(result)
         self._save_said = UserMessage(kind, headline, details, folder=where)
         if not (self._closing or self._closing_save):
             self.show_message(self._save_said)
@@ -2422,6 +2449,12 @@ class MainWindow(QMainWindow):
             # left the child writing on after the app had gone, and nobody said where.
             if not job.wait(SAVE_STOP_WAIT_S):
                 job.kill()
+            if job.result is not None:
+                # Said where it can still be read (a terminal, the log): the banner cannot be.
+                _, headline, details = describe_result(job.result)
+                said = " ".join(f"{headline}: {details}".split())
+                log.warning("%s", said)
+                print(f"sharpcam: {said}", file=sys.stderr)
         if not self._closing:
             self._closing = True
             self.save_now()

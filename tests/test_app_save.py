@@ -296,7 +296,7 @@ def test_a_save_the_command_refuses_says_why(qtbot, tmp_path: Path) -> None:  # 
     assert result.code == 2
     _, head, text = describe_result(result)
     assert head == "Saving failed" and "must be a video file" in text
-    assert saved_folder(result) == str(tmp_path)  # the window offers none for a failure
+    assert saved_folder(result) == ""  # nothing written: no folder to show
     assert not (tmp_path / "c.txt").exists()
 
 
@@ -391,6 +391,15 @@ def test_the_save_dialog_proposes_a_name_and_adds_a_missing_extension(
     job = window.save_job
     assert job is not None and job.output == str(tmp_path / "typed.mp4")
     assert finished(qtbot, job).ok
+    # A name with a dot of its own gets the extension too: "Meeting 10.30" failed the save
+    # ("must be a video file"). One of the formats offered, in any case, is kept.
+    for typed, saved in (("Meeting 10.30", "Meeting 10.30.mp4"), ("clip.MKV", "clip.MKV")):
+        monkeypatch.setattr(
+            QFileDialog, "getSaveFileName", lambda *a, t=typed: (str(tmp_path / t), a[3])
+        )
+        window.choose_save_output()
+        assert window.save_job.output == str(tmp_path / saved)
+        assert finished(qtbot, window.save_job).ok
 
 
 def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
@@ -398,7 +407,8 @@ def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
     make_window,
     long_source,
     tmp_path,
-    monkeypatch,  # noqa: ANN001
+    monkeypatch,
+    capsys,  # noqa: ANN001
 ) -> None:
     window = make_window()
     job = saving_long_clip(qtbot, window, long_source, tmp_path)
@@ -413,6 +423,31 @@ def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
     assert (tmp_path / "long.sharp.incomplete.avi").is_file()
     assert window.banner.kind != "save_warning"  # not said on a window going away
     assert window.bridge.engine is None
+    # Where the frames went is said where it can still be read: nothing named the file.
+    err = capsys.readouterr().err
+    assert "sharpcam: Saving stopped: " in err and "long.sharp.incomplete.avi" in err, err
+
+
+def test_the_stop_and_quit_question_says_where_the_frames_are_kept(
+    qtbot,
+    make_window,
+    long_source,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    window = make_window()
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
+    asked: list[str] = []
+
+    def question(parent, title, text, *args):  # noqa: ANN001, ANN002, ANN202
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    assert not window.ask_stop_save()
+    assert asked and "kept, as long.sharp.incomplete.avi beside it." in asked[0], asked
+    job.stop()
+    finished(qtbot, job)
 
 
 def test_the_stop_button_stops_the_save(qtbot, make_window, long_source, tmp_path) -> None:  # noqa: ANN001
@@ -688,3 +723,50 @@ def test_ffmpegs_working_file_beside_the_hidden_video_is_found_too(tmp_path: Pat
     ffmpegs.write_bytes(b"half a mux")
     (tmp_path / ".other.partial.mp4").write_bytes(b"another file's")
     assert job._left_behind() == sorted([str(ffmpegs), str(hidden)])
+
+
+def test_show_folder_is_offered_where_something_was_kept_and_only_there(tmp_path: Path) -> None:
+    # Offered after a stop before the first frame (an empty folder); not offered for a full
+    # disk that kept 4 frames as .incomplete, a folder of photos that kept 6, or a killed
+    # child's hidden file.
+    out = tmp_path / "o.mp4"
+    nothing = SaveResult(
+        str(out), 130, True, ["interrupted before the first frame was done; nothing written"]
+    )
+    assert saved_folder(nothing) == ""
+    full = SaveResult(
+        str(out),
+        1,
+        said=[f"error: cannot write: No space left on device; 4 frames are kept in {tmp_path}"
+              "/o.incomplete.mp4"],
+    )  # fmt: skip
+    assert saved_folder(full) == str(tmp_path)
+    photos = tmp_path / "pics.sharp"
+    photos.mkdir()
+    assert saved_folder(SaveResult(str(photos), 1, said=["error: failed"])) == ""
+    (photos / "p1.jpg").write_bytes(b"x")
+    assert saved_folder(SaveResult(str(photos), 1, said=["error: failed"])) == str(photos)
+    hidden = tmp_path / "sub"
+    hidden.mkdir()
+    left = SaveResult(str(out), None, said=[], left=[str(hidden / ".o.partial.mp4")])
+    assert saved_folder(left) == str(hidden)
+    assert saved_folder(SaveResult(str(out), 0, said=["1 frame -> o.mp4"])) == str(tmp_path)
+
+
+def test_the_banner_says_what_the_copy_was_made_with(
+    qtbot,
+    make_window,
+    long_source,
+    tmp_path,  # noqa: ANN001
+) -> None:
+    # Strength and noise reduction changed during a save: the copy keeps those it started
+    # with (as it should), and nothing said so.
+    window = make_window()
+    window.strength_slider.setValue(100)
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
+    window.strength_slider.setValue(20)
+    window.denoise_check.setChecked(True)
+    job.stop()
+    finished(qtbot, job)
+    shown = window.banner.text.text().replace("\u200b", "")
+    assert "Made at 100 % strength, noise reduction off." in shown, shown

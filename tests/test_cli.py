@@ -482,6 +482,31 @@ def test_process_of_a_video_one_frame_short_of_its_count_warns(
     assert f"{cut} announced 24 frames and 23 could be decoded" in err, err
 
 
+def test_process_of_an_mkv_whose_sound_runs_on_notes_the_estimated_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Matroska keeps no frame count: OpenCV announces the file's duration (the sound's, 0.1 s
+    # longer here, as in OBS recordings) times the rate, and every such file was "damaged or
+    # truncated" (the window's save: "saved with a problem").
+    mkv = tmp_path / "obs.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=30:duration=3", "-f", "lavfi", "-i", "sine=duration=3.1",
+         "-c:v", "mpeg4", "-c:a", "aac", str(mkv)],
+        check=True,
+    )  # fmt: skip
+    cap = cv2.VideoCapture(str(mkv))
+    announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert announced > 90
+    out = tmp_path / "out.mkv"
+    code = cli.main(["process", str(mkv), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" not in err, err
+    assert f"note: the file announced {announced} frames, 90 were decoded" in err, err
+    assert len(read_video(out)) == 90
+
+
 def test_process_refuses_a_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # `process` is offline, every frame of a file: a camera has no end, and `run` streams it.
     out = tmp_path / "out.mp4"
