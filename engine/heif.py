@@ -343,6 +343,8 @@ def _locations(meta: bytes, start: int) -> dict[int, list[_Extent]]:
     count = _uint(meta, start + 6, id_size)
     pos = start + 6 + id_size
     found: dict[int, list[_Extent]] = {}
+    per_extent = index_size + offset_size + length_size
+    budget = _BOX_LIMIT  # extents in all: 12 KB of items of 65,535 empty ones each ran out
     for _ in range(min(count, _BOX_LIMIT)):
         item_id = _uint(meta, pos, id_size)
         pos += id_size
@@ -355,6 +357,12 @@ def _locations(meta: bytes, start: int) -> dict[int, list[_Extent]]:
         pos += 2 + base_size
         extents = _uint(meta, pos, 2)
         pos += 2
+        if per_extent == 0:
+            # Extents of no bytes (every size 0) cannot differ, and bound nothing: one says all.
+            extents = min(extents, 1)
+        budget -= extents
+        if budget < 0:
+            break
         parts = []
         for _ in range(extents):
             pos += index_size
@@ -539,9 +547,12 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
             kind in (b"imir", b"clap") or kind == b"irot" and meta[s] & 3 for kind, s, _ in own
         )
         pixi = [(s, e) for kind, s, e in own if kind == b"pixi"]
-        if pixi and e - s > 5 and meta[pixi[0][0] + 4]:
+        if pixi:
+            # Its own bounds: those left by the loop above were another property's (a short
+            # last one hid a 10-bit AVIF's depth; a short pixi lost the EXIF, ICC and XMP).
             s, e = pixi[0]
-            bits = max(meta[s + 5 : min(e, s + 5 + meta[s + 4])])
+            if e - s > 5 and meta[s + 4]:
+                bits = max(meta[s + 5 : min(e, s + 5 + meta[s + 4])])
         for item in [primary, *tiles[:1]]:
             nclx = [
                 _uint(meta, s + 6, 2)

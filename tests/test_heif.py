@@ -515,3 +515,84 @@ def test_process_says_what_a_deep_or_transparent_heif_loses(
         cli.main(["process", str(tmp_path / "plain.heic"), str(out), "--backend", "unsharp"]) == 0
     )
     assert "8-bit RGB" not in capsys.readouterr().err
+
+
+def _box(kind: bytes, payload: bytes) -> bytes:
+    return (8 + len(payload)).to_bytes(4, "big") + kind + payload
+
+
+def _full_box(kind: bytes, payload: bytes, version: int = 0) -> bytes:
+    return _box(kind, bytes([version, 0, 0, 0]) + payload)
+
+
+def test_items_of_empty_extents_are_read_in_bounded_time(tmp_path: Path) -> None:
+    # 12 KB: 2,000 items of 65,535 extents, every size 0, so no extent read a byte. The
+    # parser held ~131 M of them (a MemoryError after 45 s, or the machine's memory).
+    items = b"".join(
+        (i + 1).to_bytes(2, "big") + (0).to_bytes(2, "big") + (0xFFFF).to_bytes(2, "big")
+        for i in range(2000)
+    )
+    meta = _full_box(
+        b"meta",
+        _full_box(b"hdlr", bytes(4) + b"pict" + bytes(13))
+        + _full_box(b"pitm", (1).to_bytes(2, "big"))
+        + _full_box(b"iinf", (0).to_bytes(2, "big"))
+        + _full_box(b"iloc", bytes([0, 0]) + (2000).to_bytes(2, "big") + items),
+    )
+    path = tmp_path / "iloc.heic"
+    path.write_bytes(_box(b"ftyp", b"heic" + bytes(4) + b"mif1heic") + meta)
+    assert len(path.read_bytes()) < 13_000
+    found = engine.heif._locations(
+        path.read_bytes(), path.read_bytes().index(b"iloc") + 4
+    )  # the box's payload
+    assert sum(len(parts) for parts in found.values()) <= 2000
+    assert isinstance(heif_metadata(path), engine.heif.HeifMetadata)
+
+
+def test_a_short_pixi_loses_only_the_depth(tmp_path: Path) -> None:
+    # Its length was tested with another property's bounds: a pixi of 5 bytes or less raised
+    # inside, and the photo's EXIF, profile and XMP were lost with it, without a word.
+    heic_photo(
+        tmp_path / "p.heic", photo(), exif=exif_block(), icc=icc_profile(size=500),
+        xmp=xmp_packet(),
+    )  # fmt: skip
+    data = bytearray((tmp_path / "p.heic").read_bytes())
+    p = data.index(b"pixi") - 4
+    plen = int.from_bytes(data[p : p + 4], "big")
+    assert plen == 16
+    # The property before it (in ipco) takes the 3 bytes the pixi loses: the others keep
+    # their places and numbers.
+    c = data.index(b"ipco") + 4
+    while c + int.from_bytes(data[c : c + 4], "big") != p:
+        c += int.from_bytes(data[c : c + 4], "big")
+    clen = int.from_bytes(data[c : c + 4], "big")
+    before = (clen + 3).to_bytes(4, "big") + data[c + 4 : c + clen] + bytes(3)
+    pixi = (13).to_bytes(4, "big") + b"pixi" + bytes(4) + b"\x03"  # no depths: cut off
+    data[c : p + plen] = before + pixi
+    (tmp_path / "short.heic").write_bytes(bytes(data))
+    whole, short = heif_metadata(tmp_path / "p.heic"), heif_metadata(tmp_path / "short.heic")
+    assert whole.exif and whole.icc and whole.xmp
+    assert (short.exif, short.icc, short.xmp) == (whole.exif, whole.icc, whole.xmp)
+
+
+def test_a_deep_avif_is_read_at_its_levels_whatever_the_order_of_its_properties(
+    tmp_path: Path,
+) -> None:
+    # A short property checked last (an av1C without config OBUs) hid a valid pixi: a 10-bit
+    # AVIF read as 16-bit levels, nearly black.
+    grey = np.full((48, 64, 3), 128, np.uint8)
+    avif = tmp_path / "deep.avif"
+    subprocess.run(
+        [_bundled(), "-v", "error", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", "64x48", "-i", "-",
+         "-frames:v", "1", "-pix_fmt", "yuv420p10le", "-c:v", "libaom-av1", "-still-picture", "1",
+         "-crf", "10", str(avif)],
+        input=grey.tobytes(), check=True,
+    )  # fmt: skip
+    data = bytearray(avif.read_bytes())
+    i = data.index(b"ipma") + 4 + 4 + 4 + 2
+    assert data[i] == 4 and bytes(data[i + 1 : i + 5]) == bytes([0x01, 0x02, 0x83, 0x04])
+    data[i + 1 : i + 5] = bytes([0x01, 0x02, 0x04, 0x83])  # ispe, pixi, colr, av1C
+    reordered = tmp_path / "order.avif"
+    reordered.write_bytes(bytes(data))
+    assert heif_metadata(reordered).bits == 10
+    assert _off(read_image(reordered), grey) < 3
