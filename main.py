@@ -1338,7 +1338,7 @@ def _run_stream(
             total
             and not (stop.is_set() or timed_out)
             and stats.frames_in < total
-            and not _count_estimated(args.source)
+            and not _count_estimated(args.source, total, stats.frames_in, source.fps)
         ):
             # As `process` says it: a file cut off mid-write ended the run as if it were whole,
             # exit 0 and not a word, over an earlier recording of the same name.
@@ -2384,14 +2384,20 @@ def _finish_video(
 
 #: Containers that keep no frame count: OpenCV announces duration x rate, rounded.
 _ESTIMATED_COUNT = (".mkv", ".webm", ".mk3d")
+ESTIMATE_SLACK_S = 0.5  # s of frames an estimated count may announce beyond the pictures
 
 
-def _count_estimated(path: str) -> bool:
-    """Whether the frame count OpenCV announces for ``path`` is only an estimate: Matroska
-    keeps none, and the file's duration (its sound's, where that runs on) times the rate was
-    read as frames lost. OBS records MKV by default, with sound a little longer than the
-    pictures: every save of one was "saved with a problem" (94 announced, 90 decoded)."""
-    return Path(str(path)).suffix.lower() in _ESTIMATED_COUNT
+def _count_estimated(path: str, announced: int, decoded: int, fps: float) -> bool:
+    """Whether ``decoded`` of the ``announced`` frames of ``path`` are all it holds, its count
+    an estimate: Matroska keeps none, and the file's duration (its sound's, where that runs
+    on) times the rate was read as frames lost. OBS records MKV by default, its sound a little
+    longer than the pictures: every save of one was "saved with a problem" (94 announced, 90
+    decoded). Half a second at most: a recording cut off mid-write (180 announced, 84 decoded)
+    is one."""
+    short = announced - decoded
+    return Path(str(path)).suffix.lower() in _ESTIMATED_COUNT and 0 < short <= max(
+        1.0, ESTIMATE_SLACK_S * fps
+    )
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -2522,7 +2528,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                 f"{skipped} of {len(source.files)} images skipped; {written} written to "
                 f"{args.output}"
             )
-        if total is not None and written < total and _count_estimated(args.input):
+        if total is not None and _count_estimated(args.input, total, written, source.fps):
             _eprint(
                 f"{PROG}: note: the file announced {total} frames, {written} were decoded "
                 "(its container keeps no count: the announced one is an estimate)"

@@ -103,6 +103,7 @@ from engine.backends import SCALE_LADDER
 from engine.denoise import MIN_SIGMA as DENOISE_MIN_SIGMA
 from engine.denoise import colour_blur as denoise_colour_blur
 from engine.denoise import worth_telling as denoise_worth_telling
+from engine.sinks import free_incomplete_path
 from engine.sources import IMAGE_EXTENSIONS, source_kind
 from engine.stats import EngineStats
 
@@ -2365,20 +2366,22 @@ class MainWindow(QMainWindow):
             done = f" ({job.done} of {job.total} frames)"
         elif job is not None and job.done:
             done = f" ({job.done} frames so far)"
-        kept = "."
+        kept = "The frames done so far are kept."
         if job is not None:
-            out = Path(job.output)
             # Where, since the window that would say it once stopped is going away.
-            kept = (
-                f" in {out.name}."
-                if source_kind(job.source) == "folder"
-                else f", as {out.stem}.incomplete{out.suffix} beside it."
-            )
+            out, kind = Path(job.output), source_kind(job.source)
+            if kind == "folder":
+                kept = f"The photos done so far are kept in {out.name}."
+            elif kind == "image":
+                kept = "Nothing is kept of a photo not finished."
+            else:
+                free = free_incomplete_path(out)
+                if free is not None:
+                    kept = f"The frames done so far are kept, as {free.name} beside it."
         answer = QMessageBox.question(
             self,
             "SharpCam",
-            f"A sharpened copy is being saved{done}. Stop it and quit? The frames done so "
-            f"far are kept{kept}",
+            f"A sharpened copy is being saved{done}. Stop it and quit? {kept}",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.No,
         )
@@ -2408,11 +2411,11 @@ class MainWindow(QMainWindow):
             # What it was made with: the controls may have moved since (the copy keeps the
             # settings it started with), and the advice to turn noise reduction on and save
             # again read the same with the switch on.
-            made = (
-                f"Made at {round(job.strength * 100)} % strength, noise reduction "
-                f"{'on' if job.denoise else 'off'}."
-            )
-            if self.denoise_check.isChecked() and not job.denoise:
+            made = f"Made at {round(job.strength * 100)} % strength"
+            # Noise reduction is for videos: a photo's copy is made without it.
+            video = source_kind(job.source) == "video"
+            made += f", noise reduction {'on' if job.denoise else 'off'}." if video else "."
+            if video and self.denoise_check.isChecked() and not job.denoise:
                 details = details.replace(
                     GRAIN_ADVICE_WORDS, "save it again (noise reduction is on now) to reduce it"
                 )

@@ -72,6 +72,7 @@ __all__ = [
     "VideoFileSink",
     "check_name_fits",
     "earlier_frame",
+    "free_incomplete_path",
     "incomplete_path",
     "metadata_lost",
     "open_sink",
@@ -621,9 +622,9 @@ class VideoFileSink(_SinkBase):
     def _free_incomplete_path(self) -> Path:
         # The file there holds the frames of an earlier run that did not finish (or is the
         # user's): a second interrupted run replaced an hour's kept frames with a second's.
-        for path in _numbered(self.incomplete_path):
-            if not os.path.lexists(path):
-                return path
+        path = free_incomplete_path(self.path)
+        if path is not None:
+            return path
         raise SinkError(
             f"cannot keep the frames of {self.path}: {_MAX_NUMBERED} files named like "
             f"{self.incomplete_path.name} are in the way"
@@ -897,6 +898,16 @@ def incomplete_path(target: str | os.PathLike[str]) -> Path:
     return target.with_name(
         _fitted_name(target.parent, "", target.stem, ".incomplete", target.suffix)
     )
+
+
+def free_incomplete_path(target: str | os.PathLike[str]) -> Path | None:
+    """Where the frames of ``target`` would be kept now were it stopped: its
+    :func:`incomplete_path`, or the first numbered one free (``NAME.incomplete-2.EXT``);
+    None when all are taken."""
+    for path in _numbered(incomplete_path(target)):
+        if not os.path.lexists(path):
+            return path
+    return None
 
 
 def _numbered(path: Path) -> Iterator[Path]:

@@ -1190,6 +1190,11 @@ def camera_device_path(device: int | str) -> str | None:
     return f"/dev/video{index}" if sys.platform.startswith("linux") else None
 
 
+#: A reconnect this recent before a camera is said to have moved (``CameraSource.retarget``)
+#: opened its old number, which the move gave to another camera: that capture is let go.
+SUSPECT_REOPEN_S = 10.0
+
+
 class CameraSource(_SourceBase):
     """A camera through OpenCV with the OS's native API, reconnecting when it disappears.
 
@@ -1256,6 +1261,7 @@ class CameraSource(_SourceBase):
         self._retry_s = _retry_period(self._requested[1] or DEFAULT_FPS)
         self._failed_reads = 0  # the last streak's failed reads, for the messages
         self._absent = False  # retarget(None): not reopened until told where it is
+        self._reopened_at: float | None = None  # when a reconnect last opened the device
         self.reconnecting = False  # True while the device is gone and being reopened
         self._lock = threading.Lock()  # read() vs close() on the capture object
         self._cap: Any = self._open()
@@ -1429,17 +1435,20 @@ class CameraSource(_SourceBase):
                 break
             self.last_wait_s += time.perf_counter() - t0
             delay = min(delay * 2.0, self._backoff[1])
+            target = self._target
             cap = None if self._absent else self._open()
             with self._lock:
-                if self._closed or (cap is not None and self._absent):
+                if self._closed or (cap is not None and (self._absent or self._target != target)):
                     # Closed meanwhile, or told while it opened that its number is another
-                    # camera's now.
+                    # camera's now, or that it moved.
                     if cap is not None:
                         cap.release()
                     if self._closed:
                         break
                     continue
                 self._cap = cap
+                if cap is not None:
+                    self._reopened_at = time.perf_counter()
         return None
 
     def retarget(self, device: int | str | None) -> None:
@@ -1460,7 +1469,16 @@ class CameraSource(_SourceBase):
                     self._cap.release()
                     self._cap = None
             else:
-                self._target, self._index = _parse_camera(device)
+                target, index = _parse_camera(device)
+                recent = self._reopened_at is not None and (
+                    time.perf_counter() - self._reopened_at < SUSPECT_REOPEN_S
+                )
+                if target != self._target and self._cap is not None and recent:
+                    # A reconnect just now reopened its old number, before the list said it
+                    # moved: another camera's picture (an unplug and replug seen as one move).
+                    self._cap.release()
+                    self._cap = None
+                self._target, self._index = target, index
                 self._absent = False
 
     def _release(self) -> None:

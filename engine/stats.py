@@ -100,7 +100,7 @@ class _Rate:
         one event measures from the event before it: a stream slower than one event per window
         (0.5 fps, the slowest a source paces at) read 0 between its events.
 
-        A burst that opens the window (a camera handing over the frames it queued while the
+        A burst that opens the stream (a camera handing over the frames it queued while the
         model warmed up) counts as its last event, and under :data:`MIN_SPAN_S` of events and
         waiting is too little to tell a rate from (0): 3 frames microseconds apart read
         "932 fps".
@@ -108,11 +108,13 @@ class _Rate:
         recent = [t for t in self.times if t >= now - self.window_s]
         if len(recent) == 1 and len(self.times) >= 2:
             recent.insert(0, self.times[-2])
-        if len(recent) >= 3:
+        if len(recent) >= 3 and recent[0] == self.times[0]:
+            # The stream's first frames: where a burst comes (a camera's queue after the
+            # warm-up). Its pace is that of the last few gaps, the longest of them: over the
+            # whole window a burst of five frames or more was the median gap, and so were the
+            # last five's after one frame of a 10 fps camera. Only there: later, one long gap
+            # (a 300 ms hiccup) made every gap before it a "burst", and 30 fps read 3.
             gaps = np.diff(recent)
-            # The pace now is that of the last few gaps, the longest of them: over the whole
-            # window a burst of five frames or more was the median gap, and so were the last
-            # five's after one frame of a 10 fps camera; nothing was trimmed.
             quick = float(np.max(gaps[-3:])) / 4
             first = 0
             while first < len(gaps) - 1 and gaps[first] < quick:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import types
 from pathlib import Path
 
 import cv2
@@ -436,6 +437,8 @@ def test_the_stop_and_quit_question_says_where_the_frames_are_kept(
     monkeypatch,  # noqa: ANN001
 ) -> None:
     window = make_window()
+    # An earlier stop's frames hold the plain name: this one's go to the next free one.
+    (tmp_path / "long.sharp.incomplete.avi").write_bytes(b"earlier")
     job = saving_long_clip(qtbot, window, long_source, tmp_path)
     asked: list[str] = []
 
@@ -445,9 +448,27 @@ def test_the_stop_and_quit_question_says_where_the_frames_are_kept(
 
     monkeypatch.setattr(QMessageBox, "question", question)
     assert not window.ask_stop_save()
-    assert asked and "kept, as long.sharp.incomplete.avi beside it." in asked[0], asked
+    assert asked and "kept, as long.sharp.incomplete-2.avi beside it." in asked[0], asked
     job.stop()
-    finished(qtbot, job)
+    result = finished(qtbot, job)
+    assert any("long.sharp.incomplete-2.avi" in line for line in result.said), result.said
+    # A photo is not kept part-way, and a folder's photos done are kept in its new folder.
+    for source, said in (
+        ("big.jpg", "Nothing is kept of a photo not finished."),
+        ("pics", "The photos done so far are kept in pics.sharp."),
+    ):
+        path = tmp_path / source
+        if source == "pics":
+            path.mkdir()
+        out = tmp_path / (path.stem + ".sharp" + path.suffix)
+        monkeypatch.setattr(
+            window,
+            "save_job",
+            types.SimpleNamespace(source=str(path), output=str(out), done=0, total=0),
+        )
+        window.ask_stop_save()
+        assert asked[-1].endswith(said), asked[-1]
+    monkeypatch.undo()
 
 
 def test_the_stop_button_stops_the_save(qtbot, make_window, long_source, tmp_path) -> None:  # noqa: ANN001
@@ -734,6 +755,16 @@ def test_show_folder_is_offered_where_something_was_kept_and_only_there(tmp_path
         str(out), 130, True, ["interrupted before the first frame was done; nothing written"]
     )
     assert saved_folder(nothing) == ""
+    unreadable = SaveResult(
+        str(out),
+        1,
+        said=["error: cannot open video file /x/Clips kept in Drive/a.mp4: not a video"],
+    )
+    assert saved_folder(unreadable) == ""  # "kept in" in the input's own name
+    stopped = SaveResult(
+        str(out), 130, True, [f"interrupted: 171 of 12000 frames written to {tmp_path}/o.mp4"]
+    )
+    assert saved_folder(stopped) == str(tmp_path)
     full = SaveResult(
         str(out),
         1,
@@ -770,3 +801,14 @@ def test_the_banner_says_what_the_copy_was_made_with(
     finished(qtbot, job)
     shown = window.banner.text.text().replace("\u200b", "")
     assert "Made at 100 % strength, noise reduction off." in shown, shown
+
+
+def test_a_photos_copy_says_no_noise_reduction(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
+    # Noise reduction is for videos: "noise reduction on" was said of a photo made without it.
+    photo = tmp_path / "p.jpg"
+    cv2.imwrite(str(photo), np.full((40, 56, 3), 90, np.uint8))
+    window = make_window()
+    window.denoise_check.setChecked(True)
+    finished(qtbot, window.save_copy(str(tmp_path / "p.sharp.jpg"), source=str(photo)))
+    shown = window.banner.text.text().replace("\u200b", "")
+    assert "Made at 100 % strength." in shown and "noise reduction" not in shown, shown

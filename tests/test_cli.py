@@ -505,6 +505,16 @@ def test_process_of_an_mkv_whose_sound_runs_on_notes_the_estimated_count(
     assert code == 0 and "warning:" not in err, err
     assert f"note: the file announced {announced} frames, 90 were decoded" in err, err
     assert len(read_video(out)) == 90
+    # One cut off mid-write announces its whole count (its header has the duration): more
+    # than half a second short is lost frames, and said so.
+    cut = tmp_path / "cut.mkv"
+    data = mkv.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    decodable = len(read_video(cut))
+    assert decodable < announced - 15
+    code = cli.main(["process", str(cut), str(tmp_path / "cut_out.mkv"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"warning: {cut} announced {announced} frames and {decodable}" in err, err
 
 
 def test_process_refuses_a_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

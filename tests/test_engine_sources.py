@@ -1087,6 +1087,47 @@ def test_a_camera_reopened_at_its_old_number_before_it_was_told_drops_that_camer
     reader.join(2.0)
 
 
+def test_a_camera_said_to_have_moved_lets_go_of_a_reconnect_at_its_old_number(monkeypatch):
+    # A quick unplug and replug, seen by the app as one move (A now second): the reconnect had
+    # opened B at A's old number, and retarget("1") only changed the next reopen: B went on.
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    order = ["A", "B"]
+    values = {"A": 50, "B": 200}
+    opened: list[FakeCapture] = []
+
+    def factory(target, api):  # noqa: ANN001, ANN202
+        if not isinstance(target, int) or target >= len(order):
+            return FakeCapture(target, api, opened=False)
+        return FakeCapture(target, api, value=values[order[target]], log=opened)
+
+    monkeypatch.setattr(sources, "_make_capture", factory)
+    cam = CameraSource(device="0", backoff=(0.001, 0.002), lost_after_reads=2)
+    assert int(cam.read().image[0, 0, 0]) == 50
+    order.remove("A")
+    opened[0].frames_left = 0
+    assert int(cam.read().image[0, 0, 0]) == 200  # B, at A's old number
+    order.append("A")  # back, second
+    cam.retarget("1")
+    assert [int(cam.read().image[0, 0, 0]) for _ in range(3)] == [50, 50, 50]
+    cam.close()
+
+
+def test_a_camera_that_moved_without_a_reconnect_keeps_its_capture(monkeypatch):
+    # B streams at 1; A (0) unplugged makes B camera 0: its open capture is still B's, and
+    # letting it go would freeze the call for a reconnect.
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    made: list[FakeCapture] = []
+    monkeypatch.setattr(
+        sources, "_make_capture", lambda t, a: FakeCapture(t, a, value=200, log=made)
+    )
+    cam = CameraSource(device="1")
+    cam.read()
+    cam.retarget("0")
+    assert int(cam.read().image[0, 0, 0]) == 200
+    assert len(made) == 1 and not made[0].released
+    cam.close()
+
+
 def test_camera_reconnect_wait_is_interruptible(monkeypatch):
     lost = threading.Event()
 

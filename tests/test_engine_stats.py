@@ -188,3 +188,16 @@ def test_rate_of_a_burst_of_queued_frames_is_not_a_frame_rate() -> None:
     last = r.times[-1]
     r.times.extend(last + (i + 1) / FPS for i in range(30))
     assert r.rate(r.times[-1]) == pytest.approx(FPS, rel=0.01)
+
+
+def test_one_long_gap_in_a_running_stream_is_not_taken_for_a_burst() -> None:
+    # 90 frames at 30 fps, then a 300 ms hiccup: the burst rule trimmed every gap before it
+    # and read 3.3 fps, then 6 and 8, for a camera at 30.
+    r = steady(3.0)
+    last = r.times[-1]
+    r.times.append(last + 0.3)
+    after = [r.rate(r.times[-1])]
+    for i in range(1, 4):
+        r.times.append(last + 0.3 + i / FPS)
+        after.append(r.rate(r.times[-1]))
+    assert all(rate > 20 for rate in after), after
