@@ -1573,7 +1573,11 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
             return True
     # `run` records live: frames the model had no time for are dropped, and the sound would
     # drift from the pictures. `process` without FFmpeg cannot copy it.
-    why = " (install FFmpeg to keep it)" if copied else ""
+    why = (
+        " (install FFmpeg to keep it)"
+        if copied
+        else " (`run` records live: the sound would drift from the pictures; `process` keeps it)"
+    )
     if has_audio:
         _eprint(
             f"{PROG}: note: {output} will have no sound: the audio of {source} is not copied{why}"

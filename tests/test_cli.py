@@ -1008,6 +1008,13 @@ def test_process_says_the_sound_track_is_not_copied(
     assert cli.main(["process", str(tmp_path / "clip.mpg"), str(tmp_path / "t.avi")]) == 0
     err = capsys.readouterr().err
     assert "no sound" in err and "could not be told" in err, err
+    # `run` says why too (the README promises the reason): it records live.
+    code = cli.main(
+        ["run", "--source", str(call), "--output", str(tmp_path / "live.mp4"), "--backend",
+         "unsharp", "--duration", "0.5"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "will have no sound" in err and "`process` keeps it" in err, err
 
 
 def test_process_image_and_folder(tmp_path: Path) -> None:
