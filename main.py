@@ -1573,11 +1573,13 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
             return True
     # `run` records live: frames the model had no time for are dropped, and the sound would
     # drift from the pictures. `process` without FFmpeg cannot copy it.
-    why = (
-        " (install FFmpeg to keep it)"
-        if copied
-        else " (`run` records live: the sound would drift from the pictures; `process` keeps it)"
-    )
+    if copied:
+        why = " (install FFmpeg to keep it)"
+    else:
+        from engine.remux import find_ffmpeg
+
+        keeps = "keeps it" if find_ffmpeg() is not None else "keeps it once FFmpeg is installed"
+        why = f" (`run` records live: the sound would drift from the pictures; `process` {keeps})"
     if has_audio:
         _eprint(
             f"{PROG}: note: {output} will have no sound: the audio of {source} is not copied{why}"

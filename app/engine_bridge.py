@@ -1832,11 +1832,11 @@ class EngineBridge(QObject):
             self._say(msg)
         self.stream_ended.emit(msg)
 
-    def retarget_camera(self, was: str, now: str | None) -> None:
+    def retarget_camera(self, was: str, now: str | None, *, taken: bool = False) -> None:
         """The camera the stream reads as ``was`` is now ``now`` in the OS's list, or gone
         with its number another camera's (None): its next reopen goes there, or waits
         (``CameraSource.retarget``). Windows and macOS number cameras by their place in the
-        list, which an unplug shifts."""
+        list, which an unplug shifts. ``taken``: ``was`` is another camera's number now."""
         if self._engine is None or self.using_fallback or self._playing is None:
             return
         if self._playing[0] != was:
@@ -1846,7 +1846,7 @@ class EngineBridge(QObject):
         retarget = getattr(self._source, "retarget", None)
         if callable(retarget):
             # Also back at the number it had: told gone, it waits until told where it is.
-            retarget(now)
+            retarget(now, taken=taken)
         self._camera_absent = now is None
         if now is not None:
             self._playing = (now, self._playing[1])

@@ -303,10 +303,11 @@ def saved_folder(result: SaveResult) -> str:
     return str(folder) if str(folder) not in ("", ".") and folder.is_dir() else ""
 
 
-#: What the command says of frames it kept when it did not finish (main.py's words: "4 frames
-#: are kept in", "171 frames kept in", "171 of 12000 frames written to"); a path of the
-#: input's with "kept in" in its name is none of them.
-_KEPT = re.compile(r"\b\d+ frames? (?:are |is )?kept in |\b\d+ of \S+ frames? written to ")
+#: What the command says of frames it kept when it did not finish (main.py's and the sink's
+#: words: "4 frames are kept in", "171 frames kept in", "the frames written are kept in",
+#: "its frames are kept in", "171 of 12000 frames written to"); a path of the input's with
+#: "kept in" in its name is none of them.
+_KEPT = re.compile(r"\bframes? (?:written )?(?:are |is )?kept in |\b\d+ of \S+ frames? written to ")
 
 
 #: The command line's own advice, which the window has no control for.

@@ -980,10 +980,11 @@ class MainWindow(QMainWindow):
             # By number (Windows, macOS), a camera's place in the list moves with an unplug:
             # the reconnect reopened its old number, another camera or none.
             now = next((c for c in cameras if c.id == current.id), None)
-            if now is not None:
-                self.bridge.retarget_camera(current.source, now.source)  # moved, or back
-            elif any(c.source == current.source for c in cameras):
-                self.bridge.retarget_camera(current.source, None)
+            taken = any(c.source == current.source and c.id != current.id for c in cameras)
+            if now is not None:  # moved, or back
+                self.bridge.retarget_camera(current.source, now.source, taken=taken)
+            elif taken:
+                self.bridge.retarget_camera(current.source, None, taken=True)
         new = list(cameras)
         if not any(c.is_demo for c in new):
             new.append(demo_choice())

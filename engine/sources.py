@@ -1451,14 +1451,16 @@ class CameraSource(_SourceBase):
                     self._reopened_at = time.perf_counter()
         return None
 
-    def retarget(self, device: int | str | None) -> None:
+    def retarget(self, device: int | str | None, *, taken: bool = False) -> None:
         """Where the camera is now, for its next reopen; None: not there, so not reopened
         until told where it is.
 
         Windows and macOS number cameras by their place in the OS's list, which an unplug
         shifts: reopening its old number after the camera was unplugged opened the camera next
         in line (another one, sent to the call unasked), and a camera whose number had shifted
-        was never found again. Whoever watches the list (the app) says where it went.
+        was never found again. Whoever watches the list (the app) says where it went, and
+        whether its old number is another camera's now (``taken``): then a capture a reconnect
+        opened there just now shows that camera, and is let go.
         """
         with self._lock:
             if device is None:
@@ -1473,9 +1475,10 @@ class CameraSource(_SourceBase):
                 recent = self._reopened_at is not None and (
                     time.perf_counter() - self._reopened_at < SUSPECT_REOPEN_S
                 )
-                if target != self._target and self._cap is not None and recent:
+                if taken and target != self._target and self._cap is not None and recent:
                     # A reconnect just now reopened its old number, before the list said it
                     # moved: another camera's picture (an unplug and replug seen as one move).
+                    # Not when the number is no one else's: the capture is still its own.
                     self._cap.release()
                     self._cap = None
                 self._target, self._index = target, index

@@ -80,6 +80,8 @@ class EngineStats:
 
 #: The least time (events and the wait after them) a rate is told from: 3 frames per 0.1 s.
 MIN_SPAN_S = 0.1
+#: How much slower than a burst's gaps the pace after it is: less, and it was no burst.
+BURST_PACE = 2.0
 
 
 class _Rate:
@@ -88,6 +90,12 @@ class _Rate:
     def __init__(self, window_s: float, maxlen: int = 1024):
         self.window_s = window_s
         self.times: deque[float] = deque(maxlen=maxlen)
+        self.first: float | None = None  # the stream's first event (add), kept past the deque
+
+    def add(self, t: float) -> None:
+        if self.first is None:
+            self.first = t
+        self.times.append(t)
 
     def rate(self, now: float) -> float:
         """The rate at ``now`` (the clock of the recorded times), 0 with no event in the window.
@@ -108,18 +116,25 @@ class _Rate:
         recent = [t for t in self.times if t >= now - self.window_s]
         if len(recent) == 1 and len(self.times) >= 2:
             recent.insert(0, self.times[-2])
-        if len(recent) >= 3 and recent[0] == self.times[0]:
+        first = self.first if self.first is not None else (self.times[0] if self.times else None)
+        if len(recent) >= 3 and recent[0] == first:
             # The stream's first frames: where a burst comes (a camera's queue after the
-            # warm-up). Its pace is that of the last few gaps, the longest of them: over the
-            # whole window a burst of five frames or more was the median gap, and so were the
-            # last five's after one frame of a 10 fps camera. Only there: later, one long gap
-            # (a 300 ms hiccup) made every gap before it a "burst", and 30 fps read 3.
+            # warm-up). Its gaps are under a quarter of the longest of the last three (over the
+            # whole window a burst of five frames or more was the median gap), and the pace
+            # after the gap that ends it is slower than they are: one long gap (a 300 ms
+            # hiccup) ends a run of gaps like those after it, and is no burst's end (30 fps
+            # read 3.3). Until a gap after it tells, there is no rate.
             gaps = np.diff(recent)
             quick = float(np.max(gaps[-3:])) / 4
-            first = 0
-            while first < len(gaps) - 1 and gaps[first] < quick:
-                first += 1
-            recent = recent[first:]
+            run = 0
+            while run < len(gaps) - 1 and gaps[run] < quick:
+                run += 1
+            if run:
+                after = gaps[run + 1 :]
+                if not len(after):
+                    return 0.0
+                if float(np.median(after)) >= BURST_PACE * float(np.max(gaps[:run])):
+                    recent = recent[run:]
         if len(recent) < 2 or recent[-1] <= recent[0]:
             return 0.0
         intervals = len(recent) - 1
@@ -165,7 +180,7 @@ class StatsRecorder:
     def frame_in(self, t: float, capture_ms: float) -> None:
         with self._lock:
             self.frames_in += 1
-            self._in.times.append(t)
+            self._in.add(t)
             self._capture.append(capture_ms)
 
     def frame_dropped(self) -> None:
@@ -181,7 +196,7 @@ class StatsRecorder:
     ) -> None:
         with self._lock:
             self.frames_out += 1
-            self._out.times.append(t)
+            self._out.add(t)
             self._output.append(output_ms)
             self._latency.append(latency_ms)
             self.last_size = size

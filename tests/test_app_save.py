@@ -765,6 +765,12 @@ def test_show_folder_is_offered_where_something_was_kept_and_only_there(tmp_path
         str(out), 130, True, [f"interrupted: 171 of 12000 frames written to {tmp_path}/o.mp4"]
     )
     assert saved_folder(stopped) == str(tmp_path)
+    for line in (  # the sink's words, without a count
+        f"error: processing failed after 10 frames: the model broke; the frames written are "
+        f"kept in {tmp_path}/o.incomplete.avi",
+        f"error: cannot finish o.mp4: Permission denied; its frames are kept in {tmp_path}/x",
+    ):
+        assert saved_folder(SaveResult(str(out), 1, said=[line])) == str(tmp_path), line
     full = SaveResult(
         str(out),
         1,

@@ -1107,8 +1107,64 @@ def test_a_camera_said_to_have_moved_lets_go_of_a_reconnect_at_its_old_number(mo
     opened[0].frames_left = 0
     assert int(cam.read().image[0, 0, 0]) == 200  # B, at A's old number
     order.append("A")  # back, second
-    cam.retarget("1")
+    cam.retarget("1", taken=True)  # its old number is B's
     assert [int(cam.read().image[0, 0, 0]) for _ in range(3)] == [50, 50, 50]
+    cam.close()
+
+
+def test_a_camera_reconnected_to_itself_then_moved_keeps_its_capture(monkeypatch):
+    # A read hiccup reopened A at its own number 1; 3 s later Z (0) was unplugged and A became
+    # 0. The recent reopen was taken for another camera's: let go, a needless reconnect.
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    made: list[FakeCapture] = []
+    plan = iter([dict(frames=1), dict(frames=10**9)])
+
+    def factory(target, api):  # noqa: ANN001, ANN202
+        return FakeCapture(target, api, value=50, log=made, **next(plan, {}))
+
+    monkeypatch.setattr(sources, "_make_capture", factory)
+    cam = CameraSource(device="1", backoff=(0.001, 0.002), lost_after_reads=2)
+    cam.read()
+    cam.read()  # the first capture fails: reopened at 1, A itself
+    assert cam.reconnects == 1 and len(made) == 2
+    cam.retarget("0", taken=False)  # Z gone: 1 is no one's, A's capture is still A's
+    assert not made[-1].released and int(cam.read().image[0, 0, 0]) == 50
+    assert cam.reconnects == 1
+    cam.close()
+
+
+def test_a_camera_said_to_have_moved_while_it_reopens_does_not_keep_that_capture(monkeypatch):
+    # The capture thread inside the reopen at the old number (B's now) while the app says A
+    # moved to 1: the capture it came back with was kept, and B streamed.
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    order = ["A", "B"]
+    values = {"A": 50, "B": 200}
+    opened: list[FakeCapture] = []
+    in_open, go = threading.Event(), threading.Event()
+
+    def factory(target, api):  # noqa: ANN001, ANN202
+        if not isinstance(target, int) or target >= len(order):
+            return FakeCapture(target, api, opened=False)
+        if len(opened) == 1:  # the reconnect's open, at the old number
+            in_open.set()
+            go.wait(5)
+        return FakeCapture(target, api, value=values[order[target]], log=opened)
+
+    monkeypatch.setattr(sources, "_make_capture", factory)
+    cam = CameraSource(device="0", backoff=(0.001, 0.002), lost_after_reads=2)
+    assert int(cam.read().image[0, 0, 0]) == 50
+    order.remove("A")
+    opened[0].frames_left = 0  # A unplugged: B is 0 now
+    got: list[int] = []
+    reader = threading.Thread(target=lambda: got.append(int(cam.read().image[0, 0, 0])))
+    reader.start()
+    assert in_open.wait(5)
+    order.append("A")  # back, second
+    cam.retarget("1", taken=True)
+    go.set()
+    reader.join(5)
+    got += [int(cam.read().image[0, 0, 0]) for _ in range(2)]
+    assert got == [50, 50, 50], got
     cam.close()
 
 

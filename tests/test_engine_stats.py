@@ -201,3 +201,23 @@ def test_one_long_gap_in_a_running_stream_is_not_taken_for_a_burst() -> None:
         r.times.append(last + 0.3 + i / FPS)
         after.append(r.rate(r.times[-1]))
     assert all(rate > 20 for rate in after), after
+
+
+@pytest.mark.parametrize(("fps", "at"), [(30.0, 1.0), (30.0, 3.0), (600.0, 1.0), (1000.0, 3.0)])
+def test_a_hiccup_early_in_a_stream_or_in_a_fast_one_is_no_burst(fps: float, at: float) -> None:
+    # In the first 2 s (the window still holding the stream's first frame) a 300 ms hiccup
+    # read 30 fps as 3.3; past 512 events a second the deque wrapped and the burst rule stayed
+    # on for good (1000 fps read 3.3).
+    r = _Rate(2.0)
+    for i in range(round(at * fps) + 1):
+        r.add(100.0 + i / fps)
+    last = r.times[-1]
+    r.add(last + 0.3)
+    after = [r.rate(r.times[-1])]
+    for i in range(1, 4):
+        r.add(last + 0.3 + i / fps)
+        after.append(r.rate(r.times[-1]))
+    # 0 ("no rate yet") at most, right after it in the first 2 s: a burst's end looks alike
+    # until the next gap.
+    assert after[0] == 0.0 or after[0] > fps * 0.5, after
+    assert all(rate > fps * 0.5 for rate in after[1:]), after
