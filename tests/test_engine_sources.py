@@ -1022,62 +1022,67 @@ def test_camera_reconnects_after_unplug(monkeypatch):
     assert made[-1].released
 
 
+class _NumberedCameras:
+    """Cameras A (50) and B (200) as Windows numbers them, by their place in ``order``: what
+    each open of a number finds, logged in ``opened``; ``before_open(n)`` runs first."""
+
+    VALUES = {"A": 50, "B": 200}
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(sources.sys, "platform", "win32")
+        monkeypatch.setattr(sources, "_make_capture", self.open)
+        self.order = ["A", "B"]
+        self.opened: list[FakeCapture] = []
+        self.before_open = lambda n: None
+
+    def open(self, target, api):  # noqa: ANN001, ANN201
+        if not isinstance(target, int) or target >= len(self.order):
+            return FakeCapture(target, api, opened=False)
+        self.before_open(len(self.opened))
+        value = self.VALUES[self.order[target]]
+        return FakeCapture(target, api, value=value, log=self.opened)
+
+    def unplug_a(self) -> None:
+        """A goes (its open capture fails from now), and B takes its number."""
+        self.order.remove("A")
+        self.opened[0].frames_left = 0
+
+
+def _value(cam: CameraSource) -> int:
+    return int(cam.read().image[0, 0, 0])
+
+
 def test_a_camera_told_where_it_went_reopens_there_and_not_the_next_in_line(monkeypatch):
     # Windows and macOS number cameras by their place in the list: camera A at 0 unplugged,
     # B moved from 1 to 0, and the reconnect to 0 opened B, sent to the call unasked.
-    monkeypatch.setattr(sources.sys, "platform", "win32")
-    plugged = {"A": 50, "B": 200}
-    order = ["A", "B"]
-    streaming: dict[str, FakeCapture] = {}
-
-    def factory(target, api):  # noqa: ANN001, ANN202
-        if not isinstance(target, int) or target >= len(order):
-            return FakeCapture(target, api, opened=False)
-        name = order[target]
-        cap = FakeCapture(target, api, value=plugged[name])
-        streaming[name] = cap
-        return cap
-
-    monkeypatch.setattr(sources, "_make_capture", factory)
+    cams = _NumberedCameras(monkeypatch)
     cam = CameraSource(device="0", backoff=(0.001, 0.002), lost_after_reads=2)
-    assert int(cam.read().image[0, 0, 0]) == 50
-    order.remove("A")  # A unplugged: B is camera 0 now
-    streaming["A"].frames_left = 0
-    cam.retarget(None)  # the app saw A gone, and its number taken by another
+    assert _value(cam) == 50
+    cams.unplug_a()
+    cam.retarget(None, taken=True)  # the app saw A gone, and its number taken by another
     reader = threading.Thread(target=cam.read, daemon=True)
     reader.start()
     reader.join(0.3)
     assert reader.is_alive() and cam.reconnecting  # waits for A; B was never opened
-    assert "B" not in streaming
-    order.insert(1, "A")  # A plugged in again, listed second
+    assert len(cams.opened) == 1
+    cams.order.insert(1, "A")  # A plugged in again, listed second
     cam.retarget("1")
     reader.join(2.0)
     assert not reader.is_alive()
-    assert int(cam.read().image[0, 0, 0]) == 50 and cam.reconnects == 1
+    assert _value(cam) == 50 and cam.reconnects == 1
     cam.close()
 
 
 def test_a_camera_reopened_at_its_old_number_before_it_was_told_drops_that_camera(monkeypatch):
     # The reconnect can come before the app hears of the unplug: it opened B at A's old number,
     # and a later retarget(None) only stopped reopens, so B's picture went on to the call.
-    monkeypatch.setattr(sources.sys, "platform", "win32")
-    order = ["A", "B"]
-    values = {"A": 50, "B": 200}
-    opened: list[FakeCapture] = []
-
-    def factory(target, api):  # noqa: ANN001, ANN202
-        if not isinstance(target, int) or target >= len(order):
-            return FakeCapture(target, api, opened=False)
-        return FakeCapture(target, api, value=values[order[target]], log=opened)
-
-    monkeypatch.setattr(sources, "_make_capture", factory)
+    cams = _NumberedCameras(monkeypatch)
     cam = CameraSource(device="0", backoff=(0.001, 0.002), lost_after_reads=2)
-    assert int(cam.read().image[0, 0, 0]) == 50
-    order.remove("A")
-    opened[0].frames_left = 0  # A unplugged; B is camera 0 now, and the list not yet read
-    assert int(cam.read().image[0, 0, 0]) == 200  # the reconnect opened B: nothing to tell
-    cam.retarget(None)  # the app sees A gone, its number B's
-    assert opened[-1].released  # B is let go at once
+    assert _value(cam) == 50
+    cams.unplug_a()  # and the list not yet read
+    assert _value(cam) == 200  # the reconnect opened B: nothing to tell
+    cam.retarget(None, taken=True)  # the app sees A gone, its number B's
+    assert cams.opened[-1].released  # B is let go at once
     got: list[Frame | None] = []
     reader = threading.Thread(target=lambda: got.append(cam.read()), daemon=True)
     reader.start()
@@ -1090,25 +1095,14 @@ def test_a_camera_reopened_at_its_old_number_before_it_was_told_drops_that_camer
 def test_a_camera_said_to_have_moved_lets_go_of_a_reconnect_at_its_old_number(monkeypatch):
     # A quick unplug and replug, seen by the app as one move (A now second): the reconnect had
     # opened B at A's old number, and retarget("1") only changed the next reopen: B went on.
-    monkeypatch.setattr(sources.sys, "platform", "win32")
-    order = ["A", "B"]
-    values = {"A": 50, "B": 200}
-    opened: list[FakeCapture] = []
-
-    def factory(target, api):  # noqa: ANN001, ANN202
-        if not isinstance(target, int) or target >= len(order):
-            return FakeCapture(target, api, opened=False)
-        return FakeCapture(target, api, value=values[order[target]], log=opened)
-
-    monkeypatch.setattr(sources, "_make_capture", factory)
+    cams = _NumberedCameras(monkeypatch)
     cam = CameraSource(device="0", backoff=(0.001, 0.002), lost_after_reads=2)
-    assert int(cam.read().image[0, 0, 0]) == 50
-    order.remove("A")
-    opened[0].frames_left = 0
-    assert int(cam.read().image[0, 0, 0]) == 200  # B, at A's old number
-    order.append("A")  # back, second
+    assert _value(cam) == 50
+    cams.unplug_a()
+    assert _value(cam) == 200  # B, at A's old number
+    cams.order.append("A")  # back, second
     cam.retarget("1", taken=True)  # its old number is B's
-    assert [int(cam.read().image[0, 0, 0]) for _ in range(3)] == [50, 50, 50]
+    assert [_value(cam) for _ in range(3)] == [50, 50, 50]
     cam.close()
 
 
@@ -1136,34 +1130,27 @@ def test_a_camera_reconnected_to_itself_then_moved_keeps_its_capture(monkeypatch
 def test_a_camera_said_to_have_moved_while_it_reopens_does_not_keep_that_capture(monkeypatch):
     # The capture thread inside the reopen at the old number (B's now) while the app says A
     # moved to 1: the capture it came back with was kept, and B streamed.
-    monkeypatch.setattr(sources.sys, "platform", "win32")
-    order = ["A", "B"]
-    values = {"A": 50, "B": 200}
-    opened: list[FakeCapture] = []
+    cams = _NumberedCameras(monkeypatch)
     in_open, go = threading.Event(), threading.Event()
 
-    def factory(target, api):  # noqa: ANN001, ANN202
-        if not isinstance(target, int) or target >= len(order):
-            return FakeCapture(target, api, opened=False)
-        if len(opened) == 1:  # the reconnect's open, at the old number
+    def hold_the_reopen(n: int) -> None:
+        if n == 1:  # the reconnect's open, at the old number
             in_open.set()
             go.wait(5)
-        return FakeCapture(target, api, value=values[order[target]], log=opened)
 
-    monkeypatch.setattr(sources, "_make_capture", factory)
+    cams.before_open = hold_the_reopen
     cam = CameraSource(device="0", backoff=(0.001, 0.002), lost_after_reads=2)
-    assert int(cam.read().image[0, 0, 0]) == 50
-    order.remove("A")
-    opened[0].frames_left = 0  # A unplugged: B is 0 now
+    assert _value(cam) == 50
+    cams.unplug_a()
     got: list[int] = []
-    reader = threading.Thread(target=lambda: got.append(int(cam.read().image[0, 0, 0])))
+    reader = threading.Thread(target=lambda: got.append(_value(cam)))
     reader.start()
     assert in_open.wait(5)
-    order.append("A")  # back, second
+    cams.order.append("A")  # back, second
     cam.retarget("1", taken=True)
     go.set()
     reader.join(5)
-    got += [int(cam.read().image[0, 0, 0]) for _ in range(2)]
+    got += [_value(cam) for _ in range(2)]
     assert got == [50, 50, 50], got
     cam.close()
 
