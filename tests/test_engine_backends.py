@@ -1178,19 +1178,24 @@ def test_check_onnxruntime_install(monkeypatch):
     assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in msg
 
 
-def test_refused_frame_size_leaves_the_onnx_backend_usable(tmp_path: Path) -> None:
-    # A fixed-size model refuses other sizes, again and again, and still runs its own size:
-    # the refusal must not leave the I/O binding pointing at freed buffers.
+def _fixed_size_model(path: Path, side: int) -> Path:
+    """An identity ONNX model whose input and output are fixed at ``side`` x ``side``."""
     onnx = pytest.importorskip("onnx")
-    path = make_onnx_model(tmp_path / "fixed.onnx", kind="identity")
+    make_onnx_model(path, kind="identity")
     model = onnx.load(str(path))
     for value in (*model.graph.input, *model.graph.output):
         dims = value.type.tensor_type.shape.dim
-        dims[2].Clear()
-        dims[2].dim_value = 32
-        dims[3].Clear()
-        dims[3].dim_value = 32
+        for i in (2, 3):
+            dims[i].Clear()
+            dims[i].dim_value = side
     onnx.save(model, str(path))
+    return path
+
+
+def test_refused_frame_size_leaves_the_onnx_backend_usable(tmp_path: Path) -> None:
+    # A fixed-size model refuses other sizes, again and again, and still runs its own size:
+    # the refusal must not leave the I/O binding pointing at freed buffers.
+    path = _fixed_size_model(tmp_path / "fixed.onnx", 32)
     with pytest.warns(UserWarning):
         backend = create_backend("onnx", model=path)
     ok = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
@@ -1208,15 +1213,7 @@ def test_a_fixed_size_model_runs_at_full_size_only(tmp_path: Path) -> None:
     # model refused every smaller frame: the rest of the stream went out unsharpened, exit 0.
     import engine.backends as backends_module
 
-    onnx = pytest.importorskip("onnx")
-    path = make_onnx_model(tmp_path / "fixed.onnx", kind="identity")
-    model = onnx.load(str(path))
-    for value in (*model.graph.input, *model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        for i in (2, 3):
-            dims[i].Clear()
-            dims[i].dim_value = 64
-    onnx.save(model, str(path))
+    path = _fixed_size_model(tmp_path / "fixed.onnx", 64)
     closed: list[bool] = []
     real_close = backends_module.OnnxBackend.close
 
