@@ -140,7 +140,7 @@ class _Rate:
         intervals = len(recent) - 1
         span = recent[-1] - recent[0]
         overdue = max(0.0, (now - recent[-1]) - span / intervals)
-        if span + overdue < MIN_SPAN_S:
+        if span + overdue < MIN_SPAN_S - 1e-9:  # 3 frames at 30 fps span 0.0999...
             return 0.0
         return intervals / (span + overdue)
 
