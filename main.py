@@ -1338,7 +1338,9 @@ def _run_stream(
             total
             and not (stop.is_set() or timed_out)
             and stats.frames_in < total
-            and not _count_estimated(args.source, total, stats.frames_in, source.fps)
+            and not _count_estimated(
+                args.source, total, stats.frames_in, source.fps, source.last_time_s
+            )
         ):
             # As `process` says it: a file cut off mid-write ended the run as if it were whole,
             # exit 0 and not a word, over an earlier recording of the same name.
@@ -2393,17 +2395,25 @@ _ESTIMATED_COUNT = (".mkv", ".webm", ".mk3d")
 ESTIMATE_SLACK_S = 0.5  # s of frames an estimated count may announce beyond the pictures
 
 
-def _count_estimated(path: str, announced: int, decoded: int, fps: float) -> bool:
+def _count_estimated(
+    path: str, announced: int, decoded: int, fps: float, last_s: float | None = None
+) -> bool:
     """Whether ``decoded`` of the ``announced`` frames of ``path`` are all it holds, its count
     an estimate: Matroska keeps none, and the file's duration (its sound's, where that runs
     on) times the rate was read as frames lost. OBS records MKV by default, its sound a little
     longer than the pictures: every save of one was "saved with a problem" (94 announced, 90
-    decoded). Half a second at most: a recording cut off mid-write (180 announced, 84 decoded)
-    is one."""
+    decoded). ``last_s``, the last picture's time where it is known, tells a file whose
+    pictures run to its end (one with frames dropped while it was recorded: 119 announced, 80
+    decoded, the last at 3.93 s of 3.97) from one cut off mid-write (its header keeps the whole
+    duration: 180 announced, 84 decoded); without it, half a second short at most is taken
+    for whole."""
     short = announced - decoded
-    return Path(str(path)).suffix.lower() in _ESTIMATED_COUNT and 0 < short <= max(
-        1.0, ESTIMATE_SLACK_S * fps
-    )
+    if Path(str(path)).suffix.lower() not in _ESTIMATED_COUNT or short <= 0 or fps <= 0:
+        return False
+    slack = max(1.0, ESTIMATE_SLACK_S * fps) / fps  # s
+    if last_s is not None:
+        return announced / fps - (last_s + 1.0 / fps) <= slack
+    return short / fps <= slack
 
 
 def cmd_process(args: argparse.Namespace) -> int:
@@ -2534,7 +2544,9 @@ def cmd_process(args: argparse.Namespace) -> int:
                 f"{skipped} of {len(source.files)} images skipped; {written} written to "
                 f"{args.output}"
             )
-        if total is not None and _count_estimated(args.input, total, written, source.fps):
+        if total is not None and _count_estimated(
+            args.input, total, written, source.fps, getattr(source, "last_time_s", None)
+        ):
             _eprint(
                 f"{PROG}: note: the file announced {total} frames, {written} were decoded "
                 "(its container keeps no count: the announced one is an estimate)"

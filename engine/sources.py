@@ -1557,6 +1557,9 @@ class VideoFileSource(_SourceBase):
                     + self._animation_hint()
                 )
             self._first: np.ndarray | None = img
+            #: The presentation time (s) of the last picture decoded, where OpenCV decodes it:
+            #: whether the pictures reach the end of a container that only estimates its count.
+            self.last_time_s: float | None = self._position_s()
             # A loop's stand-in for a one-frame file (see _decode): read() converts in place.
             self._first_kept: np.ndarray | None = img.copy() if loop else None
             self._lone: np.ndarray | None = None
@@ -1606,7 +1609,12 @@ class VideoFileSource(_SourceBase):
             raise ValueError("decode_with: only before the first read")
         self._decoder = decoder
         self._first = self._first_kept = None
+        self.last_time_s = None  # FFmpeg's pictures carry no time here
         self._flip = None  # FFmpeg applies the display matrix whole, mirroring included
+
+    def _position_s(self) -> float | None:
+        ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
+        return ms / 1000.0 if math.isfinite(ms) and ms >= 0 else None
 
     def _mirror_flip(self) -> int | None:
         """The ``cv2.flip`` code that completes OpenCV's turn of a mirrored video, or None.
@@ -1648,6 +1656,7 @@ class VideoFileSource(_SourceBase):
             return img
         ok, img = self._cap.read()
         if ok and img is not None:
+            self.last_time_s = self._position_s()
             self._pass_frames += 1
             if self._pass_frames == 2:
                 self._first_kept = None  # not a one-frame file

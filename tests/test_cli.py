@@ -517,6 +517,42 @@ def test_process_of_an_mkv_whose_sound_runs_on_notes_the_estimated_count(
     assert code == 0 and f"warning: {cut} announced {announced} frames and {decodable}" in err, err
 
 
+def test_an_mkv_with_frames_dropped_while_recording_is_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A recorder that drops frames under load (OBS does, and keeps the time of those it keeps)
+    # writes fewer pictures than its duration times its rate: 119 announced, 80 decoded, more
+    # than half a second short, and the whole file was "damaged or truncated". Its last picture
+    # is at its end; a file cut off mid-write stops short of the duration its header keeps.
+    mkv = tmp_path / "dropped.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=30:duration=4", "-vf", "select='not(eq(mod(n,3),2))'",
+         "-fps_mode", "vfr", "-c:v", "mpeg4", str(mkv)],
+        check=True,
+    )  # fmt: skip
+    cap = cv2.VideoCapture(str(mkv))
+    announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert announced - len(read_video(mkv)) > 15
+    code = cli.main(["process", str(mkv), str(tmp_path / "out.mkv"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" not in err, err
+    assert f"note: the file announced {announced} frames, 80 were decoded" in err, err
+    code = cli.main(
+        ["run", "--source", str(mkv), "--output", str(tmp_path / "run.mkv"), "--backend",
+         "unsharp", "--scale", "1"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" not in err, err
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(mkv.read_bytes()[: mkv.stat().st_size // 2])
+    decodable = len(read_video(cut))
+    code = cli.main(["process", str(cut), str(tmp_path / "cut_out.mkv"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"warning: {cut} announced {announced} frames and {decodable}" in err, err
+
+
 def test_process_refuses_a_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # `process` is offline, every frame of a file: a camera has no end, and `run` streams it.
     out = tmp_path / "out.mp4"
