@@ -2300,15 +2300,33 @@ class MainWindow(QMainWindow):
             )
         else:
             offered = save_filter(source)
-            output, _ = QFileDialog.getSaveFileName(
-                self, "Save a sharpened copy", proposed, offered
-            )
-            if output and f"*{Path(output).suffix.lower()} " not in offered.replace(")", " "):
+            while True:
+                output, _ = QFileDialog.getSaveFileName(
+                    self, "Save a sharpened copy", proposed, offered
+                )
+                if not output or f"*{Path(output).suffix.lower()} " in offered.replace(")", " "):
+                    break
                 # Typed without one, or with a dot of its own ("Meeting 10.30"): `process`
                 # takes the format from the name, and refused that one.
                 output += Path(proposed).suffix
+                # The dialog asked about the name as typed ("talk"): the one with the
+                # extension ("talk.mp4") was replaced without a word.
+                if not os.path.lexists(output) or self._ask_replace(output):
+                    break
+                proposed = output
         if output:
             self.save_copy(output)
+
+    def _ask_replace(self, path: str) -> bool:
+        """Whether to replace the file at ``path`` (asked as the save dialog asks)."""
+        answer = QMessageBox.question(
+            self,
+            "Replace the file?",
+            f"{Path(path).name} already exists in {Path(path).parent}. Replace it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def save_copy(self, output: str, source: str | None = None) -> SaveJob:
         """Save a sharpened copy of ``source`` (default: the file playing) to ``output`` with

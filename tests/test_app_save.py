@@ -403,6 +403,45 @@ def test_the_save_dialog_proposes_a_name_and_adds_a_missing_extension(
         assert finished(qtbot, window.save_job).ok
 
 
+def test_a_name_typed_without_its_extension_is_not_replaced_unasked(
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # The dialog asks about "talk", which does not exist; "talk.mp4", which the extension
+    # makes of it, was replaced with the copy without a word.
+    window = make_window()
+    precious = tmp_path / "talk.mp4"
+    precious.write_bytes(b"precious recording")
+    proposed: list[str] = []
+
+    def dialog(parent, title, name, filters):  # noqa: ANN001, ANN202
+        proposed.append(name)
+        return (str(tmp_path / "talk") if len(proposed) == 1 else ""), filters
+
+    asked: list[str] = []
+
+    def question(parent, title, text, *args):  # noqa: ANN001, ANN002, ANN202
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    monkeypatch.setattr(QMessageBox, "question", question)
+    window.choose_save_output()
+    assert asked == [f"talk.mp4 already exists in {tmp_path}. Replace it?"]
+    assert proposed[1] == str(precious)  # back to the dialog, at the name it would have taken
+    assert window.save_job is None
+    assert precious.read_bytes() == b"precious recording"
+    # Yes replaces it, as the dialog's own question does.
+    proposed.clear()
+    monkeypatch.setattr(QMessageBox, "question", lambda *a: QMessageBox.StandardButton.Yes)
+    window.choose_save_output()
+    assert window.save_job is not None and window.save_job.output == str(precious)
+    assert finished(qtbot, window.save_job).ok
+    assert precious.read_bytes() != b"precious recording"
+
+
 def test_closing_while_saving_asks_and_a_stop_keeps_the_frames(
     qtbot,
     make_window,
