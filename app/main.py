@@ -427,22 +427,32 @@ def save_screenshot(window: MainWindow, out: Path) -> str | None:
     # QImageWriter, not QPixmap.save: that says only False, and "cannot write screenshot"
     # left the reason (a read-only folder, a full disk) to guess. The format from the
     # lower-cased extension, as QPixmap.save takes it (main.py checks the name that way).
-    writer = QImageWriter(str(out), out.suffix.lower().removeprefix(".").encode())
+    # Written beside it, then renamed over it: written in place, a full disk truncated an
+    # earlier screenshot of the same name, then the failed one was removed with it.
+    part = out.with_name(f".{out.name}.partial")
+    writer = QImageWriter(str(part), out.suffix.lower().removeprefix(".").encode())
     written = writer.write(window.grab().toImage())
     file = writer.device()
-    if file is None:
-        return None if written else f": {writer.errorString()}"
-    # A full disk: write() may say True of what only reached the file's buffer, or say
-    # "Unknown error"; the file itself knows, once closed (so flushed).
-    file.close()
-    error = file.error()
+    error = QFileDevice.FileError.NoError
+    if file is not None:
+        # A full disk: write() may say True of what only reached the file's buffer, or say
+        # "Unknown error"; the file itself knows, once closed (so flushed).
+        file.close()
+        error = file.error()
     if written and error == QFileDevice.FileError.NoError:
-        return None
-    if error not in (QFileDevice.FileError.OpenError, QFileDevice.FileError.PermissionsError):
-        # Opened, so truncated or half written: it must not pass for the screenshot.
-        with contextlib.suppress(OSError):
-            out.unlink()
-    why = file.errorString() if error != QFileDevice.FileError.NoError else writer.errorString()
+        try:
+            os.replace(part, out)
+            return None
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+    elif error in (QFileDevice.FileError.WriteError, QFileDevice.FileError.ResizeError):
+        why = file.errorString()
+    else:
+        # Not opened (a read-only folder): the writer says so. The file's own error is then
+        # the removal QImageWriter tried after it ("No such file or directory").
+        why = writer.errorString() or (file.errorString() if file is not None else "")
+    with contextlib.suppress(OSError):
+        part.unlink()
     return f": {why or 'the image could not be written'}"
 
 

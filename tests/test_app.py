@@ -5162,25 +5162,43 @@ def test_a_quit_after_run_that_shows_no_frame_fails_with_the_reason(
 
 def test_a_screenshot_that_cannot_be_written_says_why(qtbot, tmp_path, capsys):
     # "cannot write screenshot X" and nothing more: QPixmap.save gives no reason.
+    import resource
+    import signal
+
     from app.main import run_app
 
-    targets = [(tmp_path / "taken.png", "Is a directory")]
-    targets[0][0].mkdir()  # main.py refuses a folder named; one may appear meanwhile
-    if Path("/dev/full").exists():  # a full disk, where the write goes wrong after the open
-        (tmp_path / "full.png").symlink_to("/dev/full")
-        targets.append((tmp_path / "full.png", "No space left on device"))
-    for out, reason in targets:
-        code = run_app(
-            source=str(DEMO_CLIP),
-            screenshot=str(out),
-            quit_after=0.5,
-            backend="unsharp",
-            settings_path=str(tmp_path / "settings.ini"),
-            tray=False,
-        )
+    taken = tmp_path / "taken.png"
+    taken.mkdir()  # main.py refuses a folder named; one may appear meanwhile
+    earlier = tmp_path / "earlier.png"
+    earlier.write_bytes(b"an earlier screenshot")
+    for out, reason in ((taken, "Is a directory"), (earlier, "File too large")):
+        # A file size limit fails the write after the open, as a full disk does: written in
+        # place, the earlier screenshot was truncated, then removed.
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+        xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        if out == earlier:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (4096, limit[1]))
+        try:
+            code = run_app(
+                source=str(DEMO_CLIP),
+                screenshot=str(out),
+                quit_after=0.5,
+                backend="unsharp",
+                settings_path=str(tmp_path / "settings.ini"),
+                tray=False,
+            )
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+            signal.signal(signal.SIGXFSZ, xfsz)
         assert code == 1
         err = capsys.readouterr().err
         assert f"sharpcam: cannot write screenshot {out}: " in err and reason in err, err
+    assert earlier.read_bytes() == b"an earlier screenshot"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "earlier.png",
+        "settings.ini",
+        "taken.png",
+    ]
 
 
 def _opens_recorded(asked: list[str]):  # noqa: ANN202
