@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import cv2
@@ -772,6 +773,51 @@ def _install_fake_teacher(
             folder=True,
         ),
     )
+
+
+def test_an_out_folder_it_cannot_write_in_is_refused_before_any_model_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A read-only parent: mkdir failed after the models had loaded, in a PermissionError
+    # traceback. (The access check is stood in for: this runs as root, whom it never refuses.)
+    import training.export as export_mod
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        export_mod.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode)
+    )
+    monkeypatch.setattr(EV, "load_model_runner", lambda *a, **k: pytest.fail("model loaded"))
+    with pytest.raises(SystemExit) as exc:
+        EV.main(["--data", "demo:", "--no-perceptual", "--out", str(locked / "res")])
+    assert exc.value.code == 2
+    assert f"--out {locked / 'res'}: cannot write in {locked} (permission denied)" in (
+        capsys.readouterr().err
+    )
+
+
+def test_a_grid_that_cannot_be_written_fails_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A full disk: cv2.imwrite said False, unread, and the run ended "results in" with exit 0
+    # and no picture. A file size limit fails the write as a full disk does.
+    import resource
+    import signal
+
+    out = tmp_path / "res"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, limit[1]))
+    try:
+        code = EV.main(["--data", "demo:", "--limit", "1", "--no-perceptual", "--out", str(out)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limit)
+        signal.signal(signal.SIGXFSZ, xfsz)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert f"error: cannot write {out / 'grid_demo.png'} (is the disk full?)" in err, err
+    assert (out / "summary.json").is_file()  # what was written is kept
 
 
 def test_cached_teacher_recomputes_after_a_change_to_the_teachers_code(

@@ -113,6 +113,17 @@ def test_an_out_that_is_a_file_is_refused_before_the_checkpoint_is_read(
         assert exc.value.code == 2
         assert f"--out {out}: {afile} is a file, not a folder" in capsys.readouterr().err
     assert afile.read_text() == "mine\n"
+    # A folder it cannot write in: a PermissionError traceback after the student was built.
+    # (The access check is stood in for: this runs as root, whom it never refuses.)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(E.os, "access", lambda p, mode: Path(p) != locked)
+        with pytest.raises(SystemExit) as exc:
+            E.main(["--random-init", "--variant", "tiny", "--out", str(locked / "exp")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"--out {locked / 'exp'}: cannot write in {locked} (permission denied)" in err, err
 
 
 def test_files_and_parity(exported: tuple[Path, torch.nn.Module, Path]) -> None:

@@ -29,7 +29,7 @@ import torch
 from training.export import (
     ExportError,
     config_digest,
-    file_in_the_way,
+    folder_refusal,
     load_student,
     stored_config_digest,
 )
@@ -162,8 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         # the save, with a traceback (and a stray OUT.tmp beside a folder).
         if args.out.is_dir():
             raise AverageError(f"--out {args.out} is a folder; give a .pt file name")
-        if (blocked := file_in_the_way(args.out.parent)) is not None:
-            raise AverageError(f"--out {args.out}: {blocked} is a file, not a folder")
+        if (refusal := folder_refusal(args.out.parent)) is not None:
+            raise AverageError(f"--out {args.out}: {refusal}")
         soup = average_checkpoints(args.checkpoints, weights)
     except AverageError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1186,7 +1186,9 @@ def write_grid(rows: list[list[tuple[str, np.ndarray]]], path: Path) -> None:
         lines.append(np.full((4, lines[-1].shape[1], 3), 255, np.uint8))
     grid = np.vstack(lines[:-1])
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    # A full disk left the tables without their picture, under "results in" and exit 0.
+    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"cannot write {path} (is the disk full?)")
 
 
 def _metric_row(
@@ -1566,13 +1568,13 @@ def main(argv: list[str] | None = None) -> int:
     # Everything a run can be refused for is checked here, before a model is loaded: a bad
     # option found at its first use fails with a traceback, and may do so only after the
     # earlier --data sets (or the students' work on a first image) have run.
-    if args.out is not None:
-        from training.export import file_in_the_way
+    from training.export import folder_refusal
 
-        blocked = file_in_the_way(args.out)
-        if blocked is not None:
-            # mkdir failed on it after the models had loaded, in a FileExistsError traceback.
-            p.error(f"--out {args.out}: {blocked} is a file, not a folder")
+    out = args.out or Path("runs/eval") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    refusal = folder_refusal(out)
+    if refusal is not None:
+        # mkdir failed on it after the models had loaded, in a traceback.
+        p.error(f"--out {out}: {refusal}")
     try:
         specs = [parse_data(s) for s in args.data]
         try:
@@ -1690,7 +1692,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     ensembles = list(dict.fromkeys(args.ensemble or []))  # --ensemble 2 twice: one row
-    out = args.out or Path("runs/eval") / _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     methods = []
     file_rows = []  # (index in methods, model file)
     for m in args.model:
@@ -1746,16 +1747,20 @@ def main(argv: list[str] | None = None) -> int:
             ),
         },
     }
-    summary = evaluate(
-        all_samples(),
-        methods,
-        out,
-        teacher=teacher,
-        perceptual=perceptual,
-        grid_rows=args.grid_rows,
-        grid_crop=args.grid_crop,
-        meta=meta,
-    )
+    try:
+        summary = evaluate(
+            all_samples(),
+            methods,
+            out,
+            teacher=teacher,
+            perceptual=perceptual,
+            grid_rows=args.grid_rows,
+            grid_crop=args.grid_crop,
+            meta=meta,
+        )
+    except OSError as exc:  # a full disk: one line and exit 1, what was written is kept
+        print(f"{p.prog}: error: {exc}", file=sys.stderr)
+        return 1
     print(summary_markdown(summary))
     if teacher is not None:
         print(

@@ -78,7 +78,7 @@ __all__ = [
     "export_onnx",
     "export_torchscript",
     "external_data_files",
-    "file_in_the_way",
+    "folder_refusal",
     "load_student",
     "main",
     "manifest_entry",
@@ -1655,12 +1655,18 @@ def _openvino_entry(result: ExportResult, fname: str) -> dict[str, Any]:
     return entry
 
 
-def file_in_the_way(folder: Path) -> Path | None:
-    """The file at ``folder`` or at one of its parents, on which making ``folder`` would fail
-    (FileExistsError, NotADirectoryError); None when nothing is in the way."""
+def folder_refusal(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made or written in, as a phrase (``"notes is a file, not a
+    folder"``), checked on it or on the nearest of its parents that exists; None when nothing
+    is in the way. Asked before the work: mkdir and the first write failed only after the
+    models had loaded, in a traceback."""
     for path in (folder, *folder.parents):
         if path.exists():  # False below a file (ENOTDIR): its parent is looked at next
-            return None if path.is_dir() else path
+            if not path.is_dir():
+                return f"{path} is a file, not a folder"
+            if not os.access(path, os.W_OK | os.X_OK):
+                return f"cannot write in {path} (permission denied)"
+            return None
     return None
 
 
@@ -1708,10 +1714,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.checkpoint is not None and args.random_init:
         # The checkpoint was ignored without a word: random weights shipped under its name.
         p.error("--checkpoint and --random-init exclude each other: pick one")
-    blocked = file_in_the_way(args.out)
-    if blocked is not None:
-        # mkdir failed on it only after the checkpoint was read, in a FileExistsError traceback.
-        p.error(f"--out {args.out}: {blocked} is a file, not a folder")
+    refusal = folder_refusal(args.out)
+    if refusal is not None:
+        # mkdir failed on it only after the checkpoint was read, in a traceback.
+        p.error(f"--out {args.out}: {refusal}")
 
     try:
         _check_name(args.name)  # before a checkpoint is read
