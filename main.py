@@ -914,7 +914,21 @@ def _same_path(source: str, output: str) -> bool:
             return True
     except (OSError, ValueError):
         pass  # one of them does not exist (yet), or the name is not a valid path
-    return Path(source).resolve() == Path(output).resolve()
+    try:
+        return Path(source).resolve() == Path(output).resolve()
+    except (RuntimeError, OSError):  # a loop of links (RuntimeError before Python 3.13)
+        return False  # it names no file: nothing of it can be replaced
+
+
+def _link_loop(path: str) -> bool:
+    """Whether ``path``, or a folder on the way to it, is a loop of symbolic links."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    except ValueError:  # a NUL in the name: said where the name is used
+        return False
+    return False
 
 
 def _check_not_input(source: str, output: str) -> None:
@@ -928,6 +942,8 @@ def _check_not_input(source: str, output: str) -> None:
     """
     from engine.sinks import VIDEO_CODECS, incomplete_path, partial_path
 
+    if _link_loop(source):
+        raise CliError(f"input {source}: a loop of symbolic links (it leads back to itself)", 2)
     if _same_path(source, output):
         raise CliError(f"output {output} would overwrite the input", code=2)
     if Path(source).is_dir():
@@ -2239,6 +2255,9 @@ def _check_output_name(out: str) -> None:
         check_name_fits(out)
     except SinkError as exc:
         raise CliError(str(exc), code=2) from exc
+    if _link_loop(out):
+        # Path.resolve() raised on it: "error: RuntimeError: Symlink loop from ...", exit 1.
+        raise CliError(f"output {out}: a loop of symbolic links (it leads back to itself)", 2)
 
 
 def _check_video_output_not_folder(out: str) -> None:

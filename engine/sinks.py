@@ -815,6 +815,8 @@ _MAX_NUMBERED = 1000
 _NUMBER_ROOM = len(f"-{_MAX_NUMBERED}")
 #: The longest file name where the file system does not say (ext4, APFS, NTFS all take 255).
 _DEFAULT_NAME_MAX = 255
+#: The longest path a system call takes: PATH_MAX, 4096 on Linux, 1024 on macOS.
+_PATH_MAX = 1024 if sys.platform == "darwin" else 4096
 
 
 def _name_length(name: str) -> int:
@@ -849,6 +851,17 @@ def check_name_fits(path: str | os.PathLike[str]) -> None:
     to fit; the final name is never changed, so it is refused here instead.
     """
     path = Path(path)
+    if sys.platform != "win32":
+        # The whole path too (4096 bytes on Linux, 1024 on macOS, with room for the working
+        # names): past it every call on the name failed, the first (is_dir) with a bare
+        # "[Errno 36] File name too long".
+        length = len(os.fsencode(str(path)))
+        most = _PATH_MAX - len(".incomplete") - _NUMBER_ROOM
+        if length > most:
+            raise SinkError(
+                f"cannot write {str(path)[:60]}...: its path is {length} bytes long, more than "
+                f"the {most} the system takes; give a shorter one"
+            )
     limit = _name_max(path.parent)
     for part in (path, *path.parents):
         length = _name_length(part.name)

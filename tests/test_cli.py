@@ -4013,6 +4013,33 @@ def test_an_output_name_longer_than_the_file_system_takes_is_a_usage_error(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", ["run", "process"])
+def test_a_path_longer_than_the_system_takes_or_a_link_loop_is_a_usage_error(
+    command: str, clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each was the bare exception, exit 1: "error: OSError: [Errno 36] File name too long"
+    # (17 folders of 250 bytes, 4271 in all) and "error: RuntimeError: Symlink loop from".
+    deep = tmp_path.joinpath(*[_name_of(250, "")] * 17) / "o.avi"
+    (tmp_path / "la.avi").symlink_to(tmp_path / "lb.avi")
+    (tmp_path / "lb.avi").symlink_to(tmp_path / "la.avi")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    cases = [
+        (clip, deep, "bytes long, more than the "),
+        (clip, tmp_path / "la.avi", f"output {tmp_path / 'la.avi'}: a loop of symbolic links"),
+        (clip, tmp_path / "loop" / "o.avi", "a loop of symbolic links (it leads back to itself)"),
+        (tmp_path / "la.avi", tmp_path / "o.avi", f"input {tmp_path / 'la.avi'}: a loop"),
+    ]
+    for source, out, said in cases:
+        argv = ["process", str(source), str(out)]
+        if command == "run":
+            argv = ["run", "--source", str(source), "--output", str(out), "--duration", "1"]
+        code = cli.main([*argv, "--backend", "unsharp"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert said in err and "Error" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["la.avi", "lb.avi", "loop"]
+
+
 def _photo_with_metadata(path: Path) -> tuple[bytes, bytes]:
     """A JPEG stored 128x96 with EXIF (Orientation 6: shown turned, 96x128), XMP and an ICC
     profile; returns ``(exif, icc)``."""
