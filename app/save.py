@@ -127,7 +127,9 @@ def save_command(
         "--stop-on-eof",
     ]
     if model is not None:
-        args += ["--model", model]
+        # One argument: a relative file named "-fast.onnx" read as an option ("--model:
+        # expected one argument"), and the save failed where the live stream ran it.
+        args.append(f"--model={model}")
     if denoise and source_kind(source) == "video":
         # It averages a video's frames; for photos `process` would say so in its own words.
         args.append("--denoise")

@@ -148,9 +148,14 @@ def test_the_command_is_process_below_normal_priority_with_lines_and_a_stop_on_e
     args = save_command("in.mp4", "out.mp4", backend="onnx", model="m.onnx", strength=0.75)
     assert Path(args[0]) == MAIN_SCRIPT and MAIN_SCRIPT.is_file()
     assert args[1:4] == ["process", "in.mp4", "out.mp4"]
-    for pair in (["--backend", "onnx"], ["--strength", "0.75"], ["--model", "m.onnx"]):
+    for pair in (["--backend", "onnx"], ["--strength", "0.75"]):
         i = args.index(pair[0])
         assert args[i : i + 2] == pair
+    # As `process` reads it, also a relative model file whose name starts with a dash.
+    import main as cli
+
+    parsed = cli.build_parser().parse_args(save_command("in.mp4", "o.mp4", model="-m.onnx")[1:])
+    assert (parsed.input, parsed.output, parsed.model) == ("in.mp4", "o.mp4", "-m.onnx")
     assert {"--low-priority", "--stop-on-eof"} <= set(args)
     assert args[args.index("--progress") + 1] == "lines"
     assert "--model" not in save_command("in.mp4", "out.mp4")
