@@ -268,6 +268,13 @@ def verify_file(path: str | Path) -> ManifestEntry | None:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        # Unread, the runtimes called it "not an ONNX model (damaged, truncated ...)" or
+        # "system error number 13".
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from exc
     manifest = load_manifest(path.parent)
     if manifest is None:
         return None

@@ -922,6 +922,27 @@ def test_missing_model_file(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", [*MODEL_BACKENDS, "auto"])
+def test_a_model_file_it_may_not_read_says_so(tmp_path, name, monkeypatch):
+    # OpenVINO called it "not an ONNX model (damaged, truncated or in another format)", ONNX
+    # Runtime "system error number 13". (The refusal is stood in for: root reads any file.)
+    import builtins
+
+    path = tmp_path / "locked.onnx"
+    path.write_bytes(b"a model")
+    real_open = builtins.open
+
+    def open_(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if Path(file) == path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    with pytest.raises(ModelError) as info:
+        create_backend(name, model=path)
+    assert str(info.value) == f"cannot read model file {path}: Permission denied"
+
+
+@pytest.mark.parametrize("name", [*MODEL_BACKENDS, "auto"])
 def test_corrupt_model_file_names_file_and_reason(tmp_path, name):
     path = tmp_path / "broken.onnx"
     path.write_bytes(b"\x08\x07this is not a protobuf model" * 10)
