@@ -1850,8 +1850,9 @@ class ImageSink(_SinkBase):
                     f"folder {folder} already holds frames ({earlier.name}): "
                     "give an empty or new folder"
                 )
-        if os.path.lexists(folder) and not folder.is_dir():
-            # mkdir said "[Errno 17] File exists: 'notes'" of a file named like a folder.
+        if folder.exists() and not folder.is_dir():
+            # mkdir said "[Errno 17] File exists: 'notes'" of a file named like a folder. (A
+            # broken link is make_folder's to name: it was called a file.)
             raise SinkError(f"cannot write frames to {folder}: it is a file, not a folder")
         make_folder(folder)
         try:

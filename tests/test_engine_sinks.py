@@ -850,6 +850,14 @@ def test_image_sink_on_a_file_named_like_a_folder_says_so(tmp_path):
         open_sink(notes, size=None)
     assert str(info.value) == f"cannot write frames to {notes}: it is a file, not a folder"
     assert notes.read_text() == "keep me"
+    # A link to a folder that does not exist is one, as `process` says: it was "a file".
+    gone = tmp_path / "gone"
+    gone.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(SinkError) as info:
+        open_sink(gone, size=None)
+    assert str(info.value) == (
+        f"cannot create folder {gone}: {gone} is a link to something that does not exist"
+    )
 
 
 def test_image_sink_refuses_a_folder_with_earlier_frames(tmp_path):
