@@ -4378,12 +4378,14 @@ def test_ctrl_q_quits(qtbot, make_window):
 def test_settings_are_remembered(qtbot, make_window, tmp_path):
     window = make_window()
     window.strength_slider.setValue(35)
+    window.preview.set_split(0.3)  # where the divider was dragged to
     window.view_buttons["side"].click()
     window.mirror_check.setChecked(False)
     window.enable_switch.setChecked(False)
     window.close()
     saved = load_settings(open_store(str(tmp_path / "settings.ini")))
     assert saved.strength == pytest.approx(0.35)
+    assert saved.split == pytest.approx(0.3)
     assert saved.view_mode == "side"
     assert saved.mirror is False and saved.enabled is False
     # The demo clip played as the stand-in for no camera: nobody picked it, so the next launch
@@ -4398,6 +4400,7 @@ def test_settings_are_remembered(qtbot, make_window, tmp_path):
     assert again.strength_value.text() == "35 %"
     assert not again.strength_slider.isEnabled()
     assert again.preview.mode == "side" and not again.preview.mirror
+    assert again.preview.split == pytest.approx(0.3)
     assert again.bridge.engine.enabled is False
     assert again.view_hint.text() == "Before left, after right · Space toggles sharpening"
     again.view_buttons["split"].click()

@@ -1255,6 +1255,25 @@ def test_stop_finishes_a_recording_beside_a_sink_stalled_in_its_write(tmp_path):
     assert eng.errors == []  # nothing was written to a sink stop() had closed
 
 
+def test_an_offline_stop_keeps_the_recording_beside_a_stalled_sink_as_incomplete(tmp_path):
+    # Offline, every frame of the file is meant to reach the output: a stop() that gives up on
+    # a stalled sink leaves the other one short of the end, and it must not be published
+    # under its final name as if whole.
+    src = open_source(str(stamped_video(tmp_path / "v.avi", 40)), live=False)
+    out = tmp_path / "rec.avi"
+    video, hung = open_sink(out, size=src.size, fps=25), Stalled()
+    eng = Engine(src, Invert(), sinks=[video, hung], live=False)
+    eng.start()
+    try:
+        assert hung.entered.wait(5)
+        assert eng.stop(timeout=0.3) is False
+        assert not out.exists()
+        assert len(read_video(tmp_path / "rec.incomplete.avi")) >= 1
+    finally:
+        hung.release.set()
+    assert eng.join(5.0) and hung.closed == 1
+
+
 # --------------------------------------------------------------------------- warm-up
 
 

@@ -93,3 +93,17 @@ def test_perceptual_distance_checks_the_same_way() -> None:
     x = torch.rand(1, 3, 16, 16)
     with pytest.raises(ValueError, match="expected float tensors in"):
         missing(x.to(torch.uint8), x.to(torch.uint8))
+
+
+def test_ms_ssim_is_nan_below_161_px_and_a_mean_skips_it() -> None:
+    # pytorch-msssim refuses a shorter side of 160 px or less: evaluate stopped on such an
+    # image, where it records NaN and averages the images that have a score.
+    from training.evaluate import _mean
+
+    torch.manual_seed(0)
+    for side, defined in ((160, False), (161, True)):
+        a = torch.rand(1, 3, side, 200)
+        score = ms_ssim(a, a)
+        assert bool(torch.isfinite(score).all()) == defined, side
+    assert _mean([0.9, float("nan"), 0.7]) == pytest.approx(0.8)
+    assert _mean([float("nan")]) is None  # "n/a" in the tables, not "nan"

@@ -410,6 +410,21 @@ def test_auto_does_not_step_down_for_one_slow_call() -> None:
     assert be.scale == 0.875
 
 
+def test_auto_does_not_step_down_for_the_compile_at_a_stream_s_start() -> None:
+    # OpenVINO compiles at its second call (300 ms here), before ten calls are in: a trimmed
+    # mean that dropped the slowest tenth only from ten on counted it, and every start ran the
+    # next 10 s (recover_s) at 0.875 for no reason.
+    clock = FakeClock()
+    calls = {"n": 0}
+
+    def cost(pixels: int) -> float:
+        calls["n"] += 1
+        return 0.300 if calls["n"] == 2 else 0.020
+
+    be = ScaledBackend(Recorder(cost=cost, clock=clock), "auto", target_fps=30.0, clock=clock)
+    assert _scale_steps(be, np.zeros((72, 128, 3), np.uint8), 40) == []
+
+
 def test_auto_judges_calls_of_two_kinds_by_their_mean() -> None:
     clock = FakeClock()
     # Every other call takes 40 ms, the others 10 ms: 25 ms on average, under the 30 ms budget,
