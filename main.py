@@ -2452,6 +2452,12 @@ def cmd_process(args: argparse.Namespace) -> int:
     _check_output_name(args.output)  # first: asking about a name too long raises
     _check_not_input(args.input, args.output)
     folder = kind == "folder"
+    # A folder's results are its images: "2 frames -> out" followed "folder in · 2 images".
+    noun = "image" if folder else "frame"
+
+    def counted(n: int) -> str:
+        return f"{n} {noun}{'' if n == 1 else 's'}"
+
     # A folder's images are separate pictures: one that cannot be read is skipped and named
     # at the end, where it used to stop the run with the rest of the folder undone.
     options = {"skip_unreadable": True} if folder else {}
@@ -2521,7 +2527,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             progress = (
                 _ProgressLines(total)
                 if args.progress == "lines"
-                else tqdm(total=total, unit="frame", desc="process", file=sys.stderr)
+                else tqdm(total=total, unit=noun, desc="process", file=sys.stderr)
             )
             with progress as bar:
                 while not stop.is_set() and not engine.done.is_set():
@@ -2540,7 +2546,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         skipped = _report_skipped(source, sink) if folder else 0
         if engine.errors:
             where = _kept_where(sink, engine.errors[0])
-            raise CliError(f"processing failed after {_frames(written)}: {engine.errors[0]}{where}")
+            raise CliError(f"processing failed after {counted(written)}: {engine.errors[0]}{where}")
         # A stop that came after the last frame (stdin closed under --stop-on-eof as a photo
         # finished) cut nothing short: "interrupted", exit 130, was said of a finished output.
         if stop.is_set() and not engine.complete:
@@ -2548,12 +2554,12 @@ def cmd_process(args: argparse.Namespace) -> int:
             if kept is None and written == 0:
                 # "0 of 180 frames written to out.mp4" named an earlier result as this one's.
                 _eprint(
-                    f"{PROG}: interrupted before the first frame was done; nothing written"
+                    f"{PROG}: interrupted before the first {noun} was done; nothing written"
                     + (f", {args.output} left as it was" if existed else "")
                 )
             else:
                 _eprint(
-                    f"{PROG}: interrupted: {written} of {total or '?'} frames written to "
+                    f"{PROG}: interrupted: {written} of {total or '?'} {noun}s written to "
                     f"{kept or args.output}{_missing_after_stop(kind, args.input, copy_sound)}"
                 )
             return 130
@@ -2599,7 +2605,7 @@ def cmd_process(args: argparse.Namespace) -> int:
                 if sink.awaiting_name:
                     sink.keep_incomplete()  # never left hidden, whatever went wrong
                 raise
-        _eprint(f"{_frames(written)} -> {args.output}{said}")
+        _eprint(f"{counted(written)} -> {args.output}{said}")
         return 0
     finally:
         if restore is not None:

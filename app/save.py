@@ -309,7 +309,9 @@ def saved_folder(result: SaveResult) -> str:
 #: words: "4 frames are kept in", "171 frames kept in", "the frames written are kept in",
 #: "its frames are kept in", "171 of 12000 frames written to"); a path of the input's with
 #: "kept in" in its name is none of them.
-_KEPT = re.compile(r"\bframes? (?:written )?(?:are |is )?kept in |\b\d+ of \S+ frames? written to ")
+_KEPT = re.compile(
+    r"\bframes? (?:written )?(?:are |is )?kept in |\b\d+ of \S+ (?:frames?|images?) written to "
+)
 
 
 #: The command line's own advice, which the window has no control for.
@@ -334,7 +336,7 @@ def describe_result(result: SaveResult) -> tuple[str, str, str]:
     if result.ok:
         # Not the first line (the input, the output and the model: known); the last says
         # where the frames went and what came with them.
-        last = [re.sub(r"^(\d+ frames?) -> ", r"\1 written to ", s) for s in said[-1:]]
+        last = [re.sub(r"^(\d+ (?:frames?|images?)) -> ", r"\1 written to ", s) for s in said[-1:]]
         details = "\n".join([*news, *last])
         if not problems:
             return "saved", "Sharpened copy saved", details

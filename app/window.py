@@ -2409,13 +2409,15 @@ class MainWindow(QMainWindow):
     def _on_save_progress(self, done: int, total: int) -> None:
         job = self.save_job
         name = Path(job.output).name if job is not None else ""
+        # A folder's are photos: "3 of 10 frames" was said of them.
+        noun = "photo" if job is not None and source_kind(job.source) == "folder" else "frame"
         if total > 0:
             self.save_bar.setRange(0, total)
             self.save_bar.setValue(min(done, total))
-            counted = f"{done} of {total} frames"
+            counted = f"{done} of {total} {noun}s"
         else:
             self.save_bar.setRange(0, 0)  # busy: the file does not say how many there are
-            counted = f"{done} frame{'' if done == 1 else 's'}"
+            counted = f"{done} {noun}{'' if done == 1 else 's'}"
         if job is not None and not job.stopping:
             self.save_label.setText(f"Saving {name}… {counted}")
         # What a screen reader says of a busy bar, which has no value of its own.

@@ -256,6 +256,8 @@ def test_a_folder_with_photos_skipped_is_saved_with_a_warning_naming_them() -> N
     assert text == "cannot read image file in/broken.jpg\n1 of 4 images skipped; 3 written to out"
     none_written = SaveResult("out", 1, said=["error: 2 of 2 images skipped; 0 written to out"])
     assert describe_result(none_written)[0] == "save_failed"
+    whole = SaveResult("out", 0, said=["folder in (2 images) -> out", "2 images -> out"])
+    assert describe_result(whole) == ("saved", "Sharpened copy saved", "2 images written to out")
 
 
 # --------------------------------------------------------------------------- the child process
@@ -601,11 +603,16 @@ def test_a_folder_s_copies_go_into_the_new_folder_proposed(
         return proposed, filters  # Save, as offered
 
     monkeypatch.setattr(QFileDialog, "getSaveFileName", dialog)
+    counted: list[str] = []
+    window.save_label.setText = counted.append
     window.choose_save_output()
     assert asked == [str(tmp_path / "my photos.sharp")]
     assert finished(qtbot, window.save_job).ok
     assert sorted(os.listdir(tmp_path / "my photos.sharp")) == ["p1.jpg", "p2.jpg"]
-    assert not list(tmp_path.glob("*.jpg"))  # none loose beside the originals' folder
+    # Counted as photos: "2 of 2 frames" was said of them.
+    assert "Saving my photos.sharp… 2 of 2 photos" in counted, counted
+    advice = window.banner.message.advice
+    assert advice.startswith(f"2 images written to {tmp_path / 'my photos.sharp'}"), advice
 
 
 def test_a_stop_not_answered_in_time_is_a_stop_that_names_what_was_left(

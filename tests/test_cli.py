@@ -1078,6 +1078,8 @@ def test_process_image_and_folder(tmp_path: Path) -> None:
     proc = run_cli("process", str(folder), str(tmp_path / "sharp"), "--backend", "unsharp")
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in (tmp_path / "sharp").iterdir()) == sorted(names)
+    # Counted as what they are: "3 frames -> sharp" followed "folder frames · 3 images".
+    assert proc.stderr.splitlines()[-1] == f"3 images -> {tmp_path / 'sharp'}", proc.stderr
     for i, name in enumerate(names):
         assert cv2.imread(str(tmp_path / "sharp" / name)).shape == (48 + i, W, 3)
 
@@ -2019,7 +2021,7 @@ def test_process_folder_stops_when_the_disk_is_really_full(
     code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
     assert code == 1, err
-    assert "processing failed after 1 frame" in err and "No space left" in err, err
+    assert "processing failed after 1 image" in err and "No space left" in err, err
     assert "skipped" not in err
     assert sorted(p.name for p in out.iterdir()) == ["p0.png"]
 
@@ -2101,7 +2103,7 @@ def test_process_folder_interrupted_is_still_130_and_names_what_it_skipped(
     err = capsys.readouterr().err
     assert code == 130, err
     assert f"sharpcam: skipped: cannot read image file {folder / 'p0.png'}" in err, err
-    assert "interrupted" in err and "Traceback" not in err
+    assert "interrupted before the first image was done" in err and "Traceback" not in err, err
 
 
 def test_process_folder_interrupted_before_its_first_image_calls_no_new_folder_old(
