@@ -2321,7 +2321,7 @@ def _finish_video(
     def copy(without: str) -> bool:
         """The input's sound (or tags) into ``work``; True where the run fails for it."""
         try:
-            copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
+            subtitles = copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
         except RemuxStopped:
             raise
         except RemuxError as exc:
@@ -2330,6 +2330,13 @@ def _finish_video(
             full = _full_disk_error(exc)
             _eprint(f"{PROG}: {'error' if full else 'warning'}: {args.output} {without}: {exc}")
             return full
+        if subtitles:
+            # They went without a word: a film's subtitles were simply gone from the copy.
+            tracks = "track is" if subtitles == 1 else f"{subtitles} tracks are"
+            _eprint(
+                f"{PROG}: note: the input's subtitle {tracks} not copied (the pictures, the "
+                "sound and the date, place and camera are)"
+            )
         return False
 
     step = "putting back the input's timing"

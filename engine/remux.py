@@ -174,13 +174,15 @@ _KEPT_TAGS = re.compile(
 )
 
 
-def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[list[str], bool]:
-    """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), and
-    whether it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model)."""
+def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[list[str], bool, int]:
+    """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), whether
+    it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model), and how
+    many subtitle streams it has."""
     # Exits 1 (no output named): the stream list is all it is asked for.
     _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
     codecs = re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
-    return codecs, "com.apple.quicktime." in text
+    subtitles = len(re.findall(r"Stream #\S+.*?: Subtitle: ", text))
+    return codecs, "com.apple.quicktime." in text, subtitles
 
 
 def has_kept_tags(
@@ -698,8 +700,10 @@ def copy_audio(
     *,
     ffmpeg: str | None = None,
     stop: threading.Event | None = None,
-) -> None:
-    """Put the audio streams of ``source`` into ``video`` (written from its pictures).
+) -> int:
+    """Put the audio streams of ``source`` into ``video`` (written from its pictures); returns
+    how many subtitle streams ``source`` has, which are not copied (their times are the
+    source's, and a container may not take their format: said, not guessed at).
 
     ``video`` is rewritten beside itself under a hidden name and replaced only when FFmpeg
     succeeded, so a failure (or an interrupt) leaves it as it was. The audio is copied as
@@ -724,7 +728,7 @@ def copy_audio(
     out = partial_path(video)
     ext = video.suffix.lower()
     try:
-        codecs, apple = _probe(ffmpeg, source, stop)
+        codecs, apple, subtitles = _probe(ffmpeg, source, stop)
         # An iPhone's date, place, make and model are QuickTime metadata keys, which the
         # MP4/MOV muxer drops unless told to write them: they were lost without a word.
         tags = (
@@ -752,6 +756,7 @@ def copy_audio(
         if why:
             raise RemuxError(f"ffmpeg: {why}")
         os.replace(out, video)
+        return subtitles
     except OSError as exc:
         raise RemuxError(str(exc.strerror or exc)) from exc
     finally:

@@ -597,6 +597,26 @@ def test_process_keeps_the_sound_of_a_video(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", name]  # no working file
 
 
+def test_process_says_the_subtitles_are_not_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A film's subtitle tracks were gone from the copy without a word.
+    srt = tmp_path / "talk.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,500\nHello\n", encoding="utf-8")
+    film = tmp_path / "film.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.4",
+         "-f", "lavfi", "-i", "sine=duration=0.4", "-i", str(srt), "-map", "0", "-map", "1",
+         "-map", "2", "-c:v", "mpeg4", "-c:a", "aac", "-c:s", "srt", str(film)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mkv"
+    assert cli.main(["process", str(film), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the input's subtitle track is not copied" in err, err
+    assert f"-> {out}, with the sound of the input" in err, err
+
+
 @pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
 def test_process_keeps_an_iphones_quicktime_date_place_and_model(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
