@@ -13,13 +13,15 @@ the ``imageio-ffmpeg`` package bundles):
   AAC; to PCM in an AVI). The pictures are copied untouched.
 
 And :class:`SdrFrames` decodes an HDR video (:func:`hdr_transfer`) tone mapped to 8-bit SDR,
-whose colours OpenCV's decoder would otherwise shift.
+whose colours OpenCV's decoder would otherwise shift, and an SDR one whose colours OpenCV gets
+wrong (:func:`exact_colour_filters`: 10-bit 4:2:0, untagged HD).
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import re
 import shutil
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "RemuxError",
@@ -47,6 +51,7 @@ __all__ = [
     "packet_count",
     "picture_times",
     "SdrFrames",
+    "exact_colour_filters",
     "ToneMapping",
     "tone_map_hdr",
     "tone_map_problem",
@@ -284,8 +289,9 @@ def tone_map_problem(ffmpeg: str) -> str | None:
 
 
 class SdrFrames:
-    """The pictures of an HDR video's first video stream, tone mapped to 8-bit SDR BT.709 by
-    FFmpeg (:data:`TONE_MAP`) as they are read: BGR, turned upright, every picture once at
+    """The pictures of a video's first video stream decoded by FFmpeg, an HDR one's tone
+    mapped to 8-bit SDR BT.709 (:data:`TONE_MAP`; ``filters`` names another graph, see
+    :func:`exact_colour_filters`) as they are read: BGR, turned upright, every picture once at
     its own time, so that they pair one to one with :func:`picture_times` (and with what
     OpenCV decodes of an SDR file). Nothing is written to disk: a copy of a phone's clip
     was 4.8 times its size, and cost the output its room on a nearly full disk.
@@ -307,15 +313,18 @@ class SdrFrames:
         ffmpeg: str,
         sync: str = "-fps_mode",
         line: str | None = None,
+        filters: str | None = None,
     ):
         self.size = (int(size[0]), int(size[1]))
-        if line is None:  # FFmpeg's line for the stream, where the caller has not read it
-            line = _video_line(ffmpeg, source, None)
+        if filters is None:  # an HDR video's: tone mapped
+            if line is None:  # FFmpeg's line for the stream, where the caller has not read it
+                line = _video_line(ffmpeg, source, None)
+            filters = _untagged(line) + TONE_MAP
         # sync: "-vsync" for an FFmpeg older than 5.1, which knows no -fps_mode. Without it,
         # a rawvideo pipe is constant-rate: pictures would be repeated or dropped.
         self._command = [
             ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-max_error_rate", "1",
-            "-i", file_arg(source), "-map", "0:v:0", "-vf", _untagged(line) + TONE_MAP,
+            "-i", file_arg(source), "-map", "0:v:0", "-vf", filters,
             sync, "passthrough", "-an", "-sn", "-dn",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
         ]  # fmt: skip
@@ -443,6 +452,9 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
 
     Where this FFmpeg cannot tone map (no ``zscale``) or fails on the file before its first
     picture, ``source`` stays as it was and :attr:`ToneMapping.problem` says why.
+
+    An SDR video whose colours OpenCV's decoder gets wrong (:func:`exact_colour_filters`) is
+    read through FFmpeg too, with nothing to say; where FFmpeg fails on it, OpenCV reads it.
     """
     ffmpeg = ffmpeg or find_ffmpeg()
     if ffmpeg is None:
@@ -450,6 +462,7 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
     line = _video_line(ffmpeg, source.path, None)  # read once: the transfer, and the tags
     transfer = _transfer_of(line)
     if transfer is None:
+        _decode_exactly(source, ffmpeg, line)
         return None
     problem = tone_map_problem(ffmpeg)
     if problem:
@@ -473,6 +486,71 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
     frames.hold(first)
     source.decode_with(frames)
     return ToneMapping(transfer, None)
+
+
+#: FFmpeg's names of colour matrices (``-colorspace``), as its stream line prints them.
+_MATRICES = frozenset(
+    "rgb gbr bt709 unknown reserved fcc bt470bg smpte170m smpte240m ycgco ycocg bt2020nc "
+    "bt2020c smpte2085 chroma-derived-nc chroma-derived-c ictcp".split()
+)
+#: The conversion to 8-bit BGR: rounded, and chroma interpolated at full resolution.
+_EXACT = "flags=accurate_rnd+full_chroma_int"
+
+
+def exact_colour_filters(line: str) -> str | None:
+    """The FFmpeg filters that decode the video stream of FFmpeg's ``line`` to the colours a
+    player shows, where OpenCV's decoder does not; None where it does.
+
+    * More than 8 bits in 4:2:0 (a phone's or camera's 10-bit H.264 or HEVC): OpenCV's
+      conversion turned an exact grey (502/512/512) magenta, (128, 126, 128).
+    * YUV without a colour matrix, of HD size (players take BT.709 from 1280 wide or 577
+      high; not a JPEG's, BT.601 at any size): OpenCV decoded it as BT.601, a pure red as
+      (232, 0, 1), and the output, tagged, kept that shift in every player.
+    """
+    pix = re.search(r"Video: .*?, (yuvj?4\d\dp(\d*)\w*)(?:\(([^)]*)\))?", line)
+    if pix is None:
+        return None
+    depth = int(pix.group(2) or 8)
+    fields = [f.strip() for f in (pix.group(3) or "").split(",")]
+    matrix = next((f.split("/")[0] for f in fields if f.split("/")[0] in _MATRICES), "unknown")
+    size = re.search(r", (\d+)x(\d+)\b", line[pix.end() :])
+    w, h = (int(size.group(1)), int(size.group(2))) if size else (0, 0)
+    # Not a JPEG's (yuvj: MJPEG, a webcam's recording), whose matrix is BT.601 at any size.
+    untagged_hd = (
+        matrix in ("unknown", "reserved")
+        and (w >= 1280 or h > 576)
+        and not pix.group(1).startswith("yuvj")
+    )
+    if untagged_hd:
+        return f"scale=in_color_matrix=bt709:{_EXACT},format=bgr24"
+    if depth > 8 and pix.group(1).startswith(("yuv420p", "yuvj420p")):
+        return f"scale={_EXACT},format=bgr24"
+    return None
+
+
+def _decode_exactly(source: Any, ffmpeg: str, line: str) -> None:
+    """Have ``source`` (an SDR ``VideoFileSource``, not read yet) read through FFmpeg where
+    :func:`exact_colour_filters` says OpenCV's colours are wrong; as it was otherwise, and
+    where FFmpeg fails on the file before its first picture."""
+    filters = exact_colour_filters(line)
+    if filters is None:
+        return
+    for sync in ("-fps_mode", "-vsync"):  # -vsync: an FFmpeg older than 5.1
+        try:
+            frames = SdrFrames(
+                source.path, source.decoded_size, ffmpeg=ffmpeg, sync=sync, filters=filters
+            )
+        except RemuxError:
+            return
+        first = frames.read()
+        if first is not None:
+            frames.hold(first)
+            source.decode_with(frames)
+            return
+        why = frames.close()
+        if "fps_mode" not in frames.error_output:
+            log.info("%s: read by OpenCV, FFmpeg failed: %s", source.path.name, why)
+            return
 
 
 class PictureTimes(NamedTuple):

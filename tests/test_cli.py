@@ -4510,6 +4510,53 @@ def test_process_tone_maps_an_hdr_video_and_keeps_its_sound(
     assert sorted(p.name for p in out.parent.iterdir()) == ["sharp.mp4"]  # nothing beside it
 
 
+@pytest.mark.parametrize(
+    ("name", "size", "encode", "want"),
+    [
+        # Untagged HD: players take BT.709, OpenCV decoded BT.601 (red as (232, 0, 1)).
+        ("hd.mp4", "1280x720", ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,setparams=colorspace=unknown:color_primaries=unknown:color_trc=unknown"], None),
+        # 10-bit 4:2:0, tagged: OpenCV's conversion turned greys magenta (128, 126, 128).
+        ("ten.mp4", "320x240", ["-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p10le",
+                                "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709"], None),
+        # What OpenCV decodes right stays OpenCV's: an untagged SD clip, a webcam's MJPEG.
+        ("sd.mp4", "640x480", ["-vf", "scale=out_color_matrix=bt601:out_range=tv,format=yuv420p,setparams=colorspace=unknown:color_primaries=unknown:color_trc=unknown"], "cv"),
+        ("cam.avi", "1280x720", ["-c:v", "mjpeg", "-q:v", "2", "-vf", "format=yuvj420p"], "cv"),
+    ],
+)  # fmt: skip
+def test_sdr_video_opencv_decodes_wrongly_is_read_through_ffmpeg(
+    tmp_path: Path, name: str, size: str, encode: list[str], want: str | None
+) -> None:
+    from engine.remux import tone_map_hdr
+    from engine.sources import VideoFileSource
+
+    w, h = map(int, size.split("x"))
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (128, 128, 128), (224, 172, 140)]
+    picture = np.zeros((h, w, 3), np.uint8)
+    for i, c in enumerate(colours):
+        picture[:, i * w // 5 : (i + 1) * w // 5] = c
+    png = tmp_path / "p.png"
+    cv2.imwrite(str(png), picture[..., ::-1])
+    clip = tmp_path / name
+    codec = [] if "-c:v" in encode else ["-c:v", "libx264", "-qp", "0"]
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-loop", "1", "-i", str(png), "-frames:v", "2",
+         *codec, *encode, str(clip)],
+        check=True,
+    )  # fmt: skip
+    src = VideoFileSource(path=clip, live=False)
+    assert tone_map_hdr(src) is None  # SDR: nothing to say
+    assert (src._decoder is None) == (want == "cv")
+    frames = [src.read().image for _ in range(2)]
+    assert src.read() is None
+    src.close()
+    tolerance = 12 if want == "cv" else 3  # MJPEG's own loss
+    for img in frames:
+        for i, c in enumerate(colours):
+            patch = img[h // 2 - 4 : h // 2 + 4, i * w // 5 + 8 : (i + 1) * w // 5 - 8]
+            err = np.abs(patch.reshape(-1, 3).mean(0) - c).max()
+            assert err <= tolerance, (name, c, patch.reshape(-1, 3).mean(0))
+
+
 def test_a_looping_hdr_source_starts_its_tone_mapping_again(tmp_path: Path) -> None:
     # The window plays a picked file in a loop, as the demo clip.
     from videos import hdr_clip
