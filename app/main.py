@@ -6,7 +6,6 @@ and quits, printing the final engine statistics: handy for bug reports, docs and
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import os
@@ -19,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import (
+    QBuffer,
+    QByteArray,
     QEvent,
     QEventLoop,
-    QFileDevice,
+    QIODevice,
     QLoggingCategory,
     QObject,
     QThread,
@@ -425,35 +426,24 @@ def save_screenshot(window: MainWindow, out: Path) -> str | None:
         # was never closed: the scripted run hung instead of failing.
         return f": {exc.strerror or exc}"
     # QImageWriter, not QPixmap.save: that says only False, and "cannot write screenshot"
-    # left the reason (a read-only folder, a full disk) to guess. The format from the
-    # lower-cased extension, as QPixmap.save takes it (main.py checks the name that way).
-    # Written beside it, then renamed over it: written in place, a full disk truncated an
-    # earlier screenshot of the same name, then the failed one was removed with it.
-    part = out.with_name(f".{out.name}.partial")
-    writer = QImageWriter(str(part), out.suffix.lower().removeprefix(".").encode())
-    written = writer.write(window.grab().toImage())
-    file = writer.device()
-    error = QFileDevice.FileError.NoError
-    if file is not None:
-        # A full disk: write() may say True of what only reached the file's buffer, or say
-        # "Unknown error"; the file itself knows, once closed (so flushed).
-        file.close()
-        error = file.error()
-    if written and error == QFileDevice.FileError.NoError:
-        try:
-            os.replace(part, out)
-            return None
-        except OSError as exc:
-            why = exc.strerror or str(exc)
-    elif error in (QFileDevice.FileError.WriteError, QFileDevice.FileError.ResizeError):
-        why = file.errorString()
-    else:
-        # Not opened (a read-only folder): the writer says so. The file's own error is then
-        # the removal QImageWriter tried after it ("No such file or directory").
-        why = writer.errorString() or (file.errorString() if file is not None else "")
-    with contextlib.suppress(OSError):
-        part.unlink()
-    return f": {why or 'the image could not be written'}"
+    # left the reason to guess. The format from the lower-cased extension, as QPixmap.save
+    # takes it (main.py checks the name that way). Encoded in memory, then written whole
+    # (engine.sinks.write_file): written in place, a full disk truncated an earlier
+    # screenshot of the same name, then the failed one was removed with it.
+    from engine.sinks import SinkError, write_file
+
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
+    writer = QImageWriter(buffer, out.suffix.lower().removeprefix(".").encode())
+    if not writer.write(window.grab().toImage()):
+        return f": {writer.errorString() or 'the image could not be encoded'}"
+    buffer.close()
+    try:
+        write_file(out, data.data())
+    except SinkError as exc:
+        return f": {str(exc).removeprefix(f'cannot write {out}: ')}"
+    return None
 
 
 def no_video_reason(window: MainWindow) -> str:

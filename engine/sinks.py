@@ -83,6 +83,7 @@ __all__ = [
     "retime_mp4",
     "tag_mp4v_colour",
     "writable_image_extensions",
+    "write_file",
     "write_image",
 ]
 
@@ -1789,19 +1790,33 @@ def write_image(
     if exif is not None or icc is not None or xmp is not None:
         embed = _jpeg_with_metadata if ext in _JPEG_EXTENSIONS else _png_with_metadata
         data = embed(data.tobytes(), exif, icc, xmp)
+    # Not imwrite: non-ASCII paths on Windows. Not ndarray.tofile either: a full disk was
+    # "N requested and M written" with no errno, which callers could not tell apart.
+    return write_file(target, data)
+
+
+def write_file(target: str | os.PathLike[str], data: bytes | np.ndarray) -> Path:
+    """Write ``data`` to ``target`` whole or not at all: beside it under a new hidden name
+    (:func:`_create_partial`), renamed over it when complete, so a failed write (disk full)
+    neither leaves a truncated file under its name nor destroys the one there. A link named
+    as ``target`` is written through, to the file it points at, as a copy or a shell
+    redirect writes (the link stays). Returns ``target``; raises :class:`SinkError` naming
+    it."""
+    named = Path(target)
+    path = named
+    if os.path.islink(named) and os.path.exists(named):
+        path = Path(os.path.realpath(named))
     partial: Path | None = None
     try:
-        # Not imwrite: non-ASCII paths on Windows. Not ndarray.tofile either: a full disk was
-        # "N requested and M written" with no errno, which callers could not tell apart.
-        partial, file = _create_partial(target)
+        partial, file = _create_partial(path)
         with file:
             file.write(data)
-        os.replace(partial, target)
+        os.replace(partial, path)
     except OSError as exc:
         if partial is not None:
             partial.unlink(missing_ok=True)
-        raise SinkError(f"cannot write {target}: {exc.strerror or exc}") from exc
-    return target
+        raise SinkError(f"cannot write {named}: {exc.strerror or exc}") from exc
+    return named
 
 
 class ImageSink(_SinkBase):

@@ -5163,6 +5163,34 @@ def test_a_quit_after_run_that_shows_no_frame_fails_with_the_reason(
     assert "preview frames 0" in captured.out
 
 
+def test_a_screenshot_under_a_long_name_or_a_link_is_written_where_it_was_named(
+    qtbot, tmp_path, capsys
+):
+    # Written beside its name first: a 250-byte name left no room for the working name
+    # (".NAME.partial": "File name too long"), and a link named was replaced by a file.
+    from app.main import run_app
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    (shots / "real.png").write_bytes(b"old")
+    latest = tmp_path / "latest.png"
+    latest.symlink_to(shots / "real.png")
+    long = tmp_path / ("s" * 246 + ".png")
+    for out in (long, latest):
+        code = run_app(
+            source=str(DEMO_CLIP),
+            screenshot=str(out),
+            quit_after=0.5,
+            backend="unsharp",
+            settings_path=str(tmp_path / "settings.ini"),
+            tray=False,
+        )
+        assert code == 0, capsys.readouterr().err
+    assert QImage(str(long)).width() > 100
+    assert latest.is_symlink() and QImage(str(shots / "real.png")).width() > 100
+    assert sorted(p.name for p in shots.iterdir()) == ["real.png"]
+
+
 def test_a_screenshot_that_cannot_be_written_says_why(qtbot, tmp_path, capsys):
     # "cannot write screenshot X" and nothing more: QPixmap.save gives no reason.
     import resource

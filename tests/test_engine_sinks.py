@@ -2451,3 +2451,19 @@ def test_make_folder_names_what_stands_in_the_way(tmp_path):
         assert str(info.value) == f"cannot create folder {folder}: {why}"
     make_folder(to_folder / "x" / "y")
     assert (tmp_path / "x" / "y").is_dir() and note.read_text() == "mine"
+
+
+def test_an_image_named_by_a_link_is_written_through_it(tmp_path):
+    # Written beside its name and renamed, an image replaced the link named with a file and
+    # left the file it pointed at as it was.
+    from engine.sinks import write_image
+
+    real = tmp_path / "shots" / "real.png"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    link = tmp_path / "latest.png"
+    link.symlink_to(real)
+    assert write_image(link, np.full((8, 8, 3), 200, np.uint8)) == link
+    assert link.is_symlink()
+    assert cv2.imread(str(real))[0, 0].tolist() == [200, 200, 200]
+    assert sorted(p.name for p in real.parent.iterdir()) == ["real.png"]
