@@ -786,7 +786,9 @@ def test_an_out_folder_it_cannot_write_in_is_refused_before_any_model_runs(
     locked.mkdir()
     real_access = os.access
     monkeypatch.setattr(
-        export_mod.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode)
+        export_mod.os,
+        "access",
+        lambda p, mode: Path(p).resolve() != locked and real_access(p, mode),
     )
     monkeypatch.setattr(EV, "load_model_runner", lambda *a, **k: pytest.fail("model loaded"))
     with pytest.raises(SystemExit) as exc:
@@ -795,6 +797,13 @@ def test_an_out_folder_it_cannot_write_in_is_refused_before_any_model_runs(
     assert f"--out {locked / 'res'}: cannot write in {locked} (permission denied)" in (
         capsys.readouterr().err
     )
+    # No --out, run where it may not write: it blamed "--out", an option nobody gave.
+    monkeypatch.chdir(locked)
+    with pytest.raises(SystemExit) as exc:
+        EV.main(["--data", "demo:", "--no-perceptual"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "error: the default output folder runs/eval/" in err, err
+    assert "cannot write in . (permission denied); give one with --out DIR" in err, err
 
 
 def test_a_grid_that_cannot_be_written_fails_the_run(
@@ -816,7 +825,8 @@ def test_a_grid_that_cannot_be_written_fails_the_run(
         signal.signal(signal.SIGXFSZ, xfsz)
     err = capsys.readouterr().err
     assert code == 1, err
-    assert f"error: cannot write {out / 'grid_demo.png'} (is the disk full?)" in err, err
+    assert f"error: cannot write {out / 'grid_demo.png'}: File too large" in err, err
+    assert not (out / "grid_demo.png").exists()  # no picture cut short
     assert (out / "summary.json").is_file()  # what was written is kept
 
 

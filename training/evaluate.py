@@ -1186,9 +1186,17 @@ def write_grid(rows: list[list[tuple[str, np.ndarray]]], path: Path) -> None:
         lines.append(np.full((4, lines[-1].shape[1], 3), 255, np.uint8))
     grid = np.vstack(lines[:-1])
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A full disk left the tables without their picture, under "results in" and exit 0.
-    if not cv2.imwrite(str(path), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR)):
-        raise OSError(f"cannot write {path} (is the disk full?)")
+    # Encoded here and written with errors checked: imwrite said False (unread) of a full
+    # disk, or True where only its last buffer failed, and a truncated picture passed.
+    ok, data = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"cannot encode {path}")
+    try:
+        with open(path, "wb") as f:
+            f.write(data.tobytes())
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
 def _metric_row(
@@ -1574,6 +1582,8 @@ def main(argv: list[str] | None = None) -> int:
     refusal = folder_refusal(out)
     if refusal is not None:
         # mkdir failed on it after the models had loaded, in a traceback.
+        if args.out is None:
+            p.error(f"the default output folder {out}: {refusal}; give one with --out DIR")
         p.error(f"--out {out}: {refusal}")
     try:
         specs = [parse_data(s) for s in args.data]
