@@ -2428,18 +2428,43 @@ def _count_estimated(
     an estimate: Matroska keeps none, and the file's duration (its sound's, where that runs
     on) times the rate was read as frames lost. OBS records MKV by default, its sound a little
     longer than the pictures: every save of one was "saved with a problem" (94 announced, 90
-    decoded). ``last_s``, the last picture's time where it is known, tells a file whose
-    pictures run to its end (one with frames dropped while it was recorded: 119 announced, 80
-    decoded, the last at 3.93 s of 3.97) from one cut off mid-write (its header keeps the whole
-    duration: 180 announced, 84 decoded); without it, half a second short at most is taken
-    for whole."""
+    decoded).
+
+    Whole where its last picture ends within half a second of that duration: one with frames
+    dropped while it was recorded (119 announced, 80 decoded, the last ending at 3.97 s of
+    3.97) or starting late (a stream-copied cut: 150 for 120, ending at 4.985 s of 5.0), not
+    one cut off mid-write (its header keeps the whole duration: 180 announced, 84 decoded).
+    When the last picture ends is FFmpeg's (from the start of the file), else ``last_s``,
+    the time OpenCV gave the last picture (from the start of the pictures, so a late start
+    reads as frames lost); without either, half a second short at most is taken for whole.
+    """
     short = announced - decoded
     if Path(str(path)).suffix.lower() not in _ESTIMATED_COUNT or short <= 0 or fps <= 0:
         return False
     slack = max(1.0, ESTIMATE_SLACK_S * fps) / fps  # s
-    if last_s is not None:
-        return announced / fps - (last_s + 1.0 / fps) <= slack
+    end = _pictures_end_s(path)
+    if end is None and last_s is not None:
+        end = last_s + 1.0 / fps
+    if end is not None:
+        return announced / fps - end <= slack
     return short / fps <= slack
+
+
+def _pictures_end_s(path: str) -> float | None:
+    """When the last picture of ``path`` stops being shown, in seconds from the start of the
+    file, from its packets (FFmpeg's, nothing decoded); None where there is no FFmpeg to tell."""
+    from engine.remux import RemuxError, find_ffmpeg, picture_times
+
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        return None
+    try:
+        shown = picture_times(path, ffmpeg=ffmpeg)
+    except RemuxError:
+        return None
+    if shown is None or not shown.times:
+        return None
+    return (shown.end if shown.end is not None else shown.times[-1]) / shown.timescale
 
 
 def cmd_process(args: argparse.Namespace) -> int:

@@ -518,7 +518,7 @@ def test_process_of_an_mkv_whose_sound_runs_on_notes_the_estimated_count(
 
 
 def test_an_mkv_with_frames_dropped_while_recording_is_whole(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A recorder that drops frames under load (OBS does, and keeps the time of those it keeps)
     # writes fewer pictures than its duration times its rate: 119 announced, 80 decoded, more
@@ -551,6 +551,23 @@ def test_an_mkv_with_frames_dropped_while_recording_is_whole(
     code = cli.main(["process", str(cut), str(tmp_path / "cut_out.mkv"), "--backend", "unsharp"])
     err = capsys.readouterr().err
     assert code == 0 and f"warning: {cut} announced {announced} frames and {decodable}" in err, err
+    # Pictures that start late (a cut copied from 1 s on, its sound from 0): OpenCV times them
+    # from the first picture, FFmpeg from the start of the file, as the duration is.
+    late = tmp_path / "late.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=4",
+         "-f", "lavfi", "-i", "sine=duration=4", "-vf", "setpts=PTS+1/TB", "-c:v", "mpeg4",
+         "-c:a", "aac", str(late)],
+        check=True,
+    )  # fmt: skip
+    code = cli.main(["process", str(late), str(tmp_path / "late_out.mkv"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" not in err and "were decoded" in err, err
+    # Without FFmpeg, the time OpenCV gives the last picture tells the dropped frames' file.
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(tmp_path / "none"))
+    code = cli.main(["process", str(mkv), str(tmp_path / "out2.mkv"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"note: the file announced {announced} frames, 80 were decoded" in err, err
 
 
 def test_process_refuses_a_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
