@@ -920,6 +920,23 @@ def _same_path(source: str, output: str) -> bool:
         return False  # it names no file: nothing of it can be replaced
 
 
+def _check_input_path(source: str) -> None:
+    """A usage error (exit 2) for an input path no file can have: longer than the system
+    takes, or a loop of symbolic links. Each was the bare exception, exit 1 ("error: OSError:
+    [Errno 36] File name too long", "error: RuntimeError: Symlink loop from ...")."""
+    from engine.sinks import PATH_MAX
+
+    length = len(os.fsencode(source))
+    if sys.platform != "win32" and length > PATH_MAX:
+        raise CliError(
+            f"input {source[:60]}...: its path is {length} bytes long, more than the "
+            f"{PATH_MAX} the system takes",
+            2,
+        )
+    if _link_loop(source):
+        raise CliError(f"input {source}: a loop of symbolic links (it leads back to itself)", 2)
+
+
 def _link_loop(path: str) -> bool:
     """Whether ``path``, or a folder on the way to it, is a loop of symbolic links."""
     try:
@@ -942,8 +959,7 @@ def _check_not_input(source: str, output: str) -> None:
     """
     from engine.sinks import VIDEO_CODECS, incomplete_path, partial_path
 
-    if _link_loop(source):
-        raise CliError(f"input {source}: a loop of symbolic links (it leads back to itself)", 2)
+    _check_input_path(source)
     if _same_path(source, output):
         raise CliError(f"output {output} would overwrite the input", code=2)
     if Path(source).is_dir():
@@ -1095,6 +1111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from engine.sources import source_kind
 
         camera = source_kind(args.source) == "camera"
+        if not camera:
+            _check_input_path(args.source)  # also for a virtual camera output
         virtual = is_virtual_spec(args.output)
         if not virtual:
             _check_output_name(args.output)  # first: asking about a name too long raises

@@ -83,6 +83,7 @@ __all__ = [
     "retime_mp4",
     "tag_mp4v_colour",
     "writable_image_extensions",
+    "PATH_MAX",
     "write_file",
     "write_image",
 ]
@@ -817,7 +818,11 @@ _NUMBER_ROOM = len(f"-{_MAX_NUMBERED}")
 #: The longest file name where the file system does not say (ext4, APFS, NTFS all take 255).
 _DEFAULT_NAME_MAX = 255
 #: The longest path a system call takes: PATH_MAX, 4096 on Linux, 1024 on macOS.
-_PATH_MAX = 1024 if sys.platform == "darwin" else 4096
+PATH_MAX = 1024 if sys.platform == "darwin" else 4096
+#: What an output's path leaves free of :data:`PATH_MAX`: for the working names beside it
+#: (``NAME.incomplete-1000.EXT``) or a frames folder's names in it
+#: (``/.frame_000000.partial-1000.png``).
+_PATH_ROOM = 48
 
 
 def _name_length(name: str) -> int:
@@ -854,10 +859,10 @@ def check_name_fits(path: str | os.PathLike[str]) -> None:
     path = Path(path)
     if sys.platform != "win32":
         # The whole path too (4096 bytes on Linux, 1024 on macOS, with room for the working
-        # names): past it every call on the name failed, the first (is_dir) with a bare
-        # "[Errno 36] File name too long".
+        # names beside it or a folder's frames in it): past it every call on the name failed,
+        # the first (is_dir) with a bare "[Errno 36] File name too long".
         length = len(os.fsencode(str(path)))
-        most = _PATH_MAX - len(".incomplete") - _NUMBER_ROOM
+        most = PATH_MAX - _PATH_ROOM
         if length > most:
             raise SinkError(
                 f"cannot write {str(path)[:60]}...: its path is {length} bytes long, more than "
@@ -1321,7 +1326,10 @@ def make_folder(folder: Path) -> None:
                     why = f"{part} is a link to something that does not exist"
                     break
                 continue  # not there: its parent is looked at next
-            except OSError:
+            except OSError as look:
+                if look.errno == errno.ELOOP:  # mkdir said "File exists" of it
+                    why = f"{part} is a loop of symbolic links"
+                    continue  # the loop may start further up: named where it does
                 break  # cannot be looked at (no permission): mkdir's own words say it
             if not is_dir:
                 why = f"{part} is a file, not a folder"

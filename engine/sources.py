@@ -1987,7 +1987,7 @@ def source_kind(spec: int | str | os.PathLike[str]) -> str:
         # video decoder would have "opened" and then read nothing from. Linux only: cameras
         # elsewhere have no device file, and NUL or COM1 there is no camera.
         return "camera"
-    if p.is_dir():
+    if os.path.isdir(p):  # not Path.is_dir: a path too long for the system raised there
         return "folder"
     if p.suffix.lower() in IMAGE_EXTENSIONS and not is_animated_image(p):
         return "image"

@@ -4062,8 +4062,10 @@ def test_a_path_longer_than_the_system_takes_or_a_link_loop_is_a_usage_error(
     (tmp_path / "la.avi").symlink_to(tmp_path / "lb.avi")
     (tmp_path / "lb.avi").symlink_to(tmp_path / "la.avi")
     (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    deep_in = tmp_path.joinpath(*[_name_of(250, "")] * 17) / "in.avi"
     cases = [
         (clip, deep, "bytes long, more than the "),
+        (deep_in, tmp_path / "o.avi", "bytes long, more than the 4096 the system takes"),
         (clip, tmp_path / "la.avi", f"output {tmp_path / 'la.avi'}: a loop of symbolic links"),
         (clip, tmp_path / "loop" / "o.avi", "a loop of symbolic links (it leads back to itself)"),
         (tmp_path / "la.avi", tmp_path / "o.avi", f"input {tmp_path / 'la.avi'}: a loop"),
@@ -4076,6 +4078,14 @@ def test_a_path_longer_than_the_system_takes_or_a_link_loop_is_a_usage_error(
         err = capsys.readouterr().err
         assert code == 2, err
         assert said in err and "Error" not in err, err
+    # A folder of frames leaves room for their names in it: a 4080-byte one was taken, and
+    # its first frame failed (exit 1).
+    folder = tmp_path.joinpath(*[_name_of(250, "")] * 15)
+    folder /= _name_of(4070 - len(str(folder)) - 1, "")
+    assert len(str(folder)) == 4070  # under what a file's path may be, not with a frame in it
+    argv = ["run", "--source", str(clip), "--output", f"{folder}/", "--duration", "1"]
+    assert cli.main([*argv, "--backend", "unsharp"]) == 2
+    assert "bytes long, more than the" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["la.avi", "lb.avi", "loop"]
 
 

@@ -2438,6 +2438,8 @@ def test_make_folder_names_what_stands_in_the_way(tmp_path):
     to_file.symlink_to(note)
     to_folder = tmp_path / "to_folder"
     to_folder.symlink_to(tmp_path)
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
     for folder, why in [
         (note / "sub", f"{note} is a file, not a folder"),
         (note / "a" / "b", f"{note} is a file, not a folder"),
@@ -2445,6 +2447,9 @@ def test_make_folder_names_what_stands_in_the_way(tmp_path):
         # A broken link was called a file.
         (dangling / "sub", f"{dangling} is a link to something that does not exist"),
         (dangling, f"{dangling} is a link to something that does not exist"),
+        # mkdir's "File exists" of a link that leads back to itself.
+        (loop, f"{loop} is a loop of symbolic links"),
+        (loop / "sub", f"{loop} is a loop of symbolic links"),
     ]:
         with pytest.raises(SinkError) as info:
             make_folder(folder)
