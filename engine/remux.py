@@ -314,6 +314,7 @@ class SdrFrames:
         sync: str = "-fps_mode",
         line: str | None = None,
         filters: str | None = None,
+        codec_cropping: bool = True,
     ):
         self.size = (int(size[0]), int(size[1]))
         if filters is None:  # an HDR video's: tone mapped
@@ -322,9 +323,13 @@ class SdrFrames:
             filters = _untagged(line) + TONE_MAP
         # sync: "-vsync" for an FFmpeg older than 5.1, which knows no -fps_mode. Without it,
         # a rawvideo pipe is constant-rate: pictures would be repeated or dropped.
+        # codec_cropping: only the crop the stream itself codes, as OpenCV applies it; from
+        # 7.1 FFmpeg also applies a container's (an MP4's clean aperture), and its smaller
+        # pictures were read at OpenCV's size, as stripes. Older ones know no such option.
+        crop = ["-apply_cropping", "codec"] if codec_cropping else []
         self._command = [
             ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-max_error_rate", "1",
-            "-i", file_arg(source), "-map", "0:v:0", "-vf", filters,
+            *crop, "-i", file_arg(source), "-map", "0:v:0", "-vf", filters,
             sync, "passthrough", "-an", "-sn", "-dn",
             "-f", "rawvideo", "-pix_fmt", "bgr24", "pipe:1",
         ]  # fmt: skip
@@ -467,25 +472,47 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
     problem = tone_map_problem(ffmpeg)
     if problem:
         return ToneMapping(transfer, problem)
-    first = None
-    for sync in ("-fps_mode", "-vsync"):  # -vsync: an FFmpeg older than 5.1 (Ubuntu 22.04's)
-        try:
-            frames = SdrFrames(
-                source.path, source.decoded_size, ffmpeg=ffmpeg, sync=sync, line=line
-            )
-        except RemuxError as exc:
-            return ToneMapping(transfer, str(exc))
-        first = frames.read()  # the filter graph's errors come before any picture
-        if first is not None:
-            break
-        why = frames.close() or "FFmpeg gave no picture"
-        if "fps_mode" not in frames.error_output:  # "Unrecognized option 'fps_mode'."
-            break
-    if first is None:
+    try:
+        frames, why = _start_frames(source, ffmpeg, line=line)
+    except RemuxError as exc:
+        return ToneMapping(transfer, str(exc))
+    if frames is None:
         return ToneMapping(transfer, f"tone mapping failed: {why}")
-    frames.hold(first)
     source.decode_with(frames)
     return ToneMapping(transfer, None)
+
+
+#: How :class:`SdrFrames` is started, newest FFmpeg first: ``(sync option, codec_cropping)``;
+#: one whose error names an option the FFmpeg lacks ("Unrecognized option 'fps_mode'.")
+#: tries the next.
+_STARTS = (("-fps_mode", True), ("-fps_mode", False), ("-vsync", False))
+
+
+def _start_frames(source: Any, ffmpeg: str, **options: Any) -> tuple[SdrFrames | None, str]:
+    """:class:`SdrFrames` for ``source`` (a ``VideoFileSource``) with its first picture read
+    and held (the filter graph's errors come before any picture), or None and why FFmpeg gave
+    none. Raises :class:`RemuxError` where FFmpeg cannot be run."""
+    why = "FFmpeg gave no picture"
+    for sync, crop in _STARTS:
+        frames = SdrFrames(
+            source.path,
+            source.decoded_size,
+            ffmpeg=ffmpeg,
+            sync=sync,
+            codec_cropping=crop,
+            **options,
+        )
+        first = frames.read()
+        if first is not None:
+            frames.hold(first)
+            return frames, ""
+        why = frames.close() or why
+        said = frames.error_output
+        if not ("apply_cropping" in said and crop) and not (
+            "fps_mode" in said and sync == "-fps_mode"
+        ):
+            break
+    return None, why
 
 
 #: FFmpeg's names of colour matrices (``-colorspace``), as its stream line prints them.
@@ -515,11 +542,11 @@ def exact_colour_filters(line: str) -> str | None:
     matrix = next((f.split("/")[0] for f in fields if f.split("/")[0] in _MATRICES), "unknown")
     size = re.search(r", (\d+)x(\d+)\b", line[pix.end() :])
     w, h = (int(size.group(1)), int(size.group(2))) if size else (0, 0)
-    # Not a JPEG's (yuvj: MJPEG, a webcam's recording), whose matrix is BT.601 at any size.
+    # Not a JPEG's (MJPEG: a webcam's recording), whose matrix is BT.601 at any size.
     untagged_hd = (
         matrix in ("unknown", "reserved")
         and (w >= 1280 or h > 576)
-        and not pix.group(1).startswith("yuvj")
+        and not re.search(r"Video: (?:mjpeg|jpeg|jpegls|ljpeg)\b", line)
     )
     if untagged_hd:
         return f"scale=in_color_matrix=bt709:{_EXACT},format=bgr24"
@@ -535,22 +562,28 @@ def _decode_exactly(source: Any, ffmpeg: str, line: str) -> None:
     filters = exact_colour_filters(line)
     if filters is None:
         return
-    for sync in ("-fps_mode", "-vsync"):  # -vsync: an FFmpeg older than 5.1
-        try:
-            frames = SdrFrames(
-                source.path, source.decoded_size, ffmpeg=ffmpeg, sync=sync, filters=filters
-            )
-        except RemuxError:
-            return
-        first = frames.read()
-        if first is not None:
-            frames.hold(first)
-            source.decode_with(frames)
-            return
-        why = frames.close()
-        if "fps_mode" not in frames.error_output:
-            log.info("%s: read by OpenCV, FFmpeg failed: %s", source.path.name, why)
-            return
+    opencv_first = source.first_picture
+    try:
+        frames, why = _start_frames(source, ffmpeg, filters=filters)
+    except RemuxError as exc:
+        frames, why = None, str(exc)
+    if frames is not None and opencv_first is not None:
+        # The same picture, but for its colours: any other size or content (a crop this
+        # FFmpeg applies and OpenCV does not) would be read as garbage.
+        ours = frames.read()
+        frames.hold(ours)
+        if ours.shape != opencv_first.shape or _mean_difference(ours, opencv_first) > 24:
+            frames.close()
+            frames, why = None, "its first picture differs from OpenCV's"
+    if frames is None:
+        log.info("%s: read by OpenCV, not FFmpeg: %s", source.path.name, why)
+        return
+    source.decode_with(frames)
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray) -> float:
+    """The mean absolute difference of two uint8 pictures, on a 4x subsample (cheap)."""
+    return float(np.abs(a[::4, ::4].astype(np.int16) - b[::4, ::4]).mean())
 
 
 class PictureTimes(NamedTuple):

@@ -1597,6 +1597,13 @@ class VideoFileSource(_SourceBase):
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
         self._decoder: Any = None  # see decode_with
 
+    @property
+    def first_picture(self) -> np.ndarray | None:
+        """The first picture as OpenCV decoded it, ``(H, W, 3)`` uint8 BGR, until it is read
+        (None after, and once another decoder is given): for a check that another decoder
+        gives the same picture."""
+        return self._first
+
     def decode_with(self, decoder: Any) -> None:
         """Take the pictures from ``decoder`` instead of OpenCV's decoder, from the first on:
         its ``read()`` gives ``(H, W, 3)`` uint8 BGR pictures of :attr:`decoded_size`, upright

@@ -4457,9 +4457,13 @@ def test_sdr_frames_closed_do_not_start_again(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(os.name == "nt", reason="a shell script stands in for FFmpeg")
-def test_an_ffmpeg_older_than_5_1_tone_maps_with_vsync(tmp_path: Path) -> None:
+@pytest.mark.parametrize("version", ["4.4", "7.0"])
+def test_an_older_ffmpeg_tone_maps_without_the_options_it_lacks(
+    tmp_path: Path, version: str
+) -> None:
     # Ubuntu 22.04's FFmpeg 4.4 knows no -fps_mode: "tone mapping failed: Error splitting the
-    # argument list: Option not found", and the colours stayed shifted.
+    # argument list: Option not found", and the colours stayed shifted. Neither it nor 7.0
+    # knows -apply_cropping (7.1).
     from videos import hdr_clip
 
     from engine.remux import tone_map_hdr
@@ -4468,12 +4472,14 @@ def test_an_ffmpeg_older_than_5_1_tone_maps_with_vsync(tmp_path: Path) -> None:
     clip = tmp_path / "hdr.mkv"
     want = hdr_clip(clip, _ffmpeg_exe(), transfer="smpte2084", frames=2)
     old = tmp_path / "ffmpeg"  # FFmpeg 4.4: -vsync, no -fps_mode (FFmpeg 9 has no -vsync)
+    lacks = ["apply_cropping", "fps_mode"] if version == "4.4" else ["apply_cropping"]
     old.write_text(
         f"#!{sys.executable}\n"
         "import os, sys\n"
         "args = sys.argv[1:]\n"
-        "if '-fps_mode' in args:\n"
-        "    sys.exit(\"Unrecognized option 'fps_mode'.\\n"
+        f"for option in {lacks!r}:\n"
+        "    if '-' + option in args:\n"
+        "        sys.exit(f\"Unrecognized option '{option}'.\\n"
         'Error splitting the argument list: Option not found")\n'
         f"os.execv({_ffmpeg_exe()!r}, [{_ffmpeg_exe()!r}]"
         " + ['-fps_mode' if a == '-vsync' else a for a in args])\n"
@@ -4582,6 +4588,55 @@ def test_sdr_video_opencv_decodes_wrongly_is_read_through_ffmpeg(
             patch = img[h // 2 - 4 : h // 2 + 4, i * w // 5 + 8 : (i + 1) * w // 5 - 8]
             err = np.abs(patch.reshape(-1, 3).mean(0) - c).max()
             assert err <= tolerance, (name, c, patch.reshape(-1, 3).mean(0))
+
+
+def test_a_container_crop_does_not_change_the_size_ffmpeg_decodes_at(tmp_path: Path) -> None:
+    # FFmpeg 7.1 on applies an MP4's clean aperture (1200x680 of 1280x720), OpenCV does not:
+    # FFmpeg's smaller pictures were read at OpenCV's size, as stripes, and 4 of 30 were lost.
+    from videos import with_clean_aperture
+
+    from engine.remux import exact_colour_filters, tone_map_hdr
+    from engine.sources import VideoFileSource
+
+    picture = np.zeros((720, 1280, 3), np.uint8)
+    picture[:, :640] = (0, 0, 255)  # BGR: red on the left, grey on the right
+    picture[:, 640:] = 128
+    png = tmp_path / "p.png"
+    cv2.imwrite(str(png), picture)
+    plain = tmp_path / "plain.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-loop", "1", "-i", str(png), "-frames:v", "3",
+         "-c:v", "libx264", "-qp", "0", "-vf",
+         "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p,setparams=colorspace=unknown",
+         str(plain)],
+        check=True,
+    )  # fmt: skip
+    clip = with_clean_aperture(plain, tmp_path / "clap.mp4", 1200, 680)
+    src = VideoFileSource(path=clip, live=False)
+    assert src.decoded_size == (1280, 720)
+    tone_map_hdr(src)
+    assert src._decoder is not None  # untagged HD: FFmpeg's colours
+    frames = []
+    while (frame := src.read()) is not None:
+        frames.append(frame.image)
+    src.close()
+    assert len(frames) == 3
+    for img in frames:
+        assert np.abs(img[360, 100].astype(int) - (255, 0, 0)).max() <= 3, img[360, 100]
+        assert np.abs(img[360, 1200].astype(int) - 128).max() <= 3, img[360, 1200]
+    # Where FFmpeg's first picture is not OpenCV's but for its colours, OpenCV reads it.
+    src = VideoFileSource(path=plain, live=False)
+    src._first = np.ascontiguousarray(src.first_picture[:, ::-1])  # another picture
+    tone_map_hdr(src)
+    assert src._decoder is None
+    src.close()
+    assert exact_colour_filters(_video_line(plain)) is not None
+
+
+def _video_line(path: Path) -> str:
+    from engine.remux import _video_line as line
+
+    return line(_ffmpeg_exe(), path, None)
 
 
 def test_a_looping_hdr_source_starts_its_tone_mapping_again(tmp_path: Path) -> None:

@@ -270,3 +270,37 @@ def heic_photo(
         heif.save(str(path), **options)
     finally:
         pillow_heif.options.GRID_TILE_SIZE = before
+
+
+def with_clean_aperture(src: Path, dst: Path, width: int, height: int) -> Path:
+    """A copy of the MP4 ``src`` (its ``moov`` last, as FFmpeg writes it by default) whose
+    video sample entry holds a ``clap`` box cropping it to ``width`` x ``height``: a crop in
+    the container, which FFmpeg 7.1 and later apply and OpenCV does not."""
+    data = bytearray(Path(src).read_bytes())
+
+    def child(start: int, end: int, name: bytes) -> tuple[int, int]:
+        at = start
+        while at < end:
+            size, kind = struct.unpack(">I4s", data[at : at + 8])
+            if kind == name:
+                return at, size
+            at += size
+        raise KeyError(name)
+
+    parents = []
+    at, size = child(0, len(data), b"moov")
+    assert at + size == len(data), "moov must be last: the boxes after it would move"
+    for name in (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stsd"):
+        if name != b"moov":
+            at, size = child(at + 8, at + size, name)
+        parents.append(at)
+    entry = at + 16  # stsd: header, version and flags, entry count
+    (entry_size,) = struct.unpack(">I", data[entry : entry + 4])
+    parents.append(entry)
+    clap = struct.pack(">I4s8I", 40, b"clap", width, 1, height, 1, 0, 1, 0, 1)
+    data[entry + entry_size : entry + entry_size] = clap
+    for box in parents:
+        (grown,) = struct.unpack(">I", data[box : box + 4])
+        data[box : box + 4] = struct.pack(">I", grown + len(clap))
+    Path(dst).write_bytes(data)
+    return Path(dst)
