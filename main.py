@@ -927,10 +927,17 @@ def _check_input_path(source: str) -> None:
     from engine.sinks import PATH_MAX
 
     length = len(os.fsencode(source))
-    if sys.platform != "win32" and length > PATH_MAX:
+    if sys.platform != "win32" and length >= PATH_MAX:  # PATH_MAX counts the ending NUL
         raise CliError(
             f"input {source[:60]}...: its path is {length} bytes long, more than the "
-            f"{PATH_MAX} the system takes",
+            f"{PATH_MAX - 1} the system takes",
+            2,
+        )
+    longest = max((len(os.fsencode(part)) for part in Path(source).parts), default=0)
+    if sys.platform != "win32" and longest > 255:  # NAME_MAX of every common file system
+        raise CliError(
+            f"input {source[:60]}...: a name in its path is {longest} bytes long, more "
+            "than the 255 a file system takes",
             2,
         )
     if _link_loop(source):
@@ -962,7 +969,7 @@ def _check_not_input(source: str, output: str) -> None:
     _check_input_path(source)
     if _same_path(source, output):
         raise CliError(f"output {output} would overwrite the input", code=2)
-    if Path(source).is_dir():
+    if os.path.isdir(source):
         _check_not_input_image(source, output)
     out = Path(output)
     if out.suffix.lower() not in VIDEO_CODECS:

@@ -823,6 +823,8 @@ PATH_MAX = 1024 if sys.platform == "darwin" else 4096
 #: (``NAME.incomplete-1000.EXT``) or a frames folder's names in it
 #: (``/.frame_000000.partial-1000.png``).
 _PATH_ROOM = 48
+#: What an image's path leaves free: for its own working name (``.NAME.partial-1000.EXT``).
+_IMAGE_ROOM = len("..partial") + _NUMBER_ROOM
 
 
 def _name_length(name: str) -> int:
@@ -848,21 +850,22 @@ def _name_max(folder: Path) -> int:
     return limit if limit > 0 else _DEFAULT_NAME_MAX
 
 
-def check_name_fits(path: str | os.PathLike[str]) -> None:
+def check_name_fits(path: str | os.PathLike[str], *, room: int | None = None) -> None:
     """Raise :class:`SinkError` when ``path``'s file name (or a folder's name on the way to it)
-    is longer than the file system takes (255 bytes on most), in one line that says so,
-    before any work is done.
+    is longer than the file system takes (255 bytes on most), or the whole path longer than
+    the system does with ``room`` bytes to spare (default: for the working names beside an
+    output or a frames folder's names in it), in one line that says so, before any work is
+    done.
 
     The working names beside it (:func:`partial_path`, :func:`incomplete_path`) are shortened
     to fit; the final name is never changed, so it is refused here instead.
     """
     path = Path(path)
     if sys.platform != "win32":
-        # The whole path too (4096 bytes on Linux, 1024 on macOS, with room for the working
-        # names beside it or a folder's frames in it): past it every call on the name failed,
-        # the first (is_dir) with a bare "[Errno 36] File name too long".
+        # The whole path too: past it every call on the name failed, the first (is_dir)
+        # with a bare "[Errno 36] File name too long".
         length = len(os.fsencode(str(path)))
-        most = PATH_MAX - _PATH_ROOM
+        most = PATH_MAX - 1 - (_PATH_ROOM if room is None else room)  # 1: the ending NUL
         if length > most:
             raise SinkError(
                 f"cannot write {str(path)[:60]}...: its path is {length} bytes long, more than "
@@ -1780,7 +1783,9 @@ def write_image(
     says what, and why).
     """
     target = Path(target)
-    check_name_fits(target)
+    # Only its own working name beside it: a frame in a folder as long as an output may be
+    # was refused at its first write, after the run had started (exit 1).
+    check_name_fits(target, room=_IMAGE_ROOM)
     ext = target.suffix.lower()
     problem = image_format_problem(ext)
     if problem:

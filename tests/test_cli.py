@@ -4065,7 +4065,7 @@ def test_a_path_longer_than_the_system_takes_or_a_link_loop_is_a_usage_error(
     deep_in = tmp_path.joinpath(*[_name_of(250, "")] * 17) / "in.avi"
     cases = [
         (clip, deep, "bytes long, more than the "),
-        (deep_in, tmp_path / "o.avi", "bytes long, more than the 4096 the system takes"),
+        (deep_in, tmp_path / "o.avi", "bytes long, more than the 4095 the system takes"),
         (clip, tmp_path / "la.avi", f"output {tmp_path / 'la.avi'}: a loop of symbolic links"),
         (clip, tmp_path / "loop" / "o.avi", "a loop of symbolic links (it leads back to itself)"),
         (tmp_path / "la.avi", tmp_path / "o.avi", f"input {tmp_path / 'la.avi'}: a loop"),
@@ -4078,15 +4078,30 @@ def test_a_path_longer_than_the_system_takes_or_a_link_loop_is_a_usage_error(
         err = capsys.readouterr().err
         assert code == 2, err
         assert said in err and "Error" not in err, err
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["la.avi", "lb.avi", "loop"]
+
     # A folder of frames leaves room for their names in it: a 4080-byte one was taken, and
     # its first frame failed (exit 1).
-    folder = tmp_path.joinpath(*[_name_of(250, "")] * 15)
-    folder /= _name_of(4070 - len(str(folder)) - 1, "")
-    assert len(str(folder)) == 4070  # under what a file's path may be, not with a frame in it
-    argv = ["run", "--source", str(clip), "--output", f"{folder}/", "--duration", "1"]
+    def folder_of(length: int) -> Path:
+        folder = tmp_path.joinpath(*[_name_of(250, "")] * 15)
+        folder /= _name_of(length - len(str(folder)) - 1, "")
+        assert len(str(folder)) == length
+        return folder
+
+    # 4070 bytes: under what a file's path may be, not with a frame in it.
+    argv = ["run", "--source", str(clip), "--output", f"{folder_of(4070)}/", "--duration", "1"]
     assert cli.main([*argv, "--backend", "unsharp"]) == 2
     assert "bytes long, more than the" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["la.avi", "lb.avi", "loop"]
+    # 4040 bytes takes its frames (the room was counted twice: its first frame failed).
+    argv = ["run", "--source", str(clip), "--output", f"{folder_of(4040)}/", "--duration", "0.2"]
+    assert cli.main([*argv, "--backend", "unsharp"]) == 0, capsys.readouterr().err
+    assert any(folder_of(4040).glob("frame_*.png"))
+    # Inputs no file can have: 4096 bytes with the ending NUL, a name of 300 bytes.
+    for source in (tmp_path / ("x" * (4096 - len(str(tmp_path)) - 1)), tmp_path / ("x" * 300)):
+        assert len(os.fsencode(str(source))) in (4096, len(str(tmp_path)) + 301)
+        assert cli.main(["process", str(source), str(tmp_path / "o.avi")]) == 2
+        assert "bytes long, more than the" in capsys.readouterr().err
 
 
 def _photo_with_metadata(path: Path) -> tuple[bytes, bytes]:
