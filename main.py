@@ -2476,15 +2476,16 @@ def _count_estimated(
 
 
 def _pictures_end_s(path: str) -> float | None:
-    """When the last picture of ``path`` stops being shown, in seconds from the start of the
-    file, from its packets (FFmpeg's, nothing decoded); None where there is no FFmpeg to tell."""
+    """When the last picture of ``path`` stops being shown, in seconds as the file stores it
+    (from 0, as its duration counts), from its packets (FFmpeg's, nothing decoded); None where
+    there is no FFmpeg to tell."""
     from engine.remux import RemuxError, find_ffmpeg, picture_times
 
     ffmpeg = find_ffmpeg()
     if ffmpeg is None:
         return None
     try:
-        shown = picture_times(path, ffmpeg=ffmpeg)
+        shown = picture_times(path, ffmpeg=ffmpeg, as_stored=True)
     except RemuxError:
         return None
     if shown is None or not shown.times:

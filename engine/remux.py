@@ -597,12 +597,18 @@ class PictureTimes(NamedTuple):
 
 
 def picture_times(
-    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+    source: str | os.PathLike[str],
+    *,
+    ffmpeg: str,
+    stop: threading.Event | None = None,
+    as_stored: bool = False,
 ) -> PictureTimes | None:
     """The :class:`PictureTimes` of ``source``'s first video stream, from its packets'
-    times (nothing is decoded). None where FFmpeg cannot tell (an FFmpeg older than 5.1
-    without ``-fps_mode``, a file it cannot read)."""
-    found = _packets(source, ffmpeg=ffmpeg, stop=stop)
+    times (nothing is decoded): from the file's start time (its earliest stream's), or with
+    ``as_stored`` as the file stores them (from 0, as a Matroska duration counts). None where
+    FFmpeg cannot tell (an FFmpeg older than 5.1 without ``-fps_mode``, a file it cannot
+    read)."""
+    found = _packets(source, ffmpeg=ffmpeg, stop=stop, as_stored=as_stored)
     if found is None:
         return None
     timescale, listed = found
@@ -620,13 +626,20 @@ def picture_times(
 
 
 def _packets(
-    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+    source: str | os.PathLike[str],
+    *,
+    ffmpeg: str,
+    stop: threading.Event | None = None,
+    as_stored: bool = False,
 ) -> tuple[int, list[tuple[int, int, int]]] | None:
     """The time base (1 / its value) and ``(pts, duration, flags)`` of each packet of
     ``source``'s first video stream, in decode order, from FFmpeg's listing (nothing is
-    decoded); None where FFmpeg cannot list them."""
+    decoded), from the file's start time or (``as_stored``) as stored; None where FFmpeg
+    cannot list them."""
+    copyts = ["-copyts"] if as_stored else []
     status, text = _run(
-        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", file_arg(source), "-map", "0:v:0",
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", file_arg(source), *copyts,
+         "-map", "0:v:0",
          # -copyinkf: packets before the first keyframe, which OpenCV's decoder shows too
          "-c", "copy", "-copyinkf", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
         stop,

@@ -551,18 +551,20 @@ def test_an_mkv_with_frames_dropped_while_recording_is_whole(
     code = cli.main(["process", str(cut), str(tmp_path / "cut_out.mkv"), "--backend", "unsharp"])
     err = capsys.readouterr().err
     assert code == 0 and f"warning: {cut} announced {announced} frames and {decodable}" in err, err
-    # Pictures that start late (a cut copied from 1 s on, its sound from 0): OpenCV times them
-    # from the first picture, FFmpeg from the start of the file, as the duration is.
-    late = tmp_path / "late.mkv"
-    subprocess.run(
-        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=4",
-         "-f", "lavfi", "-i", "sine=duration=4", "-vf", "setpts=PTS+1/TB", "-c:v", "mpeg4",
-         "-c:a", "aac", str(late)],
-        check=True,
-    )  # fmt: skip
-    code = cli.main(["process", str(late), str(tmp_path / "late_out.mkv"), "--backend", "unsharp"])
-    err = capsys.readouterr().err
-    assert code == 0 and "warning:" not in err and "were decoded" in err, err
+    # Pictures that start late (from 1 s on, with sound from 0 or none): OpenCV times them
+    # from the first picture, FFmpeg from the file's start time, and the duration counts from 0.
+    for sound in (["-f", "lavfi", "-i", "sine=duration=4", "-c:a", "aac"], []):
+        late = tmp_path / f"late{len(sound)}.mkv"
+        subprocess.run(
+            [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+             "testsrc=size=64x48:rate=30:duration=4", *sound[:4], "-vf", "setpts=PTS+1/TB",
+             "-c:v", "mpeg4", *sound[4:], str(late)],
+            check=True,
+        )  # fmt: skip
+        out = tmp_path / f"late{len(sound)}_out.mkv"
+        code = cli.main(["process", str(late), str(out), "--backend", "unsharp"])
+        err = capsys.readouterr().err
+        assert code == 0 and "warning:" not in err and "were decoded" in err, err
     # Without FFmpeg, the time OpenCV gives the last picture tells the dropped frames' file.
     monkeypatch.setenv("SHARPCAM_FFMPEG", str(tmp_path / "none"))
     code = cli.main(["process", str(mkv), str(tmp_path / "out2.mkv"), "--backend", "unsharp"])
