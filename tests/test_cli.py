@@ -4656,6 +4656,41 @@ def _video_line(path: Path) -> str:
     return line(_ffmpeg_exe(), path, None)
 
 
+def test_a_looping_source_read_by_ffmpeg_repeats_one_frame_and_stops_for_another_file(
+    tmp_path: Path,
+) -> None:
+    # FFmpeg was started again for every pass of a one-frame clip (73 ms a 1080p frame), and a
+    # file put in the looping one's place was read as pictures of the old size: garbage.
+    from engine.remux import tone_map_hdr
+    from engine.sources import VideoFileSource
+
+    def ten_bit(path: Path, frames: int, grey: int) -> Path:
+        subprocess.run(
+            [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+             f"color=c=0x{grey:02x}{grey:02x}{grey:02x}:s=64x48:r=25", "-frames:v", str(frames),
+             "-c:v", "libx264", "-pix_fmt", "yuv420p10le", str(path)],
+            check=True,
+        )  # fmt: skip
+        return path
+
+    one = ten_bit(tmp_path / "one.mp4", 1, 100)
+    src = VideoFileSource(path=one, live=False, loop=True)
+    tone_map_hdr(src)
+    assert src._decoder is not None
+    got = [src.read().image for _ in range(5)]
+    assert src._decoder._shut  # FFmpeg ended after the first pass: the picture repeats
+    src.close()
+    assert all(abs(float(g.mean()) - 100) < 3 for g in got), [float(g.mean()) for g in got]
+    clip = ten_bit(tmp_path / "clip.mp4", 3, 100)
+    src = VideoFileSource(path=clip, live=False, loop=True)
+    tone_map_hdr(src)
+    assert [abs(float(src.read().image.mean()) - 100) < 3 for _ in range(3)] == [True] * 3
+    other = ten_bit(tmp_path / "other.mp4", 3, 200)
+    os.replace(other, clip)  # another file in its place, as an editor saves one
+    assert src.read() is None
+    src.close()
+
+
 def test_a_looping_hdr_source_starts_its_tone_mapping_again(tmp_path: Path) -> None:
     # The window plays a picked file in a loop, as the demo clip.
     from videos import hdr_clip
