@@ -2333,6 +2333,7 @@ def _finish_video(
         find_ffmpeg,
         has_kept_tags,
         keep_timing,
+        subtitle_tracks,
     )
     from engine.sinks import SinkError
     from engine.sources import video_has_audio
@@ -2346,7 +2347,7 @@ def _finish_video(
     def copy(without: str) -> bool:
         """The input's sound (or tags) into ``work``; True where the run fails for it."""
         try:
-            subtitles = copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
+            copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
         except RemuxStopped:
             raise
         except RemuxError as exc:
@@ -2355,13 +2356,6 @@ def _finish_video(
             full = _full_disk_error(exc)
             _eprint(f"{PROG}: {'error' if full else 'warning'}: {args.output} {without}: {exc}")
             return full
-        if subtitles:
-            # They went without a word: a film's subtitles were simply gone from the copy.
-            tracks = "track is" if subtitles == 1 else f"{subtitles} tracks are"
-            _eprint(
-                f"{PROG}: note: the input's subtitle {tracks} not copied (the pictures, the "
-                "sound and the date, place and camera are)"
-            )
         return False
 
     step = "putting back the input's timing"
@@ -2403,6 +2397,12 @@ def _finish_video(
                 # A silent clip's date and place were copied only with a sound track: a
                 # screen recording or a muted phone clip lost them.
                 failed = copy(f"is without the date and place of {args.input}") or failed
+        step = "looking for subtitles"
+        subtitles = subtitle_tracks(args.input, ffmpeg=ffmpeg, stop=stop) if ffmpeg else 0
+        if subtitles:
+            # They went without a word: a film's subtitles were simply gone from the copy.
+            tracks = "track is" if subtitles == 1 else f"{subtitles} tracks are"
+            _eprint(f"{PROG}: note: the input's subtitle {tracks} not copied")
     except RemuxStopped:
         kept = sink.keep_incomplete()
         _eprint(

@@ -51,6 +51,7 @@ __all__ = [
     "packet_count",
     "picture_times",
     "SdrFrames",
+    "subtitle_tracks",
     "exact_colour_filters",
     "ToneMapping",
     "tone_map_hdr",
@@ -179,15 +180,28 @@ _KEPT_TAGS = re.compile(
 )
 
 
-def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[list[str], bool, int]:
-    """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), whether
-    it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model), and how
-    many subtitle streams it has."""
+def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[list[str], bool]:
+    """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), and
+    whether it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model)."""
     # Exits 1 (no output named): the stream list is all it is asked for.
     _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
     codecs = re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
-    subtitles = len(re.findall(r"Stream #\S+.*?: Subtitle: ", text))
-    return codecs, "com.apple.quicktime." in text, subtitles
+    return codecs, "com.apple.quicktime." in text
+
+
+def subtitle_tracks(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> int:
+    """How many subtitle streams ``source`` holds (0 where FFmpeg cannot read it): nothing
+    copies them into a processed video (their times are the source's, and the output's
+    container may not take their format), so the user is told."""
+    try:
+        _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return 0
+    return len(re.findall(r"Stream #\S+.*?: Subtitle: ", text))
 
 
 def has_kept_tags(
@@ -824,10 +838,8 @@ def copy_audio(
     *,
     ffmpeg: str | None = None,
     stop: threading.Event | None = None,
-) -> int:
-    """Put the audio streams of ``source`` into ``video`` (written from its pictures); returns
-    how many subtitle streams ``source`` has, which are not copied (their times are the
-    source's, and a container may not take their format: said, not guessed at).
+) -> None:
+    """Put the audio streams of ``source`` into ``video`` (written from its pictures).
 
     ``video`` is rewritten beside itself under a hidden name and replaced only when FFmpeg
     succeeded, so a failure (or an interrupt) leaves it as it was. The audio is copied as
@@ -852,7 +864,7 @@ def copy_audio(
     out = partial_path(video)
     ext = video.suffix.lower()
     try:
-        codecs, apple, subtitles = _probe(ffmpeg, source, stop)
+        codecs, apple = _probe(ffmpeg, source, stop)
         # An iPhone's date, place, make and model are QuickTime metadata keys, which the
         # MP4/MOV muxer drops unless told to write them: they were lost without a word.
         tags = (
@@ -880,7 +892,6 @@ def copy_audio(
         if why:
             raise RemuxError(f"ffmpeg: {why}")
         os.replace(out, video)
-        return subtitles
     except OSError as exc:
         raise RemuxError(str(exc.strerror or exc)) from exc
     finally:

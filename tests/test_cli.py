@@ -632,8 +632,19 @@ def test_process_says_the_subtitles_are_not_copied(
     out = tmp_path / "out.mkv"
     assert cli.main(["process", str(film), str(out), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
-    assert "note: the input's subtitle track is not copied" in err, err
+    assert "note: the input's subtitle track is not copied\n" in err, err
     assert f"-> {out}, with the sound of the input" in err, err
+    # Without sound too (the note came only with the sound's copy).
+    silent = tmp_path / "silent.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-i", str(film), "-map", "0:v", "-map", "0:s", "-c", "copy",
+         str(silent)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out2.mkv"
+    assert cli.main(["process", str(silent), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the input's subtitle track is not copied\n" in err, err
 
 
 @pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
