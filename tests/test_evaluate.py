@@ -815,6 +815,8 @@ def test_a_grid_that_cannot_be_written_fails_the_run(
     import signal
 
     out = tmp_path / "res"
+    assert EV.main(["--data", "demo:", "--limit", "1", "--no-perceptual", "--out", str(out)]) == 0
+    earlier = (out / "grid_demo.png").read_bytes()
     limit = resource.getrlimit(resource.RLIMIT_FSIZE)
     xfsz = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_FSIZE, (16_384, limit[1]))
@@ -826,7 +828,10 @@ def test_a_grid_that_cannot_be_written_fails_the_run(
     err = capsys.readouterr().err
     assert code == 1, err
     assert f"error: cannot write {out / 'grid_demo.png'}: File too large" in err, err
-    assert not (out / "grid_demo.png").exists()  # no picture cut short
+    # No picture cut short, and the earlier run's is where it was (written in place, it was
+    # removed with the failed one).
+    assert (out / "grid_demo.png").read_bytes() == earlier
+    assert not list(out.glob(".*"))
     assert (out / "summary.json").is_file()  # what was written is kept
 
 

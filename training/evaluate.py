@@ -1191,11 +1191,14 @@ def write_grid(rows: list[list[tuple[str, np.ndarray]]], path: Path) -> None:
     ok, data = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:
         raise OSError(f"cannot encode {path}")
+    # Beside it, then renamed over it: a failed write left no grid where the earlier run's was.
+    part = path.with_name(f".{path.name}.partial")
     try:
-        with open(path, "wb") as f:
+        with open(part, "wb") as f:
             f.write(data.tobytes())
+        os.replace(part, path)
     except OSError as exc:
-        path.unlink(missing_ok=True)
+        part.unlink(missing_ok=True)
         raise OSError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
