@@ -22,6 +22,7 @@ __all__ = [
     "fit_to",
     "image_size",
     "opencv_name",
+    "pictures_differ",
     "resize_to",
     "to_rgb8",
 ]
@@ -309,3 +310,10 @@ def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None
     # cv2.resize writes straight into the strided view of the picture's area, no copy.
     cv2.resize(img, (fw, fh), dst=out[y0 : y0 + fh, x0 : x0 + fw], interpolation=interp)
     return out
+
+
+def pictures_differ(a: np.ndarray, b: np.ndarray, *, levels: float = 24.0) -> bool:
+    """Whether two uint8 pictures ``(H, W[, C])`` are not the same picture: another shape, or
+    a mean absolute difference over ``levels`` (the same picture decoded with another colour
+    matrix differs by about 9; another picture, or one read at the wrong size, by 50-125)."""
+    return a.shape != b.shape or float(np.abs(a.astype(np.int16) - b).mean()) > levels

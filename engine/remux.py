@@ -34,6 +34,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from engine.frames import pictures_differ
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -588,18 +590,13 @@ def _decode_exactly(source: Any, ffmpeg: str, line: str) -> None:
         # FFmpeg applies and OpenCV does not) would be read as garbage.
         ours = frames.read()
         frames.hold(ours)
-        if ours.shape != opencv_first.shape or _mean_difference(ours, opencv_first) > 24:
+        if pictures_differ(ours[::4, ::4], opencv_first[::4, ::4]):
             frames.close()
             frames, why = None, "its first picture differs from OpenCV's"
     if frames is None:
         log.info("%s: read by OpenCV, not FFmpeg: %s", source.path.name, why)
         return
     source.decode_with(frames)
-
-
-def _mean_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """The mean absolute difference of two uint8 pictures, on a 4x subsample (cheap)."""
-    return float(np.abs(a[::4, ::4].astype(np.int16) - b[::4, ::4]).mean())
 
 
 class PictureTimes(NamedTuple):

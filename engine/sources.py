@@ -34,7 +34,15 @@ from typing import Any, Protocol, runtime_checkable
 import cv2
 import numpy as np
 
-from engine.frames import Frame, fit_to, image_size, opencv_name, resize_to, to_rgb8
+from engine.frames import (
+    Frame,
+    fit_to,
+    image_size,
+    opencv_name,
+    pictures_differ,
+    resize_to,
+    to_rgb8,
+)
 from engine.heif import (
     HEIF_EXTENSIONS,
     HeifError,
@@ -1563,6 +1571,9 @@ class VideoFileSource(_SourceBase):
             # A loop's stand-in for a one-frame file (see _decode): read() converts in place.
             self._first_kept: np.ndarray | None = img.copy() if loop else None
             self._lone: np.ndarray | None = None
+            # A looping FFmpeg-decoded file's first picture, 8x smaller: what it starts with
+            # again on the next pass, unless another video was written in its place.
+            self._loop_mark: np.ndarray | None = None
             self._pass_frames = 0
             # The file's own rate, even below FPS_RANGE: taken for "none", a 0.2 fps slideshow
             # played and was written at 30 fps, 150 times too fast.
@@ -1599,10 +1610,12 @@ class VideoFileSource(_SourceBase):
 
     @property
     def first_picture(self) -> np.ndarray | None:
-        """The first picture as OpenCV decoded it, ``(H, W, 3)`` uint8 BGR, until it is read
-        (None after, and once another decoder is given): for a check that another decoder
-        gives the same picture."""
-        return self._first
+        """The first picture as OpenCV decodes it, ``(H, W, 3)`` uint8 BGR, turned and
+        mirrored as it is shown (before any scaling), until it is read (None after, and once
+        another decoder is given): for a check that another decoder gives the same picture."""
+        if self._first is None or self._flip is None:
+            return self._first
+        return cv2.flip(self._first, self._flip)
 
     def decode_with(self, decoder: Any) -> None:
         """Take the pictures from ``decoder`` instead of OpenCV's decoder, from the first on:
@@ -1690,12 +1703,16 @@ class VideoFileSource(_SourceBase):
                 # A one-frame file repeats its picture, as OpenCV's path does: starting
                 # FFmpeg again for each pass took 73 ms a 1080p frame.
                 self._first_kept = img.copy() if self._pass_frames == 1 else None
+                if self._loop_mark is None:
+                    self._loop_mark = img[::8, ::8].copy()
             return img
         if not self._loop or self._next_index == 0 or self._closed:
             return None
         if self._pass_frames == 1 and self._first_kept is not None:
+            if why := self._decoder.close():  # FFmpeg failed after it: no one-frame file
+                log.warning("%s: decoding ended early: %s", self.path.name, why)
+                return None
             self._lone, self._first_kept = self._first_kept, None
-            self._decoder.close()  # not needed again
             return self._lone.copy()
         if _file_identity(self.path) != self._identity:
             # Only the file that was probed: another put in its place was read as pictures
@@ -1704,9 +1721,17 @@ class VideoFileSource(_SourceBase):
         self._pass_frames = 0
         self._decoder.restart()  # a no-op once closed meanwhile
         img = self._decoder.read()
-        if img is not None:
-            self._pass_frames = 1
-            self._first_kept = img.copy()
+        if img is None:
+            return None
+        if self._loop_mark is not None and pictures_differ(img[::8, ::8], self._loop_mark):
+            # Written over in place (the same inode: `cp`, `ffmpeg -y`): its pictures, of
+            # another size, were read at this one's, as garbage. A recording still being
+            # written starts as it did.
+            log.warning("%s: another video was written in its place; it ends", self.path.name)
+            self._decoder.close()
+            return None
+        self._pass_frames = 1
+        self._first_kept = img.copy()
         return img
 
     def _reopen_and_read(self) -> np.ndarray | None:

@@ -4700,6 +4700,85 @@ def test_a_looping_source_read_by_ffmpeg_repeats_one_frame_and_stops_for_another
     os.replace(other, clip)  # another file in its place, as an editor saves one
     assert src.read() is None
     src.close()
+    # Written over in place (the same inode, as `cp` or `ffmpeg -y` does), at another size:
+    # its pictures were read at the old one's, as garbage.
+    src = VideoFileSource(path=clip, live=False, loop=True)
+    tone_map_hdr(src)
+    assert [abs(float(src.read().image.mean()) - 200) < 3 for _ in range(3)] == [True] * 3
+    small = tmp_path / "small.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=s=32x24:r=25", "-frames:v",
+         "20", "-c:v", "libx264", "-pix_fmt", "yuv420p10le", str(small)],
+        check=True,
+    )  # fmt: skip
+    inode = clip.stat().st_ino
+    clip.write_bytes(small.read_bytes())
+    assert clip.stat().st_ino == inode
+    assert src.read() is None
+    src.close()
+
+
+def test_a_looping_ffmpeg_source_whose_ffmpeg_fails_after_one_picture_ends(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Taken for a one-frame file, its first picture was repeated for ever, the failure unsaid.
+    from engine.remux import tone_map_hdr
+    from engine.sources import VideoFileSource
+
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "color=c=gray:s=64x48:r=25",
+         "-frames:v", "3", "-c:v", "libx264", "-pix_fmt", "yuv420p10le", str(clip)],
+        check=True,
+    )  # fmt: skip
+    failing = tmp_path / "ffmpeg"  # one picture, then a decoding failure
+    failing.write_text(
+        f"#!{sys.executable}\n"
+        "import subprocess, sys\n"
+        f"real = {_ffmpeg_exe()!r}\n"
+        "args = sys.argv[1:]\n"
+        "if 'rawvideo' not in args:\n"
+        "    sys.exit(subprocess.call([real, *args]))\n"
+        "subprocess.call([real, *args[:-1], '-frames:v', '1', args[-1]])\n"
+        "sys.exit('Decode error rate 1 exceeds maximum 0.9')\n"
+    )
+    failing.chmod(0o755)
+    src = VideoFileSource(path=clip, live=False, loop=True)
+    tone_map_hdr(src, ffmpeg=str(failing))
+    assert src._decoder is not None
+    with caplog.at_level("WARNING", logger="engine.sources"):
+        assert src.read() is not None
+        assert src.read() is None
+    src.close()
+    assert "clip.mp4: decoding ended early: Decode error rate 1 exceeds maximum 0.9" in caplog.text
+
+
+def test_a_mirrored_video_keeps_ffmpegs_colours(tmp_path: Path) -> None:
+    # FFmpeg's first picture, mirrored by the display matrix, was compared with OpenCV's before
+    # its flip: "differs", and an untagged HD clip filmed by a front camera kept BT.601.
+    from engine.remux import tone_map_hdr
+    from engine.sources import VideoFileSource
+
+    plain = tmp_path / "plain.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=s=1280x720:r=25",
+         "-frames:v", "2", "-c:v", "libx264", "-vf", "setparams=colorspace=unknown", str(plain)],
+        check=True,
+    )  # fmt: skip
+    mirrored = tmp_path / "mirrored.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-display_hflip", "-i", str(plain), "-c", "copy",
+         str(mirrored)],
+        check=True,
+    )  # fmt: skip
+    got = {}
+    for clip in (plain, mirrored):
+        src = VideoFileSource(path=clip, live=False)
+        tone_map_hdr(src)
+        assert src._decoder is not None, clip.name
+        got[clip.name] = src.read().image
+        src.close()
+    assert np.abs(got["mirrored.mp4"][:, ::-1].astype(int) - got["plain.mp4"]).mean() < 1
 
 
 def test_a_looping_hdr_source_starts_its_tone_mapping_again(tmp_path: Path) -> None:
