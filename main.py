@@ -924,24 +924,24 @@ def _check_input_path(source: str) -> None:
     """A usage error (exit 2) for an input path no file can have: longer than the system
     takes, or a loop of symbolic links. Each was the bare exception, exit 1 ("error: OSError:
     [Errno 36] File name too long", "error: RuntimeError: Symlink loop from ...")."""
-    from engine.sinks import PATH_MAX
-
-    length = len(os.fsencode(source))
-    if sys.platform != "win32" and length >= PATH_MAX:  # PATH_MAX counts the ending NUL
-        raise CliError(
-            f"input {source[:60]}...: its path is {length} bytes long, more than the "
-            f"{PATH_MAX - 1} the system takes",
-            2,
-        )
-    longest = max((len(os.fsencode(part)) for part in Path(source).parts), default=0)
-    if sys.platform != "win32" and longest > 255:  # NAME_MAX of every common file system
-        raise CliError(
-            f"input {source[:60]}...: a name in its path is {longest} bytes long, more "
-            "than the 255 a file system takes",
-            2,
-        )
-    if _link_loop(source):
-        raise CliError(f"input {source}: a loop of symbolic links (it leads back to itself)", 2)
+    # Asked of the file system: its limits are its own (in characters on APFS or exFAT,
+    # where a name of 200 accented letters is 400 bytes and fits).
+    try:
+        os.stat(source)
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            length = len(os.fsencode(source))
+            raise CliError(
+                f"input {source[:60]}...: its path ({length} bytes) or a name in it is longer "
+                "than the file system takes",
+                2,
+            ) from None
+        if exc.errno == errno.ELOOP:
+            raise CliError(
+                f"input {source}: a loop of symbolic links (it leads back to itself)", 2
+            ) from None
+    except ValueError:  # a NUL in the name: said where the name is used
+        pass
 
 
 def _link_loop(path: str) -> bool:
@@ -2342,6 +2342,7 @@ def _finish_video(
     untouched = f"; {args.output} is left as it was" if existed else ""
     said = ""
     failed = False
+    sound_in = False
     ffmpeg = find_ffmpeg()
 
     def copy(without: str) -> bool:
@@ -2391,6 +2392,7 @@ def _finish_video(
             # none.
             if video_has_audio(work):
                 said += ", with the sound of the input"
+                sound_in = True  # a stop after it (the subtitles' probe) is not "without sound"
         elif ffmpeg and Path(args.output).suffix.lower() != ".avi":  # holds none: noted before
             step = "copying the date and place"  # a stop while they are looked for, too
             if has_kept_tags(args.input, ffmpeg=ffmpeg, stop=stop):
@@ -2407,7 +2409,7 @@ def _finish_video(
         kept = sink.keep_incomplete()
         _eprint(
             f"{PROG}: interrupted while {step}: {_frames(written)} kept in {kept}{said}"
-            f"{', without sound' if copy_sound else ''}{untouched}"
+            f"{', without sound' if copy_sound and not sound_in else ''}{untouched}"
         )
         return 130
     if failed:

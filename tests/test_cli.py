@@ -616,6 +616,26 @@ def test_process_keeps_the_sound_of_a_video(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", name]  # no working file
 
 
+def test_a_stop_after_the_sound_is_in_does_not_say_without_sound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Stopped while looking for subtitles, after the sound's copy: "kept in X, with the sound
+    # of the input, without sound".
+    import engine.remux
+    from tests.test_engine_sources import write_avi_with_sound
+
+    def stopped(*args: object, **kwargs: object) -> int:
+        raise engine.remux.RemuxStopped("stopped")
+
+    monkeypatch.setattr(engine.remux, "subtitle_tracks", stopped)
+    call = write_avi_with_sound(tmp_path / "call.avi", n=6)
+    out = tmp_path / "out.mkv"
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted while looking for subtitles: 6 frames kept in" in err, err
+    assert err.rstrip().endswith(", with the sound of the input"), err
+
+
 def test_process_says_the_subtitles_are_not_copied(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -4078,7 +4098,11 @@ def test_a_path_longer_than_the_system_takes_or_a_link_loop_is_a_usage_error(
     deep_in = tmp_path.joinpath(*[_name_of(250, "")] * 17) / "in.avi"
     cases = [
         (clip, deep, "bytes long, more than the "),
-        (deep_in, tmp_path / "o.avi", "bytes long, more than the 4095 the system takes"),
+        (
+            deep_in,
+            tmp_path / "o.avi",
+            "bytes) or a name in it is longer than the file system takes",
+        ),
         (clip, tmp_path / "la.avi", f"output {tmp_path / 'la.avi'}: a loop of symbolic links"),
         (clip, tmp_path / "loop" / "o.avi", "a loop of symbolic links (it leads back to itself)"),
         (tmp_path / "la.avi", tmp_path / "o.avi", f"input {tmp_path / 'la.avi'}: a loop"),
@@ -4114,7 +4138,7 @@ def test_a_path_longer_than_the_system_takes_or_a_link_loop_is_a_usage_error(
     for source in (tmp_path / ("x" * (4096 - len(str(tmp_path)) - 1)), tmp_path / ("x" * 300)):
         assert len(os.fsencode(str(source))) in (4096, len(str(tmp_path)) + 301)
         assert cli.main(["process", str(source), str(tmp_path / "o.avi")]) == 2
-        assert "bytes long, more than the" in capsys.readouterr().err
+        assert "is longer than the file system takes" in capsys.readouterr().err
 
 
 def _photo_with_metadata(path: Path) -> tuple[bytes, bytes]:
