@@ -4515,7 +4515,7 @@ def test_an_older_ffmpeg_tone_maps_without_the_options_it_lacks(
 ) -> None:
     # Ubuntu 22.04's FFmpeg 4.4 knows no -fps_mode: "tone mapping failed: Error splitting the
     # argument list: Option not found", and the colours stayed shifted. Neither it nor 7.0
-    # knows -apply_cropping (7.1).
+    # takes -apply_cropping codec (a yes/no option before 7.1: "Error setting option").
     from videos import hdr_clip
 
     from engine.remux import tone_map_hdr
@@ -4529,9 +4529,10 @@ def test_an_older_ffmpeg_tone_maps_without_the_options_it_lacks(
         f"#!{sys.executable}\n"
         "import os, sys\n"
         "args = sys.argv[1:]\n"
-        f"for option in {lacks!r}:\n"
-        "    if '-' + option in args:\n"
-        "        sys.exit(f\"Unrecognized option '{option}'.\\n"
+        "if '-apply_cropping' in args:\n"
+        "    sys.exit('Error setting option apply_cropping to value codec.')\n"
+        f"if {'fps_mode' in lacks!r} and '-fps_mode' in args:\n"
+        "    sys.exit(\"Unrecognized option 'fps_mode'.\\n"
         'Error splitting the argument list: Option not found")\n'
         f"os.execv({_ffmpeg_exe()!r}, [{_ffmpeg_exe()!r}]"
         " + ['-fps_mode' if a == '-vsync' else a for a in args])\n"
