@@ -2925,10 +2925,11 @@ def test_process_stopped_while_copying_the_sound_keeps_the_video_and_ends_ffmpeg
     call = write_avi_with_sound(tmp_path / "call.avi")
     started = tmp_path / "started"
     slow = tmp_path / "ffmpeg"  # probes fail at once; the mux writes its output, then waits
+    wait = f"sleep 60.{os.getpid()}"  # this test's own: another `sleep 60` may be running
     slow.write_text(
         "#!/bin/sh\nfor a; do last=$a; done\n"
         'case "$last" in *.partial.mp4) ;; *) exit 1;; esac\n'
-        f'echo x > "$last"\ntouch {started}\nexec sleep 60\n'
+        f'echo x > "$last"\ntouch {started}\nexec {wait}\n'
     )
     slow.chmod(0o755)
     out = tmp_path / "out.mp4"
@@ -2961,7 +2962,7 @@ def test_process_stopped_while_copying_the_sound_keeps_the_video_and_ends_ffmpeg
         "started",
     ]
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "sleep 60" not in ps  # FFmpeg ended with it
+    assert wait not in ps.splitlines()  # FFmpeg ended with it
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
