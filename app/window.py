@@ -2319,10 +2319,15 @@ class MainWindow(QMainWindow):
 
     def _ask_replace(self, path: str) -> bool:
         """Whether to replace the file at ``path`` (asked as the save dialog asks)."""
+        where = f"{Path(path).name} already exists in {Path(path).parent}. Replace it?"
+        return self._ask("Replace the file?", where)
+
+    def _ask(self, title: str, text: str) -> bool:
+        """A Yes/No question, No by default; whether the answer was Yes."""
         answer = QMessageBox.question(
             self,
-            "Replace the file?",
-            f"{Path(path).name} already exists in {Path(path).parent}. Replace it?",
+            title,
+            text,
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
             QMessageBox.StandardButton.No,
         )
@@ -2397,14 +2402,9 @@ class MainWindow(QMainWindow):
                 free = free_incomplete_path(out)
                 if free is not None:
                     kept = f"The frames done so far are kept, as {free.name} beside it."
-        answer = QMessageBox.question(
-            self,
-            "SharpCam",
-            f"A sharpened copy is being saved{done}. Stop it and quit? {kept}",
-            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-            QMessageBox.StandardButton.No,
+        return self._ask(
+            "SharpCam", f"A sharpened copy is being saved{done}. Stop it and quit? {kept}"
         )
-        return answer == QMessageBox.StandardButton.Yes
 
     def _on_save_progress(self, done: int, total: int) -> None:
         job = self.save_job
