@@ -809,6 +809,7 @@ class MainWindow(QMainWindow):
         self._closing_save = False  # a close is stopping the save (then goes on)
         self._close_without_asking = False  # see close_without_asking
         self._save_said: UserMessage | None = None  # the banner's word on the last save
+        self._save_noun = "frame"  # what the save under way counts: frames, or photos
         self._last_stats: Any = None
         self._suggesting_denoise = False  # the hint says a grainy picture wants the switch on
         # The camera the picker stands on: a pick that is refused goes back to it.
@@ -2358,6 +2359,8 @@ class MainWindow(QMainWindow):
         job.progress.connect(self._on_save_progress)
         job.finished.connect(self._on_save_finished)
         self.save_job = job
+        # What its progress counts: a folder's are photos ("3 of 10 frames" was said of them).
+        self._save_noun = "photo" if source_kind(job.source) == "folder" else "frame"
         self.save_label.setText(f"Saving {Path(output).name}…")
         self.save_bar.setRange(0, 0)  # busy until the first count
         self.save_stop_button.setEnabled(True)
@@ -2409,8 +2412,7 @@ class MainWindow(QMainWindow):
     def _on_save_progress(self, done: int, total: int) -> None:
         job = self.save_job
         name = Path(job.output).name if job is not None else ""
-        # A folder's are photos: "3 of 10 frames" was said of them.
-        noun = "photo" if job is not None and source_kind(job.source) == "folder" else "frame"
+        noun = self._save_noun
         if total > 0:
             self.save_bar.setRange(0, total)
             self.save_bar.setValue(min(done, total))
