@@ -39,7 +39,6 @@ from engine.frames import (
     fit_to,
     image_size,
     opencv_name,
-    pictures_differ,
     resize_to,
     to_rgb8,
 )
@@ -1056,6 +1055,27 @@ def _natural_key(name: str) -> list[Any]:
 # --------------------------------------------------------------------------- cameras
 
 
+def _file_stamp(path: Path) -> tuple[int, int] | None:
+    """A file's size and modification time (ns); None where it cannot be looked at."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns)
+
+
+def _picture_size(path: Path) -> tuple[int, int] | None:
+    """``(W, H)`` of the first picture OpenCV decodes of the video at ``path``, upright;
+    None where it decodes none."""
+    with _quiet_opencv():
+        cap = _make_capture(str(path), cv2.CAP_ANY)
+    try:
+        ok, img = cap.read() if cap.isOpened() else (False, None)
+        return image_size(img) if ok and img is not None else None
+    finally:
+        cap.release()
+
+
 def _file_identity(path: Path) -> tuple[int, int] | None:
     """What tells a file from another put in its place (device, inode); not its size or
     time, which a recording still being written changes."""
@@ -1550,6 +1570,7 @@ class VideoFileSource(_SourceBase):
         self._loop = loop
         self._resize = _check_size(size)
         self._identity = _file_identity(self.path)
+        self._stamp = _file_stamp(self.path)  # its size and time: changed, it is probed again
         with _quiet_opencv():
             self._cap = _make_capture(str(self.path), cv2.CAP_ANY)
         try:
@@ -1571,9 +1592,6 @@ class VideoFileSource(_SourceBase):
             # A loop's stand-in for a one-frame file (see _decode): read() converts in place.
             self._first_kept: np.ndarray | None = img.copy() if loop else None
             self._lone: np.ndarray | None = None
-            # A looping FFmpeg-decoded file's first picture, 8x smaller: what it starts with
-            # again on the next pass, unless another video was written in its place.
-            self._loop_mark: np.ndarray | None = None
             self._pass_frames = 0
             # The file's own rate, even below FPS_RANGE: taken for "none", a 0.2 fps slideshow
             # played and was written at 30 fps, 150 times too fast.
@@ -1703,8 +1721,6 @@ class VideoFileSource(_SourceBase):
                 # A one-frame file repeats its picture, as OpenCV's path does: starting
                 # FFmpeg again for each pass took 73 ms a 1080p frame.
                 self._first_kept = img.copy() if self._pass_frames == 1 else None
-                if self._loop_mark is None:
-                    self._loop_mark = img[::8, ::8].copy()
             return img
         if not self._loop or self._next_index == 0 or self._closed:
             return None
@@ -1718,20 +1734,22 @@ class VideoFileSource(_SourceBase):
             # Only the file that was probed: another put in its place was read as pictures
             # of the old one's size, as garbage.
             return None
+        stamp = _file_stamp(self.path)
+        if stamp != self._stamp:
+            # Written over in place (the same inode: `cp`, `ffmpeg -y`), or still being
+            # recorded: pictures of another size were read at this one's, as garbage (a
+            # check of the first picture missed two videos that both fade in from black).
+            self._stamp = stamp
+            if _picture_size(self.path) != self.decoded_size:
+                log.warning("%s: another video was written in its place; it ends", self.path.name)
+                self._decoder.close()
+                return None
         self._pass_frames = 0
         self._decoder.restart()  # a no-op once closed meanwhile
         img = self._decoder.read()
-        if img is None:
-            return None
-        if self._loop_mark is not None and pictures_differ(img[::8, ::8], self._loop_mark):
-            # Written over in place (the same inode: `cp`, `ffmpeg -y`): its pictures, of
-            # another size, were read at this one's, as garbage. A recording still being
-            # written starts as it did.
-            log.warning("%s: another video was written in its place; it ends", self.path.name)
-            self._decoder.close()
-            return None
-        self._pass_frames = 1
-        self._first_kept = img.copy()
+        if img is not None:
+            self._pass_frames = 1
+            self._first_kept = img.copy()
         return img
 
     def _reopen_and_read(self) -> np.ndarray | None:

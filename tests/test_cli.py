@@ -4742,6 +4742,26 @@ def test_a_looping_source_read_by_ffmpeg_repeats_one_frame_and_stops_for_another
     assert clip.stat().st_ino == inode
     assert src.read() is None
     src.close()
+    # Also where both videos fade in from black (the first pictures are alike).
+    faded = {}
+    for name, size in (("a", "64x48"), ("b", "96x64")):
+        faded[name] = tmp_path / f"fade_{name}.mp4"
+        subprocess.run(
+            [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", f"testsrc2=s={size}:r=10:d=0.8",
+             "-vf", "fade=in:0:3", "-c:v", "libx264", "-pix_fmt", "yuv420p10le",
+             str(faded[name])],
+            check=True,
+        )  # fmt: skip
+    play = tmp_path / "play.mp4"
+    play.write_bytes(faded["a"].read_bytes())
+    src = VideoFileSource(path=play, live=False, loop=True)
+    tone_map_hdr(src)
+    assert src._decoder is not None
+    assert all(src.read() is not None for _ in range(8))  # a pass, and the next begun
+    play.write_bytes(faded["b"].read_bytes())  # in place, mid-pass
+    left = [src.read() for _ in range(20)]
+    src.close()
+    assert None in left  # the loop ends at the end of the pass it was in
 
 
 def test_a_looping_ffmpeg_source_whose_ffmpeg_fails_after_one_picture_ends(
