@@ -182,11 +182,35 @@ _KEPT_TAGS = re.compile(
 )
 
 
+#: FFmpeg's stream listings (``ffmpeg -i FILE``), by executable, file, size and time: one
+#: `process` asked it four times of its input (the tone map, the tags, the sound, the
+#: subtitles), an FFmpeg start each.
+_LISTINGS: dict[tuple[str, str, int, int], str] = {}
+
+
+def _listing(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event | None) -> str:
+    """What ``ffmpeg -i source`` says of it (its streams and tags), asked once per version
+    of the file. Raises as :func:`_run` does."""
+    try:
+        st = os.stat(source)
+        key = (ffmpeg, os.fspath(source), st.st_size, st.st_mtime_ns)
+    except (OSError, ValueError):
+        key = None
+    if key is not None and key in _LISTINGS:
+        return _LISTINGS[key]
+    # Exits 1 (no output named): the stream list is all it is asked for.
+    _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
+    if key is not None:
+        if len(_LISTINGS) >= 16:
+            _LISTINGS.clear()
+        _LISTINGS[key] = text
+    return text
+
+
 def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[list[str], bool]:
     """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), and
     whether it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model)."""
-    # Exits 1 (no output named): the stream list is all it is asked for.
-    _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
+    text = _listing(ffmpeg, source, stop)
     codecs = re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
     return codecs, "com.apple.quicktime." in text
 
@@ -198,7 +222,7 @@ def subtitle_tracks(
     copies them into a processed video (their times are the source's, and the output's
     container may not take their format), so the user is told."""
     try:
-        _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
+        text = _listing(ffmpeg, source, stop)
     except RemuxStopped:
         raise
     except RemuxError:
@@ -212,7 +236,7 @@ def has_kept_tags(
     """Whether ``source`` carries a date, place or camera that :func:`copy_audio` would copy
     (it copies them for a silent video too)."""
     try:
-        _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
+        text = _listing(ffmpeg, source, stop)
     except RemuxStopped:
         raise
     except RemuxError:
@@ -224,7 +248,7 @@ def _video_line(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Eve
     """FFmpeg's line for ``source``'s first video stream ("" where it has none, or FFmpeg
     cannot read it)."""
     try:
-        _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
+        text = _listing(ffmpeg, source, stop)
     except RemuxStopped:
         raise
     except RemuxError:
