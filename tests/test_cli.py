@@ -3412,7 +3412,9 @@ def test_an_output_still_being_written_when_sharpcam_gives_up_is_said(
     deadline = time.monotonic() + 10
     while not finished.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert len(read_video(finished)) >= (1 if command == "run" else 2)
+    # How many frames reach the file before the stop is a race (the sink's thread against the
+    # interrupt); a loaded machine wrote 1 of `process`'s 2. Any at all means nothing was lost.
+    assert len(read_video(finished)) >= 1
     if command == "process":
         assert not out.exists()
 
