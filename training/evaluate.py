@@ -365,8 +365,12 @@ def iter_samples(
     limit: int = 0,
     history: int = 0,
     frame_step: int = 8,
+    held_out: bool = True,
 ) -> Iterator[Sample]:
     """Yield the samples of one ``--data`` spec (lazily: one pair in memory at a time).
+
+    ``held_out``: warn when a ``raw:`` range reaches into the students' training frames (off
+    for a caller that means to read training frames, ``training.tune_unsharp``).
 
     ``history`` (``raw:`` only): each sample also carries the ``history`` windows of its size
     centred ``frame_step``, ``2 * frame_step``, ... frames before its own, as the frames a
@@ -426,11 +430,12 @@ def iter_samples(
                 f"{spec.first + RAW_FIRST_OFFSET}, every {raw_stride}) holds a "
                 f"{max(windows)}-frame window"
             )
-        check_raw_range_held_out(
-            max(spec.first, min(centres) - history * frame_step - max(windows) // 2),
-            max(centres) + max(windows) // 2,
-            spec.path,
-        )
+        if held_out:
+            check_raw_range_held_out(
+                max(spec.first, min(centres) - history * frame_step - max(windows) // 2),
+                max(centres) + max(windows) // 2,
+                spec.path,
+            )
         seq = Path(spec.path).name
         by_window = {(c, len(paths)): paths for paths, c in found}
         no_history = 0  # windows left out: their earlier windows are not all in the range
@@ -1225,10 +1230,10 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def unique_labels(labels: list[str]) -> list[str]:
+def unique_labels(labels: list[str], taken: Sequence[str] = ()) -> list[str]:
     """The methods' row names: ``labels`` with ``_2``, ``_3`` ... added where a name is taken
-    (``blurry`` and ``unsharp`` always are)."""
-    taken = {"blurry", "unsharp"}
+    (``blurry`` and ``unsharp`` always are, and the baselines' labels in ``taken``)."""
+    taken = {"blurry", "unsharp", *taken}
     out = []
     for label in labels:
         # Two files named alike (runs/a/student_fast.onnx, weights/student_fast.onnx) would
@@ -1241,11 +1246,32 @@ def unique_labels(labels: list[str]) -> list[str]:
     return out
 
 
+def unsharp_setting(text: str) -> tuple[float, float]:
+    """``"AMOUNT,SIGMA"`` of an unsharp mask (``--unsharp``), checked: amount >= 0, sigma > 0."""
+    amount_text, comma, sigma_text = text.partition(",")
+    try:
+        amount, sigma = float(amount_text), float(sigma_text)
+    except ValueError:
+        amount = sigma = math.nan
+    if not comma or not (math.isfinite(amount) and amount >= 0):
+        raise ValueError(f"expected AMOUNT,SIGMA with AMOUNT >= 0, got {text!r}")
+    if not (math.isfinite(sigma) and 0 < sigma <= 100):
+        raise ValueError(f"expected AMOUNT,SIGMA with SIGMA in (0, 100] pixels, got {text!r}")
+    return amount, sigma
+
+
+def unsharp_baseline(amount: float, sigma: float) -> tuple[str, Runner]:
+    """The unsharp mask at other settings than the engine's, as a row ``unsharp@AMOUNT,SIGMA``
+    (``training.tune_unsharp`` finds the best on training data)."""
+    return f"unsharp@{amount:g},{sigma:g}", lambda x: unsharp_mask(x, amount, sigma)
+
+
 def evaluate(
     samples: Iterator[Sample],
     methods: list[tuple[str, Runner]],
     out_dir: Path,
     *,
+    baselines: Sequence[tuple[str, Runner]] = (),
     teacher: CachedTeacher | None = None,
     perceptual: PerceptualDistance | None = None,
     grid_rows: int = 4,
@@ -1255,15 +1281,18 @@ def evaluate(
     """Run every method on every sample; write CSV, summary (JSON + markdown) and grids.
 
     ``methods`` are the students ``(label, run)``; ``blurry`` and ``unsharp`` are always added
-    first and the teacher (``teacher_<name>``) last. Returns the summary dict.
+    first, then ``baselines`` (more methods that are not students: :func:`unsharp_baseline`),
+    and the teacher (``teacher_<name>``) last. Returns the summary dict.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     all_methods: list[tuple[str, Runner]] = [("blurry", lambda x: x), ("unsharp", unsharp_mask)]
-    labels = unique_labels([label for label, _ in methods])
+    all_methods += list(dict(baselines).items())  # one row per label
+    labels = unique_labels([label for label, _ in methods], [label for label, _ in baselines])
+    first_student = len(all_methods)
     all_methods += [(label, run) for label, (_, run) in zip(labels, methods, strict=True)]
     if teacher is not None:
         all_methods.append((f"teacher_{teacher.name}", teacher))
-    student = all_methods[2][0] if methods else None
+    student = all_methods[first_student][0] if methods else None
 
     rows: list[dict[str, Any]] = []
     grids: dict[str, list[list[tuple[str, np.ndarray]]]] = {}
@@ -1513,6 +1542,16 @@ def main(argv: list[str] | None = None) -> int:
         help="VGG file for the perceptual distance",
     )
     p.add_argument("--no-perceptual", action="store_true", help="skip the perceptual distance")
+    p.add_argument(
+        "--unsharp",
+        metavar="AMOUNT,SIGMA",
+        action="append",
+        default=[],
+        help="also score the unsharp mask at this amount and Gaussian sigma (repeatable; rows "
+        "named unsharp@AMOUNT,SIGMA; the row 'unsharp' is the engine's default, 1,2). "
+        "python -m training.tune_unsharp finds the best on training data: tuned on the frames "
+        "scored here it would flatter the baseline",
+    )
     p.add_argument("--grid-rows", type=int, default=4)
     p.add_argument("--grid-crop", type=int, default=192)
     p.add_argument(
@@ -1653,6 +1692,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in args.ensemble or []:
         if n not in ENSEMBLES:
             p.error(f"--ensemble must be one of {sorted(ENSEMBLES)}, got {n}")
+    try:
+        baselines = [unsharp_baseline(*unsharp_setting(text)) for text in args.unsharp]
+    except ValueError as exc:
+        p.error(f"--unsharp: {exc}")
     teacher = None
     if args.teacher:
         try:
@@ -1732,7 +1775,7 @@ def main(argv: list[str] | None = None) -> int:
     # Which bytes each row measured: `training.export --metrics` refuses a summary whose row
     # for a file name was measured on other bytes (new weights under an old summary). Rows are
     # named as evaluate() names them: a second file of the same name is `<name>_2`.
-    labels = unique_labels([label for label, _ in methods])
+    labels = unique_labels([label for label, _ in methods], [label for label, _ in baselines])
     shas = {labels[i]: sha256_file(m) for i, m in file_rows}
     # A model scored on raw frames it was trained on (a checkpoint's own range, else the
     # default one): its raw sets read as held-out.
@@ -1750,6 +1793,7 @@ def main(argv: list[str] | None = None) -> int:
             "limit": args.limit,
             "mode": args.mode,
             "ensemble": ensembles,
+            "unsharp": list(dict(baselines)),
             "low_light": (
                 None
                 if light is None
@@ -1765,6 +1809,7 @@ def main(argv: list[str] | None = None) -> int:
             all_samples(),
             methods,
             out,
+            baselines=baselines,
             teacher=teacher,
             perceptual=perceptual,
             grid_rows=args.grid_rows,

@@ -147,12 +147,19 @@ class PerceptualDistance(nn.Module):
 
 
 def unsharp_mask(
-    img: np.ndarray, amount: float = UNSHARP_AMOUNT, sigma: float = UNSHARP_SIGMA
+    img: np.ndarray,
+    amount: float = UNSHARP_AMOUNT,
+    sigma: float = UNSHARP_SIGMA,
+    *,
+    blurred: np.ndarray | None = None,
 ) -> np.ndarray:
     """Classical unsharp mask of an ``(H, W, 3)`` image: ``img + amount * (img - gauss(img))``.
 
     float32 in [0, 1] in and out (uint8 accepted). Same formula as the engine's `unsharp` backend.
+    ``blurred``: ``gauss(img)`` at ``sigma`` (float32) when the caller has it already, as a
+    search over amounts does.
     """
     x = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
-    blurred = cv2.GaussianBlur(x, (0, 0), sigma)
+    if blurred is None:
+        blurred = cv2.GaussianBlur(x, (0, 0), sigma)
     return np.clip(cv2.addWeighted(x, 1.0 + amount, blurred, -amount, 0.0), 0.0, 1.0)

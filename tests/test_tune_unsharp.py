@@ -1,0 +1,172 @@
+"""The unsharp-mask baseline at other settings: `training.tune_unsharp` and `evaluate --unsharp`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from training import data as D
+from training import evaluate as EV
+from training import tune_unsharp as TU
+from training.metrics import psnr, unsharp_mask
+
+
+def _pair(seed: int, blur: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    sharp = cv2.GaussianBlur(rng.uniform(0, 1, (40, 48, 3)).astype(np.float32), (0, 0), 0.7)
+    return cv2.GaussianBlur(sharp, (0, 0), blur), sharp
+
+
+def _db(out: np.ndarray, sharp: np.ndarray) -> float:
+    return float(psnr(EV._to_tensor(out), EV._to_tensor(sharp))[0])
+
+
+def _write(path: Path, img: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), cv2.cvtColor(D.to_uint8(img), cv2.COLOR_RGB2BGR))
+
+
+def test_tune_ranks_settings_by_their_gain_averaged_per_set_then_over_sets() -> None:
+    # Set "a" has three images and set "b" one: a mean over all images would let "a" decide.
+    pairs = {"a": [_pair(i, 1.2) for i in range(3)], "b": [_pair(9, 3.0)]}
+    samples = [
+        EV.Sample(name, f"{name}{i}", blurry, sharp)
+        for name, group in pairs.items()
+        for i, (blurry, sharp) in enumerate(group)
+    ]
+    amounts, sigmas = (0.25, 1.0, 3.0), (0.5, 1.0, 4.0)
+    result = TU.tune(iter(samples), amounts, sigmas)
+    assert result["sets"] == {"a": 3, "b": 1}
+
+    def gain(amount: float, sigma: float) -> float:
+        per_set = [
+            np.mean([_db(unsharp_mask(bl, amount, sigma), sh) - _db(bl, sh) for bl, sh in group])
+            for group in pairs.values()
+        ]
+        return float(np.mean(per_set))
+
+    want = sorted(((gain(a, s), a, s) for a in amounts for s in sigmas), key=lambda t: -t[0])
+    got = result["settings"]
+    assert len(got) == 9
+    assert [(r["amount"], r["sigma"]) for r in got[:3]] == [(a, s) for _, a, s in want[:3]]
+    assert got[0]["gain"] == pytest.approx(want[0][0], abs=1e-4)
+    assert got[0]["gain"] > got[-1]["gain"]
+    # The table names the sets with their counts and marks the engine's default.
+    table = TU.table(result, top=2)
+    assert "a (3)" in table and "b (1)" in table and "(engine default)" not in table
+    assert "(engine default)" in TU.table(TU.tune(iter(samples), (1.0,), (2.0,)))
+
+
+def test_tune_refuses_a_sample_without_a_sharp_frame() -> None:
+    blurry, _ = _pair(0, 1.0)
+    with pytest.raises(ValueError, match="no sharp frame"):
+        TU.tune(iter([EV.Sample("real", "x", blurry, None)]))
+    with pytest.raises(ValueError, match="no samples"):
+        TU.tune(iter([]))
+
+
+def test_cli_tunes_on_pairs_and_writes_the_result(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for i in range(2):
+        blurry, sharp = _pair(i, 1.5)
+        _write(tmp_path / "blur" / f"{i}.png", blurry)
+        _write(tmp_path / "sharp" / f"{i}.png", sharp)
+    out = tmp_path / "t" / "tune.json"
+    code = TU.main(
+        ["--data", f"pairs:{tmp_path / 'blur'},{tmp_path / 'sharp'}", "--amounts", "0.5,1",
+         "--sigmas", "1,2", "--out", str(out)]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0, printed
+    result = json.loads(out.read_text())
+    best = result["settings"][0]
+    assert f"best: --unsharp {best['amount']:g},{best['sigma']:g} " in printed
+    assert result["sets"] == {"pairs": 2} and len(result["settings"]) == 4
+    # The setting it prints is one evaluate takes.
+    assert EV.unsharp_setting(f"{best['amount']:g},{best['sigma']:g}") == (
+        best["amount"],
+        best["sigma"],
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "raw:{clip}"], "reach into the held-out frames 240-299"),
+        (["--data", "raw:{clip}:200-250"], "reach into the held-out frames"),
+        (["--data", "real:{clip}"], "no sharp frame"),
+        (["--data", "raw:{clip}:1-20", "--amounts", "0,1"], "--amounts: expected numbers > 0"),
+        (["--data", "raw:{clip}:1-20", "--sigmas", "x"], "--sigmas: expected numbers"),
+        (["--data", "raw:{clip}:1-20", "--windows", "8"], "odd"),
+        (["--data", "pairs:{clip}/none,{clip}"], "no such folder"),
+    ],
+)
+def test_cli_refuses_held_out_frames_and_bad_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    with pytest.raises(SystemExit) as exc:
+        TU.main([a.format(clip=clip) for a in args])
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_tunes_on_training_frames_of_a_raw_clip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(0)
+    for i in range(1, 26):
+        _write(tmp_path / "seq" / f"{i:06d}.png", rng.uniform(0, 1, (16, 16, 3)))
+    code = TU.main(["--data", f"raw:{tmp_path / 'seq'}:1-25", "--windows", "7", "--sigmas", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "raw-plain" in printed and "raw-linear" in printed, printed
+
+
+def test_evaluate_scores_each_unsharp_setting_in_its_own_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    grids: dict[str, list[list[tuple[str, np.ndarray]]]] = {}
+    monkeypatch.setattr(EV, "write_grid", lambda rows, path: grids.update({path.name: rows}))
+    blurry, sharp = _pair(0, 1.5)
+    sample = EV.Sample("pairs", "a", blurry, sharp)
+    baselines = [EV.unsharp_baseline(0.5, 3.0), EV.unsharp_baseline(2.0, 1.0)]
+    methods = [("student", lambda x: x * 0.5)]
+    summary = EV.evaluate(iter([sample]), methods, tmp_path / "out", baselines=baselines)
+    assert summary["methods"] == ["blurry", "unsharp", "unsharp@0.5,3", "unsharp@2,1", "student"]
+    rows = summary["sets"]["pairs"]["methods"]
+    assert rows["unsharp@0.5,3"]["psnr"] == pytest.approx(
+        _db(unsharp_mask(blurry, 0.5, 3.0), sharp), abs=1e-5
+    )
+    assert rows["unsharp@2,1"]["psnr"] == pytest.approx(
+        _db(unsharp_mask(blurry, 2.0, 1.0), sharp), abs=1e-5
+    )
+    assert rows["student"]["psnr"] == pytest.approx(_db(blurry * 0.5, sharp), abs=1e-5)
+    # The grid's model column is the student's, not a baseline's.
+    (row,) = grids["grid_pairs.png"]
+    assert [label.split()[0] for label, _ in row] == ["blurry", "student", "sharp"]
+
+
+@pytest.mark.parametrize("text", ["1", "-1,2", "1,0", "1,nan", "a,b", "1,2,3", "1,500"])
+def test_evaluate_refuses_a_bad_unsharp_setting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        EV.main(["--data", "demo:", f"--unsharp={text}", "--out", str(tmp_path / "o")])
+    assert exc.value.code == 2
+    assert "--unsharp: expected AMOUNT,SIGMA" in capsys.readouterr().err
+
+
+def test_the_search_scores_as_evaluate_does() -> None:
+    # The search's own PSNR (numpy, no torch) and its reused blur give evaluate's numbers.
+    blurry, sharp = _pair(3, 2.0)
+    out = unsharp_mask(blurry, 0.4, 3.0)
+    assert TU._psnr(out, sharp.astype(np.float64)) == pytest.approx(_db(out, sharp), abs=1e-6)
+    gauss = cv2.GaussianBlur(blurry, (0, 0), 3.0)
+    assert np.array_equal(unsharp_mask(blurry, 0.4, 3.0, blurred=gauss), out)
+    assert TU._psnr(sharp, sharp.astype(np.float64)) == 100.0
