@@ -165,6 +165,34 @@ def test_a_size_change_starts_the_average_afresh():
     assert den(add_noise(scene(80, 100), 8.0, rng)).shape == (80, 100, 3)
 
 
+def test_the_step_returns_the_luma_of_what_it_put_out():
+    """The next frame is compared with the filter's last output, the average, through the luma
+    a step returns: were it the noisy frame's own, the next step would judge motion against the
+    noise the average had taken out."""
+    rng = np.random.default_rng(8)
+    before, now = add_noise(scene(), 8.0, rng), add_noise(scene(), 8.0, rng)
+    out, out_luma = temporal_denoise(now, before, 8.0 / 2 * LUMA_SHARE)
+    assert out_luma.shape == (60, 80) and out_luma.dtype == np.float32
+    # To rounding (the output is whole levels; the weights are upsampled for it).
+    assert float(np.mean(np.abs(out_luma - half_luma(out)))) < 0.6
+    assert float(np.mean(np.abs(half_luma(now) - half_luma(out)))) > 1.0  # the noise it took
+
+
+def test_one_grainy_frame_moves_the_noise_level_little():
+    """One odd frame (a glitch, a gain hiccup) just before a measurement reads as far more
+    noise: taken as the level, it tripled the motion threshold until the next measurement, and
+    what moved by less than that in those frames was averaged into a smear."""
+    rng = np.random.default_rng(9)
+    den = TemporalDenoiser()  # measured on frames 2, 6, 10, 14: the one before 14 is grainy
+    for _ in range(13):
+        den(add_noise(scene(), 4.0, rng))
+    steady = den.sigma
+    assert steady is not None and steady > MIN_SIGMA
+    den(add_noise(scene(), 16.0, rng))
+    den(add_noise(scene(), 4.0, rng))
+    assert den.sigma is not None and steady < den.sigma < 2.0 * steady
+
+
 def test_the_module_is_the_function_with_state():
     rng = np.random.default_rng(6)
     den = TemporalDenoiser(measure_every=1)
@@ -222,6 +250,10 @@ def test_bad_settings_are_refused():
         temporal_denoise(frame, np.zeros((32, 30, 3), np.uint8), 2.0)
     with pytest.raises(ValueError, match="sigma"):
         temporal_denoise(frame, frame, 0.0)
+    # At strength 1 the past would take all the weight: the picture would freeze on its first
+    # frame.
+    with pytest.raises(ValueError, match="strength"):
+        temporal_denoise(frame, frame, 2.0, strength=1.0)
 
 
 def test_tiny_frames_pass_untouched():
@@ -229,6 +261,20 @@ def test_tiny_frames_pass_untouched():
     for _ in range(3):
         tiny = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
         assert den(tiny) is tiny
+
+
+@pytest.mark.parametrize("shape", [(5, 5, 3), (9, 15, 3), (15, 9, 3)])
+def test_small_noisy_frames_pass_untouched_as_the_noise_would_be_measured(
+    shape: tuple[int, int, int],
+):
+    """Frames too small to measure noise on (a thumbnail preview): from the third frame on the
+    noise would be measured, and a 5x5 stream raised there instead of passing."""
+    rng = np.random.default_rng(3)
+    den = TemporalDenoiser(measure_every=1)
+    for _ in range(6):
+        frame = rng.integers(0, 256, shape, dtype=np.uint8)
+        assert den(frame) is frame
+    assert den.sigma is None
 
 
 # --------------------------------------------------------------------------- in the engine
@@ -589,6 +635,18 @@ def test_noise_is_measured_where_the_picture_is_not_clipped():
     dim[:, :120] = -40.0  # clipped to black, noise and all
     frames = [half_luma(add_noise(dim.clip(-40, 255), 8.0, rng)) for _ in range(3)]
     true = 8.0 / 2 * np.sqrt(0.299**2 + 0.587**2 + 0.114**2)
+    assert estimate_noise(*frames[::-1]) == pytest.approx(true, rel=0.2)
+
+
+def test_noise_is_measured_where_the_picture_is_not_clipped_to_white():
+    """A bright window clipped to white shows its noise cut off at 255, weaker than it is:
+    measured there, a grainy picture read as clean and was left as it was."""
+    rng = np.random.default_rng(15)
+    bright = scene(240, 320).astype(np.float32)
+    bright[:, :120] = 255.0  # a blown-out window: the noise over it is clipped at 255
+    frames = [half_luma(add_noise(bright, 4.5, rng)) for _ in range(3)]
+    true = 4.5 / 2 * LUMA_SHARE
+    assert true > FLAT_FLOOR  # grain to reduce
     assert estimate_noise(*frames[::-1]) == pytest.approx(true, rel=0.2)
 
 
@@ -1029,6 +1087,23 @@ def test_grain_fineness_tells_white_noise_from_coarse_grain_and_texture():
     grass = cv2.resize(data.grass(), (320, 240), interpolation=cv2.INTER_AREA)
     assert fineness(np.repeat(grass[..., None], 3, 2)) == 1.0  # a texture: no finer than it reads
     assert grain_fineness(clean, 0.0) == 1.0
+
+
+def test_a_webcams_sharpened_grain_is_taken_as_at_most_twice_its_half_size_level():
+    """A webcam sharpens its picture, grain and all, which makes the grain read finer than white
+    noise (~2.2x its half-size level): taken at that, the grain filter would be sized past the
+    grain white noise of that level has, and flatten detail with it."""
+    import cv2
+
+    rng = np.random.default_rng(44)
+    clean = scene(240, 320)
+    grain = rng.normal(0.0, 4.0, (240, 320)).astype(np.float32)
+    sharpened = 2.0 * grain - cv2.GaussianBlur(grain, (0, 0), 0.8)
+    frame = np.clip(np.round(clean + sharpened[..., None]), 0, 255).astype(np.uint8)
+    flat = noise_levels(half_luma(frame))[0]
+    fine = noise_levels(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY).astype(np.float32))[0]
+    assert fine / flat > 2.0  # finer than white noise
+    assert grain_fineness(frame, flat) == 2.0  # but taken at the cap
 
 
 @pytest.mark.parametrize(("name", "worse"), [("chelsea", 1.0), ("grass", 1.02)])

@@ -729,6 +729,65 @@ def test_a_tensor_kept_inline_is_no_external_data_whatever_its_keys_say(tmp_path
         assert verify_file(path).external_data == {}  # no w.bin, nothing missing
 
 
+def test_the_format_of_an_entry_without_one_goes_by_the_suffix_in_any_case(
+    tmp_path: Path,
+) -> None:
+    # A hand-written entry for STUDENT.PT (a Windows export keeps upper case) with no "format"
+    # read as onnx: the engine then took a TorchScript file for an ONNX graph.
+    files = {}
+    for name in ("STUDENT.PT", "Student.Pth", "STUDENT.ONNX"):
+        (tmp_path / name).write_bytes(name.encode())
+        files[name] = {"sha256": sha256_file(tmp_path / name)}
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps({"schema": SCHEMA, "files": files}))
+    loaded = load_manifest(tmp_path)
+    assert {name: e.format for name, e in loaded.files.items()} == {
+        "STUDENT.PT": "torchscript",
+        "Student.Pth": "torchscript",
+        "STUDENT.ONNX": "onnx",
+    }
+
+
+def test_external_data_is_found_past_a_float_attribute(tmp_path: Path) -> None:
+    # A float attribute (LeakyRelu's alpha) is a 4-byte field: skipped as any other length, the
+    # rest of the graph misread, its external weights were not found, and a manifest entry that
+    # did not list them loaded a swapped weights file as verified.
+    onnx = pytest.importorskip("onnx")
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.arange(4, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [
+            helper.make_node("Add", ["x", "w"], ["y"]),
+            helper.make_node("LeakyRelu", ["y"], ["z"], alpha=0.1),
+        ],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [4])],
+        initializer=[weights],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "m.onnx"
+    onnx.save_model(
+        model,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="m.onnx.data",
+        size_threshold=0,
+    )
+    alpha = model.graph.node[1].attribute[0]
+    assert alpha.type == onnx.AttributeProto.FLOAT  # the fixed32 field, ahead of the weights
+    assert onnx_external_data(path) == ["m.onnx.data"]
+    entry = {"sha256": sha256_file(path), "bytes": path.stat().st_size, "format": "onnx"}
+    (tmp_path / MANIFEST_NAME).write_text(
+        json.dumps({"schema": SCHEMA, "files": {"m.onnx": entry}})
+    )
+    with pytest.raises(ModelIntegrityError, match="does not list") as info:
+        verify_file(path)
+    assert str(tmp_path / "m.onnx.data") in str(info.value)
+
+
 def test_merge_replaces_the_entry_of_a_file_written_again(model_file: Path, tmp_path: Path) -> None:
     # A re-export with merge=True lists the new file: the old entry (its sha256) would refuse it.
     write_manifest(tmp_path, [make_entry(model_file, variant="fast")])

@@ -205,6 +205,24 @@ def test_fit_to_treats_a_one_pixel_bar_as_rounding():
     assert (small[:, -1] == 0).all() and (small[:, :3].max(axis=2) > 0).all()
 
 
+@pytest.mark.parametrize("size", [(642, 360), (640, 362), (642, 361), (641, 362)])
+def test_fit_to_scales_a_frame_two_pixels_over_on_either_side(size: tuple[int, int]):
+    """Only one pixel over is cut: two over on either side (whatever the other) is scaled to
+    fill the frame; cut instead, the picture lost two rows or columns at an edge and was off
+    centre by one."""
+    img = picture(size)
+    want = cv2.resize(img, (640, 360), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(fit_to(img, (640, 360)), want)
+    assert not np.array_equal(want, img[:360, :640])
+
+
+@pytest.mark.parametrize("size", [(641, 360), (640, 361)])
+def test_fit_to_cuts_one_pixel_over_on_one_side(size: tuple[int, int]):
+    # An odd side into its even video: the last column or row goes, nothing is resampled.
+    img = picture(size)
+    np.testing.assert_array_equal(fit_to(img, (640, 360)), img[:360, :640])
+
+
 def test_fit_to_keeps_bars_of_a_few_percent():
     """Only a bar of up to 1 % is rounding: 4 rows of 100 are another aspect ratio, boxed."""
     wide, tall = picture((100, 96)), picture((96, 100))
@@ -1356,13 +1374,14 @@ def test_video_files_keep_their_colours(tmp_path):
     [
         ((0, 0), 30, "positive \\(W, H\\) size"),
         ((-4, 24), 30, "positive \\(W, H\\) size"),
+        ((32, 0), 30, "positive \\(W, H\\) size"),
         ((32, 24), 0, "positive frame rate"),
         ((32, 24), float("nan"), "positive frame rate"),
         ((32, 24), -1, "positive frame rate"),
     ],
 )
 def test_virtual_sink_checks_size_and_rate_before_opening_a_device(recorder, size, fps, match):
-    # (0, 0) opened a 2x2 camera; fps 0 said "cannot open a virtual camera" with the steps to
+    # (0, 0) opened a 2x2 camera, (32, 0) one 2 pixels high; fps 0 said "cannot open a virtual camera" with the steps to
     # install one; NaN and negative rates reached the device.
     with pytest.raises(ValueError, match=match):
         VirtualCameraSink(size=size, fps=fps, backend=RECORDER)

@@ -121,6 +121,20 @@ def test_obs_camera_in_use_on_windows_is_busy_not_missing(monkeypatch):
     assert vc.virtual_camera_guidance("win32") in str(info.value)
 
 
+def test_obs_not_starting_on_macos_is_unavailable_not_in_use(monkeypatch):
+    # The Windows OBS backend's words mean "in use" there only: on macOS, where OBS's camera
+    # extension has to be installed and allowed, they were reported as "OBS Virtual Camera is
+    # in use" with no steps to get one working.
+    monkeypatch.setattr(sys, "platform", "darwin")
+    monkeypatch.setattr(pyvirtualcam.camera, "BACKENDS", {"obs": ObsWindowsCamera})
+    with pytest.raises(VirtualCameraUnavailable) as info:
+        open_sink("virtual", size=(64, 48), fps=30)
+    assert not isinstance(info.value, VirtualCameraBusy)
+    msg = str(info.value)
+    assert "could not be started" in msg and "is in use" not in msg
+    assert vc.virtual_camera_guidance("darwin") in msg
+
+
 def test_a_virtual_camera_without_pyvirtualcam_is_unavailable_with_the_steps(monkeypatch):
     # pyvirtualcam has no build for Windows on ARM: `run --output virtual` said
     # "error: ModuleNotFoundError: No module named 'pyvirtualcam'".
