@@ -195,7 +195,13 @@ def test_manifest_format(exported: tuple[Path, torch.nn.Module, Path]) -> None:
             "min_size": 16,
             "multiple": model.multiple,
         }
-        assert entry["output"]["name"] == "output" and entry["output"]["range"] == [0, 1]
+        assert entry["output"] == {
+            "name": "output",
+            "dtype": "float16" if fp16 else "float32",
+            "layout": "NCHW",
+            "color": "RGB",
+            "range": [0, 1],
+        }
         assert entry["params"] == model.count_params()
         assert entry["macs_per_pixel"] == pytest.approx(model.macs_per_pixel(), abs=0.1)
         assert entry["metrics"]["sets"]["raw-plain"]["n"] == 6
@@ -1561,3 +1567,87 @@ def test_int8_checks_on_frames_left_out_of_calibration_and_needs_both_bounds(
     assert len(seen["check"]) == E.INT8_CHECK_FRAMES and len(seen["calib"]) == 6 - 2
     for f in seen["check"]:
         assert not any(np.array_equal(f, c) for c in seen["calib"])
+
+
+def test_one_wrong_pixel_fails_the_parity_check() -> None:
+    # Parity is the worst pixel: averaged over the frame, a graph that breaks one pixel (an edge
+    # case of padding, say) by 0.5 differs by ~3e-5 and passes the 1e-4 bound.
+    torch.manual_seed(0)
+    model = create_student("tiny").eval()
+    wrapper = E.ExportWrapper(model).eval()
+
+    def off_at_one_pixel(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = wrapper(torch.from_numpy(x)).numpy().copy()
+        out[0, 1, 5, 7] += 0.5
+        return out
+
+    diffs = E._max_abs_diffs(model, "m.onnx", [(64, 96), E.SECOND_SIZE], off_at_one_pixel)
+    assert diffs == {"64x96": pytest.approx(0.5, abs=1e-6), "37x53": pytest.approx(0.5, abs=1e-6)}
+    assert not E._worst(diffs) <= E.FP32_TOLERANCE
+
+
+@pytest.mark.parametrize(("precision", "dtype"), [("fp32", "float32"), ("fp16", "float16")])
+def test_manifest_entry_declares_the_files_dtype_on_input_and_output(
+    precision: str, dtype: str, tmp_path: Path
+) -> None:
+    # The engine allocates its output buffer by the declared dtype: an fp16 file listed with a
+    # float32 output is read back as garbage (or refused) on every frame.
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"model bytes")
+    entry = E.manifest_entry(
+        path,
+        fmt="onnx",
+        precision=precision,
+        variant="tiny",
+        device="cpu",
+        multiple=8,
+        params=1,
+        macs_per_pixel=1.0,
+        metrics={},
+        digest="d" * 64,
+    )
+    assert entry["input"]["dtype"] == dtype
+    assert entry["output"] == {
+        "name": "output",
+        "dtype": dtype,
+        "layout": "NCHW",
+        "color": "RGB",
+        "range": [0, 1],
+    }
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_forced_f32_is_held_to_f32s_tolerance_whatever_openvino_reports(
+    fp16: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CPU that ignores the f32 hint and says bf16: the forced check must still use f32's
+    # bound (the engine runs f32), not bf16's 2e-2, or a graph off by 5e-3 ships as checked.
+    off = 1.5e-2 if fp16 else 5e-3
+    calls: list[str | None] = []
+
+    def check(
+        model: torch.nn.Module,
+        path: str | Path,
+        sizes: list[tuple[int, int]],
+        *,
+        fp16: bool = False,
+        precision_hint: str | None = None,
+    ) -> tuple[dict[str, float], str]:
+        calls.append(precision_hint)
+        return ({"37x53": 1e-3 if precision_hint is None else off}, "bf16")
+
+    monkeypatch.setattr(E, "check_openvino", check)
+    result = E.ExportResult()
+    tolerance = E.openvino_tolerance("f32", fp16=fp16)
+    assert off > tolerance
+    message = (
+        r"m\.onnx: OpenVINO \(CPU, inference precision bf16, forced\) differs from PyTorch by "
+        rf"[0-9.e-]+ \(max abs\) > {tolerance:g}"
+    )
+    with pytest.raises(E.ExportError, match=message):
+        E._openvino_parity(
+            create_student("tiny").eval(), tmp_path / "m.onnx", [(33, 47)], result, fp16=fp16
+        )
+    assert calls == [None, "f32"]
+    assert result.parity_openvino_f32 == {"m.onnx": {"37x53": off}}

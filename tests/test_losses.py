@@ -343,3 +343,134 @@ def test_distill_loss_total_is_weighted_sum(tmp_path: Path) -> None:
     assert "distill" not in no_teacher
     same = DistillLoss(cfg)(a, a, a)
     assert float(same["total"]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_charbonnier_known_value_reaches_the_distill_loss() -> None:
+    # With the epsilon ignored (by l1_loss or by DistillLoss) a run configured for the smooth
+    # Charbonnier penalty trains on plain L1 and nothing says so: 0.05 here instead of 0.0118.
+    a = torch.full((1, 3, 8, 8), 0.5)
+    b = a + 0.05
+    expect = (0.05**2 + 0.1**2) ** 0.5 - 0.1
+    assert float(l1_loss(a, b, charbonnier=0.1)) == pytest.approx(expect, rel=1e-4)
+    assert float(L1Loss(charbonnier=0.1)(a, b)) == pytest.approx(expect, rel=1e-4)
+    terms = DistillLoss(LossConfig(l1=1.0, charbonnier=0.1))(a, b)
+    assert float(terms["l1"]) == pytest.approx(expect, rel=1e-4)
+
+
+def test_ssim_matches_skimage_at_data_range_1() -> None:
+    # SSIM's constants scale with the data range: at 255 for [0, 1] images they swamp the
+    # statistics and a clearly different pair scores ~0.999, so 1 - SSIM teaches nothing.
+    from skimage.metrics import structural_similarity
+
+    a, _ = _images(48)
+    b = (a + 0.1 * torch.randn(a.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    ours = float(ssim_value(a[:1], b[:1]))
+    ref = structural_similarity(
+        a[0].permute(1, 2, 0).numpy(),
+        b[0].permute(1, 2, 0).numpy(),
+        channel_axis=2,
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+    assert ref < 0.97
+    assert ours == pytest.approx(float(ref), abs=1e-4)
+
+
+def test_edge_loss_of_a_unit_step_known_value() -> None:
+    # kornia's normalised Sobel of a 0 -> 1 step along x is 0.5 on the two columns beside it
+    # (magnitude sqrt(g^2 + 1e-6), so flat parts read 1e-3 on both sides and cancel): the
+    # loss against black is 2 columns * (sqrt(0.25 + 1e-6) - 1e-3) / width. A scaled term
+    # would silently change its weight against the others.
+    w = 16
+    step = torch.zeros(1, 3, 8, w)
+    step[..., w // 2 :] = 1.0
+    expect = 2 * ((0.25 + 1e-6) ** 0.5 - 1e-3) / w
+    assert float(edge_loss(step, torch.zeros_like(step))) == pytest.approx(expect, rel=1e-4)
+
+
+def test_vgg_loss_is_the_mean_over_layers(tmp_path: Path) -> None:
+    # Summed over layers instead of averaged, the perceptual term grows with the number of
+    # layers configured and its weight no longer means what the config says.
+    path = tmp_path / "vgg.pth"
+    torch.save(_vgg19n_state(), path)
+    layers = ["relu1_1", "relu1_2", "relu2_1"]
+    feats = VGGFeatures(path, layers)
+    a, b = _images(24)
+    per_layer = [float((x - y).abs().mean()) for x, y in zip(feats(a), feats(b), strict=True)]
+    expect = sum(per_layer) / len(per_layer)
+    assert float(VGGLoss(path, layers)(a, b)) == pytest.approx(expect, rel=1e-5)
+
+
+def test_vgg16_normalises_its_input_with_imagenet_statistics(tmp_path: Path) -> None:
+    # torchvision's VGG16 was trained on ImageNet-normalised input; fed raw [0, 1] values its
+    # features (and the perceptual loss) are those of a dim, colour-shifted picture. relu1_1
+    # of a constant grey image written out by hand.
+    sd = _vgg16_state()
+    path = tmp_path / "vgg16.pth"
+    torch.save(sd, path)
+    x = torch.full((1, 3, 12, 12), 0.6)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    w, b = sd["features.0.weight"], sd["features.0.bias"]
+    expect = F.conv2d((x - mean) / std, w, b, padding=1).relu()
+    (got,) = VGGFeatures(path, ["relu1_1"])(x)
+    assert torch.allclose(got, expect, atol=1e-5)
+
+
+def test_vgg19_normalised_uses_reflection_padding(tmp_path: Path) -> None:
+    # The normalised VGG-19 was trained with reflection padding; zero padding darkens a frame
+    # around every feature map, and the perceptual loss then charges the net for its borders.
+    sd = _vgg19n_state()
+    path = tmp_path / "vgg.pth"
+    torch.save(sd, path)
+    x = torch.rand(1, 3, 10, 10, generator=torch.Generator().manual_seed(2))
+    y = F.conv2d(x, sd["0.weight"], sd["0.bias"])
+    expect = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="reflect"), sd["2.weight"], sd["2.bias"]).relu()
+    (got,) = VGGFeatures(path, ["relu1_1"])(x)
+    assert torch.allclose(got, expect, atol=1e-4)
+
+
+def test_feature_loss_averages_over_pairs() -> None:
+    # Summed over pairs, the feature term's weight would scale with how many student/teacher
+    # feature pairs the models happen to have.
+    from training.losses import feature_loss
+
+    torch.manual_seed(0)
+    s, t = torch.rand(2, 8, 8, 8), torch.rand(2, 16, 8, 8)
+    conv = nn.Conv2d(8, 16, 1)
+    with torch.no_grad():
+        one = feature_loss([s], [t], nn.ModuleList([conv]), [(0, 0)])
+        two = feature_loss([s, s], [t, t], nn.ModuleList([conv, conv]), [(0, 0), (1, 1)])
+    assert float(one) > 0
+    assert float(two) == pytest.approx(float(one), rel=1e-5)
+
+
+def test_distill_loss_total_weighs_l1_vgg_and_feature_terms(tmp_path: Path) -> None:
+    # A weight ignored (taken as 1) for l1, vgg or feature: the balance the config asks for is
+    # not the one trained, with no error.
+    path = tmp_path / "vgg.pth"
+    torch.save(_vgg19n_state(), path)
+    torch.manual_seed(0)
+    cfg = LossConfig(l1=0.4, vgg=0.3, vgg_weights=str(path), feature=0.2)
+    fn = DistillLoss(cfg)
+    sf, tf = [torch.rand(2, 8, 16, 16)], [torch.rand(2, 16, 16, 16)]
+    fn.init_adapters(sf, tf)
+    a, b = _images(32)
+    with torch.no_grad():
+        terms = fn(a, b, None, None, sf, tf)
+    weights = {"l1": 0.4, "vgg": 0.3, "feature": 0.2}
+    assert set(terms) == {"total", *weights}
+    assert all(float(terms[k]) > 0 for k in weights)
+    expect = sum(w * float(terms[k]) for k, w in weights.items())
+    assert float(terms["total"]) == pytest.approx(expect, rel=1e-5)
+
+
+def test_distill_loss_with_every_weight_zero_is_refused() -> None:
+    # A config with every term switched off would train on a constant 0: no gradient, a
+    # wasted run that looks like it converged at once.
+    cfg = LossConfig(l1=0.0)
+    a, b = _images(16)
+    with pytest.raises(ValueError, match="every loss weight is 0"):
+        DistillLoss(cfg)(a, b)

@@ -486,3 +486,51 @@ def test_command_line_config_errors_are_usage_errors(tmp_path, capsys):
         assert needle in capsys.readouterr().err
     args, cfg = parse_cli(parser, ["--lr=0.5"])
     assert args.config is None and cfg.lr == 0.5
+
+
+def _loss_weight_keys() -> list[str]:
+    from training.config import LossConfig
+
+    return [f"loss.{f.name}" for f in dataclasses.fields(LossConfig) if f.type in (float, "float")]
+
+
+def test_the_loss_weight_key_list_covers_every_term() -> None:
+    assert {"loss.l1", "loss.edge", "loss.fft", "loss.feature"} <= set(_loss_weight_keys())
+
+
+@pytest.mark.parametrize("key", _loss_weight_keys())
+def test_every_negative_loss_weight_is_refused(key: str) -> None:
+    # A term is on where its weight is > 0: a negative one turned the term off without a word
+    # (or, summed into the total, trained the net to make that loss worse).
+    with pytest.raises(ConfigError, match=re.escape(f"{key}: expected a number >= 0, got -0.1")):
+        load_config(None, [f"--{key}=-0.1"])
+    assert _float_field(load_config(None, [f"--{key}=0"]), key) == 0.0
+
+
+def _float_field(cfg: TrainConfig, key: str) -> float:
+    obj: typing.Any = cfg
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return float(obj)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # YAML's true is 1 to Python: a learning rate of 1.0 diverged at the first steps
+        ("--lr=true", "lr: expected float, got bool True"),
+        # a list where a folder is wanted failed as a path error far from the key
+        ("--data.kernel_dir=[1, 2]", "data.kernel_dir: expected str, got list [1, 2]"),
+        # a prefix of a device name is not the device
+        ("--device=cudax", "device: expected auto, cpu, cuda or cuda:N, got 'cudax'"),
+        ("--device=cuda:1x", "device: expected auto, cpu, cuda or cuda:N, got 'cuda:1x'"),
+        # a third number was dropped without a word: the range was not the one asked for
+        (
+            "--data.noise_sigma=[0, 0.01, 0.02]",
+            "data.noise_sigma: expected [low, high] with low <= high, got [0.0, 0.01, 0.02]",
+        ),
+    ],
+)
+def test_wrong_types_devices_and_range_lengths_are_refused(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, [override])

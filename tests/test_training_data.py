@@ -1005,3 +1005,100 @@ def test_training_range_touching_the_validation_range_is_refused(tmp_path: Path)
     cfg.data.raw_train_range = [1, 240]
     with pytest.raises(ConfigError, match="overlaps"):
         build_data(cfg)
+
+
+def test_gopro_source_returns_the_sharp_file_as_the_target(tmp_path: Path) -> None:
+    # GoPro pairs come as (blurry, sharp) paths; swapped, the student would be trained to blur
+    # every frame it sees, and no other source would show it.
+    from training.data import gopro_pairs
+
+    sharp = make_texture(40, 48, seed=5)
+    blurred = cv2.blur(sharp, (7, 7))
+    seq = tmp_path / "train" / "GOPR_a"
+    for sub, img in (("sharp", sharp), ("blur", blurred)):
+        (seq / sub).mkdir(parents=True)
+        cv2.imwrite(str(seq / sub / "000001.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    pairs = gopro_pairs(tmp_path, "train")
+    params = SynthParams(noise_prob=0, jpeg_prob=0, augment=False)
+    ds = DeblurDataset(gopro=pairs, weights=(0, 0, 1), params=params, patch=32, seed=1)
+    for i in range(3):
+        item = ds[i]
+        assert item["source"] == 2
+        out_sharp = item["sharp"].permute(1, 2, 0).numpy()
+        out_blur = item["blur"].permute(1, 2, 0).numpy()
+        assert sharpness(out_sharp) > 1.5 * sharpness(out_blur)
+        ref = sharp.astype(np.float32) / 255.0
+        hits = [
+            (y, x)
+            for y in range(40 - 32 + 1)
+            for x in range(48 - 32 + 1)
+            if np.array_equal(ref[y : y + 32, x : x + 32], out_sharp)
+        ]
+        assert len(hits) == 1
+        y, x = hits[0]
+        assert np.array_equal(out_blur, blurred[y : y + 32, x : x + 32].astype(np.float32) / 255.0)
+
+
+def test_jpeg_compress_keeps_red_red() -> None:
+    # OpenCV encodes BGR: without the conversion a webcam-degraded red patch comes back blue,
+    # and the student learns to swap colours on every JPEG-degraded sample.
+    from training.data import jpeg_compress
+
+    red = np.zeros((16, 16, 3), np.float32)
+    red[..., 0] = 0.9
+    out = jpeg_compress(red, 95)
+    assert out.shape == red.shape and out.dtype == np.float32
+    assert np.allclose(out, red, atol=0.05)
+
+
+def test_poisson_noise_keeps_the_mean_brightness() -> None:
+    # Shot noise is zero-mean: a brightened (or darkened) noisy input teaches the student an
+    # exposure shift along with the denoising.
+    from training.data import add_noise
+
+    grey = np.full((64, 64, 3), 0.5, np.float32)
+    out = add_noise(grey, np.random.default_rng(0), gaussian_sigma=0.0, poisson_peak=1000.0)
+    assert out.std() > 0.005
+    assert float(out.mean()) == pytest.approx(0.5, abs=0.005)
+
+
+def test_webcam_noise_sigma_spans_the_configured_range() -> None:
+    # The read-noise level is drawn per sample from noise_sigma; stuck at the maximum, the
+    # student never sees clean or lightly noisy inputs and smears fine detail as noise.
+    params = SynthParams(noise_prob=1.0, poisson_prob=0.0, jpeg_prob=0.0, noise_sigma=(0.0, 0.04))
+    ds = DeblurDataset(photos=[np.zeros((8, 8, 3), np.uint8)], weights=(0, 1, 0), params=params)
+    grey = np.full((32, 32, 3), 0.5, np.float32)
+    stds = [float(ds._webcam(grey, np.random.default_rng(s)).std()) for s in range(40)]
+    assert max(stds) == pytest.approx(0.04, abs=0.005)
+    assert min(stds) < 0.01
+    assert 0.01 < float(np.median(stds)) < 0.03
+
+
+def test_leakage_guard_catches_a_small_low_quality_crop_near_its_threshold() -> None:
+    from skimage import data as skdata
+
+    from training.data import NEAR_DUPLICATE_SCORE, near_duplicates
+
+    # One of the hardest copies the threshold was set for: 20 % cut off each side, shrunk to
+    # 1/8 and saved at JPEG 30. It scores below 0.95: a higher threshold lets it leak into
+    # training while it is evaluated on.
+    ev = np.repeat(skdata.coins()[:, :, None], 3, axis=2)
+    copy = _jpeg(
+        cv2.resize(
+            _cut(ev, 0.2, 0.2, 0.2, 0.2), None, fx=1 / 8, fy=1 / 8, interpolation=cv2.INTER_AREA
+        ),
+        30,
+    )
+    found = near_duplicates({"copy": image_signature(copy)}, {"coins": image_signature(ev)})
+    assert [(t, e) for t, e, _ in found] == [("copy", "coins")]
+    assert NEAR_DUPLICATE_SCORE <= found[0][2] < 0.95
+
+
+@pytest.mark.parametrize("max_size", [5, 8, 9])
+def test_random_psf_never_exceeds_its_max_size(max_size: int) -> None:
+    # A PSF larger than psf_max_size blurs more than the config allows and needs a larger
+    # margin than the crop leaves, so the patch border is blurred with reflected content.
+    for seed in range(50):
+        p = random_psf(np.random.default_rng(seed), max_size=max_size, exposure=(0.5, 1.0))
+        assert max(p.shape) <= max_size, (seed, p.shape)
+        assert p.sum() == pytest.approx(1.0, abs=1e-5)
