@@ -2389,14 +2389,17 @@ class MainWindow(QMainWindow):
         """Whether to stop the save under way and quit (asked when the window closes)."""
         job = self.save_job
         done = ""
+        kind = source_kind(job.source) if job is not None else "video"
+        # A folder's are photos, as its progress line says ("3 of 10 frames" was asked of them).
+        noun = "photos" if kind == "folder" else "frames"
         if job is not None and job.total:
-            done = f" ({job.done} of {job.total} frames)"
+            done = f" ({job.done} of {job.total} {noun})"
         elif job is not None and job.done:
-            done = f" ({job.done} frames so far)"
+            done = f" ({job.done} {noun} so far)"
         kept = "The frames done so far are kept."
         if job is not None:
             # Where, since the window that would say it once stopped is going away.
-            out, kind = Path(job.output), source_kind(job.source)
+            out = Path(job.output)
             if kind == "folder":
                 kept = f"The photos done so far are kept in {out.name}."
             elif kind == "image":

@@ -118,6 +118,10 @@ def test_the_proposed_name_of_a_photo_is_one_its_format_is_written_as(tmp_path: 
     assert default_output(str(heic)) == str(tmp_path / "IMG_0002.sharp.jpg")
     assert "*.png" in save_filter(str(photo)) and "*.heic" not in save_filter(str(photo))
     assert "*.mp4" in save_filter(str(tmp_path / "a.mov"))
+    # Read but not written (PBM is 1-bit, EXR float): a lossless PNG, not a lossy JPEG.
+    for name in ("scan.pbm", "render.exr"):
+        (tmp_path / name).write_bytes(b"")
+        assert default_output(str(tmp_path / name)) == str(tmp_path / (name[:-4] + ".sharp.png"))
 
 
 def test_a_folder_s_copy_is_a_folder_beside_it(tmp_path: Path) -> None:
@@ -277,6 +281,49 @@ def test_a_save_writes_every_frame_and_counts_them_as_it_goes(qtbot, tmp_path: P
     assert len(read_video(out)) == 24
     assert result.said[-1] == f"24 frames -> {out}"
     assert not job.running()
+
+
+def test_the_childs_lines_are_read_without_its_name_and_a_count_of_no_total_is_busy(
+    tmp_path: Path,
+) -> None:
+    # The child says "sharpcam: warning: ...": read with its name, nothing matched the
+    # warning, and a copy that lost its sound was "Sharpened copy saved"; "frames 280/?" (a
+    # file that does not say how many) must count 280 of an unknown total, not of 1.
+    out = tmp_path / "c.sharp.mp4"
+    job = SaveJob(str(tmp_path / "c.mp4"), str(out), backend="unsharp")
+    counts: list[tuple[int, int]] = []
+    job.progress.connect(lambda done, total: counts.append((done, total)))
+    for line in (
+        "frames 280/?",
+        "frames 3/10",
+        f"sharpcam: warning: {out} has no sound: FFmpeg could not copy it",
+        f"12 frames -> {out}",
+    ):
+        job._take(line)
+    assert counts == [(280, 0), (3, 10)]
+    said = job._said
+    assert said[0] == f"warning: {out} has no sound: FFmpeg could not copy it"
+    kind, head, _ = describe_result(SaveResult(str(out), 0, said=said))
+    assert (kind, head) == ("save_warning", "Sharpened copy saved without its sound")
+
+
+def test_a_crashed_save_names_only_the_working_files_of_its_own_run(
+    qtbot,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    # An earlier save's hidden file (killed a week ago) is not this run's: named, it sent the
+    # user to frames of another day.
+    clip = write_video(tmp_path / "c.avi", 4)
+    out = tmp_path / "c.sharp.avi"
+    job = SaveJob(str(clip), str(out), backend="unsharp")
+    job._started = time.time()
+    old = tmp_path / ".c.sharp.partial.avi"
+    old.write_bytes(b"frames of an earlier run")
+    week_ago = job._started - 7 * 24 * 3600
+    os.utime(old, (week_ago, week_ago))
+    assert job._left_behind() == []
+    os.utime(old, (job._started, job._started))
+    assert job._left_behind() == [str(old)]
 
 
 def test_a_stopped_save_keeps_its_frames_so_far(qtbot, long_source, tmp_path: Path) -> None:  # noqa: ANN001
@@ -499,9 +546,10 @@ def test_the_stop_and_quit_question_says_where_the_frames_are_kept(
     result = finished(qtbot, job)
     assert any("long.sharp.incomplete-2.avi" in line for line in result.said), result.said
     # A photo is not kept part-way, and a folder's photos done are kept in its new folder.
-    for source, said in (
-        ("big.jpg", "Nothing is kept of a photo not finished."),
-        ("pics", "The photos done so far are kept in pics.sharp."),
+    # Counted as the progress line counts them: a folder's as photos.
+    for source, said, counted in (
+        ("big.jpg", "Nothing is kept of a photo not finished.", "(3 of 10 frames)"),
+        ("pics", "The photos done so far are kept in pics.sharp.", "(3 of 10 photos)"),
     ):
         path = tmp_path / source
         if source == "pics":
@@ -510,10 +558,11 @@ def test_the_stop_and_quit_question_says_where_the_frames_are_kept(
         monkeypatch.setattr(
             window,
             "save_job",
-            types.SimpleNamespace(source=str(path), output=str(out), done=0, total=0),
+            types.SimpleNamespace(source=str(path), output=str(out), done=3, total=10),
         )
         window.ask_stop_save()
         assert asked[-1].endswith(said), asked[-1]
+        assert f"being saved {counted}. Stop it" in asked[-1], asked[-1]
     monkeypatch.undo()
 
 
