@@ -4375,6 +4375,29 @@ def test_ctrl_q_quits(qtbot, make_window):
     assert window.bridge.engine is None
 
 
+def test_the_switch_and_the_space_and_tray_action_say_the_same(qtbot, make_window):
+    # The switch clicked off left the action (Space, the tray's "Sharpening") checked: the
+    # tray said on, and the next Space only unchecked the action, sharpening still off.
+    window = make_window()
+    assert window.enable_switch.isChecked() and window.toggle_action.isChecked()
+    window.enable_switch.click()
+    assert not window.enable_switch.isChecked() and not window.toggle_action.isChecked()
+    window.toggle_action.trigger()  # Space
+    assert window.enable_switch.isChecked() and window.bridge.engine.enabled is True
+
+
+def test_the_default_mirror_is_remembered_as_on(qtbot, make_window, tmp_path):
+    # Mirroring is on by default (a selfie view): a save that wrote it off would turn it off
+    # at the next launch without anyone touching it.
+    window = make_window()
+    assert window.mirror_check.isChecked() and window.collect_settings().mirror is True
+    window.mirror_check.setChecked(False)
+    window.mirror_check.setChecked(True)
+    window.close()
+    assert load_settings(open_store(str(tmp_path / "settings.ini"))).mirror is True
+    assert make_window().preview.mirror
+
+
 def test_settings_are_remembered(qtbot, make_window, tmp_path):
     window = make_window()
     window.strength_slider.setValue(35)
@@ -7597,11 +7620,16 @@ def test_a_camera_numbered_by_its_place_in_the_list_is_followed_when_the_list_sh
     import engine
 
     told: list[str | None] = []
+    taken_too: list[bool] = []
+
+    def retarget(now: str | None, taken: bool = False) -> None:  # as CameraSource's
+        told.append(now)
+        taken_too.append(taken)
 
     def open_source(source, *, live, size=None, fps=None, **options):  # noqa: ANN001, ANN003, ANN202
         if str(source).isdigit():
             src = engine.open_source(str(DEMO_CLIP), live=live, fps=fps, loop=True)
-            src.retarget = lambda now, taken=False: told.append(now)  # as CameraSource's
+            src.retarget = retarget
             return src
         return engine.open_source(source, live=live, size=size, fps=fps, **options)
 
@@ -7615,6 +7643,8 @@ def test_a_camera_numbered_by_its_place_in_the_list_is_followed_when_the_list_sh
     assert window.current_camera() == a and not window.bridge.using_fallback
     window.set_cameras([replace(b, source="0"), demo_choice()])  # A unplugged
     assert told == [None]  # its number is B's now: not reopened until A is back
+    # And said to be taken: a reconnect that had just opened 0 would be sending B's picture.
+    assert taken_too == [True]
     window.set_cameras([replace(b, source="0"), replace(a, source="1"), demo_choice()])
     assert told == [None, "1"]  # back, second in the list: reopened there
     window.set_cameras([replace(b, source="0"), replace(a, source="1"), demo_choice()])
@@ -7628,6 +7658,9 @@ def test_a_camera_numbered_by_its_place_in_the_list_is_followed_when_the_list_sh
     window.set_cameras([replace(a, source="0"), replace(b, source="1"), demo_choice()])
     assert told[-1] == "0"
     assert len(told) == 5
+    # Taken whenever another camera holds the number it had (B at 0 twice); not when it left
+    # a number nobody has (1), nor when it is back at its own.
+    assert taken_too == [True, True, False, True, False]
 
 
 def test_a_fixed_size_model_is_loaded_again_for_another_scale_so_its_warning_is_said():
