@@ -1027,7 +1027,9 @@ def _os_camera_name(source: str) -> str | None:
     (On Windows, OpenCV's Media Foundation does not list OBS's DirectShow camera; on Linux the
     device files are compared.)
     """
-    if sys.platform != "darwin" or not str(source).strip().isdigit():
+    from engine.sources import is_camera_number
+
+    if sys.platform != "darwin" or not is_camera_number(str(source)):
         return None
     try:
         from app.camera_list import os_camera_names

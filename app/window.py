@@ -104,7 +104,7 @@ from engine.denoise import MIN_SIGMA as DENOISE_MIN_SIGMA
 from engine.denoise import colour_blur as denoise_colour_blur
 from engine.denoise import worth_telling as denoise_worth_telling
 from engine.sinks import free_incomplete_path
-from engine.sources import IMAGE_EXTENSIONS, source_kind
+from engine.sources import IMAGE_EXTENSIONS, is_camera_number, source_kind
 from engine.stats import EngineStats
 
 log = logging.getLogger(__name__)
@@ -1074,7 +1074,7 @@ class MainWindow(QMainWindow):
     def _find_source(self, source: str) -> CameraChoice | None:
         """The picker entry for a camera id/index or a file path (compared resolved)."""
         # On Linux the picker lists cameras by device node: index "2" is "/dev/video2".
-        names = {source, f"/dev/video{source}"} if source.isdigit() else {source}
+        names = {source, f"/dev/video{source}"} if is_camera_number(source) else {source}
         for c in self.cameras:
             if names & {c.id, c.source}:
                 return c
@@ -1086,7 +1086,10 @@ class MainWindow(QMainWindow):
             # found at the next launch, which opened the first camera instead.
             real = os.path.realpath(source)
             for c in self.cameras:
-                if not (c.is_demo or c.source.isdigit()) and os.path.realpath(c.source) == real:
+                if (
+                    not (c.is_demo or is_camera_number(c.source))
+                    and os.path.realpath(c.source) == real
+                ):
                     return c
         return None
 

@@ -68,6 +68,7 @@ __all__ = [
     "gif_transparency",
     "image_format",
     "is_animated_image",
+    "is_camera_number",
     "list_cameras",
     "open_source",
     "read_image",
@@ -1195,12 +1196,19 @@ def list_cameras(max_index: int = 10) -> list[CameraInfo]:
     return found
 
 
+def is_camera_number(text: str) -> bool:
+    """Whether ``text`` is a camera's number (``"0"``, ``" 2 "``): ASCII digits only. A file
+    named ``①`` or ``²`` passes ``str.isdigit()``, was taken for a camera, and int() refused it."""
+    text = text.strip()
+    return text.isascii() and text.isdigit()
+
+
 def _parse_camera(device: int | str) -> tuple[int | str, int | None]:
     """``(what to open, OpenCV index if known)`` for ``0``, ``"0"`` or ``"/dev/video0"``."""
     if isinstance(device, int):
         return device, device
     text = str(device).strip()
-    if text.isdigit():
+    if is_camera_number(text):
         return int(text), int(text)
     # A link (/dev/v4l/by-id/...) names its node's index too, for the camera's name and list.
     node = os.path.realpath(text) if os.path.islink(text) else text
@@ -2052,7 +2060,7 @@ def source_kind(spec: int | str | os.PathLike[str]) -> str:
     text = os.fspath(spec)
     # /dev/v4l/ by name: an unplugged camera's by-id link is gone, with nothing to stat, and
     # must still say "camera ... does not exist", not "no such file".
-    if text.strip().isdigit() or text.startswith(("/dev/video", "/dev/v4l/")):
+    if is_camera_number(text) or text.startswith(("/dev/video", "/dev/v4l/")):
         return "camera"
     p = Path(text)
     if sys.platform.startswith("linux") and _is_device_file(p):

@@ -1525,6 +1525,18 @@ def test_source_kind_takes_a_camera_index_with_spaces_around_it():
     assert source_kind(" 0 ") == "camera"
 
 
+def test_a_file_named_with_other_digits_is_a_file_not_a_camera(tmp_path, monkeypatch):
+    # "①" and "²" pass str.isdigit(): a file so named was taken for a camera, and int() of it
+    # failed ("cannot open ①: invalid literal for int()") instead of opening the file.
+    monkeypatch.chdir(tmp_path)
+    for name in ("①", "²", "١"):  # a circled one, a superscript two, an Arabic-Indic one
+        assert not sources.is_camera_number(name) and source_kind(name) != "camera"
+    assert sources.is_camera_number(" 2 ") and source_kind("2") == "camera"
+    os.replace(write_video(tmp_path / "c.avi", 3), tmp_path / "①")
+    with open_source("①", live=False) as src:
+        assert src.read() is not None
+
+
 def test_the_top_of_the_fps_range_is_honoured(tmp_path):
     # FPS_RANGE is inclusive: 1000 fps is a rate a user may ask for, not "not given".
     path = write_png(tmp_path / "x.png", np.zeros((4, 4, 3), np.uint8))
