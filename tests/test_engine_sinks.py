@@ -2491,3 +2491,113 @@ def test_an_image_named_by_a_link_is_written_through_it(tmp_path):
     assert link.is_symlink()
     assert cv2.imread(str(real))[0, 0].tolist() == [200, 200, 200]
     assert sorted(p.name for p in real.parent.iterdir()) == ["real.png"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_an_ffmpeg_that_exits_with_an_error_as_it_finishes_is_not_called_complete(
+    tmp_path, monkeypatch
+):
+    # FFmpeg said "Error writing trailer" (a disk just full) and exited 1 as it finished: the
+    # file without its index took the real name over an earlier recording, exit 0.
+    ends_badly = _stand_in_ffmpeg(
+        tmp_path / "ffmpeg",
+        "cat > /dev/null\n"
+        'echo "[avi @ 0x1] Error writing trailer: No space left on device" >&2\n'
+        "exit 1\n",
+    )
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(ends_badly))
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"an earlier recording")
+    sink = VideoFileSink(path=out, size=(64, 48), fps=25.0)
+    for i in range(3):
+        sink.write(frame(i, size=(64, 48), value=40 * i))
+    with pytest.raises(SinkError) as caught:
+        sink.close()
+    assert str(caught.value).startswith(
+        f"cannot finish video {out}: Error writing trailer: No space left on device"
+    ), caught.value
+    assert sink.failed and sink.kept_path != out
+    assert out.read_bytes() == b"an earlier recording"
+
+
+def test_an_aborted_avi_holding_only_junk_is_not_kept_and_says_so(tmp_path, monkeypatch):
+    # An .avi the disk left holding bytes that are no video was kept: "the frames written
+    # are kept in out.incomplete.avi", a file no player opened.
+    path = tmp_path / "out.avi"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25)
+    monkeypatch.setattr(
+        sink, "_writer", FillingDisk(sink, 5, lambda p: p.write_bytes(b"RIFF" + b"\x5a" * 4000))
+    )
+    monkeypatch.setattr("engine.sinks._disk_full", lambda folder: False, raising=False)
+    sink.write(frame(0, size=(64, 48)))
+    with pytest.raises(SinkError) as info:
+        sink.abort()
+    assert str(info.value) == (
+        "nothing of video out.avi could be kept: no frame in it plays (1 frame written)"
+    )
+    assert sink.not_kept == "nothing of video out.avi could be kept: no frame in it plays"
+    assert sink.kept_path is None and list(tmp_path.iterdir()) == []
+
+
+def test_an_image_output_in_a_read_only_folder_is_refused_before_any_frame(tmp_path):
+    # A folder it may not write in failed only at the first frame, once the model had run.
+    prefix = _without_root_powers()
+    if prefix is None:
+        pytest.skip("cannot run a process that root's powers do not let write anywhere")
+    folder = tmp_path / "locked"
+    folder.mkdir()
+    folder.chmod(0o555)
+    code = (
+        "import sys\n"
+        "from engine.sinks import ImageSink, SinkError\n"
+        "try:\n"
+        "    ImageSink(path=sys.argv[1])\n"
+        "    print('opened')\n"
+        "except SinkError as exc:\n"
+        "    print(exc)\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    for target in (folder, folder / "still.png"):
+        proc = subprocess.run(
+            [*prefix, sys.executable, "-c", code, str(target)],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+        )
+        needle = f"cannot write {target}: no permission to write in folder {folder}"
+        assert needle in proc.stdout, proc.stdout + proc.stderr
+    assert list(folder.iterdir()) == []
+
+
+def test_a_written_jpeg_keeps_its_jfif_header_first(tmp_path):
+    # JFIF wants its APP0 right after SOI: the Exif, XMP and profile put before it made a
+    # file that strict readers took for no JFIF.
+    from videos import exif_block, icc_profile
+
+    from engine.sinks import write_image
+    from engine.sources import ImageMetadata
+
+    path = tmp_path / "out.jpg"
+    metadata = ImageMetadata(exif=exif_block(), icc=icc_profile())
+    write_image(path, np.full((16, 16, 3), 50, np.uint8), metadata=metadata)
+    data = path.read_bytes()
+    assert data[:4] == b"\xff\xd8\xff\xe0" and data[6:11] == b"JFIF\0"
+    after = 4 + int.from_bytes(data[4:6], "big")
+    assert data[after : after + 2] == b"\xff\xe1"  # the Exif comes next
+    assert int(cv2.imread(str(path))[0, 0, 0]) == 50
+
+
+def test_a_virtual_device_given_as_an_option_wins_over_the_spec(monkeypatch):
+    # `device=` from the caller (the app's chosen loopback) was replaced by the spec's.
+    import engine.virtualcam
+
+    opened = []
+    monkeypatch.setattr(engine.virtualcam, "VirtualCameraSink", lambda **kw: opened.append(kw))
+    open_sink("virtual:/dev/video9", size=(64, 48), device="/dev/video3")
+    assert [kw.get("device") for kw in opened] == ["/dev/video3"]
+
+
+def test_an_existing_folder_named_like_a_video_given_with_a_slash_is_a_folder(tmp_path):
+    # `clip.mp4/` where a folder clip.mp4 exists: the slash says the folder, not a video.
+    (tmp_path / "clip.mp4").mkdir()
+    assert sink_kind(f"{tmp_path}/clip.mp4/") == "images"

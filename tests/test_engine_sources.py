@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import os
 import shutil
 import struct
@@ -2059,3 +2060,101 @@ def test_a_video_file_can_take_its_pictures_from_another_decoder(tmp_path):
     with pytest.raises(ValueError, match="before the first read"):
         src.decode_with(Decoder())
     src.close()
+
+
+def test_a_looping_mjpeg_replaced_by_a_file_of_the_same_size_ends_at_the_wrap(tmp_path):
+    # A raw MJPEG stream loops by being opened anew: another file of the same picture size
+    # moved over its name (os.replace) went on playing as if it were the first.
+    path = tmp_path / "r3.mjpeg"
+
+    def write(target: Path, levels: list[int]) -> Path:
+        with open(target, "wb") as f:
+            for v in levels:
+                f.write(cv2.imencode(".jpg", np.full((48, 64, 3), v, np.uint8))[1])
+        return target
+
+    write(path, [10, 90, 170])
+    with open_source(path, live=False, kind="video", loop=True) as src:
+        got = [round(float(src.read().image.mean()), -1) for _ in range(4)]
+        assert got == [10, 90, 170, 10]  # it loops
+        os.replace(write(tmp_path / "other.mjpeg", [250, 250, 250]), path)
+        assert [round(float(src.read().image.mean()), -1) for _ in range(2)] == [90, 170]
+        assert src.read() is None
+
+
+def test_a_camera_s_frames_come_out_rgb(monkeypatch):
+    # OpenCV hands a camera's pictures over in BGR: sent on as they were, every webcam's red
+    # and blue were swapped in the call.
+    class Coloured(FakeCapture):
+        def retrieve(self):
+            img = np.empty((24, 32, 3), np.uint8)
+            img[:] = (10, 20, 30)  # B, G, R
+            return True, img
+
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: Coloured(t, a))
+    with open_source("0", live=True) as cam:
+        assert cam.read().image[5, 5].tolist() == [30, 20, 10]
+
+
+def test_camera_reads_that_block_a_period_and_fail_are_retried_at_once(monkeypatch):
+    # A driver whose failed read blocked for its time-out was then paused a whole period
+    # more: a frame slot lost per failed read, twice the wait the sensor asked for.
+    stamps: list[float] = []
+
+    class Slow(FlakyCapture):
+        def get(self, prop):
+            return 10.0 if prop == cv2.CAP_PROP_FPS else super().get(prop)
+
+        def grab(self):
+            stamps.append(time.perf_counter())
+            return super().grab()
+
+    made: list[FlakyCapture] = []
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: Slow(t, a, log=made))
+    cam = CameraSource(device=0, reconnect=False, lost_after_reads=4, lost_after_s=60.0)
+    retry_s = cam._retry_s
+    assert retry_s == pytest.approx(0.1)
+    assert cam.read() is not None
+    made[0].frames_left, made[0].grab_s = 0, retry_s  # from now each read blocks, then fails
+    stamps.clear()
+    with pytest.raises(SourceError, match="4 reads in a row failed"):
+        cam.read()
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert len(gaps) == 3 and min(gaps) < 1.6 * retry_s, gaps
+    cam.close()
+
+
+def test_a_streaming_camera_whose_number_is_taken_keeps_its_capture(monkeypatch):
+    # B streams at 1; A (0) unplugged and another camera took 1: B's open capture, never
+    # reconnected, is still B's, and letting it go froze the call for a reconnect.
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    made: list[FakeCapture] = []
+    monkeypatch.setattr(
+        sources, "_make_capture", lambda t, a: FakeCapture(t, a, value=200, log=made)
+    )
+    cam = CameraSource(device="1")
+    cam.read()
+    cam.retarget("0", taken=True)
+    assert not made[0].released
+    assert int(cam.read().image[0, 0, 0]) == 200
+    assert len(made) == 1 and cam.reconnects == 0
+    cam.close()
+
+
+@pytest.mark.parametrize("sar", [(100.0, 1.0), (1.0, 100.0)])
+def test_a_video_declaring_an_absurd_pixel_aspect_is_not_stretched(tmp_path, monkeypatch, sar):
+    # A damaged header's 100:1 sample aspect ratio stretched every frame a hundredfold.
+    path = write_video(tmp_path / "v.avi", 2)
+
+    class Damaged(FakeCapture):
+        def __init__(self, target, api):
+            super().__init__(target, api, frames=2, value=7)
+
+        def get(self, prop):
+            props = {cv2.CAP_PROP_SAR_NUM: sar[0], cv2.CAP_PROP_SAR_DEN: sar[1]}
+            return props.get(prop, super().get(prop))
+
+    monkeypatch.setattr(sources, "_make_capture", Damaged)
+    with VideoFileSource(path=path, live=False) as src:
+        assert src.size == (32, 24)
+        assert src.read().image.shape == (24, 32, 3)
