@@ -2466,12 +2466,18 @@ def _count_estimated(
     When the last picture ends is FFmpeg's (from the start of the file), else ``last_s``,
     the time OpenCV gave the last picture (from the start of the pictures, so a late start
     reads as frames lost); without either, half a second short at most is taken for whole.
+    Pictures the file stores but that did not decode are lost whatever the duration says:
+    more than half a second of them is damage (a bad copy whose 10 pictures reach the end,
+    1 decodable, was "a count the container only estimates").
     """
     short = announced - decoded
     if Path(str(path)).suffix.lower() not in _ESTIMATED_COUNT or short <= 0 or fps <= 0:
         return False
     slack = max(1.0, ESTIMATE_SLACK_S * fps) / fps  # s
-    end = _pictures_end_s(path)
+    stored = _stored_pictures(path)
+    end = stored[0] if stored is not None else None
+    if stored is not None and (stored[1] - decoded) / fps > slack:
+        return False
     if end is None and last_s is not None:
         end = last_s + 1.0 / fps
     if end is not None:
@@ -2479,10 +2485,10 @@ def _count_estimated(
     return short / fps <= slack
 
 
-def _pictures_end_s(path: str) -> float | None:
+def _stored_pictures(path: str) -> tuple[float, int] | None:
     """When the last picture of ``path`` stops being shown, in seconds as the file stores it
-    (from 0, as its duration counts), from its packets (FFmpeg's, nothing decoded); None where
-    there is no FFmpeg to tell."""
+    (from 0, as its duration counts), and how many pictures it stores, from its packets
+    (FFmpeg's, nothing decoded); None where there is no FFmpeg to tell."""
     from engine.remux import RemuxError, find_ffmpeg, picture_times
 
     ffmpeg = find_ffmpeg()
@@ -2494,7 +2500,8 @@ def _pictures_end_s(path: str) -> float | None:
         return None
     if shown is None or not shown.times:
         return None
-    return (shown.end if shown.end is not None else shown.times[-1]) / shown.timescale
+    end = shown.end if shown.end is not None else shown.times[-1]
+    return end / shown.timescale, len(shown.times)
 
 
 def cmd_process(args: argparse.Namespace) -> int:

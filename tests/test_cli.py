@@ -175,6 +175,28 @@ def test_run_strength_past_1_is_a_usage_error(
     assert not out.exists()
 
 
+def test_run_strength_of_exactly_1_or_0_is_accepted() -> None:
+    # The ends of [0, 1] are the model's output and the input: both are the user's to ask for.
+    parser = cli.build_parser()
+    for value in ("1", "0"):
+        args = parser.parse_args(
+            ["run", "--source", "a.avi", "--output", "b.avi", "--strength", value]
+        )
+        assert args.strength == float(value)
+
+
+def test_run_duration_0_and_bench_size_empty_are_usage_errors(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `--duration 0` (or `--duration $SECS` with it unset and a 0 default in a script) would
+    # record nothing; `bench --size ""` benchmarked nothing and printed an empty table, exit 0.
+    code = cli.main(["run", "--source", "a.avi", "--output", "b.avi", "--duration", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "expected a number > 0, got '0'" in err, err
+    assert cli.main(["bench", "--size", ""]) == 2
+    assert "bad size list ''" in capsys.readouterr().err
+
+
 def test_ctrl_c_outside_a_stream_is_exit_130(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -572,6 +594,61 @@ def test_an_mkv_with_frames_dropped_while_recording_is_whole(
     assert code == 0 and f"note: the file announced {announced} frames, 80 were decoded" in err, err
 
 
+def test_a_whole_video_announces_nothing(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every frame decoded, none more: a note that "the file announced 24 frames, 24 were
+    # decoded" read as something amiss.
+    mkv = tmp_path / "whole.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=1",
+         "-c:v", "mpeg4", str(mkv)],
+        check=True,
+    )  # fmt: skip
+    for src, out in ((clip, tmp_path / "o.avi"), (mkv, tmp_path / "o.mkv")):
+        assert cli.main(["process", str(src), str(out), "--backend", "unsharp"]) == 0
+        err = capsys.readouterr().err
+        assert "announced" not in err and "warning" not in err, err
+
+
+def test_run_of_a_video_one_frame_short_of_its_count_warns_as_process_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run` let the last frame go missing without a word, where `process` warns.
+    full = write_video(tmp_path / "full.avi", 24).read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(full[: full.rfind(b"00dc", 0, full.rfind(b"idx1"))])
+    assert len(read_video(cut)) == 23
+    out = tmp_path / "live.avi"
+    code = cli.main(["run", "--source", str(cut), "--output", str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and f"{cut} announced 24 frames and 23 could be decoded" in err, err
+
+
+def test_process_of_a_webm_whose_sound_runs_on_notes_the_estimated_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A WebM keeps no frame count either (it is Matroska): a browser's recording, its sound
+    # a little longer than its pictures, was "damaged or truncated".
+    webm = tmp_path / "call.webm"
+    made = subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=30:duration=3", "-f", "lavfi", "-i", "sine=duration=3.1",
+         "-c:v", "libvpx", "-deadline", "realtime", "-c:a", "libopus", str(webm)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if made.returncode != 0:
+        pytest.skip(f"this FFmpeg writes no WebM: {made.stderr.strip()}")
+    cap = cv2.VideoCapture(str(webm))
+    announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert announced > 90
+    code = cli.main(["process", str(webm), str(tmp_path / "out.mkv"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" not in err, err
+    assert f"note: the file announced {announced} frames, 90 were decoded" in err, err
+
+
 def test_process_refuses_a_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # `process` is offline, every frame of a file: a camera has no end, and `run` streams it.
     out = tmp_path / "out.mp4"
@@ -594,13 +671,15 @@ def _audio_streams(path: Path) -> list[str]:
     return re.findall(r"Stream #\S+.*?: Audio: (.*)", probe.stderr)
 
 
-@pytest.mark.parametrize(("name", "codec"), [("out.mp4", "aac"), ("out.mkv", "pcm_s16le")])
+@pytest.mark.parametrize(
+    ("name", "codec"), [("out.mp4", "aac"), ("out.mkv", "pcm_s16le"), ("out.mov", "pcm_s16le")]
+)
 def test_process_keeps_the_sound_of_a_video(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, codec: str
 ) -> None:
     # A recorded call's sound was not copied: OpenCV writes pictures only. FFmpeg (here
-    # imageio-ffmpeg's) puts it back: copied where the container takes it (PCM in MKV),
-    # re-encoded to AAC where it does not (PCM in MP4).
+    # imageio-ffmpeg's) puts it back: copied where the container takes it (PCM in MKV, and
+    # in a MOV, where QuickTime plays it), re-encoded to AAC where it does not (PCM in MP4).
     from tests.test_engine_sources import write_avi_with_sound
 
     call = write_avi_with_sound(tmp_path / "call.avi", n=12)
@@ -1087,6 +1166,53 @@ def test_process_whose_sound_cannot_be_copied_keeps_the_pictures_and_says_so(
     assert f"warning: {out} has no sound: ffmpeg: Unknown encoder" in err, err
     assert len(read_video(out)) == 6 and _audio_streams(out) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", "ffmpeg", "out.mp4"]
+
+
+def test_a_sound_copy_that_fails_after_writing_leaves_no_working_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An FFmpeg that wrote part of the video with its sound, then failed, left that part
+    # hidden beside the output (`..o.partial.partial.mov`, as large as the video).
+    from tests.test_engine_sources import write_avi_with_sound
+
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    fake = tmp_path / "ffmpeg"  # the real one, but its muxes with the sound write, then fail
+    fake.write_text(
+        "#!/bin/sh\nfor a; do last=$a; case $a in 1:a*) sound=1;; esac; done\n"
+        'if [ -n "$sound" ]; then echo junk > "${last#file:}"; echo "Conversion failed" >&2; '
+        "exit 1; fi\n"
+        f'exec "{_ffmpeg_exe()}" "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(fake))
+    out = tmp_path / "o.mov"
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {out} has no sound: ffmpeg: Conversion failed" in err, err
+    assert len(read_video(out)) == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", "ffmpeg", "o.mov"]
+
+
+@pytest.mark.parametrize(
+    ("name", "codecs"), [("out.mkv", ["aac", "pcm_s16le"]), ("out.mp4", ["aac", "aac"])]
+)
+def test_process_keeps_every_sound_track(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, codecs: list[str]
+) -> None:
+    # A recording with the microphone and the desktop sound on two tracks kept the first
+    # only. In an MP4 the PCM track is re-encoded with the other: PCM there plays nowhere.
+    clip = tmp_path / "two.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1",
+         "-f", "lavfi", "-i", "sine=sample_rate=8000:duration=1", "-f", "lavfi", "-i",
+         "sine=frequency=880:sample_rate=8000:duration=1", "-map", "0", "-map", "1", "-map", "2",
+         "-c:v", "mpeg4", "-c:a:0", "aac", "-c:a:1", "pcm_s16le", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / name
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    assert "with the sound of the input" in capsys.readouterr().err
+    assert [a.split(" ")[0].rstrip(",") for a in _audio_streams(out)] == codecs
 
 
 def test_process_says_the_sound_track_is_not_copied(
@@ -4695,6 +4821,19 @@ def _video_line(path: Path) -> str:
     return line(_ffmpeg_exe(), path, None)
 
 
+def test_an_untagged_pal_video_keeps_opencvs_bt601_colours() -> None:
+    # 720x576 is PAL standard definition, BT.601 in every player: read as HD (BT.709) through
+    # FFmpeg, a DVD rip's or a DV camera's reds and greens shifted. From 577 high it is HD.
+    from engine.remux import exact_colour_filters
+
+    line = "Stream #0:0: Video: mpeg2video (Main), yuv420p(tv, progressive), {}, 25 fps"
+    assert exact_colour_filters(line.format("720x576 [SAR 16:15 DAR 4:3]")) is None
+    assert exact_colour_filters(line.format("720x577")) == (
+        "scale=in_color_matrix=bt709:flags=accurate_rnd,format=bgr24"
+    )
+    assert exact_colour_filters(line.format("1280x544")) is not None
+
+
 def test_a_looping_source_read_by_ffmpeg_repeats_one_frame_and_stops_for_another_file(
     tmp_path: Path,
 ) -> None:
@@ -4873,6 +5012,46 @@ def test_run_plays_an_hdr_video_tone_mapped_too(
     assert got  # a live recording keeps the clock: pictures may repeat
     greys, patches = np.max([_hdr_errors(g, want[0]) for g in got[:1]], axis=0)
     assert greys <= 8 and patches <= 32, (greys, patches)  # MJPG's loss on top
+
+
+def test_process_of_a_damaged_hdr_video_reads_on_past_its_damaged_pictures_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Most pictures of an HDR clip damaged (a bad copy): FFmpeg's default gives up on such a
+    # file ("decode error rate exceeds maximum"), and the run said "decoding ended early" with
+    # FFmpeg's thread error, where OpenCV skips what does not decode and reads on. Its pictures
+    # reach the end of its duration, so its MKV count read as an estimate: "note: the file
+    # announced 10 frames, 1 were decoded", where 9 were lost.
+    import random
+
+    from videos import hdr_clip
+
+    ffmpeg = _ffmpeg_exe()
+    clip = tmp_path / "hdr.mkv"
+    hdr_clip(clip, ffmpeg, transfer="smpte2084", frames=10)
+    copy = [ffmpeg, "-v", "error", "-i", str(clip), "-map", "0:v", "-c", "copy", "-f"]
+    crc = subprocess.run([*copy, "framecrc", "-"], capture_output=True, text=True, check=True)
+    sizes = [int(line.split(",")[4]) for line in crc.stdout.splitlines() if line[:1] != "#"]
+    packets = subprocess.run([*copy, "data", "-"], capture_output=True, check=True).stdout
+    data, at = bytearray(clip.read_bytes()), 0
+    for i, n in enumerate(sizes):  # 7 pictures of 10 overwritten with noise
+        packet, at = packets[at : at + n], at + n
+        if i not in (0, 3, 6):
+            pos = data.find(packet)
+            data[pos : pos + n] = random.Random(i).randbytes(n)
+    damaged = tmp_path / "damaged.mkv"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert "is HDR video (PQ)" in err, err
+    assert "decoding ended early" not in caplog.text + err, caplog.text  # a log warning
+    n = len(read_video(out))
+    assert 1 <= n < 10
+    assert (
+        f"sharpcam: warning: {damaged} announced 10 frames and {n} could be decoded (damaged or "
+        "truncated" in err
+    ), err
 
 
 def test_process_says_when_an_hdr_video_cannot_be_tone_mapped(
@@ -5075,12 +5254,21 @@ def test_one_ctrl_c_delivered_twice_still_says_where_the_frames_went(
         assert err.endswith("sharpcam: interrupted\n"), err
 
 
-@pytest.mark.parametrize("full", [True, False])
+@pytest.mark.parametrize(
+    "why",
+    [
+        "Error closing file: No space left on device",
+        # A quota used up is a full disk to that user (FFmpeg's words for EDQUOT).
+        "Error writing trailer: Disk quota exceeded",
+        "Invalid data found",
+    ],
+    ids=["full", "quota", "other"],
+)
 def test_sound_lost_to_a_full_disk_fails_the_run(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    full: bool,
+    why: str,
 ) -> None:
     # A disk that filled while the sound went in left a silent video and exit 0: scripts went
     # on. Another FFmpeg failure stays a warning (the frames are all there).
@@ -5094,7 +5282,7 @@ def test_sound_lost_to_a_full_disk_fails_the_run(
          str(clip)],
         check=True,
     )  # fmt: skip
-    why = "Error closing file: No space left on device" if full else "Invalid data found"
+    full = why != "Invalid data found"
 
     def fails(*args: Any, **kwargs: Any) -> None:
         raise RemuxError(f"ffmpeg: [out#0/mp4 @ 0x1] {why}")
@@ -5460,6 +5648,29 @@ def test_process_denoise_cleans_a_dim_video_and_says_a_photo_goes_without(
     assert cli.main(["process", str(photo), str(out), "--backend", "passthrough", "--denoise"]) == 0
     assert "a photo is sharpened without it" in capsys.readouterr().err
     np.testing.assert_array_equal(cv2.imread(str(out)), before[0])
+
+
+def test_process_folder_denoise_leaves_each_photo_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The note says photos go without --denoise; were a folder's photos taken for frames of one
+    # scene, each would be cleaned (or averaged) with the one before it.
+    rng = np.random.default_rng(1)
+    y, x = np.mgrid[0:120, 0:160]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        scene = np.stack([60 + x // 2, 80 + y // 2, 120 + 0 * x + 30 * i], axis=2)
+        grainy = np.clip(scene + rng.normal(0, 12, scene.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(photos / f"p{i}.png"), grainy)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    code = cli.main(["process", str(photos), str(out), "--backend", "passthrough", "--denoise"])
+    assert code == 0
+    assert "photos are sharpened without it" in capsys.readouterr().err
+    for i in range(3):
+        want = cv2.imread(str(photos / f"p{i}.png"))
+        np.testing.assert_array_equal(cv2.imread(str(out / f"p{i}.png")), want)
 
 
 def test_the_status_line_says_what_noise_reduction_found() -> None:
