@@ -2398,7 +2398,7 @@ class MainWindow(QMainWindow):
         if job is not None and job.total:
             done = f" ({job.done} of {job.total} {noun})"
         elif job is not None and job.done:
-            done = f" ({job.done} {noun} so far)"
+            done = f" ({job.done} {noun if job.done != 1 else noun[:-1]} so far)"
         kept = "The frames done so far are kept."
         if job is not None:
             # Where, since the window that would say it once stopped is going away.

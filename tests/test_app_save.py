@@ -563,6 +563,9 @@ def test_the_stop_and_quit_question_says_where_the_frames_are_kept(
         window.ask_stop_save()
         assert asked[-1].endswith(said), asked[-1]
         assert f"being saved {counted}. Stop it" in asked[-1], asked[-1]
+    window.save_job.done, window.save_job.total = 1, 0  # a count without a total: one photo
+    window.ask_stop_save()
+    assert "being saved (1 photo so far). Stop it" in asked[-1], asked[-1]
     monkeypatch.undo()
 
 

@@ -100,6 +100,15 @@ def test_cli_tunes_on_pairs_and_writes_the_result(
         (["--data", "raw:{clip}"], "reach into the held-out frames 240-299"),
         (["--data", "raw:{clip}:200-250"], "reach into the held-out frames"),
         (["--data", "real:{clip}"], "no sharp frame"),
+        (["--data", "sharp:{clip}"], "sharp frames have no blur to tune against"),
+        (["--data", "lai:{clip}"], "the Lai benchmark is evaluation data"),
+        (["--data", "gopro:{clip}"], "a GoPro root is read for its test split"),
+        (
+            ["--data", "raw:{clip}:1-20", "--sigmas", "2,150"],
+            "--sigmas: expected numbers in (0, 100]",
+        ),
+        (["--data", "raw:{clip}:1-20", "--out", "{clip}"], "not a file SharpCam can write"),
+        (["--data", "raw:{clip}:1-20", "--out", "{clip}/f/x.json/y"], "--out"),
         (["--data", "raw:{clip}:1-20", "--amounts", "0,1"], "--amounts: expected numbers > 0"),
         (["--data", "raw:{clip}:1-20", "--sigmas", "x"], "--sigmas: expected numbers"),
         (["--data", "raw:{clip}:1-20", "--windows", "8"], "odd"),
@@ -110,7 +119,8 @@ def test_cli_refuses_held_out_frames_and_bad_options(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
 ) -> None:
     clip = tmp_path / "clip"
-    clip.mkdir()
+    (clip / "test").mkdir(parents=True)  # as a GoPro dataset's root has
+    (clip / "f").write_text("a file, not a folder")
     with pytest.raises(SystemExit) as exc:
         TU.main([a.format(clip=clip) for a in args])
     assert exc.value.code == 2
@@ -150,6 +160,38 @@ def test_evaluate_scores_each_unsharp_setting_in_its_own_row(
     # The grid's model column is the student's, not a baseline's.
     (row,) = grids["grid_pairs.png"]
     assert [label.split()[0] for label, _ in row] == ["blurry", "student", "sharp"]
+
+
+def test_evaluate_labels_keep_every_digit_and_skip_the_engines_own_setting(tmp_path: Path) -> None:
+    # Two settings that ":g" rounded alike became one row; "--unsharp 1,2" repeated the row
+    # `unsharp` under another name.
+    blurry, sharp = _pair(2, 1.5)
+    for i, img in enumerate((blurry, sharp)):
+        _write(tmp_path / ("blur", "sharp")[i] / "a.png", img)
+    out = tmp_path / "out"
+    code = EV.main(
+        ["--data", f"pairs:{tmp_path / 'blur'},{tmp_path / 'sharp'}", "--unsharp", "0.1234567,2",
+         "--unsharp", "0.1234568,2", "--unsharp", "1,2", "--unsharp", "1.0,2.0", "--no-perceptual",
+         "--grid-rows", "0", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["methods"] == ["blurry", "unsharp", "unsharp@0.1234567,2", "unsharp@0.1234568,2"]
+    assert summary["options"]["unsharp"] == ["unsharp@0.1234567,2", "unsharp@0.1234568,2"]
+
+
+def test_the_best_printed_is_the_setting_scored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blurry, sharp = _pair(4, 1.5)
+    _write(tmp_path / "blur" / "a.png", blurry)
+    _write(tmp_path / "sharp" / "a.png", sharp)
+    code = TU.main(
+        ["--data", f"pairs:{tmp_path / 'blur'},{tmp_path / 'sharp'}", "--amounts", "0.1234567",
+         "--sigmas", "2.5"]
+    )  # fmt: skip
+    assert code == 0
+    assert "best: --unsharp 0.1234567,2.5 (" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text", ["1", "-1,2", "1,0", "1,nan", "a,b", "1,2,3", "1,500"])

@@ -75,7 +75,15 @@ import numpy as np
 import torch
 
 from training import data as D
-from training.metrics import PerceptualDistance, ms_ssim, psnr, ssim, unsharp_mask
+from training.metrics import (
+    UNSHARP_AMOUNT,
+    UNSHARP_SIGMA,
+    PerceptualDistance,
+    ms_ssim,
+    psnr,
+    ssim,
+    unsharp_mask,
+)
 
 log = logging.getLogger("training.evaluate")
 
@@ -1246,6 +1254,15 @@ def unique_labels(labels: list[str], taken: Sequence[str] = ()) -> list[str]:
     return out
 
 
+MAX_SIGMA = 100.0  # px: an unsharp mask's widest Gaussian (--unsharp)
+
+
+def _num(x: float) -> str:
+    """``x`` as a label or option shows it: ``2`` for 2.0, every digit a float keeps
+    (``:g``'s six made 0.1234567 and 0.1234568 one row)."""
+    return repr(float(x)).removesuffix(".0")
+
+
 def unsharp_setting(text: str) -> tuple[float, float]:
     """``"AMOUNT,SIGMA"`` of an unsharp mask (``--unsharp``), checked: amount >= 0, sigma > 0."""
     amount_text, comma, sigma_text = text.partition(",")
@@ -1255,15 +1272,17 @@ def unsharp_setting(text: str) -> tuple[float, float]:
         amount = sigma = math.nan
     if not comma or not (math.isfinite(amount) and amount >= 0):
         raise ValueError(f"expected AMOUNT,SIGMA with AMOUNT >= 0, got {text!r}")
-    if not (math.isfinite(sigma) and 0 < sigma <= 100):
-        raise ValueError(f"expected AMOUNT,SIGMA with SIGMA in (0, 100] pixels, got {text!r}")
+    if not (math.isfinite(sigma) and 0 < sigma <= MAX_SIGMA):
+        raise ValueError(
+            f"expected AMOUNT,SIGMA with SIGMA in (0, {MAX_SIGMA:g}] pixels, got {text!r}"
+        )
     return amount, sigma
 
 
 def unsharp_baseline(amount: float, sigma: float) -> tuple[str, Runner]:
     """The unsharp mask at other settings than the engine's, as a row ``unsharp@AMOUNT,SIGMA``
     (``training.tune_unsharp`` finds the best on training data)."""
-    return f"unsharp@{amount:g},{sigma:g}", lambda x: unsharp_mask(x, amount, sigma)
+    return f"unsharp@{_num(amount)},{_num(sigma)}", lambda x: unsharp_mask(x, amount, sigma)
 
 
 def evaluate(
@@ -1693,9 +1712,15 @@ def main(argv: list[str] | None = None) -> int:
         if n not in ENSEMBLES:
             p.error(f"--ensemble must be one of {sorted(ENSEMBLES)}, got {n}")
     try:
-        baselines = [unsharp_baseline(*unsharp_setting(text)) for text in args.unsharp]
+        settings = [unsharp_setting(text) for text in args.unsharp]
     except ValueError as exc:
         p.error(f"--unsharp: {exc}")
+    # The engine's own setting is the row `unsharp` already: not twice.
+    baselines = [
+        unsharp_baseline(*setting)
+        for setting in dict.fromkeys(settings)
+        if setting != (UNSHARP_AMOUNT, UNSHARP_SIGMA)
+    ]
     teacher = None
     if args.teacher:
         try:

@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -27,7 +28,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from training.evaluate import RAW_DEFAULT_RANGE, Sample, check_windows, iter_samples, parse_data
+from training.evaluate import (
+    MAX_SIGMA,
+    RAW_DEFAULT_RANGE,
+    Sample,
+    _num,
+    check_windows,
+    iter_samples,
+    parse_data,
+)
 from training.metrics import PSNR_CAP, UNSHARP_AMOUNT, UNSHARP_SIGMA, unsharp_mask
 
 log = logging.getLogger("training.tune_unsharp")
@@ -102,19 +111,21 @@ def table(result: dict[str, Any], top: int = 10) -> str:
             if (r["amount"], r["sigma"]) == (UNSHARP_AMOUNT, UNSHARP_SIGMA)
             else ""
         )
-        lines.append(f"| {r['amount']:g} | {r['sigma']:g}{mark} | {gains} | {r['gain']:+.3f} |")
+        lines.append(
+            f"| {_num(r['amount'])} | {_num(r['sigma'])}{mark} | {gains} | {r['gain']:+.3f} |"
+        )
     return "\n".join(lines)
 
 
-def _floats(text: str, flag: str, *, least: float, inclusive: bool) -> list[float]:
+def _floats(text: str, flag: str, *, most: float = math.inf) -> list[float]:
+    """Numbers > 0 (and <= ``most``) separated by commas."""
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise ValueError(f"{flag}: expected numbers separated by commas, got {text!r}") from None
-    bad = [v for v in values if not math.isfinite(v) or v < least or (v == least and not inclusive)]
-    if not values or bad:
-        sign = ">=" if inclusive else ">"
-        raise ValueError(f"{flag}: expected numbers {sign} {least:g}, got {text!r}")
+    if not values or not all(0 < v <= most for v in values):  # NaN fails both
+        span = "> 0" if math.isinf(most) else f"in (0, {most:g}]"
+        raise ValueError(f"{flag}: expected numbers {span}, got {text!r}")
     return values
 
 
@@ -136,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
-        amounts = _floats(args.amounts, "--amounts", least=0.0, inclusive=False)
-        sigmas = _floats(args.sigmas, "--sigmas", least=0.0, inclusive=False)
+        amounts = _floats(args.amounts, "--amounts")
+        # What evaluate --unsharp takes: the best must be a setting it scores.
+        sigmas = _floats(args.sigmas, "--sigmas", most=MAX_SIGMA)
         specs = [parse_data(s) for s in args.data]
         windows = [int(w) for w in args.windows.split(",") if w.strip()]
         check_windows(windows)
@@ -155,6 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     for spec, text in zip(specs, args.data, strict=True):
         if spec.kind == "real":
             p.error(f"--data {text}: real blur has no sharp frame to tune against")
+        if spec.kind == "sharp":
+            # Its input is its reference (capped at 100 dB): its gains of -60 dB and less
+            # would decide the ranking alone.
+            p.error(f"--data {text}: sharp frames have no blur to tune against")
+        if spec.kind == "lai":
+            p.error(f"--data {text}: the Lai benchmark is evaluation data; tune on training data")
+        if spec.kind == "gopro" and (Path(spec.path) / "test").is_dir():
+            # A dataset's root is read for its test split, as evaluate scores it.
+            p.error(
+                f"--data {text}: a GoPro root is read for its test split; tune on its "
+                f"training split (gopro:{Path(spec.path) / 'train'})"
+            )
         if spec.kind == "raw" and spec.first <= held_last and spec.last >= held_first:
             p.error(
                 f"--data {text}: frames {spec.first}-{spec.last} reach into the held-out frames "
@@ -163,6 +187,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         if spec.kind != "demo" and not Path(spec.blur_dir or spec.path).exists():
             p.error(f"--data {text}: no such folder {spec.blur_dir or spec.path}")
+    if args.out is not None:
+        # Before the search (twenty minutes on the card's data), not after it.
+        try:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            p.error(f"--out {args.out}: {exc}")
+        if args.out.is_dir() or not os.access(args.out.parent, os.W_OK):
+            p.error(f"--out {args.out}: not a file SharpCam can write")
 
     def samples() -> Iterable[Sample]:
         for spec in specs:
@@ -184,19 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     result["data"] = args.data
     result["options"] = {"windows": windows, "raw_stride": args.raw_stride,
                          "max_size": args.max_size, "crop": args.crop, "limit": args.limit}  # fmt: skip
+    best = result["settings"][0]
+    # Printed first: a write that fails (a full disk) must not lose the result.
+    print(table(result))
+    print(
+        f"best: --unsharp {_num(best['amount'])},{_num(best['sigma'])} "
+        f"({best['gain']:+.3f} dB over the blurry input, mean of {len(result['sets'])} sets)"
+    )
     if args.out is not None:
         try:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
         except OSError as exc:
             print(f"{p.prog}: error: cannot write {args.out}: {exc}", file=sys.stderr)
             return 1
-    best = result["settings"][0]
-    print(table(result))
-    print(
-        f"best: --unsharp {best['amount']:g},{best['sigma']:g} "
-        f"({best['gain']:+.3f} dB over the blurry input, mean of {len(result['sets'])} sets)"
-    )
     return 0
 
 
