@@ -1257,7 +1257,7 @@ def unique_labels(labels: list[str], taken: Sequence[str] = ()) -> list[str]:
 MAX_SIGMA = 100.0  # px: an unsharp mask's widest Gaussian (--unsharp)
 
 
-def _num(x: float) -> str:
+def plain_number(x: float) -> str:
     """``x`` as a label or option shows it: ``2`` for 2.0, every digit a float keeps
     (``:g``'s six made 0.1234567 and 0.1234568 one row)."""
     return repr(float(x)).removesuffix(".0")
@@ -1282,7 +1282,9 @@ def unsharp_setting(text: str) -> tuple[float, float]:
 def unsharp_baseline(amount: float, sigma: float) -> tuple[str, Runner]:
     """The unsharp mask at other settings than the engine's, as a row ``unsharp@AMOUNT,SIGMA``
     (``training.tune_unsharp`` finds the best on training data)."""
-    return f"unsharp@{_num(amount)},{_num(sigma)}", lambda x: unsharp_mask(x, amount, sigma)
+    return f"unsharp@{plain_number(amount)},{plain_number(sigma)}", lambda x: unsharp_mask(
+        x, amount, sigma
+    )
 
 
 def evaluate(

@@ -32,10 +32,10 @@ from training.evaluate import (
     MAX_SIGMA,
     RAW_DEFAULT_RANGE,
     Sample,
-    _num,
     check_windows,
     iter_samples,
     parse_data,
+    plain_number,
 )
 from training.metrics import PSNR_CAP, UNSHARP_AMOUNT, UNSHARP_SIGMA, unsharp_mask
 
@@ -112,7 +112,7 @@ def table(result: dict[str, Any], top: int = 10) -> str:
             else ""
         )
         lines.append(
-            f"| {_num(r['amount'])} | {_num(r['sigma'])}{mark} | {gains} | {r['gain']:+.3f} |"
+            f"| {plain_number(r['amount'])} | {plain_number(r['sigma'])}{mark} | {gains} | {r['gain']:+.3f} |"
         )
     return "\n".join(lines)
 
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     # Printed first: a write that fails (a full disk) must not lose the result.
     print(table(result))
     print(
-        f"best: --unsharp {_num(best['amount'])},{_num(best['sigma'])} "
+        f"best: --unsharp {plain_number(best['amount'])},{plain_number(best['sigma'])} "
         f"({best['gain']:+.3f} dB over the blurry input, mean of {len(result['sets'])} sets)"
     )
     if args.out is not None:
