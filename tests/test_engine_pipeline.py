@@ -1681,3 +1681,59 @@ def test_scaled_backend_follows_the_rate_it_is_told():
     scaled.follow_rate(float("nan"))
     scaled.follow_rate(0.0)
     assert scaled.budget_s == pytest.approx(0.09)
+
+
+@pytest.mark.parametrize(("strength", "want"), [(0.5, 150), (0.75, 175), (0.9, 190)])
+def test_every_strength_under_one_blends(tmp_path: Path, strength: float, want: int) -> None:
+    # The slider's upper half must still blend: a model's full output at 75 % left a person
+    # with no setting between "half" and "all of it".
+    rec = Recorder()
+    eng = Engine(open_source(still(tmp_path, 100), live=False), Constant(200), sinks=[rec])
+    eng.set_strength(strength)
+    eng.start()
+    assert eng.wait(5)
+    eng.stop()
+    assert abs(rec.values[0] - want) <= 1
+
+
+def test_a_failed_live_output_is_no_failure_of_the_run(tmp_path: Path) -> None:
+    # The app tells an error that ends the stream (Engine.failure) from one it goes on after:
+    # a virtual camera unplugged in a call must not read as the end of the call's video.
+    class Unplugged(Recorder):
+        def write(self, frame: Frame) -> None:
+            raise SinkError("virtual camera vanished")
+
+    seen: list[BaseException | None] = []
+    keep = Recorder()
+    src = open_source(still(tmp_path), live=True, fps=100)
+    eng = Engine(
+        src, Invert(), sinks=[Unplugged(), keep], on_error=lambda e: seen.append(eng.failure)
+    )
+    eng.start()
+    try:
+        assert wait_until(lambda: eng.failed_sinks)
+        n = len(keep.indices)
+        assert keep.wait_for(n + 3), "the stream goes on to the other outputs"
+        assert seen == [None] and eng.failure is None and eng.running
+    finally:
+        eng.stop()
+    assert eng.failure is None
+
+
+def test_an_offline_output_whose_write_failed_is_kept_as_incomplete(tmp_path: Path) -> None:
+    # A recording whose disk filled up half way was closed as if finished: a cut-off file under
+    # the output's name, where it is kept as incomplete.
+    class Broken(Aborting):
+        def write(self, frame: Frame) -> None:
+            if frame.index == 3:
+                raise SinkError("disk full")
+            super().write(frame)
+
+    src = open_source(stamped_video(tmp_path / "in.avi", 30), live=False)
+    sink = Broken()
+    eng = Engine(src, Invert(), sinks=[sink], live=False, on_error=lambda e: None)
+    eng.start()
+    assert eng.wait(10)
+    eng.stop()
+    assert sink.indices == [0, 1, 2]
+    assert sink.aborted == 1 and sink.closed == 0 and not eng.complete

@@ -221,3 +221,13 @@ def test_a_hiccup_early_in_a_stream_or_in_a_fast_one_is_no_burst(fps: float, at:
     # until the next gap.
     assert after[0] == 0.0 or after[0] > fps * 0.5, after
     assert all(rate > fps * 0.5 for rate in after[1:]), after
+
+
+@pytest.mark.parametrize("start", [0.0, 100.0, 12345.678])
+def test_the_first_rate_of_a_30_fps_camera_is_read_at_its_fourth_frame(start: float) -> None:
+    # Four frames at 30 fps span 3/30 s, which the clock's rounding makes 0.0999...: a strict
+    # "under 0.1 s" showed 0 fps for the first frames of every 30 fps camera.
+    r = _Rate(2.0)
+    for i in range(4):
+        r.add(start + i / FPS)
+    assert r.rate(r.times[-1]) == pytest.approx(FPS)

@@ -130,3 +130,39 @@ def test_ffmpeg_reads_the_rewritten_clock(x264_mp4: Path, tmp_path: Path) -> Non
     assert re.search(r"time_scale\s+[01]+ = 60$", trace, re.M), trace
     check = [_ffmpeg(), "-v", "error", "-i", str(path), "-f", "null", "-"]
     assert subprocess.run(check, capture_output=True, text=True).stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("what", "options"),
+    [
+        ("4:4:4", ["-pix_fmt", "yuv444p"]),  # High 4:4:4: chroma_format_idc 3, one more flag
+        ("4:2:2", ["-pix_fmt", "yuv422p"]),  # High 4:2:2: chroma_format_idc 2, no flag
+        ("anamorphic", ["-pix_fmt", "yuv420p", "-vf", "setsar=16:15"]),  # SAR not in the table
+    ],
+)
+def test_the_clock_is_found_after_every_field_before_it(
+    tmp_path: Path, what: str, options: list[str]
+) -> None:
+    # Read a field short or long, the clock was written over other bits of the SPS: a
+    # 4:4:4 or 4:2:2 clip, or an anamorphic one (its pixel aspect given as two 16-bit
+    # numbers), came out of a variable-rate recording with a header FFmpeg could not decode.
+    path = tmp_path / "a.mp4"
+    subprocess.run(
+        [_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+         "-frames:v", "2", "-c:v", "libx264", *options, str(path)],
+        check=True,
+    )  # fmt: skip
+    avcc = _avcc(path)
+    sps, _ = _sps_pps(avcc)
+    assert _clock(sps) == (1, 50, 0), what
+    edited = avcc_with_clock(avcc, 7, 150)
+    assert edited is not None and _clock(_sps_pps(edited)[0]) == (7, 150, 0)
+    out = tmp_path / "b.mp4"
+    out.write_bytes(path.read_bytes().replace(avcc, edited))
+    trace = subprocess.run(
+        [_ffmpeg(), "-hide_banner", "-i", str(out), "-c", "copy", "-bsf:v", "trace_headers",
+         "-f", "null", "-"],
+        capture_output=True, text=True, check=True,
+    ).stderr  # fmt: skip
+    assert re.search(r"num_units_in_tick\s+[01]+ = 7$", trace, re.M), trace
+    assert re.search(r"time_scale\s+[01]+ = 150$", trace, re.M), trace

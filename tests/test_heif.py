@@ -219,7 +219,9 @@ def test_an_ffmpeg_that_cannot_read_heif_is_passed_over_for_the_bundled_one(
 
 
 @posix_only
-@pytest.mark.parametrize(("h", "w", "tile"), [(151, 201, 0), (65, 129, 64), (3, 5, 0)])
+@pytest.mark.parametrize(
+    ("h", "w", "tile"), [(151, 201, 0), (65, 129, 64), (3, 5, 0), (150, 201, 0), (151, 200, 0)]
+)
 def test_an_odd_sized_heic_keeps_its_size(tmp_path: Path, h: int, w: int, tile: int) -> None:
     # An edited or cropped photo: FFmpeg crops 4:2:0 pictures to even sizes. An untiled one
     # lost its last row and column without a word, a tiled one was refused.
@@ -596,3 +598,72 @@ def test_a_deep_avif_is_read_at_its_levels_whatever_the_order_of_its_properties(
     reordered.write_bytes(bytes(data))
     assert heif_metadata(reordered).bits == 10
     assert _off(read_image(reordered), grey) < 3
+
+
+def _metadata_file(
+    path: Path, exif: bytes, *, iinf_version: int = 0, index_size: int = 0, spare: int = 0
+) -> Path:
+    """An HEIC of boxes alone whose EXIF item (item 2, describing item 1) lies in the meta
+    box's ``idat`` (construction method 1), read through an ``iloc`` of version 1 with
+    ``index_size``-byte extent indexes; its extent claims ``spare`` bytes more than ``idat``
+    holds."""
+    infe = b"".join(
+        _full_box(b"infe", i.to_bytes(2, "big") + bytes(2) + kind + b"\0", version=2)
+        for i, kind in [(1, b"hvc1"), (2, b"Exif")]
+    )
+    data = bytes(4) + exif  # the offset to the TIFF header, then the header
+    extent = bytes(index_size) + (0).to_bytes(4, "big") + (len(data) + spare).to_bytes(4, "big")
+    iloc = (
+        bytes([0x44, index_size])  # 4-byte offsets and lengths, no base offset
+        + (1).to_bytes(2, "big")  # one item
+        + (2).to_bytes(2, "big") + (1).to_bytes(2, "big")  # item 2, construction method 1
+        + bytes(2) + (1).to_bytes(2, "big") + extent  # data reference 0, one extent
+    )  # fmt: skip
+    meta = _full_box(
+        b"meta",
+        _full_box(b"hdlr", bytes(4) + b"pict" + bytes(13))
+        + _full_box(b"pitm", (1).to_bytes(2, "big"))
+        + _full_box(
+            b"iinf", (2).to_bytes(2 if iinf_version == 0 else 4, "big") + infe, iinf_version
+        )
+        + _full_box(b"iloc", iloc, version=1)
+        + _full_box(b"iref", _box(b"cdsc", (2).to_bytes(2, "big") + (1).to_bytes(2, "big") * 2))
+        + _box(b"idat", data),
+    )
+    path.write_bytes(_box(b"ftyp", b"heic" + bytes(4) + b"mif1heic") + meta)
+    return path
+
+
+@pytest.mark.parametrize(("iinf_version", "index_size"), [(0, 0), (1, 0), (0, 4)])
+def test_exif_kept_in_the_meta_box_is_read(
+    tmp_path: Path, iinf_version: int, index_size: int
+) -> None:
+    # Some writers keep a small EXIF block in the meta box itself (idat), not among the
+    # pictures; a version 1 iinf counts its items in 4 bytes, a version 1 iloc may number its
+    # extents: the photo's date and camera were lost from the output without a word.
+    exif = exif_block()
+    path = _metadata_file(
+        tmp_path / "p.heic", exif, iinf_version=iinf_version, index_size=index_size
+    )
+    got = heif_metadata(path).exif
+    assert got == exif and exif_tags(got)[DATE_TAKEN] == b"2021:07:04 10:11:12"
+    # An extent that runs past the idat is damage: no EXIF rather than a piece of one.
+    assert heif_metadata(_metadata_file(tmp_path / "cut.heic", exif, spare=10)).exif is None
+
+
+def test_a_heic_with_an_unknown_matrix_is_tagged_bt2020_for_its_tone_mapping() -> None:
+    # A camera's HLG HIF that leaves its matrix unspecified: "unknown" went to zscale, which
+    # refuses a conversion from it, and the photo came out with its colours off.
+    line = "Stream #0:0: Video: hevc (Main 10), yuv420p10le(tv, unknown/bt2020/arib-std-b67), 64x48"
+    assert engine.heif._tags(line) == (
+        "setparams=range=tv:colorspace=bt2020nc:color_primaries=bt2020:color_trc=arib-std-b67,"
+    )
+
+
+def test_an_avif_upside_down_is_turned_by_ffmpeg(tmp_path: Path) -> None:
+    # A half turn (irot 2) is a rotation too: only quarter turns were, and OpenCV gave a
+    # phone's upside-down AVIF upside down.
+    rgb = photo(128, 192)
+    _avif(tmp_path / "p.avif", rgb, exif=exif_block(orientation=3))
+    assert heif_metadata(tmp_path / "p.avif").transformed
+    assert _off(read_image(tmp_path / "p.avif"), np.rot90(rgb, 2)) < 3

@@ -384,3 +384,79 @@ def test_the_walk_gives_a_box_cut_off_by_the_end_before_it_fails() -> None:
     with pytest.raises(ValueError, match="too many"):
         list(walk_top_level_boxes(io.BytesIO(many), len(many), limit=10))
     assert len(list(walk_top_level_boxes(io.BytesIO(many), len(many), limit=50))) == 50
+
+
+def _tiles(buf: bytes, start: int, end: int) -> None:
+    """Walk every box of a moov as :func:`moov_with` lays it out, down to the chunk offsets:
+    ValueError where a box's size is not what it holds."""
+    from engine.mp4 import _TO_CHUNK_OFFSETS, boxes
+
+    for pos, size, kind in boxes(buf, start, end):
+        if kind in _TO_CHUNK_OFFSETS:
+            _tiles(buf, pos + 8, pos + size)
+        elif kind in (b"stco", b"co64"):
+            (n,) = struct.unpack_from(">I", buf, pos + 12)
+            assert size == 16 + n * (4 if kind == b"stco" else 8), kind
+
+
+def test_an_index_widened_past_4_gib_is_whole_box_by_box() -> None:
+    # A co64 made from an stco told 8 bytes less than it holds: players read the file's index
+    # as broken (a recording over 4 GiB that no longer opened). An offset that lands on 4 GiB
+    # exactly no longer fits in 32 bits either: such a file was left with its index last.
+    lo, hi = 1000, (1 << 32) + 5000
+    moov = moov_with(chunk_offsets(b"stco", [lo + 8, (1 << 32) - 100]))
+    moved = moov_first(moov, lo, hi)
+    _tiles(moved, 0, len(moved))
+    edge = moov_with(chunk_offsets(b"stco", [lo + 8, 0]))
+    edge = moov_with(chunk_offsets(b"stco", [lo + 8, (1 << 32) - len(edge)]))
+    moved = moov_first(edge, lo, hi)
+    _tiles(moved, 0, len(moved))
+    assert offsets_in(moved) == [
+        (b"co64", [lo + 8 + len(moved), (1 << 32) - len(edge) + len(moved)])
+    ]
+
+
+def test_a_moov_whose_box_runs_past_its_end_is_refused() -> None:
+    # A damaged index, its boxes cut short, was rewritten as if whole and put in front of the
+    # frames: the copy was a file no player opened, in place of one that had played.
+    moov = bytearray(moov_with(chunk_offsets(b"stco", [1008])))
+    at = moov.index(b"mvhd") - 4
+    moov[at : at + 4] = (len(moov) + 50).to_bytes(4, "big")
+    with pytest.raises(ValueError):
+        moov_first(bytes(moov), 1000, 2000)
+
+
+def test_an_index_between_frames_or_two_indexes_are_left_as_they_were(tmp_path: Path) -> None:
+    # Neither is a writer's layout; moved, the first kept a second copy of itself among the
+    # frames, and the second lost one of the two indexes without a word.
+    ftyp = box(b"ftyp", b"isom" + bytes(4) + b"isommp41")
+    lo = len(ftyp)
+    mdat = box(b"mdat", bytes(200))
+    moov = moov_with(chunk_offsets(b"stco", [lo + 8]))
+    for name, data in [
+        ("between.mp4", ftyp + mdat + moov + mdat),
+        ("two.mp4", ftyp + mdat + moov + moov),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(data)
+        assert not faststart(path), name
+        assert path.read_bytes() == data, name
+    # The same file with one index at its end is moved.
+    path = tmp_path / "one.mp4"
+    path.write_bytes(ftyp + mdat + moov)
+    assert faststart(path)
+    assert path.read_bytes().startswith(ftyp + moov_first(moov, lo, lo + len(mdat)))
+
+
+def test_the_walk_takes_a_box_to_the_end_and_a_box_cut_by_a_byte() -> None:
+    # A size of 0 is "to the end of the file" (a camera's mdat, written before its length was
+    # known); and a last box one byte short is cut off all the same.
+    from engine.mp4 import walk_top_level_boxes
+
+    head = box(b"ftyp", bytes(8))
+    data = head + struct.pack(">I4s", 0, b"mdat") + bytes(30)
+    found = list(walk_top_level_boxes(io.BytesIO(data), len(data)))
+    assert found == [(0, len(head), b"ftyp"), (len(head), len(data) - len(head), b"mdat")]
+    cut = head + box(b"moov", bytes(40))[:-1]
+    with pytest.raises(ValueError, match="past the end"):
+        list(walk_top_level_boxes(io.BytesIO(cut), len(cut)))
