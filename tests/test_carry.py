@@ -422,6 +422,28 @@ def test_pack_command_line_adds_up_what_travels(
         carry.main()
 
 
+def test_the_pack_verdict_weighs_the_limit_to_the_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A pack a little over the 64 MiB must say so: "fits" sent a call the machine refuses.
+    shared = _fake_shared(tmp_path / "shared")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    monkeypatch.chdir(repo)
+    argv = ["carry", "pack", "--shared", str(shared), "--out", "data_cache", "--codec", "mjpg"]
+    monkeypatch.setattr(sys, "argv", argv)
+    carry.main()
+    capsys.readouterr()
+    total = sum(carry.travel_sizes(Path("data_cache"), Path("."), (Path(".whl"),)).values())
+    monkeypatch.setattr(carry, "LIMIT", total)  # exactly the limit: it fits
+    carry.main()
+    assert "in all, of" in (out := capsys.readouterr().out) and ": fits" in out
+    monkeypatch.setattr(carry, "LIMIT", total - 1)  # one byte over
+    carry.main()
+    assert "OVER the limit" in capsys.readouterr().out
+
+
 def test_gpu_session_needs_no_wheels_to_benchmark_and_stubs_kornia_rs() -> None:
     # A benchmark-only call (NAMES=) carries no .whl: the install must not run (its glob would
     # fail and end the call before the benchmarks). Without the 5.3 MB kornia_rs wheel, a stub.

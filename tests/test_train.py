@@ -100,6 +100,22 @@ def test_a_min_lr_above_lr_never_raises_the_rate() -> None:
     assert [lr_factor(s, cfg) for s in (0, 10, 19, 20, 100)] == [1.0] * 5
 
 
+def test_the_cosine_stays_at_its_floor_past_its_last_step() -> None:
+    # A run resumed with fewer steps_per_epoch is past the schedule's end: without the clamp
+    # the cosine climbed back towards lr (at twice its length it was at lr again).
+    cfg = load_config(
+        None,
+        [
+            "--lr=0.01",
+            "--min_lr=0.001",
+            "--warmup_steps=10",
+            "--steps_per_epoch=10",
+            "--stages=[{patch: 64, epochs: 11, batch: 1}]",
+        ],
+    )
+    assert [lr_factor(s, cfg) for s in (110, 111, 150, 210, 1000)] == pytest.approx([0.1] * 5)
+
+
 def test_plateau_scheduler_keeps_the_warm_up(synth: dict[str, Path], tmp_path: Path) -> None:
     cfg = _tiny(
         synth,
@@ -162,6 +178,20 @@ def test_a_plateau_run_resumed_with_another_lr_scales_the_rate_it_reached(
     assert rows[-1]["lr"] == pytest.approx(0.0005)
 
 
+def test_a_plateau_resume_under_a_lower_lr_never_goes_below_min_lr() -> None:
+    from training.train import _apply_optimiser_settings
+
+    # The plateau's rate reached (0.005 of lr 0.01) scaled to a resume's --lr=0.001 is 0.0005:
+    # under the config's min_lr, a floor ReduceLROnPlateau itself never crosses.
+    cfg = load_config(None, ["--scheduler=plateau", "--lr=0.001", "--min_lr=0.0008"])
+    param = nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=0.005)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max")
+    _apply_optimiser_settings(optimizer, scheduler, cfg, global_step=100, saved_lr=0.01)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0008)
+    assert scheduler.min_lrs == [0.0008]
+
+
 def test_a_resumed_run_that_stopped_early_stays_stopped(
     synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -180,6 +210,47 @@ def test_a_resumed_run_that_stopped_early_stays_stopped(
     assert (
         (after["epoch"], after["global_step"]) == (before["epoch"], before["global_step"]) == (2, 6)
     )
+
+
+def test_a_better_validation_starts_the_early_stop_count_again(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # early_stop counts validations without a better PSNR since the best one: counted since
+    # the start, a run that kept improving every other validation stopped half-way.
+    scores = iter([20.0, 19.0, 21.0, 20.0, 22.0])
+    monkeypatch.setattr(
+        T, "validate", lambda *a: {"val_psnr": next(scores), "blurry_psnr": 18.0,
+                                   "val_ssim": 0.9, "blurry_ssim": 0.8},
+    )  # fmt: skip
+    run = tmp_path / "es"
+    out = train(_tiny(synth, run, "--early_stop=2", "--stages=[{patch: 32, epochs: 5, batch: 1}]"))
+    assert out["stopped"] == "finished" and len(out["epochs"]) == 5
+    best = load_checkpoint(run / "best.pt")
+    assert (best["epoch"], best["best_psnr"], best["bad_epochs"]) == (5, 22.0, 0)
+
+
+def test_the_last_epoch_is_validated_and_saved_whatever_val_every_and_ckpt_every(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # 3 epochs with val_every=2 and ckpt_every=2: the run's end is epoch 3. Left unvalidated,
+    # its best.pt was epoch 2's; left unsaved, last.pt missed the final epoch's training.
+    scores = iter([20.0, 21.0])
+    monkeypatch.setattr(
+        T, "validate", lambda *a: {"val_psnr": next(scores), "blurry_psnr": 18.0,
+                                   "val_ssim": 0.9, "blurry_ssim": 0.8},
+    )  # fmt: skip
+    run = tmp_path / "every"
+    args = ("--val_every=2", "--ckpt_every=2", "--stages=[{patch: 32, epochs: 3, batch: 1}]")
+    rows = train(_tiny(synth, run, *args))["epochs"]
+    assert ["val_psnr" in r for r in rows] == [False, True, True]
+    assert rows[-1]["val_psnr"] == 21.0
+    last, best = load_checkpoint(run / "last.pt"), load_checkpoint(run / "best.pt")
+    assert (last["epoch"], last["global_step"]) == (3, 9)
+    assert (best["epoch"], best["best_psnr"]) == (3, 21.0)
 
 
 def test_a_resume_on_another_validation_set_starts_its_best_score_again(
@@ -394,6 +465,20 @@ def test_a_fresh_run_moves_an_earlier_runs_checkpoints_aside(
     assert (out / "previous_1" / "best.pt").read_bytes() == old["best.pt"]
 
 
+def test_a_run_folder_holding_only_its_config_is_not_moved_aside(tmp_path: Path) -> None:
+    from training.train import move_aside_previous_run
+
+    # A set-up that failed (a mistyped path) leaves its config.yaml alone: each retry moved it
+    # into a previous_N of its own, burying a real earlier run among config-only folders.
+    (tmp_path / "config.yaml").write_text("lr: 0.001\n")
+    assert move_aside_previous_run(tmp_path) is None
+    assert (tmp_path / "config.yaml").is_file() and not list(tmp_path.glob("previous_*"))
+    (tmp_path / "log.csv").write_text("epoch\n1\n")
+    moved = move_aside_previous_run(tmp_path)
+    assert moved == tmp_path / "previous_1"
+    assert sorted(p.name for p in moved.iterdir()) == ["config.yaml", "log.csv"]
+
+
 def test_init_from_the_out_dirs_own_checkpoint_reads_it_before_moving_it(
     synth: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -596,6 +681,63 @@ def test_ema_run_resumes_exactly_and_keeps_both_weights(
     off = train(_tiny(synth, tmp_path / "off"))
     assert off["steps"] == full["steps"]  # the average does not touch training
     assert "model_raw" not in load_checkpoint(tmp_path / "off" / "last.pt")
+
+
+def test_the_ema_follows_every_step_with_its_count(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # Never called, the "model" saved and validated stayed the initial weights; called with
+    # another step count, its ramp (d = (1 + step) / (10 + step)) was skipped or repeated.
+    calls: list[tuple[float, int, bool]] = []
+
+    def spy(ema: nn.Module, model: nn.Module, decay: float, step: int) -> None:
+        calls.append((decay, step, ema is model))
+        update_ema(ema, model, decay, step)
+
+    monkeypatch.setattr(T, "update_ema", spy)
+    train(_tiny(synth, tmp_path / "ema", "--ema=0.9"))
+    assert calls == [(0.9, step, False) for step in range(6)]
+
+
+def test_grad_clip_bounds_every_step_at_its_value(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # grad_clip is what keeps a bad batch from throwing the student off: a clip left out, or
+    # at another norm, trained on without a sign.
+    clip = torch.nn.utils.clip_grad_norm_
+    seen: list[tuple[float, float]] = []
+
+    def spy(params: object, max_norm: float, *args: object, **kwargs: object) -> torch.Tensor:
+        params = list(params)  # type: ignore[call-overload]
+        norm = clip(params, max_norm, *args, **kwargs)
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        seen.append((max_norm, float(after)))
+        return norm
+
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", spy)
+    train(_tiny(synth, tmp_path / "clip", "--grad_clip=0.001"))
+    assert [m for m, _ in seen] == [0.001] * 6
+    assert all(after <= 0.001 * 1.001 for _, after in seen)
+    seen.clear()
+    train(_tiny(synth, tmp_path / "off", "--grad_clip=0"))
+    assert seen == []  # 0 = off
+
+
+def test_validation_scores_are_the_mean_over_its_images() -> None:
+    from training.train import validate
+
+    # Summed instead of averaged, the logged PSNR grew with val_count (60 dB for two images of
+    # 20 and 40 dB), and a resume with another val_count compared sums of different lengths.
+    sharp = np.full((32, 32, 3), 0.5, np.float32)
+    val = [(sharp + 0.1, sharp, "a"), (sharp + 0.01, sharp, "b")]
+    model = nn.Identity().train()
+    scores = validate(model, val, torch.device("cpu"))
+    assert scores["val_psnr"] == pytest.approx(30.0, abs=1e-3)
+    assert scores["blurry_psnr"] == pytest.approx(30.0, abs=1e-3)
+    assert 0.0 < scores["val_ssim"] <= 1.0
+    assert model.training  # put back in training mode
 
 
 def test_device_share_of_a_batch() -> None:
