@@ -906,9 +906,13 @@ def test_auto_goes_on_to_the_cpu_student_when_only_the_gpu_student_is_damaged(
         be = create_backend("auto", device="auto")
     assert be.model.path.name == "student_fast.onnx"
     be.close()
-    # Asked for the GPU only, or for that file: still refused.
-    with pytest.raises(ModelIntegrityError):
-        create_backend("auto", device="gpu")
+    # Asked for the GPU only, or for that file: still refused, and with no word of a CPU
+    # student that will not be tried (it said "trying the CPU student", then refused).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelIntegrityError):
+            create_backend("auto", device="gpu")
+    assert not [w for w in caught if "CPU student" in str(w.message)]
     with pytest.raises(ModelIntegrityError):
         create_backend("auto", model=tmp_path / "student.onnx")
 
@@ -1059,13 +1063,14 @@ def test_model_without_manifest_warns(tmp_path):
 
 
 def _bad_model(path: Path, problem: str) -> Path:
-    """`make_bad_onnx_model`, plus ``batch2`` (`(2, 3, H, W)` both ends) and ``uint8_input`` /
-    ``int64_input`` (integer `(1, 3, H, W)` in, cast to a float32 `(1, 3, H, W)` out)."""
+    """`make_bad_onnx_model`, plus ``batch2`` (`(2, 3, H, W)` both ends), ``grey`` (`(1, 1, H,
+    W)` both ends) and ``uint8_input`` / ``int64_input`` (integer `(1, 3, H, W)` in, cast to a
+    float32 `(1, 3, H, W)` out)."""
     from contract_models import _save_onnx
     from onnx import TensorProto, helper
 
-    if problem == "batch2":
-        shape = [2, 3, "H", "W"]
+    if problem in ("batch2", "grey"):
+        shape = [2, 3, "H", "W"] if problem == "batch2" else [1, 1, "H", "W"]
         nodes = [helper.make_node("Identity", ["input"], ["output"])]
         elem = TensorProto.FLOAT
     elif problem in ("uint8_input", "int64_input"):
@@ -1096,6 +1101,9 @@ def _bad_model(path: Path, problem: str) -> Path:
         ("batch2", "input 'input' must have batch 1 (1, 3, H, W), got (2, 3, "),
         ("uint8_input", "input 'input' must be float32 or float16, got "),
         ("int64_input", "input 'input' must be float32 or float16, got "),
+        # Fewer channels than 3 (a greyscale model) loaded, and failed the first frame with
+        # the runtime's message about a dimension.
+        ("grey", "input 'input' must have 3 channels (1, 3, H, W), got (1, 1, "),
     ],
 )
 def test_contract_violations_are_refused(tmp_path, name, problem, message):
@@ -2061,3 +2069,143 @@ def test_physical_cores_are_not_guessed_from_the_logical_count_off_linux(monkeyp
     monkeypatch.undo()
     if hasattr(os, "sched_getaffinity"):  # Linux: counted, within the CPUs allowed
         assert 1 <= backends.physical_cores() <= len(os.sched_getaffinity(0))
+
+
+# --------------------------------------------------------------------------- what the runtimes are told
+
+
+def _recording_sessions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """ONNX Runtime lists CUDA; each session records the providers it was asked for (and runs
+    on the CPU: no GPU here)."""
+    import onnxruntime as ort
+
+    asked: list[list[str]] = []
+    real = ort.InferenceSession
+
+    class Recording(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str, sess_options: object = None, **kw: object) -> None:
+            asked.append([p if isinstance(p, str) else p[0] for p in kw["providers"]])
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    monkeypatch.setattr(ort, "InferenceSession", Recording)
+    return asked
+
+
+def test_device_cpu_asks_onnx_runtime_for_the_cpu_only(
+    models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --device cpu on a machine with onnxruntime-gpu: CUDA (or TensorRT) would still be asked
+    # for first, and the model ran on the GPU the user had kept free.
+    asked = _recording_sessions(monkeypatch)
+    OnnxBackend(model=models["conv.onnx"], device="cpu").close()
+    create_backend("onnx", model=models["conv.onnx"], device="cpu").close()
+    assert asked == [["CPUExecutionProvider"], ["CPUExecutionProvider"]]
+
+
+@pytest.mark.parametrize("name", ["auto", "onnx"])
+def test_device_cuda_runs_the_gpu_student_like_device_gpu(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # `--device cuda` is a name for the GPU: `auto` said no backend could run on it, and
+    # `--backend onnx` ran the CPU student on the GPU instead of the GPU student.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    _students(tmp_path)
+    _cuda_comes_up(monkeypatch)
+    be = create_backend(name, device="cuda")
+    assert be.model.path.name == "student.onnx"
+    assert be.provider == "ONNX Runtime · CUDAExecutionProvider"
+    be.close()
+
+
+def test_onnx_runtime_gets_the_threads_asked_for_and_does_not_spin(models: dict) -> None:
+    # `--threads 1` was ignored (the session took every core), and a session spinning after
+    # each run took the cycles the capture and sink threads need on a small CPU.
+    be = OnnxBackend(model=models["conv.onnx"], device="cpu", threads=1)
+    so = be._session.get_session_options()
+    assert so.intra_op_num_threads == 1
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    be.close()
+
+
+@needs_openvino
+def test_openvino_gets_the_precision_and_threads_asked_for(
+    models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `--precision f32` on a bf16 CPU (or `--threads`) was not passed on: OpenVINO ran its own
+    # choice, and the bench row labelled f32 timed bf16.
+    real = backends._ov_core()
+    configs: list[dict] = []
+
+    class Core:
+        def compile_model(self, model: object, device: str, config: dict) -> object:
+            configs.append(dict(config))
+            return real.compile_model(model, device, config)
+
+        def __getattr__(self, item: str) -> object:
+            return getattr(real, item)
+
+    monkeypatch.setattr(backends, "_ov_core", Core)
+    be = create_backend("openvino", model=models["conv.onnx"], precision="f32", threads=1)
+    assert configs and all(
+        c.get("INFERENCE_PRECISION_HINT") == "f32" and c.get("INFERENCE_NUM_THREADS") == 1
+        for c in configs
+    )
+    be.close()
+
+
+def test_onnx_runtime_threads_stay_within_the_cpus_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A container allowed 2 CPUs of a 16-core host: psutil counts the host's 16 cores, and
+    # ONNX Runtime ran 16 threads on 2 CPUs (several times slower than 2 threads).
+    import types
+
+    monkeypatch.setitem(sys.modules, "psutil", types.SimpleNamespace(cpu_count=lambda logical: 16))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert backends.physical_cores() == 2
+
+
+@needs_torch
+def test_torch_rounds_and_saturates_its_output_like_the_other_backends(tmp_path: Path) -> None:
+    # The torch backend truncated (a whole frame one level darker than ONNX Runtime's) or,
+    # unclamped, wrapped an output above 1.0 round to 0: white highlights came out black.
+    import torch
+
+    class Brighter(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + 0.7 / 255.0
+
+    path = tmp_path / "brighter.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Brighter()).save(str(path))
+    write_manifest(tmp_path, [path.name])
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    rgb = np.ascontiguousarray(np.stack([levels] * 3, -1))
+    be = create_backend("torch", model=path, device="cpu")
+    want = np.minimum(rgb.astype(np.int16) + 1, 255).astype(np.uint8)
+    np.testing.assert_array_equal(be.process(rgb), want)
+    be.close()
+
+
+@needs_openvino
+def test_an_operation_openvino_cannot_convert_is_named_in_one_line(tmp_path: Path) -> None:
+    # OpenVINO's message began with the C++ file it passed through ("Exception from
+    # src/inference/src/cpp/core.cpp:84:"), above the line that names the operation.
+    import onnx
+    from onnx import TensorProto, helper
+
+    vi = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 3, "H", "W"]) for n in "io"]
+    node = helper.make_node("Sharpen", ["i"], ["o"], domain="com.example")
+    graph = helper.make_graph([node], "custom", vi[:1], vi[1:])
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)]
+    path = tmp_path / "custom.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend("openvino", model=path)
+    msg = str(info.value)
+    assert msg.startswith(f"cannot load model {path}: ") and "\n" not in msg
+    assert "com.example.Sharpen" in msg and "Exception from" not in msg
