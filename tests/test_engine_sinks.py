@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -797,7 +798,10 @@ def _without_root_powers() -> list[str] | None:
     return prefix if probe.returncode == 0 else None
 
 
-def test_a_video_in_a_read_only_folder_says_so_for_real(tmp_path):
+def _opened_without_root_powers(tmp_path: Path, opening: str) -> tuple[Path, Callable[[Path], str]]:
+    """A read-only folder, and ``open(target)``: what a process that root's powers do not let
+    write there prints running ``opening`` (a sink made on ``sys.argv[1]``), "opened" or the
+    SinkError's text, with its stderr after it."""
     prefix = _without_root_powers()
     if prefix is None:
         pytest.skip("cannot run a process that root's powers do not let write anywhere")
@@ -806,24 +810,37 @@ def test_a_video_in_a_read_only_folder_says_so_for_real(tmp_path):
     folder.chmod(0o555)
     code = (
         "import sys\n"
-        "from engine.sinks import SinkError, VideoFileSink\n"
+        "from engine.sinks import ImageSink, SinkError, VideoFileSink\n"
         "try:\n"
-        "    VideoFileSink(path=sys.argv[1], size=(32, 24))\n"
+        f"    {opening}\n"
+        "    print('opened')\n"
         "except SinkError as exc:\n"
         "    print(exc)\n"
     )
     repo = Path(__file__).resolve().parents[1]
-    for target, needle in [
-        (folder / "out.mp4", f"no permission to write in folder {folder}"),
-        (folder / "sub" / "out.mp4", f"cannot create folder {folder / 'sub'}: Permission denied"),
-    ]:
+
+    def open_(target: Path) -> str:
         proc = subprocess.run(
             [*prefix, sys.executable, "-c", code, str(target)],
             cwd=repo,
             capture_output=True,
             text=True,
         )
-        assert needle in proc.stdout and "codec" not in proc.stdout, proc.stdout + proc.stderr
+        return proc.stdout + proc.stderr
+
+    return folder, open_
+
+
+def test_a_video_in_a_read_only_folder_says_so_for_real(tmp_path):
+    folder, open_ = _opened_without_root_powers(
+        tmp_path, "VideoFileSink(path=sys.argv[1], size=(32, 24))"
+    )
+    for target, needle in [
+        (folder / "out.mp4", f"no permission to write in folder {folder}"),
+        (folder / "sub" / "out.mp4", f"cannot create folder {folder / 'sub'}: Permission denied"),
+    ]:
+        said = open_(target)
+        assert needle in said and "codec" not in said, said
     assert list(folder.iterdir()) == []
 
 
@@ -2541,31 +2558,11 @@ def test_an_aborted_avi_holding_only_junk_is_not_kept_and_says_so(tmp_path, monk
 
 def test_an_image_output_in_a_read_only_folder_is_refused_before_any_frame(tmp_path):
     # A folder it may not write in failed only at the first frame, once the model had run.
-    prefix = _without_root_powers()
-    if prefix is None:
-        pytest.skip("cannot run a process that root's powers do not let write anywhere")
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o555)
-    code = (
-        "import sys\n"
-        "from engine.sinks import ImageSink, SinkError\n"
-        "try:\n"
-        "    ImageSink(path=sys.argv[1])\n"
-        "    print('opened')\n"
-        "except SinkError as exc:\n"
-        "    print(exc)\n"
-    )
-    repo = Path(__file__).resolve().parents[1]
+    folder, open_ = _opened_without_root_powers(tmp_path, "ImageSink(path=sys.argv[1])")
     for target in (folder, folder / "still.png"):
-        proc = subprocess.run(
-            [*prefix, sys.executable, "-c", code, str(target)],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-        )
+        said = open_(target)
         needle = f"cannot write {target}: no permission to write in folder {folder}"
-        assert needle in proc.stdout, proc.stdout + proc.stderr
+        assert needle in said and "opened" not in said, said
     assert list(folder.iterdir()) == []
 
 
