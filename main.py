@@ -1392,6 +1392,14 @@ def _run_stream(
                 f"{stats.frames_in} could be decoded (damaged or truncated, or a count the "
                 "container only estimates)"
             )
+        if getattr(source, "fell_behind", False) and not virtual:
+            # Every frame read is shown, so a file read slower than its rate (a 4K HEVC clip
+            # on two cores) was recorded in slow motion, with each frame repeated, unsaid.
+            _eprint(
+                f"{PROG}: note: {args.source} could not be read at its {source.fps:g} fps "
+                f"here, so {args.output} plays it slower; `{PROG} process` converts a file "
+                "frame for frame at its own rate"
+            )
         ended = source_ended_at - t0 if source_ended_at is not None else None
         # Not for a source that lasts as long as --duration (a 1 s clip, --duration 1): the
         # end and the deadline land within a frame or two of each other.

@@ -660,6 +660,9 @@ class Engine:
             stall = self._stall()
             if stall is not None:
                 warnings.append(stall)
+        behind = getattr(self.source, "falling_behind", None)
+        if isinstance(behind, str) and behind and self.live and self._running:
+            warnings.append(behind)
         return self._stats.snapshot(
             mode="live" if self.live else "offline",
             running=self.running,

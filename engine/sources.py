@@ -14,6 +14,7 @@ as fast as they are read. The pipeline calls ``read()`` from its capture thread 
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import itertools
 import logging
@@ -166,6 +167,36 @@ class _SourceBase:
         self._next_index = 0
         self.reconnects = 0
         self.last_wait_s = 0.0
+        #: Whether :attr:`falling_behind` ever had a warning to give; kept once set.
+        self.fell_behind = False
+
+    @property
+    def falling_behind(self) -> str | None:
+        """While a live file cannot be read at its own rate (a 4K HEVC clip, a folder of large
+        photos on two cores), the warning that it plays slower than it should; None otherwise
+        (and always for offline sources and cameras). Nothing is skipped to keep up (see
+        :class:`VideoFileSource`): the virtual camera, and a recording of it, are in slow motion.
+        """
+        pacer: _Pacer | None = getattr(self, "_pacer", None)
+        if pacer is None or not pacer.behind():
+            return None
+        return self._behind_warning()
+
+    def _behind_warning(self) -> str | None:
+        return None  # a repeated still image: nothing plays slower
+
+    def _pace(self) -> bool:
+        """Wait for the next frame's turn (live sources); False when interrupted meanwhile."""
+        pacer: _Pacer | None = getattr(self, "_pacer", None)
+        if pacer is None:
+            return True
+        waited = pacer.wait()
+        if waited is None:
+            return False
+        self.last_wait_s = waited
+        if pacer.behind() and self._behind_warning() is not None:
+            self.fell_behind = True
+        return True
 
     def _emit(self, image: np.ndarray, t_capture: float) -> Frame:
         frame = Frame(image=image, index=self._next_index, t_capture=t_capture)
@@ -198,11 +229,19 @@ class _SourceBase:
         return f"<{type(self).__name__} {self.describe()}>"  # type: ignore[attr-defined]
 
 
+#: A paced source whose schedule restarted this many times within BEHIND_WINDOW_S is said to
+#: fall behind its rate: one stall (the machine busy for a moment) restarts it once, a file
+#: decoded at half its rate every few frames, one 8 % slow every few seconds.
+BEHIND_RESTARTS = 3
+BEHIND_WINDOW_S = 10.0
+
+
 class _Pacer:
     """Releases one frame per period against the wall clock; waits are interruptible.
 
     Falling behind (a slow disk, a stalled machine) does not cause a burst of catch-up frames:
-    after more than ``max_lag_s`` late the schedule restarts from now.
+    after more than ``max_lag_s`` late the schedule restarts from now. Restarting again and
+    again (:meth:`behind`) means the frames cannot be produced at the rate: they play slower.
     """
 
     def __init__(self, fps: float, interrupt: threading.Event, max_lag_s: float = 0.25):
@@ -210,6 +249,15 @@ class _Pacer:
         self._interrupt = interrupt
         self._max_lag = max_lag_s
         self._due: float | None = None
+        self._restarts: collections.deque[float] = collections.deque(maxlen=BEHIND_RESTARTS)
+
+    def behind(self, now: float | None = None) -> bool:
+        """Whether the schedule restarted :data:`BEHIND_RESTARTS` times in the last
+        :data:`BEHIND_WINDOW_S` seconds (``now``: ``time.perf_counter()`` by default)."""
+        now = time.perf_counter() if now is None else now
+        return len(self._restarts) == BEHIND_RESTARTS and now - self._restarts[0] <= (
+            BEHIND_WINDOW_S
+        )
 
     def wait(self) -> float | None:
         """Block until the next frame is due; seconds waited, or None when interrupted."""
@@ -222,6 +270,7 @@ class _Pacer:
                 return None
         elif -delay > self._max_lag:
             self._due = now
+            self._restarts.append(now)
         self._due += self.period
         return max(delay, 0.0)
 
@@ -1781,11 +1830,8 @@ class VideoFileSource(_SourceBase):
         self.last_wait_s = 0.0
         if self._interrupt.is_set() or self._closed:
             return None
-        if self._pacer is not None:
-            waited = self._pacer.wait()
-            if waited is None:
-                return None
-            self.last_wait_s = waited
+        if not self._pace():
+            return None
         img = self._decode()
         if img is None:
             return None
@@ -1797,6 +1843,11 @@ class VideoFileSource(_SourceBase):
         if self._resize is not None:
             rgb = fit_to(rgb, self._resize)
         return self._emit(rgb, time.perf_counter())
+
+    def _behind_warning(self) -> str | None:
+        return (
+            f"{self.path.name} cannot be decoded at its {self.fps:g} fps: it plays in slow motion"
+        )
 
     def _release(self) -> None:
         self._cap.release()
@@ -1844,14 +1895,10 @@ class ImageSource(_SourceBase):
         self.last_wait_s = 0.0
         if self._interrupt.is_set() or self._closed:
             return None
-        if self._pacer is None:
-            if self._next_index >= 1:
-                return None
-        else:
-            waited = self._pacer.wait()
-            if waited is None:
-                return None
-            self.last_wait_s = waited
+        if self._pacer is None and self._next_index >= 1:
+            return None
+        if not self._pace():
+            return None
         return self._emit(self._image, time.perf_counter())
 
     def describe(self) -> str:
@@ -1987,11 +2034,8 @@ class ImageFolderSource(_SourceBase):
             if not self._loop:
                 return None
             self._next_pass()
-        if self._pacer is not None:
-            waited = self._pacer.wait()
-            if waited is None:
-                return None
-            self.last_wait_s = waited
+        if not self._pace():
+            return None
         if self._first is not None:
             image, self._first = self._first, None
         else:
@@ -2009,6 +2053,12 @@ class ImageFolderSource(_SourceBase):
             self.frame_files.append(self.files[self._pos])
         self._pos += 1
         return self._emit(image, time.perf_counter())
+
+    def _behind_warning(self) -> str | None:
+        return (
+            f"the images in {self.path.name} cannot be read at {self.fps:g} a second: "
+            "they play slower"
+        )
 
     def describe(self) -> str:
         return f"folder {self.path.name} · {len(self.files)} images · first {self.size[0]}x{self.size[1]}"

@@ -3581,6 +3581,39 @@ def test_run_of_a_video_that_stops_decoding_early_warns_as_process_does(
     assert code == 0 and "could be decoded" not in err, err
 
 
+def test_run_of_a_video_read_slower_than_its_rate_says_it_plays_in_slow_motion(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 4K HEVC clip decoded at half its rate on two cores was recorded in slow motion, each
+    # frame repeated, and neither the status line nor the end said a word.
+    from engine.sources import VideoFileSource
+
+    out = tmp_path / "live.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 0 and "slow" not in err, err  # read at its rate: nothing to say
+
+    real_decode = VideoFileSource._decode
+
+    def slow_decode(self: VideoFileSource) -> Any:
+        time.sleep(0.1)  # three times a 30 fps frame's period
+        return real_decode(self)
+
+    monkeypatch.setattr(VideoFileSource, "_decode", slow_decode)
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "warning: stamped.avi cannot be decoded at its 30 fps: it plays in slow motion" in err
+    assert (
+        f"note: {clip} could not be read at its 30 fps here, so {out} plays it slower; "
+        "`sharpcam process` converts a file frame for frame at its own rate" in err
+    ), err
+    # What it says is so: the recording lasts longer than the clip, its frames repeated.
+    stamps = [read_stamp(f) for f in read_video(out)]
+    assert len(stamps) > 1.5 * 24 and sorted(set(stamps)) == list(range(24))
+
+
 class _ClosedPipe(io.StringIO):
     """stderr whose reader went away (`2>&1 | head -1`) after its first line."""
 

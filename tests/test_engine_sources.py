@@ -1583,6 +1583,78 @@ def test_the_pacer_restarts_its_schedule_after_falling_far_behind():
     assert time.perf_counter() - t0 >= 0.015  # paced (3 periods: 30 ms), not all at once
 
 
+def test_the_pacer_falls_behind_only_on_restarts_that_keep_coming():
+    # One stall is a busy moment; a schedule restarted again and again is a file read slower
+    # than its rate, which then plays in slow motion.
+    pacer = sources._Pacer(100.0, threading.Event(), max_lag_s=0.02)
+    pacer.wait()
+    for restarts in range(1, sources.BEHIND_RESTARTS + 1):
+        time.sleep(0.05)
+        pacer.wait()
+        assert pacer.behind() == (restarts == sources.BEHIND_RESTARTS)
+    # Restarts spread wider than the window are separate stalls.
+    assert not pacer.behind(time.perf_counter() + sources.BEHIND_WINDOW_S + 0.1)
+    for _ in range(5):
+        pacer.wait()  # on time: no restart
+    assert pacer.behind()
+
+
+@pytest.mark.parametrize("kind", ["video", "folder", "image"])
+def test_a_live_file_read_slower_than_its_rate_says_so(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    img = np.zeros((32, 32, 3), np.uint8)
+    if kind == "video":
+        path = tmp_path / "clip.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 100.0, (32, 32))
+        for _ in range(40):
+            writer.write(img)
+        writer.release()
+        cls, slow, what = (
+            sources.VideoFileSource,
+            "_decode",
+            "clip.avi cannot be decoded at its 100 fps",
+        )
+    elif kind == "folder":
+        path = tmp_path / "shots"
+        path.mkdir()
+        for i in range(40):
+            cv2.imwrite(str(path / f"{i:02d}.png"), img)
+        cls, slow, what = (
+            sources.ImageFolderSource,
+            "_next_image",
+            "the images in shots cannot be read",
+        )
+    else:
+        path = tmp_path / "one.png"
+        cv2.imwrite(str(path), img)
+        cls, slow, what = sources.ImageSource, "_emit", None
+    src = cls(path=path, live=True, fps=100.0)
+    with src:
+        for _ in range(5):
+            assert src.read() is not None
+        assert src.falling_behind is None and not src.fell_behind  # at its rate
+    real = getattr(cls, slow)
+
+    def slowly(self, *args):  # noqa: ANN001, ANN202
+        time.sleep(0.06)  # six periods: a schedule 0.25 s behind every five frames
+        return real(self, *args)
+
+    monkeypatch.setattr(cls, slow, slowly)
+    src = cls(path=path, live=True, fps=100.0)
+    with src:
+        for _ in range(20):
+            assert src.read() is not None
+        if what is None:  # a still repeated: nothing plays slower
+            assert src.falling_behind is None and not src.fell_behind
+        else:
+            assert what in src.falling_behind and src.fell_behind
+    offline = cls(path=path, live=False, fps=100.0)
+    with offline:
+        offline.read()
+        assert offline.falling_behind is None  # as fast as it is read: never behind
+
+
 class _Waits(threading.Event):
     """Records every wait instead of waiting (the camera's back-off waits on its interrupt)."""
 
