@@ -653,11 +653,11 @@ class VirtualCameraDialog(QDialog):
         self.remembered.hide()
         lay.addWidget(self.remembered)
         # What the latest Retry found: without it, a Retry that found nothing again looked like
-        # a button that did nothing.
-        self.result = QLabel()
-        self.result.setWordWrap(True)
-        self.result.hide()
-        lay.addWidget(self.result)
+        # a button that did nothing. Not `self.result`: that hid QDialog.result(), its exit code.
+        self.outcome = QLabel()
+        self.outcome.setWordWrap(True)
+        self.outcome.hide()
+        lay.addWidget(self.outcome)
         row = QHBoxLayout()
         copy = QPushButton("Copy steps")
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.steps.toPlainText()))
@@ -693,8 +693,8 @@ class VirtualCameraDialog(QDialog):
     def say_result(self, text: str) -> None:
         """Say what the latest Retry found ("" says nothing); Retry can be pressed again."""
         self.retry_button.setEnabled(True)
-        self.result.setText(text)
-        self.result.setVisible(bool(text))
+        self.outcome.setText(text)
+        self.outcome.setVisible(bool(text))
 
 
 class MainWindow(QMainWindow):

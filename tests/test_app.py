@@ -6666,6 +6666,25 @@ def test_a_dismissed_model_failure_still_says_nothing_is_sharpened_and_offers_th
     assert window.provider_label.text() != "Passthrough"
 
 
+def test_a_restart_that_opens_no_video_takes_the_model_failure_down(qtbot, make_window):
+    # The model failure is the running engine's: once a restart finds no video, no engine
+    # runs, and "Not sharpening: the model could not be loaded" with its Retry button, the
+    # badge and a greyed strength would blame a model for a stream that is not there.
+    api, _ = _fails_to_load(RuntimeError("cannot run the model: out of memory"), times=99)
+    api.open_source = _opens_once()
+    window = make_window(backend="onnx", api=api)
+    assert window.bridge.model_failure is not None
+    assert window.model_status.isVisible() and window.model_retry_button.isVisible()
+    with started(qtbot, window, ok=False):
+        restart(window)
+    assert window.bridge.engine is None
+    assert window.bridge.model_failure is None
+    assert not window.model_status.isVisible()
+    assert not window.model_retry_button.isVisible() and not window.model_badge.isVisible()
+    assert window.preview.after_label != "NOT SHARPENED"
+    assert window.strength_slider.isEnabled()
+
+
 def test_the_processing_size_is_greyed_while_the_model_has_not_loaded(qtbot, make_window):
     # Another size loaded the model that failed again, and said so in a second red banner
     # ("The processing size could not be changed…") under the first.
@@ -6743,12 +6762,12 @@ def test_the_setup_steps_open_again_from_the_sidebar_and_retry_says_what_it_foun
     assert button.isVisible() and "no virtual camera" in window.virtual_status.text()
     button.click()
     assert dialog.isVisible() and dialog.steps.toPlainText() == steps
-    assert not dialog.result.isVisible()  # nothing retried yet
+    assert not dialog.outcome.isVisible()  # nothing retried yet
     # A Retry that finds nothing says so, and Retry can be pressed again.
     dialog.retry_button.click()
     virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: "Still not found" in dialog.result.text(), timeout=5000)
-    assert dialog.isVisible() and dialog.result.isVisible() and dialog.retry_button.isEnabled()
+    qtbot.waitUntil(lambda: "Still not found" in dialog.outcome.text(), timeout=5000)
+    assert dialog.isVisible() and dialog.outcome.isVisible() and dialog.retry_button.isEnabled()
     assert button.isVisible()
     # One that finds it says so too (the dialog closes: the status bar says it).
     dialog.retry_button.click()
@@ -6780,8 +6799,8 @@ def test_a_retry_pressed_while_the_video_restarts_gets_the_real_answer(
         dialog.retry_button.click()
     assert started.args == [True]
     virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: "Still not found" in dialog.result.text(), timeout=5000)
-    assert "No video plays" not in dialog.result.text() and dialog.retry_button.isEnabled()
+    qtbot.waitUntil(lambda: "Still not found" in dialog.outcome.text(), timeout=5000)
+    assert "No video plays" not in dialog.outcome.text() and dialog.retry_button.isEnabled()
 
 
 def test_a_virtual_camera_in_use_is_said_so_not_given_the_install_steps(
@@ -6813,7 +6832,7 @@ def test_a_virtual_camera_in_use_is_said_so_not_given_the_install_steps(
     assert "in use by another program" in window.virtual_status.text()
     dialog.retry_button.click()
     virtual_settled(qtbot, window)
-    qtbot.waitUntil(lambda: "Still in use" in dialog.result.text(), timeout=5000)
+    qtbot.waitUntil(lambda: "Still in use" in dialog.outcome.text(), timeout=5000)
     # Freed: it opens, and nothing says it is in use any more.
     dialog.retry_button.click()
     virtual_settled(qtbot, window)

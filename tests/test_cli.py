@@ -185,6 +185,22 @@ def test_run_strength_of_exactly_1_or_0_is_accepted() -> None:
         assert args.strength == float(value)
 
 
+def test_run_fps_at_either_end_of_its_range_is_accepted_and_past_it_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The range is inclusive, as the sources take it: 0.5 fps (a folder shown slowly, a big
+    # model on a small CPU) and 1000 are rates to ask for; past them the sources would run
+    # at 30 fps instead, so the parser refuses them.
+    parser = cli.build_parser()
+    for value in ("0.5", "1000"):
+        args = parser.parse_args(["run", "--source", "a.avi", "--output", "b.avi", "--fps", value])
+        assert args.fps == float(value)
+    for value in ("0.49", "1000.5"):
+        code = cli.main(["run", "--source", "a.avi", "--output", "b.avi", "--fps", value])
+        err = capsys.readouterr().err
+        assert code == 2 and f"fps must be in [0.5, 1000], got '{value}'" in err, err
+
+
 def test_run_duration_0_and_bench_size_empty_are_usage_errors(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
@@ -927,6 +943,59 @@ def _seconds(path: Path) -> list[float]:
 
     scale, times, _ = picture_times(path, ffmpeg=find_ffmpeg())
     return [t / scale for t in times]
+
+
+def test_a_clip_that_starts_between_keyframes_is_timed_from_its_first_picture(
+    tmp_path: Path,
+) -> None:
+    # A clip cut where no keyframe is (its first 3 pictures dropped, a keyframe every 10)
+    # starts with 7 pictures that refer to one cut away. OpenCV's decoder shows them all the
+    # same, so they are written: listed from the keyframe on, FFmpeg's count (10) was not the
+    # pictures' (17), and the first picture was 0.28 s late, so the sound was cut by as much.
+    from engine.remux import find_ffmpeg, packet_count, picture_times
+
+    whole, cut = tmp_path / "whole.avi", tmp_path / "cut.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
+         "-frames:v", "20", "-c:v", "mpeg4", "-g", "10", "-bf", "0", str(whole)],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-i", str(whole), "-c", "copy",
+         "-bsf:v", "noise=drop=lt(n\\,3)", str(cut)],
+        check=True,
+    )  # fmt: skip
+    assert len(read_video(cut)) == 17
+    assert packet_count(cut, ffmpeg=find_ffmpeg()) == 17
+    shown = picture_times(cut, ffmpeg=find_ffmpeg())
+    assert shown is not None and len(shown.times) == 17
+    assert shown.times[0] == 0 and shown.times[-1] / shown.timescale == pytest.approx(16 / 25)
+
+
+def test_picture_times_on_a_clock_of_other_than_1_n_seconds_are_not_misread(
+    tmp_path: Path,
+) -> None:
+    # An AVI at 29.97 fps counts in ticks of 1001/30000 s ("#tb 0: 1001/30000"), not 1/N:
+    # its times taken for 1/30000 s would put its ten pictures within a third of a
+    # millisecond. None (cannot tell) is what the callers take for "use the mean rate".
+    from engine.remux import picture_times
+
+    avi = tmp_path / "ntsc.avi"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=30000/1001",
+         "-frames:v", "10", "-c:v", "mpeg4", str(avi)],
+        check=True,
+    )  # fmt: skip
+    head = subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-i", str(avi), "-map", "0:v:0", "-c", "copy",
+         "-f", "framecrc", "-"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "#tb 0: 1001/30000" in head, head  # the clock this is about
+    shown = picture_times(avi, ffmpeg=_ffmpeg_exe())
+    assert shown is None or [t / shown.timescale for t in shown.times] == pytest.approx(
+        [i * 1001 / 30000 for i in range(10)], abs=0.001
+    ), shown
 
 
 @pytest.mark.parametrize("name", ["out.mp4", "out.mov"])

@@ -651,6 +651,55 @@ def test_exif_kept_in_the_meta_box_is_read(
     assert heif_metadata(_metadata_file(tmp_path / "cut.heic", exif, spare=10)).exif is None
 
 
+def _xmp_file(path: Path, stored: bytes, encoding: bytes) -> Path:
+    """An HEIC of boxes alone whose XMP item (item 2, a ``mime`` item of content type
+    ``application/rdf+xml`` and content encoding ``encoding``, describing item 1) holds
+    ``stored``, in the meta box's ``idat``."""
+    # Its type, an empty name, its content type and its content encoding.
+    mime = b"mime\0application/rdf+xml\0" + encoding + b"\0"
+    infe = _full_box(b"infe", (1).to_bytes(2, "big") + bytes(2) + b"hvc1\0", version=2)
+    infe += _full_box(b"infe", (2).to_bytes(2, "big") + bytes(2) + mime, version=2)
+    iloc = (
+        bytes([0x44, 0])  # 4-byte offsets and lengths, no base offset
+        + (1).to_bytes(2, "big")  # one item
+        + (2).to_bytes(2, "big") + (1).to_bytes(2, "big")  # item 2, construction method 1
+        + bytes(2) + (1).to_bytes(2, "big")  # data reference 0, one extent
+        + (0).to_bytes(4, "big") + len(stored).to_bytes(4, "big")
+    )  # fmt: skip
+    meta = _full_box(
+        b"meta",
+        _full_box(b"hdlr", bytes(4) + b"pict" + bytes(13))
+        + _full_box(b"pitm", (1).to_bytes(2, "big"))
+        + _full_box(b"iinf", (2).to_bytes(2, "big") + infe)
+        + _full_box(b"iloc", iloc, version=1)
+        + _full_box(b"iref", _box(b"cdsc", (2).to_bytes(2, "big") + (1).to_bytes(2, "big") * 2))
+        + _box(b"idat", stored),
+    )
+    path.write_bytes(_box(b"ftyp", b"heic" + bytes(4) + b"mif1heic") + meta)
+    return path
+
+
+@pytest.mark.parametrize("encoding", [b"gzip", b"deflate"])
+def test_a_compressed_xmp_item_is_read_as_its_packet(tmp_path: Path, encoding: bytes) -> None:
+    # HEIF lets a writer compress its XMP item (content encoding "gzip", or "deflate": zlib's
+    # format): the packet is what is read, to be written into the output, not the compressed
+    # bytes, which no reader of the output's XMP could parse.
+    import gzip
+    import zlib
+
+    xmp = xmp_packet()
+    packed = gzip.compress(xmp, mtime=0) if encoding == b"gzip" else zlib.compress(xmp)
+    assert len(packed) < len(xmp) // 2
+    assert heif_metadata(_xmp_file(tmp_path / "p.heic", packed, encoding)).xmp == xmp
+    # Stored as it is (no encoding, or "identity"): read as it is.
+    for plain in (b"", b"identity"):
+        assert heif_metadata(_xmp_file(tmp_path / "plain.heic", xmp, plain)).xmp == xmp
+    # Damaged, or in an encoding not known here: no XMP rather than bytes that are not one.
+    damaged = packed[:10] + bytes(len(packed) - 10)
+    assert heif_metadata(_xmp_file(tmp_path / "bad.heic", damaged, encoding)).xmp is None
+    assert heif_metadata(_xmp_file(tmp_path / "br.heic", packed, b"br")).xmp is None
+
+
 def test_a_heic_with_an_unknown_matrix_is_tagged_bt2020_for_its_tone_mapping() -> None:
     # A camera's HLG HIF that leaves its matrix unspecified: "unknown" went to zscale, which
     # refuses a conversion from it, and the photo came out with its colours off.
