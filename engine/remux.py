@@ -683,14 +683,20 @@ def _packets(
     )  # fmt: skip
     # "#tb 0: 1/12800", then per packet "0, dts, pts, duration, size, crc[, F=0x3]"
     base = re.search(r"^#tb 0: (\d+)/(\d+)", text, re.M)
-    if status != 0 or base is None or base.group(1) != "1":
+    if status != 0 or base is None or int(base.group(1)) < 1 or int(base.group(2)) < 1:
         return None
     listed = re.findall(
         r"^0,\s*-?\d+,\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-fA-F]+(?:,\s*F=0x([0-9a-fA-F]+))?",
         text,
         re.M,
     )
-    return int(base.group(2)), [(int(p), int(d), int(f or "1", 16)) for p, d, f in listed]
+    # A clock of N/D seconds (an AVI at 29.97 fps: 100/2997) counts in ticks of 1/D, N each:
+    # read as "not 1/N", such files had no packet count, and a frame cut off by a full disk
+    # was counted again.
+    tick = int(base.group(1))
+    return int(base.group(2)), [
+        (int(p) * tick, int(d) * tick, int(f or "1", 16)) for p, d, f in listed
+    ]
 
 
 def packet_count(

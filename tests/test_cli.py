@@ -977,7 +977,7 @@ def test_picture_times_on_a_clock_of_other_than_1_n_seconds_are_not_misread(
 ) -> None:
     # An AVI at 29.97 fps counts in ticks of 1001/30000 s ("#tb 0: 1001/30000"), not 1/N:
     # its times taken for 1/30000 s would put its ten pictures within a third of a
-    # millisecond. None (cannot tell) is what the callers take for "use the mean rate".
+    # millisecond. They are read in ticks of 1/30000 s, 1001 each.
     from engine.remux import picture_times
 
     avi = tmp_path / "ntsc.avi"
@@ -993,9 +993,8 @@ def test_picture_times_on_a_clock_of_other_than_1_n_seconds_are_not_misread(
     ).stdout  # fmt: skip
     assert "#tb 0: 1001/30000" in head, head  # the clock this is about
     shown = picture_times(avi, ffmpeg=_ffmpeg_exe())
-    assert shown is None or [t / shown.timescale for t in shown.times] == pytest.approx(
-        [i * 1001 / 30000 for i in range(10)], abs=0.001
-    ), shown
+    assert shown is not None and shown.timescale == 30000
+    assert shown.times == [i * 1001 for i in range(10)] and shown.end == 10 * 1001, shown
 
 
 @pytest.mark.parametrize("name", ["out.mp4", "out.mov"])
