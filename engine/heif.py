@@ -514,9 +514,13 @@ def _from_meta(f: object, meta: bytes) -> HeifMetadata:
     ):
         data = _read_extents(f, meta, idat, where.get(item, []))
         if data and items[item].encoding in (b"deflate", b"gzip"):
+            inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)
             try:
-                data = zlib.decompressobj(zlib.MAX_WBITS | 32).decompress(data, _METADATA_LIMIT)
+                data = inflate.decompress(data, _METADATA_LIMIT)
             except zlib.error:
+                data = None
+            if not inflate.eof or inflate.unconsumed_tail:
+                # Cut off (or past the limit): no XMP rather than a piece of one, as for EXIF.
                 data = None
         elif items[item].encoding not in (b"", b"identity"):
             data = None

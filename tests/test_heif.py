@@ -698,6 +698,9 @@ def test_a_compressed_xmp_item_is_read_as_its_packet(tmp_path: Path, encoding: b
     damaged = packed[:10] + bytes(len(packed) - 10)
     assert heif_metadata(_xmp_file(tmp_path / "bad.heic", damaged, encoding)).xmp is None
     assert heif_metadata(_xmp_file(tmp_path / "br.heic", packed, b"br")).xmp is None
+    # Cut off part-way: a piece of the packet was read (339 bytes of a 2,907-byte one).
+    cut = packed[: len(packed) // 2]
+    assert heif_metadata(_xmp_file(tmp_path / "cut.heic", cut, encoding)).xmp is None
 
 
 def test_a_heic_with_an_unknown_matrix_is_tagged_bt2020_for_its_tone_mapping() -> None:
