@@ -2358,7 +2358,7 @@ def _finish_video(
     def copy(without: str) -> bool:
         """The input's sound (or tags) into ``work``; True where the run fails for it."""
         try:
-            copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop)
+            copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop, frames=written)
         except RemuxStopped:
             raise
         except RemuxError as exc:

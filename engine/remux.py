@@ -639,22 +639,39 @@ def picture_times(
     ffmpeg: str,
     stop: threading.Event | None = None,
     as_stored: bool = False,
+    frames: int | None = None,
 ) -> PictureTimes | None:
     """The :class:`PictureTimes` of ``source``'s first video stream, from its packets'
     times (nothing is decoded): from the file's start time (its earliest stream's), or with
     ``as_stored`` as the file stores them (from 0, as a Matroska duration counts). None where
     FFmpeg cannot tell (an FFmpeg older than 5.1 without ``-fps_mode``, a file it cannot
-    read)."""
+    read).
+
+    ``frames``, the pictures the decoder gave, where known: a file that begins between
+    keyframes holds packets it may not show (an H.264 decoder shows none before the first
+    keyframe; MPEG-4 part 2's shows them all). Where the packets outnumber ``frames`` and
+    those from the first keyframe on match it, only those are listed.
+    """
     found = _packets(source, ffmpeg=ffmpeg, stop=stop, as_stored=as_stored)
     if found is None:
         return None
     timescale, listed = found
-    packets = sorted(
-        (pts, duration)
-        for pts, duration, _ in listed
-        # Before 0: the lead-in an edit list cuts (a clip trimmed by stream copy), not shown.
-        if pts >= 0
-    )
+
+    def shown(packets: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+        return sorted(
+            (pts, duration)
+            for pts, duration, _ in packets
+            # Before 0: the lead-in an edit list cuts (a clip trimmed by stream copy), not shown.
+            if pts >= 0
+        )
+
+    packets = shown(listed)
+    if frames is not None and len(packets) > frames:
+        # A stream-copied cut or a TS capture joined late: timed from its first packet, the
+        # sound was cut 2 s early and the pictures ran that far ahead of it.
+        key = next((i for i, (_, _, flags) in enumerate(listed) if flags & 1), 0)
+        if len(from_key := shown(listed[key:])) == frames:
+            packets = from_key
     if not packets:
         return None
     last, last_duration = packets[-1]
@@ -764,7 +781,7 @@ def keep_timing(
     if ffmpeg is None:
         return ""
     try:
-        found = picture_times(source, ffmpeg=ffmpeg, stop=stop)
+        found = picture_times(source, ffmpeg=ffmpeg, stop=stop, frames=frames)
     except RemuxStopped:
         raise
     except RemuxError:  # an FFmpeg that cannot run: the mean rate, as without one
@@ -867,8 +884,10 @@ def copy_audio(
     *,
     ffmpeg: str | None = None,
     stop: threading.Event | None = None,
+    frames: int | None = None,
 ) -> None:
-    """Put the audio streams of ``source`` into ``video`` (written from its pictures).
+    """Put the audio streams of ``source`` into ``video`` (written from its ``frames``
+    pictures, where known: see :func:`picture_times`).
 
     ``video`` is rewritten beside itself under a hidden name and replaced only when FFmpeg
     succeeded, so a failure (or an interrupt) leaves it as it was. The audio is copied as
@@ -905,7 +924,7 @@ def copy_audio(
         )  # fmt: skip
         # The written video starts with the source's first picture, so its sound must start
         # there too (a video whose pictures start a second after its sound played behind).
-        shown = picture_times(source, ffmpeg=ffmpeg, stop=stop)
+        shown = picture_times(source, ffmpeg=ffmpeg, stop=stop, frames=frames)
         skip = shown.times[0] / shown.timescale if shown else 0.0
         playable = _PLAYABLE.get(ext, ("",))
         why = "not tried"

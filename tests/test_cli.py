@@ -972,6 +972,33 @@ def test_a_clip_that_starts_between_keyframes_is_timed_from_its_first_picture(
     assert shown.times[0] == 0 and shown.times[-1] / shown.timescale == pytest.approx(16 / 25)
 
 
+def test_an_h264_clip_cut_between_keyframes_keeps_its_sound_in_step(tmp_path: Path) -> None:
+    # A stream-copied cut (or a TS capture joined late) whose first 40 pictures need a
+    # keyframe cut away: an H.264 decoder shows none of them, so the written video starts
+    # with the source's picture at 2 s. Timed from the first packet (0.4 s), its sound was
+    # cut 1.6 s early and the pictures ran that far ahead of it all through.
+    whole, cut = tmp_path / "whole.mkv", tmp_path / "cut.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=4",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=4",
+         "-c:v", "libx264", "-g", "50", "-bf", "0", "-pix_fmt", "yuv420p", "-c:a", "pcm_s16le",
+         str(whole)],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-i", str(whole), "-c", "copy",
+         "-bsf:v", "noise=drop=lt(n\\,10)", str(cut)],
+        check=True,
+    )  # fmt: skip
+    assert len(read_video(cut)) == 50  # of 90 packets: the decoder starts at the keyframe
+    for name in ("out.mp4", "out.mkv"):
+        out = tmp_path / name
+        assert cli.main(["process", str(cut), str(out), "--backend", "passthrough"]) == 0
+        start, seconds = _sound_span(out)
+        assert abs(start) < 0.05 and abs(seconds - 2.0) < 0.1, (name, start, seconds)
+        assert len(read_video(out)) == 50
+
+
 def test_picture_times_on_a_clock_of_other_than_1_n_seconds_are_not_misread(
     tmp_path: Path,
 ) -> None:
