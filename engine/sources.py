@@ -1655,7 +1655,8 @@ class VideoFileSource(_SourceBase):
             declared = _valid_fps(self._cap.get(cv2.CAP_PROP_FPS), lowest=_MIN_FILE_FPS)
             count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
             measured = None
-            if declared is None or declared > _CHECK_FPS_ABOVE:
+            matroska = self._matroska()
+            if declared is None or declared > _CHECK_FPS_ABOVE or matroska:
                 measured = _rate_from_timestamps(str(self.path))
                 if measured is not None and declared is not None:
                     if abs(measured / declared - 1.0) <= 0.1:
@@ -1667,7 +1668,10 @@ class VideoFileSource(_SourceBase):
                             declared,
                             measured,
                         )
-                        count = math.nan  # the container's count came from the wrong rate
+                        # A Matroska file stores no count: OpenCV's is its duration times the
+                        # declared rate, so at the frames' own rate it is their estimate again.
+                        # Elsewhere the container's count came from the wrong rate.
+                        count = count * measured / declared if matroska else math.nan
             self.fps = measured or declared or _valid_fps(fps) or DEFAULT_FPS
             self.frame_count = (
                 int(count) if math.isfinite(count) and count > 0 and not loop else None
@@ -1682,6 +1686,17 @@ class VideoFileSource(_SourceBase):
             raise
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
         self._decoder: Any = None  # see decode_with
+
+    def _matroska(self) -> bool:
+        """Whether the file is Matroska / WebM, whose declared rate (a track's default frame
+        duration) is the writer's hint, not its frames' times: an MKV declaring 30 fps whose
+        frames came at 25 (a webcam in dim light) played, and was written, 1.2 times too fast,
+        its pictures ahead of its sound by 1.2 s at the end of 7 s."""
+        try:
+            with open(self.path, "rb") as f:
+                return f.read(4) == _EBML_MAGIC
+        except OSError:
+            return False
 
     @property
     def first_picture(self) -> np.ndarray | None:

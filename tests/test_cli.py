@@ -570,9 +570,14 @@ def test_an_mkv_with_frames_dropped_while_recording_is_whole(
         check=True,
     )  # fmt: skip
     cap = cv2.VideoCapture(str(mkv))
-    announced = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) - len(read_video(mkv)) > 15  # 119 at 30 fps
     cap.release()
-    assert announced - len(read_video(mkv)) > 15
+    # Its first frames' times say 20.5 fps, and its count at that rate is 81.
+    from engine.sources import VideoFileSource
+
+    with VideoFileSource(path=mkv, live=False) as source:
+        announced = source.frame_count
+        assert source.fps == pytest.approx(20.46, abs=0.01) and announced == 81
     code = cli.main(["process", str(mkv), str(tmp_path / "out.mkv"), "--backend", "unsharp"])
     err = capsys.readouterr().err
     assert code == 0 and "warning:" not in err, err
@@ -997,6 +1002,29 @@ def test_an_h264_clip_cut_between_keyframes_keeps_its_sound_in_step(tmp_path: Pa
         start, seconds = _sound_span(out)
         assert abs(start) < 0.05 and abs(seconds - 2.0) < 0.1, (name, start, seconds)
         assert len(read_video(out)) == 50
+
+
+def test_an_mkv_whose_frames_come_slower_than_it_declares_keeps_its_sound_in_step(
+    tmp_path: Path,
+) -> None:
+    # A webcam's MKV that declares 30 fps and whose frames came at 25 (dim light): written at
+    # 30, its 90 pictures lasted 3 s against 3.6 s of sound, 0.6 s ahead of it by the end.
+    clip = tmp_path / "webcam.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=30:duration=3",
+         "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000:duration=3.6",
+         "-vf", "settb=1/1000,setpts=N/25/TB", "-fps_mode", "passthrough",
+         "-enc_time_base", "1/1000", "-c:v", "mpeg4", "-c:a", "pcm_s16le", str(clip)],
+        check=True,
+    )  # fmt: skip
+    assert cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FPS) == 30  # what it declares
+    for name in ("out.mp4", "out.avi"):
+        out = tmp_path / name
+        assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
+        cap = cv2.VideoCapture(str(out))
+        assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0), name
+        assert len(read_video(out)) == 90
+        assert abs(_sound_span(out)[1] - 3.6) < 0.1, name
 
 
 def test_picture_times_on_a_clock_of_other_than_1_n_seconds_are_not_misread(

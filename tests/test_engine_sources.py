@@ -1583,6 +1583,26 @@ def test_the_pacer_restarts_its_schedule_after_falling_far_behind():
     assert time.perf_counter() - t0 >= 0.015  # paced (3 periods: 30 ms), not all at once
 
 
+def test_an_mkv_is_paced_by_its_frames_times_not_the_rate_it_declares(tmp_path: Path) -> None:
+    # A Matroska track's declared rate is its writer's hint: 30 here, for frames 40 ms apart.
+    # Played at 30, the clip ran 1.2 times too fast. An MP4's stated rate is its frames'.
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    for name in ("hint.mkv", "hint.mp4"):
+        subprocess.run(
+            [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=1",
+             "-vf", "settb=1/1000,setpts=N/25/TB", "-fps_mode", "passthrough",
+             "-enc_time_base", "1/1000", "-c:v", "mpeg4", str(tmp_path / name)],
+            check=True,
+        )  # fmt: skip
+    mkv = sources.VideoFileSource(path=tmp_path / "hint.mkv", live=True)
+    mp4 = sources.VideoFileSource(path=tmp_path / "hint.mp4", live=True)
+    with mkv, mp4:
+        assert cv2.VideoCapture(str(tmp_path / "hint.mkv")).get(cv2.CAP_PROP_FPS) == 30
+        assert mkv.fps == pytest.approx(25.0) and mp4.fps == pytest.approx(25.0, rel=0.02)
+
+
 def test_the_pacer_falls_behind_only_on_restarts_that_keep_coming():
     # One stall is a busy moment; a schedule restarted again and again is a file read slower
     # than its rate, which then plays in slow motion.
