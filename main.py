@@ -2467,7 +2467,8 @@ def _count_estimated(
     longer than the pictures: every save of one was "saved with a problem" (94 announced, 90
     decoded).
 
-    Whole where its last picture ends within half a second of that duration: one with frames
+    Whole where its last picture, or its sound, ends within half a second of that duration
+    (a clip whose sound runs on 2 s past its pictures was "damaged or truncated"): one with frames
     dropped while it was recorded (119 announced, 80 decoded, the last ending at 3.97 s of
     3.97) or starting late (a stream-copied cut: 150 for 120, ending at 4.985 s of 5.0), not
     one cut off mid-write (its header keeps the whole duration: 180 announced, 84 decoded).
@@ -2489,8 +2490,26 @@ def _count_estimated(
     if end is None and last_s is not None:
         end = last_s + 1.0 / fps
     if end is not None:
-        return announced / fps - end <= slack
+        if announced / fps - end <= slack:
+            return True
+        # A sound that runs on seconds past the pictures (a clip whose sound was kept longer)
+        # is the duration: the file is whole where it reaches it. One cut off mid-write stops
+        # all its streams short of the duration its header keeps.
+        sound = _stored_sound_end(path)
+        return sound is not None and sound > end and announced / fps - sound <= slack
     return short / fps <= slack
+
+
+def _stored_sound_end(path: str) -> float | None:
+    """When the sound of ``path`` ends, in seconds as the file stores it; None without sound
+    or an FFmpeg to tell."""
+    from engine.remux import RemuxError, find_ffmpeg, sound_end
+
+    ffmpeg = find_ffmpeg()
+    try:
+        return None if ffmpeg is None else sound_end(path, ffmpeg=ffmpeg)
+    except RemuxError:
+        return None
 
 
 def _stored_pictures(path: str) -> tuple[float, int] | None:

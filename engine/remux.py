@@ -53,6 +53,7 @@ __all__ = [
     "packet_count",
     "picture_times",
     "SdrFrames",
+    "sound_end",
     "subtitle_tracks",
     "exact_colour_filters",
     "ToneMapping",
@@ -714,6 +715,32 @@ def _packets(
     return int(base.group(2)), [
         (int(p) * tick, int(d) * tick, int(f or "1", 16)) for p, d, f in listed
     ]
+
+
+def sound_end(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> float | None:
+    """When the last sound of ``source`` ends, in seconds as the file stores it (from 0, as
+    its duration counts), from its audio packets (nothing is decoded); None where it has no
+    sound or FFmpeg cannot list it."""
+    status, text = _run(
+        [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", file_arg(source), "-copyts",
+         "-map", "0:a?", "-c", "copy", "-f", "framecrc", "-"],
+        stop,
+    )  # fmt: skip
+    if status != 0:
+        return None
+    bases = {
+        int(i): int(n) / int(d)
+        for i, n, d in re.findall(r"^#tb (\d+): (\d+)/(\d+)", text, re.M)
+        if int(d) > 0
+    }
+    ends = [
+        (int(pts) + max(int(duration), 0)) * bases[int(i)]
+        for i, pts, duration in re.findall(r"^(\d+),\s*-?\d+,\s*(-?\d+),\s*(-?\d+),", text, re.M)
+        if int(i) in bases
+    ]
+    return max(ends) if ends else None
 
 
 def packet_count(

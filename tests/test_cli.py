@@ -555,6 +555,38 @@ def test_process_of_an_mkv_whose_sound_runs_on_notes_the_estimated_count(
     assert code == 0 and f"warning: {cut} announced {announced} frames and {decodable}" in err, err
 
 
+def test_an_mkv_whose_sound_runs_on_past_its_pictures_is_whole(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 3 s of pictures and 5 s of sound: its duration is the sound's, so its count (150) is
+    # not its pictures' (90), and the whole file was "damaged or truncated". Cut off
+    # mid-write, both stop short of the duration its header keeps: that one is warned of.
+    mkv = tmp_path / "talk.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30:duration=3",
+         "-f", "lavfi", "-i", "sine=sample_rate=8000:duration=5", "-c:v", "mpeg4",
+         "-c:a", "pcm_s16le", str(mkv)],
+        check=True,
+    )  # fmt: skip
+    code = cli.main(["process", str(mkv), str(tmp_path / "out.mkv"), "--backend", "passthrough"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" not in err, err
+    assert "note: the file announced 150 frames, 90 were decoded" in err, err
+    code = cli.main(
+        ["run", "--source", str(mkv), "--output", str(tmp_path / "run.mkv"), "--backend",
+         "passthrough", "--scale", "1"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" not in err, err
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(mkv.read_bytes()[: mkv.stat().st_size // 2])
+    code = cli.main(
+        ["process", str(cut), str(tmp_path / "cut_out.mkv"), "--backend", "passthrough"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0 and f"warning: {cut} announced 150 frames and" in err, err
+
+
 def test_an_mkv_with_frames_dropped_while_recording_is_whole(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
