@@ -694,7 +694,10 @@ def _packets(
     copyts = ["-copyts"] if as_stored else []
     status, text = _run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", file_arg(source), *copyts,
-         "-map", "0:v:0",
+         # With its sound (listed as stream 1, not read): FFmpeg starts an MPEG-TS or -PS
+         # file's clock at the earliest of the streams used, so the pictures alone began at
+         # 0 however late after the sound they start, as :func:`_mux` has them too.
+         "-map", "0:v:0", "-map", "0:a?",
          # -copyinkf: packets before the first keyframe, which OpenCV's decoder shows too
          "-c", "copy", "-copyinkf", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
         stop,
@@ -888,13 +891,21 @@ def _mux(
     """Run FFmpeg: ``video``'s pictures and ``source``'s sound from ``skip`` seconds on into
     ``out``. Returns its error output ("" when it succeeded)."""
     muxer = _MUXER.get(out.suffix.lower())
+    # The pictures moved to `skip` and the output cut there, not the source sought to it:
+    # an FLV's seek to 0.023 s landed at 1.5 s, its first 1.5 s of sound lost.
+    late = ["-itsoffset", f"{skip:.6f}"] if skip > 0.001 else []
+    cut = ["-ss", f"{skip:.6f}"] if skip > 0.001 else []
     command = [
         ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-        "-i", file_arg(video), *(["-ss", f"{skip:.6f}"] if skip > 0.001 else []), "-i", file_arg(source),
+        *late, "-i", file_arg(video), "-i", file_arg(source),
+        # The source's pictures used too (and thrown away): its clock then starts as in
+        # picture_times (an MPEG-TS or -PS clock starts at the earliest stream used; the
+        # sound alone began at 0 however much later than the pictures it starts).
+        "-map", "1:v:0", "-c", "copy", "-f", "null", "-",
         "-map", "0:v", "-map", "1:a?", "-c:v", "copy", *audio_codec,
         # The date taken and the place (a phone's) are the source's; the pictures' own
         # colour tags and (upright) orientation stay those of the video written.
-        "-map_metadata", "1", *tags,
+        "-map_metadata", "1", *tags, *cut,
         *(["-f", muxer] if muxer else []),
         file_arg(out),
     ]  # fmt: skip

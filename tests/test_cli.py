@@ -1009,6 +1009,55 @@ def test_a_clip_that_starts_between_keyframes_is_timed_from_its_first_picture(
     assert shown.times[0] == 0 and shown.times[-1] / shown.timescale == pytest.approx(16 / 25)
 
 
+@pytest.mark.parametrize(
+    ("name", "late", "start", "seconds"),
+    [
+        # MPEG-TS (a camcorder's .mts) starts its clock at the earliest stream used: the
+        # pictures, listed alone, began at 0 however late they start, and so did the sound
+        # muxed alone; pictures from 1 s kept the whole 3 s of sound, 1 s early
+        ("late.ts", "video", 0.0, 2.0),
+        # sound from 1 s: it came in at 0, 1 s early (mp2's and AAC's priming: ~0.1 s)
+        ("late.ts", "audio", 0.95, 2.05),
+        # an FLV (OBS's old default) sought to its B-frame delay, 0.02 s, landed at 1.5 s:
+        # the first half of its sound was lost
+        ("obs.flv", None, 0.0, 3.0),
+    ],
+)
+def test_process_keeps_the_sound_of_a_ts_or_flv_in_step(
+    tmp_path: Path, name: str, late: str | None, start: float, seconds: float
+) -> None:
+    clip = tmp_path / name
+    video = [
+        "-f",
+        "lavfi",
+        "-i",
+        f"testsrc=size=160x120:rate=25:duration={2 if late == 'video' else 3}",
+    ]
+    audio = [
+        "-f",
+        "lavfi",
+        "-i",
+        f"sine=frequency=440:sample_rate=16000:duration={2 if late == 'audio' else 3}",
+    ]
+    offset = ["-itsoffset", "1"]
+    inputs = (
+        [*offset, *video, *audio] if late == "video"
+        else [*video, *offset, *audio] if late == "audio" else [*video, *audio]
+    )  # fmt: skip
+    codecs = ["-c:v", "mpeg4", "-c:a", "mp2"] if late else ["-c:v", "libx264", "-c:a", "aac"]
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", *inputs, *codecs, "-pix_fmt", "yuv420p", str(clip)],
+        check=True,
+    )
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
+    got_start, got_seconds = _sound_span(out)
+    assert abs(got_start - start) < 0.1 and abs(got_seconds - seconds) < 0.15, (
+        got_start,
+        got_seconds,
+    )
+
+
 def test_an_h264_clip_cut_between_keyframes_keeps_its_sound_in_step(tmp_path: Path) -> None:
     # A stream-copied cut (or a TS capture joined late) whose first 40 pictures need a
     # keyframe cut away: an H.264 decoder shows none of them, so the written video starts
