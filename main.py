@@ -1395,11 +1395,17 @@ def _run_stream(
         if getattr(source, "fell_behind", False) and not virtual:
             # Every frame read is shown, so a file read slower than its rate (a 4K HEVC clip
             # on two cores) was recorded in slow motion, with each frame repeated, unsaid.
-            _eprint(
-                f"{PROG}: note: {args.source} could not be read at its {source.fps:g} fps "
-                f"here, so {args.output} plays it slower; `{PROG} process` converts a file "
-                "frame for frame at its own rate"
-            )
+            if isinstance(source, ImageFolderSource):
+                _eprint(
+                    f"{PROG}: note: the images in {args.source} could not be read at "
+                    f"{source.fps:g} a second here, so {args.output} shows each of them longer"
+                )
+            else:
+                _eprint(
+                    f"{PROG}: note: {args.source} could not be read at its {source.fps:g} fps "
+                    f"here, so {args.output} plays it slower; `{PROG} process` converts a "
+                    "file frame for frame at its own rate"
+                )
         ended = source_ended_at - t0 if source_ended_at is not None else None
         # Not for a source that lasts as long as --duration (a 1 s clip, --duration 1): the
         # end and the deadline land within a frame or two of each other.
@@ -1685,6 +1691,11 @@ def _tone_map(source: Any, video: str, output: str) -> None:
     from engine.remux import tone_map_hdr
 
     done = tone_map_hdr(source)
+    if source.deinterlaced:
+        _eprint(
+            f"{PROG}: note: {video} is interlaced ({source.deinterlaced}); it is de-interlaced "
+            "as it is read (FFmpeg's bwdif, one picture a frame)"
+        )
     if done is None:
         return
     if done.problem is None:
@@ -2453,8 +2464,14 @@ def _finish_video(
     return 0
 
 
-#: Containers that keep no frame count: OpenCV announces duration x rate, rounded.
-_ESTIMATED_COUNT = (".mkv", ".webm", ".mk3d")
+#: Containers that keep no frame count: OpenCV announces duration x rate, rounded. Matroska,
+#: FLV and ASF store the duration (one cut off mid-write keeps the whole one); MPEG-TS and -PS
+#: and Ogg do not (FFmpeg reads it from the file's end), so a cut-off one is a shorter whole:
+#: a camcorder's whole .mts was "damaged or truncated" for an estimate one frame over.
+_ESTIMATED_COUNT = (
+    ".mkv", ".webm", ".mk3d", ".flv", ".wmv", ".asf",
+    ".ts", ".mts", ".m2ts", ".m2t", ".mpg", ".mpeg", ".vob", ".ogv",
+)  # fmt: skip
 ESTIMATE_SLACK_S = 0.5  # s of frames an estimated count may announce beyond the pictures
 
 

@@ -139,6 +139,16 @@ def describe_error(
             "it is on is still there, or open another file (Open…) or pick another source "
             "above.",
         )
+    if "plays in slow motion" in low or "they play slower" in low:
+        # The engine's words for a file read slower than its rate: nothing failed, and it was
+        # "RuntimeError: ... restart SharpCam", or a camera's advice for "screen capture.mkv".
+        return UserMessage(
+            "camera",
+            f"The video plays slower than it should: {msg}",
+            "This computer cannot read it at its own rate while it sharpens, so calls see it "
+            "slowed down. A smaller file plays in time (1080p rather than 4K, H.264 rather "
+            "than HEVC).",
+        )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(
             "model",

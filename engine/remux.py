@@ -45,6 +45,8 @@ __all__ = [
     "ffmpeg_list",
     "ffmpeg_reason",
     "file_arg",
+    "DEINTERLACE",
+    "field_order",
     "find_ffmpeg",
     "has_kept_tags",
     "hdr_transfer",
@@ -361,7 +363,8 @@ class SdrFrames:
         if filters is None:  # an HDR video's: tone mapped
             if line is None:  # FFmpeg's line for the stream, where the caller has not read it
                 line = _video_line(ffmpeg, source, None)
-            filters = _untagged(line) + TONE_MAP
+            order = field_order(line)
+            filters = (f"{DEINTERLACE}," if order else "") + _untagged(line) + TONE_MAP
         # sync: "-vsync" for an FFmpeg older than 5.1, which knows no -fps_mode. Without it,
         # a rawvideo pipe is constant-rate: pictures would be repeated or dropped.
         # codec_cropping: only the crop the stream itself codes, as OpenCV applies it; from
@@ -520,6 +523,7 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
     if frames is None:
         return ToneMapping(transfer, f"tone mapping failed: {why}")
     source.decode_with(frames)
+    source.deinterlaced = field_order(line)
     return ToneMapping(transfer, None)
 
 
@@ -598,11 +602,35 @@ def exact_colour_filters(line: str) -> str | None:
     return None
 
 
+#: FFmpeg's field orders of interlaced video, as its stream line prints them.
+_FIELD_ORDERS = ("top first", "bottom first", "top coded first", "bottom coded first")
+#: The de-interlacer: one picture per frame (the file's rate kept), only those flagged
+#: interlaced (a stream may mix in progressive ones).
+DEINTERLACE = "bwdif=mode=send_frame:deint=interlaced"
+
+
+def field_order(line: str) -> str | None:
+    """The field order of the interlaced video stream of FFmpeg's ``line`` ("top first"),
+    None for progressive or untagged video. OpenCV decodes such a frame with its two fields
+    woven, and the sharpened frame kept the combs of every moving edge, tagged progressive,
+    so that no player took them out any more."""
+    fields = re.search(r"Video: .*?, [a-z]\w*\(([^)]*)\)", line)
+    if fields is None:
+        return None
+    for field in (f.strip() for f in fields.group(1).split(",")):
+        if field.startswith(_FIELD_ORDERS):
+            return field.removesuffix(" (swapped)")
+    return None
+
+
 def _decode_exactly(source: Any, ffmpeg: str, line: str) -> None:
     """Have ``source`` (an SDR ``VideoFileSource``, not read yet) read through FFmpeg where
     :func:`exact_colour_filters` says OpenCV's colours are wrong; as it was otherwise, and
     where FFmpeg fails on the file before its first picture."""
     filters = exact_colour_filters(line)
+    order = field_order(line)
+    if order is not None:
+        filters = f"{DEINTERLACE},{filters or f'scale={_EXACT},format=bgr24'}"
     if filters is None:
         return
     opencv_first = source.first_picture
@@ -622,6 +650,7 @@ def _decode_exactly(source: Any, ffmpeg: str, line: str) -> None:
         log.info("%s: read by OpenCV, not FFmpeg: %s", source.path.name, why)
         return
     source.decode_with(frames)
+    source.deinterlaced = order
 
 
 class PictureTimes(NamedTuple):
@@ -680,6 +709,10 @@ def picture_times(
     return PictureTimes(timescale, [pts for pts, _ in packets], end)
 
 
+#: FFmpeg's "no value" for a time (AV_NOPTS_VALUE), as its listings print it.
+_NO_TIME = -(2**63)
+
+
 def _packets(
     source: str | os.PathLike[str],
     *,
@@ -707,7 +740,7 @@ def _packets(
     if status != 0 or base is None or int(base.group(1)) < 1 or int(base.group(2)) < 1:
         return None
     listed = re.findall(
-        r"^0,\s*-?\d+,\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-fA-F]+(?:,\s*F=0x([0-9a-fA-F]+))?",
+        r"^0,\s*(-?\d+),\s*(-?\d+),\s*(-?\d+),\s*\d+,\s*0x[0-9a-fA-F]+(?:,\s*F=0x([0-9a-fA-F]+))?",
         text,
         re.M,
     )
@@ -716,7 +749,11 @@ def _packets(
     # was counted again.
     tick = int(base.group(1))
     return int(base.group(2)), [
-        (int(p) * tick, int(d) * tick, int(f or "1", 16)) for p, d, f in listed
+        # No time to show it at (an AVI's I and P pictures among B ones: FFmpeg's "no value",
+        # -2**63): its decode time, on the AVI's one-rate grid as OpenCV shows it. Read as
+        # before 0, the first picture was a B at 0.067 s and 1.3 s of sound was cut.
+        ((int(p) if int(p) != _NO_TIME else int(dts)) * tick, int(d) * tick, int(f or "1", 16))
+        for dts, p, d, f in listed
     ]
 
 

@@ -251,6 +251,13 @@ class _Pacer:
         self._due: float | None = None
         self._restarts: collections.deque[float] = collections.deque(maxlen=BEHIND_RESTARTS)
 
+    def resync(self) -> None:
+        """Start the schedule again from now without counting a restart: a loop's rewind (an
+        FFmpeg decoder started again for a tone-mapped clip: 0.25-0.33 s) is no frame read
+        late, and a 1 s clip rewound three times in 10 s was said to play in slow motion."""
+        if self._due is not None:
+            self._due = time.perf_counter() + self.period
+
     def behind(self, now: float | None = None) -> bool:
         """Whether the schedule restarted :data:`BEHIND_RESTARTS` times in the last
         :data:`BEHIND_WINDOW_S` seconds (``now``: ``time.perf_counter()`` by default)."""
@@ -343,6 +350,29 @@ def _rate_from_timestamps(path: str) -> float | None:
     if len(steps) < 2:
         return None
     return _valid_fps(1000.0 * len(steps) / sum(steps), lowest=_MIN_FILE_FPS)
+
+
+def _mean_rate_from_packets(path: str) -> float | None:
+    """The mean rate of a video file's pictures over the whole file, from its packets' times
+    (FFmpeg's listing, nothing decoded: a 4K HEVC clip's first frames took 2.5 s to decode);
+    None without FFmpeg, or where it cannot tell."""
+    from engine.remux import RemuxError, find_ffmpeg, picture_times
+
+    ffmpeg = find_ffmpeg()
+    try:
+        shown = None if ffmpeg is None else picture_times(path, ffmpeg=ffmpeg)
+    except RemuxError:
+        return None
+    if shown is None or len(shown.times) < 2:
+        return None
+    times = shown.times
+    # Between the first and last pictures; the last one's own duration only for a file of two
+    # (a Matroska writer gives it the declared rate's, which is in question here).
+    if len(times) == 2 and shown.end is not None and shown.end > times[-1]:
+        steps, span = 2, shown.end - times[0]
+    else:
+        steps, span = len(times) - 1, times[-1] - times[0]
+    return _valid_fps(steps * shown.timescale / span, lowest=_MIN_FILE_FPS) if span > 0 else None
 
 
 def _square_pixel_size(cap: Any, size: tuple[int, int]) -> tuple[int, int] | None:
@@ -1598,8 +1628,9 @@ class VideoFileSource(_SourceBase):
         size: scale frames to fit this ``(W, H)``, letterboxed (never stretched); ``None``
             keeps the file's size.
         fps: used only when the file has no rate of its own (default 30). A declared rate
-            above 100 fps (or none) is checked against the first frames' timestamps, which
-            win when they disagree by more than 10 %.
+            above 100 fps (or none) is checked against the first frames' timestamps, and a
+            Matroska / WebM one against the mean of all its pictures' times (FFmpeg's, where
+            there is one): they win when they disagree by more than 10 %.
         loop: start again at the end instead of ending (a demo clip as an endless camera).
     """
 
@@ -1656,22 +1687,24 @@ class VideoFileSource(_SourceBase):
             count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
             measured = None
             matroska = self._matroska()
-            if declared is None or declared > _CHECK_FPS_ABOVE or matroska:
+            if declared is None or declared > _CHECK_FPS_ABOVE:
                 measured = _rate_from_timestamps(str(self.path))
-                if measured is not None and declared is not None:
-                    if abs(measured / declared - 1.0) <= 0.1:
-                        measured = None  # a real high-speed clip: its declared rate stands
-                    else:
-                        log.info(
-                            "%s declares %g fps, its timestamps say %.3g: using those",
-                            self.path.name,
-                            declared,
-                            measured,
-                        )
-                        # A Matroska file stores no count: OpenCV's is its duration times the
-                        # declared rate, so at the frames' own rate it is their estimate again.
-                        # Elsewhere the container's count came from the wrong rate.
-                        count = count * measured / declared if matroska else math.nan
+            elif matroska:
+                measured = _mean_rate_from_packets(str(self.path))
+            if measured is not None and declared is not None:
+                if abs(measured / declared - 1.0) <= 0.1:
+                    measured = None  # a real high-speed clip (or a true hint): it stands
+                else:
+                    log.info(
+                        "%s declares %g fps, its timestamps say %.3g: using those",
+                        self.path.name,
+                        declared,
+                        measured,
+                    )
+                    # A Matroska file stores no count: OpenCV's is its duration times the
+                    # declared rate, so at the frames' own rate it is their estimate again.
+                    # Elsewhere the container's count came from the wrong rate.
+                    count = round(count * measured / declared) if matroska else math.nan
             self.fps = measured or declared or _valid_fps(fps) or DEFAULT_FPS
             self.frame_count = (
                 int(count) if math.isfinite(count) and count > 0 and not loop else None
@@ -1686,6 +1719,9 @@ class VideoFileSource(_SourceBase):
             raise
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
         self._decoder: Any = None  # see decode_with
+        #: The field order ("top first") of an interlaced video de-interlaced as it is read,
+        #: set with the decoder that does it (``engine.remux``); None otherwise.
+        self.deinterlaced: str | None = None
 
     def _matroska(self) -> bool:
         """Whether the file is Matroska / WebM, whose declared rate (a track's default frame
@@ -1772,7 +1808,7 @@ class VideoFileSource(_SourceBase):
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, img = self._cap.read()
             if ok and img is not None:
-                self._pass_frames = 1
+                self._new_pass()
                 return img
             if one_frame and self._first_kept is not None:
                 # FFmpeg's seek back to 0 after the end of a one-frame file says it worked,
@@ -1820,9 +1856,15 @@ class VideoFileSource(_SourceBase):
         self._decoder.restart()  # a no-op once closed meanwhile
         img = self._decoder.read()
         if img is not None:
-            self._pass_frames = 1
+            self._new_pass()
             self._first_kept = img.copy()
         return img
+
+    def _new_pass(self) -> None:
+        """A loop's pass began again with its first picture (just decoded)."""
+        self._pass_frames = 1
+        if self._pacer is not None:
+            self._pacer.resync()
 
     def _reopen_and_read(self) -> np.ndarray | None:
         # A stream that cannot seek (a raw MJPEG file) loops by being read again from the
@@ -1838,7 +1880,7 @@ class VideoFileSource(_SourceBase):
             return None
         self._cap.release()
         self._cap = cap
-        self._pass_frames = 1
+        self._new_pass()
         return img
 
     def read(self) -> Frame | None:

@@ -5685,6 +5685,29 @@ def test_frame_to_qimage_copies_the_buffer():
         assert np.array_equal(qimage_to_array(got), image)
 
 
+def test_a_file_played_in_slow_motion_is_said_as_such(tmp_path: Path) -> None:
+    # The engine's warning for a file read slower than its rate came through as
+    # "RuntimeError: ... If this repeats, restart SharpCam", or, for "screen capture.mkv",
+    # with a camera's advice to check its cable.
+    import cv2
+
+    from engine.sources import ImageFolderSource, VideoFileSource
+
+    clip = tmp_path / "screen capture.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (32, 32))
+    writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((32, 32, 3), np.uint8))
+    for source in (VideoFileSource(path=clip), ImageFolderSource(path=folder)):
+        with source:
+            said = describe_error(RuntimeError(source._behind_warning()))
+        assert said.text.startswith("The video plays slower than it should: "), said
+        assert "cable" not in said.advice and "restart" not in said.advice, said
+        assert "calls see it slowed down" in said.advice
+
+
 def test_describe_error_and_labels():
     from engine.backends import ModelError
 

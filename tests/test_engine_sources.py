@@ -1601,6 +1601,18 @@ def test_an_mkv_is_paced_by_its_frames_times_not_the_rate_it_declares(tmp_path: 
     with mkv, mp4:
         assert cv2.VideoCapture(str(tmp_path / "hint.mkv")).get(cv2.CAP_PROP_FPS) == 30
         assert mkv.fps == pytest.approx(25.0) and mp4.fps == pytest.approx(25.0, rel=0.02)
+    # A varying rate (30 fps for 1 s, then 15: a phone's clip as the light fails) plays at
+    # the mean of all its frames' times (20.1), not its first frames' 30 (1.5 times too
+    # fast, and the sound 2 s behind at the end of a 6 s clip).
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=30",
+         "-frames:v", "60", "-vf", "settb=1/1000,setpts='if(lt(N,30),N/30,1+(N-30)/15)/TB'",
+         "-fps_mode", "passthrough", "-enc_time_base", "1/1000", "-c:v", "mpeg4",
+         str(tmp_path / "phone.mkv")],
+        check=True,
+    )  # fmt: skip
+    with sources.VideoFileSource(path=tmp_path / "phone.mkv", live=True) as phone:
+        assert abs(phone.fps / (59 / (1 + 29 / 15)) - 1) < 0.1, phone.fps
 
 
 def test_the_pacer_falls_behind_only_on_restarts_that_keep_coming():
@@ -1617,6 +1629,29 @@ def test_the_pacer_falls_behind_only_on_restarts_that_keep_coming():
     for _ in range(5):
         pacer.wait()  # on time: no restart
     assert pacer.behind()
+
+
+def test_a_looping_clip_slow_to_rewind_is_not_said_to_play_in_slow_motion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A tone-mapped HDR clip's FFmpeg decoder takes 0.25-0.33 s to start again at each pass:
+    # a 1 s clip looped in the window was said to play in slow motion, every frame on time.
+    path = tmp_path / "loop.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 100.0, (32, 32))
+    for _ in range(3):
+        writer.write(np.zeros((32, 32, 3), np.uint8))
+    writer.release()
+    real = sources.VideoFileSource._new_pass
+
+    def slow_rewind(self):  # noqa: ANN001, ANN202
+        time.sleep(0.3)
+        return real(self)
+
+    monkeypatch.setattr(sources.VideoFileSource, "_new_pass", slow_rewind)
+    with sources.VideoFileSource(path=path, live=True, loop=True) as src:
+        for _ in range(3 * (sources.BEHIND_RESTARTS + 1)):
+            assert src.read() is not None
+        assert src.falling_behind is None and not src.fell_behind
 
 
 @pytest.mark.parametrize("kind", ["video", "folder", "image"])
