@@ -702,6 +702,10 @@ def picture_times(
         key = next((i for i, (_, _, flags) in enumerate(listed) if flags & 1), 0)
         if len(from_key := shown(listed[key:])) == frames:
             packets = from_key
+        elif len(clean := [p for p in from_key if p[0] >= listed[key][0]]) == frames:
+            # An open GOP (x265's default): pictures after the keyframe in decode order but
+            # shown before it refer to the GOP cut away, and are not shown either.
+            packets = clean
     if not packets:
         return None
     last, last_duration = packets[-1]
