@@ -932,13 +932,15 @@ def _mux(
     """Run FFmpeg: ``video``'s pictures and ``source``'s sound from ``skip`` seconds on into
     ``out``. Returns its error output ("" when it succeeded)."""
     muxer = _MUXER.get(out.suffix.lower())
-    # The pictures moved to `skip` and the output cut there, not the source sought to it:
-    # an FLV's seek to 0.023 s landed at 1.5 s, its first 1.5 s of sound lost.
-    late = ["-itsoffset", f"{skip:.6f}"] if skip > 0.001 else []
-    cut = ["-ss", f"{skip:.6f}"] if skip > 0.001 else []
+    # The sound moved `skip` earlier and the output cut at 0, not the source sought to `skip`:
+    # an FLV's seek to 0.023 s landed at 1.5 s, its first 1.5 s of sound lost. Not the
+    # pictures moved later and the output cut at `skip`: their times, rounded to their clock,
+    # could fall before the cut, and with them every picture to the next keyframe (all).
+    early = ["-itsoffset", f"{-skip:.6f}"] if skip > 0.001 else []
+    cut = ["-ss", "0"] if skip > 0.001 else []
     command = [
         ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
-        *late, "-i", file_arg(video), "-i", file_arg(source),
+        "-i", file_arg(video), *early, "-i", file_arg(source),
         # The source's pictures used too (and thrown away): its clock then starts as in
         # picture_times (an MPEG-TS or -PS clock starts at the earliest stream used; the
         # sound alone began at 0 however much later than the pictures it starts).
