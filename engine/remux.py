@@ -218,6 +218,29 @@ def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[lis
     return codecs, "com.apple.quicktime." in text
 
 
+def _sound_maps(
+    ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event | None, input_index: int
+) -> list[str]:
+    """``-map`` options for the audio streams of ``source`` (FFmpeg's input ``input_index``)
+    that hold sound FFmpeg can read: not a DVB recording's empty audio PID ("0 channels", on
+    which FFmpeg's listing and mux both failed: no picture times, no sound at all), not a
+    codec it cannot decode (an iPhone's APAC beside its AAC: every track was lost). All of
+    them (``a?``) where the streams cannot be listed."""
+    try:
+        text = _listing(ffmpeg, source, stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return ["-map", f"{input_index}:a?"]
+    decodable = set(re.findall(r"^ D[.E]A\S* +(\S+)", ffmpeg_list(ffmpeg, "codecs"), re.M))
+    maps = []
+    for n, line in enumerate(re.findall(r"Stream #\S+.*?: Audio: ([^\n]*)", text)):
+        codec = line.split(" ", 1)[0].rstrip(",")
+        if " Hz" in line and ", 0 channels" not in line and (not decodable or codec in decodable):
+            maps += ["-map", f"{input_index}:a:{n}"]
+    return maps
+
+
 def subtitle_tracks(
     source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
 ) -> int:
@@ -614,7 +637,8 @@ def field_order(line: str) -> str | None:
     None for progressive or untagged video. OpenCV decodes such a frame with its two fields
     woven, and the sharpened frame kept the combs of every moving edge, tagged progressive,
     so that no player took them out any more."""
-    fields = re.search(r"Video: .*?, [a-z]\w*\(([^)]*)\)", line)
+    # One level of parentheses inside: "yuv420p(tv, top coded first (swapped))".
+    fields = re.search(r"Video: .*?, [a-z]\w*\(((?:[^()]|\([^()]*\))*)\)", line)
     if fields is None:
         return None
     for field in (f.strip() for f in fields.group(1).split(",")):
@@ -734,7 +758,7 @@ def _packets(
          # With its sound (listed as stream 1, not read): FFmpeg starts an MPEG-TS or -PS
          # file's clock at the earliest of the streams used, so the pictures alone began at
          # 0 however late after the sound they start, as :func:`_mux` has them too.
-         "-map", "0:v:0", "-map", "0:a?",
+         "-map", "0:v:0", *_sound_maps(ffmpeg, source, stop, 0),
          # -copyinkf: packets before the first keyframe, which OpenCV's decoder shows too
          "-c", "copy", "-copyinkf", "-fps_mode", "passthrough", "-f", "framecrc", "-"],
         stop,
@@ -767,9 +791,12 @@ def sound_end(
     """When the last sound of ``source`` ends, in seconds as the file stores it (from 0, as
     its duration counts), from its audio packets (nothing is decoded); None where it has no
     sound or FFmpeg cannot list it."""
+    maps = _sound_maps(ffmpeg, source, stop, 0)
+    if not maps:
+        return None  # without a -map, FFmpeg would list the pictures too
     status, text = _run(
         [ffmpeg, "-hide_banner", "-loglevel", "error", "-i", file_arg(source), "-copyts",
-         "-map", "0:a?", "-c", "copy", "-f", "framecrc", "-"],
+         *maps, "-c", "copy", "-f", "framecrc", "-"],
         stop,
     )  # fmt: skip
     if status != 0:
@@ -945,7 +972,7 @@ def _mux(
         # picture_times (an MPEG-TS or -PS clock starts at the earliest stream used; the
         # sound alone began at 0 however much later than the pictures it starts).
         "-map", "1:v:0", "-c", "copy", "-f", "null", "-",
-        "-map", "0:v", "-map", "1:a?", "-c:v", "copy", *audio_codec,
+        "-map", "0:v", *_sound_maps(ffmpeg, source, stop, 1), "-c:v", "copy", *audio_codec,
         # The date taken and the place (a phone's) are the source's; the pictures' own
         # colour tags and (upright) orientation stay those of the video written.
         "-map_metadata", "1", *tags, *cut,
@@ -955,8 +982,9 @@ def _mux(
     status, text = _run(command, stop)
     if status == 0:
         return ""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else f"ffmpeg exited with status {status}"
+    # What went wrong, not FFmpeg's last word ("Error opening output files: Invalid argument"
+    # for "Could not find tag for codec ... not supported in container").
+    return ffmpeg_reason(text.encode()) or f"ffmpeg exited with status {status}"
 
 
 def copy_audio(

@@ -1104,6 +1104,45 @@ def _combing(path: Path) -> float:
     return float(np.mean(ratios))
 
 
+@pytest.mark.parametrize(
+    ("line", "order"),
+    [
+        ("Stream #0:0: Video: h264 (High), yuv420p(top first), 320x240", "top first"),
+        ("Stream #0:0: Video: mpeg2video (Main), yuv420p(tv, bottom first), 720x576", "bottom first"),
+        # x264's MBAFF in an MKV: the note read "interlaced (top coded first (swapped)"
+        ("Stream #0:0: Video: h264 (High), yuv420p(tv, top coded first (swapped)), 160x120",
+         "top coded first"),
+        ("Stream #0:0: Video: h264 (High), yuv420p(tv, bt709, progressive), 320x240", None),
+        ("Stream #0:0: Video: dvvideo (dvsd / 0x64737664), yuv420p, 720x576", None),
+    ],
+)  # fmt: skip
+def test_the_field_order_is_read_from_ffmpeg_s_stream_line(line: str, order: str | None) -> None:
+    from engine.remux import field_order
+
+    assert field_order(line) == order
+
+
+def test_only_audio_streams_ffmpeg_can_read_are_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A DVB recording's empty audio PID ("0 channels") failed FFmpeg's listing (no picture
+    # times: a varying rate written constant) and its mux (no sound at all); an iPhone's APAC
+    # track beside its AAC one failed the mux too ("Error opening output files").
+    import engine.remux as remux
+
+    listing = (
+        "Input #0, mpegts, from 'x.ts':\n"
+        "  Stream #0:0[0x100]: Video: h264 (High), yuv420p(progressive), 160x120, 25 fps\n"
+        "  Stream #0:1[0x101](und): Audio: mp2 (mp3float) ([3][0][0][0] / 0x0003), 48000 Hz, mono\n"
+        "  Stream #0:2[0x102]: Audio: mp3 (mp3float) ([3][0][0][0] / 0x0003), 0 channels, fltp\n"
+        "  Stream #0:3[0x3]: Audio: apple_apac (apac / 0x63617061), 48000 Hz, mono (default)\n"
+        "  Stream #0:4[0x4]: Audio: aac (LC) (mp4a / 0x6134706D), 48000 Hz, stereo, fltp\n"
+    )
+    monkeypatch.setattr(remux, "_listing", lambda ffmpeg, source, stop: listing)
+    maps = remux._sound_maps(_ffmpeg_exe(), tmp_path / "x.ts", None, 1)
+    assert maps == ["-map", "1:a:0", "-map", "1:a:3"]  # mp2 and AAC; not the empty one, not APAC
+
+
 def test_an_interlaced_video_is_de_interlaced_as_it_is_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
