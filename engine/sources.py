@@ -353,9 +353,10 @@ def _rate_from_timestamps(path: str) -> float | None:
 
 
 def _mean_rate_from_packets(path: str) -> float | None:
-    """The mean rate of a video file's pictures over the whole file, from its packets' times
-    (FFmpeg's listing, nothing decoded: a 4K HEVC clip's first frames took 2.5 s to decode);
-    None without FFmpeg, or where it cannot tell."""
+    """The mean rate of a video file's pictures over the whole file, from its packets' times (FFmpeg's listing, nothing decoded: a 4K HEVC clip's first frames
+    took 2.5 s to decode); None without FFmpeg, where it cannot tell, or for fewer than three
+    pictures (the one step between two says little, and a Matroska writer gives the last
+    picture the declared rate's duration, which is in question here)."""
     from engine.remux import RemuxError, find_ffmpeg, picture_times
 
     ffmpeg = find_ffmpeg()
@@ -363,16 +364,12 @@ def _mean_rate_from_packets(path: str) -> float | None:
         shown = None if ffmpeg is None else picture_times(path, ffmpeg=ffmpeg)
     except RemuxError:
         return None
-    if shown is None or len(shown.times) < 2:
+    if shown is None or len(shown.times) < 3 or shown.times[-1] <= shown.times[0]:
         return None
     times = shown.times
-    # Between the first and last pictures; the last one's own duration only for a file of two
-    # (a Matroska writer gives it the declared rate's, which is in question here).
-    if len(times) == 2 and shown.end is not None and shown.end > times[-1]:
-        steps, span = 2, shown.end - times[0]
-    else:
-        steps, span = len(times) - 1, times[-1] - times[0]
-    return _valid_fps(steps * shown.timescale / span, lowest=_MIN_FILE_FPS) if span > 0 else None
+    return _valid_fps(
+        (len(times) - 1) * shown.timescale / (times[-1] - times[0]), lowest=_MIN_FILE_FPS
+    )
 
 
 def _square_pixel_size(cap: Any, size: tuple[int, int]) -> tuple[int, int] | None:
@@ -1702,8 +1699,10 @@ class VideoFileSource(_SourceBase):
                         measured,
                     )
                     # A Matroska file stores no count: OpenCV's is its duration times the
-                    # declared rate, so at the frames' own rate it is their estimate again.
-                    # Elsewhere the container's count came from the wrong rate.
+                    # declared rate, so at the frames' own rate it is their estimate again (not
+                    # the pictures FFmpeg lists: a file cut off mid-write keeps its whole
+                    # duration, which is how a shortfall tells it). Elsewhere the container's
+                    # count came from the wrong rate.
                     count = round(count * measured / declared) if matroska else math.nan
             self.fps = measured or declared or _valid_fps(fps) or DEFAULT_FPS
             self.frame_count = (

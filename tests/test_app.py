@@ -5704,6 +5704,7 @@ def test_a_file_played_in_slow_motion_is_said_as_such(tmp_path: Path) -> None:
         with source:
             said = describe_error(RuntimeError(source._behind_warning()))
         assert said.text.startswith("The video plays slower than it should: "), said
+        assert said.kind == "camera", said  # a warning's banner, not an error's: nothing failed
         assert "cable" not in said.advice and "restart" not in said.advice, said
         assert "calls see it slowed down" in said.advice
 

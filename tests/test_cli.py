@@ -587,6 +587,21 @@ def test_an_mkv_whose_sound_runs_on_past_its_pictures_is_whole(
     assert code == 0 and f"warning: {cut} announced 150 frames and" in err, err
 
 
+def test_sound_end_is_where_the_last_sound_stops_as_the_file_stores_it(tmp_path: Path) -> None:
+    # As a Matroska duration counts (from 0): 2 s of sound from 1 s on ends at 3 s, its last
+    # packet's own duration included.
+    from engine.remux import sound_end
+
+    late = tmp_path / "late.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2",
+         "-f", "lavfi", "-i", "sine=sample_rate=8000:duration=2", "-vf", "setpts=PTS+1/TB",
+         "-af", "asetpts=PTS+1/TB", "-c:v", "mpeg4", "-c:a", "pcm_s16le", str(late)],
+        check=True,
+    )  # fmt: skip
+    assert sound_end(late, ffmpeg=_ffmpeg_exe()) == pytest.approx(3.0, abs=0.01)
+
+
 @pytest.mark.parametrize("name", ["camcorder.m2ts", "old.flv", "dvd.mpg", "talk.wmv"])
 def test_a_whole_file_of_a_container_without_a_count_is_not_called_damaged(
     tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
@@ -1109,6 +1124,10 @@ def _combing(path: Path) -> float:
     [
         ("Stream #0:0: Video: h264 (High), yuv420p(top first), 320x240", "top first"),
         ("Stream #0:0: Video: mpeg2video (Main), yuv420p(tv, bottom first), 720x576", "bottom first"),
+        ("Stream #0:0: Video: hevc, yuv420p10le(tv, bt2020nc/bt2020/smpte2084, bottom first), 64x48",
+         "bottom first"),
+        ("Stream #0:0: Video: h264 (High), yuv420p(tv, bottom coded first), 64x48", "bottom coded first"),
+        ("Stream #0:0: Video: h264 (High), yuv420p(tv, bt709), 320x240", None),
         # x264's MBAFF in an MKV: the note read "interlaced (top coded first (swapped)"
         ("Stream #0:0: Video: h264 (High), yuv420p(tv, top coded first (swapped)), 160x120",
          "top coded first"),
@@ -1173,6 +1192,31 @@ def test_an_interlaced_video_is_de_interlaced_as_it_is_read(
         cli.main(["process", str(plain), str(tmp_path / "p.mp4"), "--backend", "passthrough"]) == 0
     )
     assert "is interlaced" not in capsys.readouterr().err
+
+
+def test_an_interlaced_hdr_video_is_de_interlaced_as_it_is_tone_mapped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An HDR clip read through FFmpeg's tone mapping is de-interlaced there too, and said so:
+    # its combs were kept, unsaid, where only an SDR one's were taken out. (Panning fast: the
+    # tone map alone softens a still clip's combs.)
+    clip = tmp_path / "hdr_interlaced.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=50:duration=1",
+         "-vf", "scroll=h=0.03,tinterlace=interleave_top,fieldorder=tff,format=yuv420p10le",
+         "-c:v", "libx264",
+         "-flags", "+ilme+ildct", "-x264-params",
+         "tff=1:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {clip} is interlaced (top first); it is de-interlaced as it is read" in err, err
+    assert "is HDR video (PQ); it is tone mapped" in err, err
+    assert len(read_video(out)) == 25
+    # 0.06 of the clip's here; 0.8 without the de-interlacer.
+    assert _combing(out) < 0.3 * _combing(clip), (_combing(out), _combing(clip))
 
 
 def test_an_avi_with_b_frames_keeps_all_its_sound(tmp_path: Path) -> None:

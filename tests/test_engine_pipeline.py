@@ -1457,6 +1457,37 @@ def test_stats_report_the_sources_reconnects_and_a_lost_camera(tmp_path):
     eng.stop()
 
 
+class SlowMotion:
+    """A live source whose ``falling_behind`` is set by the test (a file read slower than its
+    rate)."""
+
+    def __init__(self, inner) -> None:  # noqa: ANN001
+        self.inner = inner
+        self.falling_behind: str | None = None
+
+    def read(self):  # noqa: ANN201
+        return self.inner.read()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+
+def test_a_source_playing_in_slow_motion_is_warned_of_while_the_engine_runs(tmp_path):
+    # The status line says a live file plays slower than its rate while it lasts; a stopped
+    # engine warns of nothing (the source's pacer still remembers its restarts after it).
+    src = SlowMotion(open_source(still(tmp_path), live=True, fps=100))
+    rec = Recorder()
+    eng = Engine(src, Invert(), sinks=[rec])
+    eng.start()
+    assert wait_until(lambda: len(rec.values) >= 3)
+    assert eng.stats().warning is None
+    said = "clip.mp4 cannot be decoded at its 30 fps: it plays in slow motion"
+    src.falling_behind = said
+    assert eng.stats().warning == said
+    eng.stop()
+    assert eng.stats().warning is None
+
+
 def test_the_buffer_pool_hands_out_only_buffers_of_the_size_asked_for():
     # A folder of images of several sizes: a recycled buffer of another size must not be used.
     from engine.pipeline import _BufferPool

@@ -1615,6 +1615,21 @@ def test_an_mkv_is_paced_by_its_frames_times_not_the_rate_it_declares(tmp_path: 
         assert abs(phone.fps / (59 / (1 + 29 / 15)) - 1) < 0.1, phone.fps
 
 
+def test_a_two_picture_mkv_keeps_its_rate(tmp_path: Path) -> None:
+    # Two pictures are too few to measure a rate by (one step, and a last duration that is
+    # the declared rate's): the declared 25 stands, not half of it.
+    import imageio_ffmpeg
+
+    path = tmp_path / "two.mkv"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25", "-frames:v", "2", "-c:v", "mpeg4", str(path)],
+        check=True,
+    )  # fmt: skip
+    with sources.VideoFileSource(path=path, live=False) as src:
+        assert src.fps == pytest.approx(25.0) and len(list(src)) == 2
+
+
 def test_the_pacer_falls_behind_only_on_restarts_that_keep_coming():
     # One stall is a busy moment; a schedule restarted again and again is a file read slower
     # than its rate, which then plays in slow motion.
@@ -1629,6 +1644,28 @@ def test_the_pacer_falls_behind_only_on_restarts_that_keep_coming():
     for _ in range(5):
         pacer.wait()  # on time: no restart
     assert pacer.behind()
+
+
+def test_a_stall_or_two_or_restarts_spread_wider_than_the_window_are_not_slow_motion():
+    # Two stalls (a busy machine for a moment, twice) are not a file read slower than its
+    # rate; nor are three restarts whose first is older than the window, however recent the
+    # last: only BEHIND_RESTARTS of them within BEHIND_WINDOW_S are.
+    pacer = sources._Pacer(100.0, threading.Event(), max_lag_s=0.02)
+    pacer.wait()
+    time.sleep(0.1)
+    before = time.perf_counter()
+    pacer.wait()  # the first restart, between `before` and `first`
+    first = time.perf_counter()
+    assert not pacer.behind()
+    time.sleep(0.1)
+    pacer.wait()
+    assert not pacer.behind()  # two
+    time.sleep(0.1)
+    pacer.wait()  # the third, 0.2 s after the first
+    assert pacer.behind()
+    assert pacer.behind(before + sources.BEHIND_WINDOW_S)
+    # The first out of the window, the last two still in it: separate stalls.
+    assert not pacer.behind(first + sources.BEHIND_WINDOW_S + 0.01)
 
 
 def test_a_looping_clip_slow_to_rewind_is_not_said_to_play_in_slow_motion(
@@ -1649,6 +1686,70 @@ def test_a_looping_clip_slow_to_rewind_is_not_said_to_play_in_slow_motion(
 
     monkeypatch.setattr(sources.VideoFileSource, "_new_pass", slow_rewind)
     with sources.VideoFileSource(path=path, live=True, loop=True) as src:
+        for _ in range(3 * (sources.BEHIND_RESTARTS + 1)):
+            assert src.read() is not None
+        assert src.falling_behind is None and not src.fell_behind
+
+
+@pytest.mark.parametrize("how", ["seek", "reopen", "decoder"])
+def test_a_looping_clip_whose_rewind_is_slow_is_not_said_to_play_in_slow_motion(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    # However a pass starts again (OpenCV's seek back to 0, a raw MJPEG opened anew, an FFmpeg
+    # decoder started again for a tone-mapped clip: 0.25-0.33 s), the rewind is no frame read
+    # late: a 1 s clip looped in the window was said to play in slow motion.
+    img = np.zeros((32, 32, 3), np.uint8)
+    if how == "reopen":
+        path = tmp_path / "loop.mjpeg"
+        path.write_bytes(b"".join(cv2.imencode(".jpg", img)[1].tobytes() for _ in range(3)))
+    else:
+        path = tmp_path / "loop.avi"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 100.0, (32, 32))
+        for _ in range(3):
+            writer.write(img)
+        writer.release()
+    armed = threading.Event()  # once the source is open: its rewinds are slow
+    real = sources._make_capture
+
+    class SlowToSeek:
+        def __init__(self, cap) -> None:  # noqa: ANN001
+            self.cap = cap
+
+        def set(self, prop, value):  # noqa: ANN001, ANN202
+            if armed.is_set() and how == "seek" and prop == cv2.CAP_PROP_POS_FRAMES:
+                time.sleep(0.3)
+            return self.cap.set(prop, value)
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(self.cap, name)
+
+    def make(target, api):  # noqa: ANN001, ANN202
+        if armed.is_set() and how == "reopen":
+            time.sleep(0.3)
+        return SlowToSeek(real(target, api))
+
+    class Decoder:  # FFmpeg's pictures, three a pass; slow to start again
+        left = 3
+
+        def read(self):  # noqa: ANN202
+            if not self.left:
+                return None
+            self.left -= 1
+            return img.copy()
+
+        def restart(self) -> None:
+            time.sleep(0.3)
+            self.left = 3
+
+        def close(self) -> None:
+            return None
+
+    monkeypatch.setattr(sources, "_make_capture", make)
+    kind = "video" if how == "reopen" else None
+    with open_source(path, live=True, loop=True, kind=kind) as src:
+        if how == "decoder":
+            src.decode_with(Decoder())
+        armed.set()
         for _ in range(3 * (sources.BEHIND_RESTARTS + 1)):
             assert src.read() is not None
         assert src.falling_behind is None and not src.fell_behind
