@@ -1384,6 +1384,7 @@ def _run_stream(
             and not _count_estimated(
                 args.source, total, stats.frames_in, source.fps, source.last_time_s
             )
+            and not _trimmed_clip(args.source, total, stats.frames_in)
         ):
             # As `process` says it: a file cut off mid-write ended the run as if it were whole,
             # exit 0 and not a word, over an earlier recording of the same name.
@@ -2517,6 +2518,23 @@ def _count_estimated(
     return short / fps <= slack
 
 
+def _trimmed_clip(path: str, announced: int, decoded: int) -> bool:
+    """Whether ``path`` stores more pictures than it shows, the rest cut by its edit list, and
+    ``decoded`` are all it shows: an MP4 or MOV trimmed by stream copy (`ffmpeg -ss 1 -i x -c
+    copy`) keeps the pictures from the keyframe before the cut, and a whole one announced 120
+    frames for 90 shown and was "damaged or truncated"."""
+    if decoded >= announced:
+        return False
+    from engine.remux import RemuxError, find_ffmpeg, picture_times
+
+    ffmpeg = find_ffmpeg()
+    try:
+        shown = None if ffmpeg is None else picture_times(path, ffmpeg=ffmpeg)
+    except RemuxError:
+        return False
+    return shown is not None and len(shown.times) == decoded
+
+
 def _stored_sound_end(path: str) -> float | None:
     """When the sound of ``path`` ends, in seconds as the file stores it; None without sound
     or an FFmpeg to tell."""
@@ -2688,6 +2706,11 @@ def cmd_process(args: argparse.Namespace) -> int:
             _eprint(
                 f"{PROG}: note: the file announced {total} frames, {written} were decoded "
                 "(its container keeps no count: the announced one is an estimate)"
+            )
+        elif total is not None and _trimmed_clip(args.input, total, written):
+            _eprint(
+                f"{PROG}: note: the file announced {total} frames, {written} were decoded (its "
+                "edit list cuts the others: a trimmed clip)"
             )
         elif total is not None and written < total:
             # Not an error: the count is the container's, and complete files announce frames

@@ -602,6 +602,38 @@ def test_sound_end_is_where_the_last_sound_stops_as_the_file_stores_it(tmp_path:
     assert sound_end(late, ffmpeg=_ffmpeg_exe()) == pytest.approx(3.0, abs=0.01)
 
 
+def test_a_clip_trimmed_by_stream_copy_is_not_called_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `ffmpeg -ss 1 -i x -c copy`: the MP4 keeps the pictures from the keyframe before the
+    # cut, its edit list hides them, and OpenCV counts them: "announced 120 frames and 90
+    # could be decoded (damaged or truncated ...)" for a whole file.
+    whole, trimmed = tmp_path / "whole.mp4", tmp_path / "trimmed.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=30:duration=4",
+         "-c:v", "libx264", "-g", "60", "-pix_fmt", "yuv420p", str(whole)],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-ss", "1", "-i", str(whole), "-c", "copy", str(trimmed)],
+        check=True,
+    )  # fmt: skip
+    shown = len(read_video(trimmed))
+    announced = int(cv2.VideoCapture(str(trimmed)).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert announced > shown  # the lead-in counted
+    code = cli.main(["process", str(trimmed), str(tmp_path / "o.mp4"), "--backend", "passthrough"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning" not in err, err
+    assert (
+        f"note: the file announced {announced} frames, {shown} were decoded (its edit list cuts "
+        "the others: a trimmed clip)" in err
+    ), err
+    code = cli.main(["run", "--source", str(trimmed), "--output", str(tmp_path / "r.mp4"),
+                     "--backend", "passthrough", "--scale", "1"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "could be decoded" not in err, err
+
+
 @pytest.mark.parametrize("name", ["camcorder.m2ts", "old.flv", "dvd.mpg", "talk.wmv"])
 def test_a_whole_file_of_a_container_without_a_count_is_not_called_damaged(
     tmp_path: Path, name: str, capsys: pytest.CaptureFixture[str]
