@@ -37,7 +37,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:  # parsing loads no engine
     from engine.sinks import LostMetadata
@@ -54,6 +54,7 @@ if not os.environ.get("SHARPCAM_DEBUG"):
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "8")  # AV_LOG_FATAL
 
 PROG = "sharpcam"
+_T = TypeVar("_T")
 BACKEND_CHOICES = ("auto", "onnx", "openvino", "torch", "unsharp", "passthrough")
 #: Backends that run no model file (engine.bench.MODEL_BACKENDS are the others; not imported:
 #: parsing loads no engine).
@@ -2518,6 +2519,18 @@ def _count_estimated(
     return short / fps <= slack
 
 
+def _ask_ffmpeg(question: Callable[[str], _T]) -> _T | None:
+    """``question(ffmpeg)`` (a reading of a file's packets); None where there is no FFmpeg,
+    or it cannot answer."""
+    from engine.remux import RemuxError, find_ffmpeg
+
+    ffmpeg = find_ffmpeg()
+    try:
+        return None if ffmpeg is None else question(ffmpeg)
+    except RemuxError:
+        return None
+
+
 def _trimmed_clip(path: str, announced: int, decoded: int) -> bool:
     """Whether ``path`` stores more pictures than it shows, the rest cut by its edit list, and
     ``decoded`` are all it shows: an MP4 or MOV trimmed by stream copy (`ffmpeg -ss 1 -i x -c
@@ -2525,41 +2538,27 @@ def _trimmed_clip(path: str, announced: int, decoded: int) -> bool:
     frames for 90 shown and was "damaged or truncated"."""
     if decoded >= announced:
         return False
-    from engine.remux import RemuxError, find_ffmpeg, picture_times
+    from engine.remux import picture_times
 
-    ffmpeg = find_ffmpeg()
-    try:
-        shown = None if ffmpeg is None else picture_times(path, ffmpeg=ffmpeg)
-    except RemuxError:
-        return False
+    shown = _ask_ffmpeg(lambda ffmpeg: picture_times(path, ffmpeg=ffmpeg))
     return shown is not None and len(shown.times) == decoded
 
 
 def _stored_sound_end(path: str) -> float | None:
     """When the sound of ``path`` ends, in seconds as the file stores it; None without sound
     or an FFmpeg to tell."""
-    from engine.remux import RemuxError, find_ffmpeg, sound_end
+    from engine.remux import sound_end
 
-    ffmpeg = find_ffmpeg()
-    try:
-        return None if ffmpeg is None else sound_end(path, ffmpeg=ffmpeg)
-    except RemuxError:
-        return None
+    return _ask_ffmpeg(lambda ffmpeg: sound_end(path, ffmpeg=ffmpeg))
 
 
 def _stored_pictures(path: str) -> tuple[float, int] | None:
     """When the last picture of ``path`` stops being shown, in seconds as the file stores it
     (from 0, as its duration counts), and how many pictures it stores, from its packets
     (FFmpeg's, nothing decoded); None where there is no FFmpeg to tell."""
-    from engine.remux import RemuxError, find_ffmpeg, picture_times
+    from engine.remux import picture_times
 
-    ffmpeg = find_ffmpeg()
-    if ffmpeg is None:
-        return None
-    try:
-        shown = picture_times(path, ffmpeg=ffmpeg, as_stored=True)
-    except RemuxError:
-        return None
+    shown = _ask_ffmpeg(lambda ffmpeg: picture_times(path, ffmpeg=ffmpeg, as_stored=True))
     if shown is None or not shown.times:
         return None
     end = shown.end if shown.end is not None else shown.times[-1]
