@@ -2538,8 +2538,12 @@ def _trimmed_clip(path: str, announced: int, decoded: int) -> bool:
     frames for 90 shown and was "damaged or truncated"."""
     if decoded >= announced:
         return False
-    from engine.remux import picture_times
+    from engine.remux import packet_count, picture_times
 
+    # All it announces is stored (a file cut off mid-write stores fewer, all shown), and all
+    # it shows was decoded.
+    if _ask_ffmpeg(lambda ffmpeg: packet_count(path, ffmpeg=ffmpeg)) != announced:
+        return False
     shown = _ask_ffmpeg(lambda ffmpeg: picture_times(path, ffmpeg=ffmpeg))
     return shown is not None and len(shown.times) == decoded
 
