@@ -139,15 +139,23 @@ def describe_error(
             "it is on is still there, or open another file (Open…) or pick another source "
             "above.",
         )
-    if "plays in slow motion" in low or "they play slower" in low:
+    if "they play slower" in low:
+        # The engine's words for a folder of photos read slower than its rate.
+        return UserMessage(
+            "camera",
+            f"The photos play slower than they should: {msg}",
+            "This computer cannot read them that fast, so each one shows longer. Smaller "
+            "photos play in time.",
+        )
+    if "plays in slow motion" in low:
         # The engine's words for a file read slower than its rate: nothing failed, and it was
         # "RuntimeError: ... restart SharpCam", or a camera's advice for "screen capture.mkv".
+        # Not "while it sharpens": with sharpening off, it is the reading alone.
         return UserMessage(
             "camera",
             f"The video plays slower than it should: {msg}",
-            "This computer cannot read it at its own rate while it sharpens, so calls see it "
-            "slowed down. A smaller file plays in time (1080p rather than 4K, H.264 rather "
-            "than HEVC).",
+            "This computer cannot read it at its own rate, so it plays slowed down, in calls "
+            "too. A smaller file plays in time (1080p rather than 4K, H.264 rather than HEVC).",
         )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(

@@ -352,17 +352,23 @@ def _rate_from_timestamps(path: str) -> float | None:
     return _valid_fps(1000.0 * len(steps) / sum(steps), lowest=_MIN_FILE_FPS)
 
 
+#: How much of a Matroska file's start its rate is measured over: a 30-minute 2 GB recording
+#: listed whole took 2.7 s to show its first picture in the window (an MP4: 0.2 s).
+_RATE_SPAN_S = 120.0
+
+
 def _mean_rate_from_packets(path: str) -> float | None:
-    """The mean rate of a video file's pictures over the whole file, from its packets' times
-    (FFmpeg's listing, nothing decoded: 0.16 s for a 500 MB 4K HEVC file, whose first 16
-    frames took 2.5 s to decode); None without FFmpeg, where it cannot tell, or for fewer than
-    three pictures (the one step between two says little, and a Matroska writer gives the last
-    picture the declared rate's duration, which is in question here)."""
+    """The mean rate of a video file's pictures over its first :data:`_RATE_SPAN_S`, from
+    their packets' times (FFmpeg's listing, nothing decoded: 0.16 s for a 500 MB 4K HEVC
+    file, whose first 16 frames took 2.5 s to decode); None without FFmpeg, where it cannot
+    tell, or for fewer than three pictures (the one step between two says little, and a
+    Matroska writer gives the last picture the declared rate's duration, which is in
+    question here)."""
     from engine.remux import RemuxError, find_ffmpeg, picture_times
 
     ffmpeg = find_ffmpeg()
     try:
-        shown = None if ffmpeg is None else picture_times(path, ffmpeg=ffmpeg)
+        shown = None if ffmpeg is None else picture_times(path, ffmpeg=ffmpeg, first_s=_RATE_SPAN_S)
     except RemuxError:
         return None
     if shown is None or len(shown.times) < 3 or shown.times[-1] <= shown.times[0]:
@@ -1903,7 +1909,7 @@ class VideoFileSource(_SourceBase):
 
     def _behind_warning(self) -> str | None:
         return (
-            f"{self.path.name} cannot be decoded at its {self.fps:g} fps: it plays in slow motion"
+            f"{self.path.name} cannot be decoded at its {self.fps:.3g} fps: it plays in slow motion"
         )
 
     def _release(self) -> None:
@@ -2113,7 +2119,7 @@ class ImageFolderSource(_SourceBase):
 
     def _behind_warning(self) -> str | None:
         return (
-            f"the images in {self.path.name} cannot be read at {self.fps:g} a second: "
+            f"the images in {self.path.name} cannot be read at {self.fps:.3g} a second: "
             "they play slower"
         )
 

@@ -1630,6 +1630,26 @@ def test_a_two_picture_mkv_keeps_its_rate(tmp_path: Path) -> None:
         assert src.fps == pytest.approx(25.0) and len(list(src)) == 2
 
 
+def test_a_matroska_rate_is_measured_over_its_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Listed whole, a 30-minute 2 GB recording took 2.7 s to show its first picture in the
+    # window: its rate is measured over its first _RATE_SPAN_S (here 1 s: 25 fps; 12.5 after).
+    import imageio_ffmpeg
+
+    path = tmp_path / "long.mkv"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25", "-frames:v", "75",
+         "-vf", "settb=1/1000,setpts='if(lt(N,25),N/25,1+(N-25)/12.5)/TB'", "-fps_mode",
+         "passthrough", "-enc_time_base", "1/1000", "-c:v", "mpeg4", str(path)],
+        check=True,
+    )  # fmt: skip
+    assert sources._mean_rate_from_packets(str(path)) == pytest.approx(74 / 4.92, rel=0.01)
+    monkeypatch.setattr(sources, "_RATE_SPAN_S", 1.0)
+    assert sources._mean_rate_from_packets(str(path)) == pytest.approx(25.0, rel=0.05)
+
+
 def test_the_pacer_falls_behind_only_on_restarts_that_keep_coming():
     # One stall is a busy moment; a schedule restarted again and again is a file read slower
     # than its rate, which then plays in slow motion.
