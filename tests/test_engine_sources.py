@@ -1688,29 +1688,6 @@ def test_a_stall_or_two_or_restarts_spread_wider_than_the_window_are_not_slow_mo
     assert not pacer.behind(first + sources.BEHIND_WINDOW_S + 0.01)
 
 
-def test_a_looping_clip_slow_to_rewind_is_not_said_to_play_in_slow_motion(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A tone-mapped HDR clip's FFmpeg decoder takes 0.25-0.33 s to start again at each pass:
-    # a 1 s clip looped in the window was said to play in slow motion, every frame on time.
-    path = tmp_path / "loop.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 100.0, (32, 32))
-    for _ in range(3):
-        writer.write(np.zeros((32, 32, 3), np.uint8))
-    writer.release()
-    real = sources.VideoFileSource._new_pass
-
-    def slow_rewind(self):  # noqa: ANN001, ANN202
-        time.sleep(0.3)
-        return real(self)
-
-    monkeypatch.setattr(sources.VideoFileSource, "_new_pass", slow_rewind)
-    with sources.VideoFileSource(path=path, live=True, loop=True) as src:
-        for _ in range(3 * (sources.BEHIND_RESTARTS + 1)):
-            assert src.read() is not None
-        assert src.falling_behind is None and not src.fell_behind
-
-
 @pytest.mark.parametrize("how", ["seek", "reopen", "decoder"])
 def test_a_looping_clip_whose_rewind_is_slow_is_not_said_to_play_in_slow_motion(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
