@@ -185,12 +185,13 @@ class _SourceBase:
     def _behind_warning(self) -> str | None:
         return None  # a repeated still image: nothing plays slower
 
-    def _pace(self) -> bool:
-        """Wait for the next frame's turn (live sources); False when interrupted meanwhile."""
+    def _pace(self, step: float | None = None) -> bool:
+        """Wait for the next frame's turn (live sources), ``step`` seconds after the last one's
+        (see :meth:`_Pacer.wait`); False when interrupted meanwhile."""
         pacer: _Pacer | None = getattr(self, "_pacer", None)
         if pacer is None:
             return True
-        waited = pacer.wait()
+        waited = pacer.wait(step)
         if waited is None:
             return False
         self.last_wait_s = waited
@@ -234,10 +235,14 @@ class _SourceBase:
 #: decoded at half its rate every few frames, one 8 % slow every few seconds.
 BEHIND_RESTARTS = 3
 BEHIND_WINDOW_S = 10.0
+#: The longest a live video file's picture is held by its own time before the next: a longer
+#: step is taken for broken times and lasts one period (see ``VideoFileSource._step_s``).
+MAX_STEP_S = 5.0
 
 
 class _Pacer:
-    """Releases one frame per period against the wall clock; waits are interruptible.
+    """Releases frames against the wall clock, one period apart or each after its own step
+    (a variable-rate file's picture times); waits are interruptible.
 
     Falling behind (a slow disk, a stalled machine) does not cause a burst of catch-up frames:
     after more than ``max_lag_s`` late the schedule restarts from now. Restarting again and
@@ -249,14 +254,14 @@ class _Pacer:
         self._interrupt = interrupt
         self._max_lag = max_lag_s
         self._due: float | None = None
+        self._forgive = False
         self._restarts: collections.deque[float] = collections.deque(maxlen=BEHIND_RESTARTS)
 
     def resync(self) -> None:
-        """Start the schedule again from now without counting a restart: a loop's rewind (an
-        FFmpeg decoder started again for a tone-mapped clip: 0.25-0.33 s) is no frame read
-        late, and a 1 s clip rewound three times in 10 s was said to play in slow motion."""
-        if self._due is not None:
-            self._due = time.perf_counter() + self.period
+        """Let the next frame be late without counting a restart: a loop's rewind (an FFmpeg
+        decoder started again for a tone-mapped clip: 0.25-0.33 s) is no frame read late,
+        and a 1 s clip rewound three times in 10 s was said to play in slow motion."""
+        self._forgive = True
 
     def behind(self, now: float | None = None) -> bool:
         """Whether the schedule restarted :data:`BEHIND_RESTARTS` times in the last
@@ -266,19 +271,23 @@ class _Pacer:
             BEHIND_WINDOW_S
         )
 
-    def wait(self) -> float | None:
-        """Block until the next frame is due; seconds waited, or None when interrupted."""
+    def wait(self, step: float | None = None) -> float | None:
+        """Block until the next frame is due, ``step`` seconds after the one before (one
+        period by default); seconds waited, or None when interrupted."""
         now = time.perf_counter()
+        forgive, self._forgive = self._forgive, False
         if self._due is None:
             self._due = now
+        else:
+            self._due += self.period if step is None else step
         delay = self._due - now
         if delay > 0:
             if self._interrupt.wait(delay):
                 return None
         elif -delay > self._max_lag:
             self._due = now
-            self._restarts.append(now)
-        self._due += self.period
+            if not forgive:
+                self._restarts.append(now)
         return max(delay, 0.0)
 
 
@@ -1622,8 +1631,9 @@ class CameraSource(_SourceBase):
 
 
 class VideoFileSource(_SourceBase):
-    """A video file. Live: paced at the file's own FPS against the wall clock (nothing is
-    skipped here; the pipeline's latest-frame slot drops what inference cannot keep up with).
+    """A video file. Live: paced against the wall clock, each picture after its own time (at
+    the file's rate where they carry none: FFmpeg's decoder); nothing is skipped here (the
+    pipeline's latest-frame slot drops what inference cannot keep up with).
     Offline: decoded as fast as it is read.
 
     Args:
@@ -1724,6 +1734,7 @@ class VideoFileSource(_SourceBase):
             self._cap.release()  # nobody gets a source to close
             raise
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
+        self._time_before: float | None = None  # the last paced picture's time (_step_s)
         self._decoder: Any = None  # see decode_with
         #: The field order ("top first") of an interlaced video de-interlaced as it is read,
         #: set with the decoder that does it (``engine.remux``); None otherwise.
@@ -1869,6 +1880,8 @@ class VideoFileSource(_SourceBase):
     def _new_pass(self) -> None:
         """A loop's pass began again with its first picture (just decoded)."""
         self._pass_frames = 1
+        if self._decoder is None:
+            self.last_time_s = self._position_s()
         if self._pacer is not None:
             self._pacer.resync()
 
@@ -1889,14 +1902,29 @@ class VideoFileSource(_SourceBase):
         self._new_pass()
         return img
 
+    def _step_s(self) -> float | None:
+        """Seconds from the picture before to the one just decoded, by their own times (a
+        phone's clip at 30 fps, then 15 as the light fails, played its first half at 0.76 times
+        its speed and its second at 1.5 at the mean rate), or None for one period: a pass's
+        first picture, pictures without times (FFmpeg's decoder), and a step back, none or
+        longer than :data:`MAX_STEP_S` (broken or restarted times, as an MPEG-TS joined from
+        two recordings carries: a jump of an hour held the picture for one)."""
+        before, self._time_before = self._time_before, self.last_time_s
+        if before is None or self.last_time_s is None or self._pass_frames < 2:
+            return None
+        step = self.last_time_s - before
+        return step if 0 < step <= MAX_STEP_S else None
+
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0
         if self._interrupt.is_set() or self._closed:
             return None
-        if not self._pace():
-            return None
+        # Decoded first, then waited for: the wait is by the picture's own time, which only
+        # its decoding tells, and the decoding's own time no longer delays it.
         img = self._decode()
         if img is None:
+            return None
+        if not self._pace(self._step_s() if self._pacer is not None else None):
             return None
         rgb = to_rgb8(img, bgr=True, inplace=True)
         if self._flip is not None:

@@ -1615,6 +1615,48 @@ def test_an_mkv_is_paced_by_its_frames_times_not_the_rate_it_declares(tmp_path: 
         assert abs(phone.fps / (59 / (1 + 29 / 15)) - 1) < 0.1, phone.fps
 
 
+def _stepped_clip(path: Path) -> Path:
+    """Six pictures 20 ms apart, then four 200 ms apart (a mean of 10 fps)."""
+    import imageio_ffmpeg
+
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=50", "-frames:v", "10",
+         "-vf", "settb=1/1000,setpts='if(lt(N,6),N/50,0.1+(N-5)/5)/TB'", "-fps_mode",
+         "passthrough", "-enc_time_base", "1/1000", "-c:v", "mpeg4", "-bf", "2", str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+@pytest.mark.parametrize("name", ["steps.mp4", "steps.mkv"])
+def test_a_variable_rate_file_is_paced_by_each_pictures_own_time(tmp_path: Path, name: str) -> None:
+    # Paced at its mean rate, a phone's clip at 30 fps then 15 played its first half at 0.76
+    # times its speed and its second at 1.5 (the whole at its right length).
+    path = _stepped_clip(tmp_path / name)
+    with sources.VideoFileSource(path=path, live=True) as src:
+        assert 8 < src.fps < 15  # its mean rate: all its steps were once one of 1 / fps
+        times = [f.t_capture for f in src]
+    steps = np.diff(times)
+    assert len(times) == 10
+    assert np.median(steps[:5]) < 0.06 and min(steps[6:]) > 0.15, steps
+
+
+def test_a_step_too_long_to_be_a_pictures_own_lasts_one_period(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Broken times (an MPEG-TS joined from two recordings jumps by an hour) must not hold a
+    # picture for as long: a step longer than MAX_STEP_S is one period of the file's rate.
+    path = _stepped_clip(tmp_path / "steps.mp4")
+    monkeypatch.setattr(sources, "MAX_STEP_S", 0.1)
+    with sources.VideoFileSource(path=path, live=True) as src:
+        period = 1 / src.fps
+        times = [f.t_capture for f in src]
+    steps = np.diff(times)
+    assert np.median(steps[:5]) < 0.06
+    assert all(0.7 * period < s < 0.15 for s in steps[6:]), (steps, period)
+
+
 def test_a_two_picture_mkv_keeps_its_rate(tmp_path: Path) -> None:
     # Two pictures are too few to measure a rate by (one step, and a last duration that is
     # the declared rate's): the declared 25 stands, not half of it.
