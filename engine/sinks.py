@@ -28,7 +28,7 @@ import tempfile
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple, Protocol, runtime_checkable
 
@@ -55,6 +55,7 @@ from engine.sources import (
     XMP_PNG_KEYWORD,
     ImageMetadata,
     _mp4_moov_at,
+    png_colour_is_srgb,
 )
 
 log = logging.getLogger(__name__)
@@ -1579,12 +1580,17 @@ def _png_chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def _png_with_metadata(
-    data: bytes, exif: bytes | None, icc: bytes | None, xmp: bytes | None = None
+    data: bytes,
+    exif: bytes | None,
+    icc: bytes | None,
+    xmp: bytes | None = None,
+    colour: Sequence[tuple[bytes, bytes]] = (),
 ) -> bytes:
-    """The PNG ``data`` with iCCP, eXIf and XMP's iTXt chunks after its IHDR (the profile
-    must come before the image data)."""
+    """The PNG ``data`` with the ``colour`` chunks (``(type, data)``: gAMA, cHRM, sRGB, cICP),
+    iCCP, eXIf and XMP's iTXt chunks after its IHDR (the colour chunks and the profile must
+    come before the image data)."""
     at = 8 + 8 + int.from_bytes(data[8:12], "big") + 4  # past the signature and IHDR
-    extra = b""
+    extra = b"".join(_png_chunk(kind, payload) for kind, payload in colour)
     if icc is not None:
         extra += _png_chunk(b"iCCP", b"ICC profile\0\0" + zlib.compress(icc, 9))
     if exif is not None:
@@ -1607,6 +1613,9 @@ class LostMetadata(NamedTuple):
 
 
 _EXIF, _PROFILE, _XMP = "the EXIF data", "the colour profile", "the XMP data"
+#: A PNG's colour chunks (gAMA, cHRM, cICP) that say other than sRGB: a JPEG has no place
+#: for them, and without them its viewer takes the values for sRGB.
+_PNG_COLOUR = "the PNG gamma and colour space"
 _XMP_EXTENSION = "the XMP data's extension"
 #: The colour spaces of ICC profiles that name their own kind (ICC.1 header, bytes 16-20).
 _ICC_SPACES = {b"GRAY": "a grey", b"CMYK": "a CMYK", b"Lab ": "a Lab", b"XYZ ": "an XYZ"}
@@ -1632,6 +1641,7 @@ class _Embedded(NamedTuple):
     icc: bytes | None
     xmp: bytes | None
     lost: list[LostMetadata]
+    png_colour: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def _metadata_to_write(
@@ -1642,6 +1652,13 @@ def _metadata_to_write(
     if not metadata:
         return _Embedded(None, None, None, [])
     lost: list[LostMetadata] = []
+    jpeg = ext in _JPEG_EXTENSIONS
+    colour = metadata.png_colour if ext == ".png" else ()
+    colour_lost = []
+    if metadata.png_colour and not colour and not png_colour_is_srgb(metadata.png_colour):
+        # Where the file holds a profile, viewers take it instead (and a JPEG keeps it).
+        if metadata.icc is None or not (jpeg and _icc_not_rgb(metadata.icc) is None):
+            colour_lost.append(LostMetadata(_PNG_COLOUR, "only a .png output keeps them"))
     if ext not in METADATA_EXTENSIONS:
         why = f"only {'/'.join(sorted(METADATA_EXTENSIONS))} outputs keep them"
         if metadata.exif is not None:
@@ -1650,8 +1667,7 @@ def _metadata_to_write(
             lost.append(LostMetadata(_XMP, why))
         if metadata.icc is not None:
             lost.append(LostMetadata(_PROFILE, why))
-        return _Embedded(None, None, None, lost)
-    jpeg = ext in _JPEG_EXTENSIONS
+        return _Embedded(None, None, None, lost + colour_lost)
     exif = None if metadata.exif is None else _upright_exif(metadata.exif, size)
     if metadata.exif is not None and exif is None:
         why = (
@@ -1700,7 +1716,7 @@ def _metadata_to_write(
             icc = None
             why = "it is larger than the 16 MB a JPEG holds; a .png output keeps it"
             lost.append(LostMetadata(_PROFILE, why))
-    return _Embedded(exif, icc, xmp, lost)
+    return _Embedded(exif, icc, xmp, lost + colour_lost, colour)
 
 
 def metadata_lost(
@@ -1799,8 +1815,10 @@ def write_image(
         ) from exc
     if not ok:
         raise SinkError(f"cannot encode {target} as {ext}")
-    exif, icc, xmp, _ = _metadata_to_write(metadata, ext, (rgb.shape[1], rgb.shape[0]))
-    if exif is not None or icc is not None or xmp is not None:
+    exif, icc, xmp, _, colour = _metadata_to_write(metadata, ext, (rgb.shape[1], rgb.shape[0]))
+    if colour:  # a PNG
+        data = _png_with_metadata(data.tobytes(), exif, icc, xmp, colour)
+    elif exif is not None or icc is not None or xmp is not None:
         embed = _jpeg_with_metadata if ext in _JPEG_EXTENSIONS else _png_with_metadata
         data = embed(data.tobytes(), exif, icc, xmp)
     # Not imwrite: non-ASCII paths on Windows. Not ndarray.tofile either: a full disk was

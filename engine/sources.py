@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -664,15 +664,50 @@ class ImageMetadata:
             file has none.
         xmp_extended: a JPEG's XMP was too large for one segment and continues in extended
             XMP segments, which are not read (:attr:`xmp` is the main packet only).
+        png_colour: a PNG's colour chunks (gAMA, cHRM, sRGB, cICP), each ``(type, data)``,
+            in the order stored: a PNG saved with another gamma (gAMA 1.0, linear light) or
+            other primaries shows otherwise without them (:func:`png_colour_is_srgb`).
+            Empty when it has none, and for other formats.
     """
 
     exif: bytes | None = None
     icc: bytes | None = None
     xmp: bytes | None = None
     xmp_extended: bool = False
+    png_colour: tuple[tuple[bytes, bytes], ...] = ()
 
     def __bool__(self) -> bool:
-        return self.exif is not None or self.icc is not None or self.xmp is not None
+        return (
+            self.exif is not None
+            or self.icc is not None
+            or self.xmp is not None
+            or bool(self.png_colour)
+        )
+
+
+#: The PNG chunks that say how its values map to colours, and each one's data size (PNG
+#: specification, third edition, 11.3.2).
+PNG_COLOUR_CHUNKS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"cICP": 4}
+#: sRGB's white point and primaries as a cHRM chunk stores them (x, y times 100000).
+_SRGB_CHRM = (31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000)
+
+
+def png_colour_is_srgb(chunks: Sequence[tuple[bytes, bytes]]) -> bool:
+    """Whether PNG colour chunks (:attr:`ImageMetadata.png_colour`) describe sRGB, as a
+    viewer takes a file without them: an sRGB chunk, a cICP of BT.709 primaries with the
+    sRGB transfer, a gAMA of 1/2.2 (within 1 %) and a cHRM of sRGB's primaries (within
+    0.01). Decided as a viewer does, cICP first, then sRGB, then gAMA and cHRM."""
+    found = dict(chunks)
+    if b"cICP" in found:
+        return found[b"cICP"][:2] == bytes([1, 13])
+    if b"sRGB" in found:
+        return True
+    if b"gAMA" in found and abs(int.from_bytes(found[b"gAMA"], "big") - 45455) > 455:
+        return False
+    if b"cHRM" in found:
+        values = [int.from_bytes(found[b"cHRM"][i : i + 4], "big") for i in range(0, 32, 4)]
+        return all(abs(v - srgb) <= 1000 for v, srgb in zip(values, _SRGB_CHRM, strict=True))
+    return True
 
 
 #: Bounds on what metadata reading takes from a file: a damaged (or hostile) length must not
@@ -763,6 +798,8 @@ def _itxt_xmp(data: bytes) -> bytes | None:
 
 def _png_metadata(f: Any) -> ImageMetadata:
     exif = icc = xmp = None
+    colour: list[tuple[bytes, bytes]] = []
+    image_data = False  # colour chunks after it are out of place: viewers pass over them
     pos = 8
     for _ in range(_METADATA_WALK_LIMIT):
         f.seek(pos)
@@ -770,7 +807,17 @@ def _png_metadata(f: Any) -> ImageMetadata:
         if len(head) < 8 or head[4:] == b"IEND":
             break
         size = int.from_bytes(head[:4], "big")
-        if head[4:] in (b"eXIf", b"iCCP", b"iTXt") and size <= _METADATA_LIMIT:
+        image_data = image_data or head[4:] == b"IDAT"
+        if (
+            not image_data
+            and PNG_COLOUR_CHUNKS.get(head[4:]) == size
+            and head[4:] not in dict(colour)
+        ):
+            data = f.read(size + 4)
+            # Only whole ones: libpng passes over a colour chunk whose CRC is wrong.
+            if zlib.crc32(head[4:] + data[:size]).to_bytes(4, "big") == data[size:]:
+                colour.append((head[4:], data[:size]))
+        elif head[4:] in (b"eXIf", b"iCCP", b"iTXt") and size <= _METADATA_LIMIT:
             data = f.read(size)
             if head[4:] == b"eXIf":
                 exif = _tiff_or_none(data)
@@ -785,7 +832,7 @@ def _png_metadata(f: Any) -> ImageMetadata:
                     except zlib.error:
                         icc = None
         pos += size + 12
-    return ImageMetadata(exif=exif, icc=icc, xmp=xmp)
+    return ImageMetadata(exif=exif, icc=icc, xmp=xmp, png_colour=tuple(colour))
 
 
 def _webp_metadata(f: Any) -> ImageMetadata:

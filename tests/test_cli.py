@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -4934,6 +4935,58 @@ def test_metadata_lost_for_two_reasons_gives_both(
         "be read, and copied as it is, its orientation could turn the picture a second time) "
         "and the colour profile (it is a grey profile, not an RGB one, and the output is RGB)\n"
     ) in err, err
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    crc = zlib.crc32(kind + payload).to_bytes(4, "big")
+    return len(payload).to_bytes(4, "big") + kind + payload + crc
+
+
+def test_a_pngs_gamma_and_primaries_go_into_a_png_output_and_a_jpeg_says_it_lacks_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A PNG saved in linear light (gAMA 1.0) with wide primaries shows right only with its
+    # chunks: dropped, viewers showed the output darker and duller than its input.
+    from engine.sources import read_image_metadata
+
+    rgb = stamped_frame(2)
+    data = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+    gama = (100000).to_bytes(4, "big")
+    chrm = b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 70800, 29200, 17000, 79700,
+                                                    13100, 4600))  # fmt: skip
+    colour = _png_chunk(b"gAMA", gama) + _png_chunk(b"cHRM", chrm)
+    late = _png_chunk(b"sRGB", b"\0")  # after the image data: out of place, passed over
+    idat = data.index(b"IDAT") - 4
+    end = data.index(b"IEND") - 4
+    source = tmp_path / "linear.png"
+    source.write_bytes(data[:33] + colour + data[33:end] + late + data[end:])
+    assert read_image_metadata(source).png_colour == ((b"gAMA", gama), (b"cHRM", chrm))
+    assert idat == 33
+
+    out = tmp_path / "out.png"
+    assert cli.main(["process", str(source), str(out), "--backend", "unsharp"]) == 0
+    assert "note:" not in capsys.readouterr().err
+    written = out.read_bytes()
+    assert colour in written and written.index(colour) < written.index(b"IDAT")
+    assert cv2.imread(str(out)) is not None
+
+    jpeg = tmp_path / "out.jpg"
+    assert cli.main(["process", str(source), str(jpeg), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"sharpcam: note: {jpeg} will be without the PNG gamma and colour space of linear.png "
+        "(only a .png output keeps them)\n"
+    ) in err, err
+
+    # Chunks that say sRGB lose nothing a JPEG viewer would not assume anyway; and a chunk
+    # whose CRC is wrong is passed over, as libpng does.
+    srgb = tmp_path / "srgb.png"
+    broken = bytearray(_png_chunk(b"gAMA", gama))
+    broken[-1] ^= 1
+    srgb.write_bytes(data[:33] + _png_chunk(b"sRGB", b"\0") + bytes(broken) + data[33:])
+    assert read_image_metadata(srgb).png_colour == ((b"sRGB", b"\0"),)
+    assert cli.main(["process", str(srgb), str(jpeg), "--backend", "unsharp"]) == 0
+    assert "note:" not in capsys.readouterr().err
 
 
 def test_process_folder_keeps_each_photos_metadata_and_says_which_lose_it(

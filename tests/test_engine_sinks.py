@@ -2600,3 +2600,29 @@ def test_an_existing_folder_named_like_a_video_given_with_a_slash_is_a_folder(tm
     # `clip.mp4/` where a folder clip.mp4 exists: the slash says the folder, not a video.
     (tmp_path / "clip.mp4").mkdir()
     assert sink_kind(f"{tmp_path}/clip.mp4/") == "images"
+
+
+@pytest.mark.parametrize(
+    ("chunks", "srgb"),
+    [
+        ((), True),
+        (((b"sRGB", b"\0"),), True),
+        (((b"gAMA", (45455).to_bytes(4, "big")),), True),
+        (((b"gAMA", (45000).to_bytes(4, "big")),), True),  # within 1 %
+        (((b"gAMA", (100000).to_bytes(4, "big")),), False),  # linear light
+        (((b"gAMA", (55556).to_bytes(4, "big")),), False),  # 1/1.8, an old Mac's
+        (((b"sRGB", b"\0"), (b"gAMA", (100000).to_bytes(4, "big"))), True),  # sRGB wins
+        (((b"cICP", bytes([1, 13, 0, 1])),), True),
+        (((b"cICP", bytes([9, 16, 0, 1])), (b"sRGB", b"\0")), False),  # BT.2100 PQ wins
+        (((b"cHRM", b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 64000, 33000, 30000,
+                                                             60000, 15000, 6000))),), True),
+        (((b"cHRM", b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 68000, 32000, 26500,
+                                                             69000, 15000, 6000))),), False),
+    ],
+)  # fmt: skip
+def test_png_colour_chunks_say_srgb_as_a_viewer_reads_them(
+    chunks: tuple[tuple[bytes, bytes], ...], srgb: bool
+) -> None:
+    from engine.sources import png_colour_is_srgb
+
+    assert png_colour_is_srgb(chunks) is srgb
