@@ -1632,6 +1632,11 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
 
         if find_ffmpeg() is not None:
             return True
+    if has_audio is None:
+        # A container whose track list is not read here (MPEG-TS, OGV, WMV): FFmpeg's is.
+        has_audio = _ffmpeg_hears(source)
+        if has_audio is False:
+            return False
     # `run` records live: frames the model had no time for are dropped, and the sound would
     # drift from the pictures. `process` without FFmpeg cannot copy it.
     if copied:
@@ -1652,6 +1657,18 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
             f"has any could not be told){why}"
         )
     return False
+
+
+def _ffmpeg_hears(video: str) -> bool | None:
+    """Whether FFmpeg lists sound it can read in ``video``; None where it cannot tell (no
+    FFmpeg, a file it cannot list)."""
+    from engine.remux import _sound_maps, find_ffmpeg
+
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        return None
+    maps = _sound_maps(ffmpeg, video, None, 0)
+    return None if maps == ["-map", "0:a?"] else bool(maps)
 
 
 def _kept_tags(video: str) -> bool:

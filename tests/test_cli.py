@@ -1726,6 +1726,32 @@ def test_process_says_the_sound_track_is_not_copied(
     assert code == 0 and "`process` keeps it)" in err, err
 
 
+@pytest.mark.parametrize("sound", [True, False])
+def test_run_tells_whether_a_transport_stream_has_sound_through_ffmpeg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sound: bool
+) -> None:
+    # Its track list is not read here: "whether clip.ts has any could not be told" was said of
+    # a camcorder's clip with sound, and of one without.
+    import imageio_ffmpeg
+
+    clip = tmp_path / "clip.ts"
+    audio = ["-f", "lavfi", "-i", "sine=sample_rate=8000:duration=1", "-c:a", "mp2"]
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25:duration=1", *(audio if sound else []), "-c:v", "mpeg2video",
+         str(clip)],
+        check=True,
+    )  # fmt: skip
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", str(tmp_path / "live.mp4"), "--backend",
+         "passthrough", "--duration", "0.3"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "could not be told" not in err, err
+    told = f"will have no sound: the audio of {clip} is not copied"
+    assert (told in err) == sound and ("no sound" in err) == sound, err
+
+
 def test_process_image_and_folder(tmp_path: Path) -> None:
     img = tmp_path / "in.png"
     cv2.imwrite(str(img), cv2.cvtColor(stamped_frame(9), cv2.COLOR_RGB2BGR))
