@@ -235,9 +235,15 @@ class _SourceBase:
 #: decoded at half its rate every few frames, one 8 % slow every few seconds.
 BEHIND_RESTARTS = 3
 BEHIND_WINDOW_S = 10.0
-#: The longest a live video file's picture is held by its own time before the next: a longer
-#: step is taken for broken times and lasts one period (see ``VideoFileSource._step_s``).
-MAX_STEP_S = 5.0
+#: The longest a live video file's picture is held by its own time before the next, in the
+#: containers whose clock may jump (MPEG-TS and -PS, FLV: two recordings joined): a longer
+#: step is a jump, not a still, and lasts one period, as FFmpeg's own tools take a jump of
+#: over 10 s there (``-dts_delta_threshold``). See ``VideoFileSource._step_s``.
+MAX_STEP_S = 10.0
+#: A picture held longer than this by its own time (a screen recording's still) is sent
+#: again at this period meanwhile: the engine calls a source that sends nothing for 3 s
+#: stalled, and a recording cuts a gap to 2 s.
+REPEAT_S = 1.0
 
 
 class _Pacer:
@@ -258,9 +264,10 @@ class _Pacer:
         self._restarts: collections.deque[float] = collections.deque(maxlen=BEHIND_RESTARTS)
 
     def resync(self) -> None:
-        """Let the next frame be late without counting a restart: a loop's rewind (an FFmpeg
-        decoder started again for a tone-mapped clip: 0.25-0.33 s) is no frame read late,
-        and a 1 s clip rewound three times in 10 s was said to play in slow motion."""
+        """Let the next frame be late without counting a restart, and start the schedule again
+        from it: a loop's rewind (an FFmpeg decoder started again for a tone-mapped clip:
+        0.25-0.33 s) is no frame read late (a 1 s clip rewound three times in 10 s was said to
+        play in slow motion), and the frames after it are not sent at once to catch up."""
         self._forgive = True
 
     def behind(self, now: float | None = None) -> bool:
@@ -284,11 +291,24 @@ class _Pacer:
         if delay > 0:
             if self._interrupt.wait(delay):
                 return None
+        elif forgive:
+            self._due = now  # late by the rewind alone: no burst of frames to catch up
         elif -delay > self._max_lag:
             self._due = now
-            if not forgive:
-                self._restarts.append(now)
+            self._restarts.append(now)
         return max(delay, 0.0)
+
+
+def _clock_may_jump(path: Path) -> bool:
+    """Whether ``path`` is an MPEG-TS (188- or 192-byte packets), MPEG-PS or FLV file, whose
+    clock may jump where two recordings were joined (FFmpeg's demuxers flag them so)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(200)
+    except OSError:
+        return False
+    ts = len(head) > 196 and (head[0] == head[188] == 0x47 or head[4] == head[196] == 0x47)
+    return ts or head.startswith((b"\0\0\1\xba", b"FLV"))
 
 
 def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -1782,6 +1802,10 @@ class VideoFileSource(_SourceBase):
             raise
         self._pacer = _Pacer(self.fps, self._interrupt) if live else None
         self._time_before: float | None = None  # the last paced picture's time (_step_s)
+        self._clock_may_jump = _clock_may_jump(self.path)
+        # A picture decoded and its step, not yet sent; the last picture sent (see REPEAT_S).
+        self._held: tuple[np.ndarray, float | None] | None = None
+        self._shown: np.ndarray | None = None
         self._decoder: Any = None  # see decode_with
         #: The field order ("top first") of an interlaced video de-interlaced as it is read,
         #: set with the decoder that does it (``engine.remux``); None otherwise.
@@ -1953,25 +1977,38 @@ class VideoFileSource(_SourceBase):
         """Seconds from the picture before to the one just decoded, by their own times (a
         phone's clip at 30 fps, then 15 as the light fails, played its first half at 0.76 times
         its speed and its second at 1.5 at the mean rate), or None for one period: a pass's
-        first picture, pictures without times (FFmpeg's decoder), and a step back, none or
-        longer than :data:`MAX_STEP_S` (broken or restarted times, as an MPEG-TS joined from
-        two recordings carries: a jump of an hour held the picture for one)."""
+        first picture, pictures without times (FFmpeg's decoder), a step back or none, and in
+        a container whose clock may jump (:func:`_clock_may_jump`) one longer than
+        :data:`MAX_STEP_S` (an MPEG-TS joined from two recordings: a jump of an hour held the
+        picture for one). Elsewhere a long step is a still (a screen recording's), held as
+        long as it lasts."""
         before, self._time_before = self._time_before, self.last_time_s
         if before is None or self.last_time_s is None or self._pass_frames < 2:
             return None
         step = self.last_time_s - before
-        return step if 0 < step <= MAX_STEP_S else None
+        if step <= 0 or (self._clock_may_jump and step > MAX_STEP_S):
+            return None
+        return step
 
     def read(self) -> Frame | None:
         self.last_wait_s = 0.0
         if self._interrupt.is_set() or self._closed:
             return None
-        # Decoded first, then waited for: the wait is by the picture's own time, which only
-        # its decoding tells, and the decoding's own time no longer delays it.
-        img = self._decode()
-        if img is None:
-            return None
-        if not self._pace(self._step_s() if self._pacer is not None else None):
+        if self._held is None:
+            # Decoded first, then waited for: the wait is by the picture's own time, which
+            # only its decoding tells, and the decoding's own time no longer delays it.
+            img = self._decode()
+            if img is None:
+                return None
+            self._held = (img, self._step_s() if self._pacer is not None else None)
+        img, step = self._held
+        if step is not None and step > REPEAT_S and self._shown is not None:
+            self._held = (img, step - REPEAT_S)
+            if not self._pace(REPEAT_S):
+                return None
+            return self._emit(self._shown.copy(), time.perf_counter())
+        self._held = None
+        if not self._pace(step):
             return None
         rgb = to_rgb8(img, bgr=True, inplace=True)
         if self._flip is not None:
@@ -1980,6 +2017,8 @@ class VideoFileSource(_SourceBase):
             rgb = resize_to(rgb, self._square)
         if self._resize is not None:
             rgb = fit_to(rgb, self._resize)
+        if self._pacer is not None:
+            self._shown = rgb  # sent again while a long still lasts (never changed in place)
         return self._emit(rgb, time.perf_counter())
 
     def _behind_warning(self) -> str | None:

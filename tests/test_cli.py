@@ -4076,6 +4076,34 @@ def test_run_of_a_video_that_stops_decoding_early_warns_as_process_does(
     assert code == 0 and "could be decoded" not in err, err
 
 
+def test_run_of_a_clip_with_a_four_second_still_records_it_whole_and_calls_nothing_stalled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A screen recording's 4 s still, held by its own time and sent once: `run` warned "the
+    # source has sent no frame for over 3 s" (the window: "The video stopped ... Check that
+    # the drive it is on is still there") and the recording cut the still to 2 s.
+    import imageio_ffmpeg
+
+    clip = tmp_path / "still.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25", "-frames:v", "20",
+         "-vf", "settb=1/1000,setpts='if(lt(N,10),N/25,4+N/25)/TB'", "-fps_mode", "passthrough",
+         "-enc_time_base", "1/1000", "-c:v", "mpeg4", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    code = cli.main(
+        ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0 and "sent no frame" not in err, err
+    cap = cv2.VideoCapture(str(out))
+    seconds = cap.get(cv2.CAP_PROP_FRAME_COUNT) / cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    assert seconds > 4.5, seconds
+
+
 def test_run_of_a_video_read_slower_than_its_rate_says_it_plays_in_slow_motion(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

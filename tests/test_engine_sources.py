@@ -1642,19 +1642,71 @@ def test_a_variable_rate_file_is_paced_by_each_pictures_own_time(tmp_path: Path,
     assert np.median(steps[:5]) < 0.06 and min(steps[6:]) > 0.15, steps
 
 
-def test_a_step_too_long_to_be_a_pictures_own_lasts_one_period(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("name", ["steps.ts", "steps.m2ts"])
+def test_a_step_too_long_to_be_a_pictures_own_lasts_one_period_where_clocks_jump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     # Broken times (an MPEG-TS joined from two recordings jumps by an hour) must not hold a
-    # picture for as long: a step longer than MAX_STEP_S is one period of the file's rate.
-    path = _stepped_clip(tmp_path / "steps.mp4")
+    # picture for as long: there a step longer than MAX_STEP_S is one period of the file's rate.
+    path = _stepped_clip(tmp_path / name)
     monkeypatch.setattr(sources, "MAX_STEP_S", 0.1)
     with sources.VideoFileSource(path=path, live=True) as src:
         period = 1 / src.fps
         times = [f.t_capture for f in src]
     steps = np.diff(times)
-    assert np.median(steps[:5]) < 0.06
+    assert len(times) == 10 and np.median(steps[:5]) < 0.06
     assert all(0.7 * period < s < 0.15 for s in steps[6:]), (steps, period)
+
+
+def test_a_long_still_is_held_its_whole_time_and_sent_again_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A screen recording's still of 6 s was held for one period (the 6.8 s clip played in
+    # 1.06 s); held whole but sent once, the engine called the source stalled after 3 s and
+    # a recording cut it to 2 s. Each REPEAT_S (here 0.08 s) of it, the picture goes again.
+    path = _stepped_clip(tmp_path / "steps.mp4")
+    monkeypatch.setattr(sources, "REPEAT_S", 0.08)
+    with sources.VideoFileSource(path=path, live=True) as src:
+        frames = list(src)
+    times = np.array([f.t_capture for f in frames])
+    # Six 20 ms steps, then four of 200 ms, each sent at 80, 160 and 200 ms.
+    assert len(frames) == 6 + 4 * 3, len(frames)
+    assert times[-1] - times[0] == pytest.approx(0.9, abs=0.08)
+    for i in (5, 8, 11, 14):
+        assert np.array_equal(frames[i].image, frames[i + 1].image)
+        assert np.array_equal(frames[i].image, frames[i + 2].image)
+        assert not np.array_equal(frames[i].image, frames[i + 3].image)
+        assert np.diff(times[i : i + 4]) == pytest.approx([0.08, 0.08, 0.04], abs=0.03)
+    assert [f.index for f in frames] == list(range(len(frames)))
+
+
+def test_a_rewind_slower_than_a_period_brings_no_burst_of_frames(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loop's rewind taking 0.15 s at 30 fps: the frames after it came 0 ms apart, to catch
+    # up with a schedule that had not moved.
+    path = write_video(tmp_path / "cfr.avi", 15, fps=30.0)
+    armed = threading.Event()
+    real = sources._make_capture
+
+    class SlowToSeek:
+        def __init__(self, cap) -> None:  # noqa: ANN001
+            self.cap = cap
+
+        def set(self, prop, value):  # noqa: ANN001, ANN202
+            if armed.is_set() and prop == cv2.CAP_PROP_POS_FRAMES:
+                time.sleep(0.15)
+            return self.cap.set(prop, value)
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: SlowToSeek(real(t, a)))
+    with sources.VideoFileSource(path=path, live=True, loop=True) as src:
+        armed.set()
+        times = [src.read().t_capture for _ in range(22)]
+    steps = np.diff(times)
+    assert steps[14] > 0.14 and min(steps[15:20]) > 0.5 / 30, np.round(steps * 1000)
 
 
 def test_a_two_picture_mkv_keeps_its_rate(tmp_path: Path) -> None:
