@@ -2753,6 +2753,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             if worth_telling(noise):
                 levels = _noise_levels(noise, colour)
                 _eprint(f"{PROG}: note: the video is grainy ({levels}); {GRAIN_ADVICE}")
+        if engine.nonfinite_warning:
+            _eprint(f"{PROG}: warning: {engine.nonfinite_warning}")
         said = ""
         if kind == "video" and sink.awaiting_name:
             try:

@@ -621,6 +621,19 @@ class _ModelBackend(_BackendBase):
 
     needs_model = True
     model: ModelFile
+    #: Frames whose model output held NaN or an infinity; the input's values stand in there
+    #: (the engine warns once when this grows). Counted, never raised: a model that breaks on
+    #: one frame in a thousand should not stop a call or a long render. Looked for only in a
+    #: model of :attr:`guarded`.
+    nonfinite_frames = 0
+
+    @property
+    def guarded(self) -> bool:
+        """Whether the output is searched for NaN and infinities: for a user's own model,
+        listed in no manifest. A listed one passed ``training.export``'s check against its
+        eager model, which refuses NaN, and goes without the cost (1-4 % of OpenVINO's call
+        at 1280x720: a select and a reduction in its graph)."""
+        return self.model.entry is None
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
         """`(H, W, 3)` uint8 RGB -> `(H, W, 3)` uint8 RGB (a buffer reused by the next call)."""
@@ -686,15 +699,36 @@ class _FrameBuffers:
             np.multiply(self._planes_u8[c], scale, out=self.nchw[0, c], casting="unsafe")
         return self.nchw
 
-    def from_nchw(self, y: np.ndarray) -> np.ndarray:
-        """`(1, 3, H, W)` float in [0, 1] -> `self.out` `(H, W, 3)` uint8 (clamped, rounded)."""
+    def from_nchw(self, y: np.ndarray, guarded: bool = False) -> np.ndarray:
+        """`(1, 3, H, W)` float in [0, 1] -> `self.out` `(H, W, 3)` uint8 (clamped, rounded).
+
+        ``guarded``: where a value is NaN or infinite the input's value (left in the planes by
+        `to_nchw`, which must have run for this frame) stands in; `self.nonfinite` says
+        whether any did.
+        """
+        self.nonfinite = False
         for c in range(3):
             plane = y[0, c]
             if plane.dtype != np.float32:
                 np.copyto(self._plane_f32, plane)
                 plane = self._plane_f32
-            # dtype=CV_8U saturates and rounds: clip(y * 255 + 0.5) in one pass.
-            cv2.multiply(plane, 255.0, dst=self._planes_u8[c], dtype=cv2.CV_8U)
+            if not guarded:
+                # dtype=CV_8U saturates and rounds: clip(y * 255 + 0.5) in one pass.
+                cv2.multiply(plane, 255.0, dst=self._planes_u8[c], dtype=cv2.CV_8U)
+                continue
+            # One sum is the gate (0.1-0.15 ms a plane at 1280x720, measured): NaN or an
+            # infinity makes it non-finite. Without it cv2 turned NaN into 255 (white) where
+            # OpenVINO and torch give 0 (black). Huge finite values may overflow the sum too:
+            # the exact mask below then finds nothing and changes nothing.
+            with np.errstate(over="ignore", invalid="ignore"):  # inf - inf: said below
+                total = plane.sum(dtype=np.float32)
+            if np.isfinite(total):
+                cv2.multiply(plane, 255.0, dst=self._planes_u8[c], dtype=cv2.CV_8U)
+                continue
+            finite = np.isfinite(plane)
+            self.nonfinite |= not bool(finite.all())
+            # The plane still holds the input's channel: the model's values where finite only.
+            np.copyto(self._planes_u8[c], cv2.multiply(plane, 255.0, dtype=cv2.CV_8U), where=finite)
         cv2.merge(self._planes_u8, dst=self.out)
         return self.out
 
@@ -879,7 +913,10 @@ class OnnxBackend(_ModelBackend):
             if y.shape != x.shape:
                 # from_nchw would leave the result buffer as it was: a stale or blank frame.
                 raise self._contract_error(x.shape, y.shape)
-        return self._buf.from_nchw(y)
+        out = self._buf.from_nchw(y, self.guarded)
+        if self._buf.nonfinite:
+            self.nonfinite_frames += 1
+        return out
 
     @property
     def fixed_size(self) -> bool:
@@ -1073,22 +1110,37 @@ class OpenVinoBackend(_ModelBackend):
         ov = self._ov
         model = self._model.clone()
         model.reshape({model.inputs[0]: ov.PartialShape([1, 3, h, w])})
+        if self.guarded:
+            # NaN and infinities: the input's value stands in (clamp made NaN 0, black, where
+            # ONNX Runtime's conversion gave 255), and a second output, whether all values were
+            # finite, tells the host that one was not (a select of whole pixels, any channel
+            # bad, cost 10 %). A flag, not a sum: in f16 (ARM CPUs, GPUs) a frame's sum
+            # overflows. Not where the shapes are known to differ: a model whose output is
+            # another size than its input must reach the contract check, not fail here.
+            result = model.get_results()[0]
+            y = ops.convert(result.input_value(0), "f32")
+            finite = ops.is_finite(y)
+            shape = result.get_output_partial_shape(0)
+            if shape.compatible(model.get_parameters()[0].get_output_partial_shape(0)):
+                x = ops.convert(model.get_parameters()[0], "f32")
+                result.input(0).replace_source_output(ops.select(finite, y, x).output(0))
+            all_axes = np.array([0, 1, 2, 3], np.int64)
+            model.add_results([ops.result(ops.reduce_logical_and(finite, all_axes))])
+            model.validate_nodes_and_infer_types()
         ppp = PrePostProcessor(model)
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
         ppp.input().model().set_layout(ov.Layout("NCHW"))
         ppp.input().preprocess().convert_element_type(ov.Type.f32).scale(255.0)
-        ppp.output().model().set_layout(ov.Layout("NCHW"))
-        ppp.output().tensor().set_layout(ov.Layout("NHWC"))
+        ppp.output(0).model().set_layout(ov.Layout("NCHW"))
+        ppp.output(0).tensor().set_layout(ov.Layout("NHWC"))
 
         def to_u8(node: Any) -> Any:
-            # Same arithmetic as the other backends: clip(y * 255 + 0.5), then truncate. Not
-            # for NaN (0 here, 255 through ONNX Runtime's conversion): finding a model's NaNs
-            # would cost a pass over every output.
+            # Same arithmetic as the other backends: clip(y * 255 + 0.5), then truncate.
             y = ops.convert(node, "f32")
             y = ops.add(ops.multiply(y, np.float32(255.0)), np.float32(0.5))
             return ops.convert(ops.clamp(y, 0.0, 255.0), "u8").output(0)
 
-        ppp.output().postprocess().custom(to_u8)
+        ppp.output(0).postprocess().custom(to_u8)
         return ppp.build()
 
     def _compile(self, h: int, w: int) -> Any:
@@ -1177,6 +1229,8 @@ class OpenVinoBackend(_ModelBackend):
         # own buffer (valid until the next frame of this size, as the protocol allows).
         request.infer({0: rgb[None]}, share_inputs=True, share_outputs=True)
         out = request.get_output_tensor(0).data[0]
+        if self.guarded and not request.get_output_tensor(1).data.all():
+            self.nonfinite_frames += 1
         if out.shape != (h, w, 3):
             # Checked at compile time for a static shape; the dynamic one says only here.
             raise ModelError(
@@ -1412,7 +1466,16 @@ class TorchBackend(_ModelBackend):
                 # The probe at load saw one small size; copy_ below would broadcast a (1, 3,
                 # 1, 1) output over the whole frame, or fail with a message about tensor a and b.
                 raise self._contract_error(tuple(self._x.shape), y)
-            y = y.float().clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)
+            y = y.float()
+            # One sum is the gate (0.1 ms at 1280x720 on CPU; on CUDA its sync is the one the
+            # host copy below waits for anyway): NaN turned into 0 (black) here, 255 (white)
+            # through ONNX Runtime. Where a value is not finite the input's stands in.
+            if self.guarded and not bool(torch.isfinite(y.sum())):
+                finite = torch.isfinite(y)
+                if not bool(finite.all()):
+                    self.nonfinite_frames += 1
+                    y = torch.where(finite, y, self._x.float())
+            y = y.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8)
             self._host_out.copy_(y[0].permute(1, 2, 0))
         return self._out_np
 

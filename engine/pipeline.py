@@ -226,6 +226,8 @@ class Engine:
         self._stats_interval = max(0.05, float(stats_interval))
         self._warning = warning
         self._failure_warning: str | None = None  # set when the backend fails (live mode)
+        # Set when the backend first reports non-finite model output (its nonfinite_frames).
+        self._nonfinite_warning: str | None = None
         self._failed_sinks: list[tuple[FrameSink, BaseException]] = []
         self._failures_warned_from = 0  # failed_sinks before this were followed by add_sink
         # Offline: a source, backend, sink or output failure, or a stop() before the source's
@@ -510,6 +512,7 @@ class Engine:
                 old, self._backend = self._backend, backend
                 self._passthrough = False
                 self._failure_warning = None
+                self._nonfinite_warning = None
                 if self._backends_closed:
                     # The run is over and closed its backend (close_backend): nothing will call
                     # this one, and nothing would close it later.
@@ -522,6 +525,12 @@ class Engine:
     @property
     def backend(self) -> Any:
         return self._backend
+
+    @property
+    def nonfinite_warning(self) -> str | None:
+        """What the stats' warning says once the model gave NaN or infinite values (the
+        input stood in there); None until then."""
+        return self._nonfinite_warning
 
     def set_warning(self, warning: str | None) -> None:
         """Replace the warning given at construction (None: none): the stats stop saying it,
@@ -643,7 +652,7 @@ class Engine:
         else:
             name = str(getattr(backend, "name", type(backend).__name__))
             provider = str(getattr(backend, "provider", ""))
-        warnings = [w for w in (self._warning, self._failure_warning) if w]
+        warnings = [w for w in (self._warning, self._failure_warning, self._nonfinite_warning) if w]
         with self._lock:
             failed = (
                 self._failed_sinks[-1]
@@ -829,6 +838,7 @@ class Engine:
             self._pending_backend = _NO_SWAP
             self._passthrough = False
             self._failure_warning = None
+            self._nonfinite_warning = None
         if old is not None and old is not self._backend:
             # Not on this thread: a ScaledBackend readying a size waits for that compile
             # (seconds) before it closes, and no frame went through meanwhile (1.9 s frozen).
@@ -870,6 +880,7 @@ class Engine:
             return _Work(frame, Frame(src, frame.index, frame.t_capture), False)
         if self._unconfirmed_rate and t0 >= self._next_follow:
             self._follow_rate(backend, t0)
+        bad_before = getattr(backend, "nonfinite_frames", 0)
         try:
             result = backend.process(src)
             if (
@@ -894,6 +905,15 @@ class Engine:
             self._failure_warning = f"backend {name} failed ({exc}); passing frames through"
             self._report(exc)
             return _Work(frame, frame, False)
+        if self._nonfinite_warning is None:
+            # This frame's call, not the warm-up's blank frame or an earlier stream's.
+            bad = getattr(backend, "nonfinite_frames", 0)
+            if isinstance(bad, int) and isinstance(bad_before, int) and bad > bad_before:
+                # Words that do not change: `run` prints a warning once, the window shows it once.
+                self._nonfinite_warning = (
+                    f"the model gave NaN or infinite values (first in frame {frame.index + 1}); "
+                    "the input is shown there"
+                )
         buf = self._pool.acquire(src.shape)
         if strength >= 1.0:
             np.copyto(buf, result)
