@@ -157,6 +157,16 @@ def describe_error(
             "This computer cannot read it at its own rate, so it plays slowed down, in calls "
             "too. A smaller file plays in time (1080p rather than 4K, H.264 rather than HEVC).",
         )
+    if "nan or infinite values" in low:
+        # The engine's words for a user's own model that runs but gives no picture in places:
+        # it did load ("could not be loaded" said otherwise), and restarting it changes nothing.
+        return UserMessage(
+            "model",
+            f"The sharpening model gives broken pictures: {msg}",
+            "Where it does, the camera's own picture shows instead, in calls too. The model "
+            "file SharpCam was started with is faulty: start it without --model to use its "
+            "own, or export yours again.",
+        )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(
             "model",

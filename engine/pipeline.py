@@ -909,9 +909,10 @@ class Engine:
             # This frame's call, not the warm-up's blank frame or an earlier stream's.
             bad = getattr(backend, "nonfinite_frames", 0)
             if isinstance(bad, int) and isinstance(bad_before, int) and bad > bad_before:
-                # Words that do not change: `run` prints a warning once, the window shows it once.
+                # Words that do not change: `run` prints a warning once, the window shows it
+                # once. No "; ": it joins the engine's warnings.
                 self._nonfinite_warning = (
-                    f"the model gave NaN or infinite values (first in frame {frame.index + 1}); "
+                    f"the model gave NaN or infinite values (first in frame {frame.index + 1}): "
                     "the input is shown there"
                 )
         buf = self._pool.acquire(src.shape)

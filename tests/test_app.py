@@ -5714,6 +5714,15 @@ def test_a_file_played_in_slow_motion_is_said_as_such(tmp_path: Path) -> None:
         assert advice in said.advice and "sharpens" not in said.advice, said
 
 
+def test_a_model_giving_nan_is_said_as_a_faulty_model_not_one_that_did_not_load() -> None:
+    # The engine's warning came through as "The sharpening model could not be loaded", with
+    # advice to reinstall SharpCam's weights, for a user's model that loaded and ran.
+    warning = "the model gave NaN or infinite values (first in frame 3): the input is shown there"
+    said = describe_error(RuntimeError(warning))
+    assert said.text == f"The sharpening model gives broken pictures: {warning}", said
+    assert said.kind == "model" and "--model" in said.advice, said
+
+
 def test_describe_error_and_labels():
     from engine.backends import ModelError
 

@@ -130,7 +130,7 @@ def test_process_with_a_model_that_gives_nan_keeps_the_input_there_and_says_so(
         args = ["process", str(source), str(out), "--model", str(model), "--backend", backend]
         assert cli.main(args) == 0
         err = capsys.readouterr().err
-        said = "warning: the model gave NaN or infinite values (first in frame 1); the input"
+        said = "warning: the model gave NaN or infinite values (first in frame 1): the input"
         assert err.count(said) == 1, err
         assert np.array_equal(cv2.imread(str(out)), _frame())
 
