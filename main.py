@@ -1378,20 +1378,21 @@ def _run_stream(
             _eprint(f"{PROG}: stopped; {nothing}")  # Ctrl-C in `run` stays exit 0
             return 0
         total = source.frame_count if isinstance(source, VideoFileSource) else None
+        # Not the frames a long still was sent again as: a cut-off screen recording's stills
+        # made up for its missing pictures, and it passed as whole.
+        decoded = stats.frames_in - getattr(source, "repeats", 0)
         if (
             total
             and not (stop.is_set() or timed_out)
-            and stats.frames_in < total
-            and not _count_estimated(
-                args.source, total, stats.frames_in, source.fps, source.last_time_s
-            )
-            and not _trimmed_clip(args.source, total, stats.frames_in)
+            and decoded < total
+            and not _count_estimated(args.source, total, decoded, source.fps, source.last_time_s)
+            and not _trimmed_clip(args.source, total, decoded)
         ):
             # As `process` says it: a file cut off mid-write ended the run as if it were whole,
             # exit 0 and not a word, over an earlier recording of the same name.
             _eprint(
                 f"{PROG}: warning: {args.source} announced {total} frames and "
-                f"{stats.frames_in} could be decoded (damaged or truncated, or a count the "
+                f"{decoded} could be decoded (damaged or truncated, or a count the "
                 "container only estimates)"
             )
         if getattr(source, "fell_behind", False) and not virtual:

@@ -980,6 +980,28 @@ def _ort_np_dtype(t: str) -> type:
 # --------------------------------------------------------------------------- OpenVINO
 
 
+def _before_clamp(output: Any) -> Any:
+    """What an OpenVINO graph's ``output`` clamps, or ``output`` itself: the contract's models
+    end in a clamp to [0, 1] (a Clamp, or an ONNX Clip read as a Maximum and a Minimum with
+    constants; conversions around them), which makes NaN 0 (black) in OpenVINO, where ONNX
+    Runtime's Clip keeps it. So NaN is looked for before it."""
+    node = output
+    for _ in range(8):  # a clamp's few nodes, not a walk through the network
+        op = node.get_node()
+        kind = op.get_type_name()
+        if kind in ("Convert", "Clamp"):
+            node = op.input_value(0)
+        elif kind in ("Minimum", "Maximum"):
+            ins = op.input_values()
+            varying = [i for i in ins if i.get_node().get_type_name() != "Constant"]
+            if len(varying) != 1:
+                break
+            node = varying[0]
+        else:
+            break
+    return node
+
+
 class OpenVinoBackend(_ModelBackend):
     """Native OpenVINO runtime; each frame size seen twice gets its own static-shape model.
 
@@ -1119,7 +1141,7 @@ class OpenVinoBackend(_ModelBackend):
             # another size than its input must reach the contract check, not fail here.
             result = model.get_results()[0]
             y = ops.convert(result.input_value(0), "f32")
-            finite = ops.is_finite(y)
+            finite = ops.is_finite(ops.convert(_before_clamp(result.input_value(0)), "f32"))
             shape = result.get_output_partial_shape(0)
             if shape.compatible(model.get_parameters()[0].get_output_partial_shape(0)):
                 x = ops.convert(model.get_parameters()[0], "f32")

@@ -1656,8 +1656,11 @@ def _metadata_to_write(
     colour = metadata.png_colour if ext == ".png" else ()
     colour_lost = []
     if metadata.png_colour and not colour and not png_colour_is_srgb(metadata.png_colour):
-        # Where the file holds a profile, viewers take it instead (and a JPEG keeps it).
-        if metadata.icc is None or not (jpeg and _icc_not_rgb(metadata.icc) is None):
+        # Where the file holds a profile, viewers take it instead (and a JPEG keeps it), but
+        # not over a cICP chunk, which outranks it.
+        cicp = any(kind == b"cICP" for kind, _ in metadata.png_colour)
+        kept = metadata.icc is not None and jpeg and _icc_not_rgb(metadata.icc) is None
+        if cicp or not kept:
             colour_lost.append(LostMetadata(_PNG_COLOUR, "only a .png output keeps them"))
     if ext not in METADATA_EXTENSIONS:
         why = f"only {'/'.join(sorted(METADATA_EXTENSIONS))} outputs keep them"

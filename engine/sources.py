@@ -300,15 +300,22 @@ class _Pacer:
 
 
 def _clock_may_jump(path: Path) -> bool:
-    """Whether ``path`` is an MPEG-TS (188- or 192-byte packets), MPEG-PS or FLV file, whose
-    clock may jump where two recordings were joined (FFmpeg's demuxers flag them so)."""
+    """Whether ``path`` is an MPEG-TS (188-, 192- or 204-byte packets, from any byte: a stream
+    dumped or cut mid-packet plays from the next), MPEG-PS or FLV file, whose clock may jump
+    where two recordings were joined (FFmpeg's demuxers flag them so)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(200)
+            head = f.read(2048)
     except OSError:
         return False
-    ts = len(head) > 196 and (head[0] == head[188] == 0x47 or head[4] == head[196] == 0x47)
-    return ts or head.startswith((b"\0\0\1\xba", b"FLV"))
+    if head.startswith((b"\0\0\1\xba", b"FLV")):
+        return True
+    # Four sync bytes a packet apart, as FFmpeg's probe looks for them.
+    return any(
+        all(head[k + i * size] == 0x47 for i in range(4))
+        for size in (188, 192, 204)
+        for k in range(min(size, len(head) - 3 * size))
+    )
 
 
 def _check_size(size: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -1806,6 +1813,8 @@ class VideoFileSource(_SourceBase):
         # A picture decoded and its step, not yet sent; the last picture sent (see REPEAT_S).
         self._held: tuple[np.ndarray, float | None] | None = None
         self._shown: np.ndarray | None = None
+        #: Frames sent again while a still lasted (see REPEAT_S): not pictures of the file.
+        self.repeats = 0
         self._decoder: Any = None  # see decode_with
         #: The field order ("top first") of an interlaced video de-interlaced as it is read,
         #: set with the decoder that does it (``engine.remux``); None otherwise.
@@ -2006,6 +2015,7 @@ class VideoFileSource(_SourceBase):
             self._held = (img, step - REPEAT_S)
             if not self._pace(REPEAT_S):
                 return None
+            self.repeats += 1
             return self._emit(self._shown.copy(), time.perf_counter())
         self._held = None
         if not self._pace(step):

@@ -4104,6 +4104,36 @@ def test_run_of_a_clip_with_a_four_second_still_records_it_whole_and_calls_nothi
     assert seconds > 4.5, seconds
 
 
+def test_run_of_a_cut_off_clip_with_a_still_still_says_it_is_cut_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The frames a still is sent again as are no pictures of the file: counted as read, a
+    # cut-off screen recording's stills made up for its missing pictures, and it passed as whole.
+    import imageio_ffmpeg
+
+    from engine import sources
+
+    monkeypatch.setattr(sources, "REPEAT_S", 0.05)
+    whole = tmp_path / "whole.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25", "-frames:v", "20", "-vf",
+         "settb=1/1000,setpts='if(lt(N,10),N/25,1+N/25)/TB'", "-fps_mode", "passthrough",
+         "-enc_time_base", "1/1000", "-c:v", "mpeg4", "-g", "1", "-movflags", "+faststart",
+         str(whole)],
+        check=True,
+    )  # fmt: skip
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 7 // 10])  # 14 of the 20 pictures announced decode
+    code = cli.main(
+        ["run", "--source", str(cut), "--output", str(tmp_path / "out.mp4"), "--backend",
+         "passthrough"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "announced 20 frames and 14 could be decoded" in err, err
+
+
 def test_run_of_a_video_read_slower_than_its_rate_says_it_plays_in_slow_motion(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2626,3 +2626,20 @@ def test_png_colour_chunks_say_srgb_as_a_viewer_reads_them(
     from engine.sources import png_colour_is_srgb
 
     assert png_colour_is_srgb(chunks) is srgb
+
+
+def test_a_jpeg_keeping_a_pngs_profile_loses_its_gamma_unsaid_but_not_its_cicp() -> None:
+    # A kept RGB profile is what viewers read instead of gAMA / cHRM; a cICP chunk outranks
+    # the profile, and a PQ one went into a JPEG with no word of it.
+    from engine.sinks import metadata_lost
+    from engine.sources import ImageMetadata
+    from tests.videos import icc_profile
+
+    icc = icc_profile(b"RGB ", size=600)
+    linear = ((b"gAMA", (100000).to_bytes(4, "big")),)
+    pq = ((b"cICP", bytes([9, 16, 0, 1])),)
+    lost = ("the PNG gamma and colour space", "only a .png output keeps them")
+    assert metadata_lost(ImageMetadata(icc=icc, png_colour=linear), "out.jpg") == []
+    assert metadata_lost(ImageMetadata(png_colour=linear), "out.jpg") == [lost]
+    assert metadata_lost(ImageMetadata(icc=icc, png_colour=pq), "out.jpg") == [lost]
+    assert metadata_lost(ImageMetadata(icc=icc, png_colour=pq), "out.png") == []

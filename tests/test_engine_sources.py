@@ -1658,6 +1658,27 @@ def test_a_step_too_long_to_be_a_pictures_own_lasts_one_period_where_clocks_jump
     assert all(0.7 * period < s < 0.15 for s in steps[6:]), (steps, period)
 
 
+@pytest.mark.parametrize("junk", [1, 100])
+def test_a_transport_stream_cut_mid_packet_is_still_one_whose_clock_may_jump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, junk: int
+) -> None:
+    # A recording cut at any byte (dd, a tuner's dump, a partial download) starts mid-packet,
+    # and FFmpeg plays it from the next: a jump in its clock was held as a still (an hour).
+    path = _stepped_clip(tmp_path / "steps.ts")
+    cut = tmp_path / "cut.ts"
+    cut.write_bytes(b"\0" * junk + path.read_bytes())
+    assert sources._clock_may_jump(cut)
+    assert not sources._clock_may_jump(_stepped_clip(tmp_path / "steps.mp4"))
+    monkeypatch.setattr(sources, "MAX_STEP_S", 0.1)
+    monkeypatch.setattr(sources, "REPEAT_S", 10.0)
+    with sources.VideoFileSource(path=cut, live=True) as src:
+        period = 1 / src.fps
+        times = [f.t_capture for f in src]
+    steps = np.diff(times)
+    assert len(times) == 10
+    assert all(0.7 * period < s < 0.15 for s in steps[6:]), (steps, period)
+
+
 def test_a_long_still_is_held_its_whole_time_and_sent_again_meanwhile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
