@@ -2696,6 +2696,10 @@ def cmd_process(args: argparse.Namespace) -> int:
         # The engine counts a skipped image as handed to the output; the sink knows better.
         written = sink.frames_written if folder else engine.stats().frames_out
         skipped = _report_skipped(source, sink) if folder else 0
+        if engine.nonfinite_warning:
+            # Before any way out: what was written has the input in those places, whatever
+            # ends the run (an interrupt, skipped images, a failure later on).
+            _eprint(f"{PROG}: warning: {engine.nonfinite_warning}")
         if engine.errors:
             where = _kept_where(sink, engine.errors[0])
             raise CliError(f"processing failed after {counted(written)}: {engine.errors[0]}{where}")
@@ -2754,8 +2758,6 @@ def cmd_process(args: argparse.Namespace) -> int:
             if worth_telling(noise):
                 levels = _noise_levels(noise, colour)
                 _eprint(f"{PROG}: note: the video is grainy ({levels}); {GRAIN_ADVICE}")
-        if engine.nonfinite_warning:
-            _eprint(f"{PROG}: warning: {engine.nonfinite_warning}")
         said = ""
         if kind == "video" and sink.awaiting_name:
             try:

@@ -192,3 +192,24 @@ def test_nan_before_the_contracts_final_clamp_shows_the_input(
         out = backend.process(img).copy()
         assert out[6, 6].tolist() == [100, 100, 100], out[6, 6]
         assert backend.nonfinite_frames == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+def test_process_says_so_when_it_ends_with_images_skipped_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It was said only where `process` ended well: a folder with one unreadable image ended
+    # with exit 1 and the NaN-touched outputs went unsaid.
+    import cv2
+
+    import main as cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), _frame())
+    (folder / "b.png").write_bytes(b"not a picture")
+    model = _onnx_bad(tmp_path / "nan.onnx", "nan")
+    args = ["process", str(folder), str(tmp_path / "out"), "--model", str(model)]
+    assert cli.main([*args, "--backend", "onnx"]) == 1
+    err = capsys.readouterr().err
+    assert "1 of 2 images skipped" in err and "gave NaN or infinite values" in err, err
