@@ -1726,6 +1726,26 @@ def test_process_says_the_sound_track_is_not_copied(
     assert code == 0 and "`process` keeps it)" in err, err
 
 
+def test_a_transport_stream_ffmpeg_cannot_list_is_said_to_be_of_untold_sound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # FFmpeg's "-map 0:a?" where it cannot list the streams is no sound heard: a clip that
+    # may have none must not be told its audio is not copied, only that whether it has any
+    # could not be told.
+    from engine import remux
+
+    def cannot_list(*args: Any, **kwargs: Any) -> str:
+        raise remux.RemuxError("cannot list it")
+
+    monkeypatch.setattr(remux, "_listing", cannot_list)
+    clip = tmp_path / "clip.ts"
+    clip.write_bytes(bytes(188 * 4))
+    assert cli._ffmpeg_hears(str(clip)) is None
+    assert cli._note_lost_audio(str(clip), str(tmp_path / "live.mp4")) is False
+    err = capsys.readouterr().err
+    assert f"whether {clip} has any could not be told" in err, err
+
+
 @pytest.mark.parametrize("sound", [True, False])
 def test_run_tells_whether_a_transport_stream_has_sound_through_ffmpeg(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], sound: bool

@@ -1768,3 +1768,58 @@ def test_an_offline_output_whose_write_failed_is_kept_as_incomplete(tmp_path: Pa
     eng.stop()
     assert sink.indices == [0, 1, 2]
     assert sink.aborted == 1 and sink.closed == 0 and not eng.complete
+
+
+class Nonfinite(Invert):
+    """Counts the calls in ``bad`` (every call where None) as a model backend counts frames
+    of NaN output (``nonfinite_frames``), from ``before`` (an earlier stream's frames)."""
+
+    name = "nonfinite"
+
+    def __init__(self, bad: set[int] | None, before: int = 0) -> None:
+        super().__init__()
+        self.bad = bad
+        self.nonfinite_frames = before
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        out = super().process(rgb)
+        if self.bad is None or self.calls in self.bad:
+            self.nonfinite_frames += 1
+        return out
+
+
+def test_the_nonfinite_warning_names_the_first_bad_frame_of_this_run_only(tmp_path: Path) -> None:
+    # "first in frame 3" must stay the first (a later bad frame does not move it: `run` prints
+    # the warning once), and a count the backend had before this run (an earlier stream's, in
+    # the window) is no warning of this one. Another backend set once the run is over is not
+    # the one that gave NaN: the warning goes with it.
+    for bad, before, said in [({3, 5}, 0, "first in frame 3"), (set(), 2, None)]:
+        src = open_source(stamped_video(tmp_path / "in.avi", 6), live=False)
+        eng = Engine(src, Nonfinite(bad, before), sinks=[Recorder()], live=False)
+        eng.start()
+        assert eng.wait(30)
+        eng.stop()
+        if said is None:
+            assert eng.nonfinite_warning is None and eng.stats().warning is None
+        else:
+            assert eng.nonfinite_warning == (
+                f"the model gave NaN or infinite values ({said}): the input is shown there"
+            )
+            eng.set_backend(Constant(7))
+            assert eng.nonfinite_warning is None
+
+
+def test_a_backend_swapped_in_lifts_the_nonfinite_warning_of_the_one_before(
+    tmp_path: Path,
+) -> None:
+    # The window's status bar kept saying the model gave NaN after a model that works had
+    # replaced it.
+    src = open_source(still(tmp_path, 100), live=True, fps=100)
+    rec = Recorder()
+    eng = Engine(src, Nonfinite(None), sinks=[rec], live=True)
+    eng.start()
+    assert wait_until(lambda: eng.nonfinite_warning is not None)
+    eng.set_backend(Constant(7))
+    assert wait_until(lambda: 7 in rec.values), rec.values[-5:]
+    assert eng.nonfinite_warning is None and eng.stats().warning is None
+    eng.stop()

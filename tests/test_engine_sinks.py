@@ -2611,11 +2611,15 @@ def test_an_existing_folder_named_like_a_video_given_with_a_slash_is_a_folder(tm
         (((b"gAMA", (45000).to_bytes(4, "big")),), True),  # within 1 %
         (((b"gAMA", (100000).to_bytes(4, "big")),), False),  # linear light
         (((b"gAMA", (55556).to_bytes(4, "big")),), False),  # 1/1.8, an old Mac's
+        (((b"gAMA", (50000).to_bytes(4, "big")),), False),  # 1/2.0: 10 % off
         (((b"sRGB", b"\0"), (b"gAMA", (100000).to_bytes(4, "big"))), True),  # sRGB wins
         (((b"cICP", bytes([1, 13, 0, 1])),), True),
+        (((b"cICP", bytes([1, 8, 0, 1])),), False),  # BT.709 primaries in linear light
         (((b"cICP", bytes([9, 16, 0, 1])), (b"sRGB", b"\0")), False),  # BT.2100 PQ wins
         (((b"cHRM", b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 64000, 33000, 30000,
                                                              60000, 15000, 6000))),), True),
+        (((b"cHRM", b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 65500, 33000, 30000,
+                                                             60000, 15000, 6000))),), False),  # red 0.015 off
         (((b"cHRM", b"".join(v.to_bytes(4, "big") for v in (31270, 32900, 68000, 32000, 26500,
                                                              69000, 15000, 6000))),), False),
     ],
@@ -2643,3 +2647,46 @@ def test_a_jpeg_keeping_a_pngs_profile_loses_its_gamma_unsaid_but_not_its_cicp()
     assert metadata_lost(ImageMetadata(png_colour=linear), "out.jpg") == [lost]
     assert metadata_lost(ImageMetadata(icc=icc, png_colour=pq), "out.jpg") == [lost]
     assert metadata_lost(ImageMetadata(icc=icc, png_colour=pq), "out.png") == []
+
+
+def test_a_pngs_colour_chunks_are_said_lost_by_other_outputs_unless_a_kept_profile_rules() -> None:
+    # gAMA 1.0 (linear light) is how a viewer shows the values: a JPEG, WebP or BMP output goes
+    # without it and is shown darker. Where a JPEG keeps the PNG's RGB profile, viewers follow
+    # the profile instead (as they did the PNG's), and nothing is lost; a profile not kept
+    # (a WebP holds none, a grey one goes with no RGB output) overrides nothing.
+    from videos import icc_profile
+
+    from engine.sinks import metadata_lost
+    from engine.sources import ImageMetadata
+
+    linear = ((b"gAMA", (100000).to_bytes(4, "big")),)
+    lost = ("the PNG gamma and colour space", "only a .png output keeps them")
+    assert metadata_lost(ImageMetadata(png_colour=linear), "out.png") == []
+    for ext in (".jpg", ".webp", ".bmp"):
+        assert lost in metadata_lost(ImageMetadata(png_colour=linear), f"out{ext}"), ext
+    rgb = ImageMetadata(icc=icc_profile(size=600), png_colour=linear)
+    assert metadata_lost(rgb, "out.jpg") == []
+    assert lost in metadata_lost(rgb, "out.webp")
+    grey = ImageMetadata(icc=icc_profile(b"GRAY", size=600), png_colour=linear)
+    assert lost in metadata_lost(grey, "out.jpg")
+
+
+def test_a_png_output_keeps_its_colour_chunks_beside_the_exif_profile_and_xmp(
+    tmp_path: Path,
+) -> None:
+    # A linear-light photo with a date and place: the colour chunks must not push the rest
+    # out (a PNG with any colour chunk took another path through write_image).
+    from videos import exif_block, icc_profile, xmp_packet
+
+    from engine.sinks import write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    linear = ((b"gAMA", (100000).to_bytes(4, "big")),)
+    metadata = ImageMetadata(
+        exif=exif_block(), icc=icc_profile(size=600), xmp=xmp_packet(), png_colour=linear
+    )
+    path = tmp_path / "out.png"
+    write_image(path, np.full((8, 8, 3), 50, np.uint8), metadata=metadata)
+    kept = read_image_metadata(path)
+    assert kept.png_colour == linear and kept.icc == metadata.icc and kept.xmp is not None
+    assert kept.exif is not None

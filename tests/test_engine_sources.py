@@ -1730,6 +1730,101 @@ def test_a_rewind_slower_than_a_period_brings_no_burst_of_frames(
     assert steps[14] > 0.14 and min(steps[15:20]) > 0.5 / 30, np.round(steps * 1000)
 
 
+def test_a_step_longer_than_max_step_s_is_a_still_where_the_clock_does_not_jump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only TS, PS and FLV clocks jump where recordings were joined: in an MP4 a long step is a
+    # screen recording's still, held its whole time (cut to one period, a 6 s still lasted
+    # 0.03 s). MAX_STEP_S here 0.1 s, under the clip's 0.2 s steps.
+    path = _stepped_clip(tmp_path / "steps.mp4")
+    monkeypatch.setattr(sources, "MAX_STEP_S", 0.1)
+    with sources.VideoFileSource(path=path, live=True) as src:
+        times = [f.t_capture for f in src]
+    steps = np.diff(times)
+    assert len(times) == 10 and min(steps[6:]) > 0.15, steps
+
+
+def test_the_containers_whose_clock_may_jump_are_told_by_their_first_bytes(tmp_path: Path) -> None:
+    # MPEG-TS, MPEG-PS (a DVD's or camcorder's .mpg/.vob) and FLV are joined from recordings
+    # with their clocks left as they were; a long step there is a jump, elsewhere a still.
+    import imageio_ffmpeg
+
+    made = {}
+    for name, fmt in [("a.ts", "mpegts"), ("a.mpg", "vob"), ("a.flv", "flv"), ("a.mp4", "mp4"),
+                      ("a.mkv", "matroska")]:  # fmt: skip
+        made[name] = tmp_path / name
+        subprocess.run(
+            [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+             "testsrc=size=64x48:rate=10", "-frames:v", "3", "-c:v", "mpeg2video" if fmt != "flv"
+             else "flv1", "-f", fmt, str(made[name])],
+            check=True,
+        )  # fmt: skip
+    assert {name: sources._clock_may_jump(p) for name, p in made.items()} == {
+        "a.ts": True, "a.mpg": True, "a.flv": True, "a.mp4": False, "a.mkv": False
+    }  # fmt: skip
+
+
+def test_pictures_whose_times_do_not_advance_are_paced_one_period_apart(tmp_path: Path) -> None:
+    # A damaged file whose pictures all carry one time (or a step back) has no step of its
+    # own to wait: each goes one period after the last, not all at once.
+    path = write_video(tmp_path / "cfr.avi", 6, fps=30.0)
+    with sources.VideoFileSource(path=path, live=True) as src:
+        src._position_s = lambda: 0.5  # type: ignore[method-assign]
+        times = [f.t_capture for f in src]
+    steps = np.diff(times)
+    assert len(times) == 6 and min(steps[1:]) > 0.5 / 30, np.round(steps * 1000)
+
+
+def test_a_loops_second_pass_is_paced_by_its_pictures_own_times_from_its_first(
+    tmp_path: Path,
+) -> None:
+    # The pass's first picture's time is where its steps count from: taken from the last
+    # pass's end, the second picture's step came out negative and it waited a whole period.
+    path = _stepped_clip(tmp_path / "steps.mp4")
+    with sources.VideoFileSource(path=path, live=True, loop=True) as src:
+        period = 1 / src.fps
+        times = [src.read().t_capture for _ in range(14)]
+    steps = np.diff(times)
+    # Pictures 10-13 are the second pass's 0-3, 20 ms apart as in the first.
+    assert max(steps[10:13]) < 0.6 * period, (np.round(steps * 1000), period)
+
+
+def test_a_still_of_seconds_in_a_transport_stream_is_held_its_whole_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # MAX_STEP_S is for a clock's jump where recordings were joined (an hour), not for a
+    # broadcast's still of a second or two, which must be held as in any other container.
+    import imageio_ffmpeg
+
+    path = tmp_path / "still.ts"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25", "-frames:v", "4",
+         "-vf", "settb=1/1000,setpts='if(lt(N,3),N/25,1.6)/TB'", "-fps_mode", "passthrough",
+         "-enc_time_base", "1/1000", "-c:v", "mpeg4", str(path)],
+        check=True,
+    )  # fmt: skip
+    monkeypatch.setattr(sources, "REPEAT_S", 10.0)  # held, not sent again meanwhile
+    with sources.VideoFileSource(path=path, live=True) as src:
+        times = [f.t_capture for f in src]
+    assert len(times) == 4 and times[-1] - times[-2] > 1.4, np.diff(times)
+
+
+def test_a_rewind_forgives_only_the_one_late_frame_after_it() -> None:
+    # A loop's rewind is no frame read late; but a clip read slower than its rate after a
+    # rewind plays in slow motion all the same and must be said to: the pardon is one frame's.
+    pacer = sources._Pacer(100.0, threading.Event(), max_lag_s=0.02)
+    pacer.wait()
+    pacer.resync()
+    time.sleep(0.05)
+    pacer.wait()  # late by the rewind alone: no restart
+    assert not pacer.behind() and len(pacer._restarts) == 0
+    for _ in range(sources.BEHIND_RESTARTS):
+        time.sleep(0.05)
+        pacer.wait()
+    assert pacer.behind()
+
+
 def test_a_two_picture_mkv_keeps_its_rate(tmp_path: Path) -> None:
     # Two pictures are too few to measure a rate by (one step, and a last duration that is
     # the declared rate's): the declared 25 stands, not half of it.
@@ -2498,3 +2593,22 @@ def test_a_video_declaring_an_absurd_pixel_aspect_is_not_stretched(tmp_path, mon
     with VideoFileSource(path=path, live=False) as src:
         assert src.size == (32, 24)
         assert src.read().image.shape == (24, 32, 3)
+
+
+def test_a_pngs_colour_chunks_are_read_first_of_each_kind_and_only_whole(tmp_path: Path) -> None:
+    # libpng takes the first gAMA and passes over one of a size its kind never has (a cHRM
+    # cut short): taken, the second gAMA would say linear light of an sRGB picture, and a
+    # short cHRM failed later in png_colour_is_srgb.
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data))
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    png = bytearray(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes())
+    srgb_gamma, linear = (45455).to_bytes(4, "big"), (100000).to_bytes(4, "big")
+    short_chrm = bytes(28)
+    png[33:33] = chunk(b"gAMA", srgb_gamma) + chunk(b"gAMA", linear) + chunk(b"cHRM", short_chrm)
+    path = tmp_path / "a.png"
+    path.write_bytes(png)
+    assert sources.read_image_metadata(path).png_colour == ((b"gAMA", srgb_gamma),)

@@ -20,7 +20,7 @@ def _onnx_bad(path: Path, what: str) -> Path:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    value = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf}[what]
+    value = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "huge": 3e38}[what]
     graph = helper.make_graph(
         [
             helper.make_node("Sub", ["input", "g"], ["d"]),
@@ -213,3 +213,20 @@ def test_process_says_so_when_it_ends_with_images_skipped_too(
     assert cli.main([*args, "--backend", "onnx"]) == 1
     err = capsys.readouterr().err
     assert "1 of 2 images skipped" in err and "gave NaN or infinite values" in err, err
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+def test_huge_finite_output_is_no_nan_and_is_neither_replaced_nor_counted(tmp_path: Path) -> None:
+    # 3e38 a pixel overflows a plane's float32 sum, the gate to the search: the search must
+    # then find nothing, keep the model's values (clamped: 255) and count no frame, or a
+    # model that saturates would be warned of as giving NaN. Nor may the overflow print
+    # numpy's "overflow encountered" on the user's console.
+    import warnings
+
+    img = _frame()
+    want = np.where(img == 100, 255, img).astype(np.uint8)
+    for make in _backends(tmp_path, "huge"):
+        with make() as backend, warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            assert np.array_equal(backend.process(img), want), backend.provider
+            assert backend.nonfinite_frames == 0, backend.provider
