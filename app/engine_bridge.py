@@ -164,8 +164,8 @@ def describe_error(
             "model",
             f"The sharpening model gives broken pictures: {msg}",
             "Where it does, the camera's own picture shows instead, in calls too. The model "
-            "file SharpCam was started with is faulty: start it without --model to use its "
-            "own, or export yours again.",
+            "file is not one of SharpCam's own (it is listed in no manifest) and is faulty: "
+            "start SharpCam without --model to use its own, or export yours again.",
         )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(

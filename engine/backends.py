@@ -980,20 +980,29 @@ def _ort_np_dtype(t: str) -> type:
 # --------------------------------------------------------------------------- OpenVINO
 
 
-def _before_clamp(output: Any) -> Any:
-    """What an OpenVINO graph's ``output`` clamps, or ``output`` itself: the contract's models
-    end in a clamp to [0, 1] (a Clamp, or an ONNX Clip read as a Maximum and a Minimum with
-    constants; conversions around them), which makes NaN 0 (black) in OpenVINO, where ONNX
-    Runtime's Clip keeps it. So NaN is looked for before it."""
+def _is_constant(output: Any) -> bool:
+    """Whether an OpenVINO ``output`` is a constant (through conversions: a model saved with
+    ``compress_to_fp16``, OpenVINO's default, keeps its constants in f16 behind a Convert)."""
+    op = output.get_node()
+    while op.get_type_name() == "Convert":
+        op = op.input_value(0).get_node()
+    return op.get_type_name() == "Constant"
+
+
+def _before_saturation(output: Any) -> Any:
+    """What an OpenVINO graph's ``output`` is before the saturating ops it may end in, or
+    ``output`` itself: the contract's models end in a clamp to [0, 1] (a Clamp, or an ONNX
+    Clip read as a Maximum and a Minimum with constants), maybe after a Relu, conversions
+    around them. OpenVINO's make NaN 0 (black) where ONNX Runtime's keep it, so NaN is looked
+    for before them (and an infinity, which they map into range as ONNX Runtime's do, after)."""
     node = output
     for _ in range(8):  # a clamp's few nodes, not a walk through the network
         op = node.get_node()
         kind = op.get_type_name()
-        if kind in ("Convert", "Clamp"):
+        if kind in ("Convert", "Clamp", "Relu"):
             node = op.input_value(0)
         elif kind in ("Minimum", "Maximum"):
-            ins = op.input_values()
-            varying = [i for i in ins if i.get_node().get_type_name() != "Constant"]
+            varying = [i for i in op.input_values() if not _is_constant(i)]
             if len(varying) != 1:
                 break
             node = varying[0]
@@ -1134,20 +1143,21 @@ class OpenVinoBackend(_ModelBackend):
         model.reshape({model.inputs[0]: ov.PartialShape([1, 3, h, w])})
         if self.guarded:
             # NaN and infinities: the input's value stands in (clamp made NaN 0, black, where
-            # ONNX Runtime's conversion gave 255), and a second output, whether all values were
-            # finite, tells the host that one was not (a select of whole pixels, any channel
-            # bad, cost 10 %). A flag, not a sum: in f16 (ARM CPUs, GPUs) a frame's sum
-            # overflows. Not where the shapes are known to differ: a model whose output is
-            # another size than its input must reach the contract check, not fail here.
+            # ONNX Runtime's conversion gave 255), and a second output, whether any value was
+            # bad, tells the host (a select of whole pixels, any channel bad, cost 10 %). A
+            # flag, not a sum: in f16 (ARM CPUs, GPUs) a frame's sum overflows. Not where the
+            # shapes are known to differ: a model whose output is another size than its input
+            # must reach the contract check, not fail here.
             result = model.get_results()[0]
             y = ops.convert(result.input_value(0), "f32")
-            finite = ops.is_finite(ops.convert(_before_clamp(result.input_value(0)), "f32"))
+            before = ops.convert(_before_saturation(result.input_value(0)), "f32")
+            bad = ops.logical_or(ops.is_nan(before), ops.logical_not(ops.is_finite(y)))
             shape = result.get_output_partial_shape(0)
             if shape.compatible(model.get_parameters()[0].get_output_partial_shape(0)):
                 x = ops.convert(model.get_parameters()[0], "f32")
-                result.input(0).replace_source_output(ops.select(finite, y, x).output(0))
+                result.input(0).replace_source_output(ops.select(bad, x, y).output(0))
             all_axes = np.array([0, 1, 2, 3], np.int64)
-            model.add_results([ops.result(ops.reduce_logical_and(finite, all_axes))])
+            model.add_results([ops.result(ops.reduce_logical_or(bad, all_axes))])
             model.validate_nodes_and_infer_types()
         ppp = PrePostProcessor(model)
         ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
@@ -1251,7 +1261,7 @@ class OpenVinoBackend(_ModelBackend):
         # own buffer (valid until the next frame of this size, as the protocol allows).
         request.infer({0: rgb[None]}, share_inputs=True, share_outputs=True)
         out = request.get_output_tensor(0).data[0]
-        if self.guarded and not request.get_output_tensor(1).data.all():
+        if self.guarded and request.get_output_tensor(1).data.any():
             self.nonfinite_frames += 1
         if out.shape != (h, w, 3):
             # Checked at compile time for a static shape; the dynamic one says only here.

@@ -299,6 +299,10 @@ class _Pacer:
         return max(delay, 0.0)
 
 
+#: The boxes an MP4 or QuickTime file may begin with.
+_MP4_TOP_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot")
+
+
 def _clock_may_jump(path: Path) -> bool:
     """Whether ``path`` is an MPEG-TS (188-, 192- or 204-byte packets, from any byte: a stream
     dumped or cut mid-packet plays from the next), MPEG-PS or FLV file, whose clock may jump
@@ -310,6 +314,8 @@ def _clock_may_jump(path: Path) -> bool:
         return False
     if head.startswith((b"\0\0\1\xba", b"FLV")):
         return True
+    if head[4:8] in _MP4_TOP_BOXES or head.startswith((b"RIFF", _EBML_MAGIC)):
+        return False  # raw pictures in it may hold a flat 0x47 grey: "sync bytes"
     # Four sync bytes a packet apart, as FFmpeg's probe looks for them.
     return any(
         all(head[k + i * size] == 0x47 for i in range(4))

@@ -1764,6 +1764,21 @@ def test_the_containers_whose_clock_may_jump_are_told_by_their_first_bytes(tmp_p
     }  # fmt: skip
 
 
+def test_an_uncompressed_mov_of_a_flat_grey_is_no_transport_stream(tmp_path: Path) -> None:
+    # A QuickTime file with its mdat first holds raw pixels from byte ~48: a flat 0x47 grey is
+    # "sync bytes" 188 apart, and a still of more than MAX_STEP_S in it was cut to one period.
+    import imageio_ffmpeg
+
+    out = tmp_path / "grey.mov"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "color=c=0x474747:size=160x120:rate=10:duration=1", "-frames:v", "10",
+         "-c:v", "rawvideo", "-pix_fmt", "bgr24", str(out)],
+        check=True,
+    )  # fmt: skip
+    assert not sources._clock_may_jump(out)
+
+
 def test_pictures_whose_times_do_not_advance_are_paced_one_period_apart(tmp_path: Path) -> None:
     # A damaged file whose pictures all carry one time (or a step back) has no step of its
     # own to wait: each goes one period after the last, not all at once.
