@@ -547,6 +547,7 @@ def tone_map_hdr(source: Any, *, ffmpeg: str | None = None) -> ToneMapping | Non
         return ToneMapping(transfer, f"tone mapping failed: {why}")
     source.decode_with(frames)
     source.deinterlaced = field_order(line)
+    _time_pictures(source, ffmpeg)
     return ToneMapping(transfer, None)
 
 
@@ -679,6 +680,29 @@ def _decode_exactly(source: Any, ffmpeg: str, line: str) -> None:
         return
     source.decode_with(frames)
     source.deinterlaced = order
+    _time_pictures(source, ffmpeg)
+
+
+def _time_pictures(source: Any, ffmpeg: str) -> None:
+    """Where ``source`` (a ``VideoFileSource`` reading through :class:`SdrFrames`) plays
+    live, list its pictures' times on a thread of their own and hand them over
+    (``use_picture_times``): FFmpeg's decoder gives none, and a variable-rate clip played at
+    its mean rate. The listing stops when the source is interrupted or closed."""
+    if not getattr(source, "live", False):
+        return
+    stop = getattr(source, "_interrupt", None)
+
+    def work() -> None:
+        try:
+            found = picture_times(source.path, ffmpeg=ffmpeg, stop=stop)
+        except Exception as exc:  # RemuxStopped on a close; any failure leaves one period
+            log.debug("%s: no picture times: %s", source.path.name, exc)
+            return
+        if found is not None and found.times:
+            first = found.times[0]
+            source.use_picture_times([(t - first) / found.timescale for t in found.times])
+
+    threading.Thread(target=work, name="sharpcam-picture-times", daemon=True).start()
 
 
 class PictureTimes(NamedTuple):

@@ -1712,7 +1712,7 @@ class CameraSource(_SourceBase):
 
 class VideoFileSource(_SourceBase):
     """A video file. Live: paced against the wall clock, each picture after its own time (at
-    the file's rate where they carry none: FFmpeg's decoder); nothing is skipped here (the
+    the file's rate where none is known); nothing is skipped here (the
     pipeline's latest-frame slot drops what inference cannot keep up with).
     Offline: decoded as fast as it is read.
 
@@ -1821,6 +1821,7 @@ class VideoFileSource(_SourceBase):
         self._shown: np.ndarray | None = None
         #: Frames sent again while a still lasted (see REPEAT_S): not pictures of the file.
         self.repeats = 0
+        self._picture_times: list[float] | None = None  # see use_picture_times
         self._decoder: Any = None  # see decode_with
         #: The field order ("top first") of an interlaced video de-interlaced as it is read,
         #: set with the decoder that does it (``engine.remux``); None otherwise.
@@ -1860,6 +1861,21 @@ class VideoFileSource(_SourceBase):
         self._first = self._first_kept = None
         self.last_time_s = None  # FFmpeg's pictures carry no time here
         self._flip = None  # FFmpeg applies the display matrix whole, mirroring included
+
+    def use_picture_times(self, times_s: Sequence[float]) -> None:
+        """Pace the pictures of :meth:`decode_with`'s decoder, which gives no times, by
+        ``times_s``: seconds, one per picture in the order shown (``engine.remux``'s
+        ``picture_times``). Listed once the decoder is open (a 30-minute file took 2.5 s),
+        they may come from another thread, and until then, and past their end, each picture
+        lasts one period: a variable-rate HDR phone clip played at its mean rate."""
+        self._picture_times = list(times_s)
+
+    def _time_of_picture(self) -> float | None:
+        """The time of the picture just decoded, where it is known."""
+        if self._decoder is None:
+            return self.last_time_s
+        times, i = self._picture_times, self._pass_frames - 1
+        return times[i] if times is not None and 0 <= i < len(times) else None
 
     def _position_s(self) -> float | None:
         ms = float(self._cap.get(cv2.CAP_PROP_POS_MSEC))
@@ -1992,15 +2008,17 @@ class VideoFileSource(_SourceBase):
         """Seconds from the picture before to the one just decoded, by their own times (a
         phone's clip at 30 fps, then 15 as the light fails, played its first half at 0.76 times
         its speed and its second at 1.5 at the mean rate), or None for one period: a pass's
-        first picture, pictures without times (FFmpeg's decoder), a step back or none, and in
+        first picture, pictures without times (FFmpeg's decoder before, or without,
+        :meth:`use_picture_times`), a step back or none, and in
         a container whose clock may jump (:func:`_clock_may_jump`) one longer than
         :data:`MAX_STEP_S` (an MPEG-TS joined from two recordings: a jump of an hour held the
         picture for one). Elsewhere a long step is a still (a screen recording's), held as
         long as it lasts."""
-        before, self._time_before = self._time_before, self.last_time_s
-        if before is None or self.last_time_s is None or self._pass_frames < 2:
+        now = self._time_of_picture()
+        before, self._time_before = self._time_before, now
+        if before is None or now is None or self._pass_frames < 2:
             return None
-        step = self.last_time_s - before
+        step = now - before
         if step <= 0 or (self._clock_may_jump and step > MAX_STEP_S):
             return None
         return step

@@ -1730,6 +1730,38 @@ def test_a_rewind_slower_than_a_period_brings_no_burst_of_frames(
     assert steps[14] > 0.14 and min(steps[15:20]) > 0.5 / 30, np.round(steps * 1000)
 
 
+def test_a_variable_rate_clip_ffmpeg_decodes_is_paced_by_its_pictures_own_times(
+    tmp_path: Path,
+) -> None:
+    # FFmpeg's decoder (a 10-bit clip here, whose colours OpenCV gets wrong; HDR and interlaced
+    # ones alike) gives no times: its pictures went one period apart, a variable-rate phone
+    # clip at its mean rate. Listed on a thread, their times come a moment after it opens.
+    import imageio_ffmpeg
+
+    from engine.remux import tone_map_hdr
+
+    path = tmp_path / "steps10.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=50", "-frames:v", "10",
+         "-vf", "settb=1/1000,setpts='if(lt(N,6),N/50,0.1+(N-5)/5)/TB'", "-fps_mode",
+         "passthrough", "-enc_time_base", "1/1000", "-c:v", "libx264", "-pix_fmt", "yuv420p10le",
+         "-bf", "0", str(path)],
+        check=True,
+    )  # fmt: skip
+    with sources.VideoFileSource(path=path, live=True) as src:
+        tone_map_hdr(src, ffmpeg=imageio_ffmpeg.get_ffmpeg_exe())
+        assert src._decoder is not None  # read through FFmpeg
+        deadline = time.perf_counter() + 10
+        while src._picture_times is None and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        assert src._picture_times is not None and len(src._picture_times) == 10
+        times = [f.t_capture for f in src]
+    steps = np.diff(times)
+    assert len(times) == 10
+    assert np.median(steps[:5]) < 0.06 and min(steps[6:]) > 0.15, steps
+
+
 def test_a_step_longer_than_max_step_s_is_a_still_where_the_clock_does_not_jump(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
