@@ -694,7 +694,7 @@ def _time_pictures(source: Any, ffmpeg: str) -> None:
 
     def work() -> None:
         try:
-            found = picture_times(source.path, ffmpeg=ffmpeg, stop=stop)
+            found = picture_times(source.path, ffmpeg=ffmpeg, stop=stop, from_key=True)
         except Exception as exc:  # RemuxStopped on a close; any failure leaves one period
             log.debug("%s: no picture times: %s", source.path.name, exc)
             return
@@ -723,6 +723,7 @@ def picture_times(
     as_stored: bool = False,
     frames: int | None = None,
     first_s: float | None = None,
+    from_key: bool = False,
 ) -> PictureTimes | None:
     """The :class:`PictureTimes` of ``source``'s first video stream, from its packets'
     times (nothing is decoded): from the file's start time (its earliest stream's), or with
@@ -734,7 +735,9 @@ def picture_times(
     keyframes holds packets it may not show (an H.264 decoder shows none before the first
     keyframe; MPEG-4 part 2's shows them all). Where the packets outnumber ``frames`` and
     those from the first keyframe on match it, only those are listed. ``first_s``: of the
-    first seconds only (a 30-minute recording took 2.5 s to list whole).
+    first seconds only (a 30-minute recording took 2.5 s to list whole). ``from_key``, where
+    ``frames`` is not known: as an H.264 or HEVC decoder shows them, from the first keyframe
+    on and none shown before it (an open GOP's leading pictures).
     """
     found = _packets(source, ffmpeg=ffmpeg, stop=stop, as_stored=as_stored, first_s=first_s)
     if found is None:
@@ -750,7 +753,10 @@ def picture_times(
         )
 
     packets = shown(listed)
-    if frames is not None and len(packets) > frames:
+    if from_key and frames is None and listed and not listed[0][2] & 1:
+        key = next((i for i, (_, _, flags) in enumerate(listed) if flags & 1), 0)
+        packets = [p for p in shown(listed[key:]) if p[0] >= listed[key][0]]
+    elif frames is not None and len(packets) > frames:
         # A stream-copied cut or a TS capture joined late: timed from its first packet, the
         # sound was cut 2 s early and the pictures ran that far ahead of it.
         key = next((i for i, (_, _, flags) in enumerate(listed) if flags & 1), 0)

@@ -1949,6 +1949,13 @@ class VideoFileSource(_SourceBase):
                 # FFmpeg again for each pass took 73 ms a 1080p frame.
                 self._first_kept = img.copy() if self._pass_frames == 1 else None
             return img
+        times = self._picture_times
+        if times and len(times) != self._pass_frames:
+            # Not the pictures the listing counted (damaged ones skipped, a start between
+            # keyframes the decoder took otherwise): the times may be others', one period.
+            log.info("%s: %d pictures, %d times listed: paced at its rate", self.path.name,
+                     self._pass_frames, len(times))  # fmt: skip
+            self._picture_times = []
         if not self._loop or self._next_index == 0 or self._closed:
             return None
         if self._pass_frames == 1 and self._first_kept is not None:

@@ -1762,6 +1762,86 @@ def test_a_variable_rate_clip_ffmpeg_decodes_is_paced_by_its_pictures_own_times(
     assert np.median(steps[:5]) < 0.06 and min(steps[6:]) > 0.15, steps
 
 
+def _wait_for_picture_times(src: sources.VideoFileSource) -> list[float]:
+    deadline = time.perf_counter() + 10
+    while src._picture_times is None and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    assert src._picture_times is not None
+    return src._picture_times
+
+
+@pytest.mark.parametrize("codec", ["h264", "hevc"])
+def test_a_clip_ffmpeg_decodes_from_between_keyframes_is_paced_by_the_pictures_shown(
+    tmp_path: Path, codec: str
+) -> None:
+    # Cut between keyframes (a TS capture joined late; an open GOP, x265's default), the
+    # decoder shows nothing before the first keyframe, nor the leading pictures that refer
+    # to the GOP cut away: the listed times ran ahead of the pictures by as many (the slow
+    # part began 3 pictures late).
+    import imageio_ffmpeg
+
+    from engine.remux import tone_map_hdr
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    kind = ".ts" if codec == "h264" else ".mkv"
+    full, cut = tmp_path / f"full{kind}", tmp_path / f"cut{kind}"
+    encode = (
+        ["-c:v", "libx264", "-bf", "0", "-g", "6", "-keyint_min", "6", "-sc_threshold", "0"]
+        if codec == "h264"
+        else ["-c:v", "libx265", "-x265-params",
+              "log-level=0:keyint=6:min-keyint=6:open-gop=1:scenecut=0"]
+    )  # fmt: skip
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=50",
+         "-frames:v", "24", "-vf", "settb=1/1000,setpts='if(lt(N,12),N/50,0.24+(N-11)/5)/TB'",
+         "-fps_mode", "passthrough", "-enc_time_base", "1/1000", *encode,
+         "-pix_fmt", "yuv420p10le", str(full)],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(full), "-ss", "0.05", "-c", "copy", "-copyinkf",
+         str(cut)],
+        check=True,
+    )  # fmt: skip
+    with sources.VideoFileSource(path=cut, live=True) as src:
+        tone_map_hdr(src, ffmpeg=ffmpeg)
+        assert src._decoder is not None  # read through FFmpeg
+        listed = _wait_for_picture_times(src)
+        frames = list(src)
+    steps = np.diff([f.t_capture for f in frames])
+    assert len(listed) == len(frames), (len(listed), len(frames))
+    # The first step is one period (a pass's first picture); the others, the listed ones.
+    assert np.allclose(steps[1:], np.diff(listed)[1:], atol=0.03), np.round(steps * 1000)
+    assert steps.max() > 0.15  # the slow part was shown
+
+
+def test_picture_times_that_do_not_count_the_pictures_shown_are_dropped_after_a_pass(
+    tmp_path: Path,
+) -> None:
+    # Damaged pictures skipped by the decoder, or a start it took otherwise: the times would
+    # be other pictures' in every pass of a loop. Their count says so at the pass's end.
+    import imageio_ffmpeg
+
+    from engine.remux import tone_map_hdr
+
+    path = tmp_path / "ten.mp4"
+    subprocess.run(
+        [imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25", "-frames:v", "6", "-c:v", "libx264", "-pix_fmt",
+         "yuv420p10le", str(path)],
+        check=True,
+    )  # fmt: skip
+    with sources.VideoFileSource(path=path, live=True, loop=True) as src:
+        tone_map_hdr(src, ffmpeg=imageio_ffmpeg.get_ffmpeg_exe())
+        _wait_for_picture_times(src)
+        src.use_picture_times([0.0, 0.04, 0.08])  # three for six pictures
+        for _ in range(6):
+            src.read()
+        assert src._picture_times == [0.0, 0.04, 0.08]
+        src.read()  # the pass ended: the next begins
+        assert src._picture_times == []
+
+
 def test_a_step_longer_than_max_step_s_is_a_still_where_the_clock_does_not_jump(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
