@@ -631,7 +631,7 @@ class _ModelBackend(_BackendBase):
     def guarded(self) -> bool:
         """Whether the output is searched for NaN and infinities: for a user's own model,
         listed in no manifest. A listed one passed ``training.export``'s check against its
-        eager model, which refuses NaN, and goes without the cost (1-4 % of OpenVINO's call
+        eager model, which refuses NaN, and goes without the cost (1-6 % of OpenVINO's call
         at 1280x720: a select and a reduction in its graph)."""
         return self.model.entry is None
 

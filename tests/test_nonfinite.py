@@ -137,7 +137,7 @@ def test_process_with_a_model_that_gives_nan_keeps_the_input_there_and_says_so(
 
 def test_the_shipped_models_go_without_the_search(tmp_path: Path) -> None:
     # Listed in a manifest, a model passed training.export's check, which refuses NaN: the
-    # select and the reduction in OpenVINO's graph (1-4 % of a 1280x720 call) are left out.
+    # select and the reduction in OpenVINO's graph (1-6 % of a 1280x720 call) are left out.
     from engine.backends import INT8_NAME, weights_dir
 
     shipped = weights_dir() / INT8_NAME
