@@ -753,13 +753,12 @@ def picture_times(
         )
 
     packets = shown(listed)
+    key = next((i for i, (_, _, flags) in enumerate(listed) if flags & 1), 0)
     if from_key and frames is None and listed and not listed[0][2] & 1:
-        key = next((i for i, (_, _, flags) in enumerate(listed) if flags & 1), 0)
         packets = [p for p in shown(listed[key:]) if p[0] >= listed[key][0]]
     elif frames is not None and len(packets) > frames:
         # A stream-copied cut or a TS capture joined late: timed from its first packet, the
         # sound was cut 2 s early and the pictures ran that far ahead of it.
-        key = next((i for i, (_, _, flags) in enumerate(listed) if flags & 1), 0)
         if len(from_key := shown(listed[key:])) == frames:
             packets = from_key
         elif len(clean := [p for p in from_key if p[0] >= listed[key][0]]) == frames:

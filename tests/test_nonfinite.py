@@ -14,33 +14,44 @@ from engine import Engine, open_source
 from engine.backends import OnnxBackend, OpenVinoBackend, TorchBackend
 
 
-def _onnx_bad(path: Path, what: str) -> Path:
-    """``what`` where the input is 100 / 255 (grey: neither the 255 ONNX Runtime made of NaN
-    nor the 0 OpenVINO and torch made of it), the input elsewhere."""
+def _onnx_model(
+    path: Path, nodes: list[tuple[str, list[str], str]], consts: dict[str, float]
+) -> Path:
+    """A contract-shaped ONNX model (``input`` -> ``output``, float32 ``(1, 3, H, W)``) of
+    ``nodes`` (op, inputs, output) with ``consts`` as float32 scalars."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    value = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "huge": 3e38}[what]
     graph = helper.make_graph(
-        [
-            helper.make_node("Sub", ["input", "g"], ["d"]),
-            helper.make_node("Abs", ["d"], ["a"]),
-            helper.make_node("Less", ["a", "t"], ["m"]),
-            helper.make_node("Where", ["m", "k", "input"], ["output"]),
-        ],
-        "bad",
+        [helper.make_node(op, ins, [out]) for op, ins, out in nodes],
+        path.stem,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "H", "W"])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "H", "W"])],
         initializer=[
-            numpy_helper.from_array(np.array(100 / 255, np.float32), "g"),
-            numpy_helper.from_array(np.array(1e-3, np.float32), "t"),
-            numpy_helper.from_array(np.array(value, np.float32), "k"),
+            numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()
         ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
     return path
+
+
+#: ``k`` where the input is 100 / 255, the input elsewhere (ends in ``y``).
+_BAD_AT_100 = [
+    ("Sub", ["input", "g"], "d"),
+    ("Abs", ["d"], "a"),
+    ("Less", ["a", "t"], "m"),
+    ("Where", ["m", "k", "input"], "y"),
+]
+
+
+def _onnx_bad(path: Path, what: str) -> Path:
+    """``what`` where the input is 100 / 255 (grey: neither the 255 ONNX Runtime made of NaN
+    nor the 0 OpenVINO and torch made of it), the input elsewhere."""
+    value = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "huge": 3e38}[what]
+    nodes = [*_BAD_AT_100[:-1], ("Where", ["m", "k", "input"], "output")]
+    return _onnx_model(path, nodes, {"g": 100 / 255, "t": 1e-3, "k": value})
 
 
 def _frame() -> np.ndarray:
@@ -154,29 +165,8 @@ def test_the_shipped_models_go_without_the_search(tmp_path: Path) -> None:
 def _onnx_nan_then_clip(path: Path) -> Path:
     """NaN where the input is 100 / 255, then Clip(0, 1): "clamped inside the graph", as the
     contract (docs/ARCHITECTURE.md) has a model end."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
     consts = {"g": 100 / 255, "t": 1e-3, "k": np.nan, "lo": 0.0, "hi": 1.0}
-    graph = helper.make_graph(
-        [
-            helper.make_node("Sub", ["input", "g"], ["d"]),
-            helper.make_node("Abs", ["d"], ["a"]),
-            helper.make_node("Less", ["a", "t"], ["m"]),
-            helper.make_node("Where", ["m", "k", "input"], ["y"]),
-            helper.make_node("Clip", ["y", "lo", "hi"], ["output"]),
-        ],
-        "nan_clip",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        initializer=[
-            numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
+    return _onnx_model(path, [*_BAD_AT_100, ("Clip", ["y", "lo", "hi"], "output")], consts)
 
 
 @pytest.mark.filterwarnings("ignore:.*unverified")
@@ -287,26 +277,8 @@ def test_nan_before_the_clip_of_an_ir_saved_with_f16_constants_shows_the_input(
 def test_an_infinity_the_models_own_clamp_maps_into_range_is_no_fault(tmp_path: Path) -> None:
     # Clip(1 / x, 0, 1) of a black pixel is 1.0, white: the model's own, finite answer. Looked
     # for before the clamp, OpenVINO put the input there and warned; ONNX Runtime did not.
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    consts = {"one": 1.0, "lo": 0.0, "hi": 1.0}
-    graph = helper.make_graph(
-        [
-            helper.make_node("Div", ["one", "input"], ["r"]),
-            helper.make_node("Clip", ["r", "lo", "hi"], ["output"]),
-        ],
-        "recip",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3, "H", "W"])],
-        initializer=[
-            numpy_helper.from_array(np.array(v, np.float32), k) for k, v in consts.items()
-        ],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    path = tmp_path / "recip.onnx"
-    onnx.save(model, str(path))
+    nodes = [("Div", ["one", "input"], "r"), ("Clip", ["r", "lo", "hi"], "output")]
+    path = _onnx_model(tmp_path / "recip.onnx", nodes, {"one": 1.0, "lo": 0.0, "hi": 1.0})
     img = np.full((32, 48, 3), 200, np.uint8)
     img[4:8, 4:8] = 0
     for make in (OnnxBackend, OpenVinoBackend):
