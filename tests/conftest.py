@@ -39,6 +39,40 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+_BEFORE = pytest.StashKey["set[Path] | None"]()
+
+
+def _checkout_files() -> set[Path]:
+    """Files in the checkout, less the dot-folders and caches that tests rightly change."""
+    found: set[Path] = set()
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
+        found.update(Path(root, f).relative_to(REPO) for f in files)
+    return found
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # A test's fake FFmpeg once wrote a file named "-" into the checkout's root on every run,
+    # and it was committed: a test writes under tmp_path, never into the project.
+    session.config.stash[_BEFORE] = (
+        _checkout_files() if (REPO / "pyproject.toml").is_file() else None
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    before = session.config.stash.get(_BEFORE, None)
+    if before is None:
+        return
+    new = sorted(str(p) for p in _checkout_files() - before)
+    if new:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"the tests left files in the checkout {REPO}: {', '.join(new[:10])}"
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"ERROR: {message}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """Path of ../shared (tests using it must carry @pytest.mark.shared)."""

@@ -1648,7 +1648,8 @@ def test_a_sound_copy_that_fails_after_writing_leaves_no_working_file(
     fake = tmp_path / "ffmpeg"  # the real one, but its muxes with the sound write, then fail
     fake.write_text(
         "#!/bin/sh\nfor a; do last=$a; case $a in 1:a*) sound=1;; esac; done\n"
-        'if [ -n "$sound" ]; then echo junk > "${last#file:}"; echo "Conversion failed" >&2; '
+        'if [ -n "$sound" ] && [ "$last" != - ]; then echo junk > "${last#file:}"; '
+        'echo "Conversion failed" >&2; '
         "exit 1; fi\n"
         f'exec "{_ffmpeg_exe()}" "$@"\n'
     )
