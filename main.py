@@ -1276,14 +1276,13 @@ def _run_stream(
         def say_news(stats: Any) -> None:
             if engine.failed_sinks:
                 return  # the only output failed: the run ends on that error, said once
-            # stats().warning starts with the start-up warning (printed above): only what
-            # came later is news, printed once, with one prefix.
-            news = stats.warning or ""
-            if warning:
-                news = news.removeprefix(warning).removeprefix("; ")
-            if news and news not in seen_warnings:
-                seen_warnings.add(news)
-                status.note(f"{PROG}: warning: {news}")
+            # Each warning once, the start-up one (printed above) not again. The joined text
+            # was news whenever one of its parts was: a standing warning (the model's NaN, a
+            # failed output) was printed again beside each stall that came or went.
+            for news in stats.warnings:
+                if news != warning and news not in seen_warnings:
+                    seen_warnings.add(news)
+                    status.note(f"{PROG}: warning: {news}")
 
         t0 = time.perf_counter()  # --duration counts from here: the model is warm
         timed_out = False  # --duration ended the stream

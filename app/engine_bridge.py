@@ -741,7 +741,7 @@ class EngineBridge(QObject):
         self.previews_received = 0  # previews delivered by the engine (any thread)
         self.last_frame_size: tuple[int, int] | None = None  # (W, H) of the latest preview
         self._label = "—"
-        # Each part of the engine's stats warning already shown, with the message that showed it.
+        # Each of the engine's stats warnings already shown, with the message that showed it.
         self._warnings_shown: dict[str, UserMessage] = {}
         # Every message shown about the latest start and its stream, still up: a new start takes
         # them down ("The video stopped" stayed over the video the person had just restarted).
@@ -889,7 +889,7 @@ class EngineBridge(QObject):
         if self._model_failure is not None:
             return self._model_failure
         for part, msg in self._warnings_shown.items():
-            # The engine's words for a model that failed while running (parts split at "; ").
+            # The engine's words for a model that failed while running.
             if part.endswith("passing frames through"):
                 return ModelFailure(msg, "same", loaded=True)
         return None
@@ -1668,7 +1668,7 @@ class EngineBridge(QObject):
         self._label = backend_label(be)
         if req.warning and req.model_msg is not None:
             # The engine repeats this warning in its stats: it was shown already.
-            self._warnings_shown = dict.fromkeys(_warning_parts(req.warning), req.model_msg)
+            self._warnings_shown = {req.warning: req.model_msg}
         self.backend_changed.emit(self._label)
         self._stats_timer.start()
         self.running_changed.emit(True)
@@ -1908,21 +1908,20 @@ class EngineBridge(QObject):
         if label != "—" and label != self._label:
             self._label = label
             self.backend_changed.emit(label)
-        parts = _warning_parts(getattr(st, "warning", None))
+        parts = list(getattr(st, "warnings", ()))
         skipped = _skipped_message(self._source)
         if skipped is not None:
             parts.append(skipped.text)
             if skipped.text not in self._warnings_shown:
                 self._warnings_shown[skipped.text] = skipped
                 self._say(skipped)
-        # The engine joins its warnings with "; ", and some contain "; " themselves ("output ...
-        # failed (...); no longer written"): the parts new in one poll are one message, never a
-        # fragment ("RuntimeError: no longer written") that hides the real one.
-        new = [p for p in parts if p not in self._warnings_shown]
-        if new:
-            msg = describe_error(RuntimeError("; ".join(new)))
-            self._warnings_shown.update(dict.fromkeys(new, msg))
-            self._say(msg)
+        # Each new warning its own message, with its own advice: joined, a model's NaN that came
+        # in the poll a slow-motion warning did was read as slow motion, and got its advice.
+        for part in parts:
+            if part not in self._warnings_shown:
+                msg = describe_error(RuntimeError(part))
+                self._warnings_shown[part] = msg
+                self._say(msg)
         # A warning that cleared (the camera is back) is taken down, and shown again if it
         # returns: a second loss of the camera must be as visible as the first.
         gone = {p: m for p, m in self._warnings_shown.items() if p not in parts}
@@ -2529,10 +2528,6 @@ def _passing_through_after(eng: Any, exc: BaseException) -> bool:
     except Exception:  # a stats hiccup: the error is said as any other
         return False
     return f"({exc}); passing frames through" in warning
-
-
-def _warning_parts(warning: object) -> list[str]:
-    return str(warning).split("; ") if warning else []
 
 
 def _unique(msgs: Any) -> list[UserMessage]:

@@ -685,6 +685,7 @@ class Engine:
             colour_noise=self.colour_noise_level,
             denoise=self._denoising,
             warning="; ".join(warnings) or None,
+            warnings=tuple(warnings),
         )
 
     def _follow_rate(self, backend: Any, now: float) -> None:

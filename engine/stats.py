@@ -55,6 +55,10 @@ class EngineStats:
     size: tuple[int, int] | None = None  # (W, H) of the last frame written
     elapsed_s: float = 0.0  # from start() to now, or to the end of the run once it ended
     warning: str | None = None  # something the user should see (model failed -> passthrough)
+    # The same warnings each whole, in the order ``warning`` joins them with "; ": some hold
+    # "; " themselves ("output ... failed (...); no longer written"), so ``warning`` cannot be
+    # split back into them.
+    warnings: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-serialisable) of all fields."""

@@ -5723,6 +5723,39 @@ def test_a_model_giving_nan_is_said_as_a_faulty_model_not_one_that_did_not_load(
     assert said.kind == "model" and "--model" in said.advice, said
 
 
+def test_warnings_new_in_one_poll_are_each_said_with_their_own_advice(qtbot, make_bridge):
+    # A model's NaN that came in the poll a slow-motion warning did was joined to it and read
+    # as slow motion: a camera's banner, advising a smaller file, for a broken model.
+    import dataclasses
+
+    import engine
+
+    slow = "call.mkv cannot be decoded at its 30 fps: it plays in slow motion"
+    nan = "the model gave NaN or infinite values (first in frame 3): the input is shown there"
+    now: list[str] = []
+
+    class Warned(engine.Engine):
+        def stats(self):  # noqa: ANN202
+            st = super().stats()
+            return dataclasses.replace(st, warning="; ".join(now) or None, warnings=tuple(now))
+
+    bridge = make_bridge(_engine_api(Engine=Warned))
+    shown: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    assert bridge.start(str(DEMO_CLIP), backend="unsharp", loop=True, wait=True) is True
+    now[:] = [slow, nan]
+    bridge.poll_now()
+    assert [(m.kind, m.text) for m in shown] == [
+        ("camera", f"The video plays slower than it should: {slow}"),
+        ("model", f"The sharpening model gives broken pictures: {nan}"),
+    ], shown
+    cleared: list[UserMessage] = []
+    bridge.message_cleared.connect(cleared.append)
+    now[:] = [nan]  # the file caught up: its banner alone goes
+    bridge.poll_now()
+    assert cleared == [shown[0]] and len(shown) == 2, (cleared, shown)
+
+
 def test_describe_error_and_labels():
     from engine.backends import ModelError
 

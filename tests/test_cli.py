@@ -3690,6 +3690,33 @@ def test_run_with_a_damaged_shipped_model_streams_unsharpened(
     assert np.abs(frames[-1].astype(int) - src[i].astype(int)).mean() < 4
 
 
+def test_run_says_each_warning_once_while_others_come_and_go(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A standing warning (a model's NaN, a failed output) was printed again, joined with the
+    # rest, each time a stall came or went beside it. One holding "; " is still one warning.
+    import dataclasses
+
+    from engine.pipeline import Engine
+    from engine.stats import EngineStats
+
+    stats = Engine.stats
+    script = [("A; x",), ("A; x", "B"), ("A; x",), ("A; x", "C")]  # a poll each, the last kept
+    calls = iter(range(10**6))
+
+    def scripted(self: Engine) -> EngineStats:
+        now = script[min(next(calls), len(script) - 1)]
+        return dataclasses.replace(stats(self), warning="; ".join(now), warnings=now)
+
+    monkeypatch.setattr(Engine, "stats", scripted)
+    clip = write_video(tmp_path / "3s.avi", 90)  # six polls of the warnings at least
+    argv = ["run", "--source", str(clip), "--output", str(tmp_path / "live.avi")]
+    code, err = _run_in_process([*argv, "--backend", "unsharp"], capsys)
+    assert code == 0, err
+    said = [ln for ln in err.splitlines() if ln.startswith("sharpcam: warning: ")]
+    assert said == ["sharpcam: warning: A; x", "sharpcam: warning: B", "sharpcam: warning: C"], err
+
+
 @pytest.mark.parametrize("case", ["missing", "corrupt", "mismatched", "no torch"])
 def test_run_with_a_model_or_backend_it_was_told_to_use_that_cannot_start_fails(
     case: str,
