@@ -1583,6 +1583,24 @@ def test_the_pacer_restarts_its_schedule_after_falling_far_behind():
     assert time.perf_counter() - t0 >= 0.015  # paced (3 periods: 30 ms), not all at once
 
 
+def test_the_pacer_catches_up_a_short_lag_without_a_burst():
+    # A decoding hiccup shorter than max_lag is caught up, but the late frames were released as
+    # soon as each was decoded: after a 120 ms hiccup in a 30 fps file the virtual camera got
+    # 4 frames 5 ms apart. Now none comes sooner than 3/4 of a period after the one before.
+    period = 0.02
+    pacer = sources._Pacer(1 / period, threading.Event(), max_lag_s=0.25)
+    pacer.wait()
+    time.sleep(0.12)  # six periods late, under max_lag: no restart
+    pacer.wait()
+    times = [time.perf_counter()]
+    for _ in range(6):
+        pacer.wait()
+        times.append(time.perf_counter())
+    gaps = np.diff(times)
+    assert gaps.min() >= 0.75 * period - 0.002, gaps
+    assert not pacer._restarts  # caught up, not restarted: the file keeps its clock
+
+
 def test_an_mkv_is_paced_by_its_frames_times_not_the_rate_it_declares(tmp_path: Path) -> None:
     # A Matroska track's declared rate is its writer's hint: 30 here, for frames 40 ms apart.
     # Played at 30, the clip ran 1.2 times too fast. An MP4's stated rate is its frames'.
