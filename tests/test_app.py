@@ -5756,6 +5756,47 @@ def test_warnings_new_in_one_poll_are_each_said_with_their_own_advice(qtbot, mak
     assert cleared == [shown[0]] and len(shown) == 2, (cleared, shown)
 
 
+def test_a_folders_skipped_photos_are_said_once_and_stay_up(qtbot, make_bridge, tmp_path):
+    # The skipped photos are no engine warning: each poll adds them to the warnings shown.
+    # Said again at each poll, or taken down and said again, the banner flickered twice a
+    # second for as long as the folder played.
+    import cv2
+
+    folder = tmp_path / "trip"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(folder / name), np.full((48, 64, 3), 120, np.uint8))
+    for name in ("c.png", "d.png"):
+        (folder / name).write_bytes(b"not a picture")
+    bridge = make_bridge(_engine_api())
+    shown: list[UserMessage] = []
+    cleared: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    bridge.message_cleared.connect(cleared.append)
+    assert bridge.start(str(folder), backend="unsharp", loop=True, wait=True) is True
+
+    def skipped() -> list[UserMessage]:
+        return [m for m in shown if "cannot be read" in m.text]
+
+    qtbot.waitUntil(lambda: bool(skipped()), timeout=10_000)  # once the folder reached it
+    for _ in range(3):
+        bridge.poll_now()
+        qtbot.wait(150)  # the bridge's own polls too
+    assert len(skipped()) == 1 and not cleared, (shown, cleared)
+
+
+def test_the_backend_label_is_sent_when_it_changes_not_at_every_poll(qtbot, make_bridge):
+    # The window redraws its backend line for each label sent: sent at every poll, it did
+    # so twice a second for a label that never changed.
+    bridge = make_bridge(_engine_api())
+    labels: list[str] = []
+    bridge.backend_changed.connect(labels.append)
+    assert bridge.start(str(DEMO_CLIP), backend="unsharp", loop=True, wait=True) is True
+    for _ in range(3):
+        bridge.poll_now()
+    assert labels and len(labels) == len(set(labels)), labels
+
+
 def test_describe_error_and_labels():
     from engine.backends import ModelError
 

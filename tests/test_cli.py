@@ -3717,6 +3717,34 @@ def test_run_says_each_warning_once_while_others_come_and_go(
     assert said == ["sharpcam: warning: A; x", "sharpcam: warning: B", "sharpcam: warning: C"], err
 
 
+def test_run_stopped_says_a_warning_that_came_after_its_last_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A stall begun since the last look (twice a second) went unsaid when the run stopped
+    # (--duration, Ctrl-C): once stopping, the engine calls no source stalled, so the run
+    # looks once more before it stops the engine.
+    import dataclasses
+
+    from engine.pipeline import Engine
+    from engine.stats import EngineStats
+
+    stats = Engine.stats
+    first: list[float] = []
+
+    def scripted(self: Engine) -> EngineStats:
+        first[:] = first or [time.perf_counter()]
+        now = ("late",) if time.perf_counter() - first[0] > 0.2 else ()
+        return dataclasses.replace(stats(self), warning="; ".join(now) or None, warnings=now)
+
+    monkeypatch.setattr(Engine, "stats", scripted)
+    clip = write_video(tmp_path / "3s.avi", 90)
+    argv = ["run", "--source", str(clip), "--output", str(tmp_path / "live.avi")]
+    code, err = _run_in_process([*argv, "--backend", "unsharp", "--duration", "0.3"], capsys)
+    assert code == 0, err
+    said = [ln for ln in err.splitlines() if ln.startswith("sharpcam: warning: ")]
+    assert said == ["sharpcam: warning: late"], err
+
+
 @pytest.mark.parametrize("case", ["missing", "corrupt", "mismatched", "no torch"])
 def test_run_with_a_model_or_backend_it_was_told_to_use_that_cannot_start_fails(
     case: str,

@@ -796,3 +796,73 @@ def test_merge_replaces_the_entry_of_a_file_written_again(model_file: Path, tmp_
     entry = load_manifest(tmp_path).files[model_file.name]
     assert entry.variant == "quality" and entry.sha256 == sha256_file(model_file)
     assert verify_file(model_file).variant == "quality"
+
+
+@pytest.mark.parametrize("digest", ["a" * 63, "a" * 65, "g" * 64, "a" * 63 + " "])
+def test_a_sha256_of_another_length_or_not_hex_is_no_valid_sha256(model_file, digest):
+    # A digest cut short, one character too many, or not hex is a damaged manifest: no file
+    # can match it, and the message must say the entry is bad, not that the model is.
+    doc = {"schema": SCHEMA, "files": {model_file.name: {"sha256": digest}}}
+    (model_file.parent / MANIFEST_NAME).write_text(json.dumps(doc))
+    with pytest.raises(ModelError, match="entry 'student_fast.onnx' has no valid sha256"):
+        verify_file(model_file)
+
+
+def test_make_entry_keeps_the_external_data_it_is_given(model_file):
+    # Fields override what is read from the file, external_data too: an export that lists the
+    # side files itself must not have them replaced by a scan of the graph.
+    from engine.manifest import ExternalData
+
+    given = {"w.bin": ExternalData(sha256="ab" * 32, bytes=7)}
+    assert make_entry(model_file, external_data=given).external_data == given
+
+
+def test_an_absolute_external_data_location_is_refused_even_inside_the_folder(tmp_path):
+    # ONNX Runtime refuses an absolute location wherever it points; one naming a file of the
+    # model's own folder is no exception.
+    (tmp_path / "w.bin").write_bytes(b"weights")
+    path = _model_with_initializer_at(tmp_path / "m.onnx", str(tmp_path / "w.bin"))
+    with pytest.raises(ModelError, match="not a path inside the model's folder"):
+        make_entry(path)
+
+
+def test_external_data_is_found_past_an_unknown_fixed64_field(tmp_path):
+    # An 8-byte field the reader does not know (a newer ONNX's, a tool's): the runtimes skip
+    # it. Skipped as any other length, the rest was misread, and the weights went unchecked.
+    path = _model_with_initializer_at(tmp_path / "m.onnx", "w.bin")
+    path.write_bytes(_varint(99 << 3 | 1) + bytes(8) + path.read_bytes())
+    assert onnx_external_data(path) == ["w.bin"]
+
+
+def _nested_groups(levels: int) -> bytes:
+    return _varint(99 << 3 | 3) * levels + _varint(99 << 3 | 4) * levels
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        pytest.param(b"\x00\x00", id="field-0"),
+        pytest.param(_varint(99 << 3 | 3) + _varint(98 << 3 | 4), id="group-ended-by-another"),
+        pytest.param(b"\xba" + b"\x80" * 9 + b"\x00", id="varint-of-11-bytes"),
+        pytest.param(_nested_groups(150), id="groups-nested-150-deep"),
+        pytest.param(_nested_groups(5000), id="groups-nested-5000-deep"),
+    ],
+)
+def test_a_file_no_protobuf_parser_reads_has_no_external_data(tmp_path, prefix):
+    # The runtime refuses these itself; read on, the reader found "external data" in a file
+    # that is no model (or, nested deep enough, died of a RecursionError).
+    path = _model_with_initializer_at(tmp_path / "m.onnx", "w.bin")
+    valid = path.read_bytes()
+    if prefix.startswith(b"\xba"):  # the model's own first key (7, length), overlong
+        valid = valid[1:]
+    path.write_bytes(prefix + valid)
+    assert onnx_external_data(path) == []
+
+
+def test_a_field_longer_than_the_file_is_no_model(tmp_path):
+    # A model cut short at rest (a copy that ran out of disk) is no protobuf: read as one
+    # without external data, which the runtime refuses, not as a file that changed mid-read.
+    graph = _submessage(5, _external_tensor("w.bin"))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(_varint(7 << 3 | 2) + _varint(len(graph) + 10) + graph)
+    assert onnx_external_data(path) == []

@@ -237,6 +237,24 @@ def test_fit_to_rounds_the_scaled_side_to_the_nearest_pixel():
     assert_boxed(fit_to(img, (100, 100)), img, (0, 16, 100, 67))
 
 
+def test_fit_to_boxes_a_picture_one_pixel_smaller_than_the_frame():
+    # Only one pixel over is cut: one pixel under fills the frame (a bar of 1 % is rounding),
+    # never a result smaller than the size asked for, which the encoder would refuse.
+    for size in ((639, 360), (640, 359), (639, 359)):
+        img = picture(size)
+        out = fit_to(img, (640, 360))
+        assert out.shape == (360, 640, 3), size
+        np.testing.assert_array_equal(out, resize_to(img, (640, 360)))
+
+
+def test_fit_to_keeps_a_line_of_a_picture_far_wider_than_the_frame():
+    # A 4000x2 strip into a 64x64 frame scales to under half a row: at least one row of it is
+    # drawn, not a zero-height resize (an OpenCV error).
+    out = fit_to(picture((4000, 2)), (64, 64))
+    assert out.shape == (64, 64, 3)
+    assert (out.max(axis=2) > 0).sum(axis=0).tolist() == [1] * 64
+
+
 def test_resize_to_resizes_when_only_one_side_differs():
     img = picture((64, 48))
     assert resize_to(img, (64, 48)) is img

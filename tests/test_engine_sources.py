@@ -184,6 +184,38 @@ def test_to_rgb8_rejects_bad_dtype_empty_and_non_arrays():
         to_rgb8([[1, 2], [3, 4]])
 
 
+def test_to_rgb8_rejects_an_image_of_no_width():
+    # Zero columns is as empty as zero rows: named as such, not an OpenCV assertion (or, for
+    # RGB input, an empty "frame" handed on to the model).
+    for bgr in (True, False):
+        with pytest.raises(ValueError, match="non-empty"):
+            to_rgb8(np.zeros((4, 0, 3), np.uint8), bgr=bgr)
+
+
+def test_a_frame_and_an_image_give_their_size_as_width_then_height():
+    # (W, H), the order OpenCV and the rest of the API use: a 64x48 frame read as 48x64
+    # opened the outputs at the transposed size.
+    from engine.frames import image_size
+
+    img = np.zeros((48, 64, 3), np.uint8)
+    assert Frame(img, 0, 0.0).size == (64, 48)
+    assert image_size(img) == (64, 48)
+
+
+def test_pictures_differ_only_by_more_than_a_colour_matrix():
+    # The check that FFmpeg's first picture is OpenCV's: the same picture decoded with another
+    # colour matrix differs by about 9 levels (not another picture, even where FFmpeg's is
+    # the brighter: a uint8 difference wrapped to 246), another picture by 50 or more, and
+    # another size is another picture.
+    from engine.frames import pictures_differ
+
+    grey = np.full((8, 8, 3), 100, np.uint8)
+    assert not pictures_differ(grey, grey + 10)
+    assert not pictures_differ(grey + 10, grey)
+    assert pictures_differ(grey, grey + 50)
+    assert pictures_differ(grey, np.full((8, 9, 3), 100, np.uint8))
+
+
 def test_resize_to_uses_out_buffer_and_skips_same_size():
     img = np.zeros((10, 20, 3), np.uint8)
     assert resize_to(img, (20, 10)) is img

@@ -203,11 +203,14 @@ def test_one_long_gap_in_a_running_stream_is_not_taken_for_a_burst() -> None:
     assert all(rate > 20 for rate in after), after
 
 
-@pytest.mark.parametrize(("fps", "at"), [(30.0, 1.0), (30.0, 3.0), (600.0, 1.0), (1000.0, 3.0)])
+@pytest.mark.parametrize(
+    ("fps", "at"), [(30.0, 1.0), (30.0, 3.0), (32.0, 1.0), (600.0, 1.0), (1000.0, 3.0)]
+)
 def test_a_hiccup_early_in_a_stream_or_in_a_fast_one_is_no_burst(fps: float, at: float) -> None:
     # In the first 2 s (the window still holding the stream's first frame) a 300 ms hiccup
     # read 30 fps as 3.3; past 512 events a second the deque wrapped and the burst rule stayed
-    # on for good (1000 fps read 3.3).
+    # on for good (1000 fps read 3.3). At 32 fps the gaps are alike to the bit (1/32 s): a
+    # pace after the hiccup merely as slow as before it is no burst's end either.
     r = _Rate(2.0)
     for i in range(round(at * fps) + 1):
         r.add(100.0 + i / fps)
@@ -231,3 +234,76 @@ def test_the_first_rate_of_a_30_fps_camera_is_read_at_its_fourth_frame(start: fl
     for i in range(4):
         r.add(start + i / FPS)
     assert r.rate(r.times[-1]) == pytest.approx(FPS)
+
+
+def test_a_burst_recorded_by_the_engine_is_told_as_one() -> None:
+    # The engine records through StatsRecorder.frame_in (_Rate.add), which keeps the stream's
+    # first frame: fed that way too, a camera's queue after the warm-up must count as one
+    # frame, not read 40 fps for a camera at 30.
+    rec = StatsRecorder(window_s=2.0)
+    for i in range(3):
+        rec.frame_in(5.0 + i * 1e-5, 1.0)
+    for i in range(6):
+        rec.frame_in(5.00002 + (i + 1) / FPS, 1.0)
+    assert rec.rate_in(5.00002 + 6 / FPS) == pytest.approx(FPS, rel=0.01)
+
+
+def test_the_first_rate_after_a_burst_is_read_at_its_third_paced_frame() -> None:
+    # The burst counts as its last frame, the camera's first at its pace: three frames after
+    # it span 0.1 s at 30 fps, as a camera's first four frames do, and the rate shows there.
+    r = _Rate(2.0)
+    for i in range(3):
+        r.add(5.0 + i * 1e-5)
+    for i in range(3):
+        r.add(5.00002 + (i + 1) / FPS)
+    assert r.rate(r.times[-1]) == pytest.approx(FPS)
+
+
+def test_a_burst_ended_by_one_paced_frame_has_no_rate_yet() -> None:
+    # Two queued frames, then the camera's first frame at its 5 fps: until a gap after it
+    # tells the pace there is no rate, not the 10 fps the three frames' span would say.
+    r = _Rate(2.0)
+    for t in (5.0, 5.00001, 5.20001):
+        r.add(t)
+    assert r.rate(5.20001) == 0.0
+    r.add(5.40001)
+    assert r.rate(5.40001) == pytest.approx(5.0)
+
+
+def test_the_second_frame_of_a_stream_slower_than_the_window_tells_its_rate() -> None:
+    # At 0.5 fps (the slowest a source paces at) the window holds one frame between two: the
+    # frame before it is measured from as soon as there are two, not from the third on.
+    r = _Rate(2.0)
+    r.add(100.0)
+    r.add(102.0)
+    assert r.rate(102.5) == pytest.approx(0.5)
+
+
+def test_a_stream_that_slows_down_early_is_no_burst() -> None:
+    # A 60 fps webcam dropping to 25 fps as the light dims, in its first second: its 60 fps
+    # frames are frames, not a queue, and the window's rate counts them (no 0 or 25 fps).
+    r = _Rate(2.0)
+    for i in range(31):
+        r.add(100.0 + i / 60)
+    last = r.times[-1]
+    rates = []
+    for i in range(1, 16):
+        r.add(last + i / 25)
+        rates.append(r.rate(r.times[-1]))
+    assert all(35.0 < rate < 60.0 for rate in rates), rates
+
+
+def test_a_fast_start_then_a_hiccup_is_no_burst() -> None:
+    # 60 fps for half a second, a 300 ms hiccup, then 25 fps: the burst rule looks at the
+    # last three gaps only, and the hiccup (further back) does not make the fast start a
+    # queue; once a gap after it tells, the rate is the window's (over 25), not about 10.
+    r = _Rate(2.0)
+    for i in range(31):
+        r.add(100.0 + i / 60)
+    last = r.times[-1] + 0.3
+    r.add(last)
+    rates = []
+    for i in range(1, 16):
+        r.add(last + i / 25)
+        rates.append(r.rate(r.times[-1]))
+    assert all(rate > 25.0 for rate in rates[2:]), rates
