@@ -241,8 +241,9 @@ BEHIND_WINDOW_S = 10.0
 #: over 10 s there (``-dts_delta_threshold``). See ``VideoFileSource._step_s``.
 MAX_STEP_S = 10.0
 #: A picture held longer than this by its own time (a screen recording's still) is sent
-#: again at this period meanwhile: the engine calls a source that sends nothing for 3 s
-#: stalled, and a recording cuts a gap to 2 s.
+#: again at this period meanwhile (the last wait of it up to 1.25 times as long: see
+#: ``VideoFileSource.read``): the engine calls a source that sends nothing for 3 s stalled,
+#: and a recording cuts a gap to 2 s.
 REPEAT_S = 1.0
 #: How much faster than its rate a paced source may go to catch up a short lag (under the
 #: pacer's ``max_lag_s``): 4/3 keeps every interval at 3/4 of the frame period or more.
@@ -257,8 +258,9 @@ class _Pacer:
     after more than ``max_lag_s`` late the schedule restarts from now. Restarting again and
     again (:meth:`behind`) means the frames cannot be produced at the rate: they play slower.
     A lag under ``max_lag_s`` is caught up at most :data:`CATCH_UP` times the rate (each frame
-    at least ``1 / CATCH_UP`` of its step after the one before): released as soon as they
-    were due, the frames of a 120 ms decoding hiccup reached the virtual camera 5 ms apart.
+    at least ``1 / CATCH_UP`` of its step after the one before, while no more than half of
+    ``max_lag_s`` late): released as soon as they were due, the frames of a 120 ms decoding
+    hiccup reached the virtual camera 5 ms apart.
     """
 
     def __init__(self, fps: float, interrupt: threading.Event, max_lag_s: float = 0.25):
@@ -266,7 +268,7 @@ class _Pacer:
         self._interrupt = interrupt
         self._max_lag = max_lag_s
         self._due: float | None = None
-        self._released = 0.0  # when the last frame was released (its due time, or later)
+        self._released = -math.inf  # when the last frame was released
         self._forgive = False
         self._restarts: collections.deque[float] = collections.deque(maxlen=BEHIND_RESTARTS)
 
@@ -302,13 +304,20 @@ class _Pacer:
             elif -delay > self._max_lag:
                 self._due = now
                 self._restarts.append(now)
-        # Behind by less than max_lag: caught up, but never faster than CATCH_UP times the rate.
-        release = max(self._due, self._released + step / CATCH_UP)
+        # Behind by less than max_lag: caught up, but never faster than CATCH_UP times the rate,
+        # while that holds the frame at most half of max_lag late. Held later, a file whose
+        # decoding keeps up only on average (a slow keyframe every 15 frames, 0.68 of a period
+        # a frame in all) fell further behind with each keyframe until it restarted: it
+        # played at 0.85 of its speed and was said to be in slow motion.
+        held = min(self._released + step / CATCH_UP, self._due + self._max_lag / 2)
+        release = max(self._due, held)
         delay = release - now
         if delay > 0:
             if self._interrupt.wait(delay):
                 return None
-        self._released = max(release, now)
+        # When it really went: a wait that overslept (by 4 ms on a busy machine, a timer tick
+        # on Windows) let the next frame go at once after it, a burst all the same.
+        self._released = time.perf_counter()
         return max(delay, 0.0)
 
 
@@ -2055,7 +2064,10 @@ class VideoFileSource(_SourceBase):
                 return None
             self._held = (img, self._step_s() if self._pacer is not None else None)
         img, step = self._held
-        if step is not None and step > REPEAT_S and self._shown is not None:
+        # Not sent again for a last bit shorter than a quarter of REPEAT_S, which goes with the
+        # wait before: a still of 1.003 s sent its repeat and then the next picture 6 ms apart,
+        # and a live recording dropped that picture (the same slot as the repeat).
+        if step is not None and step - REPEAT_S >= REPEAT_S / 4 and self._shown is not None:
             self._held = (img, step - REPEAT_S)
             if not self._pace(REPEAT_S):
                 return None

@@ -12,7 +12,9 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -1633,6 +1635,63 @@ def test_the_pacer_catches_up_a_short_lag_without_a_burst():
     assert not pacer._restarts  # caught up, not restarted: the file keeps its clock
 
 
+class _PacerClock:
+    """A virtual ``perf_counter`` for the pacer, and its interrupt: a wait (never interrupted)
+    moves it on, by as much more as the next of ``oversleep`` (a timer that wakes late)."""
+
+    def __init__(self, oversleep: Sequence[float] = ()) -> None:
+        self.t = 100.0
+        self.oversleep = list(oversleep)
+
+    def perf_counter(self) -> float:
+        return self.t
+
+    def wait(self, delay: float) -> bool:
+        self.t += delay + (self.oversleep.pop(0) if self.oversleep else 0.0)
+        return False
+
+
+def test_a_file_decoded_fast_enough_on_average_is_not_slowed_by_the_catch_up_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A slow keyframe every 15 frames (6 periods), the others 0.3 of a period: 0.68 of a
+    # period a frame in all. Caught up at 4/3 of the rate however late it was, each keyframe
+    # left it 50 ms further behind, until it restarted: it played at 0.85 of its speed and was
+    # said to be in slow motion after 4.5 s, where it kept its rate before the limit came.
+    clock = _PacerClock()
+    monkeypatch.setattr(sources, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    period = 1 / 30
+    pacer = sources._Pacer(30.0, clock, max_lag_s=0.25)  # type: ignore[arg-type]
+    released = []
+    for i in range(900):
+        clock.t += (6.0 if i % 15 == 0 else 0.3) * period
+        pacer.wait()
+        released.append(clock.t)
+        assert not pacer.behind(), i
+    assert not pacer._restarts
+    assert released[-1] - released[0] == pytest.approx(899 * period, abs=0.25)
+
+
+def test_catch_up_frames_are_spaced_from_when_the_one_before_really_went(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The limit counted from when a frame was due to go: a wait that woke 10 ms late (a busy
+    # machine, a timer tick on Windows) let the next frame go 5 ms after it, not 15.
+    clock = _PacerClock(oversleep=[0.010])
+    monkeypatch.setattr(sources, "time", SimpleNamespace(perf_counter=clock.perf_counter))
+    period = 0.02
+    pacer = sources._Pacer(1 / period, clock, max_lag_s=0.25)  # type: ignore[arg-type]
+    pacer.wait()
+    clock.t += 0.12  # a decoding hiccup: 100 ms behind
+    released = []
+    for _ in range(6):  # decoded at once: only the limit spaces them
+        pacer.wait()
+        released.append(clock.t)
+    gaps = np.diff(released)
+    assert gaps.min() >= 0.75 * period - 1e-9, gaps
+    assert not pacer._restarts
+
+
 def test_an_mkv_is_paced_by_its_frames_times_not_the_rate_it_declares(tmp_path: Path) -> None:
     # A Matroska track's declared rate is its writer's hint: 30 here, for frames 40 ms apart.
     # Played at 30, the clip ran 1.2 times too fast. An MP4's stated rate is its frames'.
@@ -1749,6 +1808,23 @@ def test_a_long_still_is_held_its_whole_time_and_sent_again_meanwhile(
         assert not np.array_equal(frames[i].image, frames[i + 3].image)
         assert np.diff(times[i : i + 4]) == pytest.approx([0.08, 0.08, 0.04], abs=0.03)
     assert [f.index for f in frames] == list(range(len(frames)))
+
+
+def test_a_still_sends_no_repeat_just_before_the_next_picture(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A still 3 ms longer than REPEAT_S sent its repeat and the next picture 6 ms apart, and a
+    # live recording dropped that picture (the repeat's slot). A last bit under a quarter of
+    # REPEAT_S goes with the wait before it. Here 200 ms steps at a REPEAT_S of 95 ms: one
+    # repeat (95 ms, then 105), not two and a picture 10 ms after the second.
+    path = _stepped_clip(tmp_path / "steps.mp4")
+    monkeypatch.setattr(sources, "REPEAT_S", 0.095)
+    with sources.VideoFileSource(path=path, live=True) as src:
+        frames = list(src)
+        assert src.repeats == 4
+    times = np.array([f.t_capture for f in frames])
+    assert len(frames) == 6 + 4 * 2, len(frames)
+    assert np.diff(times[5:]).min() > 0.06, np.round(np.diff(times) * 1000)
 
 
 def test_a_rewind_slower_than_a_period_brings_no_burst_of_frames(

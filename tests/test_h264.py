@@ -138,6 +138,10 @@ def test_ffmpeg_reads_the_rewritten_clock(x264_mp4: Path, tmp_path: Path) -> Non
         ("4:4:4", ["-pix_fmt", "yuv444p"]),  # High 4:4:4: chroma_format_idc 3, one more flag
         ("4:2:2", ["-pix_fmt", "yuv422p"]),  # High 4:2:2: chroma_format_idc 2, no flag
         ("anamorphic", ["-pix_fmt", "yuv420p", "-vf", "setsar=16:15"]),  # SAR not in the table
+        # The same with an even sar_height: read a bit short, 16:15's odd last bit stood in for
+        # the overscan flag and the clock was found all the same.
+        ("anamorphic 5:8", ["-pix_fmt", "yuv420p", "-vf", "setsar=5/8"]),
+        ("cropped", ["-pix_fmt", "yuv420p", "-vf", "scale=66:50"]),  # four crop offsets
     ],
 )
 def test_the_clock_is_found_after_every_field_before_it(
@@ -166,3 +170,39 @@ def test_the_clock_is_found_after_every_field_before_it(
     ).stderr  # fmt: skip
     assert re.search(r"num_units_in_tick\s+[01]+ = 7$", trace, re.M), trace
     assert re.search(r"time_scale\s+[01]+ = 150$", trace, re.M), trace
+
+
+def test_an_sps_with_scaling_matrices_is_left_alone(x264_mp4: Path) -> None:
+    # Its matrices are not read here: read past as if absent, the clock would be written over
+    # other bits. x264 keeps its matrices in the PPS; another encoder's SPS may carry them.
+    sps, _ = _sps_pps(_avcc(x264_mp4))
+    rbsp = bytearray(_unescape(sps))
+    bits = _Bits(bytes(rbsp), 8)
+    assert bits.u(8) == 100  # High profile: the chroma format, bit depths and the flag
+    bits.u(16)
+    for _ in range(4):  # seq_parameter_set_id, chroma_format_idc, the two bit depths
+        bits.ue()
+    bits.u(1)
+    rbsp[bits.pos >> 3] |= 0x80 >> (bits.pos & 7)  # seq_scaling_matrix_present_flag
+    assert sps_with_clock(_escape(bytes(rbsp)), 7, 150) is None
+
+
+def test_a_nal_of_another_type_is_no_sps(x264_mp4: Path) -> None:
+    # Only nal_unit_type 7 is an SPS: type 23 (reserved) shares its low four bits.
+    sps, _ = _sps_pps(_avcc(x264_mp4))
+    assert sps_with_clock(bytes([sps[0] & 0xE0 | 23]) + sps[1:], 7, 150) is None
+
+
+def test_an_exp_golomb_code_is_read_up_to_32_bits() -> None:
+    # ue(v) holds 32 bits at most (2**32 - 2): 31 leading zeros are read, 32 are a damaged SPS.
+    assert _Bits(bytes(3) + b"\x01" + b"\xff" * 4).ue() == (1 << 31) - 1 + (1 << 31) - 1
+    with pytest.raises(ValueError, match="over 32 bits"):
+        _Bits(bytes(4) + b"\x80" + b"\xff" * 4).ue()
+
+
+def test_an_avcc_whose_sps_runs_past_its_end_is_left_alone(x264_mp4: Path) -> None:
+    # Cut one byte short of its stated SPS length: the SPS read from what is there was given a
+    # clock and its length written as the shorter one, a record no decoder reads.
+    avcc = _avcc(x264_mp4)
+    sps, _ = _sps_pps(avcc)
+    assert avcc_with_clock(avcc[: 8 + len(sps) - 1], 7, 150) is None

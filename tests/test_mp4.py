@@ -460,3 +460,35 @@ def test_the_walk_takes_a_box_to_the_end_and_a_box_cut_by_a_byte() -> None:
     cut = head + box(b"moov", bytes(40))[:-1]
     with pytest.raises(ValueError, match="past the end"):
         list(walk_top_level_boxes(io.BytesIO(cut), len(cut)))
+
+
+def test_an_empty_box_last_in_the_index_is_whole() -> None:
+    # A header-only box (an empty udta, a free of 8 bytes) ending its parent is a whole box:
+    # refused, the index of a file that has one was left last.
+    from engine.mp4 import boxes
+
+    data = box(b"mvhd", bytes(4)) + box(b"udta")
+    assert list(boxes(data, 0, len(data))) == [(0, 12, b"mvhd"), (12, 8, b"udta")]
+    moov = box(b"moov", box(b"mvhd", bytes(100)) + box(b"free"))
+    assert moov_first(moov, 1000, 2000) == moov  # no chunk offsets: nothing moved
+
+
+def test_a_top_level_header_cut_anywhere_is_a_value_error() -> None:
+    # Its callers catch ValueError: a last box's header cut to 7 bytes, or a 64-bit size cut
+    # to 15, raised struct.error from the unpacking instead.
+    from engine.mp4 import walk_top_level_boxes
+
+    head = box(b"ftyp", bytes(8))
+    large = struct.pack(">I4sQ", 1, b"mdat", 40)
+    for data in (head + box(b"mdat", bytes(8))[:7], head + large[:15]):
+        with pytest.raises(ValueError, match="cut off"):
+            list(walk_top_level_boxes(io.BytesIO(data), len(data)))
+
+
+def test_a_chunk_offset_table_with_bytes_past_its_entries_is_refused() -> None:
+    # Its entries rewritten and the rest dropped, the box kept the size it said before: the
+    # moved index's boxes no longer tiled it.
+    table = bytearray(chunk_offsets(b"stco", [1008]) + bytes(4))
+    table[:4] = struct.pack(">I", len(table))
+    with pytest.raises(ValueError, match="not its entries"):
+        moov_first(moov_with(bytes(table)), 1000, 2000)
