@@ -377,7 +377,8 @@ class VideoFileSink(_SinkBase):
     model is slower than the source, and a file that stores every frame it gets at a constant
     ``fps`` would play too fast. Each frame goes to the slot of its ``t_capture`` on the ``fps``
     grid; slots a dropped frame left empty repeat the previous frame, and a frame whose slot is
-    already written is skipped. Time in which the source delivered nothing (a stalled camera)
+    already written is skipped. A frame under a slot off the next free slot (early, or late with
+    no frame dropped before it) takes that slot: jitter does not make a repeat and a skip. Time in which the source delivered nothing (a stalled camera)
     is shortened to ``MAX_GAP_S``; time it delivered frames the engine dropped is not, however
     long (a model that takes seconds a frame on a loaded CPU): the frame indices tell the two
     apart, each frame dropped in between standing for one slot (``fps`` is the source's rate,
@@ -541,6 +542,12 @@ class VideoFileSink(_SinkBase):
                     if at <= self._next_slot - 1 or at - self._last_at < 0.5:
                         self.frames_skipped += 1
                         return
+                    slot = self._next_slot
+                elif slot > self._next_slot and dropped == 0 and at < self._next_slot + 1:
+                    # Less than a slot late, with no frame dropped before it: it takes the next
+                    # slot. Given the one after it, it left a repeat of the frame before, and the
+                    # frame after it, on time again, then fell into a taken slot and was
+                    # skipped: a stutter in the file for one late frame (a USB hiccup, a decode).
                     slot = self._next_slot
                 self._last_at = at
                 # Only the part of the gap no dropped frame accounts for is a stall: capping the

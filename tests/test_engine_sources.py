@@ -1631,7 +1631,9 @@ def test_the_pacer_catches_up_a_short_lag_without_a_burst():
         pacer.wait()
         times.append(time.perf_counter())
     gaps = np.diff(times)
-    assert gaps.min() >= 0.75 * period - 0.002, gaps
+    # 3/4 of a period from the pacer's own release; half from here, where a busy machine may
+    # hold this thread a few ms between the two (the burst was 0.0006 ms).
+    assert gaps.min() >= 0.5 * period, gaps
     assert not pacer._restarts  # caught up, not restarted: the file keeps its clock
 
 
