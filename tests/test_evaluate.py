@@ -1449,3 +1449,10 @@ def test_the_evaluators_noise_reduction_restarts_on_a_size_change_as_the_apps() 
     app = E.TemporalDenoiser()
     for n, frame in enumerate(frames, 1):
         np.testing.assert_array_equal(app(frame), EV.denoised_last(frames[:n]))
+
+
+def test_raw_centres_keep_the_largest_window_inside_the_range_at_its_start() -> None:
+    # Held-out frames 240-299 with 7- and 23-frame windows: centre 250's 23-frame window would
+    # start on frame 239, a training frame, so only 270 is scored (290's reaches 301). The
+    # first-frame bound matters only for windows over 21 frames (the first centre is 10 in).
+    assert EV.raw_centres(240, 299, (7, 23), 20) == [270]

@@ -474,3 +474,52 @@ def test_distill_loss_with_every_weight_zero_is_refused() -> None:
     a, b = _images(16)
     with pytest.raises(ValueError, match="every loss weight is 0"):
         DistillLoss(cfg)(a, b)
+
+
+def test_plain_l1_has_a_finite_gradient_where_prediction_and_target_agree() -> None:
+    # With charbonnier 0 (the default) the loss is |d|, not sqrt(d^2 + 0) - 0: the same value,
+    # but the square root's gradient at d = 0 is inf * 0 = NaN, and one pixel the student gets
+    # exactly right (a saturated white, a flat border) made every weight NaN.
+    a, b = _images(16)
+    b[:, :, :4] = a[:, :, :4]
+    pred = a.clone().requires_grad_(True)
+    l1_loss(pred, b).backward()
+    assert torch.isfinite(pred.grad).all()
+
+
+def test_ms_ssim_weights_are_wang_et_als() -> None:
+    # Fewer-scale MS-SSIM (patches under 161 px) renormalises these; the 5-scale path is
+    # pytorch-msssim's with its own defaults. Both must be the published weights (Wang,
+    # Simoncelli & Bovik 2003), or small and large patches train on different losses. The
+    # by-hand recipe above reads MS_SSIM_WEIGHTS too, so the values are pinned here.
+    assert MS_SSIM_WEIGHTS == (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+    a, b = _images(176)
+    assert float(ms_ssim_value(a, b)) == pytest.approx(float(_ms_ssim_by_hand(a, b, 5)), abs=1e-4)
+
+
+@pytest.mark.parametrize(("size", "scales"), [(20, 1), (40, 2), (80, 3), (160, 4)])
+def test_ms_ssim_scale_count_at_the_exact_limits(size: int, scales: int) -> None:
+    # A side of exactly (11 - 1) * 2^(k - 1) px leaves the coarsest of k scales smaller than
+    # the 11 px window: it takes k - 1 scales (at 160 px pytorch-msssim's 5-scale path refuses).
+    a, b = _images(size)
+    got = float(ms_ssim_value(a, b))
+    expect = float(ssim_value(a, b)) if scales == 1 else float(_ms_ssim_by_hand(a, b, scales))
+    assert got == pytest.approx(expect, abs=1e-6)
+
+
+def test_ms_ssim_of_an_inverted_patch_is_zero_not_nan() -> None:
+    # Anti-correlated patches have a negative contrast-structure term; raised to a fractional
+    # weight it is NaN, and one such patch (a negative of the target) made the batch's loss NaN.
+    a, _ = _images(64)
+    value = ms_ssim_value(a, 1.0 - a)
+    assert torch.isfinite(value)
+    assert float(value) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_lab_loss_clamps_the_prediction_to_what_a_user_sees() -> None:
+    # The student's raw output can overshoot [0, 1]; CIE LAB of such values (through the sRGB
+    # curve's extension) is not a colour anyone sees, and the term then charged for it.
+    a, b = _images(32)
+    over = a + 0.8 * torch.randn(a.shape, generator=torch.Generator().manual_seed(7))
+    assert over.min() < -0.5 and over.max() > 1.5
+    assert float(lab_loss(over, b)) == pytest.approx(float(lab_loss(over.clamp(0, 1), b)), abs=1e-6)

@@ -107,3 +107,120 @@ def test_ms_ssim_is_nan_below_161_px_and_a_mean_skips_it() -> None:
         assert bool(torch.isfinite(score).all()) == defined, side
     assert _mean([0.9, float("nan"), 0.7]) == pytest.approx(0.8)
     assert _mean([float("nan")]) is None  # "n/a" in the tables, not "nan"
+
+
+# --------------------------------------------------------------------------------------------
+# Known values: what the evaluation reports (per-image CSV rows, set means, deltas over the
+# blurry input) must be the published definitions, not only "1 for identical, lower otherwise".
+# --------------------------------------------------------------------------------------------
+
+
+def test_psnr_is_per_image_and_refuses_unbatched_images() -> None:
+    # Each row of the per-image CSV is one image's PSNR: a batch mixing a 20 dB and a 40 dB
+    # image must not report their pooled MSE (~23 dB) for both. MSE 0.01 -> 20 dB, 1e-4 -> 40 dB
+    # by hand (data range 1).
+    target = torch.full((2, 3, 8, 8), 0.5)
+    pred = target + torch.tensor([0.1, 0.01]).view(2, 1, 1, 1)
+    assert psnr(pred, target).tolist() == pytest.approx([20.0, 40.0], abs=1e-3)
+    # A (C, H, W) image would be read as C one-channel "images": refused, not three numbers.
+    with pytest.raises(ValueError, match="expected two"):
+        psnr(pred[0], target[0])
+
+
+def test_ssim_matches_skimage_with_wang_et_al_settings() -> None:
+    # The reported SSIM is Wang et al. 2004's: 11x11 Gaussian window of sigma 1.5, K1 0.01,
+    # K2 0.03, data range 1. scikit-image's structural_similarity with gaussian_weights=True,
+    # sigma=1.5, use_sample_covariance=False and data_range=1 is that definition (both average
+    # over the "valid" region and the channels), computed independently of pytorch-msssim.
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 3, 48, 48, generator=g)
+    noise = torch.tensor([0.05, 0.2]).view(2, 1, 1, 1) * torch.randn(2, 3, 48, 48, generator=g)
+    pred = (target + noise).clamp(0, 1)
+    ours = ssim(pred, target)
+    for i in range(2):
+        ref = structural_similarity(
+            pred[i].permute(1, 2, 0).numpy(),
+            target[i].permute(1, 2, 0).numpy(),
+            channel_axis=2,
+            data_range=1.0,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+        )
+        assert float(ours[i]) == pytest.approx(float(ref), abs=1e-4), i
+    assert float(ours[1]) < 0.9  # a clearly different pair, where the constants matter
+
+
+def _ms_ssim_by_hand(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Five-scale MS-SSIM (Wang et al. 2003) per image written out: contrast-structure of the
+    four finer scales, full SSIM of the coarsest, the paper's weights, 2x average pooling
+    between scales; per-scale statistics from pytorch-msssim's ``_ssim`` at data range 1."""
+    from pytorch_msssim.ssim import _fspecial_gauss_1d
+    from pytorch_msssim.ssim import _ssim as _ssim_per_channel
+
+    weights = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+    win = _fspecial_gauss_1d(11, 1.5).repeat([x.shape[1], 1, 1, 1])
+    value = torch.ones(x.shape[:2])
+    for i, w in enumerate(weights):
+        s, cs = _ssim_per_channel(x, y, win=win, data_range=1.0, size_average=False)
+        value = value * torch.relu(s if i == len(weights) - 1 else cs) ** w
+        pad = [n % 2 for n in x.shape[2:]]
+        x = torch.nn.functional.avg_pool2d(x, 2, padding=pad)
+        y = torch.nn.functional.avg_pool2d(y, 2, padding=pad)
+    return value.mean(1)
+
+
+def test_ms_ssim_known_value_at_data_range_one() -> None:
+    # At data range 255 the constants swamp the statistics of [0, 1] images: a noisy pair read
+    # 0.9999, and every method's MS-SSIM in the report looked the same.
+    g = torch.Generator().manual_seed(4)
+    target = torch.rand(1, 3, 176, 176, generator=g)
+    pred = (target + 0.2 * torch.randn(target.shape, generator=g)).clamp(0, 1)
+    got = float(ms_ssim(pred, target)[0])
+    assert got == pytest.approx(float(_ms_ssim_by_hand(pred, target)[0]), abs=1e-4)
+    assert got < 0.95
+
+
+def _tiny_vgg19n(path) -> None:
+    torch.manual_seed(0)
+    shapes = {
+        0: (3, 3, 1, 1),
+        2: (64, 3, 3, 3),
+        5: (64, 64, 3, 3),
+        9: (128, 64, 3, 3),
+        12: (128, 128, 3, 3),
+        16: (256, 128, 3, 3),
+    }
+    sd = {}
+    for i, shape in shapes.items():
+        sd[f"{i}.weight"] = torch.randn(shape) * 0.1
+        sd[f"{i}.bias"] = torch.zeros(shape[0])
+    torch.save(sd, path)
+
+
+def test_perceptual_distance_is_the_mean_over_layers_of_the_clamped_prediction(tmp_path) -> None:
+    # The perceptual column is the mean over the VGG layers (as the loss is): summed, it would
+    # grow with the number of layers and not compare with the loss's numbers. The prediction is
+    # clamped to what a user sees, as for the other metrics.
+    _tiny_vgg19n(tmp_path / "vgg.pth")
+    pd = PerceptualDistance(tmp_path / "vgg.pth")
+    assert pd.available, pd.reason
+    g = torch.Generator().manual_seed(5)
+    target = torch.rand(2, 3, 24, 24, generator=g)
+    pred = target + 0.8 * torch.randn(2, 3, 24, 24, generator=g)
+    assert pred.min() < -0.5 and pred.max() > 1.5
+    with torch.no_grad():
+        fp, ft = pd.vgg(pred.clamp(0, 1)), pd.vgg(target)
+    assert len(fp) == 3
+    per_layer = torch.stack([(a - b).abs().flatten(1).mean(1) for a, b in zip(fp, ft, strict=True)])
+    torch.testing.assert_close(pd(pred, target), per_layer.mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_unsharp_mask_reads_uint8_as_levels_of_255() -> None:
+    # uint8 in is the same picture as its float / 255: the baseline must not depend on the dtype.
+    rgb = (np.random.default_rng(1).random((32, 40, 3)) * 255).astype(np.uint8)
+    np.testing.assert_allclose(
+        unsharp_mask(rgb), unsharp_mask(rgb.astype(np.float32) / 255.0), atol=1e-6
+    )

@@ -1102,3 +1102,67 @@ def test_random_psf_never_exceeds_its_max_size(max_size: int) -> None:
         p = random_psf(np.random.default_rng(seed), max_size=max_size, exposure=(0.5, 1.0))
         assert max(p.shape) <= max_size, (seed, p.shape)
         assert p.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_srgb_transfer_functions_known_values() -> None:
+    # IEC 61966-2-1 by hand: a straight toe x / 12.92 up to 0.04045 (0.0031308 in linear light),
+    # then ((x + 0.055) / 1.055) ** 2.4. The sensor-noise sets (evaluate's "-sensor" low-light
+    # sets, training's webcam noise) put their noise through these, strongest in the shadows,
+    # i.e. on the toe, which the mid-tone values elsewhere never reach.
+    from training.data import linear_to_srgb, srgb_to_linear
+
+    srgb = np.array([0.0, 0.02, 0.04045, 0.2, 0.5, 1.0], np.float32)
+    lin = np.array([0.0, 0.0015479876, 0.0031308050, 0.0331047666, 0.2140411405, 1.0], np.float32)
+    np.testing.assert_allclose(srgb_to_linear(srgb), lin, rtol=1e-5, atol=1e-8)
+    lin2 = np.array([0.0, 0.001, 0.0031308, 0.01, 0.2140411405, 1.0], np.float32)
+    srgb2 = np.array([0.0, 0.01292, 0.040449936, 0.0998528227, 0.5, 1.0], np.float32)
+    np.testing.assert_allclose(linear_to_srgb(lin2), srgb2, rtol=1e-5, atol=1e-8)
+    # Out-of-range values (noise pushed past black or white) are clipped first, both ways.
+    out = np.array([-0.2, 1.3], np.float32)
+    np.testing.assert_allclose(srgb_to_linear(out), [0.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(linear_to_srgb(out), [0.0, 1.0], atol=1e-6)
+
+
+def test_linear_average_clips_out_of_range_float_frames() -> None:
+    # A float frame a little past black or white (a rendered or noisy frame) counts as black or
+    # white in linear light, not as |x| ** gamma: -0.5 would add light that was never there.
+    black, white = np.zeros((2, 2, 3), np.float32), np.ones((2, 2, 3), np.float32)
+    want = temporal_average([black, white], linear=True)
+    got = temporal_average([black - 0.5, white + 0.5], linear=True)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+
+
+def test_raw_frame_windows_refuse_even_sizes_and_start_at_frame_one(tmp_path: Path) -> None:
+    # An even window has no centre frame: the sharp target would sit half a frame off the blur.
+    # A range starting before frame 1 must not wrap around to the clip's last frames (Python's
+    # negative indices), which would average frames from both ends of the clip.
+    for i in range(1, 16):
+        cv2.imwrite(str(tmp_path / f"{i:06d}.png"), np.full((4, 4, 3), i, np.uint8))
+    with pytest.raises(ValueError, match="odd"):
+        raw_frame_windows(tmp_path, first=1, last=15, sizes=(8,))
+    assert raw_frame_windows(tmp_path, first=-3, last=15, sizes=(7,)) == raw_frame_windows(
+        tmp_path, first=1, last=15, sizes=(7,)
+    )
+
+
+def test_raw_validation_pairs_spread_centres_to_the_last_window() -> None:
+    # The validation set's centres are evenly spaced over the held-out windows, first to last:
+    # ten frames and 5-frame windows give starts 0..5, so two picks are centres 3 and 8.
+    pairs = raw_validation_pairs(
+        _flat_clip(list(range(0, 200, 20))), sizes=(5,), count=2, linear_modes=(False,)
+    )
+    assert [name for _, _, name in pairs] == ["clip_c3_w5_plain", "clip_c8_w5_plain"]
+
+
+def test_validation_range_ending_where_training_starts_is_refused(tmp_path: Path) -> None:
+    # The same inclusive bound the other way round: validation frames 1-240 and training frames
+    # 240-299 share frame 240.
+    from training.config import ConfigError, TrainConfig
+    from training.train import build_data
+
+    cfg = TrainConfig()
+    cfg.data.raw_dirs = [str(tmp_path)]
+    cfg.data.raw_train_range = [240, 299]
+    cfg.data.raw_val_range = [1, 240]
+    with pytest.raises(ConfigError, match="overlaps"):
+        build_data(cfg)
