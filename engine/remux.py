@@ -181,7 +181,8 @@ def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
 #: what. QuickTime's metadata keys (``mdta``) are how an iPhone says all of them.
 _KEPT_TAGS = re.compile(
     r"^\s+(creation_time|date|location|location-eng|make|model|com\.apple\.quicktime\.\S+)\s*:",
-    re.M,
+    # Any case: FFmpeg lists a Matroska file's tags as stored, in capitals (DATE, LOCATION).
+    re.M | re.I,
 )
 
 

@@ -931,6 +931,47 @@ def test_process_keeps_a_silent_videos_date_and_place(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", "silent.mp4"]
 
 
+@pytest.mark.parametrize("tags", [["location=+48.8577+002.2950/"], []])
+def test_a_silent_video_with_only_a_place_is_said_to_have_tags_to_keep(
+    tmp_path: Path, tags: list[str]
+) -> None:
+    # A silent clip's tags are copied only where has_kept_tags finds one: a MOV with a place
+    # and no date (a camera without a clock, an edited export) lost its place. One without
+    # any such tag is left as OpenCV wrote it (no FFmpeg run for nothing).
+    from engine.remux import has_kept_tags
+
+    clip = tmp_path / "silent.mov"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+         "-t", "0.2", "-c:v", "mpeg4", *[a for t in tags for a in ("-metadata", t)], str(clip)],
+        check=True,
+    )  # fmt: skip
+    assert has_kept_tags(clip, ffmpeg=_ffmpeg_exe()) is bool(tags)
+
+
+def test_a_silent_mkvs_date_and_place_are_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # FFmpeg lists a Matroska file's tags as they are stored, in capitals (DATE, LOCATION):
+    # has_kept_tags looked for them in lower case only, and a silent MKV lost its date and
+    # place, where the same clip as a MOV kept them.
+    ffmpeg = _ffmpeg_exe()
+    clip = tmp_path / "silent.mkv"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25", "-t", "0.2",
+         "-c:v", "mpeg4", "-metadata", "date=2024-05-01", "-metadata",
+         "location=+48.8577+002.2950/", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mkv"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
+    capsys.readouterr()
+    probe = subprocess.run(
+        [ffmpeg, "-hide_banner", "-i", str(out)], capture_output=True, text=True
+    ).stderr
+    assert "2024-05-01" in probe and "+48.8577+002.2950/" in probe, probe
+
+
 def test_process_keeps_a_phone_videos_sound_date_and_place(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1055,6 +1096,24 @@ def _seconds(path: Path) -> list[float]:
 
     scale, times, _ = picture_times(path, ffmpeg=find_ffmpeg())
     return [t / scale for t in times]
+
+
+def test_picture_times_start_at_the_first_keyframe_the_decoder_shows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Packets listed (pts, duration, flags; flag 1: a keyframe) as a clip cut one picture
+    # before a keyframe gives them: the decoder shows none before it. Timed from the first
+    # packet (one picture early), the sound was one picture out of step; an HDR clip read
+    # live (from_key) played its pictures with the times of those before them.
+    import engine.remux as remux
+
+    listed = [(0, 10, 0), (10, 10, 1), (20, 10, 0), (30, 10, 0)]
+    monkeypatch.setattr(remux, "_packets", lambda *a, **k: (100, listed))
+    assert remux.picture_times("x.mp4", ffmpeg="ffmpeg", frames=3).times == [10, 20, 30]
+    assert remux.picture_times("x.mp4", ffmpeg="ffmpeg", from_key=True).times == [10, 20, 30]
+    # One that starts at a keyframe keeps every picture.
+    listed[0] = (0, 10, 1)
+    assert remux.picture_times("x.mp4", ffmpeg="ffmpeg", frames=4).times == [0, 10, 20, 30]
 
 
 def test_a_clip_that_starts_between_keyframes_is_timed_from_its_first_picture(

@@ -719,3 +719,126 @@ def test_an_avif_upside_down_is_turned_by_ffmpeg(tmp_path: Path) -> None:
     _avif(tmp_path / "p.avif", rgb, exif=exif_block(orientation=3))
     assert heif_metadata(tmp_path / "p.avif").transformed
     assert _off(read_image(tmp_path / "p.avif"), np.rot90(rgb, 2)) < 3
+
+
+def _heif_of_boxes(
+    path: Path,
+    items: list[tuple[int, bytes]],
+    *,
+    props: list[bytes] = (),  # type: ignore[assignment]
+    assoc: dict[int, list[int]] | None = None,
+    refs: list[tuple[bytes, int, list[int]]] = (),  # type: ignore[assignment]
+    stored: dict[int, bytes] | None = None,
+    pitm_version: int = 0,
+    ipma_version: int = 0,
+    ipma_wide: bool = False,
+) -> Path:
+    """An HEIC of boxes alone: ``items`` ``(id, type)``, item 1 the primary one (its ``pitm``
+    of version ``pitm_version``); ``props`` the ``ipco`` properties and ``assoc`` each item's
+    property numbers (an ``ipma`` of version ``ipma_version``, with 2-byte numbers where
+    ``ipma_wide``); ``refs`` ``(type, from item, [to items])``; ``stored`` the bytes of
+    items kept in the meta box's ``idat``."""
+    stored = stored or {}
+    infe = b"".join(
+        _full_box(b"infe", i.to_bytes(2, "big") + bytes(2) + kind + b"\0", version=2)
+        for i, kind in items
+    )
+    iloc, at = bytes([0x44, 0]) + len(stored).to_bytes(2, "big"), 0
+    for i, data in stored.items():
+        iloc += i.to_bytes(2, "big") + (1).to_bytes(2, "big") + bytes(2) + (1).to_bytes(2, "big")
+        iloc += at.to_bytes(4, "big") + len(data).to_bytes(4, "big")
+        at += len(data)
+    id_size = 4 if ipma_version else 2
+    ipma = len(assoc or {}).to_bytes(4, "big") + b"".join(
+        i.to_bytes(id_size, "big") + bytes([len(numbers)])
+        + b"".join(n.to_bytes(2 if ipma_wide else 1, "big") for n in numbers)
+        for i, numbers in (assoc or {}).items()
+    )  # fmt: skip
+    iref = b"".join(
+        _box(kind, src.to_bytes(2, "big") + len(to).to_bytes(2, "big")
+             + b"".join(t.to_bytes(2, "big") for t in to))
+        for kind, src, to in refs
+    )  # fmt: skip
+    meta = _full_box(
+        b"meta",
+        _full_box(b"hdlr", bytes(4) + b"pict" + bytes(13))
+        + _full_box(b"pitm", (1).to_bytes(4 if pitm_version else 2, "big"), pitm_version)
+        + _full_box(b"iinf", len(items).to_bytes(2, "big") + infe)
+        + _full_box(b"iloc", iloc, version=1)
+        + (_full_box(b"iref", iref) if refs else b"")
+        + _box(
+            b"iprp",
+            _box(b"ipco", b"".join(props))
+            + _box(b"ipma", bytes([ipma_version, 0, 0, 1 if ipma_wide else 0]) + ipma),
+        )
+        + _box(b"idat", b"".join(stored.values())),
+    )
+    path.write_bytes(_box(b"ftyp", b"heic" + bytes(4) + b"mif1heic") + meta)
+    return path
+
+
+def _ispe(w: int, h: int) -> bytes:
+    return _full_box(b"ispe", w.to_bytes(4, "big") + h.to_bytes(4, "big"))
+
+
+@pytest.mark.parametrize(
+    ("pitm_version", "ipma_version", "ipma_wide"), [(0, 0, False), (1, 0, False), (0, 1, False),
+                                                    (0, 0, True)]
+)  # fmt: skip
+def test_the_primary_pictures_properties_are_read_from_boxes_of_every_version(
+    tmp_path: Path, pitm_version: int, ipma_version: int, ipma_wide: bool
+) -> None:
+    # A pitm of version 1 and an ipma of version 1 number items in 4 bytes; an ipma flagged 1
+    # numbers properties in 2 (a grid of over 127 properties: a large camera photo). Misread,
+    # the photo lost its size, and with it the check that FFmpeg decoded the right picture;
+    # and its depth, so that a 12-bit photo went to 8 bits without a word.
+    path = _heif_of_boxes(
+        tmp_path / "p.heic",
+        [(1, b"hvc1")],
+        props=[_full_box(b"pixi", bytes([3, 10, 10, 12])), _ispe(640, 480)],
+        assoc={1: [1, 2]},
+        pitm_version=pitm_version,
+        ipma_version=ipma_version,
+        ipma_wide=ipma_wide,
+    )
+    meta = heif_metadata(path)
+    assert meta.size == (640, 480)
+    assert meta.bits == 12  # the deepest channel's depth, not the shallowest
+
+
+def test_the_exif_of_the_primary_picture_wins_over_a_thumbnails(tmp_path: Path) -> None:
+    # An iPhone's thumbnail may carry an EXIF block of its own, listed first: the output got
+    # the thumbnail's date and orientation, not the photo's.
+    photo_exif = exif_block(orientation=6)
+    thumb_exif = exif_block(orientation=1)
+    path = _heif_of_boxes(
+        tmp_path / "p.heic",
+        [(1, b"hvc1"), (2, b"Exif"), (3, b"hvc1"), (4, b"Exif")],
+        refs=[(b"thmb", 3, [1]), (b"cdsc", 2, [3]), (b"cdsc", 4, [1])],
+        stored={2: bytes(4) + thumb_exif, 4: bytes(4) + photo_exif},
+    )
+    assert heif_metadata(path).exif == photo_exif
+
+
+def test_a_tiled_pictures_hdr_transfer_is_found_on_its_tiles_too(tmp_path: Path) -> None:
+    # As its profile: a writer may give the nclx colour property to the tiles only. Missed,
+    # a tiled HDR AVIF was read by OpenCV, its colours off, without a word.
+    nclx = _box(b"colr", b"nclx" + (9).to_bytes(2, "big") + (16).to_bytes(2, "big")
+                + (9).to_bytes(2, "big") + b"\0")  # fmt: skip
+    path = _heif_of_boxes(
+        tmp_path / "p.heic",
+        [(1, b"grid"), (2, b"hvc1"), (3, b"hvc1")],
+        props=[_ispe(128, 64), _ispe(64, 64), nclx],
+        assoc={1: [1], 2: [2, 3], 3: [2, 3]},
+        refs=[(b"dimg", 1, [2, 3])],
+    )
+    assert heif_metadata(path).transfer == 16
+
+
+def test_an_hdr_heic_without_a_range_is_tone_mapped_as_limited_range() -> None:
+    # FFmpeg lists no range where the stream says none, and HEVC's default is limited (tv)
+    # range: taken as full, the tone mapped photo's blacks and whites were off.
+    line = "Stream #0:0: Video: hevc (Main 10), yuv420p10le(bt2020nc/bt2020/smpte2084), 64x48"
+    assert engine.heif._tags(line) == (
+        "setparams=range=tv:colorspace=bt2020nc:color_primaries=bt2020:color_trc=smpte2084,"
+    )
