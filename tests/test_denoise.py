@@ -1132,3 +1132,122 @@ def test_coarse_grain_on_a_still_picture_is_not_flattened_past_what_is_left(name
         return float(np.sqrt(np.mean(diff**2)))
 
     assert luma_error(out) <= worse * luma_error(expected)
+
+
+# --------------------------------------------------------------------------- mutation gaps
+
+
+def test_noise_is_measured_where_the_picture_is_crushed_to_black():
+    """A dim room's shadows at black show their noise cut off at 0, half as strong as it is:
+    measured there, a grainy picture read under FLAT_FLOOR and its grain was left as it was."""
+    rng = np.random.default_rng(13)
+    dim = scene(240, 320).astype(np.float32)
+    dim[:, :120] = 0.0  # crushed to black: the noise over it is clipped at 0
+    frames = [half_luma(add_noise(dim, 4.5, rng)) for _ in range(3)]
+    true = 4.5 / 2 * LUMA_SHARE
+    assert true > FLAT_FLOOR  # grain to reduce
+    assert estimate_noise(*frames[::-1]) == pytest.approx(true, rel=0.2)
+
+
+def test_grain_coarser_than_a_pixel_is_measured_up_to_three_times_the_pictures_reading():
+    """Grain blurred over ~1.2 pixels (a webcam's demosaicing) reads under half its level in
+    the picture's own estimate; the level over time is trusted up to 3x that reading. Capped
+    lower, the grain was under-read by a third and the picture kept 1.5 dB more noise."""
+    import cv2
+
+    rng = np.random.default_rng(10)
+    clean = scene(240, 320).astype(np.float32)
+    den = TemporalDenoiser()
+    for _ in range(20):
+        grain = cv2.GaussianBlur(rng.normal(0, 1, clean.shape).astype(np.float32), (0, 0), 1.2)
+        noisy = np.clip(np.round(clean + 8 * grain / grain.std()), 0, 255).astype(np.uint8)
+        den(noisy)
+    true = float((half_luma(noisy) - half_luma(clean.astype(np.uint8))).std())
+    assert den.sigma == pytest.approx(true, rel=0.2)
+
+
+def test_the_grain_filter_flattens_flat_grain_to_under_a_third():
+    """The 5x5 window: a flat wall's grain keeps about a quarter of its std (a 3x3 window's
+    noisier variance left ~40 %, grain the eye still sees on a face or a wall)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    noisy = add_noise(np.full((120, 160, 3), 100, np.uint8), 6.0, rng)
+    grain = 6.0 * LUMA_SHARE
+    out = reduce_grain(noisy, np.full((60, 80), (GRAIN_SPREAD * grain) ** 2, np.float32))
+    before, after = (
+        cv2.cvtColor(im, cv2.COLOR_RGB2YCrCb)[..., 0].astype(float) for im in (noisy, out)
+    )
+    assert after.std() < before.std() / 3
+
+
+def test_the_third_frame_is_measured_and_filtered():
+    """The noise is measured over three frames, so the third is the first filtered: counting
+    the second too put the first measurement off by three frames (and after every size
+    change), the picture left grainy meanwhile."""
+    rng = np.random.default_rng(17)
+    den = TemporalDenoiser()
+    for _ in range(2):
+        frame = add_noise(scene(), 8.0, rng)
+        assert den(frame) is frame
+    frame = add_noise(scene(), 8.0, rng)
+    assert den(frame) is not frame
+    assert den.sigma is not None and den.active
+
+
+def test_one_odd_frame_moves_the_colour_and_grain_levels_little():
+    """As the noise level (test_one_grainy_frame_moves_the_noise_level_little): the colour noise,
+    the picture's own level and the grain's fineness are smoothed over measurements, so one odd
+    frame at a measurement (a speckled glitch, a harder-compressed frame) does not switch the
+    colour blur or resize the grain filter until the next one."""
+    import cv2
+
+    rng = np.random.default_rng(31)
+    den = TemporalDenoiser()  # measured on frames 2, 6, 10, 14: 14 is odd
+    for _ in range(14):
+        den(add_noise(scene(), 4.0, rng, colour=True))
+    steady = den.colour_sigma
+    assert steady is not None and steady > 0
+    den(add_noise(scene(), 12.0, rng, colour=True))  # three times the colour noise
+    assert den.colour_sigma is not None and steady < den.colour_sigma < 2.0 * steady
+
+    rng = np.random.default_rng(9)
+    den = TemporalDenoiser()
+    for _ in range(14):
+        den(add_noise(scene(240, 320), 8.0, rng))
+    grain = den.grain_std
+    assert grain is not None and grain > 0
+    # Coarse grain in one frame: it reads weaker in the picture's own estimate, and coarse.
+    blurred = cv2.GaussianBlur(rng.normal(0, 1, (240, 320, 3)).astype(np.float32), (0, 0), 1.2)
+    odd = scene(240, 320).astype(np.float32) + 8 * blurred / blurred.std()
+    den(np.clip(np.round(odd), 0, 255).astype(np.uint8))
+    assert den.grain_std is not None and den.grain_std > 0.65 * grain
+
+
+def test_the_grain_filter_goes_by_the_lower_noise_estimate(monkeypatch):
+    """Coarse grain reads three times stronger over time than in the picture's flat parts
+    (so does a fine texture moving fast): the grain filter's amount goes by the lower reading,
+    not at full strength on a level the picture does not show."""
+    import cv2
+
+    import engine.denoise as denoise
+
+    amounts = []
+    real = denoise._reduce_in_frame
+
+    def recording(rgb, blur, flatness, amount):
+        if flatness is not None:
+            amounts.append(amount)
+        return real(rgb, blur, flatness, amount)
+
+    monkeypatch.setattr(denoise, "_reduce_in_frame", recording)
+    rng = np.random.default_rng(10)
+    clean = scene(240, 320).astype(np.float32)
+    den = TemporalDenoiser()
+    for _ in range(12):
+        grain = cv2.GaussianBlur(rng.normal(0, 1, clean.shape).astype(np.float32), (0, 0), 1.2)
+        den(np.clip(np.round(clean + 8 * grain / grain.std()), 0, 255).astype(np.uint8))
+    assert den.sigma is not None and den.grain_sigma is not None
+    assert den.grain_sigma < 0.5 * den.sigma  # the two readings differ
+    assert amounts and amounts[-1] == pytest.approx(grain_strength(den.grain_sigma))
+    assert amounts[-1] < 0.9

@@ -662,3 +662,111 @@ def test_auto_counts_the_time_spent_before_the_model_on_its_thread() -> None:
     assert be.scale == 0.875  # 19.1 ms + 10 ms fits
     be.set_overhead(float("nan"))  # ignored, as follow_rate ignores a bad rate
     assert be.overhead_s == 0.010
+
+
+# --------------------------------------------------------------------------- mutation gaps
+
+
+def test_a_side_rounded_to_the_minimum_stays_a_multiple() -> None:
+    # A side that rounds to exactly the contract's minimum (16) is a multiple already: taking
+    # the exact size instead (20) sent the model a size it pads to 32.
+    assert scaled_size((40, 40), 0.5, 16) == (16, 16)
+    from training.evaluate import processing_size
+
+    assert processing_size(40, 40, 0.5, 16) == (16, 16)
+
+
+def test_the_app_and_the_evaluation_resize_alike_at_three_quarters() -> None:
+    """At 0.5 the bilinear and the area resize agree (both the 2x2 mean); at 0.75 they do not,
+    and the app must shrink the frame as `training.evaluate --scale` measured the model
+    (bilinear). A model whose output is flat makes the correction all the small frame's."""
+    from training.evaluate import at_scale
+
+    rng = np.random.default_rng(3)
+    frame = cv2.GaussianBlur(rng.integers(0, 256, (96, 160, 3), dtype=np.uint8), (0, 0), 0.7)
+    frame = np.ascontiguousarray(frame)
+    app = ScaledBackend(Recorder(lambda x: np.full_like(x, 128)), 0.75).process(frame)
+    flat = at_scale(lambda img: np.full_like(img, 128 / 255), 0.75, 1)
+    diff = np.abs(app.astype(np.float32) - flat(frame.astype(np.float32) / 255.0) * 255.0)
+    assert diff.max() <= 2.0 and diff.mean() < 0.5  # rounding only (area: ~10 and ~1.5)
+
+
+def test_a_new_frame_size_with_the_same_scaled_size_is_not_written_into_the_old_buffers() -> None:
+    # 128x72 and 129x73 both run at 64x36 at 0.5: the full-size buffers must follow the frame.
+    be = ScaledBackend(Recorder(lambda x: cv2.add(x, 4)), 0.5)
+    be.process(_frame(72, 128))
+    frame = _frame(73, 129, seed=1)
+    out = be.process(frame)
+    assert be.inner.sizes == [(64, 36), (64, 36)]
+    assert out.shape == frame.shape
+    assert np.abs(out.astype(int) - frame).mean() > 2.0  # the correction is there
+
+
+def test_prepare_readies_the_size_the_model_will_see() -> None:
+    # The engine readies the model before the first frame: readied at full size, the first
+    # frame at 0.5 compiled its own size on the stream's thread (a freeze at the start).
+    class Preparing(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.prepared: list[tuple[int, int]] = []
+
+        def prepare(self, size: tuple[int, int]) -> None:
+            self.prepared.append(tuple(size))
+
+    inner = Preparing()
+    ScaledBackend(inner, 0.5).prepare((1280, 720))
+    assert inner.prepared == [(640, 360)]
+
+
+def test_noise_reduction_turned_off_gives_its_time_back_to_the_model() -> None:
+    # The engine sets the overhead to 0 when noise reduction goes off: ignored, `auto` kept
+    # budgeting for it and stayed at a lower resolution for nothing.
+    clock = FakeClock()
+    inner = Recorder(cost=lambda px: 0.022 * px / (128 * 72), clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=0.0)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    be.set_overhead(0.010)  # 22 + 10 ms: over the 30 ms budget
+    for _ in range(3 * ScaledBackend.RECENT):
+        be.process(frame)
+    assert be.scale == 0.875
+    be.set_overhead(0.0)
+    assert be.overhead_s == 0.0
+    steps = _scale_steps(be, frame, 3 * ScaledBackend.RECENT)
+    assert steps[:1] == [1.0]  # 16.8 ms * 1.31 = 22 ms: under 80 % of 30 ms
+
+
+def test_auto_judges_a_slow_source_on_eight_calls_not_fewer() -> None:
+    # At 2 fps a second holds 2 calls: judged on them, one slightly slow pair of calls was
+    # enough to step down. Eight calls (plus the first, not counted) are the least judged on.
+    clock = FakeClock()
+    inner = Recorder(cost=lambda px: 0.495, clock=clock)  # 1.1x the 450 ms budget
+    be = ScaledBackend(inner, "auto", target_fps=2.0, clock=clock)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    scales = []
+    for _ in range(9):
+        start = clock.t
+        be.process(frame)
+        clock.t = start + 0.5  # frames arrive every 500 ms
+        scales.append(be.scale)
+    assert scales == [1.0] * 8 + [0.875]
+
+
+def test_auto_waits_for_the_next_judgement_when_not_far_over() -> None:
+    # Judged once a second: a model 10 % over the budget (under QUICK_OVER) steps down at the
+    # next whole-second judgement, not at the first call whose mean crosses the budget, so
+    # that jitter alone does not get a chance to cross a threshold at every call.
+    clock = FakeClock()
+    cost = {"s": 0.020}
+    inner = Recorder(cost=lambda px: cost["s"], clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    while clock.t < 101.5:  # keeps up: judged (no change) at ~101.0
+        be.process(frame)
+    assert be.scale == 1.0
+    cost["s"] = 0.033  # 1.1x the 30 ms budget: the mean crosses it at ~102.3
+    stepped = None
+    while stepped is None and clock.t < 105.0:
+        be.process(frame)
+        if be.scale != 1.0:
+            stepped = clock.t
+    assert stepped is not None and 102.9 <= stepped <= 103.2, stepped
