@@ -1116,6 +1116,27 @@ def test_picture_times_start_at_the_first_keyframe_the_decoder_shows(
     assert remux.picture_times("x.mp4", ffmpeg="ffmpeg", frames=4).times == [0, 10, 20, 30]
 
 
+def test_picture_times_as_stored_keep_a_files_own_start(tmp_path: Path) -> None:
+    # A Matroska file whose clock starts at 2 s (a piece cut from a longer recording with its
+    # times kept): its duration counts from 0, so its pictures end at 3 s as stored, which is
+    # what main._stored_pictures compares with the file's length. Listed from the file's start
+    # (FFmpeg's default, what playback uses), they end at 1 s.
+    from engine.remux import find_ffmpeg, picture_times
+
+    clip = tmp_path / "cut.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10:duration=1",
+         "-c:v", "mpeg4", "-output_ts_offset", "2", str(clip)],
+        check=True,
+    )  # fmt: skip
+    stored = picture_times(clip, ffmpeg=find_ffmpeg(), as_stored=True)
+    played = picture_times(clip, ffmpeg=find_ffmpeg())
+    assert stored is not None and played is not None
+    assert [t / stored.timescale for t in stored.times[:2]] == [2.0, 2.1]
+    assert stored.end is not None and stored.end / stored.timescale == 3.0
+    assert [t / played.timescale for t in played.times[:2]] == [0.0, 0.1]
+
+
 def test_a_clip_that_starts_between_keyframes_is_timed_from_its_first_picture(
     tmp_path: Path,
 ) -> None:
