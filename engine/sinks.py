@@ -378,11 +378,12 @@ class VideoFileSink(_SinkBase):
     ``fps`` would play too fast. Each frame goes to the slot of its ``t_capture`` on the ``fps``
     grid; slots a dropped frame left empty repeat the previous frame, and a frame whose slot is
     already written is skipped. A frame under a slot off the next free slot (early, or late with
-    no frame dropped before it) takes that slot: jitter does not make a repeat and a skip. Time in which the source delivered nothing (a stalled camera)
-    is shortened to ``MAX_GAP_S``; time it delivered frames the engine dropped is not, however
-    long (a model that takes seconds a frame on a loaded CPU): the frame indices tell the two
-    apart, each frame dropped in between standing for one slot (``fps`` is the source's rate,
-    as ``run`` opens it). A stream stopped by its user (:meth:`mark_stop`) lasts until the
+    no frame dropped before it while the source runs at about ``fps``) takes that slot: jitter
+    does not make a repeat and a skip. Time in which the source delivered nothing (a stalled
+    camera) is shortened to ``MAX_GAP_S``; time it delivered frames the engine dropped is not,
+    however long (a model that takes seconds a frame on a loaded CPU): the frame indices tell
+    the two apart, each frame dropped in between standing for one slot (``fps`` is the source's
+    rate, as ``run`` opens it). A stream stopped by its user (:meth:`mark_stop`) lasts until the
     stop: ``close()`` repeats the last frame over the slots the model had no time to fill (a
     still image behind a slow model was a one-frame file after ``--duration 2``); a source
     that ended needs no such tail.
@@ -514,9 +515,14 @@ class VideoFileSink(_SinkBase):
         self._next_slot = 0
         self._last_at = 0.0  # timed: the capture time, in slots, of the last frame written
         self._last_index: int | None = None  # timed: Frame.index of the last frame given
+        self._given_at: float | None = None  # timed: the capture time, in slots, of that frame
+        # timed: the source's recent time between two of its frames, in slots (None before two)
+        self._step: float | None = None
         self._t_stop: float | None = None  # timed: the stream was stopped then (mark_stop)
 
     MAX_GAP_S = 2.0
+    #: timed: the most slots between a source's frames for it to run at the file's rate.
+    AT_RATE_STEP = 1.25
 
     def write(self, frame: Frame) -> None:
         # Before anything is written: a refused frame leaves the file as it was.
@@ -532,6 +538,15 @@ class VideoFileSink(_SinkBase):
                 self._last_index = frame.index
                 at = (frame.t_capture - self._t0) * self.fps  # in slots
                 slot = round(at)
+                # A source at about the file's rate (not one at half of it: a webcam at 15 fps
+                # in dim light, whose frames are due every other slot), judged before this frame.
+                at_rate = self._step is not None and self._step < self.AT_RATE_STEP
+                if self._given_at is not None and dropped >= 0:
+                    step = min(max(at - self._given_at, 0.0) / (dropped + 1), 2.0)
+                    self._step = (
+                        step if self._step is None else self._step + (step - self._step) / 8
+                    )
+                self._given_at = at
                 if slot < self._next_slot:
                     # A new frame (half a slot or more after the last one written) that rounds
                     # into the taken slot takes the next one, while it is less than a slot
@@ -543,11 +558,16 @@ class VideoFileSink(_SinkBase):
                         self.frames_skipped += 1
                         return
                     slot = self._next_slot
-                elif slot > self._next_slot and dropped == 0 and at < self._next_slot + 1:
+                elif (
+                    slot > self._next_slot and dropped == 0 and at_rate and at < self._next_slot + 1
+                ):
                     # Less than a slot late, with no frame dropped before it: it takes the next
                     # slot. Given the one after it, it left a repeat of the frame before, and the
                     # frame after it, on time again, then fell into a taken slot and was
                     # skipped: a stutter in the file for one late frame (a USB hiccup, a decode).
+                    # Only from a source at the file's rate: the frames of a slower one are due
+                    # slots apart, and one a little early was pulled a slot earlier still (a
+                    # 15 fps camera in a 30 fps file held its frames 1, 3, 2 slots, not 2 each).
                     slot = self._next_slot
                 self._last_at = at
                 # Only the part of the gap no dropped frame accounts for is a stall: capping the

@@ -746,6 +746,22 @@ def test_a_timed_video_keeps_every_frame_of_a_source_with_one_late_frame(tmp_pat
     )
 
 
+@pytest.mark.parametrize("early", [0.0, 0.3])
+def test_a_timed_video_holds_each_frame_of_a_half_rate_camera_for_two_slots(tmp_path, early):
+    # A webcam at 15 fps in dim light, in a 30 fps file (its announced rate): its frames are
+    # due every other slot, none dropped. One on time (in floating point a hair under its slot)
+    # or a little early was taken for a late frame of a 30 fps source and pulled a slot
+    # earlier: the frames were held 1, 3, 2 slots, a judder the rounding never had.
+    t0 = 1234.5678
+    times = [t0 + (2 * i - (early if i % 2 else 0.0)) / 30.0 for i in range(12)]
+    with VideoFileSink(path=tmp_path / "half.avi", size=(32, 24), fps=30.0, timed=True) as sink:
+        for i, t in enumerate(times):
+            sink.write(Frame(np.full((24, 32, 3), 10 * i, np.uint8), i, t))
+        assert (sink.frames_skipped, sink.frames_written) == (0, 23)
+    shown = [round(float(f.mean()) / 10) for f in read_video(tmp_path / "half.avi")]
+    assert shown == [i // 2 for i in range(23)]
+
+
 def test_a_timed_video_skips_the_extra_frames_of_a_faster_source(tmp_path):
     # The frames of a 60 fps source that a 30 fps file has no slot for are skipped; pulling a
     # frame into the next slot must not let the file run ahead of the clock.
