@@ -10,6 +10,7 @@ import pytest
 import pytorch_msssim
 import torch
 
+from tests.test_evaluate import _fake_vgg19n
 from training.metrics import (
     UNSHARP_AMOUNT,
     UNSHARP_SIGMA,
@@ -183,28 +184,11 @@ def test_ms_ssim_known_value_at_data_range_one() -> None:
     assert got < 0.95
 
 
-def _tiny_vgg19n(path) -> None:
-    torch.manual_seed(0)
-    shapes = {
-        0: (3, 3, 1, 1),
-        2: (64, 3, 3, 3),
-        5: (64, 64, 3, 3),
-        9: (128, 64, 3, 3),
-        12: (128, 128, 3, 3),
-        16: (256, 128, 3, 3),
-    }
-    sd = {}
-    for i, shape in shapes.items():
-        sd[f"{i}.weight"] = torch.randn(shape) * 0.1
-        sd[f"{i}.bias"] = torch.zeros(shape[0])
-    torch.save(sd, path)
-
-
 def test_perceptual_distance_is_the_mean_over_layers_of_the_clamped_prediction(tmp_path) -> None:
     # The perceptual column is the mean over the VGG layers (as the loss is): summed, it would
     # grow with the number of layers and not compare with the loss's numbers. The prediction is
     # clamped to what a user sees, as for the other metrics.
-    _tiny_vgg19n(tmp_path / "vgg.pth")
+    _fake_vgg19n(tmp_path / "vgg.pth")
     pd = PerceptualDistance(tmp_path / "vgg.pth")
     assert pd.available, pd.reason
     g = torch.Generator().manual_seed(5)
