@@ -5787,14 +5787,30 @@ def test_a_folders_skipped_photos_are_said_once_and_stay_up(qtbot, make_bridge, 
 
 def test_the_backend_label_is_sent_when_it_changes_not_at_every_poll(qtbot, make_bridge):
     # The window redraws its backend line for each label sent: sent at every poll, it did
-    # so twice a second for a label that never changed.
-    bridge = make_bridge(_engine_api())
+    # so twice a second for a label that never changed. Stats that name no backend say
+    # nothing about what runs: the line keeps its label rather than turn to "—".
+    import dataclasses
+
+    import engine
+
+    nameless: list[bool] = []
+
+    class Stats(engine.Engine):
+        def stats(self):  # noqa: ANN202
+            st = super().stats()
+            return dataclasses.replace(st, backend="") if nameless else st
+
+    bridge = make_bridge(_engine_api(Engine=Stats))
     labels: list[str] = []
     bridge.backend_changed.connect(labels.append)
     assert bridge.start(str(DEMO_CLIP), backend="unsharp", loop=True, wait=True) is True
     for _ in range(3):
         bridge.poll_now()
     assert labels and len(labels) == len(set(labels)), labels
+    shown = bridge.backend_label
+    nameless.append(True)
+    bridge.poll_now()
+    assert "—" not in labels and bridge.backend_label == shown, (labels, shown)
 
 
 def test_describe_error_and_labels():
