@@ -7831,3 +7831,68 @@ def test_a_fixed_size_model_is_loaded_again_for_another_scale_so_its_warning_is_
     assert _rescaled(req, "auto") is None and _rescaled(req, 0.75) is None
     req.be = types.SimpleNamespace(name="onnx", provider="CPU", fixed_size=False)
     assert _rescaled(req, 1.0) is req.be  # a model of any size is rewrapped as before
+
+
+@pytest.mark.parametrize(
+    "name", ["Dummy video device (0x0000)", "OBS Virtual Camera", "obs-camera", "SHARPCAM"]
+)
+def test_every_virtual_camera_name_is_listed_after_the_real_ones(qtbot, monkeypatch, name):
+    # v4l2loopback loaded without card_label names its device "Dummy video device (0x0000)",
+    # OBS's is "OBS Virtual Camera" (Windows) or "obs-camera": SharpCam may be sending to any of
+    # them, and one listed first would be the default source, sharpening its own picture.
+    _fake_qt_cameras(monkeypatch, [("/dev/video0", name), ("/dev/video2", "Integrated Camera")])
+    choices = list_camera_choices()
+    assert [c.name for c in choices] == [
+        "Integrated Camera",
+        f"{name} (virtual camera)",
+        "Demo clip (bundled)",
+    ]
+    assert choices[1].is_virtual and not choices[0].is_virtual
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a text file only on Linux")
+def test_an_unquoted_comma_in_the_linux_platform_store_reads_as_written(tmp_path):
+    # The default store on Linux (~/.config/SharpCam/SharpCam.conf) is an INI file a person can
+    # edit as well: "Smith, John" came back as "Smith,John", and the remembered file was lost.
+    from PySide6.QtCore import QSettings
+
+    path = tmp_path / "SharpCam.conf"
+    written = "/home/me/Smith, John/clip.mp4"
+    path.write_text(f"[General]\nsource={written}\n", encoding="utf-8")
+    store = QSettings(str(path), QSettings.Format.NativeFormat)
+    assert load_settings(store).source == written
+
+
+def test_a_settings_file_that_cannot_be_written_says_so(tmp_path, monkeypatch):
+    # A read-only settings file in a writable folder: the probe file beside it could be written,
+    # so the reason ("Permission denied") must come from the file's own access check.
+    from app import settings as settings_module
+    from app.settings import unsaved_reason
+
+    path = tmp_path / "settings.ini"
+    path.write_text("[General]\nfps=30\n", encoding="utf-8")
+    # Tests may run as root, for whom every file is writable: the check is what is tested.
+    monkeypatch.setattr(
+        settings_module.os,
+        "access",
+        lambda p, mode: not (Path(p) == path and mode == settings_module.os.W_OK),
+    )
+    assert unsaved_reason(open_store(str(path))) == "Permission denied"
+
+
+def test_on_macos_three_cameras_out_of_order_open_at_their_own_index(monkeypatch):
+    # Qt's order to OpenCV's is a rotation here, not a swap: reading the mapping backwards
+    # opened camera 2, the OBS Virtual Camera SharpCam sends to, for "FaceTime HD Camera".
+    from app.camera_list import _qt_cameras
+
+    _fake_qt_cameras(
+        monkeypatch,
+        [
+            ("0x8020000005ac8514", "FaceTime HD Camera"),
+            ("7626645E-4425-469E-9D8B-97E0FA59AC75", "OBS Virtual Camera"),
+            ("0x1424000046d085e", "Logitech BRIO"),
+        ],
+    )
+    monkeypatch.setattr(sys, "platform", "darwin")
+    found = {c.name: c.source for c in _qt_cameras()}
+    assert found == {"FaceTime HD Camera": "1", "OBS Virtual Camera": "2", "Logitech BRIO": "0"}

@@ -1446,6 +1446,7 @@ def test_video_files_keep_their_colours(tmp_path):
         ((32, 0), 30, "positive \\(W, H\\) size"),
         ((32, 24), 0, "positive frame rate"),
         ((32, 24), float("nan"), "positive frame rate"),
+        ((32, 24), float("inf"), "positive frame rate"),  # passes `> 0`; no device takes it
         ((32, 24), -1, "positive frame rate"),
     ],
 )
@@ -1482,6 +1483,15 @@ def test_virtual_sink_counts_its_frames_after_close(recorder):
         s.write(frame(i, (8, 8)))
     s.close()
     assert s.frames_sent == 3  # was 0 once closed
+
+
+def test_virtual_sink_counts_the_frames_the_device_took(recorder):
+    # `run --output virtual` says "output virtual camera ... failed after N frames" from this
+    # count (pyvirtualcam's frames_sent includes a send that failed): it must follow every write.
+    with VirtualCameraSink(size=(8, 8), backend=RECORDER) as s:
+        for i in range(3):
+            s.write(frame(i, (8, 8)))
+        assert s.frames_written == 3 == len(recorder.instances[-1].frames)
 
 
 def test_a_virtual_camera_is_its_source_by_any_name(tmp_path):

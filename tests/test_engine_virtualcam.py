@@ -182,3 +182,31 @@ def test_a_virtual_camera_whose_close_failed_is_not_closed_again_when_collected(
     del sink
     gc.collect()
     assert unraisable == [] and backend.closes == 1
+
+
+def test_explicit_device_named_through_a_link_is_busy(monkeypatch, tmp_path, linux_refusing):
+    # `--device /dev/v4l/by-id/...` (any link to the taken loopback node) is that device: it was
+    # compared as text with sysfs's /dev/video10 and reported missing, with the steps to install
+    # the v4l2loopback module the user already has.
+    sysfs = make_sysfs(tmp_path / "sysfs", {"video10": "SharpCam"})
+    monkeypatch.setattr(vc, "LOOPBACK_SYSFS", str(sysfs))
+    link = tmp_path / "by-id-sharpcam"
+    link.symlink_to("/dev/video10")
+    monkeypatch.setattr(
+        RefusingCamera, "message", f"Virtual camera device {link} is not a video output device."
+    )
+    with pytest.raises(VirtualCameraBusy) as info:
+        open_sink("virtual", size=(64, 48), fps=30, device=str(link))
+    assert info.value.devices == [("/dev/video10", "SharpCam")]
+
+
+def test_a_loopback_device_whose_name_cannot_be_read_is_still_listed(
+    monkeypatch, tmp_path, linux_refusing
+):
+    # The name is only a label: a device without one is still a loopback device, and taken it is
+    # "in use", not "install v4l2loopback".
+    (tmp_path / "video10").mkdir()
+    assert vc.loopback_devices(str(tmp_path)) == [("/dev/video10", "")]
+    monkeypatch.setattr(vc, "LOOPBACK_SYSFS", str(tmp_path))
+    with pytest.raises(VirtualCameraBusy, match="/dev/video10 is in use"):
+        open_sink("virtual", size=(64, 48), fps=30)
