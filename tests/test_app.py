@@ -2398,20 +2398,23 @@ def _fake_qt_cameras(monkeypatch, devices: list[tuple[str, str]]) -> None:  # no
     monkeypatch.setitem(sys.modules, "PySide6.QtMultimedia", fake)
 
 
-def test_on_macos_a_picked_camera_opens_at_opencvs_index_for_it(monkeypatch):
+@pytest.mark.parametrize("obs_second", [False, True])
+def test_on_macos_a_picked_camera_opens_at_opencvs_index_for_it(monkeypatch, obs_second):
     # OpenCV's AVFoundation backend numbers cameras sorted by uniqueID (Qt's id there), Qt in
     # discovery order: "FaceTime HD Camera", first in the picker, opened OpenCV's camera 0,
-    # which could be a USB webcam or the OBS Virtual Camera that SharpCam sends to.
+    # which could be a USB webcam or the OBS Virtual Camera that SharpCam sends to. With the
+    # OBS camera second, Qt's order to OpenCV's is a rotation, not a swap: reading the mapping
+    # backwards opened camera 2, the OBS Virtual Camera, for "FaceTime HD Camera".
     from app.camera_list import _qt_cameras
 
-    _fake_qt_cameras(
-        monkeypatch,
-        [
-            ("0x8020000005ac8514", "FaceTime HD Camera"),
-            ("0x1424000046d085e", "Logitech BRIO"),
-            ("7626645E-4425-469E-9D8B-97E0FA59AC75", "OBS Virtual Camera"),
-        ],
-    )
+    cameras = [
+        ("0x8020000005ac8514", "FaceTime HD Camera"),
+        ("0x1424000046d085e", "Logitech BRIO"),
+        ("7626645E-4425-469E-9D8B-97E0FA59AC75", "OBS Virtual Camera"),
+    ]
+    if obs_second:
+        cameras[1:] = cameras[:0:-1]
+    _fake_qt_cameras(monkeypatch, cameras)
     monkeypatch.setattr(sys, "platform", "darwin")
     found = {c.name: c.source for c in _qt_cameras()}
     assert found == {"FaceTime HD Camera": "1", "Logitech BRIO": "0", "OBS Virtual Camera": "2"}
@@ -7878,21 +7881,3 @@ def test_a_settings_file_that_cannot_be_written_says_so(tmp_path, monkeypatch):
         lambda p, mode: not (Path(p) == path and mode == settings_module.os.W_OK),
     )
     assert unsaved_reason(open_store(str(path))) == "Permission denied"
-
-
-def test_on_macos_three_cameras_out_of_order_open_at_their_own_index(monkeypatch):
-    # Qt's order to OpenCV's is a rotation here, not a swap: reading the mapping backwards
-    # opened camera 2, the OBS Virtual Camera SharpCam sends to, for "FaceTime HD Camera".
-    from app.camera_list import _qt_cameras
-
-    _fake_qt_cameras(
-        monkeypatch,
-        [
-            ("0x8020000005ac8514", "FaceTime HD Camera"),
-            ("7626645E-4425-469E-9D8B-97E0FA59AC75", "OBS Virtual Camera"),
-            ("0x1424000046d085e", "Logitech BRIO"),
-        ],
-    )
-    monkeypatch.setattr(sys, "platform", "darwin")
-    found = {c.name: c.source for c in _qt_cameras()}
-    assert found == {"FaceTime HD Camera": "1", "OBS Virtual Camera": "2", "Logitech BRIO": "0"}
