@@ -770,3 +770,51 @@ def test_auto_waits_for_the_next_judgement_when_not_far_over() -> None:
         if be.scale != 1.0:
             stepped = clock.t
     assert stepped is not None and 102.9 <= stepped <= 103.2, stepped
+
+
+def test_auto_steps_back_to_full_size_without_readying_it_again() -> None:
+    # The stream ran at full size before stepping down, so a backend that cannot say what it
+    # has compiled still has it: readying it again held the step back up by a whole compile.
+    clock = FakeClock()
+    inner = _Compiles(clock)
+    inner.release.set()
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=0.0)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(2000):
+        be.process(frame)
+        if be.scale < 1.0:
+            break
+        time.sleep(0.001)
+    assert be.scale == 0.875
+    inner.cost = lambda px: 0.001
+    calls = 0
+    while be.scale < 1.0 and calls < 200:
+        clock.t += 0.1
+        be.process(frame)
+        calls += 1
+    assert be.scale == 1.0 and (128, 72) not in inner.prepared
+    be.close()
+
+
+def test_auto_steps_once_a_failed_prepare_has_ended() -> None:
+    # The step's first call compiles the size again and says why it failed; readying it again
+    # and again beside the stream left the video at a scale it cannot keep up with.
+    clock = FakeClock()
+    inner = Recorder(cost=lambda px: 0.040, clock=clock)
+    tries: list[tuple[int, int]] = []
+
+    def prepare(size: tuple[int, int]) -> None:
+        tries.append(tuple(size))
+        raise RuntimeError("no memory to compile")
+
+    inner.prepare = prepare  # type: ignore[attr-defined]
+    inner.is_prepared = lambda size: tuple(size) == (128, 72)  # type: ignore[attr-defined]
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=10.0)
+    frame = np.zeros((72, 128, 3), np.uint8)
+    for _ in range(2000):
+        be.process(frame)
+        if be.scale < 1.0:
+            break
+        time.sleep(0.001)
+    assert be.scale == 0.875 and tries == [(112, 63)]
+    be.close()
