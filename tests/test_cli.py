@@ -156,6 +156,11 @@ def test_parse_size() -> None:
     assert cli.parse_size("8192x4320") == (8192, 4320)
 
 
+def test_frame_counts_are_said_in_the_plural_but_for_one() -> None:
+    # "0 frame written" read as a typo in the line that says a run wrote nothing.
+    assert [cli._frames(n) for n in (0, 1, 2)] == ["0 frames", "1 frame", "2 frames"]
+
+
 @pytest.mark.parametrize("size", ["640x8", "8x640"])
 def test_a_size_with_one_side_under_16_is_refused(size: str) -> None:
     # Either side alone below 16 is too small: a check of both together let 640x8 through.
@@ -278,6 +283,37 @@ def test_bad_size_is_usage_error_without_traceback(clip: Path, tmp_path: Path) -
         assert_clean_failure(run_cli("bench", "--size", empty), "bad size list", code=2)
 
 
+def test_a_usage_error_shows_the_usage_then_one_error_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The usage says what the command takes; the error is said once, not "sharpcam: error:
+    # sharpcam process: error: ...".
+    code = cli.main(["process", "a.mp4", "b.mp4", "--strength", "2"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("usage: sharpcam process"), err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sharpcam process: error: argument --strength"), err
+    assert err.count("error:") == 1, err
+
+
+def test_an_unexpected_failure_is_one_line_and_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A bug is a runtime error (1), not a usage error (2): a script must not blame its options.
+    import engine.sources
+
+    def broken() -> list[Any]:
+        raise RuntimeError("camera list broke")
+
+    monkeypatch.delenv("SHARPCAM_DEBUG", raising=False)
+    monkeypatch.setattr(engine.sources, "list_cameras", broken)
+    code = cli.main(["devices"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err == "sharpcam: error: RuntimeError: camera list broke\n"
+
+
 def test_no_command_starts_the_app_with_the_gui_options(
     clip: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,6 +403,19 @@ def test_a_model_for_a_backend_that_runs_none_is_a_usage_error(
     assert not out.exists()
 
 
+def test_a_model_for_backends_that_run_none_names_each_once(
+    models: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["bench", "--backend", "unsharp", "--backend", "passthrough", "--backend", "unsharp"]
+    code = cli.main([*argv, "--model", str(models["good"])])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "--model is not used by --backend unsharp and --backend passthrough: they run no" in err
+    code = cli.main(["bench", "--backend", "unsharp", "--backend", "unsharp", "--model", "m.onnx"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--model is not used by --backend unsharp: it runs no model" in err, err
+
+
 def test_a_model_with_a_model_backend_among_others_is_fine(
     models: dict[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -417,6 +466,12 @@ def test_a_quit_after_qt_cannot_time_is_a_usage_error(
     err = capsys.readouterr().err
     assert code == 2, err
     assert "--quit-after" in err and "Traceback" not in err, err
+
+
+def test_the_longest_quit_after_qt_can_time_is_accepted() -> None:
+    # The limit itself is a time Qt's int32 milliseconds hold: refusing it refused a valid run.
+    args = cli.build_parser().parse_args(["--quit-after", repr(cli.MAX_QUIT_AFTER_S)])
+    assert args.gui_quit_after == cli.MAX_QUIT_AFTER_S
 
 
 def test_version_is_the_packages(
@@ -2156,6 +2211,22 @@ def test_an_output_whose_working_files_are_the_input_is_refused(
     assert not out.exists()
 
 
+def test_an_output_whose_working_file_is_the_input_is_refused_in_any_case(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # OUT.AVI is a video name as out.avi is: its working file .OUT.partial.AVI, the input,
+    # was truncated while it was read.
+    source = tmp_path / ".OUT.partial.AVI"
+    source.write_bytes(clip.read_bytes())
+    out = tmp_path / "OUT.AVI"
+    code = cli.main(["process", str(source), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "would overwrite the input" in err and source.name in err, err
+    assert source.read_bytes() == clip.read_bytes()
+    assert not out.exists()
+
+
 def test_process_an_image_named_like_its_outputs_working_file_keeps_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -2200,6 +2271,24 @@ def test_process_folder_refuses_two_images_that_fold_to_one_output_name(
     err = capsys.readouterr().err
     assert code == 2, err
     assert "A.png and a.png would both be written to" in err and "Traceback" not in err, err
+    assert not out.exists()
+
+
+def test_process_folder_refuses_two_images_whose_names_differ_in_unicode_form_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # APFS and HFS+ take "é" composed or as e + accent for one file: the second result
+    # silently replaced the first.
+    _case_folding_output(monkeypatch)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, name in enumerate(["caf\u00e9.png", "cafe\u0301.png"]):
+        cv2.imwrite(str(folder / name), cv2.cvtColor(stamped_frame(i), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "out"
+    code = cli.main(["process", str(folder), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "would both be written to" in err and "Traceback" not in err, err
     assert not out.exists()
 
 
@@ -2690,6 +2779,20 @@ def test_process_folder_names_no_more_than_the_first_skipped_images(
     assert err.count("sharpcam: skipped: ") == cli.MAX_SKIPPED_LISTED
     assert "... and 5 more skipped" in err
     assert f"{cli.MAX_SKIPPED_LISTED + 5} of {cli.MAX_SKIPPED_LISTED + 6} images skipped" in err
+
+
+def test_process_folder_names_every_skipped_image_up_to_the_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Exactly the limit: each one named, and no "... and 0 more skipped".
+    folder = _photo_folder(tmp_path / "in", range(1))
+    for i in range(cli.MAX_SKIPPED_LISTED):
+        (folder / f"q{i}.png").write_bytes(b"")
+    code = cli.main(["process", str(folder), str(tmp_path / "out"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err.count("sharpcam: skipped: ") == cli.MAX_SKIPPED_LISTED
+    assert "more skipped" not in err, err
 
 
 def test_process_folder_skips_an_image_it_cannot_write_but_stops_on_a_full_disk(
@@ -4548,6 +4651,33 @@ def test_bench_refuses_either_side_odd(
     assert f"bench --size {size}: width and height must be even" in err, err
 
 
+def test_bench_frames_0_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 0 was taken for "not given" and 120 frames were timed without a word.
+    from engine import bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: pytest.fail("bench ran"))
+    code = cli.main(["bench", "--backend", "unsharp", "--frames", "0"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "expected an integer >= 1, got '0'" in err, err
+
+
+def test_bench_of_a_missing_model_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Before any backend is tried: each one's "model file not found" ran to a paragraph.
+    from engine import bench
+
+    monkeypatch.setattr(bench, "run_bench", lambda *a, **kw: pytest.fail("bench ran"))
+    missing = tmp_path / "nope.onnx"
+    code = cli.main(["bench", "--size", "64x48", "--model", str(missing)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert err == f"sharpcam: error: model file not found: {missing}\n"
+
+
 def test_bench_times_a_size_given_twice_once(capsys: pytest.CaptureFixture[str]) -> None:
     # `--size 64x48 --size 64x48,64x48` is one size: one row, not three of the same.
     code = cli.main(
@@ -5031,6 +5161,27 @@ def test_a_path_longer_than_the_system_takes_or_a_link_loop_is_a_usage_error(
         assert len(os.fsencode(str(source))) in (4096, len(str(tmp_path)) + 301)
         assert cli.main(["process", str(source), str(tmp_path / "o.avi")]) == 2
         assert "is longer than the file system takes" in capsys.readouterr().err
+
+
+def test_run_from_a_link_loop_to_the_virtual_camera_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A virtual camera output has no file to compare the input with: the input is checked
+    # on its own, before the camera is opened.
+    import pyvirtualcam
+
+    pyvirtualcam.register_backend("sharpcam-test-rec", _RecordingCamera)
+    _RecordingCamera.frames = []
+    (tmp_path / "la.avi").symlink_to(tmp_path / "lb.avi")
+    (tmp_path / "lb.avi").symlink_to(tmp_path / "la.avi")
+    code = cli.main(
+        ["run", "--source", str(tmp_path / "la.avi"), "--output", "virtual",
+         "--backend", "unsharp", "--virtual-backend", "sharpcam-test-rec"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"input {tmp_path / 'la.avi'}: a loop of symbolic links" in err, err
+    assert _RecordingCamera.frames == []
 
 
 def _photo_with_metadata(path: Path) -> tuple[bytes, bytes]:
