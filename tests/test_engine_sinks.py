@@ -493,14 +493,23 @@ def test_video_sink_whose_name_is_refused_keeps_its_frames_in_sight(tmp_path):
 
 
 def test_video_sink_without_frames_leaves_nothing(tmp_path):
-    with VideoFileSink(path=tmp_path / "x.avi", size=(16, 16)):
+    with VideoFileSink(path=tmp_path / "x.avi", size=(16, 16)) as sink:
         pass
     assert list(tmp_path.iterdir()) == []
+    # Nothing is said kept nor unfinished: "the frames written are kept in None" was a lie.
+    assert sink.kept_path is None and sink.unfinished_path is None
+    assert sink.kept_phrase() == ""
 
 
 def test_video_sink_errors(tmp_path):
     with pytest.raises(SinkError, match="unknown extension"):
         VideoFileSink(path=tmp_path / "x.xyz", size=(16, 16))
+    with pytest.raises(SinkError, match=r"unknown extension '\(none\)'; use one of .mp4, "):
+        VideoFileSink(path=tmp_path / "clip", size=(16, 16))
+    # The largest side MPEG-4 takes, whatever the case the FourCC is given in.
+    with pytest.raises(SinkError, match=r"mp4v \(MPEG-4\) takes sides up to 8191"):
+        VideoFileSink(path=tmp_path / "big.mp4", size=(8192, 64), fourcc="MP4V")
+    assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="needs a frame size"):
         open_sink(tmp_path / "x.mp4", size=None)
     sink = VideoFileSink(path=tmp_path / "y.avi", size=(16, 16))
@@ -1033,10 +1042,68 @@ def test_image_sink_failed_write_keeps_the_earlier_file(tmp_path, monkeypatch):
     path.write_bytes(b"yesterday's result")
     monkeypatch.setattr(engine.sinks, "open", HalfWritten, raising=False)
     sink = open_sink(path, size=None)
-    with pytest.raises(SinkError, match="No space left"):
+    with pytest.raises(SinkError) as info:
         sink.write(frame(0))
+    # The OS's words, not "[Errno 28] ...: '.out.partial.png'": a hidden name nobody gave.
+    assert str(info.value) == f"cannot write {path}: No space left on device"
     assert path.read_bytes() == b"yesterday's result"
     assert [p.name for p in tmp_path.iterdir()] == ["out.png"]  # no partial left behind
+
+
+def test_a_closed_image_sink_refuses_a_frame_and_writes_nothing(tmp_path: Path) -> None:
+    # A frame after close() would add to a sequence already reported finished.
+    out = tmp_path / "frames"
+    sink = ImageSink(path=out)
+    sink.write(frame(1))
+    sink.close()
+    with pytest.raises(SinkError, match="is closed"):
+        sink.write(frame(2))
+    assert [p.name for p in out.iterdir()] == ["frame_000000.png"]
+
+
+def test_an_existing_folder_named_like_an_image_gets_numbered_frames(tmp_path: Path) -> None:
+    # Taken for one image, every frame went to a file named like the folder, and failed.
+    shots = tmp_path / "shots.png"
+    shots.mkdir()
+    with open_sink(shots, size=None) as sink:
+        assert isinstance(sink, ImageSink) and not sink.single
+        sink.write(frame(3))
+    assert [p.name for p in shots.iterdir()] == ["frame_000000.png"]
+
+
+def test_an_existing_folder_with_a_dot_in_its_name_takes_frames(tmp_path: Path) -> None:
+    # `--output run.v2` names a folder that exists: not a file of an unknown format.
+    out = tmp_path / "run.v2"
+    out.mkdir()
+    assert sink_kind(out) == "images"
+    with open_sink(out, size=None) as sink:
+        sink.write(frame(4))
+    assert [p.name for p in out.iterdir()] == ["frame_000000.png"]
+
+
+@pytest.mark.parametrize("ext", ["JPG", ".JPG"])
+def test_numbered_frames_take_their_extension_in_any_case_with_or_without_a_dot(
+    tmp_path: Path, ext: str
+) -> None:
+    # `ext="JPG"` wrote "frame_000000JPG", a name no viewer opens as a JPEG.
+    out = tmp_path / "frames"
+    with ImageSink(path=out, ext=ext) as sink:
+        sink.write(frame(5))
+    assert [p.name for p in out.iterdir()] == ["frame_000000.jpg"]
+    assert cv2.imread(str(out / "frame_000000.jpg")) is not None
+
+
+def test_only_a_sinks_own_frame_names_count_as_earlier_frames(tmp_path: Path) -> None:
+    # A backup of an earlier frame (frame_000000.png.bak) is not one the new run overwrites.
+    from engine.sinks import earlier_frame
+
+    out = tmp_path / "frames"
+    out.mkdir()
+    (out / "frame_000000.png.bak").write_bytes(b"kept")
+    assert earlier_frame(out) is None
+    with open_sink(out, size=None) as sink:
+        sink.write(frame(6))
+    assert sorted(p.name for p in out.iterdir()) == ["frame_000000.png", "frame_000000.png.bak"]
 
 
 def test_write_image_never_truncates_a_file_with_its_working_name(tmp_path):
@@ -1771,6 +1838,47 @@ def test_a_name_longer_than_the_file_system_takes_is_refused_in_one_line(tmp_pat
         check_name_fits(folder / "out.mp4")
     check_name_fits(tmp_path / long_name(".mp4", 255))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_working_names_are_cut_only_past_the_limit_and_two_cut_alike_stay_apart(
+    tmp_path: Path,
+) -> None:
+    from engine.sinks import incomplete_path, partial_path
+
+    # 255 bytes less 5 for a number ("-1000"): a kept name of 250 bytes is kept whole.
+    stem = "a" * (250 - len(".incomplete.mp4"))
+    assert incomplete_path(tmp_path / f"{stem}.mp4").name == f"{stem}.incomplete.mp4"
+    assert "~" in incomplete_path(tmp_path / f"{stem}a.mp4").name
+    # Cut to fit, two outputs that differ only at their ends kept their frames apart.
+    one, two = tmp_path / ("x" * 240 + "1.mp4"), tmp_path / ("x" * 240 + "2.mp4")
+    assert partial_path(one) != partial_path(two)
+    assert incomplete_path(one) != incomplete_path(two)
+
+
+def _path_of(folder: Path, length: int, ext: str) -> Path:
+    """A path of ``length`` bytes under ``folder``: folders of 100 bytes, then a file name."""
+    text = str(folder)
+    while length - len(os.fsencode(text)) > 210:
+        text += "/" + "d" * 100
+    text += "/" + "f" * (length - len(os.fsencode(text)) - 1 - len(ext)) + ext
+    assert len(os.fsencode(text)) == length
+    return Path(text)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="Windows limits names, not whole paths")
+def test_a_path_is_refused_only_past_the_length_the_system_takes(tmp_path: Path) -> None:
+    from engine.sinks import _PATH_ROOM, PATH_MAX, check_name_fits, write_image
+
+    most = PATH_MAX - 1 - _PATH_ROOM
+    check_name_fits(_path_of(tmp_path, most, ".mp4"))
+    with pytest.raises(SinkError, match=f"is {most + 1} bytes long, more than the {most} "):
+        check_name_fits(_path_of(tmp_path, most + 1, ".mp4"))
+    # An image needs room for its own working name only: a path a video could not take is
+    # written (a frame in a deep folder was refused at its first write, the model run).
+    deep = _path_of(tmp_path, most + 20, ".png")
+    deep.parent.mkdir(parents=True)
+    write_image(deep, np.full((4, 6, 3), 30, np.uint8))
+    assert [p.name for p in deep.parent.iterdir()] == [deep.name]
 
 
 # --------------------------------------------------------------------------- image metadata
@@ -2556,6 +2664,51 @@ def test_make_folder_names_what_stands_in_the_way(tmp_path):
     assert (tmp_path / "x" / "y").is_dir() and note.read_text() == "mine"
 
 
+@pytest.mark.skipif(cv2.haveImageWriter("x.exr"), reason="this OpenCV writes .exr")
+def test_an_image_format_this_opencv_cannot_encode_is_a_sink_error(tmp_path: Path) -> None:
+    # OpenCV's own exception (cv2.error) escaped the sink: a traceback, not one line.
+    from engine.sinks import write_image
+
+    with pytest.raises(SinkError, match=r"cannot encode .*render\.exr as \.exr"):
+        write_image(tmp_path / "render.exr", np.zeros((4, 4, 3), np.uint8))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_run_names_the_results_of_formats_it_does_not_write_in_any_case() -> None:
+    # Cameras and old Windows tools name files in capitals: LOGO.GIF stayed .GIF, refused.
+    from engine.sinks import output_image_name
+
+    assert output_image_name("LOGO.GIF") == "LOGO.png"
+    assert output_image_name("IMG_0001.HEIC") == "IMG_0001.jpg"
+    assert output_image_name("shot.JPG") == "shot.JPG"
+
+
+def test_what_an_output_keeps_does_not_depend_on_the_case_of_its_extension() -> None:
+    # `process IMG.jpg OUT.JPG` said the EXIF data and profile were lost, yet kept them.
+    from videos import exif_block, icc_profile
+
+    from engine.sinks import _JPEG_ICC_CHUNK, metadata_lost
+    from engine.sources import ImageMetadata
+
+    metadata = ImageMetadata(exif=exif_block(), icc=icc_profile())
+    assert metadata_lost(metadata, "OUT.JPG") == metadata_lost(metadata, "out.jpg") == []
+    # A JPEG holds a profile in up to 255 segments: one that fills them is kept whole.
+    largest = ImageMetadata(icc=icc_profile(size=255 * _JPEG_ICC_CHUNK))
+    assert metadata_lost(largest, "out.jpg") == []
+    larger = ImageMetadata(icc=icc_profile(size=255 * _JPEG_ICC_CHUNK + 1))
+    assert [lost.what for lost in metadata_lost(larger, "out.jpg")] == ["the colour profile"]
+
+
+def test_a_sink_refuses_a_size_with_a_side_of_zero(tmp_path: Path) -> None:
+    # A zero side made every frame an empty image, refused only at its first write.
+    for size in ((0, 24), (32, 0)):
+        with pytest.raises(ValueError, match="expected a positive"):
+            ImageSink(path=tmp_path / "frames", size=size)
+        with pytest.raises(ValueError, match="expected a positive"):
+            VideoFileSink(path=tmp_path / "out.avi", size=size)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_image_named_by_a_link_is_written_through_it(tmp_path):
     # Written beside its name and renamed, an image replaced the link named with a file and
     # left the file it pointed at as it was.
@@ -2570,6 +2723,12 @@ def test_an_image_named_by_a_link_is_written_through_it(tmp_path):
     assert link.is_symlink()
     assert cv2.imread(str(real))[0, 0].tolist() == [200, 200, 200]
     assert sorted(p.name for p in real.parent.iterdir()) == ["real.png"]
+    # A link to nothing (its folder gone) is replaced by the image, not followed to nowhere.
+    dangling = tmp_path / "gone.png"
+    dangling.symlink_to(tmp_path / "removed" / "old.png")
+    assert write_image(dangling, np.full((8, 8, 3), 90, np.uint8)) == dangling
+    assert not dangling.is_symlink()
+    assert cv2.imread(str(dangling))[0, 0].tolist() == [90, 90, 90]
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
@@ -2594,6 +2753,28 @@ def test_an_ffmpeg_that_exits_with_an_error_as_it_finishes_is_not_called_complet
         sink.close()
     assert str(caught.value).startswith(
         f"cannot finish video {out}: Error writing trailer: No space left on device"
+    ), caught.value
+    assert sink.failed and sink.kept_path != out
+    assert out.read_bytes() == b"an earlier recording"
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_an_ffmpeg_killed_as_it_finishes_is_not_called_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Killed by a signal (the OOM killer), FFmpeg's status is negative and it says nothing:
+    # the file without its index must not take the real name over an earlier recording.
+    killed = _stand_in_ffmpeg(tmp_path / "ffmpeg", "cat > /dev/null\nkill -KILL $$\n")
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(killed))
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"an earlier recording")
+    sink = VideoFileSink(path=out, size=(64, 48), fps=25.0)
+    for i in range(3):
+        sink.write(frame(i, size=(64, 48), value=40 * i))
+    with pytest.raises(SinkError) as caught:
+        sink.close()
+    assert str(caught.value).startswith(
+        f"cannot finish video {out}: ffmpeg exited with status -9"
     ), caught.value
     assert sink.failed and sink.kept_path != out
     assert out.read_bytes() == b"an earlier recording"
