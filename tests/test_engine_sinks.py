@@ -426,6 +426,24 @@ def test_a_video_sink_that_does_not_publish_leaves_its_finished_file_to_its_call
         sink.keep_incomplete()  # once only
 
 
+def test_a_video_sink_whose_name_is_refused_at_publish_keeps_its_frames(tmp_path):
+    # A folder made at the output's name while the sound was put in: the frames must not be
+    # left in a hidden file the message does not name.
+    path = tmp_path / "out.avi"
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25, publish=False)
+    for i in range(3):
+        sink.write(frame(i * 80, size=(64, 48)))
+    sink.close()
+    path.mkdir()
+    (path / "inside").write_bytes(b"the user's")
+    kept = tmp_path / "out.incomplete.avi"
+    with pytest.raises(SinkError, match=f"cannot finish video .*; its frames are kept in {kept}"):
+        sink.publish()
+    assert sink.kept_path == kept and len(read_video(kept)) == 3
+    assert not sink.awaiting_name and not (tmp_path / ".out.partial.avi").exists()
+    assert (path / "inside").read_bytes() == b"the user's"
+
+
 def test_a_video_sink_not_publishing_is_aborted_as_any_other(tmp_path):
     path = tmp_path / "out.avi"
     sink = VideoFileSink(path=path, size=(64, 48), fps=25, publish=False)
@@ -1457,6 +1475,8 @@ def test_an_ffmpeg_is_used_for_the_codecs_and_the_colour_filter_it_has(monkeypat
     monkeypatch.setattr(engine.sinks, "ffmpeg_list", lambda ffmpeg, kind: lists[kind])
     assert engine.sinks._ffmpeg_for("avc1", ".mp4") == "/opt/ffmpeg"
     assert engine.sinks._ffmpeg_for("MJPG", ".avi") is None  # no mjpeg encoder listed
+    # A container FFmpeg is not told how to write (a `fourcc=` given through the API): OpenCV's.
+    assert engine.sinks._ffmpeg_for("avc1", ".wmv") is None
     lists["encoders"] = " V.S..D mpeg4  MPEG-4 part 2\n V....D libx264rgb  RGB\n"
     assert engine.sinks._ffmpeg_for("avc1", ".mp4") is None
     assert engine.sinks._ffmpeg_for("mp4v", ".mp4") == "/opt/ffmpeg"
