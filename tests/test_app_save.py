@@ -921,3 +921,120 @@ def test_a_photos_copy_says_no_noise_reduction(qtbot, make_window, tmp_path) -> 
     finished(qtbot, window.save_copy(str(tmp_path / "p.sharp.jpg"), source=str(photo)))
     shown = window.banner.text.text().replace("\u200b", "")
     assert "Made at 100 % strength." in shown and "noise reduction" not in shown, shown
+
+
+def test_a_phones_upper_case_container_is_kept(tmp_path: Path) -> None:
+    # A phone's "IMG_0001.MOV" was proposed as an MP4: the container it came in was lost.
+    clip = tmp_path / "IMG_0001.MOV"
+    clip.write_bytes(b"")
+    assert default_output(str(clip)) == str(tmp_path / "IMG_0001.sharp.mov")
+
+
+def test_a_link_whose_target_is_gone_still_holds_its_name(tmp_path: Path) -> None:
+    # Proposed, the copy would be written through the link to wherever it points.
+    clip = tmp_path / "talk.mp4"
+    clip.write_bytes(b"")
+    (tmp_path / "talk.sharp.mp4").symlink_to(tmp_path / "gone" / "elsewhere.mp4")
+    assert default_output(str(clip)) == str(tmp_path / "talk.sharp-2.mp4")
+
+
+def test_a_path_with_a_count_in_it_is_no_count(tmp_path: Path) -> None:
+    # "frames 3/4" found anywhere in a line took an error naming /clips/frames 3/4.mp4 for
+    # progress: the reason the save failed was never said.
+    job = SaveJob(str(tmp_path / "c.mp4"), str(tmp_path / "o.mp4"))
+    counts: list[tuple[int, int]] = []
+    job.progress.connect(lambda done, total: counts.append((done, total)))
+    job._take("sharpcam: error: cannot open video file /clips/frames 3/4.mp4: not a video")
+    assert counts == [] and job._said == [
+        "error: cannot open video file /clips/frames 3/4.mp4: not a video"
+    ]
+
+
+def test_blank_lines_and_the_last_words_without_a_newline_are_read_right(tmp_path: Path) -> None:
+    # A blank last line blanked the banner's "N frames written to"; a last line cut off
+    # without its newline (a child ended mid-line) was never said.
+    job = SaveJob(str(tmp_path / "c.mp4"), str(tmp_path / "o.mp4"))
+    for line in ("in -> o", "24 frames -> o.mp4", ""):
+        job._take(line)
+    assert (
+        describe_result(SaveResult("o.mp4", 0, said=job._said))[2] == "24 frames written to o.mp4"
+    )
+    job._pending = b"sharpcam: error: cannot write o.mp4: No space left on device"
+    job._end(1)
+    assert job.result is not None
+    assert describe_result(job.result)[2] == "cannot write o.mp4: No space left on device"
+
+
+def test_a_child_that_exited_names_no_hidden_file_of_another_run(tmp_path: Path) -> None:
+    # Only a killed child leaves its frames unnamed: one that exited said where they are, and
+    # a hidden file beside (the command line writing the same name) is not this save's.
+    from engine.sinks import partial_path
+
+    out = tmp_path / "o.mp4"
+    job = SaveJob(str(tmp_path / "c.mp4"), str(out))
+    job._started = time.time()
+    partial_path(out).write_bytes(b"another run's frames")
+    job._take("sharpcam: error: cannot open video file c.mp4")
+    job._end(1)
+    assert job.result is not None and job.result.left == []
+    assert saved_folder(job.result) == ""
+
+
+def test_a_halted_save_says_where_its_frames_went_though_a_warning_came_last() -> None:
+    # A stop while the index moved: the line after it (a copy not removed) hid where they are.
+    kept = "interrupted while moving the index of o.mp4 before its frames: 5 frames kept in o.i.mp4"
+    said = ["in -> o", kept, "warning: .o.tmp.mp4 could not be removed (a copy): remove it"]
+    assert kept in describe_result(SaveResult("o.mp4", 130, True, said))[2]
+
+
+def test_a_failure_the_command_did_not_word_shows_its_last_lines() -> None:
+    # A crash in Python (exit 1 with a traceback) said "Saving failed" and nothing else.
+    said = [
+        "in -> o",
+        "Traceback (most recent call last):",
+        'File "main.py", line 9',
+        "MemoryError",
+    ]
+    kind, head, text = describe_result(SaveResult("o.mp4", 1, said=said))
+    assert (kind, head) == ("save_failed", "Saving failed") and text.endswith("MemoryError")
+
+
+def test_a_save_after_a_halted_one_can_be_halted_too(
+    qtbot,
+    make_window,
+    long_source,
+    tmp_path,  # noqa: ANN001
+) -> None:
+    # The first Stop greyed the button, and the next save had no Stop; its label said
+    # "Stopping…" until the child ended, not a count that would read as still saving.
+    window = make_window()
+    job = saving_long_clip(qtbot, window, long_source, tmp_path)
+    window.save_stop_button.click()
+    window._on_save_progress(job.done + 1, LONG_FRAMES)  # a count read after the click
+    assert window.save_label.text() == "Stopping…"
+    finished(qtbot, job)
+    window._on_save_progress(3, 4)  # the bar full of the one before
+    clip = write_video(tmp_path / "c.avi", 4)
+    again = window.save_copy(str(tmp_path / "c.sharp.avi"), source=str(clip))
+    assert window.save_stop_button.isEnabled()
+    assert window.save_bar.maximum() == 0  # busy until its own first count
+    assert finished(qtbot, again).ok
+
+
+def test_a_photo_named_without_its_extension_gets_its_own(
+    qtbot,
+    make_window,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # A photo's copy typed as "holiday" was made "holiday.mp4", and `process` refused it.
+    photo = tmp_path / "p.jpg"
+    cv2.imwrite(str(photo), np.full((40, 56, 3), 90, np.uint8))
+    window = make_window()
+    window.open_file(str(photo))
+    monkeypatch.setattr(
+        QFileDialog, "getSaveFileName", lambda *a: (str(tmp_path / "holiday"), a[3])
+    )
+    window.choose_save_output()
+    assert window.save_job is not None and window.save_job.output == str(tmp_path / "holiday.jpg")
+    assert finished(qtbot, window.save_job).ok
