@@ -345,8 +345,10 @@ def describe_result(result: SaveResult) -> tuple[str, str, str]:
         head = "without its sound" if lost_sound else "with a problem (below)"
         return "save_warning", f"Sharpened copy saved {head}", details
     if result.code == 130:
-        stops = [s for s in said if s.startswith("interrupted")]
-        return "save_warning", "Saving stopped", "\n".join(stops or said[-1:])
+        stops = [s for s in said if s.startswith("interrupted")] or said[-1:]
+        # Said after the stop, too: a hidden copy not removed holds as much as the output.
+        warned = [_LEVEL.sub("", s) for s in said if s.startswith(("warning:", "error:"))]
+        return "save_warning", "Saving stopped", "\n".join([*stops, *warned])
     if result.code is None:
         left = [f"The frames done so far are in the hidden file {p} (it may not play)."
                 for p in result.left]  # fmt: skip
