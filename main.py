@@ -2461,12 +2461,13 @@ def _finish_video(
 
     if Path(args.output).suffix.lower() in MP4_EXTENSIONS:
         left: list[Path] = []
+        complete: str | Path = args.output
         try:
             faststart(work, stop=stop, left=left)
         except RemuxStopped:
             # Whole, and it plays; but a stopped run replaces no file (it was named, over an
             # existing output, under an exit 130).
-            kept = sink.keep_incomplete()
+            kept = complete = sink.keep_incomplete()
             _eprint(
                 f"{PROG}: interrupted while moving the index of {args.output} before its "
                 f"frames: {_frames(written)} kept in {kept}{said} (it plays; a browser "
@@ -2474,7 +2475,7 @@ def _finish_video(
             )
             return 130
         finally:
-            _say_left_behind(left, args.output)
+            _say_left_behind(left, complete)
     try:
         sink.publish()
     except SinkError as exc:

@@ -3626,6 +3626,7 @@ def test_process_stopped_while_moving_the_index_says_the_video_is_whole(
 
     def stopped(path: Any, *, stop: Any = None, within_s: Any = None, left: Any = None) -> bool:
         asked.append(Path(path))
+        left.append(Path(path).with_name(".out.faststart.mp4"))  # its folder turned read-only
         raise RemuxStopped("stopped while moving the index first")
 
     monkeypatch.setattr(engine.mp4, "faststart", stopped)
@@ -3642,6 +3643,11 @@ def test_process_stopped_while_moving_the_index_says_the_video_is_whole(
         f"{kept}, with the sound of the input (it plays; a browser fetches all of it before "
         f"the first frame); {out} is left as it was"
     ) in err, err
+    # The copy left behind is named, with where the frames are: not out.mp4, left as it was.
+    assert err.endswith(
+        f"warning: {tmp_path / '.out.faststart.mp4'} could not be removed (a copy made to move "
+        f"the index of {kept} before its frames; {kept} is complete): remove it\n"
+    ), err
     assert len(read_video(kept)) == 6 and _audio_streams(kept)
     assert out.read_bytes() == b"an earlier result"
     assert sorted(p.name for p in tmp_path.iterdir()) == [
