@@ -2273,3 +2273,109 @@ def test_bounded_distillation_follows_the_teacher_only_where_it_beats_the_studen
     assert sum(r["distilled_patches"] for r in plain) == sum(r["cached_patches"] for r in plain)
     assert sum(r["cached_patches"] for r in bounded) > 0
     assert sum(r["distilled_patches"] for r in bounded) < sum(r["cached_patches"] for r in bounded)
+
+
+@pytest.mark.parametrize("scheduler", ["none", "plateau"])
+def test_the_constant_schedules_keep_the_rate_after_the_warm_up(scheduler: str) -> None:
+    # scheduler: none promises lr throughout: a cosine there ended a run at min_lr unasked.
+    cfg = load_config(
+        None,
+        [
+            f"--scheduler={scheduler}",
+            "--lr=0.01",
+            "--min_lr=0.001",
+            "--warmup_steps=4",
+            "--steps_per_epoch=10",
+            "--stages=[{patch: 64, epochs: 2, batch: 1}]",
+        ],
+    )
+    assert [lr_factor(s, cfg) for s in (0, 3)] == pytest.approx([0.25, 1.0])
+    assert [lr_factor(s, cfg) for s in (4, 10, 19, 20, 100)] == [1.0] * 5
+
+
+def test_teacher_gain_mask_keeps_a_gain_of_exactly_the_threshold_and_judges_the_clamped_output() -> (
+    None
+):
+    from training.train import teacher_gain_mask
+
+    # "At least min_gain_db", as the teacher cache keeps its patches; and the output is judged
+    # as it is used, clipped to [0, 1]: an overshoot past white on a white target is no error.
+    sharp = torch.full((2, 3, 8, 8), 0.5)
+    sharp[1, :, :4] = 1.0
+    blur = sharp.clone()
+    blur[1] = 0.5
+    teacher = torch.stack([blur[0], sharp[1] + 0.5 * (sharp[1] == 1.0)])
+    assert teacher_gain_mask(teacher, blur, sharp, 0.0).tolist() == [True, True]
+    assert teacher_gain_mask(teacher, blur, sharp, 50.0).tolist() == [False, True]
+
+
+def test_overlapping_raw_training_and_validation_ranges_are_refused(synth, tmp_path: Path) -> None:
+    from training.train import build_data
+
+    # A frame in both ranges trains on what validation measures: refused by its keys (with the
+    # leakage guard off too), down to a single frame shared at the ranges' edge.
+    off = "--data.leakage_check=false"
+    for train_range, val_range in (
+        ("[1, 31]", "[31, 40]"),
+        ("[31, 40]", "[1, 31]"),
+        ("[1, 40]", "[31, 35]"),
+    ):
+        cfg = _tiny(
+            synth,
+            tmp_path / "run",
+            f"--data.raw_train_range={train_range}",
+            f"--data.raw_val_range={val_range}",
+            off,
+        )
+        with pytest.raises(ConfigError, match="raw_train_range .* overlaps data.raw_val_range"):
+            build_data(cfg)
+    # Disjoint, validation first: accepted.
+    build_data(
+        _tiny(
+            synth,
+            tmp_path / "run",
+            "--data.raw_train_range=[32, 40]",
+            "--data.raw_val_range=[1, 31]",
+            off,
+        )
+    )
+
+
+def test_gopro_guard_drops_a_held_out_sequence_whatever_its_case(synth, tmp_path: Path) -> None:
+    import shutil
+
+    from training.train import build_data
+
+    # A clip copied to a case-insensitive disk may change its case: GoPro's pairs of it hold
+    # the held-out validation frames and must not be trained on, whichever side changed case.
+    clip = tmp_path / "GOPR0477_11_00"
+    shutil.copytree(synth["raw"] / "seq_00", clip)
+    rng = np.random.default_rng(1)
+    names = ("gopr0477_11_00", "GOPR_x")
+    gopro = tmp_path / "GOPRO_Large"
+    _gopro_layout(gopro, {n: rng.integers(0, 255, (64, 96, 3), dtype=np.uint8) for n in names})
+    cfg = _tiny(
+        synth,
+        tmp_path / "run",
+        f"--data.raw_dirs=[{clip}]",
+        f"--data.gopro_dir={gopro}",
+        "--data.gopro_weight=0.2",
+    )
+    dataset, _, _ = build_data(cfg)
+    assert [bp.parent.parent.name for bp, _ in dataset.gopro] == ["GOPR_x"]
+
+
+def test_validation_scores_the_blurry_input_against_the_sharp_target_not_the_output() -> None:
+    from training.train import validate
+
+    # blurry_psnr is the yardstick of every log row and curves.png: taken from the model's
+    # output, the student "beat the input" by 0 dB whatever it learnt.
+    sharp = np.full((32, 32, 3), 0.5, np.float32)
+    val = [(sharp + 0.1, sharp, "a")]  # blurry at 20 dB
+    model = nn.Conv2d(3, 3, 1)  # a flat 0.51 whatever its input: 40 dB
+    nn.init.zeros_(model.weight)
+    nn.init.constant_(model.bias, 0.51)
+    scores = validate(model, val, torch.device("cpu"))
+    assert scores["val_psnr"] == pytest.approx(40.0, abs=1e-3)
+    assert scores["blurry_psnr"] == pytest.approx(20.0, abs=1e-3)
+    assert scores["val_ssim"] > scores["blurry_ssim"]
