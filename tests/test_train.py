@@ -439,6 +439,9 @@ def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> Non
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # The generators go on as they would have: a student with dropout draws from torch's.
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"])
+    assert a["rng"]["numpy"] == b["rng"]["numpy"] and a["rng"]["python"] == b["rng"]["python"]
     assert a["config"]["student"] == "tiny" and a["config_digest"] == b["config_digest"]
     for name in ("last.pt", "best.pt", "config.yaml", "log.csv", "curves.png"):
         assert (tmp_path / "full" / name).is_file(), name

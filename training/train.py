@@ -1373,6 +1373,9 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                 num_workers=cfg.data.num_workers,
                 worker_init_fn=_worker_init if cfg.data.num_workers > 0 else None,
                 pin_memory=device.type == "cuda",
+                # Each new iterator draws its workers' seed; from torch's own generator, a
+                # resume (one more iterator mid-epoch) left it where the unbroken run had not.
+                generator=torch.Generator().manual_seed((cfg.seed + rank) * 1_000_003 + epoch),
             )
         t_epoch = time.monotonic()
         stop_now = ""  # why this launch stops after the current step ("" = it goes on)
