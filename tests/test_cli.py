@@ -333,6 +333,25 @@ def test_no_command_starts_the_app_with_the_gui_options(
     assert cli.main(["--source", "0", "--quit-after", "2"]) == 7  # cameras are the app's to find
 
 
+def test_the_app_gets_the_model_and_the_virtual_camera_backend_it_is_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --model and $SHARPCAM_VIRTUAL_BACKEND (OBS's camera, v4l2loopback) are checked here
+    # for the window: dropped on the way, it ran another model or sent its picture elsewhere.
+    seen: dict[str, Any] = {}
+
+    def run_app(options: dict[str, Any], **kw: Any) -> int:
+        seen.update(options, **kw)
+        return 0
+
+    _fake_app(monkeypatch, run_app)
+    model = tmp_path / "mine.onnx"
+    model.write_bytes(b"")
+    monkeypatch.setenv(cli.VIRTUAL_BACKEND_ENV, "obs")
+    assert cli.main(["--model", str(model)]) == 0
+    assert seen["model"] == str(model) and seen["virtual_backend"] == "obs"
+
+
 def test_the_app_on_a_missing_file_is_an_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -855,7 +874,9 @@ def _audio_streams(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("name", "codec"), [("out.mp4", "aac"), ("out.mkv", "pcm_s16le"), ("out.mov", "pcm_s16le")]
+    ("name", "codec"),
+    # OUT.MP4: a name in capitals is the same container, whose players want AAC all the same.
+    [("out.mp4", "aac"), ("out.mkv", "pcm_s16le"), ("out.mov", "pcm_s16le"), ("OUT.MP4", "aac")],
 )
 def test_process_keeps_the_sound_of_a_video(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, codec: str
@@ -875,7 +896,9 @@ def test_process_keeps_the_sound_of_a_video(
     # The pictures are the processed ones, all of them, in order.
     frames = read_video(out)
     assert len(frames) == 12 and [round(float(f.mean()) / 20) for f in frames[:3]] == [0, 1, 2]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", name]  # no working file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["call.avi", name]
+    )  # no working file
 
 
 def test_a_stop_after_the_sound_is_in_does_not_say_without_sound(
@@ -929,9 +952,12 @@ def test_process_says_the_subtitles_are_not_copied(
     assert "note: the input's subtitle track is not copied\n" in err, err
 
 
-@pytest.mark.parametrize("suffix", [".mp4", ".mov", ".mkv"])
+# PCM into an MP4 is re-encoded (it plays nowhere there): the keys go in with that try too.
+@pytest.mark.parametrize(
+    ("suffix", "codec"), [(".mp4", "aac"), (".mov", "aac"), (".mkv", "aac"), (".mp4", "pcm_s16le")]
+)
 def test_process_keeps_an_iphones_quicktime_date_place_and_model(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, codec: str
 ) -> None:
     # An iPhone writes them as QuickTime metadata keys (mdta), which the MP4/MOV muxer drops
     # unless told: they were lost without a word.
@@ -945,7 +971,7 @@ def test_process_keeps_an_iphones_quicktime_date_place_and_model(
     }
     subprocess.run(
         [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25",
-         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", "-c:v", "mpeg4", "-c:a", "aac",
+         "-f", "lavfi", "-i", "sine=frequency=440", "-t", "1", "-c:v", "mpeg4", "-c:a", codec,
          "-movflags", "use_metadata_tags",
          *[a for k, v in keys.items() for a in ("-metadata", f"{k}={v}")], str(phone)],
         check=True,
@@ -1043,6 +1069,9 @@ def test_process_keeps_a_phone_videos_sound_date_and_place(
     assert packets(out) == packets(phone)  # copied, not re-encoded
     assert "2024-05-01T10:00:00" in probe and "+48.8577+002.2950/" in probe, probe
     assert "smpte170m" in probe, probe  # the colour tag written with the pictures survives
+    # In the boxes every player reads, as the phone wrote them: not also as QuickTime keys
+    # (an iPhone's own), which listed the date twice ("...Z;...Z").
+    assert ";2024-05-01" not in probe and b"mdta" not in out.read_bytes(), probe
 
 
 def _ffmpeg_exe() -> str:
@@ -1132,6 +1161,23 @@ def _seconds(path: Path) -> list[float]:
 
     scale, times, _ = picture_times(path, ffmpeg=find_ffmpeg())
     return [t / scale for t in times]
+
+
+def test_pictures_a_fraction_of_a_second_late_keep_their_sound_in_step(tmp_path: Path) -> None:
+    # A phone or a screen recorder often starts its pictures a few tenths of a second after
+    # its sound: that sound too must start with the first picture, not play 0.3 s behind.
+    clip = tmp_path / "late.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-itsoffset", "0.3", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25:duration=1", "-f", "lavfi", "-i",
+         "sine=frequency=440:sample_rate=8000:duration=1.3", "-c:v", "mjpeg",
+         "-c:a", "pcm_s16le", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    got_start, got_seconds = _sound_span(out)
+    assert abs(got_start) < 0.05 and abs(got_seconds - 1.0) < 0.1, (got_start, got_seconds)
 
 
 def test_picture_times_start_at_the_first_keyframe_the_decoder_shows(
@@ -1687,8 +1733,11 @@ def test_an_ffmpeg_that_cannot_run_leaves_the_video_as_without_one(
     assert len(read_video(out)) == 6
 
 
+# A camera's or Windows' capitals (OUT.M4V) are the same container: FFmpeg picks its
+# muxer by extension in any case, so SharpCam must name the MP4 one in any case too.
+@pytest.mark.parametrize("name", ["out.m4v", "OUT.M4V"])
 def test_an_m4v_with_sound_keeps_its_colour_tag(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
 ) -> None:
     # FFmpeg's pick for .m4v, its iPod muxer, dropped the colour tag (and refused MP3).
     clip = tmp_path / "in.mov"
@@ -1698,13 +1747,58 @@ def test_an_m4v_with_sound_keeps_its_colour_tag(
          "-c:a", "mp3", str(clip)],
         check=True,
     )  # fmt: skip
-    out = tmp_path / "out.m4v"
+    out = tmp_path / name
     assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
     assert "with the sound of the input" in capsys.readouterr().err
     probe = subprocess.run(
         [_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
     ).stderr
     assert "smpte170m" in probe and "Audio: mp3" in probe, probe
+
+
+def test_a_sound_copy_without_ffmpeg_says_so_and_leaves_the_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without FFmpeg the caller is told why in words (a RemuxError it reports), not a
+    # TypeError from running None, and the frames written stay as they were.
+    from engine.remux import RemuxError, copy_audio
+    from tests.test_engine_sources import write_avi_with_sound
+
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    video = tmp_path / "out.mp4"
+    video.write_bytes(b"the frames")
+    with pytest.raises(RemuxError, match="no ffmpeg found"):
+        copy_audio(call, video)
+    assert video.read_bytes() == b"the frames"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", "out.mp4"]
+
+
+def test_a_sound_copy_that_cannot_take_the_videos_name_leaves_the_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A full disk or a locked file at the last step: the caller gets a RemuxError in words
+    # (its "No space left on device" is how `process` tells a full disk), the frames stay.
+    import shutil
+
+    from engine import remux
+    from tests.test_engine_sources import write_avi_with_sound
+
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    video = tmp_path / "out.avi"
+    shutil.copy(call, video)
+    before = video.read_bytes()
+
+    def full(src: object, dst: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(src), None, str(dst))
+
+    monkeypatch.setattr(remux.os, "replace", full)
+    with pytest.raises(remux.RemuxError) as raised:
+        remux.copy_audio(call, video, ffmpeg=_ffmpeg_exe())
+    monkeypatch.undo()
+    assert str(raised.value) == "No space left on device"
+    assert video.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["call.avi", "out.avi"]
 
 
 def test_a_stopped_sound_copy_ends_ffmpeg_and_leaves_the_video(tmp_path: Path) -> None:
@@ -4817,6 +4911,20 @@ def test_devices_with_an_onnx_runtime_that_does_not_import_says_so(
     assert "providers:" not in out
 
 
+def test_devices_warns_of_onnx_runtime_builds_installed_together(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two builds overwrite each other's module (the GPU providers vanish): `devices` is where
+    # a user looks for why, and must say it and how to fix it.
+    import engine.backends
+
+    both = {"onnxruntime", "onnxruntime-gpu"}
+    monkeypatch.setattr(engine.backends, "_installed_distributions", lambda: both)
+    out = _devices(monkeypatch, capsys, [], (False, "none"))
+    assert "WARNING: onnxruntime and onnxruntime-gpu are installed together" in out, out
+    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in out, out
+
+
 def test_output_on_a_code_page_without_the_middle_dot_is_escaped_not_fatal() -> None:
     # `bench > out.txt` on Japanese Windows (a redirected stdout in cp932) failed with
     # UnicodeEncodeError on the first "·", exit 1, its table lost.
@@ -6065,6 +6173,12 @@ def test_the_status_line_waits_for_the_first_frame_before_it_shows_rates() -> No
     assert waiting == "waiting for the first frame · openvino · OpenVINO · CPU · WARNING: no model"
     # One frame in, no rate yet: still waiting. A stream that stopped later shows its zeros.
     assert cli.format_status(EngineStats(frames_in=1, backend="x")).startswith("waiting for")
+    # A long warning is cut to its width in the line (printed in full once on its own line).
+    long = cli.format_status(EngineStats(backend="x", warning="w" * 200), width=20)
+    assert long.endswith(" · WARNING: " + "w" * 17 + "...")
+    # A provider that is the backend itself is named once, not "torch · torch".
+    assert cli.format_status(EngineStats(backend="torch", provider="torch")).endswith(" · torch")
+    assert "torch · torch" not in cli.format_status(EngineStats(backend="torch", provider="torch"))
     stalled = cli.format_status(EngineStats(frames_in=90, frames_out=80, backend="x"))
     assert stalled.startswith("in   0.0 fps · out   0.0 fps")
     flowing = cli.format_status(
@@ -6690,3 +6804,39 @@ def test_a_status_line_wider_than_the_terminal_keeps_its_end(
     shown = out.getvalue().removeprefix("\r").rstrip()
     assert len(shown) == 59 and "…" in shown
     assert shown.startswith("in  30.0 fps") and shown.endswith("--denoise would reduce it")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_status_line_redrawn_shorter_erases_the_longer_one_before_it() -> None:
+    # Redrawn in place with \r: a shorter line left the tail of the longer one on screen
+    # ("in 30.0 fps ... drops 0ps"), and a warning printed over it kept its end too.
+    out = _Terminal()
+    line = cli._StatusLine(out)
+    line.show("a" * 30, 0.0)
+    line.show("b" * 10, 1.0)
+    assert out.getvalue().endswith("\r" + "b" * 10 + " " * 20)
+    line.note("sharpcam: warning: x")
+    assert out.getvalue().endswith("\r" + " " * 10 + "\r" + "sharpcam: warning: x\n")
+    line.finish()  # the warning ended its line: no empty one after it
+    assert out.getvalue().endswith("warning: x\n")
+    line.show("c" * 5, 2.0)
+    line.finish()  # the shell's prompt then starts a line of its own
+    assert out.getvalue().endswith("warning: x\n\r" + "c" * 5 + "\n")
+
+
+def test_a_piped_status_line_comes_every_few_seconds_a_terminals_oftener() -> None:
+    # A log (or the window's save reading a pipe) took four lines a second, in full, where
+    # a terminal redraws one in place.
+    piped = io.StringIO()
+    line = cli._StatusLine(piped)
+    assert line.due(0.0)
+    line.show("in 30.0 fps", 0.0)
+    assert not line.due(cli.STATUS_PERIOD_PIPE - 0.1) and line.due(cli.STATUS_PERIOD_PIPE)
+    assert piped.getvalue() == "in 30.0 fps\n"
+    shown = cli._StatusLine(_Terminal())
+    shown.show("in 30.0 fps", 0.0)
+    assert shown.due(cli.STATUS_PERIOD_TTY)
