@@ -919,6 +919,30 @@ def _banner(qtbot):  # noqa: ANN001, ANN202
     return holder, banner
 
 
+def test_the_banners_dismiss_says_whether_another_message_comes_next(qtbot) -> None:  # noqa: ANN001
+    # Dismiss with another under it shows that one: a tooltip that said only "Hide" read as
+    # a Dismiss that did not work when the next message came up.
+    _holder, banner = _banner(qtbot)
+    first = UserMessage("settings", "Your settings could not be saved.", "Check the disk.")
+    banner.show_message(first)
+    assert banner.dismiss_button.toolTip() == "Hide this message"
+    banner.show_message(UserMessage("engine", "Something failed.", "See the log."))
+    assert banner.dismiss_button.toolTip() == "Hide this message and show the next"
+    banner.dismiss_button.click()
+    assert banner.message is first and banner.dismiss_button.toolTip() == "Hide this message"
+
+
+def test_a_copy_made_in_another_program_keeps_its_zero_width_spaces(qtbot) -> None:  # noqa: ANN001
+    # Only the banner's own copy is cleaned: the clipboard of another program (whose text
+    # may hold a zero-width space on purpose) is not the banner's to rewrite.
+    _holder, banner = _banner(qtbot)
+    banner.show_message(UserMessage("engine", "x" * 80, "/a/very/long/path/" * 4))
+    assert not banner.text.hasSelectedText()
+    QGuiApplication.clipboard().setText("joined\u200bword")
+    qtbot.wait(100)  # the cleaning, were it done, runs on the clipboard's change signal
+    assert QGuiApplication.clipboard().text() == "joined\u200bword"
+
+
 def test_the_banner_keeps_each_message_once_newest_first(qtbot):
     _holder, banner = _banner(qtbot)
     unsaved = UserMessage("settings", "Your settings could not be saved.", "Check the disk.")
@@ -4378,6 +4402,20 @@ def test_ctrl_q_quits(qtbot, make_window):
     assert window.bridge.engine is None
 
 
+def test_ctrl_o_opens_a_file_and_ctrl_s_saves_a_copy(qtbot, make_window):
+    # The keys the buttons' tooltips and the menus promise: another key left them dead.
+    window = make_window(start=False)
+    assert window.open_action.shortcut().toString() == "Ctrl+O"
+    assert window.save_action.shortcut().toString() == "Ctrl+S"
+
+
+def test_a_remembered_strength_comes_back_as_it_was_saved(qtbot, make_window):
+    # 0.29 * 100 is 28.999…: cut, not rounded, each launch showed (and saved) one less.
+    window = make_window(start=False, settings=AppSettings(strength=0.29))
+    assert window.strength_slider.value() == 29
+    assert window.strength_value.text() == "29 %"
+
+
 def test_the_switch_and_the_space_and_tray_action_say_the_same(qtbot, make_window):
     # The switch clicked off left the action (Space, the tray's "Sharpening") checked: the
     # tray said on, and the next Space only unchecked the action, sharpening still off.
@@ -4995,6 +5033,17 @@ def test_a_loaded_model_that_never_reached_the_event_loop_is_closed_by_join(qtbo
     assert {"be0", "be1"} <= set(api.closed)
     qtbot.wait(100)  # the queued result arrives claimed: nothing happens
     assert bridge.engine is None and api.engines[0].backend.tag == "be0"
+
+
+def test_the_processing_size_picker_calls_the_largest_size_full(qtbot, make_window):
+    # 1.0 is on the ladder: "Processing: 100 % size" beside "auto size" read as another size.
+    window = make_window(start=False)
+    names = [window.scale_combo.itemText(i) for i in range(window.scale_combo.count())]
+    assert names[:3] == [
+        "Processing: auto size (keeps up)",
+        "Processing: full size",
+        "Processing: 87.5 % size",
+    ]
 
 
 def test_a_hand_edited_scale_is_checked_and_kept_when_valid(qtbot, make_window, tmp_path):
@@ -6545,6 +6594,20 @@ def test_the_window_geometry_round_trips_as_bytes(tmp_path):
     assert load_settings(open_store(str(tmp_path / "settings.ini"))).geometry == geometry
 
 
+def test_the_window_comes_back_where_it_was_moved_also_after_a_crash(qtbot, make_window, tmp_path):
+    # Moved and not closed (a crash, a kill): the next launch opened at the first size and
+    # place, not where the person had put it.
+    window = make_window(start=False)
+    qtbot.wait(SAVE_DELAY_MS + 300)  # what showing the window may have saved
+    place = window.pos() + QPoint(0, 30)  # the offscreen screen is as wide as the window
+    window.move(place)
+    qtbot.waitUntil(lambda: window.pos() == place, timeout=2000)
+    qtbot.wait(SAVE_DELAY_MS + 300)  # saved soon after the move, the window still open
+    again = make_window(start=False)  # the same store, as the next launch reads it
+    assert again.pos() == place
+    assert again.size() == window.size()
+
+
 def test_an_unquoted_comma_is_read_from_the_top_level_line_that_counts(tmp_path):
     # The line QSettings read is the last top-level one; a key of another section is another.
     path = tmp_path / "edited.ini"
@@ -6835,6 +6898,27 @@ def test_the_processing_size_is_greyed_while_the_model_has_not_loaded(qtbot, mak
         window.model_retry_button.click()
     assert loads[0] == 2 and window.bridge.model_failure is None
     assert combo.isEnabled() and combo.toolTip() == SCALE_TIP
+
+
+def test_a_retry_on_the_automatic_backend_forgets_only_a_remembered_backend_that_failed(
+    qtbot, make_window, tmp_path
+):
+    # A backend named once on the command line failed: the retry must not overwrite the one
+    # remembered (which did not fail) with "auto"; a remembered one that failed is forgotten,
+    # or every later launch failed the same way.
+    oom = RuntimeError("cannot run the model: out of memory")
+    api, _loads = _fails_to_load(oom)
+    window = make_window(backend="onnx", api=api, settings=AppSettings(backend="unsharp"))
+    with started(qtbot, window):
+        window.model_retry_button.click()
+    assert window.backend == "auto" and window.settings.backend == "unsharp"
+    window.close()
+    api, _loads = _fails_to_load(oom)
+    window = make_window(backend="onnx", api=api, settings=AppSettings(backend="onnx"))
+    assert window.settings.backend == "onnx"  # remembered: the one that fails
+    with started(qtbot, window):
+        window.model_retry_button.click()
+    assert window.backend == "auto" and window.settings.backend == "auto"
 
 
 def test_space_after_a_retry_pressed_with_the_keyboard_turns_sharpening_off(qtbot, make_window):

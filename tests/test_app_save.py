@@ -719,6 +719,20 @@ def test_progress_of_a_file_without_a_frame_count_shows_the_frames_done(
     assert finished(qtbot, job).ok
 
 
+def test_progress_says_one_frame_and_fills_the_bar_past_a_low_frame_count(
+    qtbot,
+    make_window,  # noqa: ANN001
+) -> None:
+    # A container's frame count is an estimate: past it, a value out of range left the bar
+    # where it was (Qt ignores it), short of full. And one frame is not "1 frames".
+    window = make_window()
+    window._on_save_progress(20, 24)
+    window._on_save_progress(30, 24)
+    assert (window.save_bar.maximum(), window.save_bar.value()) == (24, 24)
+    window._on_save_progress(1, 0)
+    assert window.save_bar.accessibleDescription() == "1 frame"
+
+
 def test_save_is_not_offered_while_the_model_fails(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"not a model")
@@ -759,6 +773,19 @@ def test_a_failed_save_offers_no_folder(qtbot, make_window, tmp_path) -> None:  
     assert window.banner.message.folder == ""
     assert not window.banner.folder_button.isVisibleTo(window)
     assert not window.banner.show_folder()
+
+
+def test_show_folder_opens_nothing_for_a_message_without_a_folder(
+    qtbot,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    # An empty path is no folder: handed to the desktop, it opened the home folder or an
+    # error box from the file manager (xdg-open "") instead of nothing.
+    _holder, banner = test_app._banner(qtbot)
+    opened: list[object] = []
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: opened.append(url) or True)
+    banner.show_message(UserMessage("camera", "Camera problem", "Plug it in"))
+    assert banner.show_folder() is False and opened == []
 
 
 def test_a_signal_closes_without_asking_and_the_save_keeps_its_frames(
@@ -921,6 +948,42 @@ def test_a_photos_copy_says_no_noise_reduction(qtbot, make_window, tmp_path) -> 
     finished(qtbot, window.save_copy(str(tmp_path / "p.sharp.jpg"), source=str(photo)))
     shown = window.banner.text.text().replace("\u200b", "")
     assert "Made at 100 % strength." in shown and "noise reduction" not in shown, shown
+
+
+def test_a_failed_save_does_not_say_what_a_copy_was_made_with(
+    qtbot,
+    make_window,
+    tmp_path,  # noqa: ANN001
+) -> None:
+    # Nothing was made: "Made at 100 % strength" under a failure read as if a copy was written.
+    window = make_window()
+    job = window.save_copy(str(tmp_path / "o.txt"))
+    assert finished(qtbot, job).code == 2
+    assert window.banner.kind == "save_failed"
+    assert "Made at" not in window.banner.text.text().replace("\u200b", "")
+
+
+def test_a_grainy_copy_saved_without_noise_reduction_is_told_the_switch_is_on_now(
+    qtbot,
+    make_window,
+    tmp_path,  # noqa: ANN001
+) -> None:
+    # Turned on during the save: "turn on Reduce noise in dim light" named a switch already on.
+    rng = np.random.default_rng(0)
+    y, x = np.mgrid[0:64, 0:96]
+    still = np.stack([60 + x // 2, 80 + y // 2, 120 + 0 * x], axis=2).astype(np.float32)
+    dim = tmp_path / "dim.avi"
+    writer = cv2.VideoWriter(str(dim), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (96, 64))
+    for _ in range(10):
+        writer.write(np.clip(still + rng.normal(0, 12, still.shape), 0, 255).astype(np.uint8))
+    writer.release()
+    window = make_window()
+    job = window.save_copy(str(tmp_path / "o.avi"), source=str(dim))
+    window.denoise_check.setChecked(True)  # the copy keeps it off, as it started
+    assert finished(qtbot, job).ok
+    shown = window.banner.text.text().replace("\u200b", "")
+    assert "save it again (noise reduction is on now) to reduce it" in shown, shown
+    assert "Reduce noise in dim light" not in shown, shown
 
 
 def test_a_phones_upper_case_container_is_kept(tmp_path: Path) -> None:
