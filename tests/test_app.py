@@ -943,6 +943,19 @@ def test_a_copy_made_in_another_program_keeps_its_zero_width_spaces(qtbot) -> No
     assert QGuiApplication.clipboard().text() == "joined\u200bword"
 
 
+def test_a_banner_shows_a_messages_markup_characters_as_they_are(qtbot) -> None:  # noqa: ANN001
+    # A camera named "Tom & Jerry <HD>" or an error quoting "&lt;" is shown as written: an
+    # unescaped "&" turned "&lt;" into "<" (and "<HD>" into a tag that showed nothing).
+    from PySide6.QtGui import QTextDocument
+
+    _holder, banner = _banner(qtbot)
+    banner.show_message(UserMessage("engine", "Tom & Jerry <HD> did not open.", "got &lt;x&gt;"))
+    doc = QTextDocument()
+    doc.setHtml(banner.text.text())
+    shown = doc.toPlainText().replace("\u200b", "")
+    assert shown == "Tom & Jerry <HD> did not open.\ngot &lt;x&gt;", shown
+
+
 def test_the_banner_keeps_each_message_once_newest_first(qtbot):
     _holder, banner = _banner(qtbot)
     unsaved = UserMessage("settings", "Your settings could not be saved.", "Check the disk.")
