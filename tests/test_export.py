@@ -15,7 +15,13 @@ import pytest
 import torch
 
 from training import export as E
-from training.config import RUN_CONTROL_KEYS, config_from_dict, config_to_dict, load_config
+from training.config import (
+    RUN_CONTROL_KEYS,
+    ConfigError,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 from training.config import config_digest as train_config_digest
 from training.models.student import create_student
 
@@ -1752,3 +1758,266 @@ def test_openvino_tolerance_by_precision_and_file(
     # The fp16 file's weights are rounded whatever OpenVINO computes in: held to f32's 1e-4,
     # every healthy fp16 export on an f32 CPU would fail its OpenVINO check.
     assert E.openvino_tolerance(precision, fp16=fp16) == expected
+
+
+def test_an_hq_export_is_listed_for_the_gpu_by_default(tmp_path: Path) -> None:
+    # The engine's `auto` picks a model by its listed device: hq (too slow on a CPU) listed as
+    # "cpu" is the one a CPU-only machine would load.
+    result = E.export_all(create_student("tiny").eval(), tmp_path, name="m", variant="hq",
+                          config={}, fp16=False, torchscript=False, check_size=(33, 47))  # fmt: skip
+    assert result.entries["m.onnx"]["device"] == "gpu"
+    listed = json.loads((tmp_path / "manifest.json").read_text())["files"]["m.onnx"]
+    assert listed["device"] == "gpu"
+
+
+def test_a_summary_without_tables_is_no_other_models_numbers() -> None:
+    # An empty `sets` carries no row that another model's bytes could have scored: refusing it
+    # as "measured neither" stops an export over numbers it does not ship.
+    E._check_metrics_measured({"sets": {}}, "m", None)
+    E._check_metrics_measured({"sets": {}, "model_sha256": {"x": "0" * 64}}, "m", "1" * 64)
+    with pytest.raises(E.ExportError, match="measured neither m.onnx"):
+        E._check_metrics_measured({"sets": {"s": {"methods": {"x": {}}}}}, "m", None)
+
+
+@needs_openvino
+@pytest.mark.parametrize(
+    "psnr,snr",
+    [
+        ({"a": 40.0, "b": 40.0}, {"a": 40.0, "b": E.INT8_MIN_SNR - 1}),  # barely deblurs
+        ({"a": 40.0, "b": E.INT8_MIN_PSNR - 1}, {"a": 40.0, "b": 40.0}),  # far from PyTorch
+    ],
+)
+def test_openvinos_int8_run_needs_both_bounds_too(
+    psnr: dict[str, float], snr: dict[str, float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OpenVINO's int8 run is what the engine loads by default on x86 CPUs: one bound met there
+    # must not excuse the other, as on ONNX Runtime.
+    from contract_models import make_onnx_model
+
+    good = {"a": 40.0, "b": 40.0}
+    monkeypatch.setattr(
+        E, "quantize_int8", lambda src, dst, frames, keep_float: make_onnx_model(dst, "identity")
+    )
+    monkeypatch.setattr(E, "check_int8", lambda model, path, frames: (good, good))
+    monkeypatch.setattr(
+        E, "check_openvino_int8", lambda model, path, frames: (psnr, snr, {"a": 0.0}, "f32")
+    )
+    with pytest.raises(E.ExportError, match=r"OpenVINO \(CPU, int8, float parts in f32\)"):
+        E.export_all(create_student("tiny").eval(), tmp_path / "w", name="m", variant="tiny",
+                     config={}, fp16=False, torchscript=False, check_size=(33, 47), int8=True,
+                     calib=_calib_folder(tmp_path / "calib"))  # fmt: skip
+
+
+def test_external_data_named_by_an_absolute_path_is_refused_even_inside_the_folder(
+    tmp_path: Path,
+) -> None:
+    # ONNX Runtime refuses an absolute external data location wherever it points, and the
+    # absolute path stops naming the file once the weights folder is copied elsewhere.
+    from onnx import TensorProto, helper, numpy_helper
+
+    models = tmp_path / "models"
+    models.mkdir()
+    data = models / "w.bin"
+    data.write_bytes(np.zeros(4, np.float32).tobytes())
+    w = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value=str(data))
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["w"], ["y"])],
+        "g",
+        [],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])],
+        initializer=[w],
+    )
+    path = models / "m.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    with pytest.raises(E.ExportError, match="is not inside its folder"):
+        _entry(path)
+
+
+@pytest.mark.parametrize("problem", ["two_inputs", "two_outputs"])
+def test_parity_refuses_a_file_without_the_contracts_one_input_and_one_output(
+    problem: str, tmp_path: Path
+) -> None:
+    # The engine refuses such a file: a parity check that fed "input" and read the first output
+    # would have passed it (two_outputs: an identity that matches PyTorch's residual closely).
+    from contract_models import make_bad_onnx_model
+
+    path = make_bad_onnx_model(tmp_path / "m.onnx", problem)
+    with pytest.raises(E.ExportError, match="expected input 'input' and output 'output'"):
+        E.check_onnx(create_student("tiny").eval(), path, [(33, 47)])
+
+
+def test_a_stored_config_digest_that_is_not_a_sha256_is_not_used(tmp_path: Path) -> None:
+    # The engine pairs an int8 file with its float file by the digest: a damaged or foreign
+    # value stored in the checkpoint must fall back to the computed one, not ship as it is.
+    ckpt = tmp_path / "best.pt"
+    state = create_student("tiny").state_dict()
+    for bad in ("d" * 63, "g" * 64, "run-7"):
+        torch.save({"model": state, "config": {}, "config_digest": bad}, ckpt)
+        assert E.stored_config_digest(ckpt) is None, bad
+    torch.save({"model": state, "config": {}, "config_digest": "d" * 64}, ckpt)
+    assert E.stored_config_digest(ckpt) == "d" * 64
+
+
+def test_a_config_the_trainer_cannot_read_is_hashed_without_its_run_control_keys() -> None:
+    # A resumed or time-limited run is the same run: its digest must not change with them,
+    # also for a config training.config no longer reads (a key since removed).
+    config = {"student": "tiny", "removed_key": 1}
+    with pytest.raises(ConfigError):
+        config_from_dict(dict(config))
+    resumed = {**config, "resume": True, "max_minutes": 5.0, "out_dir": "runs/x"}
+    assert E.config_digest(resumed) == E.config_digest(config)
+
+
+def test_int8_that_makes_half_the_correction_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Half the student's correction scores a high PSNR (the output is mostly its input) but
+    # 6 dB residual SNR: it visibly deblurs less than the float file and must not ship.
+    from contract_models import make_onnx_model
+
+    torch.manual_seed(1)
+    model = create_student("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)  # small: half of it stays above the PSNR bound
+    wrapper = E.ExportWrapper(model).eval()
+    scores: list[tuple[dict, dict]] = []
+
+    def half(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            ref = wrapper(torch.from_numpy(x)).numpy()
+        return x + 0.5 * (ref - x)
+
+    def check(model: torch.nn.Module, path: Path, frames: list[np.ndarray]) -> tuple[dict, dict]:
+        scores.append(E._int8_scores(model, path, frames, half)[:2])
+        return scores[-1]
+
+    monkeypatch.setattr(
+        E, "quantize_int8", lambda src, dst, frames, keep_float: make_onnx_model(dst, "identity")
+    )
+    monkeypatch.setattr(E, "check_int8", check)
+    with pytest.raises(E.ExportError, match=r"m_int8\.onnx: int8 output too far"):
+        E.export_all(model, tmp_path / "w", name="m", variant="tiny", config={}, fp16=False,
+                     torchscript=False, check_size=(33, 47), int8=True,
+                     calib=_calib_folder(tmp_path / "calib"))  # fmt: skip
+    psnr, snr = scores[0]
+    assert min(psnr.values()) >= E.INT8_MIN_PSNR  # the residual SNR alone refused it
+    assert all(v == pytest.approx(6.02, abs=0.05) for v in snr.values()), snr
+
+
+def test_int8_keeps_a_summary_only_with_a_row_of_its_own(tmp_path: Path) -> None:
+    # Its parity does not bound int8 tightly enough to borrow the float file's numbers: a
+    # summary that scored only m.onnx must not be listed as the int8 file's scores.
+    torch.manual_seed(0)
+    model = create_student("tiny").eval()
+    calib = _calib_folder(tmp_path / "calib")
+    for rows, int8_keeps in ((("m",), False), (("m", "m_int8"), True)):
+        table = {"raw-plain": {"n": 1, "methods": {r: {"psnr": 30.0} for r in rows}}}
+        E.export_all(model, tmp_path / "w", name="m", variant="tiny", config={}, fp16=False,
+                     torchscript=False, check_size=(33, 47), int8=True, calib=calib,
+                     metrics={"sets": table})  # fmt: skip
+        files = json.loads((tmp_path / "w" / "manifest.json").read_text())["files"]
+        assert files["m.onnx"]["metrics"] == {"sets": table}
+        assert files["m_int8.onnx"]["metrics"] == ({"sets": table} if int8_keeps else {}), rows
+
+
+def test_an_export_without_metrics_names_no_file_whose_numbers_it_carries(
+    tmp_path: Path,
+) -> None:
+    # "metrics_of" says an entry's numbers are another file's: with no summary there are none.
+    export_tiny(create_student("tiny").eval(), tmp_path, fp16=False, torchscript=True)
+    files = json.loads((tmp_path / "manifest.json").read_text())["files"]
+    assert set(files) == {"m.onnx", "m.ts"}
+    assert all("metrics_of" not in e and e["metrics"] == {} for e in files.values()), files
+
+
+def test_a_checkpoint_saved_with_module_prefixed_keys_loads(tmp_path: Path) -> None:
+    # DDP / EMA wrappers save their weights as "module.<key>": such a checkpoint is the same
+    # student and must export, not fail as missing every key.
+    torch.manual_seed(0)
+    state = create_student("tiny").state_dict()
+    ckpt = tmp_path / "ema.pt"
+    wrapped = {f"module.{k}": v for k, v in state.items()}
+    torch.save({"model": wrapped, "config": {"student": "tiny"}}, ckpt)
+    model, variant, _ = E.load_student(ckpt)
+    assert variant == "tiny"
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+
+
+def test_another_variant_named_is_built_without_the_checkpoints_overrides(tmp_path: Path) -> None:
+    # The config's constructor overrides describe its own variant's shape: applied to the
+    # variant named on the command line, they build a model the weights do not fit.
+    state = create_student("fast").state_dict()  # fast takes no GROWN: it fails to build
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": state, "config": {"student": "tiny", "student_kwargs": GROWN}}, ckpt)
+    model, variant, _ = E.load_student(ckpt, variant="fast")
+    assert variant == "fast" and set(model.state_dict()) == set(state)
+
+
+def test_a_checkpoint_with_weights_the_student_does_not_have_is_refused(tmp_path: Path) -> None:
+    # Extra weights mean another architecture (a grown student): loading the rest silently
+    # would export a model that is not the one trained.
+    state = {**create_student("tiny").state_dict(), "head.extra.weight": torch.zeros(3)}
+    path = tmp_path / "raw.pt"
+    torch.save(state, path)
+    with pytest.raises(E.ExportError, match=r"unexpected keys \['head.extra.weight'\]"):
+        E.load_student(path, variant="tiny")
+
+
+def test_a_config_naming_its_model_section_by_a_string_is_read(tmp_path: Path) -> None:
+    # `model: tiny` is the short form of `model: {name: tiny}` in a checkpoint's config.
+    ckpt = tmp_path / "last.pt"
+    torch.save({"model": create_student("tiny").state_dict(), "config": {"model": "tiny"}}, ckpt)
+    _, variant, config = E.load_student(ckpt)
+    assert variant == "tiny" and config == {"model": "tiny"}
+
+
+def test_a_self_contained_onnx_entry_has_no_external_data_key(tmp_path: Path) -> None:
+    # Self-contained files keep the keys they always had: manifests of older exports compare
+    # equal, and readers that predate the key see nothing new.
+    from contract_models import make_onnx_model
+
+    entry = _entry(make_onnx_model(tmp_path / "m.onnx", "identity"))
+    assert "external_data" not in entry
+
+
+def test_a_manifest_of_another_schema_is_left_as_it_is(tmp_path: Path) -> None:
+    # A newer version's manifest (or another tool's JSON) rewritten as schema 1 would lose
+    # what it says in keys this version does not know, and the engine reads it as schema 1.
+    (tmp_path / "m.onnx").write_bytes(b"model bytes")
+    content = json.dumps({"schema": "sharpcam-manifest/2", "files": {}}).encode()
+    (tmp_path / "manifest.json").write_bytes(content)
+    with pytest.raises(E.ExportError, match="has schema 'sharpcam-manifest/2'"):
+        E.update_manifest(tmp_path, {"m.onnx": _entry(tmp_path / "m.onnx")})
+    assert (tmp_path / "manifest.json").read_bytes() == content
+
+
+def test_the_cli_takes_opset_17_and_refuses_16(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 17 is the oldest opset the exporters write (and older runtimes need): the documented
+    # lower bound must itself be accepted.
+    import onnx
+
+    out = tmp_path / "w"
+    with pytest.raises(SystemExit) as exc:
+        E.main(["--random-init", "--variant", "tiny", "--out", str(out), "--opset", "16"])
+    assert exc.value.code == 2 and "--opset must be >= 17" in capsys.readouterr().err
+    assert not out.exists()
+    flags = ["--no-fp16", "--no-torchscript", "--opset", "17"]
+    assert E.main(["--random-init", "--variant", "tiny", "--out", str(out), *flags]) == 0
+    opsets = {o.domain: o.version for o in onnx.load(str(out / "student.onnx")).opset_import}
+    assert opsets[""] == 17
+
+
+def test_opset_18_is_written_by_the_dynamo_exporter(tmp_path: Path) -> None:
+    # torch's default exporter since 2.9: the TorchScript-based one is deprecated and only
+    # tried first for opset 17, which the dynamo exporter cannot write.
+    import onnx
+
+    assert E.export_onnx(create_student("tiny").eval(), tmp_path / "m.onnx") == "dynamo"
+    opsets = {o.domain: o.version for o in onnx.load(str(tmp_path / "m.onnx")).opset_import}
+    assert opsets[""] == 18
