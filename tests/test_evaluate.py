@@ -1456,3 +1456,135 @@ def test_raw_centres_keep_the_largest_window_inside_the_range_at_its_start() -> 
     # start on frame 239, a training frame, so only 270 is scored (290's reaches 301). The
     # first-frame bound matters only for windows over 21 frames (the first centre is 10 in).
     assert EV.raw_centres(240, 299, (7, 23), 20) == [270]
+
+
+# --------------------------------------------------------------------------------------------
+# mutation run: sizes, modes, window bounds and spans
+# --------------------------------------------------------------------------------------------
+
+
+def test_max_size_shrinks_the_longest_side_and_keeps_the_aspect(tmp_path: Path) -> None:
+    # --max-size bounds the work per image: the longest side, not the shortest, comes to it,
+    # and a (H, W) image stays (H, W), not turned to (W, H) against its sharp frame.
+    _write(tmp_path / "s" / "a.png", np.random.default_rng(0).uniform(0, 1, (40, 60, 3)))
+    (s,) = EV.iter_samples(EV.parse_data(f"sharp:{tmp_path / 's'}"), max_size=30)
+    assert s.blurry.shape == s.sharp.shape == (20, 30, 3)
+    (whole,) = EV.iter_samples(EV.parse_data(f"sharp:{tmp_path / 's'}"), max_size=60)
+    assert whole.sharp.shape == (40, 60, 3)
+
+
+def test_a_crop_larger_than_one_side_keeps_that_whole_side(tmp_path: Path) -> None:
+    # --crop 50 of a 40 x 60 frame: all 40 rows and the middle 50 columns, not a sliver.
+    img = np.random.default_rng(0).uniform(0, 1, (40, 60, 3)).astype(np.float32)
+    _write(tmp_path / "s" / "a.png", img)
+    (s,) = EV.iter_samples(EV.parse_data(f"sharp:{tmp_path / 's'}"), crop=50)
+    full = D.load_image(tmp_path / "s" / "a.png")
+    assert np.array_equal(s.sharp, full[:, 5:55])
+
+
+def test_plain_mode_scores_only_the_srgb_average(tmp_path: Path) -> None:
+    # --plain must give raw-plain rows made by averaging sRGB values, not linear light.
+    seq = _raw_clip(tmp_path / "seq", 25)
+    (s,) = EV.iter_samples(EV.parse_data(f"raw:{seq}:5-25"), mode="plain", windows=(7,))
+    frames = [D.load_image_u8(seq / f"{i:06d}.png") for i in range(12, 19)]
+    assert s.set == "raw-plain"
+    assert np.allclose(s.blurry, D.temporal_average(frames, linear=False), atol=1e-6)
+
+
+@pytest.mark.parametrize("windows", [(), (1,), (7, 1)])
+def test_windows_of_one_frame_or_none_are_refused(windows: tuple[int, ...]) -> None:
+    # A 1-frame window is the sharp frame itself (a blurry input scoring the PSNR cap).
+    with pytest.raises(ValueError):
+        EV.check_windows(windows)
+
+
+def test_raw_centres_keep_a_window_ending_on_the_last_frame_and_none_before_frame_1() -> None:
+    # Ranges are inclusive at both ends; frame numbers start at 1 (a range from 0 has no
+    # frame 0, so a window reaching it would be scored for the small windows alone).
+    assert EV.raw_centres(240, 293, (7,), 20) == [250, 270, 290]
+    assert EV.raw_centres(0, 60, (7, 21), 20) == [30, 50]
+
+
+def test_held_out_check_with_a_checkpoints_own_range_is_inclusive_at_its_start() -> None:
+    # A checkpoint trained on frames 100-200 and scored on 80-100 saw frame 100; one scored
+    # on 10-60 saw none of them.
+    assert not EV.check_raw_range_held_out(80, 100, train_range=(100, 200))
+    assert EV.check_raw_range_held_out(10, 60, train_range=(100, 200))
+
+
+def test_raw_span_covers_the_largest_window_and_only_the_clips_frames(tmp_path: Path) -> None:
+    # The span is what the not-held-out check compares with the training frames: every frame
+    # the largest window reads, and none past the clip's end (a 60-frame clip under 1-299).
+    seq = _raw_clip(tmp_path / "seq", 60, shape=(4, 4))
+    assert EV.raw_span(EV.parse_data(f"raw:{seq}:1-60"), (7, 21), 20) == (1, 41)
+    assert EV.raw_span(EV.parse_data(f"raw:{seq}:1-299"), (7,), 20) == (8, 54)
+
+
+def test_a_window_starting_on_the_last_default_training_frame_is_flagged(tmp_path: Path) -> None:
+    # An exported model records no training range: frame 239 is the default's last one.
+    seq = _raw_clip(tmp_path / "seq", 250, shape=(2, 2))
+    spec = EV.parse_data(f"raw:{seq}:232-250")
+    assert EV.raw_span(spec, (7,), 20) == (239, 245)
+    assert len(EV.check_trained_on([spec], [("m", None)], (7,), 20)) == 1
+
+
+def test_the_history_frames_count_in_the_held_out_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # --denoise reads windows before each sample's: from frame 235 here (centre 246, a window
+    # 8 frames before it), so frames 235-239 of the training range are read, not held-out.
+    seq = _raw_clip(tmp_path / "seq", 260, shape=(2, 2))
+    spec = EV.parse_data(f"raw:{seq}:235-260")
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        samples = EV.iter_samples(spec, mode="plain", windows=(7,), raw_stride=1, history=1)
+        assert next(samples).name == "seq_c246_w7"
+    assert "not held-out" in caplog.text
+
+
+def test_a_pair_of_different_sizes_is_skipped_not_a_crash(tmp_path: Path) -> None:
+    # As for gopro: one odd pair must not stop a long run at its metrics.
+    rng = np.random.default_rng(0)
+    for name, shape in (("a.png", (32, 48, 3)), ("b.png", (40, 48, 3))):
+        _write(tmp_path / "blur" / name, rng.uniform(0, 1, (32, 48, 3)))
+        _write(tmp_path / "sharp" / name, rng.uniform(0, 1, shape))
+    spec = EV.parse_data(f"pairs:{tmp_path / 'blur'},{tmp_path / 'sharp'}")
+    assert [s.name for s in EV.iter_samples(spec)] == ["a"]
+
+
+def test_a_student_named_unsharp_gets_its_own_row(tmp_path: Path) -> None:
+    # A file called unsharp.onnx would otherwise share the baseline's row, averaged with it.
+    sharp = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    sample = EV.Sample("pairs", "a", cv2.GaussianBlur(sharp, (0, 0), 1.5), sharp)
+    summary = EV.evaluate(iter([sample]), [("unsharp", lambda x: x.copy())], tmp_path, grid_rows=0)
+    assert summary["methods"] == ["blurry", "unsharp", "unsharp_2"]
+    table = summary["sets"]["pairs"]["methods"]
+    assert table["unsharp_2"]["psnr"] == pytest.approx(table["blurry"]["psnr"])
+
+
+def test_the_grid_keeps_the_pictures_colours(tmp_path: Path) -> None:
+    # The README picture: a red frame must be red in the PNG, not blue (RGB written as BGR).
+    red = np.zeros((32, 32, 3), np.float32)
+    red[..., 0] = 1.0
+    EV.evaluate(iter([EV.Sample("pairs", "red", red, red.copy())]), [], tmp_path)
+    grid = cv2.imread(str(tmp_path / "grid_pairs.png"))  # BGR
+    b, g, r = grid[-1, -1]
+    assert (b, g, r) == (0, 0, 255)
+
+
+def test_a_checkpoints_output_is_clamped_to_what_a_user_sees(tmp_path: Path) -> None:
+    # The app shows [0, 1]: the grid, the teacher cache and real blur's reference use it too.
+    torch.manual_seed(0)
+    bright = create_student("tiny")
+    with torch.no_grad():
+        bright.head.bias.fill_(2.0)
+    torch.save({"model": bright.state_dict(), "config": {"student": "tiny"}}, tmp_path / "b.pt")
+    _, run = EV.load_model_runner(tmp_path / "b.pt")
+    assert run(np.full((32, 32, 3), 0.5, np.float32)).max() == 1.0
+
+
+def test_an_unsharp_baseline_runs_at_its_own_amount_and_sigma() -> None:
+    # --unsharp 0.5,3 must score unsharp_mask(x, amount=0.5, sigma=3), as its row is named.
+    img = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    label, run = EV.unsharp_baseline(0.5, 3.0)
+    assert label == "unsharp@0.5,3"
+    np.testing.assert_array_equal(run(img), unsharp_mask(img, 0.5, 3.0))
