@@ -6840,3 +6840,84 @@ def test_a_piped_status_line_comes_every_few_seconds_a_terminals_oftener() -> No
     shown = cli._StatusLine(_Terminal())
     shown.show("in 30.0 fps", 0.0)
     assert shown.due(cli.STATUS_PERIOD_TTY)
+
+
+def test_process_runs_from_a_thread_other_than_the_main_one(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only the main thread may set a signal handler: `main` called from a worker thread (a
+    # program that embeds SharpCam) ended on ValueError before its first frame.
+    out = tmp_path / "out.avi"
+    codes: list[int] = []
+    worker = threading.Thread(
+        target=lambda: codes.append(
+            cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
+        )
+    )
+    worker.start()
+    worker.join(60)
+    assert codes == [0], capsys.readouterr().err
+    assert len(read_video(out)) == len(read_video(clip))
+
+
+def test_process_says_how_many_subtitle_tracks_are_not_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A film subtitled in two languages: "the input's subtitle track is not copied" told of one.
+    srt = tmp_path / "talk.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,300\nHello\n", encoding="utf-8")
+    film = tmp_path / "film.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.3",
+         "-i", str(srt), "-i", str(srt), "-map", "0", "-map", "1", "-map", "2", "-c:v", "mpeg4",
+         "-c:s", "srt", str(film)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mkv"
+    assert cli.main(["process", str(film), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the input's subtitle 2 tracks are not copied\n" in err, err
+
+
+def test_process_interrupted_says_nothing_missing_of_a_silent_untagged_video(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A clip with no sound and no date lacks neither: "without sound" sent its user looking
+    # for a sound track it never had.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsThirdCall)
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 130
+    err = capsys.readouterr().err
+    kept = tmp_path / "out.incomplete.mp4"
+    assert re.search(rf"interrupted: \d+ of 24 frames written to {re.escape(str(kept))}\n", err), (
+        err
+    )
+
+
+def test_run_into_a_folder_of_images_says_nothing_of_the_sound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Pictures hold no sound: "live will have no sound" of a folder of PNGs is noise that
+    # suggests something was lost.
+    from tests.test_engine_sources import write_avi_with_sound
+
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    code = cli.main(
+        ["run", "--source", str(call), "--output", str(tmp_path / "live"), "--backend",
+         "unsharp", "--duration", "0.3"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "no sound" not in err, err
+
+
+def test_process_into_an_avi_says_nothing_of_tags_a_video_has_not(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An AVI holds no date or place, but a clip with none loses nothing: the note would send
+    # its user to convert again into an .mp4 for no gain.
+    out = tmp_path / "out.avi"
+    assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "date and place" not in err, err
