@@ -6568,6 +6568,22 @@ def test_final_stats_line_counts_frames_in_words(make_window) -> None:  # noqa: 
     assert "(3 frames)" in final_stats_line(window, 1.0)
 
 
+def test_final_stats_line_names_what_ran_last_and_its_size_as_width_by_height(
+    make_window,  # noqa: ANN001
+) -> None:
+    # Bug reports and benchmarks compare this line: "360x640" for a 640x360 clip, or the
+    # model the bridge had loaded once passthrough had taken over, misreported the run.
+    from app.main import final_stats_line
+
+    window = make_window(start=False)
+    window.bridge.last_frame_size = (640, 360)
+    window.final_stats = EngineStats(frames_out=0, elapsed_s=0.0, backend="passthrough")
+    line = final_stats_line(window, 1.0)
+    assert " 640x360 · " in line
+    assert f" · {backend_label(name='passthrough')} · " in line
+    assert "run avg" not in line  # no time elapsed: no average to divide out
+
+
 def test_out_of_range_settings_fall_back_or_are_clamped(tmp_path):
     store = open_store(str(tmp_path / "edited.ini"))
     for key, value in (
@@ -6704,6 +6720,135 @@ def test_preview_focus_ring_survives_the_window_losing_and_regaining_activation(
     assert w._focus_visible
     focus(QEvent.Type.FocusIn, Qt.FocusReason.OtherFocusReason)  # the program gave it
     assert not w._focus_visible
+
+
+def test_preview_divider_follows_a_drag_until_the_button_is_released(qtbot):
+    # A click alone moved the divider: a drag must follow the pointer, and stop with the button.
+    w = _shown_preview(qtbot, 660, 380)
+    img = frame_to_qimage(np.full((90, 160, 3), 128, np.uint8))
+    w.set_frames(img, img)
+    r = w.image_rect()
+    y = int(r.center().y())
+    moved: list[float] = []
+    w.split_changed.connect(moved.append)
+    qtbot.mousePress(w, Qt.MouseButton.LeftButton, pos=QPoint(int(r.left() + 0.3 * r.width()), y))
+    qtbot.mouseMove(w, QPoint(int(r.left() + 0.7 * r.width()), y))
+    assert w.split == pytest.approx(0.7, abs=0.01)
+    assert moved[-1] == pytest.approx(0.7, abs=0.01)
+    qtbot.mouseRelease(w, Qt.MouseButton.LeftButton, pos=QPoint(int(r.left() + 0.7 * r.width()), y))
+    qtbot.mouseMove(w, QPoint(int(r.left() + 0.2 * r.width()), y))
+    assert w.split == pytest.approx(0.7, abs=0.01)
+
+
+def test_preview_offers_the_divider_to_neither_keys_nor_cursor_outside_split_mode(qtbot):
+    # Side and after modes have no divider on screen: an arrow key or a split cursor there
+    # moved or offered a control nobody could see.
+    w = _shown_preview(qtbot, 660, 380)
+    img = frame_to_qimage(np.full((90, 160, 3), 128, np.uint8))
+    w.set_frames(img, img)
+    r = w.image_rect()
+    divider = QPoint(int(r.left() + 0.5 * r.width()) + 5, int(r.center().y()))
+    for mode in ("side", "after"):
+        w.set_mode(mode)
+        qtbot.mouseMove(w, divider)
+        assert w.cursor().shape() != Qt.CursorShape.SplitHCursor, mode
+        for key in (Qt.Key.Key_Right, Qt.Key.Key_End, Qt.Key.Key_PageDown):
+            qtbot.keyClick(w, key)
+        assert w.split == 0.5, mode
+
+
+def test_preview_clamps_a_divider_given_below_the_left_edge(qtbot):
+    # A divider left of the picture drew the BEFORE side with a negative width and said
+    # "-20 %" to screen readers; settings hold what was saved, hand edits included.
+    w = PreviewWidget()
+    qtbot.addWidget(w)
+    w.set_split(-0.2)
+    assert w.split == 0.0
+    assert w.accessibleDescription().startswith("0 % of the picture")
+
+
+def test_preview_counts_each_frame_pair_once(qtbot):
+    # The count is the "preview frames N" of the final stats line and the FPS readout.
+    w = PreviewWidget()
+    qtbot.addWidget(w)
+    img = frame_to_qimage(np.full((9, 16, 3), 128, np.uint8))
+    for _ in range(3):
+        w.set_frames(img, img)
+    assert w.frames_shown == 3
+
+
+def _accent_pixels(shot: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> int:
+    """Pixels of the AFTER badge's fill (#38bdf8 at 220/255 over a grey frame) in the box."""
+    box = shot[y0:y1, x0:x1].reshape(-1, 3).astype(int)
+    return int((np.abs(box - [56, 189, 248]).sum(1) < 60).sum())
+
+
+def test_preview_names_the_processed_side_in_every_view(qtbot):
+    # The badge says what the processed picture is ("SHARPENING OFF" while Space turned it
+    # off): the after-only view showed no badge at all, side by side always said AFTER.
+    w = _shown_preview(qtbot, 820, 380)
+    grey = np.full((90, 160, 3), 128, np.uint8)
+    w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    w.set_mode("after")
+    r = w.image_rect()
+    top, mid, right = int(r.top()), int(r.center().x()), int(r.right())
+    assert _accent_pixels(_grab_rgb(w), mid, top, right, top + 50) > 200
+    w.set_mode("side")
+    after = w.side_rects()[1]
+    box = (int(after.left()), int(after.top()), int(after.right()), int(after.top()) + 50)
+    short = _accent_pixels(_grab_rgb(w), *box)
+    w.set_after_label("SHARPENING OFF")
+    assert _accent_pixels(_grab_rgb(w), *box) > short * 1.5
+
+
+def test_preview_shows_no_before_badge_with_the_divider_at_the_left_edge(qtbot):
+    # At 0 the whole picture is the processed one: a BEFORE badge over it named a side that
+    # was not there.
+    w = _shown_preview(qtbot, 660, 380)
+    grey = np.full((90, 160, 3), 128, np.uint8)
+    w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    r = w.image_rect()
+    top, left, mid = int(r.top()), int(r.left()), int(r.center().x())
+
+    def dark_top_left() -> int:
+        # Inside the picture's rounded corner, where the badge sits.
+        corner = _grab_rgb(w)[top + 12 : top + 50, left + 12 : mid - 40].reshape(-1, 3)
+        return int((corner.astype(int).max(1) < 90).sum())
+
+    assert dark_top_left() > 200  # the BEFORE badge, as the divider starts in the middle
+    w.set_split(0.0)
+    assert dark_top_left() == 0
+
+
+def test_preview_without_a_frame_says_why_and_rings_only_for_the_keyboard(qtbot):
+    # Before the first frame the placeholder is all there is: its words ("No video…") must
+    # show, and the focus ring only once Tab reached it, never in every screenshot.
+    w = _shown_preview(qtbot, 660, 380)
+    with qtbot.waitActive(w):
+        w.activateWindow()
+    w.clearFocus()
+    qtbot.waitUntil(lambda: not w.hasFocus(), timeout=1000)
+
+    def shot() -> np.ndarray:
+        img = _grab_rgb(w).astype(int)
+        for ys in (slice(0, 14), slice(-14, None)):  # the corners outside the rounding
+            for xs in (slice(0, 14), slice(-14, None)):
+                img[ys, xs] = 0
+        return img
+
+    blank = shot()
+    w.clear("No video from camera 0")
+    words = shot()
+    changed = np.any(np.abs(words - blank) > 40, axis=2)
+    ys, xs = np.nonzero(changed)
+    assert changed.sum() > 100, "the placeholder's words are not drawn"
+    assert abs(xs.mean() - w.width() / 2) < 40 and abs(ys.mean() - w.height() / 2) < 20
+    w.setFocus(Qt.FocusReason.TabFocusReason)
+    qtbot.waitUntil(w.hasFocus, timeout=1000)
+    assert np.any(np.abs(shot() - words) > 40, axis=2).sum() > 200, "Tab shows no ring"
+    w.clearFocus()
+    qtbot.waitUntil(lambda: not w.hasFocus(), timeout=1000)
+    assert np.abs(shot() - words).max() <= 40
 
 
 # --------------------------------------------------------------------------- banners, status
