@@ -5092,6 +5092,33 @@ def test_run_app_screenshot_writes_png(qtbot, tmp_path, capsys):
     assert "sharpcam app:" in line and "fps" in line and "640x360" in line
 
 
+def test_main_py_with_only_a_screenshot_asked_takes_it_and_closes(tmp_path):
+    # `python main.py --screenshot shot.png` alone: without its default delay the window
+    # stayed open for ever and the picture was never taken. (A process of its own: a Qt loop
+    # that never ends is not stopped by pytest's timeout in this one.)
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "shot.png"
+    env = {
+        **os.environ,
+        "QT_QPA_PLATFORM": "offscreen",
+        "SHARPCAM_SETTINGS": str(tmp_path / "settings.ini"),
+    }
+    cmd = [sys.executable, "main.py", "--source", str(DEMO_CLIP), "--backend", "unsharp"]
+    proc = subprocess.run(
+        [*cmd, "--screenshot", str(out)],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not QImage(str(out)).isNull()
+
+
 def test_a_scripted_run_whose_model_does_not_load_fails_and_says_why(qtbot, tmp_path, capsys):
     # A damaged --model: the window streamed unsharpened (banner, "NOT SHARPENED" in the
     # picture), but the run printed only its stats line and exited 0.
