@@ -658,6 +658,10 @@ def test_onnx_runner_feeds_the_files_own_input_name(tmp_path: Path) -> None:
         (["--data", "demo:", "--windows", "8"], "windows must be odd"),
         (["--data", "demo:", "--windows", "7,x"], "--windows: not whole numbers"),
         (["--data", "demo:", "--raw-stride", "0"], "--raw-stride must be >= 1"),
+        # A history of 0 frames is --denoise with nothing to denoise from.
+        (["--data", "demo:", "--denoise", "--history", "0"], "--history must be >= 1"),
+        # Above full size the app never runs: a typo for 0.5, not an upscaled row.
+        (["--data", "demo:", "--scale", "1.5"], "--scale must be in (0, 1]"),
         (["--data", "demo:", "--crop", "-5"], "--crop must be >= 0"),
         (["--data", "demo:", "--max-size", "-1"], "--max-size must be >= 0"),
         (["--data", "demo:", "--limit", "-1"], "--limit must be >= 0"),
@@ -1186,6 +1190,8 @@ def test_cli_low_light_scores_the_noisy_input_against_the_clean_frame(tmp_path: 
     sensor = json.loads((tmp_path / "s" / "summary.json").read_text())
     assert list(sensor["sets"]) == ["demo-lowlight60-sensor"]
     assert sensor["options"]["low_light"]["noise_in"] == "sensor"
+    # No SIGMA given: the documented read noise of 0.01, not a read-noise-free sensor.
+    assert sensor["options"]["low_light"]["sigma"] == 0.01
     noisier = sensor["sets"]["demo-lowlight60-sensor"]["methods"]["blurry"]["psnr"]
     assert noisier < clean["sets"]["demo"]["methods"]["blurry"]["psnr"] - 1.0
     assert noisier != noisy
@@ -1323,9 +1329,13 @@ def test_cli_denoise_cleans_a_dim_still_clip_before_the_model(tmp_path: Path) ->
     assert methods["denoise"]["delta_psnr"] > 3.0  # seven noisy frames of a still scene
 
 
-def test_cli_denoise_refuses_data_without_earlier_frames(tmp_path: Path) -> None:
+def test_cli_denoise_refuses_data_without_earlier_frames(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit):
         EV.main(["--data", "demo:", "--denoise", "--out", str(tmp_path / "o")])
+    # Said as a usage error naming the flag, before any model or data is loaded.
+    assert "--denoise: every --data must be a raw: clip" in capsys.readouterr().err
 
 
 def test_the_evaluators_noise_reduction_is_the_apps() -> None:
@@ -1588,3 +1598,250 @@ def test_an_unsharp_baseline_runs_at_its_own_amount_and_sigma() -> None:
     label, run = EV.unsharp_baseline(0.5, 3.0)
     assert label == "unsharp@0.5,3"
     np.testing.assert_array_equal(run(img), unsharp_mask(img, 0.5, 3.0))
+
+
+def test_an_fp16_onnx_file_is_fed_float16_frames(tmp_path: Path) -> None:
+    # The fp16 export takes float16 input: fed float32, ONNX Runtime refuses the shipped file.
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("frames", TensorProto.FLOAT16, [1, 3, None, None])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT16, [1, 3, None, None])
+    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["out"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "half.onnx")
+    _, run = EV.load_model_runner(tmp_path / "half.onnx")
+    img = np.random.default_rng(0).random((17, 23, 3), dtype=np.float32)
+    out = run(img)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, img.astype(np.float16).astype(np.float32))
+
+
+def test_the_grids_student_column_shows_the_students_output(tmp_path: Path) -> None:
+    # The README picture compares the student with the teacher: its column must be the student's.
+    blurry = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    green = np.zeros_like(blurry)
+    green[..., 1] = 1.0
+    sample = EV.Sample("pairs", "a", blurry, blurry.copy())
+    EV.evaluate(iter([sample]), [("student", lambda x: green.copy())], tmp_path)
+    grid = cv2.cvtColor(cv2.imread(str(tmp_path / "grid_pairs.png")), cv2.COLOR_BGR2RGB)
+    # Cells are a 22-pixel caption over the 32-pixel crop, 4 white pixels apart.
+    cell = grid[22 : 22 + 32, 32 + 4 : 32 + 4 + 32]
+    np.testing.assert_array_equal(cell, np.broadcast_to(D.to_uint8(green), cell.shape))
+
+
+def test_crop_cuts_the_history_as_it_cuts_the_frame(tmp_path: Path) -> None:
+    # Frames of another size than the one scored restart the noise reduction: no history at all.
+    seq = _still_raw_clip(tmp_path / "seq")
+    spec = EV.parse_data(f"raw:{seq}:1-60")
+    sample = next(
+        EV.iter_samples(
+            spec, mode="plain", windows=(7,), crop=32, raw_stride=5, history=2, frame_step=4
+        )
+    )
+    assert sample.blurry.shape == (32, 32, 3)
+    assert [h.shape for h in sample.history] == [(32, 32, 3)] * 2
+
+
+def test_a_history_zero_frames_apart_is_refused(tmp_path: Path) -> None:
+    # frame_step 0 would hand the denoiser the scored window itself as every earlier frame.
+    spec = EV.parse_data(f"raw:{_still_raw_clip(tmp_path / 'seq')}:1-60")
+    with pytest.raises(ValueError, match="frame_step >= 1"):
+        next(EV.iter_samples(spec, windows=(7,), history=2, frame_step=0))
+
+
+def test_each_window_size_carries_a_history_of_its_own_size(tmp_path: Path) -> None:
+    # A 5-frame sample's earlier frames are 5-frame averages too, as a camera's would be.
+    rng = np.random.default_rng(2)
+    for i in range(1, 61):
+        _write(tmp_path / "seq" / f"{i:06d}.png", rng.uniform(0, 1, (16, 24, 3)).astype(np.float32))
+    spec = EV.parse_data(f"raw:{tmp_path / 'seq'}:1-60")
+    samples = list(
+        EV.iter_samples(spec, mode="plain", windows=(5, 9), raw_stride=10, history=1, frame_step=4)
+    )
+    assert {s.name.rsplit("_w", 1)[1] for s in samples} == {"5", "9"}
+    for s in samples:
+        centre, size = int(s.name.split("_c")[1][:3]), int(s.name.rsplit("_w", 1)[1])
+        frames = range(centre - 4 - size // 2, centre - 4 + size // 2 + 1)
+        window = np.mean([D.load_image(tmp_path / "seq" / f"{i:06d}.png") for i in frames], axis=0)
+        np.testing.assert_allclose(s.history[0], window, atol=1e-5)
+
+
+def test_linear_mode_averages_the_history_in_linear_light_too(tmp_path: Path) -> None:
+    # The denoiser's earlier frames must be filmed as the frame it cleans, not another camera's.
+    rng = np.random.default_rng(3)
+    for i in range(1, 61):
+        _write(tmp_path / "seq" / f"{i:06d}.png", rng.uniform(0, 1, (16, 24, 3)).astype(np.float32))
+    spec = EV.parse_data(f"raw:{tmp_path / 'seq'}:1-60")
+    sample = next(
+        EV.iter_samples(spec, mode="linear", windows=(7,), raw_stride=5, history=1, frame_step=4)
+    )
+    centre = int(sample.name.split("_c")[1][:3]) - 4
+    frames = [
+        D.load_image_u8(tmp_path / "seq" / f"{i:06d}.png") for i in range(centre - 3, centre + 4)
+    ]
+    np.testing.assert_allclose(
+        sample.history[0], D.temporal_average(frames, linear=True), atol=1e-6
+    )
+
+
+def test_gopro_spec_of_one_sequences_sharp_folder_scores_that_sequence(tmp_path: Path) -> None:
+    # gopro:GOPRO/test/seq/sharp names one sequence: it must not be refused as holding none.
+    img = np.random.default_rng(4).uniform(0, 1, (32, 48, 3)).astype(np.float32)
+    for sub in ("blur", "sharp"):
+        _write(tmp_path / "seq" / sub / "0001.png", img)
+    spec = EV.parse_data(f"gopro:{tmp_path / 'seq' / 'sharp'}")
+    assert [s.name for s in EV.iter_samples(spec, mode="plain")] == ["seq_0001"]
+
+
+def test_camera_set_crops_are_even_and_too_small_images_are_skipped(tmp_path: Path) -> None:
+    # An odd side breaks the halving models; a crop under 32 pixels has nothing left to score.
+    rng = np.random.default_rng(0)
+    _write(tmp_path / "imgs" / "a.png", D.procedural_scene(rng, 97, 97) / 255.0)
+    _write(tmp_path / "imgs" / "b.png", D.procedural_scene(rng, 40, 40) / 255.0)
+    spec = EV.parse_data(f"camera:{tmp_path / 'imgs'}")
+    samples = list(EV.iter_samples(spec, mode="plain", windows=(7,)))
+    assert [s.name for s in samples] == ["a_w7"]
+    assert samples[0].blurry.shape[0] % 2 == 0
+
+
+@pytest.mark.parametrize(("peak", "sigma"), [(0.0, 0.0), (100.0, -0.01)])
+def test_low_light_refuses_no_photons_or_negative_read_noise(peak: float, sigma: float) -> None:
+    # A peak of 0 photons is no picture at all: the set would be named for a light it never had.
+    sharp = np.full((16, 16, 3), 0.5, np.float32)
+    with pytest.raises(ValueError, match="peak > 0"):
+        EV.low_light(EV.Sample("demo", "grey", sharp.copy(), sharp), peak, sigma)
+
+
+def test_processing_size_keeps_the_contracts_minimum_of_16_at_any_multiple() -> None:
+    # The model's contract refuses sides under 16: a 10-pixel side would fail where the app runs.
+    assert EV.processing_size(40, 24, 0.25, 1) == (16, 16)
+    assert EV.processing_size(40, 24, 0.25, 8) == (16, 16)
+
+
+def test_at_scale_refuses_a_scale_of_zero() -> None:
+    # Scale 0 has no frame to run the model on: it is a typo, not a tiny resolution.
+    with pytest.raises(ValueError, match="scale must be in"):
+        EV.at_scale(lambda x: x, 0.0)
+
+
+def test_an_onnx_files_output_is_clamped_to_what_a_user_sees(tmp_path: Path) -> None:
+    # As a checkpoint's: the app shows [0, 1], so over- and undershoot are scored as shown.
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("frames", TensorProto.FLOAT, [1, 3, None, None])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, None, None])
+    nodes = [
+        helper.make_node("Constant", [], ["three"], value_float=3.0),
+        helper.make_node("Constant", [], ["one"], value_float=1.0),
+        helper.make_node("Mul", ["frames", "three"], ["big"]),
+        helper.make_node("Sub", ["big", "one"], ["out"]),
+    ]
+    model = helper.make_model(
+        helper.make_graph(nodes, "g", [x], [y]), opset_imports=[helper.make_opsetid("", 13)]
+    )
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "loud.onnx")
+    _, run = EV.load_model_runner(tmp_path / "loud.onnx")
+    img = np.random.default_rng(0).random((17, 23, 3), dtype=np.float32)
+    np.testing.assert_allclose(run(img), np.clip(img * 3 - 1, 0, 1), atol=1e-6)
+
+
+def test_the_teacher_cache_stores_float16(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Full-size teacher outputs of every data set: float32 entries would take twice the disk.
+    teacher, _ = _standin_teacher(tmp_path, monkeypatch)
+    img = np.random.default_rng(0).random((20, 24, 3), dtype=np.float32)
+    out = teacher(img)
+    stored = np.load(teacher.cache_dir / f"{teacher._key(img)}.npy")
+    assert stored.dtype == np.float16
+    np.testing.assert_array_equal(out, stored.astype(np.float32))
+
+
+def test_the_grid_crop_is_where_the_detail_is() -> None:
+    # The README crops show blur being removed: a flat patch of sky shows nothing.
+    img = np.full((96, 96, 3), 0.5, np.float32)
+    img[64:, 64:] = np.random.default_rng(0).uniform(0, 1, (32, 32, 3))
+    assert EV._best_crop(img, 32) == (64, 64, 32)
+
+
+def test_unsharp_setting_takes_amount_zero_and_refuses_sigma_zero() -> None:
+    # Amount 0 is the no-sharpening row a sweep starts from; a sigma of 0 blurs by nothing.
+    assert EV.unsharp_setting("0,1.5") == (0.0, 1.5)
+    with pytest.raises(ValueError, match="SIGMA in"):
+        EV.unsharp_setting("1,0")
+
+
+def test_a_rerun_of_the_same_set_keeps_its_new_grid(tmp_path: Path) -> None:
+    # Only grids of sets this run did not draw are stale: the one just written must stay.
+    sharp = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    sample = EV.Sample("pairs", "a", cv2.GaussianBlur(sharp, (0, 0), 1.5), sharp)
+    EV.evaluate(iter([sample]), [], tmp_path)
+    EV.evaluate(iter([sample]), [], tmp_path)
+    assert (tmp_path / "grid_pairs.png").is_file()
+
+
+def test_a_baseline_given_twice_is_one_row(tmp_path: Path) -> None:
+    # Two rows of one name would be listed twice and averaged together in the table.
+    sharp = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    sample = EV.Sample("pairs", "a", cv2.GaussianBlur(sharp, (0, 0), 1.5), sharp)
+    base = EV.unsharp_baseline(0.5, 3.0)
+    summary = EV.evaluate(iter([sample]), [], tmp_path, baselines=[base, base], grid_rows=0)
+    assert summary["methods"] == ["blurry", "unsharp", "unsharp@0.5,3"]
+    assert summary["sets"]["pairs"]["n"] == 1
+
+
+def test_the_grid_crops_where_the_reference_has_detail(tmp_path: Path) -> None:
+    # The crop shows what the methods should restore: the sharp frame's detail, not the noise
+    # or streaks that only the blurry input has.
+    rng = np.random.default_rng(0)
+    sharp = np.full((96, 96, 3), 0.5, np.float32)
+    sharp[64:, 64:] = rng.uniform(0, 1, (32, 32, 3))
+    blurry = np.full((96, 96, 3), 0.5, np.float32)
+    blurry[:32, :32] = rng.uniform(0, 1, (32, 32, 3))
+    EV.evaluate(iter([EV.Sample("pairs", "a", blurry, sharp)]), [], tmp_path, grid_crop=32)
+    grid = cv2.cvtColor(cv2.imread(str(tmp_path / "grid_pairs.png")), cv2.COLOR_BGR2RGB)
+    # Cells are a 22-pixel caption over the 32-pixel crop, 4 white pixels apart: blurry, sharp.
+    np.testing.assert_array_equal(grid[22:, :32], D.to_uint8(blurry[64:, 64:]))
+    np.testing.assert_array_equal(grid[22:, 36:68], D.to_uint8(sharp[64:, 64:]))
+
+
+def test_unsharp_at_the_engines_own_setting_adds_no_second_row(tmp_path: Path) -> None:
+    # The row `unsharp` is the engine's setting already: a copy would be scored twice.
+    own = f"{EV.plain_number(EV.UNSHARP_AMOUNT)},{EV.plain_number(EV.UNSHARP_SIGMA)}"
+    args = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--no-perceptual"]
+    assert EV.main([*args, "--unsharp", own, "--grid-rows", "0", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["methods"] == ["blurry", "unsharp"]
+
+
+def test_the_denoised_frame_is_the_samples_own_not_its_oldest_history() -> None:
+    # The noise reduction cleans the newest frame after the earlier ones, as the app's stream.
+    img = np.full((32, 32, 3), 0.9, np.float32)
+    history = (np.zeros_like(img), np.zeros_like(img))
+    out = EV.with_denoise(lambda x: x)(img, history)
+    assert float(out.mean()) > 0.6
+
+
+def _identity_onnx(path: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("frames", TensorProto.FLOAT, [1, 3, None, None])
+    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, None, None])
+    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["out"])], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+def test_scale_1_adds_no_second_row_of_the_same_model(tmp_path: Path) -> None:
+    # --scale 1 is the model's own row: an "@1x" copy would be scored and listed twice.
+    model = _identity_onnx(tmp_path / "m.onnx")
+    args = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--no-perceptual"]
+    args += ["--model", str(model), "--scale", "1", "--scale", "0.5", "--grid-rows", "0"]
+    assert EV.main([*args, "--out", str(tmp_path / "out")]) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [m for m in summary["methods"] if "@" in m] == [f"{summary['methods'][2]}@0.5x"]
