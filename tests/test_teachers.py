@@ -1066,3 +1066,253 @@ def test_code_fingerprint_ignores_empty_parts_of_an_fstring() -> None:
     assert _canonical(tree) == before
     spec.values.append(ast.Constant(value="x"))
     assert _canonical(tree) != before
+
+
+def test_load_teacher_checks_a_weights_files_digest(tmp_path: Path) -> None:
+    # A digest given for a file is a promise the weights are the ones meant: a damaged or
+    # substituted download must be refused before it is loaded, not silently used.
+    path = tmp_path / "motion_deblurring.pth"
+    path.write_bytes(b"not the official weights")
+    with pytest.raises(WeightsError, match="sha256 mismatch"):
+        load_teacher("restormer", weights=path, sha256="0" * 64)
+
+
+def test_code_fingerprint_ignores_the_modules_docstring() -> None:
+    # Rewording a network module's opening docstring must not throw away a teacher cache that
+    # cost hours of CPU time.
+    assert code_fingerprint('"""Old words."""\nx = 1\n') == code_fingerprint(
+        '"""New words."""\nx = 1\n'
+    )
+
+
+def test_code_fingerprint_leaves_out_absent_and_empty_fields() -> None:
+    # Python versions differ in which fields they leave None or empty (3.12 added type_params):
+    # the same code must give the same cache key whichever interpreter parsed it.
+    import ast
+
+    from training.teachers import _canonical
+
+    bare = ast.arg(arg="x")
+    full = ast.arg(arg="x", annotation=None, type_comment=None)
+    assert _canonical(bare) == _canonical(full) == "arg(arg='x')"
+    # A function without decorators: 3.13 may leave the list out where older versions give [].
+    assert "decorator_list" not in _canonical(ast.parse("def f(x):\n    return x\n"))
+
+
+def test_fetch_weights_refuses_a_folder_given_as_a_file(tmp_path: Path) -> None:
+    # A folder named where a weights file is wanted is "not found", not handed to torch.load.
+    with pytest.raises(WeightsError, match="weights file not found"):
+        fetch_weights(tmp_path)
+
+
+def test_fetch_weights_downloads_into_xdg_cache_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Users (and CI) move caches with XDG_CACHE_HOME; ignoring it fills their home directory.
+    src = tmp_path / "w.bin"
+    src.write_bytes(b"weights")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    got = fetch_weights(src.as_uri())
+    assert got == tmp_path / "xdg" / "sharpcam" / "weights" / "w.bin"
+    assert got.read_bytes() == b"weights"
+
+
+def test_fetch_weights_downloads_a_file_larger_than_one_chunk(tmp_path: Path) -> None:
+    # Real weights are hundreds of MiB: every chunk must count towards the length check, or a
+    # complete download would be refused as cut short.
+    src = tmp_path / "big.pth"
+    src.write_bytes(bytes(range(256)) * (6 * 1024 + 5))  # 1.5 MiB and a bit, over 1 MiB
+    got = fetch_weights(src.as_uri(), dest_dir=tmp_path / "cache")
+    assert got.read_bytes() == src.read_bytes()
+
+
+def test_fetch_weights_names_the_download_after_the_unquoted_url(tmp_path: Path) -> None:
+    # A URL quotes spaces as %20: the cached file keeps the real name, so a later call with the
+    # same URL finds it, and the user recognises it.
+    src = tmp_path / "motion deblurring.pth"
+    src.write_bytes(b"weights")
+    got = fetch_weights(src.as_uri(), dest_dir=tmp_path / "cache")
+    assert got.name == "motion deblurring.pth"
+
+
+def test_restormer_state_dict_loader_picks_params_and_keeps_odd_names() -> None:
+    from training.models.restormer import load_state_dict_strict
+
+    # A BasicSR checkpoint holds "params" and "params_ema": Restormer's own test scripts load
+    # "params", so that is the one the official numbers were measured with.
+    model = torch.nn.Linear(2, 2)
+    plain = {k: torch.zeros_like(v) for k, v in model.state_dict().items()}
+    ema = {k: torch.ones_like(v) for k, v in model.state_dict().items()}
+    load_state_dict_strict(model, {"params": plain, "params_ema": ema})
+    assert torch.equal(model.weight, torch.zeros(2, 2))
+
+    # A raw state dict whose tensor is named "params", and one where only some keys start with
+    # "module.": loaded as they are, not unwrapped or stripped.
+    class Odd(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.params = torch.nn.Parameter(torch.zeros(2))
+            self.module = torch.nn.Linear(2, 2)
+
+    odd = Odd()
+    sd = {k: torch.full_like(v, 3.0) for k, v in odd.state_dict().items()}
+    load_state_dict_strict(odd, sd)
+    assert torch.equal(odd.params, torch.full((2,), 3.0))
+    assert torch.equal(odd.module.weight, torch.full((2, 2), 3.0))
+
+
+def test_restormer_loader_hints_bias_free_only_when_that_is_all_that_is_missing() -> None:
+    from training.models.restormer import load_state_dict_strict
+
+    # The "denoising weights?" hint sends the user after another file: wrong when other
+    # tensors are missing too.
+    sd = dict(_small_restormer().state_dict())
+    del sd["encoder_level1.0.norm1.body.bias"], sd["output.weight"]
+    with pytest.raises(RuntimeError, match="missing keys") as exc:
+        load_state_dict_strict(_small_restormer(), sd)
+    assert "BiasFree" not in str(exc.value)
+
+
+def test_restormer_load_checkpoint_errors_name_the_path(tmp_path: Path) -> None:
+    from training.models.restormer import load_checkpoint
+
+    # A missing file stays a FileNotFoundError (the commands turn it into the one-line
+    # missing-data message), and a folder is named as one, not torch's IsADirectoryError.
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "motion_deblurring.pth")
+    with pytest.raises(RuntimeError, match="is a folder: expected one weights file"):
+        load_restormer(tmp_path)
+
+
+def test_restormer_refuses_other_channel_counts() -> None:
+    # A 4-channel (RGBA) frame failed deep inside a conv with torch's message.
+    with pytest.raises(ValueError, match=r"expected \(B, 3, H, W\), got \(1, 4, 8, 8\)"):
+        _small_restormer()(torch.rand(1, 4, 8, 8))
+
+
+def test_teachers_take_a_frame_exactly_as_small_as_their_padding() -> None:
+    # 4 rows padded by 4 to 8: reflect needs the pad strictly smaller than the size, so this is
+    # the first size that must fall back to replicate instead of raising.
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 4, 4)
+    with torch.no_grad():
+        assert _small_restormer().eval()(x).shape == (1, 3, 4, 4)
+        assert DMPHN().eval()(x).shape == (1, 3, 4, 4)
+
+
+def test_dmphn_feature_channels_are_the_returned_features() -> None:
+    # The trainer sizes its feature-distillation adapters from feature_channels.
+    model = DMPHN().eval()
+    with torch.no_grad():
+        _, feats = model(torch.rand(1, 3, 16, 16), return_features=True)
+    assert [f.shape[1] for f in feats] == model.feature_channels == [128]
+
+
+def test_dmphn_loader_refuses_missing_keys_and_pickled_objects(tmp_path: Path) -> None:
+    import datetime
+
+    from training.models.dmphn import _PARTS
+
+    model = DMPHN()
+    for part in _PARTS:
+        torch.save(getattr(model, part).state_dict(), tmp_path / f"{part}.pkl")
+    # A part short of a tensor would leave that layer at random init inside a "loaded" teacher.
+    sd = model.decoder_lv1.state_dict()
+    del sd["layer24.bias"]
+    torch.save(sd, tmp_path / "decoder_lv1.pkl")
+    with pytest.raises(RuntimeError, match=r"decoder_lv1.pkl .*missing keys \['layer24.bias'\]"):
+        load_dmphn(tmp_path)
+    # A file that needs more than tensors to unpickle is refused, not run.
+    sd = dict(model.decoder_lv1.state_dict(), saved=datetime.date(2019, 6, 1))
+    torch.save(sd, tmp_path / "decoder_lv1.pkl")
+    with pytest.raises(RuntimeError, match="decoder_lv1.pkl is not a PyTorch state dict"):
+        load_dmphn(tmp_path)
+    # A number where a tensor belongs: torch's own refusal, not an AttributeError.
+    sd = dict(model.decoder_lv1.state_dict())
+    sd["layer24.bias"] = 3
+    torch.save(sd, tmp_path / "decoder_lv1.pkl")
+    with pytest.raises(RuntimeError, match="layer24.bias"):
+        load_dmphn(tmp_path)
+
+
+def test_training_teacher_cache_records_the_named_teachers_code() -> None:
+    from training.cache_teacher import cache_meta
+    from training.config import TrainConfig
+
+    # A Restormer cache keyed on DMPHN's code would survive a fix to restormer.py.
+    cfg = TrainConfig()
+    cfg.teacher.name = "restormer"
+    assert cache_meta(cfg)["teacher_code"] == teacher_code_fingerprint("restormer")
+
+
+def test_training_teacher_cache_without_a_digest_still_compares_the_weights_path(
+    tmp_path: Path,
+) -> None:
+    from training.cache_teacher import build_cache, check_cache_meta
+    from training.config import ConfigError, TrainConfig
+
+    # Only when both sides record the weights' contents may the path be ignored: a cache from
+    # before digests, made with other weights, would otherwise pass as these weights' outputs.
+    old, new = tmp_path / "old.pth", tmp_path / "new.pth"
+    old.write_bytes(b"old weights")
+    new.write_bytes(b"new weights")
+    cfg = TrainConfig()
+    cfg.teacher.weights = str(old)
+    cache = tmp_path / "cache.pt"
+    build_cache(cfg, teacher=_Counting(), dataset=_Patches(), out=cache, count=2)  # type: ignore[arg-type]
+    data = torch.load(cache, weights_only=True)
+    del data["meta"]["teacher_weights_digest"]
+    torch.save(data, cache)
+    cfg.teacher.weights = str(new)
+    with pytest.raises(ConfigError, match="teacher.teacher_weights"):
+        check_cache_meta(data["meta"], cfg, cache)
+    teacher = _Counting()
+    build_cache(cfg, teacher=teacher, dataset=_Patches(), out=cache, count=3)  # type: ignore[arg-type]
+    assert teacher.seen == 3  # started over, not extended
+
+
+def test_training_teacher_cache_that_records_no_settings_is_not_extended(tmp_path: Path) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    # Settings unknown: its patches may be of other data or another teacher, so a build starts
+    # over (the old file kept aside) rather than appending to it.
+    cache = tmp_path / "cache.pt"
+    build_cache(TrainConfig(), teacher=_Counting(), dataset=_Patches(), out=cache, count=2)  # type: ignore[arg-type]
+    data = torch.load(cache, weights_only=True)
+    data["meta"] = {}
+    torch.save(data, cache)
+    teacher = _Counting()
+    build_cache(TrainConfig(), teacher=teacher, dataset=_Patches(), out=cache, count=3)  # type: ignore[arg-type]
+    assert teacher.seen == 3
+    assert (tmp_path / "previous_1" / "cache.pt").is_file()
+
+
+def test_training_teacher_cache_draws_new_patches_for_every_chunk(tmp_path: Path) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    # Chunk after chunk must move on through the stream: repeated patches are wasted teacher
+    # time and weight those patches twice in distillation.
+    cfg = TrainConfig()
+    cfg.teacher.cache_batch = 1
+    cache = tmp_path / "cache.pt"
+    build_cache(cfg, teacher=_Counting(), dataset=_RankPatches(), out=cache, count=3)  # type: ignore[arg-type]
+    keys = torch.load(cache, weights_only=True)["keys"]
+    assert len(keys) == 3 and len(set(keys)) == 3
+
+
+def test_training_teacher_cache_write_that_fails_leaves_the_old_file_whole(
+    tmp_path: Path,
+) -> None:
+    from training.cache_teacher import _save, build_cache
+    from training.config import TrainConfig
+
+    # The file is rewritten after every chunk: a write cut off (here by something that cannot
+    # be pickled) must leave the previous complete cache, not a truncated one under its name.
+    cache = tmp_path / "cache.pt"
+    build_cache(TrainConfig(), teacher=_Counting(), dataset=_Patches(), out=cache, count=2)  # type: ignore[arg-type]
+    before = cache.read_bytes()
+    with pytest.raises(TypeError, match="pickle"):
+        _save(cache, [], [], [], [], {"unpicklable": (i for i in ())})
+    assert cache.read_bytes() == before
