@@ -183,3 +183,5 @@ def test_a_write_cut_short_leaves_the_checkpoint_named_by_out_whole(
     with pytest.raises(KeyboardInterrupt):
         A.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "a.pt")])
     assert (tmp_path / "a.pt").read_bytes() == before
+    # The part written is freed: on a full disk it held the space that ran out.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]

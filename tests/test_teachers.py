@@ -1316,3 +1316,5 @@ def test_training_teacher_cache_write_that_fails_leaves_the_old_file_whole(
     with pytest.raises(TypeError, match="pickle"):
         _save(cache, [], [], [], [], {"unpicklable": (i for i in ())})
     assert cache.read_bytes() == before
+    # ...and frees the part written: on a full disk it holds gigabytes of patches.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.pt"]

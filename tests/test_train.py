@@ -636,6 +636,18 @@ def test_save_atomic_goes_on_where_the_file_system_refuses_to_sync_a_folder(
     assert info.value.errno == errno.EIO
 
 
+def test_a_save_atomic_that_fails_keeps_the_earlier_file_and_frees_its_part(
+    tmp_path: Path,
+) -> None:
+    # A write cut short (here by something that cannot be pickled; a full disk in a run) left
+    # last.pt.tmp beside the checkpoint, holding the space the disk had run out of.
+    save_atomic({"w": torch.ones(3)}, tmp_path / "last.pt")
+    with pytest.raises(TypeError, match="pickle"):
+        save_atomic({"w": torch.zeros(3), "x": (i for i in ())}, tmp_path / "last.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "last.pt")["w"], torch.ones(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
 def test_a_failed_curve_plot_closes_its_figure(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

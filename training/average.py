@@ -172,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
     # A temp file then a rename, as the trainer saves: a write cut short (Ctrl-C, a full disk)
     # left half a soup under --out, or half of a source when --out named one of them.
     tmp = args.out.with_name(args.out.name + ".tmp")
-    torch.save(soup, tmp)
-    os.replace(tmp, args.out)
+    try:
+        torch.save(soup, tmp)
+        os.replace(tmp, args.out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the part written stayed, on the disk that filled up
+        raise
     for src in soup["averaged_from"]:
         log.info("%.3f x %s", src["weight"], src["path"])
     log.info("wrote %s (%s)", args.out, soup["variant"])

@@ -379,8 +379,12 @@ def _save(out: Path, blur, sharp, outs, keys, meta) -> None:
         "meta": meta,
     }
     tmp = out.with_name(out.name + ".tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, out)
+    try:
+        torch.save(data, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk's part file (gigabytes of patches) is freed
+        raise
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -659,15 +659,19 @@ def save_atomic(obj: dict[str, Any], path: Path) -> None:
     """``torch.save`` to a temp file, fsync it, ``os.replace``, fsync the folder: neither a crash
     nor a power loss leaves half a checkpoint."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    # Without it the rename can reach the disk before the data does: after a power loss the
-    # run's last.pt was there but empty. Opened for writing: Windows' fsync needs that.
-    fd = os.open(tmp, os.O_RDWR)
     try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        torch.save(obj, tmp)
+        # Without it the rename can reach the disk before the data does: after a power loss
+        # the run's last.pt was there but empty. Opened for writing: Windows' fsync needs that.
+        fd = os.open(tmp, os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # the part written stayed, on the disk that filled up
+        raise
     _fsync_dir(path.parent)
 
 
