@@ -8150,3 +8150,69 @@ def test_a_settings_file_that_cannot_be_written_says_so(tmp_path, monkeypatch):
         lambda p, mode: not (Path(p) == path and mode == settings_module.os.W_OK),
     )
     assert unsaved_reason(open_store(str(path))) == "Permission denied"
+
+
+def test_the_engine_starts_with_the_strength_switch_and_noise_the_start_was_given(make_bridge):
+    # The window passes its remembered settings to start() alone: a start that dropped them ran
+    # at full strength with sharpening on, against what the sidebar shows.
+    bridge = make_bridge(_SlowApi())
+    assert _start_demo(bridge, strength=0.4, enabled=False, denoise=True, wait=True)
+    eng = bridge.engine
+    assert eng.strength == pytest.approx(0.4) and eng.enabled is False and eng.denoise is True
+
+
+def test_a_start_that_has_finished_is_no_longer_starting(qtbot, make_bridge):
+    # The window reads `starting` to let a pick of the camera already shown retry it, and a
+    # scripted run to say why no frame came: a finished start must not still say "opening".
+    bridge = make_bridge(_SlowApi())
+    with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as done:
+        assert _start_demo(bridge) is None
+        assert bridge.starting
+    assert done.args == [True] and bridge.is_running and not bridge.starting
+
+
+def test_an_engine_that_fails_to_start_closes_the_camera_and_model_it_was_given(make_bridge):
+    # Nothing else holds what the start opened once the engine refused it: a camera left open
+    # there stays busy for every later start and for other apps.
+    api = _SlowApi()
+
+    def failing_engine(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("the engine could not start")
+
+    api.Engine = failing_engine
+    bridge = make_bridge(api)
+    said: list[UserMessage] = []
+    bridge.message.connect(said.append)
+    assert _start_demo(bridge, wait=True) is False
+    assert not bridge.is_running
+    assert set(api.closed) == {"src0", "be0"}
+    assert [m.text for m in said] == ["RuntimeError: the engine could not start"]
+
+
+def test_a_virtual_camera_opened_for_a_run_already_over_is_not_said_to_be_sending(
+    qtbot, make_bridge, recorder
+):
+    # An engine whose run is over takes no output (add_sink closes it and says False): the
+    # switch must not say "sending" to calls that get no frame; the wish stays for the next video.
+    import engine
+
+    class OverEngine(engine.Engine):
+        def add_sink(self, sink):  # noqa: ANN001, ANN202
+            sink.close()
+            return False
+
+    api = _SlowApi()
+    api.Engine = OverEngine
+    bridge = EngineBridge(api=api, stats_interval_ms=100, virtual_backend=VIRTUAL_BACKEND)
+    try:
+        changed: list[tuple[bool, str]] = []
+        bridge.virtual_camera_changed.connect(lambda on, dev: changed.append((on, dev)))
+        assert _start_demo(bridge, wait=True)
+        assert bridge.set_virtual_camera(True) is False
+        qtbot.waitUntil(lambda: not bridge.virtual_camera_opening, timeout=FRAME_TIMEOUT_MS)
+        assert recorder.closed.is_set()
+        assert not bridge.virtual_camera_on and bridge.virtual_camera_wanted
+        assert all(not on for on, _ in changed)
+    finally:
+        bridge.stop()
+        assert bridge.join(timeout=10.0)
