@@ -8,6 +8,8 @@ demo clip; waits are on signals and conditions, never fixed sleeps.
 from __future__ import annotations
 
 import ctypes
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -5096,24 +5098,9 @@ def test_main_py_with_only_a_screenshot_asked_takes_it_and_closes(tmp_path):
     # `python main.py --screenshot shot.png` alone: without its default delay the window
     # stayed open for ever and the picture was never taken. (A process of its own: a Qt loop
     # that never ends is not stopped by pytest's timeout in this one.)
-    import os
-    import subprocess
-
-    repo = Path(__file__).resolve().parents[1]
     out = tmp_path / "shot.png"
-    env = {
-        **os.environ,
-        "QT_QPA_PLATFORM": "offscreen",
-        "SHARPCAM_SETTINGS": str(tmp_path / "settings.ini"),
-    }
-    cmd = [sys.executable, "main.py", "--source", str(DEMO_CLIP), "--backend", "unsharp"]
-    proc = subprocess.run(
-        [*cmd, "--screenshot", str(out)],
-        cwd=repo,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=50,
+    proc = _main_py(
+        tmp_path, "--source", str(DEMO_CLIP), "--backend", "unsharp", "--screenshot", str(out)
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not QImage(str(out)).isNull()
@@ -5573,27 +5560,29 @@ def test_the_apps_warnings_reach_the_terminal_as_its_other_lines_do(tmp_path):
     assert said and all(line.startswith("sharpcam: ") for line in said), proc.stderr
 
 
-def test_main_py_exits_non_zero_for_a_named_source_it_cannot_decode(tmp_path):
-    import os
-    import subprocess
-
-    repo = Path(__file__).resolve().parents[1]
-    broken = tmp_path / "broken.mp4"
-    broken.write_bytes((repo / "assets" / "demo.mp4").read_bytes()[:300_000])  # truncated
-    out = tmp_path / "s.png"
+def _main_py(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python main.py ARGS`` offscreen, with settings of its own under ``tmp_path``."""
     env = {
         **os.environ,
         "QT_QPA_PLATFORM": "offscreen",
         "SHARPCAM_SETTINGS": str(tmp_path / "settings.ini"),
     }
-    proc = subprocess.run(
-        [sys.executable, "main.py", "--source", str(broken), "--screenshot", str(out)]
-        + ["--quit-after", "3"],
-        cwd=repo,
+    return subprocess.run(
+        [sys.executable, "main.py", *args],
+        cwd=Path(__file__).resolve().parents[1],
         env=env,
         capture_output=True,
         text=True,
         timeout=50,
+    )
+
+
+def test_main_py_exits_non_zero_for_a_named_source_it_cannot_decode(tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(DEMO_CLIP.read_bytes()[:300_000])  # truncated
+    out = tmp_path / "s.png"
+    proc = _main_py(
+        tmp_path, "--source", str(broken), "--screenshot", str(out), "--quit-after", "3"
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert not out.exists()

@@ -2751,41 +2751,27 @@ def test_an_image_named_by_a_link_is_written_through_it(tmp_path):
     assert cv2.imread(str(dangling))[0, 0].tolist() == [90, 90, 90]
 
 
-@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
-def test_an_ffmpeg_that_exits_with_an_error_as_it_finishes_is_not_called_complete(
-    tmp_path, monkeypatch
-):
-    # FFmpeg said "Error writing trailer" (a disk just full) and exited 1 as it finished: the
-    # file without its index took the real name over an earlier recording, exit 0.
-    ends_badly = _stand_in_ffmpeg(
-        tmp_path / "ffmpeg",
+# FFmpeg said "Error writing trailer" (a disk just full) and exited 1 as it finished: the file
+# without its index took the real name over an earlier recording, exit 0. Killed by a signal
+# (the OOM killer), its status is negative and it says nothing: the same must hold.
+_FFMPEG_ENDS_BADLY = {
+    "error": (
         "cat > /dev/null\n"
         'echo "[avi @ 0x1] Error writing trailer: No space left on device" >&2\n'
         "exit 1\n",
-    )
-    monkeypatch.setenv("SHARPCAM_FFMPEG", str(ends_badly))
-    out = tmp_path / "out.avi"
-    out.write_bytes(b"an earlier recording")
-    sink = VideoFileSink(path=out, size=(64, 48), fps=25.0)
-    for i in range(3):
-        sink.write(frame(i, size=(64, 48), value=40 * i))
-    with pytest.raises(SinkError) as caught:
-        sink.close()
-    assert str(caught.value).startswith(
-        f"cannot finish video {out}: Error writing trailer: No space left on device"
-    ), caught.value
-    assert sink.failed and sink.kept_path != out
-    assert out.read_bytes() == b"an earlier recording"
+        "Error writing trailer: No space left on device",
+    ),
+    "killed": ("cat > /dev/null\nkill -KILL $$\n", "ffmpeg exited with status -9"),
+}
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
-def test_an_ffmpeg_killed_as_it_finishes_is_not_called_complete(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("end", sorted(_FFMPEG_ENDS_BADLY))
+def test_an_ffmpeg_that_fails_as_it_finishes_is_not_called_complete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str
 ) -> None:
-    # Killed by a signal (the OOM killer), FFmpeg's status is negative and it says nothing:
-    # the file without its index must not take the real name over an earlier recording.
-    killed = _stand_in_ffmpeg(tmp_path / "ffmpeg", "cat > /dev/null\nkill -KILL $$\n")
-    monkeypatch.setenv("SHARPCAM_FFMPEG", str(killed))
+    script, said = _FFMPEG_ENDS_BADLY[end]
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(_stand_in_ffmpeg(tmp_path / "ffmpeg", script)))
     out = tmp_path / "out.avi"
     out.write_bytes(b"an earlier recording")
     sink = VideoFileSink(path=out, size=(64, 48), fps=25.0)
@@ -2793,9 +2779,7 @@ def test_an_ffmpeg_killed_as_it_finishes_is_not_called_complete(
         sink.write(frame(i, size=(64, 48), value=40 * i))
     with pytest.raises(SinkError) as caught:
         sink.close()
-    assert str(caught.value).startswith(
-        f"cannot finish video {out}: ffmpeg exited with status -9"
-    ), caught.value
+    assert str(caught.value).startswith(f"cannot finish video {out}: {said}"), caught.value
     assert sink.failed and sink.kept_path != out
     assert out.read_bytes() == b"an earlier recording"
 
