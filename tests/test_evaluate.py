@@ -1602,16 +1602,9 @@ def test_an_unsharp_baseline_runs_at_its_own_amount_and_sigma() -> None:
 
 def test_an_fp16_onnx_file_is_fed_float16_frames(tmp_path: Path) -> None:
     # The fp16 export takes float16 input: fed float32, ONNX Runtime refuses the shipped file.
-    import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto
 
-    x = helper.make_tensor_value_info("frames", TensorProto.FLOAT16, [1, 3, None, None])
-    y = helper.make_tensor_value_info("out", TensorProto.FLOAT16, [1, 3, None, None])
-    graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["out"])], "g", [x], [y])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.save(model, tmp_path / "half.onnx")
-    _, run = EV.load_model_runner(tmp_path / "half.onnx")
+    _, run = EV.load_model_runner(_identity_onnx(tmp_path / "half.onnx", TensorProto.FLOAT16))
     img = np.random.default_rng(0).random((17, 23, 3), dtype=np.float32)
     out = run(img)
     assert out.dtype == np.float32
@@ -1824,12 +1817,14 @@ def test_the_denoised_frame_is_the_samples_own_not_its_oldest_history() -> None:
     assert float(out.mean()) > 0.6
 
 
-def _identity_onnx(path: Path) -> Path:
+def _identity_onnx(path: Path, elem_type: int | None = None) -> Path:
+    """An ONNX file whose output is its input, of ``elem_type`` (default float32)."""
     import onnx
     from onnx import TensorProto, helper
 
-    x = helper.make_tensor_value_info("frames", TensorProto.FLOAT, [1, 3, None, None])
-    y = helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 3, None, None])
+    elem = TensorProto.FLOAT if elem_type is None else elem_type
+    x = helper.make_tensor_value_info("frames", elem, [1, 3, None, None])
+    y = helper.make_tensor_value_info("out", elem, [1, 3, None, None])
     graph = helper.make_graph([helper.make_node("Identity", ["frames"], ["out"])], "g", [x], [y])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
