@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -304,6 +305,21 @@ def test_bad_frame_is_refused_with_shape_in_message(models):
         be.process(np.zeros((36, 64, 3), np.float32))
 
 
+@pytest.mark.parametrize("name", ["onnx", "unsharp"])
+def test_a_frame_of_another_rank_or_no_array_is_refused_in_words(models, name):
+    # A grey (H, W) frame, a batch (1, H, W, 3) or a plain list is refused before a runtime
+    # sees it: the runtime's own error would be about a dimension (or an attribute).
+    be = _make("onnx", models) if name == "onnx" else create_backend("unsharp")
+    for bad, got in [
+        (np.zeros((36, 3), np.uint8), r"\(\(36, 3\), dtype\('uint8'\)\)"),
+        (np.zeros((1, 36, 64, 3), np.uint8), r"\(\(1, 36, 64, 3\), dtype\('uint8'\)\)"),
+        ([[0, 0, 0]], "list"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^expected \(H, W, 3\) uint8, got {got}$"):
+            be.process(bad)
+    be.close()
+
+
 def test_closed_backend_refuses_frames_and_close_is_idempotent(models):
     be = _make("onnx", models)
     with be:
@@ -378,6 +394,59 @@ def test_io_binding_and_plain_run_agree(models, frame):
     np.testing.assert_array_equal(a, plain.process(frame))
 
 
+def test_onnx_runtime_binds_its_buffers_by_default_once_per_size_and_never_when_told_not_to(
+    models, monkeypatch
+):
+    # Bound buffers spare ONNX Runtime an output allocation a frame; bound again every frame
+    # (or bound when told not to) they cost what they save.
+    import onnxruntime as ort
+
+    made: list[int] = []
+    real = ort.InferenceSession.io_binding
+    monkeypatch.setattr(ort.InferenceSession, "io_binding", lambda s: made.append(1) or real(s))
+    small = np.zeros((20, 24, 3), np.uint8)
+    be = OnnxBackend(model=models["conv.onnx"], device="cpu")
+    out = be.process(small)
+    assert be.process(small) is out  # the same buffer: nothing allocated a frame
+    assert len(made) == 1
+    be.process(np.zeros((24, 20, 3), np.uint8))
+    assert len(made) == 2
+    plain = OnnxBackend(model=models["conv.onnx"], device="cpu", io_binding=False)
+    plain.process(small)
+    assert len(made) == 2 and plain._binding is None
+    be.close()
+    plain.close()
+
+
+def test_a_bound_run_that_fails_for_another_reason_keeps_its_own_error(models, monkeypatch):
+    # The output's size is looked at after a bound run fails; a failure it does not explain
+    # (memory, a device lost) must not be reported as a contract break.
+    be = OnnxBackend(model=models["conv.onnx"], device="cpu")
+
+    def fail(binding: object) -> None:
+        raise RuntimeError("device lost")
+
+    monkeypatch.setattr(be._session, "run_with_iobinding", fail)
+    with pytest.raises(BackendError) as info:
+        be.process(np.zeros((20, 24, 3), np.uint8))
+    assert str(info.value).endswith("failed on a 24x20 frame: device lost")
+    be.close()
+
+
+def test_a_closed_onnx_backend_lets_go_of_its_session(models, frame):
+    # The I/O binding holds the native session: kept after close, it would keep the model's
+    # weights (on a GPU, its device memory).
+    import gc
+    import weakref
+
+    be = _make("onnx", models)
+    be.process(frame)
+    refs = [weakref.ref(be._session), weakref.ref(be._binding)]
+    be.close()
+    gc.collect()
+    assert [r() for r in refs] == [None, None]
+
+
 # --------------------------------------------------------------------------- classic
 
 
@@ -395,6 +464,18 @@ def test_unsharp_increases_high_frequency_energy(frame):
     assert _high_freq_energy(out) > 1.5 * _high_freq_energy(blurred)
     # amount 0 is the identity: the mask only ever adds `amount` of the detail.
     np.testing.assert_array_equal(create_backend("unsharp", amount=0.0).process(blurred), blurred)
+
+
+def test_unsharp_is_the_input_plus_amount_times_its_detail(frame):
+    # out = in + amount * (in - gaussian(in, radius)), saturated: the baseline every learned
+    # result is compared to, and `tune_unsharp`'s amount and radius mean just that.
+    for amount, radius in ((1.0, 2.0), (0.5, 1.5)):
+        be = create_backend("unsharp", amount=amount, radius=radius)
+        for rgb in (frame[:64, :96], frame[:48, :40]):  # a new size mid-stream too
+            blur = cv2.GaussianBlur(rgb.astype(np.float64), (0, 0), radius)
+            want = np.clip(rgb + amount * (rgb - blur), 0, 255)
+            got = be.process(rgb)
+            assert got.shape == rgb.shape and np.abs(got - want).max() <= 1.0
 
 
 @pytest.mark.parametrize(
@@ -587,6 +668,32 @@ def test_onnx_keeps_the_gpu_student_when_cuda_really_came_up(
     be = create_backend("onnx", device="auto")
     assert be.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert be.model.path.name == "student.onnx"
+    be.close()
+
+
+def test_the_cpu_student_standing_in_for_the_gpu_one_is_loaded_once(tmp_path, monkeypatch):
+    # onnxruntime-gpu without a GPU: the session falls back to the CPU, and the default is
+    # reloaded as the CPU student. When the CPU student is what ran, it is loaded once.
+    import onnxruntime as ort
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    make_onnx_model(tmp_path / "student_fast.onnx", "identity")
+    write_manifest(tmp_path, ["student_fast.onnx"])
+    monkeypatch.setattr(
+        ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
+    made: list[str] = []
+    real = ort.InferenceSession
+
+    class Cpu(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str, sess_options: object = None, **_: object) -> None:
+            made.append(Path(path).name)
+            super().__init__(path, sess_options=sess_options, providers=["CPUExecutionProvider"])
+
+    monkeypatch.setattr(ort, "InferenceSession", Cpu)
+    with pytest.warns(UserWarning, match="student.onnx not found"):
+        be = create_backend("onnx", device="auto")
+    assert be.model.path.name == "student_fast.onnx" and made == ["student_fast.onnx"]
     be.close()
 
 
@@ -795,6 +902,78 @@ def test_a_damaged_or_missing_float_student_beside_the_int8_one_is_said(
 
 
 @needs_openvino
+def test_a_float_student_beside_the_int8_one_that_cannot_be_checked_says_why(tmp_path, monkeypatch):
+    # It is there but cannot be read (its permissions, a file system error): "is missing"
+    # would send a person looking for a file that is right there.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
+    names = ["student_fast.onnx", "student_fast_int8.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    real = backends.verify_file
+
+    def verify(path: Path) -> object:
+        if Path(path).name == names[0]:
+            raise ModelError(f"cannot read model file {path}: Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(backends, "verify_file", verify)
+    with pytest.warns(UserWarning) as caught:
+        be = create_backend("openvino", device="cpu")
+    assert be.model.path.name == names[1]
+    assert [str(w.message) for w in caught] == [
+        f"student_fast.onnx in {tmp_path} cannot be checked (cannot read model file "
+        f"{tmp_path / names[0]}: Permission denied): running student_fast_int8.onnx, its int8 "
+        "copy; reinstall SharpCam to repair it"
+    ]
+    be.close()
+
+
+@needs_openvino
+def test_an_int8_student_that_will_not_start_gives_way_to_the_float_one(tmp_path, monkeypatch):
+    # The int8 file is sound but its runtime refuses it (an op this OpenVINO cannot compile):
+    # the float student beside it is the same network, and runs, with a word.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
+    names = ["student_fast.onnx", "student_fast_int8.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    real = backends._build
+
+    def build(name: str, model: object, *args: object) -> object:
+        if getattr(model, "path", Path()).name == names[1]:
+            raise BackendError(f"OpenVINO cannot compile {model.path} at 96x64: FakeQuantize")
+        return real(name, model, *args)
+
+    monkeypatch.setattr(backends, "_build", build)
+    for name in ("openvino", "auto"):
+        with pytest.warns(UserWarning, match="student_fast_int8.onnx not usable .*FakeQuantize"):
+            be = create_backend(name, device="cpu")
+        assert be.model.path.name == names[0]
+        be.close()
+
+
+@needs_openvino
+def test_openvino_on_its_gpu_does_not_try_the_int8_cpu_student(tmp_path, monkeypatch):
+    # The int8 file is the CPU's choice: `--device gpu` does not try it (and call it not
+    # usable) before saying there is no GPU.
+    if "GPU" in backends._ov_core().available_devices:
+        pytest.skip("this machine has a GPU OpenVINO runs on")
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
+    names = ["student_fast.onnx", "student_fast_int8.onnx", "student.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BackendError, match="OpenVINO device GPU not available"):
+            create_backend("openvino", device="gpu")
+
+
+@needs_openvino
 def test_an_unlisted_int8_file_beside_a_listed_float_student_is_not_loaded(tmp_path, monkeypatch):
     import engine.backends as B
 
@@ -809,6 +988,72 @@ def test_an_unlisted_int8_file_beside_a_listed_float_student_is_not_loaded(tmp_p
             warnings.simplefilter("error")  # no "loading it unverified"
             be = create_backend(name, device="cpu")
         assert be.model.path.name == "student_fast.onnx" and be.model.entry is not None
+
+
+@needs_openvino
+def test_an_int8_file_quantized_from_the_float_one_is_matched_in_any_hex_case(
+    tmp_path, monkeypatch
+):
+    # A sha256 is compared as the digest it is: one written in capitals (by hand, by another
+    # tool) names the same float file.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
+    names = ["student_fast.onnx", "student_fast_int8.onnx"]
+    for name in names:
+        make_onnx_model(tmp_path / name, "identity")
+    write_manifest(tmp_path, names)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["files"][names[1]]["quantized_from"] = manifest["files"][names[0]]["sha256"].upper()
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert create_backend("openvino", device="cpu").model.path.name == names[1]
+    # The int8 file is an ONNX one: no answer to a request for TorchScript files.
+    assert resolve_default_model(False, suffix=".ts", int8=True) is None
+
+
+@needs_openvino
+def test_an_unreadable_manifest_is_said_by_the_float_student_not_as_an_unusable_int8_file(
+    tmp_path, monkeypatch
+):
+    # The manifest that says whether the int8 file holds the float student's weights cannot be
+    # read: the float student's own load says why, with no int8 warning before it.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
+    for name in ("student_fast.onnx", "student_fast_int8.onnx"):
+        make_onnx_model(tmp_path / name, "identity")
+    (tmp_path / "manifest.json").write_text("{ not json")
+    for name in ("openvino", "auto"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            with pytest.raises(ModelError, match="cannot read manifest"):
+                create_backend(name, device="cpu")
+
+
+def test_a_student_standing_in_for_the_other_says_what_it_costs_at_the_callers_line(
+    tmp_path, monkeypatch
+):
+    # The GPU student on a CPU is 6x the work: the warning says so (the stream then shrinks
+    # its processing size), and points at the line that made the backend.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    make_onnx_model(tmp_path / "student.onnx", "identity")
+    write_manifest(tmp_path, ["student.onnx"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        create_backend("onnx", device="cpu").close()
+    said = [w for w in caught if "student_fast.onnx not found" in str(w.message)]
+    assert len(said) == 1 and said[0].filename == __file__
+    assert str(said[0].message) == (
+        f"student_fast.onnx not found in {tmp_path}: using student.onnx, the GPU student; it "
+        "is 6x the work of the CPU student, slower here"
+    )
+    # The CPU student standing in on a GPU costs nothing more there.
+    (tmp_path / "student.onnx").rename(tmp_path / "student_fast.onnx")
+    with pytest.warns(UserWarning) as caught:
+        assert backends._default_model_to_run(True).name == "student_fast.onnx"
+    assert str(caught[0].message) == (
+        f"student.onnx not found in {tmp_path}: using student_fast.onnx, the CPU student"
+    )
 
 
 @needs_openvino
@@ -917,6 +1162,21 @@ def test_auto_goes_on_to_the_cpu_student_when_only_the_gpu_student_is_damaged(
         create_backend("auto", model=tmp_path / "student.onnx")
 
 
+def test_a_damaged_cpu_student_is_refused_without_a_word_of_trying_it(tmp_path, monkeypatch):
+    # Only the GPU student's damage lets `auto` go on to the CPU student: the CPU student's own
+    # is refused with no word of "trying the CPU student".
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    monkeypatch.setattr(backends, "_ort_gpu_listed", lambda: False)
+    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f16")  # no int8 file to try first
+    make_onnx_model(tmp_path / "student_fast.onnx", "identity")
+    write_manifest(tmp_path, {"student_fast.onnx": {"sha256": "0" * 64}})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ModelIntegrityError):
+            create_backend("auto", device="auto")
+    assert not [str(w.message) for w in caught if "CPU student" in str(w.message)]
+
+
 @pytest.mark.parametrize("name", [*MODEL_BACKENDS, "auto"])
 def test_missing_model_file(tmp_path, name):
     path = tmp_path / "gone.onnx"
@@ -1004,6 +1264,8 @@ def test_unloadable_model_is_one_line_with_no_runtime_noise(tmp_path, capfd, nam
         ),
         # The manifest's word where the suffix says nothing.
         ("onnx", "m.bin", "a TorchScript file", "the torch backend for it, or a .onnx file"),
+        # A .pt file the manifest calls TorchScript is no training checkpoint.
+        ("onnx", "m.pt", "a TorchScript file", "the torch backend for it, or a .onnx file"),
     ],
 )
 def test_a_model_in_the_other_format_names_both_formats(tmp_path, name, file, fmt, use):
@@ -1047,6 +1309,16 @@ def test_an_openvino_ir_given_to_another_backend_is_named(tmp_path, name, runs, 
     )
 
 
+def test_an_openvino_ir_in_capitals_given_to_onnx_runtime_is_named(tmp_path):
+    path = tmp_path / "IR.XML"
+    path.write_text('<?xml version="1.0"?>\n<net name="m" version="11"></net>\n')
+    (tmp_path / "IR.BIN").write_bytes(bytes(16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # loading it unverified
+        with pytest.raises(ModelError, match="it is an OpenVINO IR file and the onnx backend"):
+            create_backend("onnx", model=path)
+
+
 def test_a_model_whose_format_nothing_states_is_left_to_the_runtime(tmp_path):
     # No manifest entry and a suffix that says nothing: no refusal by guess.
     path = make_onnx_model(tmp_path / "mine.model", "identity")
@@ -1063,16 +1335,34 @@ def test_model_without_manifest_warns(tmp_path):
 
 
 def _bad_model(path: Path, problem: str) -> Path:
-    """`make_bad_onnx_model`, plus ``batch2`` (`(2, 3, H, W)` both ends), ``grey`` (`(1, 1, H,
-    W)` both ends) and ``uint8_input`` / ``int64_input`` (integer `(1, 3, H, W)` in, cast to a
-    float32 `(1, 3, H, W)` out)."""
+    """`make_bad_onnx_model`, plus ``batch2`` (`(2, 3, H, W)` both ends), ``batch0``, ``grey``
+    (`(1, 1, H, W)` both ends), ``rank5`` (`(1, 3, D, H, W)`), ``nhwc4`` (`(N, H, W, 4)`, RGBA
+    channels last), ``float64`` (double both ends), ``no_input`` (a constant frame out) and
+    ``uint8_input`` / ``int64_input`` (integer `(1, 3, H, W)` in, cast to a float32 `(1, 3, H,
+    W)` out)."""
     from contract_models import _save_onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
-    if problem in ("batch2", "grey"):
-        shape = [2, 3, "H", "W"] if problem == "batch2" else [1, 1, "H", "W"]
+    shapes = {
+        "batch2": [2, 3, "H", "W"],
+        "batch0": [0, 3, "H", "W"],
+        "grey": [1, 1, "H", "W"],
+        "rank5": [1, 3, "D", "H", "W"],
+        "nhwc4": ["N", "H", "W", 4],
+        "float64": [1, 3, "H", "W"],
+    }
+    elem = out_elem = TensorProto.FLOAT
+    if problem == "no_input":
+        frame = numpy_helper.from_array(np.zeros((1, 3, 32, 32), np.float32), "frame")
+        nodes = [helper.make_node("Identity", ["frame"], ["output"])]
+        output = helper.make_tensor_value_info("output", elem, [1, 3, 32, 32])
+        graph = helper.make_graph(nodes, "bad_no_input", [], [output], initializer=[frame])
+        return _save_onnx(graph, path)
+    if problem in shapes:
+        shape = shapes[problem]
         nodes = [helper.make_node("Identity", ["input"], ["output"])]
-        elem = TensorProto.FLOAT
+        if problem == "float64":
+            elem = out_elem = TensorProto.DOUBLE
     elif problem in ("uint8_input", "int64_input"):
         shape = [1, 3, "H", "W"]
         nodes = [helper.make_node("Cast", ["input"], ["output"], to=TensorProto.FLOAT)]
@@ -1080,7 +1370,7 @@ def _bad_model(path: Path, problem: str) -> Path:
     else:
         return make_bad_onnx_model(path, problem)
     inputs = [helper.make_tensor_value_info("input", elem, shape)]
-    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)]
+    outputs = [helper.make_tensor_value_info("output", out_elem, shape)]
     return _save_onnx(helper.make_graph(nodes, f"bad_{problem}", inputs, outputs), path)
 
 
@@ -1104,6 +1394,13 @@ def _bad_model(path: Path, problem: str) -> Path:
         # Fewer channels than 3 (a greyscale model) loaded, and failed the first frame with
         # the runtime's message about a dimension.
         ("grey", "input 'input' must have 3 channels (1, 3, H, W), got (1, 1, "),
+        # Each refused by its own check alone: past it, the first frame would fail with the
+        # runtime's own message (or, with no input, come back as the model's constant).
+        ("no_input", "expected 1 input, got 0 ()"),
+        ("rank5", "input 'input' must be 4-D (1, 3, H, W), got (1, 3, "),
+        ("nhwc4", "input 'input' is channels last (NHWC): must be channels first (1, 3, H, W)"),
+        ("batch0", "input 'input' must have batch 1 (1, 3, H, W), got (0, 3, "),
+        ("float64", "input 'input' must be float32 or float16, got "),
     ],
 )
 def test_contract_violations_are_refused(tmp_path, name, problem, message):
@@ -1114,6 +1411,25 @@ def test_contract_violations_are_refused(tmp_path, name, problem, message):
     msg = str(info.value)
     assert msg.startswith(f"{path}: breaks the model contract: ")
     assert message in msg
+
+
+@needs_openvino
+def test_an_openvino_model_of_no_declared_rank_is_refused(tmp_path):
+    # An IR converted without an input shape: its rank says nothing, and it is no (1, 3, H, W)
+    # model until its graph says so.
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    x = ops.parameter(ov.PartialShape.dynamic(), ov.Type.f32, name="input")
+    model = ov.Model([ops.result(ops.relu(x))], [x], "unranked")
+    path = tmp_path / "unranked.xml"
+    ov.save_model(model, str(path))
+    write_manifest(tmp_path, ["unranked.xml", "unranked.bin"])
+    with pytest.raises(ModelError) as info:
+        create_backend("openvino", model=path)
+    assert str(info.value) == (
+        f"{path}: breaks the model contract: input 'input' must be 4-D (1, 3, H, W), got (...)"
+    )
 
 
 @needs_torch
@@ -1155,6 +1471,46 @@ def test_torch_missing_without_a_model_gives_the_same_clear_error(tmp_path, monk
         create_backend("torch")
 
 
+def test_torch_missing_is_no_cuda_machine_and_no_student_is_said_to_stand_in(tmp_path, monkeypatch):
+    # Without PyTorch nothing says CUDA is there: the CPU student is looked for, and no student
+    # is said to stand in for the other just before the error that PyTorch is missing.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    (tmp_path / "student_fast.ts").write_bytes(b"x")
+    write_manifest(tmp_path, ["student_fast.ts"])
+    monkeypatch.setitem(sys.modules, "torch", None)  # `import torch` now raises ImportError
+    assert backends.TorchBackend.gpu_listed() is False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(BackendError, match=r"backend 'torch' needs 'torch'"):
+            create_backend("torch")
+        # What to install comes first: no model is looked at by a runtime that is not there.
+        with pytest.raises(BackendError, match=r"backend 'torch' needs 'torch'"):
+            create_backend("torch", model=tmp_path / "elsewhere.pt")
+
+
+@needs_torch
+def test_auto_runs_a_torchscript_model_on_the_device_asked_for(models):
+    # `--device gpu` with a TorchScript model and no CUDA is refused, not run on the CPU.
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(BackendError, match=r"torch \(gpu\): torch backend: CUDA is not avail"):
+        create_backend("auto", model=models["conv.pt"], device="gpu")
+
+
+@needs_torch
+def test_a_zip_file_too_damaged_to_list_is_not_called_a_torchscript_archive(tmp_path):
+    # Only an archive laid out as TorchScript is called one PyTorch cannot load; a file that
+    # merely starts like a zip says what TorchScript made of it.
+    path = tmp_path / "m.pt"
+    path.write_bytes(b"PK\x03\x04" + bytes(64))
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend("torch", model=path, device="cpu")
+    assert str(info.value).startswith(f"cannot load model {path}: not TorchScript (")
+
+
 # --------------------------------------------------------------------------- registry
 
 
@@ -1178,6 +1534,114 @@ def test_register_backend_and_create(monkeypatch):
     np.testing.assert_array_equal(be.process(np.zeros((2, 2, 3), np.uint8)), 255)
     with pytest.raises(ValueError):
         register_backend("auto", Invert)
+
+
+def test_the_registry_builds_a_backend_class_with_what_it_takes(monkeypatch, tmp_path):
+    # A class with **options is given the device and the threads; one whose model has a
+    # default of its own (a filter with built-in weights) keeps it when no model is given; a
+    # class with no available() (nothing to import) is listed; and "" is no name.
+    monkeypatch.setattr(backends, "BACKENDS", dict(BACKENDS))
+
+    class Filter:
+        name = provider = "filter"
+
+        def __init__(self, *, model: object = "builtin.npz", **options: object) -> None:
+            self.model, self.options = model, options
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    register_backend("filter", Filter)
+    assert "filter" in list_backends()
+    be = create_backend("filter", device="cpu", threads=2)
+    assert be.model == "builtin.npz" and be.options == {"device": "cpu", "threads": 2}
+    assert create_backend("filter", model=tmp_path / "w.npz").model == tmp_path / "w.npz"
+    for bad in ("", "auto"):
+        with pytest.raises(ValueError, match="invalid backend name"):
+            register_backend(bad, Filter)
+
+
+def test_a_registered_model_backend_of_no_stated_format_takes_any_model_file(monkeypatch, tmp_path):
+    # The format check is for the built-in runtimes: a registered backend that states no
+    # format is given an OpenVINO IR or a TorchScript file it may well run.
+    monkeypatch.setattr(backends, "BACKENDS", dict(BACKENDS))
+
+    class Mine(PassthroughBackend):
+        needs_model = True
+
+        def __init__(self, *, model: object) -> None:
+            self.model = model
+
+    register_backend("mine", Mine)
+    for file in ("m.xml", "m.ts", "m.onnx"):
+        (tmp_path / file).write_bytes(b"weights")
+    write_manifest(tmp_path, ["m.xml", "m.ts", "m.onnx"])
+    for file in ("m.xml", "m.ts", "m.onnx"):
+        assert create_backend("mine", model=tmp_path / file).model.path == tmp_path / file
+
+
+def test_passthrough_takes_any_scale_and_rate(frame):
+    # It is never scaled: a scale with no camera rate yet (0) is no reason to refuse it.
+    be = create_backend("passthrough", scale=0.5, target_fps=0)
+    assert be.process(frame) is frame
+
+
+def test_auto_passes_each_runtime_only_the_options_it_takes(models, monkeypatch):
+    # `--precision f32` is OpenVINO's: without OpenVINO, ONNX Runtime given it too would fail
+    # ("unexpected keyword argument"), and `auto` say that no backend could start.
+    monkeypatch.setattr(backends.OpenVinoBackend, "available", classmethod(lambda cls: False))
+    be = create_backend("auto", model=models["conv.onnx"], precision="f32")
+    assert be.name == "onnx"
+    be.close()
+
+
+@needs_openvino
+def test_auto_reports_the_model_error_of_the_runtime_it_tried_first(tmp_path, monkeypatch):
+    # A damaged file fails every runtime, each in its own words: said in the words of the one
+    # `auto` would have run.
+    monkeypatch.setattr(backends, "_ort_gpu_listed", lambda: False)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(b"not a model")
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as auto:
+        create_backend("auto", model=path)
+    with pytest.raises(ModelError) as first:
+        create_backend("openvino", model=path)
+    assert str(auto.value) == str(first.value)
+
+
+def test_the_gpu_student_s_session_is_closed_when_the_cpu_student_replaces_it(
+    tmp_path, monkeypatch
+):
+    # onnxruntime-gpu without a GPU: the GPU student's session does not stay open beside the
+    # CPU student that replaces it (on a machine with a GPU driver, its device memory too).
+    import onnxruntime as ort
+
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    _students(tmp_path)
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    closed: list[str] = []
+    real = OnnxBackend.close
+    monkeypatch.setattr(
+        OnnxBackend, "close", lambda self: closed.append(self.model.path.name) or real(self)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ORT warns that CUDA is not really there
+        be = create_backend("onnx", device="auto")
+    assert be.model.path.name == "student_fast.onnx" and closed == ["student.onnx"]
+
+
+@pytest.mark.parametrize("name", ["auto", "unsharp", "passthrough"])
+def test_an_unknown_device_is_refused_by_name_for_every_backend(name):
+    # A backend that runs on no device (unsharp) refuses `--device tpu` too, and `auto` says
+    # the name is wrong, not that no backend can run on it.
+    with pytest.raises(BackendError) as info:
+        create_backend(name, device="tpu")
+    assert str(info.value) == "device must be one of ('auto', 'cpu', 'gpu', 'cuda'), got 'tpu'"
 
 
 def test_unknown_backend_lists_known():
@@ -1381,6 +1845,17 @@ def _declared_model(path: Path, kind: str) -> Path:
             [vi("input", [1, 3, 32, 32])],
             [vi("output", [1, 3, 16, 16])],
         )
+    elif kind in ("fixed_width", "fixed_height_unnamed"):  # one side cropped to 32
+        axis = 3 if kind == "fixed_width" else 2
+        hw = ["H", "W"] if kind == "fixed_width" else [None, None]  # None: an unnamed symbol
+        out = [*hw]
+        out[axis - 2] = 32
+        inits = [
+            numpy_helper.from_array(np.array([v], np.int64), name)
+            for name, v in (("starts", 0), ("ends", 32), ("axes", axis))
+        ]
+        nodes = [helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["output"])]
+        inputs, outputs = [vi("input", [1, 3, *hw])], [vi("output", [1, 3, *out])]
     elif kind == "swapped":  # (1, 3, W, H): wrong for every frame that is not square
         nodes = [helper.make_node("Transpose", ["input"], ["output"], perm=[0, 1, 3, 2])]
         inputs, outputs = [vi("input", dynamic)], [vi("output", [1, 3, "W", "H"])]
@@ -1433,6 +1908,9 @@ def no_trial_run(monkeypatch):
         ("fixed", "must be (1, 3, H, W) like the input, got (1, 3, 32, 32)"),
         ("fixed_both", "must be (1, 3, 32, 32) like the input, got (1, 3, 16, 16)"),
         ("swapped", "must be (1, 3, H, W) like the input, got (1, 3, W, H)"),
+        # One side wrong is enough; an unnamed dimension reads as the contract's letter.
+        ("fixed_width", "must be (1, 3, H, W) like the input, got (1, 3, H, 32)"),
+        ("fixed_height_unnamed", "must be (1, 3, H, W) like the input, got (1, 3, 32, ?)"),
         ("channels", "must have 3 channels (1, 3, H, W), got (1, 4, H, W)"),
         ("uint8", "must be float32 or float16, got tensor(uint8)"),
     ],
@@ -1505,6 +1983,16 @@ def test_warnings_from_threads_a_backend_starts_reach_collect_warnings(monkeypat
     assert caught == ["from a thread", "from a pool", "from a pool"]
 
 
+def test_a_warning_after_a_nested_collect_warnings_block_goes_to_the_outer_one():
+    # A model loaded inside another block's load: after the inner block, the outer block's
+    # warnings still go to its own list, not to Python's warnings (the app never shows those).
+    with backends.collect_warnings() as outer:
+        with backends.collect_warnings() as inner:
+            backends.warn_user("inner")
+        backends.warn_user("outer")
+    assert inner == ["inner"] and outer == ["outer"]
+
+
 def test_a_carried_warning_after_its_block_ended_is_a_python_warning():
     import threading
 
@@ -1571,10 +2059,12 @@ def test_ctrl_c_after_openvino_backends_closed_in_opening_order_is_not_a_segfaul
     )
 
 
-def test_a_pt_file_given_to_the_onnx_backend_is_not_called_torchscript(tmp_path):
+@pytest.mark.filterwarnings("ignore:.*unverified")
+@pytest.mark.parametrize("file", ["best.pt", "best.pth"])
+def test_a_pt_file_given_to_the_onnx_backend_is_not_called_torchscript(tmp_path, file):
     # A trainer checkpoint (runs/fast/best.pt) was "a TorchScript file ... use the torch backend
     # for it", which then refused it as a dict: the message must cover both kinds of .pt.
-    path = tmp_path / "best.pt"
+    path = tmp_path / file
     path.write_bytes(b"PK\x03\x04" + bytes(64))
     with pytest.raises(ModelError) as info:
         create_backend("onnx", model=path)
@@ -1630,6 +2120,82 @@ def test_the_torch_backend_never_unpickles_a_file_that_is_not_torchscript(tmp_pa
     assert msg.startswith(f"cannot load model {path}: {said}"), msg
     assert "torch.jit.script(model).save(PATH)" in msg and "torch.onnx.export" in msg, msg
     assert "\n" not in msg
+
+
+@needs_torch
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        "Unsupported global: GLOBAL torch.nn.modules.linear.Identity was not an allowed global",
+        "Unsupported class torch.nn.modules.linear.Identity",  # torch < 2.5
+        "Trying to load unsupported GLOBAL os.system whose module os is blocked.",
+    ],
+)
+def test_each_torch_wording_of_a_refused_class_is_a_pickled_object(tmp_path, monkeypatch, refusal):
+    # PyTorch words the refusal of a pickled class its own way by version ("Unsupported
+    # class" before 2.5): read as "not TorchScript", it would send a person to export what
+    # they already have.
+    import pickle
+
+    import torch
+
+    path = tmp_path / "model.pt"
+    torch.save(torch.nn.Identity(), path)
+    write_manifest(tmp_path, [path.name])
+
+    def load(*args: object, **kwargs: object) -> None:
+        raise pickle.UnpicklingError(f"Weights only load failed. {refusal}")
+
+    monkeypatch.setattr(torch, "load", load)
+    with pytest.raises(ModelError) as info:
+        create_backend("torch", model=path, device="cpu")
+    assert str(info.value).startswith(
+        f"cannot load model {path}: a pickled Python object (torch.save(model)), not TorchScript"
+    )
+
+
+@needs_torch
+def test_a_torchscript_model_loads_without_torch_s_deprecation_warning(tmp_path):
+    # torch >= 2.10 flags TorchScript as deprecated on every load: a deliberate load, not
+    # news for a person each time the app or the CLI loads the shipped .ts student.
+    path = make_torch_model(tmp_path / "m.ts", "identity")
+    write_manifest(tmp_path, [path.name])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        create_backend("torch", model=path, device="cpu").close()
+
+
+@needs_torch
+def test_the_torch_backend_says_what_a_model_returned_that_is_no_tensor(tmp_path):
+    import torch
+
+    class Pair(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return x, x
+
+    path = tmp_path / "pair.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.script(Pair()).save(str(path))
+    write_manifest(tmp_path, [path.name])
+    with pytest.raises(ModelError) as info:
+        create_backend("torch", model=path, device="cpu")
+    assert str(info.value) == (
+        f"{path}: breaks the model contract: output must be (1, 3, 32, 33) like the input, "
+        "got tuple"
+    )
+
+
+@needs_torch
+def test_the_torch_backend_refuses_device_cuda_without_cuda(models):
+    # `cuda` names the GPU as `gpu` does: refused without CUDA, not run on the CPU.
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    for device in ("gpu", "cuda"):
+        with pytest.raises(BackendError, match="CUDA is not available in this PyTorch build"):
+            backends.TorchBackend(model=models["conv.pt"], device=device)
 
 
 @needs_torch
@@ -1833,6 +2399,98 @@ def test_a_long_model_folder_names_its_first_files_and_a_count(tmp_path):
         (tmp_path / f"m{i:02d}.onnx").write_bytes(b"")
     with pytest.raises(ModelError, match=r"\(m00.onnx, .*, m07.onnx, and 3 more\)$"):
         backends.open_model(tmp_path)
+
+
+def test_a_model_folder_names_files_whatever_the_case_of_their_suffix_and_no_zero_more(
+    tmp_path,
+):
+    # A suffix in capitals (a copy made on Windows) is a model file's too; and exactly as many
+    # files as are named is no ", and 0 more".
+    for i in range(7):
+        (tmp_path / f"m{i}.onnx").write_bytes(b"")
+    (tmp_path / "STUDENT.ONNX").write_bytes(b"")
+    with pytest.raises(ModelError) as info:
+        backends.open_model(tmp_path)
+    names = ", ".join(["STUDENT.ONNX", *(f"m{i}.onnx" for i in range(7))])
+    assert str(info.value).endswith(f"give one of the model files in it ({names})")
+
+
+def test_a_model_folder_that_cannot_be_listed_is_still_said_to_be_a_folder(tmp_path, monkeypatch):
+    # The folder's files are named only as a help: a folder this process may not list still
+    # gets the reason the model cannot load, not a PermissionError's traceback.
+    def refuse(self):  # noqa: ANN001, ANN202
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "iterdir", refuse)
+    with pytest.raises(ModelError) as info:
+        backends.open_model(tmp_path)
+    assert str(info.value) == f"model {tmp_path} is a folder: give a model file, not a folder"
+
+
+def test_a_folder_named_like_a_student_is_not_the_default_model(tmp_path, monkeypatch):
+    # An unpacked archive or a failed copy can leave a folder of the model's name: the other
+    # student, a file, is the default.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
+    (tmp_path / "student_fast.onnx").mkdir()
+    make_onnx_model(tmp_path / "student.onnx", "identity")
+    assert resolve_default_model(prefer_gpu=False) == tmp_path / "student.onnx"
+
+
+def test_a_model_path_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    # A service file or an IDE's run configuration hands "~/..." over unexpanded.
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("USERPROFILE", str(tmp_path))
+    path = make_onnx_model(tmp_path / "mine.onnx", "identity")
+    write_manifest(tmp_path, [path.name])
+    be = create_backend("onnx", model="~/mine.onnx")
+    assert be.model.path == path
+    be.close()
+
+
+def test_an_unlisted_model_is_warned_of_once_at_the_line_that_loads_it(tmp_path):
+    # create_backend checks the file once and hands the backend the checked file: checked
+    # again, it would be hashed and warned of twice. The warning names the caller's line.
+    path = make_onnx_model(tmp_path / "mine.onnx", "identity")
+    for name, load in (
+        ("onnx", lambda: create_backend("onnx", model=path)),
+        ("auto", lambda: create_backend("auto", model=path)),
+        ("class", lambda: OnnxBackend(model=path)),
+    ):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            load().close()
+        said = [w for w in caught if "not listed in a manifest.json" in str(w.message)]
+        assert len(said) == 1, [str(w.message) for w in said]
+        if name != "auto":  # `auto` opens it one call deeper: engine/backends.py is named
+            assert said[0].filename == __file__, name
+
+
+@pytest.mark.parametrize(
+    ("file", "listed"),
+    [
+        pytest.param("m.bin", True, marks=needs_torch, id="listed-torchscript"),
+        pytest.param("MINE.TS", False, marks=needs_torch, id="capital-suffix"),
+        ("mine.model", False),  # nothing says: ONNX, the format auto tries first
+    ],
+)
+def test_auto_runs_a_model_on_the_runtime_its_format_needs(tmp_path, file, listed):
+    # The manifest's word, then the suffix in any case, say the format: a listed TorchScript
+    # file (or a .TS one) goes to torch, not through the ONNX runtimes.
+    path = tmp_path / file
+    if file == "mine.model":
+        make_onnx_model(path, "identity")
+    else:
+        make_torch_model(path, "identity")
+    if listed:
+        write_manifest(tmp_path, {file: {"format": "torchscript"}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # loading it unverified
+        be = create_backend("auto", model=path)
+    onnx_first = "openvino" if HAS_OPENVINO else "onnx"
+    assert be.name == (onnx_first if file == "mine.model" else "torch")
+    rgb = np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    assert np.array_equal(be.process(rgb), rgb)
+    be.close()
 
 
 @pytest.mark.parametrize("io_binding", [True, False])
@@ -2052,6 +2710,141 @@ def test_openvino_compiles_a_frame_size_only_once_it_repeats(models, monkeypatch
 
 
 @needs_openvino
+def test_two_sizes_prepared_beside_the_stream_in_a_row_keep_the_size_in_use(models):
+    # ScaledBackend readies one scale after another beside the stream: the size the stream
+    # runs is the one its frames last had, not the one prepared last.
+    be = backends.OpenVinoBackend(
+        model=models["conv.onnx"], precision="f32", cache_pixels=96 * 128 + 1
+    )
+    frame = np.zeros((96, 128, 3), np.uint8)
+    be.process(frame)
+    be.process(frame)  # compiled for itself, and in use
+    be.prepare((160, 112), beside=True)
+    be.prepare((144, 104), beside=True)
+    assert be.is_prepared((128, 96)) and be.is_prepared((144, 104))
+    be.close()
+
+
+@needs_openvino
+def test_openvino_keeps_cache_size_sizes_and_cache_pixels_pixels_least_recently_used_out(models):
+    be = backends.OpenVinoBackend(model=models["conv.onnx"], precision="f32", cache_size=2)
+    be.prepare((128, 96))
+    be.prepare((160, 112))
+    assert be.is_prepared((128, 96)) and be.is_prepared((160, 112))
+    be.process(np.zeros((96, 128, 3), np.uint8))  # 128x96 used last: 160x112 goes first
+    be.prepare((80, 72))
+    assert not be.is_prepared((160, 112))
+    assert be.is_prepared((128, 96)) and be.is_prepared((80, 72))
+    be.close()
+    # Exactly cache_pixels pixels stay (the load's own small size is dropped for them).
+    be = backends.OpenVinoBackend(
+        model=models["conv.onnx"], precision="f32", cache_pixels=128 * 96 + 160 * 112
+    )
+    be.prepare((128, 96))
+    be.prepare((160, 112))
+    assert be.is_prepared((128, 96)) and be.is_prepared((160, 112))
+    be.close()
+
+
+@needs_openvino
+def test_openvino_compiles_a_size_met_again_after_others_met_once(models, monkeypatch):
+    # Photos of a few sizes, interleaved: each size is compiled on its second photo, however
+    # many other sizes came between.
+    be = backends.OpenVinoBackend(model=models["conv.onnx"], precision="f32")
+    sizes = [(96, 128), (80, 72), (112, 160), (72, 88)]
+    for h, w in [*sizes, sizes[0]]:
+        be.process(np.zeros((h, w, 3), np.uint8))
+    assert be.is_prepared((128, 96))
+    assert not any(be.is_prepared((w, h)) for h, w in sizes[1:])
+    be.close()
+
+
+@needs_openvino
+def test_openvino_says_at_which_frame_size_it_cannot_compile(models, monkeypatch):
+    be = backends.OpenVinoBackend(model=models["conv.onnx"], precision="f32")
+
+    class Core:
+        def compile_model(self, *args: object) -> None:
+            raise RuntimeError("Exception from src/plugin.cpp:1:\nout of memory")
+
+    monkeypatch.setattr(be, "_core", Core())
+    with pytest.raises(BackendError) as info:
+        be.prepare((128, 96))
+    assert str(info.value) == (
+        f"OpenVINO cannot compile {models['conv.onnx']} at 128x96: out of memory"
+    )
+    be.close()
+
+
+@needs_openvino
+def test_a_size_under_the_minimum_is_prepared_as_the_padded_size_it_runs_at(models):
+    # A thumbnail runs padded up to 16: its size is prepared, and said to be, as that one.
+    be = backends.OpenVinoBackend(model=models["conv.onnx"], precision="f32")
+    be.prepare((10, 8))
+    assert be.is_prepared((10, 8)) and be.is_prepared((16, 16))
+    be.close()
+
+
+@needs_openvino
+def test_openvino_output_of_another_size_at_a_first_met_size_is_a_contract_break(tmp_path):
+    # A model that crops frames wider than 96 passes the load's probe (96 wide): the first
+    # wider frame, run on the dynamic-shape model, is refused in the contract's own words.
+    from contract_models import _save_onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [
+        numpy_helper.from_array(np.array([v], np.int64), name)
+        for name, v in (("starts", 0), ("ends", 96), ("axes", 3))
+    ]
+    crop = helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["output"])
+    vi = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, None, None])
+        for name in ("input", "output")
+    ]
+    path = _save_onnx(helper.make_graph([crop], "crop", vi[:1], vi[1:], initializer=inits),
+                      tmp_path / "crop.onnx")  # fmt: skip
+    write_manifest(tmp_path, [path.name])
+    be = backends.OpenVinoBackend(model=path, precision="f32")
+    with pytest.raises(ModelError) as info:
+        be.process(np.zeros((40, 120, 3), np.uint8))
+    assert str(info.value) == (
+        f"{path}: breaks the model contract: output must be (1, 3, 40, 120) like the input, "
+        "got (1, 3, 40, 96)"
+    )
+    be.close()
+
+
+@needs_openvino
+def test_openvino_loads_a_model_when_its_frontends_cannot_be_asked(models, monkeypatch):
+    # The frontend check only spares stderr the noise of the wrong frontend: where it cannot be
+    # made, read_model decides (a sound model loads).
+    import openvino.frontend
+
+    def broken() -> None:
+        raise RuntimeError("no frontends here")
+
+    monkeypatch.setattr(openvino.frontend, "FrontEndManager", broken)
+    be = backends.OpenVinoBackend(model=models["conv.onnx"], precision="f32")
+    assert be.process(np.zeros((20, 24, 3), np.uint8)).shape == (20, 24, 3)
+    be.close()
+
+
+@needs_openvino
+def test_openvino_takes_the_precisions_and_devices_it_documents(models):
+    # "f16" (ARM CPUs, Intel GPUs) is one of the precisions it takes; "cuda" names the GPU, as
+    # for the other backends: on a machine without an Intel GPU that is said, not run on the CPU.
+    try:
+        backends.OpenVinoBackend(model=models["conv.onnx"], precision="f16").close()
+    except BackendError as exc:  # OpenVINO's own refusal on some CPU: not ours
+        assert "precision must be" not in str(exc)
+    if "GPU" in backends._ov_core().available_devices:
+        pytest.skip("this machine has a GPU OpenVINO runs on")
+    for device in ("gpu", "cuda"):
+        with pytest.raises(BackendError, match=r"OpenVINO device GPU not available \(available"):
+            backends.OpenVinoBackend(model=models["conv.onnx"], device=device)
+
+
+@needs_openvino
 def test_a_damaged_openvino_xml_is_one_line_without_other_frameworks_noise(tmp_path, capfd):
     # read_model tried every frontend: TensorFlow's printed its parse errors to stderr around
     # the error, which then listed "Available frontends: jax paddle ...".
@@ -2079,6 +2872,52 @@ def test_physical_cores_are_not_guessed_from_the_logical_count_off_linux(monkeyp
         assert 1 <= backends.physical_cores() <= len(os.sched_getaffinity(0))
 
 
+def _linux_cpus(monkeypatch: pytest.MonkeyPatch, siblings: dict[int, str | None]) -> None:
+    """Linux without psutil, allowed the CPUs of ``siblings``: each CPU's thread_siblings_list
+    (None: it cannot be read)."""
+    monkeypatch.setitem(sys.modules, "psutil", None)  # not installed
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(siblings), raising=False)
+    real = Path.read_text
+
+    def read_text(self: Path, *args: object, **kwargs: object) -> str:
+        if self.name != "thread_siblings_list":
+            return real(self, *args, **kwargs)
+        text = siblings[int(self.parent.parent.name.removeprefix("cpu"))]
+        if text is None:
+            raise PermissionError(13, "Permission denied", str(self))
+        return text + "\n"
+
+    monkeypatch.setattr(Path, "read_text", read_text)
+
+
+def test_physical_cores_count_hyperthread_siblings_once_on_linux(monkeypatch):
+    # Two hyper-threads of one core share its FPUs: four CPUs of two cores are two threads'
+    # worth of ONNX Runtime, not four.
+    _linux_cpus(monkeypatch, {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"})
+    assert backends.physical_cores() == 2
+    # A CPU whose topology cannot be read: the logical count, not a guess from the others.
+    _linux_cpus(monkeypatch, {0: "0,2", 1: "1,3", 2: "0,2", 3: None})
+    assert backends.physical_cores() == 4
+
+
+def test_physical_cores_stay_within_the_cpus_allowed_on_a_large_host(monkeypatch):
+    # psutil and os.cpu_count count the host: 2 CPUs allowed of 32 are 2 threads at most.
+    import types
+
+    monkeypatch.setitem(sys.modules, "psutil", types.SimpleNamespace(cpu_count=lambda logical: 16))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 32)
+    assert backends.physical_cores() == 2
+
+
+def test_the_cache_folder_on_macos_is_library_caches(tmp_path, monkeypatch):
+    monkeypatch.setattr(backends.sys, "platform", "darwin")
+    monkeypatch.setattr(backends.Path, "home", lambda: tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # not macOS's variable
+    assert backends.user_cache_dir() == tmp_path / "Library" / "Caches" / "sharpcam"
+
+
 # --------------------------------------------------------------------------- what the runtimes are told
 
 
@@ -2099,6 +2938,126 @@ def _recording_sessions(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
     monkeypatch.setattr(ort, "InferenceSession", Recording)
     return asked
+
+
+def test_onnx_runtime_is_asked_only_for_the_providers_it_lists(models, monkeypatch):
+    # Only listed providers are asked for (ONNX Runtime warns of each other one); when none of
+    # those wanted is listed, that is said, with what to install for a GPU.
+    import onnxruntime as ort
+
+    asked = _recording_sessions(monkeypatch)
+    OnnxBackend(model=models["conv.onnx"]).close()
+    assert asked == [["CUDAExecutionProvider", "CPUExecutionProvider"]]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CPUExecutionProvider"])
+    gpus = re.escape(str(list(backends.ORT_GPU_PROVIDERS)))
+    with pytest.raises(BackendError) as info:
+        OnnxBackend(model=models["conv.onnx"], device="gpu")
+    assert re.fullmatch(
+        rf"onnxruntime has none of the providers {gpus} \(available: "
+        r"\['CPUExecutionProvider'\]\); for a GPU install onnxruntime-gpu",
+        str(info.value),
+    )
+    with pytest.raises(BackendError, match=r"none of the providers \['NoSuchExecutionProvider'\]"):
+        OnnxBackend(model=models["conv.onnx"], providers=["NoSuchExecutionProvider"])
+    assert len(asked) == 1
+
+
+def test_device_cuda_without_a_gpu_session_fails_like_gpu_and_providers_override_it(
+    models, monkeypatch
+):
+    # onnxruntime-gpu lists CUDA on a machine without a GPU: `cuda` is refused as `gpu` is,
+    # not run on the CPU. Providers given by name are what the caller chose, whatever the
+    # device.
+    import onnxruntime as ort
+
+    listed = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ORT warns that CUDA is not really there
+        with pytest.raises(BackendError, match=r"no GPU provider came up"):
+            OnnxBackend(model=models["conv.onnx"], device="cuda")
+        be = OnnxBackend(model=models["conv.onnx"], device="gpu", providers=listed[1:])
+    assert be.providers == ["CPUExecutionProvider"]
+    be.close()
+
+
+def test_onnx_runtime_threads_default_to_the_physical_cores(models, monkeypatch):
+    # ONNX Runtime's own count ignores the CPUs this process may use (containers, affinity).
+    for cores, want in ((3, 3), (None, 0)):  # None: not counted, ONNX Runtime's own default
+        monkeypatch.setattr(backends, "physical_cores", lambda cores=cores: cores)
+        be = OnnxBackend(model=models["conv.onnx"], device="cpu")
+        assert be._session.get_session_options().intra_op_num_threads == want
+        be.close()
+
+
+def _sessions_on(monkeypatch: pytest.MonkeyPatch, first: str) -> list[tuple[object, list]]:
+    """ONNX Runtime lists ``first`` and the CPU, and its sessions report ``first`` as what
+    runs (they run on the CPU underneath); each records its options and providers."""
+    import onnxruntime as ort
+
+    listed = [first, "CPUExecutionProvider"]
+    given: list[tuple[object, list]] = []
+    real = ort.InferenceSession
+
+    class Session(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str, sess_options: object = None, **kw: object) -> None:
+            given.append((sess_options, list(kw["providers"])))
+            super().__init__(path, sess_options=sess_options, providers=listed[1:])
+
+        def get_providers(self) -> list[str]:
+            return list(listed)
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: listed)
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    return given
+
+
+def test_tensorrt_caches_its_engines_where_it_may_write_and_says_where_it_may_not(
+    tmp_path, monkeypatch, models
+):
+    # Without the cache options each start builds every engine again (minutes); a cache
+    # TensorRT cannot write is said.
+    given = _sessions_on(monkeypatch, "TensorrtExecutionProvider")
+
+    def trt_options() -> dict:
+        return dict(p for p in given[-1][1] if isinstance(p, tuple))["TensorrtExecutionProvider"]
+
+    cache = tmp_path / "engines"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        OnnxBackend(model=models["identity.onnx"], trt_cache_dir=cache).close()
+    assert cache.is_dir()
+    assert trt_options() == {
+        "trt_fp16_enable": True,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(cache),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(cache),
+    }
+    # A folder it may not write (os.access says so; root may write anywhere) or cannot make.
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != cache and access(p, mode))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would go")
+    for where in (cache, blocker / "engines"):
+        with pytest.warns(UserWarning) as caught:
+            OnnxBackend(model=models["identity.onnx"], trt_cache_dir=where).close()
+        assert [str(w.message) for w in caught] == [
+            f"TensorRT engine cache {where} is not writable; TensorRT rebuilds its engines at "
+            "every start"
+        ]
+        assert trt_options() == {"trt_fp16_enable": True}
+
+
+def test_directml_runs_without_memory_patterns(models, monkeypatch):
+    # DirectML cannot run with memory patterns or parallel execution.
+    import onnxruntime as ort
+
+    given = _sessions_on(monkeypatch, "DmlExecutionProvider")
+    OnnxBackend(model=models["identity.onnx"]).close()
+    options = given[-1][0]
+    assert options.enable_mem_pattern is False
+    assert options.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
 
 
 def test_device_cpu_asks_onnx_runtime_for_the_cpu_only(
@@ -2160,6 +3119,8 @@ def test_openvino_gets_the_precision_and_threads_asked_for(
         c.get("INFERENCE_PRECISION_HINT") == "f32" and c.get("INFERENCE_NUM_THREADS") == 1
         for c in configs
     )
+    # One frame at a time, each as soon as it can be: THROUGHPUT's streams add latency.
+    assert all(c.get("PERFORMANCE_HINT") == "LATENCY" for c in configs)
     be.close()
 
 

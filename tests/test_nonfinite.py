@@ -285,3 +285,54 @@ def test_an_infinity_the_models_own_clamp_maps_into_range_is_no_fault(tmp_path: 
         with make(model=path, device="cpu") as backend:
             out = backend.process(img)
             assert (out[4:8, 4:8] == 255).all() and backend.nonfinite_frames == 0, make
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+def test_nan_before_the_clamp_op_of_an_openvino_model_shows_the_input(tmp_path: Path) -> None:
+    # A model converted to OpenVINO from PyTorch (torch.clamp) ends in OpenVINO's own Clamp,
+    # not an ONNX Clip's Maximum and Minimum: the NaN it makes 0 is looked for before it.
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    model = ov.Core().read_model(str(_onnx_bad(tmp_path / "nan.onnx", "nan")))
+    result = model.get_results()[0]
+    clamp = ops.clamp(result.input_value(0), 0.0, 1.0)
+    result.input(0).replace_source_output(clamp.output(0))
+    model.validate_nodes_and_infer_types()
+    xml = tmp_path / "nan_clamp.xml"
+    ov.save_model(model, str(xml))
+    img = _frame()
+    with OpenVinoBackend(model=xml, device="cpu") as backend:
+        assert np.array_equal(backend.process(img), img)
+        assert backend.nonfinite_frames == 1
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+def test_nan_before_the_half_precision_tail_of_a_float32_model_shows_the_input(
+    tmp_path: Path,
+) -> None:
+    # A model run in float16 behind a float32 interface ends in Relu and Clip in float16, then
+    # a Cast back: NaN is looked for before the clamp, through the Convert and the Relu too.
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(str(_onnx_bad(tmp_path / "nan.onnx", "nan")))
+    model.graph.node[-1].output[0] = "y"
+    f16, f32 = TensorProto.FLOAT16, TensorProto.FLOAT
+    model.graph.node.extend(
+        [
+            helper.make_node("Cast", ["y"], ["h"], to=f16),
+            helper.make_node("Relu", ["h"], ["r"]),
+            helper.make_node("Clip", ["r", "lo", "hi"], ["c"]),
+            helper.make_node("Cast", ["c"], ["output"], to=f32),
+        ]
+    )
+    for name, value in (("lo", 0.0), ("hi", 1.0)):
+        model.graph.initializer.append(numpy_helper.from_array(np.array(value, np.float16), name))
+    path = tmp_path / "nan_half_tail.onnx"
+    onnx.save(model, str(path))
+    img = _frame()
+    for make in (OnnxBackend, OpenVinoBackend):
+        with make(model=path, device="cpu") as backend:
+            assert np.array_equal(backend.process(img), img), make
+            assert backend.nonfinite_frames == 1, make
