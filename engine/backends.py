@@ -176,14 +176,20 @@ def carry_warnings(fn: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
-def warn_user(message: str, stacklevel: int = 2) -> None:
+def warn_user(message: str) -> None:
     """Warn about something a person should know (a model loaded unverified, the int8 file
-    refused): to :func:`collect_warnings`' list when one is active here, else
-    ``warnings.warn(message, stacklevel=stacklevel)`` as seen from the caller."""
+    refused): to :func:`collect_warnings`' list when one is active here, else a
+    ``warnings.warn`` that names the first line outside this module (the caller's).
+
+    Counted, not given: a fixed stacklevel named a line in this file when `auto` reached the
+    same check one call deeper than `create_backend` does."""
     collector = _COLLECTED.get()
     if collector is not None and collector.add(str(message)):
         return
-    warnings.warn(message, stacklevel=stacklevel + 1)
+    level, frame = 1, sys._getframe(0)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, stacklevel=level)
 
 
 class BackendError(RuntimeError):
@@ -265,8 +271,7 @@ def _default_model_to_run(gpu: bool, suffix: str = ".onnx") -> Path | None:
         role = "CPU" if gpu else "GPU"
         extra = "" if gpu else "; it is 6x the work of the CPU student, slower here"
         warn_user(
-            f"{wanted} not found in {path.parent}: using {path.name}, the {role} student{extra}",
-            stacklevel=3,
+            f"{wanted} not found in {path.parent}: using {path.name}, the {role} student{extra}"
         )
     return path
 
@@ -299,8 +304,7 @@ def _int8_matches_float() -> bool:
         if str(source).lower() != flt.sha256:
             warn_user(
                 f"{INT8_NAME} was quantized from another file than this student_fast.onnx "
-                "(its quantized_from is not this file's sha256); using the float model",
-                stacklevel=3,
+                "(its quantized_from is not this file's sha256); using the float model"
             )
             return False
         return True
@@ -308,8 +312,7 @@ def _int8_matches_float() -> bool:
         why = "config digests differ" if int8.config_digest else "no config digest says so"
         warn_user(
             f"{INT8_NAME} may hold other weights than student_fast.onnx ({why}); using the "
-            "float model",
-            stacklevel=3,
+            "float model"
         )
         return False
     return True
@@ -394,10 +397,7 @@ def open_model(model: str | Path | ModelFile) -> ModelFile:
         raise ModelError(model_folder_message(path))
     entry = verify_file(path)
     if entry is None:
-        warn_user(
-            f"{path}: not listed in a manifest.json beside it; loading it unverified",
-            stacklevel=3,
-        )
+        warn_user(f"{path}: not listed in a manifest.json beside it; loading it unverified")
     fmt = entry.format if entry else _SUFFIX_FORMAT.get(path.suffix.lower(), "onnx")
     return ModelFile(path=path, format=fmt, entry=entry)
 
@@ -841,8 +841,7 @@ class OnnxBackend(_ModelBackend):
         if uncached is not None and self.providers[0] == "TensorrtExecutionProvider":
             warn_user(
                 f"TensorRT engine cache {uncached} is not writable; "
-                "TensorRT rebuilds its engines at every start",
-                stacklevel=3,
+                "TensorRT rebuilds its engines at every start"
             )
         if (
             device in ("gpu", "cuda")
@@ -1701,8 +1700,7 @@ class ScaledBackend(_BackendBase):
             self._ladder = [1.0]
             warn_user(
                 f"{path} has a fixed input size: the automatic processing scale keeps it at "
-                "full size (export it with dynamic H and W to let it run smaller)",
-                stacklevel=3,
+                "full size (export it with dynamic H and W to let it run smaller)"
             )
 
     @property
@@ -2094,7 +2092,7 @@ def _try_int8(name: str, device: str, threads: int | None, options: dict) -> Bac
     try:
         built = _build(name, open_model(path), device, threads, options)
     except (ModelError, BackendError) as exc:
-        warn_user(f"{INT8_NAME} not usable ({exc}); using the float model", stacklevel=3)
+        warn_user(f"{INT8_NAME} not usable ({exc}); using the float model")
         return None
     _check_float_beside(path.parent)
     return built
@@ -2114,8 +2112,7 @@ def _check_float_beside(folder: Path) -> None:
         why = "is missing" if not path.exists() else f"cannot be checked ({exc})"
     warn_user(
         f"{path.name} in {folder} {why}: running {INT8_NAME}, its int8 copy; reinstall "
-        "SharpCam to repair it",
-        stacklevel=4,
+        "SharpCam to repair it"
     )
 
 
@@ -2174,7 +2171,7 @@ def _create_auto(model: Any, device: str, threads: int | None, options: dict) ->
             # The GPU student is hashed before its session shows whether a GPU is up: a
             # damaged student.onnx refused to start a CPU-only machine whose CPU student (what
             # would run there) was intact.
-            warn_user(f"{exc}; trying the CPU student", stacklevel=3)
+            warn_user(f"{exc}; trying the CPU student")
             failures.append((label, exc))
         except Exception as exc:  # collected: auto reports every failure together
             failures.append((label, exc))

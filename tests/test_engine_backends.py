@@ -1038,11 +1038,12 @@ def test_a_student_standing_in_for_the_other_says_what_it_costs_at_the_callers_l
     monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
     make_onnx_model(tmp_path / "student.onnx", "identity")
     write_manifest(tmp_path, ["student.onnx"])
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        create_backend("onnx", device="cpu").close()
-    said = [w for w in caught if "student_fast.onnx not found" in str(w.message)]
-    assert len(said) == 1 and said[0].filename == __file__
+    for name in ("onnx", "auto"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            create_backend(name, device="cpu").close()
+        said = [w for w in caught if "student_fast.onnx not found" in str(w.message)]
+        assert len(said) == 1 and said[0].filename == __file__, name
     assert str(said[0].message) == (
         f"student_fast.onnx not found in {tmp_path}: using student.onnx, the GPU student; it "
         "is 6x the work of the CPU student, slower here"
@@ -2461,8 +2462,7 @@ def test_an_unlisted_model_is_warned_of_once_at_the_line_that_loads_it(tmp_path)
             load().close()
         said = [w for w in caught if "not listed in a manifest.json" in str(w.message)]
         assert len(said) == 1, [str(w.message) for w in said]
-        if name != "auto":  # `auto` opens it one call deeper: engine/backends.py is named
-            assert said[0].filename == __file__, name
+        assert said[0].filename == __file__, name  # `auto` opens it a call deeper: the same
 
 
 @pytest.mark.parametrize(
