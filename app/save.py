@@ -347,7 +347,11 @@ def describe_result(result: SaveResult) -> tuple[str, str, str]:
     if result.code == 130:
         stops = [s for s in said if s.startswith("interrupted")] or said[-1:]
         # Said after the stop, too: a hidden copy not removed holds as much as the output.
-        warned = [_LEVEL.sub("", s) for s in said if s.startswith(("warning:", "error:"))]
+        warned = [
+            _LEVEL.sub("", s)
+            for s in said
+            if s.startswith(("warning:", "error:")) and s not in stops
+        ]
         return "save_warning", "Saving stopped", "\n".join([*stops, *warned])
     if result.code is None:
         left = [f"The frames done so far are in the hidden file {p} (it may not play)."

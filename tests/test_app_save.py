@@ -1051,6 +1051,9 @@ def test_a_halted_save_says_where_its_frames_went_and_the_warning_after_it() -> 
     text = describe_result(SaveResult("o.mp4", 130, True, said))[2]
     # ...and the warning is said too: the copy it names holds as much as the output, hidden.
     assert text.splitlines() == [kept, ".o.tmp.mp4 could not be removed (a copy): remove it"]
+    # A stop that said no "interrupted" line shows its last line, once.
+    last = "warning: the input's sound could not be read"
+    assert describe_result(SaveResult("o.mp4", 130, True, ["in -> o", last]))[2] == last
 
 
 def test_a_failure_the_command_did_not_word_shows_its_last_lines() -> None:
