@@ -743,18 +743,27 @@ def test_default_model_from_weights_dir(tmp_path, monkeypatch, frame):
     assert be.model.entry is not None and be.model.entry.sha256
 
 
+def _students_in(
+    folder: Path, monkeypatch: pytest.MonkeyPatch, names: list[str], precision: str = "f32"
+) -> list[str]:
+    """``names`` as identity models of one export (one config digest) in the shipped-weights
+    folder ``folder``, on a CPU that OpenVINO runs at ``precision``; returns ``names``."""
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(folder))
+    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", precision)
+    for name in names:
+        make_onnx_model(folder / name, "identity")
+    write_manifest(folder, {name: {"config_digest": "a" * 64} for name in names})
+    return names
+
+
 @needs_openvino
 @pytest.mark.parametrize("precision", ["bf16", "f32", "f16"])
 def test_openvino_defaults_to_int8_where_it_runs_f32_or_bf16(tmp_path, monkeypatch, precision):
-    import engine.backends as B
 
-    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(B._CPU_PRECISION, "CPU", precision)
-    names = ["student_fast.onnx", "student_fast_int8.onnx"]
-    for name in names:
-        make_onnx_model(tmp_path / name, "identity")
     # One export's files: one training run's digest.
-    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    names = _students_in(
+        tmp_path, monkeypatch, ["student_fast.onnx", "student_fast_int8.onnx"], precision
+    )
     want = "student_fast.onnx" if precision == "f16" else "student_fast_int8.onnx"
     assert create_backend("openvino", device="cpu").model.path.name == want
     assert create_backend("auto", device="cpu").model.path.name == want
@@ -828,13 +837,8 @@ def test_openvino_on_a_cuda_machine_keeps_the_cpu_student(tmp_path, monkeypatch)
 
 @needs_openvino
 def test_a_bad_or_foreign_int8_file_falls_back_to_the_float_student(tmp_path, monkeypatch):
-    import engine.backends as B
 
-    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "f32")
-    names = ["student_fast.onnx", "student_fast_int8.onnx"]
-    for name in names:
-        make_onnx_model(tmp_path / name, "identity")
+    names = _students_in(tmp_path, monkeypatch, ["student_fast.onnx", "student_fast_int8.onnx"])
     # exported from other weights (a leftover): the digests differ, the float file wins
     write_manifest(
         tmp_path, {names[0]: {"config_digest": "a" * 64}, names[1]: {"config_digest": "b" * 64}}
@@ -873,14 +877,8 @@ def test_a_damaged_or_missing_float_student_beside_the_int8_one_is_said(
 ):
     # OpenVINO's default runs the int8 file: the float student beside it, changed by a byte or
     # deleted, went unsaid ("a missing or damaged shipped model ... with a visible warning").
-    import engine.backends as B
 
-    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(B._CPU_PRECISION, "CPU", "f32")
-    names = ["student_fast.onnx", "student_fast_int8.onnx"]
-    for name in names:
-        make_onnx_model(tmp_path / name, "identity")
-    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    names = _students_in(tmp_path, monkeypatch, ["student_fast.onnx", "student_fast_int8.onnx"])
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # both intact: nothing said
         assert create_backend("openvino", device="cpu").model.path.name == names[1]
@@ -905,12 +903,7 @@ def test_a_damaged_or_missing_float_student_beside_the_int8_one_is_said(
 def test_a_float_student_beside_the_int8_one_that_cannot_be_checked_says_why(tmp_path, monkeypatch):
     # It is there but cannot be read (its permissions, a file system error): "is missing"
     # would send a person looking for a file that is right there.
-    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
-    names = ["student_fast.onnx", "student_fast_int8.onnx"]
-    for name in names:
-        make_onnx_model(tmp_path / name, "identity")
-    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    names = _students_in(tmp_path, monkeypatch, ["student_fast.onnx", "student_fast_int8.onnx"])
     real = backends.verify_file
 
     def verify(path: Path) -> object:
@@ -934,12 +927,7 @@ def test_a_float_student_beside_the_int8_one_that_cannot_be_checked_says_why(tmp
 def test_an_int8_student_that_will_not_start_gives_way_to_the_float_one(tmp_path, monkeypatch):
     # The int8 file is sound but its runtime refuses it (an op this OpenVINO cannot compile):
     # the float student beside it is the same network, and runs, with a word.
-    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
-    names = ["student_fast.onnx", "student_fast_int8.onnx"]
-    for name in names:
-        make_onnx_model(tmp_path / name, "identity")
-    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    names = _students_in(tmp_path, monkeypatch, ["student_fast.onnx", "student_fast_int8.onnx"])
     real = backends._build
 
     def build(name: str, model: object, *args: object) -> object:
@@ -961,12 +949,9 @@ def test_openvino_on_its_gpu_does_not_try_the_int8_cpu_student(tmp_path, monkeyp
     # usable) before saying there is no GPU.
     if "GPU" in backends._ov_core().available_devices:
         pytest.skip("this machine has a GPU OpenVINO runs on")
-    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
-    names = ["student_fast.onnx", "student_fast_int8.onnx", "student.onnx"]
-    for name in names:
-        make_onnx_model(tmp_path / name, "identity")
-    write_manifest(tmp_path, {name: {"config_digest": "a" * 64} for name in names})
+    _students_in(
+        tmp_path, monkeypatch, ["student_fast.onnx", "student_fast_int8.onnx", "student.onnx"]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         with pytest.raises(BackendError, match="OpenVINO device GPU not available"):
@@ -996,11 +981,7 @@ def test_an_int8_file_quantized_from_the_float_one_is_matched_in_any_hex_case(
 ):
     # A sha256 is compared as the digest it is: one written in capitals (by hand, by another
     # tool) names the same float file.
-    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))
-    monkeypatch.setitem(backends._CPU_PRECISION, "CPU", "f32")
-    names = ["student_fast.onnx", "student_fast_int8.onnx"]
-    for name in names:
-        make_onnx_model(tmp_path / name, "identity")
+    names = _students_in(tmp_path, monkeypatch, ["student_fast.onnx", "student_fast_int8.onnx"])
     write_manifest(tmp_path, names)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     manifest["files"][names[1]]["quantized_from"] = manifest["files"][names[0]]["sha256"].upper()
