@@ -31,16 +31,23 @@ HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
 needs_openvino = pytest.mark.skipif(not HAS_OPENVINO, reason="openvino is not installed")
 
 
+def _tiny_with_weights(seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """A tiny student whose weights do something (seeded): a fresh one outputs its input
+    exactly (its last convolution starts at zero), so parity would check only the identity."""
+    torch.manual_seed(seed)
+    model = create_student("tiny").eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * scale)
+    return model
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, torch.nn.Module, Path]:
     """A tiny student checkpoint exported through the CLI, with a metrics file."""
     root = tmp_path_factory.mktemp("export")
-    torch.manual_seed(1)
-    model = create_student("tiny")
     # Make the residual visible so parity compares real outputs, not the identity.
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = _tiny_with_weights(1)
     config = {"student": "tiny", "student_kwargs": {}, "lr": 5e-5}
     ckpt = root / "best.pt"
     torch.save({"model": model.state_dict(), "config": config, "epoch": 3}, ckpt)
@@ -293,11 +300,7 @@ def test_an_onnx_file_that_differs_from_eager_fails_the_export(
     # A real mismatch in the graph written, at the default tolerances. A fresh student outputs
     # its input exactly (its last convolution starts at zero), so parity of one checked only
     # that the identity stays the identity: the model here has weights that do something.
-    torch.manual_seed(3)
-    model = create_student("tiny").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = _tiny_with_weights(3)
     write = E.export_onnx
 
     def drifted(m: torch.nn.Module, path: str | Path, **kwargs: int) -> str:
@@ -1511,11 +1514,7 @@ def test_int8_residual_snr_compares_the_corrections(tmp_path: Path) -> None:
     # A graph that applies half of the student's correction: 6.02 dB residual SNR (error is half
     # the correction), whatever the PSNR. Measured against the output instead of the correction,
     # the SNR would be ~22 dB here (~16 more) and a graph that barely deblurs would pass.
-    torch.manual_seed(1)
-    model = create_student("tiny").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = _tiny_with_weights(1)
     wrapper = E.ExportWrapper(model).eval()
 
     def half(x: np.ndarray) -> np.ndarray:
@@ -1878,11 +1877,7 @@ def test_int8_that_makes_half_the_correction_is_refused(
     # 6 dB residual SNR: it visibly deblurs less than the float file and must not ship.
     from contract_models import make_onnx_model
 
-    torch.manual_seed(1)
-    model = create_student("tiny").eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.01)  # small: half of it stays above the PSNR bound
+    model = _tiny_with_weights(1, 0.01)  # small: half of it stays above the PSNR bound
     wrapper = E.ExportWrapper(model).eval()
     scores: list[tuple[dict, dict]] = []
 
