@@ -34,9 +34,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import traceback
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
@@ -1651,14 +1652,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             parser.error(str(exc))
         raise
     if dist.is_initialized():
-        # Leave together: a rank that tears its gloo connections down while the other is still
-        # finishing can make that one abort at exit (seen once in CI as SIGABRT after training).
+        # Leave together: no rank tears its gloo connections down under the other's last
+        # collective. (The abort CI saw at exit is another race: see run_and_exit_now.)
         dist.barrier()
         dist.destroy_process_group()
     return result
 
 
-if __name__ == "__main__":
+def _cli() -> NoReturn:
     from training.config import exit_missing_data
     from training.teachers import WeightsError
 
@@ -1680,3 +1681,46 @@ if __name__ == "__main__":
             raise  # raised while training, not by missing data: the traceback says where
         exit_missing_data("train", exc)
     raise SystemExit(result["exit_status"])
+
+
+def _exit_status(code: object) -> int:
+    """The status Python gives ``SystemExit(code)``: None is 0, a message is printed and 1."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    with contextlib.suppress(OSError):
+        print(code, file=sys.stderr)
+    return 1
+
+
+def run_and_exit_now(entry: Callable[[], object]) -> NoReturn:
+    """Call ``entry()`` and leave at once with its status, without finalizing Python.
+
+    For a rank of a torchrun run. After the last collective a gloo worker thread can still be
+    freeing that work's tensors, which takes the GIL; when the interpreter is finalizing by then,
+    the thread is torn down inside a noexcept destructor and the process aborts (SIGABRT,
+    "terminate called without an active exception"; gdb on the core shows
+    ``~AsyncBarrierWork`` -> ``decref_pyobject`` -> ``take_gil`` -> ``pthread_exit``). On a loaded
+    2-core machine that was about 1 exit in 10, barrier and destroy_process_group or not. The
+    run's files are closed by then (checkpoints fsynced); only the standard streams need flushing.
+    """
+    try:
+        entry()
+        status = 0
+    except SystemExit as exc:
+        status = _exit_status(exc.code)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            traceback.print_exc()
+        status = 1
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        run_and_exit_now(_cli)
+    _cli()
