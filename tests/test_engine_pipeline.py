@@ -752,6 +752,7 @@ def test_live_source_end_finishes(tmp_path):
     eng.start()
     assert eng.wait(5)
     assert not eng.running and rec.closed == 1
+    assert not eng.complete  # a live stream has no end to reach: never "complete"
     assert eng.stop() is True
     assert 1 <= len(rec.indices) <= 5 and rec.indices == sorted(rec.indices)
 
@@ -1823,3 +1824,317 @@ def test_a_backend_swapped_in_lifts_the_nonfinite_warning_of_the_one_before(
     assert wait_until(lambda: 7 in rec.values), rec.values[-5:]
     assert eng.nonfinite_warning is None and eng.stats().warning is None
     eng.stop()
+
+
+def test_offline_capture_runs_at_most_queue_size_frames_ahead_of_a_busy_model() -> None:
+    # The offline FIFO is bounded: a stalled model must not let a long clip pile up in memory.
+    # Frame 0 is in the model, queue_size frames wait, and one more read waits to be put.
+    src = Held(20)
+    model = Slow(delay=5.0)
+    eng = Engine(src, model, sinks=[Recorder()], live=False, queue_size=2)
+    eng.start()
+    try:
+        assert model.entered.wait(5)
+        assert wait_until(lambda: src.reads >= 4)
+        time.sleep(0.1)  # room for a read too many, if the queue took a third frame
+        assert src.reads == 2 + 2
+    finally:
+        model.release.set()
+        eng.stop(timeout=2.0)
+
+
+def test_a_source_that_does_not_say_whether_it_is_live_is_run_live() -> None:
+    # Any object with read() and close() is a source; unsaid, it is a live one: frames are
+    # dropped, never queued behind a slow model.
+    class Bare:
+        def read(self) -> Frame | None:
+            return None
+
+        def close(self) -> None:
+            pass
+
+    eng = Engine(Bare(), None)
+    assert eng.live
+    assert eng._in.put(1) == (True, None) and eng._in.put(2) == (True, 1)
+    eng.stop()
+
+
+def test_a_preview_fps_of_zero_previews_every_frame() -> None:
+    # 0 means unthrottled, not "once a second".
+    previews: list[int] = []
+    src = Held(5)
+    rec = Recorder()
+    eng = Engine(
+        src,
+        None,
+        sinks=[rec],
+        live=False,
+        on_preview=lambda o, p: previews.append(o.index),
+        preview_fps=0,
+    )
+    eng.start()
+    try:
+        assert wait_until(lambda: len(previews) >= 5, timeout=3.0), previews
+        assert previews == [0, 1, 2, 3, 4]
+    finally:
+        eng.stop(timeout=2.0)
+
+
+def test_a_sink_added_after_one_failed_ends_the_warning_about_it(tmp_path: Path) -> None:
+    # The app turns its virtual camera on again: the new output replaces the broken one, so
+    # the banner must stop saying an output is gone.
+    class Broken(Recorder):
+        def write(self, frame: Frame) -> None:
+            raise SinkError("device gone")
+
+        def describe(self) -> str:
+            return "broken"
+
+    src = open_source(still(tmp_path), live=True, fps=200)
+    eng = Engine(src, None, sinks=[Broken()], on_error=lambda e: None)
+    eng.start()
+    try:
+        assert wait_until(lambda: bool(eng.failed_sinks))
+        assert "output broken failed" in (eng.stats().warning or "")
+        again = Recorder()
+        assert eng.add_sink(again)
+        assert again.wait_for(1)
+        assert "output broken failed" not in (eng.stats().warning or "")
+    finally:
+        eng.stop()
+
+
+def test_a_slow_live_output_counts_the_frames_it_skips_as_dropped(tmp_path: Path) -> None:
+    # A fast model feeding a slow output drops in the second slot: "N dropped" must account
+    # for those too, or frames vanish from the stats without a trace.
+    class SlowSink(Recorder):
+        def write(self, frame: Frame) -> None:
+            time.sleep(0.03)
+            super().write(frame)
+
+    src = open_source(still(tmp_path), live=True, fps=200)
+    rec = SlowSink()
+    eng = Engine(src, Invert(), sinks=[rec])
+    eng.start()
+    try:
+        assert rec.wait_for(8)
+    finally:
+        eng.stop(timeout=2.0)
+    s = eng.stats()
+    assert s.dropped > 0, s
+    # What is neither written nor dropped was in flight at the stop: two slots, two threads.
+    assert s.frames_in - s.frames_out - s.dropped <= 4, s
+
+
+def test_an_offline_model_failure_stops_reading_and_closes_the_source_by_itself() -> None:
+    # Nobody calls stop() yet (a caller waits on done first): the capture thread must not
+    # stay blocked on a full queue that nothing reads any more, holding the input open.
+    src = Held(30)
+    eng = Engine(src, Failing(fail_at=2), sinks=[Recorder()], live=False, on_error=lambda e: None)
+    eng.start()
+    try:
+        assert eng.wait(5)
+        assert wait_until(lambda: src.closed >= 1, timeout=2.0)
+        assert eng.join(timeout=2.0)
+        assert src.reads < 30
+    finally:
+        eng.stop(timeout=2.0)
+
+
+def test_a_sink_removed_by_an_earlier_sinks_write_is_not_written_after_its_close(
+    tmp_path: Path,
+) -> None:
+    # A recording stopped from another output's callback: its file is closed, and the pass of
+    # writes under way must not write the frame into it after that.
+    late: list[int] = []
+
+    class Strict(Recorder):
+        def write(self, frame: Frame) -> None:
+            if self.closed:
+                late.append(frame.index)
+            super().write(frame)
+
+    later = Strict()
+
+    def stop_the_other(frame: Frame) -> None:
+        if frame.index == 2:
+            eng.remove_sink(later)
+
+    src = open_source(stamped_video(tmp_path / "in.avi", 6), live=False)
+    eng = Engine(src, None, sinks=[CallbackSink(callback=stop_the_other), later], live=False)
+    eng.start()
+    assert eng.wait(10)
+    assert eng.stop(timeout=2.0)
+    assert later.closed == 1 and late == [] and later.indices == [0, 1]
+
+
+class _Ends:
+    """An offline source of ``n`` frames, then its end; ``ended`` is set once read() said so."""
+
+    live, frame_count, size, fps = False, None, (W, H), 25.0
+
+    def __init__(self, n: int) -> None:
+        self.n, self.reads = n, 0
+        self.ended = threading.Event()
+
+    def read(self) -> Frame | None:
+        if self.reads >= self.n:
+            self.ended.set()
+            return None
+        self.reads += 1
+        return Frame(stamp(self.reads - 1), self.reads - 1, time.perf_counter())
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_stop_after_the_sources_end_but_before_the_last_frames_were_written_is_incomplete() -> (
+    None
+):
+    # The source had ended, but the frames still queued behind a busy model were thrown away
+    # by the stop: the output lacks them, so it is aborted, not finished as complete.
+    src = _Ends(5)
+    model = Slow(delay=5.0)
+    sink = Aborting()
+    eng = Engine(src, model, sinks=[sink], live=False)
+    eng.start()
+    try:
+        assert model.entered.wait(5) and src.ended.wait(5)
+        eng.stop(timeout=0.5)
+        assert eng.done.wait(2)
+        assert sink.aborted == 1 and sink.closed == 0 and not eng.complete
+    finally:
+        model.release.set()
+        eng.join(timeout=2.0)
+
+
+def test_frames_shown_only_in_the_preview_count_as_out(tmp_path: Path) -> None:
+    # The app with no output turned on still streams to its preview: its fps must not read 0.
+    shown = threading.Event()
+    src = open_source(still(tmp_path), live=True, fps=100)
+    eng = Engine(src, Invert(), on_preview=lambda o, p: shown.set(), preview_fps=0)
+    eng.start()
+    try:
+        assert shown.wait(5)
+        assert wait_until(lambda: eng.stats().frames_out >= 3)
+    finally:
+        eng.stop()
+
+
+def test_a_frame_written_by_one_sink_counts_out_although_another_failed(tmp_path: Path) -> None:
+    # frames_out counts frames that reached an output: the recording got the frame on which
+    # the virtual camera broke.
+    class Broken(Recorder):
+        def write(self, frame: Frame) -> None:
+            raise SinkError("device gone")
+
+    rec = Recorder()
+    src = open_source(still(tmp_path), live=True, fps=200)
+    eng = Engine(src, None, sinks=[Broken(), rec], on_error=lambda e: None)
+    eng.start()
+    try:
+        assert rec.wait_for(3)
+    finally:
+        assert eng.stop(timeout=2.0)
+    assert eng.failed_sinks and eng.stats().frames_out == len(rec.indices)
+
+
+def test_a_live_source_late_by_less_than_three_frame_intervals_is_not_called_stalled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A camera's frames come with jitter: one 1.5 intervals apart is no stalled camera. (The
+    # 0.3 s margin to 3 intervals is for a loaded machine.)
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "STALL_S", 0.05)
+
+    class Late:
+        fps = 5.0  # what it says; it delivers every 0.3 s
+
+        def __init__(self, inner) -> None:  # noqa: ANN001
+            self.inner = inner
+
+        def read(self) -> Frame | None:
+            time.sleep(0.3)
+            return self.inner.read()
+
+        def __getattr__(self, name: str):  # noqa: ANN204
+            return getattr(self.inner, name)
+
+    src = Late(open_source(still(tmp_path), live=True, fps=100))
+    eng = Engine(src, None, sinks=[Recorder()])
+    eng.start()
+    seen = set()
+    end = time.monotonic() + 1.3
+    while time.monotonic() < end:
+        seen.add(eng.stats().warning)
+        time.sleep(0.05)
+    eng.stop(timeout=2.0)
+    assert seen == {None}
+
+
+def test_an_error_a_stop_causes_is_no_failure_of_the_run() -> None:
+    # A camera closed under its blocked read raises: the stop ended the run, not the error.
+    class RaisesWhenInterrupted:
+        live, size, fps = True, (W, H), 30.0
+
+        def __init__(self) -> None:
+            self.reading = threading.Event()
+            self._wake = threading.Event()
+
+        def read(self) -> Frame | None:
+            self.reading.set()
+            self._wake.wait(5)
+            raise SourceError("device closed")
+
+        def interrupt(self) -> None:
+            self._wake.set()
+
+        def close(self) -> None:
+            self._wake.set()
+
+    src = RaisesWhenInterrupted()
+    errors: list[BaseException] = []
+    eng = Engine(src, None, on_error=errors.append)
+    eng.start()
+    assert src.reading.wait(5)
+    assert eng.stop(timeout=2.0)
+    assert eng.failure is None
+    assert any(isinstance(e, SourceError) for e in errors)  # still told, as any error
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [((H // 2, W, 3), np.uint8), ((H, W, 3), np.float32)])
+def test_a_live_backend_returning_the_wrong_image_passes_frames_through(
+    tmp_path: Path, shape: tuple[int, int, int], dtype: type
+) -> None:
+    # A model exported for another size or giving floats: the stream goes on unprocessed and
+    # says why, rather than the inference thread dying on the copy into the frame.
+    class Wrong(Invert):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            return np.zeros(shape, dtype)
+
+    rec = Recorder()
+    src = open_source(still(tmp_path, value=100), live=True, fps=200)
+    eng = Engine(src, Wrong(), sinks=[rec], on_error=lambda e: None)
+    eng.start()
+    try:
+        assert rec.wait_for(3)
+    finally:
+        eng.stop(timeout=2.0)
+    assert rec.values[-1] == 100 and eng.stats().backend == "passthrough"
+    assert f"returned {shape} {np.dtype(dtype)}" in (eng.stats().warning or "")
+
+
+def test_a_finished_offline_run_leaves_no_thread_running_before_stop(tmp_path: Path) -> None:
+    # `run` waits for done, reads the final stats, then stops: the stats thread must have
+    # ended with the run, not tick on until the stop.
+    snapshots: list[EngineStats] = []
+    src = open_source(stamped_video(tmp_path / "in.avi", 5), live=False)
+    eng = Engine(src, None, sinks=[Recorder()], live=False, on_stats=snapshots.append)
+    eng.start()
+    try:
+        assert eng.wait(5)
+        assert eng.join(timeout=2.0)
+        assert snapshots and snapshots[-1].frames_out == 5
+    finally:
+        eng.stop(timeout=2.0)
