@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -130,7 +131,9 @@ def test_run_bench_skips_model_backends_without_a_model(
     monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))  # no shipped weights
     report = bench.run_bench(None, sizes=[(64, 48)], frames=3)
     assert [r.backend for r in report.results] == ["unsharp"]
-    assert any("no model" in n and "onnx" in n for n in report.notes)
+    # Said once for every model backend, not once more per backend that failed to start.
+    (note,) = report.notes
+    assert "no model" in note and "onnx" in note, note
     # asked for by name, a model backend without a model is an error, not a note
     with pytest.raises(ModelError):
         bench.run_bench(["onnx"], sizes=[(64, 48)], frames=3)
@@ -670,3 +673,343 @@ def test_a_stalled_model_only_call_does_not_move_the_model_column(
     monkeypatch.setattr(bench, "measure_pipeline", measure_pipeline)
     row = bench.bench_backend(_SlowBackend(0.0), (64, 48), "clip.mp4", 10, warmup=1, rounds=1)
     assert (row.model_ms, row.model_fps, row.overhead_ratio) == (10.0, 100.0, 0.5)
+
+
+def test_machine_info_counts_the_cores_this_process_may_use(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A job pinned to one core of many (taskset, a container's cpuset) runs the model on that
+    # one: the speeds quoted must say so, not the machine's total.
+    monkeypatch.setattr(bench.os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    monkeypatch.setattr(bench.os, "cpu_count", lambda: 8)
+    info = bench.machine_info()
+    assert (info["cores"], info["usable_cores"]) == (8, 1)
+    # The kernel release too: bug reports compare speeds across kernels, not only "Linux".
+    assert info["os"] == f"{bench.platform.system()} {bench.platform.release()}"
+    # Without sched_getaffinity (macOS, Windows) every core counts as usable.
+    monkeypatch.delattr(bench.os, "sched_getaffinity", raising=False)
+    assert bench.machine_info()["usable_cores"] == 8
+
+
+def test_machine_info_lists_only_the_runtimes_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = bench.importlib.metadata.version
+
+    def version(dist: str) -> str:
+        if dist == "torch":
+            raise bench.importlib.metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(bench.importlib.metadata, "version", version)
+    assert "torch" not in bench.machine_info()["versions"]
+
+
+def test_format_table_aligns_its_columns_and_keeps_their_decimals() -> None:
+    # A typical row: the ratio the README quotes keeps 3 decimals (0.823, not 0.82), a model
+    # time 2 (12.35), and an exact 0 prints as the column's other numbers do.
+    row = bench.BenchResult("onnx", "640x360", 12.3456, 81.0, 66.67, 0.823, 0.0, 20.0, 60.0)
+    report = bench.BenchReport(
+        machine={"cpu": "X", "cores": 8, "usable_cores": 2, "os": "L", "backends": {"onnx": ""}},
+        results=[row],
+    )
+    lines = bench.format_table(report).splitlines()
+    # The cores the run could use, not the machine's; no "runs on" line with no provider known.
+    assert lines[0] == "machine: X · 2 cores · L"
+    head, rule, text = lines[1], lines[2], lines[3]
+    assert set(rule.replace(" ", "")) == {"-"}
+    assert text.split() == [
+        "onnx", "640x360", "12.35", "81.0", "66.7", "60.0", "0.823", "0.0", "20.0"
+    ]  # fmt: skip
+    # Names start under their heading; numbers end under theirs.
+    assert text.index("640x360") == head.index("size")
+    for title, value in (("model ms", "12.35"), ("overhead", "0.823"), ("lat p95", "20.0")):
+        assert text.index(value) + len(value) == head.index(title) + len(title), (head, text)
+
+
+class _Clock:
+    """A ``perf_counter`` that moves only when told: the running estimates, exactly."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+def test_demand_source_keeps_a_running_estimate_of_the_decode_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # read_s is how early the just-in-time schedule starts a decode: the first decode, then a
+    # 0.7 / 0.3 average so that one slow decode moves it by a third only.
+    clock = _Clock()
+    monkeypatch.setattr(bench, "time", clock)
+    took = iter([0.010, 0.020, 0.0])
+
+    class Timed(_FrameSource):
+        def read(self) -> object:
+            clock.now += next(took)
+            self.reads += 1
+            return object() if self.reads < 3 else None  # then the clip ends
+
+    gate = bench.DemandGate()
+    src = bench.DemandSource(Timed(), gate)
+    src.read()
+    assert gate.read_s == pytest.approx(0.010)
+    gate.open()
+    src.read()
+    assert gate.read_s == pytest.approx(0.7 * 0.010 + 0.3 * 0.020)
+    gate.open()
+    assert src.read() is None
+    assert src.frames_read == 2  # the end of the clip is no frame
+
+
+def test_just_in_time_opens_the_gate_a_decode_before_the_model_call_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _Clock()
+    monkeypatch.setattr(bench, "time", clock)
+
+    class Takes(_SlowBackend):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            clock.now += self.ms / 1000.0
+            return rgb
+
+    inner = Takes(10.0)
+    gate = bench.DemandGate()
+    gated = bench.GatedBackend(inner, gate, schedule="jit")
+    image = np.zeros((8, 8, 3), np.uint8)
+    gated.process(image)
+    inner.ms = 20.0
+    gated.process(image)
+    # A slower call moves the estimate by 0.3 of the difference, not to the new call.
+    assert gated._model_s == pytest.approx(0.7 * 0.010 + 0.3 * 0.020)
+    gate.read_s = 0.100
+    t0 = clock.now
+    gated.process(image)
+    # The decode (plus a quarter, plus half a millisecond) ends as the estimated call does.
+    assert gate.not_before == pytest.approx(t0 + 0.013 - (0.100 * 1.25 + 0.0005), abs=1e-9)
+
+
+class _Interruptible(_FrameSource):
+    interrupted = False
+
+    def interrupt(self) -> None:
+        self.interrupted = True
+
+
+def _read_stopped_by(stop: str, due_in_s: float | None) -> tuple[list[object], _Interruptible]:
+    """A read waiting on its gate (closed, or opened for a decode ``due_in_s`` ahead), then
+    ``src.<stop>()``: what the read returned, and the wrapped source."""
+    inner = _Interruptible()
+    gate = bench.DemandGate()
+    src = bench.DemandSource(inner, gate)
+    src.read()  # the first frame, wanted at once; the gate closes behind it
+    if due_in_s is not None:
+        gate.open(time.perf_counter() + due_in_s)
+    results: list[object] = []
+    reader = threading.Thread(target=lambda: results.append(src.read()), daemon=True)
+    reader.start()
+    time.sleep(0.05)
+    getattr(src, stop)()
+    reader.join(5.0)
+    assert not reader.is_alive(), f"read() still waits after {stop}()"
+    return results, inner
+
+
+def test_a_demand_source_blocked_on_its_gate_wakes_when_interrupted_or_closed() -> None:
+    # The engine stops its source with interrupt() or close(): a read waiting for the gate or
+    # for a decode due 30 s ahead must return at once, and the wrapped source be told too.
+    for due_in_s in (None, 30.0):
+        results, inner = _read_stopped_by("interrupt", due_in_s)
+        assert results == [None] and inner.interrupted
+        results, inner = _read_stopped_by("close", due_in_s)
+        assert results == [None] and not inner.interrupted  # closed instead
+
+
+def test_gated_backend_passes_the_denoise_overhead_to_an_auto_scale() -> None:
+    # --scale auto --denoise: the engine tells the backend what noise reduction costs, and
+    # the bench's wrapper stood between them.
+    told: list[float] = []
+
+    class Budgets(_SlowBackend):
+        def set_overhead(self, seconds: float) -> None:
+            told.append(seconds)
+
+    bench.GatedBackend(Budgets(0.0), bench.DemandGate()).set_overhead(0.004)
+    bench.GatedBackend(_SlowBackend(0.0), bench.DemandGate()).set_overhead(0.004)
+    assert told == [0.004]
+
+
+def test_pipeline_measure_fps_is_the_median_interval() -> None:
+    m = bench.PipelineMeasure([10.0, 10.0, 40.0], [1.0] * 4, 4, [])
+    assert m.fps == pytest.approx(100.0)
+    assert np.isnan(bench.PipelineMeasure([], [1.0], 1, []).fps)
+
+
+def test_a_pipeline_measure_that_does_not_end_stops_at_its_timeout(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine import pipeline
+
+    modes: list[bool] = []
+    real = pipeline.Engine.start
+
+    def start(self: pipeline.Engine) -> None:
+        modes.append(self.live)
+        real(self)
+
+    monkeypatch.setattr(pipeline.Engine, "start", start)
+    clip = bench.make_bench_clip(tmp_path / "c.mp4", (64, 48), 20)
+    t0 = time.perf_counter()
+    m = bench.measure_pipeline(_SlowBackend(250.0), clip, frames=18, warmup=1, timeout_s=0.3)
+    # 20 calls of 250 ms took 5 s: the timeout ends it after the call in progress.
+    assert time.perf_counter() - t0 < 3.0
+    assert m.frames_out < 20
+    assert modes == [True]  # the live pipeline (latest-frame slots) the README's numbers are
+
+
+def test_bench_backend_pools_every_rounds_times_and_passes_its_options_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Rounds alternate so that both measures see the same background load: a row made of the
+    # last round alone (or the first) is the noise the rounds are there to average out.
+    model_ms = iter([10.0, 30.0])
+    interval_ms = iter([20.0, 40.0])
+    pipe_kw: list[dict[str, object]] = []
+
+    def measure_model(backend, size, frames, warmup=3):  # noqa: ANN001, ANN202
+        t = next(model_ms)
+        return t, [t] * frames
+
+    def measure_pipeline(backend, clip, frames, warmup=2, **kw):  # noqa: ANN001, ANN202
+        pipe_kw.append(kw)
+        return bench.PipelineMeasure([next(interval_ms)] * 3, [5.0] * 4, 4, [])
+
+    monkeypatch.setattr(bench, "measure_model", measure_model)
+    monkeypatch.setattr(bench, "measure_pipeline", measure_pipeline)
+    row = bench.bench_backend(
+        _SlowBackend(0.0), (64, 48), "c.mp4", 6, rounds=2, schedule="prefetch", denoise=True
+    )
+    assert (row.model_ms, row.model_fps) == (20.0, 50.0)  # the median of 3 x 10 and 3 x 30
+    assert row.pipeline_fps == pytest.approx(1000 / 30.0, rel=1e-3)
+    assert pipe_kw == [{"schedule": "prefetch", "denoise": True}] * 2
+
+
+def test_bench_backend_of_a_model_too_fast_to_time_has_no_fps_but_a_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A call shorter than the clock's resolution times 0 ms: the row says "not measurable"
+    # for its rate (JSON has no inf) instead of dividing by zero and losing every other row.
+    monkeypatch.setattr(bench, "measure_model", lambda *a, **kw: (0.0, [0.0, 0.0]))
+    monkeypatch.setattr(
+        bench,
+        "measure_pipeline",
+        lambda *a, **kw: bench.PipelineMeasure([], [1.0], 1, []),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor a numpy warning about an empty list on stderr
+        row = bench.bench_backend(_SlowBackend(0.0), (64, 48), "c.mp4", 2, rounds=1)
+    assert (row.model_ms, row.model_fps, row.pipeline_fps, row.pipeline_fps_mean) == (
+        0.0, None, None, None
+    )  # fmt: skip
+
+
+def test_run_bench_hands_its_options_to_each_row_and_says_where_it_is(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The library call's schedule, warm-up and rounds reach the measures; the clips go to
+    # workdir and are gone after; the progress line names each row as it starts.
+    rows: list[dict[str, object]] = []
+    clips: list[Path] = []
+    real_clip = bench.make_bench_clip
+
+    def make_bench_clip(path, size, frames, fps=30.0):  # noqa: ANN001, ANN202
+        clips.append(Path(path))
+        return real_clip(path, size, frames, fps)
+
+    def bench_backend(backend, size, clip, frames, **kw):  # noqa: ANN001, ANN202
+        rows.append(kw)
+        return bench.BenchResult(kw["label"], bench.format_size(size), *[1.0] * 6)
+
+    monkeypatch.setattr(bench, "make_bench_clip", make_bench_clip)
+    monkeypatch.setattr(bench, "bench_backend", bench_backend)
+    said: list[str] = []
+    bench.run_bench(
+        ["passthrough"], sizes=[(64, 48)], frames=4, warmup=1, rounds=2, schedule="serial",
+        workdir=tmp_path, on_progress=said.append,
+    )  # fmt: skip
+    assert rows == [
+        {"warmup": 1, "rounds": 2, "schedule": "serial", "label": "passthrough", "denoise": False}
+    ]
+    assert said == ["passthrough 64x48"]
+    assert [c.parent.parent for c in clips] == [tmp_path] and not list(tmp_path.iterdir())
+
+
+def test_an_auto_rows_tally_reads_the_scale_a_call_runs_at_not_the_next() -> None:
+    # ScaledBackend steps its scale during a call, for the next one: read after, a call at 1x
+    # that stepped down was counted at 0.75x.
+    class Steps(_SlowBackend):
+        scale = 1.0
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            self.scale = 0.75
+            return rgb
+
+    tally = bench._ScaleTally(Steps(0.0))
+    tally.process(np.zeros((8, 8, 3), np.uint8))
+    assert tally.calls == {1.0: 1}
+
+
+def test_a_backend_that_cannot_start_is_noted_once_whatever_the_scales() -> None:
+    report = bench.run_bench(
+        ["nope", "passthrough"], sizes=[(64, 48)], frames=2, rounds=1, strict=False,
+        scales=["1", "0.5"],
+    )  # fmt: skip
+    (note,) = [n for n in report.notes if "nope" in n]  # not once per scale
+    assert note.startswith("nope skipped: unknown backend 'nope'"), note
+    assert [r.backend for r in report.results] == ["passthrough"]
+
+
+def test_run_bench_closes_a_backend_it_opened_twice_and_survives_a_failing_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from engine import backends
+
+    opened: list[_SlowBackend] = []
+
+    class Tracked(_SlowBackend):
+        def __init__(self, **_options: object) -> None:
+            super().__init__(0.0)
+            self.closed = False
+            opened.append(self)
+
+        def close(self) -> None:
+            self.closed = True
+            if self is opened[0]:  # the one measured, closed at the end
+                raise RuntimeError("the runtime would not let go")
+
+    monkeypatch.setitem(backends.BACKENDS, "tracked", Tracked)
+    # Asked for twice at full size: one row; the duplicate's session is closed at once, and a
+    # runtime failing to close loses none of the rows measured.
+    report = bench.run_bench(["tracked"], sizes=[(64, 48)], frames=2, rounds=1, scales=["1", "1.0"])
+    assert [r.backend for r in report.results] == ["slow"]
+    assert len(opened) == 2 and all(b.closed for b in opened)
+
+
+def test_ctrl_c_before_the_first_row_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    from engine import backends
+
+    monkeypatch.setitem(backends.BACKENDS, "stoppable", lambda **_o: _InterruptedAt(64))
+    report = bench.run_bench(["stoppable"], sizes=[(64, 48)], frames=2, rounds=1)
+    assert report.interrupted and report.results == []
+    assert report.notes == ["stopped by Ctrl-C before a row was measured"]
+
+
+def test_precision_is_openvinos_alone_the_other_rows_run_as_ever(tmp_path: Path) -> None:
+    # `bench --backend openvino --backend onnx --precision f32`: ONNX Runtime has no precision
+    # to force, and handed one it could not start.
+    model = make_onnx_model(tmp_path / "m.onnx", kind="sharpen")
+    report = bench.run_bench(
+        ["onnx", "unsharp"], sizes=[(64, 48)], frames=2, rounds=1, model=model, precision="f32"
+    )
+    assert [r.backend for r in report.results] == ["onnx", "unsharp"]
+    assert not report.notes

@@ -702,6 +702,9 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults <- YAML file <- ``--key=value`` overrides, type-checked."""
     data: dict[str, Any] = {}
+    if isinstance(path, str) and not path:
+        # `--config "$CFG"` with CFG unset trained the defaults, for hours, without a word.
+        raise ConfigError("config path is empty (leave --config out for the defaults)")
     if path:
         text = Path(path).read_text(encoding="utf-8")
         try:
