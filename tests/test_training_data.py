@@ -1166,3 +1166,150 @@ def test_validation_range_ending_where_training_starts_is_refused(tmp_path: Path
     cfg.data.raw_val_range = [1, 240]
     with pytest.raises(ConfigError, match="overlaps"):
         build_data(cfg)
+
+
+def test_list_images_finds_every_image_file_in_a_stable_order(tmp_path: Path) -> None:
+    from training.data import list_images
+
+    # Enough names that the file system's own listing order is unlikely to be sorted already.
+    names = [f"{c}.png" for c in "qwertyuiopasdfghjkl"] + ["UPPER.JPG"]
+    for n in names:
+        cv2.imwrite(str(tmp_path / n), np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "sub").mkdir()
+    cv2.imwrite(str(tmp_path / "sub" / "deep.png"), np.zeros((2, 2, 3), np.uint8))
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "folder.png").mkdir()  # an image suffix on a folder must not be read as a file
+    top = sorted(tmp_path / n for n in names)
+    assert list_images(tmp_path, recursive=False) == top
+    assert list_images(tmp_path) == sorted([*top, tmp_path / "sub" / "deep.png"])
+    assert list_images(tmp_path / "q.png") == [tmp_path / "q.png"]  # a file names itself
+
+
+def test_raw_frames_leave_subfolders_out(tmp_path: Path) -> None:
+    from training.data import list_frames
+
+    # A clip's folder may hold other things (a thumbnail folder): only its own images are frames.
+    for i in (1, 2, 3):
+        cv2.imwrite(str(tmp_path / f"{i:06d}.png"), np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "thumbs").mkdir()
+    cv2.imwrite(str(tmp_path / "thumbs" / "000002.png"), np.zeros((2, 2, 3), np.uint8))
+    assert [p.name for p in list_frames(tmp_path)] == ["000001.png", "000002.png", "000003.png"]
+
+
+def test_load_image_u8_gives_rgb_uint8_for_every_stored_format(tmp_path: Path) -> None:
+    rgb = np.array([[[10, 100, 200], [255, 0, 7]]], np.uint8)
+    cv2.imwrite(str(tmp_path / "colour.png"), rgb[:, :, ::-1])
+    bgra = np.concatenate([rgb[:, :, ::-1], np.full((1, 2, 1), 50, np.uint8)], axis=2)
+    cv2.imwrite(str(tmp_path / "alpha.png"), bgra)
+    cv2.imwrite(str(tmp_path / "grey.png"), np.array([[3, 250]], np.uint8))
+    # 16-bit levels v map to round(v / 257): 25829 is 100.502, just past a rounding boundary.
+    cv2.imwrite(str(tmp_path / "deep.png"), np.array([[0, 25828, 25829, 65535]], np.uint16))
+    cv2.imwrite(str(tmp_path / "float.tiff"), np.full((2, 2, 3), 0.5, np.float32))
+    for name in ("colour.png", "alpha.png"):
+        got = load_image_u8(tmp_path / name)
+        assert got is not None and got.dtype == np.uint8
+        np.testing.assert_array_equal(got, rgb)
+    grey = load_image_u8(tmp_path / "grey.png")
+    assert grey is not None
+    np.testing.assert_array_equal(grey, np.repeat(np.array([[[3], [250]]], np.uint8), 3, axis=2))
+    deep = load_image_u8(tmp_path / "deep.png")
+    assert deep is not None and deep.dtype == np.uint8
+    np.testing.assert_array_equal(deep[0, :, 0], [0, 100, 101, 255])
+    assert load_image_u8(tmp_path / "float.tiff") is None  # not silently a garbage uint8 image
+    assert load_image_u8(tmp_path / "missing.png") is None  # warned about, not raised
+
+
+def test_to_uint8_rounds_and_clips() -> None:
+    from training.data import to_uint8
+
+    x = np.array([[[-0.5, 0.0, 0.5], [100.4 / 255, 100.6 / 255, 1.5]]], np.float32)
+    got = to_uint8(x)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, [[[0, 0, 128], [100, 101, 255]]])
+    u8 = np.array([[[1, 2, 3]]], np.uint8)
+    assert to_uint8(u8) is u8
+
+
+def test_content_hash_sees_shape_every_pixel_and_undecodable_bytes(tmp_path: Path) -> None:
+    # The same bytes in another shape are another picture.
+    zeros = np.zeros((4, 6, 3), np.uint8)
+    assert content_hash(zeros) != content_hash(zeros.reshape(6, 4, 3))
+    last = zeros.copy()
+    last[-1, -1, -1] = 1
+    assert content_hash(zeros) != content_hash(last)
+    # A file no decoder reads is still compared, by its bytes (not its name).
+    a, b, c = tmp_path / "a.png", tmp_path / "b.png", tmp_path / "c.png"
+    a.write_bytes(b"not an image")
+    b.write_bytes(b"not an image")
+    c.write_bytes(b"not an image either")
+    assert content_hash(a) == content_hash(b) != content_hash(c)
+
+
+def test_leakage_guard_takes_hash_mappings_and_pairs_and_lists_every_overlap() -> None:
+    with pytest.raises(LeakageError, match=r"1 training image\(s\)[^$]*t2  ==  e1"):
+        check_leakage({"t1": "h1", "t2": "h2"}, {"e1": "h2"})
+    with pytest.raises(LeakageError, match=r"t2  ==  e1"):
+        check_leakage([("t1", "h1"), ("t2", "h2")], [("e1", "h2")])
+    # One training image equal to two evaluation images is two overlaps; past 20 they are counted.
+    train = {f"t{i}": f"h{i}" for i in range(12)}
+    evals = {f"e{i}{s}": f"h{i}" for i in range(12) for s in "ab"}
+    with pytest.raises(LeakageError) as exc:
+        check_leakage(train, evals)
+    msg = str(exc.value)
+    assert msg.startswith("24 training image(s)")
+    assert msg.count("  ==  ") == 20 and msg.endswith("... and 4 more")
+    assert "t0  ==  e0a" in msg and "t0  ==  e0b" in msg
+
+
+def test_leakage_guard_lists_a_byte_copy_once_and_needs_both_signature_sides() -> None:
+    from skimage import data as skdata
+
+    # A GoPro frame equal to an evaluation file's bytes matches "<eval> (file)" exactly; its
+    # near-duplicate match with "<eval>" is the same overlap and must not count twice.
+    sig = image_signature(skdata.astronaut())
+    with pytest.raises(LeakageError, match=r"^1 training image\(s\)") as exc:
+        check_leakage(
+            {"gopro.png": "bytes"},
+            {"eval.png": "pixels", "eval.png (file)": "bytes"},
+            train_signatures={"gopro.png": sig},
+            eval_signatures={"eval.png": sig},
+        )
+    assert "near-duplicate" not in str(exc.value)
+    # without training thumbnails there is nothing to compare the evaluation thumbnails with
+    check_leakage({"t": "a"}, {"e": "b"}, eval_signatures={"e": sig})
+
+
+def test_file_signatures_match_decoded_images_in_any_order(tmp_path: Path) -> None:
+    from training.data import file_signatures
+
+    # Red beside blue: grey levels tell a colour decoded as BGR from one taken for RGB.
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(3):
+        rgb = np.zeros((60, 80, 3), np.uint8)
+        rgb[:, :40, 0] = 255
+        rgb[:, 40:, 2] = 255
+        rgb[rng.integers(0, 60, 30), rng.integers(0, 80, 30)] = 255 * (i % 2)
+        paths.append(tmp_path / f"{i}.png")
+        cv2.imwrite(str(paths[-1]), rgb[:, :, ::-1])
+    paths.reverse()
+    sigs = file_signatures(paths, workers=2)
+    assert list(sigs) == [str(p) for p in paths]
+    for p in paths:
+        want = image_signature(load_image_u8(p)).astype(int)
+        assert np.abs(sigs[str(p)].astype(int) - want).max() <= 2, p
+
+
+def test_leakage_guard_searches_panoramas_too_narrow_for_the_coarse_pass() -> None:
+    from skimage import data as skdata
+
+    from training.data import near_duplicates
+
+    # A 3:1 thumbnail holds no coarse window (its short side is under 3 cells of the coarse
+    # thumbnail), so the coarse pass cannot pick it: it must go to the full search regardless,
+    # or a re-saved copy of an evaluation panorama trains unseen.
+    pano = np.ascontiguousarray(skdata.astronaut()[160:330])
+    found = near_duplicates(
+        {"copy": image_signature(_jpeg(pano, 80))}, {"pano": image_signature(pano)}
+    )
+    assert [(t, e) for t, e, _ in found] == [("copy", "pano")]
