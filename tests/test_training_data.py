@@ -36,6 +36,7 @@ from training.data import (
     raw_validation_pairs,
     sharpness,
     temporal_average,
+    to_uint8,
     trajectory_to_psf,
 )
 
@@ -1220,8 +1221,6 @@ def test_load_image_u8_gives_rgb_uint8_for_every_stored_format(tmp_path: Path) -
 
 
 def test_to_uint8_rounds_and_clips() -> None:
-    from training.data import to_uint8
-
     x = np.array([[[-0.5, 0.0, 0.5], [100.4 / 255, 100.6 / 255, 1.5]]], np.float32)
     got = to_uint8(x)
     assert got.dtype == np.uint8
@@ -1313,3 +1312,368 @@ def test_leakage_guard_searches_panoramas_too_narrow_for_the_coarse_pass() -> No
         {"copy": image_signature(_jpeg(pano, 80))}, {"pano": image_signature(pano)}
     )
     assert [(t, e) for t, e, _ in found] == [("copy", "pano")]
+
+
+def _locate(patch: np.ndarray, images: list[np.ndarray]) -> list[tuple[int, int, int]]:
+    """Every ``(image, y, x)`` where the float ``patch`` is an exact crop of a uint8 image."""
+    ph, pw = patch.shape[:2]
+    found = []
+    for n, img in enumerate(images):
+        ref = img.astype(np.float32) / 255.0
+        for y in range(img.shape[0] - ph + 1):
+            for x in range(img.shape[1] - pw + 1):
+                if np.array_equal(ref[y : y + ph, x : x + pw], patch):
+                    found.append((n, y, x))
+    return found
+
+
+def test_raw_samples_draw_every_sequence_window_and_position() -> None:
+    # Each raw sample is one window of one clip: the centre frame's crop as the target and the
+    # average of the window's frames over the same crop as the input. Stuck on one clip, window
+    # or crop corner, the student would see a sliver of the footage.
+    rng = np.random.default_rng(0)
+    long = [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(9)]
+    short = [rng.integers(0, 256, (12, 16, 3), dtype=np.uint8) for _ in range(3)]
+    seqs = [
+        RawSequence(name="long", frames=long, numbers=list(range(1, 10)), paths=[]),
+        # too short for a 5-frame window: only its 3-frame one can be drawn
+        RawSequence(name="short", frames=short, numbers=[1, 2, 3], paths=[]),
+    ]
+    params = SynthParams(raw_windows=(3, 5), linear_fraction=0.0, augment=False)
+    ds = DeblurDataset(raw=seqs, params=params, patch=6)
+    seen = set()
+    for i in range(40):
+        blur, sharp = ds._raw(ds.rng_for(i), 6)
+        hits = [
+            (s, f, y, x) for s, seq in enumerate(seqs) for f, y, x in _locate(sharp, seq.frames)
+        ]
+        assert len(hits) == 1, i
+        s, f, y, x = hits[0]
+        frames = seqs[s].frames
+        # the window round the centre frame f: 3 or 5 frames wide
+        widths = [
+            n
+            for n in (3, 5)
+            if n // 2 <= f < len(frames) - n // 2
+            and np.allclose(
+                blur,
+                temporal_average(
+                    [g[y : y + 6, x : x + 6] for g in frames[f - n // 2 : f + n // 2 + 1]],
+                    linear=False,
+                ),
+                atol=1e-6,
+            )
+        ]
+        assert widths, i
+        seen.add((s, f, y, x, widths[0]))
+    assert {s for s, *_ in seen} == {0, 1}
+    assert len({f for s, f, *_ in seen if s == 0}) >= 3
+    assert len({y for *_, y, x, n in seen}) >= 3 and len({x for *_, y, x, n in seen}) >= 3
+    assert {n for *_, n in seen} == {3, 5}
+
+
+def test_raw_frames_smaller_than_the_patch_are_padded_not_transposed() -> None:
+    # A clip lower than the patch is cropped to its full height and reflect-padded to (P, P).
+    rng = np.random.default_rng(1)
+    frames = [rng.integers(0, 256, (6, 10, 3), dtype=np.uint8) for _ in range(3)]
+    seq = RawSequence(name="low", frames=frames, numbers=[1, 2, 3], paths=[])
+    ds = DeblurDataset(raw=[seq], params=SynthParams(raw_windows=(3,), augment=False), patch=8)
+    for i in range(5):
+        _, sharp = ds._raw(ds.rng_for(i), 8)
+        assert sharp.shape == (8, 8, 3)
+        hits = _locate(sharp[:6], [frames[1]])
+        assert len(hits) == 1 and hits[0][1] == 0
+        assert np.array_equal(sharp[6:], sharp[[4, 3]])  # reflected without repeating the edge
+
+
+def test_fit_crops_large_and_reflect_pads_small_images() -> None:
+    from training.data import _fit
+
+    img = np.arange(3 * 8 * 3, dtype=np.uint8).reshape(3, 8, 3)
+    out = _fit(img, 5)
+    assert out.shape == (5, 5, 3) and out.dtype == np.float32 and out.flags.c_contiguous
+    assert np.array_equal(out[:3], img[:, :5])
+    assert np.array_equal(out[3:], img[[1, 0], :5])
+    big = np.arange(7 * 9 * 3, dtype=np.float32).reshape(7, 9, 3)
+    assert np.array_equal(_fit(big, 5), big[:5, :5])
+
+
+def test_photo_blur_is_the_whole_photo_blurred_at_the_sharp_crop() -> None:
+    # The blurred patch must be the sharp patch's own neighbourhood convolved: the crop keeps a
+    # kernel-sized margin on every side, so no patch border is blurred with mirrored content,
+    # and input and target stay pixel-aligned (a one-pixel shift teaches the student to move
+    # the picture).
+    photo = _textured(64, 80, seed=3)
+    k = np.zeros((7, 7), np.float32)
+    k[3, :] = np.arange(1, 8)
+    k[1:6, 2] += 3.0
+    k /= k.sum()
+    params = SynthParams(
+        real_kernel_fraction=1.0,
+        noise_prob=0,
+        jpeg_prob=0,
+        sharpness_threshold=0.0,
+        augment=False,
+    )
+    ds = DeblurDataset(photos=[photo], kernels=[k], weights=(0, 1, 0), params=params, patch=24)
+    whole = blur_with_kernel(photo, k)
+    corners = set()
+    for i in range(8):
+        item = ds[i]
+        sharp = item["sharp"].permute(1, 2, 0).numpy()
+        blur = item["blur"].permute(1, 2, 0).numpy()
+        hits = _locate(sharp, [photo])
+        assert len(hits) == 1
+        _, y, x = hits[0]
+        corners.add((y, x))
+        np.testing.assert_allclose(blur, whole[y : y + 24, x : x + 24], atol=1e-5)
+    assert len(corners) >= 4
+
+
+def test_real_kernel_fraction_decides_between_real_and_drawn_kernels() -> None:
+    # A delta "real" kernel leaves the patch as it is: with real_kernel_fraction 0 the drawn
+    # shake kernels are used, with 1 only the real ones.
+    photo = _textured(64, 64, seed=4)
+    delta = np.zeros((3, 3), np.float32)
+    delta[1, 1] = 1.0
+
+    def unblurred(fraction: float) -> int:
+        params = SynthParams(
+            real_kernel_fraction=fraction,
+            noise_prob=0,
+            jpeg_prob=0,
+            sharpness_threshold=0.0,
+            max_tries=1,
+        )
+        ds = DeblurDataset(
+            photos=[photo], kernels=[delta], weights=(0, 1, 0), params=params, patch=24
+        )
+        return sum(bool(torch.equal(ds[i]["blur"], ds[i]["sharp"])) for i in range(12))
+
+    assert unblurred(1.0) == 12
+    assert unblurred(0.0) < 6  # a drawn kernel is rarely close to a point
+
+
+def _random_cache(n: int = 3, side: int = 16, seed: int = 0) -> TeacherCache:
+    rng = np.random.default_rng(seed)
+    blur, sharp, teacher = (rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8) for _ in "bst")
+    return TeacherCache(blur, sharp, teacher, [content_hash(b) for b in blur])
+
+
+def test_cached_patches_come_with_their_teacher_and_the_rest_without() -> None:
+    cache = _random_cache()
+    photo = _textured(48, 48)
+    params = SynthParams(noise_prob=0, jpeg_prob=0, sharpness_threshold=0.0)
+
+    def items(fraction: float) -> list[dict]:
+        ds = DeblurDataset(
+            photos=[photo],
+            weights=(0, 1, 0),
+            params=params,
+            patch=16,
+            teacher_cache=cache,
+            cache_fraction=fraction,
+        )
+        return [ds[i] for i in range(10)]
+
+    for it in items(1.0):
+        assert int(it["source"]) == 3 and bool(it["has_teacher"]) and int(it["rejected"]) == 0
+        i = next(
+            j
+            for j in range(3)
+            if np.array_equal(
+                it["blur"].numpy(), cache.blur[j].transpose(2, 0, 1) / np.float32(255)
+            )
+        )
+        for key, arr in (("sharp", cache.sharp), ("teacher", cache.teacher)):
+            np.testing.assert_allclose(
+                it[key].numpy(), arr[i].transpose(2, 0, 1) / 255.0, atol=1e-6
+            )
+    for it in items(0.0):
+        assert int(it["source"]) == 1 and not bool(it["has_teacher"])
+        # no teacher: zeros, which the distillation loss masks out
+        assert it["teacher"].shape == (3, 16, 16) and not it["teacher"].any()
+
+
+def test_a_drawn_patch_that_is_in_the_cache_gets_its_teacher() -> None:
+    # cache_teacher caches patches of the same stream: drawn again, the same blurry patch
+    # finds its teacher output by content, whichever source made it.
+    photo = _textured(48, 48)
+    params = SynthParams(noise_prob=0, jpeg_prob=0, sharpness_threshold=0.0)
+
+    def dataset(cache: TeacherCache) -> DeblurDataset:
+        return DeblurDataset(
+            photos=[photo], weights=(0, 1, 0), params=params, patch=16, teacher_cache=cache
+        )
+
+    item = dataset(_random_cache())[5]
+    assert not bool(item["has_teacher"])
+    blur = to_uint8(item["blur"].permute(1, 2, 0).numpy())[None]
+    teacher = np.full_like(blur, 77)
+    cache = TeacherCache(blur, blur.copy(), teacher, [content_hash(blur[0])])
+    again = dataset(cache)[5]
+    assert torch.equal(again["blur"], item["blur"]) and bool(again["has_teacher"])
+    assert int(again["source"]) == 1
+    np.testing.assert_allclose(again["teacher"].numpy(), 77 / 255.0, atol=1e-6)
+
+
+def test_teacher_cache_samples_every_entry_and_position() -> None:
+    cache = _random_cache(side=24)
+    assert cache.patch == 24 and len(cache) == 3
+    where = set()
+    for seed in range(30):
+        b, s, t = cache.sample(np.random.default_rng(seed), 16)
+        ((i, y, x),) = _locate(b, list(cache.blur))
+        # the three crops come from the same entry and place
+        assert np.array_equal(s, cache.sharp[i, y : y + 16, x : x + 16] / np.float32(255))
+        assert np.array_equal(t, cache.teacher[i, y : y + 16, x : x + 16] / np.float32(255))
+        where.add((i, y, x))
+    assert {i for i, _, _ in where} == {0, 1, 2}
+    assert len({y for _, y, _ in where}) >= 3 and len({x for _, _, x in where}) >= 3
+    with pytest.raises(ValueError, match="inconsistent"):
+        TeacherCache(cache.blur, cache.sharp, cache.teacher, cache.keys[:2])
+
+
+def test_teacher_cache_load_drops_mismatched_keys_and_small_gains(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    sharp = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    blur = np.clip(sharp.astype(int) + rng.integers(-40, 41, sharp.shape), 0, 255).astype(np.uint8)
+    # entry 0 has a stale key; the teacher restores entry 1 exactly and does nothing for entry 2
+    teacher = np.stack([sharp[0], sharp[1], blur[2]])
+    keys = ["stale"] + [content_hash(b) for b in blur[1:]]
+    path = tmp_path / "cache.pt"
+    torch.save(
+        {
+            "blur": torch.from_numpy(blur),
+            "sharp": torch.from_numpy(sharp),
+            "teacher": torch.from_numpy(teacher),
+            "keys": keys,
+            "meta": {"teacher": "fake"},
+        },
+        path,
+    )
+    every = TeacherCache.load(path)
+    assert every.keys == keys[1:] and every.meta == {"teacher": "fake"}
+    assert np.array_equal(every.blur, blur[1:]) and np.array_equal(every.teacher, teacher[1:])
+    hit = every.lookup(blur[2].astype(np.float32) / 255.0)
+    assert hit is not None and np.array_equal(hit, blur[2] / np.float32(255))
+    gaining = TeacherCache.load(path, min_gain_db=1.0)
+    assert gaining.keys == [keys[1]]
+    assert np.array_equal(gaining.sharp, sharp[1:2])
+
+
+def test_index_batches_hand_each_rank_its_own_consecutive_samples() -> None:
+    from training.data import IndexBatches
+
+    # batch b of a run at sample `start` holds samples start + b * batch ..., and rank r of w
+    # takes every w-th index from r: a resume at `start` draws exactly what was left.
+    two = [list(IndexBatches(start=4, n_batches=2, batch=3, rank=r, world_size=2)) for r in (0, 1)]
+    assert two[0] == [[8, 10, 12], [14, 16, 18]]
+    assert two[1] == [[9, 11, 13], [15, 17, 19]]
+    assert len(IndexBatches(start=4, n_batches=2, batch=3)) == 2
+    whole = [i for b in IndexBatches(start=0, n_batches=3, batch=2) for i in b]
+    resumed = [i for b in IndexBatches(start=2, n_batches=2, batch=2) for i in b]
+    assert whole[2:] == resumed
+
+
+def test_raw_validation_pairs_crop_the_centre_and_skip_sizes_too_long() -> None:
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 256, (10, 14, 3), dtype=np.uint8) for _ in range(10)]
+    seq = RawSequence(name="clips/day", frames=frames, numbers=list(range(1, 11)), paths=[])
+    # 11 frames do not fit: that size is skipped, the next still gives its pairs; count 4 of
+    # the starts 0..5 is 0, 1.67, 3.33, 5 rounded to the nearest: 0, 2, 3, 5
+    pairs = raw_validation_pairs(seq, sizes=(11, 5), count=4, crop=4, linear_modes=(False,))
+    assert [n for *_, n in pairs] == [f"day_c{c}_w5_plain" for c in (3, 5, 6, 8)]
+    for (blur, sharp, _), s in zip(pairs, (0, 2, 3, 5), strict=True):
+        assert sharp.shape == blur.shape == (4, 4, 3)
+        assert np.array_equal(sharp, frames[s + 2][3:7, 5:9] / np.float32(255))
+        window = [f[3:7, 5:9] for f in frames[s : s + 5]]
+        np.testing.assert_allclose(blur, temporal_average(window, linear=False), atol=1e-6)
+
+
+def test_source_weights_count_only_sources_with_data() -> None:
+    # A weight on a source with no data is dropped (the rest renormalised); with no weighted
+    # source left the run must stop with a message, not draw from NaN probabilities.
+    photo = _textured(16, 16)
+    ds = DeblurDataset(photos=[photo], weights=(2.0, 1.0, 0.5))
+    assert ds.weights.tolist() == [0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="no training source"):
+        DeblurDataset(photos=[photo], weights=(1.0, 0.0, 0.0))
+
+
+def test_still_samples_get_webcam_noise_on_the_input_and_flips_on_both() -> None:
+    # A still sample's input is its target through the webcam model (noise on the input only),
+    # and augmentation flips and turns input and target together; off, every target is a plain
+    # crop of the photo.
+    photo = _textured(40, 40, seed=6)
+
+    def items(augment: bool) -> list[dict]:
+        params = SynthParams(
+            still_fraction=1.0,
+            noise_prob=1.0,
+            noise_sigma=(0.05, 0.05),
+            poisson_prob=0.0,
+            jpeg_prob=0.0,
+            sharpness_threshold=0.0,
+            augment=augment,
+        )
+        ds = DeblurDataset(photos=[photo], weights=(0, 1, 0), params=params, patch=24, seed=1)
+        return [ds[i] for i in range(12)]
+
+    plain = items(False)
+    for it in plain:
+        assert len(_locate(it["sharp"].permute(1, 2, 0).numpy(), [photo])) == 1
+        noise = (it["blur"] - it["sharp"]).numpy()
+        assert 0.03 < float(noise.std()) < 0.06
+    turned = items(True)
+    assert any(not _locate(it["sharp"].permute(1, 2, 0).numpy(), [photo]) for it in turned)
+
+
+def test_still_gopro_samples_show_the_sharp_frame_as_input(tmp_path: Path) -> None:
+    # GoPro pairs come with their blur on disk: a still sample must still show the sharp frame.
+    from training.data import gopro_pairs
+
+    sharp = _textured(40, 48, seed=7)
+    seq = tmp_path / "train" / "GOPR_b"
+    for sub, img in (("sharp", sharp), ("blur", cv2.blur(sharp, (5, 5)))):
+        (seq / sub).mkdir(parents=True)
+        cv2.imwrite(str(seq / sub / "000001.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    params = SynthParams(still_fraction=1.0, noise_prob=0, jpeg_prob=0)
+    ds = DeblurDataset(
+        gopro=gopro_pairs(tmp_path, "train"), weights=(0, 0, 1), params=params, patch=32
+    )
+    assert all(torch.equal(ds[i]["blur"], ds[i]["sharp"]) for i in range(3))
+
+
+def test_gopro_pairs_that_cannot_be_used_are_drawn_again(tmp_path: Path) -> None:
+    # A missing file or a pair whose two frames differ in size is skipped for another draw;
+    # one bad pair must not stop the run, nor a mismatched one pair a target with another crop.
+    sharp = _textured(32, 48, seed=8)
+    good, odd = tmp_path / "good", tmp_path / "odd"
+    for folder, s in ((good, sharp), (odd, _textured(28, 40, seed=9))):
+        folder.mkdir()
+        cv2.imwrite(str(folder / "sharp.png"), cv2.cvtColor(s, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(folder / "blur.png"), cv2.cvtColor(_textured(32, 48), cv2.COLOR_RGB2BGR))
+    missing = (tmp_path / "none_blur.png", tmp_path / "none_sharp.png")
+    pairs = [missing, (odd / "blur.png", odd / "sharp.png")]
+    pairs += [(good / "blur.png", good / "sharp.png")] * 4
+    params = SynthParams(noise_prob=0, jpeg_prob=0, augment=False, sharpness_threshold=0.0)
+    # the patch is as tall as the frames: the only row to crop from is the first
+    ds = DeblurDataset(gopro=pairs, weights=(0, 0, 1), params=params, patch=32)
+    for i in range(10):
+        hits = _locate(ds[i]["sharp"].permute(1, 2, 0).numpy(), [sharp])
+        assert len(hits) == 1 and hits[0][1] == 0, i
+
+
+def test_jpeg_quality_range_includes_its_upper_end() -> None:
+    # jpeg_quality (lo, hi) is inclusive: (90, 90) means quality 90 on every JPEG-degraded input.
+    from training.data import jpeg_compress
+
+    params = SynthParams(
+        still_fraction=1.0, noise_prob=0, jpeg_prob=1.0, jpeg_quality=(90, 90), augment=False
+    )
+    ds = DeblurDataset(photos=[_textured(40, 40)], weights=(0, 1, 0), params=params, patch=24)
+    for i in range(3):
+        item = ds[i]
+        sharp = item["sharp"].permute(1, 2, 0).numpy()
+        assert np.array_equal(item["blur"].permute(1, 2, 0).numpy(), jpeg_compress(sharp, 90))
