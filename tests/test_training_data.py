@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ from training.data import (
     to_uint8,
     trajectory_to_psf,
 )
+
+# cv2's bilinear warp (center_kernel's sub-pixel shift) rounds the shift to 1/32 px.
+WARP_STEP = 1 / 32
 
 
 def _com(k: np.ndarray) -> tuple[float, float]:
@@ -1677,3 +1681,314 @@ def test_jpeg_quality_range_includes_its_upper_end() -> None:
         item = ds[i]
         sharp = item["sharp"].permute(1, 2, 0).numpy()
         assert np.array_equal(item["blur"].permute(1, 2, 0).numpy(), jpeg_compress(sharp, 90))
+
+
+# --------------------------------------------------------------------------------------------
+# Blur synthesis, noise model and loading: behaviour each training pair depends on
+# --------------------------------------------------------------------------------------------
+
+
+def test_raw_frame_windows_past_the_clip_end_at_its_last_frame(tmp_path: Path) -> None:
+    # A range reaching past the clip (the config's default end on a short clip) must give the
+    # same full windows, not short slices whose "centre" is no longer the middle frame.
+    for i in range(1, 16):
+        cv2.imwrite(str(tmp_path / f"{i:06d}.png"), np.full((4, 4, 3), i, np.uint8))
+    wins = raw_frame_windows(tmp_path, first=1, last=100, sizes=(7,))
+    assert wins == raw_frame_windows(tmp_path, first=1, last=15, sizes=(7,))
+    assert [int(p.stem) for p in wins[-1][0]] == list(range(9, 16)) and wins[-1][1] == 12
+
+
+def test_center_kernel_is_mirror_symmetric_and_averages_colour_kernels() -> None:
+    # Mass heavier on the far side of the centre leaves more empty border on the near side:
+    # trimming both sides by the larger margin would cut off kernel mass and move the centre.
+    k = np.zeros((9, 15))
+    k[4, 3], k[4, 6], k[2, 6] = 1.0, 3.0, 0.5
+    for kk in (k, k[:, ::-1], k[::-1], k.T, k.T[::-1]):
+        c = center_kernel(kk)
+        assert c.sum() == pytest.approx(1.0, abs=1e-6)
+        assert _com(c) == (
+            pytest.approx(c.shape[0] // 2, abs=WARP_STEP),
+            pytest.approx(c.shape[1] // 2, abs=WARP_STEP),
+        )
+    np.testing.assert_allclose(center_kernel(k[:, ::-1]), center_kernel(k)[:, ::-1], atol=1e-6)
+    np.testing.assert_allclose(center_kernel(k[::-1]), center_kernel(k)[::-1], atol=1e-6)
+    # An RGB kernel is the mean of its channels; negative values (a badly exported kernel) are
+    # no light and count as zero.
+    rgb = np.zeros((9, 15, 3))
+    rgb[..., 0], rgb[..., 2] = k, k[::-1]
+    np.testing.assert_allclose(center_kernel(rgb), center_kernel(k + k[::-1]), atol=1e-6)
+    np.testing.assert_allclose(center_kernel(np.where(k > 0, k, -0.2)), center_kernel(k), atol=1e-6)
+    for empty in (np.zeros((5, 5)), -np.ones((5, 5))):
+        with pytest.raises(ValueError, match="no positive mass"):
+            center_kernel(empty)
+
+
+def test_blur_with_kernel_keeps_non_square_and_even_kernels_in_place() -> None:
+    img = np.zeros((41, 41, 3), np.float32)
+    img[20, 20] = 1.0
+    # A one-hot 3 x 7 kernel at its centre pixel is the identity.
+    one = np.zeros((3, 7), np.float32)
+    one[1, 3] = 1.0
+    np.testing.assert_array_equal(blur_with_kernel(img, one), img)
+    # Even kernels have no centre pixel: they are centred first (else half a pixel of shift).
+    for shape in ((2, 3), (3, 2), (2, 2), (4, 6)):
+        k = np.ones(shape, np.float32)
+        k[0, 0] = 3.0  # asymmetric, so the centring has a direction to get wrong
+        out = blur_with_kernel(img, k / k.sum())
+        assert out.sum() == pytest.approx(3.0, abs=1e-4)
+        assert _com(out[:, :, 0]) == (
+            pytest.approx(20, abs=WARP_STEP),
+            pytest.approx(20, abs=WARP_STEP),
+        )
+    # The border is reflected: a flat picture stays flat right up to its edges (no dark frame).
+    flat = np.full((12, 16, 3), 0.5, np.float32)
+    np.testing.assert_allclose(
+        blur_with_kernel(flat, center_kernel(np.ones((5, 9)))), 0.5, atol=1e-6
+    )
+    # uint8 pictures come out on the [0, 1] scale, and one channel stays (H, W, 1).
+    u8 = np.full((12, 16, 3), 255, np.uint8)
+    np.testing.assert_allclose(blur_with_kernel(u8, np.ones((3, 3)) / 9), 1.0, atol=1e-6)
+    assert blur_with_kernel(flat[:, :, :1], np.ones((3, 3)) / 9).shape == (12, 16, 1)
+
+
+def test_a_calm_hand_moves_in_a_straight_line() -> None:
+    # anxiety 0 switches off the jerks and the random acceleration: the walk keeps its first
+    # direction, so its end lies the whole path length from its start.
+    for seed in range(4):
+        traj = random_trajectory(np.random.default_rng(seed), length=30.0, n_steps=64, anxiety=0.0)
+        assert abs(traj[-1] - traj[0]) == pytest.approx(30.0, rel=1e-6)
+
+
+def test_trajectory_psf_exposure_even_samples_and_even_size() -> None:
+    # exposure keeps the first fraction of the path: half of a 10-sample stroke is its first 5.
+    line = np.arange(10, dtype=np.float64) + 0j
+    np.testing.assert_allclose(
+        trajectory_to_psf(line, size=21, exposure=0.5, centre="time"),
+        trajectory_to_psf(line[:5], size=21, centre="time"),
+        atol=1e-7,
+    )
+    # With an even count of samples, mid-exposure lies between the two middle ones: a uniform
+    # stroke of 4 samples then has its centre of mass on the centre pixel.
+    four = trajectory_to_psf(line[:4], size=21, centre="time")
+    assert _com(four) == (pytest.approx(10, abs=1e-3), pytest.approx(10, abs=1e-3))
+    # An even size grows to the next odd one, so the PSF has a centre pixel.
+    assert trajectory_to_psf(line, size=20, centre="time").shape == (21, 21)
+    assert max(trajectory_to_psf(line, size=20).shape) <= 21
+    # A stroke longer than the PSF is scaled about its centre to fill all but a one-pixel border
+    # (room for the centring): 13 of 15 pixels, not the longest possible or half of it.
+    long = np.arange(41, dtype=np.float64) + 0j
+    assert trajectory_to_psf(long, size=15).shape == (1, 13)
+
+
+def test_random_psf_passes_its_draws_to_the_rasteriser(monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.data as D
+
+    calls: list[dict[str, Any]] = []
+    real = D.trajectory_to_psf
+
+    def spy(traj: np.ndarray, **kw: Any) -> np.ndarray:
+        calls.append(kw)
+        return real(traj, **kw)
+
+    monkeypatch.setattr(D, "trajectory_to_psf", spy)
+    for seed in range(40):
+        D.random_psf(np.random.default_rng(seed), max_size=15, exposure=(0.3, 0.4), centre="time")
+    assert all(c["centre"] == "time" and 0.3 <= c["exposure"] <= 0.4 for c in calls)
+    sizes = {c["size"] for c in calls}
+    assert sizes == {5, 7, 9, 11, 13, 15}  # every odd size up to the maximum, not only it
+
+
+def test_camera_path_is_a_scaled_roll_drawn_both_ways() -> None:
+    from training.data import camera_path
+
+    angles, zooms, diagonals = [], [], []
+    for seed in range(40):
+        maps = camera_path(
+            np.random.default_rng(seed), frames=7, speed=(1.0, 1.0), turn=2.0, zoom=0.05, curve=0.0
+        )
+        a = maps[4, :, :2]  # one frame after the centre
+        assert a[0, 0] == pytest.approx(a[1, 1]) and a[0, 1] == pytest.approx(-a[1, 0])
+        angles.append(math.degrees(math.atan2(a[1, 0], a[0, 0])))
+        zooms.append(math.hypot(a[0, 0], a[1, 0]) - 1.0)
+        step = maps[4, :, 2]
+        diagonals.append(step[0] * step[1])
+    # turn is in degrees per frame, zoom a fraction per frame, each drawn from -max to +max.
+    assert max(abs(x) for x in angles) <= 2.0 and min(angles) < -0.5 and max(angles) > 0.5
+    assert max(abs(z) for z in zooms) <= 0.05 and min(zooms) < -0.01 and max(zooms) > 0.01
+    assert min(diagonals) < -0.1 and max(diagonals) > 0.1  # directions in every quadrant
+    with pytest.raises(ValueError, match="speed"):
+        camera_path(np.random.default_rng(0), frames=7, speed=(-1.0, 2.0))
+    with pytest.raises(ValueError, match="odd"):
+        camera_path(np.random.default_rng(0), frames=-1, speed=(1.0, 2.0))
+
+
+def test_camera_path_curve_is_a_fraction_of_the_speed() -> None:
+    from training.data import CAMERA_CURVE, camera_path
+
+    # The same draws at twice the speed give twice the path, bend included.
+    slow = camera_path(np.random.default_rng(5), frames=9, speed=(1.0, 1.0))
+    fast = camera_path(np.random.default_rng(5), frames=9, speed=(2.0, 2.0))
+    np.testing.assert_allclose(fast[:, :, 2], 2.0 * slow[:, :, 2], atol=1e-12)
+    # The per-frame acceleration (second difference) has a standard deviation of curve x speed
+    # on each axis, so its squared length averages 2 (curve x speed)^2.
+    acc = []
+    for seed in range(200):
+        d = camera_path(np.random.default_rng(seed), frames=3, speed=(2.0, 2.0))[:, :, 2]
+        acc.append(float(np.sum((d[0] + d[2] - 2 * d[1]) ** 2)) / (2.0 * CAMERA_CURVE) ** 2)
+    assert 1.5 < float(np.mean(acc)) < 2.5
+
+
+def test_camera_path_margin_counts_zoom_from_the_patch_centre() -> None:
+    from training.data import camera_path_margin
+
+    maps = np.zeros((2, 2, 3))
+    maps[0, :, :2] = np.eye(2)
+    maps[1, :, :2] = 1.1 * np.eye(2)  # corners of a 32-px patch move 1.6 px outwards
+    assert camera_path_margin(maps, 32) == 2 + 2
+
+
+def test_render_camera_motion_rolls_about_the_centre_and_mirrors_the_border() -> None:
+    from training.data import render_camera_motion
+
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    # A quarter turn: patch point (x, y) sees scene point (-y, x) about the centre pixel.
+    quarter = np.array([[[0.0, -1.0, 0.0], [1.0, 0.0, 0.0]]])
+    (frame,) = render_camera_motion(img, quarter, centre=(30, 35), size=21)
+    np.testing.assert_array_equal(frame, np.rot90(img[20:41, 25:46]))
+    # Near the corner the frame reads the mirror image (edge pixel not repeated), not black.
+    ident = np.array([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]])
+    (corner,) = render_camera_motion(img, ident, centre=(4, 5), size=21)
+    padded = np.pad(img, ((10, 10), (10, 10), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(corner, padded[4:25, 5:26])
+
+
+def test_load_kernels_skips_unreadable_files_and_averages_colour(tmp_path: Path) -> None:
+    from training.data import load_kernels
+
+    k = np.zeros((9, 9, 3), np.uint8)
+    k[4, 2, 2] = 200  # red only (BGR on disk)
+    k[4, 6, 1] = 200  # green only
+    cv2.imwrite(str(tmp_path / "a.png"), k)
+    (tmp_path / "b.png").write_bytes(b"not a png")
+    (kernel,) = load_kernels(tmp_path)
+    assert kernel.sum() == pytest.approx(1.0, abs=1e-6)
+    # Both dots count, half each, with the centre of mass between them.
+    assert sorted(kernel.ravel())[-2:] == [pytest.approx(0.5), pytest.approx(0.5)]
+    assert _com(kernel) == (
+        pytest.approx(kernel.shape[0] // 2),
+        pytest.approx(kernel.shape[1] // 2),
+    )
+
+
+def test_add_noise_grain_is_per_channel_and_stays_in_range() -> None:
+    from training.data import add_noise
+
+    grey = np.full((64, 64, 3), 0.5, np.float32)
+    out = add_noise(grey, np.random.default_rng(0), gaussian_sigma=0.05)
+    r, g = (out[..., i].ravel() - 0.5 for i in range(2))
+    assert abs(float(np.corrcoef(r, g)[0, 1])) < 0.1  # a sensor's pixels, not grey blotches
+    black = add_noise(np.zeros_like(grey), np.random.default_rng(0), gaussian_sigma=0.05)
+    assert float(black.min()) == 0.0 and float(black.max()) <= 1.0 and black.max() > 0
+    # No photons asked for (0): no shot noise, not a division by zero.
+    np.testing.assert_array_equal(
+        add_noise(grey, np.random.default_rng(0), gaussian_sigma=0.0, poisson_peak=0.0), grey
+    )
+
+
+def test_jpeg_quality_is_the_one_asked_for() -> None:
+    from training.data import jpeg_compress
+
+    img = make_texture(48, 48, seed=0).astype(np.float32) / 255.0
+    err = [float(np.abs(jpeg_compress(img, q) - img).mean()) for q in (10, 95)]
+    assert err[0] > 2.0 * err[1]
+
+
+def test_psnr_np_known_values() -> None:
+    from training.data import psnr_np
+
+    a = np.zeros((4, 4, 3), np.float32)
+    assert psnr_np(a, a + 0.1) == pytest.approx(20.0, abs=1e-4)
+    assert psnr_np(a, a + 0.01) == pytest.approx(40.0, abs=1e-3)
+    assert psnr_np(a, a) == 100.0
+
+
+def test_sharpness_weighs_luma_and_both_directions() -> None:
+    edge = np.zeros((16, 16, 3), np.float32)
+    edge[:, 8:] = 1.0
+    assert sharpness(edge) > 0 and sharpness(edge) == pytest.approx(
+        sharpness(edge.transpose(1, 0, 2))
+    )
+    u8 = (edge * 255).astype(np.uint8)
+    assert sharpness(u8) == pytest.approx(sharpness(edge))
+    green, blue = edge * [0, 1, 0], edge * [0, 0, 1]
+    assert sharpness(green) / sharpness(blue) == pytest.approx(0.587 / 0.114, rel=1e-4)
+
+
+def test_augmentation_draws_all_eight_flips_and_turns() -> None:
+    a = np.arange(12, dtype=np.float32).reshape(3, 4, 1)
+    seen = {augment_pair([a], np.random.default_rng(s))[0].tobytes() for s in range(64)}
+    dihedral = {
+        np.ascontiguousarray(np.rot90(x, k)).tobytes() for x in (a, a[:, ::-1]) for k in range(4)
+    }
+    assert seen == dihedral
+
+
+def test_load_photos_cuts_the_longest_side_without_aliasing_and_skips_small(
+    tmp_path: Path,
+) -> None:
+    noise = _textured(64, 128)
+    cv2.imwrite(str(tmp_path / "noise.png"), noise)
+    cv2.imwrite(str(tmp_path / "strip.png"), _textured(20, 100))
+    images, paths = load_photos([tmp_path], max_side=32, min_side=16)
+    assert [p.name for p in paths] == ["noise.png"]  # the strip is 10 px high once cut
+    (img,) = images
+    assert img.shape == (16, 32, 3)
+    # Area averaging: each pixel is the mean of the 4 x 4 block it covers. Sampling instead
+    # (cubic) aliases fine detail into coarse false texture the student would learn as real.
+    blocks = noise[..., ::-1].reshape(16, 4, 32, 4, 3).mean(axis=(1, 3))
+    assert np.abs(img - blocks).max() <= 1.0
+    images, _ = load_photos([tmp_path], min_side=32)
+    assert [i.shape[:2] for i in images] == [(64, 128)]  # strip 20 px high: too small
+
+
+def test_load_photos_excludes_by_name_and_by_whole_path(tmp_path: Path) -> None:
+    for rel in ("a.png", "b.png", "held/sub/c.png"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / rel), _textured(40, 40))
+    hashes: dict[str, str] = {}
+    images, paths = load_photos([tmp_path], exclude=["b.png", "*/held/*"], hashes=hashes)
+    assert [p.name for p in paths] == ["a.png"]
+    # The leakage guard's exact-copy check reads these hashes of what was loaded.
+    assert hashes == {str(paths[0]): content_hash(images[0])}
+
+
+def test_raw_sequence_scale_and_last_window(tmp_path: Path) -> None:
+    for i in range(1, 8):
+        cv2.imwrite(str(tmp_path / f"{i:06d}.png"), np.full((8, 12, 3), i, np.uint8))
+    seq = RawSequence.load(tmp_path, first=1, last=7, scale=0.5)
+    assert [f.shape for f in seq.frames] == [(4, 6, 3)] * 7
+    assert seq.windows(7) == [0] and seq.windows(3) == [0, 1, 2, 3, 4]
+
+
+def test_gopro_pairs_use_the_asked_blur_and_need_a_sharp_frame(tmp_path: Path) -> None:
+    from training.data import gopro_pairs
+
+    for seq in ("b_seq", "a_seq"):
+        for sub in ("blur", "blur_gamma", "sharp"):
+            (tmp_path / "train" / seq / sub).mkdir(parents=True)
+            for name in ("1.png", "2.png"):
+                if sub == "sharp" and name == "2.png":
+                    continue  # a blurry frame without its sharp frame is no pair
+                cv2.imwrite(str(tmp_path / "train" / seq / sub / name), _textured(8, 8))
+    (tmp_path / "train" / "notes.txt").write_text("not a sequence")
+    pairs = gopro_pairs(tmp_path, "train", blur="blur_gamma")
+    rel = [(str(b.relative_to(tmp_path)), str(s.relative_to(tmp_path))) for b, s in pairs]
+    assert rel == [
+        ("train/a_seq/blur_gamma/1.png", "train/a_seq/sharp/1.png"),
+        ("train/b_seq/blur_gamma/1.png", "train/b_seq/sharp/1.png"),
+    ]
+    with pytest.raises(ValueError, match="blur_gamma"):
+        gopro_pairs(tmp_path, "train", blur="gamma")
+    with pytest.raises(FileNotFoundError, match="no GoPro split"):
+        gopro_pairs(tmp_path, "test")
