@@ -234,3 +234,68 @@ def test_export_parity(name: str, tmp_path) -> None:
         assert got.shape == ref.shape
         assert abs(ref - x.numpy()).max() > 1e-3
         assert abs(got - ref).max() <= FP32_TOLERANCE
+
+
+def test_pad_to_multiple_leaves_a_fitting_frame_alone() -> None:
+    # A 720p or 1080p frame padded by a whole extra multiple would cost the net that much more.
+    x = torch.rand(1, 3, 32, 64)
+    y, h, w = pad_to_multiple(x, 32)
+    assert (h, w) == (32, 64) and torch.equal(y, x)
+    y, _, _ = pad_to_multiple(torch.rand(1, 3, 17, 16), 8)
+    assert y.shape[-2:] == (24, 16)
+
+
+def test_count_params_matches_hand_count() -> None:
+    cfg = dict(
+        stem_scale=2, widths=(8,), enc_blocks=(0,), body_blocks=0, dec_blocks=(), stem_kernel=3
+    )
+    model = create_student("tiny", **cfg)
+    # stem 2x2 3->8, two depthwise 3x3 on 8 channels, head 1x1 8->12; each with its bias.
+    expected = (4 * 3 * 8 + 8) + 2 * (9 * 8 + 8) + (8 * 12 + 12)
+    assert model.count_params() == expected
+
+
+def test_macs_count_is_per_pixel_at_any_aspect_and_leaves_no_hooks() -> None:
+    model = create_student("tiny")
+    assert model.macs_per_pixel((32, 96)) == pytest.approx(model.macs_per_pixel((64, 64)))
+    # Hooks left behind would run on every later training step and export trace.
+    assert not any(m._forward_hooks for m in model.modules())
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_multiple_is_the_nets_whole_downsampling(name: str) -> None:
+    # A frame of exactly `multiple` reaches the bottleneck as one cell: the padding asks for no
+    # more than the net needs (the engine pads every frame to the exported multiple).
+    model = create_student(name).eval()
+    m = model.multiple
+    with torch.no_grad():
+        _, feats = model(torch.rand(1, 3, m, m), return_features=True)
+    assert feats[0].shape[-2:] == (1, 1)
+
+
+@pytest.mark.parametrize("name", ["fast", "hq"])
+def test_fresh_blocks_start_close_to_identity(name: str) -> None:
+    # A deep stack trains from scratch at high lr only if each block starts near the identity.
+    from training.models.student import InvertedResidual
+
+    torch.manual_seed(0)
+    model = create_student(name)
+    blocks = [m for m in model.modules() if isinstance(m, InvertedResidual)]
+    assert blocks
+    with torch.no_grad():
+        for block in blocks:
+            x = torch.rand(1, block.expand.in_channels, 8, 8)
+            assert (block(x) - x).abs().max() < 0.05
+
+
+def test_grow_from_leaves_the_callers_state_alone() -> None:
+    # --init_from keeps the loaded checkpoint; growing must not rewrite its stem in place.
+    tiny = create_student("tiny")
+    state = dict(tiny.state_dict())
+    w = state["stem.weight"]
+    old = w.reshape(w.shape[0], -1, 1, 1).clone()  # the pixel-unshuffle stem's layout
+    state["stem.weight"] = old
+    grown = create_student("tiny", body_blocks=1)
+    grow_from(grown, state)
+    assert state["stem.weight"] is old and old.shape[-2:] == (1, 1)
+    assert torch.equal(grown.stem.weight, w)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -99,6 +100,9 @@ def test_cli_tunes_on_pairs_and_writes_the_result(
     [
         (["--data", "raw:{clip}"], "reach into the held-out frames 240-299"),
         (["--data", "raw:{clip}:200-250"], "reach into the held-out frames"),
+        # The held-out range's own first and last frames are held out too.
+        (["--data", "raw:{clip}:1-240"], "tune on training frames (raw:DIR:1-239)"),
+        (["--data", "raw:{clip}:299-320"], "reach into the held-out frames"),
         (["--data", "real:{clip}"], "no sharp frame"),
         (["--data", "sharp:{clip}"], "sharp frames have no blur to tune against"),
         (["--data", "lai:{clip}"], "the Lai benchmark is evaluation data"),
@@ -113,6 +117,10 @@ def test_cli_tunes_on_pairs_and_writes_the_result(
         (["--data", "raw:{clip}:1-20", "--sigmas", "x"], "--sigmas: expected numbers"),
         (["--data", "raw:{clip}:1-20", "--windows", "8"], "odd"),
         (["--data", "pairs:{clip}/none,{clip}"], "no such folder"),
+        (["--data", "raw:{clip}:1-20", "--raw-stride", "0"], "--raw-stride must be >= 1"),
+        (["--data", "raw:{clip}:1-20", "--max-size", "-1"], "--max-size must be >= 0"),
+        (["--data", "raw:{clip}:1-20", "--crop", "-1"], "--crop must be >= 0"),
+        (["--data", "raw:{clip}:1-20", "--limit", "-1"], "--limit must be >= 0"),
     ],
 )
 def test_cli_refuses_held_out_frames_and_bad_options(
@@ -212,3 +220,100 @@ def test_the_search_scores_as_evaluate_does() -> None:
     gauss = cv2.GaussianBlur(blurry, (0, 0), 3.0)
     assert np.array_equal(unsharp_mask(blurry, 0.4, 3.0, blurred=gauss), out)
     assert TU._psnr(sharp, sharp.astype(np.float64)) == 100.0
+
+
+def test_tune_breaks_ties_toward_the_gentler_setting() -> None:
+    # A flat frame is left as it is by every setting: all gains tie at 0 dB.
+    flat = np.full((16, 16, 3), 0.5, np.float32)
+    result = TU.tune(iter([EV.Sample("s", "a", flat, flat)]), (2.0, 0.5), (4.0, 1.0))
+    assert {r["gain"] for r in result["settings"]} == {0.0}
+    assert [(r["amount"], r["sigma"]) for r in result["settings"]] == [
+        (0.5, 1.0), (0.5, 4.0), (2.0, 1.0), (2.0, 4.0)
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="at least one amount"):
+        TU.tune(iter([EV.Sample("s", "a", flat, flat)]), (), (1.0,))
+
+
+def test_tune_scores_the_blurry_input_as_evaluate_does() -> None:
+    # evaluate clamps what it scores to [0, 1]; an input that overshoots must read the same.
+    blurry, sharp = _pair(5, 1.5)
+    bright = blurry + 0.6  # mostly above 1
+    result = TU.tune(iter([EV.Sample("s", "a", bright, sharp)]), (0.5,), (1.0,))
+    assert result["blurry"]["s"] == pytest.approx(_db(bright, sharp), abs=1e-5)
+
+
+def test_table_lists_the_top_then_the_engine_default_once() -> None:
+    # Barely blurred: the engine's strong default over-sharpens and ranks below the gentlest.
+    pairs = [_pair(i, 0.3) for i in range(2)]
+    samples = [EV.Sample("a", f"a{i}", bl, sh) for i, (bl, sh) in enumerate(pairs)]
+    result = TU.tune(iter(samples), (0.1, 1.0), (0.5, 2.0))
+    best = result["settings"][0]
+    assert (best["amount"], best["sigma"]) != (1.0, 2.0)
+    lines = TU.table(result, top=1).splitlines()
+    assert len(lines) == 4  # header, rule, the best, the engine's default
+    assert lines[1].count("|") == lines[0].count("|")
+    assert "(engine default)" in lines[3] and "(engine default)" not in lines[2]
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert float(cells[2]) == pytest.approx(best["psnr"]["a"] - result["blurry"]["a"], abs=1e-3)
+    assert float(cells[3]) == pytest.approx(best["gain"], abs=1e-3)
+    # In the top rows already, the default is not repeated below them.
+    assert TU.table(result, top=4).count("(engine default)") == 1
+
+
+def test_number_lists_take_the_upper_bound_and_skip_blanks() -> None:
+    # evaluate --unsharp takes sigma 100 (MAX_SIGMA), so the search may try it.
+    assert TU._floats("1, 100,", "--sigmas", most=EV.MAX_SIGMA) == [1.0, 100.0]
+    with pytest.raises(ValueError, match="expected numbers"):
+        TU._floats(",", "--amounts")
+
+
+def _fake_samples(calls: list[dict], n: int = 1) -> Callable[..., Iterator[EV.Sample]]:
+    # Stands in for evaluate.iter_samples: records what main asks it for.
+    def fake(spec: object, **kwargs: object) -> Iterator[EV.Sample]:
+        calls.append(kwargs)
+        for i in range(n):
+            blurry, sharp = _pair(i, 1.5)
+            yield EV.Sample("pairs", str(i), blurry, sharp)
+
+    return fake
+
+
+def test_cli_passes_its_options_to_the_sample_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[dict] = []
+    monkeypatch.setattr(TU, "iter_samples", _fake_samples(calls))
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+    data = f"pairs:{tmp_path / 'blur'},{tmp_path / 'sharp'}"
+    out = tmp_path / "tune.json"
+    code = TU.main(
+        ["--data", data, "--windows", "9", "--raw-stride", "5", "--max-size", "64", "--crop",
+         "32", "--limit", "3", "--amounts", "1", "--sigmas", "2", "--out", str(out)]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    options = {"windows": [9], "raw_stride": 5, "max_size": 64, "crop": 32, "limit": 3}
+    assert calls == [{**options, "held_out": False}]
+    result = json.loads(out.read_text())
+    assert result["options"] == options and result["data"] == [data]
+
+
+def test_cli_reports_errors_with_exit_status_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for d in ("blur", "sharp"):
+        (tmp_path / d).mkdir()
+    argv = ["--data", f"pairs:{tmp_path / 'blur'},{tmp_path / 'sharp'}", "--sigmas", "2"]
+    monkeypatch.setattr(TU, "iter_samples", _fake_samples([], n=0))
+    assert TU.main(argv) == 1
+    assert "no samples" in capsys.readouterr().err
+    # A failed write comes after the table is printed, so the search is not lost.
+    monkeypatch.setattr(TU, "iter_samples", _fake_samples([]))
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "write_text", refuse)
+    assert TU.main([*argv, "--out", str(tmp_path / "t.json")]) == 1
+    captured = capsys.readouterr()
+    assert "best: --unsharp" in captured.out and "disk full" in captured.err
