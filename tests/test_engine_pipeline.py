@@ -1521,16 +1521,29 @@ def test_stop_closes_the_source_of_an_engine_never_started(tmp_path):
     assert src._closed
 
 
-def test_a_live_slot_keeps_only_the_newest_frame(tmp_path):
+def test_a_live_slot_keeps_only_the_newest_frame(tmp_path: Path) -> None:
     # Live mode never queues: a frame waiting is replaced by a newer one (counted as dropped),
     # in both hand-offs, so latency stays at one frame.
     eng = Engine(open_source(still(tmp_path), live=True), None, live=True)
-    for channel in (eng._in, eng._out):
-        displaced = [channel.put(i)[1] for i in range(3)]
-        assert displaced == [None, 0, 1]
-        channel.close()
-        assert channel.get() == 2
-    eng.stop()
+    try:
+        for channel in (eng._in, eng._out):
+            displaced: list[object] = []
+            # A queue's put() waits for room, which nobody makes here: put from a thread so a
+            # queueing channel fails the test instead of hanging it.
+            putter = threading.Thread(
+                target=lambda ch=channel, out=displaced: out.extend(ch.put(i)[1] for i in range(3)),
+                daemon=True,
+            )
+            putter.start()
+            putter.join(5.0)
+            if putter.is_alive():
+                channel.abort()  # wakes the waiting put()
+                pytest.fail("a live hand-off queued a frame instead of replacing it")
+            assert displaced == [None, 0, 1]
+            channel.close()
+            assert channel.get() == 2
+    finally:
+        eng.stop()
 
 
 class Hanging:

@@ -986,6 +986,43 @@ def test_raw_samples_follow_linear_fraction_and_gamma() -> None:
             assert np.allclose(sharp, 80 / 255.0)
 
 
+def test_camera_samples_follow_linear_fraction_and_gamma(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The moving-camera path draws plain vs linear-light averaging like the raw one: with
+    # linear_fraction 0 every sample is the plain sRGB mean of its rendered frames, with 1 the
+    # linear-light mean at the configured gamma (the two differ on any moving edge).
+    import training.data as D
+
+    rendered: list[list[np.ndarray]] = []
+    render = D.render_camera_motion
+
+    def keep(*args: Any, **kw: Any) -> Any:
+        frames = render(*args, **kw)
+        rendered.append(frames)
+        return frames
+
+    monkeypatch.setattr(D, "render_camera_motion", keep)
+    photo = make_texture(120, 140, seed=5)
+    for fraction, linear in ((0.0, False), (1.0, True)):
+        params = SynthParams(
+            raw_windows=(5,),
+            camera_speed=(2.0, 3.0),
+            linear_fraction=fraction,
+            gamma=2.0,
+            augment=False,
+        )
+        ds = DeblurDataset(photos=[photo], weights=(0, 1, 0), params=params, patch=24)
+        for i in range(3):
+            rendered.clear()
+            blur, sharp = ds._camera(ds.rng_for(i), photo, 24)
+            (frames,) = rendered
+            assert len(frames) == 5
+            np.testing.assert_allclose(sharp, frames[2].astype(np.float32) / 255.0)
+            want = temporal_average(frames, linear=linear, gamma=2.0)
+            other = temporal_average(frames, linear=not linear, gamma=2.0)
+            assert np.abs(want - other).max() > 0.01
+            np.testing.assert_allclose(blur, want, atol=1e-6)
+
+
 def test_raw_validation_pairs_use_the_centre_frame_and_the_gamma() -> None:
     # The held-out validation score: sharp = centre frame; linear-light at the configured gamma.
     values = [0, 40, 80, 120, 255]
