@@ -58,6 +58,29 @@ class _SlowBackend:
         pass
 
 
+def _register_tracked(
+    monkeypatch: pytest.MonkeyPatch, *, failing_close: bool = False
+) -> list[_SlowBackend]:
+    """Registers backend "tracked": instant, and listed in the returned list as it opens."""
+    from engine import backends
+
+    opened: list[_SlowBackend] = []
+
+    class Tracked(_SlowBackend):
+        def __init__(self, **_options: object) -> None:
+            super().__init__(0.0)
+            self.closed = False
+            opened.append(self)
+
+        def close(self) -> None:
+            self.closed = True
+            if failing_close:
+                raise RuntimeError("the runtime would not let go")
+
+    monkeypatch.setitem(backends.BACKENDS, "tracked", Tracked)
+    return opened
+
+
 @pytest.mark.parametrize("schedule", bench.SCHEDULES)
 def test_pipeline_reads_on_demand_so_nothing_is_decoded_for_nothing(
     schedule: str, tmp_path: Path
@@ -286,18 +309,7 @@ def test_run_bench_closes_what_it_opened_when_a_named_backend_fails(
 ) -> None:
     from engine import backends
 
-    opened: list[_SlowBackend] = []
-
-    class Tracked(_SlowBackend):
-        def __init__(self, **_options: object) -> None:
-            super().__init__(0.0)
-            self.closed = False
-            opened.append(self)
-
-        def close(self) -> None:
-            self.closed = True
-
-    monkeypatch.setitem(backends.BACKENDS, "tracked", Tracked)
+    opened = _register_tracked(monkeypatch)
     with pytest.raises(backends.BackendError, match="unknown backend 'nope'"):
         bench.run_bench(["tracked", "nope"], sizes=[(64, 48)], frames=2, rounds=1)
     assert len(opened) == 1 and opened[0].closed
@@ -972,21 +984,7 @@ def test_a_backend_that_cannot_start_is_noted_once_whatever_the_scales() -> None
 def test_run_bench_closes_a_backend_it_opened_twice_and_survives_a_failing_close(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from engine import backends
-
-    opened: list[_SlowBackend] = []
-
-    class Tracked(_SlowBackend):
-        def __init__(self, **_options: object) -> None:
-            super().__init__(0.0)
-            self.closed = False
-            opened.append(self)
-
-        def close(self) -> None:
-            self.closed = True
-            raise RuntimeError("the runtime would not let go")
-
-    monkeypatch.setitem(backends.BACKENDS, "tracked", Tracked)
+    opened = _register_tracked(monkeypatch, failing_close=True)
     # Asked for twice at full size: one row; the duplicate's session is closed at once, and a
     # runtime failing to close, the duplicate before any row or the measured one at the end,
     # loses none of the rows.
