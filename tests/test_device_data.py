@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from training.data import RawSequence, SynthParams, psnr_np, sharpness, temporal_average
 from training.device_data import DeviceRawSampler, psnr_batch, sharpness_batch
@@ -72,15 +73,17 @@ def test_plain_average_is_a_window_of_one_crop_around_its_centre() -> None:
     torch.testing.assert_close(rows - rows[:, :1], torch.arange(32.0).expand(12, 32))
 
 
-def test_linear_light_average_matches_temporal_average() -> None:
+@pytest.mark.parametrize("gamma", [2.2, 1.6])
+def test_linear_light_average_matches_temporal_average(gamma: float) -> None:
     seq = _coded_sequence()
-    s = DeviceRawSampler([seq], _params(raw_windows=(7,), linear_fraction=1.0), "cpu", seed=2)
+    p = _params(raw_windows=(7,), linear_fraction=1.0, gamma=gamma)
+    s = DeviceRawSampler([seq], p, "cpu", seed=2)
     blur, sharp, _ = s.sample(4, 32, step=5)
     for b, c in zip(blur, sharp, strict=True):
         i = round(float(c[0, 0, 0]) * 255 / 8)
         y, x = round(float(c[1, 0, 0]) * 255 / 5), round(float(c[2, 0, 0]) * 255 / 5)
         crops = [f[y : y + 32, x : x + 32] for f in seq.frames[i - 3 : i + 4]]
-        want = temporal_average(crops, linear=True)
+        want = temporal_average(crops, linear=True, gamma=gamma)
         np.testing.assert_allclose(b.permute(1, 2, 0).numpy(), want, atol=1e-5)
         assert float(b[0].mean()) > float(c[0].mean())  # the power mean lies above the centre
 
@@ -331,3 +334,162 @@ def test_shot_noise_counts_photons_at_the_drawn_peak() -> None:
     mid = clean.gt(0.3) & clean.lt(0.7)
     want = float((clean[mid] / 20).mean().sqrt())
     assert float((noisy - clean)[mid].std()) == pytest.approx(want, rel=0.15)
+
+
+def _layout(x: Tensor) -> tuple[int, ...]:
+    """Which way the coded rows (green) and columns (blue) run in a ``(3, P, P)`` patch: one of
+    the 8 flipped and rotated forms."""
+    g, b = x[1], x[2]
+    return tuple(int(torch.sign(c[i, j] - c[0, 0])) for c in (g, b) for i, j in ((1, 0), (0, 1)))
+
+
+def test_every_window_crop_and_sequence_can_be_drawn() -> None:
+    # an off-by-one in a draw would never show the last window start or crop position
+    shifted = _coded_sequence()
+    shifted.frames = [f.copy() for f in shifted.frames]
+    for f in shifted.frames:
+        f[..., 0] += 4  # red 8 i + 4: this clip's centres read as i + 0.5
+    s = DeviceRawSampler([_coded_sequence(), shifted], _params(raw_windows=(5,)), "cpu", seed=3)
+    _, sharp, _ = s.sample(400, 32, step=0)
+    centre = sharp[:, 0, 0, 0] * 255 / 8
+    second = (centre - centre.floor() - 0.5).abs() < 1e-3
+    assert set(centre[~second].round().int().tolist()) == set(range(2, 18))
+    assert set((centre[second] - 0.5).round().int().tolist()) == set(range(2, 18))
+    ys = (sharp[:, 1, 0, 0] * 255 / 5).round().int()
+    xs = (sharp[:, 2, 0, 0] * 255 / 5).round().int()
+    assert set(ys.tolist()) == set(range(H - 32 + 1)) and set(xs.tolist()) == set(range(W - 32 + 1))
+
+
+def test_augmentation_reaches_all_eight_forms() -> None:
+    s = DeviceRawSampler([_coded_sequence()], _params(augment=True), "cpu", seed=6)
+    blur, sharp, _ = s.sample(96, 32, step=3)
+    forms = {_layout(x) for x in sharp}
+    assert len(forms) == 8
+    assert all(_layout(b) == _layout(x) for b, x in zip(blur, sharp, strict=True))
+
+
+def test_blur_and_sharp_stay_paired_across_draw_rounds() -> None:
+    # Only every 4th frame has texture, so a quarter of the windows pass the flat-patch filter
+    # and the batch fills over several rounds of draws; red codes the frame number.
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = []
+    for i in range(24):
+        g, b = (yy * 5, xx * 5) if i % 4 == 0 else (np.zeros((H, W)), np.zeros((H, W)))
+        frames.append(np.stack([np.full((H, W), 8 * i), g, b], axis=-1).astype(np.uint8))
+    seq = RawSequence(name="sparse", frames=frames, numbers=list(range(1, 25)), paths=[])
+    p = _params(raw_windows=(5,), sharpness_threshold=0.02)
+    blur, sharp, rejected = DeviceRawSampler([seq], p, "cpu", seed=1).sample(40, 32, step=0)
+    assert rejected > 40  # more than one round was drawn
+    assert bool(sharpness_batch(sharp).ge(0.02).all())
+    # the plain mean of a centred window of the red ramp is its centre frame's red
+    torch.testing.assert_close(blur[:, 0], sharp[:, 0], atol=1e-6, rtol=0)
+
+
+def test_the_flat_patch_filter_looks_at_the_sharp_frame() -> None:
+    # Flat grey even frames, noise odd ones: a window centred on a flat frame averages to a
+    # textured blur, but its sharp target is flat and is refused, as in the workers.
+    rng = np.random.default_rng(0)
+    frames = [
+        rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
+        if i % 2
+        else np.full((H, W, 3), 120, np.uint8)
+        for i in range(20)
+    ]
+    seq = RawSequence(name="alternate", frames=frames, numbers=list(range(1, 21)), paths=[])
+    p = _params(raw_windows=(5,), sharpness_threshold=0.02)
+    _, sharp, rejected = DeviceRawSampler([seq], p, "cpu", seed=2).sample(20, 16, step=0)
+    assert rejected > 0 and bool(sharpness_batch(sharp).ge(0.02).all())
+    # with the filter off (threshold 0) nothing is refused, not even black frames (a fade out),
+    # whose sharpness is exactly 0
+    flat = RawSequence(
+        name="black",
+        frames=[np.zeros((H, W, 3), np.uint8)] * 12,
+        numbers=list(range(1, 13)),
+        paths=[],
+    )
+    assert DeviceRawSampler([flat], _params(), "cpu").sample(4, 16, step=0)[2] == 0
+
+
+def test_noise_falls_only_on_the_samples_that_draw_it() -> None:
+    clean, _, _ = DeviceRawSampler([_coded_sequence()], _params(), "cpu", seed=5).sample(32, 32, 1)
+    for kw in (
+        dict(noise_prob=0.5, noise_sigma=(0.05, 0.05), poisson_prob=0.0),
+        dict(noise_prob=1.0, noise_sigma=(0.0, 0.0), poisson_prob=0.5, poisson_peak=(20, 20)),
+    ):
+        p = _params(**kw)
+        noisy, _, _ = DeviceRawSampler([_coded_sequence()], p, "cpu", seed=5).sample(32, 32, 1)
+        untouched = (noisy - clean).flatten(1).abs().amax(1).eq(0)
+        assert 4 <= int(untouched.sum()) <= 28, kw
+
+
+def test_noise_is_fresh_at_every_step() -> None:
+    # the same noise field at every step would be a fixed pattern the student could learn
+    p = _params(noise_prob=1.0, noise_sigma=(0.05, 0.05), poisson_prob=0.0)
+    residuals = []
+    for step in (1, 2):
+        noisy, _, _ = DeviceRawSampler([_coded_sequence()], p, "cpu", seed=5).sample(4, 32, step)
+        clean, _, _ = DeviceRawSampler([_coded_sequence()], _params(), "cpu", seed=5).sample(
+            4, 32, step
+        )
+        residuals.append((noisy - clean).flatten())
+    corr = torch.corrcoef(torch.stack(residuals))[0, 1]
+    assert abs(float(corr)) < 0.2
+
+
+def test_no_retries_still_fills_the_batch() -> None:
+    # max_tries 0 means one draw, taken as it is (the workers' max(1, max_tries))
+    flat = RawSequence(
+        name="flat",
+        frames=[np.full((H, W, 3), 120, np.uint8)] * 12,
+        numbers=list(range(1, 13)),
+        paths=[],
+    )
+    p = _params(max_blur_psnr=30.0, sharpness_threshold=0.02, max_tries=0)
+    blur, sharp, rejected = DeviceRawSampler([flat], p, "cpu").sample(3, 16, step=0)
+    assert blur.shape == sharp.shape == (3, 3, 16, 16) and rejected == 0
+
+
+def test_patch_twice_the_frame_is_refused_clearly() -> None:
+    # reflect padding needs the pad shorter than the crop: 2 h == patch is already too small
+    s = DeviceRawSampler([_coded_sequence()], _params(), "cpu")
+    with pytest.raises(ValueError, match="too small"):
+        s.sample(1, 2 * H, step=0)
+    assert s.sample(1, 2 * H - 1, step=0)[0].shape == (1, 3, 2 * H - 1, 2 * H - 1)
+
+
+def test_device_draws_are_not_the_workers_draws(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Step k of the device stream must not replay worker sample k of the same seed and rank,
+    # or the two halves of a batch would share their random choices.
+    from training.data import DeblurDataset
+
+    keys: list[object] = []
+    real = np.random.default_rng
+
+    def spy(key: object = None) -> np.random.Generator:
+        keys.append(key)
+        return real(key)
+
+    monkeypatch.setattr(np.random, "default_rng", spy)
+    DeviceRawSampler([_coded_sequence()], _params(), "cpu", seed=4, rank=1).sample(2, 16, step=3)
+    device = real(keys[0]).random(8)
+    ds = DeblurDataset(raw=[_coded_sequence()], params=_params(), patch=16, seed=4, rank=1)
+    assert not np.array_equal(device, ds.rng_for(3).random(8))
+
+
+def test_plain_average_matches_temporal_average_off_a_ramp() -> None:
+    # Red i^2 is no straight ramp, so the window's mean is not its centre (nor its median)
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = [
+        np.stack([np.full((H, W), i * i), yy * 5, xx * 5], axis=-1).astype(np.uint8)
+        for i in range(16)
+    ]
+    seq = RawSequence(name="squares", frames=frames, numbers=list(range(1, 17)), paths=[])
+    blur, sharp, _ = DeviceRawSampler([seq], _params(raw_windows=(5,)), "cpu", seed=2).sample(
+        6, 32, step=0
+    )
+    for b, c in zip(blur, sharp, strict=True):
+        i = round(float(c[0, 0, 0] * 255) ** 0.5)
+        y, x = round(float(c[1, 0, 0]) * 255 / 5), round(float(c[2, 0, 0]) * 255 / 5)
+        crops = [f[y : y + 32, x : x + 32] for f in frames[i - 2 : i + 3]]
+        want = temporal_average(crops, linear=False)
+        np.testing.assert_allclose(b.permute(1, 2, 0).numpy(), want, atol=1e-5)
