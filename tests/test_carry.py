@@ -430,11 +430,17 @@ def test_the_pack_verdict_weighs_the_limit_to_the_byte(
     repo = tmp_path / "repo"
     repo.mkdir()
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    # Every part weighs: the tracked files, the untracked ones, the wheels (ignored here).
+    (repo / ".gitignore").write_text(".whl/\n")
+    (repo / "tracked.bin").write_bytes(b"t" * 5000)
+    subprocess.run(["git", "-C", str(repo), "add", "tracked.bin"], check=True)
+    (repo / ".whl").mkdir()
+    (repo / ".whl/k.whl").write_bytes(b"w" * 3000)
     monkeypatch.chdir(repo)
     argv = ["carry", "pack", "--shared", str(shared), "--out", "data_cache", "--codec", "mjpg"]
     monkeypatch.setattr(sys, "argv", argv)
     carry.main()
-    capsys.readouterr()
+    assert re.search(r"MiB  \.whl$", capsys.readouterr().out, re.M)
     total = sum(carry.travel_sizes(Path("data_cache"), Path("."), (Path(".whl"),)).values())
     monkeypatch.setattr(carry, "LIMIT", total)  # exactly the limit: it fits
     carry.main()
@@ -785,3 +791,255 @@ def test_gpu_session_runs_hq_without_the_teacher_beside_hq_cont(tmp_path: Path) 
         cont.loss.l1,
         cont.loss.vgg,
     )
+
+
+# ---- gaps found by mutation testing of training/carry.py ----------------------------------------
+
+
+def test_pack_takes_a_rounded_30_percent_of_a_folder_whatever_the_case_of_its_extensions(
+    tmp_path: Path,
+) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    many = shared / "data/train/photos/cmany"
+    many.mkdir()
+    img = np.zeros((8, 8, 3), np.uint8)
+    # 9 photos: 30 % is 2.7, so 3 travel (truncated, 2; at 50 %, 4)
+    for j in range(9):
+        cv2.imwrite(str(many / f"img_{j}.jpg"), img)
+    upper = shared / "data/train/photos/cupper"
+    upper.mkdir()
+    for name in ("A.JPG", "B.PNG"):  # a camera's or a download's spelling: they must travel too
+        cv2.imwrite(str(upper / name.lower()), img)
+        (upper / name.lower()).rename(upper / name)
+    out = tmp_path / "o"
+    carry.pack(shared, out, codec="mjpg")
+    photos = json.loads((out / "carry.json").read_text())["photos"]
+    assert sum(p.startswith("cmany/") for p in photos) == 3
+    assert photos == sorted(photos)  # the record, not the order they were drawn in
+    assert sorted(p for p in photos if p.startswith("cupper/")) == ["cupper/A.JPG", "cupper/B.PNG"]
+    assert sorted(p.name for p in (out / "photos/cupper").iterdir()) == ["A.jpg", "B.jpg"]
+
+
+def test_pack_shrinks_photos_by_averaging_not_by_dropping_pixels(tmp_path: Path) -> None:
+    # Alternate black and white columns, halved: area averaging gives an even grey; nearest
+    # neighbour would keep one colour of each pair (aliasing the student would learn from).
+    shared = _fake_shared(tmp_path / "shared")
+    stripes = shared / "data/train/photos/cstripes"
+    stripes.mkdir()
+    img = np.zeros((16, 1280, 3), np.uint8)
+    img[:, ::2] = 255
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(stripes / name), img)
+    out = tmp_path / "o"
+    carry.pack(shared, out, codec="mjpg")
+    got = cv2.imread(str(out / "photos/cstripes/a.jpg")).astype(np.float64)
+    assert got.shape[:2] == (8, 640)
+    assert abs(got.mean() - 127.5) < 4 and got.std() < 8
+
+
+def test_pack_refuses_a_photo_that_does_not_decode(tmp_path: Path) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    bad = shared / "data/train/photos/cbad"
+    bad.mkdir()
+    cv2.imwrite(str(bad / "good.jpg"), np.zeros((8, 8, 3), np.uint8))
+    (bad / "broken.jpg").write_bytes(b"not a jpeg")  # one of two: it is drawn
+    with pytest.raises(ValueError, match=r"cannot decode image .*broken\.jpg"):
+        carry.pack(shared, tmp_path / "o", codec="mjpg")
+
+
+def test_pack_refuses_a_misnumbered_last_frame_a_zero_held_out_frame_and_missing_vgg(
+    tmp_path: Path,
+) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    raw = shared / "data/train/gopro_raw_240fps" / carry.RAW_SEQ
+    (raw / "000012.jpg").rename(raw / "000013.jpg")
+    with pytest.raises(ValueError, match="found 000013.jpg"):
+        carry.pack(shared, tmp_path / "o", codec="mjpg")
+    (raw / "000013.jpg").rename(raw / "000012.jpg")
+    with pytest.raises(ValueError, match="held_out_first must be"):
+        carry.pack(shared, tmp_path / "o", codec="x264", held_out_first=0)
+    (shared / "weights/vgg19_normalised/vgg_normalised_conv3_1.pth").unlink()
+    # refused before minutes of encoding, with nothing written
+    with pytest.raises(FileNotFoundError, match="no VGG-19 weights"):
+        carry.pack(shared, tmp_path / "o", codec="mjpg")
+    assert not (tmp_path / "o").exists()
+
+
+def test_pack_removes_an_earlier_unpack_and_records_its_settings(tmp_path: Path) -> None:
+    # Frames decoded from an earlier pack, left beside this one, would train as its frames.
+    shared = _fake_shared(tmp_path / "shared")
+    out = tmp_path / "o"
+    carry.pack(shared, out, codec="mjpg")
+    assert carry.unpack(out) == 12
+    carry.pack(shared, out, codec="mjpg", seed=3, held_out_first=9)
+    assert not (out / "raw").exists()
+    meta = json.loads((out / "carry.json").read_text())
+    assert (meta["video"], meta["seed"], meta["held_out_first"]) == ("gopro.avi", 3, 9)
+
+
+def test_ffmpeg_falls_back_to_the_package_and_to_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    monkeypatch.setattr(carry.shutil, "which", lambda name: None)
+    pkg = types.ModuleType("imageio_ffmpeg")
+    pkg.get_ffmpeg_exe = lambda: "/pkg/ffmpeg"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", pkg)
+    assert carry._ffmpeg() == "/pkg/ffmpeg"
+
+    def missing() -> str:  # what the package raises when its binary is not there
+        raise RuntimeError("No ffmpeg exe could be found")
+
+    pkg.get_ffmpeg_exe = missing  # type: ignore[attr-defined]
+    assert carry._ffmpeg() is None
+
+
+def test_a_failed_x264_encode_stops_the_pack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ffmpeg exits non-zero with half a part written: joined, it made a short video.
+    def run(cmd: list[str], check: bool = False, **kwargs: object) -> None:
+        Path(cmd[-1]).write_bytes(b"half a video")
+        if "libx264" in cmd and check:
+            raise subprocess.CalledProcessError(1, cmd)
+
+    monkeypatch.setattr(carry.subprocess, "run", run)
+    monkeypatch.setattr(carry, "_ffmpeg", lambda: "ffmpeg")
+    out = tmp_path / "o"
+    with pytest.raises(subprocess.CalledProcessError):
+        carry.pack(_fake_shared(tmp_path / "shared"), out, codec="x264")
+    assert list(out.iterdir()) == []
+
+
+def test_the_concat_list_names_the_parts_absolutely_and_quoted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shlex
+
+    listed: list[str] = []
+
+    def run(cmd: list[str], **kwargs: object) -> None:
+        if "concat" in cmd:
+            # the concat demuxer's quoting is the shell's single quotes
+            for line in Path(cmd[cmd.index("-i") + 1]).read_text().splitlines():
+                word, path = shlex.split(line)
+                assert word == "file" and Path(path).is_file()
+                listed.append(path)
+        Path(cmd[-1]).write_bytes(b"video")
+
+    monkeypatch.setattr(carry.subprocess, "run", run)
+    monkeypatch.setattr(carry, "_ffmpeg", lambda: "ffmpeg")
+    shared = _fake_shared(tmp_path / "shared")
+    monkeypatch.chdir(tmp_path)
+    carry.pack(shared, Path("it's"), codec="x264", held_out_first=9)  # relative, with a quote
+    assert [Path(p).name for p in listed] == ["gopro.part0.mkv", "gopro.part1.mkv"]
+    assert all(Path(p).is_absolute() and "it's" in p for p in listed)
+
+
+def test_travel_sizes_count_every_byte_of_the_video_and_the_nested_photos(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An x264 pack's video (its largest file) or the photos' subfolders counted as nothing said
+    # "fits" for a carry the call refuses.
+    repo = tmp_path / "repo"
+    out = repo / "data_cache"
+    (out / "photos/cset5").mkdir(parents=True)
+    (out / "gopro.mkv").write_bytes(b"v" * 300)
+    (out / "carry.json").write_bytes(b"{}")
+    (out / "photos/cset5/a.jpg").write_bytes(b"p" * 40)
+    (repo / "dangling").symlink_to(repo / "nowhere")  # a link is not a file that travels
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    # Relative paths, as the command line passes them: the carry is still not counted twice.
+    monkeypatch.chdir(repo)
+    sizes = carry.travel_sizes(Path("data_cache"), Path("."), (Path(".whl"),))
+    assert sizes == {
+        "data_cache/gopro.mkv": 300,
+        "data_cache/carry.json": 2,
+        "data_cache/photos": 40,
+        "tracked": 0,
+    }  # and no .whl, which is not there
+
+
+def test_pack_command_line_passes_its_options_and_works_outside_git(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    got: list[dict[str, object]] = []
+
+    def pack(shared: Path, out: Path, **kwargs: object) -> Path:
+        got.append(kwargs)
+        return out / "gopro.avi"
+
+    monkeypatch.setattr(carry, "pack", pack)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    monkeypatch.chdir(tmp_path)  # not a git checkout: nothing to add up, and no traceback
+    argv = ["carry", "pack", "--crf", "20", "--photo-quality", "70"]
+    monkeypatch.setattr(sys, "argv", argv)
+    carry.main()
+    assert got == [{"codec": "auto", "crf": 20, "photo_quality": 70}]
+    assert "wrote data_cache/gopro.avi" in capsys.readouterr().out
+    # A refused input (a gap in the frames: a ValueError) is one line, not a traceback.
+    monkeypatch.undo()
+    shared = _fake_shared(tmp_path / "shared")
+    (shared / "data/train/gopro_raw_240fps" / carry.RAW_SEQ / "000005.jpg").unlink()
+    monkeypatch.setattr(
+        sys, "argv", ["carry", "pack", "--shared", str(shared), "--out", str(tmp_path / "o")]
+    )
+    with pytest.raises(SystemExit, match="carry pack: raw frames in .* found 000006.jpg"):
+        carry.main()
+
+
+def test_unpack_refuses_extra_frames_and_survives_a_killed_unpacks_leftovers(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "cache"
+    carry.pack(_fake_shared(tmp_path / "shared"), out, codec="mjpg")
+    # A SIGKILL skips the clean-up: the next unpack must start over, not stop on the folder.
+    (out / f"raw.partial/{carry.RAW_SEQ}").mkdir(parents=True)
+    (out / f"raw.partial/{carry.RAW_SEQ}/000099.png").write_bytes(b"stale")
+    assert carry.unpack(out) == 12
+    assert len(list((out / f"raw/{carry.RAW_SEQ}").iterdir())) == 12
+    # More frames than packed shift nothing, but they are not the packed sequence either.
+    meta = json.loads((out / "carry.json").read_text())
+    (out / "carry.json").write_text(json.dumps(meta | {"frames": 11}))
+    with pytest.raises(RuntimeError, match="decoded 12 frames .* packed 11"):
+        carry.unpack(out)
+
+
+def test_an_x264_part_of_one_frame_is_encoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first held-out frame the last one (or 2): a one-frame part left out lost that frame.
+    calls: list[list[str]] = []
+
+    def run(cmd: list[str], **kwargs: object) -> None:
+        calls.append(cmd)
+        Path(cmd[-1]).write_bytes(b"video")
+
+    monkeypatch.setattr(carry.subprocess, "run", run)
+    monkeypatch.setattr(carry, "_ffmpeg", lambda: "ffmpeg")
+    shared = _fake_shared(tmp_path / "shared")
+    for held, counts in ((12, ["11", "1"]), (2, ["1", "11"])):
+        calls.clear()
+        carry.pack(shared, tmp_path / "o", codec="x264", held_out_first=held)
+        encodes = [c for c in calls if "libx264" in c]
+        assert [c[c.index("-frames:v") + 1] for c in encodes] == counts
+
+
+def test_pack_says_when_opencv_cannot_write_the_mjpg_video(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Unopened:
+        def __init__(self, *args: object) -> None:
+            self.released = False
+
+        def isOpened(self) -> bool:  # noqa: N802 (OpenCV's name)
+            return False
+
+        def write(self, frame: np.ndarray) -> None:
+            pass
+
+        def release(self) -> None:
+            self.released = True
+
+    monkeypatch.setattr(cv2, "VideoWriter", Unopened)
+    with pytest.raises(RuntimeError, match="OpenCV cannot write MJPG"):
+        carry.pack(_fake_shared(tmp_path / "shared"), tmp_path / "o", codec="mjpg")
