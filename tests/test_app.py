@@ -3130,6 +3130,57 @@ def test_the_demo_clip_standing_in_for_a_camera_loops_like_one(qtbot, make_bridg
     assert [(s, k.get("loop")) for s, k in opened] == [("0", None), (demo, True)]
 
 
+def _camera_0_fails_api() -> types.SimpleNamespace:
+    """The real engine, with camera ``0`` failing to open (the demo clip stands in for it)."""
+    import engine
+
+    def open_source(source: str, **kwargs: Any) -> Any:
+        if source == "0":
+            raise RuntimeError("camera 0 cannot be opened")
+        return engine.open_source(source, **kwargs)
+
+    return _engine_api(open_source=open_source)
+
+
+def test_the_demo_clip_standing_in_for_a_camera_is_read_as_a_video(
+    qtbot: Any, make_bridge: Callable[[Any], EngineBridge]
+) -> None:
+    # What the stream reads words the message should it end: the demo clip ending or failing
+    # is a file's, not the camera's that failed to open ("check the cable").
+    bridge = make_bridge(_camera_0_fails_api())
+    assert bridge.start("0", backend="unsharp", fallback_source=str(DEMO_CLIP), wait=True)
+    assert bridge.using_fallback
+    assert bridge.reading == "video"
+
+
+def test_a_new_start_after_a_fallback_no_longer_says_the_demo_clip_stands_in(
+    qtbot: Any, make_bridge: Callable[[Any], EngineBridge]
+) -> None:
+    # While the next source opens (a worker; its result reaches the GUI thread only through the
+    # event loop, which has not run yet), the window must not call it the stand-in demo clip
+    # ("Demo clip: Camera 0 unavailable", its save refused), nor after a stop cancels it.
+    bridge = make_bridge(_camera_0_fails_api())
+    assert bridge.start("0", backend="unsharp", fallback_source=str(DEMO_CLIP), wait=True)
+    assert bridge.using_fallback
+    assert _start_demo(bridge) is None
+    assert bridge.starting and not bridge.using_fallback
+    bridge.stop()
+    assert not bridge.using_fallback
+
+
+def test_a_start_that_waits_opens_the_camera_only_once_the_stopped_engine_released_it(
+    qtbot: Any, make_bridge: Callable[[Any], EngineBridge]
+) -> None:
+    # start(wait=True) stops the running engine without waiting for its threads: a camera
+    # whose release takes a while (Media Foundation) was opened again while still held.
+    api = _SlowApi(close_delay=1.0)
+    bridge = make_bridge(api)
+    assert _start_demo(bridge, wait=True) is True
+    assert _start_demo(bridge, wait=True) is True
+    assert api.overlaps == [], "a camera opened while the stopped engine still held it"
+    assert "src0" in api.closed and len(api.sources) == 2
+
+
 def test_the_engine_starts_with_the_strength_and_switch_set_while_its_camera_opened(
     qtbot, make_bridge
 ):
@@ -4773,6 +4824,20 @@ def test_a_model_loaded_just_before_a_restart_is_closed_not_installed(qtbot, mak
     qtbot.waitUntil(lambda: "be1" in api.closed, timeout=5000)
     assert all(e.backend.tag != "be1" for e in api.engines), "installed in a newer stream"
     assert bridge.scale == "auto" and not bridge.changing_scale
+
+
+def test_a_processing_size_that_failed_is_not_the_scale_reported_once_the_stream_stops(
+    qtbot: Any, make_bridge: Callable[[Any], EngineBridge]
+) -> None:
+    # The failed size was given up (the picker went back): the bridge must not report it as
+    # the scale once no engine runs, as though the next start would use it.
+    bridge = make_bridge(_ScaleApi(fail=("0.5",)))
+    assert _start_demo(bridge, wait=True) is True
+    with qtbot.waitSignal(bridge.scale_change_failed, timeout=FRAME_TIMEOUT_MS) as got:
+        assert bridge.set_scale("0.5") is True
+    assert got.args == ["auto"] and bridge.scale == "auto"
+    bridge.stop()
+    assert bridge.scale == "auto"
 
 
 def test_the_last_of_quick_processing_size_changes_wins_and_the_others_are_closed(
