@@ -255,6 +255,36 @@ def test_fit_to_keeps_a_line_of_a_picture_far_wider_than_the_frame():
     assert (out.max(axis=2) > 0).sum(axis=0).tolist() == [1] * 64
 
 
+def test_fit_to_keeps_a_column_of_a_picture_far_taller_than_the_frame() -> None:
+    # The pillarbox side of the strip test above: under half a column scaled is one column,
+    # not a zero-width resize (an OpenCV error).
+    out = fit_to(picture((2, 4000)), (64, 64))
+    assert out.shape == (64, 64, 3)
+    assert (out.max(axis=2) > 0).sum(axis=1).tolist() == [1] * 64
+
+
+@pytest.mark.parametrize("size", [(641, 360), (64, 48)], ids=["cut", "boxed"])
+def test_fit_to_ignores_an_out_buffer_of_another_dtype(size: tuple[int, int]) -> None:
+    # A buffer of another dtype is no buffer for the result: the picture comes back as uint8
+    # in a new array, neither cast into the float buffer nor lost from it (OpenCV writes a
+    # resize of the wrong dtype elsewhere and leaves the buffer black).
+    img = picture(size)
+    buf = np.zeros((360, 640, 3), np.float32)
+    out = fit_to(img, (640, 360), out=buf)
+    assert out is not buf and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, fit_to(img, (640, 360)))
+    assert out.max() > 0
+
+
+def test_a_frame_of_no_width_is_refused_at_a_sinks_boundary() -> None:
+    from engine.frames import check_rgb8
+
+    with pytest.raises(ValueError, match=r"video x.avi: .*got \(24, 0, 3\) uint8"):
+        check_rgb8(np.zeros((24, 0, 3), np.uint8), "video x.avi")
+    ok = np.zeros((24, 32, 3), np.uint8)
+    assert check_rgb8(ok, "video x.avi") is ok
+
+
 def test_resize_to_resizes_when_only_one_side_differs():
     img = picture((64, 48))
     assert resize_to(img, (64, 48)) is img
@@ -2537,6 +2567,23 @@ def test_opencv_gets_a_name_with_a_colon_as_a_file(monkeypatch):
     monkeypatch.setattr(engine.frames, "_WINDOWS", True)
     assert opencv_name("C:x.mp4") == "C:x.mp4"
     assert opencv_name("D:.out.partial.mp4") == "D:.out.partial.mp4"
+
+
+def test_opencv_on_windows_gets_an_ascii_short_name_or_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A short name that is itself not ASCII reaches FFmpeg garbled as the long one would: no
+    # name works then, which is said, not a file of a garbled name written.
+    import engine.frames
+    from engine.frames import opencv_name
+
+    monkeypatch.setattr(engine.frames, "_WINDOWS", True)
+    monkeypatch.setattr(engine.frames, "_short_name", lambda path: "C:\\JOS~1\\R~1.AVI")
+    assert opencv_name("résultat.avi") == "C:\\JOS~1\\R~1.AVI"
+    for short in ("C:\\José\\R~1.AVI", None):
+        monkeypatch.setattr(engine.frames, "_short_name", lambda path, s=short: s)
+        with pytest.raises(ValueError, match="plain .ASCII. characters only"):
+            opencv_name("résultat.avi")
 
 
 def test_a_video_whose_ffmpeg_fails_as_it_finishes_is_not_called_complete(tmp_path, monkeypatch):

@@ -139,6 +139,21 @@ def test_to_rgb8_16bit_full_range():
     np.testing.assert_array_equal(out[0, :, 0], [0, 1, 128, 255])
 
 
+def test_to_rgb8_16bit_rounds_every_level_to_the_nearest_8bit_one() -> None:
+    # 65535 maps to 255: scaled by 1/256 instead, values just over a half level (51529 is
+    # 200.502 levels) rounded down, one level too dark.
+    img = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    want = (img.astype(np.int64) * 255 + 32767) // 65535
+    np.testing.assert_array_equal(to_rgb8(img)[..., 0], want)
+
+
+def test_to_rgb8_half_float_rounds_as_exactly_as_single_float() -> None:
+    # A half-precision picture (a model's fp16 output, an EXR) scaled in float16 itself lost
+    # the fraction: 0.12744 (32.497 levels) read 33, not 32.
+    f = np.array([[0.12744140625, 0.2529296875, 0.5, 1.0]], np.float16)
+    np.testing.assert_array_equal(to_rgb8(f)[0, :, 0], [32, 64, 128, 255])
+
+
 def test_to_rgb8_float_and_bool():
     f = np.array([[-0.5, 0.0, 0.5, 1.0, 2.0]], np.float64)
     np.testing.assert_array_equal(to_rgb8(f)[0, :, 1], [0, 0, 128, 255, 255])
@@ -216,6 +231,16 @@ def test_pictures_differ_only_by_more_than_a_colour_matrix():
     assert not pictures_differ(grey + 10, grey)
     assert pictures_differ(grey, grey + 50)
     assert pictures_differ(grey, np.full((8, 9, 3), 100, np.uint8))
+
+
+def test_pictures_differ_only_over_the_levels_not_at_them() -> None:
+    # "Over levels": a mean difference of exactly 24 is still the same picture.
+    from engine.frames import pictures_differ
+
+    grey = np.full((8, 8, 3), 100, np.uint8)
+    assert not pictures_differ(grey, grey + 24)
+    assert pictures_differ(grey, grey + 25)
+    assert not pictures_differ(grey, grey + 5, levels=5.0)
 
 
 def test_resize_to_uses_out_buffer_and_skips_same_size():

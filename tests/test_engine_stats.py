@@ -307,3 +307,81 @@ def test_a_fast_start_then_a_hiccup_is_no_burst() -> None:
         r.add(last + i / 25)
         rates.append(r.rate(r.times[-1]))
     assert all(rate > 25.0 for rate in rates[2:]), rates
+
+
+def test_snapshot_counts_drops_and_keeps_the_last_size() -> None:
+    # The status line's "3 dropped" and the size the outputs were opened at come from here.
+    rec = StatsRecorder()
+    assert (rec.snapshot().dropped, rec.snapshot().size) == (0, None)
+    for _ in range(3):
+        rec.frame_dropped()
+    now = time.perf_counter()
+    rec.frame_out(now, 1.0, 20.0, (64, 48))
+    rec.frame_out(now + 1 / FPS, 1.0, 20.0, (32, 24))
+    snap = rec.snapshot()
+    assert (snap.dropped, snap.size) == (3, (32, 24))
+
+
+def test_snapshot_rates_follow_the_recorders_window() -> None:
+    # A 0.5 s window has let go of frames that ended 0.6 s ago, in and out alike (a 2 s one
+    # would still read them).
+    rec = StatsRecorder(window_s=0.5)
+    now = time.perf_counter()
+    for i in range(31):
+        t = now - 1.6 + i / FPS
+        rec.frame_in(t, 1.0)
+        rec.frame_out(t, 1.0, 20.0, (64, 48))
+    snap = rec.snapshot()
+    assert (snap.fps_in, snap.fps_out) == (0.0, 0.0)
+
+
+def test_summary_shows_the_latency_of_a_stalled_stream_and_one_reconnect() -> None:
+    # Latency is shown once frames were written, also while none flows (0 fps); a camera that
+    # came back once is told too.
+    line = EngineStats(frames_out=5, latency_ms_p50=40.0, latency_ms_p95=60.0, reconnects=1)
+    parts = line.summary().split(" · ")
+    assert "latency 40 ms (p95 60)" in parts and "1 reconnects" in parts
+
+
+def test_rate_needs_a_tenth_of_a_second_of_events() -> None:
+    # Four frames at 60 fps span 0.05 s: too little to tell a rate from; seven span 0.1 s.
+    r = _Rate(2.0)
+    for i in range(4):
+        r.add(100.0 + i / 60)
+    assert r.rate(r.times[-1]) == 0.0
+    for i in range(4, 7):
+        r.add(100.0 + i / 60)
+    assert r.rate(r.times[-1]) == pytest.approx(60.0)
+
+
+def test_rate_of_a_short_start_counts_the_wait_after_it() -> None:
+    # Two frames 0.05 s apart, then half a second of nothing: events and waiting together
+    # span 0.5 s, enough to read a falling 2 fps rather than nothing.
+    r = _Rate(2.0)
+    r.add(100.0)
+    r.add(100.05)
+    assert r.rate(100.55) == pytest.approx(2.0)
+
+
+def test_rate_of_a_fast_stream_that_slows_down_is_no_burst() -> None:
+    # Past 512 events a second the deque forgets the stream's first frame: the frames it holds
+    # are no opening burst, and a 1000 fps stream dropping to 100 fps read 0 fps, then 100.
+    r = _Rate(2.0)
+    for i in range(1500):
+        r.add(100.0 + i / 1000)
+    last = r.times[-1]
+    rates = []
+    for i in range(1, 6):
+        r.add(last + i / 100)
+        rates.append(r.rate(r.times[-1]))
+    assert all(rate > 500.0 for rate in rates), rates
+
+
+def test_an_opening_run_with_one_gap_near_the_pace_is_no_burst() -> None:
+    # A queue's gaps all are at least BURST_PACE times quicker than the pace after it: a start
+    # at about 30 fps with one doubled frame, a 300 ms hiccup, then 20 fps, keeps its first
+    # frames (5 intervals over 0.43 s), not the 7.5 fps of the frames from the hiccup on.
+    r = _Rate(2.0)
+    for t in (0.0, 1e-5, 0.03001, 0.33001, 0.38001, 0.43001):
+        r.add(100.0 + t)
+    assert r.rate(r.times[-1]) == pytest.approx(5 / 0.43001)
