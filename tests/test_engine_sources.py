@@ -2892,3 +2892,175 @@ def test_a_pngs_colour_chunks_are_read_first_of_each_kind_and_only_whole(tmp_pat
     path = tmp_path / "a.png"
     path.write_bytes(png)
     assert sources.read_image_metadata(path).png_colour == ((b"gAMA", srgb_gamma),)
+
+
+# --------------------------------------------------------------------------- headers and checks
+
+
+def test_a_size_with_no_width_or_no_height_is_refused() -> None:
+    # Either side at 0 is a size nothing can be letterboxed into, not only both.
+    for bad in ((0, 480), (640, 0), (-1, 480)):
+        with pytest.raises(ValueError, match="positive"):
+            sources._check_size(bad)
+    assert sources._check_size((640.0, 480)) == (640, 480)  # type: ignore[arg-type]
+
+
+def test_a_failed_camera_read_is_retried_one_frame_period_later_within_bounds() -> None:
+    # A 30 fps camera retried every 50 ms would miss frames it could have had.
+    assert sources._retry_period(30.0) == pytest.approx(1 / 30)
+    assert sources._retry_period(1000.0) == pytest.approx(0.005)
+    assert sources._retry_period(1.0) == pytest.approx(0.1)
+
+
+def test_a_pixel_aspect_of_zero_height_is_no_aspect_at_all() -> None:
+    # A header of 2:0 divided by zero and the file could not be opened.
+    cap = SimpleNamespace(get=lambda prop: {cv2.CAP_PROP_SAR_NUM: 2.0}.get(prop, 0.0))
+    assert sources._square_pixel_size(cap, (32, 24)) is None
+
+
+def _jpeg_segments(*segments: tuple[int, bytes], before: bytes = b"") -> bytes:
+    body = b"".join(bytes([0xFF, m]) + struct.pack(">H", len(p) + 2) + p for m, p in segments)
+    return b"\xff\xd8" + before + body + b"\xff\xda\x00\x02\xff\xd9"
+
+
+def test_a_jpeg_s_first_exif_is_kept_and_its_profile_joined_in_sequence(tmp_path: Path) -> None:
+    first, second = b"Exif\0\0II*\0" + bytes(4), b"Exif\0\0MM\0*" + bytes(4)
+    icc = b"ICC_PROFILE\0"
+    path = tmp_path / "a.jpg"
+    # Profile parts stored out of order, after a marker that has no length (TEM).
+    path.write_bytes(
+        _jpeg_segments(
+            (0xE1, first),
+            (0xE1, second),
+            (0xE2, icc + b"\x02\x02BB"),
+            (0xE2, icc + b"\x01\x02AA"),
+            before=b"\xff\x01",
+        )
+    )
+    read = sources.read_image_metadata(path)
+    assert read.exif == first[6:]
+    assert read.icc == b"AABB"
+
+
+def test_a_jpeg_s_extended_xmp_without_its_main_packet_is_not_said_to_continue(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.jpg"
+    extended = sources._XMP_EXTENDED_JPEG_HEADER + b"<x:xmpmeta/>"
+    path.write_bytes(_jpeg_segments((0xE1, extended)))
+    assert sources.read_image_metadata(path) == sources.ImageMetadata()
+
+
+def test_a_webp_s_chunks_after_an_odd_sized_one_are_found(tmp_path: Path) -> None:
+    # RIFF pads an odd chunk to even: the EXIF after an odd ICC profile was missed.
+    exif, icc = b"II*\0" + bytes(4), b"odd"
+
+    def riff(kind: bytes, data: bytes) -> bytes:
+        return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
+
+    body = b"WEBP" + riff(b"VP8X", bytes(10)) + riff(b"ICCP", icc) + riff(b"EXIF", exif)
+    (tmp_path / "a.webp").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
+    assert sources.read_image_metadata(tmp_path / "a.webp") == sources.ImageMetadata(exif, icc)
+
+
+def test_an_mp4_that_opens_with_its_media_data_is_read_for_sound(tmp_path: Path) -> None:
+    # Older QuickTime files start with mdat (or free / wide / skip), not ftyp.
+    hdlr = _box(b"hdlr", bytes(8) + b"soun" + bytes(13))
+    moov = _box(b"moov", _box(b"trak", _box(b"mdia", hdlr)))
+    for first in (b"mdat", b"free", b"wide", b"skip"):
+        (tmp_path / "a.mov").write_bytes(_box(first, bytes(100)) + moov)
+        assert video_has_audio(tmp_path / "a.mov") is True, first
+
+
+def test_a_matroska_subtitle_track_is_no_sound_and_an_odd_field_no_crash(tmp_path: Path) -> None:
+    # Track type 17 (subtitles) is above audio's 2; a field of unknown size is damage.
+    header = _ebml(0x1A45DFA3, _ebml(0x4282, b"webm"))
+
+    def mkv(*entries: bytes) -> bytes:
+        tracks = _ebml(0x1654AE6B, b"".join(_ebml(0xAE, e) for e in entries))
+        return header + _ebml(0x18538067, tracks + _ebml(0x1F43B675, bytes(8)))
+
+    video, subtitles = _ebml(0x83, b"\x01"), _ebml(0x83, b"\x11")
+    (tmp_path / "subs.mkv").write_bytes(mkv(video, subtitles))
+    assert video_has_audio(tmp_path / "subs.mkv") is False
+    (tmp_path / "odd.mkv").write_bytes(mkv(video + _ebml(0x536E, b"", unknown_size=True)))
+    assert video_has_audio(tmp_path / "odd.mkv") is None
+
+
+def test_each_os_opens_cameras_with_its_own_capture_api_first(monkeypatch) -> None:
+    # CAP_ANY first on Linux would open a camera through GStreamer, slow and without controls.
+    for platform, apis in (
+        ("linux", [cv2.CAP_V4L2, cv2.CAP_ANY]),
+        ("darwin", [cv2.CAP_AVFOUNDATION]),
+        ("freebsd14", [cv2.CAP_ANY]),
+    ):
+        monkeypatch.setattr(sys, "platform", platform)
+        assert sources._camera_apis() == apis, platform
+
+
+def test_a_linux_camera_s_name_is_its_node_s_without_the_line_end(
+    tmp_path: Path, monkeypatch
+) -> None:
+    name = tmp_path / "name"
+    monkeypatch.setattr(sources, "Path", lambda text: name)
+    name.write_text("Integrated Camera\n")
+    assert sources._linux_camera_name(0) == "Integrated Camera"
+    name.write_text(" \n")
+    assert sources._linux_camera_name(0) is None
+    name.unlink()
+    assert sources._linux_camera_name(0) is None
+
+
+def test_closing_a_live_source_wakes_a_read_waiting_for_its_turn(tmp_path: Path) -> None:
+    # The engine closes a source from another thread to stop: a read sitting out a 2 s
+    # period delivered one more frame after the stop.
+    path = write_png(tmp_path / "x.png", np.zeros((8, 12, 3), np.uint8))
+    src = open_source(str(path), live=True, fps=0.5)
+    assert src.read() is not None
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(src.read()))
+    reader.start()
+    src.close()
+    reader.join(10.0)
+    assert not reader.is_alive() and got == [None]
+
+
+def _tkhd_v1(a: int, d: int) -> bytes:
+    # Version 1: 64-bit times, so the matrix sits 12 bytes further in than in version 0.
+    matrix = struct.pack(">9i", a << 16, 0, 0, 0, d << 16, 0, 0, 0, 1 << 30)
+    return _box(b"tkhd", b"\x01\0\0\x03" + bytes(32) + bytes(16) + matrix + bytes(8))
+
+
+def test_a_version_1_track_header_s_mirroring_is_read(tmp_path: Path) -> None:
+    hdlr = _box(b"hdlr", bytes(8) + b"vide" + bytes(13))
+    for (a, d), mirrored in (((-1, 1), True), ((1, 1), False)):
+        trak = _box(b"trak", _tkhd_v1(a, d) + _box(b"mdia", hdlr))
+        (tmp_path / "a.mp4").write_bytes(_box(b"ftyp", b"isom" + bytes(4)) + _box(b"moov", trak))
+        assert sources.video_is_mirrored(tmp_path / "a.mp4") is mirrored, (a, d)
+
+
+@pytest.mark.parametrize(
+    ("yaw", "pitch", "mirrored"),
+    [(180.0, 0.0, True), (-180.0, 0.0, True), (180.0, 90.0, False), (90.0, 0.0, False)],
+)
+def test_a_matroska_projection_is_a_flip_only_at_a_yaw_of_180_either_way(
+    yaw: float, pitch: float, mirrored: bool
+) -> None:
+    # FFmpeg reads any other pose as spherical video and shows it unflipped.
+    pose = _ebml(0x7671, b"\0") + _ebml(0x7673, struct.pack(">f", yaw))
+    pose += _ebml(0x7674, struct.pack(">f", pitch)) + _ebml(0x7675, struct.pack(">f", 0.0))
+    entry = _ebml(0x83, b"\x01") + _ebml(0xE0, _ebml(0x7670, pose))
+    tracks = _ebml(0x1654AE6B, _ebml(0xAE, entry))
+    data = _ebml(0x1A45DFA3, _ebml(0x4282, b"webm")) + _ebml(0x18538067, tracks)
+    assert sources._matroska_is_mirrored(data) is mirrored
+
+
+def test_a_chrm_within_a_hundredth_of_srgb_s_is_srgb() -> None:
+    # Writers round sRGB's primaries differently: 0.3127 stored as 0.3132 is still sRGB.
+    def chrm(offset: int) -> tuple[tuple[bytes, bytes]]:
+        values = (v + offset for v in sources._SRGB_CHRM)
+        return ((b"cHRM", b"".join(v.to_bytes(4, "big") for v in values)),)
+
+    assert sources.png_colour_is_srgb(chrm(500))
+    assert sources.png_colour_is_srgb(chrm(-1000))
+    assert not sources.png_colour_is_srgb(chrm(1001))
