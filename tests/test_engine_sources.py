@@ -3064,3 +3064,91 @@ def test_a_chrm_within_a_hundredth_of_srgb_s_is_srgb() -> None:
     assert sources.png_colour_is_srgb(chrm(500))
     assert sources.png_colour_is_srgb(chrm(-1000))
     assert not sources.png_colour_is_srgb(chrm(1001))
+
+
+def test_a_camera_s_rate_is_the_one_its_driver_says_over_the_one_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pacing and retries follow what the camera really delivers, not the rate asked for.
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a))
+    with open_source("0", live=True, fps=15) as cam:
+        assert cam.fps == 30.0 and cam.fps_reported
+
+
+def test_on_macos_a_missing_camera_among_others_gets_no_permission_hint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Other cameras open, so access is granted: the hint would send the user the wrong way.
+    monkeypatch.setattr(sources.sys, "platform", "darwin")
+    monkeypatch.setattr(sources, "_probe_camera", lambda i: i == 0)
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: FakeCapture(t, a, opened=False))
+    with pytest.raises(CameraNotFoundError) as info:
+        open_source("3", live=True)
+    assert "does not exist" in str(info.value) and "Privacy" not in str(info.value)
+
+
+def test_a_camera_streaming_a_format_opencv_cannot_convert_says_so(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # OpenCV hands an H.264-only camera's stream over as one row of bytes, which would
+    # otherwise pass for a 1-pixel-high grey picture.
+    class OneRow(FakeCapture):
+        def retrieve(self) -> tuple[bool, np.ndarray]:
+            return True, np.zeros((1, 4096), np.uint8)
+
+    made: list[FakeCapture] = []
+    monkeypatch.setattr(sources, "_make_capture", lambda t, a: OneRow(t, a, log=made))
+    with pytest.raises(SourceError, match=r"camera 0 delivers frames .*raw 4096-byte buffer"):
+        CameraSource(device=0)
+    assert made and all(c.released for c in made)
+
+
+def test_a_camera_lost_on_its_first_failed_read_says_one_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_cameras(monkeypatch, dict(frames=0))
+    with pytest.raises(SourceError, match=r"delivers no frames \(1 read in a row failed\)"):
+        CameraSource(device=0, lost_after_reads=1)
+
+
+def test_a_still_image_says_whether_it_is_repeated(tmp_path: Path) -> None:
+    # The status line is how a user tells a photo being streamed from one processed once.
+    path = write_png(tmp_path / "x.png", np.zeros((8, 12, 3), np.uint8))
+    with open_source(path, live=True, fps=25) as src:
+        assert src.describe() == "image x.png · 12x8 repeated @ 25 fps"
+    with open_source(path, live=False) as src:
+        assert src.describe() == "image x.png · 12x8"
+
+
+def test_a_device_file_is_a_camera_only_on_linux(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Elsewhere cameras have no device file: a character device there (NUL) is no camera.
+    assert sources._is_device_file(Path(os.devnull))
+    monkeypatch.setattr(sources.sys, "platform", "win32")
+    assert source_kind(os.devnull) == "video"
+
+
+def test_registering_a_kind_again_replaces_its_factory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A plug-in overriding a kind (the built-in camera, say) must get its own factory used.
+    monkeypatch.setattr(sources, "SOURCES", dict(sources.SOURCES))
+    image = write_png(tmp_path / "still.png", np.zeros((4, 6, 3), np.uint8))
+    used: list[str] = []
+
+    def factory(name: str):  # noqa: ANN202
+        def make(spec, *, live, size, fps, **options):  # noqa: ANN001, ANN003, ANN202
+            used.append(name)
+            return ImageSource(path=image, live=live, size=size, fps=fps)
+
+        return make
+
+    sources.register_source("pattern", factory("old"))
+    sources.register_source("pattern", factory("new"))
+    with open_source("bars", kind="pattern", live=False):
+        pass
+    assert used == ["new"]
+
+
+def test_a_path_the_system_cannot_stat_is_a_video_not_a_crash() -> None:
+    # A NUL in a pasted path makes os.stat raise ValueError, not OSError.
+    assert source_kind("clip\0.mp4") == "video"
