@@ -24,6 +24,7 @@ Pure engine code: no Qt, no training imports.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
@@ -649,6 +650,12 @@ def bench_backend(
 # --------------------------------------------------------------------------- the benchmark
 
 
+def _close_quietly(backend: Any) -> None:
+    """Close a backend; a runtime failing to let go never ends the benchmark or hides its rows."""
+    with contextlib.suppress(Exception):
+        backend.close()
+
+
 class _ScaleTally:
     """Counts the calls an adaptive :class:`engine.backends.ScaledBackend` makes at each scale."""
 
@@ -780,10 +787,7 @@ def run_bench(
                     label += " + denoise"
                 if any(label == seen for seen, _ in opened):
                     # passthrough is never scaled: one row for it, whatever the scales asked.
-                    try:
-                        backend.close()
-                    except Exception:  # a duplicate failing to close never ends the benchmark
-                        pass
+                    _close_quietly(backend)
                     continue
                 opened.append((label, backend))
                 if options:
@@ -865,8 +869,5 @@ def run_bench(
         # Also when a backend asked for by name fails to start after others did: their
         # sessions (and device memory) must not outlive the call.
         for _name, backend in opened:
-            try:
-                backend.close()
-            except Exception:  # closing a runtime never hides the results
-                pass
+            _close_quietly(backend)
     return report
