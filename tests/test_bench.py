@@ -1011,3 +1011,56 @@ def test_precision_is_openvinos_alone_the_other_rows_run_as_ever(tmp_path: Path)
     )
     assert [r.backend for r in report.results] == ["onnx", "unsharp"]
     assert not report.notes
+
+
+def test_the_bench_clip_holds_every_frame_a_round_reads_and_two_to_spare(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The pipeline measure runs the live engine, which may drop a frame or two under load: the
+    # clip holds two more than a round's warm-up and timed frames, so a round still times them
+    # all. Fewer frames than rounds (1 in 4) still times two intervals a round: a round of one
+    # sample is whatever stall it met. The clip is counted as written, not from a run.
+    asked: list[tuple[int, int, int]] = []  # (frames, warmup, frames in the clip) per round
+
+    def measure_model(backend, size, frames, warmup=3):  # noqa: ANN001, ANN202
+        return 1.0, [1.0] * frames
+
+    def measure_pipeline(backend, clip, frames, warmup=2, **kw):  # noqa: ANN001, ANN202
+        asked.append((frames, warmup, len(read_video(clip))))
+        return bench.PipelineMeasure([1.0] * (frames - 1), [1.0] * frames, frames + warmup, [])
+
+    monkeypatch.setattr(bench, "measure_model", measure_model)
+    monkeypatch.setattr(bench, "measure_pipeline", measure_pipeline)
+    report = bench.run_bench(
+        ["passthrough"], sizes=[(64, 48)], frames=1, rounds=4, warmup=1, workdir=tmp_path
+    )
+    assert len(report.results) == 1 and len(asked) == 4
+    for frames, warmup, in_clip in asked:
+        assert frames >= 3 and in_clip >= warmup + frames + 2, asked
+
+
+def test_auto_without_weights_is_skipped_with_the_model_backends_in_one_note(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `auto` picks a model backend: with no weights it cannot start either, and is named in
+    # the one "no model" note instead of a note of its own that reads like a broken runtime.
+    monkeypatch.setenv("SHARPCAM_WEIGHTS", str(tmp_path))  # no shipped weights
+    report = bench.run_bench(
+        ["auto", "unsharp"], sizes=[(64, 48)], frames=2, rounds=1, strict=False
+    )
+    assert [r.backend for r in report.results] == ["unsharp"]
+    (note,) = report.notes
+    assert note.startswith("no model") and note.endswith("skipped auto"), note
+
+
+def test_format_table_prints_every_note_and_a_tenth_with_its_columns_decimals() -> None:
+    # Each skipped backend, fallback precision and auto row has a note of its own: a table
+    # showing only the first hid why the others' rows were missing or what they mixed.
+    row = bench.BenchResult("unsharp", "64x48", 0.1, 10.0, 10.0, 1.0, 0.1, 5.0, 10.0)
+    notes = ["onnx skipped: no runtime", "openvino skipped: no runtime"]
+    report = bench.BenchReport(machine={"cpu": "X"}, results=[row], notes=notes)
+    lines = bench.format_table(report).splitlines()
+    assert lines[-2:] == [f"note: {n}" for n in notes]
+    # 0.1 is the first value the fixed decimals show in full: "0.10", not the "0.1" of a
+    # smaller number's two significant digits.
+    assert lines[3].split()[2] == "0.10", lines[3]

@@ -2151,3 +2151,114 @@ def test_a_finished_offline_run_leaves_no_thread_running_before_stop(tmp_path: P
         assert snapshots and snapshots[-1].frames_out == 5
     finally:
         eng.stop(timeout=2.0)
+
+
+def _read_at_10_fps(eng: Engine, n: int) -> None:
+    """Record ``n`` frames read 0.1 s apart, as the capture thread would. Stamped an hour ahead
+    of the clock: a rate measured before its frames counts no wait after them, so it is 10 fps
+    however late the next call comes on a loaded machine."""
+    ahead = time.perf_counter() + 3600.0
+    for i in range(n):
+        eng._stats.frame_in(ahead + 0.1 * i, 1.0)
+
+
+def test_the_rate_frames_arrive_at_is_followed_only_from_the_tenth_frame() -> None:
+    # A rate from a handful of frames is the start-up's (a camera's first frames come in a
+    # burst, or late): `auto` would resize the model for a rate the camera does not keep.
+    for n, told in ((9, 0), (10, 1)):
+        model = _Following()
+        eng = Engine(_Unconfirmed(Held(0)), model, live=True)
+        _read_at_10_fps(eng, n)
+        eng._process(Frame(stamp(0), n, time.perf_counter()))
+        assert len(model.rates) == told, (n, model.rates)
+    assert model.rates == [pytest.approx(10.0)]
+
+
+def test_a_live_source_that_says_nothing_of_its_rate_keeps_it() -> None:
+    # Only a camera whose driver said it reports no rate (fps_reported False) is followed: a
+    # source without the attribute (a clip, a test pattern) runs at the rate it says.
+    model = _Following()
+    eng = Engine(Held(0), model, live=True)  # Held has fps but no fps_reported
+    _read_at_10_fps(eng, 20)
+    eng._process(Frame(stamp(0), 20, time.perf_counter()))
+    assert model.calls == 1 and model.rates == []
+
+
+class _Fatal(BaseException):
+    """Not an Exception (a KeyboardInterrupt, a SystemExit in a sink): no worker's ``except
+    Exception`` catches it, and it ends the output thread itself."""
+
+
+def test_an_output_thread_that_dies_on_the_last_frame_leaves_the_output_incomplete() -> None:
+    # The source had ended and its every frame reached the output thread, so only the failure
+    # itself can tell that the last frame was never written: the output is aborted, not
+    # finished as if complete.
+    class ClosedAfterEnd(_Ends):
+        def __init__(self, n: int) -> None:
+            super().__init__(n)
+            self.closed = threading.Event()
+
+        def close(self) -> None:
+            self.closed.set()  # after its end was noted: the capture thread closes it last
+
+    class DiesInWrite(Aborting):
+        def write(self, frame: Frame) -> None:
+            assert src.closed.wait(5)
+            raise _Fatal("the output thread was killed")
+
+    src = ClosedAfterEnd(1)
+    sink = DiesInWrite()
+    errors: list[BaseException] = []
+    eng = Engine(src, None, sinks=[sink], live=False, on_error=errors.append)
+    eng.start()
+    try:
+        assert eng.wait(5)
+        assert isinstance(eng.failure, _Fatal) and errors == [eng.failure]
+        assert sink.aborted == 1 and sink.closed == 0 and not eng.complete
+    finally:
+        eng.stop(timeout=2.0)
+
+
+def test_stop_closes_every_recording_beside_a_sink_stalled_in_its_write(tmp_path: Path) -> None:
+    # A recording and a second output beside a hung virtual camera: each is finished by stop(),
+    # not only the first of them.
+    src = open_source(still(tmp_path), live=True, fps=100)
+    first, second, hung = Recorder(), Recorder(), Stalled()
+    eng = Engine(src, Invert(), sinks=[first, second, hung])
+    eng.start()
+    try:
+        assert hung.entered.wait(5)
+        assert eng.stop(timeout=0.3) is False  # the output thread is still in the hung write
+        assert (first.closed, second.closed, hung.closed) == (1, 1, 0)
+    finally:
+        hung.release.set()
+    assert eng.join(5.0) and hung.closed == 1
+
+
+def test_stop_says_so_when_a_detached_sinks_close_outlasts_its_timeout(tmp_path: Path) -> None:
+    # The app opens the device again after a stop() that returned True: a close still running
+    # then must make stop() return False, as a thread still running does.
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink = Stalled(close_delay=1.0)
+    sink.release.set()  # writes do not hang here; only the close is slow
+    eng = Engine(src, Invert(), sinks=[sink])
+    eng.start()
+    assert sink.wait_for(2)
+    assert eng.detach_sink(sink)
+    assert eng.stop(timeout=0.2) is False
+    assert eng.join(5.0) and sink.closed == 1
+
+
+def test_a_finished_offline_runs_elapsed_time_stops_at_its_end(tmp_path: Path) -> None:
+    # `run` reads the final stats after the end: a clock that ran on until stop() made the
+    # run's average rate fall for the time the caller took.
+    src = open_source(stamped_video(tmp_path / "in.avi", 3), live=False)
+    eng = Engine(src, None, sinks=[Recorder()], live=False)
+    eng.start()
+    try:
+        assert eng.wait(5)
+        before = eng.stats().elapsed_s
+        time.sleep(0.1)
+        assert eng.stats().elapsed_s == before
+    finally:
+        eng.stop(timeout=2.0)
