@@ -644,6 +644,28 @@ def _avif_loses(avif: Any) -> str:
     return ", ".join(lost)
 
 
+def _video_container(head: bytes) -> str | None:
+    """The video container a file's first bytes name (not HEIF / AVIF stills); None else."""
+    if head[4:8] == b"ftyp" and not (is_heif(head) or is_avif(head)):
+        return "MP4 / QuickTime"
+    if head[:4] == b"\x1a\x45\xdf\xa3":
+        return "Matroska / WebM"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return "AVI"
+    return None
+
+
+def _undecodable_image_why(head: bytes) -> str:
+    # A clip saved with a photo's name read "not an image OpenCV can decode", with no hint
+    # that the file is fine as what it is.
+    if not head:
+        return "the file is empty (0 bytes)"
+    container = _video_container(head)
+    if container:
+        return f"it is a video ({container}), not an image: give it a video's extension"
+    return "not an image OpenCV can decode"
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image file as ``(H, W, 3) uint8 RGB`` (grey, alpha, 16-bit converted).
 
@@ -697,7 +719,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         )
         raise SourceError(f"cannot read image file {p}: {why}") from exc
     if img is None:
-        raise SourceError(f"cannot read image file {p}: not an image OpenCV can decode")
+        raise SourceError(f"cannot read image file {p}: {_undecodable_image_why(head)}")
     try:
         return to_rgb8(img, bgr=True, inplace=True)
     except (TypeError, ValueError) as exc:
@@ -995,11 +1017,8 @@ def _mp4_has_audio(f: Any, size: int) -> bool | None:
     pos, length = found
     f.seek(pos)
     moov = f.read(min(length, _MOOV_READ_LIMIT))
-    i = moov.find(b"hdlr")
-    while i >= 0:
-        if moov[i + 12 : i + 16] == b"soun":
-            return True
-        i = moov.find(b"hdlr", i + 4)
+    if b"soun" in _mp4_handlers(moov):
+        return True
     return False if len(moov) == length else None  # not all read: cannot tell
 
 
@@ -1011,6 +1030,50 @@ def _mp4_moov(f: Any, size: int) -> bytes | None:
         return None
     f.seek(found[0])
     return f.read(found[1])
+
+
+def _mp4_handlers(moov: bytes) -> set[bytes]:
+    """The handler types (``b"vide"``, ``b"soun"``, ...) of the tracks in a ``moov`` box."""
+    found = set()
+    i = moov.find(b"hdlr")
+    while i >= 0:
+        found.add(moov[i + 12 : i + 16])
+        i = moov.find(b"hdlr", i + 4)
+    return found
+
+
+def _unopenable_video_why(path: str | os.PathLike[str]) -> str | None:
+    """Why a file OpenCV did not open as a video cannot be one, where its bytes say so: it is
+    empty, or an MP4 / QuickTime file with no index or no video track. None when they do not
+    (a codec OpenCV lacks, bytes of no known kind).
+
+    OpenCV says only "not opened": an empty file, a phone's recording cut off before its index
+    was written and a sound-only ``.mp4`` all read "not a video, or a codec OpenCV cannot
+    decode", which sends the user looking for a codec.
+    """
+    try:
+        size = os.path.getsize(path)
+        if size == 0:
+            return "the file is empty (0 bytes)"
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if _video_container(head) != "MP4 / QuickTime":
+                return None
+            found = _mp4_moov_at(f, size)
+            if found is None or found[0] + found[1] > size:
+                return (
+                    "an MP4 / QuickTime file without its whole index (the 'moov' box): a "
+                    "recording cut off before it was finished, which players cannot read either"
+                )
+            moov = _mp4_moov(f, size)
+    except OSError:
+        return None
+    if moov is None:
+        return None  # an index too large to read here: nothing to say of its tracks
+    handlers = _mp4_handlers(moov)
+    if b"vide" in handlers:
+        return None
+    return "it has no video track" + (" (sound only)" if b"soun" in handlers else "")
 
 
 def _child_boxes(box: bytes, start: int = 8) -> Iterator[tuple[bytes, bytes]]:
@@ -1779,9 +1842,11 @@ class VideoFileSource(_SourceBase):
             self._cap = _make_capture(str(self.path), cv2.CAP_ANY)
         try:
             if not self._cap.isOpened():
+                why = _unopenable_video_why(self.path)
                 raise SourceError(
-                    f"cannot open video file {self.path}: not a video, or a codec OpenCV "
-                    "cannot decode" + self._animation_hint()
+                    f"cannot open video file {self.path}: "
+                    + (why or "not a video, or a codec OpenCV cannot decode")
+                    + self._animation_hint()
                 )
             ok, img = self._cap.read()
             if not ok or img is None:

@@ -766,6 +766,62 @@ def _ebml(eid: int, body: bytes, *, unknown_size: bool = False) -> bytes:
     return eid.to_bytes((eid.bit_length() + 7) // 8, "big") + size + body
 
 
+def test_a_video_file_opencv_cannot_open_says_what_its_bytes_show(tmp_path: Path) -> None:
+    # OpenCV says only "not opened": an empty file, a recording cut off before its index and
+    # a sound-only .mp4 all read "a codec OpenCV cannot decode", sending the user after codecs.
+    def hdlr(handler: bytes) -> bytes:
+        return _box(b"hdlr", bytes(8) + handler + bytes(12) + b"\0")
+
+    def opened(name: str, data: bytes) -> str:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SourceError) as info:
+            open_source(tmp_path / name, live=False)
+        return str(info.value)
+
+    ftyp = _box(b"ftyp", b"isom" + bytes(4))
+    sound = _box(b"moov", _box(b"trak", _box(b"mdia", hdlr(b"soun"))))
+    assert opened("empty.mp4", b"").endswith("empty.mp4: the file is empty (0 bytes)")
+    assert opened("memo.m4v", ftyp + _box(b"mdat", bytes(64)) + sound).endswith(
+        "memo.m4v: it has no video track (sound only)"
+    )
+    subtitles = _box(b"moov", _box(b"trak", _box(b"mdia", hdlr(b"sbtl"))))
+    assert opened("subs.mp4", ftyp + subtitles).endswith("subs.mp4: it has no video track")
+    # A camera writes its index last: cut off before it or inside it, the frames are there
+    # but unplayable.
+    clip = write_video(tmp_path / "whole.mp4", 10, fourcc="mp4v").read_bytes()
+    moov = clip.rfind(b"moov") - 4
+    assert moov > clip.find(b"mdat") > 0
+    for name, end in [("in_data.mp4", moov - 100), ("in_index.mp4", moov + 100)]:
+        said = opened(name, clip[:end])
+        assert f"{name}: an MP4 / QuickTime file without its whole index" in said, said
+    # Bytes of no kind it knows keep the general words.
+    assert opened("junk.mp4", b"not a video" * 10).endswith(
+        "junk.mp4: not a video, or a codec OpenCV cannot decode"
+    )
+
+
+def test_an_image_file_that_holds_a_video_or_nothing_says_so(tmp_path: Path) -> None:
+    # A clip saved under a photo's name read "not an image OpenCV can decode": the file is a
+    # good video under the wrong name.
+    mp4 = write_video(tmp_path / "clip.mp4", 3, fourcc="mp4v").read_bytes()
+    avi = write_video(tmp_path / "clip.avi", 3).read_bytes()
+    mkv = _ebml(0x1A45DFA3, _ebml(0x4282, b"matroska")) + _ebml(0x18538067, b"")
+    for name, data, kind in [
+        ("a.jpg", mp4, "MP4 / QuickTime"),
+        ("b.png", avi, "AVI"),
+        ("c.webp", mkv, "Matroska / WebM"),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SourceError, match=rf"{name}: it is a video \({kind}\), not an image"):
+            read_image(tmp_path / name)
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(SourceError, match=r"empty\.jpg: the file is empty \(0 bytes\)$"):
+        read_image(tmp_path / "empty.jpg")
+    (tmp_path / "junk.jpg").write_bytes(b"not an image" * 10)
+    with pytest.raises(SourceError, match=r"junk\.jpg: not an image OpenCV can decode$"):
+        read_image(tmp_path / "junk.jpg")
+
+
 def test_video_has_audio_reads_matroska_and_webm_track_lists(tmp_path, monkeypatch):
     # MKV (OBS's default recording format) and a browser's WebM lost their sound without a note.
     header = _ebml(0x1A45DFA3, _ebml(0x4282, b"webm"))
