@@ -21,6 +21,12 @@ from engine.manifest import ModelError
 from tests.contract_models import make_onnx_model
 
 
+def _not_dropped(notes: list[str]) -> list[str]:
+    """The notes but a row's "dropped frames" one: the live engine drops frames under load
+    (measured: 1-4 of 8 with 8 processes on 2 cores), which only a busy machine says."""
+    return [n for n in notes if "the live engine dropped frames" not in n]
+
+
 def test_make_bench_clip_is_a_real_moving_textured_video(tmp_path: Path) -> None:
     for name in ("c.mp4", "c.avi"):
         path = bench.make_bench_clip(tmp_path / name, (96, 64), 12)
@@ -155,7 +161,7 @@ def test_run_bench_skips_model_backends_without_a_model(
     report = bench.run_bench(None, sizes=[(64, 48)], frames=3)
     assert [r.backend for r in report.results] == ["unsharp"]
     # Said once for every model backend, not once more per backend that failed to start.
-    (note,) = report.notes
+    (note,) = _not_dropped(report.notes)
     assert "no model" in note and "onnx" in note, note
     # asked for by name, a model backend without a model is an error, not a note
     with pytest.raises(ModelError):
@@ -600,7 +606,7 @@ def test_run_bench_starts_each_sizes_auto_row_at_full_size(
     )
     assert [r.size for r in report.results] == ["64x48", "32x24"]
     assert seen == [1.0, 1.0]
-    assert all("scale 1x for" in n for n in report.notes if "auto" in n), report.notes
+    assert all("scale 1x for" in n for n in _not_dropped(report.notes) if "auto" in n), report.notes
 
 
 class _Stutters(_SlowBackend):
@@ -945,10 +951,11 @@ def test_run_bench_hands_its_options_to_each_row_and_says_where_it_is(
     monkeypatch.setattr(bench, "make_bench_clip", make_bench_clip)
     monkeypatch.setattr(bench, "bench_backend", bench_backend)
     said: list[str] = []
-    bench.run_bench(
+    report = bench.run_bench(
         ["passthrough"], sizes=[(64, 48)], frames=4, warmup=1, rounds=2, schedule="serial",
         workdir=tmp_path, on_progress=said.append,
     )  # fmt: skip
+    assert rows[0].pop("notes") is report.notes  # a short row's note lands in the report
     assert rows == [
         {"warmup": 1, "rounds": 2, "schedule": "serial", "label": "passthrough", "denoise": False}
     ]
@@ -1010,7 +1017,7 @@ def test_precision_is_openvinos_alone_the_other_rows_run_as_ever(tmp_path: Path)
         ["onnx", "unsharp"], sizes=[(64, 48)], frames=2, rounds=1, model=model, precision="f32"
     )
     assert [r.backend for r in report.results] == ["onnx", "unsharp"]
-    assert not report.notes
+    assert not _not_dropped(report.notes)
 
 
 def test_the_bench_clip_holds_every_frame_a_round_reads_and_two_to_spare(
@@ -1049,7 +1056,7 @@ def test_auto_without_weights_is_skipped_with_the_model_backends_in_one_note(
         ["auto", "unsharp"], sizes=[(64, 48)], frames=2, rounds=1, strict=False
     )
     assert [r.backend for r in report.results] == ["unsharp"]
-    (note,) = report.notes
+    (note,) = _not_dropped(report.notes)
     assert note.startswith("no model") and note.endswith("skipped auto"), note
 
 
@@ -1064,3 +1071,30 @@ def test_format_table_prints_every_note_and_a_tenth_with_its_columns_decimals() 
     # 0.1 is the first value the fixed decimals show in full: "0.10", not the "0.1" of a
     # smaller number's two significant digits.
     assert lines[3].split()[2] == "0.10", lines[3]
+
+
+def test_a_row_timed_from_fewer_frames_than_asked_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Under load the live engine drops frames: a round timed 1 interval of 4, and the row's
+    # medians came from a quarter of the frames with nothing to say so.
+    delivered = iter([4, 1, 4])  # intervals per round
+
+    def measure_model(backend, size, frames, warmup=3):  # noqa: ANN001, ANN202
+        return 1.0, [1.0] * frames
+
+    def measure_pipeline(backend, clip, frames, warmup=2, **kw):  # noqa: ANN001, ANN202
+        n = next(delivered, 4)
+        return bench.PipelineMeasure([10.0] * n, [5.0] * (n + 1), n + 1 + warmup, [])
+
+    monkeypatch.setattr(bench, "measure_model", measure_model)
+    monkeypatch.setattr(bench, "measure_pipeline", measure_pipeline)
+    report = bench.run_bench(
+        ["passthrough"], sizes=[(64, 48), (32, 24)], frames=12, rounds=3, workdir=tmp_path
+    )
+    assert len(report.results) == 2
+    # Only the short size's row, with its counts: the next size's full rounds say nothing.
+    assert report.notes == [
+        "passthrough at 64x48: the pipeline figures come from 9 of 12 frame intervals "
+        "(the live engine dropped frames: a busy machine?)"
+    ]
