@@ -3145,6 +3145,7 @@ def test_run_to_file_with_duration(tmp_path: Path) -> None:
     stamps = [read_stamp(f) for f in frames]
     assert stamps == sorted(stamps)  # live may drop, never reorder
     assert "fps" in proc.stderr and "unsharp" in proc.stderr
+    assert "announced" not in proc.stderr  # cut by --duration, not damaged
     order = root_boxes(out)  # plays as it downloads: the index before the frames
     assert order.index("moov") < order.index("mdat"), order
 
@@ -3515,6 +3516,32 @@ def test_run_duration_after_a_camera_stalled_holds_its_last_frame_only_briefly(
     assert 18 <= len(frames) <= 26, len(frames)  # 2 s past the frame at ~0.2 s after the first
 
 
+class _CameraInterruptedMidRead(_StallingCamera):
+    """A camera whose read, blocked when the stream stops, raises on being interrupted (as
+    a capture thread woken by its close does)."""
+
+    def read(self) -> Frame | None:
+        frame = super().read()
+        if frame is None:
+            from engine.sources import SourceError
+
+            raise SourceError("read interrupted")
+        return frame
+
+
+def test_run_stopped_while_its_camera_is_in_a_read_keeps_the_recording_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A read ended by the stop itself is no failing source: the recording takes its name.
+    monkeypatch.setattr(cli, "_open_source", lambda *a, **k: _CameraInterruptedMidRead())
+    out = tmp_path / "rec.avi"
+    argv = ["run", "--source", "0", "--output", str(out), "--backend", "unsharp"]
+    code, err = _run_in_process([*argv, "--duration", "0.6"], capsys)
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.avi"], err
+    assert len(read_video(out)) >= 3
+
+
 def test_run_piped_says_a_stall_that_began_between_its_status_lines(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -3584,12 +3611,15 @@ def test_run_output_failure_counts_the_frames_the_output_took(
     monkeypatch.setattr(engine.sinks, "write_image", full)
     still = tmp_path / "still.png"
     cv2.imwrite(str(still), stamped_frame(2))
+    t0 = time.perf_counter()
     code = cli.main(
         ["run", "--source", str(still), "--output", str(tmp_path / "frames"), "--fps", "1000",
-         "--backend", "unsharp", "--duration", "2"]
+         "--backend", "unsharp", "--duration", "20"]
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1, err
+    # Ended by the failure, not by --duration: streaming on would write nowhere.
+    assert time.perf_counter() - t0 < 10, err
     assert "failed after 0 frames: " in err and "No space left" in err, err
     assert err.count("No space left") == 1, err  # the error, not a warning before it too
 
@@ -3946,6 +3976,8 @@ def test_run_with_a_damaged_shipped_model_streams_unsharpened(
     assert len(warnings) == 1, err
     assert "sha256" in warnings[0] and "passthrough" in warnings[0], err
     assert not [ln for ln in err.splitlines() if ln.startswith("WARNING")], err
+    status = [ln for ln in err.splitlines() if " · WARNING: " in ln]
+    assert status and "passthrough" in status[-1], err
     frames = read_video(out)
     assert len(frames) >= 20  # the whole 24-frame clip streamed (live may drop a few)
     src = read_video(clip)
@@ -4065,6 +4097,165 @@ def test_run_with_a_model_that_cannot_take_the_sources_frames_fails_before_writi
     assert "fixed input size" in last and "passthrough" not in err, err
     assert out.read_bytes() == b"an earlier recording"
     assert not list(tmp_path.glob(".live*")) and not list(tmp_path.glob("live.incomplete*"))
+
+
+def test_run_to_a_virtual_camera_stopped_before_its_first_frame_is_no_failure(
+    clip: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A camera feed keeps nothing: no frame sent before --duration leaves no file to miss,
+    # where a recording that got none fails, exit 1.
+    import pyvirtualcam
+
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _SlowModel)
+    monkeypatch.setattr(_SlowModel, "interrupt", False)
+    pyvirtualcam.register_backend("sharpcam-test-rec", _RecordingCamera)
+    _RecordingCamera.frames = []
+    code, err = _run_in_process(
+        ["run", "--source", str(clip), "--output", "virtual", "--backend", "unsharp",
+         "--virtual-backend", "sharpcam-test-rec", "--duration", "0.3"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert _RecordingCamera.frames == [] and "nothing written" not in err, err
+
+
+def test_ctrl_c_while_run_waits_for_its_engine_ends_the_wait(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The stop signals are Python's again once the stream is over: a shutdown that hangs in
+    # the join (a camera's read that never returns) is ended by another Ctrl-C.
+    def hangs(engine: Any) -> bool:
+        signal.raise_signal(signal.SIGINT)
+        time.sleep(0.2)  # the handler runs here
+        return True
+
+    monkeypatch.setattr(cli, "_join_before_exit", hangs)
+    out = tmp_path / "live.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    code, err = _run_in_process([*argv, "--duration", "0.3"], capsys)
+    assert code == 130, err
+    assert err.rstrip().endswith("sharpcam: interrupted"), err
+
+
+def test_run_stopped_into_a_folder_says_one_count_of_its_frames(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The second count is for a timed recording's repeats; a folder holds each frame once.
+    import engine.sinks
+
+    real_write = engine.sinks.write_image
+
+    def write_then_stop(path: Any, *args: Any, **kwargs: Any) -> Any:
+        written = real_write(path, *args, **kwargs)
+        if len(list(out.iterdir())) == 2:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C at a known frame, however loaded
+        return written
+
+    monkeypatch.setattr(engine.sinks, "write_image", write_then_stop)
+    out = tmp_path / "frames"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    code, err = _run_in_process(argv, capsys)
+    assert code == 0, err
+    n = len(list(out.iterdir()))
+    assert n >= 1 and f"sharpcam: stopped ({cli._frames(n)} out)\n" in err, err
+
+
+def test_run_whose_model_cannot_start_closes_its_source(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The source is open before the model loads: a model that fails must not leave it open
+    # (a camera's light stays on, a file stays locked on Windows).
+    from engine.sources import VideoFileSource
+
+    closed: list[bool] = []
+    real_close = VideoFileSource.close
+
+    def close(self: VideoFileSource) -> None:
+        closed.append(True)
+        real_close(self)
+
+    monkeypatch.setattr(VideoFileSource, "close", close)
+    out = tmp_path / "live.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "onnx"]
+    code, err = _run_in_process([*argv, "--model", str(tmp_path / "missing.onnx")], capsys)
+    assert code == 1 and "model file not found" in err, err
+    assert closed, err
+
+
+class _Inverts:
+    """A model that inverts its frames and records each call (the warm-up's blank one too)."""
+
+    name, provider = "inverts", "test"
+    calls: list[np.ndarray] = []
+
+    def __init__(self, **_options: Any) -> None:
+        pass
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        _Inverts.calls.append(rgb.copy())
+        return 255 - rgb
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_at_strength_0_streams_the_input_and_never_calls_the_model(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # At 0 the model's output counts for nothing: a warm-up call (seconds of compiling for
+    # OpenVINO) or the stream's calls are time spent on frames that are thrown away.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _Inverts)
+    monkeypatch.setattr(_Inverts, "calls", [])
+    out = tmp_path / "live.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
+    code, err = _run_in_process([*argv, "--strength", "0"], capsys)
+    assert code == 0, err
+    assert _Inverts.calls == []
+    frames, src = read_video(out), read_video(clip)
+    assert len(frames) >= 5, err
+    i = read_stamp(frames[-1])
+    assert np.abs(frames[-1].astype(int) - src[i].astype(int)).mean() < 4  # the input's
+
+
+class _FailsOnEveryFrame(_Inverts):
+    """A shipped model that cannot run on frames of the source's size (a fixed input)."""
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        raise RuntimeError("no kernel for this size")
+
+
+def test_run_with_a_shipped_model_that_fails_on_the_sources_frames_streams_on(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only a --model the user named is theirs to fix before streaming; a shipped one that
+    # fails on the warm-up streams unsharpened, as it does failing on a later frame.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _FailsOnEveryFrame)
+    out = tmp_path / "live.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
+    code, err = _run_in_process(argv, capsys)
+    assert code == 0, err
+    assert "cannot run on the" not in err and "no kernel for this size" in err, err
+    assert len(read_video(out)) >= 5
+
+
+def test_run_denoise_reduces_noise_and_its_status_line_says_so(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The status line is where `run` says what noise reduction found; without --denoise a
+    # clean clip's line says nothing of noise.
+    argv = ["run", "--source", str(clip), "--backend", "passthrough"]
+    code, err = _run_in_process([*argv, "--output", str(tmp_path / "a.avi"), "--denoise"], capsys)
+    assert code == 0, err
+    assert "(none to reduce)" in err, err
+    code, err = _run_in_process([*argv, "--output", str(tmp_path / "b.avi")], capsys)
+    assert code == 0, err
+    assert "noise" not in err, err
 
 
 class _RecordingCamera:
@@ -6224,6 +6415,10 @@ class _Webcam:
          "warning: camera 0 does not offer --size 1920x1080 and --fps 60; it delivers 32x24 @ "
          "30 fps"),
         (30.0, ["--size", "32x24", "--fps", "30"], None),
+        # A 25 fps (PAL) camera is not the 30 asked for; a 29.97 one is.
+        (25.0, ["--fps", "30"], "warning: camera 0 does not offer --fps 30; it delivers 32x24 @ "
+         "25 fps"),
+        (29.97, ["--size", "32x24", "--fps", "30"], None),
         # Media Foundation and AVFoundation often report no rate: the one asked is taken.
         (0.0, ["--fps", "60"], "warning: the camera does not report its frame rate; taking the "
          "--fps 60 asked for"),
@@ -6466,6 +6661,11 @@ def test_run_says_nothing_of_a_source_as_long_as_its_duration(
     # it was called "ended after 30 frames, 1.0 s into --duration 1".
     clip = write_video(tmp_path / "second.avi", 30, fps=30.0)
     argv = ["run", "--source", str(clip), "--output", str(tmp_path / "o.avi"), "--backend"]
+    assert cli.main([*argv, "unsharp", "--duration", "1"]) == 0
+    assert "ended after" not in capsys.readouterr().err
+    # Nor two frames short of it (ending ~0.07 s before the deadline): within the margin.
+    clip = write_video(tmp_path / "short.avi", 28, fps=30.0)
+    argv = ["run", "--source", str(clip), "--output", str(tmp_path / "p.avi"), "--backend"]
     assert cli.main([*argv, "unsharp", "--duration", "1"]) == 0
     assert "ended after" not in capsys.readouterr().err
 
