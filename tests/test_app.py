@@ -297,6 +297,22 @@ def test_stats_label_updates(qtbot, make_window):
     assert window.stats_label.text() == format_stats(shown)
 
 
+def test_the_status_bar_and_sidebar_say_in_words_what_runs_and_when_it_stopped(
+    qtbot, make_window
+) -> None:
+    # The coloured dot alone says nothing to a colour-blind person, and a bare backend label
+    # in the sidebar read as a heading: the words carry the state.
+    window = make_window()
+    qtbot.waitUntil(lambda: window.live_state == "live", timeout=FRAME_TIMEOUT_MS)
+    assert window.live_label.text().endswith("Live")
+    assert window.backend_value.text() == "Running on Unsharp mask · OpenCV"
+    with started(qtbot, window):
+        restart(window)
+        assert window.live_label.text().endswith("Starting")
+    window.bridge.stop()
+    assert window.live_state == "stopped" and window.live_label.text().endswith("Stopped")
+
+
 def test_the_status_line_shows_the_engines_rate_latency_and_drops() -> None:
     stats = EngineStats(fps_out=29.94, latency_ms_p50=34.4, latency_ms_p95=41.2, dropped=3)
     assert format_stats(stats) == "29.9 fps · latency 34 ms (p95 41 ms) · dropped 3"
@@ -919,6 +935,20 @@ def _banner(qtbot):  # noqa: ANN001, ANN202
     qtbot.addWidget(holder)
     holder.show()
     return holder, banner
+
+
+def test_a_new_message_in_the_banner_is_read_from_its_start(qtbot) -> None:  # noqa: ANN001
+    # Scrolled to the end of a long advice, the next message showed its last lines first: its
+    # headline was out of sight, and nothing said there was more above.
+    holder, banner = _banner(qtbot)
+    banner.setFixedSize(360, 90)
+    advice = " ".join(["Press Retry with SharpCam's own model in the sidebar."] * 8)
+    banner.show_message(UserMessage("model", "The model failed on a frame.", advice))
+    bar = banner.text_area.verticalScrollBar()
+    qtbot.waitUntil(lambda: bar.maximum() > 0, timeout=5_000)
+    bar.setValue(bar.maximum())
+    banner.show_message(UserMessage("engine", "The camera stopped sending.", advice))
+    assert bar.value() == 0
 
 
 def test_the_banners_dismiss_says_whether_another_message_comes_next(qtbot) -> None:  # noqa: ANN001
@@ -3929,6 +3959,16 @@ def test_onnx_contract_model_runs_in_the_app(qtbot, make_window, tmp_path):
     assert mean_abs_diff(orig, proc) > 0.5
 
 
+def test_closing_the_window_closes_the_virtual_camera_setup_steps(qtbot, make_window) -> None:
+    # Left open, the dialog outlived the window it belongs to: the app, whose last window it
+    # was, did not quit, and its Retry reached a window already gone.
+    window = make_window(start=False)
+    dialog = window.show_virtual_camera_help("sudo modprobe v4l2loopback")
+    assert dialog.isVisible()
+    window.close()
+    assert not dialog.isVisible()
+
+
 def test_closing_stops_the_engine_within_2_seconds(qtbot, make_window):
     before = {t.ident for t in threading.enumerate()}
     window = make_window()
@@ -4412,6 +4452,23 @@ def test_tray_menu_toggles_and_quits(qtbot, make_window, monkeypatch, recorder):
     assert not window.tray.isVisible()
 
 
+def test_the_trays_virtual_camera_item_goes_off_when_a_turn_on_finds_no_device(
+    qtbot, make_window, monkeypatch, recorder
+) -> None:
+    # The switch went back off and the tray's item stayed ticked: the tray said the calls got
+    # the video while nothing was sent.
+    from PySide6.QtWidgets import QSystemTrayIcon
+
+    monkeypatch.setattr(QSystemTrayIcon, "isSystemTrayAvailable", staticmethod(lambda: True))
+    window = make_window()
+    window._build_tray()
+    recorder.fail_next = 100
+    window.tray_virtual_action.trigger()
+    virtual_settled(qtbot, window)
+    assert not window.virtual_switch.isChecked()
+    assert not window.tray_virtual_action.isChecked()
+
+
 def test_the_tray_menu_starts_with_the_remembered_virtual_camera(qtbot, monkeypatch, tmp_path):
     from PySide6.QtWidgets import QSystemTrayIcon
 
@@ -4491,6 +4548,34 @@ def test_the_switch_and_the_space_and_tray_action_say_the_same(qtbot, make_windo
     assert not window.enable_switch.isChecked() and not window.toggle_action.isChecked()
     window.toggle_action.trigger()  # Space
     assert window.enable_switch.isChecked() and window.bridge.engine.enabled is True
+
+
+def test_the_mirror_switch_flips_the_preview_at_once_and_is_saved(
+    qtbot, make_window, tmp_path
+) -> None:
+    # Applied only from the settings at launch, a click on the switch changed nothing until
+    # the next start.
+    window = make_window(start=False)
+    assert window.preview.mirror is True
+    window.mirror_check.click()
+    assert window.preview.mirror is False
+    # Saved soon, as every other choice is: a crash must not bring the mirror back.
+    qtbot.waitUntil(
+        lambda: "mirror=false" in _settings_on_disk(tmp_path / "settings.ini"), timeout=5000
+    )
+    window.mirror_check.click()
+    assert window.preview.mirror is True
+
+
+def test_a_start_runs_the_engine_at_the_strength_the_slider_shows(qtbot, make_window) -> None:
+    # The slider said 35 % and the engine sharpened at whatever it was started with: the
+    # remembered strength, or one set while no video played, must reach the new engine.
+    window = make_window(settings=AppSettings(strength=0.35))
+    assert window.bridge.engine.strength == pytest.approx(0.35)
+    window.strength_slider.setValue(60)
+    with started(qtbot, window):
+        restart(window)
+    assert window.bridge.engine.strength == pytest.approx(0.6)
 
 
 def test_the_default_mirror_is_remembered_as_on(qtbot, make_window, tmp_path):
@@ -4913,6 +4998,21 @@ def test_a_processing_size_whose_model_fails_to_load_keeps_the_stream_and_says_s
     assert not window.banner.isVisible()
     window.close()
     assert load_settings(open_store(str(tmp_path / "settings.ini"))).scale == "0.75"
+
+
+def test_a_processing_size_that_fails_after_it_was_saved_is_saved_back_to_the_one_running(
+    qtbot, make_window, tmp_path
+) -> None:
+    # A model compile outlasts the save delay: the failed size was on disk, and a crash (or
+    # a kill) before the next change started the next launch on a size that does not load.
+    window = make_window(api=_ScaleApi(fail=("0.5",)))
+    with qtbot.waitSignal(window.bridge.scale_change_failed, timeout=FRAME_TIMEOUT_MS):
+        _pick_scale(window, "0.5")
+        window.save_now()  # as the delayed save does while the model still loads
+    assert "scale=0.5" in _settings_on_disk(tmp_path / "settings.ini")
+    qtbot.waitUntil(
+        lambda: "scale=auto" in _settings_on_disk(tmp_path / "settings.ini"), timeout=5000
+    )
 
 
 class _FirstCalls:
@@ -7539,6 +7639,30 @@ def test_a_video_of_ones_own_opens_plays_and_is_not_remembered(
     assert window.current_camera().name == "File: retro.avi" and window.bridge.is_running
 
 
+def test_open_starts_inside_a_folder_of_photos_that_was_opened(
+    qtbot, make_window, tmp_path, monkeypatch
+) -> None:
+    # A folder plays its photos: the next Open… looks in it (its photos are what one picks
+    # from), not in the folder above it.
+    import cv2
+
+    folder = tmp_path / "holiday"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "p0.png"), np.full((48, 64, 3), 120, np.uint8))
+    window = make_window(backend="passthrough", start=False)
+    with started(qtbot, window):
+        window.open_file(str(folder))
+    asked: list[str] = []
+
+    def dialog(parent, title, start, filters):  # noqa: ANN001, ANN202
+        asked.append(start)
+        return "", ""
+
+    monkeypatch.setattr(QFileDialog, "getOpenFileName", dialog)
+    window.open_button.click()
+    assert asked == [str(folder)]
+
+
 def test_a_file_dropped_on_the_window_plays(qtbot, make_window, tmp_path):
     own = _grey_clip(tmp_path / "clip.avi", 150)
     window = make_window(backend="passthrough")
@@ -7986,6 +8110,23 @@ def test_the_window_fits_an_800_by_600_screen(qtbot, make_window, monkeypatch):
     shown = stats.shown_text()
     assert "…" in shown and shown.endswith("here"), shown
     assert stats.toolTip() == stats.text()
+
+
+def test_each_view_modes_short_hint_names_its_own_keys(qtbot, make_window) -> None:
+    # Where the whole hint does not fit (an 800 px screen), side by side and after showed the
+    # split view's "← → compare", keys that do nothing there.
+    from app.window import SHORT_VIEW_HINTS, VIEW_HINTS
+
+    window = make_window(start=False)
+    hint = window.view_hint
+    for mode in ("side", "after", "split"):
+        window.view_buttons[mode].click()
+        short = SHORT_VIEW_HINTS[mode]
+        width = hint.fontMetrics().horizontalAdvance(short) + 8
+        assert width < hint.fontMetrics().horizontalAdvance(VIEW_HINTS[mode])
+        hint.setFixedWidth(width)
+        qtbot.waitUntil(lambda: hint.contentsRect().width() <= width, timeout=5_000)  # noqa: B023
+        assert hint.shown_text() == short, mode
 
 
 def test_tab_into_the_sidebar_from_the_preview_scrolls_to_the_control(qtbot, make_window):

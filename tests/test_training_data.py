@@ -2029,3 +2029,162 @@ def test_gopro_pairs_use_the_asked_blur_and_need_a_sharp_frame(tmp_path: Path) -
         gopro_pairs(tmp_path, "train", blur="gamma")
     with pytest.raises(FileNotFoundError, match="no GoPro split"):
         gopro_pairs(tmp_path, "test")
+
+
+def test_leakage_guard_searches_the_centre_of_two_crops_of_one_picture() -> None:
+    from training.data import near_duplicates
+
+    # Two pictures cut from one larger original, 10 % off different sides: neither holds the
+    # other, only their centres overlap. The centre 80 % of each is what is searched for; its
+    # corner, or the whole picture, hangs out of the other one and scores below the threshold.
+    orig = make_texture(240, 300, seed=7)
+    a = np.ascontiguousarray(orig[24:, :-30])
+    b = np.ascontiguousarray(orig[:-24, 30:])
+    found = near_duplicates({"a": image_signature(a)}, {"b": image_signature(b)})
+    assert [(t, e) for t, e, _ in found] == [("a", "b")]
+    # A score equal to the threshold is a match (">= threshold", as documented).
+    score = found[0][2]
+    again = near_duplicates({"a": image_signature(a)}, {"b": image_signature(b)}, threshold=score)
+    assert [(t, e) for t, e, _ in again] == [("a", "b")]
+
+
+def test_band_pass_continues_a_gradient_to_the_border_without_a_ridge() -> None:
+    from training.data import _band, _FineSearch
+
+    # A linear ramp has no band-pass content anywhere: the odd reflection padding (wide enough
+    # for the coarser Gaussian) continues it as itself. An even mirror, a repeated edge or a
+    # too-narrow pad folds it into a ridge of a few grey levels along the border, which two
+    # featureless skies then match each other by.
+    ramp = np.tile(np.arange(128, dtype=np.uint8), (96, 1))
+    assert float(np.abs(_band(ramp)).max()) < 0.05
+    assert float(np.abs(_band(ramp.T.copy())).max()) < 0.05
+    # Such a picture (grey levels spread, no band contrast) holds nothing to search for.
+    assert _FineSearch()._template("ramp", ramp, 1.0) is None
+
+
+def test_fine_search_refuses_faint_pictures_and_templates_just_under_its_size_limits() -> None:
+    from training.data import _FineSearch
+
+    # Under 1 grey level of contrast a picture is sensor noise and compression, even where its
+    # band-pass still shows it: stripes of +-1 grey level (std < 1) hold no template.
+    x = np.arange(128, dtype=np.float64)
+    faint = np.tile(np.round(100 + 1.3 * np.sin(x * 0.6)).astype(np.uint8), (128, 1))
+    assert 0.5 < float(np.std(faint)) < 1.0
+    assert _FineSearch()._template("faint", faint, 1.0) is None
+
+    # A textured picture searched for in itself at magnification 1 scores 1 unless its template
+    # (the centre 80 %) is under 16 px a side or under 1024 px: a chance match waits above the
+    # threshold for a template that small among all the positions, scales and forms searched.
+    def self_score(h: int, w: int) -> float:
+        sig = np.random.default_rng(h * w).integers(0, 256, (h, w), dtype=np.uint8)
+        return _FineSearch().score(("s", sig), ("s", sig), 0, 1.0)
+
+    assert self_score(20, 80) == pytest.approx(1.0, abs=1e-4)  # template 16 x 64 = 1024 px
+    assert self_score(19, 87) == -1.0  # 15 x 69 = 1035 px: one row too narrow
+    assert self_score(25, 64) == -1.0  # 20 x 51 = 1020 px: too few pixels
+
+
+def test_flat_windows_split_at_half_a_grey_level_of_band_contrast() -> None:
+    from training.data import _flat_windows
+
+    # Correlation over a window of the searched image with a band contrast (std) under 0.5 is
+    # noise over noise: those windows are left out, those just above it are kept.
+    checker = np.indices((12, 24)).sum(axis=0) % 2 * 2.0 - 1.0
+    band = checker * np.where(np.arange(24) < 12, 0.55, 0.45)
+    flat = _flat_windows(band.astype(np.float32), (4, 4))
+    assert flat.shape == (9, 21)
+    assert not flat[:, :9].any()  # windows inside the 0.55 half
+    assert flat[:, 12:].all()  # windows inside the 0.45 half
+
+
+def test_leakage_guard_pairs_panoramas_with_their_crops_at_the_coarse_grid_they_hold() -> None:
+    from training.data import near_duplicates
+
+    # A 2.4:1 thumbnail is too narrow for the 4-cell coarse window but holds the 3-cell one,
+    # which is then made for every picture: without it a re-saved panorama, or its middle cut
+    # to a 1.44:1 photo, never reaches the full search.
+    pano = make_texture(100, 240, seed=9)
+    train = {"copy": image_signature(_jpeg(pano, 80)), "middle": image_signature(pano[:, 48:192])}
+    found = near_duplicates(train, {"pano": image_signature(pano)})
+    assert sorted((t, e) for t, e, _ in found) == [("copy", "pano"), ("middle", "pano")]
+    # A 3:1 panorama holds no coarse window at all; a 2.4:1 crop of it does. The pair goes to
+    # the full search when either picture has no window, not only when both lack one.
+    wide = make_texture(80, 240, seed=10)
+    found = near_duplicates(
+        {"cut": image_signature(wide[:, 24:216])}, {"wide": image_signature(wide)}
+    )
+    assert [(t, e) for t, e, _ in found] == [("cut", "wide")]
+
+
+class _ScriptedHand:
+    """Stands in for the generator of ``random_trajectory``: ``uniform`` returns the scripted
+    fractions of its range in turn, ``normal`` 0 (no random acceleration)."""
+
+    def __init__(self, fractions: list[float]) -> None:
+        self.fractions = fractions
+
+    def uniform(self, low: float = 0.0, high: float = 1.0) -> float:
+        return low + (high - low) * self.fractions.pop(0)
+
+    def normal(self) -> float:
+        return 0.0
+
+
+def test_a_jerk_turns_the_hand_back_and_the_pull_is_towards_the_start() -> None:
+    from typing import cast
+
+    # Draws: centripetal, gaussian term, jerk frequency, initial angle, then one per step (a
+    # jerk when under 0.2 here) and, for a jerk, its angle about pi. 20 steps of 1 px along x;
+    # one jerk at step 10, straight back (pi): Boracchi & Foi's jerk reverses the hand.
+    steps = [0.99] * 10 + [0.0, 0.5] + [0.99] * 9
+    hand = cast(np.random.Generator, _ScriptedHand([0.0, 0.0, 1.0, 0.0, *steps]))
+    traj = random_trajectory(hand, length=20.0, n_steps=21, anxiety=1.0)
+    np.testing.assert_allclose(traj[:11], np.arange(11), atol=1e-9)
+    np.testing.assert_allclose(traj[11:], np.arange(9, -1, -1), atol=1e-9)
+    # No jerks, no noise, full centripetal term: the hand is pulled back towards where it
+    # started and swings within 2 px of it instead of walking away.
+    hand = cast(np.random.Generator, _ScriptedHand([1.0, 0.0, 0.0, 0.0, *[0.5] * 20]))
+    traj = random_trajectory(hand, length=20.0, n_steps=21, anxiety=1.0)
+    assert float(np.abs(traj).max()) == pytest.approx(2.0, abs=1e-9)
+
+
+def test_trajectory_psf_splats_each_sample_bilinearly_between_pixels() -> None:
+    # With 4 sub-pixels a pixel, a sample 0.45 px right of the centre lies 0.3 of the way from
+    # the centre pixel's last sub-pixel to the next pixel's first: 0.7 of its mass stays, 0.3
+    # goes right. 0.55 px down it is 0.7 of the way, so 0.3 stays and 0.7 goes down. The pair
+    # of samples +-(0.45, 0.55) around mid-exposure gives the mirrored split at the other one.
+    traj = np.array([-0.45 - 0.55j, 0.45 + 0.55j])
+    psf = trajectory_to_psf(traj, size=9, centre="time")
+    a = np.outer([0.0, 0.3, 0.7], [0.0, 0.7, 0.3])  # rows c-1..c+1, columns c-1..c+1
+    b = np.outer([0.7, 0.3, 0.0], [0.3, 0.7, 0.0])
+    expected = np.zeros((9, 9))
+    expected[3:6, 3:6] = 0.5 * (a + b)
+    np.testing.assert_allclose(psf, expected, atol=1e-6)
+
+
+def test_render_camera_motion_resamples_a_half_pixel_shift_bicubically() -> None:
+    from training.data import render_camera_motion
+
+    # A half-pixel shift of a sinusoid (period 10 px) through OpenCV's bicubic kernel keeps its
+    # contrast within 2 %; bilinear interpolation loses cos(pi / 10), 5 %, and nearest-neighbour
+    # is half a pixel off. The scene is float, so no rounding hides the difference.
+    xs = np.arange(60, dtype=np.float32)
+    img = np.repeat(np.tile(np.cos(2 * np.pi * xs / 10), (40, 1))[:, :, None], 3, axis=2)
+    shift = np.array([[[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]]])
+    (frame,) = render_camera_motion(img, shift, centre=(20, 30), size=21)
+    want = np.cos(2 * np.pi * (np.arange(21) + 20 + 0.5) / 10)
+    err = np.abs(frame[:, :, 0] - want[None, :]).max()
+    assert err < 0.03, err
+
+
+def test_frame_motion_stats_skip_pairs_across_a_missing_frame() -> None:
+    from training.data import frame_motion_stats
+
+    # Frames 5 and 6 are missing: frames 4 and 7 are not a consecutive pair, and their motion
+    # (three frames' worth) must not count as one frame's.
+    scene = make_texture(48, 120, seed=2)
+    numbers = [1, 2, 3, 4, 7, 8, 9]
+    frames = [scene[8:40, 2 * n : 2 * n + 64].copy() for n in numbers]
+    seq = RawSequence(name="s", frames=frames, numbers=numbers, paths=[])
+    rows = frame_motion_stats(seq, ranges={"all": (1, 9)}, step=1)
+    assert [(r["range"], r["pairs"]) for r in rows] == [("all 1-9", 5)]
