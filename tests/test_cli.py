@@ -901,6 +901,26 @@ def test_process_keeps_the_sound_of_a_video(
     )  # no working file
 
 
+def test_process_failing_as_its_video_is_finished_keeps_the_frames_in_sight(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A failure nobody planned for (here the look for subtitles) while the finished file waits
+    # under its hidden name left all the frames in a file the user never sees.
+    import engine.remux
+
+    def broken(*_args: object, **_kwargs: object) -> int:
+        raise OSError("the probe broke")
+
+    monkeypatch.setattr(engine.remux, "subtitle_tracks", broken)
+    out = tmp_path / "o.avi"
+    code, err = _run_in_process(["process", str(clip), str(out), "--backend", "unsharp"], capsys)
+    assert code == 1, err
+    assert "the probe broke" in err, err
+    kept = tmp_path / "o.incomplete.avi"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [kept.name]
+    assert [read_stamp(f) for f in read_video(kept)] == list(range(24))
+
+
 def test_a_stop_after_the_sound_is_in_does_not_say_without_sound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -2632,6 +2652,8 @@ def test_a_video_under_a_file_says_the_file_is_no_folder(
     err = capsys.readouterr().err
     assert code == 1, err
     assert f"cannot create folder {out.parent}: {notes} is a file, not a folder" in err, err
+    # The sink made nothing: "created folder notes/sub" would name a folder that is not there.
+    assert "created folder" not in err, err
     assert notes.read_text() == "my notes"
 
 
@@ -3043,6 +3065,30 @@ def test_a_model_failure_on_an_image_no_frame_was_read_as_fails_the_run() -> Non
     with pytest.raises(RuntimeError, match="out of memory"):
         backend.process(read.copy())
     assert backend.failures == {7: "out of memory"}
+
+
+class _ReturnsTheWrongArray:
+    """A backend whose result is not an image like its input (a float model output not
+    converted back, or one cropped by a model that needs even sides)."""
+
+    def __init__(self, wrong: str) -> None:
+        self.wrong = wrong
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        return rgb.astype(np.float32) if self.wrong == "dtype" else rgb[:-1]
+
+
+@pytest.mark.parametrize("wrong", ["dtype", "shape"])
+def test_a_model_result_unlike_its_image_skips_that_image(wrong: str) -> None:
+    # Written as it came, a float array of the right shape is not the photo: the image is
+    # skipped and named like any other the model failed on.
+    tags = cli._FrameTags()
+    backend = cli._PerImageBackend(_ReturnsTheWrongArray(wrong), tags)
+    read = stamped_frame(1)
+    tags.tag(read, 4)
+    assert backend.process(read) is read
+    got = "(96, 128, 3) float32" if wrong == "dtype" else "(95, 128, 3) uint8"
+    assert backend.failures == {4: f"the model returned {got} for (96, 128, 3) uint8"}
 
 
 def test_frame_tags_keep_no_image_alive() -> None:
@@ -6740,6 +6786,111 @@ def test_process_progress_lines_count_every_frame_without_a_bar(clip: Path, tmp_
     assert "\r" not in proc.stderr and "frame/s" not in proc.stderr
 
 
+def test_process_folder_progress_lines_count_the_skipped_images_to_the_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An unreadable image never reaches the engine: counted by the frames written alone, the
+    # last line stopped short ("frames 2/3") of a run that had done all it could.
+    folder = _photo_folder(tmp_path / "in", range(2))
+    (folder / "p2.png").write_bytes(b"")
+    out = tmp_path / "out"
+    argv = ["process", str(folder), str(out), "--backend", "unsharp", "--progress", "lines"]
+    code, err = _run_in_process(argv, capsys)
+    assert code == 1, err
+    assert re.findall(r"^frames \d+/\d+$", err, re.M)[-1] == "frames 3/3", err
+
+
+def test_process_progress_lines_count_while_the_frames_are_processed(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A program reading the lines (the window's save) saw nothing until the run had ended.
+    # The model holds frame 2 until a line has counted the frames before it, so the run
+    # cannot end first however busy the machine is.
+    import engine.backends
+
+    counted: list[int] = []
+    early = threading.Event()
+    say = cli._ProgressLines._say
+
+    def said(self: cli._ProgressLines, now: float) -> None:
+        counted.append(self.n)
+        if self.n < 24:
+            early.set()
+        say(self, now)
+
+    class HoldsFrame2:
+        name, provider = "holds-frame-2", "test"
+
+        def __init__(self, **_options: Any) -> None:
+            pass
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            if read_stamp(rgb) == 2:
+                early.wait(10.0)
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(cli._ProgressLines, "_say", said)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", HoldsFrame2)
+    argv = ["process", str(clip), str(tmp_path / "o.avi"), "--backend", "unsharp"]
+    code, err = _run_in_process([*argv, "--progress", "lines"], capsys)
+    assert code == 0, err
+    assert counted[0] <= 2 and counted[-1] == 24, err
+    assert re.findall(r"^frames \d+/\d+$", err, re.M)[-1] == "frames 24/24", err
+
+
+def test_process_progress_lines_end_on_the_whole_count_whenever_the_run_ends(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The run ends between a count and the loop's next look: that count must not be the last
+    # line ("frames 23/24" for a whole video). The model holds the last frame until a count
+    # has been taken without it, then the engine finishes before the loop looks again.
+    import engine.backends
+    from engine.pipeline import Engine
+
+    engines: list[Engine] = []
+    start = Engine.start
+
+    def started(self: Engine) -> None:
+        engines.append(self)
+        start(self)
+
+    holding, release = threading.Event(), threading.Event()
+    update = cli._ProgressLines.update
+
+    def updated(self: cli._ProgressLines, k: int) -> None:
+        update(self, k)
+        if holding.is_set() and not release.is_set():
+            release.set()
+            assert engines[0].done.wait(10.0)
+
+    class HoldsTheLastFrame:
+        name, provider = "holds-the-last-frame", "test"
+
+        def __init__(self, **_options: Any) -> None:
+            pass
+
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            if read_stamp(rgb) == 23:
+                holding.set()
+                release.wait(10.0)
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(Engine, "start", started)
+    monkeypatch.setattr(cli._ProgressLines, "update", updated)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", HoldsTheLastFrame)
+    argv = ["process", str(clip), str(tmp_path / "o.avi"), "--backend", "unsharp"]
+    code, err = _run_in_process([*argv, "--progress", "lines"], capsys)
+    assert code == 0, err
+    assert release.is_set(), err
+    assert re.findall(r"^frames \d+/\d+$", err, re.M)[-1] == "frames 24/24", err
+
+
 def test_process_progress_lines_say_an_unknown_total(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -6913,7 +7064,9 @@ def test_process_denoise_cleans_a_dim_video_and_says_a_photo_goes_without(
     assert (
         cli.main(["process", str(dim), str(cleaned), "--backend", "passthrough", "--denoise"]) == 0
     )
-    assert "grainy" not in capsys.readouterr().err
+    said = capsys.readouterr().err
+    # The note on photos is for an image input: a video is what --denoise is for.
+    assert "grainy" not in said and "sharpened without it" not in said, said
     before, after = read_video(plain), read_video(cleaned)
     assert len(before) == len(after) == 20
     assert _grain(after[-1]) < 0.6 * _grain(before[-1])
