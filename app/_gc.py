@@ -20,12 +20,14 @@ from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
 def due_generation(counts: tuple[int, int, int], thresholds: tuple[int, ...]) -> int:
     """The oldest generation whose count passed its threshold (what the interpreter would
     collect now), or -1 for none. A first threshold of 0 turns collection off (as
-    ``gc.set_threshold(0)`` does)."""
+    ``gc.set_threshold(0)`` does); a later one of 0 is passed by any count, as CPython counts.
+    CPython also defers a full collection until a quarter of the long-lived objects are new;
+    that count is not public, so a generation-2 collection may come sooner here."""
     if not thresholds or thresholds[0] <= 0:
         return -1
     due = -1
     for generation, (count, threshold) in enumerate(zip(counts, thresholds, strict=False)):
-        if threshold > 0 and count > threshold:
+        if count > threshold:
             due = generation
     return due
 

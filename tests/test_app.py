@@ -6236,6 +6236,23 @@ def test_keep_singletons_alive_raises_the_counts_once():
         assert keep_singletons_alive() is False
 
 
+def test_keep_singletons_alive_says_it_raised_them_on_a_first_call():
+    # `import app` makes the first call, so this process only sees the idempotent one: load
+    # the module alone in a fresh interpreter, where the counts are still ordinary.
+    code = (
+        "import importlib.util, sys\n"
+        "spec = importlib.util.spec_from_file_location('r', 'app/_refcounts.py')\n"
+        "r = importlib.util.module_from_spec(spec); spec.loader.exec_module(r)\n"
+        "print(r.keep_singletons_alive(), r.keep_singletons_alive())\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    said = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    needed = sys.version_info < (3, 12) and not hasattr(sys, "getobjects")
+    assert said == [str(needed), "False"]
+
+
 def test_a_model_that_fails_on_the_gpu_is_not_said_to_run_on_the_cpu(qtbot, make_bridge):
     # A backend that raises leaves the bridge on passthrough: auto tried the CPU too, and
     # nothing sharpens. The message promised "SharpCam keeps running on the CPU".

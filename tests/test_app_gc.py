@@ -21,6 +21,11 @@ from app._gc import GuiThreadCollector, due_generation
         ((701, 11, 11), (700, 10, 10), 2),
         ((700, 10, 10), (700, 10, 10), -1),  # "passed", as the interpreter counts
         ((5000, 50, 50), (0, 10, 10), -1),  # threshold 0: collection off
+        # A later threshold of 0 is passed by any count, as CPython compares them: after
+        # gc.set_threshold(700, 0, 0) it collects an older generation holding anything.
+        ((701, 1, 0), (700, 0, 0), 1),
+        ((701, 1, 1), (700, 0, 0), 2),
+        ((5000, 50, 50), (), -1),  # no thresholds at all: nothing is due
     ],
 )
 def test_due_generation(counts, thresholds, expected) -> None:  # noqa: ANN001
@@ -65,3 +70,20 @@ def test_the_collector_refuses_a_worker_thread(qapp) -> None:  # noqa: ANN001
     worker.start()
     worker.join()
     assert len(errors) == 1 and "application's thread" in str(errors[0])
+
+
+def test_the_collector_collects_only_the_generation_due(qapp, monkeypatch) -> None:  # noqa: ANN001
+    # A full collection every tick walks every object the app holds (tens of ms with a model
+    # loaded), where the interpreter would have collected the youngest generation only.
+    from PySide6.QtCore import QTimer
+
+    collector = GuiThreadCollector(interval_ms=150)
+    [timer] = collector.findChildren(QTimer)
+    assert timer.interval() == 150  # not 0: a timer firing on every turn of the event loop
+    collected: list[tuple[int, ...]] = []
+    monkeypatch.setattr(gc, "collect", lambda *args: collected.append(args) or 0)
+    monkeypatch.setattr(gc, "get_count", lambda: (701, 3, 0))
+    monkeypatch.setattr(gc, "get_threshold", lambda: (700, 10, 10))
+    assert collector.collect_due() == 0
+    assert collected == [(0,)]
+    collector.deleteLater()

@@ -2194,6 +2194,250 @@ def test_a_grey_or_cmyk_profile_is_not_put_into_an_rgb_output(tmp_path, ext, spa
     assert metadata_lost(ImageMetadata(icc=icc_profile(size=600)), path) == []
 
 
+def _ifd(order: str, entries: list[tuple[int, int, int]], link: int | None) -> bytes:
+    """A TIFF directory of ``(tag, kind, value)`` entries of count 1, the value inline (a SHORT
+    in the first two of its four bytes), and its ``link`` to the next one (None: cut off)."""
+    out = struct.pack(order + "H", len(entries))
+    for tag, kind, value in entries:
+        inline = struct.pack(order + ("H2x" if kind == 3 else "I"), value)
+        out += struct.pack(order + "HHI", tag, kind, 1) + inline
+    return out + (b"" if link is None else struct.pack(order + "I", link))
+
+
+def _tiff(order: str, ifd0_at: int, *parts: tuple[int, bytes]) -> bytes:
+    """A TIFF block: its header pointing at ``ifd0_at``, and each ``(offset, bytes)`` there."""
+    out = bytearray((b"II" if order == "<" else b"MM") + struct.pack(order + "HI", 42, ifd0_at))
+    for at, data in parts:
+        out += bytes(at - len(out)) + data
+    return bytes(out)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_exif_directories_are_edited_where_they_lie_in_either_byte_order(order: str) -> None:
+    # Cameras write the Exif IFD pointer as LONG or IFD, the pixel dimensions as SHORT or
+    # LONG, and other SHORT tags beside them; the fixture's block has one of each form only,
+    # and its stored dimensions were those written, so a skipped edit went unseen.
+    from videos import EXIF_IFD, ORIENTATION, PIXEL_X, PIXEL_Y, exif_tags
+
+    from engine.sinks import _upright_exif
+
+    program = 0x8822  # ExposureProgram, a SHORT beside the dimensions: not a dimension
+    ifd0 = _ifd(order, [(ORIENTATION, 3, 6), (EXIF_IFD, 13, 38)], 80)
+    sub = _ifd(order, [(program, 3, 2), (PIXEL_X, 3, 128), (PIXEL_Y, 4, 96)], 0)
+    block = _tiff(order, 8, (8, ifd0), (38, sub), (80, _ifd(order, [], 0)))
+    out = _upright_exif(block, (96, 128))
+    assert out is not None and len(out) == len(block)
+    tags = exif_tags(out)
+    assert tags[ORIENTATION] == 1 and tags["ifd1"] == 0 and tags[program] == 2
+    assert (tags[PIXEL_X], tags[PIXEL_Y]) == (96, 128)
+    # A SHORT holds up to 65535: a wider image leaves it as it was rather than the block
+    # dropped (or a wrapped width written).
+    assert exif_tags(_upright_exif(block, (65_535, 128)))[PIXEL_X] == 65_535
+    assert exif_tags(_upright_exif(block, (70_000, 128)))[PIXEL_X] == 128
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_exif_directories_at_the_block_edges_are_read_or_refused(order: str) -> None:
+    from videos import MAKE, ORIENTATION, exif_tags
+
+    from engine.sinks import _upright_exif
+
+    def upright(block: bytes) -> bytes | None:
+        return _upright_exif(block, (8, 8))
+
+    # IFD0 last, without its link to a next directory (cut short): still put upright.
+    out = upright(_tiff(order, 8, (8, _ifd(order, [(ORIENTATION, 3, 6)], None))))
+    assert out is not None and struct.unpack_from(order + "H", out, 8 + 2 + 8)[0] == 1
+    empty = _tiff(order, 8, (8, _ifd(order, [], None)))
+    assert upright(empty) == empty
+    # The thumbnail's directory stored before IFD0, whose link then ends the block.
+    ahead = _tiff(order, 14, (8, _ifd(order, [], 0)), (14, _ifd(order, [(ORIENTATION, 3, 6)], 8)))
+    tags = exif_tags(upright(ahead))
+    assert tags[ORIENTATION] == 1 and tags["ifd1"] == 0
+    # Not readable, so dropped rather than copied with its orientation: an orientation that
+    # is not one SHORT, and a directory inside the 8-byte header.
+    assert upright(_tiff(order, 8, (8, _ifd(order, [(ORIENTATION, 4, 6)], 0)))) is None
+    into_header = _tiff(order, 4, (64, _ifd(order, [(MAKE, 3, 0)], 0)))
+    assert upright(into_header) is None
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_an_xmp_orientation_follows_an_exif_one_in_either_byte_order(order: str) -> None:
+    from videos import exif_block, xmp_packet
+
+    from engine.sinks import _metadata_to_write
+    from engine.sources import ImageMetadata
+
+    metadata = ImageMetadata(exif=exif_block(order=order), xmp=xmp_packet())
+    kept = _metadata_to_write(metadata, ".png", (8, 8))
+    assert b'tiff:Orientation="1"' in kept.xmp and b'tiff:Orientation="6"' not in kept.xmp
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_written_metadata_gives_the_upright_size_not_the_stored_one(
+    tmp_path: Path, ext: str
+) -> None:
+    # A portrait photo stored 128x96 and turned by its orientation: both the EXIF block and
+    # the XMP packet must say 96x128, as the written pixels are.
+    from videos import PIXEL_X, PIXEL_Y, exif_block, exif_tags, xmp_packet
+
+    from engine.sinks import write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    stored = (128, 96)
+    metadata = ImageMetadata(exif=exif_block(size=stored), xmp=xmp_packet(size=stored))
+    path = tmp_path / f"out{ext}"
+    write_image(path, np.full((128, 96, 3), 50, np.uint8), metadata=metadata)
+    kept = read_image_metadata(path)
+    tags = exif_tags(kept.exif)
+    assert (tags[PIXEL_X], tags[PIXEL_Y]) == (96, 128)
+    text = kept.xmp.decode("utf-8")
+    assert 'tiff:ImageWidth="96" tiff:ImageLength="128"' in text
+    assert "<exif:PixelXDimension>96</exif:PixelXDimension>" in text
+    assert "<exif:PixelYDimension>128</exif:PixelYDimension>" in text
+
+
+def test_xmp_is_put_upright_in_the_forms_other_writers_use() -> None:
+    # Pretty-printed packets (qualified values and thumbnails over several lines), namespaces
+    # declared in single quotes or with spaces, the TIFF namespace bound twice, an end tag
+    # with a space, and RDF under another prefix: each kept the old orientation or thumbnail.
+    from xml.dom import minidom
+
+    from engine.sinks import _upright_xmp
+
+    rdf = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
+    tiff, basic = "http://ns.adobe.com/tiff/1.0/", "http://ns.adobe.com/xap/1.0/"
+    packet = f"""<x:xmpmeta xmlns:x="adobe:ns:meta/">
+ <rdf:RDF xmlns:rdf="{rdf}">
+  <rdf:Description rdf:about="" xmlns:tiff = '{tiff}' tiff:Orientation="6">
+   <tiff:ImageWidth rdf:parseType="Resource">
+    <rdf:value>128</rdf:value>
+   </tiff:ImageWidth>
+  </rdf:Description>
+  <rdf:Description rdf:about="" xmlns:t2="{tiff}" xmlns:xmp="{basic}"
+    xmlns:xmpGImg="http://ns.adobe.com/xap/1.0/g/img/">
+   <t2:Orientation>6</t2:Orientation >
+   <xmp:Thumbnails>
+    <rdf:Alt>
+     <rdf:li rdf:parseType="Resource"><xmpGImg:image>/9j/4AAQ</xmpGImg:image></rdf:li>
+    </rdf:Alt>
+   </xmp:Thumbnails>
+  </rdf:Description>
+ </rdf:RDF>
+</x:xmpmeta>""".encode()
+    out = _upright_xmp(packet, (96, 128), turned=True)
+    minidom.parseString(out)  # still well-formed
+    assert b'tiff:Orientation="1"' in out and b"<t2:Orientation>1</t2:Orientation >" in out
+    assert b"<rdf:value>96</rdf:value>" in out
+    assert b"Thumbnails" not in out and b"/9j/" not in out
+    other_rdf = (
+        f'<x:xmpmeta xmlns:x="adobe:ns:meta/"><r:RDF xmlns:r="{rdf}"><r:Description '
+        f'xmlns:tiff="{tiff}"><tiff:Orientation r:parseType="Resource"><r:value>6</r:value>'
+        "</tiff:Orientation></r:Description></r:RDF></x:xmpmeta>"
+    ).encode()
+    assert b"<r:value>1</r:value>" in _upright_xmp(other_rdf, (96, 128), turned=True)
+
+
+@pytest.mark.parametrize("ext", [".jpeg", ".jpe", ".jfif"])
+def test_every_jpeg_extension_keeps_the_metadata_a_jpg_keeps(tmp_path: Path, ext: str) -> None:
+    # Only .jpg was tested: the others are JPEGs too, and must get JPEG segments (PNG chunks
+    # spliced into one corrupt it) and the JPEG's 64 KB limit on the EXIF block.
+    from videos import exif_block, icc_profile, xmp_packet
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    metadata = ImageMetadata(exif=exif_block(), icc=icc_profile(), xmp=xmp_packet())
+    path = tmp_path / f"out{ext}"
+    write_image(path, np.full((16, 16, 3), 50, np.uint8), metadata=metadata)
+    assert int(cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)[0, 0, 0]) == 50
+    kept = read_image_metadata(path)
+    assert kept.exif is not None and kept.icc == metadata.icc and kept.xmp is not None
+    large = ImageMetadata(exif=exif_block(make=b"x" * 70_000))
+    assert metadata_lost(large, f"out{ext}") == metadata_lost(large, "out.jpg") != []
+
+
+def test_an_exif_block_that_just_fills_a_jpeg_segment_is_kept(tmp_path: Path) -> None:
+    # The segment holds 65533 bytes after its length: the "Exif\0\0" header and the block.
+    from videos import MAKE, exif_block, exif_tags
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import ImageMetadata, read_image_metadata
+
+    room = 0xFFFF - 2 - len(b"Exif\0\0") - len(exif_block(make=b""))
+    fills = ImageMetadata(exif=exif_block(make=b"x" * room))
+    assert metadata_lost(fills, "out.jpg") == []
+    write_image(tmp_path / "out.jpg", np.zeros((8, 8, 3), np.uint8), metadata=fills)
+    assert exif_tags(read_image_metadata(tmp_path / "out.jpg").exif)[MAKE] == b"x" * room
+    over = ImageMetadata(exif=exif_block(make=b"x" * (room + 1)))
+    assert [lost.what for lost in metadata_lost(over, "out.jpg")] == ["the EXIF data"]
+
+
+def test_the_xmp_extension_is_not_said_lost_apart_from_a_packet_itself_lost() -> None:
+    from videos import xmp_packet
+
+    from engine.sinks import metadata_lost
+    from engine.sources import ImageMetadata
+
+    large = ImageMetadata(xmp=xmp_packet(keywords=("x" * 70_000,)), xmp_extended=True)
+    assert [lost.what for lost in metadata_lost(large, "out.jpg")] == ["the XMP data"]
+    utf16 = ImageMetadata(xmp=xmp_packet().decode().encode("utf-16"), xmp_extended=True)
+    assert [lost.what for lost in metadata_lost(utf16, "out.jpg")] == ["the XMP data"]
+
+
+def test_a_profile_of_another_named_space_is_said_by_its_name() -> None:
+    # Spaces ICC names with a trailing space ("Luv ", "HSV ") read as unnamed ones.
+    from videos import icc_profile
+
+    from engine.sinks import metadata_lost
+    from engine.sources import ImageMetadata
+
+    [(what, why)] = metadata_lost(ImageMetadata(icc=icc_profile(b"Luv ", size=600)), "out.png")
+    assert (what, why) == (
+        "the colour profile",
+        "it is a Luv profile, not an RGB one, and the output is RGB",
+    )
+    # Cut off inside the space's four bytes: not a name.
+    [(_, why)] = metadata_lost(ImageMetadata(icc=icc_profile(size=600)[:18]), "out.png")
+    assert why == "it does not say it is an RGB profile, and the output is RGB"
+
+
+def test_a_file_system_without_a_name_limit_takes_any_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pathconf says -1 where there is no limit: read as one, every name was refused.
+    from engine.sinks import check_name_fits, partial_path
+
+    monkeypatch.setattr(os, "pathconf", lambda path, name: -1)
+    check_name_fits(tmp_path / ("a" * 200 + ".png"))
+    assert partial_path(tmp_path / "a.png").name == ".a.partial.png"
+
+
+def test_a_working_name_cut_to_fit_is_as_long_as_the_limit_allows(tmp_path: Path) -> None:
+    from engine.sinks import _name_max, incomplete_path
+
+    most = _name_max(tmp_path) - len("-1000")  # room kept for a number
+    assert len(incomplete_path(tmp_path / ("a" * 300 + ".mp4")).name) == most
+
+
+def test_a_registered_sink_kind_replaces_the_one_of_that_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import engine.sinks
+    from engine.sinks import register_sink
+
+    monkeypatch.setitem(engine.sinks.SINKS, "images", engine.sinks.SINKS["images"])
+    opened: list[tuple[object, object, float]] = []
+
+    def factory(spec: object, *, size: object, fps: float, **options: object) -> CallbackSink:
+        opened.append((spec, size, fps))
+        return CallbackSink(callback=lambda f: None)
+
+    register_sink("images", factory)
+    assert isinstance(open_sink(tmp_path / "frames", size=(8, 6), fps=12.0), CallbackSink)
+    assert opened == [(tmp_path / "frames", (8, 6), 12.0)]
+
+
 # --------------------------------------------------------------------------- mp4v colour
 
 
