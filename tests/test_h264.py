@@ -206,3 +206,18 @@ def test_an_avcc_whose_sps_runs_past_its_end_is_left_alone(x264_mp4: Path) -> No
     avcc = _avcc(x264_mp4)
     sps, _ = _sps_pps(avcc)
     assert avcc_with_clock(avcc[: 8 + len(sps) - 1], 7, 150) is None
+
+
+def test_a_retimed_mp4_s_sps_takes_a_clock_of_its_durations(x264_mp4: Path, tmp_path: Path) -> None:
+    # The SPS still declared the writer's mean rate: its clock is now their common tick, two
+    # a field pair (time_scale is twice the timescale, as x264 writes it).
+    from engine.sinks import retime_mp4
+
+    path = tmp_path / "a.mp4"
+    path.write_bytes(x264_mp4.read_bytes())
+    assert retime_mp4(path, [1024, 512, 1536], 12800)
+    data = path.read_bytes()
+    at = data.rindex(b"avcC")  # the new index comes after the old one, now a `free` box
+    size = int.from_bytes(data[at - 4 : at], "big")
+    sps, _ = _sps_pps(data[at + 4 : at - 4 + size])
+    assert _clock(sps) == (512, 25600, 0)
