@@ -1018,6 +1018,25 @@ def test_a_model_that_cannot_load_is_a_one_line_refusal(
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("problem", ["two_inputs", "nhwc", "halves"])
+def test_an_onnx_file_of_another_contract_is_a_one_line_refusal(
+    problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It loaded, then failed on the first sample with ONNX Runtime's traceback (a missing
+    # input, a wrong dimension) or the metrics' (an output of another size).
+    from tests.contract_models import make_bad_onnx_model
+
+    model = make_bad_onnx_model(tmp_path / f"{problem}.onnx", problem)
+    args = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--no-perceptual"]
+    with pytest.raises(SystemExit) as exc:
+        EV.main([*args, "--model", str(model), "--out", str(tmp_path / "out")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith(f"python -m training.evaluate: error: --model {model}: ")
+    assert "breaks the model contract" in err
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # review fixes: GoPro images left out, --vgg-weights
 # --------------------------------------------------------------------------------------------

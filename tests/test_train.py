@@ -53,21 +53,21 @@ def _data_overrides(d: dict[str, Path]) -> list[str]:
     ]
 
 
+def _tiny_argv(d: dict[str, Path], out: Path, *extra: str) -> list[str]:
+    return _data_overrides(d) + [
+        f"--out_dir={out}",
+        "--student=tiny",
+        "--steps_per_epoch=3",
+        "--stages=[{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 1, batch: 2}]",
+        "--data.val_count=1",
+        "--data.val_crop=32",
+        "--warmup_steps=2",
+        *extra,
+    ]
+
+
 def _tiny(d: dict[str, Path], out: Path, *extra: str) -> TrainConfig:
-    return load_config(
-        SMOKE,
-        _data_overrides(d)
-        + [
-            f"--out_dir={out}",
-            "--student=tiny",
-            "--steps_per_epoch=3",
-            "--stages=[{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 1, batch: 2}]",
-            "--data.val_count=1",
-            "--data.val_crop=32",
-            "--warmup_steps=2",
-            *extra,
-        ],
-    )
+    return load_config(SMOKE, _tiny_argv(d, out, *extra))
 
 
 def test_lr_schedule_is_a_pure_function_of_step() -> None:
@@ -1791,6 +1791,42 @@ def test_a_mistyped_kernel_folder_is_an_error_not_trajectories_alone(synth, tmp_
     )
     with pytest.raises(FileNotFoundError, match="data.kernel_dir: no folder"):
         build_data(cfg)
+
+
+def test_an_empty_raw_folder_is_a_usage_error_not_a_sampler_traceback(
+    synth: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The sampler found it only at the first raw draw: "raw sequences are too short for any
+    # window size", a ValueError traceback with no folder or key named.
+    from training.train import main
+
+    empty = tmp_path / "clip"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match=r"data.raw_dirs: no 5 consecutive frames .* \(0 frames"):
+        build_data(_tiny(synth, tmp_path / "run", f"--data.raw_dirs=[{empty}]"))
+    # Frames there, but none in the training range: the same refusal.
+    with pytest.raises(ConfigError, match=r"data.raw_train_range \[50, 60\]"):
+        build_data(_tiny(synth, tmp_path / "run", "--data.raw_train_range=[50,60]"))
+    # No source at all (empty photo folder, no raw clip): one line from the command line.
+    photos = [f"--data.photo_dirs=[{empty}]", "--data.raw_dirs=[]"]
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(SMOKE), *_tiny_argv(synth, tmp_path / "run2"), *photos])
+    assert exc.value.code == 2
+    assert "error: data: no training source" in capsys.readouterr().err
+
+
+def test_an_out_dir_that_is_a_file_is_a_usage_error(
+    synth: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # mkdir's FileExistsError was a traceback.
+    from training.train import main
+
+    (tmp_path / "run").write_text("not a folder")
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(SMOKE), *_tiny_argv(synth, tmp_path / "run")])
+    assert exc.value.code == 2
+    assert "error: out_dir: " in capsys.readouterr().err
+    assert (tmp_path / "run").read_text() == "not a folder"
 
 
 def _gopro_layout(root: Path, seqs: dict[str, np.ndarray]) -> None:

@@ -1035,6 +1035,24 @@ def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runne
             raise RuntimeError(f"cannot load ONNX model {path}: {first.strip()}") from exc
         inp = sess.get_inputs()[0]
         dtype = np.float16 if "float16" in inp.type else np.float32
+        # A file of another contract (two inputs, NHWC, another output size) failed on the
+        # first sample with ONNX Runtime's or the metrics' traceback: tried once on a small
+        # frame here, it is refused in one line. 37x53 goes through the model's padding.
+        trial = np.random.default_rng(0).random((1, 3, 37, 53)).astype(dtype)
+        try:
+            if len(sess.get_inputs()) != 1 or len(sess.get_outputs()) != 1:
+                raise ValueError(
+                    f"{len(sess.get_inputs())} inputs and {len(sess.get_outputs())} outputs"
+                )
+            got = sess.run(None, {inp.name: trial})[0].shape
+            if tuple(got) != trial.shape:
+                raise ValueError(f"output {tuple(got)} for input {trial.shape}")
+        except Exception as exc:  # noqa: BLE001 - ONNX Runtime's errors are plain Exceptions
+            first = next((line for line in str(exc).splitlines() if line.strip()), "")
+            raise RuntimeError(
+                f"{path} breaks the model contract (one input, one output, float (1, 3, H, W) "
+                f"for any H, W >= 16, the output as large as the input): {first.strip()}"
+            ) from exc
 
         def run_onnx(img: np.ndarray) -> np.ndarray:
             x = img.transpose(2, 0, 1)[None].astype(dtype)

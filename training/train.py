@@ -202,6 +202,15 @@ def build_data(
                 folder, first=vlo, last=vhi, scale=d.raw_scale, skips=skips, hashes=eval_hashes
             )
         )
+    if raw and d.raw_weight > 0 and not any(s.windows(w) for s in raw for w in d.raw_windows):
+        # Found only when the first raw sample was drawn: a ValueError traceback from the
+        # sampler (an empty folder, a data.raw_train_range past its last frame).
+        raise ConfigError(
+            f"data.raw_dirs: no {min(d.raw_windows)} consecutive frames within "
+            f"data.raw_train_range {list(d.raw_train_range)} in any folder "
+            f"({sum(len(s.frames) for s in raw)} frames there), the shortest of "
+            f"data.raw_windows {list(d.raw_windows)}"
+        )
     photos, photo_paths = load_photos(
         d.photo_dirs, max_side=d.photo_max_side, skips=skips, exclude=d.exclude, hashes=train_hashes
     )
@@ -326,14 +335,17 @@ def build_data(
         weights=(d.raw_weight, d.photo_weight, d.gopro_weight),
         params=synth_params(cfg),
     )
-    dataset = DeblurDataset(
-        **sources,
-        patch=cfg.stages[0].patch,
-        seed=cfg.seed,
-        rank=rank,
-        teacher_cache=teacher_cache,
-        cache_fraction=cfg.teacher.cache_fraction,
-    )
+    try:
+        dataset = DeblurDataset(
+            **sources,
+            patch=cfg.stages[0].patch,
+            seed=cfg.seed,
+            rank=rank,
+            teacher_cache=teacher_cache,
+            cache_fraction=cfg.teacher.cache_fraction,
+        )
+    except ValueError as exc:  # no source to draw from (empty folders): a usage error
+        raise ConfigError(f"data: {exc}") from None
     val: list[tuple[np.ndarray, np.ndarray, str]] = []
     for seq in raw_val:
         val += raw_validation_pairs(
@@ -1082,7 +1094,12 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     if ddp and init is not None:
         dist.barrier()  # every rank has read it before rank 0 moves it
     if master:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # a file there or on the way to it
+            raise ConfigError(
+                f"out_dir: {out_dir} is not a folder (a file is in the way)"
+            ) from None
         if not resuming:  # a resume writes it once last.pt loads: a failed one keeps the old
             previous = move_aside_previous_run(out_dir)
             if previous is not None:
