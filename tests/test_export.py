@@ -601,9 +601,14 @@ def test_a_checkpoint_of_another_variant_is_a_one_line_failure(
 ) -> None:
     ckpt = tmp_path / "last.pt"
     torch.save({"model": create_student("tiny").state_dict(), "config": {"student": "tiny"}}, ckpt)
-    # exit status 1 and "export failed: ...", as for a failed parity check, not a traceback
+    # exit status 1 and "export failed: ...", as for a failed parity check, not a traceback;
+    # one line that says what the checkpoint holds, not torch's thirty of size mismatches
     assert _export(ckpt, tmp_path / "w", "--variant", "fast") == 1
-    assert "export failed:" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.strip().endswith(
+        f"{ckpt} holds a 'tiny' student, not 'fast': leave out --variant, or name 'tiny'"
+    ), err
+    assert "export failed:" in err and "size mismatch" not in err, err
     assert not (tmp_path / "w" / "manifest.json").exists()
 
 

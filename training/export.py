@@ -221,6 +221,7 @@ def load_student(
                 f"{checkpoint}: expected a dict checkpoint, got {type(ckpt).__name__}"
             )
         overrides: dict[str, Any] = {}
+        own: str | None = None
         from_config = variant is None
         if variant is None:
             if not config:
@@ -244,14 +245,23 @@ def load_student(
         # EMA / DDP checkpoints prefix keys with "module."
         if state and all(k.startswith("module.") for k in state):
             state = {k[len("module.") :]: v for k, v in state.items()}
+
+        def mismatch(detail: object) -> ExportError:
+            if own is not None and own != variant:
+                # torch's thirty lines of "size mismatch for ..." never said what it holds.
+                return ExportError(
+                    f"{checkpoint} holds a {own!r} student, not {variant!r}: leave out "
+                    f"--variant, or name {own!r}"
+                )
+            return ExportError(f"{checkpoint} does not match student {variant!r}: {detail}")
+
         try:
             result = model.load_state_dict(state, strict=False)
         except RuntimeError as exc:  # shape mismatches raise even with strict=False
-            raise ExportError(f"{checkpoint} does not match student {variant!r}: {exc}") from exc
+            raise mismatch(exc) from exc
         if result.missing_keys or result.unexpected_keys:
-            raise ExportError(
-                f"{checkpoint} does not match student {variant!r}: missing keys "
-                f"{result.missing_keys}, unexpected keys {result.unexpected_keys}"
+            raise mismatch(
+                f"missing keys {result.missing_keys}, unexpected keys {result.unexpected_keys}"
             )
     else:
         if variant is None:
