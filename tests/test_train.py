@@ -2481,3 +2481,186 @@ def test_validation_scores_the_blurry_input_against_the_sharp_target_not_the_out
     assert scores["val_psnr"] == pytest.approx(40.0, abs=1e-3)
     assert scores["blurry_psnr"] == pytest.approx(20.0, abs=1e-3)
     assert scores["val_ssim"] > scores["blurry_ssim"]
+
+
+def test_each_stage_trains_on_its_own_patch_and_batch(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # The curriculum is what the stages are for: a loader left at the first stage's patch or
+    # batch trained the whole run on it while the log rows named the stage's.
+    shapes: list[tuple[int, ...]] = []
+
+    class Recording(T.DistillLoss):
+        def forward(self, pred: torch.Tensor, target: torch.Tensor, *args: object) -> dict:
+            shapes.append(tuple(target.shape))
+            return super().forward(pred, target, *args)
+
+    monkeypatch.setattr(T, "DistillLoss", Recording)
+    stages = "--stages=[{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 1, batch: 1}]"
+    rows = train(_tiny(synth, tmp_path / "stages", stages, "--steps_per_epoch=2"))["epochs"]
+    assert shapes == [(2, 3, 32, 32)] * 2 + [(1, 3, 48, 48)] * 2
+    assert [(r["stage"], r["patch"], r["batch"]) for r in rows] == [(1, 32, 2), (2, 48, 1)]
+
+
+def test_each_loss_term_is_logged_as_its_epochs_mean(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # log.csv and the curves are how a run's loss mix is judged: a term summed, kept from the
+    # epoch's last step only, or carried over from the epoch before, misreports it.
+    seen: list[dict[str, float]] = []
+
+    class Recording(T.DistillLoss):
+        def forward(self, *args: object) -> dict[str, torch.Tensor]:
+            terms = super().forward(*args)
+            seen.append({k: float(v) for k, v in terms.items()})
+            return terms
+
+    monkeypatch.setattr(T, "DistillLoss", Recording)
+    res = train(_tiny(synth, tmp_path / "log"))
+    rows = res["epochs"]
+    assert {"total", "l1", "ssim", "edge"} <= set(seen[0]) and len(seen) == 6
+    # ... and what the run returns per step (what resume and DDP tests compare) is the total
+    assert res["steps"] == [s["total"] for s in seen]
+    for row, steps in zip(rows, (seen[:3], seen[3:]), strict=True):
+        for k in seen[0]:
+            assert row[f"loss_{k}"] == pytest.approx(sum(s[k] for s in steps) / 3), k
+
+
+def test_every_weighted_loss_term_reaches_the_gradient(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # The step follows the weighted total: backpropagating one term alone (L1) trained the same
+    # student whatever loss.ssim and loss.edge said.
+    def trained(name: str, *opts: str) -> dict[str, torch.Tensor]:
+        train(_tiny(synth, tmp_path / name, "--stop_after_steps=2", *opts))
+        return load_checkpoint(tmp_path / name / "last.pt")["model"]
+
+    l1_only = trained("l1", "--loss.ssim=0", "--loss.edge=0")
+    mixed = trained("mixed", "--loss.ssim=1", "--loss.edge=1")
+    assert any(not torch.equal(l1_only[k], mixed[k]) for k in l1_only)
+
+
+def test_validation_and_best_pt_measure_the_moving_average(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.train as T
+
+    # With ema > 0 the average is what ships: validating the raw weights picked best.pt by
+    # another model's score than the one it holds.
+    validated: list[dict[str, torch.Tensor]] = []
+
+    def spy(model: nn.Module, val: list, device: torch.device) -> dict[str, float]:
+        validated.append({k: v.clone() for k, v in model.state_dict().items()})
+        return _flat_validation(model, val, device)
+
+    monkeypatch.setattr(T, "validate", spy)
+    run = tmp_path / "ema"
+    train(_tiny(synth, run, "--ema=0.9", "--stages=[{patch: 32, epochs: 1, batch: 2}]"))
+    best = load_checkpoint(run / "best.pt")
+    (seen,) = validated
+    assert all(torch.equal(seen[k], best["model"][k]) for k in best["model"])
+    assert any(not torch.equal(seen[k], best["model_raw"][k]) for k in best["model"])
+
+
+def test_the_average_copies_buffers_as_they_are() -> None:
+    # Running statistics are not weights to average: left at their initial values (mean 0,
+    # variance 1), the average normalised with statistics its weights never saw.
+    ema, model = nn.BatchNorm2d(2), nn.BatchNorm2d(2)
+    model.train()(torch.randn(4, 2, 3, 3) * 3 + 1)
+    update_ema(ema, model, 0.999, step=1000)
+    for a, b in zip(ema.buffers(), model.buffers(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_run_time_limit_is_counted_in_minutes() -> None:
+    from training.train import _should_stop
+
+    cpu = torch.device("cpu")
+    now = time.monotonic()
+    cfg = load_config(None, ["--max_minutes=1"])
+    assert _should_stop(cfg, now - 50, 1, False, cpu, []) == ""
+    assert _should_stop(cfg, now - 70, 1, False, cpu, []) == "time budget"
+    # 0 is no limit, however long the run has been going
+    assert _should_stop(load_config(None, []), now - 1e6, 1, False, cpu, []) == ""
+
+
+def test_a_stop_at_an_epochs_end_saves_last_pt_whatever_ckpt_every(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # ckpt_every=5 writes last.pt every fifth epoch: a step limit or time budget reached on an
+    # epoch's last step ended the launch there with nothing to resume from.
+    out = tmp_path / "run"
+    args = ("--ckpt_every=5", "--stages=[{patch: 32, epochs: 3, batch: 1}]")
+    first = train(_tiny(synth, out, *args, "--stop_after_steps=3"))
+    assert first["stopped"] == "step limit" and len(first["epochs"]) == 1
+    ck = load_checkpoint(out / "last.pt")
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 0, 3)
+
+
+def test_clipping_bounds_the_whole_students_gradient(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # grad_clip bounds the norm of the step's whole gradient: clipping some parameters (the
+    # first layer) left the others' gradients as large as they came.
+    real = torch.optim.Adam.step
+    norms: list[float] = []
+
+    def step(self: torch.optim.Adam, *args: object, **kwargs: object) -> object:
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step)
+    train(_tiny(synth, tmp_path / "clip", "--grad_clip=0.001", "--stop_after_steps=2"))
+    assert len(norms) == 2 and all(n <= 0.001 * 1.001 for n in norms)
+
+
+def test_a_resumed_epochs_time_counts_the_launch_that_stopped_in_it(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import types
+
+    import training.train as T
+
+    # patches/s and epoch_s of an epoch split by a stop: timed from the resume alone, the
+    # epoch looked faster than it ran. The first launch's clock runs 100 s a reading.
+    clock = iter(range(0, 10**9, 100))
+    monkeypatch.setattr(T, "time", types.SimpleNamespace(monotonic=lambda: float(next(clock))))
+    out = tmp_path / "run"
+    one_epoch = "--stages=[{patch: 32, epochs: 1, batch: 1}]"
+    train(_tiny(synth, out, one_epoch, "--stop_after_steps=1"))
+    before = load_checkpoint(out / "last.pt")["epoch_time"]
+    assert before >= 100
+    monkeypatch.undo()
+    (row,) = train(_tiny(synth, out, one_epoch, "--resume"))["epochs"]
+    assert before < row["epoch_s"] < before + 60
+
+
+def test_a_resume_continues_the_global_generators_where_they_stopped(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    import training.train as T
+
+    # A student with dropout, or anything else in the step that draws from torch's, numpy's or
+    # Python's generator: restarted from the seed, a resumed run repeated the draws it had made.
+    draws: list[tuple[float, float, float]] = []
+
+    class Drawing(T.DistillLoss):
+        def forward(self, *args: object) -> dict[str, torch.Tensor]:
+            draws.append((float(torch.rand(())), float(np.random.rand()), random.random()))
+            return super().forward(*args)
+
+    monkeypatch.setattr(T, "DistillLoss", Drawing)
+    one = "--stages=[{patch: 32, epochs: 1, batch: 1}]"
+    train(_tiny(synth, tmp_path / "full", one))
+    full = list(draws)
+    draws.clear()
+    train(_tiny(synth, tmp_path / "split", one, "--stop_after_steps=1"))
+    train(_tiny(synth, tmp_path / "split", one, "--resume"))
+    assert len(set(full)) == 3 and draws == full
