@@ -1450,6 +1450,31 @@ def test_teacher_cache_feeds_distillation(synth: dict[str, Path], tmp_path: Path
     assert all("loss_distill" in r for r in rows)
 
 
+def test_distillation_follows_the_teacher_only_on_the_samples_it_has(
+    synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An uncached sample's teacher output is zeros: passed without the mask, the distill term
+    # pulled the student towards black on it while the log still counted only cached ones.
+    from training.losses import DistillLoss
+
+    masks: list[list[bool] | None] = []
+    real = DistillLoss.forward
+
+    def forward(self, pred, target, teacher=None, teacher_mask=None, *rest):  # noqa: ANN001, ANN202
+        masks.append(None if teacher_mask is None else teacher_mask.bool().tolist())
+        return real(self, pred, target, teacher, teacher_mask, *rest)
+
+    monkeypatch.setattr(DistillLoss, "forward", forward)
+    cache = tmp_path / "cache.pt"
+    cfg = _tiny(synth, tmp_path / "run", *_distil_from_cache(cache))
+    build_cache(cfg, teacher=_FakeTeacher())
+    res = train(cfg)
+    assert masks and None not in masks, masks
+    flat = [m for step in masks for m in step if step is not None]
+    assert 0 < sum(flat) < len(flat), masks  # both kinds of sample were drawn
+    assert sum(flat) == sum(r["distilled_patches"] for r in res["epochs"])
+
+
 @pytest.mark.slow
 def test_ddp_two_processes_gloo(synth: dict[str, Path], tmp_path: Path) -> None:
     cmd = [
