@@ -549,6 +549,26 @@ def test_a_virtual_camera_that_cannot_open_says_why_in_the_log(
     assert any(r.levelname == "DEBUG" and r.exc_info for r in caplog.records)
 
 
+def test_the_setup_steps_cite_only_the_first_line_of_why_the_device_did_not_open(
+    qtbot: Any, recorder: type[Recorder]
+) -> None:
+    # The engine's error goes on with the setup steps, line after line: cited whole under
+    # "Details", the dialog showed every step twice.
+    recorder.fail_next = 1
+    bridge = EngineBridge(api=_engine_api(), stats_interval_ms=100, virtual_backend=VIRTUAL_BACKEND)
+    try:
+        assert _start_demo(bridge, wait=True)
+        with qtbot.waitSignal(bridge.virtual_camera_missing, timeout=FRAME_TIMEOUT_MS) as got:
+            assert bridge.set_virtual_camera(True) is False
+        (guidance,) = got.args
+        steps, details = guidance.split("\n\nDetails: ")
+        assert details.endswith("no v4l2loopback device found") and "\n" not in details
+        assert steps == virtual_camera_guidance()
+    finally:
+        bridge.stop()
+        assert bridge.join(timeout=10.0)
+
+
 def test_a_virtual_camera_open_that_fails_unexpectedly_is_logged_not_a_missing_driver(
     qtbot, make_window, recorder, caplog
 ):
@@ -924,6 +944,26 @@ def test_a_model_failing_mid_stream_is_one_message_gone_when_dismissed(
     assert "out of memory" in said[0].text and "unsharpened" in said[0].advice
     window.banner.dismiss_button.click()
     assert not window.banner.isVisible()
+
+
+def test_a_model_failing_mid_stream_is_said_at_once_not_at_the_next_stats_poll(
+    qtbot: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The engine's error is left to its stats warning ("Sharpening stopped"): the bridge polls
+    # the stats as the error arrives. Left to the timer, the picture lost its sharpening with
+    # nothing said until the next poll (much later on a machine too busy for its timers).
+    _register_fails_on_the_fifth_frame(monkeypatch)
+    bridge = EngineBridge(api=_engine_api(), stats_interval_ms=3_600_000)
+    try:
+        said: list[UserMessage] = []
+        bridge.message.connect(said.append)
+        assert bridge.start(str(DEMO_CLIP), backend="fails", loop=True, wait=True)
+        qtbot.waitUntil(lambda: bool(said), timeout=FRAME_TIMEOUT_MS)
+        assert [m.text.split(":")[0] for m in said] == ["Sharpening stopped"]
+        assert bridge.model_failure is not None
+    finally:
+        bridge.stop()
+        assert bridge.join(timeout=10.0)
 
 
 def _banner(qtbot):  # noqa: ANN001, ANN202
@@ -3198,6 +3238,20 @@ def test_a_new_start_after_a_fallback_no_longer_says_the_demo_clip_stands_in(
     assert not bridge.using_fallback
 
 
+def test_a_new_start_no_longer_gives_why_the_previous_source_did_not_open(
+    qtbot: Any, make_bridge: Callable[[Any], EngineBridge]
+) -> None:
+    # source_error is the latest start's (a scripted run's reason for no video): while the
+    # next source opens, or after a stop cancelled it, the camera that failed before is not it.
+    bridge = make_bridge(_camera_0_fails_api())
+    assert bridge.start("0", backend="unsharp", fallback_source=str(DEMO_CLIP), wait=True)
+    assert "camera 0 cannot be opened" in str(bridge.source_error)
+    assert _start_demo(bridge) is None
+    assert bridge.starting and bridge.source_error is None
+    bridge.stop()
+    assert bridge.source_error is None
+
+
 def test_a_start_that_waits_opens_the_camera_only_once_the_stopped_engine_released_it(
     qtbot: Any, make_bridge: Callable[[Any], EngineBridge]
 ) -> None:
@@ -3337,6 +3391,27 @@ def test_no_video_advice_offers_the_demo_clip_only_where_it_did_not_fail() -> No
     # No demo clip tried: it is still worth offering.
     (msg,) = request("0", None).messages
     assert "pick the demo clip" in msg.advice
+
+
+def test_a_demo_clip_that_fails_to_stand_in_is_said_too() -> None:
+    # No video at all: only the camera's failure was said, and nothing why the demo clip
+    # the window falls back on did not play either.
+    from app.engine_bridge import _open_source, _StartRequest
+
+    def broken(source: str, **kwargs: object) -> None:
+        raise RuntimeError(f"cannot open {source}")
+
+    demo = demo_choice().source
+    req = _StartRequest(
+        generation=0, source="0", size=None, fps=30.0, backend="unsharp", model=None,
+        loop=False, fallback_source=demo, scale=1.0,
+    )  # fmt: skip
+    _open_source(_engine_api(open_source=broken), req)
+    assert req.src is None and not req.using_fallback
+    assert [m.text.split(": ", 1)[1] for m in req.messages] == [
+        "cannot open 0",
+        f"cannot open {demo}",
+    ], req.messages
 
 
 def test_a_model_load_does_not_take_the_gui_threads_warnings(qtbot, make_bridge, recwarn):
@@ -4923,6 +4998,36 @@ def test_a_processing_size_that_failed_is_not_the_scale_reported_once_the_stream
     assert got.args == ["auto"] and bridge.scale == "auto"
     bridge.stop()
     assert bridge.scale == "auto"
+
+
+def test_a_second_processing_size_that_fails_replaces_the_first_ones_message(
+    qtbot: Any, make_bridge: Callable[[Any], EngineBridge]
+) -> None:
+    # Each failed size is its own message: the first, left up under the second, came back in
+    # the banner once that was dismissed, for a size no longer asked for.
+    bridge = make_bridge(_ScaleApi(fail=("0.5", "0.75")))
+    said: list[UserMessage] = []
+    cleared: list[UserMessage] = []
+    bridge.message.connect(said.append)
+    bridge.message_cleared.connect(cleared.append)
+    assert _start_demo(bridge, wait=True) is True
+    for scale in ("0.5", "0.75"):
+        with qtbot.waitSignal(bridge.scale_change_failed, timeout=FRAME_TIMEOUT_MS):
+            assert bridge.set_scale(scale) is True
+    assert len(said) == 2 and cleared == [said[0]], (said, cleared)
+
+
+def test_a_processing_size_that_loads_the_model_the_start_could_not_ends_the_model_failure(
+    qtbot: Any, make_bridge: Callable[[Any], EngineBridge]
+) -> None:
+    # The window reads model_failure to say "Not sharpening" in the sidebar, grey the strength
+    # and refuse a save: left set, it went on saying so over a video sharpened again.
+    bridge = make_bridge(_ScaleApi(fail=("auto",)))
+    assert _start_demo(bridge, wait=True) is True
+    assert bridge.model_failure is not None
+    assert bridge.set_scale("0.5") is True
+    qtbot.waitUntil(lambda: not bridge.changing_scale, timeout=FRAME_TIMEOUT_MS)
+    assert bridge.scale == "0.5" and bridge.model_failure is None
 
 
 def test_the_last_of_quick_processing_size_changes_wins_and_the_others_are_closed(
