@@ -2331,7 +2331,12 @@ def _open_source(api: Any, req: _StartRequest) -> None:
         )
     req.messages.append(msg)
     if fallback_error is not None:
-        req.messages.append(describe_error(fallback_error, context="camera"))
+        # The demo clip is a file: "Camera problem: cannot open .../demo.mp4" blamed a camera.
+        said = describe_error(fallback_error, context="camera")
+        fallback_kind = _kind_or_camera(fallback_source)
+        if fallback_kind != "camera":
+            said = replace(said, text=_source_problem(fallback_kind, said.text))
+        req.messages.append(said)
     if not req.using_fallback:
         # No video at all, and nothing retries: the generic advice's reconnect never comes.
         # The demo clip is offered only where it was not what failed to open.

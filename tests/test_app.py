@@ -3408,9 +3408,10 @@ def test_a_demo_clip_that_fails_to_stand_in_is_said_too() -> None:
     )  # fmt: skip
     _open_source(_engine_api(open_source=broken), req)
     assert req.src is None and not req.using_fallback
-    assert [m.text.split(": ", 1)[1] for m in req.messages] == [
-        "cannot open 0",
-        f"cannot open {demo}",
+    # Each said as what it is: the demo clip is a video file, not a camera with a cable.
+    assert [m.text for m in req.messages] == [
+        "Camera problem: cannot open 0",
+        f"Video file problem: cannot open {demo}",
     ], req.messages
 
 
