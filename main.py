@@ -12,7 +12,7 @@ and the output file is closed and playable), 1 runtime error (missing file, bad
 model, no virtual camera, camera not found, images of a folder skipped, a video whose decoding failed
 partway: what was done is kept; fewer frames than a video's container announces is a warning), 2 usage error (bad option or ``--size`` syntax,
 ``--model`` for a backend that runs none), 130 ``process`` interrupted by Ctrl-C (its output is
-closed but incomplete).
+closed but incomplete) or ``bench`` interrupted (the rows measured before it are printed).
 Errors are one line on stderr, never a traceback (set ``SHARPCAM_DEBUG=1`` to get one); a folder's
 skipped images get one line each before it.
 """
@@ -268,7 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="SharpCam: real-time motion deblurring for video calls. "
         "Without a command, starts the desktop app.",
         epilog="Exit codes: 0 ok (also Ctrl-C in 'run'), 1 runtime error, 2 usage error, "
-        "130 'process' interrupted (its output kept as NAME.incomplete.EXT).",
+        "130 'process' interrupted (its output kept as NAME.incomplete.EXT) or 'bench' "
+        "interrupted (after printing the rows measured before it).",
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     gui = parser.add_argument_group("desktop app options (no command)")
