@@ -688,7 +688,9 @@ def test_stop_returns_within_timeout_while_backend_is_slow(tmp_path):
     eng = Engine(src, backend, sinks=[sink, rec])
     eng.start()
     assert backend.entered.wait(5)
-    assert rec.wait_for(3)
+    # Live: the output slot keeps the latest frame, so on a loaded machine one of the three
+    # may be overwritten before it is written (CI beside other work got two, never a third).
+    assert rec.wait_for(1)
     t0 = time.perf_counter()
     joined = eng.stop(timeout=0.5)
     elapsed = time.perf_counter() - t0
@@ -698,7 +700,7 @@ def test_stop_returns_within_timeout_while_backend_is_slow(tmp_path):
     assert joined is False  # the inference thread is still inside the 30 s call
     assert eng.done.is_set() and rec.closed == 1, "sinks are closed without waiting for the model"
     frames = read_video(out)  # what Ctrl-C leaves behind is a complete, playable file
-    assert len(frames) == 3 and frames[0].shape == (H, W, 3)
+    assert 1 <= len(frames) == len(rec.indices) <= 3 and frames[0].shape == (H, W, 3)
     assert eng.stop(timeout=0.1) is False  # idempotent, still honest
     backend.release.set()  # let the daemon thread finish its call
     assert eng.stop(timeout=5.0) is True
