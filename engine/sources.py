@@ -395,6 +395,9 @@ _MIN_FILE_FPS = 1.0 / 60.0
 #: 1000 fps, and a 30 fps recording was played and written 33 times too fast.
 _CHECK_FPS_ABOVE = 100.0
 _PROBE_FRAMES = 16
+# Reads tried past a failed one before a video is taken to have ended: damaged pictures in a
+# row (each fails one read) that do not end it.
+_DAMAGED_READS = 32
 
 
 def _rate_from_timestamps(path: str) -> float | None:
@@ -2003,6 +2006,13 @@ class VideoFileSource(_SourceBase):
             self._pass_frames = 1
             return img
         ok, img = self._cap.read()
+        for _ in range(_DAMAGED_READS if not ok or img is None else 0):
+            # OpenCV's read fails once for each packet its decoder refuses (a damaged
+            # picture), then reads on: taken as the end, an H.264 clip with one bad picture
+            # lost every picture after it. At the real end each further read fails at once.
+            ok, img = self._cap.read()
+            if ok and img is not None:
+                break
         if ok and img is not None:
             self.last_time_s = self._position_s()
             self._pass_frames += 1

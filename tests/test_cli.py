@@ -7274,3 +7274,37 @@ def test_process_into_an_avi_says_nothing_of_tags_a_video_has_not(
     assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
     assert "date and place" not in err, err
+
+
+def test_process_of_a_video_with_a_damaged_picture_mid_way_keeps_the_pictures_after_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One H.264 picture overwritten with noise (a bad sector, a flaky card): OpenCV's read
+    # fails once for the packet its decoder refuses, then reads on. Taken as the end, `process`
+    # wrote the 10 pictures before it and dropped the 13 after, which FFmpeg plays.
+    import random
+
+    ffmpeg = _ffmpeg_exe()
+    clip = tmp_path / "clip.mp4"
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
+         "-r", "25", "-i", "-", "-c:v", "libx264", "-g", "1", "-pix_fmt", "yuv420p", str(clip)],
+        input=b"".join(stamped_frame(i).tobytes() for i in range(24)),
+        check=True,
+    )  # fmt: skip
+    copy = [ffmpeg, "-v", "error", "-i", str(clip), "-map", "0:v", "-c", "copy", "-f"]
+    crc = subprocess.run([*copy, "framecrc", "-"], capture_output=True, text=True, check=True)
+    sizes = [int(line.split(",")[4]) for line in crc.stdout.splitlines() if line[:1] != "#"]
+    packets = subprocess.run([*copy, "data", "-"], capture_output=True, check=True).stdout
+    start = sum(sizes[:10])
+    data = bytearray(clip.read_bytes())
+    at = data.find(packets[start : start + sizes[10]])
+    data[at : at + sizes[10]] = random.Random(10).randbytes(sizes[10])
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    stamps = [read_stamp(f) for f in read_video(out)]
+    assert stamps == [i for i in range(24) if i != 10], err
+    assert f"{damaged} announced 24 frames and 23 could be decoded" in err, err
