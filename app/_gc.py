@@ -13,8 +13,16 @@ objects are freed where they live, and cycles made by the other threads are stil
 from __future__ import annotations
 
 import gc
+import sys
 
 from PySide6.QtCore import QCoreApplication, QObject, QThread, QTimer
+
+#: CPython 3.14's incremental collector (two generations) ignores the third threshold and gives
+#: it as 0 (``gc.get_threshold()`` is (2000, 10, 0)), while ``gc.get_count()``'s third is the
+#: other old space's count. Read as a threshold passed by any count, it asked for a full
+#: collection on most ticks, which that interpreter never runs on its own. From 3.14 a third
+#: threshold of 0 is taken for that one (a generational collector's default is never 0).
+_INCREMENTAL_GC = sys.version_info >= (3, 14)
 
 
 def due_generation(counts: tuple[int, int, int], thresholds: tuple[int, ...]) -> int:
@@ -51,7 +59,10 @@ class GuiThreadCollector(QObject):
         self._timer.start()
 
     def collect_due(self) -> int:
-        generation = due_generation(gc.get_count(), gc.get_threshold())
+        thresholds = gc.get_threshold()
+        if _INCREMENTAL_GC and thresholds[2:] == (0,):
+            thresholds = thresholds[:2]
+        generation = due_generation(gc.get_count(), thresholds)
         if generation >= 0:
             gc.collect(generation)
         return generation

@@ -1037,8 +1037,15 @@ def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runne
         dtype = np.float16 if "float16" in inp.type else np.float32
         # A file of another contract (two inputs, NHWC, another output size) failed on the
         # first sample with ONNX Runtime's or the metrics' traceback: tried once on a small
-        # frame here, it is refused in one line. 37x53 goes through the model's padding.
-        trial = np.random.default_rng(0).random((1, 3, 37, 53)).astype(dtype)
+        # frame here, it is refused in one line. 37x53 goes through the model's padding; a
+        # model exported with a fixed H or W (the engine runs it at that size) is tried at it
+        # (not a channels-last 3: that layout must still fail).
+        declared = list(inp.shape)[2:] if len(inp.shape) == 4 else [None, None]
+        h, w = (
+            d if isinstance(d, int) and d >= 16 else odd
+            for d, odd in zip(declared, (37, 53), strict=True)
+        )
+        trial = np.random.default_rng(0).random((1, 3, h, w)).astype(dtype)
         try:
             if len(sess.get_inputs()) != 1 or len(sess.get_outputs()) != 1:
                 raise ValueError(
