@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -3557,15 +3558,33 @@ def test_an_index_write_taken_in_parts_is_finished_and_one_taking_nothing_fails(
     assert path.read_bytes() == b"01abcdefg9"
 
 
+def _one_frame_mp4v(path: Path) -> Path:
+    """A one-frame 64x48 MPEG-4 part 2 MP4 as OpenCV writes it: its index last, untagged."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    return path
+
+
+def _edits_through(monkeypatch: pytest.MonkeyPatch, wrap: Callable[[Any], Any]) -> None:
+    """engine.sinks' in-place edits (files opened ``r+b``) go through ``wrap(file)``."""
+    import builtins
+
+    import engine.sinks
+
+    def edit_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202
+        opened = builtins.open(file, mode, *args, **kwargs)
+        return wrap(opened) if mode == "r+b" else opened
+
+    monkeypatch.setattr(engine.sinks, "open", edit_open, raising=False)
+
+
 def test_a_fast_start_mp4_is_not_tagged(tmp_path: Path) -> None:
     # Its index first, untagged: the grown copy would go after the frames, and the file
     # would be a fast start no more.
     from engine.sinks import tag_mp4v_colour
 
-    path = tmp_path / "out.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
-    writer.write(np.zeros((48, 64, 3), np.uint8))
-    writer.release()
+    path = _one_frame_mp4v(tmp_path / "out.mp4")
     data = path.read_bytes()
     assert colour_boxes(path) == []  # OpenCV tags nothing
     ftyp = struct.unpack(">I", data[:4])[0]
@@ -3597,25 +3616,17 @@ def test_a_new_index_cut_off_and_not_removable_is_a_box_players_skip(
 ) -> None:
     # Half of the grown index got to the disk and the cut back failed too: named `free`
     # until whole, it is skipped; named `moov` at once, it was a second, broken index.
-    import builtins
 
     import engine.sinks
     from engine.sinks import tag_mp4v_colour
 
-    path = tmp_path / "out.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
-    writer.write(np.zeros((48, 64, 3), np.uint8))
-    writer.release()
+    path = _one_frame_mp4v(tmp_path / "out.mp4")
     size = path.stat().st_size
-
-    def failing_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202
-        opened = builtins.open(file, mode, *args, **kwargs)
-        return _FailingFile(opened, 1) if mode == "r+b" else opened
 
     def no_cut(fd: int, length: int) -> None:
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(engine.sinks, "open", failing_open, raising=False)
+    _edits_through(monkeypatch, lambda f: _FailingFile(f, 1))
     monkeypatch.setattr(engine.sinks.os, "ftruncate", no_cut)
     assert not tag_mp4v_colour(path)
     data = path.read_bytes()
@@ -3639,20 +3650,11 @@ def test_an_old_index_half_renamed_and_not_restorable_keeps_the_new_one(
 ) -> None:
     # The old index's type got half of `free` and the disk refused putting `moov` back: the
     # new index is then the only one, and cutting it off left a file with none.
-    import builtins
 
-    import engine.sinks
     from engine.sinks import tag_mp4v_colour
 
-    path = tmp_path / "out.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
-    writer.write(np.zeros((48, 64, 3), np.uint8))
-    writer.release()
+    path = _one_frame_mp4v(tmp_path / "out.mp4")
 
-    def failing_open(file, mode="r", *args, **kwargs):  # noqa: ANN001, ANN202
-        opened = builtins.open(file, mode, *args, **kwargs)
-        return _FailsFrom(opened, 3) if mode == "r+b" else opened
-
-    monkeypatch.setattr(engine.sinks, "open", failing_open, raising=False)
+    _edits_through(monkeypatch, lambda f: _FailsFrom(f, 3))
     assert not tag_mp4v_colour(path)
     assert len(read_video(path)) == 1
