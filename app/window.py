@@ -474,10 +474,28 @@ class BannerText(QScrollArea):
         lines = self.MIN_LINES * label.fontMetrics().lineSpacing() + 4 + 2 * self.RING  # 4: bold
         return QSize(label.fontMetrics().averageCharWidth() * 10, min(self._needed(), lines))
 
+    def refit(self) -> None:
+        """The words changed: ask for the height they need, and settle the scroll bar."""
+        self.updateGeometry()
+        self._fit_bar()
+
+    def _fit_bar(self) -> None:
+        # Qt decides on the bar at the width the words have while it shows: a bar that came
+        # while the banner grew to a new message's height narrowed the words by its width, they
+        # took a line more, and it stayed, hiding the last line ("noise reduction off." of a
+        # saved copy) in a window with room for all of them.
+        fits = self._needed() <= self.height()
+        policy = (
+            Qt.ScrollBarPolicy.ScrollBarAlwaysOff if fits else Qt.ScrollBarPolicy.ScrollBarAsNeeded
+        )
+        if self.verticalScrollBarPolicy() != policy:
+            self.setVerticalScrollBarPolicy(policy)
+
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt API
         super().resizeEvent(event)
         if event.size().width() != event.oldSize().width():
             self.updateGeometry()  # another width, another number of lines
+        self._fit_bar()
 
 
 #: A banner's colour per message kind (the others are warnings).
@@ -598,7 +616,7 @@ class MessageBanner(QFrame):
             + _html(_breakable(msg.advice)).replace("\n", "<br>")
         )
         self.text_area.verticalScrollBar().setValue(0)  # a new message is read from its start
-        self.text_area.updateGeometry()
+        self.text_area.refit()
         self.folder_button.setVisible(bool(msg.folder))
         self.more.setText(f"{len(kept) - 1} more")
         # Level with the button's text: the style sheet sets the button's height.

@@ -8323,6 +8323,45 @@ def test_a_banner_whose_words_scroll_is_reached_and_scrolled_by_keyboard(qtbot, 
     assert area.focusPolicy() == Qt.FocusPolicy.NoFocus
 
 
+def test_a_banner_with_room_for_its_words_keeps_no_scroll_bar(qtbot, make_window) -> None:  # noqa: ANN001
+    # A window's first message (a saved copy's) grew the banner from the few lines it had: a
+    # scroll bar came meanwhile, narrowed the words by its width, they took a line more, and
+    # it stayed, hiding the last line ("noise reduction off.") with hundreds of pixels to spare.
+    from PySide6.QtWidgets import QLabel
+
+    def laid_out(window: MainWindow) -> bool:  # as wide as the preview, as tall as its words
+        area = window.banner.text_area
+        return window.banner.width() == window.preview.width() and area.height() == area._needed()
+
+    # The width the words get, from a window of the same size.
+    measured = make_window(start=False)
+    measured.show_message(UserMessage("saved", "Sharpened copy saved", "3 frames written."))
+    qtbot.waitUntil(lambda: laid_out(measured), timeout=5_000)
+    area = measured.banner.text_area
+    full = area.width() - 2 * area.RING
+    narrow = full - area.verticalScrollBar().sizeHint().width()
+    # Words whose last line fits beside no bar but not beside one (where that falls depends on
+    # the fonts here), over more lines than a banner starts with.
+    probe = QLabel()
+    probe.setFont(measured.banner.text.font())
+    probe.setWordWrap(True)
+    found = None
+    for n in range(30, 150):
+        advice = " ".join(f"w{i}" for i in range(n))
+        probe.setText(f"<b>Sharpened copy saved</b><br>{advice}")
+        if probe.heightForWidth(narrow) > probe.heightForWidth(full):
+            found = UserMessage("saved", "Sharpened copy saved", advice)
+            break
+    assert found is not None
+    window = make_window(start=False)
+    window.show_message(found)
+    bar = window.banner.text_area.verticalScrollBar()
+    qtbot.waitUntil(
+        lambda: laid_out(window) and bar.maximum() == 0 and not bar.isVisible(), timeout=5_000
+    )
+    assert window.banner.text_area.viewport().width() == full
+
+
 def test_a_long_virtual_camera_name_takes_one_line_of_its_own(qtbot, make_window, recorder):
     # Shortened to the sidebar's width, it still wrapped at a "-" after "On · sending to":
     # "/dev/video42-SharpCa…ith-a-" / "very-long-name".
