@@ -2605,8 +2605,9 @@ def cmd_process(args: argparse.Namespace) -> int:
     _check_output_name(args.output)  # first: asking about a name too long raises
     _check_not_input(args.input, args.output)
     folder = kind == "folder"
-    # A folder's results are its images: "2 frames -> out" followed "folder in · 2 images".
-    noun = "image" if folder else "frame"
+    # A folder's results are its images: "2 frames -> out" followed "folder in · 2 images";
+    # a photo's is one image (the window's banner said "1 frame written to photo.jpg").
+    noun = "image" if kind in ("folder", "image") else "frame"
 
     def counted(n: int) -> str:
         return f"{n} {noun}{'' if n == 1 else 's'}"

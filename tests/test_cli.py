@@ -5349,7 +5349,7 @@ def test_a_gif_of_one_frame_is_an_image(tmp_path: Path, capsys: pytest.CaptureFi
     Image.fromarray(stamped_frame(3)).save(still)
     out = tmp_path / "logo.png"
     assert cli.main(["process", str(still), str(out), "--backend", "passthrough"]) == 0
-    assert "1 frame -> " in capsys.readouterr().err
+    assert f"1 image -> {out}\n" in capsys.readouterr().err  # a photo, not a video's frame
     assert read_stamp(cv2.imread(str(out))[..., ::-1]) == 3
     # Not written as a GIF (256 colours): said before the model loads.
     code = cli.main(["process", str(still), str(tmp_path / "o.gif"), "--backend", "unsharp"])
