@@ -2361,6 +2361,7 @@ def _finish_video(
     copy_sound: bool,
     stop: threading.Event,
     existed: bool,
+    gaps: Sequence[tuple[int, float]] = (),
 ) -> int:
     """``process``'s last steps for a video, on its finished file while it waits under its
     hidden name (a ``publish=False`` sink): the input's frame times, its sound (or its date and
@@ -2403,7 +2404,9 @@ def _finish_video(
     step = "putting back the input's timing"
     try:
         # Before the sound: the copy with it keeps the pictures' times as they are.
-        timing = ffmpeg and keep_timing(args.input, work, frames=written, ffmpeg=ffmpeg, stop=stop)
+        timing = ffmpeg and keep_timing(
+            args.input, work, frames=written, ffmpeg=ffmpeg, stop=stop, gaps=gaps
+        )
         if timing == "retimed":
             said += ", at the input's varying frame rate"
         elif timing == "failed":
@@ -2763,7 +2766,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         said = ""
         if kind == "video" and sink.awaiting_name:
             try:
-                return _finish_video(args, sink, written, copy_sound, stop, existed)
+                gaps = getattr(source, "gaps", ())  # damaged pictures lost on the way
+                return _finish_video(args, sink, written, copy_sound, stop, existed, gaps)
             except BaseException:
                 if sink.awaiting_name:
                     sink.keep_incomplete()  # never left hidden, whatever went wrong

@@ -19,6 +19,7 @@ wrong (:func:`exact_colour_filters`: 10-bit 4:2:0, untagged HD).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import functools
 import logging
@@ -868,17 +869,20 @@ _MAX_OFF_GRID_S = 0.02
 
 
 def _durations(
-    times: list[int], end: int | None = None, timescale: int | None = None
+    times: list[int], end: int | None = None, timescale: int | None = None, *, always: bool = False
 ) -> list[int] | None:
     """Frame durations from the times the frames are shown and when the last one ends
     (without ``end`` it lasts as long as the one before it), in ticks of ``timescale`` per
-    second; None where the rate does not vary (or cannot be read from them)."""
+    second; None where the rate does not vary (or cannot be read from them). ``always``:
+    also where it does not vary."""
     # The end counts: a GIF's pictures 0.1 s apart with the last held 3 s (a title card)
     # was called constant and every picture written at the mean, 0.82 s.
     edges = [*times, end] if end is not None and end > times[-1] else times
     steps = [b - a for a, b in zip(edges, edges[1:], strict=False)]
     if not steps or min(steps) < 1:
         return None
+    if always:
+        return steps if len(steps) == len(times) else [*steps, steps[-1]]
     mean = (edges[-1] - edges[0]) / len(steps)
     # Constant where every frame is within half a frame of the mean rate's grid (a 29.97 fps
     # clip on a 1/600 clock: steps of 20 and 21). Not step by step: a minute at 30 fps then
@@ -899,6 +903,7 @@ def keep_timing(
     frames: int,
     ffmpeg: str | None = None,
     stop: threading.Event | None = None,
+    gaps: Sequence[tuple[int, float]] = (),
 ) -> str:
     """Give ``video`` (a video OpenCV wrote from ``source``'s ``frames`` pictures, one frame
     each) the frame durations of ``source`` where its frame rate varies. Returns
@@ -908,6 +913,12 @@ def keep_timing(
     (an AVI has one rate), and ``""`` otherwise: a constant rate, a count of pictures other
     than ``frames`` (frames the decoder dropped), no FFmpeg, or one that cannot tell.
 
+    ``gaps``: the damaged pictures the decoder lost (``VideoFileSource.gaps``: the pictures
+    decoded before each run of them, and the seconds from the one before it to the one
+    after). Their times are left out and the picture before each run lasts until the one
+    after, at a constant rate too (``""`` where that was done: the rate does not vary):
+    written one after another, the pictures after a gap came a frame early each.
+
     Raises:
         RemuxStopped: ``stop`` was set; ``video`` is as it was.
     """
@@ -916,23 +927,54 @@ def keep_timing(
     ffmpeg = ffmpeg or find_ffmpeg()
     if ffmpeg is None:
         return ""
+    gaps = [(before, span) for before, span in gaps if 0 < before < frames]
     try:
-        found = picture_times(source, ffmpeg=ffmpeg, stop=stop, frames=frames)
+        # With gaps the packets outnumber the pictures: not the sign of a start between
+        # keyframes that ``frames`` looks for.
+        found = picture_times(source, ffmpeg=ffmpeg, stop=stop, frames=None if gaps else frames)
     except RemuxStopped:
         raise
     except RemuxError:  # an FFmpeg that cannot run: the mean rate, as without one
         return ""
-    if found is None or len(found.times) != frames:
+    if found is None:
         return ""
-    durations = _durations(found.times, found.end, found.timescale)
+    times = _without_gaps(found.times, gaps, found.timescale) if gaps else found.times
+    if len(times) != frames:
+        return ""
+    varies = _durations(found.times, found.end, found.timescale) is not None
+    durations = _durations(times, found.end, found.timescale, always=bool(gaps))
     if durations is None:
         return ""
     ext = Path(video).suffix.lower()
     if ext == ".mkv":
-        return _retime_mkv(ffmpeg, Path(video), durations, found.timescale, stop)
-    if ext not in _MP4_LIKE:
-        return "varies"
-    return "retimed" if retime_mp4(video, durations, found.timescale) else "failed"
+        done = _retime_mkv(ffmpeg, Path(video), durations, found.timescale, stop)
+    elif ext not in _MP4_LIKE:
+        done = "varies"
+    else:
+        done = "retimed" if retime_mp4(video, durations, found.timescale) else "failed"
+    return done if varies or done == "failed" else ""
+
+
+def _without_gaps(times: list[int], gaps: Sequence[tuple[int, float]], timescale: int) -> list[int]:
+    """``times`` (sorted) less those of the pictures lost in ``gaps`` (see
+    :func:`keep_timing`): after each, the decoded pictures go on from the time nearest to the
+    one before it plus the gap's span (packet times and OpenCV's differ by rounding)."""
+    kept: list[int] = []
+    at = 0  # where in ``times`` the next picture decoded is
+    for before, span in sorted(gaps):
+        take = before - len(kept)
+        if take < 1 or at + take > len(times):
+            return []  # not this file's pictures: the count tells the caller
+        kept += times[at : at + take]
+        at += take
+        target = kept[-1] + span * timescale
+        after = bisect.bisect_left(times, target, at)
+        if after > at and (
+            after == len(times) or target - times[after - 1] <= times[after] - target
+        ):
+            after -= 1
+        at = after
+    return kept + times[at:]
 
 
 def _retime_mkv(

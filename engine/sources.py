@@ -1861,6 +1861,11 @@ class VideoFileSource(_SourceBase):
             #: The presentation time (s) of the last picture decoded, where OpenCV decodes it:
             #: whether the pictures reach the end of a container that only estimates its count.
             self.last_time_s: float | None = self._position_s()
+            #: This pass's damaged pictures (see _decode), each run of them as the pictures
+            #: decoded before it and the seconds from the one before it to the one after, by
+            #: their own times: what the pictures after it keep their times by
+            #: (``engine.remux.keep_timing``), where the written frames follow one another.
+            self.gaps: list[tuple[int, float]] = []
             # A loop's stand-in for a one-frame file (see _decode): read() converts in place.
             self._first_kept: np.ndarray | None = img.copy() if loop else None
             self._lone: np.ndarray | None = None
@@ -2012,6 +2017,9 @@ class VideoFileSource(_SourceBase):
             # lost every picture after it. At the real end each further read fails at once.
             ok, img = self._cap.read()
             if ok and img is not None:
+                before, after = self.last_time_s, self._position_s()
+                if before is not None and after is not None and after > before:
+                    self.gaps.append((self._pass_frames, after - before))
                 break
         if ok and img is not None:
             self.last_time_s = self._position_s()
@@ -2086,6 +2094,7 @@ class VideoFileSource(_SourceBase):
     def _new_pass(self) -> None:
         """A loop's pass began again with its first picture (just decoded)."""
         self._pass_frames = 1
+        self.gaps = []
         if self._decoder is None:
             self.last_time_s = self._position_s()
         if self._pacer is not None:

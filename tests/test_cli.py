@@ -1707,6 +1707,16 @@ def test_the_last_frame_keeps_its_own_duration() -> None:
     assert _durations([0], end=300) is None
 
 
+def test_the_times_of_pictures_lost_to_damage_are_left_out_by_their_span() -> None:
+    from engine.remux import _without_gaps
+
+    times = [i * 512 for i in range(10)]  # 25 fps on a 1/12800 clock
+    # Picture 2 lost after 2 decoded, 5 and 6 after 4; OpenCV's spans a little off the packets'.
+    kept = _without_gaps(times, [(4, 0.1203), (2, 0.0799)], 12800)
+    assert kept == [times[i] for i in (0, 1, 3, 4, 7, 8, 9)]
+    assert _without_gaps(times, [(12, 0.08)], 12800) == []  # more decoded than listed
+
+
 def test_process_keeps_a_gif_s_held_last_frame(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -7276,19 +7286,18 @@ def test_process_into_an_avi_says_nothing_of_tags_a_video_has_not(
     assert "date and place" not in err, err
 
 
-def test_process_of_a_video_with_a_damaged_picture_mid_way_keeps_the_pictures_after_it(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # One H.264 picture overwritten with noise (a bad sector, a flaky card): OpenCV's read
-    # fails once for the packet its decoder refuses, then reads on. Taken as the end, `process`
-    # wrote the 10 pictures before it and dropped the 13 after, which FFmpeg plays.
+def _clip_with_a_damaged_picture(tmp_path: Path, *, setpts: str = "N") -> Path:
+    """24 stamped H.264 pictures, all keyframes, shown at ``setpts`` (in 25ths of a second),
+    picture 10's packet overwritten with noise (a bad sector, a flaky card): OpenCV's read
+    fails once for the packet its decoder refuses, then reads on."""
     import random
 
     ffmpeg = _ffmpeg_exe()
     clip = tmp_path / "clip.mp4"
     subprocess.run(
         [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
-         "-r", "25", "-i", "-", "-c:v", "libx264", "-g", "1", "-pix_fmt", "yuv420p", str(clip)],
+         "-r", "25", "-i", "-", "-vf", f"setpts='({setpts})/(25*TB)'", "-fps_mode", "passthrough",
+         "-c:v", "libx264", "-g", "1", "-pix_fmt", "yuv420p", str(clip)],
         input=b"".join(stamped_frame(i).tobytes() for i in range(24)),
         check=True,
     )  # fmt: skip
@@ -7302,9 +7311,36 @@ def test_process_of_a_video_with_a_damaged_picture_mid_way_keeps_the_pictures_af
     data[at : at + sizes[10]] = random.Random(10).randbytes(sizes[10])
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(bytes(data))
+    return damaged
+
+
+def test_process_of_a_video_with_a_damaged_picture_mid_way_keeps_the_pictures_after_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Taken as the end, `process` wrote the 10 pictures before the damaged one and dropped the
+    # 13 after, which FFmpeg plays.
+    damaged = _clip_with_a_damaged_picture(tmp_path)
     out = tmp_path / "out.mp4"
     assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
     err = capsys.readouterr().err
     stamps = [read_stamp(f) for f in read_video(out)]
     assert stamps == [i for i in range(24) if i != 10], err
     assert f"{damaged} announced 24 frames and 23 could be decoded" in err, err
+
+
+# Constant (25 fps), and varying (12.5 fps, then 25 from picture 12 on).
+@pytest.mark.parametrize("setpts", ["N", "if(lt(N,12),2*N,12+N)"])
+def test_process_keeps_the_pictures_after_a_damaged_one_at_their_times(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], setpts: str
+) -> None:
+    # Written one after another at the rate (or given the input's times by position, which
+    # the count no longer matched), each picture after the damaged one took the time of the
+    # one before it: from there to the end they ran a frame ahead of the sound.
+    damaged = _clip_with_a_damaged_picture(tmp_path, setpts=setpts)
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    kept = [t for i, t in enumerate(_seconds(damaged)) if i != 10]
+    assert _seconds(out) == pytest.approx(kept, abs=0.01), err
+    # A constant rate is not called varying for the picture that is missing.
+    assert ("varying frame rate" in err) == (setpts != "N"), err
