@@ -99,7 +99,10 @@ def test_pipeline_reads_on_demand_so_nothing_is_decoded_for_nothing(
     assert not m.errors
     assert m.frames_out == 10 and slow.calls == 10
     assert len(m.intervals_ms) == 6 and len(m.latencies_ms) == 7
-    assert 1000 / m.fps == pytest.approx(15.0, abs=8.0)
+    # One frame per model call: never faster than the 15 ms call. The upper bound is loose on
+    # purpose (a loaded 2-core CI machine took 35 ms a frame): decoding for nothing is what the
+    # counts above catch, and a bound near 15 ms timed the machine, not the schedule.
+    assert 15.0 * 0.95 <= 1000 / m.fps < 4 * 15.0
     lat = float(np.median(m.latencies_ms))
     if schedule == "prefetch":
         # decoded as the previous model call starts: waits a whole call in the slot
@@ -618,16 +621,36 @@ class _Stutters(_SlowBackend):
 
 
 def test_bench_says_what_a_stuttering_pipeline_delivers_beside_its_steady_rate(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # "pipe fps" is the median interval's rate: it read 97.7 where 59.3 frames a second came
     # out, and only latency p95 hinted at the stalls.
+    # The row is checked against the intervals the sink really saw, not against the 15 ms a
+    # frame the sleeps add up to: on a loaded 2-core CI machine a 10 ms sleep took 16 ms and
+    # the live engine dropped frames, so the absolute rates (it read 22.1 ms a frame, and a
+    # steady 58 fps) say how busy the machine was, not whether the row is right.
+    runs: list[bench.PipelineMeasure] = []
+    real_measure = bench.measure_pipeline
+
+    def measure(*args: object, **kwargs: object) -> bench.PipelineMeasure:
+        m = real_measure(*args, **kwargs)  # type: ignore[arg-type]
+        runs.append(m)
+        return m
+
+    monkeypatch.setattr(bench, "measure_pipeline", measure)
     clip = bench.make_bench_clip(tmp_path / "c.mp4", (64, 48), 50)
     row = bench.bench_backend(_Stutters(10.0), (64, 48), clip, frames=40, warmup=2, rounds=1)
-    assert row.pipeline_fps > 70  # steady: the 10 ms calls
-    # Delivered: 36 x 10 ms + 4 x 60 ms over 40 frames, about 15 ms a frame.
+    (run,) = runs
+    intervals = run.intervals_ms
+    assert row.pipeline_fps == pytest.approx(1000 / float(np.median(intervals)), rel=1e-3)
+    # Delivered: the frames over the time they took, stalls included (36 x 10 ms + 4 x 60 ms
+    # over 40 frames on an idle machine).
+    assert row.pipeline_fps_mean == pytest.approx(1000 / float(np.mean(intervals)), rel=1e-3)
+    # The stalls pull the delivered rate well below the steady one (about 10 / 15 idle; 0.59
+    # under load). Reporting the median for both, the bug, fails here.
     assert row.pipeline_fps_mean < 0.8 * row.pipeline_fps
-    assert 1000 / row.pipeline_fps_mean == pytest.approx(15.0, rel=0.35)
+    # ...while the steady rate stays that of the 10 ms calls, not of a 60 ms stall.
+    assert 1000 / row.pipeline_fps < 40.0
 
 
 class _InterruptedAt(_SlowBackend):

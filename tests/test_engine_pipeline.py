@@ -1283,18 +1283,20 @@ def test_an_offline_stop_keeps_the_recording_beside_a_stalled_sink_as_incomplete
 def test_warm_up_calls_the_model_once_before_capture_begins(tmp_path: Path) -> None:
     # OpenVINO compiles on its first call: the frames captured meanwhile were dropped as a
     # stream began, and the status bar of a clip just started said "dropped 18".
-    # 50 fps, not faster: at 200 fps (5 ms a frame) a CPU busy with other work dropped frames
-    # after the warm-up too, which is load, not what this test is about (a CI run beside an
-    # evaluation on two cores).
+    # What shows the warm-up did its job is that no frame was read while the model compiled:
+    # the frames dropped in all depend on load too (a CI run beside other work on two cores
+    # dropped one even at 50 fps, a frame every 20 ms), so they are checked against the
+    # engine's own count, and only bounded far below what a compile in the stream drops.
     src = open_source(str(stamped_video(tmp_path / "v.avi", 20, fps=50.0)), live=True)
-    reads_before_first_call: list[int] = []
+    reads_around_first_call: list[int] = []
 
     class FirstCallSlow(Invert):
         def process(self, rgb: np.ndarray) -> np.ndarray:
             if self.calls == 0:
-                reads_before_first_call.append(src._next_index)
+                reads_around_first_call.append(src._next_index)
                 assert not rgb.any() and rgb.shape == (H, W, 3)  # the blank frame
                 time.sleep(0.3)  # a compile: 15 frames of this 50 fps clip
+                reads_around_first_call.append(src._next_index)
             return super().process(rgb)
 
     backend = FirstCallSlow()
@@ -1303,9 +1305,18 @@ def test_warm_up_calls_the_model_once_before_capture_begins(tmp_path: Path) -> N
     eng.start()
     assert eng.done.wait(10)
     eng.stop()
-    assert reads_before_first_call == [0]
-    assert eng.stats().dropped == 0 and sink.indices == list(range(20))
-    assert backend.calls == 21
+    # Capture began only once the compile was over: no frame was read, so none dropped, meanwhile.
+    assert reads_around_first_call == [0, 0]
+    stats = eng.stats()
+    assert stats.frames_in == 20 and stats.frames_out == len(sink.indices)
+    assert stats.frames_in == stats.frames_out + stats.dropped
+    assert sink.indices == sorted(set(sink.indices)) and sink.indices[-1] == 19
+    # The compile in the stream dropped about 14 frames here (the status bar's "dropped 18");
+    # load alone dropped 1 of 20 beside three busy loops on two cores.
+    assert stats.dropped < 10, stats
+    # The blank call, then one per frame that reached the model (a frame dropped in the output
+    # slot was processed; one dropped in the input slot never was).
+    assert 1 + len(sink.indices) <= backend.calls <= 21
 
 
 def test_a_stop_during_the_warm_up_does_not_wait_for_it_and_closes_the_source(
@@ -1411,12 +1422,26 @@ def test_warm_up_only_live_and_never_at_strength_zero(tmp_path, live):
     # Offline nothing is dropped while a model compiles, so there is no blank call; at strength
     # 0 the stream calls no model at all.
     src = open_source(stamped_video(tmp_path / "in.avi", 5, fps=200), live=live)
-    backend = Invert()
-    eng = Engine(src, backend, sinks=[Recorder()], live=live, warm_up=True)
+    reads_at_call: list[int] = []
+
+    class Counting(Invert):
+        def process(self, rgb: np.ndarray) -> np.ndarray:
+            reads_at_call.append(src._next_index)
+            return super().process(rgb)
+
+    backend = Counting()
+    rec = Recorder()
+    eng = Engine(src, backend, sinks=[rec], live=live, warm_up=True)
     eng.start()
     assert eng.wait(10)
     eng.stop()
-    assert backend.calls == 5 + live  # the blank warm-up call, live only
+    # A call before any frame was read can only be the warm-up. Live, counting all calls
+    # (5 + 1) failed on a loaded machine: a frame every 5 ms may be dropped before the model.
+    assert reads_at_call.count(0) == live  # the blank warm-up call, live only
+    if live:
+        assert 1 + len(rec.indices) <= backend.calls <= 5 + 1
+    else:
+        assert backend.calls == 5 and rec.indices == list(range(5))
     if live:
         src = open_source(stamped_video(tmp_path / "in.avi", 5, fps=200), live=True)
         backend = Invert()
