@@ -1068,11 +1068,12 @@ def _unopenable_video_why(path: str | os.PathLike[str]) -> str | None:
                     "an MP4 / QuickTime file without its whole index (the 'moov' box): a "
                     "recording cut off before it was finished, which players cannot read either"
                 )
-            moov = _mp4_moov(f, size)
+            if found[1] > _MOOV_READ_LIMIT:
+                return None  # an index too large to read here: nothing to say of its tracks
+            f.seek(found[0])
+            moov = f.read(found[1])
     except OSError:
         return None
-    if moov is None:
-        return None  # an index too large to read here: nothing to say of its tracks
     handlers = _mp4_handlers(moov)
     if b"vide" in handlers:
         return None
