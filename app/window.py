@@ -828,6 +828,7 @@ class MainWindow(QMainWindow):
         self._close_without_asking = False  # see close_without_asking
         self._save_said: UserMessage | None = None  # the banner's word on the last save
         self._save_noun = "frame"  # what the save under way counts: frames, or photos
+        self._format_size: tuple[int, int] | None = None  # the size the format line says
         self._last_stats: Any = None
         self._suggesting_denoise = False  # the hint says a grainy picture wants the switch on
         # The camera the picker stands on: a pick that is refused goes back to it.
@@ -1729,7 +1730,8 @@ class MainWindow(QMainWindow):
     def _update_resolution_enabled(self) -> None:
         """The picker is for cameras: while a file plays it shows no camera mode, greyed (a
         greyed "720p · 30 fps" over a 640×360 file read as the format playing), but the
-        file's own size once its first frame came (see :meth:`_show_source_format`)."""
+        file's own size once its first frame came, and a folder's photo's as it shows (see
+        :meth:`_show_source_format`)."""
         is_file = self.current_camera().is_demo
         combo = self.resolution_combo
         key = self.current_resolution().key  # kept for the next camera and the settings
@@ -1904,13 +1906,18 @@ class MainWindow(QMainWindow):
     def _on_preview(self) -> None:
         pair = self.bridge.take_preview()
         if pair is not None:
-            if not self.preview.has_frame():
-                self._show_source_format(pair[1].width(), pair[1].height())
+            size = (pair[1].width(), pair[1].height())
+            # Said again when it changes: a folder's photos differ in size, and the line and
+            # the picker kept the first one's while larger or smaller ones showed.
+            if not self.preview.has_frame() or size != self._format_size:
+                self._show_source_format(*size)
             self.preview.set_frames(*pair)
 
     def _show_source_format(self, w: int, h: int) -> None:
-        """Say what the source really delivers (first frame of a start): a camera picks its
-        nearest mode, and the picker must not pass for what it gave."""
+        """Say what the source really delivers (first frame of a start, and each frame of
+        another size): a camera picks its nearest mode, and the picker must not pass for what
+        it gave."""
+        self._format_size = (w, h)
         info = f"{self.shown_source_name()} · {w}×{h}"
         fps = self.bridge.source_fps
         if self.current_camera().is_demo or self.bridge.using_fallback:
@@ -2380,8 +2387,9 @@ class MainWindow(QMainWindow):
         job.progress.connect(self._on_save_progress)
         job.finished.connect(self._on_save_finished)
         self.save_job = job
-        # What its progress counts: a folder's are photos ("3 of 10 frames" was said of them).
-        self._save_noun = "photo" if source_kind(job.source) == "folder" else "frame"
+        # What its progress counts: a photo and a folder's are photos, as `process` counts
+        # them images ("3 of 10 frames" was said of a folder's, "1 frame" of a photo).
+        self._save_noun = "photo" if source_kind(job.source) in ("folder", "image") else "frame"
         self.save_label.setText(f"Saving {Path(output).name}…")
         self.save_bar.setRange(0, 0)  # busy until the first count
         self.save_stop_button.setEnabled(True)
@@ -2411,8 +2419,9 @@ class MainWindow(QMainWindow):
         job = self.save_job
         done = ""
         kind = source_kind(job.source) if job is not None else "video"
-        # A folder's are photos, as its progress line says ("3 of 10 frames" was asked of them).
-        noun = "photos" if kind == "folder" else "frames"
+        # A photo's and a folder's are photos, as the progress line says ("3 of 10 frames" was
+        # asked of them).
+        noun = "photos" if kind in ("folder", "image") else "frames"
         if job is not None and job.total:
             done = f" ({job.done} of {job.total} {noun})"
         elif job is not None and job.done:

@@ -7869,6 +7869,33 @@ def test_a_folder_with_unreadable_photos_plays_the_others_and_names_them(
     assert "none of the 5 images in folder" in window.banner.text.text(), window.banner.text.text()
 
 
+def test_a_folder_of_photos_of_different_sizes_says_the_size_of_the_one_shown(
+    qtbot, make_window, tmp_path: Path
+) -> None:
+    # The line under the preview and the picker kept the first photo's size while a larger or
+    # smaller one showed: the size was read from a start's first frame only.
+    import cv2
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "p0.png"), np.full((48, 64, 3), 60, np.uint8))
+    cv2.imwrite(str(folder / "p1.png"), np.full((24, 32, 3), 180, np.uint8))
+    window = make_window(backend="passthrough")
+    seen: set[tuple[str, str]] = set()
+    # After the window's own slot (connected first): what it says once each frame is shown.
+    window.bridge.preview_ready.connect(
+        lambda: seen.add((window.source_info.text(), window.resolution_combo.placeholderText()))
+    )
+    with started(qtbot, window):
+        window.open_file(str(folder))
+    qtbot.waitUntil(
+        lambda: {"64×48", "32×24"} <= {text.split(" · ")[1] for text, _ in seen if " · " in text},
+        timeout=FRAME_TIMEOUT_MS,
+    )
+    for size in ("64×48", "32×24"):
+        assert f"{size} · 30 fps (the file's own)" in {shown for _, shown in seen}, seen
+
+
 def test_the_format_shown_is_the_demo_clips_where_it_stands_in_and_a_still_has_no_rate(
     qtbot, make_window, tmp_path
 ):

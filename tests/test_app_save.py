@@ -546,9 +546,9 @@ def test_the_stop_and_quit_question_says_where_the_frames_are_kept(
     result = finished(qtbot, job)
     assert any("long.sharp.incomplete-2.avi" in line for line in result.said), result.said
     # A photo is not kept part-way, and a folder's photos done are kept in its new folder.
-    # Counted as the progress line counts them: a folder's as photos.
+    # Counted as the progress line counts them: a photo's and a folder's as photos.
     for source, said, counted in (
-        ("big.jpg", "Nothing is kept of a photo not finished.", "(3 of 10 frames)"),
+        ("big.jpg", "Nothing is kept of a photo not finished.", "(3 of 10 photos)"),
         ("pics", "The photos done so far are kept in pics.sharp.", "(3 of 10 photos)"),
     ):
         path = tmp_path / source
@@ -731,6 +731,25 @@ def test_progress_says_one_frame_and_fills_the_bar_past_a_low_frame_count(
     assert (window.save_bar.maximum(), window.save_bar.value()) == (24, 24)
     window._on_save_progress(1, 0)
     assert window.save_bar.accessibleDescription() == "1 frame"
+
+
+def test_progress_of_a_photo_counts_photos_not_frames(
+    qtbot,
+    make_window,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    # The bar said "1 frame" of a photo, where `process` says "1 image" and a folder's
+    # progress counts photos.
+    photo = tmp_path / "p.png"
+    cv2.imwrite(str(photo), np.full((40, 56, 3), 90, np.uint8))
+    window = make_window()
+    job = window.save_copy(str(tmp_path / "p.sharp.png"), source=str(photo))
+    window._on_save_progress(1, 0)  # as `frames 1/?` is read
+    said = [window.save_label.text(), window.save_bar.accessibleDescription()]
+    window._on_save_progress(1, 1)
+    said.append(window.save_label.text())
+    assert finished(qtbot, job).ok  # first: a save left running outlived the test
+    assert said == ["Saving p.sharp.png… 1 photo", "1 photo", "Saving p.sharp.png… 1 of 1 photos"]
 
 
 def test_save_is_not_offered_while_the_model_fails(qtbot, make_window, tmp_path) -> None:  # noqa: ANN001
