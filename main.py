@@ -2354,6 +2354,13 @@ def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
         raise CliError(str(exc)) from exc
 
 
+def _lost(video: str, gaps: Sequence[tuple[int, float]]) -> str:
+    """Where ``video``'s damaged pictures were lost (``VideoFileSource.gaps``), by the
+    frames written before them."""
+    after = ", ".join(str(before) for before, _ in sorted(gaps) if before)
+    return f"damaged pictures of {video} could not be decoded (after frame {after})"
+
+
 def _finish_video(
     args: argparse.Namespace,
     sink: Any,
@@ -2362,6 +2369,7 @@ def _finish_video(
     stop: threading.Event,
     existed: bool,
     gaps: Sequence[tuple[int, float]] = (),
+    decoded_s: float | None = None,
 ) -> int:
     """``process``'s last steps for a video, on its finished file while it waits under its
     hidden name (a ``publish=False`` sink): the input's frame times, its sound (or its date and
@@ -2390,7 +2398,7 @@ def _finish_video(
     def copy(without: str) -> bool:
         """The input's sound (or tags) into ``work``; True where the run fails for it."""
         try:
-            copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop, frames=written)
+            copy_audio(args.input, work, ffmpeg=ffmpeg, stop=stop, frames=written, gaps=gaps)
         except RemuxStopped:
             raise
         except RemuxError as exc:
@@ -2405,11 +2413,17 @@ def _finish_video(
     try:
         # Before the sound: the copy with it keeps the pictures' times as they are.
         timing = ffmpeg and keep_timing(
-            args.input, work, frames=written, ffmpeg=ffmpeg, stop=stop, gaps=gaps
+            args.input,
+            work,
+            frames=written,
+            ffmpeg=ffmpeg,
+            stop=stop,
+            gaps=gaps,
+            decoded_s=decoded_s,
         )
         if timing == "retimed":
             said += ", at the input's varying frame rate"
-        elif timing == "failed":
+        elif timing in ("failed", "failed-early"):
             # Its index could not be rewritten: on a full disk, silent and exit 0.
             from engine.sinks import _disk_full
 
@@ -2417,17 +2431,32 @@ def _finish_video(
             mkv = Path(args.output).suffix.lower() == ".mkv"
             what = "its frame times" if mkv else "its index"
             why = "the disk is full" if full else f"{what} could not be rewritten"
-            _eprint(
-                f"{PROG}: {'error' if full else 'warning'}: the frame rate of "
-                f"{args.input} varies and {args.output} plays its frames at their mean "
-                f"rate, ahead of or behind the sound within the clip: {why}"
+            plays = (
+                f"the frame rate of {args.input} varies and {args.output} plays its frames at "
+                "their mean rate, ahead of or behind the sound within the clip"
+                if timing == "failed"
+                else f"{_lost(args.input, gaps)} and {args.output} plays the frames after "
+                "them early, ahead of the sound"
             )
+            _eprint(f"{PROG}: {'error' if full else 'warning'}: {plays}: {why}")
             failed = failed or full
+        elif timing == "early":
+            # An AVI has one rate: the frames after a lost picture take its slot.
+            _eprint(
+                f"{PROG}: note: {_lost(args.input, gaps)}; {args.output} plays the frames "
+                "after them early, ahead of the sound, by the pictures lost (an .mp4, .mov "
+                "or .mkv output keeps their times)"
+            )
         elif timing == "varies":
             _eprint(
                 f"{PROG}: note: the frame rate of {args.input} varies; {args.output} "
                 "plays its frames at their mean rate, ahead of or behind the sound "
                 "within the clip (an .mp4, .mov or .mkv output keeps the timing)"
+            )
+        if lead := [span for before, span in gaps if before == 0]:
+            _eprint(
+                f"{PROG}: note: the first pictures of {args.input} could not be decoded "
+                f"(damaged); {args.output} starts at its first decodable one, {lead[0]:.2f} s in"
             )
         if copy_sound:
             step = "copying the sound"
@@ -2767,7 +2796,12 @@ def cmd_process(args: argparse.Namespace) -> int:
         if kind == "video" and sink.awaiting_name:
             try:
                 gaps = getattr(source, "gaps", ())  # damaged pictures lost on the way
-                return _finish_video(args, sink, written, copy_sound, stop, existed, gaps)
+                first = getattr(source, "first_time_s", None)
+                last = getattr(source, "last_time_s", None)
+                decoded_s = last - first if first is not None and last is not None else None
+                return _finish_video(
+                    args, sink, written, copy_sound, stop, existed, gaps, decoded_s
+                )
             except BaseException:
                 if sink.awaiting_name:
                     sink.keep_incomplete()  # never left hidden, whatever went wrong

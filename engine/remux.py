@@ -904,6 +904,7 @@ def keep_timing(
     ffmpeg: str | None = None,
     stop: threading.Event | None = None,
     gaps: Sequence[tuple[int, float]] = (),
+    decoded_s: float | None = None,
 ) -> str:
     """Give ``video`` (a video OpenCV wrote from ``source``'s ``frames`` pictures, one frame
     each) the frame durations of ``source`` where its frame rate varies. Returns
@@ -911,13 +912,20 @@ def keep_timing(
     ``"failed"`` where it could not rewrite ``video`` (a full disk; ``video`` is as it was),
     ``"varies"`` where the rate varies and ``video``'s container cannot take the durations
     (an AVI has one rate), and ``""`` otherwise: a constant rate, a count of pictures other
-    than ``frames`` (frames the decoder dropped), no FFmpeg, or one that cannot tell.
+    than ``frames`` (frames the decoder dropped), no FFmpeg, or one that cannot tell. At a
+    constant rate with pictures lost after the first (``gaps``), ``"early"`` or
+    ``"failed-early"`` in place of ``"varies"`` or ``"failed"``: the frames after them play
+    early, ahead of the sound.
 
     ``gaps``: the damaged pictures the decoder lost (``VideoFileSource.gaps``: the pictures
     decoded before each run of them, and the seconds from the one before it to the one
     after). Their times are left out and the picture before each run lasts until the one
     after, at a constant rate too (``""`` where that was done: the rate does not vary):
-    written one after another, the pictures after a gap came a frame early each.
+    written one after another, the pictures after a gap came a frame early each. A run at the
+    start (``before`` 0) only moves the first time (the sound starts there: :func:`copy_audio`).
+    ``decoded_s``: the seconds from the first picture decoded to the last, where known: where
+    the pictures after it were lost (a damaged last picture), the last one written lasts to
+    the end of ``source``'s.
 
     Raises:
         RemuxStopped: ``stop`` was set; ``video`` is as it was.
@@ -927,7 +935,7 @@ def keep_timing(
     ffmpeg = ffmpeg or find_ffmpeg()
     if ffmpeg is None:
         return ""
-    gaps = [(before, span) for before, span in gaps if 0 < before < frames]
+    gaps = [(before, span) for before, span in gaps if 0 <= before < frames]
     try:
         # With gaps the packets outnumber the pictures: not the sign of a start between
         # keyframes that ``frames`` looks for.
@@ -939,10 +947,20 @@ def keep_timing(
     if found is None:
         return ""
     times = _without_gaps(found.times, gaps, found.timescale) if gaps else found.times
+    lost_at_end = (
+        decoded_s is not None
+        and 0 < frames < len(times)
+        and _nearest(times, times[0] + decoded_s * found.timescale) == frames - 1
+    )
+    if lost_at_end:
+        # Not "other pictures": a varying rate was lost whole, its frames at the mean rate.
+        times = times[:frames]
     if len(times) != frames:
         return ""
     varies = _durations(found.times, found.end, found.timescale) is not None
-    durations = _durations(times, found.end, found.timescale, always=bool(gaps))
+    # Lost at the start only, the pictures keep their steps: the sound starts later instead.
+    early = any(before for before, _ in gaps)
+    durations = _durations(times, found.end, found.timescale, always=early or lost_at_end)
     if durations is None:
         return ""
     ext = Path(video).suffix.lower()
@@ -952,22 +970,36 @@ def keep_timing(
         done = "varies"
     else:
         done = "retimed" if retime_mp4(video, durations, found.timescale) else "failed"
-    return done if varies or done == "failed" else ""
+    if varies:
+        return done
+    if not early or done == "retimed":
+        return ""
+    # A constant rate: not "varies", which sent users looking for a fault the input has not.
+    return "failed-early" if done == "failed" else "early"
+
+
+def _nearest(times: list[int], target: float) -> int:
+    """The index of the time in ``times`` (sorted) nearest to ``target``."""
+    at = bisect.bisect_left(times, target)
+    if at == len(times) or (at > 0 and target - times[at - 1] <= times[at] - target):
+        return at - 1
+    return at
 
 
 def _without_gaps(times: list[int], gaps: Sequence[tuple[int, float]], timescale: int) -> list[int]:
     """``times`` (sorted) less those of the pictures lost in ``gaps`` (see
     :func:`keep_timing`): after each, the decoded pictures go on from the time nearest to the
-    one before it plus the gap's span (packet times and OpenCV's differ by rounding)."""
+    one before it plus the gap's span (packet times and OpenCV's differ by rounding); after
+    one at the start (``before`` 0), from the first time plus its span."""
     kept: list[int] = []
     at = 0  # where in ``times`` the next picture decoded is
     for before, span in sorted(gaps):
         take = before - len(kept)
-        if take < 1 or at + take > len(times):
+        if take < (1 if before else 0) or at + take > len(times) or not times:
             return []  # not this file's pictures: the count tells the caller
         kept += times[at : at + take]
         at += take
-        target = kept[-1] + span * timescale
+        target = (kept[-1] if kept else times[0]) + span * timescale
         after = bisect.bisect_left(times, target, at)
         if after > at and (
             after == len(times) or target - times[after - 1] <= times[after] - target
@@ -1074,9 +1106,10 @@ def copy_audio(
     ffmpeg: str | None = None,
     stop: threading.Event | None = None,
     frames: int | None = None,
+    gaps: Sequence[tuple[int, float]] = (),
 ) -> None:
     """Put the audio streams of ``source`` into ``video`` (written from its ``frames``
-    pictures, where known: see :func:`picture_times`).
+    pictures, where known: see :func:`picture_times`; ``gaps`` as for :func:`keep_timing`).
 
     ``video`` is rewritten beside itself under a hidden name and replaced only when FFmpeg
     succeeded, so a failure (or an interrupt) leaves it as it was. The audio is copied as
@@ -1113,8 +1146,12 @@ def copy_audio(
         )  # fmt: skip
         # The written video starts with the source's first picture, so its sound must start
         # there too (a video whose pictures start a second after its sound played behind).
-        shown = picture_times(source, ffmpeg=ffmpeg, stop=stop, frames=frames)
-        skip = shown.times[0] / shown.timescale if shown else 0.0
+        # Where the first pictures were lost to damage, from the first one decoded: from the
+        # first listed, the sound ran behind the pictures by the pictures lost.
+        lead = [(0, span) for before, span in gaps if before == 0]
+        shown = picture_times(source, ffmpeg=ffmpeg, stop=stop, frames=None if lead else frames)
+        times = (_without_gaps(shown.times, lead, shown.timescale) or shown.times) if shown else []
+        skip = times[0] / shown.timescale if shown and times else 0.0
         playable = _PLAYABLE.get(ext, ("",))
         why = "not tried"
         if all(c.startswith(playable) for c in codecs):

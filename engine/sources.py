@@ -1853,6 +1853,13 @@ class VideoFileSource(_SourceBase):
                     + self._animation_hint()
                 )
             ok, img = self._cap.read()
+            lost_first = not ok or img is None
+            for _ in range(_DAMAGED_READS if lost_first else 0):
+                # A damaged first picture, as one further on (see _decode): taken as a file
+                # with no picture at all, `process` failed on a clip with one bad packet.
+                ok, img = self._cap.read()
+                if ok and img is not None:
+                    break
             if not ok or img is None:
                 raise SourceError(
                     f"cannot read video file {self.path}: no decodable frames"
@@ -1862,11 +1869,18 @@ class VideoFileSource(_SourceBase):
             #: The presentation time (s) of the last picture decoded, where OpenCV decodes it:
             #: whether the pictures reach the end of a container that only estimates its count.
             self.last_time_s: float | None = self._position_s()
+            #: That of the first picture decoded: with :attr:`last_time_s`, whether pictures
+            #: were lost at the end (``engine.remux.keep_timing``'s ``decoded_s``).
+            self.first_time_s = self.last_time_s
             #: This pass's damaged pictures (see _decode), each run of them as the pictures
             #: decoded before it and the seconds from the one before it to the one after, by
             #: their own times: what the pictures after it keep their times by
             #: (``engine.remux.keep_timing``), where the written frames follow one another.
+            #: A run at the start is ``(0, seconds from the stream's start to the first
+            #: picture decoded)``: where the output's sound starts (``copy_audio``).
             self.gaps: list[tuple[int, float]] = []
+            if lost_first and self.last_time_s:
+                self.gaps.append((0, self.last_time_s))
             # A loop's stand-in for a one-frame file (see _decode): read() converts in place.
             self._first_kept: np.ndarray | None = img.copy() if loop else None
             self._lone: np.ndarray | None = None

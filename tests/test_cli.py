@@ -1715,6 +1715,10 @@ def test_the_times_of_pictures_lost_to_damage_are_left_out_by_their_span() -> No
     kept = _without_gaps(times, [(4, 0.1203), (2, 0.0799)], 12800)
     assert kept == [times[i] for i in (0, 1, 3, 4, 7, 8, 9)]
     assert _without_gaps(times, [(12, 0.08)], 12800) == []  # more decoded than listed
+    # Pictures 0 and 1 lost at the start: from the first listed time plus the span.
+    assert _without_gaps(times, [(0, 0.0801), (3, 0.08)], 12800) == [
+        times[i] for i in (2, 3, 4, 6, 7, 8, 9)
+    ]
 
 
 def test_process_keeps_a_gif_s_held_last_frame(
@@ -7289,18 +7293,23 @@ def test_process_into_an_avi_says_nothing_of_tags_a_video_has_not(
     assert "date and place" not in err, err
 
 
-def _clip_with_a_damaged_picture(tmp_path: Path, *, setpts: str = "N") -> Path:
+def _clip_with_a_damaged_picture(
+    tmp_path: Path, *, setpts: str = "N", damaged: int = 10, sound: bool = False
+) -> Path:
     """24 stamped H.264 pictures, all keyframes, shown at ``setpts`` (in 25ths of a second),
-    picture 10's packet overwritten with noise (a bad sector, a flaky card): OpenCV's read
-    fails once for the packet its decoder refuses, then reads on."""
+    picture ``damaged``'s packet overwritten with noise (a bad sector, a flaky card): OpenCV's
+    read fails once for the packet its decoder refuses, then reads on. With ``sound``: a
+    tone as long as the pictures (0.96 s)."""
     import random
 
     ffmpeg = _ffmpeg_exe()
     clip = tmp_path / "clip.mp4"
+    tone = ["-f", "lavfi", "-i", "sine=sample_rate=8000:duration=0.96"] if sound else []
     subprocess.run(
         [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{W}x{H}",
-         "-r", "25", "-i", "-", "-vf", f"setpts='({setpts})/(25*TB)'", "-fps_mode", "passthrough",
-         "-c:v", "libx264", "-g", "1", "-pix_fmt", "yuv420p", str(clip)],
+         "-r", "25", "-i", "-", *tone, "-vf", f"setpts='({setpts})/(25*TB)'",
+         "-fps_mode", "passthrough", "-c:v", "libx264", "-g", "1", "-pix_fmt", "yuv420p",
+         str(clip)],
         input=b"".join(stamped_frame(i).tobytes() for i in range(24)),
         check=True,
     )  # fmt: skip
@@ -7308,10 +7317,10 @@ def _clip_with_a_damaged_picture(tmp_path: Path, *, setpts: str = "N") -> Path:
     crc = subprocess.run([*copy, "framecrc", "-"], capture_output=True, text=True, check=True)
     sizes = [int(line.split(",")[4]) for line in crc.stdout.splitlines() if line[:1] != "#"]
     packets = subprocess.run([*copy, "data", "-"], capture_output=True, check=True).stdout
-    start = sum(sizes[:10])
+    start, size = sum(sizes[:damaged]), sizes[damaged]
     data = bytearray(clip.read_bytes())
-    at = data.find(packets[start : start + sizes[10]])
-    data[at : at + sizes[10]] = random.Random(10).randbytes(sizes[10])
+    at = data.find(packets[start : start + size])
+    data[at : at + size] = random.Random(10).randbytes(size)
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes(bytes(data))
     return damaged
@@ -7347,3 +7356,73 @@ def test_process_keeps_the_pictures_after_a_damaged_one_at_their_times(
     assert _seconds(out) == pytest.approx(kept, abs=0.01), err
     # A constant rate is not called varying for the picture that is missing.
     assert ("varying frame rate" in err) == (setpts != "N"), err
+
+
+def test_process_keeps_the_varying_times_of_a_video_whose_last_picture_is_damaged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # One picture fewer than its packets, and no gap before the end to tell why: the whole
+    # clip was written at its mean rate, picture 12 a quarter second ahead of its sound.
+    damaged = _clip_with_a_damaged_picture(tmp_path, setpts="if(lt(N,12),2*N,12+N)", damaged=23)
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert _seconds(out) == pytest.approx(_seconds(damaged)[:23], abs=0.01), err
+    assert "at the input's varying frame rate" in err, err
+
+
+def test_process_of_a_video_whose_first_picture_is_damaged_starts_at_the_next_with_its_sound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Only the first read was not tried again: "cannot read video file ...: no decodable
+    # frames", exit 1, for one bad packet. The sound starts with the first picture written
+    # (0.04 s in), not with the one lost: an .avi's sound is PCM, its length exact.
+    damaged = _clip_with_a_damaged_picture(tmp_path, damaged=0, sound=True)
+    out = tmp_path / "out.avi"
+    assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert [read_stamp(f) for f in read_video(out)] == list(range(1, 24)), err
+    assert _sound_span(out) == pytest.approx((0.0, 0.92), abs=0.005), err
+    assert f"{out} starts at its first decodable one, 0.04 s in" in err, err
+    assert "after them early" not in err, err  # nothing after it plays early
+
+
+def test_process_into_an_avi_says_the_frames_after_a_damaged_picture_play_early(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An AVI has one rate: the frames after the lost picture play a frame early each, and
+    # nothing said so (only the count that fell short).
+    damaged = _clip_with_a_damaged_picture(tmp_path)
+    out = tmp_path / "out.avi"
+    assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"sharpcam: note: damaged pictures of {damaged} could not be decoded (after frame 10); "
+        f"{out} plays the frames after them early, ahead of the sound"
+    ) in err, err
+    assert "varies" not in err, err
+
+
+@pytest.mark.parametrize("full", [False, True])
+def test_a_failed_retime_after_a_damaged_picture_says_so_not_that_the_rate_varies(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    full: bool,
+) -> None:
+    # "the frame rate of ... varies": of a constant-rate clip whose index could not take the
+    # lost picture's slot, which sent its user looking for a fault it has not.
+    import engine.sinks
+
+    monkeypatch.setattr(engine.sinks, "retime_mp4", lambda *a, **k: False)
+    monkeypatch.setattr(engine.sinks, "_disk_full", lambda folder: full)
+    damaged = _clip_with_a_damaged_picture(tmp_path)
+    out = tmp_path / "out.mp4"
+    code = cli.main(["process", str(damaged), str(out), "--backend", "passthrough"])
+    err = capsys.readouterr().err
+    assert (
+        f"sharpcam: {'error' if full else 'warning'}: damaged pictures of {damaged} could not "
+        f"be decoded (after frame 10) and {out} plays the frames after them early, ahead of "
+        "the sound: " + ("the disk is full" if full else "its index could not be rewritten")
+    ) in err, err
+    assert "varies" not in err and code == (1 if full else 0), err
