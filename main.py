@@ -2872,6 +2872,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if report.interrupted:
         _eprint(f"{PROG}: interrupted")
         return 130
+    if report.failed:
+        # The why is in the notes above (and the JSON's "failed"): one short line here.
+        rows = ", ".join(f.split(": ", 1)[0] for f in report.failed)
+        raise CliError(f"bench: {len(report.failed)} row(s) not measured ({rows}): see the notes")
     return 0
 
 

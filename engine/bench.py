@@ -93,16 +93,20 @@ class BenchReport:
     results: list[BenchResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     interrupted: bool = False  # Ctrl-C ended the measures: the results are those before it
+    failed: list[str] = field(default_factory=list)  # rows a model failed in: "LABEL at WxH: why"
 
     def as_json_dict(self) -> dict[str, object]:
         """The ``--json`` object: ``{"machine": {...}, "results": [...]}`` (notes go to stderr),
-        with ``"interrupted": true`` when Ctrl-C cut it short."""
+        with ``"interrupted": true`` when Ctrl-C cut it short and ``"failed"`` listing the rows
+        a model failed in."""
         out: dict[str, object] = {
             "machine": self.machine,
             "results": [r.as_dict() for r in self.results],
         }
         if self.interrupted:
             out["interrupted"] = True
+        if self.failed:
+            out["failed"] = list(self.failed)
         return out
 
 
@@ -739,7 +743,8 @@ def run_bench(
 
     Raises:
         engine.manifest.ModelError, engine.backends.BackendError: with ``strict``, a backend
-            that cannot start.
+            that cannot start. A row the model fails in (at one size) raises nothing: it is
+            listed in ``report.failed`` and the notes, and the other rows are measured.
     """
     from engine.backends import (
         MIN_SIZE,
@@ -825,8 +830,8 @@ def run_bench(
                         if adaptive:
                             backend.reset()  # each size's row starts at full size, as a stream would
                         measured = _ScaleTally(backend) if adaptive else backend
-                        report.results.append(
-                            bench_backend(
+                        try:
+                            row = bench_backend(
                                 measured,
                                 size,
                                 clip,
@@ -838,7 +843,17 @@ def run_bench(
                                 denoise=denoise,
                                 notes=report.notes,
                             )
-                        )
+                        except RuntimeError as exc:
+                            # A model that runs one size and not another (a fixed input size
+                            # under ONNX Runtime, a side not its multiple) threw away the rows
+                            # measured before it, and the other backends (OpenVINO reshapes a
+                            # fixed size) were never timed: the row is said, the rest measured.
+                            where = f"{label} at {format_size(size)}"
+                            why = str(exc).removeprefix(f"{where}: ")
+                            report.failed.append(f"{where}: {why}")
+                            report.notes.append(f"{where}: not measured: {why}")
+                            continue
+                        report.results.append(row)
                         ran = getattr(backend, "inference_precision", None)
                         if label in forced and ran and ran != precision:
                             # OpenVINO falls back where the CPU lacks the type: bf16 without

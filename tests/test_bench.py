@@ -179,6 +179,42 @@ def test_run_bench_with_a_contract_model(tmp_path: Path) -> None:
     assert "ONNX Runtime" in report.machine["backends"]["onnx"]
 
 
+def _fixed_size_identity(path: Path, h: int, w: int) -> Path:
+    """An ONNX identity exported with one input size only (no dynamic H and W)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    shape = [1, 3, h, w]
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "fixed",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, shape)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_row_the_model_fails_in_keeps_the_other_rows(tmp_path: Path) -> None:
+    # A fixed-size model runs one size under ONNX Runtime: the row at another size raised,
+    # and the rows measured before it (and every later one) were lost with it, exit 1.
+    model = _fixed_size_identity(tmp_path / "fixed.onnx", 48, 64)
+    report = bench.run_bench(
+        ["onnx", "unsharp"], sizes=[(64, 48), (80, 48)], frames=2, rounds=1, model=model
+    )
+    assert [(r.backend, r.size) for r in report.results] == [
+        ("onnx", "64x48"),
+        ("unsharp", "64x48"),
+        ("unsharp", "80x48"),
+    ]
+    (failed,) = report.failed
+    assert failed.startswith("onnx at 80x48: ") and "fixed input size" in failed, failed
+    assert any(n.startswith("onnx at 80x48: not measured: ") for n in report.notes), report.notes
+    assert report.as_json_dict()["failed"] == [failed]
+
+
 def test_measure_model_reports_the_median() -> None:
     backend = create_backend("unsharp")
     median, times = bench.measure_model(backend, (64, 48), frames=5, warmup=1)

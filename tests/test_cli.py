@@ -452,6 +452,27 @@ def test_a_model_with_a_model_backend_among_others_is_fine(
     assert ran == {"backends": ["unsharp", "onnx"], "model": str(models["good"])}
 
 
+def test_bench_prints_its_rows_and_exits_1_when_a_row_was_not_measured(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engine import bench
+
+    def run_bench(backends: Any, sizes: Any, frames: Any, model: Any, **kw: Any) -> Any:
+        report = bench.BenchReport(machine={})
+        row = bench.BenchResult("unsharp", "64x48", 1.0, 1000.0, 500.0, 0.5, 1.0, 2.0)
+        report.results.append(row)
+        report.failed.append("onnx at 80x48: m.onnx has a fixed input size (48, 64)")
+        report.notes.append("onnx at 80x48: not measured: m.onnx has a fixed input size (48, 64)")
+        return report
+
+    monkeypatch.setattr(bench, "run_bench", run_bench)
+    assert cli.main(["bench", "--backend", "unsharp"]) == 1
+    out, err = capsys.readouterr()
+    assert "unsharp  64x48" in out and "not measured" in out, out
+    (line,) = err.strip().splitlines()
+    assert "1 row(s) not measured (onnx at 80x48)" in line, err
+
+
 @pytest.mark.parametrize("name", ["shot.txt", "shot", "SHOT.PDF"])
 def test_a_screenshot_qt_cannot_save_is_a_usage_error(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
