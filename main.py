@@ -1823,6 +1823,31 @@ def _tiff_detail(f: Any) -> list[str]:
     return detail
 
 
+def _tiff_pages(path: Path) -> int:
+    """How many pages (image directories) the classic TIFF at ``path`` chains, counted up to
+    100; 1 for anything else or a file that cannot be read. OpenCV decodes the first only."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            order = {b"II": "little", b"MM": "big"}.get(head[:2])
+            if len(head) < 8 or order is None or int.from_bytes(head[2:4], order) != 42:
+                return 1
+            pages, offset, seen = 0, int.from_bytes(head[4:8], order), set()
+            while offset and offset not in seen and pages < 100:  # a damaged chain may loop
+                seen.add(offset)
+                f.seek(offset)
+                count = f.read(2)
+                if len(count) < 2:
+                    break
+                pages += 1
+                f.seek(offset + 2 + 12 * int.from_bytes(count, order))
+                link = f.read(4)
+                offset = int.from_bytes(link, order) if len(link) == 4 else 0
+    except OSError:
+        return 1
+    return max(pages, 1)
+
+
 def _image_detail_lost(path: Path, *, decode: bool) -> list[str]:
     """What ``path`` holds that the engine's 8-bit RGB frames drop (alpha, depth beyond 8 bits).
 
@@ -1881,6 +1906,14 @@ def _note_lost_image_detail(kind: str, source: Any, output: str) -> None:
             _eprint(
                 f"{PROG}: note: {output} will be 8-bit RGB, without {' and '.join(detail)} "
                 f"of {Path(source.path).name}"
+            )
+        pages = _tiff_pages(Path(source.path))
+        if pages > 1:
+            # The pages after the first (a scan's, a fax's) were dropped without a word.
+            _eprint(
+                f"{PROG}: note: {output} will hold only the first of the {pages}"
+                f"{'+' * (pages >= 100)} pages of {Path(source.path).name} (SharpCam reads "
+                "one page of a TIFF)"
             )
         if Path(output).suffix.lower() == ".pgm" and Path(source.path).suffix.lower() != ".pgm":
             _eprint(f"{PROG}: note: {output} will be grey: a .pgm holds grey only")
@@ -1984,6 +2017,13 @@ def _note_folder_entries(source: Any) -> None:
         _eprint(
             f"{PROG}: note: {n} animated image{'s' * (n != 1)} in folder {name}: only the "
             f"first frame of each is processed ({_some_names(animated)})"
+        )
+    paged = [f for f in source.files if _tiff_pages(f) > 1]
+    if paged:
+        n = len(paged)
+        _eprint(
+            f"{PROG}: note: {n} TIFF{'s' * (n != 1)} of several pages in folder {name}: only "
+            f"the first page of each is processed ({_some_names(paged)})"
         )
 
 

@@ -1375,6 +1375,10 @@ def _write_problem(exc: OSError, folder: Path) -> str:
     if exc.errno == errno.EROFS:
         return f"folder {folder} is on a read-only file system"
     if exc.errno == errno.ENOENT:
+        if folder.is_dir():
+            # /proc and /sys answer so for a new file in a folder that is there: "folder
+            # /proc does not exist" was false.
+            return f"folder {folder} does not let files be created in it"
         return f"folder {folder} does not exist"
     return str(exc.strerror or exc)
 

@@ -2098,6 +2098,31 @@ def test_process_says_what_an_image_loses_on_the_way_to_8_bit_rgb(
     assert read_stamp(cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)) == 4
 
 
+def test_process_says_a_tiff_of_several_pages_loses_all_but_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A scanned document's later pages were dropped without a word (OpenCV decodes one).
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pages = [cv2.cvtColor(stamped_frame(i), cv2.COLOR_RGB2BGR) for i in (4, 5, 6)]
+    assert cv2.imwritemulti(str(folder / "scan.tif"), pages)
+    cv2.imwrite(str(folder / "one.tif"), pages[0])
+    out = tmp_path / "out.png"
+    assert cli.main(["process", str(folder / "scan.tif"), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"sharpcam: note: {out} will hold only the first of the 3 pages of scan.tif "
+        "(SharpCam reads one page of a TIFF)\n"
+    ) in err, err
+    assert read_stamp(cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)) == 4
+    assert cli.main(["process", str(folder), str(tmp_path / "o"), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "sharpcam: note: 1 TIFF of several pages in folder in: only the first page of each is "
+        "processed (scan.tif)\n"
+    ) in err, err
+
+
 def test_process_folder_says_how_many_images_lose_alpha_or_depth(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -870,6 +870,7 @@ def test_a_timed_video_not_stopped_or_aborted_gets_no_tail(tmp_path):
     [
         (errno.EACCES, "no permission to write in folder {}"),
         (errno.EROFS, "folder {} is on a read-only"),
+        (errno.ENOENT, "folder {} does not let files be created in it"),
     ],
 )
 def test_a_video_in_a_folder_it_may_not_write_names_the_cause(tmp_path, monkeypatch, code, needle):
