@@ -109,3 +109,23 @@ def test_the_collector_asks_no_full_collection_of_an_incremental_interpreter(
     assert collector.collect_due() == 1  # the young generation and an increment of the old
     assert collected == [(1,)]
     collector.deleteLater()
+
+
+def test_the_collector_keeps_a_third_threshold_of_0_where_the_collector_is_generational(
+    qapp: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only the incremental collector ignores a third threshold of 0; a generational one (before
+    # 3.14) collects the oldest generation as soon as it holds anything, and so does this. A
+    # third threshold of the incremental one's that is not 0 still counts.
+    from app import _gc
+
+    collector = GuiThreadCollector()
+    monkeypatch.setattr(gc, "collect", lambda *args: 0)
+    monkeypatch.setattr(gc, "get_count", lambda: (701, 11, 11))
+    monkeypatch.setattr(_gc, "_INCREMENTAL_GC", False, raising=False)
+    monkeypatch.setattr(gc, "get_threshold", lambda: (700, 10, 0))
+    assert collector.collect_due() == 2
+    monkeypatch.setattr(_gc, "_INCREMENTAL_GC", True, raising=False)
+    monkeypatch.setattr(gc, "get_threshold", lambda: (700, 10, 10))
+    assert collector.collect_due() == 2
+    collector.deleteLater()

@@ -1157,3 +1157,28 @@ def test_a_row_timed_from_fewer_frames_than_asked_says_so(
         "passthrough at 64x48: the pipeline figures come from 9 of 12 frame intervals "
         "(the live engine dropped frames: a busy machine?)"
     ]
+
+
+def test_the_dropped_frames_note_counts_the_intervals_the_rounds_asked_for(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # 10 frames in 3 rounds time 4 intervals a round: 11 timed is one fewer than asked, though
+    # more than the 10 frames named.
+    delivered = iter([4, 3, 4])
+
+    def measure_model(backend, size, frames, warmup=3):  # noqa: ANN001, ANN202
+        return 1.0, [1.0] * frames
+
+    def measure_pipeline(backend, clip, frames, warmup=2, **kw):  # noqa: ANN001, ANN202
+        n = next(delivered, 4)
+        return bench.PipelineMeasure([10.0] * n, [5.0] * (n + 1), n + 1 + warmup, [])
+
+    monkeypatch.setattr(bench, "measure_model", measure_model)
+    monkeypatch.setattr(bench, "measure_pipeline", measure_pipeline)
+    report = bench.run_bench(
+        ["passthrough"], sizes=[(64, 48)], frames=10, rounds=3, workdir=tmp_path
+    )
+    assert [n for n in report.notes if "dropped frames" in n] == [
+        "passthrough at 64x48: the pipeline figures come from 11 of 12 frame intervals "
+        "(the live engine dropped frames: a busy machine?)"
+    ]

@@ -1742,6 +1742,17 @@ def test_the_times_of_pictures_lost_to_damage_are_left_out_by_their_span() -> No
     ]
 
 
+def test_a_gap_s_span_never_takes_back_a_kept_picture_or_runs_past_the_last() -> None:
+    from engine.remux import _without_gaps
+
+    times = [i * 512 for i in range(10)]
+    # OpenCV's span a little past the last picture (the damaged one just before it): that
+    # picture is the one after the gap, not an index past the list.
+    assert _without_gaps(times, [(8, 0.0801)], 12800) == times[:8] + [times[9]]
+    # A span shorter than half a frame skips nothing: the picture before it is not listed twice.
+    assert _without_gaps(times, [(2, 0.001)], 12800) == times
+
+
 def test_process_keeps_a_gif_s_held_last_frame(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -683,6 +683,41 @@ def test_a_video_rate_is_checked_against_its_timestamps(
         assert src.frame_count == count
 
 
+@pytest.mark.parametrize("times_from", [0, 7])  # OpenCV's positions known throughout, or late
+def test_a_run_of_damaged_pictures_mid_video_does_not_end_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, times_from: int
+) -> None:
+    # OpenCV's read fails once per picture its decoder refuses, then reads on: three in a row
+    # ended the video there, and the pictures after them were lost.
+    path = write_video(tmp_path / "v.avi", 3)
+    lost = {4, 5, 6}
+
+    class Damaged(FakeCapture):
+        def __init__(self, target: str, api: int) -> None:
+            super().__init__(target, api)
+            self.reads = 0
+            self.shown = 0
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            i, self.reads = self.reads, self.reads + 1
+            if i >= 12 or i in lost:
+                return False, None
+            self.shown = i
+            return True, np.full((24, 32, 3), 10 * i, np.uint8)
+
+        def get(self, prop: int) -> float:
+            if prop == cv2.CAP_PROP_POS_MSEC:
+                return 40.0 * self.shown if self.shown >= times_from else float("nan")
+            return super().get(prop)
+
+    monkeypatch.setattr(sources, "_make_capture", Damaged)
+    with VideoFileSource(path=path, live=False) as src:
+        seen = []
+        while (frame := src.read()) is not None:
+            seen.append(int(frame.image[0, 0, 0]) // 10)
+    assert seen == [i for i in range(12) if i not in lost]
+
+
 @pytest.mark.parametrize(
     ("sar", "turned", "expected"),
     [
@@ -820,6 +855,49 @@ def test_an_image_file_that_holds_a_video_or_nothing_says_so(tmp_path: Path) -> 
     (tmp_path / "junk.jpg").write_bytes(b"not an image" * 10)
     with pytest.raises(SourceError, match=r"junk\.jpg: not an image OpenCV can decode$"):
         read_image(tmp_path / "junk.jpg")
+
+
+def test_a_file_opencv_cannot_open_that_is_no_mp4_video_keeps_the_general_words(
+    tmp_path: Path,
+) -> None:
+    # An MP4 whose tracks include a video one (a codec OpenCV lacks), a damaged Matroska or
+    # AVI, and HEIF / AVIF stills under a video's name: none is a cut-off or sound-only MP4,
+    # and saying so sent the user after an index or a track the file has.
+    def hdlr(handler: bytes) -> bytes:
+        return _box(b"hdlr", bytes(8) + handler + bytes(12) + b"\0")
+
+    def trak(handler: bytes) -> bytes:
+        return _box(b"trak", _box(b"mdia", hdlr(handler)))
+
+    ftyp = _box(b"ftyp", b"isom" + bytes(4))
+    still = bytes(40)
+    for name, data in [
+        ("sound_then_video.mp4", ftyp + _box(b"moov", trak(b"soun") + trak(b"vide"))),
+        ("cut.mkv", b"\x1a\x45\xdf\xa3" + bytes(60)),
+        ("cut.avi", b"RIFF" + bytes(4) + b"AVI " + bytes(60)),
+        ("photo.mp4", _box(b"ftyp", b"heic" + bytes(4) + b"mif1heic") + _box(b"mdat", still)),
+        ("photo2.mp4", _box(b"ftyp", b"avif" + bytes(4) + b"mif1avif") + _box(b"mdat", still)),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SourceError) as info:
+            open_source(tmp_path / name, live=False)
+        assert str(info.value).endswith(f"{name}: not a video, or a codec OpenCV cannot decode"), (
+            info.value
+        )
+
+
+def test_a_damaged_image_that_opens_like_a_video_s_bytes_is_not_called_a_video(
+    tmp_path: Path,
+) -> None:
+    # An AVIF and a WebP start as an MP4 and an AVI do ('ftyp', 'RIFF'): a damaged one was
+    # told to take a video's extension.
+    for name, data in [
+        ("x.avif", _box(b"ftyp", b"avif" + bytes(4) + b"mif1avif") + _box(b"mdat", bytes(40))),
+        ("y.webp", b"RIFF" + struct.pack("<I", 60) + b"WEBPVP8 " + bytes(52)),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SourceError, match=rf"{name}: not an image OpenCV can decode$"):
+            read_image(tmp_path / name)
 
 
 def test_video_has_audio_reads_matroska_and_webm_track_lists(tmp_path, monkeypatch):

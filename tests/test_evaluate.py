@@ -1018,7 +1018,7 @@ def test_a_model_that_cannot_load_is_a_one_line_refusal(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("problem", ["two_inputs", "nhwc", "halves"])
+@pytest.mark.parametrize("problem", ["two_inputs", "two_outputs", "nhwc", "halves"])
 def test_an_onnx_file_of_another_contract_is_a_one_line_refusal(
     problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -311,6 +311,32 @@ def test_an_mkv_whose_times_cannot_be_rewritten_is_left_as_it_was(
     assert keep_timing(source, avi, frames=50, ffmpeg=FFMPEG) == "varies"
 
 
+def test_keep_timing_puts_a_long_constant_clip_s_pictures_after_a_gap_at_their_times(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 100 pictures at 25 fps, picture 50 lost to damage: the hole is half a frame off the
+    # mean grid, which reads as a constant rate, and every later picture came a frame early.
+    import engine.remux
+    import engine.sinks
+    from engine.remux import keep_timing
+
+    packets = [(i * 512, 512, 1) for i in range(100)]
+    monkeypatch.setattr(engine.remux, "_packets", lambda *a, **k: (12800, packets))
+    given: list[list[int]] = []
+    monkeypatch.setattr(engine.sinks, "retime_mp4", lambda v, d, s: given.append(d) or True)
+    out = tmp_path / "out.mp4"
+    # The rate does not vary: nothing to say of it, but the durations were written.
+    assert keep_timing("in.mp4", out, frames=99, ffmpeg="ffmpeg", gaps=[(50, 0.08)]) == ""
+    assert given == [[512] * 49 + [1024] + [512] * 49]
+    # Rewriting it failed (a full disk): said, as the frames after the gap playing early.
+    monkeypatch.setattr(engine.sinks, "retime_mp4", lambda *a: False)
+    failed = keep_timing("in.mp4", out, frames=99, ffmpeg="ffmpeg", gaps=[(50, 0.08)])
+    assert failed == "failed-early"
+    # An FFmpeg that cannot list the times leaves the video as it is.
+    monkeypatch.setattr(engine.remux, "_packets", lambda *a, **k: None)
+    assert keep_timing("in.mp4", out, frames=99, ffmpeg="ffmpeg", gaps=[(50, 0.08)]) == ""
+
+
 @pytest.mark.parametrize("change", ["replaced", "renamed", "written"])
 def test_a_file_changed_during_the_copy_is_not_overwritten(
     tmp_path: Path, monkeypatch, change: str

@@ -1840,6 +1840,18 @@ def test_an_empty_raw_folder_is_a_usage_error_not_a_sampler_traceback(
     assert "error: data: no training source" in capsys.readouterr().err
 
 
+def test_an_empty_raw_folder_beside_a_usable_one_or_with_raw_not_drawn_is_no_error(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # Only a raw set that can give no window at all is refused: one empty folder among the
+    # clips, or raw clips kept for validation at raw_weight 0, trained as before.
+    empty = tmp_path / "clip"
+    empty.mkdir()
+    clip = synth["raw"] / "seq_00"
+    build_data(_tiny(synth, tmp_path / "run", f"--data.raw_dirs=[{empty},{clip}]"))
+    build_data(_tiny(synth, tmp_path / "run", f"--data.raw_dirs=[{empty}]", "--data.raw_weight=0"))
+
+
 def test_an_out_dir_that_is_a_file_is_a_usage_error(
     synth: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1852,6 +1864,11 @@ def test_an_out_dir_that_is_a_file_is_a_usage_error(
     assert exc.value.code == 2
     assert "error: out_dir: " in capsys.readouterr().err
     assert (tmp_path / "run").read_text() == "not a folder"
+    # A file on the way to it (NotADirectoryError): the same one line.
+    with pytest.raises(SystemExit) as exc:
+        main(["--config", str(SMOKE), *_tiny_argv(synth, tmp_path / "run" / "sub")])
+    assert exc.value.code == 2
+    assert "error: out_dir: " in capsys.readouterr().err
 
 
 def _gopro_layout(root: Path, seqs: dict[str, np.ndarray]) -> None:
