@@ -1268,6 +1268,8 @@ def _run_stream(
         status = _StatusLine()
         _eprint(f"{source.describe()} -> {sink.describe()} · {_describe_backend(backend)}")
         _note_lost_audio(args.source, args.output)
+        if not virtual and sink_kind(args.output) == "video":
+            _note_even_sides(source.size, args.output)
         if isinstance(source, ImageFolderSource):
             _note_folder_entries(source)
         if warning:
@@ -1729,6 +1731,39 @@ def _tone_map(source: Any, video: str, output: str) -> None:
         f"SDR: the colours of {output} will not match it ({done.problem}; convert it to SDR "
         "first to keep them)"
     )
+
+
+def _note_even_sides(size: tuple[int, int] | None, output: str) -> None:
+    """Say that a video file output of frames of ``size`` loses their last column or row:
+    the video sink keeps even sides (4:2:0 video needs them), and a 641x359 clip came out
+    640x358, said only by the size on the first line."""
+    from engine.frames import even_size
+
+    if size is None:
+        return
+    w, h = size
+    ew, eh = even_size(size)
+    cut = [*(["column"] if ew < w else []), *(["row"] if eh < h else [])]
+    if cut:
+        _eprint(
+            f"{PROG}: note: {output} will be {ew}x{eh}: the last {' and '.join(cut)} of the "
+            f"{w}x{h} frames {'is' if len(cut) == 1 else 'are'} cut (video is encoded with "
+            "even sides)"
+        )
+
+
+def _note_video_depth(video: str, output: str) -> None:
+    """Say that ``video``'s depth beyond 8 bits does not reach ``output``, as an image's is
+    said (:func:`_note_lost_image_detail`): a 10-bit camera clip came out 8-bit unsaid. An
+    HDR video's notes say it already (SharpCam works in 8-bit SDR)."""
+    from engine.remux import find_ffmpeg, hdr_transfer, video_depth
+
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None or hdr_transfer(video, ffmpeg=ffmpeg) is not None:
+        return
+    depth = video_depth(video, ffmpeg=ffmpeg)
+    if depth is not None and depth > 8:
+        _eprint(f"{PROG}: note: {output} will be 8-bit, without the {depth}-bit depth of {video}")
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -2420,6 +2455,7 @@ def _finish_video(
         RemuxError,
         RemuxStopped,
         copy_audio,
+        cover_pictures,
         find_ffmpeg,
         has_kept_tags,
         keep_timing,
@@ -2518,6 +2554,11 @@ def _finish_video(
             # They went without a word: a film's subtitles were simply gone from the copy.
             tracks = "track is" if subtitles == 1 else f"{subtitles} tracks are"
             _eprint(f"{PROG}: note: the input's subtitle {tracks} not copied")
+        covers = cover_pictures(args.input, ffmpeg=ffmpeg, stop=stop) if ffmpeg else 0
+        if covers:
+            # Dropped as the subtitles are: a film's or a music video's cover, unsaid.
+            pictures = "cover picture is" if covers == 1 else f"{covers} cover pictures are"
+            _eprint(f"{PROG}: note: the input's {pictures} not copied")
     except RemuxStopped:
         kept = sink.keep_incomplete()
         _eprint(
@@ -2570,7 +2611,7 @@ ESTIMATE_SLACK_S = 0.5  # s of frames an estimated count may announce beyond the
 
 def _count_estimated(
     path: str, announced: int, decoded: int, fps: float, last_s: float | None = None
-) -> bool:
+) -> str:
     """Whether ``decoded`` of the ``announced`` frames of ``path`` are all it holds, its count
     an estimate: Matroska keeps none, and the file's duration (its sound's, where that runs
     on) times the rate was read as frames lost. OBS records MKV by default, its sound a little
@@ -2588,26 +2629,35 @@ def _count_estimated(
     Pictures the file stores but that did not decode are lost whatever the duration says:
     more than half a second of them is damage (a bad copy whose 10 pictures reach the end,
     1 decodable, was "a count the container only estimates").
+
+    Returns "" where the shortfall is not explained so; ``"rounded"`` where the pictures reach
+    the duration, at most half a second short of the count, and every picture stored was
+    decoded: the count only rounds up a duration a little longer than the pictures (the
+    sound's), and nothing is worth a word; ``"estimate"`` for the others.
     """
     short = announced - decoded
     if Path(str(path)).suffix.lower() not in _ESTIMATED_COUNT or short <= 0 or fps <= 0:
-        return False
+        return ""
     slack = max(1.0, ESTIMATE_SLACK_S * fps) / fps  # s
     stored = _stored_pictures(path)
     end = stored[0] if stored is not None else None
     if stored is not None and (stored[1] - decoded) / fps > slack:
-        return False
+        return ""
     if end is None and last_s is not None:
         end = last_s + 1.0 / fps
     if end is not None:
         if announced / fps - end <= slack:
-            return True
+            # "announced 61 frames, 60 were decoded" of a whole MKV (its sound 0.04 s longer)
+            # read as a frame lost.
+            every = stored is None or stored[1] <= decoded
+            return "rounded" if short / fps <= slack and every else "estimate"
         # A sound that runs on seconds past the pictures (a clip whose sound was kept longer)
         # is the duration: the file is whole where it reaches it. One cut off mid-write stops
         # all its streams short of the duration its header keeps.
         sound = _stored_sound_end(path)
-        return sound is not None and sound > end and announced / fps - sound <= slack
-    return short / fps <= slack
+        whole = sound is not None and sound > end and announced / fps - sound <= slack
+        return "estimate" if whole else ""
+    return "estimate" if short / fps <= slack else ""
 
 
 def _ask_ffmpeg(question: Callable[[str], _T]) -> _T | None:
@@ -2732,6 +2782,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             _note_folder_entries(source)
         if kind == "video":
             _tone_map(source, args.input, args.output)
+            _note_video_depth(args.input, args.output)
+            _note_even_sides(source.size, args.output)
             _note_avi_tags(args.input, args.output)
         engine = Engine(
             engine_source,
@@ -2799,9 +2851,16 @@ def cmd_process(args: argparse.Namespace) -> int:
                 f"{skipped} of {len(source.files)} images skipped; {written} written to "
                 f"{args.output}"
             )
-        if total is not None and _count_estimated(
-            args.input, total, written, source.fps, getattr(source, "last_time_s", None)
-        ):
+        estimate = (
+            _count_estimated(
+                args.input, total, written, source.fps, getattr(source, "last_time_s", None)
+            )
+            if total is not None
+            else ""
+        )
+        if estimate == "rounded":
+            pass  # every picture decoded, to the file's end: the count was off, not the file
+        elif estimate:
             _eprint(
                 f"{PROG}: note: the file announced {total} frames, {written} were decoded "
                 "(its container keeps no count: the announced one is an estimate)"

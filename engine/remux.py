@@ -258,6 +258,47 @@ def subtitle_tracks(
     return len(re.findall(r"Stream #\S+.*?: Subtitle: ", text))
 
 
+def cover_pictures(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> int:
+    """How many cover pictures ``source`` holds (an MP4's ``attached_pic``, an MKV's image
+    attachment; 0 where FFmpeg cannot read it): like subtitles, nothing copies them into a
+    processed video, and an album's or a film's cover was gone without a word."""
+    try:
+        text = _listing(ffmpeg, source, stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return 0
+    return len(re.findall(r"Stream #\S+.*?: Video: [^\n]*\(attached pic\)", text))
+
+
+def video_depth(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> int | None:
+    """The bits a sample of ``source``'s video holds, by FFmpeg's pixel format (10 for
+    ``yuv420p10le``, 16 for ``rgb48le``, 8 for ``yuv420p``); None where FFmpeg cannot tell.
+    A cover picture's stream is not the video's."""
+    try:
+        text = _listing(ffmpeg, source, stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return None
+    for line in re.findall(r"Stream #\S+.*?: Video: [^\n]*", text):
+        if "(attached pic)" in line:
+            continue
+        pix = re.search(r"Video: .*?, ([a-z][a-z0-9_]*)\b", line)
+        if pix is None:
+            return None
+        # Formats of more than 8 bits end in their depth and byte order; nv12 is 8-bit and
+        # rgb565le's digits are a packing: neither says a depth.
+        bits = re.search(r"(\d+)(?:le|be)$", pix.group(1))
+        depth = {48: 16, 64: 16}.get(int(bits.group(1)), int(bits.group(1))) if bits else 8
+        return depth if 8 < depth <= 16 else 8
+    return None
+
+
 def has_kept_tags(
     source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
 ) -> bool:

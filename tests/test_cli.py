@@ -616,7 +616,7 @@ def test_process_of_a_video_one_frame_short_of_its_count_warns(
     assert f"{cut} announced 24 frames and 23 could be decoded" in err, err
 
 
-def test_process_of_an_mkv_whose_sound_runs_on_notes_the_estimated_count(
+def test_process_of_an_mkv_or_ts_whose_sound_runs_on_a_little_is_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Matroska keeps no frame count: OpenCV announces the file's duration (the sound's, 0.1 s
@@ -636,9 +636,21 @@ def test_process_of_an_mkv_whose_sound_runs_on_notes_the_estimated_count(
     out = tmp_path / "out.mkv"
     code = cli.main(["process", str(mkv), str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
-    assert code == 0 and "warning:" not in err, err
-    assert f"note: the file announced {announced} frames, 90 were decoded" in err, err
+    # Not even a note: every picture decoded, to the end, and "the file announced 93 frames,
+    # 90 were decoded" read as frames lost from a whole file.
+    assert code == 0 and "warning:" not in err and "announced" not in err, err
     assert len(read_video(out)) == 90
+    # An MPEG-TS keeps no count either: the same.
+    ts = tmp_path / "obs.ts"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=30:duration=2", "-f", "lavfi", "-i", "sine=duration=2.04",
+         "-c:v", "libx264", "-c:a", "aac", str(ts)],
+        check=True,
+    )  # fmt: skip
+    code = cli.main(["process", str(ts), str(tmp_path / "ts_out.mkv"), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 0 and "warning:" not in err and "announced" not in err, err
     # One cut off mid-write announces its whole count (its header has the duration): more
     # than half a second short is lost frames, and said so.
     cut = tmp_path / "cut.mkv"
@@ -848,7 +860,7 @@ def test_run_of_a_video_one_frame_short_of_its_count_warns_as_process_does(
     assert code == 0 and f"{cut} announced 24 frames and 23 could be decoded" in err, err
 
 
-def test_process_of_a_webm_whose_sound_runs_on_notes_the_estimated_count(
+def test_process_of_a_webm_whose_sound_runs_on_a_little_is_whole(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A WebM keeps no frame count either (it is Matroska): a browser's recording, its sound
@@ -868,8 +880,8 @@ def test_process_of_a_webm_whose_sound_runs_on_notes_the_estimated_count(
     assert announced > 90
     code = cli.main(["process", str(webm), str(tmp_path / "out.mkv"), "--backend", "unsharp"])
     err = capsys.readouterr().err
-    assert code == 0 and "warning:" not in err, err
-    assert f"note: the file announced {announced} frames, 90 were decoded" in err, err
+    # Every picture decoded, to the end: the count only rounded up the sound's duration.
+    assert code == 0 and "warning:" not in err and "announced" not in err, err
 
 
 def test_process_refuses_a_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -7285,6 +7297,87 @@ def test_process_runs_from_a_thread_other_than_the_main_one(
     worker.join(60)
     assert codes == [0], capsys.readouterr().err
     assert len(read_video(out)) == len(read_video(clip))
+
+
+def test_process_says_the_cover_picture_is_not_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An MP4's attached picture and an MKV's image attachment were dropped without a word,
+    # where subtitles get one.
+    cover = tmp_path / "cover.png"
+    cv2.imwrite(str(cover), np.full((32, 32, 3), 200, np.uint8))
+    plain = tmp_path / "plain.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+         "-c:v", "mpeg4", str(plain)],
+        check=True,
+    )  # fmt: skip
+    assert cli.main(["process", str(plain), str(tmp_path / "o.mp4"), "--backend", "unsharp"]) == 0
+    assert "cover picture" not in capsys.readouterr().err
+    for name, options in (
+        ("film.mp4", ["-i", str(cover), "-map", "0", "-map", "1", "-c", "copy",
+                      "-disposition:v:1", "attached_pic"]),
+        ("film.mkv", ["-c", "copy", "-attach", str(cover), "-metadata:s:t", "mimetype=image/png"]),
+    ):  # fmt: skip
+        film = tmp_path / name
+        subprocess.run(
+            [_ffmpeg_exe(), "-v", "error", "-i", str(plain), *options, str(film)], check=True
+        )
+        out = tmp_path / f"out_{name}"
+        assert cli.main(["process", str(film), str(out), "--backend", "unsharp"]) == 0
+        err = capsys.readouterr().err
+        assert "note: the input's cover picture is not copied\n" in err, err
+
+
+def test_process_says_a_videos_depth_beyond_8_bits_is_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # As an image's is: a camera's 10-bit clip came out 8-bit without a word.
+    for name, codec, depth in (
+        ("eight.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p"], 8),
+        ("ten.mp4", ["-c:v", "libx264", "-pix_fmt", "yuv420p10le"], 10),
+        ("twelve.mkv", ["-c:v", "ffv1", "-pix_fmt", "yuv444p12le"], 12),
+    ):
+        clip = tmp_path / name
+        subprocess.run(
+            [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+             "testsrc=size=64x48:rate=25:duration=0.2", *codec, str(clip)],
+            check=True,
+        )  # fmt: skip
+        out = tmp_path / f"out_{clip.stem}.mp4"
+        assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+        err = capsys.readouterr().err
+        if depth == 8:
+            assert "-bit depth" not in err, err
+        else:
+            assert f"note: {out} will be 8-bit, without the {depth}-bit depth of {clip}\n" in err
+
+
+def test_an_odd_sized_video_says_the_column_and_row_it_loses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 4:2:0 video keeps even sides: a 65x49 clip came out 64x48, said only by the sizes on the
+    # first line (which the window's save does not show).
+    for size, cut in (("65x49", "column and row of the 65x49 frames are"),
+                      ("65x48", "column of the 65x48 frames is"), ("64x48", "")):  # fmt: skip
+        clip = tmp_path / f"clip_{size}.mkv"
+        subprocess.run(
+            [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+             f"testsrc=size={size}:rate=25:duration=0.2", "-c:v", "ffv1", str(clip)],
+            check=True,
+        )  # fmt: skip
+        for command in ("process", "run"):
+            out = tmp_path / f"{command}_{size}.mp4"
+            named = ["--source", str(clip), "--output", str(out)]
+            args = named[1::2] if command == "process" else named
+            assert cli.main([command, *args, "--backend", "unsharp"]) == 0
+            err = capsys.readouterr().err
+            if cut:
+                said = f"note: {out} will be 64x48: the last {cut} cut (video is encoded with even"
+                assert said in err, err
+            else:
+                assert "will be 64x48" not in err, err
+            assert read_video(out)[0].shape[:2] == (48, 64)
 
 
 def test_process_says_how_many_subtitle_tracks_are_not_copied(
