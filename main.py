@@ -1175,7 +1175,7 @@ def _run_stream(
 ) -> int:
     """:func:`cmd_run` once its arguments are checked; ``stop`` is set by Ctrl-C / SIGTERM,
     ``restore`` gives the signals back (idempotent)."""
-    from engine.backends import warm_up
+    from engine.backends import collect_warnings, warm_up
     from engine.pipeline import Engine
     from engine.sinks import SinkError, open_sink, sink_kind
     from engine.sources import DEFAULT_FPS, ImageFolderSource, VideoFileSource
@@ -1214,12 +1214,20 @@ def _run_stream(
         if stopped_early():
             return 0
         fps = getattr(source, "fps", None) or DEFAULT_FPS
-        backend, warning = _open_backend(
-            args.backend, args.model, live=True, scale=args.scale, target_fps=fps
-        )
-        if stopped_early():
-            return 0
-        if args.strength > 0:  # at 0 the engine never calls the model
+        # Said after the warm-up: a fixed-size model's "auto-scale keeps it at full size" came
+        # just before the error that it cannot run these frames at all.
+        load_warnings: list[str] = []
+        try:
+            with collect_warnings() as load_warnings:
+                backend, warning = _open_backend(
+                    args.backend, args.model, live=True, scale=args.scale, target_fps=fps
+                )
+        except BaseException:
+            for text in load_warnings:
+                _eprint(f"{PROG}: warning: {text}")
+            raise
+        cannot_run: CliError | None = None
+        if args.strength > 0 and not stop.is_set():  # at 0 the engine never calls the model
             # OpenVINO compiles on its first call: inside the stream that second counted in
             # --duration (`--duration 1` wrote nothing) and its frames were dropped.
             try:
@@ -1229,11 +1237,17 @@ def _run_stream(
                 warm_up(backend, source.size, strict=args.model is not None)
             except Exception as exc:
                 w, h = source.size
-                raise CliError(
+                cannot_run = CliError(
                     f"--model {args.model} cannot run on the {w}x{h} frames of {args.source}: {exc}"
-                ) from exc
-            if stopped_early():
-                return 0
+                )
+                cannot_run.__cause__ = exc
+        for text in load_warnings:
+            if cannot_run is None or "has a fixed input size" not in text:
+                _eprint(f"{PROG}: warning: {text}")
+        if cannot_run is not None:
+            raise cannot_run
+        if stopped_early():
+            return 0
         sink_options: dict[str, Any] = {}
         if virtual:
             vbackend = args.virtual_backend or os.environ.get(VIRTUAL_BACKEND_ENV)
@@ -2826,6 +2840,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             # Before any way out: what was written has the input in those places, whatever
             # ends the run (an interrupt, skipped images, a failure later on).
             _eprint(f"{PROG}: warning: {engine.nonfinite_warning}")
+        if engine.range_warning:
+            _eprint(f"{PROG}: warning: {engine.range_warning}")
         if engine.errors:
             where = _kept_where(sink, engine.errors[0])
             raise CliError(f"processing failed after {counted(written)}: {engine.errors[0]}{where}")

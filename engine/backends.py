@@ -48,6 +48,7 @@ from engine.manifest import (
     ModelError,
     ModelIntegrityError,
     load_manifest,
+    onnx_external_data,
     verify_file,
 )
 
@@ -385,8 +386,8 @@ def open_model(model: str | Path | ModelFile) -> ModelFile:
     """Verify a model file against the `manifest.json` beside it.
 
     Raises:
-        ModelError: ``model file not found: PATH``, a folder (`model_folder_message`), or an
-            unreadable manifest.
+        ModelError: ``model file not found: PATH``, a folder (`model_folder_message`), an
+            unreadable manifest, or an ONNX weights file (external data) it names is missing.
         ModelIntegrityError: listed in the manifest with a different sha256.
     """
     if isinstance(model, ModelFile):
@@ -396,9 +397,20 @@ def open_model(model: str | Path | ModelFile) -> ModelFile:
         # verify_file would call it "not found", and the file meant is likely right inside.
         raise ModelError(model_folder_message(path))
     entry = verify_file(path)
-    if entry is None:
-        warn_user(f"{path}: not listed in a manifest.json beside it; loading it unverified")
     fmt = entry.format if entry else _SUFFIX_FORMAT.get(path.suffix.lower(), "onnx")
+    if entry is None:
+        if fmt == "onnx" and path.suffix.lower() != ".xml":
+            # A listed model's weights files are checked by verify_file. Left to the runtime, a
+            # model moved without its .onnx.data was "External data path does not exist" under
+            # ONNX Runtime and "Invalid usage of method for externally stored data" under
+            # OpenVINO (`auto` too).
+            for location in onnx_external_data(path):
+                if not (path.parent / location).is_file():
+                    raise ModelError(
+                        f"cannot load model {path}: its weights file {location} is missing "
+                        f"(next to the .onnx, in {path.parent})"
+                    )
+        warn_user(f"{path}: not listed in a manifest.json beside it; loading it unverified")
     return ModelFile(path=path, format=fmt, entry=entry)
 
 
@@ -626,6 +638,11 @@ class _ModelBackend(_BackendBase):
     #: one frame in a thousand should not stop a call or a long render. Looked for only in a
     #: model of :attr:`guarded`.
     nonfinite_frames = 0
+    #: 1 once a frame of mid-range values came back almost all white (a model whose output
+    #: is 0-255, not the contract's 0-1): the engine warns once when this grows. Judged on the
+    #: first frame with enough mid-range values, in a model of :attr:`guarded` only.
+    saturated_frames = 0
+    _range_judged = False
 
     @property
     def guarded(self) -> bool:
@@ -643,23 +660,67 @@ class _ModelBackend(_BackendBase):
         h, w = rgb.shape[:2]
         try:
             if h >= MIN_SIZE and w >= MIN_SIZE:
-                return self._infer(np.ascontiguousarray(rgb))
-            # The contract only promises H, W >= 16: pad tiny frames (thumbnails, tests), crop.
-            big = cv2.copyMakeBorder(
-                rgb, 0, max(0, MIN_SIZE - h), 0, max(0, MIN_SIZE - w), cv2.BORDER_REPLICATE
-            )
-            return np.ascontiguousarray(self._infer(big)[:h, :w])
+                out = self._infer(np.ascontiguousarray(rgb))
+            else:
+                # The contract only promises H, W >= 16: pad tiny frames (thumbnails, tests),
+                # crop.
+                big = cv2.copyMakeBorder(
+                    rgb, 0, max(0, MIN_SIZE - h), 0, max(0, MIN_SIZE - w), cv2.BORDER_REPLICATE
+                )
+                out = np.ascontiguousarray(self._infer(big)[:h, :w])
         except (BackendError, ModelError):
             raise  # already one line that names the model
         except Exception as exc:
             # A runtime's own error names neither the model nor the frame, and may span many
             # lines (TorchScript quotes the model's code): it reaches a person as one line.
             raise BackendError(
-                f"{self.model.path} failed on a {w}x{h} frame: {_one_line(exc)}"
+                _failed_at(f"{self.model.path} failed on a {w}x{h} frame", exc)
             ) from exc
+        if self.guarded and not self._range_judged:
+            self._judge_range(rgb, out)
+        return out
+
+    def _judge_range(self, rgb: np.ndarray, out: np.ndarray) -> None:
+        """Count the frame in :attr:`saturated_frames` when its mid-range values came back
+        almost all white: a model whose output is 0-255 gave an all-white picture with no word,
+        where NaN got one. Once per backend, on the first frame with enough such values (a
+        blank warm-up frame, a dark camera say nothing); a subsample keeps it cheap."""
+        step = 4 if min(rgb.shape[:2]) >= 256 else 1
+        src, got = rgb[::step, ::step], out[::step, ::step]
+        # Far from both ends: a 0-1 model (an identity, a sharpening, a deblurring one) takes
+        # these to white only at the odd strong edge, a 0-255 one takes every one.
+        mid = (src >= 32) & (src <= 223)
+        n = int(np.count_nonzero(mid))
+        if n < max(256, src.size // 4):
+            return
+        self._range_judged = True
+        if np.count_nonzero(got[mid] == 255) > 0.9 * n:
+            self.saturated_frames += 1
 
     def _infer(self, rgb: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+
+#: What a runtime says when a model's own graph cannot take a frame size (a side that is not
+#: the multiple it needs, with no padding inside): ONNX Runtime's "Attempting to broadcast an
+#: axis ... 96 by 101", OpenVINO's "Argument shapes are inconsistent" and "dim index: 2
+#: mismatch", PyTorch's "The size of tensor a (96) must match ...".
+_SHAPE_FAILURE = re.compile(r"broadcast|shapes|inconsistent|size of tensor|mismatch", re.IGNORECASE)
+
+
+def _failed_at(head: str, exc: BaseException) -> str:
+    """``head`` (the model and the frame size it failed at) and the runtime's words, as one
+    line. When those are about shapes the model, not the frame, breaks the contract, and the
+    line says so: the runtime's own text ("96 by 101") said nothing of the sizes a model must
+    take."""
+    said = _one_line(exc)
+    if not _SHAPE_FAILURE.search(said):
+        return f"{head}: {said}"
+    return (
+        f"{head}: the model contract asks for any H and W (>= {MIN_SIZE}), a model padding "
+        f"inside itself to the multiple it needs, as the shipped students do; the runtime said: "
+        f"{said}"
+    )
 
 
 class _FrameBuffers:
@@ -926,7 +987,7 @@ class OnnxBackend(_ModelBackend):
     def _fixed_size_message(self, h: int, w: int) -> str:
         fh, fw = self._fixed_hw
         if fh is not None and fw is not None:
-            fixed = f"a fixed input size {(fh, fw)}"
+            fixed = f"a fixed input size {fw}x{fh} (input {_shape_str(self._in_shape)})"
         elif fh is not None:
             fixed = (
                 f"a fixed input height of {fh} (input {_shape_str(self._in_shape)}) "
@@ -937,7 +998,8 @@ class OnnxBackend(_ModelBackend):
                 f"a fixed input width of {fw} (input {_shape_str(self._in_shape)}) "
                 f"and runs only frames {fw} pixels wide"
             )
-        return f"{self.model.path} has {fixed}, frame is {(h, w)}: export it with dynamic H and W"
+        # W x H, as the status line and every other message give a frame's size.
+        return f"{self.model.path} has {fixed}, frame is {w}x{h}: export it with dynamic H and W"
 
     def _contract_error(self, want: Sequence[int], got: Sequence[int]) -> ModelError:
         return ModelError(
@@ -1110,7 +1172,7 @@ class OpenVinoBackend(_ModelBackend):
         # check and a square probe, and failed at the first frame of a video instead. One
         # compile either way (the same 0.2-1 s as 64x64 for the shipped students), and both
         # sides a multiple of 32, the largest the students pad to.
-        self._request_for(MIN_SIZE * 4, MIN_SIZE * 6, fixed=True)
+        self._request_for(MIN_SIZE * 4, MIN_SIZE * 6, fixed=True, trial=True)
 
     def prepare(self, size: tuple[int, int], *, beside: bool = False) -> None:
         """Compile for frames of ``size`` ``(W, H)`` now (a stream's, before its first frame).
@@ -1180,7 +1242,7 @@ class OpenVinoBackend(_ModelBackend):
         except Exception as exc:
             at = "any size" if h < 0 else f"{w}x{h}"
             raise BackendError(
-                f"OpenVINO cannot compile {self.model.path} at {at}: {_one_line(exc)}"
+                _failed_at(f"OpenVINO cannot compile {self.model.path} at {at}", exc)
             ) from exc
 
     def _request_for(
@@ -1191,6 +1253,7 @@ class OpenVinoBackend(_ModelBackend):
         fixed: bool = False,
         keep: tuple[int, int] | None = None,
         warm: bool = False,
+        trial: bool = False,
     ) -> Any:
         key = (h, w)
         # The caches, not the compiles, under the lock: `prepare` may run on another thread
@@ -1221,6 +1284,14 @@ class OpenVinoBackend(_ModelBackend):
             # Dynamic H and W say nothing about the output's size until reshaped; unchecked,
             # `process` would hand back a frame of another size than the one it was given.
             got = _shape_str((out_shape[0], out_shape[3], *out_shape[1:3]))
+            if trial:
+                # The load's own frame: its size, quoted as "must be (1, 3, 64, 96)", read
+                # as if it were the user's frame.
+                raise ModelError(
+                    f"{self.model.path}: breaks the model contract: its output must be as large "
+                    f"as its input, and on a {w}x{h} trial frame it is {out_shape[2]}x{out_shape[1]}"
+                    f"{_size_ratio(w, h, out_shape[2], out_shape[1])}"
+                )
             raise ModelError(
                 f"{self.model.path}: breaks the model contract: output must be (1, 3, {h}, {w}) "
                 f"like the input, got {got}"
@@ -1276,6 +1347,17 @@ class OpenVinoBackend(_ModelBackend):
         # The graph read at load holds the weights (an IR's .bin stays mapped while it lives).
         self._model = None
         super().close()
+
+
+def _size_ratio(w: int, h: int, out_w: Any, out_h: Any) -> str:
+    """`` (2x its input)``, `` (0.5x its width, 1.5x its height)``: how an output of
+    ``out_w`` x ``out_h`` relates to its ``w`` x ``h`` input; empty where a side is unknown."""
+    if not (isinstance(out_w, int) and isinstance(out_h, int)) or out_w < 0 or out_h < 0:
+        return ""
+    rw, rh = out_w / w, out_h / h
+    if math.isclose(rw, rh):
+        return f" ({rw:.3g}x its input)"
+    return f" ({rw:.3g}x its width, {rh:.3g}x its height)"
 
 
 def _ov_frontend_takes(path: Path) -> bool:

@@ -854,6 +854,16 @@ def run_bench(
                             report.notes.append(f"{where}: not measured: {why}")
                             continue
                         report.results.append(row)
+                        for count, said in (
+                            ("nonfinite_frames", "gave NaN or infinite values"),
+                            ("saturated_frames", "gave 0-255 values, not the contract's 0-1"),
+                        ):
+                            # The engine warns a run of it; the table looked like any model's.
+                            bad = getattr(backend, count, 0)
+                            if isinstance(bad, int) and bad > 0:
+                                note = f"{label}: the model {said}: its output is not usable"
+                                if note not in report.notes:  # once, not once per size
+                                    report.notes.append(note)
                         ran = getattr(backend, "inference_precision", None)
                         if label in forced and ran and ran != precision:
                             # OpenVINO falls back where the CPU lacks the type: bf16 without

@@ -228,6 +228,8 @@ class Engine:
         self._failure_warning: str | None = None  # set when the backend fails (live mode)
         # Set when the backend first reports non-finite model output (its nonfinite_frames).
         self._nonfinite_warning: str | None = None
+        # Set when the backend first reports an output of 0-255 (its saturated_frames).
+        self._range_warning: str | None = None
         self._failed_sinks: list[tuple[FrameSink, BaseException]] = []
         self._failures_warned_from = 0  # failed_sinks before this were followed by add_sink
         # Offline: a source, backend, sink or output failure, or a stop() before the source's
@@ -512,7 +514,7 @@ class Engine:
                 old, self._backend = self._backend, backend
                 self._passthrough = False
                 self._failure_warning = None
-                self._nonfinite_warning = None
+                self._nonfinite_warning = self._range_warning = None
                 if self._backends_closed:
                     # The run is over and closed its backend (close_backend): nothing will call
                     # this one, and nothing would close it later.
@@ -531,6 +533,12 @@ class Engine:
         """What the stats' warning says once the model gave NaN or infinite values (the
         input stood in there); None until then."""
         return self._nonfinite_warning
+
+    @property
+    def range_warning(self) -> str | None:
+        """What the stats' warning says once the model's output looked like 0-255, not the
+        contract's 0-1 (a picture almost all white); None until then."""
+        return self._range_warning
 
     def set_warning(self, warning: str | None) -> None:
         """Replace the warning given at construction (None: none): the stats stop saying it,
@@ -652,7 +660,16 @@ class Engine:
         else:
             name = str(getattr(backend, "name", type(backend).__name__))
             provider = str(getattr(backend, "provider", ""))
-        warnings = [w for w in (self._warning, self._failure_warning, self._nonfinite_warning) if w]
+        warnings = [
+            w
+            for w in (
+                self._warning,
+                self._failure_warning,
+                self._nonfinite_warning,
+                self._range_warning,
+            )
+            if w
+        ]
         with self._lock:
             failed = (
                 self._failed_sinks[-1]
@@ -839,7 +856,7 @@ class Engine:
             self._pending_backend = _NO_SWAP
             self._passthrough = False
             self._failure_warning = None
-            self._nonfinite_warning = None
+            self._nonfinite_warning = self._range_warning = None
         if old is not None and old is not self._backend:
             # Not on this thread: a ScaledBackend readying a size waits for that compile
             # (seconds) before it closes, and no frame went through meanwhile (1.9 s frozen).
@@ -882,6 +899,7 @@ class Engine:
         if self._unconfirmed_rate and t0 >= self._next_follow:
             self._follow_rate(backend, t0)
         bad_before = getattr(backend, "nonfinite_frames", 0)
+        white_before = getattr(backend, "saturated_frames", 0)
         try:
             result = backend.process(src)
             if (
@@ -915,6 +933,13 @@ class Engine:
                 self._nonfinite_warning = (
                     f"the model gave NaN or infinite values (first in frame {frame.index + 1}): "
                     "the input is shown there"
+                )
+        if self._range_warning is None:
+            white = getattr(backend, "saturated_frames", 0)
+            if isinstance(white, int) and isinstance(white_before, int) and white > white_before:
+                self._range_warning = (
+                    f"the model's output looks like 0-255, not the contract's 0-1 (frame "
+                    f"{frame.index + 1} came out almost all white): scale it to 0-1 in the model"
                 )
         buf = self._pool.acquire(src.shape)
         if strength >= 1.0:

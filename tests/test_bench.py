@@ -215,6 +215,43 @@ def test_a_row_the_model_fails_in_keeps_the_other_rows(tmp_path: Path) -> None:
     assert report.as_json_dict()["failed"] == [failed]
 
 
+@pytest.mark.filterwarnings("ignore:.*unverified")
+@pytest.mark.parametrize(
+    ("op", "said"),
+    [
+        ("nan", "gave NaN or infinite values"),
+        ("x255", "gave 0-255 values, not the contract's 0-1"),
+    ],
+)
+def test_a_model_whose_output_is_unusable_gets_a_note(tmp_path: Path, op: str, said: str) -> None:
+    # The table looked like any model's: the engine warns a run of such a model, bench did not.
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.contract_models import _save_onnx
+
+    nchw = [1, 3, "H", "W"]
+    if op == "nan":  # 0 / 0 added to every value
+        nodes = [
+            helper.make_node("Div", ["k", "k"], ["nan"]),
+            helper.make_node("Add", ["input", "nan"], ["output"]),
+        ]
+        k = 0.0
+    else:
+        nodes = [helper.make_node("Mul", ["input", "k"], ["output"])]
+        k = 255.0
+    graph = helper.make_graph(
+        nodes,
+        op,
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, nchw)],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, nchw)],
+        initializer=[numpy_helper.from_array(np.array(k, np.float32), "k")],
+    )
+    model = _save_onnx(graph, tmp_path / f"{op}.onnx")
+    report = bench.run_bench(["onnx"], sizes=[(64, 48), (80, 48)], frames=2, rounds=1, model=model)
+    assert len(report.results) == 2
+    assert _not_dropped(report.notes) == [f"onnx: the model {said}: its output is not usable"]
+
+
 def test_measure_model_reports_the_median() -> None:
     backend = create_backend("unsharp")
     median, times = bench.measure_model(backend, (64, 48), frames=5, warmup=1)

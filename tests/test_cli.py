@@ -4224,8 +4224,31 @@ def test_run_with_a_model_that_cannot_take_the_sources_frames_fails_before_writi
     last = err.splitlines()[-1]
     assert last.startswith(f"sharpcam: error: --model {path} cannot run on the "), err
     assert "fixed input size" in last and "passthrough" not in err, err
+    # Nor, before it, that auto-scale keeps the model at full size: it cannot run at all.
+    assert "automatic processing scale" not in err, err
     assert out.read_bytes() == b"an earlier recording"
     assert not list(tmp_path.glob(".live*")) and not list(tmp_path.glob("live.incomplete*"))
+
+
+def test_run_with_a_fixed_size_model_that_takes_the_sources_frames_still_warns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The auto-scale warning is dropped only where the run fails anyway.
+    onnx = pytest.importorskip("onnx")
+    clip = write_video(tmp_path / "clip.avi", 6)
+    h, w = read_video(clip)[0].shape[:2]
+    path = make_onnx_model(tmp_path / "fixed.onnx", kind="identity")
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for axis, side in ((2, h), (3, w)):
+            dims[axis].Clear()
+            dims[axis].dim_value = side
+    onnx.save(model, str(path))
+    argv = ["run", "--source", str(clip), "--output", str(tmp_path / "live.avi")]
+    code, err = _run_in_process([*argv, "--backend", "onnx", "--model", str(path)], capsys)
+    assert code == 0, err
+    assert "fixed input size: the automatic processing scale keeps it at full size" in err, err
 
 
 def test_run_to_a_virtual_camera_stopped_before_its_first_frame_is_no_failure(

@@ -336,3 +336,89 @@ def test_nan_before_the_half_precision_tail_of_a_float32_model_shows_the_input(
         with make(model=path, device="cpu") as backend:
             assert np.array_equal(backend.process(img), img), make
             assert backend.nonfinite_frames == 1, make
+
+
+# --------------------------------------------------------------------------- 0-255 output
+
+
+def _mid_range_frame() -> np.ndarray:
+    """A textured frame of values well inside 0-255, as a camera's mostly are."""
+    rng = np.random.default_rng(3)
+    return rng.integers(40, 210, (48, 64, 3), dtype=np.uint8)
+
+
+def _range_backends(model: Path) -> Iterator[Callable[[], Any]]:
+    yield lambda: OnnxBackend(model=model, device="cpu")
+    yield lambda: OnnxBackend(model=model, device="cpu", io_binding=False)
+    if OpenVinoBackend.available():
+        yield lambda: OpenVinoBackend(model=model, device="cpu")
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+def test_a_model_whose_output_is_0_to_255_is_counted_once_on_every_backend(
+    tmp_path: Path,
+) -> None:
+    # Its picture came out all white, with no word: NaN got a warning, a saturated output none.
+    model = _onnx_model(tmp_path / "x255.onnx", [("Mul", ["input", "k"], "output")], {"k": 255})
+    for make in _range_backends(model):
+        with make() as backend:
+            backend.process(np.zeros((48, 64, 3), np.uint8))  # a warm-up's blank frame
+            assert backend.saturated_frames == 0, backend.provider  # says nothing either way
+            for _ in range(2):
+                assert (backend.process(_mid_range_frame()) == 255).all(), backend.provider
+            assert backend.saturated_frames == 1, backend.provider
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+@pytest.mark.parametrize("kind", ["identity", "sharpen", "shipped"])
+def test_a_model_whose_output_is_0_to_1_is_not_counted(tmp_path: Path, kind: str) -> None:
+    import shutil
+
+    from engine.bench import textured_frames
+    from tests.contract_models import make_onnx_model
+
+    if kind == "shipped":
+        shipped = Path(__file__).resolve().parents[1] / "weights" / "student_fast.onnx"
+        if not shipped.is_file():
+            pytest.skip("no shipped student_fast.onnx")
+        # Copied out of its manifest's folder: judged as a user's own model would be.
+        model = Path(shutil.copy(shipped, tmp_path / "student_fast.onnx"))
+    else:
+        model = make_onnx_model(tmp_path / f"{kind}.onnx", kind)
+    frames = [_mid_range_frame(), next(iter(textured_frames((320, 256), 1, seed=1)))]
+    for make in _range_backends(model):
+        for frame in frames:
+            with make() as backend:
+                backend.process(np.ascontiguousarray(frame))
+                assert backend._range_judged, backend.provider
+                assert backend.saturated_frames == 0, backend.provider
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+def test_the_engine_and_process_warn_of_0_to_255_output_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+
+    import main as cli
+
+    path = tmp_path / "in.png"
+    cv2.imwrite(str(path), _mid_range_frame())
+    model = _onnx_model(tmp_path / "x255.onnx", [("Mul", ["input", "k"], "output")], {"k": 255})
+    backend = OnnxBackend(model=model, device="cpu")
+    eng = Engine(open_source(str(path), live=False), backend, sinks=[], live=False)
+    eng.start()
+    assert eng.wait(20)
+    eng.stop()
+    assert eng.range_warning and "0-255, not the contract's 0-1" in eng.range_warning
+    assert eng.range_warning in (eng.stats().warning or "")
+    assert eng.nonfinite_warning is None
+
+    argv = ["process", str(path), str(tmp_path / "out.png"), "--backend", "onnx"]
+    assert cli.main([*argv, "--model", str(model), "--progress", "lines"]) == 0
+    err = capsys.readouterr().err
+    said = [ln for ln in err.splitlines() if "0-255" in ln]
+    assert said == [
+        "sharpcam: warning: the model's output looks like 0-255, not the contract's 0-1 "
+        "(frame 1 came out almost all white): scale it to 0-1 in the model"
+    ], err
