@@ -43,6 +43,7 @@ __all__ = [
     "RemuxError",
     "RemuxStopped",
     "copy_audio",
+    "cover_comes_first",
     "ffmpeg_list",
     "ffmpeg_reason",
     "file_arg",
@@ -314,16 +315,34 @@ def has_kept_tags(
 
 
 def _video_line(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event | None) -> str:
-    """FFmpeg's line for ``source``'s first video stream ("" where it has none, or FFmpeg
-    cannot read it)."""
+    """FFmpeg's line for ``source``'s first video stream that is not a cover picture (""
+    where it has none, or FFmpeg cannot read it)."""
     try:
         text = _listing(ffmpeg, source, stop)
     except RemuxStopped:
         raise
     except RemuxError:
         return ""
-    line = re.search(r"Stream #\S+.*?: Video: [^\n]*", text)
-    return line.group(0) if line else ""
+    lines = re.findall(r"Stream #\S+.*?: Video: [^\n]*", text)
+    # A tagger may store an MP4's cover (its udta) before the tracks, and FFmpeg then lists
+    # it first: its JPEG's tags were taken for the video's, an HDR clip's transfer unseen.
+    return next((line for line in lines if "(attached pic)" not in line), "")
+
+
+def cover_comes_first(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> bool:
+    """Whether the first video stream FFmpeg lists of ``source`` is a cover picture with a
+    video after it (False where FFmpeg cannot read it): OpenCV, which takes the first video
+    stream and has no way to name another, then decodes the cover in place of the video."""
+    try:
+        text = _listing(ffmpeg, source, stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return False
+    lines = re.findall(r"Stream #\S+.*?: Video: [^\n]*", text)
+    return bool(lines) and "(attached pic)" in lines[0] and bool(_video_line(ffmpeg, source, stop))
 
 
 def hdr_transfer(

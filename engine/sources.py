@@ -1045,6 +1045,28 @@ def _mp4_handlers(moov: bytes) -> set[bytes]:
     return found
 
 
+def _cover_comes_first(path: str | os.PathLike[str]) -> bool:
+    """Whether FFmpeg lists a cover picture as the first video stream of the MP4 / QuickTime
+    file at ``path``, before its video (``engine.remux.cover_comes_first``); False without
+    FFmpeg. FFmpeg is asked only where the index holds a cover (``covr``): not for every file."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(8)[4:8] not in (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip"):
+                return False
+            moov = _mp4_moov(f, f.seek(0, os.SEEK_END))
+    except OSError:
+        return False
+    if not moov or b"covr" not in moov:
+        return False
+    from engine.remux import RemuxError, cover_comes_first, find_ffmpeg
+
+    ffmpeg = find_ffmpeg()
+    try:
+        return ffmpeg is not None and cover_comes_first(path, ffmpeg=ffmpeg)
+    except RemuxError:
+        return False
+
+
 def _unopenable_video_why(path: str | os.PathLike[str]) -> str | None:
     """Why a file OpenCV did not open as a video cannot be one, where its bytes say so: it is
     empty, or an MP4 / QuickTime file with no index or no video track. None when they do not
@@ -1851,6 +1873,14 @@ class VideoFileSource(_SourceBase):
                     f"cannot open video file {self.path}: "
                     + (why or "not a video, or a codec OpenCV cannot decode")
                     + self._animation_hint()
+                )
+            if _cover_comes_first(self.path):
+                # OpenCV decodes the cover as the video, and no option names another stream:
+                # a 30-frame clip came out as its cover, one frame long, without an error.
+                raise SourceError(
+                    f"cannot read video file {self.path}: its first video stream is a cover "
+                    "picture, which OpenCV would read in place of the video; copy the file "
+                    "without it first (ffmpeg -i IN -map 0:V -map 0:a? -c copy OUT)"
                 )
             ok, img = self._cap.read()
             lost_first = not ok or img is None

@@ -3286,3 +3286,54 @@ def test_registering_a_kind_again_replaces_its_factory(
 def test_a_path_the_system_cannot_stat_is_a_video_not_a_crash() -> None:
     # A NUL in a pasted path makes os.stat raise ValueError, not OSError.
     assert source_kind("clip\0.mp4") == "video"
+
+
+def _clip_with_cover(tmp_path: Path, name: str, *, first: bool, tags: Sequence[str] = ()) -> Path:
+    """A 64x48 MP4 of 5 pictures with a 32x32 JPEG cover (an attached picture), which FFmpeg
+    lists after the video, or (``first``) before it; ``tags``: the video's colour options."""
+    import imageio_ffmpeg
+    from videos import cover_first_mp4
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    cover, plain, path = tmp_path / "cover.jpg", tmp_path / f"plain_{name}", tmp_path / name
+    cv2.imwrite(str(cover), np.full((32, 32, 3), 200, np.uint8))
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25",
+         "-frames:v", "5", "-c:v", "mpeg4", *tags, str(plain)],
+        check=True,
+    )  # fmt: skip
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(plain), "-i", str(cover), "-map", "0", "-map", "1",
+         "-c", "copy", "-disposition:v:1", "attached_pic", str(path)],
+        check=True,
+    )  # fmt: skip
+    if first:
+        cover_first_mp4(path)
+    return path
+
+
+def test_a_video_whose_cover_comes_first_is_refused_not_read_as_its_cover(tmp_path: Path) -> None:
+    # OpenCV decodes the first video stream, and FFmpeg lists a cover stored before the
+    # tracks first: a 5-picture clip was read as its 32x32 cover, one frame, without a word.
+    last = _clip_with_cover(tmp_path, "last.mp4", first=False)
+    with sources.VideoFileSource(path=last, live=False) as src:
+        assert src.size == (64, 48)
+    first = _clip_with_cover(tmp_path, "first.mp4", first=True)
+    with pytest.raises(SourceError, match=r"first video stream is a cover picture.*-map 0:V"):
+        sources.VideoFileSource(path=first, live=False)
+
+
+def test_the_hdr_transfer_is_the_videos_not_a_cover_listed_before_it(tmp_path: Path) -> None:
+    # The cover's JPEG line was read for the video's: a PQ clip's transfer went unseen.
+    import imageio_ffmpeg
+
+    from engine.remux import hdr_transfer
+
+    pq = [
+        "-c:v",
+        "libx264",
+        "-x264-params",
+        "colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc",
+    ]
+    path = _clip_with_cover(tmp_path, "pq.mp4", first=True, tags=pq)
+    assert hdr_transfer(path, ffmpeg=imageio_ffmpeg.get_ffmpeg_exe()) == "PQ"

@@ -304,3 +304,23 @@ def with_clean_aperture(src: Path, dst: Path, width: int, height: int) -> Path:
         data[box : box + 4] = struct.pack(">I", grown + len(clap))
     Path(dst).write_bytes(data)
     return Path(dst)
+
+
+def cover_first_mp4(path: Path) -> None:
+    """Move the ``udta`` box of the MP4 at ``path`` (its ``covr``, an attached picture FFmpeg
+    writes there) before the tracks, as some taggers store it: FFmpeg then lists the cover
+    as the first video stream. The boxes keep their sizes: no offset changes."""
+    data = bytearray(path.read_bytes())
+    pos = 0
+    while pos < len(data):
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"moov":
+            kids, at = [], pos + 8
+            while at < pos + size:
+                length, name = struct.unpack_from(">I4s", data, at)
+                kids.append((name, bytes(data[at : at + length])))
+                at += length
+            kids.sort(key=lambda kid: {b"mvhd": 0, b"udta": 1}.get(kid[0], 2))
+            data[pos + 8 : pos + size] = b"".join(box for _, box in kids)
+        pos += size
+    path.write_bytes(bytes(data))
