@@ -1751,14 +1751,20 @@ def _note_even_sides(size: tuple[int, int] | None, output: str) -> None:
     """Say that a video file output of frames of ``size`` loses their last column or row:
     the video sink keeps even sides (4:2:0 video needs them), and a 641x359 clip came out
     640x358, said only by the size on the first line."""
-    from engine.frames import even_size
+    from engine.frames import even_size, fit_cuts
 
     if size is None:
         return
     w, h = size
     ew, eh = even_size(size)
     cut = [*(["column"] if ew < w else []), *(["row"] if eh < h else [])]
-    if cut:
+    if cut and not fit_cuts(size, (ew, eh)):
+        # Under 50 pixels a side the sink resamples instead (fit_to): "cut" was false there.
+        _eprint(
+            f"{PROG}: note: {output} will be {ew}x{eh}: the {w}x{h} frames are scaled to it "
+            "(video is encoded with even sides)"
+        )
+    elif cut:
         _eprint(
             f"{PROG}: note: {output} will be {ew}x{eh}: the last {' and '.join(cut)} of the "
             f"{w}x{h} frames {'is' if len(cut) == 1 else 'are'} cut (video is encoded with "
@@ -1873,26 +1879,44 @@ def _tiff_detail(f: Any) -> list[str]:
 
 
 def _tiff_pages(path: Path) -> int:
-    """How many pages (image directories) the classic TIFF at ``path`` chains, counted up to
-    100; 1 for anything else or a file that cannot be read. OpenCV decodes the first only."""
+    """How many pages (image directories) the TIFF or BigTIFF at ``path`` chains, counted up
+    to 100; 1 for anything else or a file that cannot be read. OpenCV decodes the first only.
+    A directory marked a reduced-resolution copy or a mask of another (NewSubfileType 1 or 4:
+    a scan's or a camera's thumbnail) is not a page: a photo with its thumbnail was said to
+    lose its second page."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(16)
             order = {b"II": "little", b"MM": "big"}.get(head[:2])
-            if len(head) < 8 or order is None or int.from_bytes(head[2:4], order) != 42:
+            if order is None or len(head) < 8:
                 return 1
-            pages, offset, seen = 0, int.from_bytes(head[4:8], order), set()
-            while offset and offset not in seen and pages < 100:  # a damaged chain may loop
+            version = int.from_bytes(head[2:4], order)
+            if version not in (42, 43) or version == 43 and len(head) < 16:
+                return 1
+            # Classic: 2-byte entry count, 12-byte entries, 4-byte links; BigTIFF: 8, 20, 8.
+            big = version == 43
+            link, entry = (8, 20) if big else (4, 12)
+            pages, offset, seen = 0, int.from_bytes(head[8:16] if big else head[4:8], order), set()
+            # A damaged chain may loop, or run on through directories that are no pages.
+            while offset and offset not in seen and pages < 100 and len(seen) < 1000:
                 seen.add(offset)
                 f.seek(offset)
-                count = f.read(2)
-                if len(count) < 2:
+                count = f.read(8 if big else 2)
+                if len(count) < (8 if big else 2):
                     break
-                pages += 1
-                f.seek(offset + 2 + 12 * int.from_bytes(count, order))
-                link = f.read(4)
-                offset = int.from_bytes(link, order) if len(link) == 4 else 0
-    except OSError:
+                entries = f.read(entry * min(int.from_bytes(count, order), 4096))
+                subfile = 0
+                for at in range(0, len(entries) - entry + 1, entry):
+                    if int.from_bytes(entries[at : at + 2], order) == 254:
+                        value = entries[at + 4 + link : at + entry]
+                        short = int.from_bytes(entries[at + 2 : at + 4], order) == 3
+                        subfile = int.from_bytes(value[: 2 if short else 4], order)
+                        break
+                pages += not subfile & 0b101
+                f.seek(offset + len(count) + entry * int.from_bytes(count, order))
+                nxt = f.read(link)
+                offset = int.from_bytes(nxt, order) if len(nxt) == link else 0
+    except (OSError, ValueError):  # ValueError: a BigTIFF link past what seek takes
         return 1
     return max(pages, 1)
 

@@ -19,6 +19,7 @@ __all__ = [
     "Frame",
     "check_rgb8",
     "even_size",
+    "fit_cuts",
     "fit_to",
     "image_size",
     "opencv_name",
@@ -253,6 +254,14 @@ def resize_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = N
     return cv2.resize(img, (w, h), interpolation=interp)
 
 
+def fit_cuts(img_size: tuple[int, int], size: tuple[int, int]) -> bool:
+    """Whether :func:`fit_to` takes an image of ``img_size`` ``(W, H)`` to ``size`` by cutting
+    its last column or row (at most one pixel over on each side, within 1 % or so), not by
+    resampling it: what a note on an odd-sized video's output may say of it."""
+    (iw, ih), (w, h) = img_size, size
+    return 0 <= iw - w <= min(1, 0.01 * w + 0.5) and 0 <= ih - h <= min(1, 0.01 * h + 0.5)
+
+
 def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """Scale ``img`` to fit ``size`` keeping its aspect ratio, centred on black bars.
 
@@ -280,7 +289,7 @@ def fit_to(img: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None
     if iw == w and ih == h:
         return img
     shape = (h, w, *img.shape[2:])
-    if 0 <= iw - w <= min(1, 0.01 * w + 0.5) and 0 <= ih - h <= min(1, 0.01 * h + 0.5):
+    if fit_cuts((iw, ih), size):
         # One pixel over on a side (an odd 641x359 frame into its even 640x358 video): the
         # last row or column is cut. Resampled by that pixel, each output pixel near the middle
         # blended two input pixels half and half, which took half the fine detail away.

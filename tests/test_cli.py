@@ -2146,6 +2146,31 @@ def test_process_says_a_tiff_of_several_pages_loses_all_but_the_first(
     ) in err, err
 
 
+def test_process_counts_the_pages_of_a_bigtiff_and_not_a_thumbnail(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A photo with its thumbnail in the chain (NewSubfileType 1) was said to lose its second
+    # page; a BigTIFF's pages were never counted.
+    import tifffile
+
+    rgb = stamped_frame(4)
+    with tifffile.TiffWriter(tmp_path / "thumb.tif") as tif:
+        tif.write(rgb, photometric="rgb")
+        tif.write(rgb[::4, ::4], photometric="rgb", subfiletype=1)
+    with tifffile.TiffWriter(tmp_path / "big.tif", bigtiff=True, byteorder=">") as tif:
+        for i in (4, 5):
+            tif.write(stamped_frame(i), photometric="rgb")
+    for name, pages in (("thumb.tif", 0), ("big.tif", 2)):
+        out = tmp_path / f"{name}.png"
+        assert cli.main(["process", str(tmp_path / name), str(out), "--backend", "unsharp"]) == 0
+        err = capsys.readouterr().err
+        said = f"note: {out} will hold only the first of the {pages} pages of {name} "
+        assert (said in err) == bool(pages), err
+        if not pages:
+            assert " pages of " not in err, err
+        assert read_stamp(cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)) == 4
+
+
 def test_process_folder_says_how_many_images_lose_alpha_or_depth(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -7379,28 +7404,33 @@ def test_process_says_a_videos_depth_beyond_8_bits_is_lost(
 def test_an_odd_sized_video_says_the_column_and_row_it_loses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # 4:2:0 video keeps even sides: a 65x49 clip came out 64x48, said only by the sizes on the
-    # first line (which the window's save does not show).
-    for size, cut in (("65x49", "column and row of the 65x49 frames are"),
-                      ("65x48", "column of the 65x48 frames is"), ("64x48", "")):  # fmt: skip
+    # 4:2:0 video keeps even sides: a 129x97 clip came out 128x96, said only by the sizes on the
+    # first line (which the window's save does not show). Under 50 pixels a side the sink
+    # scales instead of cutting (fit_to): a 65x49 clip was said to lose its last row.
+    for size, said in (
+        ("129x97", "128x96: the last column and row of the 129x97 frames are cut"),
+        ("129x96", "128x96: the last column of the 129x96 frames is cut"),
+        ("65x49", "64x48: the 65x49 frames are scaled to it"),
+        ("64x48", ""),
+    ):
         clip = tmp_path / f"clip_{size}.mkv"
         subprocess.run(
             [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
              f"testsrc=size={size}:rate=25:duration=0.2", "-c:v", "ffv1", str(clip)],
             check=True,
         )  # fmt: skip
+        w, h = (int(side) // 2 * 2 for side in size.split("x"))
         for command in ("process", "run"):
             out = tmp_path / f"{command}_{size}.mp4"
             named = ["--source", str(clip), "--output", str(out)]
             args = named[1::2] if command == "process" else named
             assert cli.main([command, *args, "--backend", "unsharp"]) == 0
             err = capsys.readouterr().err
-            if cut:
-                said = f"note: {out} will be 64x48: the last {cut} cut (video is encoded with even"
-                assert said in err, err
+            if said:
+                assert f"note: {out} will be {said} (video is encoded with even sides)\n" in err
             else:
-                assert "will be 64x48" not in err, err
-            assert read_video(out)[0].shape[:2] == (48, 64)
+                assert f"will be {w}x{h}" not in err, err
+            assert read_video(out)[0].shape[:2] == (h, w)
 
 
 def test_process_says_how_many_subtitle_tracks_are_not_copied(

@@ -21,7 +21,7 @@ import pytest
 import pyvirtualcam
 from videos import read_video  # noqa: E402
 
-from engine.frames import Frame, even_size, fit_to, resize_to
+from engine.frames import Frame, even_size, fit_cuts, fit_to, resize_to
 from engine.sinks import (
     CallbackSink,
     ImageSink,
@@ -223,6 +223,15 @@ def test_fit_to_cuts_one_pixel_over_on_one_side(size: tuple[int, int]):
     # An odd side into its even video: the last column or row goes, nothing is resampled.
     img = picture(size)
     np.testing.assert_array_equal(fit_to(img, (640, 360)), img[:360, :640])
+
+
+@pytest.mark.parametrize("size", [(641, 361), (97, 65), (65, 49), (33, 25), (17, 16), (642, 360)])
+def test_fit_cuts_says_what_fit_to_does(size: tuple[int, int]):
+    # What the odd-side note says ("cut" or "scaled") follows fit_to, which scales small frames.
+    img = picture(size)
+    even = (size[0] // 2 * 2, size[1] // 2 * 2)
+    cut = np.array_equal(fit_to(img, even), img[: even[1], : even[0]])
+    assert fit_cuts(size, even) == cut
 
 
 def test_fit_to_keeps_bars_of_a_few_percent():
