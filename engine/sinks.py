@@ -1388,6 +1388,9 @@ _GREY_ONLY = frozenset({".pgm"})
 #: Extensions OpenCV's encoder does not know by name for a format it writes.
 ENCODE_AS = {".jfif": ".jpg"}
 
+#: The quality of a lossy WebP output: JPEG's (OpenCV's default, 95).
+WEBP_QUALITY = 95
+
 
 #: Image formats :func:`write_image` writes EXIF data and an ICC profile into.
 _JPEG_EXTENSIONS = frozenset({".jpg", ".jpeg", ".jpe", ".jfif"})
@@ -1616,10 +1619,11 @@ def _png_with_metadata(
     icc: bytes | None,
     xmp: bytes | None = None,
     colour: Sequence[tuple[bytes, bytes]] = (),
+    text: Sequence[tuple[bytes, bytes]] = (),
 ) -> bytes:
     """The PNG ``data`` with the ``colour`` chunks (``(type, data)``: gAMA, cHRM, sRGB, cICP),
-    iCCP, eXIf and XMP's iTXt chunks after its IHDR (the colour chunks and the profile must
-    come before the image data)."""
+    iCCP, eXIf, XMP's iTXt and the ``text`` chunks (``(type, data)``: tEXt, zTXt, iTXt)
+    after its IHDR (the colour chunks and the profile must come before the image data)."""
     at = 8 + 8 + int.from_bytes(data[8:12], "big") + 4  # past the signature and IHDR
     extra = b"".join(_png_chunk(kind, payload) for kind, payload in colour)
     if icc is not None:
@@ -1629,6 +1633,7 @@ def _png_with_metadata(
     if xmp is not None:
         # Uncompressed, no language: as the XMP specification (part 3) asks of PNG writers.
         extra += _png_chunk(b"iTXt", XMP_PNG_KEYWORD + b"\0\0\0\0\0" + xmp)
+    extra += b"".join(_png_chunk(kind, payload) for kind, payload in text)
     return data[:at] + extra + data[at:]
 
 
@@ -1648,6 +1653,8 @@ _EXIF, _PROFILE, _XMP = "the EXIF data", "the colour profile", "the XMP data"
 #: for them, and without them its viewer takes the values for sRGB.
 _PNG_COLOUR = "the PNG gamma and colour space"
 _XMP_EXTENSION = "the XMP data's extension"
+#: A PNG's text chunks: a JPEG has a comment but no place for their keywords.
+_PNG_TEXT = "the PNG text"
 #: The colour spaces of ICC profiles that name their own kind (ICC.1 header, bytes 16-20).
 _ICC_SPACES = {b"GRAY": "a grey", b"CMYK": "a CMYK", b"Lab ": "a Lab", b"XYZ ": "an XYZ"}
 
@@ -1673,6 +1680,7 @@ class _Embedded(NamedTuple):
     xmp: bytes | None
     lost: list[LostMetadata]
     png_colour: tuple[tuple[bytes, bytes], ...] = ()
+    png_text: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def _metadata_to_write(
@@ -1693,6 +1701,13 @@ def _metadata_to_write(
         kept = metadata.icc is not None and jpeg and _icc_not_rgb(metadata.icc) is None
         if cicp or not kept:
             colour_lost.append(LostMetadata(_PNG_COLOUR, "only a .png output keeps them"))
+    text = metadata.png_text if ext == ".png" else ()
+    if metadata.png_text and not text:
+        # A Comment, Description or Author was dropped without a word.
+        keywords = dict.fromkeys(data.partition(b"\0")[0] for _, data in metadata.png_text)
+        names = [k.decode("latin-1") for k in keywords]
+        named = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        colour_lost.append(LostMetadata(f"{_PNG_TEXT} ({named})", "only a .png output keeps it"))
     if ext not in METADATA_EXTENSIONS:
         why = f"only {'/'.join(sorted(METADATA_EXTENSIONS))} outputs keep them"
         if metadata.exif is not None:
@@ -1750,7 +1765,7 @@ def _metadata_to_write(
             icc = None
             why = "it is larger than the 16 MB a JPEG holds; a .png output keeps it"
             lost.append(LostMetadata(_PROFILE, why))
-    return _Embedded(exif, icc, xmp, lost + colour_lost, colour)
+    return _Embedded(exif, icc, xmp, lost + colour_lost, colour, text)
 
 
 def metadata_lost(
@@ -1841,17 +1856,24 @@ def write_image(
     if problem:
         raise SinkError(f"cannot write {target}: {problem}")
     code = cv2.COLOR_RGB2GRAY if ext in _GREY_ONLY else cv2.COLOR_RGB2BGR
+    params: list[int] = []
+    if ext == ".webp" and not (metadata is not None and metadata.lossless):
+        # OpenCV writes WebP lossless unless given a quality: a 7 KB lossy photo came out
+        # as 55 KB. Lossy at JPEG's quality (OpenCV's 95) where the input was lossy too.
+        params = [cv2.IMWRITE_WEBP_QUALITY, WEBP_QUALITY]
     try:
-        ok, data = cv2.imencode(ENCODE_AS.get(ext, ext), cv2.cvtColor(rgb, code))
+        ok, data = cv2.imencode(ENCODE_AS.get(ext, ext), cv2.cvtColor(rgb, code), params)
     except cv2.error as exc:  # no encoder for the extension in this OpenCV build (.exr)
         raise SinkError(
             f"cannot encode {target} as {ext}: {getattr(exc, 'err', None) or exc}"
         ) from exc
     if not ok:
         raise SinkError(f"cannot encode {target} as {ext}")
-    exif, icc, xmp, _, colour = _metadata_to_write(metadata, ext, (rgb.shape[1], rgb.shape[0]))
-    if colour:  # a PNG
-        data = _png_with_metadata(data.tobytes(), exif, icc, xmp, colour)
+    exif, icc, xmp, _, colour, text = _metadata_to_write(
+        metadata, ext, (rgb.shape[1], rgb.shape[0])
+    )
+    if colour or text:  # a PNG
+        data = _png_with_metadata(data.tobytes(), exif, icc, xmp, colour, text)
     elif exif is not None or icc is not None or xmp is not None:
         embed = _jpeg_with_metadata if ext in _JPEG_EXTENSIONS else _png_with_metadata
         data = embed(data.tobytes(), exif, icc, xmp)
@@ -1933,7 +1955,9 @@ class ImageSink(_SinkBase):
         if folder.exists() and not folder.is_dir():
             # mkdir said "[Errno 17] File exists: 'notes'" of a file named like a folder. (A
             # broken link is make_folder's to name: it was called a file.)
-            raise SinkError(f"cannot write frames to {folder}: it is a file, not a folder")
+            # A photo's output read "cannot write frames to ...".
+            what = f"image {self.path.name}" if self.single else "frames"
+            raise SinkError(f"cannot write {what} to {folder}: it is a file, not a folder")
         make_folder(folder)
         try:
             # A folder it may not write in failed only at the first frame, once the model
@@ -1952,7 +1976,7 @@ class ImageSink(_SinkBase):
     def write(self, frame: Frame) -> None:
         if self._closed:
             raise SinkError(f"image sink {self.path} is closed")
-        check_rgb8(frame.image, f"images {self.path.name}")
+        check_rgb8(frame.image, self.describe() if self.single else f"images {self.path.name}")
         # Letterboxed, as in a video file: stretched, a portrait photo after a landscape one
         # (or a camera back at 4:3 after a reconnect) came out squashed.
         img = frame.image if self.size is None else fit_to(frame.image, self.size)
@@ -1963,8 +1987,10 @@ class ImageSink(_SinkBase):
         self._closed = True
 
     def describe(self) -> str:
-        where = self.path.name if self.single else f"{self.path}/{self.prefix}NNNNNN{self.ext}"
-        return f"images {where}"
+        # One photo out was "images x.jpg".
+        if self.single:
+            return f"image {self.path.name}"
+        return f"images {self.path}/{self.prefix}NNNNNN{self.ext}"
 
 
 class CallbackSink(_SinkBase):

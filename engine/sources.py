@@ -658,14 +658,51 @@ def _video_container(head: bytes) -> str | None:
     return None
 
 
-def _undecodable_image_why(head: bytes) -> str:
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _cut_short(data: bytes) -> str | None:
+    """Why a JPEG or PNG reads as cut short (its end missing); None when it ends as it should
+    (or is of another kind)."""
+    if data[:3] == b"\xff\xd8\xff":
+        pos = 2
+        while pos + 4 <= len(data):
+            if data[pos] != 0xFF:
+                return None  # not a marker where one belongs: damaged, not cut
+            marker = data[pos + 1]
+            if marker == 0xFF:  # fill bytes before a marker
+                pos += 1
+                continue
+            if marker == 0xDA:  # the scan data follows; the end marker closes the file
+                # An FF in the scan data is stuffed (FF00), so FFD9 after it is the end marker.
+                return None if data.rfind(b"\xff\xd9") > pos else "no JPEG end marker"
+            pos += 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        return "it ends before its picture data"
+    if data[:8] == _PNG_SIGNATURE:
+        pos = 8
+        while pos + 8 <= len(data):
+            kind = data[pos + 4 : pos + 8]
+            pos += 12 + int.from_bytes(data[pos : pos + 4], "big")
+            if pos > len(data):
+                return f"its {kind.decode('latin-1')} chunk runs past the end"
+            if kind == b"IEND":
+                return None
+        return "no PNG end chunk, IEND"
+    return None
+
+
+def _undecodable_image_why(data: bytes) -> str:
     # A clip saved with a photo's name read "not an image OpenCV can decode", with no hint
     # that the file is fine as what it is.
-    if not head:
+    if not data:
         return "the file is empty (0 bytes)"
-    container = _video_container(head)
+    container = _video_container(data[:64])
     if container:
         return f"it is a video ({container}), not an image: give it a video's extension"
+    # A download or copy that stopped part-way read as a file of no known kind.
+    cut = _cut_short(data)
+    if cut:
+        return f"the file is cut short ({cut}), as when a download or copy stops part-way"
     return "not an image OpenCV can decode"
 
 
@@ -722,7 +759,17 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         )
         raise SourceError(f"cannot read image file {p}: {why}") from exc
     if img is None:
-        raise SourceError(f"cannot read image file {p}: {_undecodable_image_why(head)}")
+        raise SourceError(f"cannot read image file {p}: {_undecodable_image_why(data.tobytes())}")
+    cut = _cut_short(data.tobytes()) if head[:3] == b"\xff\xd8\xff" else None
+    if cut:
+        # OpenCV 4's libjpeg decodes a cut JPEG without a word, its missing rows grey: the
+        # output then has a grey band the user would take for SharpCam's.
+        log.warning(
+            "%s: the file is cut short (%s), as when a download or copy stops part-way: its"
+            " bottom rows may be a grey band, the decoder's fill for what is missing",
+            p,
+            cut,
+        )
     try:
         return to_rgb8(img, bgr=True, inplace=True)
     except (TypeError, ValueError) as exc:
@@ -748,6 +795,12 @@ class ImageMetadata:
             in the order stored: a PNG saved with another gamma (gAMA 1.0, linear light) or
             other primaries shows otherwise without them (:func:`png_colour_is_srgb`).
             Empty when it has none, and for other formats.
+        png_text: a PNG's text chunks (tEXt, zTXt, iTXt: a Comment, Description, Author),
+            each ``(type, data)`` as stored, in order; not XMP's iTXt (:attr:`xmp`), nor
+            ImageMagick's "Raw profile type" copies of EXIF, XMP or a profile, which would
+            outlive the edited ones. Empty when it has none, and for other formats.
+        lossless: its pixels are stored exactly (a PNG, a lossless WebP), so a WebP copy is
+            written lossless too, and lossy otherwise (:func:`engine.sinks.write_image`).
     """
 
     exif: bytes | None = None
@@ -755,6 +808,8 @@ class ImageMetadata:
     xmp: bytes | None = None
     xmp_extended: bool = False
     png_colour: tuple[tuple[bytes, bytes], ...] = ()
+    png_text: tuple[tuple[bytes, bytes], ...] = ()
+    lossless: bool = False
 
     def __bool__(self) -> bool:
         return (
@@ -762,6 +817,7 @@ class ImageMetadata:
             or self.icc is not None
             or self.xmp is not None
             or bool(self.png_colour)
+            or bool(self.png_text)
         )
 
 
@@ -876,9 +932,20 @@ def _itxt_xmp(data: bytes) -> bytes | None:
     return text or None
 
 
+#: The PNG chunks that hold text (a Comment, Description, Author).
+PNG_TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
+
+
+def _png_text_kept(data: bytes) -> bool:
+    """Whether a whole PNG text chunk's ``data`` is one to copy (:attr:`ImageMetadata.png_text`)."""
+    keyword = data.partition(b"\0")[0]
+    return keyword != XMP_PNG_KEYWORD and not keyword.startswith(b"Raw profile type ")
+
+
 def _png_metadata(f: Any) -> ImageMetadata:
     exif = icc = xmp = None
     colour: list[tuple[bytes, bytes]] = []
+    text: list[tuple[bytes, bytes]] = []
     image_data = False  # colour chunks after it are out of place: viewers pass over them
     pos = 8
     for _ in range(_METADATA_WALK_LIMIT):
@@ -903,6 +970,8 @@ def _png_metadata(f: Any) -> ImageMetadata:
                 exif = _tiff_or_none(data)
             elif head[4:] == b"iTXt":
                 xmp = xmp or _itxt_xmp(data)
+                if _png_text_kept(data) and _png_crc_ok(f, head, data):
+                    text.append((b"iTXt", data))
             else:  # a name, its NUL, the method (0: zlib), the compressed profile
                 name_end = data.find(b"\0")
                 if 0 < name_end and data[name_end + 1 : name_end + 2] == b"\0":
@@ -911,12 +980,30 @@ def _png_metadata(f: Any) -> ImageMetadata:
                         icc = inflate.decompress(data[name_end + 2 :], _METADATA_LIMIT) or None
                     except zlib.error:
                         icc = None
+        elif head[4:] in PNG_TEXT_CHUNKS and size <= _METADATA_LIMIT:
+            data = f.read(size)
+            if _png_text_kept(data) and _png_crc_ok(f, head, data):
+                text.append((head[4:], data))
         pos += size + 12
-    return ImageMetadata(exif=exif, icc=icc, xmp=xmp, png_colour=tuple(colour))
+    return ImageMetadata(
+        exif=exif,
+        icc=icc,
+        xmp=xmp,
+        png_colour=tuple(colour),
+        png_text=tuple(text),
+        lossless=True,
+    )
+
+
+def _png_crc_ok(f: Any, head: bytes, data: bytes) -> bool:
+    """Whether the CRC that follows the chunk ``data`` just read from ``f`` is right: a
+    damaged one, which libpng passes over, must not be copied under a new, right CRC."""
+    return zlib.crc32(head[4:] + data).to_bytes(4, "big") == f.read(4)
 
 
 def _webp_metadata(f: Any) -> ImageMetadata:
     exif = icc = xmp = None
+    lossless = False
     head = f.read(12)
     if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
         return ImageMetadata()
@@ -935,8 +1022,9 @@ def _webp_metadata(f: Any) -> ImageMetadata:
                 xmp = data or None
             else:
                 icc = data or None
+        lossless = lossless or chunk[:4] == b"VP8L"
         pos += 8 + (size + 1) // 2 * 2
-    return ImageMetadata(exif=exif, icc=icc, xmp=xmp)
+    return ImageMetadata(exif=exif, icc=icc, xmp=xmp, lossless=lossless)
 
 
 def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:

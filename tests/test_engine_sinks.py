@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -1013,6 +1014,18 @@ def test_image_sink_on_a_file_named_like_a_folder_says_so(tmp_path):
     )
 
 
+def test_image_sink_of_one_photo_says_image_not_frames(tmp_path: Path) -> None:
+    # A photo's output was "images x.jpg", and "cannot write frames to notes: ...".
+    notes = tmp_path / "notes"
+    notes.write_text("keep me")
+    with pytest.raises(SinkError) as info:
+        open_sink(notes / "out.jpg", size=None)
+    assert str(info.value) == f"cannot write image out.jpg to {notes}: it is a file, not a folder"
+    assert open_sink(tmp_path / "x.jpg", size=None).describe() == "image x.jpg"
+    frames = open_sink(tmp_path / "shots", size=None)
+    assert frames.describe() == f"images {tmp_path / 'shots'}/frame_NNNNNN.png"
+
+
 def test_image_sink_refuses_a_folder_with_earlier_frames(tmp_path):
     # A second, shorter run used to overwrite frame_000000.. and leave the first run's tail:
     # one numbered sequence mixing two recordings.
@@ -1986,6 +1999,38 @@ def test_write_image_keeps_exif_upright_and_the_colour_profile(tmp_path, ext, or
     with Image.open(path) as im:
         assert im.getexif()[ORIENTATION] == 1 and im.getexif()[MAKE] == "Canon"
         assert im.info["icc_profile"] == icc
+
+
+def test_write_image_writes_webp_lossy_unless_the_input_was_lossless(tmp_path: Path) -> None:
+    # OpenCV writes WebP lossless unless told a quality: a 7 KB lossy WebP came out 55 KB.
+    from engine.sinks import write_image
+    from engine.sources import read_image_metadata
+
+    rng = np.random.default_rng(0)
+    picture = cv2.GaussianBlur(rng.integers(0, 256, (96, 128, 3), dtype=np.uint8), (0, 0), 2)
+    inputs = {
+        "lossy.webp": [cv2.IMWRITE_WEBP_QUALITY, 75],
+        "lossless.webp": [],
+        "photo.jpg": [],
+        "shot.png": [],
+    }
+    for name, params in inputs.items():
+        assert cv2.imwrite(str(tmp_path / name), picture, params)
+    assert (tmp_path / "lossy.webp").read_bytes()[12:16] == b"VP8 "
+    assert (tmp_path / "lossless.webp").read_bytes()[12:16] == b"VP8L"
+
+    def written_as(metadata: object) -> bytes:
+        out = write_image(tmp_path / "out.webp", picture[..., ::-1], metadata=metadata)
+        return out.read_bytes()[12:16]
+
+    for name, kind in [
+        ("lossy.webp", b"VP8 "),
+        ("photo.jpg", b"VP8 "),
+        ("lossless.webp", b"VP8L"),
+        ("shot.png", b"VP8L"),
+    ]:
+        assert written_as(read_image_metadata(tmp_path / name)) == kind, name
+    assert written_as(None) == b"VP8 "  # a video's frames: lossy already
 
 
 def test_write_image_says_what_a_format_cannot_keep(tmp_path):
@@ -3239,6 +3284,48 @@ def test_a_png_output_keeps_its_colour_chunks_beside_the_exif_profile_and_xmp(
     kept = read_image_metadata(path)
     assert kept.png_colour == linear and kept.icc == metadata.icc and kept.xmp is not None
     assert kept.exif is not None
+
+
+def test_a_png_output_keeps_its_text_chunks_and_others_say_they_go_without(
+    tmp_path: Path,
+) -> None:
+    # A PNG's Comment, Author and Description were dropped with no note.
+    from videos import png_with_metadata, xmp_packet
+
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import read_image_metadata
+
+    def chunk(kind: bytes, payload: bytes, crc_off: int = 0) -> bytes:
+        crc = (zlib.crc32(kind + payload) + crc_off) & 0xFFFFFFFF
+        return len(payload).to_bytes(4, "big") + kind + payload + crc.to_bytes(4, "big")
+
+    texts = [
+        (b"tEXt", b"Comment\0a sunny day"),
+        (b"zTXt", b"Author\0\0" + zlib.compress(b"Ann")),
+        (b"iTXt", "Description\0\0\0fr\0\0café".encode()),
+    ]
+    png = png_with_metadata(cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes(),
+                            xmp=xmp_packet())  # fmt: skip
+    iend = png.rindex(b"IEND") - 4
+    png = (
+        png[:iend]
+        + b"".join(chunk(kind, data) for kind, data in texts)  # after the image data
+        + chunk(b"tEXt", b"Raw profile type exif\0\nexif\n  4\n49492a00\n")  # a stale copy
+        + chunk(b"tEXt", b"Title\0damaged", crc_off=1)
+        + png[iend:]
+    )
+    (tmp_path / "in.png").write_bytes(png)
+    metadata = read_image_metadata(tmp_path / "in.png")
+    assert metadata.png_text == tuple(texts)
+    out = write_image(tmp_path / "out.png", np.zeros((8, 8, 3), np.uint8), metadata=metadata)
+    kept = read_image_metadata(out)
+    assert kept.png_text == tuple(texts) and kept.xmp is not None
+    assert out.read_bytes().count(b"XML:com.adobe.xmp") == 1  # XMP not copied twice
+    assert cv2.imread(str(out)) is not None
+    assert metadata_lost(metadata, "out.png") == []
+    text_lost = ("the PNG text (Comment, Author, Description)", "only a .png output keeps it")
+    assert text_lost in metadata_lost(metadata, "out.jpg")
+    assert text_lost in metadata_lost(metadata, "out.webp")
 
 
 class _AbortFailed(Exception):

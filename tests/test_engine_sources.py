@@ -900,6 +900,37 @@ def test_a_damaged_image_that_opens_like_a_video_s_bytes_is_not_called_a_video(
             read_image(tmp_path / name)
 
 
+def test_an_image_file_cut_short_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A JPEG or PNG whose download stopped part-way read "not an image OpenCV can decode".
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
+    png = cv2.imencode(".png", picture)[1].tobytes()
+    for name, data, why in [
+        ("half.jpg", jpeg[: len(jpeg) // 2], "no JPEG end marker"),
+        ("end.jpg", jpeg[:-2], "no JPEG end marker"),
+        ("head.jpg", jpeg[:100], "it ends before its picture data"),
+        ("half.png", png[: len(png) // 2], "its IDAT chunk runs past the end"),
+        ("end.png", png[:-12], "no PNG end chunk, IEND"),
+    ]:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(SourceError, match=rf"{name}: the file is cut short \({why}\), as when"):
+            read_image(tmp_path / name)
+    # OpenCV 4 decodes a cut JPEG, its missing rows grey: the grey band is the input's.
+    decoded = np.full((64, 96, 3), 128, np.uint8)
+    monkeypatch.setattr(sources.cv2, "imdecode", lambda data, flags: decoded.copy())
+    with caplog.at_level("WARNING", logger="engine.sources"):
+        assert read_image(tmp_path / "half.jpg").shape == (64, 96, 3)
+        (tmp_path / "whole.jpg").write_bytes(jpeg)
+        read_image(tmp_path / "whole.jpg")
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1, said
+    assert "half.jpg: the file is cut short (no JPEG end marker)" in said[0]
+    assert "grey band" in said[0]
+
+
 def test_video_has_audio_reads_matroska_and_webm_track_lists(tmp_path, monkeypatch):
     # MKV (OBS's default recording format) and a browser's WebM lost their sound without a note.
     header = _ebml(0x1A45DFA3, _ebml(0x4282, b"webm"))
@@ -2686,7 +2717,9 @@ def test_image_metadata_is_read_from_jpeg_png_and_webp_headers(tmp_path):
     png[33:33] = chunk(b"iCCP", b"P3\0\0" + zlib.compress(icc))
     png[-12:-12] = chunk(b"eXIf", exif)
     (tmp_path / "a.png").write_bytes(png)
-    assert sources.read_image_metadata(tmp_path / "a.png") == sources.ImageMetadata(exif, icc)
+    assert sources.read_image_metadata(tmp_path / "a.png") == sources.ImageMetadata(
+        exif, icc, lossless=True
+    )
 
     def riff(kind: bytes, data: bytes) -> bytes:
         return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
@@ -2721,14 +2754,17 @@ def test_xmp_is_read_from_jpeg_png_and_webp(tmp_path):
 
     png = tmp_path / "a.png"
     png.write_bytes(png_with_metadata(cv2.imencode(".png", img)[1].tobytes(), None, None, xmp))
-    assert sources.read_image_metadata(png) == sources.ImageMetadata(xmp=xmp)
+    assert sources.read_image_metadata(png) == sources.ImageMetadata(xmp=xmp, lossless=True)
     # Compressed (flag 1, method 0), after the image data, beside other text: still found.
     data = bytearray(cv2.imencode(".png", img)[1].tobytes())
     for text in (b"Comment\0\0\0en\0\0hello", b"XML:com.adobe.xmp\0\1\0\0\0" + zlib.compress(xmp)):
         body = b"iTXt" + text
         data[-12:-12] = struct.pack(">I", len(text)) + body + struct.pack(">I", zlib.crc32(body))
     png.write_bytes(data)
-    assert sources.read_image_metadata(png) == sources.ImageMetadata(xmp=xmp)
+    comment = ((b"iTXt", b"Comment\0\0\0en\0\0hello"),)  # kept as text, XMP not twice
+    assert sources.read_image_metadata(png) == sources.ImageMetadata(
+        xmp=xmp, png_text=comment, lossless=True
+    )
 
     def riff(kind: bytes, data: bytes) -> bytes:
         return kind + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
