@@ -2687,7 +2687,7 @@ def _count_estimated(
         if announced / fps - end <= slack:
             # "announced 61 frames, 60 were decoded" of a whole MKV (its sound 0.04 s longer)
             # read as a frame lost.
-            every = stored is None or stored[1] <= decoded
+            every = stored is not None and stored[1] <= decoded  # known, not assumed
             return "rounded" if short / fps <= slack and every else "estimate"
         # A sound that runs on seconds past the pictures (a clip whose sound was kept longer)
         # is the duration: the file is whole where it reaches it. One cut off mid-write stops

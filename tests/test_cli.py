@@ -7629,3 +7629,18 @@ def test_a_failed_retime_after_a_damaged_picture_says_so_not_that_the_rate_varie
         "the sound: " + ("the disk is full" if full else "its index could not be rewritten")
     ) in err, err
     assert "varies" not in err and code == (1 if full else 0), err
+
+
+def test_an_estimated_count_short_by_a_frame_is_left_unsaid_only_where_ffmpeg_counted_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "Every picture was decoded" is known only from FFmpeg's packet count: without one, a
+    # whole MKV and one that lost its last picture look alike, and the note stays.
+    last_s = 59 / 30  # the 60th picture's time, at 30 fps
+    monkeypatch.setattr(cli, "_stored_pictures", lambda path: (2.0, 60))
+    assert cli._count_estimated("x.mkv", 61, 60, 30.0, last_s) == "rounded"
+    monkeypatch.setattr(cli, "_stored_pictures", lambda path: (2.0, 61))
+    assert cli._count_estimated("x.mkv", 61, 60, 30.0, last_s) == "estimate"
+    monkeypatch.setattr(cli, "_stored_pictures", lambda path: None)
+    assert cli._count_estimated("x.mkv", 61, 60, 30.0, last_s) == "estimate"
+    assert cli._count_estimated("x.mp4", 61, 60, 30.0, last_s) == ""  # an MP4 keeps a count
