@@ -2929,6 +2929,21 @@ class _FailsOnStamp3:
         pass
 
 
+class _FailsOnceLive(_FailsOnStamp3):
+    """Live, a model that fails on the first frame it gets from stamp 3 on. Not on stamp 3
+    itself: the live engine may drop that frame before the model on a busy machine, and then
+    nothing failed."""
+
+    def __init__(self, **_options: Any) -> None:
+        self.failed = False
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if read_stamp(rgb) >= 3 and not self.failed:
+            self.failed = True
+            raise RuntimeError("out of memory")
+        return rgb
+
+
 @pytest.mark.parametrize("how", ["duration", "ctrl-c", "the source's end"])
 def test_run_through_a_model_failure_ends_alike_by_duration_or_ctrl_c(
     clip: Path,
@@ -2942,17 +2957,32 @@ def test_run_through_a_model_failure_ends_alike_by_duration_or_ctrl_c(
     # clip's end, exit 1 again, of a complete recording.
     import engine.backends
 
-    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _FailsOnStamp3)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _FailsOnceLive)
     out = tmp_path / "live.avi"
     argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
     if how == "duration":
         argv += ["--duration", "0.6"]
     elif how == "ctrl-c":
-        threading.Timer(0.6, lambda: signal.raise_signal(signal.SIGINT)).start()
+        # Ctrl-C as the file takes the frame stamped 8 or the first after it (past the failure,
+        # which passes frames through from then on), not 0.6 s after the start: on a loaded
+        # machine a timer goes off while the model loads, or before the failing frame.
+        import engine.sinks
+
+        real_write = engine.sinks.VideoFileSink.write
+        pressed: list[int] = []
+
+        def write(self: Any, frame: Frame) -> None:
+            real_write(self, frame)
+            if frame.index >= 8 and not pressed:
+                pressed.append(frame.index)
+                signal.raise_signal(signal.SIGINT)
+
+        monkeypatch.setattr(engine.sinks.VideoFileSink, "write", write)
     code = cli.main(argv)
     err = capsys.readouterr().err
     assert code == 0, err
     assert "1 error(s) in the stream; first: " in err and "out of memory" in err, err
+    assert ("stopped" in err) == (how == "ctrl-c"), err
     assert len(read_video(out)) >= 5
 
 
@@ -3284,7 +3314,7 @@ def test_missing_camera_lists_the_available_ones(tmp_path: Path) -> None:
 
 
 def test_run_to_file_with_duration(tmp_path: Path) -> None:
-    long_clip = write_video(tmp_path / "long.avi", 300)  # 10 s at 30 fps, paced live
+    long_clip = write_video(tmp_path / "long.avi", 900)  # 30 s at 30 fps, paced live
     out = tmp_path / "live.mp4"
     t0 = time.perf_counter()
     proc = run_cli(
@@ -3293,7 +3323,9 @@ def test_run_to_file_with_duration(tmp_path: Path) -> None:
     )  # fmt: skip
     elapsed = time.perf_counter() - t0
     assert proc.returncode == 0, proc.stderr
-    assert elapsed < 8.0
+    # Cut by --duration, well before the clip's end. The bound takes a loaded machine's slow
+    # start (Python, OpenCV, the model) and finish; the clip is long enough to leave it room.
+    assert elapsed < 20.0
     frames = read_video(out)
     assert 20 <= len(frames) <= 60  # ~1.5 s of a 30 fps clip
     stamps = [read_stamp(f) for f in frames]
@@ -3877,14 +3909,16 @@ def test_run_sigint_stops_fast_and_closes_the_file(tmp_path: Path, signame: str)
         time.sleep(1.0)  # let frames flow into the file
         p.send_signal(getattr(signal, signame))
         t0 = time.perf_counter()
-        code = p.wait(timeout=5)
+        code = p.wait(timeout=10)
         elapsed = time.perf_counter() - t0
     finally:
         if p.poll() is None:
             p.kill()
     rest = p.stderr.read()
     assert code == 0, rest
-    assert elapsed < 2.0
+    # Well before the 9 s of clip left: stopped, not played out. Not 2 s: finishing the file
+    # and leaving the interpreter is slower on a loaded machine, and that is not what is checked.
+    assert elapsed < 5.0
     assert "Traceback" not in rest
     frames = read_video(out)
     assert len(frames) >= 10
@@ -5364,12 +5398,24 @@ def test_closing_the_console_on_windows_finishes_the_run_recording(
     out = tmp_path / "live.avi"
     answer: list[int] = []
     seen: list[list[str]] = []
+    # The console closes once ten frames reached the file, not half a second after it was
+    # opened: on a loaded machine the stream may not have begun by then.
+    import engine.sinks
+
+    real_write = engine.sinks.VideoFileSink.write
+    given: list[int] = []
+    flowing = threading.Event()
+
+    def write(self: Any, frame: Frame) -> None:
+        real_write(self, frame)
+        given.append(frame.index)
+        if len(given) >= 10:
+            flowing.set()
+
+    monkeypatch.setattr(engine.sinks.VideoFileSink, "write", write)
 
     def close_console() -> None:
-        deadline = time.monotonic() + 30
-        while not list(tmp_path.glob(".live.partial*")) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # frames flowing into the file
+        assert flowing.wait(30)
         answer.append(kernel32.handlers[0](2))  # CTRL_CLOSE_EVENT, as Windows calls it
         seen.append(sorted(p.name for p in tmp_path.iterdir()))
 
