@@ -324,6 +324,18 @@ _LEVEL = re.compile(r"^(?:note|warning|error|skipped): ")
 _SKIPPED = re.compile(r"(?:error: )?(\d+) of (\d+) images skipped; (\d+) written to (.*)")
 
 
+#: The end of `process`'s warning of a file that decoded short: "; 29 frames written to OUT".
+_WRITTEN_TAIL = re.compile(r"; (\d+ frames? written to .+)$")
+
+
+def _without_written(line: str, last: str) -> str:
+    """``line`` without its closing "; N frames written to OUT" where ``last`` says that."""
+    match = _WRITTEN_TAIL.search(line)
+    if match is not None and last.startswith(match.group(1)):
+        return line[: match.start()]
+    return line
+
+
 def describe_result(result: SaveResult) -> tuple[str, str, str]:
     """``(kind, headline, details)`` for the window's banner: kind ``"saved"``,
     ``"save_warning"`` (saved with something of the input lost, stopped, or some photos of a
@@ -337,6 +349,9 @@ def describe_result(result: SaveResult) -> tuple[str, str, str]:
         # Not the first line (the input, the output and the model: known); the last says
         # where the frames went and what came with them.
         last = [re.sub(r"^(\d+ (?:frames?|images?)) -> ", r"\1 written to ", s) for s in said[-1:]]
+        # A warning of frames not decoded ends with what the last line says again ("...; 29
+        # frames written to OUT"): the banner said it twice in a row.
+        news = [_without_written(s, last[0]) if last else s for s in news]
         details = "\n".join([*news, *last])
         if not problems:
             return "saved", "Sharpened copy saved", details

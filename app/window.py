@@ -2422,7 +2422,7 @@ class MainWindow(QMainWindow):
         # A photo's and a folder's are photos, as the progress line says ("3 of 10 frames" was
         # asked of them).
         noun = "photos" if kind in ("folder", "image") else "frames"
-        if job is not None and job.total:
+        if job is not None and job.total and job.done <= job.total:
             done = f" ({job.done} of {job.total} {noun})"
         elif job is not None and job.done:
             done = f" ({job.done} {noun if job.done != 1 else noun[:-1]} so far)"
@@ -2449,7 +2449,9 @@ class MainWindow(QMainWindow):
         if total > 0:
             self.save_bar.setRange(0, total)
             self.save_bar.setValue(min(done, total))
-            counted = f"{done} of {total} {noun}s"
+            # Past the count the file announced (an estimate: a variable-rate clip's), that
+            # count is wrong: "30 of 29 frames" was said, and on a long clip "250 of 29".
+            counted = f"{done} of {total} {noun}s" if done <= total else f"{done} {noun}s"
         else:
             self.save_bar.setRange(0, 0)  # busy: the file does not say how many there are
             counted = f"{done} {noun}{'' if done == 1 else 's'}"

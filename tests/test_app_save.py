@@ -245,6 +245,30 @@ def test_the_banner_words_follow_how_the_save_ended() -> None:
     )
 
 
+def test_the_banner_says_once_what_a_file_that_decoded_short_wrote() -> None:
+    # `process` ends its warning with "; 29 frames written to OUT" and its last line says it
+    # again: the banner read the same sentence twice in a row.
+    out = "/v/bad.sharp.mp4"
+    short = SaveResult(
+        out,
+        0,
+        said=[
+            "video bad.mp4 · 160x120 @ 30 fps -> video bad.sharp.mp4",
+            "warning: /v/bad.mp4 announced 30 frames and 29 could be decoded (damaged or "
+            f"truncated, or a count the container only estimates); 29 frames written to {out}",
+            f"29 frames -> {out}, with the sound of the input",
+        ],
+    )
+    kind, _, details = describe_result(short)
+    assert kind == "save_warning"
+    assert details.count("29 frames written to") == 1, details
+    assert details.splitlines() == [
+        "/v/bad.mp4 announced 30 frames and 29 could be decoded (damaged or truncated, or a "
+        "count the container only estimates)",
+        f"29 frames written to {out}, with the sound of the input",
+    ]
+
+
 def test_a_folder_with_photos_skipped_is_saved_with_a_warning_naming_them() -> None:
     result = SaveResult(
         "out",
@@ -731,6 +755,36 @@ def test_progress_says_one_frame_and_fills_the_bar_past_a_low_frame_count(
     assert (window.save_bar.maximum(), window.save_bar.value()) == (24, 24)
     window._on_save_progress(1, 0)
     assert window.save_bar.accessibleDescription() == "1 frame"
+
+
+def test_progress_past_the_announced_count_says_the_frames_done(
+    qtbot,
+    make_window,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    # A variable-rate clip announced 29 frames and decoded 30: the bar said "30 of 29 frames",
+    # and the quit question the same.
+    window = make_window()
+    clip = write_video(tmp_path / "c.avi", 24)
+    job = window.save_copy(str(tmp_path / "o.mp4"), source=str(clip))
+    window._on_save_progress(30, 29)  # as `frames 30/29` is read
+    said = [window.save_label.text(), window.save_bar.accessibleDescription()]
+    full = (window.save_bar.maximum(), window.save_bar.value())
+    job.done, job.total = 30, 29
+    asked: list[str] = []
+
+    def question(parent, title, text, *rest):  # noqa: ANN001, ANN202
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    with monkeypatch.context() as asking:  # the teardown's close is answered Yes again
+        asking.setattr(QMessageBox, "question", question)
+        assert not window.ask_stop_save()
+    assert finished(qtbot, job).ok  # first: a save left running outlived the test
+    assert said == ["Saving o.mp4… 30 frames", "30 frames"]
+    assert full == (29, 29)
+    assert "(30 frames so far)" in asked[0] and "of 29" not in asked[0]
 
 
 def test_progress_of_a_photo_counts_photos_not_frames(
