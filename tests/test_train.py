@@ -1028,6 +1028,25 @@ def test_a_resume_with_another_lr_follows_it(synth: dict[str, Path], tmp_path: P
     assert first["steps"] + second["steps"] == full["steps"]
 
 
+def test_a_resume_with_another_config_keeps_the_earlier_one_in_the_checkpoint(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # config and config.yaml say the latest launch's settings only: without the earlier ones
+    # nothing in the run told that its weights came from two configs, nor how to redo them.
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stop_after_steps=2", "--lr=0.01"))
+    first = load_checkpoint(out / "last.pt")
+    train(_tiny(synth, out, "--resume", "--stop_after_steps=1", "--lr=0.01"))  # no change
+    assert load_checkpoint(out / "last.pt")["config_history"] == []
+    train(_tiny(synth, out, "--resume", "--lr=0.001"))
+    for kind in ("last", "best"):
+        history = load_checkpoint(out / f"{kind}.pt")["config_history"]
+        assert len(history) == 1
+        assert history[0]["until_step"] == 3 and history[0]["changed"] == ["lr"]
+        assert history[0]["config"]["lr"] == 0.01
+        assert history[0]["config_digest"] == first["config_digest"]
+
+
 def test_a_run_saved_without_amp_resumes_with_it(
     synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -306,7 +306,8 @@ python3 - "$OUT" $NAMES <<'PY' || save_failed=1
 import sys, tarfile, torch
 from pathlib import Path
 out = Path(sys.argv[1])
-keep = ("model", "rows", "config", "variant", "student_kwargs", "epoch", "global_step", "best_psnr")
+keep = ("model", "rows", "config", "config_history", "variant", "student_kwargs", "epoch", "global_step",
+        "best_psnr")
 for n in sys.argv[2:]:
     run = Path(f"runs/gpu_{n}")
     with tarfile.open(out / f"run_{n}.tar", "w") as tar:

@@ -1186,6 +1186,9 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     # (the name stays: checkpoints store it under it).
     best_psnr, bad_epochs = -math.inf, 0
     rows: list[dict[str, Any]] = []
+    # The configs earlier launches trained under, where a resume changed it: "config" (and
+    # config.yaml) hold the latest only, which alone does not reproduce these weights.
+    config_history: list[dict[str, Any]] = []
     sums: dict[str, float] = {}
     counts: dict[str, int] = {}
     epoch_time = 0.0
@@ -1270,6 +1273,16 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
                     str(ck.get("config_digest"))[:12],
                     ", ".join(changed),
                 )
+        config_history = list(ck.get("config_history") or [])
+        if changed:
+            config_history.append(
+                {
+                    "until_step": global_step,
+                    "config": ck.get("config"),
+                    "config_digest": ck.get("config_digest"),
+                    "changed": changed,
+                }
+            )
         # A synthetic validation set (no held-out raw frames) is drawn from the training
         # sources with the run's seed: any data setting or the seed redraws it.
         synthetic = bool(val_set) and all(name.startswith("synthetic_") for *_, name in val_set)
@@ -1340,6 +1353,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             "epoch_time": epoch_time,
             "config": cfg_dict,
             "config_digest": digest,
+            "config_history": config_history,
             "variant": cfg.student,
             "student_kwargs": dict(cfg.student_kwargs),
         }
