@@ -324,6 +324,10 @@ _LEVEL = re.compile(r"^(?:note|warning|error|skipped): ")
 _SKIPPED = re.compile(r"(?:error: )?(\d+) of (\d+) images skipped; (\d+) written to (.*)")
 
 
+#: The warning of a user's own model, not listed in a manifest (engine.backends.open_model).
+_UNVERIFIED = re.compile(r": not listed in a manifest\.json beside it; loading it unverified$")
+
+
 #: The end of `process`'s warning of a file that decoded short: "; 29 frames written to OUT".
 _WRITTEN_TAIL = re.compile(r"; (\d+ frames? written to .+)$")
 
@@ -343,7 +347,11 @@ def describe_result(result: SaveResult) -> tuple[str, str, str]:
     said = [_OF_UNKNOWN.sub(r"\1 frames", _CLI_ONLY.sub("", s)) for s in result.said]
     said = [_GRAIN_ADVICE[0].sub(_GRAIN_ADVICE[1], s) for s in said]
     marked = [s for s in said[:-1] if _LEVEL.match(s)]
-    problems = [s for s in marked if s.startswith(("warning:", "error:"))]
+    # A model the user picked that no manifest lists is theirs to vouch for: said, but not
+    # "saved with a problem" on every save made with it.
+    problems = [
+        s for s in marked if s.startswith(("warning:", "error:")) and not _UNVERIFIED.search(s)
+    ]
     news = [_LEVEL.sub("", s) for s in marked]
     if result.ok:
         # Not the first line (the input, the output and the model: known); the last says

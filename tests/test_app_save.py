@@ -1180,3 +1180,19 @@ def test_a_photo_named_without_its_extension_gets_its_own(
     window.choose_save_output()
     assert window.save_job is not None and window.save_job.output == str(tmp_path / "holiday.jpg")
     assert finished(qtbot, window.save_job).ok
+
+
+def test_a_save_made_with_a_users_own_model_is_not_called_a_problem_for_it() -> None:
+    # Every save with a model no manifest lists said "saved with a problem": the model the
+    # user picked is theirs to vouch for. The warning stays in the details; a real problem
+    # beside it still makes the headline.
+    unverified = (
+        "warning: /m/own.onnx: not listed in a manifest.json beside it; loading it unverified"
+    )
+    said = [unverified, "12 frames -> o.mp4"]
+    kind, head, details = describe_result(SaveResult("o.mp4", 0, said=said))
+    assert (kind, head) == ("saved", "Sharpened copy saved")
+    assert "loading it unverified" in details
+    said = [unverified, "warning: o.mp4 has no sound: FFmpeg could not copy it", said[-1]]
+    kind, head, _ = describe_result(SaveResult("o.mp4", 0, said=said))
+    assert (kind, head) == ("save_warning", "Sharpened copy saved without its sound")
