@@ -2535,6 +2535,11 @@ def _finish_video(
             gaps=gaps,
             decoded_s=decoded_s,
         )
+        # A silent clip's frames are off their own times, not "ahead of the sound".
+        off_time = (
+            "ahead of or behind the sound" if copy_sound else "ahead of or behind their times"
+        )
+        ahead = ", ahead of the sound" if copy_sound else ""
         if timing == "retimed":
             said += ", at the input's varying frame rate"
         elif timing in ("failed", "failed-early"):
@@ -2547,10 +2552,10 @@ def _finish_video(
             why = "the disk is full" if full else f"{what} could not be rewritten"
             plays = (
                 f"the frame rate of {args.input} varies and {args.output} plays its frames at "
-                "their mean rate, ahead of or behind the sound within the clip"
+                f"their mean rate, {off_time} within the clip"
                 if timing == "failed"
                 else f"{_lost(args.input, gaps)} and {args.output} plays the frames after "
-                "them early, ahead of the sound"
+                f"them early{ahead}"
             )
             _eprint(f"{PROG}: {'error' if full else 'warning'}: {plays}: {why}")
             failed = failed or full
@@ -2558,14 +2563,14 @@ def _finish_video(
             # An AVI has one rate: the frames after a lost picture take its slot.
             _eprint(
                 f"{PROG}: note: {_lost(args.input, gaps)}; {args.output} plays the frames "
-                "after them early, ahead of the sound, by the pictures lost (an .mp4, .mov "
-                "or .mkv output keeps their times)"
+                f"after them early{ahead}, by the pictures lost (an .mp4, .mov or .mkv output "
+                "keeps their times)"
             )
         elif timing == "varies":
             _eprint(
                 f"{PROG}: note: the frame rate of {args.input} varies; {args.output} "
-                "plays its frames at their mean rate, ahead of or behind the sound "
-                "within the clip (an .mp4, .mov or .mkv output keeps the timing)"
+                f"plays its frames at their mean rate, {off_time} within the clip (an .mp4, "
+                ".mov or .mkv output keeps the timing)"
             )
         if lead := [span for before, span in gaps if before == 0]:
             _eprint(
