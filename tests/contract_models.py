@@ -29,7 +29,16 @@ from typing import Any
 import numpy as np
 
 KINDS = ("identity", "sharpen", "conv")
-BAD_PROBLEMS = ("two_inputs", "two_outputs", "channels", "rank", "nhwc", "halves")
+BAD_PROBLEMS = (
+    "two_inputs",
+    "two_outputs",
+    "channels",
+    "rank",
+    "nhwc",
+    "halves",
+    "one_channel",
+    "unpadded",
+)
 
 # conv stack: (out_channels, in_channels, stride); the last stage feeds a pixel shuffle of 2.
 _CONV_STAGES = ((8, 3, 1), (16, 8, 2), (12, 16, 1))
@@ -242,7 +251,11 @@ def make_bad_onnx_model(path: str | Path, problem: str) -> Path:
     ``rank`` (3-D input ``(3, H, W)``) | ``nhwc`` (channels last with dynamic N, H and W, as
     TensorFlow models come: ``(N, H, W, 3)``, a 1x1 conv between two transposes) |
     ``halves`` (a 2x2 average pool declared ``(n, c, h, w)``: nothing declared says it is
-    wrong, so it loads, and every frame then comes back half its size).
+    wrong, so it loads, and every frame then comes back half its size) |
+    ``one_channel`` (the channels' mean, declared ``(n, c, h, w)``: a grey frame as large as
+    the input) | ``unpadded`` (``x + 0 * up(pool(x))``, a half-resolution branch added back
+    with no padding first, as a U-Net exported without its padding: the identity at even H
+    and W, a broadcast error at odd ones).
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -285,6 +298,25 @@ def make_bad_onnx_model(path: str | Path, problem: str) -> Path:
             )
         ]
         inputs, outputs = [vi("input", nchw)], [vi("output", ["n", "c", "h", "w"])]
+    elif problem == "one_channel":
+        nodes = [helper.make_node("ReduceMean", ["input"], ["output"], axes=[1], keepdims=1)]
+        inputs, outputs = [vi("input", nchw)], [vi("output", ["n", "c", "h", "w"])]
+    elif problem == "unpadded":
+        consts = [
+            numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+            numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+        ]
+        nodes = [
+            helper.make_node(
+                "AveragePool", ["input"], ["pool"], kernel_shape=[2, 2], strides=[2, 2]
+            ),
+            helper.make_node("Resize", ["pool", "", "scales"], ["up"], mode="nearest"),
+            helper.make_node("Mul", ["up", "zero"], ["branch"]),
+            helper.make_node("Add", ["input", "branch"], ["output"]),
+        ]
+        inputs, outputs = [vi("input", nchw)], [vi("output", nchw)]
+        graph = helper.make_graph(nodes, "bad_unpadded", inputs, outputs, initializer=consts)
+        return _save_onnx(graph, path)
     else:
         raise ValueError(f"unknown problem {problem!r}; expected one of {BAD_PROBLEMS}")
     return _save_onnx(helper.make_graph(nodes, f"bad_{problem}", inputs, outputs), path)

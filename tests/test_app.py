@@ -997,6 +997,31 @@ def test_a_new_message_in_the_banner_is_read_from_its_start(qtbot) -> None:  # n
     assert bar.value() == 0
 
 
+def test_the_banners_scroll_bar_follows_a_new_message_of_the_same_size(qtbot) -> None:  # noqa: ANN001
+    # A banner of fixed size gets no resize when its words change: only the new message
+    # settles the bar. Left as it was, a long advice after a short one had no bar (words cut
+    # off with nothing to say there were more), and a short one after it kept a bar's room.
+    _holder, banner = _banner(qtbot)
+    banner.setFixedSize(360, 90)
+    area = banner.text_area
+    bar = area.verticalScrollBar()
+    advice = " ".join(["Press Retry with SharpCam's own model in the sidebar."] * 8)
+    long = UserMessage("model", "The model failed on a frame.", advice)
+    short = UserMessage("saved", "Sharpened copy saved", "3 frames written.")
+    # Both kept from the start: "1 more" shows throughout and the words' width stays.
+    banner.show_message(long)
+    banner.show_message(short)
+    qtbot.waitUntil(lambda: area.height() > area._needed() and not bar.isVisible(), timeout=5_000)
+    size = area.size()
+    banner.show_message(long)
+    assert area.verticalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAsNeeded
+    qtbot.waitUntil(lambda: bar.isVisible() and bar.maximum() > 0, timeout=5_000)
+    banner.show_message(short)
+    assert area.verticalScrollBarPolicy() == Qt.ScrollBarPolicy.ScrollBarAlwaysOff
+    qtbot.waitUntil(lambda: not bar.isVisible(), timeout=5_000)
+    assert area.size() == size  # no resize settled the bar for either message
+
+
 def test_the_banners_dismiss_says_whether_another_message_comes_next(qtbot) -> None:  # noqa: ANN001
     # Dismiss with another under it shows that one: a tooltip that said only "Hide" read as
     # a Dismiss that did not work when the next message came up.

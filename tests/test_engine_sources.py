@@ -718,6 +718,46 @@ def test_a_run_of_damaged_pictures_mid_video_does_not_end_it(
     assert seen == [i for i in range(12) if i not in lost]
 
 
+def test_a_looping_video_reports_each_pass_its_own_damaged_pictures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `gaps` is the pass's: kept across passes, a damaged clip looping in the app (any file
+    # the user names loops) grew the list by its damaged runs on every pass, for ever.
+    path = write_video(tmp_path / "v.avi", 3)
+
+    class DamagedLoop(FakeCapture):
+        def __init__(self, target: str, api: int) -> None:
+            super().__init__(target, api)
+            self.pos = 0  # the next picture; 3 is damaged, 6 is the end
+            self.shown = 0
+
+        def set(self, prop: int, value: float) -> bool:
+            if prop == cv2.CAP_PROP_POS_FRAMES:
+                self.pos = int(value)
+            return super().set(prop, value)
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            i, self.pos = self.pos, self.pos + 1
+            if i >= 6 or i == 3:
+                return False, None
+            self.shown = i
+            return True, np.full((24, 32, 3), 10 * i, np.uint8)
+
+        def get(self, prop: int) -> float:
+            if prop == cv2.CAP_PROP_POS_MSEC:
+                return 40.0 * self.shown
+            return super().get(prop)
+
+    monkeypatch.setattr(sources, "_make_capture", DamagedLoop)
+    per_pass = []
+    with VideoFileSource(path=path, live=False, loop=True) as src:
+        for _ in range(3 * 5):
+            if int(src.read().image[0, 0, 0]) == 50:  # a pass's last picture
+                per_pass.append(list(src.gaps))
+    # Picture 3 lost after 3 decoded: 2 (80 ms) to 4 (160 ms).
+    assert per_pass == [[(3, pytest.approx(0.08))]] * 3
+
+
 @pytest.mark.parametrize(
     ("sar", "turned", "expected"),
     [

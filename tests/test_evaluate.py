@@ -1018,12 +1018,17 @@ def test_a_model_that_cannot_load_is_a_one_line_refusal(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("problem", ["two_inputs", "two_outputs", "nhwc", "halves"])
+@pytest.mark.parametrize(
+    "problem", ["two_inputs", "two_outputs", "nhwc", "halves", "one_channel", "unpadded"]
+)
 def test_an_onnx_file_of_another_contract_is_a_one_line_refusal(
     problem: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # It loaded, then failed on the first sample with ONNX Runtime's traceback (a missing
-    # input, a wrong dimension) or the metrics' (an output of another size).
+    # input, a wrong dimension) or the metrics' (an output of another size). A grey output
+    # is as large as the input, so the trial compares channels too; a model that takes only
+    # even sides (no padding of its own) must be tried at odd ones, as the engine runs any
+    # H and W.
     from tests.contract_models import make_bad_onnx_model
 
     model = make_bad_onnx_model(tmp_path / f"{problem}.onnx", problem)
@@ -1879,4 +1884,29 @@ def test_an_onnx_file_of_a_fixed_size_loads_and_runs_at_that_size(tmp_path: Path
     onnx.save(model, str(path))
     _label, run = EV.load_model_runner(path)
     img = np.random.default_rng(0).random((64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(run(img), img, atol=1e-6)
+
+
+@pytest.mark.parametrize("fixed", [(16,), (16, 16)], ids=["h16", "h16w16"])
+def test_an_onnx_file_of_the_least_fixed_side_is_tried_at_it(
+    fixed: tuple[int, ...], tmp_path: Path
+) -> None:
+    # 16 is the contract's least side, so a model exported at it has a fixed size the engine
+    # runs it at: tried at 37 instead, ONNX Runtime would refuse the frame and evaluate the
+    # model.
+    import onnx
+
+    from tests.contract_models import make_onnx_model
+
+    path = make_onnx_model(tmp_path / "fixed16.onnx", kind="identity")
+    model = onnx.load(str(path))
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for i, side in enumerate(fixed, start=2):
+            dims[i].Clear()
+            dims[i].dim_value = side
+    onnx.save(model, str(path))
+    _label, run = EV.load_model_runner(path)
+    img = np.random.default_rng(0).random((16, 16 if len(fixed) == 2 else 24, 3))
+    img = img.astype(np.float32)
     np.testing.assert_allclose(run(img), img, atol=1e-6)
