@@ -2266,12 +2266,20 @@ def test_a_loops_second_pass_is_paced_by_its_pictures_own_times_from_its_first(
     # The pass's first picture's time is where its steps count from: taken from the last
     # pass's end, the second picture's step came out negative and it waited a whole period.
     path = _stepped_clip(tmp_path / "steps.mp4")
-    with sources.VideoFileSource(path=path, live=True, loop=True) as src:
-        period = 1 / src.fps
-        times = [src.read().t_capture for _ in range(14)]
-    steps = np.diff(times)
-    # Pictures 10-13 are the second pass's 0-3, 20 ms apart as in the first.
-    assert max(steps[10:13]) < 0.6 * period, (np.round(steps * 1000), period)
+    tries = []
+    for _ in range(3):
+        # The best of three: a loaded machine may stall one 20 ms step past the bound now and
+        # then, where the fault waited the whole period on every pass.
+        with sources.VideoFileSource(path=path, live=True, loop=True) as src:
+            period = 1 / src.fps
+            times = [src.read().t_capture for _ in range(14)]
+        steps = np.diff(times)
+        tries.append(np.round(steps * 1000))
+        # Pictures 10-13 are the second pass's 0-3, 20 ms apart as in the first.
+        if max(steps[10:13]) < 0.6 * period:
+            break
+    else:
+        pytest.fail(f"the second pass waited: steps (ms) {tries}, period {period}")
 
 
 def test_a_still_of_seconds_in_a_transport_stream_is_held_its_whole_time(
