@@ -987,6 +987,57 @@ def test_pack_command_line_passes_its_options_and_works_outside_git(
         carry.main()
 
 
+def test_pack_command_line_refuses_settings_out_of_range_before_clearing_the_last_pack(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    shared = _fake_shared(tmp_path / "shared")
+    out = tmp_path / "o"
+    carry.pack(shared, out, codec="mjpg")
+    before = sorted(p.name for p in out.iterdir())
+    for flag, value, said in (
+        ("--crf", "-5", "--crf: expected 0-51"),  # x264 failed on it, a traceback
+        ("--crf", "99", "--crf: expected 0-51"),  # clamped, recorded as asked
+        ("--photo-quality", "500", "--photo-quality: expected 0-100"),
+        ("--photo-quality", "-3", "--photo-quality: expected 0-100"),
+    ):
+        argv = ["carry", "pack", "--shared", str(shared), "--out", str(out), flag, value]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as e:
+            carry.main()
+        assert e.value.code == 2 and said in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == before
+
+    # ffmpeg's own failure is one line too (it printed its reason itself), not a traceback.
+    def run(cmd: list[str], check: bool = False, **kwargs: object) -> None:
+        raise subprocess.CalledProcessError(222, cmd)
+
+    monkeypatch.setattr(carry.subprocess, "run", run)
+    monkeypatch.setattr(carry, "_ffmpeg", lambda: "ffmpeg")
+    argv = ["carry", "pack", "--shared", str(shared), "--out", str(out), "--codec", "x264"]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit, match=r"^carry pack: ffmpeg failed \(exit 222\)$"):
+        carry.main()
+
+
+def test_unpack_names_a_carry_json_that_is_not_packs_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "o"
+    carry.pack(_fake_shared(tmp_path / "shared"), out, codec="mjpg")
+    monkeypatch.setattr(sys, "argv", ["carry", "unpack", "--out", str(out)])
+    for text, why in (
+        ('{"sequence": "x"}', "KeyError: 'frames'"),  # was a KeyError traceback
+        ("{bad json", "JSONDecodeError"),  # did not name the file
+        ('{"frames": "12"}', "frames: '12'"),
+    ):
+        (out / "carry.json").write_text(text, encoding="utf-8")
+        with pytest.raises(
+            SystemExit, match=f"carry.json is not pack's record \\({re.escape(why)}"
+        ):
+            carry.main()
+        assert not (out / "raw").exists() and not (out / "raw.partial").exists()
+
+
 def test_unpack_refuses_extra_frames_and_survives_a_killed_unpacks_leftovers(
     tmp_path: Path,
 ) -> None:

@@ -1025,6 +1025,40 @@ def test_cache_teacher_command_line_passes_its_options_on(
     assert kw2["count"] is None and kw2["out"] is None and cfg2.teacher.cache_patch == 256
 
 
+def test_cache_teacher_command_line_refuses_negative_counts_and_budgets_and_damaged_caches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.test_training_data import _flip_a_byte_of
+    from training import cache_teacher
+    from training.config import ConfigError, TrainConfig
+
+    calls: list[dict] = []
+    monkeypatch.setattr(cache_teacher, "build_cache", lambda cfg, **kw: calls.append(kw))
+    for bad, said in (
+        (["--count", "-1"], "--count: expected a number of patches >= 0, got -1"),
+        (["--max_minutes", "-1"], "--max_minutes: expected a finite number >= 0"),
+        (["--max_minutes", "nan"], "--max_minutes: expected a finite number >= 0, got nan"),
+        (["--teacher.cache_count=-3"], "teacher.cache_count: expected a number >= 0, got -3"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            cache_teacher.main([*bad, "--device", "cpu"])
+        assert e.value.code == 2 and said in capsys.readouterr().err
+    assert calls == []  # -1 wrote an empty cache (moving one of other settings aside)
+    monkeypatch.undo()
+    # A damaged cache is not extended: its damage would pass into the new file's checksums.
+    cache = tmp_path / "cache.pt"
+    cache_teacher.build_cache(
+        TrainConfig(), teacher=_Counting(), dataset=_Patches(), out=cache, count=2
+    )  # type: ignore[arg-type]
+    _flip_a_byte_of(cache, "data/2")
+    teacher = _Counting()
+    with pytest.raises(ConfigError, match="is a damaged teacher cache"):
+        cache_teacher.build_cache(
+            TrainConfig(), teacher=teacher, dataset=_Patches(), out=cache, count=3
+        )  # type: ignore[arg-type]
+    assert teacher.seen == 0
+
+
 def test_load_teacher_refuses_a_digest_it_cannot_check(tmp_path: Path) -> None:
     from training.models.dmphn import _PARTS
 

@@ -2016,6 +2016,28 @@ def test_a_gopro_sequence_in_both_splits_is_refused(synth, tmp_path: Path) -> No
         build_data(_tiny(synth, tmp_path / "run", *extra))
 
 
+def test_a_teacher_cache_whose_bytes_fail_their_checksum_is_a_usage_error(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # The load refuses it (ValueError); the run said so in a traceback, not one line.
+    from tests.test_training_data import _flip_a_byte_of
+
+    cache = tmp_path / "cache.pt"
+    common = (
+        f"--teacher.cache_path={cache}",
+        "--teacher.mode=cache",
+        "--teacher.name=fake",
+        "--teacher.cache_count=2",
+        "--teacher.cache_patch=32",
+        "--teacher.cache_min_gain=-100",
+        "--loss.distill=1.0",
+    )
+    build_cache(_tiny(synth, tmp_path / "run", *common), teacher=_FakeTeacher())
+    _flip_a_byte_of(cache, "data/2")
+    with pytest.raises(ConfigError, match=r"teacher.cache_path: teacher cache .* is damaged"):
+        train(_tiny(synth, tmp_path / "run", *common))
+
+
 def test_teacher_cache_from_other_sources_is_refused(
     synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1603,6 +1603,35 @@ def test_teacher_cache_load_drops_mismatched_keys_and_small_gains(tmp_path: Path
     assert np.array_equal(gaining.sharp, sharp[1:2])
 
 
+def _flip_a_byte_of(path: Path, record: str) -> None:
+    """Invert one byte in the middle of the stored bytes of ``record`` of a torch.save file."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(record))
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack(
+        "<HH", data[info.header_offset + 26 : info.header_offset + 30]
+    )
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_teacher_cache_load_refuses_a_file_whose_bytes_fail_their_checksum(tmp_path: Path) -> None:
+    cache = _random_cache()
+    path = tmp_path / "cache.pt"
+    arrays = {k: torch.from_numpy(getattr(cache, k)) for k in ("blur", "sharp", "teacher")}
+    torch.save({**arrays, "keys": cache.keys, "meta": {"teacher": "fake"}}, path)
+    assert len(TeacherCache.load(path)) == 3
+    # The teacher outputs are the third array saved; only the blurry patches are keyed by
+    # content, and torch.load does not test the archive's checksums: this loaded as data.
+    _flip_a_byte_of(path, "data/2")
+    with pytest.raises(ValueError, match=r"cache.pt is damaged \(its record .*data/2 fails"):
+        TeacherCache.load(path)
+
+
 def test_index_batches_hand_each_rank_its_own_consecutive_samples() -> None:
     from training.data import IndexBatches
 

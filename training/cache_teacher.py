@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 
 from training.config import ConfigError, DataConfig, TrainConfig, config_to_dict, parse_cli
-from training.data import DeblurDataset, content_hash, to_uint8
+from training.data import DeblurDataset, content_hash, damaged_record, to_uint8
 
 log = logging.getLogger("training.cache_teacher")
 # Set once build_cache() has its teacher and data: a FileNotFoundError after that is a failure
@@ -355,6 +356,14 @@ def _existing_cache(out: Path) -> dict | None:
             f"{out} is not a teacher cache (torch cannot read it: {type(exc).__name__}): {refuse}"
         ) from exc
     missing = [k for k in CACHE_KEYS if not isinstance(old, dict) or k not in old]
+    damaged = None if missing else damaged_record(out)
+    if damaged is not None:
+        # Extended, its damaged patches were carried into the new file, which then passed
+        # its checksums: the damage could no longer be seen.
+        raise ConfigError(
+            f"{out} is a damaged teacher cache (its record {damaged} fails its checksum): move "
+            "it away (or delete it) and run again to rebuild it"
+        )
     if missing:
         # A trainer checkpoint passed as --out was taken for a cache "made with other
         # settings" and overwritten with only a warning.
@@ -397,6 +406,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--max_minutes", type=float, default=0.0, help="stop after this long")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     args, cfg = parse_cli(parser, argv)
+    # As the config's own counts and minutes are checked: -1 wrote an empty cache (moving aside
+    # one of other settings), a negative budget stopped after one chunk and NaN meant no limit.
+    if args.count < 0:
+        parser.error(f"--count: expected a number of patches >= 0, got {args.count}")
+    if not (math.isfinite(args.max_minutes) and args.max_minutes >= 0):
+        parser.error(f"--max_minutes: expected a finite number >= 0, got {args.max_minutes}")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = (

@@ -293,13 +293,26 @@ def unpack(out: Path) -> int:
             raise RuntimeError(f"could not decode {videos[0]} (no decoder for it in this OpenCV?)")
         meta = out / "carry.json"
         if meta.is_file():
-            expected = json.loads(meta.read_text(encoding="utf-8"))["frames"]
+            expected = _packed_frames(meta)
             if n != expected:
                 raise RuntimeError(f"decoded {n} frames from {videos[0]}, packed {expected}")
         partial.rename(out / "raw")
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return n
+
+
+def _packed_frames(meta: Path) -> int:
+    """The frame count ``pack`` recorded in ``meta`` (its carry.json)."""
+    try:
+        frames = json.loads(meta.read_text(encoding="utf-8"))["frames"]
+    except (ValueError, KeyError, TypeError) as exc:
+        # A KeyError (a hand-made or foreign carry.json) was a traceback, and a JSON error
+        # did not say which file it was about.
+        raise ValueError(f"{meta} is not pack's record ({type(exc).__name__}: {exc})") from None
+    if not isinstance(frames, int) or isinstance(frames, bool):
+        raise ValueError(f"{meta} is not pack's record (frames: {frames!r})")
+    return frames
 
 
 def main() -> None:
@@ -311,6 +324,13 @@ def main() -> None:
     ap.add_argument("--crf", type=int, default=CRF, help="x264 quality (lower: larger, closer)")
     ap.add_argument("--photo-quality", type=int, default=PHOTO_QUALITY, help="JPEG quality")
     args = ap.parse_args()
+    # Before pack clears the earlier pack: x264 fails on a CRF below 0 (a traceback, the old
+    # pack already gone), clamps one above 51 and OpenCV a JPEG quality outside 0-100, while
+    # carry.json recorded the number asked for.
+    if not 0 <= args.crf <= 51:
+        ap.error(f"--crf: expected 0-51 (x264's range), got {args.crf}")
+    if not 0 <= args.photo_quality <= 100:
+        ap.error(f"--photo-quality: expected 0-100, got {args.photo_quality}")
     try:
         if args.action == "pack":
             video = pack(
@@ -332,6 +352,9 @@ def main() -> None:
             print(f"  {total / 2**20:7.2f} MiB  in all, of {LIMIT / 2**20:.0f} MiB: {verdict}")
         else:
             print(f"decoded {unpack(args.out)} frames into {args.out / 'raw' / RAW_SEQ}")
+    except subprocess.CalledProcessError as exc:
+        # ffmpeg printed its own reason above (-loglevel error); a traceback added nothing.
+        raise SystemExit(f"carry {args.action}: ffmpeg failed (exit {exc.returncode})") from None
     except (OSError, ValueError, RuntimeError) as exc:
         raise SystemExit(f"carry {args.action}: {exc}") from None
 

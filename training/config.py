@@ -446,6 +446,9 @@ _NON_NEGATIVE = (
     "data.val_count",
     "data.val_crop",  # a negative crop made empty validation images, an error an epoch in
     "data.num_workers",
+    # cache_teacher read a negative count as "nothing to do" and wrote an empty cache, moving
+    # aside the one there when it had other settings.
+    "teacher.cache_count",
     # A term (or Charbonnier's epsilon) is on where > 0: a negative or NaN one turned it off
     # without a word.
     "loss.l1",

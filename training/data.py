@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1491,6 +1492,18 @@ class IndexBatches(Sampler[list[int]]):
 # --------------------------------------------------------------------------------------------
 
 
+def damaged_record(path: str | Path) -> str | None:
+    """The first record of a ``torch.save`` file whose bytes fail their CRC-32, None when all
+    pass (or the file is no zip archive: the legacy format has no checksums to test)."""
+    # torch.load does not test them: a flipped byte in the sharp or teacher arrays loaded as
+    # data, and only the blurry patches are keyed by content, so the trainer distilled on it.
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except zipfile.BadZipFile:
+        return None
+
+
 class TeacherCache:
     """Cached ``(blurry, sharp, teacher)`` uint8 patches ``(N, P, P, 3)`` keyed by blurry content hash."""
 
@@ -1522,7 +1535,14 @@ class TeacherCache:
     def load(cls, path: str | Path, *, min_gain_db: float | None = None) -> TeacherCache:
         """Read a cache written by ``python -m training.cache_teacher``; entries whose stored key
         does not match their content are dropped with a warning, and so are those where the
-        teacher beats the blurry input by less than ``min_gain_db`` (when given)."""
+        teacher beats the blurry input by less than ``min_gain_db`` (when given); a file whose
+        bytes fail their checksum is refused (``ValueError``)."""
+        damaged = damaged_record(path)
+        if damaged is not None:
+            raise ValueError(
+                f"teacher cache {path} is damaged (its record {damaged} fails its checksum): "
+                "rebuild it with python -m training.cache_teacher"
+            )
         data = torch.load(str(path), map_location="cpu", weights_only=True)
         blur, sharp, teacher = (data[k].numpy() for k in ("blur", "sharp", "teacher"))
         keys = list(data["keys"])

@@ -1023,7 +1023,12 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             raise FileNotFoundError(
                 f"teacher.mode=cache but no cache file {cfg.teacher.cache_path}"
             )
-        cache = TeacherCache.load(cfg.teacher.cache_path, min_gain_db=cfg.teacher.cache_min_gain)
+        try:
+            cache = TeacherCache.load(
+                cfg.teacher.cache_path, min_gain_db=cfg.teacher.cache_min_gain
+            )
+        except ValueError as exc:  # bytes that fail their checksum: one line, not a traceback
+            raise ConfigError(f"teacher.cache_path: {exc}") from None
         from training.cache_teacher import check_cache_meta
 
         check_cache_meta(cache.meta, cfg, cfg.teacher.cache_path)
