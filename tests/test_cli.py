@@ -1765,6 +1765,20 @@ def test_a_gap_s_span_never_takes_back_a_kept_picture_or_runs_past_the_last() ->
     assert _without_gaps(times, [(2, 0.001)], 12800) == times
 
 
+def test_a_lead_gap_counts_from_the_first_listed_time_and_the_nearest_time_wins() -> None:
+    from engine.remux import _nearest, _without_gaps
+
+    # A stream whose first picture is listed at 0.4 s (an edit list, a trimmed recording):
+    # the pictures lost at its start are counted from there, not from 0.
+    late = [5120 + i * 512 for i in range(10)]
+    assert _without_gaps(late, [(0, 0.0801)], 12800) == late[2:]
+    assert _without_gaps([], [(0, 0.04)], 12800) == []  # no times listed: none to keep
+    # Packet times and OpenCV's differ by rounding: the nearest, a tie going to the earlier.
+    times = [0, 512, 1024, 1536]
+    pairs = ((-5, 0), (0, 0), (255, 0), (256, 0), (257, 1), (700, 1), (1535, 3), (9999, 3))
+    assert [_nearest(times, target) for target, _ in pairs] == [at for _, at in pairs]
+
+
 def test_process_keeps_a_gif_s_held_last_frame(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -2169,6 +2183,53 @@ def test_process_counts_the_pages_of_a_bigtiff_and_not_a_thumbnail(
         if not pages:
             assert " pages of " not in err, err
         assert read_stamp(cv2.cvtColor(cv2.imread(str(out)), cv2.COLOR_BGR2RGB)) == 4
+
+
+def test_tiff_pages_leave_out_thumbnails_and_masks_in_either_byte_order(tmp_path: Path) -> None:
+    # NewSubfileType is a LONG: read as a SHORT in a big-endian file it was 0, a page. In a
+    # BigTIFF its value is 8 bytes on, past an 8-byte count. A mask (4) is no page either.
+    import tifffile
+
+    rgb = stamped_frame(4)[:16, :16]
+    for big in (False, True):
+        for order in "<>":
+            path = tmp_path / f"doc_{big}_{order == '>'}.tif"
+            with tifffile.TiffWriter(path, bigtiff=big, byteorder=order) as tif:
+                tif.write(rgb, photometric="rgb", subfiletype=2)  # marked a page of several
+                tif.write(rgb[::4, ::4], photometric="rgb", subfiletype=1)
+                tif.write(rgb[..., 0] > 128, photometric="minisblack", subfiletype=4)
+                tif.write(rgb, photometric="rgb", subfiletype=2)
+            assert cli._tiff_pages(path) == 2, path.name
+
+
+def test_tiff_pages_stop_at_a_loop_and_at_100(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import struct
+
+    import tifffile
+
+    looped = tmp_path / "looped.tif"
+    with tifffile.TiffWriter(looped, byteorder="<") as tif:
+        for i in (4, 5):
+            tif.write(stamped_frame(i)[:16, :16], photometric="rgb")
+    data = bytearray(looped.read_bytes())
+    first = struct.unpack_from("<I", data, 4)[0]
+    second = struct.unpack_from(
+        "<I", data, first + 2 + 12 * struct.unpack_from("<H", data, first)[0]
+    )[0]
+    # A damaged chain whose second page links back to the first: two pages, not a hundred.
+    struct.pack_into("<I", data, second + 2 + 12 * struct.unpack_from("<H", data, second)[0], first)
+    looped.write_bytes(bytes(data))
+    assert cli._tiff_pages(looped) == 2
+    many = tmp_path / "many.tif"
+    with tifffile.TiffWriter(many) as tif:
+        for _ in range(101):
+            tif.write(stamped_frame(4), photometric="rgb")
+    assert cli._tiff_pages(many) == 100
+    out = tmp_path / "out.png"
+    assert cli.main(["process", str(many), str(out), "--backend", "unsharp"]) == 0
+    assert "only the first of the 100+ pages of many.tif" in capsys.readouterr().err
 
 
 def test_process_folder_says_how_many_images_lose_alpha_or_depth(
@@ -7447,6 +7508,43 @@ def test_process_says_a_videos_depth_beyond_8_bits_is_lost(
             assert f"note: {out} will be 8-bit, without the {depth}-bit depth of {clip}\n" in err
 
 
+def test_video_depth_is_read_from_the_videos_pixel_format_not_a_covers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # By FFmpeg's pixel format: 48 and 64-bit RGB formats are 16 bits a sample, a packed
+    # 8-bit one's digits (rgb565le) are no depth, and a cover listed first is not the video.
+    import engine.remux as remux
+
+    cover = "  Stream #0:0: Video: mjpeg (Baseline), yuvj420p(pc), 32x32, 90k tbn (attached pic)\n"
+    for pix, depth in (
+        ("yuv420p10le", 10), ("yuv444p12be", 12), ("gray16le", 16), ("rgb48le", 16),
+        ("rgba64be", 16), ("yuv420p", 8), ("nv12", 8), ("rgb565le", 8),
+    ):  # fmt: skip
+        video = f"  Stream #0:1(und): Video: h264 (avc1 / 0x31637661), {pix}(tv), 64x48, 25 fps\n"
+        monkeypatch.setattr(remux, "_listing", lambda ffmpeg, source, stop, t=cover + video: t)
+        assert remux.video_depth("in.mp4", ffmpeg="ffmpeg") == depth, pix
+    # The video's format unread: its depth is unknown, not a second video stream's.
+    unread = "  Stream #0:0: Video: h264\n  Stream #0:1: Video: hevc, yuv420p10le, 64x48\n"
+    monkeypatch.setattr(remux, "_listing", lambda ffmpeg, source, stop: unread)
+    assert remux.video_depth("in.mp4", ffmpeg="ffmpeg") is None
+
+
+def test_an_hdr_videos_depth_is_left_to_its_tone_mapping_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An HDR clip is 10-bit too, and its own notes say the output is 8-bit SDR: said again,
+    # the note came twice.
+    clip = tmp_path / "pq.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.1",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p10le", "-x264-params",
+         "colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc", str(clip)],
+        check=True,
+    )  # fmt: skip
+    cli._note_video_depth(str(clip), "out.mp4")
+    assert capsys.readouterr().err == ""
+
+
 def test_an_odd_sized_video_says_the_column_and_row_it_loses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -7543,12 +7641,16 @@ def test_process_into_an_avi_says_nothing_of_tags_a_video_has_not(
 
 
 def _clip_with_a_damaged_picture(
-    tmp_path: Path, *, setpts: str = "N", damaged: int = 10, sound: bool = False
+    tmp_path: Path,
+    *,
+    setpts: str = "N",
+    damaged: int | tuple[int, ...] = 10,
+    sound: bool = False,
 ) -> Path:
     """24 stamped H.264 pictures, all keyframes, shown at ``setpts`` (in 25ths of a second),
-    picture ``damaged``'s packet overwritten with noise (a bad sector, a flaky card): OpenCV's
-    read fails once for the packet its decoder refuses, then reads on. With ``sound``: a
-    tone as long as the pictures (0.96 s)."""
+    picture ``damaged``'s packet (or each of them) overwritten with noise (a bad sector, a
+    flaky card): OpenCV's read fails once for each packet its decoder refuses, then reads on.
+    With ``sound``: a tone as long as the pictures (0.96 s)."""
     import random
 
     ffmpeg = _ffmpeg_exe()
@@ -7566,13 +7668,14 @@ def _clip_with_a_damaged_picture(
     crc = subprocess.run([*copy, "framecrc", "-"], capture_output=True, text=True, check=True)
     sizes = [int(line.split(",")[4]) for line in crc.stdout.splitlines() if line[:1] != "#"]
     packets = subprocess.run([*copy, "data", "-"], capture_output=True, check=True).stdout
-    start, size = sum(sizes[:damaged]), sizes[damaged]
     data = bytearray(clip.read_bytes())
-    at = data.find(packets[start : start + size])
-    data[at : at + size] = random.Random(10).randbytes(size)
-    damaged = tmp_path / "damaged.mp4"
-    damaged.write_bytes(bytes(data))
-    return damaged
+    for picture in (damaged,) if isinstance(damaged, int) else damaged:
+        start, size = sum(sizes[:picture]), sizes[picture]
+        at = data.find(packets[start : start + size])
+        data[at : at + size] = random.Random(10).randbytes(size)
+    path = tmp_path / "damaged.mp4"
+    path.write_bytes(bytes(data))
+    return path
 
 
 def test_process_of_a_video_with_a_damaged_picture_mid_way_keeps_the_pictures_after_it(
@@ -7636,6 +7739,42 @@ def test_process_of_a_video_whose_first_picture_is_damaged_starts_at_the_next_wi
     assert "after them early" not in err, err  # nothing after it plays early
 
 
+def test_process_of_a_video_that_lost_its_first_and_a_later_picture_keeps_its_sound_in_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The lead is told apart from the later gaps: asked for the pictures of the 22 written,
+    # FFmpeg took the first two packets for ones before a keyframe, and the sound started a
+    # picture late (0.08 s in); the note names the frame written before the later gap only.
+    damaged = _clip_with_a_damaged_picture(tmp_path, damaged=(0, 10), sound=True)
+    out = tmp_path / "out.avi"
+    assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert [read_stamp(f) for f in read_video(out)] == [i for i in range(1, 24) if i != 10], err
+    assert _sound_span(out) == pytest.approx((0.0, 0.92), abs=0.005), err
+    assert f"{out} starts at its first decodable one, 0.04 s in" in err, err
+    assert f"damaged pictures of {damaged} could not be decoded (after frame 9);" in err, err
+
+
+def test_process_keeps_the_varying_times_of_a_video_that_lost_its_first_and_last_pictures(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Both ends lost: the lead's time is taken off the decoded span (the pictures lost at the
+    # end are found from the first decoded one, not from the stream's start), and the lead
+    # is left out of the times by its span, not by FFmpeg's guess of a start between keyframes.
+    damaged = _clip_with_a_damaged_picture(
+        tmp_path, setpts="if(lt(N,12),2*N,12+N)", damaged=(0, 23)
+    )
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(damaged), str(out), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    assert [read_stamp(f) for f in read_video(out)] == list(range(1, 23)), err
+    kept = _seconds(damaged)[1:23]
+    assert [t - _seconds(out)[0] for t in _seconds(out)] == pytest.approx(
+        [t - kept[0] for t in kept], abs=0.01
+    ), err
+    assert "at the input's varying frame rate" in err, err
+
+
 def test_process_into_an_avi_says_the_frames_after_a_damaged_picture_play_early(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -7690,3 +7829,16 @@ def test_an_estimated_count_short_by_a_frame_is_left_unsaid_only_where_ffmpeg_co
     monkeypatch.setattr(cli, "_stored_pictures", lambda path: None)
     assert cli._count_estimated("x.mkv", 61, 60, 30.0, last_s) == "estimate"
     assert cli._count_estimated("x.mp4", 61, 60, 30.0, last_s) == ""  # an MP4 keeps a count
+
+
+def test_an_estimated_count_is_said_of_a_file_nothing_else_is_known_of(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Neither FFmpeg's count nor the last picture's time: within half a second of the count
+    # it is an estimate, worth its note; "rounded" (no note) needs every picture counted.
+    monkeypatch.setattr(cli, "_stored_pictures", lambda path: None)
+    assert cli._count_estimated("x.mkv", 61, 60, 30.0) == "estimate"
+    assert cli._count_estimated("x.mkv", 76, 60, 30.0) == ""
+    # Half a second short, to the end, every picture counted: still within the slack.
+    monkeypatch.setattr(cli, "_stored_pictures", lambda path: (2.5, 60))
+    assert cli._count_estimated("x.mkv", 75, 60, 30.0) == "rounded"

@@ -235,6 +235,15 @@ def test_fit_cuts_says_what_fit_to_does(size: tuple[int, int]):
     assert fit_cuts(size, even) == cut
 
 
+def test_fit_cuts_from_50_pixels_a_side_and_scales_below() -> None:
+    # One pixel is within about 1 % from 50 pixels on: a 97x65 clip into 96x64 loses its last
+    # column and row (what the odd-size note says), a 49-pixel side is resampled.
+    assert fit_cuts((97, 65), (96, 64)) and fit_cuts((51, 51), (50, 50))
+    assert not fit_cuts((49, 49), (48, 48))
+    img = picture((97, 65))
+    np.testing.assert_array_equal(fit_to(img, (96, 64)), img[:64, :96])
+
+
 def test_fit_to_keeps_bars_of_a_few_percent():
     """Only a bar of up to 1 % is rounding: 4 rows of 100 are another aspect ratio, boxed."""
     wide, tall = picture((100, 96)), picture((96, 100))

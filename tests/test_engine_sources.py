@@ -3421,3 +3421,62 @@ def test_the_hdr_transfer_is_the_videos_not_a_cover_listed_before_it(tmp_path: P
     ]
     path = _clip_with_cover(tmp_path, "pq.mp4", first=True, tags=pq)
     assert hdr_transfer(path, ffmpeg=imageio_ffmpeg.get_ffmpeg_exe()) == "PQ"
+
+
+@pytest.mark.parametrize("lost", [0, 3])
+def test_a_video_whose_first_pictures_are_damaged_starts_at_the_first_decodable_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lost: int
+) -> None:
+    # A run of damaged pictures at the start is read past as one further on (a second bad
+    # read failed the open), and the time of the first decoded is where the output's sound
+    # starts; a stream whose first picture is simply late (0.4 s in) has lost nothing.
+    path = write_video(tmp_path / "v.avi", 3)
+
+    class LateAndDamaged(FakeCapture):
+        def __init__(self, target: str, api: int) -> None:
+            super().__init__(target, api)
+            self.reads = 0
+            self.shown = 0
+
+        def read(self) -> tuple[bool, np.ndarray | None]:
+            i, self.reads = self.reads, self.reads + 1
+            if i >= 8 or i < lost:
+                return False, None
+            self.shown = i
+            return True, np.full((24, 32, 3), 10 * i, np.uint8)
+
+        def get(self, prop: int) -> float:
+            if prop == cv2.CAP_PROP_POS_MSEC:
+                return 400.0 + 40.0 * self.shown
+            return super().get(prop)
+
+    monkeypatch.setattr(sources, "_make_capture", LateAndDamaged)
+    with VideoFileSource(path=path, live=False) as src:
+        first = 0.4 + 0.04 * lost
+        assert src.first_time_s == pytest.approx(first)
+        assert src.gaps == ([(0, pytest.approx(first))] if lost else [])
+        assert [int(f.image[0, 0, 0]) // 10 for f in src] == list(range(lost, 8))
+
+
+def test_a_cover_with_no_video_after_it_is_not_said_to_come_first(tmp_path: Path) -> None:
+    # A song's cover alone: "copy the file without it first" would leave no picture at all.
+    import imageio_ffmpeg
+
+    from engine.remux import cover_comes_first
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    cover, song = tmp_path / "cover.jpg", tmp_path / "song.mp4"
+    cv2.imwrite(str(cover), np.full((32, 32, 3), 200, np.uint8))
+    subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(cover), "-f", "lavfi", "-i", "sine=duration=0.2",
+         "-map", "0", "-map", "1", "-c:v", "copy", "-c:a", "aac", "-disposition:v:0",
+         "attached_pic", str(song)],
+        check=True,
+    )  # fmt: skip
+    assert (
+        "(attached pic)"
+        in subprocess.run(
+            [ffmpeg, "-hide_banner", "-i", str(song)], capture_output=True, text=True
+        ).stderr
+    )
+    assert not cover_comes_first(song, ffmpeg=ffmpeg)

@@ -337,6 +337,32 @@ def test_keep_timing_puts_a_long_constant_clip_s_pictures_after_a_gap_at_their_t
     assert keep_timing("in.mp4", out, frames=99, ffmpeg="ffmpeg", gaps=[(50, 0.08)]) == ""
 
 
+def test_keep_timing_retimes_a_constant_clip_only_where_its_last_pictures_were_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A whole clip at a constant rate has nothing to keep: its index is not rewritten for
+    # nothing. Its last picture lost (the decoded span a picture short of the packets'), the
+    # picture before it lasts to the end, the sound's; a start at 0.4 s changes neither.
+    import engine.remux
+    import engine.sinks
+    from engine.remux import keep_timing
+
+    for start in (0, 5120):
+        packets = [(start + i * 512, 512, 1) for i in range(100)]
+        monkeypatch.setattr(engine.remux, "_packets", lambda *a, p=packets, **k: (12800, p))
+        given: list[list[int]] = []
+        monkeypatch.setattr(
+            engine.sinks, "retime_mp4", lambda v, d, s, g=given: g.append(d) or True
+        )
+        out = tmp_path / "out.mp4"
+        assert keep_timing("in.mp4", out, frames=100, ffmpeg="ffmpeg", decoded_s=3.96) == ""
+        # Fewer pictures and no decoded span (a decoder that dropped some): left as it is.
+        assert keep_timing("in.mp4", out, frames=99, ffmpeg="ffmpeg") == ""
+        assert given == []
+        assert keep_timing("in.mp4", out, frames=99, ffmpeg="ffmpeg", decoded_s=3.92) == ""
+        assert given == [[512] * 98 + [1024]]
+
+
 @pytest.mark.parametrize("change", ["replaced", "renamed", "written"])
 def test_a_file_changed_during_the_copy_is_not_overwritten(
     tmp_path: Path, monkeypatch, change: str
