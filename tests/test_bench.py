@@ -215,6 +215,25 @@ def test_a_row_the_model_fails_in_keeps_the_other_rows(tmp_path: Path) -> None:
     assert report.as_json_dict()["failed"] == [failed]
 
 
+def test_rows_that_fail_in_the_pipeline_are_each_said_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # bench_backend's error already names the row ("unsharp at 64x48: ..."): the note and the
+    # JSON's "failed" must not name it twice, and every failed row is listed, not the first.
+    def failing(*args: object, **kw: object) -> bench.PipelineMeasure:
+        return bench.PipelineMeasure([], [], 0, [RuntimeError("the model failed")])
+
+    monkeypatch.setattr(bench, "measure_pipeline", failing)
+    report = bench.run_bench(["unsharp"], sizes=[(64, 48), (80, 48)], frames=2, rounds=1)
+    assert report.results == []
+    assert report.failed == [
+        "unsharp at 64x48: the model failed",
+        "unsharp at 80x48: the model failed",
+    ]
+    assert "unsharp at 80x48: not measured: the model failed" in report.notes, report.notes
+    assert report.as_json_dict()["failed"] == report.failed
+
+
 @pytest.mark.filterwarnings("ignore:.*unverified")
 @pytest.mark.parametrize(
     ("op", "said"),

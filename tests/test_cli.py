@@ -461,8 +461,10 @@ def test_bench_prints_its_rows_and_exits_1_when_a_row_was_not_measured(
         report = bench.BenchReport(machine={})
         row = bench.BenchResult("unsharp", "64x48", 1.0, 1000.0, 500.0, 0.5, 1.0, 2.0)
         report.results.append(row)
-        report.failed.append("onnx at 80x48: m.onnx has a fixed input size (48, 64)")
-        report.notes.append("onnx at 80x48: not measured: m.onnx has a fixed input size (48, 64)")
+        for size in ("80x48", "96x64"):
+            why = "m.onnx has a fixed input size 64x48"
+            report.failed.append(f"onnx at {size}: {why}")
+            report.notes.append(f"onnx at {size}: not measured: {why}")
         return report
 
     monkeypatch.setattr(bench, "run_bench", run_bench)
@@ -470,7 +472,7 @@ def test_bench_prints_its_rows_and_exits_1_when_a_row_was_not_measured(
     out, err = capsys.readouterr()
     assert "unsharp  64x48" in out and "not measured" in out, out
     (line,) = err.strip().splitlines()
-    assert "1 row(s) not measured (onnx at 80x48)" in line, err
+    assert "2 row(s) not measured (onnx at 80x48, onnx at 96x64)" in line, err
 
 
 @pytest.mark.parametrize("name", ["shot.txt", "shot", "SHOT.PDF"])
@@ -4346,8 +4348,26 @@ def test_run_with_a_model_that_cannot_take_the_sources_frames_fails_before_writi
     assert "fixed input size" in last and "passthrough" not in err, err
     # Nor, before it, that auto-scale keeps the model at full size: it cannot run at all.
     assert "automatic processing scale" not in err, err
+    # The load's other warnings are still said.
+    unverified = f"{path}: not listed in a manifest.json beside it; loading it unverified"
+    assert f"sharpcam: warning: {unverified}" in err, err
     assert out.read_bytes() == b"an earlier recording"
     assert not list(tmp_path.glob(".live*")) and not list(tmp_path.glob("live.incomplete*"))
+
+
+def test_run_with_a_model_that_fails_to_load_still_says_its_load_warnings(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The load's warnings are held until after the warm-up; a load that fails must not take
+    # them with it.
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(b"not a model")
+    argv = ["run", "--source", str(clip), "--output", str(tmp_path / "live.avi")]
+    code, err = _run_in_process([*argv, "--backend", "onnx", "--model", str(path)], capsys)
+    assert code == 1, err
+    unverified = f"{path}: not listed in a manifest.json beside it; loading it unverified"
+    assert f"sharpcam: warning: {unverified}" in err, err
+    assert err.splitlines()[-1].startswith("sharpcam: error: "), err
 
 
 def test_run_with_a_fixed_size_model_that_takes_the_sources_frames_still_warns(

@@ -1653,16 +1653,17 @@ def test_check_onnxruntime_install(monkeypatch):
     assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in msg
 
 
-def _fixed_size_model(path: Path, side: int) -> Path:
-    """An identity ONNX model whose input and output are fixed at ``side`` x ``side``."""
+def _fixed_size_model(path: Path, side: int, height: int | None = None) -> Path:
+    """An identity ONNX model whose input and output are fixed at ``side`` x ``side`` (W x H),
+    or ``side`` wide and ``height`` high."""
     onnx = pytest.importorskip("onnx")
     make_onnx_model(path, kind="identity")
     model = onnx.load(str(path))
     for value in (*model.graph.input, *model.graph.output):
         dims = value.type.tensor_type.shape.dim
-        for i in (2, 3):
+        for i, n in ((2, side if height is None else height), (3, side)):
             dims[i].Clear()
-            dims[i].dim_value = side
+            dims[i].dim_value = n
     onnx.save(model, str(path))
     return path
 
@@ -2357,16 +2358,52 @@ def test_a_model_with_one_fixed_side_names_it_and_the_frames_it_runs(
 def test_a_fixed_size_model_gives_its_size_and_the_frames_as_w_x_h(
     tmp_path: Path, io_binding: bool
 ) -> None:
-    # The frame was "(75, 101)", (H, W), where the status line says 101x75.
-    path = _fixed_size_model(tmp_path / "fixed.onnx", 32)
+    # The frame was "(75, 101)", (H, W), where the status line says 101x75. Not square: the
+    # model's own size is W x H too.
+    path = _fixed_size_model(tmp_path / "fixed.onnx", 48, height=32)
     write_manifest(tmp_path, [path.name])
     with OnnxBackend(model=path, io_binding=io_binding) as be:
         with pytest.raises(BackendError) as info:
             be.process(np.zeros((40, 64, 3), np.uint8))
     assert str(info.value) == (
-        f"{path} has a fixed input size 32x32 (input (1, 3, 32, 32)), frame is 64x40: "
+        f"{path} has a fixed input size 48x32 (input (1, 3, 32, 48)), frame is 64x40: "
         "export it with dynamic H and W"
     )
+
+
+@pytest.mark.parametrize(
+    ("said", "contract"),
+    [
+        # The runtimes' words for a graph that cannot take the size, as `_SHAPE_FAILURE` lists.
+        ("Attempting to broadcast an axis by a dimension other than 1. 96 by 101", True),
+        ("Argument shapes are inconsistent", True),
+        ("Check 'dim index: 2 Mismatch' failed", True),
+        ("The size of tensor a (96) must match the size of tensor b (101)", True),
+        ("Broadcast failed", True),
+        ("out of memory", False),
+    ],
+)
+def test_a_runtime_failure_about_shapes_names_the_contract(said: str, contract: bool) -> None:
+    line = backends._failed_at("m.onnx failed on a 101x75 frame", RuntimeError(said))
+    assert line.startswith("m.onnx failed on a 101x75 frame: ")
+    assert line.endswith(said)
+    assert ("the model contract asks for any H and W" in line) is contract, line
+
+
+@pytest.mark.parametrize(
+    ("size", "out", "said"),
+    [
+        ((96, 64), (192, 128), " (2x its input)"),
+        ((96, 48), (64, 32), " (0.667x its input)"),
+        ((96, 64), (64, 32), " (0.667x its width, 0.5x its height)"),
+        ((96, 64), (-1, 64), ""),  # a side left dynamic: unknown
+        ((96, 64), (96, "?"), ""),
+    ],
+)
+def test_size_ratio_says_how_an_output_relates_to_its_input(
+    size: tuple[int, int], out: tuple[object, object], said: str
+) -> None:
+    assert backends._size_ratio(*size, *out) == said
 
 
 def _needs_multiple_of_16(path: Path) -> Path:
@@ -2437,6 +2474,28 @@ def test_a_model_moved_without_its_weights_file_names_it_on_every_backend(
         f"cannot load model {path}: its weights file m.onnx.data is missing "
         f"(next to the .onnx, in {tmp_path})"
     )
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+def test_an_unlisted_model_with_its_weights_file_loads_wherever_the_process_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The weights file is looked for beside the model, not in the working folder, and only a
+    # file will do (a folder of that name is still "missing").
+    pytest.importorskip("torch")
+    from contract_models import make_external_data_model
+
+    path = make_external_data_model(tmp_path / "models" / "m.onnx")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    with create_backend("onnx", model=path) as be:
+        assert be.process(np.zeros((24, 32, 3), np.uint8)).shape == (24, 32, 3)
+    data = path.parent / "m.onnx.data"
+    data.unlink()
+    data.mkdir()
+    with pytest.raises(ModelError, match="its weights file m.onnx.data is missing"):
+        create_backend("onnx", model=path)
 
 
 @pytest.mark.parametrize(

@@ -1866,6 +1866,58 @@ def test_a_backend_swapped_in_lifts_the_nonfinite_warning_of_the_one_before(
     eng.stop()
 
 
+class Saturated(Invert):
+    """Counts the calls in ``bad`` (every call where None) as a model backend counts frames
+    that came out almost all white (``saturated_frames``), from ``before``."""
+
+    name = "saturated"
+
+    def __init__(self, bad: set[int] | None, before: int = 0) -> None:
+        super().__init__()
+        self.bad = bad
+        self.saturated_frames = before
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        out = super().process(rgb)
+        if self.bad is None or self.calls in self.bad:
+            self.saturated_frames += 1
+        return out
+
+
+def test_the_range_warning_names_the_first_white_frame_of_this_run_only(tmp_path: Path) -> None:
+    # As the NaN warning: the first frame stays the one named, a count from an earlier stream
+    # is no warning of this run, and another backend set after the run takes it away.
+    for bad, before, frame_no in [({3, 5}, 0, 3), (set(), 1, None)]:
+        src = open_source(stamped_video(tmp_path / "in.avi", 6), live=False)
+        eng = Engine(src, Saturated(bad, before), sinks=[Recorder()], live=False)
+        eng.start()
+        assert eng.wait(30)
+        eng.stop()
+        if frame_no is None:
+            assert eng.range_warning is None and eng.stats().warning is None
+        else:
+            assert eng.range_warning == (
+                f"the model's output looks like 0-255, not the contract's 0-1 (frame {frame_no} "
+                "came out almost all white): scale it to 0-1 in the model"
+            )
+            eng.set_backend(Constant(7))
+            assert eng.range_warning is None
+
+
+def test_a_backend_swapped_in_lifts_the_range_warning_of_the_one_before(tmp_path: Path) -> None:
+    # The status bar would go on saying the output looks like 0-255 after a model that works
+    # replaced the one that gave it.
+    src = open_source(still(tmp_path, 100), live=True, fps=100)
+    rec = Recorder()
+    eng = Engine(src, Saturated(None), sinks=[rec], live=True)
+    eng.start()
+    assert wait_until(lambda: eng.range_warning is not None)
+    eng.set_backend(Constant(7))
+    assert wait_until(lambda: 7 in rec.values), rec.values[-5:]
+    assert eng.range_warning is None and eng.stats().warning is None
+    eng.stop()
+
+
 def test_offline_capture_runs_at_most_queue_size_frames_ahead_of_a_busy_model() -> None:
     # The offline FIFO is bounded: a stalled model must not let a long clip pile up in memory.
     # Frame 0 is in the model, queue_size frames wait, and one more read waits to be put.

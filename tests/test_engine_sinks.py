@@ -884,6 +884,19 @@ def test_a_timed_video_not_stopped_or_aborted_gets_no_tail(tmp_path):
         assert len(read_video(path)) == 1, (timed, end)
 
 
+def test_enoent_says_the_folder_is_missing_only_where_it_is(tmp_path: Path) -> None:
+    # /proc answers ENOENT for a new file in a folder that is there; a folder removed meanwhile
+    # answers the same, and then it does not exist.
+    from engine.sinks import _write_problem
+
+    refused = OSError(errno.ENOENT, os.strerror(errno.ENOENT))
+    assert _write_problem(refused, tmp_path) == (
+        f"folder {tmp_path} does not let files be created in it"
+    )
+    gone = tmp_path / "gone"
+    assert _write_problem(refused, gone) == f"folder {gone} does not exist"
+
+
 @pytest.mark.parametrize(
     "code,needle",
     [
@@ -1030,7 +1043,10 @@ def test_image_sink_of_one_photo_says_image_not_frames(tmp_path: Path) -> None:
     with pytest.raises(SinkError) as info:
         open_sink(notes / "out.jpg", size=None)
     assert str(info.value) == f"cannot write image out.jpg to {notes}: it is a file, not a folder"
-    assert open_sink(tmp_path / "x.jpg", size=None).describe() == "image x.jpg"
+    photo = open_sink(tmp_path / "x.jpg", size=None)
+    assert photo.describe() == "image x.jpg"
+    with pytest.raises(ValueError, match=r"^image x\.jpg: expected an \(H, W, 3\) uint8"):
+        photo.write(Frame(np.zeros((8, 8), np.uint8), 0, 0.0))
     frames = open_sink(tmp_path / "shots", size=None)
     assert frames.describe() == f"images {tmp_path / 'shots'}/frame_NNNNNN.png"
 
@@ -2027,6 +2043,11 @@ def test_write_image_writes_webp_lossy_unless_the_input_was_lossless(tmp_path: P
         assert cv2.imwrite(str(tmp_path / name), picture, params)
     assert (tmp_path / "lossy.webp").read_bytes()[12:16] == b"VP8 "
     assert (tmp_path / "lossless.webp").read_bytes()[12:16] == b"VP8L"
+    # A lossless one with EXIF: VP8X first, the EXIF after its VP8L.
+    vp8l, exif = (tmp_path / "lossless.webp").read_bytes()[12:], b"Exif\0\0II*\0"
+    body = b"WEBP" + b"VP8X" + struct.pack("<I", 10) + bytes(10) + vp8l
+    body += b"EXIF" + struct.pack("<I", len(exif)) + exif
+    (tmp_path / "lossless_exif.webp").write_bytes(b"RIFF" + struct.pack("<I", len(body)) + body)
 
     def written_as(metadata: object) -> bytes:
         out = write_image(tmp_path / "out.webp", picture[..., ::-1], metadata=metadata)
@@ -2036,6 +2057,7 @@ def test_write_image_writes_webp_lossy_unless_the_input_was_lossless(tmp_path: P
         ("lossy.webp", b"VP8 "),
         ("photo.jpg", b"VP8 "),
         ("lossless.webp", b"VP8L"),
+        ("lossless_exif.webp", b"VP8L"),
         ("shot.png", b"VP8L"),
     ]:
         assert written_as(read_image_metadata(tmp_path / name)) == kind, name
@@ -3321,6 +3343,7 @@ def test_a_png_output_keeps_its_text_chunks_and_others_say_they_go_without(
         + b"".join(chunk(kind, data) for kind, data in texts)  # after the image data
         + chunk(b"tEXt", b"Raw profile type exif\0\nexif\n  4\n49492a00\n")  # a stale copy
         + chunk(b"tEXt", b"Title\0damaged", crc_off=1)
+        + chunk(b"iTXt", b"Note\0\0\0\0\0damaged", crc_off=1)
         + png[iend:]
     )
     (tmp_path / "in.png").write_bytes(png)
@@ -3335,6 +3358,34 @@ def test_a_png_output_keeps_its_text_chunks_and_others_say_they_go_without(
     text_lost = ("the PNG text (Comment, Author, Description)", "only a .png output keeps it")
     assert text_lost in metadata_lost(metadata, "out.jpg")
     assert text_lost in metadata_lost(metadata, "out.webp")
+
+
+def test_a_png_with_only_text_chunks_keeps_them_and_names_each_keyword_once(
+    tmp_path: Path,
+) -> None:
+    # Text alone is metadata too: a PNG with a Comment and nothing else must not be taken for
+    # one without any. Where it is lost, each keyword is named once, the first three.
+    from engine.sinks import metadata_lost, write_image
+    from engine.sources import read_image_metadata
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload).to_bytes(4, "big")
+        return len(payload).to_bytes(4, "big") + kind + payload + crc
+
+    keywords = [b"Comment", b"Comment", b"Author", b"Title", b"Software"]
+    texts = tuple((b"tEXt", k + b"\0" + k.lower()) for k in keywords)
+    png = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+    iend = png.rindex(b"IEND") - 4
+    (tmp_path / "in.png").write_bytes(
+        png[:iend] + b"".join(chunk(kind, data) for kind, data in texts) + png[iend:]
+    )
+    metadata = read_image_metadata(tmp_path / "in.png")
+    assert metadata and metadata.png_text == texts
+    out = write_image(tmp_path / "out.png", np.zeros((8, 8, 3), np.uint8), metadata=metadata)
+    assert read_image_metadata(out).png_text == texts
+    assert metadata_lost(metadata, "out.jpg") == [
+        ("the PNG text (Comment, Author, Title, ...)", "only a .png output keeps it")
+    ]
 
 
 class _AbortFailed(Exception):

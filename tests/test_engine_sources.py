@@ -971,6 +971,43 @@ def test_an_image_file_cut_short_says_so(
     assert "grey band" in said[0]
 
 
+def test_a_jpeg_or_png_is_called_cut_short_only_when_its_end_is_missing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every decoded JPEG is looked at: a whole one must not be warned of, whatever a camera
+    # put in it (fill bytes, a thumbnail's end marker, a trailer after its own).
+    rng = np.random.default_rng(0)
+    picture = rng.integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", picture)[1].tobytes()
+    png = cv2.imencode(".png", picture)[1].tobytes()
+    thumb = b"\xff\xd8\xff\xd9"  # an EXIF thumbnail's own start and end markers
+    app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(thumb)) + b"Exif\0\0" + thumb
+    with_thumb = jpeg[:2] + app1 + jpeg[2:]
+    filled = jpeg[:2] + b"\xff\xff" + jpeg[2:]  # fill bytes before a marker
+    whole = {
+        "filled.jpg": filled,
+        "thumb.jpg": with_thumb,
+        "trailer.jpg": jpeg + b"a phone's trailer",
+    }
+    with caplog.at_level("WARNING", logger="engine.sources"):
+        for name, data in whole.items():
+            (tmp_path / name).write_bytes(data)
+            assert read_image(tmp_path / name).shape == (64, 96, 3), name
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+    assert jpeg[20:22] == b"\xff\xdb"  # the marker the damaged case below overwrites
+    for data, why in [
+        (jpeg, None),
+        (png, None),
+        (filled[: len(filled) // 2], "no JPEG end marker"),
+        (with_thumb[: len(with_thumb) // 2], "no JPEG end marker"),
+        (jpeg[:20] + b"\xff\xda\x00\x0c", "no JPEG end marker"),  # cut right at its scan
+        # Damaged, not cut: no marker where APP0 (JFIF, 20 bytes in) ends.
+        (jpeg[:20] + b"\x00\x00\xff\xff" + jpeg[24:], None),
+        (png[:-4], "its IEND chunk runs past the end"),
+    ]:
+        assert sources._cut_short(data) == why, (data[:24], why)
+
+
 def test_video_has_audio_reads_matroska_and_webm_track_lists(tmp_path, monkeypatch):
     # MKV (OBS's default recording format) and a browser's WebM lost their sound without a note.
     header = _ebml(0x1A45DFA3, _ebml(0x4282, b"webm"))

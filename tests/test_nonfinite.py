@@ -422,3 +422,55 @@ def test_the_engine_and_process_warn_of_0_to_255_output_once(
         "sharpcam: warning: the model's output looks like 0-255, not the contract's 0-1 "
         "(frame 1 came out almost all white): scale it to 0-1 in the model"
     ], err
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+def test_the_0_to_255_check_waits_for_a_frame_of_enough_mid_range_values(tmp_path: Path) -> None:
+    # A few mid-range values on a dark frame (a dark camera, a title card) are too few to judge
+    # by: the check waits for a frame where at least a quarter of the values are mid-range.
+    model = _onnx_model(tmp_path / "x255.onnx", [("Mul", ["input", "k"], "output")], {"k": 255})
+    dark = np.zeros((48, 64, 3), np.uint8)
+    dark[:16, :16] = 128  # 768 mid-range values: over 256, under a quarter of 9216
+    for make in _range_backends(model):
+        with make() as backend:
+            backend.process(dark)
+            assert not backend._range_judged, backend.provider
+            assert backend.saturated_frames == 0, backend.provider
+            backend.process(_mid_range_frame())
+            assert backend.saturated_frames == 1, backend.provider
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
+@pytest.mark.parametrize(
+    ("nodes", "consts"),
+    [
+        # Twice as bright: every value over 127 clips to white, about half the frame's.
+        ([("Mul", ["input", "k"], "output")], {"k": 2.0}),
+        # Near white everywhere (250, not 255): a 0-255 model's output clips to 255 exactly.
+        ([("Mul", ["input", "z"], "zero"), ("Add", ["zero", "k"], "output")], {"z": 0, "k": 0.98}),
+    ],
+    ids=["brighter", "near-white"],
+)
+def test_a_bright_output_in_0_to_1_is_not_taken_for_0_to_255(
+    tmp_path: Path, nodes: list[tuple[str, list[str], str]], consts: dict[str, float]
+) -> None:
+    model = _onnx_model(tmp_path / "bright.onnx", nodes, consts)
+    for make in _range_backends(model):
+        with make() as backend:
+            backend.process(_mid_range_frame())
+            assert backend._range_judged, backend.provider
+            assert backend.saturated_frames == 0, backend.provider
+
+
+def test_a_model_listed_in_a_manifest_is_not_judged_for_0_to_255(tmp_path: Path) -> None:
+    # As for NaN (see `guarded`): a listed model passed training.export's checks and goes
+    # without the cost of the look.
+    from tests.contract_models import write_manifest
+
+    model = _onnx_model(tmp_path / "x255.onnx", [("Mul", ["input", "k"], "output")], {"k": 255})
+    write_manifest(tmp_path, [model.name])
+    for make in _range_backends(model):
+        with make() as backend:
+            assert not backend.guarded
+            backend.process(_mid_range_frame())
+            assert not backend._range_judged and backend.saturated_frames == 0, backend.provider
