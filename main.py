@@ -2535,11 +2535,14 @@ def _finish_video(
             gaps=gaps,
             decoded_s=decoded_s,
         )
-        # A silent clip's frames are off their own times, not "ahead of the sound".
-        off_time = (
-            "ahead of or behind the sound" if copy_sound else "ahead of or behind their times"
+        # A silent clip's frames are off their own times, not "ahead of the sound". Not
+        # copy_sound alone: that is True of an MPEG-TS whose tracks only FFmpeg lists, sound
+        # or none, and a silent one's notes still spoke of its sound.
+        heard = copy_sound and (
+            bool(video_has_audio(args.input)) or _ffmpeg_hears(args.input) is not False
         )
-        ahead = ", ahead of the sound" if copy_sound else ""
+        off_time = "ahead of or behind the sound" if heard else "ahead of or behind their times"
+        ahead = ", ahead of the sound" if heard else ""
         if timing == "retimed":
             said += ", at the input's varying frame rate"
         elif timing in ("failed", "failed-early"):

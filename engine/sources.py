@@ -799,8 +799,9 @@ class ImageMetadata:
             each ``(type, data)`` as stored, in order; not XMP's iTXt (:attr:`xmp`), nor
             ImageMagick's "Raw profile type" copies of EXIF, XMP or a profile, which would
             outlive the edited ones. Empty when it has none, and for other formats.
-        lossless: its pixels are stored exactly (a PNG, a lossless WebP), so a WebP copy is
-            written lossless too, and lossy otherwise (:func:`engine.sinks.write_image`).
+        lossless: its pixels are stored exactly (a PNG, a lossless WebP, a BMP, GIF, TIFF or
+            PNM), so a WebP copy is written lossless too, and lossy otherwise
+            (:func:`engine.sinks.write_image`).
     """
 
     exif: bytes | None = None
@@ -1045,9 +1046,24 @@ def read_image_metadata(path: str | os.PathLike[str]) -> ImageMetadata:
             heif = heif_metadata(path)
             exif = heif.exif and _tiff_or_none(heif.exif)
             return ImageMetadata(exif=exif, icc=heif.icc, xmp=heif.xmp)
+        if _lossless_format(magic):
+            # A scan's TIFF or a screenshot's BMP made a lossy WebP: only a PNG was known
+            # to store its pixels exactly.
+            return ImageMetadata(lossless=True)
     except (OSError, ValueError):
         pass
     return ImageMetadata()
+
+
+def _lossless_format(head: bytes) -> bool:
+    """Whether the file opening with ``head`` is a BMP, GIF, TIFF, PNM or Sun raster image,
+    whose formats store pixels exactly (a TIFF's JPEG compression aside)."""
+    return (
+        head[:2] == b"BM"
+        or image_format(head) in ("gif", "tiff")
+        or (head[:1] == b"P" and head[1:2] in (b"1", b"2", b"3", b"4", b"5", b"6", b"7"))
+        or head[:4] == b"\x59\xa6\x6a\x95"
+    )
 
 
 #: TIFF tags of IFD 0 that are a photo's metadata, by what a note calls them: the camera's and

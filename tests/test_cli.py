@@ -7862,3 +7862,27 @@ def test_an_estimated_count_is_said_of_a_file_nothing_else_is_known_of(
     # Half a second short, to the end, every picture counted: still within the slack.
     monkeypatch.setattr(cli, "_stored_pictures", lambda path: (2.5, 60))
     assert cli._count_estimated("x.mkv", 75, 60, 30.0) == "rounded"
+
+
+@pytest.mark.parametrize("sound", [False, True])
+def test_a_silent_mpeg_ts_of_varying_rate_is_not_said_to_be_off_its_sound(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], sound: bool
+) -> None:
+    # An MPEG-TS's tracks are listed by FFmpeg only, so its sound is "copied" whether or not
+    # it has any: a silent one's AVI was said to play "ahead of or behind the sound".
+    clip = tmp_path / "vfr.ts"
+    tone = ["-f", "lavfi", "-i", "sine=duration=3.5"] if sound else []
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=2",
+         *tone, "-vf", "setpts='if(lt(N,25),N/25,1+(N-25)/10)/TB'", "-fps_mode", "passthrough",
+         "-c:v", "mpeg2video", *(["-c:a", "mp2"] if sound else []), str(clip)],
+        check=True,
+    )  # fmt: skip
+    avi = tmp_path / "out.avi"
+    assert cli.main(["process", str(clip), str(avi), "--backend", "passthrough"]) == 0
+    err = capsys.readouterr().err
+    off = "ahead of or behind the sound" if sound else "ahead of or behind their times"
+    assert (
+        f"note: the frame rate of {clip} varies; {avi} plays its frames at their mean rate, "
+        f"{off} within the clip"
+    ) in err, err

@@ -2064,6 +2064,24 @@ def test_write_image_writes_webp_lossy_unless_the_input_was_lossless(tmp_path: P
     assert written_as(None) == b"VP8 "  # a video's frames: lossy already
 
 
+def test_write_image_writes_webp_lossless_from_every_lossless_input(tmp_path: Path) -> None:
+    # A scan's TIFF, a screenshot's BMP, a PPM or a GIF went lossy: only a PNG and a lossless
+    # WebP counted as lossless.
+    from PIL import Image
+
+    from engine.sinks import write_image
+    from engine.sources import read_image_metadata
+
+    rng = np.random.default_rng(0)
+    picture = cv2.GaussianBlur(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8), (0, 0), 2)
+    for name in ("scan.tif", "screen.bmp", "frame.ppm", "grey.pgm", "logo.gif"):
+        Image.fromarray(picture[..., 0] if name.endswith(".pgm") else picture).save(tmp_path / name)
+        metadata = read_image_metadata(tmp_path / name)
+        out = write_image(tmp_path / "out.webp", picture, metadata=metadata)
+        assert out.read_bytes()[12:16] == b"VP8L", name
+        assert not metadata  # nothing to keep: the notes of what is lost stay unsaid
+
+
 def test_write_image_says_what_a_format_cannot_keep(tmp_path):
     from videos import exif_block
 
