@@ -172,16 +172,35 @@ def test_a_write_cut_short_leaves_the_checkpoint_named_by_out_whole(
 ) -> None:
     _checkpoint(tmp_path / "a.pt", 1)
     _checkpoint(tmp_path / "b.pt", 2)
-    before = (tmp_path / "a.pt").read_bytes()
+    _checkpoint(tmp_path / "soup.pt", 3)
+    before = (tmp_path / "soup.pt").read_bytes()
 
     def cut_short(obj: object, f: str | Path) -> None:
         Path(f).write_bytes(b"PK half a zip")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(A.torch, "save", cut_short)
-    # --out naming one of its sources (a soup folded back into it): that source must survive.
+    # --out naming an earlier soup (its sources are refused): that checkpoint must survive.
     with pytest.raises(KeyboardInterrupt):
-        A.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "a.pt")])
-    assert (tmp_path / "a.pt").read_bytes() == before
+        A.main([str(tmp_path / "a.pt"), str(tmp_path / "b.pt"), "--out", str(tmp_path / "soup.pt")])
+    assert (tmp_path / "soup.pt").read_bytes() == before
     # The part written is freed: on a full disk it held the space that ran out.
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "b.pt", "soup.pt"]
+
+
+def test_an_out_that_is_one_of_the_inputs_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _checkpoint(tmp_path / "a.pt", 1)
+    _checkpoint(tmp_path / "b.pt", 2)
+    (tmp_path / "link.pt").symlink_to("a.pt")
+    before = {n: (tmp_path / n).read_bytes() for n in ("a.pt", "b.pt")}
+    monkeypatch.chdir(tmp_path)
+    # The same file under other names: a relative spelling, a path through the folder, a link.
+    for out in ("./a.pt", "a.pt", str(tmp_path / "b.pt"), "link.pt", f"../{tmp_path.name}/a.pt"):
+        assert A.main(["a.pt", "b.pt", "--out", out]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out ") and "would overwrite the input" in err
+        assert err.count("\n") == 1
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    assert (tmp_path / "link.pt").is_symlink()

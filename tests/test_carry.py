@@ -1038,6 +1038,31 @@ def test_unpack_names_a_carry_json_that_is_not_packs_record(
         assert not (out / "raw").exists() and not (out / "raw.partial").exists()
 
 
+def test_unpack_tells_a_cut_short_or_damaged_video_from_a_missing_decoder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "cache"
+    carry.pack(_fake_shared(tmp_path / "shared"), out, codec="mjpg")
+    video = out / "gopro.avi"
+    whole = video.read_bytes()
+    # Cut short in transit: the frames that are there decode, the rest are missing.
+    video.write_bytes(whole[: len(whole) * 3 // 4])
+    with pytest.raises(RuntimeError, match=r"gopro.avi is cut short or damaged: decoded \d+ "):
+        carry.unpack(out)
+    for data, said in ((whole[:2000], "damaged or not a video OpenCV decodes"), (b"", "empty")):
+        video.write_bytes(data)
+        with pytest.raises(RuntimeError) as exc:
+            carry.unpack(out)
+        assert said in str(exc.value) and "no decoder" not in str(exc.value)
+    assert not (out / "raw").exists() and not (out / "raw.partial").exists()
+    # Only an x264 MKV on an OpenCV without FFmpeg is a missing decoder.
+    video.unlink()
+    (out / "gopro.mkv").write_bytes(b"x264 frames this OpenCV cannot read")
+    monkeypatch.setattr(carry.cv2.videoio_registry, "hasBackend", lambda backend: False)
+    with pytest.raises(RuntimeError, match="no FFmpeg backend"):
+        carry.unpack(out)
+
+
 def test_unpack_refuses_extra_frames_and_survives_a_killed_unpacks_leftovers(
     tmp_path: Path,
 ) -> None:

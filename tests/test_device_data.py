@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -256,6 +258,45 @@ def test_command_line_times_both_paths(tmp_path, capsys) -> None:
         main([str(tmp_path / "missing")])
     with pytest.raises(SystemExit):
         main([str(tmp_path), "--config", str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--patch", "0"], "--patch must be >= 16, got 0"),
+        (["--batch", "0"], "--batch must be >= 1, got 0"),
+        (["--steps", "0"], "--steps must be >= 1, got 0"),
+        (["--worker-samples", "0"], "--worker-samples must be >= 1, got 0"),
+        (["--first", "0"], "--first must be >= 1, got 0"),
+        (["--first", "30", "--last", "1"], "--last must be >= 30, got 1"),
+        (["--device", "bogus"], "--device bogus: not a torch device"),
+    ],
+)
+def test_command_line_refuses_bad_values_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    from training.device_data import main
+
+    # Refused before any frame is read: an empty folder must not matter.
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), *args])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
+
+
+def test_command_line_says_when_the_frames_do_not_fit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import cv2
+
+    from training.device_data import main
+
+    for i in range(1, 4):
+        cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.zeros((24, 32, 3), np.uint8))
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path), "--device", "cpu", "--patch", "16"])
+    assert "no raw window" in str(exc.value) and "3 frames" in str(exc.value)
 
 
 def test_windows_never_span_a_gap_in_the_frame_numbers() -> None:

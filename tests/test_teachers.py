@@ -1352,3 +1352,53 @@ def test_training_teacher_cache_write_that_fails_leaves_the_old_file_whole(
     assert cache.read_bytes() == before
     # ...and frees the part written: on a full disk it holds gigabytes of patches.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.pt"]
+
+
+class _StopsAt(_Counting):
+    """A teacher that is Ctrl-C'd on its ``at``-th chunk, as a user would press it mid-run."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.calls = at, 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().__call__(x)
+
+
+@pytest.mark.parametrize(
+    ("at", "said"),
+    [
+        (3, "interrupted: 4 of 10 patches kept in {out}; run again to extend it"),
+        (1, "interrupted: no patch of these settings saved in {out} yet"),
+    ],
+)
+def test_cache_teacher_command_line_says_what_a_ctrl_c_kept(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    at: int,
+    said: str,
+) -> None:
+    from training import cache_teacher, teachers, train
+
+    teacher = _StopsAt(at)
+    monkeypatch.setattr(teachers, "load_teacher", lambda *a, **kw: teacher)
+    monkeypatch.setattr(train, "build_data", lambda cfg, rank: (_Patches(), None, None))
+    out = tmp_path / "cache.pt"
+    argv = ["--out", str(out), "--device", "cpu", "--count", "10", "--teacher.name=dmphn"]
+    # weights named but absent: no digest read from a shared folder
+    argv += [f"--teacher.weights={tmp_path / 'none'}", "--teacher.cache_batch=2"]
+    # KeyboardInterrupt caught too: escaping, it would stop the whole test session.
+    with pytest.raises((SystemExit, KeyboardInterrupt)) as e:
+        cache_teacher.main(argv)
+    assert e.type is SystemExit and e.value.code == 130
+    err = capsys.readouterr().err
+    assert said.format(out=out) in err and "Traceback" not in err
+    if at > 1:  # the file is whole, and a second run extends it from where it stopped
+        assert len(torch.load(out, weights_only=True)["keys"]) == 4
+        teacher.at = 0
+        cache_teacher.main(argv)
+        assert len(torch.load(out, weights_only=True)["keys"]) == 10 and teacher.seen == 10

@@ -162,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
         # the save, with a traceback (and a stray OUT.tmp beside a folder).
         if args.out.is_dir():
             raise AverageError(f"--out {args.out} is a folder; give a .pt file name")
+        # The soup silently replaced that source. samefile, not the names: ./a.pt, a link to
+        # it and a hard link are the same checkpoint (and an --out not there yet is no source).
+        for c in args.checkpoints:
+            if args.out.exists() and os.path.samefile(c, args.out):
+                raise AverageError(
+                    f"--out {args.out} would overwrite the input {c}; give another file name"
+                )
         if (refusal := folder_refusal(args.out.parent)) is not None:
             raise AverageError(f"--out {args.out}: {refusal}")
         soup = average_checkpoints(args.checkpoints, weights)

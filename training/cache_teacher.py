@@ -14,9 +14,12 @@ where it stopped when started again with the same settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +35,16 @@ log = logging.getLogger("training.cache_teacher")
 _setup_done = False
 
 CACHE_STREAM = 7_919  # the cache's own sample stream (the "rank" slot): never a training rank
+
+
+class CacheInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``build_cache``, with what the file at ``out`` holds: ``kept`` patches of
+    ``count`` this run's settings made, or None when nothing of them was written there yet. A
+    KeyboardInterrupt still, so callers that stop on one go on stopping."""
+
+    def __init__(self, out: Path, kept: int | None, count: int) -> None:
+        super().__init__(out, kept, count)
+        self.out, self.kept, self.count = out, kept, count
 
 
 def cache_meta(cfg: TrainConfig) -> dict:
@@ -263,6 +276,30 @@ def build_cache(
     # is refused in seconds.
     old = _existing_cache(out)
     count = int(count or cfg.teacher.cache_count)
+    # Ctrl-C anywhere from here on (the teacher loading, minutes of data, hours of patches) was
+    # a traceback that hid that the file was complete: the patches saved so far are reported.
+    saved: list[int | None] = [None]
+    try:
+        return _build(cfg, teacher, dataset, out, count, max_minutes, device, old, saved)
+    except CacheInterrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise CacheInterrupted(out, saved[0], count) from exc
+
+
+def _build(
+    cfg: TrainConfig,
+    teacher: torch.nn.Module | None,
+    dataset: DeblurDataset | None,
+    out: Path,
+    count: int,
+    max_minutes: float,
+    device: str | torch.device,
+    old: dict | None,
+    saved: list[int | None],
+) -> Path:
+    """``build_cache`` past its checks; ``saved[0]``: the patches of these settings at ``out``."""
+    global _setup_done
     P = cfg.teacher.cache_patch
     if teacher is None:
         from training.teachers import load_teacher
@@ -282,6 +319,7 @@ def build_cache(
         if _same_meta(old_meta, meta):
             blur, sharp, outs = [list(old[k].numpy()) for k in ("blur", "sharp", "teacher")]
             keys = list(old["keys"])
+            saved[0] = len(keys)
             # Its patches so far came from code or weights it did not record: claiming these
             # made them would hide that from the trainer's check.
             meta = {
@@ -326,6 +364,7 @@ def build_cache(
         outs += list(t_u8)
         keys += [content_hash(b) for b in b_u8]
         _save(out, blur, sharp, outs, keys, meta)
+        saved[0] = len(keys)
         rate = (time.monotonic() - t0) / max(1, len(keys))
         log.info("teacher cache: %d/%d patches (%.1f s per patch)", len(keys), count, rate)
         if max_minutes and time.monotonic() - t0 > max_minutes * 60:
@@ -425,6 +464,16 @@ def main(argv: list[str] | None = None) -> Path:
             max_minutes=args.max_minutes,
             device=device,
         )
+    except CacheInterrupted as exc:
+        # The file is rewritten whole after each chunk (a Ctrl-C mid-write leaves the last one):
+        # what it holds is complete, and the next run extends it.
+        if exc.kept is None:
+            said = f"no patch of these settings saved in {exc.out} yet"
+        else:
+            said = f"{exc.kept} of {exc.count} patches kept in {exc.out}; run again to extend it"
+        with contextlib.suppress(OSError):  # `| tee log` ended by the same Ctrl-C
+            print(f"cache_teacher: interrupted: {said}", file=sys.stderr)
+        raise SystemExit(128 + signal.SIGINT) from None
     except ConfigError as exc:
         if _setup_done:
             raise

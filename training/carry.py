@@ -289,17 +289,35 @@ def unpack(out: Path) -> int:
                     raise OSError(f"cannot write {path}")
         finally:
             cap.release()
+        # A video cut short in transit was blamed on a missing decoder, sending the reader to
+        # reinstall OpenCV instead of copying the file again.
         if n == 0:
-            raise RuntimeError(f"could not decode {videos[0]} (no decoder for it in this OpenCV?)")
+            raise RuntimeError(f"could not decode {videos[0]}: {_why_no_frame(videos[0])}")
         meta = out / "carry.json"
         if meta.is_file():
             expected = _packed_frames(meta)
+            if n < expected:
+                raise RuntimeError(
+                    f"{videos[0]} is cut short or damaged: decoded {n} frames from it, packed "
+                    f"{expected} (copy it again, or pack again)"
+                )
             if n != expected:
                 raise RuntimeError(f"decoded {n} frames from {videos[0]}, packed {expected}")
         partial.rename(out / "raw")
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     return n
+
+
+def _why_no_frame(video: Path) -> str:
+    """Why OpenCV decoded no frame of ``video``: the file or, for an x264 MKV, OpenCV itself."""
+    size = video.stat().st_size
+    if size == 0:
+        return "the file is empty (0 bytes): copy it again, or pack again"
+    if video.suffix == ".mkv" and not cv2.videoio_registry.hasBackend(cv2.CAP_FFMPEG):
+        # The MJPG AVI needs none: OpenCV decodes it with its own reader.
+        return "this OpenCV has no FFmpeg backend to decode x264 (pack with --codec mjpg)"
+    return f"damaged or not a video OpenCV decodes ({size} bytes)"
 
 
 def _packed_frames(meta: Path) -> int:

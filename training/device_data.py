@@ -254,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
 
     from training.data import DeblurDataset
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.device_data", description=main.__doc__
+    )
     parser.add_argument("frames", help="a folder of consecutive raw frames")
     parser.add_argument(
         "--config",
@@ -269,17 +271,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--worker-samples", type=int, default=40)
     args = parser.parse_args(argv)
+    # Refused here, in one line: a zero patch, batch or step count was a traceback after the
+    # frames were decoded (ZeroDivisionError, a zero-size conv), and no worker samples
+    # printed "0.0/s" as if it had measured something. 16: the smallest stage patch train takes.
+    for flag, value, least in (
+        ("--patch", args.patch, 16),
+        ("--batch", args.batch, 1),
+        ("--steps", args.steps, 1),
+        ("--worker-samples", args.worker_samples, 1),
+        ("--first", args.first, 1),
+        ("--last", args.last, args.first),
+    ):
+        if value < least:
+            parser.error(f"{flag} must be >= {least}, got {value}")
     if not Path(args.frames).is_dir():
         parser.error(f"no folder {args.frames}")
     if not Path(args.config).is_file():
         parser.error(f"no config {args.config}")
-    from training.config import load_config
-    from training.train import synth_params
+    from training.config import ConfigError, load_config
+    from training.train import _resolve_device, synth_params
 
+    try:
+        device = _resolve_device(args.device)
+    except ConfigError as exc:
+        parser.error(f"--device {args.device}: {exc}".replace(": device: ", ": "))
+    except RuntimeError:  # torch's own message lists twenty device types
+        parser.error(f"--device {args.device}: not a torch device (cpu, cuda, cuda:N, mps)")
     params = synth_params(load_config(args.config))
     seq = RawSequence.load(args.frames, first=args.first, last=args.last)
-    sampler = DeviceRawSampler([seq], params, args.device)
-    sampler.sample(args.batch, args.patch, step=0)  # warm-up
+    try:
+        sampler = DeviceRawSampler([seq], params, device)
+        sampler.sample(args.batch, args.patch, step=0)  # warm-up
+    except ValueError as exc:  # too few frames for a window, frames too small for the patch
+        raise SystemExit(f"{parser.prog}: error: {args.frames}: {exc}") from None
     sync = torch.cuda.synchronize if sampler.device.type == "cuda" else (lambda: None)
     sync()
     t0, rejected = time.perf_counter(), 0

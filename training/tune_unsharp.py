@@ -151,10 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         # What evaluate --unsharp takes: the best must be a setting it scores.
         sigmas = _floats(args.sigmas, "--sigmas", most=MAX_SIGMA)
         specs = [parse_data(s) for s in args.data]
-        windows = [int(w) for w in args.windows.split(",") if w.strip()]
-        check_windows(windows)
     except ValueError as exc:
         p.error(str(exc))
+    # Neither int()'s own words ("invalid literal for int()") nor check_windows' named the flag.
+    try:
+        windows = [int(w) for w in args.windows.split(",") if w.strip()]
+    except ValueError:
+        p.error(f"--windows: not whole numbers separated by commas: {args.windows!r}")
+    try:
+        check_windows(windows)
+    except ValueError as exc:
+        p.error(f"--windows: {exc}")
     for flag, value, least in (
         ("--raw-stride", args.raw_stride, 1),
         ("--max-size", args.max_size, 0),
