@@ -1039,9 +1039,11 @@ def test_cache_teacher_command_line_refuses_negative_counts_and_budgets_and_dama
         (["--max_minutes", "-1"], "--max_minutes: expected a finite number >= 0"),
         (["--max_minutes", "nan"], "--max_minutes: expected a finite number >= 0, got nan"),
         (["--teacher.cache_count=-3"], "teacher.cache_count: expected a number >= 0, got -3"),
+        # torch's "Expected one of cpu, cuda, ipu, ..." came as a traceback.
+        (["--device", "bogus"], "--device bogus: not a torch device (cpu, cuda, cuda:N, mps)"),
     ):
         with pytest.raises(SystemExit) as e:
-            cache_teacher.main([*bad, "--device", "cpu"])
+            cache_teacher.main(["--device", "cpu", *bad])
         assert e.value.code == 2 and said in capsys.readouterr().err
     assert calls == []  # -1 wrote an empty cache (moving one of other settings aside)
     monkeypatch.undo()
