@@ -213,6 +213,19 @@ def _listing(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event 
     return text
 
 
+def _listing_or_none(
+    ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event | None
+) -> str | None:
+    """:func:`_listing`, or None where FFmpeg cannot read ``source``: each caller has its own
+    answer for a file it cannot list. A stop still raises: it is not the file's fault."""
+    try:
+        return _listing(ffmpeg, source, stop)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return None
+
+
 def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[list[str], bool]:
     """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), and
     whether it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model)."""
@@ -229,11 +242,8 @@ def _sound_maps(
     which FFmpeg's listing and mux both failed: no picture times, no sound at all), not a
     codec it cannot decode (an iPhone's APAC beside its AAC: every track was lost). All of
     them (``a?``) where the streams cannot be listed."""
-    try:
-        text = _listing(ffmpeg, source, stop)
-    except RemuxStopped:
-        raise
-    except RemuxError:
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
         return ["-map", f"{input_index}:a?"]
     decodable = set(re.findall(r"^ D[.E]A\S* +(\S+)", ffmpeg_list(ffmpeg, "codecs"), re.M))
     maps = []
@@ -250,11 +260,8 @@ def subtitle_tracks(
     """How many subtitle streams ``source`` holds (0 where FFmpeg cannot read it): nothing
     copies them into a processed video (their times are the source's, and the output's
     container may not take their format), so the user is told."""
-    try:
-        text = _listing(ffmpeg, source, stop)
-    except RemuxStopped:
-        raise
-    except RemuxError:
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
         return 0
     return len(re.findall(r"Stream #\S+.*?: Subtitle: ", text))
 
@@ -265,11 +272,8 @@ def cover_pictures(
     """How many cover pictures ``source`` holds (an MP4's ``attached_pic``, an MKV's image
     attachment; 0 where FFmpeg cannot read it): like subtitles, nothing copies them into a
     processed video, and an album's or a film's cover was gone without a word."""
-    try:
-        text = _listing(ffmpeg, source, stop)
-    except RemuxStopped:
-        raise
-    except RemuxError:
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
         return 0
     return len(re.findall(r"Stream #\S+.*?: Video: [^\n]*\(attached pic\)", text))
 
@@ -280,11 +284,8 @@ def video_depth(
     """The bits a sample of ``source``'s video holds, by FFmpeg's pixel format (10 for
     ``yuv420p10le``, 16 for ``rgb48le``, 8 for ``yuv420p``); None where FFmpeg cannot tell.
     A cover picture's stream is not the video's."""
-    try:
-        text = _listing(ffmpeg, source, stop)
-    except RemuxStopped:
-        raise
-    except RemuxError:
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
         return None
     for line in re.findall(r"Stream #\S+.*?: Video: [^\n]*", text):
         if "(attached pic)" in line:
@@ -305,11 +306,8 @@ def has_kept_tags(
 ) -> bool:
     """Whether ``source`` carries a date, place or camera that :func:`copy_audio` would copy
     (it copies them for a silent video too)."""
-    try:
-        text = _listing(ffmpeg, source, stop)
-    except RemuxStopped:
-        raise
-    except RemuxError:
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
         return False
     return _KEPT_TAGS.search(text) is not None
 
@@ -317,11 +315,8 @@ def has_kept_tags(
 def _video_line(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event | None) -> str:
     """FFmpeg's line for ``source``'s first video stream that is not a cover picture (""
     where it has none, or FFmpeg cannot read it)."""
-    try:
-        text = _listing(ffmpeg, source, stop)
-    except RemuxStopped:
-        raise
-    except RemuxError:
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
         return ""
     lines = re.findall(r"Stream #\S+.*?: Video: [^\n]*", text)
     # A tagger may store an MP4's cover (its udta) before the tracks, and FFmpeg then lists
@@ -335,11 +330,8 @@ def cover_comes_first(
     """Whether the first video stream FFmpeg lists of ``source`` is a cover picture with a
     video after it (False where FFmpeg cannot read it): OpenCV, which takes the first video
     stream and has no way to name another, then decodes the cover in place of the video."""
-    try:
-        text = _listing(ffmpeg, source, stop)
-    except RemuxStopped:
-        raise
-    except RemuxError:
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
         return False
     lines = re.findall(r"Stream #\S+.*?: Video: [^\n]*", text)
     return bool(lines) and "(attached pic)" in lines[0] and bool(_video_line(ffmpeg, source, stop))

@@ -713,6 +713,20 @@ def test_a_stop_not_answered_in_time_is_a_stop_that_names_what_was_left(
         assert name in shown
 
 
+def _stop_question_answered_no(window, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: ANN001
+    """The text of the question ``ask_stop_save`` puts, answered No: the save goes on."""
+    asked: list[str] = []
+
+    def question(parent, title, text, *rest):  # noqa: ANN001, ANN202
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    with monkeypatch.context() as asking:  # the teardown's close is answered Yes again
+        asking.setattr(QMessageBox, "question", question)
+        assert not window.ask_stop_save()
+    return asked[0]
+
+
 def test_progress_of_a_file_without_a_frame_count_shows_the_frames_done(
     qtbot,
     make_window,
@@ -727,16 +741,7 @@ def test_progress_of_a_file_without_a_frame_count_shows_the_frames_done(
     assert window.save_label.text() == "Saving o.mp4… 280 frames"
     assert window.save_bar.accessibleDescription() == "280 frames"
     job.done, job.total = 280, 0
-    asked: list[str] = []
-
-    def question(parent, title, text, *rest):  # noqa: ANN001, ANN202
-        asked.append(text)
-        return QMessageBox.StandardButton.No
-
-    with monkeypatch.context() as asking:  # the teardown's close is answered Yes again
-        asking.setattr(QMessageBox, "question", question)
-        assert not window.ask_stop_save()
-    assert "(280 frames so far)" in asked[0]
+    assert "(280 frames so far)" in _stop_question_answered_no(window, monkeypatch)
     window._on_save_progress(5, 24)
     assert window.save_label.text() == "Saving o.mp4… 5 of 24 frames"
     assert (window.save_bar.maximum(), window.save_bar.value()) == (24, 5)
@@ -772,19 +777,11 @@ def test_progress_past_the_announced_count_says_the_frames_done(
     said = [window.save_label.text(), window.save_bar.accessibleDescription()]
     full = (window.save_bar.maximum(), window.save_bar.value())
     job.done, job.total = 30, 29
-    asked: list[str] = []
-
-    def question(parent, title, text, *rest):  # noqa: ANN001, ANN202
-        asked.append(text)
-        return QMessageBox.StandardButton.No
-
-    with monkeypatch.context() as asking:  # the teardown's close is answered Yes again
-        asking.setattr(QMessageBox, "question", question)
-        assert not window.ask_stop_save()
+    asked = _stop_question_answered_no(window, monkeypatch)
     assert finished(qtbot, job).ok  # first: a save left running outlived the test
     assert said == ["Saving o.mp4… 30 frames", "30 frames"]
     assert full == (29, 29)
-    assert "(30 frames so far)" in asked[0] and "of 29" not in asked[0]
+    assert "(30 frames so far)" in asked and "of 29" not in asked
 
 
 def test_progress_of_a_photo_counts_photos_not_frames(

@@ -1188,12 +1188,10 @@ def test_format_table_prints_every_note_and_a_tenth_with_its_columns_decimals() 
     assert lines[3].split()[2] == "0.10", lines[3]
 
 
-def test_a_row_timed_from_fewer_frames_than_asked_says_so(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    # Under load the live engine drops frames: a round timed 1 interval of 4, and the row's
-    # medians came from a quarter of the frames with nothing to say so.
-    delivered = iter([4, 1, 4])  # intervals per round
+def _deliver_intervals(monkeypatch: pytest.MonkeyPatch, per_round: list[int]) -> None:
+    """Stand-in measurements: each pipeline round times the intervals ``per_round`` names
+    (4 once they run out), as a live engine that drops frames does."""
+    delivered = iter(per_round)
 
     def measure_model(backend, size, frames, warmup=3):  # noqa: ANN001, ANN202
         return 1.0, [1.0] * frames
@@ -1204,6 +1202,14 @@ def test_a_row_timed_from_fewer_frames_than_asked_says_so(
 
     monkeypatch.setattr(bench, "measure_model", measure_model)
     monkeypatch.setattr(bench, "measure_pipeline", measure_pipeline)
+
+
+def test_a_row_timed_from_fewer_frames_than_asked_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Under load the live engine drops frames: a round timed 1 interval of 4, and the row's
+    # medians came from a quarter of the frames with nothing to say so.
+    _deliver_intervals(monkeypatch, [4, 1, 4])
     report = bench.run_bench(
         ["passthrough"], sizes=[(64, 48), (32, 24)], frames=12, rounds=3, workdir=tmp_path
     )
@@ -1220,17 +1226,7 @@ def test_the_dropped_frames_note_counts_the_intervals_the_rounds_asked_for(
 ) -> None:
     # 10 frames in 3 rounds time 4 intervals a round: 11 timed is one fewer than asked, though
     # more than the 10 frames named.
-    delivered = iter([4, 3, 4])
-
-    def measure_model(backend, size, frames, warmup=3):  # noqa: ANN001, ANN202
-        return 1.0, [1.0] * frames
-
-    def measure_pipeline(backend, clip, frames, warmup=2, **kw):  # noqa: ANN001, ANN202
-        n = next(delivered, 4)
-        return bench.PipelineMeasure([10.0] * n, [5.0] * (n + 1), n + 1 + warmup, [])
-
-    monkeypatch.setattr(bench, "measure_model", measure_model)
-    monkeypatch.setattr(bench, "measure_pipeline", measure_pipeline)
+    _deliver_intervals(monkeypatch, [4, 3, 4])
     report = bench.run_bench(
         ["passthrough"], sizes=[(64, 48)], frames=10, rounds=3, workdir=tmp_path
     )

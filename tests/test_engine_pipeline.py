@@ -1813,20 +1813,45 @@ def test_an_offline_output_whose_write_failed_is_kept_as_incomplete(tmp_path: Pa
 
 class Nonfinite(Invert):
     """Counts the calls in ``bad`` (every call where None) as a model backend counts frames
-    of NaN output (``nonfinite_frames``), from ``before`` (an earlier stream's frames)."""
+    of NaN output (its ``counter``), from ``before`` (an earlier stream's frames)."""
 
     name = "nonfinite"
+    counter = "nonfinite_frames"
 
     def __init__(self, bad: set[int] | None, before: int = 0) -> None:
         super().__init__()
         self.bad = bad
-        self.nonfinite_frames = before
+        setattr(self, self.counter, before)
 
     def process(self, rgb: np.ndarray) -> np.ndarray:
         out = super().process(rgb)
         if self.bad is None or self.calls in self.bad:
-            self.nonfinite_frames += 1
+            setattr(self, self.counter, getattr(self, self.counter) + 1)
         return out
+
+
+def _offline_run(tmp_path: Path, backend: Invert) -> Engine:
+    """A finished offline run of a 6-frame clip through ``backend``."""
+    src = open_source(stamped_video(tmp_path / "in.avi", 6), live=False)
+    eng = Engine(src, backend, sinks=[Recorder()], live=False)
+    eng.start()
+    assert eng.wait(30)
+    eng.stop()
+    return eng
+
+
+def _assert_a_swap_lifts(tmp_path: Path, backend: Invert, warning: str) -> None:
+    """Runs ``backend`` live until the engine's ``warning`` (an attribute's name) is set, then
+    swaps in a backend that works: the warning must go once its frames come."""
+    src = open_source(still(tmp_path, 100), live=True, fps=100)
+    rec = Recorder()
+    eng = Engine(src, backend, sinks=[rec], live=True)
+    eng.start()
+    assert wait_until(lambda: getattr(eng, warning) is not None)
+    eng.set_backend(Constant(7))
+    assert wait_until(lambda: 7 in rec.values), rec.values[-5:]
+    assert getattr(eng, warning) is None and eng.stats().warning is None
+    eng.stop()
 
 
 def test_the_nonfinite_warning_names_the_first_bad_frame_of_this_run_only(tmp_path: Path) -> None:
@@ -1835,11 +1860,7 @@ def test_the_nonfinite_warning_names_the_first_bad_frame_of_this_run_only(tmp_pa
     # the window) is no warning of this one. Another backend set once the run is over is not
     # the one that gave NaN: the warning goes with it.
     for bad, before, said in [({3, 5}, 0, "first in frame 3"), (set(), 2, None)]:
-        src = open_source(stamped_video(tmp_path / "in.avi", 6), live=False)
-        eng = Engine(src, Nonfinite(bad, before), sinks=[Recorder()], live=False)
-        eng.start()
-        assert eng.wait(30)
-        eng.stop()
+        eng = _offline_run(tmp_path, Nonfinite(bad, before))
         if said is None:
             assert eng.nonfinite_warning is None and eng.stats().warning is None
         else:
@@ -1855,44 +1876,21 @@ def test_a_backend_swapped_in_lifts_the_nonfinite_warning_of_the_one_before(
 ) -> None:
     # The window's status bar kept saying the model gave NaN after a model that works had
     # replaced it.
-    src = open_source(still(tmp_path, 100), live=True, fps=100)
-    rec = Recorder()
-    eng = Engine(src, Nonfinite(None), sinks=[rec], live=True)
-    eng.start()
-    assert wait_until(lambda: eng.nonfinite_warning is not None)
-    eng.set_backend(Constant(7))
-    assert wait_until(lambda: 7 in rec.values), rec.values[-5:]
-    assert eng.nonfinite_warning is None and eng.stats().warning is None
-    eng.stop()
+    _assert_a_swap_lifts(tmp_path, Nonfinite(None), "nonfinite_warning")
 
 
-class Saturated(Invert):
-    """Counts the calls in ``bad`` (every call where None) as a model backend counts frames
-    that came out almost all white (``saturated_frames``), from ``before``."""
+class Saturated(Nonfinite):
+    """:class:`Nonfinite`, counting frames that came out almost all white, not NaN."""
 
     name = "saturated"
-
-    def __init__(self, bad: set[int] | None, before: int = 0) -> None:
-        super().__init__()
-        self.bad = bad
-        self.saturated_frames = before
-
-    def process(self, rgb: np.ndarray) -> np.ndarray:
-        out = super().process(rgb)
-        if self.bad is None or self.calls in self.bad:
-            self.saturated_frames += 1
-        return out
+    counter = "saturated_frames"
 
 
 def test_the_range_warning_names_the_first_white_frame_of_this_run_only(tmp_path: Path) -> None:
     # As the NaN warning: the first frame stays the one named, a count from an earlier stream
     # is no warning of this run, and another backend set after the run takes it away.
     for bad, before, frame_no in [({3, 5}, 0, 3), (set(), 1, None)]:
-        src = open_source(stamped_video(tmp_path / "in.avi", 6), live=False)
-        eng = Engine(src, Saturated(bad, before), sinks=[Recorder()], live=False)
-        eng.start()
-        assert eng.wait(30)
-        eng.stop()
+        eng = _offline_run(tmp_path, Saturated(bad, before))
         if frame_no is None:
             assert eng.range_warning is None and eng.stats().warning is None
         else:
@@ -1907,15 +1905,7 @@ def test_the_range_warning_names_the_first_white_frame_of_this_run_only(tmp_path
 def test_a_backend_swapped_in_lifts_the_range_warning_of_the_one_before(tmp_path: Path) -> None:
     # The status bar would go on saying the output looks like 0-255 after a model that works
     # replaced the one that gave it.
-    src = open_source(still(tmp_path, 100), live=True, fps=100)
-    rec = Recorder()
-    eng = Engine(src, Saturated(None), sinks=[rec], live=True)
-    eng.start()
-    assert wait_until(lambda: eng.range_warning is not None)
-    eng.set_backend(Constant(7))
-    assert wait_until(lambda: 7 in rec.values), rec.values[-5:]
-    assert eng.range_warning is None and eng.stats().warning is None
-    eng.stop()
+    _assert_a_swap_lifts(tmp_path, Saturated(None), "range_warning")
 
 
 def test_offline_capture_runs_at_most_queue_size_frames_ahead_of_a_busy_model() -> None:

@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -692,23 +692,11 @@ def test_a_run_of_damaged_pictures_mid_video_does_not_end_it(
     path = write_video(tmp_path / "v.avi", 3)
     lost = {4, 5, 6}
 
-    class Damaged(FakeCapture):
-        def __init__(self, target: str, api: int) -> None:
-            super().__init__(target, api)
-            self.reads = 0
-            self.shown = 0
+    class Damaged(_DamagedPictures):
+        end, damaged = 12, lost
 
-        def read(self) -> tuple[bool, np.ndarray | None]:
-            i, self.reads = self.reads, self.reads + 1
-            if i >= 12 or i in lost:
-                return False, None
-            self.shown = i
-            return True, np.full((24, 32, 3), 10 * i, np.uint8)
-
-        def get(self, prop: int) -> float:
-            if prop == cv2.CAP_PROP_POS_MSEC:
-                return 40.0 * self.shown if self.shown >= times_from else float("nan")
-            return super().get(prop)
+        def msec(self, shown: int) -> float:
+            return 40.0 * shown if shown >= times_from else float("nan")
 
     monkeypatch.setattr(sources, "_make_capture", Damaged)
     with VideoFileSource(path=path, live=False) as src:
@@ -1208,6 +1196,35 @@ class FakeCapture:
 
     def release(self):
         self.released = True
+
+
+class _DamagedPictures(FakeCapture):
+    """Pictures 0 to ``end`` - 1 (picture i all 10 * i), of which those in ``damaged`` fail
+    to decode: OpenCV's read fails once for each and reads on. OpenCV's position is
+    ``msec`` of the last picture it decoded."""
+
+    end = 0
+    damaged: Container[int] = ()
+
+    def __init__(self, target: str, api: int) -> None:
+        super().__init__(target, api)
+        self.reads = 0
+        self.shown = 0
+
+    def msec(self, shown: int) -> float:
+        raise NotImplementedError
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        i, self.reads = self.reads, self.reads + 1
+        if i >= self.end or i in self.damaged:
+            return False, None
+        self.shown = i
+        return True, np.full((24, 32, 3), 10 * i, np.uint8)
+
+    def get(self, prop: int) -> float:
+        if prop == cv2.CAP_PROP_POS_MSEC:
+            return self.msec(self.shown)
+        return super().get(prop)
 
 
 def test_camera_requests_format_size_rate_and_small_buffer(monkeypatch):
@@ -3469,23 +3486,11 @@ def test_a_video_whose_first_pictures_are_damaged_starts_at_the_first_decodable_
     # starts; a stream whose first picture is simply late (0.4 s in) has lost nothing.
     path = write_video(tmp_path / "v.avi", 3)
 
-    class LateAndDamaged(FakeCapture):
-        def __init__(self, target: str, api: int) -> None:
-            super().__init__(target, api)
-            self.reads = 0
-            self.shown = 0
+    class LateAndDamaged(_DamagedPictures):
+        end, damaged = 8, range(lost)
 
-        def read(self) -> tuple[bool, np.ndarray | None]:
-            i, self.reads = self.reads, self.reads + 1
-            if i >= 8 or i < lost:
-                return False, None
-            self.shown = i
-            return True, np.full((24, 32, 3), 10 * i, np.uint8)
-
-        def get(self, prop: int) -> float:
-            if prop == cv2.CAP_PROP_POS_MSEC:
-                return 400.0 + 40.0 * self.shown
-            return super().get(prop)
+        def msec(self, shown: int) -> float:
+            return 400.0 + 40.0 * shown
 
     monkeypatch.setattr(sources, "_make_capture", LateAndDamaged)
     with VideoFileSource(path=path, live=False) as src:

@@ -347,6 +347,12 @@ def _mid_range_frame() -> np.ndarray:
     return rng.integers(40, 210, (48, 64, 3), dtype=np.uint8)
 
 
+def _onnx_x255(path: Path) -> Path:
+    """A model that scales its 0-1 input to 0-255, not the contract's 0-1: its output
+    clips to white."""
+    return _onnx_model(path, [("Mul", ["input", "k"], "output")], {"k": 255})
+
+
 def _range_backends(model: Path) -> Iterator[Callable[[], Any]]:
     yield lambda: OnnxBackend(model=model, device="cpu")
     yield lambda: OnnxBackend(model=model, device="cpu", io_binding=False)
@@ -359,7 +365,7 @@ def test_a_model_whose_output_is_0_to_255_is_counted_once_on_every_backend(
     tmp_path: Path,
 ) -> None:
     # Its picture came out all white, with no word: NaN got a warning, a saturated output none.
-    model = _onnx_model(tmp_path / "x255.onnx", [("Mul", ["input", "k"], "output")], {"k": 255})
+    model = _onnx_x255(tmp_path / "x255.onnx")
     for make in _range_backends(model):
         with make() as backend:
             backend.process(np.zeros((48, 64, 3), np.uint8))  # a warm-up's blank frame
@@ -404,7 +410,7 @@ def test_the_engine_and_process_warn_of_0_to_255_output_once(
 
     path = tmp_path / "in.png"
     cv2.imwrite(str(path), _mid_range_frame())
-    model = _onnx_model(tmp_path / "x255.onnx", [("Mul", ["input", "k"], "output")], {"k": 255})
+    model = _onnx_x255(tmp_path / "x255.onnx")
     backend = OnnxBackend(model=model, device="cpu")
     eng = Engine(open_source(str(path), live=False), backend, sinks=[], live=False)
     eng.start()
@@ -428,7 +434,7 @@ def test_the_engine_and_process_warn_of_0_to_255_output_once(
 def test_the_0_to_255_check_waits_for_a_frame_of_enough_mid_range_values(tmp_path: Path) -> None:
     # A few mid-range values on a dark frame (a dark camera, a title card) are too few to judge
     # by: the check waits for a frame where at least a quarter of the values are mid-range.
-    model = _onnx_model(tmp_path / "x255.onnx", [("Mul", ["input", "k"], "output")], {"k": 255})
+    model = _onnx_x255(tmp_path / "x255.onnx")
     dark = np.zeros((48, 64, 3), np.uint8)
     dark[:16, :16] = 128  # 768 mid-range values: over 256, under a quarter of 9216
     for make in _range_backends(model):
@@ -467,7 +473,7 @@ def test_a_model_listed_in_a_manifest_is_not_judged_for_0_to_255(tmp_path: Path)
     # without the cost of the look.
     from tests.contract_models import write_manifest
 
-    model = _onnx_model(tmp_path / "x255.onnx", [("Mul", ["input", "k"], "output")], {"k": 255})
+    model = _onnx_x255(tmp_path / "x255.onnx")
     write_manifest(tmp_path, [model.name])
     for make in _range_backends(model):
         with make() as backend:

@@ -2016,6 +2016,19 @@ def test_a_gopro_sequence_in_both_splits_is_refused(synth, tmp_path: Path) -> No
         build_data(_tiny(synth, tmp_path / "run", *extra))
 
 
+def _distill_cache_options(cache: Path) -> tuple[str, ...]:
+    """A two-patch fake-teacher cache at ``cache`` that the distillation term reads."""
+    return (
+        f"--teacher.cache_path={cache}",
+        "--teacher.mode=cache",
+        "--teacher.name=fake",
+        "--teacher.cache_count=2",
+        "--teacher.cache_patch=32",
+        "--teacher.cache_min_gain=-100",
+        "--loss.distill=1.0",  # a cache no loss term reads is not opened
+    )
+
+
 def test_a_teacher_cache_whose_bytes_fail_their_checksum_is_a_usage_error(
     synth: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -2023,15 +2036,7 @@ def test_a_teacher_cache_whose_bytes_fail_their_checksum_is_a_usage_error(
     from tests.test_training_data import _flip_a_byte_of
 
     cache = tmp_path / "cache.pt"
-    common = (
-        f"--teacher.cache_path={cache}",
-        "--teacher.mode=cache",
-        "--teacher.name=fake",
-        "--teacher.cache_count=2",
-        "--teacher.cache_patch=32",
-        "--teacher.cache_min_gain=-100",
-        "--loss.distill=1.0",
-    )
+    common = _distill_cache_options(cache)
     build_cache(_tiny(synth, tmp_path / "run", *common), teacher=_FakeTeacher())
     _flip_a_byte_of(cache, "data/2")
     with pytest.raises(ConfigError, match=r"teacher.cache_path: teacher cache .* is damaged"):
@@ -2045,15 +2050,7 @@ def test_teacher_cache_from_other_sources_is_refused(
     from training.data import TeacherCache
 
     cache = tmp_path / "cache.pt"
-    common = (
-        f"--teacher.cache_path={cache}",
-        "--teacher.mode=cache",
-        "--teacher.name=fake",
-        "--teacher.cache_count=2",
-        "--teacher.cache_patch=32",
-        "--teacher.cache_min_gain=-100",
-        "--loss.distill=1.0",  # a cache no loss term reads is not opened
-    )
+    common = _distill_cache_options(cache)
     build_cache(_tiny(synth, tmp_path / "run", *common), teacher=_FakeTeacher())
     # a photo excluded since (the leakage guard found it) may still sit in the cache: refused
     later = _tiny(synth, tmp_path / "run", *common, "--data.exclude=['*/photo_000.png']")
