@@ -1020,7 +1020,8 @@ def test_cache_teacher_command_line_passes_its_options_on(
     cache_teacher.main(["--config", str(cfg_file), "--device", "cpu"])
     (cfg, kw), (cfg2, kw2) = calls
     assert cfg.teacher.cache_patch == 64 and cfg.teacher.cache_count == 9
-    assert kw == {"out": "x.pt", "count": 5, "max_minutes": 2.0, "device": "cpu"}
+    # --device comes resolved, as train's (f983a6b): torch.device("cpu") != "cpu".
+    assert kw == {"out": "x.pt", "count": 5, "max_minutes": 2.0, "device": torch.device("cpu")}
     # without --count / --out: the config's teacher.cache_count and teacher.cache_path
     assert kw2["count"] is None and kw2["out"] is None and cfg2.teacher.cache_patch == 256
 
@@ -1404,3 +1405,66 @@ def test_cache_teacher_command_line_says_what_a_ctrl_c_kept(
         teacher.at = 0
         cache_teacher.main(argv)
         assert len(torch.load(out, weights_only=True)["keys"]) == 10 and teacher.seen == 10
+
+
+def test_cache_teacher_ctrl_c_while_the_teacher_loads_counts_the_patches_the_file_keeps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import cache_teacher, teachers, train
+
+    monkeypatch.setattr(train, "build_data", lambda cfg, rank: (_Patches(), None, None))
+    monkeypatch.setattr(teachers, "load_teacher", lambda *a, **kw: _Counting())
+    out = tmp_path / "cache.pt"
+    argv = ["--out", str(out), "--device", "cpu", "--teacher.name=dmphn"]
+    argv += [f"--teacher.weights={tmp_path / 'none'}", "--teacher.cache_batch=2"]
+    cache_teacher.main([*argv, "--count", "4"])
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    # Pressed during the minutes the teacher (or the data) loads: the file held 4 patches of
+    # these settings, and was said to hold none, inviting its deletion.
+    monkeypatch.setattr(teachers, "load_teacher", interrupted)
+    with pytest.raises((SystemExit, KeyboardInterrupt)) as e:
+        cache_teacher.main([*argv, "--count", "10"])
+    assert e.type is SystemExit and e.value.code == 130
+    assert f"interrupted: 4 of 10 patches kept in {out}" in capsys.readouterr().err
+    assert len(torch.load(out, weights_only=True)["keys"]) == 4
+
+
+def test_cache_teacher_lets_go_of_a_cache_of_other_settings_while_it_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+    import weakref
+
+    from training import cache_teacher
+    from training.config import TrainConfig
+
+    out = tmp_path / "cache.pt"
+    cache_teacher.build_cache(
+        TrainConfig(), teacher=_Counting(), dataset=_Patches(), out=out, count=2
+    )  # type: ignore[arg-type]
+    read = cache_teacher._existing_cache
+    held: list[weakref.ref] = []
+
+    def existing(path: Path) -> dict | None:
+        old = read(path)
+        held.append(weakref.ref(old["teacher"]))  # type: ignore[index]
+        return old
+
+    alive: list[bool] = []
+
+    class Checking(_Counting):
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            gc.collect()
+            alive.append(held[0]() is not None)
+            return super().__call__(x)
+
+    monkeypatch.setattr(cache_teacher, "_existing_cache", existing)
+    # Moved aside, the old file (gigabytes of patches) must not stay in memory for the hours
+    # the new one takes to build.
+    cache_teacher.build_cache(
+        TrainConfig(seed=99), teacher=Checking(), dataset=_Patches(), out=out, count=2
+    )  # type: ignore[arg-type]
+    assert alive == [False]

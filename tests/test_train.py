@@ -2744,3 +2744,16 @@ def test_a_resume_continues_the_global_generators_where_they_stopped(
     train(_tiny(synth, tmp_path / "split", one, "--stop_after_steps=1"))
     train(_tiny(synth, tmp_path / "split", one, "--resume"))
     assert len(set(full)) == 3 and draws == full
+
+
+def test_mps_asked_for_where_there_is_none_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from training.train import _resolve_device
+
+    # The tools' "not a torch device" hint names mps: off a Mac it passed, and the run (or
+    # cache_teacher, device_data) failed with torch's traceback once data moved there.
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="device: mps asked for, but no MPS device"):
+        _resolve_device("mps")
+    assert _resolve_device("cpu") == torch.device("cpu")

@@ -274,7 +274,9 @@ def build_cache(
             )
     # Before the teacher and the data (minutes on the real data): --out naming some other file
     # is refused in seconds.
-    old = _existing_cache(out)
+    # In a list _build empties: held by a name here, a cache of other settings (gigabytes)
+    # stayed in memory for the whole build, whatever _build let go of.
+    old = [_existing_cache(out)]
     count = int(count or cfg.teacher.cache_count)
     # Ctrl-C anywhere from here on (the teacher loading, minutes of data, hours of patches) was
     # a traceback that hid that the file was complete: the patches saved so far are reported.
@@ -295,30 +297,22 @@ def _build(
     count: int,
     max_minutes: float,
     device: str | torch.device,
-    old: dict | None,
+    old: list[dict | None],
     saved: list[int | None],
 ) -> Path:
     """``build_cache`` past its checks; ``saved[0]``: the patches of these settings at ``out``."""
     global _setup_done
-    P = cfg.teacher.cache_patch
-    if teacher is None:
-        from training.teachers import load_teacher
-
-        teacher = load_teacher(cfg.teacher.name, weights=cfg.teacher.weights or None, device=device)
-    if dataset is None:
-        from training.train import build_data
-
-        dataset, _, _ = build_data(cfg, rank=CACHE_STREAM)
-    dataset.rank = CACHE_STREAM
-    dataset.patch = P
+    # Before the teacher and the data (minutes): a Ctrl-C there said no patch of these settings
+    # was saved yet, of a file holding them.
     meta = cache_meta(cfg)
     blur, sharp, outs, keys = [], [], [], []
     other_settings = False
-    if old is not None:
-        old_meta = old.get("meta") or {}
+    cached = old.pop()
+    if cached is not None:
+        old_meta = cached.get("meta") or {}
         if _same_meta(old_meta, meta):
-            blur, sharp, outs = [list(old[k].numpy()) for k in ("blur", "sharp", "teacher")]
-            keys = list(old["keys"])
+            blur, sharp, outs = [list(cached[k].numpy()) for k in ("blur", "sharp", "teacher")]
+            keys = list(cached["keys"])
             saved[0] = len(keys)
             # Its patches so far came from code or weights it did not record: claiming these
             # made them would hide that from the trainer's check.
@@ -330,7 +324,18 @@ def _build(
             log.info("extending %s: %d of %d patches present", out, len(keys), count)
         else:
             other_settings = True
-        del old  # one of other settings need not stay in memory for the whole build
+        del cached  # one of other settings need not stay in memory for the whole build
+    P = cfg.teacher.cache_patch
+    if teacher is None:
+        from training.teachers import load_teacher
+
+        teacher = load_teacher(cfg.teacher.name, weights=cfg.teacher.weights or None, device=device)
+    if dataset is None:
+        from training.train import build_data
+
+        dataset, _, _ = build_data(cfg, rank=CACHE_STREAM)
+    dataset.rank = CACHE_STREAM
+    dataset.patch = P
     t0 = time.monotonic()
     index = len(keys)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -568,6 +568,10 @@ def _resolve_device(name: str) -> torch.device:
                 f"device: {name} asked for, but this machine has {torch.cuda.device_count()} "
                 "CUDA device(s)"
             )
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        # Named in the tools' "not a torch device" hint, and off a Mac it failed only when
+        # the data (or the teacher) first moved there, with torch's traceback.
+        raise ConfigError(f"device: {name} asked for, but no MPS device is available here")
     return device
 
 
