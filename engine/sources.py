@@ -400,6 +400,20 @@ _PROBE_FRAMES = 16
 _DAMAGED_READS = 32
 
 
+def _first_decodable(cap: Any) -> tuple[np.ndarray | None, bool]:
+    """The first picture ``cap`` decodes from where it stands, past up to
+    :data:`_DAMAGED_READS` damaged ones (None: none), and whether any were."""
+    ok, img = cap.read()
+    lost = not ok or img is None
+    for _ in range(_DAMAGED_READS if lost else 0):
+        # A damaged first picture, as one further on (see VideoFileSource._decode): taken as
+        # a file with no picture at all, `process` failed on a clip with one bad packet.
+        ok, img = cap.read()
+        if ok and img is not None:
+            break
+    return (img if ok and img is not None else None), lost
+
+
 def _rate_from_timestamps(path: str) -> float | None:
     """The rate the first frames of a video file are presented at (the mean interval of
     their timestamps), from a capture of its own; None when they carry no usable timestamps."""
@@ -1986,15 +2000,8 @@ class VideoFileSource(_SourceBase):
                     "picture, which OpenCV would read in place of the video; copy the file "
                     "without it first (ffmpeg -i IN -map 0:V -map 0:a? -c copy OUT)"
                 )
-            ok, img = self._cap.read()
-            lost_first = not ok or img is None
-            for _ in range(_DAMAGED_READS if lost_first else 0):
-                # A damaged first picture, as one further on (see _decode): taken as a file
-                # with no picture at all, `process` failed on a clip with one bad packet.
-                ok, img = self._cap.read()
-                if ok and img is not None:
-                    break
-            if not ok or img is None:
+            img, lost_first = _first_decodable(self._cap)
+            if img is None:
                 raise SourceError(
                     f"cannot read video file {self.path}: no decodable frames"
                     + self._animation_hint()
@@ -2013,8 +2020,7 @@ class VideoFileSource(_SourceBase):
             #: A run at the start is ``(0, seconds from the stream's start to the first
             #: picture decoded)``: where the output's sound starts (``copy_audio``).
             self.gaps: list[tuple[int, float]] = []
-            if lost_first and self.last_time_s:
-                self.gaps.append((0, self.last_time_s))
+            self._gap_at_start(lost_first)
             # A loop's stand-in for a one-frame file (see _decode): read() converts in place.
             self._first_kept: np.ndarray | None = img.copy() if loop else None
             self._lone: np.ndarray | None = None
@@ -2179,9 +2185,11 @@ class VideoFileSource(_SourceBase):
         if self._loop and self._next_index > 0:
             one_frame, self._pass_frames = self._pass_frames == 1, 0
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, img = self._cap.read()
-            if ok and img is not None:
-                self._new_pass()
+            # As in __init__: with one read, a damaged first picture ended the loop after
+            # its first pass (and the file was opened again, to fail the same way).
+            img, lost_first = _first_decodable(self._cap)
+            if img is not None:
+                self._new_pass(lost_first)
                 return img
             if one_frame and self._first_kept is not None:
                 # FFmpeg's seek back to 0 after the end of a one-frame file says it worked,
@@ -2240,14 +2248,20 @@ class VideoFileSource(_SourceBase):
             self._first_kept = img.copy()
         return img
 
-    def _new_pass(self) -> None:
-        """A loop's pass began again with its first picture (just decoded)."""
+    def _new_pass(self, lost_first: bool = False) -> None:
+        """A loop's pass began again with its first picture (just decoded), after damaged
+        ones where ``lost_first``."""
         self._pass_frames = 1
         self.gaps = []
         if self._decoder is None:
             self.last_time_s = self._position_s()
+            self._gap_at_start(lost_first)
         if self._pacer is not None:
             self._pacer.resync()
+
+    def _gap_at_start(self, lost_first: bool) -> None:
+        if lost_first and self.last_time_s:
+            self.gaps.append((0, self.last_time_s))
 
     def _reopen_and_read(self) -> np.ndarray | None:
         # A stream that cannot seek (a raw MJPEG file) loops by being read again from the
@@ -2257,13 +2271,13 @@ class VideoFileSource(_SourceBase):
             return None
         with _quiet_opencv():
             cap = _make_capture(str(self.path), cv2.CAP_ANY)
-        ok, img = cap.read() if cap.isOpened() else (False, None)
-        if not ok or img is None or self._closed or image_size(img) != self.decoded_size:
+        img, lost_first = _first_decodable(cap) if cap.isOpened() else (None, False)
+        if img is None or self._closed or image_size(img) != self.decoded_size:
             cap.release()
             return None
         self._cap.release()
         self._cap = cap
-        self._new_pass()
+        self._new_pass(lost_first)
         return img
 
     def _step_s(self) -> float | None:

@@ -7735,6 +7735,22 @@ def test_process_of_a_video_with_a_damaged_picture_mid_way_keeps_the_pictures_af
     assert f"{damaged} announced 24 frames and 23 could be decoded" in err, err
 
 
+@pytest.mark.parametrize("damaged", [0, 23])
+def test_a_looping_clip_with_a_damaged_first_or_last_picture_goes_on_looping(
+    tmp_path: Path, damaged: int
+) -> None:
+    # OpenCV's seek back to picture 0, then one read: a damaged first picture ended the
+    # loop (a demo clip in the app) after its first pass. A damaged last one ends each pass.
+    from engine.sources import VideoFileSource
+
+    path = _clip_with_a_damaged_picture(tmp_path, damaged=damaged)
+    kept = [i for i in range(24) if i != damaged]
+    with VideoFileSource(path=path, live=False, loop=True) as src:
+        frames = [src.read() for _ in range(3 * 23)]
+        assert src.gaps == ([(0, pytest.approx(0.04))] if damaged == 0 else [])
+    assert [f and read_stamp(f.image) for f in frames] == kept * 3
+
+
 # Constant (25 fps), and varying (12.5 fps, then 25 from picture 12 on).
 @pytest.mark.parametrize("setpts", ["N", "if(lt(N,12),2*N,12+N)"])
 def test_process_keeps_the_pictures_after_a_damaged_one_at_their_times(

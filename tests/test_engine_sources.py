@@ -746,6 +746,37 @@ def test_a_looping_video_reports_each_pass_its_own_damaged_pictures(
     assert per_pass == [[(3, pytest.approx(0.08))]] * 3
 
 
+@pytest.mark.parametrize("seeks", [True, False])
+def test_a_looping_video_whose_first_pictures_are_damaged_starts_each_pass_after_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seeks: bool
+) -> None:
+    # The seek back to the start (or, where it cannot seek, the file opened again) read
+    # once: the damaged first picture ended the loop after its first pass.
+    path = write_video(tmp_path / "v.avi", 3)
+
+    class DamagedStart(_DamagedPictures):
+        end, damaged = 6, (0, 1)
+
+        def msec(self, shown: int) -> float:
+            return 40.0 * shown
+
+        def set(self, prop: int, value: float) -> bool:
+            if seeks and prop == cv2.CAP_PROP_POS_FRAMES:
+                self.reads = int(value)
+            return super().set(prop, value)
+
+    monkeypatch.setattr(sources, "_make_capture", DamagedStart)
+    seen, per_pass = [], []
+    with VideoFileSource(path=path, live=False, loop=True) as src:
+        for _ in range(4 * 3):
+            seen.append(int(src.read().image[0, 0, 0]) // 10)
+            if seen[-1] == 2:  # a pass's first picture
+                per_pass.append(list(src.gaps))
+    assert seen == [2, 3, 4, 5] * 3
+    # Pictures 0 and 1 lost before any: the stream's start to 2 (80 ms), on every pass.
+    assert per_pass == [[(0, pytest.approx(0.08))]] * 3
+
+
 @pytest.mark.parametrize(
     ("sar", "turned", "expected"),
     [
