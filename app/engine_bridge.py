@@ -167,6 +167,17 @@ def describe_error(
             "file is not one of SharpCam's own (it is listed in no manifest) and is faulty: "
             "start SharpCam without --model to use its own, or export yours again.",
         )
+    if "looks like 0-255" in low:
+        # The engine's words for a model whose output is 0-255: it loaded and runs, and its
+        # all-white picture is what shows and what calls get (no passthrough stands in), so
+        # "could not be loaded ... reinstall SharpCam" was wrong on every count.
+        return UserMessage(
+            "model",
+            f"The sharpening model gives a white picture: {msg}",
+            "The video, in calls too, shows the model's output as it is. The model file is not "
+            "one of SharpCam's own (it is listed in no manifest): start SharpCam without "
+            "--model to use its own, or export yours again with its output in 0-1.",
+        )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
         return UserMessage(
             "model",

@@ -2602,10 +2602,26 @@ def _breakable(text: str, run: int = 24) -> str:
             if _BREAK_AFTER.fullmatch(part):
                 out.append(part + _ZWSP)
             elif part:
-                out.append(_ZWSP.join(part[i : i + run] for i in range(0, len(part), run)))
+                out.append(_ZWSP.join(_chunks(part, run)))
         return "".join(out)
 
     return re.sub(r"\S+", lambda m: split(m.group(0)), text)
+
+
+def _chunks(part: str, run: int) -> list[str]:
+    """``part`` cut every ``run`` characters, never between an "f" and a letter it forms a
+    ligature with: the font joins "ff", "fi" and "fl" across the zero-width space into one
+    glyph that Qt does not break, and a sha256 with "ef|f8" there widened the banner's words
+    past its edge (the rest of each line was cut off)."""
+    out = []
+    start = 0
+    while start < len(part):
+        end = start + run
+        while end < len(part) and part[end - 1] in "fF" and part[end] in "fFiIlL":
+            end += 1
+        out.append(part[start:end])
+        start = end
+    return out
 
 
 __all__ = [

@@ -6109,6 +6109,21 @@ def test_a_model_giving_nan_is_said_as_a_faulty_model_not_one_that_did_not_load(
     assert said.kind == "model" and "--model" in said.advice, said
 
 
+def test_a_model_giving_0_to_255_is_said_as_a_white_picture_not_one_that_did_not_load() -> None:
+    # The engine's warning holds "model", so it read "The sharpening model could not be
+    # loaded ... flowing unsharpened (passthrough) ... reinstall SharpCam" over a preview
+    # showing the user's own model's all-white output.
+    warning = (
+        "the model's output looks like 0-255, not the contract's 0-1 (frame 1 came out almost "
+        "all white): scale it to 0-1 in the model"
+    )
+    said = describe_error(RuntimeError(warning))
+    assert said.text == f"The sharpening model gives a white picture: {warning}", said
+    assert said.kind == "model" and "--model" in said.advice, said
+    assert "loaded" not in said.text and "passthrough" not in said.advice, said
+    assert "reinstall" not in said.advice, said
+
+
 def test_warnings_new_in_one_poll_are_each_said_with_their_own_advice(qtbot, make_bridge):
     # A model's NaN that came in the poll a slow-motion warning did was joined to it and read
     # as slow motion: a camera's banner, advising a smaller file, for a broken model.
@@ -7264,8 +7279,13 @@ def test_at_the_minimum_size_a_long_banner_overlaps_neither_the_preview_nor_the_
         "_fp16.onnx: Load model failed",
         "onnxruntime::contrib::cuda::FusedConv<float>::ComputeInternal CUDNN_STATUS_FAILED "
         + "x" * 70,
+        # "ef|f8" at a cut: the font's "ff" ligature spanned the break, and the hash stayed
+        # one unbreakable run wider than the banner.
+        "model file /home/me/m.onnx does not match /home/me/manifest.json: expected sha256 "
+        + "0" * 64
+        + ", got c2c3c38b96a7a4805a7b86eff84db72e7066a21a92c57b78aa8c06ed5efbf64d",
     ],
-    ids=["windows-path", "underscores", "symbol-and-run"],
+    ids=["windows-path", "underscores", "symbol-and-run", "sha256-ligature"],
 )
 def test_a_banner_wraps_long_words_and_copies_them_whole(qtbot, make_window, error):
     # Qt wraps between words only: a path in an error was wider than the scrolling banner at
