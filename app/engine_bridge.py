@@ -105,6 +105,16 @@ def describe_error(
     if "passing frames through" in low:
         # The engine's own words for a model that loaded, ran, then failed: it did load, and
         # nothing falls back to the CPU; the video is unsharpened until the engine restarts.
+        if "breaks the model contract" in low:
+            # A model of the user's own that gives frames of another size or shape: a retry
+            # runs it the same way, and SharpCam's weights are not the ones at fault.
+            return UserMessage(
+                "model",
+                f"Sharpening stopped: {msg}",
+                "The video keeps flowing unsharpened. The model breaks the model contract, so "
+                "a retry fails the same way: start SharpCam without --model to use its own, or "
+                "export yours again (README, the model contract).",
+            )
         return UserMessage(
             "model",
             f"Sharpening stopped: {msg}",

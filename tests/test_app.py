@@ -8668,3 +8668,20 @@ def test_a_virtual_camera_opened_for_a_run_already_over_is_not_said_to_be_sendin
     finally:
         bridge.stop()
         assert bridge.join(timeout=10.0)
+
+
+def test_a_user_model_that_breaks_the_contract_mid_run_is_not_met_with_retry_advice() -> None:
+    # A model of the user's own that gives frames of another size stops the same way on every
+    # retry: "press Retry ... reinstall SharpCam's weights" sent the user after the wrong file.
+    failed = (
+        "backend onnx failed (/m/halves.onnx: breaks the model contract: output must be "
+        "(1, 3, 360, 640) like the input, got (1, 3, 180, 320)); passing frames through"
+    )
+    said = describe_error(RuntimeError(failed))
+    assert said.text == f"Sharpening stopped: {failed}", said
+    assert "--model" in said.advice and "reinstall" not in said.advice, said
+    # Any other failure mid-run is still met with a retry.
+    other = describe_error(
+        RuntimeError("backend onnx failed (out of memory); passing frames through")
+    )
+    assert "reinstall SharpCam's weights" in other.advice, other
