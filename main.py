@@ -1178,7 +1178,7 @@ def _run_stream(
     from engine.backends import collect_warnings, warm_up
     from engine.pipeline import Engine
     from engine.sinks import SinkError, open_sink, sink_kind
-    from engine.sources import DEFAULT_FPS, ImageFolderSource, VideoFileSource
+    from engine.sources import DEFAULT_FPS, ImageFolderSource, VideoFileSource, source_kind
     from engine.virtualcam import VirtualCameraUnavailable
 
     def stopped_early() -> bool:
@@ -1284,6 +1284,13 @@ def _run_stream(
         _note_lost_audio(args.source, args.output)
         if not virtual and sink_kind(args.output) == "video":
             _note_even_sides(source.size, args.output)
+        if not virtual:
+            # A recording loses what `process` says it loses: a 10-bit clip or a TIFF's later
+            # pages went into the file unsaid.
+            if isinstance(source, VideoFileSource):
+                _note_video_depth(args.source, args.output)
+            elif source_kind(args.source) == "image":
+                _note_lost_image_detail("image", source, args.output)
         if isinstance(source, ImageFolderSource):
             _note_folder_entries(source)
         if warning:

@@ -7551,6 +7551,31 @@ def test_process_says_a_videos_depth_beyond_8_bits_is_lost(
             assert f"note: {out} will be 8-bit, without the {depth}-bit depth of {clip}\n" in err
 
 
+def test_run_into_a_file_says_a_videos_depth_and_a_tiffs_later_pages_are_lost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `process` said so and `run` recorded the same loss into its file without a word.
+    clip = tmp_path / "ten.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=25:duration=0.2", "-c:v", "libx264", "-pix_fmt",
+         "yuv420p10le", str(clip)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "live.mp4"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    code, err = _run_in_process(argv, capsys)
+    assert code == 0, err
+    assert f"note: {out} will be 8-bit, without the 10-bit depth of {clip}\n" in err, err
+    scan = tmp_path / "scan.tif"
+    pages = [cv2.cvtColor(stamped_frame(i), cv2.COLOR_RGB2BGR) for i in (4, 5, 6)]
+    assert cv2.imwritemulti(str(scan), pages)
+    argv = ["run", "--source", str(scan), "--output", str(tmp_path / "scan.avi")]
+    code, err = _run_in_process([*argv, "--backend", "passthrough", "--duration", "0.3"], capsys)
+    assert code == 0, err
+    assert "will hold only the first of the 3 pages of scan.tif" in err, err
+
+
 def test_video_depth_is_read_from_the_videos_pixel_format_not_a_covers(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
