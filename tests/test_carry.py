@@ -976,6 +976,12 @@ def test_pack_command_line_passes_its_options_and_works_outside_git(
     carry.main()
     assert got == [{"codec": "auto", "crf": 20, "photo_quality": 70}]
     assert "wrote data_cache/gopro.avi" in capsys.readouterr().out
+    # Both ends of each range are taken.
+    for crf, quality in (("0", "100"), ("51", "0")):
+        argv = ["carry", "pack", "--crf", crf, "--photo-quality", quality]
+        monkeypatch.setattr(sys, "argv", argv)
+        carry.main()
+    assert [(g["crf"], g["photo_quality"]) for g in got[1:]] == [(0, 100), (51, 0)]
     # A refused input (a gap in the frames: a ValueError) is one line, not a traceback.
     monkeypatch.undo()
     shared = _fake_shared(tmp_path / "shared")
@@ -997,6 +1003,8 @@ def test_pack_command_line_refuses_settings_out_of_range_before_clearing_the_las
     for flag, value, said in (
         ("--crf", "-5", "--crf: expected 0-51"),  # x264 failed on it, a traceback
         ("--crf", "99", "--crf: expected 0-51"),  # clamped, recorded as asked
+        ("--crf", "52", "--crf: expected 0-51"),
+        ("--photo-quality", "101", "--photo-quality: expected 0-100"),
         ("--photo-quality", "500", "--photo-quality: expected 0-100"),
         ("--photo-quality", "-3", "--photo-quality: expected 0-100"),
     ):
@@ -1029,6 +1037,8 @@ def test_unpack_names_a_carry_json_that_is_not_packs_record(
         ('{"sequence": "x"}', "KeyError: 'frames'"),  # was a KeyError traceback
         ("{bad json", "JSONDecodeError"),  # did not name the file
         ('{"frames": "12"}', "frames: '12'"),
+        ('{"frames": true}', "frames: True"),  # a bool is an int to isinstance
+        ("[12]", "TypeError"),  # JSON, but not an object
     ):
         (out / "carry.json").write_text(text, encoding="utf-8")
         with pytest.raises(
@@ -1049,6 +1059,8 @@ def test_unpack_tells_a_cut_short_or_damaged_video_from_a_missing_decoder(
     video.write_bytes(whole[: len(whole) * 3 // 4])
     with pytest.raises(RuntimeError, match=r"gopro.avi is cut short or damaged: decoded \d+ "):
         carry.unpack(out)
+    # OpenCV reads the MJPG AVI itself: no FFmpeg backend is no excuse for one.
+    monkeypatch.setattr(carry.cv2.videoio_registry, "hasBackend", lambda backend: False)
     for data, said in ((whole[:2000], "damaged or not a video OpenCV decodes"), (b"", "empty")):
         video.write_bytes(data)
         with pytest.raises(RuntimeError) as exc:
@@ -1058,7 +1070,6 @@ def test_unpack_tells_a_cut_short_or_damaged_video_from_a_missing_decoder(
     # Only an x264 MKV on an OpenCV without FFmpeg is a missing decoder.
     video.unlink()
     (out / "gopro.mkv").write_bytes(b"x264 frames this OpenCV cannot read")
-    monkeypatch.setattr(carry.cv2.videoio_registry, "hasBackend", lambda backend: False)
     with pytest.raises(RuntimeError, match="no FFmpeg backend"):
         carry.unpack(out)
 

@@ -270,13 +270,20 @@ def test_command_line_times_both_paths(tmp_path, capsys) -> None:
         (["--first", "0"], "--first must be >= 1, got 0"),
         (["--first", "30", "--last", "1"], "--last must be >= 30, got 1"),
         (["--device", "bogus"], "--device bogus: not a torch device"),
+        # train's words, less its "device: " prefix (the flag is named already)
+        (["--device", "mps"], "--device mps: mps asked for, but no MPS device is available"),
     ],
 )
 def test_command_line_refuses_bad_values_in_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    words: str,
 ) -> None:
     from training.device_data import main
 
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     # Refused before any frame is read: an empty folder must not matter.
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path), *args])
@@ -294,9 +301,14 @@ def test_command_line_says_when_the_frames_do_not_fit(
 
     for i in range(1, 4):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.zeros((24, 32, 3), np.uint8))
-    with pytest.raises(SystemExit) as exc:
-        main([str(tmp_path), "--device", "cpu", "--patch", "16"])
-    assert "no raw window" in str(exc.value) and "3 frames" in str(exc.value)
+    # "auto" is resolved as train resolves it: the sampler itself takes no such device.
+    for device in ("cpu", "auto"):
+        with pytest.raises(SystemExit) as exc:
+            main([str(tmp_path), "--device", device, "--patch", "16"])
+        # argparse's own form, naming the folder: not pytest's or __main__.py's name.
+        said = str(exc.value)
+        assert said.startswith(f"python -m training.device_data: error: {tmp_path}: no raw window")
+        assert "3 frames" in said
 
 
 def test_windows_never_span_a_gap_in_the_frame_numbers() -> None:

@@ -1039,10 +1039,14 @@ def test_cache_teacher_command_line_refuses_negative_counts_and_budgets_and_dama
         (["--count", "-1"], "--count: expected a number of patches >= 0, got -1"),
         (["--max_minutes", "-1"], "--max_minutes: expected a finite number >= 0"),
         (["--max_minutes", "nan"], "--max_minutes: expected a finite number >= 0, got nan"),
+        # not a budget: it never stops, as NaN never did
+        (["--max_minutes", "inf"], "--max_minutes: expected a finite number >= 0, got inf"),
         (["--teacher.cache_count=-3"], "teacher.cache_count: expected a number >= 0, got -3"),
         # torch's "Expected one of cpu, cuda, ipu, ..." came as a traceback.
         (["--device", "bogus"], "--device bogus: not a torch device (cpu, cuda, cuda:N, mps)"),
+        (["--device", "mps"], "--device mps: mps asked for, but no MPS device is available"),
     ):
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
         with pytest.raises(SystemExit) as e:
             cache_teacher.main(["--device", "cpu", *bad])
         assert e.value.code == 2 and said in capsys.readouterr().err
@@ -1430,6 +1434,21 @@ def test_cache_teacher_ctrl_c_while_the_teacher_loads_counts_the_patches_the_fil
     assert e.type is SystemExit and e.value.code == 130
     assert f"interrupted: 4 of 10 patches kept in {out}" in capsys.readouterr().err
     assert len(torch.load(out, weights_only=True)["keys"]) == 4
+
+
+def test_a_ctrl_c_in_build_cache_is_still_a_keyboard_interrupt(tmp_path: Path) -> None:
+    from training.cache_teacher import CacheInterrupted, build_cache
+    from training.config import TrainConfig
+
+    cfg = TrainConfig()
+    cfg.teacher.cache_batch = 2
+    out = tmp_path / "cache.pt"
+    # Callers other than main (a notebook, a script's own KeyboardInterrupt handler) stop on a
+    # Ctrl-C: an ordinary exception would be caught by their `except Exception` and run on.
+    with pytest.raises(KeyboardInterrupt) as e:
+        build_cache(cfg, teacher=_StopsAt(2), dataset=_Patches(), out=out, count=10)  # type: ignore[arg-type]
+    assert isinstance(e.value, CacheInterrupted)
+    assert (e.value.out, e.value.kept, e.value.count) == (out, 2, 10)
 
 
 def test_cache_teacher_lets_go_of_a_cache_of_other_settings_while_it_builds(

@@ -1038,13 +1038,18 @@ def test_a_resume_with_another_config_keeps_the_earlier_one_in_the_checkpoint(
     first = load_checkpoint(out / "last.pt")
     train(_tiny(synth, out, "--resume", "--stop_after_steps=1", "--lr=0.01"))  # no change
     assert load_checkpoint(out / "last.pt")["config_history"] == []
-    train(_tiny(synth, out, "--resume", "--lr=0.001"))
+    train(_tiny(synth, out, "--resume", "--stop_after_steps=1", "--lr=0.001"))
+    second = load_checkpoint(out / "last.pt")
+    assert len(second["config_history"]) == 1
+    # A later change adds to the history: each launch's config stays, not the last one only.
+    train(_tiny(synth, out, "--resume", "--lr=0.002"))
     for kind in ("last", "best"):
         history = load_checkpoint(out / f"{kind}.pt")["config_history"]
-        assert len(history) == 1
-        assert history[0]["until_step"] == 3 and history[0]["changed"] == ["lr"]
-        assert history[0]["config"]["lr"] == 0.01
+        assert [h["until_step"] for h in history] == [3, 4]
+        assert [h["changed"] for h in history] == [["lr"], ["lr"]]
+        assert [h["config"]["lr"] for h in history] == [0.01, 0.001]
         assert history[0]["config_digest"] == first["config_digest"]
+        assert history[1]["config_digest"] == second["config_digest"]
 
 
 def test_a_run_saved_without_amp_resumes_with_it(

@@ -1603,6 +1603,16 @@ def test_teacher_cache_load_drops_mismatched_keys_and_small_gains(tmp_path: Path
     assert np.array_equal(gaining.sharp, sharp[1:2])
 
 
+def test_teacher_cache_load_takes_the_legacy_format_that_has_no_checksums(tmp_path: Path) -> None:
+    cache = _random_cache()
+    path = tmp_path / "cache.pt"
+    arrays = {k: torch.from_numpy(getattr(cache, k)) for k in ("blur", "sharp", "teacher")}
+    # Not a zip archive: nothing to test, and no reason to refuse what torch.load reads.
+    data = {**arrays, "keys": cache.keys, "meta": {"teacher": "fake"}}
+    torch.save(data, path, _use_new_zipfile_serialization=False)
+    assert len(TeacherCache.load(path)) == 3
+
+
 def _flip_a_byte_of(path: Path, record: str) -> None:
     """Invert one byte in the middle of the stored bytes of ``record`` of a torch.save file."""
     import struct
