@@ -2545,8 +2545,11 @@ def _finish_video(
         # A silent clip's frames are off their own times, not "ahead of the sound". Not
         # copy_sound alone: that is True of an MPEG-TS whose tracks only FFmpeg lists, sound
         # or none, and a silent one's notes still spoke of its sound.
-        heard = copy_sound and (
-            bool(video_has_audio(args.input)) or _ffmpeg_hears(args.input) is not False
+        # Asked only where a note needs it: FFmpeg's listing is not read for every video.
+        heard = (
+            timing in ("failed", "failed-early", "early", "varies")
+            and copy_sound
+            and (bool(video_has_audio(args.input)) or _ffmpeg_hears(args.input) is not False)
         )
         off_time = "ahead of or behind the sound" if heard else "ahead of or behind their times"
         ahead = ", ahead of the sound" if heard else ""
