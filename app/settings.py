@@ -103,9 +103,16 @@ def load_settings(store: QSettings) -> AppSettings:
     return out
 
 
-def save_settings(store: QSettings, settings: AppSettings) -> bool:
+def save_settings(
+    store: QSettings, settings: AppSettings, *, changed_from: AppSettings | None = None
+) -> bool:
     """Write every field to ``store``'s location and flush to disk; False when that failed (a
-    folder that cannot be written, a full disk). Never raises for that."""
+    folder that cannot be written, a full disk). Never raises for that.
+
+    With ``changed_from`` (the values this window read or last saved), only the fields that
+    differ from it are written, and those the store lacks: another SharpCam running at the
+    same time keeps what was changed there (every field written undid it, the last window
+    closed winning them all)."""
     # Through a new handle on the same location (the process shares its cache with ``store``):
     # a QSettings keeps the first error it met for good, and every later save through it would
     # be reported failed, also once the disk has room again.
@@ -118,7 +125,10 @@ def save_settings(store: QSettings, settings: AppSettings) -> bool:
         )
     else:
         out = QSettings(store.fileName(), store.format())
+    before = asdict(changed_from) if changed_from is not None else {}
     for name, value in asdict(settings).items():
+        if name in before and before[name] == value and out.contains(name):
+            continue  # not changed here: what the store holds now stays (QSettings merges)
         out.setValue(name, QByteArray(value) if isinstance(value, bytes) else value)
     out.sync()
     return out.status() == QSettings.Status.NoError

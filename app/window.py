@@ -762,6 +762,9 @@ class MainWindow(QMainWindow):
         self.demo_fallback = demo_fallback
         self.store = store
         self.settings = settings
+        # What the store held as read, then as last saved: a save writes only what changed
+        # since, so a second SharpCam open at the same time keeps its own changes.
+        self._stored = replace(settings)
         self.backend = backend or settings.backend
         self.model = model
         self.cameras = list(cameras)
@@ -2261,7 +2264,10 @@ class MainWindow(QMainWindow):
         again): a full disk or a folder that cannot be written must not end a call."""
         self._save_timer.stop()
         try:
-            ok = save_settings(self.store, self.collect_settings())
+            wanted = replace(self.collect_settings())
+            ok = save_settings(self.store, wanted, changed_from=self._stored)
+            if ok:
+                self._stored = wanted
         except Exception:  # nothing that goes wrong in a save may take the window down
             log.exception("saving the settings failed")
             ok = False

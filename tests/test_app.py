@@ -4697,6 +4697,29 @@ def test_the_default_mirror_is_remembered_as_on(qtbot, make_window, tmp_path):
     assert make_window().preview.mirror
 
 
+def test_two_windows_open_at_once_keep_each_others_changes(qtbot, make_window, tmp_path):
+    # SharpCam started twice: each save wrote every field, so the window closed last undid
+    # what was changed in the other one (its strength, or the other's mirror) without a word.
+    path = tmp_path / "settings.ini"
+    first = make_window(start=False, settings=AppSettings(strength=0.6))
+    second = make_window(start=False)
+    first.strength_slider.setValue(20)
+    assert first.save_now()
+    second.mirror_check.setChecked(False)
+    assert second.save_now()
+    first.close()
+    second.close()
+    saved = load_settings(open_store(str(path)))
+    assert saved.strength == pytest.approx(0.2)
+    assert saved.mirror is False
+    # A store that lost its keys (deleted meanwhile) gets them all back at the next save.
+    path.unlink()
+    again = make_window(start=False, settings=AppSettings(strength=0.4))
+    path.unlink()
+    assert again.save_now()
+    assert "strength=0.4" in _settings_on_disk(path) and "mirror=true" in _settings_on_disk(path)
+
+
 def test_settings_are_remembered(qtbot, make_window, tmp_path):
     window = make_window()
     window.strength_slider.setValue(35)
@@ -4746,9 +4769,9 @@ def test_a_change_is_saved_soon_after_it_is_made_and_once_for_a_drag(
     writes: list[float] = []
     save = window_module.save_settings
 
-    def counted(store, settings) -> bool:  # noqa: ANN001
+    def counted(store, settings, **kwargs) -> bool:  # noqa: ANN001, ANN003
         writes.append(time.perf_counter())
-        return save(store, settings)
+        return save(store, settings, **kwargs)
 
     monkeypatch.setattr(window_module, "save_settings", counted)
     window = make_window()
