@@ -1289,6 +1289,8 @@ def _run_stream(
             # pages went into the file unsaid.
             if isinstance(source, VideoFileSource):
                 _note_video_depth(args.source, args.output)
+                if sink_kind(args.output) == "video":  # frames in a folder hold no streams
+                    _note_other_streams(args.source, args.output)
             elif source_kind(args.source) == "image":
                 _note_lost_image_detail("image", source, args.output)
         if isinstance(source, ImageFolderSource):
@@ -1432,6 +1434,8 @@ def _run_stream(
                     f"here, so {args.output} plays it slower; `{PROG} process` converts a "
                     "file frame for frame at its own rate"
                 )
+        if isinstance(source, ImageFolderSource) and args.size is None:
+            _note_other_sizes(source, "the virtual camera" if virtual else args.output)
         ended = source_ended_at - t0 if source_ended_at is not None else None
         # Not for a source that lasts as long as --duration (a 1 s clip, --duration 1): the
         # end and the deadline land within a frame or two of each other.
@@ -1531,6 +1535,25 @@ class _CutShortOutput:
 
     def describe(self) -> str:
         return str(self._sink.describe())
+
+
+def _note_other_sizes(source: Any, output: str) -> None:
+    """Say, once, how many images of a folder ``run`` sent at another size than the first
+    one's: ``output`` took that size, and they were fitted into it with borders where the
+    start line said only "first 64x48"."""
+    others = source.other_sizes
+    if not others:
+        return
+    w, h = source.size
+    n = len(others)
+    images, are, them, its = (
+        ("image", "is", "it", "its") if n == 1 else ("images", "are", "them", "their")
+    )
+    _eprint(
+        f"{PROG}: note: {n} {images} in folder {source.path.name} {are} not {w}x{h} like the "
+        f"first one ({_some_names(others)}): {output} shows {them} scaled to fit {w}x{h}, "
+        f"with black borders where {its} shape differs"
+    )
 
 
 def _note_camera_mode(source: Any, size: tuple[int, int] | None, fps: float | None) -> None:
@@ -1791,6 +1814,51 @@ def _note_video_depth(video: str, output: str) -> None:
     depth = video_depth(video, ffmpeg=ffmpeg)
     if depth is not None and depth > 8:
         _eprint(f"{PROG}: note: {output} will be 8-bit, without the {depth}-bit depth of {video}")
+
+
+#: How a note names the streams of a video that its output is without, by kind (one, more).
+_STREAM_NAMES = {
+    "video": ("second video stream", "{n} other video streams"),
+    "subtitle": ("subtitle track", "{n} subtitle tracks"),
+    "cover": ("cover picture", "{n} cover pictures"),
+    "timecode": ("timecode track", "{n} timecode tracks"),
+    "data": ("data track", "{n} data tracks"),
+}
+
+
+def _streams_named(counts: dict[str, int]) -> tuple[str, str]:
+    """``("second video stream and timecode track", "are")``: the streams ``counts`` holds by
+    kind (:func:`engine.remux.other_streams`), and the verb that goes with them."""
+    names = [
+        one if counts[kind] == 1 else more.format(n=counts[kind])
+        for kind, (one, more) in _STREAM_NAMES.items()
+        if counts.get(kind)
+    ]
+    return _listed(names), "is" if sum(counts.values()) == 1 else "are"
+
+
+def _first_only(counts: dict[str, int]) -> str:
+    """Why a video's other video streams are missing, where ``counts`` holds some."""
+    return " (SharpCam reads its first video stream only)" if counts.get("video") else ""
+
+
+def _note_other_streams(video: str, output: str) -> None:
+    """Say what of ``video`` a recording of it is without besides its sound: its video streams
+    after the first, its subtitles, covers, timecode and data tracks (`process` says so of
+    its output too). From the FFmpeg listing its other notes read: no FFmpeg run of its own."""
+    from engine.remux import cover_pictures, find_ffmpeg, other_streams, subtitle_tracks
+
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        return
+    counts = other_streams(video, ffmpeg=ffmpeg)
+    counts["subtitle"] = subtitle_tracks(video, ffmpeg=ffmpeg)
+    counts["cover"] = cover_pictures(video, ffmpeg=ffmpeg)
+    if any(counts.values()):
+        listed, _ = _streams_named(counts)
+        _eprint(
+            f"{PROG}: note: {output} will be without the {listed} of {video}{_first_only(counts)}"
+        )
 
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -2504,6 +2572,7 @@ def _finish_video(
         find_ffmpeg,
         has_kept_tags,
         keep_timing,
+        other_streams,
         subtitle_tracks,
     )
     from engine.sinks import SinkError
@@ -2615,6 +2684,11 @@ def _finish_video(
             # Dropped as the subtitles are: a film's or a music video's cover, unsaid.
             pictures = "cover picture is" if covers == 1 else f"{covers} cover pictures are"
             _eprint(f"{PROG}: note: the input's {pictures} not copied")
+        others = other_streams(args.input, ffmpeg=ffmpeg, stop=stop) if ffmpeg else {}
+        if others:
+            # A second camera angle, a timecode or a GoPro's telemetry went unsaid.
+            listed, are = _streams_named(others)
+            _eprint(f"{PROG}: note: the input's {listed} {are} not copied{_first_only(others)}")
     except RemuxStopped:
         kept = sink.keep_incomplete()
         _eprint(

@@ -278,6 +278,31 @@ def cover_pictures(
     return len(re.findall(r"Stream #\S+.*?: Video: [^\n]*\(attached pic\)", text))
 
 
+def other_streams(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> dict[str, int]:
+    """How many streams of ``source`` besides its first video, its sound, its subtitles and
+    its covers FFmpeg lists, by kind: ``"video"`` (the video streams after the first, which
+    SharpCam does not read), ``"timecode"`` (a camera's ``tmcd`` track) and ``"data"`` (any
+    other data stream: a GoPro's ``gpmd`` sensor track, an MPEG-TS KLV or SCTE-35 one); kinds
+    it has none of are left out, and all of them where FFmpeg cannot read it. Nothing copies
+    them into a processed video: a second camera angle or a GoPro's telemetry was gone
+    without a word. Read from the listing the other questions share: no FFmpeg run of its
+    own."""
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
+        return {}
+    videos = re.findall(r"Stream #\S+.*?: Video: [^\n]*", text)
+    data = re.findall(r"Stream #\S+.*?: Data: [^\n]*", text)
+    timecodes = sum("(tmcd " in line for line in data)
+    counts = {
+        "video": max(0, sum("(attached pic)" not in line for line in videos) - 1),
+        "timecode": timecodes,
+        "data": len(data) - timecodes,
+    }
+    return {kind: n for kind, n in counts.items() if n}
+
+
 def video_depth(
     source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
 ) -> int | None:

@@ -2414,7 +2414,8 @@ class ImageFolderSource(_SourceBase):
     longer follow :attr:`files`. :attr:`left_out` lists what the folder holds besides its
     images, in natural order: sub-folders (not read) and files without an image extension;
     hidden entries (``.NAME``) are in neither list. An animated WebP or PNG among the images
-    gives its first frame only.
+    gives its first frame only. :attr:`other_sizes` names the images read so far whose size
+    differs from the first one's, in folder order (an output of one size fits them into it).
     """
 
     def __init__(
@@ -2460,6 +2461,8 @@ class ImageFolderSource(_SourceBase):
         self._unreadable: dict[int, str] = {}  # position -> why, at its latest read
         self._listed: set[int] = set()  # positions in skipped
         self.frame_files: list[Path] = []
+        self._own_first: tuple[int, int] | None = None  # the first image's size, as read
+        self._other_sized: set[int] = set()  # positions whose size differs from it
         self.live = live
         self._loop = loop
         self._pos = 0
@@ -2477,7 +2480,19 @@ class ImageFolderSource(_SourceBase):
 
     def _load(self, i: int) -> np.ndarray:
         image = read_image(self.files[i])
+        own = image_size(image)
+        if self._own_first is None:
+            self._own_first = own
+        elif own != self._own_first:
+            self._other_sized.add(i)
         return fit_to(image, self._resize) if self._resize is not None else image
+
+    @property
+    def other_sizes(self) -> list[Path]:
+        """The images read so far whose size is not the first one's, in folder order: a
+        recording or a virtual camera takes the first one's size and fits these into it, with
+        black borders where their shape differs."""
+        return [self.files[i] for i in sorted(set(self._other_sized))]
 
     @property
     def unreadable(self) -> list[tuple[Path, str]]:

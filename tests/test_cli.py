@@ -7527,6 +7527,112 @@ def test_process_says_the_cover_picture_is_not_copied(
         assert "note: the input's cover picture is not copied\n" in err, err
 
 
+@pytest.mark.parametrize("suffix", [".mp4", ".mkv"])
+def test_process_and_run_say_a_second_video_stream_is_not_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str
+) -> None:
+    # Two camera angles in one file: the second was dropped without a word. A cover picture
+    # is no second video stream (it has its own note).
+    cover = tmp_path / "cover.png"
+    cv2.imwrite(str(cover), np.full((32, 32, 3), 200, np.uint8))
+    film = tmp_path / f"angles{suffix}"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+         "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.2", "-map", "0", "-map", "1",
+         "-c:v", "mpeg4", str(film)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / f"out{suffix}"
+    assert cli.main(["process", str(film), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "note: the input's second video stream is not copied (SharpCam reads its first video "
+        "stream only)\n" in err
+    ), err
+    rec = tmp_path / "rec.mp4"
+    assert (
+        cli.main(["run", "--source", str(film), "--output", str(rec), "--backend", "unsharp"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert f"note: {rec} will be without the second video stream of {film} (SharpCam" in err, err
+    covered = tmp_path / "covered.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+         "-i", str(cover), "-map", "0", "-map", "1", "-c:v:0", "mpeg4", "-c:v:1", "png",
+         "-disposition:v:1", "attached_pic", str(covered)],
+        check=True,
+    )  # fmt: skip
+    assert cli.main(["process", str(covered), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the input's cover picture is not copied\n" in err, err
+    assert "video stream" not in err, err
+
+
+def test_process_and_run_say_a_timecode_or_data_track_is_not_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A camera's timecode track and a GoPro's telemetry (a gpmd data track) were dropped
+    # without a word, where subtitles get one.
+    plain = ["-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2", "-c:v", "mpeg4"]
+    blob = tmp_path / "telemetry.bin"
+    blob.write_bytes(bytes(range(256)) * 8)
+    clips = {
+        "timecode track": ["-timecode", "01:00:00:00"],
+        "data track": ["-f", "data", "-i", str(blob), "-map", "0", "-map", "1", "-c:d", "copy",
+                       "-tag:d", "gpmd"],
+    }  # fmt: skip
+    for n, (kind, options) in enumerate(clips.items()):
+        clip = tmp_path / f"GX{n}.mov"
+        subprocess.run([_ffmpeg_exe(), "-v", "error", *plain, *options, str(clip)], check=True)
+        out = tmp_path / f"out{n}.mp4"
+        assert cli.main(["process", str(clip), str(out), "--backend", "unsharp"]) == 0
+        err = capsys.readouterr().err
+        assert f"note: the input's {kind} is not copied\n" in err, err
+        rec = tmp_path / f"rec{n}.mp4"
+        assert (
+            cli.main(["run", "--source", str(clip), "--output", str(rec), "--backend", "unsharp"])
+            == 0
+        )
+        err = capsys.readouterr().err
+        assert f"note: {rec} will be without the {kind} of {clip}\n" in err, err
+    clip = tmp_path / "plain.mov"
+    subprocess.run([_ffmpeg_exe(), "-v", "error", *plain, str(clip)], check=True)
+    assert cli.main(["process", str(clip), str(tmp_path / "o.mp4"), "--backend", "unsharp"]) == 0
+    assert "not copied" not in capsys.readouterr().err
+
+
+def test_run_of_a_folder_of_photos_of_other_sizes_says_they_are_fitted_into_the_first(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Every photo after the first is letterboxed into its size; the start line said only
+    # "first 64x48". `process` writes each at its own size: nothing to say there.
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i, (w, h) in enumerate([(64, 48), (32, 32), (64, 48), (80, 40)]):
+        cv2.imwrite(str(shots / f"{i}.png"), np.full((h, w, 3), 40 * i, np.uint8))
+    out = tmp_path / "shots.mp4"
+    code = cli.main(
+        ["run", "--source", str(shots), "--output", str(out), "--backend", "passthrough"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0, err
+    said = (
+        f"note: 2 images in folder shots are not 64x48 like the first one (1.png, 3.png): {out} "
+        "shows them scaled to fit 64x48, with black borders where their shape differs\n"
+    )
+    assert err.count(said) == 1, err
+    code = cli.main(
+        ["run", "--source", str(shots), "--output", str(out), "--backend", "passthrough",
+         "--size", "64x48"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "like the first" not in err, err  # --size fits them all, as asked
+    done = tmp_path / "done"
+    assert cli.main(["process", str(shots), str(done), "--backend", "passthrough"]) == 0
+    assert "like the first" not in capsys.readouterr().err
+    assert cv2.imread(str(done / "3.png")).shape[:2] == (40, 80)
+
+
 def test_process_says_a_videos_depth_beyond_8_bits_is_lost(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
