@@ -76,6 +76,35 @@ def test_the_soup_keeps_its_first_sources_stored_digest(tmp_path: Path) -> None:
     assert soup["config_digest"] == "ab" * 32
 
 
+def test_the_soup_keeps_its_sources_config_histories(tmp_path: Path) -> None:
+    # A source resumed under a changed config lost that history in the soup, and so in the
+    # manifest export writes from it.
+    _checkpoint(tmp_path / "a.pt", 1)
+    _checkpoint(tmp_path / "b.pt", 2)
+    _checkpoint(tmp_path / "c.pt", 3)
+    histories = {
+        "a": [{"until_step": 3, "config": {"lr": 0.01}, "config_digest": "ab" * 32,
+               "changed": ["lr"]}],
+        "b": [{"until_step": 5, "config": {"lr": 0.1}, "config_digest": "cd" * 32,
+               "changed": ["lr"]}],
+    }  # fmt: skip
+    for name, history in histories.items():
+        ck = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+        torch.save({**ck, "config_history": history}, tmp_path / f"{name}.pt")
+    out = tmp_path / "soup.pt"
+    paths = [str(tmp_path / f"{n}.pt") for n in "abc"]
+    assert A.main([*paths, "--out", str(out)]) == 0
+    soup = torch.load(out, weights_only=True)
+    # its config is the first source's, and so is its own history, what export reads
+    assert soup["config_history"] == histories["a"] == E.stored_config_history(out)
+    # each source's beside its path; none for a source whose config never changed
+    assert [s.get("config_history") for s in soup["averaged_from"]] == [
+        histories["a"],
+        histories["b"],
+        None,
+    ]
+
+
 def test_equal_weights_by_default() -> None:
     s1 = {"w": torch.tensor([1.0, 2.0]), "n": torch.tensor(3)}
     s2 = {"w": torch.tensor([3.0, 6.0]), "n": torch.tensor(3)}

@@ -270,6 +270,10 @@ def test_command_line_times_both_paths(tmp_path, capsys) -> None:
         (["--first", "0"], "--first must be >= 1, got 0"),
         (["--first", "30", "--last", "1"], "--last must be >= 30, got 1"),
         (["--device", "bogus"], "--device bogus: not a torch device"),
+        # Torch knows these names: meta was "not an accelerator" in a traceback, xpu "Torch
+        # not compiled with XPU enabled".
+        (["--device", "meta"], "--device meta: meta is not a device training runs on (cpu, "),
+        (["--device", "xpu"], "--device xpu: xpu is not a device training runs on (cpu, "),
         # train's words, less its "device: " prefix (the flag is named already)
         (["--device", "mps"], "--device mps: mps asked for, but no MPS device is available"),
     ],

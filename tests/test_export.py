@@ -108,9 +108,33 @@ def test_the_manifest_keeps_the_checkpoints_own_config_digest(tmp_path: Path) ->
     assert _export(ckpt, tmp_path / "w", "--no-fp16", "--no-torchscript") == 0
     files = json.loads((tmp_path / "w" / "manifest.json").read_text())["files"]
     assert files["student_fast.onnx"]["config_digest"] == stored.hexdigest()
+    assert "config_history" not in files["student_fast.onnx"]  # a run whose config never changed
     # None stored (a training.average soup): computed from the config, as before.
     torch.save({"model": state, "config": config}, ckpt)
     assert E.stored_config_digest(ckpt) is None
+
+
+def test_the_manifest_says_the_run_was_resumed_under_a_changed_config(tmp_path: Path) -> None:
+    # The checkpoint's config_history stopped at the checkpoint: the manifest (what a model
+    # card is written from) named the last config's digest only, as if the run had one config.
+    from engine.manifest import load_manifest
+
+    config = config_to_dict(load_config(None, ["--student=tiny", "--lr=0.001"]))
+    earlier = {**config, "lr": 0.01}
+    history = [{"until_step": 3, "config": earlier, "config_digest": "ab" * 32, "changed": ["lr"]}]
+    ckpt = tmp_path / "best.pt"
+    state = create_student("tiny").state_dict()
+    torch.save({"model": state, "config": config, "config_history": history}, ckpt)
+    assert _export(ckpt, tmp_path / "w", "--no-fp16", "--no-torchscript") == 0
+    files = json.loads((tmp_path / "w" / "manifest.json").read_text())["files"]
+    # each change as the checkpoint keeps it, less the earlier whole config its digest names
+    said = [{"until_step": 3, "config_digest": "ab" * 32, "changed": ["lr"]}]
+    assert files["student_fast.onnx"]["config_history"] == said
+    # an optional key to the engine: the manifest loads, and keeps it on a round trip
+    entry = load_manifest(tmp_path / "w").files["student_fast.onnx"]  # type: ignore[union-attr]
+    assert entry.extra["config_history"] == said
+    assert entry.to_dict()["config_history"] == said
+    assert E.stored_config_history(ckpt) == history
 
 
 def test_an_out_that_is_a_file_is_refused_before_the_checkpoint_is_read(

@@ -1045,6 +1045,9 @@ def test_cache_teacher_command_line_refuses_negative_counts_and_budgets_and_dama
         # torch's "Expected one of cpu, cuda, ipu, ..." came as a traceback.
         (["--device", "bogus"], "--device bogus: not a torch device (cpu, cuda, cuda:N, mps)"),
         (["--device", "mps"], "--device mps: mps asked for, but no MPS device is available"),
+        # Devices torch knows and training does not run on went on to fail mid-build.
+        (["--device", "meta"], "--device meta: meta is not a device training runs on (cpu, "),
+        (["--device", "xpu"], "--device xpu: xpu is not a device training runs on (cpu, "),
     ):
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
         with pytest.raises(SystemExit) as e:

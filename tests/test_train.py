@@ -1052,6 +1052,27 @@ def test_a_resume_with_another_config_keeps_the_earlier_one_in_the_checkpoint(
         assert history[1]["config_digest"] == second["config_digest"]
 
 
+def test_resuming_a_finished_run_says_it_is_complete_and_how_to_train_longer(
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # It logged "resumed ... at epoch 3 step 0" of a 2-epoch run and exited 0 having done
+    # nothing, unexplained.
+    out = tmp_path / "run"
+    train(_tiny(synth, out))
+    before = (out / "last.pt").read_bytes()
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        res = train(_tiny(synth, out, "--resume"))
+    assert res["steps"] == [] and res["exit_status"] == 0 and len(res["epochs"]) == 2
+    assert f"the run in {out} is already complete (2 of 2 epochs, 6 steps)" in caplog.text
+    # the key to raise, as an override that runs as it is written
+    longer = "{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 2, batch: 2}"
+    assert f"--stages='[{longer}]') and run with --resume again" in caplog.text
+    assert "resumed from" not in caplog.text
+    assert (out / "last.pt").read_bytes() == before
+    more = train(_tiny(synth, out, "--resume", f"--stages=[{longer}]"))
+    assert len(more["steps"]) == 3
+
+
 def test_a_run_saved_without_amp_resumes_with_it(
     synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -2045,6 +2066,34 @@ def test_a_teacher_cache_whose_bytes_fail_their_checksum_is_a_usage_error(
     build_cache(_tiny(synth, tmp_path / "run", *common), teacher=_FakeTeacher())
     _flip_a_byte_of(cache, "data/2")
     with pytest.raises(ConfigError, match=r"teacher.cache_path: teacher cache .* is damaged"):
+        train(_tiny(synth, tmp_path / "run", *common))
+
+
+@pytest.mark.parametrize("damage", ["cut short", "zip index", "no cache"])
+def test_a_teacher_cache_cut_short_or_with_a_damaged_index_is_a_usage_error(
+    synth: dict[str, Path], tmp_path: Path, damage: str
+) -> None:
+    # torch.load's own traceback (an OSError, a paragraph about miniz, a KeyError) ended the
+    # run: the checksums only cover whole records, and a file cut short has no index to test.
+    cache = tmp_path / "cache.pt"
+    common = _distill_cache_options(cache)
+    build_cache(_tiny(synth, tmp_path / "run", *common), teacher=_FakeTeacher())
+    data = cache.read_bytes()
+    if damage == "cut short":
+        cache.write_bytes(data[: len(data) * 6 // 10])
+    elif damage == "zip index":
+        at = data.rindex(b"PK\x01\x02")  # a central directory entry's signature
+        cache.write_bytes(data[:at] + b"XXXX" + data[at + 4 :])
+    else:
+        torch.save({"model": {}}, cache)  # a trainer checkpoint named as the cache
+    said = (
+        r".*cache.pt is not a teacher cache \(no blur, .*\): name the file python -m "
+        r"training.cache_teacher wrote"
+        if damage == "no cache"
+        else r"teacher cache .*cache.pt cannot be read \(cut short or damaged: \w+\): delete it "
+        r"and rebuild it with python -m training.cache_teacher"
+    )
+    with pytest.raises(ConfigError, match=r"teacher.cache_path: " + said):
         train(_tiny(synth, tmp_path / "run", *common))
 
 

@@ -9,7 +9,10 @@ mean of their parameters is itself a working network that often keeps the streng
 ``config``, ``variant``, ``student_kwargs``) that `training.export` and `training.evaluate`
 read like any other, plus ``averaged_from``: each source's path, sha256 and weight, and the
 ``config_digest`` of the config it carries (the first source's), frozen here so a re-export
-months later names the same digest as the first. Whether a
+months later names the same digest as the first. A source resumed under a changed config keeps
+its ``config_history`` in its ``averaged_from`` entry, and the first source's is the soup's own
+``config_history`` (beside its ``config``), which `training.export` writes into the manifest.
+Whether a
 soup is better than its ingredients is for `training.evaluate` to say; nothing here guesses.
 """
 
@@ -32,6 +35,7 @@ from training.export import (
     folder_refusal,
     load_student,
     stored_config_digest,
+    stored_config_history,
 )
 from training.teachers import sha256_file
 
@@ -126,15 +130,19 @@ def average_checkpoints(
     # Frozen now: computed at export time from the stored config it filled in the defaults of
     # keys added to the code since, so each re-export of the same soup named a new digest.
     digest = stored_config_digest(paths[0]) or config_digest(config)
+    # Dropped, a soup of a run whose config changed on a resume read as one config throughout.
+    histories = [stored_config_history(p) for p in paths]
     return {
         "model": average_state_dicts([state for state, *_ in loaded], w),
         "config": config,
         "config_digest": digest,
+        "config_history": histories[0],
         "variant": variant,
         "student_kwargs": dict(kwargs),
         "averaged_from": [
             {"path": str(p), "sha256": sha256_file(Path(p)), "weight": wi}
-            for p, wi in zip(paths, w, strict=True)
+            | ({"config_history": history} if history else {})
+            for p, wi, history in zip(paths, w, histories, strict=True)
         ],
     }
 

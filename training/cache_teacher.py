@@ -458,14 +458,9 @@ def main(argv: list[str] | None = None) -> Path:
         parser.error(f"--max_minutes: expected a finite number >= 0, got {args.max_minutes}")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    from training.train import _resolve_device
+    from training.train import device_option
 
-    try:
-        device = _resolve_device(args.device)
-    except ConfigError as exc:
-        parser.error(f"--device {args.device}: {exc}".replace(": device: ", ": "))
-    except RuntimeError:  # torch's own message lists twenty device types, in a traceback
-        parser.error(f"--device {args.device}: not a torch device (cpu, cuda, cuda:N, mps)")
+    device = device_option(parser, args.device)
     try:
         return build_cache(
             cfg,

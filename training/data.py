@@ -1536,14 +1536,34 @@ class TeacherCache:
         """Read a cache written by ``python -m training.cache_teacher``; entries whose stored key
         does not match their content are dropped with a warning, and so are those where the
         teacher beats the blurry input by less than ``min_gain_db`` (when given); a file whose
-        bytes fail their checksum is refused (``ValueError``)."""
+        bytes fail their checksum, that is cut short or that is no cache is refused
+        (``ValueError``)."""
+        # cache_teacher will not overwrite such a file (it might be something else): it goes.
+        rebuild = "delete it and rebuild it with python -m training.cache_teacher"
         damaged = damaged_record(path)
         if damaged is not None:
             raise ValueError(
                 f"teacher cache {path} is damaged (its record {damaged} fails its checksum): "
-                "rebuild it with python -m training.cache_teacher"
+                f"{rebuild}"
             )
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
+        try:
+            data = torch.load(str(path), map_location="cpu", weights_only=True)
+        except MemoryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a file cut short fails in many ways
+            # A copy cut short or a damaged zip index: torch's traceback (an OSError, or a
+            # paragraph about miniz) ended the run; damaged_record only tests whole records.
+            raise ValueError(
+                f"teacher cache {path} cannot be read (cut short or damaged: "
+                f"{type(exc).__name__}): {rebuild}"
+            ) from None
+        if not isinstance(data, Mapping) or not all(
+            k in data for k in ("blur", "sharp", "teacher", "keys")
+        ):
+            raise ValueError(
+                f"{path} is not a teacher cache (no blur, sharp, teacher and keys: a trainer "
+                f"checkpoint?): name the file python -m training.cache_teacher wrote"
+            )
         blur, sharp, teacher = (data[k].numpy() for k in ("blur", "sharp", "teacher"))
         keys = list(data["keys"])
         good = [i for i, k in enumerate(keys) if content_hash(blur[i]) == k]

@@ -288,15 +288,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"no folder {args.frames}")
     if not Path(args.config).is_file():
         parser.error(f"no config {args.config}")
-    from training.config import ConfigError, load_config
-    from training.train import _resolve_device, synth_params
+    from training.config import load_config
+    from training.train import device_option, synth_params
 
-    try:
-        device = _resolve_device(args.device)
-    except ConfigError as exc:
-        parser.error(f"--device {args.device}: {exc}".replace(": device: ", ": "))
-    except RuntimeError:  # torch's own message lists twenty device types
-        parser.error(f"--device {args.device}: not a torch device (cpu, cuda, cuda:N, mps)")
+    device = device_option(parser, args.device)
     params = synth_params(load_config(args.config))
     seq = RawSequence.load(args.frames, first=args.first, last=args.last)
     try:

@@ -42,7 +42,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,7 @@ __all__ = [
     "openvino_tolerance",
     "sha256_file",
     "stored_config_digest",
+    "stored_config_history",
     "update_manifest",
 ]
 
@@ -322,6 +323,18 @@ def stored_config_digest(checkpoint: str | Path) -> str | None:
     if isinstance(digest, str) and len(digest) == 64 and set(digest) <= set("0123456789abcdef"):
         return digest
     return None
+
+
+def stored_config_history(checkpoint: str | Path) -> list[dict[str, Any]]:
+    """The configs a trainer checkpoint's run went through before its own ``config``
+    (``config_history``: one entry each time ``--resume`` went on under a changed config, with
+    ``until_step``, ``config_digest``, ``changed`` and ``config``); [] when it never changed, and
+    for a checkpoint that keeps none (a bare state dict, one from before it was kept)."""
+    ckpt = _read_checkpoint(Path(checkpoint))
+    history = ckpt.get("config_history") if isinstance(ckpt, Mapping) else None
+    if not isinstance(history, list):
+        return []
+    return [dict(h) for h in history if isinstance(h, Mapping)]
 
 
 def config_digest(config: Mapping[str, Any]) -> str:
@@ -1064,10 +1077,13 @@ def manifest_entry(
     metrics: Mapping[str, Any],
     digest: str,
     parity: Mapping[str, float] | None = None,
+    config_history: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """One ``files`` entry of `manifest.json`, exactly the keys of docs/ARCHITECTURE.md; an ONNX
     file that keeps tensors in external data files gets ``external_data`` too (their sha256:
-    the file's own sha256 does not cover them)."""
+    the file's own sha256 does not cover them), and weights from a run resumed under a changed
+    config ``config_history`` (`stored_config_history`, without each earlier whole config: its
+    digest names it)."""
     dtype = "float16" if precision == "fp16" else "float32"
     entry: dict[str, Any] = {
         "sha256": sha256_file(path),
@@ -1103,6 +1119,15 @@ def manifest_entry(
             entry["external_data"] = external
     if parity is not None:
         entry["parity_max_abs_diff"] = dict(parity)  # extra key: the engine keeps unknown keys
+    if config_history:  # only then: the entries of a run that never changed keep their keys
+        entry["config_history"] = [
+            {
+                "until_step": h.get("until_step"),
+                "config_digest": h.get("config_digest"),
+                "changed": list(h.get("changed") or []),
+            }
+            for h in config_history
+        ]
     return entry
 
 
@@ -1355,6 +1380,7 @@ def export_all(
     calib: str | Path = DEMO_CLIP,
     checkpoint_sha256: str | None = None,
     digest: str | None = None,
+    config_history: Sequence[Mapping[str, Any]] = (),
 ) -> ExportResult:
     """Export ``model`` under ``out_dir`` as ``{name}.onnx`` (+ ``{name}_fp16.onnx``,
     ``{name}.ts``), check each against eager PyTorch, and update ``out_dir/manifest.json``.
@@ -1364,6 +1390,7 @@ def export_all(
     ``metrics`` rows named like a file must have measured its bytes, or ``checkpoint_sha256``'s
     (the checkpoint the model came from). ``digest`` is the manifest's ``config_digest`` (the
     checkpoint's own, `stored_config_digest`); without one it is `config_digest` of ``config``.
+    ``config_history`` (the checkpoint's `stored_config_history`) goes into each entry.
 
     Raises:
         ExportError: fp32 ONNX differs from PyTorch by more than 1e-4, or TorchScript by more
@@ -1395,6 +1422,7 @@ def export_all(
                 calib=calib,
                 checkpoint_sha256=checkpoint_sha256,
                 digest=digest,
+                config_history=config_history,
             )
         except ExportError as exc:
             # Its messages named the staging copy (".export.x1y2/student_fast.onnx"), deleted
@@ -1474,6 +1502,7 @@ def _export_checked(
     calib: str | Path = DEMO_CLIP,
     checkpoint_sha256: str | None = None,
     digest: str | None = None,
+    config_history: Sequence[Mapping[str, Any]] = (),
 ) -> ExportResult:
     """The exports and their parity checks, all inside ``out``; raises ExportError on failure."""
     model = model.float().eval()
@@ -1594,6 +1623,7 @@ def _export_checked(
             metrics=metrics or {},
             digest=digest,
             parity=result.parity.get(fname),
+            config_history=config_history,
         )
         if fname in result.parity_psnr:
             entries[fname]["parity_psnr_db"] = result.parity_psnr[fname]
@@ -1739,6 +1769,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         checkpoint_sha256 = sha256_file(args.checkpoint) if args.checkpoint else None
         digest = stored_config_digest(args.checkpoint) if args.checkpoint else None
+        history = stored_config_history(args.checkpoint) if args.checkpoint else []
         _check_metrics_measured(metrics, args.name, checkpoint_sha256)
         result = export_all(
             model,
@@ -1755,6 +1786,7 @@ def main(argv: list[str] | None = None) -> int:
             calib=args.calib,
             checkpoint_sha256=checkpoint_sha256,
             digest=digest,
+            config_history=history,
         )
     except ExportError as exc:
         print(f"export failed: {exc}", file=sys.stderr)

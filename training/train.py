@@ -553,13 +553,19 @@ def _average_grads(params: list[torch.nn.Parameter], world: int) -> None:
         p.grad.div_(world)
 
 
+DEVICES = "cpu, cuda, cuda:N, mps"  # the devices training runs on, as the tools name them
+
+
 def _resolve_device(name: str) -> torch.device:
     """The torch device of config ``device`` (auto: CUDA when there is one), refused as a
     ``ConfigError`` when this machine has no such device: torch's AssertionError came only when
     the student moved there, after the earlier run in out_dir had been moved aside."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's own message lists twenty device types, in a traceback
+        raise ConfigError(f"device: not a torch device ({DEVICES})") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"device: {name} asked for, but no CUDA device is available here")
@@ -572,7 +578,21 @@ def _resolve_device(name: str) -> torch.device:
         # Named in the tools' "not a torch device" hint, and off a Mac it failed only when
         # the data (or the teacher) first moved there, with torch's traceback.
         raise ConfigError(f"device: {name} asked for, but no MPS device is available here")
+    elif device.type != "cpu":
+        # meta, xpu, ...: torch knows the name, and the tools failed later in its traceback
+        # (meta: "not an accelerator"; xpu on a build without it: "not compiled with XPU").
+        raise ConfigError(f"device: {name} is not a device training runs on ({DEVICES})")
     return device
+
+
+def device_option(parser: argparse.ArgumentParser, name: str) -> torch.device:
+    """``_resolve_device`` of a tool's ``--device`` option; a device torch does not know, or
+    one this machine or training lacks, is ``parser.error`` (one line, exit status 2) worded
+    alike in every tool."""
+    try:
+        return _resolve_device(name)
+    except ConfigError as exc:
+        parser.error(f"--device {name}: {str(exc).removeprefix('device: ')}")
 
 
 def _check_student(cfg: TrainConfig) -> None:
@@ -969,6 +989,34 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             )
         _check_resume_world(ck, world, out_dir / "last.pt")
         _check_resume_student(ck, cfg, out_dir / "last.pt")
+        if ck.get("epoch", 0) >= total_epochs(cfg):
+            # Said before the data is built (minutes on the real data): it logged "resumed ...
+            # at epoch N+1 step 0" of an N-epoch run, trained nothing and exited 0 unexplained.
+            if master:
+                longer = ", ".join(
+                    f"{{patch: {st.patch}, epochs: {st.epochs + (i == len(cfg.stages) - 1)}, "
+                    f"batch: {st.batch}}}"
+                    for i, st in enumerate(cfg.stages)
+                )
+                log.info(
+                    "the run in %s is already complete (%d of %d epochs, %d steps): nothing to "
+                    "train. To train longer, give its stages more epochs (config key stages, "
+                    "e.g. --stages='[%s]') and run with --resume again",
+                    out_dir,
+                    ck["epoch"],
+                    total_epochs(cfg),
+                    ck.get("global_step", 0),
+                    longer,
+                )
+            return {
+                "steps_per_s": None,
+                "steps": [],
+                "epochs": list(ck.get("rows") or []),
+                "stopped": "finished",
+                "exit_status": 0,
+                "out_dir": str(out_dir),
+                "skipped_files": [],
+            }
     # Read before an earlier run in out_dir is moved aside: it may be that run's own best.pt.
     init = load_checkpoint(cfg.init_from) if cfg.init_from and not resuming else None
     if init is not None:
