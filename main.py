@@ -3206,6 +3206,11 @@ def _show_warning(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python main.py`` and the ``sharpcam`` console script; returns the exit code."""
     warnings.showwarning = _show_warning
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            # Started with the descriptor closed (`>&- 2>&-`, a service, pythonw): Python sets
+            # it to None, and process's progress bar failed on it, exit 1 and nothing written.
+            setattr(sys, name, open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
     for stream in (sys.stdout, sys.stderr):
         # A code page without "·" or "×" (cp932 on Japanese Windows, for a redirected stdout)
         # made `bench > out.txt` fail with UnicodeEncodeError, its table lost.

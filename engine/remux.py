@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -109,16 +110,17 @@ def find_ffmpeg() -> str | None:
     the one bundled with ``imageio-ffmpeg`` where that package is installed; None without."""
     named = os.environ.get(FFMPEG_ENV)
     if named:
-        return named if Path(named).is_file() else None
+        return named if Path(named).is_file() and named not in _UNANSWERING else None
     found = shutil.which("ffmpeg")
     if found:
-        return found
+        return found if found not in _UNANSWERING else None
     try:
         import imageio_ffmpeg
 
-        return imageio_ffmpeg.get_ffmpeg_exe()
+        found = imageio_ffmpeg.get_ffmpeg_exe()
     except Exception:  # not installed, or its binary missing for this platform
         return None
+    return found if found not in _UNANSWERING else None
 
 
 #: Audio codecs each output container holds where players play them (FFmpeg's names):
@@ -144,10 +146,21 @@ _MP4_LIKE = (".mp4", ".m4v", ".mov")
 _MUXER = {".m4v": "mp4"}
 
 
-def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
+#: How long FFmpeg may take to list a file's streams or its own filters and encoders (it
+#: takes a fraction of a second): a $SHARPCAM_FFMPEG that hung held `process` before its
+#: first frame, silently, for good.
+_QUERY_TIMEOUT_S = 30.0
+#: The executables that did not answer so: :func:`find_ffmpeg` passes them over from then on.
+_UNANSWERING: set[str] = set()
+
+
+def _run(
+    command: list[str], stop: threading.Event | None, timeout: float | None = None
+) -> tuple[int, str]:
     """Run ``command``: its exit status and error output. ``stop`` set meanwhile ends it
     (:class:`RemuxStopped`); so does an exception here (a second Ctrl-C), so that no
-    FFmpeg goes on writing after SharpCam."""
+    FFmpeg goes on writing after SharpCam. One still running ``timeout`` seconds on is ended
+    too (:class:`RemuxError`)."""
     try:
         proc = subprocess.Popen(
             command,
@@ -160,6 +173,7 @@ def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
         )
     except OSError as exc:  # not there, not executable ($SHARPCAM_FFMPEG names a text file)
         raise RemuxError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
+    deadline = None if timeout is None else time.monotonic() + timeout
     with proc:
         try:
             while True:
@@ -169,6 +183,9 @@ def _run(command: list[str], stop: threading.Event | None) -> tuple[int, str]:
                 except subprocess.TimeoutExpired:
                     if stop is not None and stop.is_set():
                         raise RemuxStopped("stopped") from None
+                    if deadline is not None and time.monotonic() > deadline:
+                        _UNANSWERING.add(command[0])
+                        raise RemuxError(f"{command[0]} did not answer in {timeout:g} s") from None
         except BaseException:
             proc.terminate()
             try:
@@ -205,7 +222,7 @@ def _listing(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event 
     if key is not None and key in _LISTINGS:
         return _LISTINGS[key]
     # Exits 1 (no output named): the stream list is all it is asked for.
-    _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop)
+    _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop, _QUERY_TIMEOUT_S)
     if key is not None:
         if len(_LISTINGS) >= 16:
             _LISTINGS.clear()
@@ -414,7 +431,7 @@ def ffmpeg_list(ffmpeg: str, kind: str) -> str:
     """``ffmpeg``'s list of ``kind`` (``"filters"``, ``"encoders"``), asked once per executable;
     "" where it cannot run."""
     try:
-        return _run([ffmpeg, "-hide_banner", f"-{kind}"], None)[1]
+        return _run([ffmpeg, "-hide_banner", f"-{kind}"], None, _QUERY_TIMEOUT_S)[1]
     except RemuxError:
         return ""
 

@@ -2077,6 +2077,30 @@ def test_run_tells_whether_a_transport_stream_has_sound_through_ffmpeg(
     assert (told in err) == sound and ("no sound" in err) == sound, err
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="closes descriptors in the child")
+def test_process_with_stdout_and_stderr_closed_still_writes_its_output(tmp_path: Path) -> None:
+    # `sharpcam process IN OUT >&- 2>&-` (a service, cron): Python sets both streams to None,
+    # and the progress bar's write on None had failed the run, exit 1, nothing written.
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), cv2.cvtColor(stamped_frame(9), cv2.COLOR_RGB2BGR))
+
+    def close_std() -> None:
+        os.close(1)
+        os.close(2)
+
+    proc = subprocess.run(
+        [sys.executable, "main.py", "process", str(img), str(tmp_path / "out.png")]
+        + ["--backend", "unsharp"],
+        cwd=REPO,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=close_std,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    out = cv2.imread(str(tmp_path / "out.png"))
+    assert out is not None and read_stamp(cv2.cvtColor(out, cv2.COLOR_BGR2RGB)) == 9
+
+
 def test_process_image_and_folder(tmp_path: Path) -> None:
     img = tmp_path / "in.png"
     cv2.imwrite(str(img), cv2.cvtColor(stamped_frame(9), cv2.COLOR_RGB2BGR))

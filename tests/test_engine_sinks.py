@@ -2959,6 +2959,27 @@ def test_a_video_whose_ffmpeg_fails_as_it_finishes_is_not_called_complete(tmp_pa
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_an_ffmpeg_that_does_not_answer_its_queries_is_passed_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A $SHARPCAM_FFMPEG that hung held `process` before its first frame, silently, for good:
+    # its encoders were asked without a limit, then the input's streams, then the sound copy.
+    import engine.remux
+
+    hung = tmp_path / "ffmpeg"
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(hung))
+    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    assert engine.remux.find_ffmpeg() == str(hung)
+    started = time.monotonic()
+    assert engine.remux.ffmpeg_list(str(hung), "encoders") == ""
+    assert time.monotonic() - started < 10
+    assert engine.remux.find_ffmpeg() is None  # the sound copy is not tried on it after
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
 def test_an_ffmpeg_that_does_not_finish_the_file_is_ended(tmp_path, monkeypatch):
     # Waited for without a limit, an FFmpeg that hung as it finished held the run for ever.
     import engine.sinks
