@@ -309,8 +309,15 @@ def other_streams(
     text = _listing_or_none(ffmpeg, source, stop)
     if text is None:
         return {}
-    videos = re.findall(r"Stream #\S+.*?: Video: [^\n]*", text)
-    data = re.findall(r"Stream #\S+.*?: Data: [^\n]*", text)
+    # By stream number: an MPEG-TS lists a stream once under each program that holds it.
+    streams = dict(re.findall(r"Stream #(\d+:\d+)\S*?: (\w+: [^\n]*)", text))
+    videos = [line for line in streams.values() if line.startswith("Video: ")]
+    # Not a QuickTime chapter track (``text``): `process` keeps the chapters it holds.
+    data = [
+        line
+        for line in streams.values()
+        if line.startswith("Data: ") and "(text / 0x74786574)" not in line
+    ]
     timecodes = sum("(tmcd " in line for line in data)
     counts = {
         "video": max(0, sum("(attached pic)" not in line for line in videos) - 1),

@@ -7625,6 +7625,46 @@ def test_process_and_run_say_a_timecode_or_data_track_is_not_copied(
     assert "not copied" not in capsys.readouterr().err
 
 
+def test_a_stream_in_two_programs_or_a_chapter_track_is_no_stream_said_not_copied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An MPEG-TS lists a stream under each program that holds it: its one data track was "2
+    # data tracks" beside "a second video stream". And an MP4's chapters (a QuickTime text
+    # track FFmpeg lists as data) are kept by `process`, not "a data track not copied".
+    blob = tmp_path / "klv.bin"
+    blob.write_bytes(bytes(range(256)) * 8)
+    ts = tmp_path / "two_programs.ts"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+         "-f", "data", "-i", str(blob), "-map", "0", "-map", "1", "-c:v", "mpeg2video", "-c:d",
+         "copy", "-program", "title=A:st=0:st=1", "-program", "title=B:st=0:st=1", str(ts)],
+        check=True,
+    )  # fmt: skip
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(ts), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "note: the input's data track is not copied\n" in err, err
+    chapters = tmp_path / "chapters.txt"
+    chapters.write_text(
+        ";FFMETADATA1\n[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=100\ntitle=One\n"
+        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=100\nEND=200\ntitle=Two\n"
+    )
+    film = tmp_path / "film.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+         "-f", "lavfi", "-i", "sine=duration=0.2", "-i", str(chapters), "-map", "0", "-map", "1",
+         "-map_chapters", "2", "-c:v", "mpeg4", "-c:a", "aac", str(film)],
+        check=True,
+    )  # fmt: skip
+    assert cli.main(["process", str(film), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "not copied" not in err, err
+    listed = subprocess.run(
+        [_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
+    ).stderr
+    assert "Chapter #0:1" in listed, listed  # kept indeed
+
+
 def test_run_of_a_folder_of_photos_of_other_sizes_says_they_are_fitted_into_the_first(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1073,6 +1073,23 @@ def test_resuming_a_finished_run_says_it_is_complete_and_how_to_train_longer(
     assert len(more["steps"]) == 3
 
 
+def test_resuming_a_run_with_stages_shortened_since_says_how_to_train_longer_indeed(
+    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 3 epochs done, the stages now hold 2: the advice gave the last stage one more epoch,
+    # 3 in all, and that run was as complete as this one.
+    out = tmp_path / "run"
+    three = "--stages=[{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 2, batch: 2}]"
+    train(_tiny(synth, out, three))
+    with caplog.at_level(logging.INFO, logger="training.train"):
+        res = train(_tiny(synth, out, "--resume"))
+    assert res["steps"] == [] and len(res["epochs"]) == 3
+    longer = "{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 3, batch: 2}"
+    assert f"--stages='[{longer}]') and run with --resume again" in caplog.text, caplog.text
+    more = train(_tiny(synth, out, "--resume", f"--stages=[{longer}]"))
+    assert len(more["steps"]) == 3
+
+
 def test_a_run_saved_without_amp_resumes_with_it(
     synth: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1642,6 +1642,28 @@ def test_teacher_cache_load_refuses_a_file_whose_bytes_fail_their_checksum(tmp_p
         TeacherCache.load(path)
 
 
+def test_teacher_cache_load_says_a_damaged_zip_index_entry_in_one_line(tmp_path: Path) -> None:
+    # A damaged index entry: zipfile's testzip let anything but BadZipFile through (a
+    # compression method it does not know: NotImplementedError), a traceback for one line.
+    cache = _random_cache()
+    path = tmp_path / "cache.pt"
+    arrays = {k: torch.from_numpy(getattr(cache, k)) for k in ("blur", "sharp", "teacher")}
+    torch.save({**arrays, "keys": cache.keys, "meta": {"teacher": "fake"}}, path)
+    whole = path.read_bytes()
+    entry = whole.index(b"PK\x01\x02")  # the index's first entry
+    data = bytearray(whole)
+    data[entry + 10] = 99  # its compression method
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"cache.pt is damaged \(its record \S+ fails"):
+        TeacherCache.load(path)
+    # Its "version needed to extract" (25.5) stops zipfile opening the archive at all: what
+    # torch reads is read, the rest refused, never a traceback.
+    data = bytearray(whole)
+    data[entry + 6] = 0xFF
+    path.write_bytes(bytes(data))
+    assert len(TeacherCache.load(path)) == 3
+
+
 def test_index_batches_hand_each_rank_its_own_consecutive_samples() -> None:
     from training.data import IndexBatches
 

@@ -28,6 +28,7 @@ import math
 import os
 import re
 import zipfile
+import zlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1493,15 +1494,26 @@ class IndexBatches(Sampler[list[int]]):
 
 
 def damaged_record(path: str | Path) -> str | None:
-    """The first record of a ``torch.save`` file whose bytes fail their CRC-32, None when all
-    pass (or the file is no zip archive: the legacy format has no checksums to test)."""
+    """The first record of a ``torch.save`` file whose bytes fail their CRC-32 (or whose index
+    entry cannot be read), None when all pass (or the file is no zip archive: the legacy format
+    has no checksums to test; or its index cannot be read: ``torch.load`` then says so)."""
     # torch.load does not test them: a flipped byte in the sharp or teacher arrays loaded as
     # data, and only the blurry patches are keyed by content, so the trainer distilled on it.
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip()
-    except zipfile.BadZipFile:
-        return None
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, ValueError):
+        return None  # not a zip, or its index damaged: torch.load says which
+    with archive:
+        for info in archive.infolist():
+            # As ZipFile.testzip, which let a damaged index entry's error through (a version
+            # or compression it does not know, an offset out of the file): a traceback.
+            try:
+                with archive.open(info) as record:
+                    while record.read(1 << 20):
+                        pass
+            except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError, zlib.error):
+                return info.filename
+    return None
 
 
 class TeacherCache:

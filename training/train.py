@@ -993,9 +993,12 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             # Said before the data is built (minutes on the real data): it logged "resumed ...
             # at epoch N+1 step 0" of an N-epoch run, trained nothing and exited 0 unexplained.
             if master:
+                # One epoch past those done: stages shortened since the run (3 epochs done, 2
+                # now) were told "one more" and were then as complete as before.
+                more = ck["epoch"] - total_epochs(cfg) + 1
                 longer = ", ".join(
-                    f"{{patch: {st.patch}, epochs: {st.epochs + (i == len(cfg.stages) - 1)}, "
-                    f"batch: {st.batch}}}"
+                    f"{{patch: {st.patch}, epochs: "
+                    f"{st.epochs + (more if i == len(cfg.stages) - 1 else 0)}, batch: {st.batch}}}"
                     for i, st in enumerate(cfg.stages)
                 )
                 log.info(
