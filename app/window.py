@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from PySide6 import QtGui
 from PySide6.QtCore import (
     QByteArray,
     QEvent,
@@ -31,6 +32,7 @@ from PySide6.QtCore import (
     Signal,
 )
 from PySide6.QtGui import (
+    QAccessible,
     QAction,
     QCloseEvent,
     QColor,
@@ -502,6 +504,10 @@ class BannerText(QScrollArea):
 _SEVERITY = {"model": "error", "engine": "error", "save_failed": "error", "saved": "info"}
 
 
+#: Qt 6.8 and later (SharpCam takes PySide6 6.6 on): a banner is announced to a screen reader.
+_Announcement = getattr(QtGui, "QAccessibleAnnouncementEvent", None)
+
+
 class MessageBanner(QFrame):
     """In-window messages with advice; the stream keeps running underneath.
 
@@ -603,8 +609,10 @@ class MessageBanner(QFrame):
             self.hide()
             return
         msg = kept[0]
+        news = msg is not self.message
         self.kind, self.message = msg.kind, msg
-        self.setProperty("severity", _SEVERITY.get(msg.kind, "warning"))
+        severity = _SEVERITY.get(msg.kind, "warning")
+        self.setProperty("severity", severity)
         # The labels too: a property selector above them is not re-read with the frame's, and
         # an error's text stayed in the warning's colour after a warning (or the reverse).
         bar = self.text_area.verticalScrollBar()
@@ -625,7 +633,17 @@ class MessageBanner(QFrame):
         self.dismiss_button.setToolTip(
             "Hide this message and show the next" if len(kept) > 1 else "Hide this message"
         )
+        # For a screen reader: the words are no Tab stop while they fit, so a message came and
+        # went unsaid, and Tab to Dismiss said only "Dismiss". Now it is announced as it shows
+        # (at once for an error), and Dismiss is described by it.
+        words = " ".join(f"{msg.text} {msg.advice}".split())
+        self.dismiss_button.setAccessibleDescription(words)
         self.show()
+        if news and _Announcement is not None:
+            said = _Announcement(self, words)
+            if severity == "error":
+                said.setPoliteness(QAccessible.AnnouncementPoliteness.Assertive)
+            QAccessible.updateAccessibility(said)
 
 
 class VirtualCameraDialog(QDialog):
@@ -658,6 +676,8 @@ class VirtualCameraDialog(QDialog):
         lay.addWidget(self.head)
         self.steps = QPlainTextEdit()
         self.steps.setReadOnly(True)
+        # It takes the focus as the dialog opens: unnamed, a screen reader said nothing there.
+        self.steps.setAccessibleName("Setup steps")
         # Commands to paste in a terminal: wrapped, `... exclusive_caps=1` / `card_label=...`
         # read as two commands. A long one scrolls sideways instead.
         self.steps.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
@@ -1772,9 +1792,11 @@ class MainWindow(QMainWindow):
             if not usable and widget.hasFocus():
                 # Disabled with the focus (a click gives the slider that), Qt passes it on to
                 # the next control, the processing-size picker (or a view button), whose Space
-                # opened its list instead of turning sharpening back on. To no control: Space
-                # stays for sharpening.
-                widget.clearFocus()
+                # opened its list instead of turning sharpening back on. To the sharpening
+                # switch: Space presses it (sharpening back on), a screen reader says its new
+                # state, and Tab goes on from there; cleared, the focus was nowhere, nothing was
+                # said, and the next Tab started over at the preview.
+                self.enable_switch.setFocus(Qt.FocusReason.OtherFocusReason)
         # Noise is reduced on the way to the model: off with it.
         for widget in (
             self.strength_slider,

@@ -707,6 +707,25 @@ def test_enter_in_the_virtual_camera_setup_steps_presses_retry(qtbot):
     dialog.close()
 
 
+def test_the_setup_steps_that_take_the_focus_have_a_name_a_screen_reader_says(qtbot) -> None:  # noqa: ANN001
+    from PySide6.QtGui import QAccessible
+
+    from app.window import VirtualCameraDialog
+
+    dialog = VirtualCameraDialog()
+    qtbot.addWidget(dialog)
+    dialog.set_guidance("1. Load the module")
+    with qtbot.waitActive(dialog):
+        dialog.show()
+        dialog.activateWindow()
+    # The steps take the focus as the dialog opens, and were announced as nothing at all.
+    focused = QApplication.focusWidget()
+    assert focused is dialog.steps
+    iface = QAccessible.queryAccessibleInterface(focused)
+    assert iface.text(QAccessible.Text.Name) == "Setup steps"
+    dialog.close()
+
+
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb[..., :3].astype(np.float64) @ np.array([0.2126, 0.7152, 0.0722])
 
@@ -995,6 +1014,36 @@ def test_a_new_message_in_the_banner_is_read_from_its_start(qtbot) -> None:  # n
     bar.setValue(bar.maximum())
     banner.show_message(UserMessage("engine", "The camera stopped sending.", advice))
     assert bar.value() == 0
+
+
+def test_a_message_in_the_banner_is_announced_and_describes_dismiss(qtbot, monkeypatch) -> None:  # noqa: ANN001
+    # The words are no Tab stop while they fit: a screen reader said nothing as a message
+    # showed, and Tab to Dismiss said only "Dismiss".
+    from PySide6.QtGui import QAccessible
+
+    said: list[tuple[str, object]] = []
+
+    def record(event) -> None:  # noqa: ANN001
+        if event.type() == QAccessible.Event.Announcement:
+            said.append((event.message(), event.politeness()))
+
+    monkeypatch.setattr(QAccessible, "updateAccessibility", record)
+    holder, banner = _banner(qtbot)
+    saved = UserMessage("saved", "Sharpened copy saved", "3 frames written\nto clip.sharp.mp4.")
+    banner.show_message(saved)
+    polite = QAccessible.AnnouncementPoliteness.Polite
+    assertive = QAccessible.AnnouncementPoliteness.Assertive
+    assert said == [("Sharpened copy saved 3 frames written to clip.sharp.mp4.", polite)]
+    dismiss = QAccessible.queryAccessibleInterface(banner.dismiss_button)
+    assert "Sharpened copy saved" in dismiss.text(QAccessible.Text.Description)
+    failed = UserMessage("model", "The model failed on a frame.", "Press Retry.")
+    banner.show_message(failed)  # an error: said at once
+    assert said[-1] == ("The model failed on a frame. Press Retry.", assertive)
+    banner.show_message(failed)  # on show already: not said again
+    assert len(said) == 2
+    banner.take_down(failed)  # the one under it shows again, and is said again
+    assert said[-1][0].startswith("Sharpened copy saved")
+    assert "Sharpened copy saved" in dismiss.text(QAccessible.Text.Description)
 
 
 def test_the_banners_scroll_bar_follows_a_new_message_of_the_same_size(qtbot) -> None:  # noqa: ANN001
@@ -4157,6 +4206,33 @@ def test_space_after_a_click_on_the_strength_slider_turns_sharpening_off_and_on_
         qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key.Key_Space)
         assert window.enable_switch.isChecked() is on
         assert not window.scale_combo.view().isVisible()
+
+
+def test_space_on_the_strength_slider_reached_with_tab_leaves_the_focus_on_the_switch(
+    qtbot, make_window
+) -> None:  # noqa: ANN001
+    # Space there turned sharpening off and greyed the slider, and the focus went nowhere: a
+    # screen reader said nothing, and the next Tab started over at the preview.
+    from PySide6.QtGui import QAccessible
+
+    window = make_window(start=False)
+    with qtbot.waitActive(window):
+        window.activateWindow()
+    slider, switch = window.strength_slider, window.enable_switch
+    for _ in range(20):
+        if slider.hasFocus():
+            break
+        qtbot.keyClick(QApplication.focusWidget() or window, Qt.Key.Key_Tab)
+    assert slider.hasFocus()
+    qtbot.keyClick(slider, Qt.Key.Key_Space)
+    assert not switch.isChecked() and not slider.isEnabled()
+    assert QApplication.focusWidget() is switch
+    assert not QAccessible.queryAccessibleInterface(switch).state().checked
+    qtbot.keyClick(switch, Qt.Key.Key_Space)  # the same key turns it back on
+    assert switch.isChecked() and slider.isEnabled()
+    assert not window.camera_combo.view().isVisible()
+    qtbot.keyClick(switch, Qt.Key.Key_Tab)  # and Tab goes on from where the person was
+    assert QApplication.focusWidget() is slider
 
 
 def test_space_presses_a_switch_reached_with_tab_and_a_click_keeps_space_for_sharpening(
