@@ -41,6 +41,7 @@ from PySide6.QtGui import (
     QDragEnterEvent,
     QDropEvent,
     QFont,
+    QFontInfo,
     QFontMetrics,
     QGuiApplication,
     QIcon,
@@ -122,6 +123,8 @@ SAVE_TIP = (
 SAVE_NO_MODEL_TIP = "The model is not working (see above): a copy would not be sharpened"
 SAVE_UNOPENED_TIP = "The file did not open (see above): the demo clip plays in its place"
 SIDEBAR_WIDTH = 320
+# The text size SIDEBAR_WIDTH was laid out for: the style sheet's 10 pt at 96 dpi.
+SIDEBAR_TEXT_PX = 13
 SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
 # The sidebar scrolls where the screen is too short for it (a 1080p laptop at 150 %: 720
 # logical pixels less the taskbar); its scroll bar has a strip of its own beside it.
@@ -1140,6 +1143,7 @@ class MainWindow(QMainWindow):
         past a 1280x720 logical screen's taskbar)."""
         screen = self.screen()
         w, h = FIRST_SIZE
+        w += self.sidebar.minimumWidth() - SIDEBAR_WIDTH  # a sidebar widened for larger text
         if screen is not None:
             free = screen.availableGeometry()
             # Room for the window's frame and title bar, which the free area includes.
@@ -1179,7 +1183,7 @@ class MainWindow(QMainWindow):
 
         side = Sidebar()
         side.setObjectName("sidebar")
-        side.setFixedWidth(SIDEBAR_WIDTH)
+        side.setFixedWidth(sidebar_width(self))  # in the style sheet's font, set already
         self.sidebar = side
         lay = QVBoxLayout(side)
         lay.setContentsMargins(SIDEBAR_MARGIN, 18, SIDEBAR_MARGIN, 18)
@@ -1364,7 +1368,7 @@ class MainWindow(QMainWindow):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        scroll.setFixedWidth(SIDEBAR_WIDTH + SIDEBAR_SCROLLBAR)
+        scroll.setFixedWidth(side.minimumWidth() + SIDEBAR_SCROLLBAR)
         # Not a stop of its own in the Tab order (between the preview and the camera picker);
         # Tab to a control below the fold scrolls it into view all the same.
         scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -2138,7 +2142,8 @@ class MainWindow(QMainWindow):
         self.virtual_status.ensurePolished()  # the style sheet's font, also before the show
         font = QFont(self.virtual_status.font())
         font.setBold(True)
-        width = SIDEBAR_WIDTH - 2 * SIDEBAR_MARGIN - 2  # 2: the sidebar's border, and rounding
+        # 2: the sidebar's border, and rounding
+        width = self.sidebar.minimumWidth() - 2 * SIDEBAR_MARGIN - 2
         return QFontMetrics(font).elidedText(device, Qt.TextElideMode.ElideMiddle, width)
 
     def show_message(self, msg: UserMessage) -> None:
@@ -2596,6 +2601,19 @@ def scale_label(scale: float | str) -> str:
     if float(scale) >= 1.0:
         return "Processing: full size"
     return f"Processing: {float(scale) * 100:g} % size"
+
+
+def sidebar_width(window: QWidget) -> int:
+    """SIDEBAR_WIDTH, widened in step with larger text than it was laid out for.
+
+    A font DPI above the pixels' (a screen of 144 or 192 logical dpi, as X11's Xft.dpi sets it,
+    with QT_ENABLE_HIGHDPI_SCALING=0) enlarges the style sheet's points but no pixel: in the
+    fixed 320 px the buttons, switches and pickers read "ide by sid", "Reduce noise in dim
+    lig", "Demo clip (b".
+    """
+    window.ensurePolished()  # the style sheet's font
+    px = QFontInfo(window.font()).pixelSize()
+    return max(SIDEBAR_WIDTH, round(SIDEBAR_WIDTH * px / SIDEBAR_TEXT_PX))
 
 
 def _section(text: str) -> QLabel:

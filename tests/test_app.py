@@ -8386,6 +8386,43 @@ def test_the_skipped_photos_message_counts_what_still_plays() -> None:
     assert _skipped_message(Folder()) is None
 
 
+def test_the_sidebar_widens_with_larger_text_and_cuts_off_no_control(
+    qtbot, make_window, monkeypatch
+) -> None:
+    # A font DPI of 144 (Xft.dpi with QT_ENABLE_HIGHDPI_SCALING=0) enlarges the style sheet's
+    # points, not its pixels: the fixed 320 px sidebar read "ide by sid", "Reduce noise in dim
+    # lig", "Demo clip (b", "Motion deblur for video ca". Here 1.5 times every point size at
+    # 96 dpi, the same text.
+    import re
+
+    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel
+
+    import app.window as window_module
+    from app.window import SIDEBAR_WIDTH, sidebar_width
+
+    plain = QWidget()
+    plain.setStyleSheet(STYLE)
+    assert sidebar_width(plain) == SIDEBAR_WIDTH  # the text it was laid out for: unchanged
+    larger = re.sub(r"([\d.]+)pt", lambda m: f"{float(m.group(1)) * 1.5:g}pt", STYLE)
+    monkeypatch.setattr(window_module, "STYLE", larger)
+    window = make_window(start=False)
+    side = window.sidebar
+    qtbot.waitUntil(lambda: window.save_button.width() > 0, timeout=5_000)
+    qtbot.wait(50)  # the layout settles
+    assert window.sidebar_scroll.width() > side.width() > SIDEBAR_WIDTH
+    assert window.width() >= window.minimumSizeHint().width()
+    assert window.minimumSizeHint().width() <= 1366 - 16  # still fits a 1366x768 screen
+    for button in side.findChildren(QAbstractButton):
+        if button.isVisibleTo(window) and button.text():
+            assert button.width() >= button.sizeHint().width(), button.text()
+    for combo in side.findChildren(QComboBox):
+        assert combo.width() >= combo.minimumSizeHint().width(), combo.currentText()
+    for label in side.findChildren(QLabel):
+        if label.isVisibleTo(window) and not label.wordWrap() and label.text():
+            need = label.fontMetrics().horizontalAdvance(label.text())
+            assert label.contentsRect().width() >= need, label.text()
+
+
 def test_the_window_fits_an_800_by_600_screen(qtbot, make_window, monkeypatch):
     # Its least width was 836 px (a 480 px preview, its margins and the sidebar): past an
     # 800x600 screen, and the first size asked for 640 px, which Qt widened off the edge.
