@@ -1254,6 +1254,8 @@ def _run_stream(
             if vbackend:
                 sink_options["backend"] = vbackend
         created = None if virtual else _missing_folders(args.output)
+        if not virtual:
+            _note_stale_work(args.output)
         try:
             if sink_kind(args.output) == "video":
                 sink_options["timed"] = True  # dropped frames must not speed the file up
@@ -2500,6 +2502,55 @@ def _note_created(top: Path | None) -> None:
         _eprint(f"{PROG}: note: created folder {top} (it did not exist)")
 
 
+def _size_text(n: int) -> str:
+    """``n`` bytes for a message: "640 bytes", "84 KB", "5.6 MB", "2.1 GB"."""
+    if n < 1000:
+        return f"{n} bytes"
+    if n < 1000**2:
+        return f"{n / 1000:.0f} KB"
+    if n < 1000**3:
+        return f"{n / 1000**2:.1f} MB"
+    return f"{n / 1000**3:.1f} GB"
+
+
+def _note_stale_work(out: str) -> None:
+    """Name the hidden working files of ``out`` that an earlier run writing it left when it
+    was killed (an out-of-memory kill, a power cut): its frames so far, which it never named.
+    A new run writes beside them, to a numbered working name: a crashed hour-long recording
+    sat hidden, gigabytes of it, and nothing said it could be recovered. They are left alone
+    (the user's to rename or delete); one another running SharpCam writes is not named
+    (:func:`engine.sinks.stale_work_files`)."""
+    from engine.sinks import stale_work_files
+
+    found = stale_work_files(out)
+    if not found:
+        return
+    sizes = []
+    for path in found:
+        try:
+            sizes.append(path.stat().st_size)
+        except OSError:
+            sizes.append(0)
+    why = (
+        f"what an earlier run writing {out} had written when it was stopped before it "
+        "finished (killed, crashed, or the power failed)"
+    )
+    if len(found) == 1:
+        _eprint(
+            f"{PROG}: note: the hidden file {found[0]} ({_size_text(sizes[0])}) holds {why}. "
+            "SharpCam leaves it there: rename it to keep it, or delete it"
+        )
+        return
+    names = ", ".join(p.name for p in found[:5]) + (
+        f" and {len(found) - 5} more" if len(found) > 5 else ""
+    )
+    _eprint(
+        f"{PROG}: note: {len(found)} hidden files in {found[0].parent} "
+        f"({_size_text(sum(sizes))} in all: {names}) hold {why}. SharpCam leaves them there: "
+        "rename them to keep them, or delete them"
+    )
+
+
 def _check_output_name(out: str) -> None:
     """A usage error (exit 2) for an output file name longer than its file system takes: the
     write failed only once the model had run ("File name too long")."""
@@ -2529,6 +2580,7 @@ def _open_process_sink(kind: str, source: Any, out: str, backend: Any) -> Any:
     from engine.sinks import SinkError, open_sink
     from engine.sources import read_image_metadata
 
+    _note_stale_work(out)
     try:
         if kind == "video":
             # Named by cmd_process once its sound and timing are in: a failed copy of the

@@ -58,6 +58,11 @@ from engine.sources import (
     png_colour_is_srgb,
 )
 
+try:  # POSIX: a lock tells a working file being written from one a killed run left
+    import fcntl
+except ImportError:  # Windows: no such lock is taken (stale_work_files finds none)
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -81,6 +86,7 @@ __all__ = [
     "partial_path",
     "register_sink",
     "sink_kind",
+    "stale_work_files",
     "retime_mp4",
     "tag_mp4v_colour",
     "writable_image_extensions",
@@ -469,7 +475,8 @@ class VideoFileSink(_SinkBase):
             raise SinkError(
                 f"cannot write video {self.path}: {_write_problem(exc, folder)}"
             ) from exc
-        file.close()  # OpenCV writes it by name
+        # OpenCV writes it by name; the file stays open (POSIX) only to hold its lock.
+        self._locked = _keep_lock(file)
         writer: Any = None
         try:
             try:
@@ -498,6 +505,7 @@ class VideoFileSink(_SinkBase):
             if writer is not None:
                 writer.release()
             self._partial.unlink(missing_ok=True)
+            self._let_go()
             raise
         self._writer: Any = writer
         self._lock = threading.Lock()
@@ -660,7 +668,20 @@ class VideoFileSink(_SinkBase):
             f"{self.incomplete_path.name} are in the way"
         )
 
+    def _let_go(self) -> None:
+        """Give up the working file's lock: it has its name, was kept, or is gone."""
+        locked, self._locked = self._locked, None
+        if locked is not None:
+            locked.close()
+
     def _finish(self, target: Path) -> None:
+        try:
+            self._finish_file(target)
+        finally:
+            if not self.awaiting_name:  # publish() or keep_incomplete() gives it up then
+                self._let_go()
+
+    def _finish_file(self, target: Path) -> None:
         with self._lock:
             writer, self._writer = self._writer, None
             if writer is None:
@@ -734,6 +755,8 @@ class VideoFileSink(_SinkBase):
                 self.kept_path = self._keep_unfinished(self.path)
                 where = f"; its frames are kept in {self.kept_path}" if self.kept_path else ""
                 raise SinkError(f"cannot finish video {self.path}: {exc}{where}") from exc
+            finally:
+                self._let_go()
             self.kept_path = self.path
             return self.path
 
@@ -744,7 +767,10 @@ class VideoFileSink(_SinkBase):
         name is free)."""
         with self._lock:
             self._held("keep")
-            self.kept_path = self._keep_unfinished(self.path)
+            try:
+                self.kept_path = self._keep_unfinished(self.path)
+            finally:
+                self._let_go()
             return self.kept_path
 
     @property
@@ -979,7 +1005,7 @@ def _create_partial(target: Path) -> tuple[Path, BinaryIO]:
     first = partial_path(target)
     for path in _numbered(first):
         try:
-            return path, open(path, "xb")
+            file = open(path, "xb")
         except FileExistsError:
             continue
         except PermissionError:
@@ -988,10 +1014,104 @@ def _create_partial(target: Path) -> tuple[Path, BinaryIO]:
             if os.path.isdir(path):
                 continue
             raise
+        _lock(file)
+        return path, file
     raise SinkError(
         f"cannot write {target}: {_MAX_NUMBERED} working files named like {first.name} are "
         "in the way"
     )
+
+
+def _lock(file: BinaryIO) -> None:
+    """Lock the working file open in ``file`` for as long as it stays open (POSIX): the mark
+    by which :func:`stale_work_files` tells it from one a killed run left. The lock goes with
+    the process, however it ends."""
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # a file system without locks: no mark
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _keep_lock(file: BinaryIO) -> BinaryIO | None:
+    """``file`` (a working file from :func:`_create_partial`, written by name by another
+    writer) kept open to hold its lock; closed (None) where no lock is taken: on Windows an
+    open file cannot be renamed."""
+    if fcntl is None:
+        file.close()
+        return None
+    return file
+
+
+#: A working file written to in the last this many seconds counts as in use, locked or not:
+#: `process` puts the sound into a new copy of it, which nobody locks, then looks for
+#: subtitles before moving its index (under a lock again).
+_IN_USE_S = 30.0
+#: A working file's name: ``.NAME.partial.EXT`` (or ``-2`` ...), and the copy made of it to
+#: put the sound in or move the index (``..NAME.partial.partial.EXT``).
+_WORK_NAME = re.compile(r"\.(?P<first>\..+\.partial(?:-\d+)?)\.partial(?:-\d+)?(?P<ext>\.[^.]+)")
+_ANY_WORK_NAME = re.compile(r"\..+\.partial(?:-\d+)?\.[^.]+")
+
+
+def _work_group(name: str) -> str:
+    """The working file ``name`` belongs to: itself, or the one it is a copy of."""
+    match = _WORK_NAME.fullmatch(name)
+    return match["first"] + match["ext"] if match else name
+
+
+def _locked_elsewhere(path: Path) -> bool | None:
+    """Whether a running process holds the lock of :func:`_lock` on ``path``; None where
+    that cannot be told (no locks here, or the file cannot be opened)."""
+    if fcntl is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            try:
+                fcntl.flock(file.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return None
+            return False  # closing the file gives the probe's lock back
+    except OSError:
+        return None
+
+
+def stale_work_files(target: str | os.PathLike[str]) -> list[Path]:
+    """The hidden working files of ``target`` (:func:`partial_path` and its numbered and
+    copied forms beside it; for a folder, those in it) that no running process is writing:
+    what a run killed while writing it left (a recording's frames so far, under its hidden
+    name). Never those of a file another SharpCam writes now (it holds their lock), nor
+    any written to in the last :data:`_IN_USE_S` seconds; none where locks cannot be told
+    (Windows)."""
+    if fcntl is None:
+        return []
+    target = Path(target)
+    if target.is_dir():
+        folder, names = target, [_ANY_WORK_NAME]
+    else:
+        folder = target.parent
+        first = partial_path(target).name
+        head = re.escape(first[: len(first) - len(target.suffix)]) + r"(?:-\d+)?"
+        ext = re.escape(target.suffix)
+        names = [re.compile(head + ext), re.compile(r"\." + head + r"\.partial(?:-\d+)?" + ext)]
+    try:
+        with os.scandir(folder) as entries:
+            found = [
+                Path(e.path)
+                for e in entries
+                if any(n.fullmatch(e.name) for n in names) and e.is_file(follow_symlinks=False)
+            ]
+    except OSError:
+        return []
+    now = time.time()
+    live = set()
+    for path in found:
+        try:
+            recent = now - path.stat().st_mtime < _IN_USE_S
+        except OSError:
+            recent = True  # gone meanwhile: finished
+        if recent or _locked_elsewhere(path) is not False:
+            live.add(_work_group(path.name))
+    return sorted(p for p in found if _work_group(p.name) not in live)
 
 
 #: Free bytes under which a file system that refused a write counts as full (the writer's last

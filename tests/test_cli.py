@@ -4107,6 +4107,34 @@ def _frames_of(path: Path) -> str:
     return f"{n} frame{'s' * (n != 1)} kept in {path}"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="no file locks to tell a live one by")
+@pytest.mark.parametrize("command", ["process", "run"])
+def test_frames_a_killed_run_left_in_its_hidden_file_are_named_and_left_alone(
+    clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    # A recording killed (out of memory, a power cut) left its frames in .o.partial.mp4; the
+    # next run to o.mp4 wrote beside it and never said that it was there.
+    out = tmp_path / "o.mp4"
+    left = tmp_path / ".o.partial.mp4"
+    left.write_bytes(b"\0" * 5_600_000)
+    then = time.time() - 600
+    os.utime(left, (then, then))
+    if command == "process":
+        argv = ["process", str(clip), str(out), "--backend", "passthrough"]
+    else:
+        argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough"]
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"note: the hidden file {left} (5.6 MB) holds what an earlier run writing {out} had "
+        "written when it was stopped before it finished (killed, crashed, or the power "
+        "failed). SharpCam leaves it there: rename it to keep it, or delete it"
+    ) in err, err
+    assert left.read_bytes() == b"\0" * 5_600_000 and len(read_video(out)) >= 5
+    assert cli.main(argv) == 0  # told again, until it is dealt with
+    assert f"the hidden file {left} " in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["process", "run"])
 def test_a_copy_left_behind_by_the_index_move_is_named(
     clip: Path,

@@ -31,6 +31,7 @@ from engine.sinks import (
     _FFmpegWriter,
     open_sink,
     sink_kind,
+    stale_work_files,
 )
 from engine.virtualcam import (
     VirtualCameraSink,
@@ -474,6 +475,53 @@ def test_a_video_sink_that_does_not_publish_leaves_its_finished_file_to_its_call
     assert not hidden.exists() and not sink.awaiting_name
     with pytest.raises(RuntimeError, match="no finished file is waiting"):
         sink.keep_incomplete()  # once only
+
+
+def _age(path: Path, seconds: float = 600.0) -> None:
+    """Make ``path`` look last written ``seconds`` ago."""
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
+def test_working_files_a_killed_run_left_are_found_and_ones_being_written_are_not(
+    tmp_path: Path,
+) -> None:
+    # A run killed while recording left its frames in a hidden .NAME.partial.EXT; the next
+    # run to that name wrote beside it without a word. One another run writes is not stale,
+    # however long since it was written to (a model taking minutes a frame).
+    path = tmp_path / "out.avi"
+    left = tmp_path / ".out.partial.avi"
+    left.write_bytes(b"frames a killed run wrote")
+    copy = tmp_path / "..out.partial.partial.avi"  # its sound was being put in
+    copy.write_bytes(b"a copy of them")
+    other = tmp_path / ".other.partial.avi"  # another output's
+    other.write_bytes(b"not out.avi's")
+    for file in (left, copy, other):
+        _age(file)
+    assert stale_work_files(path) == [copy, left]
+    left.unlink()
+    copy.unlink()
+    sink = VideoFileSink(path=path, size=(64, 48), fps=25, publish=False)
+    sink.write(frame(80, size=(64, 48)))
+    _age(tmp_path / ".out.partial.avi")
+    assert stale_work_files(path) == []  # being written
+    sink.close()
+    _age(tmp_path / ".out.partial.avi")
+    assert stale_work_files(path) == []  # waiting for its name
+    sink.publish()
+    assert stale_work_files(path) == [] and len(read_video(path)) == 1
+    left.write_bytes(b"frames a killed run wrote")
+    assert stale_work_files(path) == []  # written to just now: maybe in use
+    _age(left)
+    assert stale_work_files(path) == [left]
+    # A folder of frames: what was being written when the run was killed.
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "frame_000000.png").write_bytes(b"done")
+    half = frames / ".frame_000001.partial.png"
+    half.write_bytes(b"half a frame")
+    _age(half)
+    assert stale_work_files(frames) == [half]
 
 
 def test_a_video_sink_whose_name_is_refused_at_publish_keeps_its_frames(tmp_path):
@@ -1130,6 +1178,9 @@ def test_image_sink_failed_write_keeps_the_earlier_file(tmp_path, monkeypatch):
 
         def __exit__(self, *exc) -> None:  # noqa: ANN002
             self.file.close()
+
+        def fileno(self) -> int:
+            return self.file.fileno()
 
         def write(self, data) -> None:  # noqa: ANN001
             self.file.write(bytes(data)[:10])
