@@ -12,7 +12,8 @@ and the output file is closed and playable), 1 runtime error (missing file, bad
 model, no virtual camera, camera not found, images of a folder skipped, a video whose decoding failed
 partway: what was done is kept; fewer frames than a video's container announces is a warning), 2 usage error (bad option or ``--size`` syntax,
 ``--model`` for a backend that runs none), 130 ``process`` interrupted by Ctrl-C (its output is
-closed but incomplete) or ``bench`` interrupted (the rows measured before it are printed).
+closed but incomplete) or ``bench`` interrupted (the rows measured before it are printed), 141
+the reader of stdout went away (``devices | head -1``): nothing is said, as by a Unix tool there.
 Errors are one line on stderr, never a traceback (set ``SHARPCAM_DEBUG=1`` to get one); a folder's
 skipped images get one line each before it.
 """
@@ -25,6 +26,7 @@ import json
 import math
 import os
 import re
+import select
 import shutil
 import signal
 import sys
@@ -65,6 +67,10 @@ VIRTUAL_BACKEND_ENV = "SHARPCAM_VIRTUAL_BACKEND"
 STATUS_PERIOD_TTY = 0.25  # s between in-place status refreshes on a terminal
 STATUS_PERIOD_PIPE = 5.0  # s between status lines when stdout/stderr is not a terminal
 NEWS_PERIOD = 0.5  # s between looks for a new warning, which `run` prints at once
+#: The exit status where the reader of stdout went away (``devices | head -1``): 128 + SIGPIPE,
+#: what a shell reports for ``cat`` or ``ls`` there (killed by the signal), so that a script
+#: which lets that pass (``set -o pipefail``) lets SharpCam's pass too; 1 is a runtime error.
+EXIT_BROKEN_PIPE = 141
 
 
 class CliError(Exception):
@@ -248,6 +254,11 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         raise CliError(f"{self.prog}: error: {message}", code=2)
 
+    def print_help(self, file: Any = None) -> None:
+        # argparse's drops a failed write: `--help | head -0` exited 0, the reader's going
+        # unnoticed; main() ends as where any other output's reader went (EXIT_BROKEN_PIPE).
+        (file or sys.stdout).write(self.format_help())
+
 
 def _add_model_options(p: argparse.ArgumentParser, default_backend: str = "auto") -> None:
     p.add_argument(
@@ -269,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
         "Without a command, starts the desktop app.",
         epilog="Exit codes: 0 ok (also Ctrl-C in 'run'), 1 runtime error, 2 usage error, "
         "130 'process' interrupted (its output kept as NAME.incomplete.EXT) or 'bench' "
-        "interrupted (after printing the rows measured before it).",
+        "interrupted (after printing the rows measured before it), 141 the reader of its "
+        "output went away ('devices | head -1').",
     )
     parser.add_argument("--version", action=_VersionAction, help="print the version and exit")
     gui = parser.add_argument_group("desktop app options (no command)")
@@ -473,6 +485,52 @@ def _eprint(*parts: object) -> None:
         # The reader went away (`2>&1 | head`, a log forwarder that exited): what is said here
         # must never end a stream, nor decide whether its recording counts as complete.
         _silence_stderr()
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reader has gone: a BrokenPipeError was stdout's, not
+    another pipe's (one to FFmpeg, which the engine handles itself)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return True
+    except (OSError, ValueError):
+        return False
+    poll = getattr(select, "poll", None)  # POSIX; its text may all have been written before
+    if poll is None:
+        return False
+    try:
+        watch = poll()
+        watch.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(event & (select.POLLERR | select.POLLHUP) for _, event in watch.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout went away (``devices | head -1``): nothing is said, as a Unix tool
+    says nothing there (it said "error: BrokenPipeError", exit 1). Stdout goes to
+    ``os.devnull`` from now on, as Python's documentation of SIGPIPE advises, so that the
+    interpreter's own flush at exit does not fail on it again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - lives as long as the process
+    return EXIT_BROKEN_PIPE
+
+
+def _flushed(code: int) -> int:
+    """``code``, once what stdout still holds is written (:data:`EXIT_BROKEN_PIPE` where its
+    reader has gone: said here, not by Python's flush at exit)."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _stdout_gone()
+    except (OSError, ValueError):
+        pass  # not a reader gone: what the command did stands
+    return code
 
 
 def _silence_stderr() -> None:
@@ -1688,12 +1746,19 @@ def _note_lost_audio(source: str, output: str, *, copied: bool = False) -> bool:
             return False
     # `run` records live: frames the model had no time for are dropped, and the sound would
     # drift from the pictures. `process` without FFmpeg cannot copy it.
-    if copied:
-        why = " (install FFmpeg to keep it)"
-    else:
-        from engine.remux import find_ffmpeg
+    from engine.remux import ffmpeg_unusable, find_ffmpeg
 
-        keeps = "keeps it" if find_ffmpeg() is not None else "keeps it once FFmpeg is installed"
+    # A $SHARPCAM_FFMPEG set wrong, or an FFmpeg that hung: "install FFmpeg" was no answer.
+    unusable = ffmpeg_unusable()
+    if copied:
+        why = f" ({unusable})" if unusable else " (install FFmpeg to keep it)"
+    else:
+        if find_ffmpeg() is not None:
+            keeps = "keeps it"
+        elif unusable:
+            keeps = f"keeps it with an FFmpeg that runs: {unusable}"
+        else:
+            keeps = "keeps it once FFmpeg is installed"
         why = f" (`run` records live: the sound would drift from the pictures; `process` {keeps})"
     if has_audio:
         _eprint(
@@ -3291,7 +3356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "bench": cmd_bench,
             "devices": cmd_devices,
         }
-        return command[args.command](args)
+        return _flushed(command[args.command](args))
     except CliError as exc:
         msg = str(exc)
         _eprint(msg if msg.startswith(f"{PROG}") else f"{PROG}: error: {msg}")
@@ -3299,8 +3364,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _eprint(f"{PROG}: interrupted")
         return 130
-    except SystemExit as exc:  # argparse --help
-        return exc.code if isinstance(exc.code, int) else 0
+    except SystemExit as exc:  # argparse --help, --version
+        return _flushed(exc.code if isinstance(exc.code, int) else 0)
+    except BrokenPipeError as exc:
+        if _stdout_reader_gone():  # `devices | head -1`, a long bench table
+            return _stdout_gone()
+        if os.environ.get("SHARPCAM_DEBUG"):
+            traceback.print_exc()
+        _eprint(f"{PROG}: error: {type(exc).__name__}: {exc}")
+        return 1
     except Exception as exc:
         if os.environ.get("SHARPCAM_DEBUG"):
             traceback.print_exc()

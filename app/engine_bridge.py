@@ -221,14 +221,6 @@ def describe_error(
     )
 
 
-# What installs each runtime `auto` reports as "not installed" (its own message names none).
-_RUNTIME_PACKAGES = {
-    "onnx": "pip install onnxruntime",
-    "openvino": "pip install openvino",
-    "torch": "pip install torch",
-}
-
-
 def _missing_packages(msg: str) -> list[str] | None:
     """What to install when every failure ``msg`` reports is a runtime package that is not
     installed (or does not import), as the engine words it; None when any failure is another."""
@@ -240,12 +232,12 @@ def _missing_packages(msg: str) -> list[str] | None:
         # "backend 'torch' needs 'torch': <hint> (<the ImportError>)": the hint may hold
         # parentheses itself, the ImportError is the last pair.
         needs = re.search(r"needs '[^']+': (.+) \(", line)
-        absent = re.search(r"\b(\w+) runtime is not installed", line)
+        # `auto`'s "onnx runtime is not installed: <hint>" (the engine's hint, as above).
+        absent = re.search(r"\b(\w+) runtime is not installed(?:: (.+))?$", line)
         if needs:
             hints.append(needs.group(1))
         elif absent:
-            name = absent.group(1)
-            hints.append(_RUNTIME_PACKAGES.get(name, f"the {name} runtime"))
+            hints.append(absent.group(2) or f"the {absent.group(1)} runtime")
         else:
             return None
     return list(dict.fromkeys(hints)) or None
@@ -1431,6 +1423,9 @@ class EngineBridge(QObject):
         self.virtual_camera_busy = list(busy) if busy else None
         if self.virtual_camera_busy:
             guidance = virtual_camera_busy_guidance(self.virtual_camera_busy)
+        elif type(exc).__name__ == "VirtualCameraNotInstalled":
+            # The pyvirtualcam package, not a device: the steps that make one led away from it.
+            guidance = f"{detail}.\n\nThen press Retry (or restart SharpCam)."
         else:
             guidance = virtual_camera_guidance()
             if detail:

@@ -534,10 +534,22 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(kept) or type(exc).__name__
 
 
-def _require(module: str, backend: str, hint: str) -> Any:
+#: What installs each model backend's runtime: said where it is missing, by that backend named
+#: and by ``auto`` alike (auto's "not installed" lines had named none). The torch one is the CPU
+#: build: an unpinned ``pip install torch`` on Linux fetches the CUDA one (GBs).
+INSTALL_HINTS = {
+    "onnx": "pip install onnxruntime (or onnxruntime-gpu)",
+    "openvino": "pip install openvino (extra: sharpcam[openvino])",
+    "torch": "pip install torch --index-url https://download.pytorch.org/whl/cpu "
+    "(a CPU build; the CUDA one for a GPU)",
+}
+
+
+def _require(module: str, backend: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
+        hint = INSTALL_HINTS[backend]
         raise BackendError(f"backend {backend!r} needs {module!r}: {hint} ({exc})") from exc
 
 
@@ -830,7 +842,7 @@ class OnnxBackend(_ModelBackend):
         io_binding: bool | None = None,
         trt_cache_dir: str | Path | None = None,
     ) -> None:
-        ort = _require("onnxruntime", "onnx", "pip install onnxruntime (or onnxruntime-gpu)")
+        ort = _require("onnxruntime", "onnx")
         if device not in DEVICES:
             raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
         self.model = open_model(model)
@@ -1120,7 +1132,7 @@ class OpenVinoBackend(_ModelBackend):
         cache_size: int = 8,
         cache_pixels: int = 16_000_000,
     ) -> None:
-        ov = _require("openvino", "openvino", "pip install openvino (extra: sharpcam[openvino])")
+        ov = _require("openvino", "openvino")
         if device not in DEVICES:
             raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
         if precision not in (None, "f32", "bf16", "f16"):
@@ -1495,13 +1507,7 @@ class TorchBackend(_ModelBackend):
         threads: int | None = None,
         half: bool = True,
     ) -> None:
-        # The CPU build: an unpinned `pip install torch` on Linux fetches the CUDA one (GBs).
-        torch = _require(
-            "torch",
-            "torch",
-            "pip install torch --index-url https://download.pytorch.org/whl/cpu "
-            "(a CPU build; the CUDA one for a GPU)",
-        )
+        torch = _require("torch", "torch")
         if device not in DEVICES:
             raise BackendError(f"device must be one of {DEVICES}, got {device!r}")
         self.model = open_model(model)
@@ -2241,7 +2247,8 @@ def _create_auto(model: Any, device: str, threads: int | None, options: dict) ->
         label = f"{backend} ({dev})"
         cls = BACKENDS.get(backend)
         if cls is None or not cls.available():
-            failures.append((label, BackendError(f"{backend} runtime is not installed")))
+            hint = f": {INSTALL_HINTS[backend]}" if backend in INSTALL_HINTS else ""
+            failures.append((label, BackendError(f"{backend} runtime is not installed{hint}")))
             continue
         try:
             opts = {k: v for k, v in options.items() if _accepts(cls, k)}

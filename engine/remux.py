@@ -51,6 +51,7 @@ __all__ = [
     "DEINTERLACE",
     "field_order",
     "find_ffmpeg",
+    "ffmpeg_unusable",
     "has_kept_tags",
     "hdr_transfer",
     "keep_timing",
@@ -121,6 +122,36 @@ def find_ffmpeg() -> str | None:
     except Exception:  # not installed, or its binary missing for this platform
         return None
     return found if found not in _UNANSWERING else None
+
+
+def ffmpeg_unusable() -> str | None:
+    """Why :func:`find_ffmpeg` finds none where one is named or was found, in words for a note:
+    ``$SHARPCAM_FFMPEG`` naming no file, or an FFmpeg that did not answer. None where it finds
+    one, or where none is installed at all (then installing FFmpeg is the fix).
+
+    A ``$SHARPCAM_FFMPEG`` that names no file is not replaced by the FFmpeg on the ``PATH``
+    or the bundled one: it is set to choose one (a build with the filters HDR needs, or not
+    the system's), and another in its place would go unsaid; saying so is the fix."""
+    named = os.environ.get(FFMPEG_ENV)
+    if named:
+        if named in _UNANSWERING:
+            return f"{named}, the FFmpeg ${FFMPEG_ENV} names, did not answer, so it was ended"
+        if not Path(named).exists():
+            return f"${FFMPEG_ENV} names {named}, which does not exist: correct it or unset it"
+        if not Path(named).is_file():
+            return f"${FFMPEG_ENV} names {named}, which is not a file: correct it or unset it"
+        return None
+    found = shutil.which("ffmpeg")
+    if found is None:
+        try:
+            import imageio_ffmpeg
+
+            found = imageio_ffmpeg.get_ffmpeg_exe()
+        except Exception:  # not installed, or its binary missing for this platform
+            return None
+    if found in _UNANSWERING:
+        return f"FFmpeg {found} did not answer, so it was ended"
+    return None
 
 
 #: Audio codecs each output container holds where players play them (FFmpeg's names):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import stat
 import sys
 from typing import Any
@@ -22,6 +23,7 @@ from engine.sources import camera_device_path
 
 __all__ = [
     "VirtualCameraBusy",
+    "VirtualCameraNotInstalled",
     "VirtualCameraSink",
     "VirtualCameraUnavailable",
     "OBS_CAMERA",
@@ -48,6 +50,26 @@ class VirtualCameraBusy(VirtualCameraUnavailable):
     def __init__(self, message: str, devices: list[tuple[str, str]]):
         super().__init__(message)
         self.devices = devices
+
+
+class VirtualCameraNotInstalled(VirtualCameraUnavailable):
+    """The ``pyvirtualcam`` package cannot be loaded: installing it is the fix, not the steps
+    that make a device (v4l2loopback's, OBS's), which it cannot send to without it."""
+
+
+def pyvirtualcam_missing(exc: BaseException) -> str:
+    """What to do when ``import pyvirtualcam`` raised ``exc``. It comes with SharpCam (a
+    dependency), except on Windows on ARM, where it has no build."""
+    if sys.platform == "win32" and platform.machine().upper() == "ARM64":
+        return (
+            f"pyvirtualcam cannot be loaded ({exc}): it has no build for Windows on ARM, so "
+            "SharpCam cannot send to a virtual camera on this computer"
+        )
+    return (
+        f"pyvirtualcam cannot be loaded ({exc}): SharpCam sends to the virtual camera through "
+        "this package. Install it: pip install pyvirtualcam (it comes with SharpCam, so "
+        "reinstalling SharpCam brings it back too)"
+    )
 
 
 # v4l2loopback's devices have no hardware behind them, so the kernel lists them under the
@@ -183,11 +205,9 @@ class VirtualCameraSink:
             import pyvirtualcam  # imported here: loading the native backend costs at startup
         except ImportError as exc:
             # Not installed where it has no build (Windows on ARM): an ImportError reached
-            # `run --output virtual` as "error: ModuleNotFoundError: ...".
-            raise VirtualCameraUnavailable(
-                f"pyvirtualcam cannot be loaded ({exc}); it has no build for some systems "
-                f"(Windows on ARM)\n{virtual_camera_guidance()}"
-            ) from exc
+            # `run --output virtual` as "error: ModuleNotFoundError: ...". The package is the
+            # fix: the steps that make a device (v4l2loopback's) led away from it.
+            raise VirtualCameraNotInstalled(pyvirtualcam_missing(exc)) from exc
 
         w, h = (int(v) for v in size)
         if w < 1 or h < 1:
@@ -327,7 +347,7 @@ def virtual_camera_status(
     try:
         import pyvirtualcam  # noqa: F401
     except Exception as exc:  # the native module can fail to load on an odd system
-        return False, f"pyvirtualcam cannot be loaded: {exc}\n{virtual_camera_guidance()}"
+        return False, pyvirtualcam_missing(exc)
     try:
         sink = VirtualCameraSink(size=(640, 480), fps=30.0, device=device, backend=backend)
     except VirtualCameraUnavailable as exc:

@@ -575,6 +575,28 @@ def test_the_setup_steps_cite_only_the_first_line_of_why_the_device_did_not_open
         assert bridge.join(timeout=10.0)
 
 
+def test_the_virtual_camera_switch_without_pyvirtualcam_says_to_install_it(
+    qtbot: Any, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The package, not a device, is missing: the dialog gave v4l2loopback's steps to make a
+    # device, which cannot help without it, and the package only under "Details".
+    bridge = EngineBridge(api=_engine_api(), stats_interval_ms=100, virtual_backend=VIRTUAL_BACKEND)
+    try:
+        assert _start_demo(bridge, wait=True)
+        monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # import raises ImportError
+        with qtbot.waitSignal(bridge.virtual_camera_missing, timeout=FRAME_TIMEOUT_MS) as got:
+            assert bridge.set_virtual_camera(True) is False
+        (guidance,) = got.args
+        assert guidance.startswith("pyvirtualcam cannot be loaded ("), guidance
+        assert "Install it: pip install pyvirtualcam" in guidance
+        assert guidance.count("pip install pyvirtualcam") == 1
+        assert "v4l2loopback" not in guidance and "OBS" not in guidance, guidance
+        assert guidance.endswith("Then press Retry (or restart SharpCam).")
+    finally:
+        bridge.stop()
+        assert bridge.join(timeout=10.0)
+
+
 def test_a_virtual_camera_open_that_fails_unexpectedly_is_logged_not_a_missing_driver(
     qtbot, make_window, recorder, caplog
 ):
@@ -6563,14 +6585,18 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
     # command line.
     assert "“Retry with the automatic backend” in the sidebar" in msg.advice
     assert "--backend" not in msg.advice  # (pip's own --index-url is how torch installs)
-    # `auto`'s own words for runtimes that are not installed: each one's package is named.
-    missing = RuntimeError(
-        "no backend could start:\n  openvino (cpu): openvino runtime is not installed\n"
-        "  onnx (cpu): onnx runtime is not installed"
-    )
-    advice = describe_error(missing, context="model", backend="auto").advice
-    assert "pip install openvino or pip install onnxruntime" in advice
-    assert "automatic backend" not in advice  # that is what failed
+    # `auto` with neither OpenVINO nor ONNX Runtime: each one's package is named, in the engine's
+    # words (the command line's too) and once in the advice, the engine's own pip commands.
+    from engine.backends import INSTALL_HINTS
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    msg = _model_message(make_bridge(_engine_api()), backend="auto")
+    for name in ("openvino", "onnx"):
+        assert f"{name} runtime is not installed: {INSTALL_HINTS[name]}" in msg.text
+        assert msg.advice.count(INSTALL_HINTS[name]) == 1, msg.advice
+    assert f"{INSTALL_HINTS['openvino']} or {INSTALL_HINTS['onnx']}; then" in msg.advice
+    assert "automatic backend" not in msg.advice  # that is what failed
 
 
 def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():

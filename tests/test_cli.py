@@ -1989,14 +1989,64 @@ def test_process_keeps_every_sound_track(
     assert [a.split(" ")[0].rstrip(",") for a in _audio_streams(out)] == codecs
 
 
+def _no_ffmpeg_at_all(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No FFmpeg anywhere, as on a machine without one: none named by $SHARPCAM_FFMPEG, none
+    on the PATH, no imageio-ffmpeg."""
+    monkeypatch.delenv("SHARPCAM_FFMPEG", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_the_sound_note_names_a_sharpcam_ffmpeg_that_cannot_be_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A $SHARPCAM_FFMPEG set wrong, or an FFmpeg that had not answered, was told to "install
+    # FFmpeg": the user who set the variable did not learn why the sound was lost.
+    import engine.remux
+    from tests.test_engine_sources import write_avi_with_sound
+
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    wrong = tmp_path / "no-such-ffmpeg"
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(wrong))
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        f"the audio of {call} is not copied ($SHARPCAM_FFMPEG names {wrong}, which does not "
+        "exist: correct it or unset it)"
+    ) in err, err
+    assert "install FFmpeg" not in err
+    # The setting is honoured, not replaced by the bundled FFmpeg: no sound in the output.
+    probe = subprocess.run([_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True)
+    assert b"Video:" in probe.stderr and b"Audio:" not in probe.stderr
+    code = cli.main(
+        ["run", "--source", str(call), "--output", str(tmp_path / "live.mp4"), "--backend",
+         "unsharp", "--duration", "0.5"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"`process` keeps it with an FFmpeg that runs: $SHARPCAM_FFMPEG names {wrong}" in err
+    # One that did not answer (ended after engine.remux._QUERY_TIMEOUT_S) is said so.
+    hung = tmp_path / "ffmpeg"
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(hung))
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", {str(hung)})
+    assert cli.main(["process", str(call), str(tmp_path / "o2.mp4"), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert f"({hung}, the FFmpeg $SHARPCAM_FFMPEG names, did not answer, so it was ended)" in err
+    assert "install FFmpeg" not in err
+
+
 def test_process_says_the_sound_track_is_not_copied(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from tests.test_engine_sources import write_avi_with_sound
 
     # Without FFmpeg a recorded call's sound cannot be copied: said, not dropped silently.
-    monkeypatch.setenv("SHARPCAM_FFMPEG", str(tmp_path / "no-ffmpeg"))
     call = write_avi_with_sound(tmp_path / "call.avi")
+    _no_ffmpeg_at_all(tmp_path, monkeypatch)
     assert cli.main(["process", str(call), str(tmp_path / "out.mp4"), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
     assert "no sound" in err and "call.avi" in err and "(install FFmpeg to keep it)" in err, err
@@ -2022,7 +2072,7 @@ def test_process_says_the_sound_track_is_not_copied(
     err = capsys.readouterr().err
     assert code == 0 and "will have no sound" in err, err
     assert "`process` keeps it once FFmpeg is installed" in err, err  # none here
-    monkeypatch.delenv("SHARPCAM_FFMPEG")
+    monkeypatch.undo()  # FFmpeg back
     code = cli.main(
         ["run", "--source", str(call), "--output", str(tmp_path / "live2.mp4"), "--backend",
          "unsharp", "--duration", "0.5"]
@@ -4399,6 +4449,34 @@ def test_run_with_a_model_or_backend_it_was_told_to_use_that_cannot_start_fails(
         assert "needs 'torch'" in last, err
 
 
+@pytest.mark.parametrize("command", ["process", "run", "bench"])
+def test_auto_with_no_runtime_installed_names_what_to_install(
+    command: str,
+    clip: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Neither OpenVINO nor ONNX Runtime: `auto` said "openvino runtime is not installed" and
+    # "onnx runtime is not installed", no pip command, where `--backend openvino` names one.
+    from engine.backends import INSTALL_HINTS
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # both imports fail, as uninstalled
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    argv = {
+        "process": ["process", str(clip), str(tmp_path / "out.avi")],
+        "run": ["run", "--source", str(clip), "--output", str(tmp_path / "live.avi")],
+        "bench": ["bench", "--backend", "auto", "--size", "64x64", "--frames", "2"],
+    }[command]
+    code, err = _run_in_process(argv, capsys)
+    assert code == (0 if command == "run" else 1), err  # run streams unsharpened, said
+    assert "Traceback" not in err, err
+    for name in ("openvino", "onnx"):
+        assert f"{name} runtime is not installed: {INSTALL_HINTS[name]}" in err, err
+    assert "pip install openvino" in INSTALL_HINTS["openvino"]
+    assert "pip install onnxruntime" in INSTALL_HINTS["onnx"]
+
+
 def test_run_with_a_model_that_cannot_take_the_sources_frames_fails_before_writing(
     clip: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -5484,6 +5562,39 @@ def test_devices_warns_of_onnx_runtime_builds_installed_together(
     out = _devices(monkeypatch, capsys, [], (False, "none"))
     assert "WARNING: onnxruntime and onnxruntime-gpu are installed together" in out, out
     assert "pip uninstall -y onnxruntime onnxruntime-gpu" in out, out
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a pipe's reader gone is EINVAL there, not EPIPE")
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["devices"],
+        ["--help"],
+        ["process", "--help"],
+        ["--version"],
+        ["bench", "--backend", "unsharp", "--size", "64x64", "--frames", "2"],
+        ["bench", "--json", "--backend", "unsharp", "--size", "64x64", "--frames", "2"],
+    ],
+)
+def test_output_whose_reader_went_away_ends_silently_with_141(args: list[str]) -> None:
+    # `devices | head -1` said "sharpcam: error: BrokenPipeError", exit 1 (and `--help`'s
+    # went unnoticed, exit 0). Here the reader has gone before the first line is written.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "main.py", *args],
+            cwd=REPO,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == cli.EXIT_BROKEN_PIPE == 141, proc.stderr
+    # Nothing said of it, neither by SharpCam nor by Python's flush at exit.
+    assert "error" not in proc.stderr and "Broken" not in proc.stderr, proc.stderr
 
 
 def test_output_on_a_code_page_without_the_middle_dot_is_escaped_not_fatal() -> None:

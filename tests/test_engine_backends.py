@@ -27,6 +27,7 @@ from contract_models import (  # noqa: E402
 import engine.backends as backends  # noqa: E402
 from engine.backends import (  # noqa: E402
     BACKENDS,
+    INSTALL_HINTS,
     Backend,
     BackendError,
     ModelError,
@@ -589,7 +590,7 @@ def test_auto_with_one_runtime_missing_and_a_model_error_lists_both(
         create_backend("auto", model=models["conv.onnx"], device="cpu")
     assert str(info.value) == (
         "no backend could start:\n"
-        "  openvino (cpu): openvino runtime is not installed\n"
+        f"  openvino (cpu): openvino runtime is not installed: {INSTALL_HINTS['openvino']}\n"
         "  onnx (cpu): simulated contract break"
     )
 

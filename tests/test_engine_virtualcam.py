@@ -135,16 +135,31 @@ def test_obs_not_starting_on_macos_is_unavailable_not_in_use(monkeypatch):
     assert vc.virtual_camera_guidance("darwin") in msg
 
 
-def test_a_virtual_camera_without_pyvirtualcam_is_unavailable_with_the_steps(monkeypatch):
+def test_a_virtual_camera_without_pyvirtualcam_says_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # pyvirtualcam has no build for Windows on ARM: `run --output virtual` said
-    # "error: ModuleNotFoundError: No module named 'pyvirtualcam'".
-    import sys
-
-    from engine.virtualcam import VirtualCameraSink, VirtualCameraUnavailable
+    # "error: ModuleNotFoundError: No module named 'pyvirtualcam'". Elsewhere the package is
+    # the fix: `devices` and `run` followed the error with v4l2loopback's module steps, which
+    # cannot help without it.
+    from engine.virtualcam import VirtualCameraNotInstalled, VirtualCameraSink
 
     monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # import raises ImportError
-    with pytest.raises(VirtualCameraUnavailable, match="pyvirtualcam cannot be loaded"):
+    monkeypatch.setattr(sys, "platform", "linux")
+    with pytest.raises(VirtualCameraUnavailable) as info:
         VirtualCameraSink(size=(64, 48))
+    assert isinstance(info.value, VirtualCameraNotInstalled)  # the app tells it by its type
+    ok, status = virtual_camera_status()
+    for msg in (str(info.value), status):
+        assert msg.startswith("pyvirtualcam cannot be loaded ("), msg
+        assert "Install it: pip install pyvirtualcam" in msg, msg
+        assert "v4l2loopback" not in msg and "modprobe" not in msg, msg
+    assert not ok
+    # Windows on ARM: no build to install; no pip command that would fail.
+    monkeypatch.setattr(sys, "platform", "win32")
+    monkeypatch.setattr(vc.platform, "machine", lambda: "ARM64")
+    ok, status = virtual_camera_status()
+    assert not ok and "no build for Windows on ARM" in status and "pip" not in status, status
 
 
 def test_a_virtual_camera_whose_close_failed_is_not_closed_again_when_collected(monkeypatch):
