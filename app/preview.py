@@ -9,12 +9,14 @@ through the virtual camera is never mirrored.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 from PySide6.QtCore import QPointF, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFocusEvent,
     QFont,
+    QFontMetrics,
     QImage,
     QKeyEvent,
     QMouseEvent,
@@ -32,6 +34,26 @@ _BG = QColor("#0b0d12")
 _WINDOW_BG = QColor("#0f1117")
 _ACCENT = QColor("#38bdf8")
 _FOCUS = QColor("#e0f2fe")  # the window's keyboard focus ring
+
+#: The text size the badges were laid out for (the window's style sheet's 10 pt): larger
+#: text in the widget's font enlarges them in step.
+_DESIGN_PT = 10.0
+_BADGE_PT = 8.5  # a badge's text at the design's size
+_BADGE_LEAST_PT = 7.0  # the least a badge shrinks to, to fit a narrow picture
+#: (margin from the picture's edges, padding either side of the text): the design's, then
+#: closer where a picture is narrow.
+_BADGE_SPACING = ((12, 10), (6, 6))
+
+
+class Badge(NamedTuple):
+    """A badge as the preview draws it (widget coordinates)."""
+
+    text: str  # as shown: its whole name, or the short one where that does not fit
+    box: QRectF
+    picture: QRectF  # the part of the picture it names, which holds it whole
+    font: QFont
+    processed: bool  # the processed side's (accent) style; else the original's (dark)
+
 
 #: How far one arrow key moves the divider, as a fraction of the picture's width.
 SPLIT_STEP = 0.05
@@ -72,6 +94,7 @@ class PreviewWidget(QWidget):
         self._focus_visible = False  # the ring is drawn (see the class docstring)
         self._placeholder = "Starting camera…"
         self._after_label = "AFTER"  # what the processed side is called (set_after_label)
+        self._after_short = "AFTER"  # and where the picture is too narrow for that
         self.frames_shown = 0  # painted frame count; tests and the FPS readout use it
         # 400 px keeps the window's least width (with its margins and the sidebar) at 756 px,
         # inside an 800x600 screen; at 480 it was 836.
@@ -133,10 +156,16 @@ class PreviewWidget(QWidget):
         self._mirror = bool(mirror)
         self.update()
 
-    def set_after_label(self, text: str) -> None:
+    def set_after_label(self, text: str, short: str | None = None) -> None:
         """The processed side's badge: "AFTER", or "SHARPENING OFF" while Space has turned it
-        off (an "AFTER" over the unsharpened picture said the opposite of what it showed)."""
+        off (an "AFTER" over the unsharpened picture said the opposite of what it showed).
+
+        ``short`` (``text`` itself where not given) is shown where ``text`` does not fit its
+        picture even in a smaller size (a portrait source side by side, or a split at the
+        window's least width): the badge is then hidden only where neither fits.
+        """
         self._after_label = text
+        self._after_short = text if short is None else short
         self.update()
 
     @property
@@ -204,9 +233,10 @@ class PreviewWidget(QWidget):
             self._paint_side(p)
         elif self._mode == "after":
             self._paint_image(p, self._processed, self.image_rect())
-            self._badge(p, self.image_rect(), self._after_label, right=True, processed=True)
         else:
             self._paint_split(p)
+        for badge in self.badges():
+            self._paint_badge(p, badge)
         p.end()
 
     def _paint_image(
@@ -226,11 +256,19 @@ class PreviewWidget(QWidget):
         p.drawImage(target, img)
         p.restore()
 
-    def _paint_split(self, p: QPainter) -> None:
+    def _split_parts(self) -> tuple[QRectF, QRectF]:
+        """The parts of the picture left (the original) and right of the divider."""
         r = self.image_rect()
         x = r.left() + self._split * r.width()
-        left = QRectF(r.left(), r.top(), x - r.left(), r.height())
-        right = QRectF(x, r.top(), r.right() - x, r.height())
+        return (
+            QRectF(r.left(), r.top(), x - r.left(), r.height()),
+            QRectF(x, r.top(), r.right() - x, r.height()),
+        )
+
+    def _paint_split(self, p: QPainter) -> None:
+        r = self.image_rect()
+        left, right = self._split_parts()
+        x = right.left()
         self._paint_image(p, self._original, r, left)  # type: ignore[arg-type]
         self._paint_image(p, self._processed, r, right)  # type: ignore[arg-type]
         # Divider with a round grab handle.
@@ -251,10 +289,6 @@ class PreviewWidget(QWidget):
             p.setBrush(Qt.BrushStyle.NoBrush)
             p.setPen(QPen(_FOCUS, 2))
             p.drawEllipse(c, 20, 20)
-        # Each badge only over its own side: with the divider at an edge, the whole picture is
-        # one of them and the other badge named a side that was not there.
-        self._badge(p, r, "BEFORE", right=False, processed=False, within=left)
-        self._badge(p, r, self._after_label, right=True, processed=True, within=right)
 
     def side_rects(self) -> tuple[QRectF, QRectF]:
         """Where the original and the processed frames are drawn in side mode (widget coords)."""
@@ -270,40 +304,69 @@ class PreviewWidget(QWidget):
         before, after = self.side_rects()
         self._paint_image(p, self._original, before)  # type: ignore[arg-type]
         self._paint_image(p, self._processed, after)  # type: ignore[arg-type]
-        # Both badges sit top-left of their frame: only the style tells them apart.
-        self._badge(p, before, "BEFORE", right=False, processed=False)
-        self._badge(p, after, self._after_label, right=False, processed=True)
 
-    def _badge(
-        self,
-        p: QPainter,
-        r: QRectF,
-        text: str,
-        *,
-        right: bool,
-        processed: bool,
-        within: QRectF | None = None,
-    ) -> None:
-        font = QFont(self.font())
-        font.setPointSizeF(8.5)
-        font.setBold(True)
-        font.setLetterSpacing(QFont.SpacingType.AbsoluteSpacing, 1.2)
-        p.setFont(font)
-        fm = p.fontMetrics()
-        w, h = fm.horizontalAdvance(text) + 20, fm.height() + 8
-        x = r.right() - w - 12 if right else r.left() + 12
-        box = QRectF(x, r.top() + 12, w, h)
-        if within is not None and not within.contains(box):
-            return
+    def badges(self) -> list[Badge]:
+        """The badges over the picture now, each inside the part of the picture it names.
+
+        Split: BEFORE top-left of the divider, the processed side's name top-right of it (each
+        only over its own side: with the divider at an edge, the whole picture is one of them
+        and the other badge named a side that was not there). Side by side: both top-left of
+        their frame (only the style tells them apart). After only: top-right.
+        """
+        if self._processed is None or self._original is None:
+            return []
+        after = (self._after_label, self._after_short)
+        if self._mode == "side":
+            before_rect, after_rect = self.side_rects()
+            wanted = [
+                (before_rect, ("BEFORE",), False, False),
+                (after_rect, after, False, True),
+            ]
+        elif self._mode == "after":
+            wanted = [(self.image_rect(), after, True, True)]
+        else:
+            left, right = self._split_parts()
+            wanted = [(left, ("BEFORE",), False, False), (right, after, True, True)]
+        found = (self._fit_badge(*args) for args in wanted)
+        return [badge for badge in found if badge is not None]
+
+    def _fit_badge(
+        self, picture: QRectF, names: tuple[str, ...], right: bool, processed: bool
+    ) -> Badge | None:
+        """The first of ``names`` (its whole name, then its short one) that fits ``picture``,
+        in the largest size that does: the design's, enlarged as the widget's text is, down to
+        _BADGE_LEAST_PT; None where none fits (a badge past its picture covered the other one,
+        or the background, where a portrait source's was narrower than "SHARPENING OFF")."""
+        base = _BADGE_PT * max(1.0, self.font().pointSizeF() / _DESIGN_PT)
+        sizes = [pt for pt in (base, base * 0.8, base * 0.64) if pt > _BADGE_PT]
+        sizes += [_BADGE_PT, _BADGE_LEAST_PT]
+        for pt in sizes:
+            font = QFont(self.font())
+            font.setPointSizeF(pt)
+            font.setBold(True)
+            font.setLetterSpacing(QFont.SpacingType.AbsoluteSpacing, 1.2)
+            fm = QFontMetrics(font, self)
+            for text in dict.fromkeys(names):  # each once, in order
+                for margin, pad in _BADGE_SPACING:
+                    w, h = fm.horizontalAdvance(text) + 2 * pad, fm.height() + 8
+                    x = picture.right() - w - margin if right else picture.left() + margin
+                    box = QRectF(x, picture.top() + margin, w, h)
+                    if picture.contains(box):
+                        return Badge(text, box, picture, font, processed)
+        return None
+
+    def _paint_badge(self, p: QPainter, badge: Badge) -> None:
+        box, h = badge.box, badge.box.height()
+        p.setFont(badge.font)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(
             QColor(_ACCENT.red(), _ACCENT.green(), _ACCENT.blue(), 220)
-            if processed
+            if badge.processed
             else QColor(15, 23, 42, 190)
         )
         p.drawRoundedRect(box, h / 2, h / 2)
-        p.setPen(QColor("#0b1220") if processed else QColor("white"))
-        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+        p.setPen(QColor("#0b1220") if badge.processed else QColor("white"))
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter, badge.text)
 
     def _paint_placeholder(self, p: QPainter) -> None:
         if self._ring_shown():
@@ -313,9 +376,14 @@ class PreviewWidget(QWidget):
             p.drawRoundedRect(QRectF(self.rect()).adjusted(1, 1, -1, -1), 14, 14)
         p.setPen(QColor("#64748b"))
         font = QFont(self.font())
-        font.setPointSizeF(13)
+        # Larger with larger text, as the badges; on more lines where it is wider than the view.
+        font.setPointSizeF(13 * max(1.0, font.pointSizeF() / _DESIGN_PT))
         p.setFont(font)
-        p.drawText(QRect(self.rect()), Qt.AlignmentFlag.AlignCenter, self._placeholder)
+        p.drawText(
+            QRect(self.rect()).adjusted(12, 12, -12, -12),
+            Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap,
+            self._placeholder,
+        )
 
     # --- dragging the divider ------------------------------------------------------------------
     def _near_divider(self, x: float) -> bool:

@@ -272,6 +272,27 @@ QComboBoxPrivateContainer { background: #1e2430; border: 1px solid #2c3446; }
 
 
 STYLE = STYLE.replace("@CHEVRON@", (ICON_PATH.parent / "chevron-down.svg").as_posix())
+#: The text size STYLE was laid out for (its ``QWidget`` font-size): larger application text
+#: scales every size in it (:func:`style_for_font`).
+STYLE_DESIGN_PT = 10.0
+_STYLE_PT = re.compile(r"(\d+(?:\.\d+)?)pt\b")
+
+
+def style_for_font(font: QFont, style: str | None = None) -> str:
+    """``style`` (STYLE) with every point size scaled by ``font``'s size / STYLE_DESIGN_PT,
+    where that is larger: never smaller, so the design's own look is the same text.
+
+    ``font`` is the application's, which Qt takes from the desktop's: a low-vision person's
+    14-20 pt there got the sheet's fixed 10 pt (8 pt section titles) all the same.
+    """
+    style = STYLE if style is None else style
+    pt = font.pointSizeF()
+    if pt <= 0:  # a font set in pixels
+        pt = QFontInfo(font).pointSizeF()
+    factor = pt / STYLE_DESIGN_PT
+    if factor <= 1:
+        return style
+    return _STYLE_PT.sub(lambda m: f"{round(float(m.group(1)) * factor, 2):g}pt", style)
 
 
 def app_icon() -> QIcon:
@@ -863,7 +884,7 @@ class MainWindow(QMainWindow):
 
         self.setWindowTitle("SharpCam")
         self.setWindowIcon(app_icon())
-        self.setStyleSheet(STYLE)
+        self.setStyleSheet(style_for_font(QApplication.font()))
         self._build_ui()
         # After the layout, whose least size the first size keeps to.
         self._fit_first_size()
@@ -1824,13 +1845,15 @@ class MainWindow(QMainWindow):
     def _show_after_label(self) -> None:
         """The processed side's badge says what it shows: not "AFTER" over a picture nothing
         sharpened (sharpening turned off, the model failed, or a strength of 0 %)."""
+        # The short names where the picture is too narrow for the whole one (a portrait
+        # source side by side, the split at the least width).
         if not self.enable_switch.isChecked():
-            self.preview.set_after_label("SHARPENING OFF")
+            self.preview.set_after_label("SHARPENING OFF", "OFF")
         elif self.bridge.model_failure is not None:
-            self.preview.set_after_label("NOT SHARPENED")
+            self.preview.set_after_label("NOT SHARPENED", "OFF")
         elif self.strength_slider.value() == 0:
             # The engine passes frames through at 0 %: the same picture on both sides.
-            self.preview.set_after_label("STRENGTH 0 %")
+            self.preview.set_after_label("STRENGTH 0 %", "0 %")
         else:
             self.preview.set_after_label("AFTER")
 

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import pyvirtualcam
 from PySide6.QtCore import QPoint, QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QColor, QGuiApplication, QImage, QPalette
+from PySide6.QtGui import QColor, QFontMetricsF, QGuiApplication, QImage, QPalette
 from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QFileDialog, QWidget
 
 from app.camera_list import (
@@ -8421,8 +8421,6 @@ def test_the_sidebar_widens_with_larger_text_and_cuts_off_no_control(
     # 96 dpi, the same text.
     import re
 
-    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel
-
     import app.window as window_module
     from app.window import SIDEBAR_WIDTH, sidebar_width
 
@@ -8438,15 +8436,160 @@ def test_the_sidebar_widens_with_larger_text_and_cuts_off_no_control(
     assert window.sidebar_scroll.width() > side.width() > SIDEBAR_WIDTH
     assert window.width() >= window.minimumSizeHint().width()
     assert window.minimumSizeHint().width() <= 1366 - 16  # still fits a 1366x768 screen
-    for button in side.findChildren(QAbstractButton):
-        if button.isVisibleTo(window) and button.text():
-            assert button.width() >= button.sizeHint().width(), button.text()
-    for combo in side.findChildren(QComboBox):
-        assert combo.width() >= combo.minimumSizeHint().width(), combo.currentText()
-    for label in side.findChildren(QLabel):
-        if label.isVisibleTo(window) and not label.wordWrap() and label.text():
-            need = label.fontMetrics().horizontalAdvance(label.text())
-            assert label.contentsRect().width() >= need, label.text()
+    assert _sidebar_controls_cut(window) == []
+
+
+def _sidebar_controls_cut(window: MainWindow) -> list[str]:
+    """The sidebar's buttons, switches, pickers and one-line labels narrower than their text."""
+    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLabel
+
+    side = window.sidebar
+    cut = [
+        button.text()
+        for button in side.findChildren(QAbstractButton)
+        if button.isVisibleTo(window)
+        and button.text()
+        and button.width() < button.sizeHint().width()
+    ]
+    cut += [
+        combo.currentText()
+        for combo in side.findChildren(QComboBox)
+        if combo.width() < combo.minimumSizeHint().width()
+    ]
+    cut += [
+        label.text()
+        for label in side.findChildren(QLabel)
+        if label.isVisibleTo(window)
+        and not label.wordWrap()
+        and label.text()
+        and label.contentsRect().width() < label.fontMetrics().horizontalAdvance(label.text())
+    ]
+    return cut
+
+
+def test_the_window_follows_a_larger_application_font_and_still_fits_the_screen(
+    qtbot, make_window, monkeypatch
+) -> None:
+    # A low-vision person's desktop font of 16 pt (Qt's application font) got the style
+    # sheet's 10 pt (8 pt section titles, 8.5 pt hints) all the same: every size in it was its
+    # own, in points.
+    from PySide6.QtCore import QRect
+    from PySide6.QtGui import QFont, QFontInfo
+    from PySide6.QtWidgets import QLabel
+
+    from app.window import SIDEBAR_WIDTH
+
+    app = QApplication.instance()
+    default = app.font()
+    app.setFont(QFont(default.family(), 16))
+    try:
+        window = make_window(start=False)
+    finally:
+        app.setFont(default)
+    qtbot.waitUntil(lambda: window.save_button.width() > 0, timeout=5_000)
+    assert QFontInfo(window.font()).pointSizeF() == pytest.approx(16, abs=0.5)
+    hints = [label for label in window.findChildren(QLabel) if label.objectName() == "hint"]
+    assert hints and all(
+        QFontInfo(label.font()).pointSizeF() == pytest.approx(13.6, abs=0.5) for label in hints
+    )
+    assert window.sidebar.width() > SIDEBAR_WIDTH * 1.5  # widened with the text
+    # The least size fits a 1366x768 screen, and the first size each screen it opens on.
+    least = window.minimumSizeHint()
+    assert least.width() <= 1366 - 16 and least.height() <= 768 - 48
+    for free in (QRect(0, 0, 1366, 768), QRect(0, 0, 1920, 1080)):
+        monkeypatch.setattr(
+            window,
+            "screen",
+            lambda free=free: types.SimpleNamespace(availableGeometry=lambda: free),
+        )
+        window._fit_first_size()
+        qtbot.waitUntil(lambda free=free: window.width() <= free.width() - 16, timeout=5_000)
+        assert window.height() <= free.height() - 48
+        qtbot.wait(50)  # the layout settles
+        assert _sidebar_controls_cut(window) == [], free
+    # At the least size the badges over the picture, enlarged with the text, stay inside it.
+    window.resize(least)
+    qtbot.waitUntil(lambda: window.width() == least.width(), timeout=5_000)
+    grey = np.full((270, 480, 3), 128, np.uint8)
+    window.preview.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    window.enable_switch.setChecked(False)
+    for mode in ("split", "side", "after"):
+        window.preview.set_mode(mode)
+        badges = window.preview.badges()
+        assert badges and badges[-1].text in ("SHARPENING OFF", "OFF"), mode
+        for badge in badges:
+            assert badge.picture.contains(badge.box), (mode, badge)
+            assert badge.font.pointSizeF() >= 8.5, (mode, badge)
+
+
+def test_the_style_sheet_is_the_designs_own_at_its_text_size_or_less() -> None:
+    from PySide6.QtGui import QFont
+
+    from app.window import style_for_font
+
+    for pt in (8, 9, 10):
+        assert style_for_font(QFont("Sans Serif", pt)) == STYLE
+    larger = style_for_font(QFont("Sans Serif", 15))
+    assert "QWidget { color: #e2e8f0; font-size: 15pt; }" in larger
+    assert "font-size: 12.75pt;" in larger  # the hints' 8.5 pt
+
+
+def _accent_box(shot: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The bounding box (x0, y0, x1, y1) of the accent style's pixels (the processed side's
+    badge, over a grey picture or the dark background around it), None where there are none."""
+    r, b = shot[..., 0].astype(int), shot[..., 2].astype(int)
+    ys, xs = np.nonzero((b > 150) & (r < 120))
+    if len(xs) < 100:
+        return None
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+@pytest.mark.parametrize("aspect", [(16, 9), (4, 3), (1, 1), (9, 16)])
+def test_the_sharpening_off_badge_fits_inside_its_picture_at_the_least_window_size(
+    qtbot, make_window, aspect: tuple[int, int]
+) -> None:
+    # Side by side with a portrait (9:16) source, "SHARPENING OFF" ran past its picture onto
+    # the background; in the split view both badges were hidden at the narrowest window, and
+    # nothing in the preview said that sharpening was off.
+    window = make_window(start=False)
+    window.resize(window.minimumSizeHint())
+    preview = window.preview
+    qtbot.waitUntil(lambda: preview.width() <= 420, timeout=5_000)
+    w, h = aspect
+    grey = np.full((h * 30, w * 30, 3), 128, np.uint8)
+    preview.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    window.enable_switch.setChecked(False)
+    assert preview.after_label == "SHARPENING OFF"
+
+    def inside(box: tuple[float, float, float, float], rect) -> bool:  # noqa: ANN001
+        x0, y0, x1, y1 = box
+        return (
+            x0 >= rect.left() - 1
+            and y0 >= rect.top() - 1
+            and x1 <= rect.right() + 1
+            and y1 <= rect.bottom() + 1
+        )
+
+    for mode in ("side", "split", "after"):
+        preview.set_mode(mode)
+        shot = qimage_to_array(preview.grab().toImage())
+        picture = preview.side_rects()[1] if mode == "side" else preview.image_rect()
+        if mode == "split":  # the processed side, right of the divider
+            picture = picture.adjusted(picture.width() * preview.split, 0, 0, 0)
+        box = _accent_box(shot)
+        assert box is not None, f"{mode}: nothing says sharpening is off"
+        assert inside(box, picture), (mode, box, picture)
+    # Each badge the preview draws, as it measures it, lies in its own picture, its text whole.
+    for mode in ("side", "split", "after"):
+        preview.set_mode(mode)
+        badges = preview.badges()
+        assert badges, mode
+        for badge in badges:
+            assert inside(badge.box.getCoords(), badge.picture), (mode, badge)
+            need = QFontMetricsF(badge.font).horizontalAdvance(badge.text)
+            assert badge.box.width() >= need, (mode, badge)
+        shown = [badge.text for badge in badges]
+        assert shown[-1] in ("SHARPENING OFF", "OFF"), shown
 
 
 def test_the_window_fits_an_800_by_600_screen(qtbot, make_window, monkeypatch):
