@@ -4795,7 +4795,9 @@ def test_the_default_mirror_is_remembered_as_on(qtbot, make_window, tmp_path):
     assert make_window().preview.mirror
 
 
-def test_two_windows_open_at_once_keep_each_others_changes(qtbot, make_window, tmp_path):
+def test_two_windows_open_at_once_keep_each_others_changes(
+    qtbot, make_window, tmp_path, monkeypatch
+):
     # SharpCam started twice: each save wrote every field, so the window closed last undid
     # what was changed in the other one (its strength, or the other's mirror) without a word.
     path = tmp_path / "settings.ini"
@@ -4816,6 +4818,16 @@ def test_two_windows_open_at_once_keep_each_others_changes(qtbot, make_window, t
     path.unlink()
     assert again.save_now()
     assert "strength=0.4" in _settings_on_disk(path) and "mirror=true" in _settings_on_disk(path)
+    # A save that failed (a full disk) stored nothing: what it was to write is still a
+    # change, written at the next save that succeeds, not taken as stored already.
+    import app.window as window_module
+
+    monkeypatch.setattr(window_module, "save_settings", lambda *_, **__: False)
+    again.strength_slider.setValue(70)
+    assert again.save_now() is False
+    monkeypatch.undo()
+    assert again.save_now()
+    assert "strength=0.7" in _settings_on_disk(path)
 
 
 def test_settings_are_remembered(qtbot, make_window, tmp_path):

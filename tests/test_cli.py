@@ -7762,6 +7762,62 @@ def test_process_and_run_say_a_timecode_or_data_track_is_not_copied(
     subprocess.run([_ffmpeg_exe(), "-v", "error", *plain, str(clip)], check=True)
     assert cli.main(["process", str(clip), str(tmp_path / "o.mp4"), "--backend", "unsharp"]) == 0
     assert "not copied" not in capsys.readouterr().err
+    rec = tmp_path / "rec.mp4"
+    assert (
+        cli.main(["run", "--source", str(clip), "--output", str(rec), "--backend", "unsharp"]) == 0
+    )
+    assert "will be without" not in capsys.readouterr().err
+
+
+def test_process_and_run_count_the_streams_not_copied_and_name_every_kind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Three camera angles, subtitles and a cover: `process` counts the other angles ("is"
+    # for two streams was wrong), and a recording's note names every kind it is without.
+    srt = tmp_path / "talk.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,200\nHello\n", encoding="utf-8")
+    cover = tmp_path / "cover.png"
+    cv2.imwrite(str(cover), np.full((32, 32, 3), 200, np.uint8))
+    film = tmp_path / "angles.mkv"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=25:duration=0.2",
+         "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.2",
+         "-f", "lavfi", "-i", "testsrc2=size=32x24:rate=25:duration=0.2", "-i", str(srt),
+         "-map", "0", "-map", "1", "-map", "2", "-map", "3", "-c:v", "mpeg4", "-c:s", "srt",
+         "-attach", str(cover), "-metadata:s:t", "mimetype=image/png", str(film)],
+        check=True,
+    )  # fmt: skip
+    assert cli.main(["process", str(film), str(tmp_path / "out.mkv"), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "note: the input's 2 other video streams are not copied (SharpCam reads its first "
+        "video stream only)\n" in err
+    ), err
+    rec = tmp_path / "rec.mp4"
+    assert (
+        cli.main(["run", "--source", str(film), "--output", str(rec), "--backend", "unsharp"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert (
+        f"note: {rec} will be without the 2 other video streams, subtitle track and cover "
+        f"picture of {film} (SharpCam reads its first video stream only)\n" in err
+    ), err
+    # Frames written to a folder are no video that could have held them: nothing to say.
+    frames = tmp_path / "frames"
+    assert (
+        cli.main(["run", "--source", str(film), "--output", str(frames), "--backend", "unsharp"])
+        == 0
+    )
+    assert "will be without" not in capsys.readouterr().err
+    # Sound alone has no first video stream for others to be beside: not "-1 other".
+    from engine.remux import other_streams
+
+    song = tmp_path / "song.wav"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=duration=0.1", str(song)],
+        check=True,
+    )
+    assert other_streams(song, ffmpeg=_ffmpeg_exe()) == {}
 
 
 def test_a_stream_in_two_programs_or_a_chapter_track_is_no_stream_said_not_copied(
@@ -7830,6 +7886,24 @@ def test_run_of_a_folder_of_photos_of_other_sizes_says_they_are_fitted_into_the_
     )  # fmt: skip
     err = capsys.readouterr().err
     assert code == 0 and "like the first" not in err, err  # --size fits them all, as asked
+    import pyvirtualcam
+
+    pyvirtualcam.register_backend("sharpcam-test-rec", _RecordingCamera)
+    code = cli.main(
+        ["run", "--source", str(shots), "--output", "virtual", "--backend", "passthrough",
+         "--virtual-backend", "sharpcam-test-rec"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0 and "): the virtual camera shows them scaled to fit 64x48" in err, err
+    same = tmp_path / "same"
+    same.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(same / f"{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    code = cli.main(
+        ["run", "--source", str(same), "--output", str(out), "--backend", "passthrough"]
+    )
+    err = capsys.readouterr().err
+    assert code == 0 and "like the first" not in err, err
     done = tmp_path / "done"
     assert cli.main(["process", str(shots), str(done), "--backend", "passthrough"]) == 0
     assert "like the first" not in capsys.readouterr().err

@@ -3010,22 +3010,41 @@ def test_a_video_whose_ffmpeg_fails_as_it_finishes_is_not_called_complete(tmp_pa
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+@pytest.mark.parametrize("found", ["named", "on the path", "bundled"])
 def test_an_ffmpeg_that_does_not_answer_its_queries_is_passed_over(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, found: str
 ) -> None:
     # A $SHARPCAM_FFMPEG that hung held `process` before its first frame, silently, for good:
     # its encoders were asked without a limit, then the input's streams, then the sound copy.
+    # An ffmpeg on the PATH or imageio-ffmpeg's can hang as well.
+    import imageio_ffmpeg
+
     import engine.remux
 
     hung = tmp_path / "ffmpeg"
     hung.write_text("#!/bin/sh\nexec sleep 30\n")
     hung.chmod(0o755)
-    monkeypatch.setenv("SHARPCAM_FFMPEG", str(hung))
-    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 0.5)
+    monkeypatch.delenv("SHARPCAM_FFMPEG", raising=False)
+    if found == "named":
+        monkeypatch.setenv("SHARPCAM_FFMPEG", str(hung))
+    elif found == "on the path":
+        monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    else:
+        monkeypatch.setattr(engine.remux.shutil, "which", lambda *_, **__: None)
+        monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", lambda: str(hung))
     monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    # One slower than a poll of it (0.1 s) but inside the limit is waited for, and kept.
+    slow = tmp_path / "slow"
+    slow.write_text("#!/bin/sh\nsleep 0.3\necho ' V..... mjpeg  MJPEG'\n")
+    slow.chmod(0o755)
+    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 10.0)
+    assert "mjpeg" in engine.remux.ffmpeg_list(str(slow), "encoders")
     assert engine.remux.find_ffmpeg() == str(hung)
+    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 0.5)
     started = time.monotonic()
     assert engine.remux.ffmpeg_list(str(hung), "encoders") == ""
+    # The input's streams are asked with the same limit: nothing said of them, no hang.
+    assert engine.remux.other_streams(tmp_path / "in.mp4", ffmpeg=str(hung)) == {}
     assert time.monotonic() - started < 10
     assert engine.remux.find_ffmpeg() is None  # the sound copy is not tried on it after
 

@@ -1063,6 +1063,7 @@ def test_resuming_a_finished_run_says_it_is_complete_and_how_to_train_longer(
     with caplog.at_level(logging.INFO, logger="training.train"):
         res = train(_tiny(synth, out, "--resume"))
     assert res["steps"] == [] and res["exit_status"] == 0 and len(res["epochs"]) == 2
+    assert res["stopped"] == "finished" and res["out_dir"] == str(out)  # as a run that ran
     assert f"the run in {out} is already complete (2 of 2 epochs, 6 steps)" in caplog.text
     # the key to raise, as an override that runs as it is written
     longer = "{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 2, batch: 2}"
@@ -2082,11 +2083,13 @@ def test_a_teacher_cache_whose_bytes_fail_their_checksum_is_a_usage_error(
     common = _distill_cache_options(cache)
     build_cache(_tiny(synth, tmp_path / "run", *common), teacher=_FakeTeacher())
     _flip_a_byte_of(cache, "data/2")
-    with pytest.raises(ConfigError, match=r"teacher.cache_path: teacher cache .* is damaged"):
+    # cache_teacher will not overwrite it: the line says to delete it first.
+    said = r"is damaged \(its record .*\): delete it and rebuild it with python -m training"
+    with pytest.raises(ConfigError, match=r"teacher.cache_path: teacher cache .* " + said):
         train(_tiny(synth, tmp_path / "run", *common))
 
 
-@pytest.mark.parametrize("damage", ["cut short", "zip index", "no cache"])
+@pytest.mark.parametrize("damage", ["cut short", "zip index", "no cache", "a tensor", "no keys"])
 def test_a_teacher_cache_cut_short_or_with_a_damaged_index_is_a_usage_error(
     synth: dict[str, Path], tmp_path: Path, damage: str
 ) -> None:
@@ -2101,17 +2104,41 @@ def test_a_teacher_cache_cut_short_or_with_a_damaged_index_is_a_usage_error(
     elif damage == "zip index":
         at = data.rindex(b"PK\x01\x02")  # a central directory entry's signature
         cache.write_bytes(data[:at] + b"XXXX" + data[at + 4 :])
-    else:
+    elif damage == "no cache":
         torch.save({"model": {}}, cache)  # a trainer checkpoint named as the cache
+    elif damage == "a tensor":
+        torch.save(torch.zeros(3), cache)  # torch's "Tensor.__contains__ only supports ..."
+    else:
+        # Some of a cache's arrays, not all of them: a KeyError from deep in the load.
+        kept = torch.load(cache, weights_only=True)
+        torch.save({k: kept[k] for k in ("blur", "sharp", "teacher")}, cache)
     said = (
         r".*cache.pt is not a teacher cache \(no blur, .*\): name the file python -m "
         r"training.cache_teacher wrote"
-        if damage == "no cache"
+        if damage in ("no cache", "a tensor", "no keys")
         else r"teacher cache .*cache.pt cannot be read \(cut short or damaged: \w+\): delete it "
         r"and rebuild it with python -m training.cache_teacher"
     )
     with pytest.raises(ConfigError, match=r"teacher.cache_path: " + said):
         train(_tiny(synth, tmp_path / "run", *common))
+
+
+def test_a_teacher_cache_too_large_for_memory_is_not_called_damaged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Out of memory says nothing of the file: "delete it and rebuild it" would throw away
+    # hours of teacher inference that a machine with more memory reads.
+    from training.data import TeacherCache
+
+    cache = tmp_path / "cache.pt"
+    torch.save({"blur": torch.zeros(1)}, cache)
+
+    def out_of_memory(*_: object, **__: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(torch, "load", out_of_memory)
+    with pytest.raises(MemoryError):
+        TeacherCache.load(cache)
 
 
 def test_teacher_cache_from_other_sources_is_refused(
