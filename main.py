@@ -2714,6 +2714,7 @@ def _finish_video(
             full = _full_disk_error(exc)
             _eprint(f"{PROG}: {'error' if full else 'warning'}: {args.output} {without}: {exc}")
             return full
+        sink.relock()  # the copy with it took the hidden name: the one replaced is let go
         return False
 
     step = "putting back the input's timing"
@@ -2728,6 +2729,7 @@ def _finish_video(
             gaps=gaps,
             decoded_s=decoded_s,
         )
+        sink.relock()  # an MKV's retimed copy may have taken the hidden name
         # A silent clip's frames are off their own times, not "ahead of the sound". Not
         # copy_sound alone: that is True of an MPEG-TS whose tracks only FFmpeg lists, sound
         # or none, and a silent one's notes still spoke of its sound.

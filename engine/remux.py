@@ -1259,7 +1259,11 @@ def copy_audio(
     """
     ffmpeg = ffmpeg or find_ffmpeg()
     if ffmpeg is None:
-        raise RemuxError("no ffmpeg found (install FFmpeg, or pip install imageio-ffmpeg)")
+        # One named wrong, or passed over for not answering earlier in the run: "install
+        # FFmpeg" was no answer there.
+        raise RemuxError(
+            ffmpeg_unusable() or "no ffmpeg found (install FFmpeg, or pip install imageio-ffmpeg)"
+        )
     from engine.sinks import partial_path
 
     source, video = Path(source), Path(video)

@@ -668,6 +668,26 @@ class VideoFileSink(_SinkBase):
             f"{self.incomplete_path.name} are in the way"
         )
 
+    def relock(self) -> None:
+        """A ``publish=False`` sink's finished file, waiting for its name, was replaced by an
+        edited copy (its sound put in, its index moved): hold the lock of the file now at the
+        hidden name, and let go of the one replaced. Held, the replaced file's blocks stayed
+        taken until :meth:`publish` (a second copy of an hour's video on the disk while the
+        next edit needed room for its own)."""
+        with self._lock:
+            if not self.awaiting_name or self._locked is None:
+                return
+            try:
+                if os.path.samestat(os.fstat(self._locked.fileno()), os.stat(self._partial)):
+                    return  # not replaced
+                file = open(self._partial, "rb")  # noqa: SIM115 - held until it has its name
+            except OSError:
+                self._let_go()  # the old one's blocks at least are given back
+                return
+            _lock(file)
+            self._let_go()
+            self._locked = file
+
     def _let_go(self) -> None:
         """Give up the working file's lock: it has its name, was kept, or is gone."""
         locked, self._locked = self._locked, None

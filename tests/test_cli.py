@@ -2039,6 +2039,35 @@ def test_the_sound_note_names_a_sharpcam_ffmpeg_that_cannot_be_used(
     assert "install FFmpeg" not in err
 
 
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_the_sound_warning_names_an_ffmpeg_passed_over_during_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An FFmpeg that answered at the start but not a query during the run (the input's
+    # streams) was passed over; the sound's copy then said "no ffmpeg found (install
+    # FFmpeg, or pip install imageio-ffmpeg)" of an FFmpeg that is installed and named.
+    import engine.remux
+    from tests.test_engine_sources import write_avi_with_sound
+
+    call = write_avi_with_sound(tmp_path / "call.avi")
+    slow = tmp_path / "ffmpeg"
+    slow.write_text(
+        "#!/bin/sh\n"
+        'if [ "$#" = 3 ] && [ "$2" = "-i" ]; then exec sleep 30; fi\n'
+        f'exec "{_ffmpeg_exe()}" "$@"\n'
+    )
+    slow.chmod(0o755)
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(slow))
+    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    monkeypatch.setattr(engine.remux, "_LISTINGS", {})
+    out = tmp_path / "out.mp4"
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert f"{slow}, the FFmpeg $SHARPCAM_FFMPEG names, did not answer, so it was ended" in err
+    assert "install FFmpeg" not in err, err
+
+
 def test_process_says_the_sound_track_is_not_copied(
     clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -4183,6 +4212,53 @@ def test_frames_a_killed_run_left_in_its_hidden_file_are_named_and_left_alone(
     assert left.read_bytes() == b"\0" * 5_600_000 and len(read_video(out)) >= 5
     assert cli.main(argv) == 0  # told again, until it is dealt with
     assert f"the hidden file {left} " in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_process_holds_no_replaced_working_file_while_it_edits_the_copy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ext: str
+) -> None:
+    # The working file's lock was held on the file the sound's copy replaced: its blocks (a
+    # whole second copy of the video) stayed taken while the index was moved and the
+    # subtitles looked for, and the working file at the hidden name was locked by nobody.
+    import engine.mp4
+    import engine.remux
+    from engine.sinks import _locked_elsewhere
+
+    clip = tmp_path / "in.mp4"
+    subprocess.run(
+        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+         "testsrc=size=64x48:rate=30:duration=1", "-f", "lavfi", "-i", "sine=duration=1",
+         "-c:v", "mpeg4", "-c:a", "aac", str(clip)],
+        check=True,
+    )  # fmt: skip
+    seen: list[tuple[list[str], bool | None]] = []
+    work = tmp_path / f".o.partial{ext}"
+
+    def look() -> None:
+        held = []
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                held.append(os.readlink(f"/proc/self/fd/{fd}"))
+            except OSError:  # the listing's own descriptor, closed
+                pass
+        seen.append(([t for t in held if "partial" in t], _locked_elsewhere(work)))
+
+    subtitles = engine.remux.subtitle_tracks
+
+    def subtitle_tracks(*args: object, **kwargs: object) -> int:
+        look()  # after the sound's copy took the hidden name
+        return subtitles(*args, **kwargs)
+
+    monkeypatch.setattr(engine.remux, "subtitle_tracks", subtitle_tracks)
+    out = tmp_path / f"o{ext}"
+    assert cli.main(["process", str(clip), str(out), "--backend", "passthrough"]) == 0
+    assert seen, "the subtitles were not looked for"
+    for held, locked in seen:
+        assert not [t for t in held if t.endswith("(deleted)")], held
+        assert locked is True
+    assert len(read_video(out)) == 30
 
 
 @pytest.mark.parametrize("command", ["process", "run"])
