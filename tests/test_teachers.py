@@ -574,6 +574,27 @@ def test_a_folder_for_a_one_file_teacher_is_a_weights_error(tmp_path: Path) -> N
         load_teacher("restormer", weights=tmp_path)
 
 
+def test_a_weights_file_that_is_not_the_teachers_is_a_weights_error(tmp_path: Path) -> None:
+    # The loaders' RuntimeError (no checkpoint, another network's, a damaged DMPHN part) was a
+    # traceback in the trainer and cache_teacher, which report a WeightsError in one line.
+    garbage = tmp_path / "motion_deblurring.pth"
+    garbage.write_bytes(b"an HTML error page, not weights")
+    with pytest.raises(WeightsError, match="'restormer': .*is not a PyTorch checkpoint"):
+        load_teacher("restormer", weights=garbage)
+    other = tmp_path / "other.pth"
+    torch.save({"params": {"layer1.weight": torch.zeros(1)}}, other)
+    with pytest.raises(WeightsError, match="other.pth does not match Restormer"):
+        load_teacher("restormer", weights=other)
+    folder = tmp_path / "dmphn"
+    folder.mkdir()
+    model = DMPHN()
+    for part in ("encoder_lv1", "encoder_lv2", "encoder_lv3", "decoder_lv1", "decoder_lv2"):
+        torch.save(getattr(model, part).state_dict(), folder / f"{part}.pkl")
+    (folder / "decoder_lv3.pkl").write_bytes(b"cut short")
+    with pytest.raises(WeightsError, match="'dmphn': .*decoder_lv3.pkl is not a PyTorch state"):
+        load_teacher("dmphn", weights=folder)
+
+
 def test_dmphn_loader_names_a_damaged_part(tmp_path: Path) -> None:
     model = DMPHN()
     for part in ("encoder_lv1", "encoder_lv2", "encoder_lv3"):
@@ -838,6 +859,23 @@ def test_training_teacher_cache_stores_the_rounded_clamped_output(tmp_path: Path
     out = torch.load(cache, weights_only=True)["teacher"]
     assert out.dtype == torch.uint8 and out.shape == (2, 8, 8, 3)
     assert out[..., 0].eq(255).all() and out[..., 1].eq(0).all() and out[..., 2].eq(101).all()
+
+
+def test_training_teacher_cache_refuses_a_teacher_giving_0_to_255(tmp_path: Path) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    # Clamped to [0, 1], its outputs were white patches, cached without a word.
+    cache = tmp_path / "cache.pt"
+    with pytest.raises(ValueError, match=r"outputs of mean .* about \[0, 1\] \(one giving 0-255"):
+        build_cache(
+            TrainConfig(),
+            teacher=lambda x: x * 255,  # type: ignore[arg-type]
+            dataset=_Patches(),  # type: ignore[arg-type]
+            out=cache,
+            count=2,
+        )
+    assert not cache.exists()
 
 
 def test_training_teacher_cache_starts_over_when_its_patches_would_differ(

@@ -362,6 +362,11 @@ def test_a_set_up_mistake_is_refused_before_the_earlier_run_is_moved_aside(
             WeightsError,
             "is a folder",
         ),
+        (
+            ("--teacher.name=restormer", f"--teacher.weights={vgg}", *online),
+            WeightsError,
+            "vgg.pth does not match Restormer",
+        ),
     ]
     for extra, error, message in cases:
         with pytest.raises(error, match=message):

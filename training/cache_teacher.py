@@ -362,7 +362,16 @@ def _build(
         s_u8 = [to_uint8(it["sharp"].permute(1, 2, 0).numpy()) for it in items]
         x = torch.from_numpy(np.stack(b_u8)).permute(0, 3, 1, 2).float().div(255).to(device)
         with torch.no_grad():
-            y = teacher(x).float().clamp(0, 1).cpu()
+            y = teacher(x).float()
+        level = float(y.mean())
+        if not -1.0 <= level <= 2.0:
+            # Clamped, a teacher giving 0-255 filled the cache with white patches without a
+            # word, and the trainer then found "no patch where the teacher beats the input".
+            raise ValueError(
+                f"teacher {cfg.teacher.name!r} gave outputs of mean {level:.4g} on inputs in "
+                "[0, 1]: a teacher must return RGB in about [0, 1] (one giving 0-255?)"
+            )
+        y = y.clamp(0, 1).cpu()
         t_u8 = (y.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
         blur += b_u8
         sharp += s_u8

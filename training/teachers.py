@@ -159,7 +159,14 @@ def load_teacher(
         path = Path(weights)
     else:
         path = fetch_weights(weights, sha256=sha256)
-    return freeze(spec.load(path, device))
+    try:
+        # Loaded on the CPU and moved after, so that only the weights' own problems land here.
+        model = spec.load(path, "cpu")
+    except RuntimeError as exc:
+        # A file that is no checkpoint, or one of another network: the loaders' RuntimeError was
+        # a traceback in the trainer and cache_teacher, which report a WeightsError in one line.
+        raise WeightsError(f"teacher {name!r}: {exc}") from exc
+    return freeze(model).to(device)
 
 
 def _strip_docstrings(tree: ast.AST) -> None:
