@@ -189,11 +189,9 @@ def describe_error(
             "--model to use its own, or export yours again with its output in 0-1.",
         )
     if context == "model" or (guess and ("integrity" in low or "onnx" in low or "model" in low)):
-        return UserMessage(
-            "model",
-            f"The sharpening model could not be loaded: {_no_model_words(msg)}",
-            _load_failed_advice(exc, msg, backend=backend, model=model),
-        )
+        advice = _load_failed_advice(exc, msg, backend=backend, model=model)
+        text = f"The sharpening model could not be loaded: {_no_model_words(msg)}"
+        return UserMessage("model", _hints_said_once(text, msg, advice), advice)
     if guess and ("cuda" in low or "tensorrt" in low or "provider" in low or "gpu" in low):
         return UserMessage(
             "gpu",
@@ -221,13 +219,14 @@ def describe_error(
     )
 
 
-def _missing_packages(msg: str) -> list[str] | None:
-    """What to install when every failure ``msg`` reports is a runtime package that is not
-    installed (or does not import), as the engine words it; None when any failure is another."""
+def _runtime_hints(msg: str) -> tuple[list[str], bool]:
+    """What to install for each failure ``msg`` reports that is a runtime package not
+    installed (or not importing), as the engine words it, and whether every failure is one."""
     lines = [line.strip() for line in msg.splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):
         lines = lines[1:]  # `auto`'s "no backend could start:", one failure a line below it
     hints = []
+    every = True
     for line in lines:
         # "backend 'torch' needs 'torch': <hint> (<the ImportError>)": the hint may hold
         # parentheses itself, the ImportError is the last pair.
@@ -239,8 +238,33 @@ def _missing_packages(msg: str) -> list[str] | None:
         elif absent:
             hints.append(absent.group(2) or f"the {absent.group(1)} runtime")
         else:
-            return None
-    return list(dict.fromkeys(hints)) or None
+            every = False
+    return list(dict.fromkeys(hints)), every
+
+
+def _missing_packages(msg: str) -> list[str] | None:
+    """What to install when every failure ``msg`` reports is a runtime package that is not
+    installed (or does not import), as the engine words it; None when any failure is another."""
+    hints, every = _runtime_hints(msg)
+    return hints if every and hints else None
+
+
+def _hints_said_once(text: str, msg: str, advice: str) -> str:
+    """``text`` (which cites ``msg``) without the engine's install commands that ``advice``
+    gives: the banner said each pip command twice, in what happened and in what to do."""
+    for hint in _runtime_hints(msg)[0]:
+        if hint in advice:
+            text = text.replace(f": {hint}", "")
+    return text
+
+
+def _model_runtime_installed() -> bool:
+    """Whether a runtime the automatic backend tries for SharpCam's own weights (OpenVINO,
+    ONNX Runtime) is installed: unsharp and passthrough run no model, and torch only a
+    TorchScript file named with --model."""
+    from engine.backends import BACKENDS
+
+    return any(BACKENDS[name].available() for name in ("openvino", "onnx") if name in BACKENDS)
 
 
 def _weights_file_named(msg: str) -> str | None:
@@ -364,7 +388,9 @@ def _load_failed(
         # Before the GPU words: an ImportError may name libcudart without being about a GPU.
         # A model file named is made for its runtime (a .ts file for torch): installing that
         # is the fix, where the automatic pick would still load the same file.
-        if named and model is None:
+        # Only where another runtime is there to pick: with none, the automatic backend
+        # fails the same way.
+        if named and model is None and _model_runtime_installed():
             return (
                 f"{keeps}Install what it needs: {' or '.join(packages)}; then restart "
                 f"SharpCam. Or press “{RETRY_LABELS['auto']}” in the sidebar to use a runtime "
@@ -430,8 +456,12 @@ def _load_failed(
             "auto",
         )
     if "no backend could start" in low:
+        # Some runtimes missing, another failing on its own: either is a way out.
+        hints = _runtime_hints(msg)[0]
+        install = f", or install one that is missing: {' or '.join(hints)};" if hints else ","
         return (
-            f"{keeps}Fix what the lines above say for one of the runtimes, then restart SharpCam.",
+            f"{keeps}Fix what the lines above say for one of the runtimes{install} then "
+            "restart SharpCam.",
             "same",
         )
     if backend is None:
@@ -1425,7 +1455,10 @@ class EngineBridge(QObject):
             guidance = virtual_camera_busy_guidance(self.virtual_camera_busy)
         elif type(exc).__name__ == "VirtualCameraNotInstalled":
             # The pyvirtualcam package, not a device: the steps that make one led away from it.
-            guidance = f"{detail}.\n\nThen press Retry (or restart SharpCam)."
+            # Where it has no build (Windows on ARM), no retry can help: none is asked for.
+            guidance = f"{detail}."
+            if getattr(exc, "installable", True):
+                guidance += "\n\nThen press Retry (or restart SharpCam)."
         else:
             guidance = virtual_camera_guidance()
             if detail:

@@ -181,17 +181,63 @@ _MUXER = {".m4v": "mp4"}
 #: takes a fraction of a second): a $SHARPCAM_FFMPEG that hung held `process` before its
 #: first frame, silently, for good.
 _QUERY_TIMEOUT_S = 30.0
-#: The executables that did not answer so: :func:`find_ffmpeg` passes them over from then on.
+#: How long an FFmpeg whose query ran past :data:`_QUERY_TIMEOUT_S` gets to say its version:
+#: one that does is slow on that file (a network share, a virus scan at its first open), not
+#: hung, and stays in use.
+_VERSION_TIMEOUT_S = 5.0
+#: The executables that did not answer so, nor then their version: :func:`find_ffmpeg` passes
+#: them over from then on.
 _UNANSWERING: set[str] = set()
 
 
+class _SlowQuery(RemuxError):
+    """A query ran past its limit, yet the FFmpeg answers: the file it was about is slow to
+    read. Its answer counts as none; the FFmpeg stays in use."""
+
+
+def _answers(ffmpeg: str, stop: threading.Event | None, timeout: float) -> bool:
+    """Whether ``ffmpeg -version`` answers within ``timeout`` seconds."""
+    try:
+        _run([ffmpeg, "-version"], stop, timeout, check=False)
+    except RemuxStopped:
+        raise
+    except RemuxError:
+        return False
+    return True
+
+
 def _run(
-    command: list[str], stop: threading.Event | None, timeout: float | None = None
+    command: list[str],
+    stop: threading.Event | None,
+    timeout: float | None = None,
+    *,
+    check: bool = True,
 ) -> tuple[int, str]:
     """Run ``command``: its exit status and error output. ``stop`` set meanwhile ends it
     (:class:`RemuxStopped`); so does an exception here (a second Ctrl-C), so that no
     FFmpeg goes on writing after SharpCam. One still running ``timeout`` seconds on is ended
-    too (:class:`RemuxError`)."""
+    too (:class:`RemuxError`), and the executable asked its version (where ``check``): only
+    one that does not answer that either is passed over from then on; one that does raises
+    :class:`_SlowQuery` (the file asked about is slow to read, not FFmpeg)."""
+    done = _run_once(command, stop, timeout)
+    if done is not None:
+        return done
+    exe, said = command[0], f"{command[0]} did not answer in {timeout:g} s"
+    if check and exe not in _UNANSWERING and _answers(exe, stop, min(_VERSION_TIMEOUT_S, timeout)):
+        raise _SlowQuery(f"{said}, though it answers otherwise: the file is slow to read")
+    _UNANSWERING.add(exe)
+    raise RemuxError(said)
+
+
+class _OutOfTime(Exception):
+    """:func:`_run_once`'s limit ran out (the process is ended on the way out)."""
+
+
+def _run_once(
+    command: list[str], stop: threading.Event | None, timeout: float | None
+) -> tuple[int, str] | None:
+    """:func:`_run` without its version question: None where ``timeout`` ran out (the
+    process ended)."""
     try:
         proc = subprocess.Popen(
             command,
@@ -205,25 +251,27 @@ def _run(
     except OSError as exc:  # not there, not executable ($SHARPCAM_FFMPEG names a text file)
         raise RemuxError(f"cannot run {command[0]}: {exc.strerror or exc}") from exc
     deadline = None if timeout is None else time.monotonic() + timeout
-    with proc:
-        try:
-            while True:
-                try:
-                    out, err = proc.communicate(timeout=0.1)
-                    break
-                except subprocess.TimeoutExpired:
-                    if stop is not None and stop.is_set():
-                        raise RemuxStopped("stopped") from None
-                    if deadline is not None and time.monotonic() > deadline:
-                        _UNANSWERING.add(command[0])
-                        raise RemuxError(f"{command[0]} did not answer in {timeout:g} s") from None
-        except BaseException:
-            proc.terminate()
+    try:
+        with proc:
             try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            raise
+                while True:
+                    try:
+                        out, err = proc.communicate(timeout=0.1)
+                        break
+                    except subprocess.TimeoutExpired:
+                        if stop is not None and stop.is_set():
+                            raise RemuxStopped("stopped") from None
+                        if deadline is not None and time.monotonic() > deadline:
+                            raise _OutOfTime from None
+            except BaseException:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise
+    except _OutOfTime:
+        return None
     return proc.returncode, out + err
 
 
@@ -240,6 +288,8 @@ _KEPT_TAGS = re.compile(
 #: `process` asked it four times of its input (the tone map, the tags, the sound, the
 #: subtitles), an FFmpeg start each.
 _LISTINGS: dict[tuple[str, str, int, int], str] = {}
+#: The files (as keyed there) whose listing ran past its limit while FFmpeg answered otherwise.
+_SLOW_TO_LIST: set[tuple[str, str, int, int]] = set()
 
 
 def _listing(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event | None) -> str:
@@ -252,8 +302,16 @@ def _listing(ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event 
         key = None
     if key is not None and key in _LISTINGS:
         return _LISTINGS[key]
+    if key is not None and key in _SLOW_TO_LIST:
+        # Asked by each note in turn, a slow file cost every one of them the whole limit.
+        raise _SlowQuery(f"{ffmpeg} did not list {source} in {_QUERY_TIMEOUT_S:g} s before")
     # Exits 1 (no output named): the stream list is all it is asked for.
-    _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop, _QUERY_TIMEOUT_S)
+    try:
+        _, text = _run([ffmpeg, "-hide_banner", "-i", file_arg(source)], stop, _QUERY_TIMEOUT_S)
+    except _SlowQuery:
+        if key is not None:
+            _SLOW_TO_LIST.add(key)
+        raise
     if key is not None:
         if len(_LISTINGS) >= 16:
             _LISTINGS.clear()
@@ -277,7 +335,12 @@ def _listing_or_none(
 def _probe(ffmpeg: str, source: Path, stop: threading.Event | None) -> tuple[list[str], bool]:
     """The codecs of ``source``'s audio streams, as FFmpeg names them (``["aac"]``), and
     whether it holds QuickTime metadata keys (``mdta``: an iPhone's date, place and model)."""
-    text = _listing(ffmpeg, source, stop)
+    try:
+        text = _listing(ffmpeg, source, stop)
+    except _SlowQuery:
+        # Slow to list, as a file FFmpeg cannot read: nothing known of it, the copy still
+        # tried (it waits as long as the file takes).
+        text = ""
     codecs = re.findall(r"Stream #\S+.*?: Audio: ([\w-]+)", text)
     return codecs, "com.apple.quicktime." in text
 

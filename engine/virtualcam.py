@@ -54,13 +54,24 @@ class VirtualCameraBusy(VirtualCameraUnavailable):
 
 class VirtualCameraNotInstalled(VirtualCameraUnavailable):
     """The ``pyvirtualcam`` package cannot be loaded: installing it is the fix, not the steps
-    that make a device (v4l2loopback's, OBS's), which it cannot send to without it."""
+    that make a device (v4l2loopback's, OBS's), which it cannot send to without it.
+    ``installable`` is False where it has no build (:func:`pyvirtualcam_has_build`): then no
+    retry can help."""
+
+    def __init__(self, message: str, *, installable: bool = True) -> None:
+        super().__init__(message)
+        self.installable = installable
+
+
+def pyvirtualcam_has_build() -> bool:
+    """Whether pyvirtualcam has a build for this computer: none for Windows on ARM."""
+    return not (sys.platform == "win32" and platform.machine().upper() == "ARM64")
 
 
 def pyvirtualcam_missing(exc: BaseException) -> str:
     """What to do when ``import pyvirtualcam`` raised ``exc``. It comes with SharpCam (a
     dependency), except on Windows on ARM, where it has no build."""
-    if sys.platform == "win32" and platform.machine().upper() == "ARM64":
+    if not pyvirtualcam_has_build():
         return (
             f"pyvirtualcam cannot be loaded ({exc}): it has no build for Windows on ARM, so "
             "SharpCam cannot send to a virtual camera on this computer"
@@ -207,7 +218,9 @@ class VirtualCameraSink:
             # Not installed where it has no build (Windows on ARM): an ImportError reached
             # `run --output virtual` as "error: ModuleNotFoundError: ...". The package is the
             # fix: the steps that make a device (v4l2loopback's) led away from it.
-            raise VirtualCameraNotInstalled(pyvirtualcam_missing(exc)) from exc
+            raise VirtualCameraNotInstalled(
+                pyvirtualcam_missing(exc), installable=pyvirtualcam_has_build()
+            ) from exc
 
         w, h = (int(v) for v in size)
         if w < 1 or h < 1:

@@ -597,6 +597,31 @@ def test_the_virtual_camera_switch_without_pyvirtualcam_says_to_install_it(
         assert bridge.join(timeout=10.0)
 
 
+def test_the_virtual_camera_switch_where_pyvirtualcam_has_no_build_asks_for_no_retry(
+    qtbot: Any, recorder: type[Recorder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows on ARM: pyvirtualcam has no build there, as the guidance says, yet it went on
+    # "Then press Retry (or restart SharpCam)", which can never work.
+    import platform
+
+    bridge = EngineBridge(api=_engine_api(), stats_interval_ms=100, virtual_backend=VIRTUAL_BACKEND)
+    try:
+        assert _start_demo(bridge, wait=True)
+        monkeypatch.setitem(sys.modules, "pyvirtualcam", None)  # import raises ImportError
+        monkeypatch.setattr(sys, "platform", "win32")
+        monkeypatch.setattr(platform, "machine", lambda: "ARM64")
+        with qtbot.waitSignal(bridge.virtual_camera_missing, timeout=FRAME_TIMEOUT_MS) as got:
+            assert bridge.set_virtual_camera(True) is False
+        monkeypatch.undo()
+        (guidance,) = got.args
+        assert "it has no build for Windows on ARM" in guidance, guidance
+        assert "Retry" not in guidance and "restart" not in guidance, guidance
+    finally:
+        monkeypatch.undo()
+        bridge.stop()
+        assert bridge.join(timeout=10.0)
+
+
 def test_a_virtual_camera_open_that_fails_unexpectedly_is_logged_not_a_missing_driver(
     qtbot, make_window, recorder, caplog
 ):
@@ -6597,18 +6622,31 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
     # command line.
     assert "“Retry with the automatic backend” in the sidebar" in msg.advice
     assert "--backend" not in msg.advice  # (pip's own --index-url is how torch installs)
-    # `auto` with neither OpenVINO nor ONNX Runtime: each one's package is named, in the engine's
-    # words (the command line's too) and once in the advice, the engine's own pip commands.
+    # The pip command once, in what to do: the banner's text repeated it.
     from engine.backends import INSTALL_HINTS
 
+    assert "needs 'torch' (" in msg.text and INSTALL_HINTS["torch"] not in msg.text, msg.text
+    assert msg.advice.count(INSTALL_HINTS["torch"]) == 1, msg.advice
+    # `auto` with neither OpenVINO nor ONNX Runtime: each one's package is named, in the engine's
+    # words, and its pip command once, in the advice (the engine's own pip commands).
     monkeypatch.setitem(sys.modules, "openvino", None)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     msg = _model_message(make_bridge(_engine_api()), backend="auto")
     for name in ("openvino", "onnx"):
-        assert f"{name} runtime is not installed: {INSTALL_HINTS[name]}" in msg.text
+        assert f"{name} runtime is not installed\n" in f"{msg.text}\n", msg.text
+        assert INSTALL_HINTS[name] not in msg.text, msg.text
         assert msg.advice.count(INSTALL_HINTS[name]) == 1, msg.advice
     assert f"{INSTALL_HINTS['openvino']} or {INSTALL_HINTS['onnx']}; then" in msg.advice
     assert "automatic backend" not in msg.advice  # that is what failed
+    # A backend named where no model runtime at all is installed: the automatic backend would
+    # fail the same way (unsharp and passthrough run no model), so it is not offered.
+    monkeypatch.setitem(sys.modules, "torch", None)
+    for name, module in (("onnx", "onnxruntime"), ("openvino", "openvino"), ("torch", "torch")):
+        msg = _model_message(make_bridge(_engine_api()), backend=name)
+        assert f"needs '{module}' (" in msg.text and "pip install" not in msg.text, msg.text
+        assert msg.advice.count(INSTALL_HINTS[name]) == 1, msg.advice
+        assert "automatic" not in msg.advice and "a runtime that is installed" not in msg.advice
+        assert msg.advice.endswith("; then restart SharpCam."), msg.advice
 
 
 def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
@@ -6634,6 +6672,19 @@ def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
     )
     said = advice(mixed)
     assert "Install what it needs" not in said and "Fix what the lines above say" in said
+    # ...though it is a way out too: its pip command, once, in the advice and not the text.
+    from engine.backends import INSTALL_HINTS
+
+    hint = INSTALL_HINTS["openvino"]
+    mixed = RuntimeError(
+        f"no backend could start:\n  openvino (cpu): openvino runtime is not installed: {hint}\n"
+        "  onnx (cpu): cannot run weights/student_fast.onnx: out of memory"
+    )
+    msg = describe_error(mixed, context="model", backend="auto")
+    assert hint not in msg.text and "openvino runtime is not installed\n" in msg.text, msg.text
+    assert "out of memory" in msg.text
+    assert msg.advice.count(hint) == 1 and "Fix what the lines above say" in msg.advice
+    assert f"or install one that is missing: {hint}; then restart SharpCam." in msg.advice
     # A DirectML failure is the GPU's, whichever backend was named.
     said = advice(RuntimeError("DirectML device removed (0x887A0005)"), backend="onnx")
     assert "GPU driver" in said and "automatic" not in said

@@ -1855,13 +1855,27 @@ def test_a_sound_copy_without_ffmpeg_says_so_and_leaves_the_video(
 ) -> None:
     # Without FFmpeg the caller is told why in words (a RemuxError it reports), not a
     # TypeError from running None, and the frames written stay as they were.
+    import imageio_ffmpeg
+
+    import engine.remux
     from engine.remux import RemuxError, copy_audio
     from tests.test_engine_sources import write_avi_with_sound
 
-    monkeypatch.setenv("SHARPCAM_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
     call = write_avi_with_sound(tmp_path / "call.avi")
     video = tmp_path / "out.mp4"
     video.write_bytes(b"the frames")
+    # A $SHARPCAM_FFMPEG naming no file is named (the fix is there, not an install).
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
+    with pytest.raises(RemuxError, match="SHARPCAM_FFMPEG names .*no-such-ffmpeg"):
+        copy_audio(call, video)
+    # None at all: installing one is the answer.
+    monkeypatch.delenv("SHARPCAM_FFMPEG")
+    monkeypatch.setattr(engine.remux.shutil, "which", lambda *_, **__: None)
+
+    def no_binary() -> str:
+        raise RuntimeError("no ffmpeg binary for this platform")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", no_binary)
     with pytest.raises(RemuxError, match="no ffmpeg found"):
         copy_audio(call, video)
     assert video.read_bytes() == b"the frames"
@@ -2044,16 +2058,18 @@ def test_the_sound_warning_names_an_ffmpeg_passed_over_during_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # An FFmpeg that answered at the start but not a query during the run (the input's
-    # streams) was passed over; the sound's copy then said "no ffmpeg found (install
-    # FFmpeg, or pip install imageio-ffmpeg)" of an FFmpeg that is installed and named.
+    # streams), nor then its version, was passed over; the sound's copy then said "no ffmpeg
+    # found (install FFmpeg, or pip install imageio-ffmpeg)" of an FFmpeg that is installed
+    # and named.
     import engine.remux
     from tests.test_engine_sources import write_avi_with_sound
 
     call = write_avi_with_sound(tmp_path / "call.avi")
     slow = tmp_path / "ffmpeg"
+    listing = '[ "$#" = 3 ] && [ "$2" = "-i" ]'
     slow.write_text(
         "#!/bin/sh\n"
-        'if [ "$#" = 3 ] && [ "$2" = "-i" ]; then exec sleep 30; fi\n'
+        f'if {listing} || [ "$1" = "-version" ]; then exec sleep 30; fi\n'
         f'exec "{_ffmpeg_exe()}" "$@"\n'
     )
     slow.chmod(0o755)
@@ -2066,6 +2082,17 @@ def test_the_sound_warning_names_an_ffmpeg_passed_over_during_the_run(
     err = capsys.readouterr().err
     assert f"{slow}, the FFmpeg $SHARPCAM_FFMPEG names, did not answer, so it was ended" in err
     assert "install FFmpeg" not in err, err
+    # One that says its version is slow to list this one file (a network share, a virus scan
+    # at its first open), not hung: it stays in use, and the sound is kept (it was lost).
+    slow.write_text(
+        f'#!/bin/sh\nif {listing}; then exec sleep 30; fi\nexec "{_ffmpeg_exe()}" "$@"\n'
+    )
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    monkeypatch.setattr(engine.remux, "_LISTINGS", {})
+    assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
+    err = capsys.readouterr().err
+    assert "with the sound of the input" in err and "did not answer" not in err, err
+    assert not engine.remux._UNANSWERING
 
 
 def test_process_says_the_sound_track_is_not_copied(

@@ -3050,6 +3050,46 @@ def test_an_ffmpeg_that_does_not_answer_its_queries_is_passed_over(
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_an_ffmpeg_slow_to_list_one_file_is_kept_and_copies_its_sound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file slow to list (a network share, a virus scan at its first open) took FFmpeg past
+    # the query limit: it was passed over for the rest of the run as hung, and the sound copy
+    # was never tried, although FFmpeg answered everything else.
+    import engine.remux
+
+    slow = tmp_path / "ffmpeg"
+    slow.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-version" ]; then echo "ffmpeg version stand-in"; exit 0; fi\n'
+        # `-hide_banner -i FILE`: the stream listing, slower than the limit (each one noted).
+        f'if [ "$#" -eq 3 ]; then echo listed >> {tmp_path / "listings"}; exec sleep 20; fi\n'
+        'case "$*" in *framecrc*) exit 1;; esac\n'
+        # The sound copy: its output is the last argument (as file:PATH).
+        'for last; do :; done\necho sound > "${last#file:}"\n'
+    )
+    slow.chmod(0o755)
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(slow))
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    monkeypatch.setattr(engine.remux, "_SLOW_TO_LIST", set())
+    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 0.5)
+    source, video = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    source.write_bytes(b"source")
+    video.write_bytes(b"pictures")
+    started = time.monotonic()
+    # The listing counts as none (as for a file FFmpeg cannot read): nothing said of it.
+    assert engine.remux.other_streams(source, ffmpeg=str(slow)) == {}
+    assert engine.remux.find_ffmpeg() == str(slow) and engine.remux.ffmpeg_unusable() is None
+    engine.remux.copy_audio(source, video)
+    assert video.read_text() == "sound\n"
+    assert engine.remux.find_ffmpeg() == str(slow)
+    assert time.monotonic() - started < 15  # each listing ended at its limit, not waited out
+    # Asked again (each note asks in turn), the file is not listed again: each had waited.
+    assert engine.remux.cover_pictures(source, ffmpeg=str(slow)) == 0
+    assert (tmp_path / "listings").read_text().count("listed") == 1
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
 def test_an_ffmpeg_that_does_not_finish_the_file_is_ended(tmp_path, monkeypatch):
     # Waited for without a limit, an FFmpeg that hung as it finished held the run for ever.
     import engine.sinks
