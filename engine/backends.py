@@ -83,6 +83,17 @@ __all__ = [
 ]
 
 MIN_SIZE = 16  # contract: models accept any H, W >= 16; smaller frames are padded up to it
+#: Frames of more pixels than this run through the model in overlapping tiles of
+#: :data:`TILE_SIDE`: a whole 12000x9000 photo took 7.6 GB under OpenVINO (about 68 bytes a
+#: pixel), so a 200-megapixel one was killed for memory with no word. 8K (33 MP) runs whole.
+TILE_ABOVE_PIXELS = 40_000_000
+TILE_SIDE = 3072
+#: Where tiles start: the students' padding multiple (32; 16 for ``student``), so their strided
+#: stages see the whole frame's grid.
+TILE_ALIGN = 32
+#: Pixels of context each tile has beyond the part of it kept (the students' deepest blocks work
+#: at 1/32 of the size).
+TILE_MARGIN = 256
 
 ORT_GPU_PROVIDERS = (
     "TensorrtExecutionProvider",
@@ -671,7 +682,9 @@ class _ModelBackend(_BackendBase):
         _check_frame(rgb)
         h, w = rgb.shape[:2]
         try:
-            if h >= MIN_SIZE and w >= MIN_SIZE:
+            if h * w > TILE_ABOVE_PIXELS and not getattr(self, "fixed_size", False):
+                out = self._infer_tiled(rgb)
+            elif h >= MIN_SIZE and w >= MIN_SIZE:
                 out = self._infer(np.ascontiguousarray(rgb))
             else:
                 # The contract only promises H, W >= 16: pad tiny frames (thumbnails, tests),
@@ -690,6 +703,18 @@ class _ModelBackend(_BackendBase):
             ) from exc
         if self.guarded and not self._range_judged:
             self._judge_range(rgb, out)
+        return out
+
+    def _infer_tiled(self, rgb: np.ndarray) -> np.ndarray:
+        """The model over overlapping tiles of one size (one compiled shape), each keeping its
+        part up to the middle of its overlap with the next: memory for a tile, not the frame."""
+        h, w = rgb.shape[:2]
+        out = np.empty_like(rgb)
+        rows, cols = _tile_spans(h), _tile_spans(w)
+        for y0, y1, ky0, ky1 in rows:
+            for x0, x1, kx0, kx1 in cols:
+                tile = self._infer(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+                out[ky0:ky1, kx0:kx1] = tile[ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
         return out
 
     def _judge_range(self, rgb: np.ndarray, out: np.ndarray) -> None:
@@ -721,6 +746,26 @@ class _ModelBackend(_BackendBase):
 #: axis ... 96 by 101", OpenVINO's "Argument shapes are inconsistent" and "dim index: 2
 #: mismatch", PyTorch's "The size of tensor a (96) must match ...".
 _SHAPE_FAILURE = re.compile(r"broadcast|shapes|inconsistent|size of tensor|mismatch", re.IGNORECASE)
+
+
+def _tile_spans(n: int) -> list[tuple[int, int, int, int]]:
+    """``(start, end, keep_start, keep_end)`` of the tiles along a side of ``n`` pixels:
+    :data:`TILE_SIDE` long but the last (up to :data:`TILE_ALIGN` - 1 longer, to end at ``n``),
+    each starting at a multiple of :data:`TILE_ALIGN` (a student's strided stages then see the
+    whole frame's grid: a tile starting at an odd column gave other pixels), overlapping by at
+    least 2 x :data:`TILE_MARGIN`, each kept up to the middle of its overlaps."""
+    if n <= TILE_SIDE + TILE_ALIGN:
+        return [(0, n, 0, n)]
+    step = TILE_SIDE - 2 * TILE_MARGIN
+    last = (n - TILE_SIDE) // TILE_ALIGN * TILE_ALIGN
+    starts = list(range(0, last, step)) + [last]
+    ends = [s + TILE_SIDE for s in starts[:-1]] + [n]
+    spans = []
+    for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
+        keep0 = 0 if i == 0 else (s + ends[i - 1]) // 2
+        keep1 = n if i == len(starts) - 1 else (starts[i + 1] + e) // 2
+        spans.append((s, e, keep0, keep1))
+    return spans
 
 
 def _failed_at(head: str, exc: BaseException) -> str:

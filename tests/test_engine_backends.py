@@ -386,6 +386,28 @@ def test_a_closed_openvino_backend_unmaps_its_ir_weights(models, tmp_path, frame
     assert not mapped()
 
 
+@pytest.mark.parametrize("name,kw", model_backends())
+def test_a_frame_too_large_for_memory_runs_in_tiles_with_the_whole_frames_result(
+    name: str, kw: dict, models: dict, frame: np.ndarray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A 12000x9000 photo took 7.6 GB in one model call (about 68 bytes a pixel): a
+    # 200-megapixel one was killed for memory with no word. Past a pixel count the model runs
+    # on tiles of one size with context around them; a local model gives the same pixels.
+    be = _make(name, models, **kw)
+    whole = be.process(frame).copy()
+    monkeypatch.setattr(backends, "TILE_ABOVE_PIXELS", 300 * 300, raising=False)
+    monkeypatch.setattr(backends, "TILE_SIDE", 256, raising=False)
+    monkeypatch.setattr(backends, "TILE_MARGIN", 32, raising=False)
+    shapes: list[tuple[int, ...]] = []
+    infer = be._infer
+    monkeypatch.setattr(be, "_infer", lambda rgb: shapes.append(rgb.shape) or infer(rgb))
+    tiled = be.process(frame)
+    assert len(shapes) > 4 and max(h * w for h, w, _ in shapes) <= 287 * 287  # a tile's memory
+    assert len(set(shapes)) <= 4  # a few sizes, a few compiles
+    np.testing.assert_array_equal(tiled, whole)
+    be.close()
+
+
 def test_io_binding_and_plain_run_agree(models, frame):
     bound = OnnxBackend(model=models["conv.onnx"], io_binding=True)
     plain = OnnxBackend(model=models["conv.onnx"], io_binding=False)
