@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import pyvirtualcam
 from PySide6.QtCore import QPoint, QPointF, Qt, QTimer, QUrl
-from PySide6.QtGui import QColor, QFontMetricsF, QGuiApplication, QImage, QPalette
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QGuiApplication, QImage, QPalette
 from PySide6.QtWidgets import QAbstractScrollArea, QApplication, QFileDialog, QWidget
 
 from app.camera_list import (
@@ -7342,6 +7342,31 @@ def test_preview_names_the_processed_side_in_every_view(qtbot):
     assert _accent_pixels(_grab_rgb(w), *box) > short * 1.5
 
 
+def test_the_badges_grow_with_larger_text_and_keep_to_their_corners(qtbot: Any) -> None:
+    # The badges were a fixed 8.5 pt: a desktop's 20 pt text left them the smallest words on
+    # screen. At the design's 10 pt they are as before; the processed side's sits top-right
+    # in the single view, top-left of its frame side by side.
+    w = _shown_preview(qtbot, 900, 500)
+    assert w.badges() == []  # no picture, nothing to name
+    grey = np.full((90, 160, 3), 128, np.uint8)
+    w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    design = QFont(w.font())
+    design.setPointSizeF(10)
+    w.setFont(design)
+    w.set_mode("after")
+    (badge,) = w.badges()
+    assert badge.text == "AFTER" and badge.font.pointSizeF() == 8.5
+    assert badge.box.right() == pytest.approx(badge.picture.right() - 12)
+    w.set_mode("side")
+    assert [b.box.left() - b.picture.left() for b in w.badges()] == [12, 12]
+    larger = QFont(design)
+    larger.setPointSizeF(20)
+    w.setFont(larger)
+    w.set_mode("after")
+    (badge,) = w.badges()
+    assert badge.font.pointSizeF() == pytest.approx(17.0)  # twice the text, twice the badge
+
+
 def test_preview_shows_no_before_badge_with_the_divider_at_the_left_edge(qtbot):
     # At 0 the whole picture is the processed one: a BEFORE badge over it named a side that
     # was not there.
@@ -8490,6 +8515,9 @@ def test_the_sidebar_widens_with_larger_text_and_cuts_off_no_control(
     plain = QWidget()
     plain.setStyleSheet(STYLE)
     assert sidebar_width(plain) == SIDEBAR_WIDTH  # the text it was laid out for: unchanged
+    smaller = QWidget()
+    smaller.setStyleSheet(STYLE.replace("font-size: 10pt", "font-size: 7pt", 1))
+    assert sidebar_width(smaller) == SIDEBAR_WIDTH  # never narrower than its design
     larger = re.sub(r"([\d.]+)pt", lambda m: f"{float(m.group(1)) * 1.5:g}pt", STYLE)
     monkeypatch.setattr(window_module, "STYLE", larger)
     window = make_window(start=False)
@@ -8537,7 +8565,7 @@ def test_the_window_follows_a_larger_application_font_and_still_fits_the_screen(
     # sheet's 10 pt (8 pt section titles, 8.5 pt hints) all the same: every size in it was its
     # own, in points.
     from PySide6.QtCore import QRect
-    from PySide6.QtGui import QFont, QFontInfo
+    from PySide6.QtGui import QFontInfo
     from PySide6.QtWidgets import QLabel
 
     from app.window import SIDEBAR_WIDTH

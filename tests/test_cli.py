@@ -2051,6 +2051,16 @@ def test_the_sound_note_names_a_sharpcam_ffmpeg_that_cannot_be_used(
     err = capsys.readouterr().err
     assert f"({hung}, the FFmpeg $SHARPCAM_FFMPEG names, did not answer, so it was ended)" in err
     assert "install FFmpeg" not in err
+    # A folder named, and one on the PATH that did not answer, are said as what they are.
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(tmp_path))
+    assert engine.remux.ffmpeg_unusable() == (
+        f"$SHARPCAM_FFMPEG names {tmp_path}, which is not a file: correct it or unset it"
+    )
+    monkeypatch.delenv("SHARPCAM_FFMPEG")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert engine.remux.ffmpeg_unusable() == f"FFmpeg {hung} did not answer, so it was ended"
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    assert engine.remux.ffmpeg_unusable() is None  # it runs: nothing to say
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
@@ -4288,6 +4298,44 @@ def test_process_holds_no_replaced_working_file_while_it_edits_the_copy(
     assert len(read_video(out)) == 30
 
 
+def test_sizes_in_messages_are_in_the_unit_that_reads_best() -> None:
+    # The stale-work note gives a file's size: bytes below a kilobyte, then KB, MB, GB (SI).
+    sizes = [640, 999, 1000, 84_000, 1_000_000, 5_600_000, 999_000_000, 2_100_000_000]
+    assert [cli._size_text(n) for n in sizes] == [
+        "640 bytes",
+        "999 bytes",
+        "1 KB",
+        "84 KB",
+        "1.0 MB",
+        "5.6 MB",
+        "999.0 MB",
+        "2.1 GB",
+    ]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no file locks to tell a live one by")
+def test_several_working_files_killed_runs_left_are_counted_in_one_note(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A folder of frames killed twice over: one note, their total size, five names at most.
+    out = tmp_path / "frames"
+    out.mkdir()
+    left = [out / f".frame_{i:06d}.partial.png" for i in range(7)]
+    then = time.time() - 600
+    for path in left:
+        path.write_bytes(b"\0" * 300_000)
+        os.utime(path, (then, then))
+    cli._note_stale_work(str(out))
+    names = ", ".join(p.name for p in left[:5])
+    assert capsys.readouterr().err == (
+        f"{cli.PROG}: note: 7 hidden files in {out} (2.1 MB in all: {names} and 2 more) hold "
+        f"what an earlier run writing {out} had written when it was stopped before it "
+        "finished (killed, crashed, or the power failed). SharpCam leaves them there: rename "
+        "them to keep them, or delete them\n"
+    )
+    assert all(p.stat().st_size == 300_000 for p in left)  # left alone
+
+
 @pytest.mark.parametrize("command", ["process", "run"])
 def test_a_copy_left_behind_by_the_index_move_is_named(
     clip: Path,
@@ -5679,15 +5727,24 @@ def test_devices_warns_of_onnx_runtime_builds_installed_together(
         ["bench", "--json", "--backend", "unsharp", "--size", "64x64", "--frames", "2"],
     ],
 )
-def test_output_whose_reader_went_away_ends_silently_with_141(args: list[str]) -> None:
+@pytest.mark.parametrize("buffered", [True, False], ids=["buffered", "unbuffered"])
+def test_output_whose_reader_went_away_ends_silently_with_141(
+    args: list[str], buffered: bool
+) -> None:
     # `devices | head -1` said "sharpcam: error: BrokenPipeError", exit 1 (and `--help`'s
     # went unnoticed, exit 0). Here the reader has gone before the first line is written.
+    # Buffered, as a pipe's stdout is by default, the failed write comes only with the last
+    # flush; PYTHONUNBUFFERED (set by some CI) makes every print fail at once instead.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    if not buffered:
+        env["PYTHONUNBUFFERED"] = "1"
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
         proc = subprocess.run(
             [sys.executable, "main.py", *args],
             cwd=REPO,
+            env=env,
             stdout=write_end,
             stderr=subprocess.PIPE,
             text=True,
@@ -5698,6 +5755,22 @@ def test_output_whose_reader_went_away_ends_silently_with_141(args: list[str]) -
     assert proc.returncode == cli.EXIT_BROKEN_PIPE == 141, proc.stderr
     # Nothing said of it, neither by SharpCam nor by Python's flush at exit.
     assert "error" not in proc.stderr and "Broken" not in proc.stderr, proc.stderr
+
+
+def test_a_broken_pipe_that_is_not_stdouts_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A pipe to FFmpeg that broke while stdout's reader is still there is a failure, said
+    # with exit 1: not the silent 141 of `devices | head -1`.
+    def broken(args: Any) -> int:
+        print("a first line")
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(cli, "cmd_devices", broken)
+    assert cli.main(["devices"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "a first line\n"
+    assert captured.err == f"{cli.PROG}: error: BrokenPipeError: [Errno 32] Broken pipe\n"
 
 
 def test_output_on_a_code_page_without_the_middle_dot_is_escaped_not_fatal() -> None:

@@ -29,6 +29,7 @@ from engine.sinks import (
     SinkError,
     VideoFileSink,
     _FFmpegWriter,
+    _locked_elsewhere,
     open_sink,
     sink_kind,
     stale_work_files,
@@ -473,6 +474,9 @@ def test_a_video_sink_that_does_not_publish_leaves_its_finished_file_to_its_call
         assert path.read_bytes() == b"an earlier result" and not sink.published
         assert len(read_video(sink.kept_path)) == 3
     assert not hidden.exists() and not sink.awaiting_name
+    # The working file's lock goes with its hidden name: held on, it kept a descriptor open
+    # on the named file for as long as the sink lived.
+    assert _locked_elsewhere(sink.kept_path) is not True
     with pytest.raises(RuntimeError, match="no finished file is waiting"):
         sink.keep_incomplete()  # once only
 
@@ -498,13 +502,27 @@ def test_working_files_a_killed_run_left_are_found_and_ones_being_written_are_no
     other.write_bytes(b"not out.avi's")
     for file in (left, copy, other):
         _age(file)
-    assert stale_work_files(path) == [copy, left]
+    numbered = tmp_path / ".out.partial-2.avi"  # a second killed run's, beside the first's
+    numbered.write_bytes(b"frames of another")
+    source = tmp_path / "in.avi"
+    source.write_bytes(b"the input")
+    # A link of that name is no run's frames (_create_partial passes over it as taken).
+    (tmp_path / ".out.partial-3.avi").symlink_to(source)
+    for file in (left, copy, other, numbered, source):
+        _age(file)
+    assert stale_work_files(path) == [copy, numbered, left]
+    assert stale_work_files(tmp_path / "missing" / "out.avi") == []  # its folder made later
     left.unlink()
     copy.unlink()
+    numbered.unlink()
     sink = VideoFileSink(path=path, size=(64, 48), fps=25, publish=False)
     sink.write(frame(80, size=(64, 48)))
     _age(tmp_path / ".out.partial.avi")
+    # The copy `process` puts the sound into is nobody's lock: it goes with the locked one.
+    copy.write_bytes(b"the sound going in")
+    _age(copy)
     assert stale_work_files(path) == []  # being written
+    copy.unlink()
     sink.close()
     _age(tmp_path / ".out.partial.avi")
     assert stale_work_files(path) == []  # waiting for its name
@@ -520,8 +538,35 @@ def test_working_files_a_killed_run_left_are_found_and_ones_being_written_are_no
     (frames / "frame_000000.png").write_bytes(b"done")
     half = frames / ".frame_000001.partial.png"
     half.write_bytes(b"half a frame")
-    _age(half)
-    assert stale_work_files(frames) == [half]
+    beside = frames / ".frame_000002.partial-2.png"  # numbered: one was in the way
+    beside.write_bytes(b"another half")
+    for file in (half, beside):
+        _age(file)
+    assert stale_work_files(frames) == [half, beside]
+
+
+def test_working_files_are_not_named_where_their_locks_cannot_be_told(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A file system without locks (an NFS mount without its lock daemon): one another
+    # SharpCam writes there cannot be told from one a killed run left, so neither is named.
+    import types
+
+    import engine.sinks
+
+    left = tmp_path / ".out.partial.avi"
+    left.write_bytes(b"frames, or a live recording's")
+    _age(left)
+    assert stale_work_files(tmp_path / "out.avi") == [left]
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    real = engine.sinks.fcntl
+    fake = types.SimpleNamespace(LOCK_SH=real.LOCK_SH, LOCK_EX=real.LOCK_EX, LOCK_NB=real.LOCK_NB)
+    fake.flock = no_locks
+    monkeypatch.setattr(engine.sinks, "fcntl", fake)
+    assert stale_work_files(tmp_path / "out.avi") == []
 
 
 def test_a_video_sink_whose_name_is_refused_at_publish_keeps_its_frames(tmp_path):
@@ -1423,11 +1468,16 @@ def test_a_bad_fourcc_leaves_no_hidden_file(tmp_path, monkeypatch):
 
     import engine.sinks
 
+    # The hidden file held open for its lock is closed too: nobody is left to close it.
+    held: list[Any] = []
+    keep_lock = engine.sinks._keep_lock
+    monkeypatch.setattr(engine.sinks, "_keep_lock", lambda f: held.append(keep_lock(f)) or held[-1])
     monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: None)  # OpenCV's
     monkeypatch.setattr(cv2, "VideoWriter", broken_writer)
     with pytest.raises(cv2.error, match="exploded"):
         VideoFileSink(path=tmp_path / "y.avi", size=(32, 24))
     assert list(tmp_path.iterdir()) == []
+    assert held and all(f is None or f.closed for f in held), held
     # An FFmpeg that cannot run: said as OpenCV's writer's failure is, nothing left.
     monkeypatch.setattr(engine.sinks, "_ffmpeg_for", lambda fourcc, suffix: "/no/such/ffmpeg")
     with pytest.raises(SinkError, match="cannot write video .*z.avi with codec MJPG"):

@@ -160,6 +160,12 @@ def test_a_virtual_camera_without_pyvirtualcam_says_to_install_it(
     monkeypatch.setattr(vc.platform, "machine", lambda: "ARM64")
     ok, status = virtual_camera_status()
     assert not ok and "no build for Windows on ARM" in status and "pip" not in status, status
+    # Windows on an Intel or AMD processor has a build: installing it is the fix there.
+    monkeypatch.setattr(vc.platform, "machine", lambda: "AMD64")
+    ok, status = virtual_camera_status()
+    assert not ok and "Install it: pip install pyvirtualcam" in status, status
+    monkeypatch.setattr(vc.platform, "machine", lambda: "arm64")  # in any case
+    assert "no build for Windows on ARM" in virtual_camera_status()[1]
 
 
 def test_a_virtual_camera_whose_close_failed_is_not_closed_again_when_collected(monkeypatch):
