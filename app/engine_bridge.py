@@ -222,6 +222,8 @@ def describe_error(
 def _runtime_hints(msg: str) -> tuple[list[str], bool]:
     """What to install for each failure ``msg`` reports that is a runtime package not
     installed (or not importing), as the engine words it, and whether every failure is one."""
+    from engine.backends import INSTALL_HINTS
+
     lines = [line.strip() for line in msg.splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):
         lines = lines[1:]  # `auto`'s "no backend could start:", one failure a line below it
@@ -231,10 +233,16 @@ def _runtime_hints(msg: str) -> tuple[list[str], bool]:
         # "backend 'torch' needs 'torch': <hint> (<the ImportError>)": the hint may hold
         # parentheses itself, the ImportError is the last pair.
         needs = re.search(r"needs '[^']+': (.+) \(", line)
+        if needs:
+            # The engine's own hint where it is one (the ImportError may hold parentheses too,
+            # "... from 'openvino' (/path/__init__.py)": the greedy match took part of it).
+            rest = line[needs.start(1) :]
+            known = [h for h in INSTALL_HINTS.values() if rest.startswith(f"{h} (")]
+            hint = known[0] if known else needs.group(1)
         # `auto`'s "onnx runtime is not installed: <hint>" (the engine's hint, as above).
         absent = re.search(r"\b(\w+) runtime is not installed(?:: (.+))?$", line)
         if needs:
-            hints.append(needs.group(1))
+            hints.append(hint)
         elif absent:
             hints.append(absent.group(2) or f"the {absent.group(1)} runtime")
         else:

@@ -312,7 +312,10 @@ class ToggleSwitch(QCheckBox):
 
     def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
         fm = self.fontMetrics()
-        return QSize(self.TRACK_X + 42 + 10 + fm.horizontalAdvance(self.text()) + 4, self.HEIGHT)
+        # Taller than HEIGHT with text taller than it (a desktop's 24 pt, as style_for_font
+        # scales the sheet): at 30 px the text's tops and descenders were cut off.
+        height = max(self.HEIGHT, fm.height() + 4)
+        return QSize(self.TRACK_X + 42 + 10 + fm.horizontalAdvance(self.text()) + 4, height)
 
     def hitButton(self, pos: Any) -> bool:  # noqa: N802 - Qt API
         return self.rect().contains(pos)

@@ -532,7 +532,9 @@ def ffmpeg_list(ffmpeg: str, kind: str) -> str:
     """``ffmpeg``'s list of ``kind`` (``"filters"``, ``"encoders"``), asked once per executable;
     "" where it cannot run."""
     try:
-        return _run([ffmpeg, "-hide_banner", f"-{kind}"], None, _QUERY_TIMEOUT_S)[1]
+        # check=False: it names no file, so one past its limit is FFmpeg itself, not a file
+        # slow to read; kept in use on its -version, the runs after (no limit) waited for good.
+        return _run([ffmpeg, "-hide_banner", f"-{kind}"], None, _QUERY_TIMEOUT_S, check=False)[1]
     except RemuxError:
         return ""
 

@@ -6649,6 +6649,22 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
         assert msg.advice.endswith("; then restart SharpCam."), msg.advice
 
 
+def test_an_import_error_with_parentheses_keeps_the_pip_command_whole_and_the_error_said():
+    # Python's "cannot import name 'Core' from 'openvino' (/path/__init__.py)": the greedy
+    # match took the hint up to that last "(", so the advice's pip command ended in half the
+    # ImportError and the banner's text kept only "(/path/__init__.py))".
+    from engine.backends import INSTALL_HINTS
+
+    error = "cannot import name 'Core' from 'openvino' (/opt/py/openvino/__init__.py)"
+    exc = RuntimeError(
+        f"backend 'openvino' needs 'openvino': {INSTALL_HINTS['openvino']} ({error})"
+    )
+    msg = describe_error(exc, context="model", backend="openvino")
+    assert f"needs 'openvino' ({error})" in msg.text and "pip install" not in msg.text, msg.text
+    assert f"Install what it needs: {INSTALL_HINTS['openvino']}; then" in msg.advice, msg.advice
+    assert "cannot import" not in msg.advice, msg.advice
+
+
 def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
     from engine.backends import ModelError
 
@@ -8611,6 +8627,28 @@ def test_the_window_follows_a_larger_application_font_and_still_fits_the_screen(
         for badge in badges:
             assert badge.picture.contains(badge.box), (mode, badge)
             assert badge.font.pointSizeF() >= 8.5, (mode, badge)
+
+
+def test_an_on_off_switch_is_as_tall_as_its_text_where_that_is_taller_than_its_track(
+    qtbot,
+) -> None:
+    # With the style sheet scaled to a desktop's 24 pt (style_for_font), the switches kept
+    # their 30 px: the text (38 px high) had its tops and descenders cut off.
+    from PySide6.QtGui import QFont
+    from PySide6.QtWidgets import QVBoxLayout
+
+    from app.window import ToggleSwitch
+
+    box = QWidget()
+    layout = QVBoxLayout(box)
+    switch = ToggleSwitch("Reduce noise in dim light")
+    layout.addWidget(switch)
+    qtbot.addWidget(box)
+    assert switch.sizeHint().height() == ToggleSwitch.HEIGHT  # the design's size, unchanged
+    switch.setFont(QFont(switch.font().family(), 24))
+    box.show()
+    qtbot.waitUntil(lambda: switch.height() >= switch.fontMetrics().height(), timeout=5_000)
+    assert switch.sizeHint().height() >= switch.fontMetrics().height()
 
 
 def test_the_style_sheet_is_the_designs_own_at_its_text_size_or_less() -> None:

@@ -3100,6 +3100,31 @@ def test_an_ffmpeg_that_does_not_answer_its_queries_is_passed_over(
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_an_ffmpeg_that_hangs_on_its_own_lists_is_passed_over_though_it_says_its_version(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `-encoders` names no file: past its limit it is FFmpeg that hangs, not a file slow to
+    # read. Kept in use because it said its version, it was then run without a limit (the
+    # frame times, the sound copy) and `process` waited for good.
+    import engine.remux
+
+    hung = tmp_path / "ffmpeg"
+    hung.write_text(
+        '#!/bin/sh\nif [ "$1" = "-version" ]; then echo "ffmpeg version stand-in"; exit 0; fi\n'
+        "exec sleep 30\n"
+    )
+    hung.chmod(0o755)
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(hung))
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 0.5)
+    started = time.monotonic()
+    assert engine.remux.ffmpeg_list(str(hung), "encoders") == ""
+    assert time.monotonic() - started < 10
+    assert engine.remux.find_ffmpeg() is None
+    assert "did not answer" in (engine.remux.ffmpeg_unusable() or "")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
 def test_an_ffmpeg_slow_to_list_one_file_is_kept_and_copies_its_sound(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

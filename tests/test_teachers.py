@@ -878,6 +878,58 @@ def test_training_teacher_cache_refuses_a_teacher_giving_0_to_255(tmp_path: Path
     assert not cache.exists()
 
 
+class _LevelPatches(_Patches):
+    """Patches of levels ``low`` to ``high`` only (a night scene's, a snowfield's), seeded as
+    _Patches'."""
+
+    def __init__(self, low: float, high: float) -> None:
+        self.low, self.high = low, high
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        img = self.low + super().__getitem__(i)["blur"] * (self.high - self.low)
+        return {"blur": img, "sharp": img}
+
+
+def test_training_teacher_cache_refuses_a_teacher_in_another_range_on_any_patches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    # The mean of the outputs alone, within [-1, 2], let through a teacher giving -1 to 1
+    # (tanh: clamped, its dark half cached black) and one giving 0-255 on dark patches.
+    for teacher, data in (
+        (lambda x: 2 * x - 1, _Patches()),
+        (lambda x: 2 * x - 1, _LevelPatches(0, 0.3)),
+        (lambda x: x * 255, _LevelPatches(0, 0.01)),
+    ):
+        cache = tmp_path / "cache.pt"
+        with pytest.raises(ValueError, match=r"about \[0, 1\] \(one giving 0-255, or -1 to 1"):
+            build_cache(TrainConfig(), teacher=teacher, dataset=data, out=cache, count=2)  # type: ignore[arg-type]
+        assert not cache.exists()
+    # The command line says so in one line, exit 1 (a traceback before).
+    from training import cache_teacher
+
+    build = cache_teacher.build_cache
+
+    def wrong_range(cfg: TrainConfig, **kw: object) -> None:
+        kw.pop("device", None)
+        build(cfg, teacher=lambda x: 2 * x - 1, dataset=_Patches(), **kw)  # type: ignore[arg-type]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cache_teacher, "build_cache", wrong_range)
+        with pytest.raises(SystemExit) as e:
+            cache_teacher.main(["--device", "cpu", "--out", str(cache), "--count", "2"])
+    assert e.value.code == 1 and not cache.exists()
+    assert "cache_teacher: error: teacher 'dmphn' gave outputs of mean" in capsys.readouterr().err
+    # A teacher in range is taken on patches near black and near white alike.
+    for data in (_LevelPatches(0, 0.02), _LevelPatches(0.97, 1)):
+        cache = tmp_path / "ok.pt"
+        cache.unlink(missing_ok=True)
+        build_cache(TrainConfig(), teacher=lambda x: x, dataset=data, out=cache, count=2)  # type: ignore[arg-type]
+        assert cache.exists()
+
+
 def test_training_teacher_cache_starts_over_when_its_patches_would_differ(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

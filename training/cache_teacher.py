@@ -363,13 +363,17 @@ def _build(
         x = torch.from_numpy(np.stack(b_u8)).permute(0, 3, 1, 2).float().div(255).to(device)
         with torch.no_grad():
             y = teacher(x).float()
-        level = float(y.mean())
-        if not -1.0 <= level <= 2.0:
-            # Clamped, a teacher giving 0-255 filled the cache with white patches without a
-            # word, and the trainer then found "no patch where the teacher beats the input".
-            raise ValueError(
-                f"teacher {cfg.teacher.name!r} gave outputs of mean {level:.4g} on inputs in "
-                "[0, 1]: a teacher must return RGB in about [0, 1] (one giving 0-255?)"
+        level, given = float(y.mean()), float(x.mean())
+        # Deblurring keeps a patch's mean level: a teacher far from its input's is in another
+        # range. Clamped, a teacher giving 0-255 filled the cache with white patches without a
+        # word (or, on dark patches, within [-1, 2] as first checked, grey ones), and one
+        # giving -1 to 1 (tanh) with black ones; the trainer then found "no patch where the
+        # teacher beats the input".
+        if not abs(level - given) <= _TEACHER_LEVEL_SHIFT:
+            raise TeacherRangeError(
+                f"teacher {cfg.teacher.name!r} gave outputs of mean {level:.4g} on inputs of "
+                f"mean {given:.4g} in [0, 1]: a teacher must return RGB in about [0, 1] (one "
+                "giving 0-255, or -1 to 1?)"
             )
         y = y.clamp(0, 1).cpu()
         t_u8 = (y.permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
@@ -387,6 +391,14 @@ def _build(
     if not keys:
         _save(out, blur, sharp, outs, keys, meta)
     return out
+
+
+#: How far a teacher's mean output may lie from its input's (see _build).
+_TEACHER_LEVEL_SHIFT = 0.25
+
+
+class TeacherRangeError(ValueError):
+    """The teacher's outputs are in another range than its inputs' [0, 1]: nothing is cached."""
 
 
 CACHE_KEYS = ("blur", "sharp", "teacher", "keys", "meta")  # what _save writes
@@ -493,6 +505,11 @@ def main(argv: list[str] | None = None) -> Path:
             raise
         # Refused before any work (--out names another file): one line, as a bad override is.
         parser.error(str(exc))
+    except TeacherRangeError as exc:
+        # Found on its first outputs, before anything is written: a traceback had said it.
+        with contextlib.suppress(OSError):
+            print(f"cache_teacher: error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":
