@@ -4262,14 +4262,9 @@ def test_process_holds_no_replaced_working_file_while_it_edits_the_copy(
     import engine.mp4
     import engine.remux
     from engine.sinks import _locked_elsewhere
+    from tests.test_engine_sources import write_avi_with_sound
 
-    clip = tmp_path / "in.mp4"
-    subprocess.run(
-        [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
-         "testsrc=size=64x48:rate=30:duration=1", "-f", "lavfi", "-i", "sine=duration=1",
-         "-c:v", "mpeg4", "-c:a", "aac", str(clip)],
-        check=True,
-    )  # fmt: skip
+    clip = write_avi_with_sound(tmp_path / "in.avi", n=12)
     seen: list[tuple[list[str], bool | None]] = []
     work = tmp_path / f".o.partial{ext}"
 
@@ -4295,7 +4290,7 @@ def test_process_holds_no_replaced_working_file_while_it_edits_the_copy(
     for held, locked in seen:
         assert not [t for t in held if t.endswith("(deleted)")], held
         assert locked is True
-    assert len(read_video(out)) == 30
+    assert len(read_video(out)) == 12
 
 
 def test_sizes_in_messages_are_in_the_unit_that_reads_best() -> None:

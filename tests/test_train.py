@@ -1057,41 +1057,43 @@ def test_a_resume_with_another_config_keeps_the_earlier_one_in_the_checkpoint(
         assert history[1]["config_digest"] == second["config_digest"]
 
 
+@pytest.mark.parametrize(
+    ("first", "done", "epochs"),
+    [
+        ((), "2 of 2 epochs, 6 steps", 2),
+        (
+            ("--stages=[{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 2, batch: 2}]",),
+            "3 of 2 epochs, 9 steps",
+            3,
+        ),
+    ],
+    ids=["finished", "stages shortened since"],
+)
 def test_resuming_a_finished_run_says_it_is_complete_and_how_to_train_longer(
-    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    synth: dict[str, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    first: tuple[str, ...],
+    done: str,
+    epochs: int,
 ) -> None:
     # It logged "resumed ... at epoch 3 step 0" of a 2-epoch run and exited 0 having done
-    # nothing, unexplained.
+    # nothing, unexplained. Stages shortened since (3 epochs done, the stages now hold 2): the
+    # advice gave the last stage one more epoch, 3 in all, as complete as this run. The advice
+    # is one epoch past what was done, in either case.
     out = tmp_path / "run"
-    train(_tiny(synth, out))
+    train(_tiny(synth, out, *first))
     before = (out / "last.pt").read_bytes()
     with caplog.at_level(logging.INFO, logger="training.train"):
         res = train(_tiny(synth, out, "--resume"))
-    assert res["steps"] == [] and res["exit_status"] == 0 and len(res["epochs"]) == 2
+    assert res["steps"] == [] and res["exit_status"] == 0 and len(res["epochs"]) == epochs
     assert res["stopped"] == "finished" and res["out_dir"] == str(out)  # as a run that ran
-    assert f"the run in {out} is already complete (2 of 2 epochs, 6 steps)" in caplog.text
+    assert f"the run in {out} is already complete ({done})" in caplog.text, caplog.text
     # the key to raise, as an override that runs as it is written
-    longer = "{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 2, batch: 2}"
-    assert f"--stages='[{longer}]') and run with --resume again" in caplog.text
+    longer = f"{{patch: 32, epochs: 1, batch: 2}}, {{patch: 48, epochs: {epochs}, batch: 2}}"
+    assert f"--stages='[{longer}]') and run with --resume again" in caplog.text, caplog.text
     assert "resumed from" not in caplog.text
     assert (out / "last.pt").read_bytes() == before
-    more = train(_tiny(synth, out, "--resume", f"--stages=[{longer}]"))
-    assert len(more["steps"]) == 3
-
-
-def test_resuming_a_run_with_stages_shortened_since_says_how_to_train_longer_indeed(
-    synth: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # 3 epochs done, the stages now hold 2: the advice gave the last stage one more epoch,
-    # 3 in all, and that run was as complete as this one.
-    out = tmp_path / "run"
-    three = "--stages=[{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 2, batch: 2}]"
-    train(_tiny(synth, out, three))
-    with caplog.at_level(logging.INFO, logger="training.train"):
-        res = train(_tiny(synth, out, "--resume"))
-    assert res["steps"] == [] and len(res["epochs"]) == 3
-    longer = "{patch: 32, epochs: 1, batch: 2}, {patch: 48, epochs: 3, batch: 2}"
-    assert f"--stages='[{longer}]') and run with --resume again" in caplog.text, caplog.text
     more = train(_tiny(synth, out, "--resume", f"--stages=[{longer}]"))
     assert len(more["steps"]) == 3
 
