@@ -6601,6 +6601,9 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
 ):
     # `--backend torch` where torch is not installed: the banner said to reinstall
     # weights/student.onnx or "choose another backend" (the window has no backend picker).
+    import importlib.util
+
+    torch_module = importlib.import_module("torch") if importlib.util.find_spec("torch") else None
     monkeypatch.setitem(sys.modules, "torch", None)  # importing it raises ImportError
     msg = _model_message(make_bridge(_engine_api()), backend="torch")
     assert "needs 'torch'" in msg.text
@@ -6619,6 +6622,9 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
     # `auto` with neither OpenVINO nor ONNX Runtime: each one's package is named, in the engine's
     # words, and its pip command once, in the advice (the engine's own pip commands).
     monkeypatch.setitem(sys.modules, "openvino", None)
+    # ONNX Runtime is there for SharpCam's own weights: the automatic backend is a way out.
+    msg = _model_message(make_bridge(_engine_api()), backend="openvino")
+    assert "“Retry with the automatic backend” in the sidebar" in msg.advice, msg.advice
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     msg = _model_message(make_bridge(_engine_api()), backend="auto")
     for name in ("openvino", "onnx"):
@@ -6627,6 +6633,12 @@ def test_a_backend_whose_package_is_missing_is_advised_to_be_installed(
         assert msg.advice.count(INSTALL_HINTS[name]) == 1, msg.advice
     assert f"{INSTALL_HINTS['openvino']} or {INSTALL_HINTS['onnx']}; then" in msg.advice
     assert "automatic backend" not in msg.advice  # that is what failed
+    # Torch alone runs no SharpCam weights (only a TorchScript file named with --model): the
+    # automatic backend would find nothing for them either.
+    if torch_module is not None:
+        monkeypatch.setitem(sys.modules, "torch", torch_module)
+        msg = _model_message(make_bridge(_engine_api()), backend="onnx")
+        assert "automatic" not in msg.advice, msg.advice
     # A backend named where no model runtime at all is installed: the automatic backend would
     # fail the same way (unsharp and passthrough run no model), so it is not offered.
     monkeypatch.setitem(sys.modules, "torch", None)
@@ -6690,6 +6702,14 @@ def test_the_advice_for_a_model_that_did_not_load_follows_its_cause():
     assert "out of memory" in msg.text
     assert msg.advice.count(hint) == 1 and "Fix what the lines above say" in msg.advice
     assert f"or install one that is missing: {hint}; then restart SharpCam." in msg.advice
+    # Where the advice is the GPU's, with no pip command, the text keeps the one the engine
+    # gave: said nowhere, the missing runtime had no fix.
+    gpu = RuntimeError(
+        f"no backend could start:\n  openvino (cpu): openvino runtime is not installed: {hint}\n"
+        "  onnx (cuda): CUDA failure 999: unknown error"
+    )
+    msg = describe_error(gpu, context="model", backend="auto")
+    assert hint not in msg.advice and f"installed: {hint}" in msg.text, msg
     # A DirectML failure is the GPU's, whichever backend was named.
     said = advice(RuntimeError("DirectML device removed (0x887A0005)"), backend="onnx")
     assert "GPU driver" in said and "automatic" not in said
@@ -8640,8 +8660,8 @@ def test_an_on_off_switch_is_as_tall_as_its_text_where_that_is_taller_than_its_t
     assert switch.sizeHint().height() >= switch.fontMetrics().height()
 
 
-def test_the_style_sheet_is_the_designs_own_at_its_text_size_or_less() -> None:
-    from PySide6.QtGui import QFont
+def test_the_style_sheet_is_the_designs_own_at_its_text_size_or_less(qtbot: Any) -> None:
+    from PySide6.QtGui import QFont, QFontInfo
 
     from app.window import style_for_font
 
@@ -8650,6 +8670,12 @@ def test_the_style_sheet_is_the_designs_own_at_its_text_size_or_less() -> None:
     larger = style_for_font(QFont("Sans Serif", 15))
     assert "QWidget { color: #e2e8f0; font-size: 15pt; }" in larger
     assert "font-size: 12.75pt;" in larger  # the hints' 8.5 pt
+    # A desktop font set in pixels has no point size (-1): its size as shown counts.
+    pixels = QFont("Sans Serif")
+    pixels.setPixelSize(60)
+    shown = QFontInfo(pixels).pointSizeF()
+    assert pixels.pointSizeF() <= 0 and shown > 10
+    assert f"font-size: {round(shown, 2):g}pt;" in style_for_font(pixels)
 
 
 def _accent_box(shot: np.ndarray) -> tuple[int, int, int, int] | None:

@@ -408,6 +408,68 @@ def test_a_frame_too_large_for_memory_runs_in_tiles_with_the_whole_frames_result
     be.close()
 
 
+@pytest.mark.parametrize("side,align,margin", [(3072, 32, 256), (256, 32, 32), (96, 16, 8)])
+def test_tile_spans_keep_each_pixel_once_from_aligned_tiles_with_context(
+    side: int, align: int, margin: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Over every side length up to several tiles (a panorama's short side included): a pixel
+    # kept twice or never is a seam, a tile repeating another's work is time lost, a tile off
+    # the grid gives other pixels than the whole frame, a kept part at its tile's edge lacks
+    # context, and each tile size is a compile.
+    monkeypatch.setattr(backends, "TILE_SIDE", side)
+    monkeypatch.setattr(backends, "TILE_ALIGN", align)
+    monkeypatch.setattr(backends, "TILE_MARGIN", margin)
+    for n in (*range(1, 5 * side, 1 if side < 1000 else 7), 3 * side - 2 * margin, side + align):
+        spans = backends._tile_spans(n)
+        assert spans[0][2] == 0 and spans[-1][3] == n, (n, spans)
+        pairs = list(zip(spans, spans[1:], strict=False))
+        assert all(a[3] == b[2] and a[0] < b[0] and a[1] < b[1] for a, b in pairs), (n, spans)
+        for i, (s, e, k0, k1) in enumerate(spans):
+            assert 0 <= s <= k0 < k1 <= e <= n and s % align == 0, (n, spans)
+            assert i == 0 or k0 - s >= margin, (n, spans)
+            assert i == len(spans) - 1 or e - k1 >= margin, (n, spans)
+        if len(spans) > 1:
+            assert {e - s for s, e, _, _ in spans[:-1]} == {side}, (n, spans)
+            assert side <= spans[-1][1] - spans[-1][0] < side + align, (n, spans)
+
+
+def test_a_frame_runs_whole_up_to_the_tile_threshold(
+    models: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 8K (33 MP) fits in memory whole, where tiles would only add their overlaps' work; one
+    # pixel past the threshold tiles; a tile is itself never a frame that would need tiles.
+    be = _make("onnx", models)
+    shapes: list[tuple[int, ...]] = []
+    monkeypatch.setattr(be, "_infer", lambda rgb: shapes.append(rgb.shape) or rgb)
+    be.process(np.zeros((4320, 7680, 3), np.uint8))
+    assert shapes == [(4320, 7680, 3)]
+    shapes.clear()
+    small = np.zeros((40, 50, 3), np.uint8)
+    monkeypatch.setattr(backends, "TILE_ABOVE_PIXELS", 40 * 50)
+    monkeypatch.setattr(backends, "TILE_SIDE", 16)
+    monkeypatch.setattr(backends, "TILE_ALIGN", 8)
+    monkeypatch.setattr(backends, "TILE_MARGIN", 2)
+    be.process(small)
+    assert shapes == [(40, 50, 3)]
+    monkeypatch.setattr(backends, "TILE_ABOVE_PIXELS", 40 * 50 - 1)
+    be.process(small)
+    assert len(shapes) > 2
+    monkeypatch.undo()
+    assert (backends.TILE_SIDE + backends.TILE_ALIGN) ** 2 < backends.TILE_ABOVE_PIXELS
+    be.close()
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="the students are PyTorch modules")
+def test_tiles_start_on_the_grid_of_every_student() -> None:
+    # A tile starting off a student's padding multiple ran its strided stages on another
+    # grid than the whole frame's: other pixels at every tile.
+    from training.models.student import STUDENTS, create_student
+
+    for name in STUDENTS:
+        multiple = create_student(name).multiple
+        assert backends.TILE_ALIGN % multiple == 0, (name, multiple)
+
+
 def test_io_binding_and_plain_run_agree(models, frame):
     bound = OnnxBackend(model=models["conv.onnx"], io_binding=True)
     plain = OnnxBackend(model=models["conv.onnx"], io_binding=False)
@@ -615,6 +677,15 @@ def test_auto_with_one_runtime_missing_and_a_model_error_lists_both(
         f"  openvino (cpu): openvino runtime is not installed: {INSTALL_HINTS['openvino']}\n"
         "  onnx (cpu): simulated contract break"
     )
+
+
+def test_the_torch_hint_installs_the_cpu_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A plain `pip install torch` is the CUDA build on Linux (gigabytes) for a backend the CPU
+    # runs: the hint names the CPU wheels' index.
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(BackendError) as got:
+        backends._require("torch", "torch")
+    assert "pip install torch --index-url https://download.pytorch.org/whl/cpu " in str(got.value)
 
 
 def test_gpu_provider_listed_but_not_coming_up(models, monkeypatch, frame):
@@ -1703,6 +1774,20 @@ def test_refused_frame_size_leaves_the_onnx_backend_usable(tmp_path: Path) -> No
     for _ in range(3):
         with pytest.raises(BackendError, match="fixed input size"):
             backend.process(wrong)
+    assert np.array_equal(backend.process(ok), ok)
+    backend.close()
+
+
+def test_a_fixed_size_model_is_not_tiled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Its graph takes one size only: tiles of another were refused, at its own size too.
+    path = _fixed_size_model(tmp_path / "fixed.onnx", 32)
+    with pytest.warns(UserWarning):
+        backend = create_backend("onnx", model=path)
+    monkeypatch.setattr(backends, "TILE_ABOVE_PIXELS", 16 * 16)
+    monkeypatch.setattr(backends, "TILE_SIDE", 16)
+    monkeypatch.setattr(backends, "TILE_ALIGN", 8)
+    monkeypatch.setattr(backends, "TILE_MARGIN", 2)
+    ok = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     assert np.array_equal(backend.process(ok), ok)
     backend.close()
 

@@ -95,6 +95,23 @@ def frame(i: int, size=(32, 24), value=None) -> Frame:
 # --------------------------------------------------------------------------- virtual camera
 
 
+@pytest.mark.parametrize(
+    "system,machine,has_build",
+    [("win32", "ARM64", False), ("win32", "AMD64", True), ("darwin", "arm64", True)],
+)
+def test_pyvirtualcam_lacks_a_build_only_on_windows_on_arm(
+    system: str, machine: str, has_build: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only there does the guidance ask for no Retry: elsewhere installing it is the fix.
+    import platform
+
+    from engine.virtualcam import pyvirtualcam_has_build
+
+    monkeypatch.setattr(sys, "platform", system)
+    monkeypatch.setattr(platform, "machine", lambda: machine)
+    assert pyvirtualcam_has_build() is has_build
+
+
 def test_virtual_sink_sends_every_frame_through_pyvirtualcam(recorder):
     with open_sink("virtual", size=(32, 24), fps=30, backend=RECORDER, device="/dev/video42") as s:
         assert isinstance(s, VirtualCameraSink)
@@ -3122,6 +3139,42 @@ def test_an_ffmpeg_that_hangs_on_its_own_lists_is_passed_over_though_it_says_its
     assert time.monotonic() - started < 10
     assert engine.remux.find_ffmpeg() is None
     assert "did not answer" in (engine.remux.ffmpeg_unusable() or "")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")
+def test_an_ffmpeg_asked_its_version_after_a_query_ran_out_is_hung_or_stopped_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The version question after a query ran out is short (not the query's whole limit again)
+    # and, unanswered, says the FFmpeg hung, not that the file is slow to read. A stop during
+    # it is a stop: the FFmpeg was not found hung, and is not passed over for good.
+    import threading
+
+    import engine.remux
+    from engine.remux import RemuxError, RemuxStopped
+
+    hung = tmp_path / "ffmpeg"
+    hung.write_text("#!/bin/sh\nexec sleep 30\n")
+    hung.chmod(0o755)
+    query = [str(hung), "-hide_banner", "-i", str(tmp_path / "in.mp4")]
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    monkeypatch.setattr(engine.remux, "_VERSION_TIMEOUT_S", 0.1)
+    started = time.monotonic()
+    with pytest.raises(RemuxError, match="did not answer in 1.5 s$"):
+        engine.remux._run(query, None, 1.5)
+    assert time.monotonic() - started < 2.6  # 1.5 s and the version's 0.1 s, not 1.5 s more
+    assert engine.remux._UNANSWERING == {str(hung)}
+    monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
+    monkeypatch.setattr(engine.remux, "_VERSION_TIMEOUT_S", 5.0)
+    stop = threading.Event()
+    timer = threading.Timer(1.4, stop.set)  # during the version question (1 s to 2 s)
+    timer.start()
+    try:
+        with pytest.raises(RemuxStopped):
+            engine.remux._run(query, stop, 1.0)
+    finally:
+        timer.cancel()
+    assert not engine.remux._UNANSWERING
 
 
 @pytest.mark.skipif(os.name == "nt", reason="the stand-in FFmpeg is a shell script")

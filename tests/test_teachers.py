@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -593,6 +594,14 @@ def test_a_weights_file_that_is_not_the_teachers_is_a_weights_error(tmp_path: Pa
     (folder / "decoder_lv3.pkl").write_bytes(b"cut short")
     with pytest.raises(WeightsError, match="'dmphn': .*decoder_lv3.pkl is not a PyTorch state"):
         load_teacher("dmphn", weights=folder)
+    # Whole, it is read on the CPU and then moved: a device that cannot take it is that
+    # device's error, not "damaged weights".
+    torch.save(model.decoder_lv3.state_dict(), folder / "decoder_lv3.pkl")
+    moved = load_teacher("dmphn", weights=folder, device="meta")
+    assert {p.device.type for p in moved.parameters()} == {"meta"}
+    with pytest.raises(RuntimeError, match="vulkan") as got:  # a torch built without it
+        load_teacher("dmphn", weights=folder, device="vulkan")
+    assert not isinstance(got.value, WeightsError), got.value
 
 
 def test_dmphn_loader_names_a_damaged_part(tmp_path: Path) -> None:
@@ -928,6 +937,25 @@ def test_training_teacher_cache_refuses_a_teacher_in_another_range_on_any_patche
         cache.unlink(missing_ok=True)
         build_cache(TrainConfig(), teacher=lambda x: x, dataset=data, out=cache, count=2)  # type: ignore[arg-type]
         assert cache.exists()
+
+
+@pytest.mark.parametrize(
+    "overshoot",
+    [lambda x: x + 0.2, lambda x: x - 0.2, lambda x: torch.where(x == x.max(), 40.0, x)],
+    ids=["bright", "dark", "halo"],
+)
+def test_training_teacher_cache_takes_a_teacher_overshooting_0_to_1(
+    tmp_path: Path, overshoot: Callable[[torch.Tensor], torch.Tensor]
+) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    # Only outputs of another scale are refused: a deblurring teacher overshoots on a bright
+    # or dark patch (its mean within 0.25 of its input's), or in a halo at a strong edge, and
+    # its clamped output is what it meant.
+    cache = tmp_path / "cache.pt"
+    build_cache(TrainConfig(), teacher=overshoot, dataset=_Patches(), out=cache, count=2)  # type: ignore[arg-type]
+    assert torch.load(cache, weights_only=True)["teacher"].shape == (2, 8, 8, 3)
 
 
 def test_training_teacher_cache_starts_over_when_its_patches_would_differ(
