@@ -1139,6 +1139,17 @@ def _check_image_fits(out: str, size: tuple[int, int]) -> None:
         )
 
 
+def _check_video_fits(out: str, size: tuple[int, int]) -> None:
+    """A usage error for a video larger than the codec ``out`` is written with takes: x264
+    failed ("invalid width x height (20000x2)") only on the first frames, once the model had
+    loaded."""
+    from engine.sinks import video_size_problem
+
+    problem = video_size_problem(out, size)
+    if problem:
+        raise CliError(f"output {out}: {problem}", code=2)
+
+
 def _check_not_input_image(folder: str, output: str) -> None:
     """Refuse an output file that is one of the images of the input ``folder`` (by any name):
     ``run --source photos --output photos/b.png`` wrote each frame over b.png, which the
@@ -1269,6 +1280,8 @@ def _run_stream(
     sink = None
     backend = None
     try:
+        if not virtual and sink_kind(args.output) == "video":
+            _check_video_fits(args.output, source.size)
         if stopped_early():
             return 0
         fps = getattr(source, "fps", None) or DEFAULT_FPS
@@ -1890,6 +1903,7 @@ _STREAM_NAMES = {
     "cover": ("cover picture", "{n} cover pictures"),
     "timecode": ("timecode track", "{n} timecode tracks"),
     "data": ("data track", "{n} data tracks"),
+    "chapter": ("chapter", "{n} chapters"),  # no stream, but a recording is without them too
 }
 
 
@@ -1912,8 +1926,15 @@ def _first_only(counts: dict[str, int]) -> str:
 def _note_other_streams(video: str, output: str) -> None:
     """Say what of ``video`` a recording of it is without besides its sound: its video streams
     after the first, its subtitles, covers, timecode and data tracks (`process` says so of
-    its output too). From the FFmpeg listing its other notes read: no FFmpeg run of its own."""
-    from engine.remux import cover_pictures, find_ffmpeg, other_streams, subtitle_tracks
+    its output too), and its chapters (which `process` keeps). From the FFmpeg listing its
+    other notes read: no FFmpeg run of its own."""
+    from engine.remux import (
+        chapter_count,
+        cover_pictures,
+        find_ffmpeg,
+        other_streams,
+        subtitle_tracks,
+    )
 
     ffmpeg = find_ffmpeg()
     if ffmpeg is None:
@@ -1921,6 +1942,7 @@ def _note_other_streams(video: str, output: str) -> None:
     counts = other_streams(video, ffmpeg=ffmpeg)
     counts["subtitle"] = subtitle_tracks(video, ffmpeg=ffmpeg)
     counts["cover"] = cover_pictures(video, ffmpeg=ffmpeg)
+    counts["chapter"] = chapter_count(video, ffmpeg=ffmpeg)
     if any(counts.values()):
         listed, _ = _streams_named(counts)
         _eprint(
@@ -2600,10 +2622,17 @@ def _note_stale_work(out: str) -> None:
         f"what an earlier run writing {out} had written when it was stopped before it "
         "finished (killed, crashed, or the power failed)"
     )
+    # File managers hide a name that starts with a dot: "Show folder" opened on no such file.
+    shows = (
+        "Cmd+Shift+. shows {} in the Finder"
+        if sys.platform == "darwin"
+        else "Ctrl+H shows {} in most file managers"
+    )
     if len(found) == 1:
         _eprint(
             f"{PROG}: note: the hidden file {found[0]} ({_size_text(sizes[0])}) holds {why}. "
-            "SharpCam leaves it there: rename it to keep it, or delete it"
+            "SharpCam leaves it there: rename it to keep it, or delete it (its name starts "
+            f"with a dot: {shows.format('it')}, `ls -a` in a terminal)"
         )
         return
     names = ", ".join(p.name for p in found[:5]) + (
@@ -2612,7 +2641,8 @@ def _note_stale_work(out: str) -> None:
     _eprint(
         f"{PROG}: note: {len(found)} hidden files in {found[0].parent} "
         f"({_size_text(sum(sizes))} in all: {names}) hold {why}. SharpCam leaves them there: "
-        "rename them to keep them, or delete them"
+        "rename them to keep them, or delete them (their names start with a dot: "
+        f"{shows.format('them')}, `ls -a` in a terminal)"
     )
 
 
@@ -2998,6 +3028,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         _check_process_output(kind, args.output, args.input)
         if kind == "image":
             _check_image_fits(args.output, source.size)
+        elif kind == "video":
+            _check_video_fits(args.output, source.size)
         if folder:
             _check_folder_outputs(source.files, Path(args.output), overwrite=args.overwrite)
         backend, _ = _open_backend(args.backend, args.model, live=False, scale=args.scale)

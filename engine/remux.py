@@ -389,6 +389,18 @@ def cover_pictures(
     return len(re.findall(r"Stream #\S+.*?: Video: [^\n]*\(attached pic\)", text))
 
 
+def chapter_count(
+    source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
+) -> int:
+    """How many chapters FFmpeg lists for ``source`` (0 where it cannot read it): `process`
+    keeps them, a recording (`run`) is without them, and a film's chapters were gone from it
+    without a word."""
+    text = _listing_or_none(ffmpeg, source, stop)
+    if text is None:
+        return 0
+    return len(re.findall(r"^\s*Chapter #\d+:\d+: ", text, re.MULTILINE))
+
+
 def other_streams(
     source: str | os.PathLike[str], *, ffmpeg: str, stop: threading.Event | None = None
 ) -> dict[str, int]:

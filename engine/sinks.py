@@ -92,6 +92,7 @@ __all__ = [
     "writable_image_extensions",
     "PATH_MAX",
     "write_file",
+    "video_size_problem",
     "write_image",
 ]
 
@@ -104,6 +105,41 @@ FALLBACK_CODECS = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".mkv": "MJPG
 #: The longest side FFmpeg's MPEG-4 (mp4v) encoder takes: from 8192 on it refuses to open
 #: ("dimensions too large for MPEG-4"), where `--size` takes up to 8192 (DCI 8K).
 MP4V_MAX_SIDE = 8191
+#: The longest side each codec's encoder takes (by lower-case FourCC), what it says past it,
+#: and what takes it: x264 refuses 16386 ("invalid width x height"), FFmpeg's MJPEG 65501
+#: ("JPEG does not support resolutions above 65500x65500").
+_MAX_VIDEO_SIDE = {
+    "mp4v": (MP4V_MAX_SIDE, "mp4v (MPEG-4)", "use .avi or .mkv (MJPG) for this size"),
+    "avc1": (16384, "avc1 (H.264)", "use .avi (MJPG) for this size"),
+    "mjpg": (65500, "MJPG", "write its frames to a folder instead"),
+}
+#: FFmpeg takes no picture whose (W + 128) x (H + 128) reaches this (av_image_check_size):
+#: 16384x16129 is refused ("Picture size ... is invalid") where 16384x16128 is taken.
+_MAX_VIDEO_AREA = (2**31 - 1) // 8
+
+
+def _video_size_problem(fourcc: str, size: tuple[int, int]) -> str | None:
+    """Why a ``fourcc`` video of even ``size`` cannot be written (None where it can): found
+    otherwise only by its first frames' write, once the model had loaded."""
+    w, h = size
+    limit = _MAX_VIDEO_SIDE.get(fourcc.lower())
+    if limit is not None and max(size) > limit[0]:
+        return f"{limit[1]} takes sides up to {limit[0]}, not {w}x{h}; {limit[2]}"
+    if (w + 128) * (h + 128) >= _MAX_VIDEO_AREA:
+        return f"{w}x{h} is more pixels than FFmpeg takes in a frame; write its frames to a folder"
+    return None
+
+
+def video_size_problem(path: str | os.PathLike[str], size: tuple[int, int]) -> str | None:
+    """Why :class:`VideoFileSink` cannot write ``path`` at ``size`` (cut to even sides) with
+    the codec it would choose there (None where it can, or the extension is not a video's)."""
+    ext = Path(path).suffix.lower()
+    fourcc = VIDEO_CODECS.get(ext)
+    if fourcc is None:
+        return None
+    if _ffmpeg_for(fourcc, ext) is None:
+        fourcc = FALLBACK_CODECS[ext]
+    return _video_size_problem(fourcc, even_size(_check_size(size, "a video file")))
 
 
 class SinkError(RuntimeError):
@@ -446,13 +482,11 @@ class VideoFileSink(_SinkBase):
         if ffmpeg is None and fourcc is None:
             self.fourcc = FALLBACK_CODECS[ext]
             ffmpeg = _ffmpeg_for(self.fourcc, ext)
-        if self.fourcc.lower() == "mp4v" and max(self.size) > MP4V_MAX_SIDE:
-            # OpenCV's writer said only "cannot write video big.mp4 with codec mp4v".
-            w, h = self.size
-            raise SinkError(
-                f"cannot write video {self.path}: mp4v (MPEG-4) takes sides up to "
-                f"{MP4V_MAX_SIDE}, not {w}x{h}; use .avi or .mkv (MJPG) for this size"
-            )
+        too_large = _video_size_problem(self.fourcc, self.size)
+        if too_large:
+            # OpenCV's writer said only "cannot write video big.mp4 with codec mp4v", and
+            # x264 failed on the first frames ("invalid width x height (20000x2)").
+            raise SinkError(f"cannot write video {self.path}: {too_large}")
         check_name_fits(self.path)  # first: is_dir() raises on a name too long
         if self.path.is_dir():
             # Found only at close(), the rename would fail after all the work was done and

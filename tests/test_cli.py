@@ -2911,6 +2911,51 @@ def test_a_video_output_that_is_a_folder_is_a_usage_error_before_the_model_loads
     assert list(folder.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("command", "size", "shown"),
+    [
+        ("run", (20000, 1), "20000x2"),
+        ("run", (1, 20000), "2x20000"),
+        ("process", (20000, 2), "20000x2"),
+    ],
+)
+def test_a_video_larger_than_its_codec_takes_is_a_usage_error_before_the_model_loads(
+    command: str,
+    size: tuple[int, int],
+    shown: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `run --source tall.png --output x.mp4` loaded the model, then failed on its first frames:
+    # "invalid width x height (20000x2); nothing ... could be kept" (x264 takes 16384 a side).
+    def no_model(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the model loaded before the output's size was checked")
+
+    monkeypatch.setattr(cli, "_open_backend", no_model)
+    out = tmp_path / "x.mp4"
+    if command == "run":
+        src = tmp_path / "tall.png"
+        cv2.imwrite(str(src), np.full((size[1], size[0], 3), 128, np.uint8))
+        argv = ["run", "--source", str(src), "--output", str(out), "--duration", "2"]
+    else:
+        src = tmp_path / "wide.avi"
+        subprocess.run(
+            [_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i",
+             f"color=size={size[0]}x{size[1]}:rate=25:duration=0.08", "-c:v", "mjpeg", str(src)],
+            check=True,
+        )  # fmt: skip
+        argv = ["process", str(src), str(out)]
+    code = cli.main([*argv, "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert (
+        f"sharpcam: error: output {out}: avc1 (H.264) takes sides up to 16384, not {shown}; "
+        "use .avi (MJPG) for this size\n" in err
+    ), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
+
+
 @pytest.mark.skipif(cv2.haveImageWriter("x.exr"), reason="this OpenCV writes EXR")
 def test_process_to_an_image_format_opencv_cannot_write_fails_before_the_model(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
@@ -4244,7 +4289,8 @@ def test_frames_a_killed_run_left_in_its_hidden_file_are_named_and_left_alone(
     assert (
         f"note: the hidden file {left} (5.6 MB) holds what an earlier run writing {out} had "
         "written when it was stopped before it finished (killed, crashed, or the power "
-        "failed). SharpCam leaves it there: rename it to keep it, or delete it"
+        "failed). SharpCam leaves it there: rename it to keep it, or delete it (its name "
+        "starts with a dot: Ctrl+H shows it in most file managers, `ls -a` in a terminal)"
     ) in err, err
     assert left.read_bytes() == b"\0" * 5_600_000 and len(read_video(out)) >= 5
     assert cli.main(argv) == 0  # told again, until it is dealt with
@@ -4310,9 +4356,11 @@ def test_sizes_in_messages_are_in_the_unit_that_reads_best() -> None:
 
 @pytest.mark.skipif(sys.platform == "win32", reason="no file locks to tell a live one by")
 def test_several_working_files_killed_runs_left_are_counted_in_one_note(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # A folder of frames killed twice over: one note, their total size, five names at most.
+    # A folder of frames killed twice over: one note, their total size, five names at most,
+    # and how to see them (file managers hide a name that starts with a dot).
+    monkeypatch.setattr(sys, "platform", "darwin")  # the Finder's own keys
     out = tmp_path / "frames"
     out.mkdir()
     left = [out / f".frame_{i:06d}.partial.png" for i in range(7)]
@@ -4326,7 +4374,8 @@ def test_several_working_files_killed_runs_left_are_counted_in_one_note(
         f"{cli.PROG}: note: 7 hidden files in {out} (2.1 MB in all: {names} and 2 more) hold "
         f"what an earlier run writing {out} had written when it was stopped before it "
         "finished (killed, crashed, or the power failed). SharpCam leaves them there: rename "
-        "them to keep them, or delete them\n"
+        "them to keep them, or delete them (their names start with a dot: Cmd+Shift+. shows "
+        "them in the Finder, `ls -a` in a terminal)\n"
     )
     assert all(p.stat().st_size == 300_000 for p in left)  # left alone
 
@@ -8029,6 +8078,13 @@ def test_a_stream_in_two_programs_or_a_chapter_track_is_no_stream_said_not_copie
         [_ffmpeg_exe(), "-hide_banner", "-i", str(out)], capture_output=True, text=True
     ).stderr
     assert "Chapter #0:1" in listed, listed  # kept indeed
+    # A recording is without them: it said nothing of them, as it does of subtitles.
+    rec = tmp_path / "rec.mp4"
+    assert (
+        cli.main(["run", "--source", str(film), "--output", str(rec), "--backend", "unsharp"]) == 0
+    )
+    err = capsys.readouterr().err
+    assert f"note: {rec} will be without the 2 chapters of {film}\n" in err, err
 
 
 def test_run_of_a_folder_of_photos_of_other_sizes_says_they_are_fitted_into_the_first(

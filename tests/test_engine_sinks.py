@@ -687,6 +687,9 @@ def test_video_sink_errors(tmp_path):
     # The largest side MPEG-4 takes, whatever the case the FourCC is given in.
     with pytest.raises(SinkError, match=r"mp4v \(MPEG-4\) takes sides up to 8191"):
         VideoFileSink(path=tmp_path / "big.mp4", size=(8192, 64), fourcc="MP4V")
+    # H.264's (16384), found on opening: it failed on the first frames, "invalid width x height".
+    with pytest.raises(SinkError, match=r"takes sides up to \d+, not 20000x2; use .avi"):
+        VideoFileSink(path=tmp_path / "wide.mp4", size=(20000, 1))
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ValueError, match="needs a frame size"):
         open_sink(tmp_path / "x.mp4", size=None)
