@@ -8548,11 +8548,25 @@ def test_the_sidebar_widens_with_larger_text_and_cuts_off_no_control(
     window = make_window(start=False)
     side = window.sidebar
     qtbot.waitUntil(lambda: window.save_button.width() > 0, timeout=5_000)
-    qtbot.wait(50)  # the layout settles
+    _settle_layout(qtbot, window)
     assert window.sidebar_scroll.width() > side.width() > SIDEBAR_WIDTH
     assert window.width() >= window.minimumSizeHint().width()
     assert window.minimumSizeHint().width() <= 1366 - 16  # still fits a 1366x768 screen
     assert _sidebar_controls_cut(window) == []
+
+
+def _settle_layout(qtbot: Any, window: QWidget) -> None:
+    """Process events until no widget of ``window`` moves or resizes between two looks: a
+    fixed qtbot.wait(50) can end on a loaded machine with a layout request still posted."""
+    last: list[Any] = []
+
+    def settled() -> bool:
+        shape = [child.geometry() for child in window.findChildren(QWidget)]
+        same = shape == last
+        last[:] = shape
+        return same
+
+    qtbot.waitUntil(settled, timeout=10_000)
 
 
 def _sidebar_controls_cut(window: MainWindow) -> list[str]:
@@ -8621,7 +8635,7 @@ def test_the_window_follows_a_larger_application_font_and_still_fits_the_screen(
         window._fit_first_size()
         qtbot.waitUntil(lambda free=free: window.width() <= free.width() - 16, timeout=5_000)
         assert window.height() <= free.height() - 48
-        qtbot.wait(50)  # the layout settles
+        _settle_layout(qtbot, window)
         assert _sidebar_controls_cut(window) == [], free
     # At the least size the badges over the picture, enlarged with the text, stay inside it.
     window.resize(least)

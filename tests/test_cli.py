@@ -2084,9 +2084,13 @@ def test_the_sound_warning_names_an_ffmpeg_passed_over_during_the_run(
     )
     slow.chmod(0o755)
     monkeypatch.setenv("SHARPCAM_FFMPEG", str(slow))
-    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 0.5)
+    # Past the hung queries' sleep 30, yet long enough for the real FFmpeg behind the stand-in
+    # to answer the others on a loaded machine (its -version took 0.2 s beside two busy loops;
+    # past the limit it is passed over, and the second run below would fail).
+    monkeypatch.setattr(engine.remux, "_QUERY_TIMEOUT_S", 2.0)
     monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
     monkeypatch.setattr(engine.remux, "_LISTINGS", {})
+    monkeypatch.setattr(engine.remux, "_SLOW_TO_LIST", set())
     out = tmp_path / "out.mp4"
     assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
@@ -2099,6 +2103,7 @@ def test_the_sound_warning_names_an_ffmpeg_passed_over_during_the_run(
     )
     monkeypatch.setattr(engine.remux, "_UNANSWERING", set())
     monkeypatch.setattr(engine.remux, "_LISTINGS", {})
+    monkeypatch.setattr(engine.remux, "_SLOW_TO_LIST", set())  # its file noted here, not left
     assert cli.main(["process", str(call), str(out), "--backend", "unsharp"]) == 0
     err = capsys.readouterr().err
     assert "with the sound of the input" in err and "did not answer" not in err, err
