@@ -2623,16 +2623,18 @@ def _note_stale_work(out: str) -> None:
         "finished (killed, crashed, or the power failed)"
     )
     # File managers hide a name that starts with a dot: "Show folder" opened on no such file.
-    shows = (
-        "Cmd+Shift+. shows {} in the Finder"
-        if sys.platform == "darwin"
-        else "Ctrl+H shows {} in most file managers"
-    )
+    # Not Explorer, which shows it (there Ctrl+H and `ls -a` were advice for nothing).
+    if sys.platform == "win32":
+        shows = ""
+    elif sys.platform == "darwin":
+        shows = ": Cmd+Shift+. shows {} in the Finder, `ls -a` in a terminal"
+    else:
+        shows = ": Ctrl+H shows {} in most file managers, `ls -a` in a terminal"
     if len(found) == 1:
         _eprint(
             f"{PROG}: note: the hidden file {found[0]} ({_size_text(sizes[0])}) holds {why}. "
             "SharpCam leaves it there: rename it to keep it, or delete it (its name starts "
-            f"with a dot: {shows.format('it')}, `ls -a` in a terminal)"
+            f"with a dot{shows.format('it')})"
         )
         return
     names = ", ".join(p.name for p in found[:5]) + (
@@ -2641,8 +2643,8 @@ def _note_stale_work(out: str) -> None:
     _eprint(
         f"{PROG}: note: {len(found)} hidden files in {found[0].parent} "
         f"({_size_text(sum(sizes))} in all: {names}) hold {why}. SharpCam leaves them there: "
-        "rename them to keep them, or delete them (their names start with a dot: "
-        f"{shows.format('them')}, `ls -a` in a terminal)"
+        "rename them to keep them, or delete them (their names start with a dot"
+        f"{shows.format('them')})"
     )
 
 

@@ -706,8 +706,9 @@ class _ModelBackend(_BackendBase):
         return out
 
     def _infer_tiled(self, rgb: np.ndarray) -> np.ndarray:
-        """The model over overlapping tiles of one size (one compiled shape), each keeping its
-        part up to the middle of its overlap with the next: memory for a tile, not the frame."""
+        """The model over overlapping tiles (at most four sizes: the last along a side may be up
+        to TILE_ALIGN - 1 longer), each keeping its part up to the middle of its overlap with
+        the next: memory for a tile, not the frame."""
         h, w = rgb.shape[:2]
         out = np.empty_like(rgb)
         rows, cols = _tile_spans(h), _tile_spans(w)

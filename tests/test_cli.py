@@ -4359,6 +4359,21 @@ def test_sizes_in_messages_are_in_the_unit_that_reads_best() -> None:
     ]
 
 
+def test_a_killed_runs_working_file_on_windows_is_not_said_to_need_ctrl_h(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Explorer shows a name that starts with a dot: Ctrl+H and `ls -a` are no advice there.
+    import engine.sinks
+
+    left = tmp_path / ".clip.partial.mp4"
+    left.write_bytes(b"\0" * 300_000)
+    monkeypatch.setattr(engine.sinks, "stale_work_files", lambda out: [left])
+    monkeypatch.setattr(sys, "platform", "win32")
+    cli._note_stale_work(str(tmp_path / "clip.mp4"))
+    err = capsys.readouterr().err
+    assert err.endswith("rename it to keep it, or delete it (its name starts with a dot)\n"), err
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="no file locks to tell a live one by")
 def test_several_working_files_killed_runs_left_are_counted_in_one_note(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
