@@ -371,10 +371,7 @@ def subtitle_tracks(
     """How many subtitle streams ``source`` holds (0 where FFmpeg cannot read it): nothing
     copies them into a processed video (their times are the source's, and the output's
     container may not take their format), so the user is told."""
-    text = _listing_or_none(ffmpeg, source, stop)
-    if text is None:
-        return 0
-    return len(re.findall(r"Stream #\S+.*?: Subtitle: ", text))
+    return _listed(ffmpeg, source, stop, r"Stream #\S+.*?: Subtitle: ")
 
 
 def cover_pictures(
@@ -383,10 +380,7 @@ def cover_pictures(
     """How many cover pictures ``source`` holds (an MP4's ``attached_pic``, an MKV's image
     attachment; 0 where FFmpeg cannot read it): like subtitles, nothing copies them into a
     processed video, and an album's or a film's cover was gone without a word."""
-    text = _listing_or_none(ffmpeg, source, stop)
-    if text is None:
-        return 0
-    return len(re.findall(r"Stream #\S+.*?: Video: [^\n]*\(attached pic\)", text))
+    return _listed(ffmpeg, source, stop, r"Stream #\S+.*?: Video: [^\n]*\(attached pic\)")
 
 
 def chapter_count(
@@ -395,10 +389,16 @@ def chapter_count(
     """How many chapters FFmpeg lists for ``source`` (0 where it cannot read it): `process`
     keeps them, a recording (`run`) is without them, and a film's chapters were gone from it
     without a word."""
+    return _listed(ffmpeg, source, stop, r"^\s*Chapter #\d+:\d+: ")
+
+
+def _listed(
+    ffmpeg: str, source: str | os.PathLike[str], stop: threading.Event | None, pattern: str
+) -> int:
+    """How many lines of FFmpeg's listing of ``source`` ``pattern`` matches (0 where it cannot
+    read it)."""
     text = _listing_or_none(ffmpeg, source, stop)
-    if text is None:
-        return 0
-    return len(re.findall(r"^\s*Chapter #\d+:\d+: ", text, re.MULTILINE))
+    return 0 if text is None else len(re.findall(pattern, text, re.MULTILINE))
 
 
 def other_streams(
