@@ -106,22 +106,32 @@ def ffmpeg_reason(text: bytes) -> str:
     return telling[0] if telling else (lines[-1] if lines else "")
 
 
-def find_ffmpeg() -> str | None:
-    """An ``ffmpeg`` executable: ``$SHARPCAM_FFMPEG``, else ``ffmpeg`` on the ``PATH``, else
-    the one bundled with ``imageio-ffmpeg`` where that package is installed; None without."""
+def _ffmpeg_candidate() -> tuple[str | None, bool]:
+    """The ``ffmpeg`` SharpCam would use, as found (it may not exist where named, or have
+    been passed over), and whether ``$SHARPCAM_FFMPEG`` named it: that one is never replaced
+    by another (see :func:`ffmpeg_unusable`)."""
     named = os.environ.get(FFMPEG_ENV)
     if named:
-        return named if Path(named).is_file() and named not in _UNANSWERING else None
+        return named, True
     found = shutil.which("ffmpeg")
     if found:
-        return found if found not in _UNANSWERING else None
+        return found, False
     try:
         import imageio_ffmpeg
 
-        found = imageio_ffmpeg.get_ffmpeg_exe()
+        return imageio_ffmpeg.get_ffmpeg_exe(), False
     except Exception:  # not installed, or its binary missing for this platform
+        return None, False
+
+
+def find_ffmpeg() -> str | None:
+    """An ``ffmpeg`` executable: ``$SHARPCAM_FFMPEG``, else ``ffmpeg`` on the ``PATH``, else
+    the one bundled with ``imageio-ffmpeg`` where that package is installed; None without
+    (and where it did not answer before, :data:`_UNANSWERING`)."""
+    found, named = _ffmpeg_candidate()
+    if found is None or found in _UNANSWERING or (named and not Path(found).is_file()):
         return None
-    return found if found not in _UNANSWERING else None
+    return found
 
 
 def ffmpeg_unusable() -> str | None:
@@ -132,25 +142,17 @@ def ffmpeg_unusable() -> str | None:
     A ``$SHARPCAM_FFMPEG`` that names no file is not replaced by the FFmpeg on the ``PATH``
     or the bundled one: it is set to choose one (a build with the filters HDR needs, or not
     the system's), and another in its place would go unsaid; saying so is the fix."""
-    named = os.environ.get(FFMPEG_ENV)
-    if named:
-        if named in _UNANSWERING:
-            return f"{named}, the FFmpeg ${FFMPEG_ENV} names, did not answer, so it was ended"
-        if not Path(named).exists():
-            return f"${FFMPEG_ENV} names {named}, which does not exist: correct it or unset it"
-        if not Path(named).is_file():
-            return f"${FFMPEG_ENV} names {named}, which is not a file: correct it or unset it"
-        return None
-    found = shutil.which("ffmpeg")
+    found, named = _ffmpeg_candidate()
     if found is None:
-        try:
-            import imageio_ffmpeg
-
-            found = imageio_ffmpeg.get_ffmpeg_exe()
-        except Exception:  # not installed, or its binary missing for this platform
-            return None
+        return None
     if found in _UNANSWERING:
+        if named:
+            return f"{found}, the FFmpeg ${FFMPEG_ENV} names, did not answer, so it was ended"
         return f"FFmpeg {found} did not answer, so it was ended"
+    if named and not Path(found).exists():
+        return f"${FFMPEG_ENV} names {found}, which does not exist: correct it or unset it"
+    if named and not Path(found).is_file():
+        return f"${FFMPEG_ENV} names {found}, which is not a file: correct it or unset it"
     return None
 
 

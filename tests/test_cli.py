@@ -2890,6 +2890,16 @@ def test_process_folder_to_an_image_name_is_refused(
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in photos.iterdir())
 
 
+def _model_must_not_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test where the command loads its model: a check that belongs before it (the
+    output's kind or size) came only once the model had loaded."""
+
+    def no_model(*_args: Any, **_kwargs: Any) -> Any:
+        raise AssertionError("the model loaded before the output was checked")
+
+    monkeypatch.setattr(cli, "_open_backend", no_model)
+
+
 @pytest.mark.parametrize("command", ["process", "run"])
 def test_a_video_output_that_is_a_folder_is_a_usage_error_before_the_model_loads(
     command: str,
@@ -2900,10 +2910,7 @@ def test_a_video_output_that_is_a_folder_is_a_usage_error_before_the_model_loads
 ) -> None:
     # Exit 1 from the video sink once the model had loaded (seconds), where an image output
     # that is a folder was already a usage error found at once.
-    def no_model(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("the model loaded before the output was checked")
-
-    monkeypatch.setattr(cli, "_open_backend", no_model)
+    _model_must_not_load(monkeypatch)
     folder = tmp_path / "out.mp4"
     folder.mkdir()
     args = [str(clip), str(folder)] if command == "process" else ["--source", str(clip)]
@@ -2934,10 +2941,7 @@ def test_a_video_larger_than_its_codec_takes_is_a_usage_error_before_the_model_l
 ) -> None:
     # `run --source tall.png --output x.mp4` loaded the model, then failed on its first frames:
     # "invalid width x height (20000x2); nothing ... could be kept" (x264 takes 16384 a side).
-    def no_model(*_args: Any, **_kwargs: Any) -> Any:
-        raise AssertionError("the model loaded before the output's size was checked")
-
-    monkeypatch.setattr(cli, "_open_backend", no_model)
+    _model_must_not_load(monkeypatch)
     out = tmp_path / "x.mp4"
     if command == "run":
         src = tmp_path / "tall.png"
