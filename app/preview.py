@@ -40,6 +40,11 @@ _FOCUS = QColor("#e0f2fe")  # the window's keyboard focus ring
 _DESIGN_PT = 10.0
 _BADGE_PT = 8.5  # a badge's text at the design's size
 _BADGE_LEAST_PT = 7.0  # the least a badge shrinks to, to fit a narrow picture
+#: The badges' names, and the short ones shown where the whole one does not fit its part of
+#: the picture: larger text in a narrow preview showed BEFORE at the design's 8.5 pt beside an
+#: AFTER three times its size, or not at all with the divider near the left edge.
+BEFORE_LABEL, BEFORE_SHORT = "BEFORE", "BEF."
+AFTER_LABEL, AFTER_SHORT = "AFTER", "AFT."
 #: (margin from the picture's edges, padding either side of the text): the design's, then
 #: closer where a picture is narrow.
 _BADGE_SPACING = ((12, 10), (6, 6))
@@ -93,8 +98,8 @@ class PreviewWidget(QWidget):
         self._dragging = False
         self._focus_visible = False  # the ring is drawn (see the class docstring)
         self._placeholder = "Starting camera…"
-        self._after_label = "AFTER"  # what the processed side is called (set_after_label)
-        self._after_short = "AFTER"  # and where the picture is too narrow for that
+        self._after_label = AFTER_LABEL  # what the processed side is called (set_after_label)
+        self._after_short = AFTER_SHORT  # and where the picture is too narrow for that
         self.frames_shown = 0  # painted frame count; tests and the FPS readout use it
         # 400 px keeps the window's least width (with its margins and the sidebar) at 756 px,
         # inside an 800x600 screen; at 480 it was 836.
@@ -319,14 +324,15 @@ class PreviewWidget(QWidget):
         if self._mode == "side":
             before_rect, after_rect = self.side_rects()
             wanted = [
-                (before_rect, ("BEFORE",), False, False),
+                (before_rect, (BEFORE_LABEL, BEFORE_SHORT), False, False),
                 (after_rect, after, False, True),
             ]
         elif self._mode == "after":
             wanted = [(self.image_rect(), after, True, True)]
         else:
             left, right = self._split_parts()
-            wanted = [(left, ("BEFORE",), False, False), (right, after, True, True)]
+            before = (BEFORE_LABEL, BEFORE_SHORT)
+            wanted = [(left, before, False, False), (right, after, True, True)]
         found = (self._fit_badge(*args) for args in wanted)
         return [badge for badge in found if badge is not None]
 

@@ -91,7 +91,7 @@ from app.camera_list import (
     reads_virtual_device,
 )
 from app.engine_bridge import RETRY_LABELS, EngineBridge, ModelFailure, UserMessage
-from app.preview import PreviewWidget
+from app.preview import AFTER_LABEL, AFTER_SHORT, PreviewWidget
 from app.save import (
     GRAIN_ADVICE_WORDS,
     SaveJob,
@@ -131,6 +131,10 @@ SIDEBAR_MARGIN = 20  # left and right, inside the sidebar
 SIDEBAR_SCROLLBAR = 8
 # The first window's size, within the screen's free area.
 FIRST_SIZE = (1240, 700)
+# The narrowest screen the window keeps to at larger text (a 1280x720 laptop, less the
+# window's frame): the sidebar stops widening there. Widened in step with 32 pt text it was
+# 1,058 px, and the window's least width 1,494 px, past such a screen's edge.
+NARROWEST_SCREEN = 1280 - 16
 # A change is saved this long after the last one: a slider dragged, a window resized or the
 # divider moved with the keys writes once, not at every step.
 SAVE_DELAY_MS = 500
@@ -887,7 +891,7 @@ class MainWindow(QMainWindow):
 
         self.setWindowTitle("SharpCam")
         self.setWindowIcon(app_icon())
-        self.setStyleSheet(style_for_font(QApplication.font()))
+        self._follow_app_font()
         self._build_ui()
         # After the layout, whose least size the first size keeps to.
         self._fit_first_size()
@@ -1176,6 +1180,44 @@ class MainWindow(QMainWindow):
         least = self.minimumSizeHint()
         self.resize(max(w, least.width()), max(h, least.height()))
 
+    def event(self, event: QEvent) -> bool:
+        kind = event.type()
+        # The desktop's text changed while the window was open (Qt passes neither event to
+        # changeEvent; a desktop's theme change may reset the application font with no
+        # ApplicationFontChange): the style sheet's sizes were the old text's, and the
+        # controls kept its family too. The window's FontChange this brings fits the sidebar.
+        if kind == QEvent.Type.ApplicationFontChange or (
+            kind == QEvent.Type.ThemeChange and QApplication.font() != self._style_font
+        ):
+            self._follow_app_font()
+        return super().event(event)
+
+    def _follow_app_font(self) -> None:
+        self._style_font = QApplication.font()
+        self.setStyleSheet(style_for_font(self._style_font))
+
+    def changeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt API
+        super().changeEvent(event)
+        built = getattr(self, "sidebar_scroll", None) is not None  # the first polish is before
+        if event.type() == QEvent.Type.FontChange and built:
+            self._fit_sidebar()
+            if self._virtual_shown[0]:
+                self._show_virtual_state()  # the device's name, shortened to the new width
+
+    def _fit_sidebar(self) -> None:
+        """Give the sidebar the width of the text size now (:func:`sidebar_width`), no wider
+        than leaves the window inside NARROWEST_SCREEN, and no narrower than its controls."""
+        side = self.sidebar
+        margins = self._preview_column.contentsMargins()
+        preview = margins.left() + margins.right() + self.preview.minimumWidth()
+        most = NARROWEST_SCREEN - preview - SIDEBAR_SCROLLBAR
+        # Past 32 pt even its controls' least width is wider: then the window, not a control,
+        # runs past that screen.
+        need = side.layout().minimumSize().width()
+        width = max(min(sidebar_width(self), most), need)
+        side.setFixedWidth(width)
+        self.sidebar_scroll.setFixedWidth(width + SIDEBAR_SCROLLBAR)
+
     def _build_ui(self) -> None:
         central = QWidget()
         central.setObjectName("central")
@@ -1205,9 +1247,9 @@ class MainWindow(QMainWindow):
         left.addLayout(info)
         root.addLayout(left, 1)
 
+        self._preview_column = left
         side = Sidebar()
         side.setObjectName("sidebar")
-        side.setFixedWidth(sidebar_width(self))  # in the style sheet's font, set already
         self.sidebar = side
         lay = QVBoxLayout(side)
         lay.setContentsMargins(SIDEBAR_MARGIN, 18, SIDEBAR_MARGIN, 18)
@@ -1392,11 +1434,11 @@ class MainWindow(QMainWindow):
         scroll.setFrameShape(QFrame.Shape.NoFrame)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
-        scroll.setFixedWidth(side.minimumWidth() + SIDEBAR_SCROLLBAR)
         # Not a stop of its own in the Tab order (between the preview and the camera picker);
         # Tab to a control below the fold scrolls it into view all the same.
         scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.sidebar_scroll = scroll
+        self._fit_sidebar()  # in the style sheet's font, set already
         root.addWidget(scroll)
         self.setCentralWidget(central)
 
@@ -1858,7 +1900,7 @@ class MainWindow(QMainWindow):
             # The engine passes frames through at 0 %: the same picture on both sides.
             self.preview.set_after_label("STRENGTH 0 %", "0 %")
         else:
-            self.preview.set_after_label("AFTER")
+            self.preview.set_after_label(AFTER_LABEL, AFTER_SHORT)
 
     def _show_model_state(self) -> None:
         """Say where it stays (the sidebar and the status bar) that the model failed and

@@ -8598,7 +8598,7 @@ def _sidebar_controls_cut(window: MainWindow) -> list[str]:
 
 
 def test_the_window_follows_a_larger_application_font_and_still_fits_the_screen(
-    qtbot, make_window, monkeypatch
+    qtbot, make_window, monkeypatch, request
 ) -> None:
     # A low-vision person's desktop font of 16 pt (Qt's application font) got the style
     # sheet's 10 pt (8 pt section titles, 8.5 pt hints) all the same: every size in it was its
@@ -8612,10 +8612,9 @@ def test_the_window_follows_a_larger_application_font_and_still_fits_the_screen(
     app = QApplication.instance()
     default = app.font()
     app.setFont(QFont(default.family(), 16))
-    try:
-        window = make_window(start=False)
-    finally:
-        app.setFont(default)
+    # Not set back before the test's end: the window follows the text size back.
+    request.addfinalizer(lambda: app.setFont(default))
+    window = make_window(start=False)
     qtbot.waitUntil(lambda: window.save_button.width() > 0, timeout=5_000)
     assert QFontInfo(window.font()).pointSizeF() == pytest.approx(16, abs=0.5)
     hints = [label for label in window.findChildren(QLabel) if label.objectName() == "hint"]
@@ -8690,6 +8689,129 @@ def test_the_style_sheet_is_the_designs_own_at_its_text_size_or_less(qtbot: Any)
     shown = QFontInfo(pixels).pointSizeF()
     assert pixels.pointSizeF() <= 0 and shown > 10
     assert f"font-size: {round(shown, 2):g}pt;" in style_for_font(pixels)
+
+
+@contextmanager
+def _app_font(pt: float, family: str = "") -> Any:
+    """The application's font at ``pt`` points (as a desktop's text size sets it), in
+    ``family`` where given, while in the block; the one before it back after."""
+    app = QApplication.instance()
+    before = app.font()
+    app.setFont(QFont(family or before.family(), pt))
+    try:
+        yield
+    finally:
+        app.setFont(before)
+
+
+def test_the_window_fits_a_1280_px_screen_at_every_text_size_up_to_32_pt(
+    qtbot, make_window
+) -> None:
+    # The sidebar widened in step with the text: at 32 pt it was 1,058 px and the window's
+    # least width 1,494 px, past a 1280x720 (or 1366x768) screen's edge, for controls that
+    # needed 776 px of it.
+    from app.window import SIDEBAR_WIDTH
+
+    widths = {}
+    for pt in (10, 20, 32):
+        with _app_font(pt):  # held: the window follows the text size back (see below)
+            window = make_window(start=False)
+            qtbot.waitUntil(lambda window=window: window.save_button.width() > 0, timeout=5_000)
+            _settle_layout(qtbot, window)
+            widths[pt] = window.sidebar.width()
+            assert window.minimumSizeHint().width() <= 1280 - 16, pt
+            assert window.minimumSizeHint().height() <= 720 - 48, pt
+            assert _sidebar_controls_cut(window) == [], pt
+            window.close()
+    assert widths[10] == SIDEBAR_WIDTH  # the design's, at its own text size
+    assert SIDEBAR_WIDTH < widths[20] < widths[32]  # still wider with larger text
+
+
+def test_the_before_and_after_badges_take_their_short_names_where_the_whole_ones_do_not_fit(
+    qtbot: Any,
+) -> None:
+    # 32 pt text in the window's least preview (400 px): with the divider left of the middle
+    # BEFORE was drawn at the design's 8.5 pt beside an AFTER of 27 pt, and side by side with
+    # a portrait source both shrank; in their short names they keep the text's size.
+    w = _shown_preview(qtbot, 400, 225)
+    larger = QFont(w.font())
+    larger.setPointSizeF(32)
+    w.setFont(larger)
+    grey = np.full((360, 640, 3), 128, np.uint8)
+    w.set_frames(frame_to_qimage(grey), frame_to_qimage(grey.copy()))
+    base = pytest.approx(8.5 * 3.2)  # the badges' 8.5 pt, enlarged as the text is
+
+    def shown() -> list[tuple[str, Any]]:
+        return [(b.text, pytest.approx(b.font.pointSizeF())) for b in w.badges()]
+
+    w.set_split(0.35)
+    assert shown() == [("BEF.", base), ("AFTER", base)]
+    w.set_split(0.8)  # room for the whole name: as before
+    assert shown()[0] == ("BEFORE", base)
+    portrait = np.full((640, 360, 3), 128, np.uint8)
+    w.set_frames(frame_to_qimage(portrait), frame_to_qimage(portrait.copy()))
+    w.set_mode("side")
+    assert shown() == [("BEF.", base), ("AFT.", base)]
+    for badge in w.badges():
+        assert badge.picture.contains(badge.box), badge
+    # At the design's text size, where the whole names fit, they are the ones shown.
+    design = QFont(w.font())
+    design.setPointSizeF(10)
+    w.setFont(design)
+    assert [b.text for b in w.badges()] == ["BEFORE", "AFTER"]
+
+
+def test_the_window_follows_the_desktops_text_size_changed_while_it_is_open(
+    qtbot, make_window
+) -> None:
+    # The font and the sidebar's width were read once, as the window opened: a desktop's text
+    # made larger (or smaller) meanwhile left the style sheet's sizes and the sidebar as they
+    # were, and the controls in the old font family.
+    from PySide6.QtCore import QEvent, QObject
+    from PySide6.QtGui import QFontInfo
+
+    from app.window import SIDEBAR_WIDTH, style_for_font
+
+    with _app_font(24):
+        fresh = make_window(start=False)
+        qtbot.waitUntil(lambda: fresh.save_button.width() > 0, timeout=5_000)
+        _settle_layout(qtbot, fresh)
+        wide = fresh.sidebar.width()
+    fresh.close()
+    assert wide > SIDEBAR_WIDTH
+    window = make_window(start=False)
+    qtbot.waitUntil(lambda: window.save_button.width() > 0, timeout=5_000)
+    assert window.sidebar.width() == SIDEBAR_WIDTH and window.styleSheet() == STYLE
+    app = QApplication.instance()
+    family = "DejaVu Serif" if app.font().family() != "DejaVu Serif" else "DejaVu Sans"
+    with _app_font(24):  # the application's ApplicationFontChange is posted
+        qtbot.waitUntil(lambda: window.sidebar.width() == wide, timeout=5_000)
+        _settle_layout(qtbot, window)
+        assert window.sidebar.width() == wide  # as a window opened at that size
+        assert window.styleSheet() == style_for_font(app.font())
+        assert QFontInfo(window.save_button.font()).pointSizeF() == pytest.approx(24, abs=0.5)
+        assert window.width() >= window.minimumSizeHint().width()
+        assert _sidebar_controls_cut(window) == []
+    qtbot.waitUntil(lambda: window.sidebar.width() == SIDEBAR_WIDTH, timeout=5_000)
+    assert window.styleSheet() == STYLE
+    # Another family at the design's size: the same style sheet, but the controls take it.
+    with _app_font(10, family):  # the application's ApplicationFontChange is posted
+        qtbot.waitUntil(lambda: window.save_button.font().family() == family, timeout=5_000)
+
+    # A desktop's theme change may reset the application font without an
+    # ApplicationFontChange reaching the window: its ThemeChange is enough.
+    class Unsaid(QObject):
+        def eventFilter(self, _watched: QObject, event: QEvent) -> bool:  # noqa: N802
+            return event.type() == QEvent.Type.ApplicationFontChange
+
+    unsaid = Unsaid()
+    window.installEventFilter(unsaid)
+    with _app_font(24):
+        QApplication.processEvents()  # the posted ApplicationFontChange, held back
+        assert window.styleSheet() == STYLE
+        QApplication.sendEvent(window, QEvent(QEvent.Type.ThemeChange))
+        assert window.sidebar.width() == wide
+        window.removeEventFilter(unsaid)
 
 
 def _accent_box(shot: np.ndarray) -> tuple[int, int, int, int] | None:
