@@ -712,10 +712,15 @@ class _ModelBackend(_BackendBase):
         h, w = rgb.shape[:2]
         out = np.empty_like(rgb)
         rows, cols = _tile_spans(h), _tile_spans(w)
-        for y0, y1, ky0, ky1 in rows:
-            for x0, x1, kx0, kx1 in cols:
-                tile = self._infer(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
-                out[ky0:ky1, kx0:kx1] = tile[ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+        bad_before = self.nonfinite_frames
+        try:
+            for y0, y1, ky0, ky1 in rows:
+                for x0, x1, kx0, kx1 in cols:
+                    tile = self._infer(np.ascontiguousarray(rgb[y0:y1, x0:x1]))
+                    out[ky0:ky1, kx0:kx1] = tile[ky0 - y0 : ky1 - y0, kx0 - x0 : kx1 - x0]
+        finally:
+            # Each tile's _infer counts itself as a frame: three bad tiles are one bad frame.
+            self.nonfinite_frames = min(self.nonfinite_frames, bad_before + 1)
         return out
 
     def _judge_range(self, rgb: np.ndarray, out: np.ndarray) -> None:

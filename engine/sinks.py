@@ -60,7 +60,7 @@ from engine.sources import (
 
 try:  # POSIX: a lock tells a working file being written from one a killed run left
     import fcntl
-except ImportError:  # Windows: no such lock is taken (stale_work_files finds none)
+except ImportError:  # Windows: no such lock is taken (see _written_elsewhere)
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
@@ -1129,14 +1129,48 @@ def _locked_elsewhere(path: Path) -> bool | None:
         return None
 
 
+#: CreateFile's numbers (winbase.h, winerror.h), which _winapi does not all name.
+_GENERIC_READ = 0x80000000
+_FILE_SHARE_READ = 0x1
+_FILE_SHARE_DELETE = 0x4
+_OPEN_EXISTING = 3
+_ERROR_SHARING_VIOLATION = 32
+
+
+def _written_elsewhere(path: Path) -> bool | None:
+    """Windows: whether a process has ``path`` open for writing (a recording's FFmpeg or
+    OpenCV writer); None where that cannot be told. Asked by opening it to read while
+    letting others read and delete it but not write: Windows refuses that open while any
+    handle with write access is open (a sharing violation), and closes a killed process's
+    handles with it. No lock is taken instead: Windows' byte-range locks bar even the
+    writer's own writes, and a file held open by Python's open() cannot be renamed."""
+    import _winapi  # Windows only
+
+    try:
+        handle = _winapi.CreateFile(
+            str(path),
+            _GENERIC_READ,
+            _FILE_SHARE_READ | _FILE_SHARE_DELETE,  # a rename by its writer is not refused
+            0,
+            _OPEN_EXISTING,
+            0,
+            0,
+        )
+    except OSError as exc:
+        return True if getattr(exc, "winerror", None) == _ERROR_SHARING_VIOLATION else None
+    _winapi.CloseHandle(handle)
+    return False
+
+
 def stale_work_files(target: str | os.PathLike[str]) -> list[Path]:
     """The hidden working files of ``target`` (:func:`partial_path` and its numbered and
     copied forms beside it; for a folder, those in it) that no running process is writing:
     what a run killed while writing it left (a recording's frames so far, under its hidden
-    name). Never those of a file another SharpCam writes now (it holds their lock), nor
-    any written to in the last :data:`_IN_USE_S` seconds; none where locks cannot be told
-    (Windows)."""
-    if fcntl is None:
+    name). Never those of a file another SharpCam writes now (it holds their lock; on
+    Windows, its writer has them open), nor any written to in the last :data:`_IN_USE_S`
+    seconds; none where that cannot be told (a file system without locks)."""
+    windows = sys.platform == "win32"
+    if fcntl is None and not windows:
         return []
     target = Path(target)
     if target.is_dir():
@@ -1163,7 +1197,7 @@ def stale_work_files(target: str | os.PathLike[str]) -> list[Path]:
             recent = now - path.stat().st_mtime < _IN_USE_S
         except OSError:
             recent = True  # gone meanwhile: finished
-        if recent or _locked_elsewhere(path) is not False:
+        if recent or (_written_elsewhere if windows else _locked_elsewhere)(path) is not False:
             live.add(_work_group(path.name))
     return sorted(p for p in found if _work_group(p.name) not in live)
 

@@ -586,6 +586,52 @@ def test_working_files_are_not_named_where_their_locks_cannot_be_told(
     assert stale_work_files(tmp_path / "out.avi") == []
 
 
+def test_working_files_a_killed_run_left_are_found_on_windows_by_who_has_them_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Windows has no flock: no note was ever given there. A writer (FFmpeg, OpenCV) holds its
+    # working file open for writing, and Windows refuses an open that bars writing while it
+    # does; a killed process's handles close with it.
+    import types
+
+    import engine.sinks
+
+    left = tmp_path / ".out.partial.avi"  # a killed run's
+    live = tmp_path / ".out.partial-2.avi"  # another SharpCam's, recording slowly
+    copy = tmp_path / "..out.partial-2.partial.avi"  # its sound going in: goes with it
+    unreadable = tmp_path / ".out.partial-3.avi"  # denied to this user: cannot be told
+    recent = tmp_path / ".out.partial-4.avi"  # nobody's handle, but written just now
+    for file in (left, live, copy, unreadable, recent):
+        file.write_bytes(b"frames")
+        if file is not recent:
+            _age(file)
+    asked: list[tuple[str, int, int]] = []
+    closed: list[int] = []
+
+    def create_file(name: str, access: int, share: int, sa: int, how: int, *rest: int) -> int:
+        asked.append((Path(name).name, access, share))
+        assert how == 3  # OPEN_EXISTING: a probe never makes a file
+        refused = {live.name: 32, unreadable.name: 5}.get(Path(name).name)
+        if refused is not None:
+            exc = PermissionError(errno.EACCES, "refused", name)
+            exc.winerror = refused  # type: ignore[attr-defined]
+            raise exc
+        return 1000 + len(asked)
+
+    monkeypatch.setitem(
+        sys.modules,
+        "_winapi",
+        types.SimpleNamespace(CreateFile=create_file, CloseHandle=closed.append),
+    )
+    monkeypatch.setattr(engine.sinks, "fcntl", None)
+    monkeypatch.setattr(sys, "platform", "win32")
+    assert stale_work_files(tmp_path / "out.avi") == [left]
+    # Read access, sharing reading and renaming (its writer's final rename) but not writing.
+    assert {(n, a, s) for n, a, s in asked} >= {(left.name, 0x80000000, 0x1 | 0x4)}
+    assert recent.name not in [n for n, _, _ in asked]  # recent enough: not opened
+    assert len(closed) == len(asked) - 2  # every handle opened is closed
+
+
 def test_a_video_sink_whose_name_is_refused_at_publish_keeps_its_frames(tmp_path):
     # A folder made at the output's name while the sound was put in: the frames must not be
     # left in a hidden file the message does not name.

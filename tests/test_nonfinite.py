@@ -100,6 +100,37 @@ def test_nonfinite_output_shows_the_input_on_every_backend(tmp_path: Path, what:
 
 
 @pytest.mark.filterwarnings("ignore:.*unverified")
+def test_a_frame_run_in_tiles_counts_once_however_many_tiles_gave_nan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A frame over 40 MP runs in tiles, each its own model call: one with three bad tiles
+    # was counted as three frames.
+    from engine import backends
+
+    monkeypatch.setattr(backends, "TILE_ABOVE_PIXELS", 16 * 16)
+    monkeypatch.setattr(backends, "TILE_SIDE", 16)
+    monkeypatch.setattr(backends, "TILE_ALIGN", 8)
+    monkeypatch.setattr(backends, "TILE_MARGIN", 2)
+    img = np.full((40, 48, 3), 150, np.uint8)
+    img[2:4, 2:4] = img[30:32, 40:42] = img[20, 20] = 100  # in three tiles far apart
+    for make in _backends(tmp_path, "nan"):
+        with make() as backend:
+            calls: list[int] = []
+
+            def counted(rgb: np.ndarray, infer: Any = backend._infer, calls: list = calls) -> Any:
+                calls.append(0)
+                return infer(rgb)
+
+            monkeypatch.setattr(backend, "_infer", counted)
+            assert np.array_equal(backend.process(img), img), backend.provider
+            assert len(calls) > 3 and backend.nonfinite_frames == 1, backend.provider
+            backend.process(np.full_like(img, 30))  # finite: not counted
+            assert backend.nonfinite_frames == 1, backend.provider
+            backend.process(img)
+            assert backend.nonfinite_frames == 2, backend.provider
+
+
+@pytest.mark.filterwarnings("ignore:.*unverified")
 def test_the_engine_warns_of_nonfinite_output_once(tmp_path: Path) -> None:
     import cv2
 
