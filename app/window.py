@@ -57,6 +57,7 @@ from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractSlider,
     QApplication,
+    QBoxLayout,
     QButtonGroup,
     QCheckBox,
     QComboBox,
@@ -78,6 +79,7 @@ from PySide6.QtWidgets import (
     QToolTip,
     QVBoxLayout,
     QWidget,
+    QWidgetItem,
 )
 
 from app.camera_list import (
@@ -557,33 +559,97 @@ class MessageBanner(QFrame):
         super().__init__(parent)
         self.setObjectName("banner")
         self.setProperty("severity", "warning")
-        lay = QHBoxLayout(self)
+        lay = QBoxLayout(QBoxLayout.Direction.LeftToRight, self)
         lay.setContentsMargins(12, 8, 8, 8)
+        lay.setSpacing(lay.spacing())  # the style's, across and down alike (see _arrange)
         self.text = QLabel()
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.text.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
         self.text_area = BannerText(self.text)
         lay.addWidget(self.text_area, 1)
+        # Beside the words, or below them where the banner is narrower than both (see
+        # _arrange): in a row, or one above another.
+        self._controls = QBoxLayout(QBoxLayout.Direction.LeftToRight)
         # How many wait under the one on show: Dismiss brings up the next, which would
         # otherwise look like a Dismiss that did not work.
         self.more = QLabel()
         self.more.setToolTip("Messages that still apply, under this one")
         self.more.hide()
-        lay.addWidget(self.more, 0, Qt.AlignmentFlag.AlignTop)
+        # No alignment of its own: as tall as the buttons' row, so level with their text
+        # (a height fixed to theirs stayed the old text's after a change of text size).
+        self._controls.addWidget(self.more)
         self.folder_button = QPushButton("Show folder")
         self.folder_button.setToolTip("Open the folder that holds it")
         self.folder_button.clicked.connect(self.show_folder)
         self.folder_button.hide()
-        lay.addWidget(self.folder_button, 0, Qt.AlignmentFlag.AlignTop)
+        self._controls.addWidget(self.folder_button, 0, Qt.AlignmentFlag.AlignTop)
         self.dismiss_button = QPushButton("Dismiss")
         self.dismiss_button.clicked.connect(self.dismiss)
-        lay.addWidget(self.dismiss_button, 0, Qt.AlignmentFlag.AlignTop)
+        self._controls.addWidget(self.dismiss_button, 0, Qt.AlignmentFlag.AlignTop)
+        lay.addLayout(self._controls)
+        lay.setAlignment(self._controls, Qt.AlignmentFlag.AlignTop)
+        self._arranged = "beside"  # see _arrange
         self.kind = ""  # the shown message's kind; "" when none
         self.message: UserMessage | None = None  # the message on show
         self._said: list[UserMessage] = []  # oldest first, each object once
         QGuiApplication.clipboard().dataChanged.connect(self._clean_copy)
         self.hide()
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        # As narrow as the buttons one above another under the words (_arrange): beside
+        # them, at 32 pt text the banner's least width was 728 px (887 with "Show folder"
+        # and "1 more"), and the window's 1,592 px, past a 1280 px screen.
+        hint = super().minimumSizeHint()
+        margins = self.layout().contentsMargins()
+        text, controls = self._least_widths()
+        least = margins.left() + margins.right() + max(text, *controls, 0)
+        return QSize(least, hint.height())
+
+    def _least_widths(self) -> tuple[int, list[int]]:
+        """The least widths of the words and of each button (or label) shown beside them."""
+        items = [QWidgetItem(w) for w in (self.text_area, self.more, self.folder_button)]
+        items.append(QWidgetItem(self.dismiss_button))
+        text, *controls = (item.minimumSize().width() for item in items if not item.isEmpty())
+        return text, controls
+
+    def _arrange(self) -> None:
+        """The buttons beside the words where the banner has room for both, as at the
+        design's text size; else below them in a row, or one above another where the row
+        too is wider than the banner (larger text in the window's least preview)."""
+        margins = self.layout().contentsMargins()
+        room = self.width() - margins.left() - margins.right()
+        text, controls = self._least_widths()
+        gap = self.layout().spacing()
+        row = sum(controls) + gap * (len(controls) - 1)
+        how = "beside" if room >= text + gap + row else "below" if room >= row else "stacked"
+        if how == self._arranged:
+            return
+        self._arranged = how
+        lay, down = self.layout(), QBoxLayout.Direction.TopToBottom
+        lay.setDirection(QBoxLayout.Direction.LeftToRight if how == "beside" else down)
+        # At the end of the line, as beside the words (the right, or the left right-to-left).
+        trailing = Qt.AlignmentFlag.AlignRight
+        lay.setAlignment(self._controls, Qt.AlignmentFlag.AlignTop if how == "beside" else trailing)
+        stacked = how == "stacked"
+        self._controls.setDirection(down if stacked else QBoxLayout.Direction.LeftToRight)
+        top = Qt.AlignmentFlag.AlignTop
+        for widget, in_row in ((self.more, Qt.AlignmentFlag(0)), (self.folder_button, top)):
+            self._controls.setAlignment(widget, trailing if stacked else in_row)
+        self._controls.setAlignment(self.dismiss_button, trailing if stacked else top)
+        lay.activate()  # before it is painted in the arrangement it had
+
+    def event(self, event: QEvent) -> bool:
+        done = super().event(event)
+        # A button shown or hidden, or another text size (the words' and the buttons' least
+        # widths): their layout asks to be done again.
+        if event.type() == QEvent.Type.LayoutRequest:
+            self._arrange()
+        return done
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 - Qt API
+        super().resizeEvent(event)
+        self._arrange()
 
     def _clean_copy(self) -> None:
         # The zero-width spaces that let long words wrap (_breakable) would go with a path
@@ -658,8 +724,6 @@ class MessageBanner(QFrame):
         self.text_area.refit()
         self.folder_button.setVisible(bool(msg.folder))
         self.more.setText(f"{len(kept) - 1} more")
-        # Level with the button's text: the style sheet sets the button's height.
-        self.more.setFixedHeight(self.dismiss_button.sizeHint().height())
         self.more.setVisible(len(kept) > 1)
         self.dismiss_button.setToolTip(
             "Hide this message and show the next" if len(kept) > 1 else "Hide this message"
@@ -1200,8 +1264,14 @@ class MainWindow(QMainWindow):
         super().changeEvent(event)
         built = getattr(self, "sidebar_scroll", None) is not None  # the first polish is before
         if event.type() == QEvent.Type.FontChange and built:
+            sending = self._virtual_shown[0]
+            if sending:
+                # The device's name, shortened to the old width in one unbreakable line, was
+                # the sidebar's least width: it held the sidebar there, a little wider at
+                # every change (320 px at 10 pt became 634 after 24 and 32 pt).
+                self.virtual_status.clear()
             self._fit_sidebar()
-            if self._virtual_shown[0]:
+            if sending:
                 self._show_virtual_state()  # the device's name, shortened to the new width
 
     def _fit_sidebar(self) -> None:

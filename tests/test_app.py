@@ -8814,6 +8814,122 @@ def test_the_window_follows_the_desktops_text_size_changed_while_it_is_open(
         window.removeEventFilter(unsaid)
 
 
+def _banner_cut(window: MainWindow) -> list[str]:
+    """The banner's words, buttons and label that are cut, past its edge, or over another."""
+    banner = window.banner
+    shown = [banner.text_area] + [
+        w for w in (banner.more, banner.folder_button, banner.dismiss_button) if w.isVisible()
+    ]
+    # The words' least size is a few lines (the rest scroll); the others' is all their text.
+    least = [banner.text_area.minimumSizeHint()] + [w.sizeHint() for w in shown[1:]]
+    cut = [
+        getattr(w, "text", lambda: "words")()
+        for w, size in zip(shown, least, strict=True)
+        if not banner.rect().contains(w.geometry())
+        or w.width() < size.width()
+        or w.height() < size.height()
+        or any(w.geometry().intersects(o.geometry()) for o in shown if o is not w)
+    ]
+    return cut
+
+
+def test_a_banner_with_buttons_keeps_the_window_inside_a_1280_px_screen_up_to_32_pt(
+    qtbot, make_window, tmp_path
+) -> None:
+    # Beside the words, the buttons set the banner's least width: 728 px at 32 pt with
+    # Dismiss and Show folder (887 with "1 more"), and the window's 1,592 px (1,751), past a
+    # 1280 px screen, whenever a save said where its copy went. Below the words they fit the
+    # preview's 400 px.
+    said = [
+        UserMessage("engine", "The camera stopped sending.", "SharpCam reconnects by itself."),
+        UserMessage(
+            "saved",
+            "Saved a sharpened copy: clip_sharpened.mp4",
+            "In the folder of the video; noise reduction off.",
+            folder=str(tmp_path),
+        ),
+    ]
+    for pt in (24, 32):
+        with _app_font(pt):
+            window = make_window(start=False)
+            qtbot.waitUntil(lambda window=window: window.save_button.width() > 0, timeout=5_000)
+            for msg in said:
+                window.show_message(msg)
+            _settle_layout(qtbot, window)
+            assert window.banner.more.isVisible() and window.banner.folder_button.isVisible()
+            least = window.minimumSizeHint()
+            assert least.width() <= 1280 - 16, pt
+            window.resize(least)
+            qtbot.waitUntil(lambda w=window, n=least: w.size() == n, timeout=5_000)
+            _settle_layout(qtbot, window)
+            assert _banner_cut(window) == [], pt
+            window.banner.dismiss()  # "1 more" goes, and Show folder with its message
+            _settle_layout(qtbot, window)
+            assert window.minimumSizeHint().width() <= 1280 - 16, pt
+            assert _banner_cut(window) == [], pt
+            window.close()
+    # At the design's text size the buttons stay beside the words, at their top.
+    window = make_window(start=False)
+    for msg in said:
+        window.show_message(msg)
+    _settle_layout(qtbot, window)
+    banner = window.banner
+    words = banner.text_area.geometry()
+    for control in (banner.more, banner.folder_button, banner.dismiss_button):
+        assert control.x() > words.right() and control.y() == words.y(), control
+    assert _banner_cut(window) == []
+
+
+def test_a_banners_count_of_more_messages_follows_a_change_of_text_size(qtbot, make_window) -> None:
+    # "1 more" was as tall as Dismiss at the text size the message came in: made larger while
+    # it showed, its text was cut at the top and bottom, no longer level with Dismiss's.
+    window = make_window(start=False)
+    window.resize(1800, 800)
+    window.show_message(UserMessage("engine", "The camera stopped sending.", "Reconnecting."))
+    window.show_message(UserMessage("model", "The model failed.", "Press Retry."))
+    more, dismiss = window.banner.more, window.banner.dismiss_button
+    qtbot.waitUntil(lambda: more.isVisible() and more.height() == dismiss.height(), timeout=5_000)
+    with _app_font(20):
+        qtbot.waitUntil(lambda: dismiss.height() > more.fontMetrics().height(), timeout=5_000)
+        _settle_layout(qtbot, window)
+        assert more.height() >= more.sizeHint().height()
+        assert more.geometry().center().y() == dismiss.geometry().center().y()
+
+
+def test_a_change_of_text_size_while_sending_to_the_virtual_camera_does_not_widen_the_sidebar(
+    qtbot, make_window, recorder
+) -> None:
+    # The device's name, shortened to the sidebar's width in an unbreakable line, was the
+    # sidebar's least width as it was fitted to the new text: it stayed as wide, then grew with
+    # the name shortened anew, 320 px at the design's size became 634 after 24 and 32 pt, and
+    # at 32 pt the window's least width passed a 1280 px screen.
+    from app.window import SIDEBAR_WIDTH
+
+    recorder.device_name = "/dev/video42-SharpCam-output-device-with-a-very-long-name"
+    window = make_window(backend="passthrough")
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    assert window.bridge.virtual_camera_on and window.sidebar.width() == SIDEBAR_WIDTH
+    side = window.sidebar
+    with _app_font(24):
+        qtbot.waitUntil(lambda: side.width() > SIDEBAR_WIDTH, timeout=5_000)
+        _settle_layout(qtbot, window)
+        wider = side.width()
+        with _app_font(32):
+            qtbot.waitUntil(lambda: side.width() > wider, timeout=5_000)
+            _settle_layout(qtbot, window)
+            assert window.minimumSizeHint().width() <= 1280 - 16
+            shown = window._elided_device(recorder.device_name)
+            assert shown in window.virtual_status.text().replace("\u2060", "")
+        qtbot.waitUntil(lambda: side.width() <= wider, timeout=5_000)  # 24 pt again
+        _settle_layout(qtbot, window)
+        assert side.width() == wider
+    qtbot.waitUntil(lambda: side.width() < wider, timeout=5_000)
+    _settle_layout(qtbot, window)
+    assert side.width() == SIDEBAR_WIDTH
+    assert "…" in window.virtual_status.text()  # the name shortened to the narrow sidebar
+
+
 def _accent_box(shot: np.ndarray) -> tuple[int, int, int, int] | None:
     """The bounding box (x0, y0, x1, y1) of the accent style's pixels (the processed side's
     badge, over a grey picture or the dark background around it), None where there are none."""
