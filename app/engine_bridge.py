@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 OPEN_WAIT_S = 15.0
 # How long a stopped engine's threads get to end (on a worker, except when the window closes).
 STOP_TIMEOUT_S = 2.0
+# How long a start waits for the stopped engine's last model call before it loads the same
+# model itself (a call in progress normally ends within a frame; a compile takes longer).
+HANDOVER_WAIT_S = 3.0
 
 
 def frame_to_qimage(image: np.ndarray) -> QImage:
@@ -833,6 +836,13 @@ class EngineBridge(QObject):
         # backend at another scale; and the warning it started with (its model did not load).
         self._backend_spec: tuple[str, str | None] | None = None
         self._start_warning: str | None = None
+        # What the running backend's load warned about (said again by a start it is handed on
+        # to), and its model file as it was then (see _model_stamp).
+        self._load_messages: list[UserMessage] = []
+        self._model_stamp: tuple[str, int, int] | None = None
+        # The loaded backend on its way from a stopped engine to the start that asked for the
+        # same one (see _hand_over); let go (closed) by any other start, a stop, or join().
+        self._handover: _Handover | None = None
         # The running engine's model did not load at its start (passthrough runs in its place).
         self._model_failure: ModelFailure | None = None
         # The newest change wins (a counter, under _lock); older loads are closed on arrival.
@@ -990,7 +1000,13 @@ class EngineBridge(QObject):
         knows not to send to the device the engine reads.
         ``stand_in``: ``source`` plays in the window in place of the camera wanted (one not
         plugged in); like the fallback, it is never sent to the virtual camera.
+
+        A restart that asks for the backend, model file and scale the running engine was
+        started with takes that engine's loaded model once its last call is over, instead of
+        loading and compiling it again (see :meth:`_hand_over`).
         """
+        # Before the stop: the engine must know to keep its backend when its run ends.
+        handover = self._hand_over(backend, model, scale)
         # Not waiting for the engine's threads here (up to seconds: a model call, a stalled
         # output): the new source opens only once the stopped engines released theirs.
         self.stop(wait=False)
@@ -1019,7 +1035,12 @@ class EngineBridge(QObject):
             source_name=source_name,
             stand_in=stand_in,
             after=[s for s in self._stopping if not s.released()],
+            handover=handover,
         )
+        if handover is not None:
+            with handover.lock:
+                handover.owner = req
+        self._handover = handover
         # The previous start may still be opening the same camera: each start waits for it.
         prev = self._openers[-1] if self._openers else None
         self._openers = [(t, r) for t, r in self._openers if t.is_alive() or not r.claimed]
@@ -1027,7 +1048,7 @@ class EngineBridge(QObject):
         if wait:
             self._after_previous(prev)
             _wait_stopped(req.after)
-            _open_request(self._api, req)
+            _open_request(self._api, req, take=self._take_handover)
             self._claim(req)
             return self._finish_start(req, wait=True)
         self._opening = req
@@ -1068,6 +1089,9 @@ class EngineBridge(QObject):
         self._opening = None
         # A model loading for a scale change is stale too (the generation): closed on arrival.
         self._swapping = None
+        # A start's (start() takes its own out before it stops): no start will take it now.
+        self._drop_handover(self._handover)
+        self._handover = None
         with self._lock:
             # Any result still on its way is stale from here on (see _on_opened).
             self._generation += 1
@@ -1184,6 +1208,8 @@ class EngineBridge(QObject):
         result never reached the event loop.
         """
         deadline = time.monotonic() + timeout
+        self._drop_handover(self._handover)
+        self._handover = None
         for thread, _ in self._openers:
             thread.join(max(0.0, deadline - time.monotonic()))
         still: list[tuple[threading.Thread, _StartRequest]] = []
@@ -1623,6 +1649,90 @@ class EngineBridge(QObject):
         if not thread.is_alive() and self._is_stale(old) and self._claim(old):
             old.close()  # it reached the event loop's queue before it went stale
 
+    def _hand_over(self, backend: str, model: str | None, scale: float | str) -> _Handover | None:
+        """The loaded backend a start of ``backend``, ``model`` at ``scale`` can have instead of
+        loading the model again (0.4 s, and as long again for OpenVINO's compile, at every
+        switch of source): the running engine's, when it was built for the same backend, model
+        file and processing scale and its model works (one that failed is loaded again: that
+        is the retry); or the one a superseded start was to get. Any other is let go. Call it
+        before the running engine is stopped: it must know to keep its backend."""
+        old, self._handover = self._handover, None
+        spec = (backend, model, _scale_key(scale))
+        eng = self._engine
+        if eng is None:
+            if old is not None and old.spec == spec:
+                with old.lock:
+                    if old.state == "open":
+                        return old
+            self._drop_handover(old)
+            return None
+        self._drop_handover(old)
+        running = self._backend_spec
+        keep = getattr(eng, "keep_backend", None)
+        if (
+            running is None
+            or (*running, _scale_key(self._running_scale)) != spec
+            or self.model_failure is not None
+            # The model file was replaced since it loaded: the new one is verified and loaded.
+            or _model_stamp(self._backend) != self._model_stamp
+            or not callable(keep)
+            or not keep()
+        ):
+            return None
+        return _Handover(
+            engine=eng,
+            spec=spec,
+            scale=self._running_scale,
+            messages=self._load_messages,
+            stamp=self._model_stamp,
+        )
+
+    def _take_handover(self, req: _StartRequest) -> Any:
+        """``req``'s handed-over backend, once the stopped engine made its last call with it
+        (an OpenVINO model or ONNX session is never called from two threads at once), or None:
+        there is none, a newer start came, or the engine's last call did not end within
+        ``HANDOVER_WAIT_S`` (it closes the backend itself then). Worker thread."""
+        h = req.handover
+        if h is None:
+            return None
+        with h.lock:
+            if h.owner is not req or h.state != "open" or self._is_stale(req):
+                return None
+            h.state = "taken"
+        be = h.engine.take_backend(HANDOVER_WAIT_S)
+        if be is None:
+            return None
+        # Built for this scale; one picked since is applied as to a model this start loaded.
+        req.loaded_scale = h.scale
+        if getattr(be, "adaptive", False) and callable(getattr(be, "reset", None)):
+            # `auto` starts over at full size with the new source's rate, as a load's would:
+            # the old source's steps down and frame budget are not this one's.
+            be.reset()
+            be.follow_rate(_target_fps(req))
+        req.load_messages = [replace(m) for m in h.messages]
+        req.messages.extend(req.load_messages)
+        req.model_stamp = h.stamp
+        return be
+
+    def _drop_handover(self, h: _Handover | None) -> None:
+        """Let go of ``h`` unless a start took it: its backend is closed (off the GUI thread),
+        now if its engine's run is over, else by that engine when it is."""
+        if h is None:
+            return
+        with h.lock:
+            if h.state != "open":
+                return
+            h.state = "dropped"
+        be = h.engine.take_backend(0)
+        if be is not None:
+            # An OpenVINO model may take a moment to let go; join() waits for it at exit.
+            closer = threading.Thread(
+                target=_close_quietly, args=(be,), name="sharpcam-close", daemon=True
+            )
+            self._closers = [c for c in self._closers if c.is_alive()]
+            self._closers.append(closer)
+            closer.start()
+
     def _open_in_worker(
         self, req: _StartRequest, prev: tuple[threading.Thread, _StartRequest] | None
     ) -> None:
@@ -1632,7 +1742,9 @@ class EngineBridge(QObject):
             req.source_opened()
             req.released.set()
         else:
-            _open_request(self._api, req, stale=lambda: self._is_stale(req))
+            _open_request(
+                self._api, req, stale=lambda: self._is_stale(req), take=self._take_handover
+            )
         if self._is_stale(req):
             # Superseded or stopped while opening: close it here, off the GUI thread.
             if self._claim(req):
@@ -1713,6 +1825,8 @@ class EngineBridge(QObject):
         self._running_scale = scale
         self._backend_spec = (req.backend, req.model)
         self._start_warning = req.warning
+        self._load_messages = req.load_messages
+        self._model_stamp = req.model_stamp
         self._model_failure = (
             ModelFailure(req.model_msg, req.model_retry)
             if req.warning and req.model_msg is not None
@@ -1850,6 +1964,8 @@ class EngineBridge(QObject):
         eng.set_backend(be)
         self._backend = be
         self._running_scale = req.scale
+        self._load_messages = list(req.messages)
+        self._model_stamp = _model_stamp(be)
         if self._swap_failure is not None:
             self._take_down([self._swap_failure])
             self._swap_failure = None
@@ -2026,6 +2142,9 @@ class _StartRequest:
     stand_in: bool = False  # plays in place of a camera not plugged in: never sent
     # The engines stopped before this start that still held their camera or virtual camera.
     after: list[_Stopping] = field(default_factory=list)
+    handover: _Handover | None = None  # a stopped engine's backend this start may take
+    load_messages: list[UserMessage] = field(default_factory=list)  # what the load warned
+    model_stamp: tuple[str, int, int] | None = None  # the model file as loaded (_model_stamp)
     src: Any = None
     be: Any = None
     using_fallback: bool = False
@@ -2082,6 +2201,23 @@ class _StartRequest:
             self._src_closing = True
         _close_quietly(src)
         self.released.set()
+
+
+@dataclass(eq=False)
+class _Handover:
+    """A stopped engine's loaded backend on its way to the start that asked for the same one
+    (:meth:`EngineBridge._hand_over`). ``state`` goes from ``open`` to ``taken`` (by the
+    ``owner``'s worker, which then waits for the engine's last call) or ``dropped`` (closed),
+    once, under ``lock``."""
+
+    engine: Any  # the stopped engine that keeps the backend (Engine.keep_backend)
+    spec: tuple[str, str | None, float | str]  # backend name, model, processing scale key
+    scale: float | str  # the processing scale it was built for, as the start asked for it
+    messages: list[UserMessage]  # what its load warned about, said again by the next start
+    stamp: tuple[str, int, int] | None  # its model file as loaded
+    owner: _StartRequest | None = None  # the start it is for (a newer one takes it over)
+    state: str = "open"
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(eq=False)
@@ -2271,10 +2407,16 @@ def _wait_stopped(stopped: Iterable[_Stopping]) -> None:
         s.wait_released()
 
 
-def _open_request(api: Any, req: _StartRequest, stale: Callable[[], bool] = lambda: False) -> None:
+def _open_request(
+    api: Any,
+    req: _StartRequest,
+    stale: Callable[[], bool] = lambda: False,
+    take: Callable[[_StartRequest], Any] = lambda req: None,
+) -> None:
     """Open ``req``'s source (or the fallback) and backend (or passthrough), collecting the
     messages to show. Any thread, no Qt: this is the slow part of a start. A start that went
-    ``stale`` meanwhile skips the backend (a model compile for nothing)."""
+    ``stale`` meanwhile skips the backend (a model compile for nothing). ``take`` gives the
+    backend a stopped engine hands on, if any (no load then)."""
     try:
         _open_source(api, req)
     finally:
@@ -2286,7 +2428,7 @@ def _open_request(api: Any, req: _StartRequest, stale: Callable[[], bool] = lamb
         req.released.set()
         return
     try:
-        _open_backend(api, req)
+        _open_backend(api, req, take)
     except Exception as exc:  # the passthrough fallback itself failed: no video, said why
         req.messages.append(describe_error(exc))
         req.close()
@@ -2417,11 +2559,17 @@ def _kind_or_camera(source: Any) -> str:
         return "camera"
 
 
-def _open_backend(api: Any, req: _StartRequest) -> None:
+def _open_backend(
+    api: Any, req: _StartRequest, take: Callable[[_StartRequest], Any] = lambda req: None
+) -> None:
     from engine.backends import collect_warnings
 
     # Read once, as late as can be: the GUI thread's set_scale may change it until now.
     req.loaded_scale = scale = req.scale
+    be = take(req)
+    if be is not None:
+        req.be = be
+        return
     try:
         # Only this thread's backend warnings: the GUI thread goes on meanwhile, and Python's
         # warnings machinery (catch_warnings) is process-wide.
@@ -2429,7 +2577,9 @@ def _open_backend(api: Any, req: _StartRequest) -> None:
             req.be = api.create_backend(
                 req.backend, model=req.model, scale=scale, target_fps=_target_fps(req)
             )
-        req.messages.extend(_load_warnings(caught))
+        req.model_stamp = _model_stamp(req.be)
+        req.load_messages = _load_warnings(caught)
+        req.messages.extend(req.load_messages)
     except Exception as exc:
         req.model_msg = describe_error(exc, context="model", backend=req.backend, model=req.model)
         req.model_retry = load_retry(exc, backend=req.backend, model=req.model)
@@ -2501,6 +2651,19 @@ def _load_swap_backend(api: Any, req: _BackendSwap) -> None:
             req.be = None
         req.error = exc
         log.warning("the model did not load at processing scale %s: %s", req.scale, exc)
+
+
+def _model_stamp(backend: Any) -> tuple[str, int, int] | None:
+    """The model file ``backend`` runs, as ``(path, mtime_ns, size)``; None without one (or
+    gone): a start hands the backend on only while its file is the one it loaded."""
+    path = getattr(getattr(backend, "model", None), "path", None)
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return str(path), st.st_mtime_ns, st.st_size
 
 
 def _load_warnings(caught: Iterable[str]) -> list[UserMessage]:

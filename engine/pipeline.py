@@ -283,6 +283,11 @@ class Engine:
         # and whether close_backend's closing happened (a backend set after it is closed at once).
         self._infer_running = False
         self._backends_closed = False
+        # keep_backend: the last backend is kept for take_backend instead of closed (under
+        # _lock); set once the inference side is over and the backend kept or closed.
+        self._keep_backend = False
+        self._kept: Any = None
+        self._backend_free = threading.Event()
         self._errors: list[BaseException] = []
         self._threads: list[threading.Thread] = []
         self._started = False
@@ -527,6 +532,31 @@ class Engine:
     @property
     def backend(self) -> Any:
         return self._backend
+
+    def keep_backend(self) -> bool:
+        """Keep the backend open when the run ends, for :meth:`take_backend` to hand on (a
+        restart on another source with the same model need not load and compile it again),
+        instead of closing it as ``close_backend`` says. Call it before :meth:`stop`. False
+        when there is nothing to keep: the engine does not close its backend, closed it
+        already, or the backend failed (live mode passes frames through after that)."""
+        with self._lock:
+            if not self._close_backend or self._backends_closed or self._passthrough:
+                return False
+            self._keep_backend = True
+            return True
+
+    def take_backend(self, timeout: float) -> Any:
+        """The backend :meth:`keep_backend` kept, once the inference thread has made its last
+        call (waited for up to ``timeout`` seconds): the caller's from then on, to use or to
+        close; the engine neither calls nor closes it any more. None when the inference side is
+        not over in time (the engine closes the backend when it is), or the backend failed
+        first (closed); a second call returns None too."""
+        self._backend_free.wait(max(0.0, timeout))
+        with self._lock:
+            kept, self._kept = self._kept, None
+            # Not over in time: closed at the end of the run after all, as close_backend says.
+            self._keep_backend = False
+        return kept
 
     @property
     def nonfinite_warning(self) -> str | None:
@@ -836,19 +866,28 @@ class Engine:
         close: list[Any] = []
         with self._lock:
             self._infer_running = False
+            # A backend that failed is closed, never handed on; one swapped in now never ran.
+            failed = self._passthrough
             if self._pending_backend is not _NO_SWAP:
                 replaced, self._backend = self._backend, self._pending_backend
                 self._pending_backend = _NO_SWAP
+                failed = False
                 if replaced is not self._backend:
                     close.append(replaced)
             if self._close_backend and not self._backends_closed:
                 self._backends_closed = True
-                close.append(self._backend)
+                if self._keep_backend and not failed and self._backend is not None:
+                    self._kept = self._backend
+                else:
+                    close.append(self._backend)
         done: list[Any] = []
-        for backend in close:
-            if backend is not None and not any(backend is d for d in done):
-                done.append(backend)
-                _close_quietly(backend)
+        try:
+            for backend in close:
+                if backend is not None and not any(backend is d for d in done):
+                    done.append(backend)
+                    _close_quietly(backend)
+        finally:
+            self._backend_free.set()
 
     def _swap_backend(self) -> None:
         with self._lock:

@@ -3710,16 +3710,255 @@ def test_start_with_wait_runs_synchronously(qtbot, make_bridge, make_window):
     assert _start_demo(bridge, wait=True) is True
     assert len(api.engines) == 2 and bridge.engine is api.engines[1]
     assert bridge.engine.source.source is api.sources[-1]
-    # Closed: the first engine's (it stopped) and the superseded camera when it got to open
-    # it (it waits for the first engine to release its camera, and may be stale by then);
-    # never a model for it: the start was stale once its camera opened.
+    # Closed: the first engine's camera (it stopped) and the superseded camera when it got to
+    # open it (it waits for the first engine to release its camera, and may be stale by then);
+    # never a model for it: the start was stale once its camera opened. The first engine's
+    # model went on to the running engine (the same one asked for), or, had the superseded
+    # start taken it first, was closed with that start and loaded again.
     assert len(api.sources) in (2, 3)
-    assert set(api.closed) == {"be0"} | {src.tag for src in api.sources[:-1]}
+    running = bridge.engine.backend.tag
+    assert running == "be0" or (running == "be1" and len(api.backends) == 2)
+    others = {b.tag for b in api.backends} - {running}
+    assert set(api.closed) == others | {src.tag for src in api.sources[:-1]}
     assert finished == [True, True]
 
     window = make_window(start=False)
     assert window.start_stream(wait=True) is True
     assert window.live_state == "live" and window.bridge.is_running
+
+
+def _clip(path: Path, size: tuple[int, int] = (320, 176), n: int = 12) -> str:
+    """A small mp4v clip of its own size (the demo clip is 640x360)."""
+    import cv2
+
+    w, h = size
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (w, h))
+    ramp = np.linspace(0, 255, w).astype(np.uint8)
+    for i in range(n):
+        writer.write(np.dstack([np.tile(np.roll(ramp, 8 * i), (h, 1))] * 3))
+    writer.release()
+    return str(path)
+
+
+def _switch(qtbot, bridge: EngineBridge, source: str, **kwargs) -> None:  # noqa: ANN001, ANN003
+    """Start ``source`` as picking it does, and wait until its own frames reach the preview."""
+    with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as blocker:
+        bridge.start(source, loop=True, **kwargs)
+    assert blocker.args == [True]
+    n = bridge.previews_received
+    qtbot.waitUntil(lambda: bridge.previews_received >= n + 2, timeout=FRAME_TIMEOUT_MS)
+
+
+class _OneCallAtATime:
+    """A model that counts calls overlapping another (two engines calling it at once)."""
+
+    name, provider = "one-at-a-time", "test"
+    lock = threading.Lock()
+    active = overlaps = 0
+    threads: set[str] = set()
+
+    def process(self, rgb):  # noqa: ANN001, ANN202
+        cls = type(self)
+        with cls.lock:
+            cls.active += 1
+            cls.overlaps += cls.active > 1
+            cls.threads.add(threading.current_thread().name)
+        try:
+            time.sleep(0.002)  # a model call takes a while: room for another to overlap
+            return rgb
+        finally:
+            with cls.lock:
+                cls.active -= 1
+
+    def close(self) -> None:
+        pass
+
+
+def test_switching_the_source_hands_the_loaded_model_on_instead_of_loading_it_again(
+    qtbot, make_bridge, tmp_path, monkeypatch
+):
+    # Each switch loaded the model again (0.4 s, and as long for OpenVINO's compile) while
+    # the picture stood frozen: one load now, whatever the sources' sizes.
+    from engine import backends
+
+    model = type("OneCallAtATime", (_OneCallAtATime,), {"threads": set()})
+    monkeypatch.setitem(backends.BACKENDS, "one-at-a-time", model)
+    api = _SlowApi()
+    bridge = make_bridge(api)
+    clip = _clip(tmp_path / "other.mp4")
+    for source, size in [(str(DEMO_CLIP), (640, 360)), (clip, (320, 176))] * 2:
+        _switch(qtbot, bridge, source, backend="one-at-a-time")
+        assert bridge.last_frame_size == size
+    assert len(api.backends) == 1, "the model was loaded again at a switch"
+    assert [e.backend for e in api.engines] == api.backends * 4
+    assert model.overlaps == 0, "two engines called the model at once"
+    assert "be0" not in api.closed and bridge.backend_label == "one-at-a-time · test"
+    bridge.stop()
+    assert bridge.join(timeout=10.0)
+    assert "be0" in api.closed  # no switch took it: closed
+
+
+def test_a_switch_superseded_before_it_took_the_model_hands_it_to_the_next(
+    qtbot, make_bridge, tmp_path
+):
+    api = _SlowApi(open_delay=0.3)  # each source takes a while to open
+    bridge = make_bridge(api)
+    clip = _clip(tmp_path / "other.mp4")
+    _switch(qtbot, bridge, str(DEMO_CLIP), backend="unsharp")
+    bridge.start(clip, backend="unsharp", loop=True)  # superseded while its source opens
+    _switch(qtbot, bridge, str(DEMO_CLIP), backend="unsharp")
+    assert len(api.backends) == 1 and bridge.engine.backend is api.backends[0]
+    assert len(api.engines) == 2 and "be0" not in api.closed
+
+
+def test_a_size_picked_while_a_switch_opens_puts_the_handed_on_model_at_it(
+    qtbot, make_bridge, tmp_path
+):
+    # As for a model the start loaded: wrapped at the new size, not loaded a second time.
+    from engine.backends import ScaledBackend
+
+    api = _SlowApi(open_delay=0.3)
+    bridge = make_bridge(api)
+    _switch(qtbot, bridge, str(DEMO_CLIP), backend="unsharp", scale="1")
+    with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS):
+        bridge.start(_clip(tmp_path / "other.mp4"), backend="unsharp", scale="1", loop=True)
+        assert bridge.starting and bridge.set_scale("0.5") is False
+    backend = bridge.engine.backend
+    assert isinstance(backend, ScaledBackend) and backend.inner is api.backends[0]
+    assert len(api.backends) == 1 and bridge.scale == "0.5" and not bridge.changing_scale
+
+
+def test_a_load_warning_is_said_again_by_a_switch_that_hands_the_model_on(
+    qtbot, make_bridge, tmp_path
+):
+    # A start takes down what the one before it said, and a load said its warnings again; a
+    # model handed on, not loaded, must not lose them (an unverified model, said once).
+    import engine
+    from engine.backends import warn_user
+
+    def create_backend(name, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        warn_user("model /home/me/m.onnx has no manifest.json beside it; it is not verified")
+        return engine.create_backend(name, **kwargs)
+
+    bridge = make_bridge(_engine_api(create_backend=create_backend))
+    shown: list[UserMessage] = []
+    cleared: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    bridge.message_cleared.connect(cleared.append)
+    _switch(qtbot, bridge, str(DEMO_CLIP), backend="unsharp")
+    backend = bridge.engine.backend
+    _switch(qtbot, bridge, _clip(tmp_path / "other.mp4"), backend="unsharp")
+    assert bridge.engine.backend is backend  # handed on
+    assert [m.text for m in shown] == [shown[0].text] * 2 and cleared == shown[:1]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"backend": "passthrough"}, {"scale": "0.5"}, {"model": "other-model.onnx"}],
+    ids=["backend", "scale", "model"],
+)
+def test_a_switch_loads_the_model_again_when_it_was_built_for_something_else(
+    qtbot, make_bridge, tmp_path, change
+):
+    api = _SlowApi()
+    bridge = make_bridge(api)
+    first = {"backend": "unsharp", "model": None, "scale": "auto"}
+    _switch(qtbot, bridge, str(DEMO_CLIP), **first)
+    _switch(qtbot, bridge, _clip(tmp_path / "other.mp4"), **{**first, **change})
+    assert len(api.backends) == 2 and bridge.engine.backend is api.backends[1]
+    qtbot.waitUntil(lambda: "be0" in api.closed, timeout=FRAME_TIMEOUT_MS)  # not leaked
+    assert "be1" not in api.closed
+
+
+def test_a_switch_loads_a_model_again_that_failed_or_whose_file_was_replaced(
+    qtbot, make_bridge, tmp_path, monkeypatch
+):
+    from engine import backends
+
+    class Filed:
+        name, provider = "filed", "test"
+
+        def __init__(self, *, model: str) -> None:
+            self.model = types.SimpleNamespace(path=Path(model))
+
+        def process(self, rgb):  # noqa: ANN001, ANN202
+            return rgb
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setitem(backends.BACKENDS, "filed", Filed)
+    _register_fails_on_the_fifth_frame(monkeypatch)
+    weights = tmp_path / "student.onnx"
+    weights.write_bytes(b"v1")
+    api = _SlowApi()
+    bridge = make_bridge(api)
+    clip = _clip(tmp_path / "other.mp4")
+    _switch(qtbot, bridge, str(DEMO_CLIP), backend="filed", model=str(weights))
+    _switch(qtbot, bridge, clip, backend="filed", model=str(weights))
+    assert len(api.backends) == 1  # the same file: handed on
+    weights.write_bytes(b"v2, reinstalled")  # the person replaced the model meanwhile
+    _switch(qtbot, bridge, str(DEMO_CLIP), backend="filed", model=str(weights))
+    assert len(api.backends) == 2 and bridge.engine.backend is api.backends[1]
+    # A model that failed while running (passing frames through) is loaded again: a retry.
+    _switch(qtbot, bridge, clip, backend="fails")
+    qtbot.waitUntil(lambda: bridge.model_failure is not None, timeout=FRAME_TIMEOUT_MS)
+    _switch(qtbot, bridge, str(DEMO_CLIP), backend="fails")
+    assert len(api.backends) == 4 and bridge.engine.backend is api.backends[3]
+    qtbot.waitUntil(lambda: {"be0", "be1", "be2"} <= set(api.closed), timeout=FRAME_TIMEOUT_MS)
+
+
+def test_a_model_that_did_not_load_at_the_start_is_loaded_again_at_a_switch(
+    qtbot, make_bridge, tmp_path
+):
+    import engine
+    from engine.backends import ModelError
+
+    asked: list[str] = []
+
+    def create_backend(name, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        asked.append(name)
+        if asked == ["unsharp"]:  # the first load only
+            raise ModelError("student.onnx: damaged")
+        return engine.create_backend(name, **kwargs)
+
+    bridge = make_bridge(_engine_api(create_backend=create_backend))
+    _switch(qtbot, bridge, str(DEMO_CLIP), backend="unsharp")
+    assert bridge.model_failure is not None and bridge.engine.backend.name == "passthrough"
+    _switch(qtbot, bridge, _clip(tmp_path / "other.mp4"), backend="unsharp")
+    assert asked == ["unsharp", "passthrough", "unsharp"]
+    assert bridge.model_failure is None and bridge.engine.backend.name == "unsharp"
+
+
+def test_a_switch_never_takes_the_model_while_the_stopped_engine_still_calls_it(
+    qtbot, make_bridge, tmp_path, monkeypatch
+):
+    from app import engine_bridge
+    from engine import backends
+
+    Stuck, release, entered = _stuck_backend()
+    monkeypatch.setitem(backends.BACKENDS, "stuck", Stuck)
+    monkeypatch.setattr(engine_bridge, "HANDOVER_WAIT_S", 0.3)
+    api = _SlowApi()
+    bridge = make_bridge(api)
+    clip = _clip(tmp_path / "other.mp4")
+    try:
+        with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS):
+            bridge.start(str(DEMO_CLIP), backend="stuck", loop=True)
+        # The first engine is inside a model call (its warm-up: an OpenVINO compile).
+        qtbot.waitUntil(entered.is_set, timeout=FRAME_TIMEOUT_MS)
+        # Not over within HANDOVER_WAIT_S: the switch loads its own model.
+        with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as blocker:
+            bridge.start(clip, backend="stuck", loop=True)
+        assert blocker.args == [True]
+        assert len(api.backends) == 2 and bridge.engine.backend is api.backends[1]
+        assert "be0" not in api.closed  # still inside its call
+    finally:
+        release.set()
+    # The stopped engine closes it once its call returned.
+    qtbot.waitUntil(lambda: "be0" in api.closed, timeout=FRAME_TIMEOUT_MS)
+    assert "be1" not in api.closed
+    assert bridge.join(timeout=10.0)
 
 
 def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
@@ -5159,7 +5398,8 @@ def test_a_model_loaded_just_before_a_restart_is_closed_not_installed(qtbot, mak
     assert swap is not None and swap.loaded.wait(5)
     time.sleep(0.3)  # its result is queued: no event loop has run since
     assert _start_demo(bridge, wait=True) is True
-    assert bridge.engine is api.engines[1] and bridge.engine.backend.tag == "be2"
+    # The restart asked for the model the stream ran (at "auto"): handed on, not loaded.
+    assert bridge.engine is api.engines[1] and bridge.engine.backend.tag == "be0"
     qtbot.waitUntil(lambda: "be1" in api.closed, timeout=FRAME_TIMEOUT_MS)
     assert all(e.backend.tag != "be1" for e in api.engines), "installed in a newer stream"
     assert bridge.scale == "auto" and not bridge.changing_scale
@@ -5341,12 +5581,14 @@ def test_the_stream_starts_with_the_model_warmed_up(qtbot, make_window):
     assert calls.blank[0] and calls.shapes[0] == (360, 640, 3)  # before the first frame
     assert not any(calls.blank[1:]) and len(calls.blank) > 3
     # Started with sharpening off, no model call waits for nothing.
-    built.clear()
     window.enable_switch.setChecked(False)
+    wait_frames(qtbot, window, 2)  # the stream calls the model no more
+    before = [len(b.shapes) for b in built]
     with started(qtbot, window):
         restart(window)
     wait_frames(qtbot, window, 3)
-    assert built[0].shapes == []
+    assert window.bridge.engine.backend in built  # handed on (or loaded again)
+    assert [len(b.shapes) for b in built] == before + [0] * (len(built) - len(before))
 
 
 def test_a_processing_size_change_runs_the_model_once_before_the_swap(qtbot, make_window):
@@ -5461,6 +5703,8 @@ def test_a_processing_size_changed_while_a_start_loads_the_model_loads_it_once(
     api = _GatedLoads()
     window = make_window(api=api, settings=AppSettings(scale=before))
     assert api.loads == [before]
+    # Stopped first: a restart of a running stream hands its model on, loading nothing.
+    window.bridge.stop()
     with started(qtbot, window):
         restart(window)
         assert api.loading.wait(5)  # the restart's model is loading at the old size

@@ -1111,6 +1111,61 @@ def test_a_backend_set_after_the_run_ended_is_closed(tmp_path):
     assert late.closed
 
 
+def test_a_kept_backend_is_handed_on_only_after_the_last_model_call(tmp_path):
+    # The app hands a stopped engine's loaded model to the next start (no second load and
+    # compile at each switch of source); a model call must never overlap the new engine's.
+    backend = Slow(delay=30.0, fast_calls=2)
+    eng = Engine(open_source(still(tmp_path), live=True, fps=100), backend, close_backend=True)
+    eng.start()
+    assert backend.entered.wait(5)
+    assert eng.keep_backend()
+    assert eng.stop(timeout=0.2) is False  # the inference thread is inside a model call
+    t0 = time.perf_counter()
+    assert eng.take_backend(0.2) is None, "handed on while its model call still ran"
+    assert time.perf_counter() - t0 < 0.2 + 1.0
+    backend.release.set()
+    assert eng.join(5.0)
+    assert backend.closed, "not taken in time: closed as close_backend says"
+
+    backend = Slow(delay=30.0, fast_calls=2)
+    eng = Engine(open_source(still(tmp_path), live=True, fps=100), backend, close_backend=True)
+    eng.start()
+    assert backend.entered.wait(5)
+    assert eng.keep_backend()
+    eng.stop(timeout=0.1)
+    threading.Timer(0.2, backend.release.set).start()
+    assert eng.take_backend(5.0) is backend
+    calls = backend.calls  # its last call returned before it was handed on: none after
+    assert eng.join(5.0) and not backend.closed  # the caller's now
+    assert backend.calls == calls
+    assert eng.take_backend(0) is None  # handed on once
+
+
+def test_a_backend_that_failed_or_was_closed_is_not_kept(tmp_path):
+    failing = Failing(fail_at=2)
+    failed = threading.Event()
+    eng = Engine(
+        open_source(still(tmp_path), live=True, fps=100),
+        failing,
+        close_backend=True,
+        on_error=lambda exc: failed.set(),
+    )
+    eng.start()
+    assert failed.wait(5)
+    assert not eng.keep_backend()  # passing frames through: the next start loads it again
+    eng.stop()
+    assert eng.take_backend(1.0) is None and failing.closed
+
+    backend = Invert()
+    src = open_source(stamped_video(tmp_path / "in.avi", 3, fps=100), live=True)
+    eng = Engine(src, backend, sinks=[Recorder()], close_backend=True)
+    eng.start()
+    assert eng.wait(5) and eng.join(5.0)
+    assert not eng.keep_backend() and backend.closed  # its run ended and closed it
+    # Not the engine's to close: not its to keep either.
+    assert not Engine(open_source(still(tmp_path), live=True), Invert()).keep_backend()
+
+
 class _ClosingGate:
     """Wraps the engine's output channel: its close() (the inference thread's last act before
     it hands its backends over) waits until the test lets it go."""
