@@ -1412,19 +1412,29 @@ def _run_stream(
                 # Once stopping, the engine calls no source stalled: ask before.
                 say_news(engine.stats())
         finally:
+            if stop.is_set():
+                # Said at once: finishing a recording can take a while (an encoder behind on
+                # 4K frames), and Ctrl-C seemed to do nothing for up to a minute.
+                what = "" if virtual else f": finishing {args.output}"
+                status.note(f"{PROG}: stopping{what}…")
             if not engine.done.is_set() and not engine.failed_sinks:
                 # Stopped (--duration, Ctrl-C, SIGTERM), not ended: a timed recording lasts
-                # until now, however few frames the model finished by then.
+                # until now, however few frames the model finished by then; one whose source
+                # had ended (its output still writing) ends at its last frame.
                 mark_stop = getattr(sink, "mark_stop", None)
                 if mark_stop is not None:
                     # A camera that had stalled before the stop holds its last frame only
                     # briefly past it, not up to the stop.
-                    mark_stop(time.perf_counter(), last_capture=engine.last_capture)
+                    mark_stop(
+                        time.perf_counter(),
+                        last_capture=engine.last_capture,
+                        hold=not engine.source_ended,
+                    )
             engine.stop(timeout=1.0)
             status.show(format_status(engine.stats()), time.perf_counter())
             status.finish()
             restore()  # Ctrl-C is Python's again: it ends a shutdown that hangs in the join
-            joined = _join_before_exit(engine)
+            joined = _join_before_exit(engine, sink, args.output)
         if not joined:
             _check_finished(sink, args.output)
         stats = engine.stats()
@@ -1524,6 +1534,12 @@ def _run_stream(
             _eprint(
                 f"{PROG}: note: {args.source} ended after {_frames(stats.frames_in)}{once}, "
                 f"{ended:.1f} s into --duration {args.duration:g}"
+            )
+        cut = getattr(sink, "repeats_cut", 0)
+        if cut:
+            _eprint(
+                f"{PROG}: note: {args.output} ends {cut / sink.fps:.1f} s before the stop: its "
+                "encoder was behind, and the repeated frames it had still to write were left out"
             )
         if stop.is_set():
             # A timed recording repeats the frames the model had no time for: say both counts,
@@ -1655,14 +1671,35 @@ def _note_camera_mode(source: Any, size: tuple[int, int] | None, fps: float | No
 
 
 #: How long `run` and `process` wait, after the output is complete, for a model call still in
-#: progress (a compile for a new processing size takes 1-2 s on two cores).
+#: progress (a compile for a new processing size takes 1-2 s on two cores); and how long an
+#: output still being finished may go without progress (frames taken, bytes written).
 JOIN_TIMEOUT_S = 30.0
+#: The longest wait for an output that keeps making progress: an encoder behind on 4K frames
+#: takes seconds a frame, but one that never ends must not hold the process for ever.
+FINISH_LIMIT_S = 300.0
+#: How long the wait goes on before it is said, with how to end it.
+FINISH_NOTE_S = 5.0
+#: How long FFmpeg, told to end (SIGTERM), has to close the file before it is killed.
+END_WRITER_S = 10.0
 
 
-def _join_before_exit(engine: Any) -> bool:
+def _join_before_exit(engine: Any, sink: Any = None, output: str = "") -> bool:
     """Let the engine's threads end before the interpreter does: one still inside a native
     call at shutdown aborts the process (exit 134) though the output is complete. Returns
-    whether they did."""
+    whether they did.
+
+    The output is waited for as long as it makes progress (:data:`JOIN_TIMEOUT_S` without,
+    :data:`FINISH_LIMIT_S` in all), or until a second Ctrl-C; then its encoder is ended,
+    keeping the frames it has: FFmpeg, in its own session, finished the file after SharpCam
+    had exited, and it stayed under its hidden name.
+    """
+    if not _wait_for_output(engine, sink, output):
+        end_writer = getattr(sink, "end_writer", None)
+        if end_writer is not None:
+            end_writer()
+            if not engine.done.wait(END_WRITER_S):
+                end_writer(kill=True)
+                engine.done.wait(END_WRITER_S)
     if engine.join(timeout=JOIN_TIMEOUT_S):
         return True
     _eprint(
@@ -1670,6 +1707,46 @@ def _join_before_exit(engine: Any) -> bool:
         "output's write) "
         f"after {JOIN_TIMEOUT_S:g} s; exiting"
     )
+    return False
+
+
+def _wait_for_output(engine: Any, sink: Any, output: str) -> bool:
+    """Wait for the engine's output to be closed (:attr:`Engine.done`) while it makes
+    progress; False where the wait was given up (and said so)."""
+    if getattr(sink, "bytes_written", None) is None:  # not a file being encoded
+        return bool(engine.done.wait(JOIN_TIMEOUT_S))
+
+    def progress() -> tuple[int, int]:
+        return sink.frames_written, sink.bytes_written
+
+    began = last_change = time.monotonic()
+    last = progress()
+    told = False
+    why = ""
+    try:
+        # An event, not Thread.join: a Ctrl-C that cut a join short left the thread reading
+        # as ended (Python 3.11).
+        while not engine.done.wait(1.0):
+            now = time.monotonic()
+            if (seen := progress()) != last:
+                last, last_change = seen, now
+            if now - last_change >= JOIN_TIMEOUT_S:
+                why = f"it made no progress for {JOIN_TIMEOUT_S:g} s"
+            elif now - began >= FINISH_LIMIT_S:
+                why = f"it was not finished after {FINISH_LIMIT_S:g} s"
+            if why:
+                break
+            if not told and now - began >= FINISH_NOTE_S:
+                told = True
+                _eprint(
+                    f"{PROG}: still finishing {output} ({last[1] / 1e6:.1f} MB so far); "
+                    "Ctrl-C again to stop waiting and keep the frames it has"
+                )
+    except KeyboardInterrupt:
+        why = "Ctrl-C"
+    if not why:
+        return True
+    _eprint(f"{PROG}: stopped waiting for {output} ({why}); keeping the frames it has")
     return False
 
 
@@ -3099,7 +3176,7 @@ def cmd_process(args: argparse.Namespace) -> int:
             # The stop signals stay with `stop` (undone at the end): a SIGTERM while the
             # sound is copied below must not end the process with FFmpeg writing on.
             engine.stop(timeout=5.0)
-            joined = _join_before_exit(engine)
+            joined = _join_before_exit(engine, sink, args.output)
         if not joined:
             _check_finished(sink, args.output)
         # The engine counts a skipped image as handed to the output; the sink knows better.

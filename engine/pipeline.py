@@ -442,6 +442,12 @@ class Engine:
         return self._failure
 
     @property
+    def source_ended(self) -> bool:
+        """The source ended on its own (its ``read()`` returned None, not at a stop): a timed
+        recording then ends at its last frame, whatever stops the engine after that."""
+        return self._source_ended
+
+    @property
     def last_capture(self) -> float | None:
         """``t_capture`` of the newest frame the source delivered (``time.perf_counter()``),
         None before the first. What a timed recording's ``mark_stop`` takes to tell a model

@@ -298,6 +298,7 @@ class _FFmpegWriter:
             "-c:v", encoder, *options,
             "-f", _FFMPEG_MUXERS[path.suffix.lower()], file_arg(path),
         ]  # fmt: skip
+        self._started: subprocess.Popen[bytes] | None = None
         try:
             self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
                 command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._errors,
@@ -308,6 +309,7 @@ class _FFmpegWriter:
             self._proc = None
             self.error = f"cannot run {ffmpeg}: {exc.strerror or exc}"
             return
+        self._started = self._proc  # kept after release() lets go of _proc, for end_now()
         # A write into the pipe waits while FFmpeg is behind (a 4K frame takes a while); one
         # that stopped reading held the writing thread, and Ctrl-C with it, for ever.
         self._writing_since: float | None = None
@@ -362,6 +364,24 @@ class _FFmpegWriter:
         finally:
             self._writing_since = None
         return True
+
+    def end_now(self, *, kill: bool = False) -> None:
+        """End FFmpeg now, from any thread, without the frames it was still to take: SIGTERM
+        (it finishes the file with the frames it has, its index too, and exits 255), or with
+        ``kill`` SIGKILL. The write or :meth:`release` in progress then returns, and the file
+        counts as failed. For a caller that stopped waiting: in its own session, FFmpeg
+        outlived SharpCam and finished the file unnamed after it had exited."""
+        proc = self._started
+        if proc is None or proc.poll() is not None:
+            return
+        self.error = self.error or "SharpCam stopped waiting for FFmpeg to finish it"
+        try:
+            if kill:
+                proc.kill()
+            else:
+                proc.terminate()
+        except OSError:
+            pass  # it ended meanwhile
 
     def release(self) -> None:
         """Finish the file: FFmpeg writes what it holds and its index, and ends. Where it fails
@@ -542,6 +562,7 @@ class VideoFileSink(_SinkBase):
             self._let_go()
             raise
         self._writer: Any = writer
+        self._encoder: Any = writer  # kept past close() letting go of _writer, for end_writer()
         self._lock = threading.Lock()
         self.frames_written = 0  # frames stored in the file, repeats included
         self.frames_skipped = 0  # timed: frames whose slot was already written
@@ -561,8 +582,15 @@ class VideoFileSink(_SinkBase):
         # timed: the source's recent time between two of its frames, in slots (None before two)
         self._step: float | None = None
         self._t_stop: float | None = None  # timed: the stream was stopped then (mark_stop)
+        # timed: repeats are written until then (perf_counter), once stopped (mark_stop)
+        self._repeat_until: float | None = None
+        self.repeats_cut = 0  # timed: repeats left out after a stop (STOP_REPEATS_S)
 
     MAX_GAP_S = 2.0
+    #: timed: how long after :meth:`mark_stop` repeats of a frame may still be written. An
+    #: encoder slower than the clock (4K at 60 fps on two cores: 5 frames a second) was
+    #: minutes behind the stop, re-encoding one picture for every 1/60 s the model took.
+    STOP_REPEATS_S = 2.0
     #: timed: the most slots between a source's frames for it to run at the file's rate.
     AT_RATE_STEP = 1.25
 
@@ -620,8 +648,7 @@ class VideoFileSink(_SinkBase):
                 gap = min(slot - self._next_slot, stall_cap)
                 repeats = gap if self.frames_written else 0
                 self._next_slot = slot + 1
-            for _ in range(repeats):
-                self._put(self._bgr)
+            self._repeat(repeats)
             # Letterboxed, never stretched: a camera that comes back at another resolution
             # (or a folder of photos of mixed shapes) keeps its proportions in the file.
             img = fit_to(frame.image, self.size, out=self._resized)
@@ -640,18 +667,55 @@ class VideoFileSink(_SinkBase):
             raise self._write_error
         self.frames_written += 1
 
-    def mark_stop(self, t_stop: float, *, last_capture: float | None = None) -> None:
+    def mark_stop(
+        self, t_stop: float, *, last_capture: float | None = None, hold: bool = True
+    ) -> None:
         """The live stream was stopped at ``t_stop`` (``time.perf_counter()``, the clock of
-        ``t_capture``): ``close()`` holds the last frame until then. Only for ``timed``.
+        ``t_capture``): ``close()`` holds the last frame until then (not with ``hold=False``:
+        a source that had ended). Only for ``timed``.
 
         ``last_capture`` (:attr:`engine.pipeline.Engine.last_capture`): when the source last
         delivered a frame. Given, a source that had stalled before the stop holds its last
         frame ``MAX_GAP_S`` past that at most, as a stall inside the file does.
+
+        Repeats (the slots of the frames the model had no time for, and that hold) are
+        written for :data:`STOP_REPEATS_S` more at most; those left out are counted in
+        :attr:`repeats_cut`. Returns at once, also while a write is in progress.
         """
-        with self._lock:
-            self._t_stop = t_stop
-            if last_capture is not None:
-                self._t_stop = min(t_stop, last_capture + self.MAX_GAP_S)
+        # Not under the lock: a write in progress holds it for as long as its repeats take.
+        self._repeat_until = time.perf_counter() + self.STOP_REPEATS_S
+        if hold:
+            end = t_stop if last_capture is None else min(t_stop, last_capture + self.MAX_GAP_S)
+            self._t_stop = end
+
+    def _repeat(self, n: int) -> int:
+        """Write the last frame again ``n`` times, fewer once a stop's time for repeats is
+        up (the rest counted in :attr:`repeats_cut`); returns how many were written."""
+        for i in range(n):
+            until = self._repeat_until
+            if until is not None and time.perf_counter() >= until:
+                self.repeats_cut += n - i
+                return i
+            self._put(self._bgr)
+        return n
+
+    def end_writer(self, *, kill: bool = False) -> None:
+        """Stop the encoder without waiting for it (a caller that gave up waiting for the
+        file): FFmpeg ends, on SIGTERM with the frames it has in a playable file, which is
+        then kept as incomplete (:attr:`kept_path`) by the close or write under way. Not
+        under the lock, which that write holds. Does nothing with OpenCV's writer."""
+        end_now = getattr(self._encoder, "end_now", None)
+        if end_now is not None:
+            end_now(kill=kill)
+
+    @property
+    def bytes_written(self) -> int:
+        """The size of the hidden file while it is written (0 before it exists, or once it
+        has gone): what a caller waiting for the file to finish counts as progress."""
+        try:
+            return self._partial.stat().st_size
+        except OSError:
+            return 0
 
     def _hold_last_frame(self) -> None:
         with self._lock:
@@ -668,9 +732,7 @@ class VideoFileSink(_SinkBase):
             # still in the model (seconds a frame on a loaded CPU) while the source went on, and
             # capped, `run --duration S` made files seconds shorter than S. A source that had
             # stalled is told apart by mark_stop's last_capture.
-            for _ in range(max(0, end - self._next_slot)):
-                self._put(self._bgr)  # _bgr holds the last frame written
-                self._next_slot += 1
+            self._next_slot += self._repeat(max(0, end - self._next_slot))  # _bgr: the last
 
     def close(self) -> None:
         try:

@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 import pytest
 
+import engine.sinks as engine_sinks
 import main as cli
 from engine.bench import RESULT_KEYS
 from engine.frames import Frame
@@ -4790,7 +4791,7 @@ def test_ctrl_c_while_run_waits_for_its_engine_ends_the_wait(
 ) -> None:
     # The stop signals are Python's again once the stream is over: a shutdown that hangs in
     # the join (a camera's read that never returns) is ended by another Ctrl-C.
-    def hangs(engine: Any) -> bool:
+    def hangs(engine: Any, *_args: Any) -> bool:
         signal.raise_signal(signal.SIGINT)
         time.sleep(0.2)  # the handler runs here
         return True
@@ -5191,13 +5192,16 @@ def test_an_output_still_being_written_when_sharpcam_gives_up_is_said(
 ) -> None:
     # An output whose close outlasted the join (a slow disk; x264 behind on a loaded machine)
     # left its frames in the hidden .out.partial.avi: "the engine was still busy ...;
-    # exiting", exit 0, and no out.avi. `process` waits for its output to close unless
-    # stopped: there, a Ctrl-C whose close outlasts the engine's stop (5 s) and the join.
+    # exiting", exit 0, and no out.avi; later FFmpeg, left running, finished it there,
+    # unnamed. `process` waits for its output to close unless stopped: there, a Ctrl-C whose
+    # close outlasts the engine's stop (5 s) and the wait.
     import engine.backends
     import engine.sinks
 
     real_release = engine.sinks._FFmpegWriter.release
-    delay = 2.0 if command == "run" else 6.0
+    # Longer than two of the wait's 1 s looks: the frames flushed in the first one read as
+    # progress, and the second must find none (2 s raced with it on a loaded machine).
+    delay = 4.0 if command == "run" else 6.0
 
     def slow_release(self: Any) -> None:
         time.sleep(delay)
@@ -5209,30 +5213,157 @@ def test_an_output_still_being_written_when_sharpcam_gives_up_is_said(
     if command == "run":
         argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "passthrough",
                 "--duration", "0.5"]  # fmt: skip
-        finished = out
     else:
         monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsThirdCall)
         argv = ["process", str(clip), str(out), "--backend", "unsharp"]
-        finished = tmp_path / "out.incomplete.avi"  # interrupted: kept as incomplete
     code = cli.main(argv)
     err = capsys.readouterr().err
     assert code == 1, err
-    assert "the engine was still busy" in err, err
-    assert err.endswith(
-        f"{out} is not finished: it was still being written when SharpCam stopped waiting for "
-        f"it (a slow disk, or an encoder behind); the frames so far are in "
-        f"{tmp_path / '.out.partial.avi'}\n"
-    ), err
-    # Nothing is cut short meanwhile: in a process that lives on (this one), the write ends
-    # and the file gets its name.
-    deadline = time.monotonic() + 10
-    while not finished.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    # How many frames reach the file before the stop is a race (the sink's thread against the
-    # interrupt); a loaded machine wrote 1 of `process`'s 2. Any at all means nothing was lost.
-    assert len(read_video(finished)) >= 1
-    if command == "process":
-        assert not out.exists()
+    assert f"stopped waiting for {out} (it made no progress for 0.2 s)" in err, err
+    # FFmpeg is ended with the frames it has, not left to finish the hidden file after
+    # SharpCam exits: they are kept under a name, and the message says which.
+    kept = tmp_path / "out.incomplete.avi"
+    assert f"kept in {kept}" in err.splitlines()[-1], err
+    assert not (tmp_path / ".out.partial.avi").exists() and not out.exists()
+    assert len(read_video(kept)) >= 1
+
+
+class _SlowEncoderWriter(engine_sinks._FFmpegWriter):
+    """An FFmpeg writer that takes 0.15 s a frame: x264 behind on 4K frames on two cores."""
+
+    def write(self, bgr: np.ndarray) -> bool:
+        time.sleep(0.15)
+        return super().write(bgr)
+
+
+class _InterruptsItsSixthFrame:
+    """A model that takes 0.5 s a frame (a 4K frame: seconds); Ctrl-C comes at its sixth."""
+
+    name, provider = "slow", "test"
+    interrupted_at: float | None = None
+
+    def __init__(self, **_options: Any) -> None:
+        self.calls = 0
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if not rgb.any():
+            return rgb  # run's warm-up, on a blank frame
+        self.calls += 1
+        if self.calls == 6:
+            type(self).interrupted_at = time.perf_counter()
+            signal.raise_signal(signal.SIGINT)
+        time.sleep(0.5)
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def test_run_stopped_behind_a_slow_encoder_says_so_and_finishes_its_file_soon(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `run --source clip4k.mp4 --output out2.mp4`, Ctrl-C after 25 s: nothing said, then after
+    # 59 s "the engine was still busy", "out2.mp4 is not finished", exit 1. Each frame of the
+    # model stood for 30 repeats the encoder was still writing (minutes behind the clock),
+    # and the stop waited for all of them and for a tail of more up to the stop.
+    import engine.backends
+
+    monkeypatch.setattr(engine_sinks, "_FFmpegWriter", _SlowEncoderWriter)
+    monkeypatch.setattr(engine_sinks.VideoFileSink, "STOP_REPEATS_S", 0.5, raising=False)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsSixthFrame)
+    still = tmp_path / "still.png"
+    cv2.imwrite(str(still), cv2.cvtColor(stamped_frame(5), cv2.COLOR_RGB2BGR))
+    out = tmp_path / "r.avi"
+    argv = ["run", "--source", str(still), "--output", str(out), "--backend", "unsharp"]
+    code = cli.main(argv)
+    ended = time.perf_counter()
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert _InterruptsItsSixthFrame.interrupted_at is not None
+    # Not the ~10 s of repeats the encoder was behind by: a model call, 0.5 s of repeats, the
+    # frame in the write and FFmpeg closing the file (a loaded machine is slower at those).
+    assert ended - _InterruptsItsSixthFrame.interrupted_at < 6.0, err
+    lines = err.splitlines()
+    ack = lines.index(f"sharpcam: stopping: finishing {out}…")
+    stopped = next(i for i, line in enumerate(lines) if line.startswith("sharpcam: stopped ("))
+    assert ack < stopped, err
+    assert f"note: {out} ends " in err and "before the stop" in err, err
+    assert len(read_video(out)) >= 2 and not (tmp_path / ".r.partial.avi").exists()
+
+
+class _Progressing:
+    """An engine whose output thread writes a frame to ``sink`` every 0.1 s for ``for_s``
+    seconds (an encoder that is slow but moving), or until its write fails, then closes it."""
+
+    def __init__(self, sink: Any, for_s: float) -> None:
+        self.done = threading.Event()
+        self.sink = sink
+        self.failed: Exception | None = None
+        self._thread = threading.Thread(target=self._write, args=(for_s,), daemon=True)
+        self._thread.start()
+
+    def _write(self, for_s: float) -> None:
+        rng = np.random.default_rng(0)
+        end = time.monotonic() + for_s
+        i = 0
+        try:
+            while time.monotonic() < end:
+                noise = rng.integers(0, 256, (24, 32, 3), np.uint8)
+                self.sink.write(Frame(noise, i, 1000.0 + i / 10))
+                i += 1
+                time.sleep(0.1)
+            self.sink.close()
+        except Exception as exc:
+            self.failed = exc
+            try:
+                self.sink.close()
+            except Exception:
+                pass
+        finally:
+            self.done.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def test_the_wait_for_an_output_goes_on_while_it_makes_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The 30 s wait was sized for a model call: an encoder finishing 4K frames outlasted it
+    # while still at work, and its file was left unnamed.
+    monkeypatch.setattr(cli, "JOIN_TIMEOUT_S", 0.5)
+    out = tmp_path / "live.avi"
+    sink = engine_sinks.VideoFileSink(path=out, size=(32, 24), fps=10.0)
+    engine = _Progressing(sink, for_s=2.0)  # four times the wait, never idle for as long
+    assert cli._join_before_exit(engine, sink, str(out)) is True
+    assert engine.failed is None and "stopped waiting" not in capsys.readouterr().err
+    assert len(read_video(out)) >= 10
+
+
+def test_a_second_ctrl_c_ends_the_wait_for_an_output_and_its_ffmpeg(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The hard way out of a wait that goes on: FFmpeg (in its own session) must not outlive
+    # SharpCam, and its frames so far are kept under a name.
+    out = tmp_path / "live.avi"
+    sink = engine_sinks.VideoFileSink(path=out, size=(32, 24), fps=10.0)
+    proc = sink._writer._proc
+    engine = _Progressing(sink, for_s=60.0)
+    timer = threading.Timer(1.0, signal.raise_signal, (signal.SIGINT,))
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        joined = cli._join_before_exit(engine, sink, str(out))
+    finally:
+        timer.cancel()
+    assert joined is True and time.monotonic() - t0 < 10
+    assert proc.poll() is not None  # ended, not left writing
+    err = capsys.readouterr().err
+    assert f"stopped waiting for {out} (Ctrl-C); keeping the frames it has" in err, err
+    assert engine.failed is not None and not out.exists()
+    assert sink.kept_path == tmp_path / "live.incomplete.avi"
+    assert len(read_video(sink.kept_path)) >= 1
 
 
 def test_a_file_ffmpeg_fails_to_finish_is_named_once(

@@ -1043,6 +1043,83 @@ def test_a_timed_video_not_stopped_or_aborted_gets_no_tail(tmp_path):
         assert len(read_video(path)) == 1, (timed, end)
 
 
+class _SlowEncoder(_FFmpegWriter):
+    """An FFmpeg writer that takes 20 ms a frame: an encoder slower than the clock (x264 on
+    4K frames at 60 fps on two cores)."""
+
+    def write(self, bgr: np.ndarray) -> bool:
+        time.sleep(0.02)
+        return super().write(bgr)
+
+
+def test_a_stop_cuts_short_the_repeats_a_slow_encoder_is_still_writing(tmp_path, monkeypatch):
+    # `run` of a 4K clip decoded in slow motion, Ctrl-C: the write in progress was re-encoding
+    # one picture for every 1/60 s the model had taken (minutes of work behind the clock),
+    # mark_stop waited for it under the sink's lock, then close() held the last frame until
+    # the stop: SharpCam gave up after 30 s and exited with FFmpeg still writing.
+    import threading
+
+    import engine.sinks
+
+    monkeypatch.setattr(engine.sinks, "_FFmpegWriter", _SlowEncoder)
+    monkeypatch.setattr(VideoFileSink, "STOP_REPEATS_S", 0.3, raising=False)
+    path = tmp_path / "live.avi"
+    sink = VideoFileSink(path=path, size=(32, 24), fps=30.0, timed=True)
+    sink.write(Frame(np.full((24, 32, 3), 40, np.uint8), 0, 1000.0))
+    # 299 frames dropped by a model that took 10 s: 299 repeats to write, 6 s of encoding.
+    writing = threading.Thread(
+        target=sink.write, args=(Frame(np.full((24, 32, 3), 80, np.uint8), 300, 1010.0),)
+    )
+    writing.start()
+    while sink.frames_written < 5:
+        time.sleep(0.01)
+    t0 = time.perf_counter()
+    sink.mark_stop(1020.0)  # 10 s later still: a tail of 300 more slots
+    assert time.perf_counter() - t0 < 0.1  # not behind the write's lock
+    writing.join(timeout=5.0)
+    sink.close()
+    elapsed = time.perf_counter() - t0
+    assert not writing.is_alive()
+    assert elapsed < 0.3 + 1.0, elapsed  # not the 12 s the repeats and the tail would take
+    frames = read_video(path)
+    assert len(frames) == sink.frames_written < 60
+    assert round(float(np.median(frames[-1]))) == 80  # the new frame is in, after the cut
+    assert sink.repeats_cut == 299 - (sink.frames_written - 2) + 299  # the write, the tail
+
+
+def test_a_timed_video_whose_source_had_ended_gets_no_tail_at_a_stop(tmp_path):
+    # Ctrl-C while the output was still writing the frames of a clip that had ended: the file
+    # was held up to 2 s past its last frame, as if the clip had stalled.
+    path = tmp_path / "live.avi"
+    with VideoFileSink(path=path, size=(32, 24), fps=10.0, timed=True) as sink:
+        sink.write(Frame(np.zeros((24, 32, 3), np.uint8), 0, 1000.0))
+        sink.mark_stop(1005.0, last_capture=1000.0, hold=False)
+    assert len(read_video(path)) == 1
+
+
+def test_an_encoder_ended_by_a_caller_that_stopped_waiting_keeps_its_frames(tmp_path):
+    # FFmpeg runs in its own session: `run` that gave up waiting for it exited with FFmpeg
+    # still writing, which then finished the file under its hidden name.
+    path = tmp_path / "live.avi"
+    sink = VideoFileSink(path=path, size=(32, 24), fps=10.0)
+    rng = np.random.default_rng(0)
+    deadline = time.monotonic() + 10
+    i = 0
+    while b"00dc" not in (tmp_path / ".live.partial.avi").read_bytes():  # FFmpeg has frames
+        assert time.monotonic() < deadline
+        noise = rng.integers(0, 256, (24, 32, 3), np.uint8)  # 2 KB a frame: its buffer fills
+        sink.write(Frame(noise, i, 1000.0 + i / 10))
+        i += 1
+    proc = sink._writer._proc
+    sink.end_writer()
+    with pytest.raises(SinkError, match="SharpCam stopped waiting for FFmpeg"):
+        sink.close()
+    assert proc.returncode not in (None, 0)  # ended by the SIGTERM, not finished as asked
+    assert not path.exists() and not sink.unfinished_path
+    assert sink.kept_path == tmp_path / "live.incomplete.avi"
+    assert len(read_video(sink.kept_path)) >= 1
+
+
 def test_enoent_says_the_folder_is_missing_only_where_it_is(tmp_path: Path) -> None:
     # /proc answers ENOENT for a new file in a folder that is there; a folder removed meanwhile
     # answers the same, and then it does not exist.
