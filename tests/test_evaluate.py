@@ -519,7 +519,9 @@ def test_model_sha256_names_rows_as_the_summary_does(
     files = [tmp_path / "a/student.onnx", tmp_path / "b/student.onnx"]
     for i, f in enumerate(files):
         f.write_bytes(b"model %d" % i)
-    monkeypatch.setattr(EV, "load_model_runner", lambda m, threads=0: (Path(m).stem, lambda x: x))
+    monkeypatch.setattr(
+        EV, "load_model_runner", lambda m, threads=0, device="cpu": (Path(m).stem, lambda x: x)
+    )
     out = tmp_path / "out"
     args = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--no-perceptual"]
     args += ["--model", str(files[0]), "--model", str(files[1]), "--out", str(out)]
@@ -693,6 +695,10 @@ def test_onnx_runner_feeds_the_files_own_input_name(tmp_path: Path) -> None:
         (["--data", "raw:"], "needs a folder"),
         (["--data", "pairs:,{tmp}/seq"], "needs a folder"),
         (["--data", "demo:", "--ensemble", "3"], "--ensemble must be one of [2, 4, 8]"),
+        # --device as every other training tool reads it (it had none: the CPU only).
+        (["--data", "demo:", "--device", "bogus"], "--device bogus: not a torch device (cpu, "),
+        (["--data", "demo:", "--device", "meta"], "--device meta: meta is not a device training"),
+        (["--data", "demo:", "--device", "xpu"], "--device xpu: xpu is not a device training "),
         # mkdir failed on these after the models had loaded, in a FileExistsError traceback
         (["--data", "demo:", "--out", "{tmp}/seq/000001.png"], "is a file, not a folder"),
         (["--data", "demo:", "--out", "{tmp}/seq/000001.png/sub"], "is a file, not a folder"),
@@ -1286,7 +1292,9 @@ def test_cli_ensemble_adds_a_row_per_size(tmp_path: Path, monkeypatch: pytest.Mo
     model = tmp_path / "m.onnx"
     model.write_bytes(b"x")
     monkeypatch.setattr(
-        EV, "load_model_runner", lambda m, threads=0: ("m", lambda x: np.roll(x, 2, axis=1))
+        EV,
+        "load_model_runner",
+        lambda m, threads=0, device="cpu": ("m", lambda x: np.roll(x, 2, axis=1)),
     )
     args = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--no-perceptual"]
     args += ["--model", str(model), "--ensemble", "2", "--ensemble", "8", "--ensemble", "2"]
@@ -1910,3 +1918,116 @@ def test_an_onnx_file_of_the_least_fixed_side_is_tried_at_it(
     img = np.random.default_rng(0).random((16, 16 if len(fixed) == 2 else 24, 3))
     img = img.astype(np.float32)
     np.testing.assert_allclose(run(img), img, atol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------
+# the teacher's memory, and --device
+# --------------------------------------------------------------------------------------------
+
+
+def test_teacher_memory_warning_says_what_fits_and_where(monkeypatch: pytest.MonkeyPatch) -> None:
+    import dataclasses
+
+    import training.teachers as T
+
+    cpu, gib = torch.device("cpu"), 1 << 30
+    # Restormer at 1280x720 on an 8 GiB laptop: swapped or killed without a word.
+    said = EV.teacher_memory_warning("restormer", 720, 1280, cpu, 8 * gib)
+    assert said is not None and "\n" not in said
+    need = T.TEACHERS["restormer"].cpu_bytes_per_pixel * 720 * 1280
+    assert (
+        f"teacher restormer needs about {need / gib:.1f} GiB for a 1280x720 image on cpu, " in said
+    )
+    assert "more than half of this machine's 8.0 GiB: it may swap or be killed; --max-size " in said
+    assert said.endswith(", or --device cuda")
+    fit = int(said.split("--max-size ")[1].split()[0])
+    assert (
+        fit % 16 == 0
+        and EV.teacher_memory_warning("restormer", fit * 9 // 16, fit, cpu, 8 * gib) is None
+    )
+    assert EV.teacher_memory_warning("restormer", (fit + 16) * 9 // 16, fit + 16, cpu, 8 * gib)
+    # Enough memory, or a teacher that needs little: nothing said.
+    assert EV.teacher_memory_warning("restormer", 720, 1280, cpu, 64 * gib) is None
+    assert EV.teacher_memory_warning("dmphn", 720, 1280, cpu, 8 * gib) is None
+    # On a GPU its own memory counts, and the way out is not the GPU.
+    said = EV.teacher_memory_warning("restormer", 720, 1280, torch.device("cuda", 1), 4 * gib)
+    assert said is not None and "more than half of cuda:1's 4.0 GiB" in said
+    assert "--device cuda" not in said
+    # Memory unknown (Windows): more than 4 GiB is said.
+    assert "more than 4 GiB" in (EV.teacher_memory_warning("restormer", 720, 1280, cpu, None) or "")
+    spec = dataclasses.replace(T.TEACHERS["dmphn"], cpu_bytes_per_pixel=0)
+    monkeypatch.setitem(T.TEACHERS, "unmeasured", spec)
+    assert EV.teacher_memory_warning("unmeasured", 4000, 4000, cpu, gib) is None
+
+
+def test_a_teacher_too_big_for_memory_is_warned_of_before_the_run_unless_cached(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import dataclasses
+
+    import training.teachers as T
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "w.pkl").write_bytes(b"stand-in")
+    _install_fake_teacher(tmp_path, monkeypatch, factor=1.0)
+    # 1 MiB a pixel: a 64 px image needs 4 GiB where the machine has 1.
+    monkeypatch.setitem(
+        T.TEACHERS, "fake", dataclasses.replace(T.TEACHERS["fake"], cpu_bytes_per_pixel=1 << 20)
+    )
+    monkeypatch.setattr(EV, "physical_memory", lambda: 1 << 30)
+    real_evaluate = EV.evaluate
+    warned_before: list[bool] = []
+
+    def evaluate(*args: object, **kwargs: object) -> dict:
+        warned_before.append("--max-size 16 needs about" in caplog.text)
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(EV, "evaluate", evaluate)
+    argv = ["--data", "demo:", "--limit", "1", "--max-size", "64", "--no-perceptual"]
+    argv += ["--teacher", "fake", "--teacher-weights", str(weights)]
+    argv += ["--cache-dir", str(tmp_path / "cache"), "--grid-rows", "0"]
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        assert EV.main([*argv, "--out", str(tmp_path / "a")]) == 0
+    assert warned_before == [True]
+    line = next(r.getMessage() for r in caplog.records if "needs about" in r.getMessage())
+    assert line.startswith("warning: teacher fake needs about 4.0 GiB for a 64x")
+    assert "more than half of this machine's 1.0 GiB" in line
+    # Its outputs cached, it does not run: nothing to warn of.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="training.evaluate"):
+        assert EV.main([*argv, "--out", str(tmp_path / "b")]) == 0
+    assert "needs about" not in caplog.text and warned_before == [True, False]
+
+
+def test_device_moves_the_teacher_and_pytorch_students_input_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import training.export as X
+    import training.teachers as T
+
+    seen: list[torch.device] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(x.device)
+            return torch.zeros(x.shape)  # on the CPU: "meta" has no pixels to score
+
+    loaded: list[object] = []
+    monkeypatch.setattr(
+        T, "load_teacher", lambda *args, **kwargs: loaded.append(kwargs["device"]) or Recorder()
+    )
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "w.pkl").write_bytes(b"stand-in")
+    teacher = EV.CachedTeacher("dmphn", weights, tmp_path / "cache", device="meta")
+    img = np.zeros((16, 24, 3), np.float32)
+    assert teacher(img).shape == img.shape
+    assert loaded == [torch.device("meta")] and seen == [torch.device("meta")]
+    moved: list[torch.device] = []
+    student = Recorder()
+    student.to = lambda device: moved.append(torch.device(device)) or student  # type: ignore[method-assign]
+    monkeypatch.setattr(X, "load_student", lambda path: (student, "tiny", {}))
+    _, run = EV.load_model_runner(tmp_path / "best.pt", device="meta")
+    assert run(img).shape == img.shape
+    assert moved == [torch.device("meta")] and seen[-1] == torch.device("meta")

@@ -604,6 +604,44 @@ def test_a_weights_file_that_is_not_the_teachers_is_a_weights_error(tmp_path: Pa
     assert not isinstance(got.value, WeightsError), got.value
 
 
+def test_weights_of_another_network_are_refused_in_a_short_line(tmp_path: Path) -> None:
+    # Every key name of both networks, on one line: 20-40 KB for a file of another network.
+    dmphn = DMPHN()
+    other = tmp_path / "dmphn_part.pth"
+    torch.save(dmphn.encoder_lv1.state_dict(), other)
+    with pytest.raises(WeightsError) as exc:
+        load_teacher("restormer", weights=other)
+    said = str(exc.value)
+    assert len(said) < 500 and "\n" not in said, said
+    n_restormer = len(Restormer().state_dict())
+    assert said.startswith(f"teacher 'restormer': {other} does not match Restormer: ")
+    assert f"missing keys: {n_restormer} (" in said
+    assert "unexpected keys: 30 (layer1.bias, layer1.weight, layer10.0.bias, ...)" in said
+    # The BiasFree hint, and shape mismatches, keep their place in the line.
+    sd = {k: v for k, v in Restormer().state_dict().items() if not k.endswith(".body.bias")}
+    sd["output.weight"] = torch.zeros(3, 96, 1, 1)
+    bias_free = tmp_path / "denoise.pth"
+    torch.save(sd, bias_free)
+    with pytest.raises(WeightsError) as exc:
+        load_teacher("restormer", weights=bias_free)
+    said = str(exc.value)
+    assert len(said) < 600 and "(a BiasFree LayerNorm checkpoint: " in said, said
+    assert "; unexpected keys" not in said  # none: left out, not "0 ()"
+    assert "shape mismatches: 1 (output.weight: checkpoint (3, 96, 1, 1) vs model " in said
+    # DMPHN's six parts: the part's file and the counts.
+    folder = tmp_path / "dmphn"
+    folder.mkdir()
+    for part in ("encoder_lv1", "encoder_lv2", "encoder_lv3", "decoder_lv1", "decoder_lv2"):
+        torch.save(getattr(dmphn, part).state_dict(), folder / f"{part}.pkl")
+    torch.save({f"net.{i}.weight": torch.zeros(1) for i in range(40)}, folder / "decoder_lv3.pkl")
+    with pytest.raises(WeightsError) as exc:
+        load_teacher("dmphn", weights=folder)
+    said = str(exc.value)
+    assert len(said) < 400, said
+    assert "decoder_lv3.pkl does not match DMPHN decoder_lv3: missing keys: " in said
+    assert "; unexpected keys: 40 (net.0.weight, net.1.weight, net.2.weight, ...)" in said
+
+
 def test_dmphn_loader_names_a_damaged_part(tmp_path: Path) -> None:
     model = DMPHN()
     for part in ("encoder_lv1", "encoder_lv2", "encoder_lv3"):
@@ -1142,6 +1180,51 @@ def test_cache_teacher_command_line_passes_its_options_on(
     assert kw == {"out": "x.pt", "count": 5, "max_minutes": 2.0, "device": torch.device("cpu")}
     # without --count / --out: the config's teacher.cache_count and teacher.cache_path
     assert kw2["count"] is None and kw2["out"] is None and cfg2.teacher.cache_patch == 256
+
+
+def test_cache_teacher_help_lists_threads_and_threads_sets_torchs_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from training import cache_teacher
+
+    # It worked as the config's --threads=N, and --help did not list it.
+    with pytest.raises(SystemExit):
+        cache_teacher.main(["--help"])
+    helped = " ".join(capsys.readouterr().out.split())
+    assert "--threads N torch CPU threads (default: the config's threads; 0 = " in helped
+    calls: list[tuple] = []
+    threads: list[int] = []
+    monkeypatch.setattr(cache_teacher, "build_cache", lambda cfg, **kw: calls.append(cfg))
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)  # not this test process's
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("threads: 3\n")
+    cache_teacher.main(["--config", str(cfg_file), "--device", "cpu"])
+    cache_teacher.main(["--config", str(cfg_file), "--device", "cpu", "--threads", "2"])
+    cache_teacher.main(["--config", str(cfg_file), "--device", "cpu", "--threads=1"])
+    cache_teacher.main(["--config", str(cfg_file), "--device", "cpu", "--threads", "0"])
+    assert threads == [3, 2, 1] and [cfg.threads for cfg in calls] == [3, 2, 1, 0]
+    with pytest.raises(SystemExit) as e:
+        cache_teacher.main(["--device", "cpu", "--threads", "-1"])
+    assert e.value.code == 2
+    assert "--threads: expected a number >= 0, got -1" in capsys.readouterr().err
+
+
+def test_the_help_where_a_user_picks_online_or_cached_says_what_each_measured(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from training import cache_teacher, train
+
+    card = (Path(__file__).resolve().parents[1] / "weights" / "MODEL_CARD.md").read_text()
+    for tool in (train, cache_teacher):
+        with pytest.raises(SystemExit):
+            tool.main(["--help"])
+        helped = " ".join(capsys.readouterr().out.split())
+        assert "--teacher.mode=online runs the teacher every step" in helped
+        assert "online gained +0.23 dB plain, -0.28 linear light and +0.22 on real blur" in helped
+        assert "the cache +0.25, -0.53 and +0.09" in helped
+        # The section it cites is there to read.
+        section = helped.split('Status: "')[1].split('"')[0]
+        assert f"**{section}**" in card
 
 
 def test_cache_teacher_command_line_refuses_negative_counts_and_budgets_and_damaged_caches(

@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.config import ConfigError, DataConfig, TrainConfig, config_to_dict, parse_cli
+from training.config import (
+    ONLINE_VS_CACHE,
+    ConfigError,
+    DataConfig,
+    TrainConfig,
+    config_to_dict,
+    parse_cli,
+)
 from training.data import DeblurDataset, content_hash, damaged_record, to_uint8
 
 log = logging.getLogger("training.cache_teacher")
@@ -462,7 +469,7 @@ def _save(out: Path, blur, sharp, outs, keys, meta) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=ONLINE_VS_CACHE)
     parser.add_argument("--config", help="training YAML config (teacher.* and data.* are used)")
     parser.add_argument(
         "--count", type=int, default=0, help="patches (default teacher.cache_count)"
@@ -470,7 +477,21 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", default="", help="cache file (default teacher.cache_path)")
     parser.add_argument("--max_minutes", type=float, default=0.0, help="stop after this long")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    # Read by the config as threads= all along, but unlisted here: a user looking for it in
+    # --help did not find it.
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch CPU threads (default: the config's threads; 0 = torch's own default, "
+        "one per core)",
+    )
     args, cfg = parse_cli(parser, argv)
+    if args.threads is not None:
+        if args.threads < 0:
+            parser.error(f"--threads: expected a number >= 0, got {args.threads}")
+        cfg.threads = args.threads
     # As the config's own counts and minutes are checked: -1 wrote an empty cache (moving aside
     # one of other settings), a negative budget stopped after one chunk and NaN meant no limit.
     if args.count < 0:

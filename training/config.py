@@ -160,6 +160,17 @@ class LossConfig:
     feature: float = 0.0  # feature matching to the teacher's features (online teacher only)
 
 
+# Said where a user chooses between them (train's and cache_teacher's --help): the measured
+# difference lived only in the model card.
+ONLINE_VS_CACHE = (
+    "--teacher.mode=online runs the teacher every step, --teacher.mode=cache uses "
+    "python -m training.cache_teacher's outputs: against the same CPU fine-tune of hq with the "
+    "teacher off, online gained +0.23 dB plain, -0.28 linear light and +0.22 on real blur, the "
+    'cache +0.25, -0.53 and +0.09 (weights/MODEL_CARD.md, Status: "It is the online teacher '
+    'that helps, not a cache of it"; TRAINING_LOG.md, the thirty-seventh session).'
+)
+
+
 @dataclass
 class TeacherConfig:
     """The frozen teacher and where its outputs come from."""

@@ -1017,8 +1017,11 @@ def checkpoint_data_config(path: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runner]:
-    """``(label, run)`` for a trainer checkpoint ``.pt`` or an ``.onnx`` file."""
+def load_model_runner(
+    path: str | Path, *, threads: int = 0, device: str | torch.device = "cpu"
+) -> tuple[str, Runner]:
+    """``(label, run)`` for a trainer checkpoint ``.pt`` (run on ``device``) or an ``.onnx``
+    file (ONNX Runtime on the CPU)."""
     path = Path(path)
     label = load_model_label(path)
     if path.suffix.lower() == ".onnx":
@@ -1071,10 +1074,11 @@ def load_model_runner(path: str | Path, *, threads: int = 0) -> tuple[str, Runne
     from training.export import load_student
 
     model, _variant, _cfg = load_student(path)
+    model.to(device)
 
     @torch.no_grad()
     def run_torch(img: np.ndarray) -> np.ndarray:
-        return _to_image(model(_to_tensor(img)))
+        return _to_image(model(_to_tensor(img).to(device)))
 
     return label, run_torch
 
@@ -1118,11 +1122,17 @@ class CachedTeacher:
     and the input."""
 
     def __init__(
-        self, name: str, weights: str | Path | None, cache_dir: Path, threads: int = 0
+        self,
+        name: str,
+        weights: str | Path | None,
+        cache_dir: Path,
+        threads: int = 0,
+        device: str | torch.device = "cpu",
     ) -> None:
         from training.teachers import TEACHERS, default_weights
 
         self.name = name
+        self.device = torch.device(device)
         if name not in TEACHERS:
             # Found here, not at the first image the cache lacks, after the students ran on it.
             raise ValueError(f"unknown teacher {name!r}; known: {', '.join(sorted(TEACHERS))}")
@@ -1148,8 +1158,12 @@ class CachedTeacher:
         if self._model is None:
             from training.teachers import load_teacher
 
-            self._model = load_teacher(self.name, weights=self.weights)
+            self._model = load_teacher(self.name, weights=self.weights, device=self.device)
         return self._model
+
+    def cached(self, img: np.ndarray) -> bool:
+        """Whether the output for ``img`` is in the cache (and the network need not run)."""
+        return (self.cache_dir / f"{self._key(img)}.npy").is_file()
 
     def _key(self, img: np.ndarray) -> str:
         h = hashlib.sha256(str(img.shape).encode())
@@ -1168,14 +1182,66 @@ class CachedTeacher:
                 return cached.astype(np.float32)
             log.warning("damaged teacher cache entry %s: recomputing", path)
         model = self.load()
+        # The input is moved here, not in _teacher_output: its code is in the cache key, and a
+        # change to it would throw away every cached output.
+        run = model if self.device.type == "cpu" else (lambda x: model(x.to(self.device)))
         self.misses += 1
         t = time.perf_counter()
-        out = _teacher_output(model, img)
+        out = _teacher_output(run, img)
         self.seconds += time.perf_counter() - t
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.npy")
         np.save(tmp, out)
         os.replace(tmp, path)  # atomic: a concurrent or killed run never sees half a file
         return out.astype(np.float32)
+
+
+_GIB = 1 << 30
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the OS does not say: Windows)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def teacher_memory_warning(
+    name: str, height: int, width: int, device: torch.device, have: int | None
+) -> str | None:
+    """One line when teacher ``name`` on ``device`` needs more than half of the ``have`` bytes
+    there for an ``height`` x ``width`` image (more than 4 GiB when ``have`` is None), with the
+    ``--max-size`` that fits; None when it fits.
+
+    The teacher runs on the whole image, not in tiles (tiles would change its outputs, and the
+    cached ones with them): Restormer needs about 9.9 GiB at 1280x720 on the CPU, and a laptop
+    swapped or killed the run without a word first. The estimate is the CPU's, measured
+    (``TeacherSpec.cpu_bytes_per_pixel``); a GPU's is of the same order."""
+    from training.teachers import TEACHERS
+
+    per_pixel = TEACHERS[name].cpu_bytes_per_pixel
+    need = per_pixel * height * width
+    budget = have // 2 if have else 4 * _GIB
+    if not per_pixel or need <= budget:
+        return None
+    where = "this machine's" if device.type in ("cpu", "mps") else f"{device}'s"
+    of = f"more than half of {where} {have / _GIB:.1f} GiB" if have else "more than 4 GiB"
+    longest = max(height, width)
+    fit = max(16, int(longest * math.sqrt(budget / need)) // 16 * 16)
+    fit_need = need * (fit / longest) ** 2
+    gpu = ", or --device cuda" if device.type == "cpu" else ""
+    return (
+        f"teacher {name} needs about {need / _GIB:.1f} GiB for a {width}x{height} image on "
+        f"{device.type}, {of}: it may swap or be killed; --max-size {fit} needs about "
+        f"{fit_need / _GIB:.1f} GiB{gpu}"
+    )
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Memory the teacher can use on ``device``: a CUDA device's own, else this machine's."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return physical_memory()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1654,6 +1720,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--threads", type=int, default=0, help="torch / ORT CPU threads (0 = default)")
     p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the teacher and .pt checkpoints run: auto | cpu | cuda | cuda:N | mps "
+        "(default cpu; .onnx files run on ONNX Runtime's CPU provider)",
+    )
+    p.add_argument(
         "--out", type=Path, default=None, help="output folder (default runs/eval/<time>)"
     )
     args = p.parse_args(argv)
@@ -1748,10 +1820,15 @@ def main(argv: list[str] | None = None) -> int:
         for setting in dict.fromkeys(settings)
         if setting != (UNSHARP_AMOUNT, UNSHARP_SIGMA)
     ]
+    from training.train import device_option
+
+    device = device_option(p, args.device)
     teacher = None
     if args.teacher:
         try:
-            teacher = CachedTeacher(args.teacher, args.teacher_weights, args.cache_dir)
+            teacher = CachedTeacher(
+                args.teacher, args.teacher_weights, args.cache_dir, device=device
+            )
             # Loaded now even when every output is cached (a second or so): a folder without
             # the teacher's files, or a checkpoint of another network, otherwise stopped the
             # run with a traceback at the first uncached image, after the students ran on it.
@@ -1784,9 +1861,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # Each set's first sample, now: a folder without images (or a raw range without windows)
     # otherwise stops the run only when its turn comes, after every set before it.
+    firsts = []
     for spec, text in zip(specs, args.data, strict=True):
         try:
-            next(samples_of(spec))
+            firsts.append(next(samples_of(spec)).blurry)
         except StopIteration:
             if args.denoise:
                 p.error(
@@ -1797,6 +1875,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"--data {text}: no readable samples")
         except (FileNotFoundError, ValueError) as exc:
             p.error(f"--data {text}: {exc}")
+    uncached = [img for img in firsts if teacher is not None and not teacher.cached(img)]
+    if uncached:
+        h, w = max((img.shape[:2] for img in uncached), key=lambda hw: hw[0] * hw[1])
+        warning = teacher_memory_warning(args.teacher, h, w, device, device_memory(device))
+        if warning is not None:
+            log.warning("warning: %s", warning)
     if args.threads:
         torch.set_num_threads(args.threads)
     ensembles = list(dict.fromkeys(args.ensemble or []))  # --ensemble 2 twice: one row
@@ -1805,7 +1889,7 @@ def main(argv: list[str] | None = None) -> int:
     for m in args.model:
         scales = [s for s in args.scale or [] if s != 1.0]
         try:
-            label, run = load_model_runner(m, threads=args.threads)
+            label, run = load_model_runner(m, threads=args.threads, device=device)
             multiple = model_multiple(m) if scales else 1
         except RuntimeError as exc:  # ExportError too: a damaged file, a renamed variant
             p.error(f"--model {m}: {exc}")

@@ -53,8 +53,8 @@ from torch import nn
 
 from training.config import RUN_CONTROL_KEYS, ConfigError, config_from_dict
 from training.config import config_digest as train_digest
-from training.models.student import create_student
-from training.teachers import sha256_file
+from training.models.student import ShuffleUNet, _stem_weights_as_conv, create_student
+from training.teachers import describe_key_mismatch, sha256_file
 
 log = logging.getLogger("training.export")
 
@@ -256,14 +256,26 @@ def load_student(
                 )
             return ExportError(f"{checkpoint} does not match student {variant!r}: {detail}")
 
+        # Counted here, not left to torch: a student of another shape gave thirty lines to
+        # 11 KB of "size mismatch for ...", a bare state dict of another network every key.
+        state = dict(state)
+        if isinstance(model, ShuffleUNet):
+            # Compared in the view its load hook gives an old stem's weights, as they load.
+            _stem_weights_as_conv(model, state, "")
+        own_state = model.state_dict()
+        shapes = [
+            f"{k} {tuple(v.shape)} vs {tuple(own_state[k].shape)}"
+            for k, v in state.items()
+            if k in own_state and isinstance(v, torch.Tensor) and v.shape != own_state[k].shape
+        ]
+        missing = [k for k in own_state if k not in state]
+        unexpected = [k for k in state if k not in own_state]
+        if shapes or missing or unexpected:
+            raise mismatch(describe_key_mismatch(missing, unexpected, shapes))
         try:
-            result = model.load_state_dict(state, strict=False)
-        except RuntimeError as exc:  # shape mismatches raise even with strict=False
-            raise mismatch(exc) from exc
-        if result.missing_keys or result.unexpected_keys:
-            raise mismatch(
-                f"missing keys {result.missing_keys}, unexpected keys {result.unexpected_keys}"
-            )
+            model.load_state_dict(state)
+        except RuntimeError as exc:  # what the counts above do not cover: one line of it
+            raise mismatch(str(exc).splitlines()[0]) from exc
     else:
         if variant is None:
             raise ExportError("pass --checkpoint, or --variant with --random-init")

@@ -19,12 +19,13 @@ import hashlib
 import http.client
 import inspect
 import os
+import re
 import sys
 import tempfile
 import textwrap
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,7 @@ __all__ = [
     "WeightsError",
     "code_fingerprint",
     "default_weights",
+    "describe_key_mismatch",
     "fetch_weights",
     "freeze",
     "list_teachers",
@@ -66,6 +68,9 @@ class TeacherSpec:
     weights_hint: str  # where the weights come from, for error messages
     default_weights: str | None = None  # path relative to the shared folder, when there is one
     folder: bool = False  # the weights are a folder of files, not one file
+    # Peak memory of one forward pass on the CPU over the weights' own, per input pixel
+    # (measured in float32 with glibc's default malloc; linear in the pixels from 128 px up).
+    cpu_bytes_per_pixel: int = 0
 
 
 def _shared_dir() -> Path:
@@ -80,6 +85,7 @@ TEACHERS: dict[str, TeacherSpec] = {
         weights_hint="a folder with encoder_lv{1,2,3}.pkl and decoder_lv{1,2,3}.pkl",
         default_weights="weights/teachers/dmphn_1_2_4",
         folder=True,
+        cpu_bytes_per_pixel=1_600,  # 1.4 GiB at 1280x720
     ),
     "restormer": TeacherSpec(
         build=Restormer,
@@ -89,6 +95,9 @@ TEACHERS: dict[str, TeacherSpec] = {
             "motion_deblurring.pth from "
             "https://github.com/swz30/Restormer/releases/download/v1.0/motion_deblurring.pth"
         ),
+        # Full-resolution attention and a 2.66x gated FFN on up to 96 channels: 9.9 GiB at
+        # 1280x720, more than most laptops have free.
+        cpu_bytes_per_pixel=11_500,
     ),
 }
 
@@ -165,8 +174,50 @@ def load_teacher(
     except RuntimeError as exc:
         # A file that is no checkpoint, or one of another network: the loaders' RuntimeError was
         # a traceback in the trainer and cache_teacher, which report a WeightsError in one line.
-        raise WeightsError(f"teacher {name!r}: {exc}") from exc
+        raise WeightsError(f"teacher {name!r}: {_shorten_key_lists(str(exc))}") from exc
     return freeze(model).to(device)
+
+
+def describe_key_mismatch(
+    missing: Sequence[str], unexpected: Sequence[str], shapes: Sequence[str] = (), shown: int = 3
+) -> str:
+    """One line of a state dict that does not fit a network: each kind's count and its first
+    ``shown`` entries (``missing keys: 412 (a, b, c, ...)``), kinds without entries left out."""
+    parts = []
+    for label, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape mismatches", shapes),
+    ):
+        if items:
+            more = ", ..." if len(items) > shown else ""
+            parts.append(f"{label}: {len(items)} ({', '.join(items[:shown])}{more})")
+    return "; ".join(parts)
+
+
+# The loaders' lists as they word them (`missing keys ['a', 'b']`): whole, a network of another
+# architecture gave 20-40 KB of key names on one line. Their text is matched, not reworded at
+# the source: a change to training/models/*.py changes the teacher's code fingerprint and throws
+# away every cache of its outputs.
+_KEY_LIST = re.compile(r"(missing keys|unexpected keys|shape mismatches) (\[[^\]]*\])")
+
+
+def _shorten_key_lists(message: str) -> str:
+    found: dict[str, list[str]] = {}
+    for m in _KEY_LIST.finditer(message):
+        try:
+            found[m[1]] = [str(v) for v in ast.literal_eval(m[2])]
+        except (ValueError, SyntaxError):
+            return message
+    if not found:
+        return message
+    head = message[: _KEY_LIST.search(message).start()].rstrip(" :;,")
+    summary = describe_key_mismatch(
+        found.get("missing keys", []),
+        found.get("unexpected keys", []),
+        found.get("shape mismatches", []),
+    )
+    return f"{head}: {summary}"
 
 
 def _strip_docstrings(tree: ast.AST) -> None:

@@ -45,6 +45,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from training.config import (
+    ONLINE_VS_CACHE,
     ConfigError,
     TrainConfig,
     config_changes,
@@ -1728,7 +1729,8 @@ def _format_row(row: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
         description="Distil a deblurring student. Any config field can be overridden with "
-        "--key=value (nested with dots, e.g. --loss.vgg=0.1); --resume continues out_dir/last.pt."
+        "--key=value (nested with dots, e.g. --loss.vgg=0.1); --resume continues out_dir/last.pt.",
+        epilog=ONLINE_VS_CACHE,
     )
     parser.add_argument("--config", help="YAML config (training/configs/*.yaml)")
     _, cfg = parse_cli(parser, argv)
