@@ -2726,6 +2726,11 @@ def format_stats(stats: EngineStats | None) -> str:
     ``29.9 fps · latency 34 ms (p95 41 ms) · dropped 3``."""
     if stats is None:
         return "—"
+    if not stats.frames_out and not stats.fps_out:
+        # No frame out yet, so no latency measured: "0.0 fps · latency 0 ms (p95 0 ms)" showed
+        # for seconds while a slow CPU ran its first 720p frame (`run` says it so too).
+        text = "waiting for the first frame" if stats.running else "no frame sent"
+        return f"{text} · dropped {stats.dropped}" if stats.dropped else text
     return (
         f"{stats.fps_out:.1f} fps · latency {stats.latency_ms_p50:.0f} ms "
         f"(p95 {stats.latency_ms_p95:.0f} ms) · dropped {stats.dropped}"

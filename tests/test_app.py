@@ -323,6 +323,18 @@ def test_the_status_line_shows_the_engines_rate_latency_and_drops() -> None:
     assert format_stats(None) == "—"
 
 
+def test_the_status_line_waits_for_the_first_frame_before_it_shows_a_latency() -> None:
+    # A slow CPU's first 720p frame takes seconds: the line read "0.0 fps · latency 0 ms
+    # (p95 0 ms)", a latency nothing had measured.
+    assert format_stats(EngineStats(running=True)) == "waiting for the first frame"
+    waiting = format_stats(EngineStats(running=True, frames_in=40, fps_in=30.0, dropped=25))
+    assert waiting == "waiting for the first frame · dropped 25"
+    assert format_stats(EngineStats(running=False, frames_in=3)) == "no frame sent"
+    # One frame out is a latency measured, though no rate yet.
+    one = EngineStats(running=True, frames_out=1, latency_ms_p50=41.0, latency_ms_p95=41.0)
+    assert format_stats(one) == "0.0 fps · latency 41 ms (p95 41 ms) · dropped 0"
+
+
 def test_virtual_camera_toggle_sends_unmirrored_frames(qtbot, make_window, recorder):
     window = make_window(backend="passthrough")
     wait_frames(qtbot, window, 1)
