@@ -48,8 +48,15 @@ log = logging.getLogger(__name__)
 STALL_S = 3.0
 #: The first frame is given longer: some cameras take seconds to start streaming.
 FIRST_FRAME_S = 6.0
+#: A live output that has had no new frame for this long (a camera lost or hung, a model call
+#: that takes long) is sent its last frame again, as often, by the sinks that keep one
+#: (``repeat_last``: the virtual camera). Chrome's capture (Meet, Teams and Zoom in a browser
+#: on Linux) restarts a device silent for 1 s and gives it up after 10: the call lost the
+#: camera for good where the window said the picture stayed frozen until the camera was back.
+RESEND_S = 0.5
 
 _END = object()  # what a channel's get() returns once closed and empty, or aborted
+_IDLE = object()  # what a channel's get() with a timeout returns when nothing came in time
 _NO_SWAP = object()  # no backend swap waits (None is a backend too: passthrough)
 
 
@@ -84,10 +91,18 @@ class _Channel:
             self._cond.notify_all()
             return True, displaced
 
-    def get(self) -> Any:
+    def get(self, timeout: float | None = None) -> Any:
+        """The next item, or ``_END``; ``_IDLE`` when ``timeout`` passed with none."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while not self._items and not (self._closed or self._aborted):
-                self._cond.wait()
+                if deadline is None:
+                    self._cond.wait()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return _IDLE
+                self._cond.wait(left)
             if self._aborted or not self._items:
                 return _END
             item = self._items.popleft()
@@ -180,9 +195,11 @@ class Engine:
             dropped); not when the engine starts off or at strength 0. A :meth:`stop`
             meanwhile waits for that call at most its ``timeout``, as for any model call.
 
-    In live mode a backend that raises is reported once, and the engine keeps streaming in
-    passthrough with ``stats().warning`` set; in offline mode any backend or sink error stops
-    the run (a silently incomplete output file is worse than none).
+    In live mode a sink with ``repeat_last()`` (the virtual camera) is asked to send its last
+    frame again every :data:`RESEND_S` while no new frame comes. A backend that raises is
+    reported once, and the engine keeps streaming in passthrough with ``stats().warning`` set;
+    in offline mode any backend or sink error stops the run (a silently incomplete output file
+    is worse than none).
     """
 
     def __init__(
@@ -995,9 +1012,14 @@ class Engine:
         return _Work(frame, Frame(buf, frame.index, frame.t_capture), True)
 
     def _output_loop(self) -> None:
+        idle = RESEND_S if self.live else None
         try:
             while True:
-                work = self._out.get()
+                work = self._out.get(idle)
+                if work is _IDLE:
+                    if not self._stopping:
+                        self._write_sinks(None)
+                    continue
                 if work is _END:
                     break
                 self._frames_handled += 1
@@ -1035,14 +1057,18 @@ class Engine:
             self._done.set()
             self._halt.set()
 
-    def _write_sinks(self, frame: Frame) -> bool:
+    def _write_sinks(self, frame: Frame | None) -> bool:
         """Write ``frame`` to every sink; False when it reached none because writes failed
-        (then it does not count in ``frames_out``: "failed after N frames" must be true)."""
+        (then it does not count in ``frames_out``: "failed after N frames" must be true).
+        ``None``: the sinks that keep their last frame send it again (:data:`RESEND_S`)."""
         failed: list[tuple[FrameSink, Exception]] = []
         dropped: list[tuple[FrameSink, Exception]] = []
         wrote = 0
         with self._sinks_lock:
             for sink in tuple(self._sinks):
+                repeat = getattr(sink, "repeat_last", None) if frame is None else None
+                if frame is None and repeat is None:
+                    continue  # a recording keeps its own clock; a callback wants new frames
                 # The check and _writing under the list lock, the write outside it (a sink's
                 # write may add or remove sinks): stop() closes every listed sink but _writing
                 # when this write stalls, and one it closed is never written after.
@@ -1052,7 +1078,10 @@ class Engine:
                     self._write_began = time.perf_counter()
                     self._writing = sink
                 try:
-                    sink.write(frame)
+                    if repeat is not None:
+                        repeat()
+                    else:
+                        sink.write(frame)
                     wrote += 1
                 except Exception as exc:
                     failed.append((sink, exc))

@@ -272,8 +272,10 @@ class VirtualCameraSink:
                 f"cannot open {what}: {detail}\n{virtual_camera_guidance()}"
             ) from exc
         self._sent_before_close = 0
-        #: Frames the device took: pyvirtualcam's own count includes a send that failed.
+        #: New frames the device took: pyvirtualcam's own count includes a send that failed,
+        #: and the frames repeat_last sent again.
         self.frames_written = 0
+        self._last: np.ndarray | None = None  # what the device was sent last, in its format
         try:
             self.device = self._cam.device
             self.backend = self._cam.backend
@@ -303,8 +305,21 @@ class VirtualCameraSink:
         img = fit_to(frame.image, self.size, out=self._fitted)
         if self._bgr is not None:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr)
+        elif img is frame.image:
+            # Kept for repeat_last: the engine reuses the frame's buffer for the next one.
+            np.copyto(self._fitted, img)
+            img = self._fitted
         self._cam.send(img)
+        self._last = img
         self.frames_written += 1
+
+    def repeat_last(self) -> None:
+        """Send the last frame again (none before the first): the engine's keep-alive while
+        no new frame comes (:data:`engine.pipeline.RESEND_S`). Not in :attr:`frames_written`."""
+        if self._cam is None:
+            raise RuntimeError("virtual camera sink is closed")
+        if self._last is not None:
+            self._cam.send(self._last)
 
     def close(self) -> None:
         cam, self._cam = getattr(self, "_cam", None), None

@@ -1291,6 +1291,39 @@ def test_a_camera_that_stops_sending_is_shown_and_cleared_when_it_sends_again(
     qtbot.waitUntil(lambda: not window.banner.isVisible(), timeout=FRAME_TIMEOUT_MS)
 
 
+def test_calls_keep_the_last_picture_while_the_camera_sends_nothing(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The device got nothing while the camera hung or reconnected: Chrome's capture (Meet,
+    # Teams and Zoom in a browser on Linux) gives a device silent for 10 s up, and the call
+    # lost the camera for good where the banner said its picture stayed frozen.
+    import engine
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "RESEND_S", 0.05, raising=False)
+    cameras: list[_HangingCamera] = []
+
+    def open_source(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        cameras.append(_HangingCamera(engine.open_source(*args, **kwargs)))
+        return cameras[-1]
+
+    window = make_window(backend="passthrough", api=_engine_api(open_source=open_source))
+    window.virtual_switch.setChecked(True)
+    virtual_settled(qtbot, window)
+    qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+    cameras[-1].hang.set()
+    try:
+        # A read under way as it hung may still bring one frame; then only repeats come.
+        sent = len(recorder.frames) + 1
+        qtbot.waitUntil(lambda: len(recorder.frames) >= sent + 5, timeout=FRAME_TIMEOUT_MS)
+        last = recorder.frames[-1]
+        assert mean_abs_diff(recorder.frames[0], last) > 0  # the clip moves: frames differ
+        for again in recorder.frames[-5:]:
+            np.testing.assert_array_equal(again, last)
+    finally:
+        cameras[-1].hang.clear()
+
+
 def _engine_api(**overrides):  # noqa: ANN003, ANN202
     """The real engine module's four entry points, some replaced."""
     import engine

@@ -679,6 +679,76 @@ def test_live_slow_backend_drops_instead_of_queueing(tmp_path):
     assert rec.closed == 1
 
 
+class GoesSilent:
+    """A live source whose ``read`` hangs after ``n`` frames while ``hang`` is set (a camera
+    unplugged and reconnecting, or whose driver stopped answering)."""
+
+    def __init__(self, inner, n: int = 3) -> None:  # noqa: ANN001
+        self.inner, self.n, self.reads = inner, n, 0
+        self.hang, self.hung = threading.Event(), threading.Event()
+        self.hang.set()
+
+    def read(self):  # noqa: ANN201
+        self.reads += 1
+        if self.reads > self.n:
+            self.hung.set()
+            while self.hang.is_set():
+                time.sleep(0.01)
+        return self.inner.read()
+
+    def __getattr__(self, name: str):  # noqa: ANN204
+        return getattr(self.inner, name)
+
+
+def test_a_silent_live_source_keeps_the_virtual_camera_sent_its_last_frame(tmp_path, monkeypatch):
+    # Nothing reached the device while the camera was gone: Chrome's capture (Meet, Teams and
+    # Zoom in a browser on Linux) gives up on a device silent for 10 s, and the call lost the
+    # camera for good, where the window said its picture stayed frozen until the camera was back.
+    import engine.pipeline
+
+    monkeypatch.setattr(engine.pipeline, "RESEND_S", 0.05, raising=False)
+    sent: list[np.ndarray] = []
+
+    class RecordingCamera:
+        def __init__(self, *, width, height, fps, fourcc, device, **kw):
+            self.shape = (height, width, 3)
+
+        def send(self, frame):
+            sent.append(frame.reshape(self.shape).copy())
+
+        def close(self):
+            pass
+
+        def device(self):
+            return "recorder"
+
+        def native_fourcc(self):
+            return None
+
+    pyvirtualcam.register_backend("sharpcam-test-keepalive", RecordingCamera)
+    try:
+        src = GoesSilent(open_source(stamped_video(tmp_path / "in.avi", 20), live=True))
+        virtual = open_sink("virtual", size=src.size, fps=30, backend="sharpcam-test-keepalive")
+        rec = Recorder()
+        eng = Engine(src, Invert(), sinks=[virtual, rec], live=True)
+        eng.start()
+        try:
+            assert src.hung.wait(10)
+            assert wait_until(lambda: len(sent) >= 9, timeout=10), len(sent)
+            assert [unstamp(f, inverted=True) for f in sent[:9]] == [0, 1, 2] + [2] * 6
+            # A recording keeps its own clock and the callbacks want new frames: only the
+            # sinks that keep their last frame get it again, and it is no frame out.
+            assert rec.indices == [0, 1, 2] and eng.stats().frames_out == 3
+            assert virtual.frames_written == 3
+            src.hang.clear()  # the camera is back: its frames follow
+            assert wait_until(lambda: 3 in [unstamp(f, inverted=True) for f in sent[-3:]])
+        finally:
+            src.hang.clear()
+            assert eng.stop(timeout=2.0)
+    finally:
+        pyvirtualcam.camera.BACKENDS.pop("sharpcam-test-keepalive", None)
+
+
 def test_stop_returns_within_timeout_while_backend_is_slow(tmp_path):
     src = open_source(still(tmp_path), live=True, fps=100)
     backend = Slow(delay=30.0, fast_calls=3)  # three frames, then the model hangs

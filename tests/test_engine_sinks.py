@@ -138,6 +138,27 @@ def test_virtual_sink_resizes_and_converts_to_bgr(recorder):
     assert (sent[..., 2] == 200).all() and (sent[..., 0] == 0).all()
 
 
+@pytest.mark.parametrize("fmt", ["RGB", "BGR"])
+def test_virtual_sink_repeats_the_frame_it_sent_last_as_it_sent_it(recorder, fmt):
+    # The engine's keep-alive while no new frame comes: the frame's buffer is the engine's,
+    # reused for the next frame, so what is sent again must be the sink's own copy.
+    with VirtualCameraSink(size=(32, 24), backend=RECORDER, fmt=fmt) as s:
+        s.repeat_last()  # nothing sent yet: nothing to repeat
+        img = picture((32, 24))
+        s.write(Frame(img, 0, 0.0))
+        img[:] = 0  # the engine's buffer, reused
+        s.repeat_last()
+        s.repeat_last()
+        assert s.frames_written == 1  # new frames only: "failed after N frames" counts these
+    sent = recorder.instances[-1].frames
+    assert len(sent) == 3
+    want = picture((32, 24))[..., ::-1] if fmt == "BGR" else picture((32, 24))
+    for got in sent:
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(RuntimeError, match="closed"):
+        s.repeat_last()
+
+
 def picture(size: tuple[int, int]) -> np.ndarray:
     """``(H, W, 3)`` gradient with no black pixel, so bars are told apart from the picture."""
     w, h = size
