@@ -1348,6 +1348,13 @@ class MainWindow(QMainWindow):
         # is for only through a label whose buddy it is: each picker gets one of those too.
         self.camera_combo = QComboBox()
         self.camera_combo.setAccessibleName("Camera")
+        # As wide as the sidebar gives it, not as its longest name: the sidebar is as wide as
+        # its controls need (_fit_sidebar), and one webcam's 88-character name made it 1,160 px.
+        # The list shows the names whole; the tooltip, the chosen one.
+        self.camera_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.camera_combo.setMinimumContentsLength(8)
         camera_heading.setBuddy(self.camera_combo)
         for cam in self.cameras:
             self._add_camera_item(cam)
