@@ -2146,7 +2146,8 @@ def create_backend(
                 if gpu and device == "auto":
                     cpu_model = resolve_default_model(False, getattr(cls, "model_suffix", ".onnx"))
                 # int8 only under OpenVINO (`prefer_int8`): ONNX Runtime runs its QDQ graph
-                # slower than the float one (86-103 against 68-92 ms at 720p here).
+                # slower than the float one on AMX (86-103 against 68-92 ms at 720p), and no
+                # faster on AVX2 alone (0.95-1.04 of it; OpenVINO's int8 there is 0.7).
                 if name == "openvino" and not gpu and prefer_int8(options.get("precision")):
                     backend = _try_int8(name, device, threads, options)
                 if backend is None:
