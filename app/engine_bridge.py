@@ -1660,7 +1660,9 @@ class EngineBridge(QObject):
         spec = (backend, model, _scale_key(scale))
         eng = self._engine
         if eng is None:
-            if old is not None and old.spec == spec:
+            # The file is looked at again: a start that did not open its source leaves the
+            # handover open until the next start, and the model may be reinstalled meanwhile.
+            if old is not None and old.spec == spec and _same_file(old.stamp):
                 with old.lock:
                     if old.state == "open":
                         return old
@@ -2428,7 +2430,7 @@ def _open_request(
         req.released.set()
         return
     try:
-        _open_backend(api, req, take)
+        _open_backend(api, req, take, stale)
     except Exception as exc:  # the passthrough fallback itself failed: no video, said why
         req.messages.append(describe_error(exc))
         req.close()
@@ -2560,7 +2562,10 @@ def _kind_or_camera(source: Any) -> str:
 
 
 def _open_backend(
-    api: Any, req: _StartRequest, take: Callable[[_StartRequest], Any] = lambda req: None
+    api: Any,
+    req: _StartRequest,
+    take: Callable[[_StartRequest], Any] = lambda req: None,
+    stale: Callable[[], bool] = lambda: False,
 ) -> None:
     from engine.backends import collect_warnings
 
@@ -2569,6 +2574,10 @@ def _open_backend(
     be = take(req)
     if be is not None:
         req.be = be
+        return
+    if stale():
+        # Superseded while it waited (up to HANDOVER_WAIT_S) for the stopped engine's last
+        # model call: a load and compile now would be for nothing, beside the newer start's.
         return
     try:
         # Only this thread's backend warnings: the GUI thread goes on meanwhile, and Python's
@@ -2656,7 +2665,16 @@ def _load_swap_backend(api: Any, req: _BackendSwap) -> None:
 def _model_stamp(backend: Any) -> tuple[str, int, int] | None:
     """The model file ``backend`` runs, as ``(path, mtime_ns, size)``; None without one (or
     gone): a start hands the backend on only while its file is the one it loaded."""
-    path = getattr(getattr(backend, "model", None), "path", None)
+    return _file_stamp(getattr(getattr(backend, "model", None), "path", None))
+
+
+def _same_file(stamp: tuple[str, int, int] | None) -> bool:
+    """Whether the model file of ``stamp`` (a :func:`_model_stamp`) is still the one loaded."""
+    return stamp is None or _file_stamp(stamp[0]) == stamp
+
+
+def _file_stamp(path: Any) -> tuple[str, int, int] | None:
+    """``path`` as ``(path, mtime_ns, size)`` (see :func:`_model_stamp`); None for none."""
     if path is None:
         return None
     try:

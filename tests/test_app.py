@@ -4006,6 +4006,176 @@ def test_a_switch_never_takes_the_model_while_the_stopped_engine_still_calls_it(
     assert bridge.join(timeout=10.0)
 
 
+class _Audited:
+    """A model that audits how it is used: a call while another runs (two engines at once), a
+    call or a close after its close, a close while a call runs; and how many were loaded."""
+
+    name, provider = "audited", "test"
+    lock = threading.Lock()
+    made: list[_Audited] = []
+    problems: list[str] = []
+    fail_next = False  # the next call raises (the engine passes frames through after it)
+
+    def __init__(self, *, model: str | None = None) -> None:
+        self.model = types.SimpleNamespace(path=Path(model)) if model else None
+        self.active = self.closes = 0
+        with self.lock:
+            self.made.append(self)
+
+    def process(self, rgb):  # noqa: ANN001, ANN202
+        cls = type(self)
+        with cls.lock:
+            if self.closes:
+                cls.problems.append(f"{self.made.index(self)} called after its close")
+            self.active += 1
+            if self.active > 1:
+                cls.problems.append(f"{self.made.index(self)} called from two threads at once")
+            fail, cls.fail_next = cls.fail_next, False
+        try:
+            time.sleep(0.002)  # room for another call to overlap
+            if fail:
+                raise RuntimeError("out of memory")
+            return rgb
+        finally:
+            with cls.lock:
+                self.active -= 1
+
+    def close(self) -> None:
+        with self.lock:
+            self.closes += 1
+            if self.active:
+                self.problems.append(f"{self.made.index(self)} closed during a call")
+
+
+def _audited(monkeypatch) -> type[_Audited]:  # noqa: ANN001
+    from engine import backends
+
+    audited = type("Audited", (_Audited,), {"made": [], "problems": [], "fail_next": False})
+    monkeypatch.setitem(backends.BACKENDS, "audited", audited)
+    return audited
+
+
+def _still(path: Path, size: tuple[int, int]) -> str:
+    import cv2
+
+    w, h = size
+    cv2.imwrite(str(path), np.tile(np.linspace(0, 255, w, dtype=np.uint8), (h, 1)))
+    return str(path)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_model_handed_on_is_never_called_twice_at_once_nor_leaked_in_random_use(
+    qtbot, make_bridge, tmp_path, monkeypatch, seed
+):
+    # Starts that supersede each other, stops before a start's worker ran, processing sizes
+    # picked meanwhile, a model failing, its file replaced, sources that do not open: every
+    # model loaded is closed exactly once, never while or after another engine calls it.
+    import random
+
+    import engine
+
+    model = _audited(monkeypatch)
+    rng = random.Random(seed)
+    sources = [_still(tmp_path / "a.png", (64, 48)), _still(tmp_path / "b.png", (80, 48))]
+    missing = str(tmp_path / "missing.png")
+    weights = [tmp_path / "m1.onnx", tmp_path / "m2.onnx"]
+    for w in weights:
+        w.write_bytes(b"v0")
+    bridge = make_bridge(_engine_api(open_source=engine.open_source))
+    for step in range(60):
+        op = rng.choice(["start"] * 12 + ["stop", "stop", "scale", "strength", "fail", "replace"])
+        if op == "start":
+            bridge.start(
+                rng.choice([*sources] * 4 + [missing]),
+                backend="audited",
+                model=str(rng.choice([weights[0]] * 9 + [weights[1]])),
+                scale=rng.choice(["auto"] * 6 + ["1", "0.5"]),
+                fallback_source=rng.choice([sources[0], None]),
+                fps=100.0,
+                wait=rng.random() < 0.15,
+            )
+        elif op == "stop":
+            bridge.stop(wait=rng.random() < 0.3)
+        elif op == "scale":
+            bridge.set_scale(rng.choice(["1", "auto", "0.5"]))
+        elif op == "strength":
+            bridge.set_strength(rng.choice([0.0, 1.0]))
+            bridge.set_enabled(rng.random() < 0.8)
+        elif op == "fail":
+            model.fail_next = True
+        else:
+            weights[0].write_bytes(b"v%d" % step)  # reinstalled: another size and time
+        qtbot.wait(rng.choice([0, 0, 5, 30, 120]))
+    # Settled switches of the same model: one load at most (the state left may differ).
+    model.fail_next = False
+    bridge.set_strength(1.0)
+    bridge.set_enabled(True)
+    loads = len(model.made)
+    for source in [*sources, *sources]:
+        _switch(qtbot, bridge, source, backend="audited", model=str(weights[0]), scale="auto")
+    assert len(model.made) <= loads + 1
+    bridge.stop()
+    assert bridge.join(timeout=10.0)
+    assert model.problems == []
+    assert [m.closes for m in model.made] == [1] * len(model.made), "leaked or closed twice"
+
+
+def test_a_model_replaced_while_no_source_opened_is_loaded_again(
+    qtbot, make_bridge, tmp_path, monkeypatch
+):
+    # A start whose source did not open keeps the handed-on model for the next start: the
+    # model file, reinstalled meanwhile, was not looked at again, and the old model ran on.
+    model = _audited(monkeypatch)
+    weights = tmp_path / "student.onnx"
+    weights.write_bytes(b"v1")
+    bridge = make_bridge(_engine_api())
+    asked = {"backend": "audited", "model": str(weights), "scale": "1"}
+    _switch(qtbot, bridge, str(DEMO_CLIP), **asked)
+    with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as blocker:
+        bridge.start(str(tmp_path / "gone.mp4"), loop=True, **asked)
+    assert blocker.args == [False]
+    weights.write_bytes(b"v2, reinstalled")
+    _switch(qtbot, bridge, _clip(tmp_path / "other.mp4"), **asked)
+    assert len(model.made) == 2 and bridge.engine.backend is model.made[1]
+    qtbot.waitUntil(lambda: model.made[0].closes == 1, timeout=FRAME_TIMEOUT_MS)
+
+
+def test_a_switch_superseded_while_it_waits_for_the_model_loads_none(
+    qtbot, make_bridge, tmp_path, monkeypatch
+):
+    # The stopped engine is inside a model call (its warm-up: a compile). A switch waits for
+    # it up to HANDOVER_WAIT_S; superseded meanwhile, it then loaded and compiled the model
+    # anyway, for nothing, beside the newer start's own load.
+    from app import engine_bridge
+    from engine import backends
+
+    Stuck, release, entered = _stuck_backend()
+    monkeypatch.setitem(backends.BACKENDS, "stuck", Stuck)
+    monkeypatch.setattr(engine_bridge, "HANDOVER_WAIT_S", 0.5)
+    api = _SlowApi()
+    bridge = make_bridge(api)
+    taking = threading.Event()
+    take = bridge._take_handover
+
+    def spy(req):  # noqa: ANN001, ANN202
+        if req.handover is not None:  # the switch, not the first start
+            taking.set()
+        return take(req)
+
+    monkeypatch.setattr(bridge, "_take_handover", spy)
+    try:
+        with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS):
+            bridge.start(str(DEMO_CLIP), backend="stuck", loop=True)
+        qtbot.waitUntil(entered.is_set, timeout=FRAME_TIMEOUT_MS)
+        bridge.start(_clip(tmp_path / "other.mp4"), backend="stuck", loop=True)
+        qtbot.waitUntil(taking.is_set, timeout=FRAME_TIMEOUT_MS)
+        bridge.stop(wait=False)
+        qtbot.waitUntil(lambda: "src1" in api.closed, timeout=FRAME_TIMEOUT_MS)
+        assert len(api.backends) == 1, "the superseded switch loaded the model"
+    finally:
+        release.set()
+
+
 def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
     qtbot, make_window, recorder
 ):

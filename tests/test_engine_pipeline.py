@@ -2456,3 +2456,94 @@ def test_a_finished_offline_runs_elapsed_time_stops_at_its_end(tmp_path: Path) -
         assert eng.stats().elapsed_s == before
     finally:
         eng.stop(timeout=2.0)
+
+
+class _Audited(Invert):
+    """Records misuse shared by all its instances: a call while another runs (two engines at
+    once), a call or close after its close, a close during a call."""
+
+    lock = threading.Lock()
+
+    def __init__(self, problems: list[str], *, delay: float = 0.0, fail_at: int = 0) -> None:
+        super().__init__()
+        self.problems, self.delay, self.fail_at = problems, delay, fail_at
+        self.active = self.closes = 0
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        with self.lock:
+            if self.closes:
+                self.problems.append("called after its close")
+            self.active += 1
+            if self.active > 1:
+                self.problems.append("called from two threads at once")
+        try:
+            time.sleep(self.delay)
+            if self.calls + 1 == self.fail_at:
+                self.calls += 1
+                raise RuntimeError("model exploded")
+            return super().process(rgb)
+        finally:
+            with self.lock:
+                self.active -= 1
+
+    def close(self) -> None:
+        with self.lock:
+            self.closes += 1
+            if self.active:
+                self.problems.append("closed during a call")
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_backend_handed_from_engine_to_engine_is_never_called_twice_at_once(tmp_path, seed):
+    # The app's source switch: keep_backend, stop, take_backend, and the next engine runs what
+    # it took, through swaps, failures, warm-ups and stops that time out, seeded at random.
+    # Every backend is closed exactly once, and never called while another engine calls it.
+    import random
+
+    rng = random.Random(seed)
+    problems: list[str] = []
+    made: list[_Audited] = []
+
+    def new() -> _Audited:
+        be = _Audited(
+            problems,
+            delay=rng.choice([0.0, 0.0, 0.001, 0.05]),
+            fail_at=rng.choice([0] * 5 + [1, 2, 5]),
+        )
+        made.append(be)
+        return be
+
+    path = still(tmp_path)
+    carry = None
+    engines = []
+    taken = 0
+    for _ in range(40):
+        be = carry if carry is not None else new()
+        eng = Engine(
+            open_source(path, live=True, fps=200),
+            be,
+            close_backend=True,
+            warm_up=rng.random() < 0.5,
+            strength=rng.choice([1.0, 1.0, 0.0]),
+        )
+        engines.append(eng)
+        eng.start()
+        if rng.random() < 0.3:
+            eng.set_backend(new())
+        time.sleep(rng.choice([0, 0.001, 0.01, 0.03]))
+        if rng.random() < 0.1:
+            assert eng.take_backend(0) is None  # not over: nothing to hand on yet
+        kept = eng.keep_backend()
+        if rng.random() < 0.3:
+            time.sleep(0.01)
+        eng.stop(timeout=rng.choice([0, 0.02, 1.0]))
+        carry = eng.take_backend(rng.choice([0, 0.01, 1.0]))
+        assert kept or carry is None
+        taken += carry is not None
+    if carry is not None:
+        carry.close()
+    for eng in engines:
+        assert eng.join(5.0)
+    assert taken > 10 and len(made) < 40  # handed on, not made again at each engine
+    assert problems == []
+    assert [b.closes for b in made] == [1] * len(made)
