@@ -338,6 +338,9 @@ def test_a_set_up_mistake_is_refused_before_the_earlier_run_is_moved_aside(
         return {p.name: p.read_bytes() if p.is_file() else None for p in out.iterdir()}
 
     before = files()
+    from training.data import LeakageError
+
+    leaky = _leaky_photos(synth, tmp_path)
     vgg = tmp_path / "vgg.pth"  # the normalised VGG-19 format, cut before its first ReLU
     torch.save({"0.weight": torch.zeros(3, 3, 1, 1), "0.bias": torch.zeros(3)}, vgg)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -367,6 +370,8 @@ def test_a_set_up_mistake_is_refused_before_the_earlier_run_is_moved_aside(
             WeightsError,
             "vgg.pth does not match Restormer",
         ),
+        # refused by the leakage guard while the data is built, after the student and teacher
+        ((f"--data.photo_dirs=[{leaky}]",), LeakageError, r"leak.png  ==  .*eval"),
     ]
     for extra, error, message in cases:
         with pytest.raises(error, match=message):
@@ -377,6 +382,63 @@ def test_a_set_up_mistake_is_refused_before_the_earlier_run_is_moved_aside(
     with pytest.raises(ConfigError, match=r"device: cuda:3 asked for, but this machine has 1"):
         train(_tiny(synth, out, "--device=cuda:3"))
     assert files() == before
+
+
+def _leaky_photos(synth: dict[str, Path], tmp_path: Path) -> Path:
+    """A photo folder holding a byte copy of one of ``synth``'s evaluation images."""
+    import shutil
+
+    from training.data import list_images
+
+    photos = tmp_path / "leaky"
+    photos.mkdir()
+    shutil.copy(list_images(synth["photos"])[-1], photos / "ok.png")
+    shutil.copy(list_images(synth["eval"])[0], photos / "leak.png")
+    return photos
+
+
+def test_the_leakage_guard_refusing_is_its_message_and_status_2_on_the_command_line(
+    synth: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import runpy
+
+    import training.train as T
+    from training import teachers
+
+    # The overlap is the data's, not a crash: it was a 20-line traceback under its message.
+    leaky = _leaky_photos(synth, tmp_path)
+    argv = [
+        "--config",
+        str(SMOKE),
+        *_tiny_argv(synth, tmp_path / "run"),
+        f"--data.photo_dirs=[{leaky}]",
+    ]
+    monkeypatch.setattr(sys, "argv", ["training.train", *argv])
+    with pytest.raises(SystemExit) as e:
+        T._cli()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("train: 1 training image(s) also appear in the evaluation data")
+    assert re.search(r"leak.png  ==  .*eval", err) and "data.exclude" in err
+    # cache_teacher builds the same data; its teacher is loaded first (none is needed here)
+    monkeypatch.setattr(teachers, "load_teacher", lambda *a, **k: nn.Identity())
+    cache = tmp_path / "cache.pt"
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        ["cache_teacher", *argv, "--teacher.name=dmphn", "--out", str(cache), "--device", "cpu"],
+    )
+    monkeypatch.delitem(sys.modules, "training.cache_teacher")  # run afresh as __main__
+    with pytest.raises(SystemExit) as e:
+        runpy.run_module("training.cache_teacher", run_name="__main__")
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("cache_teacher: 1 training image(s)")
+    assert not cache.exists()
 
 
 def test_a_set_up_mistake_is_one_line_and_status_2_before_anything_is_written(
@@ -2530,6 +2592,23 @@ def test_ctrl_c_during_set_up_is_one_line_and_status_130(
     assert proc.returncode == 130, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert "interrupted during set-up: nothing trained, nothing saved" in proc.stderr
+
+
+def test_ctrl_c_during_set_up_leaves_an_earlier_run_in_place_for_resume(
+    synth: dict[str, Path], tmp_path: Path
+) -> None:
+    # The command run again without --resume, stopped at once: it had moved the earlier run to
+    # previous_1 before its data, said "nothing saved", and the --resume after it started afresh.
+    out = tmp_path / "run"
+    train(_tiny(synth, out, "--stages=[{patch: 32, epochs: 1, batch: 2}]", "--stop_after_steps=1"))
+
+    def files() -> dict[str, bytes | None]:
+        return {p.name: p.read_bytes() if p.is_file() else None for p in out.iterdir()}
+
+    before = files()
+    proc = _interrupt_set_up(synth, tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    assert files() == before
 
 
 def test_ctrl_c_during_set_up_is_status_130_when_its_output_pipe_closed_too(

@@ -534,7 +534,8 @@ def main(argv: list[str] | None = None) -> Path:
 
 
 if __name__ == "__main__":
-    from training.config import exit_missing_data
+    from training.config import exit_leakage, exit_missing_data
+    from training.data import LeakageError
     from training.teachers import WeightsError
 
     try:
@@ -543,3 +544,5 @@ if __name__ == "__main__":
         if _setup_done:
             raise  # raised while caching, not by missing data: the traceback says where
         exit_missing_data("cache_teacher", exc)
+    except LeakageError as exc:
+        exit_leakage("cache_teacher", exc)

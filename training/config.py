@@ -784,3 +784,10 @@ def exit_missing_data(prog: str, exc: BaseException) -> NoReturn:
         file=sys.stderr,
     )
     raise SystemExit(2) from None
+
+
+def exit_leakage(prog: str, exc: BaseException) -> NoReturn:
+    """Report the leakage guard's refusal at start-up (the data's overlap, not a crash) without a
+    traceback, and exit with status 2 as missing data does."""
+    print(f"{prog}: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None

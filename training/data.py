@@ -598,7 +598,8 @@ def check_leakage(
         more = f"\n  ... and {len(overlaps) - 20} more" if len(overlaps) > 20 else ""
         raise LeakageError(
             f"{len(overlaps)} training image(s) also appear in the evaluation data; "
-            f"refusing to train:\n{shown}{more}"
+            "refusing to train (leave each out of the training data, a photo by adding a glob "
+            f"for it to the config's data.exclude):\n{shown}{more}"
         )
 
 

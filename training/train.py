@@ -1151,7 +1151,7 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
     except ValueError as exc:  # a VGG layer the weights file lacks, a file that is no VGG
         raise ConfigError(f"loss.vgg: {exc}") from None
 
-    # ---- run folder: only now that the set-up has held ----------------------------------------
+    # ---- run folder: made before the data, so that a file in its way is said in seconds -------
     if ddp and init is not None:
         dist.barrier()  # every rank has read it before rank 0 moves it
     if master:
@@ -1161,15 +1161,6 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             raise ConfigError(
                 f"out_dir: {out_dir} is not a folder (a file is in the way)"
             ) from None
-        if not resuming:  # a resume writes it once last.pt loads: a failed one keeps the old
-            previous = move_aside_previous_run(out_dir)
-            if previous is not None:
-                log.warning(
-                    "%s held an earlier run's files: moved to %s (delete it if unneeded)",
-                    out_dir,
-                    previous,
-                )
-            save_config(cfg, out_dir / "config.yaml")
     # ---- data ------------------------------------------------------------------------------
     if cfg.data.num_workers > 0:
         import cv2
@@ -1419,6 +1410,19 @@ def _train(cfg: TrainConfig, on_exit: contextlib.ExitStack) -> dict[str, Any]:
             "student_kwargs": dict(cfg.student_kwargs),
         }
         save_atomic(state, out_dir / f"{kind}.pt")
+
+    # An earlier run in out_dir is moved aside only now that the data and the rest of the set-up
+    # have held: a fresh run started by mistake and stopped in its data set-up (Ctrl-C, the
+    # leakage guard) moved it, said "nothing saved", and the --resume after it started afresh.
+    if master and not resuming:  # a resume writes it once last.pt loads: a failed one keeps it
+        previous = move_aside_previous_run(out_dir)
+        if previous is not None:
+            log.warning(
+                "%s held an earlier run's files: moved to %s (delete it if unneeded)",
+                out_dir,
+                previous,
+            )
+        save_config(cfg, out_dir / "config.yaml")
 
     # ---- loop ----------------------------------------------------------------------------------
     _setup_done = True
@@ -1753,7 +1757,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def _cli() -> NoReturn:
-    from training.config import exit_missing_data
+    from training.config import exit_leakage, exit_missing_data
     from training.teachers import WeightsError
 
     try:
@@ -1773,6 +1777,10 @@ def _cli() -> NoReturn:
         if _setup_done:
             raise  # raised while training, not by missing data: the traceback says where
         exit_missing_data("train", exc)
+    except LeakageError as exc:
+        if _setup_done:
+            raise
+        exit_leakage("train", exc)
     raise SystemExit(result["exit_status"])
 
 
