@@ -701,6 +701,14 @@ def format_status(stats: Any, width: int = 90) -> str:
         # A line of zeros read as "nothing flows" before the first frames (the rates need
         # two): once one has gone out, zeros are news and are shown.
         text = f"waiting for the first frame · {who}"
+    elif stats.frames_out == 0 and not stats.fps_out:
+        # Frames in, none out yet (a slow CPU's first 720p model call takes 1-2 s): its line
+        # read "latency p50 0 ms p95 0 ms", a latency nothing had measured. As the window says.
+        waiting = "waiting for the first frame" if stats.running else "no frame sent"
+        text = (
+            f"{waiting} · in {stats.fps_in:5.1f} fps · drops {stats.dropped} · "
+            f"reconnects {stats.reconnects} · {who}"
+        )
     else:
         text = (
             f"in {stats.fps_in:5.1f} fps · out {stats.fps_out:5.1f} fps · "
@@ -1512,10 +1520,17 @@ def _run_stream(
                     f"{source.fps:g} a second here, so {args.output} shows each of them longer"
                 )
             else:
+                # A file that decodes in time by itself was read slower beside other work (the
+                # model at full size, other programs): the machine, not the file, to change.
+                busy = (
+                    ""
+                    if getattr(source, "fell_behind_decoding", True)
+                    else " (the computer was too busy: close other programs, or lower --scale)"
+                )
                 _eprint(
                     f"{PROG}: note: {args.source} could not be read at its {source.fps:g} fps "
-                    f"here, so {args.output} plays it slower; `{PROG} process` converts a "
-                    "file frame for frame at its own rate"
+                    f"here{busy}, so {args.output} plays it slower; `{PROG} process` converts "
+                    "a file frame for frame at its own rate"
                 )
         if isinstance(source, ImageFolderSource) and args.size is None:
             _note_other_sizes(source, "the virtual camera" if virtual else args.output)

@@ -152,6 +152,22 @@ def describe_error(
             "it is on is still there, or open another file (Open…) or pick another source "
             "above.",
         )
+    if "while the computer is this busy" in low:
+        # The engine's words for a file (or photos) that decodes in time by itself but is read
+        # slower than its rate: a 720p H.264 clip beside the full-size model on two cores was
+        # advised "1080p rather than 4K", as if the file were at fault.
+        photos = "they play slower" in low
+        return UserMessage(
+            "camera",
+            f"The {'photos play' if photos else 'video plays'} slower than "
+            f"{'they' if photos else 'it'} should: {msg}",
+            f"{'The photos themselves are read' if photos else 'The file itself decodes'} in "
+            f"time, but this computer is too busy to keep up with {'their' if photos else 'its'} rate (other "
+            "programs, "
+            "or sharpening at this processing size, take the time), so "
+            f"{'each one shows longer' if photos else 'it plays slowed down, in calls too'}. "
+            "Close other programs, or choose a smaller processing size.",
+        )
     if "they play slower" in low:
         # The engine's words for a folder of photos read slower than its rate.
         return UserMessage(

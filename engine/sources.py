@@ -169,21 +169,49 @@ class _SourceBase:
         self.last_wait_s = 0.0
         #: Whether :attr:`falling_behind` ever had a warning to give; kept once set.
         self.fell_behind = False
+        #: Whether it ever fell behind because its pictures decode too slowly by themselves
+        #: (not because the machine was busy with other work): see :meth:`_too_busy`.
+        self.fell_behind_decoding = False
+        self._decode_s: collections.deque[float] = collections.deque(maxlen=DECODE_SAMPLES)
+        self._behind_said: str | None = None  # this stretch's warning (its words are kept)
 
     @property
     def falling_behind(self) -> str | None:
         """While a live file cannot be read at its own rate (a 4K HEVC clip, a folder of large
-        photos on two cores), the warning that it plays slower than it should; None otherwise
-        (and always for offline sources and cameras). Nothing is skipped to keep up (see
-        :class:`VideoFileSource`): the virtual camera, and a recording of it, are in slow motion.
+        photos on two cores, or a busy machine), the warning that it plays slower than it
+        should; None otherwise (and always for offline sources and cameras). Nothing is skipped
+        to keep up (see :class:`VideoFileSource`): the virtual camera, and a recording of it,
+        are in slow motion.
         """
         pacer: _Pacer | None = getattr(self, "_pacer", None)
         if pacer is None or not pacer.behind():
             return None
-        return self._behind_warning()
+        return self._behind_said or self._behind_warning(self._too_busy())
 
-    def _behind_warning(self) -> str | None:
+    def _behind_warning(self, busy: tuple[float, float] | None) -> str | None:
+        """The warning for a stretch read slower than the rate; ``busy`` (see
+        :meth:`_too_busy`): the pictures' typical decoding time and the period, where that
+        keeps up by itself."""
         return None  # a repeated still image: nothing plays slower
+
+    def _decoded(self, began: float) -> None:
+        """Note the time one picture's decoding took, from ``began`` (``perf_counter``)."""
+        self._decode_s.append(time.perf_counter() - began)
+
+    def _too_busy(self) -> tuple[float, float] | None:
+        """``(typical decoding time, period)`` in seconds where the recent pictures decode in
+        under :data:`DECODE_KEEPS_UP` of a period, so that reading them slower than the rate
+        is the machine's doing (other programs, the model at full size, on the same cores);
+        None where decoding alone is too slow (or nothing was timed). The median: a picture
+        whose thread waited for a core takes many times its own time (a 720p H.264 picture:
+        2.5 ms alone, up to 240 ms beside a model and three busy loops on two cores, 11 ms
+        typically), which a mean counted against the file."""
+        pacer: _Pacer | None = getattr(self, "_pacer", None)
+        times = sorted(self._decode_s)  # copied at once: the reader thread appends to it
+        if pacer is None or not times:
+            return None
+        typical = times[len(times) // 2]
+        return (typical, pacer.period) if typical < DECODE_KEEPS_UP * pacer.period else None
 
     def _pace(self, step: float | None = None) -> bool:
         """Wait for the next frame's turn (live sources), ``step`` seconds after the last one's
@@ -195,8 +223,16 @@ class _SourceBase:
         if waited is None:
             return False
         self.last_wait_s = waited
-        if pacer.behind() and self._behind_warning() is not None:
-            self.fell_behind = True
+        if not pacer.behind():
+            self._behind_said = None
+        elif self._behind_said is None:
+            # Judged once a stretch: the engine's warning, which the window shows once for each
+            # new text, keeps its words while the stretch lasts.
+            busy = self._too_busy()
+            self._behind_said = self._behind_warning(busy)
+            if self._behind_said is not None:
+                self.fell_behind = True
+                self.fell_behind_decoding |= busy is None
         return True
 
     def _emit(self, image: np.ndarray, t_capture: float) -> Frame:
@@ -245,6 +281,12 @@ MAX_STEP_S = 10.0
 #: ``VideoFileSource.read``): the engine calls a source that sends nothing for 3 s stalled,
 #: and a recording cuts a gap to 2 s.
 REPEAT_S = 1.0
+#: A file whose pictures typically decode in under this share of its frame period keeps its
+#: rate by itself: read slower all the same, the machine is too busy (see
+#: ``_SourceBase._too_busy``), and "a smaller file" was the wrong advice.
+DECODE_KEEPS_UP = 0.75
+#: The recent pictures whose decoding times judge that.
+DECODE_SAMPLES = 30
 #: How much faster than its rate a paced source may go to catch up a short lag (under the
 #: pacer's ``max_lag_s``): 4/3 keeps every interval at 3/4 of the frame period or more.
 CATCH_UP = 4.0 / 3.0
@@ -2306,9 +2348,11 @@ class VideoFileSource(_SourceBase):
         if self._held is None:
             # Decoded first, then waited for: the wait is by the picture's own time, which
             # only its decoding tells, and the decoding's own time no longer delays it.
+            began = time.perf_counter()
             img = self._decode()
             if img is None:
                 return None
+            self._decoded(began)
             self._held = (img, self._step_s() if self._pacer is not None else None)
         img, step = self._held
         # Not sent again for a last bit shorter than a quarter of REPEAT_S, which goes with the
@@ -2334,7 +2378,15 @@ class VideoFileSource(_SourceBase):
             self._shown = rgb  # sent again while a long still lasts (never changed in place)
         return self._emit(rgb, time.perf_counter())
 
-    def _behind_warning(self) -> str | None:
+    def _behind_warning(self, busy: tuple[float, float] | None) -> str | None:
+        if busy is not None:
+            # A 720p H.264 clip beside a full-size model on two cores was said to be too
+            # heavy to decode, with advice to pick a smaller file.
+            return (
+                f"{self.path.name} cannot be read at its {self.fps:.3g} fps while the computer "
+                f"is this busy (it decodes in {busy[0] * 1000:.0f} ms a frame, of "
+                f"{busy[1] * 1000:.0f}): it plays in slow motion"
+            )
         return (
             f"{self.path.name} cannot be decoded at its {self.fps:.3g} fps: it plays in slow motion"
         )
@@ -2544,7 +2596,10 @@ class ImageFolderSource(_SourceBase):
         if self._first is not None:
             image, self._first = self._first, None
         else:
+            began = time.perf_counter()
             image = self._next_image()
+            if image is not None:
+                self._decoded(began)
             if image is None and self._loop:
                 self._next_pass()  # the files after the last readable one were all skipped
                 image = self._next_image()
@@ -2559,7 +2614,13 @@ class ImageFolderSource(_SourceBase):
         self._pos += 1
         return self._emit(image, time.perf_counter())
 
-    def _behind_warning(self) -> str | None:
+    def _behind_warning(self, busy: tuple[float, float] | None) -> str | None:
+        if busy is not None:
+            return (
+                f"the images in {self.path.name} cannot be read at {self.fps:.3g} a second "
+                f"while the computer is this busy (each is read in {busy[0] * 1000:.0f} ms, of "
+                f"{busy[1] * 1000:.0f}): they play slower"
+            )
         return (
             f"the images in {self.path.name} cannot be read at {self.fps:.3g} a second: "
             "they play slower"

@@ -6699,11 +6699,18 @@ def test_a_file_played_in_slow_motion_is_said_as_such(tmp_path: Path) -> None:
         (photos, "The photos play slower than they should: ", "Smaller photos play in time"),
     ):
         with source:
-            said = describe_error(RuntimeError(source._behind_warning()))
+            said = describe_error(RuntimeError(source._behind_warning(None)))
+            # Decoding in time, read late on a busy machine: "1080p rather than 4K, H.264
+            # rather than HEVC" was said of a 720p H.264 file beside a full-size model.
+            busy = describe_error(RuntimeError(source._behind_warning((0.003, 1 / 30))))
         assert said.text.startswith(heading), said
         assert said.kind == "camera", said  # a warning's banner, not an error's: nothing failed
         assert "cable" not in said.advice and "restart" not in said.advice, said
         assert advice in said.advice and "sharpens" not in said.advice, said
+        assert busy.text.startswith(heading) and busy.kind == "camera", busy
+        assert "busy" in busy.advice and "Close other programs" in busy.advice, busy
+        assert "smaller processing size" in busy.advice and "Smaller" not in busy.advice, busy
+        assert "4K" not in busy.advice and "HEVC" not in busy.advice, busy
 
 
 def test_a_model_giving_nan_is_said_as_a_faulty_model_not_one_that_did_not_load() -> None:
