@@ -1438,11 +1438,11 @@ def _run_stream(
                         last_capture=engine.last_capture,
                         hold=not engine.source_ended,
                     )
-            engine.stop(timeout=1.0)
+            hurry = _stop_engine(engine, 1.0)
             status.show(format_status(engine.stats()), time.perf_counter())
             status.finish()
             restore()  # Ctrl-C is Python's again: it ends a shutdown that hangs in the join
-            joined = _join_before_exit(engine, sink, args.output)
+            joined = _join_before_exit(engine, sink, args.output, hurry=hurry)
         if not joined:
             _check_finished(sink, args.output)
         stats = engine.stats()
@@ -1553,8 +1553,11 @@ def _run_stream(
         cut = getattr(sink, "repeats_cut", 0)
         if cut:
             _eprint(
-                f"{PROG}: note: {args.output} ends {cut / sink.fps:.1f} s before the stop: its "
-                "encoder was behind, and the repeated frames it had still to write were left out"
+                # Not "before the stop": a source that had ended or stalled ends the file
+                # earlier anyway, and the file is shorter than that by this much.
+                f"{PROG}: note: {args.output} is {cut / sink.fps:.1f} s shorter than recorded: "
+                "its encoder was behind, and the repeated frames it had still to write were "
+                "left out"
             )
         if stop.is_set():
             # A timed recording repeats the frames the model had no time for: say both counts,
@@ -1698,20 +1701,34 @@ FINISH_NOTE_S = 5.0
 END_WRITER_S = 10.0
 
 
-def _join_before_exit(engine: Any, sink: Any = None, output: str = "") -> bool:
+def _stop_engine(engine: Any, timeout: float) -> bool:
+    """``engine.stop(timeout)``; True where a second Ctrl-C cut it short (it waits for the
+    output's close, an encoder behind on 4K frames): that Ctrl-C ended the run with FFmpeg
+    writing on after exit, its frames left in the hidden file under "interrupted"."""
+    try:
+        engine.stop(timeout=timeout)
+    except KeyboardInterrupt:
+        return True
+    return False
+
+
+def _join_before_exit(
+    engine: Any, sink: Any = None, output: str = "", *, hurry: bool = False
+) -> bool:
     """Let the engine's threads end before the interpreter does: one still inside a native
     call at shutdown aborts the process (exit 134) though the output is complete. Returns
     whether they did.
 
     The output is waited for as long as it makes progress (:data:`JOIN_TIMEOUT_S` without,
-    :data:`FINISH_LIMIT_S` in all), or until a second Ctrl-C; then its encoder is ended,
-    keeping the frames it has: FFmpeg, in its own session, finished the file after SharpCam
-    had exited, and it stayed under its hidden name.
+    :data:`FINISH_LIMIT_S` in all), or until a second Ctrl-C (``hurry``: it came before, as
+    the engine stopped); then its encoder is ended, keeping the frames it has: FFmpeg, in its
+    own session, finished the file after SharpCam had exited, and it stayed under its hidden
+    name.
     """
-    if not _wait_for_output(engine, sink, output):
+    if not _wait_for_output(engine, sink, output, hurry=hurry):
         end_writer = getattr(sink, "end_writer", None)
-        if end_writer is not None:
-            end_writer()
+        # OpenCV's writer has no encoder of its own to end: nothing to wait 20 s for.
+        if end_writer is not None and end_writer():
             if not engine.done.wait(END_WRITER_S):
                 end_writer(kill=True)
                 engine.done.wait(END_WRITER_S)
@@ -1725,11 +1742,13 @@ def _join_before_exit(engine: Any, sink: Any = None, output: str = "") -> bool:
     return False
 
 
-def _wait_for_output(engine: Any, sink: Any, output: str) -> bool:
+def _wait_for_output(engine: Any, sink: Any, output: str, *, hurry: bool = False) -> bool:
     """Wait for the engine's output to be closed (:attr:`Engine.done`) while it makes
     progress; False where the wait was given up (and said so)."""
-    if getattr(sink, "bytes_written", None) is None:  # not a file being encoded
-        return bool(engine.done.wait(JOIN_TIMEOUT_S))
+    if getattr(sink, "bytes_written", None) is None:
+        # Not a file being encoded: the join waits for it. Waited for here too, a hung virtual
+        # camera held the exit 60 s where the note said 30.
+        return True
 
     def progress() -> tuple[int, int]:
         return sink.frames_written, sink.bytes_written
@@ -1737,11 +1756,11 @@ def _wait_for_output(engine: Any, sink: Any, output: str) -> bool:
     began = last_change = time.monotonic()
     last = progress()
     told = False
-    why = ""
+    why = "Ctrl-C" if hurry and not engine.done.is_set() else ""
     try:
         # An event, not Thread.join: a Ctrl-C that cut a join short left the thread reading
         # as ended (Python 3.11).
-        while not engine.done.wait(1.0):
+        while not why and not engine.done.wait(1.0):
             now = time.monotonic()
             if (seen := progress()) != last:
                 last, last_change = seen, now
@@ -3190,8 +3209,8 @@ def cmd_process(args: argparse.Namespace) -> int:
         finally:
             # The stop signals stay with `stop` (undone at the end): a SIGTERM while the
             # sound is copied below must not end the process with FFmpeg writing on.
-            engine.stop(timeout=5.0)
-            joined = _join_before_exit(engine, sink, args.output)
+            hurry = _stop_engine(engine, 5.0)
+            joined = _join_before_exit(engine, sink, args.output, hurry=hurry)
         if not joined:
             _check_finished(sink, args.output)
         # The engine counts a skipped image as handed to the output; the sink knows better.

@@ -699,14 +699,17 @@ class VideoFileSink(_SinkBase):
             self._put(self._bgr)
         return n
 
-    def end_writer(self, *, kill: bool = False) -> None:
+    def end_writer(self, *, kill: bool = False) -> bool:
         """Stop the encoder without waiting for it (a caller that gave up waiting for the
         file): FFmpeg ends, on SIGTERM with the frames it has in a playable file, which is
         then kept as incomplete (:attr:`kept_path`) by the close or write under way. Not
-        under the lock, which that write holds. Does nothing with OpenCV's writer."""
+        under the lock, which that write holds. Does nothing with OpenCV's writer, which
+        writes in this process: returns whether there was an encoder to end."""
         end_now = getattr(self._encoder, "end_now", None)
-        if end_now is not None:
-            end_now(kill=kill)
+        if end_now is None:
+            return False
+        end_now(kill=kill)
+        return True
 
     @property
     def bytes_written(self) -> int:

@@ -4791,7 +4791,7 @@ def test_ctrl_c_while_run_waits_for_its_engine_ends_the_wait(
 ) -> None:
     # The stop signals are Python's again once the stream is over: a shutdown that hangs in
     # the join (a camera's read that never returns) is ended by another Ctrl-C.
-    def hangs(engine: Any, *_args: Any) -> bool:
+    def hangs(engine: Any, *_args: Any, **_kwargs: Any) -> bool:
         signal.raise_signal(signal.SIGINT)
         time.sleep(0.2)  # the handler runs here
         return True
@@ -5287,7 +5287,8 @@ def test_run_stopped_behind_a_slow_encoder_says_so_and_finishes_its_file_soon(
     ack = lines.index(f"sharpcam: stopping: finishing {out}…")
     stopped = next(i for i, line in enumerate(lines) if line.startswith("sharpcam: stopped ("))
     assert ack < stopped, err
-    assert f"note: {out} ends " in err and "before the stop" in err, err
+    # How much shorter, not "before the stop": a source that ended or stalled ends earlier.
+    assert f"note: {out} is " in err and "s shorter than recorded" in err, err
     assert len(read_video(out)) >= 2 and not (tmp_path / ".r.partial.avi").exists()
 
 
@@ -5364,6 +5365,100 @@ def test_a_second_ctrl_c_ends_the_wait_for_an_output_and_its_ffmpeg(
     assert engine.failed is not None and not out.exists()
     assert sink.kept_path == tmp_path / "live.incomplete.avi"
     assert len(read_video(sink.kept_path)) >= 1
+
+
+def test_a_second_ctrl_c_while_process_stops_its_engine_keeps_the_frames_named(
+    tmp_path: Path,
+    clip: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # `process` says nothing while its engine stops (up to 5 s, an encoder flushing 4K
+    # frames): a second Ctrl-C then raised out of the stop, "interrupted", exit 130, and
+    # FFmpeg, in its own session, finished the file under its hidden name after exit.
+    import engine.backends
+
+    real_release = engine_sinks._FFmpegWriter.release
+    ffmpeg: list[Any] = []
+
+    def busy_release(self: Any) -> None:
+        ffmpeg.append(self._proc)
+        time.sleep(0.6)  # past SAME_SIGNAL_S: a second press, not the first one twice
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while not self.error and time.monotonic() < deadline:
+            time.sleep(0.05)  # still flushing until SharpCam ends it (end_now)
+        real_release(self)
+
+    monkeypatch.setattr(engine_sinks._FFmpegWriter, "release", busy_release)
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _InterruptsItsThirdCall)
+    out = tmp_path / "out.avi"
+    code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
+    err = capsys.readouterr().err
+    assert ffmpeg and ffmpeg[0].poll() is not None, err  # ended, not writing on after exit
+    assert code == 1, err
+    assert f"stopped waiting for {out} (Ctrl-C); keeping the frames it has" in err, err
+    assert not (tmp_path / ".out.partial.avi").exists() and not out.exists()
+    kept = tmp_path / "out.incomplete.avi"
+    if kept.exists():
+        assert f"kept in {kept}" in err.splitlines()[-1], err
+        assert len(read_video(kept)) >= 1
+    else:  # ended before it had read a frame (a loaded machine starts FFmpeg slowly): said
+        assert "nothing of video out.avi could be kept" in err.splitlines()[-1], err
+
+
+def test_the_wait_for_a_virtual_camera_is_the_join_alone(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An output that is no file (a virtual camera, a folder) was waited for twice: for its
+    # close, then in the join, each JOIN_TIMEOUT_S: a hung device held the exit 60 s where
+    # the note said 30.
+    monkeypatch.setattr(cli, "JOIN_TIMEOUT_S", 5.0)
+    joins: list[float | None] = []
+
+    class Hung:
+        done = threading.Event()  # the output thread is stuck in the device's send
+
+        def join(self, timeout: float | None = None) -> bool:
+            joins.append(timeout)
+            return False
+
+    class Device:  # no bytes_written
+        def describe(self) -> str:
+            return "virtual camera /dev/video7"
+
+    t0 = time.monotonic()
+    assert cli._join_before_exit(Hung(), Device(), "virtual") is False
+    assert time.monotonic() - t0 < 2.5  # the join's 5 s, not another 5 before it
+    assert joins == [5.0]
+    assert "still busy" in capsys.readouterr().err
+
+
+def test_a_writer_with_no_encoder_to_end_is_not_waited_for_again(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # OpenCV's writer writes in this process: ending an encoder does nothing there, and the
+    # wait given up went on 20 s more (END_WRITER_S twice) for nothing after "stopped waiting".
+    monkeypatch.setattr(cli, "JOIN_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(cli, "END_WRITER_S", 5.0)
+
+    class Stuck:
+        done = threading.Event()  # a write on a hung disk
+
+        def join(self, timeout: float | None = None) -> bool:
+            return True
+
+    class OpenCVWriter:
+        frames_written = 3
+        bytes_written = 4096
+
+        def end_writer(self, *, kill: bool = False) -> bool:
+            return False
+
+    t0 = time.monotonic()
+    assert cli._join_before_exit(Stuck(), OpenCVWriter(), "out.avi") is True
+    assert time.monotonic() - t0 < 4.0  # a look or two at its progress, not 10 s more
+    assert "stopped waiting for out.avi (it made no progress" in capsys.readouterr().err
 
 
 def test_a_file_ffmpeg_fails_to_finish_is_named_once(
