@@ -5200,8 +5200,9 @@ def test_an_output_still_being_written_when_sharpcam_gives_up_is_said(
 
     real_release = engine.sinks._FFmpegWriter.release
     # Longer than two of the wait's 1 s looks: the frames flushed in the first one read as
-    # progress, and the second must find none (2 s raced with it on a loaded machine).
-    delay = 4.0 if command == "run" else 6.0
+    # progress, and the second must find none (2 s raced with it on a loaded machine). For
+    # `process`, after the engine's stop (5 s) as well: 6 s raced with that.
+    delay = 4.0 if command == "run" else 9.0
 
     def slow_release(self: Any) -> None:
         time.sleep(delay)
