@@ -41,6 +41,7 @@ from PySide6.QtGui import QImage
 
 from app._gc import GuiThreadCollector
 from app.camera_list import reads_virtual_device
+from engine.pipeline import RESEND_S
 from engine.sources import source_kind
 
 log = logging.getLogger(__name__)
@@ -776,6 +777,8 @@ class EngineBridge(QObject):
         # camera's calls at 640x360 for the rest of the session). A turn-off forgets it.
         self._virtual_format: tuple[tuple[int, int], float, bool] | None = None
         self._closing_sinks: set[_WatchedSink] = set()  # turned off, their close not returned
+        # The open device between a restart's stop and its engine (see _hold_virtual).
+        self._held: _HeldSink | None = None
         # Device opens run on worker threads. The one whose device the running engine gets:
         self._virtual_opening: _VirtualOpen | None = None
         self._last_virtual_open: _VirtualOpen | None = None  # the next open waits for its release
@@ -936,7 +939,8 @@ class EngineBridge(QObject):
 
     @property
     def virtual_camera_device(self) -> str:
-        return self._virtual_device
+        """The device sent to ("" when none), also while a restart keeps it open."""
+        return self._held.device if self._held is not None else self._virtual_device
 
     @property
     def virtual_camera_size(self) -> tuple[int, int] | None:
@@ -1023,9 +1027,12 @@ class EngineBridge(QObject):
         """
         # Before the stop: the engine must know to keep its backend when its run ends.
         handover = self._hand_over(backend, model, scale)
+        # Before the stop too: the stopped engine must not close the device.
+        held = self._hold_virtual(source, source_name)
         # Not waiting for the engine's threads here (up to seconds: a model call, a stalled
         # output): the new source opens only once the stopped engines released theirs.
         self.stop(wait=False)
+        self._held = held
         self._take_down(self._said)
         # Taken down with the rest: a later turn-on's setup steps must not cite it.
         self._close_failures = []
@@ -1052,6 +1059,11 @@ class EngineBridge(QObject):
             stand_in=stand_in,
             after=[s for s in self._stopping if not s.released()],
             handover=handover,
+            devices=tuple(
+                w
+                for w in self._closing_sinks
+                if reads_virtual_device(source, source_name, _device_name(w))
+            ),
         )
         if handover is not None:
             with handover.lock:
@@ -1064,6 +1076,7 @@ class EngineBridge(QObject):
         if wait:
             self._after_previous(prev)
             _wait_stopped(req.after)
+            _wait_devices_closed(req.devices)
             _open_request(self._api, req, take=self._take_handover)
             self._claim(req)
             return self._finish_start(req, wait=True)
@@ -1226,6 +1239,8 @@ class EngineBridge(QObject):
         deadline = time.monotonic() + timeout
         self._drop_handover(self._handover)
         self._handover = None
+        held, self._held = self._held, None
+        self._close_held(held)
         for thread, _ in self._openers:
             thread.join(max(0.0, deadline - time.monotonic()))
         still: list[tuple[threading.Thread, _StartRequest]] = []
@@ -1315,21 +1330,24 @@ class EngineBridge(QObject):
         self._want_virtual = False
         self._virtual_format = None
 
-    def _open_virtual(self, *, asked: bool, wait: bool = False) -> None:
-        """Open a virtual camera device for the running engine on a worker thread (``wait``:
-        in this one); :meth:`_on_virtual_opened` hands it to the engine in the GUI thread."""
+    def _virtual_format_now(self) -> tuple[tuple[int, int], float, bool]:
+        """``(size, fps, from_camera)`` the device is to have for the running engine."""
         camera = self._playing is not None and source_kind(self._playing[0]) == "camera"
         kept = self._virtual_format
         if kept is not None and (kept[2] or not camera):
             # A camera's format stays a camera's while a file plays in it: marked as the
             # file's, the next camera took the device over at its own size, mid-call.
-            size, fps, from_camera = kept
-        else:
-            size = self._output_size()
-            # The rate the source really delivers (a camera asked for 60 may give 30): calls
-            # must not be promised frames that never come.
-            fps = self.source_fps or self._fps
-            from_camera = camera
+            return kept
+        size = self._output_size()
+        # The rate the source really delivers (a camera asked for 60 may give 30): calls
+        # must not be promised frames that never come.
+        fps = self.source_fps or self._fps
+        return size, fps, camera
+
+    def _open_virtual(self, *, asked: bool, wait: bool = False) -> None:
+        """Open a virtual camera device for the running engine on a worker thread (``wait``:
+        in this one); :meth:`_on_virtual_opened` hands it to the engine in the GUI thread."""
+        size, fps, from_camera = self._virtual_format_now()
         options: dict[str, Any] = {"size": size, "fps": fps}
         if self._virtual_backend:
             options["backend"] = self._virtual_backend
@@ -1415,10 +1433,18 @@ class EngineBridge(QObject):
         if req.sink is None:
             req.released.set()
             return
-        watched = _WatchedSink(req.sink, self._say_sink_closed, engine=req.engine)
+        self._close_sink_in_background(
+            _WatchedSink(req.sink, self._say_sink_closed, engine=req.engine, closed=req.released)
+        )
+
+    def _close_sink_in_background(self, watched: _WatchedSink) -> None:
+        """Close ``watched`` on a worker thread (a driver may take a while to let go);
+        :attr:`virtual_camera_closing` says so until it has. GUI thread."""
+        if watched.closed.is_set():
+            return
         self._track_closing(watched)
         closer = threading.Thread(
-            target=self._close_opened, args=(req, watched), name="sharpcam-close", daemon=True
+            target=self._close_sink, args=(watched,), name="sharpcam-close", daemon=True
         )
         self._closers = [c for c in self._closers if c.is_alive()]
         self._closers.append(closer)
@@ -1456,12 +1482,24 @@ class EngineBridge(QObject):
             return
         sink = req.sink
         device = str(getattr(sink, "device", "") or "virtual camera")
+        # `released` once the engine has closed the device (turned off, stopped): the next open
+        # waits for that, as a driver still closing it may refuse a new open as busy.
+        watched = _WatchedSink(
+            sink, self._say_sink_closed, engine=self._engine, closed=req.released
+        )
+        self._send_to(watched, device, (req.options["size"], req.options["fps"], req.from_camera))
+
+    def _send_to(
+        self, watched: _WatchedSink, device: str, fmt: tuple[tuple[int, int], float, bool]
+    ) -> None:
+        """Give the running engine the open device (``fmt``: its size, rate and whether a
+        camera gave them), or close it and say why not (GUI thread)."""
         if self._playing is not None and reads_virtual_device(*self._playing, device):
             # The engine reads this very device (another app may have been feeding it): sending
             # there would show SharpCam its own picture in a loop. Off, and said why: nothing
             # is wrong with the device, and the setup steps would mislead.
             self._drop_virtual_wish()
-            self._close_in_background(req)
+            self._close_sink_in_background(watched)
             self._refusing_loop = True
             try:
                 self.virtual_camera_changed.emit(False, "")
@@ -1469,11 +1507,7 @@ class EngineBridge(QObject):
                 self._refusing_loop = False
             self._say(feedback_loop_message(self._playing[1] or self._playing[0], device))
             return
-        # `released` once the engine has closed the device (turned off, stopped): the next open
-        # waits for that, as a driver still closing it may refuse a new open as busy.
-        watched = _WatchedSink(
-            sink, self._say_sink_closed, engine=self._engine, closed=req.released
-        )
+        watched.engine = self._engine
         added = self._engine.add_sink(watched)
         if added is False:
             # The run is over (its end is on its way to _on_engine_done) and the engine closed
@@ -1482,7 +1516,7 @@ class EngineBridge(QObject):
             return
         self._virtual_sink = watched
         self._virtual_device = device
-        self._virtual_format = (req.options["size"], req.options["fps"], req.from_camera)
+        self._virtual_format = fmt
         # It opened: a failed close before did not keep it, and the warning would mislead;
         # nor does a failed open before apply any more.
         failures, self._close_failures = self._close_failures, []
@@ -1555,17 +1589,61 @@ class EngineBridge(QObject):
         if not was_closing:
             self.virtual_camera_closing_changed.emit(True)
 
+    def _hold_virtual(self, source: str, source_name: str) -> _HeldSink | None:
+        """The open device a restart keeps for its engine (GUI thread, before the running
+        engine stops, which would close it): taken off that engine and sent its last frame
+        until the next one runs (:class:`_HeldSink`), or the one an earlier start still holds.
+        A call app loses no camera at a switch: the device stays open, and a call reading it
+        sees the picture frozen for the restart instead of a camera gone for seconds (Chrome
+        restarts one silent for 1 s; with ``exclusive_caps=1`` a device without a writer is no
+        camera at all). None when there is none, it is not wanted, or the new source reads it
+        (sending there would be a loop: it closes, and the source opens once it has)."""
+        held, self._held = self._held, None
+        sink, eng = self._virtual_sink, self._engine
+        if held is None and sink is not None and eng is not None and self._want_virtual:
+            device = self._virtual_device
+            if reads_virtual_device(source, source_name, device):
+                return None  # closed by the stopped engine; the start waits for that
+            # False: the engine dropped it after a failed write (and closed it).
+            if eng.detach_sink(sink, close=False):
+                self._virtual_sink = None
+                self._virtual_device = ""
+                held = _HeldSink(sink, device)
+                self._closers = [c for c in self._closers if c.is_alive()]
+                self._closers.append(held.thread)  # join() waits for its last send
+                # As when the stop closed it: the window says nothing is sent now.
+                self.virtual_camera_changed.emit(False, "")
+        if held is not None and reads_virtual_device(source, source_name, held.device):
+            self._close_held(held)
+            return None
+        return held
+
+    def _close_held(self, held: _HeldSink | None) -> None:
+        """Close the device a restart held (not handed on: turned off, another format, no
+        video, a stop); :attr:`virtual_camera_closing` says so until it has. GUI thread."""
+        if held is None:
+            return
+        self._close_sink_in_background(held.end(handed_on=False))
+
+    def _close_sink(self, watched: _WatchedSink) -> None:
+        try:
+            watched.close()
+        except VirtualCameraCloseError as exc:
+            self._on_error(None, exc)  # it may still be held: said, as for the engine's close
+
     def _release_virtual(self) -> bool:
         """Stop sending to the virtual camera device, and supersede an open in progress (the
         wish is left as it is); True when one was open or opening. A running engine closes it
         once a write in progress returns, a stopped one with its other outputs:
         :attr:`virtual_camera_closing` is True until that close returns, so the window does not
-        say "Off" while a stalled device is still open."""
+        say "Off" while a stalled device is still open. A device a restart holds is closed."""
         cancelled = self._cancel_virtual_open()
+        held, self._held = self._held, None
+        self._close_held(held)
         sink, self._virtual_sink = self._virtual_sink, None
         self._virtual_device = ""
         if sink is None:
-            return cancelled
+            return cancelled or held is not None
         if self._engine is not None:
             # Not remove_sink: it waits for the write in progress, and a device hung in send()
             # froze the window. False: the engine dropped (and closed) it after a failed write.
@@ -1756,6 +1834,7 @@ class EngineBridge(QObject):
     ) -> None:
         self._after_previous(prev)
         _wait_stopped(req.after)
+        _wait_devices_closed(req.devices)
         if self._is_stale(req):  # superseded while waiting: nothing to open
             req.source_opened()
             req.released.set()
@@ -1794,9 +1873,13 @@ class EngineBridge(QObject):
         # the people in the call would see the bundled clip instead of the person.
         self.using_fallback = req.using_fallback or req.stand_in
         self.source_error = req.source_error
+        # The device held over the restart: handed on below, or closed (no video, nothing
+        # sent to calls, or opened again at another format).
+        held, self._held = self._held, None
         for msg in req.messages:
             self._say(msg)
         if req.src is None or req.be is None:
+            self._close_held(held)
             return self._start_failed(req)
         scale = req.scale if req.loaded_scale is None else req.loaded_scale
         if not _same_scale(self._scale, scale):
@@ -1835,6 +1918,7 @@ class EngineBridge(QObject):
             with self._lock:
                 self._feed = None
             self._say(describe_error(exc))
+            self._close_held(held)
             return self._start_failed(req)
         self._watch_end(eng)
         req.adopted = True
@@ -1862,7 +1946,15 @@ class EngineBridge(QObject):
         self._stats_timer.start()
         self.running_changed.emit(True)
         if self._want_virtual and not self.using_fallback:
-            self._open_virtual(asked=False, wait=wait)
+            fmt, kept = self._virtual_format_now(), self._virtual_format
+            # Reopened only at another size or rate (a camera after a file): what it had.
+            if held is not None and kept is not None and fmt[:2] == kept[:2]:
+                self._send_to(held.end(handed_on=True), held.device, fmt)
+            else:
+                self._close_held(held)  # the next open waits for its close
+                self._open_virtual(asked=False, wait=wait)
+        else:
+            self._close_held(held)
         if not _same_scale(self._scale, scale):
             # Changed while this start's model loaded, and _rescaled could not apply it (the
             # model failed to load, which this retries; or a backend it cannot unwrap).
@@ -2161,6 +2253,9 @@ class _StartRequest:
     # The engines stopped before this start that still held their camera or virtual camera.
     after: list[_Stopping] = field(default_factory=list)
     handover: _Handover | None = None  # a stopped engine's backend this start may take
+    # Virtual camera devices still closing that its source reads (SharpCam's own output, held
+    # over a restart, then turned to as the camera): the source opens once they have closed.
+    devices: tuple[_WatchedSink, ...] = ()
     load_messages: list[UserMessage] = field(default_factory=list)  # what the load warned
     model_stamp: tuple[str, int, int] | None = None  # the model file as loaded (_model_stamp)
     src: Any = None
@@ -2368,7 +2463,11 @@ class VirtualCameraCloseError(RuntimeError):
 class _WatchedSink:
     """The virtual camera sink as the engine gets it: says when its device has really closed,
     whoever closed it (the engine's helper after a detach, the engine at its end or after a
-    failed write). Everything else is the sink's own."""
+    failed write). Everything else is the sink's own.
+
+    Its sends and its close hold one lock: a restart hands the open device from the stopped
+    engine (maybe still in a write) to a :class:`_HeldSink`, then to the next engine, and the
+    device never has two writers at once, nor a close under a send."""
 
     def __init__(
         self,
@@ -2383,13 +2482,22 @@ class _WatchedSink:
         self.closed = closed if closed is not None else threading.Event()
         self._on_closed = on_closed
         self.engine = engine  # the engine it was given to
+        self._lock = threading.Lock()
 
     def write(self, frame: Any) -> None:
-        self.sink.write(frame)
+        with self._lock:
+            self.sink.write(frame)
+
+    def _repeat_last(self, repeat: Callable[[], None]) -> None:
+        with self._lock:
+            # A held device closed meanwhile (turned off during a restart): nothing to send.
+            if not self.closed.is_set():
+                repeat()
 
     def close(self) -> None:
         try:
-            self.sink.close()
+            with self._lock:
+                self.sink.close()
         except Exception as exc:
             # Its own type: the bridge drops a stopped engine's errors (its stream is gone), but
             # the device outlives the stream, and the next turn-on may fail on it.
@@ -2409,13 +2517,66 @@ class _WatchedSink:
     def __getattr__(self, name: str) -> Any:
         if name == "sink":  # not set yet (a copy in the making): no recursion
             raise AttributeError(name)
-        return getattr(self.sink, name)
+        attr = getattr(self.sink, name)
+        if name == "repeat_last":  # the engine's keep-alive sends too: under the lock
+            return functools.partial(self._repeat_last, attr)
+        return attr
+
+
+class _HeldSink:
+    """The open virtual camera device between two engines (a restart that keeps its format):
+    sent its last frame every ``RESEND_S`` on a thread of its own while the next source opens
+    (seconds for a camera), so a call app does not give the device up (Chrome restarts one
+    silent for 1 s) and, with v4l2loopback's ``exclusive_caps=1``, the device stays a camera
+    at all (one with no writer is none). Its sends take the sink's lock: one that the stopped
+    engine is still writing is waited for, and the next engine's writes wait for a resend."""
+
+    def __init__(self, sink: _WatchedSink, device: str) -> None:
+        self.sink = sink
+        self.device = device
+        self._repeat = getattr(sink, "repeat_last", None)
+        self._end = threading.Event()
+        self._final = False
+        self.thread = threading.Thread(target=self._run, name="sharpcam-keep-virtual", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        if self._repeat is None:
+            return  # a device that keeps no frame: nothing to send again
+        while not self._end.wait(RESEND_S) or self._final:
+            try:
+                self._repeat()
+            except Exception as exc:  # the next engine's write says it if the device is gone
+                log.warning("the virtual camera held over a restart failed: %s", exc)
+                return
+            if self._final:
+                return
+
+    def end(self, *, handed_on: bool) -> _WatchedSink:
+        """Stop sending (any thread); ``handed_on``: the next engine has it, whose first send
+        of its own may be ``RESEND_S`` away, so the last frame goes once more now."""
+        self._final = handed_on
+        self._end.set()
+        return self.sink
 
 
 def _set_event() -> threading.Event:
     event = threading.Event()
     event.set()
     return event
+
+
+def _device_name(sink: _WatchedSink) -> str:
+    return str(getattr(sink, "device", "") or "")
+
+
+def _wait_devices_closed(devices: Iterable[_WatchedSink]) -> None:
+    """Wait (``OPEN_WAIT_S`` at most) until ``devices`` have closed."""
+    deadline = time.monotonic() + OPEN_WAIT_S
+    for sink in devices:
+        if not sink.closed.wait(max(0.0, deadline - time.monotonic())):
+            log.warning("a virtual camera device the next source reads has not closed yet")
+            return
 
 
 def _wait_stopped(stopped: Iterable[_Stopping]) -> None:

@@ -1859,7 +1859,8 @@ class MainWindow(QMainWindow):
         read while written gives back what was written a moment ago). The picker goes back to
         the camera in use, which plays on, and the banner says why and what to do instead.
         A virtual camera SharpCam does not send to (another app's output) opens as any."""
-        device = self.bridge.virtual_camera_device if self.bridge.virtual_camera_on else ""
+        # Also while a restart holds the device open (it is sent its last frame meanwhile).
+        device = self.bridge.virtual_camera_device
         if not reads_virtual_device(cam.source, cam.name, device):
             return False
         self.camera_combo.blockSignals(True)

@@ -641,7 +641,7 @@ class Engine:
                 self._report(exc)
         return True
 
-    def detach_sink(self, sink: FrameSink) -> bool:
+    def detach_sink(self, sink: FrameSink, *, close: bool = True) -> bool:
         """Stop writing to ``sink`` and close it, without waiting for a write in progress.
 
         Returns at once (thread-safe). Later frames do not go to ``sink``; a write already in
@@ -650,6 +650,11 @@ class Engine:
         when the engine stops meanwhile. :meth:`stop` and :meth:`join` wait for that close
         within their timeouts; an error it raises goes to ``on_error`` like any other.
 
+        ``close=False``: not closed, neither now nor when the engine stops; the caller's from
+        then on (the app hands its open virtual camera on to the next engine). A write in
+        progress may still be finishing on it, so the caller serialises its own writes and
+        its close with that one (the app's sink wrapper holds a lock around each).
+
         Returns False if ``sink`` was not attached (the engine dropped it after a failed write
         and closed it, or its run ended and closed it): nothing is closed then.
         """
@@ -657,7 +662,8 @@ class Engine:
             if sink not in self._sinks:
                 return False
             self._sinks.remove(sink)
-            self._close_beside(self._close_detached, sink, "sharpcam-close-sink")
+            if close:
+                self._close_beside(self._close_detached, sink, "sharpcam-close-sink")
         return True
 
     def _close_beside(self, close: Callable[[Any], None], obj: Any, name: str) -> None:

@@ -360,10 +360,10 @@ def test_virtual_camera_toggle_sends_unmirrored_frames(qtbot, make_window, recor
     qtbot.waitUntil(recorder.closed.is_set, timeout=FRAME_TIMEOUT_MS)
 
 
-def _sending(qtbot, make_window, recorder):  # noqa: ANN001, ANN202
+def _sending(qtbot, make_window, recorder, **kwargs):  # noqa: ANN001, ANN003, ANN202
     """A window running passthrough on the demo clip, sending to the virtual camera, whose
     recorder has received frames."""
-    window = make_window(backend="passthrough")
+    window = make_window(backend="passthrough", **kwargs)
     window.virtual_switch.setChecked(True)
     virtual_settled(qtbot, window)
     qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
@@ -829,8 +829,8 @@ def test_the_setup_steps_and_the_tray_menu_are_readable_under_a_light_system_pal
 
 def _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch):  # noqa: ANN001, ANN202
     """A window sending to the recording virtual camera, whose next ``close()`` raises a busy
-    driver's error once (later closes work)."""
-    window = _sending(qtbot, make_window, recorder)
+    driver's error once (later closes work); camera 0 (1280x720) is in its picker."""
+    window = _sending_to_reopen(qtbot, make_window, recorder, monkeypatch)
     close, calls = Recorder.close, [0]
 
     def close_fails(self) -> None:  # noqa: ANN001
@@ -843,18 +843,34 @@ def _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypa
     return window
 
 
+def _sending_to_reopen(qtbot, make_window, recorder, monkeypatch):  # noqa: ANN001, ANN202
+    """A window sending the demo clip (640x360) to the virtual camera, with camera 0 (1280x720)
+    in its picker: picking that camera reopens the device at the camera's size (see
+    :func:`restart_reopening`); a restart that keeps the format keeps the device open."""
+    _cameras_only(monkeypatch, _Camera720p)
+    return _sending(
+        qtbot, make_window, recorder, cameras=[demo_choice(), CameraChoice("0", "Camera 0", "0")]
+    )
+
+
+def restart_reopening(window: MainWindow) -> None:
+    """Switch from the demo clip to camera 0 of :func:`_sending_to_reopen`: the device closes and
+    opens again at the camera's size (a file's format gives way to the first camera's)."""
+    window.camera_combo.setCurrentIndex(window.camera_combo.findData("0"))
+
+
 def test_a_virtual_camera_that_fails_to_close_in_a_restart_is_said(
     qtbot, make_window, recorder, monkeypatch
 ):
-    # A restart closes the device with the stopped engine, whose errors are dropped (its stream
-    # is gone): a driver that did not let go went unsaid, and the restart's own turn-on then
-    # failed with setup steps for a device the computer has.
+    # A restart that reopens the device closes it on a worker thread, whose errors were dropped
+    # with the stopped engine's (its stream is gone): a driver that did not let go went unsaid,
+    # and the restart's own turn-on then failed with setup steps for a device the computer has.
     window = _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch)
     recorder.fail_next = 1  # and it cannot be opened again
     messages: list = []
     window.bridge.message.connect(messages.append)
     with started(qtbot, window):
-        restart(window)
+        restart_reopening(window)
     said = [m for m in messages if m.kind == "virtual_camera" and "did not close" in m.text]
     assert len(said) == 1 and "device or resource busy" in said[0].text, messages
     assert window.banner.isVisible() and window.banner.message is said[0]
@@ -874,8 +890,9 @@ def test_a_restart_opens_the_virtual_camera_only_once_the_old_device_has_closed(
     qtbot, make_window, recorder, monkeypatch
 ):
     # The restart waits for the stopped engine's camera, not for all of its threads; its
-    # virtual camera device still closing must not be opened a second time meanwhile.
-    window = _sending(qtbot, make_window, recorder)
+    # virtual camera device still closing (reopened at the camera's size) must not be opened a
+    # second time meanwhile.
+    window = _sending_to_reopen(qtbot, make_window, recorder, monkeypatch)
     init, close, answer = Recorder.__init__, Recorder.close, threading.Event()
     opened_at: list[float] = []
     closed_at: list[float] = []
@@ -893,15 +910,17 @@ def test_a_restart_opens_the_virtual_camera_only_once_the_old_device_has_closed(
     monkeypatch.setattr(Recorder, "__init__", recording_init)
     monkeypatch.setattr(Recorder, "close", slow_close)
     try:
-        with started(qtbot, window):
-            restart(window)
-            qtbot.wait(500)  # long enough for a start that does not wait for the device
-            assert not opened_at, "opened while the old device was still closing"
-            answer.set()
+        with qtbot.waitSignal(window.bridge.start_finished, timeout=FRAME_TIMEOUT_MS):
+            restart_reopening(window)
+        qtbot.wait(500)  # long enough for an open that does not wait for the device
+        assert not opened_at, "opened while the old device was still closing"
+        answer.set()
+        virtual_settled(qtbot, window)
     finally:
         answer.set()
     assert window.bridge.virtual_camera_on
     assert opened_at[0] >= closed_at[0]
+    assert recorder.opened[-1] == (1280, 720, 30.0)
 
 
 def test_an_old_virtual_camera_failing_to_close_while_the_new_one_works_is_only_logged(
@@ -2267,7 +2286,7 @@ def test_the_virtual_camera_keeps_its_format_while_on_across_restarts(
         window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo"))  # 640x360
     assert window.bridge.virtual_camera_on
     qtbot.waitUntil(lambda: len(recorder.frames) >= 3, timeout=FRAME_TIMEOUT_MS)
-    assert recorder.opened == [(1280, 720, 30.0), (1280, 720, 30.0)]
+    assert recorder.opened == [(1280, 720, 30.0)]  # not even closed and reopened
     assert recorder.frames[-1].shape == (720, 1280, 3)  # the clip letterboxed into it
     assert "· 1280×720<br>" in window.virtual_status.text()  # what calls get, said
     # Turned off and on, it takes the size of what plays now.
@@ -4197,6 +4216,143 @@ def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
         window.virtual_switch.setChecked(False)
     assert not window.bridge.virtual_camera_on and not window.virtual_switch.isChecked()
     assert window.virtual_status.text() == "Off"
+
+
+def _device_log(monkeypatch) -> list[tuple[float, str]]:  # noqa: ANN001
+    """``(perf_counter, "open" | "send" | "close")`` for everything the recording virtual
+    camera's device is asked to do, in order."""
+    log: list[tuple[float, str]] = []
+    init, send, close = Recorder.__init__, Recorder.send, Recorder.close
+
+    def logged(name: str, fn: Callable[..., None]) -> Callable[..., None]:
+        def call(self, *args, **kwargs) -> None:  # noqa: ANN001, ANN002, ANN003
+            fn(self, *args, **kwargs)
+            log.append((time.perf_counter(), name))
+
+        return call
+
+    monkeypatch.setattr(Recorder, "__init__", logged("open", init))
+    monkeypatch.setattr(Recorder, "send", logged("send", send))
+    monkeypatch.setattr(Recorder, "close", logged("close", close))
+    return log
+
+
+class _SlowCamera(_Camera720p):
+    """A 1280x720 camera whose open takes 1.2 s, as a real one's does (longer than a call app
+    waits for a silent device: 1 s in Chrome)."""
+
+    def __init__(self, target, api) -> None:  # noqa: ANN001
+        time.sleep(1.2)
+        super().__init__(target, api)
+
+
+def test_the_virtual_camera_stays_open_and_sent_to_while_a_restart_opens_its_camera(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # Each restart (another camera, resolution or model) closed the device and opened it again
+    # once the new camera had opened: with v4l2loopback's exclusive_caps=1 a device without a
+    # writer is no camera at all, and Chrome's capture (Meet, Teams, Zoom in a browser)
+    # restarts a device silent for 1 s: the call could lose the camera at every switch.
+    _cameras_only(monkeypatch, _SlowCamera)
+    device = _device_log(monkeypatch)
+    cameras = [
+        CameraChoice("0", "Camera 0", "0"),
+        CameraChoice("1", "Camera 1", "1"),
+        demo_choice(),
+    ]
+    window = make_window(
+        backend="passthrough",
+        cameras=cameras,
+        source="0",
+        settings=AppSettings(virtual_camera=True, resolution="1280x720", fps=30),
+    )
+    assert window.bridge.virtual_camera_on
+    switches: list[tuple[float, float]] = []
+
+    def switch(change: Callable[[], None]) -> None:
+        began = time.perf_counter()
+        with started(qtbot, window):
+            change()
+        sent = len(recorder.frames)
+        qtbot.waitUntil(lambda: len(recorder.frames) > sent + 2, timeout=FRAME_TIMEOUT_MS)
+        switches.append((began, time.perf_counter()))
+        assert window.bridge.virtual_camera_on
+
+    def model_change() -> None:
+        window.backend = "unsharp"
+        restart(window)
+
+    switch(lambda: window.camera_combo.setCurrentIndex(window.camera_combo.findData("1")))
+    switch(
+        lambda: window.resolution_combo.setCurrentIndex(
+            window.resolution_combo.findData("1920x1080@30")
+        )
+    )
+    switch(lambda: window.camera_combo.setCurrentIndex(window.camera_combo.findData("demo")))
+    switch(model_change)
+    window.close()
+    sends = [t for t, what in device if what == "send"]
+    for began, ended in switches:
+        during = [t for t in sends if began - 0.5 <= t <= ended]
+        gaps = [b - a for a, b in zip(during, during[1:], strict=False)]
+        assert max(gaps) < 1.0, gaps  # the last picture twice a second meanwhile
+    # Opened once, closed once: by the window's close.
+    assert [what for _, what in device if what != "send"] == ["open", "close"]
+    assert recorder.opened == [(1280, 720, 30.0)]
+
+
+def test_a_virtual_camera_turned_off_while_a_restart_holds_it_is_closed_once_and_stays_off(
+    qtbot, make_window, recorder, monkeypatch
+):
+    _cameras_only(monkeypatch, _SlowCamera)
+    device = _device_log(monkeypatch)
+    cameras = [CameraChoice("0", "Camera 0", "0"), CameraChoice("1", "Camera 1", "1")]
+    window = make_window(cameras=cameras, source="0", settings=AppSettings(virtual_camera=True))
+    assert window.bridge.virtual_camera_on
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("1"))
+        assert window.bridge.starting and window.bridge.virtual_camera_device  # held open
+        window.virtual_switch.setChecked(False)
+        qtbot.waitUntil(recorder.closed.is_set, timeout=FRAME_TIMEOUT_MS)
+    assert not window.bridge.virtual_camera_on and not window.virtual_switch.isChecked()
+    wait_frames(qtbot, window, 3)
+    events = [what for _, what in device]
+    assert [what for what in events if what != "send"] == ["open", "close"]
+    assert events[-1] == "close"  # nothing sent after it
+    assert window.virtual_status.text() == "Off"
+
+
+def test_the_virtual_camera_held_over_a_restart_cannot_be_picked_as_the_camera(
+    qtbot, make_window, recorder
+):
+    # While a restart holds SharpCam's device open (sending it the last frame), picking it as
+    # the camera must be refused as it is while the stream runs: SharpCam would read its own
+    # picture.
+    recorder.device_name = SHARPCAM_LOOPBACK.source
+    asked, plays_the_clip = _devices_play_the_demo_clip()
+    opening = threading.Event()
+
+    def open_source(source, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        if str(source) == OTHER_LOOPBACK.source:
+            opening.set()
+            time.sleep(1.0)  # a camera's open
+        return plays_the_clip(source, **kwargs)
+
+    window = make_window(
+        backend="passthrough",
+        api=_engine_api(open_source=open_source),
+        cameras=[demo_choice(), SHARPCAM_LOOPBACK, OTHER_LOOPBACK],
+        settings=AppSettings(virtual_camera=True),
+    )
+    assert window.bridge.virtual_camera_on
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(OTHER_LOOPBACK.id))
+        assert opening.wait(5)
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData(SHARPCAM_LOOPBACK.id))
+        assert window.current_camera() == OTHER_LOOPBACK  # refused: the restart goes on
+    assert SHARPCAM_LOOPBACK.source not in asked
+    assert "was not opened" in window.banner.text.text()
+    assert window.bridge.virtual_camera_on and len(recorder.opened) == 1
 
 
 # --------------------------------------------------------------------------- virtual camera driver

@@ -433,6 +433,29 @@ def test_detach_sink_does_not_wait_for_a_stalled_write_and_closes_the_sink_after
     assert sink.closed == 1 and other.closed == 1
 
 
+def test_a_sink_detached_without_close_is_left_open_and_unwritten_by_the_stopped_engine(
+    tmp_path,
+):
+    # The app hands its open virtual camera from the engine it stops to the next one: the
+    # stopped engine closed the device, and the call lost the camera at every switch.
+    src = open_source(still(tmp_path), live=True, fps=100)
+    sink, other = Recorder(), Recorder()
+    eng = Engine(src, Invert(), sinks=[sink, other])
+    eng.start()
+    try:
+        assert sink.wait_for(2)
+        assert in_thread(lambda: eng.detach_sink(sink, close=False)) is True
+        assert eng.sinks == (other,)
+        written = len(sink.indices)
+        assert other.wait_for(len(other.indices) + 3)
+        assert len(sink.indices) <= written + 1  # a write in progress may still finish
+    finally:
+        assert eng.stop(timeout=2.0)
+    assert eng.join(2.0)
+    assert sink.closed == 0 and other.closed == 1
+    assert eng.detach_sink(sink, close=False) is False
+
+
 def test_a_sink_detached_during_a_stalled_write_is_closed_once_when_the_engine_stops(tmp_path):
     src = open_source(still(tmp_path), live=True, fps=100)
     sink = Stalled()
