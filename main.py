@@ -1699,6 +1699,13 @@ FINISH_LIMIT_S = 300.0
 FINISH_NOTE_S = 5.0
 #: How long FFmpeg, told to end (SIGTERM), has to close the file before it is killed.
 END_WRITER_S = 10.0
+#: How long `process --stop-on-eof` (the window's save) waits, once stopped, for its output
+#: to finish before it ends the encoder with the frames it has (SIGTERM: FFmpeg encodes what
+#: it holds, closes the file and exits). The window kills a save that has not ended some
+#: time after asking (app.save.STOP_GRACE_S, sized to this and END_WRITER_S): a wait for an
+#: encoder behind on 4K frames (up to FINISH_LIMIT_S) was cut by that kill, and FFmpeg
+#: finished the hidden file after it, unnamed.
+STOPPED_FINISH_S = 5.0
 
 
 def _stop_engine(engine: Any, timeout: float) -> bool:
@@ -1713,7 +1720,12 @@ def _stop_engine(engine: Any, timeout: float) -> bool:
 
 
 def _join_before_exit(
-    engine: Any, sink: Any = None, output: str = "", *, hurry: bool = False
+    engine: Any,
+    sink: Any = None,
+    output: str = "",
+    stopped: threading.Event | None = None,
+    *,
+    hurry: bool = False,
 ) -> bool:
     """Let the engine's threads end before the interpreter does: one still inside a native
     call at shutdown aborts the process (exit 134) though the output is complete. Returns
@@ -1721,11 +1733,11 @@ def _join_before_exit(
 
     The output is waited for as long as it makes progress (:data:`JOIN_TIMEOUT_S` without,
     :data:`FINISH_LIMIT_S` in all), or until a second Ctrl-C (``hurry``: it came before, as
-    the engine stopped); then its encoder is ended, keeping the frames it has: FFmpeg, in its
-    own session, finished the file after SharpCam had exited, and it stayed under its hidden
-    name.
+    the engine stopped), or :data:`STOPPED_FINISH_S` once ``stopped`` is set; then its
+    encoder is ended, keeping the frames it has: FFmpeg, in its own session, finished the
+    file after SharpCam had exited, and it stayed under its hidden name.
     """
-    if not _wait_for_output(engine, sink, output, hurry=hurry):
+    if not _wait_for_output(engine, sink, output, stopped, hurry=hurry):
         end_writer = getattr(sink, "end_writer", None)
         # OpenCV's writer has no encoder of its own to end: nothing to wait 20 s for.
         if end_writer is not None and end_writer():
@@ -1742,9 +1754,17 @@ def _join_before_exit(
     return False
 
 
-def _wait_for_output(engine: Any, sink: Any, output: str, *, hurry: bool = False) -> bool:
+def _wait_for_output(
+    engine: Any,
+    sink: Any,
+    output: str,
+    stopped: threading.Event | None = None,
+    *,
+    hurry: bool = False,
+) -> bool:
     """Wait for the engine's output to be closed (:attr:`Engine.done`) while it makes
-    progress; False where the wait was given up (and said so)."""
+    progress, :data:`STOPPED_FINISH_S` at most once ``stopped`` is set (also while waiting);
+    False where the wait was given up (and said so)."""
     if getattr(sink, "bytes_written", None) is None:
         # Not a file being encoded: the join waits for it. Waited for here too, a hung virtual
         # camera held the exit 60 s where the note said 30.
@@ -1757,6 +1777,7 @@ def _wait_for_output(engine: Any, sink: Any, output: str, *, hurry: bool = False
     last = progress()
     told = False
     why = "Ctrl-C" if hurry and not engine.done.is_set() else ""
+    stopped_at: float | None = None
     try:
         # An event, not Thread.join: a Ctrl-C that cut a join short left the thread reading
         # as ended (Python 3.11).
@@ -1764,10 +1785,14 @@ def _wait_for_output(engine: Any, sink: Any, output: str, *, hurry: bool = False
             now = time.monotonic()
             if (seen := progress()) != last:
                 last, last_change = seen, now
+            if stopped_at is None and stopped is not None and stopped.is_set():
+                stopped_at = now
             if now - last_change >= JOIN_TIMEOUT_S:
                 why = f"it made no progress for {JOIN_TIMEOUT_S:g} s"
             elif now - began >= FINISH_LIMIT_S:
                 why = f"it was not finished after {FINISH_LIMIT_S:g} s"
+            elif stopped_at is not None and now - stopped_at >= STOPPED_FINISH_S:
+                why = f"stopped, and it was not finished {STOPPED_FINISH_S:g} s later"
             if why:
                 break
             if not told and now - began >= FINISH_NOTE_S:
@@ -3210,7 +3235,10 @@ def cmd_process(args: argparse.Namespace) -> int:
             # The stop signals stay with `stop` (undone at the end): a SIGTERM while the
             # sound is copied below must not end the process with FFmpeg writing on.
             hurry = _stop_engine(engine, 5.0)
-            joined = _join_before_exit(engine, sink, args.output, hurry=hurry)
+            # The window's save is killed if it outlasts the window's wait: stopped, it does
+            # not wait for its encoder as long as a terminal's Ctrl-C does.
+            stopped = stop if args.stop_on_eof else None
+            joined = _join_before_exit(engine, sink, args.output, stopped, hurry=hurry)
         if not joined:
             _check_finished(sink, args.output)
         # The engine counts a skipped image as handed to the output; the sink knows better.
@@ -3222,12 +3250,20 @@ def cmd_process(args: argparse.Namespace) -> int:
             _eprint(f"{PROG}: warning: {engine.nonfinite_warning}")
         if engine.range_warning:
             _eprint(f"{PROG}: warning: {engine.range_warning}")
-        if engine.errors:
+        # The window's stop ended an encoder still finishing (STOPPED_FINISH_S) and its frames
+        # are kept: its failed close is that stop's doing ("Saving failed" was said of a stop).
+        ended = (
+            stopped is not None
+            and stop.is_set()
+            and getattr(sink, "writer_ended", False)
+            and getattr(sink, "kept_path", None) is not None
+        )
+        if engine.errors and not ended:
             where = _kept_where(sink, engine.errors[0])
             raise CliError(f"processing failed after {counted(written)}: {engine.errors[0]}{where}")
         # A stop that came after the last frame (stdin closed under --stop-on-eof as a photo
         # finished) cut nothing short: "interrupted", exit 130, was said of a finished output.
-        if stop.is_set() and not engine.complete:
+        if stop.is_set() and (ended or not engine.complete):
             kept = getattr(sink, "kept_path", None)
             if kept is None and written == 0:
                 # "0 of 180 frames written to out.mp4" named an earlier result as this one's.

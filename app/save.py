@@ -27,8 +27,11 @@ from engine.sources import source_kind
 MAIN_SCRIPT = Path(__file__).resolve().parents[1] / "main.py"
 PROG = "sharpcam"  # main.PROG, which prefixes its lines (main, the command line, is not imported)
 #: How long a stop waits for the child to finish its partial file before it is killed (a
-#: copy of the sound or the index move under way stops within a second or two).
-STOP_GRACE_S = 20.0
+#: copy of the sound or the index move under way stops within a second or two). Longer than
+#: the child takes to end an encoder still finishing (main.STOPPED_FINISH_S, then 10 s for
+#: FFmpeg to close the file: some 22 s in all): killed first, the child left FFmpeg (in its
+#: own session) to finish the hidden file after it, unnamed.
+STOP_GRACE_S = 30.0
 #: How many of the child's last lines a crash shows.
 CRASH_LINES = 6
 _PROGRESS = re.compile(r"frames (\d+)/(\d+|\?)")

@@ -116,8 +116,9 @@ log = logging.getLogger(__name__)
 
 ICON_PATH = Path(__file__).resolve().parent / "resources" / "icon.svg"
 STOP_TIMEOUT_S = 2.0
-#: How long a close waits for a save it stopped to keep its frames (see app.save).
-SAVE_STOP_WAIT_S = 25.0
+#: How long a close waits for a save it stopped to keep its frames (see app.save): longer
+#: than app.save.STOP_GRACE_S, which the child's own end is sized to.
+SAVE_STOP_WAIT_S = 35.0
 SAVE_TIP = (
     "Sharpen every frame of the file playing, at full size, into a new file (Ctrl+S); the "
     "live video goes on. For a video, photo or folder of photos opened, not a camera"

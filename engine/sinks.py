@@ -563,6 +563,7 @@ class VideoFileSink(_SinkBase):
             raise
         self._writer: Any = writer
         self._encoder: Any = writer  # kept past close() letting go of _writer, for end_writer()
+        self.writer_ended = False  # end_writer() ended the encoder: its failure is the caller's
         self._lock = threading.Lock()
         self.frames_written = 0  # frames stored in the file, repeats included
         self.frames_skipped = 0  # timed: frames whose slot was already written
@@ -708,6 +709,7 @@ class VideoFileSink(_SinkBase):
         end_now = getattr(self._encoder, "end_now", None)
         if end_now is None:
             return False
+        self.writer_ended = True
         end_now(kill=kill)
         return True
 

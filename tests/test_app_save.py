@@ -8,6 +8,7 @@ about the saving, not the model); waits are on signals, never fixed sleeps.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 import types
@@ -33,7 +34,7 @@ from app.save import (
     saved_folder,
 )
 from app.window import SAVE_TIP, SAVE_UNOPENED_TIP
-from tests.test_cli import read_video, write_video
+from tests.test_cli import processes_naming, read_video, slow_to_finish_ffmpeg, write_video
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -711,6 +712,37 @@ def test_a_stop_not_answered_in_time_is_a_stop_that_names_what_was_left(
     assert result.left == [str(tmp_path / p) for p in hidden]
     for name in hidden:
         assert name in shown
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a bash stand-in; /proc")
+def test_a_close_behind_an_encoder_slow_to_finish_keeps_the_frames_under_a_name(
+    qtbot,
+    make_window,
+    long_source,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+    capsys,  # noqa: ANN001
+) -> None:
+    # x264 minutes behind on 4K frames: the save waited for it (up to 300 s) past the close's
+    # 25 s, was killed, and FFmpeg finished the hidden .long.sharp.partial.mp4 after the app
+    # had gone; the frames stayed there, unnamed ("did not end when asked").
+    monkeypatch.setenv("SHARPCAM_FFMPEG", str(slow_to_finish_ffmpeg(tmp_path)))
+    window = make_window()
+    job = saving_long_clip(qtbot, window, long_source, tmp_path, ".mp4")
+    monkeypatch.setattr(window, "ask_stop_save", lambda: True)
+    try:
+        window.close()
+        assert not window.isVisible()
+        assert job.result is not None and job.result.code == 130, job.result
+    finally:
+        job.kill()
+        for pid in processes_naming(tmp_path / ".long.sharp.partial.mp4"):
+            os.kill(pid, signal.SIGKILL)  # the FFmpeg the old wait left, when this fails
+    kept = tmp_path / "long.sharp.incomplete.mp4"
+    assert len(read_video(kept)) > 0
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())
+    err = capsys.readouterr().err
+    assert "sharpcam: Saving stopped: interrupted: " in err and str(kept) in err, err
 
 
 def _stop_question_answered_no(window, monkeypatch: pytest.MonkeyPatch) -> str:  # noqa: ANN001

@@ -7887,6 +7887,89 @@ def test_process_stops_when_its_standard_input_closes(tmp_path: Path) -> None:
     assert 0 < n < 12_000 and len(read_video(kept)) == n and str(kept) in rest
 
 
+def slow_to_finish_ffmpeg(folder: Path, pad_s: float = 40.0) -> Path:
+    """A stand-in FFmpeg (for ``$SHARPCAM_FFMPEG``) that, encoding frames from a pipe, goes on
+    writing ``pad_s`` s after its input ends (the last frame repeated, in real time), as x264
+    finishing 4K frames on two cores does; on SIGTERM it finishes the file at once. The real
+    FFmpeg otherwise, under the same process id (``exec``)."""
+    script = folder / "slow-ffmpeg"
+    pad = f"tpad=stop_mode=clone:stop_duration={pad_s:g},realtime"
+    script.write_text(
+        "#!/bin/bash\n"
+        'writer=0; for a in "$@"; do [ "$a" = "pipe:0" ] && writer=1; done\n'
+        'args=(); prev=""\n'
+        'for a in "$@"; do\n'
+        f'  if [ $writer = 1 ] && [ "$prev" = "-vf" ]; then a="$a,{pad}"; fi\n'
+        '  args+=("$a"); prev="$a"\n'
+        "done\n"
+        f'exec "{_ffmpeg_exe()}" "${{args[@]}}"\n'
+    )
+    script.chmod(0o755)
+    return script
+
+
+def processes_naming(path: Path) -> list[int]:
+    """The ids of the processes whose command line names ``path`` (Linux)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(path).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            pass  # ended meanwhile
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a bash stand-in; /proc")
+def test_process_stopped_on_eof_ends_an_encoder_slow_to_finish_and_keeps_its_frames(
+    tmp_path: Path,
+) -> None:
+    # The window's save (`process --stop-on-eof`) stopped behind an encoder minutes from done
+    # waited for it while it made progress (300 s), past the window's 20 s before it kills the
+    # save: FFmpeg then finished the hidden .o.partial.mp4 after the kill, and it stayed so.
+    from app.save import STOP_GRACE_S
+
+    src = long_clip_for_process(tmp_path / "long.avi")
+    out = tmp_path / "o.mp4"
+    env = {**os.environ, "SHARPCAM_FFMPEG": str(slow_to_finish_ffmpeg(tmp_path))}
+    child = subprocess.Popen(
+        [sys.executable, "main.py", "process", str(src), str(out), "--backend", "unsharp",
+         "--progress", "lines", "--stop-on-eof"],
+        cwd=REPO, stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    assert child.stdin is not None and child.stderr is not None
+    try:
+        for line in child.stderr:
+            if line.startswith("frames "):
+                break
+        child.stdin.close()
+        stopped = time.monotonic()
+        rest = child.stderr.read()
+        code = child.wait(timeout=90)
+        took = time.monotonic() - stopped
+    finally:
+        child.kill()
+        for pid in processes_naming(tmp_path):
+            os.kill(pid, signal.SIGKILL)  # the old wait's FFmpeg, when this fails
+    assert code == 130, rest
+    assert took < STOP_GRACE_S, (took, rest)  # ended by itself, before the window's kill
+    kept = tmp_path / "o.incomplete.mp4"
+    n = int(re.search(r"interrupted: (\d+) of 12000 frames written to (.*)", rest).group(1))
+    assert f"written to {kept}" in rest, rest
+    assert 0 < n <= len(read_video(kept))  # and the last one repeated while it finished
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert processes_naming(tmp_path) == []
+
+
+def long_clip_for_process(path: Path, frames: int = 12_000) -> Path:
+    """A clip some 5 s of `process --backend unsharp` long (small frames: quick to write)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 30.0, (96, 64))
+    for i in range(frames):
+        writer.write(np.full((64, 96, 3), i % 256, np.uint8))
+    writer.release()
+    return path
+
+
 def test_a_stop_after_the_last_frame_is_not_an_interruption(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
