@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,14 @@ def _checkout_files() -> set[Path]:
         dirs[:] = [d for d in dirs if not d.startswith(".") and d != "__pycache__"]
         found.update(Path(root, f).relative_to(REPO) for f in files)
     return found
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # OpenVINO caches its compiled models in the user cache folder (TensorRT its engines): the
+    # tests, and the commands they start, write theirs to a folder of the session's own.
+    cache = tempfile.mkdtemp(prefix="sharpcam-test-cache-")
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
+    os.environ["XDG_CACHE_HOME"] = os.environ["LOCALAPPDATA"] = cache
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -3413,3 +3413,123 @@ def test_an_operation_openvino_cannot_convert_is_named_in_one_line(tmp_path: Pat
     msg = str(info.value)
     assert msg.startswith(f"cannot load model {path}: ") and "\n" not in msg
     assert "com.example.Sharpen" in msg and "Exception from" not in msg
+
+
+@needs_openvino
+def test_openvino_caches_compiled_models_by_their_content_not_their_file(tmp_path):
+    # Each start, and each new size, compiled the model while the picture waited (0.6 s a
+    # size for the int8 student on two cores, 0.25 from the cache). A file given new weights
+    # must never get the old ones' compiled model back.
+    import shutil
+
+    d = tmp_path / "models"
+    d.mkdir()
+    make_onnx_model(d / "a.onnx", "conv", seed=0)
+    make_onnx_model(d / "b.onnx", "conv", seed=1)  # same graph and shapes, other weights
+    path, cache = d / "m.onnx", tmp_path / "cache"
+    frame = np.random.default_rng(0).integers(0, 256, (40, 56, 3), np.uint8)
+
+    def run(source: str, where: Path) -> tuple[np.ndarray, str]:
+        shutil.copyfile(d / source, path)
+        write_manifest(d, ["m.onnx"])
+        with backends.OpenVinoBackend(model=path, precision="f32", cache_dir=where) as be:
+            be.prepare((56, 40))
+            return be.process(frame).copy(), be.provider
+
+    def entries() -> dict[str, int]:
+        return {p.name: p.stat().st_mtime_ns for p in cache.glob("*.blob")}
+
+    a, provider = run("a.onnx", cache)
+    blobs = entries()
+    assert len(blobs) == 2  # the load's trial size and 56x40
+    again, provider_again = run("a.onnx", cache)
+    assert entries() == blobs  # loaded, not compiled and written again
+    assert np.array_equal(again, a) and provider_again == provider
+    b, _ = run("b.onnx", cache)  # the same file, new weights
+    assert len(entries()) == 4
+    assert np.array_equal(b, run("b.onnx", tmp_path / "fresh")[0])
+    assert not np.array_equal(b, a)
+
+
+@needs_openvino
+def test_an_openvino_cache_it_cannot_use_is_said_once_and_the_model_still_loads(
+    tmp_path, models, monkeypatch
+):
+    cache = tmp_path / "cache"
+    # A folder it may not write (os.access says so; root may write anywhere) or cannot make.
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != cache and access(p, mode))
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder would go")
+    for where in (cache, blocker / "openvino"):
+        with pytest.warns(UserWarning) as caught:
+            be = backends.OpenVinoBackend(model=models["conv.onnx"], cache_dir=where)
+        assert [str(w.message) for w in caught] == [
+            f"OpenVINO model cache {where} is not writable; OpenVINO compiles its models at "
+            "every start"
+        ]
+        assert "CACHE_DIR" not in be._config
+        be.close()
+    assert not list(cache.iterdir())
+    monkeypatch.undo()
+
+    # One that fails the compile itself (a folder gone bad since the start, an OpenVINO that
+    # raises where it could not write): compiled without it, said once, not asked again.
+    class Core:
+        def __init__(self, real):  # noqa: ANN001
+            self._real, self.cached = real, 0
+
+        def compile_model(self, model, device, config):  # noqa: ANN001, ANN202
+            if "CACHE_DIR" in config:
+                self.cached += 1
+                raise RuntimeError("Exception from core.cpp:117:\nCouldn't create directory")
+            return self._real.compile_model(model, device, config)
+
+        def __getattr__(self, name):  # noqa: ANN001, ANN204
+            return getattr(self._real, name)
+
+    core = Core(backends._ov_core())
+    monkeypatch.setattr(backends, "_OV_CORE", core)
+    with pytest.warns(UserWarning) as caught:
+        be = backends.OpenVinoBackend(model=models["conv.onnx"], cache_dir=tmp_path / "later")
+        be.prepare((56, 40))
+        be.process(np.zeros((40, 56, 3), np.uint8))
+    assert [str(w.message) for w in caught] == [
+        f"OpenVINO model cache {tmp_path / 'later'} cannot be used (Couldn't create "
+        "directory); OpenVINO compiles its models at every start"
+    ]
+    assert core.cached == 1
+    be.close()
+
+
+def test_the_openvino_cache_drops_its_least_recently_used_entries_over_its_limit(tmp_path):
+    # One entry per model, size and setting: a folder of photos of mixed sizes grew it without
+    # end.
+    sizes = {"old.blob": 300, "used.blob": 300, "newer.blob": 300, "newest.blob": 300}
+    for i, (name, size) in enumerate(sizes.items()):
+        (tmp_path / name).write_bytes(b"x" * size)
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    os.utime(tmp_path / "used.blob", (5000, 1001))  # read since (a hit)
+    (tmp_path / "other.txt").write_bytes(b"x" * 5000)  # not an entry: not counted, kept
+    backends._prune_cache(tmp_path, 700)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["newest.blob", "other.txt", "used.blob"]
+    backends._prune_cache(tmp_path, 10)  # the newest stays, however large
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.txt", "used.blob"]
+    backends._prune_cache(tmp_path / "missing", 10)  # nothing to prune: no error
+
+
+@needs_openvino
+def test_openvino_prunes_its_cache_as_it_compiles(tmp_path, models, monkeypatch):
+    monkeypatch.setattr(backends, "OPENVINO_CACHE_BYTES", 1)
+    with backends.OpenVinoBackend(model=models["conv.onnx"], cache_dir=tmp_path) as be:
+        assert len(list(tmp_path.glob("*.blob"))) == 1
+        be.prepare((56, 40))
+        assert len(list(tmp_path.glob("*.blob"))) == 1
+
+
+@needs_openvino
+def test_openvino_caches_in_the_user_cache_folder_by_default(tmp_path, models, monkeypatch):
+    monkeypatch.setattr(backends.sys, "platform", "linux")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with backends.OpenVinoBackend(model=models["conv.onnx"]):
+        assert len(list((tmp_path / "sharpcam" / "openvino").glob("*.blob"))) == 1
