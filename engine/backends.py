@@ -1860,10 +1860,13 @@ class ScaledBackend(_BackendBase):
     without the slowest tenth: one stall or one compile at a new frame size does not count),
     judged once every :attr:`JUDGE_S` seconds on at least :attr:`QUICK` calls, exceeds the
     frame budget ``0.9 / target_fps`` (or, at any call, the last :attr:`QUICK` calls exceed
-    :attr:`QUICK_OVER` times the budget); it steps back up, judged in the same way, when the
-    time predicted for the larger scale (the current one times the pixel ratio) is under 80 %
-    of the budget, and not within ``recover_s`` of having stepped down from there, so it
-    cannot oscillate faster than that. Each size is a static shape to OpenVINO: a wrapped
+    :attr:`QUICK_OVER` times the budget), past every scale predicted (the time now times the
+    pixel ratio) to be over :attr:`QUICK_OVER` times the budget itself; it steps back up,
+    judged in the same way, to the largest scale predicted under 80 % of the budget, and not
+    within ``recover_s`` of having stepped down from there, so it cannot oscillate faster than
+    that. A scale left again within ``2 * recover_s`` of being stepped up to waits twice as
+    long before the next try (up to :attr:`RECOVER_MAX_S`), ``recover_s`` again once a step
+    up to it has held. Each size is a static shape to OpenVINO: a wrapped
     backend with ``prepare`` is readied for a new scale on a thread of its own, and the stream
     steps there at the first call once it is.
 
@@ -1874,6 +1877,7 @@ class ScaledBackend(_BackendBase):
     JUDGE_S = 1.0  # seconds between two judgements
     QUICK = 8  # calls that suffice: a judgement's least, and a scale far too slow is left
     QUICK_OVER = 1.25  # "far too slow": this times the budget
+    RECOVER_MAX_S = 80.0  # the longest wait before trying a scale again (recover_s doubled)
 
     def __init__(
         self,
@@ -1901,6 +1905,8 @@ class ScaledBackend(_BackendBase):
         self._calls = 0  # at the current scale
         self._judged = clock()  # when the calls at this scale were last judged (or it began)
         self._left: dict[float, float] = {}  # scale -> when auto last stepped down from it
+        self._wait: dict[float, float] = {}  # scale -> how long after that it may try it again
+        self._raised_at: float | None = None  # when auto stepped up to the scale in use
         self._buffers: tuple[np.ndarray, ...] | None = None
         self._frame: tuple[int, int] | None = None  # (W, H) of the latest frame
         self._ready: set[tuple[int, int]] = set()  # model sizes `prepare` has compiled
@@ -2024,19 +2030,63 @@ class ScaledBackend(_BackendBase):
         typical = _trimmed_mean(self._recent) if judge else 0.0
         wanted = None
         if (quick or (judge and typical > budget)) and level + 1 < len(self._ladder):
+            # Past each scale predicted far too slow itself (the time now times the pixel
+            # ratio, over QUICK_OVER times the budget), not one step at a time: each step
+            # waited for 8 calls and a compile beside the stream (which slows it on two cores),
+            # and 1x -> 0.5x took 11-13 s at 6-15 fps.
+            # The median of the last 3 calls too: at a sudden overload the last 8 still hold
+            # calls from before it, and predicted 0.875 to fit where it took 4x the budget.
+            calls = list(self._recent)
+            now_s = max(typical, _trimmed_mean(calls[-self.QUICK :]), sorted(calls[-3:])[1])
             wanted = level + 1
+            while (
+                wanted + 1 < len(self._ladder)
+                and now_s * (self._ladder[wanted] / self._scale) ** 2 > self.QUICK_OVER * budget
+            ):
+                wanted += 1
         elif judge and level > 0:
-            up = self._ladder[level - 1]
-            predicted = typical * (up / self._scale) ** 2
-            recent = now - self._left.get(up, -np.inf) < self._recover_s
-            if predicted < 0.8 * budget and not recent:
-                wanted = level - 1
+            # Up as far as predicted with room to spare (a cost falls slower than the pixels,
+            # so the prediction errs large), but not past a scale left within its wait.
+            up = level
+            while up > 0:
+                larger = self._ladder[up - 1]
+                predicted = typical * (larger / self._scale) ** 2
+                wait = self._wait.get(larger, self._recover_s)
+                if predicted >= 0.8 * budget or now - self._left.get(larger, -np.inf) < wait:
+                    break
+                up -= 1
+            if up < level:
+                wanted = up
+        if wanted is not None and self._preparing is not None:
+            # A size being readied for a step the same way is kept: another judgement changing
+            # the target would throw that compile away and start another.
+            readying = self._preparing[0]
+            for other, scale in enumerate(self._ladder):
+                if self._frame is not None and readying == scaled_size(
+                    self._frame, scale, self.multiple
+                ):
+                    if (other > level) == (wanted > level) and other != level:
+                        wanted = other
+                    break
         if wanted is None:
             if judge:
                 self._judged = now
         elif self._is_ready(wanted):
             if wanted > level:
                 self._left[self._scale] = now
+                # An attempt at this scale that failed soon after: the next waits twice as
+                # long (up to RECOVER_MAX_S). A load that comes and goes (another app's
+                # bursts) flipped the detail every 10 s for as long as it lasted.
+                failed = self._raised_at is not None and now - self._raised_at < 2 * self._recover_s
+                wait = self._wait.get(self._scale, self._recover_s)
+                self._wait[self._scale] = (
+                    min(max(2 * wait, self._recover_s), self.RECOVER_MAX_S)
+                    if failed
+                    else self._recover_s
+                )
+                self._raised_at = None
+            else:
+                self._raised_at = now
             self._step(wanted)
         # else: readied beside the stream; asked again at the next call, and stepped to then
 
@@ -2094,6 +2144,8 @@ class ScaledBackend(_BackendBase):
         """
         if self.adaptive:
             self._left.clear()
+            self._wait.clear()
+            self._raised_at = None
             self._step(0)
 
     def _step(self, level: int) -> None:
