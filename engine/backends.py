@@ -607,6 +607,15 @@ def user_cache_dir() -> Path:
     return base / "sharpcam"
 
 
+def _writable_folder(folder: Path) -> bool:
+    """Make ``folder`` (a cache's) if it is missing; whether this process can write there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return os.access(folder, os.W_OK)
+    except OSError:
+        return False
+
+
 #: What OpenVINO's compiled-model cache may hold before its least recently used entries go. One
 #: entry per model, size and setting, about the model file's size whatever the frame's (1.5 MB
 #: for the int8 student, 3.4 for student_fast, 4.3 for student): a start writes two or three
@@ -969,12 +978,7 @@ class OnnxBackend(_ModelBackend):
             if p == "TensorrtExecutionProvider":
                 cache = Path(trt_cache_dir or user_cache_dir() / "tensorrt")
                 trt: dict[str, Any] = {"trt_fp16_enable": True}
-                try:
-                    cache.mkdir(parents=True, exist_ok=True)
-                    writable = os.access(cache, os.W_OK)
-                except OSError:
-                    writable = False
-                if writable:
+                if _writable_folder(cache):
                     trt.update(
                         trt_engine_cache_enable=True,
                         trt_engine_cache_path=str(cache),
@@ -1268,12 +1272,7 @@ class OpenVinoBackend(_ModelBackend):
         # camera's new resolution) while the picture waited: the int8 student on two AVX2
         # cores, medians, 0.8 s to load and 0.55-0.6 s a size; from the cache 0.4 and 0.25.
         cache = Path(cache_dir or user_cache_dir() / "openvino")
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            writable = os.access(cache, os.W_OK)
-        except OSError:
-            writable = False
-        if writable:
+        if _writable_folder(cache):
             self._config["CACHE_DIR"] = str(cache)
         else:
             # A read-only home (a sandbox, a service account) is no reason to refuse a model.

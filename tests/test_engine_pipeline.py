@@ -181,9 +181,8 @@ def test_offline_keeps_every_frame_in_order(tmp_path, ext):
     assert eng.stats().elapsed_s == stats.elapsed_s
 
 
-def test_offline_to_virtual_camera_every_frame(tmp_path):
-    """A recording pyvirtualcam backend gets every frame through the real pyvirtualcam.Camera."""
-    sent: list[np.ndarray] = []
+def _recording_camera(sent: list[np.ndarray]) -> type:
+    """A pyvirtualcam backend that keeps a copy of every frame sent, in ``sent``."""
 
     class RecordingCamera:
         def __init__(self, *, width, height, fps, fourcc, device, **kw):
@@ -201,7 +200,13 @@ def test_offline_to_virtual_camera_every_frame(tmp_path):
         def native_fourcc(self):
             return None
 
-    pyvirtualcam.register_backend("sharpcam-test-pipeline", RecordingCamera)
+    return RecordingCamera
+
+
+def test_offline_to_virtual_camera_every_frame(tmp_path):
+    """A recording pyvirtualcam backend gets every frame through the real pyvirtualcam.Camera."""
+    sent: list[np.ndarray] = []
+    pyvirtualcam.register_backend("sharpcam-test-pipeline", _recording_camera(sent))
     try:
         n = 40
         src = open_source(stamped_video(tmp_path / "in.avi", n), live=False)
@@ -731,24 +736,7 @@ def test_a_silent_live_source_keeps_the_virtual_camera_sent_its_last_frame(tmp_p
 
     monkeypatch.setattr(engine.pipeline, "RESEND_S", 0.05, raising=False)
     sent: list[np.ndarray] = []
-
-    class RecordingCamera:
-        def __init__(self, *, width, height, fps, fourcc, device, **kw):
-            self.shape = (height, width, 3)
-
-        def send(self, frame):
-            sent.append(frame.reshape(self.shape).copy())
-
-        def close(self):
-            pass
-
-        def device(self):
-            return "recorder"
-
-        def native_fourcc(self):
-            return None
-
-    pyvirtualcam.register_backend("sharpcam-test-keepalive", RecordingCamera)
+    pyvirtualcam.register_backend("sharpcam-test-keepalive", _recording_camera(sent))
     try:
         src = GoesSilent(open_source(stamped_video(tmp_path / "in.avi", 20), live=True))
         virtual = open_sink("virtual", size=src.size, fps=30, backend="sharpcam-test-keepalive")
