@@ -938,6 +938,11 @@ class EngineBridge(QObject):
         return self._refusing_loop
 
     @property
+    def virtual_camera_held(self) -> bool:
+        """A restart keeps the device open, sending it the last frame until its video runs."""
+        return self._held is not None
+
+    @property
     def virtual_camera_device(self) -> str:
         """The device sent to ("" when none), also while a restart keeps it open."""
         return self._held.device if self._held is not None else self._virtual_device
@@ -1033,6 +1038,10 @@ class EngineBridge(QObject):
         # output): the new source opens only once the stopped engines released theirs.
         self.stop(wait=False)
         self._held = held
+        if held is not None:
+            # Said once it is held: the window tells calls see the last picture meanwhile,
+            # not that nothing is sent.
+            self.virtual_camera_changed.emit(False, "")
         self._take_down(self._said)
         # Taken down with the rest: a later turn-on's setup steps must not cite it.
         self._close_failures = []
@@ -1508,10 +1517,13 @@ class EngineBridge(QObject):
             self._say(feedback_loop_message(self._playing[1] or self._playing[0], device))
             return
         watched.engine = self._engine
-        added = self._engine.add_sink(watched)
+        # Not closed by the engine when its run is over: that close would wait in this thread
+        # for a send in progress, and a device held over a restart may be stuck in one.
+        added = self._engine.add_sink(watched, close=False)
         if added is False:
-            # The run is over (its end is on its way to _on_engine_done) and the engine closed
-            # the device at once: nothing would be sent. Still wanted: on with the next video.
+            # The run is over (its end is on its way to _on_engine_done): nothing would be
+            # sent. Still wanted: on with the next video.
+            self._close_sink_in_background(watched)
             self.virtual_camera_changed.emit(False, "")
             return
         self._virtual_sink = watched
@@ -1611,8 +1623,6 @@ class EngineBridge(QObject):
                 held = _HeldSink(sink, device)
                 self._closers = [c for c in self._closers if c.is_alive()]
                 self._closers.append(held.thread)  # join() waits for its last send
-                # As when the stop closed it: the window says nothing is sent now.
-                self.virtual_camera_changed.emit(False, "")
         if held is not None and reads_virtual_device(source, source_name, held.device):
             self._close_held(held)
             return None
@@ -2543,14 +2553,22 @@ class _HeldSink:
     def _run(self) -> None:
         if self._repeat is None:
             return  # a device that keeps no frame: nothing to send again
-        while not self._end.wait(RESEND_S) or self._final:
+        # The first at once: the stopped engine's last send may be RESEND_S old already (it
+        # repeats its last frame too while none comes: a slow model, a camera stalled), and
+        # waiting RESEND_S more left the device silent 1 s, as long as a call app waits.
+        wait = 0.0
+        while True:
+            ended = self._end.wait(wait)
+            if ended and not self._final:
+                return
             try:
                 self._repeat()
             except Exception as exc:  # the next engine's write says it if the device is gone
                 log.warning("the virtual camera held over a restart failed: %s", exc)
                 return
-            if self._final:
-                return
+            if ended:
+                return  # that was the last, for the next engine
+            wait = RESEND_S
 
     def end(self, *, handed_on: bool) -> _WatchedSink:
         """Stop sending (any thread); ``handed_on``: the next engine has it, whose first send

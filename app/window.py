@@ -2251,6 +2251,11 @@ class MainWindow(QMainWindow):
         elif self.bridge.virtual_camera_opening:
             # A driver that takes its time (or hangs) must not pass for "waiting for video".
             self.virtual_status.setText("On · opening the virtual camera…")
+        elif self.bridge.virtual_camera_held:
+            # "Nothing is sent" was untrue: calls keep the device, frozen, until the video is back.
+            self.virtual_status.setText(
+                "On · restarting the video; calls see its last picture meanwhile."
+            )
         elif wanted and self._stands_in() and self.bridge.is_running:
             self.virtual_status.setText(
                 "On · not sending: the camera used last is not connected. The demo clip plays "

@@ -598,7 +598,7 @@ class Engine:
         e.g. "model missing, passthrough" once a caller has swapped in a model that loaded."""
         self._warning = warning
 
-    def add_sink(self, sink: FrameSink) -> bool:
+    def add_sink(self, sink: FrameSink, *, close: bool = True) -> bool:
         """Start writing to ``sink`` from the next frame (thread-safe); True when attached.
 
         The stats stop warning about outputs that failed before: the new output replaces them
@@ -607,6 +607,8 @@ class Engine:
         Once the run is over (the source ended and the sinks were closed, or :meth:`stop` was
         called) no frame will reach ``sink``: it is closed at once and False is returned, so a
         device or file is never left open waiting for a :meth:`stop` that may never come.
+        ``close=False``: left open then, for the caller to close (a GUI thread must not wait
+        for a device that another thread is still sending to).
         """
         if self._accepting_sinks:  # a hint; decided under _list_lock below
             # Before the sink is listed: the output thread may write it (and see it fail) at
@@ -620,7 +622,7 @@ class Engine:
             attached = self._accepting_sinks
             if attached and sink not in self._sinks:
                 self._sinks.append(sink)
-        if not attached:
+        if not attached and close:
             self._end_sink(sink)
         return attached
 

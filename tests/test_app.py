@@ -4322,6 +4322,48 @@ def test_a_virtual_camera_turned_off_while_a_restart_holds_it_is_closed_once_and
     assert window.virtual_status.text() == "Off"
 
 
+def test_the_sidebar_says_calls_see_the_last_picture_while_a_restart_holds_the_device(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The device stays open over a restart, sent its last frame: the line under the switch
+    # said "nothing is sent until it plays" while calls showed that frame.
+    _cameras_only(monkeypatch, _SlowCamera)
+    cameras = [CameraChoice("0", "Camera 0", "0"), CameraChoice("1", "Camera 1", "1")]
+    window = make_window(cameras=cameras, source="0", settings=AppSettings(virtual_camera=True))
+    assert window.bridge.virtual_camera_on
+    with started(qtbot, window):
+        window.camera_combo.setCurrentIndex(window.camera_combo.findData("1"))
+        shown = window.virtual_status.text()
+        assert "last picture" in shown and "nothing is sent" not in shown, shown
+        assert window.bridge.virtual_camera_held
+        assert window.virtual_switch.isChecked()
+    assert not window.bridge.virtual_camera_held
+    assert window.virtual_status.text().startswith("On · sending to ")
+    assert len(recorder.opened) == 1
+
+
+def test_a_held_virtual_camera_is_sent_its_last_frame_at_once_and_once_more_when_handed_on():
+    # The stopped engine repeats its last frame every RESEND_S while none comes (a slow model,
+    # a camera stalled): the holder's first send RESEND_S later left the device silent up to
+    # 1 s, as long as Chrome waits before it gives the camera up.
+    from app.engine_bridge import _HeldSink
+
+    sent: list[float] = []
+    sink = types.SimpleNamespace(repeat_last=lambda: sent.append(time.monotonic()))
+    began = time.monotonic()
+    held = _HeldSink(sink, "/dev/video9")  # type: ignore[arg-type]
+    try:
+        deadline = time.monotonic() + 5
+        while not sent and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert sent and sent[0] - began < 0.4, sent
+    finally:
+        assert held.end(handed_on=True) is sink
+    held.thread.join(5)
+    assert not held.thread.is_alive()
+    assert len(sent) >= 2  # the last one for the next engine, whose own may be RESEND_S away
+
+
 def test_the_virtual_camera_held_over_a_restart_cannot_be_picked_as_the_camera(
     qtbot, make_window, recorder
 ):
@@ -4353,6 +4395,109 @@ def test_the_virtual_camera_held_over_a_restart_cannot_be_picked_as_the_camera(
     assert SHARPCAM_LOOPBACK.source not in asked
     assert "was not opened" in window.banner.text.text()
     assert window.bridge.virtual_camera_on and len(recorder.opened) == 1
+
+
+class _AuditedDevice(pyvirtualcam.Backend):
+    """A virtual camera device that audits how it is used: a send or a close after its close,
+    two sends at once, a close during a send, a device opened while another is still open."""
+
+    lock = threading.Lock()
+    made: list[_AuditedDevice] = []
+    problems: list[str] = []
+
+    def __init__(self, width, height, fps, fourcc, device, **kwargs) -> None:  # noqa: ANN001
+        cls = type(self)
+        self.sends = self.closes = self.active = 0
+        with cls.lock:
+            if any(not d.closes for d in cls.made):
+                cls.problems.append(f"{len(cls.made)} opened while another was open")
+            cls.made.append(self)
+
+    def send(self, frame: np.ndarray) -> None:
+        cls = type(self)
+        with cls.lock:
+            n = cls.made.index(self)
+            if self.closes:
+                cls.problems.append(f"{n} sent after its close")
+            self.active += 1
+            if self.active > 1:
+                cls.problems.append(f"{n} sent from two threads at once")
+        try:
+            time.sleep(0.001)  # room for another send to overlap
+            self.sends += 1
+        finally:
+            with cls.lock:
+                self.active -= 1
+
+    def close(self) -> None:
+        cls = type(self)
+        with cls.lock:
+            self.closes += 1
+            if self.active:
+                cls.problems.append(f"{cls.made.index(self)} closed during a send")
+
+    def device(self) -> str:
+        return "SharpCam Audited Camera"
+
+    def native_fourcc(self):  # noqa: ANN201
+        return None
+
+
+AUDITED_BACKEND = "sharpcam-app-test-audited"
+pyvirtualcam.register_backend(AUDITED_BACKEND, _AuditedDevice)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_the_virtual_camera_held_over_restarts_is_sent_to_by_one_thread_and_closed_once(
+    qtbot, tmp_path, monkeypatch, seed
+):
+    # Restarts that keep the device open (handed on), reopen it (a camera after a file), fail
+    # (no video: closed) or are superseded; stops; the virtual camera turned off and on
+    # meanwhile: each device opened is closed exactly once, never while or after a send, never
+    # sent to from two threads at once (the stopped engine, the holder, the next engine), and
+    # never opened while another still is.
+    import random
+
+    monkeypatch.setattr(_AuditedDevice, "made", [])
+    monkeypatch.setattr(_AuditedDevice, "problems", [])
+    _cameras_only(monkeypatch, _Camera720p)
+    rng = random.Random(seed)
+    stills = [_still(tmp_path / "a.png", (64, 48)), _still(tmp_path / "b.png", (64, 48))]
+    sources = [*stills, *stills, _still(tmp_path / "c.png", (80, 48)), "0"]
+    missing = str(tmp_path / "missing.png")
+    api = _SlowApi()
+    bridge = EngineBridge(api=api, stats_interval_ms=100, virtual_backend=AUDITED_BACKEND)
+    try:
+        bridge.set_virtual_camera(True)
+        for _ in range(40):
+            op = rng.choice(["start"] * 10 + ["stop", "off", "on", "on"])
+            if op == "start":
+                api.open_delay = rng.choice([0.0, 0.0, 0.05, 0.6])  # a camera's open
+                bridge.start(
+                    rng.choice([*sources, missing]),
+                    backend="passthrough",
+                    loop=True,
+                    fps=100.0,
+                    fallback_source=rng.choice([stills[0], None]),
+                    wait=rng.random() < 0.15,
+                )
+            elif op == "stop":
+                bridge.stop(wait=rng.random() < 0.3)
+            else:
+                bridge.set_virtual_camera(op == "on")
+            qtbot.wait(rng.choice([0, 0, 5, 30, 120, 120, 600]))  # 600: the holder sends
+        # Settled: sent to again, by the engine that runs.
+        api.open_delay = 0.0
+        bridge.set_virtual_camera(True)
+        _switch(qtbot, bridge, stills[0], backend="passthrough", fps=100.0)
+        qtbot.waitUntil(lambda: bridge.virtual_camera_on, timeout=FRAME_TIMEOUT_MS)
+        sent = _AuditedDevice.made[-1].sends
+        qtbot.waitUntil(lambda: _AuditedDevice.made[-1].sends > sent + 2, timeout=FRAME_TIMEOUT_MS)
+    finally:
+        bridge.stop()
+        assert bridge.join(timeout=10.0)
+    assert _AuditedDevice.problems == []
+    assert [d.closes for d in _AuditedDevice.made] == [1] * len(_AuditedDevice.made)
 
 
 # --------------------------------------------------------------------------- virtual camera driver
@@ -9972,8 +10117,9 @@ def test_a_virtual_camera_opened_for_a_run_already_over_is_not_said_to_be_sendin
     import engine
 
     class OverEngine(engine.Engine):
-        def add_sink(self, sink):  # noqa: ANN001, ANN202
-            sink.close()
+        def add_sink(self, sink, *, close=True):  # noqa: ANN001, ANN202
+            if close:
+                sink.close()
             return False
 
     api = _SlowApi()
@@ -9985,10 +10131,65 @@ def test_a_virtual_camera_opened_for_a_run_already_over_is_not_said_to_be_sendin
         assert _start_demo(bridge, wait=True)
         assert bridge.set_virtual_camera(True) is False
         qtbot.waitUntil(lambda: not bridge.virtual_camera_opening, timeout=FRAME_TIMEOUT_MS)
-        assert recorder.closed.is_set()
+        qtbot.waitUntil(recorder.closed.is_set, timeout=FRAME_TIMEOUT_MS)
         assert not bridge.virtual_camera_on and bridge.virtual_camera_wanted
         assert all(not on for on, _ in changed)
     finally:
+        bridge.stop()
+        assert bridge.join(timeout=10.0)
+
+
+def test_a_device_stuck_in_a_send_over_a_restart_whose_run_is_over_does_not_freeze_the_window(
+    qtbot, recorder, monkeypatch
+):
+    # A restart hands the device it held to the next engine; where that engine's run is over
+    # already (add_sink says False), the engine closed the device in the GUI thread, which
+    # waited there for the send the device was stuck in (a stalled driver): the window froze.
+    import engine
+
+    over = threading.Event()
+
+    class OverEngine(engine.Engine):
+        def add_sink(self, sink, **kwargs):  # noqa: ANN001, ANN003, ANN202
+            if not over.is_set():
+                return super().add_sink(sink, **kwargs)
+            if kwargs.get("close", True):
+                sink.close()
+            return False
+
+    stuck, release = threading.Event(), threading.Event()
+    send = Recorder.send
+
+    def stalling_send(self, frame) -> None:  # noqa: ANN001
+        if stuck.is_set():
+            release.wait(10)
+        send(self, frame)
+
+    monkeypatch.setattr(Recorder, "send", stalling_send)
+    api = _SlowApi()
+    api.Engine = OverEngine
+    bridge = EngineBridge(api=api, stats_interval_ms=100, virtual_backend=VIRTUAL_BACKEND)
+    unstick = threading.Timer(4.0, release.set)  # the driver answers at last
+    try:
+        assert _start_demo(bridge, wait=True)
+        bridge.set_virtual_camera(True)
+        qtbot.waitUntil(lambda: len(recorder.frames) >= 2, timeout=FRAME_TIMEOUT_MS)
+        stuck.set()
+        over.set()
+        api.open_delay = 0.7  # a camera's open: the device is held, and stuck, meanwhile
+        unstick.start()
+        with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS):
+            _start_demo(bridge)
+        assert not release.is_set(), "the window waited for the stuck send"
+        assert not bridge.virtual_camera_on and bridge.virtual_camera_wanted
+        assert bridge.virtual_camera_closing  # said while the stuck device closes
+        release.set()
+        qtbot.waitUntil(recorder.closed.is_set, timeout=FRAME_TIMEOUT_MS)
+        qtbot.waitUntil(lambda: not bridge.virtual_camera_closing, timeout=FRAME_TIMEOUT_MS)
+        assert len(recorder.opened) == 1
+    finally:
+        release.set()
+        unstick.cancel()
         bridge.stop()
         assert bridge.join(timeout=10.0)
 

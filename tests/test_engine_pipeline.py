@@ -1154,6 +1154,10 @@ def test_a_sink_added_after_the_run_ended_is_closed_at_once(tmp_path):
         sink.release.set()
         assert eng.join(5.0)
     assert eng.add_sink(Recorder()) is False
+    # close=False: the caller's to close (the app's GUI thread hands it to a closing thread).
+    kept = Recorder()
+    assert eng.add_sink(kept, close=False) is False
+    assert kept.closed == 0 and eng.sinks == ()
 
 
 def test_an_added_sink_is_written_and_closed_with_the_others(tmp_path):
