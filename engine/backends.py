@@ -617,10 +617,11 @@ def _writable_folder(folder: Path) -> bool:
 
 
 #: What OpenVINO's compiled-model cache may hold before its least recently used entries go. One
-#: entry per model, size and setting, about the model file's size whatever the frame's (1.5 MB
-#: for the int8 student, 3.4 for student_fast, 4.3 for student): a start writes two or three
-#: (the load's trial size, the stream's, any-size), each scale --scale auto steps to one, and
-#: so does every size met twice (a camera's new resolution, a folder of mixed photos).
+#: entry per model and size (on an AVX2 CPU, --threads and --precision f32 found the default's),
+#: about the model file's size whatever the frame's (1.5 MB for the int8 student, 3.4 for
+#: student_fast, 4.3 for student): a start writes two or three (the load's trial size, the
+#: stream's, any-size), each scale --scale auto steps to one, and so does every size met twice
+#: (a camera's new resolution, a folder of mixed photos).
 OPENVINO_CACHE_BYTES = 128 * 2**20
 
 
@@ -1201,7 +1202,9 @@ class OpenVinoBackend(_ModelBackend):
         precision: ``None`` lets OpenVINO choose (bf16 on CPUs with native bf16, else f32),
             ``"f32"`` or ``"bf16"`` force it. The chosen one is shown in `provider`.
         cache_dir: OpenVINO's compiled-model cache (default: `<user cache>/sharpcam/openvino`),
-            keyed by OpenVINO on the graph with its weights, the size, the settings and the CPU.
+            keyed by OpenVINO on the graph with its weights, the size and the CPU (on an AVX2
+            CPU one entry whatever ``threads`` and ``precision="f32"``; whether a forced
+            precision gets its own where bf16 is native was not measured).
     """
 
     name = "openvino"
@@ -1280,6 +1283,7 @@ class OpenVinoBackend(_ModelBackend):
                 f"OpenVINO model cache {cache} is not writable; "
                 "OpenVINO compiles its models at every start"
             )
+        self._cache_failed = False  # a compile with the cache failed once (see _compile)
         self._cache_size = max(1, cache_size)
         self._cache_pixels = int(cache_pixels)
         self._cache_lock = threading.Lock()
@@ -1372,6 +1376,14 @@ class OpenVinoBackend(_ModelBackend):
                 # without it. Where the cache was not the cause, this raises the model's error.
                 uncached = {k: v for k, v in config.items() if k != "CACHE_DIR"}
                 compiled = self._core.compile_model(self._build(h, w), self.device, uncached)
+                folder = config["CACHE_DIR"]
+                if not self._cache_failed and os.path.isdir(folder) and os.access(folder, os.W_OK):
+                    # Once, where the folder is still fine: two starts on an empty cache race
+                    # for an entry (OpenVINO writes it in place; the other's read of it half
+                    # written deletes it, and this one's chmod then fails). That warned and
+                    # dropped the cache for the session.
+                    self._cache_failed = True
+                    return compiled
                 self._config = uncached
                 warn_user(
                     f"OpenVINO model cache {config['CACHE_DIR']} cannot be used "
@@ -2033,10 +2045,12 @@ class ScaledBackend(_BackendBase):
             # ratio, over QUICK_OVER times the budget), not one step at a time: each step
             # waited for 8 calls and a compile beside the stream (which slows it on two cores),
             # and 1x -> 0.5x took 11-13 s at 6-15 fps.
-            # The median of the last 3 calls too: at a sudden overload the last 8 still hold
-            # calls from before it, and predicted 0.875 to fit where it took 4x the budget.
-            calls = list(self._recent)
-            now_s = max(typical, _trimmed_mean(calls[-self.QUICK :]), sorted(calls[-3:])[1])
+            # The time now is what the last 3 calls all took at least: at a sudden overload
+            # the last 8 still hold calls from before it, and predicted 0.875 to fit where it
+            # took 4x the budget. Not their median, nor the mean of the last 8: two stalls
+            # (a GC pause, a compile beside the stream) in a row sent a model that kept up
+            # straight to 0.5x, with two compiles, where one step was the most they called for.
+            now_s = max(typical, min(list(self._recent)[-3:]))
             wanted = level + 1
             while (
                 wanted + 1 < len(self._ladder)
@@ -2058,14 +2072,17 @@ class ScaledBackend(_BackendBase):
                 wanted = up
         if wanted is not None and self._preparing is not None:
             # A size being readied for a step the same way is kept: another judgement changing
-            # the target would throw that compile away and start another.
+            # the target would throw that compile away and start another. Up, only where no
+            # larger than this judgement allows: a full size readied while the load rose again
+            # was stepped to though now predicted over the budget (an attempt that failed, and
+            # doubled its next wait).
             readying = self._preparing[0]
             for other, scale in enumerate(self._ladder):
                 if self._frame is not None and readying == scaled_size(
                     self._frame, scale, self.multiple
                 ):
-                    if (other > level) == (wanted > level) and other != level:
-                        wanted = other
+                    if other != level and (other > level) == (wanted > level):
+                        wanted = other if wanted > level else max(other, wanted)
                     break
         if wanted is None:
             if judge:

@@ -904,3 +904,55 @@ def test_auto_waits_longer_after_each_step_up_that_failed_soon_after() -> None:
     changes = _run_live(be, clock, 30.0)
     ups = [t for t, s in changes if s == 1.0]
     assert changes[0][1] == 0.875 and ups and ups[0] - changes[0][0] <= 12.0, changes
+
+
+def test_two_stalls_in_a_row_step_down_once_not_straight_to_the_smallest_scale() -> None:
+    # A model that keeps up (20 ms of a 30 ms budget) stalls twice in a row (a GC pause, a
+    # compile beside the stream): the median of the last 3 calls and the last 8's mean, each
+    # holding a stall, predicted every scale far too slow and sent it to 0.5x with two
+    # compiles; one step is the most two slow calls call for.
+    clock = FakeClock()
+    calls = {"n": 0}
+
+    def cost(px: int) -> float:
+        calls["n"] += 1
+        return (0.2 if calls["n"] in (100, 101) else 0.020) * px / (128 * 72)
+
+    inner = _preparing_recorder(clock, {"x": 0.0})
+    inner.cost = cost
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=10.0)
+    changes = _run_paced(be, clock, 20.0)
+    assert [s for _, s in changes] == [0.875, 1.0], changes
+    assert inner.prepared == [(112, 63)]
+
+
+def test_auto_steps_up_no_further_than_predicted_once_a_compile_it_began_ends() -> None:
+    # 0.875 was being readied for a step up when the load rose again: the size being readied
+    # was kept as the target, and the stream stepped to a 0.875 now predicted over the budget
+    # (an attempt that failed, doubling its next wait), not to the 0.75 judged to fit.
+    clock = FakeClock()
+    load = {"x": 3.6}
+    inner = _preparing_recorder(clock, load)
+    gate = threading.Event()
+
+    def prepare(size: tuple[int, int]) -> None:
+        inner.prepared.append(size)  # type: ignore[attr-defined]
+        if size == (112, 63):
+            gate.wait(10.0)
+
+    inner.prepare = prepare  # type: ignore[attr-defined]
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=10.0)
+    _run_paced(be, clock, 5.0)
+    assert be.scale == 0.5
+    # Full size left within its wait, 0.875 predicted to fit: readied, a compile not ended yet.
+    load["x"] = 0.3
+    _run_live(be, clock, 2.0)
+    assert inner.prepared[-1] == (112, 63) and be.scale == 0.5  # type: ignore[attr-defined]
+    # 31 ms at 0.875, over the 30 ms budget; 23 at 0.75, under 80 % of it.
+    load["x"] = 1.36
+    _run_live(be, clock, 2.0)
+    gate.set()
+    be._preparing[1].join(5.0)
+    changes = _run_paced(be, clock, 5.0)
+    assert [s for _, s in changes] == [0.75], changes
+    be.close()
