@@ -1077,6 +1077,7 @@ class EngineBridge(QObject):
         if handover is not None:
             with handover.lock:
                 handover.owner = req
+                handover.lock.notify_all()  # a superseded start waiting for it gives up
         self._handover = handover
         # The previous start may still be opening the same camera: each start waits for it.
         prev = self._openers[-1] if self._openers else None
@@ -1768,7 +1769,11 @@ class EngineBridge(QObject):
             # handover open until the next start, and the model may be reinstalled meanwhile.
             if old is not None and old.spec == spec and _same_file(old.stamp):
                 with old.lock:
-                    if old.state == "open":
+                    # Or taken by a start this one supersedes (not one an engine runs): it
+                    # gives the model back when it is closed, and this start takes it then.
+                    if old.state == "open" or (
+                        old.state == "taken" and old.taker is not None and not old.taker.adopted
+                    ):
                         return old
             self._drop_handover(old)
             return None
@@ -1801,12 +1806,36 @@ class EngineBridge(QObject):
         h = req.handover
         if h is None:
             return None
+        deadline = time.monotonic() + HANDOVER_WAIT_S
+        closed: _StartRequest | None = None
         with h.lock:
+            while h.state == "taken" and h.owner is req and not self._is_stale(req):
+                # A start this one superseded has it: given back once that start is closed,
+                # by its own worker, or here if its result was left for the event loop.
+                taker, thread = h.taker, h.taker_thread
+                if taker is not closed and thread is not None and not thread.is_alive():
+                    closed = taker
+                    h.lock.release()
+                    try:
+                        if taker is not None and self._is_stale(taker) and self._claim(taker):
+                            taker.close()
+                    finally:
+                        h.lock.acquire()
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                h.lock.wait(min(left, 0.1))
             if h.owner is not req or h.state != "open" or self._is_stale(req):
                 return None
-            h.state = "taken"
-        be = h.engine.take_backend(HANDOVER_WAIT_S)
+            h.state, h.taker, h.taker_thread = "taken", req, threading.current_thread()
+            be, h.be = h.be, None
         if be is None:
+            be = h.engine.take_backend(HANDOVER_WAIT_S)
+        if be is None:  # the engine closes it: no later start is to wait for it
+            with h.lock:
+                h.state, h.taker, h.taker_thread = "dropped", None, None
+                h.lock.notify_all()
             return None
         # Built for this scale; one picked since is applied as to a model this start loaded.
         req.loaded_scale = h.scale
@@ -1826,10 +1855,14 @@ class EngineBridge(QObject):
         if h is None:
             return
         with h.lock:
+            h.owner = None  # a start holding it closes it, not gives it back
+            h.lock.notify_all()
             if h.state != "open":
                 return
             h.state = "dropped"
-        be = h.engine.take_backend(0)
+            be, h.be = h.be, None
+        if be is None:
+            be = h.engine.take_backend(0)
         if be is not None:
             # An OpenVINO model may take a moment to let go; join() waits for it at exit.
             closer = threading.Thread(
@@ -2305,8 +2338,24 @@ class _StartRequest:
         with self._src_lock:
             self._source_done = True  # the worker is done with it when anyone closes all
             be, self.be = self.be, None
-        _close_quietly(be)
+        if not self._give_back(be):
+            _close_quietly(be)
         self._release_source()
+
+    def _give_back(self, be: Any) -> bool:
+        """Give the model this start took from a stopped engine back to its handover, for the
+        start that superseded this one (True), unless no start is to have it any more."""
+        h = self.handover
+        if be is None or h is None:
+            return False
+        with h.lock:
+            if h.state != "taken" or h.taker is not self:
+                return False
+            given = h.owner not in (None, self)
+            h.state, h.taker, h.taker_thread = ("open" if given else "dropped"), None, None
+            h.be = be if given else None
+            h.lock.notify_all()
+        return given
 
     def _release_source(self) -> None:
         # Taken under the lock, so exactly one thread closes the source, and only that thread
@@ -2331,7 +2380,8 @@ class _Handover:
     """A stopped engine's loaded backend on its way to the start that asked for the same one
     (:meth:`EngineBridge._hand_over`). ``state`` goes from ``open`` to ``taken`` (by the
     ``owner``'s worker, which then waits for the engine's last call) or ``dropped`` (closed),
-    once, under ``lock``."""
+    under ``lock``; a start superseded after it took it gives it back (``open`` again, in
+    ``be``) for the start that superseded it."""
 
     engine: Any  # the stopped engine that keeps the backend (Engine.keep_backend)
     spec: tuple[str, str | None, float | str]  # backend name, model, processing scale key
@@ -2340,7 +2390,10 @@ class _Handover:
     stamp: tuple[str, int, int] | None  # its model file as loaded
     owner: _StartRequest | None = None  # the start it is for (a newer one takes it over)
     state: str = "open"
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    taker: _StartRequest | None = None  # the start that took it, while ``taken``
+    taker_thread: threading.Thread | None = None  # the thread that took it
+    be: Any = None  # the backend a superseded start gave back (else the engine keeps it)
+    lock: threading.Condition = field(default_factory=threading.Condition)
 
 
 @dataclass(eq=False)
