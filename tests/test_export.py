@@ -852,7 +852,10 @@ def test_int8_that_does_not_deblur_is_refused(
 
 
 def test_reexport_removes_files_of_the_family_it_did_not_make(
-    exported: tuple[Path, torch.nn.Module, Path], tmp_path: Path
+    exported: tuple[Path, torch.nn.Module, Path],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     _, _, ckpt = exported
     out = tmp_path / "w"
@@ -860,11 +863,38 @@ def test_reexport_removes_files_of_the_family_it_did_not_make(
     assert {"student_fast_fp16.onnx", "student_fast_int8.onnx"} <= set(
         json.loads((out / "manifest.json").read_text())["files"]
     )
-    # new weights exported without --int8 / fp16: the old ones must not stay listed or on disk
-    assert _export(ckpt, out, "--no-fp16", "--no-torchscript") == 0
+    (out / "notes.txt").write_text("mine")  # not of the family: never touched
+    (out / "student_hq_int8.onnx").write_bytes(b"another name's")
+    # exported without --int8 / fp16: those files must not stay listed or on disk
+    with caplog.at_level(logging.INFO, logger="training.export"):
+        assert _export(ckpt, out, "--no-fp16", "--no-torchscript") == 0
     files = json.loads((out / "manifest.json").read_text())["files"]
     assert set(files) == {"student_fast.onnx"}
-    assert sorted(p.name for p in out.glob("*.onnx")) == ["student_fast.onnx"]
+    assert sorted(p.name for p in out.glob("*.onnx")) == [
+        "student_fast.onnx",
+        "student_hq_int8.onnx",
+    ]
+    assert (out / "notes.txt").read_text() == "mine"
+    # The same checkpoint both times: "it held the previous weights" was untrue. The message
+    # says what holds whatever the weights were.
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("removed ")]
+    assert said == [
+        f"removed student_fast{sfx}: it was not made by this export, and the engine would load "
+        "it beside the new weights"
+        for sfx in ("_fp16.onnx", "_int8.onnx")
+    ]
+    # --help says so where a user chooses what to make.
+    with pytest.raises(SystemExit):
+        E.main(["--help"])
+    helped = " ".join(capsys.readouterr().out.split())
+    assert "--no-fp16 skip the fp16 ONNX (and remove DIR/NAME_fp16.onnx of an earlier export)" in (
+        helped
+    )
+    assert "--no-torchscript skip TorchScript (and remove DIR/NAME.ts of an earlier export)" in (
+        helped
+    )
+    assert "without it, DIR/NAME_int8.onnx of an earlier export is removed" in helped
+    assert "already in DIR that this export does not make are removed" in helped
 
 
 def test_an_unusable_manifest_stops_the_export_before_files_move(

@@ -1077,6 +1077,34 @@ def test_training_teacher_cache_keeps_its_time_budget_and_writes_an_empty_file(
     assert got["keys"] == [] and got["blur"].shape[0] == 0 and got["meta"]["patch"] == 256
 
 
+def test_training_teacher_cache_ends_saying_where_it_went_and_what_it_holds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.cache_teacher import build_cache
+    from training.config import TrainConfig
+
+    # It ended on "teacher cache: 2/2 patches (0.1 s per patch)": not the file (--out defaults
+    # to the config's teacher.cache_path) nor its size.
+    cfg = TrainConfig()
+    cfg.teacher.cache_batch = 1
+    cache = tmp_path / "cache.pt"
+    for count, minutes, kept in ((2, 0.0, 2), (4, 1e-9, 3)):  # the second stops on its budget
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="training.cache_teacher"):
+            build_cache(
+                cfg,
+                teacher=_Counting(),
+                dataset=_Patches(),  # type: ignore[arg-type]
+                out=cache,
+                count=count,
+                max_minutes=minutes,
+            )
+        size = cache.stat().st_size / 2**20
+        assert caplog.records[-1].getMessage() == (
+            f"teacher cache: {kept} of {count} patches in {cache} ({size:.1f} MiB)"
+        )
+
+
 def test_training_teacher_cache_without_a_path_is_refused_before_any_work() -> None:
     from training.cache_teacher import build_cache
     from training.config import ConfigError, TrainConfig

@@ -522,6 +522,35 @@ def test_command_line_config_errors_are_usage_errors(tmp_path, capsys):
     assert args.config is None and cfg.lr == 0.5
 
 
+# Every training module with a command line, found by its parser: a new tool is checked too.
+_TOOLS = sorted(
+    p.stem
+    for p in (Path(__file__).resolve().parents[1] / "training").glob("*.py")
+    if "ArgumentParser(" in p.read_text(encoding="utf-8")
+)
+
+
+@pytest.mark.parametrize("tool", _TOOLS)
+def test_every_training_tool_shows_how_it_is_run(
+    tool: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib
+
+    # Run with -m, argparse named the file ("usage: train.py") in help and errors, not the
+    # command that runs it, as evaluate's "usage: python -m training.evaluate" does.
+    main = importlib.import_module(f"training.{tool}").main
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: python -m training.{tool} ")
+    with pytest.raises(SystemExit) as info:
+        main(["--no-such-option"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: python -m training.{tool} ")
+    assert f"\npython -m training.{tool}: error: " in err
+
+
 def _loss_weight_keys() -> list[str]:
     from training.config import LossConfig
 

@@ -397,6 +397,10 @@ def _build(
             break
     if not keys:
         _save(out, blur, sharp, outs, keys, meta)
+    # The last line says where the cache went: --out defaults to the config's cache_path, and
+    # the per-chunk lines above named neither the file nor its size.
+    size = out.stat().st_size / 2**20
+    log.info("teacher cache: %d of %d patches in %s (%.1f MiB)", len(keys), count, out, size)
     return out
 
 
@@ -469,7 +473,11 @@ def _save(out: Path, blur, sharp, outs, keys, meta) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=ONLINE_VS_CACHE)
+    parser = argparse.ArgumentParser(
+        prog="python -m training.cache_teacher",
+        description=__doc__.split("\n\n")[0],
+        epilog=ONLINE_VS_CACHE,
+    )
     parser.add_argument("--config", help="training YAML config (teacher.* and data.* are used)")
     parser.add_argument(
         "--count", type=int, default=0, help="patches (default teacher.cache_count)"

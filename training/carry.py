@@ -333,15 +333,18 @@ def _packed_frames(meta: Path) -> int:
     return frames
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m training.carry",
+        description=__doc__.split("\n\n")[0].replace("\n", " "),
+    )
     ap.add_argument("action", choices=["pack", "unpack"])
     ap.add_argument("--shared", type=Path, default=Path("../shared"))
     ap.add_argument("--out", type=Path, default=Path("data_cache"))
     ap.add_argument("--codec", choices=("auto", "x264", "mjpg"), default="auto")
     ap.add_argument("--crf", type=int, default=CRF, help="x264 quality (lower: larger, closer)")
     ap.add_argument("--photo-quality", type=int, default=PHOTO_QUALITY, help="JPEG quality")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     # Before pack clears the earlier pack: x264 fails on a CRF below 0 (a traceback, the old
     # pack already gone), clamps one above 51 and OpenCV a JPEG quality outside 0-100, while
     # carry.json recorded the number asked for.

@@ -1945,7 +1945,7 @@ def main(argv: list[str] | None = None) -> None:
     ``python -m training.data --motion-stats FRAME_DIR``: how fast its frames move (optical flow)."""
     import argparse
 
-    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m training.data", description=main.__doc__)
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--make-synthetic", metavar="DIR")
     what.add_argument("--blur-stats", metavar="FRAME_DIR")

@@ -1458,9 +1458,10 @@ def export_all(
                     os.replace(path.parent / location, out / location)
                 os.replace(path, out / fname)
                 result.files[fname] = out / fname
-            # A file of this name's family not made this time holds the previous weights: it
-            # must not stay listed (the engine would load, say, an old int8 file before the new
-            # float).
+            # A file of this name's family not made this time must not stay listed or on disk
+            # (the engine would load, say, an old int8 file before the new float). Its weights
+            # may be the same ones (a re-export of one checkpoint), so the message does not say
+            # they are old: only that this export did not make it.
             stale = [f"{name}{sfx}" for sfx in FAMILY if f"{name}{sfx}" not in result.files]
             _check_entries(out, result.entries)
             _merge_manifest(manifest, result.entries, stale)
@@ -1469,7 +1470,9 @@ def export_all(
                 if (out / fname).is_file():
                     (out / fname).unlink()
                     log.info(
-                        "removed %s: not part of this export, it held the previous weights", fname
+                        "removed %s: it was not made by this export, and the engine would load "
+                        "it beside the new weights",
+                        fname,
                     )
     finally:
         shutil.rmtree(stage, ignore_errors=True)
@@ -1727,7 +1730,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.export",
         description="Export a student to ONNX (fp32, fp16) and TorchScript, checked against "
         "PyTorch at 721x1279 (ONNX files with ONNX Runtime, and with OpenVINO where it is "
-        "installed), and update DIR/manifest.json.",
+        "installed), and update DIR/manifest.json. Files NAME.onnx, NAME_fp16.onnx, NAME.ts "
+        "and NAME_int8.onnx already in DIR that this export does not make are removed (the "
+        "engine would load them beside the new weights); nothing else is.",
     )
     p.add_argument("--checkpoint", type=Path, help="trainer checkpoint .pt ({'model', 'config'})")
     p.add_argument("--variant", help="student variant (read from the checkpoint when omitted)")
@@ -1735,11 +1740,23 @@ def main(argv: list[str] | None = None) -> int:
         "--random-init", action="store_true", help="no checkpoint: seeded random weights"
     )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, required=True, help="output folder (holds manifest.json)")
+    p.add_argument(
+        "--out", type=Path, required=True, metavar="DIR", help="output folder (holds manifest.json)"
+    )
     p.add_argument("--name", default="student", help="file stem (default: student)")
-    p.add_argument("--no-fp16", dest="fp16", action="store_false", help="skip the fp16 ONNX")
+    p.add_argument(
+        "--no-fp16",
+        dest="fp16",
+        action="store_false",
+        help="skip the fp16 ONNX (and remove DIR/NAME_fp16.onnx of an earlier export)",
+    )
     p.add_argument("--fp16", dest="fp16", action="store_true", default=True, help="(default)")
-    p.add_argument("--no-torchscript", dest="torchscript", action="store_false")
+    p.add_argument(
+        "--no-torchscript",
+        dest="torchscript",
+        action="store_false",
+        help="skip TorchScript (and remove DIR/NAME.ts of an earlier export)",
+    )
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (>= 17; default 18)")
     p.add_argument("--device", choices=("cpu", "gpu"), help="manifest 'device' (default: hq=gpu)")
     p.add_argument("--metrics", type=Path, help="summary.json written by training.evaluate")
@@ -1747,7 +1764,8 @@ def main(argv: list[str] | None = None) -> int:
         "--int8",
         action="store_true",
         help="also NAME_int8.onnx: int8 convolutions, finest scale float; the engine's default "
-        "under OpenVINO on CPUs where it runs f32 or bf16 (engine.backends.prefer_int8)",
+        "under OpenVINO on CPUs where it runs f32 or bf16 (engine.backends.prefer_int8); "
+        "without it, DIR/NAME_int8.onnx of an earlier export is removed",
     )
     p.add_argument(
         "--calib",

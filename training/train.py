@@ -1732,6 +1732,7 @@ def _format_row(row: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(
+        prog="python -m training.train",
         description="Distil a deblurring student. Any config field can be overridden with "
         "--key=value (nested with dots, e.g. --loss.vgg=0.1); --resume continues out_dir/last.pt.",
         epilog=ONLINE_VS_CACHE,
