@@ -13,6 +13,7 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
     QFrame,
+    QGridLayout,
     QHBoxLayout,
     QLabel,
     QMainWindow,
@@ -457,6 +459,10 @@ class BannerText(QScrollArea):
     """
 
     MIN_LINES = 3
+    #: Where the banner's controls sit under the words (larger text): they take the room of
+    #: a line, and at 32 pt a banner with three controls and three lines made the window's
+    #: least height 754 px, past a 1280x720 screen's.
+    MIN_LINES_ABOVE_CONTROLS = 2
     RING = 4  # px kept around the words for the focus ring (a 2 px border, a 2 px gap)
 
     def __init__(self, label: QLabel, parent: QWidget | None = None) -> None:
@@ -478,6 +484,15 @@ class BannerText(QScrollArea):
         # Room for the focus ring (the style sheet's border) around the words, not over them.
         m = self.RING
         self.setViewportMargins(m, m, m, m)
+        self.least_lines = self.MIN_LINES  # the banner sets it (see MessageBanner._arrange)
+
+    #: Another width: the words may need other places to break (MessageBanner._fit_words).
+    width_changed = Signal()
+
+    def room(self) -> int:
+        """The width a line of the words may take, the scroll bar's too (it may come)."""
+        bar = self.verticalScrollBar().sizeHint().width()
+        return self.width() - 2 * self.RING - bar
 
     def _on_range(self, _low: int, high: int) -> None:
         self.setFocusPolicy(Qt.FocusPolicy.TabFocus if high > 0 else Qt.FocusPolicy.NoFocus)
@@ -507,7 +522,7 @@ class BannerText(QScrollArea):
     def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
         label = self.widget()
         label.ensurePolished()
-        lines = self.MIN_LINES * label.fontMetrics().lineSpacing() + 4 + 2 * self.RING  # 4: bold
+        lines = self.least_lines * label.fontMetrics().lineSpacing() + 4 + 2 * self.RING  # 4: bold
         return QSize(label.fontMetrics().averageCharWidth() * 10, min(self._needed(), lines))
 
     def refit(self) -> None:
@@ -531,6 +546,7 @@ class BannerText(QScrollArea):
         super().resizeEvent(event)
         if event.size().width() != event.oldSize().width():
             self.updateGeometry()  # another width, another number of lines
+            self.width_changed.emit()
         self._fit_bar()
 
 
@@ -570,27 +586,24 @@ class MessageBanner(QFrame):
         self.text_area = BannerText(self.text)
         lay.addWidget(self.text_area, 1)
         # Beside the words, or below them where the banner is narrower than both (see
-        # _arrange): in a row, or one above another.
-        self._controls = QBoxLayout(QBoxLayout.Direction.LeftToRight)
+        # _arrange): in a row, in two, or one above another. Placed there by _place.
+        self._controls = QGridLayout()
         # How many wait under the one on show: Dismiss brings up the next, which would
         # otherwise look like a Dismiss that did not work.
         self.more = QLabel()
         self.more.setToolTip("Messages that still apply, under this one")
         self.more.hide()
-        # No alignment of its own: as tall as the buttons' row, so level with their text
-        # (a height fixed to theirs stayed the old text's after a change of text size).
-        self._controls.addWidget(self.more)
         self.folder_button = QPushButton("Show folder")
         self.folder_button.setToolTip("Open the folder that holds it")
         self.folder_button.clicked.connect(self.show_folder)
         self.folder_button.hide()
-        self._controls.addWidget(self.folder_button, 0, Qt.AlignmentFlag.AlignTop)
         self.dismiss_button = QPushButton("Dismiss")
         self.dismiss_button.clicked.connect(self.dismiss)
-        self._controls.addWidget(self.dismiss_button, 0, Qt.AlignmentFlag.AlignTop)
+        self._place("beside")
         lay.addLayout(self._controls)
         lay.setAlignment(self._controls, Qt.AlignmentFlag.AlignTop)
         self._arranged = "beside"  # see _arrange
+        self.text_area.width_changed.connect(self._fit_words)
         self.kind = ""  # the shown message's kind; "" when none
         self.message: UserMessage | None = None  # the message on show
         self._said: list[UserMessage] = []  # oldest first, each object once
@@ -616,14 +629,30 @@ class MessageBanner(QFrame):
 
     def _arrange(self) -> None:
         """The buttons beside the words where the banner has room for both, as at the
-        design's text size; else below them in a row, or one above another where the row
-        too is wider than the banner (larger text in the window's least preview)."""
+        design's text size; else below them in a row; where the row too is wider than the
+        banner (larger text in the window's least preview), Show folder above "1 more" and
+        Dismiss, or one above another where those two do not fit side by side either."""
+        self._fit_words()  # another text size: other words may be wider than the banner
         margins = self.layout().contentsMargins()
         room = self.width() - margins.left() - margins.right()
         text, controls = self._least_widths()
         gap = self.layout().spacing()
         row = sum(controls) + gap * (len(controls) - 1)
-        how = "beside" if room >= text + gap + row else "below" if room >= row else "stacked"
+        pair = [QWidgetItem(w).minimumSize().width() for w in (self.more, self.dismiss_button)]
+        paired = not QWidgetItem(self.more).isEmpty() and len(controls) == 3
+        if room >= text + gap + row:
+            how = "beside"
+        elif room >= row:
+            how = "below"
+        elif paired and room >= sum(pair) + gap:
+            how = "paired"
+        else:
+            how = "stacked"
+        words = self.text_area
+        lines = words.MIN_LINES if how == "beside" else words.MIN_LINES_ABOVE_CONTROLS
+        if lines != words.least_lines:
+            words.least_lines = lines
+            words.updateGeometry()
         if how == self._arranged:
             return
         self._arranged = how
@@ -632,13 +661,52 @@ class MessageBanner(QFrame):
         # At the end of the line, as beside the words (the right, or the left right-to-left).
         trailing = Qt.AlignmentFlag.AlignRight
         lay.setAlignment(self._controls, Qt.AlignmentFlag.AlignTop if how == "beside" else trailing)
-        stacked = how == "stacked"
-        self._controls.setDirection(down if stacked else QBoxLayout.Direction.LeftToRight)
-        top = Qt.AlignmentFlag.AlignTop
-        for widget, in_row in ((self.more, Qt.AlignmentFlag(0)), (self.folder_button, top)):
-            self._controls.setAlignment(widget, trailing if stacked else in_row)
-        self._controls.setAlignment(self.dismiss_button, trailing if stacked else top)
+        self._place(how)
         lay.activate()  # before it is painted in the arrangement it had
+
+    def _place(self, how: str) -> None:
+        """The controls' places in their grid for ``how`` (see _arrange)."""
+        grid = self._controls
+        for widget in (self.more, self.folder_button, self.dismiss_button):
+            grid.removeWidget(widget)
+        top, trailing = Qt.AlignmentFlag.AlignTop, Qt.AlignmentFlag.AlignRight
+        if how == "stacked":
+            for at, widget in enumerate((self.more, self.folder_button, self.dismiss_button)):
+                grid.addWidget(widget, at, 0, trailing)
+            return
+        if how == "paired":
+            # "1 more" beside Dismiss, the button it is about; at 32 pt the three one above
+            # another took 57 px more of a 720 px screen's height.
+            grid.addWidget(self.folder_button, 0, 0, 1, 2, trailing)
+            grid.addWidget(self.more, 1, 0, trailing | Qt.AlignmentFlag.AlignVCenter)
+            grid.addWidget(self.dismiss_button, 1, 1, trailing)
+            return
+        # "1 more" with no alignment of its own: as tall as the buttons' row, so level with
+        # their text (a height fixed to theirs stayed the old text's after a change of text
+        # size).
+        grid.addWidget(self.more, 0, 0)
+        grid.addWidget(self.folder_button, 0, 1, top)
+        grid.addWidget(self.dismiss_button, 0, 2, top)
+
+    def _fit_words(self) -> None:
+        """The message's words again, with places to break any word wider than a line."""
+        msg = self.message
+        if msg is None:
+            return
+        room = self.text_area.room()
+        bold = QFont(self.text.font())
+        bold.setBold(True)
+
+        def fits(font: QFont) -> Callable[[str], bool]:
+            metrics = QFontMetrics(font)
+            return lambda word: metrics.horizontalAdvance(word) <= room
+
+        title = _html(_breakable(msg.text, fits=fits(bold)))
+        advice = _html(_breakable(msg.advice, fits=fits(self.text.font())))
+        words = f"<b>{title}</b><br>" + advice.replace("\n", "<br>")
+        if words != self.text.text():
+            self.text.setText(words)
+            self.text_area.refit()
 
     def event(self, event: QEvent) -> bool:
         done = super().event(event)
@@ -717,10 +785,7 @@ class MessageBanner(QFrame):
         for widget in (self, self.text, self.more, bar):
             self.style().unpolish(widget)
             self.style().polish(widget)
-        self.text.setText(
-            f"<b>{_html(_breakable(msg.text))}</b><br>"
-            + _html(_breakable(msg.advice)).replace("\n", "<br>")
-        )
+        self._fit_words()
         self.text_area.verticalScrollBar().setValue(0)  # a new message is read from its start
         self.text_area.refit()
         self.folder_button.setVisible(bool(msg.folder))
@@ -2788,24 +2853,32 @@ _WORD_JOINER = "\u2060"  # a line may not break here; nothing is drawn
 _BREAK_AFTER = re.compile(r"([/\\_:.,;=\-]+)")
 
 
-def _breakable(text: str, run: int = 24) -> str:
-    """``text`` with places to break inside words longer than ``run`` characters.
+def _breakable(text: str, run: int = 24, fits: Callable[[str], bool] | None = None) -> str:
+    """``text`` with places to break inside words longer than ``run`` characters, and inside
+    any that ``fits`` says is wider than a line.
 
     Qt wraps only between words: a path or a library's symbol in an error made the banner's
     words wider than the banner (the minimum window width used to grow to ~1024 px for one;
     in the scrolling banner the rest was cut off). A zero-width space goes after each
     separator (``/ \\ _ : . , ; = -``), and every ``run`` characters where a stretch has none.
+    A shorter word gets them only where it is wider than a line: at 32 pt a file name of 18
+    characters (``clip_sharpened.mp4``) was, and its end was cut off; a stretch still too wide
+    breaks where the line ends.
     """
 
     def split(word: str) -> str:
-        if len(word) <= run:
+        long = len(word) > run
+        if not long and (fits is None or fits(word)):
             return word
         out = []
         for part in _BREAK_AFTER.split(word):
             if _BREAK_AFTER.fullmatch(part):
                 out.append(part + _ZWSP)
             elif part:
-                out.append(_ZWSP.join(_chunks(part, run)))
+                pieces = _chunks(part, run) if long else [part]
+                if fits is not None:
+                    pieces = [cut for piece in pieces for cut in _fitting(piece, fits)]
+                out.append(_ZWSP.join(pieces))
         return "".join(out)
 
     return re.sub(r"\S+", lambda m: split(m.group(0)), text)
@@ -2822,6 +2895,22 @@ def _chunks(part: str, run: int) -> list[str]:
         end = start + run
         while end < len(part) and part[end - 1] in "fF" and part[end] in "fFiIlL":
             end += 1
+        out.append(part[start:end])
+        start = end
+    return out
+
+
+def _fitting(part: str, fits: Callable[[str], bool]) -> list[str]:
+    """``part`` cut into the longest pieces that ``fits`` takes (one character at least),
+    never between an "f" and a letter it forms a ligature with (see _chunks)."""
+    out = []
+    start = 0
+    while start < len(part):
+        end = start + 1
+        while end < len(part) and fits(part[start : end + 1]):
+            end += 1
+        while start + 1 < end < len(part) and part[end - 1] in "fF" and part[end] in "fFiIlL":
+            end -= 1
         out.append(part[start:end])
         start = end
     return out

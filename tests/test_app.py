@@ -9670,6 +9670,73 @@ def test_a_banner_with_buttons_keeps_the_window_inside_a_1280_px_screen_up_to_32
     assert _banner_cut(window) == []
 
 
+def test_a_banner_with_three_controls_keeps_the_window_inside_a_720_px_screen_up_to_32_pt(
+    qtbot, make_window, tmp_path
+) -> None:
+    # "1 more", Show folder and Dismiss one above another under three lines of words: at
+    # 32 pt the window's least height was 754 px (701 at 28), past a 1280x720 screen less
+    # its taskbar. Now "1 more" sits beside Dismiss, under Show folder, over two lines.
+    said = [
+        UserMessage("engine", "The camera stopped sending.", "SharpCam reconnects by itself."),
+        UserMessage(
+            "saved",
+            "Saved a sharpened copy: clip_sharpened.mp4",
+            "In the folder of the video; noise reduction off.",
+            folder=str(tmp_path),
+        ),
+    ]
+    for pt in (28, 32):
+        with _app_font(pt):
+            window = make_window(start=False)
+            qtbot.waitUntil(lambda window=window: window.save_button.width() > 0, timeout=5_000)
+            for msg in said:
+                window.show_message(msg)
+            _settle_layout(qtbot, window)
+            least = window.minimumSizeHint()
+            assert least.height() <= 720 - 48, pt
+            window.resize(least)
+            qtbot.waitUntil(lambda w=window, n=least: w.size() == n, timeout=5_000)
+            _settle_layout(qtbot, window)
+            assert _banner_cut(window) == [], pt
+            banner = window.banner
+            more, dismiss = banner.more.geometry(), banner.dismiss_button.geometry()
+            assert more.right() < dismiss.left() and more.center().y() == dismiss.center().y()
+            assert banner.folder_button.geometry().bottom() < dismiss.top()
+            window.close()
+
+
+def test_a_file_name_wider_than_the_banners_words_wraps_at_32_pt(qtbot, make_window) -> None:
+    # Only words of more than 24 characters had places to break: at 32 pt the 18 of
+    # "clip_sharpened.mp4" were wider than the words' 362 px, and the end of each line was
+    # cut off at the banner's edge.
+    from app.window import _breakable
+
+    msg = UserMessage("saved", "Saved a sharpened copy: clip_sharpened.mp4", "In its folder.")
+    with _app_font(32):
+        window = make_window(start=False)
+        qtbot.waitUntil(lambda: window.save_button.width() > 0, timeout=5_000)
+        window.show_message(msg)
+        window.resize(window.minimumSizeHint())
+        _settle_layout(qtbot, window)
+        words = window.banner.text_area
+        assert words.widget().width() <= words.viewport().width()
+        assert "clip_\u200bsharpened.\u200bmp4" in words.widget().text()
+        window.close()
+    # At the design's size, where it fits, it is left whole (the lines break as before).
+    window = make_window(start=False)
+    window.resize(1100, 700)
+    window.show_message(msg)
+    _settle_layout(qtbot, window)
+    assert "\u200b" not in window.banner.text.text()
+    # A stretch with no separator breaks where the line ends.
+    narrow = lambda word: len(word) <= 8  # noqa: E731
+    assert _breakable("see abcdefghijklmnopqrst", fits=narrow).split("\u200b") == [
+        "see abcdefgh",
+        "ijklmnop",
+        "qrst",
+    ]
+
+
 def test_a_banners_count_of_more_messages_follows_a_change_of_text_size(qtbot, make_window) -> None:
     # "1 more" was as tall as Dismiss at the text size the message came in: made larger while
     # it showed, its text was cut at the top and bottom, no longer level with Dismiss's.
