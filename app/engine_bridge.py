@@ -1354,15 +1354,22 @@ class EngineBridge(QObject):
         fps = self.source_fps or self._fps
         return size, fps, camera
 
-    def _open_virtual(self, *, asked: bool, wait: bool = False) -> None:
+    def _open_virtual(
+        self, *, asked: bool, wait: bool = False, replaces: _WatchedSink | None = None
+    ) -> None:
         """Open a virtual camera device for the running engine on a worker thread (``wait``:
-        in this one); :meth:`_on_virtual_opened` hands it to the engine in the GUI thread."""
+        in this one); :meth:`_on_virtual_opened` hands it to the engine in the GUI thread.
+        ``replaces``: the device it reopens at another format, whose last picture it shows."""
         size, fps, from_camera = self._virtual_format_now()
         options: dict[str, Any] = {"size": size, "fps": fps}
         if self._virtual_backend:
             options["backend"] = self._virtual_backend
         req = _VirtualOpen(
-            engine=self._engine, options=options, asked=asked, from_camera=from_camera
+            engine=self._engine,
+            options=options,
+            asked=asked,
+            from_camera=from_camera,
+            replaces=replaces,
         )
         # An open superseded a moment ago may still be in its driver, a device turned off may
         # still be closing: the same device must not be opened twice at once (the second open
@@ -1410,6 +1417,8 @@ class EngineBridge(QObject):
                 log.debug("the virtual camera's open failed", exc_info=True)
             else:
                 log.exception("opening the virtual camera failed on an unexpected error")
+            return
+        _show_last_picture(req)
 
     def _open_virtual_in_worker(self, req: _VirtualOpen, prev: _VirtualOpen | None) -> None:
         self._run_virtual_open(req, prev)
@@ -1428,12 +1437,10 @@ class EngineBridge(QObject):
         try:
             if req.sink is not None:
                 if watched is None:
-                    watched = _WatchedSink(req.sink, self._say_sink_closed, engine=req.engine)
+                    watched = self._watch(req.sink, engine=req.engine)
                 watched.close()
-        except VirtualCameraCloseError as exc:
-            # As for a device the engine closed: it may still be held, and the next turn-on
-            # may fail on it, which the setup steps alone would not explain.
-            self._on_error(None, exc)
+        except VirtualCameraCloseError:
+            pass  # said as it closed: it may still be held, and the next turn-on may fail on it
         finally:
             req.released.set()
 
@@ -1444,13 +1451,13 @@ class EngineBridge(QObject):
             req.released.set()
             return
         self._close_sink_in_background(
-            _WatchedSink(req.sink, self._say_sink_closed, engine=req.engine, closed=req.released)
+            self._watch(req.sink, engine=req.engine, closed=req.released)
         )
 
     def _close_sink_in_background(self, watched: _WatchedSink) -> None:
         """Close ``watched`` on a worker thread (a driver may take a while to let go);
         :attr:`virtual_camera_closing` says so until it has. GUI thread."""
-        if watched.closed.is_set():
+        if watched.is_closed:
             return
         self._track_closing(watched)
         closer = threading.Thread(
@@ -1494,9 +1501,7 @@ class EngineBridge(QObject):
         device = str(getattr(sink, "device", "") or "virtual camera")
         # `released` once the engine has closed the device (turned off, stopped): the next open
         # waits for that, as a driver still closing it may refuse a new open as busy.
-        watched = _WatchedSink(
-            sink, self._say_sink_closed, engine=self._engine, closed=req.released
-        )
+        watched = self._watch(sink, engine=self._engine, closed=req.released)
         self._send_to(watched, device, (req.options["size"], req.options["fps"], req.from_camera))
 
     def _send_to(
@@ -1639,8 +1644,20 @@ class EngineBridge(QObject):
     def _close_sink(self, watched: _WatchedSink) -> None:
         try:
             watched.close()
-        except VirtualCameraCloseError as exc:
-            self._on_error(None, exc)  # it may still be held: said, as for the engine's close
+        except VirtualCameraCloseError:
+            pass  # said as it closed: it may still be held, as for the engine's close
+
+    def _watch(
+        self, sink: Any, *, engine: Any, closed: threading.Event | None = None
+    ) -> _WatchedSink:
+        """``sink`` wrapped to say when it has closed, and how its close failed."""
+        return _WatchedSink(
+            sink,
+            self._say_sink_closed,
+            engine=engine,
+            closed=closed,
+            on_close_error=self._say_close_failed,
+        )
 
     def _release_virtual(self) -> bool:
         """Stop sending to the virtual camera device, and supersede an open in progress (the
@@ -1659,9 +1676,14 @@ class EngineBridge(QObject):
             # Not remove_sink: it waits for the write in progress, and a device hung in send()
             # froze the window. False: the engine dropped (and closed) it after a failed write.
             self._engine.detach_sink(sink)
-        if not sink.closed.is_set():
+        if not sink.is_closed:
             self._track_closing(sink)
         return True
+
+    def _say_close_failed(self, exc: VirtualCameraCloseError) -> None:
+        """A device's close raised (any thread): said once, whoever closed it."""
+        self._on_error(None, exc)
+        exc.said = True
 
     def _say_sink_closed(self, sink: _WatchedSink) -> None:
         try:
@@ -1701,6 +1723,8 @@ class EngineBridge(QObject):
             self.preview_ready.emit()
 
     def _on_error(self, feed: object, exc: BaseException) -> None:
+        if isinstance(exc, VirtualCameraCloseError) and exc.said:
+            return  # said by the device as it closed; the engine that closed it reports it too
         try:
             self._error_from_worker.emit(feed, exc)
         except RuntimeError:  # the bridge was deleted meanwhile (the app exits)
@@ -1995,7 +2019,8 @@ class EngineBridge(QObject):
                 self._send_to(held.end(handed_on=True), held.device, fmt)
             else:
                 self._close_held(held)  # the next open waits for its close
-                self._open_virtual(asked=False, wait=wait)
+                replaces = held.sink if held is not None else None
+                self._open_virtual(asked=False, wait=wait, replaces=replaces)
         else:
             self._close_held(held)
         if not _same_scale(self._scale, scale):
@@ -2405,6 +2430,9 @@ class _VirtualOpen:
     options: dict[str, Any]  # open_sink's keyword arguments
     asked: bool  # a set_virtual_camera(True) asked for it (not a start reopening it)
     from_camera: bool = False  # its format is a camera's (kept for later sources)
+    # The device it replaces (closed at another format): what that one showed last, the new
+    # one shows as soon as it opens, until the first new frame.
+    replaces: _WatchedSink | None = None
     sink: Any = None  # the device, once open
     error: BaseException | None = None  # why it did not open
     claimed: bool = False  # under the bridge's lock: the device was used or closed
@@ -2521,6 +2549,7 @@ class VirtualCameraCloseError(RuntimeError):
     """The virtual camera device raised while it closed (the device's error is the cause)."""
 
     sink: _WatchedSink | None = None  # the device that failed to close
+    said: bool = False  # on its way to the GUI thread already (the sink said it as it closed)
 
 
 class _WatchedSink:
@@ -2539,13 +2568,16 @@ class _WatchedSink:
         *,
         engine: Any = None,
         closed: threading.Event | None = None,
+        on_close_error: Callable[[VirtualCameraCloseError], None] | None = None,
     ) -> None:
         self.sink = sink
         # ``closed``: an event of the caller's to set, too (a _VirtualOpen's `released`).
         self.closed = closed if closed is not None else threading.Event()
         self._on_closed = on_closed
+        self._on_close_error = on_close_error
         self.engine = engine  # the engine it was given to
         self._lock = threading.Lock()
+        self._over = False  # under the lock: its close has returned (or raised)
 
     def write(self, frame: Any) -> None:
         with self._lock:
@@ -2554,13 +2586,24 @@ class _WatchedSink:
     def _repeat_last(self, repeat: Callable[[], None]) -> None:
         with self._lock:
             # A held device closed meanwhile (turned off during a restart): nothing to send.
-            if not self.closed.is_set():
+            if not self._over:
                 repeat()
 
+    @property
+    def is_closed(self) -> bool:
+        """Its close has returned: what it had to say about that is on its way already (unlike
+        :attr:`closed`, which may be set a moment later)."""
+        return self._over
+
     def close(self) -> None:
+        first, error = False, None
         try:
             with self._lock:
-                self.sink.close()
+                first = not self._over
+                try:
+                    self.sink.close()
+                finally:
+                    self._over = True
         except Exception as exc:
             # Its own type: the bridge drops a stopped engine's errors (its stream is gone), but
             # the device outlives the stream, and the next turn-on may fail on it.
@@ -2568,10 +2611,28 @@ class _WatchedSink:
             error.sink = self
             raise error from exc
         finally:
-            first = not self.closed.is_set()
-            self.closed.set()
-            if first:
-                self._on_closed(self)
+            try:
+                if first:
+                    # Said before `closed` is set: the next open waits for that, and what comes
+                    # of it is queued to the GUI thread behind these, so a turn-on that fails
+                    # finds the close failure said and the device closed (its setup steps cite
+                    # the failure, not "still closing"). Set first, an open could overtake them.
+                    if error is not None and self._on_close_error is not None:
+                        self._on_close_error(error)
+                    self._on_closed(self)
+            finally:
+                self.closed.set()
+
+    def last_picture(self) -> Any:
+        """What the device was sent last (RGB, its size), or None: none yet, a sink that keeps
+        none, or a send that has not returned in a moment (a stuck driver: not waited for)."""
+        get = getattr(self.sink, "last_picture", None)
+        if get is None or not self._lock.acquire(timeout=0.2):
+            return None
+        try:
+            return get()
+        finally:
+            self._lock.release()
 
     def describe(self) -> str:
         describe = getattr(self.sink, "describe", None)
@@ -2629,6 +2690,22 @@ class _HeldSink:
         self._final = handed_on
         self._end.set()
         return self.sink
+
+
+def _show_last_picture(req: _VirtualOpen) -> None:
+    """Show on the device ``req`` opened what the one it replaces showed last (its open's
+    thread, before the engine has it): the first new frame may be seconds away, and a call app
+    gives up a camera silent for 1 s (Chrome). The engine resends it every ``RESEND_S`` until
+    then (``repeat_last``)."""
+    old, show = req.replaces, getattr(req.sink, "show", None)
+    picture = old.last_picture() if old is not None and show is not None else None
+    req.replaces = None  # its picture is not kept for as long as the request is
+    if picture is None:
+        return
+    try:
+        show(picture)
+    except Exception as exc:  # the engine's first write says it if the device is gone
+        log.warning("the reopened virtual camera did not take the last picture: %s", exc)
 
 
 def _set_event() -> threading.Event:

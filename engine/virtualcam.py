@@ -299,19 +299,40 @@ class VirtualCameraSink:
 
         Raises TypeError or ValueError, naming the device, for a frame of another layout.
         """
+        self._send(frame.image)
+        self.frames_written += 1
+
+    def show(self, image: np.ndarray) -> None:
+        """Send ``image`` ``(H, W, 3) uint8 RGB`` (letterboxed to ``size``) and keep it for
+        :meth:`repeat_last`, as a frame would be; not in :attr:`frames_written`. A device
+        reopened at another size shows what the one before it showed until the first new
+        frame: a call app gives up a camera silent for 1 s (Chrome), and that frame may be
+        seconds away (a model's warm-up)."""
+        self._send(image)
+
+    def last_picture(self) -> np.ndarray | None:
+        """A copy of what the device was sent last, ``(H, W, 3) uint8 RGB`` at ``size`` (None
+        before the first); kept after :meth:`close`."""
+        last = self._last
+        if last is None:
+            return None
+        if self._bgr is not None:
+            return cv2.cvtColor(last, cv2.COLOR_BGR2RGB)
+        return last.copy()
+
+    def _send(self, image: np.ndarray) -> None:
         if self._cam is None:
             raise RuntimeError("virtual camera sink is closed")
-        check_rgb8(frame.image, f"virtual camera {self.device}")
-        img = fit_to(frame.image, self.size, out=self._fitted)
+        check_rgb8(image, f"virtual camera {self.device}")
+        img = fit_to(image, self.size, out=self._fitted)
         if self._bgr is not None:
             img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR, dst=self._bgr)
-        elif img is frame.image:
+        elif img is image:
             # Kept for repeat_last: the engine reuses the frame's buffer for the next one.
             np.copyto(self._fitted, img)
             img = self._fitted
         self._cam.send(img)
         self._last = img
-        self.frames_written += 1
 
     def repeat_last(self) -> None:
         """Send the last frame again (none before the first): the engine's keep-alive while

@@ -44,6 +44,7 @@ from app.engine_bridge import (
 from app.preview import PreviewWidget
 from app.settings import AppSettings, load_settings, open_store, save_settings
 from app.window import SAVE_DELAY_MS, STYLE, MainWindow, MessageBanner, format_stats
+from engine.frames import fit_to
 from engine.stats import EngineStats
 
 pytestmark = pytest.mark.timeout(60)
@@ -884,6 +885,44 @@ def test_a_virtual_camera_that_fails_to_close_in_a_restart_is_said(
     virtual_settled(qtbot, window)
     assert window.bridge.virtual_camera_on
     assert not window.banner.isVisible()
+
+
+def test_a_close_failure_is_said_before_the_reopen_it_lets_through_fails(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # The reopen waits for the old device to close, but the close said so (and said how it
+    # failed) only after letting it through: an open that failed at once could reach the
+    # window first, whose setup steps then said the device was still closing instead of citing
+    # the failure (1 run in 5 of the test above). Here the open always gets ahead where it can.
+    from app.engine_bridge import EngineBridge
+
+    open_in_worker, say_closed = EngineBridge._open_virtual_in_worker, EngineBridge._say_sink_closed
+    reopening, open_said = threading.Event(), threading.Event()
+
+    def opening(self, *args) -> None:  # noqa: ANN001, ANN002
+        open_in_worker(self, *args)
+        if reopening.is_set():
+            open_said.set()  # its outcome is queued to the GUI thread
+
+    def closed(self, sink) -> None:  # noqa: ANN001
+        if reopening.is_set() and sink.closed.is_set():  # the open may go ahead: it does
+            assert open_said.wait(5)
+        say_closed(self, sink)
+
+    # Before the device opens: its close reports to the bridge's methods of then.
+    monkeypatch.setattr(EngineBridge, "_open_virtual_in_worker", opening)
+    monkeypatch.setattr(EngineBridge, "_say_sink_closed", closed)
+    window = _sending_with_a_close_that_fails_once(qtbot, make_window, recorder, monkeypatch)
+    recorder.fail_next = 1
+    reopening.set()
+    with started(qtbot, window):
+        restart_reopening(window)
+    dialog = window.virtual_dialog
+    assert dialog is not None and dialog.isVisible()
+    steps = dialog.steps.toPlainText()
+    assert "did not close properly: v4l2loopback: device or resource busy" in steps, steps
+    assert "has not closed yet" not in steps
+    assert open_said.is_set()
 
 
 def test_a_restart_opens_the_virtual_camera_only_once_the_old_device_has_closed(
@@ -4322,6 +4361,55 @@ def test_the_virtual_camera_stays_open_and_sent_to_while_a_restart_opens_its_cam
     # Opened once, closed once: by the window's close.
     assert [what for _, what in device if what != "send"] == ["open", "close"]
     assert recorder.opened == [(1280, 720, 30.0)]
+
+
+class _LateCamera(_SlowCamera):
+    """A slow-to-open 1280x720 camera whose first frame comes 1.5 s after its open (a sensor's
+    exposure settling), a uniform grey of 90."""
+
+    def __init__(self, target, api) -> None:  # noqa: ANN001
+        super().__init__(target, api)
+        self.first_frame_at = time.monotonic() + 1.5
+
+    def grab(self) -> bool:
+        time.sleep(max(0.0, self.first_frame_at - time.monotonic()))
+        return super().grab()
+
+
+def test_a_virtual_camera_reopened_at_another_size_shows_the_last_picture_until_a_new_frame(
+    qtbot, make_window, recorder, monkeypatch
+):
+    # A clip (640x360) gives way to a camera (1280x720): the device reopens at the camera's
+    # size and got nothing until the camera's first frame, seconds later with a camera slow to
+    # open and to deliver; Chrome restarts a camera silent for 1 s.
+    _cameras_only(monkeypatch, _LateCamera)
+    device = _device_log(monkeypatch)
+    window = _sending(
+        qtbot, make_window, recorder, cameras=[demo_choice(), CameraChoice("0", "Camera 0", "0")]
+    )
+    with started(qtbot, window):
+        restart_reopening(window)
+    qtbot.waitUntil(
+        lambda: any(np.all(f == 90) for f in list(recorder.frames)), timeout=FRAME_TIMEOUT_MS
+    )
+    window.close()
+    events = [what for _, what in device]
+    assert [what for what in events if what != "send"] == ["open", "close", "open", "close"]
+    assert recorder.opened == [(640, 360, 30.0), (1280, 720, 30.0)]
+    closed, reopened = device[events.index("close")][0], device[events.index("open", 1)][0]
+    # One frame a send, in the log's order.
+    sends = list(zip([t for t, what in device if what == "send"], recorder.frames, strict=True))
+    old_last, last = [(t, f) for t, f in sends if t < closed][-1]
+    new = [(t, f) for t, f in sends if t > reopened]
+    camera_first = next(i for i, (_, f) in enumerate(new) if np.all(f == 90))
+    assert camera_first > 0, "nothing sent before the camera's first frame"
+    # The reopen itself aside (the old device's close, the new one's open), never silent 1 s.
+    assert new[0][0] - old_last - (reopened - closed) < 1.0, (new[0][0] - old_last, reopened)
+    waiting = [t for t, _ in new[: camera_first + 1]]
+    gaps = [b - a for a, b in zip(waiting, waiting[1:], strict=False)]
+    assert max(gaps) < 1.0, gaps  # the last picture twice a second meanwhile
+    # What the old device showed last, fit to the new size as frames are.
+    assert np.array_equal(new[0][1], fit_to(last, (1280, 720)))
 
 
 def test_a_virtual_camera_turned_off_while_a_restart_holds_it_is_closed_once_and_stays_off(

@@ -231,3 +231,55 @@ def test_a_loopback_device_whose_name_cannot_be_read_is_still_listed(
     monkeypatch.setattr(vc, "LOOPBACK_SYSFS", str(tmp_path))
     with pytest.raises(VirtualCameraBusy, match="/dev/video10 is in use"):
         open_sink("virtual", size=(64, 48), fps=30)
+
+
+class _Keeping:
+    """A pyvirtualcam backend that keeps what it is sent, as ``(H, W, 3)`` arrays."""
+
+    sent: list = []
+
+    def __init__(self, *, width, height, fps, fourcc, device, **kw) -> None:  # noqa: ANN001, ANN003
+        self.shape = (height, width, 3)
+
+    def device(self) -> str:
+        return "keeping"
+
+    def native_fourcc(self):  # noqa: ANN201
+        return None
+
+    def send(self, frame) -> None:  # noqa: ANN001
+        _Keeping.sent.append(frame.reshape(self.shape).copy())
+
+    def close(self) -> None:
+        pass
+
+
+pyvirtualcam.register_backend("sharpcam-test-keeping", _Keeping)
+
+
+@pytest.mark.parametrize("fmt", ["RGB", "BGR"])
+def test_a_picture_shown_is_fit_to_the_device_kept_for_resends_and_read_back_as_rgb(fmt):
+    # A device reopened at another size shows what the one before it showed (read back from
+    # it, RGB whatever the device's format) until the first new frame: the engine resends it.
+    import numpy as np
+
+    from engine.frames import Frame, fit_to
+    from engine.virtualcam import VirtualCameraSink
+
+    _Keeping.sent = []
+    old = VirtualCameraSink(size=(64, 36), backend="sharpcam-test-keeping", fmt=fmt)
+    assert old.last_picture() is None
+    image = np.random.default_rng(1).integers(0, 256, (36, 64, 3), dtype=np.uint8)
+    old.write(Frame(image, 0, 0.0))
+    old.close()
+    picture = old.last_picture()  # after its close, too
+    assert picture is not None and np.array_equal(picture, image)
+    new = VirtualCameraSink(size=(128, 96), backend="sharpcam-test-keeping", fmt=fmt)
+    new.show(picture)
+    new.repeat_last()
+    expected = fit_to(image, (128, 96))  # letterboxed: 128x72 between bars
+    native = expected[..., ::-1] if fmt == "BGR" else expected
+    assert all(np.array_equal(sent, native) for sent in _Keeping.sent[1:])
+    assert len(_Keeping.sent) == 3 and new.frames_written == 0
+    assert np.array_equal(new.last_picture(), expected)
+    new.close()
