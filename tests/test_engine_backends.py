@@ -3569,3 +3569,51 @@ def test_openvino_caches_in_the_user_cache_folder_by_default(tmp_path, models, m
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     with backends.OpenVinoBackend(model=models["conv.onnx"]):
         assert len(list((tmp_path / "sharpcam" / "openvino").glob("*.blob"))) == 1
+
+
+def test_the_openvino_cache_stops_pruning_at_its_limit_exactly(tmp_path):
+    # "Until it holds limit bytes at most": a folder at its limit keeps every entry.
+    for i, name in enumerate(("a.blob", "b.blob", "c.blob")):
+        (tmp_path / name).write_bytes(b"x" * 300)
+        os.utime(tmp_path / name, (1000 + i, 1000 + i))
+    backends._prune_cache(tmp_path, 900)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.blob", "b.blob", "c.blob"]
+    backends._prune_cache(tmp_path, 600)  # the oldest goes, and no more
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.blob", "c.blob"]
+
+
+@needs_openvino
+def test_an_openvino_model_that_fails_to_compile_without_a_cache_is_compiled_once(
+    tmp_path, models, monkeypatch
+):
+    # The retry without CACHE_DIR is for a cache gone bad: with none set, a compile that
+    # fails is the model's error, not compiled a second time.
+    cache = tmp_path / "cache"
+    access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != cache and access(p, mode))
+
+    class Core:
+        def __init__(self, real):  # noqa: ANN001
+            self._real, self.calls, self.fail = real, 0, False
+
+        def compile_model(self, model, device, config):  # noqa: ANN001, ANN202
+            if self.fail:
+                self.calls += 1
+                raise RuntimeError("Exception from core.cpp:1:\nunsupported")
+            return self._real.compile_model(model, device, config)
+
+        def __getattr__(self, name):  # noqa: ANN001, ANN204
+            return getattr(self._real, name)
+
+    core = Core(backends._ov_core())
+    monkeypatch.setattr(backends, "_OV_CORE", core)
+    with pytest.warns(UserWarning):  # the cache that is not writable
+        be = backends.OpenVinoBackend(model=models["conv.onnx"], cache_dir=cache)
+    try:
+        assert "CACHE_DIR" not in be._config
+        core.fail = True
+        with pytest.raises(backends.BackendError, match="unsupported"):
+            be._compile(40, 56)
+        assert core.calls == 1
+    finally:
+        be.close()

@@ -956,3 +956,54 @@ def test_auto_steps_up_no_further_than_predicted_once_a_compile_it_began_ends() 
     changes = _run_paced(be, clock, 5.0)
     assert [s for _, s in changes] == [0.75], changes
     be.close()
+
+
+def _overload(px: int) -> float:
+    """Full size (128x72) just too slow for 30 fps, every smaller scale well inside."""
+    return 0.031 if px == 128 * 72 else 0.010
+
+
+def test_auto_waits_at_most_recover_max_s_however_often_a_step_up_failed() -> None:
+    # Doubling without end, the fifth failed try waited 160 s, the sixth 320: the picture kept
+    # its lesser detail minutes after the other app had ended.
+    clock = FakeClock()
+    inner = Recorder(cost=_overload, clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=10.0)
+    changes = _run_live(be, clock, 600.0)
+    ups = [t for t, s in changes if s == 1.0]
+    gaps = [b - a for a, b in zip(ups, ups[1:], strict=False)]
+    cap = ScaledBackend.RECOVER_MAX_S
+    assert len(gaps) >= 6 and max(gaps) <= cap + 3.0, gaps
+    assert all(g >= cap - 3.0 for g in gaps[-2:]), gaps  # tried every 80 s, not 10
+    # Forgotten by reset() (another frame size), also just after a step up (which would
+    # count as failed once left): its next step up after recover_s again.
+    for _ in range(3000):
+        _run_live(be, clock, 0.03)
+        if be.scale == 1.0:
+            break
+    assert be.scale == 1.0
+    be.reset()
+    changes = _run_live(be, clock, 30.0)
+    ups = [t for t, s in changes if s == 1.0]
+    assert changes[0][1] == 0.875 and ups and ups[0] - changes[0][0] <= 12.0, changes
+
+
+def test_a_step_up_that_fails_within_twice_recover_s_counts_as_failed() -> None:
+    # Full size held 15 s (more than recover_s, less than twice it), then too slow again: the
+    # next try waits twice as long.
+    clock = FakeClock()
+    inner = Recorder(cost=_overload, clock=clock)
+    be = ScaledBackend(inner, "auto", target_fps=30.0, clock=clock, recover_s=10.0)
+    _run_live(be, clock, 5.0)
+    assert be.scale == 0.875
+    inner.cost = lambda px: 0.010  # the load has gone: back to full size after recover_s
+    for _ in range(100):
+        _run_live(be, clock, 0.5)
+        if be.scale == 1.0:
+            break
+    assert be.scale == 1.0
+    assert _run_live(be, clock, 15.0) == []  # held 15 s
+    inner.cost = _overload
+    changes = _run_live(be, clock, 40.0)
+    assert [s for _, s in changes][:2] == [0.875, 1.0], changes
+    assert changes[1][0] - changes[0][0] >= 18.0, changes  # 20 s, not 10
