@@ -7534,10 +7534,9 @@ def test_one_ctrl_c_delivered_twice_still_says_where_the_frames_went(
     code = cli.main(["process", str(clip), str(out), "--backend", "unsharp"])
     err = capsys.readouterr().err
     assert code == 130, err
-    if gap < same:
-        assert re.search(r"interrupted: \d+ of \d+ frames written to \S+incomplete\.avi", err), err
-    else:
-        assert err.endswith("sharpcam: interrupted\n"), err
+    # A later press, while the engine stops, no longer ends with a bare "interrupted" either
+    # (eae247a): that left FFmpeg writing the hidden file after exit; the frames are named.
+    assert re.search(r"interrupted: \d+ of \d+ frames written to \S+incomplete\.avi", err), err
 
 
 @pytest.mark.parametrize(
