@@ -4257,6 +4257,139 @@ def test_a_switch_superseded_while_it_waits_for_the_model_loads_none(
         release.set()
 
 
+def test_a_model_loaded_for_a_size_change_is_the_one_a_switch_hands_on(
+    qtbot, make_bridge, tmp_path, monkeypatch
+):
+    # A size picked while running loads the model again, from its file as it is then and with
+    # its own warnings: a switch after it hands on that model (its file is the one loaded, not
+    # the one the start read) and says that load's warnings again, not the start's.
+    import engine
+    from engine.backends import warn_user
+
+    model = _audited(monkeypatch)
+    weights = tmp_path / "student.onnx"
+    weights.write_bytes(b"v1")
+
+    def create_backend(name, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        warn_user(f"load {len(model.made) + 1}: {weights} has no manifest.json beside it")
+        return engine.create_backend(name, **kwargs)
+
+    bridge = make_bridge(_engine_api(create_backend=create_backend))
+    shown: list[UserMessage] = []
+    bridge.message.connect(shown.append)
+    asked = {"backend": "audited", "model": str(weights)}
+    _switch(qtbot, bridge, str(DEMO_CLIP), scale="1", **asked)
+    weights.write_bytes(b"v2, reinstalled")  # before the size change, which reads it
+    assert bridge.set_scale("0.5") is True
+    qtbot.waitUntil(
+        lambda: getattr(bridge.engine.backend, "inner", None) is model.made[-1],
+        timeout=FRAME_TIMEOUT_MS,
+    )
+    assert len(model.made) == 2 and shown[-1].text.startswith("load 2: ")
+    n = len(shown)
+    _switch(qtbot, bridge, _clip(tmp_path / "other.mp4"), scale="0.5", **asked)
+    assert len(model.made) == 2, "the model loaded for the size change was loaded again"
+    assert bridge.engine.backend.inner is model.made[1]
+    assert [m.text[:8] for m in shown[n:]] == ["load 2: "]
+
+
+def _handover_request(bridge: EngineBridge, handover: Any, **kwargs: Any) -> Any:
+    """A start the bridge would make now, owning ``handover`` (as :meth:`start` makes it)."""
+    from app import engine_bridge
+
+    req = engine_bridge._StartRequest(
+        generation=bridge._generation,
+        source="other.mp4",
+        size=None,
+        fps=25.0,
+        backend="unsharp",
+        model=None,
+        loop=True,
+        fallback_source=None,
+        scale="auto",
+        handover=handover,
+        **kwargs,
+    )
+    handover.owner = req
+    return req
+
+
+class _KeepsOne:
+    """A stopped engine keeping ``backend`` for a start (:meth:`Engine.take_backend`)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend, self.takes = backend, 0
+
+    def take_backend(self, timeout: float) -> Any:
+        self.takes += 1
+        backend, self.backend = self.backend, None
+        return backend
+
+
+def test_a_start_gone_stale_before_its_worker_takes_the_model_leaves_it_open(make_bridge):
+    # start() stops the running engine (the old start is stale from then on) before it makes
+    # the handover the new start's: the old start's worker must not take it meanwhile.
+    from app import engine_bridge
+
+    kept = object()
+    eng = _KeepsOne(kept)
+    handover = engine_bridge._Handover(
+        engine=eng, spec=("unsharp", None, "auto"), scale="auto", messages=[], stamp=None
+    )
+    bridge = make_bridge(_engine_api())
+    old = _handover_request(bridge, handover)
+    with bridge._lock:
+        bridge._generation += 1  # a stop or a newer start came
+    assert bridge._take_handover(old) is None
+    assert handover.state == "open" and eng.takes == 0  # still there for the newer start
+    new = _handover_request(bridge, handover)
+    assert bridge._take_handover(new) is kept and handover.state == "taken"
+
+
+def test_an_auto_sized_model_handed_on_starts_over_at_the_new_source_s_rate(make_bridge):
+    # As a load for the new source would: full size and its rate, not the old source's steps
+    # down and frame budget.
+    from app import engine_bridge
+
+    class Adaptive:
+        adaptive = True
+
+        def __init__(self) -> None:
+            self.calls: list[Any] = []
+
+        def reset(self) -> None:
+            self.calls.append("reset")
+
+        def follow_rate(self, fps: float) -> None:
+            self.calls.append(("follow_rate", fps))
+
+    be = Adaptive()
+    handover = engine_bridge._Handover(
+        engine=_KeepsOne(be), spec=("unsharp", None, "auto"), scale="auto", messages=[], stamp=None
+    )
+    bridge = make_bridge(_engine_api())
+    req = _handover_request(bridge, handover, src=types.SimpleNamespace(fps=12.5))
+    assert bridge._take_handover(req) is be
+    assert be.calls == ["reset", ("follow_rate", 12.5)]
+    assert req.loaded_scale == "auto"
+
+
+def test_join_closes_a_model_a_start_whose_source_did_not_open_still_held(
+    qtbot, make_bridge, tmp_path, monkeypatch
+):
+    # The handover stays open after a start whose source did not open (for the next start):
+    # join() at exit, without a stop before it, must close its model, not leave it loaded.
+    model = _audited(monkeypatch)
+    bridge = make_bridge(_engine_api())
+    asked = {"backend": "audited", "scale": "1"}
+    _switch(qtbot, bridge, str(DEMO_CLIP), **asked)
+    with qtbot.waitSignal(bridge.start_finished, timeout=FRAME_TIMEOUT_MS) as blocker:
+        bridge.start(str(tmp_path / "gone.mp4"), loop=True, **asked)
+    assert blocker.args == [False] and model.made[0].closes == 0
+    assert bridge.join(timeout=10.0)
+    assert [m.closes for m in model.made] == [1] and not model.problems
+
+
 def test_the_virtual_camera_survives_restarts_that_supersede_each_other(
     qtbot, make_window, recorder
 ):

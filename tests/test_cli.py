@@ -3686,6 +3686,45 @@ def test_a_stopped_recording_lasts_until_the_stop(
     assert len(read_video(out)) <= 24 + 1
 
 
+class _StuckAfterAMoment:
+    """A model whose first call 0.3 s into the stream takes 3.5 s (a compile for a new size),
+    the others none: the source ends while it is stuck, and a stop comes after that."""
+
+    name, provider = "stuck", "test"
+
+    def __init__(self, **_options: Any) -> None:
+        self.first: float | None = None
+        self.stuck = False
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if not rgb.any():
+            return rgb  # run's warm-up, on a blank frame
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now
+        elif not self.stuck and now - self.first >= 0.3:
+            self.stuck = True
+            time.sleep(3.5)
+        return rgb
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_recording_stopped_after_its_source_ended_gets_no_tail(
+    clip: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The clip (0.8 s) ended while the model was stuck; --duration stopped the run at 2.5 s,
+    # its output still writing: the file was held up to the stop, as if the clip had stalled.
+    import engine.backends
+
+    monkeypatch.setitem(engine.backends.BACKENDS, "unsharp", _StuckAfterAMoment)
+    out = tmp_path / "clip.avi"
+    argv = ["run", "--source", str(clip), "--output", str(out), "--backend", "unsharp"]
+    assert cli.main([*argv, "--duration", "2.5"]) == 0, capsys.readouterr().err
+    assert len(read_video(out)) <= 24 + 1  # not ~75: 2.5 s at 30 fps
+
+
 class _SlowFirstFrame:
     """A model whose first call takes 1.5 s (OpenVINO compiles on it), the others none."""
 
@@ -5460,6 +5499,57 @@ def test_a_writer_with_no_encoder_to_end_is_not_waited_for_again(
     assert cli._join_before_exit(Stuck(), OpenCVWriter(), "out.avi") is True
     assert time.monotonic() - t0 < 4.0  # a look or two at its progress, not 10 s more
     assert "stopped waiting for out.avi (it made no progress" in capsys.readouterr().err
+
+
+class _EndlessOutput:
+    """A file output that never finishes: its encoder writes ``bytes_step`` bytes between two
+    looks (frames_written stays; 8 looks, then nothing), and ends only when killed
+    (``end_writer(kill=True)``)."""
+
+    def __init__(self, bytes_step: int) -> None:
+        self.done = threading.Event()
+        self.frames_written = 7
+        self._bytes = self._looks = 0
+        self.bytes_step = bytes_step
+        self.ended: list[bool] = []
+
+    @property
+    def bytes_written(self) -> int:
+        self._looks += 1
+        if self._looks <= 8:  # a limit, so that a wait without one fails instead of hanging
+            self._bytes += self.bytes_step
+        return self._bytes
+
+    def end_writer(self, *, kill: bool = False) -> bool:
+        self.ended.append(kill)
+        if kill:
+            self.done.set()
+        return True  # an encoder of its own, to wait for
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self.done.is_set()
+
+
+def test_the_wait_for_an_output_that_never_finishes_has_a_limit_then_kills_its_ffmpeg(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An encoder still writing (bytes, no new frames: FFmpeg flushing) is progress; one that
+    # writes for ever is given up at FINISH_LIMIT_S, told to end, and killed if it does not.
+    monkeypatch.setattr(cli, "JOIN_TIMEOUT_S", 0.5)  # less than a look's 1 s: bytes must count
+    monkeypatch.setattr(cli, "FINISH_LIMIT_S", 2.5)
+    monkeypatch.setattr(cli, "FINISH_NOTE_S", 0.0)
+    monkeypatch.setattr(cli, "END_WRITER_S", 0.2)
+    out = _EndlessOutput(bytes_step=300_000)
+    assert cli._join_before_exit(out, out, "out.mp4") is True
+    err = capsys.readouterr().err
+    assert out.ended == [False, True]  # SIGTERM first, then SIGKILL
+    assert "sharpcam: stopped waiting for out.mp4 (it was not finished after 2.5 s)" in err, err
+    assert err.count("Ctrl-C again to stop waiting") == 1, err
+    assert re.search(r"sharpcam: still finishing out\.mp4 \(0\.[1-9] MB so far\)", err), err
+    # Neither frames nor bytes: given up once JOIN_TIMEOUT_S passed without progress.
+    out = _EndlessOutput(bytes_step=0)
+    assert cli._join_before_exit(out, out, "out.mp4") is True
+    assert "(it made no progress for 0.5 s)" in capsys.readouterr().err
 
 
 def test_a_file_ffmpeg_fails_to_finish_is_named_once(

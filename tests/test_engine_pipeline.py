@@ -1219,7 +1219,9 @@ def test_a_kept_backend_is_handed_on_only_after_the_last_model_call(tmp_path):
     assert eng.keep_backend()
     eng.stop(timeout=0.1)
     threading.Timer(0.2, backend.release.set).start()
-    assert eng.take_backend(5.0) is backend
+    t0 = time.perf_counter()
+    assert eng.take_backend(30.0) is backend
+    assert time.perf_counter() - t0 < 10.0, "waited out its timeout, not for the last call"
     calls = backend.calls  # its last call returned before it was handed on: none after
     assert eng.join(5.0) and not backend.closed  # the caller's now
     assert backend.calls == calls
@@ -1249,6 +1251,53 @@ def test_a_backend_that_failed_or_was_closed_is_not_kept(tmp_path):
     assert not eng.keep_backend() and backend.closed  # its run ended and closed it
     # Not the engine's to close: not its to keep either.
     assert not Engine(open_source(still(tmp_path), live=True), Invert()).keep_backend()
+
+
+class _FailsInItsSlowCall(Slow):
+    """As :class:`Slow`, but its slow call raises once released (out of memory)."""
+
+    def process(self, rgb: np.ndarray) -> np.ndarray:
+        if self.calls >= self.fast_calls:
+            self.entered.set()
+            self.release.wait(self.delay)
+            self.calls += 1
+            raise RuntimeError("out of memory")
+        return super().process(rgb)
+
+
+def test_a_backend_that_fails_in_its_last_call_is_closed_not_handed_on(tmp_path):
+    # keep_backend() said yes while it worked; its last call (after the stop) failed: the
+    # next start must load the model again (the retry), not get the one that failed.
+    backend = _FailsInItsSlowCall(delay=30.0, fast_calls=2)
+    eng = Engine(
+        open_source(still(tmp_path), live=True, fps=100),
+        backend,
+        close_backend=True,
+        on_error=lambda exc: None,
+    )
+    eng.start()
+    assert backend.entered.wait(5)
+    assert eng.keep_backend()
+    eng.stop(timeout=0.1)
+    backend.release.set()
+    assert eng.take_backend(5.0) is None
+    assert eng.join(5.0) and backend.closed
+    # A backend swapped in before the stop never ran: kept, though the one it replaces failed.
+    backend, fresh = _FailsInItsSlowCall(delay=30.0, fast_calls=2), Invert()
+    eng = Engine(
+        open_source(still(tmp_path), live=True, fps=100),
+        backend,
+        close_backend=True,
+        on_error=lambda exc: None,
+    )
+    eng.start()
+    assert backend.entered.wait(5)
+    eng.set_backend(fresh)  # pending: the inference thread is inside a call
+    assert eng.keep_backend()
+    eng.stop(timeout=0.1)
+    backend.release.set()
+    assert eng.take_backend(5.0) is fresh
+    assert eng.join(5.0) and backend.closed and not fresh.closed and fresh.calls == 0
 
 
 class _ClosingGate:

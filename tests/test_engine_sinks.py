@@ -1141,6 +1141,64 @@ def test_an_encoder_ended_by_a_caller_that_stopped_waiting_keeps_its_frames(tmp_
     assert len(read_video(sink.kept_path)) >= 1
 
 
+def _ffmpeg_has_frames(sink: VideoFileSink, partial: Path) -> None:
+    """Write noise to ``sink`` until its FFmpeg has put frames in ``partial``."""
+    rng = np.random.default_rng(0)
+    deadline = time.monotonic() + 10
+    i = 0
+    while not partial.exists() or b"00dc" not in partial.read_bytes():
+        assert time.monotonic() < deadline
+        noise = rng.integers(0, 256, (24, 32, 3), np.uint8)  # 2 KB a frame: its buffer fills
+        sink.write(Frame(noise, i, 1000.0 + i / 10))
+        i += 1
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_an_encoder_that_does_not_end_when_told_is_killed(tmp_path):
+    # run asks FFmpeg to end (SIGTERM: it finishes the file with its frames, exit 255) and,
+    # where it has not within END_WRITER_S, kills it: FFmpeg must not outlive SharpCam.
+    import signal
+
+    path = tmp_path / "live.avi"
+    sink = VideoFileSink(path=path, size=(32, 24), fps=10.0)
+    _ffmpeg_has_frames(sink, tmp_path / ".live.partial.avi")
+    proc = sink._writer._proc
+    proc.send_signal(signal.SIGSTOP)  # a hung FFmpeg: SIGTERM waits, SIGKILL does not
+    try:
+        sink.end_writer()
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.wait(0.3)
+        sink.end_writer(kill=True)
+        assert proc.wait(5) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(SinkError, match="SharpCam stopped waiting for FFmpeg"):
+        sink.close()
+
+
+def test_an_encoder_that_finished_is_not_failed_by_a_late_end(tmp_path):
+    # end_writer() from a caller whose wait ran out just as FFmpeg finished: the file is whole,
+    # and nothing may call it failed after the fact.
+    path = tmp_path / "live.avi"
+    sink = VideoFileSink(path=path, size=(32, 24), fps=10.0)
+    sink.write(Frame(np.zeros((24, 32, 3), np.uint8), 0, 1000.0))
+    sink.close()
+    sink.end_writer()
+    assert not sink._encoder.error and path.is_file()
+
+
+def test_bytes_written_is_the_size_of_the_file_being_written(tmp_path):
+    # What run's wait for an output counts as progress while FFmpeg catches up.
+    path = tmp_path / "live.avi"
+    partial = tmp_path / ".live.partial.avi"
+    sink = VideoFileSink(path=path, size=(32, 24), fps=10.0)
+    _ffmpeg_has_frames(sink, partial)
+    assert sink.bytes_written == partial.stat().st_size > 0
+    sink.close()
+    assert sink.bytes_written == 0 and path.is_file()  # the hidden file has gone
+
+
 def test_enoent_says_the_folder_is_missing_only_where_it_is(tmp_path: Path) -> None:
     # /proc answers ENOENT for a new file in a folder that is there; a folder removed meanwhile
     # answers the same, and then it does not exist.

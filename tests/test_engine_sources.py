@@ -2540,6 +2540,62 @@ def test_a_looping_clip_whose_rewind_is_slow_is_not_said_to_play_in_slow_motion(
         assert src.falling_behind is None and not src.fell_behind
 
 
+class _FakePacer:
+    """A live source's pacer that is behind when the test says so, and never waits."""
+
+    def __init__(self, period: float) -> None:
+        self.period = period
+        self.is_behind = False
+
+    def wait(self, step: float | None = None) -> float:
+        return 0.0
+
+    def behind(self, now: float | None = None) -> bool:
+        return self.is_behind
+
+
+def test_a_file_is_judged_by_the_typical_decoding_time_of_its_recent_pictures(tmp_path: Path):
+    # The median of the last DECODE_SAMPLES: a few pictures whose thread waited for a core (a
+    # model call beside it) are not the file's doing, and older pictures no longer count.
+    src = sources.VideoFileSource(path=write_video(tmp_path / "c.avi", 4), live=True)
+    with src:
+        period = src._pacer.period
+        for _ in range(40):
+            src._decoded(time.perf_counter() - 0.05)  # slow, but before the recent ones
+        for _ in range(sources.DECODE_SAMPLES - 5):
+            src._decoded(time.perf_counter())
+        for _ in range(5):
+            src._decoded(time.perf_counter() - 0.2)  # the newest waited for a core
+        busy = src._too_busy()
+        assert busy is not None and busy[0] < 0.5 * period and busy[1] == period
+
+
+def test_a_stretch_read_late_keeps_its_words_and_the_next_stretch_is_judged_anew(
+    tmp_path: Path,
+) -> None:
+    # The window shows each new text as a new warning: a stretch's words must not change
+    # while it lasts; once the file has caught up, the next stretch is judged by itself.
+    src = sources.VideoFileSource(path=write_video(tmp_path / "c.avi", 4), live=True)
+    with src:
+        pacer = src._pacer = _FakePacer(src._pacer.period)
+        for _ in range(5):
+            src._decoded(time.perf_counter())  # decodes in no time
+        pacer.is_behind = True
+        assert src._pace()
+        said = src.falling_behind
+        assert said is not None and "while the computer is this busy" in said, said
+        for _ in range(sources.DECODE_SAMPLES):
+            src._decoded(time.perf_counter() - 0.05)  # now slower than its 40 ms a frame
+        assert src._pace() and src.falling_behind == said
+        assert src.fell_behind and not src.fell_behind_decoding
+        pacer.is_behind = False
+        assert src._pace() and src.falling_behind is None
+        pacer.is_behind = True
+        assert src._pace()
+        assert "c.avi cannot be decoded at its 25 fps" in src.falling_behind
+        assert src.fell_behind_decoding
+
+
 @pytest.mark.parametrize("kind", ["video", "folder", "image"])
 def test_a_live_file_read_slower_than_its_rate_says_so(
     kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

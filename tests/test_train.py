@@ -503,6 +503,8 @@ def test_resume_continues_exactly(synth: dict[str, Path], tmp_path: Path) -> Non
     assert first["stopped"] == "step limit" and len(first["steps"]) == 4
     second = train(_tiny(synth, tmp_path / "split", "--resume"))
     assert first["steps"] + second["steps"] == full["steps"]
+    # A resume continues the run in place: nothing of it is moved aside as an earlier run's.
+    assert not list((tmp_path / "split").glob("previous_*"))
     a = load_checkpoint(tmp_path / "full" / "last.pt")
     b = load_checkpoint(tmp_path / "split" / "last.pt")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
