@@ -9964,6 +9964,29 @@ def _banner_cut(window: MainWindow) -> list[str]:
     return cut
 
 
+def _two_messages(folder: Path) -> list[UserMessage]:
+    """A message, and a save's under it with a folder to show: "1 more", Show folder, Dismiss."""
+    return [
+        UserMessage("engine", "The camera stopped sending.", "SharpCam reconnects by itself."),
+        UserMessage(
+            "saved",
+            "Saved a sharpened copy: clip_sharpened.mp4",
+            "In the folder of the video; noise reduction off.",
+            folder=str(folder),
+        ),
+    ]
+
+
+def _window_saying(qtbot, make_window, said: list[UserMessage]) -> MainWindow:
+    """A window (not streaming) laid out with ``said`` shown in its banner."""
+    window = make_window(start=False)
+    qtbot.waitUntil(lambda: window.save_button.width() > 0, timeout=5_000)
+    for msg in said:
+        window.show_message(msg)
+    _settle_layout(qtbot, window)
+    return window
+
+
 def test_a_banner_with_buttons_keeps_the_window_inside_a_1280_px_screen_up_to_32_pt(
     qtbot, make_window, tmp_path
 ) -> None:
@@ -9971,22 +9994,10 @@ def test_a_banner_with_buttons_keeps_the_window_inside_a_1280_px_screen_up_to_32
     # Dismiss and Show folder (887 with "1 more"), and the window's 1,592 px (1,751), past a
     # 1280 px screen, whenever a save said where its copy went. Below the words they fit the
     # preview's 400 px.
-    said = [
-        UserMessage("engine", "The camera stopped sending.", "SharpCam reconnects by itself."),
-        UserMessage(
-            "saved",
-            "Saved a sharpened copy: clip_sharpened.mp4",
-            "In the folder of the video; noise reduction off.",
-            folder=str(tmp_path),
-        ),
-    ]
+    said = _two_messages(tmp_path)
     for pt in (24, 32):
         with _app_font(pt):
-            window = make_window(start=False)
-            qtbot.waitUntil(lambda window=window: window.save_button.width() > 0, timeout=5_000)
-            for msg in said:
-                window.show_message(msg)
-            _settle_layout(qtbot, window)
+            window = _window_saying(qtbot, make_window, said)
             assert window.banner.more.isVisible() and window.banner.folder_button.isVisible()
             least = window.minimumSizeHint()
             assert least.width() <= 1280 - 16, pt
@@ -10017,22 +10028,10 @@ def test_a_banner_with_three_controls_keeps_the_window_inside_a_720_px_screen_up
     # "1 more", Show folder and Dismiss one above another under three lines of words: at
     # 32 pt the window's least height was 754 px (701 at 28), past a 1280x720 screen less
     # its taskbar. Now "1 more" sits beside Dismiss, under Show folder, over two lines.
-    said = [
-        UserMessage("engine", "The camera stopped sending.", "SharpCam reconnects by itself."),
-        UserMessage(
-            "saved",
-            "Saved a sharpened copy: clip_sharpened.mp4",
-            "In the folder of the video; noise reduction off.",
-            folder=str(tmp_path),
-        ),
-    ]
+    said = _two_messages(tmp_path)
     for pt in (28, 32):
         with _app_font(pt):
-            window = make_window(start=False)
-            qtbot.waitUntil(lambda window=window: window.save_button.width() > 0, timeout=5_000)
-            for msg in said:
-                window.show_message(msg)
-            _settle_layout(qtbot, window)
+            window = _window_saying(qtbot, make_window, said)
             least = window.minimumSizeHint()
             assert least.height() <= 720 - 48, pt
             window.resize(least)
