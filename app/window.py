@@ -53,6 +53,7 @@ from PySide6.QtGui import (
     QPaintEvent,
     QPen,
     QResizeEvent,
+    QShowEvent,
 )
 from PySide6.QtWidgets import (
     QAbstractButton,
@@ -186,13 +187,21 @@ QWidget { color: #e2e8f0; font-size: 10pt; }
 QFrame#sidebar { background: #161a23; border-left: 1px solid #232938; }
 QScrollArea#sidebarScroll, QScrollArea#sidebarScroll > QWidget { background: #161a23;
                                                                   border: none; }
-QScrollArea#sidebarScroll QScrollBar:vertical { background: #161a23; width: 8px; margin: 0; }
-QScrollArea#sidebarScroll QScrollBar::handle:vertical { background: #334155; border-radius: 4px;
-                                                        min-height: 32px; }
+/* The setup dialog's words and steps scroll too (larger text): in the sidebar's dark bar, not
+   Fusion's white one. */
+QScrollArea#sidebarScroll QScrollBar:vertical,
+QScrollArea#setupBody QScrollBar:vertical { background: #161a23; width: 8px; margin: 0; }
+QScrollArea#sidebarScroll QScrollBar::handle:vertical,
+QScrollArea#setupBody QScrollBar::handle:vertical { background: #334155; border-radius: 4px;
+                                                    min-height: 32px; }
 QScrollArea#sidebarScroll QScrollBar::add-line:vertical,
-QScrollArea#sidebarScroll QScrollBar::sub-line:vertical { height: 0; }
+QScrollArea#sidebarScroll QScrollBar::sub-line:vertical,
+QScrollArea#setupBody QScrollBar::add-line:vertical,
+QScrollArea#setupBody QScrollBar::sub-line:vertical { height: 0; }
 QScrollArea#sidebarScroll QScrollBar::add-page:vertical,
-QScrollArea#sidebarScroll QScrollBar::sub-page:vertical { background: none; }
+QScrollArea#sidebarScroll QScrollBar::sub-page:vertical,
+QScrollArea#setupBody QScrollBar::add-page:vertical,
+QScrollArea#setupBody QScrollBar::sub-page:vertical { background: none; }
 QLabel#title { font-size: 15pt; font-weight: 700; color: #f8fafc; }
 QLabel#subtitle { color: #94a3b8; font-size: 9pt; }
 QLabel#section { color: #7dd3fc; font-size: 8pt; font-weight: 700; letter-spacing: 1px;
@@ -807,6 +816,81 @@ class MessageBanner(QFrame):
             QAccessible.updateAccessibility(said)
 
 
+class SetupBody(QScrollArea):
+    """The setup dialog's heading, steps and notes, scrolling (the buttons under them do not).
+
+    At larger text they need more height than a screen has (1,017 px at 32 pt, 720 px wide):
+    laid out in the dialog itself, the heading, the notes and the steps were cut, with no way to
+    read them. Here they ask for the height they need, as they did there (the dialog's size at
+    the design's text is Qt's as before), and take at least the labels' heights and
+    ``MIN_STEP_LINES`` of steps; what is left scrolls.
+    """
+
+    MIN_STEP_LINES = 4
+
+    def __init__(self, steps: QPlainTextEdit, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("setupBody")
+        self.steps = steps
+        content = QWidget()
+        self.content = QVBoxLayout(content)
+        self.content.setContentsMargins(0, 0, 0, 0)
+        self.setWidget(content)
+        self.setWidgetResizable(True)  # as wide as the dialog; as tall as it has room for
+        # setWidget turned it on: under a light system palette the words' area was light.
+        content.setAutoFillBackground(False)
+        self.viewport().setAutoFillBackground(False)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        # Not a Tab stop of its own: the steps take the focus, and Tab to one below the fold
+        # scrolls it into view.
+        self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.viewport().installEventFilter(self)
+
+    def least_steps_height(self) -> int:
+        """``MIN_STEP_LINES`` of the steps, with their frame, margins and sideways bar."""
+        steps = self.steps
+        steps.ensurePolished()  # the style sheet's font and bar
+        margins = 2 * (steps.frameWidth() + round(steps.document().documentMargin()))
+        bar = steps.horizontalScrollBar().sizeHint().height()
+        return self.MIN_STEP_LINES * steps.fontMetrics().lineSpacing() + margins + bar
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        # Qt's is held to 36 by 24 lines of text: the words' own, as in the dialog before.
+        return self.widget().sizeHint()
+
+    def hasHeightForWidth(self) -> bool:  # noqa: N802 - Qt API
+        return True
+
+    def heightForWidth(self, width: int) -> int:  # noqa: N802 - Qt API
+        return self.content.totalHeightForWidth(width)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt API
+        # A few lines: the dialog, not this, keeps its least size.
+        return QSize(super().minimumSizeHint().width(), self.least_steps_height())
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if watched is self.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_least()
+        return super().eventFilter(watched, event)
+
+    def _fit_least(self) -> None:
+        # Qt gives the words the height their width needs only while the viewport has it; less,
+        # and the labels were squeezed, cut, where they should scroll. Their width is the
+        # viewport's (the bar's taken, where it shows).
+        self.steps.setMinimumHeight(self.least_steps_height())
+        least = self.content.minimumHeightForWidth(self.viewport().width())
+        if self.widget().minimumHeight() != least:
+            self.widget().setMinimumHeight(least)
+
+    def refit(self) -> None:
+        """The words changed (another heading, a note shown or hidden)."""
+        self.content.invalidate()
+        self._fit_least()
+        self.updateGeometry()
+
+
 class VirtualCameraDialog(QDialog):
     """Setup steps for a virtual camera on this OS, with Retry. Non-modal (``show()``)."""
 
@@ -832,17 +916,19 @@ class VirtualCameraDialog(QDialog):
         # Wide enough for the Linux steps' longest command: at 620 it read "card_label=SharpC".
         self.setMinimumSize(720, 380)
         lay = QVBoxLayout(self)
+        self.steps = QPlainTextEdit()
+        self.body = SetupBody(self.steps)
+        words = self.body.content
         self.head = QLabel(self.MISSING)
         self.head.setWordWrap(True)
-        lay.addWidget(self.head)
-        self.steps = QPlainTextEdit()
+        words.addWidget(self.head)
         self.steps.setReadOnly(True)
         # It takes the focus as the dialog opens: unnamed, a screen reader said nothing there.
         self.steps.setAccessibleName("Setup steps")
         # Commands to paste in a terminal: wrapped, `... exclusive_caps=1` / `card_label=...`
         # read as two commands. A long one scrolls sideways instead.
         self.steps.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
-        lay.addWidget(self.steps, 1)
+        words.addWidget(self.steps, 1)
         self.remembered = QLabel(
             "SharpCam remembers the virtual camera as on, so it tried to start it with the "
             "video. <b>Close</b> forgets that (it is not tried again at the next launch); "
@@ -850,13 +936,14 @@ class VirtualCameraDialog(QDialog):
         )
         self.remembered.setWordWrap(True)
         self.remembered.hide()
-        lay.addWidget(self.remembered)
+        words.addWidget(self.remembered)
         # What the latest Retry found: without it, a Retry that found nothing again looked like
         # a button that did nothing. Not `self.result`: that hid QDialog.result(), its exit code.
         self.outcome = QLabel()
         self.outcome.setWordWrap(True)
         self.outcome.hide()
-        lay.addWidget(self.outcome)
+        words.addWidget(self.outcome)
+        lay.addWidget(self.body, 1)
         row = QHBoxLayout()
         copy = QPushButton("Copy steps")
         copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(self.steps.toPlainText()))
@@ -883,6 +970,7 @@ class VirtualCameraDialog(QDialog):
         self.setWindowTitle("The virtual camera is in use" if busy else "Set up the virtual camera")
         self.steps.setPlainText(text)
         self.remembered.setVisible(remembered)
+        self._refit()
 
     def show_trying(self) -> None:
         """A Retry is under way (a driver may take seconds to answer)."""
@@ -894,6 +982,34 @@ class VirtualCameraDialog(QDialog):
         self.retry_button.setEnabled(True)
         self.outcome.setText(text)
         self.outcome.setVisible(bool(text))
+        self._refit()
+
+    #: Room kept above the dialog in the screen's free area for its title bar and frame.
+    FRAME_ROOM = 48
+
+    def _refit(self) -> None:
+        self.body.refit()
+        if self.isVisible():
+            self._fit_height()  # a note that came while it shows: taller, where there is room
+
+    def _fit_height(self) -> None:
+        """As tall as the words need at this width, up to the screen's free height; never
+        shorter than it is (Qt's size at the design's text, or the person's).
+
+        Qt opens a dialog at most two thirds of the screen tall: at 20 pt it needs 572 px of a
+        1280x720 screen's 672, and opened at 480: the words were cut."""
+        need = self.layout().totalHeightForWidth(self.width())
+        screen = self.screen()
+        if screen is not None:
+            need = min(need, screen.availableGeometry().height() - self.FRAME_ROOM)
+        if need > self.height():
+            self.resize(self.width(), need)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
+        if not event.spontaneous():
+            self.body.refit()
+            self._fit_height()  # before QDialog places it: on the screen at this size
+        super().showEvent(event)
 
 
 class MainWindow(QMainWindow):

@@ -9830,6 +9830,97 @@ def test_the_window_fits_a_1280_px_screen_at_every_text_size_up_to_32_pt(
     assert SIDEBAR_WIDTH < widths[20] < widths[32]  # still wider with larger text
 
 
+def _setup_dialog_cut(dialog: QWidget) -> list[str]:
+    """The setup dialog's words cut short or out of reach (not even by scrolling), its steps
+    under three lines, and its buttons cut, outside it or scrolled away."""
+    from PySide6.QtCore import QRect
+    from PySide6.QtWidgets import QLabel, QPushButton, QScrollArea
+
+    def on_dialog(w: QWidget) -> QRect:
+        return QRect(w.mapTo(dialog, QPoint(0, 0)), w.size())
+
+    def scroller(w: QWidget) -> QScrollArea | None:
+        parent = w.parentWidget()
+        while parent is not None and parent is not dialog:
+            if isinstance(parent, QScrollArea):
+                return parent
+            parent = parent.parentWidget()
+        return None
+
+    def reached(w: QWidget) -> bool:
+        area = scroller(w)
+        if area is None:
+            return dialog.rect().contains(on_dialog(w))
+        # Inside the scrolled words, and all of them within the bar's reach.
+        words = area.widget()
+        bar = area.verticalScrollBar().maximum()
+        whole = words.height() - area.viewport().height() <= bar
+        return whole and words.rect().contains(QRect(w.mapTo(words, QPoint(0, 0)), w.size()))
+
+    cut = []
+    for label in dialog.findChildren(QLabel):
+        if not label.isVisibleTo(dialog):
+            continue
+        need = (
+            label.heightForWidth(label.width()) if label.wordWrap() else label.sizeHint().height()
+        )
+        if label.height() < need or not reached(label):
+            cut.append(label.text()[:30])
+    steps = dialog.steps
+    if steps.viewport().height() < 3 * steps.fontMetrics().lineSpacing() or not reached(steps):
+        cut.append("steps")
+    for button in dialog.findChildren(QPushButton):
+        whole = button.height() >= button.sizeHint().height()
+        if not (button.isVisible() and whole and scroller(button) is None and reached(button)):
+            cut.append(button.text())
+    return cut
+
+
+def test_the_setup_dialog_shows_its_words_and_buttons_on_a_1280x720_screen_up_to_32_pt(
+    qtbot, make_window, monkeypatch
+) -> None:
+    # At 720 px wide the heading, steps and notes need 572 px at 20 pt (1,017 at 32), and the
+    # dialog opened at most two thirds of the screen tall: the heading, "SharpCam
+    # remembers..." and the steps were cut, with no way to read the rest.
+    from PySide6.QtCore import QRect, QSize
+    from PySide6.QtGui import QScreen
+
+    from app.window import VirtualCameraDialog
+    from engine.virtualcam import virtual_camera_guidance
+
+    free = QRect(0, 0, 1280, 720)  # the screen's free area, as Python reads it here
+    retried = "Still not found (tried again at 12:00:00). Follow the steps above, then press Retry."
+
+    def opened(window: MainWindow, *, notes: bool) -> VirtualCameraDialog:
+        dialog = VirtualCameraDialog(window)
+        dialog.set_guidance(virtual_camera_guidance("linux"), remembered=notes)
+        dialog.say_result(retried if notes else "")
+        dialog.show()
+        qtbot.waitExposed(dialog)
+        _settle_layout(qtbot, dialog)
+        return dialog
+
+    for pt in (20, 32):
+        with _app_font(pt):
+            window = make_window(start=False)
+            monkeypatch.setattr(QScreen, "availableGeometry", lambda _screen: free)
+            dialog = opened(window, notes=True)
+            assert dialog.width() <= 1280 - 16 and dialog.height() <= 720 - 48, pt
+            assert _setup_dialog_cut(dialog) == [], pt
+            # As tall as the words need, where the screen has the room (at 20 pt): no scrolling.
+            need = dialog.layout().totalHeightForWidth(dialog.width())
+            assert dialog.height() >= min(need, 720 - 48), pt
+            dialog.close()
+            monkeypatch.undo()
+            window.close()
+    # At the design's text size: the size it had, all of it shown without scrolling.
+    window = make_window(start=False)
+    dialog = opened(window, notes=False)
+    assert dialog.size() == QSize(720, 380)
+    assert _setup_dialog_cut(dialog) == []
+    dialog.close()
+
+
 def test_the_before_and_after_badges_take_their_short_names_where_the_whole_ones_do_not_fit(
     qtbot: Any,
 ) -> None:
