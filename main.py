@@ -1710,8 +1710,9 @@ STOPPED_FINISH_S = 5.0
 
 def _stop_engine(engine: Any, timeout: float) -> bool:
     """``engine.stop(timeout)``; True where a second Ctrl-C cut it short (it waits for the
-    output's close, an encoder behind on 4K frames): that Ctrl-C ended the run with FFmpeg
-    writing on after exit, its frames left in the hidden file under "interrupted"."""
+    output's close, an encoder behind on 4K frames): :func:`_join_before_exit` is then told
+    to ``hurry`` and ends the encoder with the frames it has. Raised on, that Ctrl-C ended the
+    run with FFmpeg writing on after exit, its frames left in the hidden file."""
     try:
         engine.stop(timeout=timeout)
     except KeyboardInterrupt:

@@ -158,13 +158,12 @@ def describe_error(
         # slower than its rate: a 720p H.264 clip beside the full-size model on two cores was
         # advised "1080p rather than 4K", as if the file were at fault.
         photos = "they play slower" in low
+        it, its = ("they", "their") if photos else ("it", "its")
         return UserMessage(
             "camera",
-            f"The {'photos play' if photos else 'video plays'} slower than "
-            f"{'they' if photos else 'it'} should: {msg}",
+            f"The {'photos play' if photos else 'video plays'} slower than {it} should: {msg}",
             f"{'The photos themselves are read' if photos else 'The file itself decodes'} in "
-            f"time, but this computer is too busy to keep up with {'their' if photos else 'its'} rate (other "
-            "programs, "
+            f"time, but this computer is too busy to keep up with {its} rate (other programs, "
             "or sharpening at this processing size, take the time), so "
             f"{'each one shows longer' if photos else 'it plays slowed down, in calls too'}. "
             "Close other programs, or choose a smaller processing size.",
@@ -1432,15 +1431,11 @@ class EngineBridge(QObject):
             if self._claim(req):
                 self._close_opened(req)
 
-    def _close_opened(self, req: _VirtualOpen, watched: _WatchedSink | None = None) -> None:
+    def _close_opened(self, req: _VirtualOpen) -> None:
         """Close the device ``req`` opened (any thread); then it holds none (``released``)."""
         try:
             if req.sink is not None:
-                if watched is None:
-                    watched = self._watch(req.sink, engine=req.engine)
-                watched.close()
-        except VirtualCameraCloseError:
-            pass  # said as it closed: it may still be held, and the next turn-on may fail on it
+                self._close_sink(self._watch(req.sink, engine=req.engine))
         finally:
             req.released.set()
 
@@ -1523,8 +1518,10 @@ class EngineBridge(QObject):
             self._say(feedback_loop_message(self._playing[1] or self._playing[0], device))
             return
         watched.engine = self._engine
-        # Not closed by the engine when its run is over: that close would wait in this thread
-        # for a send in progress, and a device held over a restart may be stuck in one.
+        # Where the run is over already, add_sink must not close it: that close would wait in
+        # this thread for a send in progress, and a device held over a restart may be stuck in
+        # one (it is closed in the background below). An attached one the engine closes at
+        # its end as any sink.
         added = self._engine.add_sink(watched, close=False)
         if added is False:
             # The run is over (its end is on its way to _on_engine_done): nothing would be
@@ -1642,10 +1639,12 @@ class EngineBridge(QObject):
         self._close_sink_in_background(held.end(handed_on=False))
 
     def _close_sink(self, watched: _WatchedSink) -> None:
+        """Close ``watched`` (any thread). A failure is said as it closes (``on_close_error``):
+        the device may still be held, and the next turn-on may fail on it."""
         try:
             watched.close()
         except VirtualCameraCloseError:
-            pass  # said as it closed: it may still be held, as for the engine's close
+            pass  # said already
 
     def _watch(
         self, sink: Any, *, engine: Any, closed: threading.Event | None = None

@@ -631,8 +631,8 @@ class MessageBanner(QFrame):
 
     def _least_widths(self) -> tuple[int, list[int]]:
         """The least widths of the words and of each button (or label) shown beside them."""
-        items = [QWidgetItem(w) for w in (self.text_area, self.more, self.folder_button)]
-        items.append(QWidgetItem(self.dismiss_button))
+        shown = (self.text_area, self.more, self.folder_button, self.dismiss_button)
+        items = [QWidgetItem(w) for w in shown]
         text, *controls = (item.minimumSize().width() for item in items if not item.isEmpty())
         return text, controls
 
